@@ -1,0 +1,128 @@
+/**
+ * The lhc.yml schema. Every object is strict: a misspelt key is an error, never silently ignored.
+ * Paths in the config (files[].src, probes' fixtures, tarball path, data template) are relative
+ * to the config file's directory; load.ts resolves them.
+ */
+import { z } from 'zod';
+
+const sha256 = z.string().regex(/^[0-9a-f]{64}$/, 'expected 64 hex characters');
+const url = z.string().regex(/^(https?|file):\/\/\S+$/, 'expected an http(s):// or file:// URL');
+const absPath = z.string().regex(/^\/(?!.*(^|\/)\.\.(\/|$)).*$/, 'expected an absolute path without ".."');
+const mode = z
+  .union([z.string().regex(/^0?[0-7]{3,4}$/, 'expected an octal mode such as "0755"'), z.number().int()])
+  .transform((m) => (typeof m === 'number' ? m : parseInt(m, 8)));
+
+export const luaSchema = z.strictObject({
+  version: z.string().regex(/^5\.[34]\.\d+$/, 'expected a Lua 5.3.x or 5.4.x version such as "5.4.4"'),
+  sha256,
+  urls: z.array(url).min(1).optional(),
+  strategy: z.enum(['cross', 'in-root']).default('cross'),
+  /** Where the interpreter is installed in the image. */
+  path: absPath.default('/bin/lua'),
+});
+
+export const scratchBase = z.strictObject({ type: z.literal('scratch') });
+export const tarballBase = z
+  .strictObject({
+    type: z.literal('tarball'),
+    path: z.string().min(1).optional(),
+    urls: z.array(url).min(1).optional(),
+    sha256: sha256.optional(),
+  })
+  .superRefine((b, ctx) => {
+    if (!b.path && !b.urls) ctx.addIssue({ code: 'custom', message: 'give either path or urls', path: ['path'] });
+    if (b.urls && !b.sha256) ctx.addIssue({ code: 'custom', message: 'required with urls', path: ['sha256'] });
+  });
+export const debianBase = z.strictObject({
+  type: z.literal('debian'),
+  suite: z.string().regex(/^[a-z]+$/, 'expected a Debian suite name such as "bookworm"').default('bookworm'),
+  packages: z.array(z.string().regex(/^[a-z0-9][a-z0-9+.-]+$/, 'expected a Debian package name')).default([]),
+  variant: z.enum(['minbase', 'essential', 'apt']).default('minbase'),
+  /** Extra mmdebstrap mirror/sources lines; default: the host's apt sources. */
+  mirrors: z.array(z.string()).optional(),
+});
+export const baseSchema = z.discriminatedUnion('type', [scratchBase, tarballBase, debianBase]);
+
+export const fileSchema = z.strictObject({
+  src: z.string().min(1),
+  dst: absPath,
+  mode: mode.optional(),
+});
+
+export const dataSchema = z.strictObject({
+  path: absPath.default('/data'),
+  /** A directory whose contents seed the writable data template. */
+  template: z.string().min(1).optional(),
+});
+
+const port = z.number().int().min(1).max(65535);
+
+export const serviceSchema = z
+  .strictObject({
+    command: z.array(z.string().min(1)).min(1),
+    user: z.union([z.string().min(1), z.number().int().min(0)]).default(0),
+    env: z.record(z.string(), z.string()).default({}),
+    workdir: absPath.optional(),
+    inetd: z.boolean().optional(),
+    listen: port.optional(),
+    /** Seconds a traced or verified run may take before it is killed. */
+    timeout: z.number().positive().default(60),
+  })
+  .superRefine((s, ctx) => {
+    if (!!s.inetd === (s.listen !== undefined))
+      ctx.addIssue({ code: 'custom', message: 'set exactly one of inetd: true or listen: PORT', path: ['inetd'] });
+    if (!s.command[0]!.startsWith('/'))
+      ctx.addIssue({ code: 'custom', message: 'the entrypoint must be an absolute path in the image', path: ['command', 0] });
+  });
+
+export const gopherProbe = z.strictObject({
+  name: z.string().regex(/^[\w.-]+$/, 'expected a name of letters, digits, ".", "_" or "-"'),
+  type: z.literal('gopher'),
+  /** The selector sent, without CRLF; a search is "selector\tquery". */
+  selector: z.string().default(''),
+  /** Expected response, byte for byte. */
+  fixture: z.string().min(1),
+});
+export const httpProbe = z.strictObject({
+  name: z.string().regex(/^[\w.-]+$/, 'expected a name of letters, digits, ".", "_" or "-"'),
+  type: z.literal('http'),
+  path: z.string().startsWith('/', 'expected a path starting with "/"').default('/'),
+  status: z.number().int().min(100).max(599).default(200),
+  /** Expected body, byte for byte (optional). */
+  fixture: z.string().min(1).optional(),
+});
+export const probeSchema = z.discriminatedUnion('type', [gopherProbe, httpProbe]);
+
+export const outputsSchema = z.strictObject({
+  dir: z.string().min(1).default('out'),
+  image: z.string().regex(/^[\w.-]+$/).optional(),
+  'data-template': z.string().regex(/^[\w.-]+$/).optional(),
+  manifest: z.string().regex(/^[\w.-]+$/).optional(),
+});
+
+export const configSchema = z.strictObject({
+  name: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'expected lower-case letters, digits and "-" (a unit name)'),
+  arch: z.enum(['aarch64', 'x86_64']).default('aarch64'),
+  /** Unix time for reproducible timestamps; SOURCE_DATE_EPOCH overrides it. */
+  epoch: z.number().int().min(0).optional(),
+  lua: luaSchema.optional(),
+  base: baseSchema.default({ type: 'scratch' }),
+  /** A command run inside the root (under QEMU in nspawn) after the base is laid down. */
+  packages: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]).optional(),
+  files: z.array(fileSchema).default([]),
+  data: dataSchema.default({ path: '/data' }),
+  service: serviceSchema,
+  probes: z.array(probeSchema).min(1),
+  keep: z.array(z.string().min(1)).default([]),
+  drop: z.array(z.string().min(1)).default([]),
+  outputs: outputsSchema.default({ dir: 'out' }),
+});
+
+export type LhcConfigInput = z.input<typeof configSchema>;
+/** The config as written, validated and with defaults applied (paths not yet resolved). */
+export type LhcConfigRaw = z.output<typeof configSchema>;
+export type Probe = z.output<typeof probeSchema>;
+export type GopherProbe = z.output<typeof gopherProbe>;
+export type HttpProbe = z.output<typeof httpProbe>;
+export type Base = z.output<typeof baseSchema>;
+export type LuaSpec = z.output<typeof luaSchema>;
