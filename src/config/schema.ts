@@ -8,9 +8,17 @@ import { z } from 'zod';
 const sha256 = z.string().regex(/^[0-9a-f]{64}$/, 'expected 64 hex characters');
 const url = z.string().regex(/^(https?|file):\/\/\S+$/, 'expected an http(s):// or file:// URL');
 const absPath = z.string().regex(/^\/(?!.*(^|\/)\.\.(\/|$)).*$/, 'expected an absolute path without ".."');
+// YAML 1.2 reads a bare `mode: 0755` as the decimal number 755: a number is taken digit by digit as
+// the octal mode the user wrote, and refused when its digits cannot be octal.
 const mode = z
-  .union([z.string().regex(/^0?[0-7]{3,4}$/, 'expected an octal mode such as "0755"'), z.number().int()])
-  .transform((m) => (typeof m === 'number' ? m : parseInt(m, 8)));
+  .union([
+    z.string().regex(/^0?[0-7]{3,4}$/, 'expected an octal mode such as "0755"'),
+    z
+      .number()
+      .int()
+      .refine((n) => /^[0-7]{3,4}$/.test(String(n)), 'expected an octal mode such as "0755" (quote it)'),
+  ])
+  .transform((m) => parseInt(String(m), 8));
 
 export const luaSchema = z.strictObject({
   version: z.string().regex(/^5\.[34]\.\d+$/, 'expected a Lua 5.3.x or 5.4.x version such as "5.4.4"'),

@@ -1,0 +1,6 @@
+/** Entry point of the action (dist/index.js). */
+import { installSignalHandlers } from '../tools/signals.js';
+import { run } from './main.js';
+
+installSignalHandlers();
+await run();

@@ -1,0 +1,38 @@
+/** The action's inputs (see action.yml), read and checked in one place. */
+import { ConfigError } from '../core/errors.js';
+
+export interface ActionInputs {
+  config: string;
+  /** Empty: the config's outputs.dir. */
+  outDir?: string;
+  cache: boolean;
+  uploadArtifacts: boolean;
+  /** Empty: the config's name. */
+  artifactName?: string;
+  manifestLock?: string;
+  updateManifest: boolean;
+  verify: boolean;
+}
+
+function bool(name: string, value: string, fallback: boolean): boolean {
+  const v = value.trim();
+  if (v === '') return fallback;
+  if (/^(true|True|TRUE)$/.test(v)) return true;
+  if (/^(false|False|FALSE)$/.test(v)) return false;
+  throw new ConfigError(`input ${name}: expected true or false, got "${v}"`);
+}
+
+/** `get` returns an input's raw value ('' when unset), as core.getInput does. */
+export function readInputs(get: (name: string) => string): ActionInputs {
+  const opt = (name: string) => get(name).trim() || undefined;
+  return {
+    config: opt('config') ?? 'lhc.yml',
+    outDir: opt('out-dir'),
+    cache: bool('cache', get('cache'), true),
+    uploadArtifacts: bool('upload-artifacts', get('upload-artifacts'), true),
+    artifactName: opt('artifact-name'),
+    manifestLock: opt('manifest-lock'),
+    updateManifest: bool('update-manifest', get('update-manifest'), false),
+    verify: bool('verify', get('verify'), true),
+  };
+}

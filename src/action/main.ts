@@ -1,0 +1,57 @@
+/**
+ * The action shell: inputs → the same build() the CLI runs → outputs. Only this directory
+ * imports @actions/core.
+ */
+import * as core from '@actions/core';
+import type { BuildResult } from '../build-result.js';
+import { loadConfig } from '../config/load.js';
+import { ToolError, UserError } from '../core/errors.js';
+import { realProbe } from '../host/probe.js';
+import { setupHost } from '../host/setup.js';
+import { build } from '../pipeline.js';
+import { readInputs } from './inputs.js';
+import { actionsLogger } from './logger.js';
+
+/** Output name → value, as declared in action.yml. */
+export function outputsOf(r: BuildResult): Record<string, string> {
+  return {
+    image: r.image,
+    'image-sha256': r.imageSha256,
+    'data-template': r.dataTemplate,
+    manifest: r.manifest,
+    sha256sums: r.sha256sums,
+    'bytes-before': String(r.bytesBefore),
+    'bytes-after': String(r.bytesAfter),
+    'files-kept': String(r.filesKept),
+  };
+}
+
+/** The message setFailed gets: user and tool errors without a stack, bugs with one. */
+export function failureMessage(e: unknown): string {
+  if (e instanceof UserError || e instanceof ToolError) return e.message;
+  if (e instanceof Error) return e.stack ?? e.message;
+  return String(e);
+}
+
+export async function run(): Promise<void> {
+  try {
+    const inputs = readInputs((name) => core.getInput(name));
+    const logger = actionsLogger();
+    const config = await loadConfig(inputs.config);
+    // Runners are fresh machines: install and register what is missing (sudo -n when not root).
+    await logger.group('Host setup', () => setupHost(realProbe, logger));
+    const result = await build(config, {
+      outDir: inputs.outDir ?? config.outputs.dir,
+      logger,
+      verify: inputs.verify,
+      manifestLock: inputs.manifestLock,
+      updateManifest: inputs.updateManifest,
+    });
+    for (const [name, value] of Object.entries(outputsOf(result))) core.setOutput(name, value);
+    if (result.verify && !result.verify.ok) {
+      core.setFailed(`verify failed for ${config.name}: see the verify rows in the log`);
+    }
+  } catch (e) {
+    core.setFailed(failureMessage(e));
+  }
+}

@@ -1,0 +1,46 @@
+/** What a whole build returns: the shells (CLI, action) report it, the tests assert on it. */
+
+export interface HardeningCheck {
+  name: string;
+  ok: boolean;
+  detail: string;
+}
+
+export interface ProbeOutcome {
+  name: string;
+  ok: boolean;
+  /** Readable unified diff (CR, TAB, non-printables made visible) when !ok. */
+  diff?: string;
+  bytes: number;
+}
+
+export interface VerifyReport {
+  ok: boolean;
+  probes: ProbeOutcome[];
+  hardening: HardeningCheck[];
+  load?: { requests: number; concurrency: number; failures: number; p50ms: number; p95ms: number; p99ms: number };
+}
+
+export interface BuildResult {
+  name: string;
+  outDir: string;
+  image: string;
+  imageSha256: string;
+  imageBytes: number;
+  dataTemplate: string;
+  dataTemplateSha256: string;
+  manifest: string;
+  sha256sums: string;
+  /** Directory with the board's deploy bundle (units, fstab, OCI config). */
+  bundleDir: string;
+  traceReport: string;
+  /** Bytes of the assembled root before pruning, and of the pruned root. */
+  bytesBefore: number;
+  bytesAfter: number;
+  filesKept: number;
+  /** Text of the manifest diff against the lock, when a lock was given and differs (or was updated). */
+  manifestDiff?: string;
+  verify?: VerifyReport;
+  /** Seconds per stage, in pipeline order. */
+  timings: { stage: string; seconds: number }[];
+}

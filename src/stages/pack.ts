@@ -1,0 +1,140 @@
+/**
+ * pack: pruned root → read-only squashfs image, data template, manifest and SHA256SUMS.
+ * Same inputs give the same bytes on any machine, at any time, under any umask or TZ: the image
+ * and the template take every time from `epoch` and every owner from a fixed value, and the
+ * manifest holds no times at all.
+ */
+import { createHash } from 'node:crypto';
+import { lstat, mkdir, rm, stat, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { UserError } from '../core/errors.js';
+import type { Logger } from '../core/logger.js';
+import { scanTree, serializeManifest, sha256File, type Manifest } from '../manifest/manifest.js';
+import { run } from '../tools/exec.js';
+import { mksquashfsArgv, mksquashfsEnv, ROOT_MODE } from '../tools/mksquashfs.js';
+import { writeDataTemplate, type Owner } from './data-template.js';
+
+export interface PackOptions {
+  /** The pruned root directory. */
+  root: string;
+  /** The data directory to seed the data partition with; undefined gives an empty one. */
+  dataDir?: string;
+  /** Where the data partition is mounted in the container; default "/data". It must exist in the root. */
+  dataPath?: string;
+  name: string;
+  epoch: number;
+  outDir: string;
+  logger: Logger;
+  /** Owner of every data template entry; default 0:0. */
+  dataOwner?: Owner;
+  /** Output names (config `outputs.*`); defaults <name>.squashfs, <name>-data.tar.gz, <name>.manifest.json. */
+  fileNames?: { image?: string; dataTemplate?: string; manifest?: string };
+  signal?: AbortSignal;
+}
+
+export interface PackResult {
+  image: string;
+  imageSha256: string;
+  imageBytes: number;
+  dataTemplate: string;
+  dataTemplateSha256: string;
+  dataTemplateBytes: number;
+  manifest: string;
+  manifestSha256: string;
+  /** The manifest itself, for the lock check and the report. */
+  manifestData: Manifest;
+  sha256sums: string;
+}
+
+export function artifactNames(name: string, fileNames: PackOptions['fileNames'] = {}) {
+  return {
+    image: fileNames.image ?? `${name}.squashfs`,
+    dataTemplate: fileNames.dataTemplate ?? `${name}-data.tar.gz`,
+    manifest: fileNames.manifest ?? `${name}.manifest.json`,
+    sha256sums: 'SHA256SUMS',
+  };
+}
+
+/**
+ * Writes `SHA256SUMS` in `dir` over `files` (paths relative to dir), sorted, in the format
+ * `sha256sum -c` reads. Returns its path.
+ */
+export async function writeSha256Sums(dir: string, files: readonly string[]): Promise<string> {
+  const lines: string[] = [];
+  for (const f of [...new Set(files)].sort()) {
+    if (/[\n\\]/.test(f)) throw new UserError(`cannot list '${f}' in SHA256SUMS: newline or backslash in the name`);
+    lines.push(`${await sha256File(path.join(dir, f))}  ${f}`);
+  }
+  const out = path.join(dir, 'SHA256SUMS');
+  await writeFile(out, lines.join('\n') + '\n');
+  return out;
+}
+
+async function requireDir(dir: string, what: string): Promise<void> {
+  let st;
+  try {
+    st = await lstat(dir);
+  } catch {
+    throw new UserError(`${what} ${dir} does not exist`);
+  }
+  if (!st.isDirectory()) throw new UserError(`${what} ${dir} is not a directory`);
+}
+
+export async function packImage(o: PackOptions): Promise<PackResult> {
+  const dataPath = o.dataPath ?? '/data';
+  const names = artifactNames(o.name, o.fileNames);
+  await requireDir(o.root, 'root');
+  if (o.dataDir !== undefined) await requireDir(o.dataDir, 'data directory');
+  // nspawn cannot create a mount point on a read-only root; better to fail here than on the board.
+  const mountPoint = path.join(o.root, dataPath);
+  try {
+    if (!(await stat(mountPoint)).isDirectory()) throw new Error('not a directory');
+  } catch {
+    throw new UserError(
+      `the root has no directory ${dataPath}: the data partition is mounted there and a read-only root cannot grow it`,
+    );
+  }
+  await mkdir(o.outDir, { recursive: true });
+  const image = path.join(o.outDir, names.image);
+  const dataTemplate = path.join(o.outDir, names.dataTemplate);
+  const manifestFile = path.join(o.outDir, names.manifest);
+
+  o.logger.info(`packing ${o.root} into ${image} (squashfs, xz, epoch ${o.epoch})`);
+  await rm(image, { force: true });
+  await run(mksquashfsArgv({ source: o.root, image, epoch: o.epoch, rootMode: ROOT_MODE }), {
+    env: mksquashfsEnv(),
+    logger: o.logger,
+    signal: o.signal,
+  });
+  const imageEntries = await scanTree(o.root, { mountPath: '/', owner: { uid: 0, gid: 0 }, rootMode: ROOT_MODE });
+
+  const data = await writeDataTemplate({
+    dataDir: o.dataDir,
+    dataPath,
+    epoch: o.epoch,
+    out: dataTemplate,
+    owner: o.dataOwner,
+    logger: o.logger,
+  });
+
+  const manifestData: Manifest = { lhcManifest: 1, name: o.name, image: imageEntries, data: { path: dataPath, entries: data.entries } };
+  const manifestText = serializeManifest(manifestData);
+  await writeFile(manifestFile, manifestText);
+
+  const sha256sums = await writeSha256Sums(o.outDir, [names.image, names.dataTemplate, names.manifest]);
+  const imageBytes = (await stat(image)).size;
+  const imageSha256 = await sha256File(image);
+  o.logger.info(`image ${imageBytes} bytes, data template ${data.bytes} bytes, ${imageEntries.length} paths`);
+  return {
+    image,
+    imageSha256,
+    imageBytes,
+    dataTemplate,
+    dataTemplateSha256: data.sha256,
+    dataTemplateBytes: data.bytes,
+    manifest: manifestFile,
+    manifestSha256: createHash('sha256').update(manifestText).digest('hex'),
+    manifestData,
+    sha256sums,
+  };
+}

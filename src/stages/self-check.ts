@@ -1,0 +1,102 @@
+/**
+ * Self-check: replay the probes against the pruned root, run the board's way (read-only root,
+ * hardened, a fresh copy of the data template at the data path, no tracing), and fail the build
+ * if any response differs from the unpruned traced run. A difference means the trace missed
+ * something the service needs (or the service is not deterministic, which is just as fatal for
+ * fixtures).
+ */
+import { rm } from 'node:fs/promises';
+import path from 'node:path';
+import type { LhcConfig } from '../config/load.js';
+import { UserError } from '../core/errors.js';
+import type { Logger } from '../core/logger.js';
+import { run } from '../tools/exec.js';
+import { runProbes, type ProbeResponse } from './trace.js';
+
+export interface SelfCheckOptions {
+  workDir: string;
+  logger: Logger;
+  /** The data template directory from pruneRoot (seeds the data path of every run). */
+  dataDir?: string;
+  signal?: AbortSignal;
+}
+
+export interface SelfCheckResult {
+  responses: Record<string, ProbeResponse>;
+  seconds: number;
+}
+
+/** Bytes made readable: CR, LF, TAB and other control bytes spelled out. */
+export function visible(b: Buffer): string {
+  let s = '';
+  for (const c of b) {
+    if (c === 0x0d) s += '\\r';
+    else if (c === 0x0a) s += '\\n';
+    else if (c === 0x09) s += '\\t';
+    else if (c < 0x20 || c > 0x7e) s += `\\x${c.toString(16).padStart(2, '0')}`;
+    else s += String.fromCharCode(c);
+  }
+  return s;
+}
+
+function bytesDiff(what: string, expected: Buffer, actual: Buffer): string | undefined {
+  if (expected.equals(actual)) return undefined;
+  let at = 0;
+  while (at < expected.length && at < actual.length && expected[at] === actual[at]) at++;
+  const from = Math.max(0, at - 40);
+  return (
+    `${what}: ${expected.length} bytes before pruning, ${actual.length} after; first difference at byte ${at}\n` +
+    `  before: …${visible(expected.subarray(from, at + 80))}\n` +
+    `  after:  …${visible(actual.subarray(from, at + 80))}`
+  );
+}
+
+/** The difference between two responses in words, or undefined when they are equal. */
+export function responseDiff(name: string, before: ProbeResponse | undefined, after: ProbeResponse | undefined): string | undefined {
+  if (before === undefined || after === undefined) return `probe '${name}': no response ${before === undefined ? 'before' : 'after'} pruning`;
+  if (Buffer.isBuffer(before) && Buffer.isBuffer(after)) return bytesDiff(`probe '${name}'`, before, after);
+  if (!Buffer.isBuffer(before) && !Buffer.isBuffer(after)) {
+    if (before.status !== after.status) return `probe '${name}': HTTP status ${before.status} before pruning, ${after.status} after`;
+    return bytesDiff(`probe '${name}' body`, before.body, after.body);
+  }
+  return `probe '${name}': response kinds differ`;
+}
+
+export async function selfCheck(
+  config: LhcConfig,
+  prunedRoot: string,
+  unprunedResponses: Record<string, ProbeResponse>,
+  opts: SelfCheckOptions,
+): Promise<SelfCheckResult> {
+  const dataDir = path.join(opts.workDir, 'self-check-data');
+  await rm(dataDir, { recursive: true, force: true });
+  if (opts.dataDir) await run(['cp', '-a', '--', opts.dataDir, dataDir], { privileged: true });
+  else await run(['mkdir', '-p', dataDir]);
+  const started = Date.now();
+  try {
+    const probed = await opts.logger.group(`self-check: ${config.probes.length} probes against the pruned root`, () =>
+      runProbes(
+        config,
+        { root: prunedRoot, dataDir, readOnly: true, harden: true },
+        { workDir: opts.workDir, logger: opts.logger, ...(opts.signal ? { signal: opts.signal } : {}) },
+      ),
+    ).catch((e: unknown) => {
+      if (e instanceof UserError) {
+        throw new UserError(`self-check failed: the pruned root does not run like the traced one: ${e.message}`, { cause: e });
+      }
+      throw e;
+    });
+    const diffs = config.probes
+      .map((p) => responseDiff(p.name, unprunedResponses[p.name], probed.responses[p.name]))
+      .filter((d): d is string => d !== undefined);
+    if (diffs.length > 0) {
+      throw new UserError(
+        `self-check failed: ${diffs.length} of ${config.probes.length} probe(s) answer differently after pruning ` +
+          `(the trace missed something the service needs; add it to keep:)\n${diffs.join('\n')}`,
+      );
+    }
+    return { responses: probed.responses, seconds: (Date.now() - started) / 1000 };
+  } finally {
+    await run(['rm', '-rf', '--one-file-system', '--', dataDir], { privileged: true, reject: false });
+  }
+}

@@ -1,0 +1,70 @@
+/**
+ * systemd-nspawn command lines as data. The deploy bundle's service unit, verify and the traced
+ * run all build their argv here, so what is verified is exactly what the board runs.
+ * Flags were checked against systemd 252 (see DESIGN.md).
+ */
+
+export interface NspawnOptions {
+  /** Directory root (a loop-mounted image or a writable copy). */
+  root: string;
+  /** Entrypoint argv inside the container. */
+  command: readonly string[];
+  /** Mount the root read-only (the board's way). */
+  readOnly?: boolean;
+  /** Host dir bound at the data path (the writable, noexec data partition on the board). */
+  dataDir?: string;
+  dataPath?: string;
+  /** Extra binds, host:container, read-write. */
+  binds?: readonly { host: string; container: string; readOnly?: boolean }[];
+  env?: Readonly<Record<string, string>>;
+  /** Run the payload as this user (name or uid) inside the container. */
+  user?: string | number;
+  workdir?: string;
+  /** The hardening set the board uses: private network, no CAP_NET_ADMIN, no new privileges, user namespace. */
+  harden?: boolean;
+  /** Private user namespace with ownership mapped (needs a kernel with idmapped mounts). */
+  userNamespace?: boolean;
+  /** Copy the root per run (throwaway writes). */
+  ephemeral?: boolean;
+  /** Give the container its own network namespace even without full hardening (trace runs). */
+  privateNetwork?: boolean;
+  machineName?: string;
+}
+
+/** Flags every lhc container run shares: no machined/dbus needed, plain pipes for stdio. */
+export const BASE_FLAGS = ['--register=no', '--keep-unit', '-q', '--console=pipe'] as const;
+
+/** The board's hardening, in one list so the unit file and verify can never drift apart. */
+export const HARDENING_FLAGS = [
+  '--private-network',
+  '--drop-capability=CAP_NET_ADMIN',
+  '--no-new-privileges=yes',
+] as const;
+
+export const USERNS_FLAGS = ['-U', '--private-users-ownership=map'] as const;
+
+export function nspawnArgv(o: NspawnOptions): string[] {
+  const argv = ['systemd-nspawn', ...BASE_FLAGS, `--directory=${o.root}`];
+  if (o.machineName) argv.push(`--machine=${o.machineName}`);
+  if (o.readOnly) argv.push('--read-only');
+  if (o.ephemeral) argv.push('--ephemeral');
+  if (o.harden) argv.push(...HARDENING_FLAGS);
+  else if (o.privateNetwork) argv.push('--private-network');
+  if (o.userNamespace) argv.push(...USERNS_FLAGS);
+  if (o.dataDir) argv.push(`--bind=${o.dataDir}:${o.dataPath ?? '/data'}`);
+  for (const b of o.binds ?? []) argv.push(`${b.readOnly ? '--bind-ro' : '--bind'}=${b.host}:${b.container}`);
+  for (const [k, v] of Object.entries(o.env ?? {}).sort(([a], [b]) => (a < b ? -1 : 1))) {
+    argv.push(`--setenv=${k}=${v}`);
+  }
+  if (o.user !== undefined && String(o.user) !== '0' && o.user !== 'root') argv.push(`--user=${o.user}`);
+  if (o.workdir) argv.push(`--chdir=${o.workdir}`);
+  argv.push('--', ...o.command);
+  return argv;
+}
+
+/** Where the QEMU trace goes inside the container, and the env that turns it on (emulated runs). */
+export const TRACE_MOUNT = '/lhc-trace';
+export function qemuTraceEnv(): Record<string, string> {
+  // A file, not stderr: the guest may redirect its own fd 2 (nginx writes it into its error log).
+  return { QEMU_STRACE: '1', QEMU_LOG_FILENAME: `${TRACE_MOUNT}/qemu.%d.log` };
+}

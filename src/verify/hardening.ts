@@ -1,0 +1,234 @@
+/**
+ * Hardening checks read from the host on the live container payload, so they prove what the
+ * kernel enforces, not what the command line asked for. Each check is a pure function of the
+ * /proc text (testable on recorded samples) plus one reader for a live pid.
+ *
+ * Under binfmt_misc with the F flag the payload process is QEMU running the aarch64 code; its
+ * /proc entries are still the container's (mounts, capabilities, namespaces).
+ */
+import { readFile, readdir, lstat, readlink } from 'node:fs/promises';
+import path from 'node:path';
+import type { HardeningCheck } from '../build-result.js';
+
+export interface MountEntry {
+  mountPoint: string;
+  /** Per-mount options (ro, noexec, ...). */
+  options: string[];
+  fsType: string;
+  source: string;
+  superOptions: string[];
+}
+
+/** mountinfo escapes space, tab, newline and backslash as octal. */
+function unescape(field: string): string {
+  return field.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+}
+
+export function parseMountInfo(text: string): MountEntry[] {
+  const out: MountEntry[] = [];
+  for (const line of text.split('\n')) {
+    if (!line.trim()) continue;
+    const fields = line.split(' ');
+    const dash = fields.indexOf('-');
+    if (dash < 6) continue;
+    out.push({
+      mountPoint: unescape(fields[4]!),
+      options: fields[5]!.split(','),
+      fsType: fields[dash + 1] ?? '',
+      source: unescape(fields[dash + 2] ?? ''),
+      superOptions: (fields[dash + 3] ?? '').split(','),
+    });
+  }
+  return out;
+}
+
+/** The mount that is visible at `mountPoint`: the last one stacked there. */
+function topMount(mounts: MountEntry[], mountPoint: string): MountEntry | undefined {
+  return mounts.filter((m) => m.mountPoint === mountPoint).at(-1);
+}
+
+function describeMount(m: MountEntry): string {
+  return `${m.fsType} ${m.source} (${m.options.join(',')})`;
+}
+
+export function checkRootReadOnly(mountinfo: string): HardeningCheck {
+  const name = 'root mounted read-only';
+  const root = topMount(parseMountInfo(mountinfo), '/');
+  if (!root) return { name, ok: false, detail: 'no mount at / in the container' };
+  return { name, ok: root.options.includes('ro'), detail: describeMount(root) };
+}
+
+export function checkDataMount(mountinfo: string, dataPath: string): HardeningCheck {
+  const name = `${dataPath} noexec,nosuid,nodev`;
+  const m = topMount(parseMountInfo(mountinfo), dataPath);
+  if (!m) return { name, ok: false, detail: `nothing is mounted at ${dataPath}` };
+  const missing = ['noexec', 'nosuid', 'nodev'].filter((o) => !m.options.includes(o));
+  return {
+    name,
+    ok: missing.length === 0,
+    detail: (missing.length ? `missing ${missing.join(',')}: ` : '') + describeMount(m),
+  };
+}
+
+function statusField(status: string, field: string): string | undefined {
+  const m = new RegExp(`^${field}:\\s*(.*)$`, 'm').exec(status);
+  return m?.[1]?.trim();
+}
+
+export function checkNoNewPrivs(status: string): HardeningCheck {
+  const v = statusField(status, 'NoNewPrivs');
+  return { name: 'NoNewPrivs set', ok: v === '1', detail: `NoNewPrivs: ${v ?? '(missing)'}` };
+}
+
+export const CAP_NET_ADMIN = 12;
+export const CAP_SYS_ADMIN = 21;
+
+export function checkCapabilities(status: string): HardeningCheck {
+  const name = 'CAP_NET_ADMIN, CAP_SYS_ADMIN not in bounding set';
+  const hex = statusField(status, 'CapBnd');
+  if (!hex || !/^[0-9a-f]+$/i.test(hex)) return { name, ok: false, detail: `CapBnd: ${hex ?? '(missing)'}` };
+  const bnd = BigInt(`0x${hex}`);
+  const present = [
+    ['CAP_NET_ADMIN', CAP_NET_ADMIN],
+    ['CAP_SYS_ADMIN', CAP_SYS_ADMIN],
+  ].filter(([, bit]) => (bnd >> BigInt(bit!)) & 1n) as [string, number][];
+  return {
+    name,
+    ok: present.length === 0,
+    detail: `CapBnd: ${hex}` + (present.length ? `; still has ${present.map(([n]) => n).join(', ')}` : ''),
+  };
+}
+
+export function checkUidMap(uidMap: string): HardeningCheck {
+  const name = 'uid 0 inside is not 0 outside';
+  for (const line of uidMap.split('\n')) {
+    const f = line.trim().split(/\s+/).map(Number);
+    if (f.length !== 3 || f.some((n) => !Number.isFinite(n))) continue;
+    const [inside, outside, count] = f as [number, number, number];
+    if (inside <= 0 && 0 < inside + count) {
+      const host = outside - inside;
+      return {
+        name,
+        ok: host !== 0,
+        detail: host === 0 ? `uid_map ${line.trim()}: no user namespace` : `uid 0 → host uid ${host} (${count} ids)`,
+      };
+    }
+  }
+  return { name, ok: true, detail: 'uid 0 is not mapped (root inside has no host identity)' };
+}
+
+export function interfaces(netDev: string): string[] {
+  return netDev
+    .split('\n')
+    .slice(2)
+    .map((l) => l.split(':')[0]!.trim())
+    .filter(Boolean);
+}
+
+export function checkNetwork(netDev: string): HardeningCheck {
+  const names = interfaces(netDev);
+  const others = names.filter((n) => n !== 'lo');
+  return {
+    name: 'no network interface but lo',
+    ok: others.length === 0,
+    detail: `interfaces: ${names.join(', ') || '(none)'}`,
+  };
+}
+
+/** Everything the payload's /proc says, as check rows. */
+export async function inspectProcess(pid: number, dataPath: string): Promise<HardeningCheck[]> {
+  const read = (f: string) => readFile(`/proc/${pid}/${f}`, 'utf8');
+  const [mountinfo, status, uidMap, netDev] = await Promise.all([
+    read('mountinfo'),
+    read('status'),
+    read('uid_map'),
+    read('net/dev'),
+  ]);
+  return [
+    checkRootReadOnly(mountinfo),
+    checkDataMount(mountinfo, dataPath),
+    checkNetwork(netDev),
+    checkNoNewPrivs(status),
+    checkCapabilities(status),
+    checkUidMap(uidMap),
+  ];
+}
+
+/** Names of shells and script interpreters; an image should carry none but its service's own. */
+export const INTERPRETER_NAME =
+  /^(sh|bash|rbash|dash|ash|zsh|ksh|ksh93|mksh|csh|tcsh|fish|busybox|toybox|python[\d.]*m?|perl[\d.]*|lua[\d.]*|luajit[\d.-]*|ruby[\d.]*|node|nodejs|php[\d.]*|tclsh[\d.]*|wish[\d.]*)$/;
+
+export interface ImageEntry {
+  /** Absolute path inside the image. */
+  path: string;
+  kind: 'file' | 'dir' | 'symlink' | 'other';
+  executable: boolean;
+  /** Symlink target as stored. */
+  target?: string;
+}
+
+/** Walks a mounted image (symlinks are not followed). */
+export async function listImage(root: string): Promise<ImageEntry[]> {
+  const out: ImageEntry[] = [];
+  const walk = async (rel: string): Promise<void> => {
+    for (const name of (await readdir(path.join(root, rel))).sort()) {
+      const p = path.posix.join(rel, name);
+      const st = await lstat(path.join(root, p));
+      if (st.isDirectory()) {
+        out.push({ path: p, kind: 'dir', executable: false });
+        await walk(p);
+      } else if (st.isSymbolicLink()) {
+        out.push({ path: p, kind: 'symlink', executable: false, target: await readlink(path.join(root, p)) });
+      } else {
+        out.push({ path: p, kind: st.isFile() ? 'file' : 'other', executable: (st.mode & 0o111) !== 0 });
+      }
+    }
+  };
+  await walk('/');
+  return out;
+}
+
+/** Resolves a path inside the image, chroot-style (never through the host's /). */
+export function resolveInImage(entries: Map<string, ImageEntry>, p: string, depth = 0): string {
+  const parts = p.split('/').filter((s) => s && s !== '.');
+  let cur = '/';
+  for (let i = 0; i < parts.length; i++) {
+    if (parts[i] === '..') {
+      cur = path.posix.dirname(cur);
+      continue;
+    }
+    const next = path.posix.join(cur, parts[i]!);
+    const e = entries.get(next);
+    if (e?.kind === 'symlink' && depth < 40) {
+      // join() clamps ".." at "/", which is what a chroot does.
+      const target = e.target!.startsWith('/') ? e.target! : path.posix.join(cur, e.target!);
+      const rest = parts.slice(i + 1).join('/');
+      return resolveInImage(entries, rest ? `${target}/${rest}` : target, depth + 1);
+    }
+    cur = next;
+  }
+  return cur;
+}
+
+/**
+ * No shell or interpreter in the image except the service's own entrypoint (`command[0]`, and
+ * whatever it is a symlink to). Symlinks count when their name looks like an interpreter and
+ * they do not resolve to the service's own.
+ */
+export function checkNoInterpreters(entries: ImageEntry[], command0: string): HardeningCheck {
+  const name = 'no shell or interpreter but the service';
+  const byPath = new Map(entries.map((e) => [e.path, e]));
+  const own = resolveInImage(byPath, command0);
+  const found: string[] = [];
+  for (const e of entries) {
+    if (e.kind === 'dir' || !INTERPRETER_NAME.test(path.posix.basename(e.path))) continue;
+    if (e.kind === 'file' && !e.executable) continue;
+    if (e.path === command0 || resolveInImage(byPath, e.path) === own) continue;
+    found.push(e.kind === 'symlink' ? `${e.path} -> ${e.target}` : e.path);
+  }
+  return {
+    name,
+    ok: found.length === 0,
+    detail: found.length ? `found ${found.join(', ')}` : `${entries.length} entries; only ${command0}`,
+  };
+}

@@ -1,0 +1,102 @@
+/**
+ * The host's process table read from /proc, to find the container payload under the process
+ * that started it (socket activator → systemd-nspawn → payload) and to make sure nothing
+ * outlives a verify run.
+ */
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
+
+export interface ProcInfo {
+  pid: number;
+  ppid: number;
+  pgid: number;
+  comm: string;
+  /** Clock ticks since boot; with pid it identifies a process across pid reuse. */
+  startTime: number;
+}
+
+/** Parses /proc/PID/stat; comm may hold spaces and parentheses, so split at the last ')'. */
+export function parseStat(text: string): ProcInfo | undefined {
+  const open = text.indexOf('(');
+  const close = text.lastIndexOf(')');
+  if (open === -1 || close === -1) return undefined;
+  const rest = text.slice(close + 2).split(' ');
+  // rest[0] is field 3 (state); starttime is field 22.
+  return {
+    pid: Number(text.slice(0, open).trim()),
+    comm: text.slice(open + 1, close),
+    ppid: Number(rest[1]),
+    pgid: Number(rest[2]),
+    startTime: Number(rest[19]),
+  };
+}
+
+export function readProc(pid: number): ProcInfo | undefined {
+  try {
+    return parseStat(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return undefined;
+  }
+}
+
+export function processTable(): Map<number, ProcInfo> {
+  const table = new Map<number, ProcInfo>();
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    const info = readProc(Number(name));
+    if (info) table.set(info.pid, info);
+  }
+  return table;
+}
+
+/** All descendants of pid (not pid itself), parents before children. */
+export function descendants(pid: number, table: Map<number, ProcInfo> = processTable()): ProcInfo[] {
+  const children = new Map<number, ProcInfo[]>();
+  for (const p of table.values()) {
+    const list = children.get(p.ppid);
+    if (list) list.push(p);
+    else children.set(p.ppid, [p]);
+  }
+  const out: ProcInfo[] = [];
+  const queue = [pid];
+  while (queue.length > 0) {
+    for (const c of children.get(queue.shift()!) ?? []) {
+      out.push(c);
+      queue.push(c.pid);
+    }
+  }
+  return out;
+}
+
+export function exePath(pid: number): string | undefined {
+  try {
+    return readlinkSync(`/proc/${pid}/exe`);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Still the same process (not gone, pid not reused)? */
+export function alive(p: Pick<ProcInfo, 'pid' | 'startTime'>): boolean {
+  const now = readProc(p.pid);
+  return now !== undefined && now.startTime === p.startTime;
+}
+
+/**
+ * Container payloads under `ancestor`: children of a systemd-nspawn process that have already
+ * exec'd the payload. Until then nspawn's inner child still runs nspawn's own binary and its
+ * /proc does not yet show the final mounts, capabilities and user namespace.
+ */
+export function findPayloads(ancestor: number, table: Map<number, ProcInfo> = processTable()): ProcInfo[] {
+  const tree = descendants(ancestor, table);
+  const nspawns = tree.filter((p) => p.comm === 'systemd-nspawn');
+  const out: ProcInfo[] = [];
+  for (const n of nspawns) {
+    const nspawnExe = exePath(n.pid);
+    for (const c of tree) {
+      if (c.ppid !== n.pid) continue;
+      const exe = exePath(c.pid);
+      if (exe !== undefined && exe !== nspawnExe && c.comm !== 'systemd-nspawn') out.push(c);
+    }
+  }
+  return out;
+}

@@ -1,0 +1,251 @@
+import { existsSync } from 'node:fs';
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig, parseConfig } from '../../src/config/load.js';
+import { ConfigError } from '../../src/core/errors.js';
+
+/** A complete, valid config in the shape of the gophermoon example. Line numbers matter below. */
+const EXAMPLE = `name: gophermoon
+arch: aarch64
+epoch: 1700000000
+lua:
+  version: "5.4.4"
+  sha256: 164c7849653b80ae67bec4b7473b884bf5cc8d2dca05653475ec2ed27b9ebf61
+  urls:
+    - https://www.lua.org/ftp/lua-5.4.4.tar.gz
+base:
+  type: scratch
+files:
+  - src: gophermoon.lua
+    dst: /bin/gophermoon
+    mode: "0755"
+data:
+  path: /data
+  template: data
+service:
+  command: [/bin/lua, /bin/gophermoon]
+  inetd: true
+probes:
+  - name: root-menu
+    type: gopher
+    selector: ""
+    fixture: fixtures/root.gopher
+keep:
+  - /gopher/**
+outputs:
+  dir: out
+`;
+
+/** Replaces exactly one occurrence, so a typo in a test cannot leave the config unchanged. */
+function edit(from: string | RegExp, to: string): string {
+  const out = EXAMPLE.replace(from, to);
+  if (out === EXAMPLE) throw new Error(`test bug: ${String(from)} not found in the example`);
+  return out;
+}
+
+function configError(text: string): ConfigError {
+  try {
+    parseConfig(text);
+  } catch (e) {
+    if (e instanceof ConfigError) return e;
+    throw e;
+  }
+  throw new Error('expected the config to be rejected');
+}
+
+describe('a valid config', () => {
+  it('parses with its values and defaults', () => {
+    const c = parseConfig(EXAMPLE);
+    expect(c.name).toBe('gophermoon');
+    expect(c.lua).toEqual({
+      version: '5.4.4',
+      sha256: '164c7849653b80ae67bec4b7473b884bf5cc8d2dca05653475ec2ed27b9ebf61',
+      urls: ['https://www.lua.org/ftp/lua-5.4.4.tar.gz'],
+      strategy: 'cross',
+      path: '/bin/lua',
+    });
+    expect(c.files).toEqual([{ src: 'gophermoon.lua', dst: '/bin/gophermoon', mode: 0o755 }]);
+    expect(c.service).toMatchObject({ user: 0, env: {}, inetd: true, timeout: 60 });
+    expect(c.probes).toEqual([
+      { name: 'root-menu', type: 'gopher', selector: '', fixture: 'fixtures/root.gopher' },
+    ]);
+    expect(c.drop).toEqual([]);
+  });
+
+  it('resolves relative paths against the config file when loaded', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'lhc-config-'));
+    try {
+      await writeFile(path.join(dir, 'lhc.yml'), EXAMPLE);
+      const c = await loadConfig(path.join(dir, 'lhc.yml'));
+      expect(c.file).toBe(path.join(dir, 'lhc.yml'));
+      expect(c.files[0]!.src).toBe(path.join(dir, 'gophermoon.lua'));
+      expect(c.data.template).toBe(path.join(dir, 'data'));
+      expect(c.probes[0]!.fixture).toBe(path.join(dir, 'fixtures/root.gopher'));
+      expect(c.outputs.dir).toBe(path.join(dir, 'out'));
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('reads an unquoted YAML mode (decimal 755 to YAML) as the octal mode written', () => {
+    expect(parseConfig(edit('mode: "0755"', 'mode: 0755')).files[0]!.mode).toBe(0o755);
+    expect(parseConfig(edit('mode: "0755"', 'mode: 644')).files[0]!.mode).toBe(0o644);
+  });
+});
+
+describe('every example config validates', () => {
+  const examplesDir = path.resolve(import.meta.dirname, '../../examples');
+  let dirs: string[] = [];
+  beforeAll(async () => {
+    const entries = existsSync(examplesDir)
+      ? await readdir(examplesDir, { withFileTypes: true })
+      : [];
+    dirs = entries.filter((e) => e.isDirectory()).map((e) => path.join(examplesDir, e.name));
+  });
+  it('examples/*/lhc.yml', async () => {
+    for (const dir of dirs) {
+      const file = path.join(dir, 'lhc.yml');
+      expect(existsSync(file), `${file} is missing`).toBe(true);
+      const c = await loadConfig(file);
+      expect(c.name).toMatch(/^[a-z0-9-]+$/);
+    }
+  });
+});
+
+describe('broken configs name the field and the line', () => {
+  const cases: [string, string, string][] = [
+    [
+      'sha256 one character short',
+      edit(
+        /sha256: 164c\S+/,
+        'sha256: 164c7849653b80ae67bec4b7473b884bf5cc8d2dca05653475ec2ed27b9ebf6',
+      ),
+      'lua.sha256: expected 64 hex characters (lhc.yml:6)',
+    ],
+    [
+      'unsupported Lua version',
+      edit('"5.4.4"', '"6.0"'),
+      'lua.version: expected a Lua 5.3.x or 5.4.x version such as "5.4.4" (lhc.yml:5)',
+    ],
+    ['misspelt top-level key', edit('epoch:', 'epoc:'), 'epoc: unknown key (lhc.yml:3)'],
+    ['misspelt nested key', edit('  urls:', '  url:'), 'lua.url: unknown key (lhc.yml:7)'],
+    [
+      'unknown arch',
+      edit('arch: aarch64', 'arch: armv7'),
+      'arch: Invalid option: expected one of "aarch64"|"x86_64" (lhc.yml:2)',
+    ],
+    [
+      'unknown base type',
+      edit('type: scratch', 'type: alpine'),
+      "base.type: Invalid discriminator value. Expected 'scratch' | 'tarball' | 'debian' (lhc.yml:10)",
+    ],
+    [
+      'ftp URL',
+      edit('https://www.lua.org', 'ftp://www.lua.org'),
+      'lua.urls[0]: expected an http(s):// or file:// URL (lhc.yml:8)',
+    ],
+    [
+      'relative destination',
+      edit('dst: /bin/gophermoon', 'dst: bin/gophermoon'),
+      'files[0].dst: expected an absolute path without ".." (lhc.yml:13)',
+    ],
+    [
+      'mode that is not octal',
+      edit('mode: "0755"', 'mode: "0999"'),
+      'files[0].mode: expected an octal mode such as "0755" (lhc.yml:14)',
+    ],
+    [
+      'relative entrypoint',
+      edit('[/bin/lua,', '[lua,'),
+      'service.command[0]: the entrypoint must be an absolute path in the image (lhc.yml:19)',
+    ],
+    [
+      'both inetd and listen',
+      edit('inetd: true', 'inetd: true\n  listen: 70'),
+      'service.inetd: set exactly one of inetd: true or listen: PORT (lhc.yml:20)',
+    ],
+    [
+      'port out of range',
+      edit('inetd: true', 'listen: 70000'),
+      'service.listen: Too big: expected number to be <=65535 (lhc.yml:20)',
+    ],
+    [
+      'missing service command',
+      edit('  command: [/bin/lua, /bin/gophermoon]\n', ''),
+      'service.command: required (lhc.yml:19)',
+    ],
+    [
+      'unknown probe type',
+      edit('type: gopher', 'type: ftp'),
+      "probes[0].type: Invalid discriminator value. Expected 'gopher' | 'http' (lhc.yml:23)",
+    ],
+    [
+      'probe name with a space',
+      edit('name: root-menu', 'name: root menu'),
+      'probes[0].name: expected a name of letters, digits, ".", "_" or "-" (lhc.yml:22)',
+    ],
+    [
+      'no probes',
+      edit(/probes:[\s\S]*?keep:/, 'probes: []\nkeep:'),
+      'probes: Too small: expected array to have >=1 items (lhc.yml:21)',
+    ],
+    [
+      'tarball by URL without sha256',
+      edit('type: scratch', 'type: tarball\n  urls: [https://example.org/root.tar.gz]'),
+      'base.sha256: required with urls (lhc.yml:10)',
+    ],
+    [
+      'bad Debian package name',
+      edit('type: scratch', 'type: debian\n  packages: [Nginx]'),
+      'base.packages[0]: expected a Debian package name (lhc.yml:11)',
+    ],
+    [
+      'name that is not a unit name',
+      edit('name: gophermoon', 'name: Gopher_Moon'),
+      'name: expected lower-case letters, digits and "-" (a unit name) (lhc.yml:1)',
+    ],
+    [
+      'duplicate key',
+      edit('arch: aarch64', 'arch: aarch64\narch: x86_64'),
+      'YAML syntax: Map keys must be unique (lhc.yml:3)',
+    ],
+    ['not a mapping', '- a\n- b\n', '(top level): expected a mapping of settings (lhc.yml:1)'],
+  ];
+
+  it.each(cases)('%s', (_what, text, message) => {
+    const e = configError(text);
+    expect(e.message).toBe(message);
+    expect(e.exitCode).toBe(2);
+  });
+
+  it('reports every problem, not just the first', () => {
+    const e = configError(edit('arch: aarch64', 'arch: armv7\nnmae: x'));
+    expect(e.message.split('\n')).toEqual([
+      'arch: Invalid option: expected one of "aarch64"|"x86_64" (lhc.yml:2)',
+      'nmae: unknown key (lhc.yml:3)',
+    ]);
+  });
+
+  it('a missing file is a config error naming the file', async () => {
+    await expect(loadConfig('/nonexistent/lhc.yml')).rejects.toThrow(ConfigError);
+    await expect(loadConfig('/nonexistent/lhc.yml')).rejects.toThrow(/\/nonexistent\/lhc\.yml/);
+  });
+});
+
+let tmpRoot: string;
+beforeAll(async () => {
+  tmpRoot = await mkdtemp(path.join(os.tmpdir(), 'lhc-config-file-'));
+});
+afterAll(async () => {
+  await rm(tmpRoot, { recursive: true, force: true });
+});
+
+it('messages use the config file name', async () => {
+  const file = path.join(tmpRoot, 'board.yml');
+  await writeFile(file, edit(/sha256: 164c\S+/, 'sha256: xyz'));
+  await expect(loadConfig(file)).rejects.toThrow(
+    'lua.sha256: expected 64 hex characters (board.yml:6)',
+  );
+});

@@ -1,0 +1,245 @@
+import { describe, expect, it } from 'vitest';
+import { memoryLogger } from '../../src/core/logger.js';
+import { UserError } from '../../src/core/errors.js';
+import {
+  binfmtRule,
+  debSrcFile,
+  hasDebSrc,
+  packageState,
+  planBinfmt,
+  planPackages,
+  setupHost,
+  type PackageState,
+} from '../../src/host/setup.js';
+import { QEMU_BINFMT_CONF, setupPackages } from '../../src/host/requirements.js';
+import { QEMU_CONF, QEMU_ENTRY_POF, fakeProbe } from '../support/fake-host.js';
+
+const DEBIAN_SOURCES = `Types: deb
+# http://snapshot.debian.org/archive/debian/20250520T000000Z
+URIs: http://deb.debian.org/debian
+Suites: bookworm bookworm-updates
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: http://deb.debian.org/debian-security
+Suites: bookworm-security
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+`;
+
+const UBUNTU_LIST = `# See http://help.ubuntu.com/community/UpgradeNotes
+deb http://archive.ubuntu.com/ubuntu/ jammy main restricted
+# deb-src http://archive.ubuntu.com/ubuntu/ jammy main restricted
+deb [arch=amd64] http://archive.ubuntu.com/ubuntu/ jammy-updates main universe
+`;
+
+const X86 = setupPackages('x86_64');
+
+function state(over: Partial<PackageState> = {}): PackageState {
+  return {
+    arch: 'x86_64',
+    foreignArchs: ['arm64'],
+    installed: new Set(X86),
+    sources: [{ file: '/etc/apt/sources.list.d/debian.sources', text: DEBIAN_SOURCES }],
+    ...over,
+  };
+}
+
+describe('deb-src sources', () => {
+  it('clones every deb stanza of debian.sources as deb-src, keeping the other fields', () => {
+    const f = debSrcFile(state().sources)!;
+    expect(f.file).toBe('/etc/apt/sources.list.d/lhc-deb-src.sources');
+    expect(f.text).toBe(DEBIAN_SOURCES.replaceAll('Types: deb\n', 'Types: deb-src\n'));
+    expect(hasDebSrc([...state().sources, { file: f.file, text: f.text }])).toBe(true);
+  });
+
+  it('clones the deb lines of a classic sources.list into a .list file', () => {
+    const f = debSrcFile([{ file: '/etc/apt/sources.list', text: UBUNTU_LIST }])!;
+    expect(f.file).toBe('/etc/apt/sources.list.d/lhc-deb-src.list');
+    expect(f.text).toBe(
+      'deb-src http://archive.ubuntu.com/ubuntu/ jammy main restricted\n' +
+        'deb-src [arch=amd64] http://archive.ubuntu.com/ubuntu/ jammy-updates main universe\n',
+    );
+  });
+
+  it('ignores third-party sources and commented or disabled deb-src entries', () => {
+    const thirdParty = {
+      file: '/etc/apt/sources.list.d/vendor.sources',
+      text: 'Types: deb\nURIs: https://vendor.example/apt\nSuites: stable\nComponents: main\n',
+    };
+    expect(debSrcFile([thirdParty])).toBeUndefined();
+    expect(hasDebSrc([{ file: '/etc/apt/sources.list', text: UBUNTU_LIST }])).toBe(false);
+    expect(
+      hasDebSrc([
+        { file: '/x/y.sources', text: 'Types: deb deb-src\nEnabled: no\nURIs: http://h/\n' },
+      ]),
+    ).toBe(false);
+    expect(
+      hasDebSrc([{ file: '/x/y.sources', text: 'Types: deb deb-src\nURIs: http://h/\n' }]),
+    ).toBe(true);
+  });
+});
+
+describe('planPackages', () => {
+  it('a complete host needs no step and reports what is present', () => {
+    const plan = planPackages(
+      state({
+        sources: [
+          ...state().sources,
+          {
+            file: '/etc/apt/sources.list.d/lhc-deb-src.sources',
+            text: 'Types: deb-src\nURIs: http://h/\n',
+          },
+        ],
+      }),
+    );
+    expect(plan.steps).toEqual([]);
+    expect(plan.present).toEqual([
+      'dpkg foreign architecture arm64',
+      'deb-src apt sources',
+      `packages: ${X86.join(' ')}`,
+    ]);
+  });
+
+  it('a fresh Debian host: add arm64, write deb-src, update, install only the missing packages', () => {
+    const missing = ['musl-dev:arm64', 'qemu-user-static', 'squashfs-tools'];
+    const plan = planPackages(
+      state({ foreignArchs: [], installed: new Set(X86.filter((p) => !missing.includes(p))) }),
+    );
+    expect(plan.steps.map((s) => s.argv)).toEqual([
+      ['dpkg', '--add-architecture', 'arm64'],
+      ['tee', '/etc/apt/sources.list.d/lhc-deb-src.sources'],
+      ['env', 'DEBIAN_FRONTEND=noninteractive', 'apt-get', 'update'],
+      [
+        'env',
+        'DEBIAN_FRONTEND=noninteractive',
+        'apt-get',
+        'install',
+        '-y',
+        '--no-install-recommends',
+        ...missing,
+      ],
+    ]);
+    expect(plan.steps[1]!.input).toContain('Types: deb-src\n');
+  });
+
+  it('writing deb-src alone still refreshes the package lists', () => {
+    const plan = planPackages(state());
+    expect(plan.steps.map((s) => s.argv.at(-1))).toEqual([
+      '/etc/apt/sources.list.d/lhc-deb-src.sources',
+      'update',
+    ]);
+  });
+
+  it('installs the native toolchain on aarch64 and adds no foreign architecture', () => {
+    const plan = planPackages({
+      arch: 'aarch64',
+      foreignArchs: [],
+      installed: new Set(),
+      sources: [],
+    });
+    const install = plan.steps.find((s) => s.argv.includes('install'))!;
+    expect(install.argv).toContain('musl-dev');
+    expect(install.argv).toContain('gcc');
+    expect(install.argv).not.toContain('qemu-user-static');
+    expect(install.argv).not.toContain('gcc-aarch64-linux-gnu');
+    expect(plan.steps.some((s) => s.argv.includes('--add-architecture'))).toBe(false);
+    expect(plan.warnings).toHaveLength(1);
+  });
+});
+
+describe('planBinfmt', () => {
+  it('registered with F: nothing to do', () => {
+    const plan = planBinfmt({
+      arch: 'x86_64',
+      mounted: true,
+      entry: QEMU_ENTRY_POF,
+      conf: QEMU_CONF,
+    });
+    expect(plan.steps).toEqual([]);
+    expect(plan.present).toEqual([
+      'binfmt_misc mounted on /proc/sys/fs/binfmt_misc',
+      'qemu-aarch64 registered (flags POF)',
+    ]);
+  });
+
+  it('not mounted: mount first (what to register is only known afterwards)', () => {
+    const plan = planBinfmt({ arch: 'x86_64', mounted: false, conf: QEMU_CONF });
+    expect(plan.steps.map((s) => s.argv)).toEqual([
+      ['mount', '-t', 'binfmt_misc', 'binfmt_misc', '/proc/sys/fs/binfmt_misc'],
+    ]);
+  });
+
+  it('not registered: writes the conf rule to register', () => {
+    const plan = planBinfmt({ arch: 'x86_64', mounted: true, conf: `# comment\n\n${QEMU_CONF}` });
+    expect(plan.steps).toEqual([
+      {
+        what: `register qemu-aarch64 from ${QEMU_BINFMT_CONF}`,
+        argv: ['tee', '/proc/sys/fs/binfmt_misc/register'],
+        input: QEMU_CONF,
+      },
+    ]);
+  });
+
+  it('registered without F: unregisters, then registers with F added', () => {
+    const entry = QEMU_ENTRY_POF.replace('flags: POF', 'flags: OC');
+    const plan = planBinfmt({
+      arch: 'x86_64',
+      mounted: true,
+      entry,
+      conf: QEMU_CONF.replace(':OPF', ':OC'),
+    });
+    expect(plan.steps.map((s) => [s.argv[1], s.input])).toEqual([
+      ['/proc/sys/fs/binfmt_misc/qemu-aarch64', '-1\n'],
+      ['/proc/sys/fs/binfmt_misc/register', QEMU_CONF.replace(':OPF', ':OCF')],
+    ]);
+  });
+
+  it('no qemu-user-static conf is a user error naming the package', () => {
+    expect(() => planBinfmt({ arch: 'x86_64', mounted: true })).toThrow(UserError);
+    expect(() => planBinfmt({ arch: 'x86_64', mounted: true })).toThrow(/qemu-user-static/);
+  });
+
+  it('aarch64 hosts need no binfmt', () => {
+    expect(planBinfmt({ arch: 'aarch64', mounted: false }).steps).toEqual([]);
+  });
+
+  it('binfmtRule skips comments', () => {
+    expect(binfmtRule('# a\n; b\n\n:x:M::ab::/q:F\n')).toBe(':x:M::ab::/q:F');
+  });
+});
+
+describe('setupHost on a fake host', () => {
+  it('reads apt sources through the probe and changes nothing on a ready host', async () => {
+    const probe = fakeProbe({
+      foreignArchs: ['arm64'],
+      packages: X86,
+      files: {
+        '/etc/apt/sources.list.d/debian.sources': DEBIAN_SOURCES,
+        '/etc/apt/sources.list.d/lhc-deb-src.sources': DEBIAN_SOURCES.replaceAll(
+          'Types: deb\n',
+          'Types: deb-src\n',
+        ),
+        '/proc/sys/fs/binfmt_misc/status': 'enabled\n',
+        '/proc/sys/fs/binfmt_misc/qemu-aarch64': QEMU_ENTRY_POF,
+        [QEMU_BINFMT_CONF]: QEMU_CONF,
+      },
+    });
+    expect((await packageState(probe)).sources.map((s) => s.file)).toEqual([
+      '/etc/apt/sources.list.d/debian.sources',
+      '/etc/apt/sources.list.d/lhc-deb-src.sources',
+    ]);
+    const log = memoryLogger();
+    const report = await setupHost(probe, log);
+    expect(report.changed).toEqual([]);
+    expect(report.present).toHaveLength(5);
+  });
+
+  it('refuses to change anything without root or sudo, naming what it would do', async () => {
+    const probe = fakeProbe({ root: false, sudo: false, foreignArchs: [], packages: X86 });
+    await expect(setupHost(probe, memoryLogger())).rejects.toThrow(
+      'lhc setup needs root or passwordless sudo to: add dpkg foreign architecture arm64; update apt package lists',
+    );
+  });
+});
