@@ -33836,6 +33836,10 @@ var TOOL_PACKAGES = {
   "aarch64-linux-gnu-ar": "binutils-aarch64-linux-gnu",
   "aarch64-linux-gnu-ranlib": "binutils-aarch64-linux-gnu",
   mmdebstrap: "mmdebstrap",
+  "musl-gcc": "musl-tools",
+  "x86_64-linux-gnu-gcc": "gcc",
+  "x86_64-linux-gnu-strip": "binutils",
+  readelf: "binutils",
   curl: "curl",
   make: "make",
   strace: "strace",
@@ -33851,7 +33855,8 @@ var TOOL_PACKAGES = {
   xz: "xz-utils",
   gzip: "gzip",
   tar: "tar",
-  sudo: "sudo"
+  sudo: "sudo",
+  bash: "bash"
 };
 function packageFor(tool) {
   return TOOL_PACKAGES[tool];
@@ -56231,9 +56236,9 @@ var realProbe = {
   async installedPackages(packages) {
     const installed = /* @__PURE__ */ new Set();
     for (const pkg of packages) {
-      const r = await run(["dpkg-query", "-W", "-f=${db:Status-Status}", pkg], { reject: false }).catch(
-        () => void 0
-      );
+      const r = await run(["dpkg-query", "-W", "-f=${db:Status-Status}", pkg], {
+        reject: false
+      }).catch(() => void 0);
       if (r && r.exitCode === 0 && r.stdout.trim() === "installed") installed.add(pkg);
     }
     return installed;
@@ -56251,13 +56256,29 @@ function isAarch64(arch2) {
 function toolRequirements(arch2) {
   const native = isAarch64(arch2);
   return [
-    { tool: "systemd-nspawn", pkg: "systemd-container", why: "runs the root for tracing and verify" },
-    { tool: "systemd-socket-activate", pkg: "systemd", why: "one container per connection (inetd services)" },
+    {
+      tool: "systemd-nspawn",
+      pkg: "systemd-container",
+      why: "runs the root for tracing and verify"
+    },
+    {
+      tool: "systemd-socket-activate",
+      pkg: "systemd",
+      why: "one container per connection (inetd services)"
+    },
     { tool: "nsenter", pkg: "util-linux", why: "probes a listening service inside the container" },
     { tool: "mksquashfs", pkg: "squashfs-tools", why: "packs the image" },
     { tool: "unsquashfs", pkg: "squashfs-tools", why: "reads images back" },
-    native ? { tool: "gcc", pkg: "gcc", why: "builds static Lua" } : { tool: "aarch64-linux-gnu-gcc", pkg: "gcc-aarch64-linux-gnu", why: "cross-builds static Lua" },
-    native ? { tool: "strip", pkg: "binutils", why: "strips the Lua binary" } : { tool: "aarch64-linux-gnu-strip", pkg: "binutils-aarch64-linux-gnu", why: "strips the Lua binary" },
+    native ? { tool: "gcc", pkg: "gcc", why: "builds static Lua" } : {
+      tool: "aarch64-linux-gnu-gcc",
+      pkg: "gcc-aarch64-linux-gnu",
+      why: "cross-builds static Lua"
+    },
+    native ? { tool: "strip", pkg: "binutils", why: "strips the Lua binary" } : {
+      tool: "aarch64-linux-gnu-strip",
+      pkg: "binutils-aarch64-linux-gnu",
+      why: "strips the Lua binary"
+    },
     { tool: "make", pkg: "make", why: "builds Lua" },
     { tool: "curl", pkg: "curl", why: "downloads inputs and probes services" },
     { tool: "mmdebstrap", pkg: "mmdebstrap", why: "debian bases and the in-root Lua strategy" },
@@ -56328,6 +56349,63 @@ function debSrcFile(sources) {
   }
   return void 0;
 }
+var UBUNTU_PORTS = "/etc/apt/sources.list.d/lhc-ubuntu-ports.sources";
+function parseOsRelease(text) {
+  const get = (k) => {
+    const m = new RegExp(`^${k}=(.*)$`, "m").exec(text);
+    return m ? m[1].trim().replace(/^["']|["']$/g, "") : void 0;
+  };
+  return { id: get("ID") ?? "", codename: get("VERSION_CODENAME") || get("UBUNTU_CODENAME") };
+}
+function pinDeb822Arch(text, arch2) {
+  return text.split(/(\n[ \t]*\n)/).map((chunk) => {
+    if (!/^Types:/im.test(chunk) || /^Architectures:/im.test(chunk)) return chunk;
+    return chunk.replace(/^(Types:.*)$/im, `$1
+Architectures: ${arch2}`);
+  }).join("");
+}
+function pinListArch(text, arch2) {
+  return text.split("\n").map((l) => {
+    if (!/^\s*deb\s/.test(l) || /\[[^\]]*\barch=/.test(l)) return l;
+    const m = /^(\s*deb\s+)\[([^\]]*)\](.*)$/.exec(l);
+    if (m) return `${m[1]}[arch=${arch2} ${m[2].trim()}]${m[3]}`;
+    return l.replace(/^(\s*deb\s+)/, `$1[arch=${arch2}] `);
+  }).join("\n");
+}
+function planUbuntuPorts(state, steps, present, warnings) {
+  if (state.os?.id !== "ubuntu" || isAarch64(state.arch)) return false;
+  const hostArch = state.arch === "x86_64" ? "amd64" : state.arch;
+  let changed = false;
+  for (const s of state.sources) {
+    const official = s.file === "/etc/apt/sources.list" || s.file === "/etc/apt/sources.list.d/ubuntu.sources";
+    if (!official) continue;
+    const pinned = s.file.endsWith(".sources") ? pinDeb822Arch(s.text, hostArch) : pinListArch(s.text, hostArch);
+    if (pinned !== s.text) {
+      steps.push({ what: `pin ${s.file} to ${hostArch}`, argv: ["tee", s.file], input: pinned });
+      changed = true;
+    }
+  }
+  if (state.sources.some((s) => s.file === UBUNTU_PORTS))
+    present.push(`arm64 ports sources (${UBUNTU_PORTS})`);
+  else if (!state.os.codename)
+    warnings.push("no VERSION_CODENAME in /etc/os-release: cannot add the arm64 ports archive");
+  else {
+    const c3 = state.os.codename;
+    steps.push({
+      what: `add the Ubuntu arm64 ports archive to ${UBUNTU_PORTS}`,
+      argv: ["tee", UBUNTU_PORTS],
+      input: `Types: deb
+URIs: http://ports.ubuntu.com/ubuntu-ports
+Suites: ${c3} ${c3}-updates ${c3}-security
+Components: main universe
+Architectures: arm64
+Signed-By: /usr/share/keyrings/ubuntu-archive-keyring.gpg
+`
+    });
+    changed = true;
+  }
+  return changed;
+}
 function planPackages(state, wanted = setupPackages(state.arch)) {
   const steps = [];
   const present = [];
@@ -56336,18 +56414,28 @@ function planPackages(state, wanted = setupPackages(state.arch)) {
   if (!isAarch64(state.arch)) {
     if (state.foreignArchs.includes("arm64")) present.push("dpkg foreign architecture arm64");
     else {
-      steps.push({ what: "add dpkg foreign architecture arm64", argv: ["dpkg", "--add-architecture", "arm64"] });
+      steps.push({
+        what: "add dpkg foreign architecture arm64",
+        argv: ["dpkg", "--add-architecture", "arm64"]
+      });
       sourcesChanged = true;
     }
   }
+  if (planUbuntuPorts(state, steps, present, warnings)) sourcesChanged = true;
   if (hasDebSrc(state.sources)) present.push("deb-src apt sources");
   else {
     const f = debSrcFile(state.sources);
     if (f) {
-      steps.push({ what: `write deb-src sources to ${f.file}`, argv: ["tee", f.file], input: f.text });
+      steps.push({
+        what: `write deb-src sources to ${f.file}`,
+        argv: ["tee", f.file],
+        input: f.text
+      });
       sourcesChanged = true;
     } else {
-      warnings.push("no debian.sources, ubuntu.sources or sources.list to clone deb-src entries from");
+      warnings.push(
+        "no debian.sources, ubuntu.sources or sources.list to clone deb-src entries from"
+      );
     }
   }
   const missing = wanted.filter((p) => !state.installed.has(p));
@@ -56391,12 +56479,19 @@ function planBinfmt(state) {
   const flags = lines.find((l) => l.startsWith("flags:"))?.slice(6).trim() ?? "";
   if (entry !== void 0 && flags.includes("F")) {
     if (enabled) present.push(`qemu-aarch64 registered (flags ${flags})`);
-    else steps.push({ what: "enable qemu-aarch64", argv: ["tee", `${BINFMT_DIR}/qemu-aarch64`], input: "1\n" });
+    else
+      steps.push({
+        what: "enable qemu-aarch64",
+        argv: ["tee", `${BINFMT_DIR}/qemu-aarch64`],
+        input: "1\n"
+      });
     return { steps, present, warnings: [] };
   }
   const rule = state.conf === void 0 ? void 0 : binfmtRule(state.conf);
   if (rule === void 0) {
-    throw new UserError(`cannot register qemu-aarch64: ${QEMU_BINFMT_CONF} is missing; install qemu-user-static`);
+    throw new UserError(
+      `cannot register qemu-aarch64: ${QEMU_BINFMT_CONF} is missing; install qemu-user-static`
+    );
   }
   if (entry !== void 0) {
     steps.push({
@@ -56418,15 +56513,18 @@ async function packageState(p) {
   const arch2 = p.arch();
   const files = ["/etc/apt/sources.list"];
   for (const name of await p.listDir("/etc/apt/sources.list.d")) {
-    if (name.endsWith(".list") || name.endsWith(".sources")) files.push(`/etc/apt/sources.list.d/${name}`);
+    if (name.endsWith(".list") || name.endsWith(".sources"))
+      files.push(`/etc/apt/sources.list.d/${name}`);
   }
   const sources = [];
   for (const file2 of files) {
     const text = await p.readFile(file2);
     if (text !== void 0) sources.push({ file: file2, text });
   }
+  const osRelease = await p.readFile("/etc/os-release");
   return {
     arch: arch2,
+    os: osRelease === void 0 ? void 0 : parseOsRelease(osRelease),
     foreignArchs: await p.foreignArchs(),
     installed: await p.installedPackages(setupPackages(arch2)),
     sources

@@ -2,10 +2,26 @@
  * The whole job, stage by stage: fetch → lua → root → trace → prune → pack → verify.
  * The CLI's `lhc build`, the action and the tests all call build().
  */
+import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 import type { BuildResult } from './build-result.js';
 import type { LhcConfig } from './config/load.js';
 import { UserError } from './core/errors.js';
 import type { Logger } from './core/logger.js';
+import { checkManifestLock } from './manifest/diff.js';
+import { writeDeployBundle } from './stages/deploy-bundle.js';
+import { resolveEpoch } from './stages/epoch.js';
+import { fetchInputs } from './stages/fetch.js';
+import { buildLua } from './stages/lua.js';
+import { packImage, writeSha256Sums } from './stages/pack.js';
+import { pruneRoot, summarizeReport } from './stages/prune.js';
+import { assembleRoot } from './stages/root.js';
+import { selfCheck } from './stages/self-check.js';
+import { traceService } from './stages/trace.js';
+import { verifyImage } from './stages/verify.js';
+import { Store } from './store/store.js';
+import { run } from './tools/exec.js';
 
 export interface BuildOptions {
   outDir: string;
@@ -17,9 +33,171 @@ export interface BuildOptions {
   /** Working directory for intermediate roots; default a temp dir removed afterwards. */
   workDir?: string;
   keepWorkDir?: boolean;
+  /** Load test during verify. */
+  requests?: number;
+  concurrency?: number;
+  store?: Store;
+  cacheDir?: string;
+  env?: NodeJS.ProcessEnv;
   signal?: AbortSignal;
 }
 
-export async function build(_config: LhcConfig, _opts: BuildOptions): Promise<BuildResult> {
-  throw new UserError('lhc build: the pipeline is being wired up (not implemented yet)');
+export async function build(config: LhcConfig, opts: BuildOptions): Promise<BuildResult> {
+  const { logger } = opts;
+  const timings: BuildResult['timings'] = [];
+  const stage = async <T>(name: string, fn: () => Promise<T>): Promise<T> => {
+    opts.signal?.throwIfAborted();
+    const started = Date.now();
+    try {
+      return await logger.group(name, fn);
+    } finally {
+      timings.push({ stage: name, seconds: (Date.now() - started) / 1000 });
+    }
+  };
+  const outDir = path.resolve(opts.outDir);
+  await mkdir(outDir, { recursive: true });
+  const workDir = opts.workDir
+    ? path.resolve(opts.workDir)
+    : await mkdtemp(path.join(os.tmpdir(), `lhc-${config.name}-`));
+  await mkdir(workDir, { recursive: true });
+  const store = opts.store ?? new Store(undefined, logger);
+  try {
+    await stage('fetch', () => fetchInputs(config, { store, logger }));
+
+    const lua = config.lua;
+    const luaBuild = lua
+      ? await stage('lua', () =>
+          buildLua(
+            { version: lua.version, sha256: lua.sha256, urls: lua.urls, arch: config.arch, strategy: lua.strategy },
+            { store, logger, cacheDir: opts.cacheDir },
+          ),
+        )
+      : undefined;
+    if (luaBuild) logger.info(`lua ${luaBuild.version}: ${luaBuild.bytes} bytes${luaBuild.cached ? ' (cached)' : ''}`);
+
+    // Intermediate roots are created by root (nspawn, mmdebstrap); clear any earlier run's tree.
+    const assembled = await stage('root', async () => {
+      await run(['rm', '-rf', '--one-file-system', path.join(workDir, 'root')], { privileged: true });
+      return assembleRoot(config, { workDir, store, logger, luaPath: luaBuild?.path, signal: opts.signal });
+    });
+
+    const trace = await stage('trace', () =>
+      traceService(config, assembled.root, { workDir: path.join(workDir, 'trace'), logger, signal: opts.signal }),
+    );
+
+    const pruned = await stage('prune', async () => {
+      const p = await pruneRoot(assembled.root, trace, config, { outDir: path.join(workDir, 'pruned'), logger });
+      logger.info(summarizeReport(p.report));
+      await selfCheck(config, p.prunedRoot, trace.responses, {
+        workDir: path.join(workDir, 'self-check'),
+        logger,
+        dataDir: p.dataDir,
+        signal: opts.signal,
+      });
+      logger.info('self-check: every probe answers the same from the pruned root');
+      return p;
+    });
+    const traceReport = path.join(outDir, `${config.name}.trace.json`);
+    await writeFile(traceReport, `${JSON.stringify(pruned.report, null, 2)}\n`);
+
+    const { packed, bundle, manifestDiff } = await stage('pack', async () => {
+      const { epoch, source } = await resolveEpoch({
+        env: opts.env ?? process.env,
+        configEpoch: config.epoch,
+        configFile: config.file,
+        logger,
+      });
+      logger.info(`epoch ${epoch} (from ${source})`);
+      const packed = await packImage({
+        root: pruned.prunedRoot,
+        dataDir: pruned.dataDir,
+        dataPath: config.data.path,
+        name: config.name,
+        epoch,
+        outDir,
+        logger,
+        fileNames: {
+          image: config.outputs.image,
+          dataTemplate: config.outputs['data-template'],
+          manifest: config.outputs.manifest,
+        },
+        signal: opts.signal,
+      });
+      const bundle = await writeDeployBundle({
+        name: config.name,
+        outDir,
+        service: config.service,
+        dataPath: config.data.path,
+        imageFile: path.basename(packed.image),
+        dataTemplateFile: path.basename(packed.dataTemplate),
+        root: pruned.prunedRoot,
+        logger,
+      });
+      await writeSha256Sums(outDir, [
+        path.basename(packed.image),
+        path.basename(packed.dataTemplate),
+        path.basename(packed.manifest),
+        path.basename(traceReport),
+        ...bundle.files,
+      ]);
+      let manifestDiff: string | undefined;
+      if (opts.manifestLock) {
+        const lock = await checkManifestLock(packed.manifestData, path.resolve(opts.manifestLock), opts.updateManifest ?? false);
+        if (lock.changed) {
+          manifestDiff = lock.diffText;
+          logger.info(lock.diffText.trimEnd());
+        } else logger.info(`manifest matches ${opts.manifestLock}`);
+      }
+      return { packed, bundle, manifestDiff };
+    });
+
+    const verify =
+      opts.verify === false
+        ? undefined
+        : await stage('verify', () =>
+            verifyImage({
+              config,
+              image: packed.image,
+              dataTemplate: packed.dataTemplate,
+              requests: opts.requests,
+              concurrency: opts.concurrency,
+              logger,
+              signal: opts.signal,
+            }),
+          );
+
+    const result: BuildResult = {
+      name: config.name,
+      outDir,
+      image: packed.image,
+      imageSha256: packed.imageSha256,
+      imageBytes: packed.imageBytes,
+      dataTemplate: packed.dataTemplate,
+      dataTemplateSha256: packed.dataTemplateSha256,
+      manifest: packed.manifest,
+      sha256sums: packed.sha256sums,
+      bundleDir: bundle.dir,
+      traceReport,
+      bytesBefore: pruned.report.base.bytes,
+      bytesAfter: pruned.report.kept.bytes,
+      filesKept: pruned.report.kept.entries,
+      manifestDiff,
+      verify,
+      timings,
+    };
+    if (verify && !verify.ok) {
+      const failed = [
+        ...verify.probes.filter((p) => !p.ok).map((p) => `probe ${p.name}${p.diff ? `\n${p.diff}` : ''}`),
+        ...verify.hardening.filter((h) => !h.ok).map((h) => `hardening ${h.name}: ${h.detail}`),
+      ];
+      throw Object.assign(new UserError(`verify failed:\n${failed.join('\n')}`), { result });
+    }
+    return result;
+  } finally {
+    if (!opts.keepWorkDir) {
+      // The roots hold files owned by other uids (nspawn, mmdebstrap): remove them with privilege.
+      await run(['rm', '-rf', '--one-file-system', workDir], { privileged: true, reject: false }).catch(() => {});
+    } else logger.info(`work dir kept: ${workDir}`);
+  }
 }
+

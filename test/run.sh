@@ -17,11 +17,14 @@ report_dir="$(mktemp -d)"
 trap 'rm -rf "$report_dir"' EXIT
 report="$report_dir/vitest.json"
 
+# Arguments narrow the run to some test files (e.g. test/run.sh test/unit/config.test.ts).
+if [ "$#" -gt 0 ]; then targets=("$@"); else targets=(test/unit test/integration); fi
+
 echo "==> vitest"
 status=0
 npx vitest run -c .config/vitest.config.ts \
   --reporter=default --reporter=json --outputFile.json="$report" \
-  test/unit test/integration "$@" || status=$?
+  "${targets[@]}" || status=$?
 
 summary="$(node -e '
 const fs = require("node:fs");

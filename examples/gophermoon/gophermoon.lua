@@ -109,6 +109,7 @@ local function parse_request(line)
   if selector:find("%c") then refuse("Control character in selector") end
   local segments = {}
   for seg in selector:gmatch("[^/]+") do
+    if seg == ".." then refuse("Selector contains a '..' segment") end
     if seg == "." then refuse("Selector contains a '.' segment") end
     segments[#segments + 1] = seg
   end
@@ -231,8 +232,8 @@ local function send_binary(cfg, e)
   local f = open_indexed(cfg, e)
   while true do
     local chunk = f:read(8192)
-    if not chunk then break end
-    out:write(chunk)
+    -- A failed write means the client is gone (SIGPIPE is often ignored under systemd).
+    if not chunk or not out:write(chunk) then break end
   end
   f:close()
 end
@@ -272,7 +273,7 @@ local function serve(cfg)
     return send_search(cfg, index, query)
   end
   local e = index.entries[path]
-  if not e then local f = io.open(cfg.root .. path, "rb"); if f then f:close() end refuse("Not found") end
+  if not e then refuse("Not found") end
   if e.type == "1" then
     send_menu(cfg, index, path)
   elseif e.type == "0" then

@@ -65,13 +65,25 @@ export function itemType(name: string, bytes: Buffer): string {
 function unservableName(name: string): string | undefined {
   if (name.startsWith('.')) return 'hidden name';
   // Control characters would break menu lines; "%" would be percent-decoded by the server.
-  if (/[\x00-\x1f\x7f%]/.test(name)) return 'control character or "%" in name';
+  if ([...name].some((ch) => isControl(ch) || ch === '%')) return 'control character or "%" in name';
   return undefined;
 }
 
+function isControl(ch: string): boolean {
+  const c = ch.codePointAt(0)!;
+  return c < 0x20 || c === 0x7f;
+}
+
 function cleanTitle(s: string): string {
-  const flat = s.replace(/[\x00-\x1f\x7f]+/g, ' ').trim();
-  return [...flat].slice(0, TITLE_MAX).join('').trimEnd();
+  // A run of control characters (a TAB, a stray CR) becomes one space.
+  let flat = '';
+  let inRun = false;
+  for (const ch of s) {
+    if (!isControl(ch)) flat += ch;
+    else if (!inRun) flat += ' ';
+    inRun = isControl(ch);
+  }
+  return [...flat.trim()].slice(0, TITLE_MAX).join('').trimEnd();
 }
 
 function firstLine(bytes: Buffer): string {

@@ -74,14 +74,26 @@ export function cachePlan(
   const digests = inputDigests(config);
   const plan: CachePlan = {};
   if (digests.length > 0) {
-    plan.store = { key: `lhc-store-${KEY_VERSION}-${tag}-${sha256(digests.join('\n'))}`, path: storeDir(env) };
+    plan.store = {
+      key: `lhc-store-${KEY_VERSION}-${tag}-${sha256(digests.join('\n'))}`,
+      path: storeDir(env),
+    };
   }
   const luaDir = path.join(cacheDir(env), 'lua');
   if (opts.luaKey) {
-    plan.lua = { key: `lhc-lua-${KEY_VERSION}-${tag}-${opts.luaKey}`, path: path.join(luaDir, opts.luaKey) };
+    plan.lua = {
+      key: `lhc-lua-${KEY_VERSION}-${tag}-${opts.luaKey}`,
+      path: path.join(luaDir, opts.luaKey),
+    };
   } else if (config.lua) {
     const { sha256: source, version, strategy } = config.lua;
-    const what = JSON.stringify({ source, version, strategy, arch: config.arch, image: [env.ImageOS ?? '', env.ImageVersion ?? ''] });
+    const what = JSON.stringify({
+      source,
+      version,
+      strategy,
+      arch: config.arch,
+      image: [env.ImageOS ?? '', env.ImageVersion ?? ''],
+    });
     plan.lua = { key: `lhc-lua-${KEY_VERSION}-${tag}-${sha256(what)}`, path: luaDir };
   }
   return plan;

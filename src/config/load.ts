@@ -4,7 +4,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { LineCounter, isMap, isNode, isScalar, parseDocument, type Document } from 'yaml';
+import { LineCounter, isMap, isNode, isScalar, parseDocument, visit, type Document } from 'yaml';
 import type { z } from 'zod';
 import { ConfigError } from '../core/errors.js';
 import { configSchema, type LhcConfigRaw, type Probe } from './schema.js';
@@ -72,6 +72,13 @@ export function parseConfig(text: string, name = 'lhc.yml'): LhcConfigRaw {
     });
     throw new ConfigError(msgs.join('\n'));
   }
+  // A YAML 1.2 octal (`mode: 0o644`) would reach the schema as the number 420, which cannot be told
+  // from a decimal 420: hand it on as the octal string it was written as.
+  visit(doc, {
+    Scalar(_key, node) {
+      if (node.format === 'OCT' && typeof node.value === 'number') node.value = `0${node.value.toString(8)}`;
+    },
+  });
   const data: unknown = doc.toJS();
   if (data === null || typeof data !== 'object' || Array.isArray(data)) {
     throw new ConfigError(`(top level): expected a mapping of settings (${name}:1)`);

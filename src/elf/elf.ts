@@ -7,6 +7,7 @@
  * garbage or truncated input ends in an ElfError naming what is wrong, never a hang or a
  * huge allocation.
  */
+import { constants } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { UserError } from '../core/errors.js';
 
@@ -286,12 +287,15 @@ export function parseElf(buf: Buffer): ElfInfo | undefined {
 
 /**
  * Reads only the parts of the file the headers point at (a few KB), so scanning every file of a
- * root stays cheap. Undefined when the file is not ELF; errors name the file.
+ * root stays cheap. Undefined when the file is not a regular file or not ELF; errors name the file.
  */
 export async function readElf(file: string): Promise<ElfInfo | undefined> {
-  const fh = await open(file, 'r');
+  // O_NONBLOCK: opening a FIFO must not wait for a writer; anything but a regular file is not ELF.
+  const fh = await open(file, constants.O_RDONLY | constants.O_NONBLOCK);
   try {
-    const { size } = await fh.stat();
+    const st = await fh.stat();
+    if (!st.isFile()) return undefined;
+    const { size } = st;
     // Headers, program headers and the dynamic section sit near the start of real binaries:
     // one read covers them, and anything else is read on demand (synchronously from the cache).
     const head = Buffer.alloc(Math.min(size, 64 * 1024));

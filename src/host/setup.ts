@@ -43,6 +43,8 @@ export interface PackageState {
   installed: Set<string>;
   /** /etc/apt/sources.list and every file in /etc/apt/sources.list.d. */
   sources: AptSourceFile[];
+  /** ID and VERSION_CODENAME from /etc/os-release. */
+  os?: { id: string; codename?: string };
 }
 
 export interface BinfmtState {
@@ -120,6 +122,86 @@ export function debSrcFile(
   return undefined;
 }
 
+export const UBUNTU_PORTS = '/etc/apt/sources.list.d/lhc-ubuntu-ports.sources';
+
+/** ID and VERSION_CODENAME of /etc/os-release. */
+export function parseOsRelease(text: string): { id: string; codename?: string } {
+  const get = (k: string) => {
+    const m = new RegExp(`^${k}=(.*)$`, 'm').exec(text);
+    return m ? m[1]!.trim().replace(/^["']|["']$/g, '') : undefined;
+  };
+  return { id: get('ID') ?? '', codename: get('VERSION_CODENAME') || get('UBUNTU_CODENAME') };
+}
+
+/** Adds `Architectures: ARCH` to every deb822 stanza that has Types but no Architectures. */
+export function pinDeb822Arch(text: string, arch: string): string {
+  return text
+    .split(/(\n[ \t]*\n)/)
+    .map((chunk) => {
+      if (!/^Types:/im.test(chunk) || /^Architectures:/im.test(chunk)) return chunk;
+      return chunk.replace(/^(Types:.*)$/im, `$1\nArchitectures: ${arch}`);
+    })
+    .join('');
+}
+
+/** Adds `arch=ARCH` to every classic `deb` line that names no architecture. */
+export function pinListArch(text: string, arch: string): string {
+  return text
+    .split('\n')
+    .map((l) => {
+      if (!/^\s*deb\s/.test(l) || /\[[^\]]*\barch=/.test(l)) return l;
+      const m = /^(\s*deb\s+)\[([^\]]*)\](.*)$/.exec(l);
+      if (m) return `${m[1]}[arch=${arch} ${m[2]!.trim()}]${m[3]}`;
+      return l.replace(/^(\s*deb\s+)/, `$1[arch=${arch}] `);
+    })
+    .join('\n');
+}
+
+/**
+ * Ubuntu serves arm64 from a separate ports archive, and the main archive answers arm64 index
+ * requests with 404, which fails `apt-get update`. So on an amd64 Ubuntu host the distribution's
+ * entries are pinned to amd64 and the ports archive is added for arm64.
+ */
+function planUbuntuPorts(
+  state: PackageState,
+  steps: SetupStep[],
+  present: string[],
+  warnings: string[],
+): boolean {
+  if (state.os?.id !== 'ubuntu' || isAarch64(state.arch)) return false;
+  const hostArch = state.arch === 'x86_64' ? 'amd64' : state.arch;
+  let changed = false;
+  for (const s of state.sources) {
+    const official =
+      s.file === '/etc/apt/sources.list' || s.file === '/etc/apt/sources.list.d/ubuntu.sources';
+    if (!official) continue;
+    const pinned = s.file.endsWith('.sources')
+      ? pinDeb822Arch(s.text, hostArch)
+      : pinListArch(s.text, hostArch);
+    if (pinned !== s.text) {
+      steps.push({ what: `pin ${s.file} to ${hostArch}`, argv: ['tee', s.file], input: pinned });
+      changed = true;
+    }
+  }
+  if (state.sources.some((s) => s.file === UBUNTU_PORTS))
+    present.push(`arm64 ports sources (${UBUNTU_PORTS})`);
+  else if (!state.os.codename)
+    warnings.push('no VERSION_CODENAME in /etc/os-release: cannot add the arm64 ports archive');
+  else {
+    const c = state.os.codename;
+    steps.push({
+      what: `add the Ubuntu arm64 ports archive to ${UBUNTU_PORTS}`,
+      argv: ['tee', UBUNTU_PORTS],
+      input:
+        'Types: deb\nURIs: http://ports.ubuntu.com/ubuntu-ports\n' +
+        `Suites: ${c} ${c}-updates ${c}-security\nComponents: main universe\nArchitectures: arm64\n` +
+        'Signed-By: /usr/share/keyrings/ubuntu-archive-keyring.gpg\n',
+    });
+    changed = true;
+  }
+  return changed;
+}
+
 /** Foreign architecture, deb-src entries, apt-get update and install of what is missing. */
 export function planPackages(
   state: PackageState,
@@ -140,6 +222,8 @@ export function planPackages(
       sourcesChanged = true;
     }
   }
+
+  if (planUbuntuPorts(state, steps, present, warnings)) sourcesChanged = true;
 
   if (hasDebSrc(state.sources)) present.push('deb-src apt sources');
   else {
@@ -254,8 +338,10 @@ export async function packageState(p: HostProbe): Promise<PackageState> {
     const text = await p.readFile(file);
     if (text !== undefined) sources.push({ file, text });
   }
+  const osRelease = await p.readFile('/etc/os-release');
   return {
     arch,
+    os: osRelease === undefined ? undefined : parseOsRelease(osRelease),
     foreignArchs: await p.foreignArchs(),
     installed: await p.installedPackages(setupPackages(arch)),
     sources,

@@ -112,7 +112,7 @@ export function formatDiff(d: ManifestDiff, labels: { old?: string; new?: string
   if (d.equal) lines.push('manifests are identical');
   else {
     const n = d.added.length + d.removed.length + d.changed.length;
-    lines.push(`${n} path${n === 1 ? '' : 's'} differ: ${d.added.length} added, ${d.removed.length} removed, ${d.changed.length} changed`);
+    lines.push(`${n} ${n === 1 ? 'path differs' : 'paths differ'}: ${d.added.length} added, ${d.removed.length} removed, ${d.changed.length} changed`);
   }
   return lines.join('\n') + '\n';
 }

@@ -384,7 +384,7 @@ class Extractor {
     this.summary.hardlinks++;
   }
 
-  /** After the stream: directory modes/owners, then the symlinks, verbatim. */
+  /** After the stream: the symlinks, verbatim, then directory owners and modes (deepest first). */
   finish(): void {
     for (const s of this.symlinks) {
       const parent = this.parentOf(s.name, s.parts);

@@ -105,7 +105,10 @@ export function systemdEscapePath(p: string): string {
  */
 export function systemdQuoteWord(w: string): string {
   let s = w.replace(/[%$]/g, (c) => c + c);
+  // Control characters are exactly what must be escaped here.
+  // eslint-disable-next-line no-control-regex
   if (s !== '' && !/[\s"'\\;\x00-\x1f\x7f]/.test(s)) return s;
+  // eslint-disable-next-line no-control-regex
   s = s.replace(/[\\"\x00-\x1f\x7f]/g, (c) => {
     if (c === '\\') return '\\\\';
     if (c === '"') return '\\"';

@@ -5,12 +5,13 @@
  * something the service needs (or the service is not deterministic, which is just as fatal for
  * fixtures).
  */
-import { rm } from 'node:fs/promises';
+import { mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { LhcConfig } from '../config/load.js';
 import { UserError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { run } from '../tools/exec.js';
+import { registerCleanup } from './cleanup.js';
 import { runProbes, type ProbeResponse } from './trace.js';
 
 export interface SelfCheckOptions {
@@ -68,16 +69,26 @@ export async function selfCheck(
   unprunedResponses: Record<string, ProbeResponse>,
   opts: SelfCheckOptions,
 ): Promise<SelfCheckResult> {
+  await mkdir(opts.workDir, { recursive: true });
   const dataDir = path.join(opts.workDir, 'self-check-data');
   await rm(dataDir, { recursive: true, force: true });
   if (opts.dataDir) await run(['cp', '-a', '--', opts.dataDir, dataDir], { privileged: true });
   else await run(['mkdir', '-p', dataDir]);
+  // nspawn creates /etc, /var and /root in a writable directory even with --read-only; a
+  // read-only bind mount keeps the pruned root exactly as packed (and is what the board sees).
+  const view = path.join(opts.workDir, 'self-check-root');
+  await mkdir(view, { recursive: true });
+  await run(['mount', '--bind', prunedRoot, view], { privileged: true, logger: opts.logger });
+  const unmount = registerCleanup(`self-check mount ${view}`, async () => {
+    await run(['umount', view], { privileged: true, reject: false, logger: opts.logger });
+  });
   const started = Date.now();
   try {
+    await run(['mount', '-o', 'remount,bind,ro', view], { privileged: true, logger: opts.logger });
     const probed = await opts.logger.group(`self-check: ${config.probes.length} probes against the pruned root`, () =>
       runProbes(
         config,
-        { root: prunedRoot, dataDir, readOnly: true, harden: true },
+        { root: view, dataDir, readOnly: true, harden: true },
         { workDir: opts.workDir, logger: opts.logger, ...(opts.signal ? { signal: opts.signal } : {}) },
       ),
     ).catch((e: unknown) => {
@@ -97,6 +108,7 @@ export async function selfCheck(
     }
     return { responses: probed.responses, seconds: (Date.now() - started) / 1000 };
   } finally {
+    await unmount.run();
     await run(['rm', '-rf', '--one-file-system', '--', dataDir], { privileged: true, reject: false });
   }
 }

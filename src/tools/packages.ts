@@ -11,6 +11,10 @@ export const TOOL_PACKAGES: Record<string, string> = {
   'aarch64-linux-gnu-ar': 'binutils-aarch64-linux-gnu',
   'aarch64-linux-gnu-ranlib': 'binutils-aarch64-linux-gnu',
   mmdebstrap: 'mmdebstrap',
+  'musl-gcc': 'musl-tools',
+  'x86_64-linux-gnu-gcc': 'gcc',
+  'x86_64-linux-gnu-strip': 'binutils',
+  readelf: 'binutils',
   curl: 'curl',
   make: 'make',
   strace: 'strace',
@@ -27,6 +31,7 @@ export const TOOL_PACKAGES: Record<string, string> = {
   gzip: 'gzip',
   tar: 'tar',
   sudo: 'sudo',
+  bash: 'bash',
 };
 
 export function packageFor(tool: string): string | undefined {

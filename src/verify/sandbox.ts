@@ -54,7 +54,8 @@ export async function mountDataTmpfs(dir: string, logger: Logger, sizeMb = 256):
   // Not root: own the tmpfs, so the template can be unpacked without privileges.
   const owner = isRoot() ? [] : [`uid=${process.getuid!()}`, `gid=${process.getgid!()}`];
   const opts = ['noexec', 'nosuid', 'nodev', 'mode=0755', `size=${sizeMb}m`, ...owner].join(',');
-  await run(['mount', '-t', 'tmpfs', '-o', opts, 'lhc-verify-data', dir], { privileged: true, logger, timeoutMs: 30_000 });
+  // The source names the mount point, so a leftover is recognisable in any namespace's mountinfo.
+  await run(['mount', '-t', 'tmpfs', '-o', opts, `lhc-verify:${dir}`, dir], { privileged: true, logger, timeoutMs: 30_000 });
   const m = await mountAt(dir);
   if (!m) throw new UserError(`mounting a tmpfs at ${dir} reported success but nothing is mounted there`);
   return m.majorMinor;

@@ -143,10 +143,10 @@ function position(buf: Buffer, offset: number): { line: number; column: number }
 }
 
 function describeByte(buf: Buffer, offset: number): string {
-  return offset < buf.length ? `${visible(buf.subarray(offset, offset + 1))} (0x${buf[offset]!.toString(16).padStart(2, '0')})` : 'end of data';
+  return offset < buf.length ? `"${visible(buf.subarray(offset, offset + 1))}" (0x${buf[offset]!.toString(16).padStart(2, '0')})` : 'end of data';
 }
 
-/** One sentence naming the first differing byte, e.g. `first difference at byte 17 (line 1, column 18): expected \t (0x09), got " " (0x20)`. */
+/** One sentence naming the first differing byte, e.g. `first difference at byte 17 (line 1, column 18): expected "\t" (0x09), got " " (0x20) ...`. */
 export function describeFirstDifference(expected: Buffer, actual: Buffer): string | undefined {
   const at = firstDifference(expected, actual);
   if (at === -1) return undefined;

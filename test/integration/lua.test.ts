@@ -144,6 +144,18 @@ describe('lua stage, cross strategy', () => {
   });
 });
 
+describe('lua stage, x86_64 with the host musl', () => {
+  it('cold build of 5.4.4 for x86_64 is static and runs natively', async () => {
+    if (!existsSync('/usr/lib/x86_64-linux-musl/musl-gcc.specs')) throw new Error('musl-dev (amd64) is missing: apt-get install musl-tools');
+    const sha256 = await seed('5.4.4');
+    const r = await buildLua({ version: '5.4.4', sha256, urls: [`${base}/lua-5.4.4.tar.gz`], arch: 'x86_64', strategy: 'cross' }, opts());
+    const elf = parseElf(await readFile(r.path));
+    expect(elf).toMatchObject({ bits: 64, machineName: 'x86_64', needed: [], isStatic: true });
+    expect((await run([r.path, '-v'])).stdout).toMatch(/^Lua 5\.4\.4\s/);
+    expect(requests).toBe(0);
+  });
+});
+
 describe('lua verification names the failed check', () => {
   it('a dynamic x86_64 binary fails the ELF checks', async () => {
     await expect(verifyLua('/bin/ls', { version: '5.4.4', arch: 'aarch64' })).rejects.toThrow(

@@ -14,6 +14,7 @@ import { resolveConfig, parseConfig, type LhcConfig } from '../../src/config/loa
 import { ConfigError } from '../../src/core/errors.js';
 import { memoryLogger } from '../../src/core/logger.js';
 import { readElf } from '../../src/elf/elf.js';
+import { extractTarball } from '../../src/root/extract.js';
 import { resolveInRoot } from '../../src/root/resolve.js';
 import { assembleRoot, runInRoot, treeBytes } from '../../src/stages/root.js';
 import { Store } from '../../src/store/store.js';
@@ -135,18 +136,22 @@ describe('scratch base', () => {
   it('is a root nspawn accepts, with mount points, the overlay and the data dir', async () => {
     // The static busybox as the only program, installed through the overlay.
     const cfg = config(
-      `files:\n  - {src: ${path.join(tmp, 'busybox')}, dst: /bin/busybox, mode: "0755"}\ndata: {path: /srv/data}\n`,
+      `files:\n  - {src: ${path.join(tmp, 'busybox')}, dst: /bin/busybox, mode: "0755"}\ndata: {path: /srv/data}\n` +
+        `lua: {version: "5.4.4", sha256: "${'a'.repeat(64)}", path: /usr/local/bin/lua}\n`,
     );
     const staging = await workDir('bb');
-    await (
-      await import('../../src/root/extract.js')
-    ).extractTarball(alpine.gz, path.join(staging, 'x'));
+    await extractTarball(alpine.gz, path.join(staging, 'x'));
     await writeFile(path.join(tmp, 'busybox'), readFileSync(path.join(staging, 'x/bin/busybox')));
+    // luaPath: any file stands in for the static Lua here; it must land at lua.path, executable.
     const { root } = await assembleRoot(cfg, {
       workDir: await workDir('scratch'),
       store,
       logger: memoryLogger(),
+      luaPath: path.join(tmp, 'busybox'),
     });
+    const lua = path.join(root, 'usr/local/bin/lua');
+    expect(readFileSync(lua).equals(readFileSync(path.join(tmp, 'busybox')))).toBe(true);
+    expect(statSync(lua).mode & 0o777).toBe(0o755);
     for (const m of ['usr', 'proc', 'sys', 'dev', 'run', 'tmp', 'srv/data']) {
       expect(lstatSync(path.join(root, m)).isDirectory(), m).toBe(true);
     }

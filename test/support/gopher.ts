@@ -155,7 +155,8 @@ export interface ExtraRequest {
   fixture: string;
   /**
    * 'content': the committed content; 'symlinks': a copy of it with symlinks that point outside
-   * the root (and one that points inside), re-indexed as a build would.
+   * the root (and one that points inside), re-indexed as a build would, and about.txt grown
+   * after indexing (a stale index).
    */
   tree: 'content' | 'symlinks';
 }
@@ -173,6 +174,7 @@ export const EXTRA_REQUESTS: readonly ExtraRequest[] = [
   { name: 'encoded LF alone', request: raw('/moon%0a\r\n'), fixture: 'crlf-encoded.error.gopher', tree: 'content' },
   { name: 'encoded slash hides ..', request: raw('/moon%2f..%2f..%2fetc%2fpasswd\r\n'), fixture: 'dotdot.error.gopher', tree: 'content' },
   { name: 'exactly 255 bytes is not too long', request: raw(`/${'b'.repeat(254)}\r\n`), fixture: 'not-found.error.gopher', tree: 'content' },
+  { name: '256 bytes is too long', request: raw(`/${'c'.repeat(255)}\r\n`), fixture: 'too-long.error.gopher', tree: 'content' },
   { name: 'line over 1024 bytes', request: raw(`/${'a'.repeat(1100)}\r\n`), fixture: 'line-too-long.error.gopher', tree: 'content' },
   { name: 'symlink to /etc/passwd', request: raw('/archive/passwd\r\n'), fixture: 'not-found.error.gopher', tree: 'symlinks' },
   { name: 'through a symlinked dir to /etc', request: raw('/etc/passwd\r\n'), fixture: 'not-found.error.gopher', tree: 'symlinks' },
@@ -180,5 +182,6 @@ export const EXTRA_REQUESTS: readonly ExtraRequest[] = [
   { name: 'symlink to a file outside', request: raw('/moon/secret.txt\r\n'), fixture: 'not-found.error.gopher', tree: 'symlinks' },
   { name: 'symlinked dir itself', request: raw('/etc\r\n'), fixture: 'not-found.error.gopher', tree: 'symlinks' },
   { name: 'symlink pointing inside is not served either', request: raw('/moon-link/phases.txt\r\n'), fixture: 'not-found.error.gopher', tree: 'symlinks' },
+  { name: 'file changed after indexing', request: raw('/about.txt\r\n'), fixture: 'stale.error.gopher', tree: 'symlinks' },
   { name: 'listing leaves symlinks out', request: raw('/archive\r\n'), fixture: 'archive.menu.gopher', tree: 'symlinks' },
 ];

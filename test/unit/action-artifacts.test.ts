@@ -11,7 +11,12 @@ import os from 'node:os';
 import path from 'node:path';
 import { inflateRawSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { artifactName, artifactPlan, commonRoot, uploadArtifacts } from '../../src/action/artifacts.js';
+import {
+  artifactName,
+  artifactPlan,
+  commonRoot,
+  uploadArtifacts,
+} from '../../src/action/artifacts.js';
 import type { BuildResult } from '../../src/build-result.js';
 import { UserError } from '../../src/core/errors.js';
 import { memoryLogger } from '../../src/core/logger.js';
@@ -82,7 +87,9 @@ describe('artifactPlan', () => {
   });
   it('names a missing output', async () => {
     const r = { ...result(), manifest: path.join(out, 'missing.manifest') };
-    await expect(artifactPlan(r, 'x')).rejects.toThrow(`build output ${path.join(out, 'missing.manifest')} is missing`);
+    await expect(artifactPlan(r, 'x')).rejects.toThrow(
+      `build output ${path.join(out, 'missing.manifest')} is missing`,
+    );
   });
   it('computes the deepest common directory', () => {
     expect(commonRoot(['/a/b/c/f1', '/a/b/d/f2'])).toBe('/a/b');
@@ -95,15 +102,25 @@ describe('uploadArtifacts', () => {
   it('skips with a notice outside GitHub', async () => {
     const lines: string[] = [];
     const write = process.stdout.write.bind(process.stdout);
-    process.stdout.write = ((chunk: string) => (lines.push(String(chunk)), true)) as typeof process.stdout.write;
+    process.stdout.write = ((chunk: string) => (
+      lines.push(String(chunk)),
+      true
+    )) as typeof process.stdout.write;
     let report;
     try {
       report = await uploadArtifacts(result(), memoryLogger(), { env: {} });
     } finally {
       process.stdout.write = write;
     }
-    expect(report).toEqual({ name: 'lhc-gophermoon', uploaded: false, files: 8, skipped: 'no artifact service' });
-    expect(lines.join('')).toMatch(/^::notice::artifacts: no artifact service outside GitHub Actions; the 8 files stay in /m);
+    expect(report).toEqual({
+      name: 'lhc-gophermoon',
+      uploaded: false,
+      files: 8,
+      skipped: 'no artifact service',
+    });
+    expect(lines.join('')).toMatch(
+      /^::notice::artifacts: no artifact service outside GitHub Actions; the 8 files stay in /m,
+    );
   });
 
   it('does nothing when turned off', async () => {
@@ -139,7 +156,8 @@ function unzip(zip: Buffer): Map<string, string> {
     const name = zip.subarray(p + 46, p + 46 + nameLen).toString('utf8');
     const start = local + 30 + zip.readUInt16LE(local + 26) + zip.readUInt16LE(local + 28);
     const data = zip.subarray(start, start + size);
-    if (!name.endsWith('/')) out.set(name, (method === 8 ? inflateRawSync(data) : data).toString('utf8'));
+    if (!name.endsWith('/'))
+      out.set(name, (method === 8 ? inflateRawSync(data) : data).toString('utf8'));
     p += 46 + nameLen + extraLen + commentLen;
   }
   return out;
@@ -162,14 +180,23 @@ describe('uploadArtifacts through DefaultArtifactClient', () => {
       void (async () => {
         const url = new URL(req.url!, 'http://127.0.0.1');
         const data = await body(req);
-        const twirpMatch = /^\/twirp\/github\.actions\.results\.api\.v1\.ArtifactService\/(\w+)$/.exec(url.pathname);
+        const twirpMatch =
+          /^\/twirp\/github\.actions\.results\.api\.v1\.ArtifactService\/(\w+)$/.exec(url.pathname);
         if (req.method === 'POST' && twirpMatch) {
           const method = twirpMatch[1]!;
-          twirp.push({ method, body: JSON.parse(data.toString('utf8')) as Record<string, unknown> });
+          twirp.push({
+            method,
+            body: JSON.parse(data.toString('utf8')) as Record<string, unknown>,
+          });
           res.setHeader('content-type', 'application/json');
           const port = (server.address() as AddressInfo).port;
           if (method === 'CreateArtifact') {
-            res.end(JSON.stringify({ ok: true, signedUploadUrl: `http://127.0.0.1:${port}/devstoreaccount1/artifacts/upload.zip?sig=secret` }));
+            res.end(
+              JSON.stringify({
+                ok: true,
+                signedUploadUrl: `http://127.0.0.1:${port}/devstoreaccount1/artifacts/upload.zip?sig=secret`,
+              }),
+            );
           } else if (method === 'FinalizeArtifact') {
             res.end(JSON.stringify({ ok: true, artifactId: '4242' }));
           } else {
@@ -182,7 +209,9 @@ describe('uploadArtifacts through DefaultArtifactClient', () => {
         if (req.method === 'PUT' && url.searchParams.get('comp') === 'block') {
           blocks.set(url.searchParams.get('blockid')!, data);
         } else if (req.method === 'PUT' && url.searchParams.get('comp') === 'blocklist') {
-          const ids = [...data.toString('utf8').matchAll(/<(?:Latest|Uncommitted|Committed)>([^<]+)</g)].map((m) => m[1]!);
+          const ids = [
+            ...data.toString('utf8').matchAll(/<(?:Latest|Uncommitted|Committed)>([^<]+)</g),
+          ].map((m) => m[1]!);
           committed = Buffer.concat(ids.map((id) => blocks.get(id)!));
         } else if (req.method === 'PUT') {
           committed = data;
@@ -205,7 +234,9 @@ describe('uploadArtifacts through DefaultArtifactClient', () => {
 
   it('zips the plan and uploads it through the results service protocol', async () => {
     const port = (server.address() as AddressInfo).port;
-    const claims = Buffer.from(JSON.stringify({ scp: 'Actions.Results:run-1:job-1' })).toString('base64url');
+    const claims = Buffer.from(JSON.stringify({ scp: 'Actions.Results:run-1:job-1' })).toString(
+      'base64url',
+    );
     const keep = { ...process.env };
     Object.assign(process.env, {
       ACTIONS_RUNTIME_TOKEN: `e30.${claims}.sig`,
@@ -224,7 +255,11 @@ describe('uploadArtifacts through DefaultArtifactClient', () => {
       Object.assign(process.env, keep);
     }
     expect(twirp.map((t) => t.method)).toEqual(['CreateArtifact', 'FinalizeArtifact']);
-    expect(twirp[0]!.body).toMatchObject({ workflow_run_backend_id: 'run-1', workflow_job_run_backend_id: 'job-1', name: 'lhc-gophermoon' });
+    expect(twirp[0]!.body).toMatchObject({
+      workflow_run_backend_id: 'run-1',
+      workflow_job_run_backend_id: 'job-1',
+      name: 'lhc-gophermoon',
+    });
     expect(report).toMatchObject({ name: 'lhc-gophermoon', uploaded: true, files: 8, id: 4242 });
     expect(committed, 'blob upload committed').toBeDefined();
     expect(report!.size).toBe(committed!.length);

@@ -3,7 +3,13 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { BuildResult } from '../../src/build-result.js';
-import { MAX_DETAIL_CHARS, escapeHtml, formatBytes, renderSummary, writeSummary } from '../../src/action/summary.js';
+import {
+  MAX_DETAIL_CHARS,
+  escapeHtml,
+  formatBytes,
+  renderSummary,
+  writeSummary,
+} from '../../src/action/summary.js';
 import { memoryLogger } from '../../src/core/logger.js';
 
 function result(over: Partial<BuildResult> = {}): BuildResult {
@@ -72,8 +78,12 @@ describe('renderSummary', () => {
     expect(probes.map((p) => p[0])).toEqual(r.verify!.probes.map((p) => `<code>${p.name}</code>`));
     expect(probes.every((p) => p[1]!.startsWith('✅'))).toBe(true);
     const hardening = tableAfter(html, 'Hardening checks');
-    expect(hardening.map((h) => h[0])).toEqual(r.verify!.hardening.map((h) => `<code>${h.name}</code>`));
-    expect(hardening.map((h) => h[2])).toEqual(r.verify!.hardening.map((h) => escapeHtml(h.detail)));
+    expect(hardening.map((h) => h[0])).toEqual(
+      r.verify!.hardening.map((h) => `<code>${h.name}</code>`),
+    );
+    expect(hardening.map((h) => h[2])).toEqual(
+      r.verify!.hardening.map((h) => escapeHtml(h.detail)),
+    );
   });
 
   it('marks failures and shows a failing probe diff open', () => {
@@ -93,7 +103,9 @@ describe('renderSummary', () => {
     expect(renderSummary(result())).not.toContain('Manifest changed');
     const html = renderSummary(result({ manifestDiff: '+ /bin/<new>\n- /lib/old & gone' }));
     expect(html).toContain('<h3>Manifest changed</h3>');
-    expect(html).toMatch(/<details open><summary>manifest diff against the lock<\/summary>\s*<pre>\+ \/bin\/&#60;new&#62;\n- \/lib\/old &#38; gone<\/pre>/);
+    expect(html).toMatch(
+      /<details open><summary>manifest diff against the lock<\/summary>\s*<pre>\+ \/bin\/&#60;new&#62;\n- \/lib\/old &#38; gone<\/pre>/,
+    );
   });
 
   it('cuts very long texts so the summary stays under the size limit', () => {
@@ -113,14 +125,25 @@ describe('renderSummary', () => {
 
   it('says when verify did not run, and reports cache and artifact outcomes', () => {
     const html = renderSummary(result({ verify: undefined }), {
-      cache: { enabled: true, store: { key: 'k1', path: '/s', restored: 'k1' }, lua: { key: 'k2', path: '/l' } },
-      artifacts: { name: 'lhc-gophermoon', uploaded: false, files: 8, skipped: 'no artifact service' },
+      cache: {
+        enabled: true,
+        store: { key: 'k1', path: '/s', restored: 'k1' },
+        lua: { key: 'k2', path: '/l' },
+      },
+      artifacts: {
+        name: 'lhc-gophermoon',
+        uploaded: false,
+        files: 8,
+        skipped: 'no artifact service',
+      },
     });
     expect(html).toContain('verify was not run');
     expect(html).not.toContain('Hardening checks');
     expect(html).toContain('cache store: hit (<code>k1</code>)');
     expect(html).toContain('cache lua: miss (<code>k2</code>)');
-    expect(html).toContain('artifact <code>lhc-gophermoon</code>: not uploaded (no artifact service)');
+    expect(html).toContain(
+      'artifact <code>lhc-gophermoon</code>: not uploaded (no artifact service)',
+    );
   });
 
   it('formats bytes exactly with a rounded unit', () => {

@@ -93,6 +93,16 @@ describe('a valid config', () => {
     expect(parseConfig(edit('mode: "0755"', 'mode: 0755')).files[0]!.mode).toBe(0o755);
     expect(parseConfig(edit('mode: "0755"', 'mode: 644')).files[0]!.mode).toBe(0o644);
   });
+
+  it('reads a YAML 1.2 octal mode (0o644) as that mode, not as the decimal digits of 420', () => {
+    expect(parseConfig(edit('mode: "0755"', 'mode: 0o644')).files[0]!.mode).toBe(0o644);
+  });
+
+  it('refuses a numeric mode whose digits cannot be octal', () => {
+    expect(() => parseConfig(edit('mode: "0755"', 'mode: 999'))).toThrow(
+      'files[0].mode: expected an octal mode such as "0755" (quote it) (lhc.yml:14)',
+    );
+  });
 });
 
 describe('every example config validates', () => {

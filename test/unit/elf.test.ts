@@ -4,6 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ElfError, parseElf, readElf, staticProblems, type ElfInfo } from '../../src/elf/elf.js';
+import { run } from '../../src/tools/exec.js';
 import { readelf, type ReadelfView } from '../support/readelf.js';
 
 let tmp: string;
@@ -150,6 +151,11 @@ describe('parseElf on host binaries, checked against readelf', () => {
     expect(parseElf(Buffer.from('#!/bin/sh\necho hi\n'))).toBeUndefined();
     expect(parseElf(Buffer.alloc(0))).toBeUndefined();
     expect(await readElf('/etc/os-release')).toBeUndefined();
+    expect(await readElf('/dev/null')).toBeUndefined();
+    const fifo = path.join(tmp, 'fifo');
+    await run(['mkfifo', fifo]);
+    // A FIFO with no writer must not block.
+    expect(await readElf(fifo)).toBeUndefined();
   });
 });
 

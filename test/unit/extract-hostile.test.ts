@@ -143,6 +143,21 @@ describe('hostile tarballs are refused or contained', () => {
     expect(existsSync(path.join(sentinel, 'evil'))).toBe(false);
   });
 
+  it('contains a relative symlink climbing above the root, with a symlink written through it', async () => {
+    const file = await writeArchive(
+      'up.tar.gz',
+      buildTarGz([
+        { name: 'up', type: 'symlink', link: '../../../../../../../..' },
+        { name: 'up/sentinel', type: 'symlink', link: '/etc/shadow' },
+      ]),
+    );
+    const s = await extractTarball(file, dest);
+    expect(s.symlinks).toBe(2);
+    // `..` stops at the root, as in a chroot: the second link lands at the root's top level.
+    expect(readlinkSync(path.join(dest, 'sentinel'))).toBe('/etc/shadow');
+    expect(readlinkSync(path.join(dest, 'up'))).toBe('../../../../../../../..');
+  });
+
   it('refuses a hardlink to a host file (/etc/passwd)', async () => {
     await refused(
       buildTarGz([{ name: 'passwd', type: 'hardlink', link: '/etc/passwd' }]),

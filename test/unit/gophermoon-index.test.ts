@@ -31,7 +31,7 @@ describe('gophermoon content index', () => {
 
   describe('in a scratch tree', () => {
     const GOPHERMAP = '0The docs\tdocs/b.txt\n1Remote\t/x\tother.host\t70\n';
-    const A_TXT = '\n  First line of A  \n';
+    const A_TXT = '\n  First\t\tline of A  \n';
     let dir: string;
     let outside: string;
     beforeEach(async () => {

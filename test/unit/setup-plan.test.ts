@@ -2,10 +2,14 @@ import { describe, expect, it } from 'vitest';
 import { memoryLogger } from '../../src/core/logger.js';
 import { UserError } from '../../src/core/errors.js';
 import {
+  UBUNTU_PORTS,
   binfmtRule,
   debSrcFile,
   hasDebSrc,
   packageState,
+  parseOsRelease,
+  pinDeb822Arch,
+  pinListArch,
   planBinfmt,
   planPackages,
   setupHost,
@@ -240,6 +244,91 @@ describe('setupHost on a fake host', () => {
     const probe = fakeProbe({ root: false, sudo: false, foreignArchs: [], packages: X86 });
     await expect(setupHost(probe, memoryLogger())).rejects.toThrow(
       'lhc setup needs root or passwordless sudo to: add dpkg foreign architecture arm64; update apt package lists',
+    );
+  });
+});
+
+const UBUNTU_SOURCES = `## Ubuntu sources have moved to /etc/apt/sources.list.d/ubuntu.sources
+Types: deb
+URIs: http://azure.archive.ubuntu.com/ubuntu/
+Suites: noble noble-updates noble-backports
+Components: main universe restricted multiverse
+Signed-By: /usr/share/keyrings/ubuntu-archive-keyring.gpg
+
+Types: deb
+URIs: http://azure.archive.ubuntu.com/ubuntu/
+Suites: noble-security
+Components: main universe restricted multiverse
+Signed-By: /usr/share/keyrings/ubuntu-archive-keyring.gpg
+`;
+
+describe('Ubuntu amd64 hosts get arm64 from the ports archive', () => {
+  const noble = (
+    sources = [{ file: '/etc/apt/sources.list.d/ubuntu.sources', text: UBUNTU_SOURCES }],
+  ) => state({ os: { id: 'ubuntu', codename: 'noble' }, foreignArchs: [], sources });
+
+  it('reads ID and VERSION_CODENAME from os-release', () => {
+    expect(parseOsRelease('NAME="Ubuntu"\nID=ubuntu\nVERSION_CODENAME=noble\n')).toEqual({
+      id: 'ubuntu',
+      codename: 'noble',
+    });
+    expect(parseOsRelease('ID="debian"\nVERSION_CODENAME=bookworm\n')).toEqual({
+      id: 'debian',
+      codename: 'bookworm',
+    });
+  });
+
+  it('pins ubuntu.sources to amd64, adds the ports archive, clones deb-src, then updates', () => {
+    const plan = planPackages(noble());
+    expect(plan.steps.map((s) => s.what)).toEqual([
+      'add dpkg foreign architecture arm64',
+      'pin /etc/apt/sources.list.d/ubuntu.sources to amd64',
+      `add the Ubuntu arm64 ports archive to ${UBUNTU_PORTS}`,
+      'write deb-src sources to /etc/apt/sources.list.d/lhc-deb-src.sources',
+      'update apt package lists',
+    ]);
+    const pinned = plan.steps[1]!.input!;
+    expect(pinned.match(/^Types: deb\nArchitectures: amd64$/gm)).toHaveLength(2);
+    expect(pinned.replaceAll('Architectures: amd64\n', '')).toBe(UBUNTU_SOURCES);
+    expect(plan.steps[2]!.input).toBe(
+      'Types: deb\nURIs: http://ports.ubuntu.com/ubuntu-ports\nSuites: noble noble-updates noble-security\n' +
+        'Components: main universe\nArchitectures: arm64\nSigned-By: /usr/share/keyrings/ubuntu-archive-keyring.gpg\n',
+    );
+  });
+
+  it('a second run after the first changes nothing', () => {
+    const first = planPackages(noble());
+    const written = first.steps
+      .filter((s) => s.argv[0] === 'tee')
+      .map((s) => ({ file: s.argv[1]!, text: s.input! }));
+    const after = new Map([['/etc/apt/sources.list.d/ubuntu.sources', UBUNTU_SOURCES]]);
+    for (const w of written) after.set(w.file, w.text);
+    const second = planPackages({
+      ...noble([...after].map(([file, text]) => ({ file, text }))),
+      foreignArchs: ['arm64'],
+    });
+    expect(second.steps).toEqual([]);
+    expect(second.present).toContain(`arm64 ports sources (${UBUNTU_PORTS})`);
+  });
+
+  it('pins classic sources.list deb lines, keeping existing options', () => {
+    expect(
+      pinListArch(
+        'deb http://a/ubuntu jammy main\n# deb http://b x y\ndeb [signed-by=/k.gpg] http://a/ubuntu jammy-updates main\ndeb [arch=amd64] http://c x y\ndeb-src http://a/ubuntu jammy main',
+        'amd64',
+      ),
+    ).toBe(
+      'deb [arch=amd64] http://a/ubuntu jammy main\n# deb http://b x y\ndeb [arch=amd64 signed-by=/k.gpg] http://a/ubuntu jammy-updates main\ndeb [arch=amd64] http://c x y\ndeb-src http://a/ubuntu jammy main',
+    );
+    expect(pinDeb822Arch('Types: deb\nArchitectures: amd64 i386\nURIs: http://x/\n', 'amd64')).toBe(
+      'Types: deb\nArchitectures: amd64 i386\nURIs: http://x/\n',
+    );
+  });
+
+  it('Debian hosts are left as they are', () => {
+    const plan = planPackages(state({ os: { id: 'debian', codename: 'bookworm' } }));
+    expect(plan.steps.some((s) => s.what.includes('ports') || s.what.startsWith('pin '))).toBe(
+      false,
     );
   });
 });

@@ -6,6 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { main } from '../../src/cli.js';
 import { UserError } from '../../src/core/errors.js';
 import { memoryLogger } from '../../src/core/logger.js';
 import { Store } from '../../src/store/store.js';
@@ -248,5 +249,35 @@ describe('Store.fetch', () => {
     const p = await store.fetch({ urls: [`${base}/ok.tar.gz`], sha256: contentSha });
     expect(await readFile(p)).toEqual(content);
     expect(hits.get('/ok.tar.gz')).toBe(1);
+  });
+});
+
+describe('lhc fetch CONFIG', () => {
+  it('brings the config inputs into $LHC_CACHE_DIR/store once, then offline', async () => {
+    const saved = process.env.LHC_CACHE_DIR;
+    process.env.LHC_CACHE_DIR = path.join(tmp, 'cli-cache');
+    try {
+      const cfg = path.join(tmp, 'lhc.yml');
+      await writeFile(
+        cfg,
+        [
+          'name: t',
+          `lua: { version: "5.4.4", sha256: "${contentSha}", urls: ["${base}/ok.tar.gz"] }`,
+          'service: { command: ["/bin/lua"], inetd: true }',
+          'probes: [{ name: p, type: gopher, fixture: f }]',
+          '',
+        ].join('\n'),
+      );
+      const lines: string[] = [];
+      expect(await main(['fetch', cfg], { out: (l) => lines.push(l), logger: log })).toBe(0);
+      const stored = path.join(tmp, 'cli-cache', 'store', contentSha);
+      expect(lines).toEqual([`${contentSha}  lua-5.4.4.tar.gz  ${stored}`]);
+      expect(await readFile(stored)).toEqual(content);
+      expect(await main(['fetch', cfg], { out: () => {}, logger: log })).toBe(0);
+      expect(hits.get('/ok.tar.gz')).toBe(1);
+    } finally {
+      if (saved === undefined) delete process.env.LHC_CACHE_DIR;
+      else process.env.LHC_CACHE_DIR = saved;
+    }
   });
 });

@@ -33,15 +33,24 @@ interface Workflow {
 function load(file: string): Workflow {
   const text = readFileSync(path.join(dir, file), 'utf8');
   const doc = parseDocument(text, { uniqueKeys: true });
-  expect(doc.errors.map((e) => e.message), `${file}: YAML errors`).toEqual([]);
+  expect(
+    doc.errors.map((e) => e.message),
+    `${file}: YAML errors`,
+  ).toEqual([]);
   return doc.toJS() as Workflow;
 }
 
 function actionSpec(): { inputs: Set<string>; outputs: Set<string> } {
   const file = path.join(repo, 'action.yml');
   expect(existsSync(file), 'action.yml exists at the top level').toBe(true);
-  const a = parse(readFileSync(file, 'utf8')) as { inputs?: Record<string, unknown>; outputs?: Record<string, unknown> };
-  return { inputs: new Set(Object.keys(a.inputs ?? {})), outputs: new Set(Object.keys(a.outputs ?? {})) };
+  const a = parse(readFileSync(file, 'utf8')) as {
+    inputs?: Record<string, unknown>;
+    outputs?: Record<string, unknown>;
+  };
+  return {
+    inputs: new Set(Object.keys(a.inputs ?? {})),
+    outputs: new Set(Object.keys(a.outputs ?? {})),
+  };
 }
 
 /** Expands `${{ matrix.KEY }}` with every value of the job's matrix. */
@@ -55,7 +64,9 @@ function expand(value: string, matrix: Record<string, unknown[]> | undefined): s
   return out;
 }
 
-const workflows = readdirSync(dir).filter((f) => /\.ya?ml$/.test(f)).sort();
+const workflows = readdirSync(dir)
+  .filter((f) => /\.ya?ml$/.test(f))
+  .sort();
 
 describe('workflows', () => {
   it('are all there', () => {
@@ -69,35 +80,47 @@ describe('workflows', () => {
     for (const [name, job] of Object.entries(wf.jobs!)) {
       expect(job['runs-on'], `${file}: jobs.${name}.runs-on`).toBeDefined();
       expect(job.steps?.length, `${file}: jobs.${name}.steps`).toBeGreaterThan(0);
-      for (const step of job.steps!) expect(!!step.uses !== !!step.run, `${file}: a step has exactly one of uses/run`).toBe(true);
+      for (const step of job.steps!)
+        expect(!!step.uses !== !!step.run, `${file}: a step has exactly one of uses/run`).toBe(
+          true,
+        );
     }
   });
 
-  it.each(workflows)('%s uses the local action only with declared inputs, outputs and existing configs', (file) => {
-    const wf = load(file);
-    const local = Object.values(wf.jobs ?? {}).flatMap((job) =>
-      (job.steps ?? []).filter((s) => s.uses === './').map((s) => ({ job, step: s })),
-    );
-    if (local.length === 0) return;
-    const spec = actionSpec();
-    for (const { job, step } of local) {
-      for (const key of Object.keys(step.with ?? {})) {
-        expect(spec.inputs.has(key), `${file}: input "${key}" is not declared in action.yml`).toBe(true);
-      }
-      const config = step.with?.config;
-      expect(typeof config, `${file}: the local action gets a config`).toBe('string');
-      for (const c of expand(config as string, job.strategy?.matrix)) {
-        expect(existsSync(path.join(repo, c)), `${file}: config ${c} exists`).toBe(true);
-      }
-      if (step.id) {
-        const text = JSON.stringify(job.steps);
-        const re = new RegExp(`steps\\.${step.id}\\.outputs\\.([\\w-]+)`, 'g');
-        for (const m of text.matchAll(re)) {
-          expect(spec.outputs.has(m[1]!), `${file}: output "${m[1]}" is not declared in action.yml`).toBe(true);
+  it.each(workflows)(
+    '%s uses the local action only with declared inputs, outputs and existing configs',
+    (file) => {
+      const wf = load(file);
+      const local = Object.values(wf.jobs ?? {}).flatMap((job) =>
+        (job.steps ?? []).filter((s) => s.uses === './').map((s) => ({ job, step: s })),
+      );
+      if (local.length === 0) return;
+      const spec = actionSpec();
+      for (const { job, step } of local) {
+        for (const key of Object.keys(step.with ?? {})) {
+          expect(
+            spec.inputs.has(key),
+            `${file}: input "${key}" is not declared in action.yml`,
+          ).toBe(true);
+        }
+        const config = step.with?.config;
+        expect(typeof config, `${file}: the local action gets a config`).toBe('string');
+        for (const c of expand(config as string, job.strategy?.matrix)) {
+          expect(existsSync(path.join(repo, c)), `${file}: config ${c} exists`).toBe(true);
+        }
+        if (step.id) {
+          const text = JSON.stringify(job.steps);
+          const re = new RegExp(`steps\\.${step.id}\\.outputs\\.([\\w-]+)`, 'g');
+          for (const m of text.matchAll(re)) {
+            expect(
+              spec.outputs.has(m[1]!),
+              `${file}: output "${m[1]}" is not declared in action.yml`,
+            ).toBe(true);
+          }
         }
       }
-    }
-  });
+    },
+  );
 
   it('build and release cover every example with a config', () => {
     const examples = readdirSync(path.join(repo, 'examples'), { withFileTypes: true })

@@ -1,0 +1,247 @@
+/**
+ * verify for real: the gophermoon example packed by the real stages, booted read-only through
+ * systemd-socket-activate + systemd-nspawn under QEMU, every probe compared byte for byte, the
+ * hardening read from the live container, a load of 200 requests at concurrency 8, and after
+ * success, failure, timeout and SIGTERM nothing of ours left in /proc/mounts, `losetup -a` or
+ * the process table.
+ */
+import { spawn } from 'node:child_process';
+import { cpSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { LhcConfig } from '../../src/config/load.js';
+import type { GopherProbe } from '../../src/config/schema.js';
+import { memoryLogger } from '../../src/core/logger.js';
+import { start } from '../../src/tools/exec.js';
+import { nspawnArgv } from '../../src/tools/nspawn.js';
+import { verifyImage, type VerifyOutcome } from '../../src/stages/verify.js';
+import { inspectProcess } from '../../src/verify/hardening.js';
+import { findPayloads } from '../../src/verify/proc.js';
+import { formatVerifyReport } from '../../src/verify/report.js';
+import { REPO } from '../support/gopher.js';
+import { packedGophermoon, requireTools, snapshot, type HostSnapshot, type PackedImage } from '../support/verify-image.js';
+
+let tmp: string;
+let packed: PackedImage;
+let before: HostSnapshot;
+const savedTmpdir = process.env.TMPDIR;
+
+/** verify's work dirs go under our own dir, so leftovers are ours alone (other helpers run containers too). */
+function ourTmp(): string {
+  return path.join(tmp, 'run');
+}
+
+async function expectNothingLeft(): Promise<void> {
+  // Give killed processes a moment to be reaped before looking.
+  let now = await snapshot(tmp);
+  for (let i = 0; i < 20 && JSON.stringify(now) !== JSON.stringify(before); i++) {
+    await new Promise((r) => setTimeout(r, 250));
+    now = await snapshot(tmp);
+  }
+  expect(now).toEqual(before);
+}
+
+function withProbes(config: LhcConfig, probes: LhcConfig['probes']): LhcConfig {
+  return { ...config, probes };
+}
+
+function probe(config: LhcConfig, name: string): GopherProbe {
+  const p = config.probes.find((x) => x.name === name);
+  if (!p || p.type !== 'gopher') throw new Error(`gophermoon has no gopher probe ${name}`);
+  return p;
+}
+
+beforeAll(async () => {
+  await requireTools();
+  tmp = await mkdtemp(path.join(os.tmpdir(), 'lhc-verify-test-'));
+  await mkdir(ourTmp());
+  process.env.TMPDIR = ourTmp();
+  packed = await packedGophermoon(tmp);
+  before = await snapshot(tmp);
+  expect(before).toEqual({ mounts: [], loops: [], processes: [] });
+});
+
+afterAll(async () => {
+  process.env.TMPDIR = savedTmpdir;
+  if (savedTmpdir === undefined) delete process.env.TMPDIR;
+  if (tmp) await rm(tmp, { recursive: true, force: true });
+});
+
+describe('verify on the packed gophermoon image', () => {
+  let report: VerifyOutcome;
+  const logger = memoryLogger();
+
+  beforeAll(async () => {
+    report = await verifyImage({
+      config: packed.config,
+      image: packed.image,
+      dataTemplate: packed.dataTemplate,
+      requests: 200,
+      concurrency: 8,
+      logger,
+    });
+  });
+
+  it('passes, with every probe equal to its fixture and the real client (curl) too', () => {
+    const failed = report.probes.filter((p) => !p.ok);
+    expect(failed, formatVerifyReport(report).join('\n')).toEqual([]);
+    expect(report.probes.map((p) => p.name)).toEqual([...packed.config.probes.map((p) => p.name), 'root-empty (curl)']);
+    expect(report.curl).toMatchObject({ ok: true, bytes: readFileSync(packed.config.probes[0]!.fixture!).length });
+    expect(report.ok, formatVerifyReport(report).join('\n')).toBe(true);
+  });
+
+  it('shows every hardening row green', () => {
+    expect(report.hardening.map((h) => h.name)).toEqual([
+      'root mounted read-only',
+      '/data noexec,nosuid,nodev',
+      'no network interface but lo',
+      'NoNewPrivs set',
+      'CAP_NET_ADMIN, CAP_SYS_ADMIN not in bounding set',
+      'uid 0 inside is not 0 outside',
+      'no shell or interpreter but the service',
+    ]);
+    expect(report.hardening.filter((h) => !h.ok)).toEqual([]);
+    expect(report.hardening[0]!.detail).toMatch(/^squashfs \/dev\/loop\d+ \(ro,/);
+  });
+
+  it('answers 200 requests at concurrency 8 with 0 failures', () => {
+    expect(report.load).toMatchObject({ requests: 200, concurrency: 8, failures: 0 });
+    expect(report.load!.p50ms).toBeGreaterThan(0);
+    expect(report.load!.p50ms).toBeLessThanOrEqual(report.load!.p95ms);
+    expect(report.load!.p95ms).toBeLessThanOrEqual(report.load!.p99ms);
+  });
+
+  it('leaves no mount, loop device or process behind', async () => {
+    await expectNothingLeft();
+  });
+});
+
+describe('a fixture changed by one byte', () => {
+  it('fails with a readable diff that names the first differing byte, and cleans up', async () => {
+    const root = probe(packed.config, 'root-empty');
+    const original = readFileSync(root.fixture);
+    // Turn the first TAB into a space: invisible in a plain diff, the classic Gopher menu bug.
+    const at = original.indexOf(0x09);
+    const changed = Buffer.from(original);
+    changed[at] = 0x20;
+    const fixtureDir = path.join(tmp, 'fixtures-one-byte');
+    cpSync(path.dirname(root.fixture), fixtureDir, { recursive: true });
+    const fixture = path.join(fixtureDir, path.basename(root.fixture));
+    writeFileSync(fixture, changed);
+    const config = withProbes(packed.config, [{ ...root, fixture }, probe(packed.config, 'text-about')]);
+
+    const report = await verifyImage({ config, image: packed.image, dataTemplate: packed.dataTemplate, logger: memoryLogger() });
+    expect(report.ok).toBe(false);
+    const row = report.probes.find((p) => p.name === 'root-empty')!;
+    expect(row.ok).toBe(false);
+    const lineStart = original.lastIndexOf(0x0a, at) + 1;
+    expect(row.diff).toContain(
+      `first difference at byte ${at} (line ${original.subarray(0, at).toString('latin1').split('\n').length}, column ${at - lineStart + 1}): expected " " (0x20), got "\\t" (0x09)`,
+    );
+    const line = original.subarray(lineStart, original.indexOf(0x0a, at)).toString('latin1');
+    const shown = line.replaceAll('\t', '\\t').replaceAll('\r', '\\r');
+    expect(row.diff).toContain(`\n-${shown.replace('\\t', ' ')}\n+${shown}\n`);
+    expect(report.probes.find((p) => p.name === 'text-about')!.ok).toBe(true);
+    // The curl row compares with the same (changed) fixture, so it fails too.
+    expect(report.curl!.ok).toBe(false);
+    await expectNothingLeft();
+  });
+});
+
+describe('interrupted runs clean up', () => {
+  it('a timeout during the load leaves nothing behind', async () => {
+    const logger = memoryLogger();
+    const run = verifyImage({
+      config: withProbes(packed.config, [probe(packed.config, 'root-empty')]),
+      image: packed.image,
+      dataTemplate: packed.dataTemplate,
+      requests: 100_000,
+      concurrency: 8,
+      timeoutMs: 20_000,
+      logger,
+    });
+    await expect(run).rejects.toThrow(/verify timed out after 20 s/);
+    // It was really mid-run: the load had started.
+    expect(logger.lines.some((l) => l.startsWith('load: 100000 requests'))).toBe(true);
+    await expectNothingLeft();
+  });
+
+  it('SIGTERM to the CLI mid-run leaves nothing behind', async () => {
+    const child = spawn(
+      process.execPath,
+      [
+        '--import',
+        'tsx',
+        path.join(REPO, 'src/cli-entry.ts'),
+        'verify',
+        packed.config.file,
+        '--image',
+        packed.image,
+        '--data',
+        packed.dataTemplate,
+        '--requests',
+        '100000',
+      ],
+      { cwd: REPO, env: { ...process.env, TMPDIR: ourTmp() }, stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    let stderr = '';
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    await new Promise<void>((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error(`the load never started:\n${stderr}`)), 300_000);
+      child.stderr.on('data', (d: Buffer) => {
+        stderr += d.toString();
+        if (stderr.includes('load: 100000 requests')) {
+          clearTimeout(t);
+          resolve();
+        }
+      });
+    });
+    // Containers are running right now: mounts, loop device, nspawn and payloads all exist.
+    const during = await snapshot(tmp);
+    expect(during.mounts.length).toBe(2);
+    expect(during.loops.length).toBe(1);
+    child.kill('SIGTERM');
+    const code = await exited;
+    expect(code, stderr).toBe(143);
+    await expectNothingLeft();
+  });
+});
+
+describe('a hardening check can fail', () => {
+  it('goes red on a container started without --read-only, -U, --private-network and the capability drops', async () => {
+    // A writable directory root (a copy of the image's tree) and a data dir that allows exec.
+    const softRoot = path.join(tmp, 'soft-root');
+    cpSync(packed.root, softRoot, { recursive: true });
+    const dataDir = path.join(tmp, 'soft-data');
+    await mkdir(dataDir);
+    const argv = nspawnArgv({
+      root: softRoot,
+      dataDir,
+      dataPath: '/data',
+      command: ['/bin/lua', '-e', 'io.read("a")'],
+      machineName: `lhc-soft-${process.pid}`,
+    });
+    const c = start(argv, { stdin: 'pipe', logger: memoryLogger() });
+    try {
+      let payload: number | undefined;
+      for (let i = 0; i < 300 && payload === undefined; i++) {
+        payload = findPayloads(c.pid)[0]?.pid;
+        if (payload === undefined) await new Promise((r) => setTimeout(r, 50));
+      }
+      expect(payload, 'the soft container never started').toBeDefined();
+      const rows = Object.fromEntries((await inspectProcess(payload!, '/data')).map((r) => [r.name, r]));
+      expect(rows['root mounted read-only']!.ok).toBe(false);
+      expect(rows['/data noexec,nosuid,nodev']!).toMatchObject({ ok: false, detail: expect.stringMatching(/^missing noexec/) });
+      expect(rows['uid 0 inside is not 0 outside']!.ok).toBe(false);
+      expect(rows['NoNewPrivs set']!.ok).toBe(false);
+      expect(rows['CAP_NET_ADMIN, CAP_SYS_ADMIN not in bounding set']!.ok).toBe(false);
+      // Without --private-network the container shares the host's interfaces.
+      expect(rows['no network interface but lo']!.ok).toBe(false);
+    } finally {
+      await c.stop();
+    }
+  });
+
+});

@@ -1,0 +1,119 @@
+/**
+ * The hardening checks on /proc text recorded from a real payload (systemd 252, nspawn with the
+ * board's flags, squashfs loop-mounted read-only, tmpfs data), and on the same text with one
+ * protection removed: every check must be able to go red.
+ */
+import { describe, expect, it } from 'vitest';
+import {
+  checkCapabilities,
+  checkDataMount,
+  checkNetwork,
+  checkNoInterpreters,
+  checkNoNewPrivs,
+  checkRootReadOnly,
+  checkUidMap,
+  parseMountInfo,
+  resolveInImage,
+  type ImageEntry,
+} from '../../src/verify/hardening.js';
+
+const MOUNTINFO = `104 82 7:0 / / ro,relatime,idmapped shared:1 - squashfs /dev/loop0 ro,errors=continue
+105 104 0:41 / /tmp rw,nosuid,nodev shared:2 - tmpfs tmpfs rw,size=2468412k,nr_inodes=409600,uid=1753546752,gid=1753546752
+107 104 0:43 / /dev rw,nosuid shared:4 - tmpfs tmpfs rw,size=4096k,nr_inodes=65536,mode=755,uid=1753546752,gid=1753546752
+116 104 0:40 / /data rw,nosuid,nodev,noexec,relatime shared:13 - tmpfs tmpfs rw,mode=755
+45 104 0:48 / /proc rw,nosuid,nodev,noexec,relatime shared:14 - proc proc rw
+`;
+const STATUS_HARDENED = 'Name:\tqemu-aarch64-static\nCapBnd:\t00000000fdccafff\nNoNewPrivs:\t1\n';
+const UID_MAP_USERNS = '         0 1753546752      65536\n';
+const NET_DEV_LO = `Inter-|   Receive                                                |  Transmit
+ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
+    lo:       0       0    0    0    0     0          0         0        0       0    0    0    0     0       0          0
+`;
+
+describe('mount checks', () => {
+  it('parses mountinfo including octal escapes', () => {
+    const m = parseMountInfo('36 35 98:0 / /mnt\\040with\\040space rw,noexec - ext3 /dev/root rw\n');
+    expect(m[0]).toMatchObject({ mountPoint: '/mnt with space', options: ['rw', 'noexec'], fsType: 'ext3' });
+  });
+
+  it('a read-only root and a noexec,nosuid,nodev data mount pass', () => {
+    expect(checkRootReadOnly(MOUNTINFO)).toMatchObject({ ok: true, detail: expect.stringContaining('squashfs /dev/loop0') });
+    expect(checkDataMount(MOUNTINFO, '/data').ok).toBe(true);
+  });
+
+  it('a writable root fails (nspawn without --read-only)', () => {
+    const rw = MOUNTINFO.replace('/ / ro,relatime', '/ / rw,relatime');
+    expect(checkRootReadOnly(rw).ok).toBe(false);
+  });
+
+  it('the topmost mount at / counts, not one hidden under it', () => {
+    const stacked = `${MOUNTINFO}200 104 0:99 / / rw,relatime - overlay overlay rw\n`;
+    expect(checkRootReadOnly(stacked).ok).toBe(false);
+  });
+
+  it('a data mount without noexec fails and says what is missing; no data mount fails', () => {
+    const exec = MOUNTINFO.replace('/data rw,nosuid,nodev,noexec,relatime', '/data rw,nosuid,nodev,relatime');
+    expect(checkDataMount(exec, '/data')).toMatchObject({ ok: false, detail: expect.stringMatching(/^missing noexec:/) });
+    expect(checkDataMount(MOUNTINFO, '/srv')).toMatchObject({ ok: false, detail: 'nothing is mounted at /srv' });
+  });
+});
+
+describe('process status checks', () => {
+  it('NoNewPrivs 1 passes, 0 fails', () => {
+    expect(checkNoNewPrivs(STATUS_HARDENED).ok).toBe(true);
+    expect(checkNoNewPrivs(STATUS_HARDENED.replace('NoNewPrivs:\t1', 'NoNewPrivs:\t0')).ok).toBe(false);
+  });
+
+  it('reads CAP_NET_ADMIN (bit 12) and CAP_SYS_ADMIN (bit 21) from CapBnd', () => {
+    expect(checkCapabilities(STATUS_HARDENED).ok).toBe(true);
+    // fdecafff: what nspawn 252 leaves with only --drop-capability=CAP_NET_ADMIN (bit 21 still set).
+    expect(checkCapabilities(STATUS_HARDENED.replace('fdccafff', 'fdecafff'))).toMatchObject({
+      ok: false,
+      detail: expect.stringContaining('still has CAP_SYS_ADMIN'),
+    });
+    // A full bounding set (no capability dropped).
+    expect(checkCapabilities(STATUS_HARDENED.replace('00000000fdccafff', '000001ffffffffff')).detail).toContain(
+      'CAP_NET_ADMIN, CAP_SYS_ADMIN',
+    );
+  });
+
+  it('uid 0 mapped to a host range passes; the identity map (no -U) fails', () => {
+    expect(checkUidMap(UID_MAP_USERNS)).toMatchObject({ ok: true, detail: 'uid 0 → host uid 1753546752 (65536 ids)' });
+    expect(checkUidMap('         0          0 4294967295\n').ok).toBe(false);
+  });
+
+  it('only lo passes; any other interface fails', () => {
+    expect(checkNetwork(NET_DEV_LO)).toMatchObject({ ok: true, detail: 'interfaces: lo' });
+    const withEth = `${NET_DEV_LO}  eth0:    1234      10    0    0    0     0          0         0     5678      12    0    0    0     0       0          0\n`;
+    expect(checkNetwork(withEth)).toMatchObject({ ok: false, detail: 'interfaces: lo, eth0' });
+  });
+});
+
+describe('interpreters in the image', () => {
+  const file = (p: string, executable = true): ImageEntry => ({ path: p, kind: 'file', executable });
+  const link = (p: string, target: string): ImageEntry => ({ path: p, kind: 'symlink', executable: false, target });
+  const dir = (p: string): ImageEntry => ({ path: p, kind: 'dir', executable: false });
+
+  it('allows the service interpreter and links to it', () => {
+    const entries = [dir('/bin'), file('/bin/lua'), file('/bin/gophermoon', false), dir('/usr'), dir('/usr/bin'), link('/usr/bin/lua5.4', '../../bin/lua')];
+    expect(checkNoInterpreters(entries, '/bin/lua').ok).toBe(true);
+  });
+
+  it('flags a shell, busybox applets and another interpreter', () => {
+    const entries = [dir('/bin'), file('/bin/lua'), file('/bin/busybox'), link('/bin/sh', '/bin/busybox'), file('/usr/bin/python3.11')];
+    expect(checkNoInterpreters(entries, '/bin/lua')).toMatchObject({
+      ok: false,
+      detail: 'found /bin/busybox, /bin/sh -> /bin/busybox, /usr/bin/python3.11',
+    });
+  });
+
+  it('ignores non-executable files and directories named like interpreters', () => {
+    const entries = [dir('/usr/share/perl5'), dir('/usr/lib/python3'), file('/usr/share/doc/sh', false), file('/bin/lua')];
+    expect(checkNoInterpreters(entries, '/bin/lua').ok).toBe(true);
+  });
+
+  it('resolves symlinks inside the image, never above its root', () => {
+    const byPath = new Map([link('/a', '../../../../b'), link('/usr/bin/x', '/a')].map((e) => [e.path, e]));
+    expect(resolveInImage(byPath, '/usr/bin/x')).toBe('/b');
+  });
+});
