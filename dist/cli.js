@@ -106,7 +106,7 @@ var require_visit = __commonJS({
     var BREAK = /* @__PURE__ */ Symbol("break visit");
     var SKIP = /* @__PURE__ */ Symbol("skip children");
     var REMOVE = /* @__PURE__ */ Symbol("remove node");
-    function visit2(node2, visitor) {
+    function visit3(node2, visitor) {
       const visitor_ = initVisitor(visitor);
       if (identity3.isDocument(node2)) {
         const cd = visit_(null, node2.contents, visitor_, Object.freeze([node2]));
@@ -115,20 +115,20 @@ var require_visit = __commonJS({
       } else
         visit_(null, node2, visitor_, Object.freeze([]));
     }
-    visit2.BREAK = BREAK;
-    visit2.SKIP = SKIP;
-    visit2.REMOVE = REMOVE;
-    function visit_(key, node2, visitor, path19) {
-      const ctrl = callVisitor(key, node2, visitor, path19);
+    visit3.BREAK = BREAK;
+    visit3.SKIP = SKIP;
+    visit3.REMOVE = REMOVE;
+    function visit_(key, node2, visitor, path32) {
+      const ctrl = callVisitor(key, node2, visitor, path32);
       if (identity3.isNode(ctrl) || identity3.isPair(ctrl)) {
-        replaceNode(key, path19, ctrl);
-        return visit_(key, ctrl, visitor, path19);
+        replaceNode(key, path32, ctrl);
+        return visit_(key, ctrl, visitor, path32);
       }
       if (typeof ctrl !== "symbol") {
         if (identity3.isCollection(node2)) {
-          path19 = Object.freeze(path19.concat(node2));
+          path32 = Object.freeze(path32.concat(node2));
           for (let i2 = 0; i2 < node2.items.length; ++i2) {
-            const ci2 = visit_(i2, node2.items[i2], visitor, path19);
+            const ci2 = visit_(i2, node2.items[i2], visitor, path32);
             if (typeof ci2 === "number")
               i2 = ci2 - 1;
             else if (ci2 === BREAK)
@@ -139,13 +139,13 @@ var require_visit = __commonJS({
             }
           }
         } else if (identity3.isPair(node2)) {
-          path19 = Object.freeze(path19.concat(node2));
-          const ck = visit_("key", node2.key, visitor, path19);
+          path32 = Object.freeze(path32.concat(node2));
+          const ck = visit_("key", node2.key, visitor, path32);
           if (ck === BREAK)
             return BREAK;
           else if (ck === REMOVE)
             node2.key = null;
-          const cv = visit_("value", node2.value, visitor, path19);
+          const cv = visit_("value", node2.value, visitor, path32);
           if (cv === BREAK)
             return BREAK;
           else if (cv === REMOVE)
@@ -166,17 +166,17 @@ var require_visit = __commonJS({
     visitAsync.BREAK = BREAK;
     visitAsync.SKIP = SKIP;
     visitAsync.REMOVE = REMOVE;
-    async function visitAsync_(key, node2, visitor, path19) {
-      const ctrl = await callVisitor(key, node2, visitor, path19);
+    async function visitAsync_(key, node2, visitor, path32) {
+      const ctrl = await callVisitor(key, node2, visitor, path32);
       if (identity3.isNode(ctrl) || identity3.isPair(ctrl)) {
-        replaceNode(key, path19, ctrl);
-        return visitAsync_(key, ctrl, visitor, path19);
+        replaceNode(key, path32, ctrl);
+        return visitAsync_(key, ctrl, visitor, path32);
       }
       if (typeof ctrl !== "symbol") {
         if (identity3.isCollection(node2)) {
-          path19 = Object.freeze(path19.concat(node2));
+          path32 = Object.freeze(path32.concat(node2));
           for (let i2 = 0; i2 < node2.items.length; ++i2) {
-            const ci2 = await visitAsync_(i2, node2.items[i2], visitor, path19);
+            const ci2 = await visitAsync_(i2, node2.items[i2], visitor, path32);
             if (typeof ci2 === "number")
               i2 = ci2 - 1;
             else if (ci2 === BREAK)
@@ -187,13 +187,13 @@ var require_visit = __commonJS({
             }
           }
         } else if (identity3.isPair(node2)) {
-          path19 = Object.freeze(path19.concat(node2));
-          const ck = await visitAsync_("key", node2.key, visitor, path19);
+          path32 = Object.freeze(path32.concat(node2));
+          const ck = await visitAsync_("key", node2.key, visitor, path32);
           if (ck === BREAK)
             return BREAK;
           else if (ck === REMOVE)
             node2.key = null;
-          const cv = await visitAsync_("value", node2.value, visitor, path19);
+          const cv = await visitAsync_("value", node2.value, visitor, path32);
           if (cv === BREAK)
             return BREAK;
           else if (cv === REMOVE)
@@ -220,23 +220,23 @@ var require_visit = __commonJS({
       }
       return visitor;
     }
-    function callVisitor(key, node2, visitor, path19) {
+    function callVisitor(key, node2, visitor, path32) {
       if (typeof visitor === "function")
-        return visitor(key, node2, path19);
+        return visitor(key, node2, path32);
       if (identity3.isMap(node2))
-        return visitor.Map?.(key, node2, path19);
+        return visitor.Map?.(key, node2, path32);
       if (identity3.isSeq(node2))
-        return visitor.Seq?.(key, node2, path19);
+        return visitor.Seq?.(key, node2, path32);
       if (identity3.isPair(node2))
-        return visitor.Pair?.(key, node2, path19);
+        return visitor.Pair?.(key, node2, path32);
       if (identity3.isScalar(node2))
-        return visitor.Scalar?.(key, node2, path19);
+        return visitor.Scalar?.(key, node2, path32);
       if (identity3.isAlias(node2))
-        return visitor.Alias?.(key, node2, path19);
+        return visitor.Alias?.(key, node2, path32);
       return void 0;
     }
-    function replaceNode(key, path19, node2) {
-      const parent = path19[path19.length - 1];
+    function replaceNode(key, path32, node2) {
+      const parent = path32[path32.length - 1];
       if (identity3.isCollection(parent)) {
         parent.items[key] = node2;
       } else if (identity3.isPair(parent)) {
@@ -251,7 +251,7 @@ var require_visit = __commonJS({
         throw new Error(`Cannot replace node with ${pt2} parent`);
       }
     }
-    exports.visit = visit2;
+    exports.visit = visit3;
     exports.visitAsync = visitAsync;
   }
 });
@@ -261,7 +261,7 @@ var require_directives = __commonJS({
   "node_modules/yaml/dist/doc/directives.js"(exports) {
     "use strict";
     var identity3 = require_identity();
-    var visit2 = require_visit();
+    var visit3 = require_visit();
     var escapeChars = {
       "!": "%21",
       ",": "%2C",
@@ -405,7 +405,7 @@ var require_directives = __commonJS({
         let tagNames;
         if (doc && tagEntries.length > 0 && identity3.isNode(doc.contents)) {
           const tags = {};
-          visit2.visit(doc.contents, (_key, node2) => {
+          visit3.visit(doc.contents, (_key, node2) => {
             if (identity3.isNode(node2) && node2.tag)
               tags[node2.tag] = true;
           });
@@ -432,7 +432,7 @@ var require_anchors = __commonJS({
   "node_modules/yaml/dist/doc/anchors.js"(exports) {
     "use strict";
     var identity3 = require_identity();
-    var visit2 = require_visit();
+    var visit3 = require_visit();
     function anchorIsValid(anchor2) {
       if (/[\x00-\x19\s,[\]{}]/.test(anchor2)) {
         const sa = JSON.stringify(anchor2);
@@ -443,7 +443,7 @@ var require_anchors = __commonJS({
     }
     function anchorNames(root) {
       const anchors = /* @__PURE__ */ new Set();
-      visit2.visit(root, {
+      visit3.visit(root, {
         Value(_key, node2) {
           if (node2.anchor)
             anchors.add(node2.anchor);
@@ -623,7 +623,7 @@ var require_Alias = __commonJS({
   "node_modules/yaml/dist/nodes/Alias.js"(exports) {
     "use strict";
     var anchors = require_anchors();
-    var visit2 = require_visit();
+    var visit3 = require_visit();
     var identity3 = require_identity();
     var Node = require_Node();
     var toJS = require_toJS();
@@ -649,7 +649,7 @@ var require_Alias = __commonJS({
           nodes = ctx.aliasResolveCache;
         } else {
           nodes = [];
-          visit2.visit(doc, {
+          visit3.visit(doc, {
             Node: (_key, node2) => {
               if (identity3.isAlias(node2) || identity3.hasAnchor(node2))
                 nodes.push(node2);
@@ -848,10 +848,10 @@ var require_Collection = __commonJS({
     var createNode = require_createNode();
     var identity3 = require_identity();
     var Node = require_Node();
-    function collectionFromPath(schema, path19, value) {
+    function collectionFromPath(schema, path32, value) {
       let v2 = value;
-      for (let i2 = path19.length - 1; i2 >= 0; --i2) {
-        const k2 = path19[i2];
+      for (let i2 = path32.length - 1; i2 >= 0; --i2) {
+        const k2 = path32[i2];
         if (typeof k2 === "number" && Number.isInteger(k2) && k2 >= 0) {
           const a2 = [];
           a2[k2] = v2;
@@ -870,7 +870,7 @@ var require_Collection = __commonJS({
         sourceObjects: /* @__PURE__ */ new Map()
       });
     }
-    var isEmptyPath = (path19) => path19 == null || typeof path19 === "object" && !!path19[Symbol.iterator]().next().done;
+    var isEmptyPath = (path32) => path32 == null || typeof path32 === "object" && !!path32[Symbol.iterator]().next().done;
     var Collection = class extends Node.NodeBase {
       constructor(type, schema) {
         super(type);
@@ -900,11 +900,11 @@ var require_Collection = __commonJS({
        * be a Pair instance or a `{ key, value }` object, which may not have a key
        * that already exists in the map.
        */
-      addIn(path19, value) {
-        if (isEmptyPath(path19))
+      addIn(path32, value) {
+        if (isEmptyPath(path32))
           this.add(value);
         else {
-          const [key, ...rest] = path19;
+          const [key, ...rest] = path32;
           const node2 = this.get(key, true);
           if (identity3.isCollection(node2))
             node2.addIn(rest, value);
@@ -918,8 +918,8 @@ var require_Collection = __commonJS({
        * Removes a value from the collection.
        * @returns `true` if the item was found and removed.
        */
-      deleteIn(path19) {
-        const [key, ...rest] = path19;
+      deleteIn(path32) {
+        const [key, ...rest] = path32;
         if (rest.length === 0)
           return this.delete(key);
         const node2 = this.get(key, true);
@@ -933,8 +933,8 @@ var require_Collection = __commonJS({
        * scalar values from their surrounding node; to disable set `keepScalar` to
        * `true` (collections are always returned intact).
        */
-      getIn(path19, keepScalar) {
-        const [key, ...rest] = path19;
+      getIn(path32, keepScalar) {
+        const [key, ...rest] = path32;
         const node2 = this.get(key, true);
         if (rest.length === 0)
           return !keepScalar && identity3.isScalar(node2) ? node2.value : node2;
@@ -952,8 +952,8 @@ var require_Collection = __commonJS({
       /**
        * Checks if the collection includes a value with the key `key`.
        */
-      hasIn(path19) {
-        const [key, ...rest] = path19;
+      hasIn(path32) {
+        const [key, ...rest] = path32;
         if (rest.length === 0)
           return this.has(key);
         const node2 = this.get(key, true);
@@ -963,8 +963,8 @@ var require_Collection = __commonJS({
        * Sets a value in this collection. For `!!set`, `value` needs to be a
        * boolean to add/remove the item from the set.
        */
-      setIn(path19, value) {
-        const [key, ...rest] = path19;
+      setIn(path32, value) {
+        const [key, ...rest] = path32;
         if (rest.length === 0) {
           this.set(key, value);
         } else {
@@ -2086,7 +2086,7 @@ var require_YAMLMap = __commonJS({
         } else
           _pair = new Pair.Pair(pair.key, pair.value);
         const prev = findPair(this.items, _pair.key);
-        const sortEntries = this.schema?.sortMapEntries;
+        const sortEntries2 = this.schema?.sortMapEntries;
         if (prev) {
           if (!overwrite)
             throw new Error(`Key ${_pair.key} already set`);
@@ -2094,8 +2094,8 @@ var require_YAMLMap = __commonJS({
             prev.value.value = _pair.value;
           else
             prev.value = _pair.value;
-        } else if (sortEntries) {
-          const i2 = this.items.findIndex((item) => sortEntries(_pair, item) < 0);
+        } else if (sortEntries2) {
+          const i2 = this.items.findIndex((item) => sortEntries2(_pair, item) < 0);
           if (i2 === -1)
             this.items.push(_pair);
           else
@@ -3479,9 +3479,9 @@ var require_Document = __commonJS({
           this.contents.add(value);
       }
       /** Adds a value to the document. */
-      addIn(path19, value) {
+      addIn(path32, value) {
         if (assertCollection(this.contents))
-          this.contents.addIn(path19, value);
+          this.contents.addIn(path32, value);
       }
       /**
        * Create a new `Alias` node, ensuring that the target `node` has the required anchor.
@@ -3556,14 +3556,14 @@ var require_Document = __commonJS({
        * Removes a value from the document.
        * @returns `true` if the item was found and removed.
        */
-      deleteIn(path19) {
-        if (Collection.isEmptyPath(path19)) {
+      deleteIn(path32) {
+        if (Collection.isEmptyPath(path32)) {
           if (this.contents == null)
             return false;
           this.contents = null;
           return true;
         }
-        return assertCollection(this.contents) ? this.contents.deleteIn(path19) : false;
+        return assertCollection(this.contents) ? this.contents.deleteIn(path32) : false;
       }
       /**
        * Returns item at `key`, or `undefined` if not found. By default unwraps
@@ -3578,10 +3578,10 @@ var require_Document = __commonJS({
        * scalar values from their surrounding node; to disable set `keepScalar` to
        * `true` (collections are always returned intact).
        */
-      getIn(path19, keepScalar) {
-        if (Collection.isEmptyPath(path19))
+      getIn(path32, keepScalar) {
+        if (Collection.isEmptyPath(path32))
           return !keepScalar && identity3.isScalar(this.contents) ? this.contents.value : this.contents;
-        return identity3.isCollection(this.contents) ? this.contents.getIn(path19, keepScalar) : void 0;
+        return identity3.isCollection(this.contents) ? this.contents.getIn(path32, keepScalar) : void 0;
       }
       /**
        * Checks if the document includes a value with the key `key`.
@@ -3592,10 +3592,10 @@ var require_Document = __commonJS({
       /**
        * Checks if the document includes a value at `path`.
        */
-      hasIn(path19) {
-        if (Collection.isEmptyPath(path19))
+      hasIn(path32) {
+        if (Collection.isEmptyPath(path32))
           return this.contents !== void 0;
-        return identity3.isCollection(this.contents) ? this.contents.hasIn(path19) : false;
+        return identity3.isCollection(this.contents) ? this.contents.hasIn(path32) : false;
       }
       /**
        * Sets a value in this document. For `!!set`, `value` needs to be a
@@ -3612,13 +3612,13 @@ var require_Document = __commonJS({
        * Sets a value in this document. For `!!set`, `value` needs to be a
        * boolean to add/remove the item from the set.
        */
-      setIn(path19, value) {
-        if (Collection.isEmptyPath(path19)) {
+      setIn(path32, value) {
+        if (Collection.isEmptyPath(path32)) {
           this.contents = value;
         } else if (this.contents == null) {
-          this.contents = Collection.collectionFromPath(this.schema, Array.from(path19), value);
+          this.contents = Collection.collectionFromPath(this.schema, Array.from(path32), value);
         } else if (assertCollection(this.contents)) {
-          this.contents.setIn(path19, value);
+          this.contents.setIn(path32, value);
         }
       }
       /**
@@ -5571,17 +5571,17 @@ var require_cst_visit = __commonJS({
     var BREAK = /* @__PURE__ */ Symbol("break visit");
     var SKIP = /* @__PURE__ */ Symbol("skip children");
     var REMOVE = /* @__PURE__ */ Symbol("remove item");
-    function visit2(cst, visitor) {
+    function visit3(cst, visitor) {
       if ("type" in cst && cst.type === "document")
         cst = { start: cst.start, value: cst.value };
       _visit(Object.freeze([]), cst, visitor);
     }
-    visit2.BREAK = BREAK;
-    visit2.SKIP = SKIP;
-    visit2.REMOVE = REMOVE;
-    visit2.itemAtPath = (cst, path19) => {
+    visit3.BREAK = BREAK;
+    visit3.SKIP = SKIP;
+    visit3.REMOVE = REMOVE;
+    visit3.itemAtPath = (cst, path32) => {
       let item = cst;
-      for (const [field2, index] of path19) {
+      for (const [field2, index] of path32) {
         const tok = item?.[field2];
         if (tok && "items" in tok) {
           item = tok.items[index];
@@ -5590,23 +5590,23 @@ var require_cst_visit = __commonJS({
       }
       return item;
     };
-    visit2.parentCollection = (cst, path19) => {
-      const parent = visit2.itemAtPath(cst, path19.slice(0, -1));
-      const field2 = path19[path19.length - 1][0];
+    visit3.parentCollection = (cst, path32) => {
+      const parent = visit3.itemAtPath(cst, path32.slice(0, -1));
+      const field2 = path32[path32.length - 1][0];
       const coll = parent?.[field2];
       if (coll && "items" in coll)
         return coll;
       throw new Error("Parent collection not found");
     };
-    function _visit(path19, item, visitor) {
-      let ctrl = visitor(item, path19);
+    function _visit(path32, item, visitor) {
+      let ctrl = visitor(item, path32);
       if (typeof ctrl === "symbol")
         return ctrl;
       for (const field2 of ["key", "value"]) {
         const token = item[field2];
         if (token && "items" in token) {
           for (let i2 = 0; i2 < token.items.length; ++i2) {
-            const ci2 = _visit(Object.freeze(path19.concat([[field2, i2]])), token.items[i2], visitor);
+            const ci2 = _visit(Object.freeze(path32.concat([[field2, i2]])), token.items[i2], visitor);
             if (typeof ci2 === "number")
               i2 = ci2 - 1;
             else if (ci2 === BREAK)
@@ -5617,12 +5617,12 @@ var require_cst_visit = __commonJS({
             }
           }
           if (typeof ctrl === "function" && field2 === "key")
-            ctrl = ctrl(item, path19);
+            ctrl = ctrl(item, path32);
         }
       }
-      return typeof ctrl === "function" ? ctrl(item, path19) : ctrl;
+      return typeof ctrl === "function" ? ctrl(item, path32) : ctrl;
     }
-    exports.visit = visit2;
+    exports.visit = visit3;
   }
 });
 
@@ -7338,7 +7338,7 @@ var require_dist = __commonJS({
     var lineCounter = require_line_counter();
     var parser = require_parser();
     var publicApi = require_public_api();
-    var visit2 = require_visit();
+    var visit3 = require_visit();
     exports.Composer = composer.Composer;
     exports.Document = Document.Document;
     exports.Schema = Schema.Schema;
@@ -7366,8 +7366,8 @@ var require_dist = __commonJS({
     exports.parseAllDocuments = publicApi.parseAllDocuments;
     exports.parseDocument = publicApi.parseDocument;
     exports.stringify = publicApi.stringify;
-    exports.visit = visit2.visit;
-    exports.visitAsync = visit2.visitAsync;
+    exports.visit = visit3.visit;
+    exports.visitAsync = visit3.visitAsync;
   }
 });
 
@@ -7377,7 +7377,7 @@ var require_windows = __commonJS({
     module.exports = isexe;
     isexe.sync = sync;
     var fs2 = __require("fs");
-    function checkPathExt(path19, options) {
+    function checkPathExt(path32, options) {
       var pathext = options.pathExt !== void 0 ? options.pathExt : process.env.PATHEXT;
       if (!pathext) {
         return true;
@@ -7388,25 +7388,25 @@ var require_windows = __commonJS({
       }
       for (var i2 = 0; i2 < pathext.length; i2++) {
         var p2 = pathext[i2].toLowerCase();
-        if (p2 && path19.substr(-p2.length).toLowerCase() === p2) {
+        if (p2 && path32.substr(-p2.length).toLowerCase() === p2) {
           return true;
         }
       }
       return false;
     }
-    function checkStat(stat5, path19, options) {
-      if (!stat5.isSymbolicLink() && !stat5.isFile()) {
+    function checkStat(stat9, path32, options) {
+      if (!stat9.isSymbolicLink() && !stat9.isFile()) {
         return false;
       }
-      return checkPathExt(path19, options);
+      return checkPathExt(path32, options);
     }
-    function isexe(path19, options, cb) {
-      fs2.stat(path19, function(er2, stat5) {
-        cb(er2, er2 ? false : checkStat(stat5, path19, options));
+    function isexe(path32, options, cb) {
+      fs2.stat(path32, function(er2, stat9) {
+        cb(er2, er2 ? false : checkStat(stat9, path32, options));
       });
     }
-    function sync(path19, options) {
-      return checkStat(fs2.statSync(path19), path19, options);
+    function sync(path32, options) {
+      return checkStat(fs2.statSync(path32), path32, options);
     }
   }
 });
@@ -7417,21 +7417,21 @@ var require_mode = __commonJS({
     module.exports = isexe;
     isexe.sync = sync;
     var fs2 = __require("fs");
-    function isexe(path19, options, cb) {
-      fs2.stat(path19, function(er2, stat5) {
-        cb(er2, er2 ? false : checkStat(stat5, options));
+    function isexe(path32, options, cb) {
+      fs2.stat(path32, function(er2, stat9) {
+        cb(er2, er2 ? false : checkStat(stat9, options));
       });
     }
-    function sync(path19, options) {
-      return checkStat(fs2.statSync(path19), options);
+    function sync(path32, options) {
+      return checkStat(fs2.statSync(path32), options);
     }
-    function checkStat(stat5, options) {
-      return stat5.isFile() && checkMode(stat5, options);
+    function checkStat(stat9, options) {
+      return stat9.isFile() && checkMode(stat9, options);
     }
-    function checkMode(stat5, options) {
-      var mod = stat5.mode;
-      var uid = stat5.uid;
-      var gid = stat5.gid;
+    function checkMode(stat9, options) {
+      var mod = stat9.mode;
+      var uid = stat9.uid;
+      var gid = stat9.gid;
       var myUid = options.uid !== void 0 ? options.uid : process.getuid && process.getuid();
       var myGid = options.gid !== void 0 ? options.gid : process.getgid && process.getgid();
       var u3 = parseInt("100", 8);
@@ -7456,7 +7456,7 @@ var require_isexe = __commonJS({
     }
     module.exports = isexe;
     isexe.sync = sync;
-    function isexe(path19, options, cb) {
+    function isexe(path32, options, cb) {
       if (typeof options === "function") {
         cb = options;
         options = {};
@@ -7466,7 +7466,7 @@ var require_isexe = __commonJS({
           throw new TypeError("callback not provided");
         }
         return new Promise(function(resolve, reject) {
-          isexe(path19, options || {}, function(er2, is2) {
+          isexe(path32, options || {}, function(er2, is2) {
             if (er2) {
               reject(er2);
             } else {
@@ -7475,7 +7475,7 @@ var require_isexe = __commonJS({
           });
         });
       }
-      core(path19, options || {}, function(er2, is2) {
+      core(path32, options || {}, function(er2, is2) {
         if (er2) {
           if (er2.code === "EACCES" || options && options.ignoreErrors) {
             er2 = null;
@@ -7485,9 +7485,9 @@ var require_isexe = __commonJS({
         cb(er2, is2);
       });
     }
-    function sync(path19, options) {
+    function sync(path32, options) {
       try {
-        return core.sync(path19, options || {});
+        return core.sync(path32, options || {});
       } catch (er2) {
         if (options && options.ignoreErrors || er2.code === "EACCES") {
           return false;
@@ -7503,7 +7503,7 @@ var require_isexe = __commonJS({
 var require_which = __commonJS({
   "node_modules/which/which.js"(exports, module) {
     var isWindows = process.platform === "win32" || process.env.OSTYPE === "cygwin" || process.env.OSTYPE === "msys";
-    var path19 = __require("path");
+    var path32 = __require("path");
     var COLON = isWindows ? ";" : ":";
     var isexe = require_isexe();
     var getNotFoundError = (cmd) => Object.assign(new Error(`not found: ${cmd}`), { code: "ENOENT" });
@@ -7541,7 +7541,7 @@ var require_which = __commonJS({
           return opt.all && found.length ? resolve(found) : reject(getNotFoundError(cmd));
         const ppRaw = pathEnv[i2];
         const pathPart = /^".*"$/.test(ppRaw) ? ppRaw.slice(1, -1) : ppRaw;
-        const pCmd = path19.join(pathPart, cmd);
+        const pCmd = path32.join(pathPart, cmd);
         const p2 = !pathPart && /^\.[\\\/]/.test(cmd) ? cmd.slice(0, 2) + pCmd : pCmd;
         resolve(subStep(p2, i2, 0));
       });
@@ -7568,7 +7568,7 @@ var require_which = __commonJS({
       for (let i2 = 0; i2 < pathEnv.length; i2++) {
         const ppRaw = pathEnv[i2];
         const pathPart = /^".*"$/.test(ppRaw) ? ppRaw.slice(1, -1) : ppRaw;
-        const pCmd = path19.join(pathPart, cmd);
+        const pCmd = path32.join(pathPart, cmd);
         const p2 = !pathPart && /^\.[\\\/]/.test(cmd) ? cmd.slice(0, 2) + pCmd : pCmd;
         for (let j2 = 0; j2 < pathExt.length; j2++) {
           const cur = p2 + pathExt[j2];
@@ -7616,7 +7616,7 @@ var require_path_key = __commonJS({
 var require_resolveCommand = __commonJS({
   "node_modules/cross-spawn/lib/util/resolveCommand.js"(exports, module) {
     "use strict";
-    var path19 = __require("path");
+    var path32 = __require("path");
     var which = require_which();
     var getPathKey = require_path_key();
     function resolveCommandAttempt(parsed, withoutPathExt) {
@@ -7634,7 +7634,7 @@ var require_resolveCommand = __commonJS({
       try {
         resolved = which.sync(parsed.command, {
           path: env[getPathKey({ env })],
-          pathExt: withoutPathExt ? path19.delimiter : void 0
+          pathExt: withoutPathExt ? path32.delimiter : void 0
         });
       } catch (e) {
       } finally {
@@ -7643,7 +7643,7 @@ var require_resolveCommand = __commonJS({
         }
       }
       if (resolved) {
-        resolved = path19.resolve(hasCustomCwd ? parsed.options.cwd : "", resolved);
+        resolved = path32.resolve(hasCustomCwd ? parsed.options.cwd : "", resolved);
       }
       return resolved;
     }
@@ -7697,8 +7697,8 @@ var require_shebang_command = __commonJS({
       if (!match) {
         return null;
       }
-      const [path19, argument] = match[0].replace(/#! ?/, "").split(" ");
-      const binary = path19.split("/").pop();
+      const [path32, argument] = match[0].replace(/#! ?/, "").split(" ");
+      const binary = path32.split("/").pop();
       if (binary === "env") {
         return argument;
       }
@@ -7733,7 +7733,7 @@ var require_readShebang = __commonJS({
 var require_parse = __commonJS({
   "node_modules/cross-spawn/lib/parse.js"(exports, module) {
     "use strict";
-    var path19 = __require("path");
+    var path32 = __require("path");
     var resolveCommand = require_resolveCommand();
     var escape = require_escape();
     var readShebang = require_readShebang();
@@ -7758,7 +7758,7 @@ var require_parse = __commonJS({
       const needsShell = !isExecutableRegExp.test(commandFile);
       if (parsed.options.forceShell || needsShell) {
         const needsDoubleEscapeMetaChars = isCmdShimRegExp.test(commandFile);
-        parsed.command = path19.normalize(parsed.command);
+        parsed.command = path32.normalize(parsed.command);
         parsed.command = escape.command(parsed.command);
         parsed.args = parsed.args.map((arg) => escape.argument(arg, needsDoubleEscapeMetaChars));
         const shellCommand = [parsed.command].concat(parsed.args).join(" ");
@@ -8817,10 +8817,10 @@ function mergeDefs(...defs) {
 function cloneDef(schema) {
   return mergeDefs(schema._zod.def);
 }
-function getElementAtPath(obj, path19) {
-  if (!path19)
+function getElementAtPath(obj, path32) {
+  if (!path32)
     return obj;
-  return path19.reduce((acc, key) => acc?.[key], obj);
+  return path32.reduce((acc, key) => acc?.[key], obj);
 }
 function promiseAllObject(promisesObj) {
   const keys = Object.keys(promisesObj);
@@ -9160,11 +9160,11 @@ function explicitlyAborted(x, startIndex = 0) {
   }
   return false;
 }
-function prefixIssues(path19, issues) {
+function prefixIssues(path32, issues) {
   return issues.map((iss) => {
     var _a3;
     (_a3 = iss).path ?? (_a3.path = []);
-    iss.path.unshift(path19);
+    iss.path.unshift(path32);
     return iss;
   });
 }
@@ -9626,16 +9626,16 @@ function flattenError(error62, mapper = (issue2) => issue2.message) {
 }
 function formatError(error62, mapper = (issue2) => issue2.message) {
   const fieldErrors = { _errors: [] };
-  const processError = (error63, path19 = []) => {
+  const processError = (error63, path32 = []) => {
     for (const issue2 of error63.issues) {
       if (issue2.code === "invalid_union" && issue2.errors.length) {
-        issue2.errors.map((issues) => processError({ issues }, [...path19, ...issue2.path]));
+        issue2.errors.map((issues) => processError({ issues }, [...path32, ...issue2.path]));
       } else if (issue2.code === "invalid_key") {
-        processError({ issues: issue2.issues }, [...path19, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path32, ...issue2.path]);
       } else if (issue2.code === "invalid_element") {
-        processError({ issues: issue2.issues }, [...path19, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path32, ...issue2.path]);
       } else {
-        const fullpath = [...path19, ...issue2.path];
+        const fullpath = [...path32, ...issue2.path];
         if (fullpath.length === 0) {
           fieldErrors._errors.push(mapper(issue2));
         } else {
@@ -9674,17 +9674,17 @@ function formatError(error62, mapper = (issue2) => issue2.message) {
 }
 function treeifyError(error62, mapper = (issue2) => issue2.message) {
   const result = { errors: [] };
-  const processError = (error63, path19 = []) => {
+  const processError = (error63, path32 = []) => {
     var _a3;
     for (const issue2 of error63.issues) {
       if (issue2.code === "invalid_union" && issue2.errors.length) {
-        issue2.errors.map((issues) => processError({ issues }, [...path19, ...issue2.path]));
+        issue2.errors.map((issues) => processError({ issues }, [...path32, ...issue2.path]));
       } else if (issue2.code === "invalid_key") {
-        processError({ issues: issue2.issues }, [...path19, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path32, ...issue2.path]);
       } else if (issue2.code === "invalid_element") {
-        processError({ issues: issue2.issues }, [...path19, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path32, ...issue2.path]);
       } else {
-        const fullpath = [...path19, ...issue2.path];
+        const fullpath = [...path32, ...issue2.path];
         if (fullpath.length === 0) {
           result.errors.push(mapper(issue2));
           continue;
@@ -9723,8 +9723,8 @@ function treeifyError(error62, mapper = (issue2) => issue2.message) {
 }
 function toDotPath(_path) {
   const segs = [];
-  const path19 = _path.map((seg) => typeof seg === "object" ? seg.key : seg);
-  for (const seg of path19) {
+  const path32 = _path.map((seg) => typeof seg === "object" ? seg.key : seg);
+  for (const seg of path32) {
     if (typeof seg === "number")
       segs.push(`[${seg}]`);
     else if (typeof seg === "symbol")
@@ -26862,13 +26862,13 @@ function resolveRef(ref, ctx) {
   if (!ref.startsWith("#")) {
     throw new Error("External $ref is not supported, only local refs (#/...) are allowed");
   }
-  const path19 = ref.slice(1).split("/").filter(Boolean);
-  if (path19.length === 0) {
+  const path32 = ref.slice(1).split("/").filter(Boolean);
+  if (path32.length === 0) {
     return ctx.rootSchema;
   }
   const defsKey = ctx.version === "draft-2020-12" ? "$defs" : "definitions";
-  if (path19[0] === defsKey) {
-    const key = path19[1] === void 0 ? void 0 : decodeJSONPointerSegment(path19[1]);
+  if (path32[0] === defsKey) {
+    const key = path32[1] === void 0 ? void 0 : decodeJSONPointerSegment(path32[1]);
     if (!key || !ctx.defs[key]) {
       throw new Error(`Reference not found: ${ref}`);
     }
@@ -27865,6 +27865,11 @@ function parseConfig(text, name = "lhc.yml") {
     });
     throw new ConfigError(msgs.join("\n"));
   }
+  (0, import_yaml.visit)(doc, {
+    Scalar(_key, node2) {
+      if (node2.format === "OCT" && typeof node2.value === "number") node2.value = `0${node2.value.toString(8)}`;
+    }
+  });
   const data = doc.toJS();
   if (data === null || typeof data !== "object" || Array.isArray(data)) {
     throw new ConfigError(`(top level): expected a mapping of settings (${name}:1)`);
@@ -27904,71 +27909,117 @@ function resolveConfig(raw, file2) {
 }
 
 // src/pipeline.ts
-async function build(_config, _opts) {
-  throw new UserError("lhc build: the pipeline is being wired up (not implemented yet)");
-}
-
-// src/cli/commands/build.ts
-var buildCommand = {
-  name: "build",
-  summary: "build the image described by an lhc.yml",
-  help: `Usage: lhc build CONFIG [--out DIR] [--no-verify] [--manifest-lock FILE] [--update-manifest]
-
-Runs the pipeline for CONFIG and writes the image, data template, manifest and SHA256SUMS to DIR.
-
-Options:
-  --out, -o DIR          output directory (default: outputs.dir from the config, "out")
-  --no-verify            skip booting the pruned image and checking the probes
-  --manifest-lock FILE   fail when the manifest differs from FILE
-  --update-manifest      write the new manifest to the lock file instead of failing
-  --work-dir DIR         keep intermediate roots in DIR (default: a temp dir, removed)`,
-  async run(args, ctx) {
-    const { flags, positionals } = parseArgs(
-      args,
-      {
-        flags: {
-          out: { type: "string", short: "o" },
-          verify: { type: "boolean" },
-          "manifest-lock": { type: "string" },
-          "update-manifest": { type: "boolean" },
-          "work-dir": { type: "string" }
-        },
-        positionals: { min: 1, max: 1, names: "CONFIG" }
-      },
-      "lhc build"
-    );
-    const config2 = await loadConfig(positionals[0]);
-    const workDir = flags["work-dir"];
-    const result = await build(config2, {
-      outDir: flags.out ?? config2.outputs.dir,
-      logger: ctx.logger,
-      verify: flags.verify !== false,
-      manifestLock: flags["manifest-lock"],
-      updateManifest: flags["update-manifest"] === true,
-      workDir,
-      keepWorkDir: workDir !== void 0
-    });
-    ctx.out(`image         ${result.image}`);
-    ctx.out(`sha256        ${result.imageSha256}`);
-    ctx.out(`data template ${result.dataTemplate}`);
-    ctx.out(`manifest      ${result.manifest}`);
-    ctx.out(`files kept    ${result.filesKept}`);
-    ctx.out(`bytes         ${result.bytesBefore} -> ${result.bytesAfter}`);
-    return result.verify && !result.verify.ok ? 1 : 0;
-  }
-};
-
-// src/cli/commands/diff.ts
-import { readdir, stat } from "node:fs/promises";
-import path2 from "node:path";
+import { mkdir as mkdir12, mkdtemp as mkdtemp7, writeFile as writeFile10 } from "node:fs/promises";
+import os9 from "node:os";
+import path28 from "node:path";
 
 // src/manifest/diff.ts
+import { existsSync } from "node:fs";
 import { readFile as readFile2, writeFile } from "node:fs/promises";
 
 // src/manifest/manifest.ts
+import { createHash } from "node:crypto";
+import { createReadStream } from "node:fs";
+import { lstat, readdir, readlink } from "node:fs/promises";
+import path2 from "node:path";
 var MANIFEST_VERSION = 1;
+function formatMode(mode2) {
+  return (mode2 & 4095).toString(8).padStart(4, "0");
+}
 function comparePaths(a2, b2) {
   return Buffer.compare(Buffer.from(a2, "utf8"), Buffer.from(b2, "utf8"));
+}
+function sortEntries(entries) {
+  return [...entries].sort((x, y) => comparePaths(x.path, y.path));
+}
+async function sha256File(file2) {
+  const h2 = createHash("sha256");
+  for await (const chunk of createReadStream(file2)) h2.update(chunk);
+  return h2.digest("hex");
+}
+function containerPath(base, rel) {
+  if (rel === "" || rel === ".") return base;
+  return base === "/" ? `/${rel}` : `${base}/${rel}`;
+}
+function typeOf(st2) {
+  if (st2.isFile()) return "file";
+  if (st2.isDirectory()) return "dir";
+  if (st2.isSymbolicLink()) return "symlink";
+  if (st2.isCharacterDevice()) return "char";
+  if (st2.isBlockDevice()) return "block";
+  if (st2.isFIFO()) return "fifo";
+  return "socket";
+}
+async function walkSorted(dir) {
+  const out = [""];
+  const visit3 = async (rel) => {
+    const names = (await readdir(path2.join(dir, rel))).sort(comparePaths);
+    for (const name of names) {
+      const child = rel ? `${rel}/${name}` : name;
+      out.push(child);
+      const st2 = await lstat(path2.join(dir, child));
+      if (st2.isDirectory()) await visit3(child);
+    }
+  };
+  await visit3("");
+  return out;
+}
+async function scanTree(dir, opts) {
+  let top;
+  try {
+    top = await lstat(dir);
+  } catch (e) {
+    throw new UserError(`cannot read ${dir}: ${e.code ?? String(e)}`);
+  }
+  if (!top.isDirectory()) throw new UserError(`${dir} is not a directory`);
+  const entries = [];
+  for (const rel of await walkSorted(dir)) {
+    const abs = path2.join(dir, rel);
+    const st2 = await lstat(abs);
+    const type = typeOf(st2);
+    const mode2 = rel === "" && opts.rootMode !== void 0 ? opts.rootMode : st2.mode;
+    const e = {
+      path: containerPath(opts.mountPath, rel),
+      type,
+      mode: formatMode(mode2),
+      uid: opts.owner?.uid ?? st2.uid,
+      gid: opts.owner?.gid ?? st2.gid
+    };
+    if (type === "file") {
+      e.size = st2.size;
+      e.sha256 = await sha256File(abs);
+    } else if (type === "symlink") {
+      e.target = await readlink(abs);
+    } else if (type === "char" || type === "block") {
+      const d = BigInt(st2.rdev);
+      const major = d >> 8n & 0xfffn | d >> 32n & ~0xfffn;
+      const minor = d & 0xffn | d >> 12n & ~0xffn;
+      e.device = `${major}:${minor}`;
+    }
+    entries.push(e);
+  }
+  return sortEntries(entries);
+}
+var KEY_ORDER = ["path", "type", "mode", "uid", "gid", "size", "sha256", "target", "device"];
+function entryJson(e) {
+  const o2 = {};
+  for (const k2 of KEY_ORDER) if (e[k2] !== void 0) o2[k2] = e[k2];
+  return JSON.stringify(o2);
+}
+function serializeManifest(m2) {
+  const list = (entries, indent2) => entries.length === 0 ? "[]" : `[
+${sortEntries(entries).map((e) => `${indent2}  ${entryJson(e)}`).join(",\n")}
+${indent2}]`;
+  return `{
+  "lhcManifest": ${MANIFEST_VERSION},
+  "name": ${JSON.stringify(m2.name)},
+  "image": ${list(m2.image, "  ")},
+  "data": {
+    "path": ${JSON.stringify(m2.data.path)},
+    "entries": ${list(m2.data.entries, "    ")}
+  }
+}
+`;
 }
 function isEntry(x) {
   if (typeof x !== "object" || x === null) return false;
@@ -28076,230 +28127,324 @@ async function readManifest(file2) {
   }
   return parseManifest(text, file2);
 }
-
-// src/cli/commands/diff.ts
-async function manifestPath(arg) {
-  let st2;
-  try {
-    st2 = await stat(arg);
-  } catch {
-    throw new UserError(`lhc diff: ${arg} does not exist`);
-  }
-  if (!st2.isDirectory()) return arg;
-  const found = (await readdir(arg)).filter((f2) => f2.endsWith(".manifest.json"));
-  if (found.length !== 1) {
-    throw new UserError(
-      `lhc diff: ${arg} is a directory with ${found.length === 0 ? "no" : found.length} *.manifest.json files; name the manifest file`
-    );
-  }
-  return path2.join(arg, found[0]);
-}
-var diffCommand = {
-  name: "diff",
-  summary: "compare two image manifests (added, removed, changed paths)",
-  help: `Usage: lhc diff OLD NEW
-
-Compares two manifests written by lhc build (<name>.manifest.json, or a build output directory
-holding one) and prints one line per path that differs, image first, then the data template:
-  + image /bin/x  file 0755 0:0 1234 bytes      added
-  - data  /data/y  file 0644 0:0 10 bytes       removed
-  ~ image /gopher/index  size 120 \u2192 130 (+10)   changed (size, mode, owner, content, link target)
-Exits 0 when the manifests are identical, 1 when they differ, 2 on a usage error.`,
-  async run(args, ctx) {
-    const { positionals } = parseArgs(args, { positionals: { min: 2, max: 2, names: "OLD and NEW" } }, "lhc diff");
-    const [oldFile, newFile] = await Promise.all(positionals.map(manifestPath));
-    const d = diffManifests(await readManifest(oldFile), await readManifest(newFile));
-    for (const line of formatDiff(d, { old: oldFile, new: newFile }).trimEnd().split("\n")) ctx.out(line);
-    return d.equal ? 0 : 1;
-  }
-};
-
-// src/host/requirements.ts
-var BINFMT_DIR = "/proc/sys/fs/binfmt_misc";
-var QEMU_BINFMT_CONF = "/usr/lib/binfmt.d/qemu-aarch64.conf";
-var MUSL_SPECS = "/usr/lib/aarch64-linux-musl/musl-gcc.specs";
-var LHC_DEB_SRC = "/etc/apt/sources.list.d/lhc-deb-src.sources";
-var LHC_DEB_SRC_LIST = "/etc/apt/sources.list.d/lhc-deb-src.list";
-function isAarch64(arch) {
-  return arch === "aarch64" || arch === "arm64";
-}
-function toolRequirements(arch) {
-  const native = isAarch64(arch);
-  return [
-    {
-      tool: "systemd-nspawn",
-      pkg: "systemd-container",
-      why: "runs the root for tracing and verify"
-    },
-    {
-      tool: "systemd-socket-activate",
-      pkg: "systemd",
-      why: "one container per connection (inetd services)"
-    },
-    { tool: "nsenter", pkg: "util-linux", why: "probes a listening service inside the container" },
-    { tool: "mksquashfs", pkg: "squashfs-tools", why: "packs the image" },
-    { tool: "unsquashfs", pkg: "squashfs-tools", why: "reads images back" },
-    native ? { tool: "gcc", pkg: "gcc", why: "builds static Lua" } : {
-      tool: "aarch64-linux-gnu-gcc",
-      pkg: "gcc-aarch64-linux-gnu",
-      why: "cross-builds static Lua"
-    },
-    native ? { tool: "strip", pkg: "binutils", why: "strips the Lua binary" } : {
-      tool: "aarch64-linux-gnu-strip",
-      pkg: "binutils-aarch64-linux-gnu",
-      why: "strips the Lua binary"
-    },
-    { tool: "make", pkg: "make", why: "builds Lua" },
-    { tool: "curl", pkg: "curl", why: "downloads inputs and probes services" },
-    { tool: "mmdebstrap", pkg: "mmdebstrap", why: "debian bases and the in-root Lua strategy" },
-    { tool: "strace", pkg: "strace", why: "traces on native aarch64 hosts", optional: !native },
-    { tool: "runc", pkg: "runc", why: "checks the OCI bundle for the board", optional: true },
-    { tool: "lua5.4", pkg: "lua5.4", why: "runs example Lua on the host (tests)", optional: true },
-    { tool: "dpkg-source", pkg: "dpkg-dev", why: "apt-get source for test inputs", optional: true },
-    { tool: "xz", pkg: "xz-utils", why: "unpacks .tar.xz inputs", optional: true }
-  ];
-}
-function setupPackages(arch) {
-  const pkgs = new Set(toolRequirements(arch).map((t) => t.pkg));
-  if (isAarch64(arch)) {
-    pkgs.add("musl-dev");
-  } else {
-    pkgs.add("qemu-user-static");
-    pkgs.add("musl-dev:arm64");
-  }
-  return [...pkgs].sort();
-}
-
-// src/host/doctor.ts
-var SETUP_HINT = " (or run: lhc setup)";
-async function privilegeCheck(p2) {
-  const name = "root or passwordless sudo";
-  if (p2.isRoot()) return { name, ok: true, optional: false, detail: "running as root" };
-  if (await p2.sudoOk()) return { name, ok: true, optional: false, detail: "sudo -n works" };
-  return {
-    name,
-    ok: false,
-    optional: false,
-    detail: "not root and `sudo -n true` failed",
-    fix: "run as root, or allow this user passwordless sudo (NOPASSWD in /etc/sudoers.d)"
-  };
-}
-function parseBinfmtEntry(text) {
-  const lines = text.split("\n").map((l) => l.trim());
-  const flags = lines.find((l) => l.startsWith("flags:"))?.slice("flags:".length).trim() ?? "";
-  const interpreter = lines.find((l) => l.startsWith("interpreter "))?.slice("interpreter ".length);
-  return { enabled: lines[0] === "enabled", flags, interpreter };
-}
-async function binfmtChecks(p2) {
-  const mounted = await p2.fileExists(`${BINFMT_DIR}/status`);
-  const mountCheck = mounted ? { name: "binfmt_misc mounted", ok: true, optional: false, detail: BINFMT_DIR } : {
-    name: "binfmt_misc mounted",
-    ok: false,
-    optional: false,
-    detail: `${BINFMT_DIR} is not mounted`,
-    fix: `mount -t binfmt_misc binfmt_misc ${BINFMT_DIR}${SETUP_HINT}`
-  };
-  const name = "qemu-aarch64 binfmt (F flag)";
-  const confExists = await p2.fileExists(QEMU_BINFMT_CONF);
-  const register = `cat ${QEMU_BINFMT_CONF} > ${BINFMT_DIR}/register`;
-  const entryText = mounted ? await p2.readFile(`${BINFMT_DIR}/qemu-aarch64`) : void 0;
-  let qemuCheck;
-  if (entryText === void 0) {
-    qemuCheck = {
-      name,
-      ok: false,
-      optional: false,
-      detail: "qemu-aarch64 is not registered",
-      fix: confExists ? `${register}${SETUP_HINT}` : `apt-get install qemu-user-static${SETUP_HINT}`
-    };
-  } else {
-    const entry = parseBinfmtEntry(entryText);
-    if (!entry.enabled) {
-      qemuCheck = {
-        name,
-        ok: false,
-        optional: false,
-        detail: "qemu-aarch64 is registered but disabled",
-        fix: `echo 1 > ${BINFMT_DIR}/qemu-aarch64`
-      };
-    } else if (!entry.flags.includes("F")) {
-      qemuCheck = {
-        name,
-        ok: false,
-        optional: false,
-        detail: `registered with flags "${entry.flags}", without F (fix-binary)`,
-        fix: `echo -1 > ${BINFMT_DIR}/qemu-aarch64 && ${register}${SETUP_HINT}`
-      };
-    } else {
-      qemuCheck = { name, ok: true, optional: false, detail: `enabled, flags ${entry.flags}` };
+async function checkManifestLock(newManifest, lockFile, update) {
+  if (!existsSync(lockFile)) {
+    if (!update) {
+      throw new UserError(`manifest lock ${lockFile} does not exist; run with --update-manifest to create it`);
     }
+    await writeFile(lockFile, serializeManifest(newManifest));
+    return { changed: true, diffText: `created manifest lock ${lockFile} (${newManifest.image.length} image paths, ${newManifest.data.entries.length} data paths)
+` };
   }
-  return [mountCheck, qemuCheck];
-}
-async function muslCheck(p2) {
-  const name = "musl aarch64 (musl-gcc.specs)";
-  if (await p2.fileExists(MUSL_SPECS))
-    return { name, ok: true, optional: false, detail: MUSL_SPECS };
-  const fix = isAarch64(p2.arch()) ? "apt-get install musl-dev" : "dpkg --add-architecture arm64 && apt-get update && apt-get install musl-dev:arm64";
-  return {
-    name,
-    ok: false,
-    optional: false,
-    detail: `${MUSL_SPECS} is missing`,
-    fix: fix + SETUP_HINT
-  };
-}
-async function runChecks(p2) {
-  const checks = [await privilegeCheck(p2)];
-  const arch = p2.arch();
-  if (isAarch64(arch)) {
-    checks.push({
-      name: "qemu-aarch64 binfmt (F flag)",
-      ok: true,
-      optional: false,
-      detail: "native aarch64 host: QEMU not needed"
-    });
-  } else {
-    checks.push(...await binfmtChecks(p2));
-  }
-  for (const req of toolRequirements(arch)) {
-    const found = await p2.which(req.tool);
-    checks.push(
-      found ? { name: req.tool, ok: true, optional: !!req.optional, detail: found } : {
-        name: req.tool,
-        ok: false,
-        optional: !!req.optional,
-        detail: `not found (${req.why})`,
-        fix: `apt-get install ${req.pkg}${SETUP_HINT}`
-      }
+  const lock = await readManifest(lockFile);
+  const d = diffManifests(lock, newManifest);
+  if (d.equal) return { changed: false, diffText: "" };
+  const diffText = formatDiff(d, { old: lockFile, new: "this build" });
+  if (!update) {
+    throw new UserError(
+      `the built image differs from the manifest lock ${lockFile}:
+${diffText}if the change is intended, rebuild with --update-manifest and commit the lock`
     );
   }
-  checks.push(await muslCheck(p2));
-  return checks;
-}
-function doctorExitCode(checks) {
-  return checks.some((c3) => !c3.ok && !c3.optional) ? 1 : 0;
-}
-function formatChecks(checks) {
-  const width = Math.max(...checks.map((c3) => c3.name.length));
-  const lines = [];
-  for (const c3 of checks) {
-    const status = c3.ok ? "ok  " : c3.optional ? "warn" : "FAIL";
-    lines.push(`${status}  ${c3.name.padEnd(width)}  ${c3.detail}`);
-    if (!c3.ok && c3.fix) lines.push(`${" ".repeat(6 + width)}  fix: ${c3.fix}`);
-  }
-  const failed = checks.filter((c3) => !c3.ok && !c3.optional).length;
-  const warned = checks.filter((c3) => !c3.ok && c3.optional).length;
-  lines.push(
-    failed === 0 ? `host is ready${warned ? ` (${warned} optional tool${warned === 1 ? "" : "s"} missing)` : ""}` : `${failed} required check${failed === 1 ? "" : "s"} failed: run the fixes above, or: lhc setup`
-  );
-  return lines.join("\n");
+  await writeFile(lockFile, serializeManifest(newManifest));
+  return { changed: true, diffText };
 }
 
-// src/host/probe.ts
-import { access, readFile as readFile3, readdir as readdir2 } from "node:fs/promises";
-import os from "node:os";
-import path8 from "node:path";
+// src/stages/deploy-bundle.ts
+import { mkdir, readFile as readFile3, writeFile as writeFile2 } from "node:fs/promises";
+import path3 from "node:path";
+
+// src/tools/nspawn.ts
+var BASE_FLAGS = ["--register=no", "--keep-unit", "-q", "--console=pipe"];
+var HARDENING_FLAGS = [
+  "--private-network",
+  "--drop-capability=CAP_NET_ADMIN",
+  "--no-new-privileges=yes"
+];
+var USERNS_FLAGS = ["-U", "--private-users-ownership=map"];
+function nspawnArgv(o2) {
+  const argv = ["systemd-nspawn", ...BASE_FLAGS, `--directory=${o2.root}`];
+  if (o2.machineName) argv.push(`--machine=${o2.machineName}`);
+  if (o2.readOnly) argv.push("--read-only");
+  if (o2.ephemeral) argv.push("--ephemeral");
+  if (o2.harden) argv.push(...HARDENING_FLAGS);
+  else if (o2.privateNetwork) argv.push("--private-network");
+  if (o2.userNamespace) argv.push(...USERNS_FLAGS);
+  if (o2.dataDir) argv.push(`--bind=${o2.dataDir}:${o2.dataPath ?? "/data"}`);
+  for (const b2 of o2.binds ?? []) argv.push(`${b2.readOnly ? "--bind-ro" : "--bind"}=${b2.host}:${b2.container}`);
+  for (const [k2, v2] of Object.entries(o2.env ?? {}).sort(([a2], [b2]) => a2 < b2 ? -1 : 1)) {
+    argv.push(`--setenv=${k2}=${v2}`);
+  }
+  if (o2.user !== void 0 && String(o2.user) !== "0" && o2.user !== "root") argv.push(`--user=${o2.user}`);
+  if (o2.workdir) argv.push(`--chdir=${o2.workdir}`);
+  argv.push("--", ...o2.command);
+  return argv;
+}
+var TRACE_MOUNT = "/lhc-trace";
+
+// src/stages/deploy-bundle.ts
+function listenPort(s3) {
+  return s3.listen ?? 70;
+}
+function boardPaths(o2) {
+  const boardDir = o2.boardDir ?? `/var/lib/lhc/${o2.name}`;
+  if (!path3.isAbsolute(boardDir)) throw new UserError(`board directory must be absolute, got ${boardDir}`);
+  const dataSource = o2.dataSource ?? `${boardDir}/${o2.name}-data.ext4`;
+  return {
+    boardDir,
+    image: `${boardDir}/${o2.imageFile}`,
+    rootMount: `${boardDir}/root`,
+    dataSource,
+    dataMount: `${boardDir}/data`,
+    dataIsLoopFile: !dataSource.startsWith("/dev/")
+  };
+}
+function systemdEscapePath(p2) {
+  const trimmed = p2.replace(/\/+/g, "/").replace(/^\/|\/$/g, "");
+  if (trimmed === "") return "-";
+  let out = "";
+  const bytes = Buffer.from(trimmed, "utf8");
+  for (let i2 = 0; i2 < bytes.length; i2++) {
+    const b2 = bytes[i2];
+    const c3 = String.fromCharCode(b2);
+    if (c3 === "/") out += "-";
+    else if (i2 === 0 && c3 === "." || !/[A-Za-z0-9:_.]/.test(c3)) out += `\\x${b2.toString(16).padStart(2, "0")}`;
+    else out += c3;
+  }
+  return out;
+}
+function systemdQuoteWord(w2) {
+  let s3 = w2.replace(/[%$]/g, (c3) => c3 + c3);
+  if (s3 !== "" && !/[\s"'\\;\x00-\x1f\x7f]/.test(s3)) return s3;
+  s3 = s3.replace(/[\\"\x00-\x1f\x7f]/g, (c3) => {
+    if (c3 === "\\") return "\\\\";
+    if (c3 === '"') return '\\"';
+    if (c3 === "\n") return "\\n";
+    if (c3 === "	") return "\\t";
+    if (c3 === "\r") return "\\r";
+    return `\\x${c3.charCodeAt(0).toString(16).padStart(2, "0")}`;
+  });
+  return `"${s3}"`;
+}
+function systemdExecLine(argv) {
+  if (!argv[0] || !path3.isAbsolute(argv[0])) throw new UserError(`ExecStart needs an absolute program path, got ${argv[0] ?? "(none)"}`);
+  return argv.map(systemdQuoteWord).join(" ");
+}
+function boardNspawnArgv(o2, p2) {
+  const argv = nspawnArgv({
+    root: p2.rootMount,
+    command: o2.service.command,
+    readOnly: true,
+    harden: true,
+    userNamespace: true,
+    dataDir: p2.dataMount,
+    dataPath: o2.dataPath ?? "/data",
+    env: o2.service.env,
+    user: o2.service.user,
+    workdir: o2.service.workdir
+  });
+  argv[0] = o2.nspawnPath ?? "/usr/bin/systemd-nspawn";
+  return argv;
+}
+var HEADER = (name) => `# Generated by lhc for ${name}; see README.md next to this file.
+`;
+function renderSocketUnit(o2) {
+  const inetd = o2.service.inetd === true;
+  return HEADER(o2.name) + `[Unit]
+Description=lhc ${o2.name}: ${inetd ? "one container per connection" : "listening socket"}
+
+[Socket]
+ListenStream=${listenPort(o2.service)}
+` + (inetd ? "Accept=yes\n# Each connection costs a container start: bound how many run at once.\nMaxConnections=32\nMaxConnectionsPerSource=8\n" : "Accept=no\n") + "\n[Install]\nWantedBy=sockets.target\n";
+}
+function renderServiceUnit(o2, p2) {
+  const inetd = o2.service.inetd === true;
+  const timeout = o2.service.timeout;
+  return HEADER(o2.name) + `[Unit]
+Description=lhc ${o2.name}${inetd ? " (connection %i)" : ""}
+RequiresMountsFor=${p2.rootMount} ${p2.dataMount}
+` + (inetd ? "CollectMode=inactive-or-failed\n" : `Requires=${o2.name}.socket
+After=${o2.name}.socket
+`) + `
+[Service]
+ExecStart=${systemdExecLine(boardNspawnArgv(o2, p2))}
+` + (inetd ? "StandardInput=socket\nStandardOutput=socket\n" : "# nspawn passes the listening socket on (LISTEN_FDS); the payload must accept it.\n") + "# nspawn and QEMU messages go to the journal, never to the client.\nStandardError=journal\n# --keep-unit runs the container in this unit's cgroup, which nspawn must be allowed to manage.\nDelegate=yes\nKillMode=mixed\n" + (timeout !== void 0 && inetd ? `RuntimeMaxSec=${Math.ceil(timeout)}
+` : "") + (inetd ? "" : "\n[Install]\nWantedBy=multi-user.target\n");
+}
+function renderMountUnits(o2, p2) {
+  const rootMount = HEADER(o2.name) + `[Unit]
+Description=lhc ${o2.name}: read-only root image
+
+[Mount]
+What=${p2.image}
+Where=${p2.rootMount}
+Type=squashfs
+Options=loop,ro,nodev
+
+[Install]
+WantedBy=multi-user.target
+`;
+  const dataMount = HEADER(o2.name) + `[Unit]
+Description=lhc ${o2.name}: writable data partition (no exec, no setuid, no devices)
+
+[Mount]
+What=${p2.dataSource}
+Where=${p2.dataMount}
+Type=ext4
+Options=${p2.dataIsLoopFile ? "loop," : ""}noexec,nosuid,nodev
+
+[Install]
+WantedBy=multi-user.target
+`;
+  return { rootMount, dataMount };
+}
+function fstabField(s3) {
+  return s3.replace(/[ \t\n\\]/g, (c3) => `\\${c3.charCodeAt(0).toString(8).padStart(3, "0")}`);
+}
+function renderFstab(o2, p2) {
+  return `# lhc ${o2.name}: use these lines instead of the .mount units if you prefer /etc/fstab.
+${fstabField(p2.image)} ${fstabField(p2.rootMount)} squashfs loop,ro,nodev 0 0
+${fstabField(p2.dataSource)} ${fstabField(p2.dataMount)} ext4 ${p2.dataIsLoopFile ? "loop," : ""}noexec,nosuid,nodev 0 2
+`;
+}
+async function resolveUser(user, root) {
+  if (user === void 0 || user === 0 || user === "0" || user === "root") return { uid: 0, gid: 0 };
+  if (typeof user === "number" || /^\d+$/.test(user)) {
+    const n2 = Number(user);
+    return { uid: n2, gid: n2 };
+  }
+  if (!root) throw new UserError(`service.user "${user}": the OCI config needs a numeric uid and no root was given to look it up`);
+  let passwd;
+  try {
+    passwd = await readFile3(path3.join(root, "etc/passwd"), "utf8");
+  } catch {
+    throw new UserError(`service.user "${user}": the image has no /etc/passwd to look the name up in; use a numeric uid`);
+  }
+  for (const line of passwd.split("\n")) {
+    const f2 = line.split(":");
+    if (f2[0] === user && f2.length >= 4) return { uid: Number(f2[2]), gid: Number(f2[3]) };
+  }
+  throw new UserError(`service.user "${user}" is not in the image's /etc/passwd`);
+}
+function ociCapabilities(s3) {
+  if (s3.inetd) return [];
+  return ["CAP_NET_BIND_SERVICE", "CAP_SETGID", "CAP_SETUID"];
+}
+function ociConfig(o2, p2, ids, opts = {}) {
+  const caps = ociCapabilities(o2.service);
+  const env = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"];
+  for (const [k2, v2] of Object.entries(o2.service.env ?? {}).sort(([a2], [b2]) => a2 < b2 ? -1 : a2 > b2 ? 1 : 0)) env.push(`${k2}=${v2}`);
+  const namespaces = [{ type: "pid" }, { type: "network" }, { type: "ipc" }, { type: "uts" }, { type: "mount" }, { type: "cgroup" }];
+  if (opts.userNamespace) namespaces.push({ type: "user" });
+  const config2 = {
+    ociVersion: "1.0.2",
+    process: {
+      terminal: false,
+      user: ids,
+      args: [...o2.service.command],
+      env,
+      cwd: o2.service.workdir ?? "/",
+      capabilities: { bounding: caps, effective: caps, permitted: caps, inheritable: [], ambient: [] },
+      rlimits: [{ type: "RLIMIT_NOFILE", hard: 1024, soft: 1024 }],
+      noNewPrivileges: true
+    },
+    root: { path: p2.rootMount, readonly: true },
+    hostname: o2.name,
+    mounts: [
+      { destination: "/proc", type: "proc", source: "proc", options: ["nosuid", "noexec", "nodev"] },
+      { destination: "/dev", type: "tmpfs", source: "tmpfs", options: ["nosuid", "noexec", "strictatime", "mode=755", "size=65536k"] },
+      { destination: o2.dataPath ?? "/data", type: "bind", source: p2.dataMount, options: ["rbind", "rw", "noexec", "nosuid", "nodev"] }
+    ],
+    linux: {
+      // A new network namespace without interfaces configured: runc brings up lo only.
+      namespaces,
+      ...opts.userNamespace ? {
+        uidMappings: [{ containerID: 0, hostID: opts.userNamespace.hostId, size: opts.userNamespace.size }],
+        gidMappings: [{ containerID: 0, hostID: opts.userNamespace.hostId, size: opts.userNamespace.size }]
+      } : {},
+      resources: { devices: [{ allow: false, access: "rwm" }] },
+      maskedPaths: [
+        "/proc/acpi",
+        "/proc/asound",
+        "/proc/kcore",
+        "/proc/keys",
+        "/proc/latency_stats",
+        "/proc/timer_list",
+        "/proc/timer_stats",
+        "/proc/sched_debug",
+        "/proc/scsi",
+        "/sys/firmware"
+      ],
+      readonlyPaths: ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+    }
+  };
+  return config2;
+}
+function renderReadme(o2, p2) {
+  const rootUnit = `${systemdEscapePath(p2.rootMount)}.mount`;
+  const dataUnit = `${systemdEscapePath(p2.dataMount)}.mount`;
+  const inetd = o2.service.inetd === true;
+  const svc = inetd ? `${o2.name}@.service` : `${o2.name}.service`;
+  return `# Deploying ${o2.name} to the board
+
+Copy the build output directory to the board, then as root:
+
+\`\`\`sh
+sha256sum -c SHA256SUMS                      # the artifacts arrived intact
+install -d -m 0755 ${p2.boardDir} ${p2.rootMount} ${p2.dataMount}
+install -m 0644 ${o2.imageFile} ${p2.image}
+${p2.dataIsLoopFile ? `# data partition as a file (use a real partition by editing What= in ${dataUnit}):
+truncate -s 64M ${p2.dataSource}
+mkfs.ext4 -q ${p2.dataSource}` : `mkfs.ext4 -q ${p2.dataSource}                   # the data partition: everything on it is lost`}
+mount -o ${p2.dataIsLoopFile ? "loop," : ""}noexec,nosuid,nodev ${p2.dataSource} ${p2.dataMount}
+tar -xzpf ${o2.dataTemplateFile} --numeric-owner -C ${p2.dataMount}
+umount ${p2.dataMount}
+install -m 0644 deploy/${rootUnit} deploy/${dataUnit} deploy/${o2.name}.socket deploy/${svc} /etc/systemd/system/
+systemctl daemon-reload
+systemctl enable --now '${rootUnit}' '${dataUnit}' ${o2.name}.socket
+\`\`\`
+
+${inetd ? `Each connection to port ${listenPort(o2.service)} starts one container (\`${o2.name}@<n>.service\`) with the` : "The service starts with the"}
+connection on stdin/stdout; its stderr and nspawn's messages go to the journal
+(\`journalctl -u '${svc.replace("@.", "@*.")}'\`). The root is the read-only image, the network is private
+(only \`lo\`, CAP_NET_ADMIN dropped), no new privileges, a private user namespace, and
+${o2.dataPath ?? "/data"} is the only writable path, mounted noexec,nosuid,nodev.
+
+\`deploy/fstab\` holds the same two mounts as /etc/fstab lines, for boards that prefer fstab.
+\`deploy/oci/config.json\` runs the same image under runc (\`runc run --bundle deploy/oci ${o2.name}\`,
+with the image mounted at ${p2.rootMount} and the data partition at ${p2.dataMount}).
+`;
+}
+async function writeDeployBundle(o2) {
+  if (!o2.service.command[0]?.startsWith("/")) throw new UserError("service.command[0] must be an absolute path in the image");
+  const p2 = boardPaths(o2);
+  const dir = path3.join(o2.outDir, "deploy");
+  await mkdir(path3.join(dir, "oci"), { recursive: true });
+  const inetd = o2.service.inetd === true;
+  const { rootMount, dataMount } = renderMountUnits(o2, p2);
+  const units = {
+    socket: `${o2.name}.socket`,
+    service: inetd ? `${o2.name}@.service` : `${o2.name}.service`,
+    rootMount: `${systemdEscapePath(p2.rootMount)}.mount`,
+    dataMount: `${systemdEscapePath(p2.dataMount)}.mount`
+  };
+  const ids = await resolveUser(o2.service.user, o2.root);
+  const contents = {
+    [units.socket]: renderSocketUnit(o2),
+    [units.service]: renderServiceUnit(o2, p2),
+    [units.rootMount]: rootMount,
+    [units.dataMount]: dataMount,
+    fstab: renderFstab(o2, p2),
+    "oci/config.json": JSON.stringify(ociConfig(o2, p2, ids), null, 2) + "\n",
+    "README.md": renderReadme(o2, p2)
+  };
+  for (const [f2, text] of Object.entries(contents)) await writeFile2(path3.join(dir, f2), text);
+  o2.logger?.info(`deploy bundle: ${dir} (${units.socket}, ${units.service}, mounts, fstab, oci/config.json)`);
+  return { dir, files: Object.keys(contents).map((f2) => `deploy/${f2}`).sort(), paths: p2, units };
+}
+
+// src/stages/epoch.ts
+import path9 from "node:path";
 
 // node_modules/is-plain-obj/index.js
 function isPlainObject2(value) {
@@ -28505,7 +28650,7 @@ import process2 from "node:process";
 var isStandardStream = (stream) => STANDARD_STREAMS.includes(stream);
 var STANDARD_STREAMS = [process2.stdin, process2.stdout, process2.stderr];
 var STANDARD_STREAMS_ALIASES = ["stdin", "stdout", "stderr"];
-var getStreamName = (fdNumber) => STANDARD_STREAMS_ALIASES[fdNumber] ?? `stdio[${fdNumber}]`;
+var getStreamName = (fdNumber2) => STANDARD_STREAMS_ALIASES[fdNumber2] ?? `stdio[${fdNumber2}]`;
 
 // node_modules/execa/lib/arguments/specific.js
 var normalizeFdSpecificOptions = (options) => {
@@ -28524,8 +28669,8 @@ var getStdioLength = ({ stdio }) => Array.isArray(stdio) ? Math.max(stdio.length
 var normalizeFdSpecificValue = (optionValue, optionArray, optionName) => isPlainObject2(optionValue) ? normalizeOptionObject(optionValue, optionArray, optionName) : optionArray.fill(optionValue);
 var normalizeOptionObject = (optionValue, optionArray, optionName) => {
   for (const fdName of Object.keys(optionValue).sort(compareFdName)) {
-    for (const fdNumber of parseFdName(fdName, optionName, optionArray)) {
-      optionArray[fdNumber] = optionValue[fdName];
+    for (const fdNumber2 of parseFdName(fdName, optionName, optionArray)) {
+      optionArray[fdNumber2] = optionValue[fdName];
     }
   }
   return optionArray;
@@ -28541,16 +28686,16 @@ var parseFdName = (fdName, optionName, optionArray) => {
   if (fdName === "ipc") {
     return [optionArray.length - 1];
   }
-  const fdNumber = parseFd(fdName);
-  if (fdNumber === void 0 || fdNumber === 0) {
+  const fdNumber2 = parseFd(fdName);
+  if (fdNumber2 === void 0 || fdNumber2 === 0) {
     throw new TypeError(`"${optionName}.${fdName}" is invalid.
 It must be "${optionName}.stdout", "${optionName}.stderr", "${optionName}.all", "${optionName}.ipc", or "${optionName}.fd3", "${optionName}.fd4" (and so on).`);
   }
-  if (fdNumber >= optionArray.length) {
+  if (fdNumber2 >= optionArray.length) {
     throw new TypeError(`"${optionName}.${fdName}" is invalid: that file descriptor does not exist.
 Please set the "stdio" option to ensure that file descriptor exists.`);
   }
-  return fdNumber === "all" ? [1, 2] : [fdNumber];
+  return fdNumber2 === "all" ? [1, 2] : [fdNumber2];
 };
 var parseFd = (fdName) => {
   if (fdName === "all") {
@@ -28575,16 +28720,16 @@ var DEFAULT_OPTIONS = {
   stripFinalNewline: true
 };
 var FD_SPECIFIC_OPTIONS = ["lines", "buffer", "maxBuffer", "verbose", "stripFinalNewline"];
-var getFdSpecificValue = (optionArray, fdNumber) => fdNumber === "ipc" ? optionArray.at(-1) : optionArray[fdNumber];
+var getFdSpecificValue = (optionArray, fdNumber2) => fdNumber2 === "ipc" ? optionArray.at(-1) : optionArray[fdNumber2];
 
 // node_modules/execa/lib/verbose/values.js
-var isVerbose = ({ verbose }, fdNumber) => getFdVerbose(verbose, fdNumber) !== "none";
-var isFullVerbose = ({ verbose }, fdNumber) => !["none", "short"].includes(getFdVerbose(verbose, fdNumber));
-var getVerboseFunction = ({ verbose }, fdNumber) => {
-  const fdVerbose = getFdVerbose(verbose, fdNumber);
+var isVerbose = ({ verbose }, fdNumber2) => getFdVerbose(verbose, fdNumber2) !== "none";
+var isFullVerbose = ({ verbose }, fdNumber2) => !["none", "short"].includes(getFdVerbose(verbose, fdNumber2));
+var getVerboseFunction = ({ verbose }, fdNumber2) => {
+  const fdVerbose = getFdVerbose(verbose, fdNumber2);
   return isVerboseFunction(fdVerbose) ? fdVerbose : void 0;
 };
-var getFdVerbose = (verbose, fdNumber) => fdNumber === void 0 ? getFdGenericVerbose(verbose) : getFdSpecificValue(verbose, fdNumber);
+var getFdVerbose = (verbose, fdNumber2) => fdNumber2 === void 0 ? getFdGenericVerbose(verbose) : getFdSpecificValue(verbose, fdNumber2);
 var getFdGenericVerbose = (verbose) => verbose.find((fdVerbose) => isVerboseFunction(fdVerbose)) ?? VERBOSE_VALUES.findLast((fdVerbose) => verbose.includes(fdVerbose));
 var isVerboseFunction = (fdVerbose) => typeof fdVerbose === "function";
 var VERBOSE_VALUES = ["none", "short", "full"];
@@ -28927,11 +29072,11 @@ var replacements = Object.entries(specialMainSymbols);
 // node_modules/yoctocolors/base.js
 import tty from "node:tty";
 var hasColors = tty?.WriteStream?.prototype?.hasColors?.() ?? false;
-var format = (open3, close) => {
+var format = (open4, close) => {
   if (!hasColors) {
     return (input2) => input2;
   }
-  const openCode = `\x1B[${open3}m`;
+  const openCode = `\x1B[${open4}m`;
   const closeCode = `\x1B[${close}m`;
   return (input2) => {
     const string4 = input2 + "";
@@ -29054,8 +29199,8 @@ var COLORS = {
 };
 
 // node_modules/execa/lib/verbose/custom.js
-var applyVerboseOnLines = (printedLines, verboseInfo, fdNumber) => {
-  const verboseFunction = getVerboseFunction(verboseInfo, fdNumber);
+var applyVerboseOnLines = (printedLines, verboseInfo, fdNumber2) => {
+  const verboseFunction = getVerboseFunction(verboseInfo, fdNumber2);
   return printedLines.map(({ verboseLine, verboseObject }) => applyVerboseFunction(verboseLine, verboseObject, verboseFunction)).filter((printedLine) => printedLine !== void 0).map((printedLine) => appendNewline(printedLine)).join("");
 };
 var applyVerboseFunction = (verboseLine, verboseObject, verboseFunction) => {
@@ -29071,10 +29216,10 @@ var appendNewline = (printedLine) => printedLine.endsWith("\n") ? printedLine : 
 `;
 
 // node_modules/execa/lib/verbose/log.js
-var verboseLog = ({ type, verboseMessage, fdNumber, verboseInfo, result }) => {
+var verboseLog = ({ type, verboseMessage, fdNumber: fdNumber2, verboseInfo, result }) => {
   const verboseObject = getVerboseObject({ type, result, verboseInfo });
   const printedLines = getPrintedLines(verboseMessage, verboseObject);
-  const finalLines = applyVerboseOnLines(printedLines, verboseInfo, fdNumber);
+  const finalLines = applyVerboseOnLines(printedLines, verboseInfo, fdNumber2);
   if (finalLines !== "") {
     console.warn(finalLines.slice(0, -1));
   }
@@ -29166,12 +29311,12 @@ var handleCommand = (filePath, rawArguments, rawOptions) => {
 
 // node_modules/execa/lib/arguments/options.js
 var import_cross_spawn = __toESM(require_cross_spawn(), 1);
-import path7 from "node:path";
+import path8 from "node:path";
 import process6 from "node:process";
 
 // node_modules/npm-run-path/index.js
 import process4 from "node:process";
-import path4 from "node:path";
+import path5 from "node:path";
 
 // node_modules/npm-run-path/node_modules/path-key/index.js
 function pathKey(options = {}) {
@@ -29188,7 +29333,7 @@ function pathKey(options = {}) {
 // node_modules/unicorn-magic/node.js
 import { promisify } from "node:util";
 import { execFile as execFileCallback, execFileSync as execFileSyncOriginal } from "node:child_process";
-import path3 from "node:path";
+import path4 from "node:path";
 import { fileURLToPath as fileURLToPath2 } from "node:url";
 var execFileOriginal = promisify(execFileCallback);
 function toPath(urlOrPath) {
@@ -29197,12 +29342,12 @@ function toPath(urlOrPath) {
 function traversePathUp(startPath) {
   return {
     *[Symbol.iterator]() {
-      let currentPath = path3.resolve(toPath(startPath));
+      let currentPath = path4.resolve(toPath(startPath));
       let previousPath;
       while (previousPath !== currentPath) {
         yield currentPath;
         previousPath = currentPath;
-        currentPath = path3.resolve(currentPath, "..");
+        currentPath = path4.resolve(currentPath, "..");
       }
     }
   };
@@ -29217,27 +29362,27 @@ var npmRunPath = ({
   execPath: execPath2 = process4.execPath,
   addExecPath = true
 } = {}) => {
-  const cwdPath = path4.resolve(toPath(cwd));
+  const cwdPath = path5.resolve(toPath(cwd));
   const result = [];
-  const pathParts = pathOption.split(path4.delimiter);
+  const pathParts = pathOption.split(path5.delimiter);
   if (preferLocal) {
     applyPreferLocal(result, pathParts, cwdPath);
   }
   if (addExecPath) {
     applyExecPath(result, pathParts, execPath2, cwdPath);
   }
-  return pathOption === "" || pathOption === path4.delimiter ? `${result.join(path4.delimiter)}${pathOption}` : [...result, pathOption].join(path4.delimiter);
+  return pathOption === "" || pathOption === path5.delimiter ? `${result.join(path5.delimiter)}${pathOption}` : [...result, pathOption].join(path5.delimiter);
 };
 var applyPreferLocal = (result, pathParts, cwdPath) => {
   for (const directory of traversePathUp(cwdPath)) {
-    const pathPart = path4.join(directory, "node_modules/.bin");
+    const pathPart = path5.join(directory, "node_modules/.bin");
     if (!pathParts.includes(pathPart)) {
       result.push(pathPart);
     }
   }
 };
 var applyExecPath = (result, pathParts, execPath2, cwdPath) => {
-  const pathPart = path4.resolve(cwdPath, toPath(execPath2), "..");
+  const pathPart = path5.resolve(cwdPath, toPath(execPath2), "..");
   if (!pathParts.includes(pathPart)) {
     result.push(pathPart);
   }
@@ -29879,41 +30024,41 @@ var createDeferred = () => {
 var getToStream = (destination, to2 = "stdin") => {
   const isWritable = true;
   const { options, fileDescriptors } = SUBPROCESS_OPTIONS.get(destination);
-  const fdNumber = getFdNumber(fileDescriptors, to2, isWritable);
-  const destinationStream = destination.stdio[fdNumber];
+  const fdNumber2 = getFdNumber(fileDescriptors, to2, isWritable);
+  const destinationStream = destination.stdio[fdNumber2];
   if (destinationStream === null) {
-    throw new TypeError(getInvalidStdioOptionMessage(fdNumber, to2, options, isWritable));
+    throw new TypeError(getInvalidStdioOptionMessage(fdNumber2, to2, options, isWritable));
   }
   return destinationStream;
 };
 var getFromStream = (source, from = "stdout") => {
   const isWritable = false;
   const { options, fileDescriptors } = SUBPROCESS_OPTIONS.get(source);
-  const fdNumber = getFdNumber(fileDescriptors, from, isWritable);
-  const sourceStream = fdNumber === "all" ? source.all : source.stdio[fdNumber];
+  const fdNumber2 = getFdNumber(fileDescriptors, from, isWritable);
+  const sourceStream = fdNumber2 === "all" ? source.all : source.stdio[fdNumber2];
   if (sourceStream === null || sourceStream === void 0) {
-    throw new TypeError(getInvalidStdioOptionMessage(fdNumber, from, options, isWritable));
+    throw new TypeError(getInvalidStdioOptionMessage(fdNumber2, from, options, isWritable));
   }
   return sourceStream;
 };
 var SUBPROCESS_OPTIONS = /* @__PURE__ */ new WeakMap();
 var getFdNumber = (fileDescriptors, fdName, isWritable) => {
-  const fdNumber = parseFdNumber(fdName, isWritable);
-  validateFdNumber(fdNumber, fdName, isWritable, fileDescriptors);
-  return fdNumber;
+  const fdNumber2 = parseFdNumber(fdName, isWritable);
+  validateFdNumber(fdNumber2, fdName, isWritable, fileDescriptors);
+  return fdNumber2;
 };
 var parseFdNumber = (fdName, isWritable) => {
-  const fdNumber = parseFd(fdName);
-  if (fdNumber !== void 0) {
-    return fdNumber;
+  const fdNumber2 = parseFd(fdName);
+  if (fdNumber2 !== void 0) {
+    return fdNumber2;
   }
   const { validOptions, defaultValue } = isWritable ? { validOptions: '"stdin"', defaultValue: "stdin" } : { validOptions: '"stdout", "stderr", "all"', defaultValue: "stdout" };
   throw new TypeError(`"${getOptionName(isWritable)}" must not be "${fdName}".
 It must be ${validOptions} or "fd3", "fd4" (and so on).
 It is optional and defaults to "${defaultValue}".`);
 };
-var validateFdNumber = (fdNumber, fdName, isWritable, fileDescriptors) => {
-  const fileDescriptor = fileDescriptors[getUsedDescriptor(fdNumber)];
+var validateFdNumber = (fdNumber2, fdName, isWritable, fileDescriptors) => {
+  const fileDescriptor = fileDescriptors[getUsedDescriptor(fdNumber2)];
   if (fileDescriptor === void 0) {
     throw new TypeError(`"${getOptionName(isWritable)}" must not be ${fdName}. That file descriptor does not exist.
 Please set the "stdio" option to ensure that file descriptor exists.`);
@@ -29925,16 +30070,16 @@ Please set the "stdio" option to ensure that file descriptor exists.`);
     throw new TypeError(`"${getOptionName(isWritable)}" must not be ${fdName}. It must be a writable stream, not readable.`);
   }
 };
-var getInvalidStdioOptionMessage = (fdNumber, fdName, options, isWritable) => {
-  if (fdNumber === "all" && !options.all) {
+var getInvalidStdioOptionMessage = (fdNumber2, fdName, options, isWritable) => {
+  if (fdNumber2 === "all" && !options.all) {
     return `The "all" option must be true to use "from: 'all'".`;
   }
-  const { optionName, optionValue } = getInvalidStdioOption(fdNumber, options);
+  const { optionName, optionValue } = getInvalidStdioOption(fdNumber2, options);
   return `The "${optionName}: ${serializeOptionValue(optionValue)}" option is incompatible with using "${getOptionName(isWritable)}: ${serializeOptionValue(fdName)}".
 Please set this option with "pipe" instead.`;
 };
-var getInvalidStdioOption = (fdNumber, { stdin, stdout, stderr, stdio }) => {
-  const usedDescriptor = getUsedDescriptor(fdNumber);
+var getInvalidStdioOption = (fdNumber2, { stdin, stdout, stderr, stdio }) => {
+  const usedDescriptor = getUsedDescriptor(fdNumber2);
   if (usedDescriptor === 0 && stdin !== void 0) {
     return { optionName: "stdin", optionValue: stdin };
   }
@@ -29946,7 +30091,7 @@ var getInvalidStdioOption = (fdNumber, { stdin, stdout, stderr, stdio }) => {
   }
   return { optionName: `stdio[${usedDescriptor}]`, optionValue: stdio[usedDescriptor] };
 };
-var getUsedDescriptor = (fdNumber) => fdNumber === "all" ? 1 : fdNumber;
+var getUsedDescriptor = (fdNumber2) => fdNumber2 === "all" ? 1 : fdNumber2;
 var getOptionName = (isWritable) => isWritable ? "to" : "from";
 var serializeOptionValue = (value) => {
   if (typeof value === "string") {
@@ -30392,7 +30537,7 @@ var killAfterTimeout = async (subprocess, timeout, context, { signal }) => {
 
 // node_modules/execa/lib/methods/node.js
 import { execPath, execArgv } from "node:process";
-import path5 from "node:path";
+import path6 from "node:path";
 var mapNode = ({ options }) => {
   if (options.node === false) {
     throw new TypeError('The "node" option cannot be false with `execaNode()`.');
@@ -30411,7 +30556,7 @@ var handleNodeOption = (file2, commandArguments, {
     throw new TypeError('The "execPath" option has been removed. Please use the "nodePath" option instead.');
   }
   const normalizedNodePath = safeNormalizeFileUrl(nodePath, 'The "nodePath" option');
-  const resolvedNodePath = path5.resolve(cwd, normalizedNodePath);
+  const resolvedNodePath = path6.resolve(cwd, normalizedNodePath);
   const newOptions = {
     ...options,
     nodePath: resolvedNodePath,
@@ -30421,7 +30566,7 @@ var handleNodeOption = (file2, commandArguments, {
   if (!shouldHandleNode) {
     return [file2, commandArguments, newOptions];
   }
-  if (path5.basename(file2, ".exe") === "node") {
+  if (path6.basename(file2, ".exe") === "node") {
     throw new TypeError('When the "node" option is true, the first argument does not need to be "node".');
   }
   return [
@@ -30511,11 +30656,11 @@ var serializeEncoding = (encoding) => typeof encoding === "string" ? `"${encodin
 
 // node_modules/execa/lib/arguments/cwd.js
 import { statSync } from "node:fs";
-import path6 from "node:path";
+import path7 from "node:path";
 import process5 from "node:process";
 var normalizeCwd = (cwd = getDefaultCwd()) => {
   const cwdString = safeNormalizeFileUrl(cwd, 'The "cwd" option');
-  return path6.resolve(cwdString);
+  return path7.resolve(cwdString);
 };
 var getDefaultCwd = () => {
   try {
@@ -30561,8 +30706,8 @@ var normalizeOptions = (filePath, rawArguments, rawOptions) => {
   options.env = getEnv(options);
   options.killSignal = normalizeKillSignal(options.killSignal);
   options.forceKillAfterDelay = normalizeForceKillAfterDelay(options.forceKillAfterDelay);
-  options.lines = options.lines.map((lines, fdNumber) => lines && !BINARY_ENCODINGS.has(options.encoding) && options.buffer[fdNumber]);
-  if (process6.platform === "win32" && path7.basename(file2, ".exe") === "cmd") {
+  options.lines = options.lines.map((lines, fdNumber2) => lines && !BINARY_ENCODINGS.has(options.encoding) && options.buffer[fdNumber2]);
+  if (process6.platform === "win32" && path8.basename(file2, ".exe") === "cmd") {
     commandArguments.unshift("/q");
   }
   return { file: file2, commandArguments, options };
@@ -31004,15 +31149,15 @@ var stringMethods = {
 Object.assign(nodeImports, { on, finished });
 
 // node_modules/execa/lib/io/max-buffer.js
-var handleMaxBuffer = ({ error: error62, stream, readableObjectMode, lines, encoding, fdNumber }) => {
+var handleMaxBuffer = ({ error: error62, stream, readableObjectMode, lines, encoding, fdNumber: fdNumber2 }) => {
   if (!(error62 instanceof MaxBufferError)) {
     throw error62;
   }
-  if (fdNumber === "all") {
+  if (fdNumber2 === "all") {
     return error62;
   }
   const unit = getMaxBufferUnit(readableObjectMode, lines, encoding);
-  error62.maxBufferInfo = { fdNumber, unit };
+  error62.maxBufferInfo = { fdNumber: fdNumber2, unit };
   stream.destroy();
   throw error62;
 };
@@ -31044,13 +31189,13 @@ var getMaxBufferInfo = (error62, maxBuffer) => {
   if (error62?.maxBufferInfo === void 0) {
     return { streamName: "output", threshold: maxBuffer[1], unit: "bytes" };
   }
-  const { maxBufferInfo: { fdNumber, unit } } = error62;
+  const { maxBufferInfo: { fdNumber: fdNumber2, unit } } = error62;
   delete error62.maxBufferInfo;
-  const threshold = getFdSpecificValue(maxBuffer, fdNumber);
-  if (fdNumber === "ipc") {
+  const threshold = getFdSpecificValue(maxBuffer, fdNumber2);
+  if (fdNumber2 === "ipc") {
     return { streamName: "IPC output", threshold, unit: "messages" };
   }
-  return { streamName: getStreamName(fdNumber), threshold, unit };
+  return { streamName: getStreamName(fdNumber2), threshold, unit };
 };
 var isMaxBufferSync = (resultError, output2, maxBuffer) => resultError?.code === "ENOBUFS" && output2 !== null && output2.some((result) => result !== null && result.length > getMaxBufferSync(maxBuffer));
 var truncateMaxBufferSync = (result, isMaxBuffer, maxBuffer) => {
@@ -31790,14 +31935,14 @@ var sortTransforms = (newTransforms, direction) => direction === "input" ? newTr
 
 // node_modules/execa/lib/stdio/direction.js
 import process7 from "node:process";
-var getStreamDirection = (stdioItems, fdNumber, optionName) => {
-  const directions = stdioItems.map((stdioItem) => getStdioItemDirection(stdioItem, fdNumber));
+var getStreamDirection = (stdioItems, fdNumber2, optionName) => {
+  const directions = stdioItems.map((stdioItem) => getStdioItemDirection(stdioItem, fdNumber2));
   if (directions.includes("input") && directions.includes("output")) {
     throw new TypeError(`The \`${optionName}\` option must not be an array of both readable and writable values.`);
   }
   return directions.find(Boolean) ?? DEFAULT_DIRECTION;
 };
-var getStdioItemDirection = ({ type, value }, fdNumber) => KNOWN_DIRECTIONS[fdNumber] ?? guessStreamDirection[type](value);
+var getStdioItemDirection = ({ type, value }, fdNumber2) => KNOWN_DIRECTIONS[fdNumber2] ?? guessStreamDirection[type](value);
 var KNOWN_DIRECTIONS = ["input", "output", "output"];
 var anyDirection = () => void 0;
 var alwaysInput = () => "input";
@@ -31843,7 +31988,7 @@ var normalizeIpcStdioArray = (stdioArray, ipc) => ipc && !stdioArray.includes("i
 
 // node_modules/execa/lib/stdio/stdio-option.js
 var normalizeStdioOption = ({ stdio, ipc, buffer, ...options }, verboseInfo, isSync) => {
-  const stdioArray = getStdioArray(stdio, options).map((stdioOption, fdNumber) => addDefaultValue2(stdioOption, fdNumber));
+  const stdioArray = getStdioArray(stdio, options).map((stdioOption, fdNumber2) => addDefaultValue2(stdioOption, fdNumber2));
   return isSync ? normalizeStdioSync(stdioArray, buffer, verboseInfo) : normalizeIpcStdioArray(stdioArray, ipc);
 };
 var getStdioArray = (stdio, options) => {
@@ -31860,35 +32005,35 @@ var getStdioArray = (stdio, options) => {
     throw new TypeError(`Expected \`stdio\` to be of type \`string\` or \`Array\`, got \`${typeof stdio}\``);
   }
   const length = Math.max(stdio.length, STANDARD_STREAMS_ALIASES.length);
-  return Array.from({ length }, (_2, fdNumber) => stdio[fdNumber]);
+  return Array.from({ length }, (_2, fdNumber2) => stdio[fdNumber2]);
 };
 var hasAlias = (options) => STANDARD_STREAMS_ALIASES.some((alias) => options[alias] !== void 0);
-var addDefaultValue2 = (stdioOption, fdNumber) => {
+var addDefaultValue2 = (stdioOption, fdNumber2) => {
   if (Array.isArray(stdioOption)) {
-    return stdioOption.map((item) => addDefaultValue2(item, fdNumber));
+    return stdioOption.map((item) => addDefaultValue2(item, fdNumber2));
   }
   if (stdioOption === null || stdioOption === void 0) {
-    return fdNumber >= STANDARD_STREAMS_ALIASES.length ? "ignore" : "pipe";
+    return fdNumber2 >= STANDARD_STREAMS_ALIASES.length ? "ignore" : "pipe";
   }
   return stdioOption;
 };
-var normalizeStdioSync = (stdioArray, buffer, verboseInfo) => stdioArray.map((stdioOption, fdNumber) => !buffer[fdNumber] && fdNumber !== 0 && !isFullVerbose(verboseInfo, fdNumber) && isOutputPipeOnly(stdioOption) ? "ignore" : stdioOption);
+var normalizeStdioSync = (stdioArray, buffer, verboseInfo) => stdioArray.map((stdioOption, fdNumber2) => !buffer[fdNumber2] && fdNumber2 !== 0 && !isFullVerbose(verboseInfo, fdNumber2) && isOutputPipeOnly(stdioOption) ? "ignore" : stdioOption);
 var isOutputPipeOnly = (stdioOption) => stdioOption === "pipe" || Array.isArray(stdioOption) && stdioOption.every((item) => item === "pipe");
 
 // node_modules/execa/lib/stdio/native.js
 import { readFileSync } from "node:fs";
 import tty2 from "node:tty";
-var handleNativeStream = ({ stdioItem, stdioItem: { type }, isStdioArray, fdNumber, direction, isSync }) => {
+var handleNativeStream = ({ stdioItem, stdioItem: { type }, isStdioArray, fdNumber: fdNumber2, direction, isSync }) => {
   if (!isStdioArray || type !== "native") {
     return stdioItem;
   }
-  return isSync ? handleNativeStreamSync({ stdioItem, fdNumber, direction }) : handleNativeStreamAsync({ stdioItem, fdNumber });
+  return isSync ? handleNativeStreamSync({ stdioItem, fdNumber: fdNumber2, direction }) : handleNativeStreamAsync({ stdioItem, fdNumber: fdNumber2 });
 };
-var handleNativeStreamSync = ({ stdioItem, stdioItem: { value, optionName }, fdNumber, direction }) => {
+var handleNativeStreamSync = ({ stdioItem, stdioItem: { value, optionName }, fdNumber: fdNumber2, direction }) => {
   const targetFd = getTargetFd({
     value,
     optionName,
-    fdNumber,
+    fdNumber: fdNumber2,
     direction
   });
   if (targetFd !== void 0) {
@@ -31899,8 +32044,8 @@ var handleNativeStreamSync = ({ stdioItem, stdioItem: { value, optionName }, fdN
   }
   return stdioItem;
 };
-var getTargetFd = ({ value, optionName, fdNumber, direction }) => {
-  const targetFdNumber = getTargetFdNumber(value, fdNumber);
+var getTargetFd = ({ value, optionName, fdNumber: fdNumber2, direction }) => {
+  const targetFdNumber = getTargetFdNumber(value, fdNumber2);
   if (targetFdNumber === void 0) {
     return;
   }
@@ -31912,9 +32057,9 @@ var getTargetFd = ({ value, optionName, fdNumber, direction }) => {
   }
   return { type: "uint8Array", value: bufferToUint8Array(readFileSync(targetFdNumber)), optionName };
 };
-var getTargetFdNumber = (value, fdNumber) => {
+var getTargetFdNumber = (value, fdNumber2) => {
   if (value === "inherit") {
-    return fdNumber;
+    return fdNumber2;
   }
   if (typeof value === "number") {
     return value;
@@ -31924,9 +32069,9 @@ var getTargetFdNumber = (value, fdNumber) => {
     return standardStreamIndex;
   }
 };
-var handleNativeStreamAsync = ({ stdioItem, stdioItem: { value, optionName }, fdNumber }) => {
+var handleNativeStreamAsync = ({ stdioItem, stdioItem: { value, optionName }, fdNumber: fdNumber2 }) => {
   if (value === "inherit") {
-    return { type: "nodeStream", value: getStandardStream(fdNumber, value, optionName), optionName };
+    return { type: "nodeStream", value: getStandardStream(fdNumber2, value, optionName), optionName };
   }
   if (typeof value === "number") {
     return { type: "nodeStream", value: getStandardStream(value, value, optionName), optionName };
@@ -31936,8 +32081,8 @@ var handleNativeStreamAsync = ({ stdioItem, stdioItem: { value, optionName }, fd
   }
   return stdioItem;
 };
-var getStandardStream = (fdNumber, value, optionName) => {
-  const standardStream = STANDARD_STREAMS[fdNumber];
+var getStandardStream = (fdNumber2, value, optionName) => {
+  const standardStream = STANDARD_STREAMS[fdNumber2];
   if (standardStream === void 0) {
     throw new TypeError(`The \`${optionName}: ${value}\` option is invalid: no such standard stream.`);
   }
@@ -31945,7 +32090,7 @@ var getStandardStream = (fdNumber, value, optionName) => {
 };
 
 // node_modules/execa/lib/stdio/input-option.js
-var handleInputOptions = ({ input: input2, inputFile }, fdNumber) => fdNumber === 0 ? [
+var handleInputOptions = ({ input: input2, inputFile }, fdNumber2) => fdNumber2 === 0 ? [
   ...handleInputOption(input2),
   ...handleInputFileOption(inputFile)
 ] : [];
@@ -32058,9 +32203,9 @@ var throwOnDuplicateStream = (stdioItem, optionName, type) => {
 // node_modules/execa/lib/stdio/handle.js
 var handleStdio = (addProperties3, options, verboseInfo, isSync) => {
   const stdio = normalizeStdioOption(options, verboseInfo, isSync);
-  const initialFileDescriptors = stdio.map((stdioOption, fdNumber) => getFileDescriptor({
+  const initialFileDescriptors = stdio.map((stdioOption, fdNumber2) => getFileDescriptor({
     stdioOption,
-    fdNumber,
+    fdNumber: fdNumber2,
     options,
     isSync
   }));
@@ -32073,19 +32218,19 @@ var handleStdio = (addProperties3, options, verboseInfo, isSync) => {
   options.stdio = fileDescriptors.map(({ stdioItems }) => forwardStdio(stdioItems));
   return fileDescriptors;
 };
-var getFileDescriptor = ({ stdioOption, fdNumber, options, isSync }) => {
-  const optionName = getStreamName(fdNumber);
+var getFileDescriptor = ({ stdioOption, fdNumber: fdNumber2, options, isSync }) => {
+  const optionName = getStreamName(fdNumber2);
   const { stdioItems: initialStdioItems, isStdioArray } = initializeStdioItems({
     stdioOption,
-    fdNumber,
+    fdNumber: fdNumber2,
     options,
     optionName
   });
-  const direction = getStreamDirection(initialStdioItems, fdNumber, optionName);
+  const direction = getStreamDirection(initialStdioItems, fdNumber2, optionName);
   const stdioItems = initialStdioItems.map((stdioItem) => handleNativeStream({
     stdioItem,
     isStdioArray,
-    fdNumber,
+    fdNumber: fdNumber2,
     direction,
     isSync
   }));
@@ -32094,11 +32239,11 @@ var getFileDescriptor = ({ stdioOption, fdNumber, options, isSync }) => {
   validateFileObjectMode(normalizedStdioItems, objectMode);
   return { direction, objectMode, stdioItems: normalizedStdioItems };
 };
-var initializeStdioItems = ({ stdioOption, fdNumber, options, optionName }) => {
+var initializeStdioItems = ({ stdioOption, fdNumber: fdNumber2, options, optionName }) => {
   const values = Array.isArray(stdioOption) ? stdioOption : [stdioOption];
   const initialStdioItems = [
     ...values.map((value) => initializeStdioItem(value, optionName)),
-    ...handleInputOptions(options, fdNumber)
+    ...handleInputOptions(options, fdNumber2)
   ];
   const stdioItems = filterDuplicates(initialStdioItems);
   const isStdioArray = stdioItems.length > 1;
@@ -32262,8 +32407,8 @@ var addPropertiesSync = {
 };
 
 // node_modules/execa/lib/io/strip-newline.js
-var stripNewline = (value, { stripFinalNewline: stripFinalNewline2 }, fdNumber) => getStripFinalNewline(stripFinalNewline2, fdNumber) && value !== void 0 && !Array.isArray(value) ? stripFinalNewline(value) : value;
-var getStripFinalNewline = (stripFinalNewline2, fdNumber) => fdNumber === "all" ? stripFinalNewline2[1] || stripFinalNewline2[2] : stripFinalNewline2[fdNumber];
+var stripNewline = (value, { stripFinalNewline: stripFinalNewline2 }, fdNumber2) => getStripFinalNewline(stripFinalNewline2, fdNumber2) && value !== void 0 && !Array.isArray(value) ? stripFinalNewline(value) : value;
+var getStripFinalNewline = (stripFinalNewline2, fdNumber2) => fdNumber2 === "all" ? stripFinalNewline2[1] || stripFinalNewline2[2] : stripFinalNewline2[fdNumber2];
 
 // node_modules/execa/lib/transform/generator.js
 import { Transform, getDefaultHighWaterMark } from "node:stream";
@@ -32558,18 +32703,18 @@ var addInternalGenerators = ({ transform: transform2, final, binary, writableObj
 
 // node_modules/execa/lib/io/input-sync.js
 var addInputOptionsSync = (fileDescriptors, options) => {
-  for (const fdNumber of getInputFdNumbers(fileDescriptors)) {
-    addInputOptionSync(fileDescriptors, fdNumber, options);
+  for (const fdNumber2 of getInputFdNumbers(fileDescriptors)) {
+    addInputOptionSync(fileDescriptors, fdNumber2, options);
   }
 };
-var getInputFdNumbers = (fileDescriptors) => new Set(Object.entries(fileDescriptors).filter(([, { direction }]) => direction === "input").map(([fdNumber]) => Number(fdNumber)));
-var addInputOptionSync = (fileDescriptors, fdNumber, options) => {
-  const { stdioItems } = fileDescriptors[fdNumber];
+var getInputFdNumbers = (fileDescriptors) => new Set(Object.entries(fileDescriptors).filter(([, { direction }]) => direction === "input").map(([fdNumber2]) => Number(fdNumber2)));
+var addInputOptionSync = (fileDescriptors, fdNumber2, options) => {
+  const { stdioItems } = fileDescriptors[fdNumber2];
   const allStdioItems = stdioItems.filter(({ contents }) => contents !== void 0);
   if (allStdioItems.length === 0) {
     return;
   }
-  if (fdNumber !== 0) {
+  if (fdNumber2 !== 0) {
     const [{ type, optionName }] = allStdioItems;
     throw new TypeError(`Only the \`stdin\` option, not \`${optionName}\`, can be ${TYPE_TO_MESSAGE[type]} with synchronous methods.`);
   }
@@ -32593,28 +32738,28 @@ var validateSerializable = (newContents) => {
 import { writeFileSync, appendFileSync } from "node:fs";
 
 // node_modules/execa/lib/verbose/output.js
-var shouldLogOutput = ({ stdioItems, encoding, verboseInfo, fdNumber }) => fdNumber !== "all" && isFullVerbose(verboseInfo, fdNumber) && !BINARY_ENCODINGS.has(encoding) && fdUsesVerbose(fdNumber) && (stdioItems.some(({ type, value }) => type === "native" && PIPED_STDIO_VALUES.has(value)) || stdioItems.every(({ type }) => TRANSFORM_TYPES.has(type)));
-var fdUsesVerbose = (fdNumber) => fdNumber === 1 || fdNumber === 2;
+var shouldLogOutput = ({ stdioItems, encoding, verboseInfo, fdNumber: fdNumber2 }) => fdNumber2 !== "all" && isFullVerbose(verboseInfo, fdNumber2) && !BINARY_ENCODINGS.has(encoding) && fdUsesVerbose(fdNumber2) && (stdioItems.some(({ type, value }) => type === "native" && PIPED_STDIO_VALUES.has(value)) || stdioItems.every(({ type }) => TRANSFORM_TYPES.has(type)));
+var fdUsesVerbose = (fdNumber2) => fdNumber2 === 1 || fdNumber2 === 2;
 var PIPED_STDIO_VALUES = /* @__PURE__ */ new Set(["pipe", "overlapped"]);
-var logLines = async (linesIterable, stream, fdNumber, verboseInfo) => {
+var logLines = async (linesIterable, stream, fdNumber2, verboseInfo) => {
   for await (const line of linesIterable) {
     if (!isPipingStream(stream)) {
-      logLine(line, fdNumber, verboseInfo);
+      logLine(line, fdNumber2, verboseInfo);
     }
   }
 };
-var logLinesSync = (linesArray, fdNumber, verboseInfo) => {
+var logLinesSync = (linesArray, fdNumber2, verboseInfo) => {
   for (const line of linesArray) {
-    logLine(line, fdNumber, verboseInfo);
+    logLine(line, fdNumber2, verboseInfo);
   }
 };
 var isPipingStream = (stream) => stream._readableState.pipes.length > 0;
-var logLine = (line, fdNumber, verboseInfo) => {
+var logLine = (line, fdNumber2, verboseInfo) => {
   const verboseMessage = serializeVerboseMessage(line);
   verboseLog({
     type: "output",
     verboseMessage,
-    fdNumber,
+    fdNumber: fdNumber2,
     verboseInfo
   });
 };
@@ -32626,10 +32771,10 @@ var transformOutputSync = ({ fileDescriptors, syncResult: { output: output2 }, o
   }
   const state = {};
   const outputFiles = /* @__PURE__ */ new Set([]);
-  const transformedOutput = output2.map((result, fdNumber) => transformOutputResultSync({
+  const transformedOutput = output2.map((result, fdNumber2) => transformOutputResultSync({
     result,
     fileDescriptors,
-    fdNumber,
+    fdNumber: fdNumber2,
     state,
     outputFiles,
     isMaxBuffer,
@@ -32637,13 +32782,13 @@ var transformOutputSync = ({ fileDescriptors, syncResult: { output: output2 }, o
   }, options));
   return { output: transformedOutput, ...state };
 };
-var transformOutputResultSync = ({ result, fileDescriptors, fdNumber, state, outputFiles, isMaxBuffer, verboseInfo }, { buffer, encoding, lines, stripFinalNewline: stripFinalNewline2, maxBuffer }) => {
+var transformOutputResultSync = ({ result, fileDescriptors, fdNumber: fdNumber2, state, outputFiles, isMaxBuffer, verboseInfo }, { buffer, encoding, lines, stripFinalNewline: stripFinalNewline2, maxBuffer }) => {
   if (result === null) {
     return;
   }
   const truncatedResult = truncateMaxBufferSync(result, isMaxBuffer, maxBuffer);
   const uint8ArrayResult = bufferToUint8Array(truncatedResult);
-  const { stdioItems, objectMode } = fileDescriptors[fdNumber];
+  const { stdioItems, objectMode } = fileDescriptors[fdNumber2];
   const chunks = runOutputGeneratorsSync([uint8ArrayResult], stdioItems, encoding, state);
   const { serializedResult, finalResult = serializedResult } = serializeChunks({
     chunks,
@@ -32651,18 +32796,18 @@ var transformOutputResultSync = ({ result, fileDescriptors, fdNumber, state, out
     encoding,
     lines,
     stripFinalNewline: stripFinalNewline2,
-    fdNumber
+    fdNumber: fdNumber2
   });
   logOutputSync({
     serializedResult,
-    fdNumber,
+    fdNumber: fdNumber2,
     state,
     verboseInfo,
     encoding,
     stdioItems,
     objectMode
   });
-  const returnedResult = buffer[fdNumber] ? finalResult : void 0;
+  const returnedResult = buffer[fdNumber2] ? finalResult : void 0;
   try {
     if (state.error === void 0) {
       writeToFiles(serializedResult, stdioItems, outputFiles);
@@ -32681,7 +32826,7 @@ var runOutputGeneratorsSync = (chunks, stdioItems, encoding, state) => {
     return chunks;
   }
 };
-var serializeChunks = ({ chunks, objectMode, encoding, lines, stripFinalNewline: stripFinalNewline2, fdNumber }) => {
+var serializeChunks = ({ chunks, objectMode, encoding, lines, stripFinalNewline: stripFinalNewline2, fdNumber: fdNumber2 }) => {
   if (objectMode) {
     return { serializedResult: chunks };
   }
@@ -32689,35 +32834,35 @@ var serializeChunks = ({ chunks, objectMode, encoding, lines, stripFinalNewline:
     return { serializedResult: joinToUint8Array(chunks) };
   }
   const serializedResult = joinToString(chunks, encoding);
-  if (lines[fdNumber]) {
-    return { serializedResult, finalResult: splitLinesSync(serializedResult, !stripFinalNewline2[fdNumber], objectMode) };
+  if (lines[fdNumber2]) {
+    return { serializedResult, finalResult: splitLinesSync(serializedResult, !stripFinalNewline2[fdNumber2], objectMode) };
   }
   return { serializedResult };
 };
-var logOutputSync = ({ serializedResult, fdNumber, state, verboseInfo, encoding, stdioItems, objectMode }) => {
+var logOutputSync = ({ serializedResult, fdNumber: fdNumber2, state, verboseInfo, encoding, stdioItems, objectMode }) => {
   if (!shouldLogOutput({
     stdioItems,
     encoding,
     verboseInfo,
-    fdNumber
+    fdNumber: fdNumber2
   })) {
     return;
   }
   const linesArray = splitLinesSync(serializedResult, false, objectMode);
   try {
-    logLinesSync(linesArray, fdNumber, verboseInfo);
+    logLinesSync(linesArray, fdNumber2, verboseInfo);
   } catch (error62) {
     state.error ??= error62;
   }
 };
 var writeToFiles = (serializedResult, stdioItems, outputFiles) => {
-  for (const { path: path19, append } of stdioItems.filter(({ type }) => FILE_TYPES.has(type))) {
-    const pathString = typeof path19 === "string" ? path19 : path19.toString();
+  for (const { path: path32, append } of stdioItems.filter(({ type }) => FILE_TYPES.has(type))) {
+    const pathString = typeof path32 === "string" ? path32 : path32.toString();
     if (append || outputFiles.has(pathString)) {
-      appendFileSync(path19, serializedResult);
+      appendFileSync(path32, serializedResult);
     } else {
       outputFiles.add(pathString);
-      writeFileSync(path19, serializedResult);
+      writeFileSync(path32, serializedResult);
     }
   }
 };
@@ -32870,7 +33015,7 @@ var spawnSubprocessSync = ({ file: file2, commandArguments, options, command, es
     isMaxBuffer,
     verboseInfo
   });
-  const stdio = output2.map((stdioOutput, fdNumber) => stripNewline(stdioOutput, options, fdNumber));
+  const stdio = output2.map((stdioOutput, fdNumber2) => stripNewline(stdioOutput, options, fdNumber2));
   const all = stripNewline(getAllSync(output2, options), options, "all");
   return getSyncResult({
     error: error62,
@@ -33166,7 +33311,7 @@ var duplex = () => new Duplex({ read() {
 var handleDummyPromise = async (error62, verboseInfo, options) => handleResult(error62, verboseInfo, options);
 
 // node_modules/execa/lib/stdio/handle-async.js
-import { createReadStream, createWriteStream } from "node:fs";
+import { createReadStream as createReadStream2, createWriteStream } from "node:fs";
 import { Buffer as Buffer4 } from "node:buffer";
 import { Readable as Readable2, Writable as Writable2, Duplex as Duplex2 } from "node:stream";
 var handleStdioAsync = (options, verboseInfo) => handleStdio(addPropertiesAsync, options, verboseInfo, false);
@@ -33190,8 +33335,8 @@ var addProperties2 = {
 var addPropertiesAsync = {
   input: {
     ...addProperties2,
-    fileUrl: ({ value }) => ({ stream: createReadStream(value) }),
-    filePath: ({ value: { file: file2 } }) => ({ stream: createReadStream(file2) }),
+    fileUrl: ({ value }) => ({ stream: createReadStream2(value) }),
+    filePath: ({ value: { file: file2 } }) => ({ stream: createReadStream2(file2) }),
     webStream: ({ value }) => ({ stream: Readable2.fromWeb(value) }),
     iterable: ({ value }) => ({ stream: Readable2.from(value) }),
     asyncIterable: ({ value }) => ({ stream: Readable2.from(value) }),
@@ -33468,16 +33613,16 @@ var abortSourceStream = (source) => {
 // node_modules/execa/lib/io/output-async.js
 var pipeOutputAsync = (subprocess, fileDescriptors, controller) => {
   const pipeGroups = /* @__PURE__ */ new Map();
-  for (const [fdNumber, { stdioItems, direction }] of Object.entries(fileDescriptors)) {
+  for (const [fdNumber2, { stdioItems, direction }] of Object.entries(fileDescriptors)) {
     for (const { stream } of stdioItems.filter(({ type }) => TRANSFORM_TYPES.has(type))) {
-      pipeTransform(subprocess, stream, direction, fdNumber);
+      pipeTransform(subprocess, stream, direction, fdNumber2);
     }
     for (const { stream } of stdioItems.filter(({ type }) => !TRANSFORM_TYPES.has(type))) {
       pipeStdioItem({
         subprocess,
         stream,
         direction,
-        fdNumber,
+        fdNumber: fdNumber2,
         pipeGroups,
         controller
       });
@@ -33488,25 +33633,25 @@ var pipeOutputAsync = (subprocess, fileDescriptors, controller) => {
     pipeStreams(inputStream, outputStream);
   }
 };
-var pipeTransform = (subprocess, stream, direction, fdNumber) => {
+var pipeTransform = (subprocess, stream, direction, fdNumber2) => {
   if (direction === "output") {
-    pipeStreams(subprocess.stdio[fdNumber], stream);
+    pipeStreams(subprocess.stdio[fdNumber2], stream);
   } else {
-    pipeStreams(stream, subprocess.stdio[fdNumber]);
+    pipeStreams(stream, subprocess.stdio[fdNumber2]);
   }
-  const streamProperty = SUBPROCESS_STREAM_PROPERTIES[fdNumber];
+  const streamProperty = SUBPROCESS_STREAM_PROPERTIES[fdNumber2];
   if (streamProperty !== void 0) {
     subprocess[streamProperty] = stream;
   }
-  subprocess.stdio[fdNumber] = stream;
+  subprocess.stdio[fdNumber2] = stream;
 };
 var SUBPROCESS_STREAM_PROPERTIES = ["stdin", "stdout", "stderr"];
-var pipeStdioItem = ({ subprocess, stream, direction, fdNumber, pipeGroups, controller }) => {
+var pipeStdioItem = ({ subprocess, stream, direction, fdNumber: fdNumber2, pipeGroups, controller }) => {
   if (stream === void 0) {
     return;
   }
   setStandardStreamMaxListeners(stream, controller);
-  const [inputStream, outputStream] = direction === "output" ? [stream, subprocess.stdio[fdNumber]] : [subprocess.stdio[fdNumber], stream];
+  const [inputStream, outputStream] = direction === "output" ? [stream, subprocess.stdio[fdNumber2]] : [subprocess.stdio[fdNumber2], stream];
   const outputStreams = pipeGroups.get(inputStream) ?? [];
   pipeGroups.set(inputStream, [...outputStreams, outputStream]);
 };
@@ -34126,11 +34271,11 @@ var getGenerators = ({ binary, shouldEncode, encoding, shouldSplit, preserveNewl
 ].filter(Boolean);
 
 // node_modules/execa/lib/io/contents.js
-var getStreamOutput = async ({ stream, onStreamEnd, fdNumber, encoding, buffer, maxBuffer, lines, allMixed, stripFinalNewline: stripFinalNewline2, verboseInfo, streamInfo }) => {
+var getStreamOutput = async ({ stream, onStreamEnd, fdNumber: fdNumber2, encoding, buffer, maxBuffer, lines, allMixed, stripFinalNewline: stripFinalNewline2, verboseInfo, streamInfo }) => {
   const logPromise = logOutputAsync({
     stream,
     onStreamEnd,
-    fdNumber,
+    fdNumber: fdNumber2,
     encoding,
     allMixed,
     verboseInfo,
@@ -34140,7 +34285,7 @@ var getStreamOutput = async ({ stream, onStreamEnd, fdNumber, encoding, buffer, 
     await Promise.all([resumeStream(stream), logPromise]);
     return;
   }
-  const stripFinalNewlineValue = getStripFinalNewline(stripFinalNewline2, fdNumber);
+  const stripFinalNewlineValue = getStripFinalNewline(stripFinalNewline2, fdNumber2);
   const iterable = iterateForResult({
     stream,
     onStreamEnd,
@@ -34153,7 +34298,7 @@ var getStreamOutput = async ({ stream, onStreamEnd, fdNumber, encoding, buffer, 
     getStreamContents2({
       stream,
       iterable,
-      fdNumber,
+      fdNumber: fdNumber2,
       encoding,
       maxBuffer,
       lines
@@ -34162,12 +34307,12 @@ var getStreamOutput = async ({ stream, onStreamEnd, fdNumber, encoding, buffer, 
   ]);
   return output2;
 };
-var logOutputAsync = async ({ stream, onStreamEnd, fdNumber, encoding, allMixed, verboseInfo, streamInfo: { fileDescriptors } }) => {
+var logOutputAsync = async ({ stream, onStreamEnd, fdNumber: fdNumber2, encoding, allMixed, verboseInfo, streamInfo: { fileDescriptors } }) => {
   if (!shouldLogOutput({
-    stdioItems: fileDescriptors[fdNumber]?.stdioItems,
+    stdioItems: fileDescriptors[fdNumber2]?.stdioItems,
     encoding,
     verboseInfo,
-    fdNumber
+    fdNumber: fdNumber2
   })) {
     return;
   }
@@ -34179,7 +34324,7 @@ var logOutputAsync = async ({ stream, onStreamEnd, fdNumber, encoding, allMixed,
     stripFinalNewline: true,
     allMixed
   });
-  await logLines(linesIterable, stream, fdNumber, verboseInfo);
+  await logLines(linesIterable, stream, fdNumber2, verboseInfo);
 };
 var resumeStream = async (stream) => {
   await setImmediate();
@@ -34187,7 +34332,7 @@ var resumeStream = async (stream) => {
     stream.resume();
   }
 };
-var getStreamContents2 = async ({ stream, stream: { readableObjectMode }, iterable, fdNumber, encoding, maxBuffer, lines }) => {
+var getStreamContents2 = async ({ stream, stream: { readableObjectMode }, iterable, fdNumber: fdNumber2, encoding, maxBuffer, lines }) => {
   try {
     if (readableObjectMode || lines) {
       return await getStreamAsArray(iterable, { maxBuffer });
@@ -34203,7 +34348,7 @@ var getStreamContents2 = async ({ stream, stream: { readableObjectMode }, iterab
       readableObjectMode,
       lines,
       encoding,
-      fdNumber
+      fdNumber: fdNumber2
     }));
   }
 };
@@ -34218,7 +34363,7 @@ var handleBufferedData = ({ bufferedData }) => isArrayBuffer(bufferedData) ? new
 
 // node_modules/execa/lib/resolve/wait-stream.js
 import { finished as finished5 } from "node:stream/promises";
-var waitForStream = async (stream, fdNumber, streamInfo, { isSameDirection, stopOnExit = false } = {}) => {
+var waitForStream = async (stream, fdNumber2, streamInfo, { isSameDirection, stopOnExit = false } = {}) => {
   const state = handleStdinDestroy(stream, streamInfo);
   const abortController = new AbortController();
   try {
@@ -34228,7 +34373,7 @@ var waitForStream = async (stream, fdNumber, streamInfo, { isSameDirection, stop
     ]);
   } catch (error62) {
     if (!state.stdinCleanedUp) {
-      handleStreamError(error62, fdNumber, streamInfo, isSameDirection);
+      handleStreamError(error62, fdNumber2, streamInfo, isSameDirection);
     }
   } finally {
     abortController.abort();
@@ -34253,41 +34398,41 @@ var setStdinCleanedUp = ({ exitCode, signalCode }, state) => {
     state.stdinCleanedUp = true;
   }
 };
-var handleStreamError = (error62, fdNumber, streamInfo, isSameDirection) => {
-  if (!shouldIgnoreStreamError(error62, fdNumber, streamInfo, isSameDirection)) {
+var handleStreamError = (error62, fdNumber2, streamInfo, isSameDirection) => {
+  if (!shouldIgnoreStreamError(error62, fdNumber2, streamInfo, isSameDirection)) {
     throw error62;
   }
 };
-var shouldIgnoreStreamError = (error62, fdNumber, streamInfo, isSameDirection = true) => {
+var shouldIgnoreStreamError = (error62, fdNumber2, streamInfo, isSameDirection = true) => {
   if (streamInfo.propagating) {
     return isStreamEpipe(error62) || isStreamAbort(error62);
   }
   streamInfo.propagating = true;
-  return isInputFileDescriptor(streamInfo, fdNumber) === isSameDirection ? isStreamEpipe(error62) : isStreamAbort(error62);
+  return isInputFileDescriptor(streamInfo, fdNumber2) === isSameDirection ? isStreamEpipe(error62) : isStreamAbort(error62);
 };
-var isInputFileDescriptor = ({ fileDescriptors }, fdNumber) => fdNumber !== "all" && fileDescriptors[fdNumber].direction === "input";
+var isInputFileDescriptor = ({ fileDescriptors }, fdNumber2) => fdNumber2 !== "all" && fileDescriptors[fdNumber2].direction === "input";
 var isStreamAbort = (error62) => error62?.code === "ERR_STREAM_PREMATURE_CLOSE";
 var isStreamEpipe = (error62) => error62?.code === "EPIPE";
 
 // node_modules/execa/lib/resolve/stdio.js
-var waitForStdioStreams = ({ subprocess, encoding, buffer, maxBuffer, lines, stripFinalNewline: stripFinalNewline2, verboseInfo, streamInfo }) => subprocess.stdio.map((stream, fdNumber) => waitForSubprocessStream({
+var waitForStdioStreams = ({ subprocess, encoding, buffer, maxBuffer, lines, stripFinalNewline: stripFinalNewline2, verboseInfo, streamInfo }) => subprocess.stdio.map((stream, fdNumber2) => waitForSubprocessStream({
   stream,
-  fdNumber,
+  fdNumber: fdNumber2,
   encoding,
-  buffer: buffer[fdNumber],
-  maxBuffer: maxBuffer[fdNumber],
-  lines: lines[fdNumber],
+  buffer: buffer[fdNumber2],
+  maxBuffer: maxBuffer[fdNumber2],
+  lines: lines[fdNumber2],
   allMixed: false,
   stripFinalNewline: stripFinalNewline2,
   verboseInfo,
   streamInfo
 }));
-var waitForSubprocessStream = async ({ stream, fdNumber, encoding, buffer, maxBuffer, lines, allMixed, stripFinalNewline: stripFinalNewline2, verboseInfo, streamInfo }) => {
+var waitForSubprocessStream = async ({ stream, fdNumber: fdNumber2, encoding, buffer, maxBuffer, lines, allMixed, stripFinalNewline: stripFinalNewline2, verboseInfo, streamInfo }) => {
   if (!stream) {
     return;
   }
-  const onStreamEnd = waitForStream(stream, fdNumber, streamInfo);
-  if (isInputFileDescriptor(streamInfo, fdNumber)) {
+  const onStreamEnd = waitForStream(stream, fdNumber2, streamInfo);
+  if (isInputFileDescriptor(streamInfo, fdNumber2)) {
     await onStreamEnd;
     return;
   }
@@ -34295,7 +34440,7 @@ var waitForSubprocessStream = async ({ stream, fdNumber, encoding, buffer, maxBu
     getStreamOutput({
       stream,
       onStreamEnd,
-      fdNumber,
+      fdNumber: fdNumber2,
       encoding,
       buffer,
       maxBuffer,
@@ -34497,8 +34642,8 @@ var waitForSubprocessResult = async ({
     ]);
   }
 };
-var waitForOriginalStreams = (originalStreams, subprocess, streamInfo) => originalStreams.map((stream, fdNumber) => stream === subprocess.stdio[fdNumber] ? void 0 : waitForStream(stream, fdNumber, streamInfo));
-var waitForCustomStreamsEnd = (fileDescriptors, streamInfo) => fileDescriptors.flatMap(({ stdioItems }, fdNumber) => stdioItems.filter(({ value, stream = value }) => isStream2(stream, { checkOpen: false }) && !isStandardStream(stream)).map(({ type, value, stream = value }) => waitForStream(stream, fdNumber, streamInfo, {
+var waitForOriginalStreams = (originalStreams, subprocess, streamInfo) => originalStreams.map((stream, fdNumber2) => stream === subprocess.stdio[fdNumber2] ? void 0 : waitForStream(stream, fdNumber2, streamInfo));
+var waitForCustomStreamsEnd = (fileDescriptors, streamInfo) => fileDescriptors.flatMap(({ stdioItems }, fdNumber2) => stdioItems.filter(({ value, stream = value }) => isStream2(stream, { checkOpen: false }) && !isStandardStream(stream)).map(({ type, value, stream = value }) => waitForStream(stream, fdNumber2, streamInfo, {
   isSameDirection: TRANSFORM_TYPES.has(type),
   stopOnExit: type === "native"
 })));
@@ -34582,7 +34727,7 @@ var createReadable = ({ subprocess, concurrentStreams, encoding }, { from, binar
   const binary = binaryOption || BINARY_ENCODINGS.has(encoding);
   const { subprocessStdout, waitReadableDestroy } = getSubprocessStdout(subprocess, from, concurrentStreams);
   const { readableEncoding, readableObjectMode, readableHighWaterMark } = getReadableOptions(subprocessStdout, binary);
-  const { read, onStdoutDataDone } = getReadableMethods({
+  const { read: read2, onStdoutDataDone } = getReadableMethods({
     subprocessStdout,
     subprocess,
     binary,
@@ -34590,7 +34735,7 @@ var createReadable = ({ subprocess, concurrentStreams, encoding }, { from, binar
     preserveNewlines
   });
   const readable2 = new Readable3({
-    read,
+    read: read2,
     destroy: callbackify2(onReadableDestroy.bind(void 0, { subprocessStdout, subprocess, waitReadableDestroy })),
     highWaterMark: readableHighWaterMark,
     objectMode: readableObjectMode,
@@ -34736,7 +34881,7 @@ var createDuplex = ({ subprocess, concurrentStreams, encoding }, { from, to: to2
   const { subprocessStdout, waitReadableDestroy } = getSubprocessStdout(subprocess, from, concurrentStreams);
   const { subprocessStdin, waitWritableFinal, waitWritableDestroy } = getSubprocessStdin(subprocess, to2, concurrentStreams);
   const { readableEncoding, readableObjectMode, readableHighWaterMark } = getReadableOptions(subprocessStdout, binary);
-  const { read, onStdoutDataDone } = getReadableMethods({
+  const { read: read2, onStdoutDataDone } = getReadableMethods({
     subprocessStdout,
     subprocess,
     binary,
@@ -34744,7 +34889,7 @@ var createDuplex = ({ subprocess, concurrentStreams, encoding }, { from, to: to2
     preserveNewlines
   });
   const duplex2 = new Duplex3({
-    read,
+    read: read2,
     ...getWritableMethods(subprocessStdin, subprocess, waitWritableFinal),
     destroy: callbackify4(onDuplexDestroy.bind(void 0, {
       subprocessStdout,
@@ -34946,7 +35091,7 @@ var handlePromise = async ({ subprocess, options, startTime, verboseInfo, fileDe
   });
   controller.abort();
   onInternalError.resolve();
-  const stdio = stdioResults.map((stdioResult, fdNumber) => stripNewline(stdioResult, options, fdNumber));
+  const stdio = stdioResults.map((stdioResult, fdNumber2) => stripNewline(stdioResult, options, fdNumber2));
   const all = stripNewline(allResult, options, "all");
   const result = getAsyncResult({
     errorInfo,
@@ -35291,129 +35436,84 @@ function start(argv, opts = {}) {
   };
 }
 
-// src/host/probe.ts
-var EXTRA_PATH = ["/usr/local/sbin", "/usr/sbin", "/sbin"];
-var realProbe = {
-  async fileExists(file2) {
-    try {
-      await access(file2);
-      return true;
-    } catch {
-      return false;
-    }
-  },
-  async readFile(file2) {
-    try {
-      return await readFile3(file2, "utf8");
-    } catch {
-      return void 0;
-    }
-  },
-  async listDir(dir) {
-    try {
-      return (await readdir2(dir)).sort();
-    } catch {
-      return [];
-    }
-  },
-  async which(tool) {
-    const dirs = [...(process.env.PATH ?? "").split(":").filter(Boolean), ...EXTRA_PATH];
-    for (const d of dirs) {
-      const candidate = path8.join(d, tool);
-      try {
-        await access(
-          candidate,
-          1
-          /* X_OK */
-        );
-        return candidate;
-      } catch {
-      }
-    }
-    return void 0;
-  },
-  isRoot,
-  async sudoOk() {
-    try {
-      const r = await run(["sudo", "-n", "true"], { reject: false, timeoutMs: 1e4 });
-      return r.exitCode === 0;
-    } catch {
-      return false;
-    }
-  },
-  arch() {
-    return os.machine();
-  },
-  async foreignArchs() {
-    try {
-      const r = await run(["dpkg", "--print-foreign-architectures"], { reject: false });
-      return r.stdout.split("\n").map((l) => l.trim()).filter(Boolean);
-    } catch {
-      return [];
-    }
-  },
-  async installedPackages(packages) {
-    const installed = /* @__PURE__ */ new Set();
-    for (const pkg of packages) {
-      const r = await run(["dpkg-query", "-W", "-f=${db:Status-Status}", pkg], {
-        reject: false
-      }).catch(() => void 0);
-      if (r && r.exitCode === 0 && r.stdout.trim() === "installed") installed.add(pkg);
-    }
-    return installed;
+// src/stages/epoch.ts
+var MAX_EPOCH = 4294967295;
+function parseEpoch(value, what) {
+  const text = value.trim();
+  if (!/^\d+$/.test(text)) throw new UserError(`${what}: expected whole seconds since 1970 (digits only), got "${value}"`);
+  const n2 = Number(text);
+  if (n2 > MAX_EPOCH) throw new UserError(`${what}: ${text} is past ${MAX_EPOCH}, the last time squashfs can store`);
+  return n2;
+}
+async function gitCommitTime(file2, logger) {
+  const cwd = path9.dirname(file2);
+  let r;
+  try {
+    r = await run(["git", "log", "-1", "--format=%ct", "--", path9.basename(file2)], { cwd, reject: false, logger });
+  } catch (e) {
+    if (e instanceof UserError) return void 0;
+    throw e;
   }
-};
-
-// src/cli/commands/doctor.ts
-var doctorCommand = {
-  name: "doctor",
-  summary: "check that this host has everything lhc needs",
-  help: `Usage: lhc doctor
-
-Checks root or passwordless sudo, binfmt_misc and the qemu-aarch64 registration (F flag; skipped
-on aarch64 hosts), systemd-nspawn, squashfs-tools, the musl aarch64 cross toolchain, curl,
-mmdebstrap and the other host tools. Prints one row per check and, for each failure, the package
-or command that fixes it. Exits 1 when a required check fails ("warn" rows are optional tools).
-"lhc setup" fixes everything doctor checks.`,
-  async run(args, ctx) {
-    parseArgs(args, {}, "lhc doctor");
-    const checks = await runChecks(realProbe);
-    for (const line of formatChecks(checks).split("\n")) ctx.out(line);
-    return doctorExitCode(checks);
+  const text = r.stdout.trim();
+  if (r.exitCode !== 0 || !/^\d+$/.test(text)) return void 0;
+  const shallow = await run(["git", "rev-parse", "--is-shallow-repository"], { cwd, reject: false });
+  if (shallow.stdout.trim() === "true") {
+    logger?.warn(
+      `${file2}: the git clone is shallow, so its last commit time may not be the real one; set \`epoch:\` in the config, SOURCE_DATE_EPOCH, or clone with full history (fetch-depth: 0)`
+    );
   }
-};
+  return Number(text);
+}
+async function resolveEpoch(input2) {
+  const env = input2.env ?? process.env;
+  const fromEnv = env.SOURCE_DATE_EPOCH;
+  if (fromEnv !== void 0 && fromEnv !== "") {
+    return { epoch: parseEpoch(fromEnv, "SOURCE_DATE_EPOCH"), source: "SOURCE_DATE_EPOCH" };
+  }
+  if (input2.configEpoch !== void 0) {
+    return { epoch: parseEpoch(String(input2.configEpoch), "epoch"), source: "config" };
+  }
+  if (input2.configFile) {
+    const t = await gitCommitTime(input2.configFile, input2.logger);
+    if (t !== void 0) return { epoch: parseEpoch(String(t), `git commit time of ${input2.configFile}`), source: "git" };
+  }
+  input2.logger?.warn(
+    "no SOURCE_DATE_EPOCH, no `epoch:` in the config and no git history for it: file times are set to 0 (1970-01-01)"
+  );
+  return { epoch: 0, source: "default" };
+}
 
 // src/stages/lua.ts
-import { createHash as createHash4, randomBytes as randomBytes3 } from "node:crypto";
-import { existsSync as existsSync4 } from "node:fs";
-import { copyFile, chmod, mkdir as mkdir3, mkdtemp as mkdtemp3, readFile as readFile5, rename as rename3, rm as rm4, stat as stat4, writeFile as writeFile4 } from "node:fs/promises";
-import os6 from "node:os";
-import path14 from "node:path";
+import { createHash as createHash5, randomBytes as randomBytes3 } from "node:crypto";
+import { existsSync as existsSync5 } from "node:fs";
+import { copyFile, chmod, mkdir as mkdir4, mkdtemp as mkdtemp3, readFile as readFile5, rename as rename3, rm as rm4, stat as stat3, writeFile as writeFile5 } from "node:fs/promises";
+import os5 from "node:os";
+import path15 from "node:path";
 
 // src/core/paths.ts
-import os2 from "node:os";
-import path9 from "node:path";
+import os from "node:os";
+import path10 from "node:path";
 function cacheDir(env = process.env) {
-  if (env.LHC_CACHE_DIR) return path9.resolve(env.LHC_CACHE_DIR);
-  const xdg = env.XDG_CACHE_HOME || path9.join(os2.homedir(), ".cache");
-  return path9.join(xdg, "lhc");
+  if (env.LHC_CACHE_DIR) return path10.resolve(env.LHC_CACHE_DIR);
+  const xdg = env.XDG_CACHE_HOME || path10.join(os.homedir(), ".cache");
+  return path10.join(xdg, "lhc");
 }
 function storeDir(env = process.env) {
-  return path9.join(cacheDir(env), "store");
+  return path10.join(cacheDir(env), "store");
 }
 
 // src/store/store.ts
-import { createHash as createHash2, randomBytes } from "node:crypto";
-import { createReadStream as createReadStream3, createWriteStream as createWriteStream3 } from "node:fs";
-import { mkdir, readdir as readdir3, rename, rm, stat as stat3 } from "node:fs/promises";
-import path10 from "node:path";
+import { createHash as createHash3, randomBytes } from "node:crypto";
+import { createReadStream as createReadStream4, createWriteStream as createWriteStream3 } from "node:fs";
+import { mkdir as mkdir2, readdir as readdir2, rename, rm, stat as stat2 } from "node:fs/promises";
+import path11 from "node:path";
 import { Transform as Transform3 } from "node:stream";
 import { pipeline as pipeline2 } from "node:stream/promises";
 
 // src/store/download.ts
-import { createHash } from "node:crypto";
-import { createReadStream as createReadStream2, createWriteStream as createWriteStream2 } from "node:fs";
-import { stat as stat2 } from "node:fs/promises";
+import { createHash as createHash2 } from "node:crypto";
+import { createReadStream as createReadStream3, createWriteStream as createWriteStream2 } from "node:fs";
+import { stat } from "node:fs/promises";
 import { Readable as Readable4, Transform as Transform2 } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { fileURLToPath as fileURLToPath3 } from "node:url";
@@ -35464,9 +35564,9 @@ async function openSource(url3, signal) {
   if (parsed.protocol === "file:") {
     const file2 = fileURLToPath3(parsed);
     try {
-      const st2 = await stat2(file2);
+      const st2 = await stat(file2);
       if (!st2.isFile()) throw new DownloadError(url3, "not a regular file", false);
-      return { stream: createReadStream2(file2, { signal }), total: st2.size };
+      return { stream: createReadStream3(file2, { signal }), total: st2.size };
     } catch (e) {
       if (e instanceof DownloadError) throw e;
       const code = e.code;
@@ -35510,7 +35610,7 @@ async function download(url3, dest, opts = {}) {
   };
   const onOuterAbort = () => ac.abort();
   opts.signal?.addEventListener("abort", onOuterAbort, { once: true });
-  const hash2 = createHash("sha256");
+  const hash2 = createHash2("sha256");
   let bytes = 0;
   let total;
   let lastReport = Date.now();
@@ -35561,9 +35661,9 @@ var quiet = { info() {
 }, warn() {
 }, debug() {
 }, group: (_n2, fn) => fn() };
-async function sha256File(file2) {
-  const h2 = createHash2("sha256");
-  for await (const chunk of createReadStream3(file2)) h2.update(chunk);
+async function sha256File2(file2) {
+  const h2 = createHash3("sha256");
+  for await (const chunk of createReadStream4(file2)) h2.update(chunk);
   return h2.digest("hex");
 }
 function checkSha(sha2562) {
@@ -35587,12 +35687,12 @@ var Store = class {
   dir;
   logger;
   constructor(dir = storeDir(), logger = quiet) {
-    this.dir = path10.resolve(dir);
+    this.dir = path11.resolve(dir);
     this.logger = logger;
   }
   /** Where the file with this content lives (whether or not it is present). */
   path(sha2562) {
-    return path10.join(this.dir, checkSha(sha2562));
+    return path11.join(this.dir, checkSha(sha2562));
   }
   /**
    * True when the store holds this content. The file is re-hashed: one whose content does not
@@ -35601,11 +35701,11 @@ var Store = class {
   async has(sha2562) {
     const file2 = this.path(sha2562);
     try {
-      if (!(await stat3(file2)).isFile()) return false;
+      if (!(await stat2(file2)).isFile()) return false;
     } catch {
       return false;
     }
-    const actual = await sha256File(file2);
+    const actual = await sha256File2(file2);
     if (actual === sha2562) return true;
     this.logger.warn(`store file ${file2} is corrupt (its content has sha256 ${actual}); removed it`);
     await rm(file2, { force: true });
@@ -35614,23 +35714,23 @@ var Store = class {
   /** Imports a local file; returns its sha256. */
   async add(file2) {
     try {
-      if (!(await stat3(file2)).isFile()) throw new UserError(`cannot add ${file2} to the store: not a regular file`);
+      if (!(await stat2(file2)).isFile()) throw new UserError(`cannot add ${file2} to the store: not a regular file`);
     } catch (e) {
       if (e instanceof UserError) throw e;
       throw new UserError(`cannot add ${file2} to the store: ${e.code ?? String(e)}`);
     }
     const tmp = await this.tempPath();
     try {
-      const h2 = createHash2("sha256");
+      const h2 = createHash3("sha256");
       const hasher = new Transform3({
         transform(chunk, _e2, cb) {
           h2.update(chunk);
           cb(null, chunk);
         }
       });
-      await pipeline2(createReadStream3(file2), hasher, createWriteStream3(tmp, { mode: 420 }));
+      await pipeline2(createReadStream4(file2), hasher, createWriteStream3(tmp, { mode: 420 }));
       const sha = h2.digest("hex");
-      await rename(tmp, path10.join(this.dir, sha));
+      await rename(tmp, path11.join(this.dir, sha));
       this.logger.debug(`store: added ${file2} as ${sha}`);
       return sha;
     } finally {
@@ -35696,7 +35796,7 @@ ${failures.join("\n")}`
   /** sha256 names of every file in the store (temp files of running downloads excluded). */
   async list() {
     try {
-      return (await readdir3(this.dir)).filter((f2) => SHA256_RE.test(f2)).sort();
+      return (await readdir2(this.dir)).filter((f2) => SHA256_RE.test(f2)).sort();
     } catch (e) {
       if (e.code === "ENOENT") return [];
       throw e;
@@ -35704,8 +35804,8 @@ ${failures.join("\n")}`
   }
   /** A fresh temp name inside the store, so the final rename never crosses a file system. */
   async tempPath() {
-    await mkdir(this.dir, { recursive: true });
-    return path10.join(this.dir, `${TEMP_PREFIX}${process.pid}-${randomBytes(6).toString("hex")}`);
+    await mkdir2(this.dir, { recursive: true });
+    return path11.join(this.dir, `${TEMP_PREFIX}${process.pid}-${randomBytes(6).toString("hex")}`);
   }
 };
 
@@ -35756,47 +35856,18 @@ function buildrootArgv(opts) {
 }
 
 // src/stages/lua-in-root.ts
-import { createHash as createHash3, randomBytes as randomBytes2 } from "node:crypto";
-import { existsSync } from "node:fs";
-import { mkdir as mkdir2, mkdtemp, readFile as readFile4, rename as rename2, rm as rm2, writeFile as writeFile2 } from "node:fs/promises";
-import os3 from "node:os";
-import path11 from "node:path";
-
-// src/tools/nspawn.ts
-var BASE_FLAGS = ["--register=no", "--keep-unit", "-q", "--console=pipe"];
-var HARDENING_FLAGS = [
-  "--private-network",
-  "--drop-capability=CAP_NET_ADMIN",
-  "--no-new-privileges=yes"
-];
-var USERNS_FLAGS = ["-U", "--private-users-ownership=map"];
-function nspawnArgv(o2) {
-  const argv = ["systemd-nspawn", ...BASE_FLAGS, `--directory=${o2.root}`];
-  if (o2.machineName) argv.push(`--machine=${o2.machineName}`);
-  if (o2.readOnly) argv.push("--read-only");
-  if (o2.ephemeral) argv.push("--ephemeral");
-  if (o2.harden) argv.push(...HARDENING_FLAGS);
-  else if (o2.privateNetwork) argv.push("--private-network");
-  if (o2.userNamespace) argv.push(...USERNS_FLAGS);
-  if (o2.dataDir) argv.push(`--bind=${o2.dataDir}:${o2.dataPath ?? "/data"}`);
-  for (const b2 of o2.binds ?? []) argv.push(`${b2.readOnly ? "--bind-ro" : "--bind"}=${b2.host}:${b2.container}`);
-  for (const [k2, v2] of Object.entries(o2.env ?? {}).sort(([a2], [b2]) => a2 < b2 ? -1 : 1)) {
-    argv.push(`--setenv=${k2}=${v2}`);
-  }
-  if (o2.user !== void 0 && String(o2.user) !== "0" && o2.user !== "root") argv.push(`--user=${o2.user}`);
-  if (o2.workdir) argv.push(`--chdir=${o2.workdir}`);
-  argv.push("--", ...o2.command);
-  return argv;
-}
-
-// src/stages/lua-in-root.ts
+import { createHash as createHash4, randomBytes as randomBytes2 } from "node:crypto";
+import { existsSync as existsSync2 } from "node:fs";
+import { mkdir as mkdir3, mkdtemp, readFile as readFile4, rename as rename2, rm as rm2, writeFile as writeFile3 } from "node:fs/promises";
+import os2 from "node:os";
+import path12 from "node:path";
 var BUILDROOT_SUITE = "bookworm";
 var HOST_SOURCES = "/etc/apt/sources.list.d/debian.sources";
 async function defaultMirrors() {
-  return existsSync(HOST_SOURCES) ? [HOST_SOURCES] : [];
+  return existsSync2(HOST_SOURCES) ? [HOST_SOURCES] : [];
 }
 async function mirrorsIdentity(mirrors) {
-  return Promise.all(mirrors.map(async (m2) => existsSync(m2) ? await readFile4(m2, "utf8") : m2));
+  return Promise.all(mirrors.map(async (m2) => existsSync2(m2) ? await readFile4(m2, "utf8") : m2));
 }
 function toolchainFromDpkgStatus(status) {
   const wanted = /^(gcc(-\d+)?|cpp(-\d+)?|binutils(-aarch64-linux-gnu|-x86-64-linux-gnu)?|musl|musl-dev|musl-tools|libc6-dev|make)$/;
@@ -35812,7 +35883,7 @@ function toolchainFromDpkgStatus(status) {
 async function ensureBuildroot(opts) {
   const suite = opts.suite ?? BUILDROOT_SUITE;
   const mirrors = opts.mirrors ?? await defaultMirrors();
-  const key = createHash3("sha256").update(
+  const key = createHash4("sha256").update(
     JSON.stringify({
       packages: [...BUILDROOT_PACKAGES].sort(),
       suite,
@@ -35821,14 +35892,14 @@ async function ensureBuildroot(opts) {
       mirrors: await mirrorsIdentity(mirrors)
     })
   ).digest("hex");
-  const tarball = path11.join(opts.dir, `${key}.tar`);
-  const metaFile = path11.join(opts.dir, `${key}.json`);
-  if (existsSync(tarball) && existsSync(metaFile)) {
+  const tarball = path12.join(opts.dir, `${key}.tar`);
+  const metaFile = path12.join(opts.dir, `${key}.json`);
+  if (existsSync2(tarball) && existsSync2(metaFile)) {
     const meta3 = JSON.parse(await readFile4(metaFile, "utf8"));
     return { key, tarball, toolchain: meta3.toolchain };
   }
-  await mkdir2(opts.dir, { recursive: true });
-  const tmp = path11.join(opts.dir, `.tmp-${process.pid}-${randomBytes2(6).toString("hex")}.tar`);
+  await mkdir3(opts.dir, { recursive: true });
+  const tmp = path12.join(opts.dir, `.tmp-${process.pid}-${randomBytes2(6).toString("hex")}.tar`);
   try {
     await opts.logger.group(`build root: mmdebstrap ${suite} ${opts.arch} (${BUILDROOT_PACKAGES.join(", ")})`, async () => {
       await run(buildrootArgv({ suite, arch: opts.arch, out: tmp, mirrors }), {
@@ -35843,7 +35914,7 @@ async function ensureBuildroot(opts) {
     if (!/\bgcc(-\d+)?=/.test(toolchain) || !/\bmusl-tools=/.test(toolchain)) {
       throw new UserError(`the build root made by mmdebstrap lacks gcc or musl-tools (found: ${toolchain || "nothing"})`);
     }
-    await writeFile2(metaFile, `${JSON.stringify({ key, suite, arch: opts.arch, packages: BUILDROOT_PACKAGES, toolchain }, null, 2)}
+    await writeFile3(metaFile, `${JSON.stringify({ key, suite, arch: opts.arch, packages: BUILDROOT_PACKAGES, toolchain }, null, 2)}
 `);
     await rename2(tmp, tarball);
     return { key, tarball, toolchain };
@@ -35852,10 +35923,10 @@ async function ensureBuildroot(opts) {
   }
 }
 async function compileInRoot(srcDir, buildroot, opts) {
-  const work = await mkdtemp(path11.join(opts.workDir ?? os3.tmpdir(), "lhc-buildroot-"));
-  const root = path11.join(work, "root");
+  const work = await mkdtemp(path12.join(opts.workDir ?? os2.tmpdir(), "lhc-buildroot-"));
+  const root = path12.join(work, "root");
   try {
-    await mkdir2(root);
+    await mkdir3(root);
     await opts.logger.group("build root: extract", async () => {
       await run(["tar", "-C", root, "--numeric-owner", "-xf", buildroot.tarball], {
         privileged: true,
@@ -35863,7 +35934,7 @@ async function compileInRoot(srcDir, buildroot, opts) {
         logger: opts.logger
       });
     });
-    if (!existsSync(path11.join(root, "usr"))) throw new UserError(`build root ${buildroot.tarball} has no /usr`);
+    if (!existsSync2(path12.join(root, "usr"))) throw new UserError(`build root ${buildroot.tarball} has no /usr`);
     const make = inRootMakeArgv(opts.jobs ?? 1);
     const script = `${formatCommand(make)} && strip src/lua`;
     await opts.logger.group(`compile Lua in the build root under QEMU: ${script}`, async () => {
@@ -35877,8 +35948,8 @@ async function compileInRoot(srcDir, buildroot, opts) {
         { privileged: true, timeoutMs: 45 * 6e4, logger: opts.logger, signal: opts.signal, stderrLines: 30 }
       );
     });
-    const binary = path11.join(srcDir, "src", "lua");
-    if (!existsSync(binary)) throw new UserError(`the in-root build finished without producing ${binary}`);
+    const binary = path12.join(srcDir, "src", "lua");
+    if (!existsSync2(binary)) throw new UserError(`the in-root build finished without producing ${binary}`);
     return binary;
   } finally {
     await run(["rm", "-rf", "--one-file-system", work], { privileged: true, reject: false, timeoutMs: 10 * 6e4 });
@@ -35886,8 +35957,8 @@ async function compileInRoot(srcDir, buildroot, opts) {
 }
 
 // src/stages/lua-source.ts
-import { existsSync as existsSync2 } from "node:fs";
-import path12 from "node:path";
+import { existsSync as existsSync3 } from "node:fs";
+import path13 from "node:path";
 
 // node_modules/tar/dist/esm/index.min.js
 import Qr from "events";
@@ -37359,7 +37430,7 @@ var ss = /* @__PURE__ */ Symbol("lstat");
 var si = /* @__PURE__ */ Symbol("onlstat");
 var rs = /* @__PURE__ */ Symbol("onread");
 var ns = /* @__PURE__ */ Symbol("onreadlink");
-var os4 = /* @__PURE__ */ Symbol("openfile");
+var os3 = /* @__PURE__ */ Symbol("openfile");
 var hs = /* @__PURE__ */ Symbol("onopenfile");
 var pt = /* @__PURE__ */ Symbol("close");
 var ri = /* @__PURE__ */ Symbol("mode");
@@ -37474,9 +37545,9 @@ var de = class extends A {
       this.linkCache.set(t, this.absolute);
     }
     if (this[fe](), this.stat.size === 0) return this.end();
-    this[os4]();
+    this[os3]();
   }
-  [os4]() {
+  [os3]() {
     X.open(this.absolute, "r", (t, e) => {
       if (t) return this.emit("error", t);
       this[hs](e);
@@ -37539,7 +37610,7 @@ var ni = class extends de {
   [is]() {
     this[ns](X.readlinkSync(this.absolute));
   }
-  [os4]() {
+  [os3]() {
     this[hs](X.openSync(this.absolute, "r"));
   }
   [ii]() {
@@ -38896,18 +38967,18 @@ async function extractLuaSource(tarball, destDir, version2) {
     noChmod: false,
     filter: (p2, e) => entryProblem(p2, e.type, top) === void 0
   });
-  const dir = path12.join(destDir, top);
-  if (!existsSync2(path12.join(dir, "src", "lua.c")) || !existsSync2(path12.join(dir, "Makefile"))) {
+  const dir = path13.join(destDir, top);
+  if (!existsSync3(path13.join(dir, "src", "lua.c")) || !existsSync3(path13.join(dir, "Makefile"))) {
     throw new UserError(`${tarball} does not look like the Lua ${version2} source (no ${top}/Makefile and ${top}/src/lua.c)`);
   }
   return dir;
 }
 
 // src/stages/lua-verify.ts
-import { existsSync as existsSync3, readFileSync as readFileSync3 } from "node:fs";
-import { mkdtemp as mkdtemp2, rm as rm3, writeFile as writeFile3 } from "node:fs/promises";
-import os5 from "node:os";
-import path13 from "node:path";
+import { existsSync as existsSync4, readFileSync as readFileSync3 } from "node:fs";
+import { mkdtemp as mkdtemp2, rm as rm3, writeFile as writeFile4 } from "node:fs/promises";
+import os4 from "node:os";
+import path14 from "node:path";
 
 // src/elf/elf.ts
 import { constants as constants4 } from "node:fs";
@@ -39179,13 +39250,13 @@ function staticProblems(info, arch = "aarch64") {
 var LuaVerifyError = class extends UserError {
 };
 function hostArch() {
-  const a2 = os5.arch();
+  const a2 = os4.arch();
   return a2 === "arm64" ? "aarch64" : a2 === "x64" ? "x86_64" : a2;
 }
 function emulatorPrefix(arch, binfmtDir = "/proc/sys/fs/binfmt_misc") {
   if (hostArch() === arch) return [];
-  const entry = path13.join(binfmtDir, `qemu-${arch}`);
-  if (existsSync3(entry) && readFileSync3(entry, "utf8").startsWith("enabled")) return [];
+  const entry = path14.join(binfmtDir, `qemu-${arch}`);
+  if (existsSync4(entry) && readFileSync3(entry, "utf8").startsWith("enabled")) return [];
   return [`qemu-${arch}-static`];
 }
 var SMOKE_SCRIPT = `
@@ -39237,10 +39308,10 @@ async function verifyLua(binary, opts) {
       `${binary} -v: expected "Lua ${opts.version}", got ${JSON.stringify(banner.split("\n")[0] ?? "")} (exit code ${v2.exitCode})`
     );
   }
-  const dir = await mkdtemp2(path13.join(os5.tmpdir(), "lhc-lua-smoke-"));
+  const dir = await mkdtemp2(path14.join(os4.tmpdir(), "lhc-lua-smoke-"));
   try {
-    const script = path13.join(dir, "smoke.lua");
-    await writeFile3(script, SMOKE_SCRIPT);
+    const script = path14.join(dir, "smoke.lua");
+    await writeFile4(script, SMOKE_SCRIPT);
     const s3 = await run([...prefix, binary, script, dir], {
       reject: false,
       timeoutMs,
@@ -39268,18 +39339,18 @@ function checkLuaVersion(version2) {
   if (!/^5\.[34]\.\d+$/.test(version2)) throw new UserError(`unsupported Lua version "${version2}": expected 5.3.x or 5.4.x`);
 }
 function jobs() {
-  return Math.max(1, Math.min(4, os6.availableParallelism()));
+  return Math.max(1, Math.min(4, os5.availableParallelism()));
 }
 async function crossRecipe(arch, logger, signal) {
   const tc = crossToolchain(arch);
-  const missing = [tc.specs, tc.libc].filter((f2) => !existsSync4(f2));
+  const missing = [tc.specs, tc.libc].filter((f2) => !existsSync5(f2));
   if (missing.length > 0) {
     throw new UserError(
       `the musl cross toolchain for ${arch} is incomplete (missing ${missing.join(", ")}); install: apt-get install ${tc.packages.join(" ")} (or run: lhc setup)`
     );
   }
   const gccVersion = (await run([tc.gcc, "--version"], { logger })).stdout.split("\n")[0].trim();
-  const libcSha = await sha256File(tc.libc);
+  const libcSha = await sha256File2(tc.libc);
   const flags = crossMakeArgv(tc);
   return {
     toolchain: `${gccVersion}; musl libc.a sha256 ${libcSha}`,
@@ -39288,7 +39359,7 @@ async function crossRecipe(arch, logger, signal) {
       await logger.group(`compile Lua (cross, ${arch}, musl)`, async () => {
         await run(crossMakeArgv(tc, jobs()), { cwd: srcDir, logger, timeoutMs: 20 * 6e4, signal, stderrLines: 30 });
       });
-      const binary = path14.join(srcDir, "src", "lua");
+      const binary = path15.join(srcDir, "src", "lua");
       await run([tc.strip, binary], { logger });
       return binary;
     }
@@ -39296,7 +39367,7 @@ async function crossRecipe(arch, logger, signal) {
 }
 async function inRootRecipe(arch, opts, cache) {
   const buildroot = await ensureBuildroot({
-    dir: opts.buildrootDir ?? path14.join(cache, "buildroots"),
+    dir: opts.buildrootDir ?? path15.join(cache, "buildroots"),
     arch,
     logger: opts.logger
   });
@@ -39308,12 +39379,12 @@ async function inRootRecipe(arch, opts, cache) {
   };
 }
 async function readCached(dir, logger) {
-  const bin = path14.join(dir, "lua");
-  const metaFile = path14.join(dir, "build.json");
-  if (!existsSync4(bin) || !existsSync4(metaFile)) return void 0;
+  const bin = path15.join(dir, "lua");
+  const metaFile = path15.join(dir, "build.json");
+  if (!existsSync5(bin) || !existsSync5(metaFile)) return void 0;
   try {
     const meta3 = JSON.parse(await readFile5(metaFile, "utf8"));
-    if (await sha256File(bin) === meta3.sha256) return meta3;
+    if (await sha256File2(bin) === meta3.sha256) return meta3;
     logger.warn(`cached Lua in ${dir} does not match its recorded sha256; rebuilding`);
   } catch (e) {
     logger.warn(`cached Lua in ${dir} is unreadable (${e.message}); rebuilding`);
@@ -39327,7 +39398,7 @@ async function buildLua(spec, opts) {
   const { logger } = opts;
   const cache = opts.cacheDir ?? cacheDir();
   const recipe = spec.strategy === "cross" ? await crossRecipe(spec.arch, logger, opts.signal) : await inRootRecipe(spec.arch, opts, cache);
-  const key = createHash4("sha256").update(
+  const key = createHash5("sha256").update(
     JSON.stringify({
       recipe: RECIPE_VERSION,
       source: spec.sha256,
@@ -39338,9 +39409,9 @@ async function buildLua(spec, opts) {
       flags: recipe.flags
     })
   ).digest("hex");
-  const dir = path14.join(cache, "lua", key);
+  const dir = path15.join(cache, "lua", key);
   const result = (meta3, cached2) => ({
-    path: path14.join(dir, "lua"),
+    path: path15.join(dir, "lua"),
     bytes: meta3.bytes,
     sha256: meta3.sha256,
     cached: cached2,
@@ -39359,17 +39430,17 @@ async function buildLua(spec, opts) {
     { urls: spec.urls ?? defaultLuaUrls(spec.version), sha256: spec.sha256, name: `lua-${spec.version}.tar.gz` },
     { ...opts.fetch, signal: opts.signal }
   );
-  const work = await mkdtemp3(path14.join(opts.workDir ?? os6.tmpdir(), "lhc-lua-"));
+  const work = await mkdtemp3(path15.join(opts.workDir ?? os5.tmpdir(), "lhc-lua-"));
   try {
-    const srcParent = path14.join(work, "src");
-    await mkdir3(srcParent);
+    const srcParent = path15.join(work, "src");
+    await mkdir4(srcParent);
     const srcDir = await extractLuaSource(tarball, srcParent, spec.version);
     const built = await recipe.build(srcDir);
     await verifyLua(built, { version: spec.version, arch: spec.arch, logger });
-    const staging = path14.join(cache, "lua", `.tmp-${process.pid}-${randomBytes3(6).toString("hex")}`);
-    await mkdir3(staging, { recursive: true });
+    const staging = path15.join(cache, "lua", `.tmp-${process.pid}-${randomBytes3(6).toString("hex")}`);
+    await mkdir4(staging, { recursive: true });
     try {
-      const bin = path14.join(staging, "lua");
+      const bin = path15.join(staging, "lua");
       await copyFile(built, bin);
       await chmod(bin, 493);
       const meta3 = {
@@ -39379,15 +39450,15 @@ async function buildLua(spec, opts) {
         source: spec.sha256,
         toolchain: recipe.toolchain,
         flags: recipe.flags,
-        sha256: await sha256File(bin),
-        bytes: (await stat4(bin)).size
+        sha256: await sha256File2(bin),
+        bytes: (await stat3(bin)).size
       };
-      await writeFile4(path14.join(staging, "build.json"), `${JSON.stringify(meta3, null, 2)}
+      await writeFile5(path15.join(staging, "build.json"), `${JSON.stringify(meta3, null, 2)}
 `);
       try {
         await rename3(staging, dir);
       } catch (e) {
-        if (!existsSync4(path14.join(dir, "lua"))) throw e;
+        if (!existsSync5(path15.join(dir, "lua"))) throw e;
       }
       logger.info(`Lua ${spec.version} (${spec.arch}, ${spec.strategy}): built, ${meta3.bytes} bytes, sha256 ${meta3.sha256}`);
       const final = await readCached(dir, logger) ?? meta3;
@@ -39424,6 +39495,4142 @@ async function fetchInputs(config2, opts) {
   return out;
 }
 
+// src/stages/pack.ts
+import { createHash as createHash7 } from "node:crypto";
+import { lstat as lstat3, mkdir as mkdir5, rm as rm6, stat as stat4, writeFile as writeFile7 } from "node:fs/promises";
+import path17 from "node:path";
+
+// src/tools/mksquashfs.ts
+var ROOT_MODE = 493;
+function mksquashfsArgv(o2) {
+  const argv = [
+    "mksquashfs",
+    o2.source,
+    o2.image,
+    "-noappend",
+    // The builder's uid (a CI runner's 1001, a developer's 1000) must not reach the image.
+    "-all-root",
+    "-no-xattrs",
+    // A hard link is an accident of how the tree was copied; duplicates are deduplicated anyway.
+    "-no-hardlinks",
+    // The board never NFS-exports the root; the export table is only bytes.
+    "-no-exports",
+    "-mkfs-time",
+    String(o2.epoch),
+    "-all-time",
+    String(o2.epoch),
+    "-root-mode",
+    (o2.rootMode ?? ROOT_MODE).toString(8).padStart(4, "0"),
+    "-comp",
+    "xz",
+    "-b",
+    o2.blockSize ?? "1M",
+    "-quiet",
+    "-no-progress"
+  ];
+  if (o2.processors !== void 0) argv.push("-processors", String(o2.processors));
+  return argv;
+}
+function mksquashfsEnv() {
+  return { SOURCE_DATE_EPOCH: void 0 };
+}
+
+// src/stages/data-template.ts
+import { createHash as createHash6 } from "node:crypto";
+import { chmod as chmod2, lstat as lstat2, mkdtemp as mkdtemp4, rm as rm5, writeFile as writeFile6 } from "node:fs/promises";
+import os6 from "node:os";
+import path16 from "node:path";
+function archiveStat(st2, owner) {
+  const s3 = Object.assign(Object.create(Object.getPrototypeOf(st2)), st2);
+  return Object.assign(s3, {
+    uid: owner.uid,
+    gid: owner.gid,
+    dev: 0,
+    ino: 0,
+    nlink: 1,
+    atime: void 0,
+    ctime: void 0
+  });
+}
+var NeverHitMap = class extends Map {
+  get() {
+    return void 0;
+  }
+};
+var SUPPORTED = (st2) => st2.isFile() || st2.isDirectory() || st2.isSymbolicLink();
+async function tarDirectory(dir, epoch, owner = { uid: 0, gid: 0 }) {
+  const rels = await walkSorted(dir);
+  const statCache = /* @__PURE__ */ new Map();
+  const unsupported = [];
+  for (const rel of rels) {
+    const abs = path16.resolve(dir, rel || ".");
+    const st2 = await lstat2(abs);
+    if (!SUPPORTED(st2)) unsupported.push(rel);
+    statCache.set(abs, archiveStat(st2, owner));
+  }
+  if (unsupported.length > 0) {
+    throw new UserError(
+      `data template ${dir}: only files, directories and symlinks can go into the template; found ` + unsupported.map((r) => `'${r}'`).join(", ")
+    );
+  }
+  const warnings = [];
+  const stream = Qn(
+    {
+      cwd: dir,
+      noDirRecurse: true,
+      mtime: new Date(epoch * 1e3),
+      portable: false,
+      strict: true,
+      statCache,
+      linkCache: new NeverHitMap(),
+      onwarn: (code, message) => void warnings.push(`${code}: ${message}`),
+      onWriteEntry: (entry) => {
+        entry.myuser = "";
+      }
+    },
+    rels.map((r) => r || ".")
+  );
+  const chunks = [];
+  for await (const chunk of stream) chunks.push(chunk);
+  if (warnings.length > 0) throw new UserError(`data template ${dir}: ${warnings.join("; ")}`);
+  return Buffer.concat(chunks);
+}
+async function gzipFixed(data, logger) {
+  const r = await run(["gzip", "-n", "-9", "-c"], { input: data, binary: true, logger });
+  return r.stdoutBytes;
+}
+var TAR_TYPES = {
+  File: "file",
+  OldFile: "file",
+  ContiguousFile: "file",
+  Directory: "dir",
+  SymbolicLink: "symlink",
+  CharacterDevice: "char",
+  BlockDevice: "block",
+  FIFO: "fifo"
+};
+async function listTar(archive) {
+  const out = [];
+  const parser = new rt({
+    strict: true,
+    onReadEntry: (e) => {
+      const h2 = createHash6("sha256");
+      const item = {
+        path: e.path,
+        type: e.type,
+        mode: e.mode ?? 0,
+        uid: e.uid ?? -1,
+        gid: e.gid ?? -1,
+        size: e.size,
+        mtime: e.mtime ? e.mtime.getTime() / 1e3 : -1,
+        uname: e.uname ?? "",
+        gname: e.gname ?? "",
+        linkpath: e.linkpath
+      };
+      out.push(item);
+      e.on("data", (c3) => h2.update(c3));
+      e.on("end", () => {
+        if (e.type === "File" || e.type === "OldFile") item.sha256 = h2.digest("hex");
+      });
+    }
+  });
+  await new Promise((resolve, reject) => {
+    parser.on("error", reject);
+    parser.on("end", () => resolve());
+    parser.end(archive);
+  });
+  return out;
+}
+function tarManifestEntries(list, dataPath) {
+  return sortEntries(
+    list.map((t) => {
+      const rel = t.path.replace(/^\.\/?/, "").replace(/\/$/, "");
+      const type = TAR_TYPES[t.type];
+      if (!type) throw new UserError(`data template: unexpected tar entry type ${t.type} for ${t.path}`);
+      const e = { path: containerPath(dataPath, rel), type, mode: formatMode(t.mode), uid: t.uid, gid: t.gid };
+      if (type === "file") {
+        e.size = t.size;
+        e.sha256 = t.sha256;
+      } else if (type === "symlink") e.target = t.linkpath;
+      return e;
+    })
+  );
+}
+async function writeDataTemplate(o2) {
+  let dir = o2.dataDir;
+  let tmp;
+  try {
+    if (dir === void 0) {
+      tmp = await mkdtemp4(path16.join(os6.tmpdir(), "lhc-empty-data-"));
+      await chmod2(tmp, 493);
+      dir = tmp;
+    }
+    const tarBytes = await tarDirectory(dir, o2.epoch, o2.owner);
+    const gz = await gzipFixed(tarBytes, o2.logger);
+    await writeFile6(o2.out, gz);
+    return {
+      path: o2.out,
+      sha256: createHash6("sha256").update(gz).digest("hex"),
+      bytes: gz.length,
+      entries: tarManifestEntries(await listTar(tarBytes), o2.dataPath)
+    };
+  } finally {
+    if (tmp) await rm5(tmp, { recursive: true, force: true });
+  }
+}
+
+// src/stages/pack.ts
+function artifactNames(name, fileNames = {}) {
+  return {
+    image: fileNames.image ?? `${name}.squashfs`,
+    dataTemplate: fileNames.dataTemplate ?? `${name}-data.tar.gz`,
+    manifest: fileNames.manifest ?? `${name}.manifest.json`,
+    sha256sums: "SHA256SUMS"
+  };
+}
+async function writeSha256Sums(dir, files) {
+  const lines = [];
+  for (const f2 of [...new Set(files)].sort()) {
+    if (/[\n\\]/.test(f2)) throw new UserError(`cannot list '${f2}' in SHA256SUMS: newline or backslash in the name`);
+    lines.push(`${await sha256File(path17.join(dir, f2))}  ${f2}`);
+  }
+  const out = path17.join(dir, "SHA256SUMS");
+  await writeFile7(out, lines.join("\n") + "\n");
+  return out;
+}
+async function requireDir(dir, what) {
+  let st2;
+  try {
+    st2 = await lstat3(dir);
+  } catch {
+    throw new UserError(`${what} ${dir} does not exist`);
+  }
+  if (!st2.isDirectory()) throw new UserError(`${what} ${dir} is not a directory`);
+}
+async function packImage(o2) {
+  const dataPath = o2.dataPath ?? "/data";
+  const names = artifactNames(o2.name, o2.fileNames);
+  await requireDir(o2.root, "root");
+  if (o2.dataDir !== void 0) await requireDir(o2.dataDir, "data directory");
+  const mountPoint = path17.join(o2.root, dataPath);
+  try {
+    if (!(await stat4(mountPoint)).isDirectory()) throw new Error("not a directory");
+  } catch {
+    throw new UserError(
+      `the root has no directory ${dataPath}: the data partition is mounted there and a read-only root cannot grow it`
+    );
+  }
+  await mkdir5(o2.outDir, { recursive: true });
+  const image = path17.join(o2.outDir, names.image);
+  const dataTemplate = path17.join(o2.outDir, names.dataTemplate);
+  const manifestFile = path17.join(o2.outDir, names.manifest);
+  o2.logger.info(`packing ${o2.root} into ${image} (squashfs, xz, epoch ${o2.epoch})`);
+  await rm6(image, { force: true });
+  await run(mksquashfsArgv({ source: o2.root, image, epoch: o2.epoch, rootMode: ROOT_MODE }), {
+    env: mksquashfsEnv(),
+    logger: o2.logger,
+    signal: o2.signal
+  });
+  const imageEntries = await scanTree(o2.root, { mountPath: "/", owner: { uid: 0, gid: 0 }, rootMode: ROOT_MODE });
+  const data = await writeDataTemplate({
+    dataDir: o2.dataDir,
+    dataPath,
+    epoch: o2.epoch,
+    out: dataTemplate,
+    owner: o2.dataOwner,
+    logger: o2.logger
+  });
+  const manifestData = { lhcManifest: 1, name: o2.name, image: imageEntries, data: { path: dataPath, entries: data.entries } };
+  const manifestText = serializeManifest(manifestData);
+  await writeFile7(manifestFile, manifestText);
+  const sha256sums = await writeSha256Sums(o2.outDir, [names.image, names.dataTemplate, names.manifest]);
+  const imageBytes = (await stat4(image)).size;
+  const imageSha256 = await sha256File(image);
+  o2.logger.info(`image ${imageBytes} bytes, data template ${data.bytes} bytes, ${imageEntries.length} paths`);
+  return {
+    image,
+    imageSha256,
+    imageBytes,
+    dataTemplate,
+    dataTemplateSha256: data.sha256,
+    dataTemplateBytes: data.bytes,
+    manifest: manifestFile,
+    manifestSha256: createHash7("sha256").update(manifestText).digest("hex"),
+    manifestData,
+    sha256sums
+  };
+}
+
+// src/stages/prune.ts
+import { lstatSync as lstatSync3, readdirSync as readdirSync2, readFileSync as readFileSync5 } from "node:fs";
+import {
+  chmod as chmod3,
+  copyFile as copyFile2,
+  lchown,
+  lutimes,
+  mkdir as mkdir7,
+  readlink as readlink2,
+  rm as rm8,
+  symlink,
+  utimes,
+  writeFile as writeFile9
+} from "node:fs/promises";
+import path20 from "node:path";
+
+// src/trace/glob.ts
+function escapeRe(c3) {
+  return /[\\^$.*+?()[\]{}|/]/.test(c3) ? `\\${c3}` : c3;
+}
+function globToRegExp(pattern) {
+  if (!pattern.startsWith("/")) {
+    throw new ConfigError(
+      `keep/drop pattern '${pattern}' must be an absolute path inside the image (start with "/")`
+    );
+  }
+  let re2 = "";
+  let braces = 0;
+  for (let i2 = 0; i2 < pattern.length; i2++) {
+    const c3 = pattern[i2];
+    if (c3 === "*") {
+      if (pattern[i2 + 1] === "*") {
+        const slashAfter = pattern[i2 + 2] === "/";
+        re2 += slashAfter ? "(?:.*/)?" : ".*";
+        i2 += slashAfter ? 2 : 1;
+      } else re2 += "[^/]*";
+    } else if (c3 === "?") re2 += "[^/]";
+    else if (c3 === "[") {
+      const end = pattern.indexOf("]", i2 + 2);
+      if (end < 0) throw new ConfigError(`keep/drop pattern '${pattern}': unclosed '['`);
+      let body = pattern.slice(i2 + 1, end);
+      if (body.startsWith("!")) body = `^${body.slice(1)}`;
+      re2 += `[${body.replace(/\\/g, "\\\\")}]`;
+      i2 = end;
+    } else if (c3 === "{") {
+      braces++;
+      re2 += "(?:";
+    } else if (c3 === "}" && braces > 0) {
+      braces--;
+      re2 += ")";
+    } else if (c3 === "," && braces > 0) re2 += "|";
+    else re2 += escapeRe(c3);
+  }
+  if (braces > 0) throw new ConfigError(`keep/drop pattern '${pattern}': unclosed '{'`);
+  re2 = re2.replace(/(\\\/)+$/, "");
+  return new RegExp(`^${re2}(?:/.*)?$`);
+}
+function globMatcher(patterns) {
+  const res = patterns.map(globToRegExp);
+  return (p2) => res.some((r) => r.test(p2));
+}
+
+// src/trace/resolve.ts
+import { lstatSync as lstatSync2 } from "node:fs";
+
+// src/root/resolve.ts
+import { lstatSync, mkdirSync, readlinkSync } from "node:fs";
+import path18 from "node:path";
+var MAX_SYMLINK_FOLLOWS = 40;
+var ResolveError = class extends UserError {
+  constructor(inRootPath, reason, message) {
+    super(message);
+    this.inRootPath = inRootPath;
+    this.reason = reason;
+  }
+  inRootPath;
+  reason;
+};
+function components(p2) {
+  return p2.split("/").filter((c3) => c3 !== "" && c3 !== ".");
+}
+function resolveInRoot(root, p2, opts = {}, cwd = "/") {
+  const followLast = opts.followLast ?? true;
+  const start2 = p2.startsWith("/") ? components(p2) : [...components(cwd), ...components(p2)];
+  const todo = start2.reverse();
+  const done = [];
+  let follows = 0;
+  while (todo.length > 0) {
+    const comp = todo.pop();
+    if (comp === "..") {
+      done.pop();
+      continue;
+    }
+    const isLast = todo.length === 0;
+    const inRoot = `/${[...done, comp].join("/")}`;
+    const host = path18.join(root, ...done, comp);
+    let st2;
+    try {
+      st2 = lstatSync(host);
+    } catch (e) {
+      if (e.code !== "ENOENT") throw e;
+      if (isLast) return { inRoot, host, exists: false };
+      if (!opts.createMissing) {
+        throw new ResolveError(
+          inRoot,
+          "missing",
+          `${inRoot} does not exist (resolving ${p2} inside the root)`
+        );
+      }
+      mkdirSync(host, { mode: 493 });
+      done.push(comp);
+      continue;
+    }
+    if (st2.isSymbolicLink() && (!isLast || followLast)) {
+      if (++follows > MAX_SYMLINK_FOLLOWS) {
+        throw new ResolveError(
+          p2,
+          "loop",
+          `too many levels of symbolic links resolving ${p2} inside the root (a symlink loop)`
+        );
+      }
+      const target = readlinkSync(host);
+      opts.onSymlink?.(inRoot, target);
+      if (target.startsWith("/")) done.length = 0;
+      todo.push(...components(target).reverse());
+      continue;
+    }
+    if (!isLast && !st2.isDirectory()) {
+      throw new ResolveError(
+        inRoot,
+        "not-a-directory",
+        `${inRoot} is not a directory (resolving ${p2} inside the root)`
+      );
+    }
+    done.push(comp);
+    if (isLast) return { inRoot, host, exists: true };
+  }
+  return { inRoot: `/${done.join("/")}`, host: path18.join(root, ...done), exists: true };
+}
+
+// src/trace/resolve.ts
+var VIRTUAL_PREFIXES = ["/proc", "/sys", "/dev"];
+function isUnder(p2, dir) {
+  return dir === "/" || p2 === dir || p2.startsWith(`${dir}/`);
+}
+function isVirtual(p2) {
+  return VIRTUAL_PREFIXES.some((v2) => isUnder(p2, v2));
+}
+function kindOf(host) {
+  try {
+    const st2 = lstatSync2(host);
+    if (st2.isSymbolicLink()) return "symlink";
+    if (st2.isDirectory()) return "dir";
+    if (st2.isFile()) return "file";
+    return "other";
+  } catch {
+    return void 0;
+  }
+}
+function resolveTraced(root, guestPath, opts = {}) {
+  const symlinks = [];
+  try {
+    const r = resolveInRoot(root, guestPath, {
+      followLast: !opts.noFollow,
+      onSymlink: (p2, target) => symlinks.push({ path: p2, target })
+    });
+    const kind = r.exists ? kindOf(r.host) : void 0;
+    return {
+      inRoot: r.inRoot,
+      host: r.host,
+      exists: r.exists,
+      ...kind ? { kind } : {},
+      symlinks,
+      virtual: isVirtual(r.inRoot)
+    };
+  } catch (e) {
+    if (!(e instanceof ResolveError)) throw e;
+    return {
+      inRoot: e.inRootPath,
+      host: "",
+      exists: false,
+      symlinks,
+      virtual: isVirtual(e.inRootPath)
+    };
+  }
+}
+
+// src/stages/trace.ts
+import { mkdir as mkdir6, readFile as readFile6, readdir as readdir3, rm as rm7, stat as stat5, writeFile as writeFile8 } from "node:fs/promises";
+import { readFileSync as readFileSync4, readdirSync, readlinkSync as readlinkSync2 } from "node:fs";
+import os7 from "node:os";
+import path19 from "node:path";
+
+// src/trace/fifo.ts
+import { randomBytes as randomBytes4 } from "node:crypto";
+import { closeSync, constants as constants5, openSync, read, writeSync } from "node:fs";
+var TraceFifo = class _TraceFifo {
+  constructor(path32) {
+    this.path = path32;
+    this.fd = openSync(path32, constants5.O_RDWR);
+    this.done = this.pump();
+  }
+  path;
+  fd;
+  chunks = [];
+  sentinel = `
+#lhc-trace-end-${randomBytes4(6).toString("hex")}
+`;
+  done;
+  closed = false;
+  /** Creates the FIFO (mode 0666: the service may run as any user) and starts reading it. */
+  static async create(path32) {
+    await run(["mkfifo", "-m", "0666", path32]);
+    return new _TraceFifo(path32);
+  }
+  async pump() {
+    const buf = Buffer.alloc(256 * 1024);
+    let tail2 = "";
+    for (; ; ) {
+      const n2 = await new Promise(
+        (resolve, reject) => read(
+          this.fd,
+          buf,
+          0,
+          buf.length,
+          null,
+          (err, bytes) => err ? reject(err) : resolve(bytes)
+        )
+      );
+      if (n2 <= 0) return;
+      const chunk = Buffer.from(buf.subarray(0, n2));
+      this.chunks.push(chunk);
+      tail2 = (tail2 + chunk.toString("latin1")).slice(-this.sentinel.length * 2);
+      if (tail2.includes(this.sentinel)) return;
+    }
+  }
+  /** Call once every writer has exited: returns everything written, without the sentinel. */
+  async finish() {
+    if (!this.closed) {
+      writeSync(this.fd, this.sentinel);
+      await this.done;
+      this.closed = true;
+      closeSync(this.fd);
+    }
+    const text = Buffer.concat(this.chunks).toString("utf8");
+    const at2 = text.lastIndexOf(this.sentinel);
+    return at2 >= 0 ? text.slice(0, at2) : text;
+  }
+};
+
+// src/trace/parse-qemu-strace.ts
+var ERRNO = {
+  EPERM: 1,
+  ENOENT: 2,
+  ESRCH: 3,
+  EINTR: 4,
+  EIO: 5,
+  ENXIO: 6,
+  E2BIG: 7,
+  ENOEXEC: 8,
+  EBADF: 9,
+  ECHILD: 10,
+  EAGAIN: 11,
+  ENOMEM: 12,
+  EACCES: 13,
+  EFAULT: 14,
+  EBUSY: 16,
+  EEXIST: 17,
+  EXDEV: 18,
+  ENODEV: 19,
+  ENOTDIR: 20,
+  EISDIR: 21,
+  EINVAL: 22,
+  ENFILE: 23,
+  EMFILE: 24,
+  ENOTTY: 25,
+  ETXTBSY: 26,
+  EFBIG: 27,
+  ENOSPC: 28,
+  ESPIPE: 29,
+  EROFS: 30,
+  EMLINK: 31,
+  EPIPE: 32,
+  ERANGE: 34,
+  ENAMETOOLONG: 36,
+  ENOSYS: 38,
+  ENOTEMPTY: 39,
+  ELOOP: 40,
+  ENODATA: 61,
+  EOPNOTSUPP: 95,
+  ENOTSUP: 95
+};
+var ENOENT = 2;
+function splitArgs(s3, from, escapes) {
+  const args = [];
+  let depth = 0;
+  let cur = "";
+  let i2 = from;
+  while (i2 < s3.length) {
+    const c3 = s3[i2];
+    if (c3 === '"') {
+      let j2 = i2 + 1;
+      for (; j2 < s3.length; j2++) {
+        if (escapes && s3[j2] === "\\") {
+          j2++;
+          continue;
+        }
+        if (s3[j2] === '"' && (escapes || j2 + 1 >= s3.length || /[,)}\]. ]/.test(s3[j2 + 1]))) break;
+      }
+      cur += s3.slice(i2, j2 + 1);
+      i2 = j2 + 1;
+      continue;
+    }
+    if (c3 === "(" || c3 === "{" || c3 === "[") depth++;
+    else if (c3 === "}" || c3 === "]") depth--;
+    else if (c3 === ")") {
+      if (depth === 0) {
+        if (cur.trim() !== "" || args.length > 0) args.push(cur.trim());
+        return { args, end: i2 + 1 };
+      }
+      depth--;
+    } else if (c3 === "," && depth === 0) {
+      args.push(cur.trim());
+      cur = "";
+      i2++;
+      continue;
+    }
+    cur += c3;
+    i2++;
+  }
+  return void 0;
+}
+function stringArg(arg, escapes) {
+  if (arg === void 0 || !arg.startsWith('"')) return void 0;
+  const close = escapes ? findClosingQuote(arg) : arg.lastIndexOf('"');
+  if (close <= 0) return void 0;
+  const body = arg.slice(1, close);
+  return escapes ? unescapeC(body) : body;
+}
+function findClosingQuote(arg) {
+  for (let j2 = 1; j2 < arg.length; j2++) {
+    if (arg[j2] === "\\") j2++;
+    else if (arg[j2] === '"') return j2;
+  }
+  return -1;
+}
+function unescapeC(s3) {
+  if (!s3.includes("\\")) return s3;
+  const bytes = [];
+  for (let i2 = 0; i2 < s3.length; i2++) {
+    const c3 = s3[i2];
+    if (c3 !== "\\") {
+      bytes.push(...Buffer.from(c3, "utf8"));
+      continue;
+    }
+    const n2 = s3[++i2];
+    if (n2 === "x") {
+      bytes.push(parseInt(s3.slice(i2 + 1, i2 + 3), 16));
+      i2 += 2;
+    } else if (n2 !== void 0 && /[0-7]/.test(n2)) {
+      const m2 = /^[0-7]{1,3}/.exec(s3.slice(i2))[0];
+      bytes.push(parseInt(m2, 8));
+      i2 += m2.length - 1;
+    } else {
+      const simple = {
+        n: 10,
+        t: 9,
+        r: 13,
+        v: 11,
+        f: 12,
+        "\\": 92,
+        '"': 34,
+        "'": 39
+      };
+      bytes.push(n2 !== void 0 && n2 in simple ? simple[n2] : (n2 ?? "\\").charCodeAt(0));
+    }
+  }
+  return Buffer.from(bytes).toString("utf8");
+}
+function parseRet(text, strace) {
+  const m2 = /=\s*(-?\d+|0x[0-9a-fA-F]+|\?)(?:\s+errno=(\d+)|\s+([A-Z][A-Z0-9_]+))?[^=]*$/.exec(
+    text
+  );
+  if (!m2) return { kind: "unknown" };
+  if (m2[1] === "?") return { kind: "unknown" };
+  const value = m2[1].startsWith("0x") ? parseInt(m2[1], 16) : Number(m2[1]);
+  if (value < 0) {
+    if (m2[2] !== void 0) return { kind: "error", errno: Number(m2[2]) };
+    if (strace && m2[3] !== void 0) return { kind: "error", errno: ERRNO[m2[3]] ?? -1 };
+    return { kind: "error", errno: -value };
+  }
+  return { kind: "ok", value };
+}
+var CALL_START = /^(\d+) +([a-z_][a-z0-9_]*)\(/;
+function qemuCalls(text) {
+  const calls = [];
+  let skipped = 0;
+  for (const line of text.split("\n")) {
+    let rest = line;
+    while (rest.length > 0) {
+      const m2 = CALL_START.exec(rest);
+      if (!m2) break;
+      const parsed = splitArgs(rest, m2[0].length, false);
+      if (!parsed) {
+        skipped++;
+        break;
+      }
+      const after = rest.slice(parsed.end);
+      const next = /\d+ +[a-z_][a-z0-9_]*\(/.exec(after);
+      const retText = next ? after.slice(0, next.index) : after;
+      calls.push({
+        pid: Number(m2[1]),
+        name: m2[2],
+        args: parsed.args,
+        ret: /=/.test(retText) ? parseRet(retText, false) : { kind: "unknown" }
+      });
+      if (!next) break;
+      rest = after.slice(next.index);
+    }
+  }
+  return { calls, skipped };
+}
+var STRACE_LINE = /^(\d+) +(.*)$/;
+function straceCalls(text) {
+  const calls = [];
+  const pending2 = /* @__PURE__ */ new Map();
+  let skipped = 0;
+  for (const raw of text.split("\n")) {
+    const lm = STRACE_LINE.exec(raw);
+    if (!lm) continue;
+    const pid = Number(lm[1]);
+    let body = lm[2];
+    if (body.startsWith("+++") || body.startsWith("---")) continue;
+    const unfinished = body.endsWith("<unfinished ...>");
+    const resumed = /^<\.\.\. ([a-z_0-9]+) resumed>(.*)$/.exec(body);
+    if (resumed) {
+      const head = pending2.get(pid);
+      pending2.delete(pid);
+      if (head === void 0) {
+        skipped++;
+        continue;
+      }
+      body = head + resumed[2];
+    }
+    if (unfinished) {
+      pending2.set(pid, body.slice(0, -"<unfinished ...>".length).trimEnd());
+      const cm2 = /^([a-z_][a-z0-9_]*)\(/.exec(body);
+      if (cm2 && /^(clone|clone3|fork|vfork)$/.test(cm2[1])) {
+        calls.push({ pid, name: cm2[1], args: [], ret: { kind: "unknown" } });
+      }
+      continue;
+    }
+    const cm = /^([a-z_][a-z0-9_]*)\(/.exec(body);
+    if (!cm) continue;
+    const parsed = splitArgs(body, cm[0].length, true);
+    if (!parsed) {
+      skipped++;
+      continue;
+    }
+    if (resumed && /^(clone|clone3|fork|vfork)$/.test(cm[1])) continue;
+    calls.push({
+      pid,
+      name: cm[1],
+      args: parsed.args,
+      ret: parseRet(body.slice(parsed.end), true)
+    });
+  }
+  return { calls, skipped };
+}
+function joinGuest(base, p2) {
+  const parts = (p2.startsWith("/") ? p2 : `${base}/${p2}`).split("/").filter((c3) => c3 !== "" && c3 !== ".");
+  return `/${parts.join("/")}`;
+}
+var PATH_CALLS = {
+  open: [{ op: "open", path: 0, flags: 1 }],
+  openat: [{ op: "open", dirfd: 0, path: 1, flags: 2 }],
+  openat2: [{ op: "open", dirfd: 0, path: 1, flags: 2 }],
+  creat: [{ op: "open", path: 0, write: true }],
+  execve: [{ op: "exec", path: 0 }],
+  execveat: [{ op: "exec", dirfd: 0, path: 1 }],
+  stat: [{ op: "stat", path: 0 }],
+  stat64: [{ op: "stat", path: 0 }],
+  lstat: [{ op: "stat", path: 0, noFollow: true }],
+  lstat64: [{ op: "stat", path: 0, noFollow: true }],
+  newfstatat: [{ op: "stat", dirfd: 0, path: 1, flags: 3 }],
+  fstatat64: [{ op: "stat", dirfd: 0, path: 1, flags: 3 }],
+  statx: [{ op: "stat", dirfd: 0, path: 1, flags: 2 }],
+  statfs: [{ op: "stat", path: 0 }],
+  access: [{ op: "access", path: 0 }],
+  faccessat: [{ op: "access", dirfd: 0, path: 1, flags: 3 }],
+  faccessat2: [{ op: "access", dirfd: 0, path: 1, flags: 3 }],
+  readlink: [{ op: "readlink", path: 0, noFollow: true }],
+  readlinkat: [{ op: "readlink", dirfd: 0, path: 1, noFollow: true }],
+  chdir: [{ op: "chdir", path: 0 }],
+  mkdir: [{ op: "mkdir", path: 0, write: true, noFollow: true }],
+  mkdirat: [{ op: "mkdir", dirfd: 0, path: 1, write: true, noFollow: true }],
+  unlink: [{ op: "unlink", path: 0, write: true, noFollow: true }],
+  unlinkat: [{ op: "unlink", dirfd: 0, path: 1, write: true, noFollow: true, flags: 2 }],
+  rmdir: [{ op: "rmdir", path: 0, write: true, noFollow: true }],
+  rename: [
+    { op: "rename-from", path: 0, write: true, noFollow: true },
+    { op: "rename-to", path: 1, write: true, noFollow: true }
+  ],
+  renameat: [
+    { op: "rename-from", dirfd: 0, path: 1, write: true, noFollow: true },
+    { op: "rename-to", dirfd: 2, path: 3, write: true, noFollow: true }
+  ],
+  renameat2: [
+    { op: "rename-from", dirfd: 0, path: 1, write: true, noFollow: true },
+    { op: "rename-to", dirfd: 2, path: 3, write: true, noFollow: true }
+  ],
+  symlink: [{ op: "symlink", path: 1, write: true, noFollow: true }],
+  symlinkat: [{ op: "symlink", dirfd: 1, path: 2, write: true, noFollow: true }],
+  link: [{ op: "link", path: 1, write: true, noFollow: true }],
+  linkat: [{ op: "link", dirfd: 2, path: 3, write: true, noFollow: true }],
+  truncate: [{ op: "truncate", path: 0, write: true }],
+  chmod: [{ op: "chmod", path: 0, write: true }],
+  fchmodat: [{ op: "chmod", dirfd: 0, path: 1, write: true }],
+  chown: [{ op: "chown", path: 0, write: true }],
+  lchown: [{ op: "chown", path: 0, write: true, noFollow: true }],
+  fchownat: [{ op: "chown", dirfd: 0, path: 1, write: true, flags: 4 }],
+  utimensat: [{ op: "utime", dirfd: 0, path: 1, write: true, flags: 3 }],
+  utimes: [{ op: "utime", path: 0, write: true }],
+  mknod: [{ op: "mknod", path: 0, write: true }],
+  mknodat: [{ op: "mknod", dirfd: 0, path: 1, write: true }]
+};
+var FORKS = /* @__PURE__ */ new Set(["clone", "clone3", "fork", "vfork"]);
+var WRITE_FLAGS = /O_WRONLY|O_RDWR|O_CREAT|O_TRUNC|O_APPEND|O_TMPFILE/;
+function hasNoFollow(flags) {
+  if (/AT_SYMLINK_NOFOLLOW|O_NOFOLLOW/.test(flags)) return true;
+  const hex3 = /^0x([0-9a-fA-F]+)$/.exec(flags.trim());
+  return hex3 !== null && (parseInt(hex3[1], 16) & 256) !== 0;
+}
+function fdNumber(arg) {
+  if (arg === void 0) return void 0;
+  if (arg === "AT_FDCWD" || arg === "-100") return "cwd";
+  const m2 = /^(-?\d+)/.exec(arg);
+  return m2 ? Number(m2[1]) : void 0;
+}
+function replay(calls, opts, escapes, initialSkipped) {
+  const procs = /* @__PURE__ */ new Map();
+  const events = [];
+  const pids = [];
+  const payload = /* @__PURE__ */ new Set();
+  let started = opts.payloadExec === void 0;
+  let skipped = initialSkipped;
+  let lastForker;
+  const rootCwd = opts.cwd ?? "/";
+  const proc = (pid) => {
+    let p2 = procs.get(pid);
+    if (!p2) {
+      const parent = lastForker !== void 0 ? procs.get(lastForker) : void 0;
+      p2 = parent ? { cwd: parent.cwd, fds: new Map(parent.fds), exe: parent.exe } : { cwd: rootCwd, fds: /* @__PURE__ */ new Map(), exe: opts.entrypoint };
+      procs.set(pid, p2);
+      if (started && (opts.payloadExec === void 0 || lastForker !== void 0 && payload.has(lastForker))) {
+        payload.add(pid);
+        pids.push(pid);
+      }
+    }
+    return p2;
+  };
+  for (const c3 of calls) {
+    const p2 = proc(c3.pid);
+    const ok = c3.ret.kind === "ok";
+    const retValue = c3.ret.kind === "ok" ? c3.ret.value : void 0;
+    if (FORKS.has(c3.name)) {
+      lastForker = c3.pid;
+      continue;
+    }
+    switch (c3.name) {
+      case "close": {
+        const fd = fdNumber(c3.args[0]);
+        if (typeof fd === "number") p2.fds.delete(fd);
+        continue;
+      }
+      case "dup":
+      case "dup2":
+      case "dup3":
+      case "fcntl":
+      case "fcntl64": {
+        const from = fdNumber(c3.args[0]);
+        if (c3.name.startsWith("fcntl") && !/F_DUPFD/.test(c3.args[1] ?? "")) continue;
+        let to2 = retValue;
+        if (c3.name === "dup2" || c3.name === "dup3") to2 = fdNumber(c3.args[1]);
+        if (!ok || typeof from !== "number" || typeof to2 !== "number") continue;
+        const target = p2.fds.get(from);
+        if (target !== void 0) p2.fds.set(to2, target);
+        else p2.fds.delete(to2);
+        continue;
+      }
+      case "fchdir": {
+        const fd = fdNumber(c3.args[0]);
+        const dir = typeof fd === "number" ? p2.fds.get(fd) : void 0;
+        if (ok && dir !== void 0) p2.cwd = dir;
+        continue;
+      }
+      case "getdents":
+      case "getdents64": {
+        const fd = fdNumber(c3.args[0]);
+        const dir = typeof fd === "number" ? p2.fds.get(fd) : void 0;
+        if (dir !== void 0 && payload.has(c3.pid)) {
+          events.push({
+            pid: c3.pid,
+            op: "getdents",
+            path: dir,
+            result: ok ? "ok" : c3.ret.kind,
+            syscall: c3.name,
+            write: false,
+            ...errnoOf(c3.ret)
+          });
+        }
+        continue;
+      }
+    }
+    const specs = PATH_CALLS[c3.name];
+    if (!specs) continue;
+    for (const spec of specs) {
+      const raw = stringArg(c3.args[spec.path], escapes);
+      if (raw === void 0) continue;
+      let base = p2.cwd;
+      if (spec.dirfd !== void 0 && !raw.startsWith("/")) {
+        const fd = fdNumber(c3.args[spec.dirfd]);
+        if (fd === void 0) {
+          skipped++;
+          continue;
+        }
+        if (fd !== "cwd") {
+          const dir = p2.fds.get(fd);
+          if (dir === void 0) {
+            skipped++;
+            continue;
+          }
+          base = dir;
+        }
+      }
+      if (raw === "") continue;
+      let guestPath = joinGuest(base, raw);
+      const flags = spec.flags !== void 0 ? c3.args[spec.flags] ?? "" : "";
+      let write = spec.write ?? false;
+      let noFollow = spec.noFollow ?? false;
+      let op = spec.op;
+      if (spec.op === "open" && WRITE_FLAGS.test(flags)) write = true;
+      if (flags && hasNoFollow(flags)) noFollow = true;
+      if (spec.op === "unlink" && /AT_REMOVEDIR|^0x200$/.test(flags)) op = "rmdir";
+      if (op === "exec") {
+        if (guestPath === "/proc/self/exe" && p2.exe !== void 0) guestPath = p2.exe;
+        const failed = c3.ret.kind === "error";
+        if (!failed) {
+          p2.exe = guestPath;
+          if (!started && guestPath === opts.payloadExec) {
+            started = true;
+            payload.add(c3.pid);
+            pids.push(c3.pid);
+            p2.cwd = rootCwd;
+            for (const fd of [...p2.fds.keys()]) if (fd > 2) p2.fds.delete(fd);
+          }
+        }
+        if (payload.has(c3.pid)) {
+          events.push({
+            pid: c3.pid,
+            op,
+            path: guestPath,
+            result: failed ? "error" : "ok",
+            syscall: c3.name,
+            write: false,
+            ...errnoOf(c3.ret)
+          });
+        }
+        continue;
+      }
+      if (ok && op === "open" && retValue !== void 0) p2.fds.set(retValue, guestPath);
+      if (ok && op === "chdir") p2.cwd = guestPath;
+      if (!payload.has(c3.pid)) continue;
+      events.push({
+        pid: c3.pid,
+        op,
+        path: guestPath,
+        result: c3.ret.kind,
+        ...errnoOf(c3.ret),
+        write,
+        ...noFollow ? { noFollow } : {},
+        syscall: c3.name
+      });
+    }
+  }
+  return { events, skipped, pids };
+}
+function errnoOf(r) {
+  return r.kind === "error" ? { errno: r.errno } : {};
+}
+function parseQemuStrace(text, opts = {}) {
+  const { calls, skipped } = qemuCalls(text);
+  return replay(calls, opts, false, skipped);
+}
+function parseHostStrace(text, opts = {}) {
+  const { calls, skipped } = straceCalls(text);
+  return replay(calls, opts, true, skipped);
+}
+
+// src/stages/cleanup.ts
+var pending = [];
+function runOnce(entry) {
+  entry.promise ??= (async () => {
+    try {
+      await entry.fn();
+    } finally {
+      const i2 = pending.indexOf(entry);
+      if (i2 !== -1) pending.splice(i2, 1);
+    }
+  })();
+  return entry.promise;
+}
+function registerCleanup(name, fn) {
+  const entry = { name, fn };
+  pending.push(entry);
+  return { run: () => runOnce(entry) };
+}
+
+// src/stages/trace.ts
+function hostArch2() {
+  const a2 = os7.arch();
+  return a2 === "arm64" ? "aarch64" : a2 === "x64" ? "x86_64" : a2;
+}
+var QEMU_TRACE_FILE = "qemu.log";
+function qemuFifoEnv() {
+  return { QEMU_STRACE: "1", QEMU_LOG_FILENAME: `${TRACE_MOUNT}/${QEMU_TRACE_FILE}` };
+}
+var STRACE_FLAGS = [
+  "-f",
+  "-qq",
+  "-s",
+  "4096",
+  "-e",
+  "trace=%file,%desc,%process"
+];
+function containerArgv(config2, t) {
+  const env = { ...config2.service.env, ...t.trace?.mode === "qemu" ? qemuFifoEnv() : {} };
+  return nspawnArgv({
+    root: t.root,
+    command: config2.service.command,
+    readOnly: t.readOnly,
+    dataDir: t.dataDir,
+    dataPath: config2.data.path,
+    binds: t.trace?.mode === "qemu" ? [{ host: t.trace.dir, container: TRACE_MOUNT }] : [],
+    env,
+    user: config2.service.user,
+    ...config2.service.workdir ? { workdir: config2.service.workdir } : {},
+    harden: t.harden,
+    privateNetwork: true
+  });
+}
+function crashError(config2, what, exitCode, stderr) {
+  const code = exitCode === void 0 ? "was killed" : `exited with code ${exitCode}`;
+  return new UserError(
+    `service '${config2.name}' (${config2.service.command.join(" ")}) ${code} ${what}` + (stderr.trim() ? `; last lines of its stderr:
+${tail(stderr, 15)}` : " (no stderr output)")
+  );
+}
+async function withTimeout(config2, what, p2) {
+  try {
+    return await p2;
+  } catch (e) {
+    if (e instanceof ToolError && e.reason.startsWith("timed out")) {
+      throw new UserError(
+        `service '${config2.name}' did not finish ${what} within service.timeout (${config2.service.timeout} s)` + (e.stderrTail ? `; last lines of its stderr:
+${e.stderrTail}` : "")
+      );
+    }
+    throw e;
+  }
+}
+async function runInetd(config2, t, logger, signal) {
+  const out = { responses: {}, traces: [], traceFiles: [] };
+  for (const [i2, probe] of config2.probes.entries()) {
+    if (probe.type !== "gopher") {
+      throw new UserError(
+        `probe '${probe.name}' is an ${probe.type} probe, but the service is inetd-style (service.inetd: true) and speaks only on stdin/stdout: use gopher probes, or service.listen`
+      );
+    }
+    let argv = containerArgv(config2, t);
+    let fifo;
+    let straceFile;
+    if (t.trace?.mode === "qemu") {
+      const fifoPath = path19.join(t.trace.dir, QEMU_TRACE_FILE);
+      await rm7(fifoPath, { force: true });
+      fifo = await TraceFifo.create(fifoPath);
+    } else if (t.trace?.mode === "strace") {
+      straceFile = path19.join(t.trace.dir, `strace.${i2}.log`);
+      argv = ["strace", ...STRACE_FLAGS, "-o", straceFile, "--", ...argv];
+    }
+    let r;
+    try {
+      r = await withTimeout(
+        config2,
+        `probe '${probe.name}'`,
+        run(argv, {
+          privileged: true,
+          input: Buffer.from(`${probe.selector}\r
+`, "utf8"),
+          binary: true,
+          reject: false,
+          timeoutMs: config2.service.timeout * 1e3,
+          logger,
+          ...signal ? { signal } : {}
+        })
+      );
+    } finally {
+      if (fifo) {
+        const text = await fifo.finish();
+        out.traces.push(text);
+      }
+    }
+    if (straceFile) {
+      out.traces.push(await readFile6(straceFile, "utf8").catch(() => ""));
+      out.traceFiles.push(straceFile);
+    }
+    if (r.exitCode !== 0)
+      throw crashError(config2, `while answering probe '${probe.name}'`, r.exitCode, r.stderr);
+    out.responses[probe.name] = r.stdoutBytes;
+  }
+  return out;
+}
+function processTree() {
+  const children = /* @__PURE__ */ new Map();
+  for (const name of readdirSync("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const s3 = readFileSync4(`/proc/${name}/stat`, "utf8");
+      const ppid = Number(s3.slice(s3.lastIndexOf(")") + 2).split(" ")[1]);
+      const list = children.get(ppid) ?? [];
+      list.push(Number(name));
+      children.set(ppid, list);
+    } catch {
+    }
+  }
+  return children;
+}
+function findPayloadPid(pid) {
+  let ownNet;
+  try {
+    ownNet = readlinkSync2("/proc/self/ns/net");
+  } catch {
+    return void 0;
+  }
+  const children = processTree();
+  const queue = [...children.get(pid) ?? []];
+  while (queue.length > 0) {
+    const p2 = queue.shift();
+    try {
+      if (readlinkSync2(`/proc/${p2}/ns/net`) !== ownNet) return p2;
+    } catch {
+    }
+    queue.push(...children.get(p2) ?? []);
+  }
+  return void 0;
+}
+function isListening(pid, port2) {
+  const hexPort = port2.toString(16).toUpperCase().padStart(4, "0");
+  for (const table2 of ["tcp", "tcp6"]) {
+    let text;
+    try {
+      text = readFileSync4(`/proc/${pid}/net/${table2}`, "utf8");
+    } catch {
+      continue;
+    }
+    for (const line of text.split("\n").slice(1)) {
+      const f2 = line.trim().split(/\s+/);
+      if (f2.length > 3 && f2[1].endsWith(`:${hexPort}`) && f2[3] === "0A") return true;
+    }
+  }
+  return false;
+}
+var sleep2 = (ms2) => new Promise((r) => setTimeout(r, ms2));
+var GOPHER_CLIENT = "const s=require('net').connect(+process.argv[1],'127.0.0.1',()=>s.end(process.argv[2]+'\\r\\n'));const c=[];s.on('data',d=>c.push(d));s.on('end',()=>process.stdout.write(Buffer.concat(c)));s.on('error',e=>{console.error(e.message);process.exit(1)});";
+async function probeListening(config2, pid, port2, probe, workDir, logger) {
+  const ns2 = ["nsenter", "-t", String(pid), "-n", "--"];
+  const timeoutMs = config2.service.timeout * 1e3;
+  if (probe.type === "gopher") {
+    const r2 = await run(
+      [...ns2, process.execPath, "-e", GOPHER_CLIENT, String(port2), probe.selector],
+      {
+        privileged: true,
+        binary: true,
+        timeoutMs,
+        logger
+      }
+    );
+    return r2.stdoutBytes;
+  }
+  const bodyFile = path19.join(workDir, `probe-${probe.name}.body`);
+  await rm7(bodyFile, { force: true });
+  const url3 = `http://127.0.0.1:${port2}${probe.path}`;
+  const r = await run(
+    [
+      ...ns2,
+      "curl",
+      "-s",
+      "-S",
+      "-o",
+      bodyFile,
+      "-w",
+      "%{http_code}",
+      "--max-time",
+      String(config2.service.timeout),
+      url3
+    ],
+    { privileged: true, timeoutMs, logger, reject: false }
+  );
+  if (r.exitCode !== 0) {
+    throw new UserError(
+      `probe '${probe.name}': ${url3} inside the container's network namespace failed: ${tail(r.stderr, 5) || `curl exit code ${r.exitCode}`}`
+    );
+  }
+  const body = await readFile6(bodyFile).catch(() => Buffer.alloc(0));
+  return { status: Number(r.stdout.trim()), body };
+}
+async function runListening(config2, t, workDir, logger) {
+  const port2 = config2.service.listen;
+  let argv = containerArgv(config2, t);
+  let fifo;
+  let straceFile;
+  if (t.trace?.mode === "qemu") {
+    const fifoPath = path19.join(t.trace.dir, QEMU_TRACE_FILE);
+    await rm7(fifoPath, { force: true });
+    fifo = await TraceFifo.create(fifoPath);
+  } else if (t.trace?.mode === "strace") {
+    straceFile = path19.join(t.trace.dir, "strace.log");
+    argv = ["strace", ...STRACE_FLAGS, "-o", straceFile, "--", ...argv];
+  }
+  const out = { responses: {}, traces: [], traceFiles: straceFile ? [straceFile] : [] };
+  const container = start(argv, { privileged: true, logger });
+  const cleanup = registerCleanup(`container ${config2.name}`, () => container.stop());
+  const state = {};
+  void container.exited.then((e) => state.exited = e);
+  try {
+    const deadline = Date.now() + config2.service.timeout * 1e3;
+    let pid;
+    for (; ; ) {
+      const gone = state.exited;
+      if (gone)
+        throw crashError(config2, `before listening on port ${port2}`, gone.exitCode, gone.stderr);
+      pid ??= findPayloadPid(container.pid);
+      if (pid !== void 0 && isListening(pid, port2)) break;
+      if (Date.now() > deadline) {
+        throw new UserError(
+          `service '${config2.name}' did not listen on port ${port2} within service.timeout (${config2.service.timeout} s)`
+        );
+      }
+      await sleep2(100);
+    }
+    logger.debug(`service listens on ${port2} in the namespace of pid ${pid}`);
+    for (const probe of config2.probes) {
+      out.responses[probe.name] = await probeListening(config2, pid, port2, probe, workDir, logger);
+      const gone = state.exited;
+      if (gone)
+        throw crashError(
+          config2,
+          `while answering probe '${probe.name}'`,
+          gone.exitCode,
+          gone.stderr
+        );
+    }
+  } finally {
+    await cleanup.run();
+    if (fifo) out.traces.push(await fifo.finish());
+  }
+  if (straceFile) out.traces.push(await readFile6(straceFile, "utf8").catch(() => ""));
+  return out;
+}
+async function runProbes(config2, t, o2) {
+  return config2.service.listen !== void 0 ? runListening(config2, t, o2.workDir, o2.logger) : runInetd(config2, t, o2.logger, o2.signal);
+}
+async function seedDataDir(config2, root, dir) {
+  await rm7(dir, { recursive: true, force: true });
+  await mkdir6(dir, { recursive: true, mode: 493 });
+  const inRoot = resolveTraced(root, config2.data.path);
+  if (inRoot.exists && inRoot.kind === "dir" && (await readdir3(inRoot.host)).length > 0) {
+    await run(["cp", "-a", "--", `${inRoot.host}/.`, `${dir}/`], { privileged: true });
+  }
+  if (config2.data.template) {
+    await run(["cp", "-a", "--", `${config2.data.template}/.`, `${dir}/`], { privileged: true });
+  }
+}
+async function isDir(p2) {
+  return stat5(p2).then(
+    (s3) => s3.isDirectory(),
+    () => false
+  );
+}
+async function traceService(config2, root, opts) {
+  const { logger, workDir } = opts;
+  if (!await isDir(root)) throw new UserError(`root directory ${root} does not exist`);
+  const emulated = (opts.arch ?? hostArch2()) !== config2.arch;
+  const entry = resolveTraced(root, config2.service.command[0]);
+  if (!entry.exists || entry.kind !== "file") {
+    throw new UserError(
+      `the entrypoint ${config2.service.command[0]} (service.command[0]) is not a file in the root`
+    );
+  }
+  const elf = await readElf(entry.host);
+  const interp = elf?.interp;
+  const copy = path19.join(workDir, "trace-root");
+  const traceDir = path19.join(workDir, "trace");
+  const dataDir = path19.join(workDir, "trace-data");
+  await mkdir6(workDir, { recursive: true });
+  await rm7(traceDir, { recursive: true, force: true });
+  await mkdir6(traceDir, { recursive: true, mode: 493 });
+  const removeCopy = registerCleanup(
+    `traced root copy ${copy}`,
+    () => run(["rm", "-rf", "--one-file-system", "--", copy], { privileged: true }).then(() => void 0)
+  );
+  try {
+    await logger.group("copy the root for the traced run", async () => {
+      await run(["rm", "-rf", "--one-file-system", "--", copy], { privileged: true });
+      await mkdir6(copy, { recursive: true });
+      await run(["cp", "-a", "--reflink=auto", "--", `${root}/.`, `${copy}/`], {
+        privileged: true
+      });
+      for (const p2 of [TRACE_MOUNT, config2.data.path, "/usr"]) {
+        await mkdir6(path19.join(copy, p2), { recursive: true, mode: 493 });
+      }
+    });
+    await seedDataDir(config2, root, dataDir);
+    const started = Date.now();
+    const probed = await logger.group(
+      `traced run of ${config2.service.command.join(" ")} (${emulated ? "QEMU_STRACE" : "host strace"}, ${config2.probes.length} probes)`,
+      () => runProbes(
+        config2,
+        {
+          root: copy,
+          dataDir,
+          readOnly: false,
+          harden: false,
+          trace: { dir: traceDir, mode: emulated ? "qemu" : "strace" }
+        },
+        { workDir, logger, ...opts.signal ? { signal: opts.signal } : {} }
+      )
+    );
+    const seconds = (Date.now() - started) / 1e3;
+    const parseOpts = {
+      cwd: config2.service.workdir ?? "/",
+      entrypoint: config2.service.command[0],
+      ...emulated ? {} : { payloadExec: config2.service.command[0] }
+    };
+    const events = [];
+    const traceFiles = [...probed.traceFiles];
+    for (const [i2, text] of probed.traces.entries()) {
+      const parsed = emulated ? parseQemuStrace(text, parseOpts) : parseHostStrace(text, parseOpts);
+      if (emulated) {
+        const file2 = path19.join(traceDir, `qemu.${i2}.txt`);
+        await writeFile8(file2, text);
+        traceFiles.push(file2);
+      }
+      if (parsed.skipped > 0)
+        logger.debug(`trace ${i2}: ${parsed.skipped} unusable call(s) skipped`);
+      events.push(...parsed.events);
+    }
+    if (events.length === 0) {
+      throw new UserError(
+        `the traced run of '${config2.name}' recorded no file access at all: ` + (emulated ? "QEMU_STRACE produced nothing (is the entrypoint an aarch64 binary run through binfmt_misc? check `lhc doctor`)" : "host strace saw no exec of the entrypoint")
+      );
+    }
+    events.unshift({
+      pid: 0,
+      op: "exec",
+      path: config2.service.command[0],
+      result: "ok",
+      write: false,
+      syscall: "entrypoint"
+    });
+    if (interp)
+      events.unshift({
+        pid: 0,
+        op: "exec",
+        path: interp,
+        result: "ok",
+        write: false,
+        syscall: "pt-interp"
+      });
+    const written = /* @__PURE__ */ new Set();
+    const writtenOutside = /* @__PURE__ */ new Set();
+    const failed = /* @__PURE__ */ new Set();
+    for (const e of events) {
+      if (e.write && e.result === "ok")
+        (isUnder(e.path, config2.data.path) ? written : writtenOutside).add(e.path);
+      if (e.result === "error" && e.errno === ENOENT && !e.write) failed.add(e.path);
+    }
+    for (const p2 of writtenOutside)
+      if (isUnder(p2, "/dev") || isUnder(p2, "/proc") || isUnder(p2, "/sys")) writtenOutside.delete(p2);
+    if (writtenOutside.size > 0) {
+      logger.warn(
+        `the service wrote outside ${config2.data.path}, which is read-only on the board: ${[...writtenOutside].sort().join(", ")}`
+      );
+    }
+    return {
+      events,
+      responses: probed.responses,
+      writtenUnderData: [...written].sort(),
+      writtenOutsideData: [...writtenOutside].sort(),
+      failedLookups: [...failed].sort(),
+      entrypoint: config2.service.command[0],
+      ...interp ? { interp } : {},
+      emulated,
+      seconds,
+      traceFiles
+    };
+  } finally {
+    await removeCopy.run();
+  }
+}
+
+// src/stages/prune.ts
+function mountPoints(config2) {
+  return [.../* @__PURE__ */ new Set([config2.data.path, "/proc", "/sys", "/dev", "/run", "/tmp", "/usr"])];
+}
+var TRIPLETS = {
+  aarch64: "aarch64-linux-gnu",
+  x86_64: "x86_64-linux-gnu",
+  arm: "arm-linux-gnueabihf"
+};
+var MUSL_ARCH = { aarch64: "aarch64", x86_64: "x86_64", arm: "armhf" };
+function walkRoot(root) {
+  const out = /* @__PURE__ */ new Map();
+  const visit3 = (inRoot) => {
+    const host = path20.join(root, inRoot);
+    const st2 = lstatSync3(host);
+    const kind = st2.isSymbolicLink() ? "symlink" : st2.isDirectory() ? "dir" : st2.isFile() ? "file" : "other";
+    out.set(inRoot, { kind, st: st2 });
+    if (kind === "dir") {
+      for (const name of readdirSync2(host).sort())
+        visit3(inRoot === "/" ? `/${name}` : `${inRoot}/${name}`);
+    }
+  };
+  visit3("/");
+  return out;
+}
+function entryBytes(e) {
+  return e.kind === "file" || e.kind === "symlink" ? e.st.size : 0;
+}
+function libraryDirs(root, elf, elfPath) {
+  const dirs = [];
+  const origin = path20.posix.dirname(elfPath);
+  for (const r of elf.runpath) dirs.push(r.replace(/\$\{?ORIGIN\}?/g, origin));
+  const musl = elf.interp !== void 0 && /ld-musl/.test(elf.interp);
+  if (musl) {
+    const pathFile = resolveTraced(
+      root,
+      `/etc/ld-musl-${MUSL_ARCH[elf.machineName] ?? elf.machineName}.path`
+    );
+    if (pathFile.exists && pathFile.kind === "file") {
+      dirs.push(
+        ...readFileSync5(pathFile.host, "utf8").split(/[:\n]/).map((s3) => s3.trim()).filter(Boolean)
+      );
+    } else dirs.push("/lib", "/usr/local/lib", "/usr/lib");
+    return dirs;
+  }
+  dirs.push(...ldSoConfDirs(root, "/etc/ld.so.conf", 0));
+  const triplet = TRIPLETS[elf.machineName];
+  if (triplet) dirs.push(`/lib/${triplet}`, `/usr/lib/${triplet}`);
+  if (elf.bits === 64) dirs.push("/lib64", "/usr/lib64");
+  dirs.push("/lib", "/usr/lib");
+  return [...new Set(dirs)];
+}
+function ldSoConfDirs(root, file2, depth) {
+  if (depth > 8) return [];
+  const r = resolveTraced(root, file2);
+  if (!r.exists || r.kind !== "file") return [];
+  const dirs = [];
+  for (const raw of readFileSync5(r.host, "utf8").split("\n")) {
+    const line = raw.replace(/#.*/, "").trim();
+    if (!line) continue;
+    const inc = /^include\s+(.+)$/.exec(line);
+    if (!inc) {
+      if (line.startsWith("/")) dirs.push(line);
+      continue;
+    }
+    const pattern = inc[1].startsWith("/") ? inc[1] : path20.posix.join(path20.posix.dirname(file2), inc[1]);
+    const dir = resolveTraced(root, path20.posix.dirname(pattern));
+    if (!dir.exists || dir.kind !== "dir") continue;
+    const re2 = globToRegExp(pattern);
+    for (const name of readdirSync2(dir.host).sort()) {
+      const candidate = path20.posix.join(path20.posix.dirname(pattern), name);
+      if (re2.test(candidate)) dirs.push(...ldSoConfDirs(root, candidate, depth + 1));
+    }
+  }
+  return dirs;
+}
+function octal(mode2) {
+  return (mode2 & 4095).toString(8).padStart(4, "0");
+}
+var READ_OPS = /* @__PURE__ */ new Set(["open", "exec", "stat", "access", "readlink", "chdir", "getdents"]);
+async function pruneRoot(root, trace, config2, opts) {
+  const { logger } = opts;
+  const all = walkRoot(root);
+  const kept = /* @__PURE__ */ new Map();
+  const dataPath = config2.data.path;
+  const excluded = (p2) => isUnder(p2, dataPath) || isUnder(p2, TRACE_MOUNT);
+  const add = (p2, why) => {
+    if (excluded(p2) || !all.has(p2)) return false;
+    let s3 = kept.get(p2);
+    if (!s3) kept.set(p2, s3 = /* @__PURE__ */ new Set());
+    s3.add(why);
+    return true;
+  };
+  const addLookup = (guestPath, why, noFollow = false) => {
+    const r = resolveTraced(root, guestPath, { noFollow });
+    for (const l of r.symlinks) add(l.path, "symlink-on-path");
+    if (r.exists && !r.virtual) add(r.inRoot, why);
+    return r;
+  };
+  for (const e of trace.events) {
+    if (!READ_OPS.has(e.op) && !(e.write && e.result === "ok")) continue;
+    if (e.result === "error" && (e.errno === 2 || e.errno === 20)) continue;
+    if (e.syscall === "entrypoint" || e.syscall === "pt-interp") continue;
+    const r = addLookup(
+      e.path,
+      e.op === "exec" ? "traced-exec" : "traced-open",
+      e.noFollow ?? false
+    );
+    if (e.op === "getdents" && r.exists && r.kind === "dir" && !r.virtual) {
+      for (const name of readdirSync2(r.host)) add(path20.posix.join(r.inRoot, name), "dir-listing");
+    }
+  }
+  const entry = addLookup(trace.entrypoint, "entrypoint");
+  if (!entry.exists)
+    throw new UserError(`the entrypoint ${trace.entrypoint} does not exist in the root ${root}`);
+  if (trace.interp) addLookup(trace.interp, "elf-interp");
+  if (config2.keep.length > 0) {
+    const keepMatch = globMatcher(config2.keep);
+    for (const p2 of all.keys()) if (keepMatch(p2)) add(p2, "keep-glob");
+  }
+  const missingLibraries = [];
+  const scanned = /* @__PURE__ */ new Set();
+  for (let changed = true; changed; ) {
+    changed = false;
+    for (const p2 of [...kept.keys()]) {
+      if (scanned.has(p2) || all.get(p2)?.kind !== "file") continue;
+      scanned.add(p2);
+      let elf;
+      try {
+        elf = await readElf(path20.join(root, p2));
+      } catch (err) {
+        logger.debug(`not parsing ${p2} as ELF: ${err.message}`);
+        continue;
+      }
+      if (!elf) continue;
+      if (elf.interp) {
+        const r = addLookup(elf.interp, "elf-interp");
+        if (r.exists) changed = true;
+        else missingLibraries.push({ elf: p2, needed: elf.interp });
+      }
+      const dirs = elf.needed.length > 0 ? libraryDirs(root, elf, p2) : [];
+      for (const lib of elf.needed) {
+        const candidates = lib.includes("/") ? [lib.startsWith("/") ? lib : path20.posix.join(path20.posix.dirname(p2), lib)] : dirs.map((d) => path20.posix.join(d, lib));
+        const hit = candidates.find((c3) => {
+          const r = resolveTraced(root, c3);
+          return r.exists && r.kind === "file";
+        });
+        if (hit === void 0) {
+          missingLibraries.push({ elf: p2, needed: lib });
+          continue;
+        }
+        addLookup(hit, "dt-needed");
+        changed = true;
+      }
+    }
+  }
+  for (const m2 of missingLibraries)
+    logger.warn(`${m2.elf} needs ${m2.needed}, which is not in the root's library dirs`);
+  const droppedByConfig = [];
+  if (config2.drop.length > 0) {
+    const dropMatch = globMatcher(config2.drop);
+    for (const p2 of [...kept.keys()]) {
+      if (dropMatch(p2)) {
+        kept.delete(p2);
+        droppedByConfig.push(p2);
+      }
+    }
+  }
+  for (const p2 of [...kept.keys()]) {
+    for (let d = path20.posix.dirname(p2); d !== "/" && d !== "."; d = path20.posix.dirname(d)) {
+      if (kept.has(d)) {
+        kept.get(d).add("parent-dir");
+        continue;
+      }
+      add(d, "parent-dir");
+    }
+  }
+  kept.delete("/");
+  const mounts = mountPoints(config2);
+  const prunedRoot = path20.join(opts.outDir, "root");
+  const dataDir = path20.join(opts.outDir, "data");
+  await rm8(prunedRoot, { recursive: true, force: true });
+  await mkdir7(prunedRoot, { recursive: true });
+  const rootSt = all.get("/").st;
+  const list = [];
+  const dirTimes = [];
+  for (const p2 of [...kept.keys()].sort()) {
+    const e = all.get(p2);
+    const src = path20.join(root, p2);
+    const dst = path20.join(prunedRoot, p2);
+    if (e.kind === "dir") {
+      await mkdir7(dst);
+      dirTimes.push({ host: dst, st: e.st });
+    } else if (e.kind === "file") {
+      await copyFile2(src, dst);
+      await utimes(dst, e.st.atime, e.st.mtime);
+    } else if (e.kind === "symlink") {
+      await symlink(await readlink2(src), dst);
+    } else {
+      logger.debug(`not copying special file ${p2}`);
+      continue;
+    }
+    await lchown(dst, e.st.uid, e.st.gid).catch(() => void 0);
+    if (e.kind !== "symlink") await chmod3(dst, e.st.mode & 4095);
+    else await lutimes(dst, e.st.atime, e.st.mtime).catch(() => void 0);
+    list.push({
+      path: p2,
+      kind: e.kind,
+      mode: octal(e.st.mode),
+      bytes: entryBytes(e),
+      why: [...kept.get(p2)].sort()
+    });
+  }
+  for (const m2 of mounts) {
+    const dst = path20.join(prunedRoot, m2);
+    const existing = list.find((k2) => k2.path === m2);
+    if (existing) {
+      if (!existing.why.includes("mount-point")) existing.why.push("mount-point");
+      continue;
+    }
+    const e = all.get(m2);
+    const mode2 = e?.kind === "dir" ? e.st.mode & 4095 : m2 === "/tmp" ? 1023 : 493;
+    await mkdir7(path20.dirname(dst), { recursive: true });
+    await mkdir7(dst);
+    await chmod3(dst, mode2);
+    if (e?.kind === "dir") await lchown(dst, e.st.uid, e.st.gid).catch(() => void 0);
+    list.push({ path: m2, kind: "dir", mode: octal(mode2), bytes: 0, why: ["mount-point"] });
+  }
+  for (const { host, st: st2 } of dirTimes.reverse()) await utimes(host, st2.atime, st2.mtime);
+  await chmod3(prunedRoot, rootSt.mode & 4095);
+  await lchown(prunedRoot, rootSt.uid, rootSt.gid).catch(() => void 0);
+  list.sort((a2, b2) => a2.path < b2.path ? -1 : a2.path > b2.path ? 1 : 0);
+  await seedDataDir(config2, root, dataDir);
+  let baseBytes = 0;
+  for (const e of all.values()) baseBytes += entryBytes(e);
+  const keptPaths = new Set(list.map((k2) => k2.path));
+  let droppedEntries = 0;
+  let droppedBytes = 0;
+  for (const [p2, e] of all) {
+    if (p2 === "/" || keptPaths.has(p2)) continue;
+    droppedEntries++;
+    droppedBytes += entryBytes(e);
+  }
+  const keptBytes = list.reduce((s3, k2) => s3 + k2.bytes, 0);
+  const report = {
+    name: config2.name,
+    emulated: trace.emulated,
+    traceSeconds: trace.seconds,
+    base: { entries: all.size - 1, bytes: baseBytes },
+    kept: { entries: list.length, bytes: keptBytes, list },
+    dropped: { entries: droppedEntries, bytes: droppedBytes },
+    failedLookups: trace.failedLookups,
+    writtenUnderData: trace.writtenUnderData,
+    writtenOutsideData: trace.writtenOutsideData,
+    missingLibraries,
+    droppedByConfig: droppedByConfig.sort()
+  };
+  logger.info(summarizeReport(report));
+  return { prunedRoot, dataDir, report };
+}
+function human(bytes) {
+  if (bytes < 1024) return `${bytes} B`;
+  if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(1)} KiB`;
+  return `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
+}
+function summarizeReport(r) {
+  const pct = r.base.bytes > 0 ? (100 * r.kept.bytes / r.base.bytes).toFixed(1) : "0";
+  const byReason = /* @__PURE__ */ new Map();
+  for (const k2 of r.kept.list) for (const w2 of k2.why) byReason.set(w2, (byReason.get(w2) ?? 0) + 1);
+  const lines = [
+    `pruned ${r.name}: kept ${r.kept.entries} of ${r.base.entries} entries, ${human(r.kept.bytes)} of ${human(r.base.bytes)} (${pct} %); dropped ${r.dropped.entries} entries, ${human(r.dropped.bytes)}`,
+    `kept because: ${[...byReason].sort().map(([w2, n2]) => `${w2} ${n2}`).join(", ")}`,
+    `trace: ${r.traceSeconds.toFixed(1)} s (${r.emulated ? "QEMU_STRACE" : "host strace"}), ${r.failedLookups.length} failed lookup(s), ${r.writtenUnderData.length} path(s) written under the data path`
+  ];
+  if (r.writtenOutsideData.length > 0)
+    lines.push(
+      `written outside the data path (read-only on the board): ${r.writtenOutsideData.join(", ")}`
+    );
+  if (r.missingLibraries.length > 0)
+    lines.push(
+      `missing libraries: ${r.missingLibraries.map((m2) => `${m2.needed} (for ${m2.elf})`).join(", ")}`
+    );
+  return lines.join("\n");
+}
+
+// src/stages/root.ts
+import { createHash as createHash8 } from "node:crypto";
+import { chmodSync as chmodSync3, existsSync as existsSync6, lstatSync as lstatSync6, readdirSync as readdirSync4, readFileSync as readFileSync6 } from "node:fs";
+import { mkdir as mkdir9, rename as rename4, rm as rm10, stat as stat7 } from "node:fs/promises";
+import path23 from "node:path";
+
+// src/root/extract.ts
+import { once as once9 } from "node:events";
+import {
+  closeSync as closeSync2,
+  constants as fsc,
+  createReadStream as createReadStream5,
+  fchmodSync,
+  fchownSync,
+  futimesSync,
+  lchownSync,
+  linkSync,
+  lstatSync as lstatSync4,
+  mkdirSync as mkdirSync2,
+  openSync as openSync2,
+  readSync,
+  chmodSync,
+  symlinkSync,
+  unlinkSync,
+  writeSync as writeSync2,
+  readlinkSync as readlinkSync3
+} from "node:fs";
+import { mkdir as mkdir8, mkdtemp as mkdtemp5, rm as rm9, stat as stat6 } from "node:fs/promises";
+import path21 from "node:path";
+import { createGunzip } from "node:zlib";
+var ExtractError = class extends UserError {
+  constructor(archive, entry, reason) {
+    super(`refusing ${archive}: ${entry !== void 0 ? `entry '${entry}': ` : ""}${reason}`);
+    this.archive = archive;
+    this.entry = entry;
+    this.reason = reason;
+  }
+  archive;
+  entry;
+  reason;
+};
+var DEFAULT_MAX_RATIO = 200;
+var DEFAULT_RATIO_FLOOR = 16 * 1024 * 1024;
+var DEFAULT_MAX_BYTES = 8 * 1024 * 1024 * 1024;
+var SETID = 3072;
+function detectCompression(head) {
+  if (head.length >= 2 && head[0] === 31 && head[1] === 139) return "gzip";
+  if (head.length >= 6 && head.subarray(0, 6).equals(Buffer.from([253, 55, 122, 88, 90, 0])))
+    return "xz";
+  if (head.length >= 4 && head.readUInt32BE(0) === 682962941) return { unsupported: "zstd" };
+  if (head.length >= 3 && head.subarray(0, 3).toString("latin1") === "BZh")
+    return { unsupported: "bzip2" };
+  if (head.length >= 2 && head[0] === 93 && head[1] === 0) return { unsupported: "lzma" };
+  return "none";
+}
+function readHead(file2) {
+  const fd = openSync2(file2, "r");
+  try {
+    const buf = Buffer.alloc(512);
+    const n2 = readSync(fd, buf, 0, buf.length, 0);
+    return buf.subarray(0, n2);
+  } finally {
+    closeSync2(fd);
+  }
+}
+function entryComponents(name) {
+  if (name.includes("\0")) throw new Error("path contains a NUL byte");
+  if (name.startsWith("/")) throw new Error("absolute path (rootfs tarballs use relative paths)");
+  const parts = name.split("/").filter((c3) => c3 !== "" && c3 !== ".");
+  if (parts.includes("..")) throw new Error('path contains ".." (it could point outside the root)');
+  return parts;
+}
+var Extractor = class {
+  constructor(archive, root, compression, opts) {
+    this.archive = archive;
+    this.root = root;
+    this.chown = opts.chown ?? isRoot();
+    this.summary = {
+      compression,
+      files: 0,
+      dirs: 0,
+      symlinks: 0,
+      hardlinks: 0,
+      skipped: { devices: 0, fifos: 0, other: 0 },
+      setidStripped: 0,
+      bytes: 0
+    };
+  }
+  archive;
+  root;
+  summary;
+  /** Regular files written from this archive: normalized entry path -> host path (hardlink targets). */
+  files = /* @__PURE__ */ new Map();
+  dirs = /* @__PURE__ */ new Map();
+  symlinks = [];
+  chown;
+  /** First error met while handling entries; the stream is drained and this is thrown. */
+  failure;
+  /** Entries seen (any type), to tell an empty or non-tar input from a real archive. */
+  entries = 0;
+  fail(entry, reason) {
+    throw new ExtractError(this.archive, entry, reason);
+  }
+  mode(raw, fallback) {
+    const m2 = raw ?? fallback;
+    if (m2 & SETID) this.summary.setidStripped++;
+    return m2 & 4095 & ~SETID;
+  }
+  /** Resolves the parent directory of an entry inside the root, creating missing parents. */
+  parentOf(name, parts) {
+    try {
+      const r = resolveInRoot(this.root, `/${parts.slice(0, -1).join("/")}`, {
+        createMissing: true
+      });
+      if (r.exists && !lstatSync4(r.host).isDirectory())
+        this.fail(name, `parent ${r.inRoot} is not a directory`);
+      if (!r.exists) mkdirSync2(r.host, { mode: 493 });
+      return r.host;
+    } catch (e) {
+      if (e instanceof ExtractError) throw e;
+      this.fail(
+        name,
+        `cannot resolve its parent directory inside the root: ${e.message}`
+      );
+    }
+  }
+  onEntry(entry) {
+    if (this.failure !== void 0) {
+      entry.resume();
+      return;
+    }
+    this.entries++;
+    try {
+      this.handle(entry);
+    } catch (e) {
+      this.failure = e;
+      entry.resume();
+    }
+  }
+  handle(entry) {
+    const name = entry.path;
+    let parts;
+    try {
+      parts = entryComponents(name);
+    } catch (e) {
+      this.fail(name, e.message);
+    }
+    switch (entry.type) {
+      case "File":
+      case "OldFile":
+      case "ContiguousFile":
+        if (parts.length === 0) this.fail(name, "a file cannot replace the root directory");
+        this.writeFile(entry, name, parts);
+        return;
+      case "Directory":
+      case "GNUDumpDir":
+        this.makeDir(entry, name, parts);
+        entry.resume();
+        return;
+      case "SymbolicLink": {
+        if (parts.length === 0) this.fail(name, "a symlink cannot replace the root directory");
+        const target = entry.linkpath ?? "";
+        if (target === "" || target.includes("\0"))
+          this.fail(name, "symlink with an empty or invalid target");
+        this.symlinks.push({ name, parts, target, uid: entry.uid, gid: entry.gid });
+        entry.resume();
+        return;
+      }
+      case "Link":
+        if (parts.length === 0) this.fail(name, "a hardlink cannot replace the root directory");
+        this.makeHardlink(name, parts, entry.linkpath ?? "");
+        entry.resume();
+        return;
+      case "CharacterDevice":
+      case "BlockDevice":
+        this.summary.skipped.devices++;
+        entry.resume();
+        return;
+      case "FIFO":
+        this.summary.skipped.fifos++;
+        entry.resume();
+        return;
+      default:
+        this.summary.skipped.other++;
+        entry.resume();
+    }
+  }
+  writeFile(entry, name, parts) {
+    const parent = this.parentOf(name, parts);
+    const host = path21.join(parent, parts[parts.length - 1]);
+    const flags = fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW;
+    let fd;
+    try {
+      fd = openSync2(host, flags, 384);
+    } catch (e) {
+      if (e.code !== "EEXIST") throw e;
+      const st2 = lstatSync4(host);
+      if (!st2.isFile())
+        this.fail(
+          name,
+          `a ${st2.isDirectory() ? "directory" : "non-file"} already exists at this path`
+        );
+      unlinkSync(host);
+      fd = openSync2(host, flags, 384);
+    }
+    const mode2 = this.mode(entry.mode, 420);
+    const key = parts.join("/");
+    entry.on("data", (chunk) => {
+      if (fd < 0) return;
+      try {
+        let off = 0;
+        while (off < chunk.length) off += writeSync2(fd, chunk, off, chunk.length - off);
+        this.summary.bytes += chunk.length;
+      } catch (e) {
+        this.failure ??= new ExtractError(
+          this.archive,
+          name,
+          `write failed: ${e.message}`
+        );
+        closeSync2(fd);
+        fd = -1;
+      }
+    });
+    entry.on("end", () => {
+      if (fd < 0) return;
+      try {
+        if (this.chown && entry.uid !== void 0 && entry.gid !== void 0)
+          fchownSync(fd, entry.uid, entry.gid);
+        fchmodSync(fd, mode2);
+        if (entry.mtime) futimesSync(fd, entry.mtime, entry.mtime);
+      } catch (e) {
+        this.failure ??= new ExtractError(
+          this.archive,
+          name,
+          `cannot set owner/mode: ${e.message}`
+        );
+      } finally {
+        closeSync2(fd);
+        fd = -1;
+      }
+      this.files.set(key, host);
+      this.summary.files++;
+    });
+  }
+  makeDir(entry, name, parts) {
+    const mode2 = this.mode(entry.mode, 493);
+    if (parts.length === 0) {
+      this.dirs.set("", { host: this.root, mode: mode2, uid: entry.uid, gid: entry.gid });
+      return;
+    }
+    const parent = this.parentOf(name, parts);
+    const host = path21.join(parent, parts[parts.length - 1]);
+    try {
+      mkdirSync2(host, { mode: 448 });
+      this.summary.dirs++;
+    } catch (e) {
+      if (e.code !== "EEXIST") throw e;
+      if (!lstatSync4(host).isDirectory())
+        this.fail(name, "a non-directory already exists at this path");
+    }
+    this.dirs.set(parts.join("/"), { host, mode: mode2, uid: entry.uid, gid: entry.gid });
+  }
+  makeHardlink(name, parts, linkpath) {
+    let targetParts;
+    try {
+      targetParts = entryComponents(linkpath);
+    } catch (e) {
+      this.fail(name, `hardlink target '${linkpath}': ${e.message}`);
+    }
+    const targetHost = this.files.get(targetParts.join("/"));
+    if (targetHost === void 0) {
+      this.fail(
+        name,
+        `hardlink target '${linkpath}' is not a regular file extracted earlier from this archive`
+      );
+    }
+    if (!lstatSync4(targetHost).isFile())
+      this.fail(name, `hardlink target '${linkpath}' is no longer a regular file`);
+    const parent = this.parentOf(name, parts);
+    const host = path21.join(parent, parts[parts.length - 1]);
+    try {
+      linkSync(targetHost, host);
+    } catch (e) {
+      if (e.code !== "EEXIST") throw e;
+      const st2 = lstatSync4(host);
+      if (!st2.isFile()) this.fail(name, "a non-file already exists at this path");
+      unlinkSync(host);
+      linkSync(targetHost, host);
+    }
+    this.files.set(parts.join("/"), host);
+    this.summary.hardlinks++;
+  }
+  /** After the stream: the symlinks, verbatim, then directory owners and modes (deepest first). */
+  finish() {
+    for (const s3 of this.symlinks) {
+      const parent = this.parentOf(s3.name, s3.parts);
+      const host = path21.join(parent, s3.parts[s3.parts.length - 1]);
+      try {
+        symlinkSync(s3.target, host);
+      } catch (e) {
+        if (e.code !== "EEXIST") throw e;
+        const st2 = lstatSync4(host);
+        if (st2.isSymbolicLink() && readlinkSync3(host) === s3.target) continue;
+        const what = st2.isDirectory() ? "a directory" : st2.isSymbolicLink() ? "another symlink" : "a file";
+        this.fail(
+          s3.name,
+          `symlink -> ${s3.target} conflicts with ${what} at the same path from this archive`
+        );
+      }
+      if (this.chown && s3.uid !== void 0 && s3.gid !== void 0) lchownSync(host, s3.uid, s3.gid);
+      this.summary.symlinks++;
+    }
+    const dirs = [...this.dirs.entries()].sort(
+      ([a2], [b2]) => b2.split("/").length - a2.split("/").length
+    );
+    for (const [, d] of dirs) {
+      if (this.chown && d.uid !== void 0 && d.gid !== void 0)
+        lchownSync(d.host, d.uid, d.gid);
+      if (!lstatSync4(d.host).isDirectory()) continue;
+      chmodSync(d.host, d.mode);
+    }
+    if (!this.dirs.has("")) chmodSync(this.root, 493);
+  }
+};
+function capFor(compression, compressedSize, opts) {
+  const maxBytes = opts.maxBytes ?? DEFAULT_MAX_BYTES;
+  if (compression === "none") return maxBytes;
+  const byRatio = Math.max(
+    opts.ratioFloorBytes ?? DEFAULT_RATIO_FLOOR,
+    compressedSize * (opts.maxRatio ?? DEFAULT_MAX_RATIO)
+  );
+  return Math.min(maxBytes, byRatio);
+}
+function bombError(archive, cap, compressedSize) {
+  return new ExtractError(
+    archive,
+    void 0,
+    `decompresses to more than ${cap} bytes from ${compressedSize} compressed bytes (decompression bomb cap; raise maxRatio/maxBytes if this archive is legitimate)`
+  );
+}
+async function xzToTemp(archive, tmpDir, cap, compressedSize, logger) {
+  const out = path21.join(tmpDir, "archive.tar");
+  const script = 'set -o pipefail; xz -dc -- "$1" | head -c "$2" > "$3"';
+  const r = await run(["bash", "-c", script, "bash", archive, String(cap + 1), out], {
+    reject: false,
+    logger
+  });
+  const size = (await stat6(out)).size;
+  if (size > cap) throw bombError(archive, cap, compressedSize);
+  if (r.exitCode !== 0) {
+    if (/xz: not found|command not found/.test(r.stderr)) {
+      throw new UserError(
+        `required tool 'xz' was not found; install it with: apt-get install xz-utils (or run: lhc setup)`
+      );
+    }
+    throw new ExtractError(
+      archive,
+      void 0,
+      `xz could not decompress it: ${r.stderr.trim() || `exit code ${r.exitCode}`}`
+    );
+  }
+  return out;
+}
+async function pump(source, parser, cap, onOver, ex) {
+  let total = 0;
+  const ended = new Promise((resolve, reject) => {
+    parser.on("end", resolve);
+    parser.on("error", reject);
+    parser.on("abort", reject);
+  });
+  ended.catch(() => {
+  });
+  try {
+    for await (const chunk of source) {
+      total += chunk.length;
+      if (total > cap) throw onOver();
+      if (ex.failure !== void 0) throw ex.failure;
+      if (!parser.write(chunk)) await Promise.race([once9(parser, "drain"), ended]);
+    }
+    parser.end();
+    await ended;
+  } finally {
+    source.destroy();
+  }
+}
+async function extractTarball(archive, dest, opts = {}) {
+  let compressedSize;
+  try {
+    compressedSize = (await stat6(archive)).size;
+  } catch (e) {
+    throw new UserError(
+      `cannot read tarball ${archive}: ${e.code ?? String(e)}`
+    );
+  }
+  const detected = detectCompression(readHead(archive));
+  if (typeof detected === "object") {
+    throw new ExtractError(
+      archive,
+      void 0,
+      `${detected.unsupported} compression is not supported (use .tar, .tar.gz or .tar.xz)`
+    );
+  }
+  const compression = detected;
+  const cap = capFor(compression, compressedSize, opts);
+  try {
+    await mkdir8(dest, { mode: 448 });
+  } catch (e) {
+    const code = e.code;
+    throw new UserError(
+      code === "EEXIST" ? `extraction target ${dest} already exists: extraction needs a fresh directory` : `cannot create extraction target ${dest}: ${code ?? String(e)}`
+    );
+  }
+  const tmpDir = compression === "xz" ? await mkdtemp5(path21.join(path21.dirname(dest), ".lhc-xz-")) : void 0;
+  const ex = new Extractor(archive, dest, compression, opts);
+  try {
+    let source;
+    if (compression === "xz") {
+      source = createReadStream5(await xzToTemp(archive, tmpDir, cap, compressedSize, opts.logger));
+    } else if (compression === "gzip") {
+      source = createReadStream5(archive).pipe(createGunzip());
+    } else {
+      source = createReadStream5(archive);
+    }
+    const warnings = [];
+    const parser = new rt({
+      strict: true,
+      // Our stream is already decompressed: a nested compressed stream is not a rootfs tarball.
+      zstd: false,
+      brotli: false,
+      maxDecompressionRatio: opts.maxRatio ?? DEFAULT_MAX_RATIO,
+      onwarn: (code, message) => warnings.push(`${code}: ${String(message)}`)
+    });
+    parser.on("entry", (entry) => ex.onEntry(entry));
+    try {
+      await pump(source, parser, cap, () => bombError(archive, cap, compressedSize), ex);
+    } catch (e) {
+      if (e instanceof UserError) throw e;
+      const msg = e.message ?? String(e);
+      if (/unexpected end of file|incorrect header check|invalid/i.test(msg) && compression === "gzip") {
+        throw new ExtractError(archive, void 0, `gzip stream is corrupt: ${msg}`);
+      }
+      throw new ExtractError(archive, void 0, `not a valid tar archive: ${msg}`);
+    }
+    if (ex.failure !== void 0) throw ex.failure;
+    if (ex.entries === 0) {
+      throw new ExtractError(
+        archive,
+        void 0,
+        `not a tar archive (no entries found${warnings[0] ? `; ${warnings[0]}` : ""})`
+      );
+    }
+    ex.finish();
+    const s3 = ex.summary;
+    opts.logger?.debug(
+      `extracted ${archive}: ${s3.files} files, ${s3.dirs} dirs, ${s3.symlinks} symlinks, ${s3.hardlinks} hardlinks, ${s3.bytes} bytes; skipped ${s3.skipped.devices} devices, ${s3.skipped.fifos} fifos, ${s3.skipped.other} other`
+    );
+    return s3;
+  } catch (e) {
+    await rm9(dest, { recursive: true, force: true });
+    throw e;
+  } finally {
+    if (tmpDir) await rm9(tmpDir, { recursive: true, force: true });
+  }
+}
+
+// src/root/overlay.ts
+import {
+  constants as fsc2,
+  lstatSync as lstatSync5,
+  mkdirSync as mkdirSync3,
+  readdirSync as readdirSync3,
+  readlinkSync as readlinkSync4,
+  rmSync,
+  symlinkSync as symlinkSync2,
+  chmodSync as chmodSync2,
+  lchownSync as lchownSync2
+} from "node:fs";
+import { open as open3 } from "node:fs/promises";
+import path22 from "node:path";
+function hostPathFor(root, dst) {
+  const dir = path22.posix.dirname(dst);
+  const parent = resolveInRoot(root, dir, { createMissing: true });
+  if (!parent.exists) mkdirSync3(parent.host, { mode: 493 });
+  else if (!lstatSync5(parent.host).isDirectory())
+    throw new UserError(`cannot install ${dst}: ${parent.inRoot} in the root is not a directory`);
+  const name = path22.posix.basename(dst);
+  return { host: path22.join(parent.host, name), inRoot: path22.posix.join(parent.inRoot, name) };
+}
+function clearForFile(host, dst) {
+  let st2;
+  try {
+    st2 = lstatSync5(host);
+  } catch {
+    return;
+  }
+  if (st2.isDirectory())
+    throw new UserError(`cannot install ${dst}: a directory already exists there in the root`);
+  rmSync(host, { force: true });
+}
+async function installFile(root, src, dst, mode2) {
+  const { host } = hostPathFor(root, dst);
+  clearForFile(host, dst);
+  const fh = await open3(host, fsc2.O_WRONLY | fsc2.O_CREAT | fsc2.O_EXCL | fsc2.O_NOFOLLOW, 384);
+  try {
+    const src_ = await open3(src, "r");
+    try {
+      const buf = Buffer.alloc(1 << 20);
+      for (; ; ) {
+        const { bytesRead } = await src_.read(buf, 0, buf.length);
+        if (bytesRead === 0) break;
+        await fh.write(buf, 0, bytesRead);
+      }
+    } finally {
+      await src_.close();
+    }
+    if (process.getuid?.() === 0) await fh.chown(0, 0);
+    await fh.chmod(mode2 & 1023);
+  } finally {
+    await fh.close();
+  }
+}
+function ensureDir(root, dst, mode2 = 493) {
+  const r = resolveInRoot(root, dst, { createMissing: true });
+  if (!r.exists) {
+    mkdirSync3(r.host, { mode: mode2 });
+    chmodSync2(r.host, mode2);
+  } else if (!lstatSync5(r.host).isDirectory()) {
+    throw new UserError(
+      `cannot create directory ${dst}: ${r.inRoot} in the root exists and is not a directory`
+    );
+  }
+  return r.host;
+}
+async function copyTree(root, srcDir, dst, stats = { files: 0, dirs: 0, symlinks: 0 }) {
+  ensureDir(root, dst, lstatSync5(srcDir).mode & 4095);
+  for (const name of readdirSync3(srcDir).sort()) {
+    const src = path22.join(srcDir, name);
+    const to2 = path22.posix.join(dst, name);
+    const st2 = lstatSync5(src);
+    if (st2.isDirectory()) {
+      stats.dirs++;
+      await copyTree(root, src, to2, stats);
+    } else if (st2.isFile()) {
+      stats.files++;
+      await installFile(root, src, to2, st2.mode & 511);
+    } else if (st2.isSymbolicLink()) {
+      const { host } = hostPathFor(root, to2);
+      clearForFile(host, to2);
+      symlinkSync2(readlinkSync4(src), host);
+      if (process.getuid?.() === 0) lchownSync2(host, 0, 0);
+      stats.symlinks++;
+    } else {
+      throw new UserError(
+        `cannot copy ${src} into the root: only files, directories and symlinks are supported`
+      );
+    }
+  }
+  return stats;
+}
+
+// src/tools/mmdebstrap.ts
+var DEBIAN_ARCH = { aarch64: "arm64", x86_64: "amd64" };
+function mmdebstrapArgv(o2) {
+  const argv = [
+    "mmdebstrap",
+    `--arch=${o2.arch}`,
+    `--variant=${o2.variant}`,
+    "--format=tar",
+    "--quiet"
+  ];
+  const pkgs = [...new Set(o2.packages)].sort();
+  if (pkgs.length > 0) argv.push(`--include=${pkgs.join(",")}`);
+  argv.push(o2.suite, o2.output, ...o2.mirrors);
+  return argv;
+}
+function parseDeb822(text) {
+  const stanzas2 = [];
+  let cur = {};
+  let last;
+  for (const raw of text.split("\n")) {
+    if (raw.startsWith("#")) continue;
+    if (raw.trim() === "") {
+      if (Object.keys(cur).length > 0) stanzas2.push(cur);
+      cur = {};
+      last = void 0;
+      continue;
+    }
+    if (/^\s/.test(raw) && last) {
+      cur[last] += `
+${raw.trim()}`;
+      continue;
+    }
+    const m2 = /^([\w-]+):\s*(.*)$/.exec(raw);
+    if (!m2) continue;
+    last = m2[1].toLowerCase();
+    cur[last] = m2[2].trim();
+  }
+  if (Object.keys(cur).length > 0) stanzas2.push(cur);
+  return stanzas2;
+}
+function hostMirrorLines(deb822Text, suite) {
+  const lines = [];
+  for (const s3 of parseDeb822(deb822Text)) {
+    if (!(s3.types ?? "").split(/\s+/).includes("deb")) continue;
+    if ((s3.enabled ?? "yes").toLowerCase() === "no") continue;
+    const suites = (s3.suites ?? "").split(/\s+/).filter((x) => x === suite || x.startsWith(`${suite}-`));
+    if (suites.length === 0) continue;
+    const opts = s3["signed-by"] && !s3["signed-by"].includes("\n") ? ` [signed-by=${s3["signed-by"]}]` : "";
+    for (const uri of (s3.uris ?? "").split(/\s+/).filter(Boolean)) {
+      for (const x of suites) lines.push(`deb${opts} ${uri} ${x} ${s3.components ?? "main"}`);
+    }
+  }
+  return lines;
+}
+
+// src/stages/root.ts
+var MOUNT_POINTS = ["/proc", "/sys", "/dev", "/run", "/tmp"];
+var SCRATCH_DIRS = ["/usr", "/bin", "/etc", ...MOUNT_POINTS];
+var HOST_SOURCES2 = "/etc/apt/sources.list.d/debian.sources";
+var PACKAGES_TIMEOUT_MS = 30 * 6e4;
+var MMDEBSTRAP_TIMEOUT_MS = 40 * 6e4;
+function treeBytes(dir) {
+  const seen = /* @__PURE__ */ new Set();
+  let total = 0;
+  const walk = (d) => {
+    for (const name of readdirSync4(d)) {
+      const p2 = path23.join(d, name);
+      const st2 = lstatSync6(p2, { bigint: false });
+      if (st2.isDirectory()) walk(p2);
+      else if (st2.isFile()) {
+        const key = `${st2.dev}:${st2.ino}`;
+        if (seen.has(key)) continue;
+        seen.add(key);
+        total += st2.size;
+      }
+    }
+  };
+  walk(dir);
+  return total;
+}
+async function makeScratchRoot(root) {
+  await mkdir9(root, { mode: 493 });
+  for (const d of SCRATCH_DIRS) ensureDir(root, d, d === "/tmp" ? 1023 : 493);
+}
+function packagesCommand(packages) {
+  return typeof packages === "string" ? ["/bin/sh", "-c", packages] : [...packages];
+}
+async function runInRoot(root, command, opts) {
+  const argv = nspawnArgv({ root, command, machineName: `lhc-root-${process.pid}` });
+  const r = await run(argv, {
+    privileged: true,
+    logger: opts.logger,
+    loud: true,
+    signal: opts.signal,
+    timeoutMs: opts.timeoutMs ?? PACKAGES_TIMEOUT_MS,
+    stderrLines: 40
+  });
+  for (const line of r.stdout.trimEnd().split("\n").filter(Boolean)) opts.logger.debug(`  ${line}`);
+  return { stdout: r.stdout, stderr: r.stderr };
+}
+function debianMirrors(base, hostSourcesFile = HOST_SOURCES2) {
+  if (base.mirrors && base.mirrors.length > 0) return [...base.mirrors];
+  if (!existsSync6(hostSourcesFile)) return [];
+  return hostMirrorLines(readFileSync6(hostSourcesFile, "utf8"), base.suite);
+}
+function debianBaseKey(input2) {
+  const canonical = JSON.stringify({
+    arch: input2.arch,
+    suite: input2.suite,
+    variant: input2.variant,
+    packages: [...new Set(input2.packages)].sort(),
+    mirrors: input2.mirrors
+  });
+  return createHash8("sha256").update(canonical).digest("hex");
+}
+async function debianBaseTarball(base, arch, opts) {
+  const debArch = DEBIAN_ARCH[arch];
+  if (!debArch) throw new ConfigError(`base: no Debian architecture for arch ${arch}`);
+  const mirrors = debianMirrors(base, opts.hostSourcesFile);
+  const key = debianBaseKey({
+    arch: debArch,
+    suite: base.suite,
+    variant: base.variant,
+    packages: base.packages,
+    mirrors
+  });
+  const dir = opts.basesDir ?? path23.join(cacheDir(), "bases");
+  const out = path23.join(dir, `${key}.tar`);
+  if (existsSync6(out)) {
+    opts.logger.info(
+      `debian base ${base.suite} (${base.packages.join(", ") || "no extra packages"}): cached ${out}`
+    );
+    return out;
+  }
+  await mkdir9(dir, { recursive: true });
+  const tmp = path23.join(dir, `.tmp-${key}-${process.pid}.tar`);
+  opts.logger.info(
+    `debian base: mmdebstrap ${base.suite} ${debArch} with ${base.packages.join(", ") || "no extra packages"} (${mirrors.length ? "host apt sources" : "mmdebstrap's default mirror"}; takes minutes under QEMU)`
+  );
+  try {
+    await run(
+      mmdebstrapArgv({
+        arch: debArch,
+        suite: base.suite,
+        variant: base.variant,
+        packages: base.packages,
+        output: tmp,
+        mirrors
+      }),
+      {
+        privileged: true,
+        logger: opts.logger,
+        loud: true,
+        signal: opts.signal,
+        timeoutMs: MMDEBSTRAP_TIMEOUT_MS,
+        stderrLines: 40
+      }
+    );
+    await rename4(tmp, out);
+  } finally {
+    await rm10(tmp, { force: true });
+  }
+  return out;
+}
+async function tarballPath(base, opts) {
+  if (base.path) {
+    try {
+      if (!(await stat7(base.path)).isFile())
+        throw new ConfigError(`base.path: ${base.path} is not a file`);
+    } catch (e) {
+      if (e instanceof UserError) throw e;
+      throw new ConfigError(
+        `base.path: cannot read ${base.path} (${e.code ?? String(e)})`
+      );
+    }
+    if (base.sha256) {
+      const actual = await sha256File2(base.path);
+      if (actual !== base.sha256) {
+        throw new UserError(
+          `base.path: ${base.path} has sha256 ${actual}, but the config expects ${base.sha256}`
+        );
+      }
+    }
+    return base.path;
+  }
+  return opts.store.fetch({ urls: base.urls ?? [], sha256: base.sha256 }, { signal: opts.signal });
+}
+function describeExtract(s3) {
+  const skipped = s3.skipped.devices + s3.skipped.fifos + s3.skipped.other;
+  return `${s3.files} files, ${s3.dirs} dirs, ${s3.symlinks} symlinks, ${s3.hardlinks} hardlinks, ${s3.bytes} bytes` + (skipped ? `; skipped ${s3.skipped.devices} device nodes, ${s3.skipped.fifos} fifos, ${s3.skipped.other} other` : "") + (s3.setidStripped ? `; setuid/setgid removed from ${s3.setidStripped}` : "");
+}
+async function assembleRoot(config2, opts) {
+  const { logger } = opts;
+  const root = path23.join(opts.workDir, "root");
+  const base = config2.base;
+  if (config2.packages !== void 0 && base.type === "scratch") {
+    throw new ConfigError(
+      "packages: a scratch base has no shell or package manager to run it; use a tarball or debian base"
+    );
+  }
+  try {
+    await logger.group(`root: ${base.type} base`, async () => {
+      if (base.type === "scratch") {
+        await makeScratchRoot(root);
+        return;
+      }
+      const tarball = base.type === "tarball" ? await tarballPath(base, opts) : await debianBaseTarball(base, config2.arch, opts);
+      const s3 = await extractTarball(tarball, root, { logger });
+      logger.info(`extracted ${path23.basename(tarball)}: ${describeExtract(s3)}`);
+      for (const d of ["/usr", ...MOUNT_POINTS]) ensureDir(root, d, d === "/tmp" ? 1023 : 493);
+    });
+    if (config2.packages !== void 0) {
+      const command = packagesCommand(config2.packages);
+      await logger.group("root: packages", async () => {
+        if (typeof config2.packages === "string" && !existsInRoot(root, "/bin/sh")) {
+          throw new ConfigError(
+            "packages: the base root has no /bin/sh to run the command with; give the command as a list (argv) instead"
+          );
+        }
+        await runInRoot(root, command, { logger, signal: opts.signal });
+      });
+    }
+    await logger.group("root: overlay", async () => {
+      for (const [i2, f2] of config2.files.entries()) {
+        let st2;
+        try {
+          st2 = lstatSync6(f2.src);
+        } catch (e) {
+          throw new ConfigError(
+            `files[${i2}].src: cannot read ${f2.src} (${e.code ?? String(e)})`
+          );
+        }
+        if (st2.isDirectory()) {
+          const c3 = await copyTree(root, f2.src, f2.dst);
+          if (f2.mode !== void 0) ensureDirMode(root, f2.dst, f2.mode);
+          logger.info(
+            `${f2.dst}/: ${c3.files} files, ${c3.dirs} dirs, ${c3.symlinks} symlinks from ${f2.src}`
+          );
+        } else if (st2.isFile()) {
+          await installFile(root, f2.src, f2.dst, f2.mode ?? st2.mode & 511);
+          logger.info(`${f2.dst} from ${f2.src}`);
+        } else {
+          throw new ConfigError(`files[${i2}].src: ${f2.src} is neither a file nor a directory`);
+        }
+      }
+      if (opts.luaPath) {
+        const dst = config2.lua?.path ?? "/bin/lua";
+        await installFile(root, opts.luaPath, dst, 493);
+        logger.info(`${dst}: static Lua from ${opts.luaPath}`);
+      }
+      ensureDir(root, config2.data.path, 493);
+      if (config2.data.template) {
+        let st2;
+        try {
+          st2 = lstatSync6(config2.data.template);
+        } catch (e) {
+          throw new ConfigError(
+            `data.template: cannot read ${config2.data.template} (${e.code ?? String(e)})`
+          );
+        }
+        if (!st2.isDirectory())
+          throw new ConfigError(`data.template: ${config2.data.template} is not a directory`);
+        const c3 = await copyTree(root, config2.data.template, config2.data.path);
+        logger.info(`${config2.data.path}: data template with ${c3.files} files, ${c3.dirs} dirs`);
+      }
+    });
+    const baseBytes = treeBytes(root);
+    logger.info(`root assembled at ${root}: ${baseBytes} bytes`);
+    return { root, baseBytes };
+  } catch (e) {
+    await rm10(root, { recursive: true, force: true });
+    throw e;
+  }
+}
+function existsInRoot(root, p2) {
+  try {
+    return resolveInRoot(root, p2).exists;
+  } catch {
+    return false;
+  }
+}
+function ensureDirMode(root, dst, mode2) {
+  chmodSync3(ensureDir(root, dst), mode2 & 1023);
+}
+
+// src/stages/self-check.ts
+import { mkdir as mkdir10, rm as rm11 } from "node:fs/promises";
+import path24 from "node:path";
+function visible(b2) {
+  let s3 = "";
+  for (const c3 of b2) {
+    if (c3 === 13) s3 += "\\r";
+    else if (c3 === 10) s3 += "\\n";
+    else if (c3 === 9) s3 += "\\t";
+    else if (c3 < 32 || c3 > 126) s3 += `\\x${c3.toString(16).padStart(2, "0")}`;
+    else s3 += String.fromCharCode(c3);
+  }
+  return s3;
+}
+function bytesDiff(what, expected, actual) {
+  if (expected.equals(actual)) return void 0;
+  let at2 = 0;
+  while (at2 < expected.length && at2 < actual.length && expected[at2] === actual[at2]) at2++;
+  const from = Math.max(0, at2 - 40);
+  return `${what}: ${expected.length} bytes before pruning, ${actual.length} after; first difference at byte ${at2}
+  before: \u2026${visible(expected.subarray(from, at2 + 80))}
+  after:  \u2026${visible(actual.subarray(from, at2 + 80))}`;
+}
+function responseDiff(name, before, after) {
+  if (before === void 0 || after === void 0)
+    return `probe '${name}': no response ${before === void 0 ? "before" : "after"} pruning`;
+  if (Buffer.isBuffer(before) && Buffer.isBuffer(after))
+    return bytesDiff(`probe '${name}'`, before, after);
+  if (!Buffer.isBuffer(before) && !Buffer.isBuffer(after)) {
+    if (before.status !== after.status)
+      return `probe '${name}': HTTP status ${before.status} before pruning, ${after.status} after`;
+    return bytesDiff(`probe '${name}' body`, before.body, after.body);
+  }
+  return `probe '${name}': response kinds differ`;
+}
+async function selfCheck(config2, prunedRoot, unprunedResponses, opts) {
+  await mkdir10(opts.workDir, { recursive: true });
+  const dataDir = path24.join(opts.workDir, "self-check-data");
+  await rm11(dataDir, { recursive: true, force: true });
+  if (opts.dataDir) await run(["cp", "-a", "--", opts.dataDir, dataDir], { privileged: true });
+  else await run(["mkdir", "-p", dataDir]);
+  const view = path24.join(opts.workDir, "self-check-root");
+  await mkdir10(view, { recursive: true });
+  await run(["mount", "--bind", prunedRoot, view], { privileged: true, logger: opts.logger });
+  const unmount2 = registerCleanup(`self-check mount ${view}`, async () => {
+    await run(["umount", view], { privileged: true, reject: false, logger: opts.logger });
+  });
+  const started = Date.now();
+  try {
+    await run(["mount", "-o", "remount,bind,ro", view], { privileged: true, logger: opts.logger });
+    const probed = await opts.logger.group(
+      `self-check: ${config2.probes.length} probes against the pruned root`,
+      () => runProbes(
+        config2,
+        { root: view, dataDir, readOnly: true, harden: true },
+        {
+          workDir: opts.workDir,
+          logger: opts.logger,
+          ...opts.signal ? { signal: opts.signal } : {}
+        }
+      )
+    ).catch((e) => {
+      if (e instanceof UserError) {
+        throw new UserError(
+          `self-check failed: the pruned root does not run like the traced one: ${e.message}`,
+          { cause: e }
+        );
+      }
+      throw e;
+    });
+    const diffs = config2.probes.map((p2) => responseDiff(p2.name, unprunedResponses[p2.name], probed.responses[p2.name])).filter((d) => d !== void 0);
+    if (diffs.length > 0) {
+      throw new UserError(
+        `self-check failed: ${diffs.length} of ${config2.probes.length} probe(s) answer differently after pruning (the trace missed something the service needs; add it to keep:)
+${diffs.join("\n")}`
+      );
+    }
+    return { responses: probed.responses, seconds: (Date.now() - started) / 1e3 };
+  } finally {
+    await unmount2.run();
+    await run(["rm", "-rf", "--one-file-system", "--", dataDir], {
+      privileged: true,
+      reject: false
+    });
+  }
+}
+
+// src/stages/verify.ts
+import { existsSync as existsSync8 } from "node:fs";
+import { mkdir as mkdir11, mkdtemp as mkdtemp6, readFile as readFile9 } from "node:fs/promises";
+import os8 from "node:os";
+import path27 from "node:path";
+
+// src/verify/client.ts
+import http from "node:http";
+import net from "node:net";
+function describeEndpoint(e) {
+  return "path" in e ? `unix:${e.path}` : `${e.host}:${e.port}`;
+}
+function connect(e) {
+  return "path" in e ? net.connect({ path: e.path }) : net.connect({ host: e.host, port: e.port });
+}
+function gopherRequest(selector) {
+  return Buffer.from(`${selector}\r
+`, "utf8");
+}
+function exchange(e, request, opts) {
+  return new Promise((resolve, reject) => {
+    const chunks = [];
+    const sock = connect(e);
+    let settled = false;
+    const finish = (err) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      opts.signal?.removeEventListener("abort", onAbort);
+      sock.destroy();
+      if (err) reject(err);
+      else resolve(Buffer.concat(chunks));
+    };
+    const timer = setTimeout(
+      () => finish(new Error(`no complete answer from ${describeEndpoint(e)} within ${opts.timeoutMs} ms`)),
+      opts.timeoutMs
+    );
+    const onAbort = () => finish(new Error("aborted"));
+    if (opts.signal?.aborted) return finish(new Error("aborted"));
+    opts.signal?.addEventListener("abort", onAbort, { once: true });
+    sock.on("connect", () => sock.write(request));
+    sock.on("data", (d) => chunks.push(d));
+    sock.on("end", () => finish());
+    sock.on("error", (err) => finish(err));
+  });
+}
+function holdOpen(e, timeoutMs) {
+  return new Promise((resolve, reject) => {
+    const sock = connect(e);
+    const timer = setTimeout(() => {
+      sock.destroy();
+      reject(new Error(`cannot connect to ${describeEndpoint(e)} within ${timeoutMs} ms`));
+    }, timeoutMs);
+    sock.once("connect", () => {
+      clearTimeout(timer);
+      resolve(sock);
+    });
+    sock.once("error", (err) => {
+      clearTimeout(timer);
+      sock.destroy();
+      reject(err);
+    });
+  });
+}
+function httpGet(e, urlPath, opts) {
+  return new Promise((resolve, reject) => {
+    const target = "path" in e ? { socketPath: e.path } : { host: e.host, port: e.port };
+    const req = http.request(
+      { ...target, path: urlPath, method: "GET", agent: false, signal: opts.signal, headers: { host: "localhost" } },
+      (res) => {
+        const chunks = [];
+        res.on("data", (d) => chunks.push(d));
+        res.on("end", () => {
+          clearTimeout(timer);
+          resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks) });
+        });
+        res.on("error", (err) => {
+          clearTimeout(timer);
+          reject(err);
+        });
+      }
+    );
+    const timer = setTimeout(
+      () => req.destroy(new Error(`no complete HTTP answer from ${describeEndpoint(e)} within ${opts.timeoutMs} ms`)),
+      opts.timeoutMs
+    );
+    req.on("error", (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    req.end();
+  });
+}
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const port2 = srv.address().port;
+      srv.close(() => resolve(port2));
+    });
+  });
+}
+function gopherUrl(host, port2, selector, type = "1") {
+  const enc = [...Buffer.from(selector, "utf8")].map((b2) => /[A-Za-z0-9\-._~/]/.test(String.fromCharCode(b2)) ? String.fromCharCode(b2) : `%${b2.toString(16).toUpperCase().padStart(2, "0")}`).join("");
+  return `gopher://${host}:${port2}/${type}${enc}`;
+}
+
+// src/verify/hardening.ts
+import { readFile as readFile7, readdir as readdir4, lstat as lstat4, readlink as readlink3 } from "node:fs/promises";
+import path25 from "node:path";
+function unescape(field2) {
+  return field2.replace(/\\([0-7]{3})/g, (_2, o2) => String.fromCharCode(parseInt(o2, 8)));
+}
+function parseMountInfo(text) {
+  const out = [];
+  for (const line of text.split("\n")) {
+    if (!line.trim()) continue;
+    const fields = line.split(" ");
+    const dash = fields.indexOf("-");
+    if (dash < 6) continue;
+    out.push({
+      mountPoint: unescape(fields[4]),
+      options: fields[5].split(","),
+      fsType: fields[dash + 1] ?? "",
+      source: unescape(fields[dash + 2] ?? ""),
+      superOptions: (fields[dash + 3] ?? "").split(",")
+    });
+  }
+  return out;
+}
+function topMount(mounts, mountPoint) {
+  return mounts.filter((m2) => m2.mountPoint === mountPoint).at(-1);
+}
+function describeMount(m2) {
+  return `${m2.fsType} ${m2.source} (${m2.options.join(",")})`;
+}
+function checkRootReadOnly(mountinfo) {
+  const name = "root mounted read-only";
+  const root = topMount(parseMountInfo(mountinfo), "/");
+  if (!root) return { name, ok: false, detail: "no mount at / in the container" };
+  return { name, ok: root.options.includes("ro"), detail: describeMount(root) };
+}
+function checkDataMount(mountinfo, dataPath) {
+  const name = `${dataPath} noexec,nosuid,nodev`;
+  const m2 = topMount(parseMountInfo(mountinfo), dataPath);
+  if (!m2) return { name, ok: false, detail: `nothing is mounted at ${dataPath}` };
+  const missing = ["noexec", "nosuid", "nodev"].filter((o2) => !m2.options.includes(o2));
+  return {
+    name,
+    ok: missing.length === 0,
+    detail: (missing.length ? `missing ${missing.join(",")}: ` : "") + describeMount(m2)
+  };
+}
+function statusField(status, field2) {
+  const m2 = new RegExp(`^${field2}:\\s*(.*)$`, "m").exec(status);
+  return m2?.[1]?.trim();
+}
+function checkNoNewPrivs(status) {
+  const v2 = statusField(status, "NoNewPrivs");
+  return { name: "NoNewPrivs set", ok: v2 === "1", detail: `NoNewPrivs: ${v2 ?? "(missing)"}` };
+}
+var CAP_NET_ADMIN = 12;
+var CAP_SYS_ADMIN = 21;
+function checkCapabilities(status) {
+  const name = "CAP_NET_ADMIN, CAP_SYS_ADMIN not in bounding set";
+  const hex3 = statusField(status, "CapBnd");
+  if (!hex3 || !/^[0-9a-f]+$/i.test(hex3)) return { name, ok: false, detail: `CapBnd: ${hex3 ?? "(missing)"}` };
+  const bnd = BigInt(`0x${hex3}`);
+  const present = [
+    ["CAP_NET_ADMIN", CAP_NET_ADMIN],
+    ["CAP_SYS_ADMIN", CAP_SYS_ADMIN]
+  ].filter(([, bit]) => bnd >> BigInt(bit) & 1n);
+  return {
+    name,
+    ok: present.length === 0,
+    detail: `CapBnd: ${hex3}` + (present.length ? `; still has ${present.map(([n2]) => n2).join(", ")}` : "")
+  };
+}
+function checkUidMap(uidMap) {
+  const name = "uid 0 inside is not 0 outside";
+  for (const line of uidMap.split("\n")) {
+    const f2 = line.trim().split(/\s+/).map(Number);
+    if (f2.length !== 3 || f2.some((n2) => !Number.isFinite(n2))) continue;
+    const [inside, outside, count2] = f2;
+    if (inside <= 0 && 0 < inside + count2) {
+      const host = outside - inside;
+      return {
+        name,
+        ok: host !== 0,
+        detail: host === 0 ? `uid_map ${line.trim()}: no user namespace` : `uid 0 \u2192 host uid ${host} (${count2} ids)`
+      };
+    }
+  }
+  return { name, ok: true, detail: "uid 0 is not mapped (root inside has no host identity)" };
+}
+function interfaces(netDev) {
+  return netDev.split("\n").slice(2).map((l) => l.split(":")[0].trim()).filter(Boolean);
+}
+function checkNetwork(netDev) {
+  const names = interfaces(netDev);
+  const others = names.filter((n2) => n2 !== "lo");
+  return {
+    name: "no network interface but lo",
+    ok: others.length === 0,
+    detail: `interfaces: ${names.join(", ") || "(none)"}`
+  };
+}
+async function inspectProcess(pid, dataPath) {
+  const read2 = (f2) => readFile7(`/proc/${pid}/${f2}`, "utf8");
+  const [mountinfo, status, uidMap, netDev] = await Promise.all([
+    read2("mountinfo"),
+    read2("status"),
+    read2("uid_map"),
+    read2("net/dev")
+  ]);
+  return [
+    checkRootReadOnly(mountinfo),
+    checkDataMount(mountinfo, dataPath),
+    checkNetwork(netDev),
+    checkNoNewPrivs(status),
+    checkCapabilities(status),
+    checkUidMap(uidMap)
+  ];
+}
+var INTERPRETER_NAME = /^(sh|bash|rbash|dash|ash|zsh|ksh|ksh93|mksh|csh|tcsh|fish|busybox|toybox|python[\d.]*m?|perl[\d.]*|lua[\d.]*|luajit[\d.-]*|ruby[\d.]*|node|nodejs|php[\d.]*|tclsh[\d.]*|wish[\d.]*)$/;
+async function listImage(root) {
+  const out = [];
+  const walk = async (rel) => {
+    for (const name of (await readdir4(path25.join(root, rel))).sort()) {
+      const p2 = path25.posix.join(rel, name);
+      const st2 = await lstat4(path25.join(root, p2));
+      if (st2.isDirectory()) {
+        out.push({ path: p2, kind: "dir", executable: false });
+        await walk(p2);
+      } else if (st2.isSymbolicLink()) {
+        out.push({ path: p2, kind: "symlink", executable: false, target: await readlink3(path25.join(root, p2)) });
+      } else {
+        out.push({ path: p2, kind: st2.isFile() ? "file" : "other", executable: (st2.mode & 73) !== 0 });
+      }
+    }
+  };
+  await walk("/");
+  return out;
+}
+function resolveInImage(entries, p2, depth = 0) {
+  const parts = p2.split("/").filter((s3) => s3 && s3 !== ".");
+  let cur = "/";
+  for (let i2 = 0; i2 < parts.length; i2++) {
+    if (parts[i2] === "..") {
+      cur = path25.posix.dirname(cur);
+      continue;
+    }
+    const next = path25.posix.join(cur, parts[i2]);
+    const e = entries.get(next);
+    if (e?.kind === "symlink" && depth < 40) {
+      const target = e.target.startsWith("/") ? e.target : path25.posix.join(cur, e.target);
+      const rest = parts.slice(i2 + 1).join("/");
+      return resolveInImage(entries, rest ? `${target}/${rest}` : target, depth + 1);
+    }
+    cur = next;
+  }
+  return cur;
+}
+function checkNoInterpreters(entries, command0) {
+  const name = "no shell or interpreter but the service";
+  const byPath2 = new Map(entries.map((e) => [e.path, e]));
+  const own2 = resolveInImage(byPath2, command0);
+  const found = [];
+  for (const e of entries) {
+    if (e.kind === "dir" || !INTERPRETER_NAME.test(path25.posix.basename(e.path))) continue;
+    if (e.kind === "file" && !e.executable) continue;
+    if (e.path === command0 || resolveInImage(byPath2, e.path) === own2) continue;
+    found.push(e.kind === "symlink" ? `${e.path} -> ${e.target}` : e.path);
+  }
+  return {
+    name,
+    ok: found.length === 0,
+    detail: found.length ? `found ${found.join(", ")}` : `${entries.length} entries; only ${command0}`
+  };
+}
+
+// src/verify/load.ts
+function percentile(sorted, p2) {
+  if (sorted.length === 0) return 0;
+  const rank = Math.ceil(p2 / 100 * sorted.length);
+  return sorted[Math.min(sorted.length, Math.max(1, rank)) - 1];
+}
+async function runLoad(requests, concurrency, one, signal) {
+  const latencies = [];
+  let failures = 0;
+  let firstFailure;
+  let next = 0;
+  const t0 = performance.now();
+  const worker = async () => {
+    while (next < requests) {
+      signal?.throwIfAborted();
+      const i2 = next++;
+      const start2 = performance.now();
+      let problem;
+      try {
+        problem = await one(i2);
+      } catch (e) {
+        signal?.throwIfAborted();
+        problem = e.message;
+      }
+      latencies.push(performance.now() - start2);
+      if (problem !== void 0) {
+        failures++;
+        firstFailure ??= `request ${i2 + 1}: ${problem}`;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(concurrency, requests)) }, worker));
+  latencies.sort((a2, b2) => a2 - b2);
+  const round = (n2) => Math.round(n2 * 10) / 10;
+  return {
+    requests,
+    concurrency,
+    failures,
+    latencies,
+    p50ms: round(percentile(latencies, 50)),
+    p95ms: round(percentile(latencies, 95)),
+    p99ms: round(percentile(latencies, 99)),
+    firstFailure,
+    wallMs: performance.now() - t0
+  };
+}
+
+// src/verify/proc.ts
+import { readdirSync as readdirSync5, readFileSync as readFileSync7, readlinkSync as readlinkSync5 } from "node:fs";
+function parseStat(text) {
+  const open4 = text.indexOf("(");
+  const close = text.lastIndexOf(")");
+  if (open4 === -1 || close === -1) return void 0;
+  const rest = text.slice(close + 2).split(" ");
+  return {
+    pid: Number(text.slice(0, open4).trim()),
+    comm: text.slice(open4 + 1, close),
+    ppid: Number(rest[1]),
+    pgid: Number(rest[2]),
+    startTime: Number(rest[19])
+  };
+}
+function readProc(pid) {
+  try {
+    return parseStat(readFileSync7(`/proc/${pid}/stat`, "utf8"));
+  } catch {
+    return void 0;
+  }
+}
+function processTable() {
+  const table2 = /* @__PURE__ */ new Map();
+  for (const name of readdirSync5("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    const info = readProc(Number(name));
+    if (info) table2.set(info.pid, info);
+  }
+  return table2;
+}
+function descendants(pid, table2 = processTable()) {
+  const children = /* @__PURE__ */ new Map();
+  for (const p2 of table2.values()) {
+    const list = children.get(p2.ppid);
+    if (list) list.push(p2);
+    else children.set(p2.ppid, [p2]);
+  }
+  const out = [];
+  const queue = [pid];
+  while (queue.length > 0) {
+    for (const c3 of children.get(queue.shift()) ?? []) {
+      out.push(c3);
+      queue.push(c3.pid);
+    }
+  }
+  return out;
+}
+function exePath(pid) {
+  try {
+    return readlinkSync5(`/proc/${pid}/exe`);
+  } catch {
+    return void 0;
+  }
+}
+function alive(p2) {
+  const now = readProc(p2.pid);
+  return now !== void 0 && now.startTime === p2.startTime;
+}
+function findPayloads(ancestor, table2 = processTable()) {
+  const tree = descendants(ancestor, table2);
+  const nspawns = tree.filter((p2) => p2.comm === "systemd-nspawn");
+  const out = [];
+  for (const n2 of nspawns) {
+    const nspawnExe = exePath(n2.pid);
+    for (const c3 of tree) {
+      if (c3.ppid !== n2.pid) continue;
+      const exe = exePath(c3.pid);
+      if (exe !== void 0 && exe !== nspawnExe && c3.comm !== "systemd-nspawn") out.push(c3);
+    }
+  }
+  return out;
+}
+
+// src/verify/sandbox.ts
+import { existsSync as existsSync7 } from "node:fs";
+import { readFile as readFile8, readdir as readdir5, rm as rm12, rmdir } from "node:fs/promises";
+import path26 from "node:path";
+var sleep3 = (ms2) => new Promise((r) => setTimeout(r, ms2));
+async function ownMounts() {
+  const text = await readFile8("/proc/self/mountinfo", "utf8");
+  const parsed = parseMountInfo(text);
+  return text.split("\n").filter((l) => l.trim()).map((l, i2) => ({ majorMinor: l.split(" ")[2], mountPoint: parsed[i2].mountPoint, source: parsed[i2].source }));
+}
+async function mountAt(dir) {
+  return (await ownMounts()).filter((m2) => m2.mountPoint === dir).at(-1);
+}
+async function mountImageReadOnly(image, dir, logger) {
+  await run(["mount", "-t", "squashfs", "-o", "loop,ro", image, dir], { privileged: true, logger, timeoutMs: 6e4 });
+  const m2 = await mountAt(dir);
+  if (!m2) throw new UserError(`mounting ${image} at ${dir} reported success but nothing is mounted there`);
+  return { dir, loopDevice: m2.source, majorMinor: m2.majorMinor };
+}
+async function mountDataTmpfs(dir, logger, sizeMb = 256) {
+  const owner = isRoot() ? [] : [`uid=${process.getuid()}`, `gid=${process.getgid()}`];
+  const opts = ["noexec", "nosuid", "nodev", "mode=0755", `size=${sizeMb}m`, ...owner].join(",");
+  await run(["mount", "-t", "tmpfs", "-o", opts, `lhc-verify:${dir}`, dir], { privileged: true, logger, timeoutMs: 3e4 });
+  const m2 = await mountAt(dir);
+  if (!m2) throw new UserError(`mounting a tmpfs at ${dir} reported success but nothing is mounted there`);
+  return m2.majorMinor;
+}
+async function unpackTemplate(template, dir) {
+  const warnings = [];
+  try {
+    await So({
+      file: template,
+      cwd: dir,
+      strict: true,
+      chmod: true,
+      processUmask: 0,
+      preserveOwner: isRoot(),
+      onwarn: (code, message) => warnings.push(`${code}: ${message}`)
+    });
+  } catch (e) {
+    throw new UserError(`cannot unpack the data template ${template}: ${e.message}`, { cause: e });
+  }
+  if (warnings.length) throw new UserError(`data template ${template}: ${warnings.join("; ")}`);
+}
+async function containerProcesses(majorMinor) {
+  const out = [];
+  for (const pid of processTable().keys()) {
+    if (pid === process.pid) continue;
+    let text;
+    try {
+      text = await readFile8(`/proc/${pid}/mountinfo`, "utf8");
+    } catch {
+      continue;
+    }
+    if (text.split("\n").some((l) => {
+      const f2 = l.split(" ");
+      return f2[2] === majorMinor && f2[4] === "/";
+    })) {
+      out.push(pid);
+    }
+  }
+  return out;
+}
+async function killPid(pid) {
+  if (isRoot()) {
+    try {
+      process.kill(pid, "SIGKILL");
+    } catch {
+    }
+  } else {
+    await run(["kill", "-KILL", String(pid)], { privileged: true, reject: false });
+  }
+}
+async function unmount(dir, logger) {
+  for (let attempt = 0; attempt < 5; attempt++) {
+    if (!await mountAt(dir)) return;
+    const r = await run(["umount", dir], { privileged: true, logger, reject: false, timeoutMs: 3e4 });
+    if (r.exitCode === 0) continue;
+    logger.debug(`umount ${dir}: ${r.stderr.trim()}`);
+    await sleep3(200 * (attempt + 1));
+  }
+  if (await mountAt(dir)) {
+    logger.warn(`${dir} is still busy; detaching it lazily (umount -l)`);
+    await run(["umount", "-l", dir], { privileged: true, logger, timeoutMs: 3e4 });
+  }
+}
+function loopName(dev) {
+  return /^\/dev\/(loop\d+)$/.exec(dev)?.[1];
+}
+async function loopBackingFile(dev) {
+  const name = loopName(dev);
+  if (!name) return void 0;
+  try {
+    return (await readFile8(`/sys/block/${name}/loop/backing_file`, "utf8")).trim();
+  } catch {
+    return void 0;
+  }
+}
+async function releaseLoop(dev, image, logger) {
+  for (let i2 = 0; i2 < 20; i2++) {
+    const backing = await loopBackingFile(dev);
+    if (backing === void 0 || path26.resolve(backing.replace(/ \(deleted\)$/, "")) !== path26.resolve(image)) return;
+    await sleep3(100);
+  }
+  logger.warn(`${dev} was not auto-cleared; detaching it with losetup -d`);
+  await run(["losetup", "-d", dev], { privileged: true, logger, reject: false });
+}
+async function removeWorkDir(workDir, mountPoints2) {
+  for (const m2 of mountPoints2) {
+    if (await mountAt(m2)) throw new Error(`${m2} is still mounted; leaving ${workDir} in place`);
+    if (existsSync7(m2)) await rmdir(m2).catch(() => void 0);
+  }
+  if (existsSync7(workDir) && (await readdir5(workDir)).every((n2) => !mountPoints2.includes(path26.join(workDir, n2)))) {
+    await rm12(workDir, { recursive: true, force: true });
+  }
+}
+
+// src/verify/visible-diff.ts
+var CONTEXT = 3;
+var MAX_LCS_CELLS = 4e6;
+function visible2(bytes) {
+  let out = "";
+  for (const b2 of bytes) {
+    if (b2 === 92) out += "\\\\";
+    else if (b2 === 13) out += "\\r";
+    else if (b2 === 9) out += "\\t";
+    else if (b2 === 10) out += "\\n";
+    else if (b2 >= 32 && b2 < 127) out += String.fromCharCode(b2);
+    else out += `\\x${b2.toString(16).padStart(2, "0")}`;
+  }
+  return out;
+}
+function splitLines(buf) {
+  const lines = [];
+  let start2 = 0;
+  while (start2 < buf.length) {
+    const lf = buf.indexOf(10, start2);
+    const end = lf === -1 ? buf.length : lf;
+    const bytes = buf.subarray(start2, end);
+    const newline = lf !== -1;
+    lines.push({ bytes, newline, key: `${newline ? "n" : "e"}${bytes.toString("latin1")}` });
+    start2 = end + 1;
+  }
+  return lines;
+}
+function firstDifference(a2, b2) {
+  const n2 = Math.min(a2.length, b2.length);
+  for (let i2 = 0; i2 < n2; i2++) if (a2[i2] !== b2[i2]) return i2;
+  return a2.length === b2.length ? -1 : n2;
+}
+function editScript(a2, b2) {
+  let pre = 0;
+  while (pre < a2.length && pre < b2.length && a2[pre].key === b2[pre].key) pre++;
+  let suf = 0;
+  while (suf < a2.length - pre && suf < b2.length - pre && a2[a2.length - 1 - suf].key === b2[b2.length - 1 - suf].key) {
+    suf++;
+  }
+  const am = a2.slice(pre, a2.length - suf);
+  const bm = b2.slice(pre, b2.length - suf);
+  const ops = a2.slice(0, pre).map((line) => ({ kind: " ", line }));
+  if ((am.length + 1) * (bm.length + 1) > MAX_LCS_CELLS) {
+    for (const line of am) ops.push({ kind: "-", line });
+    for (const line of bm) ops.push({ kind: "+", line });
+  } else {
+    const w2 = bm.length + 1;
+    const lcs = new Uint32Array((am.length + 1) * w2);
+    for (let i3 = am.length - 1; i3 >= 0; i3--) {
+      for (let j3 = bm.length - 1; j3 >= 0; j3--) {
+        lcs[i3 * w2 + j3] = am[i3].key === bm[j3].key ? lcs[(i3 + 1) * w2 + j3 + 1] + 1 : Math.max(lcs[(i3 + 1) * w2 + j3], lcs[i3 * w2 + j3 + 1]);
+      }
+    }
+    let i2 = 0;
+    let j2 = 0;
+    while (i2 < am.length || j2 < bm.length) {
+      if (i2 < am.length && j2 < bm.length && am[i2].key === bm[j2].key) {
+        ops.push({ kind: " ", line: am[i2++] });
+        j2++;
+      } else if (j2 < bm.length && (i2 === am.length || lcs[i2 * w2 + j2 + 1] >= lcs[(i2 + 1) * w2 + j2])) {
+        ops.push({ kind: "+", line: bm[j2++] });
+      } else {
+        ops.push({ kind: "-", line: am[i2++] });
+      }
+    }
+    normalizeRuns(ops, pre);
+  }
+  for (const line of a2.slice(a2.length - suf)) ops.push({ kind: " ", line });
+  return ops;
+}
+function normalizeRuns(ops, from) {
+  let i2 = from;
+  while (i2 < ops.length) {
+    if (ops[i2].kind === " ") {
+      i2++;
+      continue;
+    }
+    let j2 = i2;
+    while (j2 < ops.length && ops[j2].kind !== " ") j2++;
+    const run2 = ops.slice(i2, j2);
+    const sorted = [...run2.filter((o2) => o2.kind === "-"), ...run2.filter((o2) => o2.kind === "+")];
+    ops.splice(i2, j2 - i2, ...sorted);
+    i2 = j2;
+  }
+}
+function renderLine(op) {
+  const text = `${op.kind}${visible2(op.line.bytes)}`;
+  return op.line.newline ? [text] : [text, "\\ No newline at end of file"];
+}
+function range(start2, count2) {
+  if (count2 === 0) return `${start2},0`;
+  return count2 === 1 ? `${start2 + 1}` : `${start2 + 1},${count2}`;
+}
+function position(buf, offset) {
+  let line = 1;
+  let lineStart = 0;
+  for (let i2 = 0; i2 < offset && i2 < buf.length; i2++) {
+    if (buf[i2] === 10) {
+      line++;
+      lineStart = i2 + 1;
+    }
+  }
+  return { line, column: offset - lineStart + 1 };
+}
+function describeByte(buf, offset) {
+  return offset < buf.length ? `"${visible2(buf.subarray(offset, offset + 1))}" (0x${buf[offset].toString(16).padStart(2, "0")})` : "end of data";
+}
+function describeFirstDifference(expected, actual) {
+  const at2 = firstDifference(expected, actual);
+  if (at2 === -1) return void 0;
+  const { line, column } = position(expected, at2);
+  return `first difference at byte ${at2} (line ${line}, column ${column}): expected ${describeByte(expected, at2)}, got ${describeByte(actual, at2)} (expected ${expected.length} bytes, got ${actual.length})`;
+}
+function visibleDiff(expected, actual, labels = { expected: "expected", actual: "actual" }) {
+  const first = describeFirstDifference(expected, actual);
+  if (first === void 0) return void 0;
+  const ops = editScript(splitLines(expected), splitLines(actual));
+  const out = [first, `--- ${labels.expected}`, `+++ ${labels.actual}`];
+  const changed = ops.map((o2, i2) => o2.kind === " " ? -1 : i2).filter((i2) => i2 >= 0);
+  let h2 = 0;
+  while (h2 < changed.length) {
+    const from = Math.max(0, changed[h2] - CONTEXT);
+    let to2 = changed[h2];
+    while (h2 + 1 < changed.length && changed[h2 + 1] - to2 <= 2 * CONTEXT) to2 = changed[++h2];
+    h2++;
+    const end = Math.min(ops.length, to2 + CONTEXT + 1);
+    let aStart = 0;
+    let bStart = 0;
+    for (const o2 of ops.slice(0, from)) {
+      if (o2.kind !== "+") aStart++;
+      if (o2.kind !== "-") bStart++;
+    }
+    const hunk = ops.slice(from, end);
+    const aCount = hunk.filter((o2) => o2.kind !== "+").length;
+    const bCount = hunk.filter((o2) => o2.kind !== "-").length;
+    out.push(`@@ -${range(aStart, aCount)} +${range(bStart, bCount)} @@`);
+    for (const o2 of hunk) out.push(...renderLine(o2));
+  }
+  return out.join("\n");
+}
+
+// src/stages/verify.ts
+var sleep4 = (ms2) => new Promise((r) => setTimeout(r, ms2));
+async function waitFor(probe, timeoutMs, signal) {
+  const deadline = Date.now() + timeoutMs;
+  for (; ; ) {
+    signal?.throwIfAborted();
+    const v2 = await probe();
+    if (v2 !== void 0) return v2;
+    if (Date.now() > deadline) return void 0;
+    await sleep4(20);
+  }
+}
+function verifyNspawnArgv(config2, rootDir, dataDir) {
+  return nspawnArgv({
+    root: rootDir,
+    readOnly: true,
+    harden: true,
+    userNamespace: true,
+    dataDir,
+    dataPath: config2.data.path,
+    command: config2.service.command,
+    env: config2.service.env,
+    user: config2.service.user,
+    workdir: config2.service.workdir
+  });
+}
+function listensOn(netTcp, port2) {
+  const hexPort = port2.toString(16).toUpperCase().padStart(4, "0");
+  return netTcp.split("\n").some((l) => {
+    const f2 = l.trim().split(/\s+/);
+    return f2[1]?.endsWith(`:${hexPort}`) === true && f2[3] === "0A";
+  });
+}
+async function readNetTcp(procDir) {
+  const parts = await Promise.all(["tcp", "tcp6"].map((f2) => readFile9(`${procDir}/net/${f2}`, "utf8").catch(() => "")));
+  return parts.join("\n");
+}
+var FORWARDER = `
+const net = require('net');
+const [, sock, port] = process.argv;
+net.createServer((c) => {
+  const u = net.connect(Number(port), '127.0.0.1');
+  c.pipe(u); u.pipe(c);
+  c.on('error', () => u.destroy()); u.on('error', () => c.destroy());
+}).listen(sock);
+process.on('SIGTERM', () => process.exit(0));
+`;
+async function startInetd(argv, state, opts, timeoutMs) {
+  const { logger, signal } = opts;
+  let lastError = "";
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const port2 = await freePort();
+    const service = start(["systemd-socket-activate", "-l", `127.0.0.1:${port2}`, "-a", "--inetd", ...argv], {
+      privileged: true,
+      logger,
+      loud: attempt === 0
+    });
+    state.service = service;
+    let exited = false;
+    void service.exited.then(() => exited = true);
+    const ok = await waitFor(async () => exited ? false : listensOn(await readNetTcp("/proc/self"), port2) || void 0, 1e4, signal);
+    if (ok) {
+      const endpoint = { host: "127.0.0.1", port: port2 };
+      return {
+        endpoint,
+        clientTarget: endpoint,
+        clientArgv: (a2) => ({ argv: a2, privileged: false }),
+        payload: async () => {
+          const before = new Set(findPayloads(service.pid).map((p3) => p3.pid));
+          const sock = await holdOpen(endpoint, timeoutMs);
+          state.sockets.add(sock);
+          const p2 = await waitFor(() => findPayloads(service.pid).find((x) => !before.has(x.pid)), timeoutMs, signal);
+          if (p2) state.payloads.push(p2);
+          return p2;
+        }
+      };
+    }
+    await service.stop();
+    lastError = tail((await service.exited).stderr, 5);
+    state.service = void 0;
+    if (!/Address already in use/.test(lastError)) break;
+  }
+  throw new UserError(`systemd-socket-activate did not start listening:
+${lastError}`);
+}
+async function startListening(argv, state, opts, timeoutMs) {
+  const { logger, signal, config: config2 } = opts;
+  const port2 = config2.service.listen;
+  const service = start(argv, { privileged: true, logger, loud: true });
+  state.service = service;
+  let exited = false;
+  void service.exited.then(() => exited = true);
+  const payload = await waitFor(() => exited ? null : findPayloads(service.pid)[0], timeoutMs, signal);
+  if (!payload) {
+    const stderr = exited ? tail((await service.exited).stderr, 15) : "(still starting)";
+    throw new UserError(`the container did not start its service ${config2.service.command.join(" ")}:
+${stderr}`);
+  }
+  state.payloads.push(payload);
+  const listening = await waitFor(async () => exited ? false : listensOn(await readNetTcp(`/proc/${payload.pid}`), port2) || void 0, timeoutMs, signal);
+  if (!listening) {
+    await service.stop();
+    const stderr = tail((await service.exited).stderr, 15);
+    throw new UserError(`the service did not listen on port ${port2} inside the container within ${timeoutMs / 1e3} s:
+${stderr}`);
+  }
+  const sockPath = path27.join(state.workDir, "service.sock");
+  const nsenter = (a2) => ["nsenter", "-t", String(payload.pid), "-n", ...a2];
+  state.forwarder = start(nsenter([process.execPath, "-e", FORWARDER, sockPath, String(port2)]), { privileged: true, logger });
+  if (!await waitFor(() => existsSync8(sockPath) || void 0, 1e4, signal)) {
+    throw new UserError(`the forwarder into the container's network namespace did not start: ${state.forwarder.command}`);
+  }
+  return {
+    endpoint: { path: sockPath },
+    clientTarget: { host: "127.0.0.1", port: port2 },
+    clientArgv: (a2) => ({ argv: nsenter(a2), privileged: true }),
+    payload: async () => alive(payload) ? payload : void 0
+  };
+}
+async function readFixtures(probes) {
+  const out = /* @__PURE__ */ new Map();
+  for (const p2 of probes) {
+    if (!p2.fixture) continue;
+    try {
+      out.set(p2.name, await readFile9(p2.fixture));
+    } catch (e) {
+      throw new UserError(`probe ${p2.name}: cannot read fixture ${p2.fixture}: ${e.code ?? String(e)}`);
+    }
+  }
+  return out;
+}
+function judge(probe, expected, got, via) {
+  const problems = [];
+  if (probe.type === "http" && got.status !== probe.status) problems.push(`HTTP status ${got.status}, expected ${probe.status}`);
+  if (expected) {
+    const diff = visibleDiff(expected, got.body, { expected: `fixture ${probe.fixture}`, actual: `response (${via})` });
+    if (diff) problems.push(diff);
+  }
+  return problems.length ? problems.join("\n") : void 0;
+}
+async function ask(probe, endpoint, timeoutMs, signal) {
+  if (probe.type === "gopher") return { body: await exchange(endpoint, gopherRequest(probe.selector), { timeoutMs, signal }) };
+  return httpGet(endpoint, probe.path, { timeoutMs, signal });
+}
+async function probeOnce(probe, expected, endpoint, timeoutMs, signal) {
+  try {
+    const got = await ask(probe, endpoint, timeoutMs, signal);
+    const problem = judge(probe, expected, got, describeEndpoint(endpoint));
+    return { name: probe.name, ok: problem === void 0, diff: problem, bytes: got.body.length };
+  } catch (e) {
+    signal?.throwIfAborted();
+    return { name: probe.name, ok: false, diff: `no answer: ${e.message}`, bytes: 0 };
+  }
+}
+async function curlProbe(probe, expected, svc, state, opts, timeoutMs) {
+  const { host, port: port2 } = svc.clientTarget;
+  const name = `${probe.name} (curl)`;
+  const seconds = String(Math.ceil(timeoutMs / 1e3));
+  const bodyFile = path27.join(state.workDir, "curl-body");
+  const url3 = probe.type === "gopher" ? gopherUrl(host, port2, probe.selector) : `http://${host}:${port2}${probe.path}`;
+  const curl = ["curl", "-sS", "--max-time", seconds, "-o", bodyFile, ...probe.type === "http" ? ["-w", "%{http_code}"] : [], url3];
+  const { argv, privileged } = svc.clientArgv(curl);
+  const r = await run(argv, { privileged, logger: opts.logger, reject: false, signal: opts.signal, timeoutMs: timeoutMs + 5e3 });
+  if (r.exitCode !== 0) return { name, ok: false, diff: `${r.command} failed (exit ${r.exitCode}): ${r.stderr.trim()}`, bytes: 0 };
+  const body = await readFile9(bodyFile);
+  const status = probe.type === "http" ? Number(r.stdout.trim()) : void 0;
+  const problem = judge(probe, expected, { status, body }, "curl");
+  return { name, ok: problem === void 0, diff: problem, bytes: body.length };
+}
+async function hardeningRows(svc, state, config2) {
+  const rows = [];
+  const payload = await svc.payload();
+  if (!payload) {
+    rows.push({ name: "container payload running", ok: false, detail: "no payload process appeared under systemd-nspawn" });
+  } else {
+    rows.push(...await inspectProcess(payload.pid, config2.data.path));
+  }
+  for (const s3 of state.sockets) s3.destroy();
+  state.sockets.clear();
+  rows.push(checkNoInterpreters(await listImage(state.rootDir), config2.service.command[0]));
+  return rows;
+}
+async function teardown(state, image, logger) {
+  for (const s3 of state.sockets) s3.destroy();
+  state.sockets.clear();
+  const problems = [];
+  const attempt = async (what, fn) => {
+    try {
+      await fn();
+    } catch (e) {
+      problems.push(`${what}: ${e.message}`);
+    }
+  };
+  await attempt("stop forwarder", async () => void await state.forwarder?.stop());
+  await attempt("stop service", async () => {
+    if (!state.service) return;
+    await state.service.stop();
+    state.serviceStderr = (await state.service.exited).stderr;
+  });
+  await attempt("kill payloads", async () => {
+    for (const p2 of state.payloads) if (alive(p2)) await killPid(p2.pid);
+    if (state.image) {
+      for (let round = 0; round < 10; round++) {
+        const left = await containerProcesses(state.image.majorMinor);
+        if (left.length === 0) break;
+        for (const pid of left) await killPid(pid);
+        await sleep4(100);
+      }
+    }
+  });
+  await attempt("unmount data", () => unmount(state.dataDir, logger));
+  await attempt("unmount image", () => unmount(state.rootDir, logger));
+  if (state.image) {
+    const dev = state.image.loopDevice;
+    await attempt("release loop device", () => releaseLoop(dev, image, logger));
+  }
+  await attempt("remove work dir", () => removeWorkDir(state.workDir, [state.rootDir, state.dataDir]));
+  if (problems.length) throw new Error(`verify cleanup incomplete:
+${problems.join("\n")}`);
+}
+function combinedSignal(opts) {
+  const signals2 = [opts.signal, opts.timeoutMs ? AbortSignal.timeout(opts.timeoutMs) : void 0].filter(
+    (s3) => s3 !== void 0
+  );
+  return signals2.length ? AbortSignal.any(signals2) : void 0;
+}
+async function mustExist(file2, what) {
+  const abs = path27.resolve(file2);
+  if (!existsSync8(abs)) throw new UserError(`${what} ${file2} does not exist`);
+  return abs;
+}
+async function verifyImage(options) {
+  const { config: config2, logger } = options;
+  const image = await mustExist(options.image, "image");
+  const dataTemplate = await mustExist(options.dataTemplate, "data template");
+  const signal = combinedSignal(options);
+  const opts = { ...options, signal };
+  const fixtures = await readFixtures(config2.probes);
+  const timeoutMs = config2.service.timeout * 1e3;
+  const requests = options.requests ?? 0;
+  const concurrency = options.concurrency ?? 8;
+  if (!Number.isInteger(requests) || requests < 0) throw new UserError(`--requests must be a whole number \u2265 0, got ${requests}`);
+  if (!Number.isInteger(concurrency) || concurrency < 1) throw new UserError(`--concurrency must be a whole number \u2265 1, got ${concurrency}`);
+  const workDir = await mkdtemp6(path27.join(os8.tmpdir(), "lhc-verify-"));
+  const state = {
+    workDir,
+    rootDir: path27.join(workDir, config2.name),
+    dataDir: path27.join(workDir, "data"),
+    sockets: /* @__PURE__ */ new Set(),
+    payloads: []
+  };
+  await mkdir11(state.rootDir);
+  await mkdir11(state.dataDir);
+  const cleanup = registerCleanup(`verify ${config2.name} (${workDir})`, () => teardown(state, image, logger));
+  let outcome;
+  let failed = false;
+  try {
+    outcome = await logger.group(`verify ${config2.name}`, async () => {
+      state.image = await mountImageReadOnly(image, state.rootDir, logger);
+      logger.info(`image ${image} mounted read-only at ${state.rootDir} (${state.image.loopDevice})`);
+      for (const needed of ["/usr", config2.data.path]) {
+        if (!existsSync8(path27.join(state.rootDir, needed))) {
+          throw new UserError(`the image has no ${needed} directory; a read-only root needs every mount point (add it to the root)`);
+        }
+      }
+      state.dataMajorMinor = await mountDataTmpfs(state.dataDir, logger);
+      await unpackTemplate(dataTemplate, state.dataDir);
+      logger.info(`data template ${dataTemplate} unpacked into a noexec,nosuid,nodev tmpfs`);
+      const argv = verifyNspawnArgv(config2, state.rootDir, state.dataDir);
+      const svc = config2.service.inetd ? await startInetd(argv, state, opts, timeoutMs) : await startListening(argv, state, opts, timeoutMs);
+      logger.info(`service reachable at ${describeEndpoint(svc.endpoint)}`);
+      const probes = [];
+      for (const p2 of config2.probes) {
+        const r = await probeOnce(p2, fixtures.get(p2.name), svc.endpoint, timeoutMs, signal);
+        logger.info(`probe ${p2.name}: ${r.ok ? "ok" : "FAILED"} (${r.bytes} bytes)`);
+        probes.push(r);
+      }
+      const curl = await curlProbe(config2.probes[0], fixtures.get(config2.probes[0].name), svc, state, opts, timeoutMs);
+      logger.info(`real client: ${curl.name}: ${curl.ok ? "ok" : "FAILED"}`);
+      probes.push(curl);
+      const hardening = await hardeningRows(svc, state, config2);
+      for (const h2 of hardening) logger.info(`hardening: ${h2.ok ? "ok " : "FAIL"} ${h2.name}: ${h2.detail}`);
+      let load2;
+      if (requests > 0) {
+        const gopher = config2.probes.filter((p2) => p2.type === "gopher");
+        const targets = gopher.length ? gopher : config2.probes;
+        logger.info(`load: ${requests} requests at concurrency ${concurrency} over ${targets.map((p2) => p2.name).join(", ")}`);
+        load2 = await runLoad(
+          requests,
+          concurrency,
+          async (i2) => {
+            const p2 = targets[i2 % targets.length];
+            return judge(p2, fixtures.get(p2.name), await ask(p2, svc.endpoint, timeoutMs, signal), describeEndpoint(svc.endpoint));
+          },
+          signal
+        );
+        logger.info(`load: ${load2.failures} failures; p50 ${load2.p50ms} ms, p95 ${load2.p95ms} ms, p99 ${load2.p99ms} ms`);
+      }
+      const ok = probes.every((p2) => p2.ok) && hardening.every((h2) => h2.ok) && (load2?.failures ?? 0) === 0;
+      return {
+        ok,
+        probes,
+        hardening,
+        curl,
+        endpoint: describeEndpoint(svc.endpoint),
+        load: load2 && {
+          requests: load2.requests,
+          concurrency: load2.concurrency,
+          failures: load2.failures,
+          p50ms: load2.p50ms,
+          p95ms: load2.p95ms,
+          p99ms: load2.p99ms,
+          firstFailure: load2.firstFailure,
+          wallMs: Math.round(load2.wallMs)
+        }
+      };
+    });
+  } catch (e) {
+    failed = true;
+    if (signal?.aborted && !options.signal?.aborted) {
+      throw new UserError(`verify timed out after ${(options.timeoutMs ?? 0) / 1e3} s`, { cause: e });
+    }
+    throw e;
+  } finally {
+    try {
+      await cleanup.run();
+    } catch (e) {
+      if (failed) logger.warn(e.message);
+      else throw e;
+    }
+  }
+  if (!outcome.ok && state.serviceStderr) outcome.serviceLog = serviceLog(state.serviceStderr);
+  return outcome;
+}
+function serviceLog(stderr, lines = 30) {
+  const noise = /^(Listening on |Communication attempt on fd|Connection from |Spawned |Execing |Child \d+ died with code 0$)/;
+  return tail(
+    stderr.split("\n").filter((l) => !noise.test(l)).join("\n"),
+    lines
+  );
+}
+
+// src/pipeline.ts
+async function build(config2, opts) {
+  const { logger } = opts;
+  const timings = [];
+  const stage = async (name, fn) => {
+    opts.signal?.throwIfAborted();
+    const started = Date.now();
+    try {
+      return await logger.group(name, fn);
+    } finally {
+      timings.push({ stage: name, seconds: (Date.now() - started) / 1e3 });
+    }
+  };
+  const outDir = path28.resolve(opts.outDir);
+  await mkdir12(outDir, { recursive: true });
+  const workDir = opts.workDir ? path28.resolve(opts.workDir) : await mkdtemp7(path28.join(os9.tmpdir(), `lhc-${config2.name}-`));
+  await mkdir12(workDir, { recursive: true });
+  const store = opts.store ?? new Store(void 0, logger);
+  try {
+    await stage("fetch", () => fetchInputs(config2, { store, logger }));
+    const lua = config2.lua;
+    const luaBuild = lua ? await stage(
+      "lua",
+      () => buildLua(
+        { version: lua.version, sha256: lua.sha256, urls: lua.urls, arch: config2.arch, strategy: lua.strategy },
+        { store, logger, cacheDir: opts.cacheDir }
+      )
+    ) : void 0;
+    if (luaBuild) logger.info(`lua ${luaBuild.version}: ${luaBuild.bytes} bytes${luaBuild.cached ? " (cached)" : ""}`);
+    const assembled = await stage("root", async () => {
+      await run(["rm", "-rf", "--one-file-system", path28.join(workDir, "root")], { privileged: true });
+      return assembleRoot(config2, { workDir, store, logger, luaPath: luaBuild?.path, signal: opts.signal });
+    });
+    const trace = await stage(
+      "trace",
+      () => traceService(config2, assembled.root, { workDir: path28.join(workDir, "trace"), logger, signal: opts.signal })
+    );
+    const pruned = await stage("prune", async () => {
+      const p2 = await pruneRoot(assembled.root, trace, config2, { outDir: path28.join(workDir, "pruned"), logger });
+      logger.info(summarizeReport(p2.report));
+      await selfCheck(config2, p2.prunedRoot, trace.responses, {
+        workDir: path28.join(workDir, "self-check"),
+        logger,
+        dataDir: p2.dataDir,
+        signal: opts.signal
+      });
+      logger.info("self-check: every probe answers the same from the pruned root");
+      return p2;
+    });
+    const traceReport = path28.join(outDir, `${config2.name}.trace.json`);
+    await writeFile10(traceReport, `${JSON.stringify(pruned.report, null, 2)}
+`);
+    const { packed, bundle, manifestDiff } = await stage("pack", async () => {
+      const { epoch, source } = await resolveEpoch({
+        env: opts.env ?? process.env,
+        configEpoch: config2.epoch,
+        configFile: config2.file,
+        logger
+      });
+      logger.info(`epoch ${epoch} (from ${source})`);
+      const packed2 = await packImage({
+        root: pruned.prunedRoot,
+        dataDir: pruned.dataDir,
+        dataPath: config2.data.path,
+        name: config2.name,
+        epoch,
+        outDir,
+        logger,
+        fileNames: {
+          image: config2.outputs.image,
+          dataTemplate: config2.outputs["data-template"],
+          manifest: config2.outputs.manifest
+        },
+        signal: opts.signal
+      });
+      const bundle2 = await writeDeployBundle({
+        name: config2.name,
+        outDir,
+        service: config2.service,
+        dataPath: config2.data.path,
+        imageFile: path28.basename(packed2.image),
+        dataTemplateFile: path28.basename(packed2.dataTemplate),
+        root: pruned.prunedRoot,
+        logger
+      });
+      await writeSha256Sums(outDir, [
+        path28.basename(packed2.image),
+        path28.basename(packed2.dataTemplate),
+        path28.basename(packed2.manifest),
+        path28.basename(traceReport),
+        ...bundle2.files
+      ]);
+      let manifestDiff2;
+      if (opts.manifestLock) {
+        const lock = await checkManifestLock(packed2.manifestData, path28.resolve(opts.manifestLock), opts.updateManifest ?? false);
+        if (lock.changed) {
+          manifestDiff2 = lock.diffText;
+          logger.info(lock.diffText.trimEnd());
+        } else logger.info(`manifest matches ${opts.manifestLock}`);
+      }
+      return { packed: packed2, bundle: bundle2, manifestDiff: manifestDiff2 };
+    });
+    const verify = opts.verify === false ? void 0 : await stage(
+      "verify",
+      () => verifyImage({
+        config: config2,
+        image: packed.image,
+        dataTemplate: packed.dataTemplate,
+        requests: opts.requests,
+        concurrency: opts.concurrency,
+        logger,
+        signal: opts.signal
+      })
+    );
+    const result = {
+      name: config2.name,
+      outDir,
+      image: packed.image,
+      imageSha256: packed.imageSha256,
+      imageBytes: packed.imageBytes,
+      dataTemplate: packed.dataTemplate,
+      dataTemplateSha256: packed.dataTemplateSha256,
+      manifest: packed.manifest,
+      sha256sums: packed.sha256sums,
+      bundleDir: bundle.dir,
+      traceReport,
+      bytesBefore: pruned.report.base.bytes,
+      bytesAfter: pruned.report.kept.bytes,
+      filesKept: pruned.report.kept.entries,
+      manifestDiff,
+      verify,
+      timings
+    };
+    if (verify && !verify.ok) {
+      const failed = [
+        ...verify.probes.filter((p2) => !p2.ok).map((p2) => `probe ${p2.name}${p2.diff ? `
+${p2.diff}` : ""}`),
+        ...verify.hardening.filter((h2) => !h2.ok).map((h2) => `hardening ${h2.name}: ${h2.detail}`)
+      ];
+      throw Object.assign(new UserError(`verify failed:
+${failed.join("\n")}`), { result });
+    }
+    return result;
+  } finally {
+    if (!opts.keepWorkDir) {
+      await run(["rm", "-rf", "--one-file-system", workDir], { privileged: true, reject: false }).catch(() => {
+      });
+    } else logger.info(`work dir kept: ${workDir}`);
+  }
+}
+
+// src/cli/commands/build.ts
+var buildCommand = {
+  name: "build",
+  summary: "build the image described by an lhc.yml",
+  help: `Usage: lhc build CONFIG [--out DIR] [--no-verify] [--manifest-lock FILE] [--update-manifest]
+
+Runs the pipeline for CONFIG and writes the image, data template, manifest and SHA256SUMS to DIR.
+
+Options:
+  --out, -o DIR          output directory (default: outputs.dir from the config, "out")
+  --no-verify            skip booting the pruned image and checking the probes
+  --manifest-lock FILE   fail when the manifest differs from FILE
+  --update-manifest      write the new manifest to the lock file instead of failing
+  --work-dir DIR         keep intermediate roots in DIR (default: a temp dir, removed)`,
+  async run(args, ctx) {
+    const { flags, positionals } = parseArgs(
+      args,
+      {
+        flags: {
+          out: { type: "string", short: "o" },
+          verify: { type: "boolean" },
+          "manifest-lock": { type: "string" },
+          "update-manifest": { type: "boolean" },
+          "work-dir": { type: "string" }
+        },
+        positionals: { min: 1, max: 1, names: "CONFIG" }
+      },
+      "lhc build"
+    );
+    const config2 = await loadConfig(positionals[0]);
+    const workDir = flags["work-dir"];
+    const result = await build(config2, {
+      outDir: flags.out ?? config2.outputs.dir,
+      logger: ctx.logger,
+      verify: flags.verify !== false,
+      manifestLock: flags["manifest-lock"],
+      updateManifest: flags["update-manifest"] === true,
+      workDir,
+      keepWorkDir: workDir !== void 0
+    });
+    ctx.out(`image         ${result.image}`);
+    ctx.out(`sha256        ${result.imageSha256}`);
+    ctx.out(`data template ${result.dataTemplate}`);
+    ctx.out(`manifest      ${result.manifest}`);
+    ctx.out(`files kept    ${result.filesKept}`);
+    ctx.out(`bytes         ${result.bytesBefore} -> ${result.bytesAfter}`);
+    return result.verify && !result.verify.ok ? 1 : 0;
+  }
+};
+
+// src/cli/commands/diff.ts
+import { readdir as readdir6, stat as stat8 } from "node:fs/promises";
+import path29 from "node:path";
+async function manifestPath(arg) {
+  let st2;
+  try {
+    st2 = await stat8(arg);
+  } catch {
+    throw new UserError(`lhc diff: ${arg} does not exist`);
+  }
+  if (!st2.isDirectory()) return arg;
+  const found = (await readdir6(arg)).filter((f2) => f2.endsWith(".manifest.json"));
+  if (found.length !== 1) {
+    throw new UserError(
+      `lhc diff: ${arg} is a directory with ${found.length === 0 ? "no" : found.length} *.manifest.json files; name the manifest file`
+    );
+  }
+  return path29.join(arg, found[0]);
+}
+var diffCommand = {
+  name: "diff",
+  summary: "compare two image manifests (added, removed, changed paths)",
+  help: `Usage: lhc diff OLD NEW
+
+Compares two manifests written by lhc build (<name>.manifest.json, or a build output directory
+holding one) and prints one line per path that differs, image first, then the data template:
+  + image /bin/x  file 0755 0:0 1234 bytes      added
+  - data  /data/y  file 0644 0:0 10 bytes       removed
+  ~ image /gopher/index  size 120 \u2192 130 (+10)   changed (size, mode, owner, content, link target)
+Exits 0 when the manifests are identical, 1 when they differ, 2 on a usage error.`,
+  async run(args, ctx) {
+    const { positionals } = parseArgs(args, { positionals: { min: 2, max: 2, names: "OLD and NEW" } }, "lhc diff");
+    const [oldFile, newFile] = await Promise.all(positionals.map(manifestPath));
+    const d = diffManifests(await readManifest(oldFile), await readManifest(newFile));
+    for (const line of formatDiff(d, { old: oldFile, new: newFile }).trimEnd().split("\n")) ctx.out(line);
+    return d.equal ? 0 : 1;
+  }
+};
+
+// src/host/requirements.ts
+var BINFMT_DIR = "/proc/sys/fs/binfmt_misc";
+var QEMU_BINFMT_CONF = "/usr/lib/binfmt.d/qemu-aarch64.conf";
+var MUSL_SPECS = "/usr/lib/aarch64-linux-musl/musl-gcc.specs";
+var MUSL_SPECS_X86_64 = "/usr/lib/x86_64-linux-musl/musl-gcc.specs";
+var LHC_DEB_SRC = "/etc/apt/sources.list.d/lhc-deb-src.sources";
+var LHC_DEB_SRC_LIST = "/etc/apt/sources.list.d/lhc-deb-src.list";
+function isAarch64(arch) {
+  return arch === "aarch64" || arch === "arm64";
+}
+function toolRequirements(arch) {
+  const native = isAarch64(arch);
+  return [
+    {
+      tool: "systemd-nspawn",
+      pkg: "systemd-container",
+      why: "runs the root for tracing and verify"
+    },
+    {
+      tool: "systemd-socket-activate",
+      pkg: "systemd",
+      why: "one container per connection (inetd services)"
+    },
+    { tool: "nsenter", pkg: "util-linux", why: "probes a listening service inside the container" },
+    { tool: "mksquashfs", pkg: "squashfs-tools", why: "packs the image" },
+    { tool: "unsquashfs", pkg: "squashfs-tools", why: "reads images back" },
+    // On an aarch64 host the native gcc and binutils provide these triplet-prefixed names too.
+    {
+      tool: "aarch64-linux-gnu-gcc",
+      pkg: native ? "gcc" : "gcc-aarch64-linux-gnu",
+      why: "builds static Lua for aarch64"
+    },
+    {
+      tool: "aarch64-linux-gnu-strip",
+      pkg: native ? "binutils" : "binutils-aarch64-linux-gnu",
+      why: "strips the Lua binary"
+    },
+    ...native ? [] : [
+      {
+        tool: "x86_64-linux-gnu-gcc",
+        pkg: "gcc",
+        why: "builds Lua for arch: x86_64 configs",
+        optional: true
+      }
+    ],
+    { tool: "make", pkg: "make", why: "builds Lua" },
+    { tool: "curl", pkg: "curl", why: "downloads inputs and probes services" },
+    { tool: "mmdebstrap", pkg: "mmdebstrap", why: "debian bases and the in-root Lua strategy" },
+    { tool: "strace", pkg: "strace", why: "traces on native aarch64 hosts", optional: !native },
+    { tool: "runc", pkg: "runc", why: "checks the OCI bundle for the board", optional: true },
+    { tool: "lua5.4", pkg: "lua5.4", why: "runs example Lua on the host (tests)", optional: true },
+    { tool: "dpkg-source", pkg: "dpkg-dev", why: "apt-get source for test inputs", optional: true },
+    { tool: "xz", pkg: "xz-utils", why: "unpacks .tar.xz inputs", optional: true }
+  ];
+}
+function setupPackages(arch) {
+  const pkgs = new Set(toolRequirements(arch).map((t) => t.pkg));
+  pkgs.add("musl-dev");
+  if (!isAarch64(arch)) {
+    pkgs.add("qemu-user-static");
+    pkgs.add("musl-dev:arm64");
+  }
+  return [...pkgs].sort();
+}
+
+// src/host/doctor.ts
+var SETUP_HINT = " (or run: lhc setup)";
+async function privilegeCheck(p2) {
+  const name = "root or passwordless sudo";
+  if (p2.isRoot()) return { name, ok: true, optional: false, detail: "running as root" };
+  if (await p2.sudoOk()) return { name, ok: true, optional: false, detail: "sudo -n works" };
+  return {
+    name,
+    ok: false,
+    optional: false,
+    detail: "not root and `sudo -n true` failed",
+    fix: "run as root, or allow this user passwordless sudo (NOPASSWD in /etc/sudoers.d)"
+  };
+}
+function parseBinfmtEntry(text) {
+  const lines = text.split("\n").map((l) => l.trim());
+  const flags = lines.find((l) => l.startsWith("flags:"))?.slice("flags:".length).trim() ?? "";
+  const interpreter = lines.find((l) => l.startsWith("interpreter "))?.slice("interpreter ".length);
+  return { enabled: lines[0] === "enabled", flags, interpreter };
+}
+async function binfmtChecks(p2) {
+  const mounted = await p2.fileExists(`${BINFMT_DIR}/status`);
+  const mountCheck = mounted ? { name: "binfmt_misc mounted", ok: true, optional: false, detail: BINFMT_DIR } : {
+    name: "binfmt_misc mounted",
+    ok: false,
+    optional: false,
+    detail: `${BINFMT_DIR} is not mounted`,
+    fix: `mount -t binfmt_misc binfmt_misc ${BINFMT_DIR}${SETUP_HINT}`
+  };
+  const name = "qemu-aarch64 binfmt (F flag)";
+  const confExists = await p2.fileExists(QEMU_BINFMT_CONF);
+  const register = `cat ${QEMU_BINFMT_CONF} > ${BINFMT_DIR}/register`;
+  const entryText = mounted ? await p2.readFile(`${BINFMT_DIR}/qemu-aarch64`) : void 0;
+  let qemuCheck;
+  if (entryText === void 0) {
+    qemuCheck = {
+      name,
+      ok: false,
+      optional: false,
+      detail: "qemu-aarch64 is not registered",
+      fix: confExists ? `${register}${SETUP_HINT}` : `apt-get install qemu-user-static${SETUP_HINT}`
+    };
+  } else {
+    const entry = parseBinfmtEntry(entryText);
+    if (!entry.enabled) {
+      qemuCheck = {
+        name,
+        ok: false,
+        optional: false,
+        detail: "qemu-aarch64 is registered but disabled",
+        fix: `echo 1 > ${BINFMT_DIR}/qemu-aarch64`
+      };
+    } else if (!entry.flags.includes("F")) {
+      qemuCheck = {
+        name,
+        ok: false,
+        optional: false,
+        detail: `registered with flags "${entry.flags}", without F (fix-binary)`,
+        fix: `echo -1 > ${BINFMT_DIR}/qemu-aarch64 && ${register}${SETUP_HINT}`
+      };
+    } else {
+      qemuCheck = { name, ok: true, optional: false, detail: `enabled, flags ${entry.flags}` };
+    }
+  }
+  return [mountCheck, qemuCheck];
+}
+async function muslCheck(p2) {
+  const name = "musl aarch64 (musl-gcc.specs)";
+  if (await p2.fileExists(MUSL_SPECS))
+    return { name, ok: true, optional: false, detail: MUSL_SPECS };
+  const fix = isAarch64(p2.arch()) ? "apt-get install musl-dev" : "dpkg --add-architecture arm64 && apt-get update && apt-get install musl-dev:arm64";
+  return {
+    name,
+    ok: false,
+    optional: false,
+    detail: `${MUSL_SPECS} is missing`,
+    fix: fix + SETUP_HINT
+  };
+}
+async function runChecks(p2) {
+  const checks = [await privilegeCheck(p2)];
+  const arch = p2.arch();
+  if (isAarch64(arch)) {
+    checks.push({
+      name: "qemu-aarch64 binfmt (F flag)",
+      ok: true,
+      optional: false,
+      detail: "native aarch64 host: QEMU not needed"
+    });
+  } else {
+    checks.push(...await binfmtChecks(p2));
+  }
+  for (const req of toolRequirements(arch)) {
+    const found = await p2.which(req.tool);
+    checks.push(
+      found ? { name: req.tool, ok: true, optional: !!req.optional, detail: found } : {
+        name: req.tool,
+        ok: false,
+        optional: !!req.optional,
+        detail: `not found (${req.why})`,
+        fix: `apt-get install ${req.pkg}${SETUP_HINT}`
+      }
+    );
+  }
+  checks.push(await muslCheck(p2));
+  if (arch === "x86_64") {
+    const name = "musl x86_64 (musl-gcc.specs)";
+    checks.push(
+      await p2.fileExists(MUSL_SPECS_X86_64) ? { name, ok: true, optional: true, detail: MUSL_SPECS_X86_64 } : {
+        name,
+        ok: false,
+        optional: true,
+        detail: `${MUSL_SPECS_X86_64} is missing (only arch: x86_64 configs need it)`,
+        fix: `apt-get install musl-dev${SETUP_HINT}`
+      }
+    );
+  }
+  return checks;
+}
+function doctorExitCode(checks) {
+  return checks.some((c3) => !c3.ok && !c3.optional) ? 1 : 0;
+}
+function formatChecks(checks) {
+  const width = Math.max(...checks.map((c3) => c3.name.length));
+  const lines = [];
+  for (const c3 of checks) {
+    const status = c3.ok ? "ok  " : c3.optional ? "warn" : "FAIL";
+    lines.push(`${status}  ${c3.name.padEnd(width)}  ${c3.detail}`);
+    if (!c3.ok && c3.fix) lines.push(`${" ".repeat(6 + width)}  fix: ${c3.fix}`);
+  }
+  const failed = checks.filter((c3) => !c3.ok && !c3.optional).length;
+  const warned = checks.filter((c3) => !c3.ok && c3.optional).length;
+  lines.push(
+    failed === 0 ? `host is ready${warned ? ` (${warned} optional tool${warned === 1 ? "" : "s"} missing)` : ""}` : `${failed} required check${failed === 1 ? "" : "s"} failed: run the fixes above, or: lhc setup`
+  );
+  return lines.join("\n");
+}
+
+// src/host/probe.ts
+import { access, readFile as readFile10, readdir as readdir7 } from "node:fs/promises";
+import os10 from "node:os";
+import path30 from "node:path";
+var EXTRA_PATH = ["/usr/local/sbin", "/usr/sbin", "/sbin"];
+var realProbe = {
+  async fileExists(file2) {
+    try {
+      await access(file2);
+      return true;
+    } catch {
+      return false;
+    }
+  },
+  async readFile(file2) {
+    try {
+      return await readFile10(file2, "utf8");
+    } catch {
+      return void 0;
+    }
+  },
+  async listDir(dir) {
+    try {
+      return (await readdir7(dir)).sort();
+    } catch {
+      return [];
+    }
+  },
+  async which(tool) {
+    const dirs = [...(process.env.PATH ?? "").split(":").filter(Boolean), ...EXTRA_PATH];
+    for (const d of dirs) {
+      const candidate = path30.join(d, tool);
+      try {
+        await access(
+          candidate,
+          1
+          /* X_OK */
+        );
+        return candidate;
+      } catch {
+      }
+    }
+    return void 0;
+  },
+  isRoot,
+  async sudoOk() {
+    try {
+      const r = await run(["sudo", "-n", "true"], { reject: false, timeoutMs: 1e4 });
+      return r.exitCode === 0;
+    } catch {
+      return false;
+    }
+  },
+  arch() {
+    return os10.machine();
+  },
+  async foreignArchs() {
+    try {
+      const r = await run(["dpkg", "--print-foreign-architectures"], { reject: false });
+      return r.stdout.split("\n").map((l) => l.trim()).filter(Boolean);
+    } catch {
+      return [];
+    }
+  },
+  async installedPackages(packages) {
+    const installed = /* @__PURE__ */ new Set();
+    for (const pkg of packages) {
+      const r = await run(["dpkg-query", "-W", "-f=${db:Status-Status}", pkg], {
+        reject: false
+      }).catch(() => void 0);
+      if (r && r.exitCode === 0 && r.stdout.trim() === "installed") installed.add(pkg);
+    }
+    return installed;
+  }
+};
+
+// src/cli/commands/doctor.ts
+var doctorCommand = {
+  name: "doctor",
+  summary: "check that this host has everything lhc needs",
+  help: `Usage: lhc doctor
+
+Checks root or passwordless sudo, binfmt_misc and the qemu-aarch64 registration (F flag; skipped
+on aarch64 hosts), systemd-nspawn, squashfs-tools, the musl aarch64 cross toolchain, curl,
+mmdebstrap and the other host tools. Prints one row per check and, for each failure, the package
+or command that fixes it. Exits 1 when a required check fails ("warn" rows are optional tools).
+"lhc setup" fixes everything doctor checks.`,
+  async run(args, ctx) {
+    parseArgs(args, {}, "lhc doctor");
+    const checks = await runChecks(realProbe);
+    for (const line of formatChecks(checks).split("\n")) ctx.out(line);
+    return doctorExitCode(checks);
+  }
+};
+
 // src/cli/commands/fetch.ts
 var fetchCommand = {
   name: "fetch",
@@ -39445,8 +43652,8 @@ its sha256. Inputs already in the store are not downloaded again. Prints one lin
 };
 
 // src/cli/commands/lua.ts
-import { chmod as chmod2, copyFile as copyFile2, mkdir as mkdir4 } from "node:fs/promises";
-import path15 from "node:path";
+import { chmod as chmod4, copyFile as copyFile3, mkdir as mkdir13 } from "node:fs/promises";
+import path31 from "node:path";
 function takeRepeated(args, flag) {
   const values = [];
   const rest = [];
@@ -39526,10 +43733,10 @@ Options:
       { version: version2, sha256: sha2562, urls: urls.length > 0 ? urls : void 0, arch, strategy },
       { store: new Store(void 0, ctx.logger), logger: ctx.logger }
     );
-    await mkdir4(out, { recursive: true });
-    const dest = path15.join(out, "lua");
-    await copyFile2(r.path, dest);
-    await chmod2(dest, 493);
+    await mkdir13(out, { recursive: true });
+    const dest = path31.join(out, "lua");
+    await copyFile3(r.path, dest);
+    await chmod4(dest, 493);
     ctx.out(`lua      ${dest}`);
     ctx.out(`bytes    ${r.bytes}`);
     ctx.out(`sha256   ${r.sha256}`);
@@ -39613,14 +43820,14 @@ function pinListArch(text, arch) {
 }
 function planUbuntuPorts(state, steps, present, warnings) {
   if (state.os?.id !== "ubuntu" || isAarch64(state.arch)) return false;
-  const hostArch2 = state.arch === "x86_64" ? "amd64" : state.arch;
+  const hostArch3 = state.arch === "x86_64" ? "amd64" : state.arch;
   let changed = false;
   for (const s3 of state.sources) {
     const official = s3.file === "/etc/apt/sources.list" || s3.file === "/etc/apt/sources.list.d/ubuntu.sources";
     if (!official) continue;
-    const pinned = s3.file.endsWith(".sources") ? pinDeb822Arch(s3.text, hostArch2) : pinListArch(s3.text, hostArch2);
+    const pinned = s3.file.endsWith(".sources") ? pinDeb822Arch(s3.text, hostArch3) : pinListArch(s3.text, hostArch3);
     if (pinned !== s3.text) {
-      steps.push({ what: `pin ${s3.file} to ${hostArch2}`, argv: ["tee", s3.file], input: pinned });
+      steps.push({ what: `pin ${s3.file} to ${hostArch3}`, argv: ["tee", s3.file], input: pinned });
       changed = true;
     }
   }
@@ -39885,1029 +44092,6 @@ Exits 0 when all configs are valid, 2 otherwise.`,
     return 0;
   }
 };
-
-// src/stages/verify.ts
-import { existsSync as existsSync6 } from "node:fs";
-import { mkdir as mkdir5, mkdtemp as mkdtemp4, readFile as readFile8 } from "node:fs/promises";
-import os7 from "node:os";
-import path18 from "node:path";
-
-// src/verify/client.ts
-import http from "node:http";
-import net from "node:net";
-function describeEndpoint(e) {
-  return "path" in e ? `unix:${e.path}` : `${e.host}:${e.port}`;
-}
-function connect(e) {
-  return "path" in e ? net.connect({ path: e.path }) : net.connect({ host: e.host, port: e.port });
-}
-function gopherRequest(selector) {
-  return Buffer.from(`${selector}\r
-`, "utf8");
-}
-function exchange(e, request, opts) {
-  return new Promise((resolve, reject) => {
-    const chunks = [];
-    const sock = connect(e);
-    let settled = false;
-    const finish = (err) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      opts.signal?.removeEventListener("abort", onAbort);
-      sock.destroy();
-      if (err) reject(err);
-      else resolve(Buffer.concat(chunks));
-    };
-    const timer = setTimeout(
-      () => finish(new Error(`no complete answer from ${describeEndpoint(e)} within ${opts.timeoutMs} ms`)),
-      opts.timeoutMs
-    );
-    const onAbort = () => finish(new Error("aborted"));
-    if (opts.signal?.aborted) return finish(new Error("aborted"));
-    opts.signal?.addEventListener("abort", onAbort, { once: true });
-    sock.on("connect", () => sock.write(request));
-    sock.on("data", (d) => chunks.push(d));
-    sock.on("end", () => finish());
-    sock.on("error", (err) => finish(err));
-  });
-}
-function holdOpen(e, timeoutMs) {
-  return new Promise((resolve, reject) => {
-    const sock = connect(e);
-    const timer = setTimeout(() => {
-      sock.destroy();
-      reject(new Error(`cannot connect to ${describeEndpoint(e)} within ${timeoutMs} ms`));
-    }, timeoutMs);
-    sock.once("connect", () => {
-      clearTimeout(timer);
-      resolve(sock);
-    });
-    sock.once("error", (err) => {
-      clearTimeout(timer);
-      sock.destroy();
-      reject(err);
-    });
-  });
-}
-function httpGet(e, urlPath, opts) {
-  return new Promise((resolve, reject) => {
-    const target = "path" in e ? { socketPath: e.path } : { host: e.host, port: e.port };
-    const req = http.request(
-      { ...target, path: urlPath, method: "GET", agent: false, signal: opts.signal, headers: { host: "localhost" } },
-      (res) => {
-        const chunks = [];
-        res.on("data", (d) => chunks.push(d));
-        res.on("end", () => {
-          clearTimeout(timer);
-          resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks) });
-        });
-        res.on("error", (err) => {
-          clearTimeout(timer);
-          reject(err);
-        });
-      }
-    );
-    const timer = setTimeout(
-      () => req.destroy(new Error(`no complete HTTP answer from ${describeEndpoint(e)} within ${opts.timeoutMs} ms`)),
-      opts.timeoutMs
-    );
-    req.on("error", (err) => {
-      clearTimeout(timer);
-      reject(err);
-    });
-    req.end();
-  });
-}
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const port2 = srv.address().port;
-      srv.close(() => resolve(port2));
-    });
-  });
-}
-function gopherUrl(host, port2, selector, type = "1") {
-  const enc = [...Buffer.from(selector, "utf8")].map((b2) => /[A-Za-z0-9\-._~/]/.test(String.fromCharCode(b2)) ? String.fromCharCode(b2) : `%${b2.toString(16).toUpperCase().padStart(2, "0")}`).join("");
-  return `gopher://${host}:${port2}/${type}${enc}`;
-}
-
-// src/verify/hardening.ts
-import { readFile as readFile6, readdir as readdir4, lstat, readlink } from "node:fs/promises";
-import path16 from "node:path";
-function unescape(field2) {
-  return field2.replace(/\\([0-7]{3})/g, (_2, o2) => String.fromCharCode(parseInt(o2, 8)));
-}
-function parseMountInfo(text) {
-  const out = [];
-  for (const line of text.split("\n")) {
-    if (!line.trim()) continue;
-    const fields = line.split(" ");
-    const dash = fields.indexOf("-");
-    if (dash < 6) continue;
-    out.push({
-      mountPoint: unescape(fields[4]),
-      options: fields[5].split(","),
-      fsType: fields[dash + 1] ?? "",
-      source: unescape(fields[dash + 2] ?? ""),
-      superOptions: (fields[dash + 3] ?? "").split(",")
-    });
-  }
-  return out;
-}
-function topMount(mounts, mountPoint) {
-  return mounts.filter((m2) => m2.mountPoint === mountPoint).at(-1);
-}
-function describeMount(m2) {
-  return `${m2.fsType} ${m2.source} (${m2.options.join(",")})`;
-}
-function checkRootReadOnly(mountinfo) {
-  const name = "root mounted read-only";
-  const root = topMount(parseMountInfo(mountinfo), "/");
-  if (!root) return { name, ok: false, detail: "no mount at / in the container" };
-  return { name, ok: root.options.includes("ro"), detail: describeMount(root) };
-}
-function checkDataMount(mountinfo, dataPath) {
-  const name = `${dataPath} noexec,nosuid,nodev`;
-  const m2 = topMount(parseMountInfo(mountinfo), dataPath);
-  if (!m2) return { name, ok: false, detail: `nothing is mounted at ${dataPath}` };
-  const missing = ["noexec", "nosuid", "nodev"].filter((o2) => !m2.options.includes(o2));
-  return {
-    name,
-    ok: missing.length === 0,
-    detail: (missing.length ? `missing ${missing.join(",")}: ` : "") + describeMount(m2)
-  };
-}
-function statusField(status, field2) {
-  const m2 = new RegExp(`^${field2}:\\s*(.*)$`, "m").exec(status);
-  return m2?.[1]?.trim();
-}
-function checkNoNewPrivs(status) {
-  const v2 = statusField(status, "NoNewPrivs");
-  return { name: "NoNewPrivs set", ok: v2 === "1", detail: `NoNewPrivs: ${v2 ?? "(missing)"}` };
-}
-var CAP_NET_ADMIN = 12;
-var CAP_SYS_ADMIN = 21;
-function checkCapabilities(status) {
-  const name = "CAP_NET_ADMIN, CAP_SYS_ADMIN not in bounding set";
-  const hex3 = statusField(status, "CapBnd");
-  if (!hex3 || !/^[0-9a-f]+$/i.test(hex3)) return { name, ok: false, detail: `CapBnd: ${hex3 ?? "(missing)"}` };
-  const bnd = BigInt(`0x${hex3}`);
-  const present = [
-    ["CAP_NET_ADMIN", CAP_NET_ADMIN],
-    ["CAP_SYS_ADMIN", CAP_SYS_ADMIN]
-  ].filter(([, bit]) => bnd >> BigInt(bit) & 1n);
-  return {
-    name,
-    ok: present.length === 0,
-    detail: `CapBnd: ${hex3}` + (present.length ? `; still has ${present.map(([n2]) => n2).join(", ")}` : "")
-  };
-}
-function checkUidMap(uidMap) {
-  const name = "uid 0 inside is not 0 outside";
-  for (const line of uidMap.split("\n")) {
-    const f2 = line.trim().split(/\s+/).map(Number);
-    if (f2.length !== 3 || f2.some((n2) => !Number.isFinite(n2))) continue;
-    const [inside, outside, count2] = f2;
-    if (inside <= 0 && 0 < inside + count2) {
-      const host = outside - inside;
-      return {
-        name,
-        ok: host !== 0,
-        detail: host === 0 ? `uid_map ${line.trim()}: no user namespace` : `uid 0 \u2192 host uid ${host} (${count2} ids)`
-      };
-    }
-  }
-  return { name, ok: true, detail: "uid 0 is not mapped (root inside has no host identity)" };
-}
-function interfaces(netDev) {
-  return netDev.split("\n").slice(2).map((l) => l.split(":")[0].trim()).filter(Boolean);
-}
-function checkNetwork(netDev) {
-  const names = interfaces(netDev);
-  const others = names.filter((n2) => n2 !== "lo");
-  return {
-    name: "no network interface but lo",
-    ok: others.length === 0,
-    detail: `interfaces: ${names.join(", ") || "(none)"}`
-  };
-}
-async function inspectProcess(pid, dataPath) {
-  const read = (f2) => readFile6(`/proc/${pid}/${f2}`, "utf8");
-  const [mountinfo, status, uidMap, netDev] = await Promise.all([
-    read("mountinfo"),
-    read("status"),
-    read("uid_map"),
-    read("net/dev")
-  ]);
-  return [
-    checkRootReadOnly(mountinfo),
-    checkDataMount(mountinfo, dataPath),
-    checkNetwork(netDev),
-    checkNoNewPrivs(status),
-    checkCapabilities(status),
-    checkUidMap(uidMap)
-  ];
-}
-var INTERPRETER_NAME = /^(sh|bash|rbash|dash|ash|zsh|ksh|ksh93|mksh|csh|tcsh|fish|busybox|toybox|python[\d.]*m?|perl[\d.]*|lua[\d.]*|luajit[\d.-]*|ruby[\d.]*|node|nodejs|php[\d.]*|tclsh[\d.]*|wish[\d.]*)$/;
-async function listImage(root) {
-  const out = [];
-  const walk = async (rel) => {
-    for (const name of (await readdir4(path16.join(root, rel))).sort()) {
-      const p2 = path16.posix.join(rel, name);
-      const st2 = await lstat(path16.join(root, p2));
-      if (st2.isDirectory()) {
-        out.push({ path: p2, kind: "dir", executable: false });
-        await walk(p2);
-      } else if (st2.isSymbolicLink()) {
-        out.push({ path: p2, kind: "symlink", executable: false, target: await readlink(path16.join(root, p2)) });
-      } else {
-        out.push({ path: p2, kind: st2.isFile() ? "file" : "other", executable: (st2.mode & 73) !== 0 });
-      }
-    }
-  };
-  await walk("/");
-  return out;
-}
-function resolveInImage(entries, p2, depth = 0) {
-  const parts = p2.split("/").filter((s3) => s3 && s3 !== ".");
-  let cur = "/";
-  for (let i2 = 0; i2 < parts.length; i2++) {
-    if (parts[i2] === "..") {
-      cur = path16.posix.dirname(cur);
-      continue;
-    }
-    const next = path16.posix.join(cur, parts[i2]);
-    const e = entries.get(next);
-    if (e?.kind === "symlink" && depth < 40) {
-      const target = e.target.startsWith("/") ? e.target : path16.posix.join(cur, e.target);
-      const rest = parts.slice(i2 + 1).join("/");
-      return resolveInImage(entries, rest ? `${target}/${rest}` : target, depth + 1);
-    }
-    cur = next;
-  }
-  return cur;
-}
-function checkNoInterpreters(entries, command0) {
-  const name = "no shell or interpreter but the service";
-  const byPath2 = new Map(entries.map((e) => [e.path, e]));
-  const own2 = resolveInImage(byPath2, command0);
-  const found = [];
-  for (const e of entries) {
-    if (e.kind === "dir" || !INTERPRETER_NAME.test(path16.posix.basename(e.path))) continue;
-    if (e.kind === "file" && !e.executable) continue;
-    if (e.path === command0 || resolveInImage(byPath2, e.path) === own2) continue;
-    found.push(e.kind === "symlink" ? `${e.path} -> ${e.target}` : e.path);
-  }
-  return {
-    name,
-    ok: found.length === 0,
-    detail: found.length ? `found ${found.join(", ")}` : `${entries.length} entries; only ${command0}`
-  };
-}
-
-// src/verify/load.ts
-function percentile(sorted, p2) {
-  if (sorted.length === 0) return 0;
-  const rank = Math.ceil(p2 / 100 * sorted.length);
-  return sorted[Math.min(sorted.length, Math.max(1, rank)) - 1];
-}
-async function runLoad(requests, concurrency, one, signal) {
-  const latencies = [];
-  let failures = 0;
-  let firstFailure;
-  let next = 0;
-  const t0 = performance.now();
-  const worker = async () => {
-    while (next < requests) {
-      signal?.throwIfAborted();
-      const i2 = next++;
-      const start2 = performance.now();
-      let problem;
-      try {
-        problem = await one(i2);
-      } catch (e) {
-        signal?.throwIfAborted();
-        problem = e.message;
-      }
-      latencies.push(performance.now() - start2);
-      if (problem !== void 0) {
-        failures++;
-        firstFailure ??= `request ${i2 + 1}: ${problem}`;
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(concurrency, requests)) }, worker));
-  latencies.sort((a2, b2) => a2 - b2);
-  const round = (n2) => Math.round(n2 * 10) / 10;
-  return {
-    requests,
-    concurrency,
-    failures,
-    latencies,
-    p50ms: round(percentile(latencies, 50)),
-    p95ms: round(percentile(latencies, 95)),
-    p99ms: round(percentile(latencies, 99)),
-    firstFailure,
-    wallMs: performance.now() - t0
-  };
-}
-
-// src/verify/proc.ts
-import { readdirSync, readFileSync as readFileSync4, readlinkSync } from "node:fs";
-function parseStat(text) {
-  const open3 = text.indexOf("(");
-  const close = text.lastIndexOf(")");
-  if (open3 === -1 || close === -1) return void 0;
-  const rest = text.slice(close + 2).split(" ");
-  return {
-    pid: Number(text.slice(0, open3).trim()),
-    comm: text.slice(open3 + 1, close),
-    ppid: Number(rest[1]),
-    pgid: Number(rest[2]),
-    startTime: Number(rest[19])
-  };
-}
-function readProc(pid) {
-  try {
-    return parseStat(readFileSync4(`/proc/${pid}/stat`, "utf8"));
-  } catch {
-    return void 0;
-  }
-}
-function processTable() {
-  const table2 = /* @__PURE__ */ new Map();
-  for (const name of readdirSync("/proc")) {
-    if (!/^\d+$/.test(name)) continue;
-    const info = readProc(Number(name));
-    if (info) table2.set(info.pid, info);
-  }
-  return table2;
-}
-function descendants(pid, table2 = processTable()) {
-  const children = /* @__PURE__ */ new Map();
-  for (const p2 of table2.values()) {
-    const list = children.get(p2.ppid);
-    if (list) list.push(p2);
-    else children.set(p2.ppid, [p2]);
-  }
-  const out = [];
-  const queue = [pid];
-  while (queue.length > 0) {
-    for (const c3 of children.get(queue.shift()) ?? []) {
-      out.push(c3);
-      queue.push(c3.pid);
-    }
-  }
-  return out;
-}
-function exePath(pid) {
-  try {
-    return readlinkSync(`/proc/${pid}/exe`);
-  } catch {
-    return void 0;
-  }
-}
-function alive(p2) {
-  const now = readProc(p2.pid);
-  return now !== void 0 && now.startTime === p2.startTime;
-}
-function findPayloads(ancestor, table2 = processTable()) {
-  const tree = descendants(ancestor, table2);
-  const nspawns = tree.filter((p2) => p2.comm === "systemd-nspawn");
-  const out = [];
-  for (const n2 of nspawns) {
-    const nspawnExe = exePath(n2.pid);
-    for (const c3 of tree) {
-      if (c3.ppid !== n2.pid) continue;
-      const exe = exePath(c3.pid);
-      if (exe !== void 0 && exe !== nspawnExe && c3.comm !== "systemd-nspawn") out.push(c3);
-    }
-  }
-  return out;
-}
-
-// src/verify/sandbox.ts
-import { existsSync as existsSync5 } from "node:fs";
-import { readFile as readFile7, readdir as readdir5, rm as rm5, rmdir } from "node:fs/promises";
-import path17 from "node:path";
-var sleep2 = (ms2) => new Promise((r) => setTimeout(r, ms2));
-async function ownMounts() {
-  const text = await readFile7("/proc/self/mountinfo", "utf8");
-  const parsed = parseMountInfo(text);
-  return text.split("\n").filter((l) => l.trim()).map((l, i2) => ({ majorMinor: l.split(" ")[2], mountPoint: parsed[i2].mountPoint, source: parsed[i2].source }));
-}
-async function mountAt(dir) {
-  return (await ownMounts()).filter((m2) => m2.mountPoint === dir).at(-1);
-}
-async function mountImageReadOnly(image, dir, logger) {
-  await run(["mount", "-t", "squashfs", "-o", "loop,ro", image, dir], { privileged: true, logger, timeoutMs: 6e4 });
-  const m2 = await mountAt(dir);
-  if (!m2) throw new UserError(`mounting ${image} at ${dir} reported success but nothing is mounted there`);
-  return { dir, loopDevice: m2.source, majorMinor: m2.majorMinor };
-}
-async function mountDataTmpfs(dir, logger, sizeMb = 256) {
-  const owner = isRoot() ? [] : [`uid=${process.getuid()}`, `gid=${process.getgid()}`];
-  const opts = ["noexec", "nosuid", "nodev", "mode=0755", `size=${sizeMb}m`, ...owner].join(",");
-  await run(["mount", "-t", "tmpfs", "-o", opts, `lhc-verify:${dir}`, dir], { privileged: true, logger, timeoutMs: 3e4 });
-  const m2 = await mountAt(dir);
-  if (!m2) throw new UserError(`mounting a tmpfs at ${dir} reported success but nothing is mounted there`);
-  return m2.majorMinor;
-}
-async function unpackTemplate(template, dir) {
-  const warnings = [];
-  try {
-    await So({
-      file: template,
-      cwd: dir,
-      strict: true,
-      chmod: true,
-      processUmask: 0,
-      preserveOwner: isRoot(),
-      onwarn: (code, message) => warnings.push(`${code}: ${message}`)
-    });
-  } catch (e) {
-    throw new UserError(`cannot unpack the data template ${template}: ${e.message}`, { cause: e });
-  }
-  if (warnings.length) throw new UserError(`data template ${template}: ${warnings.join("; ")}`);
-}
-async function containerProcesses(majorMinor) {
-  const out = [];
-  for (const pid of processTable().keys()) {
-    if (pid === process.pid) continue;
-    let text;
-    try {
-      text = await readFile7(`/proc/${pid}/mountinfo`, "utf8");
-    } catch {
-      continue;
-    }
-    if (text.split("\n").some((l) => {
-      const f2 = l.split(" ");
-      return f2[2] === majorMinor && f2[4] === "/";
-    })) {
-      out.push(pid);
-    }
-  }
-  return out;
-}
-async function killPid(pid) {
-  if (isRoot()) {
-    try {
-      process.kill(pid, "SIGKILL");
-    } catch {
-    }
-  } else {
-    await run(["kill", "-KILL", String(pid)], { privileged: true, reject: false });
-  }
-}
-async function unmount(dir, logger) {
-  for (let attempt = 0; attempt < 5; attempt++) {
-    if (!await mountAt(dir)) return;
-    const r = await run(["umount", dir], { privileged: true, logger, reject: false, timeoutMs: 3e4 });
-    if (r.exitCode === 0) continue;
-    logger.debug(`umount ${dir}: ${r.stderr.trim()}`);
-    await sleep2(200 * (attempt + 1));
-  }
-  if (await mountAt(dir)) {
-    logger.warn(`${dir} is still busy; detaching it lazily (umount -l)`);
-    await run(["umount", "-l", dir], { privileged: true, logger, timeoutMs: 3e4 });
-  }
-}
-function loopName(dev) {
-  return /^\/dev\/(loop\d+)$/.exec(dev)?.[1];
-}
-async function loopBackingFile(dev) {
-  const name = loopName(dev);
-  if (!name) return void 0;
-  try {
-    return (await readFile7(`/sys/block/${name}/loop/backing_file`, "utf8")).trim();
-  } catch {
-    return void 0;
-  }
-}
-async function releaseLoop(dev, image, logger) {
-  for (let i2 = 0; i2 < 20; i2++) {
-    const backing = await loopBackingFile(dev);
-    if (backing === void 0 || path17.resolve(backing.replace(/ \(deleted\)$/, "")) !== path17.resolve(image)) return;
-    await sleep2(100);
-  }
-  logger.warn(`${dev} was not auto-cleared; detaching it with losetup -d`);
-  await run(["losetup", "-d", dev], { privileged: true, logger, reject: false });
-}
-async function removeWorkDir(workDir, mountPoints) {
-  for (const m2 of mountPoints) {
-    if (await mountAt(m2)) throw new Error(`${m2} is still mounted; leaving ${workDir} in place`);
-    if (existsSync5(m2)) await rmdir(m2).catch(() => void 0);
-  }
-  if (existsSync5(workDir) && (await readdir5(workDir)).every((n2) => !mountPoints.includes(path17.join(workDir, n2)))) {
-    await rm5(workDir, { recursive: true, force: true });
-  }
-}
-
-// src/verify/visible-diff.ts
-var CONTEXT = 3;
-var MAX_LCS_CELLS = 4e6;
-function visible(bytes) {
-  let out = "";
-  for (const b2 of bytes) {
-    if (b2 === 92) out += "\\\\";
-    else if (b2 === 13) out += "\\r";
-    else if (b2 === 9) out += "\\t";
-    else if (b2 === 10) out += "\\n";
-    else if (b2 >= 32 && b2 < 127) out += String.fromCharCode(b2);
-    else out += `\\x${b2.toString(16).padStart(2, "0")}`;
-  }
-  return out;
-}
-function splitLines(buf) {
-  const lines = [];
-  let start2 = 0;
-  while (start2 < buf.length) {
-    const lf = buf.indexOf(10, start2);
-    const end = lf === -1 ? buf.length : lf;
-    const bytes = buf.subarray(start2, end);
-    const newline = lf !== -1;
-    lines.push({ bytes, newline, key: `${newline ? "n" : "e"}${bytes.toString("latin1")}` });
-    start2 = end + 1;
-  }
-  return lines;
-}
-function firstDifference(a2, b2) {
-  const n2 = Math.min(a2.length, b2.length);
-  for (let i2 = 0; i2 < n2; i2++) if (a2[i2] !== b2[i2]) return i2;
-  return a2.length === b2.length ? -1 : n2;
-}
-function editScript(a2, b2) {
-  let pre = 0;
-  while (pre < a2.length && pre < b2.length && a2[pre].key === b2[pre].key) pre++;
-  let suf = 0;
-  while (suf < a2.length - pre && suf < b2.length - pre && a2[a2.length - 1 - suf].key === b2[b2.length - 1 - suf].key) {
-    suf++;
-  }
-  const am = a2.slice(pre, a2.length - suf);
-  const bm = b2.slice(pre, b2.length - suf);
-  const ops = a2.slice(0, pre).map((line) => ({ kind: " ", line }));
-  if ((am.length + 1) * (bm.length + 1) > MAX_LCS_CELLS) {
-    for (const line of am) ops.push({ kind: "-", line });
-    for (const line of bm) ops.push({ kind: "+", line });
-  } else {
-    const w2 = bm.length + 1;
-    const lcs = new Uint32Array((am.length + 1) * w2);
-    for (let i3 = am.length - 1; i3 >= 0; i3--) {
-      for (let j3 = bm.length - 1; j3 >= 0; j3--) {
-        lcs[i3 * w2 + j3] = am[i3].key === bm[j3].key ? lcs[(i3 + 1) * w2 + j3 + 1] + 1 : Math.max(lcs[(i3 + 1) * w2 + j3], lcs[i3 * w2 + j3 + 1]);
-      }
-    }
-    let i2 = 0;
-    let j2 = 0;
-    while (i2 < am.length || j2 < bm.length) {
-      if (i2 < am.length && j2 < bm.length && am[i2].key === bm[j2].key) {
-        ops.push({ kind: " ", line: am[i2++] });
-        j2++;
-      } else if (j2 < bm.length && (i2 === am.length || lcs[i2 * w2 + j2 + 1] >= lcs[(i2 + 1) * w2 + j2])) {
-        ops.push({ kind: "+", line: bm[j2++] });
-      } else {
-        ops.push({ kind: "-", line: am[i2++] });
-      }
-    }
-    normalizeRuns(ops, pre);
-  }
-  for (const line of a2.slice(a2.length - suf)) ops.push({ kind: " ", line });
-  return ops;
-}
-function normalizeRuns(ops, from) {
-  let i2 = from;
-  while (i2 < ops.length) {
-    if (ops[i2].kind === " ") {
-      i2++;
-      continue;
-    }
-    let j2 = i2;
-    while (j2 < ops.length && ops[j2].kind !== " ") j2++;
-    const run2 = ops.slice(i2, j2);
-    const sorted = [...run2.filter((o2) => o2.kind === "-"), ...run2.filter((o2) => o2.kind === "+")];
-    ops.splice(i2, j2 - i2, ...sorted);
-    i2 = j2;
-  }
-}
-function renderLine(op) {
-  const text = `${op.kind}${visible(op.line.bytes)}`;
-  return op.line.newline ? [text] : [text, "\\ No newline at end of file"];
-}
-function range(start2, count2) {
-  if (count2 === 0) return `${start2},0`;
-  return count2 === 1 ? `${start2 + 1}` : `${start2 + 1},${count2}`;
-}
-function position(buf, offset) {
-  let line = 1;
-  let lineStart = 0;
-  for (let i2 = 0; i2 < offset && i2 < buf.length; i2++) {
-    if (buf[i2] === 10) {
-      line++;
-      lineStart = i2 + 1;
-    }
-  }
-  return { line, column: offset - lineStart + 1 };
-}
-function describeByte(buf, offset) {
-  return offset < buf.length ? `"${visible(buf.subarray(offset, offset + 1))}" (0x${buf[offset].toString(16).padStart(2, "0")})` : "end of data";
-}
-function describeFirstDifference(expected, actual) {
-  const at2 = firstDifference(expected, actual);
-  if (at2 === -1) return void 0;
-  const { line, column } = position(expected, at2);
-  return `first difference at byte ${at2} (line ${line}, column ${column}): expected ${describeByte(expected, at2)}, got ${describeByte(actual, at2)} (expected ${expected.length} bytes, got ${actual.length})`;
-}
-function visibleDiff(expected, actual, labels = { expected: "expected", actual: "actual" }) {
-  const first = describeFirstDifference(expected, actual);
-  if (first === void 0) return void 0;
-  const ops = editScript(splitLines(expected), splitLines(actual));
-  const out = [first, `--- ${labels.expected}`, `+++ ${labels.actual}`];
-  const changed = ops.map((o2, i2) => o2.kind === " " ? -1 : i2).filter((i2) => i2 >= 0);
-  let h2 = 0;
-  while (h2 < changed.length) {
-    const from = Math.max(0, changed[h2] - CONTEXT);
-    let to2 = changed[h2];
-    while (h2 + 1 < changed.length && changed[h2 + 1] - to2 <= 2 * CONTEXT) to2 = changed[++h2];
-    h2++;
-    const end = Math.min(ops.length, to2 + CONTEXT + 1);
-    let aStart = 0;
-    let bStart = 0;
-    for (const o2 of ops.slice(0, from)) {
-      if (o2.kind !== "+") aStart++;
-      if (o2.kind !== "-") bStart++;
-    }
-    const hunk = ops.slice(from, end);
-    const aCount = hunk.filter((o2) => o2.kind !== "+").length;
-    const bCount = hunk.filter((o2) => o2.kind !== "-").length;
-    out.push(`@@ -${range(aStart, aCount)} +${range(bStart, bCount)} @@`);
-    for (const o2 of hunk) out.push(...renderLine(o2));
-  }
-  return out.join("\n");
-}
-
-// src/stages/cleanup.ts
-var pending = [];
-function runOnce(entry) {
-  entry.promise ??= (async () => {
-    try {
-      await entry.fn();
-    } finally {
-      const i2 = pending.indexOf(entry);
-      if (i2 !== -1) pending.splice(i2, 1);
-    }
-  })();
-  return entry.promise;
-}
-function registerCleanup(name, fn) {
-  const entry = { name, fn };
-  pending.push(entry);
-  return { run: () => runOnce(entry) };
-}
-
-// src/stages/verify.ts
-var sleep3 = (ms2) => new Promise((r) => setTimeout(r, ms2));
-async function waitFor(probe, timeoutMs, signal) {
-  const deadline = Date.now() + timeoutMs;
-  for (; ; ) {
-    signal?.throwIfAborted();
-    const v2 = await probe();
-    if (v2 !== void 0) return v2;
-    if (Date.now() > deadline) return void 0;
-    await sleep3(20);
-  }
-}
-function verifyNspawnArgv(config2, rootDir, dataDir) {
-  return nspawnArgv({
-    root: rootDir,
-    readOnly: true,
-    harden: true,
-    userNamespace: true,
-    dataDir,
-    dataPath: config2.data.path,
-    command: config2.service.command,
-    env: config2.service.env,
-    user: config2.service.user,
-    workdir: config2.service.workdir
-  });
-}
-function listensOn(netTcp, port2) {
-  const hexPort = port2.toString(16).toUpperCase().padStart(4, "0");
-  return netTcp.split("\n").some((l) => {
-    const f2 = l.trim().split(/\s+/);
-    return f2[1]?.endsWith(`:${hexPort}`) === true && f2[3] === "0A";
-  });
-}
-async function readNetTcp(procDir) {
-  const parts = await Promise.all(["tcp", "tcp6"].map((f2) => readFile8(`${procDir}/net/${f2}`, "utf8").catch(() => "")));
-  return parts.join("\n");
-}
-var FORWARDER = `
-const net = require('net');
-const [, sock, port] = process.argv;
-net.createServer((c) => {
-  const u = net.connect(Number(port), '127.0.0.1');
-  c.pipe(u); u.pipe(c);
-  c.on('error', () => u.destroy()); u.on('error', () => c.destroy());
-}).listen(sock);
-process.on('SIGTERM', () => process.exit(0));
-`;
-async function startInetd(argv, state, opts, timeoutMs) {
-  const { logger, signal } = opts;
-  let lastError = "";
-  for (let attempt = 0; attempt < 3; attempt++) {
-    const port2 = await freePort();
-    const service = start(["systemd-socket-activate", "-l", `127.0.0.1:${port2}`, "-a", "--inetd", ...argv], {
-      privileged: true,
-      logger,
-      loud: attempt === 0
-    });
-    state.service = service;
-    let exited = false;
-    void service.exited.then(() => exited = true);
-    const ok = await waitFor(async () => exited ? false : listensOn(await readNetTcp("/proc/self"), port2) || void 0, 1e4, signal);
-    if (ok) {
-      const endpoint = { host: "127.0.0.1", port: port2 };
-      return {
-        endpoint,
-        clientTarget: endpoint,
-        clientArgv: (a2) => ({ argv: a2, privileged: false }),
-        payload: async () => {
-          const before = new Set(findPayloads(service.pid).map((p3) => p3.pid));
-          const sock = await holdOpen(endpoint, timeoutMs);
-          state.sockets.add(sock);
-          const p2 = await waitFor(() => findPayloads(service.pid).find((x) => !before.has(x.pid)), timeoutMs, signal);
-          if (p2) state.payloads.push(p2);
-          return p2;
-        }
-      };
-    }
-    await service.stop();
-    lastError = tail((await service.exited).stderr, 5);
-    state.service = void 0;
-    if (!/Address already in use/.test(lastError)) break;
-  }
-  throw new UserError(`systemd-socket-activate did not start listening:
-${lastError}`);
-}
-async function startListening(argv, state, opts, timeoutMs) {
-  const { logger, signal, config: config2 } = opts;
-  const port2 = config2.service.listen;
-  const service = start(argv, { privileged: true, logger, loud: true });
-  state.service = service;
-  let exited = false;
-  void service.exited.then(() => exited = true);
-  const payload = await waitFor(() => exited ? null : findPayloads(service.pid)[0], timeoutMs, signal);
-  if (!payload) {
-    const stderr = exited ? tail((await service.exited).stderr, 15) : "(still starting)";
-    throw new UserError(`the container did not start its service ${config2.service.command.join(" ")}:
-${stderr}`);
-  }
-  state.payloads.push(payload);
-  const listening = await waitFor(async () => exited ? false : listensOn(await readNetTcp(`/proc/${payload.pid}`), port2) || void 0, timeoutMs, signal);
-  if (!listening) {
-    await service.stop();
-    const stderr = tail((await service.exited).stderr, 15);
-    throw new UserError(`the service did not listen on port ${port2} inside the container within ${timeoutMs / 1e3} s:
-${stderr}`);
-  }
-  const sockPath = path18.join(state.workDir, "service.sock");
-  const nsenter = (a2) => ["nsenter", "-t", String(payload.pid), "-n", ...a2];
-  state.forwarder = start(nsenter([process.execPath, "-e", FORWARDER, sockPath, String(port2)]), { privileged: true, logger });
-  if (!await waitFor(() => existsSync6(sockPath) || void 0, 1e4, signal)) {
-    throw new UserError(`the forwarder into the container's network namespace did not start: ${state.forwarder.command}`);
-  }
-  return {
-    endpoint: { path: sockPath },
-    clientTarget: { host: "127.0.0.1", port: port2 },
-    clientArgv: (a2) => ({ argv: nsenter(a2), privileged: true }),
-    payload: async () => alive(payload) ? payload : void 0
-  };
-}
-async function readFixtures(probes) {
-  const out = /* @__PURE__ */ new Map();
-  for (const p2 of probes) {
-    if (!p2.fixture) continue;
-    try {
-      out.set(p2.name, await readFile8(p2.fixture));
-    } catch (e) {
-      throw new UserError(`probe ${p2.name}: cannot read fixture ${p2.fixture}: ${e.code ?? String(e)}`);
-    }
-  }
-  return out;
-}
-function judge(probe, expected, got, via) {
-  const problems = [];
-  if (probe.type === "http" && got.status !== probe.status) problems.push(`HTTP status ${got.status}, expected ${probe.status}`);
-  if (expected) {
-    const diff = visibleDiff(expected, got.body, { expected: `fixture ${probe.fixture}`, actual: `response (${via})` });
-    if (diff) problems.push(diff);
-  }
-  return problems.length ? problems.join("\n") : void 0;
-}
-async function ask(probe, endpoint, timeoutMs, signal) {
-  if (probe.type === "gopher") return { body: await exchange(endpoint, gopherRequest(probe.selector), { timeoutMs, signal }) };
-  return httpGet(endpoint, probe.path, { timeoutMs, signal });
-}
-async function probeOnce(probe, expected, endpoint, timeoutMs, signal) {
-  try {
-    const got = await ask(probe, endpoint, timeoutMs, signal);
-    const problem = judge(probe, expected, got, describeEndpoint(endpoint));
-    return { name: probe.name, ok: problem === void 0, diff: problem, bytes: got.body.length };
-  } catch (e) {
-    signal?.throwIfAborted();
-    return { name: probe.name, ok: false, diff: `no answer: ${e.message}`, bytes: 0 };
-  }
-}
-async function curlProbe(probe, expected, svc, state, opts, timeoutMs) {
-  const { host, port: port2 } = svc.clientTarget;
-  const name = `${probe.name} (curl)`;
-  const seconds = String(Math.ceil(timeoutMs / 1e3));
-  const bodyFile = path18.join(state.workDir, "curl-body");
-  const url3 = probe.type === "gopher" ? gopherUrl(host, port2, probe.selector) : `http://${host}:${port2}${probe.path}`;
-  const curl = ["curl", "-sS", "--max-time", seconds, "-o", bodyFile, ...probe.type === "http" ? ["-w", "%{http_code}"] : [], url3];
-  const { argv, privileged } = svc.clientArgv(curl);
-  const r = await run(argv, { privileged, logger: opts.logger, reject: false, signal: opts.signal, timeoutMs: timeoutMs + 5e3 });
-  if (r.exitCode !== 0) return { name, ok: false, diff: `${r.command} failed (exit ${r.exitCode}): ${r.stderr.trim()}`, bytes: 0 };
-  const body = await readFile8(bodyFile);
-  const status = probe.type === "http" ? Number(r.stdout.trim()) : void 0;
-  const problem = judge(probe, expected, { status, body }, "curl");
-  return { name, ok: problem === void 0, diff: problem, bytes: body.length };
-}
-async function hardeningRows(svc, state, config2) {
-  const rows = [];
-  const payload = await svc.payload();
-  if (!payload) {
-    rows.push({ name: "container payload running", ok: false, detail: "no payload process appeared under systemd-nspawn" });
-  } else {
-    rows.push(...await inspectProcess(payload.pid, config2.data.path));
-  }
-  for (const s3 of state.sockets) s3.destroy();
-  state.sockets.clear();
-  rows.push(checkNoInterpreters(await listImage(state.rootDir), config2.service.command[0]));
-  return rows;
-}
-async function teardown(state, image, logger) {
-  for (const s3 of state.sockets) s3.destroy();
-  state.sockets.clear();
-  const problems = [];
-  const attempt = async (what, fn) => {
-    try {
-      await fn();
-    } catch (e) {
-      problems.push(`${what}: ${e.message}`);
-    }
-  };
-  await attempt("stop forwarder", async () => void await state.forwarder?.stop());
-  await attempt("stop service", async () => {
-    if (!state.service) return;
-    await state.service.stop();
-    state.serviceStderr = (await state.service.exited).stderr;
-  });
-  await attempt("kill payloads", async () => {
-    for (const p2 of state.payloads) if (alive(p2)) await killPid(p2.pid);
-    if (state.image) {
-      for (let round = 0; round < 10; round++) {
-        const left = await containerProcesses(state.image.majorMinor);
-        if (left.length === 0) break;
-        for (const pid of left) await killPid(pid);
-        await sleep3(100);
-      }
-    }
-  });
-  await attempt("unmount data", () => unmount(state.dataDir, logger));
-  await attempt("unmount image", () => unmount(state.rootDir, logger));
-  if (state.image) {
-    const dev = state.image.loopDevice;
-    await attempt("release loop device", () => releaseLoop(dev, image, logger));
-  }
-  await attempt("remove work dir", () => removeWorkDir(state.workDir, [state.rootDir, state.dataDir]));
-  if (problems.length) throw new Error(`verify cleanup incomplete:
-${problems.join("\n")}`);
-}
-function combinedSignal(opts) {
-  const signals2 = [opts.signal, opts.timeoutMs ? AbortSignal.timeout(opts.timeoutMs) : void 0].filter(
-    (s3) => s3 !== void 0
-  );
-  return signals2.length ? AbortSignal.any(signals2) : void 0;
-}
-async function mustExist(file2, what) {
-  const abs = path18.resolve(file2);
-  if (!existsSync6(abs)) throw new UserError(`${what} ${file2} does not exist`);
-  return abs;
-}
-async function verifyImage(options) {
-  const { config: config2, logger } = options;
-  const image = await mustExist(options.image, "image");
-  const dataTemplate = await mustExist(options.dataTemplate, "data template");
-  const signal = combinedSignal(options);
-  const opts = { ...options, signal };
-  const fixtures = await readFixtures(config2.probes);
-  const timeoutMs = config2.service.timeout * 1e3;
-  const requests = options.requests ?? 0;
-  const concurrency = options.concurrency ?? 8;
-  if (!Number.isInteger(requests) || requests < 0) throw new UserError(`--requests must be a whole number \u2265 0, got ${requests}`);
-  if (!Number.isInteger(concurrency) || concurrency < 1) throw new UserError(`--concurrency must be a whole number \u2265 1, got ${concurrency}`);
-  const workDir = await mkdtemp4(path18.join(os7.tmpdir(), "lhc-verify-"));
-  const state = {
-    workDir,
-    rootDir: path18.join(workDir, config2.name),
-    dataDir: path18.join(workDir, "data"),
-    sockets: /* @__PURE__ */ new Set(),
-    payloads: []
-  };
-  await mkdir5(state.rootDir);
-  await mkdir5(state.dataDir);
-  const cleanup = registerCleanup(`verify ${config2.name} (${workDir})`, () => teardown(state, image, logger));
-  let outcome;
-  let failed = false;
-  try {
-    outcome = await logger.group(`verify ${config2.name}`, async () => {
-      state.image = await mountImageReadOnly(image, state.rootDir, logger);
-      logger.info(`image ${image} mounted read-only at ${state.rootDir} (${state.image.loopDevice})`);
-      for (const needed of ["/usr", config2.data.path]) {
-        if (!existsSync6(path18.join(state.rootDir, needed))) {
-          throw new UserError(`the image has no ${needed} directory; a read-only root needs every mount point (add it to the root)`);
-        }
-      }
-      state.dataMajorMinor = await mountDataTmpfs(state.dataDir, logger);
-      await unpackTemplate(dataTemplate, state.dataDir);
-      logger.info(`data template ${dataTemplate} unpacked into a noexec,nosuid,nodev tmpfs`);
-      const argv = verifyNspawnArgv(config2, state.rootDir, state.dataDir);
-      const svc = config2.service.inetd ? await startInetd(argv, state, opts, timeoutMs) : await startListening(argv, state, opts, timeoutMs);
-      logger.info(`service reachable at ${describeEndpoint(svc.endpoint)}`);
-      const probes = [];
-      for (const p2 of config2.probes) {
-        const r = await probeOnce(p2, fixtures.get(p2.name), svc.endpoint, timeoutMs, signal);
-        logger.info(`probe ${p2.name}: ${r.ok ? "ok" : "FAILED"} (${r.bytes} bytes)`);
-        probes.push(r);
-      }
-      const curl = await curlProbe(config2.probes[0], fixtures.get(config2.probes[0].name), svc, state, opts, timeoutMs);
-      logger.info(`real client: ${curl.name}: ${curl.ok ? "ok" : "FAILED"}`);
-      probes.push(curl);
-      const hardening = await hardeningRows(svc, state, config2);
-      for (const h2 of hardening) logger.info(`hardening: ${h2.ok ? "ok " : "FAIL"} ${h2.name}: ${h2.detail}`);
-      let load2;
-      if (requests > 0) {
-        const gopher = config2.probes.filter((p2) => p2.type === "gopher");
-        const targets = gopher.length ? gopher : config2.probes;
-        logger.info(`load: ${requests} requests at concurrency ${concurrency} over ${targets.map((p2) => p2.name).join(", ")}`);
-        load2 = await runLoad(
-          requests,
-          concurrency,
-          async (i2) => {
-            const p2 = targets[i2 % targets.length];
-            return judge(p2, fixtures.get(p2.name), await ask(p2, svc.endpoint, timeoutMs, signal), describeEndpoint(svc.endpoint));
-          },
-          signal
-        );
-        logger.info(`load: ${load2.failures} failures; p50 ${load2.p50ms} ms, p95 ${load2.p95ms} ms, p99 ${load2.p99ms} ms`);
-      }
-      const ok = probes.every((p2) => p2.ok) && hardening.every((h2) => h2.ok) && (load2?.failures ?? 0) === 0;
-      return {
-        ok,
-        probes,
-        hardening,
-        curl,
-        endpoint: describeEndpoint(svc.endpoint),
-        load: load2 && {
-          requests: load2.requests,
-          concurrency: load2.concurrency,
-          failures: load2.failures,
-          p50ms: load2.p50ms,
-          p95ms: load2.p95ms,
-          p99ms: load2.p99ms,
-          firstFailure: load2.firstFailure,
-          wallMs: Math.round(load2.wallMs)
-        }
-      };
-    });
-  } catch (e) {
-    failed = true;
-    if (signal?.aborted && !options.signal?.aborted) {
-      throw new UserError(`verify timed out after ${(options.timeoutMs ?? 0) / 1e3} s`, { cause: e });
-    }
-    throw e;
-  } finally {
-    try {
-      await cleanup.run();
-    } catch (e) {
-      if (failed) logger.warn(e.message);
-      else throw e;
-    }
-  }
-  if (!outcome.ok && state.serviceStderr) outcome.serviceLog = serviceLog(state.serviceStderr);
-  return outcome;
-}
-function serviceLog(stderr, lines = 30) {
-  const noise = /^(Listening on |Communication attempt on fd|Connection from |Spawned |Execing |Child \d+ died with code 0$)/;
-  return tail(
-    stderr.split("\n").filter((l) => !noise.test(l)).join("\n"),
-    lines
-  );
-}
 
 // src/verify/report.ts
 function table(rows) {

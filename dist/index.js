@@ -7,7 +7,7 @@ var __getOwnPropNames = Object.getOwnPropertyNames;
 var __getProtoOf = Object.getPrototypeOf;
 var __hasOwnProp = Object.prototype.hasOwnProperty;
 var __require = /* @__PURE__ */ ((x) => typeof require !== "undefined" ? require : typeof Proxy !== "undefined" ? new Proxy(x, {
-  get: (a2, b) => (typeof require !== "undefined" ? require : a2)[b]
+  get: (a2, b2) => (typeof require !== "undefined" ? require : a2)[b2]
 }) : x)(function(x) {
   if (typeof require !== "undefined") return require.apply(this, arguments);
   throw Error('Dynamic require of "' + x + '" is not supported');
@@ -23,13 +23,13 @@ var __export = (target, all) => {
   for (var name in all)
     __defProp(target, name, { get: all[name], enumerable: true });
 };
-var __copyProps = (to, from, except, desc) => {
+var __copyProps = (to2, from, except, desc) => {
   if (from && typeof from === "object" || typeof from === "function") {
     for (let key of __getOwnPropNames(from))
-      if (!__hasOwnProp.call(to, key) && key !== except)
-        __defProp(to, key, { get: () => from[key], enumerable: !(desc = __getOwnPropDesc(from, key)) || desc.enumerable });
+      if (!__hasOwnProp.call(to2, key) && key !== except)
+        __defProp(to2, key, { get: () => from[key], enumerable: !(desc = __getOwnPropDesc(from, key)) || desc.enumerable });
   }
-  return to;
+  return to2;
 };
 var __toESM = (mod, isNodeMode, target) => (target = mod != null ? __create(__getProtoOf(mod)) : {}, __copyProps(
   // If the importer is in node compatibility mode or this is not an ESM
@@ -45,8 +45,8 @@ var require_windows = __commonJS({
   "node_modules/isexe/windows.js"(exports, module) {
     module.exports = isexe;
     isexe.sync = sync;
-    var fs3 = __require("fs");
-    function checkPathExt(path13, options) {
+    var fs4 = __require("fs");
+    function checkPathExt(path35, options) {
       var pathext = options.pathExt !== void 0 ? options.pathExt : process.env.PATHEXT;
       if (!pathext) {
         return true;
@@ -56,26 +56,26 @@ var require_windows = __commonJS({
         return true;
       }
       for (var i2 = 0; i2 < pathext.length; i2++) {
-        var p = pathext[i2].toLowerCase();
-        if (p && path13.substr(-p.length).toLowerCase() === p) {
+        var p2 = pathext[i2].toLowerCase();
+        if (p2 && path35.substr(-p2.length).toLowerCase() === p2) {
           return true;
         }
       }
       return false;
     }
-    function checkStat(stat2, path13, options) {
-      if (!stat2.isSymbolicLink() && !stat2.isFile()) {
+    function checkStat(stat9, path35, options) {
+      if (!stat9.isSymbolicLink() && !stat9.isFile()) {
         return false;
       }
-      return checkPathExt(path13, options);
+      return checkPathExt(path35, options);
     }
-    function isexe(path13, options, cb) {
-      fs3.stat(path13, function(er, stat2) {
-        cb(er, er ? false : checkStat(stat2, path13, options));
+    function isexe(path35, options, cb) {
+      fs4.stat(path35, function(er2, stat9) {
+        cb(er2, er2 ? false : checkStat(stat9, path35, options));
       });
     }
-    function sync(path13, options) {
-      return checkStat(fs3.statSync(path13), path13, options);
+    function sync(path35, options) {
+      return checkStat(fs4.statSync(path35), path35, options);
     }
   }
 });
@@ -85,29 +85,29 @@ var require_mode = __commonJS({
   "node_modules/isexe/mode.js"(exports, module) {
     module.exports = isexe;
     isexe.sync = sync;
-    var fs3 = __require("fs");
-    function isexe(path13, options, cb) {
-      fs3.stat(path13, function(er, stat2) {
-        cb(er, er ? false : checkStat(stat2, options));
+    var fs4 = __require("fs");
+    function isexe(path35, options, cb) {
+      fs4.stat(path35, function(er2, stat9) {
+        cb(er2, er2 ? false : checkStat(stat9, options));
       });
     }
-    function sync(path13, options) {
-      return checkStat(fs3.statSync(path13), options);
+    function sync(path35, options) {
+      return checkStat(fs4.statSync(path35), options);
     }
-    function checkStat(stat2, options) {
-      return stat2.isFile() && checkMode(stat2, options);
+    function checkStat(stat9, options) {
+      return stat9.isFile() && checkMode(stat9, options);
     }
-    function checkMode(stat2, options) {
-      var mod = stat2.mode;
-      var uid = stat2.uid;
-      var gid = stat2.gid;
+    function checkMode(stat9, options) {
+      var mod = stat9.mode;
+      var uid = stat9.uid;
+      var gid = stat9.gid;
       var myUid = options.uid !== void 0 ? options.uid : process.getuid && process.getuid();
       var myGid = options.gid !== void 0 ? options.gid : process.getgid && process.getgid();
-      var u2 = parseInt("100", 8);
-      var g = parseInt("010", 8);
+      var u3 = parseInt("100", 8);
+      var g2 = parseInt("010", 8);
       var o2 = parseInt("001", 8);
-      var ug = u2 | g;
-      var ret = mod & o2 || mod & g && gid === myGid || mod & u2 && uid === myUid || mod & ug && myUid === 0;
+      var ug = u3 | g2;
+      var ret = mod & o2 || mod & g2 && gid === myGid || mod & u3 && uid === myUid || mod & ug && myUid === 0;
       return ret;
     }
   }
@@ -116,7 +116,7 @@ var require_mode = __commonJS({
 // node_modules/isexe/index.js
 var require_isexe = __commonJS({
   "node_modules/isexe/index.js"(exports, module) {
-    var fs3 = __require("fs");
+    var fs4 = __require("fs");
     var core;
     if (process.platform === "win32" || global.TESTING_WINDOWS) {
       core = require_windows();
@@ -125,7 +125,7 @@ var require_isexe = __commonJS({
     }
     module.exports = isexe;
     isexe.sync = sync;
-    function isexe(path13, options, cb) {
+    function isexe(path35, options, cb) {
       if (typeof options === "function") {
         cb = options;
         options = {};
@@ -135,33 +135,33 @@ var require_isexe = __commonJS({
           throw new TypeError("callback not provided");
         }
         return new Promise(function(resolve2, reject) {
-          isexe(path13, options || {}, function(er, is) {
-            if (er) {
-              reject(er);
+          isexe(path35, options || {}, function(er2, is2) {
+            if (er2) {
+              reject(er2);
             } else {
-              resolve2(is);
+              resolve2(is2);
             }
           });
         });
       }
-      core(path13, options || {}, function(er, is) {
-        if (er) {
-          if (er.code === "EACCES" || options && options.ignoreErrors) {
-            er = null;
-            is = false;
+      core(path35, options || {}, function(er2, is2) {
+        if (er2) {
+          if (er2.code === "EACCES" || options && options.ignoreErrors) {
+            er2 = null;
+            is2 = false;
           }
         }
-        cb(er, is);
+        cb(er2, is2);
       });
     }
-    function sync(path13, options) {
+    function sync(path35, options) {
       try {
-        return core.sync(path13, options || {});
-      } catch (er) {
-        if (options && options.ignoreErrors || er.code === "EACCES") {
+        return core.sync(path35, options || {});
+      } catch (er2) {
+        if (options && options.ignoreErrors || er2.code === "EACCES") {
           return false;
         } else {
-          throw er;
+          throw er2;
         }
       }
     }
@@ -172,7 +172,7 @@ var require_isexe = __commonJS({
 var require_which = __commonJS({
   "node_modules/which/which.js"(exports, module) {
     var isWindows2 = process.platform === "win32" || process.env.OSTYPE === "cygwin" || process.env.OSTYPE === "msys";
-    var path13 = __require("path");
+    var path35 = __require("path");
     var COLON = isWindows2 ? ";" : ":";
     var isexe = require_isexe();
     var getNotFoundError = (cmd) => Object.assign(new Error(`not found: ${cmd}`), { code: "ENOENT" });
@@ -210,22 +210,22 @@ var require_which = __commonJS({
           return opt.all && found.length ? resolve2(found) : reject(getNotFoundError(cmd));
         const ppRaw = pathEnv[i2];
         const pathPart = /^".*"$/.test(ppRaw) ? ppRaw.slice(1, -1) : ppRaw;
-        const pCmd = path13.join(pathPart, cmd);
-        const p = !pathPart && /^\.[\\\/]/.test(cmd) ? cmd.slice(0, 2) + pCmd : pCmd;
-        resolve2(subStep(p, i2, 0));
+        const pCmd = path35.join(pathPart, cmd);
+        const p2 = !pathPart && /^\.[\\\/]/.test(cmd) ? cmd.slice(0, 2) + pCmd : pCmd;
+        resolve2(subStep(p2, i2, 0));
       });
-      const subStep = (p, i2, ii) => new Promise((resolve2, reject) => {
-        if (ii === pathExt.length)
+      const subStep = (p2, i2, ii2) => new Promise((resolve2, reject) => {
+        if (ii2 === pathExt.length)
           return resolve2(step(i2 + 1));
-        const ext = pathExt[ii];
-        isexe(p + ext, { pathExt: pathExtExe }, (er, is) => {
-          if (!er && is) {
+        const ext = pathExt[ii2];
+        isexe(p2 + ext, { pathExt: pathExtExe }, (er2, is2) => {
+          if (!er2 && is2) {
             if (opt.all)
-              found.push(p + ext);
+              found.push(p2 + ext);
             else
-              return resolve2(p + ext);
+              return resolve2(p2 + ext);
           }
-          return resolve2(subStep(p, i2, ii + 1));
+          return resolve2(subStep(p2, i2, ii2 + 1));
         });
       });
       return cb ? step(0).then((res) => cb(null, res), cb) : step(0);
@@ -237,13 +237,13 @@ var require_which = __commonJS({
       for (let i2 = 0; i2 < pathEnv.length; i2++) {
         const ppRaw = pathEnv[i2];
         const pathPart = /^".*"$/.test(ppRaw) ? ppRaw.slice(1, -1) : ppRaw;
-        const pCmd = path13.join(pathPart, cmd);
-        const p = !pathPart && /^\.[\\\/]/.test(cmd) ? cmd.slice(0, 2) + pCmd : pCmd;
-        for (let j = 0; j < pathExt.length; j++) {
-          const cur = p + pathExt[j];
+        const pCmd = path35.join(pathPart, cmd);
+        const p2 = !pathPart && /^\.[\\\/]/.test(cmd) ? cmd.slice(0, 2) + pCmd : pCmd;
+        for (let j2 = 0; j2 < pathExt.length; j2++) {
+          const cur = p2 + pathExt[j2];
           try {
-            const is = isexe.sync(cur, { pathExt: pathExtExe });
-            if (is) {
+            const is2 = isexe.sync(cur, { pathExt: pathExtExe });
+            if (is2) {
               if (opt.all)
                 found.push(cur);
               else
@@ -285,7 +285,7 @@ var require_path_key = __commonJS({
 var require_resolveCommand = __commonJS({
   "node_modules/cross-spawn/lib/util/resolveCommand.js"(exports, module) {
     "use strict";
-    var path13 = __require("path");
+    var path35 = __require("path");
     var which2 = require_which();
     var getPathKey = require_path_key();
     function resolveCommandAttempt(parsed, withoutPathExt) {
@@ -303,7 +303,7 @@ var require_resolveCommand = __commonJS({
       try {
         resolved = which2.sync(parsed.command, {
           path: env[getPathKey({ env })],
-          pathExt: withoutPathExt ? path13.delimiter : void 0
+          pathExt: withoutPathExt ? path35.delimiter : void 0
         });
       } catch (e) {
       } finally {
@@ -312,7 +312,7 @@ var require_resolveCommand = __commonJS({
         }
       }
       if (resolved) {
-        resolved = path13.resolve(hasCustomCwd ? parsed.options.cwd : "", resolved);
+        resolved = path35.resolve(hasCustomCwd ? parsed.options.cwd : "", resolved);
       }
       return resolved;
     }
@@ -366,8 +366,8 @@ var require_shebang_command = __commonJS({
       if (!match) {
         return null;
       }
-      const [path13, argument] = match[0].replace(/#! ?/, "").split(" ");
-      const binary = path13.split("/").pop();
+      const [path35, argument] = match[0].replace(/#! ?/, "").split(" ");
+      const binary = path35.split("/").pop();
       if (binary === "env") {
         return argument;
       }
@@ -380,16 +380,16 @@ var require_shebang_command = __commonJS({
 var require_readShebang = __commonJS({
   "node_modules/cross-spawn/lib/util/readShebang.js"(exports, module) {
     "use strict";
-    var fs3 = __require("fs");
+    var fs4 = __require("fs");
     var shebangCommand = require_shebang_command();
     function readShebang(command) {
       const size = 150;
       const buffer = Buffer.alloc(size);
       let fd;
       try {
-        fd = fs3.openSync(command, "r");
-        fs3.readSync(fd, buffer, 0, size, 0);
-        fs3.closeSync(fd);
+        fd = fs4.openSync(command, "r");
+        fs4.readSync(fd, buffer, 0, size, 0);
+        fs4.closeSync(fd);
       } catch (e) {
       }
       return shebangCommand(buffer.toString());
@@ -402,7 +402,7 @@ var require_readShebang = __commonJS({
 var require_parse = __commonJS({
   "node_modules/cross-spawn/lib/parse.js"(exports, module) {
     "use strict";
-    var path13 = __require("path");
+    var path35 = __require("path");
     var resolveCommand = require_resolveCommand();
     var escape = require_escape();
     var readShebang = require_readShebang();
@@ -427,7 +427,7 @@ var require_parse = __commonJS({
       const needsShell = !isExecutableRegExp.test(commandFile);
       if (parsed.options.forceShell || needsShell) {
         const needsDoubleEscapeMetaChars = isCmdShimRegExp.test(commandFile);
-        parsed.command = path13.normalize(parsed.command);
+        parsed.command = path35.normalize(parsed.command);
         parsed.command = escape.command(parsed.command);
         parsed.args = parsed.args.map((arg) => escape.argument(arg, needsDoubleEscapeMetaChars));
         const shellCommand = [parsed.command].concat(parsed.args).join(" ");
@@ -437,7 +437,7 @@ var require_parse = __commonJS({
       }
       return parsed;
     }
-    function parse3(command, args, options) {
+    function parse4(command, args, options) {
       if (args && !Array.isArray(args)) {
         options = args;
         args = null;
@@ -456,7 +456,7 @@ var require_parse = __commonJS({
       };
       return options.shell ? parsed : parseNonShell(parsed);
     }
-    module.exports = parse3;
+    module.exports = parse4;
   }
 });
 
@@ -515,16 +515,16 @@ var require_cross_spawn = __commonJS({
   "node_modules/cross-spawn/index.js"(exports, module) {
     "use strict";
     var cp = __require("child_process");
-    var parse3 = require_parse();
+    var parse4 = require_parse();
     var enoent = require_enoent();
     function spawn4(command, args, options) {
-      const parsed = parse3(command, args, options);
+      const parsed = parse4(command, args, options);
       const spawned = cp.spawn(parsed.command, parsed.args, parsed.options);
       enoent.hookChildProcess(spawned, parsed);
       return spawned;
     }
     function spawnSync2(command, args, options) {
-      const parsed = parse3(command, args, options);
+      const parsed = parse4(command, args, options);
       const result = cp.spawnSync(parsed.command, parsed.args, parsed.options);
       result.error = result.error || enoent.verifyENOENTSync(result.status, parsed);
       return result;
@@ -532,7 +532,7 @@ var require_cross_spawn = __commonJS({
     module.exports = spawn4;
     module.exports.spawn = spawn4;
     module.exports.sync = spawnSync2;
-    module.exports._parse = parse3;
+    module.exports._parse = parse4;
     module.exports._enoent = enoent;
   }
 });
@@ -541,9 +541,9 @@ var require_cross_spawn = __commonJS({
 var require_tunnel = __commonJS({
   "node_modules/tunnel/lib/tunnel.js"(exports) {
     "use strict";
-    var net = __require("net");
+    var net2 = __require("net");
     var tls = __require("tls");
-    var http2 = __require("http");
+    var http3 = __require("http");
     var https2 = __require("https");
     var events2 = __require("events");
     var assert2 = __require("assert");
@@ -554,12 +554,12 @@ var require_tunnel = __commonJS({
     exports.httpsOverHttps = httpsOverHttps2;
     function httpOverHttp2(options) {
       var agent = new TunnelingAgent(options);
-      agent.request = http2.request;
+      agent.request = http3.request;
       return agent;
     }
     function httpsOverHttp2(options) {
       var agent = new TunnelingAgent(options);
-      agent.request = http2.request;
+      agent.request = http3.request;
       agent.createSocket = createSecureSocket;
       agent.defaultPort = 443;
       return agent;
@@ -580,16 +580,16 @@ var require_tunnel = __commonJS({
       var self = this;
       self.options = options || {};
       self.proxyOptions = self.options.proxy || {};
-      self.maxSockets = self.options.maxSockets || http2.Agent.defaultMaxSockets;
+      self.maxSockets = self.options.maxSockets || http3.Agent.defaultMaxSockets;
       self.requests = [];
       self.sockets = [];
       self.on("free", function onFree(socket, host, port2, localAddress) {
         var options2 = toOptions(host, port2, localAddress);
         for (var i2 = 0, len = self.requests.length; i2 < len; ++i2) {
-          var pending = self.requests[i2];
-          if (pending.host === options2.host && pending.port === options2.port) {
+          var pending2 = self.requests[i2];
+          if (pending2.host === options2.host && pending2.port === options2.port) {
             self.requests.splice(i2, 1);
-            pending.request.onSocket(socket);
+            pending2.request.onSocket(socket);
             return;
           }
         }
@@ -703,10 +703,10 @@ var require_tunnel = __commonJS({
         return;
       }
       this.sockets.splice(pos, 1);
-      var pending = this.requests.shift();
-      if (pending) {
-        this.createSocket(pending, function(socket2) {
-          pending.request.onSocket(socket2);
+      var pending2 = this.requests.shift();
+      if (pending2) {
+        this.createSocket(pending2, function(socket2) {
+          pending2.request.onSocket(socket2);
         });
       }
     };
@@ -738,10 +738,10 @@ var require_tunnel = __commonJS({
         var overrides = arguments[i2];
         if (typeof overrides === "object") {
           var keys = Object.keys(overrides);
-          for (var j = 0, keyLen = keys.length; j < keyLen; ++j) {
-            var k = keys[j];
-            if (overrides[k] !== void 0) {
-              target[k] = overrides[k];
+          for (var j2 = 0, keyLen = keys.length; j2 < keyLen; ++j2) {
+            var k2 = keys[j2];
+            if (overrides[k2] !== void 0) {
+              target[k2] = overrides[k2];
             }
           }
         }
@@ -1468,7 +1468,7 @@ var require_util = __commonJS({
     var { kDestroyed, kBodyUsed, kListeners, kBody } = require_symbols();
     var { IncomingMessage } = __require("node:http");
     var stream = __require("node:stream");
-    var net = __require("node:net");
+    var net2 = __require("node:net");
     var { Blob: Blob2 } = __require("node:buffer");
     var nodeUtil = __require("node:util");
     var { stringify } = __require("node:querystring");
@@ -1476,7 +1476,7 @@ var require_util = __commonJS({
     var { InvalidArgumentError } = require_errors();
     var { headerNameLowerCasedRecord } = require_constants();
     var { tree } = require_tree();
-    var [nodeMajor, nodeMinor] = process.versions.node.split(".").map((v) => Number(v));
+    var [nodeMajor, nodeMinor] = process.versions.node.split(".").map((v2) => Number(v2));
     var BodyAsyncIterable = class {
       constructor(body) {
         this[kBody] = body;
@@ -1576,14 +1576,14 @@ var require_util = __commonJS({
         }
         const port2 = url3.port != null ? url3.port : url3.protocol === "https:" ? 443 : 80;
         let origin = url3.origin != null ? url3.origin : `${url3.protocol || ""}//${url3.hostname || ""}:${port2}`;
-        let path13 = url3.path != null ? url3.path : `${url3.pathname || ""}${url3.search || ""}`;
+        let path35 = url3.path != null ? url3.path : `${url3.pathname || ""}${url3.search || ""}`;
         if (origin[origin.length - 1] === "/") {
           origin = origin.slice(0, origin.length - 1);
         }
-        if (path13 && path13[0] !== "/") {
-          path13 = `/${path13}`;
+        if (path35 && path35[0] !== "/") {
+          path35 = `/${path35}`;
         }
-        return new URL(`${origin}${path13}`);
+        return new URL(`${origin}${path35}`);
       }
       if (!isHttpOrHttpsPrefixed(url3.origin || url3.protocol)) {
         throw new InvalidArgumentError("Invalid URL protocol: the URL must start with `http:` or `https:`.");
@@ -1613,7 +1613,7 @@ var require_util = __commonJS({
       }
       assert2(typeof host === "string");
       const servername = getHostname(host);
-      if (net.isIP(servername)) {
+      if (net2.isIP(servername)) {
         return "";
       }
       return servername;
@@ -1663,8 +1663,8 @@ var require_util = __commonJS({
     }
     var KEEPALIVE_TIMEOUT_EXPR = /timeout=(\d+)/;
     function parseKeepAliveTimeout(val) {
-      const m = val.toString().match(KEEPALIVE_TIMEOUT_EXPR);
-      return m ? parseInt(m[1], 10) * 1e3 : null;
+      const m2 = val.toString().match(KEEPALIVE_TIMEOUT_EXPR);
+      return m2 ? parseInt(m2[1], 10) * 1e3 : null;
     }
     function headerNameToString(value) {
       return typeof value === "string" ? headerNameLowerCasedRecord[value] ?? value.toLowerCase() : tree.lookup(value) ?? value.toString("latin1").toLowerCase();
@@ -1864,13 +1864,13 @@ var require_util = __commonJS({
     function isValidHeaderValue(characters) {
       return !headerCharRegex.test(characters);
     }
-    function parseRangeHeader(range) {
-      if (range == null || range === "") return { start: 0, end: null, size: null };
-      const m = range ? range.match(/^bytes (\d+)-(\d+)\/(\d+)?$/) : null;
-      return m ? {
-        start: parseInt(m[1]),
-        end: m[2] ? parseInt(m[2]) : null,
-        size: m[3] ? parseInt(m[3]) : null
+    function parseRangeHeader(range2) {
+      if (range2 == null || range2 === "") return { start: 0, end: null, size: null };
+      const m2 = range2 ? range2.match(/^bytes (\d+)-(\d+)\/(\d+)?$/) : null;
+      return m2 ? {
+        start: parseInt(m2[1]),
+        end: m2[2] ? parseInt(m2[2]) : null,
+        size: m2[3] ? parseInt(m2[3]) : null
       } : null;
     }
     function addListener(obj, name, listener) {
@@ -2034,39 +2034,39 @@ var require_diagnostics = __commonJS({
       });
       diagnosticsChannel.channel("undici:client:sendHeaders").subscribe((evt) => {
         const {
-          request: { method, path: path13, origin }
+          request: { method, path: path35, origin }
         } = evt;
-        debuglog2("sending request to %s %s/%s", method, origin, path13);
+        debuglog2("sending request to %s %s/%s", method, origin, path35);
       });
       diagnosticsChannel.channel("undici:request:headers").subscribe((evt) => {
         const {
-          request: { method, path: path13, origin },
+          request: { method, path: path35, origin },
           response: { statusCode }
         } = evt;
         debuglog2(
           "received response to %s %s/%s - HTTP %d",
           method,
           origin,
-          path13,
+          path35,
           statusCode
         );
       });
       diagnosticsChannel.channel("undici:request:trailers").subscribe((evt) => {
         const {
-          request: { method, path: path13, origin }
+          request: { method, path: path35, origin }
         } = evt;
-        debuglog2("trailers received from %s %s/%s", method, origin, path13);
+        debuglog2("trailers received from %s %s/%s", method, origin, path35);
       });
       diagnosticsChannel.channel("undici:request:error").subscribe((evt) => {
         const {
-          request: { method, path: path13, origin },
+          request: { method, path: path35, origin },
           error: error63
         } = evt;
         debuglog2(
           "request to %s %s/%s errored - %s",
           method,
           origin,
-          path13,
+          path35,
           error63.message
         );
       });
@@ -2115,9 +2115,9 @@ var require_diagnostics = __commonJS({
         });
         diagnosticsChannel.channel("undici:client:sendHeaders").subscribe((evt) => {
           const {
-            request: { method, path: path13, origin }
+            request: { method, path: path35, origin }
           } = evt;
-          debuglog2("sending request to %s %s/%s", method, origin, path13);
+          debuglog2("sending request to %s %s/%s", method, origin, path35);
         });
       }
       diagnosticsChannel.channel("undici:websocket:open").subscribe((evt) => {
@@ -2180,7 +2180,7 @@ var require_request = __commonJS({
     var kHandler = /* @__PURE__ */ Symbol("handler");
     var Request = class {
       constructor(origin, {
-        path: path13,
+        path: path35,
         method,
         body,
         headers,
@@ -2195,11 +2195,11 @@ var require_request = __commonJS({
         expectContinue,
         servername
       }, handler) {
-        if (typeof path13 !== "string") {
+        if (typeof path35 !== "string") {
           throw new InvalidArgumentError("path must be a string");
-        } else if (path13[0] !== "/" && !(path13.startsWith("http://") || path13.startsWith("https://")) && method !== "CONNECT") {
+        } else if (path35[0] !== "/" && !(path35.startsWith("http://") || path35.startsWith("https://")) && method !== "CONNECT") {
           throw new InvalidArgumentError("path must be an absolute URL or start with a slash");
-        } else if (invalidPathRegex.test(path13)) {
+        } else if (invalidPathRegex.test(path35)) {
           throw new InvalidArgumentError("invalid request path");
         }
         if (typeof method !== "string") {
@@ -2265,7 +2265,7 @@ var require_request = __commonJS({
         this.completed = false;
         this.aborted = false;
         this.upgrade = upgrade || null;
-        this.path = query ? buildURL(path13, query) : path13;
+        this.path = query ? buildURL(path35, query) : path35;
         this.origin = origin;
         this.idempotent = idempotent == null ? method === "HEAD" || method === "GET" : idempotent;
         this.blocking = blocking == null ? false : blocking;
@@ -3014,7 +3014,7 @@ var require_timers = __commonJS({
 var require_connect = __commonJS({
   "node_modules/undici/lib/core/connect.js"(exports, module) {
     "use strict";
-    var net = __require("node:net");
+    var net2 = __require("node:net");
     var assert2 = __require("node:assert");
     var util = require_util();
     var { InvalidArgumentError, ConnectTimeoutError } = require_errors();
@@ -3079,7 +3079,7 @@ var require_connect = __commonJS({
       const sessionCache = new SessionCache(maxCachedSessions == null ? 100 : maxCachedSessions);
       timeout = timeout == null ? 1e4 : timeout;
       allowH2 = allowH2 != null ? allowH2 : false;
-      return function connect({ hostname: hostname3, host, protocol, port: port2, servername, localAddress, httpSocket }, callback) {
+      return function connect2({ hostname: hostname3, host, protocol, port: port2, servername, localAddress, httpSocket }, callback) {
         let socket;
         if (protocol === "https:") {
           if (!tls) {
@@ -3110,7 +3110,7 @@ var require_connect = __commonJS({
         } else {
           assert2(!httpSocket, "httpSocket can only be sent on TLS update");
           port2 = port2 || 80;
-          socket = net.connect({
+          socket = net2.connect({
             highWaterMark: 64 * 1024,
             // Same as nodejs fs streams.
             ...options,
@@ -3147,16 +3147,16 @@ var require_connect = __commonJS({
         return noop3;
       }
       let s1 = null;
-      let s2 = null;
+      let s22 = null;
       const fastTimer = timers.setFastTimeout(() => {
         s1 = setImmediate(() => {
-          s2 = setImmediate(() => onConnectTimeout(socketWeakRef.deref(), opts));
+          s22 = setImmediate(() => onConnectTimeout(socketWeakRef.deref(), opts));
         });
       }, opts.timeout);
       return () => {
         timers.clearFastTimeout(fastTimer);
         clearImmediate(s1);
-        clearImmediate(s2);
+        clearImmediate(s22);
       };
     } : (socketWeakRef, opts) => {
       if (!opts.timeout) {
@@ -3817,18 +3817,18 @@ var require_data_url = __commonJS({
       assert2(dataURL.protocol === "data:");
       let input2 = URLSerializer(dataURL, true);
       input2 = input2.slice(5);
-      const position = { position: 0 };
+      const position2 = { position: 0 };
       let mimeType = collectASequenceOfCodePointsFast(
         ",",
         input2,
-        position
+        position2
       );
       const mimeTypeLength = mimeType.length;
       mimeType = removeASCIIWhitespace(mimeType, true, true);
-      if (position.position >= input2.length) {
+      if (position2.position >= input2.length) {
         return "failure";
       }
-      position.position++;
+      position2.position++;
       const encodedBody = input2.slice(mimeTypeLength + 1);
       let body = stringPercentDecode(encodedBody);
       if (/;(\u0020){0,}base64$/i.test(mimeType)) {
@@ -3862,23 +3862,23 @@ var require_data_url = __commonJS({
       }
       return serialized;
     }
-    function collectASequenceOfCodePoints(condition, input2, position) {
+    function collectASequenceOfCodePoints(condition, input2, position2) {
       let result = "";
-      while (position.position < input2.length && condition(input2[position.position])) {
-        result += input2[position.position];
-        position.position++;
+      while (position2.position < input2.length && condition(input2[position2.position])) {
+        result += input2[position2.position];
+        position2.position++;
       }
       return result;
     }
-    function collectASequenceOfCodePointsFast(char, input2, position) {
-      const idx = input2.indexOf(char, position.position);
-      const start = position.position;
+    function collectASequenceOfCodePointsFast(char, input2, position2) {
+      const idx = input2.indexOf(char, position2.position);
+      const start2 = position2.position;
       if (idx === -1) {
-        position.position = input2.length;
-        return input2.slice(start);
+        position2.position = input2.length;
+        return input2.slice(start2);
       }
-      position.position = idx;
-      return input2.slice(start, position.position);
+      position2.position = idx;
+      return input2.slice(start2, position2.position);
     }
     function stringPercentDecode(input2) {
       const bytes = encoder.encode(input2);
@@ -3896,39 +3896,39 @@ var require_data_url = __commonJS({
     function percentDecode(input2) {
       const length = input2.length;
       const output2 = new Uint8Array(length);
-      let j = 0;
+      let j2 = 0;
       for (let i2 = 0; i2 < length; ++i2) {
         const byte = input2[i2];
         if (byte !== 37) {
-          output2[j++] = byte;
+          output2[j2++] = byte;
         } else if (byte === 37 && !(isHexCharByte(input2[i2 + 1]) && isHexCharByte(input2[i2 + 2]))) {
-          output2[j++] = 37;
+          output2[j2++] = 37;
         } else {
-          output2[j++] = hexByteToNumber(input2[i2 + 1]) << 4 | hexByteToNumber(input2[i2 + 2]);
+          output2[j2++] = hexByteToNumber(input2[i2 + 1]) << 4 | hexByteToNumber(input2[i2 + 2]);
           i2 += 2;
         }
       }
-      return length === j ? output2 : output2.subarray(0, j);
+      return length === j2 ? output2 : output2.subarray(0, j2);
     }
     function parseMIMEType(input2) {
       input2 = removeHTTPWhitespace(input2, true, true);
-      const position = { position: 0 };
+      const position2 = { position: 0 };
       const type = collectASequenceOfCodePointsFast(
         "/",
         input2,
-        position
+        position2
       );
       if (type.length === 0 || !HTTP_TOKEN_CODEPOINTS.test(type)) {
         return "failure";
       }
-      if (position.position > input2.length) {
+      if (position2.position > input2.length) {
         return "failure";
       }
-      position.position++;
+      position2.position++;
       let subtype = collectASequenceOfCodePointsFast(
         ";",
         input2,
-        position
+        position2
       );
       subtype = removeHTTPWhitespace(subtype, false, true);
       if (subtype.length === 0 || !HTTP_TOKEN_CODEPOINTS.test(subtype)) {
@@ -3944,42 +3944,42 @@ var require_data_url = __commonJS({
         // https://mimesniff.spec.whatwg.org/#mime-type-essence
         essence: `${typeLowercase}/${subtypeLowercase}`
       };
-      while (position.position < input2.length) {
-        position.position++;
+      while (position2.position < input2.length) {
+        position2.position++;
         collectASequenceOfCodePoints(
           // https://fetch.spec.whatwg.org/#http-whitespace
           (char) => HTTP_WHITESPACE_REGEX.test(char),
           input2,
-          position
+          position2
         );
         let parameterName = collectASequenceOfCodePoints(
           (char) => char !== ";" && char !== "=",
           input2,
-          position
+          position2
         );
         parameterName = parameterName.toLowerCase();
-        if (position.position < input2.length) {
-          if (input2[position.position] === ";") {
+        if (position2.position < input2.length) {
+          if (input2[position2.position] === ";") {
             continue;
           }
-          position.position++;
+          position2.position++;
         }
-        if (position.position > input2.length) {
+        if (position2.position > input2.length) {
           break;
         }
         let parameterValue = null;
-        if (input2[position.position] === '"') {
-          parameterValue = collectAnHTTPQuotedString(input2, position, true);
+        if (input2[position2.position] === '"') {
+          parameterValue = collectAnHTTPQuotedString(input2, position2, true);
           collectASequenceOfCodePointsFast(
             ";",
             input2,
-            position
+            position2
           );
         } else {
           parameterValue = collectASequenceOfCodePointsFast(
             ";",
             input2,
-            position
+            position2
           );
           parameterValue = removeHTTPWhitespace(parameterValue, false, true);
           if (parameterValue.length === 0) {
@@ -4012,29 +4012,29 @@ var require_data_url = __commonJS({
       const buffer = Buffer.from(data, "base64");
       return new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
     }
-    function collectAnHTTPQuotedString(input2, position, extractValue) {
-      const positionStart = position.position;
+    function collectAnHTTPQuotedString(input2, position2, extractValue) {
+      const positionStart = position2.position;
       let value = "";
-      assert2(input2[position.position] === '"');
-      position.position++;
+      assert2(input2[position2.position] === '"');
+      position2.position++;
       while (true) {
         value += collectASequenceOfCodePoints(
           (char) => char !== '"' && char !== "\\",
           input2,
-          position
+          position2
         );
-        if (position.position >= input2.length) {
+        if (position2.position >= input2.length) {
           break;
         }
-        const quoteOrBackslash = input2[position.position];
-        position.position++;
+        const quoteOrBackslash = input2[position2.position];
+        position2.position++;
         if (quoteOrBackslash === "\\") {
-          if (position.position >= input2.length) {
+          if (position2.position >= input2.length) {
             value += "\\";
             break;
           }
-          value += input2[position.position];
-          position.position++;
+          value += input2[position2.position];
+          position2.position++;
         } else {
           assert2(quoteOrBackslash === '"');
           break;
@@ -4043,7 +4043,7 @@ var require_data_url = __commonJS({
       if (extractValue) {
         return value;
       }
-      return input2.slice(positionStart, position.position);
+      return input2.slice(positionStart, position2.position);
     }
     function serializeAMimeType(mimeType) {
       assert2(mimeType !== "failure");
@@ -4183,15 +4183,15 @@ var require_webidl = __commonJS({
         message: `"${context.value}" is an invalid ${context.type}.`
       });
     };
-    webidl.brandCheck = function(V, I, opts) {
+    webidl.brandCheck = function(V2, I2, opts) {
       if (opts?.strict !== false) {
-        if (!(V instanceof I)) {
+        if (!(V2 instanceof I2)) {
           const err = new TypeError("Illegal invocation");
           err.code = "ERR_INVALID_THIS";
           throw err;
         }
       } else {
-        if (V?.[Symbol.toStringTag] !== I.prototype[Symbol.toStringTag]) {
+        if (V2?.[Symbol.toStringTag] !== I2.prototype[Symbol.toStringTag]) {
           const err = new TypeError("Illegal invocation");
           err.code = "ERR_INVALID_THIS";
           throw err;
@@ -4212,8 +4212,8 @@ var require_webidl = __commonJS({
         message: "Illegal constructor"
       });
     };
-    webidl.util.Type = function(V) {
-      switch (typeof V) {
+    webidl.util.Type = function(V2) {
+      switch (typeof V2) {
         case "undefined":
           return "Undefined";
         case "boolean":
@@ -4228,7 +4228,7 @@ var require_webidl = __commonJS({
           return "BigInt";
         case "function":
         case "object": {
-          if (V === null) {
+          if (V2 === null) {
             return "Null";
           }
           return "Object";
@@ -4237,7 +4237,7 @@ var require_webidl = __commonJS({
     };
     webidl.util.markAsUncloneable = markAsUncloneable || (() => {
     });
-    webidl.util.ConvertToInt = function(V, bitLength, signedness, opts) {
+    webidl.util.ConvertToInt = function(V2, bitLength, signedness, opts) {
       let upperBound;
       let lowerBound;
       if (bitLength === 64) {
@@ -4254,7 +4254,7 @@ var require_webidl = __commonJS({
         lowerBound = Math.pow(-2, bitLength) - 1;
         upperBound = Math.pow(2, bitLength - 1) - 1;
       }
-      let x = Number(V);
+      let x = Number(V2);
       if (x === 0) {
         x = 0;
       }
@@ -4262,7 +4262,7 @@ var require_webidl = __commonJS({
         if (Number.isNaN(x) || x === Number.POSITIVE_INFINITY || x === Number.NEGATIVE_INFINITY) {
           throw webidl.errors.exception({
             header: "Integer conversion",
-            message: `Could not convert ${webidl.util.Stringify(V)} to an integer.`
+            message: `Could not convert ${webidl.util.Stringify(V2)} to an integer.`
           });
         }
         x = webidl.util.IntegerPart(x);
@@ -4300,28 +4300,28 @@ var require_webidl = __commonJS({
       }
       return r;
     };
-    webidl.util.Stringify = function(V) {
-      const type = webidl.util.Type(V);
+    webidl.util.Stringify = function(V2) {
+      const type = webidl.util.Type(V2);
       switch (type) {
         case "Symbol":
-          return `Symbol(${V.description})`;
+          return `Symbol(${V2.description})`;
         case "Object":
-          return inspect3(V);
+          return inspect3(V2);
         case "String":
-          return `"${V}"`;
+          return `"${V2}"`;
         default:
-          return `${V}`;
+          return `${V2}`;
       }
     };
     webidl.sequenceConverter = function(converter) {
-      return (V, prefix, argument, Iterable) => {
-        if (webidl.util.Type(V) !== "Object") {
+      return (V2, prefix, argument, Iterable) => {
+        if (webidl.util.Type(V2) !== "Object") {
           throw webidl.errors.exception({
             header: prefix,
-            message: `${argument} (${webidl.util.Stringify(V)}) is not iterable.`
+            message: `${argument} (${webidl.util.Stringify(V2)}) is not iterable.`
           });
         }
-        const method = typeof Iterable === "function" ? Iterable() : V?.[Symbol.iterator]?.();
+        const method = typeof Iterable === "function" ? Iterable() : V2?.[Symbol.iterator]?.();
         const seq = [];
         let index = 0;
         if (method === void 0 || typeof method.next !== "function") {
@@ -4341,29 +4341,29 @@ var require_webidl = __commonJS({
       };
     };
     webidl.recordConverter = function(keyConverter, valueConverter) {
-      return (O, prefix, argument) => {
-        if (webidl.util.Type(O) !== "Object") {
+      return (O2, prefix, argument) => {
+        if (webidl.util.Type(O2) !== "Object") {
           throw webidl.errors.exception({
             header: prefix,
-            message: `${argument} ("${webidl.util.Type(O)}") is not an Object.`
+            message: `${argument} ("${webidl.util.Type(O2)}") is not an Object.`
           });
         }
         const result = {};
-        if (!types.isProxy(O)) {
-          const keys2 = [...Object.getOwnPropertyNames(O), ...Object.getOwnPropertySymbols(O)];
+        if (!types.isProxy(O2)) {
+          const keys2 = [...Object.getOwnPropertyNames(O2), ...Object.getOwnPropertySymbols(O2)];
           for (const key of keys2) {
             const typedKey = keyConverter(key, prefix, argument);
-            const typedValue = valueConverter(O[key], prefix, argument);
+            const typedValue = valueConverter(O2[key], prefix, argument);
             result[typedKey] = typedValue;
           }
           return result;
         }
-        const keys = Reflect.ownKeys(O);
+        const keys = Reflect.ownKeys(O2);
         for (const key of keys) {
-          const desc = Reflect.getOwnPropertyDescriptor(O, key);
+          const desc = Reflect.getOwnPropertyDescriptor(O2, key);
           if (desc?.enumerable) {
             const typedKey = keyConverter(key, prefix, argument);
-            const typedValue = valueConverter(O[key], prefix, argument);
+            const typedValue = valueConverter(O2[key], prefix, argument);
             result[typedKey] = typedValue;
           }
         }
@@ -4371,14 +4371,14 @@ var require_webidl = __commonJS({
       };
     };
     webidl.interfaceConverter = function(i2) {
-      return (V, prefix, argument, opts) => {
-        if (opts?.strict !== false && !(V instanceof i2)) {
+      return (V2, prefix, argument, opts) => {
+        if (opts?.strict !== false && !(V2 instanceof i2)) {
           throw webidl.errors.exception({
             header: prefix,
-            message: `Expected ${argument} ("${webidl.util.Stringify(V)}") to be an instance of ${i2.name}.`
+            message: `Expected ${argument} ("${webidl.util.Stringify(V2)}") to be an instance of ${i2.name}.`
           });
         }
-        return V;
+        return V2;
       };
     };
     webidl.dictionaryConverter = function(converters) {
@@ -4423,27 +4423,27 @@ var require_webidl = __commonJS({
       };
     };
     webidl.nullableConverter = function(converter) {
-      return (V, prefix, argument) => {
-        if (V === null) {
-          return V;
+      return (V2, prefix, argument) => {
+        if (V2 === null) {
+          return V2;
         }
-        return converter(V, prefix, argument);
+        return converter(V2, prefix, argument);
       };
     };
-    webidl.converters.DOMString = function(V, prefix, argument, opts) {
-      if (V === null && opts?.legacyNullToEmptyString) {
+    webidl.converters.DOMString = function(V2, prefix, argument, opts) {
+      if (V2 === null && opts?.legacyNullToEmptyString) {
         return "";
       }
-      if (typeof V === "symbol") {
+      if (typeof V2 === "symbol") {
         throw webidl.errors.exception({
           header: prefix,
           message: `${argument} is a symbol, which cannot be converted to a DOMString.`
         });
       }
-      return String(V);
+      return String(V2);
     };
-    webidl.converters.ByteString = function(V, prefix, argument) {
-      const x = webidl.converters.DOMString(V, prefix, argument);
+    webidl.converters.ByteString = function(V2, prefix, argument) {
+      const x = webidl.converters.DOMString(V2, prefix, argument);
       for (let index = 0; index < x.length; index++) {
         if (x.charCodeAt(index) > 255) {
           throw new TypeError(
@@ -4454,107 +4454,107 @@ var require_webidl = __commonJS({
       return x;
     };
     webidl.converters.USVString = toUSVString;
-    webidl.converters.boolean = function(V) {
-      const x = Boolean(V);
+    webidl.converters.boolean = function(V2) {
+      const x = Boolean(V2);
       return x;
     };
-    webidl.converters.any = function(V) {
-      return V;
+    webidl.converters.any = function(V2) {
+      return V2;
     };
-    webidl.converters["long long"] = function(V, prefix, argument) {
-      const x = webidl.util.ConvertToInt(V, 64, "signed", void 0, prefix, argument);
+    webidl.converters["long long"] = function(V2, prefix, argument) {
+      const x = webidl.util.ConvertToInt(V2, 64, "signed", void 0, prefix, argument);
       return x;
     };
-    webidl.converters["unsigned long long"] = function(V, prefix, argument) {
-      const x = webidl.util.ConvertToInt(V, 64, "unsigned", void 0, prefix, argument);
+    webidl.converters["unsigned long long"] = function(V2, prefix, argument) {
+      const x = webidl.util.ConvertToInt(V2, 64, "unsigned", void 0, prefix, argument);
       return x;
     };
-    webidl.converters["unsigned long"] = function(V, prefix, argument) {
-      const x = webidl.util.ConvertToInt(V, 32, "unsigned", void 0, prefix, argument);
+    webidl.converters["unsigned long"] = function(V2, prefix, argument) {
+      const x = webidl.util.ConvertToInt(V2, 32, "unsigned", void 0, prefix, argument);
       return x;
     };
-    webidl.converters["unsigned short"] = function(V, prefix, argument, opts) {
-      const x = webidl.util.ConvertToInt(V, 16, "unsigned", opts, prefix, argument);
+    webidl.converters["unsigned short"] = function(V2, prefix, argument, opts) {
+      const x = webidl.util.ConvertToInt(V2, 16, "unsigned", opts, prefix, argument);
       return x;
     };
-    webidl.converters.ArrayBuffer = function(V, prefix, argument, opts) {
-      if (webidl.util.Type(V) !== "Object" || !types.isAnyArrayBuffer(V)) {
+    webidl.converters.ArrayBuffer = function(V2, prefix, argument, opts) {
+      if (webidl.util.Type(V2) !== "Object" || !types.isAnyArrayBuffer(V2)) {
         throw webidl.errors.conversionFailed({
           prefix,
-          argument: `${argument} ("${webidl.util.Stringify(V)}")`,
+          argument: `${argument} ("${webidl.util.Stringify(V2)}")`,
           types: ["ArrayBuffer"]
         });
       }
-      if (opts?.allowShared === false && types.isSharedArrayBuffer(V)) {
+      if (opts?.allowShared === false && types.isSharedArrayBuffer(V2)) {
         throw webidl.errors.exception({
           header: "ArrayBuffer",
           message: "SharedArrayBuffer is not allowed."
         });
       }
-      if (V.resizable || V.growable) {
+      if (V2.resizable || V2.growable) {
         throw webidl.errors.exception({
           header: "ArrayBuffer",
           message: "Received a resizable ArrayBuffer."
         });
       }
-      return V;
+      return V2;
     };
-    webidl.converters.TypedArray = function(V, T, prefix, name, opts) {
-      if (webidl.util.Type(V) !== "Object" || !types.isTypedArray(V) || V.constructor.name !== T.name) {
+    webidl.converters.TypedArray = function(V2, T, prefix, name, opts) {
+      if (webidl.util.Type(V2) !== "Object" || !types.isTypedArray(V2) || V2.constructor.name !== T.name) {
         throw webidl.errors.conversionFailed({
           prefix,
-          argument: `${name} ("${webidl.util.Stringify(V)}")`,
+          argument: `${name} ("${webidl.util.Stringify(V2)}")`,
           types: [T.name]
         });
       }
-      if (opts?.allowShared === false && types.isSharedArrayBuffer(V.buffer)) {
+      if (opts?.allowShared === false && types.isSharedArrayBuffer(V2.buffer)) {
         throw webidl.errors.exception({
           header: "ArrayBuffer",
           message: "SharedArrayBuffer is not allowed."
         });
       }
-      if (V.buffer.resizable || V.buffer.growable) {
+      if (V2.buffer.resizable || V2.buffer.growable) {
         throw webidl.errors.exception({
           header: "ArrayBuffer",
           message: "Received a resizable ArrayBuffer."
         });
       }
-      return V;
+      return V2;
     };
-    webidl.converters.DataView = function(V, prefix, name, opts) {
-      if (webidl.util.Type(V) !== "Object" || !types.isDataView(V)) {
+    webidl.converters.DataView = function(V2, prefix, name, opts) {
+      if (webidl.util.Type(V2) !== "Object" || !types.isDataView(V2)) {
         throw webidl.errors.exception({
           header: prefix,
           message: `${name} is not a DataView.`
         });
       }
-      if (opts?.allowShared === false && types.isSharedArrayBuffer(V.buffer)) {
+      if (opts?.allowShared === false && types.isSharedArrayBuffer(V2.buffer)) {
         throw webidl.errors.exception({
           header: "ArrayBuffer",
           message: "SharedArrayBuffer is not allowed."
         });
       }
-      if (V.buffer.resizable || V.buffer.growable) {
+      if (V2.buffer.resizable || V2.buffer.growable) {
         throw webidl.errors.exception({
           header: "ArrayBuffer",
           message: "Received a resizable ArrayBuffer."
         });
       }
-      return V;
+      return V2;
     };
-    webidl.converters.BufferSource = function(V, prefix, name, opts) {
-      if (types.isAnyArrayBuffer(V)) {
-        return webidl.converters.ArrayBuffer(V, prefix, name, { ...opts, allowShared: false });
+    webidl.converters.BufferSource = function(V2, prefix, name, opts) {
+      if (types.isAnyArrayBuffer(V2)) {
+        return webidl.converters.ArrayBuffer(V2, prefix, name, { ...opts, allowShared: false });
       }
-      if (types.isTypedArray(V)) {
-        return webidl.converters.TypedArray(V, V.constructor, prefix, name, { ...opts, allowShared: false });
+      if (types.isTypedArray(V2)) {
+        return webidl.converters.TypedArray(V2, V2.constructor, prefix, name, { ...opts, allowShared: false });
       }
-      if (types.isDataView(V)) {
-        return webidl.converters.DataView(V, prefix, name, { ...opts, allowShared: false });
+      if (types.isDataView(V2)) {
+        return webidl.converters.DataView(V2, prefix, name, { ...opts, allowShared: false });
       }
       throw webidl.errors.conversionFailed({
         prefix,
-        argument: `${name} ("${webidl.util.Stringify(V)}")`,
+        argument: `${name} ("${webidl.util.Stringify(V2)}")`,
         types: ["BufferSource"]
       });
     };
@@ -4578,7 +4578,7 @@ var require_webidl = __commonJS({
 var require_util2 = __commonJS({
   "node_modules/undici/lib/web/fetch/util.js"(exports, module) {
     "use strict";
-    var { Transform: Transform2 } = __require("node:stream");
+    var { Transform: Transform4 } = __require("node:stream");
     var zlib = __require("node:zlib");
     var { redirectStatusSet, referrerPolicySet: referrerPolicyTokens, badPortsSet } = require_constants3();
     var { getGlobalOrigin } = require_global();
@@ -4962,11 +4962,11 @@ var require_util2 = __commonJS({
     }
     function tryUpgradeRequestToAPotentiallyTrustworthyURL(request) {
     }
-    function sameOrigin(A, B) {
-      if (A.origin === B.origin && A.origin === "null") {
+    function sameOrigin(A2, B2) {
+      if (A2.origin === B2.origin && A2.origin === "null") {
         return true;
       }
-      if (A.protocol === B.protocol && A.hostname === B.hostname && A.port === B.port) {
+      if (A2.protocol === B2.protocol && A2.hostname === B2.hostname && A2.port === B2.port) {
         return true;
       }
       return false;
@@ -5191,23 +5191,23 @@ var require_util2 = __commonJS({
       if (!data.startsWith("bytes")) {
         return "failure";
       }
-      const position = { position: 5 };
+      const position2 = { position: 5 };
       if (allowWhitespace) {
         collectASequenceOfCodePoints(
           (char) => char === "	" || char === " ",
           data,
-          position
+          position2
         );
       }
-      if (data.charCodeAt(position.position) !== 61) {
+      if (data.charCodeAt(position2.position) !== 61) {
         return "failure";
       }
-      position.position++;
+      position2.position++;
       if (allowWhitespace) {
         collectASequenceOfCodePoints(
           (char) => char === "	" || char === " ",
           data,
-          position
+          position2
         );
       }
       const rangeStart = collectASequenceOfCodePoints(
@@ -5216,25 +5216,25 @@ var require_util2 = __commonJS({
           return code >= 48 && code <= 57;
         },
         data,
-        position
+        position2
       );
       const rangeStartValue = rangeStart.length ? Number(rangeStart) : null;
       if (allowWhitespace) {
         collectASequenceOfCodePoints(
           (char) => char === "	" || char === " ",
           data,
-          position
+          position2
         );
       }
-      if (data.charCodeAt(position.position) !== 45) {
+      if (data.charCodeAt(position2.position) !== 45) {
         return "failure";
       }
-      position.position++;
+      position2.position++;
       if (allowWhitespace) {
         collectASequenceOfCodePoints(
           (char) => char === "	" || char === " ",
           data,
-          position
+          position2
         );
       }
       const rangeEnd = collectASequenceOfCodePoints(
@@ -5243,10 +5243,10 @@ var require_util2 = __commonJS({
           return code >= 48 && code <= 57;
         },
         data,
-        position
+        position2
       );
       const rangeEndValue = rangeEnd.length ? Number(rangeEnd) : null;
-      if (position.position < data.length) {
+      if (position2.position < data.length) {
         return "failure";
       }
       if (rangeEndValue === null && rangeStartValue === null) {
@@ -5266,7 +5266,7 @@ var require_util2 = __commonJS({
       contentRange += isomorphicEncode(`${fullLength}`);
       return contentRange;
     }
-    var InflateStream = class extends Transform2 {
+    var InflateStream = class extends Transform4 {
       #zlibOptions;
       /** @param {zlib.ZlibOptions} [zlibOptions] */
       constructor(zlibOptions) {
@@ -5328,27 +5328,27 @@ var require_util2 = __commonJS({
     }
     function gettingDecodingSplitting(value) {
       const input2 = value;
-      const position = { position: 0 };
+      const position2 = { position: 0 };
       const values = [];
       let temporaryValue = "";
-      while (position.position < input2.length) {
+      while (position2.position < input2.length) {
         temporaryValue += collectASequenceOfCodePoints(
           (char) => char !== '"' && char !== ",",
           input2,
-          position
+          position2
         );
-        if (position.position < input2.length) {
-          if (input2.charCodeAt(position.position) === 34) {
+        if (position2.position < input2.length) {
+          if (input2.charCodeAt(position2.position) === 34) {
             temporaryValue += collectAnHTTPQuotedString(
               input2,
-              position
+              position2
             );
-            if (position.position < input2.length) {
+            if (position2.position < input2.length) {
               continue;
             }
           } else {
-            assert2(input2.charCodeAt(position.position) === 44);
-            position.position++;
+            assert2(input2.charCodeAt(position2.position) === 44);
+            position2.position++;
           }
         }
         temporaryValue = removeChars(temporaryValue, true, true, (char) => char === 9 || char === 32);
@@ -5617,15 +5617,15 @@ var require_formdata = __commonJS({
         }
       }
       [nodeUtil.inspect.custom](depth, options) {
-        const state = this[kState].reduce((a2, b) => {
-          if (a2[b.name]) {
-            if (Array.isArray(a2[b.name])) {
-              a2[b.name].push(b.value);
+        const state = this[kState].reduce((a2, b2) => {
+          if (a2[b2.name]) {
+            if (Array.isArray(a2[b2.name])) {
+              a2[b2.name].push(b2.value);
             } else {
-              a2[b.name] = [a2[b.name], b.value];
+              a2[b2.name] = [a2[b2.name], b2.value];
             }
           } else {
-            a2[b.name] = b.value;
+            a2[b2.name] = b2.value;
           }
           return a2;
         }, { __proto__: null });
@@ -5713,9 +5713,9 @@ var require_formdata_parser = __commonJS({
       }
       const boundary = Buffer.from(`--${boundaryString}`, "utf8");
       const entryList = [];
-      const position = { position: 0 };
-      while (input2[position.position] === 13 && input2[position.position + 1] === 10) {
-        position.position += 2;
+      const position2 = { position: 0 };
+      while (input2[position2.position] === 13 && input2[position2.position + 1] === 10) {
+        position2.position += 2;
       }
       let trailing = input2.length;
       while (input2[trailing - 1] === 10 && input2[trailing - 2] === 13) {
@@ -5725,40 +5725,40 @@ var require_formdata_parser = __commonJS({
         input2 = input2.subarray(0, trailing);
       }
       while (true) {
-        if (input2.subarray(position.position, position.position + boundary.length).equals(boundary)) {
-          position.position += boundary.length;
+        if (input2.subarray(position2.position, position2.position + boundary.length).equals(boundary)) {
+          position2.position += boundary.length;
         } else {
           return "failure";
         }
-        if (position.position === input2.length - 2 && bufferStartsWith(input2, dd, position) || position.position === input2.length - 4 && bufferStartsWith(input2, ddcrlf, position)) {
+        if (position2.position === input2.length - 2 && bufferStartsWith(input2, dd, position2) || position2.position === input2.length - 4 && bufferStartsWith(input2, ddcrlf, position2)) {
           return entryList;
         }
-        if (input2[position.position] !== 13 || input2[position.position + 1] !== 10) {
+        if (input2[position2.position] !== 13 || input2[position2.position + 1] !== 10) {
           return "failure";
         }
-        position.position += 2;
-        const result = parseMultipartFormDataHeaders(input2, position);
+        position2.position += 2;
+        const result = parseMultipartFormDataHeaders(input2, position2);
         if (result === "failure") {
           return "failure";
         }
         let { name, filename, contentType, encoding } = result;
-        position.position += 2;
+        position2.position += 2;
         let body;
         {
-          const boundaryIndex = input2.indexOf(boundary.subarray(2), position.position);
+          const boundaryIndex = input2.indexOf(boundary.subarray(2), position2.position);
           if (boundaryIndex === -1) {
             return "failure";
           }
-          body = input2.subarray(position.position, boundaryIndex - 4);
-          position.position += body.length;
+          body = input2.subarray(position2.position, boundaryIndex - 4);
+          position2.position += body.length;
           if (encoding === "base64") {
             body = Buffer.from(body.toString(), "base64");
           }
         }
-        if (input2[position.position] !== 13 || input2[position.position + 1] !== 10) {
+        if (input2[position2.position] !== 13 || input2[position2.position + 1] !== 10) {
           return "failure";
         } else {
-          position.position += 2;
+          position2.position += 2;
         }
         let value;
         if (filename !== null) {
@@ -5775,13 +5775,13 @@ var require_formdata_parser = __commonJS({
         entryList.push(makeEntry(name, value, filename));
       }
     }
-    function parseMultipartFormDataHeaders(input2, position) {
+    function parseMultipartFormDataHeaders(input2, position2) {
       let name = null;
       let filename = null;
       let contentType = null;
       let encoding = null;
       while (true) {
-        if (input2[position.position] === 13 && input2[position.position + 1] === 10) {
+        if (input2[position2.position] === 13 && input2[position2.position + 1] === 10) {
           if (name === null) {
             return "failure";
           }
@@ -5790,43 +5790,43 @@ var require_formdata_parser = __commonJS({
         let headerName = collectASequenceOfBytes(
           (char) => char !== 10 && char !== 13 && char !== 58,
           input2,
-          position
+          position2
         );
         headerName = removeChars(headerName, true, true, (char) => char === 9 || char === 32);
         if (!HTTP_TOKEN_CODEPOINTS.test(headerName.toString())) {
           return "failure";
         }
-        if (input2[position.position] !== 58) {
+        if (input2[position2.position] !== 58) {
           return "failure";
         }
-        position.position++;
+        position2.position++;
         collectASequenceOfBytes(
           (char) => char === 32 || char === 9,
           input2,
-          position
+          position2
         );
         switch (bufferToLowerCasedHeaderName(headerName)) {
           case "content-disposition": {
             name = filename = null;
-            if (!bufferStartsWith(input2, formDataNameBuffer, position)) {
+            if (!bufferStartsWith(input2, formDataNameBuffer, position2)) {
               return "failure";
             }
-            position.position += 17;
-            name = parseMultipartFormDataName(input2, position);
+            position2.position += 17;
+            name = parseMultipartFormDataName(input2, position2);
             if (name === null) {
               return "failure";
             }
-            if (bufferStartsWith(input2, filenameBuffer, position)) {
-              let check2 = position.position + filenameBuffer.length;
+            if (bufferStartsWith(input2, filenameBuffer, position2)) {
+              let check2 = position2.position + filenameBuffer.length;
               if (input2[check2] === 42) {
-                position.position += 1;
+                position2.position += 1;
                 check2 += 1;
               }
               if (input2[check2] !== 61 || input2[check2 + 1] !== 34) {
                 return "failure";
               }
-              position.position += 12;
-              filename = parseMultipartFormDataName(input2, position);
+              position2.position += 12;
+              filename = parseMultipartFormDataName(input2, position2);
               if (filename === null) {
                 return "failure";
               }
@@ -5837,7 +5837,7 @@ var require_formdata_parser = __commonJS({
             let headerValue = collectASequenceOfBytes(
               (char) => char !== 10 && char !== 13,
               input2,
-              position
+              position2
             );
             headerValue = removeChars(headerValue, false, true, (char) => char === 9 || char === 32);
             contentType = isomorphicDecode(headerValue);
@@ -5847,7 +5847,7 @@ var require_formdata_parser = __commonJS({
             let headerValue = collectASequenceOfBytes(
               (char) => char !== 10 && char !== 13,
               input2,
-              position
+              position2
             );
             headerValue = removeChars(headerValue, false, true, (char) => char === 9 || char === 32);
             encoding = isomorphicDecode(headerValue);
@@ -5857,38 +5857,38 @@ var require_formdata_parser = __commonJS({
             collectASequenceOfBytes(
               (char) => char !== 10 && char !== 13,
               input2,
-              position
+              position2
             );
           }
         }
-        if (input2[position.position] !== 13 && input2[position.position + 1] !== 10) {
+        if (input2[position2.position] !== 13 && input2[position2.position + 1] !== 10) {
           return "failure";
         } else {
-          position.position += 2;
+          position2.position += 2;
         }
       }
     }
-    function parseMultipartFormDataName(input2, position) {
-      assert2(input2[position.position - 1] === 34);
+    function parseMultipartFormDataName(input2, position2) {
+      assert2(input2[position2.position - 1] === 34);
       let name = collectASequenceOfBytes(
         (char) => char !== 10 && char !== 13 && char !== 34,
         input2,
-        position
+        position2
       );
-      if (input2[position.position] !== 34) {
+      if (input2[position2.position] !== 34) {
         return null;
       } else {
-        position.position++;
+        position2.position++;
       }
       name = new TextDecoder().decode(name).replace(/%0A/ig, "\n").replace(/%0D/ig, "\r").replace(/%22/g, '"');
       return name;
     }
-    function collectASequenceOfBytes(condition, input2, position) {
-      let start = position.position;
-      while (start < input2.length && condition(input2[start])) {
-        ++start;
+    function collectASequenceOfBytes(condition, input2, position2) {
+      let start2 = position2.position;
+      while (start2 < input2.length && condition(input2[start2])) {
+        ++start2;
       }
-      return input2.subarray(position.position, position.position = start);
+      return input2.subarray(position2.position, position2.position = start2);
     }
     function removeChars(buf, leading, trailing, predicate) {
       let lead = 0;
@@ -5901,12 +5901,12 @@ var require_formdata_parser = __commonJS({
       }
       return lead === 0 && trail === buf.length - 1 ? buf : buf.subarray(lead, trail + 1);
     }
-    function bufferStartsWith(buffer, start, position) {
-      if (buffer.length < start.length) {
+    function bufferStartsWith(buffer, start2, position2) {
+      if (buffer.length < start2.length) {
         return false;
       }
-      for (let i2 = 0; i2 < start.length; i2++) {
-        if (start[i2] !== buffer[position.position + i2]) {
+      for (let i2 = 0; i2 < start2.length; i2++) {
+        if (start2[i2] !== buffer[position2.position + i2]) {
           return false;
         }
       }
@@ -6005,7 +6005,7 @@ Content-Disposition: form-data`;
         const escape = (str) => str.replace(/\n/g, "%0A").replace(/\r/g, "%0D").replace(/"/g, "%22");
         const normalizeLinefeeds = (value) => value.replace(/\r?\n|\r/g, "\r\n");
         const blobParts = [];
-        const rn = new Uint8Array([13, 10]);
+        const rn2 = new Uint8Array([13, 10]);
         length = 0;
         let hasUnknownSizeValue = false;
         for (const [name, value] of object2) {
@@ -6021,9 +6021,9 @@ ${normalizeLinefeeds(value)}\r
 Content-Type: ${value.type || "application/octet-stream"}\r
 \r
 `);
-            blobParts.push(chunk2, value, rn);
+            blobParts.push(chunk2, value, rn2);
             if (typeof value.size === "number") {
-              length += chunk2.byteLength + value.size + rn.byteLength;
+              length += chunk2.byteLength + value.size + rn2.byteLength;
             } else {
               hasUnknownSizeValue = true;
             }
@@ -6287,7 +6287,7 @@ var require_client_h1 = __commonJS({
       kResume,
       kHTTPContext
     } = require_symbols();
-    var constants6 = require_constants2();
+    var constants8 = require_constants2();
     var EMPTY_BUF = Buffer.alloc(0);
     var FastBuffer = Buffer[Symbol.species];
     var addListener = util.addListener;
@@ -6307,39 +6307,39 @@ var require_client_h1 = __commonJS({
       return await WebAssembly.instantiate(mod, {
         env: {
           /* eslint-disable camelcase */
-          wasm_on_url: (p, at, len) => {
+          wasm_on_url: (p2, at2, len) => {
             return 0;
           },
-          wasm_on_status: (p, at, len) => {
-            assert2(currentParser.ptr === p);
-            const start = at - currentBufferPtr + currentBufferRef.byteOffset;
-            return currentParser.onStatus(new FastBuffer(currentBufferRef.buffer, start, len)) || 0;
+          wasm_on_status: (p2, at2, len) => {
+            assert2(currentParser.ptr === p2);
+            const start2 = at2 - currentBufferPtr + currentBufferRef.byteOffset;
+            return currentParser.onStatus(new FastBuffer(currentBufferRef.buffer, start2, len)) || 0;
           },
-          wasm_on_message_begin: (p) => {
-            assert2(currentParser.ptr === p);
+          wasm_on_message_begin: (p2) => {
+            assert2(currentParser.ptr === p2);
             return currentParser.onMessageBegin() || 0;
           },
-          wasm_on_header_field: (p, at, len) => {
-            assert2(currentParser.ptr === p);
-            const start = at - currentBufferPtr + currentBufferRef.byteOffset;
-            return currentParser.onHeaderField(new FastBuffer(currentBufferRef.buffer, start, len)) || 0;
+          wasm_on_header_field: (p2, at2, len) => {
+            assert2(currentParser.ptr === p2);
+            const start2 = at2 - currentBufferPtr + currentBufferRef.byteOffset;
+            return currentParser.onHeaderField(new FastBuffer(currentBufferRef.buffer, start2, len)) || 0;
           },
-          wasm_on_header_value: (p, at, len) => {
-            assert2(currentParser.ptr === p);
-            const start = at - currentBufferPtr + currentBufferRef.byteOffset;
-            return currentParser.onHeaderValue(new FastBuffer(currentBufferRef.buffer, start, len)) || 0;
+          wasm_on_header_value: (p2, at2, len) => {
+            assert2(currentParser.ptr === p2);
+            const start2 = at2 - currentBufferPtr + currentBufferRef.byteOffset;
+            return currentParser.onHeaderValue(new FastBuffer(currentBufferRef.buffer, start2, len)) || 0;
           },
-          wasm_on_headers_complete: (p, statusCode, upgrade, shouldKeepAlive) => {
-            assert2(currentParser.ptr === p);
+          wasm_on_headers_complete: (p2, statusCode, upgrade, shouldKeepAlive) => {
+            assert2(currentParser.ptr === p2);
             return currentParser.onHeadersComplete(statusCode, Boolean(upgrade), Boolean(shouldKeepAlive)) || 0;
           },
-          wasm_on_body: (p, at, len) => {
-            assert2(currentParser.ptr === p);
-            const start = at - currentBufferPtr + currentBufferRef.byteOffset;
-            return currentParser.onBody(new FastBuffer(currentBufferRef.buffer, start, len)) || 0;
+          wasm_on_body: (p2, at2, len) => {
+            assert2(currentParser.ptr === p2);
+            const start2 = at2 - currentBufferPtr + currentBufferRef.byteOffset;
+            return currentParser.onBody(new FastBuffer(currentBufferRef.buffer, start2, len)) || 0;
           },
-          wasm_on_message_complete: (p) => {
-            assert2(currentParser.ptr === p);
+          wasm_on_message_complete: (p2) => {
+            assert2(currentParser.ptr === p2);
             return currentParser.onMessageComplete() || 0;
           }
           /* eslint-enable camelcase */
@@ -6362,7 +6362,7 @@ var require_client_h1 = __commonJS({
       constructor(client, socket, { exports: exports2 }) {
         assert2(Number.isFinite(client[kMaxHeadersSize]) && client[kMaxHeadersSize] > 0);
         this.llhttp = exports2;
-        this.ptr = this.llhttp.llhttp_alloc(constants6.TYPE.RESPONSE);
+        this.ptr = this.llhttp.llhttp_alloc(constants8.TYPE.RESPONSE);
         this.client = client;
         this.socket = socket;
         this.timeout = null;
@@ -6457,11 +6457,11 @@ var require_client_h1 = __commonJS({
             currentBufferRef = null;
           }
           const offset = llhttp.llhttp_get_error_pos(this.ptr) - currentBufferPtr;
-          if (ret !== constants6.ERROR.OK) {
+          if (ret !== constants8.ERROR.OK) {
             const body = data.subarray(offset);
-            if (ret === constants6.ERROR.PAUSED_UPGRADE) {
+            if (ret === constants8.ERROR.PAUSED_UPGRADE) {
               this.onUpgrade(body);
-            } else if (ret === constants6.ERROR.PAUSED) {
+            } else if (ret === constants8.ERROR.PAUSED) {
               this.paused = true;
               socket.unshift(body);
             } else {
@@ -6484,10 +6484,10 @@ var require_client_h1 = __commonJS({
         } finally {
           currentParser = null;
         }
-        if (ret === constants6.ERROR.OK) {
+        if (ret === constants8.ERROR.OK) {
           return null;
         }
-        if (ret === constants6.ERROR.PAUSED || ret === constants6.ERROR.PAUSED_UPGRADE) {
+        if (ret === constants8.ERROR.PAUSED || ret === constants8.ERROR.PAUSED_UPGRADE) {
           this.paused = true;
           return null;
         }
@@ -6504,7 +6504,7 @@ var require_client_h1 = __commonJS({
           const len = new Uint8Array(llhttp.memory.buffer, ptr).indexOf(0);
           message = "Response does not match the HTTP/1.1 protocol (" + Buffer.from(llhttp.memory.buffer, ptr, len).toString() + ")";
         }
-        return new HTTPParserError(message, constants6.ERROR[ret], data);
+        return new HTTPParserError(message, constants8.ERROR[ret], data);
       }
       destroy() {
         assert2(this.ptr != null);
@@ -6684,7 +6684,7 @@ var require_client_h1 = __commonJS({
           socket[kBlocking] = false;
           client[kResume]();
         }
-        return pause ? constants6.ERROR.PAUSED : 0;
+        return pause ? constants8.ERROR.PAUSED : 0;
       }
       onBody(buf) {
         const { client, socket, statusCode, maxResponseSize } = this;
@@ -6706,7 +6706,7 @@ var require_client_h1 = __commonJS({
         }
         this.bytesRead += buf.length;
         if (request.onData(buf) === false) {
-          return constants6.ERROR.PAUSED;
+          return constants8.ERROR.PAUSED;
         }
       }
       onMessageComplete() {
@@ -6742,13 +6742,13 @@ var require_client_h1 = __commonJS({
         if (socket[kWriting]) {
           assert2(client[kRunning] === 0);
           util.destroy(socket, new InformationalError("reset"));
-          return constants6.ERROR.PAUSED;
+          return constants8.ERROR.PAUSED;
         } else if (!shouldKeepAlive) {
           util.destroy(socket, new InformationalError("reset"));
-          return constants6.ERROR.PAUSED;
+          return constants8.ERROR.PAUSED;
         } else if (socket[kReset] && client[kRunning] === 0) {
           util.destroy(socket, new InformationalError("reset"));
-          return constants6.ERROR.PAUSED;
+          return constants8.ERROR.PAUSED;
         } else if (client[kPipelining] == null || client[kPipelining] === 1) {
           setImmediate(() => client[kResume]());
         } else {
@@ -6958,7 +6958,7 @@ var require_client_h1 = __commonJS({
       return method !== "GET" && method !== "HEAD" && method !== "OPTIONS" && method !== "TRACE" && method !== "CONNECT";
     }
     function writeH1(client, request) {
-      const { method, path: path13, host, upgrade, blocking, reset: reset2 } = request;
+      const { method, path: path35, host, upgrade, blocking, reset: reset2 } = request;
       let { body, headers, contentLength } = request;
       const expectsPayload = method === "PUT" || method === "POST" || method === "PATCH" || method === "QUERY" || method === "PROPFIND" || method === "PROPPATCH";
       if (util.isFormDataLike(body)) {
@@ -7039,7 +7039,7 @@ var require_client_h1 = __commonJS({
       if (blocking) {
         socket[kBlocking] = true;
       }
-      let header = `${method} ${path13} HTTP/1.1\r
+      let header = `${method} ${path35} HTTP/1.1\r
 `;
       if (typeof host === "string") {
         header += `host: ${host}\r
@@ -7137,8 +7137,8 @@ upgrade: ${upgrade}\r
         if (!err) {
           try {
             writer.end();
-          } catch (er) {
-            err = er;
+          } catch (er2) {
+            err = er2;
           }
         }
         writer.destroy(err);
@@ -7369,7 +7369,7 @@ var require_client_h2 = __commonJS({
     "use strict";
     var assert2 = __require("node:assert");
     var { errorMonitor } = __require("node:events");
-    var { pipeline } = __require("node:stream");
+    var { pipeline: pipeline3 } = __require("node:stream");
     var util = require_util();
     var {
       RequestContentLengthMismatchError,
@@ -7399,11 +7399,11 @@ var require_client_h2 = __commonJS({
     var kOpenStreams = /* @__PURE__ */ Symbol("open streams");
     var extractBody;
     var h2ExperimentalWarned = false;
-    var http2;
+    var http22;
     try {
-      http2 = __require("node:http2");
+      http22 = __require("node:http2");
     } catch {
-      http2 = { constants: {} };
+      http22 = { constants: {} };
     }
     var {
       constants: {
@@ -7415,7 +7415,7 @@ var require_client_h2 = __commonJS({
         HTTP2_HEADER_EXPECT,
         HTTP2_HEADER_STATUS
       }
-    } = http2;
+    } = http22;
     function parseH2Headers(headers) {
       const result = [];
       for (const [name, value] of Object.entries(headers)) {
@@ -7441,7 +7441,7 @@ var require_client_h2 = __commonJS({
           code: "UNDICI-H2"
         });
       }
-      const session = http2.connect(client[kUrl], {
+      const session = http22.connect(client[kUrl], {
         createConnection: () => socket,
         peerMaxConcurrentStreams: client[kMaxConcurrentStreams]
       });
@@ -7568,7 +7568,7 @@ var require_client_h2 = __commonJS({
     }
     function writeH2(client, request) {
       const session = client[kHTTP2Session];
-      const { method, path: path13, host, upgrade, expectContinue, signal, headers: reqHeaders } = request;
+      const { method, path: path35, host, upgrade, expectContinue, signal, headers: reqHeaders } = request;
       let { body } = request;
       if (upgrade) {
         util.errorRequest(client, request, new Error("Upgrade not supported for H2"));
@@ -7665,7 +7665,7 @@ var require_client_h2 = __commonJS({
         });
         return true;
       }
-      headers[HTTP2_HEADER_PATH] = path13;
+      headers[HTTP2_HEADER_PATH] = path35;
       headers[HTTP2_HEADER_SCHEME] = "https";
       const expectsPayload = method === "PUT" || method === "POST" || method === "PATCH";
       if (body && typeof body.read === "function") {
@@ -7848,7 +7848,7 @@ var require_client_h2 = __commonJS({
     }
     function writeStream(abort, socket, expectsPayload, h2stream, body, client, request, contentLength) {
       assert2(contentLength !== 0 || client[kRunning] === 0, "stream body cannot be pipelined");
-      const pipe2 = pipeline(
+      const pipe2 = pipeline3(
         body,
         h2stream,
         (err) => {
@@ -8018,9 +8018,9 @@ var require_redirect_handler = __commonJS({
           return this.handler.onHeaders(statusCode, headers, resume, statusText);
         }
         const { origin, pathname, search } = util.parseURL(new URL(this.location, this.opts.origin && new URL(this.opts.path, this.opts.origin)));
-        const path13 = search ? `${pathname}${search}` : pathname;
+        const path35 = search ? `${pathname}${search}` : pathname;
         this.opts.headers = cleanRequestHeaders(this.opts.headers, statusCode === 303, this.opts.origin !== origin);
-        this.opts.path = path13;
+        this.opts.path = path35;
         this.opts.origin = origin;
         this.opts.maxRedirections = 0;
         this.opts.query = null;
@@ -8123,8 +8123,8 @@ var require_client = __commonJS({
   "node_modules/undici/lib/dispatcher/client.js"(exports, module) {
     "use strict";
     var assert2 = __require("node:assert");
-    var net = __require("node:net");
-    var http2 = __require("node:http");
+    var net2 = __require("node:net");
+    var http3 = __require("node:http");
     var util = require_util();
     var { channels } = require_diagnostics();
     var Request = require_request();
@@ -8212,7 +8212,7 @@ var require_client = __commonJS({
         strictContentLength,
         maxCachedSessions,
         maxRedirections,
-        connect: connect2,
+        connect: connect3,
         maxRequestsPerClient,
         localAddress,
         maxResponseSize,
@@ -8264,7 +8264,7 @@ var require_client = __commonJS({
         if (bodyTimeout != null && (!Number.isInteger(bodyTimeout) || bodyTimeout < 0)) {
           throw new InvalidArgumentError("bodyTimeout must be a positive integer or zero");
         }
-        if (connect2 != null && typeof connect2 !== "function" && typeof connect2 !== "object") {
+        if (connect3 != null && typeof connect3 !== "function" && typeof connect3 !== "object") {
           throw new InvalidArgumentError("connect must be a function or an object");
         }
         if (maxRedirections != null && (!Number.isInteger(maxRedirections) || maxRedirections < 0)) {
@@ -8273,7 +8273,7 @@ var require_client = __commonJS({
         if (maxRequestsPerClient != null && (!Number.isInteger(maxRequestsPerClient) || maxRequestsPerClient < 0)) {
           throw new InvalidArgumentError("maxRequestsPerClient must be a positive number");
         }
-        if (localAddress != null && (typeof localAddress !== "string" || net.isIP(localAddress) === 0)) {
+        if (localAddress != null && (typeof localAddress !== "string" || net2.isIP(localAddress) === 0)) {
           throw new InvalidArgumentError("localAddress must be valid string IP address");
         }
         if (maxResponseSize != null && (!Number.isInteger(maxResponseSize) || maxResponseSize < -1)) {
@@ -8288,15 +8288,15 @@ var require_client = __commonJS({
         if (maxConcurrentStreams != null && (typeof maxConcurrentStreams !== "number" || maxConcurrentStreams < 1)) {
           throw new InvalidArgumentError("maxConcurrentStreams must be a positive integer, greater than 0");
         }
-        if (typeof connect2 !== "function") {
-          connect2 = buildConnector({
+        if (typeof connect3 !== "function") {
+          connect3 = buildConnector({
             ...tls,
             maxCachedSessions,
             allowH2,
             socketPath,
             timeout: connectTimeout,
             ...autoSelectFamily ? { autoSelectFamily, autoSelectFamilyAttemptTimeout } : void 0,
-            ...connect2
+            ...connect3
           });
         }
         if (interceptors?.Client && Array.isArray(interceptors.Client)) {
@@ -8311,9 +8311,9 @@ var require_client = __commonJS({
           this[kInterceptors] = [createRedirectInterceptor({ maxRedirections })];
         }
         this[kUrl] = util.parseOrigin(url3);
-        this[kConnector] = connect2;
+        this[kConnector] = connect3;
         this[kPipelining] = pipelining != null ? pipelining : 1;
-        this[kMaxHeadersSize] = maxHeaderSize || http2.maxHeaderSize;
+        this[kMaxHeadersSize] = maxHeaderSize || http3.maxHeaderSize;
         this[kKeepAliveDefaultTimeout] = keepAliveTimeout == null ? 4e3 : keepAliveTimeout;
         this[kKeepAliveMaxTimeout] = keepAliveMaxTimeout == null ? 6e5 : keepAliveMaxTimeout;
         this[kKeepAliveTimeoutThreshold] = keepAliveTimeoutThreshold == null ? 2e3 : keepAliveTimeoutThreshold;
@@ -8365,7 +8365,7 @@ var require_client = __commonJS({
       }
       /* istanbul ignore: only used for test */
       [kConnect](cb) {
-        connect(this);
+        connect2(this);
         this.once("connect", cb);
       }
       [kDispatch](opts, handler) {
@@ -8429,7 +8429,7 @@ var require_client = __commonJS({
         assert2(client[kSize] === 0);
       }
     }
-    async function connect(client) {
+    async function connect2(client) {
       assert2(!client[kConnecting]);
       assert2(!client[kHTTPContext]);
       let { host, hostname: hostname3, protocol, port: port2 } = client[kUrl];
@@ -8437,7 +8437,7 @@ var require_client = __commonJS({
         const idx = hostname3.indexOf("]");
         assert2(idx !== -1);
         const ip = hostname3.substring(1, idx);
-        assert2(net.isIP(ip));
+        assert2(net2.isIP(ip));
         hostname3 = ip;
       }
       client[kConnecting] = true;
@@ -8600,7 +8600,7 @@ var require_client = __commonJS({
           return;
         }
         if (!client[kHTTPContext]) {
-          connect(client);
+          connect2(client);
           return;
         }
         if (client[kHTTPContext].destroyed) {
@@ -8778,8 +8778,8 @@ var require_pool_base = __commonJS({
       }
       get [kPending]() {
         let ret = this[kQueued];
-        for (const { [kPending]: pending } of this[kClients]) {
-          ret += pending;
+        for (const { [kPending]: pending2 } of this[kClients]) {
+          ret += pending2;
         }
         return ret;
       }
@@ -8892,7 +8892,7 @@ var require_pool = __commonJS({
       constructor(origin, {
         connections,
         factory = defaultFactory,
-        connect,
+        connect: connect2,
         connectTimeout,
         tls,
         maxCachedSessions,
@@ -8908,25 +8908,25 @@ var require_pool = __commonJS({
         if (typeof factory !== "function") {
           throw new InvalidArgumentError("factory must be a function.");
         }
-        if (connect != null && typeof connect !== "function" && typeof connect !== "object") {
+        if (connect2 != null && typeof connect2 !== "function" && typeof connect2 !== "object") {
           throw new InvalidArgumentError("connect must be a function or an object");
         }
-        if (typeof connect !== "function") {
-          connect = buildConnector({
+        if (typeof connect2 !== "function") {
+          connect2 = buildConnector({
             ...tls,
             maxCachedSessions,
             allowH2,
             socketPath,
             timeout: connectTimeout,
             ...autoSelectFamily ? { autoSelectFamily, autoSelectFamilyAttemptTimeout } : void 0,
-            ...connect
+            ...connect2
           });
         }
         super(options);
         this[kInterceptors] = options.interceptors?.Pool && Array.isArray(options.interceptors.Pool) ? options.interceptors.Pool : [];
         this[kConnections] = connections || null;
         this[kUrl] = util.parseOrigin(origin);
-        this[kOptions] = { ...util.deepClone(options), connect, allowH2 };
+        this[kOptions] = { ...util.deepClone(options), connect: connect2, allowH2 };
         this[kOptions].interceptors = options.interceptors ? { ...options.interceptors } : void 0;
         this[kFactory] = factory;
         this.on("connectionError", (origin2, targets, error63) => {
@@ -8982,11 +8982,11 @@ var require_balanced_pool = __commonJS({
     var kWeight = /* @__PURE__ */ Symbol("kWeight");
     var kMaxWeightPerServer = /* @__PURE__ */ Symbol("kMaxWeightPerServer");
     var kErrorPenalty = /* @__PURE__ */ Symbol("kErrorPenalty");
-    function getGreatestCommonDivisor(a2, b) {
-      if (a2 === 0) return b;
-      while (b !== 0) {
-        const t = b;
-        b = a2 % b;
+    function getGreatestCommonDivisor(a2, b2) {
+      if (a2 === 0) return b2;
+      while (b2 !== 0) {
+        const t = b2;
+        b2 = a2 % b2;
         a2 = t;
       }
       return a2;
@@ -9058,7 +9058,7 @@ var require_balanced_pool = __commonJS({
         return this;
       }
       get upstreams() {
-        return this[kClients].filter((dispatcher) => dispatcher.closed !== true && dispatcher.destroyed !== true).map((p) => p[kUrl].origin);
+        return this[kClients].filter((dispatcher) => dispatcher.closed !== true && dispatcher.destroyed !== true).map((p2) => p2[kUrl].origin);
       }
       [kGetDispatcher]() {
         if (this[kClients].length === 0) {
@@ -9068,7 +9068,7 @@ var require_balanced_pool = __commonJS({
         if (!dispatcher) {
           return;
         }
-        const allClientsBusy = this[kClients].map((pool) => pool[kNeedDrain]).reduce((a2, b) => a2 && b, true);
+        const allClientsBusy = this[kClients].map((pool) => pool[kNeedDrain]).reduce((a2, b2) => a2 && b2, true);
         if (allClientsBusy) {
           return;
         }
@@ -9121,25 +9121,25 @@ var require_agent = __commonJS({
       return opts && opts.connections === 1 ? new Client(origin, opts) : new Pool(origin, opts);
     }
     var Agent3 = class extends DispatcherBase {
-      constructor({ factory = defaultFactory, maxRedirections = 0, connect, tls, ...options } = {}) {
+      constructor({ factory = defaultFactory, maxRedirections = 0, connect: connect2, tls, ...options } = {}) {
         if (typeof factory !== "function") {
           throw new InvalidArgumentError("factory must be a function.");
         }
-        if (connect != null && typeof connect !== "function" && typeof connect !== "object") {
+        if (connect2 != null && typeof connect2 !== "function" && typeof connect2 !== "object") {
           throw new InvalidArgumentError("connect must be a function or an object");
         }
         if (!Number.isInteger(maxRedirections) || maxRedirections < 0) {
           throw new InvalidArgumentError("maxRedirections must be a positive number");
         }
         super(options);
-        if (connect && typeof connect !== "function") {
-          connect = { ...connect };
+        if (connect2 && typeof connect2 !== "function") {
+          connect2 = { ...connect2 };
         }
         if (tls && typeof tls !== "function") {
           tls = { ...tls };
         }
         this[kInterceptors] = options.interceptors?.Agent && Array.isArray(options.interceptors.Agent) ? options.interceptors.Agent : [createRedirectInterceptor({ maxRedirections })];
-        this[kOptions] = { ...util.deepClone(options), connect, tls };
+        this[kOptions] = { ...util.deepClone(options), connect: connect2, tls };
         this[kOptions].interceptors = options.interceptors ? { ...options.interceptors } : void 0;
         this[kMaxRedirections] = maxRedirections;
         this[kFactory] = factory;
@@ -9234,16 +9234,16 @@ var require_proxy_agent = __commonJS({
     }
     var Http1ProxyWrapper = class extends DispatcherBase {
       #client;
-      constructor(proxyUrl, { headers = {}, connect, factory }) {
+      constructor(proxyUrl, { headers = {}, connect: connect2, factory }) {
         super();
         if (!proxyUrl) {
           throw new InvalidArgumentError("Proxy URL is mandatory");
         }
         this[kProxyHeaders] = headers;
         if (factory) {
-          this.#client = factory(proxyUrl, { connect });
+          this.#client = factory(proxyUrl, { connect: connect2 });
         } else {
-          this.#client = new Client(proxyUrl, { connect });
+          this.#client = new Client(proxyUrl, { connect: connect2 });
         }
       }
       [kDispatch](opts, handler) {
@@ -9259,10 +9259,10 @@ var require_proxy_agent = __commonJS({
         };
         const {
           origin,
-          path: path13 = "/",
+          path: path35 = "/",
           headers = {}
         } = opts;
-        opts.path = origin + path13;
+        opts.path = origin + path35;
         if (!("host" in headers) && !("Host" in headers)) {
           const { host } = new URL2(origin);
           headers.host = host;
@@ -9305,7 +9305,7 @@ var require_proxy_agent = __commonJS({
         } else if (username && password) {
           this[kProxyHeaders]["proxy-authorization"] = `Basic ${Buffer.from(`${decodeURIComponent(username)}:${decodeURIComponent(password)}`).toString("base64")}`;
         }
-        const connect = buildConnector({ ...opts.proxyTls });
+        const connect2 = buildConnector({ ...opts.proxyTls });
         this[kConnectEndpoint] = buildConnector({ ...opts.requestTls });
         const agentFactory = opts.factory || defaultAgentFactory;
         const factory = (origin2, options) => {
@@ -9313,13 +9313,13 @@ var require_proxy_agent = __commonJS({
           if (!this[kTunnelProxy] && protocol2 === "http:" && this[kProxy].protocol === "http:") {
             return new Http1ProxyWrapper(this[kProxy].uri, {
               headers: this[kProxyHeaders],
-              connect,
+              connect: connect2,
               factory: agentFactory
             });
           }
           return agentFactory(origin2, options);
         };
-        this[kClient] = clientFactory(url3, { connect });
+        this[kClient] = clientFactory(url3, { connect: connect2 });
         this[kAgent] = new Agent3({
           ...opts,
           factory,
@@ -9575,16 +9575,16 @@ var require_retry_handler = __commonJS({
       const current = Date.now();
       return new Date(retryAfter).getTime() - current;
     }
-    function validatePartialResponseContentLength(headers, range, statusCode, retryCount) {
+    function validatePartialResponseContentLength(headers, range2, statusCode, retryCount) {
       const contentLength = headers["content-length"];
       if (contentLength == null) {
         return null;
       }
-      if (!Number.isFinite(range.start) || !Number.isFinite(range.end)) {
+      if (!Number.isFinite(range2.start) || !Number.isFinite(range2.end)) {
         return null;
       }
       const length = Number(contentLength);
-      const expectedLength = range.end - range.start + 1;
+      const expectedLength = range2.end - range2.start + 1;
       if (!Number.isFinite(length) || length !== expectedLength) {
         return new RequestRetryError("Content-Length mismatch", statusCode, {
           headers,
@@ -9784,8 +9784,8 @@ var require_retry_handler = __commonJS({
             this.abort(contentLengthError);
             return false;
           }
-          const { start, size, end = size - 1 } = contentRange;
-          if (this.start !== start || this.end != null && this.end !== end) {
+          const { start: start2, size, end = size - 1 } = contentRange;
+          if (this.start !== start2 || this.end != null && this.end !== end) {
             this.abort(
               new RequestRetryError("Content-Range mismatch", statusCode, {
                 headers,
@@ -9799,8 +9799,8 @@ var require_retry_handler = __commonJS({
         }
         if (this.end == null) {
           if (statusCode === 206) {
-            const range = parseRangeHeader(headers["content-range"]);
-            if (range == null) {
+            const range2 = parseRangeHeader(headers["content-range"]);
+            if (range2 == null) {
               this.headersSent = true;
               return this.handler.onHeaders(
                 statusCode,
@@ -9809,18 +9809,18 @@ var require_retry_handler = __commonJS({
                 statusMessage
               );
             }
-            const contentLengthError = validatePartialResponseContentLength(headers, range, statusCode, this.retryCount);
+            const contentLengthError = validatePartialResponseContentLength(headers, range2, statusCode, this.retryCount);
             if (contentLengthError != null) {
               this.abort(contentLengthError);
               return false;
             }
-            const { start, size, end = size - 1 } = range;
+            const { start: start2, size, end = size - 1 } = range2;
             assert2(
-              start != null && Number.isFinite(start),
+              start2 != null && Number.isFinite(start2),
               "content-range mismatch"
             );
             assert2(end != null && Number.isFinite(end), "invalid content-length");
-            this.start = start;
+            this.start = start2;
             this.end = end;
           }
           if (this.end == null) {
@@ -9947,7 +9947,7 @@ var require_readable = __commonJS({
   "node_modules/undici/lib/api/readable.js"(exports, module) {
     "use strict";
     var assert2 = __require("node:assert");
-    var { Readable: Readable4 } = __require("node:stream");
+    var { Readable: Readable5 } = __require("node:stream");
     var { RequestAbortedError, NotSupportedError, InvalidArgumentError, AbortError } = require_errors();
     var util = require_util();
     var { ReadableStreamFrom } = require_util();
@@ -9959,7 +9959,7 @@ var require_readable = __commonJS({
     var kContentLength = /* @__PURE__ */ Symbol("kContentLength");
     var noop3 = () => {
     };
-    var BodyReadable = class extends Readable4 {
+    var BodyReadable = class extends Readable5 {
       constructor({
         resume,
         abort,
@@ -10146,9 +10146,9 @@ var require_readable = __commonJS({
       }
       const { _readableState: state } = consume2.stream;
       if (state.bufferIndex) {
-        const start = state.bufferIndex;
+        const start2 = state.bufferIndex;
         const end = state.buffer.length;
-        for (let n2 = start; n2 < end; n2++) {
+        for (let n2 = start2; n2 < end; n2++) {
           consumePush(consume2, state.buffer[n2]);
         }
       } else {
@@ -10173,8 +10173,8 @@ var require_readable = __commonJS({
       }
       const buffer = chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, length);
       const bufferLength = buffer.length;
-      const start = bufferLength > 2 && buffer[0] === 239 && buffer[1] === 187 && buffer[2] === 191 ? 3 : 0;
-      return buffer.utf8Slice(start, bufferLength);
+      const start2 = bufferLength > 2 && buffer[0] === 239 && buffer[1] === 187 && buffer[2] === 191 ? 3 : 0;
+      return buffer.utf8Slice(start2, bufferLength);
     }
     function chunksConcat(chunks, length) {
       if (chunks.length === 0 || length === 0) {
@@ -10301,7 +10301,7 @@ var require_api_request = __commonJS({
   "node_modules/undici/lib/api/api-request.js"(exports, module) {
     "use strict";
     var assert2 = __require("node:assert");
-    var { Readable: Readable4 } = require_readable();
+    var { Readable: Readable5 } = require_readable();
     var { InvalidArgumentError, RequestAbortedError } = require_errors();
     var util = require_util();
     var { getResolveErrorBodyCallback } = require_util3();
@@ -10396,7 +10396,7 @@ var require_api_request = __commonJS({
         const parsedHeaders = responseHeaders === "raw" ? util.parseHeaders(rawHeaders) : headers;
         const contentType = parsedHeaders["content-type"];
         const contentLength = parsedHeaders["content-length"];
-        const res = new Readable4({
+        const res = new Readable5({
           resume,
           abort,
           contentType,
@@ -10711,7 +10711,7 @@ var require_api_pipeline = __commonJS({
   "node_modules/undici/lib/api/api-pipeline.js"(exports, module) {
     "use strict";
     var {
-      Readable: Readable4,
+      Readable: Readable5,
       Duplex: Duplex4,
       PassThrough: PassThrough2
     } = __require("node:stream");
@@ -10725,7 +10725,7 @@ var require_api_pipeline = __commonJS({
     var { addSignal, removeSignal } = require_abort_signal();
     var assert2 = __require("node:assert");
     var kResume = /* @__PURE__ */ Symbol("resume");
-    var PipelineRequest = class extends Readable4 {
+    var PipelineRequest = class extends Readable5 {
       constructor() {
         super({ autoDestroy: true });
         this[kResume] = null;
@@ -10742,7 +10742,7 @@ var require_api_pipeline = __commonJS({
         callback(err);
       }
     };
-    var PipelineResponse = class extends Readable4 {
+    var PipelineResponse = class extends Readable5 {
       constructor(resume) {
         super({ autoDestroy: true });
         this[kResume] = resume;
@@ -10893,7 +10893,7 @@ var require_api_pipeline = __commonJS({
         util.destroy(ret, err);
       }
     };
-    function pipeline(opts, handler) {
+    function pipeline3(opts, handler) {
       try {
         const pipelineHandler = new PipelineHandler(opts, handler);
         this.dispatch({ ...opts, body: pipelineHandler.req }, pipelineHandler);
@@ -10902,7 +10902,7 @@ var require_api_pipeline = __commonJS({
         return new PassThrough2().destroy(err);
       }
     }
-    module.exports = pipeline;
+    module.exports = pipeline3;
   }
 });
 
@@ -11065,10 +11065,10 @@ var require_api_connect = __commonJS({
         }
       }
     };
-    function connect(opts, callback) {
+    function connect2(opts, callback) {
       if (callback === void 0) {
         return new Promise((resolve2, reject) => {
-          connect.call(this, opts, (err, data) => {
+          connect2.call(this, opts, (err, data) => {
             return err ? reject(err) : resolve2(data);
           });
         });
@@ -11084,7 +11084,7 @@ var require_api_connect = __commonJS({
         queueMicrotask(() => callback(err, { opaque }));
       }
     }
-    module.exports = connect;
+    module.exports = connect2;
   }
 });
 
@@ -11234,20 +11234,20 @@ var require_mock_utils = __commonJS({
       }
       return true;
     }
-    function safeUrl(path13) {
-      if (typeof path13 !== "string") {
-        return path13;
+    function safeUrl(path35) {
+      if (typeof path35 !== "string") {
+        return path35;
       }
-      const pathSegments = path13.split("?");
+      const pathSegments = path35.split("?");
       if (pathSegments.length !== 2) {
-        return path13;
+        return path35;
       }
       const qp = new URLSearchParams(pathSegments.pop());
       qp.sort();
       return [...pathSegments, qp.toString()].join("?");
     }
-    function matchKey(mockDispatch2, { path: path13, method, body, headers }) {
-      const pathMatch = matchValue(mockDispatch2.path, path13);
+    function matchKey(mockDispatch2, { path: path35, method, body, headers }) {
+      const pathMatch = matchValue(mockDispatch2.path, path35);
       const methodMatch = matchValue(mockDispatch2.method, method);
       const bodyMatch = typeof mockDispatch2.body !== "undefined" ? matchValue(mockDispatch2.body, body) : true;
       const headersMatch = matchHeaders(mockDispatch2, headers);
@@ -11269,7 +11269,7 @@ var require_mock_utils = __commonJS({
     function getMockDispatch(mockDispatches, key) {
       const basePath = key.query ? buildURL(key.path, key.query) : key.path;
       const resolvedPath = typeof basePath === "string" ? safeUrl(basePath) : basePath;
-      let matchedMockDispatches = mockDispatches.filter(({ consumed }) => !consumed).filter(({ path: path13 }) => matchValue(safeUrl(path13), resolvedPath));
+      let matchedMockDispatches = mockDispatches.filter(({ consumed }) => !consumed).filter(({ path: path35 }) => matchValue(safeUrl(path35), resolvedPath));
       if (matchedMockDispatches.length === 0) {
         throw new MockNotMatchedError(`Mock dispatch not matched for path '${resolvedPath}'`);
       }
@@ -11307,9 +11307,9 @@ var require_mock_utils = __commonJS({
       }
     }
     function buildKey(opts) {
-      const { path: path13, method, body, headers, query } = opts;
+      const { path: path35, method, body, headers, query } = opts;
       return {
-        path: path13,
+        path: path35,
         method,
         body,
         headers,
@@ -11324,8 +11324,8 @@ var require_mock_utils = __commonJS({
         const value = data[key];
         const name = Buffer.from(`${key}`);
         if (Array.isArray(value)) {
-          for (let j = 0; j < value.length; ++j) {
-            result.push(name, Buffer.from(`${value[j]}`));
+          for (let j2 = 0; j2 < value.length; ++j2) {
+            result.push(name, Buffer.from(`${value[j2]}`));
           }
         } else {
           result.push(name, Buffer.from(`${value}`));
@@ -11752,13 +11752,13 @@ var require_pluralizer = __commonJS({
 var require_pending_interceptors_formatter = __commonJS({
   "node_modules/undici/lib/mock/pending-interceptors-formatter.js"(exports, module) {
     "use strict";
-    var { Transform: Transform2 } = __require("node:stream");
+    var { Transform: Transform4 } = __require("node:stream");
     var { Console } = __require("node:console");
     var PERSISTENT = process.versions.icu ? "\u2705" : "Y ";
     var NOT_PERSISTENT = process.versions.icu ? "\u274C" : "N ";
     module.exports = class PendingInterceptorsFormatter {
       constructor({ disableColors } = {}) {
-        this.transform = new Transform2({
+        this.transform = new Transform4({
           transform(chunk, _enc, cb) {
             cb(null, chunk);
           }
@@ -11772,10 +11772,10 @@ var require_pending_interceptors_formatter = __commonJS({
       }
       format(pendingInterceptors) {
         const withPrettyHeaders = pendingInterceptors.map(
-          ({ method, path: path13, data: { statusCode }, persist, times, timesInvoked, origin }) => ({
+          ({ method, path: path35, data: { statusCode }, persist, times, timesInvoked, origin }) => ({
             Method: method,
             Origin: origin,
-            Path: path13,
+            Path: path35,
             "Status code": statusCode,
             Persistent: persist ? PERSISTENT : NOT_PERSISTENT,
             Invocations: timesInvoked,
@@ -11900,18 +11900,18 @@ var require_mock_agent = __commonJS({
       }
       pendingInterceptors() {
         const mockAgentClients = this[kClients];
-        return Array.from(mockAgentClients.entries()).flatMap(([origin, scope]) => scope[kDispatches].map((dispatch) => ({ ...dispatch, origin }))).filter(({ pending }) => pending);
+        return Array.from(mockAgentClients.entries()).flatMap(([origin, scope]) => scope[kDispatches].map((dispatch) => ({ ...dispatch, origin }))).filter(({ pending: pending2 }) => pending2);
       }
       assertNoPendingInterceptors({ pendingInterceptorsFormatter = new PendingInterceptorsFormatter() } = {}) {
-        const pending = this.pendingInterceptors();
-        if (pending.length === 0) {
+        const pending2 = this.pendingInterceptors();
+        if (pending2.length === 0) {
           return;
         }
-        const pluralizer = new Pluralizer("interceptor", "interceptors").pluralize(pending.length);
+        const pluralizer = new Pluralizer("interceptor", "interceptors").pluralize(pending2.length);
         throw new UndiciError(`
 ${pluralizer.count} ${pluralizer.noun} ${pluralizer.is} pending:
 
-${pendingInterceptorsFormatter.format(pending)}
+${pendingInterceptorsFormatter.format(pending2)}
 `.trim());
       }
     };
@@ -12282,13 +12282,13 @@ var require_dns = __commonJS({
         } else {
           family.offset++;
         }
-        const position = family.offset % family.ips.length;
-        ip = family.ips[position] ?? null;
+        const position2 = family.offset % family.ips.length;
+        ip = family.ips[position2] ?? null;
         if (ip == null) {
           return ip;
         }
         if (Date.now() - ip.timestamp > ip.ttl) {
-          family.ips.splice(position, 1);
+          family.ips.splice(position2, 1);
           return this.pick(origin, hostnameRecords, affinity);
         }
         return ip;
@@ -12448,10 +12448,10 @@ var require_headers = __commonJS({
     }
     function headerValueNormalize(potentialValue) {
       let i2 = 0;
-      let j = potentialValue.length;
-      while (j > i2 && isHTTPWhiteSpaceCharCode(potentialValue.charCodeAt(j - 1))) --j;
-      while (j > i2 && isHTTPWhiteSpaceCharCode(potentialValue.charCodeAt(i2))) ++i2;
-      return i2 === 0 && j === potentialValue.length ? potentialValue : potentialValue.substring(i2, j);
+      let j2 = potentialValue.length;
+      while (j2 > i2 && isHTTPWhiteSpaceCharCode(potentialValue.charCodeAt(j2 - 1))) --j2;
+      while (j2 > i2 && isHTTPWhiteSpaceCharCode(potentialValue.charCodeAt(i2))) ++i2;
+      return i2 === 0 && j2 === potentialValue.length ? potentialValue : potentialValue.substring(i2, j2);
     }
     function fill(headers, object2) {
       if (Array.isArray(object2)) {
@@ -12498,8 +12498,8 @@ var require_headers = __commonJS({
       }
       return getHeadersList(headers).append(name, value, false);
     }
-    function compareHeaderName(a2, b) {
-      return a2[0] < b[0] ? -1 : 1;
+    function compareHeaderName(a2, b2) {
+      return a2[0] < b2[0] ? -1 : 1;
     }
     var HeadersList = class _HeadersList {
       /** @type {[string, string][]|null} */
@@ -12630,7 +12630,7 @@ var require_headers = __commonJS({
           const firstValue = iterator.next().value;
           array2[0] = [firstValue[0], firstValue[1].value];
           assert2(firstValue[1].value !== null);
-          for (let i2 = 1, j = 0, right = 0, left = 0, pivot = 0, x, value; i2 < size; ++i2) {
+          for (let i2 = 1, j2 = 0, right = 0, left = 0, pivot = 0, x, value; i2 < size; ++i2) {
             value = iterator.next().value;
             x = array2[i2] = [value[0], value[1].value];
             assert2(x[1] !== null);
@@ -12645,9 +12645,9 @@ var require_headers = __commonJS({
               }
             }
             if (i2 !== pivot) {
-              j = i2;
-              while (j > left) {
-                array2[j] = array2[--j];
+              j2 = i2;
+              while (j2 > left) {
+                array2[j2] = array2[--j2];
               }
               array2[left] = x;
             }
@@ -12790,8 +12790,8 @@ var require_headers = __commonJS({
         for (let i2 = 0; i2 < names.length; ++i2) {
           const { 0: name, 1: value } = names[i2];
           if (name === "set-cookie") {
-            for (let j = 0; j < cookies.length; ++j) {
-              headers.push([name, cookies[j]]);
+            for (let j2 = 0; j2 < cookies.length; ++j2) {
+              headers.push([name, cookies[j2]]);
             }
           } else {
             headers.push([name, value]);
@@ -12837,19 +12837,19 @@ var require_headers = __commonJS({
         enumerable: false
       }
     });
-    webidl.converters.HeadersInit = function(V, prefix, argument) {
-      if (webidl.util.Type(V) === "Object") {
-        const iterator = Reflect.get(V, Symbol.iterator);
-        if (!util.types.isProxy(V) && iterator === Headers2.prototype.entries) {
+    webidl.converters.HeadersInit = function(V2, prefix, argument) {
+      if (webidl.util.Type(V2) === "Object") {
+        const iterator = Reflect.get(V2, Symbol.iterator);
+        if (!util.types.isProxy(V2) && iterator === Headers2.prototype.entries) {
           try {
-            return getHeadersList(V).entriesList;
+            return getHeadersList(V2).entriesList;
           } catch {
           }
         }
         if (typeof iterator === "function") {
-          return webidl.converters["sequence<sequence<ByteString>>"](V, prefix, argument, iterator.bind(V));
+          return webidl.converters["sequence<sequence<ByteString>>"](V2, prefix, argument, iterator.bind(V2));
         }
-        return webidl.converters["record<ByteString, ByteString>"](V, prefix, argument);
+        return webidl.converters["record<ByteString, ByteString>"](V2, prefix, argument);
       }
       throw webidl.errors.conversionFailed({
         prefix: "Headers constructor",
@@ -13118,12 +13118,12 @@ var require_response = __commonJS({
         ...state
       };
       return new Proxy(response, {
-        get(target, p) {
-          return p in state ? state[p] : target[p];
+        get(target, p2) {
+          return p2 in state ? state[p2] : target[p2];
         },
-        set(target, p, value) {
-          assert2(!(p in state));
-          target[p] = value;
+        set(target, p2, value) {
+          assert2(!(p2 in state));
+          target[p2] = value;
           return true;
         }
       });
@@ -13214,32 +13214,32 @@ var require_response = __commonJS({
     webidl.converters.URLSearchParams = webidl.interfaceConverter(
       URLSearchParams
     );
-    webidl.converters.XMLHttpRequestBodyInit = function(V, prefix, name) {
-      if (typeof V === "string") {
-        return webidl.converters.USVString(V, prefix, name);
+    webidl.converters.XMLHttpRequestBodyInit = function(V2, prefix, name) {
+      if (typeof V2 === "string") {
+        return webidl.converters.USVString(V2, prefix, name);
       }
-      if (isBlobLike(V)) {
-        return webidl.converters.Blob(V, prefix, name, { strict: false });
+      if (isBlobLike(V2)) {
+        return webidl.converters.Blob(V2, prefix, name, { strict: false });
       }
-      if (ArrayBuffer.isView(V) || types.isArrayBuffer(V)) {
-        return webidl.converters.BufferSource(V, prefix, name);
+      if (ArrayBuffer.isView(V2) || types.isArrayBuffer(V2)) {
+        return webidl.converters.BufferSource(V2, prefix, name);
       }
-      if (util.isFormDataLike(V)) {
-        return webidl.converters.FormData(V, prefix, name, { strict: false });
+      if (util.isFormDataLike(V2)) {
+        return webidl.converters.FormData(V2, prefix, name, { strict: false });
       }
-      if (V instanceof URLSearchParams) {
-        return webidl.converters.URLSearchParams(V, prefix, name);
+      if (V2 instanceof URLSearchParams) {
+        return webidl.converters.URLSearchParams(V2, prefix, name);
       }
-      return webidl.converters.DOMString(V, prefix, name);
+      return webidl.converters.DOMString(V2, prefix, name);
     };
-    webidl.converters.BodyInit = function(V, prefix, argument) {
-      if (V instanceof ReadableStream) {
-        return webidl.converters.ReadableStream(V, prefix, argument);
+    webidl.converters.BodyInit = function(V2, prefix, argument) {
+      if (V2 instanceof ReadableStream) {
+        return webidl.converters.ReadableStream(V2, prefix, argument);
       }
-      if (V?.[Symbol.asyncIterator]) {
-        return V;
+      if (V2?.[Symbol.asyncIterator]) {
+        return V2;
       }
-      return webidl.converters.XMLHttpRequestBodyInit(V, prefix, argument);
+      return webidl.converters.XMLHttpRequestBodyInit(V2, prefix, argument);
     };
     webidl.converters.ResponseInit = webidl.dictionaryConverter([
       {
@@ -13908,14 +13908,14 @@ var require_request2 = __commonJS({
     webidl.converters.Request = webidl.interfaceConverter(
       Request
     );
-    webidl.converters.RequestInfo = function(V, prefix, argument) {
-      if (typeof V === "string") {
-        return webidl.converters.USVString(V, prefix, argument);
+    webidl.converters.RequestInfo = function(V2, prefix, argument) {
+      if (typeof V2 === "string") {
+        return webidl.converters.USVString(V2, prefix, argument);
       }
-      if (V instanceof Request) {
-        return webidl.converters.Request(V, prefix, argument);
+      if (V2 instanceof Request) {
+        return webidl.converters.Request(V2, prefix, argument);
       }
-      return webidl.converters.USVString(V, prefix, argument);
+      return webidl.converters.USVString(V2, prefix, argument);
     };
     webidl.converters.AbortSignal = webidl.interfaceConverter(
       AbortSignal
@@ -14067,7 +14067,7 @@ var require_fetch = __commonJS({
       subresourceSet
     } = require_constants3();
     var EE = __require("node:events");
-    var { Readable: Readable4, pipeline, finished: finished7 } = __require("node:stream");
+    var { Readable: Readable5, pipeline: pipeline3, finished: finished7 } = __require("node:stream");
     var { addAbortListener: addAbortListener3, isErrored, isReadable, bufferToLowerCasedHeaderName } = require_util();
     var { dataURLProcessor, serializeAMimeType, minimizeSupportedMimeType } = require_data_url();
     var { getGlobalDispatcher } = require_global2();
@@ -14109,20 +14109,20 @@ var require_fetch = __commonJS({
     function handleFetchDone(response) {
       finalizeAndReportTiming(response, "fetch");
     }
-    function fetch(input2, init = void 0) {
+    function fetch2(input2, init = void 0) {
       webidl.argumentLengthCheck(arguments, 1, "globalThis.fetch");
-      let p = createDeferredPromise();
+      let p2 = createDeferredPromise();
       let requestObject;
       try {
         requestObject = new Request(input2, init);
       } catch (e) {
-        p.reject(e);
-        return p.promise;
+        p2.reject(e);
+        return p2.promise;
       }
       const request = requestObject[kState];
       if (requestObject.signal.aborted) {
-        abortFetch(p, request, null, requestObject.signal.reason);
-        return p.promise;
+        abortFetch(p2, request, null, requestObject.signal.reason);
+        return p2.promise;
       }
       const globalObject = request.client.globalObject;
       if (globalObject?.constructor?.name === "ServiceWorkerGlobalScope") {
@@ -14138,7 +14138,7 @@ var require_fetch = __commonJS({
           assert2(controller != null);
           controller.abort(requestObject.signal.reason);
           const realResponse = responseObject?.deref();
-          abortFetch(p, request, realResponse, requestObject.signal.reason);
+          abortFetch(p2, request, realResponse, requestObject.signal.reason);
         }
       );
       const processResponse = (response) => {
@@ -14146,16 +14146,16 @@ var require_fetch = __commonJS({
           return;
         }
         if (response.aborted) {
-          abortFetch(p, request, responseObject, controller.serializedAbortReason);
+          abortFetch(p2, request, responseObject, controller.serializedAbortReason);
           return;
         }
         if (response.type === "error") {
-          p.reject(new TypeError("fetch failed", { cause: response.error }));
+          p2.reject(new TypeError("fetch failed", { cause: response.error }));
           return;
         }
         responseObject = new WeakRef(fromInnerResponse(response, "immutable"));
-        p.resolve(responseObject.deref());
-        p = null;
+        p2.resolve(responseObject.deref());
+        p2 = null;
       };
       controller = fetching({
         request,
@@ -14164,7 +14164,7 @@ var require_fetch = __commonJS({
         dispatcher: requestObject[kDispatcher]
         // undici
       });
-      return p.promise;
+      return p2.promise;
     }
     function finalizeAndReportTiming(response, initiatorType = "other") {
       if (response.type === "error" && response.aborted) {
@@ -14199,9 +14199,9 @@ var require_fetch = __commonJS({
       );
     }
     var markResourceTiming = performance.markResourceTiming;
-    function abortFetch(p, request, responseObject, error63) {
-      if (p) {
-        p.reject(error63);
+    function abortFetch(p2, request, responseObject, error63) {
+      if (p2) {
+        p2.reject(error63);
       }
       if (request.body != null && isReadable(request.body?.stream)) {
         request.body.stream.cancel(error63).catch((err) => {
@@ -15006,13 +15006,13 @@ var require_fetch = __commonJS({
                   }
                 }
               }
-              this.body = new Readable4({ read: resume });
+              this.body = new Readable5({ read: resume });
               const onError = this.onError.bind(this);
               resolve2({
                 status,
                 statusText,
                 headersList,
-                body: decoders.length ? pipeline(this.body, ...decoders, (err) => {
+                body: decoders.length ? pipeline3(this.body, ...decoders, (err) => {
                   if (err) {
                     this.onError(err);
                   }
@@ -15064,7 +15064,7 @@ var require_fetch = __commonJS({
       }
     }
     module.exports = {
-      fetch,
+      fetch: fetch2,
       Fetch,
       fetching,
       finalizeAndReportTiming
@@ -15463,67 +15463,67 @@ var require_util4 = __commonJS({
       writable: false,
       configurable: false
     };
-    function readOperation(fr, blob, type, encodingName) {
-      if (fr[kState] === "loading") {
+    function readOperation(fr2, blob, type, encodingName) {
+      if (fr2[kState] === "loading") {
         throw new DOMException("Invalid state", "InvalidStateError");
       }
-      fr[kState] = "loading";
-      fr[kResult] = null;
-      fr[kError] = null;
+      fr2[kState] = "loading";
+      fr2[kResult] = null;
+      fr2[kError] = null;
       const stream = blob.stream();
       const reader = stream.getReader();
       const bytes = [];
       let chunkPromise = reader.read();
       let isFirstChunk = true;
       (async () => {
-        while (!fr[kAborted]) {
+        while (!fr2[kAborted]) {
           try {
             const { done, value } = await chunkPromise;
-            if (isFirstChunk && !fr[kAborted]) {
+            if (isFirstChunk && !fr2[kAborted]) {
               queueMicrotask(() => {
-                fireAProgressEvent("loadstart", fr);
+                fireAProgressEvent("loadstart", fr2);
               });
             }
             isFirstChunk = false;
             if (!done && types.isUint8Array(value)) {
               bytes.push(value);
-              if ((fr[kLastProgressEventFired] === void 0 || Date.now() - fr[kLastProgressEventFired] >= 50) && !fr[kAborted]) {
-                fr[kLastProgressEventFired] = Date.now();
+              if ((fr2[kLastProgressEventFired] === void 0 || Date.now() - fr2[kLastProgressEventFired] >= 50) && !fr2[kAborted]) {
+                fr2[kLastProgressEventFired] = Date.now();
                 queueMicrotask(() => {
-                  fireAProgressEvent("progress", fr);
+                  fireAProgressEvent("progress", fr2);
                 });
               }
               chunkPromise = reader.read();
             } else if (done) {
               queueMicrotask(() => {
-                fr[kState] = "done";
+                fr2[kState] = "done";
                 try {
                   const result = packageData(bytes, type, blob.type, encodingName);
-                  if (fr[kAborted]) {
+                  if (fr2[kAborted]) {
                     return;
                   }
-                  fr[kResult] = result;
-                  fireAProgressEvent("load", fr);
+                  fr2[kResult] = result;
+                  fireAProgressEvent("load", fr2);
                 } catch (error63) {
-                  fr[kError] = error63;
-                  fireAProgressEvent("error", fr);
+                  fr2[kError] = error63;
+                  fireAProgressEvent("error", fr2);
                 }
-                if (fr[kState] !== "loading") {
-                  fireAProgressEvent("loadend", fr);
+                if (fr2[kState] !== "loading") {
+                  fireAProgressEvent("loadend", fr2);
                 }
               });
               break;
             }
           } catch (error63) {
-            if (fr[kAborted]) {
+            if (fr2[kAborted]) {
               return;
             }
             queueMicrotask(() => {
-              fr[kState] = "done";
-              fr[kError] = error63;
-              fireAProgressEvent("error", fr);
-              if (fr[kState] !== "loading") {
-                fireAProgressEvent("loadend", fr);
+              fr2[kState] = "done";
+              fr2[kError] = error63;
+              fireAProgressEvent("error", fr2);
+              if (fr2[kState] !== "loading") {
+                fireAProgressEvent("loadend", fr2);
               }
             });
             break;
@@ -15597,24 +15597,24 @@ var require_util4 = __commonJS({
       return new TextDecoder(encoding).decode(sliced);
     }
     function BOMSniffing(ioQueue) {
-      const [a2, b, c3] = ioQueue;
-      if (a2 === 239 && b === 187 && c3 === 191) {
+      const [a2, b2, c3] = ioQueue;
+      if (a2 === 239 && b2 === 187 && c3 === 191) {
         return "UTF-8";
-      } else if (a2 === 254 && b === 255) {
+      } else if (a2 === 254 && b2 === 255) {
         return "UTF-16BE";
-      } else if (a2 === 255 && b === 254) {
+      } else if (a2 === 255 && b2 === 254) {
         return "UTF-16LE";
       }
       return null;
     }
     function combineByteSequences(sequences) {
-      const size = sequences.reduce((a2, b) => {
-        return a2 + b.byteLength;
+      const size = sequences.reduce((a2, b2) => {
+        return a2 + b2.byteLength;
       }, 0);
       let offset = 0;
-      return sequences.reduce((a2, b) => {
-        a2.set(b, offset);
-        offset += b.byteLength;
+      return sequences.reduce((a2, b2) => {
+        a2.set(b2, offset);
+        offset += b2.byteLength;
         return a2;
       }, new Uint8Array(size));
     }
@@ -15902,9 +15902,9 @@ var require_util5 = __commonJS({
     var assert2 = __require("node:assert");
     var { URLSerializer } = require_data_url();
     var { isValidHeaderName } = require_util2();
-    function urlEquals(A, B, excludeFragment = false) {
-      const serializedA = URLSerializer(A, excludeFragment);
-      const serializedB = URLSerializer(B, excludeFragment);
+    function urlEquals(A2, B2, excludeFragment = false) {
+      const serializedA = URLSerializer(A2, excludeFragment);
+      const serializedB = URLSerializer(B2, excludeFragment);
       return serializedA === serializedB;
     }
     function getFieldValues(header) {
@@ -15958,11 +15958,11 @@ var require_cache = __commonJS({
         webidl.argumentLengthCheck(arguments, 1, prefix);
         request = webidl.converters.RequestInfo(request, prefix, "request");
         options = webidl.converters.CacheQueryOptions(options, prefix, "options");
-        const p = this.#internalMatchAll(request, options, 1);
-        if (p.length === 0) {
+        const p2 = this.#internalMatchAll(request, options, 1);
+        if (p2.length === 0) {
           return;
         }
-        return p[0];
+        return p2[0];
       }
       async matchAll(request = void 0, options = {}) {
         webidl.brandCheck(this, _Cache);
@@ -16053,8 +16053,8 @@ var require_cache = __commonJS({
           }));
           responsePromises.push(responsePromise.promise);
         }
-        const p = Promise.all(responsePromises);
-        const responses = await p;
+        const p2 = Promise.all(responsePromises);
+        const responses = await p2;
         const operations = [];
         let index = 0;
         for (const response of responses) {
@@ -16654,9 +16654,9 @@ var require_util6 = __commonJS({
         }
       }
     }
-    function validateCookiePath(path13) {
-      for (let i2 = 0; i2 < path13.length; ++i2) {
-        const code = path13.charCodeAt(i2);
+    function validateCookiePath(path35) {
+      for (let i2 = 0; i2 < path35.length; ++i2) {
+        const code = path35.charCodeAt(i2);
         if (code < 32 || // exclude CTLs (0-31)
         code > 126 || // exclude DEL and non-ascii
         code === 59) {
@@ -16726,7 +16726,7 @@ var require_util6 = __commonJS({
       "Nov",
       "Dec"
     ];
-    var IMFPaddedNumbers = Array(61).fill(0).map((_, i2) => i2.toString().padStart(2, "0"));
+    var IMFPaddedNumbers = Array(61).fill(0).map((_2, i2) => i2.toString().padStart(2, "0"));
     function toIMFDate(date5) {
       if (typeof date5 === "number") {
         date5 = new Date(date5);
@@ -16818,22 +16818,22 @@ var require_parse2 = __commonJS({
       let name = "";
       let value = "";
       if (header.includes(";")) {
-        const position = { position: 0 };
-        nameValuePair = collectASequenceOfCodePointsFast(";", header, position);
-        unparsedAttributes = header.slice(position.position);
+        const position2 = { position: 0 };
+        nameValuePair = collectASequenceOfCodePointsFast(";", header, position2);
+        unparsedAttributes = header.slice(position2.position);
       } else {
         nameValuePair = header;
       }
       if (!nameValuePair.includes("=")) {
         value = nameValuePair;
       } else {
-        const position = { position: 0 };
+        const position2 = { position: 0 };
         name = collectASequenceOfCodePointsFast(
           "=",
           nameValuePair,
-          position
+          position2
         );
-        value = nameValuePair.slice(position.position + 1);
+        value = nameValuePair.slice(position2.position + 1);
       }
       name = name.trim();
       value = value.trim();
@@ -16867,13 +16867,13 @@ var require_parse2 = __commonJS({
       let attributeName = "";
       let attributeValue = "";
       if (cookieAv.includes("=")) {
-        const position = { position: 0 };
+        const position2 = { position: 0 };
         attributeName = collectASequenceOfCodePointsFast(
           "=",
           cookieAv,
-          position
+          position2
         );
-        attributeValue = cookieAv.slice(position.position + 1);
+        attributeValue = cookieAv.slice(position2.position + 1);
       } else {
         attributeName = cookieAv;
       }
@@ -17415,24 +17415,24 @@ var require_util7 = __commonJS({
     var { ErrorEvent, createFastMessageEvent } = require_events();
     var { isUtf8 } = __require("node:buffer");
     var { collectASequenceOfCodePointsFast, removeHTTPWhitespace } = require_data_url();
-    function isConnecting(ws) {
-      return ws[kReadyState] === states.CONNECTING;
+    function isConnecting(ws2) {
+      return ws2[kReadyState] === states.CONNECTING;
     }
-    function isEstablished(ws) {
-      return ws[kReadyState] === states.OPEN;
+    function isEstablished(ws2) {
+      return ws2[kReadyState] === states.OPEN;
     }
-    function isClosing(ws) {
-      return ws[kReadyState] === states.CLOSING;
+    function isClosing(ws2) {
+      return ws2[kReadyState] === states.CLOSING;
     }
-    function isClosed(ws) {
-      return ws[kReadyState] === states.CLOSED;
+    function isClosed(ws2) {
+      return ws2[kReadyState] === states.CLOSED;
     }
     function fireEvent(e, target, eventFactory = (type, init) => new Event(type, init), eventInitDict = {}) {
       const event = eventFactory(e, eventInitDict);
       target.dispatchEvent(event);
     }
-    function websocketMessageReceived(ws, type, data) {
-      if (ws[kReadyState] !== states.OPEN) {
+    function websocketMessageReceived(ws2, type, data) {
+      if (ws2[kReadyState] !== states.OPEN) {
         return;
       }
       let dataForEvent;
@@ -17440,18 +17440,18 @@ var require_util7 = __commonJS({
         try {
           dataForEvent = utf8Decode(data);
         } catch {
-          failWebsocketConnection(ws, "Received invalid UTF-8 in text frame.");
+          failWebsocketConnection(ws2, "Received invalid UTF-8 in text frame.");
           return;
         }
       } else if (type === opcodes.BINARY) {
-        if (ws[kBinaryType] === "blob") {
+        if (ws2[kBinaryType] === "blob") {
           dataForEvent = new Blob([data]);
         } else {
           dataForEvent = toArrayBuffer(data);
         }
       }
-      fireEvent("message", ws, createFastMessageEvent, {
-        origin: ws[kWebSocketURL].origin,
+      fireEvent("message", ws2, createFastMessageEvent, {
+        origin: ws2[kWebSocketURL].origin,
         data: dataForEvent
       });
     }
@@ -17498,14 +17498,14 @@ var require_util7 = __commonJS({
       }
       return code >= 3e3 && code <= 4999;
     }
-    function failWebsocketConnection(ws, reason) {
-      const { [kController]: controller, [kResponse]: response } = ws;
+    function failWebsocketConnection(ws2, reason) {
+      const { [kController]: controller, [kResponse]: response } = ws2;
       controller.abort();
       if (response?.socket && !response.socket.destroyed) {
         response.socket.destroy();
       }
       if (reason) {
-        fireEvent("error", ws, (type, init) => new ErrorEvent(type, init), {
+        fireEvent("error", ws2, (type, init) => new ErrorEvent(type, init), {
           error: new Error(reason),
           message: reason
         });
@@ -17524,16 +17524,16 @@ var require_util7 = __commonJS({
       return isTextBinaryFrame(opcode) || isContinuationFrame(opcode) || isControlFrame(opcode);
     }
     function parseExtensions(extensions) {
-      const position = { position: 0 };
+      const position2 = { position: 0 };
       const extensionList = /* @__PURE__ */ new Map();
-      while (position.position < extensions.length) {
-        const pair = collectASequenceOfCodePointsFast(";", extensions, position);
+      while (position2.position < extensions.length) {
+        const pair = collectASequenceOfCodePointsFast(";", extensions, position2);
         const [name, value = ""] = pair.split("=");
         extensionList.set(
           removeHTTPWhitespace(name, true, false),
           removeHTTPWhitespace(value, false, true)
         );
-        position.position++;
+        position2.position++;
       }
       return extensionList;
     }
@@ -17681,7 +17681,7 @@ var require_connection = __commonJS({
       crypto2 = __require("node:crypto");
     } catch {
     }
-    function establishWebSocketConnection(url3, protocols, client, ws, onEstablish, options) {
+    function establishWebSocketConnection(url3, protocols, client, ws2, onEstablish, options) {
       const requestURL = url3;
       requestURL.protocol = url3.protocol === "ws:" ? "http:" : "https:";
       const request = makeRequest({
@@ -17712,25 +17712,25 @@ var require_connection = __commonJS({
         dispatcher: options.dispatcher,
         processResponse(response) {
           if (response.type === "error" || response.status !== 101) {
-            failWebsocketConnection(ws, "Received network error or non-101 status code.");
+            failWebsocketConnection(ws2, "Received network error or non-101 status code.");
             return;
           }
           if (protocols.length !== 0 && !response.headersList.get("Sec-WebSocket-Protocol")) {
-            failWebsocketConnection(ws, "Server did not respond with sent protocols.");
+            failWebsocketConnection(ws2, "Server did not respond with sent protocols.");
             return;
           }
           if (response.headersList.get("Upgrade")?.toLowerCase() !== "websocket") {
-            failWebsocketConnection(ws, 'Server did not set Upgrade header to "websocket".');
+            failWebsocketConnection(ws2, 'Server did not set Upgrade header to "websocket".');
             return;
           }
           if (response.headersList.get("Connection")?.toLowerCase() !== "upgrade") {
-            failWebsocketConnection(ws, 'Server did not set Connection header to "upgrade".');
+            failWebsocketConnection(ws2, 'Server did not set Connection header to "upgrade".');
             return;
           }
           const secWSAccept = response.headersList.get("Sec-WebSocket-Accept");
           const digest = crypto2.createHash("sha1").update(keyValue + uid).digest("base64");
           if (secWSAccept !== digest) {
-            failWebsocketConnection(ws, "Incorrect hash received in Sec-WebSocket-Accept header.");
+            failWebsocketConnection(ws2, "Incorrect hash received in Sec-WebSocket-Accept header.");
             return;
           }
           const secExtension = response.headersList.get("Sec-WebSocket-Extensions");
@@ -17738,7 +17738,7 @@ var require_connection = __commonJS({
           if (secExtension !== null) {
             extensions = parseExtensions(secExtension);
             if (!extensions.has("permessage-deflate")) {
-              failWebsocketConnection(ws, "Sec-WebSocket-Extensions header does not match.");
+              failWebsocketConnection(ws2, "Sec-WebSocket-Extensions header does not match.");
               return;
             }
           }
@@ -17746,7 +17746,7 @@ var require_connection = __commonJS({
           if (secProtocol !== null) {
             const requestProtocols = getDecodeSplit("sec-websocket-protocol", request.headersList);
             if (requestProtocols === null || !requestProtocols.includes(secProtocol)) {
-              failWebsocketConnection(ws, "Protocol was not set in the opening handshake.");
+              failWebsocketConnection(ws2, "Protocol was not set in the opening handshake.");
               return;
             }
           }
@@ -17765,13 +17765,13 @@ var require_connection = __commonJS({
       });
       return controller;
     }
-    function closeWebSocketConnection(ws, code, reason, reasonByteLength) {
-      if (isClosing(ws) || isClosed(ws)) {
-      } else if (!isEstablished(ws)) {
-        failWebsocketConnection(ws, "Connection was closed before it was established.");
-        ws[kReadyState] = states.CLOSING;
-      } else if (ws[kSentClose] === sentCloseFrameState.NOT_SENT) {
-        ws[kSentClose] = sentCloseFrameState.PROCESSING;
+    function closeWebSocketConnection(ws2, code, reason, reasonByteLength) {
+      if (isClosing(ws2) || isClosed(ws2)) {
+      } else if (!isEstablished(ws2)) {
+        failWebsocketConnection(ws2, "Connection was closed before it was established.");
+        ws2[kReadyState] = states.CLOSING;
+      } else if (ws2[kSentClose] === sentCloseFrameState.NOT_SENT) {
+        ws2[kSentClose] = sentCloseFrameState.PROCESSING;
         const frame = new WebsocketFrameSend();
         if (code !== void 0 && reason === void 0) {
           frame.frameData = Buffer.allocUnsafe(2);
@@ -17783,12 +17783,12 @@ var require_connection = __commonJS({
         } else {
           frame.frameData = emptyBuffer;
         }
-        const socket = ws[kResponse].socket;
+        const socket = ws2[kResponse].socket;
         socket.write(frame.createFrame(opcodes.CLOSE));
-        ws[kSentClose] = sentCloseFrameState.SENT;
-        ws[kReadyState] = states.CLOSING;
+        ws2[kSentClose] = sentCloseFrameState.SENT;
+        ws2[kReadyState] = states.CLOSING;
       } else {
-        ws[kReadyState] = states.CLOSING;
+        ws2[kReadyState] = states.CLOSING;
       }
     }
     function onSocketData(chunk) {
@@ -17797,38 +17797,38 @@ var require_connection = __commonJS({
       }
     }
     function onSocketClose() {
-      const { ws } = this;
-      const { [kResponse]: response } = ws;
+      const { ws: ws2 } = this;
+      const { [kResponse]: response } = ws2;
       response.socket.off("data", onSocketData);
       response.socket.off("close", onSocketClose);
       response.socket.off("error", onSocketError);
-      const wasClean = ws[kSentClose] === sentCloseFrameState.SENT && ws[kReceivedClose];
+      const wasClean = ws2[kSentClose] === sentCloseFrameState.SENT && ws2[kReceivedClose];
       let code = 1005;
       let reason = "";
-      const result = ws[kByteParser].closingInfo;
+      const result = ws2[kByteParser].closingInfo;
       if (result && !result.error) {
         code = result.code ?? 1005;
         reason = result.reason;
-      } else if (!ws[kReceivedClose]) {
+      } else if (!ws2[kReceivedClose]) {
         code = 1006;
       }
-      ws[kReadyState] = states.CLOSED;
-      fireEvent("close", ws, (type, init) => new CloseEvent(type, init), {
+      ws2[kReadyState] = states.CLOSED;
+      fireEvent("close", ws2, (type, init) => new CloseEvent(type, init), {
         wasClean,
         code,
         reason
       });
       if (channels.close.hasSubscribers) {
         channels.close.publish({
-          websocket: ws,
+          websocket: ws2,
           code,
           reason
         });
       }
     }
     function onSocketError(error63) {
-      const { ws } = this;
-      ws[kReadyState] = states.CLOSING;
+      const { ws: ws2 } = this;
+      ws2[kReadyState] = states.CLOSING;
       if (channels.socketError.hasSubscribers) {
         channels.socketError.publish(error63);
       }
@@ -17946,9 +17946,9 @@ var require_receiver = __commonJS({
     var { closeWebSocketConnection } = require_connection();
     var { PerMessageDeflate } = require_permessage_deflate();
     var { MessageSizeExceededError } = require_errors();
-    function failWebsocketConnectionWithCode(ws, code, reason) {
-      closeWebSocketConnection(ws, code, reason, Buffer.byteLength(reason));
-      failWebsocketConnection(ws, reason);
+    function failWebsocketConnectionWithCode(ws2, code, reason) {
+      closeWebSocketConnection(ws2, code, reason, Buffer.byteLength(reason));
+      failWebsocketConnection(ws2, reason);
     }
     var ByteParser = class extends Writable4 {
       #buffers = [];
@@ -17969,9 +17969,9 @@ var require_receiver = __commonJS({
        * @param {Map<string, string>|null} extensions
        * @param {{ maxFragments?: number, maxPayloadSize?: number }} [options]
        */
-      constructor(ws, extensions, options = {}) {
+      constructor(ws2, extensions, options = {}) {
         super();
-        this.ws = ws;
+        this.ws = ws2;
         this.#extensions = extensions == null ? /* @__PURE__ */ new Map() : extensions;
         this.#maxFragments = options.maxFragments ?? 0;
         this.#maxPayloadSize = options.maxPayloadSize ?? 0;
@@ -17983,7 +17983,7 @@ var require_receiver = __commonJS({
        * @param {Buffer} chunk
        * @param {() => void} callback
        */
-      _write(chunk, _, callback) {
+      _write(chunk, _2, callback) {
         this.#buffers.push(chunk);
         this.#byteOffset += chunk.length;
         this.#loop = true;
@@ -18466,10 +18466,10 @@ var require_websocket = __commonJS({
         if (typeof protocols === "string") {
           protocols = [protocols];
         }
-        if (protocols.length !== new Set(protocols.map((p) => p.toLowerCase())).size) {
+        if (protocols.length !== new Set(protocols.map((p2) => p2.toLowerCase())).size) {
           throw new DOMException("Invalid Sec-WebSocket-Protocol value", "SyntaxError");
         }
-        if (protocols.length > 0 && !protocols.every((p) => isValidSubprotocol(p))) {
+        if (protocols.length > 0 && !protocols.every((p2) => isValidSubprotocol(p2))) {
           throw new DOMException("Invalid Sec-WebSocket-Protocol value", "SyntaxError");
         }
         this[kWebSocketURL] = new URL(urlRecord.href);
@@ -18717,11 +18717,11 @@ var require_websocket = __commonJS({
     webidl.converters["sequence<DOMString>"] = webidl.sequenceConverter(
       webidl.converters.DOMString
     );
-    webidl.converters["DOMString or sequence<DOMString>"] = function(V, prefix, argument) {
-      if (webidl.util.Type(V) === "Object" && Symbol.iterator in V) {
-        return webidl.converters["sequence<DOMString>"](V);
+    webidl.converters["DOMString or sequence<DOMString>"] = function(V2, prefix, argument) {
+      if (webidl.util.Type(V2) === "Object" && Symbol.iterator in V2) {
+        return webidl.converters["sequence<DOMString>"](V2);
       }
-      return webidl.converters.DOMString(V, prefix, argument);
+      return webidl.converters.DOMString(V2, prefix, argument);
     };
     webidl.converters.WebSocketInit = webidl.dictionaryConverter([
       {
@@ -18739,22 +18739,22 @@ var require_websocket = __commonJS({
         converter: webidl.nullableConverter(webidl.converters.HeadersInit)
       }
     ]);
-    webidl.converters["DOMString or sequence<DOMString> or WebSocketInit"] = function(V) {
-      if (webidl.util.Type(V) === "Object" && !(Symbol.iterator in V)) {
-        return webidl.converters.WebSocketInit(V);
+    webidl.converters["DOMString or sequence<DOMString> or WebSocketInit"] = function(V2) {
+      if (webidl.util.Type(V2) === "Object" && !(Symbol.iterator in V2)) {
+        return webidl.converters.WebSocketInit(V2);
       }
-      return { protocols: webidl.converters["DOMString or sequence<DOMString>"](V) };
+      return { protocols: webidl.converters["DOMString or sequence<DOMString>"](V2) };
     };
-    webidl.converters.WebSocketSendData = function(V) {
-      if (webidl.util.Type(V) === "Object") {
-        if (isBlobLike(V)) {
-          return webidl.converters.Blob(V, { strict: false });
+    webidl.converters.WebSocketSendData = function(V2) {
+      if (webidl.util.Type(V2) === "Object") {
+        if (isBlobLike(V2)) {
+          return webidl.converters.Blob(V2, { strict: false });
         }
-        if (ArrayBuffer.isView(V) || types.isArrayBuffer(V)) {
-          return webidl.converters.BufferSource(V);
+        if (ArrayBuffer.isView(V2) || types.isArrayBuffer(V2)) {
+          return webidl.converters.BufferSource(V2);
         }
       }
-      return webidl.converters.USVString(V);
+      return webidl.converters.USVString(V2);
     };
     function onParserDrain() {
       this.ws[kResponse].socket.resume();
@@ -18791,9 +18791,9 @@ var require_util8 = __commonJS({
       }
       return true;
     }
-    function delay(ms) {
+    function delay(ms2) {
       return new Promise((resolve2) => {
-        setTimeout(resolve2, ms).unref();
+        setTimeout(resolve2, ms2).unref();
       });
     }
     module.exports = {
@@ -18809,7 +18809,7 @@ var require_eventsource_stream = __commonJS({
   "node_modules/undici/lib/web/eventsource/eventsource-stream.js"(exports, module) {
     "use strict";
     var buffer = __require("node:buffer");
-    var { Transform: Transform2 } = __require("node:stream");
+    var { Transform: Transform4 } = __require("node:stream");
     var { isASCIINumber, isValidLastEventId } = require_util8();
     var BOM = [239, 187, 191];
     var LF2 = 10;
@@ -18824,19 +18824,19 @@ var require_eventsource_stream = __commonJS({
     var minParserItems = 1024;
     var maxParserItems = 131072;
     var bytesPerParserItem = 128;
-    function isASCIINumberBytes(buffer2, start) {
-      if (start >= buffer2.length) {
+    function isASCIINumberBytes(buffer2, start2) {
+      if (start2 >= buffer2.length) {
         return false;
       }
-      for (let i2 = start; i2 < buffer2.length; i2++) {
+      for (let i2 = start2; i2 < buffer2.length; i2++) {
         if (buffer2[i2] < 48 || buffer2[i2] > 57) {
           return false;
         }
       }
       return true;
     }
-    function isValidLastEventIdBytes(buffer2, start) {
-      for (let i2 = start; i2 < buffer2.length; i2++) {
+    function isValidLastEventIdBytes(buffer2, start2) {
+      for (let i2 = start2; i2 < buffer2.length; i2++) {
         if (buffer2[i2] === 0) {
           return false;
         }
@@ -18859,7 +18859,7 @@ var require_eventsource_stream = __commonJS({
       error63.aborted = false;
       return error63;
     }
-    var EventSourceStream = class extends Transform2 {
+    var EventSourceStream = class extends Transform4 {
       /**
        * @type {eventSourceSettings}
        */
@@ -19139,9 +19139,9 @@ ${value}`;
         let length = 0;
         for (let i2 = this.lineChunkIndex; i2 <= this.chunkIndex; i2++) {
           const chunk = this.chunks[i2];
-          const start = i2 === this.lineChunkIndex ? this.linePos : 0;
+          const start2 = i2 === this.lineChunkIndex ? this.linePos : 0;
           const end = i2 === this.chunkIndex ? this.pos : chunk.length;
-          const slice = chunk.subarray(start, end);
+          const slice = chunk.subarray(start2, end);
           length += slice.length;
           chunks.push(slice);
         }
@@ -19213,7 +19213,7 @@ ${value}`;
 var require_eventsource = __commonJS({
   "node_modules/undici/lib/web/eventsource/eventsource.js"(exports, module) {
     "use strict";
-    var { pipeline } = __require("node:stream");
+    var { pipeline: pipeline3 } = __require("node:stream");
     var { fetching } = require_fetch();
     var { makeRequest } = require_request2();
     var { webidl } = require_webidl();
@@ -19373,7 +19373,7 @@ var require_eventsource = __commonJS({
               ));
             }
           });
-          pipeline(
+          pipeline3(
             response.body.stream,
             eventSourceStream,
             (error63) => {
@@ -19576,11 +19576,11 @@ var require_undici = __commonJS({
           if (typeof opts.path !== "string") {
             throw new InvalidArgumentError("invalid opts.path");
           }
-          let path13 = opts.path;
+          let path35 = opts.path;
           if (!opts.path.startsWith("/")) {
-            path13 = `/${path13}`;
+            path35 = `/${path35}`;
           }
-          url3 = new URL(util.parseOrigin(url3).origin + path13);
+          url3 = new URL(util.parseOrigin(url3).origin + path35);
         } else {
           if (!opts) {
             opts = typeof url3 === "object" ? url3 : {};
@@ -19602,7 +19602,7 @@ var require_undici = __commonJS({
     module.exports.setGlobalDispatcher = setGlobalDispatcher;
     module.exports.getGlobalDispatcher = getGlobalDispatcher;
     var fetchImpl = require_fetch().fetch;
-    module.exports.fetch = async function fetch(init, options = void 0) {
+    module.exports.fetch = async function fetch2(init, options = void 0) {
       try {
         return await fetchImpl(init, options);
       } catch (err) {
@@ -19716,7 +19716,7 @@ var require_visit = __commonJS({
     var BREAK = /* @__PURE__ */ Symbol("break visit");
     var SKIP = /* @__PURE__ */ Symbol("skip children");
     var REMOVE = /* @__PURE__ */ Symbol("remove node");
-    function visit2(node2, visitor) {
+    function visit3(node2, visitor) {
       const visitor_ = initVisitor(visitor);
       if (identity3.isDocument(node2)) {
         const cd = visit_(null, node2.contents, visitor_, Object.freeze([node2]));
@@ -19725,37 +19725,37 @@ var require_visit = __commonJS({
       } else
         visit_(null, node2, visitor_, Object.freeze([]));
     }
-    visit2.BREAK = BREAK;
-    visit2.SKIP = SKIP;
-    visit2.REMOVE = REMOVE;
-    function visit_(key, node2, visitor, path13) {
-      const ctrl = callVisitor(key, node2, visitor, path13);
+    visit3.BREAK = BREAK;
+    visit3.SKIP = SKIP;
+    visit3.REMOVE = REMOVE;
+    function visit_(key, node2, visitor, path35) {
+      const ctrl = callVisitor(key, node2, visitor, path35);
       if (identity3.isNode(ctrl) || identity3.isPair(ctrl)) {
-        replaceNode(key, path13, ctrl);
-        return visit_(key, ctrl, visitor, path13);
+        replaceNode(key, path35, ctrl);
+        return visit_(key, ctrl, visitor, path35);
       }
       if (typeof ctrl !== "symbol") {
         if (identity3.isCollection(node2)) {
-          path13 = Object.freeze(path13.concat(node2));
+          path35 = Object.freeze(path35.concat(node2));
           for (let i2 = 0; i2 < node2.items.length; ++i2) {
-            const ci = visit_(i2, node2.items[i2], visitor, path13);
-            if (typeof ci === "number")
-              i2 = ci - 1;
-            else if (ci === BREAK)
+            const ci2 = visit_(i2, node2.items[i2], visitor, path35);
+            if (typeof ci2 === "number")
+              i2 = ci2 - 1;
+            else if (ci2 === BREAK)
               return BREAK;
-            else if (ci === REMOVE) {
+            else if (ci2 === REMOVE) {
               node2.items.splice(i2, 1);
               i2 -= 1;
             }
           }
         } else if (identity3.isPair(node2)) {
-          path13 = Object.freeze(path13.concat(node2));
-          const ck = visit_("key", node2.key, visitor, path13);
+          path35 = Object.freeze(path35.concat(node2));
+          const ck = visit_("key", node2.key, visitor, path35);
           if (ck === BREAK)
             return BREAK;
           else if (ck === REMOVE)
             node2.key = null;
-          const cv = visit_("value", node2.value, visitor, path13);
+          const cv = visit_("value", node2.value, visitor, path35);
           if (cv === BREAK)
             return BREAK;
           else if (cv === REMOVE)
@@ -19776,34 +19776,34 @@ var require_visit = __commonJS({
     visitAsync.BREAK = BREAK;
     visitAsync.SKIP = SKIP;
     visitAsync.REMOVE = REMOVE;
-    async function visitAsync_(key, node2, visitor, path13) {
-      const ctrl = await callVisitor(key, node2, visitor, path13);
+    async function visitAsync_(key, node2, visitor, path35) {
+      const ctrl = await callVisitor(key, node2, visitor, path35);
       if (identity3.isNode(ctrl) || identity3.isPair(ctrl)) {
-        replaceNode(key, path13, ctrl);
-        return visitAsync_(key, ctrl, visitor, path13);
+        replaceNode(key, path35, ctrl);
+        return visitAsync_(key, ctrl, visitor, path35);
       }
       if (typeof ctrl !== "symbol") {
         if (identity3.isCollection(node2)) {
-          path13 = Object.freeze(path13.concat(node2));
+          path35 = Object.freeze(path35.concat(node2));
           for (let i2 = 0; i2 < node2.items.length; ++i2) {
-            const ci = await visitAsync_(i2, node2.items[i2], visitor, path13);
-            if (typeof ci === "number")
-              i2 = ci - 1;
-            else if (ci === BREAK)
+            const ci2 = await visitAsync_(i2, node2.items[i2], visitor, path35);
+            if (typeof ci2 === "number")
+              i2 = ci2 - 1;
+            else if (ci2 === BREAK)
               return BREAK;
-            else if (ci === REMOVE) {
+            else if (ci2 === REMOVE) {
               node2.items.splice(i2, 1);
               i2 -= 1;
             }
           }
         } else if (identity3.isPair(node2)) {
-          path13 = Object.freeze(path13.concat(node2));
-          const ck = await visitAsync_("key", node2.key, visitor, path13);
+          path35 = Object.freeze(path35.concat(node2));
+          const ck = await visitAsync_("key", node2.key, visitor, path35);
           if (ck === BREAK)
             return BREAK;
           else if (ck === REMOVE)
             node2.key = null;
-          const cv = await visitAsync_("value", node2.value, visitor, path13);
+          const cv = await visitAsync_("value", node2.value, visitor, path35);
           if (cv === BREAK)
             return BREAK;
           else if (cv === REMOVE)
@@ -19830,23 +19830,23 @@ var require_visit = __commonJS({
       }
       return visitor;
     }
-    function callVisitor(key, node2, visitor, path13) {
+    function callVisitor(key, node2, visitor, path35) {
       if (typeof visitor === "function")
-        return visitor(key, node2, path13);
+        return visitor(key, node2, path35);
       if (identity3.isMap(node2))
-        return visitor.Map?.(key, node2, path13);
+        return visitor.Map?.(key, node2, path35);
       if (identity3.isSeq(node2))
-        return visitor.Seq?.(key, node2, path13);
+        return visitor.Seq?.(key, node2, path35);
       if (identity3.isPair(node2))
-        return visitor.Pair?.(key, node2, path13);
+        return visitor.Pair?.(key, node2, path35);
       if (identity3.isScalar(node2))
-        return visitor.Scalar?.(key, node2, path13);
+        return visitor.Scalar?.(key, node2, path35);
       if (identity3.isAlias(node2))
-        return visitor.Alias?.(key, node2, path13);
+        return visitor.Alias?.(key, node2, path35);
       return void 0;
     }
-    function replaceNode(key, path13, node2) {
-      const parent = path13[path13.length - 1];
+    function replaceNode(key, path35, node2) {
+      const parent = path35[path35.length - 1];
       if (identity3.isCollection(parent)) {
         parent.items[key] = node2;
       } else if (identity3.isPair(parent)) {
@@ -19857,11 +19857,11 @@ var require_visit = __commonJS({
       } else if (identity3.isDocument(parent)) {
         parent.contents = node2;
       } else {
-        const pt = identity3.isAlias(parent) ? "alias" : "scalar";
-        throw new Error(`Cannot replace node with ${pt} parent`);
+        const pt2 = identity3.isAlias(parent) ? "alias" : "scalar";
+        throw new Error(`Cannot replace node with ${pt2} parent`);
       }
     }
-    exports.visit = visit2;
+    exports.visit = visit3;
     exports.visitAsync = visitAsync;
   }
 });
@@ -19871,7 +19871,7 @@ var require_directives = __commonJS({
   "node_modules/yaml/dist/doc/directives.js"(exports) {
     "use strict";
     var identity3 = require_identity();
-    var visit2 = require_visit();
+    var visit3 = require_visit();
     var escapeChars = {
       "!": "%21",
       ",": "%2C",
@@ -19880,7 +19880,7 @@ var require_directives = __commonJS({
       "{": "%7B",
       "}": "%7D"
     };
-    var escapeTagName = (tn) => tn.replace(/[!,[\]{}]/g, (ch) => escapeChars[ch]);
+    var escapeTagName = (tn2) => tn2.replace(/[!,[\]{}]/g, (ch) => escapeChars[ch]);
     var Directives = class _Directives {
       constructor(yaml, tags) {
         this.docStart = null;
@@ -20015,7 +20015,7 @@ var require_directives = __commonJS({
         let tagNames;
         if (doc && tagEntries.length > 0 && identity3.isNode(doc.contents)) {
           const tags = {};
-          visit2.visit(doc.contents, (_key, node2) => {
+          visit3.visit(doc.contents, (_key, node2) => {
             if (identity3.isNode(node2) && node2.tag)
               tags[node2.tag] = true;
           });
@@ -20025,7 +20025,7 @@ var require_directives = __commonJS({
         for (const [handle, prefix] of tagEntries) {
           if (handle === "!!" && prefix === "tag:yaml.org,2002:")
             continue;
-          if (!doc || tagNames.some((tn) => tn.startsWith(prefix)))
+          if (!doc || tagNames.some((tn2) => tn2.startsWith(prefix)))
             lines.push(`%TAG ${handle} ${prefix}`);
         }
         return lines.join("\n");
@@ -20042,7 +20042,7 @@ var require_anchors = __commonJS({
   "node_modules/yaml/dist/doc/anchors.js"(exports) {
     "use strict";
     var identity3 = require_identity();
-    var visit2 = require_visit();
+    var visit3 = require_visit();
     function anchorIsValid(anchor2) {
       if (/[\x00-\x19\s,[\]{}]/.test(anchor2)) {
         const sa = JSON.stringify(anchor2);
@@ -20053,7 +20053,7 @@ var require_anchors = __commonJS({
     }
     function anchorNames(root) {
       const anchors = /* @__PURE__ */ new Set();
-      visit2.visit(root, {
+      visit3.visit(root, {
         Value(_key, node2) {
           if (node2.anchor)
             anchors.add(node2.anchor);
@@ -20123,13 +20123,13 @@ var require_applyReviver = __commonJS({
               val[i2] = v1;
           }
         } else if (val instanceof Map) {
-          for (const k of Array.from(val.keys())) {
-            const v0 = val.get(k);
-            const v1 = applyReviver(reviver, val, k, v0);
+          for (const k2 of Array.from(val.keys())) {
+            const v0 = val.get(k2);
+            const v1 = applyReviver(reviver, val, k2, v0);
             if (v1 === void 0)
-              val.delete(k);
+              val.delete(k2);
             else if (v1 !== v0)
-              val.set(k, v1);
+              val.set(k2, v1);
           }
         } else if (val instanceof Set) {
           for (const v0 of Array.from(val)) {
@@ -20142,12 +20142,12 @@ var require_applyReviver = __commonJS({
             }
           }
         } else {
-          for (const [k, v0] of Object.entries(val)) {
-            const v1 = applyReviver(reviver, val, k, v0);
+          for (const [k2, v0] of Object.entries(val)) {
+            const v1 = applyReviver(reviver, val, k2, v0);
             if (v1 === void 0)
-              delete val[k];
+              delete val[k2];
             else if (v1 !== v0)
-              val[k] = v1;
+              val[k2] = v1;
           }
         }
       }
@@ -20164,7 +20164,7 @@ var require_toJS = __commonJS({
     var identity3 = require_identity();
     function toJS(value, arg, ctx) {
       if (Array.isArray(value))
-        return value.map((v, i2) => toJS(v, String(i2), ctx));
+        return value.map((v2, i2) => toJS(v2, String(i2), ctx));
       if (value && typeof value.toJSON === "function") {
         if (!ctx || !identity3.hasAnchor(value))
           return value.toJSON(arg, ctx);
@@ -20233,7 +20233,7 @@ var require_Alias = __commonJS({
   "node_modules/yaml/dist/nodes/Alias.js"(exports) {
     "use strict";
     var anchors = require_anchors();
-    var visit2 = require_visit();
+    var visit3 = require_visit();
     var identity3 = require_identity();
     var Node = require_Node();
     var toJS = require_toJS();
@@ -20259,7 +20259,7 @@ var require_Alias = __commonJS({
           nodes = ctx.aliasResolveCache;
         } else {
           nodes = [];
-          visit2.visit(doc, {
+          visit3.visit(doc, {
             Node: (_key, node2) => {
               if (identity3.isAlias(node2) || identity3.hasAnchor(node2))
                 nodes.push(node2);
@@ -20458,19 +20458,19 @@ var require_Collection = __commonJS({
     var createNode = require_createNode();
     var identity3 = require_identity();
     var Node = require_Node();
-    function collectionFromPath(schema, path13, value) {
-      let v = value;
-      for (let i2 = path13.length - 1; i2 >= 0; --i2) {
-        const k = path13[i2];
-        if (typeof k === "number" && Number.isInteger(k) && k >= 0) {
+    function collectionFromPath(schema, path35, value) {
+      let v2 = value;
+      for (let i2 = path35.length - 1; i2 >= 0; --i2) {
+        const k2 = path35[i2];
+        if (typeof k2 === "number" && Number.isInteger(k2) && k2 >= 0) {
           const a2 = [];
-          a2[k] = v;
-          v = a2;
+          a2[k2] = v2;
+          v2 = a2;
         } else {
-          v = /* @__PURE__ */ new Map([[k, v]]);
+          v2 = /* @__PURE__ */ new Map([[k2, v2]]);
         }
       }
-      return createNode.createNode(v, void 0, {
+      return createNode.createNode(v2, void 0, {
         aliasDuplicateObjects: false,
         keepUndefined: false,
         onAnchor: () => {
@@ -20480,7 +20480,7 @@ var require_Collection = __commonJS({
         sourceObjects: /* @__PURE__ */ new Map()
       });
     }
-    var isEmptyPath = (path13) => path13 == null || typeof path13 === "object" && !!path13[Symbol.iterator]().next().done;
+    var isEmptyPath = (path35) => path35 == null || typeof path35 === "object" && !!path35[Symbol.iterator]().next().done;
     var Collection = class extends Node.NodeBase {
       constructor(type, schema) {
         super(type);
@@ -20500,7 +20500,7 @@ var require_Collection = __commonJS({
         const copy = Object.create(Object.getPrototypeOf(this), Object.getOwnPropertyDescriptors(this));
         if (schema)
           copy.schema = schema;
-        copy.items = copy.items.map((it) => identity3.isNode(it) || identity3.isPair(it) ? it.clone(schema) : it);
+        copy.items = copy.items.map((it2) => identity3.isNode(it2) || identity3.isPair(it2) ? it2.clone(schema) : it2);
         if (this.range)
           copy.range = this.range.slice();
         return copy;
@@ -20510,11 +20510,11 @@ var require_Collection = __commonJS({
        * be a Pair instance or a `{ key, value }` object, which may not have a key
        * that already exists in the map.
        */
-      addIn(path13, value) {
-        if (isEmptyPath(path13))
+      addIn(path35, value) {
+        if (isEmptyPath(path35))
           this.add(value);
         else {
-          const [key, ...rest] = path13;
+          const [key, ...rest] = path35;
           const node2 = this.get(key, true);
           if (identity3.isCollection(node2))
             node2.addIn(rest, value);
@@ -20528,8 +20528,8 @@ var require_Collection = __commonJS({
        * Removes a value from the collection.
        * @returns `true` if the item was found and removed.
        */
-      deleteIn(path13) {
-        const [key, ...rest] = path13;
+      deleteIn(path35) {
+        const [key, ...rest] = path35;
         if (rest.length === 0)
           return this.delete(key);
         const node2 = this.get(key, true);
@@ -20543,8 +20543,8 @@ var require_Collection = __commonJS({
        * scalar values from their surrounding node; to disable set `keepScalar` to
        * `true` (collections are always returned intact).
        */
-      getIn(path13, keepScalar) {
-        const [key, ...rest] = path13;
+      getIn(path35, keepScalar) {
+        const [key, ...rest] = path35;
         const node2 = this.get(key, true);
         if (rest.length === 0)
           return !keepScalar && identity3.isScalar(node2) ? node2.value : node2;
@@ -20562,8 +20562,8 @@ var require_Collection = __commonJS({
       /**
        * Checks if the collection includes a value with the key `key`.
        */
-      hasIn(path13) {
-        const [key, ...rest] = path13;
+      hasIn(path35) {
+        const [key, ...rest] = path35;
         if (rest.length === 0)
           return this.has(key);
         const node2 = this.get(key, true);
@@ -20573,8 +20573,8 @@ var require_Collection = __commonJS({
        * Sets a value in this collection. For `!!set`, `value` needs to be a
        * boolean to add/remove the item from the set.
        */
-      setIn(path13, value) {
-        const [key, ...rest] = path13;
+      setIn(path35, value) {
+        const [key, ...rest] = path35;
         if (rest.length === 0) {
           this.set(key, value);
         } else {
@@ -20686,12 +20686,12 @@ var require_foldFlowLines = __commonJS({
                 ch = text[i2 += 1];
                 overflow = true;
               }
-              const j = i2 > escEnd + 1 ? i2 - 2 : escStart - 1;
-              if (escapedFolds[j])
+              const j2 = i2 > escEnd + 1 ? i2 - 2 : escStart - 1;
+              if (escapedFolds[j2])
                 return text;
-              folds.push(j);
-              escapedFolds[j] = true;
-              end = j + endStep;
+              folds.push(j2);
+              escapedFolds[j2] = true;
+              end = j2 + endStep;
               split = void 0;
             } else {
               overflow = true;
@@ -20724,18 +20724,18 @@ ${indent}${text.slice(fold + 1, end2)}`;
     }
     function consumeMoreIndentedLines(text, i2, indent) {
       let end = i2;
-      let start = i2 + 1;
-      let ch = text[start];
+      let start2 = i2 + 1;
+      let ch = text[start2];
       while (ch === " " || ch === "	") {
-        if (i2 < start + indent) {
+        if (i2 < start2 + indent) {
           ch = text[++i2];
         } else {
           do {
             ch = text[++i2];
           } while (ch && ch !== "\n");
           end = i2;
-          start = i2 + 1;
-          ch = text[start];
+          start2 = i2 + 1;
+          ch = text[start2];
         }
       }
       return end;
@@ -20766,12 +20766,12 @@ var require_stringifyString = __commonJS({
       const strLen = str.length;
       if (strLen <= limit)
         return false;
-      for (let i2 = 0, start = 0; i2 < strLen; ++i2) {
+      for (let i2 = 0, start2 = 0; i2 < strLen; ++i2) {
         if (str[i2] === "\n") {
-          if (i2 - start > limit)
+          if (i2 - start2 > limit)
             return true;
-          start = i2 + 1;
-          if (strLen - start <= limit)
+          start2 = i2 + 1;
+          if (strLen - start2 <= limit)
             return false;
         }
       }
@@ -20785,19 +20785,19 @@ var require_stringifyString = __commonJS({
       const minMultiLineLength = ctx.options.doubleQuotedMinMultiLineLength;
       const indent = ctx.indent || (containsDocumentMarker(value) ? "  " : "");
       let str = "";
-      let start = 0;
+      let start2 = 0;
       for (let i2 = 0, ch = json2[i2]; ch; ch = json2[++i2]) {
         if (ch === " " && json2[i2 + 1] === "\\" && json2[i2 + 2] === "n") {
-          str += json2.slice(start, i2) + "\\ ";
+          str += json2.slice(start2, i2) + "\\ ";
           i2 += 1;
-          start = i2;
+          start2 = i2;
           ch = "\\";
         }
         if (ch === "\\")
           switch (json2[i2 + 1]) {
             case "u":
               {
-                str += json2.slice(start, i2);
+                str += json2.slice(start2, i2);
                 const code = json2.substr(i2 + 2, 4);
                 switch (code) {
                   case "0000":
@@ -20831,14 +20831,14 @@ var require_stringifyString = __commonJS({
                       str += json2.substr(i2, 6);
                 }
                 i2 += 5;
-                start = i2 + 1;
+                start2 = i2 + 1;
               }
               break;
             case "n":
               if (implicitKey || json2[i2 + 2] === '"' || json2.length < minMultiLineLength) {
                 i2 += 1;
               } else {
-                str += json2.slice(start, i2) + "\n\n";
+                str += json2.slice(start2, i2) + "\n\n";
                 while (json2[i2 + 2] === "\\" && json2[i2 + 3] === "n" && json2[i2 + 4] !== '"') {
                   str += "\n";
                   i2 += 2;
@@ -20847,14 +20847,14 @@ var require_stringifyString = __commonJS({
                 if (json2[i2 + 2] === " ")
                   str += "\\";
                 i2 += 1;
-                start = i2 + 1;
+                start2 = i2 + 1;
               }
               break;
             default:
               i2 += 1;
           }
       }
-      str = start ? str + json2.slice(start) : json2;
+      str = start2 ? str + json2.slice(start2) : json2;
       return implicitKey ? str : foldFlowLines.foldFlowLines(str, indent, foldFlowLines.FOLD_QUOTED, getFoldOptions(ctx, false));
     }
     function singleQuotedString(value, ctx) {
@@ -20867,20 +20867,20 @@ ${indent}`) + "'";
     }
     function quotedString(value, ctx) {
       const { singleQuote } = ctx.options;
-      let qs;
+      let qs2;
       if (singleQuote === false)
-        qs = doubleQuotedString;
+        qs2 = doubleQuotedString;
       else {
         const hasDouble = value.includes('"');
         const hasSingle = value.includes("'");
         if (hasDouble && !hasSingle)
-          qs = singleQuotedString;
+          qs2 = singleQuotedString;
         else if (hasSingle && !hasDouble)
-          qs = doubleQuotedString;
+          qs2 = doubleQuotedString;
         else
-          qs = singleQuote ? singleQuotedString : doubleQuotedString;
+          qs2 = singleQuote ? singleQuotedString : doubleQuotedString;
       }
-      return qs(value, ctx);
+      return qs2(value, ctx);
     }
     var blockEndNewlines;
     try {
@@ -20933,10 +20933,10 @@ ${indent}`) + "'";
         else
           break;
       }
-      let start = value.substring(0, startNlPos < startEnd ? startNlPos + 1 : startEnd);
-      if (start) {
-        value = value.substring(start.length);
-        start = start.replace(/\n+/g, `$&${indent}`);
+      let start2 = value.substring(0, startNlPos < startEnd ? startNlPos + 1 : startEnd);
+      if (start2) {
+        value = value.substring(start2.length);
+        start2 = start2.replace(/\n+/g, `$&${indent}`);
       }
       const indentSize = indent ? "2" : "1";
       let header = (startWithSpace ? indentSize : "") + chomp;
@@ -20954,14 +20954,14 @@ ${indent}`) + "'";
             literalFallback = true;
           };
         }
-        const body = foldFlowLines.foldFlowLines(`${start}${foldedValue}${end}`, indent, foldFlowLines.FOLD_BLOCK, foldOptions);
+        const body = foldFlowLines.foldFlowLines(`${start2}${foldedValue}${end}`, indent, foldFlowLines.FOLD_BLOCK, foldOptions);
         if (!literalFallback)
           return `>${header}
 ${indent}${body}`;
       }
       value = value.replace(/\n+/g, `$&${indent}`);
       return `|${header}
-${indent}${start}${value}${end}`;
+${indent}${start2}${value}${end}`;
     }
     function plainString(item, ctx, onComment, onChompKeep) {
       const { type, value } = item;
@@ -20995,23 +20995,23 @@ ${indent}`);
     }
     function stringifyString(item, ctx, onComment, onChompKeep) {
       const { implicitKey, inFlow } = ctx;
-      const ss = typeof item.value === "string" ? item : Object.assign({}, item, { value: String(item.value) });
+      const ss2 = typeof item.value === "string" ? item : Object.assign({}, item, { value: String(item.value) });
       let { type } = item;
       if (type !== Scalar.Scalar.QUOTE_DOUBLE) {
-        if (/[\x00-\x08\x0b-\x1f\x7f-\x9f\u{D800}-\u{DFFF}]/u.test(ss.value))
+        if (/[\x00-\x08\x0b-\x1f\x7f-\x9f\u{D800}-\u{DFFF}]/u.test(ss2.value))
           type = Scalar.Scalar.QUOTE_DOUBLE;
       }
       const _stringify = (_type) => {
         switch (_type) {
           case Scalar.Scalar.BLOCK_FOLDED:
           case Scalar.Scalar.BLOCK_LITERAL:
-            return implicitKey || inFlow ? quotedString(ss.value, ctx) : blockString(ss, ctx, onComment, onChompKeep);
+            return implicitKey || inFlow ? quotedString(ss2.value, ctx) : blockString(ss2, ctx, onComment, onChompKeep);
           case Scalar.Scalar.QUOTE_DOUBLE:
-            return doubleQuotedString(ss.value, ctx);
+            return doubleQuotedString(ss2.value, ctx);
           case Scalar.Scalar.QUOTE_SINGLE:
-            return singleQuotedString(ss.value, ctx);
+            return singleQuotedString(ss2.value, ctx);
           case Scalar.Scalar.PLAIN:
-            return plainString(ss, ctx, onComment, onChompKeep);
+            return plainString(ss2, ctx, onComment, onChompKeep);
           default:
             return null;
         }
@@ -21235,19 +21235,19 @@ ${indent}:`;
       }
       let valueCommentDone = false;
       const valueStr = stringify.stringify(value, ctx, () => valueCommentDone = true, () => chompKeep = true);
-      let ws = " ";
+      let ws2 = " ";
       if (keyComment || vsb || vcb) {
-        ws = vsb ? "\n" : "";
+        ws2 = vsb ? "\n" : "";
         if (vcb) {
-          const cs = commentString(vcb);
-          ws += `
-${stringifyComment.indentComment(cs, ctx.indent)}`;
+          const cs2 = commentString(vcb);
+          ws2 += `
+${stringifyComment.indentComment(cs2, ctx.indent)}`;
         }
         if (valueStr === "" && !ctx.inFlow) {
-          if (ws === "\n" && valueComment)
-            ws = "\n\n";
+          if (ws2 === "\n" && valueComment)
+            ws2 = "\n\n";
         } else {
-          ws += `
+          ws2 += `
 ${ctx.indent}`;
         }
       } else if (!explicitKey && identity3.isCollection(value)) {
@@ -21266,13 +21266,13 @@ ${ctx.indent}`;
               hasPropsLine = true;
           }
           if (!hasPropsLine)
-            ws = `
+            ws2 = `
 ${ctx.indent}`;
         }
       } else if (valueStr === "" || valueStr[0] === "\n") {
-        ws = "";
+        ws2 = "";
       }
-      str += ws + valueStr;
+      str += ws2 + valueStr;
       if (ctx.inFlow) {
         if (valueCommentDone && onComment)
           onComment();
@@ -21330,11 +21330,11 @@ var require_merge = __commonJS({
     function addMergeToJSMap(ctx, map2, value) {
       const source = resolveAliasValue(ctx, value);
       if (identity3.isSeq(source))
-        for (const it of source.items)
-          mergeValue(ctx, map2, it);
+        for (const it2 of source.items)
+          mergeValue(ctx, map2, it2);
       else if (Array.isArray(source))
-        for (const it of source)
-          mergeValue(ctx, map2, it);
+        for (const it2 of source)
+          mergeValue(ctx, map2, it2);
       else
         mergeValue(ctx, map2, source);
     }
@@ -21442,9 +21442,9 @@ var require_Pair = __commonJS({
     var addPairToJSMap = require_addPairToJSMap();
     var identity3 = require_identity();
     function createPair(key, value, ctx) {
-      const k = createNode.createNode(key, void 0, ctx);
-      const v = createNode.createNode(value, void 0, ctx);
-      return new Pair(k, v);
+      const k2 = createNode.createNode(key, void 0, ctx);
+      const v2 = createNode.createNode(value, void 0, ctx);
+      return new Pair(k2, v2);
     }
     var Pair = class _Pair {
       constructor(key, value = null) {
@@ -21460,7 +21460,7 @@ var require_Pair = __commonJS({
           value = value.clone(schema);
         return new _Pair(key, value);
       }
-      toJSON(_, ctx) {
+      toJSON(_2, ctx) {
         const pair = ctx?.mapAsMap ? /* @__PURE__ */ new Map() : {};
         return addPairToJSMap.addPairToJSMap(ctx, pair, this);
       }
@@ -21592,23 +21592,23 @@ ${indent}${line}` : "\n";
         lines.push(str);
         linesAtValue = lines.length;
       }
-      const { start, end } = flowChars;
+      const { start: start2, end } = flowChars;
       if (lines.length === 0) {
-        return start + end;
+        return start2 + end;
       } else {
         if (!reqNewline) {
           const len = lines.reduce((sum, line) => sum + line.length + 2, 2);
           reqNewline = ctx.options.lineWidth > 0 && len > ctx.options.lineWidth;
         }
         if (reqNewline) {
-          let str = start;
+          let str = start2;
           for (const line of lines)
             str += line ? `
 ${indentStep}${indent}${line}` : "\n";
           return `${str}
 ${indent}${end}`;
         } else {
-          return `${start}${fcPadding}${lines.join(" ")}${fcPadding}${end}`;
+          return `${start2}${fcPadding}${lines.join(" ")}${fcPadding}${end}`;
         }
       }
     }
@@ -21635,13 +21635,13 @@ var require_YAMLMap = __commonJS({
     var Pair = require_Pair();
     var Scalar = require_Scalar();
     function findPair(items, key) {
-      const k = identity3.isScalar(key) ? key.value : key;
-      for (const it of items) {
-        if (identity3.isPair(it)) {
-          if (it.key === key || it.key === k)
-            return it;
-          if (identity3.isScalar(it.key) && it.key.value === k)
-            return it;
+      const k2 = identity3.isScalar(key) ? key.value : key;
+      for (const it2 of items) {
+        if (identity3.isPair(it2)) {
+          if (it2.key === key || it2.key === k2)
+            return it2;
+          if (identity3.isScalar(it2.key) && it2.key.value === k2)
+            return it2;
         }
       }
       return void 0;
@@ -21696,7 +21696,7 @@ var require_YAMLMap = __commonJS({
         } else
           _pair = new Pair.Pair(pair.key, pair.value);
         const prev = findPair(this.items, _pair.key);
-        const sortEntries = this.schema?.sortMapEntries;
+        const sortEntries2 = this.schema?.sortMapEntries;
         if (prev) {
           if (!overwrite)
             throw new Error(`Key ${_pair.key} already set`);
@@ -21704,8 +21704,8 @@ var require_YAMLMap = __commonJS({
             prev.value.value = _pair.value;
           else
             prev.value = _pair.value;
-        } else if (sortEntries) {
-          const i2 = this.items.findIndex((item) => sortEntries(_pair, item) < 0);
+        } else if (sortEntries2) {
+          const i2 = this.items.findIndex((item) => sortEntries2(_pair, item) < 0);
           if (i2 === -1)
             this.items.push(_pair);
           else
@@ -21715,15 +21715,15 @@ var require_YAMLMap = __commonJS({
         }
       }
       delete(key) {
-        const it = findPair(this.items, key);
-        if (!it)
+        const it2 = findPair(this.items, key);
+        if (!it2)
           return false;
-        const del = this.items.splice(this.items.indexOf(it), 1);
+        const del = this.items.splice(this.items.indexOf(it2), 1);
         return del.length > 0;
       }
       get(key, keepScalar) {
-        const it = findPair(this.items, key);
-        const node2 = it?.value;
+        const it2 = findPair(this.items, key);
+        const node2 = it2?.value;
         return (!keepScalar && identity3.isScalar(node2) ? node2.value : node2) ?? void 0;
       }
       has(key) {
@@ -21737,7 +21737,7 @@ var require_YAMLMap = __commonJS({
        * @param {Class} Type - If set, forces the returned collection type
        * @returns Instance of Type, Map, or Object
        */
-      toJSON(_, ctx, Type) {
+      toJSON(_2, ctx, Type) {
         const map2 = Type ? new Type() : ctx?.mapAsMap ? /* @__PURE__ */ new Map() : {};
         if (ctx?.onCreate)
           ctx.onCreate(map2);
@@ -21830,8 +21830,8 @@ var require_YAMLSeq = __commonJS({
         const idx = asItemIndex(key);
         if (typeof idx !== "number")
           return void 0;
-        const it = this.items[idx];
-        return !keepScalar && identity3.isScalar(it) ? it.value : it;
+        const it2 = this.items[idx];
+        return !keepScalar && identity3.isScalar(it2) ? it2.value : it2;
       }
       /**
        * Checks if the collection includes a value with the key `key`.
@@ -21860,7 +21860,7 @@ var require_YAMLSeq = __commonJS({
         else
           this.items[idx] = value;
       }
-      toJSON(_, ctx) {
+      toJSON(_2, ctx) {
         const seq = [];
         if (ctx?.onCreate)
           ctx.onCreate(seq);
@@ -21885,12 +21885,12 @@ var require_YAMLSeq = __commonJS({
         const seq = new this(schema);
         if (obj && Symbol.iterator in Object(obj)) {
           let i2 = 0;
-          for (let it of obj) {
+          for (let it2 of obj) {
             if (typeof replacer === "function") {
-              const key = obj instanceof Set ? it : String(i2++);
-              it = replacer.call(obj, key, it);
+              const key = obj instanceof Set ? it2 : String(i2++);
+              it2 = replacer.call(obj, key, it2);
             }
-            seq.items.push(createNode.createNode(it, void 0, ctx));
+            seq.items.push(createNode.createNode(it2, void 0, ctx));
           }
         }
         return seq;
@@ -22244,10 +22244,10 @@ var require_binary = __commonJS({
         if (typeof node_buffer.Buffer === "function") {
           str = buf instanceof node_buffer.Buffer ? buf.toString("base64") : node_buffer.Buffer.from(buf.buffer).toString("base64");
         } else if (typeof btoa === "function") {
-          let s = "";
+          let s3 = "";
           for (let i2 = 0; i2 < buf.length; ++i2)
-            s += String.fromCharCode(buf[i2]);
-          str = btoa(s);
+            s3 += String.fromCharCode(buf[i2]);
+          str = btoa(s3);
         } else {
           throw new Error("This environment does not support writing binary tags; either Buffer or btoa is required");
         }
@@ -22290,9 +22290,9 @@ var require_pairs = __commonJS({
               pair.key.commentBefore = pair.key.commentBefore ? `${item.commentBefore}
 ${pair.key.commentBefore}` : item.commentBefore;
             if (item.comment) {
-              const cn = pair.value ?? pair.key;
-              cn.comment = cn.comment ? `${item.comment}
-${cn.comment}` : item.comment;
+              const cn2 = pair.value ?? pair.key;
+              cn2.comment = cn2.comment ? `${item.comment}
+${cn2.comment}` : item.comment;
             }
             item = pair;
           }
@@ -22308,26 +22308,26 @@ ${cn.comment}` : item.comment;
       pairs2.tag = "tag:yaml.org,2002:pairs";
       let i2 = 0;
       if (iterable && Symbol.iterator in Object(iterable))
-        for (let it of iterable) {
+        for (let it2 of iterable) {
           if (typeof replacer === "function")
-            it = replacer.call(iterable, String(i2++), it);
+            it2 = replacer.call(iterable, String(i2++), it2);
           let key, value;
-          if (Array.isArray(it)) {
-            if (it.length === 2) {
-              key = it[0];
-              value = it[1];
+          if (Array.isArray(it2)) {
+            if (it2.length === 2) {
+              key = it2[0];
+              value = it2[1];
             } else
-              throw new TypeError(`Expected [key, value] tuple: ${it}`);
-          } else if (it && it instanceof Object) {
-            const keys = Object.keys(it);
+              throw new TypeError(`Expected [key, value] tuple: ${it2}`);
+          } else if (it2 && it2 instanceof Object) {
+            const keys = Object.keys(it2);
             if (keys.length === 1) {
               key = keys[0];
-              value = it[key];
+              value = it2[key];
             } else {
               throw new TypeError(`Expected tuple with one key, not ${keys.length} keys`);
             }
           } else {
-            key = it;
+            key = it2;
           }
           pairs2.items.push(Pair.createPair(key, value, ctx));
         }
@@ -22369,9 +22369,9 @@ var require_omap = __commonJS({
        * If `ctx` is given, the return type is actually `Map<unknown, unknown>`,
        * but TypeScript won't allow widening the signature of a child method.
        */
-      toJSON(_, ctx) {
+      toJSON(_2, ctx) {
         if (!ctx)
-          return super.toJSON(_);
+          return super.toJSON(_2);
         const map2 = /* @__PURE__ */ new Map();
         if (ctx?.onCreate)
           ctx.onCreate(map2);
@@ -22491,9 +22491,9 @@ var require_float2 = __commonJS({
         const node2 = new Scalar.Scalar(parseFloat(str.replace(/_/g, "")));
         const dot = str.indexOf(".");
         if (dot !== -1) {
-          const f = str.substring(dot + 1).replace(/_/g, "");
-          if (f[f.length - 1] === "0")
-            node2.minFractionDigits = f.length;
+          const f2 = str.substring(dot + 1).replace(/_/g, "");
+          if (f2[f2.length - 1] === "0")
+            node2.minFractionDigits = f2.length;
         }
         return node2;
       },
@@ -22626,8 +22626,8 @@ var require_set = __commonJS({
           this.items.push(new Pair.Pair(key));
         }
       }
-      toJSON(_, ctx) {
-        return super.toJSON(_, ctx, Set);
+      toJSON(_2, ctx) {
+        return super.toJSON(_2, ctx, Set);
       }
       toString(ctx, onComment, onChompKeep) {
         if (!ctx)
@@ -22682,7 +22682,7 @@ var require_timestamp = __commonJS({
       const sign = str[0];
       const parts = sign === "-" || sign === "+" ? str.substring(1) : str;
       const num = (n2) => asBigInt ? BigInt(n2) : Number(n2);
-      const res = parts.replace(/_/g, "").split(":").reduce((res2, p) => res2 * num(60) + num(p), num(0));
+      const res = parts.replace(/_/g, "").split(":").reduce((res2, p2) => res2 * num(60) + num(p2), num(0));
       return sign === "-" ? num(-1) * res : res;
     }
     function stringifySexagesimal(node2) {
@@ -22908,7 +22908,7 @@ var require_Schema = __commonJS({
     var seq = require_seq();
     var string4 = require_string();
     var tags = require_tags();
-    var sortMapEntriesByKey = (a2, b) => a2.key < b.key ? -1 : a2.key > b.key ? 1 : 0;
+    var sortMapEntriesByKey = (a2, b2) => a2.key < b2.key ? -1 : a2.key > b2.key ? 1 : 0;
     var Schema = class _Schema {
       constructor({ compat, customTags, merge: merge2, resolveKnownTags, schema, sortMapEntries, toStringDefaults }) {
         this.compat = Array.isArray(compat) ? tags.getTags(compat, "compat") : compat ? tags.getTags(null, compat) : null;
@@ -22956,8 +22956,8 @@ var require_stringifyDocument = __commonJS({
       if (doc.commentBefore) {
         if (lines.length !== 1)
           lines.unshift("");
-        const cs = commentString(doc.commentBefore);
-        lines.unshift(stringifyComment.indentComment(cs, ""));
+        const cs2 = commentString(doc.commentBefore);
+        lines.unshift(stringifyComment.indentComment(cs2, ""));
       }
       let chompKeep = false;
       let contentComment = null;
@@ -22966,8 +22966,8 @@ var require_stringifyDocument = __commonJS({
           if (doc.contents.spaceBefore && hasDirectives)
             lines.push("");
           if (doc.contents.commentBefore) {
-            const cs = commentString(doc.contents.commentBefore);
-            lines.push(stringifyComment.indentComment(cs, ""));
+            const cs2 = commentString(doc.contents.commentBefore);
+            lines.push(stringifyComment.indentComment(cs2, ""));
           }
           ctx.forceBlockIndent = !!doc.comment;
           contentComment = doc.contents.comment;
@@ -22985,12 +22985,12 @@ var require_stringifyDocument = __commonJS({
       }
       if (doc.directives?.docEnd) {
         if (doc.comment) {
-          const cs = commentString(doc.comment);
-          if (cs.includes("\n")) {
+          const cs2 = commentString(doc.comment);
+          if (cs2.includes("\n")) {
             lines.push("...");
-            lines.push(stringifyComment.indentComment(cs, ""));
+            lines.push(stringifyComment.indentComment(cs2, ""));
           } else {
-            lines.push(`... ${cs}`);
+            lines.push(`... ${cs2}`);
           }
         } else {
           lines.push("...");
@@ -23089,9 +23089,9 @@ var require_Document = __commonJS({
           this.contents.add(value);
       }
       /** Adds a value to the document. */
-      addIn(path13, value) {
+      addIn(path35, value) {
         if (assertCollection(this.contents))
-          this.contents.addIn(path13, value);
+          this.contents.addIn(path35, value);
       }
       /**
        * Create a new `Alias` node, ensuring that the target `node` has the required anchor.
@@ -23116,7 +23116,7 @@ var require_Document = __commonJS({
           value = replacer.call({ "": value }, "", value);
           _replacer = replacer;
         } else if (Array.isArray(replacer)) {
-          const keyToStr = (v) => typeof v === "number" || v instanceof String || v instanceof Number;
+          const keyToStr = (v2) => typeof v2 === "number" || v2 instanceof String || v2 instanceof Number;
           const asStr = replacer.filter(keyToStr).map(String);
           if (asStr.length > 0)
             replacer = replacer.concat(asStr);
@@ -23151,9 +23151,9 @@ var require_Document = __commonJS({
        * recursively wrapping all values as `Scalar` or `Collection` nodes.
        */
       createPair(key, value, options = {}) {
-        const k = this.createNode(key, null, options);
-        const v = this.createNode(value, null, options);
-        return new Pair.Pair(k, v);
+        const k2 = this.createNode(key, null, options);
+        const v2 = this.createNode(value, null, options);
+        return new Pair.Pair(k2, v2);
       }
       /**
        * Removes a value from the document.
@@ -23166,14 +23166,14 @@ var require_Document = __commonJS({
        * Removes a value from the document.
        * @returns `true` if the item was found and removed.
        */
-      deleteIn(path13) {
-        if (Collection.isEmptyPath(path13)) {
+      deleteIn(path35) {
+        if (Collection.isEmptyPath(path35)) {
           if (this.contents == null)
             return false;
           this.contents = null;
           return true;
         }
-        return assertCollection(this.contents) ? this.contents.deleteIn(path13) : false;
+        return assertCollection(this.contents) ? this.contents.deleteIn(path35) : false;
       }
       /**
        * Returns item at `key`, or `undefined` if not found. By default unwraps
@@ -23188,10 +23188,10 @@ var require_Document = __commonJS({
        * scalar values from their surrounding node; to disable set `keepScalar` to
        * `true` (collections are always returned intact).
        */
-      getIn(path13, keepScalar) {
-        if (Collection.isEmptyPath(path13))
+      getIn(path35, keepScalar) {
+        if (Collection.isEmptyPath(path35))
           return !keepScalar && identity3.isScalar(this.contents) ? this.contents.value : this.contents;
-        return identity3.isCollection(this.contents) ? this.contents.getIn(path13, keepScalar) : void 0;
+        return identity3.isCollection(this.contents) ? this.contents.getIn(path35, keepScalar) : void 0;
       }
       /**
        * Checks if the document includes a value with the key `key`.
@@ -23202,10 +23202,10 @@ var require_Document = __commonJS({
       /**
        * Checks if the document includes a value at `path`.
        */
-      hasIn(path13) {
-        if (Collection.isEmptyPath(path13))
+      hasIn(path35) {
+        if (Collection.isEmptyPath(path35))
           return this.contents !== void 0;
-        return identity3.isCollection(this.contents) ? this.contents.hasIn(path13) : false;
+        return identity3.isCollection(this.contents) ? this.contents.hasIn(path35) : false;
       }
       /**
        * Sets a value in this document. For `!!set`, `value` needs to be a
@@ -23222,13 +23222,13 @@ var require_Document = __commonJS({
        * Sets a value in this document. For `!!set`, `value` needs to be a
        * boolean to add/remove the item from the set.
        */
-      setIn(path13, value) {
-        if (Collection.isEmptyPath(path13)) {
+      setIn(path35, value) {
+        if (Collection.isEmptyPath(path35)) {
           this.contents = value;
         } else if (this.contents == null) {
-          this.contents = Collection.collectionFromPath(this.schema, Array.from(path13), value);
+          this.contents = Collection.collectionFromPath(this.schema, Array.from(path35), value);
         } else if (assertCollection(this.contents)) {
-          this.contents.setIn(path13, value);
+          this.contents.setIn(path35, value);
         }
       }
       /**
@@ -23305,8 +23305,8 @@ var require_Document = __commonJS({
         if (this.errors.length > 0)
           throw new Error("Document with errors cannot be stringified");
         if ("indent" in options && (!Number.isInteger(options.indent) || Number(options.indent) <= 0)) {
-          const s = JSON.stringify(options.indent);
-          throw new Error(`"indent" option must be a positive integer, not ${s}`);
+          const s3 = JSON.stringify(options.indent);
+          throw new Error(`"indent" option must be a positive integer, not ${s3}`);
         }
         return stringifyDocument.stringifyDocument(this, options);
       }
@@ -23349,16 +23349,16 @@ var require_errors2 = __commonJS({
       error63.linePos = error63.pos.map((pos) => lc.linePos(pos));
       const { line, col } = error63.linePos[0];
       error63.message += ` at line ${line}, column ${col}`;
-      let ci = col - 1;
+      let ci2 = col - 1;
       let lineStr = src.substring(lc.lineStarts[line - 1], lc.lineStarts[line]).replace(/[\n\r]+$/, "");
-      if (ci >= 60 && lineStr.length > 80) {
-        const trimStart = Math.min(ci - 39, lineStr.length - 79);
+      if (ci2 >= 60 && lineStr.length > 80) {
+        const trimStart = Math.min(ci2 - 39, lineStr.length - 79);
         lineStr = "\u2026" + lineStr.substring(trimStart);
-        ci -= trimStart - 1;
+        ci2 -= trimStart - 1;
       }
       if (lineStr.length > 80)
         lineStr = lineStr.substring(0, 79) + "\u2026";
-      if (line > 1 && /^ *$/.test(lineStr.substring(0, ci))) {
+      if (line > 1 && /^ *$/.test(lineStr.substring(0, ci2))) {
         let prev = src.substring(lc.lineStarts[line - 2], lc.lineStarts[line - 1]);
         if (prev.length > 80)
           prev = prev.substring(0, 79) + "\u2026\n";
@@ -23368,9 +23368,9 @@ var require_errors2 = __commonJS({
         let count2 = 1;
         const end = error63.linePos[1];
         if (end?.line === line && end.col > col) {
-          count2 = Math.max(1, Math.min(end.col - col, 80 - ci));
+          count2 = Math.max(1, Math.min(end.col - col, 80 - ci2));
         }
-        const pointer = " ".repeat(ci) + "^".repeat(count2);
+        const pointer = " ".repeat(ci2) + "^".repeat(count2);
         error63.message += `:
 
 ${lineStr}
@@ -23403,7 +23403,7 @@ var require_resolve_props = __commonJS({
       let newlineAfterProp = null;
       let comma = null;
       let found = null;
-      let start = null;
+      let start2 = null;
       for (const token of tokens) {
         if (reqSpace) {
           if (token.type !== "space" && token.type !== "newline" && token.type !== "comma")
@@ -23455,7 +23455,7 @@ var require_resolve_props = __commonJS({
             if (token.source.endsWith(":"))
               onError(token.offset + token.source.length - 1, "BAD_ALIAS", "Anchor ending in : is ambiguous", true);
             anchor2 = token;
-            start ?? (start = token.offset);
+            start2 ?? (start2 = token.offset);
             atNewline = false;
             hasSpace = false;
             reqSpace = true;
@@ -23464,7 +23464,7 @@ var require_resolve_props = __commonJS({
             if (tag)
               onError(token, "MULTIPLE_TAGS", "A node can have at most one tag");
             tag = token;
-            start ?? (start = token.offset);
+            start2 ?? (start2 = token.offset);
             atNewline = false;
             hasSpace = false;
             reqSpace = true;
@@ -23512,7 +23512,7 @@ var require_resolve_props = __commonJS({
         tag,
         newlineAfterProp,
         end,
-        start: start ?? end
+        start: start2 ?? end
       };
     }
     exports.resolveProps = resolveProps;
@@ -23534,22 +23534,22 @@ var require_util_contains_newline = __commonJS({
           if (key.source.includes("\n"))
             return true;
           if (key.end) {
-            for (const st of key.end)
-              if (st.type === "newline")
+            for (const st2 of key.end)
+              if (st2.type === "newline")
                 return true;
           }
           return false;
         case "flow-collection":
-          for (const it of key.items) {
-            for (const st of it.start)
-              if (st.type === "newline")
+          for (const it2 of key.items) {
+            for (const st2 of it2.start)
+              if (st2.type === "newline")
                 return true;
-            if (it.sep) {
-              for (const st of it.sep)
-                if (st.type === "newline")
+            if (it2.sep) {
+              for (const st2 of it2.sep)
+                if (st2.type === "newline")
                   return true;
             }
-            if (containsNewline(it.key) || containsNewline(it.value))
+            if (containsNewline(it2.key) || containsNewline(it2.value))
               return true;
           }
           return false;
@@ -23588,7 +23588,7 @@ var require_util_map_includes = __commonJS({
       const { uniqueKeys } = ctx.options;
       if (uniqueKeys === false)
         return false;
-      const isEqual = typeof uniqueKeys === "function" ? uniqueKeys : (a2, b) => a2 === b || identity3.isScalar(a2) && identity3.isScalar(b) && a2.value === b.value;
+      const isEqual = typeof uniqueKeys === "function" ? uniqueKeys : (a2, b2) => a2 === b2 || identity3.isScalar(a2) && identity3.isScalar(b2) && a2.value === b2.value;
       return items.some((pair) => isEqual(pair.key, search));
     }
     exports.mapIncludes = mapIncludes;
@@ -23614,8 +23614,8 @@ var require_resolve_block_map = __commonJS({
       let offset = bm.offset;
       let commentEnd = null;
       for (const collItem of bm.items) {
-        const { start, key, sep: sep3, value } = collItem;
-        const keyProps = resolveProps.resolveProps(start, {
+        const { start: start2, key, sep: sep3, value } = collItem;
+        const keyProps = resolveProps.resolveProps(start2, {
           indicator: "explicit-key-ind",
           next: key ?? sep3?.[0],
           offset,
@@ -23642,14 +23642,14 @@ var require_resolve_block_map = __commonJS({
             continue;
           }
           if (keyProps.newlineAfterProp || utilContainsNewline.containsNewline(key)) {
-            onError(key ?? start[start.length - 1], "MULTILINE_IMPLICIT_KEY", "Implicit keys need to be on a single line");
+            onError(key ?? start2[start2.length - 1], "MULTILINE_IMPLICIT_KEY", "Implicit keys need to be on a single line");
           }
         } else if (keyProps.found?.indent !== bm.indent) {
           onError(offset, "BAD_INDENT", startColMsg);
         }
         ctx.atKey = true;
         const keyStart = keyProps.end;
-        const keyNode = key ? composeNode(ctx, key, keyProps, onError) : composeEmptyNode(ctx, keyStart, start, null, keyProps, onError);
+        const keyNode = key ? composeNode(ctx, key, keyProps, onError) : composeEmptyNode(ctx, keyStart, start2, null, keyProps, onError);
         if (ctx.schema.compat)
           utilFlowIndentCheck.flowIndentCheck(bm.indent, key, onError);
         ctx.atKey = false;
@@ -23710,22 +23710,22 @@ var require_resolve_block_seq = __commonJS({
     var YAMLSeq = require_YAMLSeq();
     var resolveProps = require_resolve_props();
     var utilFlowIndentCheck = require_util_flow_indent_check();
-    function resolveBlockSeq({ composeNode, composeEmptyNode }, ctx, bs, onError, tag) {
+    function resolveBlockSeq({ composeNode, composeEmptyNode }, ctx, bs2, onError, tag) {
       const NodeClass = tag?.nodeClass ?? YAMLSeq.YAMLSeq;
       const seq = new NodeClass(ctx.schema);
       if (ctx.atRoot)
         ctx.atRoot = false;
       if (ctx.atKey)
         ctx.atKey = false;
-      let offset = bs.offset;
+      let offset = bs2.offset;
       let commentEnd = null;
-      for (const { start, value } of bs.items) {
-        const props = resolveProps.resolveProps(start, {
+      for (const { start: start2, value } of bs2.items) {
+        const props = resolveProps.resolveProps(start2, {
           indicator: "seq-item-ind",
           next: value,
           offset,
           onError,
-          parentIndent: bs.indent,
+          parentIndent: bs2.indent,
           startOnNewline: true
         });
         if (!props.found) {
@@ -23741,13 +23741,13 @@ var require_resolve_block_seq = __commonJS({
             continue;
           }
         }
-        const node2 = value ? composeNode(ctx, value, props, onError) : composeEmptyNode(ctx, props.end, start, null, props, onError);
+        const node2 = value ? composeNode(ctx, value, props, onError) : composeEmptyNode(ctx, props.end, start2, null, props, onError);
         if (ctx.schema.compat)
-          utilFlowIndentCheck.flowIndentCheck(bs.indent, value, onError);
+          utilFlowIndentCheck.flowIndentCheck(bs2.indent, value, onError);
         offset = node2.range[2];
         seq.items.push(node2);
       }
-      seq.range = [bs.offset, offset, commentEnd ?? offset];
+      seq.range = [bs2.offset, offset, commentEnd ?? offset];
       return seq;
     }
     exports.resolveBlockSeq = resolveBlockSeq;
@@ -23825,8 +23825,8 @@ var require_resolve_flow_collection = __commonJS({
       let offset = fc.offset + fc.start.source.length;
       for (let i2 = 0; i2 < fc.items.length; ++i2) {
         const collItem = fc.items[i2];
-        const { start, key, sep: sep3, value } = collItem;
-        const props = resolveProps.resolveProps(start, {
+        const { start: start2, key, sep: sep3, value } = collItem;
+        const props = resolveProps.resolveProps(start2, {
           flow: fcName,
           indicator: "explicit-key-ind",
           next: key ?? sep3?.[0],
@@ -23866,13 +23866,13 @@ var require_resolve_flow_collection = __commonJS({
             onError(props.start, "MISSING_CHAR", `Missing , between ${fcName} items`);
           if (props.comment) {
             let prevItemComment = "";
-            loop: for (const st of start) {
-              switch (st.type) {
+            loop: for (const st2 of start2) {
+              switch (st2.type) {
                 case "comma":
                 case "space":
                   break;
                 case "comment":
-                  prevItemComment = st.source.substring(1);
+                  prevItemComment = st2.source.substring(1);
                   break loop;
                 default:
                   break loop;
@@ -23899,7 +23899,7 @@ var require_resolve_flow_collection = __commonJS({
         } else {
           ctx.atKey = true;
           const keyStart = props.end;
-          const keyNode = key ? composeNode(ctx, key, props, onError) : composeEmptyNode(ctx, keyStart, start, null, props, onError);
+          const keyNode = key ? composeNode(ctx, key, props, onError) : composeEmptyNode(ctx, keyStart, start2, null, props, onError);
           if (isBlock(key))
             onError(keyNode.range, "BLOCK_IN_FLOW", blockMsg);
           ctx.atKey = false;
@@ -23915,11 +23915,11 @@ var require_resolve_flow_collection = __commonJS({
           if (valueProps.found) {
             if (!isMap2 && !props.found && ctx.options.strict) {
               if (sep3)
-                for (const st of sep3) {
-                  if (st === valueProps.found)
+                for (const st2 of sep3) {
+                  if (st2 === valueProps.found)
                     break;
-                  if (st.type === "newline") {
-                    onError(st, "MULTILINE_IMPLICIT_KEY", "Implicit keys of flow sequence pairs need to be on a single line");
+                  if (st2.type === "newline") {
+                    onError(st2, "MULTILINE_IMPLICIT_KEY", "Implicit keys of flow sequence pairs need to be on a single line");
                     break;
                   }
                 }
@@ -23962,19 +23962,19 @@ var require_resolve_flow_collection = __commonJS({
         }
       }
       const expectedEnd = isMap2 ? "}" : "]";
-      const [ce, ...ee] = fc.end;
+      const [ce2, ...ee2] = fc.end;
       let cePos = offset;
-      if (ce?.source === expectedEnd)
-        cePos = ce.offset + ce.source.length;
+      if (ce2?.source === expectedEnd)
+        cePos = ce2.offset + ce2.source.length;
       else {
         const name = fcName[0].toUpperCase() + fcName.substring(1);
         const msg = atRoot ? `${name} must end with a ${expectedEnd}` : `${name} in block collection must be sufficiently indented and end with a ${expectedEnd}`;
         onError(offset, atRoot ? "MISSING_CHAR" : "BAD_INDENT", msg);
-        if (ce && ce.source.length !== 1)
-          ee.unshift(ce);
+        if (ce2 && ce2.source.length !== 1)
+          ee2.unshift(ce2);
       }
-      if (ee.length > 0) {
-        const end = resolveEnd.resolveEnd(ee, cePos, ctx.options.strict, onError);
+      if (ee2.length > 0) {
+        const end = resolveEnd.resolveEnd(ee2, cePos, ctx.options.strict, onError);
         if (end.comment) {
           if (coll.comment)
             coll.comment += "\n" + end.comment;
@@ -24030,13 +24030,13 @@ var require_compose_collection = __commonJS({
       }
       let tag = ctx.schema.tags.find((t) => t.tag === tagName && t.collection === expType);
       if (!tag) {
-        const kt = ctx.schema.knownTags[tagName];
-        if (kt?.collection === expType) {
-          ctx.schema.tags.push(Object.assign({}, kt, { default: false }));
-          tag = kt;
+        const kt2 = ctx.schema.knownTags[tagName];
+        if (kt2?.collection === expType) {
+          ctx.schema.tags.push(Object.assign({}, kt2, { default: false }));
+          tag = kt2;
         } else {
-          if (kt) {
-            onError(tagToken, "BAD_COLLECTION_TYPE", `${kt.tag} used for ${expType} collection, but expects ${kt.collection ?? "scalar"}`, true);
+          if (kt2) {
+            onError(tagToken, "BAD_COLLECTION_TYPE", `${kt2.tag} used for ${expType} collection, but expects ${kt2.collection ?? "scalar"}`, true);
           } else {
             onError(tagToken, "TAG_RESOLVE_FAILED", `Unresolved tag: ${tagName}`, true);
           }
@@ -24062,12 +24062,12 @@ var require_resolve_block_scalar = __commonJS({
     "use strict";
     var Scalar = require_Scalar();
     function resolveBlockScalar(ctx, scalar, onError) {
-      const start = scalar.offset;
+      const start2 = scalar.offset;
       const header = parseBlockScalarHeader(scalar, ctx.options.strict, onError);
       if (!header)
-        return { value: "", type: null, comment: "", range: [start, start, start] };
+        return { value: "", type: null, comment: "", range: [start2, start2, start2] };
       const type = header.mode === ">" ? Scalar.Scalar.BLOCK_FOLDED : Scalar.Scalar.BLOCK_LITERAL;
-      const lines = scalar.source ? splitLines(scalar.source) : [];
+      const lines = scalar.source ? splitLines2(scalar.source) : [];
       let chompStart = lines.length;
       for (let i2 = lines.length - 1; i2 >= 0; --i2) {
         const content = lines[i2][1];
@@ -24078,10 +24078,10 @@ var require_resolve_block_scalar = __commonJS({
       }
       if (chompStart === 0) {
         const value2 = header.chomp === "+" && lines.length > 0 ? "\n".repeat(Math.max(1, lines.length - 1)) : "";
-        let end2 = start + header.length;
+        let end2 = start2 + header.length;
         if (scalar.source)
           end2 += scalar.source.length;
-        return { value: value2, type, comment: header.comment, range: [start, end2, end2] };
+        return { value: value2, type, comment: header.comment, range: [start2, end2, end2] };
       }
       let trimIndent = scalar.indent + header.indent;
       let offset = scalar.offset + header.length;
@@ -24162,8 +24162,8 @@ var require_resolve_block_scalar = __commonJS({
         default:
           value += "\n";
       }
-      const end = start + header.length + scalar.source.length;
-      return { value, type, comment: header.comment, range: [start, end, end] };
+      const end = start2 + header.length + scalar.source.length;
+      return { value, type, comment: header.comment, range: [start2, end, end] };
     }
     function parseBlockScalarHeader({ offset, props }, strict, onError) {
       if (props[0].type !== "block-scalar-header") {
@@ -24217,19 +24217,19 @@ var require_resolve_block_scalar = __commonJS({
           default: {
             const message = `Unexpected token in block scalar header: ${token.type}`;
             onError(token, "UNEXPECTED_TOKEN", message);
-            const ts = token.source;
-            if (ts && typeof ts === "string")
-              length += ts.length;
+            const ts2 = token.source;
+            if (ts2 && typeof ts2 === "string")
+              length += ts2.length;
           }
         }
       }
       return { mode: mode2, indent, chomp, comment, length };
     }
-    function splitLines(source) {
+    function splitLines2(source) {
       const split = source.split(/\n( *)/);
       const first = split[0];
-      const m = first.match(/^( *)/);
-      const line0 = m?.[1] ? [m[1], first.slice(m[1].length)] : ["", first];
+      const m2 = first.match(/^( *)/);
+      const line0 = m2?.[1] ? [m2[1], first.slice(m2[1].length)] : ["", first];
       const lines = [line0];
       for (let i2 = 1; i2 < split.length; i2 += 2)
         lines.push([split[i2], split[i2 + 1]]);
@@ -24274,12 +24274,12 @@ var require_resolve_flow_scalar = __commonJS({
           };
       }
       const valueEnd = offset + source.length;
-      const re = resolveEnd.resolveEnd(end, valueEnd, strict, onError);
+      const re2 = resolveEnd.resolveEnd(end, valueEnd, strict, onError);
       return {
         value,
         type: _type,
-        comment: re.comment,
-        range: [offset, valueEnd, re.offset]
+        comment: re2.comment,
+        range: [offset, valueEnd, re2.offset]
       };
     }
     function plainValue(source, onError) {
@@ -24469,7 +24469,7 @@ var require_compose_scalar = __commonJS({
     var resolveBlockScalar = require_resolve_block_scalar();
     var resolveFlowScalar = require_resolve_flow_scalar();
     function composeScalar(ctx, token, tagToken, onError) {
-      const { value, type, comment, range } = token.type === "block-scalar" ? resolveBlockScalar.resolveBlockScalar(ctx, token, onError) : resolveFlowScalar.resolveFlowScalar(token, ctx.options.strict, onError);
+      const { value, type, comment, range: range2 } = token.type === "block-scalar" ? resolveBlockScalar.resolveBlockScalar(ctx, token, onError) : resolveFlowScalar.resolveFlowScalar(token, ctx.options.strict, onError);
       const tagName = tagToken ? ctx.directives.tagName(tagToken.source, (msg) => onError(tagToken, "TAG_RESOLVE_FAILED", msg)) : null;
       let tag;
       if (ctx.options.stringKeys && ctx.atKey) {
@@ -24489,7 +24489,7 @@ var require_compose_scalar = __commonJS({
         onError(tagToken ?? token, "TAG_RESOLVE_FAILED", msg);
         scalar = new Scalar.Scalar(value);
       }
-      scalar.range = range;
+      scalar.range = range2;
       scalar.source = value;
       if (type)
         scalar.type = type;
@@ -24516,10 +24516,10 @@ var require_compose_scalar = __commonJS({
       for (const tag of matchWithTest)
         if (tag.test?.test(value))
           return tag;
-      const kt = schema.knownTags[tagName];
-      if (kt && !kt.collection) {
-        schema.tags.push(Object.assign({}, kt, { default: false, test: void 0 }));
-        return kt;
+      const kt2 = schema.knownTags[tagName];
+      if (kt2 && !kt2.collection) {
+        schema.tags.push(Object.assign({}, kt2, { default: false, test: void 0 }));
+        return kt2;
       }
       onError(tagToken, "TAG_RESOLVE_FAILED", `Unresolved tag: ${tagName}`, tagName !== "tag:yaml.org,2002:str");
       return schema[identity3.SCALAR];
@@ -24529,9 +24529,9 @@ var require_compose_scalar = __commonJS({
       if (schema.compat) {
         const compat = schema.compat.find((tag2) => tag2.default && tag2.test?.test(value)) ?? schema[identity3.SCALAR];
         if (tag.tag !== compat.tag) {
-          const ts = directives.tagString(tag.tag);
-          const cs = directives.tagString(compat.tag);
-          const msg = `Value may be parsed as either ${ts} or ${cs}`;
+          const ts2 = directives.tagString(tag.tag);
+          const cs2 = directives.tagString(compat.tag);
+          const msg = `Value may be parsed as either ${ts2} or ${cs2}`;
           onError(token, "TAG_RESOLVE_FAILED", msg, true);
         }
       }
@@ -24549,18 +24549,18 @@ var require_util_empty_scalar_position = __commonJS({
       if (before) {
         pos ?? (pos = before.length);
         for (let i2 = pos - 1; i2 >= 0; --i2) {
-          let st = before[i2];
-          switch (st.type) {
+          let st2 = before[i2];
+          switch (st2.type) {
             case "space":
             case "comment":
             case "newline":
-              offset -= st.source.length;
+              offset -= st2.source.length;
               continue;
           }
-          st = before[++i2];
-          while (st?.type === "space") {
-            offset += st.source.length;
-            st = before[++i2];
+          st2 = before[++i2];
+          while (st2?.type === "space") {
+            offset += st2.source.length;
+            st2 = before[++i2];
           }
           break;
         }
@@ -24666,10 +24666,10 @@ var require_compose_node = __commonJS({
       if (alias.source.endsWith(":"))
         onError(offset + source.length - 1, "BAD_ALIAS", "Alias ending in : is ambiguous", true);
       const valueEnd = offset + source.length;
-      const re = resolveEnd.resolveEnd(end, valueEnd, options.strict, onError);
-      alias.range = [offset, valueEnd, re.offset];
-      if (re.comment)
-        alias.comment = re.comment;
+      const re2 = resolveEnd.resolveEnd(end, valueEnd, options.strict, onError);
+      alias.range = [offset, valueEnd, re2.offset];
+      if (re2.comment)
+        alias.comment = re2.comment;
       return alias;
     }
     exports.composeEmptyNode = composeEmptyNode;
@@ -24685,7 +24685,7 @@ var require_compose_doc = __commonJS({
     var composeNode = require_compose_node();
     var resolveEnd = require_resolve_end();
     var resolveProps = require_resolve_props();
-    function composeDoc(options, directives, { offset, start, value, end }, onError) {
+    function composeDoc(options, directives, { offset, start: start2, value, end }, onError) {
       const opts = Object.assign({ _directives: directives }, options);
       const doc = new Document.Document(void 0, opts);
       const ctx = {
@@ -24695,7 +24695,7 @@ var require_compose_doc = __commonJS({
         options: doc.options,
         schema: doc.schema
       };
-      const props = resolveProps.resolveProps(start, {
+      const props = resolveProps.resolveProps(start2, {
         indicator: "doc-start",
         next: value ?? end?.[0],
         offset,
@@ -24708,12 +24708,12 @@ var require_compose_doc = __commonJS({
         if (value && (value.type === "block-map" || value.type === "block-seq") && !props.hasNewline)
           onError(props.end, "MISSING_CHAR", "Block collection cannot start on same line with directives-end marker");
       }
-      doc.contents = value ? composeNode.composeNode(ctx, value, props, onError) : composeNode.composeEmptyNode(ctx, props.end, start, null, props, onError);
+      doc.contents = value ? composeNode.composeNode(ctx, value, props, onError) : composeNode.composeEmptyNode(ctx, props.end, start2, null, props, onError);
       const contentEnd = doc.contents.range[2];
-      const re = resolveEnd.resolveEnd(end, contentEnd, false, onError);
-      if (re.comment)
-        doc.comment = re.comment;
-      doc.range = [offset, contentEnd, re.offset];
+      const re2 = resolveEnd.resolveEnd(end, contentEnd, false, onError);
+      if (re2.comment)
+        doc.comment = re2.comment;
+      doc.range = [offset, contentEnd, re2.offset];
       return doc;
     }
     exports.composeDoc = composeDoc;
@@ -24791,11 +24791,11 @@ ${comment}` : comment;
           } else if (afterEmptyLine || doc.directives.docStart || !dc) {
             doc.commentBefore = comment;
           } else if (identity3.isCollection(dc) && !dc.flow && dc.items.length > 0) {
-            let it = dc.items[0];
-            if (identity3.isPair(it))
-              it = it.key;
-            const cb = it.commentBefore;
-            it.commentBefore = cb ? `${comment}
+            let it2 = dc.items[0];
+            if (identity3.isPair(it2))
+              it2 = it2.key;
+            const cb = it2.commentBefore;
+            it2.commentBefore = cb ? `${comment}
 ${cb}` : comment;
           } else {
             const cb = dc.commentBefore;
@@ -24970,9 +24970,9 @@ var require_cst_scalar = __commonJS({
       switch (source[0]) {
         case "|":
         case ">": {
-          const he = source.indexOf("\n");
-          const head = source.substring(0, he);
-          const body = source.substring(he + 1) + "\n";
+          const he2 = source.indexOf("\n");
+          const head = source.substring(0, he2);
+          const body = source.substring(he2 + 1) + "\n";
           const props = [
             { type: "block-scalar-header", offset, indent, source: head }
           ];
@@ -25033,9 +25033,9 @@ var require_cst_scalar = __commonJS({
       }
     }
     function setBlockScalarValue(token, source) {
-      const he = source.indexOf("\n");
-      const head = source.substring(0, he);
-      const body = source.substring(he + 1) + "\n";
+      const he2 = source.indexOf("\n");
+      const head = source.substring(0, he2);
+      const body = source.substring(he2 + 1) + "\n";
       if (token.type === "block-scalar") {
         const header = token.props[0];
         if (header.type !== "block-scalar-header")
@@ -25058,14 +25058,14 @@ var require_cst_scalar = __commonJS({
     }
     function addEndtoBlockProps(props, end) {
       if (end)
-        for (const st of end)
-          switch (st.type) {
+        for (const st2 of end)
+          switch (st2.type) {
             case "space":
             case "comment":
-              props.push(st);
+              props.push(st2);
               break;
             case "newline":
-              props.push(st);
+              props.push(st2);
               return true;
           }
       return false;
@@ -25099,7 +25099,7 @@ var require_cst_scalar = __commonJS({
         }
         default: {
           const indent = "indent" in token ? token.indent : -1;
-          const end = "end" in token && Array.isArray(token.end) ? token.end.filter((st) => st.type === "space" || st.type === "comment" || st.type === "newline") : [];
+          const end = "end" in token && Array.isArray(token.end) ? token.end.filter((st2) => st2.type === "space" || st2.type === "comment" || st2.type === "newline") : [];
           for (const key of Object.keys(token))
             if (key !== "type" && key !== "offset")
               delete token[key];
@@ -25137,35 +25137,35 @@ var require_cst_stringify = __commonJS({
           let res = token.start.source;
           for (const item of token.items)
             res += stringifyItem(item);
-          for (const st of token.end)
-            res += st.source;
+          for (const st2 of token.end)
+            res += st2.source;
           return res;
         }
         case "document": {
           let res = stringifyItem(token);
           if (token.end)
-            for (const st of token.end)
-              res += st.source;
+            for (const st2 of token.end)
+              res += st2.source;
           return res;
         }
         default: {
           let res = token.source;
           if ("end" in token && token.end)
-            for (const st of token.end)
-              res += st.source;
+            for (const st2 of token.end)
+              res += st2.source;
           return res;
         }
       }
     }
-    function stringifyItem({ start, key, sep: sep3, value }) {
+    function stringifyItem({ start: start2, key, sep: sep3, value }) {
       let res = "";
-      for (const st of start)
-        res += st.source;
+      for (const st2 of start2)
+        res += st2.source;
       if (key)
         res += stringifyToken(key);
       if (sep3)
-        for (const st of sep3)
-          res += st.source;
+        for (const st2 of sep3)
+          res += st2.source;
       if (value)
         res += stringifyToken(value);
       return res;
@@ -25181,17 +25181,17 @@ var require_cst_visit = __commonJS({
     var BREAK = /* @__PURE__ */ Symbol("break visit");
     var SKIP = /* @__PURE__ */ Symbol("skip children");
     var REMOVE = /* @__PURE__ */ Symbol("remove item");
-    function visit2(cst, visitor) {
+    function visit3(cst, visitor) {
       if ("type" in cst && cst.type === "document")
         cst = { start: cst.start, value: cst.value };
       _visit(Object.freeze([]), cst, visitor);
     }
-    visit2.BREAK = BREAK;
-    visit2.SKIP = SKIP;
-    visit2.REMOVE = REMOVE;
-    visit2.itemAtPath = (cst, path13) => {
+    visit3.BREAK = BREAK;
+    visit3.SKIP = SKIP;
+    visit3.REMOVE = REMOVE;
+    visit3.itemAtPath = (cst, path35) => {
       let item = cst;
-      for (const [field2, index] of path13) {
+      for (const [field2, index] of path35) {
         const tok = item?.[field2];
         if (tok && "items" in tok) {
           item = tok.items[index];
@@ -25200,39 +25200,39 @@ var require_cst_visit = __commonJS({
       }
       return item;
     };
-    visit2.parentCollection = (cst, path13) => {
-      const parent = visit2.itemAtPath(cst, path13.slice(0, -1));
-      const field2 = path13[path13.length - 1][0];
+    visit3.parentCollection = (cst, path35) => {
+      const parent = visit3.itemAtPath(cst, path35.slice(0, -1));
+      const field2 = path35[path35.length - 1][0];
       const coll = parent?.[field2];
       if (coll && "items" in coll)
         return coll;
       throw new Error("Parent collection not found");
     };
-    function _visit(path13, item, visitor) {
-      let ctrl = visitor(item, path13);
+    function _visit(path35, item, visitor) {
+      let ctrl = visitor(item, path35);
       if (typeof ctrl === "symbol")
         return ctrl;
       for (const field2 of ["key", "value"]) {
         const token = item[field2];
         if (token && "items" in token) {
           for (let i2 = 0; i2 < token.items.length; ++i2) {
-            const ci = _visit(Object.freeze(path13.concat([[field2, i2]])), token.items[i2], visitor);
-            if (typeof ci === "number")
-              i2 = ci - 1;
-            else if (ci === BREAK)
+            const ci2 = _visit(Object.freeze(path35.concat([[field2, i2]])), token.items[i2], visitor);
+            if (typeof ci2 === "number")
+              i2 = ci2 - 1;
+            else if (ci2 === BREAK)
               return BREAK;
-            else if (ci === REMOVE) {
+            else if (ci2 === REMOVE) {
               token.items.splice(i2, 1);
               i2 -= 1;
             }
           }
           if (typeof ctrl === "function" && field2 === "key")
-            ctrl = ctrl(item, path13);
+            ctrl = ctrl(item, path35);
         }
       }
-      return typeof ctrl === "function" ? ctrl(item, path13) : ctrl;
+      return typeof ctrl === "function" ? ctrl(item, path35) : ctrl;
     }
-    exports.visit = visit2;
+    exports.visit = visit3;
   }
 });
 
@@ -25420,8 +25420,8 @@ var require_lexer = __commonJS({
           return ch === "\n" || indent >= this.indentNext || !ch && !this.atEnd ? offset + indent : -1;
         }
         if (ch === "-" || ch === ".") {
-          const dt = this.buffer.substr(offset, 3);
-          if ((dt === "---" || dt === "...") && isEmpty(this.buffer[offset + 3]))
+          const dt2 = this.buffer.substr(offset, 3);
+          if ((dt2 === "---" || dt2 === "...") && isEmpty(this.buffer[offset + 3]))
             return -1;
         }
         return offset;
@@ -25481,14 +25481,14 @@ var require_lexer = __commonJS({
         }
         if (line[0] === "%") {
           let dirEnd = line.length;
-          let cs = line.indexOf("#");
-          while (cs !== -1) {
-            const ch = line[cs - 1];
+          let cs2 = line.indexOf("#");
+          while (cs2 !== -1) {
+            const ch = line[cs2 - 1];
             if (ch === " " || ch === "	") {
-              dirEnd = cs - 1;
+              dirEnd = cs2 - 1;
               break;
             } else {
-              cs = line.indexOf("#", cs + 1);
+              cs2 = line.indexOf("#", cs2 + 1);
             }
           }
           while (true) {
@@ -25519,12 +25519,12 @@ var require_lexer = __commonJS({
         if (ch === "-" || ch === ".") {
           if (!this.atEnd && !this.hasChars(4))
             return this.setNext("line-start");
-          const s = this.peek(3);
-          if ((s === "---" || s === "...") && isEmpty(this.charAt(3))) {
+          const s3 = this.peek(3);
+          if ((s3 === "---" || s3 === "...") && isEmpty(this.charAt(3))) {
             yield* this.pushCount(3);
             this.indentValue = 0;
             this.indentNext = 0;
-            return s === "---" ? "doc" : "stream";
+            return s3 === "---" ? "doc" : "stream";
           }
         }
         this.indentValue = yield* this.pushSpaces(false);
@@ -25675,10 +25675,10 @@ var require_lexer = __commonJS({
         let nl = qb.indexOf("\n", this.pos);
         if (nl !== -1) {
           while (nl !== -1) {
-            const cs = this.continueScalar(nl + 1);
-            if (cs === -1)
+            const cs2 = this.continueScalar(nl + 1);
+            if (cs2 === -1)
               break;
-            nl = qb.indexOf("\n", cs);
+            nl = qb.indexOf("\n", cs2);
           }
           if (nl !== -1) {
             end = nl - (qb[nl - 1] === "\r" ? 2 : 1);
@@ -25741,10 +25741,10 @@ var require_lexer = __commonJS({
             this.indentNext = this.blockScalarIndent + (this.indentNext === 0 ? 1 : this.indentNext);
           }
           do {
-            const cs = this.continueScalar(nl + 1);
-            if (cs === -1)
+            const cs2 = this.continueScalar(nl + 1);
+            if (cs2 === -1)
               break;
-            nl = this.buffer.indexOf("\n", cs);
+            nl = this.buffer.indexOf("\n", cs2);
           } while (nl !== -1);
           if (nl === -1) {
             if (!this.atEnd)
@@ -25803,10 +25803,10 @@ var require_lexer = __commonJS({
             if (next === "#" || inFlow && flowIndicatorChars.has(next))
               break;
             if (ch === "\n") {
-              const cs = this.continueScalar(i2 + 1);
-              if (cs === -1)
+              const cs2 = this.continueScalar(i2 + 1);
+              if (cs2 === -1)
                 break;
-              i2 = Math.max(i2, cs - 2);
+              i2 = Math.max(i2, cs2 - 2);
             }
           } else {
             if (inFlow && flowIndicatorChars.has(ch))
@@ -25829,11 +25829,11 @@ var require_lexer = __commonJS({
         return 0;
       }
       *pushToIndex(i2, allowEmpty) {
-        const s = this.buffer.slice(this.pos, i2);
-        if (s) {
-          yield s;
-          this.pos += s.length;
-          return s.length;
+        const s3 = this.buffer.slice(this.pos, i2);
+        if (s3) {
+          yield s3;
+          this.pos += s3.length;
+          return s3.length;
         } else if (allowEmpty)
           yield "";
         return 0;
@@ -25949,8 +25949,8 @@ var require_line_counter = __commonJS({
             return { line: low + 1, col: 1 };
           if (low === 0)
             return { line: 0, col: offset };
-          const start = this.lineStarts[low - 1];
-          return { line: low, col: offset - start + 1 };
+          const start2 = this.lineStarts[low - 1];
+          return { line: low, col: offset - start2 + 1 };
         };
       }
     };
@@ -26001,8 +26001,8 @@ var require_parser = __commonJS({
         case "document":
           return parent.start;
         case "block-map": {
-          const it = parent.items[parent.items.length - 1];
-          return it.sep ?? it.start;
+          const it2 = parent.items[parent.items.length - 1];
+          return it2.sep ?? it2.start;
         }
         case "block-seq":
           return parent.items[parent.items.length - 1].start;
@@ -26038,19 +26038,19 @@ var require_parser = __commonJS({
     }
     function fixFlowSeqItems(fc) {
       if (fc.start.type === "flow-seq-start") {
-        for (const it of fc.items) {
-          if (it.sep && !it.value && !includesToken(it.start, "explicit-key-ind") && !includesToken(it.sep, "map-value-ind")) {
-            if (it.key)
-              it.value = it.key;
-            delete it.key;
-            if (isFlowToken(it.value)) {
-              if (it.value.end)
-                arrayPushArray(it.value.end, it.sep);
+        for (const it2 of fc.items) {
+          if (it2.sep && !it2.value && !includesToken(it2.start, "explicit-key-ind") && !includesToken(it2.sep, "map-value-ind")) {
+            if (it2.key)
+              it2.value = it2.key;
+            delete it2.key;
+            if (isFlowToken(it2.value)) {
+              if (it2.value.end)
+                arrayPushArray(it2.value.end, it2.sep);
               else
-                it.value.end = it.sep;
+                it2.value.end = it2.sep;
             } else
-              arrayPushArray(it.start, it.sep);
-            delete it.sep;
+              arrayPushArray(it2.start, it2.sep);
+            delete it2.sep;
           }
         }
       }
@@ -26145,13 +26145,13 @@ var require_parser = __commonJS({
           yield* this.pop();
       }
       get sourceToken() {
-        const st = {
+        const st2 = {
           type: this.type,
           offset: this.offset,
           indent: this.indent,
           source: this.source
         };
-        return st;
+        return st2;
       }
       *step() {
         const top = this.peek(1);
@@ -26215,36 +26215,36 @@ var require_parser = __commonJS({
               top.props.push(token);
               break;
             case "block-map": {
-              const it = top.items[top.items.length - 1];
-              if (it.value) {
+              const it2 = top.items[top.items.length - 1];
+              if (it2.value) {
                 top.items.push({ start: [], key: token, sep: [] });
                 this.onKeyLine = true;
                 return;
-              } else if (it.sep) {
-                it.value = token;
+              } else if (it2.sep) {
+                it2.value = token;
               } else {
-                Object.assign(it, { key: token, sep: [] });
-                this.onKeyLine = !it.explicitKey;
+                Object.assign(it2, { key: token, sep: [] });
+                this.onKeyLine = !it2.explicitKey;
                 return;
               }
               break;
             }
             case "block-seq": {
-              const it = top.items[top.items.length - 1];
-              if (it.value)
+              const it2 = top.items[top.items.length - 1];
+              if (it2.value)
                 top.items.push({ start: [], value: token });
               else
-                it.value = token;
+                it2.value = token;
               break;
             }
             case "flow-collection": {
-              const it = top.items[top.items.length - 1];
-              if (!it || it.value)
+              const it2 = top.items[top.items.length - 1];
+              if (!it2 || it2.value)
                 top.items.push({ start: [], key: token, sep: [] });
-              else if (it.sep)
-                it.value = token;
+              else if (it2.sep)
+                it2.value = token;
               else
-                Object.assign(it, { key: token, sep: [] });
+                Object.assign(it2, { key: token, sep: [] });
               return;
             }
             /* istanbul ignore next should not happen */
@@ -26254,7 +26254,7 @@ var require_parser = __commonJS({
           }
           if ((top.type === "document" || top.type === "block-map" || top.type === "block-seq") && (token.type === "block-map" || token.type === "block-seq")) {
             const last = token.items[token.items.length - 1];
-            if (last && !last.sep && !last.value && last.start.length > 0 && findNonEmptyIndex(last.start) === -1 && (token.indent === 0 || last.start.every((st) => st.type !== "comment" || st.indent < token.indent))) {
+            if (last && !last.sep && !last.value && last.start.length > 0 && findNonEmptyIndex(last.start) === -1 && (token.indent === 0 || last.start.every((st2) => st2.type !== "comment" || st2.indent < token.indent))) {
               if (top.type === "document")
                 top.end = last.start;
               else
@@ -26330,7 +26330,7 @@ var require_parser = __commonJS({
       *scalar(scalar) {
         if (this.type === "map-value-ind") {
           const prev = getPrevProps(this.peek(2));
-          const start = getFirstKeyStartProps(prev);
+          const start2 = getFirstKeyStartProps(prev);
           let sep3;
           if (scalar.end) {
             sep3 = scalar.end;
@@ -26342,7 +26342,7 @@ var require_parser = __commonJS({
             type: "block-map",
             offset: scalar.offset,
             indent: scalar.indent,
-            items: [{ start, key: scalar, sep: sep3 }]
+            items: [{ start: start2, key: scalar, sep: sep3 }]
           };
           this.onKeyLine = true;
           this.stack[this.stack.length - 1] = map2;
@@ -26376,60 +26376,60 @@ var require_parser = __commonJS({
         }
       }
       *blockMap(map2) {
-        const it = map2.items[map2.items.length - 1];
+        const it2 = map2.items[map2.items.length - 1];
         switch (this.type) {
           case "newline":
             this.onKeyLine = false;
-            if (it.value) {
-              const end = "end" in it.value ? it.value.end : void 0;
+            if (it2.value) {
+              const end = "end" in it2.value ? it2.value.end : void 0;
               const last = Array.isArray(end) ? end[end.length - 1] : void 0;
               if (last?.type === "comment")
                 end?.push(this.sourceToken);
               else
                 map2.items.push({ start: [this.sourceToken] });
-            } else if (it.sep) {
-              it.sep.push(this.sourceToken);
+            } else if (it2.sep) {
+              it2.sep.push(this.sourceToken);
             } else {
-              it.start.push(this.sourceToken);
+              it2.start.push(this.sourceToken);
             }
             return;
           case "space":
           case "comment":
-            if (it.value) {
+            if (it2.value) {
               map2.items.push({ start: [this.sourceToken] });
-            } else if (it.sep) {
-              it.sep.push(this.sourceToken);
+            } else if (it2.sep) {
+              it2.sep.push(this.sourceToken);
             } else {
-              if (this.atIndentedComment(it.start, map2.indent)) {
+              if (this.atIndentedComment(it2.start, map2.indent)) {
                 const prev = map2.items[map2.items.length - 2];
                 const end = prev?.value?.end;
                 if (Array.isArray(end)) {
-                  arrayPushArray(end, it.start);
+                  arrayPushArray(end, it2.start);
                   end.push(this.sourceToken);
                   map2.items.pop();
                   return;
                 }
               }
-              it.start.push(this.sourceToken);
+              it2.start.push(this.sourceToken);
             }
             return;
         }
         if (this.indent >= map2.indent) {
           const atMapIndent = !this.onKeyLine && this.indent === map2.indent;
-          const atNextItem = atMapIndent && (it.sep || it.explicitKey) && this.type !== "seq-item-ind";
-          let start = [];
-          if (atNextItem && it.sep && !it.value) {
+          const atNextItem = atMapIndent && (it2.sep || it2.explicitKey) && this.type !== "seq-item-ind";
+          let start2 = [];
+          if (atNextItem && it2.sep && !it2.value) {
             const nl = [];
-            for (let i2 = 0; i2 < it.sep.length; ++i2) {
-              const st = it.sep[i2];
-              switch (st.type) {
+            for (let i2 = 0; i2 < it2.sep.length; ++i2) {
+              const st2 = it2.sep[i2];
+              switch (st2.type) {
                 case "newline":
                   nl.push(i2);
                   break;
                 case "space":
                   break;
                 case "comment":
-                  if (st.indent > map2.indent)
+                  if (st2.indent > map2.indent)
                     nl.length = 0;
                   break;
                 default:
@@ -26437,28 +26437,28 @@ var require_parser = __commonJS({
               }
             }
             if (nl.length >= 2)
-              start = it.sep.splice(nl[1]);
+              start2 = it2.sep.splice(nl[1]);
           }
           switch (this.type) {
             case "anchor":
             case "tag":
-              if (atNextItem || it.value) {
-                start.push(this.sourceToken);
-                map2.items.push({ start });
+              if (atNextItem || it2.value) {
+                start2.push(this.sourceToken);
+                map2.items.push({ start: start2 });
                 this.onKeyLine = true;
-              } else if (it.sep) {
-                it.sep.push(this.sourceToken);
+              } else if (it2.sep) {
+                it2.sep.push(this.sourceToken);
               } else {
-                it.start.push(this.sourceToken);
+                it2.start.push(this.sourceToken);
               }
               return;
             case "explicit-key-ind":
-              if (!it.sep && !it.explicitKey) {
-                it.start.push(this.sourceToken);
-                it.explicitKey = true;
-              } else if (atNextItem || it.value) {
-                start.push(this.sourceToken);
-                map2.items.push({ start, explicitKey: true });
+              if (!it2.sep && !it2.explicitKey) {
+                it2.start.push(this.sourceToken);
+                it2.explicitKey = true;
+              } else if (atNextItem || it2.value) {
+                start2.push(this.sourceToken);
+                map2.items.push({ start: start2, explicitKey: true });
               } else {
                 this.stack.push({
                   type: "block-map",
@@ -26470,52 +26470,52 @@ var require_parser = __commonJS({
               this.onKeyLine = true;
               return;
             case "map-value-ind":
-              if (it.explicitKey) {
-                if (!it.sep) {
-                  if (includesToken(it.start, "newline")) {
-                    Object.assign(it, { key: null, sep: [this.sourceToken] });
+              if (it2.explicitKey) {
+                if (!it2.sep) {
+                  if (includesToken(it2.start, "newline")) {
+                    Object.assign(it2, { key: null, sep: [this.sourceToken] });
                   } else {
-                    const start2 = getFirstKeyStartProps(it.start);
+                    const start3 = getFirstKeyStartProps(it2.start);
                     this.stack.push({
                       type: "block-map",
                       offset: this.offset,
                       indent: this.indent,
-                      items: [{ start: start2, key: null, sep: [this.sourceToken] }]
+                      items: [{ start: start3, key: null, sep: [this.sourceToken] }]
                     });
                   }
-                } else if (it.value) {
+                } else if (it2.value) {
                   map2.items.push({ start: [], key: null, sep: [this.sourceToken] });
-                } else if (includesToken(it.sep, "map-value-ind")) {
+                } else if (includesToken(it2.sep, "map-value-ind")) {
                   this.stack.push({
                     type: "block-map",
                     offset: this.offset,
                     indent: this.indent,
-                    items: [{ start, key: null, sep: [this.sourceToken] }]
+                    items: [{ start: start2, key: null, sep: [this.sourceToken] }]
                   });
-                } else if (isFlowToken(it.key) && !includesToken(it.sep, "newline")) {
-                  const start2 = getFirstKeyStartProps(it.start);
-                  const key = it.key;
-                  const sep3 = it.sep;
+                } else if (isFlowToken(it2.key) && !includesToken(it2.sep, "newline")) {
+                  const start3 = getFirstKeyStartProps(it2.start);
+                  const key = it2.key;
+                  const sep3 = it2.sep;
                   sep3.push(this.sourceToken);
-                  delete it.key;
-                  delete it.sep;
+                  delete it2.key;
+                  delete it2.sep;
                   this.stack.push({
                     type: "block-map",
                     offset: this.offset,
                     indent: this.indent,
-                    items: [{ start: start2, key, sep: sep3 }]
+                    items: [{ start: start3, key, sep: sep3 }]
                   });
-                } else if (start.length > 0) {
-                  it.sep = it.sep.concat(start, this.sourceToken);
+                } else if (start2.length > 0) {
+                  it2.sep = it2.sep.concat(start2, this.sourceToken);
                 } else {
-                  it.sep.push(this.sourceToken);
+                  it2.sep.push(this.sourceToken);
                 }
               } else {
-                if (!it.sep) {
-                  Object.assign(it, { key: null, sep: [this.sourceToken] });
-                } else if (it.value || atNextItem) {
-                  map2.items.push({ start, key: null, sep: [this.sourceToken] });
-                } else if (includesToken(it.sep, "map-value-ind")) {
+                if (!it2.sep) {
+                  Object.assign(it2, { key: null, sep: [this.sourceToken] });
+                } else if (it2.value || atNextItem) {
+                  map2.items.push({ start: start2, key: null, sep: [this.sourceToken] });
+                } else if (includesToken(it2.sep, "map-value-ind")) {
                   this.stack.push({
                     type: "block-map",
                     offset: this.offset,
@@ -26523,7 +26523,7 @@ var require_parser = __commonJS({
                     items: [{ start: [], key: null, sep: [this.sourceToken] }]
                   });
                 } else {
-                  it.sep.push(this.sourceToken);
+                  it2.sep.push(this.sourceToken);
                 }
               }
               this.onKeyLine = true;
@@ -26532,14 +26532,14 @@ var require_parser = __commonJS({
             case "scalar":
             case "single-quoted-scalar":
             case "double-quoted-scalar": {
-              const fs3 = this.flowScalar(this.type);
-              if (atNextItem || it.value) {
-                map2.items.push({ start, key: fs3, sep: [] });
+              const fs4 = this.flowScalar(this.type);
+              if (atNextItem || it2.value) {
+                map2.items.push({ start: start2, key: fs4, sep: [] });
                 this.onKeyLine = true;
-              } else if (it.sep) {
-                this.stack.push(fs3);
+              } else if (it2.sep) {
+                this.stack.push(fs4);
               } else {
-                Object.assign(it, { key: fs3, sep: [] });
+                Object.assign(it2, { key: fs4, sep: [] });
                 this.onKeyLine = true;
               }
               return;
@@ -26548,7 +26548,7 @@ var require_parser = __commonJS({
               const bv = this.startBlockValue(map2);
               if (bv) {
                 if (bv.type === "block-seq") {
-                  if (!it.explicitKey && it.sep && !includesToken(it.sep, "newline")) {
+                  if (!it2.explicitKey && it2.sep && !includesToken(it2.sep, "newline")) {
                     yield* this.pop({
                       type: "error",
                       offset: this.offset,
@@ -26558,7 +26558,7 @@ var require_parser = __commonJS({
                     return;
                   }
                 } else if (atMapIndent) {
-                  map2.items.push({ start });
+                  map2.items.push({ start: start2 });
                 }
                 this.stack.push(bv);
                 return;
@@ -26570,50 +26570,50 @@ var require_parser = __commonJS({
         yield* this.step();
       }
       *blockSequence(seq) {
-        const it = seq.items[seq.items.length - 1];
+        const it2 = seq.items[seq.items.length - 1];
         switch (this.type) {
           case "newline":
-            if (it.value) {
-              const end = "end" in it.value ? it.value.end : void 0;
+            if (it2.value) {
+              const end = "end" in it2.value ? it2.value.end : void 0;
               const last = Array.isArray(end) ? end[end.length - 1] : void 0;
               if (last?.type === "comment")
                 end?.push(this.sourceToken);
               else
                 seq.items.push({ start: [this.sourceToken] });
             } else
-              it.start.push(this.sourceToken);
+              it2.start.push(this.sourceToken);
             return;
           case "space":
           case "comment":
-            if (it.value)
+            if (it2.value)
               seq.items.push({ start: [this.sourceToken] });
             else {
-              if (this.atIndentedComment(it.start, seq.indent)) {
+              if (this.atIndentedComment(it2.start, seq.indent)) {
                 const prev = seq.items[seq.items.length - 2];
                 const end = prev?.value?.end;
                 if (Array.isArray(end)) {
-                  arrayPushArray(end, it.start);
+                  arrayPushArray(end, it2.start);
                   end.push(this.sourceToken);
                   seq.items.pop();
                   return;
                 }
               }
-              it.start.push(this.sourceToken);
+              it2.start.push(this.sourceToken);
             }
             return;
           case "anchor":
           case "tag":
-            if (it.value || this.indent <= seq.indent)
+            if (it2.value || this.indent <= seq.indent)
               break;
-            it.start.push(this.sourceToken);
+            it2.start.push(this.sourceToken);
             return;
           case "seq-item-ind":
             if (this.indent !== seq.indent)
               break;
-            if (it.value || includesToken(it.start, "seq-item-ind"))
+            if (it2.value || includesToken(it2.start, "seq-item-ind"))
               seq.items.push({ start: [this.sourceToken] });
             else
-              it.start.push(this.sourceToken);
+              it2.start.push(this.sourceToken);
             return;
         }
         if (this.indent > seq.indent) {
@@ -26627,7 +26627,7 @@ var require_parser = __commonJS({
         yield* this.step();
       }
       *flowCollection(fc) {
-        const it = fc.items[fc.items.length - 1];
+        const it2 = fc.items[fc.items.length - 1];
         if (this.type === "flow-error-end") {
           let top;
           do {
@@ -26638,42 +26638,42 @@ var require_parser = __commonJS({
           switch (this.type) {
             case "comma":
             case "explicit-key-ind":
-              if (!it || it.sep)
+              if (!it2 || it2.sep)
                 fc.items.push({ start: [this.sourceToken] });
               else
-                it.start.push(this.sourceToken);
+                it2.start.push(this.sourceToken);
               return;
             case "map-value-ind":
-              if (!it || it.value)
+              if (!it2 || it2.value)
                 fc.items.push({ start: [], key: null, sep: [this.sourceToken] });
-              else if (it.sep)
-                it.sep.push(this.sourceToken);
+              else if (it2.sep)
+                it2.sep.push(this.sourceToken);
               else
-                Object.assign(it, { key: null, sep: [this.sourceToken] });
+                Object.assign(it2, { key: null, sep: [this.sourceToken] });
               return;
             case "space":
             case "comment":
             case "newline":
             case "anchor":
             case "tag":
-              if (!it || it.value)
+              if (!it2 || it2.value)
                 fc.items.push({ start: [this.sourceToken] });
-              else if (it.sep)
-                it.sep.push(this.sourceToken);
+              else if (it2.sep)
+                it2.sep.push(this.sourceToken);
               else
-                it.start.push(this.sourceToken);
+                it2.start.push(this.sourceToken);
               return;
             case "alias":
             case "scalar":
             case "single-quoted-scalar":
             case "double-quoted-scalar": {
-              const fs3 = this.flowScalar(this.type);
-              if (!it || it.value)
-                fc.items.push({ start: [], key: fs3, sep: [] });
-              else if (it.sep)
-                this.stack.push(fs3);
+              const fs4 = this.flowScalar(this.type);
+              if (!it2 || it2.value)
+                fc.items.push({ start: [], key: fs4, sep: [] });
+              else if (it2.sep)
+                this.stack.push(fs4);
               else
-                Object.assign(it, { key: fs3, sep: [] });
+                Object.assign(it2, { key: fs4, sep: [] });
               return;
             }
             case "flow-map-end":
@@ -26695,7 +26695,7 @@ var require_parser = __commonJS({
             yield* this.step();
           } else if (this.type === "map-value-ind" && parent.type !== "flow-collection") {
             const prev = getPrevProps(parent);
-            const start = getFirstKeyStartProps(prev);
+            const start2 = getFirstKeyStartProps(prev);
             fixFlowSeqItems(fc);
             const sep3 = fc.end.splice(1, fc.end.length);
             sep3.push(this.sourceToken);
@@ -26703,7 +26703,7 @@ var require_parser = __commonJS({
               type: "block-map",
               offset: fc.offset,
               indent: fc.indent,
-              items: [{ start, key: fc, sep: sep3 }]
+              items: [{ start: start2, key: fc, sep: sep3 }]
             };
             this.onKeyLine = true;
             this.stack[this.stack.length - 1] = map2;
@@ -26762,35 +26762,35 @@ var require_parser = __commonJS({
           case "explicit-key-ind": {
             this.onKeyLine = true;
             const prev = getPrevProps(parent);
-            const start = getFirstKeyStartProps(prev);
-            start.push(this.sourceToken);
+            const start2 = getFirstKeyStartProps(prev);
+            start2.push(this.sourceToken);
             return {
               type: "block-map",
               offset: this.offset,
               indent: this.indent,
-              items: [{ start, explicitKey: true }]
+              items: [{ start: start2, explicitKey: true }]
             };
           }
           case "map-value-ind": {
             this.onKeyLine = true;
             const prev = getPrevProps(parent);
-            const start = getFirstKeyStartProps(prev);
+            const start2 = getFirstKeyStartProps(prev);
             return {
               type: "block-map",
               offset: this.offset,
               indent: this.indent,
-              items: [{ start, key: null, sep: [this.sourceToken] }]
+              items: [{ start: start2, key: null, sep: [this.sourceToken] }]
             };
           }
         }
         return null;
       }
-      atIndentedComment(start, indent) {
+      atIndentedComment(start2, indent) {
         if (this.type !== "comment")
           return false;
         if (this.indent <= indent)
           return false;
-        return start.every((st) => st.type === "newline" || st.type === "space");
+        return start2.every((st2) => st2.type === "newline" || st2.type === "space");
       }
       *documentEnd(docEnd) {
         if (this.type !== "doc-mode") {
@@ -26881,7 +26881,7 @@ var require_public_api = __commonJS({
       }
       return doc;
     }
-    function parse3(src, reviver, options) {
+    function parse4(src, reviver, options) {
       let _reviver = void 0;
       if (typeof reviver === "function") {
         _reviver = reviver;
@@ -26922,7 +26922,7 @@ var require_public_api = __commonJS({
         return value.toString(options);
       return new Document.Document(value, _replacer, options).toString(options);
     }
-    exports.parse = parse3;
+    exports.parse = parse4;
     exports.parseAllDocuments = parseAllDocuments;
     exports.parseDocument = parseDocument2;
     exports.stringify = stringify;
@@ -26948,7 +26948,7 @@ var require_dist = __commonJS({
     var lineCounter = require_line_counter();
     var parser = require_parser();
     var publicApi = require_public_api();
-    var visit2 = require_visit();
+    var visit3 = require_visit();
     exports.Composer = composer.Composer;
     exports.Document = Document.Document;
     exports.Schema = Schema.Schema;
@@ -26976,8 +26976,8 @@ var require_dist = __commonJS({
     exports.parseAllDocuments = publicApi.parseAllDocuments;
     exports.parseDocument = publicApi.parseDocument;
     exports.stringify = publicApi.stringify;
-    exports.visit = visit2.visit;
-    exports.visitAsync = visit2.visitAsync;
+    exports.visit = visit3.visit;
+    exports.visitAsync = visit3.visitAsync;
   }
 });
 
@@ -27185,7 +27185,7 @@ import process2 from "node:process";
 var isStandardStream = (stream) => STANDARD_STREAMS.includes(stream);
 var STANDARD_STREAMS = [process2.stdin, process2.stdout, process2.stderr];
 var STANDARD_STREAMS_ALIASES = ["stdin", "stdout", "stderr"];
-var getStreamName = (fdNumber) => STANDARD_STREAMS_ALIASES[fdNumber] ?? `stdio[${fdNumber}]`;
+var getStreamName = (fdNumber2) => STANDARD_STREAMS_ALIASES[fdNumber2] ?? `stdio[${fdNumber2}]`;
 
 // node_modules/execa/lib/arguments/specific.js
 var normalizeFdSpecificOptions = (options) => {
@@ -27204,8 +27204,8 @@ var getStdioLength = ({ stdio }) => Array.isArray(stdio) ? Math.max(stdio.length
 var normalizeFdSpecificValue = (optionValue, optionArray, optionName) => isPlainObject(optionValue) ? normalizeOptionObject(optionValue, optionArray, optionName) : optionArray.fill(optionValue);
 var normalizeOptionObject = (optionValue, optionArray, optionName) => {
   for (const fdName of Object.keys(optionValue).sort(compareFdName)) {
-    for (const fdNumber of parseFdName(fdName, optionName, optionArray)) {
-      optionArray[fdNumber] = optionValue[fdName];
+    for (const fdNumber2 of parseFdName(fdName, optionName, optionArray)) {
+      optionArray[fdNumber2] = optionValue[fdName];
     }
   }
   return optionArray;
@@ -27221,16 +27221,16 @@ var parseFdName = (fdName, optionName, optionArray) => {
   if (fdName === "ipc") {
     return [optionArray.length - 1];
   }
-  const fdNumber = parseFd(fdName);
-  if (fdNumber === void 0 || fdNumber === 0) {
+  const fdNumber2 = parseFd(fdName);
+  if (fdNumber2 === void 0 || fdNumber2 === 0) {
     throw new TypeError(`"${optionName}.${fdName}" is invalid.
 It must be "${optionName}.stdout", "${optionName}.stderr", "${optionName}.all", "${optionName}.ipc", or "${optionName}.fd3", "${optionName}.fd4" (and so on).`);
   }
-  if (fdNumber >= optionArray.length) {
+  if (fdNumber2 >= optionArray.length) {
     throw new TypeError(`"${optionName}.${fdName}" is invalid: that file descriptor does not exist.
 Please set the "stdio" option to ensure that file descriptor exists.`);
   }
-  return fdNumber === "all" ? [1, 2] : [fdNumber];
+  return fdNumber2 === "all" ? [1, 2] : [fdNumber2];
 };
 var parseFd = (fdName) => {
   if (fdName === "all") {
@@ -27255,16 +27255,16 @@ var DEFAULT_OPTIONS = {
   stripFinalNewline: true
 };
 var FD_SPECIFIC_OPTIONS = ["lines", "buffer", "maxBuffer", "verbose", "stripFinalNewline"];
-var getFdSpecificValue = (optionArray, fdNumber) => fdNumber === "ipc" ? optionArray.at(-1) : optionArray[fdNumber];
+var getFdSpecificValue = (optionArray, fdNumber2) => fdNumber2 === "ipc" ? optionArray.at(-1) : optionArray[fdNumber2];
 
 // node_modules/execa/lib/verbose/values.js
-var isVerbose = ({ verbose }, fdNumber) => getFdVerbose(verbose, fdNumber) !== "none";
-var isFullVerbose = ({ verbose }, fdNumber) => !["none", "short"].includes(getFdVerbose(verbose, fdNumber));
-var getVerboseFunction = ({ verbose }, fdNumber) => {
-  const fdVerbose = getFdVerbose(verbose, fdNumber);
+var isVerbose = ({ verbose }, fdNumber2) => getFdVerbose(verbose, fdNumber2) !== "none";
+var isFullVerbose = ({ verbose }, fdNumber2) => !["none", "short"].includes(getFdVerbose(verbose, fdNumber2));
+var getVerboseFunction = ({ verbose }, fdNumber2) => {
+  const fdVerbose = getFdVerbose(verbose, fdNumber2);
   return isVerboseFunction(fdVerbose) ? fdVerbose : void 0;
 };
-var getFdVerbose = (verbose, fdNumber) => fdNumber === void 0 ? getFdGenericVerbose(verbose) : getFdSpecificValue(verbose, fdNumber);
+var getFdVerbose = (verbose, fdNumber2) => fdNumber2 === void 0 ? getFdGenericVerbose(verbose) : getFdSpecificValue(verbose, fdNumber2);
 var getFdGenericVerbose = (verbose) => verbose.find((fdVerbose) => isVerboseFunction(fdVerbose)) ?? VERBOSE_VALUES.findLast((fdVerbose) => verbose.includes(fdVerbose));
 var isVerboseFunction = (fdVerbose) => typeof fdVerbose === "function";
 var VERBOSE_VALUES = ["none", "short", "full"];
@@ -27607,11 +27607,11 @@ var replacements = Object.entries(specialMainSymbols);
 // node_modules/yoctocolors/base.js
 import tty from "node:tty";
 var hasColors = tty?.WriteStream?.prototype?.hasColors?.() ?? false;
-var format = (open3, close) => {
+var format = (open5, close) => {
   if (!hasColors) {
     return (input2) => input2;
   }
-  const openCode = `\x1B[${open3}m`;
+  const openCode = `\x1B[${open5}m`;
   const closeCode = `\x1B[${close}m`;
   return (input2) => {
     const string4 = input2 + "";
@@ -27734,8 +27734,8 @@ var COLORS = {
 };
 
 // node_modules/execa/lib/verbose/custom.js
-var applyVerboseOnLines = (printedLines, verboseInfo, fdNumber) => {
-  const verboseFunction = getVerboseFunction(verboseInfo, fdNumber);
+var applyVerboseOnLines = (printedLines, verboseInfo, fdNumber2) => {
+  const verboseFunction = getVerboseFunction(verboseInfo, fdNumber2);
   return printedLines.map(({ verboseLine, verboseObject }) => applyVerboseFunction(verboseLine, verboseObject, verboseFunction)).filter((printedLine) => printedLine !== void 0).map((printedLine) => appendNewline(printedLine)).join("");
 };
 var applyVerboseFunction = (verboseLine, verboseObject, verboseFunction) => {
@@ -27751,10 +27751,10 @@ var appendNewline = (printedLine) => printedLine.endsWith("\n") ? printedLine : 
 `;
 
 // node_modules/execa/lib/verbose/log.js
-var verboseLog = ({ type, verboseMessage, fdNumber, verboseInfo, result }) => {
+var verboseLog = ({ type, verboseMessage, fdNumber: fdNumber2, verboseInfo, result }) => {
   const verboseObject = getVerboseObject({ type, result, verboseInfo });
   const printedLines = getPrintedLines(verboseMessage, verboseObject);
-  const finalLines = applyVerboseOnLines(printedLines, verboseInfo, fdNumber);
+  const finalLines = applyVerboseOnLines(printedLines, verboseInfo, fdNumber2);
   if (finalLines !== "") {
     console.warn(finalLines.slice(0, -1));
   }
@@ -28556,44 +28556,44 @@ var createDeferred = () => {
 };
 
 // node_modules/execa/lib/arguments/fd-options.js
-var getToStream = (destination, to = "stdin") => {
+var getToStream = (destination, to2 = "stdin") => {
   const isWritable = true;
   const { options, fileDescriptors } = SUBPROCESS_OPTIONS.get(destination);
-  const fdNumber = getFdNumber(fileDescriptors, to, isWritable);
-  const destinationStream = destination.stdio[fdNumber];
+  const fdNumber2 = getFdNumber(fileDescriptors, to2, isWritable);
+  const destinationStream = destination.stdio[fdNumber2];
   if (destinationStream === null) {
-    throw new TypeError(getInvalidStdioOptionMessage(fdNumber, to, options, isWritable));
+    throw new TypeError(getInvalidStdioOptionMessage(fdNumber2, to2, options, isWritable));
   }
   return destinationStream;
 };
 var getFromStream = (source, from = "stdout") => {
   const isWritable = false;
   const { options, fileDescriptors } = SUBPROCESS_OPTIONS.get(source);
-  const fdNumber = getFdNumber(fileDescriptors, from, isWritable);
-  const sourceStream = fdNumber === "all" ? source.all : source.stdio[fdNumber];
+  const fdNumber2 = getFdNumber(fileDescriptors, from, isWritable);
+  const sourceStream = fdNumber2 === "all" ? source.all : source.stdio[fdNumber2];
   if (sourceStream === null || sourceStream === void 0) {
-    throw new TypeError(getInvalidStdioOptionMessage(fdNumber, from, options, isWritable));
+    throw new TypeError(getInvalidStdioOptionMessage(fdNumber2, from, options, isWritable));
   }
   return sourceStream;
 };
 var SUBPROCESS_OPTIONS = /* @__PURE__ */ new WeakMap();
 var getFdNumber = (fileDescriptors, fdName, isWritable) => {
-  const fdNumber = parseFdNumber(fdName, isWritable);
-  validateFdNumber(fdNumber, fdName, isWritable, fileDescriptors);
-  return fdNumber;
+  const fdNumber2 = parseFdNumber(fdName, isWritable);
+  validateFdNumber(fdNumber2, fdName, isWritable, fileDescriptors);
+  return fdNumber2;
 };
 var parseFdNumber = (fdName, isWritable) => {
-  const fdNumber = parseFd(fdName);
-  if (fdNumber !== void 0) {
-    return fdNumber;
+  const fdNumber2 = parseFd(fdName);
+  if (fdNumber2 !== void 0) {
+    return fdNumber2;
   }
   const { validOptions, defaultValue } = isWritable ? { validOptions: '"stdin"', defaultValue: "stdin" } : { validOptions: '"stdout", "stderr", "all"', defaultValue: "stdout" };
   throw new TypeError(`"${getOptionName(isWritable)}" must not be "${fdName}".
 It must be ${validOptions} or "fd3", "fd4" (and so on).
 It is optional and defaults to "${defaultValue}".`);
 };
-var validateFdNumber = (fdNumber, fdName, isWritable, fileDescriptors) => {
-  const fileDescriptor = fileDescriptors[getUsedDescriptor(fdNumber)];
+var validateFdNumber = (fdNumber2, fdName, isWritable, fileDescriptors) => {
+  const fileDescriptor = fileDescriptors[getUsedDescriptor(fdNumber2)];
   if (fileDescriptor === void 0) {
     throw new TypeError(`"${getOptionName(isWritable)}" must not be ${fdName}. That file descriptor does not exist.
 Please set the "stdio" option to ensure that file descriptor exists.`);
@@ -28605,16 +28605,16 @@ Please set the "stdio" option to ensure that file descriptor exists.`);
     throw new TypeError(`"${getOptionName(isWritable)}" must not be ${fdName}. It must be a writable stream, not readable.`);
   }
 };
-var getInvalidStdioOptionMessage = (fdNumber, fdName, options, isWritable) => {
-  if (fdNumber === "all" && !options.all) {
+var getInvalidStdioOptionMessage = (fdNumber2, fdName, options, isWritable) => {
+  if (fdNumber2 === "all" && !options.all) {
     return `The "all" option must be true to use "from: 'all'".`;
   }
-  const { optionName, optionValue } = getInvalidStdioOption(fdNumber, options);
+  const { optionName, optionValue } = getInvalidStdioOption(fdNumber2, options);
   return `The "${optionName}: ${serializeOptionValue(optionValue)}" option is incompatible with using "${getOptionName(isWritable)}: ${serializeOptionValue(fdName)}".
 Please set this option with "pipe" instead.`;
 };
-var getInvalidStdioOption = (fdNumber, { stdin, stdout, stderr, stdio }) => {
-  const usedDescriptor = getUsedDescriptor(fdNumber);
+var getInvalidStdioOption = (fdNumber2, { stdin, stdout, stderr, stdio }) => {
+  const usedDescriptor = getUsedDescriptor(fdNumber2);
   if (usedDescriptor === 0 && stdin !== void 0) {
     return { optionName: "stdin", optionValue: stdin };
   }
@@ -28626,7 +28626,7 @@ var getInvalidStdioOption = (fdNumber, { stdin, stdout, stderr, stdio }) => {
   }
   return { optionName: `stdio[${usedDescriptor}]`, optionValue: stdio[usedDescriptor] };
 };
-var getUsedDescriptor = (fdNumber) => fdNumber === "all" ? 1 : fdNumber;
+var getUsedDescriptor = (fdNumber2) => fdNumber2 === "all" ? 1 : fdNumber2;
 var getOptionName = (isWritable) => isWritable ? "to" : "from";
 var serializeOptionValue = (value) => {
   if (typeof value === "string") {
@@ -29241,7 +29241,7 @@ var normalizeOptions = (filePath, rawArguments, rawOptions) => {
   options.env = getEnv(options);
   options.killSignal = normalizeKillSignal(options.killSignal);
   options.forceKillAfterDelay = normalizeForceKillAfterDelay(options.forceKillAfterDelay);
-  options.lines = options.lines.map((lines, fdNumber) => lines && !BINARY_ENCODINGS.has(options.encoding) && options.buffer[fdNumber]);
+  options.lines = options.lines.map((lines, fdNumber2) => lines && !BINARY_ENCODINGS.has(options.encoding) && options.buffer[fdNumber2]);
   if (process6.platform === "win32" && path5.basename(file2, ".exe") === "cmd") {
     commandArguments.unshift("/q");
   }
@@ -29415,8 +29415,8 @@ function h({ preventCancel: r = false } = {}) {
   const e = this.getReader(), t = new c(
     e,
     r
-  ), s = Object.create(u);
-  return s[n] = t, s;
+  ), s3 = Object.create(u);
+  return s3[n] = t, s3;
 }
 
 // node_modules/get-stream/source/stream.js
@@ -29684,15 +29684,15 @@ var stringMethods = {
 Object.assign(nodeImports, { on, finished });
 
 // node_modules/execa/lib/io/max-buffer.js
-var handleMaxBuffer = ({ error: error63, stream, readableObjectMode, lines, encoding, fdNumber }) => {
+var handleMaxBuffer = ({ error: error63, stream, readableObjectMode, lines, encoding, fdNumber: fdNumber2 }) => {
   if (!(error63 instanceof MaxBufferError)) {
     throw error63;
   }
-  if (fdNumber === "all") {
+  if (fdNumber2 === "all") {
     return error63;
   }
   const unit = getMaxBufferUnit(readableObjectMode, lines, encoding);
-  error63.maxBufferInfo = { fdNumber, unit };
+  error63.maxBufferInfo = { fdNumber: fdNumber2, unit };
   stream.destroy();
   throw error63;
 };
@@ -29724,13 +29724,13 @@ var getMaxBufferInfo = (error63, maxBuffer) => {
   if (error63?.maxBufferInfo === void 0) {
     return { streamName: "output", threshold: maxBuffer[1], unit: "bytes" };
   }
-  const { maxBufferInfo: { fdNumber, unit } } = error63;
+  const { maxBufferInfo: { fdNumber: fdNumber2, unit } } = error63;
   delete error63.maxBufferInfo;
-  const threshold = getFdSpecificValue(maxBuffer, fdNumber);
-  if (fdNumber === "ipc") {
+  const threshold = getFdSpecificValue(maxBuffer, fdNumber2);
+  if (fdNumber2 === "ipc") {
     return { streamName: "IPC output", threshold, unit: "messages" };
   }
-  return { streamName: getStreamName(fdNumber), threshold, unit };
+  return { streamName: getStreamName(fdNumber2), threshold, unit };
 };
 var isMaxBufferSync = (resultError, output2, maxBuffer) => resultError?.code === "ENOBUFS" && output2 !== null && output2.some((result) => result !== null && result.length > getMaxBufferSync(maxBuffer));
 var truncateMaxBufferSync = (result, isMaxBuffer, maxBuffer) => {
@@ -30470,14 +30470,14 @@ var sortTransforms = (newTransforms, direction) => direction === "input" ? newTr
 
 // node_modules/execa/lib/stdio/direction.js
 import process7 from "node:process";
-var getStreamDirection = (stdioItems, fdNumber, optionName) => {
-  const directions = stdioItems.map((stdioItem) => getStdioItemDirection(stdioItem, fdNumber));
+var getStreamDirection = (stdioItems, fdNumber2, optionName) => {
+  const directions = stdioItems.map((stdioItem) => getStdioItemDirection(stdioItem, fdNumber2));
   if (directions.includes("input") && directions.includes("output")) {
     throw new TypeError(`The \`${optionName}\` option must not be an array of both readable and writable values.`);
   }
   return directions.find(Boolean) ?? DEFAULT_DIRECTION;
 };
-var getStdioItemDirection = ({ type, value }, fdNumber) => KNOWN_DIRECTIONS[fdNumber] ?? guessStreamDirection[type](value);
+var getStdioItemDirection = ({ type, value }, fdNumber2) => KNOWN_DIRECTIONS[fdNumber2] ?? guessStreamDirection[type](value);
 var KNOWN_DIRECTIONS = ["input", "output", "output"];
 var anyDirection = () => void 0;
 var alwaysInput = () => "input";
@@ -30523,7 +30523,7 @@ var normalizeIpcStdioArray = (stdioArray, ipc) => ipc && !stdioArray.includes("i
 
 // node_modules/execa/lib/stdio/stdio-option.js
 var normalizeStdioOption = ({ stdio, ipc, buffer, ...options }, verboseInfo, isSync) => {
-  const stdioArray = getStdioArray(stdio, options).map((stdioOption, fdNumber) => addDefaultValue2(stdioOption, fdNumber));
+  const stdioArray = getStdioArray(stdio, options).map((stdioOption, fdNumber2) => addDefaultValue2(stdioOption, fdNumber2));
   return isSync ? normalizeStdioSync(stdioArray, buffer, verboseInfo) : normalizeIpcStdioArray(stdioArray, ipc);
 };
 var getStdioArray = (stdio, options) => {
@@ -30540,35 +30540,35 @@ var getStdioArray = (stdio, options) => {
     throw new TypeError(`Expected \`stdio\` to be of type \`string\` or \`Array\`, got \`${typeof stdio}\``);
   }
   const length = Math.max(stdio.length, STANDARD_STREAMS_ALIASES.length);
-  return Array.from({ length }, (_, fdNumber) => stdio[fdNumber]);
+  return Array.from({ length }, (_2, fdNumber2) => stdio[fdNumber2]);
 };
 var hasAlias = (options) => STANDARD_STREAMS_ALIASES.some((alias) => options[alias] !== void 0);
-var addDefaultValue2 = (stdioOption, fdNumber) => {
+var addDefaultValue2 = (stdioOption, fdNumber2) => {
   if (Array.isArray(stdioOption)) {
-    return stdioOption.map((item) => addDefaultValue2(item, fdNumber));
+    return stdioOption.map((item) => addDefaultValue2(item, fdNumber2));
   }
   if (stdioOption === null || stdioOption === void 0) {
-    return fdNumber >= STANDARD_STREAMS_ALIASES.length ? "ignore" : "pipe";
+    return fdNumber2 >= STANDARD_STREAMS_ALIASES.length ? "ignore" : "pipe";
   }
   return stdioOption;
 };
-var normalizeStdioSync = (stdioArray, buffer, verboseInfo) => stdioArray.map((stdioOption, fdNumber) => !buffer[fdNumber] && fdNumber !== 0 && !isFullVerbose(verboseInfo, fdNumber) && isOutputPipeOnly(stdioOption) ? "ignore" : stdioOption);
+var normalizeStdioSync = (stdioArray, buffer, verboseInfo) => stdioArray.map((stdioOption, fdNumber2) => !buffer[fdNumber2] && fdNumber2 !== 0 && !isFullVerbose(verboseInfo, fdNumber2) && isOutputPipeOnly(stdioOption) ? "ignore" : stdioOption);
 var isOutputPipeOnly = (stdioOption) => stdioOption === "pipe" || Array.isArray(stdioOption) && stdioOption.every((item) => item === "pipe");
 
 // node_modules/execa/lib/stdio/native.js
 import { readFileSync } from "node:fs";
 import tty2 from "node:tty";
-var handleNativeStream = ({ stdioItem, stdioItem: { type }, isStdioArray, fdNumber, direction, isSync }) => {
+var handleNativeStream = ({ stdioItem, stdioItem: { type }, isStdioArray, fdNumber: fdNumber2, direction, isSync }) => {
   if (!isStdioArray || type !== "native") {
     return stdioItem;
   }
-  return isSync ? handleNativeStreamSync({ stdioItem, fdNumber, direction }) : handleNativeStreamAsync({ stdioItem, fdNumber });
+  return isSync ? handleNativeStreamSync({ stdioItem, fdNumber: fdNumber2, direction }) : handleNativeStreamAsync({ stdioItem, fdNumber: fdNumber2 });
 };
-var handleNativeStreamSync = ({ stdioItem, stdioItem: { value, optionName }, fdNumber, direction }) => {
+var handleNativeStreamSync = ({ stdioItem, stdioItem: { value, optionName }, fdNumber: fdNumber2, direction }) => {
   const targetFd = getTargetFd({
     value,
     optionName,
-    fdNumber,
+    fdNumber: fdNumber2,
     direction
   });
   if (targetFd !== void 0) {
@@ -30579,8 +30579,8 @@ var handleNativeStreamSync = ({ stdioItem, stdioItem: { value, optionName }, fdN
   }
   return stdioItem;
 };
-var getTargetFd = ({ value, optionName, fdNumber, direction }) => {
-  const targetFdNumber = getTargetFdNumber(value, fdNumber);
+var getTargetFd = ({ value, optionName, fdNumber: fdNumber2, direction }) => {
+  const targetFdNumber = getTargetFdNumber(value, fdNumber2);
   if (targetFdNumber === void 0) {
     return;
   }
@@ -30592,9 +30592,9 @@ var getTargetFd = ({ value, optionName, fdNumber, direction }) => {
   }
   return { type: "uint8Array", value: bufferToUint8Array(readFileSync(targetFdNumber)), optionName };
 };
-var getTargetFdNumber = (value, fdNumber) => {
+var getTargetFdNumber = (value, fdNumber2) => {
   if (value === "inherit") {
-    return fdNumber;
+    return fdNumber2;
   }
   if (typeof value === "number") {
     return value;
@@ -30604,9 +30604,9 @@ var getTargetFdNumber = (value, fdNumber) => {
     return standardStreamIndex;
   }
 };
-var handleNativeStreamAsync = ({ stdioItem, stdioItem: { value, optionName }, fdNumber }) => {
+var handleNativeStreamAsync = ({ stdioItem, stdioItem: { value, optionName }, fdNumber: fdNumber2 }) => {
   if (value === "inherit") {
-    return { type: "nodeStream", value: getStandardStream(fdNumber, value, optionName), optionName };
+    return { type: "nodeStream", value: getStandardStream(fdNumber2, value, optionName), optionName };
   }
   if (typeof value === "number") {
     return { type: "nodeStream", value: getStandardStream(value, value, optionName), optionName };
@@ -30616,8 +30616,8 @@ var handleNativeStreamAsync = ({ stdioItem, stdioItem: { value, optionName }, fd
   }
   return stdioItem;
 };
-var getStandardStream = (fdNumber, value, optionName) => {
-  const standardStream = STANDARD_STREAMS[fdNumber];
+var getStandardStream = (fdNumber2, value, optionName) => {
+  const standardStream = STANDARD_STREAMS[fdNumber2];
   if (standardStream === void 0) {
     throw new TypeError(`The \`${optionName}: ${value}\` option is invalid: no such standard stream.`);
   }
@@ -30625,7 +30625,7 @@ var getStandardStream = (fdNumber, value, optionName) => {
 };
 
 // node_modules/execa/lib/stdio/input-option.js
-var handleInputOptions = ({ input: input2, inputFile }, fdNumber) => fdNumber === 0 ? [
+var handleInputOptions = ({ input: input2, inputFile }, fdNumber2) => fdNumber2 === 0 ? [
   ...handleInputOption(input2),
   ...handleInputFileOption(inputFile)
 ] : [];
@@ -30738,9 +30738,9 @@ var throwOnDuplicateStream = (stdioItem, optionName, type) => {
 // node_modules/execa/lib/stdio/handle.js
 var handleStdio = (addProperties3, options, verboseInfo, isSync) => {
   const stdio = normalizeStdioOption(options, verboseInfo, isSync);
-  const initialFileDescriptors = stdio.map((stdioOption, fdNumber) => getFileDescriptor({
+  const initialFileDescriptors = stdio.map((stdioOption, fdNumber2) => getFileDescriptor({
     stdioOption,
-    fdNumber,
+    fdNumber: fdNumber2,
     options,
     isSync
   }));
@@ -30753,19 +30753,19 @@ var handleStdio = (addProperties3, options, verboseInfo, isSync) => {
   options.stdio = fileDescriptors.map(({ stdioItems }) => forwardStdio(stdioItems));
   return fileDescriptors;
 };
-var getFileDescriptor = ({ stdioOption, fdNumber, options, isSync }) => {
-  const optionName = getStreamName(fdNumber);
+var getFileDescriptor = ({ stdioOption, fdNumber: fdNumber2, options, isSync }) => {
+  const optionName = getStreamName(fdNumber2);
   const { stdioItems: initialStdioItems, isStdioArray } = initializeStdioItems({
     stdioOption,
-    fdNumber,
+    fdNumber: fdNumber2,
     options,
     optionName
   });
-  const direction = getStreamDirection(initialStdioItems, fdNumber, optionName);
+  const direction = getStreamDirection(initialStdioItems, fdNumber2, optionName);
   const stdioItems = initialStdioItems.map((stdioItem) => handleNativeStream({
     stdioItem,
     isStdioArray,
-    fdNumber,
+    fdNumber: fdNumber2,
     direction,
     isSync
   }));
@@ -30774,11 +30774,11 @@ var getFileDescriptor = ({ stdioOption, fdNumber, options, isSync }) => {
   validateFileObjectMode(normalizedStdioItems, objectMode);
   return { direction, objectMode, stdioItems: normalizedStdioItems };
 };
-var initializeStdioItems = ({ stdioOption, fdNumber, options, optionName }) => {
+var initializeStdioItems = ({ stdioOption, fdNumber: fdNumber2, options, optionName }) => {
   const values = Array.isArray(stdioOption) ? stdioOption : [stdioOption];
   const initialStdioItems = [
     ...values.map((value) => initializeStdioItem(value, optionName)),
-    ...handleInputOptions(options, fdNumber)
+    ...handleInputOptions(options, fdNumber2)
   ];
   const stdioItems = filterDuplicates(initialStdioItems);
   const isStdioArray = stdioItems.length > 1;
@@ -30942,8 +30942,8 @@ var addPropertiesSync = {
 };
 
 // node_modules/execa/lib/io/strip-newline.js
-var stripNewline = (value, { stripFinalNewline: stripFinalNewline2 }, fdNumber) => getStripFinalNewline(stripFinalNewline2, fdNumber) && value !== void 0 && !Array.isArray(value) ? stripFinalNewline(value) : value;
-var getStripFinalNewline = (stripFinalNewline2, fdNumber) => fdNumber === "all" ? stripFinalNewline2[1] || stripFinalNewline2[2] : stripFinalNewline2[fdNumber];
+var stripNewline = (value, { stripFinalNewline: stripFinalNewline2 }, fdNumber2) => getStripFinalNewline(stripFinalNewline2, fdNumber2) && value !== void 0 && !Array.isArray(value) ? stripFinalNewline(value) : value;
+var getStripFinalNewline = (stripFinalNewline2, fdNumber2) => fdNumber2 === "all" ? stripFinalNewline2[1] || stripFinalNewline2[2] : stripFinalNewline2[fdNumber2];
 
 // node_modules/execa/lib/transform/generator.js
 import { Transform, getDefaultHighWaterMark } from "node:stream";
@@ -30968,21 +30968,21 @@ var splitGenerator = function* (state, preserveNewlines, chunk) {
     return;
   }
   let { previousChunks } = state;
-  let start = -1;
+  let start2 = -1;
   for (let end = 0; end < chunk.length; end += 1) {
     if (chunk[end] === "\n") {
       const newlineLength = getNewlineLength(chunk, end, preserveNewlines, state);
-      let line = chunk.slice(start + 1, end + 1 - newlineLength);
+      let line = chunk.slice(start2 + 1, end + 1 - newlineLength);
       if (previousChunks.length > 0) {
         line = concatString(previousChunks, line);
         previousChunks = "";
       }
       yield line;
-      start = end;
+      start2 = end;
     }
   }
-  if (start !== chunk.length - 1) {
-    previousChunks = concatString(previousChunks, chunk.slice(start + 1));
+  if (start2 !== chunk.length - 1) {
+    previousChunks = concatString(previousChunks, chunk.slice(start2 + 1));
   }
   state.previousChunks = previousChunks;
 };
@@ -31238,18 +31238,18 @@ var addInternalGenerators = ({ transform: transform2, final, binary, writableObj
 
 // node_modules/execa/lib/io/input-sync.js
 var addInputOptionsSync = (fileDescriptors, options) => {
-  for (const fdNumber of getInputFdNumbers(fileDescriptors)) {
-    addInputOptionSync(fileDescriptors, fdNumber, options);
+  for (const fdNumber2 of getInputFdNumbers(fileDescriptors)) {
+    addInputOptionSync(fileDescriptors, fdNumber2, options);
   }
 };
-var getInputFdNumbers = (fileDescriptors) => new Set(Object.entries(fileDescriptors).filter(([, { direction }]) => direction === "input").map(([fdNumber]) => Number(fdNumber)));
-var addInputOptionSync = (fileDescriptors, fdNumber, options) => {
-  const { stdioItems } = fileDescriptors[fdNumber];
+var getInputFdNumbers = (fileDescriptors) => new Set(Object.entries(fileDescriptors).filter(([, { direction }]) => direction === "input").map(([fdNumber2]) => Number(fdNumber2)));
+var addInputOptionSync = (fileDescriptors, fdNumber2, options) => {
+  const { stdioItems } = fileDescriptors[fdNumber2];
   const allStdioItems = stdioItems.filter(({ contents }) => contents !== void 0);
   if (allStdioItems.length === 0) {
     return;
   }
-  if (fdNumber !== 0) {
+  if (fdNumber2 !== 0) {
     const [{ type, optionName }] = allStdioItems;
     throw new TypeError(`Only the \`stdin\` option, not \`${optionName}\`, can be ${TYPE_TO_MESSAGE[type]} with synchronous methods.`);
   }
@@ -31273,28 +31273,28 @@ var validateSerializable = (newContents) => {
 import { writeFileSync, appendFileSync } from "node:fs";
 
 // node_modules/execa/lib/verbose/output.js
-var shouldLogOutput = ({ stdioItems, encoding, verboseInfo, fdNumber }) => fdNumber !== "all" && isFullVerbose(verboseInfo, fdNumber) && !BINARY_ENCODINGS.has(encoding) && fdUsesVerbose(fdNumber) && (stdioItems.some(({ type, value }) => type === "native" && PIPED_STDIO_VALUES.has(value)) || stdioItems.every(({ type }) => TRANSFORM_TYPES.has(type)));
-var fdUsesVerbose = (fdNumber) => fdNumber === 1 || fdNumber === 2;
+var shouldLogOutput = ({ stdioItems, encoding, verboseInfo, fdNumber: fdNumber2 }) => fdNumber2 !== "all" && isFullVerbose(verboseInfo, fdNumber2) && !BINARY_ENCODINGS.has(encoding) && fdUsesVerbose(fdNumber2) && (stdioItems.some(({ type, value }) => type === "native" && PIPED_STDIO_VALUES.has(value)) || stdioItems.every(({ type }) => TRANSFORM_TYPES.has(type)));
+var fdUsesVerbose = (fdNumber2) => fdNumber2 === 1 || fdNumber2 === 2;
 var PIPED_STDIO_VALUES = /* @__PURE__ */ new Set(["pipe", "overlapped"]);
-var logLines = async (linesIterable, stream, fdNumber, verboseInfo) => {
+var logLines = async (linesIterable, stream, fdNumber2, verboseInfo) => {
   for await (const line of linesIterable) {
     if (!isPipingStream(stream)) {
-      logLine(line, fdNumber, verboseInfo);
+      logLine(line, fdNumber2, verboseInfo);
     }
   }
 };
-var logLinesSync = (linesArray, fdNumber, verboseInfo) => {
+var logLinesSync = (linesArray, fdNumber2, verboseInfo) => {
   for (const line of linesArray) {
-    logLine(line, fdNumber, verboseInfo);
+    logLine(line, fdNumber2, verboseInfo);
   }
 };
 var isPipingStream = (stream) => stream._readableState.pipes.length > 0;
-var logLine = (line, fdNumber, verboseInfo) => {
+var logLine = (line, fdNumber2, verboseInfo) => {
   const verboseMessage = serializeVerboseMessage(line);
   verboseLog({
     type: "output",
     verboseMessage,
-    fdNumber,
+    fdNumber: fdNumber2,
     verboseInfo
   });
 };
@@ -31306,10 +31306,10 @@ var transformOutputSync = ({ fileDescriptors, syncResult: { output: output2 }, o
   }
   const state = {};
   const outputFiles = /* @__PURE__ */ new Set([]);
-  const transformedOutput = output2.map((result, fdNumber) => transformOutputResultSync({
+  const transformedOutput = output2.map((result, fdNumber2) => transformOutputResultSync({
     result,
     fileDescriptors,
-    fdNumber,
+    fdNumber: fdNumber2,
     state,
     outputFiles,
     isMaxBuffer,
@@ -31317,13 +31317,13 @@ var transformOutputSync = ({ fileDescriptors, syncResult: { output: output2 }, o
   }, options));
   return { output: transformedOutput, ...state };
 };
-var transformOutputResultSync = ({ result, fileDescriptors, fdNumber, state, outputFiles, isMaxBuffer, verboseInfo }, { buffer, encoding, lines, stripFinalNewline: stripFinalNewline2, maxBuffer }) => {
+var transformOutputResultSync = ({ result, fileDescriptors, fdNumber: fdNumber2, state, outputFiles, isMaxBuffer, verboseInfo }, { buffer, encoding, lines, stripFinalNewline: stripFinalNewline2, maxBuffer }) => {
   if (result === null) {
     return;
   }
   const truncatedResult = truncateMaxBufferSync(result, isMaxBuffer, maxBuffer);
   const uint8ArrayResult = bufferToUint8Array(truncatedResult);
-  const { stdioItems, objectMode } = fileDescriptors[fdNumber];
+  const { stdioItems, objectMode } = fileDescriptors[fdNumber2];
   const chunks = runOutputGeneratorsSync([uint8ArrayResult], stdioItems, encoding, state);
   const { serializedResult, finalResult = serializedResult } = serializeChunks({
     chunks,
@@ -31331,18 +31331,18 @@ var transformOutputResultSync = ({ result, fileDescriptors, fdNumber, state, out
     encoding,
     lines,
     stripFinalNewline: stripFinalNewline2,
-    fdNumber
+    fdNumber: fdNumber2
   });
   logOutputSync({
     serializedResult,
-    fdNumber,
+    fdNumber: fdNumber2,
     state,
     verboseInfo,
     encoding,
     stdioItems,
     objectMode
   });
-  const returnedResult = buffer[fdNumber] ? finalResult : void 0;
+  const returnedResult = buffer[fdNumber2] ? finalResult : void 0;
   try {
     if (state.error === void 0) {
       writeToFiles(serializedResult, stdioItems, outputFiles);
@@ -31361,7 +31361,7 @@ var runOutputGeneratorsSync = (chunks, stdioItems, encoding, state) => {
     return chunks;
   }
 };
-var serializeChunks = ({ chunks, objectMode, encoding, lines, stripFinalNewline: stripFinalNewline2, fdNumber }) => {
+var serializeChunks = ({ chunks, objectMode, encoding, lines, stripFinalNewline: stripFinalNewline2, fdNumber: fdNumber2 }) => {
   if (objectMode) {
     return { serializedResult: chunks };
   }
@@ -31369,35 +31369,35 @@ var serializeChunks = ({ chunks, objectMode, encoding, lines, stripFinalNewline:
     return { serializedResult: joinToUint8Array(chunks) };
   }
   const serializedResult = joinToString(chunks, encoding);
-  if (lines[fdNumber]) {
-    return { serializedResult, finalResult: splitLinesSync(serializedResult, !stripFinalNewline2[fdNumber], objectMode) };
+  if (lines[fdNumber2]) {
+    return { serializedResult, finalResult: splitLinesSync(serializedResult, !stripFinalNewline2[fdNumber2], objectMode) };
   }
   return { serializedResult };
 };
-var logOutputSync = ({ serializedResult, fdNumber, state, verboseInfo, encoding, stdioItems, objectMode }) => {
+var logOutputSync = ({ serializedResult, fdNumber: fdNumber2, state, verboseInfo, encoding, stdioItems, objectMode }) => {
   if (!shouldLogOutput({
     stdioItems,
     encoding,
     verboseInfo,
-    fdNumber
+    fdNumber: fdNumber2
   })) {
     return;
   }
   const linesArray = splitLinesSync(serializedResult, false, objectMode);
   try {
-    logLinesSync(linesArray, fdNumber, verboseInfo);
+    logLinesSync(linesArray, fdNumber2, verboseInfo);
   } catch (error63) {
     state.error ??= error63;
   }
 };
 var writeToFiles = (serializedResult, stdioItems, outputFiles) => {
-  for (const { path: path13, append } of stdioItems.filter(({ type }) => FILE_TYPES.has(type))) {
-    const pathString = typeof path13 === "string" ? path13 : path13.toString();
+  for (const { path: path35, append } of stdioItems.filter(({ type }) => FILE_TYPES.has(type))) {
+    const pathString = typeof path35 === "string" ? path35 : path35.toString();
     if (append || outputFiles.has(pathString)) {
-      appendFileSync(path13, serializedResult);
+      appendFileSync(path35, serializedResult);
     } else {
       outputFiles.add(pathString);
-      writeFileSync(path13, serializedResult);
+      writeFileSync(path35, serializedResult);
     }
   }
 };
@@ -31550,7 +31550,7 @@ var spawnSubprocessSync = ({ file: file2, commandArguments, options, command, es
     isMaxBuffer,
     verboseInfo
   });
-  const stdio = output2.map((stdioOutput, fdNumber) => stripNewline(stdioOutput, options, fdNumber));
+  const stdio = output2.map((stdioOutput, fdNumber2) => stripNewline(stdioOutput, options, fdNumber2));
   const all = stripNewline(getAllSync(output2, options), options, "all");
   return getSyncResult({
     error: error63,
@@ -32148,16 +32148,16 @@ var abortSourceStream = (source) => {
 // node_modules/execa/lib/io/output-async.js
 var pipeOutputAsync = (subprocess, fileDescriptors, controller) => {
   const pipeGroups = /* @__PURE__ */ new Map();
-  for (const [fdNumber, { stdioItems, direction }] of Object.entries(fileDescriptors)) {
+  for (const [fdNumber2, { stdioItems, direction }] of Object.entries(fileDescriptors)) {
     for (const { stream } of stdioItems.filter(({ type }) => TRANSFORM_TYPES.has(type))) {
-      pipeTransform(subprocess, stream, direction, fdNumber);
+      pipeTransform(subprocess, stream, direction, fdNumber2);
     }
     for (const { stream } of stdioItems.filter(({ type }) => !TRANSFORM_TYPES.has(type))) {
       pipeStdioItem({
         subprocess,
         stream,
         direction,
-        fdNumber,
+        fdNumber: fdNumber2,
         pipeGroups,
         controller
       });
@@ -32168,25 +32168,25 @@ var pipeOutputAsync = (subprocess, fileDescriptors, controller) => {
     pipeStreams(inputStream, outputStream);
   }
 };
-var pipeTransform = (subprocess, stream, direction, fdNumber) => {
+var pipeTransform = (subprocess, stream, direction, fdNumber2) => {
   if (direction === "output") {
-    pipeStreams(subprocess.stdio[fdNumber], stream);
+    pipeStreams(subprocess.stdio[fdNumber2], stream);
   } else {
-    pipeStreams(stream, subprocess.stdio[fdNumber]);
+    pipeStreams(stream, subprocess.stdio[fdNumber2]);
   }
-  const streamProperty = SUBPROCESS_STREAM_PROPERTIES[fdNumber];
+  const streamProperty = SUBPROCESS_STREAM_PROPERTIES[fdNumber2];
   if (streamProperty !== void 0) {
     subprocess[streamProperty] = stream;
   }
-  subprocess.stdio[fdNumber] = stream;
+  subprocess.stdio[fdNumber2] = stream;
 };
 var SUBPROCESS_STREAM_PROPERTIES = ["stdin", "stdout", "stderr"];
-var pipeStdioItem = ({ subprocess, stream, direction, fdNumber, pipeGroups, controller }) => {
+var pipeStdioItem = ({ subprocess, stream, direction, fdNumber: fdNumber2, pipeGroups, controller }) => {
   if (stream === void 0) {
     return;
   }
   setStandardStreamMaxListeners(stream, controller);
-  const [inputStream, outputStream] = direction === "output" ? [stream, subprocess.stdio[fdNumber]] : [subprocess.stdio[fdNumber], stream];
+  const [inputStream, outputStream] = direction === "output" ? [stream, subprocess.stdio[fdNumber2]] : [subprocess.stdio[fdNumber2], stream];
   const outputStreams = pipeGroups.get(inputStream) ?? [];
   pipeGroups.set(inputStream, [...outputStreams, outputStream]);
 };
@@ -32326,16 +32326,16 @@ var SignalExit = class extends SignalExitBase {
       this.#sigListeners[sig] = () => {
         const listeners = this.#process.listeners(sig);
         let { count: count2 } = this.#emitter;
-        const p = process10;
-        if (typeof p.__signal_exit_emitter__ === "object" && typeof p.__signal_exit_emitter__.count === "number") {
-          count2 += p.__signal_exit_emitter__.count;
+        const p2 = process10;
+        if (typeof p2.__signal_exit_emitter__ === "object" && typeof p2.__signal_exit_emitter__.count === "number") {
+          count2 += p2.__signal_exit_emitter__.count;
         }
         if (listeners.length === count2) {
           this.unload();
           const ret = this.#emitter.emit("exit", null, sig);
-          const s = sig === "SIGHUP" ? this.#hupSig : sig;
+          const s3 = sig === "SIGHUP" ? this.#hupSig : sig;
           if (!ret)
-            process10.kill(process10.pid, s);
+            process10.kill(process10.pid, s3);
         }
       };
     }
@@ -32370,7 +32370,7 @@ var SignalExit = class extends SignalExitBase {
         const fn = this.#sigListeners[sig];
         if (fn)
           this.#process.on(sig, fn);
-      } catch (_) {
+      } catch (_2) {
       }
     }
     this.#process.emit = (ev, ...a2) => {
@@ -32392,7 +32392,7 @@ var SignalExit = class extends SignalExitBase {
       }
       try {
         this.#process.removeListener(sig, listener);
-      } catch (_) {
+      } catch (_2) {
       }
     });
     this.#process.emit = this.#originalProcessEmit;
@@ -32493,9 +32493,9 @@ var getDestinationStream = (boundOptions, createNested, pipeArguments) => {
   try {
     const {
       destination,
-      pipeOptions: { from, to, unpipeSignal } = {}
+      pipeOptions: { from, to: to2, unpipeSignal } = {}
     } = getDestination(boundOptions, createNested, ...pipeArguments);
-    const destinationStream = getToStream(destination, to);
+    const destinationStream = getToStream(destination, to2);
     return {
       destination,
       destinationStream,
@@ -32806,11 +32806,11 @@ var getGenerators = ({ binary, shouldEncode, encoding, shouldSplit, preserveNewl
 ].filter(Boolean);
 
 // node_modules/execa/lib/io/contents.js
-var getStreamOutput = async ({ stream, onStreamEnd, fdNumber, encoding, buffer, maxBuffer, lines, allMixed, stripFinalNewline: stripFinalNewline2, verboseInfo, streamInfo }) => {
+var getStreamOutput = async ({ stream, onStreamEnd, fdNumber: fdNumber2, encoding, buffer, maxBuffer, lines, allMixed, stripFinalNewline: stripFinalNewline2, verboseInfo, streamInfo }) => {
   const logPromise = logOutputAsync({
     stream,
     onStreamEnd,
-    fdNumber,
+    fdNumber: fdNumber2,
     encoding,
     allMixed,
     verboseInfo,
@@ -32820,7 +32820,7 @@ var getStreamOutput = async ({ stream, onStreamEnd, fdNumber, encoding, buffer, 
     await Promise.all([resumeStream(stream), logPromise]);
     return;
   }
-  const stripFinalNewlineValue = getStripFinalNewline(stripFinalNewline2, fdNumber);
+  const stripFinalNewlineValue = getStripFinalNewline(stripFinalNewline2, fdNumber2);
   const iterable = iterateForResult({
     stream,
     onStreamEnd,
@@ -32833,7 +32833,7 @@ var getStreamOutput = async ({ stream, onStreamEnd, fdNumber, encoding, buffer, 
     getStreamContents2({
       stream,
       iterable,
-      fdNumber,
+      fdNumber: fdNumber2,
       encoding,
       maxBuffer,
       lines
@@ -32842,12 +32842,12 @@ var getStreamOutput = async ({ stream, onStreamEnd, fdNumber, encoding, buffer, 
   ]);
   return output2;
 };
-var logOutputAsync = async ({ stream, onStreamEnd, fdNumber, encoding, allMixed, verboseInfo, streamInfo: { fileDescriptors } }) => {
+var logOutputAsync = async ({ stream, onStreamEnd, fdNumber: fdNumber2, encoding, allMixed, verboseInfo, streamInfo: { fileDescriptors } }) => {
   if (!shouldLogOutput({
-    stdioItems: fileDescriptors[fdNumber]?.stdioItems,
+    stdioItems: fileDescriptors[fdNumber2]?.stdioItems,
     encoding,
     verboseInfo,
-    fdNumber
+    fdNumber: fdNumber2
   })) {
     return;
   }
@@ -32859,7 +32859,7 @@ var logOutputAsync = async ({ stream, onStreamEnd, fdNumber, encoding, allMixed,
     stripFinalNewline: true,
     allMixed
   });
-  await logLines(linesIterable, stream, fdNumber, verboseInfo);
+  await logLines(linesIterable, stream, fdNumber2, verboseInfo);
 };
 var resumeStream = async (stream) => {
   await setImmediate2();
@@ -32867,7 +32867,7 @@ var resumeStream = async (stream) => {
     stream.resume();
   }
 };
-var getStreamContents2 = async ({ stream, stream: { readableObjectMode }, iterable, fdNumber, encoding, maxBuffer, lines }) => {
+var getStreamContents2 = async ({ stream, stream: { readableObjectMode }, iterable, fdNumber: fdNumber2, encoding, maxBuffer, lines }) => {
   try {
     if (readableObjectMode || lines) {
       return await getStreamAsArray(iterable, { maxBuffer });
@@ -32883,7 +32883,7 @@ var getStreamContents2 = async ({ stream, stream: { readableObjectMode }, iterab
       readableObjectMode,
       lines,
       encoding,
-      fdNumber
+      fdNumber: fdNumber2
     }));
   }
 };
@@ -32898,7 +32898,7 @@ var handleBufferedData = ({ bufferedData }) => isArrayBuffer(bufferedData) ? new
 
 // node_modules/execa/lib/resolve/wait-stream.js
 import { finished as finished5 } from "node:stream/promises";
-var waitForStream = async (stream, fdNumber, streamInfo, { isSameDirection, stopOnExit = false } = {}) => {
+var waitForStream = async (stream, fdNumber2, streamInfo, { isSameDirection, stopOnExit = false } = {}) => {
   const state = handleStdinDestroy(stream, streamInfo);
   const abortController = new AbortController();
   try {
@@ -32908,7 +32908,7 @@ var waitForStream = async (stream, fdNumber, streamInfo, { isSameDirection, stop
     ]);
   } catch (error63) {
     if (!state.stdinCleanedUp) {
-      handleStreamError(error63, fdNumber, streamInfo, isSameDirection);
+      handleStreamError(error63, fdNumber2, streamInfo, isSameDirection);
     }
   } finally {
     abortController.abort();
@@ -32933,41 +32933,41 @@ var setStdinCleanedUp = ({ exitCode, signalCode }, state) => {
     state.stdinCleanedUp = true;
   }
 };
-var handleStreamError = (error63, fdNumber, streamInfo, isSameDirection) => {
-  if (!shouldIgnoreStreamError(error63, fdNumber, streamInfo, isSameDirection)) {
+var handleStreamError = (error63, fdNumber2, streamInfo, isSameDirection) => {
+  if (!shouldIgnoreStreamError(error63, fdNumber2, streamInfo, isSameDirection)) {
     throw error63;
   }
 };
-var shouldIgnoreStreamError = (error63, fdNumber, streamInfo, isSameDirection = true) => {
+var shouldIgnoreStreamError = (error63, fdNumber2, streamInfo, isSameDirection = true) => {
   if (streamInfo.propagating) {
     return isStreamEpipe(error63) || isStreamAbort(error63);
   }
   streamInfo.propagating = true;
-  return isInputFileDescriptor(streamInfo, fdNumber) === isSameDirection ? isStreamEpipe(error63) : isStreamAbort(error63);
+  return isInputFileDescriptor(streamInfo, fdNumber2) === isSameDirection ? isStreamEpipe(error63) : isStreamAbort(error63);
 };
-var isInputFileDescriptor = ({ fileDescriptors }, fdNumber) => fdNumber !== "all" && fileDescriptors[fdNumber].direction === "input";
+var isInputFileDescriptor = ({ fileDescriptors }, fdNumber2) => fdNumber2 !== "all" && fileDescriptors[fdNumber2].direction === "input";
 var isStreamAbort = (error63) => error63?.code === "ERR_STREAM_PREMATURE_CLOSE";
 var isStreamEpipe = (error63) => error63?.code === "EPIPE";
 
 // node_modules/execa/lib/resolve/stdio.js
-var waitForStdioStreams = ({ subprocess, encoding, buffer, maxBuffer, lines, stripFinalNewline: stripFinalNewline2, verboseInfo, streamInfo }) => subprocess.stdio.map((stream, fdNumber) => waitForSubprocessStream({
+var waitForStdioStreams = ({ subprocess, encoding, buffer, maxBuffer, lines, stripFinalNewline: stripFinalNewline2, verboseInfo, streamInfo }) => subprocess.stdio.map((stream, fdNumber2) => waitForSubprocessStream({
   stream,
-  fdNumber,
+  fdNumber: fdNumber2,
   encoding,
-  buffer: buffer[fdNumber],
-  maxBuffer: maxBuffer[fdNumber],
-  lines: lines[fdNumber],
+  buffer: buffer[fdNumber2],
+  maxBuffer: maxBuffer[fdNumber2],
+  lines: lines[fdNumber2],
   allMixed: false,
   stripFinalNewline: stripFinalNewline2,
   verboseInfo,
   streamInfo
 }));
-var waitForSubprocessStream = async ({ stream, fdNumber, encoding, buffer, maxBuffer, lines, allMixed, stripFinalNewline: stripFinalNewline2, verboseInfo, streamInfo }) => {
+var waitForSubprocessStream = async ({ stream, fdNumber: fdNumber2, encoding, buffer, maxBuffer, lines, allMixed, stripFinalNewline: stripFinalNewline2, verboseInfo, streamInfo }) => {
   if (!stream) {
     return;
   }
-  const onStreamEnd = waitForStream(stream, fdNumber, streamInfo);
-  if (isInputFileDescriptor(streamInfo, fdNumber)) {
+  const onStreamEnd = waitForStream(stream, fdNumber2, streamInfo);
+  if (isInputFileDescriptor(streamInfo, fdNumber2)) {
     await onStreamEnd;
     return;
   }
@@ -32975,7 +32975,7 @@ var waitForSubprocessStream = async ({ stream, fdNumber, encoding, buffer, maxBu
     getStreamOutput({
       stream,
       onStreamEnd,
-      fdNumber,
+      fdNumber: fdNumber2,
       encoding,
       buffer,
       maxBuffer,
@@ -33177,8 +33177,8 @@ var waitForSubprocessResult = async ({
     ]);
   }
 };
-var waitForOriginalStreams = (originalStreams, subprocess, streamInfo) => originalStreams.map((stream, fdNumber) => stream === subprocess.stdio[fdNumber] ? void 0 : waitForStream(stream, fdNumber, streamInfo));
-var waitForCustomStreamsEnd = (fileDescriptors, streamInfo) => fileDescriptors.flatMap(({ stdioItems }, fdNumber) => stdioItems.filter(({ value, stream = value }) => isStream2(stream, { checkOpen: false }) && !isStandardStream(stream)).map(({ type, value, stream = value }) => waitForStream(stream, fdNumber, streamInfo, {
+var waitForOriginalStreams = (originalStreams, subprocess, streamInfo) => originalStreams.map((stream, fdNumber2) => stream === subprocess.stdio[fdNumber2] ? void 0 : waitForStream(stream, fdNumber2, streamInfo));
+var waitForCustomStreamsEnd = (fileDescriptors, streamInfo) => fileDescriptors.flatMap(({ stdioItems }, fdNumber2) => stdioItems.filter(({ value, stream = value }) => isStream2(stream, { checkOpen: false }) && !isStandardStream(stream)).map(({ type, value, stream = value }) => waitForStream(stream, fdNumber2, streamInfo, {
   isSameDirection: TRANSFORM_TYPES.has(type),
   stopOnExit: type === "native"
 })));
@@ -33262,7 +33262,7 @@ var createReadable = ({ subprocess, concurrentStreams, encoding }, { from, binar
   const binary = binaryOption || BINARY_ENCODINGS.has(encoding);
   const { subprocessStdout, waitReadableDestroy } = getSubprocessStdout(subprocess, from, concurrentStreams);
   const { readableEncoding, readableObjectMode, readableHighWaterMark } = getReadableOptions(subprocessStdout, binary);
-  const { read, onStdoutDataDone } = getReadableMethods({
+  const { read: read2, onStdoutDataDone } = getReadableMethods({
     subprocessStdout,
     subprocess,
     binary,
@@ -33270,7 +33270,7 @@ var createReadable = ({ subprocess, concurrentStreams, encoding }, { from, binar
     preserveNewlines
   });
   const readable2 = new Readable3({
-    read,
+    read: read2,
     destroy: callbackify2(onReadableDestroy.bind(void 0, { subprocessStdout, subprocess, waitReadableDestroy })),
     highWaterMark: readableHighWaterMark,
     objectMode: readableObjectMode,
@@ -33345,8 +33345,8 @@ var destroyOtherReadable = (stream, error63) => {
 // node_modules/execa/lib/convert/writable.js
 import { Writable as Writable3 } from "node:stream";
 import { callbackify as callbackify3 } from "node:util";
-var createWritable = ({ subprocess, concurrentStreams }, { to } = {}) => {
-  const { subprocessStdin, waitWritableFinal, waitWritableDestroy } = getSubprocessStdin(subprocess, to, concurrentStreams);
+var createWritable = ({ subprocess, concurrentStreams }, { to: to2 } = {}) => {
+  const { subprocessStdin, waitWritableFinal, waitWritableDestroy } = getSubprocessStdin(subprocess, to2, concurrentStreams);
   const writable2 = new Writable3({
     ...getWritableMethods(subprocessStdin, subprocess, waitWritableFinal),
     destroy: callbackify3(onWritableDestroy.bind(void 0, {
@@ -33361,8 +33361,8 @@ var createWritable = ({ subprocess, concurrentStreams }, { to } = {}) => {
   onStdinFinished(subprocessStdin, writable2);
   return writable2;
 };
-var getSubprocessStdin = (subprocess, to, concurrentStreams) => {
-  const subprocessStdin = getToStream(subprocess, to);
+var getSubprocessStdin = (subprocess, to2, concurrentStreams) => {
+  const subprocessStdin = getToStream(subprocess, to2);
   const waitWritableFinal = addConcurrentStream(concurrentStreams, subprocessStdin, "writableFinal");
   const waitWritableDestroy = addConcurrentStream(concurrentStreams, subprocessStdin, "writableDestroy");
   return { subprocessStdin, waitWritableFinal, waitWritableDestroy };
@@ -33411,12 +33411,12 @@ var destroyOtherWritable = (stream, error63) => {
 // node_modules/execa/lib/convert/duplex.js
 import { Duplex as Duplex3 } from "node:stream";
 import { callbackify as callbackify4 } from "node:util";
-var createDuplex = ({ subprocess, concurrentStreams, encoding }, { from, to, binary: binaryOption = true, preserveNewlines = true } = {}) => {
+var createDuplex = ({ subprocess, concurrentStreams, encoding }, { from, to: to2, binary: binaryOption = true, preserveNewlines = true } = {}) => {
   const binary = binaryOption || BINARY_ENCODINGS.has(encoding);
   const { subprocessStdout, waitReadableDestroy } = getSubprocessStdout(subprocess, from, concurrentStreams);
-  const { subprocessStdin, waitWritableFinal, waitWritableDestroy } = getSubprocessStdin(subprocess, to, concurrentStreams);
+  const { subprocessStdin, waitWritableFinal, waitWritableDestroy } = getSubprocessStdin(subprocess, to2, concurrentStreams);
   const { readableEncoding, readableObjectMode, readableHighWaterMark } = getReadableOptions(subprocessStdout, binary);
-  const { read, onStdoutDataDone } = getReadableMethods({
+  const { read: read2, onStdoutDataDone } = getReadableMethods({
     subprocessStdout,
     subprocess,
     binary,
@@ -33424,7 +33424,7 @@ var createDuplex = ({ subprocess, concurrentStreams, encoding }, { from, to, bin
     preserveNewlines
   });
   const duplex2 = new Duplex3({
-    read,
+    read: read2,
     ...getWritableMethods(subprocessStdin, subprocess, waitWritableFinal),
     destroy: callbackify4(onDuplexDestroy.bind(void 0, {
       subprocessStdout,
@@ -33626,7 +33626,7 @@ var handlePromise = async ({ subprocess, options, startTime, verboseInfo, fileDe
   });
   controller.abort();
   onInternalError.resolve();
-  const stdio = stdioResults.map((stdioResult, fdNumber) => stripNewline(stdioResult, options, fdNumber));
+  const stdio = stdioResults.map((stdioResult, fdNumber2) => stripNewline(stdioResult, options, fdNumber2));
   const all = stripNewline(allResult, options, "all");
   const result = getAsyncResult({
     errorInfo,
@@ -33971,6 +33971,38 @@ async function run(argv, opts = {}) {
     if (pid !== void 0) liveGroups.delete(pid);
   }
 }
+function start(argv, opts = {}) {
+  const full = withPrivilege(argv, opts.privileged ?? false);
+  const command = formatCommand(full);
+  if (opts.loud) opts.logger?.info(`$ ${command} &`);
+  else opts.logger?.debug(`$ ${command} &`);
+  const child2 = spawn2(full, { ...opts });
+  const pid = child2.pid;
+  if (pid === void 0) {
+    throw missingTool(full[0] === "sudo" ? full[3] : full[0]);
+  }
+  liveGroups.add(pid);
+  const exited = child2.then((r) => {
+    liveGroups.delete(pid);
+    return {
+      exitCode: r.exitCode,
+      stdout: Buffer.from(r.stdout).toString("utf8"),
+      stderr: Buffer.from(r.stderr).toString("utf8")
+    };
+  });
+  return {
+    pid,
+    command,
+    exited,
+    async stop(graceMs = KILL_GRACE_MS) {
+      killGroup(pid, "SIGTERM");
+      const t = setTimeout(() => killGroup(pid, "SIGKILL"), graceMs);
+      await exited;
+      clearTimeout(t);
+      killGroup(pid, "SIGKILL");
+    }
+  };
+}
 
 // src/tools/signals.ts
 function installSignalHandlers(write = (t) => void process.stderr.write(t)) {
@@ -34088,11 +34120,11 @@ var Command = class {
     return cmdStr;
   }
 };
-function escapeData(s) {
-  return toCommandValue(s).replace(/%/g, "%25").replace(/\r/g, "%0D").replace(/\n/g, "%0A");
+function escapeData(s3) {
+  return toCommandValue(s3).replace(/%/g, "%25").replace(/\r/g, "%0D").replace(/\n/g, "%0A");
 }
-function escapeProperty(s) {
-  return toCommandValue(s).replace(/%/g, "%25").replace(/\r/g, "%0D").replace(/\n/g, "%0A").replace(/:/g, "%3A").replace(/,/g, "%2C");
+function escapeProperty(s3) {
+  return toCommandValue(s3).replace(/%/g, "%25").replace(/\r/g, "%0D").replace(/\n/g, "%0A").replace(/:/g, "%3A").replace(/,/g, "%2C");
 }
 
 // node_modules/@actions/core/lib/file-command.js
@@ -34207,13 +34239,13 @@ var DecodedURL = class extends URL {
 // node_modules/@actions/http-client/lib/index.js
 var tunnel = __toESM(require_tunnel2(), 1);
 var import_undici = __toESM(require_undici(), 1);
-var __awaiter = function(thisArg, _arguments, P, generator) {
+var __awaiter = function(thisArg, _arguments, P2, generator) {
   function adopt(value) {
-    return value instanceof P ? value : new P(function(resolve2) {
+    return value instanceof P2 ? value : new P2(function(resolve2) {
       resolve2(value);
     });
   }
-  return new (P || (P = Promise))(function(resolve2, reject) {
+  return new (P2 || (P2 = Promise))(function(resolve2, reject) {
     function fulfilled(value) {
       try {
         step(generator.next(value));
@@ -34774,8 +34806,8 @@ var HttpClient = class {
   _performExponentialBackoff(retryNumber) {
     return __awaiter(this, void 0, void 0, function* () {
       retryNumber = Math.min(ExponentialBackoffCeiling, retryNumber);
-      const ms = ExponentialBackoffTimeSlice * Math.pow(2, retryNumber);
-      return new Promise((resolve2) => setTimeout(() => resolve2(), ms));
+      const ms2 = ExponentialBackoffTimeSlice * Math.pow(2, retryNumber);
+      return new Promise((resolve2) => setTimeout(() => resolve2(), ms2));
     });
   }
   _processResponse(res, options) {
@@ -34833,16 +34865,16 @@ var HttpClient = class {
     });
   }
 };
-var lowercaseKeys = (obj) => Object.keys(obj).reduce((c3, k) => (c3[k.toLowerCase()] = obj[k], c3), {});
+var lowercaseKeys = (obj) => Object.keys(obj).reduce((c3, k2) => (c3[k2.toLowerCase()] = obj[k2], c3), {});
 
 // node_modules/@actions/http-client/lib/auth.js
-var __awaiter2 = function(thisArg, _arguments, P, generator) {
+var __awaiter2 = function(thisArg, _arguments, P2, generator) {
   function adopt(value) {
-    return value instanceof P ? value : new P(function(resolve2) {
+    return value instanceof P2 ? value : new P2(function(resolve2) {
       resolve2(value);
     });
   }
-  return new (P || (P = Promise))(function(resolve2, reject) {
+  return new (P2 || (P2 = Promise))(function(resolve2, reject) {
     function fulfilled(value) {
       try {
         step(generator.next(value));
@@ -34887,13 +34919,13 @@ var BearerCredentialHandler = class {
 };
 
 // node_modules/@actions/core/lib/oidc-utils.js
-var __awaiter3 = function(thisArg, _arguments, P, generator) {
+var __awaiter3 = function(thisArg, _arguments, P2, generator) {
   function adopt(value) {
-    return value instanceof P ? value : new P(function(resolve2) {
+    return value instanceof P2 ? value : new P2(function(resolve2) {
       resolve2(value);
     });
   }
-  return new (P || (P = Promise))(function(resolve2, reject) {
+  return new (P2 || (P2 = Promise))(function(resolve2, reject) {
     function fulfilled(value) {
       try {
         step(generator.next(value));
@@ -34976,13 +35008,13 @@ var OidcClient = class _OidcClient {
 // node_modules/@actions/core/lib/summary.js
 import { EOL as EOL3 } from "os";
 import { constants as constants4, promises } from "fs";
-var __awaiter4 = function(thisArg, _arguments, P, generator) {
+var __awaiter4 = function(thisArg, _arguments, P2, generator) {
   function adopt(value) {
-    return value instanceof P ? value : new P(function(resolve2) {
+    return value instanceof P2 ? value : new P2(function(resolve2) {
       resolve2(value);
     });
   }
-  return new (P || (P = Promise))(function(resolve2, reject) {
+  return new (P2 || (P2 = Promise))(function(resolve2, reject) {
     function fulfilled(value) {
       try {
         step(generator.next(value));
@@ -35298,13 +35330,13 @@ import * as path8 from "path";
 // node_modules/@actions/io/lib/io-util.js
 import * as fs2 from "fs";
 import * as path7 from "path";
-var __awaiter5 = function(thisArg, _arguments, P, generator) {
+var __awaiter5 = function(thisArg, _arguments, P2, generator) {
   function adopt(value) {
-    return value instanceof P ? value : new P(function(resolve2) {
+    return value instanceof P2 ? value : new P2(function(resolve2) {
       resolve2(value);
     });
   }
-  return new (P || (P = Promise))(function(resolve2, reject) {
+  return new (P2 || (P2 = Promise))(function(resolve2, reject) {
     function fulfilled(value) {
       try {
         step(generator.next(value));
@@ -35341,15 +35373,15 @@ function exists(fsPath) {
     return true;
   });
 }
-function isRooted(p) {
-  p = normalizeSeparators(p);
-  if (!p) {
+function isRooted(p2) {
+  p2 = normalizeSeparators(p2);
+  if (!p2) {
     throw new Error('isRooted() parameter "p" cannot be empty');
   }
   if (IS_WINDOWS) {
-    return p.startsWith("\\") || /^[A-Z]:/i.test(p);
+    return p2.startsWith("\\") || /^[A-Z]:/i.test(p2);
   }
-  return p.startsWith("/");
+  return p2.startsWith("/");
 }
 function tryGetExecutablePath(filePath, extensions) {
   return __awaiter5(this, void 0, void 0, function* () {
@@ -35409,26 +35441,26 @@ function tryGetExecutablePath(filePath, extensions) {
     return "";
   });
 }
-function normalizeSeparators(p) {
-  p = p || "";
+function normalizeSeparators(p2) {
+  p2 = p2 || "";
   if (IS_WINDOWS) {
-    p = p.replace(/\//g, "\\");
-    return p.replace(/\\\\+/g, "\\");
+    p2 = p2.replace(/\//g, "\\");
+    return p2.replace(/\\\\+/g, "\\");
   }
-  return p.replace(/\/\/+/g, "/");
+  return p2.replace(/\/\/+/g, "/");
 }
 function isUnixExecutable(stats) {
   return (stats.mode & 1) > 0 || (stats.mode & 8) > 0 && process.getgid !== void 0 && stats.gid === process.getgid() || (stats.mode & 64) > 0 && process.getuid !== void 0 && stats.uid === process.getuid();
 }
 
 // node_modules/@actions/io/lib/io.js
-var __awaiter6 = function(thisArg, _arguments, P, generator) {
+var __awaiter6 = function(thisArg, _arguments, P2, generator) {
   function adopt(value) {
-    return value instanceof P ? value : new P(function(resolve2) {
+    return value instanceof P2 ? value : new P2(function(resolve2) {
       resolve2(value);
     });
   }
-  return new (P || (P = Promise))(function(resolve2, reject) {
+  return new (P2 || (P2 = Promise))(function(resolve2, reject) {
     function fulfilled(value) {
       try {
         step(generator.next(value));
@@ -35497,9 +35529,9 @@ function findInPath(tool) {
     }
     const directories = [];
     if (process.env.PATH) {
-      for (const p of process.env.PATH.split(path8.delimiter)) {
-        if (p) {
-          directories.push(p);
+      for (const p2 of process.env.PATH.split(path8.delimiter)) {
+        if (p2) {
+          directories.push(p2);
         }
       }
     }
@@ -35516,13 +35548,13 @@ function findInPath(tool) {
 
 // node_modules/@actions/exec/lib/toolrunner.js
 import { setTimeout as setTimeout4 } from "timers";
-var __awaiter7 = function(thisArg, _arguments, P, generator) {
+var __awaiter7 = function(thisArg, _arguments, P2, generator) {
   function adopt(value) {
-    return value instanceof P ? value : new P(function(resolve2) {
+    return value instanceof P2 ? value : new P2(function(resolve2) {
       resolve2(value);
     });
   }
-  return new (P || (P = Promise))(function(resolve2, reject) {
+  return new (P2 || (P2 = Promise))(function(resolve2, reject) {
     function fulfilled(value) {
       try {
         step(generator.next(value));
@@ -35590,15 +35622,15 @@ var ToolRunner = class extends events.EventEmitter {
   }
   _processLineBuffer(data, strBuffer, onLine) {
     try {
-      let s = strBuffer + data.toString();
-      let n2 = s.indexOf(os3.EOL);
+      let s3 = strBuffer + data.toString();
+      let n2 = s3.indexOf(os3.EOL);
       while (n2 > -1) {
-        const line = s.substring(0, n2);
+        const line = s3.substring(0, n2);
         onLine(line);
-        s = s.substring(n2 + os3.EOL.length);
-        n2 = s.indexOf(os3.EOL);
+        s3 = s3.substring(n2 + os3.EOL.length);
+        n2 = s3.indexOf(os3.EOL);
       }
-      return s;
+      return s3;
     } catch (err) {
       this._debug(`error processing line. Failed with error ${err}`);
       return "";
@@ -35800,8 +35832,8 @@ var ToolRunner = class extends events.EventEmitter {
               this.options.listeners.stderr(data);
             }
             if (!optionsNonNull.silent && optionsNonNull.errStream && optionsNonNull.outStream) {
-              const s = optionsNonNull.failOnStdErr ? optionsNonNull.errStream : optionsNonNull.outStream;
-              s.write(data);
+              const s3 = optionsNonNull.failOnStdErr ? optionsNonNull.errStream : optionsNonNull.outStream;
+              s3.write(data);
             }
             errbuffer = this._processLineBuffer(data, errbuffer, (line) => {
               if (this.options.listeners && this.options.listeners.errline) {
@@ -35961,13 +35993,13 @@ var ExecState = class _ExecState extends events.EventEmitter {
 };
 
 // node_modules/@actions/exec/lib/exec.js
-var __awaiter8 = function(thisArg, _arguments, P, generator) {
+var __awaiter8 = function(thisArg, _arguments, P2, generator) {
   function adopt(value) {
-    return value instanceof P ? value : new P(function(resolve2) {
+    return value instanceof P2 ? value : new P2(function(resolve2) {
       resolve2(value);
     });
   }
-  return new (P || (P = Promise))(function(resolve2, reject) {
+  return new (P2 || (P2 = Promise))(function(resolve2, reject) {
     function fulfilled(value) {
       try {
         step(generator.next(value));
@@ -36034,13 +36066,13 @@ function getExecOutput(commandLine, args, options) {
 }
 
 // node_modules/@actions/core/lib/platform.js
-var __awaiter9 = function(thisArg, _arguments, P, generator) {
+var __awaiter9 = function(thisArg, _arguments, P2, generator) {
   function adopt(value) {
-    return value instanceof P ? value : new P(function(resolve2) {
+    return value instanceof P2 ? value : new P2(function(resolve2) {
       resolve2(value);
     });
   }
-  return new (P || (P = Promise))(function(resolve2, reject) {
+  return new (P2 || (P2 = Promise))(function(resolve2, reject) {
     function fulfilled(value) {
       try {
         step(generator.next(value));
@@ -36113,13 +36145,13 @@ function getDetails() {
 }
 
 // node_modules/@actions/core/lib/core.js
-var __awaiter10 = function(thisArg, _arguments, P, generator) {
+var __awaiter10 = function(thisArg, _arguments, P2, generator) {
   function adopt(value) {
-    return value instanceof P ? value : new P(function(resolve2) {
+    return value instanceof P2 ? value : new P2(function(resolve2) {
       resolve2(value);
     });
   }
-  return new (P || (P = Promise))(function(resolve2, reject) {
+  return new (P2 || (P2 = Promise))(function(resolve2, reject) {
     function fulfilled(value) {
       try {
         step(generator.next(value));
@@ -36940,17 +36972,17 @@ function assertIs(_arg) {
 function assertNever(_x) {
   throw new Error("Unexpected value in exhaustive check");
 }
-function assert(_) {
+function assert(_2) {
 }
 function getEnumValues(entries) {
-  const numericValues = Object.values(entries).filter((v) => typeof v === "number");
-  const values = Object.entries(entries).filter(([k, _]) => numericValues.indexOf(+k) === -1).map(([_, v]) => v);
+  const numericValues = Object.values(entries).filter((v2) => typeof v2 === "number");
+  const values = Object.entries(entries).filter(([k2, _2]) => numericValues.indexOf(+k2) === -1).map(([_2, v2]) => v2);
   return values;
 }
 function joinValues(array2, separator = "|") {
   return array2.map((val) => stringifyPrimitive(val)).join(separator);
 }
-function jsonStringifyReplacer(_, value) {
+function jsonStringifyReplacer(_2, value) {
   if (typeof value === "bigint")
     return value.toString();
   return value;
@@ -36976,9 +37008,9 @@ function nullish(input2) {
   return input2 === null || input2 === void 0;
 }
 function cleanRegex(source) {
-  const start = source.startsWith("^") ? 1 : 0;
+  const start2 = source.startsWith("^") ? 1 : 0;
   const end = source.endsWith("$") ? source.length - 1 : source.length;
-  return source.slice(start, end);
+  return source.slice(start2, end);
 }
 function floatSafeRemainder(val, step) {
   const ratio = val / step;
@@ -37002,9 +37034,9 @@ function defineLazy(object2, key, getter) {
       }
       return value;
     },
-    set(v) {
+    set(v2) {
       Object.defineProperty(object2, key, {
-        value: v
+        value: v2
         // configurable: true,
       });
     },
@@ -37083,10 +37115,10 @@ function mergeDefs(...defs) {
 function cloneDef(schema) {
   return mergeDefs(schema._zod.def);
 }
-function getElementAtPath(obj, path13) {
-  if (!path13)
+function getElementAtPath(obj, path35) {
+  if (!path35)
     return obj;
-  return path13.reduce((acc, key) => acc?.[key], obj);
+  return path35.reduce((acc, key) => acc?.[key], obj);
 }
 function promiseAllObject(promisesObj) {
   const keys = Object.keys(promisesObj);
@@ -37126,10 +37158,10 @@ var allowsEval = /* @__PURE__ */ cached(() => {
     return false;
   }
   try {
-    const F = Function;
-    new F("");
+    const F2 = Function;
+    new F2("");
     return true;
-  } catch (_) {
+  } catch (_2) {
     return false;
   }
 });
@@ -37250,31 +37282,31 @@ function normalizeParams(_params) {
 function createTransparentProxy(getter) {
   let target;
   return new Proxy({}, {
-    get(_, prop, receiver) {
+    get(_2, prop, receiver) {
       target ?? (target = getter());
       return Reflect.get(target, prop, receiver);
     },
-    set(_, prop, value, receiver) {
+    set(_2, prop, value, receiver) {
       target ?? (target = getter());
       return Reflect.set(target, prop, value, receiver);
     },
-    has(_, prop) {
+    has(_2, prop) {
       target ?? (target = getter());
       return Reflect.has(target, prop);
     },
-    deleteProperty(_, prop) {
+    deleteProperty(_2, prop) {
       target ?? (target = getter());
       return Reflect.deleteProperty(target, prop);
     },
-    ownKeys(_) {
+    ownKeys(_2) {
       target ?? (target = getter());
       return Reflect.ownKeys(target);
     },
-    getOwnPropertyDescriptor(_, prop) {
+    getOwnPropertyDescriptor(_2, prop) {
       target ?? (target = getter());
       return Reflect.getOwnPropertyDescriptor(target, prop);
     },
-    defineProperty(_, prop, descriptor) {
+    defineProperty(_2, prop, descriptor) {
       target ?? (target = getter());
       return Reflect.defineProperty(target, prop, descriptor);
     }
@@ -37288,8 +37320,8 @@ function stringifyPrimitive(value) {
   return `${value}`;
 }
 function optionalKeys(shape) {
-  return Object.keys(shape).filter((k) => {
-    return shape[k]._zod.optin !== void 0 && shape[k]._zod.optout === "optional";
+  return Object.keys(shape).filter((k2) => {
+    return shape[k2]._zod.optin !== void 0 && shape[k2]._zod.optout === "optional";
   });
 }
 var NUMBER_FORMAT_RANGES = /* @__PURE__ */ (() => ({
@@ -37366,8 +37398,8 @@ function safeExtend(schema, shape) {
   }
   return clone(schema, mergeDefs(schema._zod.def, { shape: extended(schema, shape) }));
 }
-function merge(a2, b) {
-  if (!b?._zod?.def) {
+function merge(a2, b2) {
+  if (!b2?._zod?.def) {
     throw new Error("Invalid input to merge: expected an object schema. To merge a plain shape, use `.extend()`.");
   }
   if (a2._zod.def.checks?.length) {
@@ -37375,13 +37407,13 @@ function merge(a2, b) {
   }
   const newShape = {};
   mirrorShape(newShape, a2, Reflect.ownKeys(sourceShape(a2)));
-  mirrorShape(newShape, b, Reflect.ownKeys(sourceShape(b)));
+  mirrorShape(newShape, b2, Reflect.ownKeys(sourceShape(b2)));
   const def = mergeDefs(a2._zod.def, {
     shape: newShape,
     get catchall() {
-      return b._zod.def.catchall;
+      return b2._zod.def.catchall;
     },
-    checks: b._zod.def.checks ?? []
+    checks: b2._zod.def.checks ?? []
   });
   return clone(a2, def);
 }
@@ -37426,11 +37458,11 @@ function explicitlyAborted(x, startIndex = 0) {
   }
   return false;
 }
-function prefixIssues(path13, issues) {
+function prefixIssues(path35, issues) {
   return issues.map((iss) => {
     var _a3;
     (_a3 = iss).path ?? (_a3.path = []);
-    iss.path.unshift(path13);
+    iss.path.unshift(path35);
     return iss;
   });
 }
@@ -37449,9 +37481,9 @@ function sizeCaps(defChecks) {
   }
   return caps;
 }
-function attachSchema(issues, start, inst) {
+function attachSchema(issues, start2, inst) {
   var _a3;
-  for (let i2 = start; i2 < issues.length; i2++) {
+  for (let i2 = start2; i2 < issues.length; i2++) {
     (_a3 = issues[i2]).schema ?? (_a3.schema = inst);
   }
 }
@@ -37467,10 +37499,10 @@ function finalizeIssue(iss, ctx, config2) {
   const schemaError = iss.schema !== iss.inst ? iss.schema?._zod.def?.error : void 0;
   const message = iss.message ? iss.message : unwrapMessage(iss.inst?._zod.def?.error?.(iss)) ?? unwrapMessage(schemaError?.(iss)) ?? unwrapMessage(ctx?.error?.(iss)) ?? unwrapMessage(config2.customError?.(iss)) ?? unwrapMessage(config2.localeError?.(iss)) ?? "Invalid input";
   const full = {};
-  for (const k of Object.keys(iss)) {
-    if (k === "inst" || k === "schema" || k === "continue" || k === "input" || k === "__proto__")
+  for (const k2 of Object.keys(iss)) {
+    if (k2 === "inst" || k2 === "schema" || k2 === "continue" || k2 === "input" || k2 === "__proto__")
       continue;
-    full[k] = iss[k];
+    full[k2] = iss[k2];
   }
   full.path ?? (full.path = []);
   full.message = message;
@@ -37543,8 +37575,8 @@ function issue2(...args) {
   return { ...iss };
 }
 function cleanEnum(obj) {
-  return Object.entries(obj).filter(([k, _]) => {
-    return Number.isNaN(Number.parseInt(k, 10));
+  return Object.entries(obj).filter(([k2, _2]) => {
+    return Number.isNaN(Number.parseInt(k2, 10));
   }).map((el) => el[1]);
 }
 function base64ToUint8Array(base643) {
@@ -37582,7 +37614,7 @@ function hexToUint8Array(hex3) {
   return bytes;
 }
 function uint8ArrayToHex(bytes) {
-  return Array.from(bytes).map((b) => b.toString(16).padStart(2, "0")).join("");
+  return Array.from(bytes).map((b2) => b2.toString(16).padStart(2, "0")).join("");
 }
 var Class = class {
   constructor(..._args) {
@@ -37734,7 +37766,7 @@ function $constructor(name, initializer3, proto, params) {
   const zodProto = {};
   function Internals(def) {
     this.def = def;
-    this.constr = _;
+    this.constr = _2;
     this.traits = /* @__PURE__ */ new Set();
   }
   Internals.prototype = zodProto;
@@ -37765,12 +37797,12 @@ function $constructor(name, initializer3, proto, params) {
         members(target, protoMembers);
       }
     }
-    const proto2 = _.prototype;
-    for (const k in proto2) {
-      if (!Object.prototype.hasOwnProperty.call(proto2, k))
+    const proto2 = _2.prototype;
+    for (const k2 in proto2) {
+      if (!Object.prototype.hasOwnProperty.call(proto2, k2))
         continue;
-      if (!(k in inst)) {
-        inst[k] = proto2[k].bind(inst);
+      if (!(k2 in inst)) {
+        inst[k2] = proto2[k2].bind(inst);
       }
     }
   }
@@ -37778,7 +37810,7 @@ function $constructor(name, initializer3, proto, params) {
   class Definition extends Parent {
   }
   Object.defineProperty(Definition, "name", { value: name });
-  function _(def) {
+  function _2(def) {
     const inst = params?.Parent ? newError(Definition) : this;
     init(inst, def);
     const deferred = inst._zod.deferred;
@@ -37793,16 +37825,16 @@ function $constructor(name, initializer3, proto, params) {
       pp(inst);
     return inst;
   }
-  Object.defineProperty(_, "init", { value: init });
-  Object.defineProperty(_, Symbol.hasInstance, {
+  Object.defineProperty(_2, "init", { value: init });
+  Object.defineProperty(_2, Symbol.hasInstance, {
     value: (inst) => {
       if (params?.Parent && inst instanceof params.Parent)
         return true;
       return inst?._zod?.traits?.has(name);
     }
   });
-  Object.defineProperty(_, "name", { value: name });
-  return _;
+  Object.defineProperty(_2, "name", { value: name });
+  return _2;
 }
 var $brand = /* @__PURE__ */ Symbol("zod_brand");
 var $ZodAsyncError = class extends Error {
@@ -37892,16 +37924,16 @@ function flattenError(error63, mapper = (issue3) => issue3.message) {
 }
 function formatError(error63, mapper = (issue3) => issue3.message) {
   const fieldErrors = { _errors: [] };
-  const processError = (error64, path13 = []) => {
+  const processError = (error64, path35 = []) => {
     for (const issue3 of error64.issues) {
       if (issue3.code === "invalid_union" && issue3.errors.length) {
-        issue3.errors.map((issues) => processError({ issues }, [...path13, ...issue3.path]));
+        issue3.errors.map((issues) => processError({ issues }, [...path35, ...issue3.path]));
       } else if (issue3.code === "invalid_key") {
-        processError({ issues: issue3.issues }, [...path13, ...issue3.path]);
+        processError({ issues: issue3.issues }, [...path35, ...issue3.path]);
       } else if (issue3.code === "invalid_element") {
-        processError({ issues: issue3.issues }, [...path13, ...issue3.path]);
+        processError({ issues: issue3.issues }, [...path35, ...issue3.path]);
       } else {
-        const fullpath = [...path13, ...issue3.path];
+        const fullpath = [...path35, ...issue3.path];
         if (fullpath.length === 0) {
           fieldErrors._errors.push(mapper(issue3));
         } else {
@@ -37940,17 +37972,17 @@ function formatError(error63, mapper = (issue3) => issue3.message) {
 }
 function treeifyError(error63, mapper = (issue3) => issue3.message) {
   const result = { errors: [] };
-  const processError = (error64, path13 = []) => {
+  const processError = (error64, path35 = []) => {
     var _a3;
     for (const issue3 of error64.issues) {
       if (issue3.code === "invalid_union" && issue3.errors.length) {
-        issue3.errors.map((issues) => processError({ issues }, [...path13, ...issue3.path]));
+        issue3.errors.map((issues) => processError({ issues }, [...path35, ...issue3.path]));
       } else if (issue3.code === "invalid_key") {
-        processError({ issues: issue3.issues }, [...path13, ...issue3.path]);
+        processError({ issues: issue3.issues }, [...path35, ...issue3.path]);
       } else if (issue3.code === "invalid_element") {
-        processError({ issues: issue3.issues }, [...path13, ...issue3.path]);
+        processError({ issues: issue3.issues }, [...path35, ...issue3.path]);
       } else {
-        const fullpath = [...path13, ...issue3.path];
+        const fullpath = [...path35, ...issue3.path];
         if (fullpath.length === 0) {
           result.errors.push(mapper(issue3));
           continue;
@@ -37989,8 +38021,8 @@ function treeifyError(error63, mapper = (issue3) => issue3.message) {
 }
 function toDotPath(_path) {
   const segs = [];
-  const path13 = _path.map((seg) => typeof seg === "object" ? seg.key : seg);
-  for (const seg of path13) {
+  const path35 = _path.map((seg) => typeof seg === "object" ? seg.key : seg);
+  for (const seg of path35) {
     if (typeof seg === "number")
       segs.push(`[${seg}]`);
     else if (typeof seg === "symbol")
@@ -38007,7 +38039,7 @@ function toDotPath(_path) {
 }
 function prettifyError(error63) {
   const lines = [];
-  const issues = [...error63.issues].sort((a2, b) => (a2.path ?? []).length - (b.path ?? []).length);
+  const issues = [...error63.issues].sort((a2, b2) => (a2.path ?? []).length - (b2.path ?? []).length);
   for (const issue3 of issues) {
     lines.push(`\u2716 ${issue3.message}`);
     if (issue3.path?.length)
@@ -38124,18 +38156,18 @@ var validateAsync = async (schema, value, _ctx) => {
   return result.issues.length === 0;
 };
 var _encode = (_Err) => {
-  const parse3 = _parse(_Err);
+  const parse4 = _parse(_Err);
   const fn = (schema, value, _ctx, _params) => {
     const ctx = _ctx ? { ..._ctx, direction: "backward" } : { direction: "backward" };
-    return parse3(schema, value, ctx, finalizeParams(fn, _params));
+    return parse4(schema, value, ctx, finalizeParams(fn, _params));
   };
   return fn;
 };
 var encode = /* @__PURE__ */ _encode($ZodRealError);
 var _decode = (_Err) => {
-  const parse3 = _parse(_Err);
+  const parse4 = _parse(_Err);
   const fn = (schema, value, _ctx, _params) => {
-    return parse3(schema, value, _ctx, finalizeParams(fn, _params));
+    return parse4(schema, value, _ctx, finalizeParams(fn, _params));
   };
   return fn;
 };
@@ -38856,9 +38888,9 @@ var Doc = class {
     }
   }
   compile() {
-    const F = Function;
+    const F2 = Function;
     const content = this?.content ?? [``];
-    const factory = new F(...Object.keys(this.closed), `return function (${this.args.join(", ")}) {
+    const factory = new F2(...Object.keys(this.closed), `return function (${this.args.join(", ")}) {
 ${content.join("\n")}
 };`);
     return factory(...Object.values(this.closed));
@@ -38908,13 +38940,13 @@ var $ZodType = /* @__PURE__ */ $constructor("$ZodType", (inst, def) => {
           continue;
         }
         const currLen = payload.issues.length;
-        const _ = ch._zod.check(payload);
-        if (_ instanceof Promise && ctx?.async === false) {
+        const _2 = ch._zod.check(payload);
+        if (_2 instanceof Promise && ctx?.async === false) {
           throw new $ZodAsyncError();
         }
-        if (asyncResult || _ instanceof Promise) {
+        if (asyncResult || _2 instanceof Promise) {
           asyncResult = (asyncResult ?? Promise.resolve()).then(async () => {
-            await _;
+            await _2;
             const nextLen = payload.issues.length;
             if (nextLen === currLen)
               return;
@@ -38995,7 +39027,7 @@ function standardProps(inst) {
         const r = inst._zod.run({ value, issues: [] }, ctx);
         if (!(r instanceof Promise))
           return toStandardResult(r, ctx);
-      } catch (_) {
+      } catch (_2) {
       }
       return validateAsync2(inst, value);
     },
@@ -39006,11 +39038,11 @@ function standardProps(inst) {
 var $ZodString = /* @__PURE__ */ $constructor("$ZodString", (inst, def) => {
   $ZodType.init(inst, def);
   inst._zod.pattern = def.pattern ?? anyString;
-  inst._zod.parse = (payload, _) => {
+  inst._zod.parse = (payload, _2) => {
     if (def.coerce)
       try {
         payload.value = String(payload.value);
-      } catch (_2) {
+      } catch (_3) {
       }
     if (typeof payload.value === "string")
       return payload;
@@ -39043,10 +39075,10 @@ var $ZodUUID = /* @__PURE__ */ $constructor("$ZodUUID", (inst, def) => {
       v7: 7,
       v8: 8
     };
-    const v = versionMap[def.version];
-    if (v === void 0)
+    const v2 = versionMap[def.version];
+    if (v2 === void 0)
       throw new Error(`Invalid UUID version: "${def.version}"`);
-    def.pattern ?? (def.pattern = uuid(v));
+    def.pattern ?? (def.pattern = uuid(v2));
   } else
     def.pattern ?? (def.pattern = uuid());
   $ZodStringFormat.init(inst, def);
@@ -39155,7 +39187,7 @@ var $ZodURL = /* @__PURE__ */ $constructor("$ZodURL", (inst, def) => {
       }
       payload.value = def.normalize ? url3.href : stripTabAndNewline(trimmed);
       return;
-    } catch (_) {
+    } catch (_2) {
       payload.issues.push({
         code: "invalid_format",
         format: "url",
@@ -39451,7 +39483,7 @@ var $ZodNumber = /* @__PURE__ */ $constructor("$ZodNumber", (inst, def) => {
     if (def.coerce)
       try {
         payload.value = Number(payload.value);
-      } catch (_) {
+      } catch (_2) {
       }
     const input2 = payload.value;
     if (typeof input2 === "number" && !Number.isNaN(input2) && Number.isFinite(input2)) {
@@ -39479,7 +39511,7 @@ var $ZodBoolean = /* @__PURE__ */ $constructor("$ZodBoolean", (inst, def) => {
     if (def.coerce)
       try {
         payload.value = Boolean(payload.value);
-      } catch (_) {
+      } catch (_2) {
       }
     const input2 = payload.value;
     if (typeof input2 === "boolean")
@@ -39500,7 +39532,7 @@ var $ZodBigInt = /* @__PURE__ */ $constructor("$ZodBigInt", (inst, def) => {
     if (def.coerce)
       try {
         payload.value = BigInt(payload.value);
-      } catch (_) {
+      } catch (_2) {
       }
     if (typeof payload.value === "bigint")
       return payload;
@@ -39630,21 +39662,21 @@ function capSize(inst, size) {
   if (!caps.length)
     return;
   const cap = Math.min(...caps.map((c3) => c3[0]));
-  const parse3 = inst._zod.parse;
+  const parse4 = inst._zod.parse;
   inst._zod.parse = (payload, ctx) => {
     const n2 = size(payload.value);
     if (n2 > cap && !ctx?.skipChecks && ctx?.direction !== "backward") {
       for (const [max, ch] of sizeCaps(inst._zod.def.checks)) {
         if (n2 > max && ch._zod.def.when(payload)) {
-          const start = payload.issues.length;
+          const start2 = payload.issues.length;
           ch._zod.check(payload);
-          payload.issues[start].continue = false;
-          attachSchema(payload.issues, start, inst);
+          payload.issues[start2].continue = false;
+          attachSchema(payload.issues, start2, inst);
           return payload;
         }
       }
     }
-    return parse3(payload, ctx);
+    return parse4(payload, ctx);
   };
 }
 var arraySize = (input2) => Array.isArray(input2) ? input2.length : -1;
@@ -39732,9 +39764,9 @@ function normalizeDef(def) {
   const ownSymbols = Object.getOwnPropertySymbols(def.shape);
   const symbolKeys = ownSymbols.length ? ownSymbols : NO_SYMBOL_KEYS;
   const allKeys = symbolKeys.length ? [...keys, ...symbolKeys] : keys;
-  for (const k of allKeys) {
-    if (!def.shape?.[k]?._zod?.traits?.has("$ZodType")) {
-      throw new Error(`Invalid element at key "${String(k)}": expected a Zod schema`);
+  for (const k2 of allKeys) {
+    if (!def.shape?.[k2]?._zod?.traits?.has("$ZodType")) {
+      throw new Error(`Invalid element at key "${String(k2)}": expected a Zod schema`);
     }
   }
   const okeys = optionalKeys(def.shape);
@@ -39820,8 +39852,8 @@ var $ZodObject = /* @__PURE__ */ $constructor("$ZodObject", (inst, def) => {
         if (!Object.prototype.hasOwnProperty.call(propValues, key)) {
           assignProp(propValues, key, /* @__PURE__ */ new Set());
         }
-        for (const v of field2.values)
-          propValues[key].add(v);
+        for (const v2 of field2.values)
+          propValues[key].add(v2);
         if (field2.optin !== void 0)
           propValues[key].add(void 0);
       }
@@ -39883,12 +39915,12 @@ var $ZodObjectJIT = /* @__PURE__ */ $constructor("$ZodObjectJIT", (inst, def) =>
     const normalized = _normalized.value;
     const syms = normalized.symbolKeys;
     const doc = new Doc(["payload", "ctx"], { shape, inst, memo: memo2, syms });
-    const parseStr = (k) => `shape[${k}]._zod.run({ value: input[${k}], issues: [] }, ctx)`;
-    const prefixStr = (id, k) => `
+    const parseStr = (k2) => `shape[${k2}]._zod.run({ value: input[${k2}], issues: [] }, ctx)`;
+    const prefixStr = (id, k2) => `
           let ${id}_ab = false;
           for (let i = 0; i < ${id}.issues.length; i++) {
             const iss = ${id}.issues[i];
-            iss.path = iss.path ? [${k}, ...iss.path] : [${k}];
+            iss.path = iss.path ? [${k2}, ...iss.path] : [${k2}];
             payload.issues.push(iss);
             if (iss.continue !== true) ${id}_ab = true;
           }
@@ -39907,23 +39939,23 @@ var $ZodObjectJIT = /* @__PURE__ */ $constructor("$ZodObjectJIT", (inst, def) =>
       if (key === "__proto__")
         continue;
       const id = ids[key];
-      const k = typeof key === "symbol" ? `syms[${syms.indexOf(key)}]` : esc(key);
-      const isPresent = `${k} in input`;
+      const k2 = typeof key === "symbol" ? `syms[${syms.indexOf(key)}]` : esc(key);
+      const isPresent = `${k2} in input`;
       const schema = shape[key];
       const optin = schema?._zod?.optin;
       const isOptionalIn = optin !== void 0;
       const isOptionalOut = schema?._zod?.optout === "optional";
-      doc.write(`const ${id} = ${parseStr(k)};`);
+      doc.write(`const ${id} = ${parseStr(k2)};`);
       if (isOptionalIn && isOptionalOut) {
         const assign = optin === "optional" ? `${id}_present` : `${id}.value !== undefined || ${id}_present`;
         doc.write(`
         const ${id}_present = ${isPresent};
         if (!${id}.issues.length || ${id}_present) {
-          if (${id}.issues.length) {${prefixStr(id, k)}
+          if (${id}.issues.length) {${prefixStr(id, k2)}
           }
 
           if (${assign}) {
-            newResult[${k}] = ${id}.value;
+            newResult[${k2}] = ${id}.value;
           }
         }
 
@@ -39931,14 +39963,14 @@ var $ZodObjectJIT = /* @__PURE__ */ $constructor("$ZodObjectJIT", (inst, def) =>
       } else if (!isOptionalIn) {
         doc.write(`
         const ${id}_present = ${isPresent};
-        if (${id}.issues.length) {${prefixStr(id, k)}
+        if (${id}.issues.length) {${prefixStr(id, k2)}
         }
         if (!${id}_present && !${id}.issues.length) {
           payload.issues.push({
             code: "invalid_type",
             expected: "nonoptional",
             input: undefined,
-            path: [${k}]
+            path: [${k2}]
           });
           if (ctx && ctx.abortEarly) {
             payload.value = newResult;
@@ -39947,21 +39979,21 @@ var $ZodObjectJIT = /* @__PURE__ */ $constructor("$ZodObjectJIT", (inst, def) =>
         }
 
         if (${id}_present) {
-          newResult[${k}] = ${id}.value;
+          newResult[${k2}] = ${id}.value;
         }
 
       `);
       } else {
         doc.write(`
-        if (${id}.issues.length) {${prefixStr(id, k)}
+        if (${id}.issues.length) {${prefixStr(id, k2)}
         }
       `);
         if (optin === "defaulted") {
-          doc.write(`newResult[${k}] = ${id}.value;`);
+          doc.write(`newResult[${k2}] = ${id}.value;`);
         } else {
           doc.write(`
         if (${id}.value !== undefined || ${isPresent}) {
-          newResult[${k}] = ${id}.value;
+          newResult[${k2}] = ${id}.value;
         }
       `);
         }
@@ -40034,7 +40066,7 @@ var $ZodUnion = /* @__PURE__ */ $constructor("$ZodUnion", (inst, def) => {
   defineLazyInternal(inst, "pattern", (zod) => {
     if (zod.def.options.every((o2) => o2._zod.pattern)) {
       const patterns = zod.def.options.map((o2) => o2._zod.pattern);
-      return new RegExp(`^(${patterns.map((p) => cleanRegex(p.source)).join("|")})$`);
+      return new RegExp(`^(${patterns.map((p2) => cleanRegex(p2.source)).join("|")})$`);
     }
     return void 0;
   });
@@ -40167,12 +40199,12 @@ var $ZodDiscriminatedUnion = /* @__PURE__ */ $constructor("$ZodDiscriminatedUnio
         throw new Error(`Invalid discriminated union option at index "${zod.def.options.indexOf(option)}"`);
       if (pv[zod.def.discriminator]?.has(void 0))
         undefinedCount++;
-      for (const [k, v] of Object.entries(pv)) {
-        if (!Object.prototype.hasOwnProperty.call(propValues, k)) {
-          assignProp(propValues, k, /* @__PURE__ */ new Set());
+      for (const [k2, v2] of Object.entries(pv)) {
+        if (!Object.prototype.hasOwnProperty.call(propValues, k2)) {
+          assignProp(propValues, k2, /* @__PURE__ */ new Set());
         }
-        for (const val of v) {
-          propValues[k].add(val);
+        for (const val of v2) {
+          propValues[k2].add(val);
         }
       }
     }
@@ -40234,23 +40266,23 @@ var $ZodIntersection = /* @__PURE__ */ $constructor("$ZodIntersection", (inst, d
     return handleIntersectionResults(payload, left, right);
   };
 });
-function mergeValues(a2, b) {
-  if (a2 === b) {
+function mergeValues(a2, b2) {
+  if (a2 === b2) {
     return { valid: true, data: a2 };
   }
-  if (a2 instanceof Date && b instanceof Date && +a2 === +b) {
+  if (a2 instanceof Date && b2 instanceof Date && +a2 === +b2) {
     return { valid: true, data: a2 };
   }
-  if (isPlainObject2(a2) && isPlainObject2(b)) {
-    const bKeys = Object.keys(b);
+  if (isPlainObject2(a2) && isPlainObject2(b2)) {
+    const bKeys = Object.keys(b2);
     const sharedKeys = Object.keys(a2).filter((key) => bKeys.indexOf(key) !== -1);
-    const newObj = { ...a2, ...b };
+    const newObj = { ...a2, ...b2 };
     if (Object.prototype.hasOwnProperty.call(newObj, "__proto__"))
       delete newObj.__proto__;
     for (const key of sharedKeys) {
       if (key === "__proto__")
         continue;
-      const sharedValue = mergeValues(a2[key], b[key]);
+      const sharedValue = mergeValues(a2[key], b2[key]);
       if (!sharedValue.valid) {
         return {
           valid: false,
@@ -40261,14 +40293,14 @@ function mergeValues(a2, b) {
     }
     return { valid: true, data: newObj };
   }
-  if (Array.isArray(a2) && Array.isArray(b)) {
-    if (a2.length !== b.length) {
+  if (Array.isArray(a2) && Array.isArray(b2)) {
+    if (a2.length !== b2.length) {
       return { valid: false, mergeErrorPath: [] };
     }
     const newArray = [];
     for (let index = 0; index < a2.length; index++) {
       const itemA = a2[index];
-      const itemB = b[index];
+      const itemB = b2[index];
       const sharedValue = mergeValues(itemA, itemB);
       if (!sharedValue.valid) {
         return {
@@ -40292,17 +40324,17 @@ function handleIntersectionResults(result, left, right) {
       unrecIssue ?? (unrecIssue = iss);
       keys = iss.keys;
     } else if (iss.code === "invalid_key" && iss.origin === "record" && iss.path?.length === 1) {
-      const k = String(iss.path[0]);
-      if (!keyIssues.has(k))
-        keyIssues.set(k, iss);
-      keys = [k];
+      const k2 = String(iss.path[0]);
+      if (!keyIssues.has(k2))
+        keyIssues.set(k2, iss);
+      keys = [k2];
     } else {
       return false;
     }
-    for (const k of keys) {
-      if (!unrecKeys.has(k))
-        unrecKeys.set(k, {});
-      unrecKeys.get(k)[side] = true;
+    for (const k2 of keys) {
+      if (!unrecKeys.has(k2))
+        unrecKeys.set(k2, {});
+      unrecKeys.get(k2)[side] = true;
     }
     return true;
   };
@@ -40314,14 +40346,14 @@ function handleIntersectionResults(result, left, right) {
     if (!collect(iss, "r"))
       result.issues.push(iss);
   }
-  const bothKeys = [...unrecKeys].filter(([, f]) => f.l && f.r).map(([k]) => k);
+  const bothKeys = [...unrecKeys].filter(([, f2]) => f2.l && f2.r).map(([k2]) => k2);
   if (bothKeys.length) {
-    const aggregated = unrecIssue ? bothKeys.filter((k) => unrecIssue.keys.includes(k)) : [];
+    const aggregated = unrecIssue ? bothKeys.filter((k2) => unrecIssue.keys.includes(k2)) : [];
     if (aggregated.length)
       result.issues.push({ ...unrecIssue, keys: aggregated });
-    for (const k of bothKeys) {
-      if (!aggregated.includes(k) && keyIssues.has(k))
-        result.issues.push(keyIssues.get(k));
+    for (const k2 of bothKeys) {
+      if (!aggregated.includes(k2) && keyIssues.has(k2))
+        result.issues.push(keyIssues.get(k2));
     }
   }
   const merged = mergeValues(left.value, right.value);
@@ -40382,8 +40414,8 @@ var $ZodTuple = /* @__PURE__ */ $constructor("$ZodTuple", (inst, def) => {
     for (let i2 = 0; i2 < items.length; i2++) {
       const r = items[i2]._zod.run({ value: input2[i2], issues: [] }, ctx);
       if (r instanceof Promise) {
-        proms.push(r.then((rr) => {
-          itemResults[i2] = rr;
+        proms.push(r.then((rr2) => {
+          itemResults[i2] = rr2;
         }));
       } else {
         itemResults[i2] = r;
@@ -40731,7 +40763,7 @@ var $ZodEnum = /* @__PURE__ */ $constructor("$ZodEnum", (inst, def) => {
   const valuesSet = new Set(values);
   inst._zod.values = valuesSet;
   defineLazyInternal(inst, "pattern", (zod) => {
-    const patternValues = getEnumValues(zod.def.entries).filter((k) => propertyKeyTypes.has(typeof k));
+    const patternValues = getEnumValues(zod.def.entries).filter((k2) => propertyKeyTypes.has(typeof k2));
     return new RegExp(patternValues.length ? `^(${patternValues.map((o2) => escapeRegex(o2.toString())).join("|")})$` : "^[^\\s\\S]$");
   });
   inst._zod.parse = (payload, _ctx) => {
@@ -40903,8 +40935,8 @@ var $ZodPrefault = /* @__PURE__ */ $constructor("$ZodPrefault", (inst, def) => {
 var $ZodNonOptional = /* @__PURE__ */ $constructor("$ZodNonOptional", (inst, def) => {
   $ZodType.init(inst, def);
   defineLazyInternal(inst, "values", (zod) => {
-    const v = zod.def.innerType._zod.values;
-    return v ? new Set([...v].filter((x) => x !== void 0)) : void 0;
+    const v2 = zod.def.innerType._zod.values;
+    return v2 ? new Set([...v2].filter((x) => x !== void 0)) : void 0;
   });
   inst._zod.parse = (payload, ctx) => {
     const result = def.innerType._zod.run(payload, ctx);
@@ -41104,12 +41136,12 @@ function leafPattern(schema) {
     if (d.pattern)
       pattern = d.pattern;
     isInt || (isInt = !!d.format?.includes("int"));
-    const lo = d.minimum ?? d.length;
-    const hi = d.maximum ?? d.length;
-    if (lo !== void 0 && (minimum === void 0 || lo > minimum))
-      minimum = lo;
-    if (hi !== void 0 && (maximum === void 0 || hi < maximum))
-      maximum = hi;
+    const lo2 = d.minimum ?? d.length;
+    const hi2 = d.maximum ?? d.length;
+    if (lo2 !== void 0 && (minimum === void 0 || lo2 > minimum))
+      minimum = lo2;
+    if (hi2 !== void 0 && (maximum === void 0 || hi2 < maximum))
+      maximum = hi2;
   }
   if (pattern)
     return pattern.source;
@@ -41135,7 +41167,7 @@ function partPattern(schema) {
   if (def.options) {
     const sources = def.options.map(partPattern);
     if (sources.every(Boolean))
-      return `^(${sources.map((s) => cleanRegex(s)).join("|")})$`;
+      return `^(${sources.map((s3) => cleanRegex(s3)).join("|")})$`;
   }
   return leafPattern(schema);
 }
@@ -41229,9 +41261,9 @@ var $ZodFunction = /* @__PURE__ */ $constructor("$ZodFunction", (inst, def) => {
     return payload;
   };
   inst.input = (...args) => {
-    const F = inst.constructor;
+    const F2 = inst.constructor;
     if (Array.isArray(args[0])) {
-      return new F({
+      return new F2({
         type: "function",
         input: new $ZodTuple({
           type: "tuple",
@@ -41241,15 +41273,15 @@ var $ZodFunction = /* @__PURE__ */ $constructor("$ZodFunction", (inst, def) => {
         output: inst._def.output
       });
     }
-    return new F({
+    return new F2({
       type: "function",
       input: args[0],
       output: inst._def.output
     });
   };
   inst.output = (output2) => {
-    const F = inst.constructor;
-    return new F({
+    const F2 = inst.constructor;
+    return new F2({
       type: "function",
       input: inst._def.input,
       output: output2
@@ -41283,7 +41315,7 @@ var $ZodLazy = /* @__PURE__ */ $constructor("$ZodLazy", (inst, def) => {
 var $ZodCustom = /* @__PURE__ */ $constructor("$ZodCustom", (inst, def) => {
   $ZodCheck.init(inst, def);
   $ZodType.init(inst, def);
-  inst._zod.parse = (payload, _) => {
+  inst._zod.parse = (payload, _2) => {
     return payload;
   };
   inst._zod.check = (payload) => {
@@ -42478,7 +42510,7 @@ var error8 = () => {
         const expected = TypeDictionary[issue3.expected] ?? issue3.expected;
         const receivedType = parsedType(issue3.input);
         const received = TypeDictionary[receivedType] ?? receivedType;
-        const postfix = ["\u0627", "\u0648", "\u06C6", "\u0648\u0648", "\u06D5", "\u06CC", "\u06CE"].some((p) => received.endsWith(p)) ? "\u06CC\u06D5" : "\u06D5";
+        const postfix = ["\u0627", "\u0648", "\u06C6", "\u0648\u0648", "\u06D5", "\u06CC", "\u06CE"].some((p2) => received.endsWith(p2)) ? "\u06CC\u06D5" : "\u06D5";
         const isEnglish = /^[a-zA-Z]+$/.test(received);
         if (receivedType === "null" || receivedType === "undefined")
           return `\u062F\u0627\u0648\u0627\u06A9\u0631\u0627\u0648\u06D5`;
@@ -44081,7 +44113,7 @@ var error21 = () => {
         if (issue3.values.length === 1) {
           return `\u05E2\u05E8\u05DA \u05DC\u05D0 \u05EA\u05E7\u05D9\u05DF: \u05D4\u05E2\u05E8\u05DA \u05D7\u05D9\u05D9\u05D1 \u05DC\u05D4\u05D9\u05D5\u05EA ${stringifyPrimitive(issue3.values[0])}`;
         }
-        const stringified = issue3.values.map((v) => stringifyPrimitive(v));
+        const stringified = issue3.values.map((v2) => stringifyPrimitive(v2));
         if (issue3.values.length === 2) {
           return `\u05E2\u05E8\u05DA \u05DC\u05D0 \u05EA\u05E7\u05D9\u05DF: \u05D4\u05D0\u05E4\u05E9\u05E8\u05D5\u05D9\u05D5\u05EA \u05D4\u05DE\u05EA\u05D0\u05D9\u05DE\u05D5\u05EA \u05D4\u05DF ${stringified[0]} \u05D0\u05D5 ${stringified[1]}`;
         }
@@ -44105,11 +44137,11 @@ var error21 = () => {
           return `\u05D2\u05D3\u05D5\u05DC \u05DE\u05D3\u05D9: ${subject} ${verb} \u05DC\u05D4\u05DB\u05D9\u05DC ${comparison}`.trim();
         }
         const adj = issue3.inclusive ? "<=" : "<";
-        const be = verbFor(issue3.origin ?? "value");
+        const be2 = verbFor(issue3.origin ?? "value");
         if (sizing?.unit) {
-          return `${sizing.longLabel} \u05DE\u05D3\u05D9: ${subject} ${be} ${adj}${issue3.maximum.toString()} ${sizing.unit}`;
+          return `${sizing.longLabel} \u05DE\u05D3\u05D9: ${subject} ${be2} ${adj}${issue3.maximum.toString()} ${sizing.unit}`;
         }
-        return `${sizing?.longLabel ?? "\u05D2\u05D3\u05D5\u05DC"} \u05DE\u05D3\u05D9: ${subject} ${be} ${adj}${issue3.maximum.toString()}`;
+        return `${sizing?.longLabel ?? "\u05D2\u05D3\u05D5\u05DC"} \u05DE\u05D3\u05D9: ${subject} ${be2} ${adj}${issue3.maximum.toString()}`;
       }
       case "too_small": {
         const sizing = getSizing(issue3.origin);
@@ -44131,11 +44163,11 @@ var error21 = () => {
           return `\u05E7\u05D8\u05DF \u05DE\u05D3\u05D9: ${subject} ${verb} \u05DC\u05D4\u05DB\u05D9\u05DC ${comparison}`.trim();
         }
         const adj = issue3.inclusive ? ">=" : ">";
-        const be = verbFor(issue3.origin ?? "value");
+        const be2 = verbFor(issue3.origin ?? "value");
         if (sizing?.unit) {
-          return `${sizing.shortLabel} \u05DE\u05D3\u05D9: ${subject} ${be} ${adj}${issue3.minimum.toString()} ${sizing.unit}`;
+          return `${sizing.shortLabel} \u05DE\u05D3\u05D9: ${subject} ${be2} ${adj}${issue3.minimum.toString()} ${sizing.unit}`;
         }
-        return `${sizing?.shortLabel ?? "\u05E7\u05D8\u05DF"} \u05DE\u05D3\u05D9: ${subject} ${be} ${adj}${issue3.minimum.toString()}`;
+        return `${sizing?.shortLabel ?? "\u05E7\u05D8\u05DF"} \u05DE\u05D3\u05D9: ${subject} ${be2} ${adj}${issue3.minimum.toString()}`;
       }
       case "invalid_format": {
         const _issue = issue3;
@@ -49189,12 +49221,12 @@ var $ZodRegistry = class {
     return this;
   }
   get(schema) {
-    const p = schema._zod.parent;
-    if (p) {
-      const pm = { ...this.get(p) ?? {} };
+    const p2 = schema._zod.parent;
+    if (p2) {
+      const pm = { ...this.get(p2) ?? {} };
       delete pm.id;
-      const f = { ...pm, ...this._map.get(schema) };
-      return Object.keys(f).length ? f : void 0;
+      const f2 = { ...pm, ...this._map.get(schema) };
+      return Object.keys(f2).length ? f2 : void 0;
     }
     return this._map.get(schema);
   }
@@ -49321,13 +49353,13 @@ function compileFn(schema, options) {
   const code = doc.content.join("\n");
   const fullCode = options?.debug ? constantNames.length > 0 ? `// Constants: ${constantNames.join(", ")}
 ${code}` : code : "";
-  const F = Function;
+  const F2 = Function;
   const factoryCode = `return (input) => {
 ${code}
 }`;
   let fn;
   try {
-    const factory = new F(...constantNames, factoryCode);
+    const factory = new F2(...constantNames, factoryCode);
     fn = factory(...constantValues);
   } catch (err) {
     throw new ZodCompileUnsupportedError(`this schema (generated code failed to evaluate: ${err.message})`);
@@ -49339,8 +49371,8 @@ ${code}
   return fn;
 }
 function addConstant(ctx, value) {
-  for (const [name2, v] of ctx.constants) {
-    if (v === value)
+  for (const [name2, v2] of ctx.constants) {
+    if (v2 === value)
       return name2;
   }
   const name = `c${ctx.constantCounter++}`;
@@ -49374,8 +49406,8 @@ function compileChild(doc, ctx, schema, accessor, needsValue = true) {
     doc.content.length = contentLen;
     if (ctx.constants.size > constantCount) {
       const trailing = Array.from(ctx.constants.keys()).slice(constantCount);
-      for (const k of trailing)
-        ctx.constants.delete(k);
+      for (const k2 of trailing)
+        ctx.constants.delete(k2);
     }
     ctx.constantCounter = constantCounter;
     ctx.varCounter = varCounter;
@@ -49483,9 +49515,9 @@ function generateChecks(doc, ctx, schema, accessor) {
 }
 function codePointLengthVar(doc, ctx, accessor, inDoubt) {
   const cpLen = addConstant(ctx, codePointLength);
-  const v = newVar(ctx);
-  doc.write(`const ${v} = typeof ${accessor} === "string" && ${inDoubt} ? ${cpLen}(${accessor}) : ${accessor}.length;`);
-  return v;
+  const v2 = newVar(ctx);
+  doc.write(`const ${v2} = typeof ${accessor} === "string" && ${inDoubt} ? ${cpLen}(${accessor}) : ${accessor}.length;`);
+  return v2;
 }
 function numericOperand(value, label) {
   if (typeof value !== "number" || !Number.isFinite(value)) {
@@ -49971,8 +50003,8 @@ function generateObjectCheck(doc, ctx, schema, accessor, buildsValue = true) {
   const keys = Object.keys(shape);
   const symbolKeys = Object.getOwnPropertySymbols(shape);
   const allKeys = symbolKeys.length ? [...keys, ...symbolKeys] : keys;
-  const keyExpr = (k) => typeof k === "symbol" ? addConstant(ctx, k) : esc(k);
-  const propKey = (k) => typeof k === "symbol" ? `[${keyExpr(k)}]` : esc(k);
+  const keyExpr = (k2) => typeof k2 === "symbol" ? addConstant(ctx, k2) : esc(k2);
+  const propKey = (k2) => typeof k2 === "symbol" ? `[${keyExpr(k2)}]` : esc(k2);
   const propShape = shape;
   if (keys.includes("__proto__")) {
     throw new ZodCompileUnsupportedError('object shape key "__proto__"');
@@ -50016,7 +50048,7 @@ function generateObjectCheck(doc, ctx, schema, accessor, buildsValue = true) {
   if (catchall) {
     const catchallType = catchall._zod.def.type;
     if (catchallType === "never") {
-      const condition = keys.map((k) => `k !== ${esc(k)}`).join(" && ") || "true";
+      const condition = keys.map((k2) => `k !== ${esc(k2)}`).join(" && ") || "true";
       doc.write(`for (const k in ${accessor}) {`);
       doc.indented((d) => {
         d.write(`if (${condition}) return INVALID;`);
@@ -50029,7 +50061,7 @@ function generateObjectCheck(doc, ctx, schema, accessor, buildsValue = true) {
     }
   }
   const outputVar = newVar(ctx);
-  const hasConditionalKeys = allKeys.some((k) => mayOmitUndefined(propShape[k]) || dropsWhenAbsent(propShape[k]));
+  const hasConditionalKeys = allKeys.some((k2) => mayOmitUndefined(propShape[k2]) || dropsWhenAbsent(propShape[k2]));
   if (!buildsValue) {
     if (unknownKeysMode === "schema") {
       const knownSet = keys.length > 0 ? addConstant(ctx, new Set(keys)) : null;
@@ -50047,16 +50079,16 @@ function generateObjectCheck(doc, ctx, schema, accessor, buildsValue = true) {
     return null;
   }
   if (!hasConditionalKeys) {
-    const propLiterals = allKeys.map((k) => `${propKey(k)}: ${propOutputs.get(k)}`).join(", ");
+    const propLiterals = allKeys.map((k2) => `${propKey(k2)}: ${propOutputs.get(k2)}`).join(", ");
     doc.write(`const ${outputVar} = { ${propLiterals} };`);
   } else {
     doc.write(`const ${outputVar} = {};`);
-    for (const k of allKeys) {
-      const kx = keyExpr(k);
-      const out = propOutputs.get(k);
-      if (dropsWhenAbsent(propShape[k])) {
+    for (const k2 of allKeys) {
+      const kx = keyExpr(k2);
+      const out = propOutputs.get(k2);
+      if (dropsWhenAbsent(propShape[k2])) {
         doc.write(`if (${kx} in ${accessor}) ${outputVar}[${kx}] = ${out};`);
-      } else if (mayOmitUndefined(propShape[k])) {
+      } else if (mayOmitUndefined(propShape[k2])) {
         doc.write(`if (${out} !== undefined || ${kx} in ${accessor}) ${outputVar}[${kx}] = ${out};`);
       } else {
         doc.write(`${outputVar}[${kx}] = ${out};`);
@@ -51606,7 +51638,7 @@ function _set(Class2, valueType, params) {
 }
 // @__NO_SIDE_EFFECTS__
 function _enum(Class2, values, params) {
-  const entries = Array.isArray(values) ? Object.fromEntries(values.map((v) => [v, v])) : values;
+  const entries = Array.isArray(values) ? Object.fromEntries(values.map((v2) => [v2, v2])) : values;
   return new Class2({
     type: "enum",
     entries,
@@ -51812,8 +51844,8 @@ function _stringbool(Classes, _params) {
   let truthyArray = params.truthy ?? ["true", "1", "yes", "on", "y", "enabled"];
   let falsyArray = params.falsy ?? ["false", "0", "no", "off", "n", "disabled"];
   if (params.case !== "sensitive") {
-    truthyArray = truthyArray.map((v) => typeof v === "string" ? v.toLowerCase() : v);
-    falsyArray = falsyArray.map((v) => typeof v === "string" ? v.toLowerCase() : v);
+    truthyArray = truthyArray.map((v2) => typeof v2 === "string" ? v2.toLowerCase() : v2);
+    falsyArray = falsyArray.map((v2) => typeof v2 === "string" ? v2.toLowerCase() : v2);
   }
   const truthySet = new Set(truthyArray);
   const falsySet = new Set(falsyArray);
@@ -52162,18 +52194,18 @@ function foldIntersection(json2) {
   for (const key of FOLDABLE_KEYS)
     if (key in json2)
       return;
-  const unions = allOf.filter((m) => UNION_KEYS.some((k) => Array.isArray(m[k])));
+  const unions = allOf.filter((m2) => UNION_KEYS.some((k2) => Array.isArray(m2[k2])));
   let folded = null;
   if (!unions.length) {
     folded = foldObjects(allOf);
   } else {
     const union2 = unions[0];
-    const keyword = UNION_KEYS.find((k) => Array.isArray(union2[k]));
+    const keyword = UNION_KEYS.find((k2) => Array.isArray(union2[k2]));
     if (Object.keys(union2).length !== 1)
       return;
-    const rest = allOf.filter((m) => m !== union2);
+    const rest = allOf.filter((m2) => m2 !== union2);
     const branches = union2[keyword].map((branch) => foldObjects([...rest, branch]));
-    if (branches.some((b) => !b))
+    if (branches.some((b2) => !b2))
       return;
     folded = { [keyword]: branches };
   }
@@ -52399,9 +52431,9 @@ var createToJSONSchemaMethod = (schema, processors = {}) => (params) => {
   extractDefs(ctx, schema);
   return finalize(ctx, schema);
 };
-var createStandardJSONSchemaMethod = (schema, io, processors = {}) => (params) => {
+var createStandardJSONSchemaMethod = (schema, io2, processors = {}) => (params) => {
   const { libraryOptions, target } = params ?? {};
-  const ctx = initializeContext({ ...libraryOptions ?? {}, target, io, processors });
+  const ctx = initializeContext({ ...libraryOptions ?? {}, target, io: io2, processors });
   processSchema(schema, ctx);
   extractDefs(ctx, schema);
   return finalize(ctx, schema);
@@ -52430,7 +52462,7 @@ var addPattern = (agg, pattern) => {
   agg.patterns.add(pattern);
 };
 var intersectMime = (agg, mime) => {
-  agg.mime = agg.mime ? agg.mime.filter((m) => mime.includes(m)) : [...mime];
+  agg.mime = agg.mime ? agg.mime.filter((m2) => mime.includes(m2)) : [...mime];
 };
 var setFormat = (agg, format2) => {
   agg.format = format2;
@@ -52508,7 +52540,7 @@ var exactPatterns = /* @__PURE__ */ new Map([
   [base64Charset, base64],
   [base64urlCharset, base64url]
 ]);
-var exactPattern = (p) => exactPatterns.get(p) ?? p;
+var exactPattern = (p2) => exactPatterns.get(p2) ?? p2;
 var stringProcessor = (schema, ctx, _json, _params) => {
   const json2 = _json;
   json2.type = "string";
@@ -52580,7 +52612,7 @@ var numberProcessor = (schema, ctx, _json, params) => {
     if (first !== void 0)
       json2.multipleOf = first;
     if (rest.length)
-      json2.allOf = [...json2.allOf ?? [], ...rest.map((m) => ({ multipleOf: m }))];
+      json2.allOf = [...json2.allOf ?? [], ...rest.map((m2) => ({ multipleOf: m2 }))];
   }
 };
 var booleanProcessor = (_schema, _ctx, json2, _params) => {
@@ -52624,9 +52656,9 @@ var enumProcessor = (schema, _ctx, json2, _params) => {
     json2.not = {};
     return;
   }
-  if (values.every((v) => typeof v === "number"))
+  if (values.every((v2) => typeof v2 === "number"))
     json2.type = "number";
-  if (values.every((v) => typeof v === "string"))
+  if (values.every((v2) => typeof v2 === "string"))
     json2.type = "string";
   json2.enum = values;
 };
@@ -52659,13 +52691,13 @@ var literalProcessor = (schema, ctx, json2, params) => {
       json2.const = val;
     }
   } else {
-    if (vals.every((v) => typeof v === "number"))
+    if (vals.every((v2) => typeof v2 === "number"))
       json2.type = "number";
-    if (vals.every((v) => typeof v === "string"))
+    if (vals.every((v2) => typeof v2 === "string"))
       json2.type = "string";
-    if (vals.every((v) => typeof v === "boolean"))
+    if (vals.every((v2) => typeof v2 === "boolean"))
       json2.type = "boolean";
-    if (vals.every((v) => v === null))
+    if (vals.every((v2) => v2 === null))
       json2.type = "null";
     json2.enum = vals;
   }
@@ -52698,7 +52730,7 @@ var fileProcessor = (schema, _ctx, json2, _params) => {
   else if (mime.length === 1)
     _json.contentMediaType = mime[0];
   else
-    _json.anyOf = mime.map((m) => ({ contentMediaType: m }));
+    _json.anyOf = mime.map((m2) => ({ contentMediaType: m2 }));
 };
 var successProcessor = (_schema, _ctx, json2, _params) => {
   json2.type = "boolean";
@@ -52799,14 +52831,14 @@ var intersectionProcessor = (schema, ctx, json2, params) => {
     ...params,
     path: [...params.path, "allOf", 0]
   });
-  const b = processSchema(def.right, ctx, {
+  const b2 = processSchema(def.right, ctx, {
     ...params,
     path: [...params.path, "allOf", 1]
   });
   const isSimpleIntersection = (val) => "allOf" in val && Object.keys(val).length === 1;
   const allOf = [
     ...isSimpleIntersection(a2) ? a2.allOf : [a2],
-    ...isSimpleIntersection(b) ? b.allOf : [b]
+    ...isSimpleIntersection(b2) ? b2.allOf : [b2]
   ];
   json2.allOf = allOf;
   ctx.intersections.push(allOf);
@@ -52897,11 +52929,11 @@ function stringifyKeyNames(bySchema, json2, visited) {
   const types = Array.isArray(json2.type) ? json2.type : [json2.type];
   const numericType = !types.includes("string") && types.some((t) => t === "number" || t === "integer");
   const values = json2.enum ?? (json2.const !== void 0 ? [json2.const] : void 0);
-  if (!numericType && !values?.some((v) => typeof v === "number"))
+  if (!numericType && !values?.some((v2) => typeof v2 === "number"))
     return json2;
   const { minimum, maximum, exclusiveMinimum, exclusiveMaximum, multipleOf, format: format2, id, ...rest } = json2;
   if (rest.enum)
-    rest.enum = rest.enum.map((v) => typeof v === "number" ? String(v) : v);
+    rest.enum = rest.enum.map((v2) => typeof v2 === "number" ? String(v2) : v2);
   else if (typeof rest.const === "number")
     rest.const = String(rest.const);
   if (!numericType)
@@ -52959,13 +52991,13 @@ var recordProcessor = (schema, ctx, _json, params) => {
         ...params,
         path: [...params.path, "propertyNames"]
       });
-      let pending = pendingRecords.get(ctx);
-      if (!pending) {
-        pending = [];
-        pendingRecords.set(ctx, pending);
+      let pending2 = pendingRecords.get(ctx);
+      if (!pending2) {
+        pending2 = [];
+        pendingRecords.set(ctx, pending2);
         ctx.deferred.push(() => rewriteKeyNames(ctx));
       }
-      pending.push(schema);
+      pending2.push(schema);
     }
     json2.additionalProperties = processSchema(def.valueType, ctx, {
       ...params,
@@ -52975,7 +53007,7 @@ var recordProcessor = (schema, ctx, _json, params) => {
   const keyValues = keyType._zod.values;
   const omittableOnInput = ctx.io === "input" && inputOptin(def.valueType) !== void 0;
   if (keyValues && !def.partial && !omittableOnInput) {
-    const validKeyValues = [...keyValues].filter((v) => typeof v === "string" || typeof v === "number");
+    const validKeyValues = [...keyValues].filter((v2) => typeof v2 === "string" || typeof v2 === "number");
     if (validKeyValues.length > 0) {
       json2.required = validKeyValues.map(String);
     }
@@ -53001,7 +53033,7 @@ var nonoptionalProcessor = (schema, ctx, _json, params) => {
 var UNREPRESENTABLE_DEFAULT = /* @__PURE__ */ Symbol();
 function serializeDefaultValue(value, schema, ctx, json2, params) {
   let unrepresentable = false;
-  const serialized = JSON.stringify(value, (_, val) => {
+  const serialized = JSON.stringify(value, (_2, val) => {
     if (typeof val !== "bigint")
       return val;
     unrepresentable = true;
@@ -53126,7 +53158,7 @@ function toJSONSchema(input2, params) {
     const ctx2 = initializeContext({ ...params, processors: allProcessors });
     const defs = {};
     for (const entry of registry2._idmap.entries()) {
-      const [_, schema] = entry;
+      const [_2, schema] = entry;
       processSchema(schema, ctx2);
     }
     const schemas = {};
@@ -53228,7 +53260,7 @@ var JSONSchemaGenerator = class {
     this.ctx.sharedEmitDoneFor = void 0;
     extractDefs(this.ctx, schema);
     const result = finalize(this.ctx, schema);
-    const { "~standard": _, ...plainResult } = result;
+    const { "~standard": _2, ...plainResult } = result;
     return plainResult;
   }
 };
@@ -54600,7 +54632,7 @@ var ZodEnum = /* @__PURE__ */ $constructor("ZodEnum", (inst, def) => {
   };
 });
 function _enum2(values, params) {
-  const entries = Array.isArray(values) ? Object.fromEntries(values.map((v) => [v, v])) : values;
+  const entries = Array.isArray(values) ? Object.fromEntries(values.map((v2) => [v2, v2])) : values;
   return new ZodEnum({
     type: "enum",
     entries,
@@ -55128,13 +55160,13 @@ function resolveRef(ref, ctx) {
   if (!ref.startsWith("#")) {
     throw new Error("External $ref is not supported, only local refs (#/...) are allowed");
   }
-  const path13 = ref.slice(1).split("/").filter(Boolean);
-  if (path13.length === 0) {
+  const path35 = ref.slice(1).split("/").filter(Boolean);
+  if (path35.length === 0) {
     return ctx.rootSchema;
   }
   const defsKey = ctx.version === "draft-2020-12" ? "$defs" : "definitions";
-  if (path13[0] === defsKey) {
-    const key = path13[1] === void 0 ? void 0 : decodeJSONPointerSegment(path13[1]);
+  if (path35[0] === defsKey) {
+    const key = path35[1] === void 0 ? void 0 : decodeJSONPointerSegment(path35[1]);
     if (!key || !ctx.defs[key]) {
       throw new Error(`Reference not found: ${ref}`);
     }
@@ -55216,11 +55248,11 @@ function canonicalKey(value, seen) {
     }
     const keys = Object.keys(value).sort();
     const parts = [];
-    for (const k of keys) {
-      const key = canonicalKey(value[k], seen);
+    for (const k2 of keys) {
+      const key = canonicalKey(value[k2], seen);
       if (key === null)
         return null;
-      parts.push(`${k.length}:${k}=${key}`);
+      parts.push(`${k2.length}:${k2}=${key}`);
     }
     return `o${parts.length}:{${parts.join(",")}}`;
   } finally {
@@ -55384,10 +55416,10 @@ function convertBaseSchema(schema, ctx) {
     if (enumValues.length === 1) {
       return z.literal(enumValues[0]);
     }
-    if (enumValues.every((v) => typeof v === "string")) {
+    if (enumValues.every((v2) => typeof v2 === "string")) {
       return z.enum(enumValues);
     }
-    const literalSchemas = enumValues.map((v) => z.literal(v));
+    const literalSchemas = enumValues.map((v2) => z.literal(v2));
     if (literalSchemas.length < 2) {
       return literalSchemas[0];
     }
@@ -55554,7 +55586,7 @@ function convertBaseSchema(schema, ctx) {
         }
         if (schema.additionalProperties === false) {
           const propertyKeys = Object.keys(shape);
-          const patterns = patternKeys.map((p) => new RegExp(p));
+          const patterns = patternKeys.map((p2) => new RegExp(p2));
           const basePatternSchema = zodSchema;
           zodSchema = zodSchema.check((payload) => {
             if (!isPlainObject2(payload.value))
@@ -55664,12 +55696,12 @@ function convertSchema(schema, ctx) {
   let baseSchema2 = convertBaseSchema(schema, ctx);
   const hasExplicitType = schema.type || schema.enum !== void 0 || schema.const !== void 0;
   if (schema.anyOf && Array.isArray(schema.anyOf)) {
-    const options = schema.anyOf.map((s) => convertSchema(s, ctx));
+    const options = schema.anyOf.map((s3) => convertSchema(s3, ctx));
     const anyOfUnion = z.union(options);
     baseSchema2 = hasExplicitType ? z.intersection(baseSchema2, anyOfUnion) : anyOfUnion;
   }
   if (schema.oneOf && Array.isArray(schema.oneOf)) {
-    const options = schema.oneOf.map((s) => convertSchema(s, ctx));
+    const options = schema.oneOf.map((s3) => convertSchema(s3, ctx));
     const oneOfUnion = z.xor(options);
     baseSchema2 = hasExplicitType ? z.intersection(baseSchema2, oneOfUnion) : oneOfUnion;
   }
@@ -55769,24 +55801,24 @@ function visit(schema, fnOrHandlers) {
     return h2 ? h2(node2, rewritten) : node2;
   };
   const cache = /* @__PURE__ */ new Map();
-  function run3(s) {
-    const cached2 = cache.get(s);
+  function run3(s3) {
+    const cached2 = cache.get(s3);
     if (cached2 === RESOLVING) {
       return new $ZodLazy({
         type: "lazy",
-        getter: () => cache.get(s)
+        getter: () => cache.get(s3)
       });
     }
     if (cached2 !== void 0)
       return cached2;
-    cache.set(s, RESOLVING);
-    const inner = mapInner(s);
-    const mapped = fn(inner, inner !== s);
-    cache.set(s, mapped);
+    cache.set(s3, RESOLVING);
+    const inner = mapInner(s3);
+    const mapped = fn(inner, inner !== s3);
+    cache.set(s3, mapped);
     return mapped;
   }
-  function mapInner(s) {
-    const def = s._zod.def;
+  function mapInner(s3) {
+    const def = s3._zod.def;
     const kind = def.type;
     switch (kind) {
       case "object": {
@@ -55794,11 +55826,11 @@ function visit(schema, fnOrHandlers) {
         const keys = Object.keys(oldShape);
         let changed = false;
         const newShape = {};
-        for (const k of keys) {
-          const mapped = run3(oldShape[k]);
-          if (mapped !== oldShape[k])
+        for (const k2 of keys) {
+          const mapped = run3(oldShape[k2]);
+          if (mapped !== oldShape[k2])
             changed = true;
-          newShape[k] = mapped;
+          newShape[k2] = mapped;
         }
         let newCatchall = def.catchall;
         if (def.catchall) {
@@ -55806,11 +55838,11 @@ function visit(schema, fnOrHandlers) {
           if (newCatchall !== def.catchall)
             changed = true;
         }
-        return changed ? clone(s, { ...def, shape: newShape, catchall: newCatchall }) : s;
+        return changed ? clone(s3, { ...def, shape: newShape, catchall: newCatchall }) : s3;
       }
       case "array": {
         const mapped = run3(def.element);
-        return mapped === def.element ? s : clone(s, { ...def, element: mapped });
+        return mapped === def.element ? s3 : clone(s3, { ...def, element: mapped });
       }
       case "tuple": {
         const oldItems = def.items;
@@ -55828,17 +55860,17 @@ function visit(schema, fnOrHandlers) {
           if (newRest !== def.rest)
             changed = true;
         }
-        return changed ? clone(s, { ...def, items: newItems, rest: newRest }) : s;
+        return changed ? clone(s3, { ...def, items: newItems, rest: newRest }) : s3;
       }
       case "record":
       case "map": {
         const newKey = run3(def.keyType);
         const newVal = run3(def.valueType);
-        return newKey === def.keyType && newVal === def.valueType ? s : clone(s, { ...def, keyType: newKey, valueType: newVal });
+        return newKey === def.keyType && newVal === def.valueType ? s3 : clone(s3, { ...def, keyType: newKey, valueType: newVal });
       }
       case "set": {
         const newVal = run3(def.valueType);
-        return newVal === def.valueType ? s : clone(s, { ...def, valueType: newVal });
+        return newVal === def.valueType ? s3 : clone(s3, { ...def, valueType: newVal });
       }
       case "union": {
         const oldOptions = def.options;
@@ -55850,12 +55882,12 @@ function visit(schema, fnOrHandlers) {
             changed = true;
           newOptions.push(mapped);
         }
-        return changed ? clone(s, { ...def, options: newOptions }) : s;
+        return changed ? clone(s3, { ...def, options: newOptions }) : s3;
       }
       case "intersection": {
         const newLeft = run3(def.left);
         const newRight = run3(def.right);
-        return newLeft === def.left && newRight === def.right ? s : clone(s, { ...def, left: newLeft, right: newRight });
+        return newLeft === def.left && newRight === def.right ? s3 : clone(s3, { ...def, left: newLeft, right: newRight });
       }
       case "optional":
       case "nullable":
@@ -55867,22 +55899,22 @@ function visit(schema, fnOrHandlers) {
       case "promise":
       case "success": {
         const newInner = run3(def.innerType);
-        return newInner === def.innerType ? s : clone(s, { ...def, innerType: newInner });
+        return newInner === def.innerType ? s3 : clone(s3, { ...def, innerType: newInner });
       }
       case "pipe": {
         const newIn = run3(def.in);
         const newOut = run3(def.out);
-        return newIn === def.in && newOut === def.out ? s : clone(s, { ...def, in: newIn, out: newOut });
+        return newIn === def.in && newOut === def.out ? s3 : clone(s3, { ...def, in: newIn, out: newOut });
       }
       case "function": {
         const newInput = run3(def.input);
         const newOutput = run3(def.output);
-        return newInput === def.input && newOutput === def.output ? s : clone(s, { ...def, input: newInput, output: newOutput });
+        return newInput === def.input && newOutput === def.output ? s3 : clone(s3, { ...def, input: newInput, output: newOutput });
       }
       case "lazy": {
         const original = def.getter;
         const { _cachedInner, ...rest } = def;
-        return clone(s, { ...rest, getter: () => run3(original()) });
+        return clone(s3, { ...rest, getter: () => run3(original()) });
       }
       // A leaf by choice: `parts` are regex fragments, not data positions.
       case "template_literal":
@@ -55906,10 +55938,10 @@ function visit(schema, fnOrHandlers) {
       case "file":
       case "transform":
       case "custom":
-        return s;
+        return s3;
       default: {
         kind;
-        return s;
+        return s3;
       }
     }
   }
@@ -55919,11 +55951,11 @@ function visit(schema, fnOrHandlers) {
 // node_modules/zod/v4/classic/deep-partial.js
 function deepPartial(schema) {
   return visit(schema, {
-    object: (s) => s.partial(),
+    object: (s3) => s3.partial(),
     // Every partialed option now admits `undefined`, which the constructor rejects as a duplicate.
-    union: (s) => {
-      const def = s._zod.def;
-      return def.discriminator === void 0 ? s : union(def.options);
+    union: (s3) => {
+      const def = s3._zod.def;
+      return def.discriminator === void 0 ? s3 : union(def.options);
     }
   });
 }
@@ -55943,18 +55975,18 @@ function inSide(def) {
 }
 function input(schema) {
   return visit(schema, {
-    pipe: (s) => inSide(s._zod.def),
+    pipe: (s3) => inSide(s3._zod.def),
     // A default value belongs to the output side, so a rewritten inner type leaves it stranded. `.default()` widens the declared input type with `undefined`, and `optional` is what carries that across.
-    default: (s, rewritten) => rewritten ? optional(s._zod.def.innerType) : s,
+    default: (s3, rewritten) => rewritten ? optional(s3._zod.def.innerType) : s3,
     // A catch value is output-side too, but `.catch()` leaves the declared input type alone, so the inner schema stands on its own.
-    catch: (s, rewritten) => rewritten ? s._zod.def.innerType : s
+    catch: (s3, rewritten) => rewritten ? s3._zod.def.innerType : s3
   });
 }
 function output(schema) {
   return visit(schema, {
-    pipe: (s) => outSide(s._zod.def),
+    pipe: (s3) => outSide(s3._zod.def),
     // A prefault value is fed through the schema, which makes it input-side, so a rewritten inner type leaves it stranded.
-    prefault: (s, rewritten) => rewritten ? s._zod.def.innerType : s
+    prefault: (s3, rewritten) => rewritten ? s3._zod.def.innerType : s3
   });
 }
 
@@ -55990,7 +56022,7 @@ var absPath = external_exports.string().regex(/^\/(?!.*(^|\/)\.\.(\/|$)).*$/, 'e
 var mode = external_exports.union([
   external_exports.string().regex(/^0?[0-7]{3,4}$/, 'expected an octal mode such as "0755"'),
   external_exports.number().int().refine((n2) => /^[0-7]{3,4}$/.test(String(n2)), 'expected an octal mode such as "0755" (quote it)')
-]).transform((m) => parseInt(String(m), 8));
+]).transform((m2) => parseInt(String(m2), 8));
 var luaSchema = external_exports.strictObject({
   version: external_exports.string().regex(/^5\.[34]\.\d+$/, 'expected a Lua 5.3.x or 5.4.x version such as "5.4.4"'),
   sha256,
@@ -56005,9 +56037,9 @@ var tarballBase = external_exports.strictObject({
   path: external_exports.string().min(1).optional(),
   urls: external_exports.array(url2).min(1).optional(),
   sha256: sha256.optional()
-}).superRefine((b, ctx) => {
-  if (!b.path && !b.urls) ctx.addIssue({ code: "custom", message: "give either path or urls", path: ["path"] });
-  if (b.urls && !b.sha256) ctx.addIssue({ code: "custom", message: "required with urls", path: ["sha256"] });
+}).superRefine((b2, ctx) => {
+  if (!b2.path && !b2.urls) ctx.addIssue({ code: "custom", message: "give either path or urls", path: ["path"] });
+  if (b2.urls && !b2.sha256) ctx.addIssue({ code: "custom", message: "required with urls", path: ["sha256"] });
 });
 var debianBase = external_exports.strictObject({
   type: external_exports.literal("debian"),
@@ -56038,10 +56070,10 @@ var serviceSchema = external_exports.strictObject({
   listen: port.optional(),
   /** Seconds a traced or verified run may take before it is killed. */
   timeout: external_exports.number().positive().default(60)
-}).superRefine((s, ctx) => {
-  if (!!s.inetd === (s.listen !== void 0))
+}).superRefine((s3, ctx) => {
+  if (!!s3.inetd === (s3.listen !== void 0))
     ctx.addIssue({ code: "custom", message: "set exactly one of inetd: true or listen: PORT", path: ["inetd"] });
-  if (!s.command[0].startsWith("/"))
+  if (!s3.command[0].startsWith("/"))
     ctx.addIssue({ code: "custom", message: "the entrypoint must be an absolute path in the image", path: ["command", 0] });
 });
 var gopherProbe = external_exports.strictObject({
@@ -56086,20 +56118,20 @@ var configSchema = external_exports.strictObject({
 });
 
 // src/config/load.ts
-function formatPath(p) {
+function formatPath(p2) {
   let out = "";
-  for (const k of p) {
-    if (typeof k === "number") out += `[${k}]`;
-    else out += out ? `.${String(k)}` : String(k);
+  for (const k2 of p2) {
+    if (typeof k2 === "number") out += `[${k2}]`;
+    else out += out ? `.${String(k2)}` : String(k2);
   }
   return out || "(top level)";
 }
-function lineOf(doc, lc, p, key) {
-  for (let n2 = p.length; n2 >= 0; n2--) {
-    const node2 = n2 === 0 ? doc.contents : doc.getIn(p.slice(0, n2), true);
+function lineOf(doc, lc, p2, key) {
+  for (let n2 = p2.length; n2 >= 0; n2--) {
+    const node2 = n2 === 0 ? doc.contents : doc.getIn(p2.slice(0, n2), true);
     if (!(0, import_yaml.isNode)(node2) || !node2.range) continue;
-    if (key !== void 0 && n2 === p.length && (0, import_yaml.isMap)(node2)) {
-      const pair = node2.items.find((it) => (0, import_yaml.isScalar)(it.key) && it.key.value === key);
+    if (key !== void 0 && n2 === p2.length && (0, import_yaml.isMap)(node2)) {
+      const pair = node2.items.find((it2) => (0, import_yaml.isScalar)(it2.key) && it2.key.value === key);
       if (pair && (0, import_yaml.isScalar)(pair.key) && pair.key.range) return lc.linePos(pair.key.range[0]).line;
     }
     return lc.linePos(node2.range[0]).line;
@@ -56107,19 +56139,19 @@ function lineOf(doc, lc, p, key) {
   return void 0;
 }
 function issueMessages(issue3, doc, lc, name) {
-  const p = issue3.path.filter((k) => typeof k !== "symbol");
+  const p2 = issue3.path.filter((k2) => typeof k2 !== "symbol");
   if (issue3.code === "unrecognized_keys") {
     return issue3.keys.map((key) => {
-      const line2 = lineOf(doc, lc, p, key);
-      return `${formatPath([...p, key])}: unknown key${line2 ? ` (${name}:${line2})` : ""}`;
+      const line2 = lineOf(doc, lc, p2, key);
+      return `${formatPath([...p2, key])}: unknown key${line2 ? ` (${name}:${line2})` : ""}`;
     });
   }
   let message = issue3.message;
-  if (issue3.code === "invalid_type" && doc.getIn(p, true) === void 0) message = "required";
+  if (issue3.code === "invalid_type" && doc.getIn(p2, true) === void 0) message = "required";
   else if (issue3.code === "invalid_union" && "note" in issue3 && issue3.note === "No matching discriminator")
     message = `${message}`;
-  const line = lineOf(doc, lc, p);
-  return [`${formatPath(p)}: ${message}${line ? ` (${name}:${line})` : ""}`];
+  const line = lineOf(doc, lc, p2);
+  return [`${formatPath(p2)}: ${message}${line ? ` (${name}:${line})` : ""}`];
 }
 function parseConfig(text, name = "lhc.yml") {
   const lc = new import_yaml.LineCounter();
@@ -56131,6 +56163,11 @@ function parseConfig(text, name = "lhc.yml") {
     });
     throw new ConfigError(msgs.join("\n"));
   }
+  (0, import_yaml.visit)(doc, {
+    Scalar(_key, node2) {
+      if (node2.format === "OCT" && typeof node2.value === "number") node2.value = `0${node2.value.toString(8)}`;
+    }
+  });
   const data = doc.toJS();
   if (data === null || typeof data !== "object" || Array.isArray(data)) {
     throw new ConfigError(`(top level): expected a mapping of settings (${name}:1)`);
@@ -56155,16 +56192,16 @@ async function loadConfig(file2) {
 }
 function resolveConfig(raw, file2) {
   const dir = path11.dirname(file2);
-  const r = (p) => path11.resolve(dir, p);
+  const r = (p2) => path11.resolve(dir, p2);
   const base = raw.base.type === "tarball" && raw.base.path ? { ...raw.base, path: r(raw.base.path) } : raw.base;
   return {
     ...raw,
     file: file2,
     dir,
     base,
-    files: raw.files.map((f) => ({ ...f, src: r(f.src) })),
+    files: raw.files.map((f2) => ({ ...f2, src: r(f2.src) })),
     data: { path: raw.data.path, template: raw.data.template ? r(raw.data.template) : void 0 },
-    probes: raw.probes.map((p) => p.fixture ? { ...p, fixture: r(p.fixture) } : p),
+    probes: raw.probes.map((p2) => p2.fixture ? { ...p2, fixture: r(p2.fixture) } : p2),
     outputs: { ...raw.outputs, dir: r(raw.outputs.dir) }
   };
 }
@@ -56269,16 +56306,25 @@ function toolRequirements(arch2) {
     { tool: "nsenter", pkg: "util-linux", why: "probes a listening service inside the container" },
     { tool: "mksquashfs", pkg: "squashfs-tools", why: "packs the image" },
     { tool: "unsquashfs", pkg: "squashfs-tools", why: "reads images back" },
-    native ? { tool: "gcc", pkg: "gcc", why: "builds static Lua" } : {
+    // On an aarch64 host the native gcc and binutils provide these triplet-prefixed names too.
+    {
       tool: "aarch64-linux-gnu-gcc",
-      pkg: "gcc-aarch64-linux-gnu",
-      why: "cross-builds static Lua"
+      pkg: native ? "gcc" : "gcc-aarch64-linux-gnu",
+      why: "builds static Lua for aarch64"
     },
-    native ? { tool: "strip", pkg: "binutils", why: "strips the Lua binary" } : {
+    {
       tool: "aarch64-linux-gnu-strip",
-      pkg: "binutils-aarch64-linux-gnu",
+      pkg: native ? "binutils" : "binutils-aarch64-linux-gnu",
       why: "strips the Lua binary"
     },
+    ...native ? [] : [
+      {
+        tool: "x86_64-linux-gnu-gcc",
+        pkg: "gcc",
+        why: "builds Lua for arch: x86_64 configs",
+        optional: true
+      }
+    ],
     { tool: "make", pkg: "make", why: "builds Lua" },
     { tool: "curl", pkg: "curl", why: "downloads inputs and probes services" },
     { tool: "mmdebstrap", pkg: "mmdebstrap", why: "debian bases and the in-root Lua strategy" },
@@ -56291,9 +56337,8 @@ function toolRequirements(arch2) {
 }
 function setupPackages(arch2) {
   const pkgs = new Set(toolRequirements(arch2).map((t) => t.pkg));
-  if (isAarch64(arch2)) {
-    pkgs.add("musl-dev");
-  } else {
+  pkgs.add("musl-dev");
+  if (!isAarch64(arch2)) {
     pkgs.add("qemu-user-static");
     pkgs.add("musl-dev:arm64");
   }
@@ -56303,13 +56348,13 @@ function setupPackages(arch2) {
 // src/host/setup.ts
 var APT_ENV = ["env", "DEBIAN_FRONTEND=noninteractive"];
 function stanzas(text) {
-  return text.split(/\n\s*\n/).map((s) => s.split("\n").filter((l) => l.length > 0)).filter((s) => s.some((l) => !l.startsWith("#")));
+  return text.split(/\n\s*\n/).map((s3) => s3.split("\n").filter((l) => l.length > 0)).filter((s3) => s3.some((l) => !l.startsWith("#")));
 }
 function field(stanza, name) {
-  const re = new RegExp(`^${name}:\\s*(.*)$`, "i");
+  const re2 = new RegExp(`^${name}:\\s*(.*)$`, "i");
   for (const l of stanza) {
-    const m = re.exec(l);
-    if (m) return m[1].trim();
+    const m2 = re2.exec(l);
+    if (m2) return m2[1].trim();
   }
   return void 0;
 }
@@ -56317,31 +56362,31 @@ function stanzaEnabled(stanza) {
   return (field(stanza, "Enabled") ?? "yes").toLowerCase() !== "no";
 }
 function hasDebSrc(sources) {
-  for (const s of sources) {
-    if (s.file.endsWith(".sources")) {
-      for (const st of stanzas(s.text)) {
-        const types = (field(st, "Types") ?? "").split(/\s+/);
-        if (stanzaEnabled(st) && types.includes("deb-src")) return true;
+  for (const s3 of sources) {
+    if (s3.file.endsWith(".sources")) {
+      for (const st2 of stanzas(s3.text)) {
+        const types = (field(st2, "Types") ?? "").split(/\s+/);
+        if (stanzaEnabled(st2) && types.includes("deb-src")) return true;
       }
-    } else if (s.file.endsWith(".list") && /^\s*deb-src\s/m.test(s.text)) {
+    } else if (s3.file.endsWith(".list") && /^\s*deb-src\s/m.test(s3.text)) {
       return true;
     }
   }
   return false;
 }
 function debSrcFile(sources) {
-  const deb822 = sources.find((s) => /\/(debian|ubuntu)\.sources$/.test(s.file));
+  const deb822 = sources.find((s3) => /\/(debian|ubuntu)\.sources$/.test(s3.file));
   if (deb822) {
     const out = [];
-    for (const st of stanzas(deb822.text)) {
-      const types = (field(st, "Types") ?? "").split(/\s+/);
-      if (!stanzaEnabled(st) || !types.includes("deb")) continue;
-      out.push(st.map((l) => /^Types:/i.test(l) ? "Types: deb-src" : l).join("\n"));
+    for (const st2 of stanzas(deb822.text)) {
+      const types = (field(st2, "Types") ?? "").split(/\s+/);
+      if (!stanzaEnabled(st2) || !types.includes("deb")) continue;
+      out.push(st2.map((l) => /^Types:/i.test(l) ? "Types: deb-src" : l).join("\n"));
     }
     if (out.length > 0) return { file: LHC_DEB_SRC, text: `${out.join("\n\n")}
 ` };
   }
-  const classic = sources.find((s) => s.file === "/etc/apt/sources.list");
+  const classic = sources.find((s3) => s3.file === "/etc/apt/sources.list");
   if (classic) {
     const lines = classic.text.split("\n").filter((l) => /^\s*deb\s/.test(l)).map((l) => l.replace(/^\s*deb\s/, "deb-src "));
     if (lines.length > 0) return { file: LHC_DEB_SRC_LIST, text: `${lines.join("\n")}
@@ -56351,9 +56396,9 @@ function debSrcFile(sources) {
 }
 var UBUNTU_PORTS = "/etc/apt/sources.list.d/lhc-ubuntu-ports.sources";
 function parseOsRelease(text) {
-  const get = (k) => {
-    const m = new RegExp(`^${k}=(.*)$`, "m").exec(text);
-    return m ? m[1].trim().replace(/^["']|["']$/g, "") : void 0;
+  const get = (k2) => {
+    const m2 = new RegExp(`^${k2}=(.*)$`, "m").exec(text);
+    return m2 ? m2[1].trim().replace(/^["']|["']$/g, "") : void 0;
   };
   return { id: get("ID") ?? "", codename: get("VERSION_CODENAME") || get("UBUNTU_CODENAME") };
 }
@@ -56367,25 +56412,25 @@ Architectures: ${arch2}`);
 function pinListArch(text, arch2) {
   return text.split("\n").map((l) => {
     if (!/^\s*deb\s/.test(l) || /\[[^\]]*\barch=/.test(l)) return l;
-    const m = /^(\s*deb\s+)\[([^\]]*)\](.*)$/.exec(l);
-    if (m) return `${m[1]}[arch=${arch2} ${m[2].trim()}]${m[3]}`;
+    const m2 = /^(\s*deb\s+)\[([^\]]*)\](.*)$/.exec(l);
+    if (m2) return `${m2[1]}[arch=${arch2} ${m2[2].trim()}]${m2[3]}`;
     return l.replace(/^(\s*deb\s+)/, `$1[arch=${arch2}] `);
   }).join("\n");
 }
 function planUbuntuPorts(state, steps, present, warnings) {
   if (state.os?.id !== "ubuntu" || isAarch64(state.arch)) return false;
-  const hostArch = state.arch === "x86_64" ? "amd64" : state.arch;
+  const hostArch3 = state.arch === "x86_64" ? "amd64" : state.arch;
   let changed = false;
-  for (const s of state.sources) {
-    const official = s.file === "/etc/apt/sources.list" || s.file === "/etc/apt/sources.list.d/ubuntu.sources";
+  for (const s3 of state.sources) {
+    const official = s3.file === "/etc/apt/sources.list" || s3.file === "/etc/apt/sources.list.d/ubuntu.sources";
     if (!official) continue;
-    const pinned = s.file.endsWith(".sources") ? pinDeb822Arch(s.text, hostArch) : pinListArch(s.text, hostArch);
-    if (pinned !== s.text) {
-      steps.push({ what: `pin ${s.file} to ${hostArch}`, argv: ["tee", s.file], input: pinned });
+    const pinned = s3.file.endsWith(".sources") ? pinDeb822Arch(s3.text, hostArch3) : pinListArch(s3.text, hostArch3);
+    if (pinned !== s3.text) {
+      steps.push({ what: `pin ${s3.file} to ${hostArch3}`, argv: ["tee", s3.file], input: pinned });
       changed = true;
     }
   }
-  if (state.sources.some((s) => s.file === UBUNTU_PORTS))
+  if (state.sources.some((s3) => s3.file === UBUNTU_PORTS))
     present.push(`arm64 ports sources (${UBUNTU_PORTS})`);
   else if (!state.os.codename)
     warnings.push("no VERSION_CODENAME in /etc/os-release: cannot add the arm64 ports archive");
@@ -56424,12 +56469,12 @@ function planPackages(state, wanted = setupPackages(state.arch)) {
   if (planUbuntuPorts(state, steps, present, warnings)) sourcesChanged = true;
   if (hasDebSrc(state.sources)) present.push("deb-src apt sources");
   else {
-    const f = debSrcFile(state.sources);
-    if (f) {
+    const f2 = debSrcFile(state.sources);
+    if (f2) {
       steps.push({
-        what: `write deb-src sources to ${f.file}`,
-        argv: ["tee", f.file],
-        input: f.text
+        what: `write deb-src sources to ${f2.file}`,
+        argv: ["tee", f2.file],
+        input: f2.text
       });
       sourcesChanged = true;
     } else {
@@ -56438,7 +56483,7 @@ function planPackages(state, wanted = setupPackages(state.arch)) {
       );
     }
   }
-  const missing = wanted.filter((p) => !state.installed.has(p));
+  const missing = wanted.filter((p2) => !state.installed.has(p2));
   if (missing.length === 0) present.push(`packages: ${wanted.join(" ")}`);
   if (sourcesChanged || missing.length > 0) {
     steps.push({ what: "update apt package lists", argv: [...APT_ENV, "apt-get", "update"] });
@@ -56500,7 +56545,7 @@ function planBinfmt(state) {
       input: "-1\n"
     });
   }
-  const withF = rule.replace(/:([A-Z]*)$/, (_m, f) => `:${f.includes("F") ? f : `${f}F`}`);
+  const withF = rule.replace(/:([A-Z]*)$/, (_m, f2) => `:${f2.includes("F") ? f2 : `${f2}F`}`);
   steps.push({
     what: `register qemu-aarch64 from ${QEMU_BINFMT_CONF}`,
     argv: ["tee", `${BINFMT_DIR}/register`],
@@ -56509,45 +56554,45 @@ function planBinfmt(state) {
   });
   return { steps, present, warnings: [] };
 }
-async function packageState(p) {
-  const arch2 = p.arch();
+async function packageState(p2) {
+  const arch2 = p2.arch();
   const files = ["/etc/apt/sources.list"];
-  for (const name of await p.listDir("/etc/apt/sources.list.d")) {
+  for (const name of await p2.listDir("/etc/apt/sources.list.d")) {
     if (name.endsWith(".list") || name.endsWith(".sources"))
       files.push(`/etc/apt/sources.list.d/${name}`);
   }
   const sources = [];
   for (const file2 of files) {
-    const text = await p.readFile(file2);
+    const text = await p2.readFile(file2);
     if (text !== void 0) sources.push({ file: file2, text });
   }
-  const osRelease = await p.readFile("/etc/os-release");
+  const osRelease = await p2.readFile("/etc/os-release");
   return {
     arch: arch2,
     os: osRelease === void 0 ? void 0 : parseOsRelease(osRelease),
-    foreignArchs: await p.foreignArchs(),
-    installed: await p.installedPackages(setupPackages(arch2)),
+    foreignArchs: await p2.foreignArchs(),
+    installed: await p2.installedPackages(setupPackages(arch2)),
     sources
   };
 }
-async function binfmtState(p) {
-  const mounted = await p.fileExists(`${BINFMT_DIR}/status`);
+async function binfmtState(p2) {
+  const mounted = await p2.fileExists(`${BINFMT_DIR}/status`);
   return {
-    arch: p.arch(),
+    arch: p2.arch(),
     mounted,
-    entry: mounted ? await p.readFile(`${BINFMT_DIR}/qemu-aarch64`) : void 0,
-    conf: await p.readFile(QEMU_BINFMT_CONF)
+    entry: mounted ? await p2.readFile(`${BINFMT_DIR}/qemu-aarch64`) : void 0,
+    conf: await p2.readFile(QEMU_BINFMT_CONF)
   };
 }
-async function apply(plan, p, logger, report) {
-  for (const w of plan.warnings) logger.warn(w);
+async function apply(plan, p2, logger, report) {
+  for (const w2 of plan.warnings) logger.warn(w2);
   for (const item of plan.present) {
     logger.info(`present: ${item}`);
     report.present.push(item);
   }
-  if (plan.steps.length > 0 && !p.isRoot() && !await p.sudoOk()) {
+  if (plan.steps.length > 0 && !p2.isRoot() && !await p2.sudoOk()) {
     throw new UserError(
-      `lhc setup needs root or passwordless sudo to: ${plan.steps.map((s) => s.what).join("; ")}`
+      `lhc setup needs root or passwordless sudo to: ${plan.steps.map((s3) => s3.what).join("; ")}`
     );
   }
   for (const step of plan.steps) {
@@ -56557,31 +56602,8370 @@ async function apply(plan, p, logger, report) {
     report.changed.push(step.what);
   }
 }
-async function setupHost(p, logger) {
+async function setupHost(p2, logger) {
   const report = { changed: [], present: [] };
-  await apply(planPackages(await packageState(p)), p, logger, report);
-  let binfmt = await binfmtState(p);
-  await apply(planBinfmt(binfmt), p, logger, report);
+  await apply(planPackages(await packageState(p2)), p2, logger, report);
+  let binfmt = await binfmtState(p2);
+  await apply(planBinfmt(binfmt), p2, logger, report);
   if (!binfmt.mounted) {
-    binfmt = await binfmtState(p);
+    binfmt = await binfmtState(p2);
     if (!binfmt.mounted) throw new UserError(`binfmt_misc is still not mounted on ${BINFMT_DIR}`);
-    await apply(planBinfmt(binfmt), p, logger, report);
+    await apply(planBinfmt(binfmt), p2, logger, report);
   }
   return report;
 }
 
 // src/pipeline.ts
-async function build(_config, _opts) {
-  throw new UserError("lhc build: the pipeline is being wired up (not implemented yet)");
+import { mkdir as mkdir13, mkdtemp as mkdtemp7, writeFile as writeFile11 } from "node:fs/promises";
+import os15 from "node:os";
+import path34 from "node:path";
+
+// src/manifest/diff.ts
+import { existsSync as existsSync2 } from "node:fs";
+import { readFile as readFile3, writeFile as writeFile2 } from "node:fs/promises";
+
+// src/manifest/manifest.ts
+import { createHash } from "node:crypto";
+import { createReadStream as createReadStream2 } from "node:fs";
+import { lstat as lstat2, readdir as readdir3, readlink as readlink2 } from "node:fs/promises";
+import path13 from "node:path";
+var MANIFEST_VERSION = 1;
+function formatMode(mode2) {
+  return (mode2 & 4095).toString(8).padStart(4, "0");
+}
+function comparePaths(a2, b2) {
+  return Buffer.compare(Buffer.from(a2, "utf8"), Buffer.from(b2, "utf8"));
+}
+function sortEntries(entries) {
+  return [...entries].sort((x, y) => comparePaths(x.path, y.path));
+}
+async function sha256File(file2) {
+  const h2 = createHash("sha256");
+  for await (const chunk of createReadStream2(file2)) h2.update(chunk);
+  return h2.digest("hex");
+}
+function containerPath(base, rel) {
+  if (rel === "" || rel === ".") return base;
+  return base === "/" ? `/${rel}` : `${base}/${rel}`;
+}
+function typeOf(st2) {
+  if (st2.isFile()) return "file";
+  if (st2.isDirectory()) return "dir";
+  if (st2.isSymbolicLink()) return "symlink";
+  if (st2.isCharacterDevice()) return "char";
+  if (st2.isBlockDevice()) return "block";
+  if (st2.isFIFO()) return "fifo";
+  return "socket";
+}
+async function walkSorted(dir) {
+  const out = [""];
+  const visit3 = async (rel) => {
+    const names = (await readdir3(path13.join(dir, rel))).sort(comparePaths);
+    for (const name of names) {
+      const child2 = rel ? `${rel}/${name}` : name;
+      out.push(child2);
+      const st2 = await lstat2(path13.join(dir, child2));
+      if (st2.isDirectory()) await visit3(child2);
+    }
+  };
+  await visit3("");
+  return out;
+}
+async function scanTree(dir, opts) {
+  let top;
+  try {
+    top = await lstat2(dir);
+  } catch (e) {
+    throw new UserError(`cannot read ${dir}: ${e.code ?? String(e)}`);
+  }
+  if (!top.isDirectory()) throw new UserError(`${dir} is not a directory`);
+  const entries = [];
+  for (const rel of await walkSorted(dir)) {
+    const abs = path13.join(dir, rel);
+    const st2 = await lstat2(abs);
+    const type = typeOf(st2);
+    const mode2 = rel === "" && opts.rootMode !== void 0 ? opts.rootMode : st2.mode;
+    const e = {
+      path: containerPath(opts.mountPath, rel),
+      type,
+      mode: formatMode(mode2),
+      uid: opts.owner?.uid ?? st2.uid,
+      gid: opts.owner?.gid ?? st2.gid
+    };
+    if (type === "file") {
+      e.size = st2.size;
+      e.sha256 = await sha256File(abs);
+    } else if (type === "symlink") {
+      e.target = await readlink2(abs);
+    } else if (type === "char" || type === "block") {
+      const d = BigInt(st2.rdev);
+      const major = d >> 8n & 0xfffn | d >> 32n & ~0xfffn;
+      const minor = d & 0xffn | d >> 12n & ~0xffn;
+      e.device = `${major}:${minor}`;
+    }
+    entries.push(e);
+  }
+  return sortEntries(entries);
+}
+var KEY_ORDER = ["path", "type", "mode", "uid", "gid", "size", "sha256", "target", "device"];
+function entryJson(e) {
+  const o2 = {};
+  for (const k2 of KEY_ORDER) if (e[k2] !== void 0) o2[k2] = e[k2];
+  return JSON.stringify(o2);
+}
+function serializeManifest(m2) {
+  const list = (entries, indent) => entries.length === 0 ? "[]" : `[
+${sortEntries(entries).map((e) => `${indent}  ${entryJson(e)}`).join(",\n")}
+${indent}]`;
+  return `{
+  "lhcManifest": ${MANIFEST_VERSION},
+  "name": ${JSON.stringify(m2.name)},
+  "image": ${list(m2.image, "  ")},
+  "data": {
+    "path": ${JSON.stringify(m2.data.path)},
+    "entries": ${list(m2.data.entries, "    ")}
+  }
+}
+`;
+}
+function isEntry(x) {
+  if (typeof x !== "object" || x === null) return false;
+  const e = x;
+  return typeof e.path === "string" && typeof e.type === "string" && typeof e.mode === "string" && /^[0-7]{4}$/.test(e.mode) && typeof e.uid === "number" && typeof e.gid === "number";
+}
+function parseManifest(text, what) {
+  let data;
+  try {
+    data = JSON.parse(text);
+  } catch (e) {
+    throw new UserError(`${what}: not valid JSON (${e.message})`);
+  }
+  const m2 = data;
+  if (!m2 || typeof m2 !== "object" || m2.lhcManifest !== MANIFEST_VERSION) {
+    throw new UserError(`${what}: not an lhc manifest (expected "lhcManifest": ${MANIFEST_VERSION})`);
+  }
+  if (!Array.isArray(m2.image) || !m2.data || !Array.isArray(m2.data.entries) || typeof m2.data.path !== "string") {
+    throw new UserError(`${what}: manifest lacks "image" or "data.entries"`);
+  }
+  const bad = [...m2.image, ...m2.data.entries].findIndex((e) => !isEntry(e));
+  if (bad !== -1) throw new UserError(`${what}: entry ${bad} is not a valid manifest entry`);
+  return { lhcManifest: 1, name: String(m2.name ?? ""), image: m2.image, data: { path: m2.data.path, entries: m2.data.entries } };
+}
+
+// src/manifest/diff.ts
+var FIELDS = ["type", "mode", "uid", "gid", "size", "sha256", "target", "device"];
+function byPath(entries) {
+  return new Map(entries.map((e) => [e.path, e]));
+}
+function diffSection(section, a2, b2, d) {
+  const before = byPath(a2);
+  const after = byPath(b2);
+  for (const [p2, e] of before) if (!after.has(p2)) d.removed.push({ section, entry: e });
+  for (const [p2, e] of after) {
+    const old = before.get(p2);
+    if (!old) {
+      d.added.push({ section, entry: e });
+      continue;
+    }
+    const fields = FIELDS.filter((f2) => old[f2] !== e[f2]);
+    if (fields.length > 0) d.changed.push({ section, path: p2, before: old, after: e, fields });
+  }
+}
+function diffManifests(a2, b2) {
+  const d = { added: [], removed: [], changed: [], meta: [], equal: true };
+  if (a2.name !== b2.name) d.meta.push(`name: ${a2.name} \u2192 ${b2.name}`);
+  if (a2.data.path !== b2.data.path) d.meta.push(`data path: ${a2.data.path} \u2192 ${b2.data.path}`);
+  diffSection("image", a2.image, b2.image, d);
+  diffSection("data", a2.data.entries, b2.data.entries, d);
+  const order = (x, y) => x.section === y.section ? comparePaths(x.path, y.path) : x.section === "image" ? -1 : 1;
+  const ref = (r) => ({ section: r.section, path: r.entry.path });
+  d.added.sort((x, y) => order(ref(x), ref(y)));
+  d.removed.sort((x, y) => order(ref(x), ref(y)));
+  d.changed.sort(order);
+  d.equal = d.meta.length === 0 && d.added.length === 0 && d.removed.length === 0 && d.changed.length === 0;
+  return d;
+}
+function describe3(e) {
+  const parts = [e.type, e.mode, `${e.uid}:${e.gid}`];
+  if (e.size !== void 0) parts.push(`${e.size} bytes`);
+  if (e.target !== void 0) parts.push(`-> ${e.target}`);
+  if (e.device !== void 0) parts.push(`device ${e.device}`);
+  return parts.join(" ");
+}
+function signed(n2) {
+  return n2 > 0 ? `+${n2}` : String(n2);
+}
+function describeChange(c3) {
+  const out = [];
+  for (const f2 of c3.fields) {
+    const a2 = c3.before[f2];
+    const b2 = c3.after[f2];
+    if (f2 === "size") out.push(`size ${a2 ?? "-"} \u2192 ${b2 ?? "-"}${typeof a2 === "number" && typeof b2 === "number" ? ` (${signed(b2 - a2)})` : ""}`);
+    else if (f2 === "sha256") {
+      out.push(`content ${String(a2 ?? "-").slice(0, 12)} \u2192 ${String(b2 ?? "-").slice(0, 12)}`);
+    } else out.push(`${f2} ${a2 ?? "-"} \u2192 ${b2 ?? "-"}`);
+  }
+  return out.join(", ");
+}
+function formatDiff(d, labels = {}) {
+  const lines = [];
+  if (labels.old || labels.new) lines.push(`--- ${labels.old ?? "old"}`, `+++ ${labels.new ?? "new"}`);
+  for (const m2 of d.meta) lines.push(`~ ${m2}`);
+  const rows = [
+    ...d.removed.map((r) => ({ section: r.section, path: r.entry.path, text: `- ${r.section.padEnd(5)} ${r.entry.path}  ${describe3(r.entry)}` })),
+    ...d.added.map((r) => ({ section: r.section, path: r.entry.path, text: `+ ${r.section.padEnd(5)} ${r.entry.path}  ${describe3(r.entry)}` })),
+    ...d.changed.map((c3) => ({ section: c3.section, path: c3.path, text: `~ ${c3.section.padEnd(5)} ${c3.path}  ${describeChange(c3)}` }))
+  ];
+  rows.sort((x, y) => x.section === y.section ? comparePaths(x.path, y.path) : x.section === "image" ? -1 : 1);
+  lines.push(...rows.map((r) => r.text));
+  if (d.equal) lines.push("manifests are identical");
+  else {
+    const n2 = d.added.length + d.removed.length + d.changed.length;
+    lines.push(`${n2} ${n2 === 1 ? "path differs" : "paths differ"}: ${d.added.length} added, ${d.removed.length} removed, ${d.changed.length} changed`);
+  }
+  return lines.join("\n") + "\n";
+}
+async function readManifest(file2) {
+  let text;
+  try {
+    text = await readFile3(file2, "utf8");
+  } catch (e) {
+    throw new UserError(`cannot read manifest ${file2}: ${e.code ?? String(e)}`);
+  }
+  return parseManifest(text, file2);
+}
+async function checkManifestLock(newManifest, lockFile, update) {
+  if (!existsSync2(lockFile)) {
+    if (!update) {
+      throw new UserError(`manifest lock ${lockFile} does not exist; run with --update-manifest to create it`);
+    }
+    await writeFile2(lockFile, serializeManifest(newManifest));
+    return { changed: true, diffText: `created manifest lock ${lockFile} (${newManifest.image.length} image paths, ${newManifest.data.entries.length} data paths)
+` };
+  }
+  const lock = await readManifest(lockFile);
+  const d = diffManifests(lock, newManifest);
+  if (d.equal) return { changed: false, diffText: "" };
+  const diffText = formatDiff(d, { old: lockFile, new: "this build" });
+  if (!update) {
+    throw new UserError(
+      `the built image differs from the manifest lock ${lockFile}:
+${diffText}if the change is intended, rebuild with --update-manifest and commit the lock`
+    );
+  }
+  await writeFile2(lockFile, serializeManifest(newManifest));
+  return { changed: true, diffText };
+}
+
+// src/stages/deploy-bundle.ts
+import { mkdir as mkdir2, readFile as readFile4, writeFile as writeFile3 } from "node:fs/promises";
+import path14 from "node:path";
+
+// src/tools/nspawn.ts
+var BASE_FLAGS = ["--register=no", "--keep-unit", "-q", "--console=pipe"];
+var HARDENING_FLAGS = [
+  "--private-network",
+  "--drop-capability=CAP_NET_ADMIN",
+  "--no-new-privileges=yes"
+];
+var USERNS_FLAGS = ["-U", "--private-users-ownership=map"];
+function nspawnArgv(o2) {
+  const argv = ["systemd-nspawn", ...BASE_FLAGS, `--directory=${o2.root}`];
+  if (o2.machineName) argv.push(`--machine=${o2.machineName}`);
+  if (o2.readOnly) argv.push("--read-only");
+  if (o2.ephemeral) argv.push("--ephemeral");
+  if (o2.harden) argv.push(...HARDENING_FLAGS);
+  else if (o2.privateNetwork) argv.push("--private-network");
+  if (o2.userNamespace) argv.push(...USERNS_FLAGS);
+  if (o2.dataDir) argv.push(`--bind=${o2.dataDir}:${o2.dataPath ?? "/data"}`);
+  for (const b2 of o2.binds ?? []) argv.push(`${b2.readOnly ? "--bind-ro" : "--bind"}=${b2.host}:${b2.container}`);
+  for (const [k2, v2] of Object.entries(o2.env ?? {}).sort(([a2], [b2]) => a2 < b2 ? -1 : 1)) {
+    argv.push(`--setenv=${k2}=${v2}`);
+  }
+  if (o2.user !== void 0 && String(o2.user) !== "0" && o2.user !== "root") argv.push(`--user=${o2.user}`);
+  if (o2.workdir) argv.push(`--chdir=${o2.workdir}`);
+  argv.push("--", ...o2.command);
+  return argv;
+}
+var TRACE_MOUNT = "/lhc-trace";
+
+// src/stages/deploy-bundle.ts
+function listenPort(s3) {
+  return s3.listen ?? 70;
+}
+function boardPaths(o2) {
+  const boardDir = o2.boardDir ?? `/var/lib/lhc/${o2.name}`;
+  if (!path14.isAbsolute(boardDir)) throw new UserError(`board directory must be absolute, got ${boardDir}`);
+  const dataSource = o2.dataSource ?? `${boardDir}/${o2.name}-data.ext4`;
+  return {
+    boardDir,
+    image: `${boardDir}/${o2.imageFile}`,
+    rootMount: `${boardDir}/root`,
+    dataSource,
+    dataMount: `${boardDir}/data`,
+    dataIsLoopFile: !dataSource.startsWith("/dev/")
+  };
+}
+function systemdEscapePath(p2) {
+  const trimmed = p2.replace(/\/+/g, "/").replace(/^\/|\/$/g, "");
+  if (trimmed === "") return "-";
+  let out = "";
+  const bytes = Buffer.from(trimmed, "utf8");
+  for (let i2 = 0; i2 < bytes.length; i2++) {
+    const b2 = bytes[i2];
+    const c3 = String.fromCharCode(b2);
+    if (c3 === "/") out += "-";
+    else if (i2 === 0 && c3 === "." || !/[A-Za-z0-9:_.]/.test(c3)) out += `\\x${b2.toString(16).padStart(2, "0")}`;
+    else out += c3;
+  }
+  return out;
+}
+function systemdQuoteWord(w2) {
+  let s3 = w2.replace(/[%$]/g, (c3) => c3 + c3);
+  if (s3 !== "" && !/[\s"'\\;\x00-\x1f\x7f]/.test(s3)) return s3;
+  s3 = s3.replace(/[\\"\x00-\x1f\x7f]/g, (c3) => {
+    if (c3 === "\\") return "\\\\";
+    if (c3 === '"') return '\\"';
+    if (c3 === "\n") return "\\n";
+    if (c3 === "	") return "\\t";
+    if (c3 === "\r") return "\\r";
+    return `\\x${c3.charCodeAt(0).toString(16).padStart(2, "0")}`;
+  });
+  return `"${s3}"`;
+}
+function systemdExecLine(argv) {
+  if (!argv[0] || !path14.isAbsolute(argv[0])) throw new UserError(`ExecStart needs an absolute program path, got ${argv[0] ?? "(none)"}`);
+  return argv.map(systemdQuoteWord).join(" ");
+}
+function boardNspawnArgv(o2, p2) {
+  const argv = nspawnArgv({
+    root: p2.rootMount,
+    command: o2.service.command,
+    readOnly: true,
+    harden: true,
+    userNamespace: true,
+    dataDir: p2.dataMount,
+    dataPath: o2.dataPath ?? "/data",
+    env: o2.service.env,
+    user: o2.service.user,
+    workdir: o2.service.workdir
+  });
+  argv[0] = o2.nspawnPath ?? "/usr/bin/systemd-nspawn";
+  return argv;
+}
+var HEADER = (name) => `# Generated by lhc for ${name}; see README.md next to this file.
+`;
+function renderSocketUnit(o2) {
+  const inetd = o2.service.inetd === true;
+  return HEADER(o2.name) + `[Unit]
+Description=lhc ${o2.name}: ${inetd ? "one container per connection" : "listening socket"}
+
+[Socket]
+ListenStream=${listenPort(o2.service)}
+` + (inetd ? "Accept=yes\n# Each connection costs a container start: bound how many run at once.\nMaxConnections=32\nMaxConnectionsPerSource=8\n" : "Accept=no\n") + "\n[Install]\nWantedBy=sockets.target\n";
+}
+function renderServiceUnit(o2, p2) {
+  const inetd = o2.service.inetd === true;
+  const timeout = o2.service.timeout;
+  return HEADER(o2.name) + `[Unit]
+Description=lhc ${o2.name}${inetd ? " (connection %i)" : ""}
+RequiresMountsFor=${p2.rootMount} ${p2.dataMount}
+` + (inetd ? "CollectMode=inactive-or-failed\n" : `Requires=${o2.name}.socket
+After=${o2.name}.socket
+`) + `
+[Service]
+ExecStart=${systemdExecLine(boardNspawnArgv(o2, p2))}
+` + (inetd ? "StandardInput=socket\nStandardOutput=socket\n" : "# nspawn passes the listening socket on (LISTEN_FDS); the payload must accept it.\n") + "# nspawn and QEMU messages go to the journal, never to the client.\nStandardError=journal\n# --keep-unit runs the container in this unit's cgroup, which nspawn must be allowed to manage.\nDelegate=yes\nKillMode=mixed\n" + (timeout !== void 0 && inetd ? `RuntimeMaxSec=${Math.ceil(timeout)}
+` : "") + (inetd ? "" : "\n[Install]\nWantedBy=multi-user.target\n");
+}
+function renderMountUnits(o2, p2) {
+  const rootMount = HEADER(o2.name) + `[Unit]
+Description=lhc ${o2.name}: read-only root image
+
+[Mount]
+What=${p2.image}
+Where=${p2.rootMount}
+Type=squashfs
+Options=loop,ro,nodev
+
+[Install]
+WantedBy=multi-user.target
+`;
+  const dataMount = HEADER(o2.name) + `[Unit]
+Description=lhc ${o2.name}: writable data partition (no exec, no setuid, no devices)
+
+[Mount]
+What=${p2.dataSource}
+Where=${p2.dataMount}
+Type=ext4
+Options=${p2.dataIsLoopFile ? "loop," : ""}noexec,nosuid,nodev
+
+[Install]
+WantedBy=multi-user.target
+`;
+  return { rootMount, dataMount };
+}
+function fstabField(s3) {
+  return s3.replace(/[ \t\n\\]/g, (c3) => `\\${c3.charCodeAt(0).toString(8).padStart(3, "0")}`);
+}
+function renderFstab(o2, p2) {
+  return `# lhc ${o2.name}: use these lines instead of the .mount units if you prefer /etc/fstab.
+${fstabField(p2.image)} ${fstabField(p2.rootMount)} squashfs loop,ro,nodev 0 0
+${fstabField(p2.dataSource)} ${fstabField(p2.dataMount)} ext4 ${p2.dataIsLoopFile ? "loop," : ""}noexec,nosuid,nodev 0 2
+`;
+}
+async function resolveUser(user, root) {
+  if (user === void 0 || user === 0 || user === "0" || user === "root") return { uid: 0, gid: 0 };
+  if (typeof user === "number" || /^\d+$/.test(user)) {
+    const n2 = Number(user);
+    return { uid: n2, gid: n2 };
+  }
+  if (!root) throw new UserError(`service.user "${user}": the OCI config needs a numeric uid and no root was given to look it up`);
+  let passwd;
+  try {
+    passwd = await readFile4(path14.join(root, "etc/passwd"), "utf8");
+  } catch {
+    throw new UserError(`service.user "${user}": the image has no /etc/passwd to look the name up in; use a numeric uid`);
+  }
+  for (const line of passwd.split("\n")) {
+    const f2 = line.split(":");
+    if (f2[0] === user && f2.length >= 4) return { uid: Number(f2[2]), gid: Number(f2[3]) };
+  }
+  throw new UserError(`service.user "${user}" is not in the image's /etc/passwd`);
+}
+function ociCapabilities(s3) {
+  if (s3.inetd) return [];
+  return ["CAP_NET_BIND_SERVICE", "CAP_SETGID", "CAP_SETUID"];
+}
+function ociConfig(o2, p2, ids, opts = {}) {
+  const caps = ociCapabilities(o2.service);
+  const env = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"];
+  for (const [k2, v2] of Object.entries(o2.service.env ?? {}).sort(([a2], [b2]) => a2 < b2 ? -1 : a2 > b2 ? 1 : 0)) env.push(`${k2}=${v2}`);
+  const namespaces = [{ type: "pid" }, { type: "network" }, { type: "ipc" }, { type: "uts" }, { type: "mount" }, { type: "cgroup" }];
+  if (opts.userNamespace) namespaces.push({ type: "user" });
+  const config2 = {
+    ociVersion: "1.0.2",
+    process: {
+      terminal: false,
+      user: ids,
+      args: [...o2.service.command],
+      env,
+      cwd: o2.service.workdir ?? "/",
+      capabilities: { bounding: caps, effective: caps, permitted: caps, inheritable: [], ambient: [] },
+      rlimits: [{ type: "RLIMIT_NOFILE", hard: 1024, soft: 1024 }],
+      noNewPrivileges: true
+    },
+    root: { path: p2.rootMount, readonly: true },
+    hostname: o2.name,
+    mounts: [
+      { destination: "/proc", type: "proc", source: "proc", options: ["nosuid", "noexec", "nodev"] },
+      { destination: "/dev", type: "tmpfs", source: "tmpfs", options: ["nosuid", "noexec", "strictatime", "mode=755", "size=65536k"] },
+      { destination: o2.dataPath ?? "/data", type: "bind", source: p2.dataMount, options: ["rbind", "rw", "noexec", "nosuid", "nodev"] }
+    ],
+    linux: {
+      // A new network namespace without interfaces configured: runc brings up lo only.
+      namespaces,
+      ...opts.userNamespace ? {
+        uidMappings: [{ containerID: 0, hostID: opts.userNamespace.hostId, size: opts.userNamespace.size }],
+        gidMappings: [{ containerID: 0, hostID: opts.userNamespace.hostId, size: opts.userNamespace.size }]
+      } : {},
+      resources: { devices: [{ allow: false, access: "rwm" }] },
+      maskedPaths: [
+        "/proc/acpi",
+        "/proc/asound",
+        "/proc/kcore",
+        "/proc/keys",
+        "/proc/latency_stats",
+        "/proc/timer_list",
+        "/proc/timer_stats",
+        "/proc/sched_debug",
+        "/proc/scsi",
+        "/sys/firmware"
+      ],
+      readonlyPaths: ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+    }
+  };
+  return config2;
+}
+function renderReadme(o2, p2) {
+  const rootUnit = `${systemdEscapePath(p2.rootMount)}.mount`;
+  const dataUnit = `${systemdEscapePath(p2.dataMount)}.mount`;
+  const inetd = o2.service.inetd === true;
+  const svc = inetd ? `${o2.name}@.service` : `${o2.name}.service`;
+  return `# Deploying ${o2.name} to the board
+
+Copy the build output directory to the board, then as root:
+
+\`\`\`sh
+sha256sum -c SHA256SUMS                      # the artifacts arrived intact
+install -d -m 0755 ${p2.boardDir} ${p2.rootMount} ${p2.dataMount}
+install -m 0644 ${o2.imageFile} ${p2.image}
+${p2.dataIsLoopFile ? `# data partition as a file (use a real partition by editing What= in ${dataUnit}):
+truncate -s 64M ${p2.dataSource}
+mkfs.ext4 -q ${p2.dataSource}` : `mkfs.ext4 -q ${p2.dataSource}                   # the data partition: everything on it is lost`}
+mount -o ${p2.dataIsLoopFile ? "loop," : ""}noexec,nosuid,nodev ${p2.dataSource} ${p2.dataMount}
+tar -xzpf ${o2.dataTemplateFile} --numeric-owner -C ${p2.dataMount}
+umount ${p2.dataMount}
+install -m 0644 deploy/${rootUnit} deploy/${dataUnit} deploy/${o2.name}.socket deploy/${svc} /etc/systemd/system/
+systemctl daemon-reload
+systemctl enable --now '${rootUnit}' '${dataUnit}' ${o2.name}.socket
+\`\`\`
+
+${inetd ? `Each connection to port ${listenPort(o2.service)} starts one container (\`${o2.name}@<n>.service\`) with the` : "The service starts with the"}
+connection on stdin/stdout; its stderr and nspawn's messages go to the journal
+(\`journalctl -u '${svc.replace("@.", "@*.")}'\`). The root is the read-only image, the network is private
+(only \`lo\`, CAP_NET_ADMIN dropped), no new privileges, a private user namespace, and
+${o2.dataPath ?? "/data"} is the only writable path, mounted noexec,nosuid,nodev.
+
+\`deploy/fstab\` holds the same two mounts as /etc/fstab lines, for boards that prefer fstab.
+\`deploy/oci/config.json\` runs the same image under runc (\`runc run --bundle deploy/oci ${o2.name}\`,
+with the image mounted at ${p2.rootMount} and the data partition at ${p2.dataMount}).
+`;
+}
+async function writeDeployBundle(o2) {
+  if (!o2.service.command[0]?.startsWith("/")) throw new UserError("service.command[0] must be an absolute path in the image");
+  const p2 = boardPaths(o2);
+  const dir = path14.join(o2.outDir, "deploy");
+  await mkdir2(path14.join(dir, "oci"), { recursive: true });
+  const inetd = o2.service.inetd === true;
+  const { rootMount, dataMount } = renderMountUnits(o2, p2);
+  const units = {
+    socket: `${o2.name}.socket`,
+    service: inetd ? `${o2.name}@.service` : `${o2.name}.service`,
+    rootMount: `${systemdEscapePath(p2.rootMount)}.mount`,
+    dataMount: `${systemdEscapePath(p2.dataMount)}.mount`
+  };
+  const ids = await resolveUser(o2.service.user, o2.root);
+  const contents = {
+    [units.socket]: renderSocketUnit(o2),
+    [units.service]: renderServiceUnit(o2, p2),
+    [units.rootMount]: rootMount,
+    [units.dataMount]: dataMount,
+    fstab: renderFstab(o2, p2),
+    "oci/config.json": JSON.stringify(ociConfig(o2, p2, ids), null, 2) + "\n",
+    "README.md": renderReadme(o2, p2)
+  };
+  for (const [f2, text] of Object.entries(contents)) await writeFile3(path14.join(dir, f2), text);
+  o2.logger?.info(`deploy bundle: ${dir} (${units.socket}, ${units.service}, mounts, fstab, oci/config.json)`);
+  return { dir, files: Object.keys(contents).map((f2) => `deploy/${f2}`).sort(), paths: p2, units };
+}
+
+// src/stages/epoch.ts
+import path15 from "node:path";
+var MAX_EPOCH = 4294967295;
+function parseEpoch(value, what) {
+  const text = value.trim();
+  if (!/^\d+$/.test(text)) throw new UserError(`${what}: expected whole seconds since 1970 (digits only), got "${value}"`);
+  const n2 = Number(text);
+  if (n2 > MAX_EPOCH) throw new UserError(`${what}: ${text} is past ${MAX_EPOCH}, the last time squashfs can store`);
+  return n2;
+}
+async function gitCommitTime(file2, logger) {
+  const cwd = path15.dirname(file2);
+  let r;
+  try {
+    r = await run(["git", "log", "-1", "--format=%ct", "--", path15.basename(file2)], { cwd, reject: false, logger });
+  } catch (e) {
+    if (e instanceof UserError) return void 0;
+    throw e;
+  }
+  const text = r.stdout.trim();
+  if (r.exitCode !== 0 || !/^\d+$/.test(text)) return void 0;
+  const shallow = await run(["git", "rev-parse", "--is-shallow-repository"], { cwd, reject: false });
+  if (shallow.stdout.trim() === "true") {
+    logger?.warn(
+      `${file2}: the git clone is shallow, so its last commit time may not be the real one; set \`epoch:\` in the config, SOURCE_DATE_EPOCH, or clone with full history (fetch-depth: 0)`
+    );
+  }
+  return Number(text);
+}
+async function resolveEpoch(input2) {
+  const env = input2.env ?? process.env;
+  const fromEnv = env.SOURCE_DATE_EPOCH;
+  if (fromEnv !== void 0 && fromEnv !== "") {
+    return { epoch: parseEpoch(fromEnv, "SOURCE_DATE_EPOCH"), source: "SOURCE_DATE_EPOCH" };
+  }
+  if (input2.configEpoch !== void 0) {
+    return { epoch: parseEpoch(String(input2.configEpoch), "epoch"), source: "config" };
+  }
+  if (input2.configFile) {
+    const t = await gitCommitTime(input2.configFile, input2.logger);
+    if (t !== void 0) return { epoch: parseEpoch(String(t), `git commit time of ${input2.configFile}`), source: "git" };
+  }
+  input2.logger?.warn(
+    "no SOURCE_DATE_EPOCH, no `epoch:` in the config and no git history for it: file times are set to 0 (1970-01-01)"
+  );
+  return { epoch: 0, source: "default" };
+}
+
+// src/stages/lua.ts
+import { createHash as createHash5, randomBytes as randomBytes3 } from "node:crypto";
+import { existsSync as existsSync6 } from "node:fs";
+import { copyFile as copyFile2, chmod as chmod2, mkdir as mkdir5, mkdtemp as mkdtemp3, readFile as readFile6, rename as rename4, rm as rm5, stat as stat4, writeFile as writeFile6 } from "node:fs/promises";
+import os11 from "node:os";
+import path21 from "node:path";
+
+// src/core/paths.ts
+import os7 from "node:os";
+import path16 from "node:path";
+function cacheDir(env = process.env) {
+  if (env.LHC_CACHE_DIR) return path16.resolve(env.LHC_CACHE_DIR);
+  const xdg = env.XDG_CACHE_HOME || path16.join(os7.homedir(), ".cache");
+  return path16.join(xdg, "lhc");
+}
+function storeDir(env = process.env) {
+  return path16.join(cacheDir(env), "store");
+}
+
+// src/store/store.ts
+import { createHash as createHash3, randomBytes } from "node:crypto";
+import { createReadStream as createReadStream4, createWriteStream as createWriteStream3 } from "node:fs";
+import { mkdir as mkdir3, readdir as readdir4, rename as rename2, rm as rm2, stat as stat3 } from "node:fs/promises";
+import path17 from "node:path";
+import { Transform as Transform3 } from "node:stream";
+import { pipeline as pipeline2 } from "node:stream/promises";
+
+// src/store/download.ts
+import { createHash as createHash2 } from "node:crypto";
+import { createReadStream as createReadStream3, createWriteStream as createWriteStream2 } from "node:fs";
+import { stat as stat2 } from "node:fs/promises";
+import { Readable as Readable4, Transform as Transform2 } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { fileURLToPath as fileURLToPath3 } from "node:url";
+var DownloadError = class extends UserError {
+  constructor(url3, reason, transient) {
+    super(`${url3}: ${reason}`);
+    this.url = url3;
+    this.reason = reason;
+    this.transient = transient;
+  }
+  url;
+  reason;
+  transient;
+};
+function formatBytes(n2) {
+  if (n2 < 1024) return `${n2} B`;
+  if (n2 < 1024 * 1024) return `${(n2 / 1024).toFixed(1)} KiB`;
+  return `${(n2 / 1024 / 1024).toFixed(1)} MiB`;
+}
+var NETWORK_CODES = {
+  ECONNREFUSED: "connection refused",
+  ECONNRESET: "connection reset",
+  ENOTFOUND: "host not found",
+  EAI_AGAIN: "host lookup failed",
+  ETIMEDOUT: "connection timed out",
+  EHOSTUNREACH: "host unreachable",
+  ENETUNREACH: "network unreachable",
+  UND_ERR_CONNECT_TIMEOUT: "connection timed out"
+};
+function networkReason(e) {
+  let cur = e;
+  const parts = [];
+  for (let depth = 0; cur && depth < 5; depth++) {
+    const err = cur;
+    if (err.code) return `${NETWORK_CODES[err.code] ?? err.message ?? "error"} (${err.code})`;
+    if (err.message) parts.push(err.message);
+    cur = err.cause;
+  }
+  return parts.join(": ") || String(e);
+}
+async function openSource(url3, signal) {
+  let parsed;
+  try {
+    parsed = new URL(url3);
+  } catch {
+    throw new DownloadError(url3, "not a valid URL", false);
+  }
+  if (parsed.protocol === "file:") {
+    const file2 = fileURLToPath3(parsed);
+    try {
+      const st2 = await stat2(file2);
+      if (!st2.isFile()) throw new DownloadError(url3, "not a regular file", false);
+      return { stream: createReadStream3(file2, { signal }), total: st2.size };
+    } catch (e) {
+      if (e instanceof DownloadError) throw e;
+      const code = e.code;
+      throw new DownloadError(url3, code === "ENOENT" ? "file not found" : code ?? String(e), false);
+    }
+  }
+  if (parsed.protocol !== "http:" && parsed.protocol !== "https:") {
+    throw new DownloadError(url3, `unsupported URL scheme ${parsed.protocol} (use http, https or file)`, false);
+  }
+  let res;
+  try {
+    res = await fetch(url3, { signal, redirect: "follow" });
+  } catch (e) {
+    if (signal.aborted) throw e;
+    throw new DownloadError(url3, networkReason(e), true);
+  }
+  if (!res.ok || !res.body) {
+    await res.body?.cancel().catch(() => {
+    });
+    const reason = `HTTP ${res.status}${res.statusText ? ` ${res.statusText}` : ""}`;
+    throw new DownloadError(url3, reason, res.status >= 500 || res.status === 408 || res.status === 429);
+  }
+  const len = Number(res.headers.get("content-length"));
+  return {
+    stream: Readable4.fromWeb(res.body),
+    total: Number.isFinite(len) && len > 0 ? len : void 0
+  };
+}
+async function download(url3, dest, opts = {}) {
+  const idle = opts.idleTimeoutMs ?? 3e4;
+  const label = opts.label ?? url3;
+  const ac = new AbortController();
+  let timedOut = false;
+  let timer;
+  const arm = () => {
+    clearTimeout(timer);
+    timer = setTimeout(() => {
+      timedOut = true;
+      ac.abort();
+    }, idle);
+  };
+  const onOuterAbort = () => ac.abort();
+  opts.signal?.addEventListener("abort", onOuterAbort, { once: true });
+  const hash2 = createHash2("sha256");
+  let bytes = 0;
+  let total;
+  let lastReport = Date.now();
+  const every = opts.progressIntervalMs ?? 2e3;
+  try {
+    arm();
+    const src = await openSource(url3, ac.signal);
+    total = src.total;
+    const meter = new Transform2({
+      transform(chunk, _enc, cb) {
+        arm();
+        hash2.update(chunk);
+        bytes += chunk.length;
+        const now = Date.now();
+        if (now - lastReport >= every) {
+          lastReport = now;
+          opts.logger?.info(
+            `${label}: ${formatBytes(bytes)}${total ? ` / ${formatBytes(total)} (${Math.floor(bytes / total * 100)}%)` : ""}`
+          );
+        }
+        cb(null, chunk);
+      }
+    });
+    await pipeline(src.stream, meter, createWriteStream2(dest), { signal: ac.signal });
+  } catch (e) {
+    if (e instanceof DownloadError) throw e;
+    if (timedOut) throw new DownloadError(url3, `no data for ${idle / 1e3} s (timed out)`, true);
+    if (opts.signal?.aborted) throw new DownloadError(url3, "aborted", false);
+    const code = e.code;
+    if (code === "ENOSPC" || code === "EACCES" || code === "EROFS") {
+      throw new DownloadError(url3, `cannot write ${dest}: ${code}`, false);
+    }
+    throw new DownloadError(url3, `transfer failed after ${formatBytes(bytes)}: ${networkReason(e)}`, true);
+  } finally {
+    clearTimeout(timer);
+    opts.signal?.removeEventListener("abort", onOuterAbort);
+  }
+  if (total !== void 0 && bytes !== total) {
+    throw new DownloadError(url3, `short transfer: ${bytes} of ${total} bytes`, true);
+  }
+  return { bytes, sha256: hash2.digest("hex") };
+}
+
+// src/store/store.ts
+var SHA256_RE = /^[0-9a-f]{64}$/;
+var TEMP_PREFIX = ".tmp-";
+var quiet = { info() {
+}, warn() {
+}, debug() {
+}, group: (_n2, fn) => fn() };
+async function sha256File2(file2) {
+  const h2 = createHash3("sha256");
+  for await (const chunk of createReadStream4(file2)) h2.update(chunk);
+  return h2.digest("hex");
+}
+function checkSha(sha2562) {
+  if (!SHA256_RE.test(sha2562)) throw new UserError(`not a sha256 (expected 64 lower-case hex characters): '${sha2562}'`);
+  return sha2562;
+}
+function nameOf(input2) {
+  if (input2.name) return input2.name;
+  const first = input2.urls[0];
+  if (first) {
+    try {
+      const seg = new URL(first).pathname.split("/").filter(Boolean).pop();
+      if (seg) return decodeURIComponent(seg);
+    } catch {
+    }
+  }
+  return input2.sha256.slice(0, 12);
+}
+var sleep = (ms2) => new Promise((r) => setTimeout(r, ms2));
+var Store = class {
+  dir;
+  logger;
+  constructor(dir = storeDir(), logger = quiet) {
+    this.dir = path17.resolve(dir);
+    this.logger = logger;
+  }
+  /** Where the file with this content lives (whether or not it is present). */
+  path(sha2562) {
+    return path17.join(this.dir, checkSha(sha2562));
+  }
+  /**
+   * True when the store holds this content. The file is re-hashed: one whose content does not
+   * match its name is removed (with a warning) and reported as absent.
+   */
+  async has(sha2562) {
+    const file2 = this.path(sha2562);
+    try {
+      if (!(await stat3(file2)).isFile()) return false;
+    } catch {
+      return false;
+    }
+    const actual = await sha256File2(file2);
+    if (actual === sha2562) return true;
+    this.logger.warn(`store file ${file2} is corrupt (its content has sha256 ${actual}); removed it`);
+    await rm2(file2, { force: true });
+    return false;
+  }
+  /** Imports a local file; returns its sha256. */
+  async add(file2) {
+    try {
+      if (!(await stat3(file2)).isFile()) throw new UserError(`cannot add ${file2} to the store: not a regular file`);
+    } catch (e) {
+      if (e instanceof UserError) throw e;
+      throw new UserError(`cannot add ${file2} to the store: ${e.code ?? String(e)}`);
+    }
+    const tmp = await this.tempPath();
+    try {
+      const h2 = createHash3("sha256");
+      const hasher = new Transform3({
+        transform(chunk, _e2, cb) {
+          h2.update(chunk);
+          cb(null, chunk);
+        }
+      });
+      await pipeline2(createReadStream4(file2), hasher, createWriteStream3(tmp, { mode: 420 }));
+      const sha = h2.digest("hex");
+      await rename2(tmp, path17.join(this.dir, sha));
+      this.logger.debug(`store: added ${file2} as ${sha}`);
+      return sha;
+    } finally {
+      await rm2(tmp, { force: true });
+    }
+  }
+  /**
+   * Path of the content with `input.sha256`: from the store when present (no network), else
+   * downloaded from the first URL that delivers exactly that content.
+   */
+  async fetch(input2, opts = {}) {
+    const sha = checkSha(input2.sha256);
+    const dest = this.path(sha);
+    const name = nameOf(input2);
+    if (await this.has(sha)) {
+      this.logger.debug(`store: ${name} present as ${sha}`);
+      return dest;
+    }
+    if (input2.urls.length === 0) {
+      throw new UserError(
+        `${name} (sha256 ${sha}) is not in the store ${this.dir} and no URL was given; import it with: lhc store add FILE`
+      );
+    }
+    const retries = opts.retries ?? 2;
+    const failures = [];
+    for (const url3 of input2.urls) {
+      for (let attempt = 0; ; attempt++) {
+        const tmp = await this.tempPath();
+        try {
+          this.logger.info(`downloading ${name} from ${url3}${attempt > 0 ? ` (retry ${attempt} of ${retries})` : ""}`);
+          const got = await download(url3, tmp, {
+            idleTimeoutMs: opts.idleTimeoutMs,
+            progressIntervalMs: opts.progressIntervalMs,
+            signal: opts.signal,
+            logger: this.logger,
+            label: name
+          });
+          if (got.sha256 !== sha) {
+            throw new DownloadError(url3, `sha256 mismatch: expected ${sha}, got ${got.sha256} (${got.bytes} bytes)`, false);
+          }
+          await rename2(tmp, dest);
+          this.logger.info(`${name}: ${formatBytes(got.bytes)}, sha256 verified`);
+          return dest;
+        } catch (e) {
+          if (!(e instanceof DownloadError)) throw e;
+          if (e.transient && attempt < retries && !opts.signal?.aborted) {
+            this.logger.warn(`${e.message}; retrying`);
+            await sleep((opts.retryDelayMs ?? 500) * 2 ** attempt);
+            continue;
+          }
+          failures.push(`  ${e.message}${attempt > 0 ? ` (after ${attempt + 1} attempts)` : ""}`);
+          break;
+        } finally {
+          await rm2(tmp, { force: true });
+        }
+      }
+    }
+    throw new UserError(
+      `could not fetch ${name} (sha256 ${sha}) from ${input2.urls.length === 1 ? "its URL" : `any of ${input2.urls.length} URLs`}; the store is unchanged:
+${failures.join("\n")}`
+    );
+  }
+  /** sha256 names of every file in the store (temp files of running downloads excluded). */
+  async list() {
+    try {
+      return (await readdir4(this.dir)).filter((f2) => SHA256_RE.test(f2)).sort();
+    } catch (e) {
+      if (e.code === "ENOENT") return [];
+      throw e;
+    }
+  }
+  /** A fresh temp name inside the store, so the final rename never crosses a file system. */
+  async tempPath() {
+    await mkdir3(this.dir, { recursive: true });
+    return path17.join(this.dir, `${TEMP_PREFIX}${process.pid}-${randomBytes(6).toString("hex")}`);
+  }
+};
+
+// src/tools/lua-make.ts
+var LUA_MYCFLAGS = "-static -Os";
+var LUA_MYLDFLAGS = "-static";
+function crossToolchain(arch2) {
+  const prefix = `${arch2 === "aarch64" ? "aarch64" : "x86_64"}-linux-gnu-`;
+  const muslDir = `/usr/lib/${arch2}-linux-musl`;
+  const debArch = arch2 === "aarch64" ? "arm64" : "amd64";
+  return {
+    arch: arch2,
+    prefix,
+    gcc: `${prefix}gcc`,
+    specs: `${muslDir}/musl-gcc.specs`,
+    libc: `${muslDir}/libc.a`,
+    strip: `${prefix}strip`,
+    packages: [`gcc-${arch2 === "aarch64" ? "aarch64" : "x86-64"}-linux-gnu`, `musl-dev:${debArch}`]
+  };
+}
+function crossMakeArgv(tc, jobs2 = 1) {
+  return [
+    "make",
+    `-j${jobs2}`,
+    "posix",
+    `CC=${tc.gcc} -specs ${tc.specs}`,
+    `MYCFLAGS=${LUA_MYCFLAGS}`,
+    `MYLDFLAGS=${LUA_MYLDFLAGS}`,
+    `AR=${tc.prefix}ar rc`,
+    `RANLIB=${tc.prefix}ranlib`
+  ];
+}
+function inRootMakeArgv(jobs2 = 1) {
+  return ["make", `-j${jobs2}`, "posix", "CC=musl-gcc", `MYCFLAGS=${LUA_MYCFLAGS}`, `MYLDFLAGS=${LUA_MYLDFLAGS}`];
+}
+var BUILDROOT_PACKAGES = ["build-essential", "musl-tools"];
+function buildrootArgv(opts) {
+  return [
+    "mmdebstrap",
+    `--arch=${opts.arch === "aarch64" ? "arm64" : "amd64"}`,
+    "--variant=minbase",
+    `--include=${[...BUILDROOT_PACKAGES].sort().join(",")}`,
+    "--quiet",
+    opts.suite,
+    opts.out,
+    ...opts.mirrors
+  ];
+}
+
+// src/stages/lua-in-root.ts
+import { createHash as createHash4, randomBytes as randomBytes2 } from "node:crypto";
+import { existsSync as existsSync3 } from "node:fs";
+import { mkdir as mkdir4, mkdtemp, readFile as readFile5, rename as rename3, rm as rm3, writeFile as writeFile4 } from "node:fs/promises";
+import os8 from "node:os";
+import path18 from "node:path";
+var BUILDROOT_SUITE = "bookworm";
+var HOST_SOURCES = "/etc/apt/sources.list.d/debian.sources";
+async function defaultMirrors() {
+  return existsSync3(HOST_SOURCES) ? [HOST_SOURCES] : [];
+}
+async function mirrorsIdentity(mirrors) {
+  return Promise.all(mirrors.map(async (m2) => existsSync3(m2) ? await readFile5(m2, "utf8") : m2));
+}
+function toolchainFromDpkgStatus(status) {
+  const wanted = /^(gcc(-\d+)?|cpp(-\d+)?|binutils(-aarch64-linux-gnu|-x86-64-linux-gnu)?|musl|musl-dev|musl-tools|libc6-dev|make)$/;
+  const found = [];
+  for (const stanza of status.split(/\n\n+/)) {
+    const pkg = /^Package: (.+)$/m.exec(stanza)?.[1];
+    const version2 = /^Version: (.+)$/m.exec(stanza)?.[1];
+    const installed = /^Status: .* installed$/m.test(stanza);
+    if (pkg && version2 && installed && wanted.test(pkg)) found.push(`${pkg}=${version2}`);
+  }
+  return found.sort().join(" ");
+}
+async function ensureBuildroot(opts) {
+  const suite = opts.suite ?? BUILDROOT_SUITE;
+  const mirrors = opts.mirrors ?? await defaultMirrors();
+  const key = createHash4("sha256").update(
+    JSON.stringify({
+      packages: [...BUILDROOT_PACKAGES].sort(),
+      suite,
+      arch: opts.arch,
+      variant: "minbase",
+      mirrors: await mirrorsIdentity(mirrors)
+    })
+  ).digest("hex");
+  const tarball = path18.join(opts.dir, `${key}.tar`);
+  const metaFile = path18.join(opts.dir, `${key}.json`);
+  if (existsSync3(tarball) && existsSync3(metaFile)) {
+    const meta3 = JSON.parse(await readFile5(metaFile, "utf8"));
+    return { key, tarball, toolchain: meta3.toolchain };
+  }
+  await mkdir4(opts.dir, { recursive: true });
+  const tmp = path18.join(opts.dir, `.tmp-${process.pid}-${randomBytes2(6).toString("hex")}.tar`);
+  try {
+    await opts.logger.group(`build root: mmdebstrap ${suite} ${opts.arch} (${BUILDROOT_PACKAGES.join(", ")})`, async () => {
+      await run(buildrootArgv({ suite, arch: opts.arch, out: tmp, mirrors }), {
+        privileged: true,
+        timeoutMs: 30 * 6e4,
+        logger: opts.logger,
+        loud: true
+      });
+    });
+    const status = await run(["tar", "-xOf", tmp, "./var/lib/dpkg/status"], { logger: opts.logger });
+    const toolchain = toolchainFromDpkgStatus(status.stdout);
+    if (!/\bgcc(-\d+)?=/.test(toolchain) || !/\bmusl-tools=/.test(toolchain)) {
+      throw new UserError(`the build root made by mmdebstrap lacks gcc or musl-tools (found: ${toolchain || "nothing"})`);
+    }
+    await writeFile4(metaFile, `${JSON.stringify({ key, suite, arch: opts.arch, packages: BUILDROOT_PACKAGES, toolchain }, null, 2)}
+`);
+    await rename3(tmp, tarball);
+    return { key, tarball, toolchain };
+  } finally {
+    await rm3(tmp, { force: true });
+  }
+}
+async function compileInRoot(srcDir, buildroot, opts) {
+  const work = await mkdtemp(path18.join(opts.workDir ?? os8.tmpdir(), "lhc-buildroot-"));
+  const root = path18.join(work, "root");
+  try {
+    await mkdir4(root);
+    await opts.logger.group("build root: extract", async () => {
+      await run(["tar", "-C", root, "--numeric-owner", "-xf", buildroot.tarball], {
+        privileged: true,
+        timeoutMs: 10 * 6e4,
+        logger: opts.logger
+      });
+    });
+    if (!existsSync3(path18.join(root, "usr"))) throw new UserError(`build root ${buildroot.tarball} has no /usr`);
+    const make = inRootMakeArgv(opts.jobs ?? 1);
+    const script = `${formatCommand(make)} && strip src/lua`;
+    await opts.logger.group(`compile Lua in the build root under QEMU: ${script}`, async () => {
+      await run(
+        nspawnArgv({
+          root,
+          command: ["/bin/sh", "-c", script],
+          binds: [{ host: srcDir, container: "/src" }],
+          workdir: "/src"
+        }),
+        { privileged: true, timeoutMs: 45 * 6e4, logger: opts.logger, signal: opts.signal, stderrLines: 30 }
+      );
+    });
+    const binary = path18.join(srcDir, "src", "lua");
+    if (!existsSync3(binary)) throw new UserError(`the in-root build finished without producing ${binary}`);
+    return binary;
+  } finally {
+    await run(["rm", "-rf", "--one-file-system", work], { privileged: true, reject: false, timeoutMs: 10 * 6e4 });
+  }
+}
+
+// src/stages/lua-source.ts
+import { existsSync as existsSync4 } from "node:fs";
+import path19 from "node:path";
+
+// node_modules/tar/dist/esm/index.min.js
+import Qr from "events";
+import I from "fs";
+import { EventEmitter as Di } from "node:events";
+import Cs from "node:stream";
+import { StringDecoder as Hr } from "node:string_decoder";
+import cr from "node:path";
+import Kt from "node:fs";
+import { dirname as Fn, parse as kn } from "path";
+import { EventEmitter as Dn } from "events";
+import zi from "assert";
+import { Buffer as Ot } from "buffer";
+import * as Ps from "zlib";
+import en from "zlib";
+import { posix as Zt } from "node:path";
+import { basename as _n } from "node:path";
+import mi from "fs";
+import X from "fs";
+import js from "path";
+import { win32 as Pn } from "node:path";
+import ar from "path";
+import Br from "node:fs";
+import co from "node:assert";
+import { randomBytes as Mr } from "node:crypto";
+import u2 from "node:fs";
+import R from "node:path";
+import pr from "fs";
+import wi from "node:fs";
+import we from "node:path";
+import k from "node:fs";
+import ro from "node:fs/promises";
+import Si from "node:path";
+import { join as xr } from "node:path";
+import v from "node:fs";
+import Pr from "node:path";
+var zr = Object.defineProperty;
+var Ur = (s3, t) => {
+  for (var e in t) zr(s3, e, { get: t[e], enumerable: true });
+};
+var Ds = typeof process == "object" && process ? process : { stdout: null, stderr: null };
+var Wr = (s3) => !!s3 && typeof s3 == "object" && (s3 instanceof A || s3 instanceof Cs || Gr(s3) || Zr(s3));
+var Gr = (s3) => !!s3 && typeof s3 == "object" && s3 instanceof Di && typeof s3.pipe == "function" && s3.pipe !== Cs.Writable.prototype.pipe;
+var Zr = (s3) => !!s3 && typeof s3 == "object" && s3 instanceof Di && typeof s3.write == "function" && typeof s3.end == "function";
+var Q = /* @__PURE__ */ Symbol("EOF");
+var J = /* @__PURE__ */ Symbol("maybeEmitEnd");
+var nt = /* @__PURE__ */ Symbol("emittedEnd");
+var De = /* @__PURE__ */ Symbol("emittingEnd");
+var qt = /* @__PURE__ */ Symbol("emittedError");
+var Ne = /* @__PURE__ */ Symbol("closed");
+var Ns = /* @__PURE__ */ Symbol("read");
+var Ae = /* @__PURE__ */ Symbol("flush");
+var As = /* @__PURE__ */ Symbol("flushChunk");
+var z2 = /* @__PURE__ */ Symbol("encoding");
+var Mt = /* @__PURE__ */ Symbol("decoder");
+var g = /* @__PURE__ */ Symbol("flowing");
+var Qt = /* @__PURE__ */ Symbol("paused");
+var Bt = /* @__PURE__ */ Symbol("resume");
+var b = /* @__PURE__ */ Symbol("buffer");
+var N = /* @__PURE__ */ Symbol("pipes");
+var _ = /* @__PURE__ */ Symbol("bufferLength");
+var bi = /* @__PURE__ */ Symbol("bufferPush");
+var Ie = /* @__PURE__ */ Symbol("bufferShift");
+var L = /* @__PURE__ */ Symbol("objectMode");
+var S = /* @__PURE__ */ Symbol("destroyed");
+var _i = /* @__PURE__ */ Symbol("error");
+var Oi = /* @__PURE__ */ Symbol("emitData");
+var Is = /* @__PURE__ */ Symbol("emitEnd");
+var Ti = /* @__PURE__ */ Symbol("emitEnd2");
+var Z = /* @__PURE__ */ Symbol("async");
+var xi = /* @__PURE__ */ Symbol("abort");
+var Ce = /* @__PURE__ */ Symbol("aborted");
+var Jt = /* @__PURE__ */ Symbol("signal");
+var Rt = /* @__PURE__ */ Symbol("dataListeners");
+var C = /* @__PURE__ */ Symbol("discarded");
+var jt = (s3) => Promise.resolve().then(s3);
+var Yr = (s3) => s3();
+var Kr = (s3) => s3 === "end" || s3 === "finish" || s3 === "prefinish";
+var Vr = (s3) => s3 instanceof ArrayBuffer || !!s3 && typeof s3 == "object" && s3.constructor && s3.constructor.name === "ArrayBuffer" && s3.byteLength >= 0;
+var $r = (s3) => !Buffer.isBuffer(s3) && ArrayBuffer.isView(s3);
+var Fe = class {
+  src;
+  dest;
+  opts;
+  ondrain;
+  constructor(t, e, i2) {
+    this.src = t, this.dest = e, this.opts = i2, this.ondrain = () => t[Bt](), this.dest.on("drain", this.ondrain);
+  }
+  unpipe() {
+    this.dest.removeListener("drain", this.ondrain);
+  }
+  proxyErrors(t) {
+  }
+  end() {
+    this.unpipe(), this.opts.end && this.dest.end();
+  }
+};
+var Li = class extends Fe {
+  unpipe() {
+    this.src.removeListener("error", this.proxyErrors), super.unpipe();
+  }
+  constructor(t, e, i2) {
+    super(t, e, i2), this.proxyErrors = (r) => this.dest.emit("error", r), t.on("error", this.proxyErrors);
+  }
+};
+var Xr = (s3) => !!s3.objectMode;
+var qr = (s3) => !s3.objectMode && !!s3.encoding && s3.encoding !== "buffer";
+var A = class extends Di {
+  [g] = false;
+  [Qt] = false;
+  [N] = [];
+  [b] = [];
+  [L];
+  [z2];
+  [Z];
+  [Mt];
+  [Q] = false;
+  [nt] = false;
+  [De] = false;
+  [Ne] = false;
+  [qt] = null;
+  [_] = 0;
+  [S] = false;
+  [Jt];
+  [Ce] = false;
+  [Rt] = 0;
+  [C] = false;
+  writable = true;
+  readable = true;
+  constructor(...t) {
+    let e = t[0] || {};
+    if (super(), e.objectMode && typeof e.encoding == "string") throw new TypeError("Encoding and objectMode may not be used together");
+    Xr(e) ? (this[L] = true, this[z2] = null) : qr(e) ? (this[z2] = e.encoding, this[L] = false) : (this[L] = false, this[z2] = null), this[Z] = !!e.async, this[Mt] = this[z2] ? new Hr(this[z2]) : null, e && e.debugExposeBuffer === true && Object.defineProperty(this, "buffer", { get: () => this[b] }), e && e.debugExposePipes === true && Object.defineProperty(this, "pipes", { get: () => this[N] });
+    let { signal: i2 } = e;
+    i2 && (this[Jt] = i2, i2.aborted ? this[xi]() : i2.addEventListener("abort", () => this[xi]()));
+  }
+  get bufferLength() {
+    return this[_];
+  }
+  get encoding() {
+    return this[z2];
+  }
+  set encoding(t) {
+    throw new Error("Encoding must be set at instantiation time");
+  }
+  setEncoding(t) {
+    throw new Error("Encoding must be set at instantiation time");
+  }
+  get objectMode() {
+    return this[L];
+  }
+  set objectMode(t) {
+    throw new Error("objectMode must be set at instantiation time");
+  }
+  get async() {
+    return this[Z];
+  }
+  set async(t) {
+    this[Z] = this[Z] || !!t;
+  }
+  [xi]() {
+    this[Ce] = true, this.emit("abort", this[Jt]?.reason), this.destroy(this[Jt]?.reason);
+  }
+  get aborted() {
+    return this[Ce];
+  }
+  set aborted(t) {
+  }
+  write(t, e, i2) {
+    if (this[Ce]) return false;
+    if (this[Q]) throw new Error("write after end");
+    if (this[S]) return this.emit("error", Object.assign(new Error("Cannot call write after a stream was destroyed"), { code: "ERR_STREAM_DESTROYED" })), true;
+    typeof e == "function" && (i2 = e, e = "utf8"), e || (e = "utf8");
+    let r = this[Z] ? jt : Yr;
+    if (!this[L] && !Buffer.isBuffer(t)) {
+      if ($r(t)) t = Buffer.from(t.buffer, t.byteOffset, t.byteLength);
+      else if (Vr(t)) t = Buffer.from(t);
+      else if (typeof t != "string") throw new Error("Non-contiguous data written to non-objectMode stream");
+    }
+    return this[L] ? (this[g] && this[_] !== 0 && this[Ae](true), this[g] ? this.emit("data", t) : this[bi](t), this[_] !== 0 && this.emit("readable"), i2 && r(i2), this[g]) : t.length ? (typeof t == "string" && !(e === this[z2] && !this[Mt]?.lastNeed) && (t = Buffer.from(t, e)), Buffer.isBuffer(t) && this[z2] && (t = this[Mt].write(t)), this[g] && this[_] !== 0 && this[Ae](true), this[g] ? this.emit("data", t) : this[bi](t), this[_] !== 0 && this.emit("readable"), i2 && r(i2), this[g]) : (this[_] !== 0 && this.emit("readable"), i2 && r(i2), this[g]);
+  }
+  read(t) {
+    if (this[S]) return null;
+    if (this[C] = false, this[_] === 0 || t === 0 || t && t > this[_]) return this[J](), null;
+    this[L] && (t = null), this[b].length > 1 && !this[L] && (this[b] = [this[z2] ? this[b].join("") : Buffer.concat(this[b], this[_])]);
+    let e = this[Ns](t || null, this[b][0]);
+    return this[J](), e;
+  }
+  [Ns](t, e) {
+    if (this[L]) this[Ie]();
+    else {
+      let i2 = e;
+      t === i2.length || t === null ? this[Ie]() : typeof i2 == "string" ? (this[b][0] = i2.slice(t), e = i2.slice(0, t), this[_] -= t) : (this[b][0] = i2.subarray(t), e = i2.subarray(0, t), this[_] -= t);
+    }
+    return this.emit("data", e), !this[b].length && !this[Q] && this.emit("drain"), e;
+  }
+  end(t, e, i2) {
+    return typeof t == "function" && (i2 = t, t = void 0), typeof e == "function" && (i2 = e, e = "utf8"), t !== void 0 && this.write(t, e), i2 && this.once("end", i2), this[Q] = true, this.writable = false, (this[g] || !this[Qt]) && this[J](), this;
+  }
+  [Bt]() {
+    this[S] || (!this[Rt] && !this[N].length && (this[C] = true), this[Qt] = false, this[g] = true, this.emit("resume"), this[b].length ? this[Ae]() : this[Q] ? this[J]() : this.emit("drain"));
+  }
+  resume() {
+    return this[Bt]();
+  }
+  pause() {
+    this[g] = false, this[Qt] = true, this[C] = false;
+  }
+  get destroyed() {
+    return this[S];
+  }
+  get flowing() {
+    return this[g];
+  }
+  get paused() {
+    return this[Qt];
+  }
+  [bi](t) {
+    this[L] ? this[_] += 1 : this[_] += t.length, this[b].push(t);
+  }
+  [Ie]() {
+    return this[L] ? this[_] -= 1 : this[_] -= this[b][0].length, this[b].shift();
+  }
+  [Ae](t = false) {
+    do
+      ;
+    while (this[As](this[Ie]()) && this[b].length);
+    !t && !this[b].length && !this[Q] && this.emit("drain");
+  }
+  [As](t) {
+    return this.emit("data", t), this[g];
+  }
+  pipe(t, e) {
+    if (this[S]) return t;
+    this[C] = false;
+    let i2 = this[nt];
+    return e = e || {}, t === Ds.stdout || t === Ds.stderr ? e.end = false : e.end = e.end !== false, e.proxyErrors = !!e.proxyErrors, i2 ? e.end && t.end() : (this[N].push(e.proxyErrors ? new Li(this, t, e) : new Fe(this, t, e)), this[Z] ? jt(() => this[Bt]()) : this[Bt]()), t;
+  }
+  unpipe(t) {
+    let e = this[N].find((i2) => i2.dest === t);
+    e && (this[N].length === 1 ? (this[g] && this[Rt] === 0 && (this[g] = false), this[N] = []) : this[N].splice(this[N].indexOf(e), 1), e.unpipe());
+  }
+  addListener(t, e) {
+    return this.on(t, e);
+  }
+  on(t, e) {
+    let i2 = super.on(t, e);
+    if (t === "data") this[C] = false, this[Rt]++, !this[N].length && !this[g] && this[Bt]();
+    else if (t === "readable" && this[_] !== 0) super.emit("readable");
+    else if (Kr(t) && this[nt]) super.emit(t), this.removeAllListeners(t);
+    else if (t === "error" && this[qt]) {
+      let r = e;
+      this[Z] ? jt(() => r.call(this, this[qt])) : r.call(this, this[qt]);
+    }
+    return i2;
+  }
+  removeListener(t, e) {
+    return this.off(t, e);
+  }
+  off(t, e) {
+    let i2 = super.off(t, e);
+    return t === "data" && (this[Rt] = this.listeners("data").length, this[Rt] === 0 && !this[C] && !this[N].length && (this[g] = false)), i2;
+  }
+  removeAllListeners(t) {
+    let e = super.removeAllListeners(t);
+    return (t === "data" || t === void 0) && (this[Rt] = 0, !this[C] && !this[N].length && (this[g] = false)), e;
+  }
+  get emittedEnd() {
+    return this[nt];
+  }
+  [J]() {
+    !this[De] && !this[nt] && !this[S] && this[b].length === 0 && this[Q] && (this[De] = true, this.emit("end"), this.emit("prefinish"), this.emit("finish"), this[Ne] && this.emit("close"), this[De] = false);
+  }
+  emit(t, ...e) {
+    let i2 = e[0];
+    if (t !== "error" && t !== "close" && t !== S && this[S]) return false;
+    if (t === "data") return !this[L] && !i2 ? false : this[Z] ? (jt(() => this[Oi](i2)), true) : this[Oi](i2);
+    if (t === "end") return this[Is]();
+    if (t === "close") {
+      if (this[Ne] = true, !this[nt] && !this[S]) return false;
+      let n2 = super.emit("close");
+      return this.removeAllListeners("close"), n2;
+    } else if (t === "error") {
+      this[qt] = i2, super.emit(_i, i2);
+      let n2 = !this[Jt] || this.listeners("error").length ? super.emit("error", i2) : false;
+      return this[J](), n2;
+    } else if (t === "resume") {
+      let n2 = super.emit("resume");
+      return this[J](), n2;
+    } else if (t === "finish" || t === "prefinish") {
+      let n2 = super.emit(t);
+      return this.removeAllListeners(t), n2;
+    }
+    let r = super.emit(t, ...e);
+    return this[J](), r;
+  }
+  [Oi](t) {
+    for (let i2 of this[N]) i2.dest.write(t) === false && this.pause();
+    let e = this[C] ? false : super.emit("data", t);
+    return this[J](), e;
+  }
+  [Is]() {
+    return this[nt] ? false : (this[nt] = true, this.readable = false, this[Z] ? (jt(() => this[Ti]()), true) : this[Ti]());
+  }
+  [Ti]() {
+    if (this[Mt]) {
+      let e = this[Mt].end();
+      if (e) {
+        for (let i2 of this[N]) i2.dest.write(e);
+        this[C] || super.emit("data", e);
+      }
+    }
+    for (let e of this[N]) e.end();
+    let t = super.emit("end");
+    return this.removeAllListeners("end"), t;
+  }
+  async collect() {
+    let t = Object.assign([], { dataLength: 0 });
+    this[L] || (t.dataLength = 0);
+    let e = this.promise();
+    return this.on("data", (i2) => {
+      t.push(i2), this[L] || (t.dataLength += i2.length);
+    }), await e, t;
+  }
+  async concat() {
+    if (this[L]) throw new Error("cannot concat in objectMode");
+    let t = await this.collect();
+    return this[z2] ? t.join("") : Buffer.concat(t, t.dataLength);
+  }
+  async promise() {
+    return new Promise((t, e) => {
+      this.on(S, () => e(new Error("stream destroyed"))), this.on("error", (i2) => e(i2)), this.on("end", () => t());
+    });
+  }
+  [Symbol.asyncIterator]() {
+    this[C] = false;
+    let t = false, e = async () => (this.pause(), t = true, { value: void 0, done: true });
+    return { next: () => {
+      if (t) return e();
+      let r = this.read();
+      if (r !== null) return Promise.resolve({ done: false, value: r });
+      if (this[Q]) return e();
+      let n2, o2, h2 = (d) => {
+        this.off("data", a2), this.off("end", l), this.off(S, c3), e(), o2(d);
+      }, a2 = (d) => {
+        this.off("error", h2), this.off("end", l), this.off(S, c3), this.pause(), n2({ value: d, done: !!this[Q] });
+      }, l = () => {
+        this.off("error", h2), this.off("data", a2), this.off(S, c3), e(), n2({ done: true, value: void 0 });
+      }, c3 = () => h2(new Error("stream destroyed"));
+      return new Promise((d, y) => {
+        o2 = y, n2 = d, this.once(S, c3), this.once("error", h2), this.once("end", l), this.once("data", a2);
+      });
+    }, throw: e, return: e, [Symbol.asyncIterator]() {
+      return this;
+    }, [Symbol.asyncDispose]: async () => {
+    } };
+  }
+  [Symbol.iterator]() {
+    this[C] = false;
+    let t = false, e = () => (this.pause(), this.off(_i, e), this.off(S, e), this.off("end", e), t = true, { done: true, value: void 0 }), i2 = () => {
+      if (t) return e();
+      let r = this.read();
+      return r === null ? e() : { done: false, value: r };
+    };
+    return this.once("end", e), this.once(_i, e), this.once(S, e), { next: i2, throw: e, return: e, [Symbol.iterator]() {
+      return this;
+    }, [Symbol.dispose]: () => {
+    } };
+  }
+  destroy(t) {
+    if (this[S]) return t ? this.emit("error", t) : this.emit(S), this;
+    this[S] = true, this[C] = true, this[b].length = 0, this[_] = 0;
+    let e = this;
+    return typeof e.close == "function" && !this[Ne] && e.close(), t ? this.emit("error", t) : this.emit(S), this;
+  }
+  static get isStream() {
+    return Wr;
+  }
+};
+var Jr = I.writev;
+var ht = /* @__PURE__ */ Symbol("_autoClose");
+var H = /* @__PURE__ */ Symbol("_close");
+var te = /* @__PURE__ */ Symbol("_ended");
+var m = /* @__PURE__ */ Symbol("_fd");
+var Ni = /* @__PURE__ */ Symbol("_finished");
+var tt = /* @__PURE__ */ Symbol("_flags");
+var Ai = /* @__PURE__ */ Symbol("_flush");
+var ki = /* @__PURE__ */ Symbol("_handleChunk");
+var vi = /* @__PURE__ */ Symbol("_makeBuf");
+var ie = /* @__PURE__ */ Symbol("_mode");
+var ke = /* @__PURE__ */ Symbol("_needDrain");
+var Ut = /* @__PURE__ */ Symbol("_onerror");
+var Ht = /* @__PURE__ */ Symbol("_onopen");
+var Ii = /* @__PURE__ */ Symbol("_onread");
+var Pt = /* @__PURE__ */ Symbol("_onwrite");
+var at = /* @__PURE__ */ Symbol("_open");
+var U = /* @__PURE__ */ Symbol("_path");
+var ot = /* @__PURE__ */ Symbol("_pos");
+var Y = /* @__PURE__ */ Symbol("_queue");
+var zt = /* @__PURE__ */ Symbol("_read");
+var Ci = /* @__PURE__ */ Symbol("_readSize");
+var j = /* @__PURE__ */ Symbol("_reading");
+var ee = /* @__PURE__ */ Symbol("_remain");
+var Fi = /* @__PURE__ */ Symbol("_size");
+var ve = /* @__PURE__ */ Symbol("_write");
+var gt = /* @__PURE__ */ Symbol("_writing");
+var Me = /* @__PURE__ */ Symbol("_defaultFlag");
+var bt = /* @__PURE__ */ Symbol("_errored");
+var _t = class extends A {
+  [bt] = false;
+  [m];
+  [U];
+  [Ci];
+  [j] = false;
+  [Fi];
+  [ee];
+  [ht];
+  constructor(t, e) {
+    if (e = e || {}, super(e), this.readable = true, this.writable = false, typeof t != "string") throw new TypeError("path must be a string");
+    this[bt] = false, this[m] = typeof e.fd == "number" ? e.fd : void 0, this[U] = t, this[Ci] = e.readSize || 16 * 1024 * 1024, this[j] = false, this[Fi] = typeof e.size == "number" ? e.size : 1 / 0, this[ee] = this[Fi], this[ht] = typeof e.autoClose == "boolean" ? e.autoClose : true, typeof this[m] == "number" ? this[zt]() : this[at]();
+  }
+  get fd() {
+    return this[m];
+  }
+  get path() {
+    return this[U];
+  }
+  write() {
+    throw new TypeError("this is a readable stream");
+  }
+  end() {
+    throw new TypeError("this is a readable stream");
+  }
+  [at]() {
+    I.open(this[U], "r", (t, e) => this[Ht](t, e));
+  }
+  [Ht](t, e) {
+    t ? this[Ut](t) : (this[m] = e, this.emit("open", e), this[zt]());
+  }
+  [vi]() {
+    return Buffer.allocUnsafe(Math.min(this[Ci], this[ee]));
+  }
+  [zt]() {
+    if (!this[j]) {
+      this[j] = true;
+      let t = this[vi]();
+      if (t.length === 0) return process.nextTick(() => this[Ii](null, 0, t));
+      I.read(this[m], t, 0, t.length, null, (e, i2, r) => this[Ii](e, i2, r));
+    }
+  }
+  [Ii](t, e, i2) {
+    this[j] = false, t ? this[Ut](t) : this[ki](e, i2) && this[zt]();
+  }
+  [H]() {
+    if (this[ht] && typeof this[m] == "number") {
+      let t = this[m];
+      this[m] = void 0, I.close(t, (e) => e ? this.emit("error", e) : this.emit("close"));
+    }
+  }
+  [Ut](t) {
+    this[j] = true, this[H](), this.emit("error", t);
+  }
+  [ki](t, e) {
+    let i2 = false;
+    return this[ee] -= t, t > 0 && (i2 = super.write(t < e.length ? e.subarray(0, t) : e)), (t === 0 || this[ee] <= 0) && (i2 = false, this[H](), super.end()), i2;
+  }
+  emit(t, ...e) {
+    switch (t) {
+      case "prefinish":
+      case "finish":
+        return false;
+      case "drain":
+        return typeof this[m] == "number" && this[zt](), false;
+      case "error":
+        return this[bt] ? false : (this[bt] = true, super.emit(t, ...e));
+      default:
+        return super.emit(t, ...e);
+    }
+  }
+};
+var Be = class extends _t {
+  [at]() {
+    let t = true;
+    try {
+      this[Ht](null, I.openSync(this[U], "r")), t = false;
+    } finally {
+      t && this[H]();
+    }
+  }
+  [zt]() {
+    let t = true;
+    try {
+      if (!this[j]) {
+        this[j] = true;
+        do {
+          let e = this[vi](), i2 = e.length === 0 ? 0 : I.readSync(this[m], e, 0, e.length, null);
+          if (!this[ki](i2, e)) break;
+        } while (true);
+        this[j] = false;
+      }
+      t = false;
+    } finally {
+      t && this[H]();
+    }
+  }
+  [H]() {
+    if (this[ht] && typeof this[m] == "number") {
+      let t = this[m];
+      this[m] = void 0, I.closeSync(t), this.emit("close");
+    }
+  }
+};
+var et = class extends Qr {
+  readable = false;
+  writable = true;
+  [bt] = false;
+  [gt] = false;
+  [te] = false;
+  [Y] = [];
+  [ke] = false;
+  [U];
+  [ie];
+  [ht];
+  [m];
+  [Me];
+  [tt];
+  [Ni] = false;
+  [ot];
+  constructor(t, e) {
+    e = e || {}, super(e), this[U] = t, this[m] = typeof e.fd == "number" ? e.fd : void 0, this[ie] = e.mode === void 0 ? 438 : e.mode, this[ot] = typeof e.start == "number" ? e.start : void 0, this[ht] = typeof e.autoClose == "boolean" ? e.autoClose : true;
+    let i2 = this[ot] !== void 0 ? "r+" : "w";
+    this[Me] = e.flags === void 0, this[tt] = e.flags === void 0 ? i2 : e.flags, this[m] === void 0 && this[at]();
+  }
+  emit(t, ...e) {
+    if (t === "error") {
+      if (this[bt]) return false;
+      this[bt] = true;
+    }
+    return super.emit(t, ...e);
+  }
+  get fd() {
+    return this[m];
+  }
+  get path() {
+    return this[U];
+  }
+  [Ut](t) {
+    this[H](), this[gt] = true, this.emit("error", t);
+  }
+  [at]() {
+    I.open(this[U], this[tt], this[ie], (t, e) => this[Ht](t, e));
+  }
+  [Ht](t, e) {
+    this[Me] && this[tt] === "r+" && t && t.code === "ENOENT" ? (this[tt] = "w", this[at]()) : t ? this[Ut](t) : (this[m] = e, this.emit("open", e), this[gt] || this[Ai]());
+  }
+  end(t, e) {
+    return t && this.write(t, e), this[te] = true, !this[gt] && !this[Y].length && typeof this[m] == "number" && this[Pt](null, 0), this;
+  }
+  write(t, e) {
+    return typeof t == "string" && (t = Buffer.from(t, e)), this[te] ? (this.emit("error", new Error("write() after end()")), false) : this[m] === void 0 || this[gt] || this[Y].length ? (this[Y].push(t), this[ke] = true, false) : (this[gt] = true, this[ve](t), true);
+  }
+  [ve](t) {
+    I.write(this[m], t, 0, t.length, this[ot], (e, i2) => this[Pt](e, i2));
+  }
+  [Pt](t, e) {
+    t ? this[Ut](t) : (this[ot] !== void 0 && typeof e == "number" && (this[ot] += e), this[Y].length ? this[Ai]() : (this[gt] = false, this[te] && !this[Ni] ? (this[Ni] = true, this[H](), this.emit("finish")) : this[ke] && (this[ke] = false, this.emit("drain"))));
+  }
+  [Ai]() {
+    if (this[Y].length === 0) this[te] && this[Pt](null, 0);
+    else if (this[Y].length === 1) this[ve](this[Y].pop());
+    else {
+      let t = this[Y];
+      this[Y] = [], Jr(this[m], t, this[ot], (e, i2) => this[Pt](e, i2));
+    }
+  }
+  [H]() {
+    if (this[ht] && typeof this[m] == "number") {
+      let t = this[m];
+      this[m] = void 0, I.close(t, (e) => e ? this.emit("error", e) : this.emit("close"));
+    }
+  }
+};
+var Wt = class extends et {
+  [at]() {
+    let t;
+    if (this[Me] && this[tt] === "r+") try {
+      t = I.openSync(this[U], this[tt], this[ie]);
+    } catch (e) {
+      if (e?.code === "ENOENT") return this[tt] = "w", this[at]();
+      throw e;
+    }
+    else t = I.openSync(this[U], this[tt], this[ie]);
+    this[Ht](null, t);
+  }
+  [H]() {
+    if (this[ht] && typeof this[m] == "number") {
+      let t = this[m];
+      this[m] = void 0, I.closeSync(t), this.emit("close");
+    }
+  }
+  [ve](t) {
+    let e = true;
+    try {
+      this[Pt](null, I.writeSync(this[m], t, 0, t.length, this[ot])), e = false;
+    } finally {
+      if (e) try {
+        this[H]();
+      } catch {
+      }
+    }
+  }
+};
+var jr = /* @__PURE__ */ new Map([["C", "cwd"], ["f", "file"], ["z", "gzip"], ["P", "preservePaths"], ["U", "unlink"], ["strip-components", "strip"], ["stripComponents", "strip"], ["keep-newer", "newer"], ["keepNewer", "newer"], ["keep-newer-files", "newer"], ["keepNewerFiles", "newer"], ["k", "keep"], ["keep-existing", "keep"], ["keepExisting", "keep"], ["m", "noMtime"], ["no-mtime", "noMtime"], ["p", "preserveOwner"], ["L", "follow"], ["h", "follow"], ["onentry", "onReadEntry"]]);
+var Fs = (s3) => !!s3.sync && !!s3.file;
+var ks = (s3) => !s3.sync && !!s3.file;
+var vs = (s3) => !!s3.sync && !s3.file;
+var Ms = (s3) => !s3.sync && !s3.file;
+var Bs = (s3) => !!s3.file;
+var tn = (s3) => {
+  let t = jr.get(s3);
+  return t || s3;
+};
+var se = (s3 = {}) => {
+  if (!s3) return {};
+  let t = {};
+  for (let [e, i2] of Object.entries(s3)) {
+    let r = tn(e);
+    t[r] = i2;
+  }
+  return t.chmod === void 0 && t.noChmod === false && (t.chmod = true), delete t.noChmod, t;
+};
+var K = (s3, t, e, i2, r) => Object.assign((n2 = [], o2, h2) => {
+  Array.isArray(n2) && (o2 = n2, n2 = {}), typeof o2 == "function" && (h2 = o2, o2 = void 0), o2 = o2 ? Array.from(o2) : [];
+  let a2 = se(n2);
+  if (r?.(a2, o2), Fs(a2)) {
+    if (typeof h2 == "function") throw new TypeError("callback not supported for sync tar functions");
+    return s3(a2, o2);
+  } else if (ks(a2)) {
+    let l = t(a2, o2);
+    return h2 ? l.then(() => h2(), h2) : l;
+  } else if (vs(a2)) {
+    if (typeof h2 == "function") throw new TypeError("callback not supported for sync tar functions");
+    return e(a2, o2);
+  } else if (Ms(a2)) {
+    if (typeof h2 == "function") throw new TypeError("callback only supported with file option");
+    return i2(a2, o2);
+  }
+  throw new Error("impossible options??");
+}, { syncFile: s3, asyncFile: t, syncNoFile: e, asyncNoFile: i2, validate: r });
+var sn = en.constants || { ZLIB_VERNUM: 4736 };
+var M = Object.freeze(Object.assign(/* @__PURE__ */ Object.create(null), { Z_NO_FLUSH: 0, Z_PARTIAL_FLUSH: 1, Z_SYNC_FLUSH: 2, Z_FULL_FLUSH: 3, Z_FINISH: 4, Z_BLOCK: 5, Z_OK: 0, Z_STREAM_END: 1, Z_NEED_DICT: 2, Z_ERRNO: -1, Z_STREAM_ERROR: -2, Z_DATA_ERROR: -3, Z_MEM_ERROR: -4, Z_BUF_ERROR: -5, Z_VERSION_ERROR: -6, Z_NO_COMPRESSION: 0, Z_BEST_SPEED: 1, Z_BEST_COMPRESSION: 9, Z_DEFAULT_COMPRESSION: -1, Z_FILTERED: 1, Z_HUFFMAN_ONLY: 2, Z_RLE: 3, Z_FIXED: 4, Z_DEFAULT_STRATEGY: 0, DEFLATE: 1, INFLATE: 2, GZIP: 3, GUNZIP: 4, DEFLATERAW: 5, INFLATERAW: 6, UNZIP: 7, BROTLI_DECODE: 8, BROTLI_ENCODE: 9, Z_MIN_WINDOWBITS: 8, Z_MAX_WINDOWBITS: 15, Z_DEFAULT_WINDOWBITS: 15, Z_MIN_CHUNK: 64, Z_MAX_CHUNK: 1 / 0, Z_DEFAULT_CHUNK: 16384, Z_MIN_MEMLEVEL: 1, Z_MAX_MEMLEVEL: 9, Z_DEFAULT_MEMLEVEL: 8, Z_MIN_LEVEL: -1, Z_MAX_LEVEL: 9, Z_DEFAULT_LEVEL: -1, BROTLI_OPERATION_PROCESS: 0, BROTLI_OPERATION_FLUSH: 1, BROTLI_OPERATION_FINISH: 2, BROTLI_OPERATION_EMIT_METADATA: 3, BROTLI_MODE_GENERIC: 0, BROTLI_MODE_TEXT: 1, BROTLI_MODE_FONT: 2, BROTLI_DEFAULT_MODE: 0, BROTLI_MIN_QUALITY: 0, BROTLI_MAX_QUALITY: 11, BROTLI_DEFAULT_QUALITY: 11, BROTLI_MIN_WINDOW_BITS: 10, BROTLI_MAX_WINDOW_BITS: 24, BROTLI_LARGE_MAX_WINDOW_BITS: 30, BROTLI_DEFAULT_WINDOW: 22, BROTLI_MIN_INPUT_BLOCK_BITS: 16, BROTLI_MAX_INPUT_BLOCK_BITS: 24, BROTLI_PARAM_MODE: 0, BROTLI_PARAM_QUALITY: 1, BROTLI_PARAM_LGWIN: 2, BROTLI_PARAM_LGBLOCK: 3, BROTLI_PARAM_DISABLE_LITERAL_CONTEXT_MODELING: 4, BROTLI_PARAM_SIZE_HINT: 5, BROTLI_PARAM_LARGE_WINDOW: 6, BROTLI_PARAM_NPOSTFIX: 7, BROTLI_PARAM_NDIRECT: 8, BROTLI_DECODER_RESULT_ERROR: 0, BROTLI_DECODER_RESULT_SUCCESS: 1, BROTLI_DECODER_RESULT_NEEDS_MORE_INPUT: 2, BROTLI_DECODER_RESULT_NEEDS_MORE_OUTPUT: 3, BROTLI_DECODER_PARAM_DISABLE_RING_BUFFER_REALLOCATION: 0, BROTLI_DECODER_PARAM_LARGE_WINDOW: 1, BROTLI_DECODER_NO_ERROR: 0, BROTLI_DECODER_SUCCESS: 1, BROTLI_DECODER_NEEDS_MORE_INPUT: 2, BROTLI_DECODER_NEEDS_MORE_OUTPUT: 3, BROTLI_DECODER_ERROR_FORMAT_EXUBERANT_NIBBLE: -1, BROTLI_DECODER_ERROR_FORMAT_RESERVED: -2, BROTLI_DECODER_ERROR_FORMAT_EXUBERANT_META_NIBBLE: -3, BROTLI_DECODER_ERROR_FORMAT_SIMPLE_HUFFMAN_ALPHABET: -4, BROTLI_DECODER_ERROR_FORMAT_SIMPLE_HUFFMAN_SAME: -5, BROTLI_DECODER_ERROR_FORMAT_CL_SPACE: -6, BROTLI_DECODER_ERROR_FORMAT_HUFFMAN_SPACE: -7, BROTLI_DECODER_ERROR_FORMAT_CONTEXT_MAP_REPEAT: -8, BROTLI_DECODER_ERROR_FORMAT_BLOCK_LENGTH_1: -9, BROTLI_DECODER_ERROR_FORMAT_BLOCK_LENGTH_2: -10, BROTLI_DECODER_ERROR_FORMAT_TRANSFORM: -11, BROTLI_DECODER_ERROR_FORMAT_DICTIONARY: -12, BROTLI_DECODER_ERROR_FORMAT_WINDOW_BITS: -13, BROTLI_DECODER_ERROR_FORMAT_PADDING_1: -14, BROTLI_DECODER_ERROR_FORMAT_PADDING_2: -15, BROTLI_DECODER_ERROR_FORMAT_DISTANCE: -16, BROTLI_DECODER_ERROR_DICTIONARY_NOT_SET: -19, BROTLI_DECODER_ERROR_INVALID_ARGUMENTS: -20, BROTLI_DECODER_ERROR_ALLOC_CONTEXT_MODES: -21, BROTLI_DECODER_ERROR_ALLOC_TREE_GROUPS: -22, BROTLI_DECODER_ERROR_ALLOC_CONTEXT_MAP: -25, BROTLI_DECODER_ERROR_ALLOC_RING_BUFFER_1: -26, BROTLI_DECODER_ERROR_ALLOC_RING_BUFFER_2: -27, BROTLI_DECODER_ERROR_ALLOC_BLOCK_TYPE_TREES: -30, BROTLI_DECODER_ERROR_UNREACHABLE: -31 }, sn));
+var rn = Ot.concat;
+var zs = Object.getOwnPropertyDescriptor(Ot, "concat");
+var nn = (s3) => s3;
+var Bi = zs?.writable === true || zs?.set !== void 0 ? (s3) => {
+  Ot.concat = s3 ? nn : rn;
+} : (s3) => {
+};
+var Tt = /* @__PURE__ */ Symbol("_superWrite");
+var Gt = class extends Error {
+  code;
+  errno;
+  constructor(t, e) {
+    super("zlib: " + t.message, { cause: t }), this.code = t.code, this.errno = t.errno, this.code || (this.code = "ZLIB_ERROR"), this.message = "zlib: " + t.message, Error.captureStackTrace(this, e ?? this.constructor);
+  }
+  get name() {
+    return "ZlibError";
+  }
+};
+var Pi = /* @__PURE__ */ Symbol("flushFlag");
+var re = class extends A {
+  #t = false;
+  #i = false;
+  #s;
+  #n;
+  #r;
+  #e;
+  #o;
+  get sawError() {
+    return this.#t;
+  }
+  get handle() {
+    return this.#e;
+  }
+  get flushFlag() {
+    return this.#s;
+  }
+  constructor(t, e) {
+    if (!t || typeof t != "object") throw new TypeError("invalid options for ZlibBase constructor");
+    if (super(t), this.#s = t.flush ?? 0, this.#n = t.finishFlush ?? 0, this.#r = t.fullFlushFlag ?? 0, typeof Ps[e] != "function") throw new TypeError("Compression method not supported: " + e);
+    try {
+      this.#e = new Ps[e](t);
+    } catch (i2) {
+      throw new Gt(i2, this.constructor);
+    }
+    this.#o = (i2) => {
+      this.#t || (this.#t = true, this.close(), this.emit("error", i2));
+    }, this.#e?.on("error", (i2) => this.#o(new Gt(i2))), this.once("end", () => this.close);
+  }
+  close() {
+    this.#e && (this.#e.close(), this.#e = void 0, this.emit("close"));
+  }
+  reset() {
+    if (!this.#t) return zi(this.#e, "zlib binding closed"), this.#e.reset?.();
+  }
+  flush(t) {
+    this.ended || (typeof t != "number" && (t = this.#r), this.write(Object.assign(Ot.alloc(0), { [Pi]: t })));
+  }
+  end(t, e, i2) {
+    return typeof t == "function" && (i2 = t, e = void 0, t = void 0), typeof e == "function" && (i2 = e, e = void 0), t && (e ? this.write(t, e) : this.write(t)), this.flush(this.#n), this.#i = true, super.end(i2);
+  }
+  get ended() {
+    return this.#i;
+  }
+  [Tt](t) {
+    return super.write(t);
+  }
+  write(t, e, i2) {
+    if (typeof e == "function" && (i2 = e, e = "utf8"), typeof t == "string" && (t = Ot.from(t, e)), this.#t) return;
+    zi(this.#e, "zlib binding closed");
+    let r = this.#e._handle, n2 = r.close;
+    r.close = () => {
+    };
+    let o2 = this.#e.close;
+    this.#e.close = () => {
+    }, Bi(true);
+    let h2;
+    try {
+      let l = typeof t[Pi] == "number" ? t[Pi] : this.#s;
+      h2 = this.#e._processChunk(t, l), Bi(false);
+    } catch (l) {
+      Bi(false), this.#o(new Gt(l, this.write));
+    } finally {
+      this.#e && (this.#e._handle = r, r.close = n2, this.#e.close = o2, this.#e.removeAllListeners("error"));
+    }
+    this.#e && this.#e.on("error", (l) => this.#o(new Gt(l, this.write)));
+    let a2;
+    if (h2) if (Array.isArray(h2) && h2.length > 0) {
+      let l = h2[0];
+      a2 = this[Tt](Ot.from(l));
+      for (let c3 = 1; c3 < h2.length; c3++) a2 = this[Tt](h2[c3]);
+    } else a2 = this[Tt](Ot.from(h2));
+    return i2 && i2(), a2;
+  }
+};
+var Pe = class extends re {
+  #t;
+  #i;
+  constructor(t, e) {
+    t = t || {}, t.flush = t.flush || M.Z_NO_FLUSH, t.finishFlush = t.finishFlush || M.Z_FINISH, t.fullFlushFlag = M.Z_FULL_FLUSH, super(t, e), this.#t = t.level, this.#i = t.strategy;
+  }
+  params(t, e) {
+    if (!this.sawError) {
+      if (!this.handle) throw new Error("cannot switch params when binding is closed");
+      if (!this.handle.params) throw new Error("not supported in this implementation");
+      if (this.#t !== t || this.#i !== e) {
+        this.flush(M.Z_SYNC_FLUSH), zi(this.handle, "zlib binding closed");
+        let i2 = this.handle.flush;
+        this.handle.flush = (r, n2) => {
+          typeof r == "function" && (n2 = r, r = this.flushFlag), this.flush(r), n2?.();
+        };
+        try {
+          this.handle.params(t, e);
+        } finally {
+          this.handle.flush = i2;
+        }
+        this.handle && (this.#t = t, this.#i = e);
+      }
+    }
+  }
+};
+var ze = class extends Pe {
+  #t;
+  constructor(t) {
+    super(t, "Gzip"), this.#t = t && !!t.portable;
+  }
+  [Tt](t) {
+    return this.#t ? (this.#t = false, t[9] = 255, super[Tt](t)) : super[Tt](t);
+  }
+};
+var Ue = class extends Pe {
+  constructor(t) {
+    super(t, "Unzip");
+  }
+};
+var He = class extends re {
+  constructor(t, e) {
+    t = t || {}, t.flush = t.flush || M.BROTLI_OPERATION_PROCESS, t.finishFlush = t.finishFlush || M.BROTLI_OPERATION_FINISH, t.fullFlushFlag = M.BROTLI_OPERATION_FLUSH, super(t, e);
+  }
+};
+var We = class extends He {
+  constructor(t) {
+    super(t, "BrotliCompress");
+  }
+};
+var Ge = class extends He {
+  constructor(t) {
+    super(t, "BrotliDecompress");
+  }
+};
+var Ze = class extends re {
+  constructor(t, e) {
+    t = t || {}, t.flush = t.flush || M.ZSTD_e_continue, t.finishFlush = t.finishFlush || M.ZSTD_e_end, t.fullFlushFlag = M.ZSTD_e_flush, super(t, e);
+  }
+};
+var Ye = class extends Ze {
+  constructor(t) {
+    super(t, "ZstdCompress");
+  }
+};
+var Ke = class extends Ze {
+  constructor(t) {
+    super(t, "ZstdDecompress");
+  }
+};
+var Us = (s3, t) => {
+  if (Number.isSafeInteger(s3)) s3 < 0 ? an(s3, t) : hn(s3, t);
+  else throw Error("cannot encode number outside of javascript safe integer range");
+  return t;
+};
+var hn = (s3, t) => {
+  t[0] = 128;
+  for (var e = t.length; e > 1; e--) t[e - 1] = s3 & 255, s3 = Math.floor(s3 / 256);
+};
+var an = (s3, t) => {
+  t[0] = 255;
+  var e = false;
+  s3 = s3 * -1;
+  for (var i2 = t.length; i2 > 1; i2--) {
+    var r = s3 & 255;
+    s3 = Math.floor(s3 / 256), e ? t[i2 - 1] = Ws(r) : r === 0 ? t[i2 - 1] = 0 : (e = true, t[i2 - 1] = Gs(r));
+  }
+};
+var Hs = (s3) => {
+  let t = s3[0], e = t === 128 ? cn(s3.subarray(1, s3.length)) : t === 255 ? ln(s3) : null;
+  if (e === null) throw Error("invalid base256 encoding");
+  if (!Number.isSafeInteger(e)) throw Error("parsed number outside of javascript safe integer range");
+  return e;
+};
+var ln = (s3) => {
+  for (var t = s3.length, e = 0, i2 = false, r = t - 1; r > -1; r--) {
+    var n2 = Number(s3[r]), o2;
+    i2 ? o2 = Ws(n2) : n2 === 0 ? o2 = n2 : (i2 = true, o2 = Gs(n2)), o2 !== 0 && (e -= o2 * Math.pow(256, t - r - 1));
+  }
+  return e;
+};
+var cn = (s3) => {
+  for (var t = s3.length, e = 0, i2 = t - 1; i2 > -1; i2--) {
+    var r = Number(s3[i2]);
+    r !== 0 && (e += r * Math.pow(256, t - i2 - 1));
+  }
+  return e;
+};
+var Ws = (s3) => (255 ^ s3) & 255;
+var Gs = (s3) => (255 ^ s3) + 1 & 255;
+var Hi = {};
+Ur(Hi, { code: () => Ve, isCode: () => ne, isName: () => dn, name: () => oe, normalFsTypes: () => Ui });
+var ne = (s3) => oe.has(s3);
+var dn = (s3) => Ve.has(s3);
+var Ui = /* @__PURE__ */ new Set(["0", "", "1", "2", "3", "4", "5", "6", "7", "D"]);
+var oe = /* @__PURE__ */ new Map([["0", "File"], ["", "OldFile"], ["1", "Link"], ["2", "SymbolicLink"], ["3", "CharacterDevice"], ["4", "BlockDevice"], ["5", "Directory"], ["6", "FIFO"], ["7", "ContiguousFile"], ["g", "GlobalExtendedHeader"], ["x", "ExtendedHeader"], ["A", "SolarisACL"], ["D", "GNUDumpDir"], ["I", "Inode"], ["K", "NextFileHasLongLinkpath"], ["L", "NextFileHasLongPath"], ["M", "ContinuationFile"], ["N", "OldGnuLongPath"], ["S", "SparseFile"], ["V", "TapeVolumeHeader"], ["X", "OldExtendedHeader"]]);
+var Ve = new Map(Array.from(oe).map((s3) => [s3[1], s3[0]]));
+var un = (s3) => s3 === void 0 || s3 < 0 ? void 0 : s3;
+var F = class {
+  cksumValid = false;
+  needPax = false;
+  nullBlock = false;
+  block;
+  path;
+  mode;
+  uid;
+  gid;
+  size;
+  cksum;
+  #t = "Unsupported";
+  linkpath;
+  uname;
+  gname;
+  devmaj = 0;
+  devmin = 0;
+  atime;
+  ctime;
+  mtime;
+  charset;
+  comment;
+  constructor(t, e = 0, i2, r) {
+    Buffer.isBuffer(t) ? this.decode(t, e || 0, i2, r) : t && this.#i(t);
+  }
+  decode(t, e, i2, r) {
+    if (e || (e = 0), !t || !(t.length >= e + 512)) throw new Error("need 512 bytes for header");
+    let n2 = xt(t, e + 156, 1), o2 = Ui.has(n2), h2 = o2 ? i2 : void 0, a2 = o2 ? r : void 0;
+    if (this.path = h2?.path ?? xt(t, e, 100), this.mode = h2?.mode ?? a2?.mode ?? lt(t, e + 100, 8), this.uid = h2?.uid ?? a2?.uid ?? lt(t, e + 108, 8), this.gid = h2?.gid ?? a2?.gid ?? lt(t, e + 116, 8), this.size = un(h2?.size ?? a2?.size ?? lt(t, e + 124, 12)), this.mtime = h2?.mtime ?? a2?.mtime ?? Wi(t, e + 136, 12), this.cksum = lt(t, e + 148, 12), a2 && this.#i(a2, true), h2 && this.#i(h2), ne(n2) && (this.#t = n2 || "0"), this.#t === "0" && this.path.slice(-1) === "/" && (this.#t = "5"), this.#t === "5" && (this.size = 0), this.linkpath = xt(t, e + 157, 100), t.subarray(e + 257, e + 265).toString() === "ustar\x0000") if (this.uname = h2?.uname ?? a2?.uname ?? xt(t, e + 265, 32), this.gname = h2?.gname ?? a2?.gname ?? xt(t, e + 297, 32), this.devmaj = h2?.devmaj ?? a2?.devmaj ?? lt(t, e + 329, 8) ?? 0, this.devmin = h2?.devmin ?? a2?.devmin ?? lt(t, e + 337, 8) ?? 0, t[e + 475] !== 0) {
+      let c3 = xt(t, e + 345, 155);
+      this.path = c3 + "/" + this.path;
+    } else {
+      let c3 = xt(t, e + 345, 130);
+      c3 && (this.path = c3 + "/" + this.path), this.atime = i2?.atime ?? r?.atime ?? Wi(t, e + 476, 12), this.ctime = i2?.ctime ?? r?.ctime ?? Wi(t, e + 488, 12);
+    }
+    let l = 256;
+    for (let c3 = e; c3 < e + 148; c3++) l += t[c3];
+    for (let c3 = e + 156; c3 < e + 512; c3++) l += t[c3];
+    this.cksumValid = l === this.cksum, this.cksum === void 0 && l === 256 && (this.nullBlock = true);
+  }
+  #i(t, e = false) {
+    Object.assign(this, Object.fromEntries(Object.entries(t).filter(([i2, r]) => !(r == null || i2 === "size" && Number(r) < 0 || i2 === "path" && e || i2 === "linkpath" && e || i2 === "global"))));
+  }
+  encode(t, e = 0) {
+    if (t || (t = this.block = Buffer.alloc(512)), this.#t === "Unsupported" && (this.#t = "0"), !(t.length >= e + 512)) throw new Error("need 512 bytes for header");
+    let i2 = this.ctime || this.atime ? 130 : 155, r = mn(this.path || "", i2), n2 = r[0], o2 = r[1];
+    this.needPax = !!r[2], this.needPax = Lt(t, e, 100, n2) || this.needPax, this.needPax = ct(t, e + 100, 8, this.mode) || this.needPax, this.needPax = ct(t, e + 108, 8, this.uid) || this.needPax, this.needPax = ct(t, e + 116, 8, this.gid) || this.needPax, this.needPax = ct(t, e + 124, 12, this.size) || this.needPax, this.needPax = Gi(t, e + 136, 12, this.mtime) || this.needPax, t[e + 156] = Number(this.#t.codePointAt(0)), this.needPax = Lt(t, e + 157, 100, this.linkpath) || this.needPax, t.write("ustar\x0000", e + 257, 8), this.needPax = Lt(t, e + 265, 32, this.uname) || this.needPax, this.needPax = Lt(t, e + 297, 32, this.gname) || this.needPax, this.needPax = ct(t, e + 329, 8, this.devmaj) || this.needPax, this.needPax = ct(t, e + 337, 8, this.devmin) || this.needPax, this.needPax = Lt(t, e + 345, i2, o2) || this.needPax, t[e + 475] !== 0 ? this.needPax = Lt(t, e + 345, 155, o2) || this.needPax : (this.needPax = Lt(t, e + 345, 130, o2) || this.needPax, this.needPax = Gi(t, e + 476, 12, this.atime) || this.needPax, this.needPax = Gi(t, e + 488, 12, this.ctime) || this.needPax);
+    let h2 = 256;
+    for (let a2 = e; a2 < e + 148; a2++) h2 += t[a2];
+    for (let a2 = e + 156; a2 < e + 512; a2++) h2 += t[a2];
+    return this.cksum = h2, ct(t, e + 148, 8, this.cksum), this.cksumValid = true, this.needPax;
+  }
+  get type() {
+    return this.#t === "Unsupported" ? this.#t : oe.get(this.#t);
+  }
+  get typeKey() {
+    return this.#t;
+  }
+  set type(t) {
+    let e = String(Ve.get(t));
+    if (ne(e) || e === "Unsupported") this.#t = e;
+    else if (ne(t)) this.#t = t;
+    else throw new TypeError("invalid entry type: " + t);
+  }
+};
+var mn = (s3, t) => {
+  let i2 = s3, r = "", n2, o2 = Zt.parse(s3).root || ".";
+  if (Buffer.byteLength(i2) < 100) n2 = [i2, r, false];
+  else {
+    r = Zt.dirname(i2), i2 = Zt.basename(i2);
+    do
+      Buffer.byteLength(i2) <= 100 && Buffer.byteLength(r) <= t ? n2 = [i2, r, false] : Buffer.byteLength(i2) > 100 && Buffer.byteLength(r) <= t ? n2 = [i2.slice(0, 99), r, true] : (i2 = Zt.join(Zt.basename(r), i2), r = Zt.dirname(r));
+    while (r !== o2 && n2 === void 0);
+    n2 || (n2 = [s3.slice(0, 99), "", true]);
+  }
+  return n2;
+};
+var xt = (s3, t, e) => s3.subarray(t, t + e).toString("utf8").replace(/\0.*/, "");
+var Wi = (s3, t, e) => pn(lt(s3, t, e));
+var pn = (s3) => s3 === void 0 ? void 0 : new Date(s3 * 1e3);
+var lt = (s3, t, e) => Number(s3[t]) & 128 ? Hs(s3.subarray(t, t + e)) : wn(s3, t, e);
+var En = (s3) => isNaN(s3) ? void 0 : s3;
+var wn = (s3, t, e) => En(parseInt(s3.subarray(t, t + e).toString("utf8").replace(/\0.*$/, "").trim(), 8));
+var Sn = { 12: 8589934591, 8: 2097151 };
+var ct = (s3, t, e, i2) => i2 === void 0 ? false : i2 > Sn[e] || i2 < 0 ? (Us(i2, s3.subarray(t, t + e)), true) : (yn(s3, t, e, i2), false);
+var yn = (s3, t, e, i2) => s3.write(Rn(i2, e), t, e, "ascii");
+var Rn = (s3, t) => gn(Math.floor(s3).toString(8), t);
+var gn = (s3, t) => (s3.length === t - 1 ? s3 : new Array(t - s3.length - 1).join("0") + s3 + " ") + "\0";
+var Gi = (s3, t, e, i2) => i2 === void 0 ? false : ct(s3, t, e, i2.getTime() / 1e3);
+var bn = new Array(156).join("\0");
+var Lt = (s3, t, e, i2) => i2 === void 0 ? false : (s3.write(i2 + bn, t, e, "utf8"), i2.length !== Buffer.byteLength(i2) || i2.length > e);
+var ft = class s {
+  atime;
+  mtime;
+  ctime;
+  charset;
+  comment;
+  gid;
+  uid;
+  gname;
+  uname;
+  linkpath;
+  dev;
+  ino;
+  nlink;
+  path;
+  size;
+  mode;
+  global;
+  constructor(t, e = false) {
+    this.atime = t.atime, this.charset = t.charset, this.comment = t.comment, this.ctime = t.ctime, this.dev = t.dev, this.gid = t.gid, this.global = e, this.gname = t.gname, this.ino = t.ino, this.linkpath = t.linkpath, this.mtime = t.mtime, this.nlink = t.nlink, this.path = t.path, this.size = t.size, this.uid = t.uid, this.uname = t.uname;
+  }
+  encode() {
+    let t = this.encodeBody();
+    if (t === "") return Buffer.allocUnsafe(0);
+    let e = Buffer.byteLength(t), i2 = 512 * Math.ceil(1 + e / 512), r = Buffer.allocUnsafe(i2);
+    for (let n2 = 0; n2 < 512; n2++) r[n2] = 0;
+    new F({ path: ("PaxHeader/" + _n(this.path ?? "")).slice(0, 99), mode: this.mode || 420, uid: this.uid, gid: this.gid, size: e, mtime: this.mtime, type: this.global ? "GlobalExtendedHeader" : "ExtendedHeader", linkpath: "", uname: this.uname || "", gname: this.gname || "", devmaj: 0, devmin: 0, atime: this.atime, ctime: this.ctime }).encode(r), r.write(t, 512, e, "utf8");
+    for (let n2 = e + 512; n2 < r.length; n2++) r[n2] = 0;
+    return r;
+  }
+  encodeBody() {
+    return this.encodeField("path") + this.encodeField("ctime") + this.encodeField("atime") + this.encodeField("dev") + this.encodeField("ino") + this.encodeField("nlink") + this.encodeField("charset") + this.encodeField("comment") + this.encodeField("gid") + this.encodeField("gname") + this.encodeField("linkpath") + this.encodeField("mtime") + this.encodeField("size") + this.encodeField("uid") + this.encodeField("uname");
+  }
+  encodeField(t) {
+    if (this[t] === void 0) return "";
+    let e = this[t], i2 = e instanceof Date ? e.getTime() / 1e3 : e, r = " " + (t === "dev" || t === "ino" || t === "nlink" ? "SCHILY." : "") + t + "=" + i2 + `
+`, n2 = Buffer.byteLength(r), o2 = Math.floor(Math.log(n2) / Math.log(10)) + 1;
+    return n2 + o2 >= Math.pow(10, o2) && (o2 += 1), o2 + n2 + r;
+  }
+  static parse(t, e, i2 = false) {
+    return new s(On(Tn(t), e), i2);
+  }
+};
+var On = (s3, t) => t ? Object.assign({}, t, s3) : s3;
+var Tn = (s3) => s3.replace(/\n$/, "").split(`
+`).reduce(xn, /* @__PURE__ */ Object.create(null));
+var xn = (s3, t) => {
+  let e = parseInt(t, 10);
+  if (e !== Buffer.byteLength(t) + 1) return s3;
+  t = t.slice((e + " ").length);
+  let i2 = t.split("="), r = i2.shift();
+  if (!r) return s3;
+  let n2 = r.replace(/^SCHILY\.(dev|ino|nlink)/, "$1"), o2 = i2.join("=").replace(/\0.*/, "");
+  switch (n2) {
+    case "path":
+    case "linkpath":
+    case "type":
+    case "charset":
+    case "comment":
+    case "gname":
+    case "uname":
+      s3[n2] = o2;
+      break;
+    case "ctime":
+    case "atime":
+    case "mtime":
+      s3[n2] = new Date(Number(o2) * 1e3);
+      break;
+    case "size":
+      let h2 = +o2;
+      h2 >= 0 && (s3[n2] = h2);
+      break;
+    case "gid":
+    case "uid":
+    case "dev":
+    case "ino":
+    case "nlink":
+    case "mode":
+      s3[n2] = +o2;
+      break;
+  }
+  return s3;
+};
+var Ln = process.env.TESTING_TAR_FAKE_PLATFORM || process.platform;
+var f = Ln !== "win32" ? (s3) => String(s3) : (s3) => String(s3).replaceAll(/\\/g, "/");
+var $e = class extends A {
+  extended;
+  globalExtended;
+  header;
+  startBlockSize;
+  blockRemain;
+  remain;
+  type;
+  meta = false;
+  ignore = false;
+  path;
+  mode;
+  uid;
+  gid;
+  uname;
+  gname;
+  size = 0;
+  mtime;
+  atime;
+  ctime;
+  linkpath;
+  dev;
+  ino;
+  nlink;
+  invalid = false;
+  absolute;
+  unsupported = false;
+  constructor(t, e, i2) {
+    switch (super({}), this.pause(), this.extended = e, this.globalExtended = i2, this.header = t, this.remain = t.size ?? 0, this.startBlockSize = 512 * Math.ceil(this.remain / 512), this.blockRemain = this.startBlockSize, this.type = t.type, this.type) {
+      case "File":
+      case "OldFile":
+      case "Link":
+      case "SymbolicLink":
+      case "CharacterDevice":
+      case "BlockDevice":
+      case "Directory":
+      case "FIFO":
+      case "ContiguousFile":
+      case "GNUDumpDir":
+        break;
+      case "NextFileHasLongLinkpath":
+      case "NextFileHasLongPath":
+      case "OldGnuLongPath":
+      case "GlobalExtendedHeader":
+      case "ExtendedHeader":
+      case "OldExtendedHeader":
+        this.meta = true;
+        break;
+      default:
+        this.ignore = true;
+    }
+    if (!t.path) throw new Error("no path provided for tar.ReadEntry");
+    this.path = f(t.path), this.mode = t.mode, this.mode && (this.mode = this.mode & 4095), this.uid = t.uid, this.gid = t.gid, this.uname = t.uname, this.gname = t.gname, this.size = this.remain, this.mtime = t.mtime, this.atime = t.atime, this.ctime = t.ctime, this.linkpath = t.linkpath ? f(t.linkpath) : void 0, this.uname = t.uname, this.gname = t.gname, e && this.#t(e), i2 && this.#t(i2, true);
+  }
+  write(t) {
+    let e = t.length;
+    if (e > this.blockRemain) throw new Error("writing more to entry than is appropriate");
+    let i2 = this.remain, r = this.blockRemain;
+    return this.remain = Math.max(0, i2 - e), this.blockRemain = Math.max(0, r - e), this.ignore ? true : i2 >= e ? super.write(t) : super.write(t.subarray(0, i2));
+  }
+  #t(t, e = false) {
+    t.path && (t.path = f(t.path)), t.linkpath && (t.linkpath = f(t.linkpath)), Object.assign(this, Object.fromEntries(Object.entries(t).filter(([i2, r]) => !(r == null || i2 === "path" && e))));
+  }
+};
+var Dt = (s3, t, e, i2 = {}) => {
+  s3.file && (i2.file = s3.file), s3.cwd && (i2.cwd = s3.cwd), i2.code = e instanceof Error && e.code || t, i2.tarCode = t, !s3.strict && i2.recoverable !== false ? (e instanceof Error && (i2 = Object.assign(e, i2), e = e.message), s3.emit("warn", t, e, i2)) : e instanceof Error ? s3.emit("error", Object.assign(e, i2)) : s3.emit("error", Object.assign(new Error(`${t}: ${e}`), i2));
+};
+var Nn = 1024 * 1024;
+var Xi = Buffer.from([31, 139]);
+var qi = Buffer.from([40, 181, 47, 253]);
+var An = Math.max(Xi.length, qi.length);
+var B = /* @__PURE__ */ Symbol("state");
+var Nt = /* @__PURE__ */ Symbol("writeEntry");
+var it = /* @__PURE__ */ Symbol("readEntry");
+var Zi = /* @__PURE__ */ Symbol("nextEntry");
+var Zs = /* @__PURE__ */ Symbol("processEntry");
+var V = /* @__PURE__ */ Symbol("extendedHeader");
+var he = /* @__PURE__ */ Symbol("globalExtendedHeader");
+var dt = /* @__PURE__ */ Symbol("meta");
+var Ys = /* @__PURE__ */ Symbol("emitMeta");
+var p = /* @__PURE__ */ Symbol("buffer");
+var st = /* @__PURE__ */ Symbol("queue");
+var ut = /* @__PURE__ */ Symbol("ended");
+var Yi = /* @__PURE__ */ Symbol("emittedEnd");
+var At = /* @__PURE__ */ Symbol("emit");
+var w = /* @__PURE__ */ Symbol("unzip");
+var Xe = /* @__PURE__ */ Symbol("consumeChunk");
+var qe = /* @__PURE__ */ Symbol("consumeChunkSub");
+var Ki = /* @__PURE__ */ Symbol("consumeBody");
+var Ks = /* @__PURE__ */ Symbol("consumeMeta");
+var Vs = /* @__PURE__ */ Symbol("consumeHeader");
+var ae = /* @__PURE__ */ Symbol("consuming");
+var Vi = /* @__PURE__ */ Symbol("bufferConcat");
+var Qe = /* @__PURE__ */ Symbol("maybeEnd");
+var Yt = /* @__PURE__ */ Symbol("writing");
+var $2 = /* @__PURE__ */ Symbol("aborted");
+var Je = /* @__PURE__ */ Symbol("onDone");
+var It = /* @__PURE__ */ Symbol("sawValidEntry");
+var je = /* @__PURE__ */ Symbol("sawNullBlock");
+var ti = /* @__PURE__ */ Symbol("sawEOF");
+var $s = /* @__PURE__ */ Symbol("closeStream");
+var In = 1e3;
+var le = /* @__PURE__ */ Symbol("compressedBytesRead");
+var $i = /* @__PURE__ */ Symbol("decompressedBytesRead");
+var Xs = /* @__PURE__ */ Symbol("checkDecompressionRatio");
+var Cn = () => true;
+var rt = class extends Dn {
+  file;
+  strict;
+  maxMetaEntrySize;
+  filter;
+  brotli;
+  zstd;
+  maxDecompressionRatio;
+  writable = true;
+  readable = false;
+  [st] = [];
+  [p];
+  [it];
+  [Nt];
+  [B] = "begin";
+  [dt] = "";
+  [V];
+  [he];
+  [ut] = false;
+  [w];
+  [$2] = false;
+  [It];
+  [je] = false;
+  [ti] = false;
+  [Yt] = false;
+  [ae] = false;
+  [Yi] = false;
+  [le] = 0;
+  [$i] = 0;
+  constructor(t = {}) {
+    super(), this.file = t.file || "", this.on(Je, () => {
+      (this[B] === "begin" || this[It] === false) && this.warn("TAR_BAD_ARCHIVE", "Unrecognized archive format");
+    }), t.ondone ? this.on(Je, t.ondone) : this.on(Je, () => {
+      this.emit("prefinish"), this.emit("finish"), this.emit("end");
+    }), this.strict = !!t.strict, this.maxDecompressionRatio = typeof t.maxDecompressionRatio == "number" ? t.maxDecompressionRatio : In, this.maxMetaEntrySize = t.maxMetaEntrySize || Nn, this.filter = typeof t.filter == "function" ? t.filter : Cn;
+    let e = t.file && (t.file.endsWith(".tar.br") || t.file.endsWith(".tbr"));
+    this.brotli = !(t.gzip || t.zstd) && t.brotli !== void 0 ? t.brotli : e ? void 0 : false;
+    let i2 = t.file && (t.file.endsWith(".tar.zst") || t.file.endsWith(".tzst"));
+    this.zstd = !(t.gzip || t.brotli) && t.zstd !== void 0 ? t.zstd : i2 ? true : void 0, this.on("end", () => this[$s]()), typeof t.onwarn == "function" && this.on("warn", t.onwarn), typeof t.onReadEntry == "function" && this.on("entry", t.onReadEntry);
+  }
+  warn(t, e, i2 = {}) {
+    Dt(this, t, e, i2);
+  }
+  [Vs](t, e) {
+    this[It] === void 0 && (this[It] = false);
+    let i2;
+    try {
+      i2 = new F(t, e, this[V], this[he]);
+    } catch (r) {
+      return this.warn("TAR_ENTRY_INVALID", r);
+    }
+    if (i2.nullBlock) this[je] ? (this[ti] = true, this[B] === "begin" && (this[B] = "header"), this[At]("eof")) : (this[je] = true, this[At]("nullBlock"));
+    else if (this[je] = false, !i2.cksumValid) this.warn("TAR_ENTRY_INVALID", "checksum failure", { header: i2 });
+    else if (!i2.path) this.warn("TAR_ENTRY_INVALID", "path is required", { header: i2 });
+    else {
+      let r = i2.type;
+      if (/^(Symbolic)?Link$/.test(r) && !i2.linkpath) this.warn("TAR_ENTRY_INVALID", "linkpath required", { header: i2 });
+      else if (!/^(Symbolic)?Link$/.test(r) && !/^(Global)?ExtendedHeader$/.test(r) && i2.linkpath) this.warn("TAR_ENTRY_INVALID", "linkpath forbidden", { header: i2 });
+      else {
+        let n2 = this[Nt] = new $e(i2, this[V], this[he]);
+        if (!this[It]) if (n2.remain) {
+          let o2 = () => {
+            n2.invalid || (this[It] = true);
+          };
+          n2.on("end", o2);
+        } else this[It] = true;
+        n2.meta ? n2.size > this.maxMetaEntrySize ? (n2.ignore = true, this[At]("ignoredEntry", n2), this[B] = "ignore", n2.resume()) : n2.size > 0 && (this[dt] = "", n2.on("data", (o2) => this[dt] += o2), this[B] = "meta") : (this[V] = void 0, n2.ignore = n2.ignore || !this.filter(n2.path, n2), n2.ignore ? (this[At]("ignoredEntry", n2), this[B] = n2.remain ? "ignore" : "header", n2.resume()) : (n2.remain ? this[B] = "body" : (this[B] = "header", n2.end()), this[it] ? this[st].push(n2) : (this[st].push(n2), this[Zi]())));
+      }
+    }
+  }
+  [$s]() {
+    queueMicrotask(() => this.emit("close"));
+  }
+  [Zs](t) {
+    let e = true;
+    if (!t) this[it] = void 0, e = false;
+    else if (Array.isArray(t)) {
+      let [i2, ...r] = t;
+      this.emit(i2, ...r);
+    } else this[it] = t, this.emit("entry", t), t.emittedEnd || (t.on("end", () => this[Zi]()), e = false);
+    return e;
+  }
+  [Zi]() {
+    do
+      ;
+    while (this[Zs](this[st].shift()));
+    if (this[st].length === 0) {
+      let t = this[it];
+      !t || t.flowing || t.size === t.remain ? this[Yt] || this.emit("drain") : t.once("drain", () => this.emit("drain"));
+    }
+  }
+  [Ki](t, e) {
+    let i2 = this[Nt];
+    if (!i2) throw new Error("attempt to consume body without entry??");
+    let r = i2.blockRemain ?? 0, n2 = r >= t.length && e === 0 ? t : t.subarray(e, e + r);
+    return i2.write(n2), i2.blockRemain || (this[B] = "header", this[Nt] = void 0, i2.end()), n2.length;
+  }
+  [Ks](t, e) {
+    let i2 = this[Nt], r = this[Ki](t, e);
+    return !this[Nt] && i2 && this[Ys](i2), r;
+  }
+  [At](t, e, i2) {
+    this[st].length === 0 && !this[it] ? this.emit(t, e, i2) : this[st].push([t, e, i2]);
+  }
+  [Ys](t) {
+    switch (this[At]("meta", this[dt]), t.type) {
+      case "ExtendedHeader":
+      case "OldExtendedHeader":
+        this[V] = ft.parse(this[dt], this[V], false);
+        break;
+      case "GlobalExtendedHeader":
+        this[he] = ft.parse(this[dt], this[he], true);
+        break;
+      case "NextFileHasLongPath":
+      case "OldGnuLongPath": {
+        let e = this[V] ?? /* @__PURE__ */ Object.create(null);
+        this[V] = e, e.path = this[dt].replace(/\0.*/, "");
+        break;
+      }
+      case "NextFileHasLongLinkpath": {
+        let e = this[V] || /* @__PURE__ */ Object.create(null);
+        this[V] = e, e.linkpath = this[dt].replace(/\0.*/, "");
+        break;
+      }
+      default:
+        throw new Error("unknown meta: " + t.type);
+    }
+  }
+  abort(t) {
+    if (!this[$2]) {
+      if (this[w]) {
+        let e = this[w];
+        e.write = () => true, e.end = () => e, e.emit = () => false, e.destroy?.();
+      }
+      this[$2] = true, this.emit("abort", t), this.warn("TAR_ABORT", t, { recoverable: false });
+    }
+  }
+  [Xs](t) {
+    this[$i] += t.length;
+    let e = this[$i] / this[le];
+    return e > this.maxDecompressionRatio ? (this.abort(new Error(`max decompression ratio exceeded: ${e.toFixed(2)} > ${this.maxDecompressionRatio}`)), false) : true;
+  }
+  write(t, e, i2) {
+    if (typeof e == "function" && (i2 = e, e = void 0), typeof t == "string" && (t = Buffer.from(t, typeof e == "string" ? e : "utf8")), this[$2]) return i2?.(), false;
+    if ((this[w] === void 0 || this.brotli === void 0 && this[w] === false) && t) {
+      if (this[p] && (t = Buffer.concat([this[p], t]), this[p] = void 0), t.length < An) return this[p] = t, i2?.(), true;
+      for (let a2 = 0; this[w] === void 0 && a2 < Xi.length; a2++) t[a2] !== Xi[a2] && (this[w] = false);
+      let o2 = false;
+      if (this[w] === false && this.zstd !== false) {
+        o2 = true;
+        for (let a2 = 0; a2 < qi.length; a2++) if (t[a2] !== qi[a2]) {
+          o2 = false;
+          break;
+        }
+      }
+      let h2 = this.brotli === void 0 && !o2;
+      if (this[w] === false && h2) if (t.length < 512) if (this[ut]) this.brotli = true;
+      else return this[p] = t, i2?.(), true;
+      else try {
+        new F(t.subarray(0, 512)), this.brotli = false;
+      } catch {
+        this.brotli = true;
+      }
+      if (this[w] === void 0 || this[w] === false && (this.brotli || o2)) {
+        let a2 = this[ut];
+        this[ut] = false, this[w] = this[w] === void 0 ? new Ue({}) : o2 ? new Ke({}) : new Ge({}), this[w].on("data", (c3) => {
+          this[Xs](c3) && this[Xe](c3);
+        }), this[w].on("error", (c3) => {
+          this[$2] || this.abort(c3);
+        }), this[w].on("end", () => {
+          this[ut] = true, this[Xe]();
+        }), this[Yt] = true, this[le] += t.length;
+        let l = !!this[w][a2 ? "end" : "write"](t);
+        return this[Yt] = false, i2?.(), l;
+      }
+    }
+    this[Yt] = true, this[w] ? (this[le] += t.length, this[w].write(t)) : this[Xe](t), this[Yt] = false;
+    let n2 = this[st].length > 0 ? false : this[it] ? this[it].flowing : true;
+    return !n2 && this[st].length === 0 && this[it]?.once("drain", () => this.emit("drain")), i2?.(), n2;
+  }
+  [Vi](t) {
+    t && !this[$2] && (this[p] = this[p] ? Buffer.concat([this[p], t]) : t);
+  }
+  [Qe]() {
+    if (this[ut] && !this[Yi] && !this[$2] && !this[ae]) {
+      this[Yi] = true;
+      let t = this[Nt];
+      if (t?.blockRemain) {
+        let e = this[p] ? this[p].length : 0;
+        this.warn("TAR_BAD_ARCHIVE", `Truncated input (needed ${t.blockRemain} more bytes, only ${e} available)`, { entry: t }), this[p] && t.write(this[p]), t.end();
+      }
+      this[At](Je);
+    }
+  }
+  [Xe](t) {
+    if (this[ae] && t) this[Vi](t);
+    else if (!t && !this[p]) this[Qe]();
+    else if (t) {
+      if (this[ae] = true, this[p]) {
+        this[Vi](t);
+        let e = this[p];
+        this[p] = void 0, this[qe](e);
+      } else this[qe](t);
+      for (; this[p] && this[p]?.length >= 512 && !this[$2] && !this[ti]; ) {
+        let e = this[p];
+        this[p] = void 0, this[qe](e);
+      }
+      this[ae] = false;
+    }
+    (!this[p] || this[ut]) && this[Qe]();
+  }
+  [qe](t) {
+    let e = 0, i2 = t.length;
+    for (; e + 512 <= i2 && !this[$2] && !this[ti]; ) switch (this[B]) {
+      case "begin":
+      case "header":
+        this[Vs](t, e), e += 512;
+        break;
+      case "ignore":
+      case "body":
+        e += this[Ki](t, e);
+        break;
+      case "meta":
+        e += this[Ks](t, e);
+        break;
+      default:
+        throw new Error("invalid state: " + this[B]);
+    }
+    e < i2 && (this[p] = this[p] ? Buffer.concat([t.subarray(e), this[p]]) : t.subarray(e));
+  }
+  end(t, e, i2) {
+    return typeof t == "function" && (i2 = t, e = void 0, t = void 0), typeof e == "function" && (i2 = e, e = void 0), typeof t == "string" && (t = Buffer.from(t, e)), i2 && this.once("finish", i2), this[$2] || (this[w] ? (t && (this[le] += t.length, this[w].write(t)), this[w].end()) : (this[ut] = true, (this.brotli === void 0 || this.zstd === void 0) && (t = t || Buffer.alloc(0)), t && this.write(t), this[Qe]())), this;
+  }
+};
+var mt = (s3) => {
+  let t = s3.length - 1, e = -1;
+  for (; t > -1 && s3.charAt(t) === "/"; ) e = t, t--;
+  return e === -1 ? s3 : s3.slice(0, e);
+};
+var vn = (s3) => {
+  let t = s3.onReadEntry;
+  s3.onReadEntry = t ? (e) => {
+    t(e), e.resume();
+  } : (e) => e.resume();
+};
+var Qi = (s3, t) => {
+  let e = new Map(t.map((o2) => [mt(o2), true])), i2 = s3.filter, r = 100, n2 = (o2, h2 = "", a2 = 0) => {
+    if (a2 >= r) return e.set(o2, false), false;
+    let l = h2 || kn(o2).root || ".", c3;
+    if (o2 === l) c3 = false;
+    else {
+      let d = e.get(o2);
+      c3 = d !== void 0 ? d : n2(Fn(o2), l, a2 + 1);
+    }
+    return e.set(o2, c3), c3;
+  };
+  s3.filter = i2 ? (o2, h2) => i2(o2, h2) && n2(mt(o2)) : (o2) => n2(mt(o2));
+};
+var Mn = (s3) => {
+  let t = new rt(s3), e = s3.file, i2;
+  try {
+    i2 = Kt.openSync(e, "r");
+    let r = Kt.fstatSync(i2), n2 = s3.maxReadSize || 16 * 1024 * 1024;
+    if (r.size < n2) {
+      let o2 = Buffer.allocUnsafe(r.size), h2 = Kt.readSync(i2, o2, 0, r.size, 0);
+      t.end(h2 === o2.byteLength ? o2 : o2.subarray(0, h2));
+    } else {
+      let o2 = 0, h2 = Buffer.allocUnsafe(n2);
+      for (; o2 < r.size; ) {
+        let a2 = Kt.readSync(i2, h2, 0, n2, o2);
+        if (a2 === 0) break;
+        o2 += a2, t.write(h2.subarray(0, a2));
+      }
+      t.end();
+    }
+  } finally {
+    if (typeof i2 == "number") try {
+      Kt.closeSync(i2);
+    } catch {
+    }
+  }
+};
+var Bn = (s3, t) => {
+  let e = new rt(s3), i2 = s3.maxReadSize || 16 * 1024 * 1024, r = s3.file;
+  return new Promise((o2, h2) => {
+    e.on("error", h2), e.on("end", o2), Kt.stat(r, (a2, l) => {
+      if (a2) h2(a2);
+      else {
+        let c3 = new _t(r, { readSize: i2, size: l.size });
+        c3.on("error", h2), c3.pipe(e);
+      }
+    });
+  });
+};
+var Ct = K(Mn, Bn, (s3) => new rt(s3), (s3) => new rt(s3), (s3, t) => {
+  t?.length && Qi(s3, t), s3.noResume || vn(s3);
+});
+var Ji = (s3, t, e) => (s3 &= 4095, e && (s3 = (s3 | 384) & -19), t && (s3 & 256 && (s3 |= 64), s3 & 32 && (s3 |= 8), s3 & 4 && (s3 |= 1)), s3);
+var { isAbsolute: zn, parse: qs } = Pn;
+var ce = (s3) => {
+  let t = "", e = qs(s3);
+  for (; zn(s3) || e.root; ) {
+    let i2 = s3.charAt(0) === "/" && s3.slice(0, 4) !== "//?/" ? "/" : e.root;
+    s3 = s3.slice(i2.length), t += i2, e = qs(s3);
+  }
+  return [t, s3];
+};
+var ei = ["|", "<", ">", "?", ":"];
+var ji = ei.map((s3) => String.fromCodePoint(61440 + Number(s3.codePointAt(0))));
+var Un = new Map(ei.map((s3, t) => [s3, ji[t]]));
+var Hn = new Map(ji.map((s3, t) => [s3, ei[t]]));
+var ts = (s3) => ei.reduce((t, e) => t.split(e).join(Un.get(e)), s3);
+var Qs = (s3) => ji.reduce((t, e) => t.split(e).join(Hn.get(e)), s3);
+var rr = (s3, t) => t ? (s3 = f(s3).replace(/^\.(\/|$)/, ""), mt(t) + "/" + s3) : f(s3);
+var Wn = 16 * 1024 * 1024;
+var tr = /* @__PURE__ */ Symbol("process");
+var er = /* @__PURE__ */ Symbol("file");
+var ir = /* @__PURE__ */ Symbol("directory");
+var is = /* @__PURE__ */ Symbol("symlink");
+var sr = /* @__PURE__ */ Symbol("hardlink");
+var fe = /* @__PURE__ */ Symbol("header");
+var ii = /* @__PURE__ */ Symbol("read");
+var ss = /* @__PURE__ */ Symbol("lstat");
+var si = /* @__PURE__ */ Symbol("onlstat");
+var rs = /* @__PURE__ */ Symbol("onread");
+var ns = /* @__PURE__ */ Symbol("onreadlink");
+var os9 = /* @__PURE__ */ Symbol("openfile");
+var hs = /* @__PURE__ */ Symbol("onopenfile");
+var pt = /* @__PURE__ */ Symbol("close");
+var ri = /* @__PURE__ */ Symbol("mode");
+var as = /* @__PURE__ */ Symbol("awaitDrain");
+var es = /* @__PURE__ */ Symbol("ondrain");
+var q = /* @__PURE__ */ Symbol("prefix");
+var de = class extends A {
+  path;
+  portable;
+  myuid = process.getuid && process.getuid() || 0;
+  myuser = process.env.USER || "";
+  maxReadSize;
+  linkCache;
+  statCache;
+  preservePaths;
+  cwd;
+  strict;
+  mtime;
+  noPax;
+  noMtime;
+  prefix;
+  fd;
+  blockLen = 0;
+  blockRemain = 0;
+  buf;
+  pos = 0;
+  remain = 0;
+  length = 0;
+  offset = 0;
+  win32;
+  absolute;
+  header;
+  type;
+  linkpath;
+  stat;
+  onWriteEntry;
+  #t = false;
+  constructor(t, e = {}) {
+    let i2 = se(e);
+    super(), this.path = f(t), this.portable = !!i2.portable, this.maxReadSize = i2.maxReadSize || Wn, this.linkCache = i2.linkCache || /* @__PURE__ */ new Map(), this.statCache = i2.statCache || /* @__PURE__ */ new Map(), this.preservePaths = !!i2.preservePaths, this.cwd = f(i2.cwd || process.cwd()), this.strict = !!i2.strict, this.noPax = !!i2.noPax, this.noMtime = !!i2.noMtime, this.mtime = i2.mtime, this.prefix = i2.prefix ? f(i2.prefix) : void 0, this.onWriteEntry = i2.onWriteEntry, typeof i2.onwarn == "function" && this.on("warn", i2.onwarn);
+    let r = false;
+    if (!this.preservePaths) {
+      let [o2, h2] = ce(this.path);
+      o2 && typeof h2 == "string" && (this.path = h2, r = o2);
+    }
+    this.win32 = !!i2.win32 || process.platform === "win32", this.win32 && (this.path = Qs(this.path.replaceAll(/\\/g, "/")), t = t.replaceAll(/\\/g, "/")), this.absolute = f(i2.absolute || js.resolve(this.cwd, t)), this.path === "" && (this.path = "./"), r && this.warn("TAR_ENTRY_INFO", `stripping ${r} from absolute path`, { entry: this, path: r + this.path });
+    let n2 = this.statCache.get(this.absolute);
+    n2 ? this[si](n2) : this[ss]();
+  }
+  warn(t, e, i2 = {}) {
+    return Dt(this, t, e, i2);
+  }
+  emit(t, ...e) {
+    return t === "error" && (this.#t = true), super.emit(t, ...e);
+  }
+  [ss]() {
+    X.lstat(this.absolute, (t, e) => {
+      if (t) return this.emit("error", t);
+      this[si](e);
+    });
+  }
+  [si](t) {
+    this.statCache.set(this.absolute, t), this.stat = t, t.isFile() || (t.size = 0), this.type = Gn(t), this.emit("stat", t), this[tr]();
+  }
+  [tr]() {
+    switch (this.type) {
+      case "File":
+        return this[er]();
+      case "Directory":
+        return this[ir]();
+      case "SymbolicLink":
+        return this[is]();
+      default:
+        return this.end();
+    }
+  }
+  [ri](t) {
+    return Ji(t, this.type === "Directory", this.portable);
+  }
+  [q](t) {
+    return rr(t, this.prefix);
+  }
+  [fe]() {
+    if (!this.stat) throw new Error("cannot write header before stat");
+    this.type === "Directory" && this.portable && (this.noMtime = true), this.onWriteEntry?.(this), this.header = new F({ path: this[q](this.path), linkpath: this.type === "Link" && this.linkpath !== void 0 ? this[q](this.linkpath) : this.linkpath, mode: this[ri](this.stat.mode), uid: this.portable ? void 0 : this.stat.uid, gid: this.portable ? void 0 : this.stat.gid, size: this.stat.size, mtime: this.noMtime ? void 0 : this.mtime || this.stat.mtime, type: this.type === "Unsupported" ? void 0 : this.type, uname: this.portable ? void 0 : this.stat.uid === this.myuid ? this.myuser : "", atime: this.portable ? void 0 : this.stat.atime, ctime: this.portable ? void 0 : this.stat.ctime }), this.header.encode() && !this.noPax && super.write(new ft({ atime: this.portable ? void 0 : this.header.atime, ctime: this.portable ? void 0 : this.header.ctime, gid: this.portable ? void 0 : this.header.gid, mtime: this.noMtime ? void 0 : this.mtime || this.header.mtime, path: this[q](this.path), linkpath: this.type === "Link" && this.linkpath !== void 0 ? this[q](this.linkpath) : this.linkpath, size: this.header.size, uid: this.portable ? void 0 : this.header.uid, uname: this.portable ? void 0 : this.header.uname, dev: this.portable ? void 0 : this.stat.dev, ino: this.portable ? void 0 : this.stat.ino, nlink: this.portable ? void 0 : this.stat.nlink }).encode());
+    let t = this.header?.block;
+    if (!t) throw new Error("failed to encode header");
+    super.write(t);
+  }
+  [ir]() {
+    if (!this.stat) throw new Error("cannot create directory entry without stat");
+    this.path.slice(-1) !== "/" && (this.path += "/"), this.stat.size = 0, this[fe](), this.end();
+  }
+  [is]() {
+    X.readlink(this.absolute, (t, e) => {
+      if (t) return this.emit("error", t);
+      this[ns](e);
+    });
+  }
+  [ns](t) {
+    this.linkpath = f(t), this[fe](), this.end();
+  }
+  [sr](t) {
+    if (!this.stat) throw new Error("cannot create link entry without stat");
+    this.type = "Link", this.linkpath = f(js.relative(this.cwd, t)), this.stat.size = 0, this[fe](), this.end();
+  }
+  [er]() {
+    if (!this.stat) throw new Error("cannot create file entry without stat");
+    if (this.stat.nlink > 1) {
+      let t = `${this.stat.dev}:${this.stat.ino}`, e = this.linkCache.get(t);
+      if (e?.indexOf(this.cwd) === 0) return this[sr](e);
+      this.linkCache.set(t, this.absolute);
+    }
+    if (this[fe](), this.stat.size === 0) return this.end();
+    this[os9]();
+  }
+  [os9]() {
+    X.open(this.absolute, "r", (t, e) => {
+      if (t) return this.emit("error", t);
+      this[hs](e);
+    });
+  }
+  [hs](t) {
+    if (this.fd = t, this.#t) return this[pt]();
+    if (!this.stat) throw new Error("should stat before calling onopenfile");
+    this.blockLen = 512 * Math.ceil(this.stat.size / 512), this.blockRemain = this.blockLen;
+    let e = Math.min(this.blockLen, this.maxReadSize);
+    this.buf = Buffer.allocUnsafe(e), this.offset = 0, this.pos = 0, this.remain = this.stat.size, this.length = this.buf.length, this[ii]();
+  }
+  [ii]() {
+    let { fd: t, buf: e, offset: i2, length: r, pos: n2 } = this;
+    if (t === void 0 || e === void 0) throw new Error("cannot read file without first opening");
+    X.read(t, e, i2, r, n2, (o2, h2) => {
+      if (o2) return this[pt](() => this.emit("error", o2));
+      this[rs](h2);
+    });
+  }
+  [pt](t = () => {
+  }) {
+    this.fd !== void 0 && X.close(this.fd, t);
+  }
+  [rs](t) {
+    if (t <= 0 && this.remain > 0) {
+      let r = Object.assign(new Error("encountered unexpected EOF"), { path: this.absolute, syscall: "read", code: "EOF" });
+      return this[pt](() => this.emit("error", r));
+    }
+    if (t > this.remain) {
+      let r = Object.assign(new Error("did not encounter expected EOF"), { path: this.absolute, syscall: "read", code: "EOF" });
+      return this[pt](() => this.emit("error", r));
+    }
+    if (!this.buf) throw new Error("should have created buffer prior to reading");
+    if (t === this.remain) for (let r = t; r < this.length && t < this.blockRemain; r++) this.buf[r + this.offset] = 0, t++, this.remain++;
+    let e = this.offset === 0 && t === this.buf.length ? this.buf : this.buf.subarray(this.offset, this.offset + t);
+    this.write(e) ? this[es]() : this[as](() => this[es]());
+  }
+  [as](t) {
+    this.once("drain", t);
+  }
+  write(t, e, i2) {
+    if (typeof e == "function" && (i2 = e, e = void 0), typeof t == "string" && (t = Buffer.from(t, typeof e == "string" ? e : "utf8")), this.blockRemain < t.length) {
+      let r = Object.assign(new Error("writing more data than expected"), { path: this.absolute });
+      return this.emit("error", r);
+    }
+    return this.remain -= t.length, this.blockRemain -= t.length, this.pos += t.length, this.offset += t.length, super.write(t, null, i2);
+  }
+  [es]() {
+    if (!this.remain) return this.blockRemain && super.write(Buffer.alloc(this.blockRemain)), this[pt]((t) => t ? this.emit("error", t) : this.end());
+    if (!this.buf) throw new Error("buffer lost somehow in ONDRAIN");
+    this.offset >= this.length && (this.buf = Buffer.allocUnsafe(Math.min(this.blockRemain, this.buf.length)), this.offset = 0), this.length = this.buf.length - this.offset, this[ii]();
+  }
+};
+var ni = class extends de {
+  sync = true;
+  [ss]() {
+    this[si](X.lstatSync(this.absolute));
+  }
+  [is]() {
+    this[ns](X.readlinkSync(this.absolute));
+  }
+  [os9]() {
+    this[hs](X.openSync(this.absolute, "r"));
+  }
+  [ii]() {
+    let t = true;
+    try {
+      let { fd: e, buf: i2, offset: r, length: n2, pos: o2 } = this;
+      if (e === void 0 || i2 === void 0) throw new Error("fd and buf must be set in READ method");
+      let h2 = X.readSync(e, i2, r, n2, o2);
+      this[rs](h2), t = false;
+    } finally {
+      if (t) try {
+        this[pt](() => {
+        });
+      } catch {
+      }
+    }
+  }
+  [as](t) {
+    t();
+  }
+  [pt](t = () => {
+  }) {
+    this.fd !== void 0 && X.closeSync(this.fd), t();
+  }
+};
+var oi = class extends A {
+  blockLen = 0;
+  blockRemain = 0;
+  buf = 0;
+  pos = 0;
+  remain = 0;
+  length = 0;
+  preservePaths;
+  portable;
+  strict;
+  noPax;
+  noMtime;
+  readEntry;
+  type;
+  prefix;
+  path;
+  mode;
+  uid;
+  gid;
+  uname;
+  gname;
+  header;
+  mtime;
+  atime;
+  ctime;
+  linkpath;
+  size;
+  onWriteEntry;
+  warn(t, e, i2 = {}) {
+    return Dt(this, t, e, i2);
+  }
+  constructor(t, e = {}) {
+    let i2 = se(e);
+    super(), this.preservePaths = !!i2.preservePaths, this.portable = !!i2.portable, this.strict = !!i2.strict, this.noPax = !!i2.noPax, this.noMtime = !!i2.noMtime, this.onWriteEntry = i2.onWriteEntry, this.readEntry = t;
+    let { type: r } = t;
+    if (r === "Unsupported") throw new Error("writing entry that should be ignored");
+    this.type = r, this.type === "Directory" && this.portable && (this.noMtime = true), this.prefix = i2.prefix, this.path = f(t.path), this.mode = t.mode !== void 0 ? this[ri](t.mode) : void 0, this.uid = this.portable ? void 0 : t.uid, this.gid = this.portable ? void 0 : t.gid, this.uname = this.portable ? void 0 : t.uname, this.gname = this.portable ? void 0 : t.gname, this.size = t.size, this.mtime = this.noMtime ? void 0 : i2.mtime || t.mtime, this.atime = this.portable ? void 0 : t.atime, this.ctime = this.portable ? void 0 : t.ctime, this.linkpath = t.linkpath !== void 0 ? f(t.linkpath) : void 0, typeof i2.onwarn == "function" && this.on("warn", i2.onwarn);
+    let n2 = false;
+    if (!this.preservePaths) {
+      let [h2, a2] = ce(this.path);
+      h2 && typeof a2 == "string" && (this.path = a2, n2 = h2);
+    }
+    this.remain = t.size, this.blockRemain = t.startBlockSize, this.onWriteEntry?.(this), this.header = new F({ path: this[q](this.path), linkpath: this.type === "Link" && this.linkpath !== void 0 ? this[q](this.linkpath) : this.linkpath, mode: this.mode, uid: this.portable ? void 0 : this.uid, gid: this.portable ? void 0 : this.gid, size: this.size, mtime: this.noMtime ? void 0 : this.mtime, type: this.type, uname: this.portable ? void 0 : this.uname, atime: this.portable ? void 0 : this.atime, ctime: this.portable ? void 0 : this.ctime }), n2 && this.warn("TAR_ENTRY_INFO", `stripping ${n2} from absolute path`, { entry: this, path: n2 + this.path }), this.header.encode() && !this.noPax && super.write(new ft({ atime: this.portable ? void 0 : this.atime, ctime: this.portable ? void 0 : this.ctime, gid: this.portable ? void 0 : this.gid, mtime: this.noMtime ? void 0 : this.mtime, path: this[q](this.path), linkpath: this.type === "Link" && this.linkpath !== void 0 ? this[q](this.linkpath) : this.linkpath, size: this.size, uid: this.portable ? void 0 : this.uid, uname: this.portable ? void 0 : this.uname, dev: this.portable ? void 0 : this.readEntry.dev, ino: this.portable ? void 0 : this.readEntry.ino, nlink: this.portable ? void 0 : this.readEntry.nlink }).encode());
+    let o2 = this.header?.block;
+    if (!o2) throw new Error("failed to encode header");
+    super.write(o2), t.pipe(this);
+  }
+  [q](t) {
+    return rr(t, this.prefix);
+  }
+  [ri](t) {
+    return Ji(t, this.type === "Directory", this.portable);
+  }
+  write(t, e, i2) {
+    typeof e == "function" && (i2 = e, e = void 0), typeof t == "string" && (t = Buffer.from(t, typeof e == "string" ? e : "utf8"));
+    let r = t.length;
+    if (r > this.blockRemain) throw new Error("writing more to entry than is appropriate");
+    return this.blockRemain -= r, super.write(t, i2);
+  }
+  end(t, e, i2) {
+    return this.blockRemain && super.write(Buffer.alloc(this.blockRemain)), typeof t == "function" && (i2 = t, e = void 0, t = void 0), typeof e == "function" && (i2 = e, e = void 0), typeof t == "string" && (t = Buffer.from(t, e ?? "utf8")), i2 && this.once("finish", i2), t ? super.end(t, i2) : super.end(i2), this;
+  }
+};
+var Gn = (s3) => s3.isFile() ? "File" : s3.isDirectory() ? "Directory" : s3.isSymbolicLink() ? "SymbolicLink" : "Unsupported";
+var hi = class s2 {
+  tail;
+  head;
+  length = 0;
+  static create(t = []) {
+    return new s2(t);
+  }
+  constructor(t = []) {
+    for (let e of t) this.push(e);
+  }
+  *[Symbol.iterator]() {
+    for (let t = this.head; t; t = t.next) yield t.value;
+  }
+  removeNode(t) {
+    if (t.list !== this) throw new Error("removing node which does not belong to this list");
+    let e = t.next, i2 = t.prev;
+    return e && (e.prev = i2), i2 && (i2.next = e), t === this.head && (this.head = e), t === this.tail && (this.tail = i2), this.length--, t.next = void 0, t.prev = void 0, t.list = void 0, e;
+  }
+  unshiftNode(t) {
+    if (t === this.head) return;
+    t.list && t.list.removeNode(t);
+    let e = this.head;
+    t.list = this, t.next = e, e && (e.prev = t), this.head = t, this.tail || (this.tail = t), this.length++;
+  }
+  pushNode(t) {
+    if (t === this.tail) return;
+    t.list && t.list.removeNode(t);
+    let e = this.tail;
+    t.list = this, t.prev = e, e && (e.next = t), this.tail = t, this.head || (this.head = t), this.length++;
+  }
+  push(...t) {
+    for (let e = 0, i2 = t.length; e < i2; e++) Yn(this, t[e]);
+    return this.length;
+  }
+  unshift(...t) {
+    for (var e = 0, i2 = t.length; e < i2; e++) Kn(this, t[e]);
+    return this.length;
+  }
+  pop() {
+    if (!this.tail) return;
+    let t = this.tail.value, e = this.tail;
+    return this.tail = this.tail.prev, this.tail ? this.tail.next = void 0 : this.head = void 0, e.list = void 0, this.length--, t;
+  }
+  shift() {
+    if (!this.head) return;
+    let t = this.head.value, e = this.head;
+    return this.head = this.head.next, this.head ? this.head.prev = void 0 : this.tail = void 0, e.list = void 0, this.length--, t;
+  }
+  forEach(t, e) {
+    e = e || this;
+    for (let i2 = this.head, r = 0; i2; r++) t.call(e, i2.value, r, this), i2 = i2.next;
+  }
+  forEachReverse(t, e) {
+    e = e || this;
+    for (let i2 = this.tail, r = this.length - 1; i2; r--) t.call(e, i2.value, r, this), i2 = i2.prev;
+  }
+  get(t) {
+    let e = 0, i2 = this.head;
+    for (; i2 && e < t; e++) i2 = i2.next;
+    if (e === t && i2) return i2.value;
+  }
+  getReverse(t) {
+    let e = 0, i2 = this.tail;
+    for (; i2 && e < t; e++) i2 = i2.prev;
+    if (e === t && i2) return i2.value;
+  }
+  map(t, e) {
+    e = e || this;
+    let i2 = new s2();
+    for (let r = this.head; r; ) i2.push(t.call(e, r.value, this)), r = r.next;
+    return i2;
+  }
+  mapReverse(t, e) {
+    e = e || this;
+    var i2 = new s2();
+    for (let r = this.tail; r; ) i2.push(t.call(e, r.value, this)), r = r.prev;
+    return i2;
+  }
+  reduce(t, e) {
+    let i2, r = this.head;
+    if (arguments.length > 1) i2 = e;
+    else if (this.head) r = this.head.next, i2 = this.head.value;
+    else throw new TypeError("Reduce of empty list with no initial value");
+    for (var n2 = 0; r; n2++) i2 = t(i2, r.value, n2), r = r.next;
+    return i2;
+  }
+  reduceReverse(t, e) {
+    let i2, r = this.tail;
+    if (arguments.length > 1) i2 = e;
+    else if (this.tail) r = this.tail.prev, i2 = this.tail.value;
+    else throw new TypeError("Reduce of empty list with no initial value");
+    for (let n2 = this.length - 1; r; n2--) i2 = t(i2, r.value, n2), r = r.prev;
+    return i2;
+  }
+  toArray() {
+    let t = new Array(this.length);
+    for (let e = 0, i2 = this.head; i2; e++) t[e] = i2.value, i2 = i2.next;
+    return t;
+  }
+  toArrayReverse() {
+    let t = new Array(this.length);
+    for (let e = 0, i2 = this.tail; i2; e++) t[e] = i2.value, i2 = i2.prev;
+    return t;
+  }
+  slice(t = 0, e = this.length) {
+    e < 0 && (e += this.length), t < 0 && (t += this.length);
+    let i2 = new s2();
+    if (e < t || e < 0) return i2;
+    t < 0 && (t = 0), e > this.length && (e = this.length);
+    let r = this.head, n2 = 0;
+    for (n2 = 0; r && n2 < t; n2++) r = r.next;
+    for (; r && n2 < e; n2++, r = r.next) i2.push(r.value);
+    return i2;
+  }
+  sliceReverse(t = 0, e = this.length) {
+    e < 0 && (e += this.length), t < 0 && (t += this.length);
+    let i2 = new s2();
+    if (e < t || e < 0) return i2;
+    t < 0 && (t = 0), e > this.length && (e = this.length);
+    let r = this.length, n2 = this.tail;
+    for (; n2 && r > e; r--) n2 = n2.prev;
+    for (; n2 && r > t; r--, n2 = n2.prev) i2.push(n2.value);
+    return i2;
+  }
+  splice(t, e = 0, ...i2) {
+    t > this.length && (t = this.length - 1), t < 0 && (t = this.length + t);
+    let r = this.head;
+    for (let o2 = 0; r && o2 < t; o2++) r = r.next;
+    let n2 = [];
+    for (let o2 = 0; r && o2 < e; o2++) n2.push(r.value), r = this.removeNode(r);
+    r ? r !== this.tail && (r = r.prev) : r = this.tail;
+    for (let o2 of i2) r = Zn(this, r, o2);
+    return n2;
+  }
+  reverse() {
+    let t = this.head, e = this.tail;
+    for (let i2 = t; i2; i2 = i2.prev) {
+      let r = i2.prev;
+      i2.prev = i2.next, i2.next = r;
+    }
+    return this.head = e, this.tail = t, this;
+  }
+};
+function Zn(s3, t, e) {
+  let i2 = t, r = t ? t.next : s3.head, n2 = new ue(e, i2, r, s3);
+  return n2.next === void 0 && (s3.tail = n2), n2.prev === void 0 && (s3.head = n2), s3.length++, n2;
+}
+function Yn(s3, t) {
+  s3.tail = new ue(t, s3.tail, void 0, s3), s3.head || (s3.head = s3.tail), s3.length++;
+}
+function Kn(s3, t) {
+  s3.head = new ue(t, void 0, s3.head, s3), s3.tail || (s3.tail = s3.head), s3.length++;
+}
+var ue = class {
+  list;
+  next;
+  prev;
+  value;
+  constructor(t, e, i2, r) {
+    this.list = r, this.value = t, e ? (e.next = this, this.prev = e) : this.prev = void 0, i2 ? (i2.prev = this, this.next = i2) : this.next = void 0;
+  }
+};
+var pi = class {
+  path;
+  absolute;
+  entry;
+  stat;
+  readdir;
+  pending = false;
+  pendingLink = false;
+  ignore = false;
+  piped = false;
+  constructor(t, e) {
+    this.path = t || "./", this.absolute = e;
+  }
+};
+var nr = Buffer.alloc(1024);
+var li = /* @__PURE__ */ Symbol("onStat");
+var me = /* @__PURE__ */ Symbol("ended");
+var W = /* @__PURE__ */ Symbol("queue");
+var pe = /* @__PURE__ */ Symbol("pendingLinks");
+var Et = /* @__PURE__ */ Symbol("current");
+var Ft = /* @__PURE__ */ Symbol("process");
+var Ee = /* @__PURE__ */ Symbol("processing");
+var ai = /* @__PURE__ */ Symbol("processJob");
+var G = /* @__PURE__ */ Symbol("jobs");
+var ls = /* @__PURE__ */ Symbol("jobDone");
+var ci = /* @__PURE__ */ Symbol("addFSEntry");
+var or = /* @__PURE__ */ Symbol("addTarEntry");
+var ds = /* @__PURE__ */ Symbol("stat");
+var us = /* @__PURE__ */ Symbol("readdir");
+var fi = /* @__PURE__ */ Symbol("onreaddir");
+var di = /* @__PURE__ */ Symbol("pipe");
+var hr = /* @__PURE__ */ Symbol("entry");
+var cs = /* @__PURE__ */ Symbol("entryOpt");
+var ui = /* @__PURE__ */ Symbol("writeEntryClass");
+var lr = /* @__PURE__ */ Symbol("write");
+var fs3 = /* @__PURE__ */ Symbol("ondrain");
+var wt = class extends A {
+  sync = false;
+  opt;
+  cwd;
+  maxReadSize;
+  preservePaths;
+  strict;
+  noPax;
+  prefix;
+  linkCache;
+  statCache;
+  file;
+  portable;
+  zip;
+  readdirCache;
+  noDirRecurse;
+  follow;
+  noMtime;
+  mtime;
+  filter;
+  jobs;
+  [ui];
+  onWriteEntry;
+  [W];
+  [pe] = /* @__PURE__ */ new Map();
+  [G] = 0;
+  [Ee] = false;
+  [me] = false;
+  constructor(t = {}) {
+    if (super(), this.opt = t, this.file = t.file || "", this.cwd = t.cwd || process.cwd(), this.maxReadSize = t.maxReadSize, this.preservePaths = !!t.preservePaths, this.strict = !!t.strict, this.noPax = !!t.noPax, this.prefix = f(t.prefix || ""), this.linkCache = t.linkCache || /* @__PURE__ */ new Map(), this.statCache = t.statCache || /* @__PURE__ */ new Map(), this.readdirCache = t.readdirCache || /* @__PURE__ */ new Map(), this.onWriteEntry = t.onWriteEntry, this[ui] = de, typeof t.onwarn == "function" && this.on("warn", t.onwarn), this.portable = !!t.portable, t.gzip || t.brotli || t.zstd) {
+      if ((t.gzip ? 1 : 0) + (t.brotli ? 1 : 0) + (t.zstd ? 1 : 0) > 1) throw new TypeError("gzip, brotli, zstd are mutually exclusive");
+      if (t.gzip && (typeof t.gzip != "object" && (t.gzip = {}), this.portable && (t.gzip.portable = true), this.zip = new ze(t.gzip)), t.brotli && (typeof t.brotli != "object" && (t.brotli = {}), this.zip = new We(t.brotli)), t.zstd && (typeof t.zstd != "object" && (t.zstd = {}), this.zip = new Ye(t.zstd)), !this.zip) throw new Error("impossible");
+      let e = this.zip;
+      e.on("data", (i2) => super.write(i2)), e.on("end", () => super.end()), e.on("drain", () => this[fs3]()), this.on("resume", () => e.resume());
+    } else this.on("drain", this[fs3]);
+    this.noDirRecurse = !!t.noDirRecurse, this.follow = !!t.follow, this.noMtime = !!t.noMtime, t.mtime && (this.mtime = t.mtime), this.filter = typeof t.filter == "function" ? t.filter : () => true, this[W] = new hi(), this[G] = 0, this.jobs = Number(t.jobs) || 4, this[Ee] = false, this[me] = false;
+  }
+  [lr](t) {
+    return super.write(t);
+  }
+  add(t) {
+    return this.write(t), this;
+  }
+  end(t, e, i2) {
+    return typeof t == "function" && (i2 = t, t = void 0), typeof e == "function" && (i2 = e, e = void 0), t && this.add(t), this[me] = true, this[Ft](), i2 && i2(), this;
+  }
+  write(t) {
+    if (this[me]) throw new Error("write after end");
+    return typeof t == "string" ? this[ci](t) : this[or](t), this.flowing;
+  }
+  [or](t) {
+    let e = f(ar.resolve(this.cwd, t.path));
+    if (!this.filter(t.path, t)) t.resume();
+    else {
+      let i2 = new pi(t.path, e);
+      i2.entry = new oi(t, this[cs](i2)), i2.entry.on("end", () => this[ls](i2)), this[G] += 1, this[W].push(i2);
+    }
+    this[Ft]();
+  }
+  [ci](t) {
+    let e = f(ar.resolve(this.cwd, t));
+    this[W].push(new pi(t, e)), this[Ft]();
+  }
+  [ds](t) {
+    t.pending = true, this[G] += 1;
+    let e = this.follow ? "stat" : "lstat";
+    mi[e](t.absolute, (i2, r) => {
+      t.pending = false, this[G] -= 1, i2 ? this.emit("error", i2) : this[li](t, r);
+    });
+  }
+  [li](t, e) {
+    if (this.statCache.set(t.absolute, e), t.stat = e, !this.filter(t.path, e)) t.ignore = true;
+    else if (e.isFile() && e.nlink > 1 && !this.linkCache.get(`${e.dev}:${e.ino}`) && !this.sync) if (t === this[Et]) this[ai](t);
+    else {
+      let i2 = `${e.dev}:${e.ino}`, r = this[pe].get(i2);
+      r ? r.push(t) : this[pe].set(i2, [t]), t.pendingLink = true, t.pending = true;
+    }
+    this[Ft]();
+  }
+  [us](t) {
+    t.pending = true, this[G] += 1, mi.readdir(t.absolute, (e, i2) => {
+      if (t.pending = false, this[G] -= 1, e) return this.emit("error", e);
+      this[fi](t, i2);
+    });
+  }
+  [fi](t, e) {
+    this.readdirCache.set(t.absolute, e), t.readdir = e, this[Ft]();
+  }
+  [Ft]() {
+    if (!this[Ee]) {
+      this[Ee] = true;
+      for (let t = this[W].head; t && this[G] < this.jobs; t = t.next) if (this[ai](t.value), t.value.ignore) {
+        let e = t.next;
+        this[W].removeNode(t), t.next = e;
+      }
+      this[Ee] = false, this[me] && this[W].length === 0 && this[G] === 0 && (this.zip ? this.zip.end(nr) : (super.write(nr), super.end()));
+    }
+  }
+  get [Et]() {
+    return this[W] && this[W].head && this[W].head.value;
+  }
+  [ls](t) {
+    this[W].shift(), this[G] -= 1;
+    let { stat: e } = t;
+    if (e && e.isFile() && e.nlink > 1) {
+      let i2 = `${e.dev}:${e.ino}`, r = this[pe].get(i2);
+      if (r) {
+        this[pe].delete(i2);
+        for (let n2 of r) n2.pending = false, this[ai](n2);
+      }
+    }
+    this[Ft]();
+  }
+  [ai](t) {
+    if (t.pending && t.pendingLink && t === this[Et] && (t.pending = false, t.pendingLink = false), !t.pending) {
+      if (t.entry) {
+        t === this[Et] && !t.piped && this[di](t);
+        return;
+      }
+      if (!t.stat) {
+        let e = this.statCache.get(t.absolute);
+        e ? this[li](t, e) : this[ds](t);
+      }
+      if (t.stat && !t.ignore) {
+        if (!this.noDirRecurse && t.stat.isDirectory() && !t.readdir) {
+          let e = this.readdirCache.get(t.absolute);
+          if (e ? this[fi](t, e) : this[us](t), !t.readdir) return;
+        }
+        if (t.entry = this[hr](t), !t.entry) {
+          t.ignore = true;
+          return;
+        }
+        t === this[Et] && !t.piped && this[di](t);
+      }
+    }
+  }
+  [cs](t) {
+    return { onwarn: (e, i2, r) => this.warn(e, i2, r), noPax: this.noPax, cwd: this.cwd, absolute: t.absolute, preservePaths: this.preservePaths, maxReadSize: this.maxReadSize, strict: this.strict, portable: this.portable, linkCache: this.linkCache, statCache: this.statCache, noMtime: this.noMtime, mtime: this.mtime, prefix: this.prefix, onWriteEntry: this.onWriteEntry };
+  }
+  [hr](t) {
+    this[G] += 1;
+    try {
+      return new this[ui](t.path, this[cs](t)).on("end", () => this[ls](t)).on("error", (i2) => this.emit("error", i2));
+    } catch (e) {
+      this.emit("error", e);
+    }
+  }
+  [fs3]() {
+    this[Et] && this[Et].entry && this[Et].entry.resume();
+  }
+  [di](t) {
+    t.piped = true, t.readdir && t.readdir.forEach((r) => {
+      let n2 = t.path, o2 = n2 === "./" ? "" : n2.replace(/\/*$/, "/");
+      this[ci](o2 + r);
+    });
+    let e = t.entry, i2 = this.zip;
+    if (!e) throw new Error("cannot pipe without source");
+    i2 ? e.on("data", (r) => {
+      i2.write(r) || e.pause();
+    }) : e.on("data", (r) => {
+      super.write(r) || e.pause();
+    });
+  }
+  pause() {
+    return this.zip && this.zip.pause(), super.pause();
+  }
+  warn(t, e, i2 = {}) {
+    Dt(this, t, e, i2);
+  }
+};
+var kt = class extends wt {
+  sync = true;
+  constructor(t) {
+    super(t), this[ui] = ni;
+  }
+  pause() {
+  }
+  resume() {
+  }
+  [ds](t) {
+    let e = this.follow ? "statSync" : "lstatSync";
+    this[li](t, mi[e](t.absolute));
+  }
+  [us](t) {
+    this[fi](t, mi.readdirSync(t.absolute));
+  }
+  [di](t) {
+    let e = t.entry, i2 = this.zip;
+    if (t.readdir && t.readdir.forEach((r) => {
+      let n2 = t.path, o2 = n2 === "./" ? "" : n2.replace(/\/*$/, "/");
+      this[ci](o2 + r);
+    }), !e) throw new Error("Cannot pipe without source");
+    i2 ? e.on("data", (r) => {
+      i2.write(r);
+    }) : e.on("data", (r) => {
+      super[lr](r);
+    });
+  }
+};
+var Vn = (s3, t) => {
+  let e = new kt(s3), i2 = new Wt(s3.file, { mode: s3.mode || 438 });
+  e.pipe(i2), fr(e, t);
+};
+var $n = (s3, t) => {
+  let e = new wt(s3), i2 = new et(s3.file, { mode: s3.mode || 438 });
+  e.pipe(i2);
+  let r = new Promise((n2, o2) => {
+    i2.on("error", o2), i2.on("close", n2), e.on("error", o2);
+  });
+  return dr(e, t).catch((n2) => e.emit("error", n2)), r;
+};
+var fr = (s3, t) => {
+  t.forEach((e) => {
+    e.charAt(0) === "@" ? Ct({ file: cr.resolve(s3.cwd, e.slice(1)), sync: true, noResume: true, onReadEntry: (i2) => s3.add(i2) }) : s3.add(e);
+  }), s3.end();
+};
+var dr = async (s3, t) => {
+  for (let e of t) e.charAt(0) === "@" ? await Ct({ file: cr.resolve(String(s3.cwd), e.slice(1)), noResume: true, onReadEntry: (i2) => {
+    s3.add(i2);
+  } }) : s3.add(e);
+  s3.end();
+};
+var Xn = (s3, t) => {
+  let e = new kt(s3);
+  return fr(e, t), e;
+};
+var qn = (s3, t) => {
+  let e = new wt(s3);
+  return dr(e, t).catch((i2) => e.emit("error", i2)), e;
+};
+var Qn = K(Vn, $n, Xn, qn, (s3, t) => {
+  if (!t?.length) throw new TypeError("no paths specified to add to archive");
+});
+var Jn = process.env.__FAKE_PLATFORM__ || process.platform;
+var Er = Jn === "win32";
+var { O_CREAT: wr, O_NOFOLLOW: ur, O_TRUNC: Sr, O_WRONLY: yr } = pr.constants;
+var Rr = Number(process.env.__FAKE_FS_O_FILENAME__) || pr.constants.UV_FS_O_FILEMAP || 0;
+var jn = Er && !!Rr;
+var to = 512 * 1024;
+var eo = Rr | Sr | wr | yr;
+var mr = !Er && typeof ur == "number" ? ur | Sr | wr | yr : null;
+var ms = mr !== null ? () => mr : jn ? (s3) => s3 < to ? eo : "w" : () => "w";
+var ps = (s3, t, e) => {
+  try {
+    return wi.lchownSync(s3, t, e);
+  } catch (i2) {
+    if (i2?.code !== "ENOENT") throw i2;
+  }
+};
+var Ei = (s3, t, e, i2) => {
+  wi.lchown(s3, t, e, (r) => {
+    i2(r && r?.code !== "ENOENT" ? r : null);
+  });
+};
+var io = (s3, t, e, i2, r) => {
+  if (t.isDirectory()) Es(we.resolve(s3, t.name), e, i2, (n2) => {
+    if (n2) return r(n2);
+    let o2 = we.resolve(s3, t.name);
+    Ei(o2, e, i2, r);
+  });
+  else {
+    let n2 = we.resolve(s3, t.name);
+    Ei(n2, e, i2, r);
+  }
+};
+var Es = (s3, t, e, i2) => {
+  wi.readdir(s3, { withFileTypes: true }, (r, n2) => {
+    if (r) {
+      if (r.code === "ENOENT") return i2();
+      if (r.code !== "ENOTDIR" && r.code !== "ENOTSUP") return i2(r);
+    }
+    if (r || !n2.length) return Ei(s3, t, e, i2);
+    let o2 = n2.length, h2 = null, a2 = (l) => {
+      if (!h2) {
+        if (l) return i2(h2 = l);
+        if (--o2 === 0) return Ei(s3, t, e, i2);
+      }
+    };
+    for (let l of n2) io(s3, l, t, e, a2);
+  });
+};
+var so = (s3, t, e, i2) => {
+  t.isDirectory() && ws(we.resolve(s3, t.name), e, i2), ps(we.resolve(s3, t.name), e, i2);
+};
+var ws = (s3, t, e) => {
+  let i2;
+  try {
+    i2 = wi.readdirSync(s3, { withFileTypes: true });
+  } catch (r) {
+    let n2 = r;
+    if (n2?.code === "ENOENT") return;
+    if (n2?.code === "ENOTDIR" || n2?.code === "ENOTSUP") return ps(s3, t, e);
+    throw n2;
+  }
+  for (let r of i2) so(s3, r, t, e);
+  return ps(s3, t, e);
+};
+var Se = class extends Error {
+  path;
+  code;
+  syscall = "chdir";
+  constructor(t, e) {
+    super(`${e}: Cannot cd into '${t}'`), this.path = t, this.code = e;
+  }
+  get name() {
+    return "CwdError";
+  }
+};
+var St = class extends Error {
+  path;
+  symlink;
+  syscall = "symlink";
+  code = "TAR_SYMLINK_ERROR";
+  constructor(t, e) {
+    super("TAR_SYMLINK_ERROR: Cannot extract through symbolic link"), this.symlink = t, this.path = e;
+  }
+  get name() {
+    return "SymlinkError";
+  }
+};
+var no = (s3, t) => {
+  k.stat(s3, (e, i2) => {
+    (e || !i2.isDirectory()) && (e = new Se(s3, e?.code || "ENOTDIR")), t(e);
+  });
+};
+var gr = (s3, t, e) => {
+  s3 = f(s3);
+  let i2 = t.umask ?? 18, r = t.mode | 448, n2 = (r & i2) !== 0, o2 = t.uid, h2 = t.gid, a2 = typeof o2 == "number" && typeof h2 == "number" && (o2 !== t.processUid || h2 !== t.processGid), l = t.preserve, c3 = t.unlink, d = f(t.cwd), y = (E, x) => {
+    E ? e(E) : x && a2 ? Es(x, o2, h2, (Le) => y(Le)) : n2 ? k.chmod(s3, r, e) : e();
+  };
+  if (s3 === d) return no(s3, y);
+  if (l) return ro.mkdir(s3, { mode: r, recursive: true }).then((E) => y(null, E ?? void 0), y);
+  let D = f(Si.relative(d, s3)).split("/");
+  Ss(d, D, r, c3, d, void 0, y);
+};
+var Ss = (s3, t, e, i2, r, n2, o2) => {
+  if (t.length === 0) return o2(null, n2);
+  let h2 = t.shift(), a2 = f(Si.resolve(s3 + "/" + h2));
+  k.mkdir(a2, e, br(a2, t, e, i2, r, n2, o2));
+};
+var br = (s3, t, e, i2, r, n2, o2) => (h2) => {
+  h2 ? k.lstat(s3, (a2, l) => {
+    if (a2) a2.path = a2.path && f(a2.path), o2(a2);
+    else if (l.isDirectory()) Ss(s3, t, e, i2, r, n2, o2);
+    else if (i2) k.unlink(s3, (c3) => {
+      if (c3) return o2(c3);
+      k.mkdir(s3, e, br(s3, t, e, i2, r, n2, o2));
+    });
+    else {
+      if (l.isSymbolicLink()) return o2(new St(s3, s3 + "/" + t.join("/")));
+      o2(h2);
+    }
+  }) : (n2 = n2 || s3, Ss(s3, t, e, i2, r, n2, o2));
+};
+var oo = (s3) => {
+  let t = false, e;
+  try {
+    t = k.statSync(s3).isDirectory();
+  } catch (i2) {
+    e = i2?.code;
+  } finally {
+    if (!t) throw new Se(s3, e ?? "ENOTDIR");
+  }
+};
+var _r = (s3, t) => {
+  s3 = f(s3);
+  let e = t.umask ?? 18, i2 = t.mode | 448, r = (i2 & e) !== 0, n2 = t.uid, o2 = t.gid, h2 = typeof n2 == "number" && typeof o2 == "number" && (n2 !== t.processUid || o2 !== t.processGid), a2 = t.preserve, l = t.unlink, c3 = f(t.cwd), d = (E) => {
+    E && h2 && ws(E, n2, o2), r && k.chmodSync(s3, i2);
+  };
+  if (s3 === c3) return oo(c3), d();
+  if (a2) return d(k.mkdirSync(s3, { mode: i2, recursive: true }) ?? void 0);
+  let T = f(Si.relative(c3, s3)).split("/"), D;
+  for (let E = T.shift(), x = c3; E && (x += "/" + E); E = T.shift()) {
+    x = f(Si.resolve(x));
+    try {
+      k.mkdirSync(x, i2), D = D || x;
+    } catch {
+      let Le = k.lstatSync(x);
+      if (Le.isDirectory()) continue;
+      if (l) {
+        k.unlinkSync(x), k.mkdirSync(x, i2), D = D || x;
+        continue;
+      } else if (Le.isSymbolicLink()) return new St(x, x + "/" + T.join("/"));
+    }
+  }
+  return d(D);
+};
+var ys = /* @__PURE__ */ Object.create(null);
+var Or = 1e4;
+var Vt = /* @__PURE__ */ new Set();
+var Tr = (s3) => {
+  Vt.has(s3) ? Vt.delete(s3) : ys[s3] = s3.normalize("NFD").toLocaleLowerCase("en").toLocaleUpperCase("en"), Vt.add(s3);
+  let t = ys[s3], e = Vt.size - Or;
+  if (e > Or / 10) {
+    for (let i2 of Vt) if (Vt.delete(i2), delete ys[i2], --e <= 0) break;
+  }
+  return t;
+};
+var ho = process.env.TESTING_TAR_FAKE_PLATFORM || process.platform;
+var ao = ho === "win32";
+var lo = (s3) => s3.split("/").slice(0, -1).reduce((e, i2) => {
+  let r = e.at(-1);
+  return r !== void 0 && (i2 = xr(r, i2)), e.push(i2 || "/"), e;
+}, []);
+var yi = class {
+  #t = /* @__PURE__ */ new Map();
+  #i = /* @__PURE__ */ new Map();
+  #s = /* @__PURE__ */ new Set();
+  reserve(t, e) {
+    t = ao ? ["win32 parallelization disabled"] : t.map((r) => mt(xr(Tr(r))));
+    let i2 = new Set(t.map((r) => lo(r)).reduce((r, n2) => r.concat(n2)));
+    this.#i.set(e, { dirs: i2, paths: t });
+    for (let r of t) {
+      let n2 = this.#t.get(r);
+      n2 ? n2.push(e) : this.#t.set(r, [e]);
+    }
+    for (let r of i2) {
+      let n2 = this.#t.get(r);
+      if (!n2) this.#t.set(r, [/* @__PURE__ */ new Set([e])]);
+      else {
+        let o2 = n2.at(-1);
+        o2 instanceof Set ? o2.add(e) : n2.push(/* @__PURE__ */ new Set([e]));
+      }
+    }
+    return this.#r(e);
+  }
+  #n(t) {
+    let e = this.#i.get(t);
+    if (!e) throw new Error("function does not have any path reservations");
+    return { paths: e.paths.map((i2) => this.#t.get(i2)), dirs: [...e.dirs].map((i2) => this.#t.get(i2)) };
+  }
+  check(t) {
+    let { paths: e, dirs: i2 } = this.#n(t);
+    return e.every((r) => r && r[0] === t) && i2.every((r) => r && r[0] instanceof Set && r[0].has(t));
+  }
+  #r(t) {
+    return this.#s.has(t) || !this.check(t) ? false : (this.#s.add(t), t(() => this.#e(t)), true);
+  }
+  #e(t) {
+    if (!this.#s.has(t)) return false;
+    let e = this.#i.get(t);
+    if (!e) throw new Error("invalid reservation");
+    let { paths: i2, dirs: r } = e, n2 = /* @__PURE__ */ new Set();
+    for (let o2 of i2) {
+      let h2 = this.#t.get(o2);
+      if (!h2 || h2?.[0] !== t) continue;
+      let a2 = h2[1];
+      if (!a2) {
+        this.#t.delete(o2);
+        continue;
+      }
+      if (h2.shift(), typeof a2 == "function") n2.add(a2);
+      else for (let l of a2) n2.add(l);
+    }
+    for (let o2 of r) {
+      let h2 = this.#t.get(o2), a2 = h2?.[0];
+      if (!(!h2 || !(a2 instanceof Set))) if (a2.size === 1 && h2.length === 1) {
+        this.#t.delete(o2);
+        continue;
+      } else if (a2.size === 1) {
+        h2.shift();
+        let l = h2[0];
+        typeof l == "function" && n2.add(l);
+      } else a2.delete(t);
+    }
+    return this.#s.delete(t), n2.forEach((o2) => this.#r(o2)), true;
+  }
+};
+var Lr = () => process.umask();
+var Dr = /* @__PURE__ */ Symbol("onEntry");
+var _s = /* @__PURE__ */ Symbol("checkFs");
+var Nr = /* @__PURE__ */ Symbol("checkFs2");
+var Os = /* @__PURE__ */ Symbol("isReusable");
+var P = /* @__PURE__ */ Symbol("makeFs");
+var Ts = /* @__PURE__ */ Symbol("file");
+var xs = /* @__PURE__ */ Symbol("directory");
+var gi = /* @__PURE__ */ Symbol("link");
+var Ar = /* @__PURE__ */ Symbol("symlink");
+var Ir = /* @__PURE__ */ Symbol("hardlink");
+var Re = /* @__PURE__ */ Symbol("ensureNoSymlink");
+var Cr = /* @__PURE__ */ Symbol("unsupported");
+var Fr = /* @__PURE__ */ Symbol("checkPath");
+var Rs = /* @__PURE__ */ Symbol("stripAbsolutePath");
+var yt = /* @__PURE__ */ Symbol("mkdir");
+var O = /* @__PURE__ */ Symbol("onError");
+var Ri = /* @__PURE__ */ Symbol("pending");
+var kr = /* @__PURE__ */ Symbol("pend");
+var $t = /* @__PURE__ */ Symbol("unpend");
+var gs = /* @__PURE__ */ Symbol("ended");
+var bs = /* @__PURE__ */ Symbol("maybeClose");
+var Ls = /* @__PURE__ */ Symbol("skip");
+var ge = /* @__PURE__ */ Symbol("doChown");
+var be = /* @__PURE__ */ Symbol("uid");
+var _e = /* @__PURE__ */ Symbol("gid");
+var Oe = /* @__PURE__ */ Symbol("checkedCwd");
+var fo = process.env.TESTING_TAR_FAKE_PLATFORM || process.platform;
+var Te = fo === "win32";
+var uo = 1024;
+var mo = (s3, t) => {
+  if (!Te) return u2.unlink(s3, t);
+  let e = s3 + ".DELETE." + Mr(16).toString("hex");
+  u2.rename(s3, e, (i2) => {
+    if (i2) return t(i2);
+    u2.unlink(e, t);
+  });
+};
+var po = (s3) => {
+  if (!Te) return u2.unlinkSync(s3);
+  let t = s3 + ".DELETE." + Mr(16).toString("hex");
+  u2.renameSync(s3, t), u2.unlinkSync(t);
+};
+var vr = (s3, t, e) => s3 !== void 0 && s3 === s3 >>> 0 ? s3 : t !== void 0 && t === t >>> 0 ? t : e;
+var Xt = class extends rt {
+  [gs] = false;
+  [Oe] = false;
+  [Ri] = 0;
+  reservations = new yi();
+  transform;
+  writable = true;
+  readable = false;
+  uid;
+  gid;
+  setOwner;
+  preserveOwner;
+  processGid;
+  processUid;
+  maxDepth;
+  forceChown;
+  win32;
+  newer;
+  keep;
+  noMtime;
+  preservePaths;
+  unlink;
+  cwd;
+  strip;
+  processUmask;
+  umask;
+  dmode;
+  fmode;
+  chmod;
+  constructor(t = {}) {
+    if (t.ondone = () => {
+      this[gs] = true, this[bs]();
+    }, super(t), this.transform = t.transform, this.chmod = !!t.chmod, typeof t.uid == "number" || typeof t.gid == "number") {
+      if (typeof t.uid != "number" || typeof t.gid != "number") throw new TypeError("cannot set owner without number uid and gid");
+      if (t.preserveOwner) throw new TypeError("cannot preserve owner in archive and also set owner explicitly");
+      this.uid = t.uid, this.gid = t.gid, this.setOwner = true;
+    } else this.uid = void 0, this.gid = void 0, this.setOwner = false;
+    this.preserveOwner = t.preserveOwner === void 0 && typeof t.uid != "number" ? process.getuid?.() === 0 : !!t.preserveOwner, this.processUid = (this.preserveOwner || this.setOwner) && process.getuid ? process.getuid() : void 0, this.processGid = (this.preserveOwner || this.setOwner) && process.getgid ? process.getgid() : void 0, this.maxDepth = typeof t.maxDepth == "number" ? t.maxDepth : uo, this.forceChown = t.forceChown === true, this.win32 = !!t.win32 || Te, this.newer = !!t.newer, this.keep = !!t.keep, this.noMtime = !!t.noMtime, this.preservePaths = !!t.preservePaths, this.unlink = !!t.unlink, this.cwd = f(R.resolve(t.cwd || process.cwd())), this.strip = Number(t.strip) || 0, this.processUmask = this.chmod ? typeof t.processUmask == "number" ? t.processUmask : Lr() : 0, this.umask = typeof t.umask == "number" ? t.umask : this.processUmask, this.dmode = t.dmode || 511 & ~this.umask, this.fmode = t.fmode || 438 & ~this.umask, this.on("entry", (e) => this[Dr](e));
+  }
+  warn(t, e, i2 = {}) {
+    return (t === "TAR_BAD_ARCHIVE" || t === "TAR_ABORT") && (i2.recoverable = false), super.warn(t, e, i2);
+  }
+  [bs]() {
+    this[gs] && this[Ri] === 0 && (this.emit("prefinish"), this.emit("finish"), this.emit("end"));
+  }
+  [Rs](t, e) {
+    let i2 = t[e], { type: r } = t;
+    if (!i2 || this.preservePaths) return true;
+    let [n2, o2] = ce(i2), h2 = o2.replaceAll(/\\/g, "/").split("/");
+    if (h2.includes("..") || Te && /^[a-z]:\.\.$/i.test(h2[0] ?? "")) {
+      if (e === "path" || r === "Link") return this.warn("TAR_ENTRY_ERROR", `${e} contains '..'`, { entry: t, [e]: i2 }), false;
+      let a2 = R.posix.dirname(t.path), l = R.posix.normalize(R.posix.join(a2, h2.join("/")));
+      if (l.startsWith("../") || l === "..") return this.warn("TAR_ENTRY_ERROR", `${e} escapes extraction directory`, { entry: t, [e]: i2 }), false;
+    }
+    return n2 && (t[e] = String(o2), this.warn("TAR_ENTRY_INFO", `stripping ${n2} from absolute ${e}`, { entry: t, [e]: i2 })), true;
+  }
+  [Fr](t) {
+    let e = f(t.path), i2 = e.split("/");
+    if (this.strip) {
+      if (i2.length < this.strip) return false;
+      if (t.type === "Link") {
+        let r = f(String(t.linkpath)).split("/");
+        if (r.length >= this.strip) t.linkpath = r.slice(this.strip).join("/");
+        else return false;
+      }
+      i2.splice(0, this.strip), t.path = i2.join("/");
+    }
+    if (isFinite(this.maxDepth) && i2.length > this.maxDepth) return this.warn("TAR_ENTRY_ERROR", "path excessively deep", { entry: t, path: e, depth: i2.length, maxDepth: this.maxDepth }), false;
+    if (!this[Rs](t, "path") || !this[Rs](t, "linkpath")) return false;
+    if (t.absolute = R.isAbsolute(t.path) ? f(R.resolve(t.path)) : f(R.resolve(this.cwd, t.path)), !this.preservePaths && typeof t.absolute == "string" && t.absolute.indexOf(this.cwd + "/") !== 0 && t.absolute !== this.cwd) return this.warn("TAR_ENTRY_ERROR", "path escaped extraction target", { entry: t, path: f(t.path), resolvedPath: t.absolute, cwd: this.cwd }), false;
+    if (t.absolute === this.cwd && t.type !== "Directory" && t.type !== "GNUDumpDir") return false;
+    if (this.win32) {
+      let { root: r } = R.win32.parse(String(t.absolute));
+      t.absolute = r + ts(String(t.absolute).slice(r.length));
+      let { root: n2 } = R.win32.parse(t.path);
+      t.path = n2 + ts(t.path.slice(n2.length));
+    }
+    return true;
+  }
+  [Dr](t) {
+    if (!this[Fr](t)) return t.resume();
+    switch (co.equal(typeof t.absolute, "string"), t.type) {
+      case "Directory":
+      case "GNUDumpDir":
+        t.mode && (t.mode = t.mode | 448);
+      case "File":
+      case "OldFile":
+      case "ContiguousFile":
+      case "Link":
+      case "SymbolicLink":
+        return this[_s](t);
+      default:
+        return this[Cr](t);
+    }
+  }
+  [O](t, e) {
+    t.name === "CwdError" ? this.emit("error", t) : (this.warn("TAR_ENTRY_ERROR", t, { entry: e }), this[$t](), e.resume());
+  }
+  [yt](t, e, i2) {
+    gr(f(t), { uid: this.uid, gid: this.gid, processUid: this.processUid, processGid: this.processGid, umask: this.processUmask, preserve: this.preservePaths, unlink: this.unlink, cwd: this.cwd, mode: e }, i2);
+  }
+  [ge](t) {
+    return this.forceChown || this.preserveOwner && (typeof t.uid == "number" && t.uid !== this.processUid || typeof t.gid == "number" && t.gid !== this.processGid) || typeof this.uid == "number" && this.uid !== this.processUid || typeof this.gid == "number" && this.gid !== this.processGid;
+  }
+  [be](t) {
+    return vr(this.uid, t.uid, this.processUid);
+  }
+  [_e](t) {
+    return vr(this.gid, t.gid, this.processGid);
+  }
+  [Ts](t, e) {
+    let i2 = typeof t.mode == "number" ? t.mode & 4095 : this.fmode, r = new et(String(t.absolute), { flags: ms(t.size), mode: i2, autoClose: false });
+    r.on("error", (a2) => {
+      r.fd && u2.close(r.fd, () => {
+      }), r.write = () => true, this[O](a2, t), e();
+    });
+    let n2 = 1, o2 = (a2) => {
+      if (a2) {
+        r.fd && u2.close(r.fd, () => {
+        }), this[O](a2, t), e();
+        return;
+      }
+      --n2 === 0 && r.fd !== void 0 && u2.close(r.fd, (l) => {
+        l ? this[O](l, t) : this[$t](), e();
+      });
+    };
+    r.on("finish", () => {
+      let a2 = String(t.absolute), l = r.fd;
+      if (typeof l == "number" && t.mtime && !this.noMtime) {
+        n2++;
+        let c3 = t.atime || /* @__PURE__ */ new Date(), d = t.mtime;
+        u2.futimes(l, c3, d, (y) => y ? u2.utimes(a2, c3, d, (T) => o2(T && y)) : o2());
+      }
+      if (typeof l == "number" && this[ge](t)) {
+        n2++;
+        let c3 = this[be](t), d = this[_e](t);
+        typeof c3 == "number" && typeof d == "number" && u2.fchown(l, c3, d, (y) => y ? u2.chown(a2, c3, d, (T) => o2(T && y)) : o2());
+      }
+      o2();
+    });
+    let h2 = this.transform && this.transform(t) || t;
+    h2 !== t && (h2.on("error", (a2) => {
+      this[O](a2, t), e();
+    }), t.pipe(h2)), h2.pipe(r);
+  }
+  [xs](t, e) {
+    let i2 = typeof t.mode == "number" ? t.mode & 4095 : this.dmode;
+    this[yt](String(t.absolute), i2, (r) => {
+      if (r) {
+        this[O](r, t), e();
+        return;
+      }
+      let n2 = 1, o2 = () => {
+        --n2 === 0 && (e(), this[$t](), t.resume());
+      };
+      t.mtime && !this.noMtime && (n2++, u2.utimes(String(t.absolute), t.atime || /* @__PURE__ */ new Date(), t.mtime, o2)), this[ge](t) && (n2++, u2.chown(String(t.absolute), Number(this[be](t)), Number(this[_e](t)), o2)), o2();
+    });
+  }
+  [Cr](t) {
+    t.unsupported = true, this.warn("TAR_ENTRY_UNSUPPORTED", `unsupported entry type: ${t.type}`, { entry: t }), t.resume();
+  }
+  [Ar](t, e) {
+    let i2 = f(R.relative(this.cwd, R.resolve(R.dirname(String(t.absolute)), String(t.linkpath)))).split("/");
+    this[Re](t, this.cwd, i2, () => this[gi](t, String(t.linkpath), "symlink", e), (r) => {
+      this[O](r, t), e();
+    });
+  }
+  [Ir](t, e) {
+    let i2 = f(R.resolve(this.cwd, String(t.linkpath))), r = f(String(t.linkpath)).split("/");
+    this[Re](t, this.cwd, r, () => this[gi](t, i2, "link", e), (n2) => {
+      this[O](n2, t), e();
+    });
+  }
+  [Re](t, e, i2, r, n2) {
+    let o2 = i2.shift();
+    if (this.preservePaths || o2 === void 0) return r();
+    let h2 = R.resolve(e, o2);
+    u2.lstat(h2, (a2, l) => {
+      if (a2) return r();
+      if (l?.isSymbolicLink()) return n2(new St(h2, R.resolve(h2, i2.join("/"))));
+      this[Re](t, h2, i2, r, n2);
+    });
+  }
+  [kr]() {
+    this[Ri]++;
+  }
+  [$t]() {
+    this[Ri]--, this[bs]();
+  }
+  [Ls](t) {
+    this[$t](), t.resume();
+  }
+  [Os](t, e) {
+    return t.type === "File" && !this.unlink && e.isFile() && e.nlink <= 1 && !Te;
+  }
+  [_s](t) {
+    this[kr]();
+    let e = [t.path];
+    t.linkpath && e.push(t.linkpath), this.reservations.reserve(e, (i2) => this[Nr](t, i2));
+  }
+  [Nr](t, e) {
+    let i2 = (h2) => {
+      e(h2);
+    }, r = () => {
+      this[yt](this.cwd, this.dmode, (h2) => {
+        if (h2) {
+          this[O](h2, t), i2();
+          return;
+        }
+        this[Oe] = true, n2();
+      });
+    }, n2 = () => {
+      if (t.absolute !== this.cwd) {
+        let h2 = f(R.dirname(String(t.absolute)));
+        if (h2 !== this.cwd) return this[yt](h2, this.dmode, (a2) => {
+          if (a2) {
+            this[O](a2, t), i2();
+            return;
+          }
+          o2();
+        });
+      }
+      o2();
+    }, o2 = () => {
+      u2.lstat(String(t.absolute), (h2, a2) => {
+        if (a2 && (this.keep || this.newer && a2.mtime > (t.mtime ?? a2.mtime))) {
+          this[Ls](t), i2();
+          return;
+        }
+        if (h2 || this[Os](t, a2)) return this[P](null, t, i2);
+        if (a2.isDirectory()) {
+          if (t.type === "Directory") {
+            let l = this.chmod && t.mode && (a2.mode & 4095) !== t.mode, c3 = (d) => this[P](d ?? null, t, i2);
+            return l ? u2.chmod(String(t.absolute), Number(t.mode), c3) : c3();
+          }
+          if (t.absolute !== this.cwd) return u2.rmdir(String(t.absolute), (l) => this[P](l ?? null, t, i2));
+        }
+        if (t.absolute === this.cwd) return this[P](null, t, i2);
+        mo(String(t.absolute), (l) => this[P](l ?? null, t, i2));
+      });
+    };
+    this[Oe] ? n2() : r();
+  }
+  [P](t, e, i2) {
+    if (t) {
+      this[O](t, e), i2();
+      return;
+    }
+    switch (e.type) {
+      case "File":
+      case "OldFile":
+      case "ContiguousFile":
+        return this[Ts](e, i2);
+      case "Link":
+        return this[Ir](e, i2);
+      case "SymbolicLink":
+        return this[Ar](e, i2);
+      case "Directory":
+      case "GNUDumpDir":
+        return this[xs](e, i2);
+    }
+  }
+  [gi](t, e, i2, r) {
+    u2[i2](e, String(t.absolute), (n2) => {
+      n2 ? this[O](n2, t) : (this[$t](), t.resume()), r();
+    });
+  }
+};
+var ye = (s3) => {
+  try {
+    return [null, s3()];
+  } catch (t) {
+    return [t, null];
+  }
+};
+var xe = class extends Xt {
+  sync = true;
+  [P](t, e) {
+    return super[P](t, e, () => {
+    });
+  }
+  [_s](t) {
+    if (!this[Oe]) {
+      let n2 = this[yt](this.cwd, this.dmode);
+      if (n2) return this[O](n2, t);
+      this[Oe] = true;
+    }
+    if (t.absolute !== this.cwd) {
+      let n2 = f(R.dirname(String(t.absolute)));
+      if (n2 !== this.cwd) {
+        let o2 = this[yt](n2, this.dmode);
+        if (o2) return this[O](o2, t);
+      }
+    }
+    let [e, i2] = ye(() => u2.lstatSync(String(t.absolute)));
+    if (i2 && (this.keep || this.newer && i2.mtime > (t.mtime ?? i2.mtime))) return this[Ls](t);
+    if (e || this[Os](t, i2)) return this[P](null, t);
+    if (i2.isDirectory()) {
+      if (t.type === "Directory") {
+        let o2 = this.chmod && t.mode && (i2.mode & 4095) !== t.mode, [h2] = o2 ? ye(() => {
+          u2.chmodSync(String(t.absolute), Number(t.mode));
+        }) : [];
+        return this[P](h2, t);
+      }
+      let [n2] = ye(() => u2.rmdirSync(String(t.absolute)));
+      this[P](n2, t);
+    }
+    let [r] = t.absolute === this.cwd ? [] : ye(() => po(String(t.absolute)));
+    this[P](r, t);
+  }
+  [Ts](t, e) {
+    let i2 = typeof t.mode == "number" ? t.mode & 4095 : this.fmode, r = (h2) => {
+      let a2;
+      try {
+        u2.closeSync(n2);
+      } catch (l) {
+        a2 = l;
+      }
+      (h2 || a2) && this[O](h2 || a2, t), e();
+    }, n2;
+    try {
+      n2 = u2.openSync(String(t.absolute), ms(t.size), i2);
+    } catch (h2) {
+      return r(h2);
+    }
+    let o2 = this.transform && this.transform(t) || t;
+    o2 !== t && (o2.on("error", (h2) => this[O](h2, t)), t.pipe(o2)), o2.on("data", (h2) => {
+      try {
+        u2.writeSync(n2, h2, 0, h2.length);
+      } catch (a2) {
+        r(a2);
+      }
+    }), o2.on("end", () => {
+      let h2 = null;
+      if (t.mtime && !this.noMtime) {
+        let a2 = t.atime || /* @__PURE__ */ new Date(), l = t.mtime;
+        try {
+          u2.futimesSync(n2, a2, l);
+        } catch (c3) {
+          try {
+            u2.utimesSync(String(t.absolute), a2, l);
+          } catch {
+            h2 = c3;
+          }
+        }
+      }
+      if (this[ge](t)) {
+        let a2 = this[be](t), l = this[_e](t);
+        try {
+          u2.fchownSync(n2, Number(a2), Number(l));
+        } catch (c3) {
+          try {
+            u2.chownSync(String(t.absolute), Number(a2), Number(l));
+          } catch {
+            h2 = h2 || c3;
+          }
+        }
+      }
+      r(h2);
+    });
+  }
+  [xs](t, e) {
+    let i2 = typeof t.mode == "number" ? t.mode & 4095 : this.dmode, r = this[yt](String(t.absolute), i2);
+    if (r) {
+      this[O](r, t), e();
+      return;
+    }
+    if (t.mtime && !this.noMtime) try {
+      u2.utimesSync(String(t.absolute), t.atime || /* @__PURE__ */ new Date(), t.mtime);
+    } catch {
+    }
+    if (this[ge](t)) try {
+      u2.chownSync(String(t.absolute), Number(this[be](t)), Number(this[_e](t)));
+    } catch {
+    }
+    e(), t.resume();
+  }
+  [yt](t, e) {
+    try {
+      return _r(f(t), { uid: this.uid, gid: this.gid, processUid: this.processUid, processGid: this.processGid, umask: this.processUmask, preserve: this.preservePaths, unlink: this.unlink, cwd: this.cwd, mode: e });
+    } catch (i2) {
+      return i2;
+    }
+  }
+  [Re](t, e, i2, r, n2) {
+    if (this.preservePaths || i2.length === 0) return r();
+    let o2 = e;
+    for (let h2 of i2) {
+      o2 = R.resolve(o2, h2);
+      let [a2, l] = ye(() => u2.lstatSync(o2));
+      if (a2) return r();
+      if (l.isSymbolicLink()) return n2(new St(o2, R.resolve(e, i2.join("/"))));
+    }
+    r();
+  }
+  [gi](t, e, i2, r) {
+    let n2 = `${i2}Sync`;
+    try {
+      u2[n2](e, String(t.absolute)), r(), t.resume();
+    } catch (o2) {
+      return this[O](o2, t);
+    }
+  }
+};
+var Eo = (s3) => {
+  let t = new xe(s3), e = s3.file, i2 = Br.statSync(e), r = s3.maxReadSize || 16 * 1024 * 1024;
+  new Be(e, { readSize: r, size: i2.size }).pipe(t);
+};
+var wo = (s3, t) => {
+  let e = new Xt(s3), i2 = s3.maxReadSize || 16 * 1024 * 1024, r = s3.file;
+  return new Promise((o2, h2) => {
+    e.on("error", h2), e.on("close", o2), Br.stat(r, (a2, l) => {
+      if (a2) h2(a2);
+      else {
+        let c3 = new _t(r, { readSize: i2, size: l.size });
+        c3.on("error", h2), c3.pipe(e);
+      }
+    });
+  });
+};
+var So = K(Eo, wo, (s3) => new xe(s3), (s3) => new Xt(s3), (s3, t) => {
+  t?.length && Qi(s3, t);
+});
+var yo = (s3, t) => {
+  let e = new kt(s3), i2 = true, r, n2;
+  try {
+    try {
+      r = v.openSync(s3.file, "r+");
+    } catch (a2) {
+      if (a2?.code === "ENOENT") r = v.openSync(s3.file, "w+");
+      else throw a2;
+    }
+    let o2 = v.fstatSync(r), h2 = Buffer.alloc(512);
+    t: for (n2 = 0; n2 < o2.size; n2 += 512) {
+      for (let c3 = 0, d = 0; c3 < 512; c3 += d) {
+        if (d = v.readSync(r, h2, c3, h2.length - c3, n2 + c3), n2 === 0 && h2[0] === 31 && h2[1] === 139) throw new Error("cannot append to compressed archives");
+        if (!d) break t;
+      }
+      let a2 = new F(h2);
+      if (!a2.cksumValid) break;
+      let l = 512 * Math.ceil((a2.size || 0) / 512);
+      if (n2 + l + 512 > o2.size) break;
+      n2 += l, s3.mtimeCache && a2.mtime && s3.mtimeCache.set(String(a2.path), a2.mtime);
+    }
+    i2 = false, Ro(s3, e, n2, r, t);
+  } finally {
+    if (i2) try {
+      v.closeSync(r);
+    } catch {
+    }
+  }
+};
+var Ro = (s3, t, e, i2, r) => {
+  let n2 = new Wt(s3.file, { fd: i2, start: e });
+  t.pipe(n2), bo(t, r);
+};
+var go = (s3, t) => {
+  t = Array.from(t);
+  let e = new wt(s3), i2 = (n2, o2, h2) => {
+    let a2 = (T, D) => {
+      T ? v.close(n2, (E) => h2(T)) : h2(null, D);
+    }, l = 0;
+    if (o2 === 0) return a2(null, 0);
+    let c3 = 0, d = Buffer.alloc(512), y = (T, D) => {
+      if (T || D === void 0) return a2(T);
+      if (c3 += D, c3 < 512 && D) return v.read(n2, d, c3, d.length - c3, l + c3, y);
+      if (l === 0 && d[0] === 31 && d[1] === 139) return a2(new Error("cannot append to compressed archives"));
+      if (c3 < 512) return a2(null, l);
+      let E = new F(d);
+      if (!E.cksumValid) return a2(null, l);
+      let x = 512 * Math.ceil((E.size ?? 0) / 512);
+      if (l + x + 512 > o2 || (l += x + 512, l >= o2)) return a2(null, l);
+      s3.mtimeCache && E.mtime && s3.mtimeCache.set(String(E.path), E.mtime), c3 = 0, v.read(n2, d, 0, 512, l, y);
+    };
+    v.read(n2, d, 0, 512, l, y);
+  };
+  return new Promise((n2, o2) => {
+    e.on("error", o2);
+    let h2 = "r+", a2 = (l, c3) => {
+      if (l && l.code === "ENOENT" && h2 === "r+") return h2 = "w+", v.open(s3.file, h2, a2);
+      if (l || !c3) return o2(l);
+      v.fstat(c3, (d, y) => {
+        if (d) return v.close(c3, () => o2(d));
+        i2(c3, y.size, (T, D) => {
+          if (T) return o2(T);
+          let E = new et(s3.file, { fd: c3, start: D });
+          e.pipe(E), E.on("error", o2), E.on("close", n2), _o(e, t);
+        });
+      });
+    };
+    v.open(s3.file, h2, a2);
+  });
+};
+var bo = (s3, t) => {
+  t.forEach((e) => {
+    e.charAt(0) === "@" ? Ct({ file: Pr.resolve(s3.cwd, e.slice(1)), sync: true, noResume: true, onReadEntry: (i2) => s3.add(i2) }) : s3.add(e);
+  }), s3.end();
+};
+var _o = async (s3, t) => {
+  for (let e of t) e.charAt(0) === "@" ? await Ct({ file: Pr.resolve(String(s3.cwd), e.slice(1)), noResume: true, onReadEntry: (i2) => s3.add(i2) }) : s3.add(e);
+  s3.end();
+};
+var vt = K(yo, go, () => {
+  throw new TypeError("file is required");
+}, () => {
+  throw new TypeError("file is required");
+}, (s3, t) => {
+  if (!Bs(s3)) throw new TypeError("file is required");
+  if (s3.gzip || s3.brotli || s3.zstd || s3.file.endsWith(".br") || s3.file.endsWith(".tbr")) throw new TypeError("cannot append to compressed archives");
+  if (!t?.length) throw new TypeError("no paths specified to add/replace");
+});
+var Oo = K(vt.syncFile, vt.asyncFile, vt.syncNoFile, vt.asyncNoFile, (s3, t = []) => {
+  vt.validate?.(s3, t), To(s3);
+});
+var To = (s3) => {
+  let t = s3.filter;
+  s3.mtimeCache || (s3.mtimeCache = /* @__PURE__ */ new Map()), s3.filter = t ? (e, i2) => t(e, i2) && !((s3.mtimeCache?.get(e) ?? i2.mtime ?? 0) > (i2.mtime ?? 0)) : (e, i2) => !((s3.mtimeCache?.get(e) ?? i2.mtime ?? 0) > (i2.mtime ?? 0));
+};
+
+// src/stages/lua-source.ts
+function entryProblem(name, type, top) {
+  if (name.startsWith("/")) return "absolute path";
+  const parts = name.split("/").filter((p2) => p2 !== "" && p2 !== ".");
+  if (parts.includes("..")) return 'path contains ".."';
+  if (type !== "File" && type !== "OldFile" && type !== "Directory") return `entry type ${type} (only files and directories are expected)`;
+  if (parts[0] !== top) return `outside the top-level directory ${top}/`;
+  return void 0;
+}
+async function extractLuaSource(tarball, destDir, version2) {
+  const top = `lua-${version2}`;
+  const problems = [];
+  try {
+    await Ct({
+      file: tarball,
+      strict: true,
+      onReadEntry: (e) => {
+        const p2 = entryProblem(e.path, e.type, top);
+        if (p2 && problems.length < 10) problems.push(`${e.path}: ${p2}`);
+      }
+    });
+  } catch (e) {
+    throw new UserError(`${tarball} is not a readable tar archive: ${e.message}`);
+  }
+  if (problems.length > 0) {
+    throw new UserError(`refusing to unpack ${tarball} as Lua ${version2} source:
+  ${problems.join("\n  ")}`);
+  }
+  await So({
+    file: tarball,
+    cwd: destDir,
+    strict: true,
+    preservePaths: false,
+    // Ownership from the archive means nothing here; the build runs as whoever runs lhc.
+    preserveOwner: false,
+    noChmod: false,
+    filter: (p2, e) => entryProblem(p2, e.type, top) === void 0
+  });
+  const dir = path19.join(destDir, top);
+  if (!existsSync4(path19.join(dir, "src", "lua.c")) || !existsSync4(path19.join(dir, "Makefile"))) {
+    throw new UserError(`${tarball} does not look like the Lua ${version2} source (no ${top}/Makefile and ${top}/src/lua.c)`);
+  }
+  return dir;
+}
+
+// src/stages/lua-verify.ts
+import { existsSync as existsSync5, readFileSync as readFileSync3 } from "node:fs";
+import { mkdtemp as mkdtemp2, rm as rm4, writeFile as writeFile5 } from "node:fs/promises";
+import os10 from "node:os";
+import path20 from "node:path";
+
+// src/elf/elf.ts
+import { constants as constants6 } from "node:fs";
+import { open as open3 } from "node:fs/promises";
+var ElfError = class extends UserError {
+  constructor(message) {
+    super(message);
+  }
+};
+var EM_X86_64 = 62;
+var EM_AARCH64 = 183;
+var MACHINE_NAMES = {
+  3: "i386",
+  8: "mips",
+  20: "ppc",
+  21: "ppc64",
+  40: "arm",
+  [EM_X86_64]: "x86_64",
+  [EM_AARCH64]: "aarch64",
+  243: "riscv"
+};
+function machineName(machine) {
+  return MACHINE_NAMES[machine] ?? `unknown(${machine})`;
+}
+var PT_LOAD = 1;
+var PT_DYNAMIC = 2;
+var PT_INTERP = 3;
+var PN_XNUM = 65535;
+var DT_NULL = 0;
+var DT_NEEDED = 1;
+var DT_STRTAB = 5;
+var DT_STRSZ = 10;
+var DT_SONAME = 14;
+var DT_RPATH = 15;
+var DT_RUNPATH = 29;
+var MAX_STRING = 64 * 1024;
+function isElfMagic(b2) {
+  return b2.length >= 4 && b2[0] === 127 && b2[1] === 69 && b2[2] === 76 && b2[3] === 70;
+}
+var Reader = class {
+  constructor(src, bits, le2) {
+    this.src = src;
+    this.bits = bits;
+    this.le = le2;
+  }
+  src;
+  bits;
+  le;
+  /** Exactly `length` bytes at `offset`, or an ElfError saying which part is cut off. */
+  bytes(offset, length, what) {
+    if (offset < 0 || length < 0 || offset + length > this.src.size) {
+      throw new ElfError(
+        `truncated ELF file: ${what} at offset ${offset} (+${length} bytes) lies beyond the end of the file (${this.src.size} bytes)`
+      );
+    }
+    const b2 = this.src.read(offset, length);
+    if (b2.length < length) throw new ElfError(`truncated ELF file: short read of ${what} at offset ${offset}`);
+    return b2;
+  }
+  u16(b2, at2) {
+    return this.le ? b2.readUInt16LE(at2) : b2.readUInt16BE(at2);
+  }
+  u32(b2, at2) {
+    return this.le ? b2.readUInt32LE(at2) : b2.readUInt32BE(at2);
+  }
+  /** A word (address, offset, size): 4 or 8 bytes. Values beyond 2^53 cannot be real offsets. */
+  word(b2, at2, what) {
+    if (this.bits === 32) return this.u32(b2, at2);
+    const v2 = this.le ? b2.readBigUInt64LE(at2) : b2.readBigUInt64BE(at2);
+    if (v2 > BigInt(Number.MAX_SAFE_INTEGER)) throw new ElfError(`corrupt ELF file: ${what} is out of range (${v2})`);
+    return Number(v2);
+  }
+  /** A signed word (d_tag); unknown huge tags are returned as -1 so they match nothing. */
+  sword(b2, at2) {
+    if (this.bits === 32) return this.le ? b2.readInt32LE(at2) : b2.readInt32BE(at2);
+    const v2 = this.le ? b2.readBigInt64LE(at2) : b2.readBigInt64BE(at2);
+    return v2 > BigInt(Number.MAX_SAFE_INTEGER) || v2 < BigInt(Number.MIN_SAFE_INTEGER) ? -1 : Number(v2);
+  }
+  /** NUL-terminated string at `offset`, not reading past `limit`. */
+  cstring(offset, limit, what) {
+    const end = Math.min(limit, this.src.size, offset + MAX_STRING);
+    if (offset < 0 || offset >= end) {
+      throw new ElfError(`corrupt ELF file: ${what} at offset ${offset} lies outside its table or the file`);
+    }
+    const b2 = this.src.read(offset, end - offset);
+    const nul = b2.indexOf(0);
+    if (nul < 0) throw new ElfError(`corrupt ELF file: ${what} at offset ${offset} is not NUL-terminated`);
+    return b2.subarray(0, nul).toString("utf8");
+  }
+};
+function elfType(t) {
+  switch (t) {
+    case 1:
+      return "REL";
+    case 2:
+      return "EXEC";
+    case 3:
+      return "DYN";
+    case 4:
+      return "CORE";
+    default:
+      return "OTHER";
+  }
+}
+function parse3(src) {
+  const ident = src.read(0, 16);
+  if (!isElfMagic(ident)) return void 0;
+  if (ident.length < 16) throw new ElfError(`truncated ELF file: only ${src.size} bytes, the identification needs 16`);
+  const cls = ident[4];
+  const data = ident[5];
+  if (cls !== 1 && cls !== 2) throw new ElfError(`corrupt ELF file: unknown class ${cls} (expected 1 for 32-bit or 2 for 64-bit)`);
+  if (data !== 1 && data !== 2) throw new ElfError(`corrupt ELF file: unknown data encoding ${data} (expected 1 or 2)`);
+  const bits = cls === 2 ? 64 : 32;
+  const r = new Reader(src, bits, data === 1);
+  const ehsize = bits === 64 ? 64 : 52;
+  const eh = r.bytes(0, ehsize, "ELF header");
+  const type = elfType(r.u16(eh, 16));
+  const machine = r.u16(eh, 18);
+  const phoff = r.word(eh, bits === 64 ? 32 : 28, "e_phoff");
+  const shoff = r.word(eh, bits === 64 ? 40 : 32, "e_shoff");
+  const phentsize = r.u16(eh, bits === 64 ? 54 : 42);
+  let phnum = r.u16(eh, bits === 64 ? 56 : 44);
+  const shentsize = r.u16(eh, bits === 64 ? 58 : 46);
+  if (phnum === PN_XNUM && shoff > 0) {
+    const sh0 = r.bytes(shoff, Math.max(shentsize, bits === 64 ? 64 : 40), "section header 0");
+    phnum = r.u32(sh0, bits === 64 ? 44 : 28);
+  }
+  const segments = [];
+  if (phnum > 0 && phoff > 0) {
+    const minEnt = bits === 64 ? 56 : 32;
+    if (phentsize < minEnt) throw new ElfError(`corrupt ELF file: program header entry size ${phentsize} < ${minEnt}`);
+    const table = r.bytes(phoff, phentsize * phnum, `program header table (${phnum} entries)`);
+    for (let i2 = 0; i2 < phnum; i2++) {
+      const p2 = table.subarray(i2 * phentsize, (i2 + 1) * phentsize);
+      segments.push(
+        bits === 64 ? {
+          type: r.u32(p2, 0),
+          offset: r.word(p2, 8, "p_offset"),
+          vaddr: r.word(p2, 16, "p_vaddr"),
+          filesz: r.word(p2, 32, "p_filesz")
+        } : {
+          type: r.u32(p2, 0),
+          offset: r.word(p2, 4, "p_offset"),
+          vaddr: r.word(p2, 8, "p_vaddr"),
+          filesz: r.word(p2, 16, "p_filesz")
+        }
+      );
+    }
+  }
+  let interp;
+  const interpSeg = segments.find((s3) => s3.type === PT_INTERP);
+  if (interpSeg) {
+    const b2 = r.bytes(interpSeg.offset, interpSeg.filesz, "PT_INTERP");
+    const nul = b2.indexOf(0);
+    interp = b2.subarray(0, nul < 0 ? b2.length : nul).toString("utf8");
+  }
+  const needed = [];
+  let runpath = [];
+  let soname;
+  const dynSeg = segments.find((s3) => s3.type === PT_DYNAMIC);
+  if (dynSeg && dynSeg.filesz > 0) {
+    const entsize = bits === 64 ? 16 : 8;
+    const dyn = r.bytes(dynSeg.offset, dynSeg.filesz, "PT_DYNAMIC");
+    const entries = [];
+    for (let at2 = 0; at2 + entsize <= dyn.length; at2 += entsize) {
+      const tag = r.sword(dyn, at2);
+      if (tag === DT_NULL) break;
+      entries.push({ tag, val: r.word(dyn, at2 + entsize / 2, "d_val") });
+    }
+    const strtabAddr = entries.find((e) => e.tag === DT_STRTAB)?.val;
+    const strsz = entries.find((e) => e.tag === DT_STRSZ)?.val;
+    const stringTags = /* @__PURE__ */ new Set([DT_NEEDED, DT_SONAME, DT_RPATH, DT_RUNPATH]);
+    if (entries.some((e) => stringTags.has(e.tag))) {
+      if (strtabAddr === void 0) throw new ElfError("corrupt ELF file: PT_DYNAMIC has string entries but no DT_STRTAB");
+      const strtab = vaddrToOffset(segments, strtabAddr);
+      if (strtab === void 0) {
+        throw new ElfError(`corrupt ELF file: DT_STRTAB address 0x${strtabAddr.toString(16)} is not mapped by any PT_LOAD`);
+      }
+      const limit = strsz !== void 0 ? strtab + strsz : src.size;
+      const str = (e, what) => r.cstring(strtab + e.val, limit, what);
+      let rpath = [];
+      for (const e of entries) {
+        if (e.tag === DT_NEEDED) needed.push(str(e, "DT_NEEDED"));
+        else if (e.tag === DT_SONAME) soname = str(e, "DT_SONAME");
+        else if (e.tag === DT_RUNPATH) runpath = splitPath(str(e, "DT_RUNPATH"));
+        else if (e.tag === DT_RPATH) rpath = splitPath(str(e, "DT_RPATH"));
+      }
+      if (!entries.some((e) => e.tag === DT_RUNPATH)) runpath = rpath;
+    }
+  }
+  return {
+    bits,
+    littleEndian: r.le,
+    machine,
+    machineName: machineName(machine),
+    type,
+    ...interp !== void 0 ? { interp } : {},
+    needed,
+    runpath,
+    ...soname !== void 0 ? { soname } : {},
+    isStatic: interp === void 0 && needed.length === 0
+  };
+}
+function splitPath(s3) {
+  return s3.split(":").filter((p2) => p2.length > 0);
+}
+function vaddrToOffset(segments, addr) {
+  for (const s3 of segments) {
+    if (s3.type === PT_LOAD && addr >= s3.vaddr && addr < s3.vaddr + s3.filesz) return addr - s3.vaddr + s3.offset;
+  }
+  return void 0;
+}
+async function readElf(file2) {
+  const fh = await open3(file2, constants6.O_RDONLY | constants6.O_NONBLOCK);
+  try {
+    const st2 = await fh.stat();
+    if (!st2.isFile()) return void 0;
+    const { size } = st2;
+    const head = Buffer.alloc(Math.min(size, 64 * 1024));
+    await fh.read(head, 0, head.length, 0);
+    if (!isElfMagic(head)) return void 0;
+    const extra = /* @__PURE__ */ new Map();
+    const pending2 = [];
+    const src = {
+      size,
+      read(offset, length) {
+        const end = Math.min(size, offset + length);
+        if (end <= head.length) return head.subarray(offset, end);
+        const key = `${offset}:${end}`;
+        const hit = extra.get(key);
+        if (hit) return hit;
+        pending2.push({ offset, length: end - offset });
+        throw NEED_MORE;
+      }
+    };
+    for (let round = 0; round < 64; round++) {
+      try {
+        return parse3(src);
+      } catch (e) {
+        if (e !== NEED_MORE) {
+          if (e instanceof ElfError) throw new ElfError(`${file2}: ${e.message}`);
+          throw e;
+        }
+        for (const p2 of pending2.splice(0)) {
+          const b2 = Buffer.alloc(p2.length);
+          const { bytesRead } = await fh.read(b2, 0, p2.length, p2.offset);
+          extra.set(`${p2.offset}:${p2.offset + p2.length}`, b2.subarray(0, bytesRead));
+        }
+      }
+    }
+    throw new ElfError(`${file2}: too many scattered reads while parsing ELF headers`);
+  } finally {
+    await fh.close();
+  }
+}
+var NEED_MORE = /* @__PURE__ */ Symbol("need more bytes");
+var MACHINE_FOR_ARCH = { aarch64: EM_AARCH64, x86_64: EM_X86_64 };
+function staticProblems(info2, arch2 = "aarch64") {
+  if (!info2) return ["not an ELF file"];
+  const problems = [];
+  if (info2.bits !== 64) problems.push(`ELFCLASS${info2.bits}, expected ELFCLASS64`);
+  if (info2.machine !== MACHINE_FOR_ARCH[arch2]) problems.push(`machine ${info2.machineName}, expected ${arch2}`);
+  if (info2.interp !== void 0) problems.push(`has PT_INTERP ${info2.interp}, expected none (static)`);
+  if (info2.needed.length > 0) problems.push(`has DT_NEEDED ${info2.needed.join(", ")}, expected none (static)`);
+  return problems;
+}
+
+// src/stages/lua-verify.ts
+var LuaVerifyError = class extends UserError {
+};
+function hostArch() {
+  const a2 = os10.arch();
+  return a2 === "arm64" ? "aarch64" : a2 === "x64" ? "x86_64" : a2;
+}
+function emulatorPrefix(arch2, binfmtDir = "/proc/sys/fs/binfmt_misc") {
+  if (hostArch() === arch2) return [];
+  const entry = path20.join(binfmtDir, `qemu-${arch2}`);
+  if (existsSync5(entry) && readFileSync3(entry, "utf8").startsWith("enabled")) return [];
+  return [`qemu-${arch2}-static`];
+}
+var SMOKE_SCRIPT = `
+local dir = assert(arg[1], "usage: smoke.lua DIR")
+-- string
+assert(("hello world"):gsub("o", "0") == "hell0 w0rld", "string.gsub")
+assert(string.format("%5.2f|%d|%s", 3.14159, 42, "x") == " 3.14|42|x", "string.format")
+assert(("a,b,,c"):find(",,", 1, true) == 4, "string.find")
+assert(string.rep("ab", 3, "-") == "ab-ab-ab", "string.rep")
+assert(select(2, ("k=v"):match("(%w+)=(%w+)")) == "v", "string.match")
+-- table
+local t = {}
+for i = 1, 100 do t[#t + 1] = i * 7 % 101 end
+table.sort(t, function(a, b) return a > b end)
+assert(t[1] == 100 and t[100] == 1 and #t == 100, "table.sort")
+assert(table.concat({ 1, 2, 3 }, ",") == "1,2,3", "table.concat")
+table.insert(t, 1, "first"); assert(table.remove(t, 1) == "first", "table.insert/remove")
+-- io
+local name = dir .. "/io-check.txt"
+local f = assert(io.open(name, "w"))
+f:write("line one\\n", 42, "\\n"); f:close()
+local lines = {}
+for l in io.lines(name) do lines[#lines + 1] = l end
+assert(#lines == 2 and lines[2] == "42", "io.lines")
+local r = assert(io.open(name, "rb")); assert(r:read("a") == "line one\\n42\\n", "io.read"); r:close()
+-- os
+assert(os.remove(name), "os.remove")
+assert(io.open(name, "r") == nil, "file still there after os.remove")
+assert(math.type(os.time()) == "integer", "os.time")
+assert(os.date("!%Y-%m-%d", 86400) == "1970-01-02", "os.date")
+assert(os.getenv("LHC_SMOKE") == "yes", "os.getenv")
+assert(type(os.clock()) == "number", "os.clock")
+io.write("lhc-smoke-ok ", _VERSION, "\\n")
+`;
+async function verifyLua(binary, opts) {
+  const info2 = await readElf(binary).catch((e) => {
+    throw new LuaVerifyError(`${binary}: cannot read ELF headers: ${e.message}`);
+  });
+  const problems = staticProblems(info2, opts.arch);
+  if (problems.length > 0) {
+    throw new LuaVerifyError(`${binary} is not a static ${opts.arch} executable: ${problems.join("; ")}`);
+  }
+  const prefix = emulatorPrefix(opts.arch);
+  const timeoutMs = opts.timeoutMs ?? 6e4;
+  const v2 = await run([...prefix, binary, "-v"], { reject: false, timeoutMs, logger: opts.logger });
+  const banner = `${v2.stdout}${v2.stderr}`.trim();
+  if (v2.exitCode !== 0 || !new RegExp(`^Lua ${opts.version.replaceAll(".", "\\.")}(\\s|$)`).test(banner)) {
+    throw new LuaVerifyError(
+      `${binary} -v: expected "Lua ${opts.version}", got ${JSON.stringify(banner.split("\n")[0] ?? "")} (exit code ${v2.exitCode})`
+    );
+  }
+  const dir = await mkdtemp2(path20.join(os10.tmpdir(), "lhc-lua-smoke-"));
+  try {
+    const script = path20.join(dir, "smoke.lua");
+    await writeFile5(script, SMOKE_SCRIPT);
+    const s3 = await run([...prefix, binary, script, dir], {
+      reject: false,
+      timeoutMs,
+      env: { LHC_SMOKE: "yes" },
+      logger: opts.logger
+    });
+    const expected = `lhc-smoke-ok Lua ${opts.version.split(".").slice(0, 2).join(".")}`;
+    if (s3.exitCode !== 0 || s3.stdout.trim() !== expected) {
+      throw new LuaVerifyError(
+        `${binary}: smoke script (string, table, io, os) failed with exit code ${s3.exitCode}: ${(s3.stderr.trim() || s3.stdout.trim()).split("\n").slice(0, 5).join("\n")}`
+      );
+    }
+  } finally {
+    await rm4(dir, { recursive: true, force: true });
+  }
+  opts.logger?.info(`verified ${binary}: static ${opts.arch} ELF, prints Lua ${opts.version}, smoke script ok`);
+}
+
+// src/stages/lua.ts
+var RECIPE_VERSION = 1;
+function defaultLuaUrls(version2) {
+  return [`https://www.lua.org/ftp/lua-${version2}.tar.gz`];
+}
+function checkLuaVersion(version2) {
+  if (!/^5\.[34]\.\d+$/.test(version2)) throw new UserError(`unsupported Lua version "${version2}": expected 5.3.x or 5.4.x`);
+}
+function jobs() {
+  return Math.max(1, Math.min(4, os11.availableParallelism()));
+}
+async function crossRecipe(arch2, logger, signal) {
+  const tc = crossToolchain(arch2);
+  const missing = [tc.specs, tc.libc].filter((f2) => !existsSync6(f2));
+  if (missing.length > 0) {
+    throw new UserError(
+      `the musl cross toolchain for ${arch2} is incomplete (missing ${missing.join(", ")}); install: apt-get install ${tc.packages.join(" ")} (or run: lhc setup)`
+    );
+  }
+  const gccVersion = (await run([tc.gcc, "--version"], { logger })).stdout.split("\n")[0].trim();
+  const libcSha = await sha256File2(tc.libc);
+  const flags = crossMakeArgv(tc);
+  return {
+    toolchain: `${gccVersion}; musl libc.a sha256 ${libcSha}`,
+    flags: flags.filter((a2) => !a2.startsWith("-j")),
+    async build(srcDir) {
+      await logger.group(`compile Lua (cross, ${arch2}, musl)`, async () => {
+        await run(crossMakeArgv(tc, jobs()), { cwd: srcDir, logger, timeoutMs: 20 * 6e4, signal, stderrLines: 30 });
+      });
+      const binary = path21.join(srcDir, "src", "lua");
+      await run([tc.strip, binary], { logger });
+      return binary;
+    }
+  };
+}
+async function inRootRecipe(arch2, opts, cache) {
+  const buildroot = await ensureBuildroot({
+    dir: opts.buildrootDir ?? path21.join(cache, "buildroots"),
+    arch: arch2,
+    logger: opts.logger
+  });
+  const flags = inRootMakeArgv();
+  return {
+    toolchain: `buildroot ${buildroot.key}: ${buildroot.toolchain}`,
+    flags: [...flags.filter((a2) => !a2.startsWith("-j")), "strip"],
+    build: (srcDir) => compileInRoot(srcDir, buildroot, { logger: opts.logger, workDir: opts.workDir, jobs: jobs(), signal: opts.signal })
+  };
+}
+async function readCached(dir, logger) {
+  const bin = path21.join(dir, "lua");
+  const metaFile = path21.join(dir, "build.json");
+  if (!existsSync6(bin) || !existsSync6(metaFile)) return void 0;
+  try {
+    const meta3 = JSON.parse(await readFile6(metaFile, "utf8"));
+    if (await sha256File2(bin) === meta3.sha256) return meta3;
+    logger.warn(`cached Lua in ${dir} does not match its recorded sha256; rebuilding`);
+  } catch (e) {
+    logger.warn(`cached Lua in ${dir} is unreadable (${e.message}); rebuilding`);
+  }
+  await rm5(dir, { recursive: true, force: true });
+  return void 0;
+}
+async function buildLua(spec, opts) {
+  const started = Date.now();
+  checkLuaVersion(spec.version);
+  const { logger } = opts;
+  const cache = opts.cacheDir ?? cacheDir();
+  const recipe = spec.strategy === "cross" ? await crossRecipe(spec.arch, logger, opts.signal) : await inRootRecipe(spec.arch, opts, cache);
+  const key = createHash5("sha256").update(
+    JSON.stringify({
+      recipe: RECIPE_VERSION,
+      source: spec.sha256,
+      version: spec.version,
+      arch: spec.arch,
+      strategy: spec.strategy,
+      toolchain: recipe.toolchain,
+      flags: recipe.flags
+    })
+  ).digest("hex");
+  const dir = path21.join(cache, "lua", key);
+  const result = (meta3, cached2) => ({
+    path: path21.join(dir, "lua"),
+    bytes: meta3.bytes,
+    sha256: meta3.sha256,
+    cached: cached2,
+    seconds: (Date.now() - started) / 1e3,
+    key,
+    version: spec.version,
+    arch: spec.arch,
+    strategy: spec.strategy
+  });
+  const hit = await readCached(dir, logger);
+  if (hit) {
+    logger.info(`Lua ${spec.version} (${spec.arch}, ${spec.strategy}): cached, ${hit.bytes} bytes`);
+    return result(hit, true);
+  }
+  const tarball = await opts.store.fetch(
+    { urls: spec.urls ?? defaultLuaUrls(spec.version), sha256: spec.sha256, name: `lua-${spec.version}.tar.gz` },
+    { ...opts.fetch, signal: opts.signal }
+  );
+  const work = await mkdtemp3(path21.join(opts.workDir ?? os11.tmpdir(), "lhc-lua-"));
+  try {
+    const srcParent = path21.join(work, "src");
+    await mkdir5(srcParent);
+    const srcDir = await extractLuaSource(tarball, srcParent, spec.version);
+    const built = await recipe.build(srcDir);
+    await verifyLua(built, { version: spec.version, arch: spec.arch, logger });
+    const staging = path21.join(cache, "lua", `.tmp-${process.pid}-${randomBytes3(6).toString("hex")}`);
+    await mkdir5(staging, { recursive: true });
+    try {
+      const bin = path21.join(staging, "lua");
+      await copyFile2(built, bin);
+      await chmod2(bin, 493);
+      const meta3 = {
+        version: spec.version,
+        arch: spec.arch,
+        strategy: spec.strategy,
+        source: spec.sha256,
+        toolchain: recipe.toolchain,
+        flags: recipe.flags,
+        sha256: await sha256File2(bin),
+        bytes: (await stat4(bin)).size
+      };
+      await writeFile6(path21.join(staging, "build.json"), `${JSON.stringify(meta3, null, 2)}
+`);
+      try {
+        await rename4(staging, dir);
+      } catch (e) {
+        if (!existsSync6(path21.join(dir, "lua"))) throw e;
+      }
+      logger.info(`Lua ${spec.version} (${spec.arch}, ${spec.strategy}): built, ${meta3.bytes} bytes, sha256 ${meta3.sha256}`);
+      const final = await readCached(dir, logger) ?? meta3;
+      return result(final, false);
+    } finally {
+      await rm5(staging, { recursive: true, force: true });
+    }
+  } finally {
+    await rm5(work, { recursive: true, force: true });
+  }
+}
+
+// src/stages/fetch.ts
+function configInputs(config2) {
+  const inputs = [];
+  if (config2.lua) {
+    inputs.push({
+      name: `lua-${config2.lua.version}.tar.gz`,
+      urls: config2.lua.urls ?? defaultLuaUrls(config2.lua.version),
+      sha256: config2.lua.sha256
+    });
+  }
+  const base = config2.base;
+  if (base.type === "tarball" && base.urls && base.sha256) {
+    inputs.push({ name: "base tarball", urls: base.urls, sha256: base.sha256 });
+  }
+  return inputs;
+}
+async function fetchInputs(config2, opts) {
+  const out = [];
+  for (const input2 of configInputs(config2)) {
+    out.push({ name: input2.name, sha256: input2.sha256, path: await opts.store.fetch(input2, opts.fetch) });
+  }
+  return out;
+}
+
+// src/stages/pack.ts
+import { createHash as createHash7 } from "node:crypto";
+import { lstat as lstat4, mkdir as mkdir6, rm as rm7, stat as stat5, writeFile as writeFile8 } from "node:fs/promises";
+import path23 from "node:path";
+
+// src/tools/mksquashfs.ts
+var ROOT_MODE = 493;
+function mksquashfsArgv(o2) {
+  const argv = [
+    "mksquashfs",
+    o2.source,
+    o2.image,
+    "-noappend",
+    // The builder's uid (a CI runner's 1001, a developer's 1000) must not reach the image.
+    "-all-root",
+    "-no-xattrs",
+    // A hard link is an accident of how the tree was copied; duplicates are deduplicated anyway.
+    "-no-hardlinks",
+    // The board never NFS-exports the root; the export table is only bytes.
+    "-no-exports",
+    "-mkfs-time",
+    String(o2.epoch),
+    "-all-time",
+    String(o2.epoch),
+    "-root-mode",
+    (o2.rootMode ?? ROOT_MODE).toString(8).padStart(4, "0"),
+    "-comp",
+    "xz",
+    "-b",
+    o2.blockSize ?? "1M",
+    "-quiet",
+    "-no-progress"
+  ];
+  if (o2.processors !== void 0) argv.push("-processors", String(o2.processors));
+  return argv;
+}
+function mksquashfsEnv() {
+  return { SOURCE_DATE_EPOCH: void 0 };
+}
+
+// src/stages/data-template.ts
+import { createHash as createHash6 } from "node:crypto";
+import { chmod as chmod3, lstat as lstat3, mkdtemp as mkdtemp4, rm as rm6, writeFile as writeFile7 } from "node:fs/promises";
+import os12 from "node:os";
+import path22 from "node:path";
+function archiveStat(st2, owner) {
+  const s3 = Object.assign(Object.create(Object.getPrototypeOf(st2)), st2);
+  return Object.assign(s3, {
+    uid: owner.uid,
+    gid: owner.gid,
+    dev: 0,
+    ino: 0,
+    nlink: 1,
+    atime: void 0,
+    ctime: void 0
+  });
+}
+var NeverHitMap = class extends Map {
+  get() {
+    return void 0;
+  }
+};
+var SUPPORTED = (st2) => st2.isFile() || st2.isDirectory() || st2.isSymbolicLink();
+async function tarDirectory(dir, epoch, owner = { uid: 0, gid: 0 }) {
+  const rels = await walkSorted(dir);
+  const statCache = /* @__PURE__ */ new Map();
+  const unsupported = [];
+  for (const rel of rels) {
+    const abs = path22.resolve(dir, rel || ".");
+    const st2 = await lstat3(abs);
+    if (!SUPPORTED(st2)) unsupported.push(rel);
+    statCache.set(abs, archiveStat(st2, owner));
+  }
+  if (unsupported.length > 0) {
+    throw new UserError(
+      `data template ${dir}: only files, directories and symlinks can go into the template; found ` + unsupported.map((r) => `'${r}'`).join(", ")
+    );
+  }
+  const warnings = [];
+  const stream = Qn(
+    {
+      cwd: dir,
+      noDirRecurse: true,
+      mtime: new Date(epoch * 1e3),
+      portable: false,
+      strict: true,
+      statCache,
+      linkCache: new NeverHitMap(),
+      onwarn: (code, message) => void warnings.push(`${code}: ${message}`),
+      onWriteEntry: (entry) => {
+        entry.myuser = "";
+      }
+    },
+    rels.map((r) => r || ".")
+  );
+  const chunks = [];
+  for await (const chunk of stream) chunks.push(chunk);
+  if (warnings.length > 0) throw new UserError(`data template ${dir}: ${warnings.join("; ")}`);
+  return Buffer.concat(chunks);
+}
+async function gzipFixed(data, logger) {
+  const r = await run(["gzip", "-n", "-9", "-c"], { input: data, binary: true, logger });
+  return r.stdoutBytes;
+}
+var TAR_TYPES = {
+  File: "file",
+  OldFile: "file",
+  ContiguousFile: "file",
+  Directory: "dir",
+  SymbolicLink: "symlink",
+  CharacterDevice: "char",
+  BlockDevice: "block",
+  FIFO: "fifo"
+};
+async function listTar(archive) {
+  const out = [];
+  const parser = new rt({
+    strict: true,
+    onReadEntry: (e) => {
+      const h2 = createHash6("sha256");
+      const item = {
+        path: e.path,
+        type: e.type,
+        mode: e.mode ?? 0,
+        uid: e.uid ?? -1,
+        gid: e.gid ?? -1,
+        size: e.size,
+        mtime: e.mtime ? e.mtime.getTime() / 1e3 : -1,
+        uname: e.uname ?? "",
+        gname: e.gname ?? "",
+        linkpath: e.linkpath
+      };
+      out.push(item);
+      e.on("data", (c3) => h2.update(c3));
+      e.on("end", () => {
+        if (e.type === "File" || e.type === "OldFile") item.sha256 = h2.digest("hex");
+      });
+    }
+  });
+  await new Promise((resolve2, reject) => {
+    parser.on("error", reject);
+    parser.on("end", () => resolve2());
+    parser.end(archive);
+  });
+  return out;
+}
+function tarManifestEntries(list, dataPath) {
+  return sortEntries(
+    list.map((t) => {
+      const rel = t.path.replace(/^\.\/?/, "").replace(/\/$/, "");
+      const type = TAR_TYPES[t.type];
+      if (!type) throw new UserError(`data template: unexpected tar entry type ${t.type} for ${t.path}`);
+      const e = { path: containerPath(dataPath, rel), type, mode: formatMode(t.mode), uid: t.uid, gid: t.gid };
+      if (type === "file") {
+        e.size = t.size;
+        e.sha256 = t.sha256;
+      } else if (type === "symlink") e.target = t.linkpath;
+      return e;
+    })
+  );
+}
+async function writeDataTemplate(o2) {
+  let dir = o2.dataDir;
+  let tmp;
+  try {
+    if (dir === void 0) {
+      tmp = await mkdtemp4(path22.join(os12.tmpdir(), "lhc-empty-data-"));
+      await chmod3(tmp, 493);
+      dir = tmp;
+    }
+    const tarBytes = await tarDirectory(dir, o2.epoch, o2.owner);
+    const gz = await gzipFixed(tarBytes, o2.logger);
+    await writeFile7(o2.out, gz);
+    return {
+      path: o2.out,
+      sha256: createHash6("sha256").update(gz).digest("hex"),
+      bytes: gz.length,
+      entries: tarManifestEntries(await listTar(tarBytes), o2.dataPath)
+    };
+  } finally {
+    if (tmp) await rm6(tmp, { recursive: true, force: true });
+  }
+}
+
+// src/stages/pack.ts
+function artifactNames(name, fileNames = {}) {
+  return {
+    image: fileNames.image ?? `${name}.squashfs`,
+    dataTemplate: fileNames.dataTemplate ?? `${name}-data.tar.gz`,
+    manifest: fileNames.manifest ?? `${name}.manifest.json`,
+    sha256sums: "SHA256SUMS"
+  };
+}
+async function writeSha256Sums(dir, files) {
+  const lines = [];
+  for (const f2 of [...new Set(files)].sort()) {
+    if (/[\n\\]/.test(f2)) throw new UserError(`cannot list '${f2}' in SHA256SUMS: newline or backslash in the name`);
+    lines.push(`${await sha256File(path23.join(dir, f2))}  ${f2}`);
+  }
+  const out = path23.join(dir, "SHA256SUMS");
+  await writeFile8(out, lines.join("\n") + "\n");
+  return out;
+}
+async function requireDir(dir, what) {
+  let st2;
+  try {
+    st2 = await lstat4(dir);
+  } catch {
+    throw new UserError(`${what} ${dir} does not exist`);
+  }
+  if (!st2.isDirectory()) throw new UserError(`${what} ${dir} is not a directory`);
+}
+async function packImage(o2) {
+  const dataPath = o2.dataPath ?? "/data";
+  const names = artifactNames(o2.name, o2.fileNames);
+  await requireDir(o2.root, "root");
+  if (o2.dataDir !== void 0) await requireDir(o2.dataDir, "data directory");
+  const mountPoint = path23.join(o2.root, dataPath);
+  try {
+    if (!(await stat5(mountPoint)).isDirectory()) throw new Error("not a directory");
+  } catch {
+    throw new UserError(
+      `the root has no directory ${dataPath}: the data partition is mounted there and a read-only root cannot grow it`
+    );
+  }
+  await mkdir6(o2.outDir, { recursive: true });
+  const image = path23.join(o2.outDir, names.image);
+  const dataTemplate = path23.join(o2.outDir, names.dataTemplate);
+  const manifestFile = path23.join(o2.outDir, names.manifest);
+  o2.logger.info(`packing ${o2.root} into ${image} (squashfs, xz, epoch ${o2.epoch})`);
+  await rm7(image, { force: true });
+  await run(mksquashfsArgv({ source: o2.root, image, epoch: o2.epoch, rootMode: ROOT_MODE }), {
+    env: mksquashfsEnv(),
+    logger: o2.logger,
+    signal: o2.signal
+  });
+  const imageEntries = await scanTree(o2.root, { mountPath: "/", owner: { uid: 0, gid: 0 }, rootMode: ROOT_MODE });
+  const data = await writeDataTemplate({
+    dataDir: o2.dataDir,
+    dataPath,
+    epoch: o2.epoch,
+    out: dataTemplate,
+    owner: o2.dataOwner,
+    logger: o2.logger
+  });
+  const manifestData = { lhcManifest: 1, name: o2.name, image: imageEntries, data: { path: dataPath, entries: data.entries } };
+  const manifestText = serializeManifest(manifestData);
+  await writeFile8(manifestFile, manifestText);
+  const sha256sums = await writeSha256Sums(o2.outDir, [names.image, names.dataTemplate, names.manifest]);
+  const imageBytes = (await stat5(image)).size;
+  const imageSha256 = await sha256File(image);
+  o2.logger.info(`image ${imageBytes} bytes, data template ${data.bytes} bytes, ${imageEntries.length} paths`);
+  return {
+    image,
+    imageSha256,
+    imageBytes,
+    dataTemplate,
+    dataTemplateSha256: data.sha256,
+    dataTemplateBytes: data.bytes,
+    manifest: manifestFile,
+    manifestSha256: createHash7("sha256").update(manifestText).digest("hex"),
+    manifestData,
+    sha256sums
+  };
+}
+
+// src/stages/prune.ts
+import { lstatSync as lstatSync3, readdirSync as readdirSync2, readFileSync as readFileSync5 } from "node:fs";
+import {
+  chmod as chmod4,
+  copyFile as copyFile3,
+  lchown,
+  lutimes,
+  mkdir as mkdir8,
+  readlink as readlink3,
+  rm as rm9,
+  symlink as symlink2,
+  utimes,
+  writeFile as writeFile10
+} from "node:fs/promises";
+import path26 from "node:path";
+
+// src/trace/glob.ts
+function escapeRe(c3) {
+  return /[\\^$.*+?()[\]{}|/]/.test(c3) ? `\\${c3}` : c3;
+}
+function globToRegExp(pattern) {
+  if (!pattern.startsWith("/")) {
+    throw new ConfigError(
+      `keep/drop pattern '${pattern}' must be an absolute path inside the image (start with "/")`
+    );
+  }
+  let re2 = "";
+  let braces = 0;
+  for (let i2 = 0; i2 < pattern.length; i2++) {
+    const c3 = pattern[i2];
+    if (c3 === "*") {
+      if (pattern[i2 + 1] === "*") {
+        const slashAfter = pattern[i2 + 2] === "/";
+        re2 += slashAfter ? "(?:.*/)?" : ".*";
+        i2 += slashAfter ? 2 : 1;
+      } else re2 += "[^/]*";
+    } else if (c3 === "?") re2 += "[^/]";
+    else if (c3 === "[") {
+      const end = pattern.indexOf("]", i2 + 2);
+      if (end < 0) throw new ConfigError(`keep/drop pattern '${pattern}': unclosed '['`);
+      let body = pattern.slice(i2 + 1, end);
+      if (body.startsWith("!")) body = `^${body.slice(1)}`;
+      re2 += `[${body.replace(/\\/g, "\\\\")}]`;
+      i2 = end;
+    } else if (c3 === "{") {
+      braces++;
+      re2 += "(?:";
+    } else if (c3 === "}" && braces > 0) {
+      braces--;
+      re2 += ")";
+    } else if (c3 === "," && braces > 0) re2 += "|";
+    else re2 += escapeRe(c3);
+  }
+  if (braces > 0) throw new ConfigError(`keep/drop pattern '${pattern}': unclosed '{'`);
+  re2 = re2.replace(/(\\\/)+$/, "");
+  return new RegExp(`^${re2}(?:/.*)?$`);
+}
+function globMatcher(patterns) {
+  const res = patterns.map(globToRegExp);
+  return (p2) => res.some((r) => r.test(p2));
+}
+
+// src/trace/resolve.ts
+import { lstatSync as lstatSync2 } from "node:fs";
+
+// src/root/resolve.ts
+import { lstatSync, mkdirSync, readlinkSync } from "node:fs";
+import path24 from "node:path";
+var MAX_SYMLINK_FOLLOWS = 40;
+var ResolveError = class extends UserError {
+  constructor(inRootPath, reason, message) {
+    super(message);
+    this.inRootPath = inRootPath;
+    this.reason = reason;
+  }
+  inRootPath;
+  reason;
+};
+function components(p2) {
+  return p2.split("/").filter((c3) => c3 !== "" && c3 !== ".");
+}
+function resolveInRoot(root, p2, opts = {}, cwd = "/") {
+  const followLast = opts.followLast ?? true;
+  const start2 = p2.startsWith("/") ? components(p2) : [...components(cwd), ...components(p2)];
+  const todo = start2.reverse();
+  const done = [];
+  let follows = 0;
+  while (todo.length > 0) {
+    const comp = todo.pop();
+    if (comp === "..") {
+      done.pop();
+      continue;
+    }
+    const isLast = todo.length === 0;
+    const inRoot = `/${[...done, comp].join("/")}`;
+    const host = path24.join(root, ...done, comp);
+    let st2;
+    try {
+      st2 = lstatSync(host);
+    } catch (e) {
+      if (e.code !== "ENOENT") throw e;
+      if (isLast) return { inRoot, host, exists: false };
+      if (!opts.createMissing) {
+        throw new ResolveError(
+          inRoot,
+          "missing",
+          `${inRoot} does not exist (resolving ${p2} inside the root)`
+        );
+      }
+      mkdirSync(host, { mode: 493 });
+      done.push(comp);
+      continue;
+    }
+    if (st2.isSymbolicLink() && (!isLast || followLast)) {
+      if (++follows > MAX_SYMLINK_FOLLOWS) {
+        throw new ResolveError(
+          p2,
+          "loop",
+          `too many levels of symbolic links resolving ${p2} inside the root (a symlink loop)`
+        );
+      }
+      const target = readlinkSync(host);
+      opts.onSymlink?.(inRoot, target);
+      if (target.startsWith("/")) done.length = 0;
+      todo.push(...components(target).reverse());
+      continue;
+    }
+    if (!isLast && !st2.isDirectory()) {
+      throw new ResolveError(
+        inRoot,
+        "not-a-directory",
+        `${inRoot} is not a directory (resolving ${p2} inside the root)`
+      );
+    }
+    done.push(comp);
+    if (isLast) return { inRoot, host, exists: true };
+  }
+  return { inRoot: `/${done.join("/")}`, host: path24.join(root, ...done), exists: true };
+}
+
+// src/trace/resolve.ts
+var VIRTUAL_PREFIXES = ["/proc", "/sys", "/dev"];
+function isUnder(p2, dir) {
+  return dir === "/" || p2 === dir || p2.startsWith(`${dir}/`);
+}
+function isVirtual(p2) {
+  return VIRTUAL_PREFIXES.some((v2) => isUnder(p2, v2));
+}
+function kindOf(host) {
+  try {
+    const st2 = lstatSync2(host);
+    if (st2.isSymbolicLink()) return "symlink";
+    if (st2.isDirectory()) return "dir";
+    if (st2.isFile()) return "file";
+    return "other";
+  } catch {
+    return void 0;
+  }
+}
+function resolveTraced(root, guestPath, opts = {}) {
+  const symlinks = [];
+  try {
+    const r = resolveInRoot(root, guestPath, {
+      followLast: !opts.noFollow,
+      onSymlink: (p2, target) => symlinks.push({ path: p2, target })
+    });
+    const kind = r.exists ? kindOf(r.host) : void 0;
+    return {
+      inRoot: r.inRoot,
+      host: r.host,
+      exists: r.exists,
+      ...kind ? { kind } : {},
+      symlinks,
+      virtual: isVirtual(r.inRoot)
+    };
+  } catch (e) {
+    if (!(e instanceof ResolveError)) throw e;
+    return {
+      inRoot: e.inRootPath,
+      host: "",
+      exists: false,
+      symlinks,
+      virtual: isVirtual(e.inRootPath)
+    };
+  }
+}
+
+// src/stages/trace.ts
+import { mkdir as mkdir7, readFile as readFile7, readdir as readdir5, rm as rm8, stat as stat6, writeFile as writeFile9 } from "node:fs/promises";
+import { readFileSync as readFileSync4, readdirSync, readlinkSync as readlinkSync2 } from "node:fs";
+import os13 from "node:os";
+import path25 from "node:path";
+
+// src/trace/fifo.ts
+import { randomBytes as randomBytes4 } from "node:crypto";
+import { closeSync, constants as constants7, openSync, read, writeSync } from "node:fs";
+var TraceFifo = class _TraceFifo {
+  constructor(path35) {
+    this.path = path35;
+    this.fd = openSync(path35, constants7.O_RDWR);
+    this.done = this.pump();
+  }
+  path;
+  fd;
+  chunks = [];
+  sentinel = `
+#lhc-trace-end-${randomBytes4(6).toString("hex")}
+`;
+  done;
+  closed = false;
+  /** Creates the FIFO (mode 0666: the service may run as any user) and starts reading it. */
+  static async create(path35) {
+    await run(["mkfifo", "-m", "0666", path35]);
+    return new _TraceFifo(path35);
+  }
+  async pump() {
+    const buf = Buffer.alloc(256 * 1024);
+    let tail2 = "";
+    for (; ; ) {
+      const n2 = await new Promise(
+        (resolve2, reject) => read(
+          this.fd,
+          buf,
+          0,
+          buf.length,
+          null,
+          (err, bytes) => err ? reject(err) : resolve2(bytes)
+        )
+      );
+      if (n2 <= 0) return;
+      const chunk = Buffer.from(buf.subarray(0, n2));
+      this.chunks.push(chunk);
+      tail2 = (tail2 + chunk.toString("latin1")).slice(-this.sentinel.length * 2);
+      if (tail2.includes(this.sentinel)) return;
+    }
+  }
+  /** Call once every writer has exited: returns everything written, without the sentinel. */
+  async finish() {
+    if (!this.closed) {
+      writeSync(this.fd, this.sentinel);
+      await this.done;
+      this.closed = true;
+      closeSync(this.fd);
+    }
+    const text = Buffer.concat(this.chunks).toString("utf8");
+    const at2 = text.lastIndexOf(this.sentinel);
+    return at2 >= 0 ? text.slice(0, at2) : text;
+  }
+};
+
+// src/trace/parse-qemu-strace.ts
+var ERRNO = {
+  EPERM: 1,
+  ENOENT: 2,
+  ESRCH: 3,
+  EINTR: 4,
+  EIO: 5,
+  ENXIO: 6,
+  E2BIG: 7,
+  ENOEXEC: 8,
+  EBADF: 9,
+  ECHILD: 10,
+  EAGAIN: 11,
+  ENOMEM: 12,
+  EACCES: 13,
+  EFAULT: 14,
+  EBUSY: 16,
+  EEXIST: 17,
+  EXDEV: 18,
+  ENODEV: 19,
+  ENOTDIR: 20,
+  EISDIR: 21,
+  EINVAL: 22,
+  ENFILE: 23,
+  EMFILE: 24,
+  ENOTTY: 25,
+  ETXTBSY: 26,
+  EFBIG: 27,
+  ENOSPC: 28,
+  ESPIPE: 29,
+  EROFS: 30,
+  EMLINK: 31,
+  EPIPE: 32,
+  ERANGE: 34,
+  ENAMETOOLONG: 36,
+  ENOSYS: 38,
+  ENOTEMPTY: 39,
+  ELOOP: 40,
+  ENODATA: 61,
+  EOPNOTSUPP: 95,
+  ENOTSUP: 95
+};
+var ENOENT = 2;
+function splitArgs(s3, from, escapes) {
+  const args = [];
+  let depth = 0;
+  let cur = "";
+  let i2 = from;
+  while (i2 < s3.length) {
+    const c3 = s3[i2];
+    if (c3 === '"') {
+      let j2 = i2 + 1;
+      for (; j2 < s3.length; j2++) {
+        if (escapes && s3[j2] === "\\") {
+          j2++;
+          continue;
+        }
+        if (s3[j2] === '"' && (escapes || j2 + 1 >= s3.length || /[,)}\]. ]/.test(s3[j2 + 1]))) break;
+      }
+      cur += s3.slice(i2, j2 + 1);
+      i2 = j2 + 1;
+      continue;
+    }
+    if (c3 === "(" || c3 === "{" || c3 === "[") depth++;
+    else if (c3 === "}" || c3 === "]") depth--;
+    else if (c3 === ")") {
+      if (depth === 0) {
+        if (cur.trim() !== "" || args.length > 0) args.push(cur.trim());
+        return { args, end: i2 + 1 };
+      }
+      depth--;
+    } else if (c3 === "," && depth === 0) {
+      args.push(cur.trim());
+      cur = "";
+      i2++;
+      continue;
+    }
+    cur += c3;
+    i2++;
+  }
+  return void 0;
+}
+function stringArg(arg, escapes) {
+  if (arg === void 0 || !arg.startsWith('"')) return void 0;
+  const close = escapes ? findClosingQuote(arg) : arg.lastIndexOf('"');
+  if (close <= 0) return void 0;
+  const body = arg.slice(1, close);
+  return escapes ? unescapeC(body) : body;
+}
+function findClosingQuote(arg) {
+  for (let j2 = 1; j2 < arg.length; j2++) {
+    if (arg[j2] === "\\") j2++;
+    else if (arg[j2] === '"') return j2;
+  }
+  return -1;
+}
+function unescapeC(s3) {
+  if (!s3.includes("\\")) return s3;
+  const bytes = [];
+  for (let i2 = 0; i2 < s3.length; i2++) {
+    const c3 = s3[i2];
+    if (c3 !== "\\") {
+      bytes.push(...Buffer.from(c3, "utf8"));
+      continue;
+    }
+    const n2 = s3[++i2];
+    if (n2 === "x") {
+      bytes.push(parseInt(s3.slice(i2 + 1, i2 + 3), 16));
+      i2 += 2;
+    } else if (n2 !== void 0 && /[0-7]/.test(n2)) {
+      const m2 = /^[0-7]{1,3}/.exec(s3.slice(i2))[0];
+      bytes.push(parseInt(m2, 8));
+      i2 += m2.length - 1;
+    } else {
+      const simple = {
+        n: 10,
+        t: 9,
+        r: 13,
+        v: 11,
+        f: 12,
+        "\\": 92,
+        '"': 34,
+        "'": 39
+      };
+      bytes.push(n2 !== void 0 && n2 in simple ? simple[n2] : (n2 ?? "\\").charCodeAt(0));
+    }
+  }
+  return Buffer.from(bytes).toString("utf8");
+}
+function parseRet(text, strace) {
+  const m2 = /=\s*(-?\d+|0x[0-9a-fA-F]+|\?)(?:\s+errno=(\d+)|\s+([A-Z][A-Z0-9_]+))?[^=]*$/.exec(
+    text
+  );
+  if (!m2) return { kind: "unknown" };
+  if (m2[1] === "?") return { kind: "unknown" };
+  const value = m2[1].startsWith("0x") ? parseInt(m2[1], 16) : Number(m2[1]);
+  if (value < 0) {
+    if (m2[2] !== void 0) return { kind: "error", errno: Number(m2[2]) };
+    if (strace && m2[3] !== void 0) return { kind: "error", errno: ERRNO[m2[3]] ?? -1 };
+    return { kind: "error", errno: -value };
+  }
+  return { kind: "ok", value };
+}
+var CALL_START = /^(\d+) +([a-z_][a-z0-9_]*)\(/;
+function qemuCalls(text) {
+  const calls = [];
+  let skipped = 0;
+  for (const line of text.split("\n")) {
+    let rest = line;
+    while (rest.length > 0) {
+      const m2 = CALL_START.exec(rest);
+      if (!m2) break;
+      const parsed = splitArgs(rest, m2[0].length, false);
+      if (!parsed) {
+        skipped++;
+        break;
+      }
+      const after = rest.slice(parsed.end);
+      const next = /\d+ +[a-z_][a-z0-9_]*\(/.exec(after);
+      const retText = next ? after.slice(0, next.index) : after;
+      calls.push({
+        pid: Number(m2[1]),
+        name: m2[2],
+        args: parsed.args,
+        ret: /=/.test(retText) ? parseRet(retText, false) : { kind: "unknown" }
+      });
+      if (!next) break;
+      rest = after.slice(next.index);
+    }
+  }
+  return { calls, skipped };
+}
+var STRACE_LINE = /^(\d+) +(.*)$/;
+function straceCalls(text) {
+  const calls = [];
+  const pending2 = /* @__PURE__ */ new Map();
+  let skipped = 0;
+  for (const raw of text.split("\n")) {
+    const lm = STRACE_LINE.exec(raw);
+    if (!lm) continue;
+    const pid = Number(lm[1]);
+    let body = lm[2];
+    if (body.startsWith("+++") || body.startsWith("---")) continue;
+    const unfinished = body.endsWith("<unfinished ...>");
+    const resumed = /^<\.\.\. ([a-z_0-9]+) resumed>(.*)$/.exec(body);
+    if (resumed) {
+      const head = pending2.get(pid);
+      pending2.delete(pid);
+      if (head === void 0) {
+        skipped++;
+        continue;
+      }
+      body = head + resumed[2];
+    }
+    if (unfinished) {
+      pending2.set(pid, body.slice(0, -"<unfinished ...>".length).trimEnd());
+      const cm2 = /^([a-z_][a-z0-9_]*)\(/.exec(body);
+      if (cm2 && /^(clone|clone3|fork|vfork)$/.test(cm2[1])) {
+        calls.push({ pid, name: cm2[1], args: [], ret: { kind: "unknown" } });
+      }
+      continue;
+    }
+    const cm = /^([a-z_][a-z0-9_]*)\(/.exec(body);
+    if (!cm) continue;
+    const parsed = splitArgs(body, cm[0].length, true);
+    if (!parsed) {
+      skipped++;
+      continue;
+    }
+    if (resumed && /^(clone|clone3|fork|vfork)$/.test(cm[1])) continue;
+    calls.push({
+      pid,
+      name: cm[1],
+      args: parsed.args,
+      ret: parseRet(body.slice(parsed.end), true)
+    });
+  }
+  return { calls, skipped };
+}
+function joinGuest(base, p2) {
+  const parts = (p2.startsWith("/") ? p2 : `${base}/${p2}`).split("/").filter((c3) => c3 !== "" && c3 !== ".");
+  return `/${parts.join("/")}`;
+}
+var PATH_CALLS = {
+  open: [{ op: "open", path: 0, flags: 1 }],
+  openat: [{ op: "open", dirfd: 0, path: 1, flags: 2 }],
+  openat2: [{ op: "open", dirfd: 0, path: 1, flags: 2 }],
+  creat: [{ op: "open", path: 0, write: true }],
+  execve: [{ op: "exec", path: 0 }],
+  execveat: [{ op: "exec", dirfd: 0, path: 1 }],
+  stat: [{ op: "stat", path: 0 }],
+  stat64: [{ op: "stat", path: 0 }],
+  lstat: [{ op: "stat", path: 0, noFollow: true }],
+  lstat64: [{ op: "stat", path: 0, noFollow: true }],
+  newfstatat: [{ op: "stat", dirfd: 0, path: 1, flags: 3 }],
+  fstatat64: [{ op: "stat", dirfd: 0, path: 1, flags: 3 }],
+  statx: [{ op: "stat", dirfd: 0, path: 1, flags: 2 }],
+  statfs: [{ op: "stat", path: 0 }],
+  access: [{ op: "access", path: 0 }],
+  faccessat: [{ op: "access", dirfd: 0, path: 1, flags: 3 }],
+  faccessat2: [{ op: "access", dirfd: 0, path: 1, flags: 3 }],
+  readlink: [{ op: "readlink", path: 0, noFollow: true }],
+  readlinkat: [{ op: "readlink", dirfd: 0, path: 1, noFollow: true }],
+  chdir: [{ op: "chdir", path: 0 }],
+  mkdir: [{ op: "mkdir", path: 0, write: true, noFollow: true }],
+  mkdirat: [{ op: "mkdir", dirfd: 0, path: 1, write: true, noFollow: true }],
+  unlink: [{ op: "unlink", path: 0, write: true, noFollow: true }],
+  unlinkat: [{ op: "unlink", dirfd: 0, path: 1, write: true, noFollow: true, flags: 2 }],
+  rmdir: [{ op: "rmdir", path: 0, write: true, noFollow: true }],
+  rename: [
+    { op: "rename-from", path: 0, write: true, noFollow: true },
+    { op: "rename-to", path: 1, write: true, noFollow: true }
+  ],
+  renameat: [
+    { op: "rename-from", dirfd: 0, path: 1, write: true, noFollow: true },
+    { op: "rename-to", dirfd: 2, path: 3, write: true, noFollow: true }
+  ],
+  renameat2: [
+    { op: "rename-from", dirfd: 0, path: 1, write: true, noFollow: true },
+    { op: "rename-to", dirfd: 2, path: 3, write: true, noFollow: true }
+  ],
+  symlink: [{ op: "symlink", path: 1, write: true, noFollow: true }],
+  symlinkat: [{ op: "symlink", dirfd: 1, path: 2, write: true, noFollow: true }],
+  link: [{ op: "link", path: 1, write: true, noFollow: true }],
+  linkat: [{ op: "link", dirfd: 2, path: 3, write: true, noFollow: true }],
+  truncate: [{ op: "truncate", path: 0, write: true }],
+  chmod: [{ op: "chmod", path: 0, write: true }],
+  fchmodat: [{ op: "chmod", dirfd: 0, path: 1, write: true }],
+  chown: [{ op: "chown", path: 0, write: true }],
+  lchown: [{ op: "chown", path: 0, write: true, noFollow: true }],
+  fchownat: [{ op: "chown", dirfd: 0, path: 1, write: true, flags: 4 }],
+  utimensat: [{ op: "utime", dirfd: 0, path: 1, write: true, flags: 3 }],
+  utimes: [{ op: "utime", path: 0, write: true }],
+  mknod: [{ op: "mknod", path: 0, write: true }],
+  mknodat: [{ op: "mknod", dirfd: 0, path: 1, write: true }]
+};
+var FORKS = /* @__PURE__ */ new Set(["clone", "clone3", "fork", "vfork"]);
+var WRITE_FLAGS = /O_WRONLY|O_RDWR|O_CREAT|O_TRUNC|O_APPEND|O_TMPFILE/;
+function hasNoFollow(flags) {
+  if (/AT_SYMLINK_NOFOLLOW|O_NOFOLLOW/.test(flags)) return true;
+  const hex3 = /^0x([0-9a-fA-F]+)$/.exec(flags.trim());
+  return hex3 !== null && (parseInt(hex3[1], 16) & 256) !== 0;
+}
+function fdNumber(arg) {
+  if (arg === void 0) return void 0;
+  if (arg === "AT_FDCWD" || arg === "-100") return "cwd";
+  const m2 = /^(-?\d+)/.exec(arg);
+  return m2 ? Number(m2[1]) : void 0;
+}
+function replay(calls, opts, escapes, initialSkipped) {
+  const procs = /* @__PURE__ */ new Map();
+  const events2 = [];
+  const pids = [];
+  const payload = /* @__PURE__ */ new Set();
+  let started = opts.payloadExec === void 0;
+  let skipped = initialSkipped;
+  let lastForker;
+  const rootCwd = opts.cwd ?? "/";
+  const proc = (pid) => {
+    let p2 = procs.get(pid);
+    if (!p2) {
+      const parent = lastForker !== void 0 ? procs.get(lastForker) : void 0;
+      p2 = parent ? { cwd: parent.cwd, fds: new Map(parent.fds), exe: parent.exe } : { cwd: rootCwd, fds: /* @__PURE__ */ new Map(), exe: opts.entrypoint };
+      procs.set(pid, p2);
+      if (started && (opts.payloadExec === void 0 || lastForker !== void 0 && payload.has(lastForker))) {
+        payload.add(pid);
+        pids.push(pid);
+      }
+    }
+    return p2;
+  };
+  for (const c3 of calls) {
+    const p2 = proc(c3.pid);
+    const ok = c3.ret.kind === "ok";
+    const retValue = c3.ret.kind === "ok" ? c3.ret.value : void 0;
+    if (FORKS.has(c3.name)) {
+      lastForker = c3.pid;
+      continue;
+    }
+    switch (c3.name) {
+      case "close": {
+        const fd = fdNumber(c3.args[0]);
+        if (typeof fd === "number") p2.fds.delete(fd);
+        continue;
+      }
+      case "dup":
+      case "dup2":
+      case "dup3":
+      case "fcntl":
+      case "fcntl64": {
+        const from = fdNumber(c3.args[0]);
+        if (c3.name.startsWith("fcntl") && !/F_DUPFD/.test(c3.args[1] ?? "")) continue;
+        let to2 = retValue;
+        if (c3.name === "dup2" || c3.name === "dup3") to2 = fdNumber(c3.args[1]);
+        if (!ok || typeof from !== "number" || typeof to2 !== "number") continue;
+        const target = p2.fds.get(from);
+        if (target !== void 0) p2.fds.set(to2, target);
+        else p2.fds.delete(to2);
+        continue;
+      }
+      case "fchdir": {
+        const fd = fdNumber(c3.args[0]);
+        const dir = typeof fd === "number" ? p2.fds.get(fd) : void 0;
+        if (ok && dir !== void 0) p2.cwd = dir;
+        continue;
+      }
+      case "getdents":
+      case "getdents64": {
+        const fd = fdNumber(c3.args[0]);
+        const dir = typeof fd === "number" ? p2.fds.get(fd) : void 0;
+        if (dir !== void 0 && payload.has(c3.pid)) {
+          events2.push({
+            pid: c3.pid,
+            op: "getdents",
+            path: dir,
+            result: ok ? "ok" : c3.ret.kind,
+            syscall: c3.name,
+            write: false,
+            ...errnoOf(c3.ret)
+          });
+        }
+        continue;
+      }
+    }
+    const specs = PATH_CALLS[c3.name];
+    if (!specs) continue;
+    for (const spec of specs) {
+      const raw = stringArg(c3.args[spec.path], escapes);
+      if (raw === void 0) continue;
+      let base = p2.cwd;
+      if (spec.dirfd !== void 0 && !raw.startsWith("/")) {
+        const fd = fdNumber(c3.args[spec.dirfd]);
+        if (fd === void 0) {
+          skipped++;
+          continue;
+        }
+        if (fd !== "cwd") {
+          const dir = p2.fds.get(fd);
+          if (dir === void 0) {
+            skipped++;
+            continue;
+          }
+          base = dir;
+        }
+      }
+      if (raw === "") continue;
+      let guestPath = joinGuest(base, raw);
+      const flags = spec.flags !== void 0 ? c3.args[spec.flags] ?? "" : "";
+      let write = spec.write ?? false;
+      let noFollow = spec.noFollow ?? false;
+      let op = spec.op;
+      if (spec.op === "open" && WRITE_FLAGS.test(flags)) write = true;
+      if (flags && hasNoFollow(flags)) noFollow = true;
+      if (spec.op === "unlink" && /AT_REMOVEDIR|^0x200$/.test(flags)) op = "rmdir";
+      if (op === "exec") {
+        if (guestPath === "/proc/self/exe" && p2.exe !== void 0) guestPath = p2.exe;
+        const failed = c3.ret.kind === "error";
+        if (!failed) {
+          p2.exe = guestPath;
+          if (!started && guestPath === opts.payloadExec) {
+            started = true;
+            payload.add(c3.pid);
+            pids.push(c3.pid);
+            p2.cwd = rootCwd;
+            for (const fd of [...p2.fds.keys()]) if (fd > 2) p2.fds.delete(fd);
+          }
+        }
+        if (payload.has(c3.pid)) {
+          events2.push({
+            pid: c3.pid,
+            op,
+            path: guestPath,
+            result: failed ? "error" : "ok",
+            syscall: c3.name,
+            write: false,
+            ...errnoOf(c3.ret)
+          });
+        }
+        continue;
+      }
+      if (ok && op === "open" && retValue !== void 0) p2.fds.set(retValue, guestPath);
+      if (ok && op === "chdir") p2.cwd = guestPath;
+      if (!payload.has(c3.pid)) continue;
+      events2.push({
+        pid: c3.pid,
+        op,
+        path: guestPath,
+        result: c3.ret.kind,
+        ...errnoOf(c3.ret),
+        write,
+        ...noFollow ? { noFollow } : {},
+        syscall: c3.name
+      });
+    }
+  }
+  return { events: events2, skipped, pids };
+}
+function errnoOf(r) {
+  return r.kind === "error" ? { errno: r.errno } : {};
+}
+function parseQemuStrace(text, opts = {}) {
+  const { calls, skipped } = qemuCalls(text);
+  return replay(calls, opts, false, skipped);
+}
+function parseHostStrace(text, opts = {}) {
+  const { calls, skipped } = straceCalls(text);
+  return replay(calls, opts, true, skipped);
+}
+
+// src/stages/cleanup.ts
+var pending = [];
+function runOnce(entry) {
+  entry.promise ??= (async () => {
+    try {
+      await entry.fn();
+    } finally {
+      const i2 = pending.indexOf(entry);
+      if (i2 !== -1) pending.splice(i2, 1);
+    }
+  })();
+  return entry.promise;
+}
+function registerCleanup(name, fn) {
+  const entry = { name, fn };
+  pending.push(entry);
+  return { run: () => runOnce(entry) };
+}
+
+// src/stages/trace.ts
+function hostArch2() {
+  const a2 = os13.arch();
+  return a2 === "arm64" ? "aarch64" : a2 === "x64" ? "x86_64" : a2;
+}
+var QEMU_TRACE_FILE = "qemu.log";
+function qemuFifoEnv() {
+  return { QEMU_STRACE: "1", QEMU_LOG_FILENAME: `${TRACE_MOUNT}/${QEMU_TRACE_FILE}` };
+}
+var STRACE_FLAGS = [
+  "-f",
+  "-qq",
+  "-s",
+  "4096",
+  "-e",
+  "trace=%file,%desc,%process"
+];
+function containerArgv(config2, t) {
+  const env = { ...config2.service.env, ...t.trace?.mode === "qemu" ? qemuFifoEnv() : {} };
+  return nspawnArgv({
+    root: t.root,
+    command: config2.service.command,
+    readOnly: t.readOnly,
+    dataDir: t.dataDir,
+    dataPath: config2.data.path,
+    binds: t.trace?.mode === "qemu" ? [{ host: t.trace.dir, container: TRACE_MOUNT }] : [],
+    env,
+    user: config2.service.user,
+    ...config2.service.workdir ? { workdir: config2.service.workdir } : {},
+    harden: t.harden,
+    privateNetwork: true
+  });
+}
+function crashError(config2, what, exitCode, stderr) {
+  const code = exitCode === void 0 ? "was killed" : `exited with code ${exitCode}`;
+  return new UserError(
+    `service '${config2.name}' (${config2.service.command.join(" ")}) ${code} ${what}` + (stderr.trim() ? `; last lines of its stderr:
+${tail(stderr, 15)}` : " (no stderr output)")
+  );
+}
+async function withTimeout(config2, what, p2) {
+  try {
+    return await p2;
+  } catch (e) {
+    if (e instanceof ToolError && e.reason.startsWith("timed out")) {
+      throw new UserError(
+        `service '${config2.name}' did not finish ${what} within service.timeout (${config2.service.timeout} s)` + (e.stderrTail ? `; last lines of its stderr:
+${e.stderrTail}` : "")
+      );
+    }
+    throw e;
+  }
+}
+async function runInetd(config2, t, logger, signal) {
+  const out = { responses: {}, traces: [], traceFiles: [] };
+  for (const [i2, probe] of config2.probes.entries()) {
+    if (probe.type !== "gopher") {
+      throw new UserError(
+        `probe '${probe.name}' is an ${probe.type} probe, but the service is inetd-style (service.inetd: true) and speaks only on stdin/stdout: use gopher probes, or service.listen`
+      );
+    }
+    let argv = containerArgv(config2, t);
+    let fifo;
+    let straceFile;
+    if (t.trace?.mode === "qemu") {
+      const fifoPath = path25.join(t.trace.dir, QEMU_TRACE_FILE);
+      await rm8(fifoPath, { force: true });
+      fifo = await TraceFifo.create(fifoPath);
+    } else if (t.trace?.mode === "strace") {
+      straceFile = path25.join(t.trace.dir, `strace.${i2}.log`);
+      argv = ["strace", ...STRACE_FLAGS, "-o", straceFile, "--", ...argv];
+    }
+    let r;
+    try {
+      r = await withTimeout(
+        config2,
+        `probe '${probe.name}'`,
+        run(argv, {
+          privileged: true,
+          input: Buffer.from(`${probe.selector}\r
+`, "utf8"),
+          binary: true,
+          reject: false,
+          timeoutMs: config2.service.timeout * 1e3,
+          logger,
+          ...signal ? { signal } : {}
+        })
+      );
+    } finally {
+      if (fifo) {
+        const text = await fifo.finish();
+        out.traces.push(text);
+      }
+    }
+    if (straceFile) {
+      out.traces.push(await readFile7(straceFile, "utf8").catch(() => ""));
+      out.traceFiles.push(straceFile);
+    }
+    if (r.exitCode !== 0)
+      throw crashError(config2, `while answering probe '${probe.name}'`, r.exitCode, r.stderr);
+    out.responses[probe.name] = r.stdoutBytes;
+  }
+  return out;
+}
+function processTree() {
+  const children = /* @__PURE__ */ new Map();
+  for (const name of readdirSync("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const s3 = readFileSync4(`/proc/${name}/stat`, "utf8");
+      const ppid = Number(s3.slice(s3.lastIndexOf(")") + 2).split(" ")[1]);
+      const list = children.get(ppid) ?? [];
+      list.push(Number(name));
+      children.set(ppid, list);
+    } catch {
+    }
+  }
+  return children;
+}
+function findPayloadPid(pid) {
+  let ownNet;
+  try {
+    ownNet = readlinkSync2("/proc/self/ns/net");
+  } catch {
+    return void 0;
+  }
+  const children = processTree();
+  const queue = [...children.get(pid) ?? []];
+  while (queue.length > 0) {
+    const p2 = queue.shift();
+    try {
+      if (readlinkSync2(`/proc/${p2}/ns/net`) !== ownNet) return p2;
+    } catch {
+    }
+    queue.push(...children.get(p2) ?? []);
+  }
+  return void 0;
+}
+function isListening(pid, port2) {
+  const hexPort = port2.toString(16).toUpperCase().padStart(4, "0");
+  for (const table of ["tcp", "tcp6"]) {
+    let text;
+    try {
+      text = readFileSync4(`/proc/${pid}/net/${table}`, "utf8");
+    } catch {
+      continue;
+    }
+    for (const line of text.split("\n").slice(1)) {
+      const f2 = line.trim().split(/\s+/);
+      if (f2.length > 3 && f2[1].endsWith(`:${hexPort}`) && f2[3] === "0A") return true;
+    }
+  }
+  return false;
+}
+var sleep2 = (ms2) => new Promise((r) => setTimeout(r, ms2));
+var GOPHER_CLIENT = "const s=require('net').connect(+process.argv[1],'127.0.0.1',()=>s.end(process.argv[2]+'\\r\\n'));const c=[];s.on('data',d=>c.push(d));s.on('end',()=>process.stdout.write(Buffer.concat(c)));s.on('error',e=>{console.error(e.message);process.exit(1)});";
+async function probeListening(config2, pid, port2, probe, workDir, logger) {
+  const ns2 = ["nsenter", "-t", String(pid), "-n", "--"];
+  const timeoutMs = config2.service.timeout * 1e3;
+  if (probe.type === "gopher") {
+    const r2 = await run(
+      [...ns2, process.execPath, "-e", GOPHER_CLIENT, String(port2), probe.selector],
+      {
+        privileged: true,
+        binary: true,
+        timeoutMs,
+        logger
+      }
+    );
+    return r2.stdoutBytes;
+  }
+  const bodyFile = path25.join(workDir, `probe-${probe.name}.body`);
+  await rm8(bodyFile, { force: true });
+  const url3 = `http://127.0.0.1:${port2}${probe.path}`;
+  const r = await run(
+    [
+      ...ns2,
+      "curl",
+      "-s",
+      "-S",
+      "-o",
+      bodyFile,
+      "-w",
+      "%{http_code}",
+      "--max-time",
+      String(config2.service.timeout),
+      url3
+    ],
+    { privileged: true, timeoutMs, logger, reject: false }
+  );
+  if (r.exitCode !== 0) {
+    throw new UserError(
+      `probe '${probe.name}': ${url3} inside the container's network namespace failed: ${tail(r.stderr, 5) || `curl exit code ${r.exitCode}`}`
+    );
+  }
+  const body = await readFile7(bodyFile).catch(() => Buffer.alloc(0));
+  return { status: Number(r.stdout.trim()), body };
+}
+async function runListening(config2, t, workDir, logger) {
+  const port2 = config2.service.listen;
+  let argv = containerArgv(config2, t);
+  let fifo;
+  let straceFile;
+  if (t.trace?.mode === "qemu") {
+    const fifoPath = path25.join(t.trace.dir, QEMU_TRACE_FILE);
+    await rm8(fifoPath, { force: true });
+    fifo = await TraceFifo.create(fifoPath);
+  } else if (t.trace?.mode === "strace") {
+    straceFile = path25.join(t.trace.dir, "strace.log");
+    argv = ["strace", ...STRACE_FLAGS, "-o", straceFile, "--", ...argv];
+  }
+  const out = { responses: {}, traces: [], traceFiles: straceFile ? [straceFile] : [] };
+  const container = start(argv, { privileged: true, logger });
+  const cleanup = registerCleanup(`container ${config2.name}`, () => container.stop());
+  const state = {};
+  void container.exited.then((e) => state.exited = e);
+  try {
+    const deadline = Date.now() + config2.service.timeout * 1e3;
+    let pid;
+    for (; ; ) {
+      const gone = state.exited;
+      if (gone)
+        throw crashError(config2, `before listening on port ${port2}`, gone.exitCode, gone.stderr);
+      pid ??= findPayloadPid(container.pid);
+      if (pid !== void 0 && isListening(pid, port2)) break;
+      if (Date.now() > deadline) {
+        throw new UserError(
+          `service '${config2.name}' did not listen on port ${port2} within service.timeout (${config2.service.timeout} s)`
+        );
+      }
+      await sleep2(100);
+    }
+    logger.debug(`service listens on ${port2} in the namespace of pid ${pid}`);
+    for (const probe of config2.probes) {
+      out.responses[probe.name] = await probeListening(config2, pid, port2, probe, workDir, logger);
+      const gone = state.exited;
+      if (gone)
+        throw crashError(
+          config2,
+          `while answering probe '${probe.name}'`,
+          gone.exitCode,
+          gone.stderr
+        );
+    }
+  } finally {
+    await cleanup.run();
+    if (fifo) out.traces.push(await fifo.finish());
+  }
+  if (straceFile) out.traces.push(await readFile7(straceFile, "utf8").catch(() => ""));
+  return out;
+}
+async function runProbes(config2, t, o2) {
+  return config2.service.listen !== void 0 ? runListening(config2, t, o2.workDir, o2.logger) : runInetd(config2, t, o2.logger, o2.signal);
+}
+async function seedDataDir(config2, root, dir) {
+  await rm8(dir, { recursive: true, force: true });
+  await mkdir7(dir, { recursive: true, mode: 493 });
+  const inRoot = resolveTraced(root, config2.data.path);
+  if (inRoot.exists && inRoot.kind === "dir" && (await readdir5(inRoot.host)).length > 0) {
+    await run(["cp", "-a", "--", `${inRoot.host}/.`, `${dir}/`], { privileged: true });
+  }
+  if (config2.data.template) {
+    await run(["cp", "-a", "--", `${config2.data.template}/.`, `${dir}/`], { privileged: true });
+  }
+}
+async function isDir(p2) {
+  return stat6(p2).then(
+    (s3) => s3.isDirectory(),
+    () => false
+  );
+}
+async function traceService(config2, root, opts) {
+  const { logger, workDir } = opts;
+  if (!await isDir(root)) throw new UserError(`root directory ${root} does not exist`);
+  const emulated = (opts.arch ?? hostArch2()) !== config2.arch;
+  const entry = resolveTraced(root, config2.service.command[0]);
+  if (!entry.exists || entry.kind !== "file") {
+    throw new UserError(
+      `the entrypoint ${config2.service.command[0]} (service.command[0]) is not a file in the root`
+    );
+  }
+  const elf = await readElf(entry.host);
+  const interp = elf?.interp;
+  const copy = path25.join(workDir, "trace-root");
+  const traceDir = path25.join(workDir, "trace");
+  const dataDir = path25.join(workDir, "trace-data");
+  await mkdir7(workDir, { recursive: true });
+  await rm8(traceDir, { recursive: true, force: true });
+  await mkdir7(traceDir, { recursive: true, mode: 493 });
+  const removeCopy = registerCleanup(
+    `traced root copy ${copy}`,
+    () => run(["rm", "-rf", "--one-file-system", "--", copy], { privileged: true }).then(() => void 0)
+  );
+  try {
+    await logger.group("copy the root for the traced run", async () => {
+      await run(["rm", "-rf", "--one-file-system", "--", copy], { privileged: true });
+      await mkdir7(copy, { recursive: true });
+      await run(["cp", "-a", "--reflink=auto", "--", `${root}/.`, `${copy}/`], {
+        privileged: true
+      });
+      for (const p2 of [TRACE_MOUNT, config2.data.path, "/usr"]) {
+        await mkdir7(path25.join(copy, p2), { recursive: true, mode: 493 });
+      }
+    });
+    await seedDataDir(config2, root, dataDir);
+    const started = Date.now();
+    const probed = await logger.group(
+      `traced run of ${config2.service.command.join(" ")} (${emulated ? "QEMU_STRACE" : "host strace"}, ${config2.probes.length} probes)`,
+      () => runProbes(
+        config2,
+        {
+          root: copy,
+          dataDir,
+          readOnly: false,
+          harden: false,
+          trace: { dir: traceDir, mode: emulated ? "qemu" : "strace" }
+        },
+        { workDir, logger, ...opts.signal ? { signal: opts.signal } : {} }
+      )
+    );
+    const seconds2 = (Date.now() - started) / 1e3;
+    const parseOpts = {
+      cwd: config2.service.workdir ?? "/",
+      entrypoint: config2.service.command[0],
+      ...emulated ? {} : { payloadExec: config2.service.command[0] }
+    };
+    const events2 = [];
+    const traceFiles = [...probed.traceFiles];
+    for (const [i2, text] of probed.traces.entries()) {
+      const parsed = emulated ? parseQemuStrace(text, parseOpts) : parseHostStrace(text, parseOpts);
+      if (emulated) {
+        const file2 = path25.join(traceDir, `qemu.${i2}.txt`);
+        await writeFile9(file2, text);
+        traceFiles.push(file2);
+      }
+      if (parsed.skipped > 0)
+        logger.debug(`trace ${i2}: ${parsed.skipped} unusable call(s) skipped`);
+      events2.push(...parsed.events);
+    }
+    if (events2.length === 0) {
+      throw new UserError(
+        `the traced run of '${config2.name}' recorded no file access at all: ` + (emulated ? "QEMU_STRACE produced nothing (is the entrypoint an aarch64 binary run through binfmt_misc? check `lhc doctor`)" : "host strace saw no exec of the entrypoint")
+      );
+    }
+    events2.unshift({
+      pid: 0,
+      op: "exec",
+      path: config2.service.command[0],
+      result: "ok",
+      write: false,
+      syscall: "entrypoint"
+    });
+    if (interp)
+      events2.unshift({
+        pid: 0,
+        op: "exec",
+        path: interp,
+        result: "ok",
+        write: false,
+        syscall: "pt-interp"
+      });
+    const written = /* @__PURE__ */ new Set();
+    const writtenOutside = /* @__PURE__ */ new Set();
+    const failed = /* @__PURE__ */ new Set();
+    for (const e of events2) {
+      if (e.write && e.result === "ok")
+        (isUnder(e.path, config2.data.path) ? written : writtenOutside).add(e.path);
+      if (e.result === "error" && e.errno === ENOENT && !e.write) failed.add(e.path);
+    }
+    for (const p2 of writtenOutside)
+      if (isUnder(p2, "/dev") || isUnder(p2, "/proc") || isUnder(p2, "/sys")) writtenOutside.delete(p2);
+    if (writtenOutside.size > 0) {
+      logger.warn(
+        `the service wrote outside ${config2.data.path}, which is read-only on the board: ${[...writtenOutside].sort().join(", ")}`
+      );
+    }
+    return {
+      events: events2,
+      responses: probed.responses,
+      writtenUnderData: [...written].sort(),
+      writtenOutsideData: [...writtenOutside].sort(),
+      failedLookups: [...failed].sort(),
+      entrypoint: config2.service.command[0],
+      ...interp ? { interp } : {},
+      emulated,
+      seconds: seconds2,
+      traceFiles
+    };
+  } finally {
+    await removeCopy.run();
+  }
+}
+
+// src/stages/prune.ts
+function mountPoints(config2) {
+  return [.../* @__PURE__ */ new Set([config2.data.path, "/proc", "/sys", "/dev", "/run", "/tmp", "/usr"])];
+}
+var TRIPLETS = {
+  aarch64: "aarch64-linux-gnu",
+  x86_64: "x86_64-linux-gnu",
+  arm: "arm-linux-gnueabihf"
+};
+var MUSL_ARCH = { aarch64: "aarch64", x86_64: "x86_64", arm: "armhf" };
+function walkRoot(root) {
+  const out = /* @__PURE__ */ new Map();
+  const visit3 = (inRoot) => {
+    const host = path26.join(root, inRoot);
+    const st2 = lstatSync3(host);
+    const kind = st2.isSymbolicLink() ? "symlink" : st2.isDirectory() ? "dir" : st2.isFile() ? "file" : "other";
+    out.set(inRoot, { kind, st: st2 });
+    if (kind === "dir") {
+      for (const name of readdirSync2(host).sort())
+        visit3(inRoot === "/" ? `/${name}` : `${inRoot}/${name}`);
+    }
+  };
+  visit3("/");
+  return out;
+}
+function entryBytes(e) {
+  return e.kind === "file" || e.kind === "symlink" ? e.st.size : 0;
+}
+function libraryDirs(root, elf, elfPath) {
+  const dirs = [];
+  const origin = path26.posix.dirname(elfPath);
+  for (const r of elf.runpath) dirs.push(r.replace(/\$\{?ORIGIN\}?/g, origin));
+  const musl = elf.interp !== void 0 && /ld-musl/.test(elf.interp);
+  if (musl) {
+    const pathFile = resolveTraced(
+      root,
+      `/etc/ld-musl-${MUSL_ARCH[elf.machineName] ?? elf.machineName}.path`
+    );
+    if (pathFile.exists && pathFile.kind === "file") {
+      dirs.push(
+        ...readFileSync5(pathFile.host, "utf8").split(/[:\n]/).map((s3) => s3.trim()).filter(Boolean)
+      );
+    } else dirs.push("/lib", "/usr/local/lib", "/usr/lib");
+    return dirs;
+  }
+  dirs.push(...ldSoConfDirs(root, "/etc/ld.so.conf", 0));
+  const triplet = TRIPLETS[elf.machineName];
+  if (triplet) dirs.push(`/lib/${triplet}`, `/usr/lib/${triplet}`);
+  if (elf.bits === 64) dirs.push("/lib64", "/usr/lib64");
+  dirs.push("/lib", "/usr/lib");
+  return [...new Set(dirs)];
+}
+function ldSoConfDirs(root, file2, depth) {
+  if (depth > 8) return [];
+  const r = resolveTraced(root, file2);
+  if (!r.exists || r.kind !== "file") return [];
+  const dirs = [];
+  for (const raw of readFileSync5(r.host, "utf8").split("\n")) {
+    const line = raw.replace(/#.*/, "").trim();
+    if (!line) continue;
+    const inc = /^include\s+(.+)$/.exec(line);
+    if (!inc) {
+      if (line.startsWith("/")) dirs.push(line);
+      continue;
+    }
+    const pattern = inc[1].startsWith("/") ? inc[1] : path26.posix.join(path26.posix.dirname(file2), inc[1]);
+    const dir = resolveTraced(root, path26.posix.dirname(pattern));
+    if (!dir.exists || dir.kind !== "dir") continue;
+    const re2 = globToRegExp(pattern);
+    for (const name of readdirSync2(dir.host).sort()) {
+      const candidate = path26.posix.join(path26.posix.dirname(pattern), name);
+      if (re2.test(candidate)) dirs.push(...ldSoConfDirs(root, candidate, depth + 1));
+    }
+  }
+  return dirs;
+}
+function octal(mode2) {
+  return (mode2 & 4095).toString(8).padStart(4, "0");
+}
+var READ_OPS = /* @__PURE__ */ new Set(["open", "exec", "stat", "access", "readlink", "chdir", "getdents"]);
+async function pruneRoot(root, trace, config2, opts) {
+  const { logger } = opts;
+  const all = walkRoot(root);
+  const kept = /* @__PURE__ */ new Map();
+  const dataPath = config2.data.path;
+  const excluded = (p2) => isUnder(p2, dataPath) || isUnder(p2, TRACE_MOUNT);
+  const add = (p2, why) => {
+    if (excluded(p2) || !all.has(p2)) return false;
+    let s3 = kept.get(p2);
+    if (!s3) kept.set(p2, s3 = /* @__PURE__ */ new Set());
+    s3.add(why);
+    return true;
+  };
+  const addLookup = (guestPath, why, noFollow = false) => {
+    const r = resolveTraced(root, guestPath, { noFollow });
+    for (const l of r.symlinks) add(l.path, "symlink-on-path");
+    if (r.exists && !r.virtual) add(r.inRoot, why);
+    return r;
+  };
+  for (const e of trace.events) {
+    if (!READ_OPS.has(e.op) && !(e.write && e.result === "ok")) continue;
+    if (e.result === "error" && (e.errno === 2 || e.errno === 20)) continue;
+    if (e.syscall === "entrypoint" || e.syscall === "pt-interp") continue;
+    const r = addLookup(
+      e.path,
+      e.op === "exec" ? "traced-exec" : "traced-open",
+      e.noFollow ?? false
+    );
+    if (e.op === "getdents" && r.exists && r.kind === "dir" && !r.virtual) {
+      for (const name of readdirSync2(r.host)) add(path26.posix.join(r.inRoot, name), "dir-listing");
+    }
+  }
+  const entry = addLookup(trace.entrypoint, "entrypoint");
+  if (!entry.exists)
+    throw new UserError(`the entrypoint ${trace.entrypoint} does not exist in the root ${root}`);
+  if (trace.interp) addLookup(trace.interp, "elf-interp");
+  if (config2.keep.length > 0) {
+    const keepMatch = globMatcher(config2.keep);
+    for (const p2 of all.keys()) if (keepMatch(p2)) add(p2, "keep-glob");
+  }
+  const missingLibraries = [];
+  const scanned = /* @__PURE__ */ new Set();
+  for (let changed = true; changed; ) {
+    changed = false;
+    for (const p2 of [...kept.keys()]) {
+      if (scanned.has(p2) || all.get(p2)?.kind !== "file") continue;
+      scanned.add(p2);
+      let elf;
+      try {
+        elf = await readElf(path26.join(root, p2));
+      } catch (err) {
+        logger.debug(`not parsing ${p2} as ELF: ${err.message}`);
+        continue;
+      }
+      if (!elf) continue;
+      if (elf.interp) {
+        const r = addLookup(elf.interp, "elf-interp");
+        if (r.exists) changed = true;
+        else missingLibraries.push({ elf: p2, needed: elf.interp });
+      }
+      const dirs = elf.needed.length > 0 ? libraryDirs(root, elf, p2) : [];
+      for (const lib of elf.needed) {
+        const candidates = lib.includes("/") ? [lib.startsWith("/") ? lib : path26.posix.join(path26.posix.dirname(p2), lib)] : dirs.map((d) => path26.posix.join(d, lib));
+        const hit = candidates.find((c3) => {
+          const r = resolveTraced(root, c3);
+          return r.exists && r.kind === "file";
+        });
+        if (hit === void 0) {
+          missingLibraries.push({ elf: p2, needed: lib });
+          continue;
+        }
+        addLookup(hit, "dt-needed");
+        changed = true;
+      }
+    }
+  }
+  for (const m2 of missingLibraries)
+    logger.warn(`${m2.elf} needs ${m2.needed}, which is not in the root's library dirs`);
+  const droppedByConfig = [];
+  if (config2.drop.length > 0) {
+    const dropMatch = globMatcher(config2.drop);
+    for (const p2 of [...kept.keys()]) {
+      if (dropMatch(p2)) {
+        kept.delete(p2);
+        droppedByConfig.push(p2);
+      }
+    }
+  }
+  for (const p2 of [...kept.keys()]) {
+    for (let d = path26.posix.dirname(p2); d !== "/" && d !== "."; d = path26.posix.dirname(d)) {
+      if (kept.has(d)) {
+        kept.get(d).add("parent-dir");
+        continue;
+      }
+      add(d, "parent-dir");
+    }
+  }
+  kept.delete("/");
+  const mounts = mountPoints(config2);
+  const prunedRoot = path26.join(opts.outDir, "root");
+  const dataDir = path26.join(opts.outDir, "data");
+  await rm9(prunedRoot, { recursive: true, force: true });
+  await mkdir8(prunedRoot, { recursive: true });
+  const rootSt = all.get("/").st;
+  const list = [];
+  const dirTimes = [];
+  for (const p2 of [...kept.keys()].sort()) {
+    const e = all.get(p2);
+    const src = path26.join(root, p2);
+    const dst = path26.join(prunedRoot, p2);
+    if (e.kind === "dir") {
+      await mkdir8(dst);
+      dirTimes.push({ host: dst, st: e.st });
+    } else if (e.kind === "file") {
+      await copyFile3(src, dst);
+      await utimes(dst, e.st.atime, e.st.mtime);
+    } else if (e.kind === "symlink") {
+      await symlink2(await readlink3(src), dst);
+    } else {
+      logger.debug(`not copying special file ${p2}`);
+      continue;
+    }
+    await lchown(dst, e.st.uid, e.st.gid).catch(() => void 0);
+    if (e.kind !== "symlink") await chmod4(dst, e.st.mode & 4095);
+    else await lutimes(dst, e.st.atime, e.st.mtime).catch(() => void 0);
+    list.push({
+      path: p2,
+      kind: e.kind,
+      mode: octal(e.st.mode),
+      bytes: entryBytes(e),
+      why: [...kept.get(p2)].sort()
+    });
+  }
+  for (const m2 of mounts) {
+    const dst = path26.join(prunedRoot, m2);
+    const existing = list.find((k2) => k2.path === m2);
+    if (existing) {
+      if (!existing.why.includes("mount-point")) existing.why.push("mount-point");
+      continue;
+    }
+    const e = all.get(m2);
+    const mode2 = e?.kind === "dir" ? e.st.mode & 4095 : m2 === "/tmp" ? 1023 : 493;
+    await mkdir8(path26.dirname(dst), { recursive: true });
+    await mkdir8(dst);
+    await chmod4(dst, mode2);
+    if (e?.kind === "dir") await lchown(dst, e.st.uid, e.st.gid).catch(() => void 0);
+    list.push({ path: m2, kind: "dir", mode: octal(mode2), bytes: 0, why: ["mount-point"] });
+  }
+  for (const { host, st: st2 } of dirTimes.reverse()) await utimes(host, st2.atime, st2.mtime);
+  await chmod4(prunedRoot, rootSt.mode & 4095);
+  await lchown(prunedRoot, rootSt.uid, rootSt.gid).catch(() => void 0);
+  list.sort((a2, b2) => a2.path < b2.path ? -1 : a2.path > b2.path ? 1 : 0);
+  await seedDataDir(config2, root, dataDir);
+  let baseBytes = 0;
+  for (const e of all.values()) baseBytes += entryBytes(e);
+  const keptPaths = new Set(list.map((k2) => k2.path));
+  let droppedEntries = 0;
+  let droppedBytes = 0;
+  for (const [p2, e] of all) {
+    if (p2 === "/" || keptPaths.has(p2)) continue;
+    droppedEntries++;
+    droppedBytes += entryBytes(e);
+  }
+  const keptBytes = list.reduce((s3, k2) => s3 + k2.bytes, 0);
+  const report = {
+    name: config2.name,
+    emulated: trace.emulated,
+    traceSeconds: trace.seconds,
+    base: { entries: all.size - 1, bytes: baseBytes },
+    kept: { entries: list.length, bytes: keptBytes, list },
+    dropped: { entries: droppedEntries, bytes: droppedBytes },
+    failedLookups: trace.failedLookups,
+    writtenUnderData: trace.writtenUnderData,
+    writtenOutsideData: trace.writtenOutsideData,
+    missingLibraries,
+    droppedByConfig: droppedByConfig.sort()
+  };
+  logger.info(summarizeReport(report));
+  return { prunedRoot, dataDir, report };
+}
+function human(bytes) {
+  if (bytes < 1024) return `${bytes} B`;
+  if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(1)} KiB`;
+  return `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
+}
+function summarizeReport(r) {
+  const pct = r.base.bytes > 0 ? (100 * r.kept.bytes / r.base.bytes).toFixed(1) : "0";
+  const byReason = /* @__PURE__ */ new Map();
+  for (const k2 of r.kept.list) for (const w2 of k2.why) byReason.set(w2, (byReason.get(w2) ?? 0) + 1);
+  const lines = [
+    `pruned ${r.name}: kept ${r.kept.entries} of ${r.base.entries} entries, ${human(r.kept.bytes)} of ${human(r.base.bytes)} (${pct} %); dropped ${r.dropped.entries} entries, ${human(r.dropped.bytes)}`,
+    `kept because: ${[...byReason].sort().map(([w2, n2]) => `${w2} ${n2}`).join(", ")}`,
+    `trace: ${r.traceSeconds.toFixed(1)} s (${r.emulated ? "QEMU_STRACE" : "host strace"}), ${r.failedLookups.length} failed lookup(s), ${r.writtenUnderData.length} path(s) written under the data path`
+  ];
+  if (r.writtenOutsideData.length > 0)
+    lines.push(
+      `written outside the data path (read-only on the board): ${r.writtenOutsideData.join(", ")}`
+    );
+  if (r.missingLibraries.length > 0)
+    lines.push(
+      `missing libraries: ${r.missingLibraries.map((m2) => `${m2.needed} (for ${m2.elf})`).join(", ")}`
+    );
+  return lines.join("\n");
+}
+
+// src/stages/root.ts
+import { createHash as createHash8 } from "node:crypto";
+import { chmodSync as chmodSync3, existsSync as existsSync7, lstatSync as lstatSync6, readdirSync as readdirSync4, readFileSync as readFileSync6 } from "node:fs";
+import { mkdir as mkdir10, rename as rename5, rm as rm11, stat as stat8 } from "node:fs/promises";
+import path29 from "node:path";
+
+// src/root/extract.ts
+import { once as once9 } from "node:events";
+import {
+  closeSync as closeSync2,
+  constants as fsc,
+  createReadStream as createReadStream5,
+  fchmodSync,
+  fchownSync,
+  futimesSync,
+  lchownSync,
+  linkSync,
+  lstatSync as lstatSync4,
+  mkdirSync as mkdirSync2,
+  openSync as openSync2,
+  readSync,
+  chmodSync,
+  symlinkSync,
+  unlinkSync,
+  writeSync as writeSync2,
+  readlinkSync as readlinkSync3
+} from "node:fs";
+import { mkdir as mkdir9, mkdtemp as mkdtemp5, rm as rm10, stat as stat7 } from "node:fs/promises";
+import path27 from "node:path";
+import { createGunzip } from "node:zlib";
+var ExtractError = class extends UserError {
+  constructor(archive, entry, reason) {
+    super(`refusing ${archive}: ${entry !== void 0 ? `entry '${entry}': ` : ""}${reason}`);
+    this.archive = archive;
+    this.entry = entry;
+    this.reason = reason;
+  }
+  archive;
+  entry;
+  reason;
+};
+var DEFAULT_MAX_RATIO = 200;
+var DEFAULT_RATIO_FLOOR = 16 * 1024 * 1024;
+var DEFAULT_MAX_BYTES = 8 * 1024 * 1024 * 1024;
+var SETID = 3072;
+function detectCompression(head) {
+  if (head.length >= 2 && head[0] === 31 && head[1] === 139) return "gzip";
+  if (head.length >= 6 && head.subarray(0, 6).equals(Buffer.from([253, 55, 122, 88, 90, 0])))
+    return "xz";
+  if (head.length >= 4 && head.readUInt32BE(0) === 682962941) return { unsupported: "zstd" };
+  if (head.length >= 3 && head.subarray(0, 3).toString("latin1") === "BZh")
+    return { unsupported: "bzip2" };
+  if (head.length >= 2 && head[0] === 93 && head[1] === 0) return { unsupported: "lzma" };
+  return "none";
+}
+function readHead(file2) {
+  const fd = openSync2(file2, "r");
+  try {
+    const buf = Buffer.alloc(512);
+    const n2 = readSync(fd, buf, 0, buf.length, 0);
+    return buf.subarray(0, n2);
+  } finally {
+    closeSync2(fd);
+  }
+}
+function entryComponents(name) {
+  if (name.includes("\0")) throw new Error("path contains a NUL byte");
+  if (name.startsWith("/")) throw new Error("absolute path (rootfs tarballs use relative paths)");
+  const parts = name.split("/").filter((c3) => c3 !== "" && c3 !== ".");
+  if (parts.includes("..")) throw new Error('path contains ".." (it could point outside the root)');
+  return parts;
+}
+var Extractor = class {
+  constructor(archive, root, compression, opts) {
+    this.archive = archive;
+    this.root = root;
+    this.chown = opts.chown ?? isRoot();
+    this.summary = {
+      compression,
+      files: 0,
+      dirs: 0,
+      symlinks: 0,
+      hardlinks: 0,
+      skipped: { devices: 0, fifos: 0, other: 0 },
+      setidStripped: 0,
+      bytes: 0
+    };
+  }
+  archive;
+  root;
+  summary;
+  /** Regular files written from this archive: normalized entry path -> host path (hardlink targets). */
+  files = /* @__PURE__ */ new Map();
+  dirs = /* @__PURE__ */ new Map();
+  symlinks = [];
+  chown;
+  /** First error met while handling entries; the stream is drained and this is thrown. */
+  failure;
+  /** Entries seen (any type), to tell an empty or non-tar input from a real archive. */
+  entries = 0;
+  fail(entry, reason) {
+    throw new ExtractError(this.archive, entry, reason);
+  }
+  mode(raw, fallback) {
+    const m2 = raw ?? fallback;
+    if (m2 & SETID) this.summary.setidStripped++;
+    return m2 & 4095 & ~SETID;
+  }
+  /** Resolves the parent directory of an entry inside the root, creating missing parents. */
+  parentOf(name, parts) {
+    try {
+      const r = resolveInRoot(this.root, `/${parts.slice(0, -1).join("/")}`, {
+        createMissing: true
+      });
+      if (r.exists && !lstatSync4(r.host).isDirectory())
+        this.fail(name, `parent ${r.inRoot} is not a directory`);
+      if (!r.exists) mkdirSync2(r.host, { mode: 493 });
+      return r.host;
+    } catch (e) {
+      if (e instanceof ExtractError) throw e;
+      this.fail(
+        name,
+        `cannot resolve its parent directory inside the root: ${e.message}`
+      );
+    }
+  }
+  onEntry(entry) {
+    if (this.failure !== void 0) {
+      entry.resume();
+      return;
+    }
+    this.entries++;
+    try {
+      this.handle(entry);
+    } catch (e) {
+      this.failure = e;
+      entry.resume();
+    }
+  }
+  handle(entry) {
+    const name = entry.path;
+    let parts;
+    try {
+      parts = entryComponents(name);
+    } catch (e) {
+      this.fail(name, e.message);
+    }
+    switch (entry.type) {
+      case "File":
+      case "OldFile":
+      case "ContiguousFile":
+        if (parts.length === 0) this.fail(name, "a file cannot replace the root directory");
+        this.writeFile(entry, name, parts);
+        return;
+      case "Directory":
+      case "GNUDumpDir":
+        this.makeDir(entry, name, parts);
+        entry.resume();
+        return;
+      case "SymbolicLink": {
+        if (parts.length === 0) this.fail(name, "a symlink cannot replace the root directory");
+        const target = entry.linkpath ?? "";
+        if (target === "" || target.includes("\0"))
+          this.fail(name, "symlink with an empty or invalid target");
+        this.symlinks.push({ name, parts, target, uid: entry.uid, gid: entry.gid });
+        entry.resume();
+        return;
+      }
+      case "Link":
+        if (parts.length === 0) this.fail(name, "a hardlink cannot replace the root directory");
+        this.makeHardlink(name, parts, entry.linkpath ?? "");
+        entry.resume();
+        return;
+      case "CharacterDevice":
+      case "BlockDevice":
+        this.summary.skipped.devices++;
+        entry.resume();
+        return;
+      case "FIFO":
+        this.summary.skipped.fifos++;
+        entry.resume();
+        return;
+      default:
+        this.summary.skipped.other++;
+        entry.resume();
+    }
+  }
+  writeFile(entry, name, parts) {
+    const parent = this.parentOf(name, parts);
+    const host = path27.join(parent, parts[parts.length - 1]);
+    const flags = fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW;
+    let fd;
+    try {
+      fd = openSync2(host, flags, 384);
+    } catch (e) {
+      if (e.code !== "EEXIST") throw e;
+      const st2 = lstatSync4(host);
+      if (!st2.isFile())
+        this.fail(
+          name,
+          `a ${st2.isDirectory() ? "directory" : "non-file"} already exists at this path`
+        );
+      unlinkSync(host);
+      fd = openSync2(host, flags, 384);
+    }
+    const mode2 = this.mode(entry.mode, 420);
+    const key = parts.join("/");
+    entry.on("data", (chunk) => {
+      if (fd < 0) return;
+      try {
+        let off = 0;
+        while (off < chunk.length) off += writeSync2(fd, chunk, off, chunk.length - off);
+        this.summary.bytes += chunk.length;
+      } catch (e) {
+        this.failure ??= new ExtractError(
+          this.archive,
+          name,
+          `write failed: ${e.message}`
+        );
+        closeSync2(fd);
+        fd = -1;
+      }
+    });
+    entry.on("end", () => {
+      if (fd < 0) return;
+      try {
+        if (this.chown && entry.uid !== void 0 && entry.gid !== void 0)
+          fchownSync(fd, entry.uid, entry.gid);
+        fchmodSync(fd, mode2);
+        if (entry.mtime) futimesSync(fd, entry.mtime, entry.mtime);
+      } catch (e) {
+        this.failure ??= new ExtractError(
+          this.archive,
+          name,
+          `cannot set owner/mode: ${e.message}`
+        );
+      } finally {
+        closeSync2(fd);
+        fd = -1;
+      }
+      this.files.set(key, host);
+      this.summary.files++;
+    });
+  }
+  makeDir(entry, name, parts) {
+    const mode2 = this.mode(entry.mode, 493);
+    if (parts.length === 0) {
+      this.dirs.set("", { host: this.root, mode: mode2, uid: entry.uid, gid: entry.gid });
+      return;
+    }
+    const parent = this.parentOf(name, parts);
+    const host = path27.join(parent, parts[parts.length - 1]);
+    try {
+      mkdirSync2(host, { mode: 448 });
+      this.summary.dirs++;
+    } catch (e) {
+      if (e.code !== "EEXIST") throw e;
+      if (!lstatSync4(host).isDirectory())
+        this.fail(name, "a non-directory already exists at this path");
+    }
+    this.dirs.set(parts.join("/"), { host, mode: mode2, uid: entry.uid, gid: entry.gid });
+  }
+  makeHardlink(name, parts, linkpath) {
+    let targetParts;
+    try {
+      targetParts = entryComponents(linkpath);
+    } catch (e) {
+      this.fail(name, `hardlink target '${linkpath}': ${e.message}`);
+    }
+    const targetHost = this.files.get(targetParts.join("/"));
+    if (targetHost === void 0) {
+      this.fail(
+        name,
+        `hardlink target '${linkpath}' is not a regular file extracted earlier from this archive`
+      );
+    }
+    if (!lstatSync4(targetHost).isFile())
+      this.fail(name, `hardlink target '${linkpath}' is no longer a regular file`);
+    const parent = this.parentOf(name, parts);
+    const host = path27.join(parent, parts[parts.length - 1]);
+    try {
+      linkSync(targetHost, host);
+    } catch (e) {
+      if (e.code !== "EEXIST") throw e;
+      const st2 = lstatSync4(host);
+      if (!st2.isFile()) this.fail(name, "a non-file already exists at this path");
+      unlinkSync(host);
+      linkSync(targetHost, host);
+    }
+    this.files.set(parts.join("/"), host);
+    this.summary.hardlinks++;
+  }
+  /** After the stream: the symlinks, verbatim, then directory owners and modes (deepest first). */
+  finish() {
+    for (const s3 of this.symlinks) {
+      const parent = this.parentOf(s3.name, s3.parts);
+      const host = path27.join(parent, s3.parts[s3.parts.length - 1]);
+      try {
+        symlinkSync(s3.target, host);
+      } catch (e) {
+        if (e.code !== "EEXIST") throw e;
+        const st2 = lstatSync4(host);
+        if (st2.isSymbolicLink() && readlinkSync3(host) === s3.target) continue;
+        const what = st2.isDirectory() ? "a directory" : st2.isSymbolicLink() ? "another symlink" : "a file";
+        this.fail(
+          s3.name,
+          `symlink -> ${s3.target} conflicts with ${what} at the same path from this archive`
+        );
+      }
+      if (this.chown && s3.uid !== void 0 && s3.gid !== void 0) lchownSync(host, s3.uid, s3.gid);
+      this.summary.symlinks++;
+    }
+    const dirs = [...this.dirs.entries()].sort(
+      ([a2], [b2]) => b2.split("/").length - a2.split("/").length
+    );
+    for (const [, d] of dirs) {
+      if (this.chown && d.uid !== void 0 && d.gid !== void 0)
+        lchownSync(d.host, d.uid, d.gid);
+      if (!lstatSync4(d.host).isDirectory()) continue;
+      chmodSync(d.host, d.mode);
+    }
+    if (!this.dirs.has("")) chmodSync(this.root, 493);
+  }
+};
+function capFor(compression, compressedSize, opts) {
+  const maxBytes = opts.maxBytes ?? DEFAULT_MAX_BYTES;
+  if (compression === "none") return maxBytes;
+  const byRatio = Math.max(
+    opts.ratioFloorBytes ?? DEFAULT_RATIO_FLOOR,
+    compressedSize * (opts.maxRatio ?? DEFAULT_MAX_RATIO)
+  );
+  return Math.min(maxBytes, byRatio);
+}
+function bombError(archive, cap, compressedSize) {
+  return new ExtractError(
+    archive,
+    void 0,
+    `decompresses to more than ${cap} bytes from ${compressedSize} compressed bytes (decompression bomb cap; raise maxRatio/maxBytes if this archive is legitimate)`
+  );
+}
+async function xzToTemp(archive, tmpDir, cap, compressedSize, logger) {
+  const out = path27.join(tmpDir, "archive.tar");
+  const script = 'set -o pipefail; xz -dc -- "$1" | head -c "$2" > "$3"';
+  const r = await run(["bash", "-c", script, "bash", archive, String(cap + 1), out], {
+    reject: false,
+    logger
+  });
+  const size = (await stat7(out)).size;
+  if (size > cap) throw bombError(archive, cap, compressedSize);
+  if (r.exitCode !== 0) {
+    if (/xz: not found|command not found/.test(r.stderr)) {
+      throw new UserError(
+        `required tool 'xz' was not found; install it with: apt-get install xz-utils (or run: lhc setup)`
+      );
+    }
+    throw new ExtractError(
+      archive,
+      void 0,
+      `xz could not decompress it: ${r.stderr.trim() || `exit code ${r.exitCode}`}`
+    );
+  }
+  return out;
+}
+async function pump(source, parser, cap, onOver, ex) {
+  let total = 0;
+  const ended = new Promise((resolve2, reject) => {
+    parser.on("end", resolve2);
+    parser.on("error", reject);
+    parser.on("abort", reject);
+  });
+  ended.catch(() => {
+  });
+  try {
+    for await (const chunk of source) {
+      total += chunk.length;
+      if (total > cap) throw onOver();
+      if (ex.failure !== void 0) throw ex.failure;
+      if (!parser.write(chunk)) await Promise.race([once9(parser, "drain"), ended]);
+    }
+    parser.end();
+    await ended;
+  } finally {
+    source.destroy();
+  }
+}
+async function extractTarball(archive, dest, opts = {}) {
+  let compressedSize;
+  try {
+    compressedSize = (await stat7(archive)).size;
+  } catch (e) {
+    throw new UserError(
+      `cannot read tarball ${archive}: ${e.code ?? String(e)}`
+    );
+  }
+  const detected = detectCompression(readHead(archive));
+  if (typeof detected === "object") {
+    throw new ExtractError(
+      archive,
+      void 0,
+      `${detected.unsupported} compression is not supported (use .tar, .tar.gz or .tar.xz)`
+    );
+  }
+  const compression = detected;
+  const cap = capFor(compression, compressedSize, opts);
+  try {
+    await mkdir9(dest, { mode: 448 });
+  } catch (e) {
+    const code = e.code;
+    throw new UserError(
+      code === "EEXIST" ? `extraction target ${dest} already exists: extraction needs a fresh directory` : `cannot create extraction target ${dest}: ${code ?? String(e)}`
+    );
+  }
+  const tmpDir = compression === "xz" ? await mkdtemp5(path27.join(path27.dirname(dest), ".lhc-xz-")) : void 0;
+  const ex = new Extractor(archive, dest, compression, opts);
+  try {
+    let source;
+    if (compression === "xz") {
+      source = createReadStream5(await xzToTemp(archive, tmpDir, cap, compressedSize, opts.logger));
+    } else if (compression === "gzip") {
+      source = createReadStream5(archive).pipe(createGunzip());
+    } else {
+      source = createReadStream5(archive);
+    }
+    const warnings = [];
+    const parser = new rt({
+      strict: true,
+      // Our stream is already decompressed: a nested compressed stream is not a rootfs tarball.
+      zstd: false,
+      brotli: false,
+      maxDecompressionRatio: opts.maxRatio ?? DEFAULT_MAX_RATIO,
+      onwarn: (code, message) => warnings.push(`${code}: ${String(message)}`)
+    });
+    parser.on("entry", (entry) => ex.onEntry(entry));
+    try {
+      await pump(source, parser, cap, () => bombError(archive, cap, compressedSize), ex);
+    } catch (e) {
+      if (e instanceof UserError) throw e;
+      const msg = e.message ?? String(e);
+      if (/unexpected end of file|incorrect header check|invalid/i.test(msg) && compression === "gzip") {
+        throw new ExtractError(archive, void 0, `gzip stream is corrupt: ${msg}`);
+      }
+      throw new ExtractError(archive, void 0, `not a valid tar archive: ${msg}`);
+    }
+    if (ex.failure !== void 0) throw ex.failure;
+    if (ex.entries === 0) {
+      throw new ExtractError(
+        archive,
+        void 0,
+        `not a tar archive (no entries found${warnings[0] ? `; ${warnings[0]}` : ""})`
+      );
+    }
+    ex.finish();
+    const s3 = ex.summary;
+    opts.logger?.debug(
+      `extracted ${archive}: ${s3.files} files, ${s3.dirs} dirs, ${s3.symlinks} symlinks, ${s3.hardlinks} hardlinks, ${s3.bytes} bytes; skipped ${s3.skipped.devices} devices, ${s3.skipped.fifos} fifos, ${s3.skipped.other} other`
+    );
+    return s3;
+  } catch (e) {
+    await rm10(dest, { recursive: true, force: true });
+    throw e;
+  } finally {
+    if (tmpDir) await rm10(tmpDir, { recursive: true, force: true });
+  }
+}
+
+// src/root/overlay.ts
+import {
+  constants as fsc2,
+  lstatSync as lstatSync5,
+  mkdirSync as mkdirSync3,
+  readdirSync as readdirSync3,
+  readlinkSync as readlinkSync4,
+  rmSync,
+  symlinkSync as symlinkSync2,
+  chmodSync as chmodSync2,
+  lchownSync as lchownSync2
+} from "node:fs";
+import { open as open4 } from "node:fs/promises";
+import path28 from "node:path";
+function hostPathFor(root, dst) {
+  const dir = path28.posix.dirname(dst);
+  const parent = resolveInRoot(root, dir, { createMissing: true });
+  if (!parent.exists) mkdirSync3(parent.host, { mode: 493 });
+  else if (!lstatSync5(parent.host).isDirectory())
+    throw new UserError(`cannot install ${dst}: ${parent.inRoot} in the root is not a directory`);
+  const name = path28.posix.basename(dst);
+  return { host: path28.join(parent.host, name), inRoot: path28.posix.join(parent.inRoot, name) };
+}
+function clearForFile(host, dst) {
+  let st2;
+  try {
+    st2 = lstatSync5(host);
+  } catch {
+    return;
+  }
+  if (st2.isDirectory())
+    throw new UserError(`cannot install ${dst}: a directory already exists there in the root`);
+  rmSync(host, { force: true });
+}
+async function installFile(root, src, dst, mode2) {
+  const { host } = hostPathFor(root, dst);
+  clearForFile(host, dst);
+  const fh = await open4(host, fsc2.O_WRONLY | fsc2.O_CREAT | fsc2.O_EXCL | fsc2.O_NOFOLLOW, 384);
+  try {
+    const src_ = await open4(src, "r");
+    try {
+      const buf = Buffer.alloc(1 << 20);
+      for (; ; ) {
+        const { bytesRead } = await src_.read(buf, 0, buf.length);
+        if (bytesRead === 0) break;
+        await fh.write(buf, 0, bytesRead);
+      }
+    } finally {
+      await src_.close();
+    }
+    if (process.getuid?.() === 0) await fh.chown(0, 0);
+    await fh.chmod(mode2 & 1023);
+  } finally {
+    await fh.close();
+  }
+}
+function ensureDir(root, dst, mode2 = 493) {
+  const r = resolveInRoot(root, dst, { createMissing: true });
+  if (!r.exists) {
+    mkdirSync3(r.host, { mode: mode2 });
+    chmodSync2(r.host, mode2);
+  } else if (!lstatSync5(r.host).isDirectory()) {
+    throw new UserError(
+      `cannot create directory ${dst}: ${r.inRoot} in the root exists and is not a directory`
+    );
+  }
+  return r.host;
+}
+async function copyTree(root, srcDir, dst, stats = { files: 0, dirs: 0, symlinks: 0 }) {
+  ensureDir(root, dst, lstatSync5(srcDir).mode & 4095);
+  for (const name of readdirSync3(srcDir).sort()) {
+    const src = path28.join(srcDir, name);
+    const to2 = path28.posix.join(dst, name);
+    const st2 = lstatSync5(src);
+    if (st2.isDirectory()) {
+      stats.dirs++;
+      await copyTree(root, src, to2, stats);
+    } else if (st2.isFile()) {
+      stats.files++;
+      await installFile(root, src, to2, st2.mode & 511);
+    } else if (st2.isSymbolicLink()) {
+      const { host } = hostPathFor(root, to2);
+      clearForFile(host, to2);
+      symlinkSync2(readlinkSync4(src), host);
+      if (process.getuid?.() === 0) lchownSync2(host, 0, 0);
+      stats.symlinks++;
+    } else {
+      throw new UserError(
+        `cannot copy ${src} into the root: only files, directories and symlinks are supported`
+      );
+    }
+  }
+  return stats;
+}
+
+// src/tools/mmdebstrap.ts
+var DEBIAN_ARCH = { aarch64: "arm64", x86_64: "amd64" };
+function mmdebstrapArgv(o2) {
+  const argv = [
+    "mmdebstrap",
+    `--arch=${o2.arch}`,
+    `--variant=${o2.variant}`,
+    "--format=tar",
+    "--quiet"
+  ];
+  const pkgs = [...new Set(o2.packages)].sort();
+  if (pkgs.length > 0) argv.push(`--include=${pkgs.join(",")}`);
+  argv.push(o2.suite, o2.output, ...o2.mirrors);
+  return argv;
+}
+function parseDeb822(text) {
+  const stanzas2 = [];
+  let cur = {};
+  let last;
+  for (const raw of text.split("\n")) {
+    if (raw.startsWith("#")) continue;
+    if (raw.trim() === "") {
+      if (Object.keys(cur).length > 0) stanzas2.push(cur);
+      cur = {};
+      last = void 0;
+      continue;
+    }
+    if (/^\s/.test(raw) && last) {
+      cur[last] += `
+${raw.trim()}`;
+      continue;
+    }
+    const m2 = /^([\w-]+):\s*(.*)$/.exec(raw);
+    if (!m2) continue;
+    last = m2[1].toLowerCase();
+    cur[last] = m2[2].trim();
+  }
+  if (Object.keys(cur).length > 0) stanzas2.push(cur);
+  return stanzas2;
+}
+function hostMirrorLines(deb822Text, suite) {
+  const lines = [];
+  for (const s3 of parseDeb822(deb822Text)) {
+    if (!(s3.types ?? "").split(/\s+/).includes("deb")) continue;
+    if ((s3.enabled ?? "yes").toLowerCase() === "no") continue;
+    const suites = (s3.suites ?? "").split(/\s+/).filter((x) => x === suite || x.startsWith(`${suite}-`));
+    if (suites.length === 0) continue;
+    const opts = s3["signed-by"] && !s3["signed-by"].includes("\n") ? ` [signed-by=${s3["signed-by"]}]` : "";
+    for (const uri of (s3.uris ?? "").split(/\s+/).filter(Boolean)) {
+      for (const x of suites) lines.push(`deb${opts} ${uri} ${x} ${s3.components ?? "main"}`);
+    }
+  }
+  return lines;
+}
+
+// src/stages/root.ts
+var MOUNT_POINTS = ["/proc", "/sys", "/dev", "/run", "/tmp"];
+var SCRATCH_DIRS = ["/usr", "/bin", "/etc", ...MOUNT_POINTS];
+var HOST_SOURCES2 = "/etc/apt/sources.list.d/debian.sources";
+var PACKAGES_TIMEOUT_MS = 30 * 6e4;
+var MMDEBSTRAP_TIMEOUT_MS = 40 * 6e4;
+function treeBytes(dir) {
+  const seen = /* @__PURE__ */ new Set();
+  let total = 0;
+  const walk = (d) => {
+    for (const name of readdirSync4(d)) {
+      const p2 = path29.join(d, name);
+      const st2 = lstatSync6(p2, { bigint: false });
+      if (st2.isDirectory()) walk(p2);
+      else if (st2.isFile()) {
+        const key = `${st2.dev}:${st2.ino}`;
+        if (seen.has(key)) continue;
+        seen.add(key);
+        total += st2.size;
+      }
+    }
+  };
+  walk(dir);
+  return total;
+}
+async function makeScratchRoot(root) {
+  await mkdir10(root, { mode: 493 });
+  for (const d of SCRATCH_DIRS) ensureDir(root, d, d === "/tmp" ? 1023 : 493);
+}
+function packagesCommand(packages) {
+  return typeof packages === "string" ? ["/bin/sh", "-c", packages] : [...packages];
+}
+async function runInRoot(root, command, opts) {
+  const argv = nspawnArgv({ root, command, machineName: `lhc-root-${process.pid}` });
+  const r = await run(argv, {
+    privileged: true,
+    logger: opts.logger,
+    loud: true,
+    signal: opts.signal,
+    timeoutMs: opts.timeoutMs ?? PACKAGES_TIMEOUT_MS,
+    stderrLines: 40
+  });
+  for (const line of r.stdout.trimEnd().split("\n").filter(Boolean)) opts.logger.debug(`  ${line}`);
+  return { stdout: r.stdout, stderr: r.stderr };
+}
+function debianMirrors(base, hostSourcesFile = HOST_SOURCES2) {
+  if (base.mirrors && base.mirrors.length > 0) return [...base.mirrors];
+  if (!existsSync7(hostSourcesFile)) return [];
+  return hostMirrorLines(readFileSync6(hostSourcesFile, "utf8"), base.suite);
+}
+function debianBaseKey(input2) {
+  const canonical = JSON.stringify({
+    arch: input2.arch,
+    suite: input2.suite,
+    variant: input2.variant,
+    packages: [...new Set(input2.packages)].sort(),
+    mirrors: input2.mirrors
+  });
+  return createHash8("sha256").update(canonical).digest("hex");
+}
+async function debianBaseTarball(base, arch2, opts) {
+  const debArch = DEBIAN_ARCH[arch2];
+  if (!debArch) throw new ConfigError(`base: no Debian architecture for arch ${arch2}`);
+  const mirrors = debianMirrors(base, opts.hostSourcesFile);
+  const key = debianBaseKey({
+    arch: debArch,
+    suite: base.suite,
+    variant: base.variant,
+    packages: base.packages,
+    mirrors
+  });
+  const dir = opts.basesDir ?? path29.join(cacheDir(), "bases");
+  const out = path29.join(dir, `${key}.tar`);
+  if (existsSync7(out)) {
+    opts.logger.info(
+      `debian base ${base.suite} (${base.packages.join(", ") || "no extra packages"}): cached ${out}`
+    );
+    return out;
+  }
+  await mkdir10(dir, { recursive: true });
+  const tmp = path29.join(dir, `.tmp-${key}-${process.pid}.tar`);
+  opts.logger.info(
+    `debian base: mmdebstrap ${base.suite} ${debArch} with ${base.packages.join(", ") || "no extra packages"} (${mirrors.length ? "host apt sources" : "mmdebstrap's default mirror"}; takes minutes under QEMU)`
+  );
+  try {
+    await run(
+      mmdebstrapArgv({
+        arch: debArch,
+        suite: base.suite,
+        variant: base.variant,
+        packages: base.packages,
+        output: tmp,
+        mirrors
+      }),
+      {
+        privileged: true,
+        logger: opts.logger,
+        loud: true,
+        signal: opts.signal,
+        timeoutMs: MMDEBSTRAP_TIMEOUT_MS,
+        stderrLines: 40
+      }
+    );
+    await rename5(tmp, out);
+  } finally {
+    await rm11(tmp, { force: true });
+  }
+  return out;
+}
+async function tarballPath(base, opts) {
+  if (base.path) {
+    try {
+      if (!(await stat8(base.path)).isFile())
+        throw new ConfigError(`base.path: ${base.path} is not a file`);
+    } catch (e) {
+      if (e instanceof UserError) throw e;
+      throw new ConfigError(
+        `base.path: cannot read ${base.path} (${e.code ?? String(e)})`
+      );
+    }
+    if (base.sha256) {
+      const actual = await sha256File2(base.path);
+      if (actual !== base.sha256) {
+        throw new UserError(
+          `base.path: ${base.path} has sha256 ${actual}, but the config expects ${base.sha256}`
+        );
+      }
+    }
+    return base.path;
+  }
+  return opts.store.fetch({ urls: base.urls ?? [], sha256: base.sha256 }, { signal: opts.signal });
+}
+function describeExtract(s3) {
+  const skipped = s3.skipped.devices + s3.skipped.fifos + s3.skipped.other;
+  return `${s3.files} files, ${s3.dirs} dirs, ${s3.symlinks} symlinks, ${s3.hardlinks} hardlinks, ${s3.bytes} bytes` + (skipped ? `; skipped ${s3.skipped.devices} device nodes, ${s3.skipped.fifos} fifos, ${s3.skipped.other} other` : "") + (s3.setidStripped ? `; setuid/setgid removed from ${s3.setidStripped}` : "");
+}
+async function assembleRoot(config2, opts) {
+  const { logger } = opts;
+  const root = path29.join(opts.workDir, "root");
+  const base = config2.base;
+  if (config2.packages !== void 0 && base.type === "scratch") {
+    throw new ConfigError(
+      "packages: a scratch base has no shell or package manager to run it; use a tarball or debian base"
+    );
+  }
+  try {
+    await logger.group(`root: ${base.type} base`, async () => {
+      if (base.type === "scratch") {
+        await makeScratchRoot(root);
+        return;
+      }
+      const tarball = base.type === "tarball" ? await tarballPath(base, opts) : await debianBaseTarball(base, config2.arch, opts);
+      const s3 = await extractTarball(tarball, root, { logger });
+      logger.info(`extracted ${path29.basename(tarball)}: ${describeExtract(s3)}`);
+      for (const d of ["/usr", ...MOUNT_POINTS]) ensureDir(root, d, d === "/tmp" ? 1023 : 493);
+    });
+    if (config2.packages !== void 0) {
+      const command = packagesCommand(config2.packages);
+      await logger.group("root: packages", async () => {
+        if (typeof config2.packages === "string" && !existsInRoot(root, "/bin/sh")) {
+          throw new ConfigError(
+            "packages: the base root has no /bin/sh to run the command with; give the command as a list (argv) instead"
+          );
+        }
+        await runInRoot(root, command, { logger, signal: opts.signal });
+      });
+    }
+    await logger.group("root: overlay", async () => {
+      for (const [i2, f2] of config2.files.entries()) {
+        let st2;
+        try {
+          st2 = lstatSync6(f2.src);
+        } catch (e) {
+          throw new ConfigError(
+            `files[${i2}].src: cannot read ${f2.src} (${e.code ?? String(e)})`
+          );
+        }
+        if (st2.isDirectory()) {
+          const c3 = await copyTree(root, f2.src, f2.dst);
+          if (f2.mode !== void 0) ensureDirMode(root, f2.dst, f2.mode);
+          logger.info(
+            `${f2.dst}/: ${c3.files} files, ${c3.dirs} dirs, ${c3.symlinks} symlinks from ${f2.src}`
+          );
+        } else if (st2.isFile()) {
+          await installFile(root, f2.src, f2.dst, f2.mode ?? st2.mode & 511);
+          logger.info(`${f2.dst} from ${f2.src}`);
+        } else {
+          throw new ConfigError(`files[${i2}].src: ${f2.src} is neither a file nor a directory`);
+        }
+      }
+      if (opts.luaPath) {
+        const dst = config2.lua?.path ?? "/bin/lua";
+        await installFile(root, opts.luaPath, dst, 493);
+        logger.info(`${dst}: static Lua from ${opts.luaPath}`);
+      }
+      ensureDir(root, config2.data.path, 493);
+      if (config2.data.template) {
+        let st2;
+        try {
+          st2 = lstatSync6(config2.data.template);
+        } catch (e) {
+          throw new ConfigError(
+            `data.template: cannot read ${config2.data.template} (${e.code ?? String(e)})`
+          );
+        }
+        if (!st2.isDirectory())
+          throw new ConfigError(`data.template: ${config2.data.template} is not a directory`);
+        const c3 = await copyTree(root, config2.data.template, config2.data.path);
+        logger.info(`${config2.data.path}: data template with ${c3.files} files, ${c3.dirs} dirs`);
+      }
+    });
+    const baseBytes = treeBytes(root);
+    logger.info(`root assembled at ${root}: ${baseBytes} bytes`);
+    return { root, baseBytes };
+  } catch (e) {
+    await rm11(root, { recursive: true, force: true });
+    throw e;
+  }
+}
+function existsInRoot(root, p2) {
+  try {
+    return resolveInRoot(root, p2).exists;
+  } catch {
+    return false;
+  }
+}
+function ensureDirMode(root, dst, mode2) {
+  chmodSync3(ensureDir(root, dst), mode2 & 1023);
+}
+
+// src/stages/self-check.ts
+import { mkdir as mkdir11, rm as rm12 } from "node:fs/promises";
+import path30 from "node:path";
+function visible(b2) {
+  let s3 = "";
+  for (const c3 of b2) {
+    if (c3 === 13) s3 += "\\r";
+    else if (c3 === 10) s3 += "\\n";
+    else if (c3 === 9) s3 += "\\t";
+    else if (c3 < 32 || c3 > 126) s3 += `\\x${c3.toString(16).padStart(2, "0")}`;
+    else s3 += String.fromCharCode(c3);
+  }
+  return s3;
+}
+function bytesDiff(what, expected, actual) {
+  if (expected.equals(actual)) return void 0;
+  let at2 = 0;
+  while (at2 < expected.length && at2 < actual.length && expected[at2] === actual[at2]) at2++;
+  const from = Math.max(0, at2 - 40);
+  return `${what}: ${expected.length} bytes before pruning, ${actual.length} after; first difference at byte ${at2}
+  before: \u2026${visible(expected.subarray(from, at2 + 80))}
+  after:  \u2026${visible(actual.subarray(from, at2 + 80))}`;
+}
+function responseDiff(name, before, after) {
+  if (before === void 0 || after === void 0)
+    return `probe '${name}': no response ${before === void 0 ? "before" : "after"} pruning`;
+  if (Buffer.isBuffer(before) && Buffer.isBuffer(after))
+    return bytesDiff(`probe '${name}'`, before, after);
+  if (!Buffer.isBuffer(before) && !Buffer.isBuffer(after)) {
+    if (before.status !== after.status)
+      return `probe '${name}': HTTP status ${before.status} before pruning, ${after.status} after`;
+    return bytesDiff(`probe '${name}' body`, before.body, after.body);
+  }
+  return `probe '${name}': response kinds differ`;
+}
+async function selfCheck(config2, prunedRoot, unprunedResponses, opts) {
+  await mkdir11(opts.workDir, { recursive: true });
+  const dataDir = path30.join(opts.workDir, "self-check-data");
+  await rm12(dataDir, { recursive: true, force: true });
+  if (opts.dataDir) await run(["cp", "-a", "--", opts.dataDir, dataDir], { privileged: true });
+  else await run(["mkdir", "-p", dataDir]);
+  const view = path30.join(opts.workDir, "self-check-root");
+  await mkdir11(view, { recursive: true });
+  await run(["mount", "--bind", prunedRoot, view], { privileged: true, logger: opts.logger });
+  const unmount2 = registerCleanup(`self-check mount ${view}`, async () => {
+    await run(["umount", view], { privileged: true, reject: false, logger: opts.logger });
+  });
+  const started = Date.now();
+  try {
+    await run(["mount", "-o", "remount,bind,ro", view], { privileged: true, logger: opts.logger });
+    const probed = await opts.logger.group(
+      `self-check: ${config2.probes.length} probes against the pruned root`,
+      () => runProbes(
+        config2,
+        { root: view, dataDir, readOnly: true, harden: true },
+        {
+          workDir: opts.workDir,
+          logger: opts.logger,
+          ...opts.signal ? { signal: opts.signal } : {}
+        }
+      )
+    ).catch((e) => {
+      if (e instanceof UserError) {
+        throw new UserError(
+          `self-check failed: the pruned root does not run like the traced one: ${e.message}`,
+          { cause: e }
+        );
+      }
+      throw e;
+    });
+    const diffs = config2.probes.map((p2) => responseDiff(p2.name, unprunedResponses[p2.name], probed.responses[p2.name])).filter((d) => d !== void 0);
+    if (diffs.length > 0) {
+      throw new UserError(
+        `self-check failed: ${diffs.length} of ${config2.probes.length} probe(s) answer differently after pruning (the trace missed something the service needs; add it to keep:)
+${diffs.join("\n")}`
+      );
+    }
+    return { responses: probed.responses, seconds: (Date.now() - started) / 1e3 };
+  } finally {
+    await unmount2.run();
+    await run(["rm", "-rf", "--one-file-system", "--", dataDir], {
+      privileged: true,
+      reject: false
+    });
+  }
+}
+
+// src/stages/verify.ts
+import { existsSync as existsSync9 } from "node:fs";
+import { mkdir as mkdir12, mkdtemp as mkdtemp6, readFile as readFile10 } from "node:fs/promises";
+import os14 from "node:os";
+import path33 from "node:path";
+
+// src/verify/client.ts
+import http2 from "node:http";
+import net from "node:net";
+function describeEndpoint(e) {
+  return "path" in e ? `unix:${e.path}` : `${e.host}:${e.port}`;
+}
+function connect(e) {
+  return "path" in e ? net.connect({ path: e.path }) : net.connect({ host: e.host, port: e.port });
+}
+function gopherRequest(selector) {
+  return Buffer.from(`${selector}\r
+`, "utf8");
+}
+function exchange(e, request, opts) {
+  return new Promise((resolve2, reject) => {
+    const chunks = [];
+    const sock = connect(e);
+    let settled = false;
+    const finish = (err) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      opts.signal?.removeEventListener("abort", onAbort);
+      sock.destroy();
+      if (err) reject(err);
+      else resolve2(Buffer.concat(chunks));
+    };
+    const timer = setTimeout(
+      () => finish(new Error(`no complete answer from ${describeEndpoint(e)} within ${opts.timeoutMs} ms`)),
+      opts.timeoutMs
+    );
+    const onAbort = () => finish(new Error("aborted"));
+    if (opts.signal?.aborted) return finish(new Error("aborted"));
+    opts.signal?.addEventListener("abort", onAbort, { once: true });
+    sock.on("connect", () => sock.write(request));
+    sock.on("data", (d) => chunks.push(d));
+    sock.on("end", () => finish());
+    sock.on("error", (err) => finish(err));
+  });
+}
+function holdOpen(e, timeoutMs) {
+  return new Promise((resolve2, reject) => {
+    const sock = connect(e);
+    const timer = setTimeout(() => {
+      sock.destroy();
+      reject(new Error(`cannot connect to ${describeEndpoint(e)} within ${timeoutMs} ms`));
+    }, timeoutMs);
+    sock.once("connect", () => {
+      clearTimeout(timer);
+      resolve2(sock);
+    });
+    sock.once("error", (err) => {
+      clearTimeout(timer);
+      sock.destroy();
+      reject(err);
+    });
+  });
+}
+function httpGet(e, urlPath, opts) {
+  return new Promise((resolve2, reject) => {
+    const target = "path" in e ? { socketPath: e.path } : { host: e.host, port: e.port };
+    const req = http2.request(
+      { ...target, path: urlPath, method: "GET", agent: false, signal: opts.signal, headers: { host: "localhost" } },
+      (res) => {
+        const chunks = [];
+        res.on("data", (d) => chunks.push(d));
+        res.on("end", () => {
+          clearTimeout(timer);
+          resolve2({ status: res.statusCode ?? 0, body: Buffer.concat(chunks) });
+        });
+        res.on("error", (err) => {
+          clearTimeout(timer);
+          reject(err);
+        });
+      }
+    );
+    const timer = setTimeout(
+      () => req.destroy(new Error(`no complete HTTP answer from ${describeEndpoint(e)} within ${opts.timeoutMs} ms`)),
+      opts.timeoutMs
+    );
+    req.on("error", (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    req.end();
+  });
+}
+function freePort() {
+  return new Promise((resolve2, reject) => {
+    const srv = net.createServer();
+    srv.once("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const port2 = srv.address().port;
+      srv.close(() => resolve2(port2));
+    });
+  });
+}
+function gopherUrl(host, port2, selector, type = "1") {
+  const enc = [...Buffer.from(selector, "utf8")].map((b2) => /[A-Za-z0-9\-._~/]/.test(String.fromCharCode(b2)) ? String.fromCharCode(b2) : `%${b2.toString(16).toUpperCase().padStart(2, "0")}`).join("");
+  return `gopher://${host}:${port2}/${type}${enc}`;
+}
+
+// src/verify/hardening.ts
+import { readFile as readFile8, readdir as readdir6, lstat as lstat5, readlink as readlink4 } from "node:fs/promises";
+import path31 from "node:path";
+function unescape(field2) {
+  return field2.replace(/\\([0-7]{3})/g, (_2, o2) => String.fromCharCode(parseInt(o2, 8)));
+}
+function parseMountInfo(text) {
+  const out = [];
+  for (const line of text.split("\n")) {
+    if (!line.trim()) continue;
+    const fields = line.split(" ");
+    const dash = fields.indexOf("-");
+    if (dash < 6) continue;
+    out.push({
+      mountPoint: unescape(fields[4]),
+      options: fields[5].split(","),
+      fsType: fields[dash + 1] ?? "",
+      source: unescape(fields[dash + 2] ?? ""),
+      superOptions: (fields[dash + 3] ?? "").split(",")
+    });
+  }
+  return out;
+}
+function topMount(mounts, mountPoint) {
+  return mounts.filter((m2) => m2.mountPoint === mountPoint).at(-1);
+}
+function describeMount(m2) {
+  return `${m2.fsType} ${m2.source} (${m2.options.join(",")})`;
+}
+function checkRootReadOnly(mountinfo) {
+  const name = "root mounted read-only";
+  const root = topMount(parseMountInfo(mountinfo), "/");
+  if (!root) return { name, ok: false, detail: "no mount at / in the container" };
+  return { name, ok: root.options.includes("ro"), detail: describeMount(root) };
+}
+function checkDataMount(mountinfo, dataPath) {
+  const name = `${dataPath} noexec,nosuid,nodev`;
+  const m2 = topMount(parseMountInfo(mountinfo), dataPath);
+  if (!m2) return { name, ok: false, detail: `nothing is mounted at ${dataPath}` };
+  const missing = ["noexec", "nosuid", "nodev"].filter((o2) => !m2.options.includes(o2));
+  return {
+    name,
+    ok: missing.length === 0,
+    detail: (missing.length ? `missing ${missing.join(",")}: ` : "") + describeMount(m2)
+  };
+}
+function statusField(status, field2) {
+  const m2 = new RegExp(`^${field2}:\\s*(.*)$`, "m").exec(status);
+  return m2?.[1]?.trim();
+}
+function checkNoNewPrivs(status) {
+  const v2 = statusField(status, "NoNewPrivs");
+  return { name: "NoNewPrivs set", ok: v2 === "1", detail: `NoNewPrivs: ${v2 ?? "(missing)"}` };
+}
+var CAP_NET_ADMIN = 12;
+var CAP_SYS_ADMIN = 21;
+function checkCapabilities(status) {
+  const name = "CAP_NET_ADMIN, CAP_SYS_ADMIN not in bounding set";
+  const hex3 = statusField(status, "CapBnd");
+  if (!hex3 || !/^[0-9a-f]+$/i.test(hex3)) return { name, ok: false, detail: `CapBnd: ${hex3 ?? "(missing)"}` };
+  const bnd = BigInt(`0x${hex3}`);
+  const present = [
+    ["CAP_NET_ADMIN", CAP_NET_ADMIN],
+    ["CAP_SYS_ADMIN", CAP_SYS_ADMIN]
+  ].filter(([, bit]) => bnd >> BigInt(bit) & 1n);
+  return {
+    name,
+    ok: present.length === 0,
+    detail: `CapBnd: ${hex3}` + (present.length ? `; still has ${present.map(([n2]) => n2).join(", ")}` : "")
+  };
+}
+function checkUidMap(uidMap) {
+  const name = "uid 0 inside is not 0 outside";
+  for (const line of uidMap.split("\n")) {
+    const f2 = line.trim().split(/\s+/).map(Number);
+    if (f2.length !== 3 || f2.some((n2) => !Number.isFinite(n2))) continue;
+    const [inside, outside, count2] = f2;
+    if (inside <= 0 && 0 < inside + count2) {
+      const host = outside - inside;
+      return {
+        name,
+        ok: host !== 0,
+        detail: host === 0 ? `uid_map ${line.trim()}: no user namespace` : `uid 0 \u2192 host uid ${host} (${count2} ids)`
+      };
+    }
+  }
+  return { name, ok: true, detail: "uid 0 is not mapped (root inside has no host identity)" };
+}
+function interfaces(netDev) {
+  return netDev.split("\n").slice(2).map((l) => l.split(":")[0].trim()).filter(Boolean);
+}
+function checkNetwork(netDev) {
+  const names = interfaces(netDev);
+  const others = names.filter((n2) => n2 !== "lo");
+  return {
+    name: "no network interface but lo",
+    ok: others.length === 0,
+    detail: `interfaces: ${names.join(", ") || "(none)"}`
+  };
+}
+async function inspectProcess(pid, dataPath) {
+  const read2 = (f2) => readFile8(`/proc/${pid}/${f2}`, "utf8");
+  const [mountinfo, status, uidMap, netDev] = await Promise.all([
+    read2("mountinfo"),
+    read2("status"),
+    read2("uid_map"),
+    read2("net/dev")
+  ]);
+  return [
+    checkRootReadOnly(mountinfo),
+    checkDataMount(mountinfo, dataPath),
+    checkNetwork(netDev),
+    checkNoNewPrivs(status),
+    checkCapabilities(status),
+    checkUidMap(uidMap)
+  ];
+}
+var INTERPRETER_NAME = /^(sh|bash|rbash|dash|ash|zsh|ksh|ksh93|mksh|csh|tcsh|fish|busybox|toybox|python[\d.]*m?|perl[\d.]*|lua[\d.]*|luajit[\d.-]*|ruby[\d.]*|node|nodejs|php[\d.]*|tclsh[\d.]*|wish[\d.]*)$/;
+async function listImage(root) {
+  const out = [];
+  const walk = async (rel) => {
+    for (const name of (await readdir6(path31.join(root, rel))).sort()) {
+      const p2 = path31.posix.join(rel, name);
+      const st2 = await lstat5(path31.join(root, p2));
+      if (st2.isDirectory()) {
+        out.push({ path: p2, kind: "dir", executable: false });
+        await walk(p2);
+      } else if (st2.isSymbolicLink()) {
+        out.push({ path: p2, kind: "symlink", executable: false, target: await readlink4(path31.join(root, p2)) });
+      } else {
+        out.push({ path: p2, kind: st2.isFile() ? "file" : "other", executable: (st2.mode & 73) !== 0 });
+      }
+    }
+  };
+  await walk("/");
+  return out;
+}
+function resolveInImage(entries, p2, depth = 0) {
+  const parts = p2.split("/").filter((s3) => s3 && s3 !== ".");
+  let cur = "/";
+  for (let i2 = 0; i2 < parts.length; i2++) {
+    if (parts[i2] === "..") {
+      cur = path31.posix.dirname(cur);
+      continue;
+    }
+    const next = path31.posix.join(cur, parts[i2]);
+    const e = entries.get(next);
+    if (e?.kind === "symlink" && depth < 40) {
+      const target = e.target.startsWith("/") ? e.target : path31.posix.join(cur, e.target);
+      const rest = parts.slice(i2 + 1).join("/");
+      return resolveInImage(entries, rest ? `${target}/${rest}` : target, depth + 1);
+    }
+    cur = next;
+  }
+  return cur;
+}
+function checkNoInterpreters(entries, command0) {
+  const name = "no shell or interpreter but the service";
+  const byPath2 = new Map(entries.map((e) => [e.path, e]));
+  const own2 = resolveInImage(byPath2, command0);
+  const found = [];
+  for (const e of entries) {
+    if (e.kind === "dir" || !INTERPRETER_NAME.test(path31.posix.basename(e.path))) continue;
+    if (e.kind === "file" && !e.executable) continue;
+    if (e.path === command0 || resolveInImage(byPath2, e.path) === own2) continue;
+    found.push(e.kind === "symlink" ? `${e.path} -> ${e.target}` : e.path);
+  }
+  return {
+    name,
+    ok: found.length === 0,
+    detail: found.length ? `found ${found.join(", ")}` : `${entries.length} entries; only ${command0}`
+  };
+}
+
+// src/verify/load.ts
+function percentile(sorted, p2) {
+  if (sorted.length === 0) return 0;
+  const rank = Math.ceil(p2 / 100 * sorted.length);
+  return sorted[Math.min(sorted.length, Math.max(1, rank)) - 1];
+}
+async function runLoad(requests, concurrency, one, signal) {
+  const latencies = [];
+  let failures = 0;
+  let firstFailure;
+  let next = 0;
+  const t0 = performance.now();
+  const worker = async () => {
+    while (next < requests) {
+      signal?.throwIfAborted();
+      const i2 = next++;
+      const start2 = performance.now();
+      let problem;
+      try {
+        problem = await one(i2);
+      } catch (e) {
+        signal?.throwIfAborted();
+        problem = e.message;
+      }
+      latencies.push(performance.now() - start2);
+      if (problem !== void 0) {
+        failures++;
+        firstFailure ??= `request ${i2 + 1}: ${problem}`;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(concurrency, requests)) }, worker));
+  latencies.sort((a2, b2) => a2 - b2);
+  const round = (n2) => Math.round(n2 * 10) / 10;
+  return {
+    requests,
+    concurrency,
+    failures,
+    latencies,
+    p50ms: round(percentile(latencies, 50)),
+    p95ms: round(percentile(latencies, 95)),
+    p99ms: round(percentile(latencies, 99)),
+    firstFailure,
+    wallMs: performance.now() - t0
+  };
+}
+
+// src/verify/proc.ts
+import { readdirSync as readdirSync5, readFileSync as readFileSync7, readlinkSync as readlinkSync5 } from "node:fs";
+function parseStat(text) {
+  const open5 = text.indexOf("(");
+  const close = text.lastIndexOf(")");
+  if (open5 === -1 || close === -1) return void 0;
+  const rest = text.slice(close + 2).split(" ");
+  return {
+    pid: Number(text.slice(0, open5).trim()),
+    comm: text.slice(open5 + 1, close),
+    ppid: Number(rest[1]),
+    pgid: Number(rest[2]),
+    startTime: Number(rest[19])
+  };
+}
+function readProc(pid) {
+  try {
+    return parseStat(readFileSync7(`/proc/${pid}/stat`, "utf8"));
+  } catch {
+    return void 0;
+  }
+}
+function processTable() {
+  const table = /* @__PURE__ */ new Map();
+  for (const name of readdirSync5("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    const info2 = readProc(Number(name));
+    if (info2) table.set(info2.pid, info2);
+  }
+  return table;
+}
+function descendants(pid, table = processTable()) {
+  const children = /* @__PURE__ */ new Map();
+  for (const p2 of table.values()) {
+    const list = children.get(p2.ppid);
+    if (list) list.push(p2);
+    else children.set(p2.ppid, [p2]);
+  }
+  const out = [];
+  const queue = [pid];
+  while (queue.length > 0) {
+    for (const c3 of children.get(queue.shift()) ?? []) {
+      out.push(c3);
+      queue.push(c3.pid);
+    }
+  }
+  return out;
+}
+function exePath(pid) {
+  try {
+    return readlinkSync5(`/proc/${pid}/exe`);
+  } catch {
+    return void 0;
+  }
+}
+function alive(p2) {
+  const now = readProc(p2.pid);
+  return now !== void 0 && now.startTime === p2.startTime;
+}
+function findPayloads(ancestor, table = processTable()) {
+  const tree = descendants(ancestor, table);
+  const nspawns = tree.filter((p2) => p2.comm === "systemd-nspawn");
+  const out = [];
+  for (const n2 of nspawns) {
+    const nspawnExe = exePath(n2.pid);
+    for (const c3 of tree) {
+      if (c3.ppid !== n2.pid) continue;
+      const exe = exePath(c3.pid);
+      if (exe !== void 0 && exe !== nspawnExe && c3.comm !== "systemd-nspawn") out.push(c3);
+    }
+  }
+  return out;
+}
+
+// src/verify/sandbox.ts
+import { existsSync as existsSync8 } from "node:fs";
+import { readFile as readFile9, readdir as readdir7, rm as rm13, rmdir as rmdir2 } from "node:fs/promises";
+import path32 from "node:path";
+var sleep3 = (ms2) => new Promise((r) => setTimeout(r, ms2));
+async function ownMounts() {
+  const text = await readFile9("/proc/self/mountinfo", "utf8");
+  const parsed = parseMountInfo(text);
+  return text.split("\n").filter((l) => l.trim()).map((l, i2) => ({ majorMinor: l.split(" ")[2], mountPoint: parsed[i2].mountPoint, source: parsed[i2].source }));
+}
+async function mountAt(dir) {
+  return (await ownMounts()).filter((m2) => m2.mountPoint === dir).at(-1);
+}
+async function mountImageReadOnly(image, dir, logger) {
+  await run(["mount", "-t", "squashfs", "-o", "loop,ro", image, dir], { privileged: true, logger, timeoutMs: 6e4 });
+  const m2 = await mountAt(dir);
+  if (!m2) throw new UserError(`mounting ${image} at ${dir} reported success but nothing is mounted there`);
+  return { dir, loopDevice: m2.source, majorMinor: m2.majorMinor };
+}
+async function mountDataTmpfs(dir, logger, sizeMb = 256) {
+  const owner = isRoot() ? [] : [`uid=${process.getuid()}`, `gid=${process.getgid()}`];
+  const opts = ["noexec", "nosuid", "nodev", "mode=0755", `size=${sizeMb}m`, ...owner].join(",");
+  await run(["mount", "-t", "tmpfs", "-o", opts, `lhc-verify:${dir}`, dir], { privileged: true, logger, timeoutMs: 3e4 });
+  const m2 = await mountAt(dir);
+  if (!m2) throw new UserError(`mounting a tmpfs at ${dir} reported success but nothing is mounted there`);
+  return m2.majorMinor;
+}
+async function unpackTemplate(template, dir) {
+  const warnings = [];
+  try {
+    await So({
+      file: template,
+      cwd: dir,
+      strict: true,
+      chmod: true,
+      processUmask: 0,
+      preserveOwner: isRoot(),
+      onwarn: (code, message) => warnings.push(`${code}: ${message}`)
+    });
+  } catch (e) {
+    throw new UserError(`cannot unpack the data template ${template}: ${e.message}`, { cause: e });
+  }
+  if (warnings.length) throw new UserError(`data template ${template}: ${warnings.join("; ")}`);
+}
+async function containerProcesses(majorMinor) {
+  const out = [];
+  for (const pid of processTable().keys()) {
+    if (pid === process.pid) continue;
+    let text;
+    try {
+      text = await readFile9(`/proc/${pid}/mountinfo`, "utf8");
+    } catch {
+      continue;
+    }
+    if (text.split("\n").some((l) => {
+      const f2 = l.split(" ");
+      return f2[2] === majorMinor && f2[4] === "/";
+    })) {
+      out.push(pid);
+    }
+  }
+  return out;
+}
+async function killPid(pid) {
+  if (isRoot()) {
+    try {
+      process.kill(pid, "SIGKILL");
+    } catch {
+    }
+  } else {
+    await run(["kill", "-KILL", String(pid)], { privileged: true, reject: false });
+  }
+}
+async function unmount(dir, logger) {
+  for (let attempt = 0; attempt < 5; attempt++) {
+    if (!await mountAt(dir)) return;
+    const r = await run(["umount", dir], { privileged: true, logger, reject: false, timeoutMs: 3e4 });
+    if (r.exitCode === 0) continue;
+    logger.debug(`umount ${dir}: ${r.stderr.trim()}`);
+    await sleep3(200 * (attempt + 1));
+  }
+  if (await mountAt(dir)) {
+    logger.warn(`${dir} is still busy; detaching it lazily (umount -l)`);
+    await run(["umount", "-l", dir], { privileged: true, logger, timeoutMs: 3e4 });
+  }
+}
+function loopName(dev) {
+  return /^\/dev\/(loop\d+)$/.exec(dev)?.[1];
+}
+async function loopBackingFile(dev) {
+  const name = loopName(dev);
+  if (!name) return void 0;
+  try {
+    return (await readFile9(`/sys/block/${name}/loop/backing_file`, "utf8")).trim();
+  } catch {
+    return void 0;
+  }
+}
+async function releaseLoop(dev, image, logger) {
+  for (let i2 = 0; i2 < 20; i2++) {
+    const backing = await loopBackingFile(dev);
+    if (backing === void 0 || path32.resolve(backing.replace(/ \(deleted\)$/, "")) !== path32.resolve(image)) return;
+    await sleep3(100);
+  }
+  logger.warn(`${dev} was not auto-cleared; detaching it with losetup -d`);
+  await run(["losetup", "-d", dev], { privileged: true, logger, reject: false });
+}
+async function removeWorkDir(workDir, mountPoints2) {
+  for (const m2 of mountPoints2) {
+    if (await mountAt(m2)) throw new Error(`${m2} is still mounted; leaving ${workDir} in place`);
+    if (existsSync8(m2)) await rmdir2(m2).catch(() => void 0);
+  }
+  if (existsSync8(workDir) && (await readdir7(workDir)).every((n2) => !mountPoints2.includes(path32.join(workDir, n2)))) {
+    await rm13(workDir, { recursive: true, force: true });
+  }
+}
+
+// src/verify/visible-diff.ts
+var CONTEXT = 3;
+var MAX_LCS_CELLS = 4e6;
+function visible2(bytes) {
+  let out = "";
+  for (const b2 of bytes) {
+    if (b2 === 92) out += "\\\\";
+    else if (b2 === 13) out += "\\r";
+    else if (b2 === 9) out += "\\t";
+    else if (b2 === 10) out += "\\n";
+    else if (b2 >= 32 && b2 < 127) out += String.fromCharCode(b2);
+    else out += `\\x${b2.toString(16).padStart(2, "0")}`;
+  }
+  return out;
+}
+function splitLines(buf) {
+  const lines = [];
+  let start2 = 0;
+  while (start2 < buf.length) {
+    const lf = buf.indexOf(10, start2);
+    const end = lf === -1 ? buf.length : lf;
+    const bytes = buf.subarray(start2, end);
+    const newline = lf !== -1;
+    lines.push({ bytes, newline, key: `${newline ? "n" : "e"}${bytes.toString("latin1")}` });
+    start2 = end + 1;
+  }
+  return lines;
+}
+function firstDifference(a2, b2) {
+  const n2 = Math.min(a2.length, b2.length);
+  for (let i2 = 0; i2 < n2; i2++) if (a2[i2] !== b2[i2]) return i2;
+  return a2.length === b2.length ? -1 : n2;
+}
+function editScript(a2, b2) {
+  let pre = 0;
+  while (pre < a2.length && pre < b2.length && a2[pre].key === b2[pre].key) pre++;
+  let suf = 0;
+  while (suf < a2.length - pre && suf < b2.length - pre && a2[a2.length - 1 - suf].key === b2[b2.length - 1 - suf].key) {
+    suf++;
+  }
+  const am = a2.slice(pre, a2.length - suf);
+  const bm = b2.slice(pre, b2.length - suf);
+  const ops = a2.slice(0, pre).map((line) => ({ kind: " ", line }));
+  if ((am.length + 1) * (bm.length + 1) > MAX_LCS_CELLS) {
+    for (const line of am) ops.push({ kind: "-", line });
+    for (const line of bm) ops.push({ kind: "+", line });
+  } else {
+    const w2 = bm.length + 1;
+    const lcs = new Uint32Array((am.length + 1) * w2);
+    for (let i3 = am.length - 1; i3 >= 0; i3--) {
+      for (let j3 = bm.length - 1; j3 >= 0; j3--) {
+        lcs[i3 * w2 + j3] = am[i3].key === bm[j3].key ? lcs[(i3 + 1) * w2 + j3 + 1] + 1 : Math.max(lcs[(i3 + 1) * w2 + j3], lcs[i3 * w2 + j3 + 1]);
+      }
+    }
+    let i2 = 0;
+    let j2 = 0;
+    while (i2 < am.length || j2 < bm.length) {
+      if (i2 < am.length && j2 < bm.length && am[i2].key === bm[j2].key) {
+        ops.push({ kind: " ", line: am[i2++] });
+        j2++;
+      } else if (j2 < bm.length && (i2 === am.length || lcs[i2 * w2 + j2 + 1] >= lcs[(i2 + 1) * w2 + j2])) {
+        ops.push({ kind: "+", line: bm[j2++] });
+      } else {
+        ops.push({ kind: "-", line: am[i2++] });
+      }
+    }
+    normalizeRuns(ops, pre);
+  }
+  for (const line of a2.slice(a2.length - suf)) ops.push({ kind: " ", line });
+  return ops;
+}
+function normalizeRuns(ops, from) {
+  let i2 = from;
+  while (i2 < ops.length) {
+    if (ops[i2].kind === " ") {
+      i2++;
+      continue;
+    }
+    let j2 = i2;
+    while (j2 < ops.length && ops[j2].kind !== " ") j2++;
+    const run3 = ops.slice(i2, j2);
+    const sorted = [...run3.filter((o2) => o2.kind === "-"), ...run3.filter((o2) => o2.kind === "+")];
+    ops.splice(i2, j2 - i2, ...sorted);
+    i2 = j2;
+  }
+}
+function renderLine(op) {
+  const text = `${op.kind}${visible2(op.line.bytes)}`;
+  return op.line.newline ? [text] : [text, "\\ No newline at end of file"];
+}
+function range(start2, count2) {
+  if (count2 === 0) return `${start2},0`;
+  return count2 === 1 ? `${start2 + 1}` : `${start2 + 1},${count2}`;
+}
+function position(buf, offset) {
+  let line = 1;
+  let lineStart = 0;
+  for (let i2 = 0; i2 < offset && i2 < buf.length; i2++) {
+    if (buf[i2] === 10) {
+      line++;
+      lineStart = i2 + 1;
+    }
+  }
+  return { line, column: offset - lineStart + 1 };
+}
+function describeByte(buf, offset) {
+  return offset < buf.length ? `"${visible2(buf.subarray(offset, offset + 1))}" (0x${buf[offset].toString(16).padStart(2, "0")})` : "end of data";
+}
+function describeFirstDifference(expected, actual) {
+  const at2 = firstDifference(expected, actual);
+  if (at2 === -1) return void 0;
+  const { line, column } = position(expected, at2);
+  return `first difference at byte ${at2} (line ${line}, column ${column}): expected ${describeByte(expected, at2)}, got ${describeByte(actual, at2)} (expected ${expected.length} bytes, got ${actual.length})`;
+}
+function visibleDiff(expected, actual, labels = { expected: "expected", actual: "actual" }) {
+  const first = describeFirstDifference(expected, actual);
+  if (first === void 0) return void 0;
+  const ops = editScript(splitLines(expected), splitLines(actual));
+  const out = [first, `--- ${labels.expected}`, `+++ ${labels.actual}`];
+  const changed = ops.map((o2, i2) => o2.kind === " " ? -1 : i2).filter((i2) => i2 >= 0);
+  let h2 = 0;
+  while (h2 < changed.length) {
+    const from = Math.max(0, changed[h2] - CONTEXT);
+    let to2 = changed[h2];
+    while (h2 + 1 < changed.length && changed[h2 + 1] - to2 <= 2 * CONTEXT) to2 = changed[++h2];
+    h2++;
+    const end = Math.min(ops.length, to2 + CONTEXT + 1);
+    let aStart = 0;
+    let bStart = 0;
+    for (const o2 of ops.slice(0, from)) {
+      if (o2.kind !== "+") aStart++;
+      if (o2.kind !== "-") bStart++;
+    }
+    const hunk = ops.slice(from, end);
+    const aCount = hunk.filter((o2) => o2.kind !== "+").length;
+    const bCount = hunk.filter((o2) => o2.kind !== "-").length;
+    out.push(`@@ -${range(aStart, aCount)} +${range(bStart, bCount)} @@`);
+    for (const o2 of hunk) out.push(...renderLine(o2));
+  }
+  return out.join("\n");
+}
+
+// src/stages/verify.ts
+var sleep4 = (ms2) => new Promise((r) => setTimeout(r, ms2));
+async function waitFor(probe, timeoutMs, signal) {
+  const deadline = Date.now() + timeoutMs;
+  for (; ; ) {
+    signal?.throwIfAborted();
+    const v2 = await probe();
+    if (v2 !== void 0) return v2;
+    if (Date.now() > deadline) return void 0;
+    await sleep4(20);
+  }
+}
+function verifyNspawnArgv(config2, rootDir, dataDir) {
+  return nspawnArgv({
+    root: rootDir,
+    readOnly: true,
+    harden: true,
+    userNamespace: true,
+    dataDir,
+    dataPath: config2.data.path,
+    command: config2.service.command,
+    env: config2.service.env,
+    user: config2.service.user,
+    workdir: config2.service.workdir
+  });
+}
+function listensOn(netTcp, port2) {
+  const hexPort = port2.toString(16).toUpperCase().padStart(4, "0");
+  return netTcp.split("\n").some((l) => {
+    const f2 = l.trim().split(/\s+/);
+    return f2[1]?.endsWith(`:${hexPort}`) === true && f2[3] === "0A";
+  });
+}
+async function readNetTcp(procDir) {
+  const parts = await Promise.all(["tcp", "tcp6"].map((f2) => readFile10(`${procDir}/net/${f2}`, "utf8").catch(() => "")));
+  return parts.join("\n");
+}
+var FORWARDER = `
+const net = require('net');
+const [, sock, port] = process.argv;
+net.createServer((c) => {
+  const u = net.connect(Number(port), '127.0.0.1');
+  c.pipe(u); u.pipe(c);
+  c.on('error', () => u.destroy()); u.on('error', () => c.destroy());
+}).listen(sock);
+process.on('SIGTERM', () => process.exit(0));
+`;
+async function startInetd(argv, state, opts, timeoutMs) {
+  const { logger, signal } = opts;
+  let lastError = "";
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const port2 = await freePort();
+    const service = start(["systemd-socket-activate", "-l", `127.0.0.1:${port2}`, "-a", "--inetd", ...argv], {
+      privileged: true,
+      logger,
+      loud: attempt === 0
+    });
+    state.service = service;
+    let exited = false;
+    void service.exited.then(() => exited = true);
+    const ok = await waitFor(async () => exited ? false : listensOn(await readNetTcp("/proc/self"), port2) || void 0, 1e4, signal);
+    if (ok) {
+      const endpoint = { host: "127.0.0.1", port: port2 };
+      return {
+        endpoint,
+        clientTarget: endpoint,
+        clientArgv: (a2) => ({ argv: a2, privileged: false }),
+        payload: async () => {
+          const before = new Set(findPayloads(service.pid).map((p3) => p3.pid));
+          const sock = await holdOpen(endpoint, timeoutMs);
+          state.sockets.add(sock);
+          const p2 = await waitFor(() => findPayloads(service.pid).find((x) => !before.has(x.pid)), timeoutMs, signal);
+          if (p2) state.payloads.push(p2);
+          return p2;
+        }
+      };
+    }
+    await service.stop();
+    lastError = tail((await service.exited).stderr, 5);
+    state.service = void 0;
+    if (!/Address already in use/.test(lastError)) break;
+  }
+  throw new UserError(`systemd-socket-activate did not start listening:
+${lastError}`);
+}
+async function startListening(argv, state, opts, timeoutMs) {
+  const { logger, signal, config: config2 } = opts;
+  const port2 = config2.service.listen;
+  const service = start(argv, { privileged: true, logger, loud: true });
+  state.service = service;
+  let exited = false;
+  void service.exited.then(() => exited = true);
+  const payload = await waitFor(() => exited ? null : findPayloads(service.pid)[0], timeoutMs, signal);
+  if (!payload) {
+    const stderr = exited ? tail((await service.exited).stderr, 15) : "(still starting)";
+    throw new UserError(`the container did not start its service ${config2.service.command.join(" ")}:
+${stderr}`);
+  }
+  state.payloads.push(payload);
+  const listening = await waitFor(async () => exited ? false : listensOn(await readNetTcp(`/proc/${payload.pid}`), port2) || void 0, timeoutMs, signal);
+  if (!listening) {
+    await service.stop();
+    const stderr = tail((await service.exited).stderr, 15);
+    throw new UserError(`the service did not listen on port ${port2} inside the container within ${timeoutMs / 1e3} s:
+${stderr}`);
+  }
+  const sockPath = path33.join(state.workDir, "service.sock");
+  const nsenter = (a2) => ["nsenter", "-t", String(payload.pid), "-n", ...a2];
+  state.forwarder = start(nsenter([process.execPath, "-e", FORWARDER, sockPath, String(port2)]), { privileged: true, logger });
+  if (!await waitFor(() => existsSync9(sockPath) || void 0, 1e4, signal)) {
+    throw new UserError(`the forwarder into the container's network namespace did not start: ${state.forwarder.command}`);
+  }
+  return {
+    endpoint: { path: sockPath },
+    clientTarget: { host: "127.0.0.1", port: port2 },
+    clientArgv: (a2) => ({ argv: nsenter(a2), privileged: true }),
+    payload: async () => alive(payload) ? payload : void 0
+  };
+}
+async function readFixtures(probes) {
+  const out = /* @__PURE__ */ new Map();
+  for (const p2 of probes) {
+    if (!p2.fixture) continue;
+    try {
+      out.set(p2.name, await readFile10(p2.fixture));
+    } catch (e) {
+      throw new UserError(`probe ${p2.name}: cannot read fixture ${p2.fixture}: ${e.code ?? String(e)}`);
+    }
+  }
+  return out;
+}
+function judge(probe, expected, got, via) {
+  const problems = [];
+  if (probe.type === "http" && got.status !== probe.status) problems.push(`HTTP status ${got.status}, expected ${probe.status}`);
+  if (expected) {
+    const diff = visibleDiff(expected, got.body, { expected: `fixture ${probe.fixture}`, actual: `response (${via})` });
+    if (diff) problems.push(diff);
+  }
+  return problems.length ? problems.join("\n") : void 0;
+}
+async function ask(probe, endpoint, timeoutMs, signal) {
+  if (probe.type === "gopher") return { body: await exchange(endpoint, gopherRequest(probe.selector), { timeoutMs, signal }) };
+  return httpGet(endpoint, probe.path, { timeoutMs, signal });
+}
+async function probeOnce(probe, expected, endpoint, timeoutMs, signal) {
+  try {
+    const got = await ask(probe, endpoint, timeoutMs, signal);
+    const problem = judge(probe, expected, got, describeEndpoint(endpoint));
+    return { name: probe.name, ok: problem === void 0, diff: problem, bytes: got.body.length };
+  } catch (e) {
+    signal?.throwIfAborted();
+    return { name: probe.name, ok: false, diff: `no answer: ${e.message}`, bytes: 0 };
+  }
+}
+async function curlProbe(probe, expected, svc, state, opts, timeoutMs) {
+  const { host, port: port2 } = svc.clientTarget;
+  const name = `${probe.name} (curl)`;
+  const seconds2 = String(Math.ceil(timeoutMs / 1e3));
+  const bodyFile = path33.join(state.workDir, "curl-body");
+  const url3 = probe.type === "gopher" ? gopherUrl(host, port2, probe.selector) : `http://${host}:${port2}${probe.path}`;
+  const curl = ["curl", "-sS", "--max-time", seconds2, "-o", bodyFile, ...probe.type === "http" ? ["-w", "%{http_code}"] : [], url3];
+  const { argv, privileged } = svc.clientArgv(curl);
+  const r = await run(argv, { privileged, logger: opts.logger, reject: false, signal: opts.signal, timeoutMs: timeoutMs + 5e3 });
+  if (r.exitCode !== 0) return { name, ok: false, diff: `${r.command} failed (exit ${r.exitCode}): ${r.stderr.trim()}`, bytes: 0 };
+  const body = await readFile10(bodyFile);
+  const status = probe.type === "http" ? Number(r.stdout.trim()) : void 0;
+  const problem = judge(probe, expected, { status, body }, "curl");
+  return { name, ok: problem === void 0, diff: problem, bytes: body.length };
+}
+async function hardeningRows(svc, state, config2) {
+  const rows = [];
+  const payload = await svc.payload();
+  if (!payload) {
+    rows.push({ name: "container payload running", ok: false, detail: "no payload process appeared under systemd-nspawn" });
+  } else {
+    rows.push(...await inspectProcess(payload.pid, config2.data.path));
+  }
+  for (const s3 of state.sockets) s3.destroy();
+  state.sockets.clear();
+  rows.push(checkNoInterpreters(await listImage(state.rootDir), config2.service.command[0]));
+  return rows;
+}
+async function teardown(state, image, logger) {
+  for (const s3 of state.sockets) s3.destroy();
+  state.sockets.clear();
+  const problems = [];
+  const attempt = async (what, fn) => {
+    try {
+      await fn();
+    } catch (e) {
+      problems.push(`${what}: ${e.message}`);
+    }
+  };
+  await attempt("stop forwarder", async () => void await state.forwarder?.stop());
+  await attempt("stop service", async () => {
+    if (!state.service) return;
+    await state.service.stop();
+    state.serviceStderr = (await state.service.exited).stderr;
+  });
+  await attempt("kill payloads", async () => {
+    for (const p2 of state.payloads) if (alive(p2)) await killPid(p2.pid);
+    if (state.image) {
+      for (let round = 0; round < 10; round++) {
+        const left = await containerProcesses(state.image.majorMinor);
+        if (left.length === 0) break;
+        for (const pid of left) await killPid(pid);
+        await sleep4(100);
+      }
+    }
+  });
+  await attempt("unmount data", () => unmount(state.dataDir, logger));
+  await attempt("unmount image", () => unmount(state.rootDir, logger));
+  if (state.image) {
+    const dev = state.image.loopDevice;
+    await attempt("release loop device", () => releaseLoop(dev, image, logger));
+  }
+  await attempt("remove work dir", () => removeWorkDir(state.workDir, [state.rootDir, state.dataDir]));
+  if (problems.length) throw new Error(`verify cleanup incomplete:
+${problems.join("\n")}`);
+}
+function combinedSignal(opts) {
+  const signals2 = [opts.signal, opts.timeoutMs ? AbortSignal.timeout(opts.timeoutMs) : void 0].filter(
+    (s3) => s3 !== void 0
+  );
+  return signals2.length ? AbortSignal.any(signals2) : void 0;
+}
+async function mustExist(file2, what) {
+  const abs = path33.resolve(file2);
+  if (!existsSync9(abs)) throw new UserError(`${what} ${file2} does not exist`);
+  return abs;
+}
+async function verifyImage(options) {
+  const { config: config2, logger } = options;
+  const image = await mustExist(options.image, "image");
+  const dataTemplate = await mustExist(options.dataTemplate, "data template");
+  const signal = combinedSignal(options);
+  const opts = { ...options, signal };
+  const fixtures = await readFixtures(config2.probes);
+  const timeoutMs = config2.service.timeout * 1e3;
+  const requests = options.requests ?? 0;
+  const concurrency = options.concurrency ?? 8;
+  if (!Number.isInteger(requests) || requests < 0) throw new UserError(`--requests must be a whole number \u2265 0, got ${requests}`);
+  if (!Number.isInteger(concurrency) || concurrency < 1) throw new UserError(`--concurrency must be a whole number \u2265 1, got ${concurrency}`);
+  const workDir = await mkdtemp6(path33.join(os14.tmpdir(), "lhc-verify-"));
+  const state = {
+    workDir,
+    rootDir: path33.join(workDir, config2.name),
+    dataDir: path33.join(workDir, "data"),
+    sockets: /* @__PURE__ */ new Set(),
+    payloads: []
+  };
+  await mkdir12(state.rootDir);
+  await mkdir12(state.dataDir);
+  const cleanup = registerCleanup(`verify ${config2.name} (${workDir})`, () => teardown(state, image, logger));
+  let outcome;
+  let failed = false;
+  try {
+    outcome = await logger.group(`verify ${config2.name}`, async () => {
+      state.image = await mountImageReadOnly(image, state.rootDir, logger);
+      logger.info(`image ${image} mounted read-only at ${state.rootDir} (${state.image.loopDevice})`);
+      for (const needed of ["/usr", config2.data.path]) {
+        if (!existsSync9(path33.join(state.rootDir, needed))) {
+          throw new UserError(`the image has no ${needed} directory; a read-only root needs every mount point (add it to the root)`);
+        }
+      }
+      state.dataMajorMinor = await mountDataTmpfs(state.dataDir, logger);
+      await unpackTemplate(dataTemplate, state.dataDir);
+      logger.info(`data template ${dataTemplate} unpacked into a noexec,nosuid,nodev tmpfs`);
+      const argv = verifyNspawnArgv(config2, state.rootDir, state.dataDir);
+      const svc = config2.service.inetd ? await startInetd(argv, state, opts, timeoutMs) : await startListening(argv, state, opts, timeoutMs);
+      logger.info(`service reachable at ${describeEndpoint(svc.endpoint)}`);
+      const probes = [];
+      for (const p2 of config2.probes) {
+        const r = await probeOnce(p2, fixtures.get(p2.name), svc.endpoint, timeoutMs, signal);
+        logger.info(`probe ${p2.name}: ${r.ok ? "ok" : "FAILED"} (${r.bytes} bytes)`);
+        probes.push(r);
+      }
+      const curl = await curlProbe(config2.probes[0], fixtures.get(config2.probes[0].name), svc, state, opts, timeoutMs);
+      logger.info(`real client: ${curl.name}: ${curl.ok ? "ok" : "FAILED"}`);
+      probes.push(curl);
+      const hardening = await hardeningRows(svc, state, config2);
+      for (const h2 of hardening) logger.info(`hardening: ${h2.ok ? "ok " : "FAIL"} ${h2.name}: ${h2.detail}`);
+      let load2;
+      if (requests > 0) {
+        const gopher = config2.probes.filter((p2) => p2.type === "gopher");
+        const targets = gopher.length ? gopher : config2.probes;
+        logger.info(`load: ${requests} requests at concurrency ${concurrency} over ${targets.map((p2) => p2.name).join(", ")}`);
+        load2 = await runLoad(
+          requests,
+          concurrency,
+          async (i2) => {
+            const p2 = targets[i2 % targets.length];
+            return judge(p2, fixtures.get(p2.name), await ask(p2, svc.endpoint, timeoutMs, signal), describeEndpoint(svc.endpoint));
+          },
+          signal
+        );
+        logger.info(`load: ${load2.failures} failures; p50 ${load2.p50ms} ms, p95 ${load2.p95ms} ms, p99 ${load2.p99ms} ms`);
+      }
+      const ok = probes.every((p2) => p2.ok) && hardening.every((h2) => h2.ok) && (load2?.failures ?? 0) === 0;
+      return {
+        ok,
+        probes,
+        hardening,
+        curl,
+        endpoint: describeEndpoint(svc.endpoint),
+        load: load2 && {
+          requests: load2.requests,
+          concurrency: load2.concurrency,
+          failures: load2.failures,
+          p50ms: load2.p50ms,
+          p95ms: load2.p95ms,
+          p99ms: load2.p99ms,
+          firstFailure: load2.firstFailure,
+          wallMs: Math.round(load2.wallMs)
+        }
+      };
+    });
+  } catch (e) {
+    failed = true;
+    if (signal?.aborted && !options.signal?.aborted) {
+      throw new UserError(`verify timed out after ${(options.timeoutMs ?? 0) / 1e3} s`, { cause: e });
+    }
+    throw e;
+  } finally {
+    try {
+      await cleanup.run();
+    } catch (e) {
+      if (failed) logger.warn(e.message);
+      else throw e;
+    }
+  }
+  if (!outcome.ok && state.serviceStderr) outcome.serviceLog = serviceLog(state.serviceStderr);
+  return outcome;
+}
+function serviceLog(stderr, lines = 30) {
+  const noise = /^(Listening on |Communication attempt on fd|Connection from |Spawned |Execing |Child \d+ died with code 0$)/;
+  return tail(
+    stderr.split("\n").filter((l) => !noise.test(l)).join("\n"),
+    lines
+  );
+}
+
+// src/pipeline.ts
+async function build(config2, opts) {
+  const { logger } = opts;
+  const timings = [];
+  const stage = async (name, fn) => {
+    opts.signal?.throwIfAborted();
+    const started = Date.now();
+    try {
+      return await logger.group(name, fn);
+    } finally {
+      timings.push({ stage: name, seconds: (Date.now() - started) / 1e3 });
+    }
+  };
+  const outDir = path34.resolve(opts.outDir);
+  await mkdir13(outDir, { recursive: true });
+  const workDir = opts.workDir ? path34.resolve(opts.workDir) : await mkdtemp7(path34.join(os15.tmpdir(), `lhc-${config2.name}-`));
+  await mkdir13(workDir, { recursive: true });
+  const store = opts.store ?? new Store(void 0, logger);
+  try {
+    await stage("fetch", () => fetchInputs(config2, { store, logger }));
+    const lua = config2.lua;
+    const luaBuild = lua ? await stage(
+      "lua",
+      () => buildLua(
+        { version: lua.version, sha256: lua.sha256, urls: lua.urls, arch: config2.arch, strategy: lua.strategy },
+        { store, logger, cacheDir: opts.cacheDir }
+      )
+    ) : void 0;
+    if (luaBuild) logger.info(`lua ${luaBuild.version}: ${luaBuild.bytes} bytes${luaBuild.cached ? " (cached)" : ""}`);
+    const assembled = await stage("root", async () => {
+      await run(["rm", "-rf", "--one-file-system", path34.join(workDir, "root")], { privileged: true });
+      return assembleRoot(config2, { workDir, store, logger, luaPath: luaBuild?.path, signal: opts.signal });
+    });
+    const trace = await stage(
+      "trace",
+      () => traceService(config2, assembled.root, { workDir: path34.join(workDir, "trace"), logger, signal: opts.signal })
+    );
+    const pruned = await stage("prune", async () => {
+      const p2 = await pruneRoot(assembled.root, trace, config2, { outDir: path34.join(workDir, "pruned"), logger });
+      logger.info(summarizeReport(p2.report));
+      await selfCheck(config2, p2.prunedRoot, trace.responses, {
+        workDir: path34.join(workDir, "self-check"),
+        logger,
+        dataDir: p2.dataDir,
+        signal: opts.signal
+      });
+      logger.info("self-check: every probe answers the same from the pruned root");
+      return p2;
+    });
+    const traceReport = path34.join(outDir, `${config2.name}.trace.json`);
+    await writeFile11(traceReport, `${JSON.stringify(pruned.report, null, 2)}
+`);
+    const { packed, bundle, manifestDiff } = await stage("pack", async () => {
+      const { epoch, source } = await resolveEpoch({
+        env: opts.env ?? process.env,
+        configEpoch: config2.epoch,
+        configFile: config2.file,
+        logger
+      });
+      logger.info(`epoch ${epoch} (from ${source})`);
+      const packed2 = await packImage({
+        root: pruned.prunedRoot,
+        dataDir: pruned.dataDir,
+        dataPath: config2.data.path,
+        name: config2.name,
+        epoch,
+        outDir,
+        logger,
+        fileNames: {
+          image: config2.outputs.image,
+          dataTemplate: config2.outputs["data-template"],
+          manifest: config2.outputs.manifest
+        },
+        signal: opts.signal
+      });
+      const bundle2 = await writeDeployBundle({
+        name: config2.name,
+        outDir,
+        service: config2.service,
+        dataPath: config2.data.path,
+        imageFile: path34.basename(packed2.image),
+        dataTemplateFile: path34.basename(packed2.dataTemplate),
+        root: pruned.prunedRoot,
+        logger
+      });
+      await writeSha256Sums(outDir, [
+        path34.basename(packed2.image),
+        path34.basename(packed2.dataTemplate),
+        path34.basename(packed2.manifest),
+        path34.basename(traceReport),
+        ...bundle2.files
+      ]);
+      let manifestDiff2;
+      if (opts.manifestLock) {
+        const lock = await checkManifestLock(packed2.manifestData, path34.resolve(opts.manifestLock), opts.updateManifest ?? false);
+        if (lock.changed) {
+          manifestDiff2 = lock.diffText;
+          logger.info(lock.diffText.trimEnd());
+        } else logger.info(`manifest matches ${opts.manifestLock}`);
+      }
+      return { packed: packed2, bundle: bundle2, manifestDiff: manifestDiff2 };
+    });
+    const verify = opts.verify === false ? void 0 : await stage(
+      "verify",
+      () => verifyImage({
+        config: config2,
+        image: packed.image,
+        dataTemplate: packed.dataTemplate,
+        requests: opts.requests,
+        concurrency: opts.concurrency,
+        logger,
+        signal: opts.signal
+      })
+    );
+    const result = {
+      name: config2.name,
+      outDir,
+      image: packed.image,
+      imageSha256: packed.imageSha256,
+      imageBytes: packed.imageBytes,
+      dataTemplate: packed.dataTemplate,
+      dataTemplateSha256: packed.dataTemplateSha256,
+      manifest: packed.manifest,
+      sha256sums: packed.sha256sums,
+      bundleDir: bundle.dir,
+      traceReport,
+      bytesBefore: pruned.report.base.bytes,
+      bytesAfter: pruned.report.kept.bytes,
+      filesKept: pruned.report.kept.entries,
+      manifestDiff,
+      verify,
+      timings
+    };
+    if (verify && !verify.ok) {
+      const failed = [
+        ...verify.probes.filter((p2) => !p2.ok).map((p2) => `probe ${p2.name}${p2.diff ? `
+${p2.diff}` : ""}`),
+        ...verify.hardening.filter((h2) => !h2.ok).map((h2) => `hardening ${h2.name}: ${h2.detail}`)
+      ];
+      throw Object.assign(new UserError(`verify failed:
+${failed.join("\n")}`), { result });
+    }
+    return result;
+  } finally {
+    if (!opts.keepWorkDir) {
+      await run(["rm", "-rf", "--one-file-system", workDir], { privileged: true, reject: false }).catch(() => {
+      });
+    } else logger.info(`work dir kept: ${workDir}`);
+  }
 }
 
 // src/action/inputs.ts
 function bool(name, value, fallback) {
-  const v = value.trim();
-  if (v === "") return fallback;
-  if (/^(true|True|TRUE)$/.test(v)) return true;
-  if (/^(false|False|FALSE)$/.test(v)) return false;
-  throw new ConfigError(`input ${name}: expected true or false, got "${v}"`);
+  const v2 = value.trim();
+  if (v2 === "") return fallback;
+  if (/^(true|True|TRUE)$/.test(v2)) return true;
+  if (/^(false|False|FALSE)$/.test(v2)) return false;
+  throw new ConfigError(`input ${name}: expected true or false, got "${v2}"`);
 }
 function readInputs(get) {
   const opt = (name) => get(name).trim() || void 0;
@@ -56598,19 +64982,19 @@ function readInputs(get) {
 }
 
 // src/action/logger.ts
-function seconds(ms) {
-  return Math.round(ms / 100) / 10;
+function seconds(ms2) {
+  return Math.round(ms2 / 100) / 10;
 }
 function actionsLogger(out = core_exports) {
   const timings = [];
   let depth = 0;
   return {
     timings,
-    info: (m) => out.info(m),
-    warn: (m) => out.warning(m),
-    debug: (m) => out.debug(m),
+    info: (m2) => out.info(m2),
+    warn: (m2) => out.warning(m2),
+    debug: (m2) => out.debug(m2),
     async group(name, fn) {
-      const start = Date.now();
+      const start2 = Date.now();
       const outer = depth === 0;
       if (outer) out.startGroup(name);
       else out.info(`\u25B6 ${name}`);
@@ -56622,12 +65006,12 @@ function actionsLogger(out = core_exports) {
         return value;
       } finally {
         depth--;
-        const s = seconds(Date.now() - start);
-        const line = `${name}: ${failed ? "failed after" : "done in"} ${s.toFixed(1)} s`;
+        const s3 = seconds(Date.now() - start2);
+        const line = `${name}: ${failed ? "failed after" : "done in"} ${s3.toFixed(1)} s`;
         out.info(line);
         if (outer) {
           out.endGroup();
-          timings.push({ stage: name, seconds: s });
+          timings.push({ stage: name, seconds: s3 });
           out.info(`${failed ? "\u2717" : "\u2713"} ${line}`);
         }
       }

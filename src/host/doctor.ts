@@ -6,6 +6,7 @@ import type { HostProbe } from './probe.js';
 import {
   BINFMT_DIR,
   MUSL_SPECS,
+  MUSL_SPECS_X86_64,
   QEMU_BINFMT_CONF,
   isAarch64,
   toolRequirements,
@@ -149,6 +150,20 @@ export async function runChecks(p: HostProbe): Promise<Check[]> {
     );
   }
   checks.push(await muslCheck(p));
+  if (arch === 'x86_64') {
+    const name = 'musl x86_64 (musl-gcc.specs)';
+    checks.push(
+      (await p.fileExists(MUSL_SPECS_X86_64))
+        ? { name, ok: true, optional: true, detail: MUSL_SPECS_X86_64 }
+        : {
+            name,
+            ok: false,
+            optional: true,
+            detail: `${MUSL_SPECS_X86_64} is missing (only arch: x86_64 configs need it)`,
+            fix: `apt-get install musl-dev${SETUP_HINT}`,
+          },
+    );
+  }
   return checks;
 }
 

@@ -6,6 +6,7 @@
 export const BINFMT_DIR = '/proc/sys/fs/binfmt_misc';
 export const QEMU_BINFMT_CONF = '/usr/lib/binfmt.d/qemu-aarch64.conf';
 export const MUSL_SPECS = '/usr/lib/aarch64-linux-musl/musl-gcc.specs';
+export const MUSL_SPECS_X86_64 = '/usr/lib/x86_64-linux-musl/musl-gcc.specs';
 export const LHC_DEB_SRC = '/etc/apt/sources.list.d/lhc-deb-src.sources';
 export const LHC_DEB_SRC_LIST = '/etc/apt/sources.list.d/lhc-deb-src.list';
 
@@ -37,20 +38,27 @@ export function toolRequirements(arch: string): ToolRequirement[] {
     { tool: 'nsenter', pkg: 'util-linux', why: 'probes a listening service inside the container' },
     { tool: 'mksquashfs', pkg: 'squashfs-tools', why: 'packs the image' },
     { tool: 'unsquashfs', pkg: 'squashfs-tools', why: 'reads images back' },
-    native
-      ? { tool: 'gcc', pkg: 'gcc', why: 'builds static Lua' }
-      : {
-          tool: 'aarch64-linux-gnu-gcc',
-          pkg: 'gcc-aarch64-linux-gnu',
-          why: 'cross-builds static Lua',
-        },
-    native
-      ? { tool: 'strip', pkg: 'binutils', why: 'strips the Lua binary' }
-      : {
-          tool: 'aarch64-linux-gnu-strip',
-          pkg: 'binutils-aarch64-linux-gnu',
-          why: 'strips the Lua binary',
-        },
+    // On an aarch64 host the native gcc and binutils provide these triplet-prefixed names too.
+    {
+      tool: 'aarch64-linux-gnu-gcc',
+      pkg: native ? 'gcc' : 'gcc-aarch64-linux-gnu',
+      why: 'builds static Lua for aarch64',
+    },
+    {
+      tool: 'aarch64-linux-gnu-strip',
+      pkg: native ? 'binutils' : 'binutils-aarch64-linux-gnu',
+      why: 'strips the Lua binary',
+    },
+    ...(native
+      ? []
+      : [
+          {
+            tool: 'x86_64-linux-gnu-gcc',
+            pkg: 'gcc',
+            why: 'builds Lua for arch: x86_64 configs',
+            optional: true,
+          },
+        ]),
     { tool: 'make', pkg: 'make', why: 'builds Lua' },
     { tool: 'curl', pkg: 'curl', why: 'downloads inputs and probes services' },
     { tool: 'mmdebstrap', pkg: 'mmdebstrap', why: 'debian bases and the in-root Lua strategy' },
@@ -65,9 +73,8 @@ export function toolRequirements(arch: string): ToolRequirement[] {
 /** Every package `lhc setup` makes sure is installed on this architecture. */
 export function setupPackages(arch: string): string[] {
   const pkgs = new Set(toolRequirements(arch).map((t) => t.pkg));
-  if (isAarch64(arch)) {
-    pkgs.add('musl-dev');
-  } else {
+  pkgs.add('musl-dev');
+  if (!isAarch64(arch)) {
     pkgs.add('qemu-user-static');
     pkgs.add('musl-dev:arm64');
   }

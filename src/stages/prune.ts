@@ -7,7 +7,18 @@
  * mount point never makes it in.
  */
 import { lstatSync, readdirSync, readFileSync, type Stats } from 'node:fs';
-import { chmod, copyFile, lchown, lutimes, mkdir, readlink, rm, symlink, utimes, writeFile } from 'node:fs/promises';
+import {
+  chmod,
+  copyFile,
+  lchown,
+  lutimes,
+  mkdir,
+  readlink,
+  rm,
+  symlink,
+  utimes,
+  writeFile,
+} from 'node:fs/promises';
 import path from 'node:path';
 import type { LhcConfig } from '../config/load.js';
 import { UserError } from '../core/errors.js';
@@ -74,7 +85,11 @@ export function mountPoints(config: LhcConfig): string[] {
   return [...new Set([config.data.path, '/proc', '/sys', '/dev', '/run', '/tmp', '/usr'])];
 }
 
-const TRIPLETS: Record<string, string> = { aarch64: 'aarch64-linux-gnu', x86_64: 'x86_64-linux-gnu', arm: 'arm-linux-gnueabihf' };
+const TRIPLETS: Record<string, string> = {
+  aarch64: 'aarch64-linux-gnu',
+  x86_64: 'x86_64-linux-gnu',
+  arm: 'arm-linux-gnueabihf',
+};
 const MUSL_ARCH: Record<string, string> = { aarch64: 'aarch64', x86_64: 'x86_64', arm: 'armhf' };
 
 interface WalkEntry {
@@ -88,10 +103,17 @@ function walkRoot(root: string): Map<string, WalkEntry> {
   const visit = (inRoot: string) => {
     const host = path.join(root, inRoot);
     const st = lstatSync(host);
-    const kind: EntryKind = st.isSymbolicLink() ? 'symlink' : st.isDirectory() ? 'dir' : st.isFile() ? 'file' : 'other';
+    const kind: EntryKind = st.isSymbolicLink()
+      ? 'symlink'
+      : st.isDirectory()
+        ? 'dir'
+        : st.isFile()
+          ? 'file'
+          : 'other';
     out.set(inRoot, { kind, st });
     if (kind === 'dir') {
-      for (const name of readdirSync(host).sort()) visit(inRoot === '/' ? `/${name}` : `${inRoot}/${name}`);
+      for (const name of readdirSync(host).sort())
+        visit(inRoot === '/' ? `/${name}` : `${inRoot}/${name}`);
     }
   };
   visit('/');
@@ -109,9 +131,17 @@ export function libraryDirs(root: string, elf: ElfInfo, elfPath: string): string
   for (const r of elf.runpath) dirs.push(r.replace(/\$\{?ORIGIN\}?/g, origin));
   const musl = elf.interp !== undefined && /ld-musl/.test(elf.interp);
   if (musl) {
-    const pathFile = resolveTraced(root, `/etc/ld-musl-${MUSL_ARCH[elf.machineName] ?? elf.machineName}.path`);
+    const pathFile = resolveTraced(
+      root,
+      `/etc/ld-musl-${MUSL_ARCH[elf.machineName] ?? elf.machineName}.path`,
+    );
     if (pathFile.exists && pathFile.kind === 'file') {
-      dirs.push(...readFileSync(pathFile.host, 'utf8').split(/[:\n]/).map((s) => s.trim()).filter(Boolean));
+      dirs.push(
+        ...readFileSync(pathFile.host, 'utf8')
+          .split(/[:\n]/)
+          .map((s) => s.trim())
+          .filter(Boolean),
+      );
     } else dirs.push('/lib', '/usr/local/lib', '/usr/lib');
     return dirs;
   }
@@ -137,7 +167,9 @@ function ldSoConfDirs(root: string, file: string, depth: number): string[] {
       if (line.startsWith('/')) dirs.push(line);
       continue;
     }
-    const pattern = inc[1]!.startsWith('/') ? inc[1]! : path.posix.join(path.posix.dirname(file), inc[1]!);
+    const pattern = inc[1]!.startsWith('/')
+      ? inc[1]!
+      : path.posix.join(path.posix.dirname(file), inc[1]!);
     const dir = resolveTraced(root, path.posix.dirname(pattern));
     if (!dir.exists || dir.kind !== 'dir') continue;
     const re = globToRegExp(pattern);
@@ -156,7 +188,12 @@ function octal(mode: number): string {
 /** Ops whose path names something the service needs to find again. */
 const READ_OPS = new Set(['open', 'exec', 'stat', 'access', 'readlink', 'chdir', 'getdents']);
 
-export async function pruneRoot(root: string, trace: TraceResult, config: LhcConfig, opts: PruneOptions): Promise<PruneResult> {
+export async function pruneRoot(
+  root: string,
+  trace: TraceResult,
+  config: LhcConfig,
+  opts: PruneOptions,
+): Promise<PruneResult> {
   const { logger } = opts;
   const all = walkRoot(root);
   const kept = new Map<string, Set<KeepReason>>();
@@ -182,14 +219,19 @@ export async function pruneRoot(root: string, trace: TraceResult, config: LhcCon
     // A lookup that found nothing needs nothing; any other result (even EACCES) met a real file.
     if (e.result === 'error' && (e.errno === 2 || e.errno === 20)) continue;
     if (e.syscall === 'entrypoint' || e.syscall === 'pt-interp') continue;
-    const r = addLookup(e.path, e.op === 'exec' ? 'traced-exec' : 'traced-open', e.noFollow ?? false);
+    const r = addLookup(
+      e.path,
+      e.op === 'exec' ? 'traced-exec' : 'traced-open',
+      e.noFollow ?? false,
+    );
     if (e.op === 'getdents' && r.exists && r.kind === 'dir' && !r.virtual) {
       // The service saw this listing; the pruned root must show the same names.
       for (const name of readdirSync(r.host)) add(path.posix.join(r.inRoot, name), 'dir-listing');
     }
   }
   const entry = addLookup(trace.entrypoint, 'entrypoint');
-  if (!entry.exists) throw new UserError(`the entrypoint ${trace.entrypoint} does not exist in the root ${root}`);
+  if (!entry.exists)
+    throw new UserError(`the entrypoint ${trace.entrypoint} does not exist in the root ${root}`);
   if (trace.interp) addLookup(trace.interp, 'elf-interp');
 
   if (config.keep.length > 0) {
@@ -200,7 +242,7 @@ export async function pruneRoot(root: string, trace: TraceResult, config: LhcCon
   // ELF closure: interpreter and DT_NEEDED of every kept ELF, transitively.
   const missingLibraries: { elf: string; needed: string }[] = [];
   const scanned = new Set<string>();
-  for (let changed = true; changed; ) {
+  for (let changed = true; changed;) {
     changed = false;
     for (const p of [...kept.keys()]) {
       if (scanned.has(p) || all.get(p)?.kind !== 'file') continue;
@@ -220,7 +262,9 @@ export async function pruneRoot(root: string, trace: TraceResult, config: LhcCon
       }
       const dirs = elf.needed.length > 0 ? libraryDirs(root, elf, p) : [];
       for (const lib of elf.needed) {
-        const candidates = lib.includes('/') ? [lib.startsWith('/') ? lib : path.posix.join(path.posix.dirname(p), lib)] : dirs.map((d) => path.posix.join(d, lib));
+        const candidates = lib.includes('/')
+          ? [lib.startsWith('/') ? lib : path.posix.join(path.posix.dirname(p), lib)]
+          : dirs.map((d) => path.posix.join(d, lib));
         const hit = candidates.find((c) => {
           const r = resolveTraced(root, c);
           return r.exists && r.kind === 'file';
@@ -234,7 +278,8 @@ export async function pruneRoot(root: string, trace: TraceResult, config: LhcCon
       }
     }
   }
-  for (const m of missingLibraries) logger.warn(`${m.elf} needs ${m.needed}, which is not in the root's library dirs`);
+  for (const m of missingLibraries)
+    logger.warn(`${m.elf} needs ${m.needed}, which is not in the root's library dirs`);
 
   const droppedByConfig: string[] = [];
   if (config.drop.length > 0) {
@@ -290,7 +335,13 @@ export async function pruneRoot(root: string, trace: TraceResult, config: LhcCon
     await lchown(dst, e.st.uid, e.st.gid).catch(() => undefined);
     if (e.kind !== 'symlink') await chmod(dst, e.st.mode & 0o7777);
     else await lutimes(dst, e.st.atime, e.st.mtime).catch(() => undefined);
-    list.push({ path: p, kind: e.kind, mode: octal(e.st.mode), bytes: entryBytes(e), why: [...kept.get(p)!].sort() });
+    list.push({
+      path: p,
+      kind: e.kind,
+      mode: octal(e.st.mode),
+      bytes: entryBytes(e),
+      why: [...kept.get(p)!].sort(),
+    });
   }
   for (const m of mounts) {
     const dst = path.join(prunedRoot, m);
@@ -355,16 +406,28 @@ export function summarizeReport(r: TraceReport): string {
   for (const k of r.kept.list) for (const w of k.why) byReason.set(w, (byReason.get(w) ?? 0) + 1);
   const lines = [
     `pruned ${r.name}: kept ${r.kept.entries} of ${r.base.entries} entries, ${human(r.kept.bytes)} of ${human(r.base.bytes)} (${pct} %); dropped ${r.dropped.entries} entries, ${human(r.dropped.bytes)}`,
-    `kept because: ${[...byReason].sort().map(([w, n]) => `${w} ${n}`).join(', ')}`,
+    `kept because: ${[...byReason]
+      .sort()
+      .map(([w, n]) => `${w} ${n}`)
+      .join(', ')}`,
     `trace: ${r.traceSeconds.toFixed(1)} s (${r.emulated ? 'QEMU_STRACE' : 'host strace'}), ${r.failedLookups.length} failed lookup(s), ${r.writtenUnderData.length} path(s) written under the data path`,
   ];
-  if (r.writtenOutsideData.length > 0) lines.push(`written outside the data path (read-only on the board): ${r.writtenOutsideData.join(', ')}`);
-  if (r.missingLibraries.length > 0) lines.push(`missing libraries: ${r.missingLibraries.map((m) => `${m.needed} (for ${m.elf})`).join(', ')}`);
+  if (r.writtenOutsideData.length > 0)
+    lines.push(
+      `written outside the data path (read-only on the board): ${r.writtenOutsideData.join(', ')}`,
+    );
+  if (r.missingLibraries.length > 0)
+    lines.push(
+      `missing libraries: ${r.missingLibraries.map((m) => `${m.needed} (for ${m.elf})`).join(', ')}`,
+    );
   return lines.join('\n');
 }
 
 /** Writes the report as JSON (stable key order, one entry a line in `list`). */
 export async function writeTraceReport(report: TraceReport, file: string): Promise<void> {
   await mkdir(path.dirname(file), { recursive: true });
-  await writeFile(file, `${JSON.stringify({ ...report, summary: summarizeReport(report) }, null, 2)}\n`);
+  await writeFile(
+    file,
+    `${JSON.stringify({ ...report, summary: summarizeReport(report) }, null, 2)}\n`,
+  );
 }

@@ -53,11 +53,18 @@ function bytesDiff(what: string, expected: Buffer, actual: Buffer): string | und
 }
 
 /** The difference between two responses in words, or undefined when they are equal. */
-export function responseDiff(name: string, before: ProbeResponse | undefined, after: ProbeResponse | undefined): string | undefined {
-  if (before === undefined || after === undefined) return `probe '${name}': no response ${before === undefined ? 'before' : 'after'} pruning`;
-  if (Buffer.isBuffer(before) && Buffer.isBuffer(after)) return bytesDiff(`probe '${name}'`, before, after);
+export function responseDiff(
+  name: string,
+  before: ProbeResponse | undefined,
+  after: ProbeResponse | undefined,
+): string | undefined {
+  if (before === undefined || after === undefined)
+    return `probe '${name}': no response ${before === undefined ? 'before' : 'after'} pruning`;
+  if (Buffer.isBuffer(before) && Buffer.isBuffer(after))
+    return bytesDiff(`probe '${name}'`, before, after);
   if (!Buffer.isBuffer(before) && !Buffer.isBuffer(after)) {
-    if (before.status !== after.status) return `probe '${name}': HTTP status ${before.status} before pruning, ${after.status} after`;
+    if (before.status !== after.status)
+      return `probe '${name}': HTTP status ${before.status} before pruning, ${after.status} after`;
     return bytesDiff(`probe '${name}' body`, before.body, after.body);
   }
   return `probe '${name}': response kinds differ`;
@@ -85,18 +92,27 @@ export async function selfCheck(
   const started = Date.now();
   try {
     await run(['mount', '-o', 'remount,bind,ro', view], { privileged: true, logger: opts.logger });
-    const probed = await opts.logger.group(`self-check: ${config.probes.length} probes against the pruned root`, () =>
-      runProbes(
-        config,
-        { root: view, dataDir, readOnly: true, harden: true },
-        { workDir: opts.workDir, logger: opts.logger, ...(opts.signal ? { signal: opts.signal } : {}) },
-      ),
-    ).catch((e: unknown) => {
-      if (e instanceof UserError) {
-        throw new UserError(`self-check failed: the pruned root does not run like the traced one: ${e.message}`, { cause: e });
-      }
-      throw e;
-    });
+    const probed = await opts.logger
+      .group(`self-check: ${config.probes.length} probes against the pruned root`, () =>
+        runProbes(
+          config,
+          { root: view, dataDir, readOnly: true, harden: true },
+          {
+            workDir: opts.workDir,
+            logger: opts.logger,
+            ...(opts.signal ? { signal: opts.signal } : {}),
+          },
+        ),
+      )
+      .catch((e: unknown) => {
+        if (e instanceof UserError) {
+          throw new UserError(
+            `self-check failed: the pruned root does not run like the traced one: ${e.message}`,
+            { cause: e },
+          );
+        }
+        throw e;
+      });
     const diffs = config.probes
       .map((p) => responseDiff(p.name, unprunedResponses[p.name], probed.responses[p.name]))
       .filter((d): d is string => d !== undefined);
@@ -109,6 +125,9 @@ export async function selfCheck(
     return { responses: probed.responses, seconds: (Date.now() - started) / 1000 };
   } finally {
     await unmount.run();
-    await run(['rm', '-rf', '--one-file-system', '--', dataDir], { privileged: true, reject: false });
+    await run(['rm', '-rf', '--one-file-system', '--', dataDir], {
+      privileged: true,
+      reject: false,
+    });
   }
 }

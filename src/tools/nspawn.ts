@@ -31,13 +31,46 @@ export interface NspawnOptions {
   machineName?: string;
 }
 
-/** Flags every lhc container run shares: no machined/dbus needed, plain pipes for stdio. */
-export const BASE_FLAGS = ['--register=no', '--keep-unit', '-q', '--console=pipe'] as const;
+/**
+ * Flags every lhc container run shares: no machined/dbus needed, plain pipes for stdio, and
+ * nspawn leaves /etc alone (no localtime, resolv.conf or journal link: a pruned root has no /etc,
+ * and what nspawn would add there is not part of the image).
+ */
+export const BASE_FLAGS = [
+  '--register=no',
+  '--keep-unit',
+  '-q',
+  '--console=pipe',
+  '--timezone=off',
+  '--resolv-conf=off',
+  '--link-journal=no',
+] as const;
+
+/**
+ * Capabilities nspawn grants by default that a service payload never needs and an intruder
+ * would: network and mount administration, raw devices, tracing, rebooting. What stays
+ * (CAP_NET_BIND_SERVICE, CAP_SETUID/SETGID, CAP_CHOWN, ...) is what a daemon like nginx uses to
+ * bind its port and drop to its worker user. All of it is namespaced by the user namespace too.
+ */
+export const DROPPED_CAPABILITIES = [
+  'CAP_NET_ADMIN',
+  'CAP_SYS_ADMIN',
+  'CAP_SYS_BOOT',
+  'CAP_SYS_MODULE',
+  'CAP_SYS_PTRACE',
+  'CAP_SYS_RAWIO',
+  'CAP_SYS_RESOURCE',
+  'CAP_SYS_TTY_CONFIG',
+  'CAP_MKNOD',
+  'CAP_NET_RAW',
+  'CAP_LINUX_IMMUTABLE',
+  'CAP_AUDIT_CONTROL',
+] as const;
 
 /** The board's hardening, in one list so the unit file and verify can never drift apart. */
 export const HARDENING_FLAGS = [
   '--private-network',
-  '--drop-capability=CAP_NET_ADMIN',
+  `--drop-capability=${DROPPED_CAPABILITIES.join(',')}`,
   '--no-new-privileges=yes',
 ] as const;
 

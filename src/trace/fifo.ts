@@ -38,7 +38,9 @@ export class TraceFifo {
     let tail = '';
     for (;;) {
       const n = await new Promise<number>((resolve, reject) =>
-        read(this.fd, buf, 0, buf.length, null, (err, bytes) => (err ? reject(err) : resolve(bytes))),
+        read(this.fd, buf, 0, buf.length, null, (err, bytes) =>
+          err ? reject(err) : resolve(bytes),
+        ),
       );
       if (n <= 0) return;
       const chunk = Buffer.from(buf.subarray(0, n));

@@ -12,7 +12,9 @@ function escapeRe(c: string): string {
 
 export function globToRegExp(pattern: string): RegExp {
   if (!pattern.startsWith('/')) {
-    throw new ConfigError(`keep/drop pattern '${pattern}' must be an absolute path inside the image (start with "/")`);
+    throw new ConfigError(
+      `keep/drop pattern '${pattern}' must be an absolute path inside the image (start with "/")`,
+    );
   }
   let re = '';
   let braces = 0;

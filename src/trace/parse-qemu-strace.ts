@@ -128,7 +128,11 @@ interface Call {
 }
 
 /** Splits an argument list at top-level commas; `s` starts just after '('. Returns the args and the index after ')'. */
-function splitArgs(s: string, from: number, escapes: boolean): { args: string[]; end: number } | undefined {
+function splitArgs(
+  s: string,
+  from: number,
+  escapes: boolean,
+): { args: string[]; end: number } | undefined {
   const args: string[] = [];
   let depth = 0;
   let cur = '';
@@ -205,7 +209,16 @@ function unescapeC(s: string): string {
       bytes.push(parseInt(m, 8));
       i += m.length - 1;
     } else {
-      const simple: Record<string, number> = { n: 10, t: 9, r: 13, v: 11, f: 12, '\\': 92, '"': 34, "'": 39 };
+      const simple: Record<string, number> = {
+        n: 10,
+        t: 9,
+        r: 13,
+        v: 11,
+        f: 12,
+        '\\': 92,
+        '"': 34,
+        "'": 39,
+      };
       bytes.push(n !== undefined && n in simple ? simple[n]! : (n ?? '\\').charCodeAt(0));
     }
   }
@@ -214,7 +227,9 @@ function unescapeC(s: string): string {
 
 function parseRet(text: string, strace: boolean): Ret {
   // QEMU sometimes prints a torn ` =  = 15`; the last `= x` is the one that belongs to this call.
-  const m = /=\s*(-?\d+|0x[0-9a-fA-F]+|\?)(?:\s+errno=(\d+)|\s+([A-Z][A-Z0-9_]+))?[^=]*$/.exec(text);
+  const m = /=\s*(-?\d+|0x[0-9a-fA-F]+|\?)(?:\s+errno=(\d+)|\s+([A-Z][A-Z0-9_]+))?[^=]*$/.exec(
+    text,
+  );
   if (!m) return { kind: 'unknown' };
   if (m[1] === '?') return { kind: 'unknown' };
   const value = m[1]!.startsWith('0x') ? parseInt(m[1]!, 16) : Number(m[1]);
@@ -301,7 +316,12 @@ export function straceCalls(text: string): { calls: Call[]; skipped: number } {
       continue;
     }
     if (resumed && /^(clone|clone3|fork|vfork)$/.test(cm[1]!)) continue; // recorded when it started
-    calls.push({ pid, name: cm[1]!, args: parsed.args, ret: parseRet(body.slice(parsed.end), true) });
+    calls.push({
+      pid,
+      name: cm[1]!,
+      args: parsed.args,
+      ret: parseRet(body.slice(parsed.end), true),
+    });
   }
   return { calls, skipped };
 }
@@ -314,7 +334,9 @@ interface Proc {
 
 /** Joins and cleans a path lexically, keeping `..` (only the root knows where it leads). */
 export function joinGuest(base: string, p: string): string {
-  const parts = (p.startsWith('/') ? p : `${base}/${p}`).split('/').filter((c) => c !== '' && c !== '.');
+  const parts = (p.startsWith('/') ? p : `${base}/${p}`)
+    .split('/')
+    .filter((c) => c !== '' && c !== '.');
   return `/${parts.join('/')}`;
 }
 
@@ -404,7 +426,12 @@ function fdNumber(arg: string | undefined): number | 'cwd' | undefined {
 }
 
 /** Replays calls against a model of processes (cwd, fd table, executable) and emits file events. */
-function replay(calls: readonly Call[], opts: ParseOptions, escapes: boolean, initialSkipped: number): ParseResult {
+function replay(
+  calls: readonly Call[],
+  opts: ParseOptions,
+  escapes: boolean,
+  initialSkipped: number,
+): ParseResult {
   const procs = new Map<number, Proc>();
   const events: TraceEvent[] = [];
   const pids: number[] = [];
@@ -423,7 +450,10 @@ function replay(calls: readonly Call[], opts: ParseOptions, escapes: boolean, in
         ? { cwd: parent.cwd, fds: new Map(parent.fds), exe: parent.exe }
         : { cwd: rootCwd, fds: new Map(), exe: opts.entrypoint };
       procs.set(pid, p);
-      if (started && (opts.payloadExec === undefined || (lastForker !== undefined && payload.has(lastForker)))) {
+      if (
+        started &&
+        (opts.payloadExec === undefined || (lastForker !== undefined && payload.has(lastForker)))
+      ) {
         payload.add(pid);
         pids.push(pid);
       }
@@ -472,7 +502,15 @@ function replay(calls: readonly Call[], opts: ParseOptions, escapes: boolean, in
         const fd = fdNumber(c.args[0]);
         const dir = typeof fd === 'number' ? p.fds.get(fd) : undefined;
         if (dir !== undefined && payload.has(c.pid)) {
-          events.push({ pid: c.pid, op: 'getdents', path: dir, result: ok ? 'ok' : c.ret.kind, syscall: c.name, write: false, ...errnoOf(c.ret) });
+          events.push({
+            pid: c.pid,
+            op: 'getdents',
+            path: dir,
+            result: ok ? 'ok' : c.ret.kind,
+            syscall: c.name,
+            write: false,
+            ...errnoOf(c.ret),
+          });
         }
         continue;
       }
@@ -526,7 +564,15 @@ function replay(calls: readonly Call[], opts: ParseOptions, escapes: boolean, in
           }
         }
         if (payload.has(c.pid)) {
-          events.push({ pid: c.pid, op, path: guestPath, result: failed ? 'error' : 'ok', syscall: c.name, write: false, ...errnoOf(c.ret) });
+          events.push({
+            pid: c.pid,
+            op,
+            path: guestPath,
+            result: failed ? 'error' : 'ok',
+            syscall: c.name,
+            write: false,
+            ...errnoOf(c.ret),
+          });
         }
         continue;
       }

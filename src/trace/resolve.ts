@@ -49,7 +49,11 @@ export function kindOf(host: string): EntryKind | undefined {
  * the service merely failed to find: a missing or non-directory component, or a symlink loop,
  * gives exists: false.
  */
-export function resolveTraced(root: string, guestPath: string, opts: { noFollow?: boolean } = {}): TracedPath {
+export function resolveTraced(
+  root: string,
+  guestPath: string,
+  opts: { noFollow?: boolean } = {},
+): TracedPath {
   const symlinks: { path: string; target: string }[] = [];
   try {
     const r = resolveInRoot(root, guestPath, {
@@ -57,9 +61,22 @@ export function resolveTraced(root: string, guestPath: string, opts: { noFollow?
       onSymlink: (p, target) => symlinks.push({ path: p, target }),
     });
     const kind = r.exists ? kindOf(r.host) : undefined;
-    return { inRoot: r.inRoot, host: r.host, exists: r.exists, ...(kind ? { kind } : {}), symlinks, virtual: isVirtual(r.inRoot) };
+    return {
+      inRoot: r.inRoot,
+      host: r.host,
+      exists: r.exists,
+      ...(kind ? { kind } : {}),
+      symlinks,
+      virtual: isVirtual(r.inRoot),
+    };
   } catch (e) {
     if (!(e instanceof ResolveError)) throw e;
-    return { inRoot: e.inRootPath, host: '', exists: false, symlinks, virtual: isVirtual(e.inRootPath) };
+    return {
+      inRoot: e.inRootPath,
+      host: '',
+      exists: false,
+      symlinks,
+      virtual: isVirtual(e.inRootPath),
+    };
   }
 }

@@ -82,12 +82,13 @@ export function alive(p: Pick<ProcInfo, 'pid' | 'startTime'>): boolean {
 }
 
 /**
- * Container payloads under `ancestor`: children of a systemd-nspawn process that have already
+ * Container payloads under `ancestor` (which may itself be systemd-nspawn): children of a systemd-nspawn process that have already
  * exec'd the payload. Until then nspawn's inner child still runs nspawn's own binary and its
  * /proc does not yet show the final mounts, capabilities and user namespace.
  */
 export function findPayloads(ancestor: number, table: Map<number, ProcInfo> = processTable()): ProcInfo[] {
-  const tree = descendants(ancestor, table);
+  const self = table.get(ancestor);
+  const tree = [...(self ? [self] : []), ...descendants(ancestor, table)];
   const nspawns = tree.filter((p) => p.comm === 'systemd-nspawn');
   const out: ProcInfo[] = [];
   for (const n of nspawns) {

@@ -30,7 +30,12 @@ async function measure(ctx: BenchContext, example: 'gophermoon' | 'nginx'): Prom
     await store.add(src.path);
     luaPath = (
       await buildLua(
-        { version: '5.4.4', sha256: LUA_SOURCES['5.4.4'].sha256, arch: 'aarch64', strategy: 'cross' },
+        {
+          version: '5.4.4',
+          sha256: LUA_SOURCES['5.4.4'].sha256,
+          arch: 'aarch64',
+          strategy: 'cross',
+        },
         { store, logger, cacheDir: path.join(testCacheDir(), 'lhc-cache') },
       )
     ).path;
@@ -46,7 +51,9 @@ async function measure(ctx: BenchContext, example: 'gophermoon' | 'nginx'): Prom
   });
   ctx.log(`${example}: traced run`);
   const trace = await traceService(cfg, root, { workDir: path.join(work, 'trace'), logger });
-  const pruned = await timed(() => pruneRoot(root, trace, cfg, { outDir: path.join(work, 'out'), logger }));
+  const pruned = await timed(() =>
+    pruneRoot(root, trace, cfg, { outDir: path.join(work, 'out'), logger }),
+  );
   const { report } = pruned.result;
   ctx.log(`${example}: self-check`);
   const check = await selfCheck(cfg, pruned.result.prunedRoot, trace.responses, {
@@ -57,9 +64,17 @@ async function measure(ctx: BenchContext, example: 'gophermoon' | 'nginx'): Prom
   return [
     { metric: `${example} base bytes`, value: report.base.bytes, unit: 'bytes' },
     { metric: `${example} pruned bytes`, value: report.kept.bytes, unit: 'bytes' },
-    { metric: `${example} pruned/base ratio`, value: Number((report.kept.bytes / report.base.bytes).toFixed(4)), unit: 'ratio' },
+    {
+      metric: `${example} pruned/base ratio`,
+      value: Number((report.kept.bytes / report.base.bytes).toFixed(4)),
+      unit: 'ratio',
+    },
     { metric: `${example} kept entries`, value: report.kept.entries, unit: 'count' },
-    { metric: `${example} trace seconds (${cfg.probes.length} probes)`, value: trace.seconds, unit: 's' },
+    {
+      metric: `${example} trace seconds (${cfg.probes.length} probes)`,
+      value: trace.seconds,
+      unit: 's',
+    },
     { metric: `${example} prune seconds`, value: pruned.seconds, unit: 's' },
     { metric: `${example} self-check seconds`, value: check.seconds, unit: 's' },
   ];

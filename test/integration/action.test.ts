@@ -270,6 +270,12 @@ describe('the bundled action on the gophermoon example', () => {
       expect(existsSync(f), `${k} exists`).toBe(true);
       expect(await readableByUser(f), `${k} is readable by the runner user`).toBe(true);
     }
+    // The artifact upload and a release step read everything in out-dir as the runner user.
+    const unreadable = await runAs(user!, ['find', step.outDir, '!', '-readable'], {
+      env: { PATH: '/usr/bin:/bin' },
+      cwd: '/',
+    });
+    expect(unreadable.stdout.trim(), 'files in out-dir the runner user cannot read').toBe('');
     const image = o.get('image')!;
     expect(o.get('image-sha256')).toBe(await sha256(image));
 

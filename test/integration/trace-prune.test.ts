@@ -29,7 +29,10 @@ let tmp: string;
 let bbRoot: string;
 
 async function requireTool(tool: string): Promise<void> {
-  if (!(await hasTool(tool))) throw new Error(`${tool} is missing: apt-get install ${packageFor(tool) ?? tool} (or run: lhc setup)`);
+  if (!(await hasTool(tool)))
+    throw new Error(
+      `${tool} is missing: apt-get install ${packageFor(tool) ?? tool} (or run: lhc setup)`,
+    );
 }
 
 /** A config file in its own dir (fixture paths are not read by the trace). */
@@ -70,10 +73,14 @@ function provenByTrace(root: string, trace: TraceResult): Set<string> {
 }
 
 beforeAll(async () => {
-  if (process.getuid?.() !== 0) throw new Error('trace-prune integration tests need root (systemd-nspawn, mount)');
-  for (const tool of ['systemd-nspawn', 'qemu-aarch64-static', 'nsenter', 'curl', 'mkfifo']) await requireTool(tool);
+  if (process.getuid?.() !== 0)
+    throw new Error('trace-prune integration tests need root (systemd-nspawn, mount)');
+  for (const tool of ['systemd-nspawn', 'qemu-aarch64-static', 'nsenter', 'curl', 'mkfifo'])
+    await requireTool(tool);
   if (!existsSync('/proc/sys/fs/binfmt_misc/qemu-aarch64')) {
-    throw new Error('binfmt_misc has no qemu-aarch64 entry: install qemu-user-static and run `lhc setup`');
+    throw new Error(
+      'binfmt_misc has no qemu-aarch64 entry: install qemu-user-static and run `lhc setup`',
+    );
   }
   tmp = await mkdtemp(path.join(os.tmpdir(), 'lhc-trace-prune-'));
   bbRoot = await busyboxRoot(path.join(tmp, 'busybox-root'));
@@ -96,7 +103,10 @@ describe('busybox root, inetd service', () => {
       'bb-cat',
       'service: { command: [/bin/busybox, cat, /srv/hello], inetd: true }\nprobes:\n  - { name: hello, type: gopher, selector: "", fixture: x }\n  - { name: again, type: gopher, selector: "/again", fixture: x }\n',
     );
-    trace = await traceService(cfg, bbRoot, { workDir: path.join(tmp, 'w-cat'), logger: memoryLogger() });
+    trace = await traceService(cfg, bbRoot, {
+      workDir: path.join(tmp, 'w-cat'),
+      logger: memoryLogger(),
+    });
   }, 300_000);
 
   it('answers every probe with what the service printed, and records the file it opened', async () => {
@@ -104,7 +114,9 @@ describe('busybox root, inetd service', () => {
     expect(trace.responses.hello).toEqual(hello);
     expect(trace.responses.again).toEqual(hello);
     expect(trace.emulated).toBe(true);
-    expect(trace.events.filter((e) => e.op === 'open' && e.path === '/srv/hello' && e.result === 'ok')).toHaveLength(2);
+    expect(
+      trace.events.filter((e) => e.op === 'open' && e.path === '/srv/hello' && e.result === 'ok'),
+    ).toHaveLength(2);
     // The traced copy is gone; the trace mount point never touched the real root.
     expect(existsSync(path.join(tmp, 'w-cat/trace-root'))).toBe(false);
     expect(existsSync(path.join(bbRoot, 'lhc-trace'))).toBe(false);
@@ -112,35 +124,70 @@ describe('busybox root, inetd service', () => {
 
   it('prunes to exactly what the trace proves plus the closure; no shell; self-check passes', async () => {
     const out = path.join(tmp, 'p-cat');
-    const { prunedRoot, report, dataDir } = await pruneRoot(bbRoot, trace, cfg, { outDir: out, logger: memoryLogger() });
+    const { prunedRoot, report, dataDir } = await pruneRoot(bbRoot, trace, cfg, {
+      outDir: out,
+      logger: memoryLogger(),
+    });
     await writeTraceReport(report, path.join(out, 'trace-report.json'));
     const proven = provenByTrace(bbRoot, trace);
     const mounts = new Set(['/data', '/proc', '/sys', '/dev', '/run', '/tmp', '/usr']);
     for (const k of report.kept.list) {
       const parentOfProven = [...proven].some((p) => p.startsWith(`${k.path}/`));
-      expect(proven.has(k.path) || mounts.has(k.path) || parentOfProven, `${k.path} (${k.why.join(',')})`).toBe(true);
+      expect(
+        proven.has(k.path) || mounts.has(k.path) || parentOfProven,
+        `${k.path} (${k.why.join(',')})`,
+      ).toBe(true);
     }
-    for (const p of proven) if (!p.startsWith('/proc') && !p.startsWith('/dev')) expect(existsSync(path.join(prunedRoot, p)), p).toBe(true);
+    for (const p of proven)
+      if (!p.startsWith('/proc') && !p.startsWith('/dev'))
+        expect(existsSync(path.join(prunedRoot, p)), p).toBe(true);
     expect(existsSync(path.join(prunedRoot, 'bin/busybox'))).toBe(true);
     expect(existsSync(path.join(prunedRoot, 'srv/hello'))).toBe(true);
-    for (const gone of ['bin/sh', 'bin/cat', 'srv/unused', 'usr/share/doc', 'etc/passwd', 'lhc-trace']) {
+    for (const gone of [
+      'bin/sh',
+      'bin/cat',
+      'srv/unused',
+      'usr/share/doc',
+      'etc/passwd',
+      'lhc-trace',
+    ]) {
       expect(existsSync(path.join(prunedRoot, gone)), gone).toBe(false);
     }
     expect(report.dropped.entries).toBeGreaterThan(10);
-    const json = JSON.parse(await readFile(path.join(out, 'trace-report.json'), 'utf8')) as { summary: string };
+    const json = JSON.parse(await readFile(path.join(out, 'trace-report.json'), 'utf8')) as {
+      summary: string;
+    };
     expect(json.summary).toMatch(/kept \d+ of \d+ entries/);
 
-    const check = await selfCheck(cfg, prunedRoot, trace.responses, { workDir: path.join(tmp, 'sc-cat'), logger: memoryLogger(), dataDir });
+    const check = await selfCheck(cfg, prunedRoot, trace.responses, {
+      workDir: path.join(tmp, 'sc-cat'),
+      logger: memoryLogger(),
+      dataDir,
+    });
     expect(check.responses.hello).toEqual(trace.responses.hello);
     // The self-check ran on a read-only view: nspawn left nothing in the pruned root.
-    expect(readdirSync(prunedRoot).sort()).toEqual(['bin', 'data', 'dev', 'proc', 'run', 'srv', 'sys', 'tmp', 'usr']);
+    expect(readdirSync(prunedRoot).sort()).toEqual([
+      'bin',
+      'data',
+      'dev',
+      'proc',
+      'run',
+      'srv',
+      'sys',
+      'tmp',
+      'usr',
+    ]);
   });
 });
 
 describe('busybox root, symlinked entrypoint and content, writes to /data', () => {
   it('keeps the symlinks walked, sends written files to the data side, and still answers the same', async () => {
-    const root = await busyboxRoot(path.join(tmp, 'bb-links'), { files: { '/srv/site/page.txt': 'page\n' } });
-    await import('node:fs/promises').then((fs) => fs.symlink('/srv/site', path.join(root, 'srv/current')));
+    const root = await busyboxRoot(path.join(tmp, 'bb-links'), {
+      files: { '/srv/site/page.txt': 'page\n' },
+    });
+    await import('node:fs/promises').then((fs) =>
+      fs.symlink('/srv/site', path.join(root, 'srv/current')),
+    );
     const cfg = await config(
       'bb-links',
       [
@@ -150,10 +197,16 @@ describe('busybox root, symlinked entrypoint and content, writes to /data', () =
         'probes: [{ name: p, type: gopher, selector: "", fixture: x }]',
       ].join('\n') + '\n',
     );
-    const trace = await traceService(cfg, root, { workDir: path.join(tmp, 'w-links'), logger: memoryLogger() });
+    const trace = await traceService(cfg, root, {
+      workDir: path.join(tmp, 'w-links'),
+      logger: memoryLogger(),
+    });
     expect(trace.responses.p!.toString()).toBe('page\npage.txt\n');
     expect(trace.writtenUnderData).toEqual(['/data/log']);
-    const { prunedRoot, report, dataDir } = await pruneRoot(root, trace, cfg, { outDir: path.join(tmp, 'p-links'), logger: memoryLogger() });
+    const { prunedRoot, report, dataDir } = await pruneRoot(root, trace, cfg, {
+      outDir: path.join(tmp, 'p-links'),
+      logger: memoryLogger(),
+    });
     const why = (p: string) => report.kept.list.find((k) => k.path === p)?.why ?? [];
     expect(why('/bin/sh')).toEqual(expect.arrayContaining(['symlink-on-path']));
     expect(why('/bin/busybox')).toEqual(expect.arrayContaining(['entrypoint']));
@@ -161,7 +214,11 @@ describe('busybox root, symlinked entrypoint and content, writes to /data', () =
     expect(why('/srv/site/page.txt').length).toBeGreaterThan(0);
     expect(existsSync(path.join(prunedRoot, 'data/log'))).toBe(false);
     expect(existsSync(path.join(prunedRoot, 'srv/unused'))).toBe(false);
-    await selfCheck(cfg, prunedRoot, trace.responses, { workDir: path.join(tmp, 'sc-links'), logger: memoryLogger(), dataDir });
+    await selfCheck(cfg, prunedRoot, trace.responses, {
+      workDir: path.join(tmp, 'sc-links'),
+      logger: memoryLogger(),
+      dataDir,
+    });
   }, 300_000);
 });
 
@@ -176,25 +233,43 @@ describe('busybox httpd, a listening service probed through its network namespac
         '  - { name: missing, type: http, path: /nope.html, status: 404 }',
       ].join('\n') + '\n',
     );
-    const trace = await traceService(cfg, bbRoot, { workDir: path.join(tmp, 'w-httpd'), logger: memoryLogger() });
+    const trace = await traceService(cfg, bbRoot, {
+      workDir: path.join(tmp, 'w-httpd'),
+      logger: memoryLogger(),
+    });
     const index = trace.responses.index as { status: number; body: Buffer };
     expect(index.status).toBe(200);
     expect(index.body).toEqual(await readFile(path.join(bbRoot, 'www/index.html')));
     expect((trace.responses.missing as { status: number }).status).toBe(404);
     expect(trace.failedLookups).toContain('/www/nope.html');
-    const { prunedRoot, dataDir, report } = await pruneRoot(bbRoot, trace, cfg, { outDir: path.join(tmp, 'p-httpd'), logger: memoryLogger() });
+    const { prunedRoot, dataDir, report } = await pruneRoot(bbRoot, trace, cfg, {
+      outDir: path.join(tmp, 'p-httpd'),
+      logger: memoryLogger(),
+    });
     expect(existsSync(path.join(prunedRoot, 'bin/sh'))).toBe(false);
     expect(existsSync(path.join(prunedRoot, 'www/unused.html'))).toBe(false);
     // The entrypoint is an absolute symlink to busybox: both are kept, each with its reason.
-    expect(report.kept.list.find((k) => k.path === '/usr/sbin/httpd')?.why).toContain('symlink-on-path');
+    expect(report.kept.list.find((k) => k.path === '/usr/sbin/httpd')?.why).toContain(
+      'symlink-on-path',
+    );
     expect(report.kept.list.find((k) => k.path === '/bin/busybox')?.why).toContain('entrypoint');
-    await selfCheck(cfg, prunedRoot, trace.responses, { workDir: path.join(tmp, 'sc-httpd'), logger: memoryLogger(), dataDir });
+    await selfCheck(cfg, prunedRoot, trace.responses, {
+      workDir: path.join(tmp, 'sc-httpd'),
+      logger: memoryLogger(),
+      dataDir,
+    });
 
     // The self-check can fail: without the page the pruned root answers 404, and says so.
     await rm(path.join(prunedRoot, 'www/index.html'));
-    const err = await selfCheck(cfg, prunedRoot, trace.responses, { workDir: path.join(tmp, 'sc-httpd2'), logger: memoryLogger(), dataDir }).catch((e: unknown) => e);
+    const err = await selfCheck(cfg, prunedRoot, trace.responses, {
+      workDir: path.join(tmp, 'sc-httpd2'),
+      logger: memoryLogger(),
+      dataDir,
+    }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(UserError);
-    expect((err as Error).message).toMatch(/probe 'index': HTTP status 200 before pruning, 404 after/);
+    expect((err as Error).message).toMatch(
+      /probe 'index': HTTP status 200 before pruning, 404 after/,
+    );
   }, 300_000);
 });
 
@@ -204,7 +279,10 @@ describe('services that fail while traced', () => {
       'bb-crash',
       'service: { command: [/bin/busybox, sh, -c, "echo cannot open /srv/config >&2; exit 3"], inetd: true }\nprobes: [{ name: p, type: gopher, fixture: x }]\n',
     );
-    const err = await traceService(cfg, bbRoot, { workDir: path.join(tmp, 'w-crash'), logger: memoryLogger() }).catch((e: unknown) => e);
+    const err = await traceService(cfg, bbRoot, {
+      workDir: path.join(tmp, 'w-crash'),
+      logger: memoryLogger(),
+    }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(UserError);
     expect((err as Error).message).toMatch(/exited with code 3 while answering probe 'p'/);
     expect((err as Error).message).toContain('cannot open /srv/config');
@@ -217,7 +295,10 @@ describe('services that fail while traced', () => {
       'service: { command: [/bin/busybox, sh, -c, "echo no port for you >&2; exit 7"], listen: 8081, timeout: 60 }\nprobes: [{ name: p, type: http, path: / }]\n',
     );
     const started = Date.now();
-    const err = await traceService(cfg, bbRoot, { workDir: path.join(tmp, 'w-nolisten'), logger: memoryLogger() }).catch((e: unknown) => e);
+    const err = await traceService(cfg, bbRoot, {
+      workDir: path.join(tmp, 'w-nolisten'),
+      logger: memoryLogger(),
+    }).catch((e: unknown) => e);
     expect((err as Error).message).toMatch(/exited with code 7 before listening on port 8081/);
     expect((err as Error).message).toContain('no port for you');
     expect(Date.now() - started).toBeLessThan(30_000);
@@ -229,9 +310,14 @@ describe('services that fail while traced', () => {
       'service: { command: [/bin/busybox, sleep, "600"], inetd: true, timeout: 3 }\nprobes: [{ name: p, type: gopher, fixture: x }]\n',
     );
     const started = Date.now();
-    const err = await traceService(cfg, bbRoot, { workDir: path.join(tmp, 'w-hang'), logger: memoryLogger() }).catch((e: unknown) => e);
+    const err = await traceService(cfg, bbRoot, {
+      workDir: path.join(tmp, 'w-hang'),
+      logger: memoryLogger(),
+    }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(UserError);
-    expect((err as Error).message).toMatch(/did not finish probe 'p' within service.timeout \(3 s\)/);
+    expect((err as Error).message).toMatch(
+      /did not finish probe 'p' within service.timeout \(3 s\)/,
+    );
     expect(Date.now() - started).toBeLessThan(30_000);
   }, 120_000);
 });
@@ -248,20 +334,48 @@ describe('gophermoon on scratch with the static aarch64 Lua', () => {
     );
     const work = path.join(tmp, 'gm');
     await mkdir(work, { recursive: true });
-    const { root } = await assembleRoot(cfg, { workDir: work, store, logger: memoryLogger(), luaPath: lua.path });
-    const trace = await traceService(cfg, root, { workDir: path.join(tmp, 'w-gm'), logger: memoryLogger() });
-    for (const p of cfg.probes) if (p.type === 'gopher') expect(trace.responses[p.name], p.name).toEqual(await readFile(p.fixture));
-    const { prunedRoot, report, dataDir } = await pruneRoot(root, trace, cfg, { outDir: path.join(tmp, 'p-gm'), logger: memoryLogger() });
+    const { root } = await assembleRoot(cfg, {
+      workDir: work,
+      store,
+      logger: memoryLogger(),
+      luaPath: lua.path,
+    });
+    const trace = await traceService(cfg, root, {
+      workDir: path.join(tmp, 'w-gm'),
+      logger: memoryLogger(),
+    });
+    for (const p of cfg.probes)
+      if (p.type === 'gopher')
+        expect(trace.responses[p.name], p.name).toEqual(await readFile(p.fixture));
+    const { prunedRoot, report, dataDir } = await pruneRoot(root, trace, cfg, {
+      outDir: path.join(tmp, 'p-gm'),
+      logger: memoryLogger(),
+    });
     const files = report.kept.list.filter((k) => k.kind !== 'dir').map((k) => k.path);
-    const content = report.kept.list.filter((k) => k.path.startsWith('/gopher/') && k.kind === 'file').length;
-    const inRoot = readdirSync(path.join(root, 'gopher'), { recursive: true, withFileTypes: true }).filter((d) => d.isFile()).length;
+    const content = report.kept.list.filter(
+      (k) => k.path.startsWith('/gopher/') && k.kind === 'file',
+    ).length;
+    const inRoot = readdirSync(path.join(root, 'gopher'), {
+      recursive: true,
+      withFileTypes: true,
+    }).filter((d) => d.isFile()).length;
     expect(content).toBe(inRoot);
-    expect(files.filter((f) => !f.startsWith('/gopher/')).sort()).toEqual(['/bin/gophermoon', '/bin/lua']);
+    expect(files.filter((f) => !f.startsWith('/gopher/')).sort()).toEqual([
+      '/bin/gophermoon',
+      '/bin/lua',
+    ]);
     for (const k of report.kept.list.filter((k) => k.kind === 'dir')) {
-      expect(k.why.some((w) => ['mount-point', 'parent-dir', 'keep-glob', 'traced-open'].includes(w)), k.path).toBe(true);
+      expect(
+        k.why.some((w) => ['mount-point', 'parent-dir', 'keep-glob', 'traced-open'].includes(w)),
+        k.path,
+      ).toBe(true);
     }
     expect(existsSync(path.join(prunedRoot, 'bin/sh'))).toBe(false);
-    await selfCheck(cfg, prunedRoot, trace.responses, { workDir: path.join(tmp, 'sc-gm'), logger: memoryLogger(), dataDir });
+    await selfCheck(cfg, prunedRoot, trace.responses, {
+      workDir: path.join(tmp, 'sc-gm'),
+      logger: memoryLogger(),
+      dataDir,
+    });
   }, 900_000);
 });
 
@@ -272,19 +386,36 @@ describe('nginx on a Debian arm64 base', () => {
     const work = path.join(tmp, 'nginx');
     await mkdir(work, { recursive: true });
     const store = new Store(path.join(tmp, 'store'));
-    const { root } = await assembleRoot(cfg, { workDir: work, store, logger: memoryLogger(), basesDir: path.join(testCacheDir(), 'bases') });
-    const trace = await traceService(cfg, root, { workDir: path.join(tmp, 'w-nginx'), logger: memoryLogger() });
+    const { root } = await assembleRoot(cfg, {
+      workDir: work,
+      store,
+      logger: memoryLogger(),
+      basesDir: path.join(testCacheDir(), 'bases'),
+    });
+    const trace = await traceService(cfg, root, {
+      workDir: path.join(tmp, 'w-nginx'),
+      logger: memoryLogger(),
+    });
     const index = trace.responses.index as { status: number; body: Buffer };
     expect(index.status).toBe(200);
     const fixture = cfg.probes.find((p) => p.name === 'index')?.fixture;
     if (fixture) expect(index.body).toEqual(await readFile(fixture));
-    const { prunedRoot, report, dataDir } = await pruneRoot(root, trace, cfg, { outDir: path.join(tmp, 'p-nginx'), logger: memoryLogger() });
+    const { prunedRoot, report, dataDir } = await pruneRoot(root, trace, cfg, {
+      outDir: path.join(tmp, 'p-nginx'),
+      logger: memoryLogger(),
+    });
     await writeTraceReport(report, path.join(tmp, 'p-nginx/trace-report.json'));
     expect(report.kept.bytes / report.base.bytes).toBeLessThanOrEqual(0.05);
     expect(resolveTraced(prunedRoot, '/bin/sh').exists).toBe(false);
     expect(report.kept.list.find((k) => k.path === '/usr/sbin/nginx')?.why).toContain('entrypoint');
-    expect(report.kept.list.some((k) => k.why.includes('dt-needed') || k.why.includes('elf-interp'))).toBe(true);
-    const check = await selfCheck(cfg, prunedRoot, trace.responses, { workDir: path.join(tmp, 'sc-nginx'), logger: memoryLogger(), dataDir });
+    expect(
+      report.kept.list.some((k) => k.why.includes('dt-needed') || k.why.includes('elf-interp')),
+    ).toBe(true);
+    const check = await selfCheck(cfg, prunedRoot, trace.responses, {
+      workDir: path.join(tmp, 'sc-nginx'),
+      logger: memoryLogger(),
+      dataDir,
+    });
     expect(check.responses.index).toEqual(trace.responses.index);
   }, 1_800_000);
 });

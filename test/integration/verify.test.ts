@@ -11,15 +11,18 @@ import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { LhcConfig } from '../../src/config/load.js';
+import { loadConfig, type LhcConfig } from '../../src/config/load.js';
 import type { GopherProbe } from '../../src/config/schema.js';
 import { memoryLogger } from '../../src/core/logger.js';
 import { start } from '../../src/tools/exec.js';
 import { nspawnArgv } from '../../src/tools/nspawn.js';
+import { packImage } from '../../src/stages/pack.js';
+import { makeScratchRoot } from '../../src/stages/root.js';
 import { verifyImage, type VerifyOutcome } from '../../src/stages/verify.js';
 import { inspectProcess } from '../../src/verify/hardening.js';
 import { findPayloads } from '../../src/verify/proc.js';
 import { formatVerifyReport } from '../../src/verify/report.js';
+import { debianDeb, extractDeb } from '../support/debian-inputs.js';
 import { REPO } from '../support/gopher.js';
 import { packedGophermoon, requireTools, snapshot, type HostSnapshot, type PackedImage } from '../support/verify-image.js';
 
@@ -244,4 +247,45 @@ describe('a hardening check can fail', () => {
     }
   });
 
+});
+
+describe('a listening service', () => {
+  it('is reached inside its network namespace: busybox httpd, http probes, curl, hardening', async () => {
+    const dir = path.join(tmp, 'httpd');
+    const root = path.join(dir, 'root');
+    const bb = await extractDeb(await debianDeb('busybox-static:arm64'), path.join(dir, 'deb'));
+    await makeScratchRoot(root);
+    await mkdir(path.join(root, 'data'));
+    await mkdir(path.join(root, 'www'));
+    cpSync(path.join(bb, 'bin/busybox'), path.join(root, 'bin/busybox'));
+    writeFileSync(path.join(root, 'www/index.html'), '<p>moon\tbase</p>\r\n');
+    const fixture = path.join(dir, 'index.html');
+    writeFileSync(fixture, '<p>moon\tbase</p>\r\n');
+    const configFile = path.join(dir, 'lhc.yml');
+    writeFileSync(
+      configFile,
+      [
+        'name: httpd',
+        'service:',
+        '  command: [/bin/busybox, httpd, -f, -p, "8080", -h, /www]',
+        '  listen: 8080',
+        '  timeout: 60',
+        'probes:',
+        '  - { name: index, type: http, path: /index.html, status: 200, fixture: index.html }',
+        '  - { name: missing, type: http, path: /nope, status: 404 }',
+      ].join('\n'),
+    );
+    const config = await loadConfig(configFile);
+    const out = await packImage({ root, name: 'httpd', epoch: 0, outDir: path.join(dir, 'out'), logger: memoryLogger() });
+    const report = await verifyImage({ config, image: out.image, dataTemplate: out.dataTemplate, requests: 20, concurrency: 4, logger: memoryLogger() });
+    const text = formatVerifyReport(report).join('\n');
+    expect(report.probes.filter((p) => !p.ok), text).toEqual([]);
+    expect(report.curl, text).toMatchObject({ name: 'index (curl)', ok: true });
+    expect(report.endpoint).toMatch(/^unix:.*service\.sock$/);
+    expect(report.load, text).toMatchObject({ requests: 20, failures: 0 });
+    // busybox is a shell too, but here it is the service itself.
+    expect(report.hardening.find((h) => h.name === 'no shell or interpreter but the service')!.ok).toBe(true);
+    expect(report.hardening.filter((h) => !h.ok && !h.name.startsWith('CAP_')), text).toEqual([]);
+    await expectNothingLeft();
+  });
 });

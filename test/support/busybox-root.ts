@@ -21,7 +21,18 @@ export async function busyboxRoot(dir: string, opts: BusyboxRootOptions = {}): P
     await extractDeb(deb, tmp);
     await rm(dir, { recursive: true, force: true });
     await mkdir(dir, { recursive: true });
-    for (const d of ['bin', 'sbin', 'etc', 'usr/bin', 'usr/sbin', 'srv', 'www', 'var/log', 'root', 'data']) {
+    for (const d of [
+      'bin',
+      'sbin',
+      'etc',
+      'usr/bin',
+      'usr/sbin',
+      'srv',
+      'www',
+      'var/log',
+      'root',
+      'data',
+    ]) {
       await mkdir(path.join(dir, d), { recursive: true });
     }
     await cp(path.join(tmp, 'bin/busybox'), path.join(dir, 'bin/busybox'));
@@ -30,8 +41,10 @@ export async function busyboxRoot(dir: string, opts: BusyboxRootOptions = {}): P
     await cp(path.join(tmp, 'usr/share'), path.join(dir, 'usr/share'), { recursive: true });
     await mkdir(path.join(dir, 'tmp'), { mode: 0o1777 });
     await chmod(path.join(dir, 'tmp'), 0o1777);
-    for (const applet of ['sh', 'ls', 'echo', 'sleep']) await symlink('busybox', path.join(dir, 'bin', applet));
-    for (const applet of ['cat', 'mkdir']) await symlink('/bin/busybox', path.join(dir, 'bin', applet));
+    for (const applet of ['sh', 'ls', 'echo', 'sleep'])
+      await symlink('busybox', path.join(dir, 'bin', applet));
+    for (const applet of ['cat', 'mkdir'])
+      await symlink('/bin/busybox', path.join(dir, 'bin', applet));
     await symlink('/bin/busybox', path.join(dir, 'usr/bin/env'));
     await symlink('/bin/busybox', path.join(dir, 'usr/sbin/httpd'));
     const files: Record<string, string | Buffer> = {

@@ -5,7 +5,12 @@ import {
   parseBinfmtEntry,
   runChecks,
 } from '../../src/host/doctor.js';
-import { MUSL_SPECS, QEMU_BINFMT_CONF, toolRequirements } from '../../src/host/requirements.js';
+import {
+  MUSL_SPECS,
+  MUSL_SPECS_X86_64,
+  QEMU_BINFMT_CONF,
+  toolRequirements,
+} from '../../src/host/requirements.js';
 import { QEMU_CONF, QEMU_ENTRY_POF, fakeProbe, type FakeHost } from '../support/fake-host.js';
 
 const ALL_TOOLS_X86 = toolRequirements('x86_64').map((t) => t.tool);
@@ -21,6 +26,7 @@ function readyHost(over: Partial<FakeHost> = {}): FakeHost {
       '/proc/sys/fs/binfmt_misc/qemu-aarch64': QEMU_ENTRY_POF,
       [QEMU_BINFMT_CONF]: QEMU_CONF,
       [MUSL_SPECS]: '%rename cpp_options old_cpp_options\n',
+      [MUSL_SPECS_X86_64]: '%rename cpp_options old_cpp_options\n',
     },
     ...over,
   };
@@ -120,8 +126,10 @@ describe('doctor', () => {
       ok: true,
       detail: 'native aarch64 host: QEMU not needed',
     });
-    expect(tools).toContain('gcc');
-    expect(tools).not.toContain('aarch64-linux-gnu-gcc');
+    const gcc = toolRequirements('aarch64').find((t) => t.tool === 'aarch64-linux-gnu-gcc');
+    expect(gcc?.pkg).toBe('gcc');
+    expect(tools).not.toContain('x86_64-linux-gnu-gcc');
+    expect(checks.find((c) => c.name === 'musl x86_64 (musl-gcc.specs)')).toBeUndefined();
     expect(doctorExitCode(checks)).toBe(0);
   });
 
@@ -143,6 +151,16 @@ describe('doctor', () => {
       fix: `apt-get install ${pkg} (or run: lhc setup)`,
     });
     expect(exit).toBe(1);
+  });
+
+  it('missing x86_64 musl is only a warning (only arch: x86_64 configs need it)', async () => {
+    const checks = await runChecks(fakeProbe(withoutFile(readyHost(), MUSL_SPECS_X86_64)));
+    expect(checks.find((c) => c.name === 'musl x86_64 (musl-gcc.specs)')).toMatchObject({
+      ok: false,
+      optional: true,
+      fix: 'apt-get install musl-dev (or run: lhc setup)',
+    });
+    expect(doctorExitCode(checks)).toBe(0);
   });
 
   it('missing runc is only a warning', async () => {

@@ -2,7 +2,20 @@
  * The prune closure on a synthetic merged-/usr root holding real aarch64 ELF files from Debian's
  * libc6:arm64 and coreutils:arm64, with a hand-written trace (no container needed).
  */
-import { chmod, chown, cp, lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, symlink, writeFile } from 'node:fs/promises';
+import {
+  chmod,
+  chown,
+  cp,
+  lstat,
+  mkdir,
+  mkdtemp,
+  readdir,
+  readFile,
+  readlink,
+  rm,
+  symlink,
+  writeFile,
+} from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -10,7 +23,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig, resolveConfig, type LhcConfig } from '../../src/config/load.js';
 import { memoryLogger } from '../../src/core/logger.js';
 import { readElf } from '../../src/elf/elf.js';
-import { pruneRoot, summarizeReport, writeTraceReport, type PruneResult } from '../../src/stages/prune.js';
+import {
+  pruneRoot,
+  summarizeReport,
+  writeTraceReport,
+  type PruneResult,
+} from '../../src/stages/prune.js';
 import type { TraceResult } from '../../src/stages/trace.js';
 import type { TraceEvent } from '../../src/trace/parse-qemu-strace.js';
 import { globToRegExp } from '../../src/trace/glob.js';
@@ -30,14 +48,23 @@ beforeAll(async () => {
   work = await mkdtemp(path.join(os.tmpdir(), 'lhc-prune-'));
   root = path.join(work, 'root');
   const libc = await extractDeb(await debianDeb('libc6:arm64'), path.join(work, 'libc6'));
-  const coreutils = await extractDeb(await debianDeb('coreutils:arm64'), path.join(work, 'coreutils'));
+  const coreutils = await extractDeb(
+    await debianDeb('coreutils:arm64'),
+    path.join(work, 'coreutils'),
+  );
   // Merged /usr, as Debian bookworm installs it: /bin and /lib are symlinks into /usr.
   await mkdir(path.join(root, 'usr/bin'), { recursive: true });
   await mkdir(path.join(root, 'usr/lib'), { recursive: true });
   await symlink('usr/bin', path.join(root, 'bin'));
   await symlink('usr/lib', path.join(root, 'lib'));
-  await cp(path.join(libc, 'lib'), path.join(root, 'usr/lib'), { recursive: true, verbatimSymlinks: true });
-  await cp(path.join(libc, 'usr/lib'), path.join(root, 'usr/lib'), { recursive: true, verbatimSymlinks: true });
+  await cp(path.join(libc, 'lib'), path.join(root, 'usr/lib'), {
+    recursive: true,
+    verbatimSymlinks: true,
+  });
+  await cp(path.join(libc, 'usr/lib'), path.join(root, 'usr/lib'), {
+    recursive: true,
+    verbatimSymlinks: true,
+  });
   await cp(path.join(coreutils, 'bin'), path.join(root, 'usr/bin'), { recursive: true });
   await cp(path.join(coreutils, 'usr/share'), path.join(root, 'usr/share'), { recursive: true });
   // ls needs libselinux.so.1, which libc6 lacks: provide one (a real ELF, libm's bytes) only
@@ -97,7 +124,10 @@ beforeAll(async () => {
     seconds: 1.5,
     traceFiles: [],
   };
-  result = await pruneRoot(root, trace, config, { outDir: path.join(work, 'out'), logger: memoryLogger() });
+  result = await pruneRoot(root, trace, config, {
+    outDir: path.join(work, 'out'),
+    logger: memoryLogger(),
+  });
 }, 600_000);
 
 afterAll(async () => {
@@ -112,16 +142,20 @@ describe('prune closure', () => {
     expect(why('/bin')).toContain('symlink-on-path');
     expect(await readlink(out('/bin'))).toBe('usr/bin');
     expect(why('/usr/bin/ls')).toContain('entrypoint');
-    expect((await lstat(out('/usr/bin/ls'))).mode & 0o777).toBe((await lstat(path.join(root, 'usr/bin/ls'))).mode & 0o777);
+    expect((await lstat(out('/usr/bin/ls'))).mode & 0o777).toBe(
+      (await lstat(path.join(root, 'usr/bin/ls'))).mode & 0o777,
+    );
   });
 
-  it('keeps the interpreter and every DT_NEEDED library, transitively, found in the root\'s own dirs', async () => {
+  it("keeps the interpreter and every DT_NEEDED library, transitively, found in the root's own dirs", async () => {
     const ls = await readElf(path.join(root, 'usr/bin/ls'));
     expect(ls?.needed).toContain('libselinux.so.1');
     // The interpreter is a symlink chain: /lib -> usr/lib, ld-linux-aarch64.so.1 -> aarch64-linux-gnu/...
     expect(why('/lib')).toContain('symlink-on-path');
     expect(why('/usr/lib/ld-linux-aarch64.so.1')).toContain('symlink-on-path');
-    expect(why(`${TRIPLET_DIR}/ld-linux-aarch64.so.1`)).toEqual(expect.arrayContaining(['elf-interp']));
+    expect(why(`${TRIPLET_DIR}/ld-linux-aarch64.so.1`)).toEqual(
+      expect.arrayContaining(['elf-interp']),
+    );
     expect(why(`${TRIPLET_DIR}/libc.so.6`)).toContain('dt-needed');
     // Through /etc/ld.so.conf's include of ld.so.conf.d/*.conf.
     expect(why('/opt/lib/libselinux.so.1')).toContain('dt-needed');
@@ -132,7 +166,7 @@ describe('prune closure', () => {
     expect(existsSync(out('/usr/bin/sh'))).toBe(false);
   });
 
-  it('keeps a listed directory\'s entries and the symlink the service went through', async () => {
+  it("keeps a listed directory's entries and the symlink the service went through", async () => {
     expect(await readlink(out('/srv/current'))).toBe('/srv/site');
     expect(why('/srv/site/other.txt')).toEqual(['dir-listing']);
     expect(why('/srv/site')).toEqual(expect.arrayContaining(['traced-open', 'parent-dir']));
@@ -177,13 +211,23 @@ describe('prune closure', () => {
   it('reports every kept entry with a reason, and kept + dropped = base', async () => {
     const r = result.report;
     for (const k of r.kept.list) expect(k.why.length, k.path).toBeGreaterThan(0);
-    expect(r.kept.entries + r.dropped.entries).toBe(r.base.entries + r.kept.list.filter((k) => k.why.includes('mount-point') && !existsSync(path.join(root, k.path))).length);
+    expect(r.kept.entries + r.dropped.entries).toBe(
+      r.base.entries +
+        r.kept.list.filter(
+          (k) => k.why.includes('mount-point') && !existsSync(path.join(root, k.path)),
+        ).length,
+    );
     expect(r.kept.bytes + r.dropped.bytes).toBe(r.base.bytes);
     expect(r.kept.bytes).toBeLessThan(r.base.bytes / 2);
     const file = path.join(work, 'report.json');
     await writeTraceReport(r, file);
-    const json = JSON.parse(await readFile(file, 'utf8')) as { kept: { list: { path: string; why: string[] }[] }; summary: string };
-    expect(json.kept.list.find((k) => k.path === '/opt/lib/libselinux.so.1')?.why).toEqual(['dt-needed']);
+    const json = JSON.parse(await readFile(file, 'utf8')) as {
+      kept: { list: { path: string; why: string[] }[] };
+      summary: string;
+    };
+    expect(json.kept.list.find((k) => k.path === '/opt/lib/libselinux.so.1')?.why).toEqual([
+      'dt-needed',
+    ]);
     expect(json.summary).toBe(summarizeReport(r));
     expect(summarizeReport(r)).toMatch(/^pruned closure: kept \d+ of \d+ entries/);
   });

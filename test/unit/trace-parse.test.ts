@@ -12,7 +12,8 @@ import {
 const FIXTURES = path.join(import.meta.dirname, '../../fixtures/trace');
 const fixture = (name: string) => readFileSync(path.join(FIXTURES, name), 'utf8');
 
-const find = (events: TraceEvent[], op: string, p: string) => events.filter((e) => e.op === op && e.path === p);
+const find = (events: TraceEvent[], op: string, p: string) =>
+  events.filter((e) => e.op === op && e.path === p);
 
 describe('QEMU_STRACE, real captures (see fixtures/trace/README.md)', () => {
   const files = parseQemuStrace(fixture('qemu-busybox-files.log'), { entrypoint: '/bin/busybox' });
@@ -42,24 +43,39 @@ describe('QEMU_STRACE, real captures (see fixtures/trace/README.md)', () => {
     expect(find(files.events, 'getdents', '/srv').length).toBeGreaterThan(0);
     const st = find(files.events, 'stat', '/srv/hello');
     expect(st.some((e) => e.noFollow === true)).toBe(true);
-    expect(find(files.events, 'readlink', '/bin/cat')[0]).toMatchObject({ result: 'ok', noFollow: true });
+    expect(find(files.events, 'readlink', '/bin/cat')[0]).toMatchObject({
+      result: 'ok',
+      noFollow: true,
+    });
   });
 
   it('marks writes: rename both ends, unlink, rmdir, symlink creation, O_CREAT', () => {
-    expect(find(files.events, 'rename-from', '/data/x/f')[0]).toMatchObject({ write: true, result: 'ok' });
-    expect(find(files.events, 'rename-to', '/data/x/g')[0]).toMatchObject({ write: true, result: 'ok' });
+    expect(find(files.events, 'rename-from', '/data/x/f')[0]).toMatchObject({
+      write: true,
+      result: 'ok',
+    });
+    expect(find(files.events, 'rename-to', '/data/x/g')[0]).toMatchObject({
+      write: true,
+      result: 'ok',
+    });
     expect(find(files.events, 'unlink', '/data/x/g')[0]).toMatchObject({ write: true });
-    expect(find(files.events, 'rmdir', '/data/x')[0]).toMatchObject({ write: true, syscall: 'unlinkat' });
+    expect(find(files.events, 'rmdir', '/data/x')[0]).toMatchObject({
+      write: true,
+      syscall: 'unlinkat',
+    });
     expect(find(files.events, 'symlink', '/data/l')[0]).toMatchObject({ write: true });
     expect(find(files.events, 'open', '/data/t')[0]).toMatchObject({ write: true, result: 'ok' });
     expect(find(files.events, 'open', '/srv/hello')[0]!.write).toBe(false);
   });
 
   it('records failed lookups with ENOENT', () => {
-    expect(find(files.events, 'open', '/etc/passwd')[0]).toMatchObject({ result: 'error', errno: 2 });
+    expect(find(files.events, 'open', '/etc/passwd')[0]).toMatchObject({
+      result: 'error',
+      errno: 2,
+    });
   });
 
-  it('splits torn lines: a call glued to the end of another process\'s pending call', () => {
+  it("splits torn lines: a call glued to the end of another process's pending call", () => {
     // `1 wait4(...)3 rt_sigaction(...)` and `3 execve(...)3 brk(NULL) = ...` appear in the capture.
     const text = fixture('qemu-busybox-sh.log');
     expect(text).toMatch(/\)3 rt_sigaction\(/);
@@ -80,7 +96,8 @@ describe('QEMU_STRACE, real captures (see fixtures/trace/README.md)', () => {
 });
 
 describe('QEMU_STRACE, synthetic edge cases', () => {
-  const parse = (lines: string[], opts = {}) => parseQemuStrace(lines.join('\n'), { entrypoint: '/bin/lua', ...opts }).events;
+  const parse = (lines: string[], opts = {}) =>
+    parseQemuStrace(lines.join('\n'), { entrypoint: '/bin/lua', ...opts }).events;
 
   it('resolves openat relative to a directory fd, and keeps the fd through dup/dup2/dup3/fcntl', () => {
     const ev = parse([
@@ -95,7 +112,13 @@ describe('QEMU_STRACE, synthetic edge cases', () => {
       '1 fcntl(7,F_DUPFD_CLOEXEC,10) = 10',
       '1 newfstatat(10,"sub",0x5500800838,AT_SYMLINK_NOFOLLOW) = 0',
     ]);
-    expect(ev.map((e) => e.path)).toEqual(['/gopher', '/gopher/gophermap', '/gopher/moon/phases.txt', '/gopher/about.txt', '/gopher/sub']);
+    expect(ev.map((e) => e.path)).toEqual([
+      '/gopher',
+      '/gopher/gophermap',
+      '/gopher/moon/phases.txt',
+      '/gopher/about.txt',
+      '/gopher/sub',
+    ]);
     expect(ev.at(-1)).toMatchObject({ op: 'stat', noFollow: true });
   });
 
@@ -144,10 +167,12 @@ describe('QEMU_STRACE, synthetic edge cases', () => {
     expect(ev).toEqual([expect.objectContaining({ path: '/slow', result: 'unknown' })]);
   });
 
-  it('a successful execve whose line carries another process\'s result still counts as an exec', () => {
+  it("a successful execve whose line carries another process's result still counts as an exec", () => {
     // Real: `26 execve("/proc/self/exe",{...}) = 26` where `= 26` was the parent's clone result.
     const ev = parse(['26 execve("/usr/sbin/nginx",{"nginx",NULL}) = 26']);
-    expect(ev).toEqual([expect.objectContaining({ op: 'exec', path: '/usr/sbin/nginx', result: 'ok' })]);
+    expect(ev).toEqual([
+      expect.objectContaining({ op: 'exec', path: '/usr/sbin/nginx', result: 'ok' }),
+    ]);
   });
 
   it('understands *at flags printed as hex and AT_REMOVEDIR', () => {
@@ -183,11 +208,17 @@ describe('QEMU_STRACE, synthetic edge cases', () => {
 
 describe('host strace -f', () => {
   it('keeps only the payload of an nspawn run: the process that execs the entrypoint, and its children', () => {
-    const r = parseHostStrace(fixture('strace-nspawn-busybox.log'), { payloadExec: '/bin/busybox' });
+    const r = parseHostStrace(fixture('strace-nspawn-busybox.log'), {
+      payloadExec: '/bin/busybox',
+    });
     // nspawn's own setup (its host paths, cgroups) is gone.
-    expect(r.events.some((e) => e.path.startsWith('/sys/fs/cgroup') || e.path.includes('systemd'))).toBe(false);
+    expect(
+      r.events.some((e) => e.path.startsWith('/sys/fs/cgroup') || e.path.includes('systemd')),
+    ).toBe(false);
     expect(r.events[0]).toMatchObject({ op: 'exec', path: '/bin/busybox', result: 'ok' });
-    expect(find(r.events, 'open', '/srv/hello')).toEqual([expect.objectContaining({ result: 'ok', write: false })]);
+    expect(find(r.events, 'open', '/srv/hello')).toEqual([
+      expect.objectContaining({ result: 'ok', write: false }),
+    ]);
     // The payload pid before its exec belongs to nspawn: none of its earlier opens appear.
     const all = parseHostStrace(fixture('strace-nspawn-busybox.log'));
     expect(all.events.length).toBeGreaterThan(r.events.length * 5);
@@ -199,7 +230,9 @@ describe('host strace -f', () => {
     const opens = find(r.events, 'open', '/etc/hostname');
     expect(opens.length).toBeGreaterThanOrEqual(3);
     expect(find(r.events, 'exec', '/usr/bin/cat').length).toBeGreaterThanOrEqual(2);
-    expect(r.events.some((e) => e.path === '/hostname' || e.path === '/tmp/tr/hostname')).toBe(false);
+    expect(r.events.some((e) => e.path === '/hostname' || e.path === '/tmp/tr/hostname')).toBe(
+      false,
+    );
   });
 
   it('decodes C escapes and errno names', () => {
