@@ -56165,7 +56165,9 @@ function parseConfig(text, name = "lhc.yml") {
   }
   (0, import_yaml.visit)(doc, {
     Scalar(_key, node2) {
-      if (node2.format === "OCT" && typeof node2.value === "number") node2.value = `0${node2.value.toString(8)}`;
+      if (node2.format === "OCT" && typeof node2.value === "number") {
+        node2.value = `0${node2.value.toString(8)}`;
+      }
     }
   });
   const data = doc.toJS();
@@ -56271,16 +56273,26 @@ var realProbe = {
     }
   },
   async installedPackages(packages) {
-    const installed = /* @__PURE__ */ new Set();
-    for (const pkg of packages) {
-      const r = await run(["dpkg-query", "-W", "-f=${db:Status-Status}", pkg], {
+    const native = (await run(["dpkg", "--print-architecture"])).stdout.trim();
+    const r = await run(
+      ["dpkg-query", "-W", "-f=${Package}|${Architecture}|${db:Status-Status}\n", ...packages],
+      {
         reject: false
-      }).catch(() => void 0);
-      if (r && r.exitCode === 0 && r.stdout.trim() === "installed") installed.add(pkg);
-    }
-    return installed;
+      }
+    );
+    return installedFrom(r.stdout, packages, native);
   }
 };
+function installedFrom(listing, wanted, native) {
+  const installed = /* @__PURE__ */ new Set();
+  const rows = listing.split("\n").map((l) => l.split("|")).filter((f2) => f2.length === 3 && f2[2] === "installed");
+  for (const name of wanted) {
+    const [pkg, arch2] = name.split(":");
+    const archs = arch2 ? [arch2] : [native, "all"];
+    if (rows.some(([p2, a2]) => p2 === pkg && archs.includes(a2))) installed.add(name);
+  }
+  return installed;
+}
 
 // src/host/requirements.ts
 var BINFMT_DIR = "/proc/sys/fs/binfmt_misc";
@@ -56862,10 +56874,32 @@ import { mkdir as mkdir2, readFile as readFile4, writeFile as writeFile3 } from 
 import path14 from "node:path";
 
 // src/tools/nspawn.ts
-var BASE_FLAGS = ["--register=no", "--keep-unit", "-q", "--console=pipe"];
+var BASE_FLAGS = [
+  "--register=no",
+  "--keep-unit",
+  "-q",
+  "--console=pipe",
+  "--timezone=off",
+  "--resolv-conf=off",
+  "--link-journal=no"
+];
+var DROPPED_CAPABILITIES = [
+  "CAP_NET_ADMIN",
+  "CAP_SYS_ADMIN",
+  "CAP_SYS_BOOT",
+  "CAP_SYS_MODULE",
+  "CAP_SYS_PTRACE",
+  "CAP_SYS_RAWIO",
+  "CAP_SYS_RESOURCE",
+  "CAP_SYS_TTY_CONFIG",
+  "CAP_MKNOD",
+  "CAP_NET_RAW",
+  "CAP_LINUX_IMMUTABLE",
+  "CAP_AUDIT_CONTROL"
+];
 var HARDENING_FLAGS = [
   "--private-network",
-  "--drop-capability=CAP_NET_ADMIN",
+  `--drop-capability=${DROPPED_CAPABILITIES.join(",")}`,
   "--no-new-privileges=yes"
 ];
 var USERNS_FLAGS = ["-U", "--private-users-ownership=map"];
@@ -62465,6 +62499,23 @@ async function isDir(p2) {
     () => false
   );
 }
+async function mountOverlay(lower, upper, work, target, logger) {
+  const r = await run(
+    [
+      "mount",
+      "-t",
+      "overlay",
+      "overlay",
+      "-o",
+      `lowerdir=${lower},upperdir=${upper},workdir=${work}`,
+      target
+    ],
+    { privileged: true, reject: false, logger }
+  );
+  if (r.exitCode !== 0)
+    logger.debug(`overlay mount failed, copying the root instead: ${r.stderr.trim()}`);
+  return r.exitCode === 0;
+}
 async function traceService(config2, root, opts) {
   const { logger, workDir } = opts;
   if (!await isDir(root)) throw new UserError(`root directory ${root} does not exist`);
@@ -62483,20 +62534,30 @@ async function traceService(config2, root, opts) {
   await mkdir7(workDir, { recursive: true });
   await rm8(traceDir, { recursive: true, force: true });
   await mkdir7(traceDir, { recursive: true, mode: 493 });
-  const removeCopy = registerCleanup(
-    `traced root copy ${copy}`,
-    () => run(["rm", "-rf", "--one-file-system", "--", copy], { privileged: true }).then(() => void 0)
-  );
+  const upper = path25.join(workDir, "trace-upper");
+  const overlayWork = path25.join(workDir, "trace-overlay-work");
+  const state = { mounted: false };
+  const removeCopy = registerCleanup(`traced root copy ${copy}`, async () => {
+    if (state.mounted) await run(["umount", copy], { privileged: true, reject: false });
+    state.mounted = false;
+    await run(["rm", "-rf", "--one-file-system", "--", copy, upper, overlayWork], {
+      privileged: true
+    });
+  });
   try {
-    await logger.group("copy the root for the traced run", async () => {
-      await run(["rm", "-rf", "--one-file-system", "--", copy], { privileged: true });
-      await mkdir7(copy, { recursive: true });
-      await run(["cp", "-a", "--reflink=auto", "--", `${root}/.`, `${copy}/`], {
+    await logger.group("writable copy of the root for the traced run", async () => {
+      await run(["rm", "-rf", "--one-file-system", "--", copy, upper, overlayWork], {
         privileged: true
       });
-      for (const p2 of [TRACE_MOUNT, config2.data.path, "/usr"]) {
-        await mkdir7(path25.join(copy, p2), { recursive: true, mode: 493 });
+      for (const d of [copy, upper, overlayWork]) await mkdir7(d, { recursive: true });
+      state.mounted = await mountOverlay(root, upper, overlayWork, copy, logger);
+      if (!state.mounted) {
+        await run(["cp", "-a", "--reflink=auto", "--", `${root}/.`, `${copy}/`], {
+          privileged: true
+        });
       }
+      const mountPoints2 = [TRACE_MOUNT, config2.data.path, "/usr"].map((p2) => path25.join(copy, p2));
+      await run(["mkdir", "-p", "-m", "0755", "--", ...mountPoints2], { privileged: true });
     });
     await seedDataDir(config2, root, dataDir);
     const started = Date.now();
@@ -64193,7 +64254,8 @@ function alive(p2) {
   return now !== void 0 && now.startTime === p2.startTime;
 }
 function findPayloads(ancestor, table = processTable()) {
-  const tree = descendants(ancestor, table);
+  const self = table.get(ancestor);
+  const tree = [...self ? [self] : [], ...descendants(ancestor, table)];
   const nspawns = tree.filter((p2) => p2.comm === "systemd-nspawn");
   const out = [];
   for (const n2 of nspawns) {
@@ -64659,22 +64721,28 @@ async function teardown(state, image, logger) {
       problems.push(`${what}: ${e.message}`);
     }
   };
-  await attempt("stop forwarder", async () => void await state.forwarder?.stop());
-  await attempt("stop service", async () => {
-    if (!state.service) return;
-    await state.service.stop();
-    state.serviceStderr = (await state.service.exited).stderr;
-  });
+  const bounded = (p2, ms2) => Promise.race([p2, sleep4(ms2)]);
+  const stopping = Promise.all([state.forwarder?.stop(), state.service?.stop()]);
+  await attempt("stop service", async () => void await bounded(stopping, 1e3));
   await attempt("kill payloads", async () => {
     for (const p2 of state.payloads) if (alive(p2)) await killPid(p2.pid);
     if (state.image) {
-      for (let round = 0; round < 10; round++) {
+      for (let round = 0; round < 50; round++) {
         const left = await containerProcesses(state.image.majorMinor);
-        if (left.length === 0) break;
+        if (left.length === 0) return;
         for (const pid of left) await killPid(pid);
         await sleep4(100);
       }
+      throw new Error(`container processes still running: ${(await containerProcesses(state.image.majorMinor)).join(" ")}`);
     }
+  });
+  await attempt("stop service", async () => void await bounded(stopping, 5e3));
+  await attempt("collect service log", async () => {
+    const exited = state.service?.exited;
+    if (!exited) return;
+    const r = await Promise.race([exited, sleep4(5e3).then(() => void 0)]);
+    if (r === void 0) throw new Error(`${state.service.command} did not exit`);
+    state.serviceStderr = r.stderr;
   });
   await attempt("unmount data", () => unmount(state.dataDir, logger));
   await attempt("unmount image", () => unmount(state.rootDir, logger));

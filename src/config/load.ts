@@ -76,7 +76,9 @@ export function parseConfig(text: string, name = 'lhc.yml'): LhcConfigRaw {
   // from a decimal 420: hand it on as the octal string it was written as.
   visit(doc, {
     Scalar(_key, node) {
-      if (node.format === 'OCT' && typeof node.value === 'number') node.value = `0${node.value.toString(8)}`;
+      if (node.format === 'OCT' && typeof node.value === 'number') {
+        node.value = `0${node.value.toString(8)}`;
+      }
     },
   });
   const data: unknown = doc.toJS();

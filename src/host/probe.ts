@@ -89,14 +89,37 @@ export const realProbe: HostProbe = {
     }
   },
   async installedPackages(packages) {
-    const installed = new Set<string>();
-    for (const pkg of packages) {
-      // One query per package: dpkg-query aborts the whole listing's exit code on the first unknown name.
-      const r = await run(['dpkg-query', '-W', '-f=${db:Status-Status}', pkg], {
+    const native = (await run(['dpkg', '--print-architecture'])).stdout.trim();
+    // Unknown names make dpkg-query exit 1, but it still lists every name it knows.
+    const r = await run(
+      ['dpkg-query', '-W', '-f=${Package}|${Architecture}|${db:Status-Status}\n', ...packages],
+      {
         reject: false,
-      }).catch(() => undefined);
-      if (r && r.exitCode === 0 && r.stdout.trim() === 'installed') installed.add(pkg);
-    }
-    return installed;
+      },
+    );
+    return installedFrom(r.stdout, packages, native);
   },
 };
+
+/**
+ * Which wanted names are installed, from `dpkg-query -W -f='${Package}|${Architecture}|${db:Status-Status}\n'`.
+ * A name without `:arch` means the native architecture (or `all`): with musl-dev:arm64 installed,
+ * plain `musl-dev` is still missing.
+ */
+export function installedFrom(
+  listing: string,
+  wanted: readonly string[],
+  native: string,
+): Set<string> {
+  const installed = new Set<string>();
+  const rows = listing
+    .split('\n')
+    .map((l) => l.split('|'))
+    .filter((f) => f.length === 3 && f[2] === 'installed');
+  for (const name of wanted) {
+    const [pkg, arch] = name.split(':');
+    const archs = arch ? [arch] : [native, 'all'];
+    if (rows.some(([p, a]) => p === pkg && archs.includes(a!))) installed.add(name);
+  }
+  return installed;
+}

@@ -45,6 +45,8 @@ export interface PackageState {
   sources: AptSourceFile[];
   /** ID and VERSION_CODENAME from /etc/os-release. */
   os?: { id: string; codename?: string };
+  /** Ubuntu's arm64 ports archive URL ($LHC_UBUNTU_PORTS_MIRROR); only Ubuntu amd64 hosts need it. */
+  portsMirror?: string;
 }
 
 export interface BinfmtState {
@@ -187,13 +189,19 @@ function planUbuntuPorts(
     present.push(`arm64 ports sources (${UBUNTU_PORTS})`);
   else if (!state.os.codename)
     warnings.push('no VERSION_CODENAME in /etc/os-release: cannot add the arm64 ports archive');
-  else {
+  else if (!state.portsMirror) {
+    // lhc names no package host itself: the runner's owner says which ports mirror to use.
+    throw new UserError(
+      'this Ubuntu host serves arm64 packages (musl-dev:arm64) from a separate ports archive: ' +
+        'set LHC_UBUNTU_PORTS_MIRROR to the URL of your Ubuntu ports mirror and run lhc setup again',
+    );
+  } else {
     const c = state.os.codename;
     steps.push({
       what: `add the Ubuntu arm64 ports archive to ${UBUNTU_PORTS}`,
       argv: ['tee', UBUNTU_PORTS],
       input:
-        'Types: deb\nURIs: http://ports.ubuntu.com/ubuntu-ports\n' +
+        `Types: deb\nURIs: ${state.portsMirror}\n` +
         `Suites: ${c} ${c}-updates ${c}-security\nComponents: main universe\nArchitectures: arm64\n` +
         'Signed-By: /usr/share/keyrings/ubuntu-archive-keyring.gpg\n',
     });
@@ -345,6 +353,7 @@ export async function packageState(p: HostProbe): Promise<PackageState> {
     foreignArchs: await p.foreignArchs(),
     installed: await p.installedPackages(setupPackages(arch)),
     sources,
+    portsMirror: process.env.LHC_UBUNTU_PORTS_MIRROR || undefined,
   };
 }
 

@@ -14,7 +14,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { UserError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
-import { formatCommand, run } from '../tools/exec.js';
+import { formatCommand, isRoot, run } from '../tools/exec.js';
 import { BUILDROOT_PACKAGES, buildrootArgv, inRootMakeArgv, type LuaArch } from '../tools/lua-make.js';
 import { nspawnArgv } from '../tools/nspawn.js';
 
@@ -147,6 +147,11 @@ export async function compileInRoot(
     if (!existsSync(binary)) throw new UserError(`the in-root build finished without producing ${binary}`);
     return binary;
   } finally {
+    // Without root, the container's root wrote build products into srcDir: give them back to
+    // the caller so its ordinary cleanup can remove them.
+    if (!isRoot() && typeof process.getuid === 'function' && typeof process.getgid === 'function') {
+      await run(['chown', '-R', `${process.getuid()}:${process.getgid()}`, srcDir], { privileged: true, reject: false });
+    }
     // The extracted root is root-owned: remove it with the same privilege that made it.
     await run(['rm', '-rf', '--one-file-system', work], { privileged: true, reject: false, timeoutMs: 10 * 60_000 });
   }

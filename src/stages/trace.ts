@@ -220,35 +220,54 @@ function processTree(): Map<number, number[]> {
   return children;
 }
 
-/** The container's payload: the first descendant of `pid` living in another network namespace. */
+/** Processes that are part of the launch, not the payload. */
+const LAUNCHERS = new Set(['systemd-nspawn', 'sudo', 'strace']);
+
+/**
+ * The container's payload: the first descendant of `pid` living in another network namespace.
+ * Without the right to read another user's namespace links (a non-root builder using sudo), the
+ * first descendant that is no longer nspawn (or sudo/strace) is the payload after its exec.
+ */
 export function findPayloadPid(pid: number): number | undefined {
-  let ownNet: string;
+  let ownNet: string | undefined;
   try {
     ownNet = readlinkSync('/proc/self/ns/net');
   } catch {
-    return undefined;
+    ownNet = undefined;
   }
   const children = processTree();
   const queue = [...(children.get(pid) ?? [])];
   while (queue.length > 0) {
     const p = queue.shift()!;
     try {
-      if (readlinkSync(`/proc/${p}/ns/net`) !== ownNet) return p;
-    } catch {
-      // Gone, or not ours to look at.
+      if (ownNet !== undefined && readlinkSync(`/proc/${p}/ns/net`) !== ownNet) return p;
+    } catch (e) {
+      if (
+        (e as NodeJS.ErrnoException).code === 'EACCES' ||
+        (e as NodeJS.ErrnoException).code === 'EPERM'
+      ) {
+        const comm = readFileSync(`/proc/${p}/comm`, 'utf8').trim();
+        if (!LAUNCHERS.has(comm)) return p;
+      }
+      // Otherwise gone.
     }
     queue.push(...(children.get(p) ?? []));
   }
   return undefined;
 }
 
-/** True when a TCP socket of pid's network namespace listens on port. */
-export function isListening(pid: number, port: number): boolean {
+/**
+ * True when a TCP socket of pid's network namespace listens on port; undefined when this
+ * process may not read the namespace's tables.
+ */
+export function isListening(pid: number, port: number): boolean | undefined {
   const hexPort = port.toString(16).toUpperCase().padStart(4, '0');
+  let readable = false;
   for (const table of ['tcp', 'tcp6']) {
     let text: string;
     try {
       text = readFileSync(`/proc/${pid}/net/${table}`, 'utf8');
+      readable = true;
     } catch {
       continue;
     }
@@ -257,7 +276,27 @@ export function isListening(pid: number, port: number): boolean {
       if (f.length > 3 && f[1]!.endsWith(`:${hexPort}`) && f[3] === '0A') return true;
     }
   }
-  return false;
+  return readable ? false : undefined;
+}
+
+/** Connect test from inside the namespace, for when /proc does not tell us (needs privilege). */
+const CONNECT_CHECK =
+  "const s=require('net').connect(+process.argv[1],'127.0.0.1',()=>{s.destroy();process.exit(0)});" +
+  "s.on('error',()=>process.exit(1));";
+
+async function portOpen(pid: number, port: number, logger: Logger): Promise<boolean> {
+  const known = isListening(pid, port);
+  if (known !== undefined) return known;
+  const r = await run(
+    ['nsenter', '-t', String(pid), '-n', '--', process.execPath, '-e', CONNECT_CHECK, String(port)],
+    {
+      privileged: true,
+      reject: false,
+      timeoutMs: 10_000,
+      logger,
+    },
+  );
+  return r.exitCode === 0;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -351,7 +390,7 @@ async function runListening(
       if (gone)
         throw crashError(config, `before listening on port ${port}`, gone.exitCode, gone.stderr);
       pid ??= findPayloadPid(container.pid);
-      if (pid !== undefined && isListening(pid, port)) break;
+      if (pid !== undefined && (await portOpen(pid, port, logger))) break;
       if (Date.now() > deadline) {
         throw new UserError(
           `service '${config.name}' did not listen on port ${port} within service.timeout (${config.service.timeout} s)`,
@@ -415,12 +454,27 @@ async function isDir(p: string): Promise<boolean> {
  * takes ~14 s to copy). False when the kernel or the filesystem refuses (e.g. overlay on
  * overlay in some containers); the caller then copies.
  */
-async function mountOverlay(lower: string, upper: string, work: string, target: string, logger: Logger): Promise<boolean> {
+async function mountOverlay(
+  lower: string,
+  upper: string,
+  work: string,
+  target: string,
+  logger: Logger,
+): Promise<boolean> {
   const r = await run(
-    ['mount', '-t', 'overlay', 'overlay', '-o', `lowerdir=${lower},upperdir=${upper},workdir=${work}`, target],
+    [
+      'mount',
+      '-t',
+      'overlay',
+      'overlay',
+      '-o',
+      `lowerdir=${lower},upperdir=${upper},workdir=${work}`,
+      target,
+    ],
     { privileged: true, reject: false, logger },
   );
-  if (r.exitCode !== 0) logger.debug(`overlay mount failed, copying the root instead: ${r.stderr.trim()}`);
+  if (r.exitCode !== 0)
+    logger.debug(`overlay mount failed, copying the root instead: ${r.stderr.trim()}`);
   return r.exitCode === 0;
 }
 
@@ -453,20 +507,25 @@ export async function traceService(
   const removeCopy = registerCleanup(`traced root copy ${copy}`, async () => {
     if (state.mounted) await run(['umount', copy], { privileged: true, reject: false });
     state.mounted = false;
-    await run(['rm', '-rf', '--one-file-system', '--', copy, upper, overlayWork], { privileged: true });
+    await run(['rm', '-rf', '--one-file-system', '--', copy, upper, overlayWork], {
+      privileged: true,
+    });
   });
   try {
     await logger.group('writable copy of the root for the traced run', async () => {
-      await run(['rm', '-rf', '--one-file-system', '--', copy, upper, overlayWork], { privileged: true });
+      await run(['rm', '-rf', '--one-file-system', '--', copy, upper, overlayWork], {
+        privileged: true,
+      });
       for (const d of [copy, upper, overlayWork]) await mkdir(d, { recursive: true });
       state.mounted = await mountOverlay(root, upper, overlayWork, copy, logger);
       if (!state.mounted) {
-        await run(['cp', '-a', '--reflink=auto', '--', `${root}/.`, `${copy}/`], { privileged: true });
+        await run(['cp', '-a', '--reflink=auto', '--', `${root}/.`, `${copy}/`], {
+          privileged: true,
+        });
       }
       // Mount points nspawn needs; they exist in this copy only, never in the pruned root.
-      for (const p of [TRACE_MOUNT, config.data.path, '/usr']) {
-        await mkdir(path.join(copy, p), { recursive: true, mode: 0o755 });
-      }
+      const mountPoints = [TRACE_MOUNT, config.data.path, '/usr'].map((p) => path.join(copy, p));
+      await run(['mkdir', '-p', '-m', '0755', '--', ...mountPoints], { privileged: true });
     });
     await seedDataDir(config, root, dataDir);
 

@@ -324,24 +324,32 @@ async function teardown(state: RunState, image: string, logger: Logger): Promise
       problems.push(`${what}: ${(e as Error).message}`);
     }
   };
-  await attempt('stop forwarder', async () => void (await state.forwarder?.stop()));
-  await attempt('stop service', async () => {
-    if (!state.service) return;
-    await state.service.stop();
-    state.serviceStderr = (await state.service.exited).stderr;
-  });
+  // A payload orphaned by a SIGKILLed nspawn keeps the activator's stderr pipe open, so waiting
+  // for the activator to "exit" would wait for the payload: bound every wait, sweep, wait again.
+  const bounded = (p: Promise<unknown>, ms: number) => Promise.race([p, sleep(ms)]);
+  const stopping = Promise.all([state.forwarder?.stop(), state.service?.stop()]);
+  await attempt('stop service', async () => void (await bounded(stopping, 1_000)));
   // nspawn killed hard (SIGKILL, e.g. by killAllGroups) leaves its payload running in its own
   // pid namespace: kill what we saw, then anything whose root is still our image.
   await attempt('kill payloads', async () => {
     for (const p of state.payloads) if (alive(p)) await killPid(p.pid);
     if (state.image) {
-      for (let round = 0; round < 10; round++) {
+      for (let round = 0; round < 50; round++) {
         const left = await containerProcesses(state.image.majorMinor);
-        if (left.length === 0) break;
+        if (left.length === 0) return;
         for (const pid of left) await killPid(pid);
         await sleep(100);
       }
+      throw new Error(`container processes still running: ${(await containerProcesses(state.image.majorMinor)).join(' ')}`);
     }
+  });
+  await attempt('stop service', async () => void (await bounded(stopping, 5_000)));
+  await attempt('collect service log', async () => {
+    const exited = state.service?.exited;
+    if (!exited) return;
+    const r = await Promise.race([exited, sleep(5_000).then(() => undefined)]);
+    if (r === undefined) throw new Error(`${state.service!.command} did not exit`);
+    state.serviceStderr = r.stderr;
   });
   await attempt('unmount data', () => unmount(state.dataDir, logger));
   await attempt('unmount image', () => unmount(state.rootDir, logger));

@@ -9,12 +9,14 @@ import path from 'node:path';
 import { luaSection } from './lua.js';
 import { packSection } from './pack.js';
 import { traceSection } from './trace.js';
+import { verifySection } from './verify.js';
 import type { BenchSection, Measurement } from './section.js';
 
 const SECTIONS: BenchSection[] = [
   luaSection,
   packSection,
   traceSection,
+  verifySection,
 ];
 
 function formatValue(m: Measurement): string {

@@ -16,7 +16,7 @@ import { buildLua } from '../../src/stages/lua.js';
 import { pruneRoot, writeTraceReport } from '../../src/stages/prune.js';
 import { assembleRoot } from '../../src/stages/root.js';
 import { selfCheck } from '../../src/stages/self-check.js';
-import { traceService, type TraceResult } from '../../src/stages/trace.js';
+import { hostArch, traceService, type TraceResult } from '../../src/stages/trace.js';
 import { Store } from '../../src/store/store.js';
 import { hasTool } from '../../src/tools/exec.js';
 import { packageFor } from '../../src/tools/packages.js';
@@ -113,7 +113,7 @@ describe('busybox root, inetd service', () => {
     const hello = await readFile(path.join(bbRoot, 'srv/hello'));
     expect(trace.responses.hello).toEqual(hello);
     expect(trace.responses.again).toEqual(hello);
-    expect(trace.emulated).toBe(true);
+    expect(trace.emulated).toBe(hostArch() !== 'aarch64');
     expect(
       trace.events.filter((e) => e.op === 'open' && e.path === '/srv/hello' && e.result === 'ok'),
     ).toHaveLength(2);
@@ -270,6 +270,44 @@ describe('busybox httpd, a listening service probed through its network namespac
     expect((err as Error).message).toMatch(
       /probe 'index': HTTP status 200 before pruning, 404 after/,
     );
+  }, 300_000);
+});
+
+describe("native tracing with host strace (a root of the host's own architecture)", () => {
+  it("keeps only the payload's events (not nspawn's setup), prunes and self-checks", async () => {
+    await requireTool('strace');
+    const arch = hostArch();
+    const debArch = arch === 'aarch64' ? 'arm64' : 'amd64';
+    const root = await busyboxRoot(path.join(tmp, 'bb-native'), { debArch });
+    const cfg = await config(
+      'bb-native',
+      `arch: ${arch}\nservice: { command: [/bin/sh, -c, "cd /srv && cat hello"], inetd: true }\nprobes: [{ name: p, type: gopher, fixture: x }]\n`,
+    );
+    const trace = await traceService(cfg, root, {
+      workDir: path.join(tmp, 'w-native'),
+      logger: memoryLogger(),
+    });
+    expect(trace.emulated).toBe(false);
+    expect(trace.responses.p).toEqual(await readFile(path.join(root, 'srv/hello')));
+    // Nothing from nspawn's own setup (host paths, cgroups, its own binary) survives the pid filter.
+    for (const e of trace.events) {
+      expect(e.path, `${e.syscall} ${e.path}`).not.toMatch(
+        /^\/(sys\/fs\/cgroup|usr\/lib\/systemd|run\/systemd)|nspawn/,
+      );
+    }
+    expect(
+      trace.events.some((e) => e.op === 'open' && e.path === '/srv/hello' && e.result === 'ok'),
+    ).toBe(true);
+    const { prunedRoot, dataDir } = await pruneRoot(root, trace, cfg, {
+      outDir: path.join(tmp, 'p-native'),
+      logger: memoryLogger(),
+    });
+    expect(existsSync(path.join(prunedRoot, 'srv/unused'))).toBe(false);
+    await selfCheck(cfg, prunedRoot, trace.responses, {
+      workDir: path.join(tmp, 'sc-native'),
+      logger: memoryLogger(),
+      dataDir,
+    });
   }, 300_000);
 });
 

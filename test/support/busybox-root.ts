@@ -9,13 +9,15 @@ import path from 'node:path';
 import { debianDeb, extractDeb } from './debian-inputs.js';
 
 export interface BusyboxRootOptions {
+  /** Debian architecture of busybox-static; default arm64 (amd64 gives a native root on x86_64 hosts). */
+  debArch?: 'arm64' | 'amd64';
   /** Extra files, in-root path → content. */
   files?: Record<string, string | Buffer>;
 }
 
 /** Builds the root at `dir` (must not exist yet, or is replaced). */
 export async function busyboxRoot(dir: string, opts: BusyboxRootOptions = {}): Promise<string> {
-  const deb = await debianDeb('busybox-static:arm64');
+  const deb = await debianDeb(`busybox-static:${opts.debArch ?? 'arm64'}`);
   const tmp = await mkdtemp(path.join(path.dirname(dir), '.bb-'));
   try {
     await extractDeb(deb, tmp);

@@ -16,26 +16,27 @@ import {
   type PackageState,
 } from '../../src/host/setup.js';
 import { QEMU_BINFMT_CONF, setupPackages } from '../../src/host/requirements.js';
+import { installedFrom } from '../../src/host/probe.js';
 import { QEMU_CONF, QEMU_ENTRY_POF, fakeProbe } from '../support/fake-host.js';
 
 const DEBIAN_SOURCES = `Types: deb
 # http://snapshot.debian.org/archive/debian/20250520T000000Z
-URIs: http://deb.debian.org/debian
+URIs: http://mirror.example/debian
 Suites: bookworm bookworm-updates
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 
 Types: deb
-URIs: http://deb.debian.org/debian-security
+URIs: http://mirror.example/debian-security
 Suites: bookworm-security
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 `;
 
-const UBUNTU_LIST = `# See http://help.ubuntu.com/community/UpgradeNotes
-deb http://archive.ubuntu.com/ubuntu/ jammy main restricted
-# deb-src http://archive.ubuntu.com/ubuntu/ jammy main restricted
-deb [arch=amd64] http://archive.ubuntu.com/ubuntu/ jammy-updates main universe
+const UBUNTU_LIST = `# classic sources.list
+deb http://mirror.example/ubuntu/ jammy main restricted
+# deb-src http://mirror.example/ubuntu/ jammy main restricted
+deb [arch=amd64] http://mirror.example/ubuntu/ jammy-updates main universe
 `;
 
 const X86 = setupPackages('x86_64');
@@ -62,8 +63,8 @@ describe('deb-src sources', () => {
     const f = debSrcFile([{ file: '/etc/apt/sources.list', text: UBUNTU_LIST }])!;
     expect(f.file).toBe('/etc/apt/sources.list.d/lhc-deb-src.list');
     expect(f.text).toBe(
-      'deb-src http://archive.ubuntu.com/ubuntu/ jammy main restricted\n' +
-        'deb-src [arch=amd64] http://archive.ubuntu.com/ubuntu/ jammy-updates main universe\n',
+      'deb-src http://mirror.example/ubuntu/ jammy main restricted\n' +
+        'deb-src [arch=amd64] http://mirror.example/ubuntu/ jammy-updates main universe\n',
     );
   });
 
@@ -250,13 +251,13 @@ describe('setupHost on a fake host', () => {
 
 const UBUNTU_SOURCES = `## Ubuntu sources have moved to /etc/apt/sources.list.d/ubuntu.sources
 Types: deb
-URIs: http://azure.archive.ubuntu.com/ubuntu/
+URIs: http://mirror.example/ubuntu/
 Suites: noble noble-updates noble-backports
 Components: main universe restricted multiverse
 Signed-By: /usr/share/keyrings/ubuntu-archive-keyring.gpg
 
 Types: deb
-URIs: http://azure.archive.ubuntu.com/ubuntu/
+URIs: http://mirror.example/ubuntu/
 Suites: noble-security
 Components: main universe restricted multiverse
 Signed-By: /usr/share/keyrings/ubuntu-archive-keyring.gpg
@@ -265,7 +266,13 @@ Signed-By: /usr/share/keyrings/ubuntu-archive-keyring.gpg
 describe('Ubuntu amd64 hosts get arm64 from the ports archive', () => {
   const noble = (
     sources = [{ file: '/etc/apt/sources.list.d/ubuntu.sources', text: UBUNTU_SOURCES }],
-  ) => state({ os: { id: 'ubuntu', codename: 'noble' }, foreignArchs: [], sources });
+  ) =>
+    state({
+      os: { id: 'ubuntu', codename: 'noble' },
+      foreignArchs: [],
+      sources,
+      portsMirror: 'http://ports.example/ubuntu-ports',
+    });
 
   it('reads ID and VERSION_CODENAME from os-release', () => {
     expect(parseOsRelease('NAME="Ubuntu"\nID=ubuntu\nVERSION_CODENAME=noble\n')).toEqual({
@@ -291,7 +298,7 @@ describe('Ubuntu amd64 hosts get arm64 from the ports archive', () => {
     expect(pinned.match(/^Types: deb\nArchitectures: amd64$/gm)).toHaveLength(2);
     expect(pinned.replaceAll('Architectures: amd64\n', '')).toBe(UBUNTU_SOURCES);
     expect(plan.steps[2]!.input).toBe(
-      'Types: deb\nURIs: http://ports.ubuntu.com/ubuntu-ports\nSuites: noble noble-updates noble-security\n' +
+      'Types: deb\nURIs: http://ports.example/ubuntu-ports\nSuites: noble noble-updates noble-security\n' +
         'Components: main universe\nArchitectures: arm64\nSigned-By: /usr/share/keyrings/ubuntu-archive-keyring.gpg\n',
     );
   });
@@ -325,10 +332,34 @@ describe('Ubuntu amd64 hosts get arm64 from the ports archive', () => {
     );
   });
 
+  it('without a ports mirror an Ubuntu amd64 host gets a clear error', () => {
+    expect(() => planPackages({ ...noble(), portsMirror: undefined })).toThrow(/LHC_UBUNTU_PORTS_MIRROR/);
+  });
+
   it('Debian hosts are left as they are', () => {
     const plan = planPackages(state({ os: { id: 'debian', codename: 'bookworm' } }));
     expect(plan.steps.some((s) => s.what.includes('ports') || s.what.startsWith('pin '))).toBe(
       false,
     );
+  });
+});
+
+describe('installedFrom reads dpkg-query output', () => {
+  const listing = [
+    'curl|amd64|installed',
+    'mmdebstrap|all|installed',
+    'musl-dev|arm64|installed',
+    'runc|amd64|config-files',
+    '',
+  ].join('\n');
+
+  it('a plain name means the native architecture or all; name:arch means that architecture', () => {
+    const wanted = ['curl', 'mmdebstrap', 'musl-dev', 'musl-dev:arm64', 'runc', 'make'];
+    expect([...installedFrom(listing, wanted, 'amd64')].sort()).toEqual([
+      'curl',
+      'mmdebstrap',
+      'musl-dev:arm64',
+    ]);
+    expect([...installedFrom(listing, ['musl-dev'], 'arm64')]).toEqual(['musl-dev']);
   });
 });

@@ -1,0 +1,36 @@
+import { closeSync, openSync, writeSync, writeFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { TraceFifo } from '../../src/trace/fifo.js';
+
+let dir: string;
+beforeAll(async () => {
+  dir = await mkdtemp(path.join(os.tmpdir(), 'lhc-fifo-'));
+});
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+it("keeps every writer's lines although each opens with O_TRUNC, as QEMU does after every exec", async () => {
+  const fifo = await TraceFifo.create(path.join(dir, 'qemu.log'));
+  // fopen(name, "w") = O_WRONLY|O_CREAT|O_TRUNC: on a regular file each would wipe the others.
+  writeFileSync(fifo.path, '1 openat(AT_FDCWD,"/a",O_RDONLY) = 3\n', { flag: 'w' });
+  const fd = openSync(fifo.path, 'w');
+  writeSync(fd, '2 openat(AT_FDCWD,"/b",O_RDONLY)');
+  writeFileSync(fifo.path, '3 openat(AT_FDCWD,"/c",O_RDONLY) = 3\n', { flag: 'w' });
+  writeSync(fd, ' = 4\n');
+  closeSync(fd);
+  const text = await fifo.finish();
+  expect(text).toBe(
+    '1 openat(AT_FDCWD,"/a",O_RDONLY) = 3\n2 openat(AT_FDCWD,"/b",O_RDONLY)3 openat(AT_FDCWD,"/c",O_RDONLY) = 3\n = 4\n',
+  );
+  // Finishing twice is harmless.
+  expect(await fifo.finish()).toBe(text);
+});
+
+it('finishes at once when nothing was ever written', async () => {
+  const fifo = await TraceFifo.create(path.join(dir, 'empty.log'));
+  expect(await fifo.finish()).toBe('');
+});
