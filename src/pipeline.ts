@@ -54,6 +54,9 @@ export async function build(config: LhcConfig, opts: BuildOptions): Promise<Buil
       timings.push({ stage: name, seconds: (Date.now() - started) / 1000 });
     }
   };
+  // Every file and directory lhc creates gets an explicit mode, but mkdir() and open() are masked
+  // by the umask: pin it, so the caller's umask can never reach the image or the data template.
+  const callerUmask = process.umask(0o022);
   const outDir = path.resolve(opts.outDir);
   await mkdir(outDir, { recursive: true });
   const workDir = opts.workDir
@@ -194,6 +197,7 @@ export async function build(config: LhcConfig, opts: BuildOptions): Promise<Buil
     }
     return result;
   } finally {
+    process.umask(callerUmask);
     if (!opts.keepWorkDir) {
       // The roots hold files owned by other uids (nspawn, mmdebstrap): remove them with privilege.
       await run(['rm', '-rf', '--one-file-system', workDir], { privileged: true, reject: false }).catch(() => {});

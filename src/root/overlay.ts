@@ -94,8 +94,18 @@ export interface CopyStats {
 }
 
 /**
+ * The mode an overlay entry gets when the config names none: what git would check out (0755 when
+ * the source is executable by anyone, else 0644; directories 0755). A checkout's modes depend on
+ * the umask of whoever cloned it, and the image must not.
+ */
+export function normalizedMode(st: { mode: number; isDirectory(): boolean }): number {
+  if (st.isDirectory()) return 0o755;
+  return st.mode & 0o111 ? 0o755 : 0o644;
+}
+
+/**
  * Copies the contents of host directory `srcDir` into `dst` in the root, merging with what is
- * there. Modes come from the source; symlinks are copied verbatim; owners become root.
+ * there. Modes are normalized (normalizedMode); symlinks are copied verbatim; owners become root.
  */
 export async function copyTree(
   root: string,
@@ -103,7 +113,7 @@ export async function copyTree(
   dst: string,
   stats: CopyStats = { files: 0, dirs: 0, symlinks: 0 },
 ): Promise<CopyStats> {
-  ensureDir(root, dst, lstatSync(srcDir).mode & 0o7777);
+  chmodSync(ensureDir(root, dst, 0o755), 0o755);
   for (const name of readdirSync(srcDir).sort()) {
     const src = path.join(srcDir, name);
     const to = path.posix.join(dst, name);
@@ -113,7 +123,7 @@ export async function copyTree(
       await copyTree(root, src, to, stats);
     } else if (st.isFile()) {
       stats.files++;
-      await installFile(root, src, to, st.mode & 0o777);
+      await installFile(root, src, to, normalizedMode(st));
     } else if (st.isSymbolicLink()) {
       const { host } = hostPathFor(root, to);
       clearForFile(host, to);

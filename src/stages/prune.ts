@@ -6,7 +6,15 @@
  * Anything under the data path goes to the data template instead of the image, and the trace
  * mount point never makes it in.
  */
-import { lstatSync, readdirSync, readFileSync, type Stats } from 'node:fs';
+import {
+  closeSync,
+  lstatSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  readSync,
+  type Stats,
+} from 'node:fs';
 import {
   chmod,
   copyFile,
@@ -39,7 +47,8 @@ export type KeepReason =
   | 'entrypoint'
   | 'mount-point'
   | 'keep-glob'
-  | 'parent-dir';
+  | 'parent-dir'
+  | 'shebang-interp';
 
 export interface KeptEntry {
   path: string;
@@ -181,6 +190,26 @@ function ldSoConfDirs(root: string, file: string, depth: number): string[] {
   return dirs;
 }
 
+/** The interpreter named by a `#!` line, if the file starts with one. */
+export function shebang(file: string): string | undefined {
+  let head: Buffer;
+  try {
+    const fd = openSync(file, 'r');
+    try {
+      head = Buffer.alloc(256);
+      head = head.subarray(0, readSync(fd, head, 0, head.length, 0));
+    } finally {
+      closeSync(fd);
+    }
+  } catch {
+    return undefined;
+  }
+  if (head[0] !== 0x23 || head[1] !== 0x21) return undefined;
+  const line = head.toString('latin1').slice(2).split('\n')[0]!.trim();
+  const interpreter = line.split(/\s+/)[0];
+  return interpreter?.startsWith('/') ? interpreter : undefined;
+}
+
 function octal(mode: number): string {
   return (mode & 0o7777).toString(8).padStart(4, '0');
 }
@@ -254,7 +283,21 @@ export async function pruneRoot(
         logger.debug(`not parsing ${p} as ELF: ${(err as Error).message}`);
         continue;
       }
-      if (!elf) continue;
+      if (!elf) {
+        // An executed script: the kernel starts its #! interpreter, which QEMU never logs.
+        const why = kept.get(p)!;
+        // Only scripts that were run: a kept text file that happens to start with #! must not
+        // drag a shell into the image.
+        if (why.has('entrypoint') || why.has('traced-exec')) {
+          const interpreter = shebang(path.join(root, p));
+          if (interpreter) {
+            const r = addLookup(interpreter, 'shebang-interp');
+            if (r.exists) changed = true;
+            else missingLibraries.push({ elf: p, needed: interpreter });
+          }
+        }
+        continue;
+      }
       if (elf.interp) {
         const r = addLookup(elf.interp, 'elf-interp');
         if (r.exists) changed = true;

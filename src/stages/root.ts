@@ -14,7 +14,7 @@ import { ConfigError, UserError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { cacheDir } from '../core/paths.js';
 import { extractTarball, type ExtractSummary } from '../root/extract.js';
-import { copyTree, ensureDir, installFile } from '../root/overlay.js';
+import { copyTree, ensureDir, installFile, normalizedMode } from '../root/overlay.js';
 import { resolveInRoot } from '../root/resolve.js';
 import { sha256File, type Store } from '../store/store.js';
 import { run } from '../tools/exec.js';
@@ -284,7 +284,7 @@ export async function assembleRoot(
             `${f.dst}/: ${c.files} files, ${c.dirs} dirs, ${c.symlinks} symlinks from ${f.src}`,
           );
         } else if (st.isFile()) {
-          await installFile(root, f.src, f.dst, f.mode ?? st.mode & 0o777);
+          await installFile(root, f.src, f.dst, f.mode ?? normalizedMode(st));
           logger.info(`${f.dst} from ${f.src}`);
         } else {
           throw new ConfigError(`files[${i}].src: ${f.src} is neither a file nor a directory`);

@@ -71,6 +71,8 @@ export interface VerifyOutcome extends VerifyReport {
   curl?: ProbeOutcome;
   /** Where the service was reached, e.g. 127.0.0.1:40123 or unix:/tmp/.../service.sock. */
   endpoint?: string;
+  /** The first probe's answer from the booted image, byte for byte (e.g. for the demo to print). */
+  sample?: { probe: string; body: Buffer };
   /** Last lines of the container's stderr (nspawn and the payload), when something failed. */
   serviceLog?: string;
 }
@@ -78,7 +80,11 @@ export interface VerifyOutcome extends VerifyReport {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Polls `probe` until it returns a value, the time runs out (undefined) or the signal aborts. */
-async function waitFor<T>(probe: () => T | undefined | Promise<T | undefined>, timeoutMs: number, signal?: AbortSignal): Promise<T | undefined> {
+async function waitFor<T>(
+  probe: () => T | undefined | Promise<T | undefined>,
+  timeoutMs: number,
+  signal?: AbortSignal,
+): Promise<T | undefined> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     signal?.throwIfAborted();
@@ -115,7 +121,9 @@ export function listensOn(netTcp: string, port: number): boolean {
 }
 
 async function readNetTcp(procDir: string): Promise<string> {
-  const parts = await Promise.all(['tcp', 'tcp6'].map((f) => readFile(`${procDir}/net/${f}`, 'utf8').catch(() => '')));
+  const parts = await Promise.all(
+    ['tcp', 'tcp6'].map((f) => readFile(`${procDir}/net/${f}`, 'utf8').catch(() => '')),
+  );
   return parts.join('\n');
 }
 
@@ -156,20 +164,32 @@ interface Running {
   clientTarget: { host: string; port: number };
 }
 
-async function startInetd(argv: string[], state: RunState, opts: VerifyOptions, timeoutMs: number): Promise<Running> {
+async function startInetd(
+  argv: string[],
+  state: RunState,
+  opts: VerifyOptions,
+  timeoutMs: number,
+): Promise<Running> {
   const { logger, signal } = opts;
   let lastError = '';
   for (let attempt = 0; attempt < 3; attempt++) {
     const port = await freePort();
-    const service = start(['systemd-socket-activate', '-l', `127.0.0.1:${port}`, '-a', '--inetd', ...argv], {
-      privileged: true,
-      logger,
-      loud: attempt === 0,
-    });
+    const service = start(
+      ['systemd-socket-activate', '-l', `127.0.0.1:${port}`, '-a', '--inetd', ...argv],
+      {
+        privileged: true,
+        logger,
+        loud: attempt === 0,
+      },
+    );
     state.service = service;
     let exited = false;
     void service.exited.then(() => (exited = true));
-    const ok = await waitFor(async () => (exited ? false : listensOn(await readNetTcp('/proc/self'), port) || undefined), 10_000, signal);
+    const ok = await waitFor(
+      async () => (exited ? false : listensOn(await readNetTcp('/proc/self'), port) || undefined),
+      10_000,
+      signal,
+    );
     if (ok) {
       const endpoint = { host: '127.0.0.1', port };
       return {
@@ -181,7 +201,11 @@ async function startInetd(argv: string[], state: RunState, opts: VerifyOptions, 
           const before = new Set(findPayloads(service.pid).map((p) => p.pid));
           const sock = await holdOpen(endpoint, timeoutMs);
           state.sockets.add(sock);
-          const p = await waitFor(() => findPayloads(service.pid).find((x) => !before.has(x.pid)), timeoutMs, signal);
+          const p = await waitFor(
+            () => findPayloads(service.pid).find((x) => !before.has(x.pid)),
+            timeoutMs,
+            signal,
+          );
           if (p) state.payloads.push(p);
           return p;
         },
@@ -195,30 +219,53 @@ async function startInetd(argv: string[], state: RunState, opts: VerifyOptions, 
   throw new UserError(`systemd-socket-activate did not start listening:\n${lastError}`);
 }
 
-async function startListening(argv: string[], state: RunState, opts: VerifyOptions, timeoutMs: number): Promise<Running> {
+async function startListening(
+  argv: string[],
+  state: RunState,
+  opts: VerifyOptions,
+  timeoutMs: number,
+): Promise<Running> {
   const { logger, signal, config } = opts;
   const port = config.service.listen!;
   const service = start(argv, { privileged: true, logger, loud: true });
   state.service = service;
   let exited = false;
   void service.exited.then(() => (exited = true));
-  const payload = await waitFor(() => (exited ? null : findPayloads(service.pid)[0]), timeoutMs, signal);
+  const payload = await waitFor(
+    () => (exited ? null : findPayloads(service.pid)[0]),
+    timeoutMs,
+    signal,
+  );
   if (!payload) {
     const stderr = exited ? tail((await service.exited).stderr, 15) : '(still starting)';
-    throw new UserError(`the container did not start its service ${config.service.command.join(' ')}:\n${stderr}`);
+    throw new UserError(
+      `the container did not start its service ${config.service.command.join(' ')}:\n${stderr}`,
+    );
   }
   state.payloads.push(payload);
-  const listening = await waitFor(async () => (exited ? false : listensOn(await readNetTcp(`/proc/${payload.pid}`), port) || undefined), timeoutMs, signal);
+  const listening = await waitFor(
+    async () =>
+      exited ? false : listensOn(await readNetTcp(`/proc/${payload.pid}`), port) || undefined,
+    timeoutMs,
+    signal,
+  );
   if (!listening) {
     await service.stop();
     const stderr = tail((await service.exited).stderr, 15);
-    throw new UserError(`the service did not listen on port ${port} inside the container within ${timeoutMs / 1000} s:\n${stderr}`);
+    throw new UserError(
+      `the service did not listen on port ${port} inside the container within ${timeoutMs / 1000} s:\n${stderr}`,
+    );
   }
   const sockPath = path.join(state.workDir, 'service.sock');
   const nsenter = (a: string[]) => ['nsenter', '-t', String(payload.pid), '-n', ...a];
-  state.forwarder = start(nsenter([process.execPath, '-e', FORWARDER, sockPath, String(port)]), { privileged: true, logger });
+  state.forwarder = start(nsenter([process.execPath, '-e', FORWARDER, sockPath, String(port)]), {
+    privileged: true,
+    logger,
+  });
   if (!(await waitFor(() => existsSync(sockPath) || undefined, 10_000, signal))) {
-    throw new UserError(`the forwarder into the container's network namespace did not start: ${state.forwarder.command}`);
+    throw new UserError(
+      `the forwarder into the container's network namespace did not start: ${state.forwarder.command}`,
+    );
   }
   return {
     endpoint: { path: sockPath },
@@ -235,25 +282,42 @@ async function readFixtures(probes: Probe[]): Promise<Map<string, Buffer>> {
     try {
       out.set(p.name, await readFile(p.fixture));
     } catch (e) {
-      throw new UserError(`probe ${p.name}: cannot read fixture ${p.fixture}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
+      throw new UserError(
+        `probe ${p.name}: cannot read fixture ${p.fixture}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`,
+      );
     }
   }
   return out;
 }
 
 /** Checks one answer; undefined when right, else a readable reason (a visible diff for bodies). */
-function judge(probe: Probe, expected: Buffer | undefined, got: { status?: number; body: Buffer }, via: string): string | undefined {
+function judge(
+  probe: Probe,
+  expected: Buffer | undefined,
+  got: { status?: number; body: Buffer },
+  via: string,
+): string | undefined {
   const problems: string[] = [];
-  if (probe.type === 'http' && got.status !== probe.status) problems.push(`HTTP status ${got.status}, expected ${probe.status}`);
+  if (probe.type === 'http' && got.status !== probe.status)
+    problems.push(`HTTP status ${got.status}, expected ${probe.status}`);
   if (expected) {
-    const diff = visibleDiff(expected, got.body, { expected: `fixture ${probe.fixture}`, actual: `response (${via})` });
+    const diff = visibleDiff(expected, got.body, {
+      expected: `fixture ${probe.fixture}`,
+      actual: `response (${via})`,
+    });
     if (diff) problems.push(diff);
   }
   return problems.length ? problems.join('\n') : undefined;
 }
 
-async function ask(probe: Probe, endpoint: Endpoint, timeoutMs: number, signal?: AbortSignal): Promise<{ status?: number; body: Buffer }> {
-  if (probe.type === 'gopher') return { body: await exchange(endpoint, gopherRequest(probe.selector), { timeoutMs, signal }) };
+async function ask(
+  probe: Probe,
+  endpoint: Endpoint,
+  timeoutMs: number,
+  signal?: AbortSignal,
+): Promise<{ status?: number; body: Buffer }> {
+  if (probe.type === 'gopher')
+    return { body: await exchange(endpoint, gopherRequest(probe.selector), { timeoutMs, signal }) };
   return httpGet(endpoint, probe.path, { timeoutMs, signal });
 }
 
@@ -263,14 +327,29 @@ async function probeOnce(
   endpoint: Endpoint,
   timeoutMs: number,
   signal?: AbortSignal,
-): Promise<ProbeOutcome> {
+): Promise<{ outcome: ProbeOutcome; body?: Buffer }> {
   try {
     const got = await ask(probe, endpoint, timeoutMs, signal);
     const problem = judge(probe, expected, got, describeEndpoint(endpoint));
-    return { name: probe.name, ok: problem === undefined, diff: problem, bytes: got.body.length };
+    return {
+      outcome: {
+        name: probe.name,
+        ok: problem === undefined,
+        diff: problem,
+        bytes: got.body.length,
+      },
+      body: got.body,
+    };
   } catch (e) {
     signal?.throwIfAborted();
-    return { name: probe.name, ok: false, diff: `no answer: ${(e as Error).message}`, bytes: 0 };
+    return {
+      outcome: {
+        name: probe.name,
+        ok: false,
+        diff: `no answer: ${(e as Error).message}`,
+        bytes: 0,
+      },
+    };
   }
 }
 
@@ -287,22 +366,54 @@ async function curlProbe(
   const name = `${probe.name} (curl)`;
   const seconds = String(Math.ceil(timeoutMs / 1000));
   const bodyFile = path.join(state.workDir, 'curl-body');
-  const url = probe.type === 'gopher' ? gopherUrl(host, port, probe.selector) : `http://${host}:${port}${probe.path}`;
-  const curl = ['curl', '-sS', '--max-time', seconds, '-o', bodyFile, ...(probe.type === 'http' ? ['-w', '%{http_code}'] : []), url];
+  const url =
+    probe.type === 'gopher'
+      ? gopherUrl(host, port, probe.selector)
+      : `http://${host}:${port}${probe.path}`;
+  const curl = [
+    'curl',
+    '-sS',
+    '--max-time',
+    seconds,
+    '-o',
+    bodyFile,
+    ...(probe.type === 'http' ? ['-w', '%{http_code}'] : []),
+    url,
+  ];
   const { argv, privileged } = svc.clientArgv(curl);
-  const r = await run(argv, { privileged, logger: opts.logger, reject: false, signal: opts.signal, timeoutMs: timeoutMs + 5_000 });
-  if (r.exitCode !== 0) return { name, ok: false, diff: `${r.command} failed (exit ${r.exitCode}): ${r.stderr.trim()}`, bytes: 0 };
+  const r = await run(argv, {
+    privileged,
+    logger: opts.logger,
+    reject: false,
+    signal: opts.signal,
+    timeoutMs: timeoutMs + 5_000,
+  });
+  if (r.exitCode !== 0)
+    return {
+      name,
+      ok: false,
+      diff: `${r.command} failed (exit ${r.exitCode}): ${r.stderr.trim()}`,
+      bytes: 0,
+    };
   const body = await readFile(bodyFile);
   const status = probe.type === 'http' ? Number(r.stdout.trim()) : undefined;
   const problem = judge(probe, expected, { status, body }, 'curl');
   return { name, ok: problem === undefined, diff: problem, bytes: body.length };
 }
 
-async function hardeningRows(svc: Running, state: RunState, config: LhcConfig): Promise<HardeningCheck[]> {
+async function hardeningRows(
+  svc: Running,
+  state: RunState,
+  config: LhcConfig,
+): Promise<HardeningCheck[]> {
   const rows: HardeningCheck[] = [];
   const payload = await svc.payload();
   if (!payload) {
-    rows.push({ name: 'container payload running', ok: false, detail: 'no payload process appeared under systemd-nspawn' });
+    rows.push({
+      name: 'container payload running',
+      ok: false,
+      detail: 'no payload process appeared under systemd-nspawn',
+    });
   } else {
     rows.push(...(await inspectProcess(payload.pid, config.data.path)));
   }
@@ -340,7 +451,9 @@ async function teardown(state: RunState, image: string, logger: Logger): Promise
         for (const pid of left) await killPid(pid);
         await sleep(100);
       }
-      throw new Error(`container processes still running: ${(await containerProcesses(state.image.majorMinor)).join(' ')}`);
+      throw new Error(
+        `container processes still running: ${(await containerProcesses(state.image.majorMinor)).join(' ')}`,
+      );
     }
   });
   await attempt('stop service', async () => void (await bounded(stopping, 5_000)));
@@ -357,14 +470,17 @@ async function teardown(state: RunState, image: string, logger: Logger): Promise
     const dev = state.image.loopDevice;
     await attempt('release loop device', () => releaseLoop(dev, image, logger));
   }
-  await attempt('remove work dir', () => removeWorkDir(state.workDir, [state.rootDir, state.dataDir]));
+  await attempt('remove work dir', () =>
+    removeWorkDir(state.workDir, [state.rootDir, state.dataDir]),
+  );
   if (problems.length) throw new Error(`verify cleanup incomplete:\n${problems.join('\n')}`);
 }
 
 function combinedSignal(opts: VerifyOptions): AbortSignal | undefined {
-  const signals = [opts.signal, opts.timeoutMs ? AbortSignal.timeout(opts.timeoutMs) : undefined].filter(
-    (s): s is AbortSignal => s !== undefined,
-  );
+  const signals = [
+    opts.signal,
+    opts.timeoutMs ? AbortSignal.timeout(opts.timeoutMs) : undefined,
+  ].filter((s): s is AbortSignal => s !== undefined);
   return signals.length ? AbortSignal.any(signals) : undefined;
 }
 
@@ -384,8 +500,10 @@ export async function verifyImage(options: VerifyOptions): Promise<VerifyOutcome
   const timeoutMs = config.service.timeout * 1000;
   const requests = options.requests ?? 0;
   const concurrency = options.concurrency ?? 8;
-  if (!Number.isInteger(requests) || requests < 0) throw new UserError(`--requests must be a whole number ≥ 0, got ${requests}`);
-  if (!Number.isInteger(concurrency) || concurrency < 1) throw new UserError(`--concurrency must be a whole number ≥ 1, got ${concurrency}`);
+  if (!Number.isInteger(requests) || requests < 0)
+    throw new UserError(`--requests must be a whole number ≥ 0, got ${requests}`);
+  if (!Number.isInteger(concurrency) || concurrency < 1)
+    throw new UserError(`--concurrency must be a whole number ≥ 1, got ${concurrency}`);
 
   const workDir = await mkdtemp(path.join(os.tmpdir(), 'lhc-verify-'));
   // The directory name becomes the machine name (and hostname): use the service's name.
@@ -398,17 +516,24 @@ export async function verifyImage(options: VerifyOptions): Promise<VerifyOutcome
   };
   await mkdir(state.rootDir);
   await mkdir(state.dataDir);
-  const cleanup = registerCleanup(`verify ${config.name} (${workDir})`, () => teardown(state, image, logger));
+  const cleanup = registerCleanup(`verify ${config.name} (${workDir})`, () =>
+    teardown(state, image, logger),
+  );
 
-  let outcome: VerifyOutcome;
+  let outcome: VerifyOutcome | undefined;
+  let failure: unknown;
   let failed = false;
   try {
     outcome = await logger.group(`verify ${config.name}`, async () => {
       state.image = await mountImageReadOnly(image, state.rootDir, logger);
-      logger.info(`image ${image} mounted read-only at ${state.rootDir} (${state.image.loopDevice})`);
+      logger.info(
+        `image ${image} mounted read-only at ${state.rootDir} (${state.image.loopDevice})`,
+      );
       for (const needed of ['/usr', config.data.path]) {
         if (!existsSync(path.join(state.rootDir, needed))) {
-          throw new UserError(`the image has no ${needed} directory; a read-only root needs every mount point (add it to the root)`);
+          throw new UserError(
+            `the image has no ${needed} directory; a read-only root needs every mount point (add it to the root)`,
+          );
         }
       }
       state.dataMajorMinor = await mountDataTmpfs(state.dataDir, logger);
@@ -422,40 +547,67 @@ export async function verifyImage(options: VerifyOptions): Promise<VerifyOutcome
       logger.info(`service reachable at ${describeEndpoint(svc.endpoint)}`);
 
       const probes: ProbeOutcome[] = [];
+      let sample: VerifyOutcome['sample'];
       for (const p of config.probes) {
-        const r = await probeOnce(p, fixtures.get(p.name), svc.endpoint, timeoutMs, signal);
+        const { outcome: r, body } = await probeOnce(
+          p,
+          fixtures.get(p.name),
+          svc.endpoint,
+          timeoutMs,
+          signal,
+        );
         logger.info(`probe ${p.name}: ${r.ok ? 'ok' : 'FAILED'} (${r.bytes} bytes)`);
         probes.push(r);
+        if (!sample && body) sample = { probe: p.name, body };
       }
-      const curl = await curlProbe(config.probes[0]!, fixtures.get(config.probes[0]!.name), svc, state, opts, timeoutMs);
+      const curl = await curlProbe(
+        config.probes[0]!,
+        fixtures.get(config.probes[0]!.name),
+        svc,
+        state,
+        opts,
+        timeoutMs,
+      );
       logger.info(`real client: ${curl.name}: ${curl.ok ? 'ok' : 'FAILED'}`);
       probes.push(curl);
 
       const hardening = await hardeningRows(svc, state, config);
-      for (const h of hardening) logger.info(`hardening: ${h.ok ? 'ok ' : 'FAIL'} ${h.name}: ${h.detail}`);
+      for (const h of hardening)
+        logger.info(`hardening: ${h.ok ? 'ok ' : 'FAIL'} ${h.name}: ${h.detail}`);
 
       let load: LoadResult | undefined;
       if (requests > 0) {
         const gopher = config.probes.filter((p) => p.type === 'gopher');
         const targets = gopher.length ? gopher : config.probes;
-        logger.info(`load: ${requests} requests at concurrency ${concurrency} over ${targets.map((p) => p.name).join(', ')}`);
+        logger.info(
+          `load: ${requests} requests at concurrency ${concurrency} over ${targets.map((p) => p.name).join(', ')}`,
+        );
         load = await runLoad(
           requests,
           concurrency,
           async (i) => {
             const p = targets[i % targets.length]!;
-            return judge(p, fixtures.get(p.name), await ask(p, svc.endpoint, timeoutMs, signal), describeEndpoint(svc.endpoint));
+            return judge(
+              p,
+              fixtures.get(p.name),
+              await ask(p, svc.endpoint, timeoutMs, signal),
+              describeEndpoint(svc.endpoint),
+            );
           },
           signal,
         );
-        logger.info(`load: ${load.failures} failures; p50 ${load.p50ms} ms, p95 ${load.p95ms} ms, p99 ${load.p99ms} ms`);
+        logger.info(
+          `load: ${load.failures} failures; p50 ${load.p50ms} ms, p95 ${load.p95ms} ms, p99 ${load.p99ms} ms`,
+        );
       }
-      const ok = probes.every((p) => p.ok) && hardening.every((h) => h.ok) && (load?.failures ?? 0) === 0;
+      const ok =
+        probes.every((p) => p.ok) && hardening.every((h) => h.ok) && (load?.failures ?? 0) === 0;
       return {
         ok,
         probes,
         hardening,
         curl,
+        sample,
         endpoint: describeEndpoint(svc.endpoint),
         load: load && {
           requests: load.requests,
@@ -471,26 +623,34 @@ export async function verifyImage(options: VerifyOptions): Promise<VerifyOutcome
     });
   } catch (e) {
     failed = true;
-    if (signal?.aborted && !options.signal?.aborted) {
-      throw new UserError(`verify timed out after ${(options.timeoutMs ?? 0) / 1000} s`, { cause: e });
-    }
-    throw e;
-  } finally {
-    try {
-      await cleanup.run();
-    } catch (e) {
-      // Do not hide the error that got us here behind a cleanup problem.
-      if (failed) logger.warn((e as Error).message);
-      else throw e;
-    }
+    failure = e;
   }
+  // Not in a finally: a cleanup problem must not hide the error that got us here.
+  let cleanupError: unknown;
+  try {
+    await cleanup.run();
+  } catch (e) {
+    cleanupError = e;
+  }
+  if (failed) {
+    if (cleanupError) logger.warn((cleanupError as Error).message);
+    if (signal?.aborted && !options.signal?.aborted) {
+      throw new UserError(`verify timed out after ${(options.timeoutMs ?? 0) / 1000} s`, {
+        cause: failure,
+      });
+    }
+    throw failure;
+  }
+  if (cleanupError) throw cleanupError;
+  if (!outcome) throw new Error('verify produced no outcome');
   if (!outcome.ok && state.serviceStderr) outcome.serviceLog = serviceLog(state.serviceStderr);
   return outcome;
 }
 
 /** The container's stderr without systemd-socket-activate's per-connection chatter. */
 export function serviceLog(stderr: string, lines = 30): string {
-  const noise = /^(Listening on |Communication attempt on fd|Connection from |Spawned |Execing |Child \d+ died with code 0$)/;
+  const noise =
+    /^(Listening on |Communication attempt on fd|Connection from |Spawned |Execing |Child \d+ died with code 0$)/;
   return tail(
     stderr
       .split('\n')

@@ -25,7 +25,11 @@ export function gopherRequest(selector: string): Buffer {
  * Sends `request`, half-closes nothing (Gopher servers answer after the CRLF) and reads to EOF.
  * Rejects on a connection error, on timeout and on abort, always destroying the socket.
  */
-export function exchange(e: Endpoint, request: Buffer, opts: { timeoutMs: number; signal?: AbortSignal }): Promise<Buffer> {
+export function exchange(
+  e: Endpoint,
+  request: Buffer,
+  opts: { timeoutMs: number; signal?: AbortSignal },
+): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     const sock = connect(e);
@@ -40,7 +44,10 @@ export function exchange(e: Endpoint, request: Buffer, opts: { timeoutMs: number
       else resolve(Buffer.concat(chunks));
     };
     const timer = setTimeout(
-      () => finish(new Error(`no complete answer from ${describeEndpoint(e)} within ${opts.timeoutMs} ms`)),
+      () =>
+        finish(
+          new Error(`no complete answer from ${describeEndpoint(e)} within ${opts.timeoutMs} ms`),
+        ),
       opts.timeoutMs,
     );
     const onAbort = () => finish(new Error('aborted'));
@@ -78,11 +85,22 @@ export interface HttpAnswer {
   body: Buffer;
 }
 
-export function httpGet(e: Endpoint, urlPath: string, opts: { timeoutMs: number; signal?: AbortSignal }): Promise<HttpAnswer> {
+export function httpGet(
+  e: Endpoint,
+  urlPath: string,
+  opts: { timeoutMs: number; signal?: AbortSignal },
+): Promise<HttpAnswer> {
   return new Promise((resolve, reject) => {
     const target = 'path' in e ? { socketPath: e.path } : { host: e.host, port: e.port };
     const req = http.request(
-      { ...target, path: urlPath, method: 'GET', agent: false, signal: opts.signal, headers: { host: 'localhost' } },
+      {
+        ...target,
+        path: urlPath,
+        method: 'GET',
+        agent: false,
+        signal: opts.signal,
+        headers: { host: 'localhost' },
+      },
       (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (d: Buffer) => chunks.push(d));
@@ -97,7 +115,12 @@ export function httpGet(e: Endpoint, urlPath: string, opts: { timeoutMs: number;
       },
     );
     const timer = setTimeout(
-      () => req.destroy(new Error(`no complete HTTP answer from ${describeEndpoint(e)} within ${opts.timeoutMs} ms`)),
+      () =>
+        req.destroy(
+          new Error(
+            `no complete HTTP answer from ${describeEndpoint(e)} within ${opts.timeoutMs} ms`,
+          ),
+        ),
       opts.timeoutMs,
     );
     req.on('error', (err) => {
@@ -123,7 +146,11 @@ export function freePort(): Promise<number> {
 /** `gopher://` URL for curl: the item type, then the selector percent-encoded byte by byte. */
 export function gopherUrl(host: string, port: number, selector: string, type = '1'): string {
   const enc = [...Buffer.from(selector, 'utf8')]
-    .map((b) => (/[A-Za-z0-9\-._~/]/.test(String.fromCharCode(b)) ? String.fromCharCode(b) : `%${b.toString(16).toUpperCase().padStart(2, '0')}`))
+    .map((b) =>
+      /[A-Za-z0-9\-._~/]/.test(String.fromCharCode(b))
+        ? String.fromCharCode(b)
+        : `%${b.toString(16).toUpperCase().padStart(2, '0')}`,
+    )
     .join('');
   return `gopher://${host}:${port}/${type}${enc}`;
 }

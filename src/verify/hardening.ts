@@ -86,7 +86,8 @@ export const CAP_SYS_ADMIN = 21;
 export function checkCapabilities(status: string): HardeningCheck {
   const name = 'CAP_NET_ADMIN, CAP_SYS_ADMIN not in bounding set';
   const hex = statusField(status, 'CapBnd');
-  if (!hex || !/^[0-9a-f]+$/i.test(hex)) return { name, ok: false, detail: `CapBnd: ${hex ?? '(missing)'}` };
+  if (!hex || !/^[0-9a-f]+$/i.test(hex))
+    return { name, ok: false, detail: `CapBnd: ${hex ?? '(missing)'}` };
   const bnd = BigInt(`0x${hex}`);
   const present = [
     ['CAP_NET_ADMIN', CAP_NET_ADMIN],
@@ -95,7 +96,9 @@ export function checkCapabilities(status: string): HardeningCheck {
   return {
     name,
     ok: present.length === 0,
-    detail: `CapBnd: ${hex}` + (present.length ? `; still has ${present.map(([n]) => n).join(', ')}` : ''),
+    detail:
+      `CapBnd: ${hex}` +
+      (present.length ? `; still has ${present.map(([n]) => n).join(', ')}` : ''),
   };
 }
 
@@ -110,7 +113,10 @@ export function checkUidMap(uidMap: string): HardeningCheck {
       return {
         name,
         ok: host !== 0,
-        detail: host === 0 ? `uid_map ${line.trim()}: no user namespace` : `uid 0 → host uid ${host} (${count} ids)`,
+        detail:
+          host === 0
+            ? `uid_map ${line.trim()}: no user namespace`
+            : `uid 0 → host uid ${host} (${count} ids)`,
       };
     }
   }
@@ -178,9 +184,18 @@ export async function listImage(root: string): Promise<ImageEntry[]> {
         out.push({ path: p, kind: 'dir', executable: false });
         await walk(p);
       } else if (st.isSymbolicLink()) {
-        out.push({ path: p, kind: 'symlink', executable: false, target: await readlink(path.join(root, p)) });
+        out.push({
+          path: p,
+          kind: 'symlink',
+          executable: false,
+          target: await readlink(path.join(root, p)),
+        });
       } else {
-        out.push({ path: p, kind: st.isFile() ? 'file' : 'other', executable: (st.mode & 0o111) !== 0 });
+        out.push({
+          path: p,
+          kind: st.isFile() ? 'file' : 'other',
+          executable: (st.mode & 0o111) !== 0,
+        });
       }
     }
   };
@@ -229,6 +244,8 @@ export function checkNoInterpreters(entries: ImageEntry[], command0: string): Ha
   return {
     name,
     ok: found.length === 0,
-    detail: found.length ? `found ${found.join(', ')}` : `${entries.length} entries; only ${command0}`,
+    detail: found.length
+      ? `found ${found.join(', ')}`
+      : `${entries.length} entries; only ${command0}`,
   };
 }

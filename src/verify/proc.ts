@@ -49,7 +49,10 @@ export function processTable(): Map<number, ProcInfo> {
 }
 
 /** All descendants of pid (not pid itself), parents before children. */
-export function descendants(pid: number, table: Map<number, ProcInfo> = processTable()): ProcInfo[] {
+export function descendants(
+  pid: number,
+  table: Map<number, ProcInfo> = processTable(),
+): ProcInfo[] {
   const children = new Map<number, ProcInfo[]>();
   for (const p of table.values()) {
     const list = children.get(p.ppid);
@@ -86,7 +89,10 @@ export function alive(p: Pick<ProcInfo, 'pid' | 'startTime'>): boolean {
  * exec'd the payload. Until then nspawn's inner child still runs nspawn's own binary and its
  * /proc does not yet show the final mounts, capabilities and user namespace.
  */
-export function findPayloads(ancestor: number, table: Map<number, ProcInfo> = processTable()): ProcInfo[] {
+export function findPayloads(
+  ancestor: number,
+  table: Map<number, ProcInfo> = processTable(),
+): ProcInfo[] {
   const self = table.get(ancestor);
   const tree = [...(self ? [self] : []), ...descendants(ancestor, table)];
   const nspawns = tree.filter((p) => p.comm === 'systemd-nspawn');

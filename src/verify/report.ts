@@ -15,12 +15,22 @@ const indent = (text: string) => text.split('\n').map((l) => `    ${l}`);
 
 export function formatVerifyReport(r: VerifyOutcome): string[] {
   const out: string[] = [];
-  out.push(...table([['PROBE', 'RESULT', 'BYTES'], ...r.probes.map((p) => [p.name, p.ok ? 'ok' : 'FAIL', String(p.bytes)])]));
+  out.push(
+    ...table([
+      ['PROBE', 'RESULT', 'BYTES'],
+      ...r.probes.map((p) => [p.name, p.ok ? 'ok' : 'FAIL', String(p.bytes)]),
+    ]),
+  );
   for (const p of r.probes) {
     if (!p.ok && p.diff) out.push('', `probe ${p.name} failed:`, ...indent(p.diff));
   }
   out.push('');
-  out.push(...table([['HARDENING', 'RESULT', 'DETAIL'], ...r.hardening.map((h) => [h.name, h.ok ? 'ok' : 'FAIL', h.detail])]));
+  out.push(
+    ...table([
+      ['HARDENING', 'RESULT', 'DETAIL'],
+      ...r.hardening.map((h) => [h.name, h.ok ? 'ok' : 'FAIL', h.detail]),
+    ]),
+  );
   if (r.load) {
     const l = r.load;
     out.push(
@@ -30,7 +40,8 @@ export function formatVerifyReport(r: VerifyOutcome): string[] {
     );
     if (l.firstFailure) out.push(...indent(l.firstFailure));
   }
-  if (!r.ok && r.serviceLog) out.push('', 'container stderr (last lines):', ...indent(r.serviceLog));
+  if (!r.ok && r.serviceLog)
+    out.push('', 'container stderr (last lines):', ...indent(r.serviceLog));
   out.push('', `verify: ${r.ok ? 'ok' : 'FAILED'}`);
   return out;
 }

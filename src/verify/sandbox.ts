@@ -28,7 +28,11 @@ async function ownMounts(): Promise<MountRow[]> {
   return text
     .split('\n')
     .filter((l) => l.trim())
-    .map((l, i) => ({ majorMinor: l.split(' ')[2]!, mountPoint: parsed[i]!.mountPoint, source: parsed[i]!.source }));
+    .map((l, i) => ({
+      majorMinor: l.split(' ')[2]!,
+      mountPoint: parsed[i]!.mountPoint,
+      source: parsed[i]!.source,
+    }));
 }
 
 export async function mountAt(dir: string): Promise<MountRow | undefined> {
@@ -43,10 +47,21 @@ export interface ImageMount {
 }
 
 /** `mount -o loop,ro`: util-linux sets LO_FLAGS_AUTOCLEAR, so the loop device goes with the mount. */
-export async function mountImageReadOnly(image: string, dir: string, logger: Logger): Promise<ImageMount> {
-  await run(['mount', '-t', 'squashfs', '-o', 'loop,ro', image, dir], { privileged: true, logger, timeoutMs: 60_000 });
+export async function mountImageReadOnly(
+  image: string,
+  dir: string,
+  logger: Logger,
+): Promise<ImageMount> {
+  await run(['mount', '-t', 'squashfs', '-o', 'loop,ro', image, dir], {
+    privileged: true,
+    logger,
+    timeoutMs: 60_000,
+  });
   const m = await mountAt(dir);
-  if (!m) throw new UserError(`mounting ${image} at ${dir} reported success but nothing is mounted there`);
+  if (!m)
+    throw new UserError(
+      `mounting ${image} at ${dir} reported success but nothing is mounted there`,
+    );
   return { dir, loopDevice: m.source, majorMinor: m.majorMinor };
 }
 
@@ -55,9 +70,14 @@ export async function mountDataTmpfs(dir: string, logger: Logger, sizeMb = 256):
   const owner = isRoot() ? [] : [`uid=${process.getuid!()}`, `gid=${process.getgid!()}`];
   const opts = ['noexec', 'nosuid', 'nodev', 'mode=0755', `size=${sizeMb}m`, ...owner].join(',');
   // The source names the mount point, so a leftover is recognisable in any namespace's mountinfo.
-  await run(['mount', '-t', 'tmpfs', '-o', opts, `lhc-verify:${dir}`, dir], { privileged: true, logger, timeoutMs: 30_000 });
+  await run(['mount', '-t', 'tmpfs', '-o', opts, `lhc-verify:${dir}`, dir], {
+    privileged: true,
+    logger,
+    timeoutMs: 30_000,
+  });
   const m = await mountAt(dir);
-  if (!m) throw new UserError(`mounting a tmpfs at ${dir} reported success but nothing is mounted there`);
+  if (!m)
+    throw new UserError(`mounting a tmpfs at ${dir} reported success but nothing is mounted there`);
   return m.majorMinor;
 }
 
@@ -79,7 +99,9 @@ export async function unpackTemplate(template: string, dir: string): Promise<voi
       onwarn: (code, message) => warnings.push(`${code}: ${message}`),
     });
   } catch (e) {
-    throw new UserError(`cannot unpack the data template ${template}: ${(e as Error).message}`, { cause: e });
+    throw new UserError(`cannot unpack the data template ${template}: ${(e as Error).message}`, {
+      cause: e,
+    });
   }
   if (warnings.length) throw new UserError(`data template ${template}: ${warnings.join('; ')}`);
 }
@@ -99,10 +121,12 @@ export async function containerProcesses(majorMinor: string): Promise<number[]> 
     } catch {
       continue;
     }
-    if (text.split('\n').some((l) => {
-      const f = l.split(' ');
-      return f[2] === majorMinor && f[4] === '/';
-    })) {
+    if (
+      text.split('\n').some((l) => {
+        const f = l.split(' ');
+        return f[2] === majorMinor && f[4] === '/';
+      })
+    ) {
       out.push(pid);
     }
   }
@@ -125,7 +149,12 @@ export async function killPid(pid: number): Promise<void> {
 export async function unmount(dir: string, logger: Logger): Promise<void> {
   for (let attempt = 0; attempt < 5; attempt++) {
     if (!(await mountAt(dir))) return;
-    const r = await run(['umount', dir], { privileged: true, logger, reject: false, timeoutMs: 30_000 });
+    const r = await run(['umount', dir], {
+      privileged: true,
+      logger,
+      reject: false,
+      timeoutMs: 30_000,
+    });
     if (r.exitCode === 0) continue;
     logger.debug(`umount ${dir}: ${r.stderr.trim()}`);
     await sleep(200 * (attempt + 1));
@@ -158,7 +187,11 @@ export async function loopBackingFile(dev: string): Promise<string | undefined> 
 export async function releaseLoop(dev: string, image: string, logger: Logger): Promise<void> {
   for (let i = 0; i < 20; i++) {
     const backing = await loopBackingFile(dev);
-    if (backing === undefined || path.resolve(backing.replace(/ \(deleted\)$/, '')) !== path.resolve(image)) return;
+    if (
+      backing === undefined ||
+      path.resolve(backing.replace(/ \(deleted\)$/, '')) !== path.resolve(image)
+    )
+      return;
     await sleep(100);
   }
   logger.warn(`${dev} was not auto-cleared; detaching it with losetup -d`);
@@ -166,12 +199,18 @@ export async function releaseLoop(dev: string, image: string, logger: Logger): P
 }
 
 /** Removes the work dir, but never while something is still mounted below it. */
-export async function removeWorkDir(workDir: string, mountPoints: readonly string[]): Promise<void> {
+export async function removeWorkDir(
+  workDir: string,
+  mountPoints: readonly string[],
+): Promise<void> {
   for (const m of mountPoints) {
     if (await mountAt(m)) throw new Error(`${m} is still mounted; leaving ${workDir} in place`);
     if (existsSync(m)) await rmdir(m).catch(() => undefined);
   }
-  if (existsSync(workDir) && (await readdir(workDir)).every((n) => !mountPoints.includes(path.join(workDir, n)))) {
+  if (
+    existsSync(workDir) &&
+    (await readdir(workDir)).every((n) => !mountPoints.includes(path.join(workDir, n)))
+  ) {
     await rm(workDir, { recursive: true, force: true });
   }
 }

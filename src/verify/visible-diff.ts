@@ -64,7 +64,11 @@ function editScript(a: Line[], b: Line[]): Op[] {
   let pre = 0;
   while (pre < a.length && pre < b.length && a[pre]!.key === b[pre]!.key) pre++;
   let suf = 0;
-  while (suf < a.length - pre && suf < b.length - pre && a[a.length - 1 - suf]!.key === b[b.length - 1 - suf]!.key) {
+  while (
+    suf < a.length - pre &&
+    suf < b.length - pre &&
+    a[a.length - 1 - suf]!.key === b[b.length - 1 - suf]!.key
+  ) {
     suf++;
   }
   const am = a.slice(pre, a.length - suf);
@@ -80,7 +84,9 @@ function editScript(a: Line[], b: Line[]): Op[] {
     for (let i = am.length - 1; i >= 0; i--) {
       for (let j = bm.length - 1; j >= 0; j--) {
         lcs[i * w + j] =
-          am[i]!.key === bm[j]!.key ? lcs[(i + 1) * w + j + 1]! + 1 : Math.max(lcs[(i + 1) * w + j]!, lcs[i * w + j + 1]!);
+          am[i]!.key === bm[j]!.key
+            ? lcs[(i + 1) * w + j + 1]! + 1
+            : Math.max(lcs[(i + 1) * w + j]!, lcs[i * w + j + 1]!);
       }
     }
     let i = 0;
@@ -89,7 +95,10 @@ function editScript(a: Line[], b: Line[]): Op[] {
       if (i < am.length && j < bm.length && am[i]!.key === bm[j]!.key) {
         ops.push({ kind: ' ', line: am[i++]! });
         j++;
-      } else if (j < bm.length && (i === am.length || lcs[i * w + j + 1]! >= lcs[(i + 1) * w + j]!)) {
+      } else if (
+        j < bm.length &&
+        (i === am.length || lcs[i * w + j + 1]! >= lcs[(i + 1) * w + j]!)
+      ) {
         ops.push({ kind: '+', line: bm[j++]! });
       } else {
         ops.push({ kind: '-', line: am[i++]! });
@@ -143,7 +152,9 @@ function position(buf: Buffer, offset: number): { line: number; column: number }
 }
 
 function describeByte(buf: Buffer, offset: number): string {
-  return offset < buf.length ? `"${visible(buf.subarray(offset, offset + 1))}" (0x${buf[offset]!.toString(16).padStart(2, '0')})` : 'end of data';
+  return offset < buf.length
+    ? `"${visible(buf.subarray(offset, offset + 1))}" (0x${buf[offset]!.toString(16).padStart(2, '0')})`
+    : 'end of data';
 }
 
 /** One sentence naming the first differing byte, e.g. `first difference at byte 17 (line 1, column 18): expected "\t" (0x09), got " " (0x20) ...`. */

@@ -26,7 +26,12 @@ export const verifySection: BenchSection = {
     ctx.log('packing the gophermoon image');
     const packed = await packedGophermoon(ctx.workDir);
     const gopher = packed.config.probes.filter((p) => p.type === 'gopher');
-    const common = { config: packed.config, image: packed.image, dataTemplate: packed.dataTemplate, logger: memoryLogger() };
+    const common = {
+      config: packed.config,
+      image: packed.image,
+      dataTemplate: packed.dataTemplate,
+      logger: memoryLogger(),
+    };
 
     ctx.log(`${SEQUENTIAL} connections one at a time through the booted image`);
     const seq = await verifyImage({ ...common, requests: SEQUENTIAL, concurrency: 1 });
@@ -34,12 +39,21 @@ export const verifySection: BenchSection = {
 
     ctx.log(`${SEQUENTIAL} runs of the same script directly under qemu-aarch64-static`);
     const fixtures = await Promise.all(gopher.map((p) => readFile(p.fixture!)));
-    const env = { ...packed.config.service.env, GOPHER_ROOT: path.join(packed.root, packed.config.service.env.GOPHER_ROOT ?? '/gopher') };
+    const env = {
+      ...packed.config.service.env,
+      GOPHER_ROOT: path.join(packed.root, packed.config.service.env.GOPHER_ROOT ?? '/gopher'),
+    };
     const [lua, script] = packed.config.service.command.map((c) => path.join(packed.root, c));
     const direct = await runLoad(SEQUENTIAL, 1, async (i) => {
       const p = gopher[i % gopher.length]!;
-      const r = await run(['qemu-aarch64-static', lua!, script!], { input: gopherRequest(p.type === 'gopher' ? p.selector : ''), env, binary: true });
-      return r.stdoutBytes.equals(fixtures[i % gopher.length]!) ? undefined : `${p.name}: answer differs from the fixture`;
+      const r = await run(['qemu-aarch64-static', lua!, script!], {
+        input: gopherRequest(p.type === 'gopher' ? p.selector : ''),
+        env,
+        binary: true,
+      });
+      return r.stdoutBytes.equals(fixtures[i % gopher.length]!)
+        ? undefined
+        : `${p.name}: answer differs from the fixture`;
     });
     if (direct.failures > 0) throw new Error(`direct QEMU runs failed: ${direct.firstFailure}`);
 
@@ -52,12 +66,36 @@ export const verifySection: BenchSection = {
       { metric: 'container per-connection p99', value: seq.load.p99ms, unit: 'ms' },
       { metric: 'direct qemu per-request p50', value: direct.p50ms, unit: 'ms' },
       { metric: 'direct qemu per-request p99', value: direct.p99ms, unit: 'ms' },
-      { metric: 'container/direct p50 ratio', value: Math.round((seq.load.p50ms / direct.p50ms) * 100) / 100, unit: 'x' },
-      { metric: 'container/direct p99 ratio', value: Math.round((seq.load.p99ms / direct.p99ms) * 100) / 100, unit: 'x' },
-      { metric: `load ${LOAD.requests}@${LOAD.concurrency} p50`, value: loaded.load.p50ms, unit: 'ms' },
-      { metric: `load ${LOAD.requests}@${LOAD.concurrency} p99`, value: loaded.load.p99ms, unit: 'ms' },
-      { metric: `load ${LOAD.requests}@${LOAD.concurrency} throughput`, value: Math.round((LOAD.requests / (loaded.load.wallMs / 1000)) * 10) / 10, unit: 'req/s' },
-      { metric: `load ${LOAD.requests}@${LOAD.concurrency} failures`, value: loaded.load.failures, unit: 'count' },
+      {
+        metric: 'container/direct p50 ratio',
+        value: Math.round((seq.load.p50ms / direct.p50ms) * 100) / 100,
+        unit: 'x',
+      },
+      {
+        metric: 'container/direct p99 ratio',
+        value: Math.round((seq.load.p99ms / direct.p99ms) * 100) / 100,
+        unit: 'x',
+      },
+      {
+        metric: `load ${LOAD.requests}@${LOAD.concurrency} p50`,
+        value: loaded.load.p50ms,
+        unit: 'ms',
+      },
+      {
+        metric: `load ${LOAD.requests}@${LOAD.concurrency} p99`,
+        value: loaded.load.p99ms,
+        unit: 'ms',
+      },
+      {
+        metric: `load ${LOAD.requests}@${LOAD.concurrency} throughput`,
+        value: Math.round((LOAD.requests / (loaded.load.wallMs / 1000)) * 10) / 10,
+        unit: 'req/s',
+      },
+      {
+        metric: `load ${LOAD.requests}@${LOAD.concurrency} failures`,
+        value: loaded.load.failures,
+        unit: 'count',
+      },
       { metric: 'whole verify under load', value: seconds, unit: 's' },
     ];
   },

@@ -24,7 +24,13 @@ import { findPayloads } from '../../src/verify/proc.js';
 import { formatVerifyReport } from '../../src/verify/report.js';
 import { debianDeb, extractDeb } from '../support/debian-inputs.js';
 import { REPO } from '../support/gopher.js';
-import { packedGophermoon, requireTools, snapshot, type HostSnapshot, type PackedImage } from '../support/verify-image.js';
+import {
+  packedGophermoon,
+  requireTools,
+  snapshot,
+  type HostSnapshot,
+  type PackedImage,
+} from '../support/verify-image.js';
 
 let tmp: string;
 let packed: PackedImage;
@@ -90,8 +96,14 @@ describe('verify on the packed gophermoon image', () => {
   it('passes, with every probe equal to its fixture and the real client (curl) too', () => {
     const failed = report.probes.filter((p) => !p.ok);
     expect(failed, formatVerifyReport(report).join('\n')).toEqual([]);
-    expect(report.probes.map((p) => p.name)).toEqual([...packed.config.probes.map((p) => p.name), 'root-empty (curl)']);
-    expect(report.curl).toMatchObject({ ok: true, bytes: readFileSync(packed.config.probes[0]!.fixture!).length });
+    expect(report.probes.map((p) => p.name)).toEqual([
+      ...packed.config.probes.map((p) => p.name),
+      'root-empty (curl)',
+    ]);
+    expect(report.curl).toMatchObject({
+      ok: true,
+      bytes: readFileSync(packed.config.probes[0]!.fixture!).length,
+    });
     expect(report.ok, formatVerifyReport(report).join('\n')).toBe(true);
   });
 
@@ -133,9 +145,17 @@ describe('a fixture changed by one byte', () => {
     cpSync(path.dirname(root.fixture), fixtureDir, { recursive: true });
     const fixture = path.join(fixtureDir, path.basename(root.fixture));
     writeFileSync(fixture, changed);
-    const config = withProbes(packed.config, [{ ...root, fixture }, probe(packed.config, 'text-about')]);
+    const config = withProbes(packed.config, [
+      { ...root, fixture },
+      probe(packed.config, 'text-about'),
+    ]);
 
-    const report = await verifyImage({ config, image: packed.image, dataTemplate: packed.dataTemplate, logger: memoryLogger() });
+    const report = await verifyImage({
+      config,
+      image: packed.image,
+      dataTemplate: packed.dataTemplate,
+      logger: memoryLogger(),
+    });
     expect(report.ok).toBe(false);
     const row = report.probes.find((p) => p.name === 'root-empty')!;
     expect(row.ok).toBe(false);
@@ -190,7 +210,9 @@ describe('interrupted runs clean up', () => {
       { cwd: REPO, env: { ...process.env, TMPDIR: ourTmp() }, stdio: ['ignore', 'pipe', 'pipe'] },
     );
     let stderr = '';
-    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    const exited = new Promise<number | null>((resolve) =>
+      child.on('exit', (code) => resolve(code)),
+    );
     await new Promise<void>((resolve, reject) => {
       const t = setTimeout(() => reject(new Error(`the load never started:\n${stderr}`)), 300_000);
       child.stderr.on('data', (d: Buffer) => {
@@ -234,9 +256,14 @@ describe('a hardening check can fail', () => {
         if (payload === undefined) await new Promise((r) => setTimeout(r, 50));
       }
       expect(payload, 'the soft container never started').toBeDefined();
-      const rows = Object.fromEntries((await inspectProcess(payload!, '/data')).map((r) => [r.name, r]));
+      const rows = Object.fromEntries(
+        (await inspectProcess(payload!, '/data')).map((r) => [r.name, r]),
+      );
       expect(rows['root mounted read-only']!.ok).toBe(false);
-      expect(rows['/data noexec,nosuid,nodev']!).toMatchObject({ ok: false, detail: expect.stringMatching(/^missing noexec/) });
+      expect(rows['/data noexec,nosuid,nodev']!).toMatchObject({
+        ok: false,
+        detail: expect.stringMatching(/^missing noexec/),
+      });
       expect(rows['uid 0 inside is not 0 outside']!.ok).toBe(false);
       expect(rows['NoNewPrivs set']!.ok).toBe(false);
       expect(rows['CAP_NET_ADMIN, CAP_SYS_ADMIN not in bounding set']!.ok).toBe(false);
@@ -246,7 +273,6 @@ describe('a hardening check can fail', () => {
       await c.stop();
     }
   });
-
 });
 
 describe('a listening service', () => {
@@ -276,16 +302,37 @@ describe('a listening service', () => {
       ].join('\n'),
     );
     const config = await loadConfig(configFile);
-    const out = await packImage({ root, name: 'httpd', epoch: 0, outDir: path.join(dir, 'out'), logger: memoryLogger() });
-    const report = await verifyImage({ config, image: out.image, dataTemplate: out.dataTemplate, requests: 20, concurrency: 4, logger: memoryLogger() });
+    const out = await packImage({
+      root,
+      name: 'httpd',
+      epoch: 0,
+      outDir: path.join(dir, 'out'),
+      logger: memoryLogger(),
+    });
+    const report = await verifyImage({
+      config,
+      image: out.image,
+      dataTemplate: out.dataTemplate,
+      requests: 20,
+      concurrency: 4,
+      logger: memoryLogger(),
+    });
     const text = formatVerifyReport(report).join('\n');
-    expect(report.probes.filter((p) => !p.ok), text).toEqual([]);
+    expect(
+      report.probes.filter((p) => !p.ok),
+      text,
+    ).toEqual([]);
     expect(report.curl, text).toMatchObject({ name: 'index (curl)', ok: true });
     expect(report.endpoint).toMatch(/^unix:.*service\.sock$/);
     expect(report.load, text).toMatchObject({ requests: 20, failures: 0 });
     // busybox is a shell too, but here it is the service itself.
-    expect(report.hardening.find((h) => h.name === 'no shell or interpreter but the service')!.ok).toBe(true);
-    expect(report.hardening.filter((h) => !h.ok && !h.name.startsWith('CAP_')), text).toEqual([]);
+    expect(
+      report.hardening.find((h) => h.name === 'no shell or interpreter but the service')!.ok,
+    ).toBe(true);
+    expect(
+      report.hardening.filter((h) => !h.ok && !h.name.startsWith('CAP_')),
+      text,
+    ).toEqual([]);
     await expectNothingLeft();
   });
 });

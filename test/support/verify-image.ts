@@ -34,9 +34,11 @@ export const VERIFY_TOOLS = [
 
 export async function requireTools(tools: readonly string[] = VERIFY_TOOLS): Promise<void> {
   for (const tool of tools) {
-    if (!(await hasTool(tool))) throw new Error(`${tool} is missing: apt-get install ${packageFor(tool) ?? tool}`);
+    if (!(await hasTool(tool)))
+      throw new Error(`${tool} is missing: apt-get install ${packageFor(tool) ?? tool}`);
   }
-  if (process.getuid?.() !== 0) throw new Error('the verify integration tests mount images and run nspawn: run them as root');
+  if (process.getuid?.() !== 0)
+    throw new Error('the verify integration tests mount images and run nspawn: run them as root');
 }
 
 export interface PackedImage {
@@ -65,8 +67,20 @@ export async function packedGophermoon(dir: string): Promise<PackedImage> {
   const workDir = path.join(dir, 'work');
   await mkdir(workDir, { recursive: true });
   const luaPath = await staticLua(workDir);
-  const { root } = await assembleRoot(config, { workDir, store: new Store(path.join(workDir, 'store')), logger, luaPath });
-  const packed = await packImage({ root, name: config.name, epoch: 0, outDir: path.join(dir, 'out'), logger, dataPath: config.data.path });
+  const { root } = await assembleRoot(config, {
+    workDir,
+    store: new Store(path.join(workDir, 'store')),
+    logger,
+    luaPath,
+  });
+  const packed = await packImage({
+    root,
+    name: config.name,
+    epoch: 0,
+    outDir: path.join(dir, 'out'),
+    logger,
+    dataPath: config.data.path,
+  });
   return { config, root, image: packed.image, dataTemplate: packed.dataTemplate };
 }
 
@@ -102,6 +116,8 @@ export async function snapshot(marker: string): Promise<HostSnapshot> {
   const mounts = readFileSync('/proc/mounts', 'utf8')
     .split('\n')
     .filter((l) => l.includes(marker));
-  const loops = (await run(['losetup', '-a'], { privileged: true })).stdout.split('\n').filter((l) => l.includes(marker));
+  const loops = (await run(['losetup', '-a'], { privileged: true })).stdout
+    .split('\n')
+    .filter((l) => l.includes(marker));
   return { mounts, loops, processes: processesTiedTo(marker) };
 }

@@ -84,6 +84,9 @@ beforeAll(async () => {
   await symlink('/srv/site', path.join(root, 'srv/current'));
   await mkdir(path.join(root, 'data/cache'), { recursive: true });
   await writeFile(path.join(root, 'data/cache/seed'), 'seed\n');
+  // A script the service runs: the kernel starts /bin/echo for it, which QEMU never logs.
+  await writeFile(path.join(root, 'usr/bin/greet'), '#!/bin/echo hello\n');
+  await chmod(path.join(root, 'usr/bin/greet'), 0o755);
   await mkdir(path.join(root, 'lhc-trace'));
   await mkdir(path.join(root, 'tmp'));
   await chmod(path.join(root, 'tmp'), 0o1777);
@@ -104,6 +107,7 @@ beforeAll(async () => {
     ev('exec', '/bin/ls', { syscall: 'entrypoint' }),
     ev('exec', '/lib/ld-linux-aarch64.so.1', { syscall: 'pt-interp' }),
     ev('open', '/etc/secret'),
+    ev('exec', '/usr/bin/greet'),
     ev('open', '/srv/current/', { syscall: 'openat' }),
     ev('getdents', '/srv/current'),
     ev('stat', '/srv/current/index.txt', { noFollow: true }),
@@ -230,6 +234,14 @@ describe('prune closure', () => {
     ]);
     expect(json.summary).toBe(summarizeReport(r));
     expect(summarizeReport(r)).toMatch(/^pruned closure: kept \d+ of \d+ entries/);
+  });
+});
+
+describe('scripts', () => {
+  it('keeps the #! interpreter of an executed script, with its own ELF closure', () => {
+    expect(why('/usr/bin/greet')).toContain('traced-exec');
+    expect(why('/usr/bin/echo')).toContain('shebang-interp');
+    expect(existsSync(out('/usr/bin/echo'))).toBe(true);
   });
 });
 

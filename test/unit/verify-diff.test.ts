@@ -1,5 +1,11 @@
 import { describe, expect, it } from 'vitest';
-import { describeFirstDifference, firstDifference, splitLines, visible, visibleDiff } from '../../src/verify/visible-diff.js';
+import {
+  describeFirstDifference,
+  firstDifference,
+  splitLines,
+  visible,
+  visibleDiff,
+} from '../../src/verify/visible-diff.js';
 
 const b = (s: string) => Buffer.from(s, 'latin1');
 
@@ -29,7 +35,8 @@ describe('firstDifference', () => {
 });
 
 describe('visibleDiff', () => {
-  const menu = 'iWelcome\tfake\t(NULL)\t0\r\n0About\t/about.txt\tlocalhost\t70\r\n1Moon\t/moon\tlocalhost\t70\r\n.\r\n';
+  const menu =
+    'iWelcome\tfake\t(NULL)\t0\r\n0About\t/about.txt\tlocalhost\t70\r\n1Moon\t/moon\tlocalhost\t70\r\n.\r\n';
 
   it('is undefined for identical bytes', () => {
     expect(visibleDiff(b(menu), b(menu))).toBeUndefined();
@@ -37,13 +44,18 @@ describe('visibleDiff', () => {
 
   it('shows a TAB turned into a space, with the byte offset, line and column', () => {
     const got = menu.replace('0About\t', '0About ');
-    const diff = visibleDiff(b(menu), b(got), { expected: 'fixture root.gopher', actual: 'response' })!;
+    const diff = visibleDiff(b(menu), b(got), {
+      expected: 'fixture root.gopher',
+      actual: 'response',
+    })!;
     const at = menu.indexOf('0About\t') + 6;
     expect(diff.split('\n')[0]).toBe(
       `first difference at byte ${at} (line 2, column 7): expected "\\t" (0x09), got " " (0x20) (expected ${menu.length} bytes, got ${got.length})`,
     );
     expect(diff).toContain('--- fixture root.gopher\n+++ response\n@@ -1,4 +1,4 @@\n');
-    expect(diff).toContain(' iWelcome\\tfake\\t(NULL)\\t0\\r\n-0About\\t/about.txt\\tlocalhost\\t70\\r\n+0About /about.txt\\tlocalhost\\t70\\r\n');
+    expect(diff).toContain(
+      ' iWelcome\\tfake\\t(NULL)\\t0\\r\n-0About\\t/about.txt\\tlocalhost\\t70\\r\n+0About /about.txt\\tlocalhost\\t70\\r\n',
+    );
   });
 
   it('makes a missing CR visible (LF-only line ends)', () => {
@@ -67,7 +79,9 @@ describe('visibleDiff', () => {
     expect(diff).toContain('@@ -18,7 +18,7 @@');
     expect(diff).not.toContain('line 16');
     expect(diff).not.toContain('line 24');
-    expect(diff.split('\n').filter((l) => l.startsWith('-') && !l.startsWith('---'))).toEqual(['-line 20\\r']);
+    expect(diff.split('\n').filter((l) => l.startsWith('-') && !l.startsWith('---'))).toEqual([
+      '-line 20\\r',
+    ]);
   });
 
   it('shows inserted and removed lines as such', () => {
@@ -76,7 +90,12 @@ describe('visibleDiff', () => {
   });
 
   it('names binary bytes by value', () => {
-    const first = describeFirstDifference(Buffer.from([0x89, 0x50, 0x00]), Buffer.from([0x89, 0x50, 0x01]))!;
-    expect(first).toContain('byte 2 (line 1, column 3): expected "\\x00" (0x00), got "\\x01" (0x01)');
+    const first = describeFirstDifference(
+      Buffer.from([0x89, 0x50, 0x00]),
+      Buffer.from([0x89, 0x50, 0x01]),
+    )!;
+    expect(first).toContain(
+      'byte 2 (line 1, column 3): expected "\\x00" (0x00), got "\\x01" (0x01)',
+    );
   });
 });

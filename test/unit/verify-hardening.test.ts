@@ -32,12 +32,21 @@ const NET_DEV_LO = `Inter-|   Receive                                           
 
 describe('mount checks', () => {
   it('parses mountinfo including octal escapes', () => {
-    const m = parseMountInfo('36 35 98:0 / /mnt\\040with\\040space rw,noexec - ext3 /dev/root rw\n');
-    expect(m[0]).toMatchObject({ mountPoint: '/mnt with space', options: ['rw', 'noexec'], fsType: 'ext3' });
+    const m = parseMountInfo(
+      '36 35 98:0 / /mnt\\040with\\040space rw,noexec - ext3 /dev/root rw\n',
+    );
+    expect(m[0]).toMatchObject({
+      mountPoint: '/mnt with space',
+      options: ['rw', 'noexec'],
+      fsType: 'ext3',
+    });
   });
 
   it('a read-only root and a noexec,nosuid,nodev data mount pass', () => {
-    expect(checkRootReadOnly(MOUNTINFO)).toMatchObject({ ok: true, detail: expect.stringContaining('squashfs /dev/loop0') });
+    expect(checkRootReadOnly(MOUNTINFO)).toMatchObject({
+      ok: true,
+      detail: expect.stringContaining('squashfs /dev/loop0'),
+    });
     expect(checkDataMount(MOUNTINFO, '/data').ok).toBe(true);
   });
 
@@ -52,16 +61,27 @@ describe('mount checks', () => {
   });
 
   it('a data mount without noexec fails and says what is missing; no data mount fails', () => {
-    const exec = MOUNTINFO.replace('/data rw,nosuid,nodev,noexec,relatime', '/data rw,nosuid,nodev,relatime');
-    expect(checkDataMount(exec, '/data')).toMatchObject({ ok: false, detail: expect.stringMatching(/^missing noexec:/) });
-    expect(checkDataMount(MOUNTINFO, '/srv')).toMatchObject({ ok: false, detail: 'nothing is mounted at /srv' });
+    const exec = MOUNTINFO.replace(
+      '/data rw,nosuid,nodev,noexec,relatime',
+      '/data rw,nosuid,nodev,relatime',
+    );
+    expect(checkDataMount(exec, '/data')).toMatchObject({
+      ok: false,
+      detail: expect.stringMatching(/^missing noexec:/),
+    });
+    expect(checkDataMount(MOUNTINFO, '/srv')).toMatchObject({
+      ok: false,
+      detail: 'nothing is mounted at /srv',
+    });
   });
 });
 
 describe('process status checks', () => {
   it('NoNewPrivs 1 passes, 0 fails', () => {
     expect(checkNoNewPrivs(STATUS_HARDENED).ok).toBe(true);
-    expect(checkNoNewPrivs(STATUS_HARDENED.replace('NoNewPrivs:\t1', 'NoNewPrivs:\t0')).ok).toBe(false);
+    expect(checkNoNewPrivs(STATUS_HARDENED.replace('NoNewPrivs:\t1', 'NoNewPrivs:\t0')).ok).toBe(
+      false,
+    );
   });
 
   it('reads CAP_NET_ADMIN (bit 12) and CAP_SYS_ADMIN (bit 21) from CapBnd', () => {
@@ -72,13 +92,16 @@ describe('process status checks', () => {
       detail: expect.stringContaining('still has CAP_SYS_ADMIN'),
     });
     // A full bounding set (no capability dropped).
-    expect(checkCapabilities(STATUS_HARDENED.replace('00000000fdccafff', '000001ffffffffff')).detail).toContain(
-      'CAP_NET_ADMIN, CAP_SYS_ADMIN',
-    );
+    expect(
+      checkCapabilities(STATUS_HARDENED.replace('00000000fdccafff', '000001ffffffffff')).detail,
+    ).toContain('CAP_NET_ADMIN, CAP_SYS_ADMIN');
   });
 
   it('uid 0 mapped to a host range passes; the identity map (no -U) fails', () => {
-    expect(checkUidMap(UID_MAP_USERNS)).toMatchObject({ ok: true, detail: 'uid 0 → host uid 1753546752 (65536 ids)' });
+    expect(checkUidMap(UID_MAP_USERNS)).toMatchObject({
+      ok: true,
+      detail: 'uid 0 → host uid 1753546752 (65536 ids)',
+    });
     expect(checkUidMap('         0          0 4294967295\n').ok).toBe(false);
   });
 
@@ -90,17 +113,39 @@ describe('process status checks', () => {
 });
 
 describe('interpreters in the image', () => {
-  const file = (p: string, executable = true): ImageEntry => ({ path: p, kind: 'file', executable });
-  const link = (p: string, target: string): ImageEntry => ({ path: p, kind: 'symlink', executable: false, target });
+  const file = (p: string, executable = true): ImageEntry => ({
+    path: p,
+    kind: 'file',
+    executable,
+  });
+  const link = (p: string, target: string): ImageEntry => ({
+    path: p,
+    kind: 'symlink',
+    executable: false,
+    target,
+  });
   const dir = (p: string): ImageEntry => ({ path: p, kind: 'dir', executable: false });
 
   it('allows the service interpreter and links to it', () => {
-    const entries = [dir('/bin'), file('/bin/lua'), file('/bin/gophermoon', false), dir('/usr'), dir('/usr/bin'), link('/usr/bin/lua5.4', '../../bin/lua')];
+    const entries = [
+      dir('/bin'),
+      file('/bin/lua'),
+      file('/bin/gophermoon', false),
+      dir('/usr'),
+      dir('/usr/bin'),
+      link('/usr/bin/lua5.4', '../../bin/lua'),
+    ];
     expect(checkNoInterpreters(entries, '/bin/lua').ok).toBe(true);
   });
 
   it('flags a shell, busybox applets and another interpreter', () => {
-    const entries = [dir('/bin'), file('/bin/lua'), file('/bin/busybox'), link('/bin/sh', '/bin/busybox'), file('/usr/bin/python3.11')];
+    const entries = [
+      dir('/bin'),
+      file('/bin/lua'),
+      file('/bin/busybox'),
+      link('/bin/sh', '/bin/busybox'),
+      file('/usr/bin/python3.11'),
+    ];
     expect(checkNoInterpreters(entries, '/bin/lua')).toMatchObject({
       ok: false,
       detail: 'found /bin/busybox, /bin/sh -> /bin/busybox, /usr/bin/python3.11',
@@ -108,12 +153,19 @@ describe('interpreters in the image', () => {
   });
 
   it('ignores non-executable files and directories named like interpreters', () => {
-    const entries = [dir('/usr/share/perl5'), dir('/usr/lib/python3'), file('/usr/share/doc/sh', false), file('/bin/lua')];
+    const entries = [
+      dir('/usr/share/perl5'),
+      dir('/usr/lib/python3'),
+      file('/usr/share/doc/sh', false),
+      file('/bin/lua'),
+    ];
     expect(checkNoInterpreters(entries, '/bin/lua').ok).toBe(true);
   });
 
   it('resolves symlinks inside the image, never above its root', () => {
-    const byPath = new Map([link('/a', '../../../../b'), link('/usr/bin/x', '/a')].map((e) => [e.path, e]));
+    const byPath = new Map(
+      [link('/a', '../../../../b'), link('/usr/bin/x', '/a')].map((e) => [e.path, e]),
+    );
     expect(resolveInImage(byPath, '/usr/bin/x')).toBe('/b');
   });
 });

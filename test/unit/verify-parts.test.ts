@@ -9,8 +9,15 @@ import { formatVerifyReport } from '../../src/verify/report.js';
 
 describe('parseStat', () => {
   it('reads pid, comm with spaces and parentheses, ppid, pgid and start time', () => {
-    const stat = '4242 (a (weird) name) S 1 4242 4242 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 987654 1000 10';
-    expect(parseStat(stat)).toEqual({ pid: 4242, comm: 'a (weird) name', ppid: 1, pgid: 4242, startTime: 987654 });
+    const stat =
+      '4242 (a (weird) name) S 1 4242 4242 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 987654 1000 10';
+    expect(parseStat(stat)).toEqual({
+      pid: 4242,
+      comm: 'a (weird) name',
+      ppid: 1,
+      pgid: 4242,
+      startTime: 987654,
+    });
   });
 
   it('finds this test process among the descendants of its parent', () => {
@@ -23,7 +30,9 @@ describe('parseStat', () => {
 describe('percentile (nearest rank)', () => {
   it('matches hand-computed ranks', () => {
     const v = Array.from({ length: 100 }, (_, i) => i + 1);
-    expect([percentile(v, 50), percentile(v, 95), percentile(v, 99), percentile(v, 100)]).toEqual([50, 95, 99, 100]);
+    expect([percentile(v, 50), percentile(v, 95), percentile(v, 99), percentile(v, 100)]).toEqual([
+      50, 95, 99, 100,
+    ]);
     expect(percentile([7], 99)).toBe(7);
     expect(percentile([], 50)).toBe(0);
   });
@@ -63,7 +72,9 @@ describe('listensOn', () => {
 describe('gopher client', () => {
   it('gopherUrl percent-encodes every byte curl would otherwise interpret', () => {
     expect(gopherUrl('127.0.0.1', 70, '')).toBe('gopher://127.0.0.1:70/1');
-    expect(gopherUrl('127.0.0.1', 70, '/search\tApollo 11')).toBe('gopher://127.0.0.1:70/1/search%09Apollo%2011');
+    expect(gopherUrl('127.0.0.1', 70, '/search\tApollo 11')).toBe(
+      'gopher://127.0.0.1:70/1/search%09Apollo%2011',
+    );
     expect(gopherUrl('127.0.0.1', 70, '/%2e?x')).toBe('gopher://127.0.0.1:70/1/%252e%3Fx');
   });
 
@@ -78,11 +89,13 @@ describe('gopher client', () => {
     await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
     const port = (srv.address() as net.AddressInfo).port;
     try {
-      const answer = await exchange({ host: '127.0.0.1', port }, Buffer.from('/x\tq\r\n'), { timeoutMs: 5000 });
+      const answer = await exchange({ host: '127.0.0.1', port }, Buffer.from('/x\tq\r\n'), {
+        timeoutMs: 5000,
+      });
       expect(answer.toString('latin1')).toBe('answer:/x\tq\r\n');
-      await expect(exchange({ host: '127.0.0.1', port }, Buffer.from('silent\r\n'), { timeoutMs: 200 })).rejects.toThrow(
-        /within 200 ms/,
-      );
+      await expect(
+        exchange({ host: '127.0.0.1', port }, Buffer.from('silent\r\n'), { timeoutMs: 200 }),
+      ).rejects.toThrow(/within 200 ms/);
     } finally {
       srv.close();
     }
@@ -114,7 +127,15 @@ describe('report', () => {
       { name: 'about', ok: false, bytes: 31, diff: 'first difference at byte 3\n--- a\n+++ b' },
     ],
     hardening: [{ name: 'NoNewPrivs set', ok: true, detail: 'NoNewPrivs: 1' }],
-    load: { requests: 200, concurrency: 8, failures: 0, p50ms: 70, p95ms: 90, p99ms: 120, wallMs: 4000 },
+    load: {
+      requests: 200,
+      concurrency: 8,
+      failures: 0,
+      p50ms: 70,
+      p95ms: 90,
+      p99ms: 120,
+      wallMs: 4000,
+    },
   };
 
   it('prints probe rows, the diff of a failed probe, hardening rows, the load line and the verdict', () => {
@@ -123,12 +144,15 @@ describe('report', () => {
     expect(text).toContain('about  FAIL    31');
     expect(text).toContain('probe about failed:\n    first difference at byte 3');
     expect(text).toContain('NoNewPrivs set  ok      NoNewPrivs: 1');
-    expect(text).toContain('LOAD  200 requests at concurrency 8: 0 failures, p50 70 ms, p95 90 ms, p99 120 ms (4.0 s)');
+    expect(text).toContain(
+      'LOAD  200 requests at concurrency 8: 0 failures, p50 70 ms, p95 90 ms, p99 120 ms (4.0 s)',
+    );
     expect(text.endsWith('verify: FAILED')).toBe(true);
   });
 
   it('serviceLog drops the socket activator chatter', () => {
-    const log = 'Listening on 127.0.0.1:1 as 3.\nCommunication attempt on fd 3.\nlua: /bin/x:3: boom\nChild 9 died with code 0';
+    const log =
+      'Listening on 127.0.0.1:1 as 3.\nCommunication attempt on fd 3.\nlua: /bin/x:3: boom\nChild 9 died with code 0';
     expect(serviceLog(log)).toBe('lua: /bin/x:3: boom');
   });
 });

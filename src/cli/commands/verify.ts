@@ -4,11 +4,17 @@ import { verifyImage } from '../../stages/verify.js';
 import { formatVerifyReport } from '../../verify/report.js';
 import { parseArgs, type Command } from '../command.js';
 
-function wholeNumber(flag: string, value: string | boolean | undefined, min: number): number | undefined {
+function wholeNumber(
+  flag: string,
+  value: string | boolean | undefined,
+  min: number,
+): number | undefined {
   if (value === undefined) return undefined;
   const n = Number(value);
   if (typeof value !== 'string' || !/^\d+$/.test(value) || n < min) {
-    throw new ConfigError(`lhc verify: --${flag} expects a whole number ≥ ${min}, got "${String(value)}"`);
+    throw new ConfigError(
+      `lhc verify: --${flag} expects a whole number ≥ ${min}, got "${String(value)}"`,
+    );
   }
   return n;
 }
@@ -51,8 +57,10 @@ Exits 0 when every probe, hardening check and load request passed, 1 otherwise.`
       },
       'lhc verify',
     );
-    if (typeof flags.image !== 'string') throw new ConfigError('lhc verify: --image IMG is required (see: lhc verify --help)');
-    if (typeof flags.data !== 'string') throw new ConfigError('lhc verify: --data TEMPLATE is required (see: lhc verify --help)');
+    if (typeof flags.image !== 'string')
+      throw new ConfigError('lhc verify: --image IMG is required (see: lhc verify --help)');
+    if (typeof flags.data !== 'string')
+      throw new ConfigError('lhc verify: --data TEMPLATE is required (see: lhc verify --help)');
     const requests = wholeNumber('requests', flags.requests, 0);
     const concurrency = wholeNumber('concurrency', flags.concurrency, 1);
     const timeout = wholeNumber('timeout', flags.timeout, 1);
@@ -84,7 +92,11 @@ Exits 0 when every probe, hardening check and load request passed, 1 otherwise.`
       for (const line of formatVerifyReport(report)) ctx.out(line);
       return report.ok ? 0 : 1;
     } catch (e) {
-      if (caught) throw new UserError(`verify interrupted by ${caught}; cleaned up`, { exitCode: caught === 'SIGINT' ? 130 : 143, cause: e });
+      if (caught)
+        throw new UserError(`verify interrupted by ${caught}; cleaned up`, {
+          exitCode: caught === 'SIGINT' ? 130 : 143,
+          cause: e,
+        });
       throw e;
     } finally {
       process.off('SIGTERM', onSignal);
