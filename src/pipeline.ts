@@ -101,7 +101,13 @@ export async function build(config: LhcConfig, opts: BuildOptions): Promise<Buil
       return p;
     });
     const traceReport = path.join(outDir, `${config.name}.trace.json`);
-    await writeFile(traceReport, `${JSON.stringify(pruned.report, null, 2)}\n`);
+    // The report is an artifact under SHA256SUMS, so it must be as reproducible as the image:
+    // its timing lives in the build's timings, not in the file.
+    const { traceSeconds: _seconds, ...reproducible } = pruned.report;
+    await writeFile(
+      traceReport,
+      `${JSON.stringify(reproducible, null, 2)}\n`,
+    );
 
     const { packed, bundle, manifestDiff } = await stage('pack', async () => {
       const { epoch, source } = await resolveEpoch({

@@ -649,8 +649,9 @@ export async function verifyImage(options: VerifyOptions): Promise<VerifyOutcome
 
 /** The container's stderr without systemd-socket-activate's per-connection chatter. */
 export function serviceLog(stderr: string, lines = 30): string {
+  // systemd 252 nspawn prints the "propagate" line whenever a read-only-root container exits: harmless.
   const noise =
-    /^(Listening on |Communication attempt on fd|Connection from |Spawned |Execing |Child \d+ died with code 0$)/;
+    /^(Listening on |Communication attempt on fd|Connection from |Spawned |Execing |Child \d+ died with code 0$|Attempted to remove disk file system under "\/run\/systemd\/nspawn\/propagate\/)/;
   return tail(
     stderr
       .split('\n')

@@ -84,7 +84,9 @@ export function nspawnArgv(o: NspawnOptions): string[] {
   if (o.harden) argv.push(...HARDENING_FLAGS);
   else if (o.privateNetwork) argv.push('--private-network');
   if (o.userNamespace) argv.push(...USERNS_FLAGS);
-  if (o.dataDir) argv.push(`--bind=${o.dataDir}:${o.dataPath ?? '/data'}`);
+  // Under a user namespace an unmapped bind shows every file as nobody's: idmap keeps the data
+  // partition's owners as they are on disk (the data template's), so the service can write there.
+  if (o.dataDir) argv.push(`--bind=${o.dataDir}:${o.dataPath ?? '/data'}${o.userNamespace ? ':idmap' : ''}`);
   for (const b of o.binds ?? []) argv.push(`${b.readOnly ? '--bind-ro' : '--bind'}=${b.host}:${b.container}`);
   for (const [k, v] of Object.entries(o.env ?? {}).sort(([a], [b]) => (a < b ? -1 : 1))) {
     argv.push(`--setenv=${k}=${v}`);
@@ -95,9 +97,5 @@ export function nspawnArgv(o: NspawnOptions): string[] {
   return argv;
 }
 
-/** Where the QEMU trace goes inside the container, and the env that turns it on (emulated runs). */
+/** Where the trace FIFO is bound inside the container (see src/trace/fifo.ts). */
 export const TRACE_MOUNT = '/lhc-trace';
-export function qemuTraceEnv(): Record<string, string> {
-  // A file, not stderr: the guest may redirect its own fd 2 (nginx writes it into its error log).
-  return { QEMU_STRACE: '1', QEMU_LOG_FILENAME: `${TRACE_MOUNT}/qemu.%d.log` };
-}

@@ -28,6 +28,7 @@ import {
   packedGophermoon,
   requireTools,
   snapshot,
+  sweepLeftovers,
   type HostSnapshot,
   type PackedImage,
 } from '../support/verify-image.js';
@@ -75,7 +76,10 @@ beforeAll(async () => {
 afterAll(async () => {
   process.env.TMPDIR = savedTmpdir;
   if (savedTmpdir === undefined) delete process.env.TMPDIR;
-  if (tmp) await rm(tmp, { recursive: true, force: true });
+  if (!tmp) return;
+  // Only after a failed test is there anything to sweep; never rm -rf across a live mount.
+  await sweepLeftovers(tmp);
+  await rm(tmp, { recursive: true, force: true });
 });
 
 describe('verify on the packed gophermoon image', () => {
@@ -228,7 +232,11 @@ describe('interrupted runs clean up', () => {
     expect(during.mounts.length).toBe(2);
     expect(during.loops.length).toBe(1);
     child.kill('SIGTERM');
-    const code = await exited;
+    const code = await Promise.race([
+      exited,
+      new Promise<string>((r) => setTimeout(() => r('still running 60 s after SIGTERM'), 60_000)),
+    ]);
+    if (typeof code === 'string') child.kill('SIGKILL');
     expect(code, stderr).toBe(143);
     await expectNothingLeft();
   });

@@ -121,3 +121,26 @@ export async function snapshot(marker: string): Promise<HostSnapshot> {
     .filter((l) => l.includes(marker));
   return { mounts, loops, processes: processesTiedTo(marker) };
 }
+
+/**
+ * Safety net for a failed test: kills processes tied to `marker`, lazily unmounts every mount
+ * under it (deepest first) and detaches loop devices backed by files under it, so one failure
+ * does not leave the shared machine dirty. Returns what it had to remove (empty when clean).
+ */
+export async function sweepLeftovers(marker: string): Promise<HostSnapshot> {
+  const left = await snapshot(marker);
+  for (const p of left.processes) {
+    try {
+      process.kill(Number(p.split(' ')[0]), 'SIGKILL');
+    } catch {
+      // Gone already.
+    }
+  }
+  for (const line of [...left.mounts].reverse()) {
+    await run(['umount', '-l', line.split(' ')[1]!], { privileged: true, reject: false });
+  }
+  for (const line of left.loops) {
+    await run(['losetup', '-d', line.split(':')[0]!], { privileged: true, reject: false });
+  }
+  return left;
+}
