@@ -10,7 +10,10 @@ import { realProbe } from '../host/probe.js';
 import { setupHost } from '../host/setup.js';
 import { build } from '../pipeline.js';
 import { readInputs } from './inputs.js';
+import { uploadArtifacts } from './artifacts.js';
+import { cachePlan, restoreCaches, saveCaches } from './cache.js';
 import { actionsLogger } from './logger.js';
+import { writeSummary } from './summary.js';
 
 /** Output name → value, as declared in action.yml. */
 export function outputsOf(r: BuildResult): Record<string, string> {
@@ -40,14 +43,35 @@ export async function run(): Promise<void> {
     const config = await loadConfig(inputs.config);
     // Runners are fresh machines: install and register what is missing (sudo -n when not root).
     await logger.group('Host setup', () => setupHost(realProbe, logger));
-    const result = await build(config, {
-      outDir: inputs.outDir ?? config.outputs.dir,
-      logger,
-      verify: inputs.verify,
-      manifestLock: inputs.manifestLock,
-      updateManifest: inputs.updateManifest,
-    });
+    const cache = await logger.group('Restore cache', () =>
+      restoreCaches(cachePlan(config), logger, { enabled: inputs.cache }),
+    );
+    let result: BuildResult;
+    try {
+      result = await build(config, {
+        outDir: inputs.outDir ?? config.outputs.dir,
+        logger,
+        verify: inputs.verify,
+        manifestLock: inputs.manifestLock,
+        updateManifest: inputs.updateManifest,
+      });
+    } catch (e) {
+      // A failed verify still carries its result: the summary shows the failing rows first.
+      const partial = (e as { result?: BuildResult }).result;
+      if (partial) await writeSummary(partial, { config: inputs.config, cache }, logger);
+      throw e;
+    } finally {
+      // Downloads and a verified Lua are worth keeping even when a later stage failed.
+      await logger.group('Save cache', () => saveCaches(cache, logger));
+    }
     for (const [name, value] of Object.entries(outputsOf(result))) core.setOutput(name, value);
+    const artifacts = await logger.group('Upload artifacts', () =>
+      uploadArtifacts(result, logger, {
+        name: inputs.artifactName,
+        enabled: inputs.uploadArtifacts,
+      }),
+    );
+    await writeSummary(result, { config: inputs.config, cache, artifacts }, logger);
     if (result.verify && !result.verify.ok) {
       core.setFailed(`verify failed for ${config.name}: see the verify rows in the log`);
     }

@@ -10,30 +10,20 @@
  * payload's /proc. Whatever happens, the teardown leaves no mount, loop device or process.
  */
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile } from 'node:fs/promises';
-import type net from 'node:net';
+import { mkdir, mkdtemp } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { HardeningCheck, ProbeOutcome, VerifyReport } from '../build-result.js';
 import type { LhcConfig } from '../config/load.js';
-import type { Probe } from '../config/schema.js';
 import { UserError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
-import { run, start, tail, type Started } from '../tools/exec.js';
+import { tail } from '../tools/exec.js';
 import { nspawnArgv } from '../tools/nspawn.js';
-import {
-  describeEndpoint,
-  exchange,
-  freePort,
-  gopherRequest,
-  gopherUrl,
-  holdOpen,
-  httpGet,
-  type Endpoint,
-} from '../verify/client.js';
+import { describeEndpoint } from '../verify/client.js';
 import { checkNoInterpreters, inspectProcess, listImage } from '../verify/hardening.js';
 import { runLoad, type LoadResult } from '../verify/load.js';
-import { alive, findPayloads, type ProcInfo } from '../verify/proc.js';
+import { alive } from '../verify/proc.js';
+import { ask, curlProbe, judge, probeOnce, readFixtures } from '../verify/probes.js';
 import {
   containerProcesses,
   killPid,
@@ -43,9 +33,14 @@ import {
   removeWorkDir,
   unmount,
   unpackTemplate,
-  type ImageMount,
 } from '../verify/sandbox.js';
-import { visibleDiff } from '../verify/visible-diff.js';
+import {
+  sleep,
+  startInetd,
+  startListening,
+  type RunState,
+  type Running,
+} from '../verify/service.js';
 import { registerCleanup } from './cleanup.js';
 
 export interface VerifyOptions {
@@ -77,24 +72,6 @@ export interface VerifyOutcome extends VerifyReport {
   serviceLog?: string;
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** Polls `probe` until it returns a value, the time runs out (undefined) or the signal aborts. */
-async function waitFor<T>(
-  probe: () => T | undefined | Promise<T | undefined>,
-  timeoutMs: number,
-  signal?: AbortSignal,
-): Promise<T | undefined> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    signal?.throwIfAborted();
-    const v = await probe();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) return undefined;
-    await sleep(20);
-  }
-}
-
 /** The board's container command line for this image (the deploy unit uses the same builder). */
 export function verifyNspawnArgv(config: LhcConfig, rootDir: string, dataDir: string): string[] {
   return nspawnArgv({
@@ -109,296 +86,6 @@ export function verifyNspawnArgv(config: LhcConfig, rootDir: string, dataDir: st
     user: config.service.user,
     workdir: config.service.workdir,
   });
-}
-
-/** True when /proc/net/tcp{,6} text shows a LISTEN socket on `port` (any local address). */
-export function listensOn(netTcp: string, port: number): boolean {
-  const hexPort = port.toString(16).toUpperCase().padStart(4, '0');
-  return netTcp.split('\n').some((l) => {
-    const f = l.trim().split(/\s+/);
-    return f[1]?.endsWith(`:${hexPort}`) === true && f[3] === '0A';
-  });
-}
-
-async function readNetTcp(procDir: string): Promise<string> {
-  const parts = await Promise.all(
-    ['tcp', 'tcp6'].map((f) => readFile(`${procDir}/net/${f}`, 'utf8').catch(() => '')),
-  );
-  return parts.join('\n');
-}
-
-/** Bridges a Unix socket on the host to 127.0.0.1:PORT inside the container's network namespace. */
-const FORWARDER = `
-const net = require('net');
-const [, sock, port] = process.argv;
-net.createServer((c) => {
-  const u = net.connect(Number(port), '127.0.0.1');
-  c.pipe(u); u.pipe(c);
-  c.on('error', () => u.destroy()); u.on('error', () => c.destroy());
-}).listen(sock);
-process.on('SIGTERM', () => process.exit(0));
-`;
-
-interface RunState {
-  workDir: string;
-  rootDir: string;
-  dataDir: string;
-  image?: ImageMount;
-  dataMajorMinor?: string;
-  service?: Started;
-  forwarder?: Started;
-  sockets: Set<net.Socket>;
-  /** Payloads seen, so they can be killed even if nspawn died without taking them along. */
-  payloads: ProcInfo[];
-  serviceStderr?: string;
-}
-
-/** A started service and how to reach it. */
-interface Running {
-  endpoint: Endpoint;
-  /** A live payload to inspect (for inetd: holds a connection open to get one). */
-  payload(): Promise<ProcInfo | undefined>;
-  /** argv for a real client, run on the host or inside the service's network namespace. */
-  clientArgv(argv: string[]): { argv: string[]; privileged: boolean };
-  /** Host and port the client argv should use. */
-  clientTarget: { host: string; port: number };
-}
-
-async function startInetd(
-  argv: string[],
-  state: RunState,
-  opts: VerifyOptions,
-  timeoutMs: number,
-): Promise<Running> {
-  const { logger, signal } = opts;
-  let lastError = '';
-  for (let attempt = 0; attempt < 3; attempt++) {
-    const port = await freePort();
-    const service = start(
-      ['systemd-socket-activate', '-l', `127.0.0.1:${port}`, '-a', '--inetd', ...argv],
-      {
-        privileged: true,
-        logger,
-        loud: attempt === 0,
-      },
-    );
-    state.service = service;
-    let exited = false;
-    void service.exited.then(() => (exited = true));
-    const ok = await waitFor(
-      async () => (exited ? false : listensOn(await readNetTcp('/proc/self'), port) || undefined),
-      10_000,
-      signal,
-    );
-    if (ok) {
-      const endpoint = { host: '127.0.0.1', port };
-      return {
-        endpoint,
-        clientTarget: endpoint,
-        clientArgv: (a) => ({ argv: a, privileged: false }),
-        payload: async () => {
-          // An accepted connection with no selector sent: the container waits on stdin.
-          const before = new Set(findPayloads(service.pid).map((p) => p.pid));
-          const sock = await holdOpen(endpoint, timeoutMs);
-          state.sockets.add(sock);
-          const p = await waitFor(
-            () => findPayloads(service.pid).find((x) => !before.has(x.pid)),
-            timeoutMs,
-            signal,
-          );
-          if (p) state.payloads.push(p);
-          return p;
-        },
-      };
-    }
-    await service.stop();
-    lastError = tail((await service.exited).stderr, 5);
-    state.service = undefined;
-    if (!/Address already in use/.test(lastError)) break;
-  }
-  throw new UserError(`systemd-socket-activate did not start listening:\n${lastError}`);
-}
-
-async function startListening(
-  argv: string[],
-  state: RunState,
-  opts: VerifyOptions,
-  timeoutMs: number,
-): Promise<Running> {
-  const { logger, signal, config } = opts;
-  const port = config.service.listen!;
-  const service = start(argv, { privileged: true, logger, loud: true });
-  state.service = service;
-  let exited = false;
-  void service.exited.then(() => (exited = true));
-  const payload = await waitFor(
-    () => (exited ? null : findPayloads(service.pid)[0]),
-    timeoutMs,
-    signal,
-  );
-  if (!payload) {
-    const stderr = exited ? tail((await service.exited).stderr, 15) : '(still starting)';
-    throw new UserError(
-      `the container did not start its service ${config.service.command.join(' ')}:\n${stderr}`,
-    );
-  }
-  state.payloads.push(payload);
-  const listening = await waitFor(
-    async () =>
-      exited ? false : listensOn(await readNetTcp(`/proc/${payload.pid}`), port) || undefined,
-    timeoutMs,
-    signal,
-  );
-  if (!listening) {
-    await service.stop();
-    const stderr = tail((await service.exited).stderr, 15);
-    throw new UserError(
-      `the service did not listen on port ${port} inside the container within ${timeoutMs / 1000} s:\n${stderr}`,
-    );
-  }
-  const sockPath = path.join(state.workDir, 'service.sock');
-  const nsenter = (a: string[]) => ['nsenter', '-t', String(payload.pid), '-n', ...a];
-  state.forwarder = start(nsenter([process.execPath, '-e', FORWARDER, sockPath, String(port)]), {
-    privileged: true,
-    logger,
-  });
-  if (!(await waitFor(() => existsSync(sockPath) || undefined, 10_000, signal))) {
-    throw new UserError(
-      `the forwarder into the container's network namespace did not start: ${state.forwarder.command}`,
-    );
-  }
-  return {
-    endpoint: { path: sockPath },
-    clientTarget: { host: '127.0.0.1', port },
-    clientArgv: (a) => ({ argv: nsenter(a), privileged: true }),
-    payload: async () => (alive(payload) ? payload : undefined),
-  };
-}
-
-async function readFixtures(probes: Probe[]): Promise<Map<string, Buffer>> {
-  const out = new Map<string, Buffer>();
-  for (const p of probes) {
-    if (!p.fixture) continue;
-    try {
-      out.set(p.name, await readFile(p.fixture));
-    } catch (e) {
-      throw new UserError(
-        `probe ${p.name}: cannot read fixture ${p.fixture}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`,
-      );
-    }
-  }
-  return out;
-}
-
-/** Checks one answer; undefined when right, else a readable reason (a visible diff for bodies). */
-function judge(
-  probe: Probe,
-  expected: Buffer | undefined,
-  got: { status?: number; body: Buffer },
-  via: string,
-): string | undefined {
-  const problems: string[] = [];
-  if (probe.type === 'http' && got.status !== probe.status)
-    problems.push(`HTTP status ${got.status}, expected ${probe.status}`);
-  if (expected) {
-    const diff = visibleDiff(expected, got.body, {
-      expected: `fixture ${probe.fixture}`,
-      actual: `response (${via})`,
-    });
-    if (diff) problems.push(diff);
-  }
-  return problems.length ? problems.join('\n') : undefined;
-}
-
-async function ask(
-  probe: Probe,
-  endpoint: Endpoint,
-  timeoutMs: number,
-  signal?: AbortSignal,
-): Promise<{ status?: number; body: Buffer }> {
-  if (probe.type === 'gopher')
-    return { body: await exchange(endpoint, gopherRequest(probe.selector), { timeoutMs, signal }) };
-  return httpGet(endpoint, probe.path, { timeoutMs, signal });
-}
-
-async function probeOnce(
-  probe: Probe,
-  expected: Buffer | undefined,
-  endpoint: Endpoint,
-  timeoutMs: number,
-  signal?: AbortSignal,
-): Promise<{ outcome: ProbeOutcome; body?: Buffer }> {
-  try {
-    const got = await ask(probe, endpoint, timeoutMs, signal);
-    const problem = judge(probe, expected, got, describeEndpoint(endpoint));
-    return {
-      outcome: {
-        name: probe.name,
-        ok: problem === undefined,
-        diff: problem,
-        bytes: got.body.length,
-      },
-      body: got.body,
-    };
-  } catch (e) {
-    signal?.throwIfAborted();
-    return {
-      outcome: {
-        name: probe.name,
-        ok: false,
-        diff: `no answer: ${(e as Error).message}`,
-        bytes: 0,
-      },
-    };
-  }
-}
-
-/** The first probe once more through a real client (curl), the way a user would fetch it. */
-async function curlProbe(
-  probe: Probe,
-  expected: Buffer | undefined,
-  svc: Running,
-  state: RunState,
-  opts: VerifyOptions,
-  timeoutMs: number,
-): Promise<ProbeOutcome> {
-  const { host, port } = svc.clientTarget;
-  const name = `${probe.name} (curl)`;
-  const seconds = String(Math.ceil(timeoutMs / 1000));
-  const bodyFile = path.join(state.workDir, 'curl-body');
-  const url =
-    probe.type === 'gopher'
-      ? gopherUrl(host, port, probe.selector)
-      : `http://${host}:${port}${probe.path}`;
-  const curl = [
-    'curl',
-    '-sS',
-    '--max-time',
-    seconds,
-    '-o',
-    bodyFile,
-    ...(probe.type === 'http' ? ['-w', '%{http_code}'] : []),
-    url,
-  ];
-  const { argv, privileged } = svc.clientArgv(curl);
-  const r = await run(argv, {
-    privileged,
-    logger: opts.logger,
-    reject: false,
-    signal: opts.signal,
-    timeoutMs: timeoutMs + 5_000,
-  });
-  if (r.exitCode !== 0)
-    return {
-      name,
-      ok: false,
-      diff: `${r.command} failed (exit ${r.exitCode}): ${r.stderr.trim()}`,
-      bytes: 0,
-    };
-  const body = await readFile(bodyFile);
-  const status = probe.type === 'http' ? Number(r.stdout.trim()) : undefined;
-  const problem = judge(probe, expected, { status, body }, 'curl');
-  return { name, ok: problem === undefined, diff: problem, bytes: body.length };
 }
 
 async function hardeningRows(
@@ -564,7 +251,7 @@ export async function verifyImage(options: VerifyOptions): Promise<VerifyOutcome
         config.probes[0]!,
         fixtures.get(config.probes[0]!.name),
         svc,
-        state,
+        state.workDir,
         opts,
         timeoutMs,
       );

@@ -45,18 +45,28 @@ export function isRoot(): boolean {
   return typeof process.getuid === 'function' && process.getuid() === 0;
 }
 
-/** argv with `sudo -n` in front when privileged and not root. Pure, for tests. */
+/**
+ * argv with `sudo -n` in front when privileged and not root. Pure, for tests. sudo resets the
+ * environment, so the caller's `env` entries travel as `env K=V` behind it.
+ */
 export function withPrivilege(
   argv: readonly string[],
   privileged: boolean,
   root: boolean = isRoot(),
+  env: Record<string, string | undefined> = {},
 ): string[] {
-  return privileged && !root ? ['sudo', '-n', '--', ...argv] : [...argv];
+  if (!privileged || root) return [...argv];
+  const pairs = Object.entries(env)
+    .filter((e): e is [string, string] => e[1] !== undefined)
+    .map(([k, v]) => `${k}=${v}`);
+  return ['sudo', '-n', '--', ...(pairs.length > 0 ? ['env', ...pairs] : []), ...argv];
 }
 
 /** Quote argv for a log line a user can paste into a shell. */
 export function formatCommand(argv: readonly string[]): string {
-  return argv.map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replaceAll("'", `'\\''`)}'`)).join(' ');
+  return argv
+    .map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replaceAll("'", `'\\''`)}'`))
+    .join(' ');
 }
 
 export function tail(text: string, lines: number): string {
@@ -88,6 +98,48 @@ function missingTool(tool: string): UserError {
   );
 }
 
+/** The error for a command that could not be started: the tool itself, or sudo in front of it. */
+function notStarted(full: readonly string[], argv: readonly string[]): UserError {
+  if (full[0] === 'sudo' && argv[0] !== 'sudo') {
+    return new UserError(
+      `'${argv[0]}' needs root and sudo is not installed: run as root, or install sudo (apt-get install ${packageFor('sudo') ?? 'sudo'}) and allow this user passwordless sudo`,
+    );
+  }
+  return missingTool(full[0]!);
+}
+
+function escapeRegExp(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
+
+/** What went wrong when a command run through `sudo -n` failed because of sudo, if it did. */
+function sudoFailure(
+  argv: readonly string[],
+  exitCode: number,
+  stderr: string,
+): UserError | undefined {
+  const tool = argv[0]!;
+  const quoted = `[‘']${escapeRegExp(tool)}[’']`;
+  // sudo reports a missing command itself; behind `env K=V` it is env that cannot find it.
+  if (
+    new RegExp(`^sudo: ${escapeRegExp(tool)}: command not found$`, 'm').test(stderr) ||
+    (exitCode === 127 &&
+      new RegExp(`^env: ${quoted}: No such file or directory$`, 'm').test(stderr))
+  ) {
+    return missingTool(tool);
+  }
+  if (
+    /^sudo: (a password is required|a terminal is required|.* is not in the sudoers file|.* is not allowed to execute)/m.test(
+      stderr,
+    )
+  ) {
+    return new UserError(
+      `'${tool}' needs root and passwordless sudo is not available (sudo -n failed): run as root or configure passwordless sudo`,
+    );
+  }
+  return undefined;
+}
+
 function spawn(argv: string[], opts: RunOptions): ResultPromise {
   const [file, ...args] = argv;
   return execa(file!, args, {
@@ -107,7 +159,7 @@ function spawn(argv: string[], opts: RunOptions): ResultPromise {
 }
 
 export async function run(argv: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
-  const full = withPrivilege(argv, opts.privileged ?? false);
+  const full = withPrivilege(argv, opts.privileged ?? false, isRoot(), opts.env);
   const command = formatCommand(full);
   if (opts.loud) opts.logger?.info(`$ ${command}`);
   else opts.logger?.debug(`$ ${command}`);
@@ -134,9 +186,7 @@ export async function run(argv: readonly string[], opts: RunOptions = {}): Promi
     const r = await child;
     const stdoutBytes = Buffer.from(r.stdout as Uint8Array);
     const stderr = Buffer.from(r.stderr as Uint8Array).toString('utf8');
-    if ((r as { code?: string }).code === 'ENOENT') {
-      throw missingTool(full[0] === 'sudo' ? full[3]! : full[0]!);
-    }
+    if ((r as { code?: string }).code === 'ENOENT') throw notStarted(full, argv);
     const exitCode = r.exitCode ?? (r.signal ? 128 : -1);
     const result: RunResult = {
       command,
@@ -148,16 +198,25 @@ export async function run(argv: readonly string[], opts: RunOptions = {}): Promi
     };
     if (timedOut) {
       const seconds = (opts.timeoutMs ?? DEFAULT_TIMEOUT_MS) / 1000;
-      throw new ToolError(command, undefined, tail(stderr, opts.stderrLines ?? 20), `timed out after ${seconds} s`);
+      throw new ToolError(
+        command,
+        undefined,
+        tail(stderr, opts.stderrLines ?? 20),
+        `timed out after ${seconds} s`,
+      );
     }
-    if (aborted) throw new ToolError(command, undefined, tail(stderr, opts.stderrLines ?? 20), 'aborted');
+    if (aborted)
+      throw new ToolError(command, undefined, tail(stderr, opts.stderrLines ?? 20), 'aborted');
     if (exitCode !== 0 && opts.reject !== false) {
-      if (opts.privileged && !isRoot() && /sudo: a password is required|sudo: .*not found/.test(stderr)) {
-        throw new UserError(
-          `'${argv[0]}' needs root and passwordless sudo is not available (sudo -n failed): run as root or configure passwordless sudo`,
-        );
-      }
-      throw new ToolError(command, exitCode, tail(stderr, opts.stderrLines ?? 20), 'command failed');
+      const viaSudo = full[0] === 'sudo' && argv[0] !== 'sudo';
+      const sudoError = viaSudo ? sudoFailure(argv, exitCode, stderr) : undefined;
+      if (sudoError) throw sudoError;
+      throw new ToolError(
+        command,
+        exitCode,
+        tail(stderr, opts.stderrLines ?? 20),
+        'command failed',
+      );
     }
     return result;
   } finally {
@@ -178,15 +237,13 @@ export interface Started {
 }
 
 export function start(argv: readonly string[], opts: RunOptions = {}): Started {
-  const full = withPrivilege(argv, opts.privileged ?? false);
+  const full = withPrivilege(argv, opts.privileged ?? false, isRoot(), opts.env);
   const command = formatCommand(full);
   if (opts.loud) opts.logger?.info(`$ ${command} &`);
   else opts.logger?.debug(`$ ${command} &`);
   const child = spawn(full, { ...opts });
   const pid = child.pid;
-  if (pid === undefined) {
-    throw missingTool(full[0] === 'sudo' ? full[3]! : full[0]!);
-  }
+  if (pid === undefined) throw notStarted(full, argv);
   liveGroups.add(pid);
   const exited = child.then((r) => {
     liveGroups.delete(pid);

@@ -102,7 +102,9 @@ export function findPayloads(
     for (const c of tree) {
       if (c.ppid !== n.pid) continue;
       const exe = exePath(c.pid);
-      if (exe !== undefined && exe !== nspawnExe && c.comm !== 'systemd-nspawn') out.push(c);
+      // A non-root caller (the action runs as `runner`, containers via sudo) cannot read the
+      // exe link of a root process: the comm check alone then tells the payload apart.
+      if ((exe === undefined || exe !== nspawnExe) && c.comm !== 'systemd-nspawn') out.push(c);
     }
   }
   return out;

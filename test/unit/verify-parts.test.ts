@@ -1,7 +1,8 @@
 import net from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { pendingCleanups, registerCleanup, runCleanups } from '../../src/stages/cleanup.js';
-import { listensOn, serviceLog, type VerifyOutcome } from '../../src/stages/verify.js';
+import { serviceLog, type VerifyOutcome } from '../../src/stages/verify.js';
+import { listensOn } from '../../src/verify/service.js';
 import { exchange, gopherUrl } from '../../src/verify/client.js';
 import { percentile, runLoad } from '../../src/verify/load.js';
 import { descendants, parseStat, processTable } from '../../src/verify/proc.js';

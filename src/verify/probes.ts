@@ -1,0 +1,144 @@
+/** Sending the probes and judging the answers against the fixtures, byte for byte. */
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import type { ProbeOutcome } from '../build-result.js';
+import type { Probe } from '../config/schema.js';
+import { UserError } from '../core/errors.js';
+import type { Logger } from '../core/logger.js';
+import { run } from '../tools/exec.js';
+import {
+  describeEndpoint,
+  exchange,
+  gopherRequest,
+  gopherUrl,
+  httpGet,
+  type Endpoint,
+} from './client.js';
+import type { Running } from './service.js';
+import { visibleDiff } from './visible-diff.js';
+
+export async function readFixtures(probes: Probe[]): Promise<Map<string, Buffer>> {
+  const out = new Map<string, Buffer>();
+  for (const p of probes) {
+    if (!p.fixture) continue;
+    try {
+      out.set(p.name, await readFile(p.fixture));
+    } catch (e) {
+      throw new UserError(
+        `probe ${p.name}: cannot read fixture ${p.fixture}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`,
+      );
+    }
+  }
+  return out;
+}
+
+/** Checks one answer; undefined when right, else a readable reason (a visible diff for bodies). */
+export function judge(
+  probe: Probe,
+  expected: Buffer | undefined,
+  got: { status?: number; body: Buffer },
+  via: string,
+): string | undefined {
+  const problems: string[] = [];
+  if (probe.type === 'http' && got.status !== probe.status)
+    problems.push(`HTTP status ${got.status}, expected ${probe.status}`);
+  if (expected) {
+    const diff = visibleDiff(expected, got.body, {
+      expected: `fixture ${probe.fixture}`,
+      actual: `response (${via})`,
+    });
+    if (diff) problems.push(diff);
+  }
+  return problems.length ? problems.join('\n') : undefined;
+}
+
+export async function ask(
+  probe: Probe,
+  endpoint: Endpoint,
+  timeoutMs: number,
+  signal?: AbortSignal,
+): Promise<{ status?: number; body: Buffer }> {
+  if (probe.type === 'gopher')
+    return { body: await exchange(endpoint, gopherRequest(probe.selector), { timeoutMs, signal }) };
+  return httpGet(endpoint, probe.path, { timeoutMs, signal });
+}
+
+export async function probeOnce(
+  probe: Probe,
+  expected: Buffer | undefined,
+  endpoint: Endpoint,
+  timeoutMs: number,
+  signal?: AbortSignal,
+): Promise<{ outcome: ProbeOutcome; body?: Buffer }> {
+  try {
+    const got = await ask(probe, endpoint, timeoutMs, signal);
+    const problem = judge(probe, expected, got, describeEndpoint(endpoint));
+    return {
+      outcome: {
+        name: probe.name,
+        ok: problem === undefined,
+        diff: problem,
+        bytes: got.body.length,
+      },
+      body: got.body,
+    };
+  } catch (e) {
+    signal?.throwIfAborted();
+    return {
+      outcome: {
+        name: probe.name,
+        ok: false,
+        diff: `no answer: ${(e as Error).message}`,
+        bytes: 0,
+      },
+    };
+  }
+}
+
+/** The first probe once more through a real client (curl), the way a user would fetch it. */
+export async function curlProbe(
+  probe: Probe,
+  expected: Buffer | undefined,
+  svc: Running,
+  workDir: string,
+  opts: { logger: Logger; signal?: AbortSignal },
+  timeoutMs: number,
+): Promise<ProbeOutcome> {
+  const { host, port } = svc.clientTarget;
+  const name = `${probe.name} (curl)`;
+  const seconds = String(Math.ceil(timeoutMs / 1000));
+  const bodyFile = path.join(workDir, 'curl-body');
+  const url =
+    probe.type === 'gopher'
+      ? gopherUrl(host, port, probe.selector)
+      : `http://${host}:${port}${probe.path}`;
+  const curl = [
+    'curl',
+    '-sS',
+    '--max-time',
+    seconds,
+    '-o',
+    bodyFile,
+    ...(probe.type === 'http' ? ['-w', '%{http_code}'] : []),
+    url,
+  ];
+  const { argv, privileged } = svc.clientArgv(curl);
+  const r = await run(argv, {
+    privileged,
+    logger: opts.logger,
+    reject: false,
+    signal: opts.signal,
+    timeoutMs: timeoutMs + 5_000,
+  });
+  if (r.exitCode !== 0)
+    return {
+      name,
+      ok: false,
+      diff: `${r.command} failed (exit ${r.exitCode}): ${r.stderr.trim()}`,
+      bytes: 0,
+    };
+  const body = await readFile(bodyFile);
+  const status = probe.type === 'http' ? Number(r.stdout.trim()) : undefined;
+  const problem = judge(probe, expected, { status, body }, 'curl');
+  return { name, ok: problem === undefined, diff: problem, bytes: body.length };
+}

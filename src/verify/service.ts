@@ -1,0 +1,206 @@
+/**
+ * Starting the service the way the board does, and reaching it: systemd-socket-activate on a free
+ * 127.0.0.1 port for inetd services (one container per connection), or one container for a
+ * `listen` service, reached through a Unix socket bridged into its network namespace (the
+ * container has no interface but `lo`).
+ */
+import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import type net from 'node:net';
+import path from 'node:path';
+import type { LhcConfig } from '../config/load.js';
+import { UserError } from '../core/errors.js';
+import type { Logger } from '../core/logger.js';
+import { start, tail, type Started } from '../tools/exec.js';
+import { freePort, holdOpen, type Endpoint } from './client.js';
+import { alive, findPayloads, type ProcInfo } from './proc.js';
+import type { ImageMount } from './sandbox.js';
+
+export interface ServiceContext {
+  config: LhcConfig;
+  logger: Logger;
+  signal?: AbortSignal;
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Polls `probe` until it returns a value, the time runs out (undefined) or the signal aborts. */
+export async function waitFor<T>(
+  probe: () => T | undefined | Promise<T | undefined>,
+  timeoutMs: number,
+  signal?: AbortSignal,
+): Promise<T | undefined> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    signal?.throwIfAborted();
+    const v = await probe();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) return undefined;
+    await sleep(20);
+  }
+}
+
+/** True when /proc/net/tcp{,6} text shows a LISTEN socket on `port` (any local address). */
+export function listensOn(netTcp: string, port: number): boolean {
+  const hexPort = port.toString(16).toUpperCase().padStart(4, '0');
+  return netTcp.split('\n').some((l) => {
+    const f = l.trim().split(/\s+/);
+    return f[1]?.endsWith(`:${hexPort}`) === true && f[3] === '0A';
+  });
+}
+
+export async function readNetTcp(procDir: string): Promise<string> {
+  const parts = await Promise.all(
+    ['tcp', 'tcp6'].map((f) => readFile(`${procDir}/net/${f}`, 'utf8').catch(() => '')),
+  );
+  return parts.join('\n');
+}
+
+/** Bridges a Unix socket on the host to 127.0.0.1:PORT inside the container's network namespace. */
+const FORWARDER = `
+const net = require('net');
+const [, sock, port] = process.argv;
+net.createServer((c) => {
+  const u = net.connect(Number(port), '127.0.0.1');
+  c.pipe(u); u.pipe(c);
+  c.on('error', () => u.destroy()); u.on('error', () => c.destroy());
+}).listen(sock);
+process.on('SIGTERM', () => process.exit(0));
+`;
+
+/** Everything a verify run set up, for the teardown. */
+export interface RunState {
+  workDir: string;
+  rootDir: string;
+  dataDir: string;
+  image?: ImageMount;
+  dataMajorMinor?: string;
+  service?: Started;
+  forwarder?: Started;
+  sockets: Set<net.Socket>;
+  /** Payloads seen, so they can be killed even if nspawn died without taking them along. */
+  payloads: ProcInfo[];
+  serviceStderr?: string;
+}
+
+/** A started service and how to reach it. */
+export interface Running {
+  endpoint: Endpoint;
+  /** A live payload to inspect (for inetd: holds a connection open to get one). */
+  payload(): Promise<ProcInfo | undefined>;
+  /** argv for a real client, run on the host or inside the service's network namespace. */
+  clientArgv(argv: string[]): { argv: string[]; privileged: boolean };
+  /** Host and port the client argv should use. */
+  clientTarget: { host: string; port: number };
+}
+
+export async function startInetd(
+  argv: string[],
+  state: RunState,
+  opts: ServiceContext,
+  timeoutMs: number,
+): Promise<Running> {
+  const { logger, signal } = opts;
+  let lastError = '';
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const port = await freePort();
+    const service = start(
+      ['systemd-socket-activate', '-l', `127.0.0.1:${port}`, '-a', '--inetd', ...argv],
+      {
+        privileged: true,
+        logger,
+        loud: attempt === 0,
+      },
+    );
+    state.service = service;
+    let exited = false;
+    void service.exited.then(() => (exited = true));
+    const ok = await waitFor(
+      async () => (exited ? false : listensOn(await readNetTcp('/proc/self'), port) || undefined),
+      10_000,
+      signal,
+    );
+    if (ok) {
+      const endpoint = { host: '127.0.0.1', port };
+      return {
+        endpoint,
+        clientTarget: endpoint,
+        clientArgv: (a) => ({ argv: a, privileged: false }),
+        payload: async () => {
+          // An accepted connection with no selector sent: the container waits on stdin.
+          const before = new Set(findPayloads(service.pid).map((p) => p.pid));
+          const sock = await holdOpen(endpoint, timeoutMs);
+          state.sockets.add(sock);
+          const p = await waitFor(
+            () => findPayloads(service.pid).find((x) => !before.has(x.pid)),
+            timeoutMs,
+            signal,
+          );
+          if (p) state.payloads.push(p);
+          return p;
+        },
+      };
+    }
+    await service.stop();
+    lastError = tail((await service.exited).stderr, 5);
+    state.service = undefined;
+    if (!/Address already in use/.test(lastError)) break;
+  }
+  throw new UserError(`systemd-socket-activate did not start listening:\n${lastError}`);
+}
+
+export async function startListening(
+  argv: string[],
+  state: RunState,
+  opts: ServiceContext,
+  timeoutMs: number,
+): Promise<Running> {
+  const { logger, signal, config } = opts;
+  const port = config.service.listen!;
+  const service = start(argv, { privileged: true, logger, loud: true });
+  state.service = service;
+  let exited = false;
+  void service.exited.then(() => (exited = true));
+  const payload = await waitFor(
+    () => (exited ? null : findPayloads(service.pid)[0]),
+    timeoutMs,
+    signal,
+  );
+  if (!payload) {
+    const stderr = exited ? tail((await service.exited).stderr, 15) : '(still starting)';
+    throw new UserError(
+      `the container did not start its service ${config.service.command.join(' ')}:\n${stderr}`,
+    );
+  }
+  state.payloads.push(payload);
+  const listening = await waitFor(
+    async () =>
+      exited ? false : listensOn(await readNetTcp(`/proc/${payload.pid}`), port) || undefined,
+    timeoutMs,
+    signal,
+  );
+  if (!listening) {
+    await service.stop();
+    const stderr = tail((await service.exited).stderr, 15);
+    throw new UserError(
+      `the service did not listen on port ${port} inside the container within ${timeoutMs / 1000} s:\n${stderr}`,
+    );
+  }
+  const sockPath = path.join(state.workDir, 'service.sock');
+  const nsenter = (a: string[]) => ['nsenter', '-t', String(payload.pid), '-n', ...a];
+  state.forwarder = start(nsenter([process.execPath, '-e', FORWARDER, sockPath, String(port)]), {
+    privileged: true,
+    logger,
+  });
+  if (!(await waitFor(() => existsSync(sockPath) || undefined, 10_000, signal))) {
+    throw new UserError(
+      `the forwarder into the container's network namespace did not start: ${state.forwarder.command}`,
+    );
+  }
+  return {
+    endpoint: { path: sockPath },
+    clientTarget: { host: '127.0.0.1', port },
+    clientArgv: (a) => ({ argv: nsenter(a), privileged: true }),
+    payload: async () => (alive(payload) ? payload : undefined),
+  };
+}
