@@ -77,6 +77,7 @@ export function toolRequirements(arch: string): ToolRequirement[] {
 export function setupPackages(arch: string): string[] {
   const pkgs = new Set(toolRequirements(arch).map((t) => t.pkg));
   pkgs.add('musl-dev');
+  pkgs.add('musl-tools');
   if (!isAarch64(arch)) {
     pkgs.add('qemu-user-static');
     pkgs.add('musl-dev:arm64');

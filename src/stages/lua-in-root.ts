@@ -14,9 +14,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { UserError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
-import { formatCommand, isRoot, run } from '../tools/exec.js';
+import { formatCommand, hasTool, isRoot, run } from '../tools/exec.js';
 import { BUILDROOT_PACKAGES, buildrootArgv, inRootMakeArgv, type LuaArch } from '../tools/lua-make.js';
 import { nspawnArgv } from '../tools/nspawn.js';
+import { packageFor } from '../tools/packages.js';
 
 export const BUILDROOT_SUITE = 'bookworm';
 
@@ -35,6 +36,7 @@ export interface BuildrootOptions {
   suite?: string;
   /** mmdebstrap MIRROR arguments; default the host's deb822 apt sources file. */
   mirrors?: string[];
+  signal?: AbortSignal;
 }
 
 const HOST_SOURCES = '/etc/apt/sources.list.d/debian.sources';
@@ -85,13 +87,21 @@ export async function ensureBuildroot(opts: BuildrootOptions): Promise<Buildroot
   }
   await mkdir(opts.dir, { recursive: true });
   const tmp = path.join(opts.dir, `.tmp-${process.pid}-${randomBytes(6).toString('hex')}.tar`);
+  // mmdebstrap's scratch root (with /proc, /sys, /dev mounts) lives here, so that a run killed
+  // by a timeout leaves nothing mounted elsewhere: the finally below unmounts and removes it.
+  const scratch = await mkdtemp(path.join(opts.dir, '.scratch-'));
   try {
     await opts.logger.group(`build root: mmdebstrap ${suite} ${opts.arch} (${BUILDROOT_PACKAGES.join(', ')})`, async () => {
-      await run(buildrootArgv({ suite, arch: opts.arch, out: tmp, mirrors }), {
+      if (!(await hasTool('mmdebstrap'))) {
+        throw new UserError(`the in-root strategy needs mmdebstrap: apt-get install ${packageFor('mmdebstrap')} (or run: lhc setup)`);
+      }
+      // TMPDIR through `env`, because sudo would drop it from the environment.
+      await run(['env', `TMPDIR=${scratch}`, ...buildrootArgv({ suite, arch: opts.arch, out: tmp, mirrors })], {
         privileged: true,
         timeoutMs: 30 * 60_000,
         logger: opts.logger,
         loud: true,
+        signal: opts.signal,
       });
     });
     const status = await run(['tar', '-xOf', tmp, './var/lib/dpkg/status'], { logger: opts.logger });
@@ -104,7 +114,19 @@ export async function ensureBuildroot(opts: BuildrootOptions): Promise<Buildroot
     return { key, tarball, toolchain };
   } finally {
     await rm(tmp, { force: true });
+    await removeScratch(scratch);
   }
+}
+
+/** Unmounts whatever an interrupted mmdebstrap left under `dir` (deepest first), then removes it. */
+async function removeScratch(dir: string): Promise<void> {
+  const mounts = (await readFile('/proc/self/mounts', 'utf8'))
+    .split('\n')
+    .map((l) => l.split(' ')[1]?.replace(/\\040/g, ' '))
+    .filter((m): m is string => m !== undefined && m.startsWith(`${dir}/`))
+    .sort((a, b) => b.length - a.length);
+  for (const m of mounts) await run(['umount', '-l', m], { privileged: true, reject: false });
+  await run(['rm', '-rf', '--one-file-system', dir], { privileged: true, reject: false, timeoutMs: 10 * 60_000 });
 }
 
 /**

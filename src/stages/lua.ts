@@ -122,6 +122,7 @@ async function inRootRecipe(arch: LuaArch, opts: LuaBuildOptions, cache: string)
     dir: opts.buildrootDir ?? path.join(cache, 'buildroots'),
     arch,
     logger: opts.logger,
+    signal: opts.signal,
   });
   const flags = inRootMakeArgv();
   return {

@@ -9,6 +9,7 @@
  * over a real socket and is compared byte for byte; the hardening is read from the live
  * payload's /proc. Whatever happens, the teardown leaves no mount, loop device or process.
  */
+import { setMaxListeners } from 'node:events';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp } from 'node:fs/promises';
 import os from 'node:os';
@@ -163,12 +164,16 @@ async function teardown(state: RunState, image: string, logger: Logger): Promise
   if (problems.length) throw new Error(`verify cleanup incomplete:\n${problems.join('\n')}`);
 }
 
-function combinedSignal(opts: VerifyOptions): AbortSignal | undefined {
+/** The caller's signal and the overall timeout as one signal of our own. */
+function combinedSignal(opts: VerifyOptions, concurrency: number): AbortSignal {
   const signals = [
     opts.signal,
     opts.timeoutMs ? AbortSignal.timeout(opts.timeoutMs) : undefined,
   ].filter((s): s is AbortSignal => s !== undefined);
-  return signals.length ? AbortSignal.any(signals) : undefined;
+  const signal = AbortSignal.any(signals);
+  // Every request in flight listens on it (node's http client a little longer than the request).
+  setMaxListeners(4 * concurrency + 16, signal);
+  return signal;
 }
 
 async function mustExist(file: string, what: string): Promise<string> {
@@ -181,8 +186,6 @@ export async function verifyImage(options: VerifyOptions): Promise<VerifyOutcome
   const { config, logger } = options;
   const image = await mustExist(options.image, 'image');
   const dataTemplate = await mustExist(options.dataTemplate, 'data template');
-  const signal = combinedSignal(options);
-  const opts = { ...options, signal };
   const fixtures = await readFixtures(config.probes);
   const timeoutMs = config.service.timeout * 1000;
   const requests = options.requests ?? 0;
@@ -191,6 +194,8 @@ export async function verifyImage(options: VerifyOptions): Promise<VerifyOutcome
     throw new UserError(`--requests must be a whole number ≥ 0, got ${requests}`);
   if (!Number.isInteger(concurrency) || concurrency < 1)
     throw new UserError(`--concurrency must be a whole number ≥ 1, got ${concurrency}`);
+  const signal = combinedSignal(options, concurrency);
+  const opts = { ...options, signal };
 
   const workDir = await mkdtemp(path.join(os.tmpdir(), 'lhc-verify-'));
   // The directory name becomes the machine name (and hostname): use the service's name.
@@ -224,7 +229,7 @@ export async function verifyImage(options: VerifyOptions): Promise<VerifyOutcome
         }
       }
       state.dataMajorMinor = await mountDataTmpfs(state.dataDir, logger);
-      await unpackTemplate(dataTemplate, state.dataDir);
+      await unpackTemplate(dataTemplate, state.dataDir, { logger });
       logger.info(`data template ${dataTemplate} unpacked into a noexec,nosuid,nodev tmpfs`);
 
       const argv = verifyNspawnArgv(config, state.rootDir, state.dataDir);
@@ -321,7 +326,7 @@ export async function verifyImage(options: VerifyOptions): Promise<VerifyOutcome
   }
   if (failed) {
     if (cleanupError) logger.warn((cleanupError as Error).message);
-    if (signal?.aborted && !options.signal?.aborted) {
+    if (signal.aborted && !options.signal?.aborted) {
       throw new UserError(`verify timed out after ${(options.timeoutMs ?? 0) / 1000} s`, {
         cause: failure,
       });

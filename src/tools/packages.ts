@@ -19,6 +19,7 @@ export const TOOL_PACKAGES: Record<string, string> = {
   make: 'make',
   strace: 'strace',
   nsenter: 'util-linux',
+  find: 'findutils',
   losetup: 'util-linux',
   mount: 'mount',
   umount: 'mount',

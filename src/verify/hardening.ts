@@ -6,9 +6,11 @@
  * Under binfmt_misc with the F flag the payload process is QEMU running the aarch64 code; its
  * /proc entries are still the container's (mounts, capabilities, namespaces).
  */
-import { readFile, readdir, lstat, readlink } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { HardeningCheck } from '../build-result.js';
+import type { Logger } from '../core/logger.js';
+import { run } from '../tools/exec.js';
 
 export interface MountEntry {
   mountPoint: string;
@@ -173,34 +175,38 @@ export interface ImageEntry {
   target?: string;
 }
 
-/** Walks a mounted image (symlinks are not followed). */
-export async function listImage(root: string): Promise<ImageEntry[]> {
+/**
+ * Every entry of a mounted image (symlinks not followed), listed by a privileged `find` so a
+ * non-root caller also sees into 0700 directories (/root, /var/cache/ldconfig) where an
+ * interpreter could hide. NUL-separated, so no file name can break the parsing.
+ */
+export async function listImage(root: string, logger?: Logger): Promise<ImageEntry[]> {
+  const r = await run(['find', root, '-mindepth', '1', '-printf', '%y\\0%m\\0%P\\0%l\\0'], {
+    privileged: true,
+    binary: true,
+    logger,
+    timeoutMs: 5 * 60_000,
+  });
+  return parseFindListing(r.stdoutBytes);
+}
+
+/** Parses `find -printf '%y\0%m\0%P\0%l\0'` output. */
+export function parseFindListing(bytes: Buffer): ImageEntry[] {
+  const f = bytes.toString('utf8').split('\0');
   const out: ImageEntry[] = [];
-  const walk = async (rel: string): Promise<void> => {
-    for (const name of (await readdir(path.join(root, rel))).sort()) {
-      const p = path.posix.join(rel, name);
-      const st = await lstat(path.join(root, p));
-      if (st.isDirectory()) {
-        out.push({ path: p, kind: 'dir', executable: false });
-        await walk(p);
-      } else if (st.isSymbolicLink()) {
-        out.push({
-          path: p,
-          kind: 'symlink',
-          executable: false,
-          target: await readlink(path.join(root, p)),
-        });
-      } else {
-        out.push({
-          path: p,
-          kind: st.isFile() ? 'file' : 'other',
-          executable: (st.mode & 0o111) !== 0,
-        });
-      }
-    }
-  };
-  await walk('/');
-  return out;
+  for (let i = 0; i + 3 < f.length; i += 4) {
+    const [type, mode, rel, target] = [f[i]!, f[i + 1]!, f[i + 2]!, f[i + 3]!];
+    const p = `/${rel}`;
+    if (type === 'd') out.push({ path: p, kind: 'dir', executable: false });
+    else if (type === 'l') out.push({ path: p, kind: 'symlink', executable: false, target });
+    else
+      out.push({
+        path: p,
+        kind: type === 'f' ? 'file' : 'other',
+        executable: (parseInt(mode, 8) & 0o111) !== 0,
+      });
+  }
+  return out.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
 }
 
 /** Resolves a path inside the image, chroot-style (never through the host's /). */

@@ -85,9 +85,11 @@ export function alive(p: Pick<ProcInfo, 'pid' | 'startTime'>): boolean {
 }
 
 /**
- * Container payloads under `ancestor` (which may itself be systemd-nspawn): children of a systemd-nspawn process that have already
- * exec'd the payload. Until then nspawn's inner child still runs nspawn's own binary and its
- * /proc does not yet show the final mounts, capabilities and user namespace.
+ * Container payloads under `ancestor` (which may itself be systemd-nspawn): children of a
+ * systemd-nspawn process that have already exec'd the payload. Until then nspawn's inner child
+ * still runs nspawn's own binary (comm "systemd-nspawn") and its /proc does not yet show the
+ * final mounts, capabilities and user namespace. The exe link is compared too when readable
+ * (it is not for a non-root caller).
  */
 export function findPayloads(
   ancestor: number,
@@ -95,16 +97,13 @@ export function findPayloads(
 ): ProcInfo[] {
   const self = table.get(ancestor);
   const tree = [...(self ? [self] : []), ...descendants(ancestor, table)];
-  const nspawns = tree.filter((p) => p.comm === 'systemd-nspawn');
   const out: ProcInfo[] = [];
-  for (const n of nspawns) {
+  for (const n of tree.filter((p) => p.comm === 'systemd-nspawn')) {
     const nspawnExe = exePath(n.pid);
     for (const c of tree) {
-      if (c.ppid !== n.pid) continue;
+      if (c.ppid !== n.pid || c.comm === 'systemd-nspawn') continue;
       const exe = exePath(c.pid);
-      // A non-root caller (the action runs as `runner`, containers via sudo) cannot read the
-      // exe link of a root process: the comm check alone then tells the payload apart.
-      if ((exe === undefined || exe !== nspawnExe) && c.comm !== 'systemd-nspawn') out.push(c);
+      if (exe === undefined || nspawnExe === undefined || exe !== nspawnExe) out.push(c);
     }
   }
   return out;

@@ -4,7 +4,7 @@
  * process still holding either. `--image=` would need udev, so the image is mounted by hand.
  */
 import { existsSync } from 'node:fs';
-import { readFile, readdir, rm, rmdir } from 'node:fs/promises';
+import { chmod, readFile, readdir, rm, rmdir } from 'node:fs/promises';
 import path from 'node:path';
 import * as tar from 'tar';
 import { UserError } from '../core/errors.js';
@@ -83,20 +83,38 @@ export async function mountDataTmpfs(dir: string, logger: Logger, sizeMb = 256):
 
 /**
  * Unpacks the data template (.tar.gz written by the pack stage with npm tar) with its modes
- * intact: chmod with a zero umask keeps 1777 and 0600 as packed. Paths stay inside `dir`
- * (npm tar refuses absolute paths and `..` unless preservePaths is set).
+ * exactly as packed (1777, 0600, 0777), whatever the umask. Paths stay inside `dir`
+ * (npm tar refuses absolute paths and `..` unless preservePaths is set). Owners come from the
+ * archive, set by one privileged `chown -h` per owner after unpacking: npm tar itself leaves
+ * symlinks to the unpacking user, and a non-root caller could not chown at all.
  */
-export async function unpackTemplate(template: string, dir: string): Promise<void> {
+export async function unpackTemplate(
+  template: string,
+  dir: string,
+  opts: { logger?: Logger } = {},
+): Promise<void> {
   const warnings: string[] = [];
+  const owners = new Map<string, string[]>();
+  const modes: { file: string; mode: number }[] = [];
   try {
     await tar.x({
       file: template,
       cwd: dir,
       strict: true,
       chmod: true,
-      processUmask: 0,
-      preserveOwner: isRoot(),
+      // npm tar leaves new files to the umask (0777 comes out 0755): modes are set below.
+      preserveOwner: false,
       onwarn: (code, message) => warnings.push(`${code}: ${message}`),
+      onReadEntry: (e) => {
+        if (e.type !== 'SymbolicLink' && e.mode !== undefined) {
+          modes.push({ file: path.resolve(dir, e.path), mode: e.mode & 0o7777 });
+        }
+        if (e.uid === undefined || e.gid === undefined) return;
+        const key = `${e.uid}:${e.gid}`;
+        const list = owners.get(key) ?? [];
+        list.push(path.resolve(dir, e.path));
+        owners.set(key, list);
+      },
     });
   } catch (e) {
     throw new UserError(`cannot unpack the data template ${template}: ${(e as Error).message}`, {
@@ -104,6 +122,18 @@ export async function unpackTemplate(template: string, dir: string): Promise<voi
     });
   }
   if (warnings.length) throw new UserError(`data template ${template}: ${warnings.join('; ')}`);
+  // Exact modes while the files are still ours (chown then clears setuid/setgid on files, which
+  // a nosuid data partition ignores anyway).
+  for (const { file, mode } of modes) await chmod(file, mode);
+  for (const [owner, paths] of owners) {
+    for (let i = 0; i < paths.length; i += 200) {
+      await run(['chown', '-h', owner, '--', ...paths.slice(i, i + 200)], {
+        privileged: true,
+        logger: opts.logger,
+        timeoutMs: 60_000,
+      });
+    }
+  }
 }
 
 /**

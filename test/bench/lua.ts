@@ -6,7 +6,7 @@
  * LHC_BENCH_LUA_STRATEGIES=cross limits the strategies (default: cross,in-root).
  */
 import { existsSync } from 'node:fs';
-import { readdir } from 'node:fs/promises';
+import { mkdir, readdir, symlink } from 'node:fs/promises';
 import path from 'node:path';
 import { memoryLogger } from '../../src/core/logger.js';
 import { buildLua, type LuaStrategy } from '../../src/stages/lua.js';
@@ -28,6 +28,10 @@ export const luaSection: BenchSection = {
       const cacheDir = path.join(ctx.workDir, strategy);
       const logger = memoryLogger();
       const store = new Store(path.join(cacheDir, 'store'), logger);
+      // The CLI run below finds build roots under its LHC_CACHE_DIR: share the cached one.
+      await mkdir(buildrootDir, { recursive: true });
+      await mkdir(cacheDir, { recursive: true });
+      await symlink(buildrootDir, path.join(cacheDir, 'buildroots'));
       await store.add(src.path);
       const spec = { version: VERSION, sha256: src.sha256, arch: 'aarch64' as const, strategy };
       const rootsBefore = existsSync(buildrootDir) ? (await readdir(buildrootDir)).length : 0;

@@ -6,8 +6,8 @@
  * the process table.
  */
 import { spawn } from 'node:child_process';
-import { cpSync, readFileSync, writeFileSync } from 'node:fs';
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { cpSync, lstatSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
+import { chmod, mkdir, mkdtemp, rm, symlink } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -16,11 +16,13 @@ import type { GopherProbe } from '../../src/config/schema.js';
 import { memoryLogger } from '../../src/core/logger.js';
 import { start } from '../../src/tools/exec.js';
 import { nspawnArgv } from '../../src/tools/nspawn.js';
+import { writeDataTemplate } from '../../src/stages/data-template.js';
 import { packImage } from '../../src/stages/pack.js';
 import { makeScratchRoot } from '../../src/stages/root.js';
 import { verifyImage, type VerifyOutcome } from '../../src/stages/verify.js';
-import { inspectProcess } from '../../src/verify/hardening.js';
+import { checkNoInterpreters, inspectProcess, listImage } from '../../src/verify/hardening.js';
 import { findPayloads } from '../../src/verify/proc.js';
+import { unpackTemplate } from '../../src/verify/sandbox.js';
 import { formatVerifyReport } from '../../src/verify/report.js';
 import { debianDeb, extractDeb } from '../support/debian-inputs.js';
 import { REPO } from '../support/gopher.js';
@@ -50,6 +52,8 @@ async function expectNothingLeft(): Promise<void> {
     await new Promise((r) => setTimeout(r, 250));
     now = await snapshot(tmp);
   }
+  // Sweep before asserting, so one test's leftovers cannot fail the next one.
+  if (JSON.stringify(now) !== JSON.stringify(before)) await sweepLeftovers(tmp);
   expect(now).toEqual(before);
 }
 
@@ -333,6 +337,11 @@ describe('a listening service', () => {
     expect(report.curl, text).toMatchObject({ name: 'index (curl)', ok: true });
     expect(report.endpoint).toMatch(/^unix:.*service\.sock$/);
     expect(report.load, text).toMatchObject({ requests: 20, failures: 0 });
+    // The same image served by something else would carry a shell it does not need.
+    expect(checkNoInterpreters(await listImage(root), '/bin/lua')).toMatchObject({
+      ok: false,
+      detail: 'found /bin/busybox',
+    });
     // busybox is a shell too, but here it is the service itself.
     expect(
       report.hardening.find((h) => h.name === 'no shell or interpreter but the service')!.ok,
@@ -342,5 +351,37 @@ describe('a listening service', () => {
       text,
     ).toEqual([]);
     await expectNothingLeft();
+  });
+});
+
+describe('the data template', () => {
+  it('unpacks with modes and owners (symlinks too) exactly as packed', async () => {
+    const src = path.join(tmp, 'tmpl-src');
+    await mkdir(path.join(src, 'spool'), { recursive: true });
+    await chmod(path.join(src, 'spool'), 0o1777);
+    writeFileSync(path.join(src, 'secret'), 'x');
+    await chmod(path.join(src, 'secret'), 0o600);
+    writeFileSync(path.join(src, 'tool'), 'y');
+    await chmod(path.join(src, 'tool'), 0o777);
+    await symlink('secret', path.join(src, 'link'));
+    const template = path.join(tmp, 'tmpl.tar.gz');
+    await writeDataTemplate({
+      dataDir: src,
+      dataPath: '/data',
+      epoch: 0,
+      out: template,
+      owner: { uid: 1234, gid: 5678 },
+    });
+    const dir = path.join(tmp, 'tmpl-out');
+    await mkdir(dir);
+    await unpackTemplate(template, dir);
+    const st = (p: string) => lstatSync(path.join(dir, p));
+    expect(['spool', 'secret', 'tool'].map((p) => st(p).mode & 0o7777)).toEqual([
+      0o1777, 0o600, 0o777,
+    ]);
+    expect(
+      ['.', 'spool', 'secret', 'tool', 'link'].map((p) => `${st(p).uid}:${st(p).gid}`),
+    ).toEqual(Array(5).fill('1234:5678'));
+    expect(readlinkSync(path.join(dir, 'link'))).toBe('secret');
   });
 });

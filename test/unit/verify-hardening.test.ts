@@ -12,6 +12,7 @@ import {
   checkNoNewPrivs,
   checkRootReadOnly,
   checkUidMap,
+  parseFindListing,
   parseMountInfo,
   resolveInImage,
   type ImageEntry,
@@ -160,6 +161,18 @@ describe('interpreters in the image', () => {
       file('/bin/lua'),
     ];
     expect(checkNoInterpreters(entries, '/bin/lua').ok).toBe(true);
+  });
+
+  it('parses the NUL-separated find listing, names with spaces and newlines included', () => {
+    const listing = Buffer.from(
+      'd\x00755\x00bin\x00\x00f\x00755\x00bin/lua\x00\x00l\x00777\x00bin/sh\x00busybox\x00f\x00644\x00a\nb c\x00\x00',
+    );
+    expect(parseFindListing(listing)).toEqual([
+      { path: '/a\nb c', kind: 'file', executable: false },
+      { path: '/bin', kind: 'dir', executable: false },
+      { path: '/bin/lua', kind: 'file', executable: true },
+      { path: '/bin/sh', kind: 'symlink', executable: false, target: 'busybox' },
+    ]);
   });
 
   it('resolves symlinks inside the image, never above its root', () => {
