@@ -118,17 +118,17 @@ var require_visit = __commonJS({
     visit3.BREAK = BREAK;
     visit3.SKIP = SKIP;
     visit3.REMOVE = REMOVE;
-    function visit_(key, node2, visitor, path32) {
-      const ctrl = callVisitor(key, node2, visitor, path32);
+    function visit_(key, node2, visitor, path34) {
+      const ctrl = callVisitor(key, node2, visitor, path34);
       if (identity3.isNode(ctrl) || identity3.isPair(ctrl)) {
-        replaceNode(key, path32, ctrl);
-        return visit_(key, ctrl, visitor, path32);
+        replaceNode(key, path34, ctrl);
+        return visit_(key, ctrl, visitor, path34);
       }
       if (typeof ctrl !== "symbol") {
         if (identity3.isCollection(node2)) {
-          path32 = Object.freeze(path32.concat(node2));
+          path34 = Object.freeze(path34.concat(node2));
           for (let i2 = 0; i2 < node2.items.length; ++i2) {
-            const ci2 = visit_(i2, node2.items[i2], visitor, path32);
+            const ci2 = visit_(i2, node2.items[i2], visitor, path34);
             if (typeof ci2 === "number")
               i2 = ci2 - 1;
             else if (ci2 === BREAK)
@@ -139,13 +139,13 @@ var require_visit = __commonJS({
             }
           }
         } else if (identity3.isPair(node2)) {
-          path32 = Object.freeze(path32.concat(node2));
-          const ck = visit_("key", node2.key, visitor, path32);
+          path34 = Object.freeze(path34.concat(node2));
+          const ck = visit_("key", node2.key, visitor, path34);
           if (ck === BREAK)
             return BREAK;
           else if (ck === REMOVE)
             node2.key = null;
-          const cv = visit_("value", node2.value, visitor, path32);
+          const cv = visit_("value", node2.value, visitor, path34);
           if (cv === BREAK)
             return BREAK;
           else if (cv === REMOVE)
@@ -166,17 +166,17 @@ var require_visit = __commonJS({
     visitAsync.BREAK = BREAK;
     visitAsync.SKIP = SKIP;
     visitAsync.REMOVE = REMOVE;
-    async function visitAsync_(key, node2, visitor, path32) {
-      const ctrl = await callVisitor(key, node2, visitor, path32);
+    async function visitAsync_(key, node2, visitor, path34) {
+      const ctrl = await callVisitor(key, node2, visitor, path34);
       if (identity3.isNode(ctrl) || identity3.isPair(ctrl)) {
-        replaceNode(key, path32, ctrl);
-        return visitAsync_(key, ctrl, visitor, path32);
+        replaceNode(key, path34, ctrl);
+        return visitAsync_(key, ctrl, visitor, path34);
       }
       if (typeof ctrl !== "symbol") {
         if (identity3.isCollection(node2)) {
-          path32 = Object.freeze(path32.concat(node2));
+          path34 = Object.freeze(path34.concat(node2));
           for (let i2 = 0; i2 < node2.items.length; ++i2) {
-            const ci2 = await visitAsync_(i2, node2.items[i2], visitor, path32);
+            const ci2 = await visitAsync_(i2, node2.items[i2], visitor, path34);
             if (typeof ci2 === "number")
               i2 = ci2 - 1;
             else if (ci2 === BREAK)
@@ -187,13 +187,13 @@ var require_visit = __commonJS({
             }
           }
         } else if (identity3.isPair(node2)) {
-          path32 = Object.freeze(path32.concat(node2));
-          const ck = await visitAsync_("key", node2.key, visitor, path32);
+          path34 = Object.freeze(path34.concat(node2));
+          const ck = await visitAsync_("key", node2.key, visitor, path34);
           if (ck === BREAK)
             return BREAK;
           else if (ck === REMOVE)
             node2.key = null;
-          const cv = await visitAsync_("value", node2.value, visitor, path32);
+          const cv = await visitAsync_("value", node2.value, visitor, path34);
           if (cv === BREAK)
             return BREAK;
           else if (cv === REMOVE)
@@ -220,23 +220,23 @@ var require_visit = __commonJS({
       }
       return visitor;
     }
-    function callVisitor(key, node2, visitor, path32) {
+    function callVisitor(key, node2, visitor, path34) {
       if (typeof visitor === "function")
-        return visitor(key, node2, path32);
+        return visitor(key, node2, path34);
       if (identity3.isMap(node2))
-        return visitor.Map?.(key, node2, path32);
+        return visitor.Map?.(key, node2, path34);
       if (identity3.isSeq(node2))
-        return visitor.Seq?.(key, node2, path32);
+        return visitor.Seq?.(key, node2, path34);
       if (identity3.isPair(node2))
-        return visitor.Pair?.(key, node2, path32);
+        return visitor.Pair?.(key, node2, path34);
       if (identity3.isScalar(node2))
-        return visitor.Scalar?.(key, node2, path32);
+        return visitor.Scalar?.(key, node2, path34);
       if (identity3.isAlias(node2))
-        return visitor.Alias?.(key, node2, path32);
+        return visitor.Alias?.(key, node2, path34);
       return void 0;
     }
-    function replaceNode(key, path32, node2) {
-      const parent = path32[path32.length - 1];
+    function replaceNode(key, path34, node2) {
+      const parent = path34[path34.length - 1];
       if (identity3.isCollection(parent)) {
         parent.items[key] = node2;
       } else if (identity3.isPair(parent)) {
@@ -848,10 +848,10 @@ var require_Collection = __commonJS({
     var createNode = require_createNode();
     var identity3 = require_identity();
     var Node = require_Node();
-    function collectionFromPath(schema, path32, value) {
+    function collectionFromPath(schema, path34, value) {
       let v2 = value;
-      for (let i2 = path32.length - 1; i2 >= 0; --i2) {
-        const k2 = path32[i2];
+      for (let i2 = path34.length - 1; i2 >= 0; --i2) {
+        const k2 = path34[i2];
         if (typeof k2 === "number" && Number.isInteger(k2) && k2 >= 0) {
           const a2 = [];
           a2[k2] = v2;
@@ -870,7 +870,7 @@ var require_Collection = __commonJS({
         sourceObjects: /* @__PURE__ */ new Map()
       });
     }
-    var isEmptyPath = (path32) => path32 == null || typeof path32 === "object" && !!path32[Symbol.iterator]().next().done;
+    var isEmptyPath = (path34) => path34 == null || typeof path34 === "object" && !!path34[Symbol.iterator]().next().done;
     var Collection = class extends Node.NodeBase {
       constructor(type, schema) {
         super(type);
@@ -900,11 +900,11 @@ var require_Collection = __commonJS({
        * be a Pair instance or a `{ key, value }` object, which may not have a key
        * that already exists in the map.
        */
-      addIn(path32, value) {
-        if (isEmptyPath(path32))
+      addIn(path34, value) {
+        if (isEmptyPath(path34))
           this.add(value);
         else {
-          const [key, ...rest] = path32;
+          const [key, ...rest] = path34;
           const node2 = this.get(key, true);
           if (identity3.isCollection(node2))
             node2.addIn(rest, value);
@@ -918,8 +918,8 @@ var require_Collection = __commonJS({
        * Removes a value from the collection.
        * @returns `true` if the item was found and removed.
        */
-      deleteIn(path32) {
-        const [key, ...rest] = path32;
+      deleteIn(path34) {
+        const [key, ...rest] = path34;
         if (rest.length === 0)
           return this.delete(key);
         const node2 = this.get(key, true);
@@ -933,8 +933,8 @@ var require_Collection = __commonJS({
        * scalar values from their surrounding node; to disable set `keepScalar` to
        * `true` (collections are always returned intact).
        */
-      getIn(path32, keepScalar) {
-        const [key, ...rest] = path32;
+      getIn(path34, keepScalar) {
+        const [key, ...rest] = path34;
         const node2 = this.get(key, true);
         if (rest.length === 0)
           return !keepScalar && identity3.isScalar(node2) ? node2.value : node2;
@@ -952,8 +952,8 @@ var require_Collection = __commonJS({
       /**
        * Checks if the collection includes a value with the key `key`.
        */
-      hasIn(path32) {
-        const [key, ...rest] = path32;
+      hasIn(path34) {
+        const [key, ...rest] = path34;
         if (rest.length === 0)
           return this.has(key);
         const node2 = this.get(key, true);
@@ -963,8 +963,8 @@ var require_Collection = __commonJS({
        * Sets a value in this collection. For `!!set`, `value` needs to be a
        * boolean to add/remove the item from the set.
        */
-      setIn(path32, value) {
-        const [key, ...rest] = path32;
+      setIn(path34, value) {
+        const [key, ...rest] = path34;
         if (rest.length === 0) {
           this.set(key, value);
         } else {
@@ -3479,9 +3479,9 @@ var require_Document = __commonJS({
           this.contents.add(value);
       }
       /** Adds a value to the document. */
-      addIn(path32, value) {
+      addIn(path34, value) {
         if (assertCollection(this.contents))
-          this.contents.addIn(path32, value);
+          this.contents.addIn(path34, value);
       }
       /**
        * Create a new `Alias` node, ensuring that the target `node` has the required anchor.
@@ -3556,14 +3556,14 @@ var require_Document = __commonJS({
        * Removes a value from the document.
        * @returns `true` if the item was found and removed.
        */
-      deleteIn(path32) {
-        if (Collection.isEmptyPath(path32)) {
+      deleteIn(path34) {
+        if (Collection.isEmptyPath(path34)) {
           if (this.contents == null)
             return false;
           this.contents = null;
           return true;
         }
-        return assertCollection(this.contents) ? this.contents.deleteIn(path32) : false;
+        return assertCollection(this.contents) ? this.contents.deleteIn(path34) : false;
       }
       /**
        * Returns item at `key`, or `undefined` if not found. By default unwraps
@@ -3578,10 +3578,10 @@ var require_Document = __commonJS({
        * scalar values from their surrounding node; to disable set `keepScalar` to
        * `true` (collections are always returned intact).
        */
-      getIn(path32, keepScalar) {
-        if (Collection.isEmptyPath(path32))
+      getIn(path34, keepScalar) {
+        if (Collection.isEmptyPath(path34))
           return !keepScalar && identity3.isScalar(this.contents) ? this.contents.value : this.contents;
-        return identity3.isCollection(this.contents) ? this.contents.getIn(path32, keepScalar) : void 0;
+        return identity3.isCollection(this.contents) ? this.contents.getIn(path34, keepScalar) : void 0;
       }
       /**
        * Checks if the document includes a value with the key `key`.
@@ -3592,10 +3592,10 @@ var require_Document = __commonJS({
       /**
        * Checks if the document includes a value at `path`.
        */
-      hasIn(path32) {
-        if (Collection.isEmptyPath(path32))
+      hasIn(path34) {
+        if (Collection.isEmptyPath(path34))
           return this.contents !== void 0;
-        return identity3.isCollection(this.contents) ? this.contents.hasIn(path32) : false;
+        return identity3.isCollection(this.contents) ? this.contents.hasIn(path34) : false;
       }
       /**
        * Sets a value in this document. For `!!set`, `value` needs to be a
@@ -3612,13 +3612,13 @@ var require_Document = __commonJS({
        * Sets a value in this document. For `!!set`, `value` needs to be a
        * boolean to add/remove the item from the set.
        */
-      setIn(path32, value) {
-        if (Collection.isEmptyPath(path32)) {
+      setIn(path34, value) {
+        if (Collection.isEmptyPath(path34)) {
           this.contents = value;
         } else if (this.contents == null) {
-          this.contents = Collection.collectionFromPath(this.schema, Array.from(path32), value);
+          this.contents = Collection.collectionFromPath(this.schema, Array.from(path34), value);
         } else if (assertCollection(this.contents)) {
-          this.contents.setIn(path32, value);
+          this.contents.setIn(path34, value);
         }
       }
       /**
@@ -5579,9 +5579,9 @@ var require_cst_visit = __commonJS({
     visit3.BREAK = BREAK;
     visit3.SKIP = SKIP;
     visit3.REMOVE = REMOVE;
-    visit3.itemAtPath = (cst, path32) => {
+    visit3.itemAtPath = (cst, path34) => {
       let item = cst;
-      for (const [field2, index] of path32) {
+      for (const [field2, index] of path34) {
         const tok = item?.[field2];
         if (tok && "items" in tok) {
           item = tok.items[index];
@@ -5590,23 +5590,23 @@ var require_cst_visit = __commonJS({
       }
       return item;
     };
-    visit3.parentCollection = (cst, path32) => {
-      const parent = visit3.itemAtPath(cst, path32.slice(0, -1));
-      const field2 = path32[path32.length - 1][0];
+    visit3.parentCollection = (cst, path34) => {
+      const parent = visit3.itemAtPath(cst, path34.slice(0, -1));
+      const field2 = path34[path34.length - 1][0];
       const coll = parent?.[field2];
       if (coll && "items" in coll)
         return coll;
       throw new Error("Parent collection not found");
     };
-    function _visit(path32, item, visitor) {
-      let ctrl = visitor(item, path32);
+    function _visit(path34, item, visitor) {
+      let ctrl = visitor(item, path34);
       if (typeof ctrl === "symbol")
         return ctrl;
       for (const field2 of ["key", "value"]) {
         const token = item[field2];
         if (token && "items" in token) {
           for (let i2 = 0; i2 < token.items.length; ++i2) {
-            const ci2 = _visit(Object.freeze(path32.concat([[field2, i2]])), token.items[i2], visitor);
+            const ci2 = _visit(Object.freeze(path34.concat([[field2, i2]])), token.items[i2], visitor);
             if (typeof ci2 === "number")
               i2 = ci2 - 1;
             else if (ci2 === BREAK)
@@ -5617,10 +5617,10 @@ var require_cst_visit = __commonJS({
             }
           }
           if (typeof ctrl === "function" && field2 === "key")
-            ctrl = ctrl(item, path32);
+            ctrl = ctrl(item, path34);
         }
       }
-      return typeof ctrl === "function" ? ctrl(item, path32) : ctrl;
+      return typeof ctrl === "function" ? ctrl(item, path34) : ctrl;
     }
     exports.visit = visit3;
   }
@@ -7377,7 +7377,7 @@ var require_windows = __commonJS({
     module.exports = isexe;
     isexe.sync = sync;
     var fs2 = __require("fs");
-    function checkPathExt(path32, options) {
+    function checkPathExt(path34, options) {
       var pathext = options.pathExt !== void 0 ? options.pathExt : process.env.PATHEXT;
       if (!pathext) {
         return true;
@@ -7388,25 +7388,25 @@ var require_windows = __commonJS({
       }
       for (var i2 = 0; i2 < pathext.length; i2++) {
         var p2 = pathext[i2].toLowerCase();
-        if (p2 && path32.substr(-p2.length).toLowerCase() === p2) {
+        if (p2 && path34.substr(-p2.length).toLowerCase() === p2) {
           return true;
         }
       }
       return false;
     }
-    function checkStat(stat9, path32, options) {
+    function checkStat(stat9, path34, options) {
       if (!stat9.isSymbolicLink() && !stat9.isFile()) {
         return false;
       }
-      return checkPathExt(path32, options);
+      return checkPathExt(path34, options);
     }
-    function isexe(path32, options, cb) {
-      fs2.stat(path32, function(er2, stat9) {
-        cb(er2, er2 ? false : checkStat(stat9, path32, options));
+    function isexe(path34, options, cb) {
+      fs2.stat(path34, function(er2, stat9) {
+        cb(er2, er2 ? false : checkStat(stat9, path34, options));
       });
     }
-    function sync(path32, options) {
-      return checkStat(fs2.statSync(path32), path32, options);
+    function sync(path34, options) {
+      return checkStat(fs2.statSync(path34), path34, options);
     }
   }
 });
@@ -7417,13 +7417,13 @@ var require_mode = __commonJS({
     module.exports = isexe;
     isexe.sync = sync;
     var fs2 = __require("fs");
-    function isexe(path32, options, cb) {
-      fs2.stat(path32, function(er2, stat9) {
+    function isexe(path34, options, cb) {
+      fs2.stat(path34, function(er2, stat9) {
         cb(er2, er2 ? false : checkStat(stat9, options));
       });
     }
-    function sync(path32, options) {
-      return checkStat(fs2.statSync(path32), options);
+    function sync(path34, options) {
+      return checkStat(fs2.statSync(path34), options);
     }
     function checkStat(stat9, options) {
       return stat9.isFile() && checkMode(stat9, options);
@@ -7456,7 +7456,7 @@ var require_isexe = __commonJS({
     }
     module.exports = isexe;
     isexe.sync = sync;
-    function isexe(path32, options, cb) {
+    function isexe(path34, options, cb) {
       if (typeof options === "function") {
         cb = options;
         options = {};
@@ -7466,7 +7466,7 @@ var require_isexe = __commonJS({
           throw new TypeError("callback not provided");
         }
         return new Promise(function(resolve, reject) {
-          isexe(path32, options || {}, function(er2, is2) {
+          isexe(path34, options || {}, function(er2, is2) {
             if (er2) {
               reject(er2);
             } else {
@@ -7475,7 +7475,7 @@ var require_isexe = __commonJS({
           });
         });
       }
-      core(path32, options || {}, function(er2, is2) {
+      core(path34, options || {}, function(er2, is2) {
         if (er2) {
           if (er2.code === "EACCES" || options && options.ignoreErrors) {
             er2 = null;
@@ -7485,9 +7485,9 @@ var require_isexe = __commonJS({
         cb(er2, is2);
       });
     }
-    function sync(path32, options) {
+    function sync(path34, options) {
       try {
-        return core.sync(path32, options || {});
+        return core.sync(path34, options || {});
       } catch (er2) {
         if (options && options.ignoreErrors || er2.code === "EACCES") {
           return false;
@@ -7503,7 +7503,7 @@ var require_isexe = __commonJS({
 var require_which = __commonJS({
   "node_modules/which/which.js"(exports, module) {
     var isWindows = process.platform === "win32" || process.env.OSTYPE === "cygwin" || process.env.OSTYPE === "msys";
-    var path32 = __require("path");
+    var path34 = __require("path");
     var COLON = isWindows ? ";" : ":";
     var isexe = require_isexe();
     var getNotFoundError = (cmd) => Object.assign(new Error(`not found: ${cmd}`), { code: "ENOENT" });
@@ -7541,7 +7541,7 @@ var require_which = __commonJS({
           return opt.all && found.length ? resolve(found) : reject(getNotFoundError(cmd));
         const ppRaw = pathEnv[i2];
         const pathPart = /^".*"$/.test(ppRaw) ? ppRaw.slice(1, -1) : ppRaw;
-        const pCmd = path32.join(pathPart, cmd);
+        const pCmd = path34.join(pathPart, cmd);
         const p2 = !pathPart && /^\.[\\\/]/.test(cmd) ? cmd.slice(0, 2) + pCmd : pCmd;
         resolve(subStep(p2, i2, 0));
       });
@@ -7568,7 +7568,7 @@ var require_which = __commonJS({
       for (let i2 = 0; i2 < pathEnv.length; i2++) {
         const ppRaw = pathEnv[i2];
         const pathPart = /^".*"$/.test(ppRaw) ? ppRaw.slice(1, -1) : ppRaw;
-        const pCmd = path32.join(pathPart, cmd);
+        const pCmd = path34.join(pathPart, cmd);
         const p2 = !pathPart && /^\.[\\\/]/.test(cmd) ? cmd.slice(0, 2) + pCmd : pCmd;
         for (let j2 = 0; j2 < pathExt.length; j2++) {
           const cur = p2 + pathExt[j2];
@@ -7616,7 +7616,7 @@ var require_path_key = __commonJS({
 var require_resolveCommand = __commonJS({
   "node_modules/cross-spawn/lib/util/resolveCommand.js"(exports, module) {
     "use strict";
-    var path32 = __require("path");
+    var path34 = __require("path");
     var which = require_which();
     var getPathKey = require_path_key();
     function resolveCommandAttempt(parsed, withoutPathExt) {
@@ -7634,7 +7634,7 @@ var require_resolveCommand = __commonJS({
       try {
         resolved = which.sync(parsed.command, {
           path: env[getPathKey({ env })],
-          pathExt: withoutPathExt ? path32.delimiter : void 0
+          pathExt: withoutPathExt ? path34.delimiter : void 0
         });
       } catch (e) {
       } finally {
@@ -7643,7 +7643,7 @@ var require_resolveCommand = __commonJS({
         }
       }
       if (resolved) {
-        resolved = path32.resolve(hasCustomCwd ? parsed.options.cwd : "", resolved);
+        resolved = path34.resolve(hasCustomCwd ? parsed.options.cwd : "", resolved);
       }
       return resolved;
     }
@@ -7697,8 +7697,8 @@ var require_shebang_command = __commonJS({
       if (!match) {
         return null;
       }
-      const [path32, argument] = match[0].replace(/#! ?/, "").split(" ");
-      const binary = path32.split("/").pop();
+      const [path34, argument] = match[0].replace(/#! ?/, "").split(" ");
+      const binary = path34.split("/").pop();
       if (binary === "env") {
         return argument;
       }
@@ -7733,7 +7733,7 @@ var require_readShebang = __commonJS({
 var require_parse = __commonJS({
   "node_modules/cross-spawn/lib/parse.js"(exports, module) {
     "use strict";
-    var path32 = __require("path");
+    var path34 = __require("path");
     var resolveCommand = require_resolveCommand();
     var escape = require_escape();
     var readShebang = require_readShebang();
@@ -7742,10 +7742,10 @@ var require_parse = __commonJS({
     var isCmdShimRegExp = /node_modules[\\/].bin[\\/][^\\/]+\.cmd$/i;
     function detectShebang(parsed) {
       parsed.file = resolveCommand(parsed);
-      const shebang = parsed.file && readShebang(parsed.file);
-      if (shebang) {
+      const shebang2 = parsed.file && readShebang(parsed.file);
+      if (shebang2) {
         parsed.args.unshift(parsed.file);
-        parsed.command = shebang;
+        parsed.command = shebang2;
         return resolveCommand(parsed);
       }
       return parsed.file;
@@ -7758,7 +7758,7 @@ var require_parse = __commonJS({
       const needsShell = !isExecutableRegExp.test(commandFile);
       if (parsed.options.forceShell || needsShell) {
         const needsDoubleEscapeMetaChars = isCmdShimRegExp.test(commandFile);
-        parsed.command = path32.normalize(parsed.command);
+        parsed.command = path34.normalize(parsed.command);
         parsed.command = escape.command(parsed.command);
         parsed.args = parsed.args.map((arg) => escape.argument(arg, needsDoubleEscapeMetaChars));
         const shellCommand = [parsed.command].concat(parsed.args).join(" ");
@@ -8817,10 +8817,10 @@ function mergeDefs(...defs) {
 function cloneDef(schema) {
   return mergeDefs(schema._zod.def);
 }
-function getElementAtPath(obj, path32) {
-  if (!path32)
+function getElementAtPath(obj, path34) {
+  if (!path34)
     return obj;
-  return path32.reduce((acc, key) => acc?.[key], obj);
+  return path34.reduce((acc, key) => acc?.[key], obj);
 }
 function promiseAllObject(promisesObj) {
   const keys = Object.keys(promisesObj);
@@ -9160,11 +9160,11 @@ function explicitlyAborted(x, startIndex = 0) {
   }
   return false;
 }
-function prefixIssues(path32, issues) {
+function prefixIssues(path34, issues) {
   return issues.map((iss) => {
     var _a3;
     (_a3 = iss).path ?? (_a3.path = []);
-    iss.path.unshift(path32);
+    iss.path.unshift(path34);
     return iss;
   });
 }
@@ -9626,16 +9626,16 @@ function flattenError(error62, mapper = (issue2) => issue2.message) {
 }
 function formatError(error62, mapper = (issue2) => issue2.message) {
   const fieldErrors = { _errors: [] };
-  const processError = (error63, path32 = []) => {
+  const processError = (error63, path34 = []) => {
     for (const issue2 of error63.issues) {
       if (issue2.code === "invalid_union" && issue2.errors.length) {
-        issue2.errors.map((issues) => processError({ issues }, [...path32, ...issue2.path]));
+        issue2.errors.map((issues) => processError({ issues }, [...path34, ...issue2.path]));
       } else if (issue2.code === "invalid_key") {
-        processError({ issues: issue2.issues }, [...path32, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path34, ...issue2.path]);
       } else if (issue2.code === "invalid_element") {
-        processError({ issues: issue2.issues }, [...path32, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path34, ...issue2.path]);
       } else {
-        const fullpath = [...path32, ...issue2.path];
+        const fullpath = [...path34, ...issue2.path];
         if (fullpath.length === 0) {
           fieldErrors._errors.push(mapper(issue2));
         } else {
@@ -9674,17 +9674,17 @@ function formatError(error62, mapper = (issue2) => issue2.message) {
 }
 function treeifyError(error62, mapper = (issue2) => issue2.message) {
   const result = { errors: [] };
-  const processError = (error63, path32 = []) => {
+  const processError = (error63, path34 = []) => {
     var _a3;
     for (const issue2 of error63.issues) {
       if (issue2.code === "invalid_union" && issue2.errors.length) {
-        issue2.errors.map((issues) => processError({ issues }, [...path32, ...issue2.path]));
+        issue2.errors.map((issues) => processError({ issues }, [...path34, ...issue2.path]));
       } else if (issue2.code === "invalid_key") {
-        processError({ issues: issue2.issues }, [...path32, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path34, ...issue2.path]);
       } else if (issue2.code === "invalid_element") {
-        processError({ issues: issue2.issues }, [...path32, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path34, ...issue2.path]);
       } else {
-        const fullpath = [...path32, ...issue2.path];
+        const fullpath = [...path34, ...issue2.path];
         if (fullpath.length === 0) {
           result.errors.push(mapper(issue2));
           continue;
@@ -9723,8 +9723,8 @@ function treeifyError(error62, mapper = (issue2) => issue2.message) {
 }
 function toDotPath(_path) {
   const segs = [];
-  const path32 = _path.map((seg) => typeof seg === "object" ? seg.key : seg);
-  for (const seg of path32) {
+  const path34 = _path.map((seg) => typeof seg === "object" ? seg.key : seg);
+  for (const seg of path34) {
     if (typeof seg === "number")
       segs.push(`[${seg}]`);
     else if (typeof seg === "symbol")
@@ -26862,13 +26862,13 @@ function resolveRef(ref, ctx) {
   if (!ref.startsWith("#")) {
     throw new Error("External $ref is not supported, only local refs (#/...) are allowed");
   }
-  const path32 = ref.slice(1).split("/").filter(Boolean);
-  if (path32.length === 0) {
+  const path34 = ref.slice(1).split("/").filter(Boolean);
+  if (path34.length === 0) {
     return ctx.rootSchema;
   }
   const defsKey = ctx.version === "draft-2020-12" ? "$defs" : "definitions";
-  if (path32[0] === defsKey) {
-    const key = path32[1] === void 0 ? void 0 : decodeJSONPointerSegment(path32[1]);
+  if (path34[0] === defsKey) {
+    const key = path34[1] === void 0 ? void 0 : decodeJSONPointerSegment(path34[1]);
     if (!key || !ctx.defs[key]) {
       throw new Error(`Reference not found: ${ref}`);
     }
@@ -27913,7 +27913,7 @@ function resolveConfig(raw, file2) {
 // src/pipeline.ts
 import { mkdir as mkdir12, mkdtemp as mkdtemp7, writeFile as writeFile10 } from "node:fs/promises";
 import os9 from "node:os";
-import path28 from "node:path";
+import path30 from "node:path";
 
 // src/manifest/diff.ts
 import { existsSync } from "node:fs";
@@ -28194,7 +28194,7 @@ function nspawnArgv(o2) {
   if (o2.harden) argv.push(...HARDENING_FLAGS);
   else if (o2.privateNetwork) argv.push("--private-network");
   if (o2.userNamespace) argv.push(...USERNS_FLAGS);
-  if (o2.dataDir) argv.push(`--bind=${o2.dataDir}:${o2.dataPath ?? "/data"}`);
+  if (o2.dataDir) argv.push(`--bind=${o2.dataDir}:${o2.dataPath ?? "/data"}${o2.userNamespace ? ":idmap" : ""}`);
   for (const b2 of o2.binds ?? []) argv.push(`${b2.readOnly ? "--bind-ro" : "--bind"}=${b2.host}:${b2.container}`);
   for (const [k2, v2] of Object.entries(o2.env ?? {}).sort(([a2], [b2]) => a2 < b2 ? -1 : 1)) {
     argv.push(`--setenv=${k2}=${v2}`);
@@ -32880,13 +32880,13 @@ var logOutputSync = ({ serializedResult, fdNumber: fdNumber2, state, verboseInfo
   }
 };
 var writeToFiles = (serializedResult, stdioItems, outputFiles) => {
-  for (const { path: path32, append } of stdioItems.filter(({ type }) => FILE_TYPES.has(type))) {
-    const pathString = typeof path32 === "string" ? path32 : path32.toString();
+  for (const { path: path34, append } of stdioItems.filter(({ type }) => FILE_TYPES.has(type))) {
+    const pathString = typeof path34 === "string" ? path34 : path34.toString();
     if (append || outputFiles.has(pathString)) {
-      appendFileSync(path32, serializedResult);
+      appendFileSync(path34, serializedResult);
     } else {
       outputFiles.add(pathString);
-      writeFileSync(path32, serializedResult);
+      writeFileSync(path34, serializedResult);
     }
   }
 };
@@ -35300,6 +35300,7 @@ var TOOL_PACKAGES = {
   make: "make",
   strace: "strace",
   nsenter: "util-linux",
+  find: "findutils",
   losetup: "util-linux",
   mount: "mount",
   umount: "mount",
@@ -35324,8 +35325,10 @@ var KILL_GRACE_MS = 3e3;
 function isRoot() {
   return typeof process.getuid === "function" && process.getuid() === 0;
 }
-function withPrivilege(argv, privileged, root = isRoot()) {
-  return privileged && !root ? ["sudo", "-n", "--", ...argv] : [...argv];
+function withPrivilege(argv, privileged, root = isRoot(), env = {}) {
+  if (!privileged || root) return [...argv];
+  const pairs = Object.entries(env).filter((e) => e[1] !== void 0).map(([k2, v2]) => `${k2}=${v2}`);
+  return ["sudo", "-n", "--", ...pairs.length > 0 ? ["env", ...pairs] : [], ...argv];
 }
 function formatCommand(argv) {
   return argv.map((a2) => /^[\w@%+=:,./-]+$/.test(a2) ? a2 : `'${a2.replaceAll("'", `'\\''`)}'`).join(" ");
@@ -35350,6 +35353,32 @@ function missingTool(tool) {
     `required tool '${tool}' was not found` + (pkg ? `; install it with: apt-get install ${pkg} (or run: lhc setup)` : "")
   );
 }
+function notStarted(full, argv) {
+  if (full[0] === "sudo" && argv[0] !== "sudo") {
+    return new UserError(
+      `'${argv[0]}' needs root and sudo is not installed: run as root, or install sudo (apt-get install ${packageFor("sudo") ?? "sudo"}) and allow this user passwordless sudo`
+    );
+  }
+  return missingTool(full[0]);
+}
+function escapeRegExp(text) {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+}
+function sudoFailure(argv, exitCode, stderr) {
+  const tool = argv[0];
+  const quoted = `[\u2018']${escapeRegExp(tool)}[\u2019']`;
+  if (new RegExp(`^sudo: ${escapeRegExp(tool)}: command not found$`, "m").test(stderr) || exitCode === 127 && new RegExp(`^env: ${quoted}: No such file or directory$`, "m").test(stderr)) {
+    return missingTool(tool);
+  }
+  if (/^sudo: (a password is required|a terminal is required|.* is not in the sudoers file|.* is not allowed to execute)/m.test(
+    stderr
+  )) {
+    return new UserError(
+      `'${tool}' needs root and passwordless sudo is not available (sudo -n failed): run as root or configure passwordless sudo`
+    );
+  }
+  return void 0;
+}
 function spawn2(argv, opts) {
   const [file2, ...args] = argv;
   return execa(file2, args, {
@@ -35368,7 +35397,7 @@ function spawn2(argv, opts) {
   });
 }
 async function run(argv, opts = {}) {
-  const full = withPrivilege(argv, opts.privileged ?? false);
+  const full = withPrivilege(argv, opts.privileged ?? false, isRoot(), opts.env);
   const command = formatCommand(full);
   if (opts.loud) opts.logger?.info(`$ ${command}`);
   else opts.logger?.debug(`$ ${command}`);
@@ -35395,9 +35424,7 @@ async function run(argv, opts = {}) {
     const r = await child;
     const stdoutBytes = Buffer.from(r.stdout);
     const stderr = Buffer.from(r.stderr).toString("utf8");
-    if (r.code === "ENOENT") {
-      throw missingTool(full[0] === "sudo" ? full[3] : full[0]);
-    }
+    if (r.code === "ENOENT") throw notStarted(full, argv);
     const exitCode = r.exitCode ?? (r.signal ? 128 : -1);
     const result = {
       command,
@@ -35409,16 +35436,25 @@ async function run(argv, opts = {}) {
     };
     if (timedOut) {
       const seconds = (opts.timeoutMs ?? DEFAULT_TIMEOUT_MS) / 1e3;
-      throw new ToolError(command, void 0, tail(stderr, opts.stderrLines ?? 20), `timed out after ${seconds} s`);
+      throw new ToolError(
+        command,
+        void 0,
+        tail(stderr, opts.stderrLines ?? 20),
+        `timed out after ${seconds} s`
+      );
     }
-    if (aborted3) throw new ToolError(command, void 0, tail(stderr, opts.stderrLines ?? 20), "aborted");
+    if (aborted3)
+      throw new ToolError(command, void 0, tail(stderr, opts.stderrLines ?? 20), "aborted");
     if (exitCode !== 0 && opts.reject !== false) {
-      if (opts.privileged && !isRoot() && /sudo: a password is required|sudo: .*not found/.test(stderr)) {
-        throw new UserError(
-          `'${argv[0]}' needs root and passwordless sudo is not available (sudo -n failed): run as root or configure passwordless sudo`
-        );
-      }
-      throw new ToolError(command, exitCode, tail(stderr, opts.stderrLines ?? 20), "command failed");
+      const viaSudo = full[0] === "sudo" && argv[0] !== "sudo";
+      const sudoError = viaSudo ? sudoFailure(argv, exitCode, stderr) : void 0;
+      if (sudoError) throw sudoError;
+      throw new ToolError(
+        command,
+        exitCode,
+        tail(stderr, opts.stderrLines ?? 20),
+        "command failed"
+      );
     }
     return result;
   } finally {
@@ -35428,15 +35464,13 @@ async function run(argv, opts = {}) {
   }
 }
 function start(argv, opts = {}) {
-  const full = withPrivilege(argv, opts.privileged ?? false);
+  const full = withPrivilege(argv, opts.privileged ?? false, isRoot(), opts.env);
   const command = formatCommand(full);
   if (opts.loud) opts.logger?.info(`$ ${command} &`);
   else opts.logger?.debug(`$ ${command} &`);
   const child = spawn2(full, { ...opts });
   const pid = child.pid;
-  if (pid === void 0) {
-    throw missingTool(full[0] === "sudo" ? full[3] : full[0]);
-  }
+  if (pid === void 0) throw notStarted(full, argv);
   liveGroups.add(pid);
   const exited = child.then((r) => {
     liveGroups.delete(pid);
@@ -35458,6 +35492,10 @@ function start(argv, opts = {}) {
       killGroup(pid, "SIGKILL");
     }
   };
+}
+async function hasTool(tool) {
+  const r = await run(["sh", "-c", `command -v "$1"`, "sh", tool], { reject: false });
+  return r.exitCode === 0;
 }
 
 // src/stages/epoch.ts
@@ -35924,13 +35962,18 @@ async function ensureBuildroot(opts) {
   }
   await mkdir3(opts.dir, { recursive: true });
   const tmp = path12.join(opts.dir, `.tmp-${process.pid}-${randomBytes2(6).toString("hex")}.tar`);
+  const scratch = await mkdtemp(path12.join(opts.dir, ".scratch-"));
   try {
     await opts.logger.group(`build root: mmdebstrap ${suite} ${opts.arch} (${BUILDROOT_PACKAGES.join(", ")})`, async () => {
-      await run(buildrootArgv({ suite, arch: opts.arch, out: tmp, mirrors }), {
+      if (!await hasTool("mmdebstrap")) {
+        throw new UserError(`the in-root strategy needs mmdebstrap: apt-get install ${packageFor("mmdebstrap")} (or run: lhc setup)`);
+      }
+      await run(["env", `TMPDIR=${scratch}`, ...buildrootArgv({ suite, arch: opts.arch, out: tmp, mirrors })], {
         privileged: true,
         timeoutMs: 30 * 6e4,
         logger: opts.logger,
-        loud: true
+        loud: true,
+        signal: opts.signal
       });
     });
     const status = await run(["tar", "-xOf", tmp, "./var/lib/dpkg/status"], { logger: opts.logger });
@@ -35944,7 +35987,13 @@ async function ensureBuildroot(opts) {
     return { key, tarball, toolchain };
   } finally {
     await rm2(tmp, { force: true });
+    await removeScratch(scratch);
   }
+}
+async function removeScratch(dir) {
+  const mounts = (await readFile4("/proc/self/mounts", "utf8")).split("\n").map((l) => l.split(" ")[1]?.replace(/\\040/g, " ")).filter((m2) => m2 !== void 0 && m2.startsWith(`${dir}/`)).sort((a2, b2) => b2.length - a2.length);
+  for (const m2 of mounts) await run(["umount", "-l", m2], { privileged: true, reject: false });
+  await run(["rm", "-rf", "--one-file-system", dir], { privileged: true, reject: false, timeoutMs: 10 * 6e4 });
 }
 async function compileInRoot(srcDir, buildroot, opts) {
   const work = await mkdtemp(path12.join(opts.workDir ?? os2.tmpdir(), "lhc-buildroot-"));
@@ -35976,6 +36025,9 @@ async function compileInRoot(srcDir, buildroot, opts) {
     if (!existsSync2(binary)) throw new UserError(`the in-root build finished without producing ${binary}`);
     return binary;
   } finally {
+    if (!isRoot() && typeof process.getuid === "function" && typeof process.getgid === "function") {
+      await run(["chown", "-R", `${process.getuid()}:${process.getgid()}`, srcDir], { privileged: true, reject: false });
+    }
     await run(["rm", "-rf", "--one-file-system", work], { privileged: true, reject: false, timeoutMs: 10 * 6e4 });
   }
 }
@@ -39393,7 +39445,8 @@ async function inRootRecipe(arch, opts, cache) {
   const buildroot = await ensureBuildroot({
     dir: opts.buildrootDir ?? path15.join(cache, "buildroots"),
     arch,
-    logger: opts.logger
+    logger: opts.logger,
+    signal: opts.signal
   });
   const flags = inRootMakeArgv();
   return {
@@ -39786,7 +39839,14 @@ async function packImage(o2) {
 }
 
 // src/stages/prune.ts
-import { lstatSync as lstatSync3, readdirSync as readdirSync2, readFileSync as readFileSync5 } from "node:fs";
+import {
+  closeSync as closeSync2,
+  lstatSync as lstatSync3,
+  openSync as openSync2,
+  readdirSync as readdirSync2,
+  readFileSync as readFileSync5,
+  readSync
+} from "node:fs";
 import {
   chmod as chmod3,
   copyFile as copyFile2,
@@ -39982,9 +40042,9 @@ import path19 from "node:path";
 import { randomBytes as randomBytes4 } from "node:crypto";
 import { closeSync, constants as constants5, openSync, read, writeSync } from "node:fs";
 var TraceFifo = class _TraceFifo {
-  constructor(path32) {
-    this.path = path32;
-    this.fd = openSync(path32, constants5.O_RDWR);
+  constructor(path34) {
+    this.path = path34;
+    this.fd = openSync(path34, constants5.O_RDWR);
     this.done = this.pump();
   }
   path;
@@ -39996,9 +40056,9 @@ var TraceFifo = class _TraceFifo {
   done;
   closed = false;
   /** Creates the FIFO (mode 0666: the service may run as any user) and starts reading it. */
-  static async create(path32) {
-    await run(["mkfifo", "-m", "0666", path32]);
-    return new _TraceFifo(path32);
+  static async create(path34) {
+    await run(["mkfifo", "-m", "0666", path34]);
+    return new _TraceFifo(path34);
   }
   async pump() {
     const buf = Buffer.alloc(256 * 1024);
@@ -40622,20 +40682,25 @@ function processTree() {
   }
   return children;
 }
+var LAUNCHERS = /* @__PURE__ */ new Set(["systemd-nspawn", "sudo", "strace"]);
 function findPayloadPid(pid) {
   let ownNet;
   try {
     ownNet = readlinkSync2("/proc/self/ns/net");
   } catch {
-    return void 0;
+    ownNet = void 0;
   }
   const children = processTree();
   const queue = [...children.get(pid) ?? []];
   while (queue.length > 0) {
     const p2 = queue.shift();
     try {
-      if (readlinkSync2(`/proc/${p2}/ns/net`) !== ownNet) return p2;
-    } catch {
+      if (ownNet !== void 0 && readlinkSync2(`/proc/${p2}/ns/net`) !== ownNet) return p2;
+    } catch (e) {
+      if (e.code === "EACCES" || e.code === "EPERM") {
+        const comm = readFileSync4(`/proc/${p2}/comm`, "utf8").trim();
+        if (!LAUNCHERS.has(comm)) return p2;
+      }
     }
     queue.push(...children.get(p2) ?? []);
   }
@@ -40643,10 +40708,12 @@ function findPayloadPid(pid) {
 }
 function isListening(pid, port2) {
   const hexPort = port2.toString(16).toUpperCase().padStart(4, "0");
+  let readable2 = false;
   for (const table2 of ["tcp", "tcp6"]) {
     let text;
     try {
       text = readFileSync4(`/proc/${pid}/net/${table2}`, "utf8");
+      readable2 = true;
     } catch {
       continue;
     }
@@ -40655,7 +40722,22 @@ function isListening(pid, port2) {
       if (f2.length > 3 && f2[1].endsWith(`:${hexPort}`) && f2[3] === "0A") return true;
     }
   }
-  return false;
+  return readable2 ? false : void 0;
+}
+var CONNECT_CHECK = "const s=require('net').connect(+process.argv[1],'127.0.0.1',()=>{s.destroy();process.exit(0)});s.on('error',()=>process.exit(1));";
+async function portOpen(pid, port2, logger) {
+  const known = isListening(pid, port2);
+  if (known !== void 0) return known;
+  const r = await run(
+    ["nsenter", "-t", String(pid), "-n", "--", process.execPath, "-e", CONNECT_CHECK, String(port2)],
+    {
+      privileged: true,
+      reject: false,
+      timeoutMs: 1e4,
+      logger
+    }
+  );
+  return r.exitCode === 0;
 }
 var sleep2 = (ms2) => new Promise((r) => setTimeout(r, ms2));
 var GOPHER_CLIENT = "const s=require('net').connect(+process.argv[1],'127.0.0.1',()=>s.end(process.argv[2]+'\\r\\n'));const c=[];s.on('data',d=>c.push(d));s.on('end',()=>process.stdout.write(Buffer.concat(c)));s.on('error',e=>{console.error(e.message);process.exit(1)});";
@@ -40727,7 +40809,7 @@ async function runListening(config2, t, workDir, logger) {
       if (gone)
         throw crashError(config2, `before listening on port ${port2}`, gone.exitCode, gone.stderr);
       pid ??= findPayloadPid(container.pid);
-      if (pid !== void 0 && isListening(pid, port2)) break;
+      if (pid !== void 0 && await portOpen(pid, port2, logger)) break;
       if (Date.now() > deadline) {
         throw new UserError(
           `service '${config2.name}' did not listen on port ${port2} within service.timeout (${config2.service.timeout} s)`
@@ -40999,6 +41081,24 @@ function ldSoConfDirs(root, file2, depth) {
   }
   return dirs;
 }
+function shebang(file2) {
+  let head;
+  try {
+    const fd = openSync2(file2, "r");
+    try {
+      head = Buffer.alloc(256);
+      head = head.subarray(0, readSync(fd, head, 0, head.length, 0));
+    } finally {
+      closeSync2(fd);
+    }
+  } catch {
+    return void 0;
+  }
+  if (head[0] !== 35 || head[1] !== 33) return void 0;
+  const line = head.toString("latin1").slice(2).split("\n")[0].trim();
+  const interpreter = line.split(/\s+/)[0];
+  return interpreter?.startsWith("/") ? interpreter : void 0;
+}
 function octal(mode2) {
   return (mode2 & 4095).toString(8).padStart(4, "0");
 }
@@ -41057,7 +41157,18 @@ async function pruneRoot(root, trace, config2, opts) {
         logger.debug(`not parsing ${p2} as ELF: ${err.message}`);
         continue;
       }
-      if (!elf) continue;
+      if (!elf) {
+        const why = kept.get(p2);
+        if (why.has("entrypoint") || why.has("traced-exec")) {
+          const interpreter = shebang(path20.join(root, p2));
+          if (interpreter) {
+            const r = addLookup(interpreter, "shebang-interp");
+            if (r.exists) changed = true;
+            else missingLibraries.push({ elf: p2, needed: interpreter });
+          }
+        }
+        continue;
+      }
       if (elf.interp) {
         const r = addLookup(elf.interp, "elf-interp");
         if (r.exists) changed = true;
@@ -41217,7 +41328,7 @@ import path23 from "node:path";
 // src/root/extract.ts
 import { once as once9 } from "node:events";
 import {
-  closeSync as closeSync2,
+  closeSync as closeSync3,
   constants as fsc,
   createReadStream as createReadStream5,
   fchmodSync,
@@ -41227,8 +41338,8 @@ import {
   linkSync,
   lstatSync as lstatSync4,
   mkdirSync as mkdirSync2,
-  openSync as openSync2,
-  readSync,
+  openSync as openSync3,
+  readSync as readSync2,
   chmodSync,
   symlinkSync,
   unlinkSync,
@@ -41264,13 +41375,13 @@ function detectCompression(head) {
   return "none";
 }
 function readHead(file2) {
-  const fd = openSync2(file2, "r");
+  const fd = openSync3(file2, "r");
   try {
     const buf = Buffer.alloc(512);
-    const n2 = readSync(fd, buf, 0, buf.length, 0);
+    const n2 = readSync2(fd, buf, 0, buf.length, 0);
     return buf.subarray(0, n2);
   } finally {
-    closeSync2(fd);
+    closeSync3(fd);
   }
 }
 function entryComponents(name) {
@@ -41401,7 +41512,7 @@ var Extractor = class {
     const flags = fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW;
     let fd;
     try {
-      fd = openSync2(host, flags, 384);
+      fd = openSync3(host, flags, 384);
     } catch (e) {
       if (e.code !== "EEXIST") throw e;
       const st2 = lstatSync4(host);
@@ -41411,7 +41522,7 @@ var Extractor = class {
           `a ${st2.isDirectory() ? "directory" : "non-file"} already exists at this path`
         );
       unlinkSync(host);
-      fd = openSync2(host, flags, 384);
+      fd = openSync3(host, flags, 384);
     }
     const mode2 = this.mode(entry.mode, 420);
     const key = parts.join("/");
@@ -41427,7 +41538,7 @@ var Extractor = class {
           name,
           `write failed: ${e.message}`
         );
-        closeSync2(fd);
+        closeSync3(fd);
         fd = -1;
       }
     });
@@ -41445,7 +41556,7 @@ var Extractor = class {
           `cannot set owner/mode: ${e.message}`
         );
       } finally {
-        closeSync2(fd);
+        closeSync3(fd);
         fd = -1;
       }
       this.files.set(key, host);
@@ -41741,8 +41852,12 @@ function ensureDir(root, dst, mode2 = 493) {
   }
   return r.host;
 }
+function normalizedMode(st2) {
+  if (st2.isDirectory()) return 493;
+  return st2.mode & 73 ? 493 : 420;
+}
 async function copyTree(root, srcDir, dst, stats = { files: 0, dirs: 0, symlinks: 0 }) {
-  ensureDir(root, dst, lstatSync5(srcDir).mode & 4095);
+  chmodSync2(ensureDir(root, dst, 493), 493);
   for (const name of readdirSync3(srcDir).sort()) {
     const src = path22.join(srcDir, name);
     const to2 = path22.posix.join(dst, name);
@@ -41752,7 +41867,7 @@ async function copyTree(root, srcDir, dst, stats = { files: 0, dirs: 0, symlinks
       await copyTree(root, src, to2, stats);
     } else if (st2.isFile()) {
       stats.files++;
-      await installFile(root, src, to2, st2.mode & 511);
+      await installFile(root, src, to2, normalizedMode(st2));
     } else if (st2.isSymbolicLink()) {
       const { host } = hostPathFor(root, to2);
       clearForFile(host, to2);
@@ -42007,7 +42122,7 @@ async function assembleRoot(config2, opts) {
             `${f2.dst}/: ${c3.files} files, ${c3.dirs} dirs, ${c3.symlinks} symlinks from ${f2.src}`
           );
         } else if (st2.isFile()) {
-          await installFile(root, f2.src, f2.dst, f2.mode ?? st2.mode & 511);
+          await installFile(root, f2.src, f2.dst, f2.mode ?? normalizedMode(st2));
           logger.info(`${f2.dst} from ${f2.src}`);
         } else {
           throw new ConfigError(`files[${i2}].src: ${f2.src} is neither a file nor a directory`);
@@ -42141,10 +42256,11 @@ ${diffs.join("\n")}`
 }
 
 // src/stages/verify.ts
-import { existsSync as existsSync8 } from "node:fs";
-import { mkdir as mkdir11, mkdtemp as mkdtemp6, readFile as readFile9 } from "node:fs/promises";
+import { setMaxListeners as setMaxListeners2 } from "node:events";
+import { existsSync as existsSync9 } from "node:fs";
+import { mkdir as mkdir11, mkdtemp as mkdtemp6 } from "node:fs/promises";
 import os8 from "node:os";
-import path27 from "node:path";
+import path29 from "node:path";
 
 // src/verify/client.ts
 import http from "node:http";
@@ -42174,7 +42290,9 @@ function exchange(e, request, opts) {
       else resolve(Buffer.concat(chunks));
     };
     const timer = setTimeout(
-      () => finish(new Error(`no complete answer from ${describeEndpoint(e)} within ${opts.timeoutMs} ms`)),
+      () => finish(
+        new Error(`no complete answer from ${describeEndpoint(e)} within ${opts.timeoutMs} ms`)
+      ),
       opts.timeoutMs
     );
     const onAbort = () => finish(new Error("aborted"));
@@ -42208,7 +42326,14 @@ function httpGet(e, urlPath, opts) {
   return new Promise((resolve, reject) => {
     const target = "path" in e ? { socketPath: e.path } : { host: e.host, port: e.port };
     const req = http.request(
-      { ...target, path: urlPath, method: "GET", agent: false, signal: opts.signal, headers: { host: "localhost" } },
+      {
+        ...target,
+        path: urlPath,
+        method: "GET",
+        agent: false,
+        signal: opts.signal,
+        headers: { host: "localhost" }
+      },
       (res) => {
         const chunks = [];
         res.on("data", (d) => chunks.push(d));
@@ -42223,7 +42348,11 @@ function httpGet(e, urlPath, opts) {
       }
     );
     const timer = setTimeout(
-      () => req.destroy(new Error(`no complete HTTP answer from ${describeEndpoint(e)} within ${opts.timeoutMs} ms`)),
+      () => req.destroy(
+        new Error(
+          `no complete HTTP answer from ${describeEndpoint(e)} within ${opts.timeoutMs} ms`
+        )
+      ),
       opts.timeoutMs
     );
     req.on("error", (err) => {
@@ -42244,12 +42373,14 @@ function freePort() {
   });
 }
 function gopherUrl(host, port2, selector, type = "1") {
-  const enc = [...Buffer.from(selector, "utf8")].map((b2) => /[A-Za-z0-9\-._~/]/.test(String.fromCharCode(b2)) ? String.fromCharCode(b2) : `%${b2.toString(16).toUpperCase().padStart(2, "0")}`).join("");
+  const enc = [...Buffer.from(selector, "utf8")].map(
+    (b2) => /[A-Za-z0-9\-._~/]/.test(String.fromCharCode(b2)) ? String.fromCharCode(b2) : `%${b2.toString(16).toUpperCase().padStart(2, "0")}`
+  ).join("");
   return `gopher://${host}:${port2}/${type}${enc}`;
 }
 
 // src/verify/hardening.ts
-import { readFile as readFile7, readdir as readdir4, lstat as lstat4, readlink as readlink3 } from "node:fs/promises";
+import { readFile as readFile7 } from "node:fs/promises";
 import path25 from "node:path";
 function unescape(field2) {
   return field2.replace(/\\([0-7]{3})/g, (_2, o2) => String.fromCharCode(parseInt(o2, 8)));
@@ -42307,7 +42438,8 @@ var CAP_SYS_ADMIN = 21;
 function checkCapabilities(status) {
   const name = "CAP_NET_ADMIN, CAP_SYS_ADMIN not in bounding set";
   const hex3 = statusField(status, "CapBnd");
-  if (!hex3 || !/^[0-9a-f]+$/i.test(hex3)) return { name, ok: false, detail: `CapBnd: ${hex3 ?? "(missing)"}` };
+  if (!hex3 || !/^[0-9a-f]+$/i.test(hex3))
+    return { name, ok: false, detail: `CapBnd: ${hex3 ?? "(missing)"}` };
   const bnd = BigInt(`0x${hex3}`);
   const present = [
     ["CAP_NET_ADMIN", CAP_NET_ADMIN],
@@ -42366,24 +42498,31 @@ async function inspectProcess(pid, dataPath) {
   ];
 }
 var INTERPRETER_NAME = /^(sh|bash|rbash|dash|ash|zsh|ksh|ksh93|mksh|csh|tcsh|fish|busybox|toybox|python[\d.]*m?|perl[\d.]*|lua[\d.]*|luajit[\d.-]*|ruby[\d.]*|node|nodejs|php[\d.]*|tclsh[\d.]*|wish[\d.]*)$/;
-async function listImage(root) {
+async function listImage(root, logger) {
+  const r = await run(["find", root, "-mindepth", "1", "-printf", "%y\\0%m\\0%P\\0%l\\0"], {
+    privileged: true,
+    binary: true,
+    logger,
+    timeoutMs: 5 * 6e4
+  });
+  return parseFindListing(r.stdoutBytes);
+}
+function parseFindListing(bytes) {
+  const f2 = bytes.toString("utf8").split("\0");
   const out = [];
-  const walk = async (rel) => {
-    for (const name of (await readdir4(path25.join(root, rel))).sort()) {
-      const p2 = path25.posix.join(rel, name);
-      const st2 = await lstat4(path25.join(root, p2));
-      if (st2.isDirectory()) {
-        out.push({ path: p2, kind: "dir", executable: false });
-        await walk(p2);
-      } else if (st2.isSymbolicLink()) {
-        out.push({ path: p2, kind: "symlink", executable: false, target: await readlink3(path25.join(root, p2)) });
-      } else {
-        out.push({ path: p2, kind: st2.isFile() ? "file" : "other", executable: (st2.mode & 73) !== 0 });
-      }
-    }
-  };
-  await walk("/");
-  return out;
+  for (let i2 = 0; i2 + 3 < f2.length; i2 += 4) {
+    const [type, mode2, rel, target] = [f2[i2], f2[i2 + 1], f2[i2 + 2], f2[i2 + 3]];
+    const p2 = `/${rel}`;
+    if (type === "d") out.push({ path: p2, kind: "dir", executable: false });
+    else if (type === "l") out.push({ path: p2, kind: "symlink", executable: false, target });
+    else
+      out.push({
+        path: p2,
+        kind: type === "f" ? "file" : "other",
+        executable: (parseInt(mode2, 8) & 73) !== 0
+      });
+  }
+  return out.sort((a2, b2) => a2.path < b2.path ? -1 : a2.path > b2.path ? 1 : 0);
 }
 function resolveInImage(entries, p2, depth = 0) {
   const parts = p2.split("/").filter((s3) => s3 && s3 !== ".");
@@ -42531,135 +42670,21 @@ function alive(p2) {
 function findPayloads(ancestor, table2 = processTable()) {
   const self = table2.get(ancestor);
   const tree = [...self ? [self] : [], ...descendants(ancestor, table2)];
-  const nspawns = tree.filter((p2) => p2.comm === "systemd-nspawn");
   const out = [];
-  for (const n2 of nspawns) {
+  for (const n2 of tree.filter((p2) => p2.comm === "systemd-nspawn")) {
     const nspawnExe = exePath(n2.pid);
     for (const c3 of tree) {
-      if (c3.ppid !== n2.pid) continue;
+      if (c3.ppid !== n2.pid || c3.comm === "systemd-nspawn") continue;
       const exe = exePath(c3.pid);
-      if (exe !== void 0 && exe !== nspawnExe && c3.comm !== "systemd-nspawn") out.push(c3);
+      if (exe === void 0 || nspawnExe === void 0 || exe !== nspawnExe) out.push(c3);
     }
   }
   return out;
 }
 
-// src/verify/sandbox.ts
-import { existsSync as existsSync7 } from "node:fs";
-import { readFile as readFile8, readdir as readdir5, rm as rm12, rmdir } from "node:fs/promises";
+// src/verify/probes.ts
+import { readFile as readFile8 } from "node:fs/promises";
 import path26 from "node:path";
-var sleep3 = (ms2) => new Promise((r) => setTimeout(r, ms2));
-async function ownMounts() {
-  const text = await readFile8("/proc/self/mountinfo", "utf8");
-  const parsed = parseMountInfo(text);
-  return text.split("\n").filter((l) => l.trim()).map((l, i2) => ({ majorMinor: l.split(" ")[2], mountPoint: parsed[i2].mountPoint, source: parsed[i2].source }));
-}
-async function mountAt(dir) {
-  return (await ownMounts()).filter((m2) => m2.mountPoint === dir).at(-1);
-}
-async function mountImageReadOnly(image, dir, logger) {
-  await run(["mount", "-t", "squashfs", "-o", "loop,ro", image, dir], { privileged: true, logger, timeoutMs: 6e4 });
-  const m2 = await mountAt(dir);
-  if (!m2) throw new UserError(`mounting ${image} at ${dir} reported success but nothing is mounted there`);
-  return { dir, loopDevice: m2.source, majorMinor: m2.majorMinor };
-}
-async function mountDataTmpfs(dir, logger, sizeMb = 256) {
-  const owner = isRoot() ? [] : [`uid=${process.getuid()}`, `gid=${process.getgid()}`];
-  const opts = ["noexec", "nosuid", "nodev", "mode=0755", `size=${sizeMb}m`, ...owner].join(",");
-  await run(["mount", "-t", "tmpfs", "-o", opts, `lhc-verify:${dir}`, dir], { privileged: true, logger, timeoutMs: 3e4 });
-  const m2 = await mountAt(dir);
-  if (!m2) throw new UserError(`mounting a tmpfs at ${dir} reported success but nothing is mounted there`);
-  return m2.majorMinor;
-}
-async function unpackTemplate(template, dir) {
-  const warnings = [];
-  try {
-    await So({
-      file: template,
-      cwd: dir,
-      strict: true,
-      chmod: true,
-      processUmask: 0,
-      preserveOwner: isRoot(),
-      onwarn: (code, message) => warnings.push(`${code}: ${message}`)
-    });
-  } catch (e) {
-    throw new UserError(`cannot unpack the data template ${template}: ${e.message}`, { cause: e });
-  }
-  if (warnings.length) throw new UserError(`data template ${template}: ${warnings.join("; ")}`);
-}
-async function containerProcesses(majorMinor) {
-  const out = [];
-  for (const pid of processTable().keys()) {
-    if (pid === process.pid) continue;
-    let text;
-    try {
-      text = await readFile8(`/proc/${pid}/mountinfo`, "utf8");
-    } catch {
-      continue;
-    }
-    if (text.split("\n").some((l) => {
-      const f2 = l.split(" ");
-      return f2[2] === majorMinor && f2[4] === "/";
-    })) {
-      out.push(pid);
-    }
-  }
-  return out;
-}
-async function killPid(pid) {
-  if (isRoot()) {
-    try {
-      process.kill(pid, "SIGKILL");
-    } catch {
-    }
-  } else {
-    await run(["kill", "-KILL", String(pid)], { privileged: true, reject: false });
-  }
-}
-async function unmount(dir, logger) {
-  for (let attempt = 0; attempt < 5; attempt++) {
-    if (!await mountAt(dir)) return;
-    const r = await run(["umount", dir], { privileged: true, logger, reject: false, timeoutMs: 3e4 });
-    if (r.exitCode === 0) continue;
-    logger.debug(`umount ${dir}: ${r.stderr.trim()}`);
-    await sleep3(200 * (attempt + 1));
-  }
-  if (await mountAt(dir)) {
-    logger.warn(`${dir} is still busy; detaching it lazily (umount -l)`);
-    await run(["umount", "-l", dir], { privileged: true, logger, timeoutMs: 3e4 });
-  }
-}
-function loopName(dev) {
-  return /^\/dev\/(loop\d+)$/.exec(dev)?.[1];
-}
-async function loopBackingFile(dev) {
-  const name = loopName(dev);
-  if (!name) return void 0;
-  try {
-    return (await readFile8(`/sys/block/${name}/loop/backing_file`, "utf8")).trim();
-  } catch {
-    return void 0;
-  }
-}
-async function releaseLoop(dev, image, logger) {
-  for (let i2 = 0; i2 < 20; i2++) {
-    const backing = await loopBackingFile(dev);
-    if (backing === void 0 || path26.resolve(backing.replace(/ \(deleted\)$/, "")) !== path26.resolve(image)) return;
-    await sleep3(100);
-  }
-  logger.warn(`${dev} was not auto-cleared; detaching it with losetup -d`);
-  await run(["losetup", "-d", dev], { privileged: true, logger, reject: false });
-}
-async function removeWorkDir(workDir, mountPoints2) {
-  for (const m2 of mountPoints2) {
-    if (await mountAt(m2)) throw new Error(`${m2} is still mounted; leaving ${workDir} in place`);
-    if (existsSync7(m2)) await rmdir(m2).catch(() => void 0);
-  }
-  if (existsSync7(workDir) && (await readdir5(workDir)).every((n2) => !mountPoints2.includes(path26.join(workDir, n2)))) {
-    await rm12(workDir, { recursive: true, force: true });
-  }
-}
 
 // src/verify/visible-diff.ts
 var CONTEXT = 3;
@@ -42803,7 +42828,268 @@ function visibleDiff(expected, actual, labels = { expected: "expected", actual: 
   return out.join("\n");
 }
 
-// src/stages/verify.ts
+// src/verify/probes.ts
+async function readFixtures(probes) {
+  const out = /* @__PURE__ */ new Map();
+  for (const p2 of probes) {
+    if (!p2.fixture) continue;
+    try {
+      out.set(p2.name, await readFile8(p2.fixture));
+    } catch (e) {
+      throw new UserError(
+        `probe ${p2.name}: cannot read fixture ${p2.fixture}: ${e.code ?? String(e)}`
+      );
+    }
+  }
+  return out;
+}
+function judge(probe, expected, got, via) {
+  const problems = [];
+  if (probe.type === "http" && got.status !== probe.status)
+    problems.push(`HTTP status ${got.status}, expected ${probe.status}`);
+  if (expected) {
+    const diff = visibleDiff(expected, got.body, {
+      expected: `fixture ${probe.fixture}`,
+      actual: `response (${via})`
+    });
+    if (diff) problems.push(diff);
+  }
+  return problems.length ? problems.join("\n") : void 0;
+}
+async function ask(probe, endpoint, timeoutMs, signal) {
+  if (probe.type === "gopher")
+    return { body: await exchange(endpoint, gopherRequest(probe.selector), { timeoutMs, signal }) };
+  return httpGet(endpoint, probe.path, { timeoutMs, signal });
+}
+async function probeOnce(probe, expected, endpoint, timeoutMs, signal) {
+  try {
+    const got = await ask(probe, endpoint, timeoutMs, signal);
+    const problem = judge(probe, expected, got, describeEndpoint(endpoint));
+    return {
+      outcome: {
+        name: probe.name,
+        ok: problem === void 0,
+        diff: problem,
+        bytes: got.body.length
+      },
+      body: got.body
+    };
+  } catch (e) {
+    signal?.throwIfAborted();
+    return {
+      outcome: {
+        name: probe.name,
+        ok: false,
+        diff: `no answer: ${e.message}`,
+        bytes: 0
+      }
+    };
+  }
+}
+async function curlProbe(probe, expected, svc, workDir, opts, timeoutMs) {
+  const { host, port: port2 } = svc.clientTarget;
+  const name = `${probe.name} (curl)`;
+  const seconds = String(Math.ceil(timeoutMs / 1e3));
+  const bodyFile = path26.join(workDir, "curl-body");
+  const url3 = probe.type === "gopher" ? gopherUrl(host, port2, probe.selector) : `http://${host}:${port2}${probe.path}`;
+  const curl = [
+    "curl",
+    "-sS",
+    "--max-time",
+    seconds,
+    "-o",
+    bodyFile,
+    ...probe.type === "http" ? ["-w", "%{http_code}"] : [],
+    url3
+  ];
+  const { argv, privileged } = svc.clientArgv(curl);
+  const r = await run(argv, {
+    privileged,
+    logger: opts.logger,
+    reject: false,
+    signal: opts.signal,
+    timeoutMs: timeoutMs + 5e3
+  });
+  if (r.exitCode !== 0)
+    return {
+      name,
+      ok: false,
+      diff: `${r.command} failed (exit ${r.exitCode}): ${r.stderr.trim()}`,
+      bytes: 0
+    };
+  const body = await readFile8(bodyFile);
+  const status = probe.type === "http" ? Number(r.stdout.trim()) : void 0;
+  const problem = judge(probe, expected, { status, body }, "curl");
+  return { name, ok: problem === void 0, diff: problem, bytes: body.length };
+}
+
+// src/verify/sandbox.ts
+import { existsSync as existsSync7 } from "node:fs";
+import { chmod as chmod4, readFile as readFile9, readdir as readdir4, rm as rm12, rmdir } from "node:fs/promises";
+import path27 from "node:path";
+var sleep3 = (ms2) => new Promise((r) => setTimeout(r, ms2));
+async function ownMounts() {
+  const text = await readFile9("/proc/self/mountinfo", "utf8");
+  const parsed = parseMountInfo(text);
+  return text.split("\n").filter((l) => l.trim()).map((l, i2) => ({
+    majorMinor: l.split(" ")[2],
+    mountPoint: parsed[i2].mountPoint,
+    source: parsed[i2].source
+  }));
+}
+async function mountAt(dir) {
+  return (await ownMounts()).filter((m2) => m2.mountPoint === dir).at(-1);
+}
+async function mountImageReadOnly(image, dir, logger) {
+  await run(["mount", "-t", "squashfs", "-o", "loop,ro", image, dir], {
+    privileged: true,
+    logger,
+    timeoutMs: 6e4
+  });
+  const m2 = await mountAt(dir);
+  if (!m2)
+    throw new UserError(
+      `mounting ${image} at ${dir} reported success but nothing is mounted there`
+    );
+  return { dir, loopDevice: m2.source, majorMinor: m2.majorMinor };
+}
+async function mountDataTmpfs(dir, logger, sizeMb = 256) {
+  const owner = isRoot() ? [] : [`uid=${process.getuid()}`, `gid=${process.getgid()}`];
+  const opts = ["noexec", "nosuid", "nodev", "mode=0755", `size=${sizeMb}m`, ...owner].join(",");
+  await run(["mount", "-t", "tmpfs", "-o", opts, `lhc-verify:${dir}`, dir], {
+    privileged: true,
+    logger,
+    timeoutMs: 3e4
+  });
+  const m2 = await mountAt(dir);
+  if (!m2)
+    throw new UserError(`mounting a tmpfs at ${dir} reported success but nothing is mounted there`);
+  return m2.majorMinor;
+}
+async function unpackTemplate(template, dir, opts = {}) {
+  const warnings = [];
+  const owners = /* @__PURE__ */ new Map();
+  const modes = [];
+  try {
+    await So({
+      file: template,
+      cwd: dir,
+      strict: true,
+      chmod: true,
+      // npm tar leaves new files to the umask (0777 comes out 0755): modes are set below.
+      preserveOwner: false,
+      onwarn: (code, message) => warnings.push(`${code}: ${message}`),
+      onReadEntry: (e) => {
+        if (e.type !== "SymbolicLink" && e.mode !== void 0) {
+          modes.push({ file: path27.resolve(dir, e.path), mode: e.mode & 4095 });
+        }
+        if (e.uid === void 0 || e.gid === void 0) return;
+        const key = `${e.uid}:${e.gid}`;
+        const list = owners.get(key) ?? [];
+        list.push(path27.resolve(dir, e.path));
+        owners.set(key, list);
+      }
+    });
+  } catch (e) {
+    throw new UserError(`cannot unpack the data template ${template}: ${e.message}`, {
+      cause: e
+    });
+  }
+  if (warnings.length) throw new UserError(`data template ${template}: ${warnings.join("; ")}`);
+  for (const { file: file2, mode: mode2 } of modes) await chmod4(file2, mode2);
+  for (const [owner, paths] of owners) {
+    for (let i2 = 0; i2 < paths.length; i2 += 200) {
+      await run(["chown", "-h", owner, "--", ...paths.slice(i2, i2 + 200)], {
+        privileged: true,
+        logger: opts.logger,
+        timeoutMs: 6e4
+      });
+    }
+  }
+}
+async function containerProcesses(majorMinor) {
+  const out = [];
+  for (const pid of processTable().keys()) {
+    if (pid === process.pid) continue;
+    let text;
+    try {
+      text = await readFile9(`/proc/${pid}/mountinfo`, "utf8");
+    } catch {
+      continue;
+    }
+    if (text.split("\n").some((l) => {
+      const f2 = l.split(" ");
+      return f2[2] === majorMinor && f2[4] === "/";
+    })) {
+      out.push(pid);
+    }
+  }
+  return out;
+}
+async function killPid(pid) {
+  if (isRoot()) {
+    try {
+      process.kill(pid, "SIGKILL");
+    } catch {
+    }
+  } else {
+    await run(["kill", "-KILL", String(pid)], { privileged: true, reject: false });
+  }
+}
+async function unmount(dir, logger) {
+  for (let attempt = 0; attempt < 5; attempt++) {
+    if (!await mountAt(dir)) return;
+    const r = await run(["umount", dir], {
+      privileged: true,
+      logger,
+      reject: false,
+      timeoutMs: 3e4
+    });
+    if (r.exitCode === 0) continue;
+    logger.debug(`umount ${dir}: ${r.stderr.trim()}`);
+    await sleep3(200 * (attempt + 1));
+  }
+  if (await mountAt(dir)) {
+    logger.warn(`${dir} is still busy; detaching it lazily (umount -l)`);
+    await run(["umount", "-l", dir], { privileged: true, logger, timeoutMs: 3e4 });
+  }
+}
+function loopName(dev) {
+  return /^\/dev\/(loop\d+)$/.exec(dev)?.[1];
+}
+async function loopBackingFile(dev) {
+  const name = loopName(dev);
+  if (!name) return void 0;
+  try {
+    return (await readFile9(`/sys/block/${name}/loop/backing_file`, "utf8")).trim();
+  } catch {
+    return void 0;
+  }
+}
+async function releaseLoop(dev, image, logger) {
+  for (let i2 = 0; i2 < 20; i2++) {
+    const backing = await loopBackingFile(dev);
+    if (backing === void 0 || path27.resolve(backing.replace(/ \(deleted\)$/, "")) !== path27.resolve(image))
+      return;
+    await sleep3(100);
+  }
+  logger.warn(`${dev} was not auto-cleared; detaching it with losetup -d`);
+  await run(["losetup", "-d", dev], { privileged: true, logger, reject: false });
+}
+async function removeWorkDir(workDir, mountPoints2) {
+  for (const m2 of mountPoints2) {
+    if (await mountAt(m2)) throw new Error(`${m2} is still mounted; leaving ${workDir} in place`);
+    if (existsSync7(m2)) await rmdir(m2).catch(() => void 0);
+  }
+  if (existsSync7(workDir) && (await readdir4(workDir)).every((n2) => !mountPoints2.includes(path27.join(workDir, n2)))) {
+    await rm12(workDir, { recursive: true, force: true });
+  }
+}
+
+// src/verify/service.ts
+import { existsSync as existsSync8 } from "node:fs";
+import { readFile as readFile10 } from "node:fs/promises";
+import path28 from "node:path";
 var sleep4 = (ms2) => new Promise((r) => setTimeout(r, ms2));
 async function waitFor(probe, timeoutMs, signal) {
   const deadline = Date.now() + timeoutMs;
@@ -42815,20 +43101,6 @@ async function waitFor(probe, timeoutMs, signal) {
     await sleep4(20);
   }
 }
-function verifyNspawnArgv(config2, rootDir, dataDir) {
-  return nspawnArgv({
-    root: rootDir,
-    readOnly: true,
-    harden: true,
-    userNamespace: true,
-    dataDir,
-    dataPath: config2.data.path,
-    command: config2.service.command,
-    env: config2.service.env,
-    user: config2.service.user,
-    workdir: config2.service.workdir
-  });
-}
 function listensOn(netTcp, port2) {
   const hexPort = port2.toString(16).toUpperCase().padStart(4, "0");
   return netTcp.split("\n").some((l) => {
@@ -42837,7 +43109,9 @@ function listensOn(netTcp, port2) {
   });
 }
 async function readNetTcp(procDir) {
-  const parts = await Promise.all(["tcp", "tcp6"].map((f2) => readFile9(`${procDir}/net/${f2}`, "utf8").catch(() => "")));
+  const parts = await Promise.all(
+    ["tcp", "tcp6"].map((f2) => readFile10(`${procDir}/net/${f2}`, "utf8").catch(() => ""))
+  );
   return parts.join("\n");
 }
 var FORWARDER = `
@@ -42855,15 +43129,22 @@ async function startInetd(argv, state, opts, timeoutMs) {
   let lastError = "";
   for (let attempt = 0; attempt < 3; attempt++) {
     const port2 = await freePort();
-    const service = start(["systemd-socket-activate", "-l", `127.0.0.1:${port2}`, "-a", "--inetd", ...argv], {
-      privileged: true,
-      logger,
-      loud: attempt === 0
-    });
+    const service = start(
+      ["systemd-socket-activate", "-l", `127.0.0.1:${port2}`, "-a", "--inetd", ...argv],
+      {
+        privileged: true,
+        logger,
+        loud: attempt === 0
+      }
+    );
     state.service = service;
     let exited = false;
     void service.exited.then(() => exited = true);
-    const ok = await waitFor(async () => exited ? false : listensOn(await readNetTcp("/proc/self"), port2) || void 0, 1e4, signal);
+    const ok = await waitFor(
+      async () => exited ? false : listensOn(await readNetTcp("/proc/self"), port2) || void 0,
+      1e4,
+      signal
+    );
     if (ok) {
       const endpoint = { host: "127.0.0.1", port: port2 };
       return {
@@ -42874,7 +43155,11 @@ async function startInetd(argv, state, opts, timeoutMs) {
           const before = new Set(findPayloads(service.pid).map((p3) => p3.pid));
           const sock = await holdOpen(endpoint, timeoutMs);
           state.sockets.add(sock);
-          const p2 = await waitFor(() => findPayloads(service.pid).find((x) => !before.has(x.pid)), timeoutMs, signal);
+          const p2 = await waitFor(
+            () => findPayloads(service.pid).find((x) => !before.has(x.pid)),
+            timeoutMs,
+            signal
+          );
           if (p2) state.payloads.push(p2);
           return p2;
         }
@@ -42895,25 +43180,42 @@ async function startListening(argv, state, opts, timeoutMs) {
   state.service = service;
   let exited = false;
   void service.exited.then(() => exited = true);
-  const payload = await waitFor(() => exited ? null : findPayloads(service.pid)[0], timeoutMs, signal);
+  const payload = await waitFor(
+    () => exited ? null : findPayloads(service.pid)[0],
+    timeoutMs,
+    signal
+  );
   if (!payload) {
     const stderr = exited ? tail((await service.exited).stderr, 15) : "(still starting)";
-    throw new UserError(`the container did not start its service ${config2.service.command.join(" ")}:
-${stderr}`);
+    throw new UserError(
+      `the container did not start its service ${config2.service.command.join(" ")}:
+${stderr}`
+    );
   }
   state.payloads.push(payload);
-  const listening = await waitFor(async () => exited ? false : listensOn(await readNetTcp(`/proc/${payload.pid}`), port2) || void 0, timeoutMs, signal);
+  const listening = await waitFor(
+    async () => exited ? false : listensOn(await readNetTcp(`/proc/${payload.pid}`), port2) || void 0,
+    timeoutMs,
+    signal
+  );
   if (!listening) {
     await service.stop();
     const stderr = tail((await service.exited).stderr, 15);
-    throw new UserError(`the service did not listen on port ${port2} inside the container within ${timeoutMs / 1e3} s:
-${stderr}`);
+    throw new UserError(
+      `the service did not listen on port ${port2} inside the container within ${timeoutMs / 1e3} s:
+${stderr}`
+    );
   }
-  const sockPath = path27.join(state.workDir, "service.sock");
+  const sockPath = path28.join(state.workDir, "service.sock");
   const nsenter = (a2) => ["nsenter", "-t", String(payload.pid), "-n", ...a2];
-  state.forwarder = start(nsenter([process.execPath, "-e", FORWARDER, sockPath, String(port2)]), { privileged: true, logger });
+  state.forwarder = start(nsenter([process.execPath, "-e", FORWARDER, sockPath, String(port2)]), {
+    privileged: true,
+    logger
+  });
   if (!await waitFor(() => existsSync8(sockPath) || void 0, 1e4, signal)) {
-    throw new UserError(`the forwarder into the container's network namespace did not start: ${state.forwarder.command}`);
+    throw new UserError(
+      `the forwarder into the container's network namespace did not start: ${state.forwarder.command}`
+    );
   }
   return {
     endpoint: { path: sockPath },
@@ -42922,61 +43224,31 @@ ${stderr}`);
     payload: async () => alive(payload) ? payload : void 0
   };
 }
-async function readFixtures(probes) {
-  const out = /* @__PURE__ */ new Map();
-  for (const p2 of probes) {
-    if (!p2.fixture) continue;
-    try {
-      out.set(p2.name, await readFile9(p2.fixture));
-    } catch (e) {
-      throw new UserError(`probe ${p2.name}: cannot read fixture ${p2.fixture}: ${e.code ?? String(e)}`);
-    }
-  }
-  return out;
-}
-function judge(probe, expected, got, via) {
-  const problems = [];
-  if (probe.type === "http" && got.status !== probe.status) problems.push(`HTTP status ${got.status}, expected ${probe.status}`);
-  if (expected) {
-    const diff = visibleDiff(expected, got.body, { expected: `fixture ${probe.fixture}`, actual: `response (${via})` });
-    if (diff) problems.push(diff);
-  }
-  return problems.length ? problems.join("\n") : void 0;
-}
-async function ask(probe, endpoint, timeoutMs, signal) {
-  if (probe.type === "gopher") return { body: await exchange(endpoint, gopherRequest(probe.selector), { timeoutMs, signal }) };
-  return httpGet(endpoint, probe.path, { timeoutMs, signal });
-}
-async function probeOnce(probe, expected, endpoint, timeoutMs, signal) {
-  try {
-    const got = await ask(probe, endpoint, timeoutMs, signal);
-    const problem = judge(probe, expected, got, describeEndpoint(endpoint));
-    return { name: probe.name, ok: problem === void 0, diff: problem, bytes: got.body.length };
-  } catch (e) {
-    signal?.throwIfAborted();
-    return { name: probe.name, ok: false, diff: `no answer: ${e.message}`, bytes: 0 };
-  }
-}
-async function curlProbe(probe, expected, svc, state, opts, timeoutMs) {
-  const { host, port: port2 } = svc.clientTarget;
-  const name = `${probe.name} (curl)`;
-  const seconds = String(Math.ceil(timeoutMs / 1e3));
-  const bodyFile = path27.join(state.workDir, "curl-body");
-  const url3 = probe.type === "gopher" ? gopherUrl(host, port2, probe.selector) : `http://${host}:${port2}${probe.path}`;
-  const curl = ["curl", "-sS", "--max-time", seconds, "-o", bodyFile, ...probe.type === "http" ? ["-w", "%{http_code}"] : [], url3];
-  const { argv, privileged } = svc.clientArgv(curl);
-  const r = await run(argv, { privileged, logger: opts.logger, reject: false, signal: opts.signal, timeoutMs: timeoutMs + 5e3 });
-  if (r.exitCode !== 0) return { name, ok: false, diff: `${r.command} failed (exit ${r.exitCode}): ${r.stderr.trim()}`, bytes: 0 };
-  const body = await readFile9(bodyFile);
-  const status = probe.type === "http" ? Number(r.stdout.trim()) : void 0;
-  const problem = judge(probe, expected, { status, body }, "curl");
-  return { name, ok: problem === void 0, diff: problem, bytes: body.length };
+
+// src/stages/verify.ts
+function verifyNspawnArgv(config2, rootDir, dataDir) {
+  return nspawnArgv({
+    root: rootDir,
+    readOnly: true,
+    harden: true,
+    userNamespace: true,
+    dataDir,
+    dataPath: config2.data.path,
+    command: config2.service.command,
+    env: config2.service.env,
+    user: config2.service.user,
+    workdir: config2.service.workdir
+  });
 }
 async function hardeningRows(svc, state, config2) {
   const rows = [];
   const payload = await svc.payload();
   if (!payload) {
-    rows.push({ name: "container payload running", ok: false, detail: "no payload process appeared under systemd-nspawn" });
+    rows.push({
+      name: "container payload running",
+      ok: false,
+      detail: "no payload process appeared under systemd-nspawn"
+    });
   } else {
     rows.push(...await inspectProcess(payload.pid, config2.data.path));
   }
@@ -43008,7 +43280,9 @@ async function teardown(state, image, logger) {
         for (const pid of left) await killPid(pid);
         await sleep4(100);
       }
-      throw new Error(`container processes still running: ${(await containerProcesses(state.image.majorMinor)).join(" ")}`);
+      throw new Error(
+        `container processes still running: ${(await containerProcesses(state.image.majorMinor)).join(" ")}`
+      );
     }
   });
   await attempt("stop service", async () => void await bounded(stopping, 5e3));
@@ -43025,87 +43299,128 @@ async function teardown(state, image, logger) {
     const dev = state.image.loopDevice;
     await attempt("release loop device", () => releaseLoop(dev, image, logger));
   }
-  await attempt("remove work dir", () => removeWorkDir(state.workDir, [state.rootDir, state.dataDir]));
+  await attempt(
+    "remove work dir",
+    () => removeWorkDir(state.workDir, [state.rootDir, state.dataDir])
+  );
   if (problems.length) throw new Error(`verify cleanup incomplete:
 ${problems.join("\n")}`);
 }
-function combinedSignal(opts) {
-  const signals2 = [opts.signal, opts.timeoutMs ? AbortSignal.timeout(opts.timeoutMs) : void 0].filter(
-    (s3) => s3 !== void 0
-  );
-  return signals2.length ? AbortSignal.any(signals2) : void 0;
+function combinedSignal(opts, concurrency) {
+  const signals2 = [
+    opts.signal,
+    opts.timeoutMs ? AbortSignal.timeout(opts.timeoutMs) : void 0
+  ].filter((s3) => s3 !== void 0);
+  const signal = AbortSignal.any(signals2);
+  setMaxListeners2(4 * concurrency + 16, signal);
+  return signal;
 }
 async function mustExist(file2, what) {
-  const abs = path27.resolve(file2);
-  if (!existsSync8(abs)) throw new UserError(`${what} ${file2} does not exist`);
+  const abs = path29.resolve(file2);
+  if (!existsSync9(abs)) throw new UserError(`${what} ${file2} does not exist`);
   return abs;
 }
 async function verifyImage(options) {
   const { config: config2, logger } = options;
   const image = await mustExist(options.image, "image");
   const dataTemplate = await mustExist(options.dataTemplate, "data template");
-  const signal = combinedSignal(options);
-  const opts = { ...options, signal };
   const fixtures = await readFixtures(config2.probes);
   const timeoutMs = config2.service.timeout * 1e3;
   const requests = options.requests ?? 0;
   const concurrency = options.concurrency ?? 8;
-  if (!Number.isInteger(requests) || requests < 0) throw new UserError(`--requests must be a whole number \u2265 0, got ${requests}`);
-  if (!Number.isInteger(concurrency) || concurrency < 1) throw new UserError(`--concurrency must be a whole number \u2265 1, got ${concurrency}`);
-  const workDir = await mkdtemp6(path27.join(os8.tmpdir(), "lhc-verify-"));
+  if (!Number.isInteger(requests) || requests < 0)
+    throw new UserError(`--requests must be a whole number \u2265 0, got ${requests}`);
+  if (!Number.isInteger(concurrency) || concurrency < 1)
+    throw new UserError(`--concurrency must be a whole number \u2265 1, got ${concurrency}`);
+  const signal = combinedSignal(options, concurrency);
+  const opts = { ...options, signal };
+  const workDir = await mkdtemp6(path29.join(os8.tmpdir(), "lhc-verify-"));
   const state = {
     workDir,
-    rootDir: path27.join(workDir, config2.name),
-    dataDir: path27.join(workDir, "data"),
+    rootDir: path29.join(workDir, config2.name),
+    dataDir: path29.join(workDir, "data"),
     sockets: /* @__PURE__ */ new Set(),
     payloads: []
   };
   await mkdir11(state.rootDir);
   await mkdir11(state.dataDir);
-  const cleanup = registerCleanup(`verify ${config2.name} (${workDir})`, () => teardown(state, image, logger));
+  const cleanup = registerCleanup(
+    `verify ${config2.name} (${workDir})`,
+    () => teardown(state, image, logger)
+  );
   let outcome;
+  let failure2;
   let failed = false;
   try {
     outcome = await logger.group(`verify ${config2.name}`, async () => {
       state.image = await mountImageReadOnly(image, state.rootDir, logger);
-      logger.info(`image ${image} mounted read-only at ${state.rootDir} (${state.image.loopDevice})`);
+      logger.info(
+        `image ${image} mounted read-only at ${state.rootDir} (${state.image.loopDevice})`
+      );
       for (const needed of ["/usr", config2.data.path]) {
-        if (!existsSync8(path27.join(state.rootDir, needed))) {
-          throw new UserError(`the image has no ${needed} directory; a read-only root needs every mount point (add it to the root)`);
+        if (!existsSync9(path29.join(state.rootDir, needed))) {
+          throw new UserError(
+            `the image has no ${needed} directory; a read-only root needs every mount point (add it to the root)`
+          );
         }
       }
       state.dataMajorMinor = await mountDataTmpfs(state.dataDir, logger);
-      await unpackTemplate(dataTemplate, state.dataDir);
+      await unpackTemplate(dataTemplate, state.dataDir, { logger });
       logger.info(`data template ${dataTemplate} unpacked into a noexec,nosuid,nodev tmpfs`);
       const argv = verifyNspawnArgv(config2, state.rootDir, state.dataDir);
       const svc = config2.service.inetd ? await startInetd(argv, state, opts, timeoutMs) : await startListening(argv, state, opts, timeoutMs);
       logger.info(`service reachable at ${describeEndpoint(svc.endpoint)}`);
       const probes = [];
+      let sample;
       for (const p2 of config2.probes) {
-        const r = await probeOnce(p2, fixtures.get(p2.name), svc.endpoint, timeoutMs, signal);
+        const { outcome: r, body } = await probeOnce(
+          p2,
+          fixtures.get(p2.name),
+          svc.endpoint,
+          timeoutMs,
+          signal
+        );
         logger.info(`probe ${p2.name}: ${r.ok ? "ok" : "FAILED"} (${r.bytes} bytes)`);
         probes.push(r);
+        if (!sample && body) sample = { probe: p2.name, body };
       }
-      const curl = await curlProbe(config2.probes[0], fixtures.get(config2.probes[0].name), svc, state, opts, timeoutMs);
+      const curl = await curlProbe(
+        config2.probes[0],
+        fixtures.get(config2.probes[0].name),
+        svc,
+        state.workDir,
+        opts,
+        timeoutMs
+      );
       logger.info(`real client: ${curl.name}: ${curl.ok ? "ok" : "FAILED"}`);
       probes.push(curl);
       const hardening = await hardeningRows(svc, state, config2);
-      for (const h2 of hardening) logger.info(`hardening: ${h2.ok ? "ok " : "FAIL"} ${h2.name}: ${h2.detail}`);
+      for (const h2 of hardening)
+        logger.info(`hardening: ${h2.ok ? "ok " : "FAIL"} ${h2.name}: ${h2.detail}`);
       let load2;
       if (requests > 0) {
         const gopher = config2.probes.filter((p2) => p2.type === "gopher");
         const targets = gopher.length ? gopher : config2.probes;
-        logger.info(`load: ${requests} requests at concurrency ${concurrency} over ${targets.map((p2) => p2.name).join(", ")}`);
+        logger.info(
+          `load: ${requests} requests at concurrency ${concurrency} over ${targets.map((p2) => p2.name).join(", ")}`
+        );
         load2 = await runLoad(
           requests,
           concurrency,
           async (i2) => {
             const p2 = targets[i2 % targets.length];
-            return judge(p2, fixtures.get(p2.name), await ask(p2, svc.endpoint, timeoutMs, signal), describeEndpoint(svc.endpoint));
+            return judge(
+              p2,
+              fixtures.get(p2.name),
+              await ask(p2, svc.endpoint, timeoutMs, signal),
+              describeEndpoint(svc.endpoint)
+            );
           },
           signal
         );
-        logger.info(`load: ${load2.failures} failures; p50 ${load2.p50ms} ms, p95 ${load2.p95ms} ms, p99 ${load2.p99ms} ms`);
+        logger.info(
+          `load: ${load2.failures} failures; p50 ${load2.p50ms} ms, p95 ${load2.p95ms} ms, p99 ${load2.p99ms} ms`
+        );
       }
       const ok = probes.every((p2) => p2.ok) && hardening.every((h2) => h2.ok) && (load2?.failures ?? 0) === 0;
       return {
@@ -43113,6 +43428,7 @@ async function verifyImage(options) {
         probes,
         hardening,
         curl,
+        sample,
         endpoint: describeEndpoint(svc.endpoint),
         load: load2 && {
           requests: load2.requests,
@@ -43128,23 +43444,30 @@ async function verifyImage(options) {
     });
   } catch (e) {
     failed = true;
-    if (signal?.aborted && !options.signal?.aborted) {
-      throw new UserError(`verify timed out after ${(options.timeoutMs ?? 0) / 1e3} s`, { cause: e });
-    }
-    throw e;
-  } finally {
-    try {
-      await cleanup.run();
-    } catch (e) {
-      if (failed) logger.warn(e.message);
-      else throw e;
-    }
+    failure2 = e;
   }
+  let cleanupError;
+  try {
+    await cleanup.run();
+  } catch (e) {
+    cleanupError = e;
+  }
+  if (failed) {
+    if (cleanupError) logger.warn(cleanupError.message);
+    if (signal.aborted && !options.signal?.aborted) {
+      throw new UserError(`verify timed out after ${(options.timeoutMs ?? 0) / 1e3} s`, {
+        cause: failure2
+      });
+    }
+    throw failure2;
+  }
+  if (cleanupError) throw cleanupError;
+  if (!outcome) throw new Error("verify produced no outcome");
   if (!outcome.ok && state.serviceStderr) outcome.serviceLog = serviceLog(state.serviceStderr);
   return outcome;
 }
 function serviceLog(stderr, lines = 30) {
-  const noise = /^(Listening on |Communication attempt on fd|Connection from |Spawned |Execing |Child \d+ died with code 0$)/;
+  const noise = /^(Listening on |Communication attempt on fd|Connection from |Spawned |Execing |Child \d+ died with code 0$|Attempted to remove disk file system under "\/run\/systemd\/nspawn\/propagate\/)/;
   return tail(
     stderr.split("\n").filter((l) => !noise.test(l)).join("\n"),
     lines
@@ -43164,9 +43487,10 @@ async function build(config2, opts) {
       timings.push({ stage: name, seconds: (Date.now() - started) / 1e3 });
     }
   };
-  const outDir = path28.resolve(opts.outDir);
+  const callerUmask = process.umask(18);
+  const outDir = path30.resolve(opts.outDir);
   await mkdir12(outDir, { recursive: true });
-  const workDir = opts.workDir ? path28.resolve(opts.workDir) : await mkdtemp7(path28.join(os9.tmpdir(), `lhc-${config2.name}-`));
+  const workDir = opts.workDir ? path30.resolve(opts.workDir) : await mkdtemp7(path30.join(os9.tmpdir(), `lhc-${config2.name}-`));
   await mkdir12(workDir, { recursive: true });
   const store = opts.store ?? new Store(void 0, logger);
   try {
@@ -43181,18 +43505,18 @@ async function build(config2, opts) {
     ) : void 0;
     if (luaBuild) logger.info(`lua ${luaBuild.version}: ${luaBuild.bytes} bytes${luaBuild.cached ? " (cached)" : ""}`);
     const assembled = await stage("root", async () => {
-      await run(["rm", "-rf", "--one-file-system", path28.join(workDir, "root")], { privileged: true });
+      await run(["rm", "-rf", "--one-file-system", path30.join(workDir, "root")], { privileged: true });
       return assembleRoot(config2, { workDir, store, logger, luaPath: luaBuild?.path, signal: opts.signal });
     });
     const trace = await stage(
       "trace",
-      () => traceService(config2, assembled.root, { workDir: path28.join(workDir, "trace"), logger, signal: opts.signal })
+      () => traceService(config2, assembled.root, { workDir: path30.join(workDir, "trace"), logger, signal: opts.signal })
     );
     const pruned = await stage("prune", async () => {
-      const p2 = await pruneRoot(assembled.root, trace, config2, { outDir: path28.join(workDir, "pruned"), logger });
+      const p2 = await pruneRoot(assembled.root, trace, config2, { outDir: path30.join(workDir, "pruned"), logger });
       logger.info(summarizeReport(p2.report));
       await selfCheck(config2, p2.prunedRoot, trace.responses, {
-        workDir: path28.join(workDir, "self-check"),
+        workDir: path30.join(workDir, "self-check"),
         logger,
         dataDir: p2.dataDir,
         signal: opts.signal
@@ -43200,9 +43524,13 @@ async function build(config2, opts) {
       logger.info("self-check: every probe answers the same from the pruned root");
       return p2;
     });
-    const traceReport = path28.join(outDir, `${config2.name}.trace.json`);
-    await writeFile10(traceReport, `${JSON.stringify(pruned.report, null, 2)}
-`);
+    const traceReport = path30.join(outDir, `${config2.name}.trace.json`);
+    const { traceSeconds: _seconds, ...reproducible } = pruned.report;
+    await writeFile10(
+      traceReport,
+      `${JSON.stringify(reproducible, null, 2)}
+`
+    );
     const { packed, bundle, manifestDiff } = await stage("pack", async () => {
       const { epoch, source } = await resolveEpoch({
         env: opts.env ?? process.env,
@@ -43231,21 +43559,21 @@ async function build(config2, opts) {
         outDir,
         service: config2.service,
         dataPath: config2.data.path,
-        imageFile: path28.basename(packed2.image),
-        dataTemplateFile: path28.basename(packed2.dataTemplate),
+        imageFile: path30.basename(packed2.image),
+        dataTemplateFile: path30.basename(packed2.dataTemplate),
         root: pruned.prunedRoot,
         logger
       });
       await writeSha256Sums(outDir, [
-        path28.basename(packed2.image),
-        path28.basename(packed2.dataTemplate),
-        path28.basename(packed2.manifest),
-        path28.basename(traceReport),
+        path30.basename(packed2.image),
+        path30.basename(packed2.dataTemplate),
+        path30.basename(packed2.manifest),
+        path30.basename(traceReport),
         ...bundle2.files
       ]);
       let manifestDiff2;
       if (opts.manifestLock) {
-        const lock = await checkManifestLock(packed2.manifestData, path28.resolve(opts.manifestLock), opts.updateManifest ?? false);
+        const lock = await checkManifestLock(packed2.manifestData, path30.resolve(opts.manifestLock), opts.updateManifest ?? false);
         if (lock.changed) {
           manifestDiff2 = lock.diffText;
           logger.info(lock.diffText.trimEnd());
@@ -43295,6 +43623,7 @@ ${failed.join("\n")}`), { result });
     }
     return result;
   } finally {
+    process.umask(callerUmask);
     if (!opts.keepWorkDir) {
       await run(["rm", "-rf", "--one-file-system", workDir], { privileged: true, reject: false }).catch(() => {
       });
@@ -43353,8 +43682,8 @@ Options:
 };
 
 // src/cli/commands/diff.ts
-import { readdir as readdir6, stat as stat8 } from "node:fs/promises";
-import path29 from "node:path";
+import { readdir as readdir5, stat as stat8 } from "node:fs/promises";
+import path31 from "node:path";
 async function manifestPath(arg) {
   let st2;
   try {
@@ -43363,13 +43692,13 @@ async function manifestPath(arg) {
     throw new UserError(`lhc diff: ${arg} does not exist`);
   }
   if (!st2.isDirectory()) return arg;
-  const found = (await readdir6(arg)).filter((f2) => f2.endsWith(".manifest.json"));
+  const found = (await readdir5(arg)).filter((f2) => f2.endsWith(".manifest.json"));
   if (found.length !== 1) {
     throw new UserError(
       `lhc diff: ${arg} is a directory with ${found.length === 0 ? "no" : found.length} *.manifest.json files; name the manifest file`
     );
   }
-  return path29.join(arg, found[0]);
+  return path31.join(arg, found[0]);
 }
 var diffCommand = {
   name: "diff",
@@ -43443,12 +43772,16 @@ function toolRequirements(arch) {
     { tool: "runc", pkg: "runc", why: "checks the OCI bundle for the board", optional: true },
     { tool: "lua5.4", pkg: "lua5.4", why: "runs example Lua on the host (tests)", optional: true },
     { tool: "dpkg-source", pkg: "dpkg-dev", why: "apt-get source for test inputs", optional: true },
-    { tool: "xz", pkg: "xz-utils", why: "unpacks .tar.xz inputs", optional: true }
+    { tool: "xz", pkg: "xz-utils", why: "unpacks .tar.xz inputs", optional: true },
+    { tool: "git", pkg: "git", why: "dates builds by the config's last commit", optional: true },
+    { tool: "sudo", pkg: "sudo", why: "privileged steps when lhc does not run as root", optional: true },
+    { tool: "mkfs.ext4", pkg: "e2fsprogs", why: "data partition files for the board (tests)", optional: true }
   ];
 }
 function setupPackages(arch) {
   const pkgs = new Set(toolRequirements(arch).map((t) => t.pkg));
   pkgs.add("musl-dev");
+  pkgs.add("musl-tools");
   if (!isAarch64(arch)) {
     pkgs.add("qemu-user-static");
     pkgs.add("musl-dev:arm64");
@@ -43595,9 +43928,9 @@ function formatChecks(checks) {
 }
 
 // src/host/probe.ts
-import { access, readFile as readFile10, readdir as readdir7 } from "node:fs/promises";
+import { access, readFile as readFile11, readdir as readdir6 } from "node:fs/promises";
 import os10 from "node:os";
-import path30 from "node:path";
+import path32 from "node:path";
 var EXTRA_PATH = ["/usr/local/sbin", "/usr/sbin", "/sbin"];
 var realProbe = {
   async fileExists(file2) {
@@ -43610,14 +43943,14 @@ var realProbe = {
   },
   async readFile(file2) {
     try {
-      return await readFile10(file2, "utf8");
+      return await readFile11(file2, "utf8");
     } catch {
       return void 0;
     }
   },
   async listDir(dir) {
     try {
-      return (await readdir7(dir)).sort();
+      return (await readdir6(dir)).sort();
     } catch {
       return [];
     }
@@ -43625,7 +43958,7 @@ var realProbe = {
   async which(tool) {
     const dirs = [...(process.env.PATH ?? "").split(":").filter(Boolean), ...EXTRA_PATH];
     for (const d of dirs) {
-      const candidate = path30.join(d, tool);
+      const candidate = path32.join(d, tool);
       try {
         await access(
           candidate,
@@ -43720,8 +44053,8 @@ its sha256. Inputs already in the store are not downloaded again. Prints one lin
 };
 
 // src/cli/commands/lua.ts
-import { chmod as chmod4, copyFile as copyFile3, mkdir as mkdir13 } from "node:fs/promises";
-import path31 from "node:path";
+import { chmod as chmod5, copyFile as copyFile3, mkdir as mkdir13 } from "node:fs/promises";
+import path33 from "node:path";
 function takeRepeated(args, flag) {
   const values = [];
   const rest = [];
@@ -43802,9 +44135,9 @@ Options:
       { store: new Store(void 0, ctx.logger), logger: ctx.logger }
     );
     await mkdir13(out, { recursive: true });
-    const dest = path31.join(out, "lua");
+    const dest = path33.join(out, "lua");
     await copyFile3(r.path, dest);
-    await chmod4(dest, 493);
+    await chmod5(dest, 493);
     ctx.out(`lua      ${dest}`);
     ctx.out(`bytes    ${r.bytes}`);
     ctx.out(`sha256   ${r.sha256}`);
@@ -43903,13 +44236,17 @@ function planUbuntuPorts(state, steps, present, warnings) {
     present.push(`arm64 ports sources (${UBUNTU_PORTS})`);
   else if (!state.os.codename)
     warnings.push("no VERSION_CODENAME in /etc/os-release: cannot add the arm64 ports archive");
-  else {
+  else if (!state.portsMirror) {
+    throw new UserError(
+      "this Ubuntu host serves arm64 packages (musl-dev:arm64) from a separate ports archive: set LHC_UBUNTU_PORTS_MIRROR to the URL of your Ubuntu ports mirror and run lhc setup again"
+    );
+  } else {
     const c3 = state.os.codename;
     steps.push({
       what: `add the Ubuntu arm64 ports archive to ${UBUNTU_PORTS}`,
       argv: ["tee", UBUNTU_PORTS],
       input: `Types: deb
-URIs: http://ports.ubuntu.com/ubuntu-ports
+URIs: ${state.portsMirror}
 Suites: ${c3} ${c3}-updates ${c3}-security
 Components: main universe
 Architectures: arm64
@@ -44041,7 +44378,8 @@ async function packageState(p2) {
     os: osRelease === void 0 ? void 0 : parseOsRelease(osRelease),
     foreignArchs: await p2.foreignArchs(),
     installed: await p2.installedPackages(setupPackages(arch)),
-    sources
+    sources,
+    portsMirror: process.env.LHC_UBUNTU_PORTS_MIRROR || void 0
   };
 }
 async function binfmtState(p2) {
@@ -44171,12 +44509,22 @@ function table(rows) {
 var indent = (text) => text.split("\n").map((l) => `    ${l}`);
 function formatVerifyReport(r) {
   const out = [];
-  out.push(...table([["PROBE", "RESULT", "BYTES"], ...r.probes.map((p2) => [p2.name, p2.ok ? "ok" : "FAIL", String(p2.bytes)])]));
+  out.push(
+    ...table([
+      ["PROBE", "RESULT", "BYTES"],
+      ...r.probes.map((p2) => [p2.name, p2.ok ? "ok" : "FAIL", String(p2.bytes)])
+    ])
+  );
   for (const p2 of r.probes) {
     if (!p2.ok && p2.diff) out.push("", `probe ${p2.name} failed:`, ...indent(p2.diff));
   }
   out.push("");
-  out.push(...table([["HARDENING", "RESULT", "DETAIL"], ...r.hardening.map((h2) => [h2.name, h2.ok ? "ok" : "FAIL", h2.detail])]));
+  out.push(
+    ...table([
+      ["HARDENING", "RESULT", "DETAIL"],
+      ...r.hardening.map((h2) => [h2.name, h2.ok ? "ok" : "FAIL", h2.detail])
+    ])
+  );
   if (r.load) {
     const l = r.load;
     out.push(
@@ -44185,7 +44533,8 @@ function formatVerifyReport(r) {
     );
     if (l.firstFailure) out.push(...indent(l.firstFailure));
   }
-  if (!r.ok && r.serviceLog) out.push("", "container stderr (last lines):", ...indent(r.serviceLog));
+  if (!r.ok && r.serviceLog)
+    out.push("", "container stderr (last lines):", ...indent(r.serviceLog));
   out.push("", `verify: ${r.ok ? "ok" : "FAILED"}`);
   return out;
 }
@@ -44195,7 +44544,9 @@ function wholeNumber(flag, value, min) {
   if (value === void 0) return void 0;
   const n2 = Number(value);
   if (typeof value !== "string" || !/^\d+$/.test(value) || n2 < min) {
-    throw new ConfigError(`lhc verify: --${flag} expects a whole number \u2265 ${min}, got "${String(value)}"`);
+    throw new ConfigError(
+      `lhc verify: --${flag} expects a whole number \u2265 ${min}, got "${String(value)}"`
+    );
   }
   return n2;
 }
@@ -44237,8 +44588,10 @@ Exits 0 when every probe, hardening check and load request passed, 1 otherwise.`
       },
       "lhc verify"
     );
-    if (typeof flags.image !== "string") throw new ConfigError("lhc verify: --image IMG is required (see: lhc verify --help)");
-    if (typeof flags.data !== "string") throw new ConfigError("lhc verify: --data TEMPLATE is required (see: lhc verify --help)");
+    if (typeof flags.image !== "string")
+      throw new ConfigError("lhc verify: --image IMG is required (see: lhc verify --help)");
+    if (typeof flags.data !== "string")
+      throw new ConfigError("lhc verify: --data TEMPLATE is required (see: lhc verify --help)");
     const requests = wholeNumber("requests", flags.requests, 0);
     const concurrency = wholeNumber("concurrency", flags.concurrency, 1);
     const timeout = wholeNumber("timeout", flags.timeout, 1);
@@ -44266,7 +44619,11 @@ Exits 0 when every probe, hardening check and load request passed, 1 otherwise.`
       for (const line of formatVerifyReport(report)) ctx.out(line);
       return report.ok ? 0 : 1;
     } catch (e) {
-      if (caught) throw new UserError(`verify interrupted by ${caught}; cleaned up`, { exitCode: caught === "SIGINT" ? 130 : 143, cause: e });
+      if (caught)
+        throw new UserError(`verify interrupted by ${caught}; cleaned up`, {
+          exitCode: caught === "SIGINT" ? 130 : 143,
+          cause: e
+        });
       throw e;
     } finally {
       process.off("SIGTERM", onSignal);

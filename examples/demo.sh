@@ -36,7 +36,13 @@ lhc build "$config" --out "$out"
 
 echo
 echo "==> the root menu, fetched over TCP from the booted read-only image"
-lhc verify "$config" --image "$out/gophermoon.squashfs" --data "$out/gophermoon-data.tar.gz" --quiet --show root-empty
+log="$(mktemp)"
+if ! lhc verify "$config" --image "$out/gophermoon.squashfs" --data "$out/gophermoon-data.tar.gz" --show 2>"$log"; then
+  cat "$log" >&2
+  rm -f "$log"
+  exit 1
+fi
+rm -f "$log"
 
 echo
 echo "==> artifacts in $out"

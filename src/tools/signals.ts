@@ -1,8 +1,13 @@
+import { runCleanups } from '../stages/cleanup.js';
 import { killAllGroups } from './exec.js';
+
+/** A cleanup that hangs (a busy mount) must not keep a cancelled run alive forever. */
+const CLEANUP_LIMIT_MS = 30_000;
 
 /**
  * On Ctrl-C or a runner's cancel, take down every process group lhc started (containers, QEMU,
- * compilers run in their own groups and would otherwise outlive us), then exit.
+ * compilers run in their own groups and would otherwise outlive us), undo what the stages set
+ * up (mounts, loop devices, tmpfs), then exit.
  */
 export function installSignalHandlers(
   write: (text: string) => void = (t) => void process.stderr.write(t),
@@ -14,7 +19,12 @@ export function installSignalHandlers(
     process.once(signal, () => {
       write(`\nlhc: ${signal}: stopping child processes\n`);
       killAllGroups('SIGKILL');
-      process.exit(code);
+      setTimeout(() => process.exit(code), CLEANUP_LIMIT_MS).unref();
+      void runCleanups()
+        .then((errors) => {
+          for (const e of errors) write(`lhc: cleanup failed: ${e.message}\n`);
+        })
+        .finally(() => process.exit(code));
     });
   }
 }

@@ -40,6 +40,8 @@ Options:
   --requests N         load test: send N requests (round-robin over the gopher probes)
   --concurrency C      at most C requests in flight (default 8)
   --timeout S          give up after S seconds in all (default: no overall limit)
+  --show               write the first probe's response, as the booted image sent it, to stdout
+                       (the report then goes to stderr)
 
 Exits 0 when every probe, hardening check and load request passed, 1 otherwise.`,
   async run(args, ctx) {
@@ -52,6 +54,7 @@ Exits 0 when every probe, hardening check and load request passed, 1 otherwise.`
           requests: { type: 'string' },
           concurrency: { type: 'string' },
           timeout: { type: 'string' },
+          show: { type: 'boolean' },
         },
         positionals: { min: 1, max: 1, names: 'CONFIG' },
       },
@@ -89,7 +92,10 @@ Exits 0 when every probe, hardening check and load request passed, 1 otherwise.`
         logger: ctx.logger,
         signal: controller.signal,
       });
-      for (const line of formatVerifyReport(report)) ctx.out(line);
+      if (flags.show === true) {
+        for (const line of formatVerifyReport(report)) ctx.logger.info(line);
+        if (report.sample) process.stdout.write(report.sample.body);
+      } else for (const line of formatVerifyReport(report)) ctx.out(line);
       return report.ok ? 0 : 1;
     } catch (e) {
       if (caught)
