@@ -40562,6 +40562,17 @@ function registerCleanup(name, fn) {
   pending.push(entry);
   return { run: () => runOnce(entry) };
 }
+async function runCleanups() {
+  const errors = [];
+  for (const entry of [...pending].reverse()) {
+    try {
+      await runOnce(entry);
+    } catch (e) {
+      errors.push(e instanceof Error ? e : new Error(String(e)));
+    }
+  }
+  return errors;
+}
 
 // src/stages/trace.ts
 function hostArch2() {
@@ -40596,6 +40607,19 @@ function containerArgv(config2, t) {
     privateNetwork: true
   });
 }
+async function tracedArgv(config2, t, straceName) {
+  const argv = containerArgv(config2, t);
+  if (t.trace?.mode === "qemu") {
+    const fifoPath = path19.join(t.trace.dir, QEMU_TRACE_FILE);
+    await rm7(fifoPath, { force: true });
+    return { argv, fifo: await TraceFifo.create(fifoPath) };
+  }
+  if (t.trace?.mode === "strace") {
+    const straceFile = path19.join(t.trace.dir, straceName);
+    return { argv: ["strace", ...STRACE_FLAGS, "-o", straceFile, "--", ...argv], straceFile };
+  }
+  return { argv };
+}
 function crashError(config2, what, exitCode, stderr) {
   const code = exitCode === void 0 ? "was killed" : `exited with code ${exitCode}`;
   return new UserError(
@@ -40624,17 +40648,7 @@ async function runInetd(config2, t, logger, signal) {
         `probe '${probe.name}' is an ${probe.type} probe, but the service is inetd-style (service.inetd: true) and speaks only on stdin/stdout: use gopher probes, or service.listen`
       );
     }
-    let argv = containerArgv(config2, t);
-    let fifo;
-    let straceFile;
-    if (t.trace?.mode === "qemu") {
-      const fifoPath = path19.join(t.trace.dir, QEMU_TRACE_FILE);
-      await rm7(fifoPath, { force: true });
-      fifo = await TraceFifo.create(fifoPath);
-    } else if (t.trace?.mode === "strace") {
-      straceFile = path19.join(t.trace.dir, `strace.${i2}.log`);
-      argv = ["strace", ...STRACE_FLAGS, "-o", straceFile, "--", ...argv];
-    }
+    const { argv, fifo, straceFile } = await tracedArgv(config2, t, `strace.${i2}.log`);
     let r;
     try {
       r = await withTimeout(
@@ -40785,17 +40799,7 @@ async function probeListening(config2, pid, port2, probe, workDir, logger) {
 }
 async function runListening(config2, t, workDir, logger) {
   const port2 = config2.service.listen;
-  let argv = containerArgv(config2, t);
-  let fifo;
-  let straceFile;
-  if (t.trace?.mode === "qemu") {
-    const fifoPath = path19.join(t.trace.dir, QEMU_TRACE_FILE);
-    await rm7(fifoPath, { force: true });
-    fifo = await TraceFifo.create(fifoPath);
-  } else if (t.trace?.mode === "strace") {
-    straceFile = path19.join(t.trace.dir, "strace.log");
-    argv = ["strace", ...STRACE_FLAGS, "-o", straceFile, "--", ...argv];
-  }
+  const { argv, fifo, straceFile } = await tracedArgv(config2, t, "strace.log");
   const out = { responses: {}, traces: [], traceFiles: straceFile ? [straceFile] : [] };
   const container = start(argv, { privileged: true, logger });
   const cleanup = registerCleanup(`container ${config2.name}`, () => container.stop());
@@ -42171,17 +42175,150 @@ function ensureDirMode(root, dst, mode2) {
 // src/stages/self-check.ts
 import { mkdir as mkdir10, rm as rm11 } from "node:fs/promises";
 import path24 from "node:path";
-function visible(b2) {
-  let s3 = "";
-  for (const c3 of b2) {
-    if (c3 === 13) s3 += "\\r";
-    else if (c3 === 10) s3 += "\\n";
-    else if (c3 === 9) s3 += "\\t";
-    else if (c3 < 32 || c3 > 126) s3 += `\\x${c3.toString(16).padStart(2, "0")}`;
-    else s3 += String.fromCharCode(c3);
+
+// src/verify/visible-diff.ts
+var CONTEXT = 3;
+var MAX_LCS_CELLS = 4e6;
+function visible(bytes) {
+  let out = "";
+  for (const b2 of bytes) {
+    if (b2 === 92) out += "\\\\";
+    else if (b2 === 13) out += "\\r";
+    else if (b2 === 9) out += "\\t";
+    else if (b2 === 10) out += "\\n";
+    else if (b2 >= 32 && b2 < 127) out += String.fromCharCode(b2);
+    else out += `\\x${b2.toString(16).padStart(2, "0")}`;
   }
-  return s3;
+  return out;
 }
+function splitLines(buf) {
+  const lines = [];
+  let start2 = 0;
+  while (start2 < buf.length) {
+    const lf = buf.indexOf(10, start2);
+    const end = lf === -1 ? buf.length : lf;
+    const bytes = buf.subarray(start2, end);
+    const newline = lf !== -1;
+    lines.push({ bytes, newline, key: `${newline ? "n" : "e"}${bytes.toString("latin1")}` });
+    start2 = end + 1;
+  }
+  return lines;
+}
+function firstDifference(a2, b2) {
+  const n2 = Math.min(a2.length, b2.length);
+  for (let i2 = 0; i2 < n2; i2++) if (a2[i2] !== b2[i2]) return i2;
+  return a2.length === b2.length ? -1 : n2;
+}
+function editScript(a2, b2) {
+  let pre = 0;
+  while (pre < a2.length && pre < b2.length && a2[pre].key === b2[pre].key) pre++;
+  let suf = 0;
+  while (suf < a2.length - pre && suf < b2.length - pre && a2[a2.length - 1 - suf].key === b2[b2.length - 1 - suf].key) {
+    suf++;
+  }
+  const am = a2.slice(pre, a2.length - suf);
+  const bm = b2.slice(pre, b2.length - suf);
+  const ops = a2.slice(0, pre).map((line) => ({ kind: " ", line }));
+  if ((am.length + 1) * (bm.length + 1) > MAX_LCS_CELLS) {
+    for (const line of am) ops.push({ kind: "-", line });
+    for (const line of bm) ops.push({ kind: "+", line });
+  } else {
+    const w2 = bm.length + 1;
+    const lcs = new Uint32Array((am.length + 1) * w2);
+    for (let i3 = am.length - 1; i3 >= 0; i3--) {
+      for (let j3 = bm.length - 1; j3 >= 0; j3--) {
+        lcs[i3 * w2 + j3] = am[i3].key === bm[j3].key ? lcs[(i3 + 1) * w2 + j3 + 1] + 1 : Math.max(lcs[(i3 + 1) * w2 + j3], lcs[i3 * w2 + j3 + 1]);
+      }
+    }
+    let i2 = 0;
+    let j2 = 0;
+    while (i2 < am.length || j2 < bm.length) {
+      if (i2 < am.length && j2 < bm.length && am[i2].key === bm[j2].key) {
+        ops.push({ kind: " ", line: am[i2++] });
+        j2++;
+      } else if (j2 < bm.length && (i2 === am.length || lcs[i2 * w2 + j2 + 1] >= lcs[(i2 + 1) * w2 + j2])) {
+        ops.push({ kind: "+", line: bm[j2++] });
+      } else {
+        ops.push({ kind: "-", line: am[i2++] });
+      }
+    }
+    normalizeRuns(ops, pre);
+  }
+  for (const line of a2.slice(a2.length - suf)) ops.push({ kind: " ", line });
+  return ops;
+}
+function normalizeRuns(ops, from) {
+  let i2 = from;
+  while (i2 < ops.length) {
+    if (ops[i2].kind === " ") {
+      i2++;
+      continue;
+    }
+    let j2 = i2;
+    while (j2 < ops.length && ops[j2].kind !== " ") j2++;
+    const run2 = ops.slice(i2, j2);
+    const sorted = [...run2.filter((o2) => o2.kind === "-"), ...run2.filter((o2) => o2.kind === "+")];
+    ops.splice(i2, j2 - i2, ...sorted);
+    i2 = j2;
+  }
+}
+function renderLine(op) {
+  const text = `${op.kind}${visible(op.line.bytes)}`;
+  return op.line.newline ? [text] : [text, "\\ No newline at end of file"];
+}
+function range(start2, count2) {
+  if (count2 === 0) return `${start2},0`;
+  return count2 === 1 ? `${start2 + 1}` : `${start2 + 1},${count2}`;
+}
+function position(buf, offset) {
+  let line = 1;
+  let lineStart = 0;
+  for (let i2 = 0; i2 < offset && i2 < buf.length; i2++) {
+    if (buf[i2] === 10) {
+      line++;
+      lineStart = i2 + 1;
+    }
+  }
+  return { line, column: offset - lineStart + 1 };
+}
+function describeByte(buf, offset) {
+  return offset < buf.length ? `"${visible(buf.subarray(offset, offset + 1))}" (0x${buf[offset].toString(16).padStart(2, "0")})` : "end of data";
+}
+function describeFirstDifference(expected, actual) {
+  const at2 = firstDifference(expected, actual);
+  if (at2 === -1) return void 0;
+  const { line, column } = position(expected, at2);
+  return `first difference at byte ${at2} (line ${line}, column ${column}): expected ${describeByte(expected, at2)}, got ${describeByte(actual, at2)} (expected ${expected.length} bytes, got ${actual.length})`;
+}
+function visibleDiff(expected, actual, labels = { expected: "expected", actual: "actual" }) {
+  const first = describeFirstDifference(expected, actual);
+  if (first === void 0) return void 0;
+  const ops = editScript(splitLines(expected), splitLines(actual));
+  const out = [first, `--- ${labels.expected}`, `+++ ${labels.actual}`];
+  const changed = ops.map((o2, i2) => o2.kind === " " ? -1 : i2).filter((i2) => i2 >= 0);
+  let h2 = 0;
+  while (h2 < changed.length) {
+    const from = Math.max(0, changed[h2] - CONTEXT);
+    let to2 = changed[h2];
+    while (h2 + 1 < changed.length && changed[h2 + 1] - to2 <= 2 * CONTEXT) to2 = changed[++h2];
+    h2++;
+    const end = Math.min(ops.length, to2 + CONTEXT + 1);
+    let aStart = 0;
+    let bStart = 0;
+    for (const o2 of ops.slice(0, from)) {
+      if (o2.kind !== "+") aStart++;
+      if (o2.kind !== "-") bStart++;
+    }
+    const hunk = ops.slice(from, end);
+    const aCount = hunk.filter((o2) => o2.kind !== "+").length;
+    const bCount = hunk.filter((o2) => o2.kind !== "-").length;
+    out.push(`@@ -${range(aStart, aCount)} +${range(bStart, bCount)} @@`);
+    for (const o2 of hunk) out.push(...renderLine(o2));
+  }
+  return out.join("\n");
+}
+
+// src/stages/self-check.ts
 function bytesDiff(what, expected, actual) {
   if (expected.equals(actual)) return void 0;
   let at2 = 0;
@@ -42685,150 +42822,6 @@ function findPayloads(ancestor, table2 = processTable()) {
 // src/verify/probes.ts
 import { readFile as readFile8 } from "node:fs/promises";
 import path26 from "node:path";
-
-// src/verify/visible-diff.ts
-var CONTEXT = 3;
-var MAX_LCS_CELLS = 4e6;
-function visible2(bytes) {
-  let out = "";
-  for (const b2 of bytes) {
-    if (b2 === 92) out += "\\\\";
-    else if (b2 === 13) out += "\\r";
-    else if (b2 === 9) out += "\\t";
-    else if (b2 === 10) out += "\\n";
-    else if (b2 >= 32 && b2 < 127) out += String.fromCharCode(b2);
-    else out += `\\x${b2.toString(16).padStart(2, "0")}`;
-  }
-  return out;
-}
-function splitLines(buf) {
-  const lines = [];
-  let start2 = 0;
-  while (start2 < buf.length) {
-    const lf = buf.indexOf(10, start2);
-    const end = lf === -1 ? buf.length : lf;
-    const bytes = buf.subarray(start2, end);
-    const newline = lf !== -1;
-    lines.push({ bytes, newline, key: `${newline ? "n" : "e"}${bytes.toString("latin1")}` });
-    start2 = end + 1;
-  }
-  return lines;
-}
-function firstDifference(a2, b2) {
-  const n2 = Math.min(a2.length, b2.length);
-  for (let i2 = 0; i2 < n2; i2++) if (a2[i2] !== b2[i2]) return i2;
-  return a2.length === b2.length ? -1 : n2;
-}
-function editScript(a2, b2) {
-  let pre = 0;
-  while (pre < a2.length && pre < b2.length && a2[pre].key === b2[pre].key) pre++;
-  let suf = 0;
-  while (suf < a2.length - pre && suf < b2.length - pre && a2[a2.length - 1 - suf].key === b2[b2.length - 1 - suf].key) {
-    suf++;
-  }
-  const am = a2.slice(pre, a2.length - suf);
-  const bm = b2.slice(pre, b2.length - suf);
-  const ops = a2.slice(0, pre).map((line) => ({ kind: " ", line }));
-  if ((am.length + 1) * (bm.length + 1) > MAX_LCS_CELLS) {
-    for (const line of am) ops.push({ kind: "-", line });
-    for (const line of bm) ops.push({ kind: "+", line });
-  } else {
-    const w2 = bm.length + 1;
-    const lcs = new Uint32Array((am.length + 1) * w2);
-    for (let i3 = am.length - 1; i3 >= 0; i3--) {
-      for (let j3 = bm.length - 1; j3 >= 0; j3--) {
-        lcs[i3 * w2 + j3] = am[i3].key === bm[j3].key ? lcs[(i3 + 1) * w2 + j3 + 1] + 1 : Math.max(lcs[(i3 + 1) * w2 + j3], lcs[i3 * w2 + j3 + 1]);
-      }
-    }
-    let i2 = 0;
-    let j2 = 0;
-    while (i2 < am.length || j2 < bm.length) {
-      if (i2 < am.length && j2 < bm.length && am[i2].key === bm[j2].key) {
-        ops.push({ kind: " ", line: am[i2++] });
-        j2++;
-      } else if (j2 < bm.length && (i2 === am.length || lcs[i2 * w2 + j2 + 1] >= lcs[(i2 + 1) * w2 + j2])) {
-        ops.push({ kind: "+", line: bm[j2++] });
-      } else {
-        ops.push({ kind: "-", line: am[i2++] });
-      }
-    }
-    normalizeRuns(ops, pre);
-  }
-  for (const line of a2.slice(a2.length - suf)) ops.push({ kind: " ", line });
-  return ops;
-}
-function normalizeRuns(ops, from) {
-  let i2 = from;
-  while (i2 < ops.length) {
-    if (ops[i2].kind === " ") {
-      i2++;
-      continue;
-    }
-    let j2 = i2;
-    while (j2 < ops.length && ops[j2].kind !== " ") j2++;
-    const run2 = ops.slice(i2, j2);
-    const sorted = [...run2.filter((o2) => o2.kind === "-"), ...run2.filter((o2) => o2.kind === "+")];
-    ops.splice(i2, j2 - i2, ...sorted);
-    i2 = j2;
-  }
-}
-function renderLine(op) {
-  const text = `${op.kind}${visible2(op.line.bytes)}`;
-  return op.line.newline ? [text] : [text, "\\ No newline at end of file"];
-}
-function range(start2, count2) {
-  if (count2 === 0) return `${start2},0`;
-  return count2 === 1 ? `${start2 + 1}` : `${start2 + 1},${count2}`;
-}
-function position(buf, offset) {
-  let line = 1;
-  let lineStart = 0;
-  for (let i2 = 0; i2 < offset && i2 < buf.length; i2++) {
-    if (buf[i2] === 10) {
-      line++;
-      lineStart = i2 + 1;
-    }
-  }
-  return { line, column: offset - lineStart + 1 };
-}
-function describeByte(buf, offset) {
-  return offset < buf.length ? `"${visible2(buf.subarray(offset, offset + 1))}" (0x${buf[offset].toString(16).padStart(2, "0")})` : "end of data";
-}
-function describeFirstDifference(expected, actual) {
-  const at2 = firstDifference(expected, actual);
-  if (at2 === -1) return void 0;
-  const { line, column } = position(expected, at2);
-  return `first difference at byte ${at2} (line ${line}, column ${column}): expected ${describeByte(expected, at2)}, got ${describeByte(actual, at2)} (expected ${expected.length} bytes, got ${actual.length})`;
-}
-function visibleDiff(expected, actual, labels = { expected: "expected", actual: "actual" }) {
-  const first = describeFirstDifference(expected, actual);
-  if (first === void 0) return void 0;
-  const ops = editScript(splitLines(expected), splitLines(actual));
-  const out = [first, `--- ${labels.expected}`, `+++ ${labels.actual}`];
-  const changed = ops.map((o2, i2) => o2.kind === " " ? -1 : i2).filter((i2) => i2 >= 0);
-  let h2 = 0;
-  while (h2 < changed.length) {
-    const from = Math.max(0, changed[h2] - CONTEXT);
-    let to2 = changed[h2];
-    while (h2 + 1 < changed.length && changed[h2 + 1] - to2 <= 2 * CONTEXT) to2 = changed[++h2];
-    h2++;
-    const end = Math.min(ops.length, to2 + CONTEXT + 1);
-    let aStart = 0;
-    let bStart = 0;
-    for (const o2 of ops.slice(0, from)) {
-      if (o2.kind !== "+") aStart++;
-      if (o2.kind !== "-") bStart++;
-    }
-    const hunk = ops.slice(from, end);
-    const aCount = hunk.filter((o2) => o2.kind !== "+").length;
-    const bCount = hunk.filter((o2) => o2.kind !== "-").length;
-    out.push(`@@ -${range(aStart, aCount)} +${range(bStart, bCount)} @@`);
-    for (const o2 of hunk) out.push(...renderLine(o2));
-  }
-  return out.join("\n");
-}
-
-// src/verify/probes.ts
 async function readFixtures(probes) {
   const out = /* @__PURE__ */ new Map();
   for (const p2 of probes) {
@@ -43506,7 +43499,14 @@ async function build(config2, opts) {
     if (luaBuild) logger.info(`lua ${luaBuild.version}: ${luaBuild.bytes} bytes${luaBuild.cached ? " (cached)" : ""}`);
     const assembled = await stage("root", async () => {
       await run(["rm", "-rf", "--one-file-system", path30.join(workDir, "root")], { privileged: true });
-      return assembleRoot(config2, { workDir, store, logger, luaPath: luaBuild?.path, signal: opts.signal });
+      return assembleRoot(config2, {
+        workDir,
+        store,
+        logger,
+        luaPath: luaBuild?.path,
+        signal: opts.signal,
+        basesDir: opts.basesDir ?? (opts.cacheDir ? path30.join(opts.cacheDir, "bases") : void 0)
+      });
     });
     const trace = await stage(
       "trace",
@@ -44571,6 +44571,8 @@ Options:
   --requests N         load test: send N requests (round-robin over the gopher probes)
   --concurrency C      at most C requests in flight (default 8)
   --timeout S          give up after S seconds in all (default: no overall limit)
+  --show               write the first probe's response, as the booted image sent it, to stdout
+                       (the report then goes to stderr)
 
 Exits 0 when every probe, hardening check and load request passed, 1 otherwise.`,
   async run(args, ctx) {
@@ -44582,7 +44584,8 @@ Exits 0 when every probe, hardening check and load request passed, 1 otherwise.`
           data: { type: "string" },
           requests: { type: "string" },
           concurrency: { type: "string" },
-          timeout: { type: "string" }
+          timeout: { type: "string" },
+          show: { type: "boolean" }
         },
         positionals: { min: 1, max: 1, names: "CONFIG" }
       },
@@ -44616,7 +44619,10 @@ Exits 0 when every probe, hardening check and load request passed, 1 otherwise.`
         logger: ctx.logger,
         signal: controller.signal
       });
-      for (const line of formatVerifyReport(report)) ctx.out(line);
+      if (flags.show === true) {
+        for (const line of formatVerifyReport(report)) ctx.logger.info(line);
+        if (report.sample) process.stdout.write(report.sample.body);
+      } else for (const line of formatVerifyReport(report)) ctx.out(line);
       return report.ok ? 0 : 1;
     } catch (e) {
       if (caught)
@@ -44705,6 +44711,7 @@ async function main(argv, io2 = {}) {
 var VERSION = true ? "0.1.0" : "dev";
 
 // src/tools/signals.ts
+var CLEANUP_LIMIT_MS = 3e4;
 function installSignalHandlers(write = (t) => void process.stderr.write(t)) {
   for (const [signal, code] of [
     ["SIGINT", 130],
@@ -44715,7 +44722,11 @@ function installSignalHandlers(write = (t) => void process.stderr.write(t)) {
 lhc: ${signal}: stopping child processes
 `);
       killAllGroups("SIGKILL");
-      process.exit(code);
+      setTimeout(() => process.exit(code), CLEANUP_LIMIT_MS).unref();
+      void runCleanups().then((errors) => {
+        for (const e of errors) write(`lhc: cleanup failed: ${e.message}
+`);
+      }).finally(() => process.exit(code));
     });
   }
 }

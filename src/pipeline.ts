@@ -37,7 +37,10 @@ export interface BuildOptions {
   requests?: number;
   concurrency?: number;
   store?: Store;
+  /** Root of lhc's caches (built Lua, Debian bases); default cacheDir() ($LHC_CACHE_DIR). */
   cacheDir?: string;
+  /** Where Debian base tarballs are cached; default <cacheDir>/bases. */
+  basesDir?: string;
   env?: NodeJS.ProcessEnv;
   signal?: AbortSignal;
 }
@@ -81,7 +84,14 @@ export async function build(config: LhcConfig, opts: BuildOptions): Promise<Buil
     // Intermediate roots are created by root (nspawn, mmdebstrap); clear any earlier run's tree.
     const assembled = await stage('root', async () => {
       await run(['rm', '-rf', '--one-file-system', path.join(workDir, 'root')], { privileged: true });
-      return assembleRoot(config, { workDir, store, logger, luaPath: luaBuild?.path, signal: opts.signal });
+      return assembleRoot(config, {
+        workDir,
+        store,
+        logger,
+        luaPath: luaBuild?.path,
+        signal: opts.signal,
+        basesDir: opts.basesDir ?? (opts.cacheDir ? path.join(opts.cacheDir, 'bases') : undefined),
+      });
     });
 
     const trace = await stage('trace', () =>

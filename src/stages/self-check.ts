@@ -11,6 +11,7 @@ import type { LhcConfig } from '../config/load.js';
 import { UserError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { run } from '../tools/exec.js';
+import { visible } from '../verify/visible-diff.js';
 import { registerCleanup } from './cleanup.js';
 import { runProbes, type ProbeResponse } from './trace.js';
 
@@ -25,19 +26,6 @@ export interface SelfCheckOptions {
 export interface SelfCheckResult {
   responses: Record<string, ProbeResponse>;
   seconds: number;
-}
-
-/** Bytes made readable: CR, LF, TAB and other control bytes spelled out. */
-export function visible(b: Buffer): string {
-  let s = '';
-  for (const c of b) {
-    if (c === 0x0d) s += '\\r';
-    else if (c === 0x0a) s += '\\n';
-    else if (c === 0x09) s += '\\t';
-    else if (c < 0x20 || c > 0x7e) s += `\\x${c.toString(16).padStart(2, '0')}`;
-    else s += String.fromCharCode(c);
-  }
-  return s;
 }
 
 function bytesDiff(what: string, expected: Buffer, actual: Buffer): string | undefined {

@@ -112,6 +112,25 @@ function containerArgv(config: LhcConfig, t: RunTarget): string[] {
 }
 
 /** One container run per request (inetd), or one long run probed over its namespace (listen). */
+/** The container's argv for one run, wrapped in the tracer that `t` asks for. */
+async function tracedArgv(
+  config: LhcConfig,
+  t: RunTarget,
+  straceName: string,
+): Promise<{ argv: string[]; fifo?: TraceFifo; straceFile?: string }> {
+  const argv = containerArgv(config, t);
+  if (t.trace?.mode === 'qemu') {
+    const fifoPath = path.join(t.trace.dir, QEMU_TRACE_FILE);
+    await rm(fifoPath, { force: true });
+    return { argv, fifo: await TraceFifo.create(fifoPath) };
+  }
+  if (t.trace?.mode === 'strace') {
+    const straceFile = path.join(t.trace.dir, straceName);
+    return { argv: ['strace', ...STRACE_FLAGS, '-o', straceFile, '--', ...argv], straceFile };
+  }
+  return { argv };
+}
+
 export interface ProbeRun {
   responses: Record<string, ProbeResponse>;
   /** Raw trace text per container run. */
@@ -159,17 +178,7 @@ async function runInetd(
         `probe '${probe.name}' is an ${probe.type} probe, but the service is inetd-style (service.inetd: true) and speaks only on stdin/stdout: use gopher probes, or service.listen`,
       );
     }
-    let argv = containerArgv(config, t);
-    let fifo: TraceFifo | undefined;
-    let straceFile: string | undefined;
-    if (t.trace?.mode === 'qemu') {
-      const fifoPath = path.join(t.trace.dir, QEMU_TRACE_FILE);
-      await rm(fifoPath, { force: true });
-      fifo = await TraceFifo.create(fifoPath);
-    } else if (t.trace?.mode === 'strace') {
-      straceFile = path.join(t.trace.dir, `strace.${i}.log`);
-      argv = ['strace', ...STRACE_FLAGS, '-o', straceFile, '--', ...argv];
-    }
+    const { argv, fifo, straceFile } = await tracedArgv(config, t, `strace.${i}.log`);
     let r: RunResult;
     try {
       r = await withTimeout(
@@ -364,17 +373,7 @@ async function runListening(
   logger: Logger,
 ): Promise<ProbeRun> {
   const port = config.service.listen!;
-  let argv = containerArgv(config, t);
-  let fifo: TraceFifo | undefined;
-  let straceFile: string | undefined;
-  if (t.trace?.mode === 'qemu') {
-    const fifoPath = path.join(t.trace.dir, QEMU_TRACE_FILE);
-    await rm(fifoPath, { force: true });
-    fifo = await TraceFifo.create(fifoPath);
-  } else if (t.trace?.mode === 'strace') {
-    straceFile = path.join(t.trace.dir, 'strace.log');
-    argv = ['strace', ...STRACE_FLAGS, '-o', straceFile, '--', ...argv];
-  }
+  const { argv, fifo, straceFile } = await tracedArgv(config, t, 'strace.log');
   const out: ProbeRun = { responses: {}, traces: [], traceFiles: straceFile ? [straceFile] : [] };
   const container = start(argv, { privileged: true, logger });
   const cleanup = registerCleanup(`container ${config.name}`, () => container.stop());

@@ -1,95 +1,116 @@
 /**
- * The deploy bundle for real: systemd-analyze verify on the generated units (and a broken copy,
- * to prove the check can fail), and the OCI bundle run by Debian's runc on a loop-mounted packed
- * image (aarch64 payload under binfmt), answering requests on stdin with the expected bytes and
- * holding its hardening (read-only root, noexec data, only lo, no capabilities).
+ * The deploy bundle of the real gophermoon build: build() on examples/gophermoon (verify off; the
+ * bundle is what is under test here), then systemd-analyze verify on the units it wrote (and a
+ * broken copy, to prove the check can fail), and its OCI config.json run by Debian's runc over
+ * the loop-mounted read-only image and a noexec data partition made from the template, the way
+ * the bundle's README installs it. Every gopher probe of lhc.yml goes in on stdin and must come
+ * back byte for byte as its fixture; the container keeps its hardening (read-only root, noexec
+ * data, only lo, no capabilities, no new privileges).
  */
-import { chmod, copyFile, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
+import { copyFile, mkdir, mkdtemp, readFile, readdir, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { BuildResult } from '../../src/build-result.js';
+import { loadConfig, type LhcConfig } from '../../src/config/load.js';
+import type { GopherProbe } from '../../src/config/schema.js';
 import { memoryLogger } from '../../src/core/logger.js';
-import { writeDeployBundle, type DeployBundle } from '../../src/stages/deploy-bundle.js';
-import { packImage, type PackResult } from '../../src/stages/pack.js';
+import { build } from '../../src/pipeline.js';
+import { boardPaths, systemdEscapePath, type BoardPaths } from '../../src/stages/deploy-bundle.js';
+import { Store } from '../../src/store/store.js';
 import { run } from '../../src/tools/exec.js';
-import { arm64Busybox, MOUNT_POINTS, requireTool, sampleDataDir } from '../support/pack-fixtures.js';
+import { gopherRequest } from '../../src/verify/client.js';
+import { luaSourceTarball, testCacheDir } from '../support/debian-inputs.js';
+import { GOPHERMOON_CONFIG } from '../support/gopher.js';
+import { arm64Busybox, requireTool } from '../support/pack-fixtures.js';
+import { snapshot, sweepLeftovers } from '../support/verify-image.js';
 
-const NAME = 'gopher-demo';
+/** Where build() points the bundle by default; the test installs it under its own dir instead. */
+const DEFAULT_BOARD_DIR = '/var/lib/lhc/gophermoon';
+
 let tmp: string;
-let pack: PackResult;
-let bundle: DeployBundle;
+let config: LhcConfig;
+let result: BuildResult;
+/** The board layout rooted in the test's temp dir (another test run may use the default one). */
+let board: BoardPaths;
+/** build()'s oci/config.json with only the board directory moved to `board`. */
+let ociDir: string;
 let mounted: string[] = [];
 
-/**
- * An inetd-style payload made of busybox: reads one selector line, strips CR, writes the file
- * under /gopher byte for byte. It proves the mechanics (socket-style stdin/stdout through the
- * container, binary-safe) until the gophermoon root from the Lua stage is wired in.
- */
-const SERVE = `IFS= read -r sel
-sel=\${sel%"$(printf '\\r')"}
-case "$sel" in *..*) printf '3bad selector\\r\\n.\\r\\n'; exit 0;; esac
-[ -f "/gopher/$sel" ] && cat "/gopher/$sel" || printf '3not found\\r\\n.\\r\\n'
-`;
+function gopherProbes(): GopherProbe[] {
+  return config.probes.filter((p): p is GopherProbe => p.type === 'gopher');
+}
 
-const FIXTURES: Record<string, Buffer> = {
-  menu: Buffer.from('iwelcome\tfake\t(NULL)\t0\r\n0about\t/about\tlocalhost\t70\r\n.\r\n'),
-  'bin/bytes': Buffer.from(Array.from({ length: 256 }, (_, i) => i)),
-};
-
-async function buildRoot(root: string): Promise<void> {
-  await mkdir(path.join(root, 'bin'), { recursive: true });
-  for (const m of MOUNT_POINTS) await mkdir(path.join(root, m), { recursive: true });
-  await copyFile(await arm64Busybox(), path.join(root, 'bin/busybox'));
-  await chmod(path.join(root, 'bin/busybox'), 0o755);
-  await writeFile(path.join(root, 'bin/serve'), SERVE);
-  for (const [sel, bytes] of Object.entries(FIXTURES)) {
-    await mkdir(path.dirname(path.join(root, 'gopher', sel)), { recursive: true });
-    await writeFile(path.join(root, 'gopher', sel), bytes);
-  }
-  await chmod(root, 0o755);
+async function installOnBoard(): Promise<void> {
+  // As the bundle's README says: image loop-mounted read-only, data from the template on a noexec mount.
+  await mkdir(board.rootMount, { recursive: true });
+  await mkdir(board.dataMount, { recursive: true });
+  await copyFile(result.image, board.image);
+  await run(['mount', '-o', 'loop,ro,nodev', board.image, board.rootMount], { privileged: true });
+  mounted.push(board.rootMount);
+  await run(['truncate', '-s', '16M', board.dataSource]);
+  await run(['mkfs.ext4', '-q', '-F', board.dataSource]);
+  await run(['mount', '-o', 'loop,noexec,nosuid,nodev', board.dataSource, board.dataMount], { privileged: true });
+  mounted.push(board.dataMount);
+  await run(['tar', '-xzpf', result.dataTemplate, '--numeric-owner', '-C', board.dataMount], { privileged: true });
 }
 
 beforeAll(async () => {
-  await requireTool('mksquashfs', 'squashfs-tools');
-  await requireTool('systemd-analyze', 'systemd');
-  await requireTool('systemd-nspawn', 'systemd-container');
-  await requireTool('runc', 'runc');
-  await requireTool('mount', 'mount');
-  await requireTool('mkfs.ext4', 'e2fsprogs');
-  await requireTool('findmnt', 'util-linux');
+  for (const [tool, pkg] of [
+    ['mksquashfs', 'squashfs-tools'],
+    ['systemd-analyze', 'systemd'],
+    ['systemd-nspawn', 'systemd-container'],
+    ['qemu-aarch64-static', 'qemu-user-static'],
+    ['aarch64-linux-gnu-gcc', 'gcc-aarch64-linux-gnu'],
+    ['runc', 'runc'],
+    ['mount', 'mount'],
+    ['losetup', 'mount'],
+    ['mkfs.ext4', 'e2fsprogs'],
+    ['findmnt', 'util-linux'],
+  ]) {
+    await requireTool(tool!, pkg!);
+  }
   tmp = await mkdtemp(path.join(os.tmpdir(), 'lhc-deploy-'));
-  const root = path.join(tmp, 'root');
-  await buildRoot(root);
-  const data = await sampleDataDir(path.join(tmp, 'data-src'));
-  const out = path.join(tmp, 'out');
-  pack = await packImage({ root, dataDir: data, name: NAME, epoch: 1_700_000_000, outDir: out, logger: memoryLogger() });
-  bundle = await writeDeployBundle({
-    name: NAME,
-    outDir: out,
-    imageFile: path.basename(pack.image),
-    dataTemplateFile: path.basename(pack.dataTemplate),
-    // The board layout, rooted in the test's temp dir so the OCI config points at real mounts.
-    boardDir: path.join(tmp, 'board'),
-    service: { command: ['/bin/busybox', 'sh', '/bin/serve'], env: { GOPHER_ROOT: '/gopher' }, user: 0, inetd: true, timeout: 30 },
-    root,
+  expect(await snapshot(tmp)).toEqual({ mounts: [], loops: [], processes: [] });
+  config = await loadConfig(GOPHERMOON_CONFIG);
+  const cacheDir = path.join(testCacheDir(), 'lhc-cache');
+  const store = new Store(path.join(cacheDir, 'store'));
+  await store.add((await luaSourceTarball('5.4.4')).path);
+  result = await build(config, {
+    outDir: path.join(tmp, 'out'),
+    workDir: path.join(tmp, 'work'),
+    logger: memoryLogger(),
+    store,
+    cacheDir,
+    verify: false,
+    env: { ...process.env, SOURCE_DATE_EPOCH: '1700000000' },
   });
-  // Install as the README says: image loop-mounted read-only, data from the template on a noexec mount.
-  await mkdir(bundle.paths.rootMount, { recursive: true });
-  await mkdir(bundle.paths.dataMount, { recursive: true });
-  await copyFile(pack.image, bundle.paths.image);
-  await run(['mount', '-o', 'loop,ro,nodev', bundle.paths.image, bundle.paths.rootMount], { privileged: true });
-  mounted.push(bundle.paths.rootMount);
-  await run(['truncate', '-s', '16M', bundle.paths.dataSource]);
-  await run(['mkfs.ext4', '-q', '-F', bundle.paths.dataSource]);
-  await run(['mount', '-o', 'loop,noexec,nosuid,nodev', bundle.paths.dataSource, bundle.paths.dataMount], { privileged: true });
-  mounted.push(bundle.paths.dataMount);
-  await run(['tar', '-xzpf', pack.dataTemplate, '--numeric-owner', '-C', bundle.paths.dataMount]);
+
+  board = boardPaths({ name: config.name, boardDir: path.join(tmp, 'board'), imageFile: path.basename(result.image) });
+  const shipped = await readFile(path.join(result.bundleDir, 'oci/config.json'), 'utf8');
+  // The board directory must appear exactly where the image and the data partition are used.
+  expect(shipped.split(DEFAULT_BOARD_DIR).length - 1).toBe(2);
+  ociDir = path.join(tmp, 'oci');
+  await mkdir(ociDir);
+  await writeFile(path.join(ociDir, 'config.json'), shipped.replaceAll(DEFAULT_BOARD_DIR, board.boardDir));
+  const oci = JSON.parse(await readFile(path.join(ociDir, 'config.json'), 'utf8')) as {
+    root: { path: string };
+    mounts: { destination: string; source: string }[];
+  };
+  expect(oci.root.path).toBe(board.rootMount);
+  expect(oci.mounts.find((m) => m.destination === config.data.path)?.source).toBe(board.dataMount);
+
+  await installOnBoard();
 });
 
 afterAll(async () => {
   for (const m of mounted.reverse()) await run(['umount', m], { privileged: true, reject: false });
   mounted = [];
-  if (tmp) await rm(tmp, { recursive: true, force: true });
+  if (!tmp) return;
+  // Only after a failure is there anything left (a container, a lazy mount, a loop device).
+  await sweepLeftovers(tmp);
+  await run(['rm', '-rf', '--one-file-system', tmp], { privileged: true, reject: false });
 });
 
 async function verify(dir: string, units: string[]): Promise<{ exitCode: number; output: string }> {
@@ -97,32 +118,47 @@ async function verify(dir: string, units: string[]): Promise<{ exitCode: number;
   return { exitCode: r.exitCode, output: (r.stdout + r.stderr).trim() };
 }
 
-describe('systemd units', () => {
-  it('pass systemd-analyze verify without a single warning', async () => {
-    const units = (await readdir(bundle.dir)).filter((f) => /\.(socket|service|mount)$/.test(f));
+describe('the systemd units build() wrote for gophermoon', () => {
+  const shippedPaths = () => boardPaths({ name: config.name, imageFile: path.basename(result.image) });
+
+  it('are the socket, the per-connection service and the two mounts, and pass systemd-analyze verify without a warning', async () => {
+    const p = shippedPaths();
+    expect(p.boardDir).toBe(DEFAULT_BOARD_DIR);
+    const units = (await readdir(result.bundleDir)).filter((f) => /\.(socket|service|mount)$/.test(f));
     expect(units.sort()).toEqual(
-      [bundle.units.socket, bundle.units.service, bundle.units.rootMount, bundle.units.dataMount].sort(),
+      [
+        'gophermoon.socket',
+        'gophermoon@.service',
+        `${systemdEscapePath(p.rootMount)}.mount`,
+        `${systemdEscapePath(p.dataMount)}.mount`,
+      ].sort(),
     );
     for (const unit of units) {
-      const r = await verify(bundle.dir, [unit]);
+      const r = await verify(result.bundleDir, [unit]);
       expect(r, unit).toEqual({ exitCode: 0, output: '' });
     }
+    const socket = readFileSync(path.join(result.bundleDir, 'gophermoon.socket'), 'utf8');
+    expect(socket).toMatch(/^ListenStream=70$/m);
+    expect(socket).toMatch(/^Accept=yes$/m);
   });
 
   it('a broken copy fails verify, so the check above means something', async () => {
     const broken = path.join(tmp, 'broken');
     await mkdir(broken);
-    const service = await readFile(path.join(bundle.dir, bundle.units.service), 'utf8');
-    await writeFile(path.join(broken, bundle.units.service), service.replace('/usr/bin/systemd-nspawn', '/usr/bin/no-such-nspawn'));
-    expect((await verify(broken, [bundle.units.service])).exitCode).not.toBe(0);
-    const mount = await readFile(path.join(bundle.dir, bundle.units.rootMount), 'utf8');
+    const service = await readFile(path.join(result.bundleDir, 'gophermoon@.service'), 'utf8');
+    expect(service).toContain('/usr/bin/systemd-nspawn');
+    await writeFile(path.join(broken, 'gophermoon@.service'), service.replace('/usr/bin/systemd-nspawn', '/usr/bin/no-such-nspawn'));
+    expect((await verify(broken, ['gophermoon@.service'])).exitCode).not.toBe(0);
+    const mount = await readFile(path.join(result.bundleDir, `${systemdEscapePath(shippedPaths().rootMount)}.mount`), 'utf8');
     await writeFile(path.join(broken, 'wrong-name.mount'), mount);
     expect((await verify(broken, ['wrong-name.mount'])).output).toMatch(/doesn't match unit name/);
   });
 
   it('the fstab lines parse with findmnt --verify', async () => {
-    const fstab = path.join(bundle.dir, 'fstab');
-    // Sources and targets exist here (installed as the README says), so findmnt can check it all.
+    const shipped = await readFile(path.join(result.bundleDir, 'fstab'), 'utf8');
+    // Moved to the test's board, where sources and targets exist, so findmnt can check it all.
+    const fstab = path.join(tmp, 'fstab');
+    await writeFile(fstab, shipped.replaceAll(DEFAULT_BOARD_DIR, board.boardDir));
     const r = await run(['findmnt', '--verify', '--verbose', '--tab-file', fstab], { reject: false });
     const text = r.stdout + r.stderr;
     expect(text, text).toMatch(/^0 parse errors, 0 errors, \d+ warnings?$/m);
@@ -133,51 +169,90 @@ describe('systemd units', () => {
   });
 });
 
-describe('OCI bundle under runc', () => {
+describe("the OCI bundle under Debian's runc", () => {
   let seq = 0;
-  async function runcRun(input: string, config?: (c: Record<string, unknown>) => void): Promise<{ stdout: Buffer; stderr: string; exitCode: number }> {
-    let bundleDir = path.join(bundle.dir, 'oci');
-    if (config) {
+  async function runcRun(
+    input: Buffer,
+    variant?: (c: Record<string, unknown>) => void,
+  ): Promise<{ stdout: Buffer; stderr: string; exitCode: number }> {
+    let bundleDir = ociDir;
+    if (variant) {
       bundleDir = path.join(tmp, `oci-variant-${seq}`);
       await mkdir(bundleDir, { recursive: true });
-      const c = JSON.parse(await readFile(path.join(bundle.dir, 'oci/config.json'), 'utf8')) as Record<string, unknown>;
-      config(c);
+      const c = JSON.parse(await readFile(path.join(ociDir, 'config.json'), 'utf8')) as Record<string, unknown>;
+      variant(c);
       await writeFile(path.join(bundleDir, 'config.json'), JSON.stringify(c));
     }
-    const id = `lhc-test-${process.pid}-${seq++}`;
+    // Unique per test process: another test run may have runc containers of its own.
+    const id = `lhc-deploy-test-${process.pid}-${seq++}`;
     try {
-      const r = await run(['runc', 'run', '--bundle', bundleDir, id], { input, privileged: true, reject: false, timeoutMs: 60_000 });
+      const r = await run(['runc', 'run', '--bundle', bundleDir, id], { input, privileged: true, reject: false, timeoutMs: 120_000 });
       return { stdout: r.stdoutBytes, stderr: r.stderr, exitCode: r.exitCode };
     } finally {
       await run(['runc', 'delete', '--force', id], { privileged: true, reject: false });
     }
   }
 
-  it('serves the fixtures byte for byte from a request on stdin', async () => {
-    for (const [sel, bytes] of Object.entries(FIXTURES)) {
-      const r = await runcRun(`${sel}\r\n`);
-      expect(r.exitCode, r.stderr).toBe(0);
-      expect(r.stdout.toString('hex'), sel).toBe(bytes.toString('hex'));
+  it('answers every gopher probe of lhc.yml with its fixture, byte for byte', async () => {
+    const probes = gopherProbes();
+    // What the issue asks for at least: the root menu, a text, a binary and a traversal attempt.
+    const names = probes.map((p) => p.name);
+    for (const must of ['root-empty', 'text-about', 'binary-png', 'binary-bytes', 'traversal-dotdot', 'traversal-encoded']) {
+      expect(names).toContain(must);
     }
-    const miss = await runcRun('nope\r\n');
-    expect(miss.stdout.toString()).toBe('3not found\r\n.\r\n');
+    const failures: string[] = [];
+    for (const probe of probes) {
+      const want = readFileSync(probe.fixture);
+      const r = await runcRun(gopherRequest(probe.selector));
+      if (r.exitCode !== 0) failures.push(`${probe.name}: runc exited ${r.exitCode}: ${r.stderr.trim()}`);
+      else if (!r.stdout.equals(want)) {
+        failures.push(
+          `${probe.name} (${JSON.stringify(probe.selector)}): got ${r.stdout.length} bytes, fixture ${path.basename(probe.fixture)} has ${want.length}\n` +
+            `  got:  ${JSON.stringify(r.stdout.subarray(0, 200).toString('latin1'))}\n` +
+            `  want: ${JSON.stringify(want.subarray(0, 200).toString('latin1'))}`,
+        );
+      }
+    }
+    expect(failures, failures.join('\n')).toEqual([]);
+  });
+
+  it('a response that differs from the fixture would be caught', async () => {
+    // The about page is not the root menu: the comparison above is not vacuous.
+    const about = gopherProbes().find((p) => p.name === 'text-about')!;
+    const root = gopherProbes().find((p) => p.name === 'root-empty')!;
+    const r = await runcRun(gopherRequest(about.selector));
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(r.stdout.length).toBeGreaterThan(0);
+    expect(r.stdout.equals(readFileSync(root.fixture))).toBe(false);
   });
 
   it('keeps the guarantees: read-only root, noexec data, only lo, no capabilities, no new privileges', async () => {
+    // The image holds no shell (only /bin/lua), so the checks run in busybox, bound read-only at
+    // /run (an empty mount point in the image); everything else is the shipped config.
+    const tools = path.join(tmp, 'tools');
+    await mkdir(tools);
+    await copyFile(await arm64Busybox(), path.join(tools, 'busybox'));
     const script = [
       'touch /rootfs-write 2>/dev/null && echo root-writable || echo root-readonly',
-      'echo x > /data/tmp/w && echo data-writable',
-      'cp /bin/busybox /data/tmp/bb && /data/tmp/bb true 2>/dev/null && echo data-exec || echo data-noexec',
+      'touch /bin/lua 2>/dev/null && echo lua-writable || echo lua-readonly',
+      'echo x > /data/lhc-test-w && echo data-writable',
+      'cp /run/busybox /data/bb && /data/bb true 2>/dev/null && echo data-exec || echo data-noexec',
       "echo ifaces $(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ')",
       "grep -E '^(CapEff|CapBnd|NoNewPrivs)' /proc/self/status",
     ].join('\n');
-    const r = await runcRun('', (c) => {
-      (c.process as { args: string[] }).args = ['/bin/busybox', 'sh', '-c', script];
+    let shippedArgs: unknown;
+    const r = await runcRun(Buffer.alloc(0), (c) => {
+      const proc = c.process as { args: string[] };
+      shippedArgs = proc.args;
+      proc.args = ['/run/busybox', 'sh', '-c', script];
+      (c.mounts as object[]).push({ destination: '/run', type: 'bind', source: tools, options: ['rbind', 'ro', 'nosuid', 'nodev'] });
     });
+    expect(shippedArgs).toEqual(config.service.command);
     expect(r.exitCode, r.stderr).toBe(0);
     const lines = r.stdout.toString().trim().split('\n').map((l) => l.replace(/\s+/g, ' '));
     expect(lines).toEqual([
       'root-readonly',
+      'lua-readonly',
       'data-writable',
       'data-noexec',
       'ifaces lo',
@@ -185,5 +260,15 @@ describe('OCI bundle under runc', () => {
       'CapBnd: 0000000000000000',
       'NoNewPrivs: 1',
     ]);
+  });
+
+  it('leaves no container, mount or loop device of its own behind once the runs are over', async () => {
+    const list = await run(['runc', 'list', '-q'], { privileged: true });
+    expect(list.stdout.split('\n').filter((id) => id.startsWith(`lhc-deploy-test-${process.pid}-`))).toEqual([]);
+    const now = await snapshot(tmp);
+    // Only the two board mounts the test made itself (unmounted in afterAll), no process.
+    expect(now.mounts.map((l) => l.split(' ')[1]).sort()).toEqual([board.dataMount, board.rootMount].sort());
+    expect(now.loops.length).toBe(2);
+    expect(now.processes).toEqual([]);
   });
 });

@@ -83,7 +83,7 @@ describe('units', () => {
     expect(exec[0]).toBe('/usr/bin/systemd-nspawn');
     for (const f of [...BASE_FLAGS, ...HARDENING_FLAGS, ...USERNS_FLAGS, '--read-only']) expect(exec).toContain(f);
     expect(exec).toContain(`--directory=${p.rootMount}`);
-    expect(exec).toContain(`--bind=${p.dataMount}:/data`);
+    expect(exec).toContain(`--bind=${p.dataMount}:/data:idmap`);
     expect(exec.slice(exec.indexOf('--') + 1)).toEqual(['/bin/lua', '/bin/gophermoon']);
     expect(text).toMatch(new RegExp(`^RequiresMountsFor=${p.rootMount} ${p.dataMount}$`, 'm'));
   });

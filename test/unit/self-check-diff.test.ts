@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { responseDiff, visible } from '../../src/stages/self-check.js';
+import { responseDiff } from '../../src/stages/self-check.js';
+import { visible } from '../../src/verify/visible-diff.js';
 
 describe('self-check response differences', () => {
   it('equal responses have no difference', () => {
