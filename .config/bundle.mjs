@@ -18,7 +18,12 @@ const requireShim = [
 
 const targets = [
   { entry: 'src/action/index.ts', out: 'index.js', banner: requireShim, executable: false },
-  { entry: 'src/cli-entry.ts', out: 'cli.js', banner: `#!/usr/bin/env node\n${requireShim}`, executable: true },
+  {
+    entry: 'src/cli-entry.ts',
+    out: 'cli.js',
+    banner: `#!/usr/bin/env node\n${requireShim}`,
+    executable: true,
+  },
 ];
 
 async function bundle(t) {

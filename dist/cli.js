@@ -27723,7 +27723,10 @@ var url2 = external_exports.string().regex(/^(https?|file):\/\/\S+$/, "expected 
 var absPath = external_exports.string().regex(/^\/(?!.*(^|\/)\.\.(\/|$)).*$/, 'expected an absolute path without ".."');
 var mode = external_exports.union([
   external_exports.string().regex(/^0?[0-7]{3,4}$/, 'expected an octal mode such as "0755"'),
-  external_exports.number().int().refine((n2) => /^[0-7]{3,4}$/.test(String(n2)), 'expected an octal mode such as "0755" (quote it)')
+  external_exports.number().int().refine(
+    (n2) => /^[0-7]{3,4}$/.test(String(n2)),
+    'expected an octal mode such as "0755" (quote it)'
+  )
 ]).transform((m2) => parseInt(String(m2), 8));
 var luaSchema = external_exports.strictObject({
   version: external_exports.string().regex(/^5\.[34]\.\d+$/, 'expected a Lua 5.3.x or 5.4.x version such as "5.4.4"'),
@@ -27740,8 +27743,10 @@ var tarballBase = external_exports.strictObject({
   urls: external_exports.array(url2).min(1).optional(),
   sha256: sha256.optional()
 }).superRefine((b2, ctx) => {
-  if (!b2.path && !b2.urls) ctx.addIssue({ code: "custom", message: "give either path or urls", path: ["path"] });
-  if (b2.urls && !b2.sha256) ctx.addIssue({ code: "custom", message: "required with urls", path: ["sha256"] });
+  if (!b2.path && !b2.urls)
+    ctx.addIssue({ code: "custom", message: "give either path or urls", path: ["path"] });
+  if (b2.urls && !b2.sha256)
+    ctx.addIssue({ code: "custom", message: "required with urls", path: ["sha256"] });
 });
 var debianBase = external_exports.strictObject({
   type: external_exports.literal("debian"),
@@ -27774,9 +27779,17 @@ var serviceSchema = external_exports.strictObject({
   timeout: external_exports.number().positive().default(60)
 }).superRefine((s3, ctx) => {
   if (!!s3.inetd === (s3.listen !== void 0))
-    ctx.addIssue({ code: "custom", message: "set exactly one of inetd: true or listen: PORT", path: ["inetd"] });
+    ctx.addIssue({
+      code: "custom",
+      message: "set exactly one of inetd: true or listen: PORT",
+      path: ["inetd"]
+    });
   if (!s3.command[0].startsWith("/"))
-    ctx.addIssue({ code: "custom", message: "the entrypoint must be an absolute path in the image", path: ["command", 0] });
+    ctx.addIssue({
+      code: "custom",
+      message: "the entrypoint must be an absolute path in the image",
+      path: ["command", 0]
+    });
 });
 var gopherProbe = external_exports.strictObject({
   name: external_exports.string().regex(/^[\w.-]+$/, 'expected a name of letters, digits, ".", "_" or "-"'),
@@ -27802,7 +27815,10 @@ var outputsSchema = external_exports.strictObject({
   manifest: external_exports.string().regex(/^[\w.-]+$/).optional()
 });
 var configSchema = external_exports.strictObject({
-  name: external_exports.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'expected lower-case letters, digits and "-" (a unit name)'),
+  name: external_exports.string().regex(
+    /^[a-z0-9][a-z0-9-]{0,62}$/,
+    'expected lower-case letters, digits and "-" (a unit name)'
+  ),
   arch: external_exports.enum(["aarch64", "x86_64"]).default("aarch64"),
   /** Unix time for reproducible timestamps; SOURCE_DATE_EPOCH overrides it. */
   epoch: external_exports.number().int().min(0).optional(),
@@ -27889,7 +27905,9 @@ async function loadConfig(file2) {
   try {
     text = await readFile(abs, "utf8");
   } catch (e) {
-    throw new ConfigError(`cannot read config ${file2}: ${e.code ?? String(e)}`);
+    throw new ConfigError(
+      `cannot read config ${file2}: ${e.code ?? String(e)}`
+    );
   }
   const raw = parseConfig(text, path.basename(abs));
   return resolveConfig(raw, abs);
@@ -28002,7 +28020,17 @@ async function scanTree(dir, opts) {
   }
   return sortEntries(entries);
 }
-var KEY_ORDER = ["path", "type", "mode", "uid", "gid", "size", "sha256", "target", "device"];
+var KEY_ORDER = [
+  "path",
+  "type",
+  "mode",
+  "uid",
+  "gid",
+  "size",
+  "sha256",
+  "target",
+  "device"
+];
 function entryJson(e) {
   const o2 = {};
   for (const k2 of KEY_ORDER) if (e[k2] !== void 0) o2[k2] = e[k2];
@@ -28037,18 +28065,34 @@ function parseManifest(text, what) {
   }
   const m2 = data;
   if (!m2 || typeof m2 !== "object" || m2.lhcManifest !== MANIFEST_VERSION) {
-    throw new UserError(`${what}: not an lhc manifest (expected "lhcManifest": ${MANIFEST_VERSION})`);
+    throw new UserError(
+      `${what}: not an lhc manifest (expected "lhcManifest": ${MANIFEST_VERSION})`
+    );
   }
   if (!Array.isArray(m2.image) || !m2.data || !Array.isArray(m2.data.entries) || typeof m2.data.path !== "string") {
     throw new UserError(`${what}: manifest lacks "image" or "data.entries"`);
   }
   const bad = [...m2.image, ...m2.data.entries].findIndex((e) => !isEntry(e));
   if (bad !== -1) throw new UserError(`${what}: entry ${bad} is not a valid manifest entry`);
-  return { lhcManifest: 1, name: String(m2.name ?? ""), image: m2.image, data: { path: m2.data.path, entries: m2.data.entries } };
+  return {
+    lhcManifest: 1,
+    name: String(m2.name ?? ""),
+    image: m2.image,
+    data: { path: m2.data.path, entries: m2.data.entries }
+  };
 }
 
 // src/manifest/diff.ts
-var FIELDS = ["type", "mode", "uid", "gid", "size", "sha256", "target", "device"];
+var FIELDS = [
+  "type",
+  "mode",
+  "uid",
+  "gid",
+  "size",
+  "sha256",
+  "target",
+  "device"
+];
 function byPath(entries) {
   return new Map(entries.map((e) => [e.path, e]));
 }
@@ -28095,7 +28139,10 @@ function describeChange(c3) {
   for (const f2 of c3.fields) {
     const a2 = c3.before[f2];
     const b2 = c3.after[f2];
-    if (f2 === "size") out.push(`size ${a2 ?? "-"} \u2192 ${b2 ?? "-"}${typeof a2 === "number" && typeof b2 === "number" ? ` (${signed(b2 - a2)})` : ""}`);
+    if (f2 === "size")
+      out.push(
+        `size ${a2 ?? "-"} \u2192 ${b2 ?? "-"}${typeof a2 === "number" && typeof b2 === "number" ? ` (${signed(b2 - a2)})` : ""}`
+      );
     else if (f2 === "sha256") {
       out.push(`content ${String(a2 ?? "-").slice(0, 12)} \u2192 ${String(b2 ?? "-").slice(0, 12)}`);
     } else out.push(`${f2} ${a2 ?? "-"} \u2192 ${b2 ?? "-"}`);
@@ -28104,19 +28151,36 @@ function describeChange(c3) {
 }
 function formatDiff(d, labels = {}) {
   const lines = [];
-  if (labels.old || labels.new) lines.push(`--- ${labels.old ?? "old"}`, `+++ ${labels.new ?? "new"}`);
+  if (labels.old || labels.new)
+    lines.push(`--- ${labels.old ?? "old"}`, `+++ ${labels.new ?? "new"}`);
   for (const m2 of d.meta) lines.push(`~ ${m2}`);
   const rows = [
-    ...d.removed.map((r) => ({ section: r.section, path: r.entry.path, text: `- ${r.section.padEnd(5)} ${r.entry.path}  ${describe3(r.entry)}` })),
-    ...d.added.map((r) => ({ section: r.section, path: r.entry.path, text: `+ ${r.section.padEnd(5)} ${r.entry.path}  ${describe3(r.entry)}` })),
-    ...d.changed.map((c3) => ({ section: c3.section, path: c3.path, text: `~ ${c3.section.padEnd(5)} ${c3.path}  ${describeChange(c3)}` }))
+    ...d.removed.map((r) => ({
+      section: r.section,
+      path: r.entry.path,
+      text: `- ${r.section.padEnd(5)} ${r.entry.path}  ${describe3(r.entry)}`
+    })),
+    ...d.added.map((r) => ({
+      section: r.section,
+      path: r.entry.path,
+      text: `+ ${r.section.padEnd(5)} ${r.entry.path}  ${describe3(r.entry)}`
+    })),
+    ...d.changed.map((c3) => ({
+      section: c3.section,
+      path: c3.path,
+      text: `~ ${c3.section.padEnd(5)} ${c3.path}  ${describeChange(c3)}`
+    }))
   ];
-  rows.sort((x, y) => x.section === y.section ? comparePaths(x.path, y.path) : x.section === "image" ? -1 : 1);
+  rows.sort(
+    (x, y) => x.section === y.section ? comparePaths(x.path, y.path) : x.section === "image" ? -1 : 1
+  );
   lines.push(...rows.map((r) => r.text));
   if (d.equal) lines.push("manifests are identical");
   else {
     const n2 = d.added.length + d.removed.length + d.changed.length;
-    lines.push(`${n2} ${n2 === 1 ? "path differs" : "paths differ"}: ${d.added.length} added, ${d.removed.length} removed, ${d.changed.length} changed`);
+    lines.push(
+      `${n2} ${n2 === 1 ? "path differs" : "paths differ"}: ${d.added.length} added, ${d.removed.length} removed, ${d.changed.length} changed`
+    );
   }
   return lines.join("\n") + "\n";
 }
@@ -28125,18 +28189,25 @@ async function readManifest(file2) {
   try {
     text = await readFile2(file2, "utf8");
   } catch (e) {
-    throw new UserError(`cannot read manifest ${file2}: ${e.code ?? String(e)}`);
+    throw new UserError(
+      `cannot read manifest ${file2}: ${e.code ?? String(e)}`
+    );
   }
   return parseManifest(text, file2);
 }
 async function checkManifestLock(newManifest, lockFile, update) {
   if (!existsSync(lockFile)) {
     if (!update) {
-      throw new UserError(`manifest lock ${lockFile} does not exist; run with --update-manifest to create it`);
+      throw new UserError(
+        `manifest lock ${lockFile} does not exist; run with --update-manifest to create it`
+      );
     }
     await writeFile(lockFile, serializeManifest(newManifest));
-    return { changed: true, diffText: `created manifest lock ${lockFile} (${newManifest.image.length} image paths, ${newManifest.data.entries.length} data paths)
-` };
+    return {
+      changed: true,
+      diffText: `created manifest lock ${lockFile} (${newManifest.image.length} image paths, ${newManifest.data.entries.length} data paths)
+`
+    };
   }
   const lock = await readManifest(lockFile);
   const d = diffManifests(lock, newManifest);
@@ -28194,12 +28265,15 @@ function nspawnArgv(o2) {
   if (o2.harden) argv.push(...HARDENING_FLAGS);
   else if (o2.privateNetwork) argv.push("--private-network");
   if (o2.userNamespace) argv.push(...USERNS_FLAGS);
-  if (o2.dataDir) argv.push(`--bind=${o2.dataDir}:${o2.dataPath ?? "/data"}${o2.userNamespace ? ":idmap" : ""}`);
-  for (const b2 of o2.binds ?? []) argv.push(`${b2.readOnly ? "--bind-ro" : "--bind"}=${b2.host}:${b2.container}`);
+  if (o2.dataDir)
+    argv.push(`--bind=${o2.dataDir}:${o2.dataPath ?? "/data"}${o2.userNamespace ? ":idmap" : ""}`);
+  for (const b2 of o2.binds ?? [])
+    argv.push(`${b2.readOnly ? "--bind-ro" : "--bind"}=${b2.host}:${b2.container}`);
   for (const [k2, v2] of Object.entries(o2.env ?? {}).sort(([a2], [b2]) => a2 < b2 ? -1 : 1)) {
     argv.push(`--setenv=${k2}=${v2}`);
   }
-  if (o2.user !== void 0 && String(o2.user) !== "0" && o2.user !== "root") argv.push(`--user=${o2.user}`);
+  if (o2.user !== void 0 && String(o2.user) !== "0" && o2.user !== "root")
+    argv.push(`--user=${o2.user}`);
   if (o2.workdir) argv.push(`--chdir=${o2.workdir}`);
   argv.push("--", ...o2.command);
   return argv;
@@ -28212,7 +28286,8 @@ function listenPort(s3) {
 }
 function boardPaths(o2) {
   const boardDir = o2.boardDir ?? `/var/lib/lhc/${o2.name}`;
-  if (!path3.isAbsolute(boardDir)) throw new UserError(`board directory must be absolute, got ${boardDir}`);
+  if (!path3.isAbsolute(boardDir))
+    throw new UserError(`board directory must be absolute, got ${boardDir}`);
   const dataSource = o2.dataSource ?? `${boardDir}/${o2.name}-data.ext4`;
   return {
     boardDir,
@@ -28232,7 +28307,8 @@ function systemdEscapePath(p2) {
     const b2 = bytes[i2];
     const c3 = String.fromCharCode(b2);
     if (c3 === "/") out += "-";
-    else if (i2 === 0 && c3 === "." || !/[A-Za-z0-9:_.]/.test(c3)) out += `\\x${b2.toString(16).padStart(2, "0")}`;
+    else if (i2 === 0 && c3 === "." || !/[A-Za-z0-9:_.]/.test(c3))
+      out += `\\x${b2.toString(16).padStart(2, "0")}`;
     else out += c3;
   }
   return out;
@@ -28251,7 +28327,8 @@ function systemdQuoteWord(w2) {
   return `"${s3}"`;
 }
 function systemdExecLine(argv) {
-  if (!argv[0] || !path3.isAbsolute(argv[0])) throw new UserError(`ExecStart needs an absolute program path, got ${argv[0] ?? "(none)"}`);
+  if (!argv[0] || !path3.isAbsolute(argv[0]))
+    throw new UserError(`ExecStart needs an absolute program path, got ${argv[0] ?? "(none)"}`);
   return argv.map(systemdQuoteWord).join(" ");
 }
 function boardNspawnArgv(o2, p2) {
@@ -28332,17 +28409,23 @@ ${fstabField(p2.dataSource)} ${fstabField(p2.dataMount)} ext4 ${p2.dataIsLoopFil
 `;
 }
 async function resolveUser(user, root) {
-  if (user === void 0 || user === 0 || user === "0" || user === "root") return { uid: 0, gid: 0 };
+  if (user === void 0 || user === 0 || user === "0" || user === "root")
+    return { uid: 0, gid: 0 };
   if (typeof user === "number" || /^\d+$/.test(user)) {
     const n2 = Number(user);
     return { uid: n2, gid: n2 };
   }
-  if (!root) throw new UserError(`service.user "${user}": the OCI config needs a numeric uid and no root was given to look it up`);
+  if (!root)
+    throw new UserError(
+      `service.user "${user}": the OCI config needs a numeric uid and no root was given to look it up`
+    );
   let passwd;
   try {
     passwd = await readFile3(path3.join(root, "etc/passwd"), "utf8");
   } catch {
-    throw new UserError(`service.user "${user}": the image has no /etc/passwd to look the name up in; use a numeric uid`);
+    throw new UserError(
+      `service.user "${user}": the image has no /etc/passwd to look the name up in; use a numeric uid`
+    );
   }
   for (const line of passwd.split("\n")) {
     const f2 = line.split(":");
@@ -28357,8 +28440,18 @@ function ociCapabilities(s3) {
 function ociConfig(o2, p2, ids, opts = {}) {
   const caps = ociCapabilities(o2.service);
   const env = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"];
-  for (const [k2, v2] of Object.entries(o2.service.env ?? {}).sort(([a2], [b2]) => a2 < b2 ? -1 : a2 > b2 ? 1 : 0)) env.push(`${k2}=${v2}`);
-  const namespaces = [{ type: "pid" }, { type: "network" }, { type: "ipc" }, { type: "uts" }, { type: "mount" }, { type: "cgroup" }];
+  for (const [k2, v2] of Object.entries(o2.service.env ?? {}).sort(
+    ([a2], [b2]) => a2 < b2 ? -1 : a2 > b2 ? 1 : 0
+  ))
+    env.push(`${k2}=${v2}`);
+  const namespaces = [
+    { type: "pid" },
+    { type: "network" },
+    { type: "ipc" },
+    { type: "uts" },
+    { type: "mount" },
+    { type: "cgroup" }
+  ];
   if (opts.userNamespace) namespaces.push({ type: "user" });
   const config2 = {
     ociVersion: "1.0.2",
@@ -28368,23 +28461,48 @@ function ociConfig(o2, p2, ids, opts = {}) {
       args: [...o2.service.command],
       env,
       cwd: o2.service.workdir ?? "/",
-      capabilities: { bounding: caps, effective: caps, permitted: caps, inheritable: [], ambient: [] },
+      capabilities: {
+        bounding: caps,
+        effective: caps,
+        permitted: caps,
+        inheritable: [],
+        ambient: []
+      },
       rlimits: [{ type: "RLIMIT_NOFILE", hard: 1024, soft: 1024 }],
       noNewPrivileges: true
     },
     root: { path: p2.rootMount, readonly: true },
     hostname: o2.name,
     mounts: [
-      { destination: "/proc", type: "proc", source: "proc", options: ["nosuid", "noexec", "nodev"] },
-      { destination: "/dev", type: "tmpfs", source: "tmpfs", options: ["nosuid", "noexec", "strictatime", "mode=755", "size=65536k"] },
-      { destination: o2.dataPath ?? "/data", type: "bind", source: p2.dataMount, options: ["rbind", "rw", "noexec", "nosuid", "nodev"] }
+      {
+        destination: "/proc",
+        type: "proc",
+        source: "proc",
+        options: ["nosuid", "noexec", "nodev"]
+      },
+      {
+        destination: "/dev",
+        type: "tmpfs",
+        source: "tmpfs",
+        options: ["nosuid", "noexec", "strictatime", "mode=755", "size=65536k"]
+      },
+      {
+        destination: o2.dataPath ?? "/data",
+        type: "bind",
+        source: p2.dataMount,
+        options: ["rbind", "rw", "noexec", "nosuid", "nodev"]
+      }
     ],
     linux: {
       // A new network namespace without interfaces configured: runc brings up lo only.
       namespaces,
       ...opts.userNamespace ? {
-        uidMappings: [{ containerID: 0, hostID: opts.userNamespace.hostId, size: opts.userNamespace.size }],
-        gidMappings: [{ containerID: 0, hostID: opts.userNamespace.hostId, size: opts.userNamespace.size }]
+        uidMappings: [
+          { containerID: 0, hostID: opts.userNamespace.hostId, size: opts.userNamespace.size }
+        ],
+        gidMappings: [
+          { containerID: 0, hostID: opts.userNamespace.hostId, size: opts.userNamespace.size }
+        ]
       } : {},
       resources: { devices: [{ allow: false, access: "rwm" }] },
       maskedPaths: [
@@ -28440,7 +28558,8 @@ with the image mounted at ${p2.rootMount} and the data partition at ${p2.dataMou
 `;
 }
 async function writeDeployBundle(o2) {
-  if (!o2.service.command[0]?.startsWith("/")) throw new UserError("service.command[0] must be an absolute path in the image");
+  if (!o2.service.command[0]?.startsWith("/"))
+    throw new UserError("service.command[0] must be an absolute path in the image");
   const p2 = boardPaths(o2);
   const dir = path3.join(o2.outDir, "deploy");
   await mkdir(path3.join(dir, "oci"), { recursive: true });
@@ -28463,8 +28582,15 @@ async function writeDeployBundle(o2) {
     "README.md": renderReadme(o2, p2)
   };
   for (const [f2, text] of Object.entries(contents)) await writeFile2(path3.join(dir, f2), text);
-  o2.logger?.info(`deploy bundle: ${dir} (${units.socket}, ${units.service}, mounts, fstab, oci/config.json)`);
-  return { dir, files: Object.keys(contents).map((f2) => `deploy/${f2}`).sort(), paths: p2, units };
+  o2.logger?.info(
+    `deploy bundle: ${dir} (${units.socket}, ${units.service}, mounts, fstab, oci/config.json)`
+  );
+  return {
+    dir,
+    files: Object.keys(contents).map((f2) => `deploy/${f2}`).sort(),
+    paths: p2,
+    units
+  };
 }
 
 // src/stages/epoch.ts
@@ -35502,23 +35628,32 @@ async function hasTool(tool) {
 var MAX_EPOCH = 4294967295;
 function parseEpoch(value, what) {
   const text = value.trim();
-  if (!/^\d+$/.test(text)) throw new UserError(`${what}: expected whole seconds since 1970 (digits only), got "${value}"`);
+  if (!/^\d+$/.test(text))
+    throw new UserError(`${what}: expected whole seconds since 1970 (digits only), got "${value}"`);
   const n2 = Number(text);
-  if (n2 > MAX_EPOCH) throw new UserError(`${what}: ${text} is past ${MAX_EPOCH}, the last time squashfs can store`);
+  if (n2 > MAX_EPOCH)
+    throw new UserError(`${what}: ${text} is past ${MAX_EPOCH}, the last time squashfs can store`);
   return n2;
 }
 async function gitCommitTime(file2, logger) {
   const cwd = path9.dirname(file2);
   let r;
   try {
-    r = await run(["git", "log", "-1", "--format=%ct", "--", path9.basename(file2)], { cwd, reject: false, logger });
+    r = await run(["git", "log", "-1", "--format=%ct", "--", path9.basename(file2)], {
+      cwd,
+      reject: false,
+      logger
+    });
   } catch (e) {
     if (e instanceof UserError) return void 0;
     throw e;
   }
   const text = r.stdout.trim();
   if (r.exitCode !== 0 || !/^\d+$/.test(text)) return void 0;
-  const shallow = await run(["git", "rev-parse", "--is-shallow-repository"], { cwd, reject: false });
+  const shallow = await run(["git", "rev-parse", "--is-shallow-repository"], {
+    cwd,
+    reject: false
+  });
   if (shallow.stdout.trim() === "true") {
     logger?.warn(
       `${file2}: the git clone is shallow, so its last commit time may not be the real one; set \`epoch:\` in the config, SOURCE_DATE_EPOCH, or clone with full history (fetch-depth: 0)`
@@ -35537,7 +35672,11 @@ async function resolveEpoch(input2) {
   }
   if (input2.configFile) {
     const t = await gitCommitTime(input2.configFile, input2.logger);
-    if (t !== void 0) return { epoch: parseEpoch(String(t), `git commit time of ${input2.configFile}`), source: "git" };
+    if (t !== void 0)
+      return {
+        epoch: parseEpoch(String(t), `git commit time of ${input2.configFile}`),
+        source: "git"
+      };
   }
   input2.logger?.warn(
     "no SOURCE_DATE_EPOCH, no `epoch:` in the config and no git history for it: file times are set to 0 (1970-01-01)"
@@ -35548,7 +35687,17 @@ async function resolveEpoch(input2) {
 // src/stages/lua.ts
 import { createHash as createHash5, randomBytes as randomBytes3 } from "node:crypto";
 import { existsSync as existsSync5 } from "node:fs";
-import { copyFile, chmod, mkdir as mkdir4, mkdtemp as mkdtemp3, readFile as readFile5, rename as rename3, rm as rm4, stat as stat3, writeFile as writeFile5 } from "node:fs/promises";
+import {
+  copyFile,
+  chmod,
+  mkdir as mkdir4,
+  mkdtemp as mkdtemp3,
+  readFile as readFile5,
+  rename as rename3,
+  rm as rm4,
+  stat as stat3,
+  writeFile as writeFile5
+} from "node:fs/promises";
 import os5 from "node:os";
 import path15 from "node:path";
 
@@ -35632,11 +35781,19 @@ async function openSource(url3, signal) {
     } catch (e) {
       if (e instanceof DownloadError) throw e;
       const code = e.code;
-      throw new DownloadError(url3, code === "ENOENT" ? "file not found" : code ?? String(e), false);
+      throw new DownloadError(
+        url3,
+        code === "ENOENT" ? "file not found" : code ?? String(e),
+        false
+      );
     }
   }
   if (parsed.protocol !== "http:" && parsed.protocol !== "https:") {
-    throw new DownloadError(url3, `unsupported URL scheme ${parsed.protocol} (use http, https or file)`, false);
+    throw new DownloadError(
+      url3,
+      `unsupported URL scheme ${parsed.protocol} (use http, https or file)`,
+      false
+    );
   }
   let res;
   try {
@@ -35649,7 +35806,11 @@ async function openSource(url3, signal) {
     await res.body?.cancel().catch(() => {
     });
     const reason = `HTTP ${res.status}${res.statusText ? ` ${res.statusText}` : ""}`;
-    throw new DownloadError(url3, reason, res.status >= 500 || res.status === 408 || res.status === 429);
+    throw new DownloadError(
+      url3,
+      reason,
+      res.status >= 500 || res.status === 408 || res.status === 429
+    );
   }
   const len = Number(res.headers.get("content-length"));
   return {
@@ -35705,7 +35866,11 @@ async function download(url3, dest, opts = {}) {
     if (code === "ENOSPC" || code === "EACCES" || code === "EROFS") {
       throw new DownloadError(url3, `cannot write ${dest}: ${code}`, false);
     }
-    throw new DownloadError(url3, `transfer failed after ${formatBytes(bytes)}: ${networkReason(e)}`, true);
+    throw new DownloadError(
+      url3,
+      `transfer failed after ${formatBytes(bytes)}: ${networkReason(e)}`,
+      true
+    );
   } finally {
     clearTimeout(timer);
     opts.signal?.removeEventListener("abort", onOuterAbort);
@@ -35729,7 +35894,8 @@ async function sha256File2(file2) {
   return h2.digest("hex");
 }
 function checkSha(sha2562) {
-  if (!SHA256_RE.test(sha2562)) throw new UserError(`not a sha256 (expected 64 lower-case hex characters): '${sha2562}'`);
+  if (!SHA256_RE.test(sha2562))
+    throw new UserError(`not a sha256 (expected 64 lower-case hex characters): '${sha2562}'`);
   return sha2562;
 }
 function nameOf(input2) {
@@ -35769,17 +35935,22 @@ var Store = class {
     }
     const actual = await sha256File2(file2);
     if (actual === sha2562) return true;
-    this.logger.warn(`store file ${file2} is corrupt (its content has sha256 ${actual}); removed it`);
+    this.logger.warn(
+      `store file ${file2} is corrupt (its content has sha256 ${actual}); removed it`
+    );
     await rm(file2, { force: true });
     return false;
   }
   /** Imports a local file; returns its sha256. */
   async add(file2) {
     try {
-      if (!(await stat2(file2)).isFile()) throw new UserError(`cannot add ${file2} to the store: not a regular file`);
+      if (!(await stat2(file2)).isFile())
+        throw new UserError(`cannot add ${file2} to the store: not a regular file`);
     } catch (e) {
       if (e instanceof UserError) throw e;
-      throw new UserError(`cannot add ${file2} to the store: ${e.code ?? String(e)}`);
+      throw new UserError(
+        `cannot add ${file2} to the store: ${e.code ?? String(e)}`
+      );
     }
     const tmp = await this.tempPath();
     try {
@@ -35822,7 +35993,9 @@ var Store = class {
       for (let attempt = 0; ; attempt++) {
         const tmp = await this.tempPath();
         try {
-          this.logger.info(`downloading ${name} from ${url3}${attempt > 0 ? ` (retry ${attempt} of ${retries})` : ""}`);
+          this.logger.info(
+            `downloading ${name} from ${url3}${attempt > 0 ? ` (retry ${attempt} of ${retries})` : ""}`
+          );
           const got = await download(url3, tmp, {
             idleTimeoutMs: opts.idleTimeoutMs,
             progressIntervalMs: opts.progressIntervalMs,
@@ -35831,7 +36004,11 @@ var Store = class {
             label: name
           });
           if (got.sha256 !== sha) {
-            throw new DownloadError(url3, `sha256 mismatch: expected ${sha}, got ${got.sha256} (${got.bytes} bytes)`, false);
+            throw new DownloadError(
+              url3,
+              `sha256 mismatch: expected ${sha}, got ${got.sha256} (${got.bytes} bytes)`,
+              false
+            );
           }
           await rename(tmp, dest);
           this.logger.info(`${name}: ${formatBytes(got.bytes)}, sha256 verified`);
@@ -35901,7 +36078,14 @@ function crossMakeArgv(tc, jobs2 = 1) {
   ];
 }
 function inRootMakeArgv(jobs2 = 1) {
-  return ["make", `-j${jobs2}`, "posix", "CC=musl-gcc", `MYCFLAGS=${LUA_MYCFLAGS}`, `MYLDFLAGS=${LUA_MYLDFLAGS}`];
+  return [
+    "make",
+    `-j${jobs2}`,
+    "posix",
+    "CC=musl-gcc",
+    `MYCFLAGS=${LUA_MYCFLAGS}`,
+    `MYLDFLAGS=${LUA_MYLDFLAGS}`
+  ];
 }
 var BUILDROOT_PACKAGES = ["build-essential", "musl-tools"];
 function buildrootArgv(opts) {
@@ -35964,25 +36148,44 @@ async function ensureBuildroot(opts) {
   const tmp = path12.join(opts.dir, `.tmp-${process.pid}-${randomBytes2(6).toString("hex")}.tar`);
   const scratch = await mkdtemp(path12.join(opts.dir, ".scratch-"));
   try {
-    await opts.logger.group(`build root: mmdebstrap ${suite} ${opts.arch} (${BUILDROOT_PACKAGES.join(", ")})`, async () => {
-      if (!await hasTool("mmdebstrap")) {
-        throw new UserError(`the in-root strategy needs mmdebstrap: apt-get install ${packageFor("mmdebstrap")} (or run: lhc setup)`);
+    await opts.logger.group(
+      `build root: mmdebstrap ${suite} ${opts.arch} (${BUILDROOT_PACKAGES.join(", ")})`,
+      async () => {
+        if (!await hasTool("mmdebstrap")) {
+          throw new UserError(
+            `the in-root strategy needs mmdebstrap: apt-get install ${packageFor("mmdebstrap")} (or run: lhc setup)`
+          );
+        }
+        await run(
+          [
+            "env",
+            `TMPDIR=${scratch}`,
+            ...buildrootArgv({ suite, arch: opts.arch, out: tmp, mirrors })
+          ],
+          {
+            privileged: true,
+            timeoutMs: 30 * 6e4,
+            logger: opts.logger,
+            loud: true,
+            signal: opts.signal
+          }
+        );
       }
-      await run(["env", `TMPDIR=${scratch}`, ...buildrootArgv({ suite, arch: opts.arch, out: tmp, mirrors })], {
-        privileged: true,
-        timeoutMs: 30 * 6e4,
-        logger: opts.logger,
-        loud: true,
-        signal: opts.signal
-      });
+    );
+    const status = await run(["tar", "-xOf", tmp, "./var/lib/dpkg/status"], {
+      logger: opts.logger
     });
-    const status = await run(["tar", "-xOf", tmp, "./var/lib/dpkg/status"], { logger: opts.logger });
     const toolchain = toolchainFromDpkgStatus(status.stdout);
     if (!/\bgcc(-\d+)?=/.test(toolchain) || !/\bmusl-tools=/.test(toolchain)) {
-      throw new UserError(`the build root made by mmdebstrap lacks gcc or musl-tools (found: ${toolchain || "nothing"})`);
+      throw new UserError(
+        `the build root made by mmdebstrap lacks gcc or musl-tools (found: ${toolchain || "nothing"})`
+      );
     }
-    await writeFile3(metaFile, `${JSON.stringify({ key, suite, arch: opts.arch, packages: BUILDROOT_PACKAGES, toolchain }, null, 2)}
-`);
+    await writeFile3(
+      metaFile,
+      `${JSON.stringify({ key, suite, arch: opts.arch, packages: BUILDROOT_PACKAGES, toolchain }, null, 2)}
+`
+    );
     await rename2(tmp, tarball);
     return { key, tarball, toolchain };
   } finally {
@@ -35993,7 +36196,11 @@ async function ensureBuildroot(opts) {
 async function removeScratch(dir) {
   const mounts = (await readFile4("/proc/self/mounts", "utf8")).split("\n").map((l) => l.split(" ")[1]?.replace(/\\040/g, " ")).filter((m2) => m2 !== void 0 && m2.startsWith(`${dir}/`)).sort((a2, b2) => b2.length - a2.length);
   for (const m2 of mounts) await run(["umount", "-l", m2], { privileged: true, reject: false });
-  await run(["rm", "-rf", "--one-file-system", dir], { privileged: true, reject: false, timeoutMs: 10 * 6e4 });
+  await run(["rm", "-rf", "--one-file-system", dir], {
+    privileged: true,
+    reject: false,
+    timeoutMs: 10 * 6e4
+  });
 }
 async function compileInRoot(srcDir, buildroot, opts) {
   const work = await mkdtemp(path12.join(opts.workDir ?? os2.tmpdir(), "lhc-buildroot-"));
@@ -36007,7 +36214,8 @@ async function compileInRoot(srcDir, buildroot, opts) {
         logger: opts.logger
       });
     });
-    if (!existsSync2(path12.join(root, "usr"))) throw new UserError(`build root ${buildroot.tarball} has no /usr`);
+    if (!existsSync2(path12.join(root, "usr")))
+      throw new UserError(`build root ${buildroot.tarball} has no /usr`);
     const make = inRootMakeArgv(opts.jobs ?? 1);
     const script = `${formatCommand(make)} && strip src/lua`;
     await opts.logger.group(`compile Lua in the build root under QEMU: ${script}`, async () => {
@@ -36018,17 +36226,31 @@ async function compileInRoot(srcDir, buildroot, opts) {
           binds: [{ host: srcDir, container: "/src" }],
           workdir: "/src"
         }),
-        { privileged: true, timeoutMs: 45 * 6e4, logger: opts.logger, signal: opts.signal, stderrLines: 30 }
+        {
+          privileged: true,
+          timeoutMs: 45 * 6e4,
+          logger: opts.logger,
+          signal: opts.signal,
+          stderrLines: 30
+        }
       );
     });
     const binary = path12.join(srcDir, "src", "lua");
-    if (!existsSync2(binary)) throw new UserError(`the in-root build finished without producing ${binary}`);
+    if (!existsSync2(binary))
+      throw new UserError(`the in-root build finished without producing ${binary}`);
     return binary;
   } finally {
     if (!isRoot() && typeof process.getuid === "function" && typeof process.getgid === "function") {
-      await run(["chown", "-R", `${process.getuid()}:${process.getgid()}`, srcDir], { privileged: true, reject: false });
+      await run(["chown", "-R", `${process.getuid()}:${process.getgid()}`, srcDir], {
+        privileged: true,
+        reject: false
+      });
     }
-    await run(["rm", "-rf", "--one-file-system", work], { privileged: true, reject: false, timeoutMs: 10 * 6e4 });
+    await run(["rm", "-rf", "--one-file-system", work], {
+      privileged: true,
+      reject: false,
+      timeoutMs: 10 * 6e4
+    });
   }
 }
 
@@ -39010,7 +39232,8 @@ function entryProblem(name, type, top) {
   if (name.startsWith("/")) return "absolute path";
   const parts = name.split("/").filter((p2) => p2 !== "" && p2 !== ".");
   if (parts.includes("..")) return 'path contains ".."';
-  if (type !== "File" && type !== "OldFile" && type !== "Directory") return `entry type ${type} (only files and directories are expected)`;
+  if (type !== "File" && type !== "OldFile" && type !== "Directory")
+    return `entry type ${type} (only files and directories are expected)`;
   if (parts[0] !== top) return `outside the top-level directory ${top}/`;
   return void 0;
 }
@@ -39030,8 +39253,10 @@ async function extractLuaSource(tarball, destDir, version2) {
     throw new UserError(`${tarball} is not a readable tar archive: ${e.message}`);
   }
   if (problems.length > 0) {
-    throw new UserError(`refusing to unpack ${tarball} as Lua ${version2} source:
-  ${problems.join("\n  ")}`);
+    throw new UserError(
+      `refusing to unpack ${tarball} as Lua ${version2} source:
+  ${problems.join("\n  ")}`
+    );
   }
   await So({
     file: tarball,
@@ -39045,7 +39270,9 @@ async function extractLuaSource(tarball, destDir, version2) {
   });
   const dir = path13.join(destDir, top);
   if (!existsSync3(path13.join(dir, "src", "lua.c")) || !existsSync3(path13.join(dir, "Makefile"))) {
-    throw new UserError(`${tarball} does not look like the Lua ${version2} source (no ${top}/Makefile and ${top}/src/lua.c)`);
+    throw new UserError(
+      `${tarball} does not look like the Lua ${version2} source (no ${top}/Makefile and ${top}/src/lua.c)`
+    );
   }
   return dir;
 }
@@ -39111,7 +39338,8 @@ var Reader = class {
       );
     }
     const b2 = this.src.read(offset, length);
-    if (b2.length < length) throw new ElfError(`truncated ELF file: short read of ${what} at offset ${offset}`);
+    if (b2.length < length)
+      throw new ElfError(`truncated ELF file: short read of ${what} at offset ${offset}`);
     return b2;
   }
   u16(b2, at2) {
@@ -39124,7 +39352,8 @@ var Reader = class {
   word(b2, at2, what) {
     if (this.bits === 32) return this.u32(b2, at2);
     const v2 = this.le ? b2.readBigUInt64LE(at2) : b2.readBigUInt64BE(at2);
-    if (v2 > BigInt(Number.MAX_SAFE_INTEGER)) throw new ElfError(`corrupt ELF file: ${what} is out of range (${v2})`);
+    if (v2 > BigInt(Number.MAX_SAFE_INTEGER))
+      throw new ElfError(`corrupt ELF file: ${what} is out of range (${v2})`);
     return Number(v2);
   }
   /** A signed word (d_tag); unknown huge tags are returned as -1 so they match nothing. */
@@ -39137,11 +39366,14 @@ var Reader = class {
   cstring(offset, limit, what) {
     const end = Math.min(limit, this.src.size, offset + MAX_STRING);
     if (offset < 0 || offset >= end) {
-      throw new ElfError(`corrupt ELF file: ${what} at offset ${offset} lies outside its table or the file`);
+      throw new ElfError(
+        `corrupt ELF file: ${what} at offset ${offset} lies outside its table or the file`
+      );
     }
     const b2 = this.src.read(offset, end - offset);
     const nul = b2.indexOf(0);
-    if (nul < 0) throw new ElfError(`corrupt ELF file: ${what} at offset ${offset} is not NUL-terminated`);
+    if (nul < 0)
+      throw new ElfError(`corrupt ELF file: ${what} at offset ${offset} is not NUL-terminated`);
     return b2.subarray(0, nul).toString("utf8");
   }
 };
@@ -39162,11 +39394,16 @@ function elfType(t) {
 function parse3(src) {
   const ident = src.read(0, 16);
   if (!isElfMagic(ident)) return void 0;
-  if (ident.length < 16) throw new ElfError(`truncated ELF file: only ${src.size} bytes, the identification needs 16`);
+  if (ident.length < 16)
+    throw new ElfError(`truncated ELF file: only ${src.size} bytes, the identification needs 16`);
   const cls = ident[4];
   const data = ident[5];
-  if (cls !== 1 && cls !== 2) throw new ElfError(`corrupt ELF file: unknown class ${cls} (expected 1 for 32-bit or 2 for 64-bit)`);
-  if (data !== 1 && data !== 2) throw new ElfError(`corrupt ELF file: unknown data encoding ${data} (expected 1 or 2)`);
+  if (cls !== 1 && cls !== 2)
+    throw new ElfError(
+      `corrupt ELF file: unknown class ${cls} (expected 1 for 32-bit or 2 for 64-bit)`
+    );
+  if (data !== 1 && data !== 2)
+    throw new ElfError(`corrupt ELF file: unknown data encoding ${data} (expected 1 or 2)`);
   const bits = cls === 2 ? 64 : 32;
   const r = new Reader(src, bits, data === 1);
   const ehsize = bits === 64 ? 64 : 52;
@@ -39185,7 +39422,8 @@ function parse3(src) {
   const segments = [];
   if (phnum > 0 && phoff > 0) {
     const minEnt = bits === 64 ? 56 : 32;
-    if (phentsize < minEnt) throw new ElfError(`corrupt ELF file: program header entry size ${phentsize} < ${minEnt}`);
+    if (phentsize < minEnt)
+      throw new ElfError(`corrupt ELF file: program header entry size ${phentsize} < ${minEnt}`);
     const table2 = r.bytes(phoff, phentsize * phnum, `program header table (${phnum} entries)`);
     for (let i2 = 0; i2 < phnum; i2++) {
       const p2 = table2.subarray(i2 * phentsize, (i2 + 1) * phentsize);
@@ -39228,10 +39466,13 @@ function parse3(src) {
     const strsz = entries.find((e) => e.tag === DT_STRSZ)?.val;
     const stringTags = /* @__PURE__ */ new Set([DT_NEEDED, DT_SONAME, DT_RPATH, DT_RUNPATH]);
     if (entries.some((e) => stringTags.has(e.tag))) {
-      if (strtabAddr === void 0) throw new ElfError("corrupt ELF file: PT_DYNAMIC has string entries but no DT_STRTAB");
+      if (strtabAddr === void 0)
+        throw new ElfError("corrupt ELF file: PT_DYNAMIC has string entries but no DT_STRTAB");
       const strtab = vaddrToOffset(segments, strtabAddr);
       if (strtab === void 0) {
-        throw new ElfError(`corrupt ELF file: DT_STRTAB address 0x${strtabAddr.toString(16)} is not mapped by any PT_LOAD`);
+        throw new ElfError(
+          `corrupt ELF file: DT_STRTAB address 0x${strtabAddr.toString(16)} is not mapped by any PT_LOAD`
+        );
       }
       const limit = strsz !== void 0 ? strtab + strsz : src.size;
       const str = (e, what) => r.cstring(strtab + e.val, limit, what);
@@ -39263,7 +39504,8 @@ function splitPath(s3) {
 }
 function vaddrToOffset(segments, addr) {
   for (const s3 of segments) {
-    if (s3.type === PT_LOAD && addr >= s3.vaddr && addr < s3.vaddr + s3.filesz) return addr - s3.vaddr + s3.offset;
+    if (s3.type === PT_LOAD && addr >= s3.vaddr && addr < s3.vaddr + s3.filesz)
+      return addr - s3.vaddr + s3.offset;
   }
   return void 0;
 }
@@ -39316,9 +39558,12 @@ function staticProblems(info, arch = "aarch64") {
   if (!info) return ["not an ELF file"];
   const problems = [];
   if (info.bits !== 64) problems.push(`ELFCLASS${info.bits}, expected ELFCLASS64`);
-  if (info.machine !== MACHINE_FOR_ARCH[arch]) problems.push(`machine ${info.machineName}, expected ${arch}`);
-  if (info.interp !== void 0) problems.push(`has PT_INTERP ${info.interp}, expected none (static)`);
-  if (info.needed.length > 0) problems.push(`has DT_NEEDED ${info.needed.join(", ")}, expected none (static)`);
+  if (info.machine !== MACHINE_FOR_ARCH[arch])
+    problems.push(`machine ${info.machineName}, expected ${arch}`);
+  if (info.interp !== void 0)
+    problems.push(`has PT_INTERP ${info.interp}, expected none (static)`);
+  if (info.needed.length > 0)
+    problems.push(`has DT_NEEDED ${info.needed.join(", ")}, expected none (static)`);
   return problems;
 }
 
@@ -39373,7 +39618,9 @@ async function verifyLua(binary, opts) {
   });
   const problems = staticProblems(info, opts.arch);
   if (problems.length > 0) {
-    throw new LuaVerifyError(`${binary} is not a static ${opts.arch} executable: ${problems.join("; ")}`);
+    throw new LuaVerifyError(
+      `${binary} is not a static ${opts.arch} executable: ${problems.join("; ")}`
+    );
   }
   const prefix = emulatorPrefix(opts.arch);
   const timeoutMs = opts.timeoutMs ?? 6e4;
@@ -39403,7 +39650,9 @@ async function verifyLua(binary, opts) {
   } finally {
     await rm3(dir, { recursive: true, force: true });
   }
-  opts.logger?.info(`verified ${binary}: static ${opts.arch} ELF, prints Lua ${opts.version}, smoke script ok`);
+  opts.logger?.info(
+    `verified ${binary}: static ${opts.arch} ELF, prints Lua ${opts.version}, smoke script ok`
+  );
 }
 
 // src/stages/lua.ts
@@ -39412,7 +39661,8 @@ function defaultLuaUrls(version2) {
   return [`https://www.lua.org/ftp/lua-${version2}.tar.gz`];
 }
 function checkLuaVersion(version2) {
-  if (!/^5\.[34]\.\d+$/.test(version2)) throw new UserError(`unsupported Lua version "${version2}": expected 5.3.x or 5.4.x`);
+  if (!/^5\.[34]\.\d+$/.test(version2))
+    throw new UserError(`unsupported Lua version "${version2}": expected 5.3.x or 5.4.x`);
 }
 function jobs() {
   return Math.max(1, Math.min(4, os5.availableParallelism()));
@@ -39433,7 +39683,13 @@ async function crossRecipe(arch, logger, signal) {
     flags: flags.filter((a2) => !a2.startsWith("-j")),
     async build(srcDir) {
       await logger.group(`compile Lua (cross, ${arch}, musl)`, async () => {
-        await run(crossMakeArgv(tc, jobs()), { cwd: srcDir, logger, timeoutMs: 20 * 6e4, signal, stderrLines: 30 });
+        await run(crossMakeArgv(tc, jobs()), {
+          cwd: srcDir,
+          logger,
+          timeoutMs: 20 * 6e4,
+          signal,
+          stderrLines: 30
+        });
       });
       const binary = path15.join(srcDir, "src", "lua");
       await run([tc.strip, binary], { logger });
@@ -39452,7 +39708,12 @@ async function inRootRecipe(arch, opts, cache) {
   return {
     toolchain: `buildroot ${buildroot.key}: ${buildroot.toolchain}`,
     flags: [...flags.filter((a2) => !a2.startsWith("-j")), "strip"],
-    build: (srcDir) => compileInRoot(srcDir, buildroot, { logger: opts.logger, workDir: opts.workDir, jobs: jobs(), signal: opts.signal })
+    build: (srcDir) => compileInRoot(srcDir, buildroot, {
+      logger: opts.logger,
+      workDir: opts.workDir,
+      jobs: jobs(),
+      signal: opts.signal
+    })
   };
 }
 async function readCached(dir, logger) {
@@ -39504,7 +39765,11 @@ async function buildLua(spec, opts) {
     return result(hit, true);
   }
   const tarball = await opts.store.fetch(
-    { urls: spec.urls ?? defaultLuaUrls(spec.version), sha256: spec.sha256, name: `lua-${spec.version}.tar.gz` },
+    {
+      urls: spec.urls ?? defaultLuaUrls(spec.version),
+      sha256: spec.sha256,
+      name: `lua-${spec.version}.tar.gz`
+    },
     { ...opts.fetch, signal: opts.signal }
   );
   const work = await mkdtemp3(path15.join(opts.workDir ?? os5.tmpdir(), "lhc-lua-"));
@@ -39514,7 +39779,11 @@ async function buildLua(spec, opts) {
     const srcDir = await extractLuaSource(tarball, srcParent, spec.version);
     const built = await recipe.build(srcDir);
     await verifyLua(built, { version: spec.version, arch: spec.arch, logger });
-    const staging = path15.join(cache, "lua", `.tmp-${process.pid}-${randomBytes3(6).toString("hex")}`);
+    const staging = path15.join(
+      cache,
+      "lua",
+      `.tmp-${process.pid}-${randomBytes3(6).toString("hex")}`
+    );
     await mkdir4(staging, { recursive: true });
     try {
       const bin = path15.join(staging, "lua");
@@ -39537,7 +39806,9 @@ async function buildLua(spec, opts) {
       } catch (e) {
         if (!existsSync5(path15.join(dir, "lua"))) throw e;
       }
-      logger.info(`Lua ${spec.version} (${spec.arch}, ${spec.strategy}): built, ${meta3.bytes} bytes, sha256 ${meta3.sha256}`);
+      logger.info(
+        `Lua ${spec.version} (${spec.arch}, ${spec.strategy}): built, ${meta3.bytes} bytes, sha256 ${meta3.sha256}`
+      );
       const final = await readCached(dir, logger) ?? meta3;
       return result(final, false);
     } finally {
@@ -39567,7 +39838,11 @@ function configInputs(config2) {
 async function fetchInputs(config2, opts) {
   const out = [];
   for (const input2 of configInputs(config2)) {
-    out.push({ name: input2.name, sha256: input2.sha256, path: await opts.store.fetch(input2, opts.fetch) });
+    out.push({
+      name: input2.name,
+      sha256: input2.sha256,
+      path: await opts.store.fetch(input2, opts.fetch)
+    });
   }
   return out;
 }
@@ -39723,8 +39998,15 @@ function tarManifestEntries(list, dataPath) {
     list.map((t) => {
       const rel = t.path.replace(/^\.\/?/, "").replace(/\/$/, "");
       const type = TAR_TYPES[t.type];
-      if (!type) throw new UserError(`data template: unexpected tar entry type ${t.type} for ${t.path}`);
-      const e = { path: containerPath(dataPath, rel), type, mode: formatMode(t.mode), uid: t.uid, gid: t.gid };
+      if (!type)
+        throw new UserError(`data template: unexpected tar entry type ${t.type} for ${t.path}`);
+      const e = {
+        path: containerPath(dataPath, rel),
+        type,
+        mode: formatMode(t.mode),
+        uid: t.uid,
+        gid: t.gid
+      };
       if (type === "file") {
         e.size = t.size;
         e.sha256 = t.sha256;
@@ -39768,7 +40050,8 @@ function artifactNames(name, fileNames = {}) {
 async function writeSha256Sums(dir, files) {
   const lines = [];
   for (const f2 of [...new Set(files)].sort()) {
-    if (/[\n\\]/.test(f2)) throw new UserError(`cannot list '${f2}' in SHA256SUMS: newline or backslash in the name`);
+    if (/[\n\\]/.test(f2))
+      throw new UserError(`cannot list '${f2}' in SHA256SUMS: newline or backslash in the name`);
     lines.push(`${await sha256File(path17.join(dir, f2))}  ${f2}`);
   }
   const out = path17.join(dir, "SHA256SUMS");
@@ -39808,7 +40091,11 @@ async function packImage(o2) {
     logger: o2.logger,
     signal: o2.signal
   });
-  const imageEntries = await scanTree(o2.root, { mountPath: "/", owner: { uid: 0, gid: 0 }, rootMode: ROOT_MODE });
+  const imageEntries = await scanTree(o2.root, {
+    mountPath: "/",
+    owner: { uid: 0, gid: 0 },
+    rootMode: ROOT_MODE
+  });
   const data = await writeDataTemplate({
     dataDir: o2.dataDir,
     dataPath,
@@ -39817,13 +40104,24 @@ async function packImage(o2) {
     owner: o2.dataOwner,
     logger: o2.logger
   });
-  const manifestData = { lhcManifest: 1, name: o2.name, image: imageEntries, data: { path: dataPath, entries: data.entries } };
+  const manifestData = {
+    lhcManifest: 1,
+    name: o2.name,
+    image: imageEntries,
+    data: { path: dataPath, entries: data.entries }
+  };
   const manifestText = serializeManifest(manifestData);
   await writeFile7(manifestFile, manifestText);
-  const sha256sums = await writeSha256Sums(o2.outDir, [names.image, names.dataTemplate, names.manifest]);
+  const sha256sums = await writeSha256Sums(o2.outDir, [
+    names.image,
+    names.dataTemplate,
+    names.manifest
+  ]);
   const imageBytes = (await stat4(image)).size;
   const imageSha256 = await sha256File(image);
-  o2.logger.info(`image ${imageBytes} bytes, data template ${data.bytes} bytes, ${imageEntries.length} paths`);
+  o2.logger.info(
+    `image ${imageBytes} bytes, data template ${data.bytes} bytes, ${imageEntries.length} paths`
+  );
   return {
     image,
     imageSha256,
@@ -43492,13 +43790,24 @@ async function build(config2, opts) {
     const luaBuild = lua ? await stage(
       "lua",
       () => buildLua(
-        { version: lua.version, sha256: lua.sha256, urls: lua.urls, arch: config2.arch, strategy: lua.strategy },
+        {
+          version: lua.version,
+          sha256: lua.sha256,
+          urls: lua.urls,
+          arch: config2.arch,
+          strategy: lua.strategy
+        },
         { store, logger, cacheDir: opts.cacheDir }
       )
     ) : void 0;
-    if (luaBuild) logger.info(`lua ${luaBuild.version}: ${luaBuild.bytes} bytes${luaBuild.cached ? " (cached)" : ""}`);
+    if (luaBuild)
+      logger.info(
+        `lua ${luaBuild.version}: ${luaBuild.bytes} bytes${luaBuild.cached ? " (cached)" : ""}`
+      );
     const assembled = await stage("root", async () => {
-      await run(["rm", "-rf", "--one-file-system", path30.join(workDir, "root")], { privileged: true });
+      await run(["rm", "-rf", "--one-file-system", path30.join(workDir, "root")], {
+        privileged: true
+      });
       return assembleRoot(config2, {
         workDir,
         store,
@@ -43510,10 +43819,17 @@ async function build(config2, opts) {
     });
     const trace = await stage(
       "trace",
-      () => traceService(config2, assembled.root, { workDir: path30.join(workDir, "trace"), logger, signal: opts.signal })
+      () => traceService(config2, assembled.root, {
+        workDir: path30.join(workDir, "trace"),
+        logger,
+        signal: opts.signal
+      })
     );
     const pruned = await stage("prune", async () => {
-      const p2 = await pruneRoot(assembled.root, trace, config2, { outDir: path30.join(workDir, "pruned"), logger });
+      const p2 = await pruneRoot(assembled.root, trace, config2, {
+        outDir: path30.join(workDir, "pruned"),
+        logger
+      });
       logger.info(summarizeReport(p2.report));
       await selfCheck(config2, p2.prunedRoot, trace.responses, {
         workDir: path30.join(workDir, "self-check"),
@@ -43526,11 +43842,8 @@ async function build(config2, opts) {
     });
     const traceReport = path30.join(outDir, `${config2.name}.trace.json`);
     const { traceSeconds: _seconds, ...reproducible } = pruned.report;
-    await writeFile10(
-      traceReport,
-      `${JSON.stringify(reproducible, null, 2)}
-`
-    );
+    await writeFile10(traceReport, `${JSON.stringify(reproducible, null, 2)}
+`);
     const { packed, bundle, manifestDiff } = await stage("pack", async () => {
       const { epoch, source } = await resolveEpoch({
         env: opts.env ?? process.env,
@@ -43573,7 +43886,11 @@ async function build(config2, opts) {
       ]);
       let manifestDiff2;
       if (opts.manifestLock) {
-        const lock = await checkManifestLock(packed2.manifestData, path30.resolve(opts.manifestLock), opts.updateManifest ?? false);
+        const lock = await checkManifestLock(
+          packed2.manifestData,
+          path30.resolve(opts.manifestLock),
+          opts.updateManifest ?? false
+        );
         if (lock.changed) {
           manifestDiff2 = lock.diffText;
           logger.info(lock.diffText.trimEnd());
@@ -43625,7 +43942,10 @@ ${failed.join("\n")}`), { result });
   } finally {
     process.umask(callerUmask);
     if (!opts.keepWorkDir) {
-      await run(["rm", "-rf", "--one-file-system", workDir], { privileged: true, reject: false }).catch(() => {
+      await run(["rm", "-rf", "--one-file-system", workDir], {
+        privileged: true,
+        reject: false
+      }).catch(() => {
       });
     } else logger.info(`work dir kept: ${workDir}`);
   }
@@ -43712,10 +44032,15 @@ holding one) and prints one line per path that differs, image first, then the da
   ~ image /gopher/index  size 120 \u2192 130 (+10)   changed (size, mode, owner, content, link target)
 Exits 0 when the manifests are identical, 1 when they differ, 2 on a usage error.`,
   async run(args, ctx) {
-    const { positionals } = parseArgs(args, { positionals: { min: 2, max: 2, names: "OLD and NEW" } }, "lhc diff");
+    const { positionals } = parseArgs(
+      args,
+      { positionals: { min: 2, max: 2, names: "OLD and NEW" } },
+      "lhc diff"
+    );
     const [oldFile, newFile] = await Promise.all(positionals.map(manifestPath));
     const d = diffManifests(await readManifest(oldFile), await readManifest(newFile));
-    for (const line of formatDiff(d, { old: oldFile, new: newFile }).trimEnd().split("\n")) ctx.out(line);
+    for (const line of formatDiff(d, { old: oldFile, new: newFile }).trimEnd().split("\n"))
+      ctx.out(line);
     return d.equal ? 0 : 1;
   }
 };
@@ -43774,8 +44099,18 @@ function toolRequirements(arch) {
     { tool: "dpkg-source", pkg: "dpkg-dev", why: "apt-get source for test inputs", optional: true },
     { tool: "xz", pkg: "xz-utils", why: "unpacks .tar.xz inputs", optional: true },
     { tool: "git", pkg: "git", why: "dates builds by the config's last commit", optional: true },
-    { tool: "sudo", pkg: "sudo", why: "privileged steps when lhc does not run as root", optional: true },
-    { tool: "mkfs.ext4", pkg: "e2fsprogs", why: "data partition files for the board (tests)", optional: true }
+    {
+      tool: "sudo",
+      pkg: "sudo",
+      why: "privileged steps when lhc does not run as root",
+      optional: true
+    },
+    {
+      tool: "mkfs.ext4",
+      pkg: "e2fsprogs",
+      why: "data partition files for the board (tests)",
+      optional: true
+    }
   ];
 }
 function setupPackages(arch) {
@@ -44043,9 +44378,16 @@ content-addressed store ($LHC_CACHE_DIR/store, default ~/.cache/lhc/store), each
 its sha256. Inputs already in the store are not downloaded again. Prints one line per input:
 "<sha256>  <name>  <path>".`,
   async run(args, ctx) {
-    const { positionals } = parseArgs(args, { positionals: { min: 1, max: 1, names: "CONFIG" } }, "lhc fetch");
+    const { positionals } = parseArgs(
+      args,
+      { positionals: { min: 1, max: 1, names: "CONFIG" } },
+      "lhc fetch"
+    );
     const config2 = await loadConfig(positionals[0]);
-    const fetched = await fetchInputs(config2, { store: new Store(void 0, ctx.logger), logger: ctx.logger });
+    const fetched = await fetchInputs(config2, {
+      store: new Store(void 0, ctx.logger),
+      logger: ctx.logger
+    });
     if (fetched.length === 0) ctx.logger.info(`${positionals[0]}: no remote inputs`);
     for (const f2 of fetched) ctx.out(`${f2.sha256}  ${f2.name}  ${f2.path}`);
     return 0;
@@ -44066,7 +44408,8 @@ function takeRepeated(args, flag) {
     }
     if (a2 === `--${flag}`) {
       const v2 = args[i2 + 1];
-      if (v2 === void 0 || v2.startsWith("-")) throw new ConfigError(`lhc lua: option --${flag} needs a value (see: lhc lua --help)`);
+      if (v2 === void 0 || v2.startsWith("-"))
+        throw new ConfigError(`lhc lua: option --${flag} needs a value (see: lhc lua --help)`);
       values.push(v2);
       i2++;
     } else if (a2.startsWith(`--${flag}=`)) values.push(a2.slice(flag.length + 3));
@@ -44109,7 +44452,8 @@ Options:
     );
     const need = (name) => {
       const v2 = flags[name];
-      if (typeof v2 !== "string") throw new ConfigError(`lhc lua: missing --${name} (see: lhc lua --help)`);
+      if (typeof v2 !== "string")
+        throw new ConfigError(`lhc lua: missing --${name} (see: lhc lua --help)`);
       return v2;
     };
     const version2 = need("version");
@@ -44120,18 +44464,29 @@ Options:
     } catch (e) {
       throw new ConfigError(e.message);
     }
-    if (!/^[0-9a-f]{64}$/.test(sha2562)) throw new ConfigError(`lhc lua: --sha256 must be 64 lower-case hex characters, got "${sha2562}"`);
+    if (!/^[0-9a-f]{64}$/.test(sha2562))
+      throw new ConfigError(
+        `lhc lua: --sha256 must be 64 lower-case hex characters, got "${sha2562}"`
+      );
     const arch = flags.arch ?? "aarch64";
-    if (arch !== "aarch64" && arch !== "x86_64") throw new ConfigError(`lhc lua: --arch must be aarch64 or x86_64, got "${arch}"`);
+    if (arch !== "aarch64" && arch !== "x86_64")
+      throw new ConfigError(`lhc lua: --arch must be aarch64 or x86_64, got "${arch}"`);
     const strategy = flags.strategy ?? "cross";
     if (strategy !== "cross" && strategy !== "in-root") {
       throw new ConfigError(`lhc lua: --strategy must be cross or in-root, got "${strategy}"`);
     }
     for (const u3 of urls) {
-      if (!/^(https?|file):\/\/\S+$/.test(u3)) throw new ConfigError(`lhc lua: --url must be an http(s):// or file:// URL, got "${u3}"`);
+      if (!/^(https?|file):\/\/\S+$/.test(u3))
+        throw new ConfigError(`lhc lua: --url must be an http(s):// or file:// URL, got "${u3}"`);
     }
     const r = await buildLua(
-      { version: version2, sha256: sha2562, urls: urls.length > 0 ? urls : void 0, arch, strategy },
+      {
+        version: version2,
+        sha256: sha2562,
+        urls: urls.length > 0 ? urls : void 0,
+        arch,
+        strategy
+      },
       { store: new Store(void 0, ctx.logger), logger: ctx.logger }
     );
     await mkdir13(out, { recursive: true });
@@ -44460,7 +44815,11 @@ list  prints the sha256 of every file in the store.`,
     const [sub, ...rest] = args;
     const store = new Store(void 0, ctx.logger);
     if (sub === "add") {
-      const { positionals } = parseArgs(rest, { positionals: { min: 1, names: "FILE" } }, "lhc store add");
+      const { positionals } = parseArgs(
+        rest,
+        { positionals: { min: 1, names: "FILE" } },
+        "lhc store add"
+      );
       for (const file2 of positionals) ctx.out(`${await store.add(file2)}  ${file2}`);
       return 0;
     }
@@ -44469,7 +44828,9 @@ list  prints the sha256 of every file in the store.`,
       for (const sha of await store.list()) ctx.out(sha);
       return 0;
     }
-    throw new ConfigError(`lhc store: expected a subcommand "add" or "list"${sub ? `, got "${sub}"` : ""} (see: lhc store --help)`);
+    throw new ConfigError(
+      `lhc store: expected a subcommand "add" or "list"${sub ? `, got "${sub}"` : ""} (see: lhc store --help)`
+    );
   }
 };
 

@@ -18,7 +18,14 @@ export interface VerifyReport {
   ok: boolean;
   probes: ProbeOutcome[];
   hardening: HardeningCheck[];
-  load?: { requests: number; concurrency: number; failures: number; p50ms: number; p95ms: number; p99ms: number };
+  load?: {
+    requests: number;
+    concurrency: number;
+    failures: number;
+    p50ms: number;
+    p95ms: number;
+    p99ms: number;
+  };
 }
 
 export interface BuildResult {

@@ -74,16 +74,27 @@ export async function build(config: LhcConfig, opts: BuildOptions): Promise<Buil
     const luaBuild = lua
       ? await stage('lua', () =>
           buildLua(
-            { version: lua.version, sha256: lua.sha256, urls: lua.urls, arch: config.arch, strategy: lua.strategy },
+            {
+              version: lua.version,
+              sha256: lua.sha256,
+              urls: lua.urls,
+              arch: config.arch,
+              strategy: lua.strategy,
+            },
             { store, logger, cacheDir: opts.cacheDir },
           ),
         )
       : undefined;
-    if (luaBuild) logger.info(`lua ${luaBuild.version}: ${luaBuild.bytes} bytes${luaBuild.cached ? ' (cached)' : ''}`);
+    if (luaBuild)
+      logger.info(
+        `lua ${luaBuild.version}: ${luaBuild.bytes} bytes${luaBuild.cached ? ' (cached)' : ''}`,
+      );
 
     // Intermediate roots are created by root (nspawn, mmdebstrap); clear any earlier run's tree.
     const assembled = await stage('root', async () => {
-      await run(['rm', '-rf', '--one-file-system', path.join(workDir, 'root')], { privileged: true });
+      await run(['rm', '-rf', '--one-file-system', path.join(workDir, 'root')], {
+        privileged: true,
+      });
       return assembleRoot(config, {
         workDir,
         store,
@@ -95,11 +106,18 @@ export async function build(config: LhcConfig, opts: BuildOptions): Promise<Buil
     });
 
     const trace = await stage('trace', () =>
-      traceService(config, assembled.root, { workDir: path.join(workDir, 'trace'), logger, signal: opts.signal }),
+      traceService(config, assembled.root, {
+        workDir: path.join(workDir, 'trace'),
+        logger,
+        signal: opts.signal,
+      }),
     );
 
     const pruned = await stage('prune', async () => {
-      const p = await pruneRoot(assembled.root, trace, config, { outDir: path.join(workDir, 'pruned'), logger });
+      const p = await pruneRoot(assembled.root, trace, config, {
+        outDir: path.join(workDir, 'pruned'),
+        logger,
+      });
       logger.info(summarizeReport(p.report));
       await selfCheck(config, p.prunedRoot, trace.responses, {
         workDir: path.join(workDir, 'self-check'),
@@ -114,10 +132,7 @@ export async function build(config: LhcConfig, opts: BuildOptions): Promise<Buil
     // The report is an artifact under SHA256SUMS, so it must be as reproducible as the image:
     // its timing lives in the build's timings, not in the file.
     const { traceSeconds: _seconds, ...reproducible } = pruned.report;
-    await writeFile(
-      traceReport,
-      `${JSON.stringify(reproducible, null, 2)}\n`,
-    );
+    await writeFile(traceReport, `${JSON.stringify(reproducible, null, 2)}\n`);
 
     const { packed, bundle, manifestDiff } = await stage('pack', async () => {
       const { epoch, source } = await resolveEpoch({
@@ -161,7 +176,11 @@ export async function build(config: LhcConfig, opts: BuildOptions): Promise<Buil
       ]);
       let manifestDiff: string | undefined;
       if (opts.manifestLock) {
-        const lock = await checkManifestLock(packed.manifestData, path.resolve(opts.manifestLock), opts.updateManifest ?? false);
+        const lock = await checkManifestLock(
+          packed.manifestData,
+          path.resolve(opts.manifestLock),
+          opts.updateManifest ?? false,
+        );
         if (lock.changed) {
           manifestDiff = lock.diffText;
           logger.info(lock.diffText.trimEnd());
@@ -206,7 +225,9 @@ export async function build(config: LhcConfig, opts: BuildOptions): Promise<Buil
     };
     if (verify && !verify.ok) {
       const failed = [
-        ...verify.probes.filter((p) => !p.ok).map((p) => `probe ${p.name}${p.diff ? `\n${p.diff}` : ''}`),
+        ...verify.probes
+          .filter((p) => !p.ok)
+          .map((p) => `probe ${p.name}${p.diff ? `\n${p.diff}` : ''}`),
         ...verify.hardening.filter((h) => !h.ok).map((h) => `hardening ${h.name}: ${h.detail}`),
       ];
       throw Object.assign(new UserError(`verify failed:\n${failed.join('\n')}`), { result });
@@ -216,8 +237,10 @@ export async function build(config: LhcConfig, opts: BuildOptions): Promise<Buil
     process.umask(callerUmask);
     if (!opts.keepWorkDir) {
       // The roots hold files owned by other uids (nspawn, mmdebstrap): remove them with privilege.
-      await run(['rm', '-rf', '--one-file-system', workDir], { privileged: true, reject: false }).catch(() => {});
+      await run(['rm', '-rf', '--one-file-system', workDir], {
+        privileged: true,
+        reject: false,
+      }).catch(() => {});
     } else logger.info(`work dir kept: ${workDir}`);
   }
 }
-

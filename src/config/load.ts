@@ -32,7 +32,12 @@ function formatPath(p: readonly PropertyKey[]): string {
 }
 
 /** Line of the node at `p`, or of its nearest ancestor that exists in the document. */
-function lineOf(doc: Document, lc: LineCounter, p: readonly PathKey[], key?: string): number | undefined {
+function lineOf(
+  doc: Document,
+  lc: LineCounter,
+  p: readonly PathKey[],
+  key?: string,
+): number | undefined {
   for (let n = p.length; n >= 0; n--) {
     const node = n === 0 ? doc.contents : doc.getIn(p.slice(0, n), true);
     if (!isNode(node) || !node.range) continue;
@@ -45,7 +50,12 @@ function lineOf(doc: Document, lc: LineCounter, p: readonly PathKey[], key?: str
   return undefined;
 }
 
-function issueMessages(issue: z.core.$ZodIssue, doc: Document, lc: LineCounter, name: string): string[] {
+function issueMessages(
+  issue: z.core.$ZodIssue,
+  doc: Document,
+  lc: LineCounter,
+  name: string,
+): string[] {
   const p = issue.path.filter((k): k is PathKey => typeof k !== 'symbol');
   if (issue.code === 'unrecognized_keys') {
     return issue.keys.map((key) => {
@@ -55,7 +65,11 @@ function issueMessages(issue: z.core.$ZodIssue, doc: Document, lc: LineCounter, 
   }
   let message = issue.message;
   if (issue.code === 'invalid_type' && doc.getIn(p, true) === undefined) message = 'required';
-  else if (issue.code === 'invalid_union' && 'note' in issue && issue.note === 'No matching discriminator')
+  else if (
+    issue.code === 'invalid_union' &&
+    'note' in issue &&
+    issue.note === 'No matching discriminator'
+  )
     message = `${message}`;
   const line = lineOf(doc, lc, p);
   return [`${formatPath(p)}: ${message}${line ? ` (${name}:${line})` : ''}`];
@@ -100,7 +114,9 @@ export async function loadConfig(file: string): Promise<LhcConfig> {
   try {
     text = await readFile(abs, 'utf8');
   } catch (e) {
-    throw new ConfigError(`cannot read config ${file}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
+    throw new ConfigError(
+      `cannot read config ${file}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`,
+    );
   }
   const raw = parseConfig(text, path.basename(abs));
   return resolveConfig(raw, abs);
@@ -109,7 +125,10 @@ export async function loadConfig(file: string): Promise<LhcConfig> {
 export function resolveConfig(raw: LhcConfigRaw, file: string): LhcConfig {
   const dir = path.dirname(file);
   const r = (p: string) => path.resolve(dir, p);
-  const base = raw.base.type === 'tarball' && raw.base.path ? { ...raw.base, path: r(raw.base.path) } : raw.base;
+  const base =
+    raw.base.type === 'tarball' && raw.base.path
+      ? { ...raw.base, path: r(raw.base.path) }
+      : raw.base;
   return {
     ...raw,
     file,

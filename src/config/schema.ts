@@ -7,7 +7,9 @@ import { z } from 'zod';
 
 const sha256 = z.string().regex(/^[0-9a-f]{64}$/, 'expected 64 hex characters');
 const url = z.string().regex(/^(https?|file):\/\/\S+$/, 'expected an http(s):// or file:// URL');
-const absPath = z.string().regex(/^\/(?!.*(^|\/)\.\.(\/|$)).*$/, 'expected an absolute path without ".."');
+const absPath = z
+  .string()
+  .regex(/^\/(?!.*(^|\/)\.\.(\/|$)).*$/, 'expected an absolute path without ".."');
 // YAML 1.2 reads a bare `mode: 0755` as the decimal number 755: a number is taken digit by digit as
 // the octal mode the user wrote, and refused when its digits cannot be octal.
 const mode = z
@@ -16,12 +18,17 @@ const mode = z
     z
       .number()
       .int()
-      .refine((n) => /^[0-7]{3,4}$/.test(String(n)), 'expected an octal mode such as "0755" (quote it)'),
+      .refine(
+        (n) => /^[0-7]{3,4}$/.test(String(n)),
+        'expected an octal mode such as "0755" (quote it)',
+      ),
   ])
   .transform((m) => parseInt(String(m), 8));
 
 export const luaSchema = z.strictObject({
-  version: z.string().regex(/^5\.[34]\.\d+$/, 'expected a Lua 5.3.x or 5.4.x version such as "5.4.4"'),
+  version: z
+    .string()
+    .regex(/^5\.[34]\.\d+$/, 'expected a Lua 5.3.x or 5.4.x version such as "5.4.4"'),
   sha256,
   urls: z.array(url).min(1).optional(),
   strategy: z.enum(['cross', 'in-root']).default('cross'),
@@ -38,13 +45,20 @@ export const tarballBase = z
     sha256: sha256.optional(),
   })
   .superRefine((b, ctx) => {
-    if (!b.path && !b.urls) ctx.addIssue({ code: 'custom', message: 'give either path or urls', path: ['path'] });
-    if (b.urls && !b.sha256) ctx.addIssue({ code: 'custom', message: 'required with urls', path: ['sha256'] });
+    if (!b.path && !b.urls)
+      ctx.addIssue({ code: 'custom', message: 'give either path or urls', path: ['path'] });
+    if (b.urls && !b.sha256)
+      ctx.addIssue({ code: 'custom', message: 'required with urls', path: ['sha256'] });
   });
 export const debianBase = z.strictObject({
   type: z.literal('debian'),
-  suite: z.string().regex(/^[a-z]+$/, 'expected a Debian suite name such as "bookworm"').default('bookworm'),
-  packages: z.array(z.string().regex(/^[a-z0-9][a-z0-9+.-]+$/, 'expected a Debian package name')).default([]),
+  suite: z
+    .string()
+    .regex(/^[a-z]+$/, 'expected a Debian suite name such as "bookworm"')
+    .default('bookworm'),
+  packages: z
+    .array(z.string().regex(/^[a-z0-9][a-z0-9+.-]+$/, 'expected a Debian package name'))
+    .default([]),
   variant: z.enum(['minbase', 'essential', 'apt']).default('minbase'),
   /** Extra mmdebstrap mirror/sources lines; default: the host's apt sources. */
   mirrors: z.array(z.string()).optional(),
@@ -78,9 +92,17 @@ export const serviceSchema = z
   })
   .superRefine((s, ctx) => {
     if (!!s.inetd === (s.listen !== undefined))
-      ctx.addIssue({ code: 'custom', message: 'set exactly one of inetd: true or listen: PORT', path: ['inetd'] });
+      ctx.addIssue({
+        code: 'custom',
+        message: 'set exactly one of inetd: true or listen: PORT',
+        path: ['inetd'],
+      });
     if (!s.command[0]!.startsWith('/'))
-      ctx.addIssue({ code: 'custom', message: 'the entrypoint must be an absolute path in the image', path: ['command', 0] });
+      ctx.addIssue({
+        code: 'custom',
+        message: 'the entrypoint must be an absolute path in the image',
+        path: ['command', 0],
+      });
   });
 
 export const gopherProbe = z.strictObject({
@@ -103,13 +125,27 @@ export const probeSchema = z.discriminatedUnion('type', [gopherProbe, httpProbe]
 
 export const outputsSchema = z.strictObject({
   dir: z.string().min(1).default('out'),
-  image: z.string().regex(/^[\w.-]+$/).optional(),
-  'data-template': z.string().regex(/^[\w.-]+$/).optional(),
-  manifest: z.string().regex(/^[\w.-]+$/).optional(),
+  image: z
+    .string()
+    .regex(/^[\w.-]+$/)
+    .optional(),
+  'data-template': z
+    .string()
+    .regex(/^[\w.-]+$/)
+    .optional(),
+  manifest: z
+    .string()
+    .regex(/^[\w.-]+$/)
+    .optional(),
 });
 
 export const configSchema = z.strictObject({
-  name: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'expected lower-case letters, digits and "-" (a unit name)'),
+  name: z
+    .string()
+    .regex(
+      /^[a-z0-9][a-z0-9-]{0,62}$/,
+      'expected lower-case letters, digits and "-" (a unit name)',
+    ),
   arch: z.enum(['aarch64', 'x86_64']).default('aarch64'),
   /** Unix time for reproducible timestamps; SOURCE_DATE_EPOCH overrides it. */
   epoch: z.number().int().min(0).optional(),

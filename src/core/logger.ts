@@ -10,7 +10,9 @@ export interface Logger {
   group<T>(name: string, fn: () => Promise<T>): Promise<T>;
 }
 
-export function consoleLogger(opts: { verbose?: boolean; stream?: NodeJS.WritableStream } = {}): Logger {
+export function consoleLogger(
+  opts: { verbose?: boolean; stream?: NodeJS.WritableStream } = {},
+): Logger {
   const out = opts.stream ?? process.stderr;
   return {
     info: (m) => void out.write(`${m}\n`),

@@ -96,7 +96,8 @@ class Reader {
       );
     }
     const b = this.src.read(offset, length);
-    if (b.length < length) throw new ElfError(`truncated ELF file: short read of ${what} at offset ${offset}`);
+    if (b.length < length)
+      throw new ElfError(`truncated ELF file: short read of ${what} at offset ${offset}`);
     return b;
   }
 
@@ -110,25 +111,31 @@ class Reader {
   word(b: Buffer, at: number, what: string): number {
     if (this.bits === 32) return this.u32(b, at);
     const v = this.le ? b.readBigUInt64LE(at) : b.readBigUInt64BE(at);
-    if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new ElfError(`corrupt ELF file: ${what} is out of range (${v})`);
+    if (v > BigInt(Number.MAX_SAFE_INTEGER))
+      throw new ElfError(`corrupt ELF file: ${what} is out of range (${v})`);
     return Number(v);
   }
   /** A signed word (d_tag); unknown huge tags are returned as -1 so they match nothing. */
   sword(b: Buffer, at: number): number {
     if (this.bits === 32) return this.le ? b.readInt32LE(at) : b.readInt32BE(at);
     const v = this.le ? b.readBigInt64LE(at) : b.readBigInt64BE(at);
-    return v > BigInt(Number.MAX_SAFE_INTEGER) || v < BigInt(Number.MIN_SAFE_INTEGER) ? -1 : Number(v);
+    return v > BigInt(Number.MAX_SAFE_INTEGER) || v < BigInt(Number.MIN_SAFE_INTEGER)
+      ? -1
+      : Number(v);
   }
 
   /** NUL-terminated string at `offset`, not reading past `limit`. */
   cstring(offset: number, limit: number, what: string): string {
     const end = Math.min(limit, this.src.size, offset + MAX_STRING);
     if (offset < 0 || offset >= end) {
-      throw new ElfError(`corrupt ELF file: ${what} at offset ${offset} lies outside its table or the file`);
+      throw new ElfError(
+        `corrupt ELF file: ${what} at offset ${offset} lies outside its table or the file`,
+      );
     }
     const b = this.src.read(offset, end - offset);
     const nul = b.indexOf(0);
-    if (nul < 0) throw new ElfError(`corrupt ELF file: ${what} at offset ${offset} is not NUL-terminated`);
+    if (nul < 0)
+      throw new ElfError(`corrupt ELF file: ${what} at offset ${offset} is not NUL-terminated`);
     return b.subarray(0, nul).toString('utf8');
   }
 }
@@ -158,11 +165,16 @@ function elfType(t: number): ElfType {
 function parse(src: Source): ElfInfo | undefined {
   const ident = src.read(0, 16);
   if (!isElfMagic(ident)) return undefined;
-  if (ident.length < 16) throw new ElfError(`truncated ELF file: only ${src.size} bytes, the identification needs 16`);
+  if (ident.length < 16)
+    throw new ElfError(`truncated ELF file: only ${src.size} bytes, the identification needs 16`);
   const cls = ident[4];
   const data = ident[5];
-  if (cls !== 1 && cls !== 2) throw new ElfError(`corrupt ELF file: unknown class ${cls} (expected 1 for 32-bit or 2 for 64-bit)`);
-  if (data !== 1 && data !== 2) throw new ElfError(`corrupt ELF file: unknown data encoding ${data} (expected 1 or 2)`);
+  if (cls !== 1 && cls !== 2)
+    throw new ElfError(
+      `corrupt ELF file: unknown class ${cls} (expected 1 for 32-bit or 2 for 64-bit)`,
+    );
+  if (data !== 1 && data !== 2)
+    throw new ElfError(`corrupt ELF file: unknown data encoding ${data} (expected 1 or 2)`);
   const bits = cls === 2 ? 64 : 32;
   const r = new Reader(src, bits, data === 1);
 
@@ -185,7 +197,8 @@ function parse(src: Source): ElfInfo | undefined {
   const segments: Segment[] = [];
   if (phnum > 0 && phoff > 0) {
     const minEnt = bits === 64 ? 56 : 32;
-    if (phentsize < minEnt) throw new ElfError(`corrupt ELF file: program header entry size ${phentsize} < ${minEnt}`);
+    if (phentsize < minEnt)
+      throw new ElfError(`corrupt ELF file: program header entry size ${phentsize} < ${minEnt}`);
     const table = r.bytes(phoff, phentsize * phnum, `program header table (${phnum} entries)`);
     for (let i = 0; i < phnum; i++) {
       const p = table.subarray(i * phentsize, (i + 1) * phentsize);
@@ -232,13 +245,17 @@ function parse(src: Source): ElfInfo | undefined {
     const strsz = entries.find((e) => e.tag === DT_STRSZ)?.val;
     const stringTags = new Set([DT_NEEDED, DT_SONAME, DT_RPATH, DT_RUNPATH]);
     if (entries.some((e) => stringTags.has(e.tag))) {
-      if (strtabAddr === undefined) throw new ElfError('corrupt ELF file: PT_DYNAMIC has string entries but no DT_STRTAB');
+      if (strtabAddr === undefined)
+        throw new ElfError('corrupt ELF file: PT_DYNAMIC has string entries but no DT_STRTAB');
       const strtab = vaddrToOffset(segments, strtabAddr);
       if (strtab === undefined) {
-        throw new ElfError(`corrupt ELF file: DT_STRTAB address 0x${strtabAddr.toString(16)} is not mapped by any PT_LOAD`);
+        throw new ElfError(
+          `corrupt ELF file: DT_STRTAB address 0x${strtabAddr.toString(16)} is not mapped by any PT_LOAD`,
+        );
       }
       const limit = strsz !== undefined ? strtab + strsz : src.size;
-      const str = (e: { tag: number; val: number }, what: string) => r.cstring(strtab + e.val, limit, what);
+      const str = (e: { tag: number; val: number }, what: string) =>
+        r.cstring(strtab + e.val, limit, what);
       let rpath: string[] = [];
       for (const e of entries) {
         if (e.tag === DT_NEEDED) needed.push(str(e, 'DT_NEEDED'));
@@ -272,7 +289,8 @@ function splitPath(s: string): string[] {
 /** File offset of a virtual address, through the PT_LOAD segment that maps it. */
 function vaddrToOffset(segments: readonly Segment[], addr: number): number | undefined {
   for (const s of segments) {
-    if (s.type === PT_LOAD && addr >= s.vaddr && addr < s.vaddr + s.filesz) return addr - s.vaddr + s.offset;
+    if (s.type === PT_LOAD && addr >= s.vaddr && addr < s.vaddr + s.filesz)
+      return addr - s.vaddr + s.offset;
   }
   return undefined;
 }
@@ -345,12 +363,18 @@ const MACHINE_FOR_ARCH = { aarch64: EM_AARCH64, x86_64: EM_X86_64 } as const;
  * What keeps a binary from running alone in an empty root of the given architecture;
  * empty when it is a 64-bit static executable for that machine.
  */
-export function staticProblems(info: ElfInfo | undefined, arch: keyof typeof MACHINE_FOR_ARCH = 'aarch64'): string[] {
+export function staticProblems(
+  info: ElfInfo | undefined,
+  arch: keyof typeof MACHINE_FOR_ARCH = 'aarch64',
+): string[] {
   if (!info) return ['not an ELF file'];
   const problems: string[] = [];
   if (info.bits !== 64) problems.push(`ELFCLASS${info.bits}, expected ELFCLASS64`);
-  if (info.machine !== MACHINE_FOR_ARCH[arch]) problems.push(`machine ${info.machineName}, expected ${arch}`);
-  if (info.interp !== undefined) problems.push(`has PT_INTERP ${info.interp}, expected none (static)`);
-  if (info.needed.length > 0) problems.push(`has DT_NEEDED ${info.needed.join(', ')}, expected none (static)`);
+  if (info.machine !== MACHINE_FOR_ARCH[arch])
+    problems.push(`machine ${info.machineName}, expected ${arch}`);
+  if (info.interp !== undefined)
+    problems.push(`has PT_INTERP ${info.interp}, expected none (static)`);
+  if (info.needed.length > 0)
+    problems.push(`has DT_NEEDED ${info.needed.join(', ')}, expected none (static)`);
   return problems;
 }

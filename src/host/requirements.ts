@@ -67,9 +67,19 @@ export function toolRequirements(arch: string): ToolRequirement[] {
     { tool: 'lua5.4', pkg: 'lua5.4', why: 'runs example Lua on the host (tests)', optional: true },
     { tool: 'dpkg-source', pkg: 'dpkg-dev', why: 'apt-get source for test inputs', optional: true },
     { tool: 'xz', pkg: 'xz-utils', why: 'unpacks .tar.xz inputs', optional: true },
-    { tool: 'git', pkg: 'git', why: 'dates builds by the config\'s last commit', optional: true },
-    { tool: 'sudo', pkg: 'sudo', why: 'privileged steps when lhc does not run as root', optional: true },
-    { tool: 'mkfs.ext4', pkg: 'e2fsprogs', why: 'data partition files for the board (tests)', optional: true },
+    { tool: 'git', pkg: 'git', why: "dates builds by the config's last commit", optional: true },
+    {
+      tool: 'sudo',
+      pkg: 'sudo',
+      why: 'privileged steps when lhc does not run as root',
+      optional: true,
+    },
+    {
+      tool: 'mkfs.ext4',
+      pkg: 'e2fsprogs',
+      why: 'data partition files for the board (tests)',
+      optional: true,
+    },
   ];
 }
 

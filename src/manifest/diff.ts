@@ -6,7 +6,13 @@
 import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { UserError } from '../core/errors.js';
-import { comparePaths, parseManifest, serializeManifest, type Manifest, type ManifestEntry } from './manifest.js';
+import {
+  comparePaths,
+  parseManifest,
+  serializeManifest,
+  type Manifest,
+  type ManifestEntry,
+} from './manifest.js';
 
 export type Section = 'image' | 'data';
 
@@ -33,13 +39,27 @@ export interface ManifestDiff {
   equal: boolean;
 }
 
-const FIELDS: (keyof ManifestEntry)[] = ['type', 'mode', 'uid', 'gid', 'size', 'sha256', 'target', 'device'];
+const FIELDS: (keyof ManifestEntry)[] = [
+  'type',
+  'mode',
+  'uid',
+  'gid',
+  'size',
+  'sha256',
+  'target',
+  'device',
+];
 
 function byPath(entries: readonly ManifestEntry[]): Map<string, ManifestEntry> {
   return new Map(entries.map((e) => [e.path, e]));
 }
 
-function diffSection(section: Section, a: readonly ManifestEntry[], b: readonly ManifestEntry[], d: ManifestDiff): void {
+function diffSection(
+  section: Section,
+  a: readonly ManifestEntry[],
+  b: readonly ManifestEntry[],
+  d: ManifestDiff,
+): void {
   const before = byPath(a);
   const after = byPath(b);
   for (const [p, e] of before) if (!after.has(p)) d.removed.push({ section, entry: e });
@@ -66,7 +86,8 @@ export function diffManifests(a: Manifest, b: Manifest): ManifestDiff {
   d.added.sort((x, y) => order(ref(x), ref(y)));
   d.removed.sort((x, y) => order(ref(x), ref(y)));
   d.changed.sort(order);
-  d.equal = d.meta.length === 0 && d.added.length === 0 && d.removed.length === 0 && d.changed.length === 0;
+  d.equal =
+    d.meta.length === 0 && d.added.length === 0 && d.removed.length === 0 && d.changed.length === 0;
   return d;
 }
 
@@ -87,7 +108,10 @@ function describeChange(c: EntryChange): string {
   for (const f of c.fields) {
     const a = c.before[f];
     const b = c.after[f];
-    if (f === 'size') out.push(`size ${a ?? '-'} → ${b ?? '-'}${typeof a === 'number' && typeof b === 'number' ? ` (${signed(b - a)})` : ''}`);
+    if (f === 'size')
+      out.push(
+        `size ${a ?? '-'} → ${b ?? '-'}${typeof a === 'number' && typeof b === 'number' ? ` (${signed(b - a)})` : ''}`,
+      );
     else if (f === 'sha256') {
       // Same size, new bytes: say so without two 64-character digests.
       out.push(`content ${String(a ?? '-').slice(0, 12)} → ${String(b ?? '-').slice(0, 12)}`);
@@ -99,20 +123,37 @@ function describeChange(c: EntryChange): string {
 /** Readable diff: `+` added, `-` removed, `~` changed, one path a line, then a summary line. */
 export function formatDiff(d: ManifestDiff, labels: { old?: string; new?: string } = {}): string {
   const lines: string[] = [];
-  if (labels.old || labels.new) lines.push(`--- ${labels.old ?? 'old'}`, `+++ ${labels.new ?? 'new'}`);
+  if (labels.old || labels.new)
+    lines.push(`--- ${labels.old ?? 'old'}`, `+++ ${labels.new ?? 'new'}`);
   for (const m of d.meta) lines.push(`~ ${m}`);
   type Row = { section: Section; path: string; text: string };
   const rows: Row[] = [
-    ...d.removed.map((r) => ({ section: r.section, path: r.entry.path, text: `- ${r.section.padEnd(5)} ${r.entry.path}  ${describe(r.entry)}` })),
-    ...d.added.map((r) => ({ section: r.section, path: r.entry.path, text: `+ ${r.section.padEnd(5)} ${r.entry.path}  ${describe(r.entry)}` })),
-    ...d.changed.map((c) => ({ section: c.section, path: c.path, text: `~ ${c.section.padEnd(5)} ${c.path}  ${describeChange(c)}` })),
+    ...d.removed.map((r) => ({
+      section: r.section,
+      path: r.entry.path,
+      text: `- ${r.section.padEnd(5)} ${r.entry.path}  ${describe(r.entry)}`,
+    })),
+    ...d.added.map((r) => ({
+      section: r.section,
+      path: r.entry.path,
+      text: `+ ${r.section.padEnd(5)} ${r.entry.path}  ${describe(r.entry)}`,
+    })),
+    ...d.changed.map((c) => ({
+      section: c.section,
+      path: c.path,
+      text: `~ ${c.section.padEnd(5)} ${c.path}  ${describeChange(c)}`,
+    })),
   ];
-  rows.sort((x, y) => (x.section === y.section ? comparePaths(x.path, y.path) : x.section === 'image' ? -1 : 1));
+  rows.sort((x, y) =>
+    x.section === y.section ? comparePaths(x.path, y.path) : x.section === 'image' ? -1 : 1,
+  );
   lines.push(...rows.map((r) => r.text));
   if (d.equal) lines.push('manifests are identical');
   else {
     const n = d.added.length + d.removed.length + d.changed.length;
-    lines.push(`${n} ${n === 1 ? 'path differs' : 'paths differ'}: ${d.added.length} added, ${d.removed.length} removed, ${d.changed.length} changed`);
+    lines.push(
+      `${n} ${n === 1 ? 'path differs' : 'paths differ'}: ${d.added.length} added, ${d.removed.length} removed, ${d.changed.length} changed`,
+    );
   }
   return lines.join('\n') + '\n';
 }
@@ -122,7 +163,9 @@ export async function readManifest(file: string): Promise<Manifest> {
   try {
     text = await readFile(file, 'utf8');
   } catch (e) {
-    throw new UserError(`cannot read manifest ${file}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
+    throw new UserError(
+      `cannot read manifest ${file}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`,
+    );
   }
   return parseManifest(text, file);
 }
@@ -138,13 +181,22 @@ export interface LockCheck {
  * Compares a freshly built manifest with a committed lock. Without `update`, a missing or
  * different lock is a UserError carrying the diff; with `update`, the lock is rewritten.
  */
-export async function checkManifestLock(newManifest: Manifest, lockFile: string, update: boolean): Promise<LockCheck> {
+export async function checkManifestLock(
+  newManifest: Manifest,
+  lockFile: string,
+  update: boolean,
+): Promise<LockCheck> {
   if (!existsSync(lockFile)) {
     if (!update) {
-      throw new UserError(`manifest lock ${lockFile} does not exist; run with --update-manifest to create it`);
+      throw new UserError(
+        `manifest lock ${lockFile} does not exist; run with --update-manifest to create it`,
+      );
     }
     await writeFile(lockFile, serializeManifest(newManifest));
-    return { changed: true, diffText: `created manifest lock ${lockFile} (${newManifest.image.length} image paths, ${newManifest.data.entries.length} data paths)\n` };
+    return {
+      changed: true,
+      diffText: `created manifest lock ${lockFile} (${newManifest.image.length} image paths, ${newManifest.data.entries.length} data paths)\n`,
+    };
   }
   const lock = await readManifest(lockFile);
   const d = diffManifests(lock, newManifest);

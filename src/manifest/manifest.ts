@@ -140,7 +140,17 @@ export async function scanTree(dir: string, opts: ScanOptions): Promise<Manifest
   return sortEntries(entries);
 }
 
-const KEY_ORDER: (keyof ManifestEntry)[] = ['path', 'type', 'mode', 'uid', 'gid', 'size', 'sha256', 'target', 'device'];
+const KEY_ORDER: (keyof ManifestEntry)[] = [
+  'path',
+  'type',
+  'mode',
+  'uid',
+  'gid',
+  'size',
+  'sha256',
+  'target',
+  'device',
+];
 
 function entryJson(e: ManifestEntry): string {
   const o: Record<string, unknown> = {};
@@ -154,7 +164,11 @@ function entryJson(e: ManifestEntry): string {
  */
 export function serializeManifest(m: Manifest): string {
   const list = (entries: ManifestEntry[], indent: string) =>
-    entries.length === 0 ? '[]' : `[\n${sortEntries(entries).map((e) => `${indent}  ${entryJson(e)}`).join(',\n')}\n${indent}]`;
+    entries.length === 0
+      ? '[]'
+      : `[\n${sortEntries(entries)
+          .map((e) => `${indent}  ${entryJson(e)}`)
+          .join(',\n')}\n${indent}]`;
   return (
     '{\n' +
     `  "lhcManifest": ${MANIFEST_VERSION},\n` +
@@ -188,12 +202,24 @@ export function parseManifest(text: string, what: string): Manifest {
   }
   const m = data as Partial<Manifest> | null;
   if (!m || typeof m !== 'object' || m.lhcManifest !== MANIFEST_VERSION) {
-    throw new UserError(`${what}: not an lhc manifest (expected "lhcManifest": ${MANIFEST_VERSION})`);
+    throw new UserError(
+      `${what}: not an lhc manifest (expected "lhcManifest": ${MANIFEST_VERSION})`,
+    );
   }
-  if (!Array.isArray(m.image) || !m.data || !Array.isArray(m.data.entries) || typeof m.data.path !== 'string') {
+  if (
+    !Array.isArray(m.image) ||
+    !m.data ||
+    !Array.isArray(m.data.entries) ||
+    typeof m.data.path !== 'string'
+  ) {
     throw new UserError(`${what}: manifest lacks "image" or "data.entries"`);
   }
   const bad = [...m.image, ...m.data.entries].findIndex((e) => !isEntry(e));
   if (bad !== -1) throw new UserError(`${what}: entry ${bad} is not a valid manifest entry`);
-  return { lhcManifest: 1, name: String(m.name ?? ''), image: m.image, data: { path: m.data.path, entries: m.data.entries } };
+  return {
+    lhcManifest: 1,
+    name: String(m.name ?? ''),
+    image: m.image,
+    data: { path: m.data.path, entries: m.data.entries },
+  };
 }

@@ -74,7 +74,11 @@ class NeverHitMap<K, V> extends Map<K, V> {
 const SUPPORTED = (st: Stats) => st.isFile() || st.isDirectory() || st.isSymbolicLink();
 
 /** The tar (uncompressed) of `dir`, reproducible as described above. */
-export async function tarDirectory(dir: string, epoch: number, owner: Owner = { uid: 0, gid: 0 }): Promise<Buffer> {
+export async function tarDirectory(
+  dir: string,
+  epoch: number,
+  owner: Owner = { uid: 0, gid: 0 },
+): Promise<Buffer> {
   const rels = await walkSorted(dir);
   const statCache = new Map<string, Stats>();
   const unsupported: string[] = [];
@@ -186,8 +190,15 @@ export function tarManifestEntries(list: TarListEntry[], dataPath: string): Mani
     list.map((t) => {
       const rel = t.path.replace(/^\.\/?/, '').replace(/\/$/, '');
       const type = TAR_TYPES[t.type];
-      if (!type) throw new UserError(`data template: unexpected tar entry type ${t.type} for ${t.path}`);
-      const e: ManifestEntry = { path: containerPath(dataPath, rel), type, mode: formatMode(t.mode), uid: t.uid, gid: t.gid };
+      if (!type)
+        throw new UserError(`data template: unexpected tar entry type ${t.type} for ${t.path}`);
+      const e: ManifestEntry = {
+        path: containerPath(dataPath, rel),
+        type,
+        mode: formatMode(t.mode),
+        uid: t.uid,
+        gid: t.gid,
+      };
       if (type === 'file') {
         e.size = t.size;
         e.sha256 = t.sha256;

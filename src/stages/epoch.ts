@@ -21,9 +21,11 @@ export const MAX_EPOCH = 0xffffffff;
 
 export function parseEpoch(value: string, what: string): number {
   const text = value.trim();
-  if (!/^\d+$/.test(text)) throw new UserError(`${what}: expected whole seconds since 1970 (digits only), got "${value}"`);
+  if (!/^\d+$/.test(text))
+    throw new UserError(`${what}: expected whole seconds since 1970 (digits only), got "${value}"`);
   const n = Number(text);
-  if (n > MAX_EPOCH) throw new UserError(`${what}: ${text} is past ${MAX_EPOCH}, the last time squashfs can store`);
+  if (n > MAX_EPOCH)
+    throw new UserError(`${what}: ${text} is past ${MAX_EPOCH}, the last time squashfs can store`);
   return n;
 }
 
@@ -32,7 +34,11 @@ export async function gitCommitTime(file: string, logger?: Logger): Promise<numb
   const cwd = path.dirname(file);
   let r;
   try {
-    r = await run(['git', 'log', '-1', '--format=%ct', '--', path.basename(file)], { cwd, reject: false, logger });
+    r = await run(['git', 'log', '-1', '--format=%ct', '--', path.basename(file)], {
+      cwd,
+      reject: false,
+      logger,
+    });
   } catch (e) {
     if (e instanceof UserError) return undefined; // git is not installed
     throw e;
@@ -40,7 +46,10 @@ export async function gitCommitTime(file: string, logger?: Logger): Promise<numb
   const text = r.stdout.trim();
   if (r.exitCode !== 0 || !/^\d+$/.test(text)) return undefined;
   // In a shallow clone the oldest fetched commit claims every file, so the answer depends on the clone depth.
-  const shallow = await run(['git', 'rev-parse', '--is-shallow-repository'], { cwd, reject: false });
+  const shallow = await run(['git', 'rev-parse', '--is-shallow-repository'], {
+    cwd,
+    reject: false,
+  });
   if (shallow.stdout.trim() === 'true') {
     logger?.warn(
       `${file}: the git clone is shallow, so its last commit time may not be the real one; ` +
@@ -69,7 +78,11 @@ export async function resolveEpoch(input: ResolveEpochInput): Promise<Epoch> {
   }
   if (input.configFile) {
     const t = await gitCommitTime(input.configFile, input.logger);
-    if (t !== undefined) return { epoch: parseEpoch(String(t), `git commit time of ${input.configFile}`), source: 'git' };
+    if (t !== undefined)
+      return {
+        epoch: parseEpoch(String(t), `git commit time of ${input.configFile}`),
+        source: 'git',
+      };
   }
   input.logger?.warn(
     'no SOURCE_DATE_EPOCH, no `epoch:` in the config and no git history for it: file times are set to 0 (1970-01-01)',

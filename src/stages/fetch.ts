@@ -15,7 +15,9 @@ export interface FetchedInput {
 }
 
 /** The config's remote inputs, in pipeline order (Lua source, then the base tarball). */
-export function configInputs(config: Pick<LhcConfig, 'lua' | 'base'>): (FetchInput & { name: string })[] {
+export function configInputs(
+  config: Pick<LhcConfig, 'lua' | 'base'>,
+): (FetchInput & { name: string })[] {
   const inputs: (FetchInput & { name: string })[] = [];
   if (config.lua) {
     inputs.push({
@@ -37,7 +39,11 @@ export async function fetchInputs(
 ): Promise<FetchedInput[]> {
   const out: FetchedInput[] = [];
   for (const input of configInputs(config)) {
-    out.push({ name: input.name, sha256: input.sha256, path: await opts.store.fetch(input, opts.fetch) });
+    out.push({
+      name: input.name,
+      sha256: input.sha256,
+      path: await opts.store.fetch(input, opts.fetch),
+    });
   }
   return out;
 }

@@ -15,7 +15,12 @@ import path from 'node:path';
 import { UserError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { formatCommand, hasTool, isRoot, run } from '../tools/exec.js';
-import { BUILDROOT_PACKAGES, buildrootArgv, inRootMakeArgv, type LuaArch } from '../tools/lua-make.js';
+import {
+  BUILDROOT_PACKAGES,
+  buildrootArgv,
+  inRootMakeArgv,
+  type LuaArch,
+} from '../tools/lua-make.js';
 import { nspawnArgv } from '../tools/nspawn.js';
 import { packageFor } from '../tools/packages.js';
 
@@ -53,7 +58,8 @@ async function mirrorsIdentity(mirrors: string[]): Promise<string[]> {
 
 /** The toolchain packages' versions, from the root's dpkg status database. */
 export function toolchainFromDpkgStatus(status: string): string {
-  const wanted = /^(gcc(-\d+)?|cpp(-\d+)?|binutils(-aarch64-linux-gnu|-x86-64-linux-gnu)?|musl|musl-dev|musl-tools|libc6-dev|make)$/;
+  const wanted =
+    /^(gcc(-\d+)?|cpp(-\d+)?|binutils(-aarch64-linux-gnu|-x86-64-linux-gnu)?|musl|musl-dev|musl-tools|libc6-dev|make)$/;
   const found: string[] = [];
   for (const stanza of status.split(/\n\n+/)) {
     const pkg = /^Package: (.+)$/m.exec(stanza)?.[1];
@@ -91,25 +97,44 @@ export async function ensureBuildroot(opts: BuildrootOptions): Promise<Buildroot
   // by a timeout leaves nothing mounted elsewhere: the finally below unmounts and removes it.
   const scratch = await mkdtemp(path.join(opts.dir, '.scratch-'));
   try {
-    await opts.logger.group(`build root: mmdebstrap ${suite} ${opts.arch} (${BUILDROOT_PACKAGES.join(', ')})`, async () => {
-      if (!(await hasTool('mmdebstrap'))) {
-        throw new UserError(`the in-root strategy needs mmdebstrap: apt-get install ${packageFor('mmdebstrap')} (or run: lhc setup)`);
-      }
-      // TMPDIR through `env`, because sudo would drop it from the environment.
-      await run(['env', `TMPDIR=${scratch}`, ...buildrootArgv({ suite, arch: opts.arch, out: tmp, mirrors })], {
-        privileged: true,
-        timeoutMs: 30 * 60_000,
-        logger: opts.logger,
-        loud: true,
-        signal: opts.signal,
-      });
+    await opts.logger.group(
+      `build root: mmdebstrap ${suite} ${opts.arch} (${BUILDROOT_PACKAGES.join(', ')})`,
+      async () => {
+        if (!(await hasTool('mmdebstrap'))) {
+          throw new UserError(
+            `the in-root strategy needs mmdebstrap: apt-get install ${packageFor('mmdebstrap')} (or run: lhc setup)`,
+          );
+        }
+        // TMPDIR through `env`, because sudo would drop it from the environment.
+        await run(
+          [
+            'env',
+            `TMPDIR=${scratch}`,
+            ...buildrootArgv({ suite, arch: opts.arch, out: tmp, mirrors }),
+          ],
+          {
+            privileged: true,
+            timeoutMs: 30 * 60_000,
+            logger: opts.logger,
+            loud: true,
+            signal: opts.signal,
+          },
+        );
+      },
+    );
+    const status = await run(['tar', '-xOf', tmp, './var/lib/dpkg/status'], {
+      logger: opts.logger,
     });
-    const status = await run(['tar', '-xOf', tmp, './var/lib/dpkg/status'], { logger: opts.logger });
     const toolchain = toolchainFromDpkgStatus(status.stdout);
     if (!/\bgcc(-\d+)?=/.test(toolchain) || !/\bmusl-tools=/.test(toolchain)) {
-      throw new UserError(`the build root made by mmdebstrap lacks gcc or musl-tools (found: ${toolchain || 'nothing'})`);
+      throw new UserError(
+        `the build root made by mmdebstrap lacks gcc or musl-tools (found: ${toolchain || 'nothing'})`,
+      );
     }
-    await writeFile(metaFile, `${JSON.stringify({ key, suite, arch: opts.arch, packages: BUILDROOT_PACKAGES, toolchain }, null, 2)}\n`);
+    await writeFile(
+      metaFile,
+      `${JSON.stringify({ key, suite, arch: opts.arch, packages: BUILDROOT_PACKAGES, toolchain }, null, 2)}\n`,
+    );
     await rename(tmp, tarball);
     return { key, tarball, toolchain };
   } finally {
@@ -126,7 +151,11 @@ async function removeScratch(dir: string): Promise<void> {
     .filter((m): m is string => m !== undefined && m.startsWith(`${dir}/`))
     .sort((a, b) => b.length - a.length);
   for (const m of mounts) await run(['umount', '-l', m], { privileged: true, reject: false });
-  await run(['rm', '-rf', '--one-file-system', dir], { privileged: true, reject: false, timeoutMs: 10 * 60_000 });
+  await run(['rm', '-rf', '--one-file-system', dir], {
+    privileged: true,
+    reject: false,
+    timeoutMs: 10 * 60_000,
+  });
 }
 
 /**
@@ -151,7 +180,8 @@ export async function compileInRoot(
         logger: opts.logger,
       });
     });
-    if (!existsSync(path.join(root, 'usr'))) throw new UserError(`build root ${buildroot.tarball} has no /usr`);
+    if (!existsSync(path.join(root, 'usr')))
+      throw new UserError(`build root ${buildroot.tarball} has no /usr`);
     const make = inRootMakeArgv(opts.jobs ?? 1);
     const script = `${formatCommand(make)} && strip src/lua`;
     await opts.logger.group(`compile Lua in the build root under QEMU: ${script}`, async () => {
@@ -162,19 +192,33 @@ export async function compileInRoot(
           binds: [{ host: srcDir, container: '/src' }],
           workdir: '/src',
         }),
-        { privileged: true, timeoutMs: 45 * 60_000, logger: opts.logger, signal: opts.signal, stderrLines: 30 },
+        {
+          privileged: true,
+          timeoutMs: 45 * 60_000,
+          logger: opts.logger,
+          signal: opts.signal,
+          stderrLines: 30,
+        },
       );
     });
     const binary = path.join(srcDir, 'src', 'lua');
-    if (!existsSync(binary)) throw new UserError(`the in-root build finished without producing ${binary}`);
+    if (!existsSync(binary))
+      throw new UserError(`the in-root build finished without producing ${binary}`);
     return binary;
   } finally {
     // Without root, the container's root wrote build products into srcDir: give them back to
     // the caller so its ordinary cleanup can remove them.
     if (!isRoot() && typeof process.getuid === 'function' && typeof process.getgid === 'function') {
-      await run(['chown', '-R', `${process.getuid()}:${process.getgid()}`, srcDir], { privileged: true, reject: false });
+      await run(['chown', '-R', `${process.getuid()}:${process.getgid()}`, srcDir], {
+        privileged: true,
+        reject: false,
+      });
     }
     // The extracted root is root-owned: remove it with the same privilege that made it.
-    await run(['rm', '-rf', '--one-file-system', work], { privileged: true, reject: false, timeoutMs: 10 * 60_000 });
+    await run(['rm', '-rf', '--one-file-system', work], {
+      privileged: true,
+      reject: false,
+      timeoutMs: 10 * 60_000,
+    });
   }
 }

@@ -14,13 +14,18 @@ export function entryProblem(name: string, type: string, top: string): string | 
   if (name.startsWith('/')) return 'absolute path';
   const parts = name.split('/').filter((p) => p !== '' && p !== '.');
   if (parts.includes('..')) return 'path contains ".."';
-  if (type !== 'File' && type !== 'OldFile' && type !== 'Directory') return `entry type ${type} (only files and directories are expected)`;
+  if (type !== 'File' && type !== 'OldFile' && type !== 'Directory')
+    return `entry type ${type} (only files and directories are expected)`;
   if (parts[0] !== top) return `outside the top-level directory ${top}/`;
   return undefined;
 }
 
 /** Extracts `tarball` into `destDir` (which must exist, empty); returns the source tree's top directory. */
-export async function extractLuaSource(tarball: string, destDir: string, version: string): Promise<string> {
+export async function extractLuaSource(
+  tarball: string,
+  destDir: string,
+  version: string,
+): Promise<string> {
   const top = `lua-${version}`;
   const problems: string[] = [];
   try {
@@ -36,7 +41,9 @@ export async function extractLuaSource(tarball: string, destDir: string, version
     throw new UserError(`${tarball} is not a readable tar archive: ${(e as Error).message}`);
   }
   if (problems.length > 0) {
-    throw new UserError(`refusing to unpack ${tarball} as Lua ${version} source:\n  ${problems.join('\n  ')}`);
+    throw new UserError(
+      `refusing to unpack ${tarball} as Lua ${version} source:\n  ${problems.join('\n  ')}`,
+    );
   }
   await extract({
     file: tarball,
@@ -50,7 +57,9 @@ export async function extractLuaSource(tarball: string, destDir: string, version
   });
   const dir = path.join(destDir, top);
   if (!existsSync(path.join(dir, 'src', 'lua.c')) || !existsSync(path.join(dir, 'Makefile'))) {
-    throw new UserError(`${tarball} does not look like the Lua ${version} source (no ${top}/Makefile and ${top}/src/lua.c)`);
+    throw new UserError(
+      `${tarball} does not look like the Lua ${version} source (no ${top}/Makefile and ${top}/src/lua.c)`,
+    );
   }
   return dir;
 }

@@ -76,14 +76,19 @@ export async function verifyLua(
   });
   const problems = staticProblems(info, opts.arch);
   if (problems.length > 0) {
-    throw new LuaVerifyError(`${binary} is not a static ${opts.arch} executable: ${problems.join('; ')}`);
+    throw new LuaVerifyError(
+      `${binary} is not a static ${opts.arch} executable: ${problems.join('; ')}`,
+    );
   }
   const prefix = emulatorPrefix(opts.arch);
   const timeoutMs = opts.timeoutMs ?? 60_000;
   const v = await run([...prefix, binary, '-v'], { reject: false, timeoutMs, logger: opts.logger });
   // Lua 5.3 and 5.4 print the banner on stdout; accept stderr too rather than depend on it.
   const banner = `${v.stdout}${v.stderr}`.trim();
-  if (v.exitCode !== 0 || !new RegExp(`^Lua ${opts.version.replaceAll('.', '\\.')}(\\s|$)`).test(banner)) {
+  if (
+    v.exitCode !== 0 ||
+    !new RegExp(`^Lua ${opts.version.replaceAll('.', '\\.')}(\\s|$)`).test(banner)
+  ) {
     throw new LuaVerifyError(
       `${binary} -v: expected "Lua ${opts.version}", got ${JSON.stringify(banner.split('\n')[0] ?? '')} (exit code ${v.exitCode})`,
     );
@@ -107,5 +112,7 @@ export async function verifyLua(
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
-  opts.logger?.info(`verified ${binary}: static ${opts.arch} ELF, prints Lua ${opts.version}, smoke script ok`);
+  opts.logger?.info(
+    `verified ${binary}: static ${opts.arch} ELF, prints Lua ${opts.version}, smoke script ok`,
+  );
 }

@@ -5,7 +5,17 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { copyFile, chmod, mkdir, mkdtemp, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import {
+  copyFile,
+  chmod,
+  mkdir,
+  mkdtemp,
+  readFile,
+  rename,
+  rm,
+  stat,
+  writeFile,
+} from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { UserError } from '../core/errors.js';
@@ -13,7 +23,13 @@ import type { Logger } from '../core/logger.js';
 import { cacheDir as defaultCacheDir } from '../core/paths.js';
 import { sha256File, type FetchOptions, type Store } from '../store/store.js';
 import { run } from '../tools/exec.js';
-import { crossMakeArgv, crossToolchain, inRootMakeArgv, type LuaArch, type LuaStrategy } from '../tools/lua-make.js';
+import {
+  crossMakeArgv,
+  crossToolchain,
+  inRootMakeArgv,
+  type LuaArch,
+  type LuaStrategy,
+} from '../tools/lua-make.js';
 import { compileInRoot, ensureBuildroot } from './lua-in-root.js';
 import { extractLuaSource } from './lua-source.js';
 import { verifyLua } from './lua-verify.js';
@@ -77,7 +93,8 @@ export function defaultLuaUrls(version: string): string[] {
 
 /** Lua 5.3.x and 5.4.x: what the verification and the build flags are known to work with. */
 export function checkLuaVersion(version: string): void {
-  if (!/^5\.[34]\.\d+$/.test(version)) throw new UserError(`unsupported Lua version "${version}": expected 5.3.x or 5.4.x`);
+  if (!/^5\.[34]\.\d+$/.test(version))
+    throw new UserError(`unsupported Lua version "${version}": expected 5.3.x or 5.4.x`);
 }
 
 function jobs(): number {
@@ -108,7 +125,13 @@ async function crossRecipe(arch: LuaArch, logger: Logger, signal?: AbortSignal):
     flags: flags.filter((a) => !a.startsWith('-j')),
     async build(srcDir) {
       await logger.group(`compile Lua (cross, ${arch}, musl)`, async () => {
-        await run(crossMakeArgv(tc, jobs()), { cwd: srcDir, logger, timeoutMs: 20 * 60_000, signal, stderrLines: 30 });
+        await run(crossMakeArgv(tc, jobs()), {
+          cwd: srcDir,
+          logger,
+          timeoutMs: 20 * 60_000,
+          signal,
+          stderrLines: 30,
+        });
       });
       const binary = path.join(srcDir, 'src', 'lua');
       await run([tc.strip, binary], { logger });
@@ -128,7 +151,13 @@ async function inRootRecipe(arch: LuaArch, opts: LuaBuildOptions, cache: string)
   return {
     toolchain: `buildroot ${buildroot.key}: ${buildroot.toolchain}`,
     flags: [...flags.filter((a) => !a.startsWith('-j')), 'strip'],
-    build: (srcDir) => compileInRoot(srcDir, buildroot, { logger: opts.logger, workDir: opts.workDir, jobs: jobs(), signal: opts.signal }),
+    build: (srcDir) =>
+      compileInRoot(srcDir, buildroot, {
+        logger: opts.logger,
+        workDir: opts.workDir,
+        jobs: jobs(),
+        signal: opts.signal,
+      }),
   };
 }
 
@@ -154,7 +183,9 @@ export async function buildLua(spec: LuaBuildSpec, opts: LuaBuildOptions): Promi
   const { logger } = opts;
   const cache = opts.cacheDir ?? defaultCacheDir();
   const recipe =
-    spec.strategy === 'cross' ? await crossRecipe(spec.arch, logger, opts.signal) : await inRootRecipe(spec.arch, opts, cache);
+    spec.strategy === 'cross'
+      ? await crossRecipe(spec.arch, logger, opts.signal)
+      : await inRootRecipe(spec.arch, opts, cache);
   const key = createHash('sha256')
     .update(
       JSON.stringify({
@@ -188,7 +219,11 @@ export async function buildLua(spec: LuaBuildSpec, opts: LuaBuildOptions): Promi
   }
 
   const tarball = await opts.store.fetch(
-    { urls: spec.urls ?? defaultLuaUrls(spec.version), sha256: spec.sha256, name: `lua-${spec.version}.tar.gz` },
+    {
+      urls: spec.urls ?? defaultLuaUrls(spec.version),
+      sha256: spec.sha256,
+      name: `lua-${spec.version}.tar.gz`,
+    },
     { ...opts.fetch, signal: opts.signal },
   );
   const work = await mkdtemp(path.join(opts.workDir ?? os.tmpdir(), 'lhc-lua-'));
@@ -199,7 +234,11 @@ export async function buildLua(spec: LuaBuildSpec, opts: LuaBuildOptions): Promi
     const built = await recipe.build(srcDir);
     await verifyLua(built, { version: spec.version, arch: spec.arch, logger });
 
-    const staging = path.join(cache, 'lua', `.tmp-${process.pid}-${randomBytes(6).toString('hex')}`);
+    const staging = path.join(
+      cache,
+      'lua',
+      `.tmp-${process.pid}-${randomBytes(6).toString('hex')}`,
+    );
     await mkdir(staging, { recursive: true });
     try {
       const bin = path.join(staging, 'lua');
@@ -222,7 +261,9 @@ export async function buildLua(spec: LuaBuildSpec, opts: LuaBuildOptions): Promi
         // Another build of the same key finished first: its result is equivalent, keep it.
         if (!existsSync(path.join(dir, 'lua'))) throw e;
       }
-      logger.info(`Lua ${spec.version} (${spec.arch}, ${spec.strategy}): built, ${meta.bytes} bytes, sha256 ${meta.sha256}`);
+      logger.info(
+        `Lua ${spec.version} (${spec.arch}, ${spec.strategy}): built, ${meta.bytes} bytes, sha256 ${meta.sha256}`,
+      );
       const final = (await readCached(dir, logger)) ?? meta;
       return result(final, false);
     } finally {

@@ -62,7 +62,8 @@ export function artifactNames(name: string, fileNames: PackOptions['fileNames'] 
 export async function writeSha256Sums(dir: string, files: readonly string[]): Promise<string> {
   const lines: string[] = [];
   for (const f of [...new Set(files)].sort()) {
-    if (/[\n\\]/.test(f)) throw new UserError(`cannot list '${f}' in SHA256SUMS: newline or backslash in the name`);
+    if (/[\n\\]/.test(f))
+      throw new UserError(`cannot list '${f}' in SHA256SUMS: newline or backslash in the name`);
     lines.push(`${await sha256File(path.join(dir, f))}  ${f}`);
   }
   const out = path.join(dir, 'SHA256SUMS');
@@ -106,7 +107,11 @@ export async function packImage(o: PackOptions): Promise<PackResult> {
     logger: o.logger,
     signal: o.signal,
   });
-  const imageEntries = await scanTree(o.root, { mountPath: '/', owner: { uid: 0, gid: 0 }, rootMode: ROOT_MODE });
+  const imageEntries = await scanTree(o.root, {
+    mountPath: '/',
+    owner: { uid: 0, gid: 0 },
+    rootMode: ROOT_MODE,
+  });
 
   const data = await writeDataTemplate({
     dataDir: o.dataDir,
@@ -117,14 +122,25 @@ export async function packImage(o: PackOptions): Promise<PackResult> {
     logger: o.logger,
   });
 
-  const manifestData: Manifest = { lhcManifest: 1, name: o.name, image: imageEntries, data: { path: dataPath, entries: data.entries } };
+  const manifestData: Manifest = {
+    lhcManifest: 1,
+    name: o.name,
+    image: imageEntries,
+    data: { path: dataPath, entries: data.entries },
+  };
   const manifestText = serializeManifest(manifestData);
   await writeFile(manifestFile, manifestText);
 
-  const sha256sums = await writeSha256Sums(o.outDir, [names.image, names.dataTemplate, names.manifest]);
+  const sha256sums = await writeSha256Sums(o.outDir, [
+    names.image,
+    names.dataTemplate,
+    names.manifest,
+  ]);
   const imageBytes = (await stat(image)).size;
   const imageSha256 = await sha256File(image);
-  o.logger.info(`image ${imageBytes} bytes, data template ${data.bytes} bytes, ${imageEntries.length} paths`);
+  o.logger.info(
+    `image ${imageBytes} bytes, data template ${data.bytes} bytes, ${imageEntries.length} paths`,
+  );
   return {
     image,
     imageSha256,

@@ -88,11 +88,19 @@ async function openSource(
     } catch (e) {
       if (e instanceof DownloadError) throw e;
       const code = (e as NodeJS.ErrnoException).code;
-      throw new DownloadError(url, code === 'ENOENT' ? 'file not found' : (code ?? String(e)), false);
+      throw new DownloadError(
+        url,
+        code === 'ENOENT' ? 'file not found' : (code ?? String(e)),
+        false,
+      );
     }
   }
   if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') {
-    throw new DownloadError(url, `unsupported URL scheme ${parsed.protocol} (use http, https or file)`, false);
+    throw new DownloadError(
+      url,
+      `unsupported URL scheme ${parsed.protocol} (use http, https or file)`,
+      false,
+    );
   }
   let res: Response;
   try {
@@ -105,7 +113,11 @@ async function openSource(
     await res.body?.cancel().catch(() => {});
     const reason = `HTTP ${res.status}${res.statusText ? ` ${res.statusText}` : ''}`;
     // 408/429/5xx may pass; other 4xx (404, 403) will not.
-    throw new DownloadError(url, reason, res.status >= 500 || res.status === 408 || res.status === 429);
+    throw new DownloadError(
+      url,
+      reason,
+      res.status >= 500 || res.status === 408 || res.status === 429,
+    );
   }
   const len = Number(res.headers.get('content-length'));
   return {
@@ -115,7 +127,11 @@ async function openSource(
 }
 
 /** Streams `url` into `dest` (created or truncated), hashing as it writes. */
-export async function download(url: string, dest: string, opts: DownloadOptions = {}): Promise<DownloadResult> {
+export async function download(
+  url: string,
+  dest: string,
+  opts: DownloadOptions = {},
+): Promise<DownloadResult> {
   const idle = opts.idleTimeoutMs ?? 30_000;
   const label = opts.label ?? url;
   const ac = new AbortController();
@@ -163,7 +179,11 @@ export async function download(url: string, dest: string, opts: DownloadOptions 
     if (code === 'ENOSPC' || code === 'EACCES' || code === 'EROFS') {
       throw new DownloadError(url, `cannot write ${dest}: ${code}`, false);
     }
-    throw new DownloadError(url, `transfer failed after ${formatBytes(bytes)}: ${networkReason(e)}`, true);
+    throw new DownloadError(
+      url,
+      `transfer failed after ${formatBytes(bytes)}: ${networkReason(e)}`,
+      true,
+    );
   } finally {
     clearTimeout(timer);
     opts.signal?.removeEventListener('abort', onOuterAbort);

@@ -45,7 +45,8 @@ export async function sha256File(file: string): Promise<string> {
 }
 
 function checkSha(sha256: string): string {
-  if (!SHA256_RE.test(sha256)) throw new UserError(`not a sha256 (expected 64 lower-case hex characters): '${sha256}'`);
+  if (!SHA256_RE.test(sha256))
+    throw new UserError(`not a sha256 (expected 64 lower-case hex characters): '${sha256}'`);
   return sha256;
 }
 
@@ -92,7 +93,9 @@ export class Store {
     }
     const actual = await sha256File(file);
     if (actual === sha256) return true;
-    this.logger.warn(`store file ${file} is corrupt (its content has sha256 ${actual}); removed it`);
+    this.logger.warn(
+      `store file ${file} is corrupt (its content has sha256 ${actual}); removed it`,
+    );
     await rm(file, { force: true });
     return false;
   }
@@ -100,10 +103,13 @@ export class Store {
   /** Imports a local file; returns its sha256. */
   async add(file: string): Promise<string> {
     try {
-      if (!(await stat(file)).isFile()) throw new UserError(`cannot add ${file} to the store: not a regular file`);
+      if (!(await stat(file)).isFile())
+        throw new UserError(`cannot add ${file} to the store: not a regular file`);
     } catch (e) {
       if (e instanceof UserError) throw e;
-      throw new UserError(`cannot add ${file} to the store: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
+      throw new UserError(
+        `cannot add ${file} to the store: ${(e as NodeJS.ErrnoException).code ?? String(e)}`,
+      );
     }
     const tmp = await this.tempPath();
     try {
@@ -147,7 +153,9 @@ export class Store {
       for (let attempt = 0; ; attempt++) {
         const tmp = await this.tempPath();
         try {
-          this.logger.info(`downloading ${name} from ${url}${attempt > 0 ? ` (retry ${attempt} of ${retries})` : ''}`);
+          this.logger.info(
+            `downloading ${name} from ${url}${attempt > 0 ? ` (retry ${attempt} of ${retries})` : ''}`,
+          );
           const got = await download(url, tmp, {
             idleTimeoutMs: opts.idleTimeoutMs,
             progressIntervalMs: opts.progressIntervalMs,
@@ -156,7 +164,11 @@ export class Store {
             label: name,
           });
           if (got.sha256 !== sha) {
-            throw new DownloadError(url, `sha256 mismatch: expected ${sha}, got ${got.sha256} (${got.bytes} bytes)`, false);
+            throw new DownloadError(
+              url,
+              `sha256 mismatch: expected ${sha}, got ${got.sha256} (${got.bytes} bytes)`,
+              false,
+            );
           }
           await rename(tmp, dest);
           this.logger.info(`${name}: ${formatBytes(got.bytes)}, sha256 verified`);

@@ -55,14 +55,26 @@ export function crossMakeArgv(tc: CrossToolchain, jobs = 1): string[] {
 
 /** The build inside the target's own root, where musl-gcc is the native musl compiler. */
 export function inRootMakeArgv(jobs = 1): string[] {
-  return ['make', `-j${jobs}`, 'posix', 'CC=musl-gcc', `MYCFLAGS=${LUA_MYCFLAGS}`, `MYLDFLAGS=${LUA_MYLDFLAGS}`];
+  return [
+    'make',
+    `-j${jobs}`,
+    'posix',
+    'CC=musl-gcc',
+    `MYCFLAGS=${LUA_MYCFLAGS}`,
+    `MYLDFLAGS=${LUA_MYLDFLAGS}`,
+  ];
 }
 
 /** Debian packages of the in-root build root (sorted: the list is part of its cache key). */
 export const BUILDROOT_PACKAGES = ['build-essential', 'musl-tools'] as const;
 
 /** The mmdebstrap command that makes the build root as a tarball. */
-export function buildrootArgv(opts: { suite: string; arch: LuaArch; out: string; mirrors: string[] }): string[] {
+export function buildrootArgv(opts: {
+  suite: string;
+  arch: LuaArch;
+  out: string;
+  mirrors: string[];
+}): string[] {
   return [
     'mmdebstrap',
     `--arch=${opts.arch === 'aarch64' ? 'arm64' : 'amd64'}`,

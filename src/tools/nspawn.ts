@@ -86,12 +86,15 @@ export function nspawnArgv(o: NspawnOptions): string[] {
   if (o.userNamespace) argv.push(...USERNS_FLAGS);
   // Under a user namespace an unmapped bind shows every file as nobody's: idmap keeps the data
   // partition's owners as they are on disk (the data template's), so the service can write there.
-  if (o.dataDir) argv.push(`--bind=${o.dataDir}:${o.dataPath ?? '/data'}${o.userNamespace ? ':idmap' : ''}`);
-  for (const b of o.binds ?? []) argv.push(`${b.readOnly ? '--bind-ro' : '--bind'}=${b.host}:${b.container}`);
+  if (o.dataDir)
+    argv.push(`--bind=${o.dataDir}:${o.dataPath ?? '/data'}${o.userNamespace ? ':idmap' : ''}`);
+  for (const b of o.binds ?? [])
+    argv.push(`${b.readOnly ? '--bind-ro' : '--bind'}=${b.host}:${b.container}`);
   for (const [k, v] of Object.entries(o.env ?? {}).sort(([a], [b]) => (a < b ? -1 : 1))) {
     argv.push(`--setenv=${k}=${v}`);
   }
-  if (o.user !== undefined && String(o.user) !== '0' && o.user !== 'root') argv.push(`--user=${o.user}`);
+  if (o.user !== undefined && String(o.user) !== '0' && o.user !== 'root')
+    argv.push(`--user=${o.user}`);
   if (o.workdir) argv.push(`--chdir=${o.workdir}`);
   argv.push('--', ...o.command);
   return argv;

@@ -12,12 +12,7 @@ import { traceSection } from './trace.js';
 import { verifySection } from './verify.js';
 import type { BenchSection, Measurement } from './section.js';
 
-const SECTIONS: BenchSection[] = [
-  luaSection,
-  packSection,
-  traceSection,
-  verifySection,
-];
+const SECTIONS: BenchSection[] = [luaSection, packSection, traceSection, verifySection];
 
 function formatValue(m: Measurement): string {
   return m.unit === 's' ? m.value.toFixed(2) : String(m.value);
@@ -32,7 +27,9 @@ async function mainBench(argv: string[]): Promise<number> {
   }
   const unknown = names.filter((n) => !SECTIONS.some((s) => s.name === n));
   if (unknown.length > 0) {
-    process.stderr.write(`unknown section(s): ${unknown.join(', ')}; sections: ${SECTIONS.map((s) => s.name).join(', ')}\n`);
+    process.stderr.write(
+      `unknown section(s): ${unknown.join(', ')}; sections: ${SECTIONS.map((s) => s.name).join(', ')}\n`,
+    );
     return 2;
   }
   const chosen = names.length > 0 ? SECTIONS.filter((s) => names.includes(s.name)) : SECTIONS;
@@ -45,10 +42,15 @@ async function mainBench(argv: string[]): Promise<number> {
       const ms = await section.run({ workDir, log: (l) => void process.stderr.write(`  ${l}\n`) });
       results[section.name] = ms;
       const width = Math.max(...ms.map((m) => m.metric.length));
-      for (const m of ms) process.stdout.write(`${section.name}  ${m.metric.padEnd(width)}  ${formatValue(m)} ${m.unit}\n`);
+      for (const m of ms)
+        process.stdout.write(
+          `${section.name}  ${m.metric.padEnd(width)}  ${formatValue(m)} ${m.unit}\n`,
+        );
     } catch (e) {
       failed = true;
-      process.stderr.write(`bench ${section.name} failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+      process.stderr.write(
+        `bench ${section.name} failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`,
+      );
     } finally {
       await rm(workDir, { recursive: true, force: true });
     }

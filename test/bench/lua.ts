@@ -20,7 +20,9 @@ const VERSION = '5.4.4';
 export const luaSection: BenchSection = {
   name: 'lua',
   async run(ctx) {
-    const strategies = (process.env.LHC_BENCH_LUA_STRATEGIES ?? 'cross,in-root').split(',') as LuaStrategy[];
+    const strategies = (process.env.LHC_BENCH_LUA_STRATEGIES ?? 'cross,in-root').split(
+      ',',
+    ) as LuaStrategy[];
     const src = await luaSourceTarball(VERSION);
     const buildrootDir = path.join(testCacheDir(), 'buildroots');
     const out: Measurement[] = [];
@@ -41,17 +43,42 @@ export const luaSection: BenchSection = {
       const rootGroup = logger.lines.find((l) => l.startsWith('==> build root: mmdebstrap'));
       ctx.log(`${strategy}: warm build`);
       const warm = await timed(() => buildLua(spec, { store, logger, cacheDir, buildrootDir }));
-      if (!warm.result.cached || warm.result.sha256 !== cold.result.sha256) throw new Error(`${strategy}: warm build was not a cache hit`);
-      const cli = existsSync('dist/cli.js') ? ['node', 'dist/cli.js'] : ['npx', 'tsx', 'src/cli-entry.ts'];
+      if (!warm.result.cached || warm.result.sha256 !== cold.result.sha256)
+        throw new Error(`${strategy}: warm build was not a cache hit`);
+      const cli = existsSync('dist/cli.js')
+        ? ['node', 'dist/cli.js']
+        : ['npx', 'tsx', 'src/cli-entry.ts'];
       const proc = await timed(() =>
-        run([...cli, 'lua', '--version', VERSION, '--sha256', src.sha256, '--strategy', strategy, '--out', path.join(ctx.workDir, 'out')], {
-          env: { LHC_CACHE_DIR: cacheDir },
-        }),
+        run(
+          [
+            ...cli,
+            'lua',
+            '--version',
+            VERSION,
+            '--sha256',
+            src.sha256,
+            '--strategy',
+            strategy,
+            '--out',
+            path.join(ctx.workDir, 'out'),
+          ],
+          {
+            env: { LHC_CACHE_DIR: cacheDir },
+          },
+        ),
       );
       out.push(
-        { metric: `${strategy} cold build${strategy === 'in-root' ? (madeRoot ? ' (incl. making the build root)' : ' (build root cached)') : ''}`, value: cold.seconds, unit: 's' },
+        {
+          metric: `${strategy} cold build${strategy === 'in-root' ? (madeRoot ? ' (incl. making the build root)' : ' (build root cached)') : ''}`,
+          value: cold.seconds,
+          unit: 's',
+        },
         { metric: `${strategy} warm build (in process)`, value: warm.seconds, unit: 's' },
-        { metric: `${strategy} warm lhc lua (${cli.slice(0, 2).join(' ')})`, value: proc.seconds, unit: 's' },
+        {
+          metric: `${strategy} warm lhc lua (${cli.slice(0, 2).join(' ')})`,
+          value: proc.seconds,
+          unit: 's',
+        },
         { metric: `${strategy} binary size`, value: cold.result.bytes, unit: 'bytes' },
       );
       if (madeRoot && rootGroup) ctx.log(`${strategy}: the build root was made during this run`);

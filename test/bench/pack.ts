@@ -31,9 +31,17 @@ export const packSection: BenchSection = {
     const data = await sampleDataDir(path.join(ctx.workDir, 'data'));
     ctx.log('packing');
     const { seconds, result } = await timed(() =>
-      packImage({ root, dataDir: data, name: 'gophermoon', epoch: 1_700_000_000, outDir: path.join(ctx.workDir, 'out'), logger }),
+      packImage({
+        root,
+        dataDir: data,
+        name: 'gophermoon',
+        epoch: 1_700_000_000,
+        outDir: path.join(ctx.workDir, 'out'),
+        logger,
+      }),
     );
-    if (result.imageBytes > IMAGE_BUDGET_BYTES) ctx.log(`image ${result.imageBytes} bytes is over the ${IMAGE_BUDGET_BYTES}-byte budget`);
+    if (result.imageBytes > IMAGE_BUDGET_BYTES)
+      ctx.log(`image ${result.imageBytes} bytes is over the ${IMAGE_BUDGET_BYTES}-byte budget`);
     return [
       { metric: 'pack seconds', value: seconds, unit: 's' },
       { metric: 'image bytes', value: result.imageBytes, unit: 'bytes' },

@@ -51,9 +51,13 @@ async function installOnBoard(): Promise<void> {
   mounted.push(board.rootMount);
   await run(['truncate', '-s', '16M', board.dataSource]);
   await run(['mkfs.ext4', '-q', '-F', board.dataSource]);
-  await run(['mount', '-o', 'loop,noexec,nosuid,nodev', board.dataSource, board.dataMount], { privileged: true });
+  await run(['mount', '-o', 'loop,noexec,nosuid,nodev', board.dataSource, board.dataMount], {
+    privileged: true,
+  });
   mounted.push(board.dataMount);
-  await run(['tar', '-xzpf', result.dataTemplate, '--numeric-owner', '-C', board.dataMount], { privileged: true });
+  await run(['tar', '-xzpf', result.dataTemplate, '--numeric-owner', '-C', board.dataMount], {
+    privileged: true,
+  });
 }
 
 beforeAll(async () => {
@@ -87,13 +91,20 @@ beforeAll(async () => {
     env: { ...process.env, SOURCE_DATE_EPOCH: '1700000000' },
   });
 
-  board = boardPaths({ name: config.name, boardDir: path.join(tmp, 'board'), imageFile: path.basename(result.image) });
+  board = boardPaths({
+    name: config.name,
+    boardDir: path.join(tmp, 'board'),
+    imageFile: path.basename(result.image),
+  });
   const shipped = await readFile(path.join(result.bundleDir, 'oci/config.json'), 'utf8');
   // The board directory must appear exactly where the image and the data partition are used.
   expect(shipped.split(DEFAULT_BOARD_DIR).length - 1).toBe(2);
   ociDir = path.join(tmp, 'oci');
   await mkdir(ociDir);
-  await writeFile(path.join(ociDir, 'config.json'), shipped.replaceAll(DEFAULT_BOARD_DIR, board.boardDir));
+  await writeFile(
+    path.join(ociDir, 'config.json'),
+    shipped.replaceAll(DEFAULT_BOARD_DIR, board.boardDir),
+  );
   const oci = JSON.parse(await readFile(path.join(ociDir, 'config.json'), 'utf8')) as {
     root: { path: string };
     mounts: { destination: string; source: string }[];
@@ -114,17 +125,23 @@ afterAll(async () => {
 });
 
 async function verify(dir: string, units: string[]): Promise<{ exitCode: number; output: string }> {
-  const r = await run(['systemd-analyze', 'verify', ...units.map((u) => `./${u}`)], { cwd: dir, reject: false });
+  const r = await run(['systemd-analyze', 'verify', ...units.map((u) => `./${u}`)], {
+    cwd: dir,
+    reject: false,
+  });
   return { exitCode: r.exitCode, output: (r.stdout + r.stderr).trim() };
 }
 
 describe('the systemd units build() wrote for gophermoon', () => {
-  const shippedPaths = () => boardPaths({ name: config.name, imageFile: path.basename(result.image) });
+  const shippedPaths = () =>
+    boardPaths({ name: config.name, imageFile: path.basename(result.image) });
 
   it('are the socket, the per-connection service and the two mounts, and pass systemd-analyze verify without a warning', async () => {
     const p = shippedPaths();
     expect(p.boardDir).toBe(DEFAULT_BOARD_DIR);
-    const units = (await readdir(result.bundleDir)).filter((f) => /\.(socket|service|mount)$/.test(f));
+    const units = (await readdir(result.bundleDir)).filter((f) =>
+      /\.(socket|service|mount)$/.test(f),
+    );
     expect(units.sort()).toEqual(
       [
         'gophermoon.socket',
@@ -147,9 +164,15 @@ describe('the systemd units build() wrote for gophermoon', () => {
     await mkdir(broken);
     const service = await readFile(path.join(result.bundleDir, 'gophermoon@.service'), 'utf8');
     expect(service).toContain('/usr/bin/systemd-nspawn');
-    await writeFile(path.join(broken, 'gophermoon@.service'), service.replace('/usr/bin/systemd-nspawn', '/usr/bin/no-such-nspawn'));
+    await writeFile(
+      path.join(broken, 'gophermoon@.service'),
+      service.replace('/usr/bin/systemd-nspawn', '/usr/bin/no-such-nspawn'),
+    );
     expect((await verify(broken, ['gophermoon@.service'])).exitCode).not.toBe(0);
-    const mount = await readFile(path.join(result.bundleDir, `${systemdEscapePath(shippedPaths().rootMount)}.mount`), 'utf8');
+    const mount = await readFile(
+      path.join(result.bundleDir, `${systemdEscapePath(shippedPaths().rootMount)}.mount`),
+      'utf8',
+    );
     await writeFile(path.join(broken, 'wrong-name.mount'), mount);
     expect((await verify(broken, ['wrong-name.mount'])).output).toMatch(/doesn't match unit name/);
   });
@@ -159,12 +182,17 @@ describe('the systemd units build() wrote for gophermoon', () => {
     // Moved to the test's board, where sources and targets exist, so findmnt can check it all.
     const fstab = path.join(tmp, 'fstab');
     await writeFile(fstab, shipped.replaceAll(DEFAULT_BOARD_DIR, board.boardDir));
-    const r = await run(['findmnt', '--verify', '--verbose', '--tab-file', fstab], { reject: false });
+    const r = await run(['findmnt', '--verify', '--verbose', '--tab-file', fstab], {
+      reject: false,
+    });
     const text = r.stdout + r.stderr;
     expect(text, text).toMatch(/^0 parse errors, 0 errors, \d+ warnings?$/m);
     // findmnt does not know that the `loop` option makes a regular file a fine source.
     const warnings = text.split('\n').filter((l) => l.includes('[W]'));
-    for (const w of warnings) expect(w).toMatch(/non-bind mount source \S+\.(ext4|squashfs) is a directory or regular file/);
+    for (const w of warnings)
+      expect(w).toMatch(
+        /non-bind mount source \S+\.(ext4|squashfs) is a directory or regular file/,
+      );
     expect(r.exitCode).toBe(0);
   });
 });
@@ -179,14 +207,22 @@ describe("the OCI bundle under Debian's runc", () => {
     if (variant) {
       bundleDir = path.join(tmp, `oci-variant-${seq}`);
       await mkdir(bundleDir, { recursive: true });
-      const c = JSON.parse(await readFile(path.join(ociDir, 'config.json'), 'utf8')) as Record<string, unknown>;
+      const c = JSON.parse(await readFile(path.join(ociDir, 'config.json'), 'utf8')) as Record<
+        string,
+        unknown
+      >;
       variant(c);
       await writeFile(path.join(bundleDir, 'config.json'), JSON.stringify(c));
     }
     // Unique per test process: another test run may have runc containers of its own.
     const id = `lhc-deploy-test-${process.pid}-${seq++}`;
     try {
-      const r = await run(['runc', 'run', '--bundle', bundleDir, id], { input, privileged: true, reject: false, timeoutMs: 120_000 });
+      const r = await run(['runc', 'run', '--bundle', bundleDir, id], {
+        input,
+        privileged: true,
+        reject: false,
+        timeoutMs: 120_000,
+      });
       return { stdout: r.stdoutBytes, stderr: r.stderr, exitCode: r.exitCode };
     } finally {
       await run(['runc', 'delete', '--force', id], { privileged: true, reject: false });
@@ -197,14 +233,22 @@ describe("the OCI bundle under Debian's runc", () => {
     const probes = gopherProbes();
     // What the issue asks for at least: the root menu, a text, a binary and a traversal attempt.
     const names = probes.map((p) => p.name);
-    for (const must of ['root-empty', 'text-about', 'binary-png', 'binary-bytes', 'traversal-dotdot', 'traversal-encoded']) {
+    for (const must of [
+      'root-empty',
+      'text-about',
+      'binary-png',
+      'binary-bytes',
+      'traversal-dotdot',
+      'traversal-encoded',
+    ]) {
       expect(names).toContain(must);
     }
     const failures: string[] = [];
     for (const probe of probes) {
       const want = readFileSync(probe.fixture);
       const r = await runcRun(gopherRequest(probe.selector));
-      if (r.exitCode !== 0) failures.push(`${probe.name}: runc exited ${r.exitCode}: ${r.stderr.trim()}`);
+      if (r.exitCode !== 0)
+        failures.push(`${probe.name}: runc exited ${r.exitCode}: ${r.stderr.trim()}`);
       else if (!r.stdout.equals(want)) {
         failures.push(
           `${probe.name} (${JSON.stringify(probe.selector)}): got ${r.stdout.length} bytes, fixture ${path.basename(probe.fixture)} has ${want.length}\n` +
@@ -245,11 +289,20 @@ describe("the OCI bundle under Debian's runc", () => {
       const proc = c.process as { args: string[] };
       shippedArgs = proc.args;
       proc.args = ['/run/busybox', 'sh', '-c', script];
-      (c.mounts as object[]).push({ destination: '/run', type: 'bind', source: tools, options: ['rbind', 'ro', 'nosuid', 'nodev'] });
+      (c.mounts as object[]).push({
+        destination: '/run',
+        type: 'bind',
+        source: tools,
+        options: ['rbind', 'ro', 'nosuid', 'nodev'],
+      });
     });
     expect(shippedArgs).toEqual(config.service.command);
     expect(r.exitCode, r.stderr).toBe(0);
-    const lines = r.stdout.toString().trim().split('\n').map((l) => l.replace(/\s+/g, ' '));
+    const lines = r.stdout
+      .toString()
+      .trim()
+      .split('\n')
+      .map((l) => l.replace(/\s+/g, ' '));
     expect(lines).toEqual([
       'root-readonly',
       'lua-readonly',
@@ -264,10 +317,14 @@ describe("the OCI bundle under Debian's runc", () => {
 
   it('leaves no container, mount or loop device of its own behind once the runs are over', async () => {
     const list = await run(['runc', 'list', '-q'], { privileged: true });
-    expect(list.stdout.split('\n').filter((id) => id.startsWith(`lhc-deploy-test-${process.pid}-`))).toEqual([]);
+    expect(
+      list.stdout.split('\n').filter((id) => id.startsWith(`lhc-deploy-test-${process.pid}-`)),
+    ).toEqual([]);
     const now = await snapshot(tmp);
     // Only the two board mounts the test made itself (unmounted in afterAll), no process.
-    expect(now.mounts.map((l) => l.split(' ')[1]).sort()).toEqual([board.dataMount, board.rootMount].sort());
+    expect(now.mounts.map((l) => l.split(' ')[1]).sort()).toEqual(
+      [board.dataMount, board.rootMount].sort(),
+    );
     expect(now.loops.length).toBe(2);
     expect(now.processes).toEqual([]);
   });

@@ -32,17 +32,28 @@ describe('readElf on real aarch64 binaries from Debian arm64 packages', () => {
       isStatic: false,
     });
     expect(info!.needed).toContain('libc.so.6');
-    expect(staticProblems(info, 'aarch64').join('\n')).toMatch(/PT_INTERP .*ld-linux-aarch64.*\n.*DT_NEEDED/);
+    expect(staticProblems(info, 'aarch64').join('\n')).toMatch(
+      /PT_INTERP .*ld-linux-aarch64.*\n.*DT_NEEDED/,
+    );
   });
 
   it('busybox-static:arm64 busybox is a static aarch64 executable', async () => {
-    const root = await extractDeb(await debianDeb('busybox-static:arm64'), path.join(tmp, 'busybox'));
+    const root = await extractDeb(
+      await debianDeb('busybox-static:arm64'),
+      path.join(tmp, 'busybox'),
+    );
     const bb = path.join(root, 'bin/busybox');
     const ref = await readelf(bb);
     const info = await readElf(bb);
     expect(ref.interp).toBeUndefined();
     expect(ref.needed).toEqual([]);
-    expect(info).toMatchObject({ bits: ref.bits, machineName: 'aarch64', type: ref.type, needed: [], isStatic: true });
+    expect(info).toMatchObject({
+      bits: ref.bits,
+      machineName: 'aarch64',
+      type: ref.type,
+      needed: [],
+      isStatic: true,
+    });
     expect(staticProblems(info, 'aarch64')).toEqual([]);
   });
 });

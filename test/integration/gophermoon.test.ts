@@ -21,7 +21,11 @@ import { buildLua } from '../../src/stages/lua.js';
 import { Store } from '../../src/store/store.js';
 import { hasTool, run, start } from '../../src/tools/exec.js';
 import { packageFor } from '../../src/tools/packages.js';
-import { parseHostStrace, parseQemuStrace, type TraceEvent } from '../../src/trace/parse-qemu-strace.js';
+import {
+  parseHostStrace,
+  parseQemuStrace,
+  type TraceEvent,
+} from '../../src/trace/parse-qemu-strace.js';
 import { luaSourceTarball, testCacheDir, LUA_SOURCES } from '../support/debian-inputs.js';
 import {
   EXTRA_REQUESTS,
@@ -44,7 +48,11 @@ interface Interpreter {
   name: string;
   lua: string[];
   /** Runs `lua` with a syscall trace written to `file`; returns the trace's file events. */
-  traced(file: string): { wrapper: string[]; env: Record<string, string>; parse: (text: string) => TraceEvent[] };
+  traced(file: string): {
+    wrapper: string[];
+    env: Record<string, string>;
+    parse: (text: string) => TraceEvent[];
+  };
 }
 
 let tmp: string;
@@ -54,7 +62,8 @@ let cases: Case[];
 const interpreters: Interpreter[] = [];
 
 async function requireTool(tool: string): Promise<void> {
-  if (!(await hasTool(tool))) throw new Error(`${tool} is missing: apt-get install ${packageFor(tool) ?? tool}`);
+  if (!(await hasTool(tool)))
+    throw new Error(`${tool} is missing: apt-get install ${packageFor(tool) ?? tool}`);
 }
 
 function rootOf(c: Case): string {
@@ -82,10 +91,19 @@ async function makeSymlinkTree(): Promise<void> {
   await symlink(path.join(outsideDir, 'secret.txt'), path.join(symlinkTree, 'moon/secret.txt'));
   await symlink('moon', path.join(symlinkTree, 'moon-link'));
   const index = await buildIndex(symlinkTree);
-  expect(index.skipped.map((s) => s.path).sort()).toEqual(['/archive/escape', '/archive/passwd', '/etc', '/moon-link', '/moon/secret.txt']);
+  expect(index.skipped.map((s) => s.path).sort()).toEqual([
+    '/archive/escape',
+    '/archive/passwd',
+    '/etc',
+    '/moon-link',
+    '/moon/secret.txt',
+  ]);
   await writeFile(path.join(symlinkTree, INDEX_NAME), index.text);
   // Changed after indexing: the server must notice the size and refuse.
-  await appendFile(path.join(symlinkTree, 'about.txt'), 'A line added after the index was written.\n');
+  await appendFile(
+    path.join(symlinkTree, 'about.txt'),
+    'A line added after the index was written.\n',
+  );
 }
 
 async function staticAarch64Lua(version: '5.4.4' | '5.3.6'): Promise<string> {
@@ -101,7 +119,15 @@ async function staticAarch64Lua(version: '5.4.4' | '5.3.6'): Promise<string> {
 }
 
 beforeAll(async () => {
-  for (const tool of ['lua5.4', 'qemu-aarch64-static', 'strace', 'systemd-socket-activate', 'curl', 'aarch64-linux-gnu-gcc']) await requireTool(tool);
+  for (const tool of [
+    'lua5.4',
+    'qemu-aarch64-static',
+    'strace',
+    'systemd-socket-activate',
+    'curl',
+    'aarch64-linux-gnu-gcc',
+  ])
+    await requireTool(tool);
   tmp = await mkdtemp(path.join(os.tmpdir(), 'lhc-gophermoon-'));
   await makeSymlinkTree();
   const aarch64 = await staticAarch64Lua('5.4.4');
@@ -142,7 +168,12 @@ beforeAll(async () => {
   const config = await loadConfig(GOPHERMOON_CONFIG);
   const probes = config.probes.filter((p): p is GopherProbe => p.type === 'gopher');
   cases = [
-    ...probes.map((p) => ({ name: `probe ${p.name}`, request: requestFor(p.selector), fixture: p.fixture, tree: 'content' as const })),
+    ...probes.map((p) => ({
+      name: `probe ${p.name}`,
+      request: requestFor(p.selector),
+      fixture: p.fixture,
+      tree: 'content' as const,
+    })),
     ...EXTRA_REQUESTS.map((r) => ({ ...r, fixture: path.join(GOPHERMOON_FIXTURES, r.fixture) })),
   ];
   expect(cases.length).toBeGreaterThanOrEqual(15);
@@ -178,13 +209,21 @@ describe.each([0, 1, 2])('gophermoon with interpreter #%i', (which) => {
       const realRoot = realpathSync(root);
       const file = path.join(tmp, `trace-${which}-${i}.log`);
       const t = interp.traced(file);
-      const r = await serveOnce(c.request, { lua: interp.lua, root, wrapper: t.wrapper, env: t.env });
-      if (!r.stdout.equals(readFileSync(c.fixture))) problems.push(`${c.name}: response differs from ${path.basename(c.fixture)} when traced`);
+      const r = await serveOnce(c.request, {
+        lua: interp.lua,
+        root,
+        wrapper: t.wrapper,
+        env: t.env,
+      });
+      if (!r.stdout.equals(readFileSync(c.fixture)))
+        problems.push(`${c.name}: response differs from ${path.basename(c.fixture)} when traced`);
       const events = t.parse(await readFile(file, 'utf8'));
       // The interpreter loads its libraries first; what counts is everything after the script.
       const first = events.findIndex((e) => e.op === 'open' && e.path === script);
       if (first < 0) {
-        problems.push(`${c.name}: the trace does not show the script being opened, so it cannot prove anything`);
+        problems.push(
+          `${c.name}: the trace does not show the script being opened, so it cannot prove anything`,
+        );
         continue;
       }
       tracedCases++;
@@ -201,7 +240,8 @@ describe.each([0, 1, 2])('gophermoon with interpreter #%i', (which) => {
         } catch {
           real = undefined;
         }
-        if (real !== undefined && !isUnder(real, realRoot)) problems.push(`${c.name}: ${e.syscall} ${e.path} resolves to ${real}`);
+        if (real !== undefined && !isUnder(real, realRoot))
+          problems.push(`${c.name}: ${e.syscall} ${e.path} resolves to ${real}`);
       }
       if (fixtureServes(c)) {
         // A served file must show up in the trace, or the trace would prove nothing.
@@ -248,46 +288,56 @@ async function waitForListener(port: number, timeoutMs: number): Promise<void> {
       s.once('error', () => resolve(false));
     });
     if (ok) return;
-    if (Date.now() > deadline) throw new Error(`nothing listens on 127.0.0.1:${port} after ${timeoutMs} ms`);
+    if (Date.now() > deadline)
+      throw new Error(`nothing listens on 127.0.0.1:${port} after ${timeoutMs} ms`);
     await new Promise((r) => setTimeout(r, 50));
   }
 }
 
 describe('socket activation with a real Gopher client', () => {
-  it.each([0, 1])('curl gets the fixtures through systemd-socket-activate --inetd (interpreter #%i)', async (which) => {
-    const interp = interpreters[which]!;
-    const port = await freePort();
-    const activator = start([
-      'systemd-socket-activate',
-      '-l',
-      `127.0.0.1:${port}`,
-      '-a',
-      '--inetd',
-      '-E',
-      `GOPHER_ROOT=${GOPHERMOON_CONTENT}`,
-      '-E',
-      'GOPHER_HOST=localhost',
-      '-E',
-      'GOPHER_PORT=70',
-      ...interp.lua,
-      GOPHERMOON_SCRIPT,
-    ]);
-    try {
-      await waitForListener(port, 10_000);
-      const fetches: [string, string][] = [
-        [`gopher://127.0.0.1:${port}/1/`, 'root.menu.gopher'],
-        [`gopher://127.0.0.1:${port}/1/moon`, 'moon.menu.gopher'],
-        [`gopher://127.0.0.1:${port}/0/gophermoon.8.txt`, 'manpage.text.gopher'],
-        [`gopher://127.0.0.1:${port}/9/archive/bytes.bin`, 'bytes.binary.gopher'],
-        [`gopher://127.0.0.1:${port}/7/search%09moon`, 'search-moon.menu.gopher'],
-        [`gopher://127.0.0.1:${port}/1/%2e%2e/%2e%2e/etc/passwd`, 'dotdot.error.gopher'],
-      ];
-      for (const [url, fixture] of fetches) {
-        const r = await run(['curl', '-s', '-S', '--max-time', '30', url], { binary: true, timeoutMs: 60_000 });
-        expect(r.stdoutBytes.equals(readFileSync(path.join(GOPHERMOON_FIXTURES, fixture))), `${url} vs ${fixture}:\n${r.stdout.slice(0, 400)}`).toBe(true);
+  it.each([0, 1])(
+    'curl gets the fixtures through systemd-socket-activate --inetd (interpreter #%i)',
+    async (which) => {
+      const interp = interpreters[which]!;
+      const port = await freePort();
+      const activator = start([
+        'systemd-socket-activate',
+        '-l',
+        `127.0.0.1:${port}`,
+        '-a',
+        '--inetd',
+        '-E',
+        `GOPHER_ROOT=${GOPHERMOON_CONTENT}`,
+        '-E',
+        'GOPHER_HOST=localhost',
+        '-E',
+        'GOPHER_PORT=70',
+        ...interp.lua,
+        GOPHERMOON_SCRIPT,
+      ]);
+      try {
+        await waitForListener(port, 10_000);
+        const fetches: [string, string][] = [
+          [`gopher://127.0.0.1:${port}/1/`, 'root.menu.gopher'],
+          [`gopher://127.0.0.1:${port}/1/moon`, 'moon.menu.gopher'],
+          [`gopher://127.0.0.1:${port}/0/gophermoon.8.txt`, 'manpage.text.gopher'],
+          [`gopher://127.0.0.1:${port}/9/archive/bytes.bin`, 'bytes.binary.gopher'],
+          [`gopher://127.0.0.1:${port}/7/search%09moon`, 'search-moon.menu.gopher'],
+          [`gopher://127.0.0.1:${port}/1/%2e%2e/%2e%2e/etc/passwd`, 'dotdot.error.gopher'],
+        ];
+        for (const [url, fixture] of fetches) {
+          const r = await run(['curl', '-s', '-S', '--max-time', '30', url], {
+            binary: true,
+            timeoutMs: 60_000,
+          });
+          expect(
+            r.stdoutBytes.equals(readFileSync(path.join(GOPHERMOON_FIXTURES, fixture))),
+            `${url} vs ${fixture}:\n${r.stdout.slice(0, 400)}`,
+          ).toBe(true);
+        }
+      } finally {
+        await activator.stop();
       }
-    } finally {
-      await activator.stop();
-    }
-  });
+    },
+  );
 });

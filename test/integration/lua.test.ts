@@ -18,7 +18,13 @@ import { buildLua, type LuaBuildResult } from '../../src/stages/lua.js';
 import { LuaVerifyError, verifyLua } from '../../src/stages/lua-verify.js';
 import { sha256File, Store } from '../../src/store/store.js';
 import { run } from '../../src/tools/exec.js';
-import { debianDeb, extractDeb, luaSourceTarball, testCacheDir, type LuaTestVersion } from '../support/debian-inputs.js';
+import {
+  debianDeb,
+  extractDeb,
+  luaSourceTarball,
+  testCacheDir,
+  type LuaTestVersion,
+} from '../support/debian-inputs.js';
 
 const MAX_BYTES = 350 * 1024;
 
@@ -32,9 +38,13 @@ const log = memoryLogger();
 beforeAll(async () => {
   for (const tool of ['aarch64-linux-gnu-gcc', 'aarch64-linux-gnu-strip', 'make']) {
     const r = await run(['sh', '-c', 'command -v "$1"', 'sh', tool], { reject: false });
-    if (r.exitCode !== 0) throw new Error(`${tool} is missing: apt-get install gcc-aarch64-linux-gnu make musl-dev:arm64 (or lhc setup)`);
+    if (r.exitCode !== 0)
+      throw new Error(
+        `${tool} is missing: apt-get install gcc-aarch64-linux-gnu make musl-dev:arm64 (or lhc setup)`,
+      );
   }
-  if (!existsSync('/usr/lib/aarch64-linux-musl/musl-gcc.specs')) throw new Error('musl-dev:arm64 is missing: apt-get install musl-dev:arm64');
+  if (!existsSync('/usr/lib/aarch64-linux-musl/musl-gcc.specs'))
+    throw new Error('musl-dev:arm64 is missing: apt-get install musl-dev:arm64');
   tmp = await mkdtemp(path.join(os.tmpdir(), 'lhc-lua-it-'));
   savedCacheDir = process.env.LHC_CACHE_DIR;
   process.env.LHC_CACHE_DIR = path.join(tmp, 'cache');
@@ -84,7 +94,11 @@ async function expectStaticLua(r: LuaBuildResult, version: string): Promise<void
   // Exec'd directly: binfmt_misc hands it to qemu-aarch64.
   const v = await run([r.path, '-v']);
   expect(v.stdout).toMatch(new RegExp(`^Lua ${version.replaceAll('.', '\\.')}\\s`));
-  const e = await run([r.path, '-e', 'print(string.format("%d", #table.concat({"a","b"})), os.getenv("HOME") ~= nil)']);
+  const e = await run([
+    r.path,
+    '-e',
+    'print(string.format("%d", #table.concat({"a","b"})), os.getenv("HOME") ~= nil)',
+  ]);
   expect(e.stdout).toBe('2\ttrue\n');
 }
 
@@ -94,7 +108,13 @@ describe('lua stage, cross strategy', () => {
   it('cold build of 5.4.4: static aarch64, runs under QEMU, no download', async () => {
     const sha256 = await seed('5.4.4');
     cold = await buildLua(
-      { version: '5.4.4', sha256, urls: [`${base}/lua-5.4.4.tar.gz`], arch: 'aarch64', strategy: 'cross' },
+      {
+        version: '5.4.4',
+        sha256,
+        urls: [`${base}/lua-5.4.4.tar.gz`],
+        arch: 'aarch64',
+        strategy: 'cross',
+      },
       opts(),
     );
     expect(cold.cached).toBe(false);
@@ -104,10 +124,22 @@ describe('lua stage, cross strategy', () => {
 
   it('warm build hits the cache: same binary, nothing rebuilt', async () => {
     const warm = await buildLua(
-      { version: '5.4.4', sha256: (await luaSourceTarball('5.4.4')).sha256, urls: [`${base}/x`], arch: 'aarch64', strategy: 'cross' },
+      {
+        version: '5.4.4',
+        sha256: (await luaSourceTarball('5.4.4')).sha256,
+        urls: [`${base}/x`],
+        arch: 'aarch64',
+        strategy: 'cross',
+      },
       opts(),
     );
-    expect(warm).toMatchObject({ cached: true, sha256: cold.sha256, path: cold.path, key: cold.key, bytes: cold.bytes });
+    expect(warm).toMatchObject({
+      cached: true,
+      sha256: cold.sha256,
+      path: cold.path,
+      key: cold.key,
+      bytes: cold.bytes,
+    });
     expect(requests).toBe(0);
   });
 
@@ -116,7 +148,21 @@ describe('lua stage, cross strategy', () => {
     const lines: string[] = [];
     const src = await luaSourceTarball('5.4.4');
     const code = await main(
-      ['lua', '--version', '5.4.4', '--sha256', src.sha256, '--url', `${base}/a`, '--url', `${base}/b`, '--arch', 'aarch64', '--out', out],
+      [
+        'lua',
+        '--version',
+        '5.4.4',
+        '--sha256',
+        src.sha256,
+        '--url',
+        `${base}/a`,
+        '--url',
+        `${base}/b`,
+        '--arch',
+        'aarch64',
+        '--out',
+        out,
+      ],
       { out: (l) => lines.push(l), logger: log },
     );
     expect(code).toBe(0);
@@ -129,7 +175,16 @@ describe('lua stage, cross strategy', () => {
   it('a source missing from the store is fetched from its URLs, and a failure names them', async () => {
     const src = await luaSourceTarball('5.3.6');
     await expect(
-      buildLua({ version: '5.3.6', sha256: src.sha256, urls: [`${base}/lua-5.3.6.tar.gz`], arch: 'aarch64', strategy: 'cross' }, opts()),
+      buildLua(
+        {
+          version: '5.3.6',
+          sha256: src.sha256,
+          urls: [`${base}/lua-5.3.6.tar.gz`],
+          arch: 'aarch64',
+          strategy: 'cross',
+        },
+        opts(),
+      ),
     ).rejects.toThrow(/lua-5\.3\.6\.tar\.gz: HTTP 404/);
     expect(requests).toBe(1);
     requests = 0;
@@ -137,7 +192,16 @@ describe('lua stage, cross strategy', () => {
 
   it('cold build of 5.3.6', async () => {
     const sha256 = await seed('5.3.6');
-    const r = await buildLua({ version: '5.3.6', sha256, urls: [`${base}/lua-5.3.6.tar.gz`], arch: 'aarch64', strategy: 'cross' }, opts());
+    const r = await buildLua(
+      {
+        version: '5.3.6',
+        sha256,
+        urls: [`${base}/lua-5.3.6.tar.gz`],
+        arch: 'aarch64',
+        strategy: 'cross',
+      },
+      opts(),
+    );
     expect(r.cached).toBe(false);
     await expectStaticLua(r, '5.3.6');
     expect(requests).toBe(0);
@@ -146,9 +210,19 @@ describe('lua stage, cross strategy', () => {
 
 describe('lua stage, x86_64 with the host musl', () => {
   it('cold build of 5.4.4 for x86_64 is static and runs natively', async () => {
-    if (!existsSync('/usr/lib/x86_64-linux-musl/musl-gcc.specs')) throw new Error('musl-dev (amd64) is missing: apt-get install musl-tools');
+    if (!existsSync('/usr/lib/x86_64-linux-musl/musl-gcc.specs'))
+      throw new Error('musl-dev (amd64) is missing: apt-get install musl-tools');
     const sha256 = await seed('5.4.4');
-    const r = await buildLua({ version: '5.4.4', sha256, urls: [`${base}/lua-5.4.4.tar.gz`], arch: 'x86_64', strategy: 'cross' }, opts());
+    const r = await buildLua(
+      {
+        version: '5.4.4',
+        sha256,
+        urls: [`${base}/lua-5.4.4.tar.gz`],
+        arch: 'x86_64',
+        strategy: 'cross',
+      },
+      opts(),
+    );
     const elf = parseElf(await readFile(r.path));
     expect(elf).toMatchObject({ bits: 64, machineName: 'x86_64', needed: [], isStatic: true });
     expect((await run([r.path, '-v'])).stdout).toMatch(/^Lua 5\.4\.4\s/);
@@ -164,8 +238,14 @@ describe('lua verification names the failed check', () => {
   });
 
   it('a static aarch64 binary that is not Lua fails the version check', async () => {
-    const root = await extractDeb(await debianDeb('busybox-static:arm64'), path.join(tmp, 'busybox'));
-    const err = await verifyLua(path.join(root, 'bin/busybox'), { version: '5.4.4', arch: 'aarch64' }).catch((e: unknown) => e);
+    const root = await extractDeb(
+      await debianDeb('busybox-static:arm64'),
+      path.join(tmp, 'busybox'),
+    );
+    const err = await verifyLua(path.join(root, 'bin/busybox'), {
+      version: '5.4.4',
+      arch: 'aarch64',
+    }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(LuaVerifyError);
     expect((err as Error).message).toMatch(/busybox -v: expected "Lua 5\.4\.4", got /);
   });
@@ -175,15 +255,31 @@ describe('lua stage, in-root strategy (build root under QEMU)', () => {
   it('cold build of 5.4.4 with the target toolchain', async () => {
     for (const tool of ['mmdebstrap', 'systemd-nspawn']) {
       const r = await run(['sh', '-c', 'command -v "$1"', 'sh', tool], { reject: false });
-      if (r.exitCode !== 0) throw new Error(`${tool} is missing: apt-get install mmdebstrap systemd-container (or lhc setup)`);
+      if (r.exitCode !== 0)
+        throw new Error(
+          `${tool} is missing: apt-get install mmdebstrap systemd-container (or lhc setup)`,
+        );
     }
     const sha256 = await seed('5.4.4');
-    const r = await buildLua({ version: '5.4.4', sha256, urls: [`${base}/lua-5.4.4.tar.gz`], arch: 'aarch64', strategy: 'in-root' }, opts());
+    const r = await buildLua(
+      {
+        version: '5.4.4',
+        sha256,
+        urls: [`${base}/lua-5.4.4.tar.gz`],
+        arch: 'aarch64',
+        strategy: 'in-root',
+      },
+      opts(),
+    );
     expect(r.cached).toBe(false);
     expect(r.strategy).toBe('in-root');
     await expectStaticLua(r, '5.4.4');
     expect(requests).toBe(0);
-    const again = await buildLua({ version: '5.4.4', sha256, arch: 'aarch64', strategy: 'in-root' }, opts());
+    const again = await buildLua(
+      { version: '5.4.4', sha256, arch: 'aarch64', strategy: 'in-root' },
+      opts(),
+    );
     expect(again).toMatchObject({ cached: true, sha256: r.sha256 });
-  });
+    // A fresh machine first makes the build root with mmdebstrap under QEMU (minutes).
+  }, 1_800_000);
 });

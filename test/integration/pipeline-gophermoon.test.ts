@@ -28,8 +28,12 @@ const sha256 = (f: string) => createHash('sha256').update(readFileSync(f)).diges
 
 /** Copies the example (and the fixtures its probes name) so relative paths keep working. */
 function copyExample(dest: string, touchTo?: Date): string {
-  cpSync(path.join(REPO, 'examples/gophermoon'), path.join(dest, 'examples/gophermoon'), { recursive: true });
-  cpSync(path.join(REPO, 'fixtures/gophermoon'), path.join(dest, 'fixtures/gophermoon'), { recursive: true });
+  cpSync(path.join(REPO, 'examples/gophermoon'), path.join(dest, 'examples/gophermoon'), {
+    recursive: true,
+  });
+  cpSync(path.join(REPO, 'fixtures/gophermoon'), path.join(dest, 'fixtures/gophermoon'), {
+    recursive: true,
+  });
   if (touchTo) {
     const walk = (d: string) => {
       for (const n of readdirSync(d)) {
@@ -43,7 +47,11 @@ function copyExample(dest: string, touchTo?: Date): string {
   return path.join(dest, 'examples/gophermoon/lhc.yml');
 }
 
-async function buildIn(configFile: string, outDir: string, env: { umask: number; tz: string }): Promise<BuildResult> {
+async function buildIn(
+  configFile: string,
+  outDir: string,
+  env: { umask: number; tz: string },
+): Promise<BuildResult> {
   const oldUmask = process.umask(env.umask);
   const oldTz = process.env.TZ;
   process.env.TZ = env.tz;
@@ -87,11 +95,18 @@ describe('lhc build on examples/gophermoon', () => {
 
   beforeAll(async () => {
     tmp = await mkdtemp(path.join(os.tmpdir(), 'lhc-pipeline-'));
-    a = await buildIn(copyExample(path.join(tmp, 'a')), path.join(tmp, 'out-a'), { umask: 0o022, tz: 'UTC' });
-    b = await buildIn(copyExample(path.join(tmp, 'b'), new Date('2031-05-05T05:05:05Z')), path.join(tmp, 'out-b'), {
-      umask: 0o077,
-      tz: 'Pacific/Kiritimati',
+    a = await buildIn(copyExample(path.join(tmp, 'a')), path.join(tmp, 'out-a'), {
+      umask: 0o022,
+      tz: 'UTC',
     });
+    b = await buildIn(
+      copyExample(path.join(tmp, 'b'), new Date('2031-05-05T05:05:05Z')),
+      path.join(tmp, 'out-b'),
+      {
+        umask: 0o077,
+        tz: 'Pacific/Kiritimati',
+      },
+    );
   });
 
   afterAll(async () => {
@@ -139,13 +154,21 @@ describe('lhc build on examples/gophermoon', () => {
     const config = copyExample(path.join(tmp, 'c'));
     const changed = path.join(path.dirname(config), 'content/moon/phases.txt');
     // Same length, so the content index (which records sizes) stays the same: one file differs.
-    writeFileSync(changed, readFileSync(changed, 'utf8').replace('waxing crescent', 'Waxing Crescent'));
+    writeFileSync(
+      changed,
+      readFileSync(changed, 'utf8').replace('waxing crescent', 'Waxing Crescent'),
+    );
     const c = await buildIn(config, path.join(tmp, 'out-c'), { umask: 0o022, tz: 'UTC' });
     const d = diffManifests(await readManifest(a.manifest), await readManifest(c.manifest));
     expect(d.added).toEqual([]);
     expect(d.removed).toEqual([]);
-    expect(d.changed.map((x) => [x.path, x.fields])).toEqual([['/gopher/moon/phases.txt', ['sha256']]]);
-    const r = await run(['npx', 'tsx', 'src/cli-entry.ts', 'diff', a.manifest, c.manifest], { cwd: REPO, reject: false });
+    expect(d.changed.map((x) => [x.path, x.fields])).toEqual([
+      ['/gopher/moon/phases.txt', ['sha256']],
+    ]);
+    const r = await run(['npx', 'tsx', 'src/cli-entry.ts', 'diff', a.manifest, c.manifest], {
+      cwd: REPO,
+      reject: false,
+    });
     expect(r.exitCode).toBe(1);
     expect(r.stdout).toContain('/gopher/moon/phases.txt');
     expect(r.stdout).not.toContain('/gopher/moon/craters.txt');

@@ -37,7 +37,10 @@ async function touchAll(dir: string, seconds: number): Promise<void> {
   }
 }
 
-async function packIn(label: string, opts: { umask: number; tz: string; mtime: number; edit?: (root: string) => Promise<void> }): Promise<{ out: string; r: PackResult }> {
+async function packIn(
+  label: string,
+  opts: { umask: number; tz: string; mtime: number; edit?: (root: string) => Promise<void> },
+): Promise<{ out: string; r: PackResult }> {
   const base = path.join(tmp, label, 'deeper', 'work');
   const root = path.join(base, 'root');
   const data = path.join(base, 'data');
@@ -51,7 +54,14 @@ async function packIn(label: string, opts: { umask: number; tz: string; mtime: n
     await touchAll(root, opts.mtime);
     await touchAll(data, opts.mtime);
     const out = path.join(tmp, label, 'out');
-    const r = await packImage({ root, dataDir: data, name: NAME, epoch: EPOCH, outDir: out, logger: memoryLogger() });
+    const r = await packImage({
+      root,
+      dataDir: data,
+      name: NAME,
+      epoch: EPOCH,
+      outDir: out,
+      logger: memoryLogger(),
+    });
     return { out, r };
   } finally {
     process.umask(oldUmask);
@@ -74,7 +84,10 @@ beforeAll(async () => {
   await requireTool('unsquashfs', 'squashfs-tools');
   await requireTool('gzip', 'gzip');
   tmp = await mkdtemp(path.join(os.tmpdir(), 'lhc-repro-'));
-  source = { root: await gophermoonLikeRoot(path.join(tmp, 'src/root')), data: await sampleDataDir(path.join(tmp, 'src/data')) };
+  source = {
+    root: await gophermoonLikeRoot(path.join(tmp, 'src/root')),
+    data: await sampleDataDir(path.join(tmp, 'src/data')),
+  };
   a = await packIn('a', { umask: 0o022, tz: 'UTC', mtime: 1_000_000_000 });
   b = await packIn('b', { umask: 0o077, tz: 'Pacific/Kiritimati', mtime: 1_800_000_000 });
 });
@@ -92,7 +105,12 @@ describe('reproducible packing (real mksquashfs)', () => {
 
   it('writes SHA256SUMS that sha256sum -c accepts', async () => {
     const r = await run(['sha256sum', '-c', 'SHA256SUMS'], { cwd: a.out });
-    expect(r.stdout.trim().split('\n').sort()).toEqual(files.filter((f) => f !== 'SHA256SUMS').map((f) => `${f}: OK`).sort());
+    expect(r.stdout.trim().split('\n').sort()).toEqual(
+      files
+        .filter((f) => f !== 'SHA256SUMS')
+        .map((f) => `${f}: OK`)
+        .sort(),
+    );
   });
 
   it('has a manifest that matches what unsquashfs lists: paths, types, modes and root ownership', async () => {
@@ -104,10 +122,14 @@ describe('reproducible packing (real mksquashfs)', () => {
       .filter((m): m is RegExpExecArray => m !== null)
       .map((m) => `${m[1]} ${m[2]}/${m[3]} ${m[4] || '/'}`)
       .sort();
-    const fromManifest = a.r.manifestData.image.map((e) => `${lsMode(e.type, e.mode)} ${e.uid}/${e.gid} ${e.path}`).sort();
+    const fromManifest = a.r.manifestData.image
+      .map((e) => `${lsMode(e.type, e.mode)} ${e.uid}/${e.gid} ${e.path}`)
+      .sort();
     expect(listed.length).toBeGreaterThan(10);
     expect(fromManifest).toEqual(listed);
-    const manifest = JSON.parse(await readFile(a.r.manifest, 'utf8')) as { data: { entries: { path: string; mode: string }[] } };
+    const manifest = JSON.parse(await readFile(a.r.manifest, 'utf8')) as {
+      data: { entries: { path: string; mode: string }[] };
+    };
     expect(manifest.data.entries.find((e) => e.path === '/data/tmp')!.mode).toBe('1777');
   });
 
@@ -126,7 +148,9 @@ describe('reproducible packing (real mksquashfs)', () => {
     expect(await diffCommand.run([a.r.manifest, c.r.manifest], ctx)).toBe(1);
     const pathLines = ctx.lines.filter((l) => /^[+\-~] /.test(l));
     expect(pathLines).toHaveLength(1);
-    expect(pathLines[0]).toMatch(/^~ image \/gopher\/about\.txt {2}size (\d+) → (\d+) \(\+14\), content /);
+    expect(pathLines[0]).toMatch(
+      /^~ image \/gopher\/about\.txt {2}size (\d+) → (\d+) \(\+14\), content /,
+    );
     expect(ctx.lines.at(-1)).toBe('1 path differs: 0 added, 0 removed, 1 changed');
     expect(c.r.imageSha256).not.toBe(a.r.imageSha256);
   });

@@ -188,5 +188,5 @@ describe('debian base', () => {
     expect(existsSync(path.join(root, 'etc/nginx/nginx.conf'))).toBe(true);
     expect(baseBytes).toBeGreaterThan(50 * 1024 * 1024);
     expect(logger.lines.join('\n')).toMatch(/skipped \d+ device nodes/);
-  });
+  }, 1_800_000);
 });

@@ -71,7 +71,11 @@ export async function ensureDebSrc(): Promise<void> {
 }
 
 /** Returns `dest` once it exists with the expected digest; `produce(tmpDir)` must leave the file at tmpDir/basename(dest). */
-async function cached(dest: string, sha256: string | undefined, produce: (tmp: string) => Promise<void>): Promise<string> {
+async function cached(
+  dest: string,
+  sha256: string | undefined,
+  produce: (tmp: string) => Promise<void>,
+): Promise<string> {
   if (existsSync(dest)) {
     if (!sha256 || (await sha256File(dest)) === sha256) return dest;
     await rm(dest, { force: true });
@@ -81,10 +85,14 @@ async function cached(dest: string, sha256: string | undefined, produce: (tmp: s
   try {
     await produce(tmp);
     const made = path.join(tmp, path.basename(dest));
-    if (!existsSync(made)) throw new Error(`expected ${path.basename(dest)} after download, got: ${(await readdir(tmp)).join(', ')}`);
+    if (!existsSync(made))
+      throw new Error(
+        `expected ${path.basename(dest)} after download, got: ${(await readdir(tmp)).join(', ')}`,
+      );
     if (sha256) {
       const got = await sha256File(made);
-      if (got !== sha256) throw new Error(`${path.basename(dest)}: sha256 ${got}, expected ${sha256}`);
+      if (got !== sha256)
+        throw new Error(`${path.basename(dest)}: sha256 ${got}, expected ${sha256}`);
     }
     await rename(made, dest);
     return dest;
@@ -94,13 +102,18 @@ async function cached(dest: string, sha256: string | undefined, produce: (tmp: s
 }
 
 /** The upstream Lua source tarball for `version`, from Debian's source package. */
-export async function luaSourceTarball(version: LuaTestVersion = '5.4.4'): Promise<{ path: string; sha256: string }> {
+export async function luaSourceTarball(
+  version: LuaTestVersion = '5.4.4',
+): Promise<{ path: string; sha256: string }> {
   const src = LUA_SOURCES[version];
   const dest = path.join(testCacheDir(), 'sources', src.file);
   await cached(dest, src.sha256, async (tmp) => {
     await ensureDebSrc();
     // Only the orig tarball matters; --download-only skips unpacking and patching.
-    await run(['apt-get', 'source', '--download-only', '-q', src.srcPackage], { cwd: tmp, timeoutMs: 10 * 60_000 });
+    await run(['apt-get', 'source', '--download-only', '-q', src.srcPackage], {
+      cwd: tmp,
+      timeoutMs: 10 * 60_000,
+    });
   });
   return { path: dest, sha256: src.sha256 };
 }
@@ -118,7 +131,10 @@ export async function debianDeb(spec: string): Promise<string> {
   try {
     await run(['apt-get', 'download', '-q', spec], { cwd: tmp, timeoutMs: 10 * 60_000 });
     const debs = (await readdir(tmp)).filter((f) => f.endsWith('.deb'));
-    if (debs.length !== 1) throw new Error(`apt-get download ${spec}: expected one .deb, got ${debs.join(', ') || 'none'}`);
+    if (debs.length !== 1)
+      throw new Error(
+        `apt-get download ${spec}: expected one .deb, got ${debs.join(', ') || 'none'}`,
+      );
     await rename(path.join(tmp, debs[0]!), path.join(dir, debs[0]!));
     return path.join(dir, debs[0]!);
   } finally {

@@ -64,11 +64,16 @@ export function parseMenu(bytes: Buffer): { items: MenuItem[]; problems: string[
     const fields = line.slice(1).split('\t');
     const type = line.slice(0, 1);
     if (!ITEM_TYPES.has(type)) problems.push(`${where}: unknown item type ${JSON.stringify(type)}`);
-    if (fields.length !== 4) return problems.push(`${where}: ${fields.length} TAB-separated fields after the type, expected 4`);
+    if (fields.length !== 4)
+      return problems.push(
+        `${where}: ${fields.length} TAB-separated fields after the type, expected 4`,
+      );
     const [display, selector, host, port] = fields as [string, string, string, string];
-    if (!/^\d{1,5}$/.test(port) || Number(port) < 1 || Number(port) > 65535) problems.push(`${where}: port ${JSON.stringify(port)} is not 1..65535`);
+    if (!/^\d{1,5}$/.test(port) || Number(port) < 1 || Number(port) > 65535)
+      problems.push(`${where}: port ${JSON.stringify(port)} is not 1..65535`);
     if (host === '') problems.push(`${where}: empty host`);
-    if (Buffer.byteLength(selector, 'latin1') > 255) problems.push(`${where}: selector longer than 255 bytes`);
+    if (Buffer.byteLength(selector, 'latin1') > 255)
+      problems.push(`${where}: selector longer than 255 bytes`);
     if (/[\0]/.test(line)) problems.push(`${where}: NUL byte`);
     items.push({ type, display, selector, host, port: Number(port) });
   });
@@ -96,7 +101,8 @@ export function decodeText(bytes: Buffer): { lines: string[]; problems: string[]
   else lines.pop();
   const out = lines.map((line, i) => {
     if (line === '.') problems.push(`line ${i + 1}: a lone "." before the end (not dot-doubled)`);
-    else if (line.startsWith('.') && !line.startsWith('..')) problems.push(`line ${i + 1}: starts with one "." (not dot-doubled)`);
+    else if (line.startsWith('.') && !line.startsWith('..'))
+      problems.push(`line ${i + 1}: starts with one "." (not dot-doubled)`);
     return line.startsWith('.') ? line.slice(1) : line;
   });
   return { lines: out, problems };
@@ -129,7 +135,10 @@ export interface ServeOptions {
 }
 
 /** Runs gophermoon once with `request` on stdin and returns what it wrote. */
-export async function serveOnce(request: Buffer, opts: ServeOptions): Promise<{ stdout: Buffer; stderr: string; exitCode: number }> {
+export async function serveOnce(
+  request: Buffer,
+  opts: ServeOptions,
+): Promise<{ stdout: Buffer; stderr: string; exitCode: number }> {
   const argv = [...(opts.wrapper ?? []), ...opts.lua, GOPHERMOON_SCRIPT];
   const r = await run(argv, {
     input: request,
@@ -165,23 +174,113 @@ const raw = (s: string) => Buffer.from(s, 'latin1');
 
 /** Requests lhc.yml's probes cannot express (a probe always sends selector + CRLF). */
 export const EXTRA_REQUESTS: readonly ExtraRequest[] = [
-  { name: 'LF-only line end', request: raw('/moon\n'), fixture: 'moon.menu.gopher', tree: 'content' },
+  {
+    name: 'LF-only line end',
+    request: raw('/moon\n'),
+    fixture: 'moon.menu.gopher',
+    tree: 'content',
+  },
   { name: 'empty line, LF only', request: raw('\n'), fixture: 'root.menu.gopher', tree: 'content' },
-  { name: 'no line end before EOF', request: raw('/about.txt'), fixture: 'about.text.gopher', tree: 'content' },
-  { name: 'data after the line is ignored', request: raw('/about.txt\r\n/etc/passwd\r\n'), fixture: 'about.text.gopher', tree: 'content' },
-  { name: 'Gopher+ request (TAB +) on a menu', request: raw('/moon\t+\r\n'), fixture: 'moon.menu.gopher', tree: 'content' },
-  { name: 'raw NUL in the selector', request: raw('/about.txt\0.png\r\n'), fixture: 'nul.error.gopher', tree: 'content' },
-  { name: 'encoded LF alone', request: raw('/moon%0a\r\n'), fixture: 'crlf-encoded.error.gopher', tree: 'content' },
-  { name: 'encoded slash hides ..', request: raw('/moon%2f..%2f..%2fetc%2fpasswd\r\n'), fixture: 'dotdot.error.gopher', tree: 'content' },
-  { name: 'exactly 255 bytes is not too long', request: raw(`/${'b'.repeat(254)}\r\n`), fixture: 'not-found.error.gopher', tree: 'content' },
-  { name: '256 bytes is too long', request: raw(`/${'c'.repeat(255)}\r\n`), fixture: 'too-long.error.gopher', tree: 'content' },
-  { name: 'line over 1024 bytes', request: raw(`/${'a'.repeat(1100)}\r\n`), fixture: 'line-too-long.error.gopher', tree: 'content' },
-  { name: 'symlink to /etc/passwd', request: raw('/archive/passwd\r\n'), fixture: 'not-found.error.gopher', tree: 'symlinks' },
-  { name: 'through a symlinked dir to /etc', request: raw('/etc/passwd\r\n'), fixture: 'not-found.error.gopher', tree: 'symlinks' },
-  { name: 'relative symlink climbing out', request: raw('/archive/escape/passwd\r\n'), fixture: 'not-found.error.gopher', tree: 'symlinks' },
-  { name: 'symlink to a file outside', request: raw('/moon/secret.txt\r\n'), fixture: 'not-found.error.gopher', tree: 'symlinks' },
-  { name: 'symlinked dir itself', request: raw('/etc\r\n'), fixture: 'not-found.error.gopher', tree: 'symlinks' },
-  { name: 'symlink pointing inside is not served either', request: raw('/moon-link/phases.txt\r\n'), fixture: 'not-found.error.gopher', tree: 'symlinks' },
-  { name: 'file changed after indexing', request: raw('/about.txt\r\n'), fixture: 'stale.error.gopher', tree: 'symlinks' },
-  { name: 'listing leaves symlinks out', request: raw('/archive\r\n'), fixture: 'archive.menu.gopher', tree: 'symlinks' },
+  {
+    name: 'no line end before EOF',
+    request: raw('/about.txt'),
+    fixture: 'about.text.gopher',
+    tree: 'content',
+  },
+  {
+    name: 'data after the line is ignored',
+    request: raw('/about.txt\r\n/etc/passwd\r\n'),
+    fixture: 'about.text.gopher',
+    tree: 'content',
+  },
+  {
+    name: 'Gopher+ request (TAB +) on a menu',
+    request: raw('/moon\t+\r\n'),
+    fixture: 'moon.menu.gopher',
+    tree: 'content',
+  },
+  {
+    name: 'raw NUL in the selector',
+    request: raw('/about.txt\0.png\r\n'),
+    fixture: 'nul.error.gopher',
+    tree: 'content',
+  },
+  {
+    name: 'encoded LF alone',
+    request: raw('/moon%0a\r\n'),
+    fixture: 'crlf-encoded.error.gopher',
+    tree: 'content',
+  },
+  {
+    name: 'encoded slash hides ..',
+    request: raw('/moon%2f..%2f..%2fetc%2fpasswd\r\n'),
+    fixture: 'dotdot.error.gopher',
+    tree: 'content',
+  },
+  {
+    name: 'exactly 255 bytes is not too long',
+    request: raw(`/${'b'.repeat(254)}\r\n`),
+    fixture: 'not-found.error.gopher',
+    tree: 'content',
+  },
+  {
+    name: '256 bytes is too long',
+    request: raw(`/${'c'.repeat(255)}\r\n`),
+    fixture: 'too-long.error.gopher',
+    tree: 'content',
+  },
+  {
+    name: 'line over 1024 bytes',
+    request: raw(`/${'a'.repeat(1100)}\r\n`),
+    fixture: 'line-too-long.error.gopher',
+    tree: 'content',
+  },
+  {
+    name: 'symlink to /etc/passwd',
+    request: raw('/archive/passwd\r\n'),
+    fixture: 'not-found.error.gopher',
+    tree: 'symlinks',
+  },
+  {
+    name: 'through a symlinked dir to /etc',
+    request: raw('/etc/passwd\r\n'),
+    fixture: 'not-found.error.gopher',
+    tree: 'symlinks',
+  },
+  {
+    name: 'relative symlink climbing out',
+    request: raw('/archive/escape/passwd\r\n'),
+    fixture: 'not-found.error.gopher',
+    tree: 'symlinks',
+  },
+  {
+    name: 'symlink to a file outside',
+    request: raw('/moon/secret.txt\r\n'),
+    fixture: 'not-found.error.gopher',
+    tree: 'symlinks',
+  },
+  {
+    name: 'symlinked dir itself',
+    request: raw('/etc\r\n'),
+    fixture: 'not-found.error.gopher',
+    tree: 'symlinks',
+  },
+  {
+    name: 'symlink pointing inside is not served either',
+    request: raw('/moon-link/phases.txt\r\n'),
+    fixture: 'not-found.error.gopher',
+    tree: 'symlinks',
+  },
+  {
+    name: 'file changed after indexing',
+    request: raw('/about.txt\r\n'),
+    fixture: 'stale.error.gopher',
+    tree: 'symlinks',
+  },
+  {
+    name: 'listing leaves symlinks out',
+    request: raw('/archive\r\n'),
+    fixture: 'archive.menu.gopher',
+    tree: 'symlinks',
+  },
 ];

@@ -4,7 +4,18 @@
  * content, and the checks that two builds are byte-identical and the image fits the budget.
  */
 import { existsSync } from 'node:fs';
-import { chmod, copyFile, cp, mkdir, mkdtemp, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import {
+  chmod,
+  copyFile,
+  cp,
+  mkdir,
+  mkdtemp,
+  readFile,
+  rename,
+  rm,
+  stat,
+  writeFile,
+} from 'node:fs/promises';
 import path from 'node:path';
 import { expect } from 'vitest';
 import { run } from '../../src/tools/exec.js';
@@ -70,24 +81,37 @@ export async function sampleDataDir(dir: string): Promise<string> {
 }
 
 /** Asserts that every named file is byte-identical in both directories. */
-export async function expectIdenticalArtifacts(dirA: string, dirB: string, files: readonly string[]): Promise<void> {
+export async function expectIdenticalArtifacts(
+  dirA: string,
+  dirB: string,
+  files: readonly string[],
+): Promise<void> {
   for (const f of files) {
     const [a, b] = [await readFile(path.join(dirA, f)), await readFile(path.join(dirB, f))];
     expect(a.length, `${f}: size`).toBe(b.length);
-    expect(await sha256File(path.join(dirA, f)), `${f}: sha256`).toBe(await sha256File(path.join(dirB, f)));
+    expect(await sha256File(path.join(dirA, f)), `${f}: sha256`).toBe(
+      await sha256File(path.join(dirB, f)),
+    );
   }
 }
 
 /** Asserts the image is within the budget (the lead calls this on the real gophermoon build). */
-export async function expectImageWithinBudget(image: string, budget = IMAGE_BUDGET_BYTES): Promise<number> {
+export async function expectImageWithinBudget(
+  image: string,
+  budget = IMAGE_BUDGET_BYTES,
+): Promise<number> {
   const bytes = (await stat(image)).size;
-  expect(bytes, `${path.basename(image)} is ${bytes} bytes, budget ${budget}`).toBeLessThanOrEqual(budget);
+  expect(bytes, `${path.basename(image)} is ${bytes} bytes, budget ${budget}`).toBeLessThanOrEqual(
+    budget,
+  );
   return bytes;
 }
 
 /** `ls -l` style permission string, as unsquashfs -lln prints it. */
 export function lsMode(type: string, mode: string): string {
-  const t = { dir: 'd', symlink: 'l', file: '-', char: 'c', block: 'b', fifo: 'p', socket: 's' }[type] ?? '?';
+  const t =
+    { dir: 'd', symlink: 'l', file: '-', char: 'c', block: 'b', fifo: 'p', socket: 's' }[type] ??
+    '?';
   const m = parseInt(mode, 8);
   const rwx = (shift: number, special: boolean, ch: string) => {
     const bits = (m >> shift) & 7;
@@ -95,5 +119,10 @@ export function lsMode(type: string, mode: string): string {
     const exec = special ? (x ? ch : ch.toUpperCase()) : x ? 'x' : '-';
     return (bits & 4 ? 'r' : '-') + (bits & 2 ? 'w' : '-') + exec;
   };
-  return t + rwx(6, (m & 0o4000) !== 0, 's') + rwx(3, (m & 0o2000) !== 0, 's') + rwx(0, (m & 0o1000) !== 0, 't');
+  return (
+    t +
+    rwx(6, (m & 0o4000) !== 0, 's') +
+    rwx(3, (m & 0o2000) !== 0, 's') +
+    rwx(0, (m & 0o1000) !== 0, 't')
+  );
 }

@@ -25,7 +25,8 @@ function machineFromText(text: string): string {
 export async function readelf(file: string): Promise<ReadelfView> {
   const r = await run(['readelf', '-h', '-l', '-d', '-W', file], { reject: false });
   const out = r.stdout;
-  const field = (name: string) => new RegExp(`^\\s*${name}:\\s*(.*)$`, 'm').exec(out)?.[1]?.trim() ?? '';
+  const field = (name: string) =>
+    new RegExp(`^\\s*${name}:\\s*(.*)$`, 'm').exec(out)?.[1]?.trim() ?? '';
   const all = (re: RegExp) => [...out.matchAll(re)].map((m) => m[1]!);
   const split = (xs: string[]) => xs.flatMap((x) => x.split(':')).filter(Boolean);
   const interp = /\[Requesting program interpreter: ([^\]]*)\]/.exec(out)?.[1];

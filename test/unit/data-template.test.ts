@@ -1,5 +1,16 @@
 import { execFileSync } from 'node:child_process';
-import { chmod, cp, link, mkdir, mkdtemp, readFile, rm, symlink, utimes, writeFile } from 'node:fs/promises';
+import {
+  chmod,
+  cp,
+  link,
+  mkdir,
+  mkdtemp,
+  readFile,
+  rm,
+  symlink,
+  utimes,
+  writeFile,
+} from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -66,7 +77,9 @@ describe('data template tar', () => {
     await makeDataDir(dir);
     const out = path.join(tmp, 't.tar.gz');
     await writeDataTemplate({ dataDir: dir, dataPath: '/data', epoch: EPOCH, out });
-    const lines = execFileSync('tar', ['--numeric-owner', '--full-time', '-tvzf', out], { env: { ...process.env, TZ: 'UTC' } })
+    const lines = execFileSync('tar', ['--numeric-owner', '--full-time', '-tvzf', out], {
+      env: { ...process.env, TZ: 'UTC' },
+    })
       .toString()
       .trim()
       .split('\n');
@@ -96,7 +109,8 @@ describe('data template tar', () => {
       process.umask(old);
     }
     // cp keeps modes; move every time instead.
-    for (const f of ['alpha/a.txt', 'zeta/z.txt', 'tmp', '.']) await utimes(path.join(b, f), 1_000_000, 2_000_000);
+    for (const f of ['alpha/a.txt', 'zeta/z.txt', 'tmp', '.'])
+      await utimes(path.join(b, f), 1_000_000, 2_000_000);
     const oa = path.join(tmp, 'a.tar.gz');
     const ob = path.join(tmp, 'b.tar.gz');
     const ra = await writeDataTemplate({ dataDir: a, dataPath: '/data', epoch: EPOCH, out: oa });
@@ -119,14 +133,26 @@ describe('data template tar', () => {
   it('gives manifest entries at the container path, with the data root itself', async () => {
     const dir = path.join(tmp, 'd');
     await makeDataDir(dir);
-    const r = await writeDataTemplate({ dataDir: dir, dataPath: '/srv/data', epoch: EPOCH, out: path.join(tmp, 'x.tar.gz') });
+    const r = await writeDataTemplate({
+      dataDir: dir,
+      dataPath: '/srv/data',
+      epoch: EPOCH,
+      out: path.join(tmp, 'x.tar.gz'),
+    });
     expect(r.entries[0]).toEqual({ path: '/srv/data', type: 'dir', mode: '0755', uid: 0, gid: 0 });
     expect(r.entries.find((e) => e.path === '/srv/data/tmp')!.mode).toBe('1777');
-    expect(r.entries.find((e) => e.path === '/srv/data/alpha/a.txt')).toMatchObject({ size: 5, mode: '0600' });
+    expect(r.entries.find((e) => e.path === '/srv/data/alpha/a.txt')).toMatchObject({
+      size: 5,
+      mode: '0600',
+    });
   });
 
   it('writes an empty template when there is no data directory', async () => {
-    const r = await writeDataTemplate({ dataPath: '/data', epoch: 0, out: path.join(tmp, 'e.tar.gz') });
+    const r = await writeDataTemplate({
+      dataPath: '/data',
+      epoch: 0,
+      out: path.join(tmp, 'e.tar.gz'),
+    });
     expect(r.entries).toEqual([{ path: '/data', type: 'dir', mode: '0755', uid: 0, gid: 0 }]);
   });
 

@@ -17,7 +17,12 @@ const opts: DeployBundleOptions = {
   outDir: '/out',
   imageFile: 'gophermoon.squashfs',
   dataTemplateFile: 'gophermoon-data.tar.gz',
-  service: { command: ['/bin/lua', '/bin/gophermoon'], env: { GOPHER_PORT: '70', GOPHER_ROOT: '/gopher' }, inetd: true, timeout: 60 },
+  service: {
+    command: ['/bin/lua', '/bin/gophermoon'],
+    env: { GOPHER_PORT: '70', GOPHER_ROOT: '/gopher' },
+    inetd: true,
+    timeout: 60,
+  },
 };
 
 /** The ExecStart= value as words, undoing systemdQuoteWord's quoting (systemd.service(5) rules). */
@@ -25,10 +30,14 @@ function execWords(line: string): string[] {
   const words: string[] = [];
   const re = /"((?:[^"\\]|\\.)*)"|(\S+)/g;
   for (const m of line.matchAll(re)) {
-    const raw = m[1] !== undefined ? m[1].replace(/\\(x[0-9a-f]{2}|.)/g, (_, c: string) => {
-      if (c.startsWith('x') && c.length === 3) return String.fromCharCode(parseInt(c.slice(1), 16));
-      return ({ n: '\n', t: '\t', r: '\r' } as Record<string, string>)[c] ?? c;
-    }) : m[2]!;
+    const raw =
+      m[1] !== undefined
+        ? m[1].replace(/\\(x[0-9a-f]{2}|.)/g, (_, c: string) => {
+            if (c.startsWith('x') && c.length === 3)
+              return String.fromCharCode(parseInt(c.slice(1), 16));
+            return ({ n: '\n', t: '\t', r: '\r' } as Record<string, string>)[c] ?? c;
+          })
+        : m[2]!;
     words.push(raw.replace(/%%/g, '%').replace(/\$\$/g, '$'));
   }
   return words;
@@ -37,7 +46,9 @@ function execWords(line: string): string[] {
 describe('systemdEscapePath', () => {
   it('matches systemd-escape --path, escaping "-" and a leading dot', () => {
     expect(systemdEscapePath('/var/lib/lhc/gophermoon/root')).toBe('var-lib-lhc-gophermoon-root');
-    expect(systemdEscapePath('/var/lib/lhc/gopher-moon/data/')).toBe('var-lib-lhc-gopher\\x2dmoon-data');
+    expect(systemdEscapePath('/var/lib/lhc/gopher-moon/data/')).toBe(
+      'var-lib-lhc-gopher\\x2dmoon-data',
+    );
     // Expected values as printed by systemd-escape --path (systemd 252).
     expect(systemdEscapePath('/srv/.hidden/a b')).toBe('srv-.hidden-a\\x20b');
     expect(systemdEscapePath('/.x/é')).toBe('\\x2ex-\\xc3\\xa9');
@@ -47,7 +58,16 @@ describe('systemdEscapePath', () => {
 
 describe('ExecStart quoting', () => {
   it('doubles % and $ and quotes blanks, quotes and backslashes so the words parse back unchanged', () => {
-    const argv = ['/usr/bin/systemd-nspawn', '--setenv=A=100%', '--setenv=B=$HOME', 'two words', 'q"uote', 'back\\slash', 'tab\there', ''];
+    const argv = [
+      '/usr/bin/systemd-nspawn',
+      '--setenv=A=100%',
+      '--setenv=B=$HOME',
+      'two words',
+      'q"uote',
+      'back\\slash',
+      'tab\there',
+      '',
+    ];
     const line = systemdExecLine(argv);
     expect(line).not.toMatch(/(^|[^%])%[^%]/);
     expect(line).toContain('--setenv=A=100%%');
@@ -56,7 +76,9 @@ describe('ExecStart quoting', () => {
   });
 
   it('leaves plain words alone', () => {
-    expect(systemdQuoteWord('--bind=/var/lib/lhc/x/data:/data')).toBe('--bind=/var/lib/lhc/x/data:/data');
+    expect(systemdQuoteWord('--bind=/var/lib/lhc/x/data:/data')).toBe(
+      '--bind=/var/lib/lhc/x/data:/data',
+    );
   });
 
   it('refuses a relative program', () => {
@@ -71,7 +93,9 @@ describe('units', () => {
     const text = renderSocketUnit(opts);
     expect(text).toMatch(/^ListenStream=70$/m);
     expect(text).toMatch(/^Accept=yes$/m);
-    expect(renderSocketUnit({ ...opts, service: { ...opts.service, inetd: false, listen: 8080 } })).toMatch(/^ListenStream=8080\nAccept=no$/m);
+    expect(
+      renderSocketUnit({ ...opts, service: { ...opts.service, inetd: false, listen: 8080 } }),
+    ).toMatch(/^ListenStream=8080\nAccept=no$/m);
   });
 
   it('service: socket on stdin/stdout, stderr to the journal, and exactly the nspawn hardening flags verify uses', () => {
@@ -81,7 +105,8 @@ describe('units', () => {
     expect(text).toMatch(/^StandardError=journal$/m);
     const exec = execWords(/^ExecStart=(.*)$/m.exec(text)![1]!);
     expect(exec[0]).toBe('/usr/bin/systemd-nspawn');
-    for (const f of [...BASE_FLAGS, ...HARDENING_FLAGS, ...USERNS_FLAGS, '--read-only']) expect(exec).toContain(f);
+    for (const f of [...BASE_FLAGS, ...HARDENING_FLAGS, ...USERNS_FLAGS, '--read-only'])
+      expect(exec).toContain(f);
     expect(exec).toContain(`--directory=${p.rootMount}`);
     expect(exec).toContain(`--bind=${p.dataMount}:/data:idmap`);
     expect(exec.slice(exec.indexOf('--') + 1)).toEqual(['/bin/lua', '/bin/gophermoon']);
@@ -89,20 +114,30 @@ describe('units', () => {
   });
 
   it('fstab: loop read-only image and a noexec,nosuid,nodev data mount', () => {
-    const lines = renderFstab(opts, p).split('\n').filter((l) => l && !l.startsWith('#'));
+    const lines = renderFstab(opts, p)
+      .split('\n')
+      .filter((l) => l && !l.startsWith('#'));
     expect(lines).toEqual([
       '/var/lib/lhc/gophermoon/gophermoon.squashfs /var/lib/lhc/gophermoon/root squashfs loop,ro,nodev 0 0',
       '/var/lib/lhc/gophermoon/gophermoon-data.ext4 /var/lib/lhc/gophermoon/data ext4 loop,noexec,nosuid,nodev 0 2',
     ]);
     const dev = boardPaths({ ...opts, dataSource: '/dev/mmcblk0p3' });
-    expect(renderFstab(opts, dev)).toContain('/dev/mmcblk0p3 /var/lib/lhc/gophermoon/data ext4 noexec,nosuid,nodev 0 2');
+    expect(renderFstab(opts, dev)).toContain(
+      '/dev/mmcblk0p3 /var/lib/lhc/gophermoon/data ext4 noexec,nosuid,nodev 0 2',
+    );
   });
 });
 
 describe('OCI config', () => {
   const p = boardPaths(opts);
   const c = ociConfig(opts, p, { uid: 0, gid: 0 }) as {
-    process: { args: string[]; env: string[]; terminal: boolean; noNewPrivileges: boolean; capabilities: Record<string, string[]> };
+    process: {
+      args: string[];
+      env: string[];
+      terminal: boolean;
+      noNewPrivileges: boolean;
+      capabilities: Record<string, string[]>;
+    };
     root: { path: string; readonly: boolean };
     mounts: { destination: string; source: string; options: string[] }[];
     linux: { namespaces: { type: string; path?: string }[] };
@@ -110,7 +145,9 @@ describe('OCI config', () => {
 
   it('has the same guarantees as the nspawn unit', () => {
     expect(c.process.args).toEqual(['/bin/lua', '/bin/gophermoon']);
-    expect(c.process.env).toEqual(expect.arrayContaining(['GOPHER_PORT=70', 'GOPHER_ROOT=/gopher']));
+    expect(c.process.env).toEqual(
+      expect.arrayContaining(['GOPHER_PORT=70', 'GOPHER_ROOT=/gopher']),
+    );
     expect(c.process.terminal).toBe(false);
     expect(c.process.noNewPrivileges).toBe(true);
     for (const set of Object.values(c.process.capabilities)) {

@@ -20,7 +20,8 @@ function expectMatches(info: ElfInfo | undefined, ref: ReadelfView): void {
   expect(info!.bits).toBe(ref.bits);
   expect(info!.littleEndian).toBe(ref.littleEndian);
   // readelf names other machines in prose ("MIPS R3000"); those are checked by number instead.
-  if (ref.machineName === 'aarch64' || ref.machineName === 'x86_64') expect(info!.machineName).toBe(ref.machineName);
+  if (ref.machineName === 'aarch64' || ref.machineName === 'x86_64')
+    expect(info!.machineName).toBe(ref.machineName);
   expect(info!.type).toBe(ref.type);
   expect(info!.interp).toBe(ref.interp);
   expect(info!.needed).toEqual(ref.needed);
@@ -77,7 +78,11 @@ function buildElf(opts: {
   const u16 = (v: number, at: number) => (le ? b.writeUInt16LE(v, at) : b.writeUInt16BE(v, at));
   const u32 = (v: number, at: number) => (le ? b.writeUInt32LE(v, at) : b.writeUInt32BE(v, at));
   const word = (v: number, at: number) =>
-    bits === 32 ? u32(v, at) : le ? b.writeBigUInt64LE(BigInt(v), at) : b.writeBigUInt64BE(BigInt(v), at);
+    bits === 32
+      ? u32(v, at)
+      : le
+        ? b.writeBigUInt64LE(BigInt(v), at)
+        : b.writeBigUInt64BE(BigInt(v), at);
   b.set([0x7f, 0x45, 0x4c, 0x46, bits === 64 ? 2 : 1, le ? 1 : 2, 1], 0);
   u16(2, 16);
   u16(opts.machine, 18);
@@ -137,7 +142,11 @@ describe('parseElf on host binaries, checked against readelf', () => {
   });
 
   it('libc.so.6: a shared library with a soname', async () => {
-    const libc = path.join('/lib', `${os.arch() === 'arm64' ? 'aarch64' : 'x86_64'}-linux-gnu`, 'libc.so.6');
+    const libc = path.join(
+      '/lib',
+      `${os.arch() === 'arm64' ? 'aarch64' : 'x86_64'}-linux-gnu`,
+      'libc.so.6',
+    );
     const info = await readElf(libc);
     expectMatches(info, await readelf(libc));
     expect(info!.soname).toBe('libc.so.6');
@@ -188,7 +197,14 @@ describe('parseElf on every class and byte order', () => {
   }
 
   it('uses DT_RPATH when there is no DT_RUNPATH, and reads a soname', async () => {
-    const buf = buildElf({ bits: 64, le: true, machine: 62, needed: ['libz.so.1'], rpath: '/a:/b', soname: 'libme.so.3' });
+    const buf = buildElf({
+      bits: 64,
+      le: true,
+      machine: 62,
+      needed: ['libz.so.1'],
+      rpath: '/a:/b',
+      soname: 'libme.so.3',
+    });
     const file = path.join(tmp, 'rpath.elf');
     await writeFile(file, buf);
     const ref = await readelf(file);
@@ -204,10 +220,14 @@ describe('parseElf on every class and byte order', () => {
   });
 
   it('staticProblems names every failed check', () => {
-    const info = parseElf(buildElf({ bits: 32, le: true, machine: 40, interp: '/lib/ld.so', needed: ['libc.so'] }));
+    const info = parseElf(
+      buildElf({ bits: 32, le: true, machine: 40, interp: '/lib/ld.so', needed: ['libc.so'] }),
+    );
     const problems = staticProblems(info, 'aarch64');
     expect(problems).toHaveLength(4);
-    expect(problems.join('\n')).toMatch(/ELFCLASS32.*\n.*machine arm.*\n.*PT_INTERP \/lib\/ld.so.*\n.*DT_NEEDED libc.so/);
+    expect(problems.join('\n')).toMatch(
+      /ELFCLASS32.*\n.*machine arm.*\n.*PT_INTERP \/lib\/ld.so.*\n.*DT_NEEDED libc.so/,
+    );
     expect(staticProblems(undefined)).toEqual(['not an ELF file']);
   });
 });

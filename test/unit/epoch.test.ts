@@ -39,33 +39,55 @@ afterAll(async () => {
 
 describe('resolveEpoch', () => {
   it('takes SOURCE_DATE_EPOCH first', async () => {
-    expect(await resolveEpoch({ env: { SOURCE_DATE_EPOCH: '1234' }, configEpoch: 99, configFile: path.join(repo, 'lhc.yml') })).toEqual({
+    expect(
+      await resolveEpoch({
+        env: { SOURCE_DATE_EPOCH: '1234' },
+        configEpoch: 99,
+        configFile: path.join(repo, 'lhc.yml'),
+      }),
+    ).toEqual({
       epoch: 1234,
       source: 'SOURCE_DATE_EPOCH',
     });
   });
 
   it('then the config epoch', async () => {
-    expect(await resolveEpoch({ env: {}, configEpoch: 99, configFile: path.join(repo, 'lhc.yml') })).toEqual({ epoch: 99, source: 'config' });
+    expect(
+      await resolveEpoch({ env: {}, configEpoch: 99, configFile: path.join(repo, 'lhc.yml') }),
+    ).toEqual({ epoch: 99, source: 'config' });
   });
 
   it('then the commit time (committer date) of the config file', async () => {
-    expect(await resolveEpoch({ env: {}, configFile: path.join(repo, 'lhc.yml') })).toEqual({ epoch: COMMIT_TIME, source: 'git' });
+    expect(await resolveEpoch({ env: {}, configFile: path.join(repo, 'lhc.yml') })).toEqual({
+      epoch: COMMIT_TIME,
+      source: 'git',
+    });
   });
 
   it('falls back to 0 with a warning for a file git never saw', async () => {
     const logger = memoryLogger();
-    expect(await resolveEpoch({ env: {}, configFile: path.join(repo, 'untracked.yml'), logger })).toEqual({ epoch: 0, source: 'default' });
+    expect(
+      await resolveEpoch({ env: {}, configFile: path.join(repo, 'untracked.yml'), logger }),
+    ).toEqual({ epoch: 0, source: 'default' });
     expect(logger.lines.join('\n')).toMatch(/file times are set to 0/);
   });
 
   it('rejects a malformed or out-of-range SOURCE_DATE_EPOCH by name', async () => {
-    await expect(resolveEpoch({ env: { SOURCE_DATE_EPOCH: '2024-01-01' } })).rejects.toThrow(/SOURCE_DATE_EPOCH: expected whole seconds/);
-    await expect(resolveEpoch({ env: { SOURCE_DATE_EPOCH: '-5' } })).rejects.toThrow(/SOURCE_DATE_EPOCH/);
-    await expect(resolveEpoch({ env: { SOURCE_DATE_EPOCH: '4294967296' } })).rejects.toThrow(/last time squashfs can store/);
+    await expect(resolveEpoch({ env: { SOURCE_DATE_EPOCH: '2024-01-01' } })).rejects.toThrow(
+      /SOURCE_DATE_EPOCH: expected whole seconds/,
+    );
+    await expect(resolveEpoch({ env: { SOURCE_DATE_EPOCH: '-5' } })).rejects.toThrow(
+      /SOURCE_DATE_EPOCH/,
+    );
+    await expect(resolveEpoch({ env: { SOURCE_DATE_EPOCH: '4294967296' } })).rejects.toThrow(
+      /last time squashfs can store/,
+    );
   });
 
   it('treats an empty SOURCE_DATE_EPOCH as unset', async () => {
-    expect(await resolveEpoch({ env: { SOURCE_DATE_EPOCH: '' }, configEpoch: 7 })).toEqual({ epoch: 7, source: 'config' });
+    expect(await resolveEpoch({ env: { SOURCE_DATE_EPOCH: '' }, configEpoch: 7 })).toEqual({
+      epoch: 7,
+      source: 'config',
+    });
   });
 });

@@ -40,7 +40,13 @@ function indexTypes(): Map<string, string> {
 }
 
 function canonical(selector: string): string {
-  return '/' + selector.split('/').filter((s) => s !== '').join('/');
+  return (
+    '/' +
+    selector
+      .split('/')
+      .filter((s) => s !== '')
+      .join('/')
+  );
 }
 
 let config: LhcConfig;
@@ -56,21 +62,28 @@ describe('gophermoon fixtures', () => {
     for (const f of fixtures) expect(fixtureKind(f), path.basename(f)).toBeDefined();
     const extras = EXTRA_REQUESTS.map((r) => path.join(GOPHERMOON_FIXTURES, r.fixture));
     const used = new Set([...probes.map((p) => p.fixture), ...extras]);
-    for (const f of fixtures) expect(used.has(f), `${path.basename(f)} is not used by any probe`).toBe(true);
+    for (const f of fixtures)
+      expect(used.has(f), `${path.basename(f)} is not used by any probe`).toBe(true);
     for (const p of probes) expect(fixtures, `probe ${p.name}`).toContain(p.fixture);
     for (const f of extras) expect(fixtures).toContain(f);
     expect(probes.length).toBeGreaterThanOrEqual(15);
   });
 
-  it.each(ofKind('menu').map((f) => [path.basename(f), f]))('%s is a well-formed RFC 1436 menu', (_n, f) => {
-    const { items, problems } = parseMenu(read(f));
-    expect(problems).toEqual([]);
-    expect(items.length).toBeGreaterThan(0);
-  });
+  it.each(ofKind('menu').map((f) => [path.basename(f), f]))(
+    '%s is a well-formed RFC 1436 menu',
+    (_n, f) => {
+      const { items, problems } = parseMenu(read(f));
+      expect(problems).toEqual([]);
+      expect(items.length).toBeGreaterThan(0);
+    },
+  );
 
-  it.each(ofKind('error').map((f) => [path.basename(f), f]))('%s is a type-3 error menu', (_n, f) => {
-    expect(errorProblems(read(f))).toEqual([]);
-  });
+  it.each(ofKind('error').map((f) => [path.basename(f), f]))(
+    '%s is a type-3 error menu',
+    (_n, f) => {
+      expect(errorProblems(read(f))).toEqual([]);
+    },
+  );
 
   it('local menu items select what the content index has, with the index item type', () => {
     const types = indexTypes();
@@ -82,7 +95,10 @@ describe('gophermoon fixtures', () => {
           expect(it.selector).toBe('/search');
           continue;
         }
-        expect(types.get(canonical(it.selector)), `${path.basename(f)}: ${it.display} -> ${it.selector}`).toBe(it.type);
+        expect(
+          types.get(canonical(it.selector)),
+          `${path.basename(f)}: ${it.display} -> ${it.selector}`,
+        ).toBe(it.type);
       }
     }
   });
@@ -108,7 +124,10 @@ describe('gophermoon fixtures', () => {
     expect(bins.length).toBeGreaterThan(0);
     for (const f of bins) {
       const probe = probes.find((p) => p.fixture === f)!;
-      expect(read(f).equals(read(path.join(GOPHERMOON_CONTENT, canonical(probe.selector)))), path.basename(f)).toBe(true);
+      expect(
+        read(f).equals(read(path.join(GOPHERMOON_CONTENT, canonical(probe.selector)))),
+        path.basename(f),
+      ).toBe(true);
     }
   });
 });

@@ -15,7 +15,9 @@ describe('gophermoon content index', () => {
     const fresh = await buildIndex(GOPHERMOON_CONTENT);
     expect(fresh.skipped).toEqual([]);
     const committed = await readFile(path.join(GOPHERMOON_CONTENT, INDEX_NAME), 'utf8');
-    expect(committed, 'stale index: run npx tsx examples/gophermoon/make-index.ts').toBe(fresh.text);
+    expect(committed, 'stale index: run npx tsx examples/gophermoon/make-index.ts').toBe(
+      fresh.text,
+    );
   });
 
   it('maps extensions to item types and sniffs files without one', () => {

@@ -6,7 +6,12 @@ import { configInputs } from '../../src/stages/fetch.js';
 import { toolchainFromDpkgStatus } from '../../src/stages/lua-in-root.js';
 import { checkLuaVersion, defaultLuaUrls } from '../../src/stages/lua.js';
 import { run } from '../../src/tools/exec.js';
-import { buildrootArgv, crossMakeArgv, crossToolchain, inRootMakeArgv } from '../../src/tools/lua-make.js';
+import {
+  buildrootArgv,
+  crossMakeArgv,
+  crossToolchain,
+  inRootMakeArgv,
+} from '../../src/tools/lua-make.js';
 
 describe('Lua build command lines', () => {
   it('cross: the musl build verified in DESIGN.md, argv for argv', () => {
@@ -25,8 +30,22 @@ describe('Lua build command lines', () => {
   });
 
   it('in-root: musl-gcc in the build root, made by mmdebstrap from the given sources', () => {
-    expect(inRootMakeArgv()).toEqual(['make', '-j1', 'posix', 'CC=musl-gcc', 'MYCFLAGS=-static -Os', 'MYLDFLAGS=-static']);
-    expect(buildrootArgv({ suite: 'bookworm', arch: 'aarch64', out: '/c/r.tar', mirrors: ['/etc/apt/sources.list.d/debian.sources'] })).toEqual([
+    expect(inRootMakeArgv()).toEqual([
+      'make',
+      '-j1',
+      'posix',
+      'CC=musl-gcc',
+      'MYCFLAGS=-static -Os',
+      'MYLDFLAGS=-static',
+    ]);
+    expect(
+      buildrootArgv({
+        suite: 'bookworm',
+        arch: 'aarch64',
+        out: '/c/r.tar',
+        mirrors: ['/etc/apt/sources.list.d/debian.sources'],
+      }),
+    ).toEqual([
       'mmdebstrap',
       '--arch=arm64',
       '--variant=minbase',
@@ -43,7 +62,8 @@ describe('Lua build command lines', () => {
     const id = toolchainFromDpkgStatus(status);
     const make = (await run(['dpkg-query', '-W', '-f=${Version}', 'make'])).stdout;
     expect(id).toContain(`make=${make}`);
-    const removed = 'Package: gcc-99\nStatus: deinstall ok config-files\nVersion: 1\n\nPackage: musl\nStatus: install ok installed\nVersion: 2\n';
+    const removed =
+      'Package: gcc-99\nStatus: deinstall ok config-files\nVersion: 1\n\nPackage: musl\nStatus: install ok installed\nVersion: 2\n';
     expect(toolchainFromDpkgStatus(removed)).toBe('musl=2');
   });
 
@@ -57,7 +77,9 @@ describe('Lua build command lines', () => {
 
 describe('lhc lua argv and lhc fetch inputs', () => {
   it('--url may be repeated, in both spellings, order kept', () => {
-    expect(takeRepeated(['--url', 'a', '--version', '5.4.4', '--url=b', '--out', 'd'], 'url')).toEqual({
+    expect(
+      takeRepeated(['--url', 'a', '--version', '5.4.4', '--url=b', '--out', 'd'], 'url'),
+    ).toEqual({
       values: ['a', 'b'],
       rest: ['--version', '5.4.4', '--out', 'd'],
     });

@@ -94,6 +94,8 @@ describe('extractLuaSource', () => {
     expect(entryProblem('lua-5.4.4/', 'Directory', 'lua-5.4.4')).toBeUndefined();
     expect(entryProblem('./lua-5.4.4/doc/', 'Directory', 'lua-5.4.4')).toBeUndefined();
     expect(entryProblem('lua-5.4.4/../x', 'File', 'lua-5.4.4')).toBe('path contains ".."');
-    expect(entryProblem('lua-5.4.4/dev', 'CharacterDevice', 'lua-5.4.4')).toMatch(/CharacterDevice/);
+    expect(entryProblem('lua-5.4.4/dev', 'CharacterDevice', 'lua-5.4.4')).toMatch(
+      /CharacterDevice/,
+    );
   });
 });

@@ -5,7 +5,12 @@ import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { UserError } from '../../src/core/errors.js';
 import { checkManifestLock, diffManifests, formatDiff } from '../../src/manifest/diff.js';
-import { parseManifest, serializeManifest, type Manifest, type ManifestEntry } from '../../src/manifest/manifest.js';
+import {
+  parseManifest,
+  serializeManifest,
+  type Manifest,
+  type ManifestEntry,
+} from '../../src/manifest/manifest.js';
 
 const H1 = 'a'.repeat(64);
 const H2 = 'b'.repeat(64);
@@ -14,11 +19,31 @@ function manifest(image: ManifestEntry[], data: ManifestEntry[] = []): Manifest 
   return { lhcManifest: 1, name: 'demo', image, data: { path: '/data', entries: data } };
 }
 
-const dir = (p: string, mode = '0755'): ManifestEntry => ({ path: p, type: 'dir', mode, uid: 0, gid: 0 });
-const file = (p: string, size: number, sha256 = H1, mode = '0644'): ManifestEntry => ({ path: p, type: 'file', mode, uid: 0, gid: 0, size, sha256 });
+const dir = (p: string, mode = '0755'): ManifestEntry => ({
+  path: p,
+  type: 'dir',
+  mode,
+  uid: 0,
+  gid: 0,
+});
+const file = (p: string, size: number, sha256 = H1, mode = '0644'): ManifestEntry => ({
+  path: p,
+  type: 'file',
+  mode,
+  uid: 0,
+  gid: 0,
+  size,
+  sha256,
+});
 
 const base = manifest(
-  [dir('/'), dir('/bin'), file('/bin/lua', 1000, H1, '0755'), { path: '/bin/sh', type: 'symlink', mode: '0777', uid: 0, gid: 0, target: '/bin/busybox' }, file('/gopher/a.txt', 10)],
+  [
+    dir('/'),
+    dir('/bin'),
+    file('/bin/lua', 1000, H1, '0755'),
+    { path: '/bin/sh', type: 'symlink', mode: '0777', uid: 0, gid: 0, target: '/bin/busybox' },
+    file('/gopher/a.txt', 10),
+  ],
   [dir('/data', '1777')],
 );
 
@@ -61,32 +86,64 @@ describe('diffManifests / formatDiff', () => {
   it('reports a shrinking file with a negative delta and a type change', () => {
     const next = structuredClone(base);
     next.image[4] = file('/gopher/a.txt', 7, H2);
-    next.image[1] = { path: '/bin', type: 'symlink', mode: '0777', uid: 0, gid: 0, target: 'usr/bin' };
+    next.image[1] = {
+      path: '/bin',
+      type: 'symlink',
+      mode: '0777',
+      uid: 0,
+      gid: 0,
+      target: 'usr/bin',
+    };
     const text = formatDiff(diffManifests(base, next));
-    expect(text).toContain(`~ image /gopher/a.txt  size 10 → 7 (-3), content ${H1.slice(0, 12)} → ${H2.slice(0, 12)}`);
-    expect(text).toContain('~ image /bin  type dir → symlink, mode 0755 → 0777, target - → usr/bin');
+    expect(text).toContain(
+      `~ image /gopher/a.txt  size 10 → 7 (-3), content ${H1.slice(0, 12)} → ${H2.slice(0, 12)}`,
+    );
+    expect(text).toContain(
+      '~ image /bin  type dir → symlink, mode 0755 → 0777, target - → usr/bin',
+    );
   });
 });
 
 describe('serializeManifest / parseManifest', () => {
   it('writes one entry per line in path byte order with a fixed key order and reads it back', () => {
-    const shuffled = manifest([file('/b', 1), dir('/'), { path: '/a', type: 'file', sha256: H1, size: 2, gid: 0, uid: 0, mode: '0600' } as ManifestEntry]);
+    const shuffled = manifest([
+      file('/b', 1),
+      dir('/'),
+      {
+        path: '/a',
+        type: 'file',
+        sha256: H1,
+        size: 2,
+        gid: 0,
+        uid: 0,
+        mode: '0600',
+      } as ManifestEntry,
+    ]);
     const text = serializeManifest(shuffled);
     const lines = text.split('\n');
     expect(lines[3]).toBe('  "image": [');
     expect(lines[4]).toBe('    {"path":"/","type":"dir","mode":"0755","uid":0,"gid":0},');
-    expect(lines[5]).toBe(`    {"path":"/a","type":"file","mode":"0600","uid":0,"gid":0,"size":2,"sha256":"${H1}"},`);
-    expect(lines[6]).toBe(`    {"path":"/b","type":"file","mode":"0644","uid":0,"gid":0,"size":1,"sha256":"${H1}"}`);
+    expect(lines[5]).toBe(
+      `    {"path":"/a","type":"file","mode":"0600","uid":0,"gid":0,"size":2,"sha256":"${H1}"},`,
+    );
+    expect(lines[6]).toBe(
+      `    {"path":"/b","type":"file","mode":"0644","uid":0,"gid":0,"size":1,"sha256":"${H1}"}`,
+    );
     const back = parseManifest(text, 'x.json');
     expect(serializeManifest(back)).toBe(text);
   });
 
   it('rejects what is not a manifest with the file name in the message', () => {
     expect(() => parseManifest('{', 'bad.json')).toThrow(/bad\.json: not valid JSON/);
-    expect(() => parseManifest('{"a":1}', 'other.json')).toThrow(/other\.json: not an lhc manifest/);
-    expect(() => parseManifest('{"lhcManifest":1,"image":[{"path":"/"}],"data":{"path":"/data","entries":[]}}', 'm.json')).toThrow(
-      /m\.json: entry 0 is not a valid manifest entry/,
+    expect(() => parseManifest('{"a":1}', 'other.json')).toThrow(
+      /other\.json: not an lhc manifest/,
     );
+    expect(() =>
+      parseManifest(
+        '{"lhcManifest":1,"image":[{"path":"/"}],"data":{"path":"/data","entries":[]}}',
+        'm.json',
+      ),
+    ).toThrow(/m\.json: entry 0 is not a valid manifest entry/);
   });
 });
 
@@ -101,7 +158,9 @@ describe('checkManifestLock', () => {
 
   it('fails without a lock unless asked to create it', async () => {
     const lock = path.join(tmp, 'demo.lock.json');
-    await expect(checkManifestLock(base, lock, false)).rejects.toThrow(/does not exist; run with --update-manifest/);
+    await expect(checkManifestLock(base, lock, false)).rejects.toThrow(
+      /does not exist; run with --update-manifest/,
+    );
     const r = await checkManifestLock(base, lock, true);
     expect(r.changed).toBe(true);
     expect(await readFile(lock, 'utf8')).toBe(serializeManifest(base));

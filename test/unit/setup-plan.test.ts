@@ -333,7 +333,9 @@ describe('Ubuntu amd64 hosts get arm64 from the ports archive', () => {
   });
 
   it('without a ports mirror an Ubuntu amd64 host gets a clear error', () => {
-    expect(() => planPackages({ ...noble(), portsMirror: undefined })).toThrow(/LHC_UBUNTU_PORTS_MIRROR/);
+    expect(() => planPackages({ ...noble(), portsMirror: undefined })).toThrow(
+      /LHC_UBUNTU_PORTS_MIRROR/,
+    );
   });
 
   it('Debian hosts are left as they are', () => {

@@ -123,7 +123,10 @@ describe('Store.add', () => {
   });
 
   it('refuses a missing file with its name', async () => {
-    await expectFailure(store.add(path.join(tmp, 'nope')), /cannot add .*nope to the store: ENOENT/);
+    await expectFailure(
+      store.add(path.join(tmp, 'nope')),
+      /cannot add .*nope to the store: ENOENT/,
+    );
   });
 });
 
@@ -137,17 +140,24 @@ describe('Store.fetch', () => {
     expect(await store.fetch(input)).toBe(p);
     expect(hits.get('/ok.tar.gz')).toBe(1);
     // A present file needs no reachable URL at all.
-    expect(await store.fetch({ urls: [`http://127.0.0.1:${await closedPort()}/x`], sha256: contentSha })).toBe(p);
+    expect(
+      await store.fetch({ urls: [`http://127.0.0.1:${await closedPort()}/x`], sha256: contentSha }),
+    ).toBe(p);
   });
 
   it('reads file:// URLs', async () => {
     const f = path.join(tmp, 'local.tar.gz');
     await writeFile(f, content);
-    expect(await readFile(await store.fetch({ urls: [pathToFileURL(f).href], sha256: contentSha }))).toEqual(content);
+    expect(
+      await readFile(await store.fetch({ urls: [pathToFileURL(f).href], sha256: contentSha })),
+    ).toEqual(content);
   });
 
   it('reports progress for a slow download', async () => {
-    await store.fetch({ urls: [`${base}/slow.tar.gz`], sha256: contentSha, name: 'slow' }, { progressIntervalMs: 50 });
+    await store.fetch(
+      { urls: [`${base}/slow.tar.gz`], sha256: contentSha, name: 'slow' },
+      { progressIntervalMs: 50 },
+    );
     const progress = log.lines.filter((l) => /^slow: .* \/ 300\.0 KiB \(\d+%\)$/.test(l));
     expect(progress.length, log.lines.join('\n')).toBeGreaterThan(0);
     expect(log.lines.at(-1)).toMatch(/slow: 300\.0 KiB, sha256 verified/);
@@ -176,7 +186,10 @@ describe('Store.fetch', () => {
   it('truncated transfer (connection dropped): clear error, store unchanged', async () => {
     const before = await seed();
     await expectFailure(
-      store.fetch({ urls: [`${base}/truncated.tar.gz`], sha256: contentSha }, { retries: 1, retryDelayMs: 10 }),
+      store.fetch(
+        { urls: [`${base}/truncated.tar.gz`], sha256: contentSha },
+        { retries: 1, retryDelayMs: 10 },
+      ),
       /truncated\.tar\.gz: (transfer failed|short transfer)/,
     );
     expect(hits.get('/truncated.tar.gz')).toBe(2);
@@ -208,7 +221,10 @@ describe('Store.fetch', () => {
 
   it('HTTP 404: names URL and status, not retried, store unchanged', async () => {
     const before = await seed();
-    await expectFailure(store.fetch({ urls: [`${base}/missing.tar.gz`], sha256: contentSha }), /missing\.tar\.gz: HTTP 404 Not Found/);
+    await expectFailure(
+      store.fetch({ urls: [`${base}/missing.tar.gz`], sha256: contentSha }),
+      /missing\.tar\.gz: HTTP 404 Not Found/,
+    );
     expect(hits.get('/missing.tar.gz')).toBe(1);
     expect(await listing()).toEqual(before);
   });
@@ -216,7 +232,14 @@ describe('Store.fetch', () => {
   it('tries URLs in order, and lists every failure when all fail', async () => {
     const refused = `http://127.0.0.1:${await closedPort()}/a.tar.gz`;
     const msg = await expectFailure(
-      store.fetch({ urls: [refused, `${base}/missing.tar.gz`, 'ftp://example.invalid/x'], sha256: contentSha, name: 'lua' }, { retries: 0 }),
+      store.fetch(
+        {
+          urls: [refused, `${base}/missing.tar.gz`, 'ftp://example.invalid/x'],
+          sha256: contentSha,
+          name: 'lua',
+        },
+        { retries: 0 },
+      ),
       /could not fetch lua \(sha256 [0-9a-f]{64}\) from any of 3 URLs/,
     );
     expect(msg.split('\n').slice(1)).toEqual([
@@ -230,11 +253,17 @@ describe('Store.fetch', () => {
   });
 
   it('without URLs, a missing input says how to import it', async () => {
-    await expectFailure(store.fetch({ urls: [], sha256: contentSha, name: 'lua-5.4.4.tar.gz' }), /lhc store add FILE/);
+    await expectFailure(
+      store.fetch({ urls: [], sha256: contentSha, name: 'lua-5.4.4.tar.gz' }),
+      /lhc store add FILE/,
+    );
   });
 
   it('rejects a malformed sha256', async () => {
-    await expectFailure(store.fetch({ urls: [`${base}/ok.tar.gz`], sha256: 'ABC' }), /not a sha256/);
+    await expectFailure(
+      store.fetch({ urls: [`${base}/ok.tar.gz`], sha256: 'ABC' }),
+      /not a sha256/,
+    );
     expect(hits.size).toBe(0);
   });
 
@@ -242,7 +271,11 @@ describe('Store.fetch', () => {
     await seed();
     await writeFile(path.join(store.dir, contentSha), 'bit rot');
     expect(await store.has(contentSha)).toBe(false);
-    expect(log.lines.join('\n')).toMatch(new RegExp(`${contentSha} is corrupt \\(its content has sha256 ${sha(Buffer.from('bit rot'))}\\)`));
+    expect(log.lines.join('\n')).toMatch(
+      new RegExp(
+        `${contentSha} is corrupt \\(its content has sha256 ${sha(Buffer.from('bit rot'))}\\)`,
+      ),
+    );
     expect((await listing()).includes(contentSha)).toBe(false);
 
     await writeFile(path.join(store.dir, contentSha), 'bit rot again');

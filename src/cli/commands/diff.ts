@@ -34,10 +34,15 @@ holding one) and prints one line per path that differs, image first, then the da
   ~ image /gopher/index  size 120 → 130 (+10)   changed (size, mode, owner, content, link target)
 Exits 0 when the manifests are identical, 1 when they differ, 2 on a usage error.`,
   async run(args, ctx) {
-    const { positionals } = parseArgs(args, { positionals: { min: 2, max: 2, names: 'OLD and NEW' } }, 'lhc diff');
+    const { positionals } = parseArgs(
+      args,
+      { positionals: { min: 2, max: 2, names: 'OLD and NEW' } },
+      'lhc diff',
+    );
     const [oldFile, newFile] = await Promise.all(positionals.map(manifestPath));
     const d = diffManifests(await readManifest(oldFile!), await readManifest(newFile!));
-    for (const line of formatDiff(d, { old: oldFile, new: newFile }).trimEnd().split('\n')) ctx.out(line);
+    for (const line of formatDiff(d, { old: oldFile, new: newFile }).trimEnd().split('\n'))
+      ctx.out(line);
     return d.equal ? 0 : 1;
   },
 };

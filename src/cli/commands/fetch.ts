@@ -13,9 +13,16 @@ content-addressed store ($LHC_CACHE_DIR/store, default ~/.cache/lhc/store), each
 its sha256. Inputs already in the store are not downloaded again. Prints one line per input:
 "<sha256>  <name>  <path>".`,
   async run(args, ctx) {
-    const { positionals } = parseArgs(args, { positionals: { min: 1, max: 1, names: 'CONFIG' } }, 'lhc fetch');
+    const { positionals } = parseArgs(
+      args,
+      { positionals: { min: 1, max: 1, names: 'CONFIG' } },
+      'lhc fetch',
+    );
     const config = await loadConfig(positionals[0]!);
-    const fetched = await fetchInputs(config, { store: new Store(undefined, ctx.logger), logger: ctx.logger });
+    const fetched = await fetchInputs(config, {
+      store: new Store(undefined, ctx.logger),
+      logger: ctx.logger,
+    });
     if (fetched.length === 0) ctx.logger.info(`${positionals[0]}: no remote inputs`);
     for (const f of fetched) ctx.out(`${f.sha256}  ${f.name}  ${f.path}`);
     return 0;

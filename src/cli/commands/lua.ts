@@ -6,7 +6,10 @@ import { Store } from '../../store/store.js';
 import { parseArgs, type Command } from '../command.js';
 
 /** Pulls every `--url U` / `--url=U` out of args: the shared parser keeps only one value per flag. */
-export function takeRepeated(args: readonly string[], flag: string): { values: string[]; rest: string[] } {
+export function takeRepeated(
+  args: readonly string[],
+  flag: string,
+): { values: string[]; rest: string[] } {
   const values: string[] = [];
   const rest: string[] = [];
   for (let i = 0; i < args.length; i++) {
@@ -17,7 +20,8 @@ export function takeRepeated(args: readonly string[], flag: string): { values: s
     }
     if (a === `--${flag}`) {
       const v = args[i + 1];
-      if (v === undefined || v.startsWith('-')) throw new ConfigError(`lhc lua: option --${flag} needs a value (see: lhc lua --help)`);
+      if (v === undefined || v.startsWith('-'))
+        throw new ConfigError(`lhc lua: option --${flag} needs a value (see: lhc lua --help)`);
       values.push(v);
       i++;
     } else if (a.startsWith(`--${flag}=`)) values.push(a.slice(flag.length + 3));
@@ -61,7 +65,8 @@ Options:
     );
     const need = (name: string) => {
       const v = flags[name];
-      if (typeof v !== 'string') throw new ConfigError(`lhc lua: missing --${name} (see: lhc lua --help)`);
+      if (typeof v !== 'string')
+        throw new ConfigError(`lhc lua: missing --${name} (see: lhc lua --help)`);
       return v;
     };
     const version = need('version');
@@ -72,18 +77,29 @@ Options:
     } catch (e) {
       throw new ConfigError((e as Error).message);
     }
-    if (!/^[0-9a-f]{64}$/.test(sha256)) throw new ConfigError(`lhc lua: --sha256 must be 64 lower-case hex characters, got "${sha256}"`);
+    if (!/^[0-9a-f]{64}$/.test(sha256))
+      throw new ConfigError(
+        `lhc lua: --sha256 must be 64 lower-case hex characters, got "${sha256}"`,
+      );
     const arch = (flags.arch ?? 'aarch64') as string;
-    if (arch !== 'aarch64' && arch !== 'x86_64') throw new ConfigError(`lhc lua: --arch must be aarch64 or x86_64, got "${arch}"`);
+    if (arch !== 'aarch64' && arch !== 'x86_64')
+      throw new ConfigError(`lhc lua: --arch must be aarch64 or x86_64, got "${arch}"`);
     const strategy = (flags.strategy ?? 'cross') as string;
     if (strategy !== 'cross' && strategy !== 'in-root') {
       throw new ConfigError(`lhc lua: --strategy must be cross or in-root, got "${strategy}"`);
     }
     for (const u of urls) {
-      if (!/^(https?|file):\/\/\S+$/.test(u)) throw new ConfigError(`lhc lua: --url must be an http(s):// or file:// URL, got "${u}"`);
+      if (!/^(https?|file):\/\/\S+$/.test(u))
+        throw new ConfigError(`lhc lua: --url must be an http(s):// or file:// URL, got "${u}"`);
     }
     const r = await buildLua(
-      { version, sha256, urls: urls.length > 0 ? urls : undefined, arch: arch as LuaArch, strategy: strategy as LuaStrategy },
+      {
+        version,
+        sha256,
+        urls: urls.length > 0 ? urls : undefined,
+        arch: arch as LuaArch,
+        strategy: strategy as LuaStrategy,
+      },
       { store: new Store(undefined, ctx.logger), logger: ctx.logger },
     );
     await mkdir(out, { recursive: true });

@@ -16,7 +16,11 @@ list  prints the sha256 of every file in the store.`,
     const [sub, ...rest] = args;
     const store = new Store(undefined, ctx.logger);
     if (sub === 'add') {
-      const { positionals } = parseArgs(rest, { positionals: { min: 1, names: 'FILE' } }, 'lhc store add');
+      const { positionals } = parseArgs(
+        rest,
+        { positionals: { min: 1, names: 'FILE' } },
+        'lhc store add',
+      );
       for (const file of positionals) ctx.out(`${await store.add(file)}  ${file}`);
       return 0;
     }
@@ -25,6 +29,8 @@ list  prints the sha256 of every file in the store.`,
       for (const sha of await store.list()) ctx.out(sha);
       return 0;
     }
-    throw new ConfigError(`lhc store: expected a subcommand "add" or "list"${sub ? `, got "${sub}"` : ''} (see: lhc store --help)`);
+    throw new ConfigError(
+      `lhc store: expected a subcommand "add" or "list"${sub ? `, got "${sub}"` : ''} (see: lhc store --help)`,
+    );
   },
 };
