@@ -40842,7 +40842,7 @@ function parseHostStrace(text, opts = {}) {
   return replay(calls, opts, true, skipped);
 }
 
-// src/stages/cleanup.ts
+// src/core/cleanup.ts
 var pending = [];
 function runOnce(entry) {
   entry.promise ??= (async () => {

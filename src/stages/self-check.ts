@@ -12,7 +12,7 @@ import { UserError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { run } from '../tools/exec.js';
 import { visible } from '../verify/visible-diff.js';
-import { registerCleanup } from './cleanup.js';
+import { registerCleanup } from '../core/cleanup.js';
 import { runProbes, type ProbeResponse } from './trace.js';
 
 export interface SelfCheckOptions {

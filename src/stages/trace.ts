@@ -30,7 +30,7 @@ import {
   type TraceEvent,
 } from '../trace/parse-qemu-strace.js';
 import { isUnder, resolveTraced } from '../trace/resolve.js';
-import { registerCleanup } from './cleanup.js';
+import { registerCleanup } from '../core/cleanup.js';
 
 export type ProbeResponse = Buffer | { status: number; body: Buffer };
 

@@ -42,7 +42,7 @@ import {
   type RunState,
   type Running,
 } from '../verify/service.js';
-import { registerCleanup } from './cleanup.js';
+import { registerCleanup } from '../core/cleanup.js';
 
 export interface VerifyOptions {
   config: LhcConfig;

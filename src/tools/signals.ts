@@ -1,4 +1,4 @@
-import { runCleanups } from '../stages/cleanup.js';
+import { runCleanups } from '../core/cleanup.js';
 import { killAllGroups } from './exec.js';
 
 /** A cleanup that hangs (a busy mount) must not keep a cancelled run alive forever. */

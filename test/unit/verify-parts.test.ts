@@ -1,6 +1,6 @@
 import net from 'node:net';
 import { describe, expect, it } from 'vitest';
-import { pendingCleanups, registerCleanup, runCleanups } from '../../src/stages/cleanup.js';
+import { pendingCleanups, registerCleanup, runCleanups } from '../../src/core/cleanup.js';
 import { serviceLog, type VerifyOutcome } from '../../src/stages/verify.js';
 import { listensOn } from '../../src/verify/service.js';
 import { exchange, gopherUrl } from '../../src/verify/client.js';
