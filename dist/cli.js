@@ -27829,7 +27829,19 @@ var configSchema = external_exports.strictObject({
   files: external_exports.array(fileSchema).default([]),
   data: dataSchema.default({ path: "/data" }),
   service: serviceSchema,
-  probes: external_exports.array(probeSchema).min(1),
+  probes: external_exports.array(probeSchema).min(1).superRefine((probes, ctx) => {
+    const seen = /* @__PURE__ */ new Map();
+    probes.forEach((p2, i2) => {
+      const first = seen.get(p2.name);
+      if (first === void 0) seen.set(p2.name, i2);
+      else
+        ctx.addIssue({
+          code: "custom",
+          message: `duplicate probe name "${p2.name}" (also probes[${first}])`,
+          path: [i2, "name"]
+        });
+    });
+  }),
   keep: external_exports.array(external_exports.string().min(1)).default([]),
   drop: external_exports.array(external_exports.string().min(1)).default([]),
   outputs: outputsSchema.default({ dir: "out" })
@@ -27932,6 +27944,63 @@ function resolveConfig(raw, file2) {
 import { mkdir as mkdir12, mkdtemp as mkdtemp7, writeFile as writeFile10 } from "node:fs/promises";
 import os9 from "node:os";
 import path30 from "node:path";
+
+// src/config/check-files.ts
+import { access, constants } from "node:fs/promises";
+async function problem(file2) {
+  try {
+    await access(file2, constants.R_OK);
+    return void 0;
+  } catch (e) {
+    return e.code ?? String(e);
+  }
+}
+async function checkConfigFiles(config2) {
+  const named = [];
+  config2.files.forEach((f2, i2) => named.push({ field: `files[${i2}].src`, file: f2.src }));
+  if (config2.data.template) named.push({ field: "data.template", file: config2.data.template });
+  if (config2.base.type === "tarball" && config2.base.path)
+    named.push({ field: "base.path", file: config2.base.path });
+  config2.probes.forEach((p2, i2) => {
+    if (p2.fixture) named.push({ field: `probes[${i2}].fixture`, file: p2.fixture });
+  });
+  const errors = [];
+  for (const { field: field2, file: file2 } of named) {
+    const code = await problem(file2);
+    if (code) errors.push(`${field2}: cannot read ${file2} (${code})`);
+  }
+  if (errors.length > 0) throw new ConfigError(errors.join("\n"));
+}
+
+// src/core/cleanup.ts
+var pending = [];
+function runOnce(entry) {
+  entry.promise ??= (async () => {
+    try {
+      await entry.fn();
+    } finally {
+      const i2 = pending.indexOf(entry);
+      if (i2 !== -1) pending.splice(i2, 1);
+    }
+  })();
+  return entry.promise;
+}
+function registerCleanup(name, fn) {
+  const entry = { name, fn };
+  pending.push(entry);
+  return { run: () => runOnce(entry) };
+}
+async function runCleanups() {
+  const errors = [];
+  for (const entry of [...pending].reverse()) {
+    try {
+      await runOnce(entry);
+    } catch (e) {
+      errors.push(e instanceof Error ? e : new Error(String(e)));
+    }
+  }
+  return errors;
+}
 
 // src/manifest/diff.ts
 import { existsSync } from "node:fs";
@@ -29581,10 +29650,10 @@ var ExecaSyncError = class extends Error {
 setErrorName(ExecaSyncError, ExecaSyncError.name);
 
 // node_modules/execa/lib/terminate/signal.js
-import { constants as constants3 } from "node:os";
+import { constants as constants4 } from "node:os";
 
 // node_modules/human-signals/build/src/main.js
-import { constants as constants2 } from "node:os";
+import { constants as constants3 } from "node:os";
 
 // node_modules/human-signals/build/src/realtime.js
 var getRealtimeSignals = () => {
@@ -29602,7 +29671,7 @@ var SIGRTMIN = 34;
 var SIGRTMAX = 64;
 
 // node_modules/human-signals/build/src/signals.js
-import { constants } from "node:os";
+import { constants as constants2 } from "node:os";
 
 // node_modules/human-signals/build/src/core.js
 var SIGNALS = [
@@ -29893,7 +29962,7 @@ var normalizeSignal = ({
 }) => {
   const {
     signals: { [name]: constantSignal }
-  } = constants;
+  } = constants2;
   const supported = constantSignal !== void 0;
   const number4 = supported ? constantSignal : defaultNumber;
   return { name, number: number4, description, supported, action, forced, standard };
@@ -29942,7 +30011,7 @@ var getSignalByNumber = (number4, signals2) => {
   };
 };
 var findSignalByNumber = (number4, signals2) => {
-  const signal = signals2.find(({ name }) => constants2.signals[name] === number4);
+  const signal = signals2.find(({ name }) => constants3.signals[name] === number4);
   if (signal !== void 0) {
     return signal;
   }
@@ -29976,13 +30045,13 @@ var normalizeSignalInteger = (signalInteger, optionName) => {
   throw new TypeError(`Invalid ${optionName} ${signalInteger}: this signal integer does not exist.
 ${getAvailableSignals()}`);
 };
-var getSignalsIntegerToName = () => new Map(Object.entries(constants3.signals).reverse().map(([signalName, signalInteger]) => [signalInteger, signalName]));
+var getSignalsIntegerToName = () => new Map(Object.entries(constants4.signals).reverse().map(([signalName, signalInteger]) => [signalInteger, signalName]));
 var signalsIntegerToName = getSignalsIntegerToName();
 var normalizeSignalName = (signalName, optionName) => {
-  if (signalName in constants3.signals) {
+  if (signalName in constants4.signals) {
     return signalName;
   }
-  if (signalName.toUpperCase() in constants3.signals) {
+  if (signalName.toUpperCase() in constants4.signals) {
     throw new TypeError(`Invalid ${optionName} '${signalName}': please rename it to '${signalName.toUpperCase()}'.`);
   }
   throw new TypeError(`Invalid ${optionName} '${signalName}': this signal name does not exist.
@@ -29990,8 +30059,8 @@ ${getAvailableSignals()}`);
 };
 var getAvailableSignals = () => `Available signal names: ${getAvailableSignalNames()}.
 Available signal numbers: ${getAvailableSignalIntegers()}.`;
-var getAvailableSignalNames = () => Object.keys(constants3.signals).sort().map((signalName) => `'${signalName}'`).join(", ");
-var getAvailableSignalIntegers = () => [...new Set(Object.values(constants3.signals).sort((signalInteger, signalIntegerTwo) => signalInteger - signalIntegerTwo))].join(", ");
+var getAvailableSignalNames = () => Object.keys(constants4.signals).sort().map((signalName) => `'${signalName}'`).join(", ");
+var getAvailableSignalIntegers = () => [...new Set(Object.values(constants4.signals).sort((signalInteger, signalIntegerTwo) => signalInteger - signalIntegerTwo))].join(", ");
 var getSignalDescription = (signal) => signalsByName[signal].description;
 
 // node_modules/execa/lib/terminate/kill.js
@@ -35523,6 +35592,7 @@ function spawn2(argv, opts) {
   });
 }
 async function run(argv, opts = {}) {
+  opts.signal?.throwIfAborted();
   const full = withPrivilege(argv, opts.privileged ?? false, isRoot(), opts.env);
   const command = formatCommand(full);
   if (opts.loud) opts.logger?.info(`$ ${command}`);
@@ -39284,7 +39354,7 @@ import os4 from "node:os";
 import path14 from "node:path";
 
 // src/elf/elf.ts
-import { constants as constants4 } from "node:fs";
+import { constants as constants5 } from "node:fs";
 import { open as open2 } from "node:fs/promises";
 var ElfError = class extends UserError {
   constructor(message) {
@@ -39510,7 +39580,7 @@ function vaddrToOffset(segments, addr) {
   return void 0;
 }
 async function readElf(file2) {
-  const fh = await open2(file2, constants4.O_RDONLY | constants4.O_NONBLOCK);
+  const fh = await open2(file2, constants5.O_RDONLY | constants5.O_NONBLOCK);
   try {
     const st2 = await fh.stat();
     if (!st2.isFile()) return void 0;
@@ -40338,11 +40408,11 @@ import path19 from "node:path";
 
 // src/trace/fifo.ts
 import { randomBytes as randomBytes4 } from "node:crypto";
-import { closeSync, constants as constants5, openSync, read, writeSync } from "node:fs";
+import { closeSync, constants as constants6, openSync, read, writeSync } from "node:fs";
 var TraceFifo = class _TraceFifo {
   constructor(path34) {
     this.path = path34;
-    this.fd = openSync(path34, constants5.O_RDWR);
+    this.fd = openSync(path34, constants6.O_RDWR);
     this.done = this.pump();
   }
   path;
@@ -40842,36 +40912,6 @@ function parseHostStrace(text, opts = {}) {
   return replay(calls, opts, true, skipped);
 }
 
-// src/core/cleanup.ts
-var pending = [];
-function runOnce(entry) {
-  entry.promise ??= (async () => {
-    try {
-      await entry.fn();
-    } finally {
-      const i2 = pending.indexOf(entry);
-      if (i2 !== -1) pending.splice(i2, 1);
-    }
-  })();
-  return entry.promise;
-}
-function registerCleanup(name, fn) {
-  const entry = { name, fn };
-  pending.push(entry);
-  return { run: () => runOnce(entry) };
-}
-async function runCleanups() {
-  const errors = [];
-  for (const entry of [...pending].reverse()) {
-    try {
-      await runOnce(entry);
-    } catch (e) {
-      errors.push(e instanceof Error ? e : new Error(String(e)));
-    }
-  }
-  return errors;
-}
-
 // src/stages/trace.ts
 function hostArch2() {
   const a2 = os7.arch();
@@ -41148,9 +41188,12 @@ async function seedDataDir(config2, root, dir) {
   if (inRoot.exists && inRoot.kind === "dir" && (await readdir3(inRoot.host)).length > 0) {
     await run(["cp", "-a", "--", `${inRoot.host}/.`, `${dir}/`], { privileged: true });
   }
-  if (config2.data.template) {
-    await run(["cp", "-a", "--", `${config2.data.template}/.`, `${dir}/`], { privileged: true });
-  }
+}
+async function unmount(dir, logger) {
+  const r = await run(["umount", dir], { privileged: true, reject: false, logger });
+  if (r.exitCode === 0 || /not mounted/.test(r.stderr)) return;
+  const lazy2 = await run(["umount", "-l", dir], { privileged: true, reject: false, logger });
+  if (lazy2.exitCode !== 0) logger.warn(`could not unmount ${dir}: ${lazy2.stderr.trim()}`);
 }
 async function isDir(p2) {
   return stat5(p2).then(
@@ -41197,11 +41240,13 @@ async function traceService(config2, root, opts) {
   const overlayWork = path19.join(workDir, "trace-overlay-work");
   const state = { mounted: false };
   const removeCopy = registerCleanup(`traced root copy ${copy}`, async () => {
-    if (state.mounted) await run(["umount", copy], { privileged: true, reject: false });
+    if (state.mounted) await unmount(copy, logger);
     state.mounted = false;
-    await run(["rm", "-rf", "--one-file-system", "--", copy, upper, overlayWork], {
-      privileged: true
+    const r = await run(["rm", "-rf", "--one-file-system", "--", copy, upper, overlayWork], {
+      privileged: true,
+      reject: false
     });
+    if (r.exitCode !== 0) logger.warn(`could not remove ${copy}: ${r.stderr.trim()}`);
   });
   try {
     await logger.group("writable copy of the root for the traced run", async () => {
@@ -42159,7 +42204,7 @@ function normalizedMode(st2) {
   return st2.mode & 73 ? 493 : 420;
 }
 async function copyTree(root, srcDir, dst, stats = { files: 0, dirs: 0, symlinks: 0 }) {
-  chmodSync2(ensureDir(root, dst, 493), 493);
+  ensureDir(root, dst, 493);
   for (const name of readdirSync3(srcDir).sort()) {
     const src = path22.join(srcDir, name);
     const to2 = path22.posix.join(dst, name);
@@ -42455,7 +42500,9 @@ async function assembleRoot(config2, opts) {
     logger.info(`root assembled at ${root}: ${baseBytes} bytes`);
     return { root, baseBytes };
   } catch (e) {
-    await rm10(root, { recursive: true, force: true });
+    await run(["rm", "-rf", "--one-file-system", root], { privileged: true, reject: false }).catch(
+      () => void 0
+    );
     throw e;
   }
 }
@@ -42647,9 +42694,7 @@ async function selfCheck(config2, prunedRoot, unprunedResponses, opts) {
   const view = path24.join(opts.workDir, "self-check-root");
   await mkdir10(view, { recursive: true });
   await run(["mount", "--bind", prunedRoot, view], { privileged: true, logger: opts.logger });
-  const unmount2 = registerCleanup(`self-check mount ${view}`, async () => {
-    await run(["umount", view], { privileged: true, reject: false, logger: opts.logger });
-  });
+  const unmountView = registerCleanup(`self-check mount ${view}`, () => unmount(view, opts.logger));
   const started = Date.now();
   try {
     await run(["mount", "-o", "remount,bind,ro", view], { privileged: true, logger: opts.logger });
@@ -42682,7 +42727,7 @@ ${diffs.join("\n")}`
     }
     return { responses: probed.responses, seconds: (Date.now() - started) / 1e3 };
   } finally {
-    await unmount2.run();
+    await unmountView.run();
     await run(["rm", "-rf", "--one-file-system", "--", dataDir], {
       privileged: true,
       reject: false
@@ -43013,17 +43058,17 @@ async function runLoad(requests, concurrency, one, signal) {
       signal?.throwIfAborted();
       const i2 = next++;
       const start2 = performance.now();
-      let problem;
+      let problem2;
       try {
-        problem = await one(i2);
+        problem2 = await one(i2);
       } catch (e) {
         signal?.throwIfAborted();
-        problem = e.message;
+        problem2 = e.message;
       }
       latencies.push(performance.now() - start2);
-      if (problem !== void 0) {
+      if (problem2 !== void 0) {
         failures++;
-        firstFailure ??= `request ${i2 + 1}: ${problem}`;
+        firstFailure ??= `request ${i2 + 1}: ${problem2}`;
       }
     }
   };
@@ -43155,12 +43200,12 @@ async function ask(probe, endpoint, timeoutMs, signal) {
 async function probeOnce(probe, expected, endpoint, timeoutMs, signal) {
   try {
     const got = await ask(probe, endpoint, timeoutMs, signal);
-    const problem = judge(probe, expected, got, describeEndpoint(endpoint));
+    const problem2 = judge(probe, expected, got, describeEndpoint(endpoint));
     return {
       outcome: {
         name: probe.name,
-        ok: problem === void 0,
-        diff: problem,
+        ok: problem2 === void 0,
+        diff: problem2,
         bytes: got.body.length
       },
       body: got.body
@@ -43210,8 +43255,8 @@ async function curlProbe(probe, expected, svc, workDir, opts, timeoutMs) {
     };
   const body = await readFile8(bodyFile);
   const status = probe.type === "http" ? Number(r.stdout.trim()) : void 0;
-  const problem = judge(probe, expected, { status, body }, "curl");
-  return { name, ok: problem === void 0, diff: problem, bytes: body.length };
+  const problem2 = judge(probe, expected, { status, body }, "curl");
+  return { name, ok: problem2 === void 0, diff: problem2, bytes: body.length };
 }
 
 // src/verify/sandbox.ts
@@ -43327,7 +43372,7 @@ async function killPid(pid) {
     await run(["kill", "-KILL", String(pid)], { privileged: true, reject: false });
   }
 }
-async function unmount(dir, logger) {
+async function unmount2(dir, logger) {
   for (let attempt = 0; attempt < 5; attempt++) {
     if (!await mountAt(dir)) return;
     const r = await run(["umount", dir], {
@@ -43584,8 +43629,8 @@ async function teardown(state, image, logger) {
     if (r === void 0) throw new Error(`${state.service.command} did not exit`);
     state.serviceStderr = r.stderr;
   });
-  await attempt("unmount data", () => unmount(state.dataDir, logger));
-  await attempt("unmount image", () => unmount(state.rootDir, logger));
+  await attempt("unmount data", () => unmount2(state.dataDir, logger));
+  await attempt("unmount image", () => unmount2(state.rootDir, logger));
   if (state.image) {
     const dev = state.image.loopDevice;
     await attempt("release loop device", () => releaseLoop(dev, image, logger));
@@ -43768,6 +43813,7 @@ function serviceLog(stderr, lines = 30) {
 // src/pipeline.ts
 async function build(config2, opts) {
   const { logger } = opts;
+  await checkConfigFiles(config2);
   const timings = [];
   const stage = async (name, fn) => {
     opts.signal?.throwIfAborted();
@@ -43784,6 +43830,13 @@ async function build(config2, opts) {
   const workDir = opts.workDir ? path30.resolve(opts.workDir) : await mkdtemp7(path30.join(os9.tmpdir(), `lhc-${config2.name}-`));
   await mkdir12(workDir, { recursive: true });
   const store = opts.store ?? new Store(void 0, logger);
+  const removeWorkDir2 = registerCleanup(`work dir ${workDir}`, async () => {
+    if (opts.keepWorkDir) {
+      logger.info(`work dir kept: ${workDir}`);
+      return;
+    }
+    await run(["rm", "-rf", "--one-file-system", workDir], { privileged: true, reject: false });
+  });
   try {
     await stage("fetch", () => fetchInputs(config2, { store, logger }));
     const lua = config2.lua;
@@ -43841,7 +43894,7 @@ async function build(config2, opts) {
       return p2;
     });
     const traceReport = path30.join(outDir, `${config2.name}.trace.json`);
-    const { traceSeconds: _seconds, ...reproducible } = pruned.report;
+    const { traceSeconds: _seconds, emulated: _emulated, ...reproducible } = pruned.report;
     await writeFile10(traceReport, `${JSON.stringify(reproducible, null, 2)}
 `);
     const { packed, bundle, manifestDiff } = await stage("pack", async () => {
@@ -43941,13 +43994,7 @@ ${failed.join("\n")}`), { result });
     return result;
   } finally {
     process.umask(callerUmask);
-    if (!opts.keepWorkDir) {
-      await run(["rm", "-rf", "--one-file-system", workDir], {
-        privileged: true,
-        reject: false
-      }).catch(() => {
-      });
-    } else logger.info(`work dir kept: ${workDir}`);
+    await removeWorkDir2.run();
   }
 }
 
@@ -44263,14 +44310,14 @@ function formatChecks(checks) {
 }
 
 // src/host/probe.ts
-import { access, readFile as readFile11, readdir as readdir6 } from "node:fs/promises";
+import { access as access2, readFile as readFile11, readdir as readdir6 } from "node:fs/promises";
 import os10 from "node:os";
 import path32 from "node:path";
 var EXTRA_PATH = ["/usr/local/sbin", "/usr/sbin", "/sbin"];
 var realProbe = {
   async fileExists(file2) {
     try {
-      await access(file2);
+      await access2(file2);
       return true;
     } catch {
       return false;
@@ -44295,7 +44342,7 @@ var realProbe = {
     for (const d of dirs) {
       const candidate = path32.join(d, tool);
       try {
-        await access(
+        await access2(
           candidate,
           1
           /* X_OK */
@@ -44841,7 +44888,8 @@ var validateCommand = {
   help: `Usage: lhc validate CONFIG...
 
 Reads each config and checks it against the lhc.yml schema. Every problem is reported with its
-field path and line, e.g. "lua.sha256: expected 64 hex characters (lhc.yml:7)".
+field path and line, e.g. "lua.sha256: expected 64 hex characters (lhc.yml:7)". Files the
+config names (files[].src, data.template, base.path, probe fixtures) must be readable.
 Exits 0 when all configs are valid, 2 otherwise.`,
   async run(args, ctx) {
     const { positionals } = parseArgs(
@@ -44851,6 +44899,7 @@ Exits 0 when all configs are valid, 2 otherwise.`,
     );
     for (const file2 of positionals) {
       const c3 = await loadConfig(file2);
+      await checkConfigFiles(c3);
       const lua = c3.lua ? `lua ${c3.lua.version}` : "no lua";
       ctx.out(
         `${file2}: ok (${c3.name}, ${c3.arch}, base ${c3.base.type}, ${lua}, ${c3.probes.length} probe${c3.probes.length === 1 ? "" : "s"})`

@@ -6,7 +6,9 @@ import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { BuildResult } from './build-result.js';
+import { checkConfigFiles } from './config/check-files.js';
 import type { LhcConfig } from './config/load.js';
+import { registerCleanup } from './core/cleanup.js';
 import { UserError } from './core/errors.js';
 import type { Logger } from './core/logger.js';
 import { checkManifestLock } from './manifest/diff.js';
@@ -47,6 +49,7 @@ export interface BuildOptions {
 
 export async function build(config: LhcConfig, opts: BuildOptions): Promise<BuildResult> {
   const { logger } = opts;
+  await checkConfigFiles(config);
   const timings: BuildResult['timings'] = [];
   const stage = async <T>(name: string, fn: () => Promise<T>): Promise<T> => {
     opts.signal?.throwIfAborted();
@@ -67,6 +70,16 @@ export async function build(config: LhcConfig, opts: BuildOptions): Promise<Buil
     : await mkdtemp(path.join(os.tmpdir(), `lhc-${config.name}-`));
   await mkdir(workDir, { recursive: true });
   const store = opts.store ?? new Store(undefined, logger);
+  // Registered, so that a cancelled run (SIGTERM, Ctrl-C) removes it too, after the stages'
+  // own cleanups have unmounted what lives inside it.
+  const removeWorkDir = registerCleanup(`work dir ${workDir}`, async () => {
+    if (opts.keepWorkDir) {
+      logger.info(`work dir kept: ${workDir}`);
+      return;
+    }
+    // The roots hold files owned by other uids (nspawn, mmdebstrap): remove them with privilege.
+    await run(['rm', '-rf', '--one-file-system', workDir], { privileged: true, reject: false });
+  });
   try {
     await stage('fetch', () => fetchInputs(config, { store, logger }));
 
@@ -131,7 +144,8 @@ export async function build(config: LhcConfig, opts: BuildOptions): Promise<Buil
     const traceReport = path.join(outDir, `${config.name}.trace.json`);
     // The report is an artifact under SHA256SUMS, so it must be as reproducible as the image:
     // its timing lives in the build's timings, not in the file.
-    const { traceSeconds: _seconds, ...reproducible } = pruned.report;
+    // `emulated` says whether this host ran QEMU: an arm64 runner must produce the same bytes.
+    const { traceSeconds: _seconds, emulated: _emulated, ...reproducible } = pruned.report;
     await writeFile(traceReport, `${JSON.stringify(reproducible, null, 2)}\n`);
 
     const { packed, bundle, manifestDiff } = await stage('pack', async () => {
@@ -235,12 +249,6 @@ export async function build(config: LhcConfig, opts: BuildOptions): Promise<Buil
     return result;
   } finally {
     process.umask(callerUmask);
-    if (!opts.keepWorkDir) {
-      // The roots hold files owned by other uids (nspawn, mmdebstrap): remove them with privilege.
-      await run(['rm', '-rf', '--one-file-system', workDir], {
-        privileged: true,
-        reject: false,
-      }).catch(() => {});
-    } else logger.info(`work dir kept: ${workDir}`);
+    await removeWorkDir.run();
   }
 }

@@ -156,7 +156,23 @@ export const configSchema = z.strictObject({
   files: z.array(fileSchema).default([]),
   data: dataSchema.default({ path: '/data' }),
   service: serviceSchema,
-  probes: z.array(probeSchema).min(1),
+  probes: z
+    .array(probeSchema)
+    .min(1)
+    .superRefine((probes, ctx) => {
+      // Responses, fixtures and report rows are keyed by name: two probes must never share one.
+      const seen = new Map<string, number>();
+      probes.forEach((p, i) => {
+        const first = seen.get(p.name);
+        if (first === undefined) seen.set(p.name, i);
+        else
+          ctx.addIssue({
+            code: 'custom',
+            message: `duplicate probe name "${p.name}" (also probes[${first}])`,
+            path: [i, 'name'],
+          });
+      });
+    }),
   keep: z.array(z.string().min(1)).default([]),
   drop: z.array(z.string().min(1)).default([]),
   outputs: outputsSchema.default({ dir: 'out' }),

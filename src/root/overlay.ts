@@ -113,7 +113,8 @@ export async function copyTree(
   dst: string,
   stats: CopyStats = { files: 0, dirs: 0, symlinks: 0 },
 ): Promise<CopyStats> {
-  chmodSync(ensureDir(root, dst, 0o755), 0o755);
+  // A directory the base already has keeps its mode (/tmp stays 1777); a new one gets 0755.
+  ensureDir(root, dst, 0o755);
   for (const name of readdirSync(srcDir).sort()) {
     const src = path.join(srcDir, name);
     const to = path.posix.join(dst, name);

@@ -315,8 +315,12 @@ export async function assembleRoot(
     logger.info(`root assembled at ${root}: ${baseBytes} bytes`);
     return { root, baseBytes };
   } catch (e) {
-    // A half-built root must never be mistaken for a finished one.
-    await rm(root, { recursive: true, force: true });
+    // A half-built root must never be mistaken for a finished one. nspawn may have made
+    // root-owned files in it, so remove it with privilege, and never let a failed removal
+    // hide the error that got us here.
+    await run(['rm', '-rf', '--one-file-system', root], { privileged: true, reject: false }).catch(
+      () => undefined,
+    );
     throw e;
   }
 }

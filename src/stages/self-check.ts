@@ -13,7 +13,7 @@ import type { Logger } from '../core/logger.js';
 import { run } from '../tools/exec.js';
 import { visible } from '../verify/visible-diff.js';
 import { registerCleanup } from '../core/cleanup.js';
-import { runProbes, type ProbeResponse } from './trace.js';
+import { runProbes, unmount, type ProbeResponse } from './trace.js';
 
 export interface SelfCheckOptions {
   workDir: string;
@@ -74,9 +74,7 @@ export async function selfCheck(
   const view = path.join(opts.workDir, 'self-check-root');
   await mkdir(view, { recursive: true });
   await run(['mount', '--bind', prunedRoot, view], { privileged: true, logger: opts.logger });
-  const unmount = registerCleanup(`self-check mount ${view}`, async () => {
-    await run(['umount', view], { privileged: true, reject: false, logger: opts.logger });
-  });
+  const unmountView = registerCleanup(`self-check mount ${view}`, () => unmount(view, opts.logger));
   const started = Date.now();
   try {
     await run(['mount', '-o', 'remount,bind,ro', view], { privileged: true, logger: opts.logger });
@@ -112,7 +110,7 @@ export async function selfCheck(
     }
     return { responses: probed.responses, seconds: (Date.now() - started) / 1000 };
   } finally {
-    await unmount.run();
+    await unmountView.run();
     await run(['rm', '-rf', '--one-file-system', '--', dataDir], {
       privileged: true,
       reject: false,

@@ -436,9 +436,16 @@ export async function seedDataDir(config: LhcConfig, root: string, dir: string):
   if (inRoot.exists && inRoot.kind === 'dir' && (await readdir(inRoot.host)).length > 0) {
     await run(['cp', '-a', '--', `${inRoot.host}/.`, `${dir}/`], { privileged: true });
   }
-  if (config.data.template) {
-    await run(['cp', '-a', '--', `${config.data.template}/.`, `${dir}/`], { privileged: true });
-  }
+  // data.template is not copied again here: the root stage already put it at the data path
+  // with normalized modes, and a second copy from the checkout would bring its umask back.
+}
+
+/** umount, falling back to a lazy detach when the mount is still busy. */
+export async function unmount(dir: string, logger: Logger): Promise<void> {
+  const r = await run(['umount', dir], { privileged: true, reject: false, logger });
+  if (r.exitCode === 0 || /not mounted/.test(r.stderr)) return;
+  const lazy = await run(['umount', '-l', dir], { privileged: true, reject: false, logger });
+  if (lazy.exitCode !== 0) logger.warn(`could not unmount ${dir}: ${lazy.stderr.trim()}`);
 }
 
 async function isDir(p: string): Promise<boolean> {
@@ -504,11 +511,15 @@ export async function traceService(
   const overlayWork = path.join(workDir, 'trace-overlay-work');
   const state = { mounted: false };
   const removeCopy = registerCleanup(`traced root copy ${copy}`, async () => {
-    if (state.mounted) await run(['umount', copy], { privileged: true, reject: false });
+    // A payload that outlived a killed nspawn keeps the overlay busy: detach it lazily then,
+    // and never let a failed cleanup replace the error that brought us here.
+    if (state.mounted) await unmount(copy, logger);
     state.mounted = false;
-    await run(['rm', '-rf', '--one-file-system', '--', copy, upper, overlayWork], {
+    const r = await run(['rm', '-rf', '--one-file-system', '--', copy, upper, overlayWork], {
       privileged: true,
+      reject: false,
     });
+    if (r.exitCode !== 0) logger.warn(`could not remove ${copy}: ${r.stderr.trim()}`);
   });
   try {
     await logger.group('writable copy of the root for the traced run', async () => {

@@ -159,6 +159,8 @@ function spawn(argv: string[], opts: RunOptions): ResultPromise {
 }
 
 export async function run(argv: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
+  // An abort that already happened never fires its event again: refuse to start at all.
+  opts.signal?.throwIfAborted();
   const full = withPrivilege(argv, opts.privileged ?? false, isRoot(), opts.env);
   const command = formatCommand(full);
   if (opts.loud) opts.logger?.info(`$ ${command}`);

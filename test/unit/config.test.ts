@@ -1,3 +1,4 @@
+import { checkConfigFiles } from '../../src/config/check-files.js';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
@@ -222,6 +223,14 @@ describe('broken configs name the field and the line', () => {
       'YAML syntax: Map keys must be unique (lhc.yml:3)',
     ],
     ['not a mapping', '- a\n- b\n', '(top level): expected a mapping of settings (lhc.yml:1)'],
+    [
+      'two probes with one name',
+      edit(
+        '    fixture: fixtures/root.gopher\n',
+        '    fixture: fixtures/root.gopher\n  - name: root-menu\n    type: gopher\n    fixture: fixtures/other.gopher\n',
+      ),
+      'probes[1].name: duplicate probe name "root-menu" (also probes[0]) (lhc.yml:26)',
+    ],
   ];
 
   it.each(cases)('%s', (_what, text, message) => {
@@ -236,6 +245,26 @@ describe('broken configs name the field and the line', () => {
       'arch: Invalid option: expected one of "aarch64"|"x86_64" (lhc.yml:2)',
       'nmae: unknown key (lhc.yml:3)',
     ]);
+  });
+
+  it('files the config names must exist: each unreadable one is named with its field', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'lhc-config-files-'));
+    try {
+      await writeFile(path.join(dir, 'lhc.yml'), EXAMPLE);
+      await writeFile(path.join(dir, 'gophermoon.lua'), 'print(1)\n');
+      const c = await loadConfig(path.join(dir, 'lhc.yml'));
+      const e = await checkConfigFiles(c).then(
+        () => undefined,
+        (err: unknown) => err,
+      );
+      expect(e).toBeInstanceOf(ConfigError);
+      expect((e as ConfigError).message.split('\n')).toEqual([
+        `data.template: cannot read ${path.join(dir, 'data')} (ENOENT)`,
+        `probes[0].fixture: cannot read ${path.join(dir, 'fixtures/root.gopher')} (ENOENT)`,
+      ]);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it('a missing file is a config error naming the file', async () => {
