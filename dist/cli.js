@@ -27808,11 +27808,22 @@ var httpProbe = external_exports.strictObject({
   fixture: external_exports.string().min(1).optional()
 });
 var probeSchema = external_exports.discriminatedUnion("type", [gopherProbe, httpProbe]);
+var outputName = external_exports.string().regex(/^[\w.-]+$/, 'expected a file name of letters, digits, ".", "_" or "-"').refine((n2) => n2 !== "." && n2 !== "..", 'expected a file name, not "." or ".."').refine(
+  (n2) => n2 !== "SHA256SUMS" && n2 !== "deploy" && !n2.endsWith(".trace.json"),
+  "that name is taken by SHA256SUMS, deploy/ or the trace report"
+);
 var outputsSchema = external_exports.strictObject({
   dir: external_exports.string().min(1).default("out"),
-  image: external_exports.string().regex(/^[\w.-]+$/).optional(),
-  "data-template": external_exports.string().regex(/^[\w.-]+$/).optional(),
-  manifest: external_exports.string().regex(/^[\w.-]+$/).optional()
+  image: outputName.optional(),
+  "data-template": outputName.optional(),
+  manifest: outputName.optional()
+}).superRefine((o2, ctx) => {
+  const names = [o2.image, o2["data-template"], o2.manifest].filter((n2) => n2 !== void 0);
+  for (const key of ["data-template", "manifest"]) {
+    const n2 = o2[key];
+    if (n2 !== void 0 && names.indexOf(n2) !== names.lastIndexOf(n2))
+      ctx.addIssue({ code: "custom", message: `"${n2}" names two outputs`, path: [key] });
+  }
 });
 var configSchema = external_exports.strictObject({
   name: external_exports.string().regex(
@@ -28292,9 +28303,84 @@ ${diffText}if the change is intended, rebuild with --update-manifest and commit 
   return { changed: true, diffText };
 }
 
-// src/stages/deploy-bundle.ts
-import { mkdir, readFile as readFile3, writeFile as writeFile2 } from "node:fs/promises";
+// src/root/resolve.ts
+import { lstatSync, mkdirSync, readlinkSync } from "node:fs";
 import path3 from "node:path";
+var MAX_SYMLINK_FOLLOWS = 40;
+var ResolveError = class extends UserError {
+  constructor(inRootPath, reason, message) {
+    super(message);
+    this.inRootPath = inRootPath;
+    this.reason = reason;
+  }
+  inRootPath;
+  reason;
+};
+function components(p2) {
+  return p2.split("/").filter((c3) => c3 !== "" && c3 !== ".");
+}
+function resolveInRoot(root, p2, opts = {}, cwd = "/") {
+  const followLast = opts.followLast ?? true;
+  const start2 = p2.startsWith("/") ? components(p2) : [...components(cwd), ...components(p2)];
+  const todo = start2.reverse();
+  const done = [];
+  let follows = 0;
+  while (todo.length > 0) {
+    const comp = todo.pop();
+    if (comp === "..") {
+      done.pop();
+      continue;
+    }
+    const isLast = todo.length === 0;
+    const inRoot = `/${[...done, comp].join("/")}`;
+    const host = path3.join(root, ...done, comp);
+    let st2;
+    try {
+      st2 = lstatSync(host);
+    } catch (e) {
+      if (e.code !== "ENOENT") throw e;
+      if (isLast) return { inRoot, host, exists: false };
+      if (!opts.createMissing) {
+        throw new ResolveError(
+          inRoot,
+          "missing",
+          `${inRoot} does not exist (resolving ${p2} inside the root)`
+        );
+      }
+      mkdirSync(host, { mode: 493 });
+      done.push(comp);
+      continue;
+    }
+    if (st2.isSymbolicLink() && (!isLast || followLast)) {
+      if (++follows > MAX_SYMLINK_FOLLOWS) {
+        throw new ResolveError(
+          p2,
+          "loop",
+          `too many levels of symbolic links resolving ${p2} inside the root (a symlink loop)`
+        );
+      }
+      const target = readlinkSync(host);
+      opts.onSymlink?.(inRoot, target);
+      if (target.startsWith("/")) done.length = 0;
+      todo.push(...components(target).reverse());
+      continue;
+    }
+    if (!isLast && !st2.isDirectory()) {
+      throw new ResolveError(
+        inRoot,
+        "not-a-directory",
+        `${inRoot} is not a directory (resolving ${p2} inside the root)`
+      );
+    }
+    done.push(comp);
+    if (isLast) return { inRoot, host, exists: true };
+  }
+  return { inRoot: `/${done.join("/")}`, host: path3.join(root, ...done), exists: true };
+}
+
+// src/stages/deploy-bundle.ts
+import { mkdir, readFile as readFile3, rm, writeFile as writeFile2 } from "node:fs/promises";
+import path4 from "node:path";
 
 // src/tools/nspawn.ts
 var BASE_FLAGS = [
@@ -28355,7 +28441,7 @@ function listenPort(s3) {
 }
 function boardPaths(o2) {
   const boardDir = o2.boardDir ?? `/var/lib/lhc/${o2.name}`;
-  if (!path3.isAbsolute(boardDir))
+  if (!path4.isAbsolute(boardDir))
     throw new UserError(`board directory must be absolute, got ${boardDir}`);
   const dataSource = o2.dataSource ?? `${boardDir}/${o2.name}-data.ext4`;
   return {
@@ -28396,7 +28482,7 @@ function systemdQuoteWord(w2) {
   return `"${s3}"`;
 }
 function systemdExecLine(argv) {
-  if (!argv[0] || !path3.isAbsolute(argv[0]))
+  if (!argv[0] || !path4.isAbsolute(argv[0]))
     throw new UserError(`ExecStart needs an absolute program path, got ${argv[0] ?? "(none)"}`);
   return argv.map(systemdQuoteWord).join(" ");
 }
@@ -28490,7 +28576,9 @@ async function resolveUser(user, root) {
     );
   let passwd;
   try {
-    passwd = await readFile3(path3.join(root, "etc/passwd"), "utf8");
+    const inRoot = resolveInRoot(root, "/etc/passwd");
+    if (!inRoot.exists) throw new Error("no /etc/passwd");
+    passwd = await readFile3(inRoot.host, "utf8");
   } catch {
     throw new UserError(
       `service.user "${user}": the image has no /etc/passwd to look the name up in; use a numeric uid`
@@ -28630,8 +28718,9 @@ async function writeDeployBundle(o2) {
   if (!o2.service.command[0]?.startsWith("/"))
     throw new UserError("service.command[0] must be an absolute path in the image");
   const p2 = boardPaths(o2);
-  const dir = path3.join(o2.outDir, "deploy");
-  await mkdir(path3.join(dir, "oci"), { recursive: true });
+  const dir = path4.join(o2.outDir, "deploy");
+  await rm(dir, { recursive: true, force: true });
+  await mkdir(path4.join(dir, "oci"), { recursive: true });
   const inetd = o2.service.inetd === true;
   const { rootMount, dataMount } = renderMountUnits(o2, p2);
   const units = {
@@ -28650,7 +28739,7 @@ async function writeDeployBundle(o2) {
     "oci/config.json": JSON.stringify(ociConfig(o2, p2, ids), null, 2) + "\n",
     "README.md": renderReadme(o2, p2)
   };
-  for (const [f2, text] of Object.entries(contents)) await writeFile2(path3.join(dir, f2), text);
+  for (const [f2, text] of Object.entries(contents)) await writeFile2(path4.join(dir, f2), text);
   o2.logger?.info(
     `deploy bundle: ${dir} (${units.socket}, ${units.service}, mounts, fstab, oci/config.json)`
   );
@@ -28663,7 +28752,7 @@ async function writeDeployBundle(o2) {
 }
 
 // src/stages/epoch.ts
-import path9 from "node:path";
+import path10 from "node:path";
 
 // node_modules/is-plain-obj/index.js
 function isPlainObject2(value) {
@@ -29530,12 +29619,12 @@ var handleCommand = (filePath, rawArguments, rawOptions) => {
 
 // node_modules/execa/lib/arguments/options.js
 var import_cross_spawn = __toESM(require_cross_spawn(), 1);
-import path8 from "node:path";
+import path9 from "node:path";
 import process6 from "node:process";
 
 // node_modules/npm-run-path/index.js
 import process4 from "node:process";
-import path5 from "node:path";
+import path6 from "node:path";
 
 // node_modules/npm-run-path/node_modules/path-key/index.js
 function pathKey(options = {}) {
@@ -29552,7 +29641,7 @@ function pathKey(options = {}) {
 // node_modules/unicorn-magic/node.js
 import { promisify } from "node:util";
 import { execFile as execFileCallback, execFileSync as execFileSyncOriginal } from "node:child_process";
-import path4 from "node:path";
+import path5 from "node:path";
 import { fileURLToPath as fileURLToPath2 } from "node:url";
 var execFileOriginal = promisify(execFileCallback);
 function toPath(urlOrPath) {
@@ -29561,12 +29650,12 @@ function toPath(urlOrPath) {
 function traversePathUp(startPath) {
   return {
     *[Symbol.iterator]() {
-      let currentPath = path4.resolve(toPath(startPath));
+      let currentPath = path5.resolve(toPath(startPath));
       let previousPath;
       while (previousPath !== currentPath) {
         yield currentPath;
         previousPath = currentPath;
-        currentPath = path4.resolve(currentPath, "..");
+        currentPath = path5.resolve(currentPath, "..");
       }
     }
   };
@@ -29581,27 +29670,27 @@ var npmRunPath = ({
   execPath: execPath2 = process4.execPath,
   addExecPath = true
 } = {}) => {
-  const cwdPath = path5.resolve(toPath(cwd));
+  const cwdPath = path6.resolve(toPath(cwd));
   const result = [];
-  const pathParts = pathOption.split(path5.delimiter);
+  const pathParts = pathOption.split(path6.delimiter);
   if (preferLocal) {
     applyPreferLocal(result, pathParts, cwdPath);
   }
   if (addExecPath) {
     applyExecPath(result, pathParts, execPath2, cwdPath);
   }
-  return pathOption === "" || pathOption === path5.delimiter ? `${result.join(path5.delimiter)}${pathOption}` : [...result, pathOption].join(path5.delimiter);
+  return pathOption === "" || pathOption === path6.delimiter ? `${result.join(path6.delimiter)}${pathOption}` : [...result, pathOption].join(path6.delimiter);
 };
 var applyPreferLocal = (result, pathParts, cwdPath) => {
   for (const directory of traversePathUp(cwdPath)) {
-    const pathPart = path5.join(directory, "node_modules/.bin");
+    const pathPart = path6.join(directory, "node_modules/.bin");
     if (!pathParts.includes(pathPart)) {
       result.push(pathPart);
     }
   }
 };
 var applyExecPath = (result, pathParts, execPath2, cwdPath) => {
-  const pathPart = path5.resolve(cwdPath, toPath(execPath2), "..");
+  const pathPart = path6.resolve(cwdPath, toPath(execPath2), "..");
   if (!pathParts.includes(pathPart)) {
     result.push(pathPart);
   }
@@ -30756,7 +30845,7 @@ var killAfterTimeout = async (subprocess, timeout, context, { signal }) => {
 
 // node_modules/execa/lib/methods/node.js
 import { execPath, execArgv } from "node:process";
-import path6 from "node:path";
+import path7 from "node:path";
 var mapNode = ({ options }) => {
   if (options.node === false) {
     throw new TypeError('The "node" option cannot be false with `execaNode()`.');
@@ -30775,7 +30864,7 @@ var handleNodeOption = (file2, commandArguments, {
     throw new TypeError('The "execPath" option has been removed. Please use the "nodePath" option instead.');
   }
   const normalizedNodePath = safeNormalizeFileUrl(nodePath, 'The "nodePath" option');
-  const resolvedNodePath = path6.resolve(cwd, normalizedNodePath);
+  const resolvedNodePath = path7.resolve(cwd, normalizedNodePath);
   const newOptions = {
     ...options,
     nodePath: resolvedNodePath,
@@ -30785,7 +30874,7 @@ var handleNodeOption = (file2, commandArguments, {
   if (!shouldHandleNode) {
     return [file2, commandArguments, newOptions];
   }
-  if (path6.basename(file2, ".exe") === "node") {
+  if (path7.basename(file2, ".exe") === "node") {
     throw new TypeError('When the "node" option is true, the first argument does not need to be "node".');
   }
   return [
@@ -30875,11 +30964,11 @@ var serializeEncoding = (encoding) => typeof encoding === "string" ? `"${encodin
 
 // node_modules/execa/lib/arguments/cwd.js
 import { statSync } from "node:fs";
-import path7 from "node:path";
+import path8 from "node:path";
 import process5 from "node:process";
 var normalizeCwd = (cwd = getDefaultCwd()) => {
   const cwdString = safeNormalizeFileUrl(cwd, 'The "cwd" option');
-  return path7.resolve(cwdString);
+  return path8.resolve(cwdString);
 };
 var getDefaultCwd = () => {
   try {
@@ -30926,7 +31015,7 @@ var normalizeOptions = (filePath, rawArguments, rawOptions) => {
   options.killSignal = normalizeKillSignal(options.killSignal);
   options.forceKillAfterDelay = normalizeForceKillAfterDelay(options.forceKillAfterDelay);
   options.lines = options.lines.map((lines, fdNumber2) => lines && !BINARY_ENCODINGS.has(options.encoding) && options.buffer[fdNumber2]);
-  if (process6.platform === "win32" && path8.basename(file2, ".exe") === "cmd") {
+  if (process6.platform === "win32" && path9.basename(file2, ".exe") === "cmd") {
     commandArguments.unshift("/q");
   }
   return { file: file2, commandArguments, options };
@@ -35706,10 +35795,10 @@ function parseEpoch(value, what) {
   return n2;
 }
 async function gitCommitTime(file2, logger) {
-  const cwd = path9.dirname(file2);
+  const cwd = path10.dirname(file2);
   let r;
   try {
-    r = await run(["git", "log", "-1", "--format=%ct", "--", path9.basename(file2)], {
+    r = await run(["git", "log", "-1", "--format=%ct", "--", path10.basename(file2)], {
       cwd,
       reject: false,
       logger
@@ -35764,30 +35853,30 @@ import {
   mkdtemp as mkdtemp3,
   readFile as readFile5,
   rename as rename3,
-  rm as rm4,
+  rm as rm5,
   stat as stat3,
   writeFile as writeFile5
 } from "node:fs/promises";
 import os5 from "node:os";
-import path15 from "node:path";
+import path16 from "node:path";
 
 // src/core/paths.ts
 import os from "node:os";
-import path10 from "node:path";
+import path11 from "node:path";
 function cacheDir(env = process.env) {
-  if (env.LHC_CACHE_DIR) return path10.resolve(env.LHC_CACHE_DIR);
-  const xdg = env.XDG_CACHE_HOME || path10.join(os.homedir(), ".cache");
-  return path10.join(xdg, "lhc");
+  if (env.LHC_CACHE_DIR) return path11.resolve(env.LHC_CACHE_DIR);
+  const xdg = env.XDG_CACHE_HOME || path11.join(os.homedir(), ".cache");
+  return path11.join(xdg, "lhc");
 }
 function storeDir(env = process.env) {
-  return path10.join(cacheDir(env), "store");
+  return path11.join(cacheDir(env), "store");
 }
 
 // src/store/store.ts
 import { createHash as createHash3, randomBytes } from "node:crypto";
 import { createReadStream as createReadStream4, createWriteStream as createWriteStream3 } from "node:fs";
-import { mkdir as mkdir2, readdir as readdir2, rename, rm, stat as stat2 } from "node:fs/promises";
-import path11 from "node:path";
+import { mkdir as mkdir2, readdir as readdir2, rename, rm as rm2, stat as stat2 } from "node:fs/promises";
+import path12 from "node:path";
 import { Transform as Transform3 } from "node:stream";
 import { pipeline as pipeline2 } from "node:stream/promises";
 
@@ -35985,12 +36074,12 @@ var Store = class {
   dir;
   logger;
   constructor(dir = storeDir(), logger = quiet) {
-    this.dir = path11.resolve(dir);
+    this.dir = path12.resolve(dir);
     this.logger = logger;
   }
   /** Where the file with this content lives (whether or not it is present). */
   path(sha2562) {
-    return path11.join(this.dir, checkSha(sha2562));
+    return path12.join(this.dir, checkSha(sha2562));
   }
   /**
    * True when the store holds this content. The file is re-hashed: one whose content does not
@@ -36008,7 +36097,7 @@ var Store = class {
     this.logger.warn(
       `store file ${file2} is corrupt (its content has sha256 ${actual}); removed it`
     );
-    await rm(file2, { force: true });
+    await rm2(file2, { force: true });
     return false;
   }
   /** Imports a local file; returns its sha256. */
@@ -36033,11 +36122,11 @@ var Store = class {
       });
       await pipeline2(createReadStream4(file2), hasher, createWriteStream3(tmp, { mode: 420 }));
       const sha = h2.digest("hex");
-      await rename(tmp, path11.join(this.dir, sha));
+      await rename(tmp, path12.join(this.dir, sha));
       this.logger.debug(`store: added ${file2} as ${sha}`);
       return sha;
     } finally {
-      await rm(tmp, { force: true });
+      await rm2(tmp, { force: true });
     }
   }
   /**
@@ -36093,7 +36182,7 @@ var Store = class {
           failures.push(`  ${e.message}${attempt > 0 ? ` (after ${attempt + 1} attempts)` : ""}`);
           break;
         } finally {
-          await rm(tmp, { force: true });
+          await rm2(tmp, { force: true });
         }
       }
     }
@@ -36114,7 +36203,7 @@ ${failures.join("\n")}`
   /** A fresh temp name inside the store, so the final rename never crosses a file system. */
   async tempPath() {
     await mkdir2(this.dir, { recursive: true });
-    return path11.join(this.dir, `${TEMP_PREFIX}${process.pid}-${randomBytes(6).toString("hex")}`);
+    return path12.join(this.dir, `${TEMP_PREFIX}${process.pid}-${randomBytes(6).toString("hex")}`);
   }
 };
 
@@ -36174,9 +36263,9 @@ function buildrootArgv(opts) {
 // src/stages/lua-in-root.ts
 import { createHash as createHash4, randomBytes as randomBytes2 } from "node:crypto";
 import { existsSync as existsSync2 } from "node:fs";
-import { mkdir as mkdir3, mkdtemp, readFile as readFile4, rename as rename2, rm as rm2, writeFile as writeFile3 } from "node:fs/promises";
+import { mkdir as mkdir3, mkdtemp, readFile as readFile4, rename as rename2, rm as rm3, writeFile as writeFile3 } from "node:fs/promises";
 import os2 from "node:os";
-import path12 from "node:path";
+import path13 from "node:path";
 var BUILDROOT_SUITE = "bookworm";
 var HOST_SOURCES = "/etc/apt/sources.list.d/debian.sources";
 async function defaultMirrors() {
@@ -36208,15 +36297,15 @@ async function ensureBuildroot(opts) {
       mirrors: await mirrorsIdentity(mirrors)
     })
   ).digest("hex");
-  const tarball = path12.join(opts.dir, `${key}.tar`);
-  const metaFile = path12.join(opts.dir, `${key}.json`);
+  const tarball = path13.join(opts.dir, `${key}.tar`);
+  const metaFile = path13.join(opts.dir, `${key}.json`);
   if (existsSync2(tarball) && existsSync2(metaFile)) {
     const meta3 = JSON.parse(await readFile4(metaFile, "utf8"));
     return { key, tarball, toolchain: meta3.toolchain };
   }
   await mkdir3(opts.dir, { recursive: true });
-  const tmp = path12.join(opts.dir, `.tmp-${process.pid}-${randomBytes2(6).toString("hex")}.tar`);
-  const scratch = await mkdtemp(path12.join(opts.dir, ".scratch-"));
+  const tmp = path13.join(opts.dir, `.tmp-${process.pid}-${randomBytes2(6).toString("hex")}.tar`);
+  const scratch = await mkdtemp(path13.join(opts.dir, ".scratch-"));
   try {
     await opts.logger.group(
       `build root: mmdebstrap ${suite} ${opts.arch} (${BUILDROOT_PACKAGES.join(", ")})`,
@@ -36259,7 +36348,7 @@ async function ensureBuildroot(opts) {
     await rename2(tmp, tarball);
     return { key, tarball, toolchain };
   } finally {
-    await rm2(tmp, { force: true });
+    await rm3(tmp, { force: true });
     await removeScratch(scratch);
   }
 }
@@ -36273,8 +36362,8 @@ async function removeScratch(dir) {
   });
 }
 async function compileInRoot(srcDir, buildroot, opts) {
-  const work = await mkdtemp(path12.join(opts.workDir ?? os2.tmpdir(), "lhc-buildroot-"));
-  const root = path12.join(work, "root");
+  const work = await mkdtemp(path13.join(opts.workDir ?? os2.tmpdir(), "lhc-buildroot-"));
+  const root = path13.join(work, "root");
   try {
     await mkdir3(root);
     await opts.logger.group("build root: extract", async () => {
@@ -36284,7 +36373,7 @@ async function compileInRoot(srcDir, buildroot, opts) {
         logger: opts.logger
       });
     });
-    if (!existsSync2(path12.join(root, "usr")))
+    if (!existsSync2(path13.join(root, "usr")))
       throw new UserError(`build root ${buildroot.tarball} has no /usr`);
     const make = inRootMakeArgv(opts.jobs ?? 1);
     const script = `${formatCommand(make)} && strip src/lua`;
@@ -36305,7 +36394,7 @@ async function compileInRoot(srcDir, buildroot, opts) {
         }
       );
     });
-    const binary = path12.join(srcDir, "src", "lua");
+    const binary = path13.join(srcDir, "src", "lua");
     if (!existsSync2(binary))
       throw new UserError(`the in-root build finished without producing ${binary}`);
     return binary;
@@ -36326,7 +36415,7 @@ async function compileInRoot(srcDir, buildroot, opts) {
 
 // src/stages/lua-source.ts
 import { existsSync as existsSync3 } from "node:fs";
-import path13 from "node:path";
+import path14 from "node:path";
 
 // node_modules/tar/dist/esm/index.min.js
 import Qr from "events";
@@ -39338,8 +39427,8 @@ async function extractLuaSource(tarball, destDir, version2) {
     noChmod: false,
     filter: (p2, e) => entryProblem(p2, e.type, top) === void 0
   });
-  const dir = path13.join(destDir, top);
-  if (!existsSync3(path13.join(dir, "src", "lua.c")) || !existsSync3(path13.join(dir, "Makefile"))) {
+  const dir = path14.join(destDir, top);
+  if (!existsSync3(path14.join(dir, "src", "lua.c")) || !existsSync3(path14.join(dir, "Makefile"))) {
     throw new UserError(
       `${tarball} does not look like the Lua ${version2} source (no ${top}/Makefile and ${top}/src/lua.c)`
     );
@@ -39349,9 +39438,9 @@ async function extractLuaSource(tarball, destDir, version2) {
 
 // src/stages/lua-verify.ts
 import { existsSync as existsSync4, readFileSync as readFileSync3 } from "node:fs";
-import { mkdtemp as mkdtemp2, rm as rm3, writeFile as writeFile4 } from "node:fs/promises";
+import { mkdtemp as mkdtemp2, rm as rm4, writeFile as writeFile4 } from "node:fs/promises";
 import os4 from "node:os";
-import path14 from "node:path";
+import path15 from "node:path";
 
 // src/elf/elf.ts
 import { constants as constants5 } from "node:fs";
@@ -39646,7 +39735,7 @@ function hostArch() {
 }
 function emulatorPrefix(arch, binfmtDir = "/proc/sys/fs/binfmt_misc") {
   if (hostArch() === arch) return [];
-  const entry = path14.join(binfmtDir, `qemu-${arch}`);
+  const entry = path15.join(binfmtDir, `qemu-${arch}`);
   if (existsSync4(entry) && readFileSync3(entry, "utf8").startsWith("enabled")) return [];
   return [`qemu-${arch}-static`];
 }
@@ -39701,9 +39790,9 @@ async function verifyLua(binary, opts) {
       `${binary} -v: expected "Lua ${opts.version}", got ${JSON.stringify(banner.split("\n")[0] ?? "")} (exit code ${v2.exitCode})`
     );
   }
-  const dir = await mkdtemp2(path14.join(os4.tmpdir(), "lhc-lua-smoke-"));
+  const dir = await mkdtemp2(path15.join(os4.tmpdir(), "lhc-lua-smoke-"));
   try {
-    const script = path14.join(dir, "smoke.lua");
+    const script = path15.join(dir, "smoke.lua");
     await writeFile4(script, SMOKE_SCRIPT);
     const s3 = await run([...prefix, binary, script, dir], {
       reject: false,
@@ -39718,7 +39807,7 @@ async function verifyLua(binary, opts) {
       );
     }
   } finally {
-    await rm3(dir, { recursive: true, force: true });
+    await rm4(dir, { recursive: true, force: true });
   }
   opts.logger?.info(
     `verified ${binary}: static ${opts.arch} ELF, prints Lua ${opts.version}, smoke script ok`
@@ -39761,7 +39850,7 @@ async function crossRecipe(arch, logger, signal) {
           stderrLines: 30
         });
       });
-      const binary = path15.join(srcDir, "src", "lua");
+      const binary = path16.join(srcDir, "src", "lua");
       await run([tc.strip, binary], { logger });
       return binary;
     }
@@ -39769,7 +39858,7 @@ async function crossRecipe(arch, logger, signal) {
 }
 async function inRootRecipe(arch, opts, cache) {
   const buildroot = await ensureBuildroot({
-    dir: opts.buildrootDir ?? path15.join(cache, "buildroots"),
+    dir: opts.buildrootDir ?? path16.join(cache, "buildroots"),
     arch,
     logger: opts.logger,
     signal: opts.signal
@@ -39787,8 +39876,8 @@ async function inRootRecipe(arch, opts, cache) {
   };
 }
 async function readCached(dir, logger) {
-  const bin = path15.join(dir, "lua");
-  const metaFile = path15.join(dir, "build.json");
+  const bin = path16.join(dir, "lua");
+  const metaFile = path16.join(dir, "build.json");
   if (!existsSync5(bin) || !existsSync5(metaFile)) return void 0;
   try {
     const meta3 = JSON.parse(await readFile5(metaFile, "utf8"));
@@ -39797,7 +39886,7 @@ async function readCached(dir, logger) {
   } catch (e) {
     logger.warn(`cached Lua in ${dir} is unreadable (${e.message}); rebuilding`);
   }
-  await rm4(dir, { recursive: true, force: true });
+  await rm5(dir, { recursive: true, force: true });
   return void 0;
 }
 async function buildLua(spec, opts) {
@@ -39817,9 +39906,9 @@ async function buildLua(spec, opts) {
       flags: recipe.flags
     })
   ).digest("hex");
-  const dir = path15.join(cache, "lua", key);
+  const dir = path16.join(cache, "lua", key);
   const result = (meta3, cached2) => ({
-    path: path15.join(dir, "lua"),
+    path: path16.join(dir, "lua"),
     bytes: meta3.bytes,
     sha256: meta3.sha256,
     cached: cached2,
@@ -39842,21 +39931,21 @@ async function buildLua(spec, opts) {
     },
     { ...opts.fetch, signal: opts.signal }
   );
-  const work = await mkdtemp3(path15.join(opts.workDir ?? os5.tmpdir(), "lhc-lua-"));
+  const work = await mkdtemp3(path16.join(opts.workDir ?? os5.tmpdir(), "lhc-lua-"));
   try {
-    const srcParent = path15.join(work, "src");
+    const srcParent = path16.join(work, "src");
     await mkdir4(srcParent);
     const srcDir = await extractLuaSource(tarball, srcParent, spec.version);
     const built = await recipe.build(srcDir);
     await verifyLua(built, { version: spec.version, arch: spec.arch, logger });
-    const staging = path15.join(
+    const staging = path16.join(
       cache,
       "lua",
       `.tmp-${process.pid}-${randomBytes3(6).toString("hex")}`
     );
     await mkdir4(staging, { recursive: true });
     try {
-      const bin = path15.join(staging, "lua");
+      const bin = path16.join(staging, "lua");
       await copyFile(built, bin);
       await chmod(bin, 493);
       const meta3 = {
@@ -39869,12 +39958,12 @@ async function buildLua(spec, opts) {
         sha256: await sha256File2(bin),
         bytes: (await stat3(bin)).size
       };
-      await writeFile5(path15.join(staging, "build.json"), `${JSON.stringify(meta3, null, 2)}
+      await writeFile5(path16.join(staging, "build.json"), `${JSON.stringify(meta3, null, 2)}
 `);
       try {
         await rename3(staging, dir);
       } catch (e) {
-        if (!existsSync5(path15.join(dir, "lua"))) throw e;
+        if (!existsSync5(path16.join(dir, "lua"))) throw e;
       }
       logger.info(
         `Lua ${spec.version} (${spec.arch}, ${spec.strategy}): built, ${meta3.bytes} bytes, sha256 ${meta3.sha256}`
@@ -39882,10 +39971,10 @@ async function buildLua(spec, opts) {
       const final = await readCached(dir, logger) ?? meta3;
       return result(final, false);
     } finally {
-      await rm4(staging, { recursive: true, force: true });
+      await rm5(staging, { recursive: true, force: true });
     }
   } finally {
-    await rm4(work, { recursive: true, force: true });
+    await rm5(work, { recursive: true, force: true });
   }
 }
 
@@ -39919,8 +40008,8 @@ async function fetchInputs(config2, opts) {
 
 // src/stages/pack.ts
 import { createHash as createHash7 } from "node:crypto";
-import { lstat as lstat3, mkdir as mkdir5, rm as rm6, stat as stat4, writeFile as writeFile7 } from "node:fs/promises";
-import path17 from "node:path";
+import { lstat as lstat3, mkdir as mkdir5, rm as rm7, stat as stat4, writeFile as writeFile7 } from "node:fs/promises";
+import path18 from "node:path";
 
 // src/tools/mksquashfs.ts
 var ROOT_MODE = 493;
@@ -39959,9 +40048,9 @@ function mksquashfsEnv() {
 
 // src/stages/data-template.ts
 import { createHash as createHash6 } from "node:crypto";
-import { chmod as chmod2, lstat as lstat2, mkdtemp as mkdtemp4, rm as rm5, writeFile as writeFile6 } from "node:fs/promises";
+import { chmod as chmod2, lstat as lstat2, mkdtemp as mkdtemp4, rm as rm6, writeFile as writeFile6 } from "node:fs/promises";
 import os6 from "node:os";
-import path16 from "node:path";
+import path17 from "node:path";
 function archiveStat(st2, owner) {
   const s3 = Object.assign(Object.create(Object.getPrototypeOf(st2)), st2);
   return Object.assign(s3, {
@@ -39985,7 +40074,7 @@ async function tarDirectory(dir, epoch, owner = { uid: 0, gid: 0 }) {
   const statCache = /* @__PURE__ */ new Map();
   const unsupported = [];
   for (const rel of rels) {
-    const abs = path16.resolve(dir, rel || ".");
+    const abs = path17.resolve(dir, rel || ".");
     const st2 = await lstat2(abs);
     if (!SUPPORTED(st2)) unsupported.push(rel);
     statCache.set(abs, archiveStat(st2, owner));
@@ -40090,7 +40179,7 @@ async function writeDataTemplate(o2) {
   let tmp;
   try {
     if (dir === void 0) {
-      tmp = await mkdtemp4(path16.join(os6.tmpdir(), "lhc-empty-data-"));
+      tmp = await mkdtemp4(path17.join(os6.tmpdir(), "lhc-empty-data-"));
       await chmod2(tmp, 493);
       dir = tmp;
     }
@@ -40104,7 +40193,7 @@ async function writeDataTemplate(o2) {
       entries: tarManifestEntries(await listTar(tarBytes), o2.dataPath)
     };
   } finally {
-    if (tmp) await rm5(tmp, { recursive: true, force: true });
+    if (tmp) await rm6(tmp, { recursive: true, force: true });
   }
 }
 
@@ -40122,9 +40211,9 @@ async function writeSha256Sums(dir, files) {
   for (const f2 of [...new Set(files)].sort()) {
     if (/[\n\\]/.test(f2))
       throw new UserError(`cannot list '${f2}' in SHA256SUMS: newline or backslash in the name`);
-    lines.push(`${await sha256File(path17.join(dir, f2))}  ${f2}`);
+    lines.push(`${await sha256File(path18.join(dir, f2))}  ${f2}`);
   }
-  const out = path17.join(dir, "SHA256SUMS");
+  const out = path18.join(dir, "SHA256SUMS");
   await writeFile7(out, lines.join("\n") + "\n");
   return out;
 }
@@ -40142,7 +40231,7 @@ async function packImage(o2) {
   const names = artifactNames(o2.name, o2.fileNames);
   await requireDir(o2.root, "root");
   if (o2.dataDir !== void 0) await requireDir(o2.dataDir, "data directory");
-  const mountPoint = path17.join(o2.root, dataPath);
+  const mountPoint = path18.join(o2.root, dataPath);
   try {
     if (!(await stat4(mountPoint)).isDirectory()) throw new Error("not a directory");
   } catch {
@@ -40151,11 +40240,11 @@ async function packImage(o2) {
     );
   }
   await mkdir5(o2.outDir, { recursive: true });
-  const image = path17.join(o2.outDir, names.image);
-  const dataTemplate = path17.join(o2.outDir, names.dataTemplate);
-  const manifestFile = path17.join(o2.outDir, names.manifest);
+  const image = path18.join(o2.outDir, names.image);
+  const dataTemplate = path18.join(o2.outDir, names.dataTemplate);
+  const manifestFile = path18.join(o2.outDir, names.manifest);
   o2.logger.info(`packing ${o2.root} into ${image} (squashfs, xz, epoch ${o2.epoch})`);
-  await rm6(image, { force: true });
+  await rm7(image, { force: true });
   await run(mksquashfsArgv({ source: o2.root, image, epoch: o2.epoch, rootMode: ROOT_MODE }), {
     env: mksquashfsEnv(),
     logger: o2.logger,
@@ -40222,7 +40311,7 @@ import {
   lutimes,
   mkdir as mkdir7,
   readlink as readlink2,
-  rm as rm8,
+  rm as rm9,
   symlink,
   utimes,
   writeFile as writeFile9
@@ -40277,83 +40366,6 @@ function globMatcher(patterns) {
 
 // src/trace/resolve.ts
 import { lstatSync as lstatSync2 } from "node:fs";
-
-// src/root/resolve.ts
-import { lstatSync, mkdirSync, readlinkSync } from "node:fs";
-import path18 from "node:path";
-var MAX_SYMLINK_FOLLOWS = 40;
-var ResolveError = class extends UserError {
-  constructor(inRootPath, reason, message) {
-    super(message);
-    this.inRootPath = inRootPath;
-    this.reason = reason;
-  }
-  inRootPath;
-  reason;
-};
-function components(p2) {
-  return p2.split("/").filter((c3) => c3 !== "" && c3 !== ".");
-}
-function resolveInRoot(root, p2, opts = {}, cwd = "/") {
-  const followLast = opts.followLast ?? true;
-  const start2 = p2.startsWith("/") ? components(p2) : [...components(cwd), ...components(p2)];
-  const todo = start2.reverse();
-  const done = [];
-  let follows = 0;
-  while (todo.length > 0) {
-    const comp = todo.pop();
-    if (comp === "..") {
-      done.pop();
-      continue;
-    }
-    const isLast = todo.length === 0;
-    const inRoot = `/${[...done, comp].join("/")}`;
-    const host = path18.join(root, ...done, comp);
-    let st2;
-    try {
-      st2 = lstatSync(host);
-    } catch (e) {
-      if (e.code !== "ENOENT") throw e;
-      if (isLast) return { inRoot, host, exists: false };
-      if (!opts.createMissing) {
-        throw new ResolveError(
-          inRoot,
-          "missing",
-          `${inRoot} does not exist (resolving ${p2} inside the root)`
-        );
-      }
-      mkdirSync(host, { mode: 493 });
-      done.push(comp);
-      continue;
-    }
-    if (st2.isSymbolicLink() && (!isLast || followLast)) {
-      if (++follows > MAX_SYMLINK_FOLLOWS) {
-        throw new ResolveError(
-          p2,
-          "loop",
-          `too many levels of symbolic links resolving ${p2} inside the root (a symlink loop)`
-        );
-      }
-      const target = readlinkSync(host);
-      opts.onSymlink?.(inRoot, target);
-      if (target.startsWith("/")) done.length = 0;
-      todo.push(...components(target).reverse());
-      continue;
-    }
-    if (!isLast && !st2.isDirectory()) {
-      throw new ResolveError(
-        inRoot,
-        "not-a-directory",
-        `${inRoot} is not a directory (resolving ${p2} inside the root)`
-      );
-    }
-    done.push(comp);
-    if (isLast) return { inRoot, host, exists: true };
-  }
-  return { inRoot: `/${done.join("/")}`, host: path18.join(root, ...done), exists: true };
-}
-
-// src/trace/resolve.ts
 var VIRTUAL_PREFIXES = ["/proc", "/sys", "/dev"];
 function isUnder(p2, dir) {
   return dir === "/" || p2 === dir || p2.startsWith(`${dir}/`);
@@ -40401,7 +40413,7 @@ function resolveTraced(root, guestPath, opts = {}) {
 }
 
 // src/stages/trace.ts
-import { mkdir as mkdir6, readFile as readFile6, readdir as readdir3, rm as rm7, stat as stat5, writeFile as writeFile8 } from "node:fs/promises";
+import { mkdir as mkdir6, readFile as readFile6, readdir as readdir3, rm as rm8, stat as stat5, writeFile as writeFile8 } from "node:fs/promises";
 import { readFileSync as readFileSync4, readdirSync, readlinkSync as readlinkSync2 } from "node:fs";
 import os7 from "node:os";
 import path19 from "node:path";
@@ -40949,7 +40961,7 @@ async function tracedArgv(config2, t, straceName) {
   const argv = containerArgv(config2, t);
   if (t.trace?.mode === "qemu") {
     const fifoPath = path19.join(t.trace.dir, QEMU_TRACE_FILE);
-    await rm7(fifoPath, { force: true });
+    await rm8(fifoPath, { force: true });
     return { argv, fifo: await TraceFifo.create(fifoPath) };
   }
   if (t.trace?.mode === "strace") {
@@ -41109,7 +41121,7 @@ async function probeListening(config2, pid, port2, probe, workDir, logger) {
     return r2.stdoutBytes;
   }
   const bodyFile = path19.join(workDir, `probe-${probe.name}.body`);
-  await rm7(bodyFile, { force: true });
+  await rm8(bodyFile, { force: true });
   const url3 = `http://127.0.0.1:${port2}${probe.path}`;
   const r = await run(
     [
@@ -41139,7 +41151,13 @@ async function runListening(config2, t, workDir, logger) {
   const port2 = config2.service.listen;
   const { argv, fifo, straceFile } = await tracedArgv(config2, t, "strace.log");
   const out = { responses: {}, traces: [], traceFiles: straceFile ? [straceFile] : [] };
-  const container = start(argv, { privileged: true, logger });
+  let container;
+  try {
+    container = start(argv, { privileged: true, logger });
+  } catch (e) {
+    await fifo?.finish();
+    throw e;
+  }
   const cleanup = registerCleanup(`container ${config2.name}`, () => container.stop());
   const state = {};
   void container.exited.then((e) => state.exited = e);
@@ -41182,7 +41200,7 @@ async function runProbes(config2, t, o2) {
   return config2.service.listen !== void 0 ? runListening(config2, t, o2.workDir, o2.logger) : runInetd(config2, t, o2.logger, o2.signal);
 }
 async function seedDataDir(config2, root, dir) {
-  await rm7(dir, { recursive: true, force: true });
+  await rm8(dir, { recursive: true, force: true });
   await mkdir6(dir, { recursive: true, mode: 493 });
   const inRoot = resolveTraced(root, config2.data.path);
   if (inRoot.exists && inRoot.kind === "dir" && (await readdir3(inRoot.host)).length > 0) {
@@ -41234,7 +41252,7 @@ async function traceService(config2, root, opts) {
   const traceDir = path19.join(workDir, "trace");
   const dataDir = path19.join(workDir, "trace-data");
   await mkdir6(workDir, { recursive: true });
-  await rm7(traceDir, { recursive: true, force: true });
+  await rm8(traceDir, { recursive: true, force: true });
   await mkdir6(traceDir, { recursive: true, mode: 493 });
   const upper = path19.join(workDir, "trace-upper");
   const overlayWork = path19.join(workDir, "trace-overlay-work");
@@ -41562,7 +41580,7 @@ async function pruneRoot(root, trace, config2, opts) {
   const mounts = mountPoints(config2);
   const prunedRoot = path20.join(opts.outDir, "root");
   const dataDir = path20.join(opts.outDir, "data");
-  await rm8(prunedRoot, { recursive: true, force: true });
+  await rm9(prunedRoot, { recursive: true, force: true });
   await mkdir7(prunedRoot, { recursive: true });
   const rootSt = all.get("/").st;
   const list = [];
@@ -41669,7 +41687,7 @@ function summarizeReport(r) {
 // src/stages/root.ts
 import { createHash as createHash8 } from "node:crypto";
 import { chmodSync as chmodSync3, existsSync as existsSync6, lstatSync as lstatSync6, readdirSync as readdirSync4, readFileSync as readFileSync6 } from "node:fs";
-import { mkdir as mkdir9, rename as rename4, rm as rm10, stat as stat7 } from "node:fs/promises";
+import { mkdir as mkdir9, rename as rename4, rm as rm11, stat as stat7 } from "node:fs/promises";
 import path23 from "node:path";
 
 // src/root/extract.ts
@@ -41693,7 +41711,7 @@ import {
   writeSync as writeSync2,
   readlinkSync as readlinkSync3
 } from "node:fs";
-import { mkdir as mkdir8, mkdtemp as mkdtemp5, rm as rm9, stat as stat6 } from "node:fs/promises";
+import { mkdir as mkdir8, mkdtemp as mkdtemp5, rm as rm10, stat as stat6 } from "node:fs/promises";
 import path21 from "node:path";
 import { createGunzip } from "node:zlib";
 var ExtractError = class extends UserError {
@@ -42124,10 +42142,10 @@ async function extractTarball(archive, dest, opts = {}) {
     );
     return s3;
   } catch (e) {
-    await rm9(dest, { recursive: true, force: true });
+    await rm10(dest, { recursive: true, force: true });
     throw e;
   } finally {
-    if (tmpDir) await rm9(tmpDir, { recursive: true, force: true });
+    if (tmpDir) await rm10(tmpDir, { recursive: true, force: true });
   }
 }
 
@@ -42390,7 +42408,7 @@ async function debianBaseTarball(base, arch, opts) {
     );
     await rename4(tmp, out);
   } finally {
-    await rm10(tmp, { force: true });
+    await rm11(tmp, { force: true });
   }
   return out;
 }
@@ -42518,7 +42536,7 @@ function ensureDirMode(root, dst, mode2) {
 }
 
 // src/stages/self-check.ts
-import { mkdir as mkdir10, rm as rm11 } from "node:fs/promises";
+import { mkdir as mkdir10, rm as rm12 } from "node:fs/promises";
 import path24 from "node:path";
 
 // src/verify/visible-diff.ts
@@ -42688,7 +42706,7 @@ function responseDiff(name, before, after) {
 async function selfCheck(config2, prunedRoot, unprunedResponses, opts) {
   await mkdir10(opts.workDir, { recursive: true });
   const dataDir = path24.join(opts.workDir, "self-check-data");
-  await rm11(dataDir, { recursive: true, force: true });
+  await rm12(dataDir, { recursive: true, force: true });
   if (opts.dataDir) await run(["cp", "-a", "--", opts.dataDir, dataDir], { privileged: true });
   else await run(["mkdir", "-p", dataDir]);
   const view = path24.join(opts.workDir, "self-check-root");
@@ -43261,7 +43279,7 @@ async function curlProbe(probe, expected, svc, workDir, opts, timeoutMs) {
 
 // src/verify/sandbox.ts
 import { existsSync as existsSync7 } from "node:fs";
-import { chmod as chmod4, readFile as readFile9, readdir as readdir4, rm as rm12, rmdir } from "node:fs/promises";
+import { chmod as chmod4, readFile as readFile9, readdir as readdir4, rm as rm13, rmdir } from "node:fs/promises";
 import path27 from "node:path";
 var sleep3 = (ms2) => new Promise((r) => setTimeout(r, ms2));
 async function ownMounts() {
@@ -43418,7 +43436,7 @@ async function removeWorkDir(workDir, mountPoints2) {
     if (existsSync7(m2)) await rmdir(m2).catch(() => void 0);
   }
   if (existsSync7(workDir) && (await readdir4(workDir)).every((n2) => !mountPoints2.includes(path27.join(workDir, n2)))) {
-    await rm12(workDir, { recursive: true, force: true });
+    await rm13(workDir, { recursive: true, force: true });
   }
 }
 
@@ -44002,7 +44020,7 @@ ${failed.join("\n")}`), { result });
 var buildCommand = {
   name: "build",
   summary: "build the image described by an lhc.yml",
-  help: `Usage: lhc build CONFIG [--out DIR] [--no-verify] [--manifest-lock FILE] [--update-manifest]
+  help: `Usage: lhc build CONFIG [--out DIR] [--no-verify] [--manifest-lock FILE] [--update-manifest] [--work-dir DIR]
 
 Runs the pipeline for CONFIG and writes the image, data template, manifest and SHA256SUMS to DIR.
 

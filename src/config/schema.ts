@@ -123,21 +123,31 @@ export const httpProbe = z.strictObject({
 });
 export const probeSchema = z.discriminatedUnion('type', [gopherProbe, httpProbe]);
 
-export const outputsSchema = z.strictObject({
-  dir: z.string().min(1).default('out'),
-  image: z
-    .string()
-    .regex(/^[\w.-]+$/)
-    .optional(),
-  'data-template': z
-    .string()
-    .regex(/^[\w.-]+$/)
-    .optional(),
-  manifest: z
-    .string()
-    .regex(/^[\w.-]+$/)
-    .optional(),
-});
+/** An artifact file name: one path component, not one lhc writes itself. */
+const outputName = z
+  .string()
+  .regex(/^[\w.-]+$/, 'expected a file name of letters, digits, ".", "_" or "-"')
+  .refine((n) => n !== '.' && n !== '..', 'expected a file name, not "." or ".."')
+  .refine(
+    (n) => n !== 'SHA256SUMS' && n !== 'deploy' && !n.endsWith('.trace.json'),
+    'that name is taken by SHA256SUMS, deploy/ or the trace report',
+  );
+
+export const outputsSchema = z
+  .strictObject({
+    dir: z.string().min(1).default('out'),
+    image: outputName.optional(),
+    'data-template': outputName.optional(),
+    manifest: outputName.optional(),
+  })
+  .superRefine((o, ctx) => {
+    const names = [o.image, o['data-template'], o.manifest].filter((n) => n !== undefined);
+    for (const key of ['data-template', 'manifest'] as const) {
+      const n = o[key];
+      if (n !== undefined && names.indexOf(n) !== names.lastIndexOf(n))
+        ctx.addIssue({ code: 'custom', message: `"${n}" names two outputs`, path: [key] });
+    }
+  });
 
 export const configSchema = z.strictObject({
   name: z

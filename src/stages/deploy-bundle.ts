@@ -8,7 +8,8 @@
  *   <name>.squashfs        the image, loop-mounted read-only at root/
  *   <name>-data.ext4       the data partition (or a real partition), mounted noexec,nosuid,nodev at data/
  */
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { resolveInRoot } from '../root/resolve.js';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { UserError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
@@ -251,7 +252,10 @@ export async function resolveUser(
     );
   let passwd: string;
   try {
-    passwd = await readFile(path.join(root, 'etc/passwd'), 'utf8');
+    // Resolved inside the image: an absolute symlink there must never reach the host's passwd.
+    const inRoot = resolveInRoot(root, '/etc/passwd');
+    if (!inRoot.exists) throw new Error('no /etc/passwd');
+    passwd = await readFile(inRoot.host, 'utf8');
   } catch {
     throw new UserError(
       `service.user "${user}": the image has no /etc/passwd to look the name up in; use a numeric uid`,
@@ -419,6 +423,8 @@ export async function writeDeployBundle(o: DeployBundleOptions): Promise<DeployB
     throw new UserError('service.command[0] must be an absolute path in the image');
   const p = boardPaths(o);
   const dir = path.join(o.outDir, 'deploy');
+  // Written whole every time: a unit left from an earlier build (another name) must not ship.
+  await rm(dir, { recursive: true, force: true });
   await mkdir(path.join(dir, 'oci'), { recursive: true });
   const inetd = o.service.inetd === true;
   const { rootMount, dataMount } = renderMountUnits(o, p);

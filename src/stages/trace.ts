@@ -20,7 +20,7 @@ import type { GopherProbe, HttpProbe } from '../config/schema.js';
 import { ToolError, UserError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { readElf } from '../elf/elf.js';
-import { run, start, tail, type RunResult } from '../tools/exec.js';
+import { run, start, tail, type RunResult, type Started } from '../tools/exec.js';
 import { nspawnArgv, TRACE_MOUNT } from '../tools/nspawn.js';
 import { TraceFifo } from '../trace/fifo.js';
 import {
@@ -375,7 +375,14 @@ async function runListening(
   const port = config.service.listen!;
   const { argv, fifo, straceFile } = await tracedArgv(config, t, 'strace.log');
   const out: ProbeRun = { responses: {}, traces: [], traceFiles: straceFile ? [straceFile] : [] };
-  const container = start(argv, { privileged: true, logger });
+  let container: Started;
+  try {
+    container = start(argv, { privileged: true, logger });
+  } catch (e) {
+    // The FIFO's reader would otherwise wait forever for a writer that never came.
+    await fifo?.finish();
+    throw e;
+  }
   const cleanup = registerCleanup(`container ${config.name}`, () => container.stop());
   // Set by the exit handler at any await; read through the object so TS does not narrow it away.
   const state: { exited?: { exitCode: number | undefined; stderr: string } } = {};

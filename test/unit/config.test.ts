@@ -224,6 +224,16 @@ describe('broken configs name the field and the line', () => {
     ],
     ['not a mapping', '- a\n- b\n', '(top level): expected a mapping of settings (lhc.yml:1)'],
     [
+      'an output named like SHA256SUMS',
+      edit('  dir: out', '  dir: out\n  image: SHA256SUMS'),
+      'outputs.image: that name is taken by SHA256SUMS, deploy/ or the trace report (lhc.yml:30)',
+    ],
+    [
+      'two outputs with one file name',
+      edit('  dir: out', '  dir: out\n  image: a.img\n  manifest: a.img'),
+      'outputs.manifest: "a.img" names two outputs (lhc.yml:31)',
+    ],
+    [
       'two probes with one name',
       edit(
         '    fixture: fixtures/root.gopher\n',

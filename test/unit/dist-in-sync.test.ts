@@ -31,6 +31,8 @@ describe('the bundles run without node_modules', () => {
     const config = (sha: string) =>
       `name: t\nlua:\n  version: "5.4.4"\n  sha256: ${sha}\nservice:\n  command: [/bin/lua]\n  inetd: true\nprobes:\n  - name: root\n    type: gopher\n    fixture: root.gopher\n`;
     await writeFile(path.join(dir, 'good.yml'), config('a'.repeat(64)));
+    // validate also checks that the files a config names are there.
+    await writeFile(path.join(dir, 'root.gopher'), '.\r\n');
     await writeFile(path.join(dir, 'lhc.yml'), config('a'.repeat(63)));
     const good = await run([process.execPath, 'cli.js', 'validate', 'good.yml'], {
       cwd: dir,

@@ -5,7 +5,7 @@ import { parseArgs, type Command } from '../command.js';
 export const buildCommand: Command = {
   name: 'build',
   summary: 'build the image described by an lhc.yml',
-  help: `Usage: lhc build CONFIG [--out DIR] [--no-verify] [--manifest-lock FILE] [--update-manifest]
+  help: `Usage: lhc build CONFIG [--out DIR] [--no-verify] [--manifest-lock FILE] [--update-manifest] [--work-dir DIR]
 
 Runs the pipeline for CONFIG and writes the image, data template, manifest and SHA256SUMS to DIR.
 
