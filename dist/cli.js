@@ -28163,16 +28163,7 @@ function parseManifest(text, what) {
 }
 
 // src/manifest/diff.ts
-var FIELDS = [
-  "type",
-  "mode",
-  "uid",
-  "gid",
-  "size",
-  "sha256",
-  "target",
-  "device"
-];
+var FIELDS = KEY_ORDER.filter((k2) => k2 !== "path");
 function byPath(entries) {
   return new Map(entries.map((e) => [e.path, e]));
 }

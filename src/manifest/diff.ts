@@ -7,6 +7,7 @@ import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { UserError } from '../core/errors.js';
 import {
+  KEY_ORDER,
   comparePaths,
   parseManifest,
   serializeManifest,
@@ -39,16 +40,8 @@ export interface ManifestDiff {
   equal: boolean;
 }
 
-const FIELDS: (keyof ManifestEntry)[] = [
-  'type',
-  'mode',
-  'uid',
-  'gid',
-  'size',
-  'sha256',
-  'target',
-  'device',
-];
+/** Every field but the path, in manifest key order. */
+const FIELDS = KEY_ORDER.filter((k) => k !== 'path');
 
 function byPath(entries: readonly ManifestEntry[]): Map<string, ManifestEntry> {
   return new Map(entries.map((e) => [e.path, e]));

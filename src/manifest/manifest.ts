@@ -140,7 +140,7 @@ export async function scanTree(dir: string, opts: ScanOptions): Promise<Manifest
   return sortEntries(entries);
 }
 
-const KEY_ORDER: (keyof ManifestEntry)[] = [
+export const KEY_ORDER: (keyof ManifestEntry)[] = [
   'path',
   'type',
   'mode',

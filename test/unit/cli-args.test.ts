@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { parseArgs, wantsHelp, type ArgSpec } from '../../src/cli/command.js';
 import { ConfigError } from '../../src/core/errors.js';
-import { formatCommand, withPrivilege } from '../../src/tools/exec.js';
+import { formatCommand } from '../../src/tools/exec.js';
 
 const spec: ArgSpec = {
   flags: {
@@ -81,22 +81,7 @@ describe('parseArgs', () => {
   });
 });
 
-describe('exec argv building', () => {
-  it('withPrivilege adds sudo -n -- only when privileged and not root', () => {
-    expect(withPrivilege(['mount', '-o', 'loop', 'a', 'b'], true, false)).toEqual([
-      'sudo',
-      '-n',
-      '--',
-      'mount',
-      '-o',
-      'loop',
-      'a',
-      'b',
-    ]);
-    expect(withPrivilege(['mount', 'a'], true, true)).toEqual(['mount', 'a']);
-    expect(withPrivilege(['ls'], false, false)).toEqual(['ls']);
-  });
-
+describe('exec command lines', () => {
   it('formatCommand quotes only what a shell would misread', () => {
     expect(formatCommand(['mksquashfs', '/tmp/root', 'img.squashfs', '-comp', 'xz'])).toBe(
       'mksquashfs /tmp/root img.squashfs -comp xz',
