@@ -28585,6 +28585,10 @@ function ociCapabilities(s3) {
   if (s3.inetd) return [];
   return ["CAP_NET_BIND_SERVICE", "CAP_SETGID", "CAP_SETUID"];
 }
+var OCI_USER_NAMESPACE = { hostId: 1e5, size: 65536 };
+function shiftOwnersCommand(dir, offset = OCI_USER_NAMESPACE.hostId) {
+  return `find ${dir} -xdev -depth -exec sh -c 'for f; do chown -h "$((${offset} + $(stat -c %u "$f"))):$((${offset} + $(stat -c %g "$f")))" "$f"; done' sh {} +`;
+}
 function ociConfig(o2, p2, ids, opts = {}) {
   const caps = ociCapabilities(o2.service);
   const env = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"];
@@ -28702,7 +28706,13 @@ ${o2.dataPath ?? "/data"} is the only writable path, mounted noexec,nosuid,nodev
 
 \`deploy/fstab\` holds the same two mounts as /etc/fstab lines, for boards that prefer fstab.
 \`deploy/oci/config.json\` runs the same image under runc (\`runc run --bundle deploy/oci ${o2.name}\`,
-with the image mounted at ${p2.rootMount} and the data partition at ${p2.dataMount}).
+with the image mounted at ${p2.rootMount} and the data partition at ${p2.dataMount}), in a user
+namespace that maps container root to host uid ${OCI_USER_NAMESPACE.hostId}. runc cannot idmap the data mount, so
+for runc shift the data partition's owners once, after unpacking the template:
+
+\`\`\`sh
+${shiftOwnersCommand(p2.dataMount)}
+\`\`\`
 `;
 }
 async function writeDeployBundle(o2) {
@@ -28727,7 +28737,7 @@ async function writeDeployBundle(o2) {
     [units.rootMount]: rootMount,
     [units.dataMount]: dataMount,
     fstab: renderFstab(o2, p2),
-    "oci/config.json": JSON.stringify(ociConfig(o2, p2, ids), null, 2) + "\n",
+    "oci/config.json": JSON.stringify(ociConfig(o2, p2, ids, { userNamespace: OCI_USER_NAMESPACE }), null, 2) + "\n",
     "README.md": renderReadme(o2, p2)
   };
   for (const [f2, text] of Object.entries(contents)) await writeFile2(path4.join(dir, f2), text);

@@ -275,6 +275,25 @@ export function ociCapabilities(s: ServiceSpec): string[] {
   return ['CAP_NET_BIND_SERVICE', 'CAP_SETGID', 'CAP_SETUID'];
 }
 
+/**
+ * The runc bundle's user namespace: container root is host uid/gid 100000. Debian's runc 1.1
+ * cannot idmap a bind mount (nspawn's `--bind=...:idmap` can), so the data partition's owners
+ * are shifted by this much once, with shiftOwnersCommand(), before runc uses it.
+ */
+export const OCI_USER_NAMESPACE = { hostId: 100_000, size: 65_536 } as const;
+
+/** A shell command that adds the runc user namespace's offset to every owner under `dir`. */
+export function shiftOwnersCommand(
+  dir: string,
+  offset: number = OCI_USER_NAMESPACE.hostId,
+): string {
+  return (
+    `find ${dir} -xdev -depth -exec sh -c 'for f; do ` +
+    `chown -h "$((${offset} + $(stat -c %u "$f"))):$((${offset} + $(stat -c %g "$f")))" "$f"; ` +
+    `done' sh {} +`
+  );
+}
+
 export interface OciOptions {
   /** Give the container its own user namespace, root mapped to this host range (runc needs ids mapped onto the image's owners). */
   userNamespace?: { hostId: number; size: number };
@@ -283,7 +302,8 @@ export interface OciOptions {
 /**
  * OCI runtime config (spec 1.0.2, what Debian's runc speaks) with the same guarantees as the
  * nspawn unit: read-only root, a network namespace holding only lo, no new privileges, no
- * CAP_NET_ADMIN/CAP_SYS_ADMIN (only ociCapabilities()), /data bound noexec,nosuid,nodev.
+ * CAP_NET_ADMIN/CAP_SYS_ADMIN (only ociCapabilities()), /data bound noexec,nosuid,nodev, and
+ * (writeDeployBundle passes OCI_USER_NAMESPACE) root mapped to an unprivileged host range.
  */
 export function ociConfig(
   o: DeployBundleOptions,
@@ -414,7 +434,13 @@ ${o.dataPath ?? '/data'} is the only writable path, mounted noexec,nosuid,nodev.
 
 \`deploy/fstab\` holds the same two mounts as /etc/fstab lines, for boards that prefer fstab.
 \`deploy/oci/config.json\` runs the same image under runc (\`runc run --bundle deploy/oci ${o.name}\`,
-with the image mounted at ${p.rootMount} and the data partition at ${p.dataMount}).
+with the image mounted at ${p.rootMount} and the data partition at ${p.dataMount}), in a user
+namespace that maps container root to host uid ${OCI_USER_NAMESPACE.hostId}. runc cannot idmap the data mount, so
+for runc shift the data partition's owners once, after unpacking the template:
+
+\`\`\`sh
+${shiftOwnersCommand(p.dataMount)}
+\`\`\`
 `;
 }
 
@@ -441,7 +467,8 @@ export async function writeDeployBundle(o: DeployBundleOptions): Promise<DeployB
     [units.rootMount]: rootMount,
     [units.dataMount]: dataMount,
     fstab: renderFstab(o, p),
-    'oci/config.json': JSON.stringify(ociConfig(o, p, ids), null, 2) + '\n',
+    'oci/config.json':
+      JSON.stringify(ociConfig(o, p, ids, { userNamespace: OCI_USER_NAMESPACE }), null, 2) + '\n',
     'README.md': renderReadme(o, p),
   };
   for (const [f, text] of Object.entries(contents)) await writeFile(path.join(dir, f), text);

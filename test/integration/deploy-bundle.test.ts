@@ -8,7 +8,7 @@
  * data, only lo, no capabilities, no new privileges).
  */
 import { readFileSync } from 'node:fs';
-import { copyFile, mkdir, mkdtemp, readFile, readdir, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, mkdtemp, readFile, readdir, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -17,7 +17,13 @@ import { loadConfig, type LhcConfig } from '../../src/config/load.js';
 import type { GopherProbe } from '../../src/config/schema.js';
 import { memoryLogger } from '../../src/core/logger.js';
 import { build } from '../../src/pipeline.js';
-import { boardPaths, systemdEscapePath, type BoardPaths } from '../../src/stages/deploy-bundle.js';
+import {
+  OCI_USER_NAMESPACE,
+  boardPaths,
+  shiftOwnersCommand,
+  systemdEscapePath,
+  type BoardPaths,
+} from '../../src/stages/deploy-bundle.js';
 import { Store } from '../../src/store/store.js';
 import { run } from '../../src/tools/exec.js';
 import { gopherRequest } from '../../src/verify/client.js';
@@ -58,6 +64,8 @@ async function installOnBoard(): Promise<void> {
   await run(['tar', '-xzpf', result.dataTemplate, '--numeric-owner', '-C', board.dataMount], {
     privileged: true,
   });
+  // The bundle README's step for runc, whose user namespace cannot idmap the data mount.
+  await run(['sh', '-c', shiftOwnersCommand(board.dataMount)], { privileged: true });
 }
 
 beforeAll(async () => {
@@ -76,6 +84,9 @@ beforeAll(async () => {
     await requireTool(tool!, pkg!);
   }
   tmp = await mkdtemp(path.join(os.tmpdir(), 'lhc-deploy-'));
+  // runc's user namespace maps root away: like the board's /var/lib/lhc (0755), the path to
+  // the image mount must be searchable by others, which mkdtemp's 0700 is not.
+  await chmod(tmp, 0o755);
   expect(await snapshot(tmp)).toEqual({ mounts: [], loops: [], processes: [] });
   config = await loadConfig(GOPHERMOON_CONFIG);
   const cacheDir = path.join(testCacheDir(), 'lhc-cache');
@@ -270,7 +281,7 @@ describe("the OCI bundle under Debian's runc", () => {
     expect(r.stdout.equals(readFileSync(root.fixture))).toBe(false);
   });
 
-  it('keeps the guarantees: read-only root, noexec data, only lo, no capabilities, no new privileges', async () => {
+  it('keeps the guarantees: read-only root, noexec data, only lo, no capabilities, no new privileges, root mapped away', async () => {
     // The image holds no shell (only /bin/lua), so the checks run in busybox, bound read-only at
     // /run (an empty mount point in the image); everything else is the shipped config.
     const tools = path.join(tmp, 'tools');
@@ -283,6 +294,7 @@ describe("the OCI bundle under Debian's runc", () => {
       'cp /run/busybox /data/bb && /data/bb true 2>/dev/null && echo data-exec || echo data-noexec',
       "echo ifaces $(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ')",
       "grep -E '^(CapEff|CapBnd|NoNewPrivs)' /proc/self/status",
+      'echo uid_map $(cat /proc/self/uid_map)',
     ].join('\n');
     let shippedArgs: unknown;
     const r = await runcRun(Buffer.alloc(0), (c) => {
@@ -312,6 +324,7 @@ describe("the OCI bundle under Debian's runc", () => {
       'CapEff: 0000000000000000',
       'CapBnd: 0000000000000000',
       'NoNewPrivs: 1',
+      `uid_map 0 ${OCI_USER_NAMESPACE.hostId} ${OCI_USER_NAMESPACE.size}`,
     ]);
   });
 
