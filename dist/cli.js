@@ -43662,13 +43662,23 @@ async function teardown(state, image, logger) {
 ${problems.join("\n")}`);
 }
 function combinedSignal(opts, concurrency) {
-  const signals2 = [
-    opts.signal,
-    opts.timeoutMs ? AbortSignal.timeout(opts.timeoutMs) : void 0
-  ].filter((s3) => s3 !== void 0);
-  const signal = AbortSignal.any(signals2);
-  setMaxListeners2(4 * concurrency + 16, signal);
-  return signal;
+  const controller = new AbortController();
+  const abort = (reason) => controller.abort(reason);
+  const onCaller = () => abort(opts.signal?.reason);
+  if (opts.signal?.aborted) abort(opts.signal.reason);
+  else opts.signal?.addEventListener("abort", onCaller, { once: true });
+  const timer = opts.timeoutMs ? setTimeout(
+    () => abort(new Error(`timed out after ${opts.timeoutMs / 1e3} s`)),
+    opts.timeoutMs
+  ) : void 0;
+  setMaxListeners2(4 * concurrency + 16, controller.signal);
+  return {
+    signal: controller.signal,
+    dispose() {
+      if (timer) clearTimeout(timer);
+      opts.signal?.removeEventListener("abort", onCaller);
+    }
+  };
 }
 async function mustExist(file2, what) {
   const abs = path29.resolve(file2);
@@ -43687,7 +43697,7 @@ async function verifyImage(options) {
     throw new UserError(`--requests must be a whole number \u2265 0, got ${requests}`);
   if (!Number.isInteger(concurrency) || concurrency < 1)
     throw new UserError(`--concurrency must be a whole number \u2265 1, got ${concurrency}`);
-  const signal = combinedSignal(options, concurrency);
+  const { signal, dispose: disposeSignal } = combinedSignal(options, concurrency);
   const opts = { ...options, signal };
   const workDir = await mkdtemp6(path29.join(os8.tmpdir(), "lhc-verify-"));
   const state = {
@@ -43807,9 +43817,11 @@ async function verifyImage(options) {
   } catch (e) {
     cleanupError = e;
   }
+  const timedOut = signal.aborted && !options.signal?.aborted;
+  disposeSignal();
   if (failed) {
     if (cleanupError) logger.warn(cleanupError.message);
-    if (signal.aborted && !options.signal?.aborted) {
+    if (timedOut) {
       throw new UserError(`verify timed out after ${(options.timeoutMs ?? 0) / 1e3} s`, {
         cause: failure2
       });

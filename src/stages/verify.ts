@@ -164,16 +164,36 @@ async function teardown(state: RunState, image: string, logger: Logger): Promise
   if (problems.length) throw new Error(`verify cleanup incomplete:\n${problems.join('\n')}`);
 }
 
-/** The caller's signal and the overall timeout as one signal of our own. */
-function combinedSignal(opts: VerifyOptions, concurrency: number): AbortSignal {
-  const signals = [
-    opts.signal,
-    opts.timeoutMs ? AbortSignal.timeout(opts.timeoutMs) : undefined,
-  ].filter((s): s is AbortSignal => s !== undefined);
-  const signal = AbortSignal.any(signals);
+/**
+ * The caller's signal and the overall timeout as one signal of our own. Not AbortSignal.any()
+ * with AbortSignal.timeout(): in Node 20 the timeout source of any() can be garbage-collected
+ * before it fires (nodejs/node#57736); under the load test's garbage that happened here, and a
+ * 20 s verify ran on for 10 minutes. A controller and a timer we hold (and clear) cannot be lost.
+ */
+function combinedSignal(
+  opts: VerifyOptions,
+  concurrency: number,
+): { signal: AbortSignal; dispose(): void } {
+  const controller = new AbortController();
+  const abort = (reason: unknown) => controller.abort(reason);
+  const onCaller = () => abort(opts.signal?.reason);
+  if (opts.signal?.aborted) abort(opts.signal.reason);
+  else opts.signal?.addEventListener('abort', onCaller, { once: true });
+  const timer = opts.timeoutMs
+    ? setTimeout(
+        () => abort(new Error(`timed out after ${opts.timeoutMs! / 1000} s`)),
+        opts.timeoutMs,
+      )
+    : undefined;
   // Every request in flight listens on it (node's http client a little longer than the request).
-  setMaxListeners(4 * concurrency + 16, signal);
-  return signal;
+  setMaxListeners(4 * concurrency + 16, controller.signal);
+  return {
+    signal: controller.signal,
+    dispose() {
+      if (timer) clearTimeout(timer);
+      opts.signal?.removeEventListener('abort', onCaller);
+    },
+  };
 }
 
 async function mustExist(file: string, what: string): Promise<string> {
@@ -194,7 +214,7 @@ export async function verifyImage(options: VerifyOptions): Promise<VerifyOutcome
     throw new UserError(`--requests must be a whole number ≥ 0, got ${requests}`);
   if (!Number.isInteger(concurrency) || concurrency < 1)
     throw new UserError(`--concurrency must be a whole number ≥ 1, got ${concurrency}`);
-  const signal = combinedSignal(options, concurrency);
+  const { signal, dispose: disposeSignal } = combinedSignal(options, concurrency);
   const opts = { ...options, signal };
 
   const workDir = await mkdtemp(path.join(os.tmpdir(), 'lhc-verify-'));
@@ -324,9 +344,11 @@ export async function verifyImage(options: VerifyOptions): Promise<VerifyOutcome
   } catch (e) {
     cleanupError = e;
   }
+  const timedOut = signal.aborted && !options.signal?.aborted;
+  disposeSignal();
   if (failed) {
     if (cleanupError) logger.warn((cleanupError as Error).message);
-    if (signal.aborted && !options.signal?.aborted) {
+    if (timedOut) {
       throw new UserError(`verify timed out after ${(options.timeoutMs ?? 0) / 1000} s`, {
         cause: failure,
       });
