@@ -28018,10 +28018,357 @@ import { existsSync } from "node:fs";
 import { readFile as readFile2, writeFile } from "node:fs/promises";
 
 // src/manifest/manifest.ts
-import { createHash } from "node:crypto";
-import { createReadStream } from "node:fs";
-import { lstat, readdir, readlink } from "node:fs/promises";
+import { lstat, readdir as readdir2, readlink } from "node:fs/promises";
+import path4 from "node:path";
+
+// src/store/store.ts
+import { createHash as createHash2, randomBytes } from "node:crypto";
+import { createReadStream as createReadStream2, createWriteStream as createWriteStream2 } from "node:fs";
+import { mkdir, readdir, rename, rm, stat as stat2 } from "node:fs/promises";
+import path3 from "node:path";
+import { Transform as Transform2 } from "node:stream";
+import { pipeline as pipeline2 } from "node:stream/promises";
+
+// src/core/paths.ts
+import os from "node:os";
 import path2 from "node:path";
+function cacheDir(env = process.env) {
+  if (env.LHC_CACHE_DIR) return path2.resolve(env.LHC_CACHE_DIR);
+  const xdg = env.XDG_CACHE_HOME || path2.join(os.homedir(), ".cache");
+  return path2.join(xdg, "lhc");
+}
+function storeDir(env = process.env) {
+  return path2.join(cacheDir(env), "store");
+}
+
+// src/store/download.ts
+import { createHash } from "node:crypto";
+import { createReadStream, createWriteStream } from "node:fs";
+import { stat } from "node:fs/promises";
+import { Readable, Transform } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { fileURLToPath } from "node:url";
+var DownloadError = class extends UserError {
+  constructor(url3, reason, transient) {
+    super(`${url3}: ${reason}`);
+    this.url = url3;
+    this.reason = reason;
+    this.transient = transient;
+  }
+  url;
+  reason;
+  transient;
+};
+function formatBytes(n2) {
+  if (n2 < 1024) return `${n2} B`;
+  if (n2 < 1024 * 1024) return `${(n2 / 1024).toFixed(1)} KiB`;
+  return `${(n2 / 1024 / 1024).toFixed(1)} MiB`;
+}
+var NETWORK_CODES = {
+  ECONNREFUSED: "connection refused",
+  ECONNRESET: "connection reset",
+  ENOTFOUND: "host not found",
+  EAI_AGAIN: "host lookup failed",
+  ETIMEDOUT: "connection timed out",
+  EHOSTUNREACH: "host unreachable",
+  ENETUNREACH: "network unreachable",
+  UND_ERR_CONNECT_TIMEOUT: "connection timed out"
+};
+function networkReason(e) {
+  let cur = e;
+  const parts = [];
+  for (let depth = 0; cur && depth < 5; depth++) {
+    const err = cur;
+    if (err.code) return `${NETWORK_CODES[err.code] ?? err.message ?? "error"} (${err.code})`;
+    if (err.message) parts.push(err.message);
+    cur = err.cause;
+  }
+  return parts.join(": ") || String(e);
+}
+async function openSource(url3, signal) {
+  let parsed;
+  try {
+    parsed = new URL(url3);
+  } catch {
+    throw new DownloadError(url3, "not a valid URL", false);
+  }
+  if (parsed.protocol === "file:") {
+    const file2 = fileURLToPath(parsed);
+    try {
+      const st2 = await stat(file2);
+      if (!st2.isFile()) throw new DownloadError(url3, "not a regular file", false);
+      return { stream: createReadStream(file2, { signal }), total: st2.size };
+    } catch (e) {
+      if (e instanceof DownloadError) throw e;
+      const code = e.code;
+      throw new DownloadError(
+        url3,
+        code === "ENOENT" ? "file not found" : code ?? String(e),
+        false
+      );
+    }
+  }
+  if (parsed.protocol !== "http:" && parsed.protocol !== "https:") {
+    throw new DownloadError(
+      url3,
+      `unsupported URL scheme ${parsed.protocol} (use http, https or file)`,
+      false
+    );
+  }
+  let res;
+  try {
+    res = await fetch(url3, { signal, redirect: "follow" });
+  } catch (e) {
+    if (signal.aborted) throw e;
+    throw new DownloadError(url3, networkReason(e), true);
+  }
+  if (!res.ok || !res.body) {
+    await res.body?.cancel().catch(() => {
+    });
+    const reason = `HTTP ${res.status}${res.statusText ? ` ${res.statusText}` : ""}`;
+    throw new DownloadError(
+      url3,
+      reason,
+      res.status >= 500 || res.status === 408 || res.status === 429
+    );
+  }
+  const len = Number(res.headers.get("content-length"));
+  return {
+    stream: Readable.fromWeb(res.body),
+    total: Number.isFinite(len) && len > 0 ? len : void 0
+  };
+}
+async function download(url3, dest, opts = {}) {
+  const idle = opts.idleTimeoutMs ?? 3e4;
+  const label = opts.label ?? url3;
+  const ac = new AbortController();
+  let timedOut = false;
+  let timer;
+  const arm = () => {
+    clearTimeout(timer);
+    timer = setTimeout(() => {
+      timedOut = true;
+      ac.abort();
+    }, idle);
+  };
+  const onOuterAbort = () => ac.abort();
+  opts.signal?.addEventListener("abort", onOuterAbort, { once: true });
+  const hash2 = createHash("sha256");
+  let bytes = 0;
+  let total;
+  let lastReport = Date.now();
+  const every = opts.progressIntervalMs ?? 2e3;
+  try {
+    arm();
+    const src = await openSource(url3, ac.signal);
+    total = src.total;
+    const meter = new Transform({
+      transform(chunk, _enc, cb) {
+        arm();
+        hash2.update(chunk);
+        bytes += chunk.length;
+        const now = Date.now();
+        if (now - lastReport >= every) {
+          lastReport = now;
+          opts.logger?.info(
+            `${label}: ${formatBytes(bytes)}${total ? ` / ${formatBytes(total)} (${Math.floor(bytes / total * 100)}%)` : ""}`
+          );
+        }
+        cb(null, chunk);
+      }
+    });
+    await pipeline(src.stream, meter, createWriteStream(dest), { signal: ac.signal });
+  } catch (e) {
+    if (e instanceof DownloadError) throw e;
+    if (timedOut) throw new DownloadError(url3, `no data for ${idle / 1e3} s (timed out)`, true);
+    if (opts.signal?.aborted) throw new DownloadError(url3, "aborted", false);
+    const code = e.code;
+    if (code === "ENOSPC" || code === "EACCES" || code === "EROFS") {
+      throw new DownloadError(url3, `cannot write ${dest}: ${code}`, false);
+    }
+    throw new DownloadError(
+      url3,
+      `transfer failed after ${formatBytes(bytes)}: ${networkReason(e)}`,
+      true
+    );
+  } finally {
+    clearTimeout(timer);
+    opts.signal?.removeEventListener("abort", onOuterAbort);
+  }
+  if (total !== void 0 && bytes !== total) {
+    throw new DownloadError(url3, `short transfer: ${bytes} of ${total} bytes`, true);
+  }
+  return { bytes, sha256: hash2.digest("hex") };
+}
+
+// src/store/store.ts
+var SHA256_RE = /^[0-9a-f]{64}$/;
+var TEMP_PREFIX = ".tmp-";
+var quiet = { info() {
+}, warn() {
+}, debug() {
+}, group: (_n2, fn) => fn() };
+async function sha256File(file2) {
+  const h2 = createHash2("sha256");
+  for await (const chunk of createReadStream2(file2)) h2.update(chunk);
+  return h2.digest("hex");
+}
+function checkSha(sha2562) {
+  if (!SHA256_RE.test(sha2562))
+    throw new UserError(`not a sha256 (expected 64 lower-case hex characters): '${sha2562}'`);
+  return sha2562;
+}
+function nameOf(input2) {
+  if (input2.name) return input2.name;
+  const first = input2.urls[0];
+  if (first) {
+    try {
+      const seg = new URL(first).pathname.split("/").filter(Boolean).pop();
+      if (seg) return decodeURIComponent(seg);
+    } catch {
+    }
+  }
+  return input2.sha256.slice(0, 12);
+}
+var sleep = (ms2) => new Promise((r) => setTimeout(r, ms2));
+var Store = class {
+  dir;
+  logger;
+  constructor(dir = storeDir(), logger = quiet) {
+    this.dir = path3.resolve(dir);
+    this.logger = logger;
+  }
+  /** Where the file with this content lives (whether or not it is present). */
+  path(sha2562) {
+    return path3.join(this.dir, checkSha(sha2562));
+  }
+  /**
+   * True when the store holds this content. The file is re-hashed: one whose content does not
+   * match its name is removed (with a warning) and reported as absent.
+   */
+  async has(sha2562) {
+    const file2 = this.path(sha2562);
+    try {
+      if (!(await stat2(file2)).isFile()) return false;
+    } catch {
+      return false;
+    }
+    const actual = await sha256File(file2);
+    if (actual === sha2562) return true;
+    this.logger.warn(
+      `store file ${file2} is corrupt (its content has sha256 ${actual}); removed it`
+    );
+    await rm(file2, { force: true });
+    return false;
+  }
+  /** Imports a local file; returns its sha256. */
+  async add(file2) {
+    try {
+      if (!(await stat2(file2)).isFile())
+        throw new UserError(`cannot add ${file2} to the store: not a regular file`);
+    } catch (e) {
+      if (e instanceof UserError) throw e;
+      throw new UserError(
+        `cannot add ${file2} to the store: ${e.code ?? String(e)}`
+      );
+    }
+    const tmp = await this.tempPath();
+    try {
+      const h2 = createHash2("sha256");
+      const hasher = new Transform2({
+        transform(chunk, _e2, cb) {
+          h2.update(chunk);
+          cb(null, chunk);
+        }
+      });
+      await pipeline2(createReadStream2(file2), hasher, createWriteStream2(tmp, { mode: 420 }));
+      const sha = h2.digest("hex");
+      await rename(tmp, path3.join(this.dir, sha));
+      this.logger.debug(`store: added ${file2} as ${sha}`);
+      return sha;
+    } finally {
+      await rm(tmp, { force: true });
+    }
+  }
+  /**
+   * Path of the content with `input.sha256`: from the store when present (no network), else
+   * downloaded from the first URL that delivers exactly that content.
+   */
+  async fetch(input2, opts = {}) {
+    const sha = checkSha(input2.sha256);
+    const dest = this.path(sha);
+    const name = nameOf(input2);
+    if (await this.has(sha)) {
+      this.logger.debug(`store: ${name} present as ${sha}`);
+      return dest;
+    }
+    if (input2.urls.length === 0) {
+      throw new UserError(
+        `${name} (sha256 ${sha}) is not in the store ${this.dir} and no URL was given; import it with: lhc store add FILE`
+      );
+    }
+    const retries = opts.retries ?? 2;
+    const failures = [];
+    for (const url3 of input2.urls) {
+      for (let attempt = 0; ; attempt++) {
+        const tmp = await this.tempPath();
+        try {
+          this.logger.info(
+            `downloading ${name} from ${url3}${attempt > 0 ? ` (retry ${attempt} of ${retries})` : ""}`
+          );
+          const got = await download(url3, tmp, {
+            idleTimeoutMs: opts.idleTimeoutMs,
+            progressIntervalMs: opts.progressIntervalMs,
+            signal: opts.signal,
+            logger: this.logger,
+            label: name
+          });
+          if (got.sha256 !== sha) {
+            throw new DownloadError(
+              url3,
+              `sha256 mismatch: expected ${sha}, got ${got.sha256} (${got.bytes} bytes)`,
+              false
+            );
+          }
+          await rename(tmp, dest);
+          this.logger.info(`${name}: ${formatBytes(got.bytes)}, sha256 verified`);
+          return dest;
+        } catch (e) {
+          if (!(e instanceof DownloadError)) throw e;
+          if (e.transient && attempt < retries && !opts.signal?.aborted) {
+            this.logger.warn(`${e.message}; retrying`);
+            await sleep((opts.retryDelayMs ?? 500) * 2 ** attempt);
+            continue;
+          }
+          failures.push(`  ${e.message}${attempt > 0 ? ` (after ${attempt + 1} attempts)` : ""}`);
+          break;
+        } finally {
+          await rm(tmp, { force: true });
+        }
+      }
+    }
+    throw new UserError(
+      `could not fetch ${name} (sha256 ${sha}) from ${input2.urls.length === 1 ? "its URL" : `any of ${input2.urls.length} URLs`}; the store is unchanged:
+${failures.join("\n")}`
+    );
+  }
+  /** sha256 names of every file in the store (temp files of running downloads excluded). */
+  async list() {
+    try {
+      return (await readdir(this.dir)).filter((f2) => SHA256_RE.test(f2)).sort();
+    } catch (e) {
+      if (e.code === "ENOENT") return [];
+      throw e;
+    }
+  }
+  /** A fresh temp name inside the store, so the final rename never crosses a file system. */
+  async tempPath() {
+    await mkdir(this.dir, { recursive: true });
+    return path3.join(this.dir, `${TEMP_PREFIX}${process.pid}-${randomBytes(6).toString("hex")}`);
+  }
+};
+
+// src/manifest/manifest.ts
 var MANIFEST_VERSION = 1;
 function formatMode(mode2) {
   return (mode2 & 4095).toString(8).padStart(4, "0");
@@ -28031,11 +28378,6 @@ function comparePaths(a2, b2) {
 }
 function sortEntries(entries) {
   return [...entries].sort((x, y) => comparePaths(x.path, y.path));
-}
-async function sha256File(file2) {
-  const h2 = createHash("sha256");
-  for await (const chunk of createReadStream(file2)) h2.update(chunk);
-  return h2.digest("hex");
 }
 function containerPath(base, rel) {
   if (rel === "" || rel === ".") return base;
@@ -28053,11 +28395,11 @@ function typeOf(st2) {
 async function walkSorted(dir) {
   const out = [""];
   const visit3 = async (rel) => {
-    const names = (await readdir(path2.join(dir, rel))).sort(comparePaths);
+    const names = (await readdir2(path4.join(dir, rel))).sort(comparePaths);
     for (const name of names) {
       const child = rel ? `${rel}/${name}` : name;
       out.push(child);
-      const st2 = await lstat(path2.join(dir, child));
+      const st2 = await lstat(path4.join(dir, child));
       if (st2.isDirectory()) await visit3(child);
     }
   };
@@ -28074,7 +28416,7 @@ async function scanTree(dir, opts) {
   if (!top.isDirectory()) throw new UserError(`${dir} is not a directory`);
   const entries = [];
   for (const rel of await walkSorted(dir)) {
-    const abs = path2.join(dir, rel);
+    const abs = path4.join(dir, rel);
     const st2 = await lstat(abs);
     const type = typeOf(st2);
     const mode2 = rel === "" && opts.rootMode !== void 0 ? opts.rootMode : st2.mode;
@@ -28296,7 +28638,7 @@ ${diffText}if the change is intended, rebuild with --update-manifest and commit 
 
 // src/root/resolve.ts
 import { lstatSync, mkdirSync, readlinkSync } from "node:fs";
-import path3 from "node:path";
+import path5 from "node:path";
 var MAX_SYMLINK_FOLLOWS = 40;
 var ResolveError = class extends UserError {
   constructor(inRootPath, reason, message) {
@@ -28324,7 +28666,7 @@ function resolveInRoot(root, p2, opts = {}, cwd = "/") {
     }
     const isLast = todo.length === 0;
     const inRoot = `/${[...done, comp].join("/")}`;
-    const host = path3.join(root, ...done, comp);
+    const host = path5.join(root, ...done, comp);
     let st2;
     try {
       st2 = lstatSync(host);
@@ -28366,12 +28708,12 @@ function resolveInRoot(root, p2, opts = {}, cwd = "/") {
     done.push(comp);
     if (isLast) return { inRoot, host, exists: true };
   }
-  return { inRoot: `/${done.join("/")}`, host: path3.join(root, ...done), exists: true };
+  return { inRoot: `/${done.join("/")}`, host: path5.join(root, ...done), exists: true };
 }
 
 // src/stages/deploy-bundle.ts
-import { mkdir, readFile as readFile3, rm, writeFile as writeFile2 } from "node:fs/promises";
-import path4 from "node:path";
+import { mkdir as mkdir2, readFile as readFile3, rm as rm2, writeFile as writeFile2 } from "node:fs/promises";
+import path6 from "node:path";
 
 // src/tools/nspawn.ts
 var BASE_FLAGS = [
@@ -28432,7 +28774,7 @@ function listenPort(s3) {
 }
 function boardPaths(o2) {
   const boardDir = o2.boardDir ?? `/var/lib/lhc/${o2.name}`;
-  if (!path4.isAbsolute(boardDir))
+  if (!path6.isAbsolute(boardDir))
     throw new UserError(`board directory must be absolute, got ${boardDir}`);
   const dataSource = o2.dataSource ?? `${boardDir}/${o2.name}-data.ext4`;
   return {
@@ -28473,7 +28815,7 @@ function systemdQuoteWord(w2) {
   return `"${s3}"`;
 }
 function systemdExecLine(argv) {
-  if (!argv[0] || !path4.isAbsolute(argv[0]))
+  if (!argv[0] || !path6.isAbsolute(argv[0]))
     throw new UserError(`ExecStart needs an absolute program path, got ${argv[0] ?? "(none)"}`);
   return argv.map(systemdQuoteWord).join(" ");
 }
@@ -28719,9 +29061,9 @@ async function writeDeployBundle(o2) {
   if (!o2.service.command[0]?.startsWith("/"))
     throw new UserError("service.command[0] must be an absolute path in the image");
   const p2 = boardPaths(o2);
-  const dir = path4.join(o2.outDir, "deploy");
-  await rm(dir, { recursive: true, force: true });
-  await mkdir(path4.join(dir, "oci"), { recursive: true });
+  const dir = path6.join(o2.outDir, "deploy");
+  await rm2(dir, { recursive: true, force: true });
+  await mkdir2(path6.join(dir, "oci"), { recursive: true });
   const inetd = o2.service.inetd === true;
   const { rootMount, dataMount } = renderMountUnits(o2, p2);
   const units = {
@@ -28740,7 +29082,7 @@ async function writeDeployBundle(o2) {
     "oci/config.json": JSON.stringify(ociConfig(o2, p2, ids, { userNamespace: OCI_USER_NAMESPACE }), null, 2) + "\n",
     "README.md": renderReadme(o2, p2)
   };
-  for (const [f2, text] of Object.entries(contents)) await writeFile2(path4.join(dir, f2), text);
+  for (const [f2, text] of Object.entries(contents)) await writeFile2(path6.join(dir, f2), text);
   o2.logger?.info(
     `deploy bundle: ${dir} (${units.socket}, ${units.service}, mounts, fstab, oci/config.json)`
   );
@@ -28753,7 +29095,7 @@ async function writeDeployBundle(o2) {
 }
 
 // src/stages/epoch.ts
-import path10 from "node:path";
+import path12 from "node:path";
 
 // node_modules/is-plain-obj/index.js
 function isPlainObject2(value) {
@@ -28765,7 +29107,7 @@ function isPlainObject2(value) {
 }
 
 // node_modules/execa/lib/arguments/file-url.js
-import { fileURLToPath } from "node:url";
+import { fileURLToPath as fileURLToPath2 } from "node:url";
 var safeNormalizeFileUrl = (file2, name) => {
   const fileString = normalizeFileUrl(normalizeDenoExecPath(file2));
   if (typeof fileString !== "string") {
@@ -28775,7 +29117,7 @@ var safeNormalizeFileUrl = (file2, name) => {
 };
 var normalizeDenoExecPath = (file2) => isDenoExecPath(file2) ? file2.toString() : file2;
 var isDenoExecPath = (file2) => typeof file2 !== "string" && file2 && Object.getPrototypeOf(file2) === String.prototype;
-var normalizeFileUrl = (file2) => file2 instanceof URL ? fileURLToPath(file2) : file2;
+var normalizeFileUrl = (file2) => file2 instanceof URL ? fileURLToPath2(file2) : file2;
 
 // node_modules/execa/lib/methods/parameters.js
 var normalizeParameters = (rawFile, rawArguments = [], rawOptions = {}) => {
@@ -29620,12 +29962,12 @@ var handleCommand = (filePath, rawArguments, rawOptions) => {
 
 // node_modules/execa/lib/arguments/options.js
 var import_cross_spawn = __toESM(require_cross_spawn(), 1);
-import path9 from "node:path";
+import path11 from "node:path";
 import process6 from "node:process";
 
 // node_modules/npm-run-path/index.js
 import process4 from "node:process";
-import path6 from "node:path";
+import path8 from "node:path";
 
 // node_modules/npm-run-path/node_modules/path-key/index.js
 function pathKey(options = {}) {
@@ -29642,21 +29984,21 @@ function pathKey(options = {}) {
 // node_modules/unicorn-magic/node.js
 import { promisify } from "node:util";
 import { execFile as execFileCallback, execFileSync as execFileSyncOriginal } from "node:child_process";
-import path5 from "node:path";
-import { fileURLToPath as fileURLToPath2 } from "node:url";
+import path7 from "node:path";
+import { fileURLToPath as fileURLToPath3 } from "node:url";
 var execFileOriginal = promisify(execFileCallback);
 function toPath(urlOrPath) {
-  return urlOrPath instanceof URL ? fileURLToPath2(urlOrPath) : urlOrPath;
+  return urlOrPath instanceof URL ? fileURLToPath3(urlOrPath) : urlOrPath;
 }
 function traversePathUp(startPath) {
   return {
     *[Symbol.iterator]() {
-      let currentPath = path5.resolve(toPath(startPath));
+      let currentPath = path7.resolve(toPath(startPath));
       let previousPath;
       while (previousPath !== currentPath) {
         yield currentPath;
         previousPath = currentPath;
-        currentPath = path5.resolve(currentPath, "..");
+        currentPath = path7.resolve(currentPath, "..");
       }
     }
   };
@@ -29671,27 +30013,27 @@ var npmRunPath = ({
   execPath: execPath2 = process4.execPath,
   addExecPath = true
 } = {}) => {
-  const cwdPath = path6.resolve(toPath(cwd));
+  const cwdPath = path8.resolve(toPath(cwd));
   const result = [];
-  const pathParts = pathOption.split(path6.delimiter);
+  const pathParts = pathOption.split(path8.delimiter);
   if (preferLocal) {
     applyPreferLocal(result, pathParts, cwdPath);
   }
   if (addExecPath) {
     applyExecPath(result, pathParts, execPath2, cwdPath);
   }
-  return pathOption === "" || pathOption === path6.delimiter ? `${result.join(path6.delimiter)}${pathOption}` : [...result, pathOption].join(path6.delimiter);
+  return pathOption === "" || pathOption === path8.delimiter ? `${result.join(path8.delimiter)}${pathOption}` : [...result, pathOption].join(path8.delimiter);
 };
 var applyPreferLocal = (result, pathParts, cwdPath) => {
   for (const directory of traversePathUp(cwdPath)) {
-    const pathPart = path6.join(directory, "node_modules/.bin");
+    const pathPart = path8.join(directory, "node_modules/.bin");
     if (!pathParts.includes(pathPart)) {
       result.push(pathPart);
     }
   }
 };
 var applyExecPath = (result, pathParts, execPath2, cwdPath) => {
-  const pathPart = path6.resolve(cwdPath, toPath(execPath2), "..");
+  const pathPart = path8.resolve(cwdPath, toPath(execPath2), "..");
   if (!pathParts.includes(pathPart)) {
     result.push(pathPart);
   }
@@ -30846,7 +31188,7 @@ var killAfterTimeout = async (subprocess, timeout, context, { signal }) => {
 
 // node_modules/execa/lib/methods/node.js
 import { execPath, execArgv } from "node:process";
-import path7 from "node:path";
+import path9 from "node:path";
 var mapNode = ({ options }) => {
   if (options.node === false) {
     throw new TypeError('The "node" option cannot be false with `execaNode()`.');
@@ -30865,7 +31207,7 @@ var handleNodeOption = (file2, commandArguments, {
     throw new TypeError('The "execPath" option has been removed. Please use the "nodePath" option instead.');
   }
   const normalizedNodePath = safeNormalizeFileUrl(nodePath, 'The "nodePath" option');
-  const resolvedNodePath = path7.resolve(cwd, normalizedNodePath);
+  const resolvedNodePath = path9.resolve(cwd, normalizedNodePath);
   const newOptions = {
     ...options,
     nodePath: resolvedNodePath,
@@ -30875,7 +31217,7 @@ var handleNodeOption = (file2, commandArguments, {
   if (!shouldHandleNode) {
     return [file2, commandArguments, newOptions];
   }
-  if (path7.basename(file2, ".exe") === "node") {
+  if (path9.basename(file2, ".exe") === "node") {
     throw new TypeError('When the "node" option is true, the first argument does not need to be "node".');
   }
   return [
@@ -30965,11 +31307,11 @@ var serializeEncoding = (encoding) => typeof encoding === "string" ? `"${encodin
 
 // node_modules/execa/lib/arguments/cwd.js
 import { statSync } from "node:fs";
-import path8 from "node:path";
+import path10 from "node:path";
 import process5 from "node:process";
 var normalizeCwd = (cwd = getDefaultCwd()) => {
   const cwdString = safeNormalizeFileUrl(cwd, 'The "cwd" option');
-  return path8.resolve(cwdString);
+  return path10.resolve(cwdString);
 };
 var getDefaultCwd = () => {
   try {
@@ -31016,7 +31358,7 @@ var normalizeOptions = (filePath, rawArguments, rawOptions) => {
   options.killSignal = normalizeKillSignal(options.killSignal);
   options.forceKillAfterDelay = normalizeForceKillAfterDelay(options.forceKillAfterDelay);
   options.lines = options.lines.map((lines, fdNumber2) => lines && !BINARY_ENCODINGS.has(options.encoding) && options.buffer[fdNumber2]);
-  if (process6.platform === "win32" && path9.basename(file2, ".exe") === "cmd") {
+  if (process6.platform === "win32" && path11.basename(file2, ".exe") === "cmd") {
     commandArguments.unshift("/q");
   }
   return { file: file2, commandArguments, options };
@@ -32720,7 +33062,7 @@ var stripNewline = (value, { stripFinalNewline: stripFinalNewline2 }, fdNumber2)
 var getStripFinalNewline = (stripFinalNewline2, fdNumber2) => fdNumber2 === "all" ? stripFinalNewline2[1] || stripFinalNewline2[2] : stripFinalNewline2[fdNumber2];
 
 // node_modules/execa/lib/transform/generator.js
-import { Transform, getDefaultHighWaterMark } from "node:stream";
+import { Transform as Transform3, getDefaultHighWaterMark } from "node:stream";
 
 // node_modules/execa/lib/transform/split.js
 var getSplitLinesGenerator = (binary, preserveNewlines, skipped, state) => binary || skipped ? void 0 : initializeSplitLines(preserveNewlines, state);
@@ -32969,7 +33311,7 @@ var generatorToStream = ({
   const transformMethod = transformAsync ? pushChunks.bind(void 0, transformChunk, state) : pushChunksSync.bind(void 0, transformChunkSync);
   const finalMethod = transformAsync || finalAsync ? pushChunks.bind(void 0, finalChunks, state) : pushChunksSync.bind(void 0, finalChunksSync);
   const destroyMethod = transformAsync || finalAsync ? destroyTransform.bind(void 0, state) : void 0;
-  const stream = new Transform({
+  const stream = new Transform3({
     writableObjectMode,
     writableHighWaterMark: getDefaultHighWaterMark(writableObjectMode),
     readableObjectMode,
@@ -33569,7 +33911,7 @@ var getIpcMethods = (anyProcess, isSubprocess, ipc) => ({
 import { ChildProcess as ChildProcess2 } from "node:child_process";
 import {
   PassThrough,
-  Readable,
+  Readable as Readable2,
   Writable,
   Duplex
 } from "node:stream";
@@ -33610,7 +33952,7 @@ var createDummyStream = () => {
   stream.end();
   return stream;
 };
-var readable = () => new Readable({ read() {
+var readable = () => new Readable2({ read() {
 } });
 var writable = () => new Writable({ write() {
 } });
@@ -33620,9 +33962,9 @@ var duplex = () => new Duplex({ read() {
 var handleDummyPromise = async (error62, verboseInfo, options) => handleResult(error62, verboseInfo, options);
 
 // node_modules/execa/lib/stdio/handle-async.js
-import { createReadStream as createReadStream2, createWriteStream } from "node:fs";
+import { createReadStream as createReadStream3, createWriteStream as createWriteStream3 } from "node:fs";
 import { Buffer as Buffer4 } from "node:buffer";
-import { Readable as Readable2, Writable as Writable2, Duplex as Duplex2 } from "node:stream";
+import { Readable as Readable3, Writable as Writable2, Duplex as Duplex2 } from "node:stream";
 var handleStdioAsync = (options, verboseInfo) => handleStdio(addPropertiesAsync, options, verboseInfo, false);
 var forbiddenIfAsync = ({ type, optionName }) => {
   throw new TypeError(`The \`${optionName}\` option cannot be ${TYPE_TO_MESSAGE[type]}.`);
@@ -33644,18 +33986,18 @@ var addProperties2 = {
 var addPropertiesAsync = {
   input: {
     ...addProperties2,
-    fileUrl: ({ value }) => ({ stream: createReadStream2(value) }),
-    filePath: ({ value: { file: file2 } }) => ({ stream: createReadStream2(file2) }),
-    webStream: ({ value }) => ({ stream: Readable2.fromWeb(value) }),
-    iterable: ({ value }) => ({ stream: Readable2.from(value) }),
-    asyncIterable: ({ value }) => ({ stream: Readable2.from(value) }),
-    string: ({ value }) => ({ stream: Readable2.from(value) }),
-    uint8Array: ({ value }) => ({ stream: Readable2.from(Buffer4.from(value)) })
+    fileUrl: ({ value }) => ({ stream: createReadStream3(value) }),
+    filePath: ({ value: { file: file2 } }) => ({ stream: createReadStream3(file2) }),
+    webStream: ({ value }) => ({ stream: Readable3.fromWeb(value) }),
+    iterable: ({ value }) => ({ stream: Readable3.from(value) }),
+    asyncIterable: ({ value }) => ({ stream: Readable3.from(value) }),
+    string: ({ value }) => ({ stream: Readable3.from(value) }),
+    uint8Array: ({ value }) => ({ stream: Readable3.from(Buffer4.from(value)) })
   },
   output: {
     ...addProperties2,
-    fileUrl: ({ value }) => ({ stream: createWriteStream(value) }),
-    filePath: ({ value: { file: file2, append } }) => ({ stream: createWriteStream(file2, append ? { flags: "a" } : {}) }),
+    fileUrl: ({ value }) => ({ stream: createWriteStream3(value) }),
+    filePath: ({ value: { file: file2, append } }) => ({ stream: createWriteStream3(file2, append ? { flags: "a" } : {}) }),
     webStream: ({ value }) => ({ stream: Writable2.fromWeb(value) }),
     iterable: forbiddenIfAsync,
     asyncIterable: forbiddenIfAsync,
@@ -34988,7 +35330,7 @@ var waitForConcurrentStreams = async ({ resolve, promises }, subprocess) => {
 };
 
 // node_modules/execa/lib/convert/readable.js
-import { Readable as Readable3 } from "node:stream";
+import { Readable as Readable4 } from "node:stream";
 import { callbackify as callbackify2 } from "node:util";
 
 // node_modules/execa/lib/convert/shared.js
@@ -35043,7 +35385,7 @@ var createReadable = ({ subprocess, concurrentStreams, encoding }, { from, binar
     encoding,
     preserveNewlines
   });
-  const readable2 = new Readable3({
+  const readable2 = new Readable4({
     read: read2,
     destroy: callbackify2(onReadableDestroy.bind(void 0, { subprocessStdout, subprocess, waitReadableDestroy })),
     highWaterMark: readableHighWaterMark,
@@ -35796,10 +36138,10 @@ function parseEpoch(value, what) {
   return n2;
 }
 async function gitCommitTime(file2, logger) {
-  const cwd = path10.dirname(file2);
+  const cwd = path12.dirname(file2);
   let r;
   try {
-    r = await run(["git", "log", "-1", "--format=%ct", "--", path10.basename(file2)], {
+    r = await run(["git", "log", "-1", "--format=%ct", "--", path12.basename(file2)], {
       cwd,
       reject: false,
       logger
@@ -35845,7 +36187,7 @@ async function resolveEpoch(input2) {
 }
 
 // src/stages/lua.ts
-import { createHash as createHash5, randomBytes as randomBytes3 } from "node:crypto";
+import { createHash as createHash4, randomBytes as randomBytes3 } from "node:crypto";
 import { existsSync as existsSync5 } from "node:fs";
 import {
   copyFile,
@@ -35858,355 +36200,8 @@ import {
   stat as stat3,
   writeFile as writeFile5
 } from "node:fs/promises";
-import os5 from "node:os";
+import os6 from "node:os";
 import path16 from "node:path";
-
-// src/core/paths.ts
-import os from "node:os";
-import path11 from "node:path";
-function cacheDir(env = process.env) {
-  if (env.LHC_CACHE_DIR) return path11.resolve(env.LHC_CACHE_DIR);
-  const xdg = env.XDG_CACHE_HOME || path11.join(os.homedir(), ".cache");
-  return path11.join(xdg, "lhc");
-}
-function storeDir(env = process.env) {
-  return path11.join(cacheDir(env), "store");
-}
-
-// src/store/store.ts
-import { createHash as createHash3, randomBytes } from "node:crypto";
-import { createReadStream as createReadStream4, createWriteStream as createWriteStream3 } from "node:fs";
-import { mkdir as mkdir2, readdir as readdir2, rename, rm as rm2, stat as stat2 } from "node:fs/promises";
-import path12 from "node:path";
-import { Transform as Transform3 } from "node:stream";
-import { pipeline as pipeline2 } from "node:stream/promises";
-
-// src/store/download.ts
-import { createHash as createHash2 } from "node:crypto";
-import { createReadStream as createReadStream3, createWriteStream as createWriteStream2 } from "node:fs";
-import { stat } from "node:fs/promises";
-import { Readable as Readable4, Transform as Transform2 } from "node:stream";
-import { pipeline } from "node:stream/promises";
-import { fileURLToPath as fileURLToPath3 } from "node:url";
-var DownloadError = class extends UserError {
-  constructor(url3, reason, transient) {
-    super(`${url3}: ${reason}`);
-    this.url = url3;
-    this.reason = reason;
-    this.transient = transient;
-  }
-  url;
-  reason;
-  transient;
-};
-function formatBytes(n2) {
-  if (n2 < 1024) return `${n2} B`;
-  if (n2 < 1024 * 1024) return `${(n2 / 1024).toFixed(1)} KiB`;
-  return `${(n2 / 1024 / 1024).toFixed(1)} MiB`;
-}
-var NETWORK_CODES = {
-  ECONNREFUSED: "connection refused",
-  ECONNRESET: "connection reset",
-  ENOTFOUND: "host not found",
-  EAI_AGAIN: "host lookup failed",
-  ETIMEDOUT: "connection timed out",
-  EHOSTUNREACH: "host unreachable",
-  ENETUNREACH: "network unreachable",
-  UND_ERR_CONNECT_TIMEOUT: "connection timed out"
-};
-function networkReason(e) {
-  let cur = e;
-  const parts = [];
-  for (let depth = 0; cur && depth < 5; depth++) {
-    const err = cur;
-    if (err.code) return `${NETWORK_CODES[err.code] ?? err.message ?? "error"} (${err.code})`;
-    if (err.message) parts.push(err.message);
-    cur = err.cause;
-  }
-  return parts.join(": ") || String(e);
-}
-async function openSource(url3, signal) {
-  let parsed;
-  try {
-    parsed = new URL(url3);
-  } catch {
-    throw new DownloadError(url3, "not a valid URL", false);
-  }
-  if (parsed.protocol === "file:") {
-    const file2 = fileURLToPath3(parsed);
-    try {
-      const st2 = await stat(file2);
-      if (!st2.isFile()) throw new DownloadError(url3, "not a regular file", false);
-      return { stream: createReadStream3(file2, { signal }), total: st2.size };
-    } catch (e) {
-      if (e instanceof DownloadError) throw e;
-      const code = e.code;
-      throw new DownloadError(
-        url3,
-        code === "ENOENT" ? "file not found" : code ?? String(e),
-        false
-      );
-    }
-  }
-  if (parsed.protocol !== "http:" && parsed.protocol !== "https:") {
-    throw new DownloadError(
-      url3,
-      `unsupported URL scheme ${parsed.protocol} (use http, https or file)`,
-      false
-    );
-  }
-  let res;
-  try {
-    res = await fetch(url3, { signal, redirect: "follow" });
-  } catch (e) {
-    if (signal.aborted) throw e;
-    throw new DownloadError(url3, networkReason(e), true);
-  }
-  if (!res.ok || !res.body) {
-    await res.body?.cancel().catch(() => {
-    });
-    const reason = `HTTP ${res.status}${res.statusText ? ` ${res.statusText}` : ""}`;
-    throw new DownloadError(
-      url3,
-      reason,
-      res.status >= 500 || res.status === 408 || res.status === 429
-    );
-  }
-  const len = Number(res.headers.get("content-length"));
-  return {
-    stream: Readable4.fromWeb(res.body),
-    total: Number.isFinite(len) && len > 0 ? len : void 0
-  };
-}
-async function download(url3, dest, opts = {}) {
-  const idle = opts.idleTimeoutMs ?? 3e4;
-  const label = opts.label ?? url3;
-  const ac = new AbortController();
-  let timedOut = false;
-  let timer;
-  const arm = () => {
-    clearTimeout(timer);
-    timer = setTimeout(() => {
-      timedOut = true;
-      ac.abort();
-    }, idle);
-  };
-  const onOuterAbort = () => ac.abort();
-  opts.signal?.addEventListener("abort", onOuterAbort, { once: true });
-  const hash2 = createHash2("sha256");
-  let bytes = 0;
-  let total;
-  let lastReport = Date.now();
-  const every = opts.progressIntervalMs ?? 2e3;
-  try {
-    arm();
-    const src = await openSource(url3, ac.signal);
-    total = src.total;
-    const meter = new Transform2({
-      transform(chunk, _enc, cb) {
-        arm();
-        hash2.update(chunk);
-        bytes += chunk.length;
-        const now = Date.now();
-        if (now - lastReport >= every) {
-          lastReport = now;
-          opts.logger?.info(
-            `${label}: ${formatBytes(bytes)}${total ? ` / ${formatBytes(total)} (${Math.floor(bytes / total * 100)}%)` : ""}`
-          );
-        }
-        cb(null, chunk);
-      }
-    });
-    await pipeline(src.stream, meter, createWriteStream2(dest), { signal: ac.signal });
-  } catch (e) {
-    if (e instanceof DownloadError) throw e;
-    if (timedOut) throw new DownloadError(url3, `no data for ${idle / 1e3} s (timed out)`, true);
-    if (opts.signal?.aborted) throw new DownloadError(url3, "aborted", false);
-    const code = e.code;
-    if (code === "ENOSPC" || code === "EACCES" || code === "EROFS") {
-      throw new DownloadError(url3, `cannot write ${dest}: ${code}`, false);
-    }
-    throw new DownloadError(
-      url3,
-      `transfer failed after ${formatBytes(bytes)}: ${networkReason(e)}`,
-      true
-    );
-  } finally {
-    clearTimeout(timer);
-    opts.signal?.removeEventListener("abort", onOuterAbort);
-  }
-  if (total !== void 0 && bytes !== total) {
-    throw new DownloadError(url3, `short transfer: ${bytes} of ${total} bytes`, true);
-  }
-  return { bytes, sha256: hash2.digest("hex") };
-}
-
-// src/store/store.ts
-var SHA256_RE = /^[0-9a-f]{64}$/;
-var TEMP_PREFIX = ".tmp-";
-var quiet = { info() {
-}, warn() {
-}, debug() {
-}, group: (_n2, fn) => fn() };
-async function sha256File2(file2) {
-  const h2 = createHash3("sha256");
-  for await (const chunk of createReadStream4(file2)) h2.update(chunk);
-  return h2.digest("hex");
-}
-function checkSha(sha2562) {
-  if (!SHA256_RE.test(sha2562))
-    throw new UserError(`not a sha256 (expected 64 lower-case hex characters): '${sha2562}'`);
-  return sha2562;
-}
-function nameOf(input2) {
-  if (input2.name) return input2.name;
-  const first = input2.urls[0];
-  if (first) {
-    try {
-      const seg = new URL(first).pathname.split("/").filter(Boolean).pop();
-      if (seg) return decodeURIComponent(seg);
-    } catch {
-    }
-  }
-  return input2.sha256.slice(0, 12);
-}
-var sleep = (ms2) => new Promise((r) => setTimeout(r, ms2));
-var Store = class {
-  dir;
-  logger;
-  constructor(dir = storeDir(), logger = quiet) {
-    this.dir = path12.resolve(dir);
-    this.logger = logger;
-  }
-  /** Where the file with this content lives (whether or not it is present). */
-  path(sha2562) {
-    return path12.join(this.dir, checkSha(sha2562));
-  }
-  /**
-   * True when the store holds this content. The file is re-hashed: one whose content does not
-   * match its name is removed (with a warning) and reported as absent.
-   */
-  async has(sha2562) {
-    const file2 = this.path(sha2562);
-    try {
-      if (!(await stat2(file2)).isFile()) return false;
-    } catch {
-      return false;
-    }
-    const actual = await sha256File2(file2);
-    if (actual === sha2562) return true;
-    this.logger.warn(
-      `store file ${file2} is corrupt (its content has sha256 ${actual}); removed it`
-    );
-    await rm2(file2, { force: true });
-    return false;
-  }
-  /** Imports a local file; returns its sha256. */
-  async add(file2) {
-    try {
-      if (!(await stat2(file2)).isFile())
-        throw new UserError(`cannot add ${file2} to the store: not a regular file`);
-    } catch (e) {
-      if (e instanceof UserError) throw e;
-      throw new UserError(
-        `cannot add ${file2} to the store: ${e.code ?? String(e)}`
-      );
-    }
-    const tmp = await this.tempPath();
-    try {
-      const h2 = createHash3("sha256");
-      const hasher = new Transform3({
-        transform(chunk, _e2, cb) {
-          h2.update(chunk);
-          cb(null, chunk);
-        }
-      });
-      await pipeline2(createReadStream4(file2), hasher, createWriteStream3(tmp, { mode: 420 }));
-      const sha = h2.digest("hex");
-      await rename(tmp, path12.join(this.dir, sha));
-      this.logger.debug(`store: added ${file2} as ${sha}`);
-      return sha;
-    } finally {
-      await rm2(tmp, { force: true });
-    }
-  }
-  /**
-   * Path of the content with `input.sha256`: from the store when present (no network), else
-   * downloaded from the first URL that delivers exactly that content.
-   */
-  async fetch(input2, opts = {}) {
-    const sha = checkSha(input2.sha256);
-    const dest = this.path(sha);
-    const name = nameOf(input2);
-    if (await this.has(sha)) {
-      this.logger.debug(`store: ${name} present as ${sha}`);
-      return dest;
-    }
-    if (input2.urls.length === 0) {
-      throw new UserError(
-        `${name} (sha256 ${sha}) is not in the store ${this.dir} and no URL was given; import it with: lhc store add FILE`
-      );
-    }
-    const retries = opts.retries ?? 2;
-    const failures = [];
-    for (const url3 of input2.urls) {
-      for (let attempt = 0; ; attempt++) {
-        const tmp = await this.tempPath();
-        try {
-          this.logger.info(
-            `downloading ${name} from ${url3}${attempt > 0 ? ` (retry ${attempt} of ${retries})` : ""}`
-          );
-          const got = await download(url3, tmp, {
-            idleTimeoutMs: opts.idleTimeoutMs,
-            progressIntervalMs: opts.progressIntervalMs,
-            signal: opts.signal,
-            logger: this.logger,
-            label: name
-          });
-          if (got.sha256 !== sha) {
-            throw new DownloadError(
-              url3,
-              `sha256 mismatch: expected ${sha}, got ${got.sha256} (${got.bytes} bytes)`,
-              false
-            );
-          }
-          await rename(tmp, dest);
-          this.logger.info(`${name}: ${formatBytes(got.bytes)}, sha256 verified`);
-          return dest;
-        } catch (e) {
-          if (!(e instanceof DownloadError)) throw e;
-          if (e.transient && attempt < retries && !opts.signal?.aborted) {
-            this.logger.warn(`${e.message}; retrying`);
-            await sleep((opts.retryDelayMs ?? 500) * 2 ** attempt);
-            continue;
-          }
-          failures.push(`  ${e.message}${attempt > 0 ? ` (after ${attempt + 1} attempts)` : ""}`);
-          break;
-        } finally {
-          await rm2(tmp, { force: true });
-        }
-      }
-    }
-    throw new UserError(
-      `could not fetch ${name} (sha256 ${sha}) from ${input2.urls.length === 1 ? "its URL" : `any of ${input2.urls.length} URLs`}; the store is unchanged:
-${failures.join("\n")}`
-    );
-  }
-  /** sha256 names of every file in the store (temp files of running downloads excluded). */
-  async list() {
-    try {
-      return (await readdir2(this.dir)).filter((f2) => SHA256_RE.test(f2)).sort();
-    } catch (e) {
-      if (e.code === "ENOENT") return [];
-      throw e;
-    }
-  }
-  /** A fresh temp name inside the store, so the final rename never crosses a file system. */
-  async tempPath() {
-    await mkdir2(this.dir, { recursive: true });
-    return path12.join(this.dir, `${TEMP_PREFIX}${process.pid}-${randomBytes(6).toString("hex")}`);
-  }
-};
 
 // src/tools/lua-make.ts
 var LUA_MYCFLAGS = "-static -Os";
@@ -36262,7 +36257,7 @@ function buildrootArgv(opts) {
 }
 
 // src/stages/lua-in-root.ts
-import { createHash as createHash4, randomBytes as randomBytes2 } from "node:crypto";
+import { createHash as createHash3, randomBytes as randomBytes2 } from "node:crypto";
 import { existsSync as existsSync2 } from "node:fs";
 import { mkdir as mkdir3, mkdtemp, readFile as readFile4, rename as rename2, rm as rm3, writeFile as writeFile3 } from "node:fs/promises";
 import os2 from "node:os";
@@ -36289,7 +36284,7 @@ function toolchainFromDpkgStatus(status) {
 async function ensureBuildroot(opts) {
   const suite = opts.suite ?? BUILDROOT_SUITE;
   const mirrors = opts.mirrors ?? await defaultMirrors();
-  const key = createHash4("sha256").update(
+  const key = createHash3("sha256").update(
     JSON.stringify({
       packages: [...BUILDROOT_PACKAGES].sort(),
       suite,
@@ -39440,8 +39435,15 @@ async function extractLuaSource(tarball, destDir, version2) {
 // src/stages/lua-verify.ts
 import { existsSync as existsSync4, readFileSync as readFileSync3 } from "node:fs";
 import { mkdtemp as mkdtemp2, rm as rm4, writeFile as writeFile4 } from "node:fs/promises";
-import os4 from "node:os";
+import os5 from "node:os";
 import path15 from "node:path";
+
+// src/core/arch.ts
+import os4 from "node:os";
+function hostArch() {
+  const a2 = os4.arch();
+  return a2 === "arm64" ? "aarch64" : a2 === "x64" ? "x86_64" : a2;
+}
 
 // src/elf/elf.ts
 import { constants as constants5 } from "node:fs";
@@ -39730,10 +39732,6 @@ function staticProblems(info, arch = "aarch64") {
 // src/stages/lua-verify.ts
 var LuaVerifyError = class extends UserError {
 };
-function hostArch() {
-  const a2 = os4.arch();
-  return a2 === "arm64" ? "aarch64" : a2 === "x64" ? "x86_64" : a2;
-}
 function emulatorPrefix(arch, binfmtDir = "/proc/sys/fs/binfmt_misc") {
   if (hostArch() === arch) return [];
   const entry = path15.join(binfmtDir, `qemu-${arch}`);
@@ -39791,7 +39789,7 @@ async function verifyLua(binary, opts) {
       `${binary} -v: expected "Lua ${opts.version}", got ${JSON.stringify(banner.split("\n")[0] ?? "")} (exit code ${v2.exitCode})`
     );
   }
-  const dir = await mkdtemp2(path15.join(os4.tmpdir(), "lhc-lua-smoke-"));
+  const dir = await mkdtemp2(path15.join(os5.tmpdir(), "lhc-lua-smoke-"));
   try {
     const script = path15.join(dir, "smoke.lua");
     await writeFile4(script, SMOKE_SCRIPT);
@@ -39825,7 +39823,7 @@ function checkLuaVersion(version2) {
     throw new UserError(`unsupported Lua version "${version2}": expected 5.3.x or 5.4.x`);
 }
 function jobs() {
-  return Math.max(1, Math.min(4, os5.availableParallelism()));
+  return Math.max(1, Math.min(4, os6.availableParallelism()));
 }
 async function crossRecipe(arch, logger, signal) {
   const tc = crossToolchain(arch);
@@ -39836,7 +39834,7 @@ async function crossRecipe(arch, logger, signal) {
     );
   }
   const gccVersion = (await run([tc.gcc, "--version"], { logger })).stdout.split("\n")[0].trim();
-  const libcSha = await sha256File2(tc.libc);
+  const libcSha = await sha256File(tc.libc);
   const flags = crossMakeArgv(tc);
   return {
     toolchain: `${gccVersion}; musl libc.a sha256 ${libcSha}`,
@@ -39882,7 +39880,7 @@ async function readCached(dir, logger) {
   if (!existsSync5(bin) || !existsSync5(metaFile)) return void 0;
   try {
     const meta3 = JSON.parse(await readFile5(metaFile, "utf8"));
-    if (await sha256File2(bin) === meta3.sha256) return meta3;
+    if (await sha256File(bin) === meta3.sha256) return meta3;
     logger.warn(`cached Lua in ${dir} does not match its recorded sha256; rebuilding`);
   } catch (e) {
     logger.warn(`cached Lua in ${dir} is unreadable (${e.message}); rebuilding`);
@@ -39896,7 +39894,7 @@ async function buildLua(spec, opts) {
   const { logger } = opts;
   const cache = opts.cacheDir ?? cacheDir();
   const recipe = spec.strategy === "cross" ? await crossRecipe(spec.arch, logger, opts.signal) : await inRootRecipe(spec.arch, opts, cache);
-  const key = createHash5("sha256").update(
+  const key = createHash4("sha256").update(
     JSON.stringify({
       recipe: RECIPE_VERSION,
       source: spec.sha256,
@@ -39932,7 +39930,7 @@ async function buildLua(spec, opts) {
     },
     { ...opts.fetch, signal: opts.signal }
   );
-  const work = await mkdtemp3(path16.join(opts.workDir ?? os5.tmpdir(), "lhc-lua-"));
+  const work = await mkdtemp3(path16.join(opts.workDir ?? os6.tmpdir(), "lhc-lua-"));
   try {
     const srcParent = path16.join(work, "src");
     await mkdir4(srcParent);
@@ -39956,7 +39954,7 @@ async function buildLua(spec, opts) {
         source: spec.sha256,
         toolchain: recipe.toolchain,
         flags: recipe.flags,
-        sha256: await sha256File2(bin),
+        sha256: await sha256File(bin),
         bytes: (await stat3(bin)).size
       };
       await writeFile5(path16.join(staging, "build.json"), `${JSON.stringify(meta3, null, 2)}
@@ -40008,7 +40006,7 @@ async function fetchInputs(config2, opts) {
 }
 
 // src/stages/pack.ts
-import { createHash as createHash7 } from "node:crypto";
+import { createHash as createHash6 } from "node:crypto";
 import { lstat as lstat3, mkdir as mkdir5, rm as rm7, stat as stat4, writeFile as writeFile7 } from "node:fs/promises";
 import path18 from "node:path";
 
@@ -40048,9 +40046,9 @@ function mksquashfsEnv() {
 }
 
 // src/stages/data-template.ts
-import { createHash as createHash6 } from "node:crypto";
+import { createHash as createHash5 } from "node:crypto";
 import { chmod as chmod2, lstat as lstat2, mkdtemp as mkdtemp4, rm as rm6, writeFile as writeFile6 } from "node:fs/promises";
-import os6 from "node:os";
+import os7 from "node:os";
 import path17 from "node:path";
 function archiveStat(st2, owner) {
   const s3 = Object.assign(Object.create(Object.getPrototypeOf(st2)), st2);
@@ -40126,7 +40124,7 @@ async function listTar(archive) {
   const parser = new rt({
     strict: true,
     onReadEntry: (e) => {
-      const h2 = createHash6("sha256");
+      const h2 = createHash5("sha256");
       const item = {
         path: e.path,
         type: e.type,
@@ -40180,7 +40178,7 @@ async function writeDataTemplate(o2) {
   let tmp;
   try {
     if (dir === void 0) {
-      tmp = await mkdtemp4(path17.join(os6.tmpdir(), "lhc-empty-data-"));
+      tmp = await mkdtemp4(path17.join(os7.tmpdir(), "lhc-empty-data-"));
       await chmod2(tmp, 493);
       dir = tmp;
     }
@@ -40189,7 +40187,7 @@ async function writeDataTemplate(o2) {
     await writeFile6(o2.out, gz);
     return {
       path: o2.out,
-      sha256: createHash6("sha256").update(gz).digest("hex"),
+      sha256: createHash5("sha256").update(gz).digest("hex"),
       bytes: gz.length,
       entries: tarManifestEntries(await listTar(tarBytes), o2.dataPath)
     };
@@ -40290,7 +40288,7 @@ async function packImage(o2) {
     dataTemplateSha256: data.sha256,
     dataTemplateBytes: data.bytes,
     manifest: manifestFile,
-    manifestSha256: createHash7("sha256").update(manifestText).digest("hex"),
+    manifestSha256: createHash6("sha256").update(manifestText).digest("hex"),
     manifestData,
     sha256sums
   };
@@ -40301,23 +40299,23 @@ import {
   closeSync as closeSync2,
   lstatSync as lstatSync3,
   openSync as openSync2,
-  readdirSync as readdirSync2,
-  readFileSync as readFileSync5,
+  readdirSync as readdirSync3,
+  readFileSync as readFileSync6,
   readSync
 } from "node:fs";
 import {
-  chmod as chmod3,
+  chmod as chmod4,
   copyFile as copyFile2,
   lchown,
   lutimes,
   mkdir as mkdir7,
   readlink as readlink2,
-  rm as rm9,
+  rm as rm10,
   symlink,
   utimes,
   writeFile as writeFile9
 } from "node:fs/promises";
-import path20 from "node:path";
+import path22 from "node:path";
 
 // src/trace/glob.ts
 function escapeRe(c3) {
@@ -40414,10 +40412,9 @@ function resolveTraced(root, guestPath, opts = {}) {
 }
 
 // src/stages/trace.ts
-import { mkdir as mkdir6, readFile as readFile6, readdir as readdir3, rm as rm8, stat as stat5, writeFile as writeFile8 } from "node:fs/promises";
-import { readFileSync as readFileSync4, readdirSync, readlinkSync as readlinkSync2 } from "node:fs";
-import os7 from "node:os";
-import path19 from "node:path";
+import { mkdir as mkdir6, readFile as readFile8, readdir as readdir4, rm as rm9, stat as stat5, writeFile as writeFile8 } from "node:fs/promises";
+import { readFileSync as readFileSync5, readdirSync as readdirSync2, readlinkSync as readlinkSync3 } from "node:fs";
+import path21 from "node:path";
 
 // src/trace/fifo.ts
 import { randomBytes as randomBytes4 } from "node:crypto";
@@ -40925,11 +40922,428 @@ function parseHostStrace(text, opts = {}) {
   return replay(calls, opts, true, skipped);
 }
 
-// src/stages/trace.ts
-function hostArch2() {
-  const a2 = os7.arch();
-  return a2 === "arm64" ? "aarch64" : a2 === "x64" ? "x86_64" : a2;
+// src/verify/sandbox.ts
+import { existsSync as existsSync6 } from "node:fs";
+import { chmod as chmod3, readFile as readFile7, readdir as readdir3, rm as rm8, rmdir } from "node:fs/promises";
+import path20 from "node:path";
+
+// src/verify/hardening.ts
+import { readFile as readFile6 } from "node:fs/promises";
+import path19 from "node:path";
+function unescape(field2) {
+  return field2.replace(/\\([0-7]{3})/g, (_2, o2) => String.fromCharCode(parseInt(o2, 8)));
 }
+function parseMountInfo(text) {
+  const out = [];
+  for (const line of text.split("\n")) {
+    if (!line.trim()) continue;
+    const fields = line.split(" ");
+    const dash = fields.indexOf("-");
+    if (dash < 6) continue;
+    out.push({
+      mountPoint: unescape(fields[4]),
+      options: fields[5].split(","),
+      fsType: fields[dash + 1] ?? "",
+      source: unescape(fields[dash + 2] ?? ""),
+      superOptions: (fields[dash + 3] ?? "").split(",")
+    });
+  }
+  return out;
+}
+function topMount(mounts, mountPoint) {
+  return mounts.filter((m2) => m2.mountPoint === mountPoint).at(-1);
+}
+function describeMount(m2) {
+  return `${m2.fsType} ${m2.source} (${m2.options.join(",")})`;
+}
+function checkRootReadOnly(mountinfo) {
+  const name = "root mounted read-only";
+  const root = topMount(parseMountInfo(mountinfo), "/");
+  if (!root) return { name, ok: false, detail: "no mount at / in the container" };
+  return { name, ok: root.options.includes("ro"), detail: describeMount(root) };
+}
+function checkDataMount(mountinfo, dataPath) {
+  const name = `${dataPath} noexec,nosuid,nodev`;
+  const m2 = topMount(parseMountInfo(mountinfo), dataPath);
+  if (!m2) return { name, ok: false, detail: `nothing is mounted at ${dataPath}` };
+  const missing = ["noexec", "nosuid", "nodev"].filter((o2) => !m2.options.includes(o2));
+  return {
+    name,
+    ok: missing.length === 0,
+    detail: (missing.length ? `missing ${missing.join(",")}: ` : "") + describeMount(m2)
+  };
+}
+function statusField(status, field2) {
+  const m2 = new RegExp(`^${field2}:\\s*(.*)$`, "m").exec(status);
+  return m2?.[1]?.trim();
+}
+function checkNoNewPrivs(status) {
+  const v2 = statusField(status, "NoNewPrivs");
+  return { name: "NoNewPrivs set", ok: v2 === "1", detail: `NoNewPrivs: ${v2 ?? "(missing)"}` };
+}
+var CAP_NET_ADMIN = 12;
+var CAP_SYS_ADMIN = 21;
+function checkCapabilities(status) {
+  const name = "CAP_NET_ADMIN, CAP_SYS_ADMIN not in bounding set";
+  const hex3 = statusField(status, "CapBnd");
+  if (!hex3 || !/^[0-9a-f]+$/i.test(hex3))
+    return { name, ok: false, detail: `CapBnd: ${hex3 ?? "(missing)"}` };
+  const bnd = BigInt(`0x${hex3}`);
+  const present = [
+    ["CAP_NET_ADMIN", CAP_NET_ADMIN],
+    ["CAP_SYS_ADMIN", CAP_SYS_ADMIN]
+  ].filter(([, bit]) => bnd >> BigInt(bit) & 1n);
+  return {
+    name,
+    ok: present.length === 0,
+    detail: `CapBnd: ${hex3}` + (present.length ? `; still has ${present.map(([n2]) => n2).join(", ")}` : "")
+  };
+}
+function checkUidMap(uidMap) {
+  const name = "uid 0 inside is not 0 outside";
+  for (const line of uidMap.split("\n")) {
+    const f2 = line.trim().split(/\s+/).map(Number);
+    if (f2.length !== 3 || f2.some((n2) => !Number.isFinite(n2))) continue;
+    const [inside, outside, count2] = f2;
+    if (inside <= 0 && 0 < inside + count2) {
+      const host = outside - inside;
+      return {
+        name,
+        ok: host !== 0,
+        detail: host === 0 ? `uid_map ${line.trim()}: no user namespace` : `uid 0 \u2192 host uid ${host} (${count2} ids)`
+      };
+    }
+  }
+  return { name, ok: true, detail: "uid 0 is not mapped (root inside has no host identity)" };
+}
+function interfaces(netDev) {
+  return netDev.split("\n").slice(2).map((l) => l.split(":")[0].trim()).filter(Boolean);
+}
+function checkNetwork(netDev) {
+  const names = interfaces(netDev);
+  const others = names.filter((n2) => n2 !== "lo");
+  return {
+    name: "no network interface but lo",
+    ok: others.length === 0,
+    detail: `interfaces: ${names.join(", ") || "(none)"}`
+  };
+}
+async function inspectProcess(pid, dataPath) {
+  const read2 = (f2) => readFile6(`/proc/${pid}/${f2}`, "utf8");
+  const [mountinfo, status, uidMap, netDev] = await Promise.all([
+    read2("mountinfo"),
+    read2("status"),
+    read2("uid_map"),
+    read2("net/dev")
+  ]);
+  return [
+    checkRootReadOnly(mountinfo),
+    checkDataMount(mountinfo, dataPath),
+    checkNetwork(netDev),
+    checkNoNewPrivs(status),
+    checkCapabilities(status),
+    checkUidMap(uidMap)
+  ];
+}
+var INTERPRETER_NAME = /^(sh|bash|rbash|dash|ash|zsh|ksh|ksh93|mksh|csh|tcsh|fish|busybox|toybox|python[\d.]*m?|perl[\d.]*|lua[\d.]*|luajit[\d.-]*|ruby[\d.]*|node|nodejs|php[\d.]*|tclsh[\d.]*|wish[\d.]*)$/;
+async function listImage(root, logger) {
+  const r = await run(["find", root, "-mindepth", "1", "-printf", "%y\\0%m\\0%P\\0%l\\0"], {
+    privileged: true,
+    binary: true,
+    logger,
+    timeoutMs: 5 * 6e4
+  });
+  return parseFindListing(r.stdoutBytes);
+}
+function parseFindListing(bytes) {
+  const f2 = bytes.toString("utf8").split("\0");
+  const out = [];
+  for (let i2 = 0; i2 + 3 < f2.length; i2 += 4) {
+    const [type, mode2, rel, target] = [f2[i2], f2[i2 + 1], f2[i2 + 2], f2[i2 + 3]];
+    const p2 = `/${rel}`;
+    if (type === "d") out.push({ path: p2, kind: "dir", executable: false });
+    else if (type === "l") out.push({ path: p2, kind: "symlink", executable: false, target });
+    else
+      out.push({
+        path: p2,
+        kind: type === "f" ? "file" : "other",
+        executable: (parseInt(mode2, 8) & 73) !== 0
+      });
+  }
+  return out.sort((a2, b2) => a2.path < b2.path ? -1 : a2.path > b2.path ? 1 : 0);
+}
+function resolveInImage(entries, p2, depth = 0) {
+  const parts = p2.split("/").filter((s3) => s3 && s3 !== ".");
+  let cur = "/";
+  for (let i2 = 0; i2 < parts.length; i2++) {
+    if (parts[i2] === "..") {
+      cur = path19.posix.dirname(cur);
+      continue;
+    }
+    const next = path19.posix.join(cur, parts[i2]);
+    const e = entries.get(next);
+    if (e?.kind === "symlink" && depth < 40) {
+      const target = e.target.startsWith("/") ? e.target : path19.posix.join(cur, e.target);
+      const rest = parts.slice(i2 + 1).join("/");
+      return resolveInImage(entries, rest ? `${target}/${rest}` : target, depth + 1);
+    }
+    cur = next;
+  }
+  return cur;
+}
+function checkNoInterpreters(entries, command0) {
+  const name = "no shell or interpreter but the service";
+  const byPath2 = new Map(entries.map((e) => [e.path, e]));
+  const own2 = resolveInImage(byPath2, command0);
+  const found = [];
+  for (const e of entries) {
+    if (e.kind === "dir" || !INTERPRETER_NAME.test(path19.posix.basename(e.path))) continue;
+    if (e.kind === "file" && !e.executable) continue;
+    if (e.path === command0 || resolveInImage(byPath2, e.path) === own2) continue;
+    found.push(e.kind === "symlink" ? `${e.path} -> ${e.target}` : e.path);
+  }
+  return {
+    name,
+    ok: found.length === 0,
+    detail: found.length ? `found ${found.join(", ")}` : `${entries.length} entries; only ${command0}`
+  };
+}
+
+// src/verify/proc.ts
+import { readdirSync, readFileSync as readFileSync4, readlinkSync as readlinkSync2 } from "node:fs";
+function parseStat(text) {
+  const open4 = text.indexOf("(");
+  const close = text.lastIndexOf(")");
+  if (open4 === -1 || close === -1) return void 0;
+  const rest = text.slice(close + 2).split(" ");
+  return {
+    pid: Number(text.slice(0, open4).trim()),
+    comm: text.slice(open4 + 1, close),
+    ppid: Number(rest[1]),
+    pgid: Number(rest[2]),
+    startTime: Number(rest[19])
+  };
+}
+function readProc(pid) {
+  try {
+    return parseStat(readFileSync4(`/proc/${pid}/stat`, "utf8"));
+  } catch {
+    return void 0;
+  }
+}
+function processTable() {
+  const table2 = /* @__PURE__ */ new Map();
+  for (const name of readdirSync("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    const info = readProc(Number(name));
+    if (info) table2.set(info.pid, info);
+  }
+  return table2;
+}
+function descendants(pid, table2 = processTable()) {
+  const children = /* @__PURE__ */ new Map();
+  for (const p2 of table2.values()) {
+    const list = children.get(p2.ppid);
+    if (list) list.push(p2);
+    else children.set(p2.ppid, [p2]);
+  }
+  const out = [];
+  const queue = [pid];
+  while (queue.length > 0) {
+    for (const c3 of children.get(queue.shift()) ?? []) {
+      out.push(c3);
+      queue.push(c3.pid);
+    }
+  }
+  return out;
+}
+function exePath(pid) {
+  try {
+    return readlinkSync2(`/proc/${pid}/exe`);
+  } catch {
+    return void 0;
+  }
+}
+function alive(p2) {
+  const now = readProc(p2.pid);
+  return now !== void 0 && now.startTime === p2.startTime;
+}
+function findPayloads(ancestor, table2 = processTable()) {
+  const self = table2.get(ancestor);
+  const tree = [...self ? [self] : [], ...descendants(ancestor, table2)];
+  const out = [];
+  for (const n2 of tree.filter((p2) => p2.comm === "systemd-nspawn")) {
+    const nspawnExe = exePath(n2.pid);
+    for (const c3 of tree) {
+      if (c3.ppid !== n2.pid || c3.comm === "systemd-nspawn") continue;
+      const exe = exePath(c3.pid);
+      if (exe === void 0 || nspawnExe === void 0 || exe !== nspawnExe) out.push(c3);
+    }
+  }
+  return out;
+}
+
+// src/verify/sandbox.ts
+var sleep2 = (ms2) => new Promise((r) => setTimeout(r, ms2));
+async function ownMounts() {
+  const text = await readFile7("/proc/self/mountinfo", "utf8");
+  const parsed = parseMountInfo(text);
+  return text.split("\n").filter((l) => l.trim()).map((l, i2) => ({
+    majorMinor: l.split(" ")[2],
+    mountPoint: parsed[i2].mountPoint,
+    source: parsed[i2].source
+  }));
+}
+async function mountAt(dir) {
+  return (await ownMounts()).filter((m2) => m2.mountPoint === dir).at(-1);
+}
+async function mountImageReadOnly(image, dir, logger) {
+  await run(["mount", "-t", "squashfs", "-o", "loop,ro", image, dir], {
+    privileged: true,
+    logger,
+    timeoutMs: 6e4
+  });
+  const m2 = await mountAt(dir);
+  if (!m2)
+    throw new UserError(
+      `mounting ${image} at ${dir} reported success but nothing is mounted there`
+    );
+  return { dir, loopDevice: m2.source, majorMinor: m2.majorMinor };
+}
+async function mountDataTmpfs(dir, logger, sizeMb = 256) {
+  const owner = isRoot() ? [] : [`uid=${process.getuid()}`, `gid=${process.getgid()}`];
+  const opts = ["noexec", "nosuid", "nodev", "mode=0755", `size=${sizeMb}m`, ...owner].join(",");
+  await run(["mount", "-t", "tmpfs", "-o", opts, `lhc-verify:${dir}`, dir], {
+    privileged: true,
+    logger,
+    timeoutMs: 3e4
+  });
+  const m2 = await mountAt(dir);
+  if (!m2)
+    throw new UserError(`mounting a tmpfs at ${dir} reported success but nothing is mounted there`);
+  return m2.majorMinor;
+}
+async function unpackTemplate(template, dir, opts = {}) {
+  const warnings = [];
+  const owners = /* @__PURE__ */ new Map();
+  const modes = [];
+  try {
+    await So({
+      file: template,
+      cwd: dir,
+      strict: true,
+      chmod: true,
+      // npm tar leaves new files to the umask (0777 comes out 0755): modes are set below.
+      preserveOwner: false,
+      onwarn: (code, message) => warnings.push(`${code}: ${message}`),
+      onReadEntry: (e) => {
+        if (e.type !== "SymbolicLink" && e.mode !== void 0) {
+          modes.push({ file: path20.resolve(dir, e.path), mode: e.mode & 4095 });
+        }
+        if (e.uid === void 0 || e.gid === void 0) return;
+        const key = `${e.uid}:${e.gid}`;
+        const list = owners.get(key) ?? [];
+        list.push(path20.resolve(dir, e.path));
+        owners.set(key, list);
+      }
+    });
+  } catch (e) {
+    throw new UserError(`cannot unpack the data template ${template}: ${e.message}`, {
+      cause: e
+    });
+  }
+  if (warnings.length) throw new UserError(`data template ${template}: ${warnings.join("; ")}`);
+  for (const { file: file2, mode: mode2 } of modes) await chmod3(file2, mode2);
+  for (const [owner, paths] of owners) {
+    for (let i2 = 0; i2 < paths.length; i2 += 200) {
+      await run(["chown", "-h", owner, "--", ...paths.slice(i2, i2 + 200)], {
+        privileged: true,
+        logger: opts.logger,
+        timeoutMs: 6e4
+      });
+    }
+  }
+}
+async function containerProcesses(majorMinor) {
+  const out = [];
+  for (const pid of processTable().keys()) {
+    if (pid === process.pid) continue;
+    let text;
+    try {
+      text = await readFile7(`/proc/${pid}/mountinfo`, "utf8");
+    } catch {
+      continue;
+    }
+    if (text.split("\n").some((l) => {
+      const f2 = l.split(" ");
+      return f2[2] === majorMinor && f2[4] === "/";
+    })) {
+      out.push(pid);
+    }
+  }
+  return out;
+}
+async function killPid(pid) {
+  if (isRoot()) {
+    try {
+      process.kill(pid, "SIGKILL");
+    } catch {
+    }
+  } else {
+    await run(["kill", "-KILL", String(pid)], { privileged: true, reject: false });
+  }
+}
+async function unmount(dir, logger) {
+  for (let attempt = 0; attempt < 5; attempt++) {
+    if (!await mountAt(dir)) return;
+    const r = await run(["umount", dir], {
+      privileged: true,
+      logger,
+      reject: false,
+      timeoutMs: 3e4
+    });
+    if (r.exitCode === 0) continue;
+    logger.debug(`umount ${dir}: ${r.stderr.trim()}`);
+    await sleep2(200 * (attempt + 1));
+  }
+  if (await mountAt(dir)) {
+    logger.warn(`${dir} is still busy; detaching it lazily (umount -l)`);
+    await run(["umount", "-l", dir], { privileged: true, logger, timeoutMs: 3e4 });
+  }
+}
+function loopName(dev) {
+  return /^\/dev\/(loop\d+)$/.exec(dev)?.[1];
+}
+async function loopBackingFile(dev) {
+  const name = loopName(dev);
+  if (!name) return void 0;
+  try {
+    return (await readFile7(`/sys/block/${name}/loop/backing_file`, "utf8")).trim();
+  } catch {
+    return void 0;
+  }
+}
+async function releaseLoop(dev, image, logger) {
+  for (let i2 = 0; i2 < 20; i2++) {
+    const backing = await loopBackingFile(dev);
+    if (backing === void 0 || path20.resolve(backing.replace(/ \(deleted\)$/, "")) !== path20.resolve(image))
+      return;
+    await sleep2(100);
+  }
+  logger.warn(`${dev} was not auto-cleared; detaching it with losetup -d`);
+  await run(["losetup", "-d", dev], { privileged: true, logger, reject: false });
+}
+async function removeWorkDir(workDir, mountPoints2) {
+  for (const m2 of mountPoints2) {
+    if (await mountAt(m2)) throw new Error(`${m2} is still mounted; leaving ${workDir} in place`);
+    if (existsSync6(m2)) await rmdir(m2).catch(() => void 0);
+  }
+  if (existsSync6(workDir) && (await readdir3(workDir)).every((n2) => !mountPoints2.includes(path20.join(workDir, n2)))) {
+    await rm8(workDir, { recursive: true, force: true });
+  }
+}
+
+// src/stages/trace.ts
 var QEMU_TRACE_FILE = "qemu.log";
 function qemuFifoEnv() {
   return { QEMU_STRACE: "1", QEMU_LOG_FILENAME: `${TRACE_MOUNT}/${QEMU_TRACE_FILE}` };
@@ -40961,12 +41375,12 @@ function containerArgv(config2, t) {
 async function tracedArgv(config2, t, straceName) {
   const argv = containerArgv(config2, t);
   if (t.trace?.mode === "qemu") {
-    const fifoPath = path19.join(t.trace.dir, QEMU_TRACE_FILE);
-    await rm8(fifoPath, { force: true });
+    const fifoPath = path21.join(t.trace.dir, QEMU_TRACE_FILE);
+    await rm9(fifoPath, { force: true });
     return { argv, fifo: await TraceFifo.create(fifoPath) };
   }
   if (t.trace?.mode === "strace") {
-    const straceFile = path19.join(t.trace.dir, straceName);
+    const straceFile = path21.join(t.trace.dir, straceName);
     return { argv: ["strace", ...STRACE_FLAGS, "-o", straceFile, "--", ...argv], straceFile };
   }
   return { argv };
@@ -41023,7 +41437,7 @@ async function runInetd(config2, t, logger, signal) {
       }
     }
     if (straceFile) {
-      out.traces.push(await readFile6(straceFile, "utf8").catch(() => ""));
+      out.traces.push(await readFile8(straceFile, "utf8").catch(() => ""));
       out.traceFiles.push(straceFile);
     }
     if (r.exitCode !== 0)
@@ -41034,10 +41448,10 @@ async function runInetd(config2, t, logger, signal) {
 }
 function processTree() {
   const children = /* @__PURE__ */ new Map();
-  for (const name of readdirSync("/proc")) {
+  for (const name of readdirSync2("/proc")) {
     if (!/^\d+$/.test(name)) continue;
     try {
-      const s3 = readFileSync4(`/proc/${name}/stat`, "utf8");
+      const s3 = readFileSync5(`/proc/${name}/stat`, "utf8");
       const ppid = Number(s3.slice(s3.lastIndexOf(")") + 2).split(" ")[1]);
       const list = children.get(ppid) ?? [];
       list.push(Number(name));
@@ -41051,7 +41465,7 @@ var LAUNCHERS = /* @__PURE__ */ new Set(["systemd-nspawn", "sudo", "strace"]);
 function findPayloadPid(pid) {
   let ownNet;
   try {
-    ownNet = readlinkSync2("/proc/self/ns/net");
+    ownNet = readlinkSync3("/proc/self/ns/net");
   } catch {
     ownNet = void 0;
   }
@@ -41060,10 +41474,10 @@ function findPayloadPid(pid) {
   while (queue.length > 0) {
     const p2 = queue.shift();
     try {
-      if (ownNet !== void 0 && readlinkSync2(`/proc/${p2}/ns/net`) !== ownNet) return p2;
+      if (ownNet !== void 0 && readlinkSync3(`/proc/${p2}/ns/net`) !== ownNet) return p2;
     } catch (e) {
       if (e.code === "EACCES" || e.code === "EPERM") {
-        const comm = readFileSync4(`/proc/${p2}/comm`, "utf8").trim();
+        const comm = readFileSync5(`/proc/${p2}/comm`, "utf8").trim();
         if (!LAUNCHERS.has(comm)) return p2;
       }
     }
@@ -41077,7 +41491,7 @@ function isListening(pid, port2) {
   for (const table2 of ["tcp", "tcp6"]) {
     let text;
     try {
-      text = readFileSync4(`/proc/${pid}/net/${table2}`, "utf8");
+      text = readFileSync5(`/proc/${pid}/net/${table2}`, "utf8");
       readable2 = true;
     } catch {
       continue;
@@ -41104,7 +41518,7 @@ async function portOpen(pid, port2, logger) {
   );
   return r.exitCode === 0;
 }
-var sleep2 = (ms2) => new Promise((r) => setTimeout(r, ms2));
+var sleep3 = (ms2) => new Promise((r) => setTimeout(r, ms2));
 var GOPHER_CLIENT = "const s=require('net').connect(+process.argv[1],'127.0.0.1',()=>s.end(process.argv[2]+'\\r\\n'));const c=[];s.on('data',d=>c.push(d));s.on('end',()=>process.stdout.write(Buffer.concat(c)));s.on('error',e=>{console.error(e.message);process.exit(1)});";
 async function probeListening(config2, pid, port2, probe, workDir, logger) {
   const ns2 = ["nsenter", "-t", String(pid), "-n", "--"];
@@ -41121,8 +41535,8 @@ async function probeListening(config2, pid, port2, probe, workDir, logger) {
     );
     return r2.stdoutBytes;
   }
-  const bodyFile = path19.join(workDir, `probe-${probe.name}.body`);
-  await rm8(bodyFile, { force: true });
+  const bodyFile = path21.join(workDir, `probe-${probe.name}.body`);
+  await rm9(bodyFile, { force: true });
   const url3 = `http://127.0.0.1:${port2}${probe.path}`;
   const r = await run(
     [
@@ -41145,7 +41559,7 @@ async function probeListening(config2, pid, port2, probe, workDir, logger) {
       `probe '${probe.name}': ${url3} inside the container's network namespace failed: ${tail(r.stderr, 5) || `curl exit code ${r.exitCode}`}`
     );
   }
-  const body = await readFile6(bodyFile).catch(() => Buffer.alloc(0));
+  const body = await readFile8(bodyFile).catch(() => Buffer.alloc(0));
   return { status: Number(r.stdout.trim()), body };
 }
 async function runListening(config2, t, workDir, logger) {
@@ -41176,7 +41590,7 @@ async function runListening(config2, t, workDir, logger) {
           `service '${config2.name}' did not listen on port ${port2} within service.timeout (${config2.service.timeout} s)`
         );
       }
-      await sleep2(100);
+      await sleep3(100);
     }
     logger.debug(`service listens on ${port2} in the namespace of pid ${pid}`);
     for (const probe of config2.probes) {
@@ -41194,25 +41608,19 @@ async function runListening(config2, t, workDir, logger) {
     await cleanup.run();
     if (fifo) out.traces.push(await fifo.finish());
   }
-  if (straceFile) out.traces.push(await readFile6(straceFile, "utf8").catch(() => ""));
+  if (straceFile) out.traces.push(await readFile8(straceFile, "utf8").catch(() => ""));
   return out;
 }
 async function runProbes(config2, t, o2) {
   return config2.service.listen !== void 0 ? runListening(config2, t, o2.workDir, o2.logger) : runInetd(config2, t, o2.logger, o2.signal);
 }
 async function seedDataDir(config2, root, dir) {
-  await rm8(dir, { recursive: true, force: true });
+  await rm9(dir, { recursive: true, force: true });
   await mkdir6(dir, { recursive: true, mode: 493 });
   const inRoot = resolveTraced(root, config2.data.path);
-  if (inRoot.exists && inRoot.kind === "dir" && (await readdir3(inRoot.host)).length > 0) {
+  if (inRoot.exists && inRoot.kind === "dir" && (await readdir4(inRoot.host)).length > 0) {
     await run(["cp", "-a", "--", `${inRoot.host}/.`, `${dir}/`], { privileged: true });
   }
-}
-async function unmount(dir, logger) {
-  const r = await run(["umount", dir], { privileged: true, reject: false, logger });
-  if (r.exitCode === 0 || /not mounted/.test(r.stderr)) return;
-  const lazy2 = await run(["umount", "-l", dir], { privileged: true, reject: false, logger });
-  if (lazy2.exitCode !== 0) logger.warn(`could not unmount ${dir}: ${lazy2.stderr.trim()}`);
 }
 async function isDir(p2) {
   return stat5(p2).then(
@@ -41240,7 +41648,7 @@ async function mountOverlay(lower, upper, work, target, logger) {
 async function traceService(config2, root, opts) {
   const { logger, workDir } = opts;
   if (!await isDir(root)) throw new UserError(`root directory ${root} does not exist`);
-  const emulated = (opts.arch ?? hostArch2()) !== config2.arch;
+  const emulated = (opts.arch ?? hostArch()) !== config2.arch;
   const entry = resolveTraced(root, config2.service.command[0]);
   if (!entry.exists || entry.kind !== "file") {
     throw new UserError(
@@ -41249,14 +41657,14 @@ async function traceService(config2, root, opts) {
   }
   const elf = await readElf(entry.host);
   const interp = elf?.interp;
-  const copy = path19.join(workDir, "trace-root");
-  const traceDir = path19.join(workDir, "trace");
-  const dataDir = path19.join(workDir, "trace-data");
+  const copy = path21.join(workDir, "trace-root");
+  const traceDir = path21.join(workDir, "trace");
+  const dataDir = path21.join(workDir, "trace-data");
   await mkdir6(workDir, { recursive: true });
-  await rm8(traceDir, { recursive: true, force: true });
+  await rm9(traceDir, { recursive: true, force: true });
   await mkdir6(traceDir, { recursive: true, mode: 493 });
-  const upper = path19.join(workDir, "trace-upper");
-  const overlayWork = path19.join(workDir, "trace-overlay-work");
+  const upper = path21.join(workDir, "trace-upper");
+  const overlayWork = path21.join(workDir, "trace-overlay-work");
   const state = { mounted: false };
   const removeCopy = registerCleanup(`traced root copy ${copy}`, async () => {
     if (state.mounted) await unmount(copy, logger);
@@ -41279,7 +41687,7 @@ async function traceService(config2, root, opts) {
           privileged: true
         });
       }
-      const mountPoints2 = [TRACE_MOUNT, config2.data.path, "/usr"].map((p2) => path19.join(copy, p2));
+      const mountPoints2 = [TRACE_MOUNT, config2.data.path, "/usr"].map((p2) => path21.join(copy, p2));
       await run(["mkdir", "-p", "-m", "0755", "--", ...mountPoints2], { privileged: true });
     });
     await seedDataDir(config2, root, dataDir);
@@ -41309,7 +41717,7 @@ async function traceService(config2, root, opts) {
     for (const [i2, text] of probed.traces.entries()) {
       const parsed = emulated ? parseQemuStrace(text, parseOpts) : parseHostStrace(text, parseOpts);
       if (emulated) {
-        const file2 = path19.join(traceDir, `qemu.${i2}.txt`);
+        const file2 = path21.join(traceDir, `qemu.${i2}.txt`);
         await writeFile8(file2, text);
         traceFiles.push(file2);
       }
@@ -41384,12 +41792,12 @@ var MUSL_ARCH = { aarch64: "aarch64", x86_64: "x86_64", arm: "armhf" };
 function walkRoot(root) {
   const out = /* @__PURE__ */ new Map();
   const visit3 = (inRoot) => {
-    const host = path20.join(root, inRoot);
+    const host = path22.join(root, inRoot);
     const st2 = lstatSync3(host);
     const kind = st2.isSymbolicLink() ? "symlink" : st2.isDirectory() ? "dir" : st2.isFile() ? "file" : "other";
     out.set(inRoot, { kind, st: st2 });
     if (kind === "dir") {
-      for (const name of readdirSync2(host).sort())
+      for (const name of readdirSync3(host).sort())
         visit3(inRoot === "/" ? `/${name}` : `${inRoot}/${name}`);
     }
   };
@@ -41401,7 +41809,7 @@ function entryBytes(e) {
 }
 function libraryDirs(root, elf, elfPath) {
   const dirs = [];
-  const origin = path20.posix.dirname(elfPath);
+  const origin = path22.posix.dirname(elfPath);
   for (const r of elf.runpath) dirs.push(r.replace(/\$\{?ORIGIN\}?/g, origin));
   const musl = elf.interp !== void 0 && /ld-musl/.test(elf.interp);
   if (musl) {
@@ -41411,7 +41819,7 @@ function libraryDirs(root, elf, elfPath) {
     );
     if (pathFile.exists && pathFile.kind === "file") {
       dirs.push(
-        ...readFileSync5(pathFile.host, "utf8").split(/[:\n]/).map((s3) => s3.trim()).filter(Boolean)
+        ...readFileSync6(pathFile.host, "utf8").split(/[:\n]/).map((s3) => s3.trim()).filter(Boolean)
       );
     } else dirs.push("/lib", "/usr/local/lib", "/usr/lib");
     return dirs;
@@ -41428,7 +41836,7 @@ function ldSoConfDirs(root, file2, depth) {
   const r = resolveTraced(root, file2);
   if (!r.exists || r.kind !== "file") return [];
   const dirs = [];
-  for (const raw of readFileSync5(r.host, "utf8").split("\n")) {
+  for (const raw of readFileSync6(r.host, "utf8").split("\n")) {
     const line = raw.replace(/#.*/, "").trim();
     if (!line) continue;
     const inc = /^include\s+(.+)$/.exec(line);
@@ -41436,12 +41844,12 @@ function ldSoConfDirs(root, file2, depth) {
       if (line.startsWith("/")) dirs.push(line);
       continue;
     }
-    const pattern = inc[1].startsWith("/") ? inc[1] : path20.posix.join(path20.posix.dirname(file2), inc[1]);
-    const dir = resolveTraced(root, path20.posix.dirname(pattern));
+    const pattern = inc[1].startsWith("/") ? inc[1] : path22.posix.join(path22.posix.dirname(file2), inc[1]);
+    const dir = resolveTraced(root, path22.posix.dirname(pattern));
     if (!dir.exists || dir.kind !== "dir") continue;
     const re2 = globToRegExp(pattern);
-    for (const name of readdirSync2(dir.host).sort()) {
-      const candidate = path20.posix.join(path20.posix.dirname(pattern), name);
+    for (const name of readdirSync3(dir.host).sort()) {
+      const candidate = path22.posix.join(path22.posix.dirname(pattern), name);
       if (re2.test(candidate)) dirs.push(...ldSoConfDirs(root, candidate, depth + 1));
     }
   }
@@ -41498,7 +41906,7 @@ async function pruneRoot(root, trace, config2, opts) {
       e.noFollow ?? false
     );
     if (e.op === "getdents" && r.exists && r.kind === "dir" && !r.virtual) {
-      for (const name of readdirSync2(r.host)) add(path20.posix.join(r.inRoot, name), "dir-listing");
+      for (const name of readdirSync3(r.host)) add(path22.posix.join(r.inRoot, name), "dir-listing");
     }
   }
   const entry = addLookup(trace.entrypoint, "entrypoint");
@@ -41518,7 +41926,7 @@ async function pruneRoot(root, trace, config2, opts) {
       scanned.add(p2);
       let elf;
       try {
-        elf = await readElf(path20.join(root, p2));
+        elf = await readElf(path22.join(root, p2));
       } catch (err) {
         logger.debug(`not parsing ${p2} as ELF: ${err.message}`);
         continue;
@@ -41526,7 +41934,7 @@ async function pruneRoot(root, trace, config2, opts) {
       if (!elf) {
         const why = kept.get(p2);
         if (why.has("entrypoint") || why.has("traced-exec")) {
-          const interpreter = shebang(path20.join(root, p2));
+          const interpreter = shebang(path22.join(root, p2));
           if (interpreter) {
             const r = addLookup(interpreter, "shebang-interp");
             if (r.exists) changed = true;
@@ -41542,7 +41950,7 @@ async function pruneRoot(root, trace, config2, opts) {
       }
       const dirs = elf.needed.length > 0 ? libraryDirs(root, elf, p2) : [];
       for (const lib of elf.needed) {
-        const candidates = lib.includes("/") ? [lib.startsWith("/") ? lib : path20.posix.join(path20.posix.dirname(p2), lib)] : dirs.map((d) => path20.posix.join(d, lib));
+        const candidates = lib.includes("/") ? [lib.startsWith("/") ? lib : path22.posix.join(path22.posix.dirname(p2), lib)] : dirs.map((d) => path22.posix.join(d, lib));
         const hit = candidates.find((c3) => {
           const r = resolveTraced(root, c3);
           return r.exists && r.kind === "file";
@@ -41569,7 +41977,7 @@ async function pruneRoot(root, trace, config2, opts) {
     }
   }
   for (const p2 of [...kept.keys()]) {
-    for (let d = path20.posix.dirname(p2); d !== "/" && d !== "."; d = path20.posix.dirname(d)) {
+    for (let d = path22.posix.dirname(p2); d !== "/" && d !== "."; d = path22.posix.dirname(d)) {
       if (kept.has(d)) {
         kept.get(d).add("parent-dir");
         continue;
@@ -41579,17 +41987,17 @@ async function pruneRoot(root, trace, config2, opts) {
   }
   kept.delete("/");
   const mounts = mountPoints(config2);
-  const prunedRoot = path20.join(opts.outDir, "root");
-  const dataDir = path20.join(opts.outDir, "data");
-  await rm9(prunedRoot, { recursive: true, force: true });
+  const prunedRoot = path22.join(opts.outDir, "root");
+  const dataDir = path22.join(opts.outDir, "data");
+  await rm10(prunedRoot, { recursive: true, force: true });
   await mkdir7(prunedRoot, { recursive: true });
   const rootSt = all.get("/").st;
   const list = [];
   const dirTimes = [];
   for (const p2 of [...kept.keys()].sort()) {
     const e = all.get(p2);
-    const src = path20.join(root, p2);
-    const dst = path20.join(prunedRoot, p2);
+    const src = path22.join(root, p2);
+    const dst = path22.join(prunedRoot, p2);
     if (e.kind === "dir") {
       await mkdir7(dst);
       dirTimes.push({ host: dst, st: e.st });
@@ -41603,7 +42011,7 @@ async function pruneRoot(root, trace, config2, opts) {
       continue;
     }
     await lchown(dst, e.st.uid, e.st.gid).catch(() => void 0);
-    if (e.kind !== "symlink") await chmod3(dst, e.st.mode & 4095);
+    if (e.kind !== "symlink") await chmod4(dst, e.st.mode & 4095);
     else await lutimes(dst, e.st.atime, e.st.mtime).catch(() => void 0);
     list.push({
       path: p2,
@@ -41614,7 +42022,7 @@ async function pruneRoot(root, trace, config2, opts) {
     });
   }
   for (const m2 of mounts) {
-    const dst = path20.join(prunedRoot, m2);
+    const dst = path22.join(prunedRoot, m2);
     const existing = list.find((k2) => k2.path === m2);
     if (existing) {
       if (!existing.why.includes("mount-point")) existing.why.push("mount-point");
@@ -41622,14 +42030,14 @@ async function pruneRoot(root, trace, config2, opts) {
     }
     const e = all.get(m2);
     const mode2 = e?.kind === "dir" ? e.st.mode & 4095 : m2 === "/tmp" ? 1023 : 493;
-    await mkdir7(path20.dirname(dst), { recursive: true });
+    await mkdir7(path22.dirname(dst), { recursive: true });
     await mkdir7(dst);
-    await chmod3(dst, mode2);
+    await chmod4(dst, mode2);
     if (e?.kind === "dir") await lchown(dst, e.st.uid, e.st.gid).catch(() => void 0);
     list.push({ path: m2, kind: "dir", mode: octal(mode2), bytes: 0, why: ["mount-point"] });
   }
   for (const { host, st: st2 } of dirTimes.reverse()) await utimes(host, st2.atime, st2.mtime);
-  await chmod3(prunedRoot, rootSt.mode & 4095);
+  await chmod4(prunedRoot, rootSt.mode & 4095);
   await lchown(prunedRoot, rootSt.uid, rootSt.gid).catch(() => void 0);
   list.sort((a2, b2) => a2.path < b2.path ? -1 : a2.path > b2.path ? 1 : 0);
   await seedDataDir(config2, root, dataDir);
@@ -41686,17 +42094,17 @@ function summarizeReport(r) {
 }
 
 // src/stages/root.ts
-import { createHash as createHash8 } from "node:crypto";
-import { chmodSync as chmodSync3, existsSync as existsSync6, lstatSync as lstatSync6, readdirSync as readdirSync4, readFileSync as readFileSync6 } from "node:fs";
-import { mkdir as mkdir9, rename as rename4, rm as rm11, stat as stat7 } from "node:fs/promises";
-import path23 from "node:path";
+import { createHash as createHash7 } from "node:crypto";
+import { chmodSync as chmodSync3, existsSync as existsSync7, lstatSync as lstatSync6, readdirSync as readdirSync5, readFileSync as readFileSync7 } from "node:fs";
+import { mkdir as mkdir9, rename as rename4, rm as rm12, stat as stat7 } from "node:fs/promises";
+import path25 from "node:path";
 
 // src/root/extract.ts
 import { once as once9 } from "node:events";
 import {
   closeSync as closeSync3,
   constants as fsc,
-  createReadStream as createReadStream5,
+  createReadStream as createReadStream4,
   fchmodSync,
   fchownSync,
   futimesSync,
@@ -41710,10 +42118,10 @@ import {
   symlinkSync,
   unlinkSync,
   writeSync as writeSync2,
-  readlinkSync as readlinkSync3
+  readlinkSync as readlinkSync4
 } from "node:fs";
-import { mkdir as mkdir8, mkdtemp as mkdtemp5, rm as rm10, stat as stat6 } from "node:fs/promises";
-import path21 from "node:path";
+import { mkdir as mkdir8, mkdtemp as mkdtemp5, rm as rm11, stat as stat6 } from "node:fs/promises";
+import path23 from "node:path";
 import { createGunzip } from "node:zlib";
 var ExtractError = class extends UserError {
   constructor(archive, entry, reason) {
@@ -41874,7 +42282,7 @@ var Extractor = class {
   }
   writeFile(entry, name, parts) {
     const parent = this.parentOf(name, parts);
-    const host = path21.join(parent, parts[parts.length - 1]);
+    const host = path23.join(parent, parts[parts.length - 1]);
     const flags = fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW;
     let fd;
     try {
@@ -41936,7 +42344,7 @@ var Extractor = class {
       return;
     }
     const parent = this.parentOf(name, parts);
-    const host = path21.join(parent, parts[parts.length - 1]);
+    const host = path23.join(parent, parts[parts.length - 1]);
     try {
       mkdirSync2(host, { mode: 448 });
       this.summary.dirs++;
@@ -41964,7 +42372,7 @@ var Extractor = class {
     if (!lstatSync4(targetHost).isFile())
       this.fail(name, `hardlink target '${linkpath}' is no longer a regular file`);
     const parent = this.parentOf(name, parts);
-    const host = path21.join(parent, parts[parts.length - 1]);
+    const host = path23.join(parent, parts[parts.length - 1]);
     try {
       linkSync(targetHost, host);
     } catch (e) {
@@ -41981,13 +42389,13 @@ var Extractor = class {
   finish() {
     for (const s3 of this.symlinks) {
       const parent = this.parentOf(s3.name, s3.parts);
-      const host = path21.join(parent, s3.parts[s3.parts.length - 1]);
+      const host = path23.join(parent, s3.parts[s3.parts.length - 1]);
       try {
         symlinkSync(s3.target, host);
       } catch (e) {
         if (e.code !== "EEXIST") throw e;
         const st2 = lstatSync4(host);
-        if (st2.isSymbolicLink() && readlinkSync3(host) === s3.target) continue;
+        if (st2.isSymbolicLink() && readlinkSync4(host) === s3.target) continue;
         const what = st2.isDirectory() ? "a directory" : st2.isSymbolicLink() ? "another symlink" : "a file";
         this.fail(
           s3.name,
@@ -42026,7 +42434,7 @@ function bombError(archive, cap, compressedSize) {
   );
 }
 async function xzToTemp(archive, tmpDir, cap, compressedSize, logger) {
-  const out = path21.join(tmpDir, "archive.tar");
+  const out = path23.join(tmpDir, "archive.tar");
   const script = 'set -o pipefail; xz -dc -- "$1" | head -c "$2" > "$3"';
   const r = await run(["bash", "-c", script, "bash", archive, String(cap + 1), out], {
     reject: false,
@@ -42097,16 +42505,16 @@ async function extractTarball(archive, dest, opts = {}) {
       code === "EEXIST" ? `extraction target ${dest} already exists: extraction needs a fresh directory` : `cannot create extraction target ${dest}: ${code ?? String(e)}`
     );
   }
-  const tmpDir = compression === "xz" ? await mkdtemp5(path21.join(path21.dirname(dest), ".lhc-xz-")) : void 0;
+  const tmpDir = compression === "xz" ? await mkdtemp5(path23.join(path23.dirname(dest), ".lhc-xz-")) : void 0;
   const ex = new Extractor(archive, dest, compression, opts);
   try {
     let source;
     if (compression === "xz") {
-      source = createReadStream5(await xzToTemp(archive, tmpDir, cap, compressedSize, opts.logger));
+      source = createReadStream4(await xzToTemp(archive, tmpDir, cap, compressedSize, opts.logger));
     } else if (compression === "gzip") {
-      source = createReadStream5(archive).pipe(createGunzip());
+      source = createReadStream4(archive).pipe(createGunzip());
     } else {
-      source = createReadStream5(archive);
+      source = createReadStream4(archive);
     }
     const warnings = [];
     const parser = new rt({
@@ -42143,10 +42551,10 @@ async function extractTarball(archive, dest, opts = {}) {
     );
     return s3;
   } catch (e) {
-    await rm10(dest, { recursive: true, force: true });
+    await rm11(dest, { recursive: true, force: true });
     throw e;
   } finally {
-    if (tmpDir) await rm10(tmpDir, { recursive: true, force: true });
+    if (tmpDir) await rm11(tmpDir, { recursive: true, force: true });
   }
 }
 
@@ -42155,23 +42563,23 @@ import {
   constants as fsc2,
   lstatSync as lstatSync5,
   mkdirSync as mkdirSync3,
-  readdirSync as readdirSync3,
-  readlinkSync as readlinkSync4,
+  readdirSync as readdirSync4,
+  readlinkSync as readlinkSync5,
   rmSync,
   symlinkSync as symlinkSync2,
   chmodSync as chmodSync2,
   lchownSync as lchownSync2
 } from "node:fs";
 import { open as open3 } from "node:fs/promises";
-import path22 from "node:path";
+import path24 from "node:path";
 function hostPathFor(root, dst) {
-  const dir = path22.posix.dirname(dst);
+  const dir = path24.posix.dirname(dst);
   const parent = resolveInRoot(root, dir, { createMissing: true });
   if (!parent.exists) mkdirSync3(parent.host, { mode: 493 });
   else if (!lstatSync5(parent.host).isDirectory())
     throw new UserError(`cannot install ${dst}: ${parent.inRoot} in the root is not a directory`);
-  const name = path22.posix.basename(dst);
-  return { host: path22.join(parent.host, name), inRoot: path22.posix.join(parent.inRoot, name) };
+  const name = path24.posix.basename(dst);
+  return { host: path24.join(parent.host, name), inRoot: path24.posix.join(parent.inRoot, name) };
 }
 function clearForFile(host, dst) {
   let st2;
@@ -42224,9 +42632,9 @@ function normalizedMode(st2) {
 }
 async function copyTree(root, srcDir, dst, stats = { files: 0, dirs: 0, symlinks: 0 }) {
   ensureDir(root, dst, 493);
-  for (const name of readdirSync3(srcDir).sort()) {
-    const src = path22.join(srcDir, name);
-    const to2 = path22.posix.join(dst, name);
+  for (const name of readdirSync4(srcDir).sort()) {
+    const src = path24.join(srcDir, name);
+    const to2 = path24.posix.join(dst, name);
     const st2 = lstatSync5(src);
     if (st2.isDirectory()) {
       stats.dirs++;
@@ -42237,7 +42645,7 @@ async function copyTree(root, srcDir, dst, stats = { files: 0, dirs: 0, symlinks
     } else if (st2.isSymbolicLink()) {
       const { host } = hostPathFor(root, to2);
       clearForFile(host, to2);
-      symlinkSync2(readlinkSync4(src), host);
+      symlinkSync2(readlinkSync5(src), host);
       if (process.getuid?.() === 0) lchownSync2(host, 0, 0);
       stats.symlinks++;
     } else {
@@ -42314,8 +42722,8 @@ function treeBytes(dir) {
   const seen = /* @__PURE__ */ new Set();
   let total = 0;
   const walk = (d) => {
-    for (const name of readdirSync4(d)) {
-      const p2 = path23.join(d, name);
+    for (const name of readdirSync5(d)) {
+      const p2 = path25.join(d, name);
       const st2 = lstatSync6(p2, { bigint: false });
       if (st2.isDirectory()) walk(p2);
       else if (st2.isFile()) {
@@ -42351,8 +42759,8 @@ async function runInRoot(root, command, opts) {
 }
 function debianMirrors(base, hostSourcesFile = HOST_SOURCES2) {
   if (base.mirrors && base.mirrors.length > 0) return [...base.mirrors];
-  if (!existsSync6(hostSourcesFile)) return [];
-  return hostMirrorLines(readFileSync6(hostSourcesFile, "utf8"), base.suite);
+  if (!existsSync7(hostSourcesFile)) return [];
+  return hostMirrorLines(readFileSync7(hostSourcesFile, "utf8"), base.suite);
 }
 function debianBaseKey(input2) {
   const canonical = JSON.stringify({
@@ -42362,7 +42770,7 @@ function debianBaseKey(input2) {
     packages: [...new Set(input2.packages)].sort(),
     mirrors: input2.mirrors
   });
-  return createHash8("sha256").update(canonical).digest("hex");
+  return createHash7("sha256").update(canonical).digest("hex");
 }
 async function debianBaseTarball(base, arch, opts) {
   const debArch = DEBIAN_ARCH[arch];
@@ -42375,16 +42783,16 @@ async function debianBaseTarball(base, arch, opts) {
     packages: base.packages,
     mirrors
   });
-  const dir = opts.basesDir ?? path23.join(cacheDir(), "bases");
-  const out = path23.join(dir, `${key}.tar`);
-  if (existsSync6(out)) {
+  const dir = opts.basesDir ?? path25.join(cacheDir(), "bases");
+  const out = path25.join(dir, `${key}.tar`);
+  if (existsSync7(out)) {
     opts.logger.info(
       `debian base ${base.suite} (${base.packages.join(", ") || "no extra packages"}): cached ${out}`
     );
     return out;
   }
   await mkdir9(dir, { recursive: true });
-  const tmp = path23.join(dir, `.tmp-${key}-${process.pid}.tar`);
+  const tmp = path25.join(dir, `.tmp-${key}-${process.pid}.tar`);
   opts.logger.info(
     `debian base: mmdebstrap ${base.suite} ${debArch} with ${base.packages.join(", ") || "no extra packages"} (${mirrors.length ? "host apt sources" : "mmdebstrap's default mirror"}; takes minutes under QEMU)`
   );
@@ -42409,7 +42817,7 @@ async function debianBaseTarball(base, arch, opts) {
     );
     await rename4(tmp, out);
   } finally {
-    await rm11(tmp, { force: true });
+    await rm12(tmp, { force: true });
   }
   return out;
 }
@@ -42425,7 +42833,7 @@ async function tarballPath(base, opts) {
       );
     }
     if (base.sha256) {
-      const actual = await sha256File2(base.path);
+      const actual = await sha256File(base.path);
       if (actual !== base.sha256) {
         throw new UserError(
           `base.path: ${base.path} has sha256 ${actual}, but the config expects ${base.sha256}`
@@ -42442,7 +42850,7 @@ function describeExtract(s3) {
 }
 async function assembleRoot(config2, opts) {
   const { logger } = opts;
-  const root = path23.join(opts.workDir, "root");
+  const root = path25.join(opts.workDir, "root");
   const base = config2.base;
   if (config2.packages !== void 0 && base.type === "scratch") {
     throw new ConfigError(
@@ -42457,7 +42865,7 @@ async function assembleRoot(config2, opts) {
       }
       const tarball = base.type === "tarball" ? await tarballPath(base, opts) : await debianBaseTarball(base, config2.arch, opts);
       const s3 = await extractTarball(tarball, root, { logger });
-      logger.info(`extracted ${path23.basename(tarball)}: ${describeExtract(s3)}`);
+      logger.info(`extracted ${path25.basename(tarball)}: ${describeExtract(s3)}`);
       for (const d of ["/usr", ...MOUNT_POINTS]) ensureDir(root, d, d === "/tmp" ? 1023 : 493);
     });
     if (config2.packages !== void 0) {
@@ -42537,8 +42945,8 @@ function ensureDirMode(root, dst, mode2) {
 }
 
 // src/stages/self-check.ts
-import { mkdir as mkdir10, rm as rm12 } from "node:fs/promises";
-import path24 from "node:path";
+import { mkdir as mkdir10, rm as rm13 } from "node:fs/promises";
+import path26 from "node:path";
 
 // src/verify/visible-diff.ts
 var CONTEXT = 3;
@@ -42706,11 +43114,11 @@ function responseDiff(name, before, after) {
 }
 async function selfCheck(config2, prunedRoot, unprunedResponses, opts) {
   await mkdir10(opts.workDir, { recursive: true });
-  const dataDir = path24.join(opts.workDir, "self-check-data");
-  await rm12(dataDir, { recursive: true, force: true });
+  const dataDir = path26.join(opts.workDir, "self-check-data");
+  await rm13(dataDir, { recursive: true, force: true });
   if (opts.dataDir) await run(["cp", "-a", "--", opts.dataDir, dataDir], { privileged: true });
   else await run(["mkdir", "-p", dataDir]);
-  const view = path24.join(opts.workDir, "self-check-root");
+  const view = path26.join(opts.workDir, "self-check-root");
   await mkdir10(view, { recursive: true });
   await run(["mount", "--bind", prunedRoot, view], { privileged: true, logger: opts.logger });
   const unmountView = registerCleanup(`self-check mount ${view}`, () => unmount(view, opts.logger));
@@ -42878,188 +43286,6 @@ function gopherUrl(host, port2, selector, type = "1") {
   return `gopher://${host}:${port2}/${type}${enc}`;
 }
 
-// src/verify/hardening.ts
-import { readFile as readFile7 } from "node:fs/promises";
-import path25 from "node:path";
-function unescape(field2) {
-  return field2.replace(/\\([0-7]{3})/g, (_2, o2) => String.fromCharCode(parseInt(o2, 8)));
-}
-function parseMountInfo(text) {
-  const out = [];
-  for (const line of text.split("\n")) {
-    if (!line.trim()) continue;
-    const fields = line.split(" ");
-    const dash = fields.indexOf("-");
-    if (dash < 6) continue;
-    out.push({
-      mountPoint: unescape(fields[4]),
-      options: fields[5].split(","),
-      fsType: fields[dash + 1] ?? "",
-      source: unescape(fields[dash + 2] ?? ""),
-      superOptions: (fields[dash + 3] ?? "").split(",")
-    });
-  }
-  return out;
-}
-function topMount(mounts, mountPoint) {
-  return mounts.filter((m2) => m2.mountPoint === mountPoint).at(-1);
-}
-function describeMount(m2) {
-  return `${m2.fsType} ${m2.source} (${m2.options.join(",")})`;
-}
-function checkRootReadOnly(mountinfo) {
-  const name = "root mounted read-only";
-  const root = topMount(parseMountInfo(mountinfo), "/");
-  if (!root) return { name, ok: false, detail: "no mount at / in the container" };
-  return { name, ok: root.options.includes("ro"), detail: describeMount(root) };
-}
-function checkDataMount(mountinfo, dataPath) {
-  const name = `${dataPath} noexec,nosuid,nodev`;
-  const m2 = topMount(parseMountInfo(mountinfo), dataPath);
-  if (!m2) return { name, ok: false, detail: `nothing is mounted at ${dataPath}` };
-  const missing = ["noexec", "nosuid", "nodev"].filter((o2) => !m2.options.includes(o2));
-  return {
-    name,
-    ok: missing.length === 0,
-    detail: (missing.length ? `missing ${missing.join(",")}: ` : "") + describeMount(m2)
-  };
-}
-function statusField(status, field2) {
-  const m2 = new RegExp(`^${field2}:\\s*(.*)$`, "m").exec(status);
-  return m2?.[1]?.trim();
-}
-function checkNoNewPrivs(status) {
-  const v2 = statusField(status, "NoNewPrivs");
-  return { name: "NoNewPrivs set", ok: v2 === "1", detail: `NoNewPrivs: ${v2 ?? "(missing)"}` };
-}
-var CAP_NET_ADMIN = 12;
-var CAP_SYS_ADMIN = 21;
-function checkCapabilities(status) {
-  const name = "CAP_NET_ADMIN, CAP_SYS_ADMIN not in bounding set";
-  const hex3 = statusField(status, "CapBnd");
-  if (!hex3 || !/^[0-9a-f]+$/i.test(hex3))
-    return { name, ok: false, detail: `CapBnd: ${hex3 ?? "(missing)"}` };
-  const bnd = BigInt(`0x${hex3}`);
-  const present = [
-    ["CAP_NET_ADMIN", CAP_NET_ADMIN],
-    ["CAP_SYS_ADMIN", CAP_SYS_ADMIN]
-  ].filter(([, bit]) => bnd >> BigInt(bit) & 1n);
-  return {
-    name,
-    ok: present.length === 0,
-    detail: `CapBnd: ${hex3}` + (present.length ? `; still has ${present.map(([n2]) => n2).join(", ")}` : "")
-  };
-}
-function checkUidMap(uidMap) {
-  const name = "uid 0 inside is not 0 outside";
-  for (const line of uidMap.split("\n")) {
-    const f2 = line.trim().split(/\s+/).map(Number);
-    if (f2.length !== 3 || f2.some((n2) => !Number.isFinite(n2))) continue;
-    const [inside, outside, count2] = f2;
-    if (inside <= 0 && 0 < inside + count2) {
-      const host = outside - inside;
-      return {
-        name,
-        ok: host !== 0,
-        detail: host === 0 ? `uid_map ${line.trim()}: no user namespace` : `uid 0 \u2192 host uid ${host} (${count2} ids)`
-      };
-    }
-  }
-  return { name, ok: true, detail: "uid 0 is not mapped (root inside has no host identity)" };
-}
-function interfaces(netDev) {
-  return netDev.split("\n").slice(2).map((l) => l.split(":")[0].trim()).filter(Boolean);
-}
-function checkNetwork(netDev) {
-  const names = interfaces(netDev);
-  const others = names.filter((n2) => n2 !== "lo");
-  return {
-    name: "no network interface but lo",
-    ok: others.length === 0,
-    detail: `interfaces: ${names.join(", ") || "(none)"}`
-  };
-}
-async function inspectProcess(pid, dataPath) {
-  const read2 = (f2) => readFile7(`/proc/${pid}/${f2}`, "utf8");
-  const [mountinfo, status, uidMap, netDev] = await Promise.all([
-    read2("mountinfo"),
-    read2("status"),
-    read2("uid_map"),
-    read2("net/dev")
-  ]);
-  return [
-    checkRootReadOnly(mountinfo),
-    checkDataMount(mountinfo, dataPath),
-    checkNetwork(netDev),
-    checkNoNewPrivs(status),
-    checkCapabilities(status),
-    checkUidMap(uidMap)
-  ];
-}
-var INTERPRETER_NAME = /^(sh|bash|rbash|dash|ash|zsh|ksh|ksh93|mksh|csh|tcsh|fish|busybox|toybox|python[\d.]*m?|perl[\d.]*|lua[\d.]*|luajit[\d.-]*|ruby[\d.]*|node|nodejs|php[\d.]*|tclsh[\d.]*|wish[\d.]*)$/;
-async function listImage(root, logger) {
-  const r = await run(["find", root, "-mindepth", "1", "-printf", "%y\\0%m\\0%P\\0%l\\0"], {
-    privileged: true,
-    binary: true,
-    logger,
-    timeoutMs: 5 * 6e4
-  });
-  return parseFindListing(r.stdoutBytes);
-}
-function parseFindListing(bytes) {
-  const f2 = bytes.toString("utf8").split("\0");
-  const out = [];
-  for (let i2 = 0; i2 + 3 < f2.length; i2 += 4) {
-    const [type, mode2, rel, target] = [f2[i2], f2[i2 + 1], f2[i2 + 2], f2[i2 + 3]];
-    const p2 = `/${rel}`;
-    if (type === "d") out.push({ path: p2, kind: "dir", executable: false });
-    else if (type === "l") out.push({ path: p2, kind: "symlink", executable: false, target });
-    else
-      out.push({
-        path: p2,
-        kind: type === "f" ? "file" : "other",
-        executable: (parseInt(mode2, 8) & 73) !== 0
-      });
-  }
-  return out.sort((a2, b2) => a2.path < b2.path ? -1 : a2.path > b2.path ? 1 : 0);
-}
-function resolveInImage(entries, p2, depth = 0) {
-  const parts = p2.split("/").filter((s3) => s3 && s3 !== ".");
-  let cur = "/";
-  for (let i2 = 0; i2 < parts.length; i2++) {
-    if (parts[i2] === "..") {
-      cur = path25.posix.dirname(cur);
-      continue;
-    }
-    const next = path25.posix.join(cur, parts[i2]);
-    const e = entries.get(next);
-    if (e?.kind === "symlink" && depth < 40) {
-      const target = e.target.startsWith("/") ? e.target : path25.posix.join(cur, e.target);
-      const rest = parts.slice(i2 + 1).join("/");
-      return resolveInImage(entries, rest ? `${target}/${rest}` : target, depth + 1);
-    }
-    cur = next;
-  }
-  return cur;
-}
-function checkNoInterpreters(entries, command0) {
-  const name = "no shell or interpreter but the service";
-  const byPath2 = new Map(entries.map((e) => [e.path, e]));
-  const own2 = resolveInImage(byPath2, command0);
-  const found = [];
-  for (const e of entries) {
-    if (e.kind === "dir" || !INTERPRETER_NAME.test(path25.posix.basename(e.path))) continue;
-    if (e.kind === "file" && !e.executable) continue;
-    if (e.path === command0 || resolveInImage(byPath2, e.path) === own2) continue;
-    found.push(e.kind === "symlink" ? `${e.path} -> ${e.target}` : e.path);
-  }
-  return {
-    name,
-    ok: found.length === 0,
-    detail: found.length ? `found ${found.join(", ")}` : `${entries.length} entries; only ${command0}`
-  };
-}
-
 // src/verify/load.ts
 function percentile(sorted, p2) {
   if (sorted.length === 0) return 0;
@@ -43107,89 +43333,15 @@ async function runLoad(requests, concurrency, one, signal) {
   };
 }
 
-// src/verify/proc.ts
-import { readdirSync as readdirSync5, readFileSync as readFileSync7, readlinkSync as readlinkSync5 } from "node:fs";
-function parseStat(text) {
-  const open4 = text.indexOf("(");
-  const close = text.lastIndexOf(")");
-  if (open4 === -1 || close === -1) return void 0;
-  const rest = text.slice(close + 2).split(" ");
-  return {
-    pid: Number(text.slice(0, open4).trim()),
-    comm: text.slice(open4 + 1, close),
-    ppid: Number(rest[1]),
-    pgid: Number(rest[2]),
-    startTime: Number(rest[19])
-  };
-}
-function readProc(pid) {
-  try {
-    return parseStat(readFileSync7(`/proc/${pid}/stat`, "utf8"));
-  } catch {
-    return void 0;
-  }
-}
-function processTable() {
-  const table2 = /* @__PURE__ */ new Map();
-  for (const name of readdirSync5("/proc")) {
-    if (!/^\d+$/.test(name)) continue;
-    const info = readProc(Number(name));
-    if (info) table2.set(info.pid, info);
-  }
-  return table2;
-}
-function descendants(pid, table2 = processTable()) {
-  const children = /* @__PURE__ */ new Map();
-  for (const p2 of table2.values()) {
-    const list = children.get(p2.ppid);
-    if (list) list.push(p2);
-    else children.set(p2.ppid, [p2]);
-  }
-  const out = [];
-  const queue = [pid];
-  while (queue.length > 0) {
-    for (const c3 of children.get(queue.shift()) ?? []) {
-      out.push(c3);
-      queue.push(c3.pid);
-    }
-  }
-  return out;
-}
-function exePath(pid) {
-  try {
-    return readlinkSync5(`/proc/${pid}/exe`);
-  } catch {
-    return void 0;
-  }
-}
-function alive(p2) {
-  const now = readProc(p2.pid);
-  return now !== void 0 && now.startTime === p2.startTime;
-}
-function findPayloads(ancestor, table2 = processTable()) {
-  const self = table2.get(ancestor);
-  const tree = [...self ? [self] : [], ...descendants(ancestor, table2)];
-  const out = [];
-  for (const n2 of tree.filter((p2) => p2.comm === "systemd-nspawn")) {
-    const nspawnExe = exePath(n2.pid);
-    for (const c3 of tree) {
-      if (c3.ppid !== n2.pid || c3.comm === "systemd-nspawn") continue;
-      const exe = exePath(c3.pid);
-      if (exe === void 0 || nspawnExe === void 0 || exe !== nspawnExe) out.push(c3);
-    }
-  }
-  return out;
-}
-
 // src/verify/probes.ts
-import { readFile as readFile8 } from "node:fs/promises";
-import path26 from "node:path";
+import { readFile as readFile9 } from "node:fs/promises";
+import path27 from "node:path";
 async function readFixtures(probes) {
   const out = /* @__PURE__ */ new Map();
   for (const p2 of probes) {
     if (!p2.fixture) continue;
     try {
-      out.set(p2.name, await readFile8(p2.fixture));
+      out.set(p2.name, await readFile9(p2.fixture));
     } catch (e) {
       throw new UserError(
         `probe ${p2.name}: cannot read fixture ${p2.fixture}: ${e.code ?? String(e)}`
@@ -43245,7 +43397,7 @@ async function curlProbe(probe, expected, svc, workDir, opts, timeoutMs) {
   const { host, port: port2 } = svc.clientTarget;
   const name = `${probe.name} (curl)`;
   const seconds = String(Math.ceil(timeoutMs / 1e3));
-  const bodyFile = path26.join(workDir, "curl-body");
+  const bodyFile = path27.join(workDir, "curl-body");
   const url3 = probe.type === "gopher" ? gopherUrl(host, port2, probe.selector) : `http://${host}:${port2}${probe.path}`;
   const curl = [
     "curl",
@@ -43272,173 +43424,10 @@ async function curlProbe(probe, expected, svc, workDir, opts, timeoutMs) {
       diff: `${r.command} failed (exit ${r.exitCode}): ${r.stderr.trim()}`,
       bytes: 0
     };
-  const body = await readFile8(bodyFile);
+  const body = await readFile9(bodyFile);
   const status = probe.type === "http" ? Number(r.stdout.trim()) : void 0;
   const problem2 = judge(probe, expected, { status, body }, "curl");
   return { name, ok: problem2 === void 0, diff: problem2, bytes: body.length };
-}
-
-// src/verify/sandbox.ts
-import { existsSync as existsSync7 } from "node:fs";
-import { chmod as chmod4, readFile as readFile9, readdir as readdir4, rm as rm13, rmdir } from "node:fs/promises";
-import path27 from "node:path";
-var sleep3 = (ms2) => new Promise((r) => setTimeout(r, ms2));
-async function ownMounts() {
-  const text = await readFile9("/proc/self/mountinfo", "utf8");
-  const parsed = parseMountInfo(text);
-  return text.split("\n").filter((l) => l.trim()).map((l, i2) => ({
-    majorMinor: l.split(" ")[2],
-    mountPoint: parsed[i2].mountPoint,
-    source: parsed[i2].source
-  }));
-}
-async function mountAt(dir) {
-  return (await ownMounts()).filter((m2) => m2.mountPoint === dir).at(-1);
-}
-async function mountImageReadOnly(image, dir, logger) {
-  await run(["mount", "-t", "squashfs", "-o", "loop,ro", image, dir], {
-    privileged: true,
-    logger,
-    timeoutMs: 6e4
-  });
-  const m2 = await mountAt(dir);
-  if (!m2)
-    throw new UserError(
-      `mounting ${image} at ${dir} reported success but nothing is mounted there`
-    );
-  return { dir, loopDevice: m2.source, majorMinor: m2.majorMinor };
-}
-async function mountDataTmpfs(dir, logger, sizeMb = 256) {
-  const owner = isRoot() ? [] : [`uid=${process.getuid()}`, `gid=${process.getgid()}`];
-  const opts = ["noexec", "nosuid", "nodev", "mode=0755", `size=${sizeMb}m`, ...owner].join(",");
-  await run(["mount", "-t", "tmpfs", "-o", opts, `lhc-verify:${dir}`, dir], {
-    privileged: true,
-    logger,
-    timeoutMs: 3e4
-  });
-  const m2 = await mountAt(dir);
-  if (!m2)
-    throw new UserError(`mounting a tmpfs at ${dir} reported success but nothing is mounted there`);
-  return m2.majorMinor;
-}
-async function unpackTemplate(template, dir, opts = {}) {
-  const warnings = [];
-  const owners = /* @__PURE__ */ new Map();
-  const modes = [];
-  try {
-    await So({
-      file: template,
-      cwd: dir,
-      strict: true,
-      chmod: true,
-      // npm tar leaves new files to the umask (0777 comes out 0755): modes are set below.
-      preserveOwner: false,
-      onwarn: (code, message) => warnings.push(`${code}: ${message}`),
-      onReadEntry: (e) => {
-        if (e.type !== "SymbolicLink" && e.mode !== void 0) {
-          modes.push({ file: path27.resolve(dir, e.path), mode: e.mode & 4095 });
-        }
-        if (e.uid === void 0 || e.gid === void 0) return;
-        const key = `${e.uid}:${e.gid}`;
-        const list = owners.get(key) ?? [];
-        list.push(path27.resolve(dir, e.path));
-        owners.set(key, list);
-      }
-    });
-  } catch (e) {
-    throw new UserError(`cannot unpack the data template ${template}: ${e.message}`, {
-      cause: e
-    });
-  }
-  if (warnings.length) throw new UserError(`data template ${template}: ${warnings.join("; ")}`);
-  for (const { file: file2, mode: mode2 } of modes) await chmod4(file2, mode2);
-  for (const [owner, paths] of owners) {
-    for (let i2 = 0; i2 < paths.length; i2 += 200) {
-      await run(["chown", "-h", owner, "--", ...paths.slice(i2, i2 + 200)], {
-        privileged: true,
-        logger: opts.logger,
-        timeoutMs: 6e4
-      });
-    }
-  }
-}
-async function containerProcesses(majorMinor) {
-  const out = [];
-  for (const pid of processTable().keys()) {
-    if (pid === process.pid) continue;
-    let text;
-    try {
-      text = await readFile9(`/proc/${pid}/mountinfo`, "utf8");
-    } catch {
-      continue;
-    }
-    if (text.split("\n").some((l) => {
-      const f2 = l.split(" ");
-      return f2[2] === majorMinor && f2[4] === "/";
-    })) {
-      out.push(pid);
-    }
-  }
-  return out;
-}
-async function killPid(pid) {
-  if (isRoot()) {
-    try {
-      process.kill(pid, "SIGKILL");
-    } catch {
-    }
-  } else {
-    await run(["kill", "-KILL", String(pid)], { privileged: true, reject: false });
-  }
-}
-async function unmount2(dir, logger) {
-  for (let attempt = 0; attempt < 5; attempt++) {
-    if (!await mountAt(dir)) return;
-    const r = await run(["umount", dir], {
-      privileged: true,
-      logger,
-      reject: false,
-      timeoutMs: 3e4
-    });
-    if (r.exitCode === 0) continue;
-    logger.debug(`umount ${dir}: ${r.stderr.trim()}`);
-    await sleep3(200 * (attempt + 1));
-  }
-  if (await mountAt(dir)) {
-    logger.warn(`${dir} is still busy; detaching it lazily (umount -l)`);
-    await run(["umount", "-l", dir], { privileged: true, logger, timeoutMs: 3e4 });
-  }
-}
-function loopName(dev) {
-  return /^\/dev\/(loop\d+)$/.exec(dev)?.[1];
-}
-async function loopBackingFile(dev) {
-  const name = loopName(dev);
-  if (!name) return void 0;
-  try {
-    return (await readFile9(`/sys/block/${name}/loop/backing_file`, "utf8")).trim();
-  } catch {
-    return void 0;
-  }
-}
-async function releaseLoop(dev, image, logger) {
-  for (let i2 = 0; i2 < 20; i2++) {
-    const backing = await loopBackingFile(dev);
-    if (backing === void 0 || path27.resolve(backing.replace(/ \(deleted\)$/, "")) !== path27.resolve(image))
-      return;
-    await sleep3(100);
-  }
-  logger.warn(`${dev} was not auto-cleared; detaching it with losetup -d`);
-  await run(["losetup", "-d", dev], { privileged: true, logger, reject: false });
-}
-async function removeWorkDir(workDir, mountPoints2) {
-  for (const m2 of mountPoints2) {
-    if (await mountAt(m2)) throw new Error(`${m2} is still mounted; leaving ${workDir} in place`);
-    if (existsSync7(m2)) await rmdir(m2).catch(() => void 0);
-  }
-  if (existsSync7(workDir) && (await readdir4(workDir)).every((n2) => !mountPoints2.includes(path27.join(workDir, n2)))) {
-    await rm13(workDir, { recursive: true, force: true });
-  }
 }
 
 // src/verify/service.ts
@@ -43648,8 +43637,8 @@ async function teardown(state, image, logger) {
     if (r === void 0) throw new Error(`${state.service.command} did not exit`);
     state.serviceStderr = r.stderr;
   });
-  await attempt("unmount data", () => unmount2(state.dataDir, logger));
-  await attempt("unmount image", () => unmount2(state.rootDir, logger));
+  await attempt("unmount data", () => unmount(state.dataDir, logger));
+  await attempt("unmount image", () => unmount(state.rootDir, logger));
   if (state.image) {
     const dev = state.image.loopDevice;
     await attempt("release loop device", () => releaseLoop(dev, image, logger));
@@ -44654,14 +44643,14 @@ function pinListArch(text, arch) {
 }
 function planUbuntuPorts(state, steps, present, warnings) {
   if (state.os?.id !== "ubuntu" || isAarch64(state.arch)) return false;
-  const hostArch3 = state.arch === "x86_64" ? "amd64" : state.arch;
+  const hostArch2 = state.arch === "x86_64" ? "amd64" : state.arch;
   let changed = false;
   for (const s3 of state.sources) {
     const official = s3.file === "/etc/apt/sources.list" || s3.file === "/etc/apt/sources.list.d/ubuntu.sources";
     if (!official) continue;
-    const pinned = s3.file.endsWith(".sources") ? pinDeb822Arch(s3.text, hostArch3) : pinListArch(s3.text, hostArch3);
+    const pinned = s3.file.endsWith(".sources") ? pinDeb822Arch(s3.text, hostArch2) : pinListArch(s3.text, hostArch2);
     if (pinned !== s3.text) {
-      steps.push({ what: `pin ${s3.file} to ${hostArch3}`, argv: ["tee", s3.file], input: pinned });
+      steps.push({ what: `pin ${s3.file} to ${hostArch2}`, argv: ["tee", s3.file], input: pinned });
       changed = true;
     }
   }

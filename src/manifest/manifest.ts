@@ -4,11 +4,10 @@
  * image digest). It is what `lhc diff` compares and what a committed manifest lock pins, so a
  * change of epoch or compressor never shows up as a content change.
  */
-import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import { lstat, readdir, readlink } from 'node:fs/promises';
 import path from 'node:path';
 import { UserError } from '../core/errors.js';
+import { sha256File } from '../store/store.js';
 
 export type EntryType = 'file' | 'dir' | 'symlink' | 'char' | 'block' | 'fifo' | 'socket';
 
@@ -52,12 +51,6 @@ export function comparePaths(a: string, b: string): number {
 
 export function sortEntries(entries: ManifestEntry[]): ManifestEntry[] {
   return [...entries].sort((x, y) => comparePaths(x.path, y.path));
-}
-
-export async function sha256File(file: string): Promise<string> {
-  const h = createHash('sha256');
-  for await (const chunk of createReadStream(file)) h.update(chunk as Buffer);
-  return h.digest('hex');
 }
 
 /** Joins a container path and a relative path without doubling slashes. */

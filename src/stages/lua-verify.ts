@@ -8,6 +8,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { hostArch } from '../core/arch.js';
 import { UserError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { readElf, staticProblems } from '../elf/elf.js';
@@ -15,11 +16,6 @@ import { run } from '../tools/exec.js';
 import type { LuaArch } from '../tools/lua-make.js';
 
 export class LuaVerifyError extends UserError {}
-
-function hostArch(): LuaArch | string {
-  const a = os.arch();
-  return a === 'arm64' ? 'aarch64' : a === 'x64' ? 'x86_64' : a;
-}
 
 /** argv prefix that runs a binary of `arch` on this host. */
 export function emulatorPrefix(arch: LuaArch, binfmtDir = '/proc/sys/fs/binfmt_misc'): string[] {

@@ -13,7 +13,8 @@ import type { Logger } from '../core/logger.js';
 import { run } from '../tools/exec.js';
 import { visible } from '../verify/visible-diff.js';
 import { registerCleanup } from '../core/cleanup.js';
-import { runProbes, unmount, type ProbeResponse } from './trace.js';
+import { unmount } from '../verify/sandbox.js';
+import { runProbes, type ProbeResponse } from './trace.js';
 
 export interface SelfCheckOptions {
   workDir: string;

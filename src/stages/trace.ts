@@ -13,7 +13,6 @@
  */
 import { mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import type { LhcConfig } from '../config/load.js';
 import type { GopherProbe, HttpProbe } from '../config/schema.js';
@@ -30,6 +29,8 @@ import {
   type TraceEvent,
 } from '../trace/parse-qemu-strace.js';
 import { isUnder, resolveTraced } from '../trace/resolve.js';
+import { hostArch } from '../core/arch.js';
+import { unmount } from '../verify/sandbox.js';
 import { registerCleanup } from '../core/cleanup.js';
 
 export type ProbeResponse = Buffer | { status: number; body: Buffer };
@@ -60,12 +61,6 @@ export interface TraceResult {
   seconds: number;
   /** Raw trace files kept for debugging. */
   traceFiles: string[];
-}
-
-/** This machine's architecture in the config's words. */
-export function hostArch(): string {
-  const a = os.arch();
-  return a === 'arm64' ? 'aarch64' : a === 'x64' ? 'x86_64' : a;
 }
 
 /** The trace environment for emulated runs: one FIFO for all processes (not `%d`, see fifo.ts). */
@@ -445,14 +440,6 @@ export async function seedDataDir(config: LhcConfig, root: string, dir: string):
   }
   // data.template is not copied again here: the root stage already put it at the data path
   // with normalized modes, and a second copy from the checkout would bring its umask back.
-}
-
-/** umount, falling back to a lazy detach when the mount is still busy. */
-export async function unmount(dir: string, logger: Logger): Promise<void> {
-  const r = await run(['umount', dir], { privileged: true, reject: false, logger });
-  if (r.exitCode === 0 || /not mounted/.test(r.stderr)) return;
-  const lazy = await run(['umount', '-l', dir], { privileged: true, reject: false, logger });
-  if (lazy.exitCode !== 0) logger.warn(`could not unmount ${dir}: ${lazy.stderr.trim()}`);
 }
 
 async function isDir(p: string): Promise<boolean> {

@@ -24,13 +24,13 @@ import {
   systemdEscapePath,
   type BoardPaths,
 } from '../../src/stages/deploy-bundle.js';
-import { Store } from '../../src/store/store.js';
 import { run } from '../../src/tools/exec.js';
 import { gopherRequest } from '../../src/verify/client.js';
-import { luaSourceTarball, testCacheDir } from '../support/debian-inputs.js';
+import { seededBuildCache } from '../support/debian-inputs.js';
 import { GOPHERMOON_CONFIG } from '../support/gopher.js';
-import { arm64Busybox, requireTool } from '../support/pack-fixtures.js';
+import { arm64Busybox } from '../support/pack-fixtures.js';
 import { snapshot, sweepLeftovers } from '../support/verify-image.js';
+import { requireTool } from '../support/require-tool.js';
 
 /** Where build() points the bundle by default; the test installs it under its own dir instead. */
 const DEFAULT_BOARD_DIR = '/var/lib/lhc/gophermoon';
@@ -89,9 +89,7 @@ beforeAll(async () => {
   await chmod(tmp, 0o755);
   expect(await snapshot(tmp)).toEqual({ mounts: [], loops: [], processes: [] });
   config = await loadConfig(GOPHERMOON_CONFIG);
-  const cacheDir = path.join(testCacheDir(), 'lhc-cache');
-  const store = new Store(path.join(cacheDir, 'store'));
-  await store.add((await luaSourceTarball('5.4.4')).path);
+  const { cacheDir, store } = await seededBuildCache();
   result = await build(config, {
     outDir: path.join(tmp, 'out'),
     workDir: path.join(tmp, 'work'),

@@ -19,8 +19,7 @@ import type { GopherProbe } from '../../src/config/schema.js';
 import { memoryLogger } from '../../src/core/logger.js';
 import { buildLua } from '../../src/stages/lua.js';
 import { Store } from '../../src/store/store.js';
-import { hasTool, run, start } from '../../src/tools/exec.js';
-import { packageFor } from '../../src/tools/packages.js';
+import { run, start } from '../../src/tools/exec.js';
 import {
   parseHostStrace,
   parseQemuStrace,
@@ -36,6 +35,9 @@ import {
   requestFor,
   serveOnce,
 } from '../support/gopher.js';
+import { requireTool } from '../support/require-tool.js';
+import { isUnder } from '../../src/trace/resolve.js';
+import { freePort } from '../../src/verify/client.js';
 
 interface Case {
   name: string;
@@ -61,17 +63,8 @@ let outsideDir: string;
 let cases: Case[];
 const interpreters: Interpreter[] = [];
 
-async function requireTool(tool: string): Promise<void> {
-  if (!(await hasTool(tool)))
-    throw new Error(`${tool} is missing: apt-get install ${packageFor(tool) ?? tool}`);
-}
-
 function rootOf(c: Case): string {
   return c.tree === 'content' ? GOPHERMOON_CONTENT : symlinkTree;
-}
-
-function isUnder(p: string, dir: string): boolean {
-  return p === dir || p.startsWith(dir.endsWith('/') ? dir : `${dir}/`);
 }
 
 /**
@@ -263,17 +256,6 @@ function fixtureServes(c: Case): boolean {
 function servedPath(c: Case): string | undefined {
   const line = c.request.toString('latin1').split(/\r?\n/)[0]!;
   return line.startsWith('/') && !line.includes('\t') && !line.includes('%') ? line : undefined;
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as net.AddressInfo;
-      srv.close(() => resolve(port));
-    });
-  });
 }
 
 async function waitForListener(port: number, timeoutMs: number): Promise<void> {

@@ -15,9 +15,8 @@ import { loadConfig } from '../../src/config/load.js';
 import { memoryLogger } from '../../src/core/logger.js';
 import { diffManifests, readManifest } from '../../src/manifest/diff.js';
 import { build } from '../../src/pipeline.js';
-import { Store } from '../../src/store/store.js';
 import { run } from '../../src/tools/exec.js';
-import { luaSourceTarball, testCacheDir } from '../support/debian-inputs.js';
+import { seededBuildCache } from '../support/debian-inputs.js';
 import { GOPHERMOON_DIR } from '../support/gopher.js';
 
 const REPO = path.resolve(import.meta.dirname, '../..');
@@ -56,9 +55,7 @@ async function buildIn(
   const oldTz = process.env.TZ;
   process.env.TZ = env.tz;
   try {
-    const cacheDir = path.join(testCacheDir(), 'lhc-cache');
-    const store = new Store(path.join(cacheDir, 'store'));
-    await store.add((await luaSourceTarball('5.4.4')).path);
+    const { cacheDir, store } = await seededBuildCache();
     return await build(await loadConfig(configFile), {
       outDir,
       logger: memoryLogger(),

@@ -17,9 +17,9 @@ import {
   expectIdenticalArtifacts,
   gophermoonLikeRoot,
   lsMode,
-  requireTool,
   sampleDataDir,
 } from '../support/pack-fixtures.js';
+import { requireTool } from '../support/require-tool.js';
 
 const EPOCH = 1_700_000_000;
 const NAME = 'gophermoon';

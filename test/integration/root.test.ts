@@ -18,16 +18,12 @@ import { extractTarball } from '../../src/root/extract.js';
 import { resolveInRoot } from '../../src/root/resolve.js';
 import { assembleRoot, runInRoot, treeBytes } from '../../src/stages/root.js';
 import { Store } from '../../src/store/store.js';
-import { hasTool } from '../../src/tools/exec.js';
 import { alpineLikeRootfs, testCacheDir, type AlpineLike } from '../support/alpine-like.js';
+import { requireTool } from '../support/require-tool.js';
 
 let tmp: string;
 let store: Store;
 let alpine: AlpineLike;
-
-async function requireTool(tool: string, pkg: string): Promise<void> {
-  if (!(await hasTool(tool))) throw new Error(`${tool} is missing: apt-get install ${pkg}`);
-}
 
 function config(yaml: string): LhcConfig {
   const text = `name: roottest\nservice:\n  command: [/bin/true]\n  inetd: true\nprobes:\n  - {name: p, type: gopher, fixture: f}\n${yaml}`;

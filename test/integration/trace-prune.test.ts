@@ -16,24 +16,17 @@ import { buildLua } from '../../src/stages/lua.js';
 import { pruneRoot, writeTraceReport } from '../../src/stages/prune.js';
 import { assembleRoot } from '../../src/stages/root.js';
 import { selfCheck } from '../../src/stages/self-check.js';
-import { hostArch, traceService, type TraceResult } from '../../src/stages/trace.js';
+import { hostArch } from '../../src/core/arch.js';
+import { traceService, type TraceResult } from '../../src/stages/trace.js';
 import { Store } from '../../src/store/store.js';
-import { hasTool } from '../../src/tools/exec.js';
-import { packageFor } from '../../src/tools/packages.js';
 import { resolveTraced } from '../../src/trace/resolve.js';
 import { busyboxRoot } from '../support/busybox-root.js';
 import { LUA_SOURCES, luaSourceTarball, testCacheDir } from '../support/debian-inputs.js';
+import { requireTool } from '../support/require-tool.js';
 
 const REPO = path.resolve(import.meta.dirname, '../..');
 let tmp: string;
 let bbRoot: string;
-
-async function requireTool(tool: string): Promise<void> {
-  if (!(await hasTool(tool)))
-    throw new Error(
-      `${tool} is missing: apt-get install ${packageFor(tool) ?? tool} (or run: lhc setup)`,
-    );
-}
 
 /** A config file in its own dir (fixture paths are not read by the trace). */
 async function config(name: string, yaml: string): Promise<LhcConfig> {

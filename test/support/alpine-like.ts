@@ -14,10 +14,9 @@ import path from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { run } from '../../src/tools/exec.js';
 import { buildTar, type TarEntry } from './tar-builder.js';
+import { testCacheDir } from './debian-inputs.js';
 
-export function testCacheDir(): string {
-  return process.env.LHC_TEST_CACHE || '/var/cache/lhc-test';
-}
+export { testCacheDir };
 
 const DEBS = ['busybox-static:arm64', 'musl:arm64'] as const;
 

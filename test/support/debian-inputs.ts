@@ -4,20 +4,18 @@
  * and verified by sha256 on every use; downloads land in a private temp dir and are renamed
  * into place, so concurrent test files never see a half-written file.
  */
-import { createHash } from 'node:crypto';
-import { createReadStream, existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { run } from '../../src/tools/exec.js';
+import { realProbe } from '../../src/host/probe.js';
+import { debSrcFile, hasDebSrc, packageState } from '../../src/host/setup.js';
+import { Store, sha256File } from '../../src/store/store.js';
+
+export { sha256File };
 
 export function testCacheDir(): string {
   return process.env.LHC_TEST_CACHE || '/var/cache/lhc-test';
-}
-
-export async function sha256File(file: string): Promise<string> {
-  const h = createHash('sha256');
-  for await (const chunk of createReadStream(file)) h.update(chunk as Buffer);
-  return h.digest('hex');
 }
 
 /** Upstream Lua tarballs as shipped (byte-identical) in Debian's source packages. */
@@ -37,36 +35,20 @@ export const LUA_SOURCES = {
 
 export type LuaTestVersion = keyof typeof LUA_SOURCES;
 
-const APT_SOURCES_DIR = '/etc/apt/sources.list.d';
-
-/** True when some apt source of this host offers deb-src entries. */
-async function hasDebSrc(): Promise<boolean> {
-  const files = existsSync(APT_SOURCES_DIR) ? await readdir(APT_SOURCES_DIR) : [];
-  for (const f of files) {
-    if (!/\.(sources|list)$/.test(f)) continue;
-    const text = await readFile(path.join(APT_SOURCES_DIR, f), 'utf8');
-    if (/^Types:.*\bdeb-src\b/m.test(text) || /^deb-src\s/m.test(text)) return true;
-  }
-  if (existsSync('/etc/apt/sources.list')) {
-    if (/^deb-src\s/m.test(await readFile('/etc/apt/sources.list', 'utf8'))) return true;
-  }
-  return false;
-}
-
 /**
- * `apt-get source` needs deb-src entries; a fresh Debian VM has only `deb`. Clone the host's
- * deb822 sources with `Types: deb-src` (same mirrors, suites and keys) and refresh the index.
+ * `apt-get source` needs deb-src entries; a fresh Debian VM has only `deb`. The same clone of the
+ * distribution's sources that `lhc setup` writes, so a test file run on its own needs no setup.
  */
 export async function ensureDebSrc(): Promise<void> {
-  if (await hasDebSrc()) return;
-  const main = path.join(APT_SOURCES_DIR, 'debian.sources');
-  if (!existsSync(main)) {
+  const { sources } = await packageState(realProbe);
+  if (hasDebSrc(sources)) return;
+  const f = debSrcFile(sources);
+  if (!f) {
     throw new Error(
-      `no deb-src apt source and no ${main} to derive one from: add a deb-src entry for your Debian mirror (needed by apt-get source)`,
+      'no deb-src apt source and no distribution sources to derive one from: add a deb-src entry for your mirror (needed by apt-get source)',
     );
   }
-  const text = (await readFile(main, 'utf8')).replace(/^Types:.*$/gm, 'Types: deb-src');
-  await writeFile(path.join(APT_SOURCES_DIR, 'lhc-deb-src.sources'), text);
+  await writeFile(f.file, f.text);
   await run(['apt-get', 'update', '-q'], { privileged: true, timeoutMs: 10 * 60_000 });
 }
 
@@ -154,4 +136,15 @@ export async function extractDeb(deb: string, dir: string): Promise<string> {
   await mkdir(dir, { recursive: true });
   await run(['dpkg-deb', '-x', deb, dir]);
   return dir;
+}
+
+/**
+ * The cache and store a test's build() uses: shared across test files (a built Lua is reused),
+ * with the Lua 5.4.4 source already in the store, so no build ever downloads.
+ */
+export async function seededBuildCache(): Promise<{ cacheDir: string; store: Store }> {
+  const cacheDir = path.join(testCacheDir(), 'lhc-cache');
+  const store = new Store(path.join(cacheDir, 'store'));
+  await store.add((await luaSourceTarball('5.4.4')).path);
+  return { cacheDir, store };
 }

@@ -18,7 +18,6 @@ import {
 } from 'node:fs/promises';
 import path from 'node:path';
 import { expect } from 'vitest';
-import { run } from '../../src/tools/exec.js';
 import { debianDeb, extractDeb, sha256File, testCacheDir } from './debian-inputs.js';
 
 export const REPO = path.resolve(import.meta.dirname, '../..');
@@ -28,11 +27,6 @@ export const GOPHERMOON = path.join(REPO, 'examples/gophermoon');
 export const IMAGE_BUDGET_BYTES = 150_000;
 
 /** Fails with a message naming the package when a host tool is missing (integration tests never skip). */
-export async function requireTool(tool: string, pkg: string): Promise<void> {
-  const r = await run(['sh', '-c', 'command -v "$1"', 'sh', tool], { reject: false });
-  if (r.exitCode !== 0) throw new Error(`${tool} is not installed: apt-get install ${pkg}`);
-}
-
 /** /bin/busybox from busybox-static:arm64, extracted once into the test cache. */
 export async function arm64Busybox(): Promise<string> {
   const dest = path.join(testCacheDir(), 'extracted', 'busybox-static-arm64', 'busybox');
