@@ -116,6 +116,29 @@ describe('lhc main', () => {
     expect(bug.err).toMatch(/^unexpected error \(a bug in lhc\): TypeError: x is undefined\n +at /);
   });
 
+  it('errorJson: the --json form of each error kind', () => {
+    expect(errorJson(new ConfigError('bad field'))).toEqual({
+      kind: 'usage',
+      message: 'bad field',
+      exitCode: 2,
+    });
+    expect(errorJson(new UserError('probe differs'))).toEqual({
+      kind: 'user',
+      message: 'probe differs',
+      exitCode: 1,
+    });
+    expect(
+      errorJson(new ToolError('mksquashfs a b', 1, 'No space left', 'command failed')),
+    ).toEqual({
+      kind: 'tool',
+      message: 'command failed',
+      exitCode: 1,
+      command: 'mksquashfs a b',
+      stderr: 'No space left',
+    });
+    expect(errorJson(new TypeError('x is undefined'))).toMatchObject({ kind: 'bug', exitCode: 1 });
+  });
+
   it('reportError keeps non-Error values', () => {
     expect(reportError('weird')).toEqual({
       message: 'unexpected error (a bug in lhc): weird',
