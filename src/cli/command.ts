@@ -4,9 +4,9 @@
  * flags, `--help`, `--json`, `--verbose`/`--quiet` and usage errors behave the same in every
  * command, and the shell completions are generated from the same table.
  */
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs as parseWithNode } from 'node:util';
-import { existsSync } from 'node:fs';
 import { ConfigError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 

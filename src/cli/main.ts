@@ -37,7 +37,10 @@ export function topLevelHelp(commands: readonly Command[]): string {
     "  -h, --help      the command's help",
     '  -v, --verbose   debug lines too (LHC_DEBUG=1 does the same)',
     '  -q, --quiet     warnings and errors only',
-    '  --json          (build, validate, verify, doctor, diff) one JSON object on stdout, logs on stderr',
+    `  --json          (${commands
+      .filter((c) => c.json)
+      .map((c) => c.name)
+      .join(', ')}) one JSON object on stdout, logs on stderr`,
     '',
     'Run "lhc <command> --help" for a command\'s options.',
     'Exit codes: 0 ok, 1 failure, 2 usage or config error.',
