@@ -321,7 +321,7 @@ describe('help and completion come from the command table', () => {
     const r = await lhc(['completion', 'zsh']);
     expect(r.code).toBe(0);
     expect(r.out.startsWith('#compdef lhc\n')).toBe(true);
-    expect(r.out.trimEnd().endsWith('compdef _lhc lhc')).toBe(true);
+    expect(r.out).toMatch(/^ {2}compdef _lhc lhc$/m);
     for (const c of commands) {
       const line = r.out.split('\n').find((l) => l.startsWith(`    ${c.name}) _arguments`));
       expect(line, c.name).toBeDefined();

@@ -2,6 +2,7 @@ import { loadConfig } from '../../config/load.js';
 import { ConfigError, UserError } from '../../core/errors.js';
 import { verifyImage, type VerifyOutcome } from '../../stages/verify.js';
 import { formatVerifyReport } from '../../verify/report.js';
+import { painter } from '../colour.js';
 import { configOrDefault, type Command } from '../command.js';
 
 function wholeNumber(
@@ -103,7 +104,11 @@ Exits 0 when every probe, hardening check and load request passed, 1 otherwise.`
       else if (options.show === true) {
         for (const line of formatVerifyReport(report)) ctx.logger.info(line);
         if (report.sample) process.stdout.write(report.sample.body);
-      } else for (const line of formatVerifyReport(report)) ctx.out(line);
+      } else {
+        const paint = painter(ctx.colour);
+        for (const line of formatVerifyReport(report))
+          ctx.out(line.replace(/\bFAIL\b/g, (w) => paint('red', w)));
+      }
       return report.ok ? 0 : 1;
     } catch (e) {
       if (caught)
