@@ -5,7 +5,7 @@
 import { execa, type ResultPromise } from 'execa';
 import { ToolError, UserError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
-import { packageFor } from './packages.js';
+import { assertKnownProgram, packageFor } from '../host/requirements.js';
 
 export interface RunOptions {
   /** Prefix `sudo -n` when this process is not root. */
@@ -161,6 +161,7 @@ function spawn(argv: string[], opts: RunOptions): ResultPromise {
 export async function run(argv: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
   // An abort that already happened never fires its event again: refuse to start at all.
   opts.signal?.throwIfAborted();
+  assertKnownProgram(argv[0]!);
   const full = withPrivilege(argv, opts.privileged ?? false, isRoot(), opts.env);
   const command = formatCommand(full);
   if (opts.loud) opts.logger?.info(`$ ${command}`);
@@ -239,6 +240,7 @@ export interface Started {
 }
 
 export function start(argv: readonly string[], opts: RunOptions = {}): Started {
+  assertKnownProgram(argv[0]!);
   const full = withPrivilege(argv, opts.privileged ?? false, isRoot(), opts.env);
   const command = formatCommand(full);
   if (opts.loud) opts.logger?.info(`$ ${command} &`);
