@@ -7927,6 +7927,9 @@ function consoleLogger(opts = {}) {
   };
 }
 
+// src/core/version.ts
+var LHC_VERSION = true ? "0.1.0" : "dev";
+
 // src/cli/command.ts
 function wantsHelp(args) {
   for (const a2 of args) {
@@ -45323,7 +45326,7 @@ async function main(argv, io2 = {}) {
     return r.exitCode;
   }
 }
-var VERSION = true ? "0.1.0" : "dev";
+var VERSION = LHC_VERSION;
 
 // src/tools/signals.ts
 var CLEANUP_LIMIT_MS = 3e4;
