@@ -35941,6 +35941,7 @@ var SYSTEM_TOOLS = {
   rm: "coreutils",
   rmdir: "coreutils",
   sha256sum: "coreutils",
+  sleep: "coreutils",
   stat: "coreutils",
   tee: "coreutils",
   truncate: "coreutils",
@@ -36149,6 +36150,20 @@ function assertKnownProgram(argv0) {
 
 // src/tools/exec.ts
 var DEFAULT_TIMEOUT_MS = 10 * 6e4;
+var DEFAULT_HEARTBEAT_MS = 3e4;
+function heartbeat(argv, opts) {
+  const logger = opts.logger;
+  if (!opts.loud || !logger) return () => {
+  };
+  const started = Date.now();
+  const what = formatCommand(argv.slice(0, 2));
+  const timer = setInterval(() => {
+    const s3 = Math.round((Date.now() - started) / 1e3);
+    logger.info(`\u2026 ${what}: still running (${s3} s)`);
+  }, opts.heartbeatMs ?? DEFAULT_HEARTBEAT_MS);
+  timer.unref();
+  return () => clearInterval(timer);
+}
 var KILL_GRACE_MS = 3e3;
 function isRoot() {
   return typeof process.getuid === "function" && process.getuid() === 0;
@@ -36250,6 +36265,7 @@ async function run(argv, opts = {}) {
     stop();
   };
   opts.signal?.addEventListener("abort", onAbort, { once: true });
+  const stopHeartbeat = heartbeat(argv, opts);
   try {
     const r = await child;
     const stdoutBytes = Buffer.from(r.stdout);
@@ -36288,6 +36304,7 @@ async function run(argv, opts = {}) {
     }
     return result;
   } finally {
+    stopHeartbeat();
     clearTimeout(timer);
     opts.signal?.removeEventListener("abort", onAbort);
     if (pid !== void 0) liveGroups.delete(pid);

@@ -76,6 +76,7 @@ const SYSTEM_TOOLS: Record<string, string> = {
   rm: 'coreutils',
   rmdir: 'coreutils',
   sha256sum: 'coreutils',
+  sleep: 'coreutils',
   stat: 'coreutils',
   tee: 'coreutils',
   truncate: 'coreutils',

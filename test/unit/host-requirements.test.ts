@@ -72,3 +72,17 @@ describe('host requirements table', () => {
     expect(missing).toEqual([]);
   });
 });
+
+describe('long steps show progress', () => {
+  it('a loud command logs a heartbeat with the elapsed time while it runs', async () => {
+    const { memoryLogger } = await import('../../src/core/logger.js');
+    const log = memoryLogger();
+    await run(['sleep', '1.3'], { loud: true, logger: log, heartbeatMs: 400 });
+    const beats = log.lines.filter((l) => /sleep 1\.3: still running \(\d+ s\)$/.test(l));
+    expect(beats.length).toBeGreaterThanOrEqual(2);
+    expect(log.lines[0]).toMatch(/\$ sleep 1\.3$/);
+    const quiet = memoryLogger();
+    await run(['sleep', '0.5'], { logger: quiet, heartbeatMs: 100 });
+    expect(quiet.lines.some((l) => l.includes('still running'))).toBe(false);
+  });
+});
