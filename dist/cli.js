@@ -7868,6 +7868,9 @@ var require_cross_spawn = __commonJS({
   }
 });
 
+// src/core/version.ts
+var LHC_VERSION = true ? "0.1.0" : "dev";
+
 // src/cli/colour.ts
 function colourWanted(stream, env) {
   return stream.isTTY === true && !env.NO_COLOR;
@@ -35895,48 +35898,261 @@ var {
   getCancelSignal: getCancelSignal2
 } = getIpcExport();
 
-// src/tools/packages.ts
-var TOOL_PACKAGES = {
-  "systemd-nspawn": "systemd-container",
-  "systemd-socket-activate": "systemd",
-  "systemd-analyze": "systemd",
-  mksquashfs: "squashfs-tools",
-  unsquashfs: "squashfs-tools",
-  "qemu-aarch64-static": "qemu-user-static",
-  "aarch64-linux-gnu-gcc": "gcc-aarch64-linux-gnu",
-  "aarch64-linux-gnu-strip": "binutils-aarch64-linux-gnu",
-  "aarch64-linux-gnu-ar": "binutils-aarch64-linux-gnu",
-  "aarch64-linux-gnu-ranlib": "binutils-aarch64-linux-gnu",
-  mmdebstrap: "mmdebstrap",
-  "musl-gcc": "musl-tools",
-  "x86_64-linux-gnu-gcc": "gcc",
-  "x86_64-linux-gnu-strip": "binutils",
-  readelf: "binutils",
-  curl: "curl",
-  make: "make",
-  strace: "strace",
-  nsenter: "util-linux",
+// src/core/arch.ts
+import os2 from "node:os";
+function hostArch() {
+  const a2 = os2.arch();
+  return a2 === "arm64" ? "aarch64" : a2 === "x64" ? "x86_64" : a2;
+}
+
+// src/host/requirements.ts
+var BINFMT_DIR = "/proc/sys/fs/binfmt_misc";
+var QEMU_BINFMT_CONF = "/usr/lib/binfmt.d/qemu-aarch64.conf";
+var MUSL_SPECS = "/usr/lib/aarch64-linux-musl/musl-gcc.specs";
+var MUSL_SPECS_X86_64 = "/usr/lib/x86_64-linux-musl/musl-gcc.specs";
+var LHC_DEB_SRC = "/etc/apt/sources.list.d/lhc-deb-src.sources";
+var LHC_DEB_SRC_LIST = "/etc/apt/sources.list.d/lhc-deb-src.list";
+function isAarch64(arch) {
+  return arch === "aarch64" || arch === "arm64";
+}
+var SYSTEM_TOOLS = {
+  bash: "bash",
+  sh: "dash",
+  cat: "coreutils",
+  chmod: "coreutils",
+  chown: "coreutils",
+  cp: "coreutils",
+  env: "coreutils",
+  id: "coreutils",
+  ls: "coreutils",
+  mkdir: "coreutils",
+  mkfifo: "coreutils",
+  rm: "coreutils",
+  rmdir: "coreutils",
+  sha256sum: "coreutils",
+  sleep: "coreutils",
+  stat: "coreutils",
+  tee: "coreutils",
+  truncate: "coreutils",
   find: "findutils",
-  losetup: "util-linux",
-  mount: "mount",
-  umount: "mount",
-  runc: "runc",
-  lua5_4: "lua5.4",
-  "lua5.4": "lua5.4",
-  "dpkg-deb": "dpkg",
-  "apt-get": "apt",
-  xz: "xz-utils",
+  kill: "procps",
   gzip: "gzip",
   tar: "tar",
-  sudo: "sudo",
-  bash: "bash"
+  dpkg: "dpkg",
+  "dpkg-deb": "dpkg",
+  "dpkg-query": "dpkg",
+  "apt-get": "apt",
+  mount: "mount",
+  umount: "mount",
+  losetup: "mount",
+  findmnt: "util-linux",
+  setpriv: "util-linux"
 };
-function packageFor(tool) {
-  return TOOL_PACKAGES[tool];
+function toolRequirements(arch) {
+  const native = isAarch64(arch);
+  const rows = [
+    {
+      tool: "systemd-nspawn",
+      pkg: "systemd-container",
+      why: "runs the root for tracing and verify",
+      features: ["core"]
+    },
+    { tool: "mksquashfs", pkg: "squashfs-tools", why: "packs the image", features: ["core"] },
+    { tool: "unsquashfs", pkg: "squashfs-tools", why: "reads images back", features: ["core"] },
+    {
+      tool: "qemu-aarch64-static",
+      pkg: "qemu-user-static",
+      why: "runs aarch64 code on this host (binfmt F flag)",
+      features: ["emulation"],
+      optional: native
+    },
+    {
+      tool: "systemd-socket-activate",
+      pkg: "systemd",
+      why: "one container per connection (inetd services)",
+      features: ["inetd"]
+    },
+    {
+      tool: "nsenter",
+      pkg: "util-linux",
+      why: "probes a listening service inside the container's network",
+      features: ["listen"]
+    },
+    {
+      tool: "curl",
+      pkg: "curl",
+      why: "downloads inputs and probes http services",
+      features: ["download", "listen"]
+    },
+    // On an aarch64 host the native gcc and binutils provide these triplet-prefixed names too.
+    {
+      tool: "aarch64-linux-gnu-gcc",
+      pkg: native ? "gcc" : "gcc-aarch64-linux-gnu",
+      why: "builds static Lua for aarch64",
+      features: ["cross-lua"]
+    },
+    ...["strip", "ar", "ranlib"].map((t) => ({
+      tool: `aarch64-linux-gnu-${t}`,
+      pkg: native ? "binutils" : "binutils-aarch64-linux-gnu",
+      why: "builds static Lua for aarch64",
+      features: ["cross-lua"]
+    })),
+    { tool: "make", pkg: "make", why: "builds Lua", features: ["cross-lua"] },
+    {
+      tool: "musl-gcc",
+      pkg: "musl-tools",
+      why: "builds Lua for arch: x86_64 configs",
+      features: ["cross-lua-x86_64"],
+      optional: true
+    },
+    ...native ? [] : ["gcc", "strip"].map((t) => ({
+      tool: `x86_64-linux-gnu-${t}`,
+      pkg: t === "gcc" ? "gcc" : "binutils",
+      why: "builds Lua for arch: x86_64 configs",
+      features: ["cross-lua-x86_64"],
+      optional: true
+    })),
+    {
+      tool: "mmdebstrap",
+      pkg: "mmdebstrap",
+      why: "Debian bases and the in-root Lua strategy",
+      features: ["debian-root"]
+    },
+    // Only a Recommends of mmdebstrap, which setup installs without recommends; mmdebstrap refuses a
+    // foreign --arch without it ("install arch-test for foreign architecture support").
+    {
+      tool: "arch-test",
+      pkg: "arch-test",
+      why: "mmdebstrap needs it for a foreign --arch",
+      features: ["debian-root"]
+    },
+    {
+      tool: "strace",
+      pkg: "strace",
+      why: "traces on native aarch64 hosts",
+      features: ["native-trace"],
+      optional: !native
+    },
+    {
+      tool: "git",
+      pkg: "git",
+      why: "dates builds by the config's last commit",
+      features: ["git-epoch"],
+      optional: true
+    },
+    {
+      tool: "sudo",
+      pkg: "sudo",
+      why: "privileged steps when lhc does not run as root",
+      features: ["privilege"],
+      optional: true
+    },
+    {
+      tool: "runc",
+      pkg: "runc",
+      why: "checks the OCI bundle for the board",
+      features: ["oci"],
+      optional: true
+    },
+    {
+      tool: "xz",
+      pkg: "xz-utils",
+      why: "unpacks .tar.xz inputs",
+      features: ["download"],
+      optional: true
+    },
+    {
+      tool: "systemd-analyze",
+      pkg: "systemd",
+      why: "checks generated units",
+      features: ["tests"],
+      optional: true
+    },
+    { tool: "lua5.4", pkg: "lua5.4", why: "runs example Lua on the host", features: ["tests"] },
+    {
+      tool: "dpkg-source",
+      pkg: "dpkg-dev",
+      why: "apt-get source for test inputs",
+      features: ["tests"]
+    },
+    { tool: "readelf", pkg: "binutils", why: "reads ELF headers in tests", features: ["tests"] },
+    {
+      tool: "mkfs.ext4",
+      pkg: "e2fsprogs",
+      why: "data partition files for the board",
+      features: ["tests"]
+    },
+    {
+      tool: "useradd",
+      pkg: "passwd",
+      why: "a non-root runner user for the Action tests",
+      features: ["tests"]
+    },
+    {
+      tool: "userdel",
+      pkg: "passwd",
+      why: "a non-root runner user for the Action tests",
+      features: ["tests"]
+    },
+    {
+      tool: "visudo",
+      pkg: "sudo",
+      why: "passwordless sudo for the runner user in tests",
+      features: ["tests"]
+    },
+    { tool: "node", pkg: "nodejs", why: "runs lhc itself", features: ["system"] },
+    { tool: "npx", pkg: "npm", why: "runs the test tools", features: ["tests"], optional: true }
+  ];
+  for (const r of rows) if (r.features.includes("tests")) r.optional = true;
+  for (const [tool, pkg] of Object.entries(SYSTEM_TOOLS))
+    rows.push({ tool, pkg, why: "part of every Debian/Ubuntu system", features: ["system"] });
+  return rows;
+}
+function packageFor(tool, arch = hostArch()) {
+  return toolRequirements(arch).find((t) => t.tool === tool)?.pkg;
+}
+var NOT_INSTALLED_BY_SETUP = /* @__PURE__ */ new Set(["nodejs", "npm"]);
+function setupPackages(arch) {
+  const pkgs = new Set(
+    toolRequirements(arch).filter((t) => !t.features.includes("system") && !NOT_INSTALLED_BY_SETUP.has(t.pkg)).filter((t) => !(isAarch64(arch) && t.features.includes("emulation"))).map((t) => t.pkg)
+  );
+  pkgs.add("musl-dev");
+  if (!isAarch64(arch)) {
+    pkgs.add("qemu-user-static");
+    pkgs.add("musl-dev:arm64");
+  }
+  return [...pkgs].sort();
+}
+var SYSTEM_BIN_DIRS = ["/usr/bin/", "/usr/sbin/", "/bin/", "/sbin/", "/usr/local/bin/"];
+function hostProgram(argv0) {
+  if (!argv0.includes("/")) return argv0;
+  const dir = SYSTEM_BIN_DIRS.find((d) => argv0.startsWith(d));
+  return dir && !argv0.slice(dir.length).includes("/") ? argv0.slice(dir.length) : void 0;
+}
+function assertKnownProgram(argv0) {
+  const tool = hostProgram(argv0);
+  if (tool === void 0 || packageFor(tool) !== void 0) return;
+  throw new Error(
+    `lhc runs '${tool}', which has no row in the host requirements table (src/host/requirements.ts): add it with its Debian package`
+  );
 }
 
 // src/tools/exec.ts
 var DEFAULT_TIMEOUT_MS = 10 * 6e4;
+var DEFAULT_HEARTBEAT_MS = 3e4;
+function heartbeat(argv, opts) {
+  const logger = opts.logger;
+  if (!opts.loud || !logger) return () => {
+  };
+  const started = Date.now();
+  const what = formatCommand(argv.slice(0, 2));
+  const timer = setInterval(() => {
+    const s3 = Math.round((Date.now() - started) / 1e3);
+    logger.info(`\u2026 ${what}: still running (${s3} s)`);
+  }, opts.heartbeatMs ?? DEFAULT_HEARTBEAT_MS);
+  timer.unref();
+  return () => clearInterval(timer);
+}
 var KILL_GRACE_MS = 3e3;
 function isRoot() {
   return typeof process.getuid === "function" && process.getuid() === 0;
@@ -36014,6 +36230,7 @@ function spawn2(argv, opts) {
 }
 async function run(argv, opts = {}) {
   opts.signal?.throwIfAborted();
+  assertKnownProgram(argv[0]);
   const full = withPrivilege(argv, opts.privileged ?? false, isRoot(), opts.env);
   const command = formatCommand(full);
   if (opts.loud) opts.logger?.info(`$ ${command}`);
@@ -36037,6 +36254,7 @@ async function run(argv, opts = {}) {
     stop();
   };
   opts.signal?.addEventListener("abort", onAbort, { once: true });
+  const stopHeartbeat = heartbeat(argv, opts);
   try {
     const r = await child;
     const stdoutBytes = Buffer.from(r.stdout);
@@ -36075,12 +36293,14 @@ async function run(argv, opts = {}) {
     }
     return result;
   } finally {
+    stopHeartbeat();
     clearTimeout(timer);
     opts.signal?.removeEventListener("abort", onAbort);
     if (pid !== void 0) liveGroups.delete(pid);
   }
 }
 function start(argv, opts = {}) {
+  assertKnownProgram(argv[0]);
   const full = withPrivilege(argv, opts.privileged ?? false, isRoot(), opts.env);
   const command = formatCommand(full);
   if (opts.loud) opts.logger?.info(`$ ${command} &`);
@@ -36249,7 +36469,7 @@ function buildrootArgv(opts) {
 import { createHash as createHash3, randomBytes as randomBytes2 } from "node:crypto";
 import { existsSync as existsSync3 } from "node:fs";
 import { mkdir as mkdir3, mkdtemp, readFile as readFile4, rename as rename2, rm as rm3, writeFile as writeFile3 } from "node:fs/promises";
-import os2 from "node:os";
+import os3 from "node:os";
 import path14 from "node:path";
 var BUILDROOT_SUITE = "bookworm";
 var HOST_SOURCES = "/etc/apt/sources.list.d/debian.sources";
@@ -36347,7 +36567,7 @@ async function removeScratch(dir) {
   });
 }
 async function compileInRoot(srcDir, buildroot, opts) {
-  const work = await mkdtemp(path14.join(opts.workDir ?? os2.tmpdir(), "lhc-buildroot-"));
+  const work = await mkdtemp(path14.join(opts.workDir ?? os3.tmpdir(), "lhc-buildroot-"));
   const root = path14.join(work, "root");
   try {
     await mkdir3(root);
@@ -37872,7 +38092,7 @@ var ss = /* @__PURE__ */ Symbol("lstat");
 var si = /* @__PURE__ */ Symbol("onlstat");
 var rs = /* @__PURE__ */ Symbol("onread");
 var ns = /* @__PURE__ */ Symbol("onreadlink");
-var os3 = /* @__PURE__ */ Symbol("openfile");
+var os4 = /* @__PURE__ */ Symbol("openfile");
 var hs = /* @__PURE__ */ Symbol("onopenfile");
 var pt = /* @__PURE__ */ Symbol("close");
 var ri = /* @__PURE__ */ Symbol("mode");
@@ -37987,9 +38207,9 @@ var de = class extends A {
       this.linkCache.set(t, this.absolute);
     }
     if (this[fe](), this.stat.size === 0) return this.end();
-    this[os3]();
+    this[os4]();
   }
-  [os3]() {
+  [os4]() {
     X.open(this.absolute, "r", (t, e) => {
       if (t) return this.emit("error", t);
       this[hs](e);
@@ -38052,7 +38272,7 @@ var ni = class extends de {
   [is]() {
     this[ns](X.readlinkSync(this.absolute));
   }
-  [os3]() {
+  [os4]() {
     this[hs](X.openSync(this.absolute, "r"));
   }
   [ii]() {
@@ -39426,13 +39646,6 @@ import { existsSync as existsSync5, readFileSync as readFileSync3 } from "node:f
 import { mkdtemp as mkdtemp2, rm as rm4, writeFile as writeFile4 } from "node:fs/promises";
 import os5 from "node:os";
 import path16 from "node:path";
-
-// src/core/arch.ts
-import os4 from "node:os";
-function hostArch() {
-  const a2 = os4.arch();
-  return a2 === "arm64" ? "aarch64" : a2 === "x64" ? "x86_64" : a2;
-}
 
 // src/elf/elf.ts
 import { constants as constants5 } from "node:fs";
@@ -44271,83 +44484,38 @@ Options:
   }
 };
 
-// src/host/requirements.ts
-var BINFMT_DIR = "/proc/sys/fs/binfmt_misc";
-var QEMU_BINFMT_CONF = "/usr/lib/binfmt.d/qemu-aarch64.conf";
-var MUSL_SPECS = "/usr/lib/aarch64-linux-musl/musl-gcc.specs";
-var MUSL_SPECS_X86_64 = "/usr/lib/x86_64-linux-musl/musl-gcc.specs";
-var LHC_DEB_SRC = "/etc/apt/sources.list.d/lhc-deb-src.sources";
-var LHC_DEB_SRC_LIST = "/etc/apt/sources.list.d/lhc-deb-src.list";
-function isAarch64(arch) {
-  return arch === "aarch64" || arch === "arm64";
-}
-function toolRequirements(arch) {
-  const native = isAarch64(arch);
-  return [
-    {
-      tool: "systemd-nspawn",
-      pkg: "systemd-container",
-      why: "runs the root for tracing and verify"
-    },
-    {
-      tool: "systemd-socket-activate",
-      pkg: "systemd",
-      why: "one container per connection (inetd services)"
-    },
-    { tool: "nsenter", pkg: "util-linux", why: "probes a listening service inside the container" },
-    { tool: "mksquashfs", pkg: "squashfs-tools", why: "packs the image" },
-    { tool: "unsquashfs", pkg: "squashfs-tools", why: "reads images back" },
-    // On an aarch64 host the native gcc and binutils provide these triplet-prefixed names too.
-    {
-      tool: "aarch64-linux-gnu-gcc",
-      pkg: native ? "gcc" : "gcc-aarch64-linux-gnu",
-      why: "builds static Lua for aarch64"
-    },
-    {
-      tool: "aarch64-linux-gnu-strip",
-      pkg: native ? "binutils" : "binutils-aarch64-linux-gnu",
-      why: "strips the Lua binary"
-    },
-    ...native ? [] : [
-      {
-        tool: "x86_64-linux-gnu-gcc",
-        pkg: "gcc",
-        why: "builds Lua for arch: x86_64 configs",
-        optional: true
-      }
-    ],
-    { tool: "make", pkg: "make", why: "builds Lua" },
-    { tool: "curl", pkg: "curl", why: "downloads inputs and probes services" },
-    { tool: "mmdebstrap", pkg: "mmdebstrap", why: "debian bases and the in-root Lua strategy" },
-    { tool: "strace", pkg: "strace", why: "traces on native aarch64 hosts", optional: !native },
-    { tool: "runc", pkg: "runc", why: "checks the OCI bundle for the board", optional: true },
-    { tool: "lua5.4", pkg: "lua5.4", why: "runs example Lua on the host (tests)", optional: true },
-    { tool: "dpkg-source", pkg: "dpkg-dev", why: "apt-get source for test inputs", optional: true },
-    { tool: "xz", pkg: "xz-utils", why: "unpacks .tar.xz inputs", optional: true },
-    { tool: "git", pkg: "git", why: "dates builds by the config's last commit", optional: true },
-    {
-      tool: "sudo",
-      pkg: "sudo",
-      why: "privileged steps when lhc does not run as root",
-      optional: true
-    },
-    {
-      tool: "mkfs.ext4",
-      pkg: "e2fsprogs",
-      why: "data partition files for the board (tests)",
-      optional: true
-    }
-  ];
-}
-function setupPackages(arch) {
-  const pkgs = new Set(toolRequirements(arch).map((t) => t.pkg));
-  pkgs.add("musl-dev");
-  pkgs.add("musl-tools");
-  if (!isAarch64(arch)) {
-    pkgs.add("qemu-user-static");
-    pkgs.add("musl-dev:arm64");
+// src/host/config-needs.ts
+function featuresFor(config2, hostArch2) {
+  const reasons = /* @__PURE__ */ new Map();
+  const need = (f2, why) => {
+    if (!reasons.has(f2)) reasons.set(f2, why);
+  };
+  need("core", "every build");
+  need("privilege", "every build (mounts and containers)");
+  const foreign = isAarch64(config2.arch) !== isAarch64(hostArch2);
+  if (isAarch64(config2.arch)) {
+    if (foreign) need("emulation", `arch: ${config2.arch} on this ${hostArch2} host`);
+    else need("native-trace", `arch: ${config2.arch} on this ${hostArch2} host`);
   }
-  return [...pkgs].sort();
+  if (config2.lua) {
+    if (config2.lua.strategy === "in-root") need("debian-root", "lua.strategy: in-root");
+    else {
+      need("cross-lua", "lua (strategy: cross)");
+      if (!isAarch64(config2.arch))
+        need("cross-lua-x86_64", `lua (strategy: cross) for arch: ${config2.arch}`);
+    }
+    if (config2.lua.urls === void 0 || config2.lua.urls.some((u3) => /^https?:/.test(u3)))
+      need("download", "lua (downloads the source)");
+  }
+  if (config2.base.type === "debian") need("debian-root", "base.type: debian");
+  if (config2.base.type === "tarball" && config2.base.urls?.some((u3) => /^https?:/.test(u3)))
+    need("download", "base.urls");
+  if (config2.service.inetd) need("inetd", "service.inetd: true");
+  if (config2.service.listen !== void 0)
+    need("listen", `service.listen: ${config2.service.listen}`);
+  if (config2.epoch === void 0) need("git-epoch", "no epoch: builds are dated by git");
+  need("system", "every build");
+  return { features: new Set(reasons.keys()), reasons };
 }
 
 // src/host/doctor.ts
@@ -44429,7 +44597,8 @@ async function muslCheck(p2) {
     fix: fix + SETUP_HINT
   };
 }
-async function runChecks(p2) {
+async function runChecks(p2, only) {
+  const wanted = (f2) => only === void 0 || only.has(f2);
   const checks = [await privilegeCheck(p2)];
   const arch = p2.arch();
   if (isAarch64(arch)) {
@@ -44439,10 +44608,11 @@ async function runChecks(p2) {
       optional: false,
       detail: "native aarch64 host: QEMU not needed"
     });
-  } else {
+  } else if (wanted("emulation")) {
     checks.push(...await binfmtChecks(p2));
   }
   for (const req of toolRequirements(arch)) {
+    if (req.features.includes("system") || !req.features.some(wanted)) continue;
     const found = await p2.which(req.tool);
     checks.push(
       found ? { name: req.tool, ok: true, optional: !!req.optional, detail: found } : {
@@ -44454,8 +44624,10 @@ async function runChecks(p2) {
       }
     );
   }
-  checks.push(await muslCheck(p2));
-  if (arch === "x86_64") {
+  if (!wanted("cross-lua")) return checks;
+  if (only === void 0 || only.has("emulation") || only.has("native-trace"))
+    checks.push(await muslCheck(p2));
+  if (arch === "x86_64" && wanted("cross-lua-x86_64")) {
     const name = "musl x86_64 (musl-gcc.specs)";
     checks.push(
       await p2.fileExists(MUSL_SPECS_X86_64) ? { name, ok: true, optional: true, detail: MUSL_SPECS_X86_64 } : {
@@ -44575,27 +44747,67 @@ function installedFrom(listing, wanted, native) {
 }
 
 // src/cli/commands/doctor.ts
+var ALL_FEATURES = [
+  "core",
+  "emulation",
+  "native-trace",
+  "cross-lua",
+  "cross-lua-x86_64",
+  "debian-root",
+  "inetd",
+  "listen",
+  "download",
+  "git-epoch",
+  "privilege",
+  "oci",
+  "tests"
+];
 var STATUS_COLOUR = { "ok  ": "green", warn: "yellow", FAIL: "red" };
 var doctorCommand = {
   name: "doctor",
-  summary: "check that this host has everything lhc needs",
-  help: `Usage: lhc doctor [--json]
+  summary: "check that this host has everything lhc needs (or one config needs)",
+  help: `Usage: lhc doctor [CONFIG] [--json]
 
 Checks root or passwordless sudo, binfmt_misc and the qemu-aarch64 registration (F flag; skipped
 on aarch64 hosts), systemd-nspawn, squashfs-tools, the musl aarch64 cross toolchain, curl,
-mmdebstrap and the other host tools. Prints one row per check and, for each failure, the package
-or command that fixes it. Exits 1 when a required check fails ("warn" rows are optional tools).
-"lhc setup" fixes everything doctor checks.
+mmdebstrap and arch-test, and the other host tools. Prints one row per check and, for each
+failure, the package or command that fixes it. Exits 1 when a required check fails ("warn" rows
+are optional tools). "lhc setup" fixes everything doctor checks.
+
+With CONFIG, checks only what that config needs and says which config fields ask for it: a
+scratch base without Lua needs no cross compiler and no mmdebstrap.
 
 Options:
-  --json    print {"ok", "checks": [{name, ok, optional, detail, fix}]}`,
+  --json    print {"ok", "config", "needs", "notChecked", "checks"} (see README, "JSON output")`,
+  positionals: { min: 0, max: 1, names: "CONFIG" },
   json: true,
-  async run(_args, ctx) {
-    const checks = await runChecks(realProbe);
+  async run({ positionals }, ctx) {
+    const file2 = positionals[0];
+    let needs;
+    let notChecked;
+    let only;
+    if (file2 !== void 0) {
+      const n2 = featuresFor(await loadConfig(file2), hostArch());
+      only = n2.features;
+      needs = [...n2.reasons].filter(([feature]) => feature !== "system").map(([feature, why]) => ({ feature, why }));
+      notChecked = ALL_FEATURES.filter((f2) => !only.has(f2));
+    }
+    const checks = await runChecks(realProbe, only);
     const code = doctorExitCode(checks);
     if (ctx.json) {
-      ctx.emitJson({ ok: code === 0, checks });
+      ctx.emitJson({
+        ok: code === 0,
+        config: file2 ?? null,
+        needs: needs ?? null,
+        notChecked: notChecked ?? null,
+        checks
+      });
       return code;
+    }
+    if (file2 !== void 0) {
+      ctx.out(`checking what ${file2} needs:`);
+      for (const n2 of needs) ctx.out(`  ${n2.feature}: ${n2.why}`);
+      ctx.out(`not needed by this config (not checked): ${notChecked.join(", ")}`);
     }
     const paint = painter(ctx.colour);
     for (const line of formatChecks(checks).split("\n")) {
@@ -45389,7 +45601,7 @@ async function main(argv, io2 = {}) {
     return name === void 0 ? 2 : 0;
   }
   if (name === "--version" || name === "-V") {
-    out(VERSION);
+    out(LHC_VERSION);
     return 0;
   }
   const command = commands2.find((c3) => c3.name === name);
@@ -45429,7 +45641,6 @@ async function main(argv, io2 = {}) {
     return r.exitCode;
   }
 }
-var VERSION = true ? "0.1.0" : "dev";
 
 // src/tools/signals.ts
 var CLEANUP_LIMIT_MS = 3e4;

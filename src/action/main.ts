@@ -14,6 +14,7 @@ import { uploadArtifacts } from './artifacts.js';
 import { cachePlan, restoreCaches, saveCaches } from './cache.js';
 import { actionsLogger } from './logger.js';
 import { writeSummary } from './summary.js';
+import { LHC_VERSION } from '../core/version.js';
 
 /** Output name → value, as declared in action.yml. */
 export function outputsOf(r: BuildResult): Record<string, string> {
@@ -26,6 +27,8 @@ export function outputsOf(r: BuildResult): Record<string, string> {
     'bytes-before': String(r.bytesBefore),
     'bytes-after': String(r.bytesAfter),
     'files-kept': String(r.filesKept),
+    'verify-ok': r.verify ? String(r.verify.ok) : '',
+    'manifest-changed': String(r.manifestDiff !== undefined),
   };
 }
 
@@ -41,6 +44,14 @@ export async function run(): Promise<void> {
     const inputs = readInputs((name) => core.getInput(name));
     const logger = actionsLogger();
     const config = await loadConfig(inputs.config);
+    const summaryBase = {
+      config: inputs.config,
+      version: LHC_VERSION,
+      env: process.env,
+      manifestLock: inputs.manifestLock
+        ? { path: inputs.manifestLock, updated: inputs.updateManifest }
+        : undefined,
+    };
     // Runners are fresh machines: install and register what is missing (sudo -n when not root).
     await logger.group('Host setup', () => setupHost(realProbe, logger));
     const cache = await logger.group('Restore cache', () =>
@@ -58,7 +69,7 @@ export async function run(): Promise<void> {
     } catch (e) {
       // A failed verify still carries its result: the summary shows the failing rows first.
       const partial = (e as { result?: BuildResult }).result;
-      if (partial) await writeSummary(partial, { config: inputs.config, cache }, logger);
+      if (partial) await writeSummary(partial, { ...summaryBase, cache }, logger);
       throw e;
     } finally {
       // Downloads and a verified Lua are worth keeping even when a later stage failed.
@@ -71,7 +82,7 @@ export async function run(): Promise<void> {
         enabled: inputs.uploadArtifacts,
       }),
     );
-    await writeSummary(result, { config: inputs.config, cache, artifacts }, logger);
+    await writeSummary(result, { ...summaryBase, cache, artifacts }, logger);
     if (result.verify && !result.verify.ok) {
       core.setFailed(`verify failed for ${config.name}: see the verify rows in the log`);
     }

@@ -4,6 +4,7 @@
  * and the stages they drive.
  */
 import type { Logger } from '../core/logger.js';
+import { LHC_VERSION } from '../core/version.js';
 import { colourWanted, painter } from './colour.js';
 import { hasFlag, parseArgs, wantsHelp, type Command, type CommandContext } from './command.js';
 import { commands as registered } from './commands/index.js';
@@ -60,7 +61,7 @@ export async function main(argv: readonly string[], io: MainIo = {}): Promise<nu
     return name === undefined ? 2 : 0;
   }
   if (name === '--version' || name === '-V') {
-    out(VERSION);
+    out(LHC_VERSION);
     return 0;
   }
   const command = commands.find((c) => c.name === name);
@@ -103,7 +104,3 @@ export async function main(argv: readonly string[], io: MainIo = {}): Promise<nu
     return r.exitCode;
   }
 }
-
-/** esbuild replaces this with package.json's version; under tsx it reads "dev". */
-declare const LHC_VERSION: string | undefined;
-const VERSION = typeof LHC_VERSION === 'string' ? LHC_VERSION : 'dev';

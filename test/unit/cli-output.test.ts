@@ -11,6 +11,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Command } from '../../src/cli/command.js';
 import { commands } from '../../src/cli/commands/index.js';
 import { main, type MainIo } from '../../src/cli/main.js';
+import { loadConfig } from '../../src/config/load.js';
+import { hostArch } from '../../src/core/arch.js';
+import { featuresFor } from '../../src/host/config-needs.js';
 import { runChecks } from '../../src/host/doctor.js';
 import { realProbe } from '../../src/host/probe.js';
 import { run } from '../../src/tools/exec.js';
@@ -160,6 +163,31 @@ describe('--json', () => {
     const text = await lhc(['doctor']);
     expect(text.code).toBe(r.code);
     for (const c of j.checks) expect(text.out).toContain(c.name);
+  });
+
+  it('doctor CONFIG: what the config needs, with the field asking for it, and only those checks', async () => {
+    const file = path.join(REPO, 'examples/gophermoon/lhc.yml');
+    const r = await lhc(['doctor', file, '--json']);
+    const j = JSON.parse(r.out) as {
+      ok: boolean;
+      config: string;
+      needs: { feature: string; why: string }[];
+      notChecked: string[];
+      checks: { name: string }[];
+    };
+    expect(j.ok).toBe(r.code === 0);
+    expect(j.config).toBe(file);
+    const needs = featuresFor(await loadConfig(file), hostArch());
+    expect(j.needs).toContainEqual({ feature: 'inetd', why: 'service.inetd: true' });
+    expect(j.needs.map((n) => n.feature).sort()).toEqual(
+      [...needs.features].filter((f) => f !== 'system').sort(),
+    );
+    expect(j.notChecked).not.toContain('inetd');
+    expect(j.notChecked).toContain('debian-root');
+    const direct = await runChecks(realProbe, needs.features);
+    expect(j.checks.map((c) => c.name)).toEqual(direct.map((c) => c.name));
+    const text = await lhc(['doctor', file]);
+    expect(text.out).toMatch(/^ {2}inetd: service\.inetd: true$/m);
   });
 
   it('diff: added, removed and changed entries of two manifests, ok only when equal', async () => {
