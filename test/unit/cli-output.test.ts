@@ -8,7 +8,9 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { BuildResult } from '../../src/build-result.js';
 import type { Command } from '../../src/cli/command.js';
+import { buildJson } from '../../src/cli/commands/build.js';
 import { commands } from '../../src/cli/commands/index.js';
 import { main, type MainIo } from '../../src/cli/main.js';
 import { loadConfig } from '../../src/config/load.js';
@@ -226,6 +228,38 @@ describe('--json', () => {
     expect(j.changed).toHaveLength(1);
     expect(j.changed[0]).toMatchObject({ path: grown.path, fields: ['size'] });
     expect(j.changed[0]!.after.size - j.changed[0]!.before.size).toBe(7);
+  });
+});
+
+describe('build --json', () => {
+  const result: BuildResult = {
+    name: 'x',
+    outDir: '/o',
+    image: '/o/x.squashfs',
+    imageSha256: 'a'.repeat(64),
+    imageBytes: 10,
+    dataTemplate: '/o/x-data.tar.gz',
+    dataTemplateSha256: 'b'.repeat(64),
+    manifest: '/o/x.manifest.json',
+    sha256sums: '/o/SHA256SUMS',
+    bundleDir: '/o/deploy',
+    traceReport: '/o/x.trace.json',
+    bytesBefore: 100,
+    bytesAfter: 50,
+    filesKept: 3,
+    timings: [{ stage: 'pack', seconds: 1 }],
+  };
+  const verify = (ok: boolean): NonNullable<BuildResult['verify']> => ({
+    ok,
+    probes: [{ name: 'p', ok, bytes: 1 }],
+    hardening: [],
+  });
+  it('ok follows verify; a build without verify is ok, with verify and manifestDiff null', () => {
+    expect(buildJson(result)).toMatchObject({ ok: true, verify: null, manifestDiff: null });
+    expect(buildJson({ ...result, verify: verify(true) }).ok).toBe(true);
+    const failed = buildJson({ ...result, verify: verify(false) });
+    expect(failed.ok).toBe(false);
+    expect(failed.image).toEqual({ path: result.image, sha256: result.imageSha256, bytes: 10 });
   });
 });
 
