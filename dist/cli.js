@@ -44826,10 +44826,10 @@ var fetchCommand = {
   summary: "download and verify every input of an lhc.yml into the store",
   help: `Usage: lhc fetch [CONFIG]
 
-Brings every remote input of CONFIG (default: ./lhc.yml) (the Lua source, a base tarball given by urls) into the
-content-addressed store ($LHC_CACHE_DIR/store, default ~/.cache/lhc/store), each checked against
-its sha256. Inputs already in the store are not downloaded again. Prints one line per input:
-"<sha256>  <name>  <path>".`,
+Brings every remote input of CONFIG (default: ./lhc.yml), that is the Lua source and a base
+tarball given by urls, into the content-addressed store ($LHC_CACHE_DIR/store, default
+~/.cache/lhc/store), each checked against its sha256. Inputs already in the store are not
+downloaded again. Prints one line per input: "<sha256>  <name>  <path>".`,
   positionals: { min: 0, max: 1, names: "CONFIG" },
   async run({ positionals }, ctx) {
     const file2 = configOrDefault(positionals[0], "fetch");
@@ -45239,7 +45239,7 @@ async function knownInputs(configs, onDefaultUnreadable) {
       continue;
     }
     for (const i2 of configInputs(config2)) {
-      if (!known.has(i2.sha256)) known.set(i2.sha256, { name: i2.name, urls: i2.urls, config: file2 });
+      if (!known.has(i2.sha256)) known.set(i2.sha256, { name: i2.name, urls: i2.urls });
     }
   }
   return known;

@@ -11,7 +11,6 @@ import type { Command } from '../command.js';
 interface Known {
   name: string;
   urls: readonly string[];
-  config: string;
 }
 
 async function knownInputs(
@@ -30,7 +29,7 @@ async function knownInputs(
       continue;
     }
     for (const i of configInputs(config)) {
-      if (!known.has(i.sha256)) known.set(i.sha256, { name: i.name, urls: i.urls, config: file });
+      if (!known.has(i.sha256)) known.set(i.sha256, { name: i.name, urls: i.urls });
     }
   }
   return known;
