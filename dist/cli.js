@@ -29038,7 +29038,7 @@ mkfs.ext4 -q ${p2.dataSource}` : `mkfs.ext4 -q ${p2.dataSource}                 
 mount -o ${p2.dataIsLoopFile ? "loop," : ""}noexec,nosuid,nodev ${p2.dataSource} ${p2.dataMount}
 tar -xzpf ${o2.dataTemplateFile} --numeric-owner -C ${p2.dataMount}
 umount ${p2.dataMount}
-install -m 0644 deploy/${rootUnit} deploy/${dataUnit} deploy/${o2.name}.socket deploy/${svc} /etc/systemd/system/
+install -m 0644 'deploy/${rootUnit}' 'deploy/${dataUnit}' deploy/${o2.name}.socket deploy/${svc} /etc/systemd/system/
 systemctl daemon-reload
 systemctl enable --now '${rootUnit}' '${dataUnit}' ${o2.name}.socket
 \`\`\`
@@ -29095,6 +29095,408 @@ async function writeDeployBundle(o2) {
     paths: p2,
     units
   };
+}
+
+// src/stages/entrypoint-check.ts
+import { lstat as lstat2, open as open3 } from "node:fs/promises";
+
+// src/elf/elf.ts
+import { constants as constants2 } from "node:fs";
+import { open as open2 } from "node:fs/promises";
+var ElfError = class extends UserError {
+  constructor(message) {
+    super(message);
+  }
+};
+var EM_X86_64 = 62;
+var EM_AARCH64 = 183;
+var MACHINE_NAMES = {
+  3: "i386",
+  8: "mips",
+  20: "ppc",
+  21: "ppc64",
+  40: "arm",
+  [EM_X86_64]: "x86_64",
+  [EM_AARCH64]: "aarch64",
+  243: "riscv"
+};
+function machineName(machine) {
+  return MACHINE_NAMES[machine] ?? `unknown(${machine})`;
+}
+var PT_LOAD = 1;
+var PT_DYNAMIC = 2;
+var PT_INTERP = 3;
+var PN_XNUM = 65535;
+var DT_NULL = 0;
+var DT_NEEDED = 1;
+var DT_STRTAB = 5;
+var DT_STRSZ = 10;
+var DT_SONAME = 14;
+var DT_RPATH = 15;
+var DT_RUNPATH = 29;
+var MAX_STRING = 64 * 1024;
+function isElfMagic(b2) {
+  return b2.length >= 4 && b2[0] === 127 && b2[1] === 69 && b2[2] === 76 && b2[3] === 70;
+}
+var Reader = class {
+  constructor(src, bits, le2) {
+    this.src = src;
+    this.bits = bits;
+    this.le = le2;
+  }
+  src;
+  bits;
+  le;
+  /** Exactly `length` bytes at `offset`, or an ElfError saying which part is cut off. */
+  bytes(offset, length, what) {
+    if (offset < 0 || length < 0 || offset + length > this.src.size) {
+      throw new ElfError(
+        `truncated ELF file: ${what} at offset ${offset} (+${length} bytes) lies beyond the end of the file (${this.src.size} bytes)`
+      );
+    }
+    const b2 = this.src.read(offset, length);
+    if (b2.length < length)
+      throw new ElfError(`truncated ELF file: short read of ${what} at offset ${offset}`);
+    return b2;
+  }
+  u16(b2, at2) {
+    return this.le ? b2.readUInt16LE(at2) : b2.readUInt16BE(at2);
+  }
+  u32(b2, at2) {
+    return this.le ? b2.readUInt32LE(at2) : b2.readUInt32BE(at2);
+  }
+  /** A word (address, offset, size): 4 or 8 bytes. Values beyond 2^53 cannot be real offsets. */
+  word(b2, at2, what) {
+    if (this.bits === 32) return this.u32(b2, at2);
+    const v2 = this.le ? b2.readBigUInt64LE(at2) : b2.readBigUInt64BE(at2);
+    if (v2 > BigInt(Number.MAX_SAFE_INTEGER))
+      throw new ElfError(`corrupt ELF file: ${what} is out of range (${v2})`);
+    return Number(v2);
+  }
+  /** A signed word (d_tag); unknown huge tags are returned as -1 so they match nothing. */
+  sword(b2, at2) {
+    if (this.bits === 32) return this.le ? b2.readInt32LE(at2) : b2.readInt32BE(at2);
+    const v2 = this.le ? b2.readBigInt64LE(at2) : b2.readBigInt64BE(at2);
+    return v2 > BigInt(Number.MAX_SAFE_INTEGER) || v2 < BigInt(Number.MIN_SAFE_INTEGER) ? -1 : Number(v2);
+  }
+  /** NUL-terminated string at `offset`, not reading past `limit`. */
+  cstring(offset, limit, what) {
+    const end = Math.min(limit, this.src.size, offset + MAX_STRING);
+    if (offset < 0 || offset >= end) {
+      throw new ElfError(
+        `corrupt ELF file: ${what} at offset ${offset} lies outside its table or the file`
+      );
+    }
+    const b2 = this.src.read(offset, end - offset);
+    const nul = b2.indexOf(0);
+    if (nul < 0)
+      throw new ElfError(`corrupt ELF file: ${what} at offset ${offset} is not NUL-terminated`);
+    return b2.subarray(0, nul).toString("utf8");
+  }
+};
+function elfType(t) {
+  switch (t) {
+    case 1:
+      return "REL";
+    case 2:
+      return "EXEC";
+    case 3:
+      return "DYN";
+    case 4:
+      return "CORE";
+    default:
+      return "OTHER";
+  }
+}
+function parse3(src) {
+  const ident = src.read(0, 16);
+  if (!isElfMagic(ident)) return void 0;
+  if (ident.length < 16)
+    throw new ElfError(`truncated ELF file: only ${src.size} bytes, the identification needs 16`);
+  const cls = ident[4];
+  const data = ident[5];
+  if (cls !== 1 && cls !== 2)
+    throw new ElfError(
+      `corrupt ELF file: unknown class ${cls} (expected 1 for 32-bit or 2 for 64-bit)`
+    );
+  if (data !== 1 && data !== 2)
+    throw new ElfError(`corrupt ELF file: unknown data encoding ${data} (expected 1 or 2)`);
+  const bits = cls === 2 ? 64 : 32;
+  const r = new Reader(src, bits, data === 1);
+  const ehsize = bits === 64 ? 64 : 52;
+  const eh = r.bytes(0, ehsize, "ELF header");
+  const type = elfType(r.u16(eh, 16));
+  const machine = r.u16(eh, 18);
+  const phoff = r.word(eh, bits === 64 ? 32 : 28, "e_phoff");
+  const shoff = r.word(eh, bits === 64 ? 40 : 32, "e_shoff");
+  const phentsize = r.u16(eh, bits === 64 ? 54 : 42);
+  let phnum = r.u16(eh, bits === 64 ? 56 : 44);
+  const shentsize = r.u16(eh, bits === 64 ? 58 : 46);
+  if (phnum === PN_XNUM && shoff > 0) {
+    const sh0 = r.bytes(shoff, Math.max(shentsize, bits === 64 ? 64 : 40), "section header 0");
+    phnum = r.u32(sh0, bits === 64 ? 44 : 28);
+  }
+  const segments = [];
+  if (phnum > 0 && phoff > 0) {
+    const minEnt = bits === 64 ? 56 : 32;
+    if (phentsize < minEnt)
+      throw new ElfError(`corrupt ELF file: program header entry size ${phentsize} < ${minEnt}`);
+    const table2 = r.bytes(phoff, phentsize * phnum, `program header table (${phnum} entries)`);
+    for (let i2 = 0; i2 < phnum; i2++) {
+      const p2 = table2.subarray(i2 * phentsize, (i2 + 1) * phentsize);
+      segments.push(
+        bits === 64 ? {
+          type: r.u32(p2, 0),
+          offset: r.word(p2, 8, "p_offset"),
+          vaddr: r.word(p2, 16, "p_vaddr"),
+          filesz: r.word(p2, 32, "p_filesz")
+        } : {
+          type: r.u32(p2, 0),
+          offset: r.word(p2, 4, "p_offset"),
+          vaddr: r.word(p2, 8, "p_vaddr"),
+          filesz: r.word(p2, 16, "p_filesz")
+        }
+      );
+    }
+  }
+  let interp;
+  const interpSeg = segments.find((s3) => s3.type === PT_INTERP);
+  if (interpSeg) {
+    const b2 = r.bytes(interpSeg.offset, interpSeg.filesz, "PT_INTERP");
+    const nul = b2.indexOf(0);
+    interp = b2.subarray(0, nul < 0 ? b2.length : nul).toString("utf8");
+  }
+  const needed = [];
+  let runpath = [];
+  let soname;
+  const dynSeg = segments.find((s3) => s3.type === PT_DYNAMIC);
+  if (dynSeg && dynSeg.filesz > 0) {
+    const entsize = bits === 64 ? 16 : 8;
+    const dyn = r.bytes(dynSeg.offset, dynSeg.filesz, "PT_DYNAMIC");
+    const entries = [];
+    for (let at2 = 0; at2 + entsize <= dyn.length; at2 += entsize) {
+      const tag = r.sword(dyn, at2);
+      if (tag === DT_NULL) break;
+      entries.push({ tag, val: r.word(dyn, at2 + entsize / 2, "d_val") });
+    }
+    const strtabAddr = entries.find((e) => e.tag === DT_STRTAB)?.val;
+    const strsz = entries.find((e) => e.tag === DT_STRSZ)?.val;
+    const stringTags = /* @__PURE__ */ new Set([DT_NEEDED, DT_SONAME, DT_RPATH, DT_RUNPATH]);
+    if (entries.some((e) => stringTags.has(e.tag))) {
+      if (strtabAddr === void 0)
+        throw new ElfError("corrupt ELF file: PT_DYNAMIC has string entries but no DT_STRTAB");
+      const strtab = vaddrToOffset(segments, strtabAddr);
+      if (strtab === void 0) {
+        throw new ElfError(
+          `corrupt ELF file: DT_STRTAB address 0x${strtabAddr.toString(16)} is not mapped by any PT_LOAD`
+        );
+      }
+      const limit = strsz !== void 0 ? strtab + strsz : src.size;
+      const str = (e, what) => r.cstring(strtab + e.val, limit, what);
+      let rpath = [];
+      for (const e of entries) {
+        if (e.tag === DT_NEEDED) needed.push(str(e, "DT_NEEDED"));
+        else if (e.tag === DT_SONAME) soname = str(e, "DT_SONAME");
+        else if (e.tag === DT_RUNPATH) runpath = splitPath(str(e, "DT_RUNPATH"));
+        else if (e.tag === DT_RPATH) rpath = splitPath(str(e, "DT_RPATH"));
+      }
+      if (!entries.some((e) => e.tag === DT_RUNPATH)) runpath = rpath;
+    }
+  }
+  return {
+    bits,
+    littleEndian: r.le,
+    machine,
+    machineName: machineName(machine),
+    type,
+    ...interp !== void 0 ? { interp } : {},
+    needed,
+    runpath,
+    ...soname !== void 0 ? { soname } : {},
+    isStatic: interp === void 0 && needed.length === 0
+  };
+}
+function splitPath(s3) {
+  return s3.split(":").filter((p2) => p2.length > 0);
+}
+function vaddrToOffset(segments, addr) {
+  for (const s3 of segments) {
+    if (s3.type === PT_LOAD && addr >= s3.vaddr && addr < s3.vaddr + s3.filesz)
+      return addr - s3.vaddr + s3.offset;
+  }
+  return void 0;
+}
+async function readElf(file2) {
+  const fh = await open2(file2, constants2.O_RDONLY | constants2.O_NONBLOCK);
+  try {
+    const st2 = await fh.stat();
+    if (!st2.isFile()) return void 0;
+    const { size } = st2;
+    const head = Buffer.alloc(Math.min(size, 64 * 1024));
+    await fh.read(head, 0, head.length, 0);
+    if (!isElfMagic(head)) return void 0;
+    const extra = /* @__PURE__ */ new Map();
+    const pending2 = [];
+    const src = {
+      size,
+      read(offset, length) {
+        const end = Math.min(size, offset + length);
+        if (end <= head.length) return head.subarray(offset, end);
+        const key = `${offset}:${end}`;
+        const hit = extra.get(key);
+        if (hit) return hit;
+        pending2.push({ offset, length: end - offset });
+        throw NEED_MORE;
+      }
+    };
+    for (let round = 0; round < 64; round++) {
+      try {
+        return parse3(src);
+      } catch (e) {
+        if (e !== NEED_MORE) {
+          if (e instanceof ElfError) throw new ElfError(`${file2}: ${e.message}`);
+          throw e;
+        }
+        for (const p2 of pending2.splice(0)) {
+          const b2 = Buffer.alloc(p2.length);
+          const { bytesRead } = await fh.read(b2, 0, p2.length, p2.offset);
+          extra.set(`${p2.offset}:${p2.offset + p2.length}`, b2.subarray(0, bytesRead));
+        }
+      }
+    }
+    throw new ElfError(`${file2}: too many scattered reads while parsing ELF headers`);
+  } finally {
+    await fh.close();
+  }
+}
+var NEED_MORE = /* @__PURE__ */ Symbol("need more bytes");
+var MACHINE_FOR_ARCH = { aarch64: EM_AARCH64, x86_64: EM_X86_64 };
+function staticProblems(info, arch = "aarch64") {
+  if (!info) return ["not an ELF file"];
+  const problems = [];
+  if (info.bits !== 64) problems.push(`ELFCLASS${info.bits}, expected ELFCLASS64`);
+  if (info.machine !== MACHINE_FOR_ARCH[arch])
+    problems.push(`machine ${info.machineName}, expected ${arch}`);
+  if (info.interp !== void 0)
+    problems.push(`has PT_INTERP ${info.interp}, expected none (static)`);
+  if (info.needed.length > 0)
+    problems.push(`has DT_NEEDED ${info.needed.join(", ")}, expected none (static)`);
+  return problems;
+}
+
+// src/stages/entrypoint-check.ts
+var MACHINE = { aarch64: EM_AARCH64, x86_64: EM_X86_64 };
+var SHEBANG_MAX = 256;
+var MAX_INTERPRETERS = 5;
+var EntrypointError = class extends UserError {
+  constructor(message, missing = false) {
+    super(message);
+    this.missing = missing;
+  }
+  missing;
+};
+function shebangInterpreter(head) {
+  if (head.length < 2 || head[0] !== 35 || head[1] !== 33) return void 0;
+  const line = head.subarray(2, SHEBANG_MAX).toString("latin1").split("\n")[0];
+  return line.trim().split(/[ \t]/)[0] ?? "";
+}
+async function readHead(file2) {
+  const fh = await open3(file2, "r");
+  try {
+    const buf = Buffer.alloc(SHEBANG_MAX);
+    const { bytesRead } = await fh.read(buf, 0, SHEBANG_MAX, 0);
+    return buf.subarray(0, bytesRead);
+  } finally {
+    await fh.close();
+  }
+}
+async function resolveFile(root, p2, what) {
+  const missing = () => new EntrypointError(
+    `${what}: ${p2} is not in the root: add it (files, base.packages or a base that has it)`,
+    true
+  );
+  let host;
+  try {
+    const r = resolveInRoot(root, p2);
+    if (!r.exists) throw missing();
+    host = r.host;
+  } catch (e) {
+    if (!(e instanceof ResolveError)) throw e;
+    if (e.reason === "missing") throw missing();
+    throw new EntrypointError(`${what}: ${e.message}`);
+  }
+  const st2 = await lstat2(host);
+  if (!st2.isFile()) throw new EntrypointError(`${what}: ${p2} is not a regular file`);
+  return host;
+}
+function checkElf(elf, p2, arch, what) {
+  if (elf.machine !== MACHINE[arch]) {
+    throw new EntrypointError(
+      `${what}: ${p2} is an ELF for ${elf.machineName}, but arch is ${arch}: use a build of it for ${arch}, or set arch to the machine the board has`
+    );
+  }
+  if (elf.bits !== 64) {
+    throw new EntrypointError(
+      `${what}: ${p2} is a ${elf.bits}-bit ELF; images for ${arch} run 64-bit code: use a 64-bit build`
+    );
+  }
+  if (elf.type !== "EXEC" && elf.type !== "DYN")
+    throw new EntrypointError(`${what}: ${p2} is an ELF ${elf.type} file, not an executable`);
+}
+async function checkEntrypoint(root, command0, arch) {
+  const chain = [];
+  let p2 = command0;
+  let what = `service.command[0] ${command0}`;
+  for (; ; ) {
+    if (chain.length >= MAX_INTERPRETERS)
+      throw new EntrypointError(`${what}: too many nested #! interpreters (${chain.join(" \u2192 ")})`);
+    const host = await resolveFile(root, p2, what);
+    chain.push(p2);
+    if (((await lstat2(host)).mode & 73) === 0) {
+      throw new EntrypointError(
+        `${what}: ${p2} is not executable: give it an executable mode (e.g. mode: "0755" in files)`
+      );
+    }
+    const head = await readHead(host);
+    const interpreter = shebangInterpreter(head);
+    if (interpreter !== void 0) {
+      if (!interpreter.startsWith("/")) {
+        throw new EntrypointError(
+          `${what}: the #! line of ${p2} names "${interpreter}", not an absolute path: write the interpreter's full path`
+        );
+      }
+      what = `${what} (a script for ${interpreter})`;
+      p2 = interpreter;
+      continue;
+    }
+    const elf = await readElf(host);
+    if (!elf) {
+      throw new EntrypointError(
+        `${what}: ${p2} is neither an ELF executable nor a script starting with #!, so it cannot be executed`
+      );
+    }
+    checkElf(elf, p2, arch, what);
+    if (elf.interp !== void 0) {
+      const loaderWhat = `${what}: ${p2} is dynamically linked and needs its loader ${elf.interp}`;
+      let loader;
+      try {
+        loader = await resolveFile(root, elf.interp, loaderWhat);
+      } catch (e) {
+        if (!(e instanceof EntrypointError && e.missing)) throw e;
+        throw new EntrypointError(
+          `${loaderWhat}, which the root lacks: use a statically linked build, or a base that has the loader (the distribution the binary was built for)`
+        );
+      }
+      const loaderElf = await readElf(loader);
+      if (!loaderElf)
+        throw new EntrypointError(
+          `${loaderWhat}, but ${elf.interp} in the root is not an ELF file`
+        );
+      checkElf(loaderElf, elf.interp, arch, loaderWhat);
+      chain.push(elf.interp);
+    }
+    return chain;
+  }
 }
 
 // src/stages/epoch.ts
@@ -29726,11 +30128,11 @@ var replacements = Object.entries(specialMainSymbols);
 // node_modules/yoctocolors/base.js
 import tty from "node:tty";
 var hasColors = tty?.WriteStream?.prototype?.hasColors?.() ?? false;
-var format = (open4, close) => {
+var format = (open5, close) => {
   if (!hasColors) {
     return (input2) => input2;
   }
-  const openCode = `\x1B[${open4}m`;
+  const openCode = `\x1B[${open5}m`;
   const closeCode = `\x1B[${close}m`;
   return (input2) => {
     const string4 = input2 + "";
@@ -30085,10 +30487,10 @@ var ExecaSyncError = class extends Error {
 setErrorName(ExecaSyncError, ExecaSyncError.name);
 
 // node_modules/execa/lib/terminate/signal.js
-import { constants as constants4 } from "node:os";
+import { constants as constants5 } from "node:os";
 
 // node_modules/human-signals/build/src/main.js
-import { constants as constants3 } from "node:os";
+import { constants as constants4 } from "node:os";
 
 // node_modules/human-signals/build/src/realtime.js
 var getRealtimeSignals = () => {
@@ -30106,7 +30508,7 @@ var SIGRTMIN = 34;
 var SIGRTMAX = 64;
 
 // node_modules/human-signals/build/src/signals.js
-import { constants as constants2 } from "node:os";
+import { constants as constants3 } from "node:os";
 
 // node_modules/human-signals/build/src/core.js
 var SIGNALS = [
@@ -30397,7 +30799,7 @@ var normalizeSignal = ({
 }) => {
   const {
     signals: { [name]: constantSignal }
-  } = constants2;
+  } = constants3;
   const supported = constantSignal !== void 0;
   const number4 = supported ? constantSignal : defaultNumber;
   return { name, number: number4, description, supported, action, forced, standard };
@@ -30446,7 +30848,7 @@ var getSignalByNumber = (number4, signals2) => {
   };
 };
 var findSignalByNumber = (number4, signals2) => {
-  const signal = signals2.find(({ name }) => constants3.signals[name] === number4);
+  const signal = signals2.find(({ name }) => constants4.signals[name] === number4);
   if (signal !== void 0) {
     return signal;
   }
@@ -30480,13 +30882,13 @@ var normalizeSignalInteger = (signalInteger, optionName) => {
   throw new TypeError(`Invalid ${optionName} ${signalInteger}: this signal integer does not exist.
 ${getAvailableSignals()}`);
 };
-var getSignalsIntegerToName = () => new Map(Object.entries(constants4.signals).reverse().map(([signalName, signalInteger]) => [signalInteger, signalName]));
+var getSignalsIntegerToName = () => new Map(Object.entries(constants5.signals).reverse().map(([signalName, signalInteger]) => [signalInteger, signalName]));
 var signalsIntegerToName = getSignalsIntegerToName();
 var normalizeSignalName = (signalName, optionName) => {
-  if (signalName in constants4.signals) {
+  if (signalName in constants5.signals) {
     return signalName;
   }
-  if (signalName.toUpperCase() in constants4.signals) {
+  if (signalName.toUpperCase() in constants5.signals) {
     throw new TypeError(`Invalid ${optionName} '${signalName}': please rename it to '${signalName.toUpperCase()}'.`);
   }
   throw new TypeError(`Invalid ${optionName} '${signalName}': this signal name does not exist.
@@ -30494,8 +30896,8 @@ ${getAvailableSignals()}`);
 };
 var getAvailableSignals = () => `Available signal names: ${getAvailableSignalNames()}.
 Available signal numbers: ${getAvailableSignalIntegers()}.`;
-var getAvailableSignalNames = () => Object.keys(constants4.signals).sort().map((signalName) => `'${signalName}'`).join(", ");
-var getAvailableSignalIntegers = () => [...new Set(Object.values(constants4.signals).sort((signalInteger, signalIntegerTwo) => signalInteger - signalIntegerTwo))].join(", ");
+var getAvailableSignalNames = () => Object.keys(constants5.signals).sort().map((signalName) => `'${signalName}'`).join(", ");
+var getAvailableSignalIntegers = () => [...new Set(Object.values(constants5.signals).sort((signalInteger, signalIntegerTwo) => signalInteger - signalIntegerTwo))].join(", ");
 var getSignalDescription = (signal) => signalsByName[signal].description;
 
 // node_modules/execa/lib/terminate/kill.js
@@ -36424,8 +36826,8 @@ import os6 from "node:os";
 import path16 from "node:path";
 
 // src/tools/lua-make.ts
-var LUA_MYCFLAGS = "-static -Os";
-var LUA_MYLDFLAGS = "-static";
+var LUA_MYCFLAGS = "-static -Os -flto -ffunction-sections -fdata-sections -fno-asynchronous-unwind-tables -fno-unwind-tables";
+var LUA_MYLDFLAGS = "-static -Os -flto -Wl,--gc-sections -Wl,-z,norelro";
 function crossToolchain(arch) {
   const prefix = `${arch === "aarch64" ? "aarch64" : "x86_64"}-linux-gnu-`;
   const muslDir = `/usr/lib/${arch}-linux-musl`;
@@ -36448,8 +36850,9 @@ function crossMakeArgv(tc, jobs2 = 1) {
     `CC=${tc.gcc} -specs ${tc.specs}`,
     `MYCFLAGS=${LUA_MYCFLAGS}`,
     `MYLDFLAGS=${LUA_MYLDFLAGS}`,
-    `AR=${tc.prefix}ar rc`,
-    `RANLIB=${tc.prefix}ranlib`
+    // liblua.a holds LTO bytecode: the gcc wrappers load the plugin that indexes it.
+    `AR=${tc.prefix}gcc-ar rc`,
+    `RANLIB=${tc.prefix}gcc-ranlib`
   ];
 }
 function inRootMakeArgv(jobs2 = 1) {
@@ -36459,7 +36862,9 @@ function inRootMakeArgv(jobs2 = 1) {
     "posix",
     "CC=musl-gcc",
     `MYCFLAGS=${LUA_MYCFLAGS}`,
-    `MYLDFLAGS=${LUA_MYLDFLAGS}`
+    `MYLDFLAGS=${LUA_MYLDFLAGS}`,
+    "AR=gcc-ar rc",
+    "RANLIB=gcc-ranlib"
   ];
 }
 var BUILDROOT_PACKAGES = ["build-essential", "musl-tools"];
@@ -39657,292 +40062,6 @@ import { existsSync as existsSync4, readFileSync as readFileSync3 } from "node:f
 import { mkdtemp as mkdtemp2, rm as rm4, writeFile as writeFile4 } from "node:fs/promises";
 import os5 from "node:os";
 import path15 from "node:path";
-
-// src/elf/elf.ts
-import { constants as constants5 } from "node:fs";
-import { open as open2 } from "node:fs/promises";
-var ElfError = class extends UserError {
-  constructor(message) {
-    super(message);
-  }
-};
-var EM_X86_64 = 62;
-var EM_AARCH64 = 183;
-var MACHINE_NAMES = {
-  3: "i386",
-  8: "mips",
-  20: "ppc",
-  21: "ppc64",
-  40: "arm",
-  [EM_X86_64]: "x86_64",
-  [EM_AARCH64]: "aarch64",
-  243: "riscv"
-};
-function machineName(machine) {
-  return MACHINE_NAMES[machine] ?? `unknown(${machine})`;
-}
-var PT_LOAD = 1;
-var PT_DYNAMIC = 2;
-var PT_INTERP = 3;
-var PN_XNUM = 65535;
-var DT_NULL = 0;
-var DT_NEEDED = 1;
-var DT_STRTAB = 5;
-var DT_STRSZ = 10;
-var DT_SONAME = 14;
-var DT_RPATH = 15;
-var DT_RUNPATH = 29;
-var MAX_STRING = 64 * 1024;
-function isElfMagic(b2) {
-  return b2.length >= 4 && b2[0] === 127 && b2[1] === 69 && b2[2] === 76 && b2[3] === 70;
-}
-var Reader = class {
-  constructor(src, bits, le2) {
-    this.src = src;
-    this.bits = bits;
-    this.le = le2;
-  }
-  src;
-  bits;
-  le;
-  /** Exactly `length` bytes at `offset`, or an ElfError saying which part is cut off. */
-  bytes(offset, length, what) {
-    if (offset < 0 || length < 0 || offset + length > this.src.size) {
-      throw new ElfError(
-        `truncated ELF file: ${what} at offset ${offset} (+${length} bytes) lies beyond the end of the file (${this.src.size} bytes)`
-      );
-    }
-    const b2 = this.src.read(offset, length);
-    if (b2.length < length)
-      throw new ElfError(`truncated ELF file: short read of ${what} at offset ${offset}`);
-    return b2;
-  }
-  u16(b2, at2) {
-    return this.le ? b2.readUInt16LE(at2) : b2.readUInt16BE(at2);
-  }
-  u32(b2, at2) {
-    return this.le ? b2.readUInt32LE(at2) : b2.readUInt32BE(at2);
-  }
-  /** A word (address, offset, size): 4 or 8 bytes. Values beyond 2^53 cannot be real offsets. */
-  word(b2, at2, what) {
-    if (this.bits === 32) return this.u32(b2, at2);
-    const v2 = this.le ? b2.readBigUInt64LE(at2) : b2.readBigUInt64BE(at2);
-    if (v2 > BigInt(Number.MAX_SAFE_INTEGER))
-      throw new ElfError(`corrupt ELF file: ${what} is out of range (${v2})`);
-    return Number(v2);
-  }
-  /** A signed word (d_tag); unknown huge tags are returned as -1 so they match nothing. */
-  sword(b2, at2) {
-    if (this.bits === 32) return this.le ? b2.readInt32LE(at2) : b2.readInt32BE(at2);
-    const v2 = this.le ? b2.readBigInt64LE(at2) : b2.readBigInt64BE(at2);
-    return v2 > BigInt(Number.MAX_SAFE_INTEGER) || v2 < BigInt(Number.MIN_SAFE_INTEGER) ? -1 : Number(v2);
-  }
-  /** NUL-terminated string at `offset`, not reading past `limit`. */
-  cstring(offset, limit, what) {
-    const end = Math.min(limit, this.src.size, offset + MAX_STRING);
-    if (offset < 0 || offset >= end) {
-      throw new ElfError(
-        `corrupt ELF file: ${what} at offset ${offset} lies outside its table or the file`
-      );
-    }
-    const b2 = this.src.read(offset, end - offset);
-    const nul = b2.indexOf(0);
-    if (nul < 0)
-      throw new ElfError(`corrupt ELF file: ${what} at offset ${offset} is not NUL-terminated`);
-    return b2.subarray(0, nul).toString("utf8");
-  }
-};
-function elfType(t) {
-  switch (t) {
-    case 1:
-      return "REL";
-    case 2:
-      return "EXEC";
-    case 3:
-      return "DYN";
-    case 4:
-      return "CORE";
-    default:
-      return "OTHER";
-  }
-}
-function parse3(src) {
-  const ident = src.read(0, 16);
-  if (!isElfMagic(ident)) return void 0;
-  if (ident.length < 16)
-    throw new ElfError(`truncated ELF file: only ${src.size} bytes, the identification needs 16`);
-  const cls = ident[4];
-  const data = ident[5];
-  if (cls !== 1 && cls !== 2)
-    throw new ElfError(
-      `corrupt ELF file: unknown class ${cls} (expected 1 for 32-bit or 2 for 64-bit)`
-    );
-  if (data !== 1 && data !== 2)
-    throw new ElfError(`corrupt ELF file: unknown data encoding ${data} (expected 1 or 2)`);
-  const bits = cls === 2 ? 64 : 32;
-  const r = new Reader(src, bits, data === 1);
-  const ehsize = bits === 64 ? 64 : 52;
-  const eh = r.bytes(0, ehsize, "ELF header");
-  const type = elfType(r.u16(eh, 16));
-  const machine = r.u16(eh, 18);
-  const phoff = r.word(eh, bits === 64 ? 32 : 28, "e_phoff");
-  const shoff = r.word(eh, bits === 64 ? 40 : 32, "e_shoff");
-  const phentsize = r.u16(eh, bits === 64 ? 54 : 42);
-  let phnum = r.u16(eh, bits === 64 ? 56 : 44);
-  const shentsize = r.u16(eh, bits === 64 ? 58 : 46);
-  if (phnum === PN_XNUM && shoff > 0) {
-    const sh0 = r.bytes(shoff, Math.max(shentsize, bits === 64 ? 64 : 40), "section header 0");
-    phnum = r.u32(sh0, bits === 64 ? 44 : 28);
-  }
-  const segments = [];
-  if (phnum > 0 && phoff > 0) {
-    const minEnt = bits === 64 ? 56 : 32;
-    if (phentsize < minEnt)
-      throw new ElfError(`corrupt ELF file: program header entry size ${phentsize} < ${minEnt}`);
-    const table2 = r.bytes(phoff, phentsize * phnum, `program header table (${phnum} entries)`);
-    for (let i2 = 0; i2 < phnum; i2++) {
-      const p2 = table2.subarray(i2 * phentsize, (i2 + 1) * phentsize);
-      segments.push(
-        bits === 64 ? {
-          type: r.u32(p2, 0),
-          offset: r.word(p2, 8, "p_offset"),
-          vaddr: r.word(p2, 16, "p_vaddr"),
-          filesz: r.word(p2, 32, "p_filesz")
-        } : {
-          type: r.u32(p2, 0),
-          offset: r.word(p2, 4, "p_offset"),
-          vaddr: r.word(p2, 8, "p_vaddr"),
-          filesz: r.word(p2, 16, "p_filesz")
-        }
-      );
-    }
-  }
-  let interp;
-  const interpSeg = segments.find((s3) => s3.type === PT_INTERP);
-  if (interpSeg) {
-    const b2 = r.bytes(interpSeg.offset, interpSeg.filesz, "PT_INTERP");
-    const nul = b2.indexOf(0);
-    interp = b2.subarray(0, nul < 0 ? b2.length : nul).toString("utf8");
-  }
-  const needed = [];
-  let runpath = [];
-  let soname;
-  const dynSeg = segments.find((s3) => s3.type === PT_DYNAMIC);
-  if (dynSeg && dynSeg.filesz > 0) {
-    const entsize = bits === 64 ? 16 : 8;
-    const dyn = r.bytes(dynSeg.offset, dynSeg.filesz, "PT_DYNAMIC");
-    const entries = [];
-    for (let at2 = 0; at2 + entsize <= dyn.length; at2 += entsize) {
-      const tag = r.sword(dyn, at2);
-      if (tag === DT_NULL) break;
-      entries.push({ tag, val: r.word(dyn, at2 + entsize / 2, "d_val") });
-    }
-    const strtabAddr = entries.find((e) => e.tag === DT_STRTAB)?.val;
-    const strsz = entries.find((e) => e.tag === DT_STRSZ)?.val;
-    const stringTags = /* @__PURE__ */ new Set([DT_NEEDED, DT_SONAME, DT_RPATH, DT_RUNPATH]);
-    if (entries.some((e) => stringTags.has(e.tag))) {
-      if (strtabAddr === void 0)
-        throw new ElfError("corrupt ELF file: PT_DYNAMIC has string entries but no DT_STRTAB");
-      const strtab = vaddrToOffset(segments, strtabAddr);
-      if (strtab === void 0) {
-        throw new ElfError(
-          `corrupt ELF file: DT_STRTAB address 0x${strtabAddr.toString(16)} is not mapped by any PT_LOAD`
-        );
-      }
-      const limit = strsz !== void 0 ? strtab + strsz : src.size;
-      const str = (e, what) => r.cstring(strtab + e.val, limit, what);
-      let rpath = [];
-      for (const e of entries) {
-        if (e.tag === DT_NEEDED) needed.push(str(e, "DT_NEEDED"));
-        else if (e.tag === DT_SONAME) soname = str(e, "DT_SONAME");
-        else if (e.tag === DT_RUNPATH) runpath = splitPath(str(e, "DT_RUNPATH"));
-        else if (e.tag === DT_RPATH) rpath = splitPath(str(e, "DT_RPATH"));
-      }
-      if (!entries.some((e) => e.tag === DT_RUNPATH)) runpath = rpath;
-    }
-  }
-  return {
-    bits,
-    littleEndian: r.le,
-    machine,
-    machineName: machineName(machine),
-    type,
-    ...interp !== void 0 ? { interp } : {},
-    needed,
-    runpath,
-    ...soname !== void 0 ? { soname } : {},
-    isStatic: interp === void 0 && needed.length === 0
-  };
-}
-function splitPath(s3) {
-  return s3.split(":").filter((p2) => p2.length > 0);
-}
-function vaddrToOffset(segments, addr) {
-  for (const s3 of segments) {
-    if (s3.type === PT_LOAD && addr >= s3.vaddr && addr < s3.vaddr + s3.filesz)
-      return addr - s3.vaddr + s3.offset;
-  }
-  return void 0;
-}
-async function readElf(file2) {
-  const fh = await open2(file2, constants5.O_RDONLY | constants5.O_NONBLOCK);
-  try {
-    const st2 = await fh.stat();
-    if (!st2.isFile()) return void 0;
-    const { size } = st2;
-    const head = Buffer.alloc(Math.min(size, 64 * 1024));
-    await fh.read(head, 0, head.length, 0);
-    if (!isElfMagic(head)) return void 0;
-    const extra = /* @__PURE__ */ new Map();
-    const pending2 = [];
-    const src = {
-      size,
-      read(offset, length) {
-        const end = Math.min(size, offset + length);
-        if (end <= head.length) return head.subarray(offset, end);
-        const key = `${offset}:${end}`;
-        const hit = extra.get(key);
-        if (hit) return hit;
-        pending2.push({ offset, length: end - offset });
-        throw NEED_MORE;
-      }
-    };
-    for (let round = 0; round < 64; round++) {
-      try {
-        return parse3(src);
-      } catch (e) {
-        if (e !== NEED_MORE) {
-          if (e instanceof ElfError) throw new ElfError(`${file2}: ${e.message}`);
-          throw e;
-        }
-        for (const p2 of pending2.splice(0)) {
-          const b2 = Buffer.alloc(p2.length);
-          const { bytesRead } = await fh.read(b2, 0, p2.length, p2.offset);
-          extra.set(`${p2.offset}:${p2.offset + p2.length}`, b2.subarray(0, bytesRead));
-        }
-      }
-    }
-    throw new ElfError(`${file2}: too many scattered reads while parsing ELF headers`);
-  } finally {
-    await fh.close();
-  }
-}
-var NEED_MORE = /* @__PURE__ */ Symbol("need more bytes");
-var MACHINE_FOR_ARCH = { aarch64: EM_AARCH64, x86_64: EM_X86_64 };
-function staticProblems(info, arch = "aarch64") {
-  if (!info) return ["not an ELF file"];
-  const problems = [];
-  if (info.bits !== 64) problems.push(`ELFCLASS${info.bits}, expected ELFCLASS64`);
-  if (info.machine !== MACHINE_FOR_ARCH[arch])
-    problems.push(`machine ${info.machineName}, expected ${arch}`);
-  if (info.interp !== void 0)
-    problems.push(`has PT_INTERP ${info.interp}, expected none (static)`);
-  if (info.needed.length > 0)
-    problems.push(`has DT_NEEDED ${info.needed.join(", ")}, expected none (static)`);
-  return problems;
-}
-
-// src/stages/lua-verify.ts
 var LuaVerifyError = class extends UserError {
 };
 function emulatorPrefix(arch, binfmtDir = "/proc/sys/fs/binfmt_misc") {
@@ -40220,7 +40339,7 @@ async function fetchInputs(config2, opts) {
 
 // src/stages/pack.ts
 import { createHash as createHash6 } from "node:crypto";
-import { lstat as lstat3, mkdir as mkdir5, rm as rm7, stat as stat4, writeFile as writeFile7 } from "node:fs/promises";
+import { lstat as lstat4, mkdir as mkdir5, rm as rm7, stat as stat4, writeFile as writeFile7 } from "node:fs/promises";
 import path18 from "node:path";
 
 // src/tools/mksquashfs.ts
@@ -40260,7 +40379,7 @@ function mksquashfsEnv() {
 
 // src/stages/data-template.ts
 import { createHash as createHash5 } from "node:crypto";
-import { chmod as chmod2, lstat as lstat2, mkdtemp as mkdtemp4, rm as rm6, writeFile as writeFile6 } from "node:fs/promises";
+import { chmod as chmod2, lstat as lstat3, mkdtemp as mkdtemp4, rm as rm6, writeFile as writeFile6 } from "node:fs/promises";
 import os7 from "node:os";
 import path17 from "node:path";
 function archiveStat(st2, owner) {
@@ -40287,7 +40406,7 @@ async function tarDirectory(dir, epoch, owner = { uid: 0, gid: 0 }) {
   const unsupported = [];
   for (const rel of rels) {
     const abs = path17.resolve(dir, rel || ".");
-    const st2 = await lstat2(abs);
+    const st2 = await lstat3(abs);
     if (!SUPPORTED(st2)) unsupported.push(rel);
     statCache.set(abs, archiveStat(st2, owner));
   }
@@ -40409,6 +40528,13 @@ async function writeDataTemplate(o2) {
   }
 }
 
+// src/stages/sha256sums-line.ts
+var ESCAPES = { "\\": "\\\\", "\n": "\\n", "\r": "\\r" };
+function sha256sumsLine(sha2562, name) {
+  if (!/[\\\n\r]/.test(name)) return `${sha2562}  ${name}`;
+  return `\\${sha2562}  ${name.replace(/[\\\n\r]/g, (c3) => ESCAPES[c3])}`;
+}
+
 // src/stages/pack.ts
 function artifactNames(name, fileNames = {}) {
   return {
@@ -40421,9 +40547,7 @@ function artifactNames(name, fileNames = {}) {
 async function writeSha256Sums(dir, files) {
   const lines = [];
   for (const f2 of [...new Set(files)].sort()) {
-    if (/[\n\\]/.test(f2))
-      throw new UserError(`cannot list '${f2}' in SHA256SUMS: newline or backslash in the name`);
-    lines.push(`${await sha256File(path18.join(dir, f2))}  ${f2}`);
+    lines.push(sha256sumsLine(await sha256File(path18.join(dir, f2)), f2));
   }
   const out = path18.join(dir, "SHA256SUMS");
   await writeFile7(out, lines.join("\n") + "\n");
@@ -40432,7 +40556,7 @@ async function writeSha256Sums(dir, files) {
 async function requireDir(dir, what) {
   let st2;
   try {
-    st2 = await lstat3(dir);
+    st2 = await lstat4(dir);
   } catch {
     throw new UserError(`${what} ${dir} does not exist`);
   }
@@ -41325,13 +41449,13 @@ function checkNoInterpreters(entries, command0) {
 // src/verify/proc.ts
 import { readdirSync, readFileSync as readFileSync4, readlinkSync as readlinkSync2 } from "node:fs";
 function parseStat(text) {
-  const open4 = text.indexOf("(");
+  const open5 = text.indexOf("(");
   const close = text.lastIndexOf(")");
-  if (open4 === -1 || close === -1) return void 0;
+  if (open5 === -1 || close === -1) return void 0;
   const rest = text.slice(close + 2).split(" ");
   return {
-    pid: Number(text.slice(0, open4).trim()),
-    comm: text.slice(open4 + 1, close),
+    pid: Number(text.slice(0, open5).trim()),
+    comm: text.slice(open5 + 1, close),
     ppid: Number(rest[1]),
     pgid: Number(rest[2]),
     startTime: Number(rest[19])
@@ -42361,7 +42485,7 @@ function detectCompression(head) {
   if (head.length >= 2 && head[0] === 93 && head[1] === 0) return { unsupported: "lzma" };
   return "none";
 }
-function readHead(file2) {
+function readHead2(file2) {
   const fd = openSync3(file2, "r");
   try {
     const buf = Buffer.alloc(512);
@@ -42700,7 +42824,7 @@ async function extractTarball(archive, dest, opts = {}) {
       `cannot read tarball ${archive}: ${e.code ?? String(e)}`
     );
   }
-  const detected = detectCompression(readHead(archive));
+  const detected = detectCompression(readHead2(archive));
   if (typeof detected === "object") {
     throw new ExtractError(
       archive,
@@ -42783,7 +42907,7 @@ import {
   chmodSync as chmodSync2,
   lchownSync as lchownSync2
 } from "node:fs";
-import { open as open3 } from "node:fs/promises";
+import { open as open4 } from "node:fs/promises";
 import path24 from "node:path";
 function hostPathFor(root, dst) {
   const dir = path24.posix.dirname(dst);
@@ -42808,9 +42932,9 @@ function clearForFile(host, dst) {
 async function installFile(root, src, dst, mode2) {
   const { host } = hostPathFor(root, dst);
   clearForFile(host, dst);
-  const fh = await open3(host, fsc2.O_WRONLY | fsc2.O_CREAT | fsc2.O_EXCL | fsc2.O_NOFOLLOW, 384);
+  const fh = await open4(host, fsc2.O_WRONLY | fsc2.O_CREAT | fsc2.O_EXCL | fsc2.O_NOFOLLOW, 384);
   try {
-    const src_ = await open3(src, "r");
+    const src_ = await open4(src, "r");
     try {
       const buf = Buffer.alloc(1 << 20);
       for (; ; ) {
@@ -44103,6 +44227,7 @@ async function build(config2, opts) {
         basesDir: opts.basesDir ?? (opts.cacheDir ? path30.join(opts.cacheDir, "bases") : void 0)
       });
     });
+    await checkEntrypoint(assembled.root, config2.service.command[0], config2.arch);
     const trace = await stage(
       "trace",
       () => traceService(config2, assembled.root, {
