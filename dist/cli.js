@@ -36826,8 +36826,8 @@ import os6 from "node:os";
 import path16 from "node:path";
 
 // src/tools/lua-make.ts
-var LUA_MYCFLAGS = "-static -Os -flto -ffunction-sections -fdata-sections -fno-asynchronous-unwind-tables -fno-unwind-tables";
-var LUA_MYLDFLAGS = "-static -Os -flto -Wl,--gc-sections -Wl,-z,norelro";
+var LUA_MYCFLAGS = "-static -Os -ffunction-sections -fdata-sections -fno-asynchronous-unwind-tables -fno-unwind-tables";
+var LUA_MYLDFLAGS = "-static -Os -Wl,--gc-sections -Wl,-z,norelro";
 function crossToolchain(arch) {
   const prefix = `${arch === "aarch64" ? "aarch64" : "x86_64"}-linux-gnu-`;
   const muslDir = `/usr/lib/${arch}-linux-musl`;
@@ -36850,9 +36850,8 @@ function crossMakeArgv(tc, jobs2 = 1) {
     `CC=${tc.gcc} -specs ${tc.specs}`,
     `MYCFLAGS=${LUA_MYCFLAGS}`,
     `MYLDFLAGS=${LUA_MYLDFLAGS}`,
-    // liblua.a holds LTO bytecode: the gcc wrappers load the plugin that indexes it.
-    `AR=${tc.prefix}gcc-ar rc`,
-    `RANLIB=${tc.prefix}gcc-ranlib`
+    `AR=${tc.prefix}ar rc`,
+    `RANLIB=${tc.prefix}ranlib`
   ];
 }
 function inRootMakeArgv(jobs2 = 1) {
@@ -36862,9 +36861,7 @@ function inRootMakeArgv(jobs2 = 1) {
     "posix",
     "CC=musl-gcc",
     `MYCFLAGS=${LUA_MYCFLAGS}`,
-    `MYLDFLAGS=${LUA_MYLDFLAGS}`,
-    "AR=gcc-ar rc",
-    "RANLIB=gcc-ranlib"
+    `MYLDFLAGS=${LUA_MYLDFLAGS}`
   ];
 }
 var BUILDROOT_PACKAGES = ["build-essential", "musl-tools"];

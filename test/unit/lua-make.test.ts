@@ -20,10 +20,10 @@ describe('Lua build command lines', () => {
       '-j2',
       'posix',
       'CC=aarch64-linux-gnu-gcc -specs /usr/lib/aarch64-linux-musl/musl-gcc.specs',
-      'MYCFLAGS=-static -Os -flto -ffunction-sections -fdata-sections -fno-asynchronous-unwind-tables -fno-unwind-tables',
-      'MYLDFLAGS=-static -Os -flto -Wl,--gc-sections -Wl,-z,norelro',
-      'AR=aarch64-linux-gnu-gcc-ar rc',
-      'RANLIB=aarch64-linux-gnu-gcc-ranlib',
+      'MYCFLAGS=-static -Os -ffunction-sections -fdata-sections -fno-asynchronous-unwind-tables -fno-unwind-tables',
+      'MYLDFLAGS=-static -Os -Wl,--gc-sections -Wl,-z,norelro',
+      'AR=aarch64-linux-gnu-ar rc',
+      'RANLIB=aarch64-linux-gnu-ranlib',
     ]);
     expect(crossToolchain('aarch64').packages).toEqual(['gcc-aarch64-linux-gnu', 'musl-dev:arm64']);
     expect(crossToolchain('x86_64').specs).toBe('/usr/lib/x86_64-linux-musl/musl-gcc.specs');
@@ -35,10 +35,8 @@ describe('Lua build command lines', () => {
       '-j1',
       'posix',
       'CC=musl-gcc',
-      'MYCFLAGS=-static -Os -flto -ffunction-sections -fdata-sections -fno-asynchronous-unwind-tables -fno-unwind-tables',
-      'MYLDFLAGS=-static -Os -flto -Wl,--gc-sections -Wl,-z,norelro',
-      'AR=gcc-ar rc',
-      'RANLIB=gcc-ranlib',
+      'MYCFLAGS=-static -Os -ffunction-sections -fdata-sections -fno-asynchronous-unwind-tables -fno-unwind-tables',
+      'MYLDFLAGS=-static -Os -Wl,--gc-sections -Wl,-z,norelro',
     ]);
     expect(
       buildrootArgv({
