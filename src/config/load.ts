@@ -2,6 +2,7 @@
  * Reads lhc.yml: YAML syntax errors and schema errors both come back as a ConfigError whose
  * message names the field path and the line, e.g. `lua.sha256: expected 64 hex characters (lhc.yml:7)`.
  */
+import { constants } from 'node:fs';
 import { open } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -146,7 +147,8 @@ async function readConfigText(file: string, abs: string): Promise<string> {
   const fail = (why: string) => new ConfigError(`cannot read config ${file}: ${why}`);
   let fh;
   try {
-    fh = await open(abs, 'r');
+    // Non-blocking: opening a FIFO for reading would otherwise wait forever for a writer.
+    fh = await open(abs, constants.O_RDONLY | constants.O_NONBLOCK);
   } catch (e) {
     throw fail((e as NodeJS.ErrnoException).code ?? String(e));
   }
