@@ -13,19 +13,16 @@ const url = z.string().regex(/^(https?|file):\/\/\S+$/, 'expected an http(s):// 
 function pathShapeProblem(p: string): string | undefined {
   // Checked before anything else, so a newline is reported as a newline (the ".." check below
   // cannot see past it) and a 300-byte name never reaches the file system as ENAMETOOLONG.
-  const ctl = /[\0-\x1f\x7f]/.exec(p);
-  if (ctl) {
-    const c = ctl[0];
-    const name =
-      c === '\n'
-        ? 'a newline'
-        : c === '\0'
-          ? 'a NUL byte'
-          : c === '\r'
-            ? 'a carriage return'
-            : c === '\t'
-              ? 'a tab'
-              : `control character 0x${c.charCodeAt(0).toString(16).padStart(2, '0')}`;
+  const at = [...p].findIndex((ch) => ch.charCodeAt(0) < 0x20 || ch.charCodeAt(0) === 0x7f);
+  if (at !== -1) {
+    const c = [...p][at]!;
+    const NAMES: Record<string, string> = {
+      '\n': 'a newline',
+      '\0': 'a NUL byte',
+      '\r': 'a carriage return',
+      '\t': 'a tab',
+    };
+    const name = NAMES[c] ?? `control character 0x${c.charCodeAt(0).toString(16).padStart(2, '0')}`;
     return `a path cannot contain ${name}`;
   }
   if (Buffer.byteLength(p) > 4095) return 'a path longer than 4095 bytes';
