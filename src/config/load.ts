@@ -210,6 +210,10 @@ async function confineConfigPaths(parsed: ParsedConfig, abs: string): Promise<vo
       if (problem) errors.push(`${field}[${i}]: ${problem} (${parsed.where([...at, i])})`);
     }
   }
+  if (errors.some((e) => e.includes('is outside the project')))
+    errors.push(
+      `(a config reads files only inside its project, here ${root}: the git work tree that holds the config, else the config's own directory)`,
+    );
   if (errors.length > 0) throw new ConfigError(errors.join('\n'));
 }
 
