@@ -28141,6 +28141,10 @@ async function confineConfigPaths(parsed, abs) {
       if (problem) errors.push(`${field2}[${i2}]: ${problem} (${parsed.where([...at2, i2])})`);
     }
   }
+  if (errors.some((e) => e.includes("is outside the project")))
+    errors.push(
+      `(a config reads files only inside its project, here ${root}: the git work tree that holds the config, else the config's own directory)`
+    );
   if (errors.length > 0) throw new ConfigError(errors.join("\n"));
 }
 async function loadConfig(file2) {
