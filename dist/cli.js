@@ -118,17 +118,17 @@ var require_visit = __commonJS({
     visit3.BREAK = BREAK;
     visit3.SKIP = SKIP;
     visit3.REMOVE = REMOVE;
-    function visit_(key, node2, visitor, path34) {
-      const ctrl = callVisitor(key, node2, visitor, path34);
+    function visit_(key, node2, visitor, path35) {
+      const ctrl = callVisitor(key, node2, visitor, path35);
       if (identity3.isNode(ctrl) || identity3.isPair(ctrl)) {
-        replaceNode(key, path34, ctrl);
-        return visit_(key, ctrl, visitor, path34);
+        replaceNode(key, path35, ctrl);
+        return visit_(key, ctrl, visitor, path35);
       }
       if (typeof ctrl !== "symbol") {
         if (identity3.isCollection(node2)) {
-          path34 = Object.freeze(path34.concat(node2));
+          path35 = Object.freeze(path35.concat(node2));
           for (let i2 = 0; i2 < node2.items.length; ++i2) {
-            const ci2 = visit_(i2, node2.items[i2], visitor, path34);
+            const ci2 = visit_(i2, node2.items[i2], visitor, path35);
             if (typeof ci2 === "number")
               i2 = ci2 - 1;
             else if (ci2 === BREAK)
@@ -139,13 +139,13 @@ var require_visit = __commonJS({
             }
           }
         } else if (identity3.isPair(node2)) {
-          path34 = Object.freeze(path34.concat(node2));
-          const ck = visit_("key", node2.key, visitor, path34);
+          path35 = Object.freeze(path35.concat(node2));
+          const ck = visit_("key", node2.key, visitor, path35);
           if (ck === BREAK)
             return BREAK;
           else if (ck === REMOVE)
             node2.key = null;
-          const cv = visit_("value", node2.value, visitor, path34);
+          const cv = visit_("value", node2.value, visitor, path35);
           if (cv === BREAK)
             return BREAK;
           else if (cv === REMOVE)
@@ -166,17 +166,17 @@ var require_visit = __commonJS({
     visitAsync.BREAK = BREAK;
     visitAsync.SKIP = SKIP;
     visitAsync.REMOVE = REMOVE;
-    async function visitAsync_(key, node2, visitor, path34) {
-      const ctrl = await callVisitor(key, node2, visitor, path34);
+    async function visitAsync_(key, node2, visitor, path35) {
+      const ctrl = await callVisitor(key, node2, visitor, path35);
       if (identity3.isNode(ctrl) || identity3.isPair(ctrl)) {
-        replaceNode(key, path34, ctrl);
-        return visitAsync_(key, ctrl, visitor, path34);
+        replaceNode(key, path35, ctrl);
+        return visitAsync_(key, ctrl, visitor, path35);
       }
       if (typeof ctrl !== "symbol") {
         if (identity3.isCollection(node2)) {
-          path34 = Object.freeze(path34.concat(node2));
+          path35 = Object.freeze(path35.concat(node2));
           for (let i2 = 0; i2 < node2.items.length; ++i2) {
-            const ci2 = await visitAsync_(i2, node2.items[i2], visitor, path34);
+            const ci2 = await visitAsync_(i2, node2.items[i2], visitor, path35);
             if (typeof ci2 === "number")
               i2 = ci2 - 1;
             else if (ci2 === BREAK)
@@ -187,13 +187,13 @@ var require_visit = __commonJS({
             }
           }
         } else if (identity3.isPair(node2)) {
-          path34 = Object.freeze(path34.concat(node2));
-          const ck = await visitAsync_("key", node2.key, visitor, path34);
+          path35 = Object.freeze(path35.concat(node2));
+          const ck = await visitAsync_("key", node2.key, visitor, path35);
           if (ck === BREAK)
             return BREAK;
           else if (ck === REMOVE)
             node2.key = null;
-          const cv = await visitAsync_("value", node2.value, visitor, path34);
+          const cv = await visitAsync_("value", node2.value, visitor, path35);
           if (cv === BREAK)
             return BREAK;
           else if (cv === REMOVE)
@@ -220,23 +220,23 @@ var require_visit = __commonJS({
       }
       return visitor;
     }
-    function callVisitor(key, node2, visitor, path34) {
+    function callVisitor(key, node2, visitor, path35) {
       if (typeof visitor === "function")
-        return visitor(key, node2, path34);
+        return visitor(key, node2, path35);
       if (identity3.isMap(node2))
-        return visitor.Map?.(key, node2, path34);
+        return visitor.Map?.(key, node2, path35);
       if (identity3.isSeq(node2))
-        return visitor.Seq?.(key, node2, path34);
+        return visitor.Seq?.(key, node2, path35);
       if (identity3.isPair(node2))
-        return visitor.Pair?.(key, node2, path34);
+        return visitor.Pair?.(key, node2, path35);
       if (identity3.isScalar(node2))
-        return visitor.Scalar?.(key, node2, path34);
+        return visitor.Scalar?.(key, node2, path35);
       if (identity3.isAlias(node2))
-        return visitor.Alias?.(key, node2, path34);
+        return visitor.Alias?.(key, node2, path35);
       return void 0;
     }
-    function replaceNode(key, path34, node2) {
-      const parent = path34[path34.length - 1];
+    function replaceNode(key, path35, node2) {
+      const parent = path35[path35.length - 1];
       if (identity3.isCollection(parent)) {
         parent.items[key] = node2;
       } else if (identity3.isPair(parent)) {
@@ -848,10 +848,10 @@ var require_Collection = __commonJS({
     var createNode = require_createNode();
     var identity3 = require_identity();
     var Node = require_Node();
-    function collectionFromPath(schema, path34, value) {
+    function collectionFromPath(schema, path35, value) {
       let v2 = value;
-      for (let i2 = path34.length - 1; i2 >= 0; --i2) {
-        const k2 = path34[i2];
+      for (let i2 = path35.length - 1; i2 >= 0; --i2) {
+        const k2 = path35[i2];
         if (typeof k2 === "number" && Number.isInteger(k2) && k2 >= 0) {
           const a2 = [];
           a2[k2] = v2;
@@ -870,7 +870,7 @@ var require_Collection = __commonJS({
         sourceObjects: /* @__PURE__ */ new Map()
       });
     }
-    var isEmptyPath = (path34) => path34 == null || typeof path34 === "object" && !!path34[Symbol.iterator]().next().done;
+    var isEmptyPath = (path35) => path35 == null || typeof path35 === "object" && !!path35[Symbol.iterator]().next().done;
     var Collection = class extends Node.NodeBase {
       constructor(type, schema) {
         super(type);
@@ -900,11 +900,11 @@ var require_Collection = __commonJS({
        * be a Pair instance or a `{ key, value }` object, which may not have a key
        * that already exists in the map.
        */
-      addIn(path34, value) {
-        if (isEmptyPath(path34))
+      addIn(path35, value) {
+        if (isEmptyPath(path35))
           this.add(value);
         else {
-          const [key, ...rest] = path34;
+          const [key, ...rest] = path35;
           const node2 = this.get(key, true);
           if (identity3.isCollection(node2))
             node2.addIn(rest, value);
@@ -918,8 +918,8 @@ var require_Collection = __commonJS({
        * Removes a value from the collection.
        * @returns `true` if the item was found and removed.
        */
-      deleteIn(path34) {
-        const [key, ...rest] = path34;
+      deleteIn(path35) {
+        const [key, ...rest] = path35;
         if (rest.length === 0)
           return this.delete(key);
         const node2 = this.get(key, true);
@@ -933,8 +933,8 @@ var require_Collection = __commonJS({
        * scalar values from their surrounding node; to disable set `keepScalar` to
        * `true` (collections are always returned intact).
        */
-      getIn(path34, keepScalar) {
-        const [key, ...rest] = path34;
+      getIn(path35, keepScalar) {
+        const [key, ...rest] = path35;
         const node2 = this.get(key, true);
         if (rest.length === 0)
           return !keepScalar && identity3.isScalar(node2) ? node2.value : node2;
@@ -952,8 +952,8 @@ var require_Collection = __commonJS({
       /**
        * Checks if the collection includes a value with the key `key`.
        */
-      hasIn(path34) {
-        const [key, ...rest] = path34;
+      hasIn(path35) {
+        const [key, ...rest] = path35;
         if (rest.length === 0)
           return this.has(key);
         const node2 = this.get(key, true);
@@ -963,8 +963,8 @@ var require_Collection = __commonJS({
        * Sets a value in this collection. For `!!set`, `value` needs to be a
        * boolean to add/remove the item from the set.
        */
-      setIn(path34, value) {
-        const [key, ...rest] = path34;
+      setIn(path35, value) {
+        const [key, ...rest] = path35;
         if (rest.length === 0) {
           this.set(key, value);
         } else {
@@ -3479,9 +3479,9 @@ var require_Document = __commonJS({
           this.contents.add(value);
       }
       /** Adds a value to the document. */
-      addIn(path34, value) {
+      addIn(path35, value) {
         if (assertCollection(this.contents))
-          this.contents.addIn(path34, value);
+          this.contents.addIn(path35, value);
       }
       /**
        * Create a new `Alias` node, ensuring that the target `node` has the required anchor.
@@ -3556,14 +3556,14 @@ var require_Document = __commonJS({
        * Removes a value from the document.
        * @returns `true` if the item was found and removed.
        */
-      deleteIn(path34) {
-        if (Collection.isEmptyPath(path34)) {
+      deleteIn(path35) {
+        if (Collection.isEmptyPath(path35)) {
           if (this.contents == null)
             return false;
           this.contents = null;
           return true;
         }
-        return assertCollection(this.contents) ? this.contents.deleteIn(path34) : false;
+        return assertCollection(this.contents) ? this.contents.deleteIn(path35) : false;
       }
       /**
        * Returns item at `key`, or `undefined` if not found. By default unwraps
@@ -3578,10 +3578,10 @@ var require_Document = __commonJS({
        * scalar values from their surrounding node; to disable set `keepScalar` to
        * `true` (collections are always returned intact).
        */
-      getIn(path34, keepScalar) {
-        if (Collection.isEmptyPath(path34))
+      getIn(path35, keepScalar) {
+        if (Collection.isEmptyPath(path35))
           return !keepScalar && identity3.isScalar(this.contents) ? this.contents.value : this.contents;
-        return identity3.isCollection(this.contents) ? this.contents.getIn(path34, keepScalar) : void 0;
+        return identity3.isCollection(this.contents) ? this.contents.getIn(path35, keepScalar) : void 0;
       }
       /**
        * Checks if the document includes a value with the key `key`.
@@ -3592,10 +3592,10 @@ var require_Document = __commonJS({
       /**
        * Checks if the document includes a value at `path`.
        */
-      hasIn(path34) {
-        if (Collection.isEmptyPath(path34))
+      hasIn(path35) {
+        if (Collection.isEmptyPath(path35))
           return this.contents !== void 0;
-        return identity3.isCollection(this.contents) ? this.contents.hasIn(path34) : false;
+        return identity3.isCollection(this.contents) ? this.contents.hasIn(path35) : false;
       }
       /**
        * Sets a value in this document. For `!!set`, `value` needs to be a
@@ -3612,13 +3612,13 @@ var require_Document = __commonJS({
        * Sets a value in this document. For `!!set`, `value` needs to be a
        * boolean to add/remove the item from the set.
        */
-      setIn(path34, value) {
-        if (Collection.isEmptyPath(path34)) {
+      setIn(path35, value) {
+        if (Collection.isEmptyPath(path35)) {
           this.contents = value;
         } else if (this.contents == null) {
-          this.contents = Collection.collectionFromPath(this.schema, Array.from(path34), value);
+          this.contents = Collection.collectionFromPath(this.schema, Array.from(path35), value);
         } else if (assertCollection(this.contents)) {
-          this.contents.setIn(path34, value);
+          this.contents.setIn(path35, value);
         }
       }
       /**
@@ -5579,9 +5579,9 @@ var require_cst_visit = __commonJS({
     visit3.BREAK = BREAK;
     visit3.SKIP = SKIP;
     visit3.REMOVE = REMOVE;
-    visit3.itemAtPath = (cst, path34) => {
+    visit3.itemAtPath = (cst, path35) => {
       let item = cst;
-      for (const [field2, index] of path34) {
+      for (const [field2, index] of path35) {
         const tok = item?.[field2];
         if (tok && "items" in tok) {
           item = tok.items[index];
@@ -5590,23 +5590,23 @@ var require_cst_visit = __commonJS({
       }
       return item;
     };
-    visit3.parentCollection = (cst, path34) => {
-      const parent = visit3.itemAtPath(cst, path34.slice(0, -1));
-      const field2 = path34[path34.length - 1][0];
+    visit3.parentCollection = (cst, path35) => {
+      const parent = visit3.itemAtPath(cst, path35.slice(0, -1));
+      const field2 = path35[path35.length - 1][0];
       const coll = parent?.[field2];
       if (coll && "items" in coll)
         return coll;
       throw new Error("Parent collection not found");
     };
-    function _visit(path34, item, visitor) {
-      let ctrl = visitor(item, path34);
+    function _visit(path35, item, visitor) {
+      let ctrl = visitor(item, path35);
       if (typeof ctrl === "symbol")
         return ctrl;
       for (const field2 of ["key", "value"]) {
         const token = item[field2];
         if (token && "items" in token) {
           for (let i2 = 0; i2 < token.items.length; ++i2) {
-            const ci2 = _visit(Object.freeze(path34.concat([[field2, i2]])), token.items[i2], visitor);
+            const ci2 = _visit(Object.freeze(path35.concat([[field2, i2]])), token.items[i2], visitor);
             if (typeof ci2 === "number")
               i2 = ci2 - 1;
             else if (ci2 === BREAK)
@@ -5617,10 +5617,10 @@ var require_cst_visit = __commonJS({
             }
           }
           if (typeof ctrl === "function" && field2 === "key")
-            ctrl = ctrl(item, path34);
+            ctrl = ctrl(item, path35);
         }
       }
-      return typeof ctrl === "function" ? ctrl(item, path34) : ctrl;
+      return typeof ctrl === "function" ? ctrl(item, path35) : ctrl;
     }
     exports.visit = visit3;
   }
@@ -7377,7 +7377,7 @@ var require_windows = __commonJS({
     module.exports = isexe;
     isexe.sync = sync;
     var fs2 = __require("fs");
-    function checkPathExt(path34, options) {
+    function checkPathExt(path35, options) {
       var pathext = options.pathExt !== void 0 ? options.pathExt : process.env.PATHEXT;
       if (!pathext) {
         return true;
@@ -7388,25 +7388,25 @@ var require_windows = __commonJS({
       }
       for (var i2 = 0; i2 < pathext.length; i2++) {
         var p2 = pathext[i2].toLowerCase();
-        if (p2 && path34.substr(-p2.length).toLowerCase() === p2) {
+        if (p2 && path35.substr(-p2.length).toLowerCase() === p2) {
           return true;
         }
       }
       return false;
     }
-    function checkStat(stat9, path34, options) {
+    function checkStat(stat9, path35, options) {
       if (!stat9.isSymbolicLink() && !stat9.isFile()) {
         return false;
       }
-      return checkPathExt(path34, options);
+      return checkPathExt(path35, options);
     }
-    function isexe(path34, options, cb) {
-      fs2.stat(path34, function(er2, stat9) {
-        cb(er2, er2 ? false : checkStat(stat9, path34, options));
+    function isexe(path35, options, cb) {
+      fs2.stat(path35, function(er2, stat9) {
+        cb(er2, er2 ? false : checkStat(stat9, path35, options));
       });
     }
-    function sync(path34, options) {
-      return checkStat(fs2.statSync(path34), path34, options);
+    function sync(path35, options) {
+      return checkStat(fs2.statSync(path35), path35, options);
     }
   }
 });
@@ -7417,13 +7417,13 @@ var require_mode = __commonJS({
     module.exports = isexe;
     isexe.sync = sync;
     var fs2 = __require("fs");
-    function isexe(path34, options, cb) {
-      fs2.stat(path34, function(er2, stat9) {
+    function isexe(path35, options, cb) {
+      fs2.stat(path35, function(er2, stat9) {
         cb(er2, er2 ? false : checkStat(stat9, options));
       });
     }
-    function sync(path34, options) {
-      return checkStat(fs2.statSync(path34), options);
+    function sync(path35, options) {
+      return checkStat(fs2.statSync(path35), options);
     }
     function checkStat(stat9, options) {
       return stat9.isFile() && checkMode(stat9, options);
@@ -7456,7 +7456,7 @@ var require_isexe = __commonJS({
     }
     module.exports = isexe;
     isexe.sync = sync;
-    function isexe(path34, options, cb) {
+    function isexe(path35, options, cb) {
       if (typeof options === "function") {
         cb = options;
         options = {};
@@ -7466,7 +7466,7 @@ var require_isexe = __commonJS({
           throw new TypeError("callback not provided");
         }
         return new Promise(function(resolve, reject) {
-          isexe(path34, options || {}, function(er2, is2) {
+          isexe(path35, options || {}, function(er2, is2) {
             if (er2) {
               reject(er2);
             } else {
@@ -7475,7 +7475,7 @@ var require_isexe = __commonJS({
           });
         });
       }
-      core(path34, options || {}, function(er2, is2) {
+      core(path35, options || {}, function(er2, is2) {
         if (er2) {
           if (er2.code === "EACCES" || options && options.ignoreErrors) {
             er2 = null;
@@ -7485,9 +7485,9 @@ var require_isexe = __commonJS({
         cb(er2, is2);
       });
     }
-    function sync(path34, options) {
+    function sync(path35, options) {
       try {
-        return core.sync(path34, options || {});
+        return core.sync(path35, options || {});
       } catch (er2) {
         if (options && options.ignoreErrors || er2.code === "EACCES") {
           return false;
@@ -7503,7 +7503,7 @@ var require_isexe = __commonJS({
 var require_which = __commonJS({
   "node_modules/which/which.js"(exports, module) {
     var isWindows = process.platform === "win32" || process.env.OSTYPE === "cygwin" || process.env.OSTYPE === "msys";
-    var path34 = __require("path");
+    var path35 = __require("path");
     var COLON = isWindows ? ";" : ":";
     var isexe = require_isexe();
     var getNotFoundError = (cmd) => Object.assign(new Error(`not found: ${cmd}`), { code: "ENOENT" });
@@ -7541,7 +7541,7 @@ var require_which = __commonJS({
           return opt.all && found.length ? resolve(found) : reject(getNotFoundError(cmd));
         const ppRaw = pathEnv[i2];
         const pathPart = /^".*"$/.test(ppRaw) ? ppRaw.slice(1, -1) : ppRaw;
-        const pCmd = path34.join(pathPart, cmd);
+        const pCmd = path35.join(pathPart, cmd);
         const p2 = !pathPart && /^\.[\\\/]/.test(cmd) ? cmd.slice(0, 2) + pCmd : pCmd;
         resolve(subStep(p2, i2, 0));
       });
@@ -7568,7 +7568,7 @@ var require_which = __commonJS({
       for (let i2 = 0; i2 < pathEnv.length; i2++) {
         const ppRaw = pathEnv[i2];
         const pathPart = /^".*"$/.test(ppRaw) ? ppRaw.slice(1, -1) : ppRaw;
-        const pCmd = path34.join(pathPart, cmd);
+        const pCmd = path35.join(pathPart, cmd);
         const p2 = !pathPart && /^\.[\\\/]/.test(cmd) ? cmd.slice(0, 2) + pCmd : pCmd;
         for (let j2 = 0; j2 < pathExt.length; j2++) {
           const cur = p2 + pathExt[j2];
@@ -7616,7 +7616,7 @@ var require_path_key = __commonJS({
 var require_resolveCommand = __commonJS({
   "node_modules/cross-spawn/lib/util/resolveCommand.js"(exports, module) {
     "use strict";
-    var path34 = __require("path");
+    var path35 = __require("path");
     var which = require_which();
     var getPathKey = require_path_key();
     function resolveCommandAttempt(parsed, withoutPathExt) {
@@ -7634,7 +7634,7 @@ var require_resolveCommand = __commonJS({
       try {
         resolved = which.sync(parsed.command, {
           path: env[getPathKey({ env })],
-          pathExt: withoutPathExt ? path34.delimiter : void 0
+          pathExt: withoutPathExt ? path35.delimiter : void 0
         });
       } catch (e) {
       } finally {
@@ -7643,7 +7643,7 @@ var require_resolveCommand = __commonJS({
         }
       }
       if (resolved) {
-        resolved = path34.resolve(hasCustomCwd ? parsed.options.cwd : "", resolved);
+        resolved = path35.resolve(hasCustomCwd ? parsed.options.cwd : "", resolved);
       }
       return resolved;
     }
@@ -7697,8 +7697,8 @@ var require_shebang_command = __commonJS({
       if (!match) {
         return null;
       }
-      const [path34, argument] = match[0].replace(/#! ?/, "").split(" ");
-      const binary = path34.split("/").pop();
+      const [path35, argument] = match[0].replace(/#! ?/, "").split(" ");
+      const binary = path35.split("/").pop();
       if (binary === "env") {
         return argument;
       }
@@ -7733,7 +7733,7 @@ var require_readShebang = __commonJS({
 var require_parse = __commonJS({
   "node_modules/cross-spawn/lib/parse.js"(exports, module) {
     "use strict";
-    var path34 = __require("path");
+    var path35 = __require("path");
     var resolveCommand = require_resolveCommand();
     var escape = require_escape();
     var readShebang = require_readShebang();
@@ -7758,7 +7758,7 @@ var require_parse = __commonJS({
       const needsShell = !isExecutableRegExp.test(commandFile);
       if (parsed.options.forceShell || needsShell) {
         const needsDoubleEscapeMetaChars = isCmdShimRegExp.test(commandFile);
-        parsed.command = path34.normalize(parsed.command);
+        parsed.command = path35.normalize(parsed.command);
         parsed.command = escape.command(parsed.command);
         parsed.args = parsed.args.map((arg) => escape.argument(arg, needsDoubleEscapeMetaChars));
         const shellCommand = [parsed.command].concat(parsed.args).join(" ");
@@ -8000,8 +8000,121 @@ function parseArgs(args, spec, command = "lhc") {
 
 // src/config/load.ts
 var import_yaml = __toESM(require_dist(), 1);
-import { readFile } from "node:fs/promises";
+import { constants } from "node:fs";
+import { open as open2 } from "node:fs/promises";
+import path2 from "node:path";
+import { fileURLToPath } from "node:url";
+
+// src/config/confine.ts
+import { existsSync } from "node:fs";
+import { lstat, realpath } from "node:fs/promises";
 import path from "node:path";
+var MAX_FIXTURE_BYTES = 16 * 1024 * 1024;
+var MAX_FILE_BYTES = 256 * 1024 * 1024;
+var SYSTEM_TREES = ["/proc", "/sys", "/dev", "/run"];
+var within = (root, p2) => {
+  const rel = path.relative(root, p2);
+  return rel === "" || !rel.startsWith("..") && !path.isAbsolute(rel);
+};
+async function projectRoot(configDir) {
+  const real = await realpath(configDir);
+  for (let d = real; ; d = path.dirname(d)) {
+    if (existsSync(path.join(d, ".git"))) return d === "/" ? real : d;
+    if (d === path.dirname(d)) return real;
+  }
+}
+function kindOf(st2) {
+  if (st2.isFIFO()) return "a FIFO";
+  if (st2.isSocket()) return "a socket";
+  if (st2.isCharacterDevice() || st2.isBlockDevice()) return "a device node";
+  return "not a regular file or directory";
+}
+function codeOf(e) {
+  return e.code ?? String(e);
+}
+async function resolveReal(p2) {
+  const rest = [];
+  for (let cur = p2; ; cur = path.dirname(cur)) {
+    try {
+      return { real: path.join(await realpath(cur), ...rest.reverse()), exists: rest.length === 0 };
+    } catch (e) {
+      if (codeOf(e) !== "ENOENT" || cur === path.dirname(cur)) throw e;
+      rest.push(path.basename(cur));
+    }
+  }
+}
+function errnoReason(e) {
+  const code = codeOf(e);
+  if (code === "ENAMETOOLONG")
+    return "a path component is longer than the file system allows (255 bytes)";
+  if (code === "ELOOP") return "too many levels of symbolic links";
+  if (code === "ENOTDIR") return "a component of the path is not a directory";
+  if (code === "EACCES") return "permission denied";
+  return code;
+}
+async function pathProblem(root, abs, kind, opts = {}) {
+  if (abs.includes("\0")) return "a path cannot contain a NUL byte";
+  if (abs.split("/").some((c3) => Buffer.byteLength(c3) > 255))
+    return "a path component is longer than the file system allows (255 bytes)";
+  let resolved;
+  try {
+    resolved = await resolveReal(abs);
+  } catch (e) {
+    return `cannot read ${abs} (${errnoReason(e)})`;
+  }
+  const { real } = resolved;
+  const shown = real === abs ? abs : `${abs} (which resolves to ${real})`;
+  if (!within(root, real)) return `${shown} is outside the project ${root}`;
+  if (SYSTEM_TREES.some((t) => within(t, real)))
+    return `${shown} is in ${real.split("/")[1] ? `/${real.split("/")[1]}` : "/"}, which a config may not read`;
+  if (!resolved.exists) return opts.mustExist ? `cannot read ${abs} (ENOENT)` : void 0;
+  let st2;
+  try {
+    st2 = await lstat(real);
+  } catch (e) {
+    return `cannot read ${abs} (${errnoReason(e)})`;
+  }
+  if (st2.isDirectory())
+    return kind === "file" ? `${shown} is a directory, expected a file` : void 0;
+  if (!st2.isFile())
+    return `${shown} is ${kindOf(st2)}; only regular files${kind === "file" ? "" : " and directories"} can be named`;
+  if (kind === "dir") return `${shown} is a file, expected a directory`;
+  if (opts.maxBytes !== void 0 && st2.size > opts.maxBytes)
+    return `${shown} is ${st2.size} bytes, more than the cap of ${opts.maxBytes} bytes`;
+  return void 0;
+}
+function namedPaths(raw) {
+  const out = [];
+  raw.files.forEach(
+    (f2, i2) => out.push({
+      field: `files[${i2}].src`,
+      at: ["files", i2, "src"],
+      value: f2.src,
+      kind: "file-or-dir",
+      maxBytes: MAX_FILE_BYTES
+    })
+  );
+  if (raw.data.template)
+    out.push({
+      field: "data.template",
+      at: ["data", "template"],
+      value: raw.data.template,
+      kind: "dir"
+    });
+  if (raw.base.type === "tarball" && raw.base.path)
+    out.push({ field: "base.path", at: ["base", "path"], value: raw.base.path, kind: "file" });
+  raw.probes.forEach((p2, i2) => {
+    if (p2.fixture)
+      out.push({
+        field: `probes[${i2}].fixture`,
+        at: ["probes", i2, "fixture"],
+        value: p2.fixture,
+        kind: "file",
+        maxBytes: MAX_FIXTURE_BYTES
+      });
+  });
+  return out;
+}
 
 // node_modules/zod/v4/classic/external.js
 var external_exports = {};
@@ -8820,10 +8933,10 @@ function mergeDefs(...defs) {
 function cloneDef(schema) {
   return mergeDefs(schema._zod.def);
 }
-function getElementAtPath(obj, path34) {
-  if (!path34)
+function getElementAtPath(obj, path35) {
+  if (!path35)
     return obj;
-  return path34.reduce((acc, key) => acc?.[key], obj);
+  return path35.reduce((acc, key) => acc?.[key], obj);
 }
 function promiseAllObject(promisesObj) {
   const keys = Object.keys(promisesObj);
@@ -9163,11 +9276,11 @@ function explicitlyAborted(x, startIndex = 0) {
   }
   return false;
 }
-function prefixIssues(path34, issues) {
+function prefixIssues(path35, issues) {
   return issues.map((iss) => {
     var _a3;
     (_a3 = iss).path ?? (_a3.path = []);
-    iss.path.unshift(path34);
+    iss.path.unshift(path35);
     return iss;
   });
 }
@@ -9629,16 +9742,16 @@ function flattenError(error62, mapper = (issue2) => issue2.message) {
 }
 function formatError(error62, mapper = (issue2) => issue2.message) {
   const fieldErrors = { _errors: [] };
-  const processError = (error63, path34 = []) => {
+  const processError = (error63, path35 = []) => {
     for (const issue2 of error63.issues) {
       if (issue2.code === "invalid_union" && issue2.errors.length) {
-        issue2.errors.map((issues) => processError({ issues }, [...path34, ...issue2.path]));
+        issue2.errors.map((issues) => processError({ issues }, [...path35, ...issue2.path]));
       } else if (issue2.code === "invalid_key") {
-        processError({ issues: issue2.issues }, [...path34, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path35, ...issue2.path]);
       } else if (issue2.code === "invalid_element") {
-        processError({ issues: issue2.issues }, [...path34, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path35, ...issue2.path]);
       } else {
-        const fullpath = [...path34, ...issue2.path];
+        const fullpath = [...path35, ...issue2.path];
         if (fullpath.length === 0) {
           fieldErrors._errors.push(mapper(issue2));
         } else {
@@ -9677,17 +9790,17 @@ function formatError(error62, mapper = (issue2) => issue2.message) {
 }
 function treeifyError(error62, mapper = (issue2) => issue2.message) {
   const result = { errors: [] };
-  const processError = (error63, path34 = []) => {
+  const processError = (error63, path35 = []) => {
     var _a3;
     for (const issue2 of error63.issues) {
       if (issue2.code === "invalid_union" && issue2.errors.length) {
-        issue2.errors.map((issues) => processError({ issues }, [...path34, ...issue2.path]));
+        issue2.errors.map((issues) => processError({ issues }, [...path35, ...issue2.path]));
       } else if (issue2.code === "invalid_key") {
-        processError({ issues: issue2.issues }, [...path34, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path35, ...issue2.path]);
       } else if (issue2.code === "invalid_element") {
-        processError({ issues: issue2.issues }, [...path34, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path35, ...issue2.path]);
       } else {
-        const fullpath = [...path34, ...issue2.path];
+        const fullpath = [...path35, ...issue2.path];
         if (fullpath.length === 0) {
           result.errors.push(mapper(issue2));
           continue;
@@ -9726,8 +9839,8 @@ function treeifyError(error62, mapper = (issue2) => issue2.message) {
 }
 function toDotPath(_path) {
   const segs = [];
-  const path34 = _path.map((seg) => typeof seg === "object" ? seg.key : seg);
-  for (const seg of path34) {
+  const path35 = _path.map((seg) => typeof seg === "object" ? seg.key : seg);
+  for (const seg of path35) {
     if (typeof seg === "number")
       segs.push(`[${seg}]`);
     else if (typeof seg === "symbol")
@@ -26865,13 +26978,13 @@ function resolveRef(ref, ctx) {
   if (!ref.startsWith("#")) {
     throw new Error("External $ref is not supported, only local refs (#/...) are allowed");
   }
-  const path34 = ref.slice(1).split("/").filter(Boolean);
-  if (path34.length === 0) {
+  const path35 = ref.slice(1).split("/").filter(Boolean);
+  if (path35.length === 0) {
     return ctx.rootSchema;
   }
   const defsKey = ctx.version === "draft-2020-12" ? "$defs" : "definitions";
-  if (path34[0] === defsKey) {
-    const key = path34[1] === void 0 ? void 0 : decodeJSONPointerSegment(path34[1]);
+  if (path35[0] === defsKey) {
+    const key = path35[1] === void 0 ? void 0 : decodeJSONPointerSegment(path35[1]);
     if (!key || !ctx.defs[key]) {
       throw new Error(`Reference not found: ${ref}`);
     }
@@ -27722,8 +27835,35 @@ function date4(params) {
 
 // src/config/schema.ts
 var sha256 = external_exports.string().regex(/^[0-9a-f]{64}$/, "expected 64 hex characters");
+var maxBytes = external_exports.number().int().positive().max(Number.MAX_SAFE_INTEGER);
 var url2 = external_exports.string().regex(/^(https?|file):\/\/\S+$/, "expected an http(s):// or file:// URL");
-var absPath = external_exports.string().regex(/^\/(?!.*(^|\/)\.\.(\/|$)).*$/, 'expected an absolute path without ".."');
+function pathShapeProblem(p2) {
+  const at2 = [...p2].findIndex((ch) => ch.charCodeAt(0) < 32 || ch.charCodeAt(0) === 127);
+  if (at2 !== -1) {
+    const c3 = [...p2][at2];
+    const NAMES = {
+      "\n": "a newline",
+      "\0": "a NUL byte",
+      "\r": "a carriage return",
+      "	": "a tab"
+    };
+    const name = NAMES[c3] ?? `control character 0x${c3.charCodeAt(0).toString(16).padStart(2, "0")}`;
+    return `a path cannot contain ${name}`;
+  }
+  if (Buffer.byteLength(p2) > 4095) return "a path longer than 4095 bytes";
+  if (p2.split("/").some((c3) => Buffer.byteLength(c3) > 255))
+    return "a path component is longer than 255 bytes";
+  return void 0;
+}
+var pathString = external_exports.string().min(1).superRefine((p2, ctx) => {
+  const problem = pathShapeProblem(p2);
+  if (problem) ctx.addIssue({ code: "custom", message: problem });
+});
+var absPath = external_exports.string().superRefine((p2, ctx) => {
+  const problem = pathShapeProblem(p2) ?? (!p2.startsWith("/") || /(^|\/)\.\.(\/|$)/.test(p2) ? 'expected an absolute path without ".."' : void 0);
+  if (problem) ctx.addIssue({ code: "custom", message: problem });
+});
+var RESERVED_DATA_PATHS = /^\/(proc|sys|dev|run|tmp)?\/*$/;
 var mode = external_exports.union([
   external_exports.string().regex(/^0?[0-7]{3,4}$/, 'expected an octal mode such as "0755"'),
   external_exports.number().int().refine(
@@ -27737,14 +27877,16 @@ var luaSchema = external_exports.strictObject({
   urls: external_exports.array(url2).min(1).optional(),
   strategy: external_exports.enum(["cross", "in-root"]).default("cross"),
   /** Where the interpreter is installed in the image. */
-  path: absPath.default("/bin/lua")
+  path: absPath.default("/bin/lua"),
+  "max-bytes": maxBytes.optional()
 });
 var scratchBase = external_exports.strictObject({ type: external_exports.literal("scratch") });
 var tarballBase = external_exports.strictObject({
   type: external_exports.literal("tarball"),
-  path: external_exports.string().min(1).optional(),
+  path: pathString.optional(),
   urls: external_exports.array(url2).min(1).optional(),
-  sha256: sha256.optional()
+  sha256: sha256.optional(),
+  "max-bytes": maxBytes.optional()
 }).superRefine((b2, ctx) => {
   if (!b2.path && !b2.urls)
     ctx.addIssue({ code: "custom", message: "give either path or urls", path: ["path"] });
@@ -27761,14 +27903,17 @@ var debianBase = external_exports.strictObject({
 });
 var baseSchema = external_exports.discriminatedUnion("type", [scratchBase, tarballBase, debianBase]);
 var fileSchema = external_exports.strictObject({
-  src: external_exports.string().min(1),
+  src: pathString,
   dst: absPath,
   mode: mode.optional()
 });
 var dataSchema = external_exports.strictObject({
-  path: absPath.default("/data"),
+  path: absPath.refine(
+    (p2) => !RESERVED_DATA_PATHS.test(p2.replace(/\/+$/, "") || "/"),
+    'the data directory cannot be "/", /proc, /sys, /dev, /run or /tmp'
+  ).default("/data"),
   /** A directory whose contents seed the writable data template. */
-  template: external_exports.string().min(1).optional()
+  template: pathString.optional()
 });
 var port = external_exports.number().int().min(1).max(65535);
 var serviceSchema = external_exports.strictObject({
@@ -27800,7 +27945,7 @@ var gopherProbe = external_exports.strictObject({
   /** The selector sent, without CRLF; a search is "selector\tquery". */
   selector: external_exports.string().default(""),
   /** Expected response, byte for byte. */
-  fixture: external_exports.string().min(1)
+  fixture: pathString
 });
 var httpProbe = external_exports.strictObject({
   name: external_exports.string().regex(/^[\w.-]+$/, 'expected a name of letters, digits, ".", "_" or "-"'),
@@ -27808,7 +27953,7 @@ var httpProbe = external_exports.strictObject({
   path: external_exports.string().startsWith("/", 'expected a path starting with "/"').default("/"),
   status: external_exports.number().int().min(100).max(599).default(200),
   /** Expected body, byte for byte (optional). */
-  fixture: external_exports.string().min(1).optional()
+  fixture: pathString.optional()
 });
 var probeSchema = external_exports.discriminatedUnion("type", [gopherProbe, httpProbe]);
 var outputName = external_exports.string().regex(/^[\w.-]+$/, 'expected a file name of letters, digits, ".", "_" or "-"').refine((n2) => n2 !== "." && n2 !== "..", 'expected a file name, not "." or ".."').refine(
@@ -27816,7 +27961,7 @@ var outputName = external_exports.string().regex(/^[\w.-]+$/, 'expected a file n
   "that name is taken by SHA256SUMS, deploy/ or the trace report"
 );
 var outputsSchema = external_exports.strictObject({
-  dir: external_exports.string().min(1).default("out"),
+  dir: pathString.default("out"),
   image: outputName.optional(),
   "data-template": outputName.optional(),
   manifest: outputName.optional()
@@ -27862,6 +28007,8 @@ var configSchema = external_exports.strictObject({
 });
 
 // src/config/load.ts
+var MAX_CONFIG_BYTES = 1024 * 1024;
+var MAX_YAML_ALIASES = 100;
 function formatPath(p2) {
   let out = "";
   for (const k2 of p2) {
@@ -27897,7 +28044,7 @@ function issueMessages(issue2, doc, lc, name) {
   const line = lineOf(doc, lc, p2);
   return [`${formatPath(p2)}: ${message}${line ? ` (${name}:${line})` : ""}`];
 }
-function parseConfig(text, name = "lhc.yml") {
+function parseConfigWithLines(text, name = "lhc.yml") {
   const lc = new import_yaml.LineCounter();
   const doc = (0, import_yaml.parseDocument)(text, { lineCounter: lc, prettyErrors: false, uniqueKeys: true });
   if (doc.errors.length > 0) {
@@ -27914,7 +28061,16 @@ function parseConfig(text, name = "lhc.yml") {
       }
     }
   });
-  const data = doc.toJS();
+  let data;
+  try {
+    data = doc.toJS({ maxAliasCount: MAX_YAML_ALIASES });
+  } catch (e) {
+    if (/alias/i.test(e.message))
+      throw new ConfigError(
+        `YAML aliases: the config expands more than ${MAX_YAML_ALIASES} aliases (${name}:1); write the values out`
+      );
+    throw e;
+  }
   if (data === null || typeof data !== "object" || Array.isArray(data)) {
     throw new ConfigError(`(top level): expected a mapping of settings (${name}:1)`);
   }
@@ -27923,24 +28079,87 @@ function parseConfig(text, name = "lhc.yml") {
     const msgs = result.error.issues.flatMap((i2) => issueMessages(i2, doc, lc, name));
     throw new ConfigError(msgs.join("\n"));
   }
-  return result.data;
+  return {
+    raw: result.data,
+    where: (at2) => {
+      const line = lineOf(doc, lc, at2);
+      return line ? `${name}:${line}` : name;
+    }
+  };
+}
+async function readConfigText(file2, abs) {
+  const fail = (why) => new ConfigError(`cannot read config ${file2}: ${why}`);
+  let fh;
+  try {
+    fh = await open2(abs, constants.O_RDONLY | constants.O_NONBLOCK);
+  } catch (e) {
+    throw fail(e.code ?? String(e));
+  }
+  try {
+    const st2 = await fh.stat();
+    if (!st2.isFile()) throw fail("not a regular file");
+    if (st2.size > MAX_CONFIG_BYTES)
+      throw fail(`${st2.size} bytes, more than the cap of ${MAX_CONFIG_BYTES} bytes (1 MiB)`);
+    const buf = Buffer.alloc(MAX_CONFIG_BYTES + 1);
+    let len = 0;
+    for (; ; ) {
+      const { bytesRead } = await fh.read(buf, len, buf.length - len, len);
+      if (bytesRead === 0) break;
+      len += bytesRead;
+      if (len > MAX_CONFIG_BYTES)
+        throw fail(`more than the cap of ${MAX_CONFIG_BYTES} bytes (1 MiB)`);
+    }
+    return buf.subarray(0, len).toString("utf8");
+  } finally {
+    await fh.close();
+  }
+}
+async function confineConfigPaths(parsed, abs) {
+  const dir = path2.dirname(abs);
+  const root = await projectRoot(dir);
+  const errors = [];
+  for (const p2 of namedPaths(parsed.raw)) {
+    const problem = path2.isAbsolute(p2.value) ? `an absolute path (${p2.value}); name a path relative to the config's directory, inside the project ${root}` : await pathProblem(root, path2.resolve(dir, p2.value), p2.kind, { maxBytes: p2.maxBytes });
+    if (problem) errors.push(`${p2.field}: ${problem} (${parsed.where(p2.at)})`);
+  }
+  const urls = [
+    ["lua.urls", ["lua", "urls"], parsed.raw.lua?.urls],
+    [
+      "base.urls",
+      ["base", "urls"],
+      parsed.raw.base.type === "tarball" ? parsed.raw.base.urls : void 0
+    ]
+  ];
+  for (const [field2, at2, list] of urls) {
+    for (const [i2, u3] of (list ?? []).entries()) {
+      if (!u3.startsWith("file:")) continue;
+      let file2;
+      try {
+        file2 = fileURLToPath(u3);
+      } catch {
+        errors.push(`${field2}[${i2}]: not a valid file:// URL (${parsed.where([...at2, i2])})`);
+        continue;
+      }
+      const problem = await pathProblem(root, file2, "file");
+      if (problem) errors.push(`${field2}[${i2}]: ${problem} (${parsed.where([...at2, i2])})`);
+    }
+  }
+  if (errors.some((e) => e.includes("is outside the project")))
+    errors.push(
+      `(a config reads files only inside its project, here ${root}: the git work tree that holds the config, else the config's own directory)`
+    );
+  if (errors.length > 0) throw new ConfigError(errors.join("\n"));
 }
 async function loadConfig(file2) {
-  const abs = path.resolve(file2);
-  let text;
-  try {
-    text = await readFile(abs, "utf8");
-  } catch (e) {
-    throw new ConfigError(
-      `cannot read config ${file2}: ${e.code ?? String(e)}`
-    );
-  }
-  const raw = parseConfig(text, path.basename(abs));
-  return resolveConfig(raw, abs);
+  const abs = path2.resolve(file2);
+  const text = await readConfigText(file2, abs);
+  const parsed = parseConfigWithLines(text, path2.basename(abs));
+  await confineConfigPaths(parsed, abs);
+  return resolveConfig(parsed.raw, abs);
 }
 function resolveConfig(raw, file2) {
-  const dir = path.dirname(file2);
-  const r = (p2) => path.resolve(dir, p2);
+  const dir = path2.dirname(file2);
+  const r = (p2) => path2.resolve(dir, p2);
   const base = raw.base.type === "tarball" && raw.base.path ? { ...raw.base, path: r(raw.base.path) } : raw.base;
   return {
     ...raw,
@@ -27957,31 +28176,18 @@ function resolveConfig(raw, file2) {
 // src/pipeline.ts
 import { mkdir as mkdir12, mkdtemp as mkdtemp7, writeFile as writeFile10 } from "node:fs/promises";
 import os9 from "node:os";
-import path30 from "node:path";
+import path31 from "node:path";
 
 // src/config/check-files.ts
-import { access, constants } from "node:fs/promises";
-async function problem(file2) {
-  try {
-    await access(file2, constants.R_OK);
-    return void 0;
-  } catch (e) {
-    return e.code ?? String(e);
-  }
-}
 async function checkConfigFiles(config2) {
-  const named = [];
-  config2.files.forEach((f2, i2) => named.push({ field: `files[${i2}].src`, file: f2.src }));
-  if (config2.data.template) named.push({ field: "data.template", file: config2.data.template });
-  if (config2.base.type === "tarball" && config2.base.path)
-    named.push({ field: "base.path", file: config2.base.path });
-  config2.probes.forEach((p2, i2) => {
-    if (p2.fixture) named.push({ field: `probes[${i2}].fixture`, file: p2.fixture });
-  });
+  const root = await projectRoot(config2.dir);
   const errors = [];
-  for (const { field: field2, file: file2 } of named) {
-    const code = await problem(file2);
-    if (code) errors.push(`${field2}: cannot read ${file2} (${code})`);
+  for (const p2 of namedPaths(config2)) {
+    const problem = await pathProblem(root, p2.value, p2.kind, {
+      maxBytes: p2.maxBytes,
+      mustExist: true
+    });
+    if (problem) errors.push(`${p2.field}: ${problem}`);
   }
   if (errors.length > 0) throw new ConfigError(errors.join("\n"));
 }
@@ -28017,31 +28223,31 @@ async function runCleanups() {
 }
 
 // src/manifest/diff.ts
-import { existsSync } from "node:fs";
-import { readFile as readFile2, writeFile } from "node:fs/promises";
+import { existsSync as existsSync2 } from "node:fs";
+import { readFile, writeFile } from "node:fs/promises";
 
 // src/manifest/manifest.ts
-import { lstat, readdir as readdir2, readlink } from "node:fs/promises";
-import path4 from "node:path";
+import { lstat as lstat2, readdir as readdir2, readlink } from "node:fs/promises";
+import path5 from "node:path";
 
 // src/store/store.ts
 import { createHash as createHash2, randomBytes } from "node:crypto";
 import { createReadStream as createReadStream2, createWriteStream as createWriteStream2 } from "node:fs";
 import { mkdir, readdir, rename, rm, stat as stat2 } from "node:fs/promises";
-import path3 from "node:path";
+import path4 from "node:path";
 import { Transform as Transform2 } from "node:stream";
 import { pipeline as pipeline2 } from "node:stream/promises";
 
 // src/core/paths.ts
 import os from "node:os";
-import path2 from "node:path";
+import path3 from "node:path";
 function cacheDir(env = process.env) {
-  if (env.LHC_CACHE_DIR) return path2.resolve(env.LHC_CACHE_DIR);
-  const xdg = env.XDG_CACHE_HOME || path2.join(os.homedir(), ".cache");
-  return path2.join(xdg, "lhc");
+  if (env.LHC_CACHE_DIR) return path3.resolve(env.LHC_CACHE_DIR);
+  const xdg = env.XDG_CACHE_HOME || path3.join(os.homedir(), ".cache");
+  return path3.join(xdg, "lhc");
 }
 function storeDir(env = process.env) {
-  return path2.join(cacheDir(env), "store");
+  return path3.join(cacheDir(env), "store");
 }
 
 // src/store/download.ts
@@ -28050,7 +28256,9 @@ import { createReadStream, createWriteStream } from "node:fs";
 import { stat } from "node:fs/promises";
 import { Readable, Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { fileURLToPath } from "node:url";
+import { fileURLToPath as fileURLToPath2 } from "node:url";
+var DEFAULT_MAX_DOWNLOAD_BYTES = 2 * 1024 * 1024 * 1024;
+var DEFAULT_DOWNLOAD_DEADLINE_MS = 15 * 60 * 1e3;
 var DownloadError = class extends UserError {
   constructor(url3, reason, transient) {
     super(`${url3}: ${reason}`);
@@ -28096,7 +28304,7 @@ async function openSource(url3, signal) {
     throw new DownloadError(url3, "not a valid URL", false);
   }
   if (parsed.protocol === "file:") {
-    const file2 = fileURLToPath(parsed);
+    const file2 = fileURLToPath2(parsed);
     try {
       const st2 = await stat(file2);
       if (!st2.isFile()) throw new DownloadError(url3, "not a regular file", false);
@@ -28141,12 +28349,23 @@ async function openSource(url3, signal) {
     total: Number.isFinite(len) && len > 0 ? len : void 0
   };
 }
+function tooBigReason(what, maxBytes2) {
+  return `${what} than the size cap of ${formatBytes(maxBytes2)} (${maxBytes2} bytes); raise the input's max-bytes in lhc.yml if it is legitimate`;
+}
 async function download(url3, dest, opts = {}) {
   const idle = opts.idleTimeoutMs ?? 3e4;
+  const deadline = opts.deadlineMs ?? DEFAULT_DOWNLOAD_DEADLINE_MS;
+  const maxBytes2 = opts.maxBytes ?? DEFAULT_MAX_DOWNLOAD_BYTES;
   const label = opts.label ?? url3;
   const ac = new AbortController();
   let timedOut = false;
+  let pastDeadline = false;
+  let tooBig = false;
   let timer;
+  const deadlineTimer = setTimeout(() => {
+    pastDeadline = true;
+    ac.abort();
+  }, deadline);
   const arm = () => {
     clearTimeout(timer);
     timer = setTimeout(() => {
@@ -28165,9 +28384,23 @@ async function download(url3, dest, opts = {}) {
     arm();
     const src = await openSource(url3, ac.signal);
     total = src.total;
+    if (total !== void 0 && total > maxBytes2) {
+      src.stream.destroy();
+      throw new DownloadError(
+        url3,
+        tooBigReason(`announces ${formatBytes(total)}, more`, maxBytes2),
+        false
+      );
+    }
     const meter = new Transform({
       transform(chunk, _enc, cb) {
         arm();
+        if (bytes + chunk.length > maxBytes2) {
+          tooBig = true;
+          ac.abort();
+          cb(new Error("size cap reached"));
+          return;
+        }
         hash2.update(chunk);
         bytes += chunk.length;
         const now = Date.now();
@@ -28183,6 +28416,13 @@ async function download(url3, dest, opts = {}) {
     await pipeline(src.stream, meter, createWriteStream(dest), { signal: ac.signal });
   } catch (e) {
     if (e instanceof DownloadError) throw e;
+    if (tooBig) throw new DownloadError(url3, tooBigReason("sent more", maxBytes2), false);
+    if (pastDeadline)
+      throw new DownloadError(
+        url3,
+        `not finished after ${deadline / 1e3} s (${formatBytes(bytes)} received; deadline)`,
+        false
+      );
     if (timedOut) throw new DownloadError(url3, `no data for ${idle / 1e3} s (timed out)`, true);
     if (opts.signal?.aborted) throw new DownloadError(url3, "aborted", false);
     const code = e.code;
@@ -28196,6 +28436,7 @@ async function download(url3, dest, opts = {}) {
     );
   } finally {
     clearTimeout(timer);
+    clearTimeout(deadlineTimer);
     opts.signal?.removeEventListener("abort", onOuterAbort);
   }
   if (total !== void 0 && bytes !== total) {
@@ -28238,31 +28479,35 @@ var Store = class {
   dir;
   logger;
   constructor(dir = storeDir(), logger = quiet) {
-    this.dir = path3.resolve(dir);
+    this.dir = path4.resolve(dir);
     this.logger = logger;
   }
   /** Where the file with this content lives (whether or not it is present). */
   path(sha2562) {
-    return path3.join(this.dir, checkSha(sha2562));
+    return path4.join(this.dir, checkSha(sha2562));
   }
   /**
    * True when the store holds this content. The file is re-hashed: one whose content does not
    * match its name is removed (with a warning) and reported as absent.
    */
   async has(sha2562) {
+    return await this.presence(sha2562) === "present";
+  }
+  /** Like `has`, but tells a file that was never there from a corrupt one it just removed. */
+  async presence(sha2562) {
     const file2 = this.path(sha2562);
     try {
-      if (!(await stat2(file2)).isFile()) return false;
+      if (!(await stat2(file2)).isFile()) return "absent";
     } catch {
-      return false;
+      return "absent";
     }
     const actual = await sha256File(file2);
-    if (actual === sha2562) return true;
+    if (actual === sha2562) return "present";
     this.logger.warn(
       `store file ${file2} is corrupt (its content has sha256 ${actual}); removed it`
     );
     await rm(file2, { force: true });
-    return false;
+    return "removed-corrupt";
   }
   /** Imports a local file; returns its sha256. */
   async add(file2) {
@@ -28286,7 +28531,7 @@ var Store = class {
       });
       await pipeline2(createReadStream2(file2), hasher, createWriteStream2(tmp, { mode: 420 }));
       const sha = h2.digest("hex");
-      await rename(tmp, path3.join(this.dir, sha));
+      await rename(tmp, path4.join(this.dir, sha));
       this.logger.debug(`store: added ${file2} as ${sha}`);
       return sha;
     } finally {
@@ -28301,13 +28546,15 @@ var Store = class {
     const sha = checkSha(input2.sha256);
     const dest = this.path(sha);
     const name = nameOf(input2);
-    if (await this.has(sha)) {
+    const presence = await this.presence(sha);
+    if (presence === "present") {
       this.logger.debug(`store: ${name} present as ${sha}`);
       return dest;
     }
+    const storeState = presence === "removed-corrupt" ? `the corrupt copy that was in the store was removed (${dest})` : "nothing was added to the store";
     if (input2.urls.length === 0) {
       throw new UserError(
-        `${name} (sha256 ${sha}) is not in the store ${this.dir} and no URL was given; import it with: lhc store add FILE`
+        `${name} (sha256 ${sha}) is not in the store ${this.dir} and no URL was given${presence === "removed-corrupt" ? ` (${storeState})` : ""}; import it with: lhc store add FILE`
       );
     }
     const retries = opts.retries ?? 2;
@@ -28321,6 +28568,8 @@ var Store = class {
           );
           const got = await download(url3, tmp, {
             idleTimeoutMs: opts.idleTimeoutMs,
+            deadlineMs: opts.deadlineMs,
+            maxBytes: input2.maxBytes,
             progressIntervalMs: opts.progressIntervalMs,
             signal: opts.signal,
             logger: this.logger,
@@ -28351,7 +28600,7 @@ var Store = class {
       }
     }
     throw new UserError(
-      `could not fetch ${name} (sha256 ${sha}) from ${input2.urls.length === 1 ? "its URL" : `any of ${input2.urls.length} URLs`}; the store is unchanged:
+      `could not fetch ${name} (sha256 ${sha}) from ${input2.urls.length === 1 ? "its URL" : `any of ${input2.urls.length} URLs`}; ${storeState}:
 ${failures.join("\n")}`
     );
   }
@@ -28367,7 +28616,7 @@ ${failures.join("\n")}`
   /** A fresh temp name inside the store, so the final rename never crosses a file system. */
   async tempPath() {
     await mkdir(this.dir, { recursive: true });
-    return path3.join(this.dir, `${TEMP_PREFIX}${process.pid}-${randomBytes(6).toString("hex")}`);
+    return path4.join(this.dir, `${TEMP_PREFIX}${process.pid}-${randomBytes(6).toString("hex")}`);
   }
 };
 
@@ -28398,11 +28647,11 @@ function typeOf(st2) {
 async function walkSorted(dir) {
   const out = [""];
   const visit3 = async (rel) => {
-    const names = (await readdir2(path4.join(dir, rel))).sort(comparePaths);
+    const names = (await readdir2(path5.join(dir, rel))).sort(comparePaths);
     for (const name of names) {
       const child = rel ? `${rel}/${name}` : name;
       out.push(child);
-      const st2 = await lstat(path4.join(dir, child));
+      const st2 = await lstat2(path5.join(dir, child));
       if (st2.isDirectory()) await visit3(child);
     }
   };
@@ -28412,15 +28661,15 @@ async function walkSorted(dir) {
 async function scanTree(dir, opts) {
   let top;
   try {
-    top = await lstat(dir);
+    top = await lstat2(dir);
   } catch (e) {
     throw new UserError(`cannot read ${dir}: ${e.code ?? String(e)}`);
   }
   if (!top.isDirectory()) throw new UserError(`${dir} is not a directory`);
   const entries = [];
   for (const rel of await walkSorted(dir)) {
-    const abs = path4.join(dir, rel);
-    const st2 = await lstat(abs);
+    const abs = path5.join(dir, rel);
+    const st2 = await lstat2(abs);
     const type = typeOf(st2);
     const mode2 = rel === "" && opts.rootMode !== void 0 ? opts.rootMode : st2.mode;
     const e = {
@@ -28603,7 +28852,7 @@ function formatDiff(d, labels = {}) {
 async function readManifest(file2) {
   let text;
   try {
-    text = await readFile2(file2, "utf8");
+    text = await readFile(file2, "utf8");
   } catch (e) {
     throw new UserError(
       `cannot read manifest ${file2}: ${e.code ?? String(e)}`
@@ -28612,7 +28861,7 @@ async function readManifest(file2) {
   return parseManifest(text, file2);
 }
 async function checkManifestLock(newManifest, lockFile, update) {
-  if (!existsSync(lockFile)) {
+  if (!existsSync2(lockFile)) {
     if (!update) {
       throw new UserError(
         `manifest lock ${lockFile} does not exist; run with --update-manifest to create it`
@@ -28641,7 +28890,7 @@ ${diffText}if the change is intended, rebuild with --update-manifest and commit 
 
 // src/root/resolve.ts
 import { lstatSync, mkdirSync, readlinkSync } from "node:fs";
-import path5 from "node:path";
+import path6 from "node:path";
 var MAX_SYMLINK_FOLLOWS = 40;
 var ResolveError = class extends UserError {
   constructor(inRootPath, reason, message) {
@@ -28669,7 +28918,7 @@ function resolveInRoot(root, p2, opts = {}, cwd = "/") {
     }
     const isLast = todo.length === 0;
     const inRoot = `/${[...done, comp].join("/")}`;
-    const host = path5.join(root, ...done, comp);
+    const host = path6.join(root, ...done, comp);
     let st2;
     try {
       st2 = lstatSync(host);
@@ -28711,12 +28960,12 @@ function resolveInRoot(root, p2, opts = {}, cwd = "/") {
     done.push(comp);
     if (isLast) return { inRoot, host, exists: true };
   }
-  return { inRoot: `/${done.join("/")}`, host: path5.join(root, ...done), exists: true };
+  return { inRoot: `/${done.join("/")}`, host: path6.join(root, ...done), exists: true };
 }
 
 // src/stages/deploy-bundle.ts
-import { mkdir as mkdir2, readFile as readFile3, rm as rm2, writeFile as writeFile2 } from "node:fs/promises";
-import path6 from "node:path";
+import { mkdir as mkdir2, readFile as readFile2, rm as rm2, writeFile as writeFile2 } from "node:fs/promises";
+import path7 from "node:path";
 
 // src/tools/nspawn.ts
 var BASE_FLAGS = [
@@ -28777,7 +29026,7 @@ function listenPort(s3) {
 }
 function boardPaths(o2) {
   const boardDir = o2.boardDir ?? `/var/lib/lhc/${o2.name}`;
-  if (!path6.isAbsolute(boardDir))
+  if (!path7.isAbsolute(boardDir))
     throw new UserError(`board directory must be absolute, got ${boardDir}`);
   const dataSource = o2.dataSource ?? `${boardDir}/${o2.name}-data.ext4`;
   return {
@@ -28818,7 +29067,7 @@ function systemdQuoteWord(w2) {
   return `"${s3}"`;
 }
 function systemdExecLine(argv) {
-  if (!argv[0] || !path6.isAbsolute(argv[0]))
+  if (!argv[0] || !path7.isAbsolute(argv[0]))
     throw new UserError(`ExecStart needs an absolute program path, got ${argv[0] ?? "(none)"}`);
   return argv.map(systemdQuoteWord).join(" ");
 }
@@ -28914,7 +29163,7 @@ async function resolveUser(user, root) {
   try {
     const inRoot = resolveInRoot(root, "/etc/passwd");
     if (!inRoot.exists) throw new Error("no /etc/passwd");
-    passwd = await readFile3(inRoot.host, "utf8");
+    passwd = await readFile2(inRoot.host, "utf8");
   } catch {
     throw new UserError(
       `service.user "${user}": the image has no /etc/passwd to look the name up in; use a numeric uid`
@@ -29064,9 +29313,9 @@ async function writeDeployBundle(o2) {
   if (!o2.service.command[0]?.startsWith("/"))
     throw new UserError("service.command[0] must be an absolute path in the image");
   const p2 = boardPaths(o2);
-  const dir = path6.join(o2.outDir, "deploy");
+  const dir = path7.join(o2.outDir, "deploy");
   await rm2(dir, { recursive: true, force: true });
-  await mkdir2(path6.join(dir, "oci"), { recursive: true });
+  await mkdir2(path7.join(dir, "oci"), { recursive: true });
   const inetd = o2.service.inetd === true;
   const { rootMount, dataMount } = renderMountUnits(o2, p2);
   const units = {
@@ -29085,7 +29334,7 @@ async function writeDeployBundle(o2) {
     "oci/config.json": JSON.stringify(ociConfig(o2, p2, ids, { userNamespace: OCI_USER_NAMESPACE }), null, 2) + "\n",
     "README.md": renderReadme(o2, p2)
   };
-  for (const [f2, text] of Object.entries(contents)) await writeFile2(path6.join(dir, f2), text);
+  for (const [f2, text] of Object.entries(contents)) await writeFile2(path7.join(dir, f2), text);
   o2.logger?.info(
     `deploy bundle: ${dir} (${units.socket}, ${units.service}, mounts, fstab, oci/config.json)`
   );
@@ -29098,11 +29347,11 @@ async function writeDeployBundle(o2) {
 }
 
 // src/stages/entrypoint-check.ts
-import { lstat as lstat2, open as open3 } from "node:fs/promises";
+import { lstat as lstat3, open as open4 } from "node:fs/promises";
 
 // src/elf/elf.ts
 import { constants as constants2 } from "node:fs";
-import { open as open2 } from "node:fs/promises";
+import { open as open3 } from "node:fs/promises";
 var ElfError = class extends UserError {
   constructor(message) {
     super(message);
@@ -29327,7 +29576,7 @@ function vaddrToOffset(segments, addr) {
   return void 0;
 }
 async function readElf(file2) {
-  const fh = await open2(file2, constants2.O_RDONLY | constants2.O_NONBLOCK);
+  const fh = await open3(file2, constants2.O_RDONLY | constants2.O_NONBLOCK);
   try {
     const st2 = await fh.stat();
     if (!st2.isFile()) return void 0;
@@ -29401,7 +29650,7 @@ function shebangInterpreter(head) {
   return line.trim().split(/[ \t]/)[0] ?? "";
 }
 async function readHead(file2) {
-  const fh = await open3(file2, "r");
+  const fh = await open4(file2, "r");
   try {
     const buf = Buffer.alloc(SHEBANG_MAX);
     const { bytesRead } = await fh.read(buf, 0, SHEBANG_MAX, 0);
@@ -29425,7 +29674,7 @@ async function resolveFile(root, p2, what) {
     if (e.reason === "missing") throw missing();
     throw new EntrypointError(`${what}: ${e.message}`);
   }
-  const st2 = await lstat2(host);
+  const st2 = await lstat3(host);
   if (!st2.isFile()) throw new EntrypointError(`${what}: ${p2} is not a regular file`);
   return host;
 }
@@ -29452,7 +29701,7 @@ async function checkEntrypoint(root, command0, arch) {
       throw new EntrypointError(`${what}: too many nested #! interpreters (${chain.join(" \u2192 ")})`);
     const host = await resolveFile(root, p2, what);
     chain.push(p2);
-    if (((await lstat2(host)).mode & 73) === 0) {
+    if (((await lstat3(host)).mode & 73) === 0) {
       throw new EntrypointError(
         `${what}: ${p2} is not executable: give it an executable mode (e.g. mode: "0755" in files)`
       );
@@ -29500,7 +29749,7 @@ async function checkEntrypoint(root, command0, arch) {
 }
 
 // src/stages/epoch.ts
-import path12 from "node:path";
+import path13 from "node:path";
 
 // node_modules/is-plain-obj/index.js
 function isPlainObject2(value) {
@@ -29512,7 +29761,7 @@ function isPlainObject2(value) {
 }
 
 // node_modules/execa/lib/arguments/file-url.js
-import { fileURLToPath as fileURLToPath2 } from "node:url";
+import { fileURLToPath as fileURLToPath3 } from "node:url";
 var safeNormalizeFileUrl = (file2, name) => {
   const fileString = normalizeFileUrl(normalizeDenoExecPath(file2));
   if (typeof fileString !== "string") {
@@ -29522,7 +29771,7 @@ var safeNormalizeFileUrl = (file2, name) => {
 };
 var normalizeDenoExecPath = (file2) => isDenoExecPath(file2) ? file2.toString() : file2;
 var isDenoExecPath = (file2) => typeof file2 !== "string" && file2 && Object.getPrototypeOf(file2) === String.prototype;
-var normalizeFileUrl = (file2) => file2 instanceof URL ? fileURLToPath2(file2) : file2;
+var normalizeFileUrl = (file2) => file2 instanceof URL ? fileURLToPath3(file2) : file2;
 
 // node_modules/execa/lib/methods/parameters.js
 var normalizeParameters = (rawFile, rawArguments = [], rawOptions = {}) => {
@@ -30128,11 +30377,11 @@ var replacements = Object.entries(specialMainSymbols);
 // node_modules/yoctocolors/base.js
 import tty from "node:tty";
 var hasColors = tty?.WriteStream?.prototype?.hasColors?.() ?? false;
-var format = (open5, close) => {
+var format = (open6, close) => {
   if (!hasColors) {
     return (input2) => input2;
   }
-  const openCode = `\x1B[${open5}m`;
+  const openCode = `\x1B[${open6}m`;
   const closeCode = `\x1B[${close}m`;
   return (input2) => {
     const string4 = input2 + "";
@@ -30367,12 +30616,12 @@ var handleCommand = (filePath, rawArguments, rawOptions) => {
 
 // node_modules/execa/lib/arguments/options.js
 var import_cross_spawn = __toESM(require_cross_spawn(), 1);
-import path11 from "node:path";
+import path12 from "node:path";
 import process6 from "node:process";
 
 // node_modules/npm-run-path/index.js
 import process4 from "node:process";
-import path8 from "node:path";
+import path9 from "node:path";
 
 // node_modules/npm-run-path/node_modules/path-key/index.js
 function pathKey(options = {}) {
@@ -30389,21 +30638,21 @@ function pathKey(options = {}) {
 // node_modules/unicorn-magic/node.js
 import { promisify } from "node:util";
 import { execFile as execFileCallback, execFileSync as execFileSyncOriginal } from "node:child_process";
-import path7 from "node:path";
-import { fileURLToPath as fileURLToPath3 } from "node:url";
+import path8 from "node:path";
+import { fileURLToPath as fileURLToPath4 } from "node:url";
 var execFileOriginal = promisify(execFileCallback);
 function toPath(urlOrPath) {
-  return urlOrPath instanceof URL ? fileURLToPath3(urlOrPath) : urlOrPath;
+  return urlOrPath instanceof URL ? fileURLToPath4(urlOrPath) : urlOrPath;
 }
 function traversePathUp(startPath) {
   return {
     *[Symbol.iterator]() {
-      let currentPath = path7.resolve(toPath(startPath));
+      let currentPath = path8.resolve(toPath(startPath));
       let previousPath;
       while (previousPath !== currentPath) {
         yield currentPath;
         previousPath = currentPath;
-        currentPath = path7.resolve(currentPath, "..");
+        currentPath = path8.resolve(currentPath, "..");
       }
     }
   };
@@ -30418,27 +30667,27 @@ var npmRunPath = ({
   execPath: execPath2 = process4.execPath,
   addExecPath = true
 } = {}) => {
-  const cwdPath = path8.resolve(toPath(cwd));
+  const cwdPath = path9.resolve(toPath(cwd));
   const result = [];
-  const pathParts = pathOption.split(path8.delimiter);
+  const pathParts = pathOption.split(path9.delimiter);
   if (preferLocal) {
     applyPreferLocal(result, pathParts, cwdPath);
   }
   if (addExecPath) {
     applyExecPath(result, pathParts, execPath2, cwdPath);
   }
-  return pathOption === "" || pathOption === path8.delimiter ? `${result.join(path8.delimiter)}${pathOption}` : [...result, pathOption].join(path8.delimiter);
+  return pathOption === "" || pathOption === path9.delimiter ? `${result.join(path9.delimiter)}${pathOption}` : [...result, pathOption].join(path9.delimiter);
 };
 var applyPreferLocal = (result, pathParts, cwdPath) => {
   for (const directory of traversePathUp(cwdPath)) {
-    const pathPart = path8.join(directory, "node_modules/.bin");
+    const pathPart = path9.join(directory, "node_modules/.bin");
     if (!pathParts.includes(pathPart)) {
       result.push(pathPart);
     }
   }
 };
 var applyExecPath = (result, pathParts, execPath2, cwdPath) => {
-  const pathPart = path8.resolve(cwdPath, toPath(execPath2), "..");
+  const pathPart = path9.resolve(cwdPath, toPath(execPath2), "..");
   if (!pathParts.includes(pathPart)) {
     result.push(pathPart);
   }
@@ -31593,7 +31842,7 @@ var killAfterTimeout = async (subprocess, timeout, context, { signal }) => {
 
 // node_modules/execa/lib/methods/node.js
 import { execPath, execArgv } from "node:process";
-import path9 from "node:path";
+import path10 from "node:path";
 var mapNode = ({ options }) => {
   if (options.node === false) {
     throw new TypeError('The "node" option cannot be false with `execaNode()`.');
@@ -31612,7 +31861,7 @@ var handleNodeOption = (file2, commandArguments, {
     throw new TypeError('The "execPath" option has been removed. Please use the "nodePath" option instead.');
   }
   const normalizedNodePath = safeNormalizeFileUrl(nodePath, 'The "nodePath" option');
-  const resolvedNodePath = path9.resolve(cwd, normalizedNodePath);
+  const resolvedNodePath = path10.resolve(cwd, normalizedNodePath);
   const newOptions = {
     ...options,
     nodePath: resolvedNodePath,
@@ -31622,7 +31871,7 @@ var handleNodeOption = (file2, commandArguments, {
   if (!shouldHandleNode) {
     return [file2, commandArguments, newOptions];
   }
-  if (path9.basename(file2, ".exe") === "node") {
+  if (path10.basename(file2, ".exe") === "node") {
     throw new TypeError('When the "node" option is true, the first argument does not need to be "node".');
   }
   return [
@@ -31712,11 +31961,11 @@ var serializeEncoding = (encoding) => typeof encoding === "string" ? `"${encodin
 
 // node_modules/execa/lib/arguments/cwd.js
 import { statSync } from "node:fs";
-import path10 from "node:path";
+import path11 from "node:path";
 import process5 from "node:process";
 var normalizeCwd = (cwd = getDefaultCwd()) => {
   const cwdString = safeNormalizeFileUrl(cwd, 'The "cwd" option');
-  return path10.resolve(cwdString);
+  return path11.resolve(cwdString);
 };
 var getDefaultCwd = () => {
   try {
@@ -31763,7 +32012,7 @@ var normalizeOptions = (filePath, rawArguments, rawOptions) => {
   options.killSignal = normalizeKillSignal(options.killSignal);
   options.forceKillAfterDelay = normalizeForceKillAfterDelay(options.forceKillAfterDelay);
   options.lines = options.lines.map((lines, fdNumber2) => lines && !BINARY_ENCODINGS.has(options.encoding) && options.buffer[fdNumber2]);
-  if (process6.platform === "win32" && path11.basename(file2, ".exe") === "cmd") {
+  if (process6.platform === "win32" && path12.basename(file2, ".exe") === "cmd") {
     commandArguments.unshift("/q");
   }
   return { file: file2, commandArguments, options };
@@ -33912,13 +34161,13 @@ var logOutputSync = ({ serializedResult, fdNumber: fdNumber2, state, verboseInfo
   }
 };
 var writeToFiles = (serializedResult, stdioItems, outputFiles) => {
-  for (const { path: path34, append } of stdioItems.filter(({ type }) => FILE_TYPES.has(type))) {
-    const pathString = typeof path34 === "string" ? path34 : path34.toString();
-    if (append || outputFiles.has(pathString)) {
-      appendFileSync(path34, serializedResult);
+  for (const { path: path35, append } of stdioItems.filter(({ type }) => FILE_TYPES.has(type))) {
+    const pathString2 = typeof path35 === "string" ? path35 : path35.toString();
+    if (append || outputFiles.has(pathString2)) {
+      appendFileSync(path35, serializedResult);
     } else {
-      outputFiles.add(pathString);
-      writeFileSync(path34, serializedResult);
+      outputFiles.add(pathString2);
+      writeFileSync(path35, serializedResult);
     }
   }
 };
@@ -36760,10 +37009,10 @@ function parseEpoch(value, what) {
   return n2;
 }
 async function gitCommitTime(file2, logger) {
-  const cwd = path12.dirname(file2);
+  const cwd = path13.dirname(file2);
   let r;
   try {
-    r = await run(["git", "log", "-1", "--format=%ct", "--", path12.basename(file2)], {
+    r = await run(["git", "log", "-1", "--format=%ct", "--", path13.basename(file2)], {
       cwd,
       reject: false,
       logger
@@ -36810,20 +37059,20 @@ async function resolveEpoch(input2) {
 
 // src/stages/lua.ts
 import { createHash as createHash4, randomBytes as randomBytes3 } from "node:crypto";
-import { existsSync as existsSync5 } from "node:fs";
+import { existsSync as existsSync6 } from "node:fs";
 import {
   copyFile,
   chmod,
   mkdir as mkdir4,
   mkdtemp as mkdtemp3,
-  readFile as readFile5,
+  readFile as readFile4,
   rename as rename3,
   rm as rm5,
   stat as stat3,
   writeFile as writeFile5
 } from "node:fs/promises";
 import os6 from "node:os";
-import path16 from "node:path";
+import path17 from "node:path";
 
 // src/tools/lua-make.ts
 var LUA_MYCFLAGS = "-static -Os -ffunction-sections -fdata-sections -fno-asynchronous-unwind-tables -fno-unwind-tables";
@@ -36880,17 +37129,17 @@ function buildrootArgv(opts) {
 
 // src/stages/lua-in-root.ts
 import { createHash as createHash3, randomBytes as randomBytes2 } from "node:crypto";
-import { existsSync as existsSync2 } from "node:fs";
-import { mkdir as mkdir3, mkdtemp, readFile as readFile4, rename as rename2, rm as rm3, writeFile as writeFile3 } from "node:fs/promises";
+import { existsSync as existsSync3 } from "node:fs";
+import { mkdir as mkdir3, mkdtemp, readFile as readFile3, rename as rename2, rm as rm3, writeFile as writeFile3 } from "node:fs/promises";
 import os3 from "node:os";
-import path13 from "node:path";
+import path14 from "node:path";
 var BUILDROOT_SUITE = "bookworm";
 var HOST_SOURCES = "/etc/apt/sources.list.d/debian.sources";
 async function defaultMirrors() {
-  return existsSync2(HOST_SOURCES) ? [HOST_SOURCES] : [];
+  return existsSync3(HOST_SOURCES) ? [HOST_SOURCES] : [];
 }
 async function mirrorsIdentity(mirrors) {
-  return Promise.all(mirrors.map(async (m2) => existsSync2(m2) ? await readFile4(m2, "utf8") : m2));
+  return Promise.all(mirrors.map(async (m2) => existsSync3(m2) ? await readFile3(m2, "utf8") : m2));
 }
 function toolchainFromDpkgStatus(status) {
   const wanted = /^(gcc(-\d+)?|cpp(-\d+)?|binutils(-aarch64-linux-gnu|-x86-64-linux-gnu)?|musl|musl-dev|musl-tools|libc6-dev|make)$/;
@@ -36915,15 +37164,15 @@ async function ensureBuildroot(opts) {
       mirrors: await mirrorsIdentity(mirrors)
     })
   ).digest("hex");
-  const tarball = path13.join(opts.dir, `${key}.tar`);
-  const metaFile = path13.join(opts.dir, `${key}.json`);
-  if (existsSync2(tarball) && existsSync2(metaFile)) {
-    const meta3 = JSON.parse(await readFile4(metaFile, "utf8"));
+  const tarball = path14.join(opts.dir, `${key}.tar`);
+  const metaFile = path14.join(opts.dir, `${key}.json`);
+  if (existsSync3(tarball) && existsSync3(metaFile)) {
+    const meta3 = JSON.parse(await readFile3(metaFile, "utf8"));
     return { key, tarball, toolchain: meta3.toolchain };
   }
   await mkdir3(opts.dir, { recursive: true });
-  const tmp = path13.join(opts.dir, `.tmp-${process.pid}-${randomBytes2(6).toString("hex")}.tar`);
-  const scratch = await mkdtemp(path13.join(opts.dir, ".scratch-"));
+  const tmp = path14.join(opts.dir, `.tmp-${process.pid}-${randomBytes2(6).toString("hex")}.tar`);
+  const scratch = await mkdtemp(path14.join(opts.dir, ".scratch-"));
   try {
     await opts.logger.group(
       `build root: mmdebstrap ${suite} ${opts.arch} (${BUILDROOT_PACKAGES.join(", ")})`,
@@ -36971,7 +37220,7 @@ async function ensureBuildroot(opts) {
   }
 }
 async function removeScratch(dir) {
-  const mounts = (await readFile4("/proc/self/mounts", "utf8")).split("\n").map((l) => l.split(" ")[1]?.replace(/\\040/g, " ")).filter((m2) => m2 !== void 0 && m2.startsWith(`${dir}/`)).sort((a2, b2) => b2.length - a2.length);
+  const mounts = (await readFile3("/proc/self/mounts", "utf8")).split("\n").map((l) => l.split(" ")[1]?.replace(/\\040/g, " ")).filter((m2) => m2 !== void 0 && m2.startsWith(`${dir}/`)).sort((a2, b2) => b2.length - a2.length);
   for (const m2 of mounts) await run(["umount", "-l", m2], { privileged: true, reject: false });
   await run(["rm", "-rf", "--one-file-system", dir], {
     privileged: true,
@@ -36980,8 +37229,8 @@ async function removeScratch(dir) {
   });
 }
 async function compileInRoot(srcDir, buildroot, opts) {
-  const work = await mkdtemp(path13.join(opts.workDir ?? os3.tmpdir(), "lhc-buildroot-"));
-  const root = path13.join(work, "root");
+  const work = await mkdtemp(path14.join(opts.workDir ?? os3.tmpdir(), "lhc-buildroot-"));
+  const root = path14.join(work, "root");
   try {
     await mkdir3(root);
     await opts.logger.group("build root: extract", async () => {
@@ -36991,7 +37240,7 @@ async function compileInRoot(srcDir, buildroot, opts) {
         logger: opts.logger
       });
     });
-    if (!existsSync2(path13.join(root, "usr")))
+    if (!existsSync3(path14.join(root, "usr")))
       throw new UserError(`build root ${buildroot.tarball} has no /usr`);
     const make = inRootMakeArgv(opts.jobs ?? 1);
     const script = `${formatCommand(make)} && strip src/lua`;
@@ -37012,8 +37261,8 @@ async function compileInRoot(srcDir, buildroot, opts) {
         }
       );
     });
-    const binary = path13.join(srcDir, "src", "lua");
-    if (!existsSync2(binary))
+    const binary = path14.join(srcDir, "src", "lua");
+    if (!existsSync3(binary))
       throw new UserError(`the in-root build finished without producing ${binary}`);
     return binary;
   } finally {
@@ -37032,8 +37281,8 @@ async function compileInRoot(srcDir, buildroot, opts) {
 }
 
 // src/stages/lua-source.ts
-import { existsSync as existsSync3 } from "node:fs";
-import path14 from "node:path";
+import { existsSync as existsSync4 } from "node:fs";
+import path15 from "node:path";
 
 // node_modules/tar/dist/esm/index.min.js
 import Qr from "events";
@@ -40045,8 +40294,8 @@ async function extractLuaSource(tarball, destDir, version2) {
     noChmod: false,
     filter: (p2, e) => entryProblem(p2, e.type, top) === void 0
   });
-  const dir = path14.join(destDir, top);
-  if (!existsSync3(path14.join(dir, "src", "lua.c")) || !existsSync3(path14.join(dir, "Makefile"))) {
+  const dir = path15.join(destDir, top);
+  if (!existsSync4(path15.join(dir, "src", "lua.c")) || !existsSync4(path15.join(dir, "Makefile"))) {
     throw new UserError(
       `${tarball} does not look like the Lua ${version2} source (no ${top}/Makefile and ${top}/src/lua.c)`
     );
@@ -40055,16 +40304,16 @@ async function extractLuaSource(tarball, destDir, version2) {
 }
 
 // src/stages/lua-verify.ts
-import { existsSync as existsSync4, readFileSync as readFileSync3 } from "node:fs";
+import { existsSync as existsSync5, readFileSync as readFileSync3 } from "node:fs";
 import { mkdtemp as mkdtemp2, rm as rm4, writeFile as writeFile4 } from "node:fs/promises";
 import os5 from "node:os";
-import path15 from "node:path";
+import path16 from "node:path";
 var LuaVerifyError = class extends UserError {
 };
 function emulatorPrefix(arch, binfmtDir = "/proc/sys/fs/binfmt_misc") {
   if (hostArch() === arch) return [];
-  const entry = path15.join(binfmtDir, `qemu-${arch}`);
-  if (existsSync4(entry) && readFileSync3(entry, "utf8").startsWith("enabled")) return [];
+  const entry = path16.join(binfmtDir, `qemu-${arch}`);
+  if (existsSync5(entry) && readFileSync3(entry, "utf8").startsWith("enabled")) return [];
   return [`qemu-${arch}-static`];
 }
 var SMOKE_SCRIPT = `
@@ -40118,9 +40367,9 @@ async function verifyLua(binary, opts) {
       `${binary} -v: expected "Lua ${opts.version}", got ${JSON.stringify(banner.split("\n")[0] ?? "")} (exit code ${v2.exitCode})`
     );
   }
-  const dir = await mkdtemp2(path15.join(os5.tmpdir(), "lhc-lua-smoke-"));
+  const dir = await mkdtemp2(path16.join(os5.tmpdir(), "lhc-lua-smoke-"));
   try {
-    const script = path15.join(dir, "smoke.lua");
+    const script = path16.join(dir, "smoke.lua");
     await writeFile4(script, SMOKE_SCRIPT);
     const s3 = await run([...prefix, binary, script, dir], {
       reject: false,
@@ -40156,7 +40405,7 @@ function jobs() {
 }
 async function crossRecipe(arch, logger, signal) {
   const tc = crossToolchain(arch);
-  const missing = [tc.specs, tc.libc].filter((f2) => !existsSync5(f2));
+  const missing = [tc.specs, tc.libc].filter((f2) => !existsSync6(f2));
   if (missing.length > 0) {
     throw new UserError(
       `the musl cross toolchain for ${arch} is incomplete (missing ${missing.join(", ")}); install: apt-get install ${tc.packages.join(" ")} (or run: lhc setup)`
@@ -40178,7 +40427,7 @@ async function crossRecipe(arch, logger, signal) {
           stderrLines: 30
         });
       });
-      const binary = path16.join(srcDir, "src", "lua");
+      const binary = path17.join(srcDir, "src", "lua");
       await run([tc.strip, binary], { logger });
       return binary;
     }
@@ -40186,7 +40435,7 @@ async function crossRecipe(arch, logger, signal) {
 }
 async function inRootRecipe(arch, opts, cache) {
   const buildroot = await ensureBuildroot({
-    dir: opts.buildrootDir ?? path16.join(cache, "buildroots"),
+    dir: opts.buildrootDir ?? path17.join(cache, "buildroots"),
     arch,
     logger: opts.logger,
     signal: opts.signal
@@ -40204,11 +40453,11 @@ async function inRootRecipe(arch, opts, cache) {
   };
 }
 async function readCached(dir, logger) {
-  const bin = path16.join(dir, "lua");
-  const metaFile = path16.join(dir, "build.json");
-  if (!existsSync5(bin) || !existsSync5(metaFile)) return void 0;
+  const bin = path17.join(dir, "lua");
+  const metaFile = path17.join(dir, "build.json");
+  if (!existsSync6(bin) || !existsSync6(metaFile)) return void 0;
   try {
-    const meta3 = JSON.parse(await readFile5(metaFile, "utf8"));
+    const meta3 = JSON.parse(await readFile4(metaFile, "utf8"));
     if (await sha256File(bin) === meta3.sha256) return meta3;
     logger.warn(`cached Lua in ${dir} does not match its recorded sha256; rebuilding`);
   } catch (e) {
@@ -40234,9 +40483,9 @@ async function buildLua(spec, opts) {
       flags: recipe.flags
     })
   ).digest("hex");
-  const dir = path16.join(cache, "lua", key);
+  const dir = path17.join(cache, "lua", key);
   const result = (meta3, cached2) => ({
-    path: path16.join(dir, "lua"),
+    path: path17.join(dir, "lua"),
     bytes: meta3.bytes,
     sha256: meta3.sha256,
     cached: cached2,
@@ -40259,21 +40508,21 @@ async function buildLua(spec, opts) {
     },
     { ...opts.fetch, signal: opts.signal }
   );
-  const work = await mkdtemp3(path16.join(opts.workDir ?? os6.tmpdir(), "lhc-lua-"));
+  const work = await mkdtemp3(path17.join(opts.workDir ?? os6.tmpdir(), "lhc-lua-"));
   try {
-    const srcParent = path16.join(work, "src");
+    const srcParent = path17.join(work, "src");
     await mkdir4(srcParent);
     const srcDir = await extractLuaSource(tarball, srcParent, spec.version);
     const built = await recipe.build(srcDir);
     await verifyLua(built, { version: spec.version, arch: spec.arch, logger });
-    const staging = path16.join(
+    const staging = path17.join(
       cache,
       "lua",
       `.tmp-${process.pid}-${randomBytes3(6).toString("hex")}`
     );
     await mkdir4(staging, { recursive: true });
     try {
-      const bin = path16.join(staging, "lua");
+      const bin = path17.join(staging, "lua");
       await copyFile(built, bin);
       await chmod(bin, 493);
       const meta3 = {
@@ -40286,12 +40535,12 @@ async function buildLua(spec, opts) {
         sha256: await sha256File(bin),
         bytes: (await stat3(bin)).size
       };
-      await writeFile5(path16.join(staging, "build.json"), `${JSON.stringify(meta3, null, 2)}
+      await writeFile5(path17.join(staging, "build.json"), `${JSON.stringify(meta3, null, 2)}
 `);
       try {
         await rename3(staging, dir);
       } catch (e) {
-        if (!existsSync5(path16.join(dir, "lua"))) throw e;
+        if (!existsSync6(path17.join(dir, "lua"))) throw e;
       }
       logger.info(
         `Lua ${spec.version} (${spec.arch}, ${spec.strategy}): built, ${meta3.bytes} bytes, sha256 ${meta3.sha256}`
@@ -40313,12 +40562,18 @@ function configInputs(config2) {
     inputs.push({
       name: `lua-${config2.lua.version}.tar.gz`,
       urls: config2.lua.urls ?? defaultLuaUrls(config2.lua.version),
-      sha256: config2.lua.sha256
+      sha256: config2.lua.sha256,
+      maxBytes: config2.lua["max-bytes"]
     });
   }
   const base = config2.base;
   if (base.type === "tarball" && base.urls && base.sha256) {
-    inputs.push({ name: "base tarball", urls: base.urls, sha256: base.sha256 });
+    inputs.push({
+      name: "base tarball",
+      urls: base.urls,
+      sha256: base.sha256,
+      maxBytes: base["max-bytes"]
+    });
   }
   return inputs;
 }
@@ -40336,8 +40591,8 @@ async function fetchInputs(config2, opts) {
 
 // src/stages/pack.ts
 import { createHash as createHash6 } from "node:crypto";
-import { lstat as lstat4, mkdir as mkdir5, rm as rm7, stat as stat4, writeFile as writeFile7 } from "node:fs/promises";
-import path18 from "node:path";
+import { lstat as lstat5, mkdir as mkdir5, rm as rm7, stat as stat4, writeFile as writeFile7 } from "node:fs/promises";
+import path19 from "node:path";
 
 // src/tools/mksquashfs.ts
 var ROOT_MODE = 493;
@@ -40376,9 +40631,9 @@ function mksquashfsEnv() {
 
 // src/stages/data-template.ts
 import { createHash as createHash5 } from "node:crypto";
-import { chmod as chmod2, lstat as lstat3, mkdtemp as mkdtemp4, rm as rm6, writeFile as writeFile6 } from "node:fs/promises";
+import { chmod as chmod2, lstat as lstat4, mkdtemp as mkdtemp4, readlink as readlink2, rm as rm6, writeFile as writeFile6 } from "node:fs/promises";
 import os7 from "node:os";
-import path17 from "node:path";
+import path18 from "node:path";
 function archiveStat(st2, owner) {
   const s3 = Object.assign(Object.create(Object.getPrototypeOf(st2)), st2);
   return Object.assign(s3, {
@@ -40397,14 +40652,27 @@ var NeverHitMap = class extends Map {
   }
 };
 var SUPPORTED = (st2) => st2.isFile() || st2.isDirectory() || st2.isSymbolicLink();
+function templateLinkProblem(rel, target) {
+  if (target.startsWith("/"))
+    return `'${rel}' is a symlink to the absolute path ${target}; use a relative target inside the template`;
+  const resolved = path18.posix.normalize(path18.posix.join(path18.posix.dirname(rel), target));
+  if (resolved === ".." || resolved.startsWith("../"))
+    return `'${rel}' is a symlink to ${target}, which points outside the template`;
+  return void 0;
+}
 async function tarDirectory(dir, epoch, owner = { uid: 0, gid: 0 }) {
   const rels = await walkSorted(dir);
   const statCache = /* @__PURE__ */ new Map();
   const unsupported = [];
+  const badLinks = [];
   for (const rel of rels) {
-    const abs = path17.resolve(dir, rel || ".");
-    const st2 = await lstat3(abs);
+    const abs = path18.resolve(dir, rel || ".");
+    const st2 = await lstat4(abs);
     if (!SUPPORTED(st2)) unsupported.push(rel);
+    if (st2.isSymbolicLink()) {
+      const problem = templateLinkProblem(rel, await readlink2(abs));
+      if (problem) badLinks.push(problem);
+    }
     statCache.set(abs, archiveStat(st2, owner));
   }
   if (unsupported.length > 0) {
@@ -40412,6 +40680,7 @@ async function tarDirectory(dir, epoch, owner = { uid: 0, gid: 0 }) {
       `data template ${dir}: only files, directories and symlinks can go into the template; found ` + unsupported.map((r) => `'${r}'`).join(", ")
     );
   }
+  if (badLinks.length > 0) throw new UserError(`data template ${dir}: ${badLinks.join("; ")}`);
   const warnings = [];
   const stream = Qn(
     {
@@ -40507,7 +40776,7 @@ async function writeDataTemplate(o2) {
   let tmp;
   try {
     if (dir === void 0) {
-      tmp = await mkdtemp4(path17.join(os7.tmpdir(), "lhc-empty-data-"));
+      tmp = await mkdtemp4(path18.join(os7.tmpdir(), "lhc-empty-data-"));
       await chmod2(tmp, 493);
       dir = tmp;
     }
@@ -40544,16 +40813,16 @@ function artifactNames(name, fileNames = {}) {
 async function writeSha256Sums(dir, files) {
   const lines = [];
   for (const f2 of [...new Set(files)].sort()) {
-    lines.push(sha256sumsLine(await sha256File(path18.join(dir, f2)), f2));
+    lines.push(sha256sumsLine(await sha256File(path19.join(dir, f2)), f2));
   }
-  const out = path18.join(dir, "SHA256SUMS");
+  const out = path19.join(dir, "SHA256SUMS");
   await writeFile7(out, lines.join("\n") + "\n");
   return out;
 }
 async function requireDir(dir, what) {
   let st2;
   try {
-    st2 = await lstat4(dir);
+    st2 = await lstat5(dir);
   } catch {
     throw new UserError(`${what} ${dir} does not exist`);
   }
@@ -40564,7 +40833,7 @@ async function packImage(o2) {
   const names = artifactNames(o2.name, o2.fileNames);
   await requireDir(o2.root, "root");
   if (o2.dataDir !== void 0) await requireDir(o2.dataDir, "data directory");
-  const mountPoint = path18.join(o2.root, dataPath);
+  const mountPoint = path19.join(o2.root, dataPath);
   try {
     if (!(await stat4(mountPoint)).isDirectory()) throw new Error("not a directory");
   } catch {
@@ -40573,9 +40842,9 @@ async function packImage(o2) {
     );
   }
   await mkdir5(o2.outDir, { recursive: true });
-  const image = path18.join(o2.outDir, names.image);
-  const dataTemplate = path18.join(o2.outDir, names.dataTemplate);
-  const manifestFile = path18.join(o2.outDir, names.manifest);
+  const image = path19.join(o2.outDir, names.image);
+  const dataTemplate = path19.join(o2.outDir, names.dataTemplate);
+  const manifestFile = path19.join(o2.outDir, names.manifest);
   o2.logger.info(`packing ${o2.root} into ${image} (squashfs, xz, epoch ${o2.epoch})`);
   await rm7(image, { force: true });
   await run(mksquashfsArgv({ source: o2.root, image, epoch: o2.epoch, rootMode: ROOT_MODE }), {
@@ -40643,13 +40912,13 @@ import {
   lchown,
   lutimes,
   mkdir as mkdir7,
-  readlink as readlink2,
+  readlink as readlink3,
   rm as rm10,
   symlink,
   utimes,
   writeFile as writeFile9
 } from "node:fs/promises";
-import path22 from "node:path";
+import path23 from "node:path";
 
 // src/trace/glob.ts
 function escapeRe(c3) {
@@ -40706,7 +40975,7 @@ function isUnder(p2, dir) {
 function isVirtual(p2) {
   return VIRTUAL_PREFIXES.some((v2) => isUnder(p2, v2));
 }
-function kindOf(host) {
+function kindOf2(host) {
   try {
     const st2 = lstatSync2(host);
     if (st2.isSymbolicLink()) return "symlink";
@@ -40724,7 +40993,7 @@ function resolveTraced(root, guestPath, opts = {}) {
       followLast: !opts.noFollow,
       onSymlink: (p2, target) => symlinks.push({ path: p2, target })
     });
-    const kind = r.exists ? kindOf(r.host) : void 0;
+    const kind = r.exists ? kindOf2(r.host) : void 0;
     return {
       inRoot: r.inRoot,
       host: r.host,
@@ -40746,17 +41015,17 @@ function resolveTraced(root, guestPath, opts = {}) {
 }
 
 // src/stages/trace.ts
-import { mkdir as mkdir6, readFile as readFile8, readdir as readdir4, rm as rm9, stat as stat5, writeFile as writeFile8 } from "node:fs/promises";
+import { mkdir as mkdir6, readFile as readFile7, readdir as readdir4, rm as rm9, stat as stat5, writeFile as writeFile8 } from "node:fs/promises";
 import { readFileSync as readFileSync5, readdirSync as readdirSync2, readlinkSync as readlinkSync3 } from "node:fs";
-import path21 from "node:path";
+import path22 from "node:path";
 
 // src/trace/fifo.ts
 import { randomBytes as randomBytes4 } from "node:crypto";
 import { closeSync, constants as constants6, openSync, read, writeSync } from "node:fs";
 var TraceFifo = class _TraceFifo {
-  constructor(path34) {
-    this.path = path34;
-    this.fd = openSync(path34, constants6.O_RDWR);
+  constructor(path35) {
+    this.path = path35;
+    this.fd = openSync(path35, constants6.O_RDWR);
     this.done = this.pump();
   }
   path;
@@ -40768,9 +41037,9 @@ var TraceFifo = class _TraceFifo {
   done;
   closed = false;
   /** Creates the FIFO (mode 0666: the service may run as any user) and starts reading it. */
-  static async create(path34) {
-    await run(["mkfifo", "-m", "0666", path34]);
-    return new _TraceFifo(path34);
+  static async create(path35) {
+    await run(["mkfifo", "-m", "0666", path35]);
+    return new _TraceFifo(path35);
   }
   async pump() {
     const buf = Buffer.alloc(256 * 1024);
@@ -41257,13 +41526,13 @@ function parseHostStrace(text, opts = {}) {
 }
 
 // src/verify/sandbox.ts
-import { existsSync as existsSync6 } from "node:fs";
-import { chmod as chmod3, readFile as readFile7, readdir as readdir3, rm as rm8, rmdir } from "node:fs/promises";
-import path20 from "node:path";
+import { existsSync as existsSync7 } from "node:fs";
+import { chmod as chmod3, readFile as readFile6, readdir as readdir3, rm as rm8, rmdir } from "node:fs/promises";
+import path21 from "node:path";
 
 // src/verify/hardening.ts
-import { readFile as readFile6 } from "node:fs/promises";
-import path19 from "node:path";
+import { readFile as readFile5 } from "node:fs/promises";
+import path20 from "node:path";
 function unescape(field2) {
   return field2.replace(/\\([0-7]{3})/g, (_2, o2) => String.fromCharCode(parseInt(o2, 8)));
 }
@@ -41363,7 +41632,7 @@ function checkNetwork(netDev) {
   };
 }
 async function inspectProcess(pid, dataPath) {
-  const read2 = (f2) => readFile6(`/proc/${pid}/${f2}`, "utf8");
+  const read2 = (f2) => readFile5(`/proc/${pid}/${f2}`, "utf8");
   const [mountinfo, status, uidMap, netDev] = await Promise.all([
     read2("mountinfo"),
     read2("status"),
@@ -41411,13 +41680,13 @@ function resolveInImage(entries, p2, depth = 0) {
   let cur = "/";
   for (let i2 = 0; i2 < parts.length; i2++) {
     if (parts[i2] === "..") {
-      cur = path19.posix.dirname(cur);
+      cur = path20.posix.dirname(cur);
       continue;
     }
-    const next = path19.posix.join(cur, parts[i2]);
+    const next = path20.posix.join(cur, parts[i2]);
     const e = entries.get(next);
     if (e?.kind === "symlink" && depth < 40) {
-      const target = e.target.startsWith("/") ? e.target : path19.posix.join(cur, e.target);
+      const target = e.target.startsWith("/") ? e.target : path20.posix.join(cur, e.target);
       const rest = parts.slice(i2 + 1).join("/");
       return resolveInImage(entries, rest ? `${target}/${rest}` : target, depth + 1);
     }
@@ -41431,7 +41700,7 @@ function checkNoInterpreters(entries, command0) {
   const own2 = resolveInImage(byPath2, command0);
   const found = [];
   for (const e of entries) {
-    if (e.kind === "dir" || !INTERPRETER_NAME.test(path19.posix.basename(e.path))) continue;
+    if (e.kind === "dir" || !INTERPRETER_NAME.test(path20.posix.basename(e.path))) continue;
     if (e.kind === "file" && !e.executable) continue;
     if (e.path === command0 || resolveInImage(byPath2, e.path) === own2) continue;
     found.push(e.kind === "symlink" ? `${e.path} -> ${e.target}` : e.path);
@@ -41446,13 +41715,13 @@ function checkNoInterpreters(entries, command0) {
 // src/verify/proc.ts
 import { readdirSync, readFileSync as readFileSync4, readlinkSync as readlinkSync2 } from "node:fs";
 function parseStat(text) {
-  const open5 = text.indexOf("(");
+  const open6 = text.indexOf("(");
   const close = text.lastIndexOf(")");
-  if (open5 === -1 || close === -1) return void 0;
+  if (open6 === -1 || close === -1) return void 0;
   const rest = text.slice(close + 2).split(" ");
   return {
-    pid: Number(text.slice(0, open5).trim()),
-    comm: text.slice(open5 + 1, close),
+    pid: Number(text.slice(0, open6).trim()),
+    comm: text.slice(open6 + 1, close),
     ppid: Number(rest[1]),
     pgid: Number(rest[2]),
     startTime: Number(rest[19])
@@ -41520,7 +41789,7 @@ function findPayloads(ancestor, table2 = processTable()) {
 // src/verify/sandbox.ts
 var sleep2 = (ms2) => new Promise((r) => setTimeout(r, ms2));
 async function ownMounts() {
-  const text = await readFile7("/proc/self/mountinfo", "utf8");
+  const text = await readFile6("/proc/self/mountinfo", "utf8");
   const parsed = parseMountInfo(text);
   return text.split("\n").filter((l) => l.trim()).map((l, i2) => ({
     majorMinor: l.split(" ")[2],
@@ -41572,12 +41841,12 @@ async function unpackTemplate(template, dir, opts = {}) {
       onwarn: (code, message) => warnings.push(`${code}: ${message}`),
       onReadEntry: (e) => {
         if (e.type !== "SymbolicLink" && e.mode !== void 0) {
-          modes.push({ file: path20.resolve(dir, e.path), mode: e.mode & 4095 });
+          modes.push({ file: path21.resolve(dir, e.path), mode: e.mode & 4095 });
         }
         if (e.uid === void 0 || e.gid === void 0) return;
         const key = `${e.uid}:${e.gid}`;
         const list = owners.get(key) ?? [];
-        list.push(path20.resolve(dir, e.path));
+        list.push(path21.resolve(dir, e.path));
         owners.set(key, list);
       }
     });
@@ -41604,7 +41873,7 @@ async function containerProcesses(majorMinor) {
     if (pid === process.pid) continue;
     let text;
     try {
-      text = await readFile7(`/proc/${pid}/mountinfo`, "utf8");
+      text = await readFile6(`/proc/${pid}/mountinfo`, "utf8");
     } catch {
       continue;
     }
@@ -41652,7 +41921,7 @@ async function loopBackingFile(dev) {
   const name = loopName(dev);
   if (!name) return void 0;
   try {
-    return (await readFile7(`/sys/block/${name}/loop/backing_file`, "utf8")).trim();
+    return (await readFile6(`/sys/block/${name}/loop/backing_file`, "utf8")).trim();
   } catch {
     return void 0;
   }
@@ -41660,7 +41929,7 @@ async function loopBackingFile(dev) {
 async function releaseLoop(dev, image, logger) {
   for (let i2 = 0; i2 < 20; i2++) {
     const backing = await loopBackingFile(dev);
-    if (backing === void 0 || path20.resolve(backing.replace(/ \(deleted\)$/, "")) !== path20.resolve(image))
+    if (backing === void 0 || path21.resolve(backing.replace(/ \(deleted\)$/, "")) !== path21.resolve(image))
       return;
     await sleep2(100);
   }
@@ -41670,9 +41939,9 @@ async function releaseLoop(dev, image, logger) {
 async function removeWorkDir(workDir, mountPoints2) {
   for (const m2 of mountPoints2) {
     if (await mountAt(m2)) throw new Error(`${m2} is still mounted; leaving ${workDir} in place`);
-    if (existsSync6(m2)) await rmdir(m2).catch(() => void 0);
+    if (existsSync7(m2)) await rmdir(m2).catch(() => void 0);
   }
-  if (existsSync6(workDir) && (await readdir3(workDir)).every((n2) => !mountPoints2.includes(path20.join(workDir, n2)))) {
+  if (existsSync7(workDir) && (await readdir3(workDir)).every((n2) => !mountPoints2.includes(path21.join(workDir, n2)))) {
     await rm8(workDir, { recursive: true, force: true });
   }
 }
@@ -41709,12 +41978,12 @@ function containerArgv(config2, t) {
 async function tracedArgv(config2, t, straceName) {
   const argv = containerArgv(config2, t);
   if (t.trace?.mode === "qemu") {
-    const fifoPath = path21.join(t.trace.dir, QEMU_TRACE_FILE);
+    const fifoPath = path22.join(t.trace.dir, QEMU_TRACE_FILE);
     await rm9(fifoPath, { force: true });
     return { argv, fifo: await TraceFifo.create(fifoPath) };
   }
   if (t.trace?.mode === "strace") {
-    const straceFile = path21.join(t.trace.dir, straceName);
+    const straceFile = path22.join(t.trace.dir, straceName);
     return { argv: ["strace", ...STRACE_FLAGS, "-o", straceFile, "--", ...argv], straceFile };
   }
   return { argv };
@@ -41771,7 +42040,7 @@ async function runInetd(config2, t, logger, signal) {
       }
     }
     if (straceFile) {
-      out.traces.push(await readFile8(straceFile, "utf8").catch(() => ""));
+      out.traces.push(await readFile7(straceFile, "utf8").catch(() => ""));
       out.traceFiles.push(straceFile);
     }
     if (r.exitCode !== 0)
@@ -41869,7 +42138,7 @@ async function probeListening(config2, pid, port2, probe, workDir, logger) {
     );
     return r2.stdoutBytes;
   }
-  const bodyFile = path21.join(workDir, `probe-${probe.name}.body`);
+  const bodyFile = path22.join(workDir, `probe-${probe.name}.body`);
   await rm9(bodyFile, { force: true });
   const url3 = `http://127.0.0.1:${port2}${probe.path}`;
   const r = await run(
@@ -41893,7 +42162,7 @@ async function probeListening(config2, pid, port2, probe, workDir, logger) {
       `probe '${probe.name}': ${url3} inside the container's network namespace failed: ${tail(r.stderr, 5) || `curl exit code ${r.exitCode}`}`
     );
   }
-  const body = await readFile8(bodyFile).catch(() => Buffer.alloc(0));
+  const body = await readFile7(bodyFile).catch(() => Buffer.alloc(0));
   return { status: Number(r.stdout.trim()), body };
 }
 async function runListening(config2, t, workDir, logger) {
@@ -41942,7 +42211,7 @@ async function runListening(config2, t, workDir, logger) {
     await cleanup.run();
     if (fifo) out.traces.push(await fifo.finish());
   }
-  if (straceFile) out.traces.push(await readFile8(straceFile, "utf8").catch(() => ""));
+  if (straceFile) out.traces.push(await readFile7(straceFile, "utf8").catch(() => ""));
   return out;
 }
 async function runProbes(config2, t, o2) {
@@ -41991,14 +42260,14 @@ async function traceService(config2, root, opts) {
   }
   const elf = await readElf(entry.host);
   const interp = elf?.interp;
-  const copy = path21.join(workDir, "trace-root");
-  const traceDir = path21.join(workDir, "trace");
-  const dataDir = path21.join(workDir, "trace-data");
+  const copy = path22.join(workDir, "trace-root");
+  const traceDir = path22.join(workDir, "trace");
+  const dataDir = path22.join(workDir, "trace-data");
   await mkdir6(workDir, { recursive: true });
   await rm9(traceDir, { recursive: true, force: true });
   await mkdir6(traceDir, { recursive: true, mode: 493 });
-  const upper = path21.join(workDir, "trace-upper");
-  const overlayWork = path21.join(workDir, "trace-overlay-work");
+  const upper = path22.join(workDir, "trace-upper");
+  const overlayWork = path22.join(workDir, "trace-overlay-work");
   const state = { mounted: false };
   const removeCopy = registerCleanup(`traced root copy ${copy}`, async () => {
     if (state.mounted) await unmount(copy, logger);
@@ -42021,7 +42290,7 @@ async function traceService(config2, root, opts) {
           privileged: true
         });
       }
-      const mountPoints2 = [TRACE_MOUNT, config2.data.path, "/usr"].map((p2) => path21.join(copy, p2));
+      const mountPoints2 = [TRACE_MOUNT, config2.data.path, "/usr"].map((p2) => path22.join(copy, p2));
       await run(["mkdir", "-p", "-m", "0755", "--", ...mountPoints2], { privileged: true });
     });
     await seedDataDir(config2, root, dataDir);
@@ -42051,7 +42320,7 @@ async function traceService(config2, root, opts) {
     for (const [i2, text] of probed.traces.entries()) {
       const parsed = emulated ? parseQemuStrace(text, parseOpts) : parseHostStrace(text, parseOpts);
       if (emulated) {
-        const file2 = path21.join(traceDir, `qemu.${i2}.txt`);
+        const file2 = path22.join(traceDir, `qemu.${i2}.txt`);
         await writeFile8(file2, text);
         traceFiles.push(file2);
       }
@@ -42126,7 +42395,7 @@ var MUSL_ARCH = { aarch64: "aarch64", x86_64: "x86_64", arm: "armhf" };
 function walkRoot(root) {
   const out = /* @__PURE__ */ new Map();
   const visit3 = (inRoot) => {
-    const host = path22.join(root, inRoot);
+    const host = path23.join(root, inRoot);
     const st2 = lstatSync3(host);
     const kind = st2.isSymbolicLink() ? "symlink" : st2.isDirectory() ? "dir" : st2.isFile() ? "file" : "other";
     out.set(inRoot, { kind, st: st2 });
@@ -42143,7 +42412,7 @@ function entryBytes(e) {
 }
 function libraryDirs(root, elf, elfPath) {
   const dirs = [];
-  const origin = path22.posix.dirname(elfPath);
+  const origin = path23.posix.dirname(elfPath);
   for (const r of elf.runpath) dirs.push(r.replace(/\$\{?ORIGIN\}?/g, origin));
   const musl = elf.interp !== void 0 && /ld-musl/.test(elf.interp);
   if (musl) {
@@ -42178,12 +42447,12 @@ function ldSoConfDirs(root, file2, depth) {
       if (line.startsWith("/")) dirs.push(line);
       continue;
     }
-    const pattern = inc[1].startsWith("/") ? inc[1] : path22.posix.join(path22.posix.dirname(file2), inc[1]);
-    const dir = resolveTraced(root, path22.posix.dirname(pattern));
+    const pattern = inc[1].startsWith("/") ? inc[1] : path23.posix.join(path23.posix.dirname(file2), inc[1]);
+    const dir = resolveTraced(root, path23.posix.dirname(pattern));
     if (!dir.exists || dir.kind !== "dir") continue;
     const re2 = globToRegExp(pattern);
     for (const name of readdirSync3(dir.host).sort()) {
-      const candidate = path22.posix.join(path22.posix.dirname(pattern), name);
+      const candidate = path23.posix.join(path23.posix.dirname(pattern), name);
       if (re2.test(candidate)) dirs.push(...ldSoConfDirs(root, candidate, depth + 1));
     }
   }
@@ -42240,7 +42509,7 @@ async function pruneRoot(root, trace, config2, opts) {
       e.noFollow ?? false
     );
     if (e.op === "getdents" && r.exists && r.kind === "dir" && !r.virtual) {
-      for (const name of readdirSync3(r.host)) add(path22.posix.join(r.inRoot, name), "dir-listing");
+      for (const name of readdirSync3(r.host)) add(path23.posix.join(r.inRoot, name), "dir-listing");
     }
   }
   const entry = addLookup(trace.entrypoint, "entrypoint");
@@ -42260,7 +42529,7 @@ async function pruneRoot(root, trace, config2, opts) {
       scanned.add(p2);
       let elf;
       try {
-        elf = await readElf(path22.join(root, p2));
+        elf = await readElf(path23.join(root, p2));
       } catch (err) {
         logger.debug(`not parsing ${p2} as ELF: ${err.message}`);
         continue;
@@ -42268,7 +42537,7 @@ async function pruneRoot(root, trace, config2, opts) {
       if (!elf) {
         const why = kept.get(p2);
         if (why.has("entrypoint") || why.has("traced-exec")) {
-          const interpreter = shebang(path22.join(root, p2));
+          const interpreter = shebang(path23.join(root, p2));
           if (interpreter) {
             const r = addLookup(interpreter, "shebang-interp");
             if (r.exists) changed = true;
@@ -42284,7 +42553,7 @@ async function pruneRoot(root, trace, config2, opts) {
       }
       const dirs = elf.needed.length > 0 ? libraryDirs(root, elf, p2) : [];
       for (const lib of elf.needed) {
-        const candidates = lib.includes("/") ? [lib.startsWith("/") ? lib : path22.posix.join(path22.posix.dirname(p2), lib)] : dirs.map((d) => path22.posix.join(d, lib));
+        const candidates = lib.includes("/") ? [lib.startsWith("/") ? lib : path23.posix.join(path23.posix.dirname(p2), lib)] : dirs.map((d) => path23.posix.join(d, lib));
         const hit = candidates.find((c3) => {
           const r = resolveTraced(root, c3);
           return r.exists && r.kind === "file";
@@ -42311,7 +42580,7 @@ async function pruneRoot(root, trace, config2, opts) {
     }
   }
   for (const p2 of [...kept.keys()]) {
-    for (let d = path22.posix.dirname(p2); d !== "/" && d !== "."; d = path22.posix.dirname(d)) {
+    for (let d = path23.posix.dirname(p2); d !== "/" && d !== "."; d = path23.posix.dirname(d)) {
       if (kept.has(d)) {
         kept.get(d).add("parent-dir");
         continue;
@@ -42321,8 +42590,8 @@ async function pruneRoot(root, trace, config2, opts) {
   }
   kept.delete("/");
   const mounts = mountPoints(config2);
-  const prunedRoot = path22.join(opts.outDir, "root");
-  const dataDir = path22.join(opts.outDir, "data");
+  const prunedRoot = path23.join(opts.outDir, "root");
+  const dataDir = path23.join(opts.outDir, "data");
   await rm10(prunedRoot, { recursive: true, force: true });
   await mkdir7(prunedRoot, { recursive: true });
   const rootSt = all.get("/").st;
@@ -42330,8 +42599,8 @@ async function pruneRoot(root, trace, config2, opts) {
   const dirTimes = [];
   for (const p2 of [...kept.keys()].sort()) {
     const e = all.get(p2);
-    const src = path22.join(root, p2);
-    const dst = path22.join(prunedRoot, p2);
+    const src = path23.join(root, p2);
+    const dst = path23.join(prunedRoot, p2);
     if (e.kind === "dir") {
       await mkdir7(dst);
       dirTimes.push({ host: dst, st: e.st });
@@ -42339,7 +42608,7 @@ async function pruneRoot(root, trace, config2, opts) {
       await copyFile2(src, dst);
       await utimes(dst, e.st.atime, e.st.mtime);
     } else if (e.kind === "symlink") {
-      await symlink(await readlink2(src), dst);
+      await symlink(await readlink3(src), dst);
     } else {
       logger.debug(`not copying special file ${p2}`);
       continue;
@@ -42356,7 +42625,7 @@ async function pruneRoot(root, trace, config2, opts) {
     });
   }
   for (const m2 of mounts) {
-    const dst = path22.join(prunedRoot, m2);
+    const dst = path23.join(prunedRoot, m2);
     const existing = list.find((k2) => k2.path === m2);
     if (existing) {
       if (!existing.why.includes("mount-point")) existing.why.push("mount-point");
@@ -42364,7 +42633,7 @@ async function pruneRoot(root, trace, config2, opts) {
     }
     const e = all.get(m2);
     const mode2 = e?.kind === "dir" ? e.st.mode & 4095 : m2 === "/tmp" ? 1023 : 493;
-    await mkdir7(path22.dirname(dst), { recursive: true });
+    await mkdir7(path23.dirname(dst), { recursive: true });
     await mkdir7(dst);
     await chmod4(dst, mode2);
     if (e?.kind === "dir") await lchown(dst, e.st.uid, e.st.gid).catch(() => void 0);
@@ -42429,9 +42698,9 @@ function summarizeReport(r) {
 
 // src/stages/root.ts
 import { createHash as createHash7 } from "node:crypto";
-import { chmodSync as chmodSync3, existsSync as existsSync7, lstatSync as lstatSync6, readdirSync as readdirSync5, readFileSync as readFileSync7 } from "node:fs";
+import { chmodSync as chmodSync3, existsSync as existsSync8, lstatSync as lstatSync6, readdirSync as readdirSync5, readFileSync as readFileSync7 } from "node:fs";
 import { mkdir as mkdir9, rename as rename4, rm as rm12, stat as stat7 } from "node:fs/promises";
-import path25 from "node:path";
+import path26 from "node:path";
 
 // src/root/extract.ts
 import { once as once9 } from "node:events";
@@ -42455,7 +42724,7 @@ import {
   readlinkSync as readlinkSync4
 } from "node:fs";
 import { mkdir as mkdir8, mkdtemp as mkdtemp5, rm as rm11, stat as stat6 } from "node:fs/promises";
-import path23 from "node:path";
+import path24 from "node:path";
 import { createGunzip } from "node:zlib";
 var ExtractError = class extends UserError {
   constructor(archive, entry, reason) {
@@ -42616,7 +42885,7 @@ var Extractor = class {
   }
   writeFile(entry, name, parts) {
     const parent = this.parentOf(name, parts);
-    const host = path23.join(parent, parts[parts.length - 1]);
+    const host = path24.join(parent, parts[parts.length - 1]);
     const flags = fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW;
     let fd;
     try {
@@ -42678,7 +42947,7 @@ var Extractor = class {
       return;
     }
     const parent = this.parentOf(name, parts);
-    const host = path23.join(parent, parts[parts.length - 1]);
+    const host = path24.join(parent, parts[parts.length - 1]);
     try {
       mkdirSync2(host, { mode: 448 });
       this.summary.dirs++;
@@ -42706,7 +42975,7 @@ var Extractor = class {
     if (!lstatSync4(targetHost).isFile())
       this.fail(name, `hardlink target '${linkpath}' is no longer a regular file`);
     const parent = this.parentOf(name, parts);
-    const host = path23.join(parent, parts[parts.length - 1]);
+    const host = path24.join(parent, parts[parts.length - 1]);
     try {
       linkSync(targetHost, host);
     } catch (e) {
@@ -42723,7 +42992,7 @@ var Extractor = class {
   finish() {
     for (const s3 of this.symlinks) {
       const parent = this.parentOf(s3.name, s3.parts);
-      const host = path23.join(parent, s3.parts[s3.parts.length - 1]);
+      const host = path24.join(parent, s3.parts[s3.parts.length - 1]);
       try {
         symlinkSync(s3.target, host);
       } catch (e) {
@@ -42752,30 +43021,30 @@ var Extractor = class {
   }
 };
 function capFor(compression, compressedSize, opts) {
-  const maxBytes = opts.maxBytes ?? DEFAULT_MAX_BYTES;
-  if (compression === "none") return maxBytes;
+  const maxBytes2 = opts.maxBytes ?? DEFAULT_MAX_BYTES;
+  if (compression === "none") return maxBytes2;
   const byRatio = Math.max(
     opts.ratioFloorBytes ?? DEFAULT_RATIO_FLOOR,
     compressedSize * (opts.maxRatio ?? DEFAULT_MAX_RATIO)
   );
-  return Math.min(maxBytes, byRatio);
+  return Math.min(maxBytes2, byRatio);
 }
-function bombError(archive, cap, compressedSize) {
+function bombError(archive, cap, compressedSize, opts) {
   return new ExtractError(
     archive,
     void 0,
-    `decompresses to more than ${cap} bytes from ${compressedSize} compressed bytes (decompression bomb cap; raise maxRatio/maxBytes if this archive is legitimate)`
+    `decompresses to more than ${cap} bytes from ${compressedSize} compressed bytes: refused as a decompression bomb (lhc unpacks at most ${opts.maxRatio ?? DEFAULT_MAX_RATIO} times the compressed size, at least ${formatBytes(opts.ratioFloorBytes ?? DEFAULT_RATIO_FLOOR)} and at most ${formatBytes(opts.maxBytes ?? DEFAULT_MAX_BYTES)})`
   );
 }
-async function xzToTemp(archive, tmpDir, cap, compressedSize, logger) {
-  const out = path23.join(tmpDir, "archive.tar");
+async function xzToTemp(archive, tmpDir, cap, compressedSize, opts, logger) {
+  const out = path24.join(tmpDir, "archive.tar");
   const script = 'set -o pipefail; xz -dc -- "$1" | head -c "$2" > "$3"';
   const r = await run(["bash", "-c", script, "bash", archive, String(cap + 1), out], {
     reject: false,
     logger
   });
   const size = (await stat6(out)).size;
-  if (size > cap) throw bombError(archive, cap, compressedSize);
+  if (size > cap) throw bombError(archive, cap, compressedSize, opts);
   if (r.exitCode !== 0) {
     if (/xz: not found|command not found/.test(r.stderr)) {
       throw new UserError(
@@ -42839,12 +43108,14 @@ async function extractTarball(archive, dest, opts = {}) {
       code === "EEXIST" ? `extraction target ${dest} already exists: extraction needs a fresh directory` : `cannot create extraction target ${dest}: ${code ?? String(e)}`
     );
   }
-  const tmpDir = compression === "xz" ? await mkdtemp5(path23.join(path23.dirname(dest), ".lhc-xz-")) : void 0;
+  const tmpDir = compression === "xz" ? await mkdtemp5(path24.join(path24.dirname(dest), ".lhc-xz-")) : void 0;
   const ex = new Extractor(archive, dest, compression, opts);
   try {
     let source;
     if (compression === "xz") {
-      source = createReadStream4(await xzToTemp(archive, tmpDir, cap, compressedSize, opts.logger));
+      source = createReadStream4(
+        await xzToTemp(archive, tmpDir, cap, compressedSize, opts, opts.logger)
+      );
     } else if (compression === "gzip") {
       source = createReadStream4(archive).pipe(createGunzip());
     } else {
@@ -42861,7 +43132,7 @@ async function extractTarball(archive, dest, opts = {}) {
     });
     parser.on("entry", (entry) => ex.onEntry(entry));
     try {
-      await pump(source, parser, cap, () => bombError(archive, cap, compressedSize), ex);
+      await pump(source, parser, cap, () => bombError(archive, cap, compressedSize, opts), ex);
     } catch (e) {
       if (e instanceof UserError) throw e;
       const msg = e.message ?? String(e);
@@ -42904,16 +43175,16 @@ import {
   chmodSync as chmodSync2,
   lchownSync as lchownSync2
 } from "node:fs";
-import { open as open4 } from "node:fs/promises";
-import path24 from "node:path";
+import { open as open5 } from "node:fs/promises";
+import path25 from "node:path";
 function hostPathFor(root, dst) {
-  const dir = path24.posix.dirname(dst);
+  const dir = path25.posix.dirname(dst);
   const parent = resolveInRoot(root, dir, { createMissing: true });
   if (!parent.exists) mkdirSync3(parent.host, { mode: 493 });
   else if (!lstatSync5(parent.host).isDirectory())
     throw new UserError(`cannot install ${dst}: ${parent.inRoot} in the root is not a directory`);
-  const name = path24.posix.basename(dst);
-  return { host: path24.join(parent.host, name), inRoot: path24.posix.join(parent.inRoot, name) };
+  const name = path25.posix.basename(dst);
+  return { host: path25.join(parent.host, name), inRoot: path25.posix.join(parent.inRoot, name) };
 }
 function clearForFile(host, dst) {
   let st2;
@@ -42929,9 +43200,9 @@ function clearForFile(host, dst) {
 async function installFile(root, src, dst, mode2) {
   const { host } = hostPathFor(root, dst);
   clearForFile(host, dst);
-  const fh = await open4(host, fsc2.O_WRONLY | fsc2.O_CREAT | fsc2.O_EXCL | fsc2.O_NOFOLLOW, 384);
+  const fh = await open5(host, fsc2.O_WRONLY | fsc2.O_CREAT | fsc2.O_EXCL | fsc2.O_NOFOLLOW, 384);
   try {
-    const src_ = await open4(src, "r");
+    const src_ = await open5(src, "r");
     try {
       const buf = Buffer.alloc(1 << 20);
       for (; ; ) {
@@ -42967,8 +43238,8 @@ function normalizedMode(st2) {
 async function copyTree(root, srcDir, dst, stats = { files: 0, dirs: 0, symlinks: 0 }) {
   ensureDir(root, dst, 493);
   for (const name of readdirSync4(srcDir).sort()) {
-    const src = path24.join(srcDir, name);
-    const to2 = path24.posix.join(dst, name);
+    const src = path25.join(srcDir, name);
+    const to2 = path25.posix.join(dst, name);
     const st2 = lstatSync5(src);
     if (st2.isDirectory()) {
       stats.dirs++;
@@ -43057,7 +43328,7 @@ function treeBytes(dir) {
   let total = 0;
   const walk = (d) => {
     for (const name of readdirSync5(d)) {
-      const p2 = path25.join(d, name);
+      const p2 = path26.join(d, name);
       const st2 = lstatSync6(p2, { bigint: false });
       if (st2.isDirectory()) walk(p2);
       else if (st2.isFile()) {
@@ -43093,7 +43364,7 @@ async function runInRoot(root, command, opts) {
 }
 function debianMirrors(base, hostSourcesFile = HOST_SOURCES2) {
   if (base.mirrors && base.mirrors.length > 0) return [...base.mirrors];
-  if (!existsSync7(hostSourcesFile)) return [];
+  if (!existsSync8(hostSourcesFile)) return [];
   return hostMirrorLines(readFileSync7(hostSourcesFile, "utf8"), base.suite);
 }
 function debianBaseKey(input2) {
@@ -43117,16 +43388,16 @@ async function debianBaseTarball(base, arch, opts) {
     packages: base.packages,
     mirrors
   });
-  const dir = opts.basesDir ?? path25.join(cacheDir(), "bases");
-  const out = path25.join(dir, `${key}.tar`);
-  if (existsSync7(out)) {
+  const dir = opts.basesDir ?? path26.join(cacheDir(), "bases");
+  const out = path26.join(dir, `${key}.tar`);
+  if (existsSync8(out)) {
     opts.logger.info(
       `debian base ${base.suite} (${base.packages.join(", ") || "no extra packages"}): cached ${out}`
     );
     return out;
   }
   await mkdir9(dir, { recursive: true });
-  const tmp = path25.join(dir, `.tmp-${key}-${process.pid}.tar`);
+  const tmp = path26.join(dir, `.tmp-${key}-${process.pid}.tar`);
   opts.logger.info(
     `debian base: mmdebstrap ${base.suite} ${debArch} with ${base.packages.join(", ") || "no extra packages"} (${mirrors.length ? "host apt sources" : "mmdebstrap's default mirror"}; takes minutes under QEMU)`
   );
@@ -43184,7 +43455,7 @@ function describeExtract(s3) {
 }
 async function assembleRoot(config2, opts) {
   const { logger } = opts;
-  const root = path25.join(opts.workDir, "root");
+  const root = path26.join(opts.workDir, "root");
   const base = config2.base;
   if (config2.packages !== void 0 && base.type === "scratch") {
     throw new ConfigError(
@@ -43199,7 +43470,7 @@ async function assembleRoot(config2, opts) {
       }
       const tarball = base.type === "tarball" ? await tarballPath(base, opts) : await debianBaseTarball(base, config2.arch, opts);
       const s3 = await extractTarball(tarball, root, { logger });
-      logger.info(`extracted ${path25.basename(tarball)}: ${describeExtract(s3)}`);
+      logger.info(`extracted ${path26.basename(tarball)}: ${describeExtract(s3)}`);
       for (const d of ["/usr", ...MOUNT_POINTS]) ensureDir(root, d, d === "/tmp" ? 1023 : 493);
     });
     if (config2.packages !== void 0) {
@@ -43280,7 +43551,7 @@ function ensureDirMode(root, dst, mode2) {
 
 // src/stages/self-check.ts
 import { mkdir as mkdir10, rm as rm13 } from "node:fs/promises";
-import path26 from "node:path";
+import path27 from "node:path";
 
 // src/verify/visible-diff.ts
 var CONTEXT = 3;
@@ -43421,7 +43692,12 @@ function visibleDiff(expected, actual, labels = { expected: "expected", actual: 
     out.push(`@@ -${range(aStart, aCount)} +${range(bStart, bCount)} @@`);
     for (const o2 of hunk) out.push(...renderLine(o2));
   }
-  return out.join("\n");
+  const [maxLines, maxChars] = [80, 240];
+  const shown = out.slice(0, maxLines).map(
+    (l) => l.length > maxChars ? `${l.slice(0, maxChars)}... (${l.length - maxChars} more characters)` : l
+  );
+  if (out.length > maxLines) shown.push(`... (${out.length - maxLines} more diff lines not shown)`);
+  return shown.join("\n");
 }
 
 // src/stages/self-check.ts
@@ -43448,11 +43724,11 @@ function responseDiff(name, before, after) {
 }
 async function selfCheck(config2, prunedRoot, unprunedResponses, opts) {
   await mkdir10(opts.workDir, { recursive: true });
-  const dataDir = path26.join(opts.workDir, "self-check-data");
+  const dataDir = path27.join(opts.workDir, "self-check-data");
   await rm13(dataDir, { recursive: true, force: true });
   if (opts.dataDir) await run(["cp", "-a", "--", opts.dataDir, dataDir], { privileged: true });
   else await run(["mkdir", "-p", dataDir]);
-  const view = path26.join(opts.workDir, "self-check-root");
+  const view = path27.join(opts.workDir, "self-check-root");
   await mkdir10(view, { recursive: true });
   await run(["mount", "--bind", prunedRoot, view], { privileged: true, logger: opts.logger });
   const unmountView = registerCleanup(`self-check mount ${view}`, () => unmount(view, opts.logger));
@@ -43498,10 +43774,10 @@ ${diffs.join("\n")}`
 
 // src/stages/verify.ts
 import { setMaxListeners as setMaxListeners2 } from "node:events";
-import { existsSync as existsSync9 } from "node:fs";
+import { existsSync as existsSync10 } from "node:fs";
 import { mkdir as mkdir11, mkdtemp as mkdtemp6 } from "node:fs/promises";
 import os8 from "node:os";
-import path29 from "node:path";
+import path30 from "node:path";
 
 // src/verify/client.ts
 import http from "node:http";
@@ -43637,17 +43913,17 @@ async function runLoad(requests, concurrency, one, signal) {
       signal?.throwIfAborted();
       const i2 = next++;
       const start2 = performance.now();
-      let problem2;
+      let problem;
       try {
-        problem2 = await one(i2);
+        problem = await one(i2);
       } catch (e) {
         signal?.throwIfAborted();
-        problem2 = e.message;
+        problem = e.message;
       }
       latencies.push(performance.now() - start2);
-      if (problem2 !== void 0) {
+      if (problem !== void 0) {
         failures++;
-        firstFailure ??= `request ${i2 + 1}: ${problem2}`;
+        firstFailure ??= `request ${i2 + 1}: ${problem}`;
       }
     }
   };
@@ -43668,14 +43944,14 @@ async function runLoad(requests, concurrency, one, signal) {
 }
 
 // src/verify/probes.ts
-import { readFile as readFile9 } from "node:fs/promises";
-import path27 from "node:path";
+import { readFile as readFile8 } from "node:fs/promises";
+import path28 from "node:path";
 async function readFixtures(probes) {
   const out = /* @__PURE__ */ new Map();
   for (const p2 of probes) {
     if (!p2.fixture) continue;
     try {
-      out.set(p2.name, await readFile9(p2.fixture));
+      out.set(p2.name, await readFile8(p2.fixture));
     } catch (e) {
       throw new UserError(
         `probe ${p2.name}: cannot read fixture ${p2.fixture}: ${e.code ?? String(e)}`
@@ -43705,12 +43981,12 @@ async function ask(probe, endpoint, timeoutMs, signal) {
 async function probeOnce(probe, expected, endpoint, timeoutMs, signal) {
   try {
     const got = await ask(probe, endpoint, timeoutMs, signal);
-    const problem2 = judge(probe, expected, got, describeEndpoint(endpoint));
+    const problem = judge(probe, expected, got, describeEndpoint(endpoint));
     return {
       outcome: {
         name: probe.name,
-        ok: problem2 === void 0,
-        diff: problem2,
+        ok: problem === void 0,
+        diff: problem,
         bytes: got.body.length
       },
       body: got.body
@@ -43731,7 +44007,7 @@ async function curlProbe(probe, expected, svc, workDir, opts, timeoutMs) {
   const { host, port: port2 } = svc.clientTarget;
   const name = `${probe.name} (curl)`;
   const seconds = String(Math.ceil(timeoutMs / 1e3));
-  const bodyFile = path27.join(workDir, "curl-body");
+  const bodyFile = path28.join(workDir, "curl-body");
   const url3 = probe.type === "gopher" ? gopherUrl(host, port2, probe.selector) : `http://${host}:${port2}${probe.path}`;
   const curl = [
     "curl",
@@ -43758,16 +44034,16 @@ async function curlProbe(probe, expected, svc, workDir, opts, timeoutMs) {
       diff: `${r.command} failed (exit ${r.exitCode}): ${r.stderr.trim()}`,
       bytes: 0
     };
-  const body = await readFile9(bodyFile);
+  const body = await readFile8(bodyFile);
   const status = probe.type === "http" ? Number(r.stdout.trim()) : void 0;
-  const problem2 = judge(probe, expected, { status, body }, "curl");
-  return { name, ok: problem2 === void 0, diff: problem2, bytes: body.length };
+  const problem = judge(probe, expected, { status, body }, "curl");
+  return { name, ok: problem === void 0, diff: problem, bytes: body.length };
 }
 
 // src/verify/service.ts
-import { existsSync as existsSync8 } from "node:fs";
-import { readFile as readFile10 } from "node:fs/promises";
-import path28 from "node:path";
+import { existsSync as existsSync9 } from "node:fs";
+import { readFile as readFile9 } from "node:fs/promises";
+import path29 from "node:path";
 var sleep4 = (ms2) => new Promise((r) => setTimeout(r, ms2));
 async function waitFor(probe, timeoutMs, signal) {
   const deadline = Date.now() + timeoutMs;
@@ -43788,7 +44064,7 @@ function listensOn(netTcp, port2) {
 }
 async function readNetTcp(procDir) {
   const parts = await Promise.all(
-    ["tcp", "tcp6"].map((f2) => readFile10(`${procDir}/net/${f2}`, "utf8").catch(() => ""))
+    ["tcp", "tcp6"].map((f2) => readFile9(`${procDir}/net/${f2}`, "utf8").catch(() => ""))
   );
   return parts.join("\n");
 }
@@ -43884,13 +44160,13 @@ ${stderr}`
 ${stderr}`
     );
   }
-  const sockPath = path28.join(state.workDir, "service.sock");
+  const sockPath = path29.join(state.workDir, "service.sock");
   const nsenter = (a2) => ["nsenter", "-t", String(payload.pid), "-n", ...a2];
   state.forwarder = start(nsenter([process.execPath, "-e", FORWARDER, sockPath, String(port2)]), {
     privileged: true,
     logger
   });
-  if (!await waitFor(() => existsSync8(sockPath) || void 0, 1e4, signal)) {
+  if (!await waitFor(() => existsSync9(sockPath) || void 0, 1e4, signal)) {
     throw new UserError(
       `the forwarder into the container's network namespace did not start: ${state.forwarder.command}`
     );
@@ -44004,8 +44280,8 @@ function combinedSignal(opts, concurrency) {
   };
 }
 async function mustExist(file2, what) {
-  const abs = path29.resolve(file2);
-  if (!existsSync9(abs)) throw new UserError(`${what} ${file2} does not exist`);
+  const abs = path30.resolve(file2);
+  if (!existsSync10(abs)) throw new UserError(`${what} ${file2} does not exist`);
   return abs;
 }
 async function verifyImage(options) {
@@ -44022,11 +44298,11 @@ async function verifyImage(options) {
     throw new UserError(`--concurrency must be a whole number \u2265 1, got ${concurrency}`);
   const { signal, dispose: disposeSignal } = combinedSignal(options, concurrency);
   const opts = { ...options, signal };
-  const workDir = await mkdtemp6(path29.join(os8.tmpdir(), "lhc-verify-"));
+  const workDir = await mkdtemp6(path30.join(os8.tmpdir(), "lhc-verify-"));
   const state = {
     workDir,
-    rootDir: path29.join(workDir, config2.name),
-    dataDir: path29.join(workDir, "data"),
+    rootDir: path30.join(workDir, config2.name),
+    dataDir: path30.join(workDir, "data"),
     sockets: /* @__PURE__ */ new Set(),
     payloads: []
   };
@@ -44046,7 +44322,7 @@ async function verifyImage(options) {
         `image ${image} mounted read-only at ${state.rootDir} (${state.image.loopDevice})`
       );
       for (const needed of ["/usr", config2.data.path]) {
-        if (!existsSync9(path29.join(state.rootDir, needed))) {
+        if (!existsSync10(path30.join(state.rootDir, needed))) {
           throw new UserError(
             `the image has no ${needed} directory; a read-only root needs every mount point (add it to the root)`
           );
@@ -44179,9 +44455,9 @@ async function build(config2, opts) {
     }
   };
   const callerUmask = process.umask(18);
-  const outDir = path30.resolve(opts.outDir);
+  const outDir = path31.resolve(opts.outDir);
   await mkdir12(outDir, { recursive: true });
-  const workDir = opts.workDir ? path30.resolve(opts.workDir) : await mkdtemp7(path30.join(os9.tmpdir(), `lhc-${config2.name}-`));
+  const workDir = opts.workDir ? path31.resolve(opts.workDir) : await mkdtemp7(path31.join(os9.tmpdir(), `lhc-${config2.name}-`));
   await mkdir12(workDir, { recursive: true });
   const store = opts.store ?? new Store(void 0, logger);
   const removeWorkDir2 = registerCleanup(`work dir ${workDir}`, async () => {
@@ -44212,7 +44488,7 @@ async function build(config2, opts) {
         `lua ${luaBuild.version}: ${luaBuild.bytes} bytes${luaBuild.cached ? " (cached)" : ""}`
       );
     const assembled = await stage("root", async () => {
-      await run(["rm", "-rf", "--one-file-system", path30.join(workDir, "root")], {
+      await run(["rm", "-rf", "--one-file-system", path31.join(workDir, "root")], {
         privileged: true
       });
       return assembleRoot(config2, {
@@ -44221,26 +44497,26 @@ async function build(config2, opts) {
         logger,
         luaPath: luaBuild?.path,
         signal: opts.signal,
-        basesDir: opts.basesDir ?? (opts.cacheDir ? path30.join(opts.cacheDir, "bases") : void 0)
+        basesDir: opts.basesDir ?? (opts.cacheDir ? path31.join(opts.cacheDir, "bases") : void 0)
       });
     });
     await checkEntrypoint(assembled.root, config2.service.command[0], config2.arch);
     const trace = await stage(
       "trace",
       () => traceService(config2, assembled.root, {
-        workDir: path30.join(workDir, "trace"),
+        workDir: path31.join(workDir, "trace"),
         logger,
         signal: opts.signal
       })
     );
     const pruned = await stage("prune", async () => {
       const p2 = await pruneRoot(assembled.root, trace, config2, {
-        outDir: path30.join(workDir, "pruned"),
+        outDir: path31.join(workDir, "pruned"),
         logger
       });
       logger.info(summarizeReport(p2.report));
       await selfCheck(config2, p2.prunedRoot, trace.responses, {
-        workDir: path30.join(workDir, "self-check"),
+        workDir: path31.join(workDir, "self-check"),
         logger,
         dataDir: p2.dataDir,
         signal: opts.signal
@@ -44248,7 +44524,7 @@ async function build(config2, opts) {
       logger.info("self-check: every probe answers the same from the pruned root");
       return p2;
     });
-    const traceReport = path30.join(outDir, `${config2.name}.trace.json`);
+    const traceReport = path31.join(outDir, `${config2.name}.trace.json`);
     const { traceSeconds: _seconds, emulated: _emulated, ...reproducible } = pruned.report;
     await writeFile10(traceReport, `${JSON.stringify(reproducible, null, 2)}
 `);
@@ -44280,23 +44556,23 @@ async function build(config2, opts) {
         outDir,
         service: config2.service,
         dataPath: config2.data.path,
-        imageFile: path30.basename(packed2.image),
-        dataTemplateFile: path30.basename(packed2.dataTemplate),
+        imageFile: path31.basename(packed2.image),
+        dataTemplateFile: path31.basename(packed2.dataTemplate),
         root: pruned.prunedRoot,
         logger
       });
       await writeSha256Sums(outDir, [
-        path30.basename(packed2.image),
-        path30.basename(packed2.dataTemplate),
-        path30.basename(packed2.manifest),
-        path30.basename(traceReport),
+        path31.basename(packed2.image),
+        path31.basename(packed2.dataTemplate),
+        path31.basename(packed2.manifest),
+        path31.basename(traceReport),
         ...bundle2.files
       ]);
       let manifestDiff2;
       if (opts.manifestLock) {
         const lock = await checkManifestLock(
           packed2.manifestData,
-          path30.resolve(opts.manifestLock),
+          path31.resolve(opts.manifestLock),
           opts.updateManifest ?? false
         );
         if (lock.changed) {
@@ -44405,7 +44681,7 @@ Options:
 
 // src/cli/commands/diff.ts
 import { readdir as readdir5, stat as stat8 } from "node:fs/promises";
-import path31 from "node:path";
+import path32 from "node:path";
 async function manifestPath(arg) {
   let st2;
   try {
@@ -44420,7 +44696,7 @@ async function manifestPath(arg) {
       `lhc diff: ${arg} is a directory with ${found.length === 0 ? "no" : found.length} *.manifest.json files; name the manifest file`
     );
   }
-  return path31.join(arg, found[0]);
+  return path32.join(arg, found[0]);
 }
 var diffCommand = {
   name: "diff",
@@ -44624,14 +44900,14 @@ function formatChecks(checks) {
 }
 
 // src/host/probe.ts
-import { access as access2, readFile as readFile11, readdir as readdir6 } from "node:fs/promises";
+import { access, readFile as readFile10, readdir as readdir6 } from "node:fs/promises";
 import os10 from "node:os";
-import path32 from "node:path";
+import path33 from "node:path";
 var EXTRA_PATH = ["/usr/local/sbin", "/usr/sbin", "/sbin"];
 var realProbe = {
   async fileExists(file2) {
     try {
-      await access2(file2);
+      await access(file2);
       return true;
     } catch {
       return false;
@@ -44639,7 +44915,7 @@ var realProbe = {
   },
   async readFile(file2) {
     try {
-      return await readFile11(file2, "utf8");
+      return await readFile10(file2, "utf8");
     } catch {
       return void 0;
     }
@@ -44654,9 +44930,9 @@ var realProbe = {
   async which(tool) {
     const dirs = [...(process.env.PATH ?? "").split(":").filter(Boolean), ...EXTRA_PATH];
     for (const d of dirs) {
-      const candidate = path32.join(d, tool);
+      const candidate = path33.join(d, tool);
       try {
-        await access2(
+        await access(
           candidate,
           1
           /* X_OK */
@@ -44790,7 +45066,7 @@ its sha256. Inputs already in the store are not downloaded again. Prints one lin
 
 // src/cli/commands/lua.ts
 import { chmod as chmod5, copyFile as copyFile3, mkdir as mkdir13 } from "node:fs/promises";
-import path33 from "node:path";
+import path34 from "node:path";
 function takeRepeated(args, flag) {
   const values = [];
   const rest = [];
@@ -44884,7 +45160,7 @@ Options:
       { store: new Store(void 0, ctx.logger), logger: ctx.logger }
     );
     await mkdir13(out, { recursive: true });
-    const dest = path33.join(out, "lua");
+    const dest = path34.join(out, "lua");
     await copyFile3(r.path, dest);
     await chmod5(dest, 493);
     ctx.out(`lua      ${dest}`);
