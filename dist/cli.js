@@ -118,17 +118,17 @@ var require_visit = __commonJS({
     visit3.BREAK = BREAK;
     visit3.SKIP = SKIP;
     visit3.REMOVE = REMOVE;
-    function visit_(key, node2, visitor, path35) {
-      const ctrl = callVisitor(key, node2, visitor, path35);
+    function visit_(key, node2, visitor, path36) {
+      const ctrl = callVisitor(key, node2, visitor, path36);
       if (identity3.isNode(ctrl) || identity3.isPair(ctrl)) {
-        replaceNode(key, path35, ctrl);
-        return visit_(key, ctrl, visitor, path35);
+        replaceNode(key, path36, ctrl);
+        return visit_(key, ctrl, visitor, path36);
       }
       if (typeof ctrl !== "symbol") {
         if (identity3.isCollection(node2)) {
-          path35 = Object.freeze(path35.concat(node2));
+          path36 = Object.freeze(path36.concat(node2));
           for (let i2 = 0; i2 < node2.items.length; ++i2) {
-            const ci2 = visit_(i2, node2.items[i2], visitor, path35);
+            const ci2 = visit_(i2, node2.items[i2], visitor, path36);
             if (typeof ci2 === "number")
               i2 = ci2 - 1;
             else if (ci2 === BREAK)
@@ -139,13 +139,13 @@ var require_visit = __commonJS({
             }
           }
         } else if (identity3.isPair(node2)) {
-          path35 = Object.freeze(path35.concat(node2));
-          const ck = visit_("key", node2.key, visitor, path35);
+          path36 = Object.freeze(path36.concat(node2));
+          const ck = visit_("key", node2.key, visitor, path36);
           if (ck === BREAK)
             return BREAK;
           else if (ck === REMOVE)
             node2.key = null;
-          const cv = visit_("value", node2.value, visitor, path35);
+          const cv = visit_("value", node2.value, visitor, path36);
           if (cv === BREAK)
             return BREAK;
           else if (cv === REMOVE)
@@ -166,17 +166,17 @@ var require_visit = __commonJS({
     visitAsync.BREAK = BREAK;
     visitAsync.SKIP = SKIP;
     visitAsync.REMOVE = REMOVE;
-    async function visitAsync_(key, node2, visitor, path35) {
-      const ctrl = await callVisitor(key, node2, visitor, path35);
+    async function visitAsync_(key, node2, visitor, path36) {
+      const ctrl = await callVisitor(key, node2, visitor, path36);
       if (identity3.isNode(ctrl) || identity3.isPair(ctrl)) {
-        replaceNode(key, path35, ctrl);
-        return visitAsync_(key, ctrl, visitor, path35);
+        replaceNode(key, path36, ctrl);
+        return visitAsync_(key, ctrl, visitor, path36);
       }
       if (typeof ctrl !== "symbol") {
         if (identity3.isCollection(node2)) {
-          path35 = Object.freeze(path35.concat(node2));
+          path36 = Object.freeze(path36.concat(node2));
           for (let i2 = 0; i2 < node2.items.length; ++i2) {
-            const ci2 = await visitAsync_(i2, node2.items[i2], visitor, path35);
+            const ci2 = await visitAsync_(i2, node2.items[i2], visitor, path36);
             if (typeof ci2 === "number")
               i2 = ci2 - 1;
             else if (ci2 === BREAK)
@@ -187,13 +187,13 @@ var require_visit = __commonJS({
             }
           }
         } else if (identity3.isPair(node2)) {
-          path35 = Object.freeze(path35.concat(node2));
-          const ck = await visitAsync_("key", node2.key, visitor, path35);
+          path36 = Object.freeze(path36.concat(node2));
+          const ck = await visitAsync_("key", node2.key, visitor, path36);
           if (ck === BREAK)
             return BREAK;
           else if (ck === REMOVE)
             node2.key = null;
-          const cv = await visitAsync_("value", node2.value, visitor, path35);
+          const cv = await visitAsync_("value", node2.value, visitor, path36);
           if (cv === BREAK)
             return BREAK;
           else if (cv === REMOVE)
@@ -220,23 +220,23 @@ var require_visit = __commonJS({
       }
       return visitor;
     }
-    function callVisitor(key, node2, visitor, path35) {
+    function callVisitor(key, node2, visitor, path36) {
       if (typeof visitor === "function")
-        return visitor(key, node2, path35);
+        return visitor(key, node2, path36);
       if (identity3.isMap(node2))
-        return visitor.Map?.(key, node2, path35);
+        return visitor.Map?.(key, node2, path36);
       if (identity3.isSeq(node2))
-        return visitor.Seq?.(key, node2, path35);
+        return visitor.Seq?.(key, node2, path36);
       if (identity3.isPair(node2))
-        return visitor.Pair?.(key, node2, path35);
+        return visitor.Pair?.(key, node2, path36);
       if (identity3.isScalar(node2))
-        return visitor.Scalar?.(key, node2, path35);
+        return visitor.Scalar?.(key, node2, path36);
       if (identity3.isAlias(node2))
-        return visitor.Alias?.(key, node2, path35);
+        return visitor.Alias?.(key, node2, path36);
       return void 0;
     }
-    function replaceNode(key, path35, node2) {
-      const parent = path35[path35.length - 1];
+    function replaceNode(key, path36, node2) {
+      const parent = path36[path36.length - 1];
       if (identity3.isCollection(parent)) {
         parent.items[key] = node2;
       } else if (identity3.isPair(parent)) {
@@ -848,10 +848,10 @@ var require_Collection = __commonJS({
     var createNode = require_createNode();
     var identity3 = require_identity();
     var Node = require_Node();
-    function collectionFromPath(schema, path35, value) {
+    function collectionFromPath(schema, path36, value) {
       let v2 = value;
-      for (let i2 = path35.length - 1; i2 >= 0; --i2) {
-        const k2 = path35[i2];
+      for (let i2 = path36.length - 1; i2 >= 0; --i2) {
+        const k2 = path36[i2];
         if (typeof k2 === "number" && Number.isInteger(k2) && k2 >= 0) {
           const a2 = [];
           a2[k2] = v2;
@@ -870,7 +870,7 @@ var require_Collection = __commonJS({
         sourceObjects: /* @__PURE__ */ new Map()
       });
     }
-    var isEmptyPath = (path35) => path35 == null || typeof path35 === "object" && !!path35[Symbol.iterator]().next().done;
+    var isEmptyPath = (path36) => path36 == null || typeof path36 === "object" && !!path36[Symbol.iterator]().next().done;
     var Collection = class extends Node.NodeBase {
       constructor(type, schema) {
         super(type);
@@ -900,11 +900,11 @@ var require_Collection = __commonJS({
        * be a Pair instance or a `{ key, value }` object, which may not have a key
        * that already exists in the map.
        */
-      addIn(path35, value) {
-        if (isEmptyPath(path35))
+      addIn(path36, value) {
+        if (isEmptyPath(path36))
           this.add(value);
         else {
-          const [key, ...rest] = path35;
+          const [key, ...rest] = path36;
           const node2 = this.get(key, true);
           if (identity3.isCollection(node2))
             node2.addIn(rest, value);
@@ -918,8 +918,8 @@ var require_Collection = __commonJS({
        * Removes a value from the collection.
        * @returns `true` if the item was found and removed.
        */
-      deleteIn(path35) {
-        const [key, ...rest] = path35;
+      deleteIn(path36) {
+        const [key, ...rest] = path36;
         if (rest.length === 0)
           return this.delete(key);
         const node2 = this.get(key, true);
@@ -933,8 +933,8 @@ var require_Collection = __commonJS({
        * scalar values from their surrounding node; to disable set `keepScalar` to
        * `true` (collections are always returned intact).
        */
-      getIn(path35, keepScalar) {
-        const [key, ...rest] = path35;
+      getIn(path36, keepScalar) {
+        const [key, ...rest] = path36;
         const node2 = this.get(key, true);
         if (rest.length === 0)
           return !keepScalar && identity3.isScalar(node2) ? node2.value : node2;
@@ -952,8 +952,8 @@ var require_Collection = __commonJS({
       /**
        * Checks if the collection includes a value with the key `key`.
        */
-      hasIn(path35) {
-        const [key, ...rest] = path35;
+      hasIn(path36) {
+        const [key, ...rest] = path36;
         if (rest.length === 0)
           return this.has(key);
         const node2 = this.get(key, true);
@@ -963,8 +963,8 @@ var require_Collection = __commonJS({
        * Sets a value in this collection. For `!!set`, `value` needs to be a
        * boolean to add/remove the item from the set.
        */
-      setIn(path35, value) {
-        const [key, ...rest] = path35;
+      setIn(path36, value) {
+        const [key, ...rest] = path36;
         if (rest.length === 0) {
           this.set(key, value);
         } else {
@@ -3479,9 +3479,9 @@ var require_Document = __commonJS({
           this.contents.add(value);
       }
       /** Adds a value to the document. */
-      addIn(path35, value) {
+      addIn(path36, value) {
         if (assertCollection(this.contents))
-          this.contents.addIn(path35, value);
+          this.contents.addIn(path36, value);
       }
       /**
        * Create a new `Alias` node, ensuring that the target `node` has the required anchor.
@@ -3556,14 +3556,14 @@ var require_Document = __commonJS({
        * Removes a value from the document.
        * @returns `true` if the item was found and removed.
        */
-      deleteIn(path35) {
-        if (Collection.isEmptyPath(path35)) {
+      deleteIn(path36) {
+        if (Collection.isEmptyPath(path36)) {
           if (this.contents == null)
             return false;
           this.contents = null;
           return true;
         }
-        return assertCollection(this.contents) ? this.contents.deleteIn(path35) : false;
+        return assertCollection(this.contents) ? this.contents.deleteIn(path36) : false;
       }
       /**
        * Returns item at `key`, or `undefined` if not found. By default unwraps
@@ -3578,10 +3578,10 @@ var require_Document = __commonJS({
        * scalar values from their surrounding node; to disable set `keepScalar` to
        * `true` (collections are always returned intact).
        */
-      getIn(path35, keepScalar) {
-        if (Collection.isEmptyPath(path35))
+      getIn(path36, keepScalar) {
+        if (Collection.isEmptyPath(path36))
           return !keepScalar && identity3.isScalar(this.contents) ? this.contents.value : this.contents;
-        return identity3.isCollection(this.contents) ? this.contents.getIn(path35, keepScalar) : void 0;
+        return identity3.isCollection(this.contents) ? this.contents.getIn(path36, keepScalar) : void 0;
       }
       /**
        * Checks if the document includes a value with the key `key`.
@@ -3592,10 +3592,10 @@ var require_Document = __commonJS({
       /**
        * Checks if the document includes a value at `path`.
        */
-      hasIn(path35) {
-        if (Collection.isEmptyPath(path35))
+      hasIn(path36) {
+        if (Collection.isEmptyPath(path36))
           return this.contents !== void 0;
-        return identity3.isCollection(this.contents) ? this.contents.hasIn(path35) : false;
+        return identity3.isCollection(this.contents) ? this.contents.hasIn(path36) : false;
       }
       /**
        * Sets a value in this document. For `!!set`, `value` needs to be a
@@ -3612,13 +3612,13 @@ var require_Document = __commonJS({
        * Sets a value in this document. For `!!set`, `value` needs to be a
        * boolean to add/remove the item from the set.
        */
-      setIn(path35, value) {
-        if (Collection.isEmptyPath(path35)) {
+      setIn(path36, value) {
+        if (Collection.isEmptyPath(path36)) {
           this.contents = value;
         } else if (this.contents == null) {
-          this.contents = Collection.collectionFromPath(this.schema, Array.from(path35), value);
+          this.contents = Collection.collectionFromPath(this.schema, Array.from(path36), value);
         } else if (assertCollection(this.contents)) {
-          this.contents.setIn(path35, value);
+          this.contents.setIn(path36, value);
         }
       }
       /**
@@ -5579,9 +5579,9 @@ var require_cst_visit = __commonJS({
     visit3.BREAK = BREAK;
     visit3.SKIP = SKIP;
     visit3.REMOVE = REMOVE;
-    visit3.itemAtPath = (cst, path35) => {
+    visit3.itemAtPath = (cst, path36) => {
       let item = cst;
-      for (const [field2, index] of path35) {
+      for (const [field2, index] of path36) {
         const tok = item?.[field2];
         if (tok && "items" in tok) {
           item = tok.items[index];
@@ -5590,23 +5590,23 @@ var require_cst_visit = __commonJS({
       }
       return item;
     };
-    visit3.parentCollection = (cst, path35) => {
-      const parent = visit3.itemAtPath(cst, path35.slice(0, -1));
-      const field2 = path35[path35.length - 1][0];
+    visit3.parentCollection = (cst, path36) => {
+      const parent = visit3.itemAtPath(cst, path36.slice(0, -1));
+      const field2 = path36[path36.length - 1][0];
       const coll = parent?.[field2];
       if (coll && "items" in coll)
         return coll;
       throw new Error("Parent collection not found");
     };
-    function _visit(path35, item, visitor) {
-      let ctrl = visitor(item, path35);
+    function _visit(path36, item, visitor) {
+      let ctrl = visitor(item, path36);
       if (typeof ctrl === "symbol")
         return ctrl;
       for (const field2 of ["key", "value"]) {
         const token = item[field2];
         if (token && "items" in token) {
           for (let i2 = 0; i2 < token.items.length; ++i2) {
-            const ci2 = _visit(Object.freeze(path35.concat([[field2, i2]])), token.items[i2], visitor);
+            const ci2 = _visit(Object.freeze(path36.concat([[field2, i2]])), token.items[i2], visitor);
             if (typeof ci2 === "number")
               i2 = ci2 - 1;
             else if (ci2 === BREAK)
@@ -5617,10 +5617,10 @@ var require_cst_visit = __commonJS({
             }
           }
           if (typeof ctrl === "function" && field2 === "key")
-            ctrl = ctrl(item, path35);
+            ctrl = ctrl(item, path36);
         }
       }
-      return typeof ctrl === "function" ? ctrl(item, path35) : ctrl;
+      return typeof ctrl === "function" ? ctrl(item, path36) : ctrl;
     }
     exports.visit = visit3;
   }
@@ -7377,7 +7377,7 @@ var require_windows = __commonJS({
     module.exports = isexe;
     isexe.sync = sync;
     var fs2 = __require("fs");
-    function checkPathExt(path35, options) {
+    function checkPathExt(path36, options) {
       var pathext = options.pathExt !== void 0 ? options.pathExt : process.env.PATHEXT;
       if (!pathext) {
         return true;
@@ -7388,25 +7388,25 @@ var require_windows = __commonJS({
       }
       for (var i2 = 0; i2 < pathext.length; i2++) {
         var p2 = pathext[i2].toLowerCase();
-        if (p2 && path35.substr(-p2.length).toLowerCase() === p2) {
+        if (p2 && path36.substr(-p2.length).toLowerCase() === p2) {
           return true;
         }
       }
       return false;
     }
-    function checkStat(stat10, path35, options) {
+    function checkStat(stat10, path36, options) {
       if (!stat10.isSymbolicLink() && !stat10.isFile()) {
         return false;
       }
-      return checkPathExt(path35, options);
+      return checkPathExt(path36, options);
     }
-    function isexe(path35, options, cb) {
-      fs2.stat(path35, function(er2, stat10) {
-        cb(er2, er2 ? false : checkStat(stat10, path35, options));
+    function isexe(path36, options, cb) {
+      fs2.stat(path36, function(er2, stat10) {
+        cb(er2, er2 ? false : checkStat(stat10, path36, options));
       });
     }
-    function sync(path35, options) {
-      return checkStat(fs2.statSync(path35), path35, options);
+    function sync(path36, options) {
+      return checkStat(fs2.statSync(path36), path36, options);
     }
   }
 });
@@ -7417,13 +7417,13 @@ var require_mode = __commonJS({
     module.exports = isexe;
     isexe.sync = sync;
     var fs2 = __require("fs");
-    function isexe(path35, options, cb) {
-      fs2.stat(path35, function(er2, stat10) {
+    function isexe(path36, options, cb) {
+      fs2.stat(path36, function(er2, stat10) {
         cb(er2, er2 ? false : checkStat(stat10, options));
       });
     }
-    function sync(path35, options) {
-      return checkStat(fs2.statSync(path35), options);
+    function sync(path36, options) {
+      return checkStat(fs2.statSync(path36), options);
     }
     function checkStat(stat10, options) {
       return stat10.isFile() && checkMode(stat10, options);
@@ -7456,7 +7456,7 @@ var require_isexe = __commonJS({
     }
     module.exports = isexe;
     isexe.sync = sync;
-    function isexe(path35, options, cb) {
+    function isexe(path36, options, cb) {
       if (typeof options === "function") {
         cb = options;
         options = {};
@@ -7466,7 +7466,7 @@ var require_isexe = __commonJS({
           throw new TypeError("callback not provided");
         }
         return new Promise(function(resolve, reject) {
-          isexe(path35, options || {}, function(er2, is2) {
+          isexe(path36, options || {}, function(er2, is2) {
             if (er2) {
               reject(er2);
             } else {
@@ -7475,7 +7475,7 @@ var require_isexe = __commonJS({
           });
         });
       }
-      core(path35, options || {}, function(er2, is2) {
+      core(path36, options || {}, function(er2, is2) {
         if (er2) {
           if (er2.code === "EACCES" || options && options.ignoreErrors) {
             er2 = null;
@@ -7485,9 +7485,9 @@ var require_isexe = __commonJS({
         cb(er2, is2);
       });
     }
-    function sync(path35, options) {
+    function sync(path36, options) {
       try {
-        return core.sync(path35, options || {});
+        return core.sync(path36, options || {});
       } catch (er2) {
         if (options && options.ignoreErrors || er2.code === "EACCES") {
           return false;
@@ -7503,7 +7503,7 @@ var require_isexe = __commonJS({
 var require_which = __commonJS({
   "node_modules/which/which.js"(exports, module) {
     var isWindows = process.platform === "win32" || process.env.OSTYPE === "cygwin" || process.env.OSTYPE === "msys";
-    var path35 = __require("path");
+    var path36 = __require("path");
     var COLON = isWindows ? ";" : ":";
     var isexe = require_isexe();
     var getNotFoundError = (cmd) => Object.assign(new Error(`not found: ${cmd}`), { code: "ENOENT" });
@@ -7541,7 +7541,7 @@ var require_which = __commonJS({
           return opt.all && found.length ? resolve(found) : reject(getNotFoundError(cmd));
         const ppRaw = pathEnv[i2];
         const pathPart = /^".*"$/.test(ppRaw) ? ppRaw.slice(1, -1) : ppRaw;
-        const pCmd = path35.join(pathPart, cmd);
+        const pCmd = path36.join(pathPart, cmd);
         const p2 = !pathPart && /^\.[\\\/]/.test(cmd) ? cmd.slice(0, 2) + pCmd : pCmd;
         resolve(subStep(p2, i2, 0));
       });
@@ -7568,7 +7568,7 @@ var require_which = __commonJS({
       for (let i2 = 0; i2 < pathEnv.length; i2++) {
         const ppRaw = pathEnv[i2];
         const pathPart = /^".*"$/.test(ppRaw) ? ppRaw.slice(1, -1) : ppRaw;
-        const pCmd = path35.join(pathPart, cmd);
+        const pCmd = path36.join(pathPart, cmd);
         const p2 = !pathPart && /^\.[\\\/]/.test(cmd) ? cmd.slice(0, 2) + pCmd : pCmd;
         for (let j2 = 0; j2 < pathExt.length; j2++) {
           const cur = p2 + pathExt[j2];
@@ -7616,7 +7616,7 @@ var require_path_key = __commonJS({
 var require_resolveCommand = __commonJS({
   "node_modules/cross-spawn/lib/util/resolveCommand.js"(exports, module) {
     "use strict";
-    var path35 = __require("path");
+    var path36 = __require("path");
     var which = require_which();
     var getPathKey = require_path_key();
     function resolveCommandAttempt(parsed, withoutPathExt) {
@@ -7634,7 +7634,7 @@ var require_resolveCommand = __commonJS({
       try {
         resolved = which.sync(parsed.command, {
           path: env[getPathKey({ env })],
-          pathExt: withoutPathExt ? path35.delimiter : void 0
+          pathExt: withoutPathExt ? path36.delimiter : void 0
         });
       } catch (e) {
       } finally {
@@ -7643,7 +7643,7 @@ var require_resolveCommand = __commonJS({
         }
       }
       if (resolved) {
-        resolved = path35.resolve(hasCustomCwd ? parsed.options.cwd : "", resolved);
+        resolved = path36.resolve(hasCustomCwd ? parsed.options.cwd : "", resolved);
       }
       return resolved;
     }
@@ -7697,8 +7697,8 @@ var require_shebang_command = __commonJS({
       if (!match) {
         return null;
       }
-      const [path35, argument] = match[0].replace(/#! ?/, "").split(" ");
-      const binary = path35.split("/").pop();
+      const [path36, argument] = match[0].replace(/#! ?/, "").split(" ");
+      const binary = path36.split("/").pop();
       if (binary === "env") {
         return argument;
       }
@@ -7733,7 +7733,7 @@ var require_readShebang = __commonJS({
 var require_parse = __commonJS({
   "node_modules/cross-spawn/lib/parse.js"(exports, module) {
     "use strict";
-    var path35 = __require("path");
+    var path36 = __require("path");
     var resolveCommand = require_resolveCommand();
     var escape = require_escape();
     var readShebang = require_readShebang();
@@ -7758,7 +7758,7 @@ var require_parse = __commonJS({
       const needsShell = !isExecutableRegExp.test(commandFile);
       if (parsed.options.forceShell || needsShell) {
         const needsDoubleEscapeMetaChars = isCmdShimRegExp.test(commandFile);
-        parsed.command = path35.normalize(parsed.command);
+        parsed.command = path36.normalize(parsed.command);
         parsed.command = escape.command(parsed.command);
         parsed.args = parsed.args.map((arg) => escape.argument(arg, needsDoubleEscapeMetaChars));
         const shellCommand = [parsed.command].concat(parsed.args).join(" ");
@@ -7989,8 +7989,121 @@ function configOrDefault(given, command, cwd = process.cwd()) {
 
 // src/config/load.ts
 var import_yaml = __toESM(require_dist(), 1);
-import { readFile } from "node:fs/promises";
+import { constants } from "node:fs";
+import { open as open2 } from "node:fs/promises";
+import path3 from "node:path";
+import { fileURLToPath } from "node:url";
+
+// src/config/confine.ts
+import { existsSync as existsSync2 } from "node:fs";
+import { lstat, realpath } from "node:fs/promises";
 import path2 from "node:path";
+var MAX_FIXTURE_BYTES = 16 * 1024 * 1024;
+var MAX_FILE_BYTES = 256 * 1024 * 1024;
+var SYSTEM_TREES = ["/proc", "/sys", "/dev", "/run"];
+var within = (root, p2) => {
+  const rel = path2.relative(root, p2);
+  return rel === "" || !rel.startsWith("..") && !path2.isAbsolute(rel);
+};
+async function projectRoot(configDir) {
+  const real = await realpath(configDir);
+  for (let d = real; ; d = path2.dirname(d)) {
+    if (existsSync2(path2.join(d, ".git"))) return d === "/" ? real : d;
+    if (d === path2.dirname(d)) return real;
+  }
+}
+function kindOf(st2) {
+  if (st2.isFIFO()) return "a FIFO";
+  if (st2.isSocket()) return "a socket";
+  if (st2.isCharacterDevice() || st2.isBlockDevice()) return "a device node";
+  return "not a regular file or directory";
+}
+function codeOf(e) {
+  return e.code ?? String(e);
+}
+async function resolveReal(p2) {
+  const rest = [];
+  for (let cur = p2; ; cur = path2.dirname(cur)) {
+    try {
+      return { real: path2.join(await realpath(cur), ...rest.reverse()), exists: rest.length === 0 };
+    } catch (e) {
+      if (codeOf(e) !== "ENOENT" || cur === path2.dirname(cur)) throw e;
+      rest.push(path2.basename(cur));
+    }
+  }
+}
+function errnoReason(e) {
+  const code = codeOf(e);
+  if (code === "ENAMETOOLONG")
+    return "a path component is longer than the file system allows (255 bytes)";
+  if (code === "ELOOP") return "too many levels of symbolic links";
+  if (code === "ENOTDIR") return "a component of the path is not a directory";
+  if (code === "EACCES") return "permission denied";
+  return code;
+}
+async function pathProblem(root, abs, kind, opts = {}) {
+  if (abs.includes("\0")) return "a path cannot contain a NUL byte";
+  if (abs.split("/").some((c3) => Buffer.byteLength(c3) > 255))
+    return "a path component is longer than the file system allows (255 bytes)";
+  let resolved;
+  try {
+    resolved = await resolveReal(abs);
+  } catch (e) {
+    return `cannot read ${abs} (${errnoReason(e)})`;
+  }
+  const { real } = resolved;
+  const shown = real === abs ? abs : `${abs} (which resolves to ${real})`;
+  if (!within(root, real)) return `${shown} is outside the project ${root}`;
+  if (SYSTEM_TREES.some((t) => within(t, real)))
+    return `${shown} is in ${real.split("/")[1] ? `/${real.split("/")[1]}` : "/"}, which a config may not read`;
+  if (!resolved.exists) return opts.mustExist ? `cannot read ${abs} (ENOENT)` : void 0;
+  let st2;
+  try {
+    st2 = await lstat(real);
+  } catch (e) {
+    return `cannot read ${abs} (${errnoReason(e)})`;
+  }
+  if (st2.isDirectory())
+    return kind === "file" ? `${shown} is a directory, expected a file` : void 0;
+  if (!st2.isFile())
+    return `${shown} is ${kindOf(st2)}; only regular files${kind === "file" ? "" : " and directories"} can be named`;
+  if (kind === "dir") return `${shown} is a file, expected a directory`;
+  if (opts.maxBytes !== void 0 && st2.size > opts.maxBytes)
+    return `${shown} is ${st2.size} bytes, more than the cap of ${opts.maxBytes} bytes`;
+  return void 0;
+}
+function namedPaths(raw) {
+  const out = [];
+  raw.files.forEach(
+    (f2, i2) => out.push({
+      field: `files[${i2}].src`,
+      at: ["files", i2, "src"],
+      value: f2.src,
+      kind: "file-or-dir",
+      maxBytes: MAX_FILE_BYTES
+    })
+  );
+  if (raw.data.template)
+    out.push({
+      field: "data.template",
+      at: ["data", "template"],
+      value: raw.data.template,
+      kind: "dir"
+    });
+  if (raw.base.type === "tarball" && raw.base.path)
+    out.push({ field: "base.path", at: ["base", "path"], value: raw.base.path, kind: "file" });
+  raw.probes.forEach((p2, i2) => {
+    if (p2.fixture)
+      out.push({
+        field: `probes[${i2}].fixture`,
+        at: ["probes", i2, "fixture"],
+        value: p2.fixture,
+        kind: "file",
+        maxBytes: MAX_FIXTURE_BYTES
+      });
+  });
+  return out;
+}
 
 // node_modules/zod/v4/classic/external.js
 var external_exports = {};
@@ -8809,10 +8922,10 @@ function mergeDefs(...defs) {
 function cloneDef(schema) {
   return mergeDefs(schema._zod.def);
 }
-function getElementAtPath(obj, path35) {
-  if (!path35)
+function getElementAtPath(obj, path36) {
+  if (!path36)
     return obj;
-  return path35.reduce((acc, key) => acc?.[key], obj);
+  return path36.reduce((acc, key) => acc?.[key], obj);
 }
 function promiseAllObject(promisesObj) {
   const keys = Object.keys(promisesObj);
@@ -9152,11 +9265,11 @@ function explicitlyAborted(x, startIndex = 0) {
   }
   return false;
 }
-function prefixIssues(path35, issues) {
+function prefixIssues(path36, issues) {
   return issues.map((iss) => {
     var _a3;
     (_a3 = iss).path ?? (_a3.path = []);
-    iss.path.unshift(path35);
+    iss.path.unshift(path36);
     return iss;
   });
 }
@@ -9618,16 +9731,16 @@ function flattenError(error62, mapper = (issue2) => issue2.message) {
 }
 function formatError(error62, mapper = (issue2) => issue2.message) {
   const fieldErrors = { _errors: [] };
-  const processError = (error63, path35 = []) => {
+  const processError = (error63, path36 = []) => {
     for (const issue2 of error63.issues) {
       if (issue2.code === "invalid_union" && issue2.errors.length) {
-        issue2.errors.map((issues) => processError({ issues }, [...path35, ...issue2.path]));
+        issue2.errors.map((issues) => processError({ issues }, [...path36, ...issue2.path]));
       } else if (issue2.code === "invalid_key") {
-        processError({ issues: issue2.issues }, [...path35, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path36, ...issue2.path]);
       } else if (issue2.code === "invalid_element") {
-        processError({ issues: issue2.issues }, [...path35, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path36, ...issue2.path]);
       } else {
-        const fullpath = [...path35, ...issue2.path];
+        const fullpath = [...path36, ...issue2.path];
         if (fullpath.length === 0) {
           fieldErrors._errors.push(mapper(issue2));
         } else {
@@ -9666,17 +9779,17 @@ function formatError(error62, mapper = (issue2) => issue2.message) {
 }
 function treeifyError(error62, mapper = (issue2) => issue2.message) {
   const result = { errors: [] };
-  const processError = (error63, path35 = []) => {
+  const processError = (error63, path36 = []) => {
     var _a3;
     for (const issue2 of error63.issues) {
       if (issue2.code === "invalid_union" && issue2.errors.length) {
-        issue2.errors.map((issues) => processError({ issues }, [...path35, ...issue2.path]));
+        issue2.errors.map((issues) => processError({ issues }, [...path36, ...issue2.path]));
       } else if (issue2.code === "invalid_key") {
-        processError({ issues: issue2.issues }, [...path35, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path36, ...issue2.path]);
       } else if (issue2.code === "invalid_element") {
-        processError({ issues: issue2.issues }, [...path35, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path36, ...issue2.path]);
       } else {
-        const fullpath = [...path35, ...issue2.path];
+        const fullpath = [...path36, ...issue2.path];
         if (fullpath.length === 0) {
           result.errors.push(mapper(issue2));
           continue;
@@ -9715,8 +9828,8 @@ function treeifyError(error62, mapper = (issue2) => issue2.message) {
 }
 function toDotPath(_path) {
   const segs = [];
-  const path35 = _path.map((seg) => typeof seg === "object" ? seg.key : seg);
-  for (const seg of path35) {
+  const path36 = _path.map((seg) => typeof seg === "object" ? seg.key : seg);
+  for (const seg of path36) {
     if (typeof seg === "number")
       segs.push(`[${seg}]`);
     else if (typeof seg === "symbol")
@@ -26854,13 +26967,13 @@ function resolveRef(ref, ctx) {
   if (!ref.startsWith("#")) {
     throw new Error("External $ref is not supported, only local refs (#/...) are allowed");
   }
-  const path35 = ref.slice(1).split("/").filter(Boolean);
-  if (path35.length === 0) {
+  const path36 = ref.slice(1).split("/").filter(Boolean);
+  if (path36.length === 0) {
     return ctx.rootSchema;
   }
   const defsKey = ctx.version === "draft-2020-12" ? "$defs" : "definitions";
-  if (path35[0] === defsKey) {
-    const key = path35[1] === void 0 ? void 0 : decodeJSONPointerSegment(path35[1]);
+  if (path36[0] === defsKey) {
+    const key = path36[1] === void 0 ? void 0 : decodeJSONPointerSegment(path36[1]);
     if (!key || !ctx.defs[key]) {
       throw new Error(`Reference not found: ${ref}`);
     }
@@ -27711,8 +27824,35 @@ function date4(params) {
 
 // src/config/schema.ts
 var sha256 = external_exports.string().regex(/^[0-9a-f]{64}$/, "expected 64 hex characters");
+var maxBytes = external_exports.number().int().positive().max(Number.MAX_SAFE_INTEGER);
 var url2 = external_exports.string().regex(/^(https?|file):\/\/\S+$/, "expected an http(s):// or file:// URL");
-var absPath = external_exports.string().regex(/^\/(?!.*(^|\/)\.\.(\/|$)).*$/, 'expected an absolute path without ".."');
+function pathShapeProblem(p2) {
+  const at2 = [...p2].findIndex((ch) => ch.charCodeAt(0) < 32 || ch.charCodeAt(0) === 127);
+  if (at2 !== -1) {
+    const c3 = [...p2][at2];
+    const NAMES = {
+      "\n": "a newline",
+      "\0": "a NUL byte",
+      "\r": "a carriage return",
+      "	": "a tab"
+    };
+    const name = NAMES[c3] ?? `control character 0x${c3.charCodeAt(0).toString(16).padStart(2, "0")}`;
+    return `a path cannot contain ${name}`;
+  }
+  if (Buffer.byteLength(p2) > 4095) return "a path longer than 4095 bytes";
+  if (p2.split("/").some((c3) => Buffer.byteLength(c3) > 255))
+    return "a path component is longer than 255 bytes";
+  return void 0;
+}
+var pathString = external_exports.string().min(1).superRefine((p2, ctx) => {
+  const problem = pathShapeProblem(p2);
+  if (problem) ctx.addIssue({ code: "custom", message: problem });
+});
+var absPath = external_exports.string().superRefine((p2, ctx) => {
+  const problem = pathShapeProblem(p2) ?? (!p2.startsWith("/") || /(^|\/)\.\.(\/|$)/.test(p2) ? 'expected an absolute path without ".."' : void 0);
+  if (problem) ctx.addIssue({ code: "custom", message: problem });
+});
+var RESERVED_DATA_PATHS = /^\/(proc|sys|dev|run|tmp)?\/*$/;
 var mode = external_exports.union([
   external_exports.string().regex(/^0?[0-7]{3,4}$/, 'expected an octal mode such as "0755"'),
   external_exports.number().int().refine(
@@ -27726,14 +27866,16 @@ var luaSchema = external_exports.strictObject({
   urls: external_exports.array(url2).min(1).optional(),
   strategy: external_exports.enum(["cross", "in-root"]).default("cross"),
   /** Where the interpreter is installed in the image. */
-  path: absPath.default("/bin/lua")
+  path: absPath.default("/bin/lua"),
+  "max-bytes": maxBytes.optional()
 });
 var scratchBase = external_exports.strictObject({ type: external_exports.literal("scratch") });
 var tarballBase = external_exports.strictObject({
   type: external_exports.literal("tarball"),
-  path: external_exports.string().min(1).optional(),
+  path: pathString.optional(),
   urls: external_exports.array(url2).min(1).optional(),
-  sha256: sha256.optional()
+  sha256: sha256.optional(),
+  "max-bytes": maxBytes.optional()
 }).superRefine((b2, ctx) => {
   if (!b2.path && !b2.urls)
     ctx.addIssue({ code: "custom", message: "give either path or urls", path: ["path"] });
@@ -27750,14 +27892,17 @@ var debianBase = external_exports.strictObject({
 });
 var baseSchema = external_exports.discriminatedUnion("type", [scratchBase, tarballBase, debianBase]);
 var fileSchema = external_exports.strictObject({
-  src: external_exports.string().min(1),
+  src: pathString,
   dst: absPath,
   mode: mode.optional()
 });
 var dataSchema = external_exports.strictObject({
-  path: absPath.default("/data"),
+  path: absPath.refine(
+    (p2) => !RESERVED_DATA_PATHS.test(p2.replace(/\/+$/, "") || "/"),
+    'the data directory cannot be "/", /proc, /sys, /dev, /run or /tmp'
+  ).default("/data"),
   /** A directory whose contents seed the writable data template. */
-  template: external_exports.string().min(1).optional()
+  template: pathString.optional()
 });
 var port = external_exports.number().int().min(1).max(65535);
 var serviceSchema = external_exports.strictObject({
@@ -27789,7 +27934,7 @@ var gopherProbe = external_exports.strictObject({
   /** The selector sent, without CRLF; a search is "selector\tquery". */
   selector: external_exports.string().default(""),
   /** Expected response, byte for byte. */
-  fixture: external_exports.string().min(1)
+  fixture: pathString
 });
 var httpProbe = external_exports.strictObject({
   name: external_exports.string().regex(/^[\w.-]+$/, 'expected a name of letters, digits, ".", "_" or "-"'),
@@ -27797,7 +27942,7 @@ var httpProbe = external_exports.strictObject({
   path: external_exports.string().startsWith("/", 'expected a path starting with "/"').default("/"),
   status: external_exports.number().int().min(100).max(599).default(200),
   /** Expected body, byte for byte (optional). */
-  fixture: external_exports.string().min(1).optional()
+  fixture: pathString.optional()
 });
 var probeSchema = external_exports.discriminatedUnion("type", [gopherProbe, httpProbe]);
 var outputName = external_exports.string().regex(/^[\w.-]+$/, 'expected a file name of letters, digits, ".", "_" or "-"').refine((n2) => n2 !== "." && n2 !== "..", 'expected a file name, not "." or ".."').refine(
@@ -27805,7 +27950,7 @@ var outputName = external_exports.string().regex(/^[\w.-]+$/, 'expected a file n
   "that name is taken by SHA256SUMS, deploy/ or the trace report"
 );
 var outputsSchema = external_exports.strictObject({
-  dir: external_exports.string().min(1).default("out"),
+  dir: pathString.default("out"),
   image: outputName.optional(),
   "data-template": outputName.optional(),
   manifest: outputName.optional()
@@ -27851,6 +27996,8 @@ var configSchema = external_exports.strictObject({
 });
 
 // src/config/load.ts
+var MAX_CONFIG_BYTES = 1024 * 1024;
+var MAX_YAML_ALIASES = 100;
 function formatPath(p2) {
   let out = "";
   for (const k2 of p2) {
@@ -27886,7 +28033,7 @@ function issueMessages(issue2, doc, lc, name) {
   const line = lineOf(doc, lc, p2);
   return [`${formatPath(p2)}: ${message}${line ? ` (${name}:${line})` : ""}`];
 }
-function parseConfig(text, name = "lhc.yml") {
+function parseConfigWithLines(text, name = "lhc.yml") {
   const lc = new import_yaml.LineCounter();
   const doc = (0, import_yaml.parseDocument)(text, { lineCounter: lc, prettyErrors: false, uniqueKeys: true });
   if (doc.errors.length > 0) {
@@ -27903,7 +28050,16 @@ function parseConfig(text, name = "lhc.yml") {
       }
     }
   });
-  const data = doc.toJS();
+  let data;
+  try {
+    data = doc.toJS({ maxAliasCount: MAX_YAML_ALIASES });
+  } catch (e) {
+    if (/alias/i.test(e.message))
+      throw new ConfigError(
+        `YAML aliases: the config expands more than ${MAX_YAML_ALIASES} aliases (${name}:1); write the values out`
+      );
+    throw e;
+  }
   if (data === null || typeof data !== "object" || Array.isArray(data)) {
     throw new ConfigError(`(top level): expected a mapping of settings (${name}:1)`);
   }
@@ -27912,24 +28068,87 @@ function parseConfig(text, name = "lhc.yml") {
     const msgs = result.error.issues.flatMap((i2) => issueMessages(i2, doc, lc, name));
     throw new ConfigError(msgs.join("\n"));
   }
-  return result.data;
+  return {
+    raw: result.data,
+    where: (at2) => {
+      const line = lineOf(doc, lc, at2);
+      return line ? `${name}:${line}` : name;
+    }
+  };
+}
+async function readConfigText(file2, abs) {
+  const fail = (why) => new ConfigError(`cannot read config ${file2}: ${why}`);
+  let fh;
+  try {
+    fh = await open2(abs, constants.O_RDONLY | constants.O_NONBLOCK);
+  } catch (e) {
+    throw fail(e.code ?? String(e));
+  }
+  try {
+    const st2 = await fh.stat();
+    if (!st2.isFile()) throw fail("not a regular file");
+    if (st2.size > MAX_CONFIG_BYTES)
+      throw fail(`${st2.size} bytes, more than the cap of ${MAX_CONFIG_BYTES} bytes (1 MiB)`);
+    const buf = Buffer.alloc(MAX_CONFIG_BYTES + 1);
+    let len = 0;
+    for (; ; ) {
+      const { bytesRead } = await fh.read(buf, len, buf.length - len, len);
+      if (bytesRead === 0) break;
+      len += bytesRead;
+      if (len > MAX_CONFIG_BYTES)
+        throw fail(`more than the cap of ${MAX_CONFIG_BYTES} bytes (1 MiB)`);
+    }
+    return buf.subarray(0, len).toString("utf8");
+  } finally {
+    await fh.close();
+  }
+}
+async function confineConfigPaths(parsed, abs) {
+  const dir = path3.dirname(abs);
+  const root = await projectRoot(dir);
+  const errors = [];
+  for (const p2 of namedPaths(parsed.raw)) {
+    const problem = path3.isAbsolute(p2.value) ? `an absolute path (${p2.value}); name a path relative to the config's directory, inside the project ${root}` : await pathProblem(root, path3.resolve(dir, p2.value), p2.kind, { maxBytes: p2.maxBytes });
+    if (problem) errors.push(`${p2.field}: ${problem} (${parsed.where(p2.at)})`);
+  }
+  const urls = [
+    ["lua.urls", ["lua", "urls"], parsed.raw.lua?.urls],
+    [
+      "base.urls",
+      ["base", "urls"],
+      parsed.raw.base.type === "tarball" ? parsed.raw.base.urls : void 0
+    ]
+  ];
+  for (const [field2, at2, list] of urls) {
+    for (const [i2, u3] of (list ?? []).entries()) {
+      if (!u3.startsWith("file:")) continue;
+      let file2;
+      try {
+        file2 = fileURLToPath(u3);
+      } catch {
+        errors.push(`${field2}[${i2}]: not a valid file:// URL (${parsed.where([...at2, i2])})`);
+        continue;
+      }
+      const problem = await pathProblem(root, file2, "file");
+      if (problem) errors.push(`${field2}[${i2}]: ${problem} (${parsed.where([...at2, i2])})`);
+    }
+  }
+  if (errors.some((e) => e.includes("is outside the project")))
+    errors.push(
+      `(a config reads files only inside its project, here ${root}: the git work tree that holds the config, else the config's own directory)`
+    );
+  if (errors.length > 0) throw new ConfigError(errors.join("\n"));
 }
 async function loadConfig(file2) {
-  const abs = path2.resolve(file2);
-  let text;
-  try {
-    text = await readFile(abs, "utf8");
-  } catch (e) {
-    throw new ConfigError(
-      `cannot read config ${file2}: ${e.code ?? String(e)}`
-    );
-  }
-  const raw = parseConfig(text, path2.basename(abs));
-  return resolveConfig(raw, abs);
+  const abs = path3.resolve(file2);
+  const text = await readConfigText(file2, abs);
+  const parsed = parseConfigWithLines(text, path3.basename(abs));
+  await confineConfigPaths(parsed, abs);
+  return resolveConfig(parsed.raw, abs);
 }
 function resolveConfig(raw, file2) {
-  const dir = path2.dirname(file2);
-  const r = (p2) => path2.resolve(dir, p2);
+  const dir = path3.dirname(file2);
+  const r = (p2) => path3.resolve(dir, p2);
   const base = raw.base.type === "tarball" && raw.base.path ? { ...raw.base, path: r(raw.base.path) } : raw.base;
   return {
     ...raw,
@@ -27946,31 +28165,18 @@ function resolveConfig(raw, file2) {
 // src/pipeline.ts
 import { mkdir as mkdir12, mkdtemp as mkdtemp7, writeFile as writeFile10 } from "node:fs/promises";
 import os9 from "node:os";
-import path31 from "node:path";
+import path32 from "node:path";
 
 // src/config/check-files.ts
-import { access, constants } from "node:fs/promises";
-async function problem(file2) {
-  try {
-    await access(file2, constants.R_OK);
-    return void 0;
-  } catch (e) {
-    return e.code ?? String(e);
-  }
-}
 async function checkConfigFiles(config2) {
-  const named = [];
-  config2.files.forEach((f2, i2) => named.push({ field: `files[${i2}].src`, file: f2.src }));
-  if (config2.data.template) named.push({ field: "data.template", file: config2.data.template });
-  if (config2.base.type === "tarball" && config2.base.path)
-    named.push({ field: "base.path", file: config2.base.path });
-  config2.probes.forEach((p2, i2) => {
-    if (p2.fixture) named.push({ field: `probes[${i2}].fixture`, file: p2.fixture });
-  });
+  const root = await projectRoot(config2.dir);
   const errors = [];
-  for (const { field: field2, file: file2 } of named) {
-    const code = await problem(file2);
-    if (code) errors.push(`${field2}: cannot read ${file2} (${code})`);
+  for (const p2 of namedPaths(config2)) {
+    const problem = await pathProblem(root, p2.value, p2.kind, {
+      maxBytes: p2.maxBytes,
+      mustExist: true
+    });
+    if (problem) errors.push(`${p2.field}: ${problem}`);
   }
   if (errors.length > 0) throw new ConfigError(errors.join("\n"));
 }
@@ -28006,31 +28212,31 @@ async function runCleanups() {
 }
 
 // src/manifest/diff.ts
-import { existsSync as existsSync2 } from "node:fs";
-import { readFile as readFile2, writeFile } from "node:fs/promises";
+import { existsSync as existsSync3 } from "node:fs";
+import { readFile, writeFile } from "node:fs/promises";
 
 // src/manifest/manifest.ts
-import { lstat, readdir as readdir2, readlink } from "node:fs/promises";
-import path5 from "node:path";
+import { lstat as lstat2, readdir as readdir2, readlink } from "node:fs/promises";
+import path6 from "node:path";
 
 // src/store/store.ts
 import { createHash as createHash2, randomBytes } from "node:crypto";
 import { createReadStream as createReadStream2, createWriteStream as createWriteStream2 } from "node:fs";
 import { mkdir, readdir, rename, rm, stat as stat2 } from "node:fs/promises";
-import path4 from "node:path";
+import path5 from "node:path";
 import { Transform as Transform2 } from "node:stream";
 import { pipeline as pipeline2 } from "node:stream/promises";
 
 // src/core/paths.ts
 import os from "node:os";
-import path3 from "node:path";
+import path4 from "node:path";
 function cacheDir(env = process.env) {
-  if (env.LHC_CACHE_DIR) return path3.resolve(env.LHC_CACHE_DIR);
-  const xdg = env.XDG_CACHE_HOME || path3.join(os.homedir(), ".cache");
-  return path3.join(xdg, "lhc");
+  if (env.LHC_CACHE_DIR) return path4.resolve(env.LHC_CACHE_DIR);
+  const xdg = env.XDG_CACHE_HOME || path4.join(os.homedir(), ".cache");
+  return path4.join(xdg, "lhc");
 }
 function storeDir(env = process.env) {
-  return path3.join(cacheDir(env), "store");
+  return path4.join(cacheDir(env), "store");
 }
 
 // src/store/download.ts
@@ -28039,7 +28245,9 @@ import { createReadStream, createWriteStream } from "node:fs";
 import { stat } from "node:fs/promises";
 import { Readable, Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { fileURLToPath } from "node:url";
+import { fileURLToPath as fileURLToPath2 } from "node:url";
+var DEFAULT_MAX_DOWNLOAD_BYTES = 2 * 1024 * 1024 * 1024;
+var DEFAULT_DOWNLOAD_DEADLINE_MS = 15 * 60 * 1e3;
 var DownloadError = class extends UserError {
   constructor(url3, reason, transient) {
     super(`${url3}: ${reason}`);
@@ -28085,7 +28293,7 @@ async function openSource(url3, signal) {
     throw new DownloadError(url3, "not a valid URL", false);
   }
   if (parsed.protocol === "file:") {
-    const file2 = fileURLToPath(parsed);
+    const file2 = fileURLToPath2(parsed);
     try {
       const st2 = await stat(file2);
       if (!st2.isFile()) throw new DownloadError(url3, "not a regular file", false);
@@ -28130,12 +28338,23 @@ async function openSource(url3, signal) {
     total: Number.isFinite(len) && len > 0 ? len : void 0
   };
 }
+function tooBigReason(what, maxBytes2) {
+  return `${what} than the size cap of ${formatBytes(maxBytes2)} (${maxBytes2} bytes); raise the input's max-bytes in lhc.yml if it is legitimate`;
+}
 async function download(url3, dest, opts = {}) {
   const idle = opts.idleTimeoutMs ?? 3e4;
+  const deadline = opts.deadlineMs ?? DEFAULT_DOWNLOAD_DEADLINE_MS;
+  const maxBytes2 = opts.maxBytes ?? DEFAULT_MAX_DOWNLOAD_BYTES;
   const label = opts.label ?? url3;
   const ac = new AbortController();
   let timedOut = false;
+  let pastDeadline = false;
+  let tooBig = false;
   let timer;
+  const deadlineTimer = setTimeout(() => {
+    pastDeadline = true;
+    ac.abort();
+  }, deadline);
   const arm = () => {
     clearTimeout(timer);
     timer = setTimeout(() => {
@@ -28154,9 +28373,23 @@ async function download(url3, dest, opts = {}) {
     arm();
     const src = await openSource(url3, ac.signal);
     total = src.total;
+    if (total !== void 0 && total > maxBytes2) {
+      src.stream.destroy();
+      throw new DownloadError(
+        url3,
+        tooBigReason(`announces ${formatBytes(total)}, more`, maxBytes2),
+        false
+      );
+    }
     const meter = new Transform({
       transform(chunk, _enc, cb) {
         arm();
+        if (bytes + chunk.length > maxBytes2) {
+          tooBig = true;
+          ac.abort();
+          cb(new Error("size cap reached"));
+          return;
+        }
         hash2.update(chunk);
         bytes += chunk.length;
         const now = Date.now();
@@ -28172,6 +28405,13 @@ async function download(url3, dest, opts = {}) {
     await pipeline(src.stream, meter, createWriteStream(dest), { signal: ac.signal });
   } catch (e) {
     if (e instanceof DownloadError) throw e;
+    if (tooBig) throw new DownloadError(url3, tooBigReason("sent more", maxBytes2), false);
+    if (pastDeadline)
+      throw new DownloadError(
+        url3,
+        `not finished after ${deadline / 1e3} s (${formatBytes(bytes)} received; deadline)`,
+        false
+      );
     if (timedOut) throw new DownloadError(url3, `no data for ${idle / 1e3} s (timed out)`, true);
     if (opts.signal?.aborted) throw new DownloadError(url3, "aborted", false);
     const code = e.code;
@@ -28185,6 +28425,7 @@ async function download(url3, dest, opts = {}) {
     );
   } finally {
     clearTimeout(timer);
+    clearTimeout(deadlineTimer);
     opts.signal?.removeEventListener("abort", onOuterAbort);
   }
   if (total !== void 0 && bytes !== total) {
@@ -28227,31 +28468,35 @@ var Store = class {
   dir;
   logger;
   constructor(dir = storeDir(), logger = quiet) {
-    this.dir = path4.resolve(dir);
+    this.dir = path5.resolve(dir);
     this.logger = logger;
   }
   /** Where the file with this content lives (whether or not it is present). */
   path(sha2562) {
-    return path4.join(this.dir, checkSha(sha2562));
+    return path5.join(this.dir, checkSha(sha2562));
   }
   /**
    * True when the store holds this content. The file is re-hashed: one whose content does not
    * match its name is removed (with a warning) and reported as absent.
    */
   async has(sha2562) {
+    return await this.presence(sha2562) === "present";
+  }
+  /** Like `has`, but tells a file that was never there from a corrupt one it just removed. */
+  async presence(sha2562) {
     const file2 = this.path(sha2562);
     try {
-      if (!(await stat2(file2)).isFile()) return false;
+      if (!(await stat2(file2)).isFile()) return "absent";
     } catch {
-      return false;
+      return "absent";
     }
     const actual = await sha256File(file2);
-    if (actual === sha2562) return true;
+    if (actual === sha2562) return "present";
     this.logger.warn(
       `store file ${file2} is corrupt (its content has sha256 ${actual}); removed it`
     );
     await rm(file2, { force: true });
-    return false;
+    return "removed-corrupt";
   }
   /** Imports a local file; returns its sha256. */
   async add(file2) {
@@ -28275,7 +28520,7 @@ var Store = class {
       });
       await pipeline2(createReadStream2(file2), hasher, createWriteStream2(tmp, { mode: 420 }));
       const sha = h2.digest("hex");
-      await rename(tmp, path4.join(this.dir, sha));
+      await rename(tmp, path5.join(this.dir, sha));
       this.logger.debug(`store: added ${file2} as ${sha}`);
       return sha;
     } finally {
@@ -28290,13 +28535,15 @@ var Store = class {
     const sha = checkSha(input2.sha256);
     const dest = this.path(sha);
     const name = nameOf(input2);
-    if (await this.has(sha)) {
+    const presence = await this.presence(sha);
+    if (presence === "present") {
       this.logger.debug(`store: ${name} present as ${sha}`);
       return dest;
     }
+    const storeState = presence === "removed-corrupt" ? `the corrupt copy that was in the store was removed (${dest})` : "nothing was added to the store";
     if (input2.urls.length === 0) {
       throw new UserError(
-        `${name} (sha256 ${sha}) is not in the store ${this.dir} and no URL was given; import it with: lhc store add FILE`
+        `${name} (sha256 ${sha}) is not in the store ${this.dir} and no URL was given${presence === "removed-corrupt" ? ` (${storeState})` : ""}; import it with: lhc store add FILE`
       );
     }
     const retries = opts.retries ?? 2;
@@ -28310,6 +28557,8 @@ var Store = class {
           );
           const got = await download(url3, tmp, {
             idleTimeoutMs: opts.idleTimeoutMs,
+            deadlineMs: opts.deadlineMs,
+            maxBytes: input2.maxBytes,
             progressIntervalMs: opts.progressIntervalMs,
             signal: opts.signal,
             logger: this.logger,
@@ -28340,7 +28589,7 @@ var Store = class {
       }
     }
     throw new UserError(
-      `could not fetch ${name} (sha256 ${sha}) from ${input2.urls.length === 1 ? "its URL" : `any of ${input2.urls.length} URLs`}; the store is unchanged:
+      `could not fetch ${name} (sha256 ${sha}) from ${input2.urls.length === 1 ? "its URL" : `any of ${input2.urls.length} URLs`}; ${storeState}:
 ${failures.join("\n")}`
     );
   }
@@ -28356,7 +28605,7 @@ ${failures.join("\n")}`
   /** A fresh temp name inside the store, so the final rename never crosses a file system. */
   async tempPath() {
     await mkdir(this.dir, { recursive: true });
-    return path4.join(this.dir, `${TEMP_PREFIX}${process.pid}-${randomBytes(6).toString("hex")}`);
+    return path5.join(this.dir, `${TEMP_PREFIX}${process.pid}-${randomBytes(6).toString("hex")}`);
   }
 };
 
@@ -28387,11 +28636,11 @@ function typeOf(st2) {
 async function walkSorted(dir) {
   const out = [""];
   const visit3 = async (rel) => {
-    const names = (await readdir2(path5.join(dir, rel))).sort(comparePaths);
+    const names = (await readdir2(path6.join(dir, rel))).sort(comparePaths);
     for (const name of names) {
       const child = rel ? `${rel}/${name}` : name;
       out.push(child);
-      const st2 = await lstat(path5.join(dir, child));
+      const st2 = await lstat2(path6.join(dir, child));
       if (st2.isDirectory()) await visit3(child);
     }
   };
@@ -28401,15 +28650,15 @@ async function walkSorted(dir) {
 async function scanTree(dir, opts) {
   let top;
   try {
-    top = await lstat(dir);
+    top = await lstat2(dir);
   } catch (e) {
     throw new UserError(`cannot read ${dir}: ${e.code ?? String(e)}`);
   }
   if (!top.isDirectory()) throw new UserError(`${dir} is not a directory`);
   const entries = [];
   for (const rel of await walkSorted(dir)) {
-    const abs = path5.join(dir, rel);
-    const st2 = await lstat(abs);
+    const abs = path6.join(dir, rel);
+    const st2 = await lstat2(abs);
     const type = typeOf(st2);
     const mode2 = rel === "" && opts.rootMode !== void 0 ? opts.rootMode : st2.mode;
     const e = {
@@ -28592,7 +28841,7 @@ function formatDiff(d, labels = {}) {
 async function readManifest(file2) {
   let text;
   try {
-    text = await readFile2(file2, "utf8");
+    text = await readFile(file2, "utf8");
   } catch (e) {
     throw new UserError(
       `cannot read manifest ${file2}: ${e.code ?? String(e)}`
@@ -28601,7 +28850,7 @@ async function readManifest(file2) {
   return parseManifest(text, file2);
 }
 async function checkManifestLock(newManifest, lockFile, update) {
-  if (!existsSync2(lockFile)) {
+  if (!existsSync3(lockFile)) {
     if (!update) {
       throw new UserError(
         `manifest lock ${lockFile} does not exist; run with --update-manifest to create it`
@@ -28630,7 +28879,7 @@ ${diffText}if the change is intended, rebuild with --update-manifest and commit 
 
 // src/root/resolve.ts
 import { lstatSync, mkdirSync, readlinkSync } from "node:fs";
-import path6 from "node:path";
+import path7 from "node:path";
 var MAX_SYMLINK_FOLLOWS = 40;
 var ResolveError = class extends UserError {
   constructor(inRootPath, reason, message) {
@@ -28658,7 +28907,7 @@ function resolveInRoot(root, p2, opts = {}, cwd = "/") {
     }
     const isLast = todo.length === 0;
     const inRoot = `/${[...done, comp].join("/")}`;
-    const host = path6.join(root, ...done, comp);
+    const host = path7.join(root, ...done, comp);
     let st2;
     try {
       st2 = lstatSync(host);
@@ -28700,12 +28949,12 @@ function resolveInRoot(root, p2, opts = {}, cwd = "/") {
     done.push(comp);
     if (isLast) return { inRoot, host, exists: true };
   }
-  return { inRoot: `/${done.join("/")}`, host: path6.join(root, ...done), exists: true };
+  return { inRoot: `/${done.join("/")}`, host: path7.join(root, ...done), exists: true };
 }
 
 // src/stages/deploy-bundle.ts
-import { mkdir as mkdir2, readFile as readFile3, rm as rm2, writeFile as writeFile2 } from "node:fs/promises";
-import path7 from "node:path";
+import { mkdir as mkdir2, readFile as readFile2, rm as rm2, writeFile as writeFile2 } from "node:fs/promises";
+import path8 from "node:path";
 
 // src/tools/nspawn.ts
 var BASE_FLAGS = [
@@ -28766,7 +29015,7 @@ function listenPort(s3) {
 }
 function boardPaths(o2) {
   const boardDir = o2.boardDir ?? `/var/lib/lhc/${o2.name}`;
-  if (!path7.isAbsolute(boardDir))
+  if (!path8.isAbsolute(boardDir))
     throw new UserError(`board directory must be absolute, got ${boardDir}`);
   const dataSource = o2.dataSource ?? `${boardDir}/${o2.name}-data.ext4`;
   return {
@@ -28807,7 +29056,7 @@ function systemdQuoteWord(w2) {
   return `"${s3}"`;
 }
 function systemdExecLine(argv) {
-  if (!argv[0] || !path7.isAbsolute(argv[0]))
+  if (!argv[0] || !path8.isAbsolute(argv[0]))
     throw new UserError(`ExecStart needs an absolute program path, got ${argv[0] ?? "(none)"}`);
   return argv.map(systemdQuoteWord).join(" ");
 }
@@ -28903,7 +29152,7 @@ async function resolveUser(user, root) {
   try {
     const inRoot = resolveInRoot(root, "/etc/passwd");
     if (!inRoot.exists) throw new Error("no /etc/passwd");
-    passwd = await readFile3(inRoot.host, "utf8");
+    passwd = await readFile2(inRoot.host, "utf8");
   } catch {
     throw new UserError(
       `service.user "${user}": the image has no /etc/passwd to look the name up in; use a numeric uid`
@@ -29027,7 +29276,7 @@ mkfs.ext4 -q ${p2.dataSource}` : `mkfs.ext4 -q ${p2.dataSource}                 
 mount -o ${p2.dataIsLoopFile ? "loop," : ""}noexec,nosuid,nodev ${p2.dataSource} ${p2.dataMount}
 tar -xzpf ${o2.dataTemplateFile} --numeric-owner -C ${p2.dataMount}
 umount ${p2.dataMount}
-install -m 0644 deploy/${rootUnit} deploy/${dataUnit} deploy/${o2.name}.socket deploy/${svc} /etc/systemd/system/
+install -m 0644 'deploy/${rootUnit}' 'deploy/${dataUnit}' deploy/${o2.name}.socket deploy/${svc} /etc/systemd/system/
 systemctl daemon-reload
 systemctl enable --now '${rootUnit}' '${dataUnit}' ${o2.name}.socket
 \`\`\`
@@ -29053,9 +29302,9 @@ async function writeDeployBundle(o2) {
   if (!o2.service.command[0]?.startsWith("/"))
     throw new UserError("service.command[0] must be an absolute path in the image");
   const p2 = boardPaths(o2);
-  const dir = path7.join(o2.outDir, "deploy");
+  const dir = path8.join(o2.outDir, "deploy");
   await rm2(dir, { recursive: true, force: true });
-  await mkdir2(path7.join(dir, "oci"), { recursive: true });
+  await mkdir2(path8.join(dir, "oci"), { recursive: true });
   const inetd = o2.service.inetd === true;
   const { rootMount, dataMount } = renderMountUnits(o2, p2);
   const units = {
@@ -29074,7 +29323,7 @@ async function writeDeployBundle(o2) {
     "oci/config.json": JSON.stringify(ociConfig(o2, p2, ids, { userNamespace: OCI_USER_NAMESPACE }), null, 2) + "\n",
     "README.md": renderReadme(o2, p2)
   };
-  for (const [f2, text] of Object.entries(contents)) await writeFile2(path7.join(dir, f2), text);
+  for (const [f2, text] of Object.entries(contents)) await writeFile2(path8.join(dir, f2), text);
   o2.logger?.info(
     `deploy bundle: ${dir} (${units.socket}, ${units.service}, mounts, fstab, oci/config.json)`
   );
@@ -29086,8 +29335,410 @@ async function writeDeployBundle(o2) {
   };
 }
 
+// src/stages/entrypoint-check.ts
+import { lstat as lstat3, open as open4 } from "node:fs/promises";
+
+// src/elf/elf.ts
+import { constants as constants2 } from "node:fs";
+import { open as open3 } from "node:fs/promises";
+var ElfError = class extends UserError {
+  constructor(message) {
+    super(message);
+  }
+};
+var EM_X86_64 = 62;
+var EM_AARCH64 = 183;
+var MACHINE_NAMES = {
+  3: "i386",
+  8: "mips",
+  20: "ppc",
+  21: "ppc64",
+  40: "arm",
+  [EM_X86_64]: "x86_64",
+  [EM_AARCH64]: "aarch64",
+  243: "riscv"
+};
+function machineName(machine) {
+  return MACHINE_NAMES[machine] ?? `unknown(${machine})`;
+}
+var PT_LOAD = 1;
+var PT_DYNAMIC = 2;
+var PT_INTERP = 3;
+var PN_XNUM = 65535;
+var DT_NULL = 0;
+var DT_NEEDED = 1;
+var DT_STRTAB = 5;
+var DT_STRSZ = 10;
+var DT_SONAME = 14;
+var DT_RPATH = 15;
+var DT_RUNPATH = 29;
+var MAX_STRING = 64 * 1024;
+function isElfMagic(b2) {
+  return b2.length >= 4 && b2[0] === 127 && b2[1] === 69 && b2[2] === 76 && b2[3] === 70;
+}
+var Reader = class {
+  constructor(src, bits, le2) {
+    this.src = src;
+    this.bits = bits;
+    this.le = le2;
+  }
+  src;
+  bits;
+  le;
+  /** Exactly `length` bytes at `offset`, or an ElfError saying which part is cut off. */
+  bytes(offset, length, what) {
+    if (offset < 0 || length < 0 || offset + length > this.src.size) {
+      throw new ElfError(
+        `truncated ELF file: ${what} at offset ${offset} (+${length} bytes) lies beyond the end of the file (${this.src.size} bytes)`
+      );
+    }
+    const b2 = this.src.read(offset, length);
+    if (b2.length < length)
+      throw new ElfError(`truncated ELF file: short read of ${what} at offset ${offset}`);
+    return b2;
+  }
+  u16(b2, at2) {
+    return this.le ? b2.readUInt16LE(at2) : b2.readUInt16BE(at2);
+  }
+  u32(b2, at2) {
+    return this.le ? b2.readUInt32LE(at2) : b2.readUInt32BE(at2);
+  }
+  /** A word (address, offset, size): 4 or 8 bytes. Values beyond 2^53 cannot be real offsets. */
+  word(b2, at2, what) {
+    if (this.bits === 32) return this.u32(b2, at2);
+    const v2 = this.le ? b2.readBigUInt64LE(at2) : b2.readBigUInt64BE(at2);
+    if (v2 > BigInt(Number.MAX_SAFE_INTEGER))
+      throw new ElfError(`corrupt ELF file: ${what} is out of range (${v2})`);
+    return Number(v2);
+  }
+  /** A signed word (d_tag); unknown huge tags are returned as -1 so they match nothing. */
+  sword(b2, at2) {
+    if (this.bits === 32) return this.le ? b2.readInt32LE(at2) : b2.readInt32BE(at2);
+    const v2 = this.le ? b2.readBigInt64LE(at2) : b2.readBigInt64BE(at2);
+    return v2 > BigInt(Number.MAX_SAFE_INTEGER) || v2 < BigInt(Number.MIN_SAFE_INTEGER) ? -1 : Number(v2);
+  }
+  /** NUL-terminated string at `offset`, not reading past `limit`. */
+  cstring(offset, limit, what) {
+    const end = Math.min(limit, this.src.size, offset + MAX_STRING);
+    if (offset < 0 || offset >= end) {
+      throw new ElfError(
+        `corrupt ELF file: ${what} at offset ${offset} lies outside its table or the file`
+      );
+    }
+    const b2 = this.src.read(offset, end - offset);
+    const nul = b2.indexOf(0);
+    if (nul < 0)
+      throw new ElfError(`corrupt ELF file: ${what} at offset ${offset} is not NUL-terminated`);
+    return b2.subarray(0, nul).toString("utf8");
+  }
+};
+function elfType(t) {
+  switch (t) {
+    case 1:
+      return "REL";
+    case 2:
+      return "EXEC";
+    case 3:
+      return "DYN";
+    case 4:
+      return "CORE";
+    default:
+      return "OTHER";
+  }
+}
+function parse3(src) {
+  const ident = src.read(0, 16);
+  if (!isElfMagic(ident)) return void 0;
+  if (ident.length < 16)
+    throw new ElfError(`truncated ELF file: only ${src.size} bytes, the identification needs 16`);
+  const cls = ident[4];
+  const data = ident[5];
+  if (cls !== 1 && cls !== 2)
+    throw new ElfError(
+      `corrupt ELF file: unknown class ${cls} (expected 1 for 32-bit or 2 for 64-bit)`
+    );
+  if (data !== 1 && data !== 2)
+    throw new ElfError(`corrupt ELF file: unknown data encoding ${data} (expected 1 or 2)`);
+  const bits = cls === 2 ? 64 : 32;
+  const r = new Reader(src, bits, data === 1);
+  const ehsize = bits === 64 ? 64 : 52;
+  const eh = r.bytes(0, ehsize, "ELF header");
+  const type = elfType(r.u16(eh, 16));
+  const machine = r.u16(eh, 18);
+  const phoff = r.word(eh, bits === 64 ? 32 : 28, "e_phoff");
+  const shoff = r.word(eh, bits === 64 ? 40 : 32, "e_shoff");
+  const phentsize = r.u16(eh, bits === 64 ? 54 : 42);
+  let phnum = r.u16(eh, bits === 64 ? 56 : 44);
+  const shentsize = r.u16(eh, bits === 64 ? 58 : 46);
+  if (phnum === PN_XNUM && shoff > 0) {
+    const sh0 = r.bytes(shoff, Math.max(shentsize, bits === 64 ? 64 : 40), "section header 0");
+    phnum = r.u32(sh0, bits === 64 ? 44 : 28);
+  }
+  const segments = [];
+  if (phnum > 0 && phoff > 0) {
+    const minEnt = bits === 64 ? 56 : 32;
+    if (phentsize < minEnt)
+      throw new ElfError(`corrupt ELF file: program header entry size ${phentsize} < ${minEnt}`);
+    const table2 = r.bytes(phoff, phentsize * phnum, `program header table (${phnum} entries)`);
+    for (let i2 = 0; i2 < phnum; i2++) {
+      const p2 = table2.subarray(i2 * phentsize, (i2 + 1) * phentsize);
+      segments.push(
+        bits === 64 ? {
+          type: r.u32(p2, 0),
+          offset: r.word(p2, 8, "p_offset"),
+          vaddr: r.word(p2, 16, "p_vaddr"),
+          filesz: r.word(p2, 32, "p_filesz")
+        } : {
+          type: r.u32(p2, 0),
+          offset: r.word(p2, 4, "p_offset"),
+          vaddr: r.word(p2, 8, "p_vaddr"),
+          filesz: r.word(p2, 16, "p_filesz")
+        }
+      );
+    }
+  }
+  let interp;
+  const interpSeg = segments.find((s3) => s3.type === PT_INTERP);
+  if (interpSeg) {
+    const b2 = r.bytes(interpSeg.offset, interpSeg.filesz, "PT_INTERP");
+    const nul = b2.indexOf(0);
+    interp = b2.subarray(0, nul < 0 ? b2.length : nul).toString("utf8");
+  }
+  const needed = [];
+  let runpath = [];
+  let soname;
+  const dynSeg = segments.find((s3) => s3.type === PT_DYNAMIC);
+  if (dynSeg && dynSeg.filesz > 0) {
+    const entsize = bits === 64 ? 16 : 8;
+    const dyn = r.bytes(dynSeg.offset, dynSeg.filesz, "PT_DYNAMIC");
+    const entries = [];
+    for (let at2 = 0; at2 + entsize <= dyn.length; at2 += entsize) {
+      const tag = r.sword(dyn, at2);
+      if (tag === DT_NULL) break;
+      entries.push({ tag, val: r.word(dyn, at2 + entsize / 2, "d_val") });
+    }
+    const strtabAddr = entries.find((e) => e.tag === DT_STRTAB)?.val;
+    const strsz = entries.find((e) => e.tag === DT_STRSZ)?.val;
+    const stringTags = /* @__PURE__ */ new Set([DT_NEEDED, DT_SONAME, DT_RPATH, DT_RUNPATH]);
+    if (entries.some((e) => stringTags.has(e.tag))) {
+      if (strtabAddr === void 0)
+        throw new ElfError("corrupt ELF file: PT_DYNAMIC has string entries but no DT_STRTAB");
+      const strtab = vaddrToOffset(segments, strtabAddr);
+      if (strtab === void 0) {
+        throw new ElfError(
+          `corrupt ELF file: DT_STRTAB address 0x${strtabAddr.toString(16)} is not mapped by any PT_LOAD`
+        );
+      }
+      const limit = strsz !== void 0 ? strtab + strsz : src.size;
+      const str = (e, what) => r.cstring(strtab + e.val, limit, what);
+      let rpath = [];
+      for (const e of entries) {
+        if (e.tag === DT_NEEDED) needed.push(str(e, "DT_NEEDED"));
+        else if (e.tag === DT_SONAME) soname = str(e, "DT_SONAME");
+        else if (e.tag === DT_RUNPATH) runpath = splitPath(str(e, "DT_RUNPATH"));
+        else if (e.tag === DT_RPATH) rpath = splitPath(str(e, "DT_RPATH"));
+      }
+      if (!entries.some((e) => e.tag === DT_RUNPATH)) runpath = rpath;
+    }
+  }
+  return {
+    bits,
+    littleEndian: r.le,
+    machine,
+    machineName: machineName(machine),
+    type,
+    ...interp !== void 0 ? { interp } : {},
+    needed,
+    runpath,
+    ...soname !== void 0 ? { soname } : {},
+    isStatic: interp === void 0 && needed.length === 0
+  };
+}
+function splitPath(s3) {
+  return s3.split(":").filter((p2) => p2.length > 0);
+}
+function vaddrToOffset(segments, addr) {
+  for (const s3 of segments) {
+    if (s3.type === PT_LOAD && addr >= s3.vaddr && addr < s3.vaddr + s3.filesz)
+      return addr - s3.vaddr + s3.offset;
+  }
+  return void 0;
+}
+async function readElf(file2) {
+  const fh = await open3(file2, constants2.O_RDONLY | constants2.O_NONBLOCK);
+  try {
+    const st2 = await fh.stat();
+    if (!st2.isFile()) return void 0;
+    const { size } = st2;
+    const head = Buffer.alloc(Math.min(size, 64 * 1024));
+    await fh.read(head, 0, head.length, 0);
+    if (!isElfMagic(head)) return void 0;
+    const extra = /* @__PURE__ */ new Map();
+    const pending2 = [];
+    const src = {
+      size,
+      read(offset, length) {
+        const end = Math.min(size, offset + length);
+        if (end <= head.length) return head.subarray(offset, end);
+        const key = `${offset}:${end}`;
+        const hit = extra.get(key);
+        if (hit) return hit;
+        pending2.push({ offset, length: end - offset });
+        throw NEED_MORE;
+      }
+    };
+    for (let round = 0; round < 64; round++) {
+      try {
+        return parse3(src);
+      } catch (e) {
+        if (e !== NEED_MORE) {
+          if (e instanceof ElfError) throw new ElfError(`${file2}: ${e.message}`);
+          throw e;
+        }
+        for (const p2 of pending2.splice(0)) {
+          const b2 = Buffer.alloc(p2.length);
+          const { bytesRead } = await fh.read(b2, 0, p2.length, p2.offset);
+          extra.set(`${p2.offset}:${p2.offset + p2.length}`, b2.subarray(0, bytesRead));
+        }
+      }
+    }
+    throw new ElfError(`${file2}: too many scattered reads while parsing ELF headers`);
+  } finally {
+    await fh.close();
+  }
+}
+var NEED_MORE = /* @__PURE__ */ Symbol("need more bytes");
+var MACHINE_FOR_ARCH = { aarch64: EM_AARCH64, x86_64: EM_X86_64 };
+function staticProblems(info, arch = "aarch64") {
+  if (!info) return ["not an ELF file"];
+  const problems = [];
+  if (info.bits !== 64) problems.push(`ELFCLASS${info.bits}, expected ELFCLASS64`);
+  if (info.machine !== MACHINE_FOR_ARCH[arch])
+    problems.push(`machine ${info.machineName}, expected ${arch}`);
+  if (info.interp !== void 0)
+    problems.push(`has PT_INTERP ${info.interp}, expected none (static)`);
+  if (info.needed.length > 0)
+    problems.push(`has DT_NEEDED ${info.needed.join(", ")}, expected none (static)`);
+  return problems;
+}
+
+// src/stages/entrypoint-check.ts
+var MACHINE = { aarch64: EM_AARCH64, x86_64: EM_X86_64 };
+var SHEBANG_MAX = 256;
+var MAX_INTERPRETERS = 5;
+var EntrypointError = class extends UserError {
+  constructor(message, missing = false) {
+    super(message);
+    this.missing = missing;
+  }
+  missing;
+};
+function shebangInterpreter(head) {
+  if (head.length < 2 || head[0] !== 35 || head[1] !== 33) return void 0;
+  const line = head.subarray(2, SHEBANG_MAX).toString("latin1").split("\n")[0];
+  return line.trim().split(/[ \t]/)[0] ?? "";
+}
+async function readHead(file2) {
+  const fh = await open4(file2, "r");
+  try {
+    const buf = Buffer.alloc(SHEBANG_MAX);
+    const { bytesRead } = await fh.read(buf, 0, SHEBANG_MAX, 0);
+    return buf.subarray(0, bytesRead);
+  } finally {
+    await fh.close();
+  }
+}
+async function resolveFile(root, p2, what) {
+  const missing = () => new EntrypointError(
+    `${what}: ${p2} is not in the root: add it (files, base.packages or a base that has it)`,
+    true
+  );
+  let host;
+  try {
+    const r = resolveInRoot(root, p2);
+    if (!r.exists) throw missing();
+    host = r.host;
+  } catch (e) {
+    if (!(e instanceof ResolveError)) throw e;
+    if (e.reason === "missing") throw missing();
+    throw new EntrypointError(`${what}: ${e.message}`);
+  }
+  const st2 = await lstat3(host);
+  if (!st2.isFile()) throw new EntrypointError(`${what}: ${p2} is not a regular file`);
+  return host;
+}
+function checkElf(elf, p2, arch, what) {
+  if (elf.machine !== MACHINE[arch]) {
+    throw new EntrypointError(
+      `${what}: ${p2} is an ELF for ${elf.machineName}, but arch is ${arch}: use a build of it for ${arch}, or set arch to the machine the board has`
+    );
+  }
+  if (elf.bits !== 64) {
+    throw new EntrypointError(
+      `${what}: ${p2} is a ${elf.bits}-bit ELF; images for ${arch} run 64-bit code: use a 64-bit build`
+    );
+  }
+  if (elf.type !== "EXEC" && elf.type !== "DYN")
+    throw new EntrypointError(`${what}: ${p2} is an ELF ${elf.type} file, not an executable`);
+}
+async function checkEntrypoint(root, command0, arch) {
+  const chain = [];
+  let p2 = command0;
+  let what = `service.command[0] ${command0}`;
+  for (; ; ) {
+    if (chain.length >= MAX_INTERPRETERS)
+      throw new EntrypointError(`${what}: too many nested #! interpreters (${chain.join(" \u2192 ")})`);
+    const host = await resolveFile(root, p2, what);
+    chain.push(p2);
+    if (((await lstat3(host)).mode & 73) === 0) {
+      throw new EntrypointError(
+        `${what}: ${p2} is not executable: give it an executable mode (e.g. mode: "0755" in files)`
+      );
+    }
+    const head = await readHead(host);
+    const interpreter = shebangInterpreter(head);
+    if (interpreter !== void 0) {
+      if (!interpreter.startsWith("/")) {
+        throw new EntrypointError(
+          `${what}: the #! line of ${p2} names "${interpreter}", not an absolute path: write the interpreter's full path`
+        );
+      }
+      what = `${what} (a script for ${interpreter})`;
+      p2 = interpreter;
+      continue;
+    }
+    const elf = await readElf(host);
+    if (!elf) {
+      throw new EntrypointError(
+        `${what}: ${p2} is neither an ELF executable nor a script starting with #!, so it cannot be executed`
+      );
+    }
+    checkElf(elf, p2, arch, what);
+    if (elf.interp !== void 0) {
+      const loaderWhat = `${what}: ${p2} is dynamically linked and needs its loader ${elf.interp}`;
+      let loader;
+      try {
+        loader = await resolveFile(root, elf.interp, loaderWhat);
+      } catch (e) {
+        if (!(e instanceof EntrypointError && e.missing)) throw e;
+        throw new EntrypointError(
+          `${loaderWhat}, which the root lacks: use a statically linked build, or a base that has the loader (the distribution the binary was built for)`
+        );
+      }
+      const loaderElf = await readElf(loader);
+      if (!loaderElf)
+        throw new EntrypointError(
+          `${loaderWhat}, but ${elf.interp} in the root is not an ELF file`
+        );
+      checkElf(loaderElf, elf.interp, arch, loaderWhat);
+      chain.push(elf.interp);
+    }
+    return chain;
+  }
+}
+
 // src/stages/epoch.ts
-import path13 from "node:path";
+import path14 from "node:path";
 
 // node_modules/is-plain-obj/index.js
 function isPlainObject2(value) {
@@ -29099,7 +29750,7 @@ function isPlainObject2(value) {
 }
 
 // node_modules/execa/lib/arguments/file-url.js
-import { fileURLToPath as fileURLToPath2 } from "node:url";
+import { fileURLToPath as fileURLToPath3 } from "node:url";
 var safeNormalizeFileUrl = (file2, name) => {
   const fileString = normalizeFileUrl(normalizeDenoExecPath(file2));
   if (typeof fileString !== "string") {
@@ -29109,7 +29760,7 @@ var safeNormalizeFileUrl = (file2, name) => {
 };
 var normalizeDenoExecPath = (file2) => isDenoExecPath(file2) ? file2.toString() : file2;
 var isDenoExecPath = (file2) => typeof file2 !== "string" && file2 && Object.getPrototypeOf(file2) === String.prototype;
-var normalizeFileUrl = (file2) => file2 instanceof URL ? fileURLToPath2(file2) : file2;
+var normalizeFileUrl = (file2) => file2 instanceof URL ? fileURLToPath3(file2) : file2;
 
 // node_modules/execa/lib/methods/parameters.js
 var normalizeParameters = (rawFile, rawArguments = [], rawOptions = {}) => {
@@ -29715,11 +30366,11 @@ var replacements = Object.entries(specialMainSymbols);
 // node_modules/yoctocolors/base.js
 import tty from "node:tty";
 var hasColors = tty?.WriteStream?.prototype?.hasColors?.() ?? false;
-var format = (open4, close) => {
+var format = (open6, close) => {
   if (!hasColors) {
     return (input2) => input2;
   }
-  const openCode = `\x1B[${open4}m`;
+  const openCode = `\x1B[${open6}m`;
   const closeCode = `\x1B[${close}m`;
   return (input2) => {
     const string4 = input2 + "";
@@ -29954,12 +30605,12 @@ var handleCommand = (filePath, rawArguments, rawOptions) => {
 
 // node_modules/execa/lib/arguments/options.js
 var import_cross_spawn = __toESM(require_cross_spawn(), 1);
-import path12 from "node:path";
+import path13 from "node:path";
 import process6 from "node:process";
 
 // node_modules/npm-run-path/index.js
 import process4 from "node:process";
-import path9 from "node:path";
+import path10 from "node:path";
 
 // node_modules/npm-run-path/node_modules/path-key/index.js
 function pathKey(options = {}) {
@@ -29976,21 +30627,21 @@ function pathKey(options = {}) {
 // node_modules/unicorn-magic/node.js
 import { promisify } from "node:util";
 import { execFile as execFileCallback, execFileSync as execFileSyncOriginal } from "node:child_process";
-import path8 from "node:path";
-import { fileURLToPath as fileURLToPath3 } from "node:url";
+import path9 from "node:path";
+import { fileURLToPath as fileURLToPath4 } from "node:url";
 var execFileOriginal = promisify(execFileCallback);
 function toPath(urlOrPath) {
-  return urlOrPath instanceof URL ? fileURLToPath3(urlOrPath) : urlOrPath;
+  return urlOrPath instanceof URL ? fileURLToPath4(urlOrPath) : urlOrPath;
 }
 function traversePathUp(startPath) {
   return {
     *[Symbol.iterator]() {
-      let currentPath = path8.resolve(toPath(startPath));
+      let currentPath = path9.resolve(toPath(startPath));
       let previousPath;
       while (previousPath !== currentPath) {
         yield currentPath;
         previousPath = currentPath;
-        currentPath = path8.resolve(currentPath, "..");
+        currentPath = path9.resolve(currentPath, "..");
       }
     }
   };
@@ -30005,27 +30656,27 @@ var npmRunPath = ({
   execPath: execPath2 = process4.execPath,
   addExecPath = true
 } = {}) => {
-  const cwdPath = path9.resolve(toPath(cwd));
+  const cwdPath = path10.resolve(toPath(cwd));
   const result = [];
-  const pathParts = pathOption.split(path9.delimiter);
+  const pathParts = pathOption.split(path10.delimiter);
   if (preferLocal) {
     applyPreferLocal(result, pathParts, cwdPath);
   }
   if (addExecPath) {
     applyExecPath(result, pathParts, execPath2, cwdPath);
   }
-  return pathOption === "" || pathOption === path9.delimiter ? `${result.join(path9.delimiter)}${pathOption}` : [...result, pathOption].join(path9.delimiter);
+  return pathOption === "" || pathOption === path10.delimiter ? `${result.join(path10.delimiter)}${pathOption}` : [...result, pathOption].join(path10.delimiter);
 };
 var applyPreferLocal = (result, pathParts, cwdPath) => {
   for (const directory of traversePathUp(cwdPath)) {
-    const pathPart = path9.join(directory, "node_modules/.bin");
+    const pathPart = path10.join(directory, "node_modules/.bin");
     if (!pathParts.includes(pathPart)) {
       result.push(pathPart);
     }
   }
 };
 var applyExecPath = (result, pathParts, execPath2, cwdPath) => {
-  const pathPart = path9.resolve(cwdPath, toPath(execPath2), "..");
+  const pathPart = path10.resolve(cwdPath, toPath(execPath2), "..");
   if (!pathParts.includes(pathPart)) {
     result.push(pathPart);
   }
@@ -30074,10 +30725,10 @@ var ExecaSyncError = class extends Error {
 setErrorName(ExecaSyncError, ExecaSyncError.name);
 
 // node_modules/execa/lib/terminate/signal.js
-import { constants as constants4 } from "node:os";
+import { constants as constants5 } from "node:os";
 
 // node_modules/human-signals/build/src/main.js
-import { constants as constants3 } from "node:os";
+import { constants as constants4 } from "node:os";
 
 // node_modules/human-signals/build/src/realtime.js
 var getRealtimeSignals = () => {
@@ -30095,7 +30746,7 @@ var SIGRTMIN = 34;
 var SIGRTMAX = 64;
 
 // node_modules/human-signals/build/src/signals.js
-import { constants as constants2 } from "node:os";
+import { constants as constants3 } from "node:os";
 
 // node_modules/human-signals/build/src/core.js
 var SIGNALS = [
@@ -30386,7 +31037,7 @@ var normalizeSignal = ({
 }) => {
   const {
     signals: { [name]: constantSignal }
-  } = constants2;
+  } = constants3;
   const supported = constantSignal !== void 0;
   const number4 = supported ? constantSignal : defaultNumber;
   return { name, number: number4, description, supported, action, forced, standard };
@@ -30435,7 +31086,7 @@ var getSignalByNumber = (number4, signals2) => {
   };
 };
 var findSignalByNumber = (number4, signals2) => {
-  const signal = signals2.find(({ name }) => constants3.signals[name] === number4);
+  const signal = signals2.find(({ name }) => constants4.signals[name] === number4);
   if (signal !== void 0) {
     return signal;
   }
@@ -30469,13 +31120,13 @@ var normalizeSignalInteger = (signalInteger, optionName) => {
   throw new TypeError(`Invalid ${optionName} ${signalInteger}: this signal integer does not exist.
 ${getAvailableSignals()}`);
 };
-var getSignalsIntegerToName = () => new Map(Object.entries(constants4.signals).reverse().map(([signalName, signalInteger]) => [signalInteger, signalName]));
+var getSignalsIntegerToName = () => new Map(Object.entries(constants5.signals).reverse().map(([signalName, signalInteger]) => [signalInteger, signalName]));
 var signalsIntegerToName = getSignalsIntegerToName();
 var normalizeSignalName = (signalName, optionName) => {
-  if (signalName in constants4.signals) {
+  if (signalName in constants5.signals) {
     return signalName;
   }
-  if (signalName.toUpperCase() in constants4.signals) {
+  if (signalName.toUpperCase() in constants5.signals) {
     throw new TypeError(`Invalid ${optionName} '${signalName}': please rename it to '${signalName.toUpperCase()}'.`);
   }
   throw new TypeError(`Invalid ${optionName} '${signalName}': this signal name does not exist.
@@ -30483,8 +31134,8 @@ ${getAvailableSignals()}`);
 };
 var getAvailableSignals = () => `Available signal names: ${getAvailableSignalNames()}.
 Available signal numbers: ${getAvailableSignalIntegers()}.`;
-var getAvailableSignalNames = () => Object.keys(constants4.signals).sort().map((signalName) => `'${signalName}'`).join(", ");
-var getAvailableSignalIntegers = () => [...new Set(Object.values(constants4.signals).sort((signalInteger, signalIntegerTwo) => signalInteger - signalIntegerTwo))].join(", ");
+var getAvailableSignalNames = () => Object.keys(constants5.signals).sort().map((signalName) => `'${signalName}'`).join(", ");
+var getAvailableSignalIntegers = () => [...new Set(Object.values(constants5.signals).sort((signalInteger, signalIntegerTwo) => signalInteger - signalIntegerTwo))].join(", ");
 var getSignalDescription = (signal) => signalsByName[signal].description;
 
 // node_modules/execa/lib/terminate/kill.js
@@ -31180,7 +31831,7 @@ var killAfterTimeout = async (subprocess, timeout, context, { signal }) => {
 
 // node_modules/execa/lib/methods/node.js
 import { execPath, execArgv } from "node:process";
-import path10 from "node:path";
+import path11 from "node:path";
 var mapNode = ({ options }) => {
   if (options.node === false) {
     throw new TypeError('The "node" option cannot be false with `execaNode()`.');
@@ -31199,7 +31850,7 @@ var handleNodeOption = (file2, commandArguments, {
     throw new TypeError('The "execPath" option has been removed. Please use the "nodePath" option instead.');
   }
   const normalizedNodePath = safeNormalizeFileUrl(nodePath, 'The "nodePath" option');
-  const resolvedNodePath = path10.resolve(cwd, normalizedNodePath);
+  const resolvedNodePath = path11.resolve(cwd, normalizedNodePath);
   const newOptions = {
     ...options,
     nodePath: resolvedNodePath,
@@ -31209,7 +31860,7 @@ var handleNodeOption = (file2, commandArguments, {
   if (!shouldHandleNode) {
     return [file2, commandArguments, newOptions];
   }
-  if (path10.basename(file2, ".exe") === "node") {
+  if (path11.basename(file2, ".exe") === "node") {
     throw new TypeError('When the "node" option is true, the first argument does not need to be "node".');
   }
   return [
@@ -31299,11 +31950,11 @@ var serializeEncoding = (encoding) => typeof encoding === "string" ? `"${encodin
 
 // node_modules/execa/lib/arguments/cwd.js
 import { statSync } from "node:fs";
-import path11 from "node:path";
+import path12 from "node:path";
 import process5 from "node:process";
 var normalizeCwd = (cwd = getDefaultCwd()) => {
   const cwdString = safeNormalizeFileUrl(cwd, 'The "cwd" option');
-  return path11.resolve(cwdString);
+  return path12.resolve(cwdString);
 };
 var getDefaultCwd = () => {
   try {
@@ -31350,7 +32001,7 @@ var normalizeOptions = (filePath, rawArguments, rawOptions) => {
   options.killSignal = normalizeKillSignal(options.killSignal);
   options.forceKillAfterDelay = normalizeForceKillAfterDelay(options.forceKillAfterDelay);
   options.lines = options.lines.map((lines, fdNumber2) => lines && !BINARY_ENCODINGS.has(options.encoding) && options.buffer[fdNumber2]);
-  if (process6.platform === "win32" && path12.basename(file2, ".exe") === "cmd") {
+  if (process6.platform === "win32" && path13.basename(file2, ".exe") === "cmd") {
     commandArguments.unshift("/q");
   }
   return { file: file2, commandArguments, options };
@@ -33499,13 +34150,13 @@ var logOutputSync = ({ serializedResult, fdNumber: fdNumber2, state, verboseInfo
   }
 };
 var writeToFiles = (serializedResult, stdioItems, outputFiles) => {
-  for (const { path: path35, append } of stdioItems.filter(({ type }) => FILE_TYPES.has(type))) {
-    const pathString = typeof path35 === "string" ? path35 : path35.toString();
-    if (append || outputFiles.has(pathString)) {
-      appendFileSync(path35, serializedResult);
+  for (const { path: path36, append } of stdioItems.filter(({ type }) => FILE_TYPES.has(type))) {
+    const pathString2 = typeof path36 === "string" ? path36 : path36.toString();
+    if (append || outputFiles.has(pathString2)) {
+      appendFileSync(path36, serializedResult);
     } else {
-      outputFiles.add(pathString);
-      writeFileSync(path35, serializedResult);
+      outputFiles.add(pathString2);
+      writeFileSync(path36, serializedResult);
     }
   }
 };
@@ -36347,10 +36998,10 @@ function parseEpoch(value, what) {
   return n2;
 }
 async function gitCommitTime(file2, logger) {
-  const cwd = path13.dirname(file2);
+  const cwd = path14.dirname(file2);
   let r;
   try {
-    r = await run(["git", "log", "-1", "--format=%ct", "--", path13.basename(file2)], {
+    r = await run(["git", "log", "-1", "--format=%ct", "--", path14.basename(file2)], {
       cwd,
       reject: false,
       logger
@@ -36397,24 +37048,24 @@ async function resolveEpoch(input2) {
 
 // src/stages/lua.ts
 import { createHash as createHash4, randomBytes as randomBytes3 } from "node:crypto";
-import { existsSync as existsSync6 } from "node:fs";
+import { existsSync as existsSync7 } from "node:fs";
 import {
   copyFile,
   chmod,
   mkdir as mkdir4,
   mkdtemp as mkdtemp3,
-  readFile as readFile5,
+  readFile as readFile4,
   rename as rename3,
   rm as rm5,
   stat as stat3,
   writeFile as writeFile5
 } from "node:fs/promises";
 import os6 from "node:os";
-import path17 from "node:path";
+import path18 from "node:path";
 
 // src/tools/lua-make.ts
-var LUA_MYCFLAGS = "-static -Os";
-var LUA_MYLDFLAGS = "-static";
+var LUA_MYCFLAGS = "-static -Os -ffunction-sections -fdata-sections -fno-asynchronous-unwind-tables -fno-unwind-tables";
+var LUA_MYLDFLAGS = "-static -Os -Wl,--gc-sections -Wl,-z,norelro";
 function crossToolchain(arch) {
   const prefix = `${arch === "aarch64" ? "aarch64" : "x86_64"}-linux-gnu-`;
   const muslDir = `/usr/lib/${arch}-linux-musl`;
@@ -36467,17 +37118,17 @@ function buildrootArgv(opts) {
 
 // src/stages/lua-in-root.ts
 import { createHash as createHash3, randomBytes as randomBytes2 } from "node:crypto";
-import { existsSync as existsSync3 } from "node:fs";
-import { mkdir as mkdir3, mkdtemp, readFile as readFile4, rename as rename2, rm as rm3, writeFile as writeFile3 } from "node:fs/promises";
+import { existsSync as existsSync4 } from "node:fs";
+import { mkdir as mkdir3, mkdtemp, readFile as readFile3, rename as rename2, rm as rm3, writeFile as writeFile3 } from "node:fs/promises";
 import os3 from "node:os";
-import path14 from "node:path";
+import path15 from "node:path";
 var BUILDROOT_SUITE = "bookworm";
 var HOST_SOURCES = "/etc/apt/sources.list.d/debian.sources";
 async function defaultMirrors() {
-  return existsSync3(HOST_SOURCES) ? [HOST_SOURCES] : [];
+  return existsSync4(HOST_SOURCES) ? [HOST_SOURCES] : [];
 }
 async function mirrorsIdentity(mirrors) {
-  return Promise.all(mirrors.map(async (m2) => existsSync3(m2) ? await readFile4(m2, "utf8") : m2));
+  return Promise.all(mirrors.map(async (m2) => existsSync4(m2) ? await readFile3(m2, "utf8") : m2));
 }
 function toolchainFromDpkgStatus(status) {
   const wanted = /^(gcc(-\d+)?|cpp(-\d+)?|binutils(-aarch64-linux-gnu|-x86-64-linux-gnu)?|musl|musl-dev|musl-tools|libc6-dev|make)$/;
@@ -36502,15 +37153,15 @@ async function ensureBuildroot(opts) {
       mirrors: await mirrorsIdentity(mirrors)
     })
   ).digest("hex");
-  const tarball = path14.join(opts.dir, `${key}.tar`);
-  const metaFile = path14.join(opts.dir, `${key}.json`);
-  if (existsSync3(tarball) && existsSync3(metaFile)) {
-    const meta3 = JSON.parse(await readFile4(metaFile, "utf8"));
+  const tarball = path15.join(opts.dir, `${key}.tar`);
+  const metaFile = path15.join(opts.dir, `${key}.json`);
+  if (existsSync4(tarball) && existsSync4(metaFile)) {
+    const meta3 = JSON.parse(await readFile3(metaFile, "utf8"));
     return { key, tarball, toolchain: meta3.toolchain };
   }
   await mkdir3(opts.dir, { recursive: true });
-  const tmp = path14.join(opts.dir, `.tmp-${process.pid}-${randomBytes2(6).toString("hex")}.tar`);
-  const scratch = await mkdtemp(path14.join(opts.dir, ".scratch-"));
+  const tmp = path15.join(opts.dir, `.tmp-${process.pid}-${randomBytes2(6).toString("hex")}.tar`);
+  const scratch = await mkdtemp(path15.join(opts.dir, ".scratch-"));
   try {
     await opts.logger.group(
       `build root: mmdebstrap ${suite} ${opts.arch} (${BUILDROOT_PACKAGES.join(", ")})`,
@@ -36558,7 +37209,7 @@ async function ensureBuildroot(opts) {
   }
 }
 async function removeScratch(dir) {
-  const mounts = (await readFile4("/proc/self/mounts", "utf8")).split("\n").map((l) => l.split(" ")[1]?.replace(/\\040/g, " ")).filter((m2) => m2 !== void 0 && m2.startsWith(`${dir}/`)).sort((a2, b2) => b2.length - a2.length);
+  const mounts = (await readFile3("/proc/self/mounts", "utf8")).split("\n").map((l) => l.split(" ")[1]?.replace(/\\040/g, " ")).filter((m2) => m2 !== void 0 && m2.startsWith(`${dir}/`)).sort((a2, b2) => b2.length - a2.length);
   for (const m2 of mounts) await run(["umount", "-l", m2], { privileged: true, reject: false });
   await run(["rm", "-rf", "--one-file-system", dir], {
     privileged: true,
@@ -36567,8 +37218,8 @@ async function removeScratch(dir) {
   });
 }
 async function compileInRoot(srcDir, buildroot, opts) {
-  const work = await mkdtemp(path14.join(opts.workDir ?? os3.tmpdir(), "lhc-buildroot-"));
-  const root = path14.join(work, "root");
+  const work = await mkdtemp(path15.join(opts.workDir ?? os3.tmpdir(), "lhc-buildroot-"));
+  const root = path15.join(work, "root");
   try {
     await mkdir3(root);
     await opts.logger.group("build root: extract", async () => {
@@ -36578,7 +37229,7 @@ async function compileInRoot(srcDir, buildroot, opts) {
         logger: opts.logger
       });
     });
-    if (!existsSync3(path14.join(root, "usr")))
+    if (!existsSync4(path15.join(root, "usr")))
       throw new UserError(`build root ${buildroot.tarball} has no /usr`);
     const make = inRootMakeArgv(opts.jobs ?? 1);
     const script = `${formatCommand(make)} && strip src/lua`;
@@ -36599,8 +37250,8 @@ async function compileInRoot(srcDir, buildroot, opts) {
         }
       );
     });
-    const binary = path14.join(srcDir, "src", "lua");
-    if (!existsSync3(binary))
+    const binary = path15.join(srcDir, "src", "lua");
+    if (!existsSync4(binary))
       throw new UserError(`the in-root build finished without producing ${binary}`);
     return binary;
   } finally {
@@ -36619,8 +37270,8 @@ async function compileInRoot(srcDir, buildroot, opts) {
 }
 
 // src/stages/lua-source.ts
-import { existsSync as existsSync4 } from "node:fs";
-import path15 from "node:path";
+import { existsSync as existsSync5 } from "node:fs";
+import path16 from "node:path";
 
 // node_modules/tar/dist/esm/index.min.js
 import Qr from "events";
@@ -39632,8 +40283,8 @@ async function extractLuaSource(tarball, destDir, version2) {
     noChmod: false,
     filter: (p2, e) => entryProblem(p2, e.type, top) === void 0
   });
-  const dir = path15.join(destDir, top);
-  if (!existsSync4(path15.join(dir, "src", "lua.c")) || !existsSync4(path15.join(dir, "Makefile"))) {
+  const dir = path16.join(destDir, top);
+  if (!existsSync5(path16.join(dir, "src", "lua.c")) || !existsSync5(path16.join(dir, "Makefile"))) {
     throw new UserError(
       `${tarball} does not look like the Lua ${version2} source (no ${top}/Makefile and ${top}/src/lua.c)`
     );
@@ -39642,302 +40293,16 @@ async function extractLuaSource(tarball, destDir, version2) {
 }
 
 // src/stages/lua-verify.ts
-import { existsSync as existsSync5, readFileSync as readFileSync3 } from "node:fs";
+import { existsSync as existsSync6, readFileSync as readFileSync3 } from "node:fs";
 import { mkdtemp as mkdtemp2, rm as rm4, writeFile as writeFile4 } from "node:fs/promises";
 import os5 from "node:os";
-import path16 from "node:path";
-
-// src/elf/elf.ts
-import { constants as constants5 } from "node:fs";
-import { open as open2 } from "node:fs/promises";
-var ElfError = class extends UserError {
-  constructor(message) {
-    super(message);
-  }
-};
-var EM_X86_64 = 62;
-var EM_AARCH64 = 183;
-var MACHINE_NAMES = {
-  3: "i386",
-  8: "mips",
-  20: "ppc",
-  21: "ppc64",
-  40: "arm",
-  [EM_X86_64]: "x86_64",
-  [EM_AARCH64]: "aarch64",
-  243: "riscv"
-};
-function machineName(machine) {
-  return MACHINE_NAMES[machine] ?? `unknown(${machine})`;
-}
-var PT_LOAD = 1;
-var PT_DYNAMIC = 2;
-var PT_INTERP = 3;
-var PN_XNUM = 65535;
-var DT_NULL = 0;
-var DT_NEEDED = 1;
-var DT_STRTAB = 5;
-var DT_STRSZ = 10;
-var DT_SONAME = 14;
-var DT_RPATH = 15;
-var DT_RUNPATH = 29;
-var MAX_STRING = 64 * 1024;
-function isElfMagic(b2) {
-  return b2.length >= 4 && b2[0] === 127 && b2[1] === 69 && b2[2] === 76 && b2[3] === 70;
-}
-var Reader = class {
-  constructor(src, bits, le2) {
-    this.src = src;
-    this.bits = bits;
-    this.le = le2;
-  }
-  src;
-  bits;
-  le;
-  /** Exactly `length` bytes at `offset`, or an ElfError saying which part is cut off. */
-  bytes(offset, length, what) {
-    if (offset < 0 || length < 0 || offset + length > this.src.size) {
-      throw new ElfError(
-        `truncated ELF file: ${what} at offset ${offset} (+${length} bytes) lies beyond the end of the file (${this.src.size} bytes)`
-      );
-    }
-    const b2 = this.src.read(offset, length);
-    if (b2.length < length)
-      throw new ElfError(`truncated ELF file: short read of ${what} at offset ${offset}`);
-    return b2;
-  }
-  u16(b2, at2) {
-    return this.le ? b2.readUInt16LE(at2) : b2.readUInt16BE(at2);
-  }
-  u32(b2, at2) {
-    return this.le ? b2.readUInt32LE(at2) : b2.readUInt32BE(at2);
-  }
-  /** A word (address, offset, size): 4 or 8 bytes. Values beyond 2^53 cannot be real offsets. */
-  word(b2, at2, what) {
-    if (this.bits === 32) return this.u32(b2, at2);
-    const v2 = this.le ? b2.readBigUInt64LE(at2) : b2.readBigUInt64BE(at2);
-    if (v2 > BigInt(Number.MAX_SAFE_INTEGER))
-      throw new ElfError(`corrupt ELF file: ${what} is out of range (${v2})`);
-    return Number(v2);
-  }
-  /** A signed word (d_tag); unknown huge tags are returned as -1 so they match nothing. */
-  sword(b2, at2) {
-    if (this.bits === 32) return this.le ? b2.readInt32LE(at2) : b2.readInt32BE(at2);
-    const v2 = this.le ? b2.readBigInt64LE(at2) : b2.readBigInt64BE(at2);
-    return v2 > BigInt(Number.MAX_SAFE_INTEGER) || v2 < BigInt(Number.MIN_SAFE_INTEGER) ? -1 : Number(v2);
-  }
-  /** NUL-terminated string at `offset`, not reading past `limit`. */
-  cstring(offset, limit, what) {
-    const end = Math.min(limit, this.src.size, offset + MAX_STRING);
-    if (offset < 0 || offset >= end) {
-      throw new ElfError(
-        `corrupt ELF file: ${what} at offset ${offset} lies outside its table or the file`
-      );
-    }
-    const b2 = this.src.read(offset, end - offset);
-    const nul = b2.indexOf(0);
-    if (nul < 0)
-      throw new ElfError(`corrupt ELF file: ${what} at offset ${offset} is not NUL-terminated`);
-    return b2.subarray(0, nul).toString("utf8");
-  }
-};
-function elfType(t) {
-  switch (t) {
-    case 1:
-      return "REL";
-    case 2:
-      return "EXEC";
-    case 3:
-      return "DYN";
-    case 4:
-      return "CORE";
-    default:
-      return "OTHER";
-  }
-}
-function parse3(src) {
-  const ident = src.read(0, 16);
-  if (!isElfMagic(ident)) return void 0;
-  if (ident.length < 16)
-    throw new ElfError(`truncated ELF file: only ${src.size} bytes, the identification needs 16`);
-  const cls = ident[4];
-  const data = ident[5];
-  if (cls !== 1 && cls !== 2)
-    throw new ElfError(
-      `corrupt ELF file: unknown class ${cls} (expected 1 for 32-bit or 2 for 64-bit)`
-    );
-  if (data !== 1 && data !== 2)
-    throw new ElfError(`corrupt ELF file: unknown data encoding ${data} (expected 1 or 2)`);
-  const bits = cls === 2 ? 64 : 32;
-  const r = new Reader(src, bits, data === 1);
-  const ehsize = bits === 64 ? 64 : 52;
-  const eh = r.bytes(0, ehsize, "ELF header");
-  const type = elfType(r.u16(eh, 16));
-  const machine = r.u16(eh, 18);
-  const phoff = r.word(eh, bits === 64 ? 32 : 28, "e_phoff");
-  const shoff = r.word(eh, bits === 64 ? 40 : 32, "e_shoff");
-  const phentsize = r.u16(eh, bits === 64 ? 54 : 42);
-  let phnum = r.u16(eh, bits === 64 ? 56 : 44);
-  const shentsize = r.u16(eh, bits === 64 ? 58 : 46);
-  if (phnum === PN_XNUM && shoff > 0) {
-    const sh0 = r.bytes(shoff, Math.max(shentsize, bits === 64 ? 64 : 40), "section header 0");
-    phnum = r.u32(sh0, bits === 64 ? 44 : 28);
-  }
-  const segments = [];
-  if (phnum > 0 && phoff > 0) {
-    const minEnt = bits === 64 ? 56 : 32;
-    if (phentsize < minEnt)
-      throw new ElfError(`corrupt ELF file: program header entry size ${phentsize} < ${minEnt}`);
-    const table2 = r.bytes(phoff, phentsize * phnum, `program header table (${phnum} entries)`);
-    for (let i2 = 0; i2 < phnum; i2++) {
-      const p2 = table2.subarray(i2 * phentsize, (i2 + 1) * phentsize);
-      segments.push(
-        bits === 64 ? {
-          type: r.u32(p2, 0),
-          offset: r.word(p2, 8, "p_offset"),
-          vaddr: r.word(p2, 16, "p_vaddr"),
-          filesz: r.word(p2, 32, "p_filesz")
-        } : {
-          type: r.u32(p2, 0),
-          offset: r.word(p2, 4, "p_offset"),
-          vaddr: r.word(p2, 8, "p_vaddr"),
-          filesz: r.word(p2, 16, "p_filesz")
-        }
-      );
-    }
-  }
-  let interp;
-  const interpSeg = segments.find((s3) => s3.type === PT_INTERP);
-  if (interpSeg) {
-    const b2 = r.bytes(interpSeg.offset, interpSeg.filesz, "PT_INTERP");
-    const nul = b2.indexOf(0);
-    interp = b2.subarray(0, nul < 0 ? b2.length : nul).toString("utf8");
-  }
-  const needed = [];
-  let runpath = [];
-  let soname;
-  const dynSeg = segments.find((s3) => s3.type === PT_DYNAMIC);
-  if (dynSeg && dynSeg.filesz > 0) {
-    const entsize = bits === 64 ? 16 : 8;
-    const dyn = r.bytes(dynSeg.offset, dynSeg.filesz, "PT_DYNAMIC");
-    const entries = [];
-    for (let at2 = 0; at2 + entsize <= dyn.length; at2 += entsize) {
-      const tag = r.sword(dyn, at2);
-      if (tag === DT_NULL) break;
-      entries.push({ tag, val: r.word(dyn, at2 + entsize / 2, "d_val") });
-    }
-    const strtabAddr = entries.find((e) => e.tag === DT_STRTAB)?.val;
-    const strsz = entries.find((e) => e.tag === DT_STRSZ)?.val;
-    const stringTags = /* @__PURE__ */ new Set([DT_NEEDED, DT_SONAME, DT_RPATH, DT_RUNPATH]);
-    if (entries.some((e) => stringTags.has(e.tag))) {
-      if (strtabAddr === void 0)
-        throw new ElfError("corrupt ELF file: PT_DYNAMIC has string entries but no DT_STRTAB");
-      const strtab = vaddrToOffset(segments, strtabAddr);
-      if (strtab === void 0) {
-        throw new ElfError(
-          `corrupt ELF file: DT_STRTAB address 0x${strtabAddr.toString(16)} is not mapped by any PT_LOAD`
-        );
-      }
-      const limit = strsz !== void 0 ? strtab + strsz : src.size;
-      const str = (e, what) => r.cstring(strtab + e.val, limit, what);
-      let rpath = [];
-      for (const e of entries) {
-        if (e.tag === DT_NEEDED) needed.push(str(e, "DT_NEEDED"));
-        else if (e.tag === DT_SONAME) soname = str(e, "DT_SONAME");
-        else if (e.tag === DT_RUNPATH) runpath = splitPath(str(e, "DT_RUNPATH"));
-        else if (e.tag === DT_RPATH) rpath = splitPath(str(e, "DT_RPATH"));
-      }
-      if (!entries.some((e) => e.tag === DT_RUNPATH)) runpath = rpath;
-    }
-  }
-  return {
-    bits,
-    littleEndian: r.le,
-    machine,
-    machineName: machineName(machine),
-    type,
-    ...interp !== void 0 ? { interp } : {},
-    needed,
-    runpath,
-    ...soname !== void 0 ? { soname } : {},
-    isStatic: interp === void 0 && needed.length === 0
-  };
-}
-function splitPath(s3) {
-  return s3.split(":").filter((p2) => p2.length > 0);
-}
-function vaddrToOffset(segments, addr) {
-  for (const s3 of segments) {
-    if (s3.type === PT_LOAD && addr >= s3.vaddr && addr < s3.vaddr + s3.filesz)
-      return addr - s3.vaddr + s3.offset;
-  }
-  return void 0;
-}
-async function readElf(file2) {
-  const fh = await open2(file2, constants5.O_RDONLY | constants5.O_NONBLOCK);
-  try {
-    const st2 = await fh.stat();
-    if (!st2.isFile()) return void 0;
-    const { size } = st2;
-    const head = Buffer.alloc(Math.min(size, 64 * 1024));
-    await fh.read(head, 0, head.length, 0);
-    if (!isElfMagic(head)) return void 0;
-    const extra = /* @__PURE__ */ new Map();
-    const pending2 = [];
-    const src = {
-      size,
-      read(offset, length) {
-        const end = Math.min(size, offset + length);
-        if (end <= head.length) return head.subarray(offset, end);
-        const key = `${offset}:${end}`;
-        const hit = extra.get(key);
-        if (hit) return hit;
-        pending2.push({ offset, length: end - offset });
-        throw NEED_MORE;
-      }
-    };
-    for (let round = 0; round < 64; round++) {
-      try {
-        return parse3(src);
-      } catch (e) {
-        if (e !== NEED_MORE) {
-          if (e instanceof ElfError) throw new ElfError(`${file2}: ${e.message}`);
-          throw e;
-        }
-        for (const p2 of pending2.splice(0)) {
-          const b2 = Buffer.alloc(p2.length);
-          const { bytesRead } = await fh.read(b2, 0, p2.length, p2.offset);
-          extra.set(`${p2.offset}:${p2.offset + p2.length}`, b2.subarray(0, bytesRead));
-        }
-      }
-    }
-    throw new ElfError(`${file2}: too many scattered reads while parsing ELF headers`);
-  } finally {
-    await fh.close();
-  }
-}
-var NEED_MORE = /* @__PURE__ */ Symbol("need more bytes");
-var MACHINE_FOR_ARCH = { aarch64: EM_AARCH64, x86_64: EM_X86_64 };
-function staticProblems(info, arch = "aarch64") {
-  if (!info) return ["not an ELF file"];
-  const problems = [];
-  if (info.bits !== 64) problems.push(`ELFCLASS${info.bits}, expected ELFCLASS64`);
-  if (info.machine !== MACHINE_FOR_ARCH[arch])
-    problems.push(`machine ${info.machineName}, expected ${arch}`);
-  if (info.interp !== void 0)
-    problems.push(`has PT_INTERP ${info.interp}, expected none (static)`);
-  if (info.needed.length > 0)
-    problems.push(`has DT_NEEDED ${info.needed.join(", ")}, expected none (static)`);
-  return problems;
-}
-
-// src/stages/lua-verify.ts
+import path17 from "node:path";
 var LuaVerifyError = class extends UserError {
 };
 function emulatorPrefix(arch, binfmtDir = "/proc/sys/fs/binfmt_misc") {
   if (hostArch() === arch) return [];
-  const entry = path16.join(binfmtDir, `qemu-${arch}`);
-  if (existsSync5(entry) && readFileSync3(entry, "utf8").startsWith("enabled")) return [];
+  const entry = path17.join(binfmtDir, `qemu-${arch}`);
+  if (existsSync6(entry) && readFileSync3(entry, "utf8").startsWith("enabled")) return [];
   return [`qemu-${arch}-static`];
 }
 var SMOKE_SCRIPT = `
@@ -39991,9 +40356,9 @@ async function verifyLua(binary, opts) {
       `${binary} -v: expected "Lua ${opts.version}", got ${JSON.stringify(banner.split("\n")[0] ?? "")} (exit code ${v2.exitCode})`
     );
   }
-  const dir = await mkdtemp2(path16.join(os5.tmpdir(), "lhc-lua-smoke-"));
+  const dir = await mkdtemp2(path17.join(os5.tmpdir(), "lhc-lua-smoke-"));
   try {
-    const script = path16.join(dir, "smoke.lua");
+    const script = path17.join(dir, "smoke.lua");
     await writeFile4(script, SMOKE_SCRIPT);
     const s3 = await run([...prefix, binary, script, dir], {
       reject: false,
@@ -40029,7 +40394,7 @@ function jobs() {
 }
 async function crossRecipe(arch, logger, signal) {
   const tc = crossToolchain(arch);
-  const missing = [tc.specs, tc.libc].filter((f2) => !existsSync6(f2));
+  const missing = [tc.specs, tc.libc].filter((f2) => !existsSync7(f2));
   if (missing.length > 0) {
     throw new UserError(
       `the musl cross toolchain for ${arch} is incomplete (missing ${missing.join(", ")}); install: apt-get install ${tc.packages.join(" ")} (or run: lhc setup)`
@@ -40051,7 +40416,7 @@ async function crossRecipe(arch, logger, signal) {
           stderrLines: 30
         });
       });
-      const binary = path17.join(srcDir, "src", "lua");
+      const binary = path18.join(srcDir, "src", "lua");
       await run([tc.strip, binary], { logger });
       return binary;
     }
@@ -40059,7 +40424,7 @@ async function crossRecipe(arch, logger, signal) {
 }
 async function inRootRecipe(arch, opts, cache) {
   const buildroot = await ensureBuildroot({
-    dir: opts.buildrootDir ?? path17.join(cache, "buildroots"),
+    dir: opts.buildrootDir ?? path18.join(cache, "buildroots"),
     arch,
     logger: opts.logger,
     signal: opts.signal
@@ -40077,11 +40442,11 @@ async function inRootRecipe(arch, opts, cache) {
   };
 }
 async function readCached(dir, logger) {
-  const bin = path17.join(dir, "lua");
-  const metaFile = path17.join(dir, "build.json");
-  if (!existsSync6(bin) || !existsSync6(metaFile)) return void 0;
+  const bin = path18.join(dir, "lua");
+  const metaFile = path18.join(dir, "build.json");
+  if (!existsSync7(bin) || !existsSync7(metaFile)) return void 0;
   try {
-    const meta3 = JSON.parse(await readFile5(metaFile, "utf8"));
+    const meta3 = JSON.parse(await readFile4(metaFile, "utf8"));
     if (await sha256File(bin) === meta3.sha256) return meta3;
     logger.warn(`cached Lua in ${dir} does not match its recorded sha256; rebuilding`);
   } catch (e) {
@@ -40107,9 +40472,9 @@ async function buildLua(spec, opts) {
       flags: recipe.flags
     })
   ).digest("hex");
-  const dir = path17.join(cache, "lua", key);
+  const dir = path18.join(cache, "lua", key);
   const result = (meta3, cached2) => ({
-    path: path17.join(dir, "lua"),
+    path: path18.join(dir, "lua"),
     bytes: meta3.bytes,
     sha256: meta3.sha256,
     cached: cached2,
@@ -40132,21 +40497,21 @@ async function buildLua(spec, opts) {
     },
     { ...opts.fetch, signal: opts.signal }
   );
-  const work = await mkdtemp3(path17.join(opts.workDir ?? os6.tmpdir(), "lhc-lua-"));
+  const work = await mkdtemp3(path18.join(opts.workDir ?? os6.tmpdir(), "lhc-lua-"));
   try {
-    const srcParent = path17.join(work, "src");
+    const srcParent = path18.join(work, "src");
     await mkdir4(srcParent);
     const srcDir = await extractLuaSource(tarball, srcParent, spec.version);
     const built = await recipe.build(srcDir);
     await verifyLua(built, { version: spec.version, arch: spec.arch, logger });
-    const staging = path17.join(
+    const staging = path18.join(
       cache,
       "lua",
       `.tmp-${process.pid}-${randomBytes3(6).toString("hex")}`
     );
     await mkdir4(staging, { recursive: true });
     try {
-      const bin = path17.join(staging, "lua");
+      const bin = path18.join(staging, "lua");
       await copyFile(built, bin);
       await chmod(bin, 493);
       const meta3 = {
@@ -40159,12 +40524,12 @@ async function buildLua(spec, opts) {
         sha256: await sha256File(bin),
         bytes: (await stat3(bin)).size
       };
-      await writeFile5(path17.join(staging, "build.json"), `${JSON.stringify(meta3, null, 2)}
+      await writeFile5(path18.join(staging, "build.json"), `${JSON.stringify(meta3, null, 2)}
 `);
       try {
         await rename3(staging, dir);
       } catch (e) {
-        if (!existsSync6(path17.join(dir, "lua"))) throw e;
+        if (!existsSync7(path18.join(dir, "lua"))) throw e;
       }
       logger.info(
         `Lua ${spec.version} (${spec.arch}, ${spec.strategy}): built, ${meta3.bytes} bytes, sha256 ${meta3.sha256}`
@@ -40186,12 +40551,18 @@ function configInputs(config2) {
     inputs.push({
       name: `lua-${config2.lua.version}.tar.gz`,
       urls: config2.lua.urls ?? defaultLuaUrls(config2.lua.version),
-      sha256: config2.lua.sha256
+      sha256: config2.lua.sha256,
+      maxBytes: config2.lua["max-bytes"]
     });
   }
   const base = config2.base;
   if (base.type === "tarball" && base.urls && base.sha256) {
-    inputs.push({ name: "base tarball", urls: base.urls, sha256: base.sha256 });
+    inputs.push({
+      name: "base tarball",
+      urls: base.urls,
+      sha256: base.sha256,
+      maxBytes: base["max-bytes"]
+    });
   }
   return inputs;
 }
@@ -40209,8 +40580,8 @@ async function fetchInputs(config2, opts) {
 
 // src/stages/pack.ts
 import { createHash as createHash6 } from "node:crypto";
-import { lstat as lstat3, mkdir as mkdir5, rm as rm7, stat as stat4, writeFile as writeFile7 } from "node:fs/promises";
-import path19 from "node:path";
+import { lstat as lstat5, mkdir as mkdir5, rm as rm7, stat as stat4, writeFile as writeFile7 } from "node:fs/promises";
+import path20 from "node:path";
 
 // src/tools/mksquashfs.ts
 var ROOT_MODE = 493;
@@ -40249,9 +40620,9 @@ function mksquashfsEnv() {
 
 // src/stages/data-template.ts
 import { createHash as createHash5 } from "node:crypto";
-import { chmod as chmod2, lstat as lstat2, mkdtemp as mkdtemp4, rm as rm6, writeFile as writeFile6 } from "node:fs/promises";
+import { chmod as chmod2, lstat as lstat4, mkdtemp as mkdtemp4, readlink as readlink2, rm as rm6, writeFile as writeFile6 } from "node:fs/promises";
 import os7 from "node:os";
-import path18 from "node:path";
+import path19 from "node:path";
 function archiveStat(st2, owner) {
   const s3 = Object.assign(Object.create(Object.getPrototypeOf(st2)), st2);
   return Object.assign(s3, {
@@ -40270,14 +40641,27 @@ var NeverHitMap = class extends Map {
   }
 };
 var SUPPORTED = (st2) => st2.isFile() || st2.isDirectory() || st2.isSymbolicLink();
+function templateLinkProblem(rel, target) {
+  if (target.startsWith("/"))
+    return `'${rel}' is a symlink to the absolute path ${target}; use a relative target inside the template`;
+  const resolved = path19.posix.normalize(path19.posix.join(path19.posix.dirname(rel), target));
+  if (resolved === ".." || resolved.startsWith("../"))
+    return `'${rel}' is a symlink to ${target}, which points outside the template`;
+  return void 0;
+}
 async function tarDirectory(dir, epoch, owner = { uid: 0, gid: 0 }) {
   const rels = await walkSorted(dir);
   const statCache = /* @__PURE__ */ new Map();
   const unsupported = [];
+  const badLinks = [];
   for (const rel of rels) {
-    const abs = path18.resolve(dir, rel || ".");
-    const st2 = await lstat2(abs);
+    const abs = path19.resolve(dir, rel || ".");
+    const st2 = await lstat4(abs);
     if (!SUPPORTED(st2)) unsupported.push(rel);
+    if (st2.isSymbolicLink()) {
+      const problem = templateLinkProblem(rel, await readlink2(abs));
+      if (problem) badLinks.push(problem);
+    }
     statCache.set(abs, archiveStat(st2, owner));
   }
   if (unsupported.length > 0) {
@@ -40285,6 +40669,7 @@ async function tarDirectory(dir, epoch, owner = { uid: 0, gid: 0 }) {
       `data template ${dir}: only files, directories and symlinks can go into the template; found ` + unsupported.map((r) => `'${r}'`).join(", ")
     );
   }
+  if (badLinks.length > 0) throw new UserError(`data template ${dir}: ${badLinks.join("; ")}`);
   const warnings = [];
   const stream = Qn(
     {
@@ -40380,7 +40765,7 @@ async function writeDataTemplate(o2) {
   let tmp;
   try {
     if (dir === void 0) {
-      tmp = await mkdtemp4(path18.join(os7.tmpdir(), "lhc-empty-data-"));
+      tmp = await mkdtemp4(path19.join(os7.tmpdir(), "lhc-empty-data-"));
       await chmod2(tmp, 493);
       dir = tmp;
     }
@@ -40398,6 +40783,13 @@ async function writeDataTemplate(o2) {
   }
 }
 
+// src/stages/sha256sums-line.ts
+var ESCAPES = { "\\": "\\\\", "\n": "\\n", "\r": "\\r" };
+function sha256sumsLine(sha2562, name) {
+  if (!/[\\\n\r]/.test(name)) return `${sha2562}  ${name}`;
+  return `\\${sha2562}  ${name.replace(/[\\\n\r]/g, (c3) => ESCAPES[c3])}`;
+}
+
 // src/stages/pack.ts
 function artifactNames(name, fileNames = {}) {
   return {
@@ -40410,18 +40802,16 @@ function artifactNames(name, fileNames = {}) {
 async function writeSha256Sums(dir, files) {
   const lines = [];
   for (const f2 of [...new Set(files)].sort()) {
-    if (/[\n\\]/.test(f2))
-      throw new UserError(`cannot list '${f2}' in SHA256SUMS: newline or backslash in the name`);
-    lines.push(`${await sha256File(path19.join(dir, f2))}  ${f2}`);
+    lines.push(sha256sumsLine(await sha256File(path20.join(dir, f2)), f2));
   }
-  const out = path19.join(dir, "SHA256SUMS");
+  const out = path20.join(dir, "SHA256SUMS");
   await writeFile7(out, lines.join("\n") + "\n");
   return out;
 }
 async function requireDir(dir, what) {
   let st2;
   try {
-    st2 = await lstat3(dir);
+    st2 = await lstat5(dir);
   } catch {
     throw new UserError(`${what} ${dir} does not exist`);
   }
@@ -40432,7 +40822,7 @@ async function packImage(o2) {
   const names = artifactNames(o2.name, o2.fileNames);
   await requireDir(o2.root, "root");
   if (o2.dataDir !== void 0) await requireDir(o2.dataDir, "data directory");
-  const mountPoint = path19.join(o2.root, dataPath);
+  const mountPoint = path20.join(o2.root, dataPath);
   try {
     if (!(await stat4(mountPoint)).isDirectory()) throw new Error("not a directory");
   } catch {
@@ -40441,9 +40831,9 @@ async function packImage(o2) {
     );
   }
   await mkdir5(o2.outDir, { recursive: true });
-  const image = path19.join(o2.outDir, names.image);
-  const dataTemplate = path19.join(o2.outDir, names.dataTemplate);
-  const manifestFile = path19.join(o2.outDir, names.manifest);
+  const image = path20.join(o2.outDir, names.image);
+  const dataTemplate = path20.join(o2.outDir, names.dataTemplate);
+  const manifestFile = path20.join(o2.outDir, names.manifest);
   o2.logger.info(`packing ${o2.root} into ${image} (squashfs, xz, epoch ${o2.epoch})`);
   await rm7(image, { force: true });
   await run(mksquashfsArgv({ source: o2.root, image, epoch: o2.epoch, rootMode: ROOT_MODE }), {
@@ -40511,13 +40901,13 @@ import {
   lchown,
   lutimes,
   mkdir as mkdir7,
-  readlink as readlink2,
+  readlink as readlink3,
   rm as rm10,
   symlink,
   utimes,
   writeFile as writeFile9
 } from "node:fs/promises";
-import path23 from "node:path";
+import path24 from "node:path";
 
 // src/trace/glob.ts
 function escapeRe(c3) {
@@ -40574,7 +40964,7 @@ function isUnder(p2, dir) {
 function isVirtual(p2) {
   return VIRTUAL_PREFIXES.some((v2) => isUnder(p2, v2));
 }
-function kindOf(host) {
+function kindOf2(host) {
   try {
     const st2 = lstatSync2(host);
     if (st2.isSymbolicLink()) return "symlink";
@@ -40592,7 +40982,7 @@ function resolveTraced(root, guestPath, opts = {}) {
       followLast: !opts.noFollow,
       onSymlink: (p2, target) => symlinks.push({ path: p2, target })
     });
-    const kind = r.exists ? kindOf(r.host) : void 0;
+    const kind = r.exists ? kindOf2(r.host) : void 0;
     return {
       inRoot: r.inRoot,
       host: r.host,
@@ -40614,17 +41004,17 @@ function resolveTraced(root, guestPath, opts = {}) {
 }
 
 // src/stages/trace.ts
-import { mkdir as mkdir6, readFile as readFile8, readdir as readdir4, rm as rm9, stat as stat5, writeFile as writeFile8 } from "node:fs/promises";
+import { mkdir as mkdir6, readFile as readFile7, readdir as readdir4, rm as rm9, stat as stat5, writeFile as writeFile8 } from "node:fs/promises";
 import { readFileSync as readFileSync5, readdirSync as readdirSync2, readlinkSync as readlinkSync3 } from "node:fs";
-import path22 from "node:path";
+import path23 from "node:path";
 
 // src/trace/fifo.ts
 import { randomBytes as randomBytes4 } from "node:crypto";
 import { closeSync, constants as constants6, openSync, read, writeSync } from "node:fs";
 var TraceFifo = class _TraceFifo {
-  constructor(path35) {
-    this.path = path35;
-    this.fd = openSync(path35, constants6.O_RDWR);
+  constructor(path36) {
+    this.path = path36;
+    this.fd = openSync(path36, constants6.O_RDWR);
     this.done = this.pump();
   }
   path;
@@ -40636,9 +41026,9 @@ var TraceFifo = class _TraceFifo {
   done;
   closed = false;
   /** Creates the FIFO (mode 0666: the service may run as any user) and starts reading it. */
-  static async create(path35) {
-    await run(["mkfifo", "-m", "0666", path35]);
-    return new _TraceFifo(path35);
+  static async create(path36) {
+    await run(["mkfifo", "-m", "0666", path36]);
+    return new _TraceFifo(path36);
   }
   async pump() {
     const buf = Buffer.alloc(256 * 1024);
@@ -41125,13 +41515,13 @@ function parseHostStrace(text, opts = {}) {
 }
 
 // src/verify/sandbox.ts
-import { existsSync as existsSync7 } from "node:fs";
-import { chmod as chmod3, readFile as readFile7, readdir as readdir3, rm as rm8, rmdir } from "node:fs/promises";
-import path21 from "node:path";
+import { existsSync as existsSync8 } from "node:fs";
+import { chmod as chmod3, readFile as readFile6, readdir as readdir3, rm as rm8, rmdir } from "node:fs/promises";
+import path22 from "node:path";
 
 // src/verify/hardening.ts
-import { readFile as readFile6 } from "node:fs/promises";
-import path20 from "node:path";
+import { readFile as readFile5 } from "node:fs/promises";
+import path21 from "node:path";
 function unescape(field2) {
   return field2.replace(/\\([0-7]{3})/g, (_2, o2) => String.fromCharCode(parseInt(o2, 8)));
 }
@@ -41231,7 +41621,7 @@ function checkNetwork(netDev) {
   };
 }
 async function inspectProcess(pid, dataPath) {
-  const read2 = (f2) => readFile6(`/proc/${pid}/${f2}`, "utf8");
+  const read2 = (f2) => readFile5(`/proc/${pid}/${f2}`, "utf8");
   const [mountinfo, status, uidMap, netDev] = await Promise.all([
     read2("mountinfo"),
     read2("status"),
@@ -41279,13 +41669,13 @@ function resolveInImage(entries, p2, depth = 0) {
   let cur = "/";
   for (let i2 = 0; i2 < parts.length; i2++) {
     if (parts[i2] === "..") {
-      cur = path20.posix.dirname(cur);
+      cur = path21.posix.dirname(cur);
       continue;
     }
-    const next = path20.posix.join(cur, parts[i2]);
+    const next = path21.posix.join(cur, parts[i2]);
     const e = entries.get(next);
     if (e?.kind === "symlink" && depth < 40) {
-      const target = e.target.startsWith("/") ? e.target : path20.posix.join(cur, e.target);
+      const target = e.target.startsWith("/") ? e.target : path21.posix.join(cur, e.target);
       const rest = parts.slice(i2 + 1).join("/");
       return resolveInImage(entries, rest ? `${target}/${rest}` : target, depth + 1);
     }
@@ -41299,7 +41689,7 @@ function checkNoInterpreters(entries, command0) {
   const own2 = resolveInImage(byPath2, command0);
   const found = [];
   for (const e of entries) {
-    if (e.kind === "dir" || !INTERPRETER_NAME.test(path20.posix.basename(e.path))) continue;
+    if (e.kind === "dir" || !INTERPRETER_NAME.test(path21.posix.basename(e.path))) continue;
     if (e.kind === "file" && !e.executable) continue;
     if (e.path === command0 || resolveInImage(byPath2, e.path) === own2) continue;
     found.push(e.kind === "symlink" ? `${e.path} -> ${e.target}` : e.path);
@@ -41314,13 +41704,13 @@ function checkNoInterpreters(entries, command0) {
 // src/verify/proc.ts
 import { readdirSync, readFileSync as readFileSync4, readlinkSync as readlinkSync2 } from "node:fs";
 function parseStat(text) {
-  const open4 = text.indexOf("(");
+  const open6 = text.indexOf("(");
   const close = text.lastIndexOf(")");
-  if (open4 === -1 || close === -1) return void 0;
+  if (open6 === -1 || close === -1) return void 0;
   const rest = text.slice(close + 2).split(" ");
   return {
-    pid: Number(text.slice(0, open4).trim()),
-    comm: text.slice(open4 + 1, close),
+    pid: Number(text.slice(0, open6).trim()),
+    comm: text.slice(open6 + 1, close),
     ppid: Number(rest[1]),
     pgid: Number(rest[2]),
     startTime: Number(rest[19])
@@ -41388,7 +41778,7 @@ function findPayloads(ancestor, table2 = processTable()) {
 // src/verify/sandbox.ts
 var sleep2 = (ms2) => new Promise((r) => setTimeout(r, ms2));
 async function ownMounts() {
-  const text = await readFile7("/proc/self/mountinfo", "utf8");
+  const text = await readFile6("/proc/self/mountinfo", "utf8");
   const parsed = parseMountInfo(text);
   return text.split("\n").filter((l) => l.trim()).map((l, i2) => ({
     majorMinor: l.split(" ")[2],
@@ -41440,12 +41830,12 @@ async function unpackTemplate(template, dir, opts = {}) {
       onwarn: (code, message) => warnings.push(`${code}: ${message}`),
       onReadEntry: (e) => {
         if (e.type !== "SymbolicLink" && e.mode !== void 0) {
-          modes.push({ file: path21.resolve(dir, e.path), mode: e.mode & 4095 });
+          modes.push({ file: path22.resolve(dir, e.path), mode: e.mode & 4095 });
         }
         if (e.uid === void 0 || e.gid === void 0) return;
         const key = `${e.uid}:${e.gid}`;
         const list = owners.get(key) ?? [];
-        list.push(path21.resolve(dir, e.path));
+        list.push(path22.resolve(dir, e.path));
         owners.set(key, list);
       }
     });
@@ -41472,7 +41862,7 @@ async function containerProcesses(majorMinor) {
     if (pid === process.pid) continue;
     let text;
     try {
-      text = await readFile7(`/proc/${pid}/mountinfo`, "utf8");
+      text = await readFile6(`/proc/${pid}/mountinfo`, "utf8");
     } catch {
       continue;
     }
@@ -41520,7 +41910,7 @@ async function loopBackingFile(dev) {
   const name = loopName(dev);
   if (!name) return void 0;
   try {
-    return (await readFile7(`/sys/block/${name}/loop/backing_file`, "utf8")).trim();
+    return (await readFile6(`/sys/block/${name}/loop/backing_file`, "utf8")).trim();
   } catch {
     return void 0;
   }
@@ -41528,7 +41918,7 @@ async function loopBackingFile(dev) {
 async function releaseLoop(dev, image, logger) {
   for (let i2 = 0; i2 < 20; i2++) {
     const backing = await loopBackingFile(dev);
-    if (backing === void 0 || path21.resolve(backing.replace(/ \(deleted\)$/, "")) !== path21.resolve(image))
+    if (backing === void 0 || path22.resolve(backing.replace(/ \(deleted\)$/, "")) !== path22.resolve(image))
       return;
     await sleep2(100);
   }
@@ -41538,9 +41928,9 @@ async function releaseLoop(dev, image, logger) {
 async function removeWorkDir(workDir, mountPoints2) {
   for (const m2 of mountPoints2) {
     if (await mountAt(m2)) throw new Error(`${m2} is still mounted; leaving ${workDir} in place`);
-    if (existsSync7(m2)) await rmdir(m2).catch(() => void 0);
+    if (existsSync8(m2)) await rmdir(m2).catch(() => void 0);
   }
-  if (existsSync7(workDir) && (await readdir3(workDir)).every((n2) => !mountPoints2.includes(path21.join(workDir, n2)))) {
+  if (existsSync8(workDir) && (await readdir3(workDir)).every((n2) => !mountPoints2.includes(path22.join(workDir, n2)))) {
     await rm8(workDir, { recursive: true, force: true });
   }
 }
@@ -41577,12 +41967,12 @@ function containerArgv(config2, t) {
 async function tracedArgv(config2, t, straceName) {
   const argv = containerArgv(config2, t);
   if (t.trace?.mode === "qemu") {
-    const fifoPath = path22.join(t.trace.dir, QEMU_TRACE_FILE);
+    const fifoPath = path23.join(t.trace.dir, QEMU_TRACE_FILE);
     await rm9(fifoPath, { force: true });
     return { argv, fifo: await TraceFifo.create(fifoPath) };
   }
   if (t.trace?.mode === "strace") {
-    const straceFile = path22.join(t.trace.dir, straceName);
+    const straceFile = path23.join(t.trace.dir, straceName);
     return { argv: ["strace", ...STRACE_FLAGS, "-o", straceFile, "--", ...argv], straceFile };
   }
   return { argv };
@@ -41639,7 +42029,7 @@ async function runInetd(config2, t, logger, signal) {
       }
     }
     if (straceFile) {
-      out.traces.push(await readFile8(straceFile, "utf8").catch(() => ""));
+      out.traces.push(await readFile7(straceFile, "utf8").catch(() => ""));
       out.traceFiles.push(straceFile);
     }
     if (r.exitCode !== 0)
@@ -41737,7 +42127,7 @@ async function probeListening(config2, pid, port2, probe, workDir, logger) {
     );
     return r2.stdoutBytes;
   }
-  const bodyFile = path22.join(workDir, `probe-${probe.name}.body`);
+  const bodyFile = path23.join(workDir, `probe-${probe.name}.body`);
   await rm9(bodyFile, { force: true });
   const url3 = `http://127.0.0.1:${port2}${probe.path}`;
   const r = await run(
@@ -41761,7 +42151,7 @@ async function probeListening(config2, pid, port2, probe, workDir, logger) {
       `probe '${probe.name}': ${url3} inside the container's network namespace failed: ${tail(r.stderr, 5) || `curl exit code ${r.exitCode}`}`
     );
   }
-  const body = await readFile8(bodyFile).catch(() => Buffer.alloc(0));
+  const body = await readFile7(bodyFile).catch(() => Buffer.alloc(0));
   return { status: Number(r.stdout.trim()), body };
 }
 async function runListening(config2, t, workDir, logger) {
@@ -41810,7 +42200,7 @@ async function runListening(config2, t, workDir, logger) {
     await cleanup.run();
     if (fifo) out.traces.push(await fifo.finish());
   }
-  if (straceFile) out.traces.push(await readFile8(straceFile, "utf8").catch(() => ""));
+  if (straceFile) out.traces.push(await readFile7(straceFile, "utf8").catch(() => ""));
   return out;
 }
 async function runProbes(config2, t, o2) {
@@ -41859,14 +42249,14 @@ async function traceService(config2, root, opts) {
   }
   const elf = await readElf(entry.host);
   const interp = elf?.interp;
-  const copy = path22.join(workDir, "trace-root");
-  const traceDir = path22.join(workDir, "trace");
-  const dataDir = path22.join(workDir, "trace-data");
+  const copy = path23.join(workDir, "trace-root");
+  const traceDir = path23.join(workDir, "trace");
+  const dataDir = path23.join(workDir, "trace-data");
   await mkdir6(workDir, { recursive: true });
   await rm9(traceDir, { recursive: true, force: true });
   await mkdir6(traceDir, { recursive: true, mode: 493 });
-  const upper = path22.join(workDir, "trace-upper");
-  const overlayWork = path22.join(workDir, "trace-overlay-work");
+  const upper = path23.join(workDir, "trace-upper");
+  const overlayWork = path23.join(workDir, "trace-overlay-work");
   const state = { mounted: false };
   const removeCopy = registerCleanup(`traced root copy ${copy}`, async () => {
     if (state.mounted) await unmount(copy, logger);
@@ -41889,7 +42279,7 @@ async function traceService(config2, root, opts) {
           privileged: true
         });
       }
-      const mountPoints2 = [TRACE_MOUNT, config2.data.path, "/usr"].map((p2) => path22.join(copy, p2));
+      const mountPoints2 = [TRACE_MOUNT, config2.data.path, "/usr"].map((p2) => path23.join(copy, p2));
       await run(["mkdir", "-p", "-m", "0755", "--", ...mountPoints2], { privileged: true });
     });
     await seedDataDir(config2, root, dataDir);
@@ -41919,7 +42309,7 @@ async function traceService(config2, root, opts) {
     for (const [i2, text] of probed.traces.entries()) {
       const parsed = emulated ? parseQemuStrace(text, parseOpts) : parseHostStrace(text, parseOpts);
       if (emulated) {
-        const file2 = path22.join(traceDir, `qemu.${i2}.txt`);
+        const file2 = path23.join(traceDir, `qemu.${i2}.txt`);
         await writeFile8(file2, text);
         traceFiles.push(file2);
       }
@@ -41994,7 +42384,7 @@ var MUSL_ARCH = { aarch64: "aarch64", x86_64: "x86_64", arm: "armhf" };
 function walkRoot(root) {
   const out = /* @__PURE__ */ new Map();
   const visit3 = (inRoot) => {
-    const host = path23.join(root, inRoot);
+    const host = path24.join(root, inRoot);
     const st2 = lstatSync3(host);
     const kind = st2.isSymbolicLink() ? "symlink" : st2.isDirectory() ? "dir" : st2.isFile() ? "file" : "other";
     out.set(inRoot, { kind, st: st2 });
@@ -42011,7 +42401,7 @@ function entryBytes(e) {
 }
 function libraryDirs(root, elf, elfPath) {
   const dirs = [];
-  const origin = path23.posix.dirname(elfPath);
+  const origin = path24.posix.dirname(elfPath);
   for (const r of elf.runpath) dirs.push(r.replace(/\$\{?ORIGIN\}?/g, origin));
   const musl = elf.interp !== void 0 && /ld-musl/.test(elf.interp);
   if (musl) {
@@ -42046,12 +42436,12 @@ function ldSoConfDirs(root, file2, depth) {
       if (line.startsWith("/")) dirs.push(line);
       continue;
     }
-    const pattern = inc[1].startsWith("/") ? inc[1] : path23.posix.join(path23.posix.dirname(file2), inc[1]);
-    const dir = resolveTraced(root, path23.posix.dirname(pattern));
+    const pattern = inc[1].startsWith("/") ? inc[1] : path24.posix.join(path24.posix.dirname(file2), inc[1]);
+    const dir = resolveTraced(root, path24.posix.dirname(pattern));
     if (!dir.exists || dir.kind !== "dir") continue;
     const re2 = globToRegExp(pattern);
     for (const name of readdirSync3(dir.host).sort()) {
-      const candidate = path23.posix.join(path23.posix.dirname(pattern), name);
+      const candidate = path24.posix.join(path24.posix.dirname(pattern), name);
       if (re2.test(candidate)) dirs.push(...ldSoConfDirs(root, candidate, depth + 1));
     }
   }
@@ -42108,7 +42498,7 @@ async function pruneRoot(root, trace, config2, opts) {
       e.noFollow ?? false
     );
     if (e.op === "getdents" && r.exists && r.kind === "dir" && !r.virtual) {
-      for (const name of readdirSync3(r.host)) add(path23.posix.join(r.inRoot, name), "dir-listing");
+      for (const name of readdirSync3(r.host)) add(path24.posix.join(r.inRoot, name), "dir-listing");
     }
   }
   const entry = addLookup(trace.entrypoint, "entrypoint");
@@ -42128,7 +42518,7 @@ async function pruneRoot(root, trace, config2, opts) {
       scanned.add(p2);
       let elf;
       try {
-        elf = await readElf(path23.join(root, p2));
+        elf = await readElf(path24.join(root, p2));
       } catch (err) {
         logger.debug(`not parsing ${p2} as ELF: ${err.message}`);
         continue;
@@ -42136,7 +42526,7 @@ async function pruneRoot(root, trace, config2, opts) {
       if (!elf) {
         const why = kept.get(p2);
         if (why.has("entrypoint") || why.has("traced-exec")) {
-          const interpreter = shebang(path23.join(root, p2));
+          const interpreter = shebang(path24.join(root, p2));
           if (interpreter) {
             const r = addLookup(interpreter, "shebang-interp");
             if (r.exists) changed = true;
@@ -42152,7 +42542,7 @@ async function pruneRoot(root, trace, config2, opts) {
       }
       const dirs = elf.needed.length > 0 ? libraryDirs(root, elf, p2) : [];
       for (const lib of elf.needed) {
-        const candidates = lib.includes("/") ? [lib.startsWith("/") ? lib : path23.posix.join(path23.posix.dirname(p2), lib)] : dirs.map((d) => path23.posix.join(d, lib));
+        const candidates = lib.includes("/") ? [lib.startsWith("/") ? lib : path24.posix.join(path24.posix.dirname(p2), lib)] : dirs.map((d) => path24.posix.join(d, lib));
         const hit = candidates.find((c3) => {
           const r = resolveTraced(root, c3);
           return r.exists && r.kind === "file";
@@ -42179,7 +42569,7 @@ async function pruneRoot(root, trace, config2, opts) {
     }
   }
   for (const p2 of [...kept.keys()]) {
-    for (let d = path23.posix.dirname(p2); d !== "/" && d !== "."; d = path23.posix.dirname(d)) {
+    for (let d = path24.posix.dirname(p2); d !== "/" && d !== "."; d = path24.posix.dirname(d)) {
       if (kept.has(d)) {
         kept.get(d).add("parent-dir");
         continue;
@@ -42189,8 +42579,8 @@ async function pruneRoot(root, trace, config2, opts) {
   }
   kept.delete("/");
   const mounts = mountPoints(config2);
-  const prunedRoot = path23.join(opts.outDir, "root");
-  const dataDir = path23.join(opts.outDir, "data");
+  const prunedRoot = path24.join(opts.outDir, "root");
+  const dataDir = path24.join(opts.outDir, "data");
   await rm10(prunedRoot, { recursive: true, force: true });
   await mkdir7(prunedRoot, { recursive: true });
   const rootSt = all.get("/").st;
@@ -42198,8 +42588,8 @@ async function pruneRoot(root, trace, config2, opts) {
   const dirTimes = [];
   for (const p2 of [...kept.keys()].sort()) {
     const e = all.get(p2);
-    const src = path23.join(root, p2);
-    const dst = path23.join(prunedRoot, p2);
+    const src = path24.join(root, p2);
+    const dst = path24.join(prunedRoot, p2);
     if (e.kind === "dir") {
       await mkdir7(dst);
       dirTimes.push({ host: dst, st: e.st });
@@ -42207,7 +42597,7 @@ async function pruneRoot(root, trace, config2, opts) {
       await copyFile2(src, dst);
       await utimes(dst, e.st.atime, e.st.mtime);
     } else if (e.kind === "symlink") {
-      await symlink(await readlink2(src), dst);
+      await symlink(await readlink3(src), dst);
     } else {
       logger.debug(`not copying special file ${p2}`);
       continue;
@@ -42224,7 +42614,7 @@ async function pruneRoot(root, trace, config2, opts) {
     });
   }
   for (const m2 of mounts) {
-    const dst = path23.join(prunedRoot, m2);
+    const dst = path24.join(prunedRoot, m2);
     const existing = list.find((k2) => k2.path === m2);
     if (existing) {
       if (!existing.why.includes("mount-point")) existing.why.push("mount-point");
@@ -42232,7 +42622,7 @@ async function pruneRoot(root, trace, config2, opts) {
     }
     const e = all.get(m2);
     const mode2 = e?.kind === "dir" ? e.st.mode & 4095 : m2 === "/tmp" ? 1023 : 493;
-    await mkdir7(path23.dirname(dst), { recursive: true });
+    await mkdir7(path24.dirname(dst), { recursive: true });
     await mkdir7(dst);
     await chmod4(dst, mode2);
     if (e?.kind === "dir") await lchown(dst, e.st.uid, e.st.gid).catch(() => void 0);
@@ -42297,9 +42687,9 @@ function summarizeReport(r) {
 
 // src/stages/root.ts
 import { createHash as createHash7 } from "node:crypto";
-import { chmodSync as chmodSync3, existsSync as existsSync8, lstatSync as lstatSync6, readdirSync as readdirSync5, readFileSync as readFileSync7 } from "node:fs";
+import { chmodSync as chmodSync3, existsSync as existsSync9, lstatSync as lstatSync6, readdirSync as readdirSync5, readFileSync as readFileSync7 } from "node:fs";
 import { mkdir as mkdir9, rename as rename4, rm as rm12, stat as stat7 } from "node:fs/promises";
-import path26 from "node:path";
+import path27 from "node:path";
 
 // src/root/extract.ts
 import { once as once9 } from "node:events";
@@ -42323,7 +42713,7 @@ import {
   readlinkSync as readlinkSync4
 } from "node:fs";
 import { mkdir as mkdir8, mkdtemp as mkdtemp5, rm as rm11, stat as stat6 } from "node:fs/promises";
-import path24 from "node:path";
+import path25 from "node:path";
 import { createGunzip } from "node:zlib";
 var ExtractError = class extends UserError {
   constructor(archive, entry, reason) {
@@ -42350,7 +42740,7 @@ function detectCompression(head) {
   if (head.length >= 2 && head[0] === 93 && head[1] === 0) return { unsupported: "lzma" };
   return "none";
 }
-function readHead(file2) {
+function readHead2(file2) {
   const fd = openSync3(file2, "r");
   try {
     const buf = Buffer.alloc(512);
@@ -42484,7 +42874,7 @@ var Extractor = class {
   }
   writeFile(entry, name, parts) {
     const parent = this.parentOf(name, parts);
-    const host = path24.join(parent, parts[parts.length - 1]);
+    const host = path25.join(parent, parts[parts.length - 1]);
     const flags = fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW;
     let fd;
     try {
@@ -42546,7 +42936,7 @@ var Extractor = class {
       return;
     }
     const parent = this.parentOf(name, parts);
-    const host = path24.join(parent, parts[parts.length - 1]);
+    const host = path25.join(parent, parts[parts.length - 1]);
     try {
       mkdirSync2(host, { mode: 448 });
       this.summary.dirs++;
@@ -42574,7 +42964,7 @@ var Extractor = class {
     if (!lstatSync4(targetHost).isFile())
       this.fail(name, `hardlink target '${linkpath}' is no longer a regular file`);
     const parent = this.parentOf(name, parts);
-    const host = path24.join(parent, parts[parts.length - 1]);
+    const host = path25.join(parent, parts[parts.length - 1]);
     try {
       linkSync(targetHost, host);
     } catch (e) {
@@ -42591,7 +42981,7 @@ var Extractor = class {
   finish() {
     for (const s3 of this.symlinks) {
       const parent = this.parentOf(s3.name, s3.parts);
-      const host = path24.join(parent, s3.parts[s3.parts.length - 1]);
+      const host = path25.join(parent, s3.parts[s3.parts.length - 1]);
       try {
         symlinkSync(s3.target, host);
       } catch (e) {
@@ -42620,30 +43010,30 @@ var Extractor = class {
   }
 };
 function capFor(compression, compressedSize, opts) {
-  const maxBytes = opts.maxBytes ?? DEFAULT_MAX_BYTES;
-  if (compression === "none") return maxBytes;
+  const maxBytes2 = opts.maxBytes ?? DEFAULT_MAX_BYTES;
+  if (compression === "none") return maxBytes2;
   const byRatio = Math.max(
     opts.ratioFloorBytes ?? DEFAULT_RATIO_FLOOR,
     compressedSize * (opts.maxRatio ?? DEFAULT_MAX_RATIO)
   );
-  return Math.min(maxBytes, byRatio);
+  return Math.min(maxBytes2, byRatio);
 }
-function bombError(archive, cap, compressedSize) {
+function bombError(archive, cap, compressedSize, opts) {
   return new ExtractError(
     archive,
     void 0,
-    `decompresses to more than ${cap} bytes from ${compressedSize} compressed bytes (decompression bomb cap; raise maxRatio/maxBytes if this archive is legitimate)`
+    `decompresses to more than ${cap} bytes from ${compressedSize} compressed bytes: refused as a decompression bomb (lhc unpacks at most ${opts.maxRatio ?? DEFAULT_MAX_RATIO} times the compressed size, at least ${formatBytes(opts.ratioFloorBytes ?? DEFAULT_RATIO_FLOOR)} and at most ${formatBytes(opts.maxBytes ?? DEFAULT_MAX_BYTES)})`
   );
 }
-async function xzToTemp(archive, tmpDir, cap, compressedSize, logger) {
-  const out = path24.join(tmpDir, "archive.tar");
+async function xzToTemp(archive, tmpDir, cap, compressedSize, opts, logger) {
+  const out = path25.join(tmpDir, "archive.tar");
   const script = 'set -o pipefail; xz -dc -- "$1" | head -c "$2" > "$3"';
   const r = await run(["bash", "-c", script, "bash", archive, String(cap + 1), out], {
     reject: false,
     logger
   });
   const size = (await stat6(out)).size;
-  if (size > cap) throw bombError(archive, cap, compressedSize);
+  if (size > cap) throw bombError(archive, cap, compressedSize, opts);
   if (r.exitCode !== 0) {
     if (/xz: not found|command not found/.test(r.stderr)) {
       throw new UserError(
@@ -42689,7 +43079,7 @@ async function extractTarball(archive, dest, opts = {}) {
       `cannot read tarball ${archive}: ${e.code ?? String(e)}`
     );
   }
-  const detected = detectCompression(readHead(archive));
+  const detected = detectCompression(readHead2(archive));
   if (typeof detected === "object") {
     throw new ExtractError(
       archive,
@@ -42707,12 +43097,14 @@ async function extractTarball(archive, dest, opts = {}) {
       code === "EEXIST" ? `extraction target ${dest} already exists: extraction needs a fresh directory` : `cannot create extraction target ${dest}: ${code ?? String(e)}`
     );
   }
-  const tmpDir = compression === "xz" ? await mkdtemp5(path24.join(path24.dirname(dest), ".lhc-xz-")) : void 0;
+  const tmpDir = compression === "xz" ? await mkdtemp5(path25.join(path25.dirname(dest), ".lhc-xz-")) : void 0;
   const ex = new Extractor(archive, dest, compression, opts);
   try {
     let source;
     if (compression === "xz") {
-      source = createReadStream4(await xzToTemp(archive, tmpDir, cap, compressedSize, opts.logger));
+      source = createReadStream4(
+        await xzToTemp(archive, tmpDir, cap, compressedSize, opts, opts.logger)
+      );
     } else if (compression === "gzip") {
       source = createReadStream4(archive).pipe(createGunzip());
     } else {
@@ -42729,7 +43121,7 @@ async function extractTarball(archive, dest, opts = {}) {
     });
     parser.on("entry", (entry) => ex.onEntry(entry));
     try {
-      await pump(source, parser, cap, () => bombError(archive, cap, compressedSize), ex);
+      await pump(source, parser, cap, () => bombError(archive, cap, compressedSize, opts), ex);
     } catch (e) {
       if (e instanceof UserError) throw e;
       const msg = e.message ?? String(e);
@@ -42772,16 +43164,16 @@ import {
   chmodSync as chmodSync2,
   lchownSync as lchownSync2
 } from "node:fs";
-import { open as open3 } from "node:fs/promises";
-import path25 from "node:path";
+import { open as open5 } from "node:fs/promises";
+import path26 from "node:path";
 function hostPathFor(root, dst) {
-  const dir = path25.posix.dirname(dst);
+  const dir = path26.posix.dirname(dst);
   const parent = resolveInRoot(root, dir, { createMissing: true });
   if (!parent.exists) mkdirSync3(parent.host, { mode: 493 });
   else if (!lstatSync5(parent.host).isDirectory())
     throw new UserError(`cannot install ${dst}: ${parent.inRoot} in the root is not a directory`);
-  const name = path25.posix.basename(dst);
-  return { host: path25.join(parent.host, name), inRoot: path25.posix.join(parent.inRoot, name) };
+  const name = path26.posix.basename(dst);
+  return { host: path26.join(parent.host, name), inRoot: path26.posix.join(parent.inRoot, name) };
 }
 function clearForFile(host, dst) {
   let st2;
@@ -42797,9 +43189,9 @@ function clearForFile(host, dst) {
 async function installFile(root, src, dst, mode2) {
   const { host } = hostPathFor(root, dst);
   clearForFile(host, dst);
-  const fh = await open3(host, fsc2.O_WRONLY | fsc2.O_CREAT | fsc2.O_EXCL | fsc2.O_NOFOLLOW, 384);
+  const fh = await open5(host, fsc2.O_WRONLY | fsc2.O_CREAT | fsc2.O_EXCL | fsc2.O_NOFOLLOW, 384);
   try {
-    const src_ = await open3(src, "r");
+    const src_ = await open5(src, "r");
     try {
       const buf = Buffer.alloc(1 << 20);
       for (; ; ) {
@@ -42835,8 +43227,8 @@ function normalizedMode(st2) {
 async function copyTree(root, srcDir, dst, stats = { files: 0, dirs: 0, symlinks: 0 }) {
   ensureDir(root, dst, 493);
   for (const name of readdirSync4(srcDir).sort()) {
-    const src = path25.join(srcDir, name);
-    const to2 = path25.posix.join(dst, name);
+    const src = path26.join(srcDir, name);
+    const to2 = path26.posix.join(dst, name);
     const st2 = lstatSync5(src);
     if (st2.isDirectory()) {
       stats.dirs++;
@@ -42925,7 +43317,7 @@ function treeBytes(dir) {
   let total = 0;
   const walk = (d) => {
     for (const name of readdirSync5(d)) {
-      const p2 = path26.join(d, name);
+      const p2 = path27.join(d, name);
       const st2 = lstatSync6(p2, { bigint: false });
       if (st2.isDirectory()) walk(p2);
       else if (st2.isFile()) {
@@ -42961,7 +43353,7 @@ async function runInRoot(root, command, opts) {
 }
 function debianMirrors(base, hostSourcesFile = HOST_SOURCES2) {
   if (base.mirrors && base.mirrors.length > 0) return [...base.mirrors];
-  if (!existsSync8(hostSourcesFile)) return [];
+  if (!existsSync9(hostSourcesFile)) return [];
   return hostMirrorLines(readFileSync7(hostSourcesFile, "utf8"), base.suite);
 }
 function debianBaseKey(input2) {
@@ -42985,16 +43377,16 @@ async function debianBaseTarball(base, arch, opts) {
     packages: base.packages,
     mirrors
   });
-  const dir = opts.basesDir ?? path26.join(cacheDir(), "bases");
-  const out = path26.join(dir, `${key}.tar`);
-  if (existsSync8(out)) {
+  const dir = opts.basesDir ?? path27.join(cacheDir(), "bases");
+  const out = path27.join(dir, `${key}.tar`);
+  if (existsSync9(out)) {
     opts.logger.info(
       `debian base ${base.suite} (${base.packages.join(", ") || "no extra packages"}): cached ${out}`
     );
     return out;
   }
   await mkdir9(dir, { recursive: true });
-  const tmp = path26.join(dir, `.tmp-${key}-${process.pid}.tar`);
+  const tmp = path27.join(dir, `.tmp-${key}-${process.pid}.tar`);
   opts.logger.info(
     `debian base: mmdebstrap ${base.suite} ${debArch} with ${base.packages.join(", ") || "no extra packages"} (${mirrors.length ? "host apt sources" : "mmdebstrap's default mirror"}; takes minutes under QEMU)`
   );
@@ -43052,7 +43444,7 @@ function describeExtract(s3) {
 }
 async function assembleRoot(config2, opts) {
   const { logger } = opts;
-  const root = path26.join(opts.workDir, "root");
+  const root = path27.join(opts.workDir, "root");
   const base = config2.base;
   if (config2.packages !== void 0 && base.type === "scratch") {
     throw new ConfigError(
@@ -43067,7 +43459,7 @@ async function assembleRoot(config2, opts) {
       }
       const tarball = base.type === "tarball" ? await tarballPath(base, opts) : await debianBaseTarball(base, config2.arch, opts);
       const s3 = await extractTarball(tarball, root, { logger });
-      logger.info(`extracted ${path26.basename(tarball)}: ${describeExtract(s3)}`);
+      logger.info(`extracted ${path27.basename(tarball)}: ${describeExtract(s3)}`);
       for (const d of ["/usr", ...MOUNT_POINTS]) ensureDir(root, d, d === "/tmp" ? 1023 : 493);
     });
     if (config2.packages !== void 0) {
@@ -43148,7 +43540,7 @@ function ensureDirMode(root, dst, mode2) {
 
 // src/stages/self-check.ts
 import { mkdir as mkdir10, rm as rm13 } from "node:fs/promises";
-import path27 from "node:path";
+import path28 from "node:path";
 
 // src/verify/visible-diff.ts
 var CONTEXT = 3;
@@ -43289,7 +43681,12 @@ function visibleDiff(expected, actual, labels = { expected: "expected", actual: 
     out.push(`@@ -${range(aStart, aCount)} +${range(bStart, bCount)} @@`);
     for (const o2 of hunk) out.push(...renderLine(o2));
   }
-  return out.join("\n");
+  const [maxLines, maxChars] = [80, 240];
+  const shown = out.slice(0, maxLines).map(
+    (l) => l.length > maxChars ? `${l.slice(0, maxChars)}... (${l.length - maxChars} more characters)` : l
+  );
+  if (out.length > maxLines) shown.push(`... (${out.length - maxLines} more diff lines not shown)`);
+  return shown.join("\n");
 }
 
 // src/stages/self-check.ts
@@ -43316,11 +43713,11 @@ function responseDiff(name, before, after) {
 }
 async function selfCheck(config2, prunedRoot, unprunedResponses, opts) {
   await mkdir10(opts.workDir, { recursive: true });
-  const dataDir = path27.join(opts.workDir, "self-check-data");
+  const dataDir = path28.join(opts.workDir, "self-check-data");
   await rm13(dataDir, { recursive: true, force: true });
   if (opts.dataDir) await run(["cp", "-a", "--", opts.dataDir, dataDir], { privileged: true });
   else await run(["mkdir", "-p", dataDir]);
-  const view = path27.join(opts.workDir, "self-check-root");
+  const view = path28.join(opts.workDir, "self-check-root");
   await mkdir10(view, { recursive: true });
   await run(["mount", "--bind", prunedRoot, view], { privileged: true, logger: opts.logger });
   const unmountView = registerCleanup(`self-check mount ${view}`, () => unmount(view, opts.logger));
@@ -43366,10 +43763,10 @@ ${diffs.join("\n")}`
 
 // src/stages/verify.ts
 import { setMaxListeners as setMaxListeners2 } from "node:events";
-import { existsSync as existsSync10 } from "node:fs";
+import { existsSync as existsSync11 } from "node:fs";
 import { mkdir as mkdir11, mkdtemp as mkdtemp6 } from "node:fs/promises";
 import os8 from "node:os";
-import path30 from "node:path";
+import path31 from "node:path";
 
 // src/verify/client.ts
 import http from "node:http";
@@ -43505,17 +43902,17 @@ async function runLoad(requests, concurrency, one, signal) {
       signal?.throwIfAborted();
       const i2 = next++;
       const start2 = performance.now();
-      let problem2;
+      let problem;
       try {
-        problem2 = await one(i2);
+        problem = await one(i2);
       } catch (e) {
         signal?.throwIfAborted();
-        problem2 = e.message;
+        problem = e.message;
       }
       latencies.push(performance.now() - start2);
-      if (problem2 !== void 0) {
+      if (problem !== void 0) {
         failures++;
-        firstFailure ??= `request ${i2 + 1}: ${problem2}`;
+        firstFailure ??= `request ${i2 + 1}: ${problem}`;
       }
     }
   };
@@ -43536,14 +43933,14 @@ async function runLoad(requests, concurrency, one, signal) {
 }
 
 // src/verify/probes.ts
-import { readFile as readFile9 } from "node:fs/promises";
-import path28 from "node:path";
+import { readFile as readFile8 } from "node:fs/promises";
+import path29 from "node:path";
 async function readFixtures(probes) {
   const out = /* @__PURE__ */ new Map();
   for (const p2 of probes) {
     if (!p2.fixture) continue;
     try {
-      out.set(p2.name, await readFile9(p2.fixture));
+      out.set(p2.name, await readFile8(p2.fixture));
     } catch (e) {
       throw new UserError(
         `probe ${p2.name}: cannot read fixture ${p2.fixture}: ${e.code ?? String(e)}`
@@ -43573,12 +43970,12 @@ async function ask(probe, endpoint, timeoutMs, signal) {
 async function probeOnce(probe, expected, endpoint, timeoutMs, signal) {
   try {
     const got = await ask(probe, endpoint, timeoutMs, signal);
-    const problem2 = judge(probe, expected, got, describeEndpoint(endpoint));
+    const problem = judge(probe, expected, got, describeEndpoint(endpoint));
     return {
       outcome: {
         name: probe.name,
-        ok: problem2 === void 0,
-        diff: problem2,
+        ok: problem === void 0,
+        diff: problem,
         bytes: got.body.length
       },
       body: got.body
@@ -43599,7 +43996,7 @@ async function curlProbe(probe, expected, svc, workDir, opts, timeoutMs) {
   const { host, port: port2 } = svc.clientTarget;
   const name = `${probe.name} (curl)`;
   const seconds = String(Math.ceil(timeoutMs / 1e3));
-  const bodyFile = path28.join(workDir, "curl-body");
+  const bodyFile = path29.join(workDir, "curl-body");
   const url3 = probe.type === "gopher" ? gopherUrl(host, port2, probe.selector) : `http://${host}:${port2}${probe.path}`;
   const curl = [
     "curl",
@@ -43626,16 +44023,16 @@ async function curlProbe(probe, expected, svc, workDir, opts, timeoutMs) {
       diff: `${r.command} failed (exit ${r.exitCode}): ${r.stderr.trim()}`,
       bytes: 0
     };
-  const body = await readFile9(bodyFile);
+  const body = await readFile8(bodyFile);
   const status = probe.type === "http" ? Number(r.stdout.trim()) : void 0;
-  const problem2 = judge(probe, expected, { status, body }, "curl");
-  return { name, ok: problem2 === void 0, diff: problem2, bytes: body.length };
+  const problem = judge(probe, expected, { status, body }, "curl");
+  return { name, ok: problem === void 0, diff: problem, bytes: body.length };
 }
 
 // src/verify/service.ts
-import { existsSync as existsSync9 } from "node:fs";
-import { readFile as readFile10 } from "node:fs/promises";
-import path29 from "node:path";
+import { existsSync as existsSync10 } from "node:fs";
+import { readFile as readFile9 } from "node:fs/promises";
+import path30 from "node:path";
 var sleep4 = (ms2) => new Promise((r) => setTimeout(r, ms2));
 async function waitFor(probe, timeoutMs, signal) {
   const deadline = Date.now() + timeoutMs;
@@ -43656,7 +44053,7 @@ function listensOn(netTcp, port2) {
 }
 async function readNetTcp(procDir) {
   const parts = await Promise.all(
-    ["tcp", "tcp6"].map((f2) => readFile10(`${procDir}/net/${f2}`, "utf8").catch(() => ""))
+    ["tcp", "tcp6"].map((f2) => readFile9(`${procDir}/net/${f2}`, "utf8").catch(() => ""))
   );
   return parts.join("\n");
 }
@@ -43752,13 +44149,13 @@ ${stderr}`
 ${stderr}`
     );
   }
-  const sockPath = path29.join(state.workDir, "service.sock");
+  const sockPath = path30.join(state.workDir, "service.sock");
   const nsenter = (a2) => ["nsenter", "-t", String(payload.pid), "-n", ...a2];
   state.forwarder = start(nsenter([process.execPath, "-e", FORWARDER, sockPath, String(port2)]), {
     privileged: true,
     logger
   });
-  if (!await waitFor(() => existsSync9(sockPath) || void 0, 1e4, signal)) {
+  if (!await waitFor(() => existsSync10(sockPath) || void 0, 1e4, signal)) {
     throw new UserError(
       `the forwarder into the container's network namespace did not start: ${state.forwarder.command}`
     );
@@ -43872,8 +44269,8 @@ function combinedSignal(opts, concurrency) {
   };
 }
 async function mustExist(file2, what) {
-  const abs = path30.resolve(file2);
-  if (!existsSync10(abs)) throw new UserError(`${what} ${file2} does not exist`);
+  const abs = path31.resolve(file2);
+  if (!existsSync11(abs)) throw new UserError(`${what} ${file2} does not exist`);
   return abs;
 }
 async function verifyImage(options) {
@@ -43890,11 +44287,11 @@ async function verifyImage(options) {
     throw new UserError(`--concurrency must be a whole number \u2265 1, got ${concurrency}`);
   const { signal, dispose: disposeSignal } = combinedSignal(options, concurrency);
   const opts = { ...options, signal };
-  const workDir = await mkdtemp6(path30.join(os8.tmpdir(), "lhc-verify-"));
+  const workDir = await mkdtemp6(path31.join(os8.tmpdir(), "lhc-verify-"));
   const state = {
     workDir,
-    rootDir: path30.join(workDir, config2.name),
-    dataDir: path30.join(workDir, "data"),
+    rootDir: path31.join(workDir, config2.name),
+    dataDir: path31.join(workDir, "data"),
     sockets: /* @__PURE__ */ new Set(),
     payloads: []
   };
@@ -43914,7 +44311,7 @@ async function verifyImage(options) {
         `image ${image} mounted read-only at ${state.rootDir} (${state.image.loopDevice})`
       );
       for (const needed of ["/usr", config2.data.path]) {
-        if (!existsSync10(path30.join(state.rootDir, needed))) {
+        if (!existsSync11(path31.join(state.rootDir, needed))) {
           throw new UserError(
             `the image has no ${needed} directory; a read-only root needs every mount point (add it to the root)`
           );
@@ -44047,9 +44444,9 @@ async function build(config2, opts) {
     }
   };
   const callerUmask = process.umask(18);
-  const outDir = path31.resolve(opts.outDir);
+  const outDir = path32.resolve(opts.outDir);
   await mkdir12(outDir, { recursive: true });
-  const workDir = opts.workDir ? path31.resolve(opts.workDir) : await mkdtemp7(path31.join(os9.tmpdir(), `lhc-${config2.name}-`));
+  const workDir = opts.workDir ? path32.resolve(opts.workDir) : await mkdtemp7(path32.join(os9.tmpdir(), `lhc-${config2.name}-`));
   await mkdir12(workDir, { recursive: true });
   const store = opts.store ?? new Store(void 0, logger);
   const removeWorkDir2 = registerCleanup(`work dir ${workDir}`, async () => {
@@ -44080,7 +44477,7 @@ async function build(config2, opts) {
         `lua ${luaBuild.version}: ${luaBuild.bytes} bytes${luaBuild.cached ? " (cached)" : ""}`
       );
     const assembled = await stage("root", async () => {
-      await run(["rm", "-rf", "--one-file-system", path31.join(workDir, "root")], {
+      await run(["rm", "-rf", "--one-file-system", path32.join(workDir, "root")], {
         privileged: true
       });
       return assembleRoot(config2, {
@@ -44089,25 +44486,26 @@ async function build(config2, opts) {
         logger,
         luaPath: luaBuild?.path,
         signal: opts.signal,
-        basesDir: opts.basesDir ?? (opts.cacheDir ? path31.join(opts.cacheDir, "bases") : void 0)
+        basesDir: opts.basesDir ?? (opts.cacheDir ? path32.join(opts.cacheDir, "bases") : void 0)
       });
     });
+    await checkEntrypoint(assembled.root, config2.service.command[0], config2.arch);
     const trace = await stage(
       "trace",
       () => traceService(config2, assembled.root, {
-        workDir: path31.join(workDir, "trace"),
+        workDir: path32.join(workDir, "trace"),
         logger,
         signal: opts.signal
       })
     );
     const pruned = await stage("prune", async () => {
       const p2 = await pruneRoot(assembled.root, trace, config2, {
-        outDir: path31.join(workDir, "pruned"),
+        outDir: path32.join(workDir, "pruned"),
         logger
       });
       logger.info(summarizeReport(p2.report));
       await selfCheck(config2, p2.prunedRoot, trace.responses, {
-        workDir: path31.join(workDir, "self-check"),
+        workDir: path32.join(workDir, "self-check"),
         logger,
         dataDir: p2.dataDir,
         signal: opts.signal
@@ -44115,7 +44513,7 @@ async function build(config2, opts) {
       logger.info("self-check: every probe answers the same from the pruned root");
       return p2;
     });
-    const traceReport = path31.join(outDir, `${config2.name}.trace.json`);
+    const traceReport = path32.join(outDir, `${config2.name}.trace.json`);
     const { traceSeconds: _seconds, emulated: _emulated, ...reproducible } = pruned.report;
     await writeFile10(traceReport, `${JSON.stringify(reproducible, null, 2)}
 `);
@@ -44147,23 +44545,23 @@ async function build(config2, opts) {
         outDir,
         service: config2.service,
         dataPath: config2.data.path,
-        imageFile: path31.basename(packed2.image),
-        dataTemplateFile: path31.basename(packed2.dataTemplate),
+        imageFile: path32.basename(packed2.image),
+        dataTemplateFile: path32.basename(packed2.dataTemplate),
         root: pruned.prunedRoot,
         logger
       });
       await writeSha256Sums(outDir, [
-        path31.basename(packed2.image),
-        path31.basename(packed2.dataTemplate),
-        path31.basename(packed2.manifest),
-        path31.basename(traceReport),
+        path32.basename(packed2.image),
+        path32.basename(packed2.dataTemplate),
+        path32.basename(packed2.manifest),
+        path32.basename(traceReport),
         ...bundle2.files
       ]);
       let manifestDiff2;
       if (opts.manifestLock) {
         const lock = await checkManifestLock(
           packed2.manifestData,
-          path31.resolve(opts.manifestLock),
+          path32.resolve(opts.manifestLock),
           opts.updateManifest ?? false
         );
         if (lock.changed) {
@@ -44416,7 +44814,7 @@ options, and the values some options take). Load it in the current shell, or add
 
 // src/cli/commands/diff.ts
 import { readdir as readdir5, stat as stat8 } from "node:fs/promises";
-import path32 from "node:path";
+import path33 from "node:path";
 async function manifestPath(arg) {
   let st2;
   try {
@@ -44431,7 +44829,7 @@ async function manifestPath(arg) {
       `lhc diff: ${arg} is a directory with ${found.length === 0 ? "no" : found.length} *.manifest.json files; name the manifest file`
     );
   }
-  return path32.join(arg, found[0]);
+  return path33.join(arg, found[0]);
 }
 function diffJson(d, files) {
   const entry = (section, e) => ({ section, ...e });
@@ -44661,14 +45059,14 @@ function formatChecks(checks) {
 }
 
 // src/host/probe.ts
-import { access as access2, readFile as readFile11, readdir as readdir6 } from "node:fs/promises";
+import { access, readFile as readFile10, readdir as readdir6 } from "node:fs/promises";
 import os10 from "node:os";
-import path33 from "node:path";
+import path34 from "node:path";
 var EXTRA_PATH = ["/usr/local/sbin", "/usr/sbin", "/sbin"];
 var realProbe = {
   async fileExists(file2) {
     try {
-      await access2(file2);
+      await access(file2);
       return true;
     } catch {
       return false;
@@ -44676,7 +45074,7 @@ var realProbe = {
   },
   async readFile(file2) {
     try {
-      return await readFile11(file2, "utf8");
+      return await readFile10(file2, "utf8");
     } catch {
       return void 0;
     }
@@ -44691,9 +45089,9 @@ var realProbe = {
   async which(tool) {
     const dirs = [...(process.env.PATH ?? "").split(":").filter(Boolean), ...EXTRA_PATH];
     for (const d of dirs) {
-      const candidate = path33.join(d, tool);
+      const candidate = path34.join(d, tool);
       try {
-        await access2(
+        await access(
           candidate,
           1
           /* X_OK */
@@ -44846,7 +45244,7 @@ downloaded again. Prints one line per input: "<sha256>  <name>  <path>".`,
 
 // src/cli/commands/lua.ts
 import { chmod as chmod5, copyFile as copyFile3, mkdir as mkdir13 } from "node:fs/promises";
-import path34 from "node:path";
+import path35 from "node:path";
 var luaCommand = {
   name: "lua",
   summary: "build a static Lua interpreter from a verified source tarball",
@@ -44915,7 +45313,7 @@ Options:
       { store: new Store(void 0, ctx.logger), logger: ctx.logger }
     );
     await mkdir13(out, { recursive: true });
-    const dest = path34.join(out, "lua");
+    const dest = path35.join(out, "lua");
     await copyFile3(r.path, dest);
     await chmod5(dest, 493);
     ctx.out(`lua      ${dest}`);
@@ -45225,7 +45623,7 @@ Runs as root, or through passwordless "sudo -n". A second run changes nothing.`,
 };
 
 // src/cli/commands/store.ts
-import { existsSync as existsSync11 } from "node:fs";
+import { existsSync as existsSync12 } from "node:fs";
 import { stat as stat9 } from "node:fs/promises";
 async function knownInputs(configs, onDefaultUnreadable) {
   const known = /* @__PURE__ */ new Map();
@@ -45278,7 +45676,7 @@ Options:
         throw new ConfigError(
           `lhc store list: unexpected argument "${rest[0]}" (see: lhc store --help)`
         );
-      const implicit = configs.length === 0 && existsSync11("lhc.yml");
+      const implicit = configs.length === 0 && existsSync12("lhc.yml");
       const known = await knownInputs(
         implicit ? ["lhc.yml"] : configs,
         implicit ? (e) => ctx.logger.warn(`lhc.yml not used for names: ${e.message}`) : void 0

@@ -13,6 +13,7 @@ import { UserError } from './core/errors.js';
 import type { Logger } from './core/logger.js';
 import { checkManifestLock } from './manifest/diff.js';
 import { writeDeployBundle } from './stages/deploy-bundle.js';
+import { checkEntrypoint } from './stages/entrypoint-check.js';
 import { resolveEpoch } from './stages/epoch.js';
 import { fetchInputs } from './stages/fetch.js';
 import { buildLua } from './stages/lua.js';
@@ -118,6 +119,7 @@ export async function build(config: LhcConfig, opts: BuildOptions): Promise<Buil
       });
     });
 
+    await checkEntrypoint(assembled.root, config.service.command[0]!, config.arch);
     const trace = await stage('trace', () =>
       traceService(config, assembled.root, {
         workDir: path.join(workDir, 'trace'),

@@ -14,6 +14,7 @@ import { sha256File } from '../store/store.js';
 import { run } from '../tools/exec.js';
 import { mksquashfsArgv, mksquashfsEnv, ROOT_MODE } from '../tools/mksquashfs.js';
 import { writeDataTemplate, type Owner } from './data-template.js';
+import { sha256sumsLine } from './sha256sums-line.js';
 
 export interface PackOptions {
   /** The pruned root directory. */
@@ -58,14 +59,12 @@ export function artifactNames(name: string, fileNames: PackOptions['fileNames'] 
 
 /**
  * Writes `SHA256SUMS` in `dir` over `files` (paths relative to dir), sorted, in the format
- * `sha256sum -c` reads. Returns its path.
+ * `sha256sum -c` reads (names with a backslash or newline escaped as coreutils does). Returns its path.
  */
 export async function writeSha256Sums(dir: string, files: readonly string[]): Promise<string> {
   const lines: string[] = [];
   for (const f of [...new Set(files)].sort()) {
-    if (/[\n\\]/.test(f))
-      throw new UserError(`cannot list '${f}' in SHA256SUMS: newline or backslash in the name`);
-    lines.push(`${await sha256File(path.join(dir, f))}  ${f}`);
+    lines.push(sha256sumsLine(await sha256File(path.join(dir, f)), f));
   }
   const out = path.join(dir, 'SHA256SUMS');
   await writeFile(out, lines.join('\n') + '\n');
