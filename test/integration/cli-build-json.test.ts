@@ -2,7 +2,7 @@
  * The issue's "done when": in a directory holding lhc.yml, `lhc build --json` needs no argument
  * and prints one JSON object on stdout (logs on stderr) that describes the files it wrote.
  */
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { cpSync, readFileSync, statSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -43,6 +43,8 @@ function lhc(args: string[], cwd: string, env: NodeJS.ProcessEnv) {
 describe('cd examples/gophermoon && lhc build --json', () => {
   it('builds with no CONFIG argument and prints JSON describing the outputs', async () => {
     tmp = await mkdtemp(path.join(os.tmpdir(), 'lhc-build-json-'));
+    // A checkout: the probes' ../../fixtures must stay inside the config's git work tree.
+    execFileSync('git', ['init', '-q', tmp]);
     // A copy, so the build's out/ lands outside the checkout; the fixtures keep their relative path.
     cpSync(path.join(REPO, 'examples/gophermoon'), path.join(tmp, 'examples/gophermoon'), {
       recursive: true,
