@@ -36719,6 +36719,12 @@ function toolRequirements(arch) {
       features: ["tests"],
       optional: true
     },
+    {
+      tool: "systemd-escape",
+      pkg: "systemd",
+      why: "checks generated unit names",
+      features: ["tests"]
+    },
     { tool: "lua5.4", pkg: "lua5.4", why: "runs example Lua on the host", features: ["tests"] },
     {
       tool: "dpkg-source",
