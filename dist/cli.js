@@ -27962,6 +27962,7 @@ var outputsSchema = external_exports.strictObject({
       ctx.addIssue({ code: "custom", message: `"${n2}" names two outputs`, path: [key] });
   }
 });
+var rootCommand = external_exports.union([external_exports.string().min(1), external_exports.array(external_exports.string().min(1)).min(1)]);
 var configSchema = external_exports.strictObject({
   name: external_exports.string().regex(
     /^[a-z0-9][a-z0-9-]{0,62}$/,
@@ -27972,8 +27973,13 @@ var configSchema = external_exports.strictObject({
   epoch: external_exports.number().int().min(0).optional(),
   lua: luaSchema.optional(),
   base: baseSchema.default({ type: "scratch" }),
-  /** A command run inside the root (under QEMU in nspawn) after the base is laid down. */
-  packages: external_exports.union([external_exports.string().min(1), external_exports.array(external_exports.string().min(1)).min(1)]).optional(),
+  /**
+   * A command run inside the root (under QEMU in nspawn) after the base is laid down, e.g.
+   * `apk add nginx`: a string through the root's /bin/sh, or a list as argv.
+   */
+  prepare: rootCommand.optional(),
+  /** The old name of `prepare`, easily confused with base.packages (a list): still read, with a warning. */
+  packages: rootCommand.optional(),
   files: external_exports.array(fileSchema).default([]),
   data: dataSchema.default({ path: "/data" }),
   service: serviceSchema,
@@ -27993,11 +27999,19 @@ var configSchema = external_exports.strictObject({
   keep: external_exports.array(external_exports.string().min(1)).default([]),
   drop: external_exports.array(external_exports.string().min(1)).default([]),
   outputs: outputsSchema.default({ dir: "out" })
+}).superRefine((c3, ctx) => {
+  if (c3.prepare !== void 0 && c3.packages !== void 0)
+    ctx.addIssue({
+      code: "custom",
+      message: "packages is the old name of prepare: give only prepare",
+      path: ["packages"]
+    });
 });
 
 // src/config/load.ts
 var MAX_CONFIG_BYTES = 1024 * 1024;
 var MAX_YAML_ALIASES = 100;
+var PACKAGES_RENAMED = "packages: renamed to prepare (a command run in the root, unlike base.packages, a list of packages); the old key still works for now";
 function formatPath(p2) {
   let out = "";
   for (const k2 of p2) {
@@ -28150,8 +28164,11 @@ function resolveConfig(raw, file2) {
   const dir = path3.dirname(file2);
   const r = (p2) => path3.resolve(dir, p2);
   const base = raw.base.type === "tarball" && raw.base.path ? { ...raw.base, path: r(raw.base.path) } : raw.base;
+  const { packages, ...rest } = raw;
   return {
-    ...raw,
+    ...rest,
+    prepare: raw.prepare ?? packages,
+    warnings: packages !== void 0 ? [PACKAGES_RENAMED] : [],
     file: file2,
     dir,
     base,
@@ -28987,7 +29004,8 @@ var HARDENING_FLAGS = [
 ];
 var USERNS_FLAGS = ["-U", "--private-users-ownership=map"];
 function nspawnArgv(o2) {
-  const argv = ["systemd-nspawn", ...BASE_FLAGS, `--directory=${o2.root}`];
+  const base = o2.resolvConf === "bind-host" ? BASE_FLAGS.map((f2) => f2 === "--resolv-conf=off" ? "--resolv-conf=bind-host" : f2) : BASE_FLAGS;
+  const argv = ["systemd-nspawn", ...base, `--directory=${o2.root}`];
   if (o2.machineName) argv.push(`--machine=${o2.machineName}`);
   if (o2.readOnly) argv.push("--read-only");
   if (o2.ephemeral) argv.push("--ephemeral");
@@ -36885,6 +36903,20 @@ function spawn2(argv, opts) {
     cleanup: true
   });
 }
+function streamLines(child, onLine) {
+  for (const stream of [child.stdout, child.stderr]) {
+    if (!stream) continue;
+    let pending2 = "";
+    stream.on("data", (chunk) => {
+      const lines = (pending2 + chunk.toString("utf8")).split(/\r?\n|\r/);
+      pending2 = lines.pop() ?? "";
+      for (const l of lines) if (l.trim()) onLine(l);
+    });
+    stream.on("end", () => {
+      if (pending2.trim()) onLine(pending2);
+    });
+  }
+}
 async function run(argv, opts = {}) {
   opts.signal?.throwIfAborted();
   assertKnownProgram(argv[0]);
@@ -36912,6 +36944,7 @@ async function run(argv, opts = {}) {
   };
   opts.signal?.addEventListener("abort", onAbort, { once: true });
   const stopHeartbeat = heartbeat(argv, opts);
+  if (opts.onLine) streamLines(child, opts.onLine);
   try {
     const r = await child;
     const stdoutBytes = Buffer.from(r.stdout);
@@ -42693,7 +42726,14 @@ function summarizeReport(r) {
 
 // src/stages/root.ts
 import { createHash as createHash7 } from "node:crypto";
-import { chmodSync as chmodSync3, existsSync as existsSync9, lstatSync as lstatSync6, readdirSync as readdirSync5, readFileSync as readFileSync7 } from "node:fs";
+import {
+  chmodSync as chmodSync3,
+  existsSync as existsSync9,
+  lstatSync as lstatSync6,
+  readdirSync as readdirSync5,
+  readFileSync as readFileSync7,
+  rmSync as rmSync2
+} from "node:fs";
 import { mkdir as mkdir9, rename as rename4, rm as rm12, stat as stat7 } from "node:fs/promises";
 import path27 from "node:path";
 
@@ -43341,21 +43381,41 @@ async function makeScratchRoot(root) {
   await mkdir9(root, { mode: 493 });
   for (const d of SCRATCH_DIRS) ensureDir(root, d, d === "/tmp" ? 1023 : 493);
 }
-function packagesCommand(packages) {
-  return typeof packages === "string" ? ["/bin/sh", "-c", packages] : [...packages];
+function prepareCommand(prepare) {
+  return typeof prepare === "string" ? ["/bin/sh", "-c", prepare] : [...prepare];
 }
 async function runInRoot(root, command, opts) {
-  const argv = nspawnArgv({ root, command, machineName: `lhc-root-${process.pid}` });
-  const r = await run(argv, {
-    privileged: true,
-    logger: opts.logger,
-    loud: true,
-    signal: opts.signal,
-    timeoutMs: opts.timeoutMs ?? PACKAGES_TIMEOUT_MS,
-    stderrLines: 40
+  const argv = nspawnArgv({
+    root,
+    command,
+    machineName: `lhc-root-${process.pid}`,
+    resolvConf: opts.hostDns ? "bind-host" : "off"
   });
-  for (const line of r.stdout.trimEnd().split("\n").filter(Boolean)) opts.logger.debug(`  ${line}`);
-  return { stdout: r.stdout, stderr: r.stderr };
+  const etcIsDir = lstatOrUndefined(path27.join(root, "etc"))?.isDirectory() ?? false;
+  const resolvConf = path27.join(root, "etc", "resolv.conf");
+  const hadResolvConf = !etcIsDir || lstatOrUndefined(resolvConf) !== void 0;
+  try {
+    const r = await run(argv, {
+      privileged: true,
+      logger: opts.logger,
+      loud: true,
+      onLine: (line) => opts.logger.info(`  ${line}`),
+      signal: opts.signal,
+      timeoutMs: opts.timeoutMs ?? PACKAGES_TIMEOUT_MS,
+      stderrLines: 40
+    });
+    return { stdout: r.stdout, stderr: r.stderr };
+  } finally {
+    const after = lstatOrUndefined(resolvConf);
+    if (opts.hostDns && !hadResolvConf && after?.isFile() && after.size === 0) rmSync2(resolvConf);
+  }
+}
+function lstatOrUndefined(file2) {
+  try {
+    return lstatSync6(file2);
+  } catch {
+    return void 0;
+  }
 }
 function debianMirrors(base, hostSourcesFile = HOST_SOURCES2) {
   if (base.mirrors && base.mirrors.length > 0) return [...base.mirrors];
@@ -43452,9 +43512,9 @@ async function assembleRoot(config2, opts) {
   const { logger } = opts;
   const root = path27.join(opts.workDir, "root");
   const base = config2.base;
-  if (config2.packages !== void 0 && base.type === "scratch") {
+  if (config2.prepare !== void 0 && base.type === "scratch") {
     throw new ConfigError(
-      "packages: a scratch base has no shell or package manager to run it; use a tarball or debian base"
+      "prepare: a scratch base has no shell or package manager to run it; use a tarball or debian base"
     );
   }
   try {
@@ -43468,15 +43528,20 @@ async function assembleRoot(config2, opts) {
       logger.info(`extracted ${path27.basename(tarball)}: ${describeExtract(s3)}`);
       for (const d of ["/usr", ...MOUNT_POINTS]) ensureDir(root, d, d === "/tmp" ? 1023 : 493);
     });
-    if (config2.packages !== void 0) {
-      const command = packagesCommand(config2.packages);
-      await logger.group("root: packages", async () => {
-        if (typeof config2.packages === "string" && !existsInRoot(root, "/bin/sh")) {
+    if (config2.prepare !== void 0) {
+      const prepare = config2.prepare;
+      await logger.group("root: prepare", async () => {
+        for (const w2 of config2.warnings) logger.warn(w2);
+        if (typeof prepare === "string" && !existsInRoot(root, "/bin/sh")) {
           throw new ConfigError(
-            "packages: the base root has no /bin/sh to run the command with; give the command as a list (argv) instead"
+            "prepare: the base root has no /bin/sh to run the command with; give the command as a list (argv) instead"
           );
         }
-        await runInRoot(root, command, { logger, signal: opts.signal });
+        await runInRoot(root, prepareCommand(prepare), {
+          logger,
+          signal: opts.signal,
+          hostDns: true
+        });
       });
     }
     await logger.group("root: overlay", async () => {
@@ -45749,9 +45814,11 @@ Options:
           arch: c3.arch,
           base: c3.base.type,
           lua: c3.lua?.version ?? null,
-          probes: c3.probes.length
+          probes: c3.probes.length,
+          warnings: c3.warnings
         };
         results.push(summary);
+        for (const w2 of c3.warnings) ctx.logger.warn(`${file2}: ${w2}`);
         if (!ctx.json) {
           const lua = c3.lua ? `lua ${c3.lua.version}` : "no lua";
           ctx.out(
