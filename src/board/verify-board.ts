@@ -203,7 +203,7 @@ export async function boardHardening(
 export async function verifyOnBoard(o: BoardVerifyOptions): Promise<BoardVerifyReport> {
   const { config, logger, signal } = o;
   const timeoutMs = o.requestTimeoutMs ?? config.service.timeout * 1000;
-  let t = Date.now();
+  const t = Date.now();
   const tarball = await boardRootTarball({ logger, signal, provided: o.board });
   const rootSeconds = (Date.now() - t) / 1000;
   const workDir = o.workDir ?? (await mkdtemp(path.join(os.tmpdir(), 'lhc-board-')));

@@ -7,8 +7,9 @@
  *   current, previous       symlinks to releases/<id>, each swapped with one rename(2)
  *   <image file>            symlink to current/<image file>: what the root .mount unit mounts
  *   <data file>             the data partition as a file (created once, kept across upgrades)
- * Switching an image restarts only the root mount (and, through Requires=, what runs in it);
- * the socket keeps listening, so a connection arriving meanwhile waits instead of being refused.
+ * Switching an image remounts only the root: containers serving a connection keep the old image
+ * until they end, a listening service's container is restarted, and the socket keeps listening,
+ * so a connection arriving meanwhile waits instead of being refused.
  */
 
 export interface InstallScriptInput {
@@ -84,8 +85,8 @@ die() { printf '%s: error: %s\\n' "$NAME" "$*" >&2; exit 1; }
 check_board() {
   [ "$(id -u)" = 0 ] || die "run me as root"
   [ -d /run/systemd/system ] || die "systemd is not running as init on this machine; the units need it"
-  for t in systemctl mount umount sha256sum tar cmp mkfs.ext4 truncate; do
-    command -v "$t" >/dev/null 2>&1 || die "$t is missing on the board (packages: systemd, mount, coreutils, tar, diffutils, e2fsprogs)"
+  for t in systemctl mount umount mountpoint sha256sum tar cmp mkfs.ext4 truncate; do
+    command -v "$t" >/dev/null 2>&1 || die "$t is missing on the board (packages: systemd, mount, util-linux, coreutils, tar, diffutils, e2fsprogs)"
   done
   [ -x "$NSPAWN" ] || die "$NSPAWN is missing: install the systemd-container package"
   for p in $PROGRAMS; do
@@ -189,13 +190,20 @@ activate() {
   ln -sfn "current/$IMAGE_FILE" "$BOARD_DIR/.image.new"
   mv -T "$BOARD_DIR/.image.new" "$BOARD_DIR/$IMAGE_FILE"
   systemctl enable --quiet "$ROOT_MOUNT_UNIT" "$DATA_MOUNT_UNIT" "$SOCKET_UNIT"
-  if [ -n "$old" ] && [ "$new" != "$old" ] && systemctl -q is-active "$ROOT_MOUNT_UNIT"; then
-    # Units that need the root mount (running connections, a listening service) restart with it;
-    # the socket stays open, so new connections wait for the new image instead of being refused.
+  if [ -n "$old" ] && [ "$new" != "$old" ] && mountpoint -q "$BOARD_DIR/root"; then
+    # Detached lazily: containers serving a connection now keep the old image (its loop device
+    # is freed when the last one ends); the next connection's container mounts the new one.
+    # The socket stays open throughout, so no connection is refused.
     say "switching image $old -> $new"
-    systemctl restart "$ROOT_MOUNT_UNIT"
+    umount -l "$BOARD_DIR/root"
+    i=0
+    while systemctl -q is-active "$ROOT_MOUNT_UNIT" && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
   fi
   systemctl start "$ROOT_MOUNT_UNIT" "$DATA_MOUNT_UNIT"
+  # A listening service runs one long-lived container: restart it (and its proxy) on the new image.
+  for u in $UNIT_FILES; do
+    case $u in *@.service) ;; *.service) [ -z "$old" ] || [ "$new" = "$old" ] || systemctl try-restart "$u" ;; esac
+  done
   if printf '%s\\n' $changed | grep -qx "$SOCKET_UNIT" && systemctl -q is-active "$SOCKET_UNIT"; then
     say "$SOCKET_UNIT changed: restarting it"
     systemctl restart "$SOCKET_UNIT"

@@ -420,7 +420,8 @@ The script checks the board first (root, systemd as init and new enough for the 
 systemd-container, loop and squashfs support, the kernel's idmapped mounts), then the artifacts
 against SHA256SUMS. It installs the image as ${p.boardDir}/releases/<id>/ beside the one running
 now and switches the \`current\` link with one rename, so \`rollback\` can switch back to
-\`previous\` (one previous image is kept). Switching restarts the root mount and what runs in it;
+\`previous\` (one previous image is kept). Switching remounts the root: a container serving a
+connection keeps the old image until it ends, a listening service restarts on the new one, and
 the socket keeps listening, so a connection made meanwhile waits instead of being refused. The
 data partition is made from the template only the first time and kept across upgrades.
 Running it again changes nothing. By hand, for the first install, the same steps are:
