@@ -204,7 +204,7 @@ export async function verifyOnBoard(o: BoardVerifyOptions): Promise<BoardVerifyR
   const { config, logger, signal } = o;
   const timeoutMs = o.requestTimeoutMs ?? config.service.timeout * 1000;
   const t = Date.now();
-  const tarball = await boardRootTarball({ logger, signal, provided: o.board });
+  const tarball = await boardRootTarball({ logger, signal, provided: o.board ?? config.board });
   const rootSeconds = (Date.now() - t) / 1000;
   const workDir = o.workDir ?? (await mkdtemp(path.join(os.tmpdir(), 'lhc-board-')));
   const board = await Board.boot({ tarball, workDir: path.join(workDir, 'board'), logger, signal });

@@ -1,5 +1,6 @@
 import { loadConfig } from '../../config/load.js';
 import { ConfigError, UserError } from '../../core/errors.js';
+import { BOARD_HELP, runBoardVerify } from '../../board/command.js';
 import { verifyImage } from '../../stages/verify.js';
 import { formatVerifyReport } from '../../verify/report.js';
 import { parseArgs, type Command } from '../command.js';
@@ -23,6 +24,7 @@ export const verifyCommand: Command = {
   name: 'verify',
   summary: 'boot an image read-only like the board, check probes and hardening',
   help: `Usage: lhc verify CONFIG --image IMG --data TEMPLATE [--requests N] [--concurrency C] [--timeout S]
+       lhc verify CONFIG --board [--out DIR]
 
 Loop-mounts IMG read-only, unpacks TEMPLATE into a noexec,nosuid,nodev tmpfs as the data
 partition, and runs the service with the board's systemd-nspawn command line: one container per
@@ -42,6 +44,7 @@ Options:
   --timeout S          give up after S seconds in all (default: no overall limit)
   --show               write the first probe's response, as the booted image sent it, to stdout
                        (the report then goes to stderr)
+${BOARD_HELP}
 
 Exits 0 when every probe, hardening check and load request passed, 1 otherwise.`,
   async run(args, ctx) {
@@ -55,11 +58,15 @@ Exits 0 when every probe, hardening check and load request passed, 1 otherwise.`
           concurrency: { type: 'string' },
           timeout: { type: 'string' },
           show: { type: 'boolean' },
+          board: { type: 'boolean' },
+          out: { type: 'string' },
         },
         positionals: { min: 1, max: 1, names: 'CONFIG' },
       },
       'lhc verify',
     );
+    if (flags.board === true)
+      return runBoardVerify(positionals[0]!, flags.out as string | undefined, ctx);
     if (typeof flags.image !== 'string')
       throw new ConfigError('lhc verify: --image IMG is required (see: lhc verify --help)');
     if (typeof flags.data !== 'string')
