@@ -85,8 +85,8 @@ die() { printf '%s: error: %s\\n' "$NAME" "$*" >&2; exit 1; }
 check_board() {
   [ "$(id -u)" = 0 ] || die "run me as root"
   [ -d /run/systemd/system ] || die "systemd is not running as init on this machine; the units need it"
-  for t in systemctl mount umount mountpoint sha256sum tar cmp mkfs.ext4 truncate; do
-    command -v "$t" >/dev/null 2>&1 || die "$t is missing on the board (packages: systemd, mount, util-linux, coreutils, tar, diffutils, e2fsprogs)"
+  for t in systemctl mount umount sha256sum tar cmp mkfs.ext4 truncate; do
+    command -v "$t" >/dev/null 2>&1 || die "$t is missing on the board (packages: systemd, mount, coreutils, tar, diffutils, e2fsprogs)"
   done
   [ -x "$NSPAWN" ] || die "$NSPAWN is missing: install the systemd-container package"
   for p in $PROGRAMS; do
@@ -190,14 +190,12 @@ activate() {
   ln -sfn "current/$IMAGE_FILE" "$BOARD_DIR/.image.new"
   mv -T "$BOARD_DIR/.image.new" "$BOARD_DIR/$IMAGE_FILE"
   systemctl enable --quiet "$ROOT_MOUNT_UNIT" "$DATA_MOUNT_UNIT" "$SOCKET_UNIT"
-  if [ -n "$old" ] && [ "$new" != "$old" ] && mountpoint -q "$BOARD_DIR/root"; then
-    # Detached lazily: containers serving a connection now keep the old image (its loop device
-    # is freed when the last one ends); the next connection's container mounts the new one.
-    # The socket stays open throughout, so no connection is refused.
+  if [ -n "$old" ] && [ "$new" != "$old" ] && systemctl -q is-active "$ROOT_MOUNT_UNIT"; then
+    # One restart job (LazyUnmount=yes): containers serving a connection keep the old image (its
+    # loop device is freed when the last one ends); a connection arriving meanwhile waits for
+    # the job (the service is After= the mount) and gets the new image. The socket stays open.
     say "switching image $old -> $new"
-    umount -l "$BOARD_DIR/root"
-    i=0
-    while systemctl -q is-active "$ROOT_MOUNT_UNIT" && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
+    systemctl restart "$ROOT_MOUNT_UNIT"
   fi
   systemctl start "$ROOT_MOUNT_UNIT" "$DATA_MOUNT_UNIT"
   # A listening service runs one long-lived container: restart it (and its proxy) on the new image.

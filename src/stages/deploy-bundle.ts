@@ -95,6 +95,11 @@ export function boardPaths(
   };
 }
 
+/** The root and data .mount unit names, in that order. */
+export function mountUnitNames(p: BoardPaths): [string, string] {
+  return [`${systemdEscapePath(p.rootMount)}.mount`, `${systemdEscapePath(p.dataMount)}.mount`];
+}
+
 /** `systemd-escape --path`: the unit name a mount point's .mount unit must have. */
 export function systemdEscapePath(p: string): string {
   const trimmed = p.replace(/\/+/g, '/').replace(/^\/|\/$/g, '');
@@ -185,7 +190,10 @@ export function renderServiceUnit(o: DeployBundleOptions, p: BoardPaths): string
     HEADER(o.name) +
     '[Unit]\n' +
     `Description=lhc ${o.name}${inetd ? ' (connection %i)' : ''}\n` +
-    `RequiresMountsFor=${p.rootMount} ${p.dataMount}\n` +
+    '# Wants=, not Requires=: restarting the root mount for a new image (install.sh upgrade) must\n' +
+    '# not stop a container still serving a connection from the old one; After= makes a new\n' +
+    '# connection wait for the new image instead.\n' +
+    `Wants=${mountUnitNames(p).join(' ')}\nAfter=${mountUnitNames(p).join(' ')}\n` +
     (inetd ? 'CollectMode=inactive-or-failed\n' : '') +
     '\n[Service]\n' +
     `ExecStart=${systemdExecLine(boardNspawnArgv(o, p))}\n` +
@@ -213,6 +221,8 @@ export function renderMountUnits(
     `Where=${p.rootMount}\n` +
     'Type=squashfs\n' +
     'Options=loop,ro,nodev\n' +
+    '# Containers serving a connection keep the old image when a new one is mounted here.\n' +
+    'LazyUnmount=yes\n' +
     '\n[Install]\nWantedBy=multi-user.target\n';
   const dataMount =
     HEADER(o.name) +
