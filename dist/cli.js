@@ -41,9 +41,9 @@ var __toESM = (mod, isNodeMode, target) => (target = mod != null ? __create(__ge
   mod
 ));
 
-// node_modules/yaml/dist/nodes/identity.js
+// ../../main/node_modules/yaml/dist/nodes/identity.js
 var require_identity = __commonJS({
-  "node_modules/yaml/dist/nodes/identity.js"(exports) {
+  "../../main/node_modules/yaml/dist/nodes/identity.js"(exports) {
     "use strict";
     var ALIAS = /* @__PURE__ */ Symbol.for("yaml.alias");
     var DOC = /* @__PURE__ */ Symbol.for("yaml.document");
@@ -98,9 +98,9 @@ var require_identity = __commonJS({
   }
 });
 
-// node_modules/yaml/dist/visit.js
+// ../../main/node_modules/yaml/dist/visit.js
 var require_visit = __commonJS({
-  "node_modules/yaml/dist/visit.js"(exports) {
+  "../../main/node_modules/yaml/dist/visit.js"(exports) {
     "use strict";
     var identity3 = require_identity();
     var BREAK = /* @__PURE__ */ Symbol("break visit");
@@ -118,17 +118,17 @@ var require_visit = __commonJS({
     visit3.BREAK = BREAK;
     visit3.SKIP = SKIP;
     visit3.REMOVE = REMOVE;
-    function visit_(key, node2, visitor, path34) {
-      const ctrl = callVisitor(key, node2, visitor, path34);
+    function visit_(key, node2, visitor, path39) {
+      const ctrl = callVisitor(key, node2, visitor, path39);
       if (identity3.isNode(ctrl) || identity3.isPair(ctrl)) {
-        replaceNode(key, path34, ctrl);
-        return visit_(key, ctrl, visitor, path34);
+        replaceNode(key, path39, ctrl);
+        return visit_(key, ctrl, visitor, path39);
       }
       if (typeof ctrl !== "symbol") {
         if (identity3.isCollection(node2)) {
-          path34 = Object.freeze(path34.concat(node2));
+          path39 = Object.freeze(path39.concat(node2));
           for (let i2 = 0; i2 < node2.items.length; ++i2) {
-            const ci2 = visit_(i2, node2.items[i2], visitor, path34);
+            const ci2 = visit_(i2, node2.items[i2], visitor, path39);
             if (typeof ci2 === "number")
               i2 = ci2 - 1;
             else if (ci2 === BREAK)
@@ -139,13 +139,13 @@ var require_visit = __commonJS({
             }
           }
         } else if (identity3.isPair(node2)) {
-          path34 = Object.freeze(path34.concat(node2));
-          const ck = visit_("key", node2.key, visitor, path34);
+          path39 = Object.freeze(path39.concat(node2));
+          const ck = visit_("key", node2.key, visitor, path39);
           if (ck === BREAK)
             return BREAK;
           else if (ck === REMOVE)
             node2.key = null;
-          const cv = visit_("value", node2.value, visitor, path34);
+          const cv = visit_("value", node2.value, visitor, path39);
           if (cv === BREAK)
             return BREAK;
           else if (cv === REMOVE)
@@ -166,17 +166,17 @@ var require_visit = __commonJS({
     visitAsync.BREAK = BREAK;
     visitAsync.SKIP = SKIP;
     visitAsync.REMOVE = REMOVE;
-    async function visitAsync_(key, node2, visitor, path34) {
-      const ctrl = await callVisitor(key, node2, visitor, path34);
+    async function visitAsync_(key, node2, visitor, path39) {
+      const ctrl = await callVisitor(key, node2, visitor, path39);
       if (identity3.isNode(ctrl) || identity3.isPair(ctrl)) {
-        replaceNode(key, path34, ctrl);
-        return visitAsync_(key, ctrl, visitor, path34);
+        replaceNode(key, path39, ctrl);
+        return visitAsync_(key, ctrl, visitor, path39);
       }
       if (typeof ctrl !== "symbol") {
         if (identity3.isCollection(node2)) {
-          path34 = Object.freeze(path34.concat(node2));
+          path39 = Object.freeze(path39.concat(node2));
           for (let i2 = 0; i2 < node2.items.length; ++i2) {
-            const ci2 = await visitAsync_(i2, node2.items[i2], visitor, path34);
+            const ci2 = await visitAsync_(i2, node2.items[i2], visitor, path39);
             if (typeof ci2 === "number")
               i2 = ci2 - 1;
             else if (ci2 === BREAK)
@@ -187,13 +187,13 @@ var require_visit = __commonJS({
             }
           }
         } else if (identity3.isPair(node2)) {
-          path34 = Object.freeze(path34.concat(node2));
-          const ck = await visitAsync_("key", node2.key, visitor, path34);
+          path39 = Object.freeze(path39.concat(node2));
+          const ck = await visitAsync_("key", node2.key, visitor, path39);
           if (ck === BREAK)
             return BREAK;
           else if (ck === REMOVE)
             node2.key = null;
-          const cv = await visitAsync_("value", node2.value, visitor, path34);
+          const cv = await visitAsync_("value", node2.value, visitor, path39);
           if (cv === BREAK)
             return BREAK;
           else if (cv === REMOVE)
@@ -220,23 +220,23 @@ var require_visit = __commonJS({
       }
       return visitor;
     }
-    function callVisitor(key, node2, visitor, path34) {
+    function callVisitor(key, node2, visitor, path39) {
       if (typeof visitor === "function")
-        return visitor(key, node2, path34);
+        return visitor(key, node2, path39);
       if (identity3.isMap(node2))
-        return visitor.Map?.(key, node2, path34);
+        return visitor.Map?.(key, node2, path39);
       if (identity3.isSeq(node2))
-        return visitor.Seq?.(key, node2, path34);
+        return visitor.Seq?.(key, node2, path39);
       if (identity3.isPair(node2))
-        return visitor.Pair?.(key, node2, path34);
+        return visitor.Pair?.(key, node2, path39);
       if (identity3.isScalar(node2))
-        return visitor.Scalar?.(key, node2, path34);
+        return visitor.Scalar?.(key, node2, path39);
       if (identity3.isAlias(node2))
-        return visitor.Alias?.(key, node2, path34);
+        return visitor.Alias?.(key, node2, path39);
       return void 0;
     }
-    function replaceNode(key, path34, node2) {
-      const parent = path34[path34.length - 1];
+    function replaceNode(key, path39, node2) {
+      const parent = path39[path39.length - 1];
       if (identity3.isCollection(parent)) {
         parent.items[key] = node2;
       } else if (identity3.isPair(parent)) {
@@ -256,9 +256,9 @@ var require_visit = __commonJS({
   }
 });
 
-// node_modules/yaml/dist/doc/directives.js
+// ../../main/node_modules/yaml/dist/doc/directives.js
 var require_directives = __commonJS({
-  "node_modules/yaml/dist/doc/directives.js"(exports) {
+  "../../main/node_modules/yaml/dist/doc/directives.js"(exports) {
     "use strict";
     var identity3 = require_identity();
     var visit3 = require_visit();
@@ -427,9 +427,9 @@ var require_directives = __commonJS({
   }
 });
 
-// node_modules/yaml/dist/doc/anchors.js
+// ../../main/node_modules/yaml/dist/doc/anchors.js
 var require_anchors = __commonJS({
-  "node_modules/yaml/dist/doc/anchors.js"(exports) {
+  "../../main/node_modules/yaml/dist/doc/anchors.js"(exports) {
     "use strict";
     var identity3 = require_identity();
     var visit3 = require_visit();
@@ -497,9 +497,9 @@ var require_anchors = __commonJS({
   }
 });
 
-// node_modules/yaml/dist/doc/applyReviver.js
+// ../../main/node_modules/yaml/dist/doc/applyReviver.js
 var require_applyReviver = __commonJS({
-  "node_modules/yaml/dist/doc/applyReviver.js"(exports) {
+  "../../main/node_modules/yaml/dist/doc/applyReviver.js"(exports) {
     "use strict";
     function applyReviver(reviver, obj, key, val) {
       if (val && typeof val === "object") {
@@ -547,9 +547,9 @@ var require_applyReviver = __commonJS({
   }
 });
 
-// node_modules/yaml/dist/nodes/toJS.js
+// ../../main/node_modules/yaml/dist/nodes/toJS.js
 var require_toJS = __commonJS({
-  "node_modules/yaml/dist/nodes/toJS.js"(exports) {
+  "../../main/node_modules/yaml/dist/nodes/toJS.js"(exports) {
     "use strict";
     var identity3 = require_identity();
     function toJS(value, arg, ctx) {
@@ -577,9 +577,9 @@ var require_toJS = __commonJS({
   }
 });
 
-// node_modules/yaml/dist/nodes/Node.js
+// ../../main/node_modules/yaml/dist/nodes/Node.js
 var require_Node = __commonJS({
-  "node_modules/yaml/dist/nodes/Node.js"(exports) {
+  "../../main/node_modules/yaml/dist/nodes/Node.js"(exports) {
     "use strict";
     var applyReviver = require_applyReviver();
     var identity3 = require_identity();
@@ -618,9 +618,9 @@ var require_Node = __commonJS({
   }
 });
 
-// node_modules/yaml/dist/nodes/Alias.js
+// ../../main/node_modules/yaml/dist/nodes/Alias.js
 var require_Alias = __commonJS({
-  "node_modules/yaml/dist/nodes/Alias.js"(exports) {
+  "../../main/node_modules/yaml/dist/nodes/Alias.js"(exports) {
     "use strict";
     var anchors = require_anchors();
     var visit3 = require_visit();
@@ -736,9 +736,9 @@ var require_Alias = __commonJS({
   }
 });
 
-// node_modules/yaml/dist/nodes/Scalar.js
+// ../../main/node_modules/yaml/dist/nodes/Scalar.js
 var require_Scalar = __commonJS({
-  "node_modules/yaml/dist/nodes/Scalar.js"(exports) {
+  "../../main/node_modules/yaml/dist/nodes/Scalar.js"(exports) {
     "use strict";
     var identity3 = require_identity();
     var Node = require_Node();
@@ -766,9 +766,9 @@ var require_Scalar = __commonJS({
   }
 });
 
-// node_modules/yaml/dist/doc/createNode.js
+// ../../main/node_modules/yaml/dist/doc/createNode.js
 var require_createNode = __commonJS({
-  "node_modules/yaml/dist/doc/createNode.js"(exports) {
+  "../../main/node_modules/yaml/dist/doc/createNode.js"(exports) {
     "use strict";
     var Alias = require_Alias();
     var identity3 = require_identity();
@@ -841,17 +841,17 @@ var require_createNode = __commonJS({
   }
 });
 
-// node_modules/yaml/dist/nodes/Collection.js
+// ../../main/node_modules/yaml/dist/nodes/Collection.js
 var require_Collection = __commonJS({
-  "node_modules/yaml/dist/nodes/Collection.js"(exports) {
+  "../../main/node_modules/yaml/dist/nodes/Collection.js"(exports) {
     "use strict";
     var createNode = require_createNode();
     var identity3 = require_identity();
     var Node = require_Node();
-    function collectionFromPath(schema, path34, value) {
+    function collectionFromPath(schema, path39, value) {
       let v2 = value;
-      for (let i2 = path34.length - 1; i2 >= 0; --i2) {
-        const k2 = path34[i2];
+      for (let i2 = path39.length - 1; i2 >= 0; --i2) {
+        const k2 = path39[i2];
         if (typeof k2 === "number" && Number.isInteger(k2) && k2 >= 0) {
           const a2 = [];
           a2[k2] = v2;
@@ -870,7 +870,7 @@ var require_Collection = __commonJS({
         sourceObjects: /* @__PURE__ */ new Map()
       });
     }
-    var isEmptyPath = (path34) => path34 == null || typeof path34 === "object" && !!path34[Symbol.iterator]().next().done;
+    var isEmptyPath = (path39) => path39 == null || typeof path39 === "object" && !!path39[Symbol.iterator]().next().done;
     var Collection = class extends Node.NodeBase {
       constructor(type, schema) {
         super(type);
@@ -900,11 +900,11 @@ var require_Collection = __commonJS({
        * be a Pair instance or a `{ key, value }` object, which may not have a key
        * that already exists in the map.
        */
-      addIn(path34, value) {
-        if (isEmptyPath(path34))
+      addIn(path39, value) {
+        if (isEmptyPath(path39))
           this.add(value);
         else {
-          const [key, ...rest] = path34;
+          const [key, ...rest] = path39;
           const node2 = this.get(key, true);
           if (identity3.isCollection(node2))
             node2.addIn(rest, value);
@@ -918,8 +918,8 @@ var require_Collection = __commonJS({
        * Removes a value from the collection.
        * @returns `true` if the item was found and removed.
        */
-      deleteIn(path34) {
-        const [key, ...rest] = path34;
+      deleteIn(path39) {
+        const [key, ...rest] = path39;
         if (rest.length === 0)
           return this.delete(key);
         const node2 = this.get(key, true);
@@ -933,8 +933,8 @@ var require_Collection = __commonJS({
        * scalar values from their surrounding node; to disable set `keepScalar` to
        * `true` (collections are always returned intact).
        */
-      getIn(path34, keepScalar) {
-        const [key, ...rest] = path34;
+      getIn(path39, keepScalar) {
+        const [key, ...rest] = path39;
         const node2 = this.get(key, true);
         if (rest.length === 0)
           return !keepScalar && identity3.isScalar(node2) ? node2.value : node2;
@@ -952,8 +952,8 @@ var require_Collection = __commonJS({
       /**
        * Checks if the collection includes a value with the key `key`.
        */
-      hasIn(path34) {
-        const [key, ...rest] = path34;
+      hasIn(path39) {
+        const [key, ...rest] = path39;
         if (rest.length === 0)
           return this.has(key);
         const node2 = this.get(key, true);
@@ -963,8 +963,8 @@ var require_Collection = __commonJS({
        * Sets a value in this collection. For `!!set`, `value` needs to be a
        * boolean to add/remove the item from the set.
        */
-      setIn(path34, value) {
-        const [key, ...rest] = path34;
+      setIn(path39, value) {
+        const [key, ...rest] = path39;
         if (rest.length === 0) {
           this.set(key, value);
         } else {
@@ -984,9 +984,9 @@ var require_Collection = __commonJS({
   }
 });
 
-// node_modules/yaml/dist/stringify/stringifyComment.js
+// ../../main/node_modules/yaml/dist/stringify/stringifyComment.js
 var require_stringifyComment = __commonJS({
-  "node_modules/yaml/dist/stringify/stringifyComment.js"(exports) {
+  "../../main/node_modules/yaml/dist/stringify/stringifyComment.js"(exports) {
     "use strict";
     var stringifyComment = (str) => str.replace(/^(?!$)(?: $)?/gm, "#");
     function indentComment(comment, indent2) {
@@ -1001,9 +1001,9 @@ var require_stringifyComment = __commonJS({
   }
 });
 
-// node_modules/yaml/dist/stringify/foldFlowLines.js
+// ../../main/node_modules/yaml/dist/stringify/foldFlowLines.js
 var require_foldFlowLines = __commonJS({
-  "node_modules/yaml/dist/stringify/foldFlowLines.js"(exports) {
+  "../../main/node_modules/yaml/dist/stringify/foldFlowLines.js"(exports) {
     "use strict";
     var FOLD_FLOW = "flow";
     var FOLD_BLOCK = "block";
@@ -1137,9 +1137,9 @@ ${indent2}${text.slice(fold + 1, end2)}`;
   }
 });
 
-// node_modules/yaml/dist/stringify/stringifyString.js
+// ../../main/node_modules/yaml/dist/stringify/stringifyString.js
 var require_stringifyString = __commonJS({
-  "node_modules/yaml/dist/stringify/stringifyString.js"(exports) {
+  "../../main/node_modules/yaml/dist/stringify/stringifyString.js"(exports) {
     "use strict";
     var Scalar = require_Scalar();
     var foldFlowLines = require_foldFlowLines();
@@ -1420,9 +1420,9 @@ ${indent2}`);
   }
 });
 
-// node_modules/yaml/dist/stringify/stringify.js
+// ../../main/node_modules/yaml/dist/stringify/stringify.js
 var require_stringify = __commonJS({
-  "node_modules/yaml/dist/stringify/stringify.js"(exports) {
+  "../../main/node_modules/yaml/dist/stringify/stringify.js"(exports) {
     "use strict";
     var anchors = require_anchors();
     var identity3 = require_identity();
@@ -1544,9 +1544,9 @@ ${ctx.indent}${str}`;
   }
 });
 
-// node_modules/yaml/dist/stringify/stringifyPair.js
+// ../../main/node_modules/yaml/dist/stringify/stringifyPair.js
 var require_stringifyPair = __commonJS({
-  "node_modules/yaml/dist/stringify/stringifyPair.js"(exports) {
+  "../../main/node_modules/yaml/dist/stringify/stringifyPair.js"(exports) {
     "use strict";
     var identity3 = require_identity();
     var Scalar = require_Scalar();
@@ -1677,9 +1677,9 @@ ${ctx.indent}`;
   }
 });
 
-// node_modules/yaml/dist/log.js
+// ../../main/node_modules/yaml/dist/log.js
 var require_log = __commonJS({
-  "node_modules/yaml/dist/log.js"(exports) {
+  "../../main/node_modules/yaml/dist/log.js"(exports) {
     "use strict";
     var node_process = __require("process");
     function debug(logLevel, ...messages) {
@@ -1699,9 +1699,9 @@ var require_log = __commonJS({
   }
 });
 
-// node_modules/yaml/dist/schema/yaml-1.1/merge.js
+// ../../main/node_modules/yaml/dist/schema/yaml-1.1/merge.js
 var require_merge = __commonJS({
-  "node_modules/yaml/dist/schema/yaml-1.1/merge.js"(exports) {
+  "../../main/node_modules/yaml/dist/schema/yaml-1.1/merge.js"(exports) {
     "use strict";
     var identity3 = require_identity();
     var Scalar = require_Scalar();
@@ -1759,9 +1759,9 @@ var require_merge = __commonJS({
   }
 });
 
-// node_modules/yaml/dist/nodes/addPairToJSMap.js
+// ../../main/node_modules/yaml/dist/nodes/addPairToJSMap.js
 var require_addPairToJSMap = __commonJS({
-  "node_modules/yaml/dist/nodes/addPairToJSMap.js"(exports) {
+  "../../main/node_modules/yaml/dist/nodes/addPairToJSMap.js"(exports) {
     "use strict";
     var log = require_log();
     var merge2 = require_merge();
@@ -1823,9 +1823,9 @@ var require_addPairToJSMap = __commonJS({
   }
 });
 
-// node_modules/yaml/dist/nodes/Pair.js
+// ../../main/node_modules/yaml/dist/nodes/Pair.js
 var require_Pair = __commonJS({
-  "node_modules/yaml/dist/nodes/Pair.js"(exports) {
+  "../../main/node_modules/yaml/dist/nodes/Pair.js"(exports) {
     "use strict";
     var createNode = require_createNode();
     var stringifyPair = require_stringifyPair();
@@ -1863,9 +1863,9 @@ var require_Pair = __commonJS({
   }
 });
 
-// node_modules/yaml/dist/stringify/stringifyCollection.js
+// ../../main/node_modules/yaml/dist/stringify/stringifyCollection.js
 var require_stringifyCollection = __commonJS({
-  "node_modules/yaml/dist/stringify/stringifyCollection.js"(exports) {
+  "../../main/node_modules/yaml/dist/stringify/stringifyCollection.js"(exports) {
     "use strict";
     var identity3 = require_identity();
     var stringify = require_stringify();
@@ -2014,9 +2014,9 @@ ${indent2}${end}`;
   }
 });
 
-// node_modules/yaml/dist/nodes/YAMLMap.js
+// ../../main/node_modules/yaml/dist/nodes/YAMLMap.js
 var require_YAMLMap = __commonJS({
-  "node_modules/yaml/dist/nodes/YAMLMap.js"(exports) {
+  "../../main/node_modules/yaml/dist/nodes/YAMLMap.js"(exports) {
     "use strict";
     var stringifyCollection = require_stringifyCollection();
     var addPairToJSMap = require_addPairToJSMap();
@@ -2158,9 +2158,9 @@ var require_YAMLMap = __commonJS({
   }
 });
 
-// node_modules/yaml/dist/schema/common/map.js
+// ../../main/node_modules/yaml/dist/schema/common/map.js
 var require_map = __commonJS({
-  "node_modules/yaml/dist/schema/common/map.js"(exports) {
+  "../../main/node_modules/yaml/dist/schema/common/map.js"(exports) {
     "use strict";
     var identity3 = require_identity();
     var YAMLMap = require_YAMLMap();
@@ -2180,9 +2180,9 @@ var require_map = __commonJS({
   }
 });
 
-// node_modules/yaml/dist/nodes/YAMLSeq.js
+// ../../main/node_modules/yaml/dist/nodes/YAMLSeq.js
 var require_YAMLSeq = __commonJS({
-  "node_modules/yaml/dist/nodes/YAMLSeq.js"(exports) {
+  "../../main/node_modules/yaml/dist/nodes/YAMLSeq.js"(exports) {
     "use strict";
     var createNode = require_createNode();
     var stringifyCollection = require_stringifyCollection();
@@ -2296,9 +2296,9 @@ var require_YAMLSeq = __commonJS({
   }
 });
 
-// node_modules/yaml/dist/schema/common/seq.js
+// ../../main/node_modules/yaml/dist/schema/common/seq.js
 var require_seq = __commonJS({
-  "node_modules/yaml/dist/schema/common/seq.js"(exports) {
+  "../../main/node_modules/yaml/dist/schema/common/seq.js"(exports) {
     "use strict";
     var identity3 = require_identity();
     var YAMLSeq = require_YAMLSeq();
@@ -2318,9 +2318,9 @@ var require_seq = __commonJS({
   }
 });
 
-// node_modules/yaml/dist/schema/common/string.js
+// ../../main/node_modules/yaml/dist/schema/common/string.js
 var require_string = __commonJS({
-  "node_modules/yaml/dist/schema/common/string.js"(exports) {
+  "../../main/node_modules/yaml/dist/schema/common/string.js"(exports) {
     "use strict";
     var stringifyString = require_stringifyString();
     var string4 = {
@@ -2337,9 +2337,9 @@ var require_string = __commonJS({
   }
 });
 
-// node_modules/yaml/dist/schema/common/null.js
+// ../../main/node_modules/yaml/dist/schema/common/null.js
 var require_null = __commonJS({
-  "node_modules/yaml/dist/schema/common/null.js"(exports) {
+  "../../main/node_modules/yaml/dist/schema/common/null.js"(exports) {
     "use strict";
     var Scalar = require_Scalar();
     var nullTag = {
@@ -2355,9 +2355,9 @@ var require_null = __commonJS({
   }
 });
 
-// node_modules/yaml/dist/schema/core/bool.js
+// ../../main/node_modules/yaml/dist/schema/core/bool.js
 var require_bool = __commonJS({
-  "node_modules/yaml/dist/schema/core/bool.js"(exports) {
+  "../../main/node_modules/yaml/dist/schema/core/bool.js"(exports) {
     "use strict";
     var Scalar = require_Scalar();
     var boolTag = {
@@ -2379,9 +2379,9 @@ var require_bool = __commonJS({
   }
 });
 
-// node_modules/yaml/dist/stringify/stringifyNumber.js
+// ../../main/node_modules/yaml/dist/stringify/stringifyNumber.js
 var require_stringifyNumber = __commonJS({
-  "node_modules/yaml/dist/stringify/stringifyNumber.js"(exports) {
+  "../../main/node_modules/yaml/dist/stringify/stringifyNumber.js"(exports) {
     "use strict";
     function stringifyNumber({ format: format2, minFractionDigits, tag, value }) {
       if (typeof value === "bigint")
@@ -2406,9 +2406,9 @@ var require_stringifyNumber = __commonJS({
   }
 });
 
-// node_modules/yaml/dist/schema/core/float.js
+// ../../main/node_modules/yaml/dist/schema/core/float.js
 var require_float = __commonJS({
-  "node_modules/yaml/dist/schema/core/float.js"(exports) {
+  "../../main/node_modules/yaml/dist/schema/core/float.js"(exports) {
     "use strict";
     var Scalar = require_Scalar();
     var stringifyNumber = require_stringifyNumber();
@@ -2452,9 +2452,9 @@ var require_float = __commonJS({
   }
 });
 
-// node_modules/yaml/dist/schema/core/int.js
+// ../../main/node_modules/yaml/dist/schema/core/int.js
 var require_int = __commonJS({
-  "node_modules/yaml/dist/schema/core/int.js"(exports) {
+  "../../main/node_modules/yaml/dist/schema/core/int.js"(exports) {
     "use strict";
     var stringifyNumber = require_stringifyNumber();
     var intIdentify = (value) => typeof value === "bigint" || Number.isInteger(value);
@@ -2497,9 +2497,9 @@ var require_int = __commonJS({
   }
 });
 
-// node_modules/yaml/dist/schema/core/schema.js
+// ../../main/node_modules/yaml/dist/schema/core/schema.js
 var require_schema = __commonJS({
-  "node_modules/yaml/dist/schema/core/schema.js"(exports) {
+  "../../main/node_modules/yaml/dist/schema/core/schema.js"(exports) {
     "use strict";
     var map2 = require_map();
     var _null4 = require_null();
@@ -2525,9 +2525,9 @@ var require_schema = __commonJS({
   }
 });
 
-// node_modules/yaml/dist/schema/json/schema.js
+// ../../main/node_modules/yaml/dist/schema/json/schema.js
 var require_schema2 = __commonJS({
-  "node_modules/yaml/dist/schema/json/schema.js"(exports) {
+  "../../main/node_modules/yaml/dist/schema/json/schema.js"(exports) {
     "use strict";
     var Scalar = require_Scalar();
     var map2 = require_map();
@@ -2592,9 +2592,9 @@ var require_schema2 = __commonJS({
   }
 });
 
-// node_modules/yaml/dist/schema/yaml-1.1/binary.js
+// ../../main/node_modules/yaml/dist/schema/yaml-1.1/binary.js
 var require_binary = __commonJS({
-  "node_modules/yaml/dist/schema/yaml-1.1/binary.js"(exports) {
+  "../../main/node_modules/yaml/dist/schema/yaml-1.1/binary.js"(exports) {
     "use strict";
     var node_buffer = __require("buffer");
     var Scalar = require_Scalar();
@@ -2658,9 +2658,9 @@ var require_binary = __commonJS({
   }
 });
 
-// node_modules/yaml/dist/schema/yaml-1.1/pairs.js
+// ../../main/node_modules/yaml/dist/schema/yaml-1.1/pairs.js
 var require_pairs = __commonJS({
-  "node_modules/yaml/dist/schema/yaml-1.1/pairs.js"(exports) {
+  "../../main/node_modules/yaml/dist/schema/yaml-1.1/pairs.js"(exports) {
     "use strict";
     var identity3 = require_identity();
     var Pair = require_Pair();
@@ -2736,9 +2736,9 @@ ${cn2.comment}` : item.comment;
   }
 });
 
-// node_modules/yaml/dist/schema/yaml-1.1/omap.js
+// ../../main/node_modules/yaml/dist/schema/yaml-1.1/omap.js
 var require_omap = __commonJS({
-  "node_modules/yaml/dist/schema/yaml-1.1/omap.js"(exports) {
+  "../../main/node_modules/yaml/dist/schema/yaml-1.1/omap.js"(exports) {
     "use strict";
     var identity3 = require_identity();
     var toJS = require_toJS();
@@ -2814,9 +2814,9 @@ var require_omap = __commonJS({
   }
 });
 
-// node_modules/yaml/dist/schema/yaml-1.1/bool.js
+// ../../main/node_modules/yaml/dist/schema/yaml-1.1/bool.js
 var require_bool2 = __commonJS({
-  "node_modules/yaml/dist/schema/yaml-1.1/bool.js"(exports) {
+  "../../main/node_modules/yaml/dist/schema/yaml-1.1/bool.js"(exports) {
     "use strict";
     var Scalar = require_Scalar();
     function boolStringify({ value, source }, ctx) {
@@ -2846,9 +2846,9 @@ var require_bool2 = __commonJS({
   }
 });
 
-// node_modules/yaml/dist/schema/yaml-1.1/float.js
+// ../../main/node_modules/yaml/dist/schema/yaml-1.1/float.js
 var require_float2 = __commonJS({
-  "node_modules/yaml/dist/schema/yaml-1.1/float.js"(exports) {
+  "../../main/node_modules/yaml/dist/schema/yaml-1.1/float.js"(exports) {
     "use strict";
     var Scalar = require_Scalar();
     var stringifyNumber = require_stringifyNumber();
@@ -2895,9 +2895,9 @@ var require_float2 = __commonJS({
   }
 });
 
-// node_modules/yaml/dist/schema/yaml-1.1/int.js
+// ../../main/node_modules/yaml/dist/schema/yaml-1.1/int.js
 var require_int2 = __commonJS({
-  "node_modules/yaml/dist/schema/yaml-1.1/int.js"(exports) {
+  "../../main/node_modules/yaml/dist/schema/yaml-1.1/int.js"(exports) {
     "use strict";
     var stringifyNumber = require_stringifyNumber();
     var intIdentify = (value) => typeof value === "bigint" || Number.isInteger(value);
@@ -2974,9 +2974,9 @@ var require_int2 = __commonJS({
   }
 });
 
-// node_modules/yaml/dist/schema/yaml-1.1/set.js
+// ../../main/node_modules/yaml/dist/schema/yaml-1.1/set.js
 var require_set = __commonJS({
-  "node_modules/yaml/dist/schema/yaml-1.1/set.js"(exports) {
+  "../../main/node_modules/yaml/dist/schema/yaml-1.1/set.js"(exports) {
     "use strict";
     var identity3 = require_identity();
     var Pair = require_Pair();
@@ -3063,9 +3063,9 @@ var require_set = __commonJS({
   }
 });
 
-// node_modules/yaml/dist/schema/yaml-1.1/timestamp.js
+// ../../main/node_modules/yaml/dist/schema/yaml-1.1/timestamp.js
 var require_timestamp = __commonJS({
-  "node_modules/yaml/dist/schema/yaml-1.1/timestamp.js"(exports) {
+  "../../main/node_modules/yaml/dist/schema/yaml-1.1/timestamp.js"(exports) {
     "use strict";
     var stringifyNumber = require_stringifyNumber();
     function parseSexagesimal(str, asBigInt) {
@@ -3151,9 +3151,9 @@ var require_timestamp = __commonJS({
   }
 });
 
-// node_modules/yaml/dist/schema/yaml-1.1/schema.js
+// ../../main/node_modules/yaml/dist/schema/yaml-1.1/schema.js
 var require_schema3 = __commonJS({
-  "node_modules/yaml/dist/schema/yaml-1.1/schema.js"(exports) {
+  "../../main/node_modules/yaml/dist/schema/yaml-1.1/schema.js"(exports) {
     "use strict";
     var map2 = require_map();
     var _null4 = require_null();
@@ -3195,9 +3195,9 @@ var require_schema3 = __commonJS({
   }
 });
 
-// node_modules/yaml/dist/schema/tags.js
+// ../../main/node_modules/yaml/dist/schema/tags.js
 var require_tags = __commonJS({
-  "node_modules/yaml/dist/schema/tags.js"(exports) {
+  "../../main/node_modules/yaml/dist/schema/tags.js"(exports) {
     "use strict";
     var map2 = require_map();
     var _null4 = require_null();
@@ -3289,9 +3289,9 @@ var require_tags = __commonJS({
   }
 });
 
-// node_modules/yaml/dist/schema/Schema.js
+// ../../main/node_modules/yaml/dist/schema/Schema.js
 var require_Schema = __commonJS({
-  "node_modules/yaml/dist/schema/Schema.js"(exports) {
+  "../../main/node_modules/yaml/dist/schema/Schema.js"(exports) {
     "use strict";
     var identity3 = require_identity();
     var map2 = require_map();
@@ -3321,9 +3321,9 @@ var require_Schema = __commonJS({
   }
 });
 
-// node_modules/yaml/dist/stringify/stringifyDocument.js
+// ../../main/node_modules/yaml/dist/stringify/stringifyDocument.js
 var require_stringifyDocument = __commonJS({
-  "node_modules/yaml/dist/stringify/stringifyDocument.js"(exports) {
+  "../../main/node_modules/yaml/dist/stringify/stringifyDocument.js"(exports) {
     "use strict";
     var identity3 = require_identity();
     var stringify = require_stringify();
@@ -3401,9 +3401,9 @@ var require_stringifyDocument = __commonJS({
   }
 });
 
-// node_modules/yaml/dist/doc/Document.js
+// ../../main/node_modules/yaml/dist/doc/Document.js
 var require_Document = __commonJS({
-  "node_modules/yaml/dist/doc/Document.js"(exports) {
+  "../../main/node_modules/yaml/dist/doc/Document.js"(exports) {
     "use strict";
     var Alias = require_Alias();
     var Collection = require_Collection();
@@ -3479,9 +3479,9 @@ var require_Document = __commonJS({
           this.contents.add(value);
       }
       /** Adds a value to the document. */
-      addIn(path34, value) {
+      addIn(path39, value) {
         if (assertCollection(this.contents))
-          this.contents.addIn(path34, value);
+          this.contents.addIn(path39, value);
       }
       /**
        * Create a new `Alias` node, ensuring that the target `node` has the required anchor.
@@ -3556,14 +3556,14 @@ var require_Document = __commonJS({
        * Removes a value from the document.
        * @returns `true` if the item was found and removed.
        */
-      deleteIn(path34) {
-        if (Collection.isEmptyPath(path34)) {
+      deleteIn(path39) {
+        if (Collection.isEmptyPath(path39)) {
           if (this.contents == null)
             return false;
           this.contents = null;
           return true;
         }
-        return assertCollection(this.contents) ? this.contents.deleteIn(path34) : false;
+        return assertCollection(this.contents) ? this.contents.deleteIn(path39) : false;
       }
       /**
        * Returns item at `key`, or `undefined` if not found. By default unwraps
@@ -3578,10 +3578,10 @@ var require_Document = __commonJS({
        * scalar values from their surrounding node; to disable set `keepScalar` to
        * `true` (collections are always returned intact).
        */
-      getIn(path34, keepScalar) {
-        if (Collection.isEmptyPath(path34))
+      getIn(path39, keepScalar) {
+        if (Collection.isEmptyPath(path39))
           return !keepScalar && identity3.isScalar(this.contents) ? this.contents.value : this.contents;
-        return identity3.isCollection(this.contents) ? this.contents.getIn(path34, keepScalar) : void 0;
+        return identity3.isCollection(this.contents) ? this.contents.getIn(path39, keepScalar) : void 0;
       }
       /**
        * Checks if the document includes a value with the key `key`.
@@ -3592,10 +3592,10 @@ var require_Document = __commonJS({
       /**
        * Checks if the document includes a value at `path`.
        */
-      hasIn(path34) {
-        if (Collection.isEmptyPath(path34))
+      hasIn(path39) {
+        if (Collection.isEmptyPath(path39))
           return this.contents !== void 0;
-        return identity3.isCollection(this.contents) ? this.contents.hasIn(path34) : false;
+        return identity3.isCollection(this.contents) ? this.contents.hasIn(path39) : false;
       }
       /**
        * Sets a value in this document. For `!!set`, `value` needs to be a
@@ -3612,13 +3612,13 @@ var require_Document = __commonJS({
        * Sets a value in this document. For `!!set`, `value` needs to be a
        * boolean to add/remove the item from the set.
        */
-      setIn(path34, value) {
-        if (Collection.isEmptyPath(path34)) {
+      setIn(path39, value) {
+        if (Collection.isEmptyPath(path39)) {
           this.contents = value;
         } else if (this.contents == null) {
-          this.contents = Collection.collectionFromPath(this.schema, Array.from(path34), value);
+          this.contents = Collection.collectionFromPath(this.schema, Array.from(path39), value);
         } else if (assertCollection(this.contents)) {
-          this.contents.setIn(path34, value);
+          this.contents.setIn(path39, value);
         }
       }
       /**
@@ -3710,9 +3710,9 @@ var require_Document = __commonJS({
   }
 });
 
-// node_modules/yaml/dist/errors.js
+// ../../main/node_modules/yaml/dist/errors.js
 var require_errors = __commonJS({
-  "node_modules/yaml/dist/errors.js"(exports) {
+  "../../main/node_modules/yaml/dist/errors.js"(exports) {
     "use strict";
     var YAMLError = class extends Error {
       constructor(name, pos, code, message) {
@@ -3775,9 +3775,9 @@ ${pointer}
   }
 });
 
-// node_modules/yaml/dist/compose/resolve-props.js
+// ../../main/node_modules/yaml/dist/compose/resolve-props.js
 var require_resolve_props = __commonJS({
-  "node_modules/yaml/dist/compose/resolve-props.js"(exports) {
+  "../../main/node_modules/yaml/dist/compose/resolve-props.js"(exports) {
     "use strict";
     function resolveProps(tokens, { flow, indicator, next, offset, onError, parentIndent, startOnNewline }) {
       let spaceBefore = false;
@@ -3909,9 +3909,9 @@ var require_resolve_props = __commonJS({
   }
 });
 
-// node_modules/yaml/dist/compose/util-contains-newline.js
+// ../../main/node_modules/yaml/dist/compose/util-contains-newline.js
 var require_util_contains_newline = __commonJS({
-  "node_modules/yaml/dist/compose/util-contains-newline.js"(exports) {
+  "../../main/node_modules/yaml/dist/compose/util-contains-newline.js"(exports) {
     "use strict";
     function containsNewline(key) {
       if (!key)
@@ -3951,9 +3951,9 @@ var require_util_contains_newline = __commonJS({
   }
 });
 
-// node_modules/yaml/dist/compose/util-flow-indent-check.js
+// ../../main/node_modules/yaml/dist/compose/util-flow-indent-check.js
 var require_util_flow_indent_check = __commonJS({
-  "node_modules/yaml/dist/compose/util-flow-indent-check.js"(exports) {
+  "../../main/node_modules/yaml/dist/compose/util-flow-indent-check.js"(exports) {
     "use strict";
     var utilContainsNewline = require_util_contains_newline();
     function flowIndentCheck(indent2, fc, onError) {
@@ -3969,9 +3969,9 @@ var require_util_flow_indent_check = __commonJS({
   }
 });
 
-// node_modules/yaml/dist/compose/util-map-includes.js
+// ../../main/node_modules/yaml/dist/compose/util-map-includes.js
 var require_util_map_includes = __commonJS({
-  "node_modules/yaml/dist/compose/util-map-includes.js"(exports) {
+  "../../main/node_modules/yaml/dist/compose/util-map-includes.js"(exports) {
     "use strict";
     var identity3 = require_identity();
     function mapIncludes(ctx, items, search) {
@@ -3985,9 +3985,9 @@ var require_util_map_includes = __commonJS({
   }
 });
 
-// node_modules/yaml/dist/compose/resolve-block-map.js
+// ../../main/node_modules/yaml/dist/compose/resolve-block-map.js
 var require_resolve_block_map = __commonJS({
-  "node_modules/yaml/dist/compose/resolve-block-map.js"(exports) {
+  "../../main/node_modules/yaml/dist/compose/resolve-block-map.js"(exports) {
     "use strict";
     var Pair = require_Pair();
     var YAMLMap = require_YAMLMap();
@@ -4093,9 +4093,9 @@ var require_resolve_block_map = __commonJS({
   }
 });
 
-// node_modules/yaml/dist/compose/resolve-block-seq.js
+// ../../main/node_modules/yaml/dist/compose/resolve-block-seq.js
 var require_resolve_block_seq = __commonJS({
-  "node_modules/yaml/dist/compose/resolve-block-seq.js"(exports) {
+  "../../main/node_modules/yaml/dist/compose/resolve-block-seq.js"(exports) {
     "use strict";
     var YAMLSeq = require_YAMLSeq();
     var resolveProps = require_resolve_props();
@@ -4144,9 +4144,9 @@ var require_resolve_block_seq = __commonJS({
   }
 });
 
-// node_modules/yaml/dist/compose/resolve-end.js
+// ../../main/node_modules/yaml/dist/compose/resolve-end.js
 var require_resolve_end = __commonJS({
-  "node_modules/yaml/dist/compose/resolve-end.js"(exports) {
+  "../../main/node_modules/yaml/dist/compose/resolve-end.js"(exports) {
     "use strict";
     function resolveEnd(end, offset, reqSpace, onError) {
       let comment = "";
@@ -4187,9 +4187,9 @@ var require_resolve_end = __commonJS({
   }
 });
 
-// node_modules/yaml/dist/compose/resolve-flow-collection.js
+// ../../main/node_modules/yaml/dist/compose/resolve-flow-collection.js
 var require_resolve_flow_collection = __commonJS({
-  "node_modules/yaml/dist/compose/resolve-flow-collection.js"(exports) {
+  "../../main/node_modules/yaml/dist/compose/resolve-flow-collection.js"(exports) {
     "use strict";
     var identity3 = require_identity();
     var Pair = require_Pair();
@@ -4381,9 +4381,9 @@ var require_resolve_flow_collection = __commonJS({
   }
 });
 
-// node_modules/yaml/dist/compose/compose-collection.js
+// ../../main/node_modules/yaml/dist/compose/compose-collection.js
 var require_compose_collection = __commonJS({
-  "node_modules/yaml/dist/compose/compose-collection.js"(exports) {
+  "../../main/node_modules/yaml/dist/compose/compose-collection.js"(exports) {
     "use strict";
     var identity3 = require_identity();
     var Scalar = require_Scalar();
@@ -4446,9 +4446,9 @@ var require_compose_collection = __commonJS({
   }
 });
 
-// node_modules/yaml/dist/compose/resolve-block-scalar.js
+// ../../main/node_modules/yaml/dist/compose/resolve-block-scalar.js
 var require_resolve_block_scalar = __commonJS({
-  "node_modules/yaml/dist/compose/resolve-block-scalar.js"(exports) {
+  "../../main/node_modules/yaml/dist/compose/resolve-block-scalar.js"(exports) {
     "use strict";
     var Scalar = require_Scalar();
     function resolveBlockScalar(ctx, scalar, onError) {
@@ -4629,9 +4629,9 @@ var require_resolve_block_scalar = __commonJS({
   }
 });
 
-// node_modules/yaml/dist/compose/resolve-flow-scalar.js
+// ../../main/node_modules/yaml/dist/compose/resolve-flow-scalar.js
 var require_resolve_flow_scalar = __commonJS({
-  "node_modules/yaml/dist/compose/resolve-flow-scalar.js"(exports) {
+  "../../main/node_modules/yaml/dist/compose/resolve-flow-scalar.js"(exports) {
     "use strict";
     var Scalar = require_Scalar();
     var resolveEnd = require_resolve_end();
@@ -4850,9 +4850,9 @@ var require_resolve_flow_scalar = __commonJS({
   }
 });
 
-// node_modules/yaml/dist/compose/compose-scalar.js
+// ../../main/node_modules/yaml/dist/compose/compose-scalar.js
 var require_compose_scalar = __commonJS({
-  "node_modules/yaml/dist/compose/compose-scalar.js"(exports) {
+  "../../main/node_modules/yaml/dist/compose/compose-scalar.js"(exports) {
     "use strict";
     var identity3 = require_identity();
     var Scalar = require_Scalar();
@@ -4931,9 +4931,9 @@ var require_compose_scalar = __commonJS({
   }
 });
 
-// node_modules/yaml/dist/compose/util-empty-scalar-position.js
+// ../../main/node_modules/yaml/dist/compose/util-empty-scalar-position.js
 var require_util_empty_scalar_position = __commonJS({
-  "node_modules/yaml/dist/compose/util-empty-scalar-position.js"(exports) {
+  "../../main/node_modules/yaml/dist/compose/util-empty-scalar-position.js"(exports) {
     "use strict";
     function emptyScalarPosition(offset, before, pos) {
       if (before) {
@@ -4961,9 +4961,9 @@ var require_util_empty_scalar_position = __commonJS({
   }
 });
 
-// node_modules/yaml/dist/compose/compose-node.js
+// ../../main/node_modules/yaml/dist/compose/compose-node.js
 var require_compose_node = __commonJS({
-  "node_modules/yaml/dist/compose/compose-node.js"(exports) {
+  "../../main/node_modules/yaml/dist/compose/compose-node.js"(exports) {
     "use strict";
     var Alias = require_Alias();
     var identity3 = require_identity();
@@ -5067,9 +5067,9 @@ var require_compose_node = __commonJS({
   }
 });
 
-// node_modules/yaml/dist/compose/compose-doc.js
+// ../../main/node_modules/yaml/dist/compose/compose-doc.js
 var require_compose_doc = __commonJS({
-  "node_modules/yaml/dist/compose/compose-doc.js"(exports) {
+  "../../main/node_modules/yaml/dist/compose/compose-doc.js"(exports) {
     "use strict";
     var Document = require_Document();
     var composeNode = require_compose_node();
@@ -5110,9 +5110,9 @@ var require_compose_doc = __commonJS({
   }
 });
 
-// node_modules/yaml/dist/compose/composer.js
+// ../../main/node_modules/yaml/dist/compose/composer.js
 var require_composer = __commonJS({
-  "node_modules/yaml/dist/compose/composer.js"(exports) {
+  "../../main/node_modules/yaml/dist/compose/composer.js"(exports) {
     "use strict";
     var node_process = __require("process");
     var directives = require_directives();
@@ -5318,9 +5318,9 @@ ${end.comment}` : end.comment;
   }
 });
 
-// node_modules/yaml/dist/parse/cst-scalar.js
+// ../../main/node_modules/yaml/dist/parse/cst-scalar.js
 var require_cst_scalar = __commonJS({
-  "node_modules/yaml/dist/parse/cst-scalar.js"(exports) {
+  "../../main/node_modules/yaml/dist/parse/cst-scalar.js"(exports) {
     "use strict";
     var resolveBlockScalar = require_resolve_block_scalar();
     var resolveFlowScalar = require_resolve_flow_scalar();
@@ -5503,9 +5503,9 @@ var require_cst_scalar = __commonJS({
   }
 });
 
-// node_modules/yaml/dist/parse/cst-stringify.js
+// ../../main/node_modules/yaml/dist/parse/cst-stringify.js
 var require_cst_stringify = __commonJS({
-  "node_modules/yaml/dist/parse/cst-stringify.js"(exports) {
+  "../../main/node_modules/yaml/dist/parse/cst-stringify.js"(exports) {
     "use strict";
     var stringify = (cst) => "type" in cst ? stringifyToken(cst) : stringifyItem(cst);
     function stringifyToken(token) {
@@ -5564,9 +5564,9 @@ var require_cst_stringify = __commonJS({
   }
 });
 
-// node_modules/yaml/dist/parse/cst-visit.js
+// ../../main/node_modules/yaml/dist/parse/cst-visit.js
 var require_cst_visit = __commonJS({
-  "node_modules/yaml/dist/parse/cst-visit.js"(exports) {
+  "../../main/node_modules/yaml/dist/parse/cst-visit.js"(exports) {
     "use strict";
     var BREAK = /* @__PURE__ */ Symbol("break visit");
     var SKIP = /* @__PURE__ */ Symbol("skip children");
@@ -5579,9 +5579,9 @@ var require_cst_visit = __commonJS({
     visit3.BREAK = BREAK;
     visit3.SKIP = SKIP;
     visit3.REMOVE = REMOVE;
-    visit3.itemAtPath = (cst, path34) => {
+    visit3.itemAtPath = (cst, path39) => {
       let item = cst;
-      for (const [field2, index] of path34) {
+      for (const [field2, index] of path39) {
         const tok = item?.[field2];
         if (tok && "items" in tok) {
           item = tok.items[index];
@@ -5590,23 +5590,23 @@ var require_cst_visit = __commonJS({
       }
       return item;
     };
-    visit3.parentCollection = (cst, path34) => {
-      const parent = visit3.itemAtPath(cst, path34.slice(0, -1));
-      const field2 = path34[path34.length - 1][0];
+    visit3.parentCollection = (cst, path39) => {
+      const parent = visit3.itemAtPath(cst, path39.slice(0, -1));
+      const field2 = path39[path39.length - 1][0];
       const coll = parent?.[field2];
       if (coll && "items" in coll)
         return coll;
       throw new Error("Parent collection not found");
     };
-    function _visit(path34, item, visitor) {
-      let ctrl = visitor(item, path34);
+    function _visit(path39, item, visitor) {
+      let ctrl = visitor(item, path39);
       if (typeof ctrl === "symbol")
         return ctrl;
       for (const field2 of ["key", "value"]) {
         const token = item[field2];
         if (token && "items" in token) {
           for (let i2 = 0; i2 < token.items.length; ++i2) {
-            const ci2 = _visit(Object.freeze(path34.concat([[field2, i2]])), token.items[i2], visitor);
+            const ci2 = _visit(Object.freeze(path39.concat([[field2, i2]])), token.items[i2], visitor);
             if (typeof ci2 === "number")
               i2 = ci2 - 1;
             else if (ci2 === BREAK)
@@ -5617,18 +5617,18 @@ var require_cst_visit = __commonJS({
             }
           }
           if (typeof ctrl === "function" && field2 === "key")
-            ctrl = ctrl(item, path34);
+            ctrl = ctrl(item, path39);
         }
       }
-      return typeof ctrl === "function" ? ctrl(item, path34) : ctrl;
+      return typeof ctrl === "function" ? ctrl(item, path39) : ctrl;
     }
     exports.visit = visit3;
   }
 });
 
-// node_modules/yaml/dist/parse/cst.js
+// ../../main/node_modules/yaml/dist/parse/cst.js
 var require_cst = __commonJS({
-  "node_modules/yaml/dist/parse/cst.js"(exports) {
+  "../../main/node_modules/yaml/dist/parse/cst.js"(exports) {
     "use strict";
     var cstScalar = require_cst_scalar();
     var cstStringify = require_cst_stringify();
@@ -5728,9 +5728,9 @@ var require_cst = __commonJS({
   }
 });
 
-// node_modules/yaml/dist/parse/lexer.js
+// ../../main/node_modules/yaml/dist/parse/lexer.js
 var require_lexer = __commonJS({
-  "node_modules/yaml/dist/parse/lexer.js"(exports) {
+  "../../main/node_modules/yaml/dist/parse/lexer.js"(exports) {
     "use strict";
     var cst = require_cst();
     function isEmpty(ch) {
@@ -6317,9 +6317,9 @@ var require_lexer = __commonJS({
   }
 });
 
-// node_modules/yaml/dist/parse/line-counter.js
+// ../../main/node_modules/yaml/dist/parse/line-counter.js
 var require_line_counter = __commonJS({
-  "node_modules/yaml/dist/parse/line-counter.js"(exports) {
+  "../../main/node_modules/yaml/dist/parse/line-counter.js"(exports) {
     "use strict";
     var LineCounter2 = class {
       constructor() {
@@ -6348,9 +6348,9 @@ var require_line_counter = __commonJS({
   }
 });
 
-// node_modules/yaml/dist/parse/parser.js
+// ../../main/node_modules/yaml/dist/parse/parser.js
 var require_parser = __commonJS({
-  "node_modules/yaml/dist/parse/parser.js"(exports) {
+  "../../main/node_modules/yaml/dist/parse/parser.js"(exports) {
     "use strict";
     var node_process = __require("process");
     var cst = require_cst();
@@ -7222,9 +7222,9 @@ var require_parser = __commonJS({
   }
 });
 
-// node_modules/yaml/dist/public-api.js
+// ../../main/node_modules/yaml/dist/public-api.js
 var require_public_api = __commonJS({
-  "node_modules/yaml/dist/public-api.js"(exports) {
+  "../../main/node_modules/yaml/dist/public-api.js"(exports) {
     "use strict";
     var composer = require_composer();
     var Document = require_Document();
@@ -7319,9 +7319,9 @@ var require_public_api = __commonJS({
   }
 });
 
-// node_modules/yaml/dist/index.js
+// ../../main/node_modules/yaml/dist/index.js
 var require_dist = __commonJS({
-  "node_modules/yaml/dist/index.js"(exports) {
+  "../../main/node_modules/yaml/dist/index.js"(exports) {
     "use strict";
     var composer = require_composer();
     var Document = require_Document();
@@ -7371,13 +7371,13 @@ var require_dist = __commonJS({
   }
 });
 
-// node_modules/isexe/windows.js
+// ../../main/node_modules/isexe/windows.js
 var require_windows = __commonJS({
-  "node_modules/isexe/windows.js"(exports, module) {
+  "../../main/node_modules/isexe/windows.js"(exports, module) {
     module.exports = isexe;
     isexe.sync = sync;
     var fs2 = __require("fs");
-    function checkPathExt(path34, options) {
+    function checkPathExt(path39, options) {
       var pathext = options.pathExt !== void 0 ? options.pathExt : process.env.PATHEXT;
       if (!pathext) {
         return true;
@@ -7388,50 +7388,50 @@ var require_windows = __commonJS({
       }
       for (var i2 = 0; i2 < pathext.length; i2++) {
         var p2 = pathext[i2].toLowerCase();
-        if (p2 && path34.substr(-p2.length).toLowerCase() === p2) {
+        if (p2 && path39.substr(-p2.length).toLowerCase() === p2) {
           return true;
         }
       }
       return false;
     }
-    function checkStat(stat9, path34, options) {
-      if (!stat9.isSymbolicLink() && !stat9.isFile()) {
+    function checkStat(stat10, path39, options) {
+      if (!stat10.isSymbolicLink() && !stat10.isFile()) {
         return false;
       }
-      return checkPathExt(path34, options);
+      return checkPathExt(path39, options);
     }
-    function isexe(path34, options, cb) {
-      fs2.stat(path34, function(er2, stat9) {
-        cb(er2, er2 ? false : checkStat(stat9, path34, options));
+    function isexe(path39, options, cb) {
+      fs2.stat(path39, function(er2, stat10) {
+        cb(er2, er2 ? false : checkStat(stat10, path39, options));
       });
     }
-    function sync(path34, options) {
-      return checkStat(fs2.statSync(path34), path34, options);
+    function sync(path39, options) {
+      return checkStat(fs2.statSync(path39), path39, options);
     }
   }
 });
 
-// node_modules/isexe/mode.js
+// ../../main/node_modules/isexe/mode.js
 var require_mode = __commonJS({
-  "node_modules/isexe/mode.js"(exports, module) {
+  "../../main/node_modules/isexe/mode.js"(exports, module) {
     module.exports = isexe;
     isexe.sync = sync;
     var fs2 = __require("fs");
-    function isexe(path34, options, cb) {
-      fs2.stat(path34, function(er2, stat9) {
-        cb(er2, er2 ? false : checkStat(stat9, options));
+    function isexe(path39, options, cb) {
+      fs2.stat(path39, function(er2, stat10) {
+        cb(er2, er2 ? false : checkStat(stat10, options));
       });
     }
-    function sync(path34, options) {
-      return checkStat(fs2.statSync(path34), options);
+    function sync(path39, options) {
+      return checkStat(fs2.statSync(path39), options);
     }
-    function checkStat(stat9, options) {
-      return stat9.isFile() && checkMode(stat9, options);
+    function checkStat(stat10, options) {
+      return stat10.isFile() && checkMode(stat10, options);
     }
-    function checkMode(stat9, options) {
-      var mod = stat9.mode;
-      var uid = stat9.uid;
-      var gid = stat9.gid;
+    function checkMode(stat10, options) {
+      var mod = stat10.mode;
+      var uid = stat10.uid;
+      var gid = stat10.gid;
       var myUid = options.uid !== void 0 ? options.uid : process.getuid && process.getuid();
       var myGid = options.gid !== void 0 ? options.gid : process.getgid && process.getgid();
       var u3 = parseInt("100", 8);
@@ -7444,9 +7444,9 @@ var require_mode = __commonJS({
   }
 });
 
-// node_modules/isexe/index.js
+// ../../main/node_modules/isexe/index.js
 var require_isexe = __commonJS({
-  "node_modules/isexe/index.js"(exports, module) {
+  "../../main/node_modules/isexe/index.js"(exports, module) {
     var fs2 = __require("fs");
     var core;
     if (process.platform === "win32" || global.TESTING_WINDOWS) {
@@ -7456,7 +7456,7 @@ var require_isexe = __commonJS({
     }
     module.exports = isexe;
     isexe.sync = sync;
-    function isexe(path34, options, cb) {
+    function isexe(path39, options, cb) {
       if (typeof options === "function") {
         cb = options;
         options = {};
@@ -7466,7 +7466,7 @@ var require_isexe = __commonJS({
           throw new TypeError("callback not provided");
         }
         return new Promise(function(resolve, reject) {
-          isexe(path34, options || {}, function(er2, is2) {
+          isexe(path39, options || {}, function(er2, is2) {
             if (er2) {
               reject(er2);
             } else {
@@ -7475,7 +7475,7 @@ var require_isexe = __commonJS({
           });
         });
       }
-      core(path34, options || {}, function(er2, is2) {
+      core(path39, options || {}, function(er2, is2) {
         if (er2) {
           if (er2.code === "EACCES" || options && options.ignoreErrors) {
             er2 = null;
@@ -7485,9 +7485,9 @@ var require_isexe = __commonJS({
         cb(er2, is2);
       });
     }
-    function sync(path34, options) {
+    function sync(path39, options) {
       try {
-        return core.sync(path34, options || {});
+        return core.sync(path39, options || {});
       } catch (er2) {
         if (options && options.ignoreErrors || er2.code === "EACCES") {
           return false;
@@ -7499,11 +7499,11 @@ var require_isexe = __commonJS({
   }
 });
 
-// node_modules/which/which.js
+// ../../main/node_modules/which/which.js
 var require_which = __commonJS({
-  "node_modules/which/which.js"(exports, module) {
+  "../../main/node_modules/which/which.js"(exports, module) {
     var isWindows = process.platform === "win32" || process.env.OSTYPE === "cygwin" || process.env.OSTYPE === "msys";
-    var path34 = __require("path");
+    var path39 = __require("path");
     var COLON = isWindows ? ";" : ":";
     var isexe = require_isexe();
     var getNotFoundError = (cmd) => Object.assign(new Error(`not found: ${cmd}`), { code: "ENOENT" });
@@ -7541,7 +7541,7 @@ var require_which = __commonJS({
           return opt.all && found.length ? resolve(found) : reject(getNotFoundError(cmd));
         const ppRaw = pathEnv[i2];
         const pathPart = /^".*"$/.test(ppRaw) ? ppRaw.slice(1, -1) : ppRaw;
-        const pCmd = path34.join(pathPart, cmd);
+        const pCmd = path39.join(pathPart, cmd);
         const p2 = !pathPart && /^\.[\\\/]/.test(cmd) ? cmd.slice(0, 2) + pCmd : pCmd;
         resolve(subStep(p2, i2, 0));
       });
@@ -7568,7 +7568,7 @@ var require_which = __commonJS({
       for (let i2 = 0; i2 < pathEnv.length; i2++) {
         const ppRaw = pathEnv[i2];
         const pathPart = /^".*"$/.test(ppRaw) ? ppRaw.slice(1, -1) : ppRaw;
-        const pCmd = path34.join(pathPart, cmd);
+        const pCmd = path39.join(pathPart, cmd);
         const p2 = !pathPart && /^\.[\\\/]/.test(cmd) ? cmd.slice(0, 2) + pCmd : pCmd;
         for (let j2 = 0; j2 < pathExt.length; j2++) {
           const cur = p2 + pathExt[j2];
@@ -7595,9 +7595,9 @@ var require_which = __commonJS({
   }
 });
 
-// node_modules/path-key/index.js
+// ../../main/node_modules/path-key/index.js
 var require_path_key = __commonJS({
-  "node_modules/path-key/index.js"(exports, module) {
+  "../../main/node_modules/path-key/index.js"(exports, module) {
     "use strict";
     var pathKey2 = (options = {}) => {
       const environment = options.env || process.env;
@@ -7612,11 +7612,11 @@ var require_path_key = __commonJS({
   }
 });
 
-// node_modules/cross-spawn/lib/util/resolveCommand.js
+// ../../main/node_modules/cross-spawn/lib/util/resolveCommand.js
 var require_resolveCommand = __commonJS({
-  "node_modules/cross-spawn/lib/util/resolveCommand.js"(exports, module) {
+  "../../main/node_modules/cross-spawn/lib/util/resolveCommand.js"(exports, module) {
     "use strict";
-    var path34 = __require("path");
+    var path39 = __require("path");
     var which = require_which();
     var getPathKey = require_path_key();
     function resolveCommandAttempt(parsed, withoutPathExt) {
@@ -7634,7 +7634,7 @@ var require_resolveCommand = __commonJS({
       try {
         resolved = which.sync(parsed.command, {
           path: env[getPathKey({ env })],
-          pathExt: withoutPathExt ? path34.delimiter : void 0
+          pathExt: withoutPathExt ? path39.delimiter : void 0
         });
       } catch (e) {
       } finally {
@@ -7643,7 +7643,7 @@ var require_resolveCommand = __commonJS({
         }
       }
       if (resolved) {
-        resolved = path34.resolve(hasCustomCwd ? parsed.options.cwd : "", resolved);
+        resolved = path39.resolve(hasCustomCwd ? parsed.options.cwd : "", resolved);
       }
       return resolved;
     }
@@ -7654,9 +7654,9 @@ var require_resolveCommand = __commonJS({
   }
 });
 
-// node_modules/cross-spawn/lib/util/escape.js
+// ../../main/node_modules/cross-spawn/lib/util/escape.js
 var require_escape = __commonJS({
-  "node_modules/cross-spawn/lib/util/escape.js"(exports, module) {
+  "../../main/node_modules/cross-spawn/lib/util/escape.js"(exports, module) {
     "use strict";
     var metaCharsRegExp = /([()\][%!^"`<>&|;, *?])/g;
     function escapeCommand(arg) {
@@ -7679,17 +7679,17 @@ var require_escape = __commonJS({
   }
 });
 
-// node_modules/shebang-regex/index.js
+// ../../main/node_modules/shebang-regex/index.js
 var require_shebang_regex = __commonJS({
-  "node_modules/shebang-regex/index.js"(exports, module) {
+  "../../main/node_modules/shebang-regex/index.js"(exports, module) {
     "use strict";
     module.exports = /^#!(.*)/;
   }
 });
 
-// node_modules/shebang-command/index.js
+// ../../main/node_modules/shebang-command/index.js
 var require_shebang_command = __commonJS({
-  "node_modules/shebang-command/index.js"(exports, module) {
+  "../../main/node_modules/shebang-command/index.js"(exports, module) {
     "use strict";
     var shebangRegex = require_shebang_regex();
     module.exports = (string4 = "") => {
@@ -7697,8 +7697,8 @@ var require_shebang_command = __commonJS({
       if (!match) {
         return null;
       }
-      const [path34, argument] = match[0].replace(/#! ?/, "").split(" ");
-      const binary = path34.split("/").pop();
+      const [path39, argument] = match[0].replace(/#! ?/, "").split(" ");
+      const binary = path39.split("/").pop();
       if (binary === "env") {
         return argument;
       }
@@ -7707,9 +7707,9 @@ var require_shebang_command = __commonJS({
   }
 });
 
-// node_modules/cross-spawn/lib/util/readShebang.js
+// ../../main/node_modules/cross-spawn/lib/util/readShebang.js
 var require_readShebang = __commonJS({
-  "node_modules/cross-spawn/lib/util/readShebang.js"(exports, module) {
+  "../../main/node_modules/cross-spawn/lib/util/readShebang.js"(exports, module) {
     "use strict";
     var fs2 = __require("fs");
     var shebangCommand = require_shebang_command();
@@ -7729,11 +7729,11 @@ var require_readShebang = __commonJS({
   }
 });
 
-// node_modules/cross-spawn/lib/parse.js
+// ../../main/node_modules/cross-spawn/lib/parse.js
 var require_parse = __commonJS({
-  "node_modules/cross-spawn/lib/parse.js"(exports, module) {
+  "../../main/node_modules/cross-spawn/lib/parse.js"(exports, module) {
     "use strict";
-    var path34 = __require("path");
+    var path39 = __require("path");
     var resolveCommand = require_resolveCommand();
     var escape = require_escape();
     var readShebang = require_readShebang();
@@ -7758,7 +7758,7 @@ var require_parse = __commonJS({
       const needsShell = !isExecutableRegExp.test(commandFile);
       if (parsed.options.forceShell || needsShell) {
         const needsDoubleEscapeMetaChars = isCmdShimRegExp.test(commandFile);
-        parsed.command = path34.normalize(parsed.command);
+        parsed.command = path39.normalize(parsed.command);
         parsed.command = escape.command(parsed.command);
         parsed.args = parsed.args.map((arg) => escape.argument(arg, needsDoubleEscapeMetaChars));
         const shellCommand = [parsed.command].concat(parsed.args).join(" ");
@@ -7791,9 +7791,9 @@ var require_parse = __commonJS({
   }
 });
 
-// node_modules/cross-spawn/lib/enoent.js
+// ../../main/node_modules/cross-spawn/lib/enoent.js
 var require_enoent = __commonJS({
-  "node_modules/cross-spawn/lib/enoent.js"(exports, module) {
+  "../../main/node_modules/cross-spawn/lib/enoent.js"(exports, module) {
     "use strict";
     var isWin = process.platform === "win32";
     function notFoundError(original, syscall) {
@@ -7841,9 +7841,9 @@ var require_enoent = __commonJS({
   }
 });
 
-// node_modules/cross-spawn/index.js
+// ../../main/node_modules/cross-spawn/index.js
 var require_cross_spawn = __commonJS({
-  "node_modules/cross-spawn/index.js"(exports, module) {
+  "../../main/node_modules/cross-spawn/index.js"(exports, module) {
     "use strict";
     var cp = __require("child_process");
     var parse4 = require_parse();
@@ -8000,7 +8000,7 @@ var import_yaml = __toESM(require_dist(), 1);
 import { readFile } from "node:fs/promises";
 import path from "node:path";
 
-// node_modules/zod/v4/classic/external.js
+// ../../main/node_modules/zod/v4/classic/external.js
 var external_exports = {};
 __export(external_exports, {
   $brand: () => $brand,
@@ -8263,7 +8263,7 @@ __export(external_exports, {
   xor: () => xor
 });
 
-// node_modules/zod/v4/core/index.js
+// ../../main/node_modules/zod/v4/core/index.js
 var core_exports2 = {};
 __export(core_exports2, {
   $ZodAny: () => $ZodAny,
@@ -8580,7 +8580,7 @@ __export(core_exports2, {
   withParser: () => withParser
 });
 
-// node_modules/zod/v4/core/util.js
+// ../../main/node_modules/zod/v4/core/util.js
 var util_exports = {};
 __export(util_exports, {
   BIGINT_FORMAT_RANGES: () => BIGINT_FORMAT_RANGES,
@@ -8817,10 +8817,10 @@ function mergeDefs(...defs) {
 function cloneDef(schema) {
   return mergeDefs(schema._zod.def);
 }
-function getElementAtPath(obj, path34) {
-  if (!path34)
+function getElementAtPath(obj, path39) {
+  if (!path39)
     return obj;
-  return path34.reduce((acc, key) => acc?.[key], obj);
+  return path39.reduce((acc, key) => acc?.[key], obj);
 }
 function promiseAllObject(promisesObj) {
   const keys = Object.keys(promisesObj);
@@ -9160,11 +9160,11 @@ function explicitlyAborted(x, startIndex = 0) {
   }
   return false;
 }
-function prefixIssues(path34, issues) {
+function prefixIssues(path39, issues) {
   return issues.map((iss) => {
     var _a3;
     (_a3 = iss).path ?? (_a3.path = []);
-    iss.path.unshift(path34);
+    iss.path.unshift(path39);
     return iss;
   });
 }
@@ -9436,7 +9436,7 @@ function constantCatch(value) {
   return fn;
 }
 
-// node_modules/zod/v4/core/core.js
+// ../../main/node_modules/zod/v4/core/core.js
 var _a;
 var NEVER = /* @__PURE__ */ Object.freeze({
   status: "aborted"
@@ -9558,7 +9558,7 @@ function config(newConfig) {
   return globalConfig;
 }
 
-// node_modules/zod/v4/core/errors.js
+// ../../main/node_modules/zod/v4/core/errors.js
 function _getMessage() {
   const internals = this._zod;
   internals.message ?? (internals.message = JSON.stringify(internals.def, jsonStringifyReplacer, 2));
@@ -9626,16 +9626,16 @@ function flattenError(error62, mapper = (issue2) => issue2.message) {
 }
 function formatError(error62, mapper = (issue2) => issue2.message) {
   const fieldErrors = { _errors: [] };
-  const processError = (error63, path34 = []) => {
+  const processError = (error63, path39 = []) => {
     for (const issue2 of error63.issues) {
       if (issue2.code === "invalid_union" && issue2.errors.length) {
-        issue2.errors.map((issues) => processError({ issues }, [...path34, ...issue2.path]));
+        issue2.errors.map((issues) => processError({ issues }, [...path39, ...issue2.path]));
       } else if (issue2.code === "invalid_key") {
-        processError({ issues: issue2.issues }, [...path34, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path39, ...issue2.path]);
       } else if (issue2.code === "invalid_element") {
-        processError({ issues: issue2.issues }, [...path34, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path39, ...issue2.path]);
       } else {
-        const fullpath = [...path34, ...issue2.path];
+        const fullpath = [...path39, ...issue2.path];
         if (fullpath.length === 0) {
           fieldErrors._errors.push(mapper(issue2));
         } else {
@@ -9674,17 +9674,17 @@ function formatError(error62, mapper = (issue2) => issue2.message) {
 }
 function treeifyError(error62, mapper = (issue2) => issue2.message) {
   const result = { errors: [] };
-  const processError = (error63, path34 = []) => {
+  const processError = (error63, path39 = []) => {
     var _a3;
     for (const issue2 of error63.issues) {
       if (issue2.code === "invalid_union" && issue2.errors.length) {
-        issue2.errors.map((issues) => processError({ issues }, [...path34, ...issue2.path]));
+        issue2.errors.map((issues) => processError({ issues }, [...path39, ...issue2.path]));
       } else if (issue2.code === "invalid_key") {
-        processError({ issues: issue2.issues }, [...path34, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path39, ...issue2.path]);
       } else if (issue2.code === "invalid_element") {
-        processError({ issues: issue2.issues }, [...path34, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path39, ...issue2.path]);
       } else {
-        const fullpath = [...path34, ...issue2.path];
+        const fullpath = [...path39, ...issue2.path];
         if (fullpath.length === 0) {
           result.errors.push(mapper(issue2));
           continue;
@@ -9723,8 +9723,8 @@ function treeifyError(error62, mapper = (issue2) => issue2.message) {
 }
 function toDotPath(_path) {
   const segs = [];
-  const path34 = _path.map((seg) => typeof seg === "object" ? seg.key : seg);
-  for (const seg of path34) {
+  const path39 = _path.map((seg) => typeof seg === "object" ? seg.key : seg);
+  for (const seg of path39) {
     if (typeof seg === "number")
       segs.push(`[${seg}]`);
     else if (typeof seg === "symbol")
@@ -9750,7 +9750,7 @@ function prettifyError(error62) {
   return lines.join("\n");
 }
 
-// node_modules/zod/v4/core/parse.js
+// ../../main/node_modules/zod/v4/core/parse.js
 function finalizeParams(callee, params) {
   return { callee: params?.callee ?? callee, Err: params?.Err };
 }
@@ -9910,7 +9910,7 @@ var _safeDecodeAsync = (_Err) => async (schema, value, _ctx) => {
 };
 var safeDecodeAsync = /* @__PURE__ */ _safeDecodeAsync($ZodRealError);
 
-// node_modules/zod/v4/core/regexes.js
+// ../../main/node_modules/zod/v4/core/regexes.js
 var regexes_exports = {};
 __export(regexes_exports, {
   anyString: () => anyString,
@@ -10082,7 +10082,7 @@ var sha512_hex = /^[0-9a-fA-F]{128}$/;
 var sha512_base64 = /* @__PURE__ */ fixedBase64(86, "==");
 var sha512_base64url = /* @__PURE__ */ fixedBase64url(86);
 
-// node_modules/zod/v4/core/checks.js
+// ../../main/node_modules/zod/v4/core/checks.js
 var $ZodCheck = /* @__PURE__ */ $constructor("$ZodCheck", (inst, def) => {
   var _a3;
   inst._zod ?? (inst._zod = {});
@@ -10558,7 +10558,7 @@ var $ZodCheckOverwrite = /* @__PURE__ */ $constructor("$ZodCheckOverwrite", (ins
   };
 });
 
-// node_modules/zod/v4/core/doc.js
+// ../../main/node_modules/zod/v4/core/doc.js
 var Doc = class {
   constructor(args = [], closed = {}) {
     this.content = [];
@@ -10599,14 +10599,14 @@ ${content.join("\n")}
   }
 };
 
-// node_modules/zod/v4/core/versions.js
+// ../../main/node_modules/zod/v4/core/versions.js
 var version = {
   major: 4,
   minor: 6,
   patch: 7
 };
 
-// node_modules/zod/v4/core/schemas.js
+// ../../main/node_modules/zod/v4/core/schemas.js
 var $ZodType = /* @__PURE__ */ $constructor("$ZodType", (inst, def) => {
   var _a3;
   inst ?? (inst = {});
@@ -13048,7 +13048,7 @@ function handleRefineResult(result, payload, input2, inst) {
   }
 }
 
-// node_modules/zod/v4/core/memoizer.js
+// ../../main/node_modules/zod/v4/core/memoizer.js
 var $ZodCyclicError = class extends Error {
   constructor() {
     super(`Cannot parse a reference cycle that closes through a transform`);
@@ -13325,7 +13325,7 @@ function isBackEdge(ctx, value) {
   return backEdges !== void 0 && isRef(value) && backEdges.has(value);
 }
 
-// node_modules/zod/v4/locales/index.js
+// ../../main/node_modules/zod/v4/locales/index.js
 var locales_exports = {};
 __export(locales_exports, {
   ar: () => ar_default,
@@ -13393,7 +13393,7 @@ __export(locales_exports, {
   zhTW: () => zh_TW_default
 });
 
-// node_modules/zod/v4/locales/ar.js
+// ../../main/node_modules/zod/v4/locales/ar.js
 var error = () => {
   const Sizable = {
     string: { unit: "\u062D\u0631\u0641", verb: "\u0623\u0646 \u064A\u062D\u0648\u064A" },
@@ -13505,7 +13505,7 @@ function ar_default() {
   };
 }
 
-// node_modules/zod/v4/locales/az.js
+// ../../main/node_modules/zod/v4/locales/az.js
 var error2 = () => {
   const Sizable = {
     string: { unit: "simvol", verb: "olmal\u0131d\u0131r" },
@@ -13616,7 +13616,7 @@ function az_default() {
   };
 }
 
-// node_modules/zod/v4/locales/be.js
+// ../../main/node_modules/zod/v4/locales/be.js
 function getBelarusianPlural(count2, one, few, many) {
   const absCount = Math.abs(count2);
   const lastDigit = absCount % 10;
@@ -13785,7 +13785,7 @@ function be_default() {
   };
 }
 
-// node_modules/zod/v4/locales/bg.js
+// ../../main/node_modules/zod/v4/locales/bg.js
 var error4 = () => {
   const Sizable = {
     string: { unit: "\u0441\u0438\u043C\u0432\u043E\u043B\u0430", verb: "\u0434\u0430 \u0441\u044A\u0434\u044A\u0440\u0436\u0430" },
@@ -13911,7 +13911,7 @@ function bg_default() {
   };
 }
 
-// node_modules/zod/v4/locales/bn.js
+// ../../main/node_modules/zod/v4/locales/bn.js
 var error5 = () => {
   const Sizable = {
     string: { unit: "\u0985\u0995\u09CD\u09B7\u09B0", verb: "\u09A5\u09BE\u0995\u09A4\u09C7 \u09B9\u09AC\u09C7" },
@@ -14025,7 +14025,7 @@ function bn_default() {
   };
 }
 
-// node_modules/zod/v4/locales/ca.js
+// ../../main/node_modules/zod/v4/locales/ca.js
 var error6 = () => {
   const Sizable = {
     string: { unit: "car\xE0cters", verb: "contenir" },
@@ -14139,7 +14139,7 @@ function ca_default() {
   };
 }
 
-// node_modules/zod/v4/locales/ckb.js
+// ../../main/node_modules/zod/v4/locales/ckb.js
 var error7 = () => {
   const Sizable = {
     string: { unit: "\u067E\u06CC\u062A", verb: "\u0628\u06CE\u062A" },
@@ -14272,7 +14272,7 @@ function ckb_default() {
   };
 }
 
-// node_modules/zod/v4/locales/cs.js
+// ../../main/node_modules/zod/v4/locales/cs.js
 var error8 = () => {
   const Sizable = {
     string: { unit: "znak\u016F", verb: "m\xEDt" },
@@ -14389,7 +14389,7 @@ function cs_default() {
   };
 }
 
-// node_modules/zod/v4/locales/da.js
+// ../../main/node_modules/zod/v4/locales/da.js
 var error9 = () => {
   const Sizable = {
     string: { unit: "tegn", verb: "havde" },
@@ -14510,7 +14510,7 @@ function da_default() {
   };
 }
 
-// node_modules/zod/v4/locales/de.js
+// ../../main/node_modules/zod/v4/locales/de.js
 var error10 = () => {
   const Sizable = {
     string: { unit: "Zeichen", verb: "zu haben" },
@@ -14624,7 +14624,7 @@ function de_default() {
   };
 }
 
-// node_modules/zod/v4/locales/el.js
+// ../../main/node_modules/zod/v4/locales/el.js
 var error11 = () => {
   const Sizable = {
     string: { unit: "\u03C7\u03B1\u03C1\u03B1\u03BA\u03C4\u03AE\u03C1\u03B5\u03C2", verb: "\u03BD\u03B1 \u03AD\u03C7\u03B5\u03B9" },
@@ -14737,7 +14737,7 @@ function el_default() {
   };
 }
 
-// node_modules/zod/v4/locales/en.js
+// ../../main/node_modules/zod/v4/locales/en.js
 var error12 = () => {
   const Sizable = {
     string: { unit: "characters", verb: "to have" },
@@ -14862,7 +14862,7 @@ function en_default() {
   };
 }
 
-// node_modules/zod/v4/locales/eo.js
+// ../../main/node_modules/zod/v4/locales/eo.js
 var error13 = () => {
   const Sizable = {
     string: { unit: "karaktrojn", verb: "havi" },
@@ -14977,7 +14977,7 @@ function eo_default() {
   };
 }
 
-// node_modules/zod/v4/locales/es.js
+// ../../main/node_modules/zod/v4/locales/es.js
 var error14 = () => {
   const Sizable = {
     string: { unit: "caracteres", verb: "tener" },
@@ -15114,7 +15114,7 @@ function es_default() {
   };
 }
 
-// node_modules/zod/v4/locales/fa.js
+// ../../main/node_modules/zod/v4/locales/fa.js
 var error15 = () => {
   const Sizable = {
     string: { unit: "\u06A9\u0627\u0631\u0627\u06A9\u062A\u0631", verb: "\u062F\u0627\u0634\u062A\u0647 \u0628\u0627\u0634\u062F" },
@@ -15234,7 +15234,7 @@ function fa_default() {
   };
 }
 
-// node_modules/zod/v4/locales/fi.js
+// ../../main/node_modules/zod/v4/locales/fi.js
 var error16 = () => {
   const Sizable = {
     string: { unit: "merkki\xE4", subject: "merkkijonon" },
@@ -15352,7 +15352,7 @@ function fi_default() {
   };
 }
 
-// node_modules/zod/v4/locales/fr.js
+// ../../main/node_modules/zod/v4/locales/fr.js
 var error17 = () => {
   const Sizable = {
     string: { unit: "caract\xE8res", verb: "avoir" },
@@ -15482,7 +15482,7 @@ function fr_default() {
   };
 }
 
-// node_modules/zod/v4/locales/fr-CA.js
+// ../../main/node_modules/zod/v4/locales/fr-CA.js
 var error18 = () => {
   const Sizable = {
     string: { unit: "caract\xE8res", verb: "avoir" },
@@ -15595,7 +15595,7 @@ function fr_CA_default() {
   };
 }
 
-// node_modules/zod/v4/locales/gu.js
+// ../../main/node_modules/zod/v4/locales/gu.js
 var error19 = () => {
   const Sizable = {
     string: { unit: "\u0A85\u0A95\u0ACD\u0AB7\u0AB0", verb: "\u0AB9\u0ACB\u0AB5\u0ABE \u0A9C\u0ACB\u0A88\u0A8F" },
@@ -15709,7 +15709,7 @@ function gu_default() {
   };
 }
 
-// node_modules/zod/v4/locales/he.js
+// ../../main/node_modules/zod/v4/locales/he.js
 var error20 = () => {
   const TypeNames = {
     string: { label: "\u05DE\u05D7\u05E8\u05D5\u05D6\u05EA", gender: "f" },
@@ -15911,7 +15911,7 @@ function he_default() {
   };
 }
 
-// node_modules/zod/v4/locales/hi.js
+// ../../main/node_modules/zod/v4/locales/hi.js
 var error21 = () => {
   const Sizable = {
     string: { unit: "\u0905\u0915\u094D\u0937\u0930", verb: "\u0930\u0916\u0928\u0947 \u0915\u0947 \u0932\u093F\u090F" },
@@ -16023,7 +16023,7 @@ function hi_default() {
   };
 }
 
-// node_modules/zod/v4/locales/hr.js
+// ../../main/node_modules/zod/v4/locales/hr.js
 var error22 = () => {
   const Sizable = {
     string: { unit: "znakova", verb: "imati" },
@@ -16150,7 +16150,7 @@ function hr_default() {
   };
 }
 
-// node_modules/zod/v4/locales/hu.js
+// ../../main/node_modules/zod/v4/locales/hu.js
 var error23 = () => {
   const Sizable = {
     string: { unit: "karakter", verb: "legyen" },
@@ -16264,7 +16264,7 @@ function hu_default() {
   };
 }
 
-// node_modules/zod/v4/locales/hy.js
+// ../../main/node_modules/zod/v4/locales/hy.js
 function getArmenianPlural(count2, one, many) {
   return Math.abs(count2) === 1 ? one : many;
 }
@@ -16423,7 +16423,7 @@ function hy_default() {
   };
 }
 
-// node_modules/zod/v4/locales/id.js
+// ../../main/node_modules/zod/v4/locales/id.js
 var error25 = () => {
   const Sizable = {
     string: { unit: "karakter", verb: "memiliki" },
@@ -16535,7 +16535,7 @@ function id_default() {
   };
 }
 
-// node_modules/zod/v4/locales/is.js
+// ../../main/node_modules/zod/v4/locales/is.js
 var error26 = () => {
   const Sizable = {
     string: { unit: "stafi", verb: "a\xF0 hafa" },
@@ -16650,7 +16650,7 @@ function is_default() {
   };
 }
 
-// node_modules/zod/v4/locales/it.js
+// ../../main/node_modules/zod/v4/locales/it.js
 var error27 = () => {
   const Sizable = {
     string: { unit: "caratteri", verb: "avere" },
@@ -16764,7 +16764,7 @@ function it_default() {
   };
 }
 
-// node_modules/zod/v4/locales/ja.js
+// ../../main/node_modules/zod/v4/locales/ja.js
 var error28 = () => {
   const Sizable = {
     string: { unit: "\u6587\u5B57", verb: "\u3067\u3042\u308B" },
@@ -16877,7 +16877,7 @@ function ja_default() {
   };
 }
 
-// node_modules/zod/v4/locales/ka.js
+// ../../main/node_modules/zod/v4/locales/ka.js
 var error29 = () => {
   const Sizable = {
     string: { unit: "\u10E1\u10D8\u10DB\u10D1\u10DD\u10DA\u10DD", verb: "\u10E3\u10DC\u10D3\u10D0 \u10E8\u10D4\u10D8\u10EA\u10D0\u10D5\u10D3\u10D4\u10E1" },
@@ -16995,7 +16995,7 @@ function ka_default() {
   };
 }
 
-// node_modules/zod/v4/locales/km.js
+// ../../main/node_modules/zod/v4/locales/km.js
 var error30 = () => {
   const Sizable = {
     string: { unit: "\u178F\u17BD\u17A2\u1780\u17D2\u179F\u179A", verb: "\u1782\u17BD\u179A\u1798\u17B6\u1793" },
@@ -17111,12 +17111,12 @@ function km_default() {
   };
 }
 
-// node_modules/zod/v4/locales/kh.js
+// ../../main/node_modules/zod/v4/locales/kh.js
 function kh_default() {
   return km_default();
 }
 
-// node_modules/zod/v4/locales/kn.js
+// ../../main/node_modules/zod/v4/locales/kn.js
 var error31 = () => {
   const Sizable = {
     string: { unit: "\u0C85\u0C95\u0CCD\u0CB7\u0CB0\u0C97\u0CB3\u0CC1", verb: "\u0CB9\u0CCA\u0C82\u0CA6\u0CB2\u0CC1" },
@@ -17232,7 +17232,7 @@ function kn_default() {
   };
 }
 
-// node_modules/zod/v4/locales/ko.js
+// ../../main/node_modules/zod/v4/locales/ko.js
 var error32 = () => {
   const Sizable = {
     string: { unit: "\uBB38\uC790", verb: "to have" },
@@ -17349,7 +17349,7 @@ function ko_default() {
   };
 }
 
-// node_modules/zod/v4/locales/lt.js
+// ../../main/node_modules/zod/v4/locales/lt.js
 var capitalizeFirstCharacter = (text) => {
   return text.charAt(0).toUpperCase() + text.slice(1);
 };
@@ -17557,7 +17557,7 @@ function lt_default() {
   };
 }
 
-// node_modules/zod/v4/locales/mk.js
+// ../../main/node_modules/zod/v4/locales/mk.js
 var error34 = () => {
   const Sizable = {
     string: { unit: "\u0437\u043D\u0430\u0446\u0438", verb: "\u0434\u0430 \u0438\u043C\u0430\u0430\u0442" },
@@ -17672,7 +17672,7 @@ function mk_default() {
   };
 }
 
-// node_modules/zod/v4/locales/ms.js
+// ../../main/node_modules/zod/v4/locales/ms.js
 var error35 = () => {
   const Sizable = {
     string: { unit: "aksara", verb: "mempunyai" },
@@ -17785,7 +17785,7 @@ function ms_default() {
   };
 }
 
-// node_modules/zod/v4/locales/ne.js
+// ../../main/node_modules/zod/v4/locales/ne.js
 var error36 = () => {
   const Sizable = {
     string: { unit: "\u0905\u0915\u094D\u0937\u0930", verb: "\u0939\u0941\u0928\u0941\u092A\u0930\u094D\u091B" },
@@ -17897,7 +17897,7 @@ function ne_default() {
   };
 }
 
-// node_modules/zod/v4/locales/nl.js
+// ../../main/node_modules/zod/v4/locales/nl.js
 var error37 = () => {
   const Sizable = {
     string: { unit: "tekens", verb: "heeft" },
@@ -18013,7 +18013,7 @@ function nl_default() {
   };
 }
 
-// node_modules/zod/v4/locales/nn.js
+// ../../main/node_modules/zod/v4/locales/nn.js
 var error38 = () => {
   const Sizable = {
     string: { unit: "teikn", verb: "\xE5 ha" },
@@ -18127,7 +18127,7 @@ function nn_default() {
   };
 }
 
-// node_modules/zod/v4/locales/no.js
+// ../../main/node_modules/zod/v4/locales/no.js
 var error39 = () => {
   const Sizable = {
     string: { unit: "tegn", verb: "\xE5 ha" },
@@ -18241,7 +18241,7 @@ function no_default() {
   };
 }
 
-// node_modules/zod/v4/locales/ota.js
+// ../../main/node_modules/zod/v4/locales/ota.js
 var error40 = () => {
   const Sizable = {
     string: { unit: "harf", verb: "olmal\u0131d\u0131r" },
@@ -18356,7 +18356,7 @@ function ota_default() {
   };
 }
 
-// node_modules/zod/v4/locales/ps.js
+// ../../main/node_modules/zod/v4/locales/ps.js
 var error41 = () => {
   const Sizable = {
     string: { unit: "\u062A\u0648\u06A9\u064A", verb: "\u0648\u0644\u0631\u064A" },
@@ -18476,7 +18476,7 @@ function ps_default() {
   };
 }
 
-// node_modules/zod/v4/locales/pl.js
+// ../../main/node_modules/zod/v4/locales/pl.js
 var error42 = () => {
   const Sizable = {
     string: { unit: "znak\xF3w", verb: "mie\u0107" },
@@ -18591,7 +18591,7 @@ function pl_default() {
   };
 }
 
-// node_modules/zod/v4/locales/pt.js
+// ../../main/node_modules/zod/v4/locales/pt.js
 var error43 = () => {
   const Sizable = {
     string: { unit: "caracteres" },
@@ -18735,7 +18735,7 @@ function pt_default() {
   };
 }
 
-// node_modules/zod/v4/locales/pt-BR.js
+// ../../main/node_modules/zod/v4/locales/pt-BR.js
 var error44 = () => {
   const Sizable = {
     string: { unit: "caracteres" },
@@ -18880,7 +18880,7 @@ function pt_BR_default() {
   };
 }
 
-// node_modules/zod/v4/locales/ro.js
+// ../../main/node_modules/zod/v4/locales/ro.js
 var error45 = () => {
   const Sizable = {
     string: { unit: "caractere", verb: "s\u0103 aib\u0103" },
@@ -19003,7 +19003,7 @@ function ro_default() {
   };
 }
 
-// node_modules/zod/v4/locales/ru.js
+// ../../main/node_modules/zod/v4/locales/ru.js
 function getRussianPlural(count2, one, few, many) {
   const absCount = Math.abs(count2);
   const lastDigit = absCount % 10;
@@ -19172,7 +19172,7 @@ function ru_default() {
   };
 }
 
-// node_modules/zod/v4/locales/sk.js
+// ../../main/node_modules/zod/v4/locales/sk.js
 var error47 = () => {
   const Sizable = {
     string: { unit: "znakov", verb: "ma\u0165" },
@@ -19289,7 +19289,7 @@ function sk_default() {
   };
 }
 
-// node_modules/zod/v4/locales/sl.js
+// ../../main/node_modules/zod/v4/locales/sl.js
 var error48 = () => {
   const Sizable = {
     string: { unit: "znakov", verb: "imeti" },
@@ -19404,7 +19404,7 @@ function sl_default() {
   };
 }
 
-// node_modules/zod/v4/locales/sv.js
+// ../../main/node_modules/zod/v4/locales/sv.js
 var error49 = () => {
   const Sizable = {
     string: { unit: "tecken", verb: "att ha" },
@@ -19520,7 +19520,7 @@ function sv_default() {
   };
 }
 
-// node_modules/zod/v4/locales/ta.js
+// ../../main/node_modules/zod/v4/locales/ta.js
 var error50 = () => {
   const Sizable = {
     string: { unit: "\u0B8E\u0BB4\u0BC1\u0BA4\u0BCD\u0BA4\u0BC1\u0B95\u0BCD\u0B95\u0BB3\u0BCD", verb: "\u0B95\u0BCA\u0BA3\u0BCD\u0B9F\u0BBF\u0BB0\u0BC1\u0B95\u0BCD\u0B95 \u0BB5\u0BC7\u0BA3\u0BCD\u0B9F\u0BC1\u0BAE\u0BCD" },
@@ -19636,7 +19636,7 @@ function ta_default() {
   };
 }
 
-// node_modules/zod/v4/locales/tg.js
+// ../../main/node_modules/zod/v4/locales/tg.js
 var error51 = () => {
   const Sizable = {
     string: { unit: "\u0430\u043B\u043E\u043C\u0430\u0442", verb: "\u0434\u043E\u0448\u0442\u0430 \u0431\u043E\u0448\u0430\u0434" },
@@ -19753,7 +19753,7 @@ function tg_default() {
   };
 }
 
-// node_modules/zod/v4/locales/th.js
+// ../../main/node_modules/zod/v4/locales/th.js
 var error52 = () => {
   const Sizable = {
     string: { unit: "\u0E15\u0E31\u0E27\u0E2D\u0E31\u0E01\u0E29\u0E23", verb: "\u0E04\u0E27\u0E23\u0E21\u0E35" },
@@ -19869,7 +19869,7 @@ function th_default() {
   };
 }
 
-// node_modules/zod/v4/locales/tk.js
+// ../../main/node_modules/zod/v4/locales/tk.js
 var error53 = () => {
   const Sizable = {
     string: { unit: "simwol", verb: "bolmaly" },
@@ -19977,7 +19977,7 @@ function tk_default() {
   };
 }
 
-// node_modules/zod/v4/locales/tr.js
+// ../../main/node_modules/zod/v4/locales/tr.js
 var error54 = () => {
   const Sizable = {
     string: { unit: "karakter", verb: "olmal\u0131" },
@@ -20088,7 +20088,7 @@ function tr_default() {
   };
 }
 
-// node_modules/zod/v4/locales/uk.js
+// ../../main/node_modules/zod/v4/locales/uk.js
 var error55 = () => {
   const Sizable = {
     string: { unit: "\u0441\u0438\u043C\u0432\u043E\u043B\u0456\u0432", verb: "\u043C\u0430\u0442\u0438\u043C\u0435" },
@@ -20202,12 +20202,12 @@ function uk_default() {
   };
 }
 
-// node_modules/zod/v4/locales/ua.js
+// ../../main/node_modules/zod/v4/locales/ua.js
 function ua_default() {
   return uk_default();
 }
 
-// node_modules/zod/v4/locales/ur.js
+// ../../main/node_modules/zod/v4/locales/ur.js
 var error56 = () => {
   const Sizable = {
     string: { unit: "\u062D\u0631\u0648\u0641", verb: "\u06C1\u0648\u0646\u0627" },
@@ -20323,7 +20323,7 @@ function ur_default() {
   };
 }
 
-// node_modules/zod/v4/locales/uz.js
+// ../../main/node_modules/zod/v4/locales/uz.js
 var error57 = () => {
   const Sizable = {
     string: { unit: "belgi", verb: "bo\u2018lishi kerak" },
@@ -20437,7 +20437,7 @@ function uz_default() {
   };
 }
 
-// node_modules/zod/v4/locales/vi.js
+// ../../main/node_modules/zod/v4/locales/vi.js
 var error58 = () => {
   const Sizable = {
     string: { unit: "k\xFD t\u1EF1", verb: "c\xF3" },
@@ -20551,7 +20551,7 @@ function vi_default() {
   };
 }
 
-// node_modules/zod/v4/locales/zh-CN.js
+// ../../main/node_modules/zod/v4/locales/zh-CN.js
 var error59 = () => {
   const Sizable = {
     string: { unit: "\u5B57\u7B26", verb: "\u5305\u542B" },
@@ -20666,7 +20666,7 @@ function zh_CN_default() {
   };
 }
 
-// node_modules/zod/v4/locales/zh-TW.js
+// ../../main/node_modules/zod/v4/locales/zh-TW.js
 var error60 = () => {
   const Sizable = {
     string: { unit: "\u5B57\u5143", verb: "\u64C1\u6709" },
@@ -20779,7 +20779,7 @@ function zh_TW_default() {
   };
 }
 
-// node_modules/zod/v4/locales/yo.js
+// ../../main/node_modules/zod/v4/locales/yo.js
 var error61 = () => {
   const Sizable = {
     string: { unit: "\xE0mi", verb: "n\xED" },
@@ -20892,7 +20892,7 @@ function yo_default() {
   };
 }
 
-// node_modules/zod/v4/core/registries.js
+// ../../main/node_modules/zod/v4/core/registries.js
 var _a2;
 var $output = /* @__PURE__ */ Symbol("ZodOutput");
 var $input = /* @__PURE__ */ Symbol("ZodInput");
@@ -20942,7 +20942,7 @@ function registry() {
 (_a2 = globalThis).__zod_globalRegistry ?? (_a2.__zod_globalRegistry = registry());
 var globalRegistry = globalThis.__zod_globalRegistry;
 
-// node_modules/zod/v4/core/compile.js
+// ../../main/node_modules/zod/v4/core/compile.js
 var INVALID = /* @__PURE__ */ Symbol.for("zod.compile.invalid");
 var FALLBACK_FLAG = /* @__PURE__ */ Symbol.for("zod.compile.fallback");
 var ZodCompileAsyncError = class extends Error {
@@ -22552,7 +22552,7 @@ function generateTransformCheck(doc, ctx, schema, accessor) {
   return accessor;
 }
 
-// node_modules/zod/v4/core/api.js
+// ../../main/node_modules/zod/v4/core/api.js
 function snapshotChecks(def) {
   if (def.checks)
     def.checks = [...def.checks];
@@ -23611,7 +23611,7 @@ function _stringFormat(Class2, format2, fnOrRegex, _params = {}) {
   return inst;
 }
 
-// node_modules/zod/v4/core/to-json-schema.js
+// ../../main/node_modules/zod/v4/core/to-json-schema.js
 function assignProps(target, ...sources) {
   for (const source of sources) {
     for (const key of Reflect.ownKeys(source)) {
@@ -24141,7 +24141,7 @@ var createStandardJSONSchemaMethod = (schema, io2, processors = {}) => (params) 
   return finalize(ctx, schema);
 };
 
-// node_modules/zod/v4/core/json-schema-processors.js
+// ../../main/node_modules/zod/v4/core/json-schema-processors.js
 var narrowMin = (agg, key, value) => {
   if (agg[key] === void 0 || value > agg[key])
     agg[key] = value;
@@ -24889,7 +24889,7 @@ function toJSONSchema(input2, params) {
   return finalize(ctx, input2);
 }
 
-// node_modules/zod/v4/core/json-schema-generator.js
+// ../../main/node_modules/zod/v4/core/json-schema-generator.js
 var JSONSchemaGenerator = class {
   /** @deprecated Access via ctx instead */
   get metadataRegistry() {
@@ -24967,10 +24967,10 @@ var JSONSchemaGenerator = class {
   }
 };
 
-// node_modules/zod/v4/core/json-schema.js
+// ../../main/node_modules/zod/v4/core/json-schema.js
 var json_schema_exports = {};
 
-// node_modules/zod/v4/classic/schemas.js
+// ../../main/node_modules/zod/v4/classic/schemas.js
 var schemas_exports2 = {};
 __export(schemas_exports2, {
   ZodAny: () => ZodAny,
@@ -25151,7 +25151,7 @@ __export(schemas_exports2, {
   xor: () => xor
 });
 
-// node_modules/zod/v4/classic/checks.js
+// ../../main/node_modules/zod/v4/classic/checks.js
 var checks_exports2 = {};
 __export(checks_exports2, {
   endsWith: () => _endsWith,
@@ -25186,7 +25186,7 @@ __export(checks_exports2, {
   uppercase: () => _uppercase
 });
 
-// node_modules/zod/v4/classic/errors.js
+// ../../main/node_modules/zod/v4/classic/errors.js
 var _installedErrorProtos = /* @__PURE__ */ new WeakSet([Object.prototype, Error.prototype]);
 function _lazyMethod(proto, key, make) {
   Object.defineProperty(proto, key, {
@@ -25232,7 +25232,7 @@ var ZodRealError = /* @__PURE__ */ $constructor("ZodError", initializer2, void 0
   Parent: Error
 });
 
-// node_modules/zod/v4/classic/parse.js
+// ../../main/node_modules/zod/v4/classic/parse.js
 var parse2 = /* @__PURE__ */ _parse(ZodRealError);
 var parseAsync2 = /* @__PURE__ */ _parseAsync(ZodRealError);
 var safeParse2 = /* @__PURE__ */ _safeParse(ZodRealError);
@@ -25246,7 +25246,7 @@ var safeDecode2 = /* @__PURE__ */ _safeDecode(ZodRealError);
 var safeEncodeAsync2 = /* @__PURE__ */ _safeEncodeAsync(ZodRealError);
 var safeDecodeAsync2 = /* @__PURE__ */ _safeDecodeAsync(ZodRealError);
 
-// node_modules/zod/v4/classic/schemas.js
+// ../../main/node_modules/zod/v4/classic/schemas.js
 function _ensureDefaultLocale() {
   if (!globalConfig.localeError)
     config(en_default());
@@ -26711,7 +26711,7 @@ function preprocess(fn, schema) {
   });
 }
 
-// node_modules/zod/v4/classic/compat.js
+// ../../main/node_modules/zod/v4/classic/compat.js
 var ZodIssueCode = {
   invalid_type: "invalid_type",
   too_big: "too_big",
@@ -26737,7 +26737,7 @@ var ZodFirstPartyTypeKind;
 /* @__PURE__ */ (function(ZodFirstPartyTypeKind2) {
 })(ZodFirstPartyTypeKind || (ZodFirstPartyTypeKind = {}));
 
-// node_modules/zod/v4/classic/iso.js
+// ../../main/node_modules/zod/v4/classic/iso.js
 var iso_exports = {};
 __export(iso_exports, {
   ZodISODate: () => ZodISODate,
@@ -26762,7 +26762,7 @@ function duration2(params) {
   return _isoDuration(ZodISODuration, params);
 }
 
-// node_modules/zod/v4/classic/from-json-schema.js
+// ../../main/node_modules/zod/v4/classic/from-json-schema.js
 var z = {
   ...schemas_exports2,
   ...checks_exports2,
@@ -26862,13 +26862,13 @@ function resolveRef(ref, ctx) {
   if (!ref.startsWith("#")) {
     throw new Error("External $ref is not supported, only local refs (#/...) are allowed");
   }
-  const path34 = ref.slice(1).split("/").filter(Boolean);
-  if (path34.length === 0) {
+  const path39 = ref.slice(1).split("/").filter(Boolean);
+  if (path39.length === 0) {
     return ctx.rootSchema;
   }
   const defsKey = ctx.version === "draft-2020-12" ? "$defs" : "definitions";
-  if (path34[0] === defsKey) {
-    const key = path34[1] === void 0 ? void 0 : decodeJSONPointerSegment(path34[1]);
+  if (path39[0] === defsKey) {
+    const key = path39[1] === void 0 ? void 0 : decodeJSONPointerSegment(path39[1]);
     if (!key || !ctx.defs[key]) {
       throw new Error(`Reference not found: ${ref}`);
     }
@@ -27495,7 +27495,7 @@ function fromJSONSchema(schema, params) {
   return convertSchema(normalized, ctx);
 }
 
-// node_modules/zod/v4/core/visit.js
+// ../../main/node_modules/zod/v4/core/visit.js
 var RESOLVING = /* @__PURE__ */ Symbol("z.visit/resolving");
 function visit(schema, fnOrHandlers) {
   const fn = typeof fnOrHandlers === "function" ? fnOrHandlers : (node2, rewritten) => {
@@ -27650,7 +27650,7 @@ function visit(schema, fnOrHandlers) {
   return run2(schema);
 }
 
-// node_modules/zod/v4/classic/deep-partial.js
+// ../../main/node_modules/zod/v4/classic/deep-partial.js
 function deepPartial(schema) {
   return visit(schema, {
     object: (s3) => s3.partial(),
@@ -27662,7 +27662,7 @@ function deepPartial(schema) {
   });
 }
 
-// node_modules/zod/v4/classic/in-out.js
+// ../../main/node_modules/zod/v4/classic/in-out.js
 function withChecks(side, checks) {
   if (!checks?.length)
     return side;
@@ -27692,7 +27692,7 @@ function output(schema) {
   });
 }
 
-// node_modules/zod/v4/classic/coerce.js
+// ../../main/node_modules/zod/v4/classic/coerce.js
 var coerce_exports = {};
 __export(coerce_exports, {
   bigint: () => bigint3,
@@ -27855,7 +27855,13 @@ var configSchema = external_exports.strictObject({
   }),
   keep: external_exports.array(external_exports.string().min(1)).default([]),
   drop: external_exports.array(external_exports.string().min(1)).default([]),
-  outputs: outputsSchema.default({ dir: "out" })
+  outputs: outputsSchema.default({ dir: "out" }),
+  /** The root of the simulated board `lhc verify --board` boots, instead of lhc's Debian one. */
+  board: external_exports.strictObject({
+    /** An uncompressed tar of a root with systemd, systemd-container, e2fsprogs, squashfs-tools. */
+    tarball: external_exports.string().min(1),
+    sha256
+  }).optional()
 });
 
 // src/config/load.ts
@@ -27947,14 +27953,15 @@ function resolveConfig(raw, file2) {
     files: raw.files.map((f2) => ({ ...f2, src: r(f2.src) })),
     data: { path: raw.data.path, template: raw.data.template ? r(raw.data.template) : void 0 },
     probes: raw.probes.map((p2) => p2.fixture ? { ...p2, fixture: r(p2.fixture) } : p2),
-    outputs: { ...raw.outputs, dir: r(raw.outputs.dir) }
+    outputs: { ...raw.outputs, dir: r(raw.outputs.dir) },
+    board: raw.board ? { ...raw.board, tarball: r(raw.board.tarball) } : void 0
   };
 }
 
 // src/pipeline.ts
 import { mkdir as mkdir12, mkdtemp as mkdtemp7, writeFile as writeFile10 } from "node:fs/promises";
 import os9 from "node:os";
-import path30 from "node:path";
+import path31 from "node:path";
 
 // src/config/check-files.ts
 import { access, constants } from "node:fs/promises";
@@ -28713,7 +28720,7 @@ function resolveInRoot(root, p2, opts = {}, cwd = "/") {
 
 // src/stages/deploy-bundle.ts
 import { mkdir as mkdir2, readFile as readFile3, rm as rm2, writeFile as writeFile2 } from "node:fs/promises";
-import path6 from "node:path";
+import path7 from "node:path";
 
 // src/tools/nspawn.ts
 var BASE_FLAGS = [
@@ -28768,13 +28775,293 @@ function nspawnArgv(o2) {
 }
 var TRACE_MOUNT = "/lhc-trace";
 
+// src/deploy/install-script.ts
+function shQuote(s3) {
+  return `'${s3.replaceAll("'", `'\\''`)}'`;
+}
+var MIN_SYSTEMD = 250;
+var MIN_KERNEL = { major: 5, minor: 12 };
+function renderInstallScript(i2) {
+  const unitFiles = [i2.units.rootMount, i2.units.dataMount, i2.units.socket, i2.units.service];
+  unitFiles.push(...i2.units.extra);
+  const vars = [
+    ["NAME", i2.name],
+    ["BOARD_DIR", i2.boardDir],
+    ["IMAGE_FILE", i2.imageFile],
+    ["DATA_TEMPLATE_FILE", i2.dataTemplateFile],
+    ["DATA_SOURCE", i2.dataSource],
+    ["DATA_IS_FILE", i2.dataIsLoopFile ? "1" : ""],
+    ["DATA_MOUNT", i2.dataMount],
+    ["DATA_SIZE", i2.dataSize ?? "64M"],
+    ["ROOT_MOUNT_UNIT", i2.units.rootMount],
+    ["DATA_MOUNT_UNIT", i2.units.dataMount],
+    ["SOCKET_UNIT", i2.units.socket],
+    ["SERVICE_UNIT", i2.units.service],
+    ["UNIT_FILES", unitFiles.join(" ")],
+    ["NSPAWN", i2.nspawnPath],
+    ["PROGRAMS", i2.programs.join(" ")]
+  ];
+  return `#!/bin/sh
+# Generated by lhc for ${i2.name}: install, upgrade, roll back or remove it on the board.
+# Run as root from the copied build output:  sh deploy/install.sh install|upgrade|rollback|uninstall
+# See README.md next to this file for what each step does and why.
+set -eu
+
+${vars.map(([k2, v2]) => `${k2}=${shQuote(v2)}`).join("\n")}
+UNIT_DIR=/etc/systemd/system
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+OUT=$(dirname "$HERE")
+
+say() { printf '%s: %s\\n' "$NAME" "$*"; }
+die() { printf '%s: error: %s\\n' "$NAME" "$*" >&2; exit 1; }
+
+# Everything the units need, checked before anything on the board changes.
+check_board() {
+  [ "$(id -u)" = 0 ] || die "run me as root"
+  [ -d /run/systemd/system ] || die "systemd is not running as init on this machine; the units need it"
+  for t in systemctl mount umount sha256sum tar cmp mkfs.ext4 truncate; do
+    command -v "$t" >/dev/null 2>&1 || die "$t is missing on the board (packages: systemd, mount, coreutils, tar, diffutils, e2fsprogs)"
+  done
+  [ -x "$NSPAWN" ] || die "$NSPAWN is missing: install the systemd-container package"
+  for p in $PROGRAMS; do
+    [ -x "$p" ] || die "$p is missing: the units run it (package: systemd)"
+  done
+  v=$(systemctl --version | sed -n '1s/^systemd \\([0-9]*\\).*/\\1/p')
+  [ "\${v:-0}" -ge ${MIN_SYSTEMD} ] ||
+    die "systemd \${v:-?} is too old: the service needs ${MIN_SYSTEMD} or newer (nspawn -U --private-users-ownership=map, :idmap binds)"
+  k=$(uname -r); kmaj=\${k%%.*}; krest=\${k#*.}; kmin=\${krest%%[!0-9]*}
+  if [ "$kmaj" -lt ${MIN_KERNEL.major} ] || { [ "$kmaj" -eq ${MIN_KERNEL.major} ] && [ "$kmin" -lt ${MIN_KERNEL.minor} ]; }; then
+    die "kernel $k is too old: idmapped mounts need ${MIN_KERNEL.major}.${MIN_KERNEL.minor} or newer"
+  fi
+  [ -e /dev/loop-control ] || die "/dev/loop-control is missing: the image is loop-mounted (load the loop module)"
+  grep -qw squashfs /proc/filesystems || modprobe squashfs 2>/dev/null ||
+    die "this kernel cannot mount squashfs (CONFIG_SQUASHFS)"
+}
+
+check_sums() {
+  [ -f "$OUT/SHA256SUMS" ] || die "$OUT/SHA256SUMS is missing: copy the whole build output directory"
+  (cd "$OUT" && sha256sum --quiet --strict -c SHA256SUMS) ||
+    die "the artifacts do not match SHA256SUMS: copy them again"
+}
+
+release_id() { sha256sum "$1" | cut -c1-16; }
+
+# releases/<id>: the image and its units, written under a temporary name and renamed into place.
+stage_release() {
+  id=$(release_id "$OUT/$IMAGE_FILE")
+  rel="$BOARD_DIR/releases/$id"
+  if [ ! -f "$rel/$IMAGE_FILE" ]; then
+    rm -rf "$rel.new"
+    install -d -m 0755 "$rel.new/units"
+    install -m 0644 "$OUT/$IMAGE_FILE" "$rel.new/$IMAGE_FILE"
+    for u in $UNIT_FILES; do install -m 0644 "$HERE/$u" "$rel.new/units/$u"; done
+    mv -T "$rel.new" "$rel"
+  fi
+  echo "$id"
+}
+
+current_id() { [ -L "$BOARD_DIR/current" ] && basename "$(readlink "$BOARD_DIR/current")" || true; }
+previous_id() { [ -L "$BOARD_DIR/previous" ] && basename "$(readlink "$BOARD_DIR/previous")" || true; }
+
+# One rename(2): a reader sees the old link or the new one, never none.
+set_link() {
+  ln -sfn "releases/$2" "$BOARD_DIR/.$1.new"
+  mv -T "$BOARD_DIR/.$1.new" "$BOARD_DIR/$1"
+}
+
+# Copies a release's units into systemd's directory; prints the names that changed.
+install_units() {
+  for u in $UNIT_FILES; do
+    if ! cmp -s "$BOARD_DIR/releases/$1/units/$u" "$UNIT_DIR/$u"; then
+      install -m 0644 "$BOARD_DIR/releases/$1/units/$u" "$UNIT_DIR/.$u.new"
+      mv -T "$UNIT_DIR/.$u.new" "$UNIT_DIR/$u"
+      echo "$u"
+    fi
+  done
+}
+
+# The data partition keeps the service's state: made from the template once, never overwritten.
+prepare_data() {
+  if [ -z "$DATA_IS_FILE" ]; then
+    say "data partition $DATA_SOURCE is yours to format and fill (see README.md); not touched"
+    return
+  fi
+  [ -f "$DATA_SOURCE" ] && return
+  say "creating the data partition $DATA_SOURCE ($DATA_SIZE) from $DATA_TEMPLATE_FILE"
+  tmp_data="$DATA_SOURCE.new"
+  tmp_mnt="$BOARD_DIR/.data-template"
+  rm -f "$tmp_data"
+  truncate -s "$DATA_SIZE" "$tmp_data"
+  mkfs.ext4 -q -F "$tmp_data"
+  install -d -m 0700 "$tmp_mnt"
+  mount -o loop,noexec,nosuid,nodev "$tmp_data" "$tmp_mnt"
+  if ! tar -xzpf "$OUT/$DATA_TEMPLATE_FILE" --numeric-owner -C "$tmp_mnt"; then
+    umount "$tmp_mnt"; die "cannot unpack $DATA_TEMPLATE_FILE"
+  fi
+  umount "$tmp_mnt"
+  rmdir "$tmp_mnt"
+  mv -T "$tmp_data" "$DATA_SOURCE"
+}
+
+# Keeps current and previous, removes older releases.
+prune_releases() {
+  cur=$(current_id); prev=$(previous_id)
+  for r in "$BOARD_DIR"/releases/*; do
+    [ -d "$r" ] || continue
+    case $(basename "$r") in "$cur" | "$prev") ;; *) rm -rf "$r" ;; esac
+  done
+}
+
+# Makes release $1 current (the old one becomes previous) and restarts what runs the image.
+activate() {
+  new=$1 old=$(current_id)
+  changed=$(install_units "$new")
+  [ -z "$changed" ] || systemctl daemon-reload
+  if [ "$new" != "$old" ]; then
+    [ -z "$old" ] || set_link previous "$old"
+    set_link current "$new"
+  fi
+  ln -sfn "current/$IMAGE_FILE" "$BOARD_DIR/.image.new"
+  mv -T "$BOARD_DIR/.image.new" "$BOARD_DIR/$IMAGE_FILE"
+  systemctl enable --quiet "$ROOT_MOUNT_UNIT" "$DATA_MOUNT_UNIT" "$SOCKET_UNIT"
+  if [ -n "$old" ] && [ "$new" != "$old" ] && systemctl -q is-active "$ROOT_MOUNT_UNIT"; then
+    # One restart job (LazyUnmount=yes): containers serving a connection keep the old image (its
+    # loop device is freed when the last one ends); a connection arriving meanwhile waits for
+    # the job (the service is After= the mount) and gets the new image. The socket stays open.
+    say "switching image $old -> $new"
+    systemctl restart "$ROOT_MOUNT_UNIT"
+  fi
+  systemctl start "$ROOT_MOUNT_UNIT" "$DATA_MOUNT_UNIT"
+  # A listening service runs one long-lived container: restart it (and its proxy) on the new image.
+  for u in $UNIT_FILES; do
+    case $u in *@.service) ;; *.service) [ -z "$old" ] || [ "$new" = "$old" ] || systemctl try-restart "$u" ;; esac
+  done
+  if printf '%s\\n' $changed | grep -qx "$SOCKET_UNIT" && systemctl -q is-active "$SOCKET_UNIT"; then
+    say "$SOCKET_UNIT changed: restarting it"
+    systemctl restart "$SOCKET_UNIT"
+  else
+    systemctl start "$SOCKET_UNIT"
+  fi
+  say "running release $new ($(systemctl is-active "$SOCKET_UNIT") $SOCKET_UNIT)"
+}
+
+cmd_install() {
+  check_board
+  check_sums
+  install -d -m 0755 "$BOARD_DIR" "$BOARD_DIR/releases" "$DATA_MOUNT" "$BOARD_DIR/root"
+  # An image installed by hand (the README's manual steps) becomes the first release.
+  if [ -f "$BOARD_DIR/$IMAGE_FILE" ] && [ ! -L "$BOARD_DIR/$IMAGE_FILE" ]; then
+    adopted=$(release_id "$BOARD_DIR/$IMAGE_FILE")
+    install -d -m 0755 "$BOARD_DIR/releases/$adopted/units"
+    for u in $UNIT_FILES; do install -m 0644 "$HERE/$u" "$BOARD_DIR/releases/$adopted/units/$u"; done
+    mv "$BOARD_DIR/$IMAGE_FILE" "$BOARD_DIR/releases/$adopted/$IMAGE_FILE"
+    set_link current "$adopted"
+  fi
+  id=$(stage_release)
+  prepare_data
+  activate "$id"
+  prune_releases
+}
+
+cmd_upgrade() {
+  [ -n "$(current_id)" ] || die "$NAME is not installed here: run install first"
+  cmd_install
+}
+
+cmd_rollback() {
+  check_board
+  prev=$(previous_id)
+  [ -n "$prev" ] && [ -d "$BOARD_DIR/releases/$prev" ] || die "no previous release to roll back to"
+  activate "$prev"
+}
+
+cmd_uninstall() {
+  [ "$(id -u)" = 0 ] || die "run me as root"
+  # Instances of a templated service stop with their socket; the rest are stopped by name.
+  systemctl disable --now --quiet "$SOCKET_UNIT" 2>/dev/null || true
+  for u in $UNIT_FILES; do
+    case $u in *@.service) systemctl stop "\${u%@.service}@*.service" 2>/dev/null || true ;; esac
+  done
+  for u in $UNIT_FILES; do systemctl disable --now --quiet "$u" 2>/dev/null || true; done
+  for u in $UNIT_FILES; do rm -f "$UNIT_DIR/$u"; done
+  systemctl daemon-reload
+  rm -rf "$BOARD_DIR/releases" "$BOARD_DIR/current" "$BOARD_DIR/previous" "$BOARD_DIR/$IMAGE_FILE"
+  rmdir "$BOARD_DIR/root" 2>/dev/null || true
+  if [ "\${1:-}" = --purge ]; then
+    [ -z "$DATA_IS_FILE" ] || rm -f "$DATA_SOURCE"
+    rmdir "$DATA_MOUNT" "$BOARD_DIR" 2>/dev/null || true
+    say "removed, data included"
+  else
+    say "removed; the data partition $DATA_SOURCE is kept (uninstall --purge removes it)"
+  fi
+}
+
+case \${1:-} in
+  install) cmd_install ;;
+  upgrade) cmd_upgrade ;;
+  rollback) cmd_rollback ;;
+  uninstall) shift; cmd_uninstall "$@" ;;
+  *) echo "usage: sh deploy/install.sh install|upgrade|rollback|uninstall [--purge]" >&2; exit 2 ;;
+esac
+`;
+}
+
+// src/deploy/listen-proxy.ts
+import path6 from "node:path";
+var SOCKET_PROXYD = "/lib/systemd/systemd-socket-proxyd";
+var BASH = "/bin/bash";
+function proxyUnitName(name) {
+  return `${name}-proxy.service`;
+}
+function listenSocketLines(name) {
+  return `# Connections go to the proxy, which forwards them into the container's private network.
+Service=${proxyUnitName(name)}
+`;
+}
+function listenServiceLines(name) {
+  return `# The container's network: only lo, no route out. ${proxyUnitName(name)} joins this namespace
+# to forward the board socket's connections to the daemon's port (see README.md).
+PrivateNetwork=yes
+# That namespace belongs to the board's user namespace, not the container's (-U), so the
+# container's root may not bind a port below 1024 there: allow it in this namespace only,
+# which holds nothing but lo.
+ExecStartPre=/bin/sh -c "echo 0 > ${UNPRIVILEGED_PORT_START}"
+`;
+}
+var UNPRIVILEGED_PORT_START = "/proc/sys/net/ipv4/ip_unprivileged_port_start";
+function sharedNetworkArgv(argv) {
+  return argv.filter((a2) => a2 !== "--private-network");
+}
+function waitForPortScript(port2) {
+  return `i=0; while [ $i -lt 200 ]; do (exec 3<>/dev/tcp/127.0.0.1/${port2}) 2>/dev/null && exit 0; i=$((i+1)); sleep 0.05; done; echo "nothing accepts on 127.0.0.1:${port2} in the container" >&2; exit 1`;
+}
+function renderProxyUnit(name, port2, execLine, header) {
+  const service = `${name}.service`;
+  return header + `[Unit]
+Description=lhc ${name}: the board's port ${port2} forwarded into the container's private network
+Requires=${service}
+After=${service}
+JoinsNamespaceOf=${service}
+
+[Service]
+PrivateNetwork=yes
+# The daemon needs a moment to bind its port after the container starts.
+ExecStartPre=${execLine([BASH, "-c", waitForPortScript(port2)])}
+ExecStart=${execLine([SOCKET_PROXYD, `127.0.0.1:${port2}`])}
+NoNewPrivileges=yes
+StandardError=journal
+`;
+}
+var PROXY_PROGRAMS = [SOCKET_PROXYD, BASH].map((p2) => path6.normalize(p2));
+
 // src/stages/deploy-bundle.ts
 function listenPort(s3) {
   return s3.listen ?? 70;
 }
 function boardPaths(o2) {
   const boardDir = o2.boardDir ?? `/var/lib/lhc/${o2.name}`;
-  if (!path6.isAbsolute(boardDir))
+  if (!path7.isAbsolute(boardDir))
     throw new UserError(`board directory must be absolute, got ${boardDir}`);
   const dataSource = o2.dataSource ?? `${boardDir}/${o2.name}-data.ext4`;
   return {
@@ -28785,6 +29072,9 @@ function boardPaths(o2) {
     dataMount: `${boardDir}/data`,
     dataIsLoopFile: !dataSource.startsWith("/dev/")
   };
+}
+function mountUnitNames(p2) {
+  return [`${systemdEscapePath(p2.rootMount)}.mount`, `${systemdEscapePath(p2.dataMount)}.mount`];
 }
 function systemdEscapePath(p2) {
   const trimmed = p2.replace(/\/+/g, "/").replace(/^\/|\/$/g, "");
@@ -28815,7 +29105,7 @@ function systemdQuoteWord(w2) {
   return `"${s3}"`;
 }
 function systemdExecLine(argv) {
-  if (!argv[0] || !path6.isAbsolute(argv[0]))
+  if (!argv[0] || !path7.isAbsolute(argv[0]))
     throw new UserError(`ExecStart needs an absolute program path, got ${argv[0] ?? "(none)"}`);
   return argv.map(systemdQuoteWord).join(" ");
 }
@@ -28833,7 +29123,7 @@ function boardNspawnArgv(o2, p2) {
     workdir: o2.service.workdir
   });
   argv[0] = o2.nspawnPath ?? "/usr/bin/systemd-nspawn";
-  return argv;
+  return o2.service.inetd ? argv : sharedNetworkArgv(argv);
 }
 var HEADER = (name) => `# Generated by lhc for ${name}; see README.md next to this file.
 `;
@@ -28844,20 +29134,22 @@ Description=lhc ${o2.name}: ${inetd ? "one container per connection" : "listenin
 
 [Socket]
 ListenStream=${listenPort(o2.service)}
-` + (inetd ? "Accept=yes\n# Each connection costs a container start: bound how many run at once.\nMaxConnections=32\nMaxConnectionsPerSource=8\n" : "Accept=no\n") + "\n[Install]\nWantedBy=sockets.target\n";
+` + (inetd ? "Accept=yes\n# Each connection costs a container start: bound how many run at once.\nMaxConnections=32\nMaxConnectionsPerSource=8\n" : "Accept=no\n" + listenSocketLines(o2.name)) + "\n[Install]\nWantedBy=sockets.target\n";
 }
 function renderServiceUnit(o2, p2) {
   const inetd = o2.service.inetd === true;
   const timeout = o2.service.timeout;
   return HEADER(o2.name) + `[Unit]
 Description=lhc ${o2.name}${inetd ? " (connection %i)" : ""}
-RequiresMountsFor=${p2.rootMount} ${p2.dataMount}
-` + (inetd ? "CollectMode=inactive-or-failed\n" : `Requires=${o2.name}.socket
-After=${o2.name}.socket
-`) + `
+# Wants=, not Requires=: restarting the root mount for a new image (install.sh upgrade) must
+# not stop a container still serving a connection from the old one; After= makes a new
+# connection wait for the new image instead.
+Wants=${mountUnitNames(p2).join(" ")}
+After=${mountUnitNames(p2).join(" ")}
+` + (inetd ? "CollectMode=inactive-or-failed\n" : "") + `
 [Service]
 ExecStart=${systemdExecLine(boardNspawnArgv(o2, p2))}
-` + (inetd ? "StandardInput=socket\nStandardOutput=socket\n" : "# nspawn passes the listening socket on (LISTEN_FDS); the payload must accept it.\n") + "# nspawn and QEMU messages go to the journal, never to the client.\nStandardError=journal\n# --keep-unit runs the container in this unit's cgroup, which nspawn must be allowed to manage.\nDelegate=yes\nKillMode=mixed\n" + (timeout !== void 0 && inetd ? `RuntimeMaxSec=${Math.ceil(timeout)}
+` + (inetd ? "StandardInput=socket\nStandardOutput=socket\n" : listenServiceLines(o2.name)) + "# nspawn and QEMU messages go to the journal, never to the client.\nStandardError=journal\n# --keep-unit runs the container in this unit's cgroup, which nspawn must be allowed to manage.\nDelegate=yes\nKillMode=mixed\n" + (timeout !== void 0 && inetd ? `RuntimeMaxSec=${Math.ceil(timeout)}
 ` : "") + (inetd ? "" : "\n[Install]\nWantedBy=multi-user.target\n");
 }
 function renderMountUnits(o2, p2) {
@@ -28869,6 +29161,8 @@ What=${p2.image}
 Where=${p2.rootMount}
 Type=squashfs
 Options=loop,ro,nodev
+# Containers serving a connection keep the old image when a new one is mounted here.
+LazyUnmount=yes
 
 [Install]
 WantedBy=multi-user.target
@@ -29023,7 +29317,21 @@ function renderReadme(o2, p2) {
   const svc = inetd ? `${o2.name}@.service` : `${o2.name}.service`;
   return `# Deploying ${o2.name} to the board
 
-Copy the build output directory to the board, then as root:
+Copy the build output directory to the board, then as root, from that directory:
+
+\`\`\`sh
+sh deploy/install.sh install      # also: upgrade, rollback, uninstall [--purge]
+\`\`\`
+
+The script checks the board first (root, systemd as init and new enough for the unit's flags,
+systemd-container, loop and squashfs support, the kernel's idmapped mounts), then the artifacts
+against SHA256SUMS. It installs the image as ${p2.boardDir}/releases/<id>/ beside the one running
+now and switches the \`current\` link with one rename, so \`rollback\` can switch back to
+\`previous\` (one previous image is kept). Switching remounts the root: a container serving a
+connection keeps the old image until it ends, a listening service restarts on the new one, and
+the socket keeps listening, so a connection made meanwhile waits instead of being refused. The
+data partition is made from the template only the first time and kept across upgrades.
+Running it again changes nothing. By hand, for the first install, the same steps are:
 
 \`\`\`sh
 sha256sum -c SHA256SUMS                      # the artifacts arrived intact
@@ -29035,13 +29343,17 @@ mkfs.ext4 -q ${p2.dataSource}` : `mkfs.ext4 -q ${p2.dataSource}                 
 mount -o ${p2.dataIsLoopFile ? "loop," : ""}noexec,nosuid,nodev ${p2.dataSource} ${p2.dataMount}
 tar -xzpf ${o2.dataTemplateFile} --numeric-owner -C ${p2.dataMount}
 umount ${p2.dataMount}
-install -m 0644 deploy/${rootUnit} deploy/${dataUnit} deploy/${o2.name}.socket deploy/${svc} /etc/systemd/system/
+install -m 0644 deploy/${rootUnit} deploy/${dataUnit} deploy/${o2.name}.socket deploy/${svc}${inetd ? "" : ` deploy/${proxyUnitName(o2.name)}`} /etc/systemd/system/
 systemctl daemon-reload
 systemctl enable --now '${rootUnit}' '${dataUnit}' ${o2.name}.socket
 \`\`\`
 
-${inetd ? `Each connection to port ${listenPort(o2.service)} starts one container (\`${o2.name}@<n>.service\`) with the` : "The service starts with the"}
-connection on stdin/stdout; its stderr and nspawn's messages go to the journal
+${inetd ? `Each connection to port ${listenPort(o2.service)} starts one container (\`${o2.name}@<n>.service\`) with the
+connection on stdin/stdout` : `The first connection to port ${listenPort(o2.service)} starts \`${o2.name}-proxy.service\`, which starts the container
+(\`${svc}\`) and forwards each connection to the daemon's own port ${listenPort(o2.service)} inside it. The
+container's network namespace belongs to \`${svc}\` (\`PrivateNetwork=yes\`, only \`lo\`, no route out,
+so the service can reach nothing and nothing reaches it); the proxy (systemd-socket-proxyd)
+joins that namespace (\`JoinsNamespaceOf=\`) and is the only way in`}; its stderr and nspawn's messages go to the journal
 (\`journalctl -u '${svc.replace("@.", "@*.")}'\`). The root is the read-only image, the network is private
 (only \`lo\`, CAP_NET_ADMIN dropped), no new privileges, a private user namespace, and
 ${o2.dataPath ?? "/data"} is the only writable path, mounted noexec,nosuid,nodev.
@@ -29061,16 +29373,17 @@ async function writeDeployBundle(o2) {
   if (!o2.service.command[0]?.startsWith("/"))
     throw new UserError("service.command[0] must be an absolute path in the image");
   const p2 = boardPaths(o2);
-  const dir = path6.join(o2.outDir, "deploy");
+  const dir = path7.join(o2.outDir, "deploy");
   await rm2(dir, { recursive: true, force: true });
-  await mkdir2(path6.join(dir, "oci"), { recursive: true });
+  await mkdir2(path7.join(dir, "oci"), { recursive: true });
   const inetd = o2.service.inetd === true;
   const { rootMount, dataMount } = renderMountUnits(o2, p2);
   const units = {
     socket: `${o2.name}.socket`,
     service: inetd ? `${o2.name}@.service` : `${o2.name}.service`,
     rootMount: `${systemdEscapePath(p2.rootMount)}.mount`,
-    dataMount: `${systemdEscapePath(p2.dataMount)}.mount`
+    dataMount: `${systemdEscapePath(p2.dataMount)}.mount`,
+    ...inetd ? {} : { proxy: proxyUnitName(o2.name) }
   };
   const ids = await resolveUser(o2.service.user, o2.root);
   const contents = {
@@ -29082,7 +29395,27 @@ async function writeDeployBundle(o2) {
     "oci/config.json": JSON.stringify(ociConfig(o2, p2, ids, { userNamespace: OCI_USER_NAMESPACE }), null, 2) + "\n",
     "README.md": renderReadme(o2, p2)
   };
-  for (const [f2, text] of Object.entries(contents)) await writeFile2(path6.join(dir, f2), text);
+  if (!inetd)
+    contents[proxyUnitName(o2.name)] = renderProxyUnit(
+      o2.name,
+      listenPort(o2.service),
+      systemdExecLine,
+      HEADER(o2.name)
+    );
+  contents["install.sh"] = renderInstallScript({
+    name: o2.name,
+    boardDir: p2.boardDir,
+    imageFile: o2.imageFile,
+    dataTemplateFile: o2.dataTemplateFile,
+    dataSource: p2.dataSource,
+    dataIsLoopFile: p2.dataIsLoopFile,
+    dataMount: p2.dataMount,
+    units: { ...units, extra: inetd ? [] : [proxyUnitName(o2.name)] },
+    nspawnPath: o2.nspawnPath ?? "/usr/bin/systemd-nspawn",
+    programs: inetd ? [] : PROXY_PROGRAMS
+  });
+  for (const [f2, text] of Object.entries(contents))
+    await writeFile2(path7.join(dir, f2), text, { mode: f2.endsWith(".sh") ? 493 : 420 });
   o2.logger?.info(
     `deploy bundle: ${dir} (${units.socket}, ${units.service}, mounts, fstab, oci/config.json)`
   );
@@ -29095,9 +29428,9 @@ async function writeDeployBundle(o2) {
 }
 
 // src/stages/epoch.ts
-import path12 from "node:path";
+import path13 from "node:path";
 
-// node_modules/is-plain-obj/index.js
+// ../../main/node_modules/is-plain-obj/index.js
 function isPlainObject2(value) {
   if (typeof value !== "object" || value === null) {
     return false;
@@ -29106,7 +29439,7 @@ function isPlainObject2(value) {
   return (prototype === null || prototype === Object.prototype || Object.getPrototypeOf(prototype) === null) && !(Symbol.toStringTag in value) && !(Symbol.iterator in value);
 }
 
-// node_modules/execa/lib/arguments/file-url.js
+// ../../main/node_modules/execa/lib/arguments/file-url.js
 import { fileURLToPath as fileURLToPath2 } from "node:url";
 var safeNormalizeFileUrl = (file2, name) => {
   const fileString = normalizeFileUrl(normalizeDenoExecPath(file2));
@@ -29119,7 +29452,7 @@ var normalizeDenoExecPath = (file2) => isDenoExecPath(file2) ? file2.toString() 
 var isDenoExecPath = (file2) => typeof file2 !== "string" && file2 && Object.getPrototypeOf(file2) === String.prototype;
 var normalizeFileUrl = (file2) => file2 instanceof URL ? fileURLToPath2(file2) : file2;
 
-// node_modules/execa/lib/methods/parameters.js
+// ../../main/node_modules/execa/lib/methods/parameters.js
 var normalizeParameters = (rawFile, rawArguments = [], rawOptions = {}) => {
   const filePath = safeNormalizeFileUrl(rawFile, "First argument");
   const [commandArguments, options] = isPlainObject2(rawArguments) ? [[], rawArguments] : [rawArguments, rawOptions];
@@ -29140,10 +29473,10 @@ var normalizeParameters = (rawFile, rawArguments = [], rawOptions = {}) => {
   return [filePath, normalizedArguments, options];
 };
 
-// node_modules/execa/lib/methods/template.js
+// ../../main/node_modules/execa/lib/methods/template.js
 import { ChildProcess } from "node:child_process";
 
-// node_modules/execa/lib/utils/uint-array.js
+// ../../main/node_modules/execa/lib/utils/uint-array.js
 import { StringDecoder } from "node:string_decoder";
 var { toString: objectToString } = Object.prototype;
 var isArrayBuffer = (value) => objectToString.call(value) === "[object ArrayBuffer]";
@@ -29190,7 +29523,7 @@ var getJoinLength = (uint8Arrays) => {
   return joinLength;
 };
 
-// node_modules/execa/lib/methods/template.js
+// ../../main/node_modules/execa/lib/methods/template.js
 var isTemplateString = (templates) => Array.isArray(templates) && Array.isArray(templates.raw);
 var parseTemplates = (templates, expressions) => {
   let tokens = [];
@@ -29290,20 +29623,20 @@ var getSubprocessResult = ({ stdout }) => {
   throw new TypeError(`Unexpected "${typeof stdout}" stdout in template expression`);
 };
 
-// node_modules/execa/lib/methods/main-sync.js
+// ../../main/node_modules/execa/lib/methods/main-sync.js
 import { spawnSync } from "node:child_process";
 
-// node_modules/execa/lib/arguments/specific.js
+// ../../main/node_modules/execa/lib/arguments/specific.js
 import { debuglog } from "node:util";
 
-// node_modules/execa/lib/utils/standard-stream.js
+// ../../main/node_modules/execa/lib/utils/standard-stream.js
 import process2 from "node:process";
 var isStandardStream = (stream) => STANDARD_STREAMS.includes(stream);
 var STANDARD_STREAMS = [process2.stdin, process2.stdout, process2.stderr];
 var STANDARD_STREAMS_ALIASES = ["stdin", "stdout", "stderr"];
 var getStreamName = (fdNumber2) => STANDARD_STREAMS_ALIASES[fdNumber2] ?? `stdio[${fdNumber2}]`;
 
-// node_modules/execa/lib/arguments/specific.js
+// ../../main/node_modules/execa/lib/arguments/specific.js
 var normalizeFdSpecificOptions = (options) => {
   const optionsCopy = { ...options };
   for (const optionName of FD_SPECIFIC_OPTIONS) {
@@ -29373,7 +29706,7 @@ var DEFAULT_OPTIONS = {
 var FD_SPECIFIC_OPTIONS = ["lines", "buffer", "maxBuffer", "verbose", "stripFinalNewline"];
 var getFdSpecificValue = (optionArray, fdNumber2) => fdNumber2 === "ipc" ? optionArray.at(-1) : optionArray[fdNumber2];
 
-// node_modules/execa/lib/verbose/values.js
+// ../../main/node_modules/execa/lib/verbose/values.js
 var isVerbose = ({ verbose }, fdNumber2) => getFdVerbose(verbose, fdNumber2) !== "none";
 var isFullVerbose = ({ verbose }, fdNumber2) => !["none", "short"].includes(getFdVerbose(verbose, fdNumber2));
 var getVerboseFunction = ({ verbose }, fdNumber2) => {
@@ -29385,10 +29718,10 @@ var getFdGenericVerbose = (verbose) => verbose.find((fdVerbose) => isVerboseFunc
 var isVerboseFunction = (fdVerbose) => typeof fdVerbose === "function";
 var VERBOSE_VALUES = ["none", "short", "full"];
 
-// node_modules/execa/lib/verbose/log.js
+// ../../main/node_modules/execa/lib/verbose/log.js
 import { inspect } from "node:util";
 
-// node_modules/execa/lib/arguments/escape.js
+// ../../main/node_modules/execa/lib/arguments/escape.js
 import { platform } from "node:process";
 import { stripVTControlCharacters } from "node:util";
 var joinCommand = (filePath, rawArguments) => {
@@ -29433,7 +29766,7 @@ var quoteString = (escapedArgument) => {
 };
 var NO_ESCAPE_REGEXP = /^[\w./-]+$/;
 
-// node_modules/is-unicode-supported/index.js
+// ../../main/node_modules/is-unicode-supported/index.js
 import process3 from "node:process";
 function isUnicodeSupported() {
   const { env } = process3;
@@ -29444,7 +29777,7 @@ function isUnicodeSupported() {
   return Boolean(env.WT_SESSION) || Boolean(env.TERMINUS_SUBLIME) || env.ConEmuTask === "{cmd::Cmder}" || TERM_PROGRAM === "Terminus-Sublime" || TERM_PROGRAM === "vscode" || TERM === "xterm-256color" || TERM === "alacritty" || TERM === "rxvt-unicode" || TERM === "rxvt-unicode-256color" || env.TERMINAL_EMULATOR === "JetBrains-JediTerm";
 }
 
-// node_modules/figures/index.js
+// ../../main/node_modules/figures/index.js
 var common = {
   circleQuestionMark: "(?)",
   questionMarkPrefix: "(?)",
@@ -29720,7 +30053,7 @@ var figures = shouldUseMain ? mainSymbols : fallbackSymbols;
 var figures_default = figures;
 var replacements = Object.entries(specialMainSymbols);
 
-// node_modules/yoctocolors/base.js
+// ../../main/node_modules/yoctocolors/base.js
 import tty from "node:tty";
 var hasColors = tty?.WriteStream?.prototype?.hasColors?.() ?? false;
 var format = (open4, close) => {
@@ -29810,7 +30143,7 @@ var underlineMagentaBright = format("58;5;13", 59);
 var underlineCyanBright = format("58;5;14", 59);
 var underlineWhiteBright = format("58;5;15", 59);
 
-// node_modules/execa/lib/verbose/default.js
+// ../../main/node_modules/execa/lib/verbose/default.js
 var defaultVerboseFunction = ({
   type,
   message,
@@ -29849,7 +30182,7 @@ var COLORS = {
   duration: () => gray
 };
 
-// node_modules/execa/lib/verbose/custom.js
+// ../../main/node_modules/execa/lib/verbose/custom.js
 var applyVerboseOnLines = (printedLines, verboseInfo, fdNumber2) => {
   const verboseFunction = getVerboseFunction(verboseInfo, fdNumber2);
   return printedLines.map(({ verboseLine, verboseObject }) => applyVerboseFunction(verboseLine, verboseObject, verboseFunction)).filter((printedLine) => printedLine !== void 0).map((printedLine) => appendNewline(printedLine)).join("");
@@ -29866,7 +30199,7 @@ var applyVerboseFunction = (verboseLine, verboseObject, verboseFunction) => {
 var appendNewline = (printedLine) => printedLine.endsWith("\n") ? printedLine : `${printedLine}
 `;
 
-// node_modules/execa/lib/verbose/log.js
+// ../../main/node_modules/execa/lib/verbose/log.js
 var verboseLog = ({ type, verboseMessage, fdNumber: fdNumber2, verboseInfo, result }) => {
   const verboseObject = getVerboseObject({ type, result, verboseInfo });
   const printedLines = getPrintedLines(verboseMessage, verboseObject);
@@ -29900,7 +30233,7 @@ var serializeVerboseMessage = (message) => {
 };
 var TAB_SIZE = 2;
 
-// node_modules/execa/lib/verbose/start.js
+// ../../main/node_modules/execa/lib/verbose/start.js
 var logCommand = (escapedCommand, verboseInfo) => {
   if (!isVerbose(verboseInfo)) {
     return;
@@ -29912,7 +30245,7 @@ var logCommand = (escapedCommand, verboseInfo) => {
   });
 };
 
-// node_modules/execa/lib/verbose/info.js
+// ../../main/node_modules/execa/lib/verbose/info.js
 var getVerboseInfo = (verbose, escapedCommand, rawOptions) => {
   validateVerbose(verbose);
   const commandId = getCommandId(verbose);
@@ -29940,12 +30273,12 @@ var validateVerbose = (verbose) => {
   }
 };
 
-// node_modules/execa/lib/return/duration.js
+// ../../main/node_modules/execa/lib/return/duration.js
 import { hrtime } from "node:process";
 var getStartTime = () => hrtime.bigint();
 var getDurationMs = (startTime) => Number(hrtime.bigint() - startTime) / 1e6;
 
-// node_modules/execa/lib/arguments/command.js
+// ../../main/node_modules/execa/lib/arguments/command.js
 var handleCommand = (filePath, rawArguments, rawOptions) => {
   const startTime = getStartTime();
   const { command, escapedCommand } = joinCommand(filePath, rawArguments);
@@ -29960,16 +30293,16 @@ var handleCommand = (filePath, rawArguments, rawOptions) => {
   };
 };
 
-// node_modules/execa/lib/arguments/options.js
+// ../../main/node_modules/execa/lib/arguments/options.js
 var import_cross_spawn = __toESM(require_cross_spawn(), 1);
-import path11 from "node:path";
+import path12 from "node:path";
 import process6 from "node:process";
 
-// node_modules/npm-run-path/index.js
+// ../../main/node_modules/npm-run-path/index.js
 import process4 from "node:process";
-import path8 from "node:path";
+import path9 from "node:path";
 
-// node_modules/npm-run-path/node_modules/path-key/index.js
+// ../../main/node_modules/npm-run-path/node_modules/path-key/index.js
 function pathKey(options = {}) {
   const {
     env = process.env,
@@ -29981,10 +30314,10 @@ function pathKey(options = {}) {
   return Object.keys(env).reverse().find((key) => key.toUpperCase() === "PATH") || "Path";
 }
 
-// node_modules/unicorn-magic/node.js
+// ../../main/node_modules/unicorn-magic/node.js
 import { promisify } from "node:util";
 import { execFile as execFileCallback, execFileSync as execFileSyncOriginal } from "node:child_process";
-import path7 from "node:path";
+import path8 from "node:path";
 import { fileURLToPath as fileURLToPath3 } from "node:url";
 var execFileOriginal = promisify(execFileCallback);
 function toPath(urlOrPath) {
@@ -29993,19 +30326,19 @@ function toPath(urlOrPath) {
 function traversePathUp(startPath) {
   return {
     *[Symbol.iterator]() {
-      let currentPath = path7.resolve(toPath(startPath));
+      let currentPath = path8.resolve(toPath(startPath));
       let previousPath;
       while (previousPath !== currentPath) {
         yield currentPath;
         previousPath = currentPath;
-        currentPath = path7.resolve(currentPath, "..");
+        currentPath = path8.resolve(currentPath, "..");
       }
     }
   };
 }
 var TEN_MEGABYTES_IN_BYTES = 10 * 1024 * 1024;
 
-// node_modules/npm-run-path/index.js
+// ../../main/node_modules/npm-run-path/index.js
 var npmRunPath = ({
   cwd = process4.cwd(),
   path: pathOption = process4.env[pathKey()],
@@ -30013,27 +30346,27 @@ var npmRunPath = ({
   execPath: execPath2 = process4.execPath,
   addExecPath = true
 } = {}) => {
-  const cwdPath = path8.resolve(toPath(cwd));
+  const cwdPath = path9.resolve(toPath(cwd));
   const result = [];
-  const pathParts = pathOption.split(path8.delimiter);
+  const pathParts = pathOption.split(path9.delimiter);
   if (preferLocal) {
     applyPreferLocal(result, pathParts, cwdPath);
   }
   if (addExecPath) {
     applyExecPath(result, pathParts, execPath2, cwdPath);
   }
-  return pathOption === "" || pathOption === path8.delimiter ? `${result.join(path8.delimiter)}${pathOption}` : [...result, pathOption].join(path8.delimiter);
+  return pathOption === "" || pathOption === path9.delimiter ? `${result.join(path9.delimiter)}${pathOption}` : [...result, pathOption].join(path9.delimiter);
 };
 var applyPreferLocal = (result, pathParts, cwdPath) => {
   for (const directory of traversePathUp(cwdPath)) {
-    const pathPart = path8.join(directory, "node_modules/.bin");
+    const pathPart = path9.join(directory, "node_modules/.bin");
     if (!pathParts.includes(pathPart)) {
       result.push(pathPart);
     }
   }
 };
 var applyExecPath = (result, pathParts, execPath2, cwdPath) => {
-  const pathPart = path8.resolve(cwdPath, toPath(execPath2), "..");
+  const pathPart = path9.resolve(cwdPath, toPath(execPath2), "..");
   if (!pathParts.includes(pathPart)) {
     result.push(pathPart);
   }
@@ -30046,10 +30379,10 @@ var npmRunPathEnv = ({ env = process4.env, ...options } = {}) => {
   return env;
 };
 
-// node_modules/execa/lib/terminate/kill.js
+// ../../main/node_modules/execa/lib/terminate/kill.js
 import { setTimeout as setTimeout2 } from "node:timers/promises";
 
-// node_modules/execa/lib/return/final-error.js
+// ../../main/node_modules/execa/lib/return/final-error.js
 var getFinalError = (originalError, message, isSync) => {
   const ErrorClass = isSync ? ExecaSyncError : ExecaError;
   const options = originalError instanceof DiscardedError ? {} : { cause: originalError };
@@ -30081,13 +30414,13 @@ var ExecaSyncError = class extends Error {
 };
 setErrorName(ExecaSyncError, ExecaSyncError.name);
 
-// node_modules/execa/lib/terminate/signal.js
+// ../../main/node_modules/execa/lib/terminate/signal.js
 import { constants as constants4 } from "node:os";
 
-// node_modules/human-signals/build/src/main.js
+// ../../main/node_modules/human-signals/build/src/main.js
 import { constants as constants3 } from "node:os";
 
-// node_modules/human-signals/build/src/realtime.js
+// ../../main/node_modules/human-signals/build/src/realtime.js
 var getRealtimeSignals = () => {
   const length = SIGRTMAX - SIGRTMIN + 1;
   return Array.from({ length }, getRealtimeSignal);
@@ -30102,10 +30435,10 @@ var getRealtimeSignal = (value, index) => ({
 var SIGRTMIN = 34;
 var SIGRTMAX = 64;
 
-// node_modules/human-signals/build/src/signals.js
+// ../../main/node_modules/human-signals/build/src/signals.js
 import { constants as constants2 } from "node:os";
 
-// node_modules/human-signals/build/src/core.js
+// ../../main/node_modules/human-signals/build/src/core.js
 var SIGNALS = [
   {
     name: "SIGHUP",
@@ -30378,7 +30711,7 @@ var SIGNALS = [
   }
 ];
 
-// node_modules/human-signals/build/src/signals.js
+// ../../main/node_modules/human-signals/build/src/signals.js
 var getSignals = () => {
   const realtimeSignals = getRealtimeSignals();
   const signals2 = [...SIGNALS, ...realtimeSignals].map(normalizeSignal);
@@ -30400,7 +30733,7 @@ var normalizeSignal = ({
   return { name, number: number4, description, supported, action, forced, standard };
 };
 
-// node_modules/human-signals/build/src/main.js
+// ../../main/node_modules/human-signals/build/src/main.js
 var getSignalsByName = () => {
   const signals2 = getSignals();
   return Object.fromEntries(signals2.map(getSignalByName));
@@ -30451,7 +30784,7 @@ var findSignalByNumber = (number4, signals2) => {
 };
 var signalsByNumber = getSignalsByNumber();
 
-// node_modules/execa/lib/terminate/signal.js
+// ../../main/node_modules/execa/lib/terminate/signal.js
 var normalizeKillSignal = (killSignal) => {
   const optionName = "option `killSignal`";
   if (killSignal === 0) {
@@ -30495,7 +30828,7 @@ var getAvailableSignalNames = () => Object.keys(constants4.signals).sort().map((
 var getAvailableSignalIntegers = () => [...new Set(Object.values(constants4.signals).sort((signalInteger, signalIntegerTwo) => signalInteger - signalIntegerTwo))].join(", ");
 var getSignalDescription = (signal) => signalsByName[signal].description;
 
-// node_modules/execa/lib/terminate/kill.js
+// ../../main/node_modules/execa/lib/terminate/kill.js
 var normalizeForceKillAfterDelay = (forceKillAfterDelay) => {
   if (forceKillAfterDelay === false) {
     return forceKillAfterDelay;
@@ -30562,7 +30895,7 @@ var killOnTimeout = async ({ kill, forceKillAfterDelay, context, controllerSigna
   }
 };
 
-// node_modules/execa/lib/utils/abort-signal.js
+// ../../main/node_modules/execa/lib/utils/abort-signal.js
 import { once } from "node:events";
 var onAbortedSignal = async (mainSignal, stopSignal) => {
   if (!mainSignal.aborted) {
@@ -30570,7 +30903,7 @@ var onAbortedSignal = async (mainSignal, stopSignal) => {
   }
 };
 
-// node_modules/execa/lib/terminate/cancel.js
+// ../../main/node_modules/execa/lib/terminate/cancel.js
 var validateCancelSignal = ({ cancelSignal }) => {
   if (cancelSignal !== void 0 && Object.prototype.toString.call(cancelSignal) !== "[object AbortSignal]") {
     throw new Error(`The \`cancelSignal\` option must be an AbortSignal: ${String(cancelSignal)}`);
@@ -30584,13 +30917,13 @@ var terminateOnCancel = async (subprocess, cancelSignal, context, { signal }) =>
   throw cancelSignal.reason;
 };
 
-// node_modules/execa/lib/ipc/graceful.js
+// ../../main/node_modules/execa/lib/ipc/graceful.js
 import { scheduler as scheduler2 } from "node:timers/promises";
 
-// node_modules/execa/lib/ipc/send.js
+// ../../main/node_modules/execa/lib/ipc/send.js
 import { promisify as promisify2 } from "node:util";
 
-// node_modules/execa/lib/ipc/validation.js
+// ../../main/node_modules/execa/lib/ipc/validation.js
 var validateIpcMethod = ({ methodName, isSubprocess, ipc, isConnected: isConnected2 }) => {
   validateIpcOption(methodName, isSubprocess, ipc);
   validateConnection(methodName, isSubprocess, isConnected2);
@@ -30662,7 +30995,7 @@ var disconnect = (anyProcess) => {
   }
 };
 
-// node_modules/execa/lib/utils/deferred.js
+// ../../main/node_modules/execa/lib/utils/deferred.js
 var createDeferred = () => {
   const methods = {};
   const promise2 = new Promise((resolve, reject) => {
@@ -30671,7 +31004,7 @@ var createDeferred = () => {
   return Object.assign(promise2, methods);
 };
 
-// node_modules/execa/lib/arguments/fd-options.js
+// ../../main/node_modules/execa/lib/arguments/fd-options.js
 var getToStream = (destination, to2 = "stdin") => {
   const isWritable = true;
   const { options, fileDescriptors } = SUBPROCESS_OPTIONS.get(destination);
@@ -30751,10 +31084,10 @@ var serializeOptionValue = (value) => {
   return typeof value === "number" ? `${value}` : "Stream";
 };
 
-// node_modules/execa/lib/ipc/strict.js
+// ../../main/node_modules/execa/lib/ipc/strict.js
 import { once as once3 } from "node:events";
 
-// node_modules/execa/lib/utils/max-listeners.js
+// ../../main/node_modules/execa/lib/utils/max-listeners.js
 import { addAbortListener } from "node:events";
 var incrementMaxListeners = (eventEmitter, maxListenersIncrement, signal) => {
   const maxListeners = eventEmitter.getMaxListeners();
@@ -30767,14 +31100,14 @@ var incrementMaxListeners = (eventEmitter, maxListenersIncrement, signal) => {
   });
 };
 
-// node_modules/execa/lib/ipc/forward.js
+// ../../main/node_modules/execa/lib/ipc/forward.js
 import { EventEmitter } from "node:events";
 
-// node_modules/execa/lib/ipc/incoming.js
+// ../../main/node_modules/execa/lib/ipc/incoming.js
 import { once as once2 } from "node:events";
 import { scheduler } from "node:timers/promises";
 
-// node_modules/execa/lib/ipc/reference.js
+// ../../main/node_modules/execa/lib/ipc/reference.js
 var addReference = (channel, reference) => {
   if (reference) {
     addReferenceCount(channel);
@@ -30804,7 +31137,7 @@ var redoAddedReferences = (channel, isSubprocess) => {
   }
 };
 
-// node_modules/execa/lib/ipc/incoming.js
+// ../../main/node_modules/execa/lib/ipc/incoming.js
 var onMessage = async ({ anyProcess, channel, isSubprocess, ipcEmitter }, wrappedMessage) => {
   if (handleStrictResponse(wrappedMessage) || handleAbort(wrappedMessage)) {
     return;
@@ -30845,7 +31178,7 @@ var onDisconnect = async ({ anyProcess, channel, isSubprocess, ipcEmitter, bound
 };
 var INCOMING_MESSAGES = /* @__PURE__ */ new WeakMap();
 
-// node_modules/execa/lib/ipc/forward.js
+// ../../main/node_modules/execa/lib/ipc/forward.js
 var getIpcEmitter = (anyProcess, channel, isSubprocess) => {
   if (IPC_EMITTERS.has(anyProcess)) {
     return IPC_EMITTERS.get(anyProcess);
@@ -30884,7 +31217,7 @@ var isConnected = (anyProcess) => {
   return ipcEmitter === void 0 ? anyProcess.channel !== null : ipcEmitter.connected;
 };
 
-// node_modules/execa/lib/ipc/strict.js
+// ../../main/node_modules/execa/lib/ipc/strict.js
 var handleSendStrict = ({ anyProcess, channel, isSubprocess, message, strict }) => {
   if (!strict) {
     return message;
@@ -30967,7 +31300,7 @@ var throwOnDisconnect = async (anyProcess, isSubprocess, { signal }) => {
 var REQUEST_TYPE = "execa:ipc:request";
 var RESPONSE_TYPE = "execa:ipc:response";
 
-// node_modules/execa/lib/ipc/outgoing.js
+// ../../main/node_modules/execa/lib/ipc/outgoing.js
 var startSendMessage = (anyProcess, wrappedMessage, strict) => {
   if (!OUTGOING_MESSAGES.has(anyProcess)) {
     OUTGOING_MESSAGES.set(anyProcess, /* @__PURE__ */ new Set());
@@ -30994,7 +31327,7 @@ var OUTGOING_MESSAGES = /* @__PURE__ */ new WeakMap();
 var hasMessageListeners = (anyProcess, ipcEmitter) => ipcEmitter.listenerCount("message") > getMinListenerCount(anyProcess);
 var getMinListenerCount = (anyProcess) => SUBPROCESS_OPTIONS.has(anyProcess) && !getFdSpecificValue(SUBPROCESS_OPTIONS.get(anyProcess).options.buffer, "ipc") ? 1 : 0;
 
-// node_modules/execa/lib/ipc/send.js
+// ../../main/node_modules/execa/lib/ipc/send.js
 var sendMessage = ({ anyProcess, channel, isSubprocess, ipc }, message, { strict = false } = {}) => {
   const methodName = "sendMessage";
   validateIpcMethod({
@@ -31064,7 +31397,7 @@ var getSendMethod = (anyProcess) => {
 };
 var PROCESS_SEND_METHODS = /* @__PURE__ */ new WeakMap();
 
-// node_modules/execa/lib/ipc/graceful.js
+// ../../main/node_modules/execa/lib/ipc/graceful.js
 var sendAbort = (subprocess, message) => {
   const methodName = "cancelSignal";
   validateConnection(methodName, false, subprocess.connected);
@@ -31115,7 +31448,7 @@ var abortOnDisconnect = () => {
 };
 var cancelController = new AbortController();
 
-// node_modules/execa/lib/terminate/graceful.js
+// ../../main/node_modules/execa/lib/terminate/graceful.js
 var validateGracefulCancel = ({ gracefulCancel, cancelSignal, ipc, serialization }) => {
   if (!gracefulCancel) {
     return;
@@ -31171,7 +31504,7 @@ var getReason = ({ reason }) => {
   return error62;
 };
 
-// node_modules/execa/lib/terminate/timeout.js
+// ../../main/node_modules/execa/lib/terminate/timeout.js
 import { setTimeout as setTimeout3 } from "node:timers/promises";
 var validateTimeout = ({ timeout }) => {
   if (timeout !== void 0 && (!Number.isFinite(timeout) || timeout < 0)) {
@@ -31186,9 +31519,9 @@ var killAfterTimeout = async (subprocess, timeout, context, { signal }) => {
   throw new DiscardedError();
 };
 
-// node_modules/execa/lib/methods/node.js
+// ../../main/node_modules/execa/lib/methods/node.js
 import { execPath, execArgv } from "node:process";
-import path9 from "node:path";
+import path10 from "node:path";
 var mapNode = ({ options }) => {
   if (options.node === false) {
     throw new TypeError('The "node" option cannot be false with `execaNode()`.');
@@ -31207,7 +31540,7 @@ var handleNodeOption = (file2, commandArguments, {
     throw new TypeError('The "execPath" option has been removed. Please use the "nodePath" option instead.');
   }
   const normalizedNodePath = safeNormalizeFileUrl(nodePath, 'The "nodePath" option');
-  const resolvedNodePath = path9.resolve(cwd, normalizedNodePath);
+  const resolvedNodePath = path10.resolve(cwd, normalizedNodePath);
   const newOptions = {
     ...options,
     nodePath: resolvedNodePath,
@@ -31217,7 +31550,7 @@ var handleNodeOption = (file2, commandArguments, {
   if (!shouldHandleNode) {
     return [file2, commandArguments, newOptions];
   }
-  if (path9.basename(file2, ".exe") === "node") {
+  if (path10.basename(file2, ".exe") === "node") {
     throw new TypeError('When the "node" option is true, the first argument does not need to be "node".');
   }
   return [
@@ -31227,7 +31560,7 @@ var handleNodeOption = (file2, commandArguments, {
   ];
 };
 
-// node_modules/execa/lib/ipc/ipc-input.js
+// ../../main/node_modules/execa/lib/ipc/ipc-input.js
 import { serialize } from "node:v8";
 var validateIpcInputOption = ({ ipcInput, ipc, serialization }) => {
   if (ipcInput === void 0) {
@@ -31263,7 +31596,7 @@ var sendIpcInput = async (subprocess, ipcInput) => {
   await subprocess.sendMessage(ipcInput);
 };
 
-// node_modules/execa/lib/arguments/encoding-option.js
+// ../../main/node_modules/execa/lib/arguments/encoding-option.js
 var validateEncoding = ({ encoding }) => {
   if (ENCODINGS.has(encoding)) {
     return;
@@ -31305,13 +31638,13 @@ var ENCODING_ALIASES = {
 };
 var serializeEncoding = (encoding) => typeof encoding === "string" ? `"${encoding}"` : String(encoding);
 
-// node_modules/execa/lib/arguments/cwd.js
+// ../../main/node_modules/execa/lib/arguments/cwd.js
 import { statSync } from "node:fs";
-import path10 from "node:path";
+import path11 from "node:path";
 import process5 from "node:process";
 var normalizeCwd = (cwd = getDefaultCwd()) => {
   const cwdString = safeNormalizeFileUrl(cwd, 'The "cwd" option');
-  return path10.resolve(cwdString);
+  return path11.resolve(cwdString);
 };
 var getDefaultCwd = () => {
   try {
@@ -31341,7 +31674,7 @@ ${originalMessage}`;
   return originalMessage;
 };
 
-// node_modules/execa/lib/arguments/options.js
+// ../../main/node_modules/execa/lib/arguments/options.js
 var normalizeOptions = (filePath, rawArguments, rawOptions) => {
   rawOptions.cwd = normalizeCwd(rawOptions.cwd);
   const [processedFile, processedArguments, processedOptions] = handleNodeOption(filePath, rawArguments, rawOptions);
@@ -31358,7 +31691,7 @@ var normalizeOptions = (filePath, rawArguments, rawOptions) => {
   options.killSignal = normalizeKillSignal(options.killSignal);
   options.forceKillAfterDelay = normalizeForceKillAfterDelay(options.forceKillAfterDelay);
   options.lines = options.lines.map((lines, fdNumber2) => lines && !BINARY_ENCODINGS.has(options.encoding) && options.buffer[fdNumber2]);
-  if (process6.platform === "win32" && path11.basename(file2, ".exe") === "cmd") {
+  if (process6.platform === "win32" && path12.basename(file2, ".exe") === "cmd") {
     commandArguments.unshift("/q");
   }
   return { file: file2, commandArguments, options };
@@ -31412,13 +31745,13 @@ var getEnv = ({ env: envOption, extendEnv, preferLocal, node: node2, localDirect
   return env;
 };
 
-// node_modules/execa/lib/arguments/shell.js
+// ../../main/node_modules/execa/lib/arguments/shell.js
 var concatenateShell = (file2, commandArguments, options) => options.shell && commandArguments.length > 0 ? [[file2, ...commandArguments].join(" "), [], options] : [file2, commandArguments, options];
 
-// node_modules/execa/lib/return/message.js
+// ../../main/node_modules/execa/lib/return/message.js
 import { inspect as inspect2 } from "node:util";
 
-// node_modules/strip-final-newline/index.js
+// ../../main/node_modules/strip-final-newline/index.js
 function stripFinalNewline(input2) {
   if (typeof input2 === "string") {
     return stripFinalNewlineString(input2);
@@ -31435,11 +31768,11 @@ var LF_BINARY = LF.codePointAt(0);
 var CR = "\r";
 var CR_BINARY = CR.codePointAt(0);
 
-// node_modules/get-stream/source/index.js
+// ../../main/node_modules/get-stream/source/index.js
 import { on } from "node:events";
 import { finished } from "node:stream/promises";
 
-// node_modules/get-stream/node_modules/is-stream/index.js
+// ../../main/node_modules/get-stream/node_modules/is-stream/index.js
 function isStream(stream, { checkOpen = true } = {}) {
   return stream !== null && typeof stream === "object" && (stream.writable || stream.readable || !checkOpen || stream.writable === void 0 && stream.readable === void 0) && typeof stream.pipe === "function";
 }
@@ -31447,7 +31780,7 @@ function isReadableStream(stream, { checkOpen = true } = {}) {
   return isStream(stream, { checkOpen }) && (stream.readable || !checkOpen) && typeof stream.read === "function" && typeof stream.readable === "boolean" && typeof stream.readableObjectMode === "boolean" && typeof stream.destroy === "function" && typeof stream.destroyed === "boolean";
 }
 
-// node_modules/@sec-ant/readable-stream/dist/ponyfill/asyncIterator.js
+// ../../main/node_modules/@sec-ant/readable-stream/dist/ponyfill/asyncIterator.js
 var a = Object.getPrototypeOf(
   Object.getPrototypeOf(
     /* istanbul ignore next */
@@ -31535,7 +31868,7 @@ function h({ preventCancel: r = false } = {}) {
   return s3[n] = t, s3;
 }
 
-// node_modules/get-stream/source/stream.js
+// ../../main/node_modules/get-stream/source/stream.js
 var getAsyncIterable = (stream) => {
   if (isReadableStream(stream, { checkOpen: false }) && nodeImports.on !== void 0) {
     return getStreamIterable(stream);
@@ -31583,7 +31916,7 @@ var handleStreamEnd = async (stream, controller, state) => {
 };
 var nodeImports = {};
 
-// node_modules/get-stream/source/contents.js
+// ../../main/node_modules/get-stream/source/contents.js
 var getStreamContents = async (stream, { init, convertChunk, getSize, truncateChunk, addChunk, getFinalChunk, finalize: finalize2 }, { maxBuffer = Number.POSITIVE_INFINITY } = {}) => {
   const asyncIterable = getAsyncIterable(stream);
   const state = init();
@@ -31678,7 +32011,7 @@ var MaxBufferError = class extends Error {
   }
 };
 
-// node_modules/get-stream/source/utils.js
+// ../../main/node_modules/get-stream/source/utils.js
 var identity2 = (value) => value;
 var noop = () => void 0;
 var getContentsProperty = ({ contents }) => contents;
@@ -31687,7 +32020,7 @@ var throwObjectStream = (chunk) => {
 };
 var getLengthProperty = (convertedChunk) => convertedChunk.length;
 
-// node_modules/get-stream/source/array.js
+// ../../main/node_modules/get-stream/source/array.js
 async function getStreamAsArray(stream, options) {
   return getStreamContents(stream, arrayMethods, options);
 }
@@ -31714,7 +32047,7 @@ var arrayMethods = {
   finalize: getContentsProperty
 };
 
-// node_modules/get-stream/source/array-buffer.js
+// ../../main/node_modules/get-stream/source/array-buffer.js
 async function getStreamAsArrayBuffer(stream, options) {
   return getStreamContents(stream, arrayBufferMethods, options);
 }
@@ -31767,7 +32100,7 @@ var arrayBufferMethods = {
   finalize: finalizeArrayBuffer
 };
 
-// node_modules/get-stream/source/string.js
+// ../../main/node_modules/get-stream/source/string.js
 async function getStreamAsString(stream, options) {
   return getStreamContents(stream, stringMethods, options);
 }
@@ -31796,10 +32129,10 @@ var stringMethods = {
   finalize: getContentsProperty
 };
 
-// node_modules/get-stream/source/index.js
+// ../../main/node_modules/get-stream/source/index.js
 Object.assign(nodeImports, { on, finished });
 
-// node_modules/execa/lib/io/max-buffer.js
+// ../../main/node_modules/execa/lib/io/max-buffer.js
 var handleMaxBuffer = ({ error: error62, stream, readableObjectMode, lines, encoding, fdNumber: fdNumber2 }) => {
   if (!(error62 instanceof MaxBufferError)) {
     throw error62;
@@ -31858,7 +32191,7 @@ var truncateMaxBufferSync = (result, isMaxBuffer, maxBuffer) => {
 };
 var getMaxBufferSync = ([, stdoutMaxBuffer]) => stdoutMaxBuffer;
 
-// node_modules/execa/lib/return/message.js
+// ../../main/node_modules/execa/lib/return/message.js
 var createMessages = ({
   stdio,
   all,
@@ -31976,7 +32309,7 @@ var serializeMessageItem = (messageItem) => {
   return "";
 };
 
-// node_modules/execa/lib/return/result.js
+// ../../main/node_modules/execa/lib/return/result.js
 var makeSuccessResult = ({
   command,
   escapedCommand,
@@ -32149,7 +32482,7 @@ var normalizeExitPayload = (rawExitCode, rawSignal) => {
   return { exitCode, signal, signalDescription };
 };
 
-// node_modules/parse-ms/index.js
+// ../../main/node_modules/parse-ms/index.js
 var toZeroIfInfinity = (value) => Number.isFinite(value) ? value : 0;
 function parseNumber(milliseconds) {
   return {
@@ -32188,7 +32521,7 @@ function parseMilliseconds(milliseconds) {
   throw new TypeError("Expected a finite number or bigint");
 }
 
-// node_modules/pretty-ms/index.js
+// ../../main/node_modules/pretty-ms/index.js
 var isZero = (value) => value === 0 || value === 0n;
 var pluralize = (word, count2) => count2 === 1 || count2 === 1n ? word : `${word}s`;
 var SECOND_ROUNDING_EPSILON = 1e-7;
@@ -32288,7 +32621,7 @@ function prettyMilliseconds(milliseconds, options) {
   return sign + result.join(separator);
 }
 
-// node_modules/execa/lib/verbose/error.js
+// ../../main/node_modules/execa/lib/verbose/error.js
 var logError = (result, verboseInfo) => {
   if (result.failed) {
     verboseLog({
@@ -32300,7 +32633,7 @@ var logError = (result, verboseInfo) => {
   }
 };
 
-// node_modules/execa/lib/verbose/complete.js
+// ../../main/node_modules/execa/lib/verbose/complete.js
 var logResult = (result, verboseInfo) => {
   if (!isVerbose(verboseInfo)) {
     return;
@@ -32318,7 +32651,7 @@ var logDuration = (result, verboseInfo) => {
   });
 };
 
-// node_modules/execa/lib/return/reject.js
+// ../../main/node_modules/execa/lib/return/reject.js
 var handleResult = (result, verboseInfo, { reject }) => {
   logResult(result, verboseInfo);
   if (result.failed && reject) {
@@ -32327,10 +32660,10 @@ var handleResult = (result, verboseInfo, { reject }) => {
   return result;
 };
 
-// node_modules/execa/lib/stdio/handle-sync.js
+// ../../main/node_modules/execa/lib/stdio/handle-sync.js
 import { readFileSync as readFileSync2 } from "node:fs";
 
-// node_modules/execa/node_modules/is-stream/index.js
+// ../../main/node_modules/execa/node_modules/is-stream/index.js
 function isStream2(stream, { checkOpen = true } = {}) {
   return stream !== null && typeof stream === "object" && (stream.writable || stream.readable || !checkOpen || stream.writable === void 0 && stream.readable === void 0) && typeof stream.pipe === "function";
 }
@@ -32344,7 +32677,7 @@ function isDuplexStream(stream, options) {
   return isWritableStream(stream, options) && isReadableStream2(stream, options);
 }
 
-// node_modules/execa/lib/stdio/type.js
+// ../../main/node_modules/execa/lib/stdio/type.js
 var getStdioItemType = (value, optionName) => {
   if (isAsyncGenerator(value)) {
     return "asyncGenerator";
@@ -32470,7 +32803,7 @@ var TYPE_TO_MESSAGE = {
   uint8Array: "a Uint8Array"
 };
 
-// node_modules/execa/lib/transform/object-mode.js
+// ../../main/node_modules/execa/lib/transform/object-mode.js
 var getTransformObjectModes = (objectMode, index, newTransforms, direction) => direction === "output" ? getOutputObjectModes(objectMode, index, newTransforms) : getInputObjectModes(objectMode, index, newTransforms);
 var getOutputObjectModes = (objectMode, index, newTransforms) => {
   const writableObjectMode = index !== 0 && newTransforms[index - 1].value.readableObjectMode;
@@ -32490,7 +32823,7 @@ var getFdObjectMode = (stdioItems, direction) => {
   return direction === "input" ? lastTransform.value.writableObjectMode : lastTransform.value.readableObjectMode;
 };
 
-// node_modules/execa/lib/transform/normalize.js
+// ../../main/node_modules/execa/lib/transform/normalize.js
 var normalizeTransforms = (stdioItems, optionName, direction, options) => [
   ...stdioItems.filter(({ type }) => !TRANSFORM_TYPES.has(type)),
   ...getTransforms(stdioItems, optionName, direction, options)
@@ -32584,7 +32917,7 @@ var normalizeGenerator = ({ stdioItem, stdioItem: { value }, index, newTransform
 };
 var sortTransforms = (newTransforms, direction) => direction === "input" ? newTransforms.reverse() : newTransforms;
 
-// node_modules/execa/lib/stdio/direction.js
+// ../../main/node_modules/execa/lib/stdio/direction.js
 import process7 from "node:process";
 var getStreamDirection = (stdioItems, fdNumber2, optionName) => {
   const directions = stdioItems.map((stdioItem) => getStdioItemDirection(stdioItem, fdNumber2));
@@ -32634,10 +32967,10 @@ var getStandardStreamDirection = (value) => {
 };
 var DEFAULT_DIRECTION = "output";
 
-// node_modules/execa/lib/ipc/array.js
+// ../../main/node_modules/execa/lib/ipc/array.js
 var normalizeIpcStdioArray = (stdioArray, ipc) => ipc && !stdioArray.includes("ipc") ? [...stdioArray, "ipc"] : stdioArray;
 
-// node_modules/execa/lib/stdio/stdio-option.js
+// ../../main/node_modules/execa/lib/stdio/stdio-option.js
 var normalizeStdioOption = ({ stdio, ipc, buffer, ...options }, verboseInfo, isSync) => {
   const stdioArray = getStdioArray(stdio, options).map((stdioOption, fdNumber2) => addDefaultValue2(stdioOption, fdNumber2));
   return isSync ? normalizeStdioSync(stdioArray, buffer, verboseInfo) : normalizeIpcStdioArray(stdioArray, ipc);
@@ -32671,7 +33004,7 @@ var addDefaultValue2 = (stdioOption, fdNumber2) => {
 var normalizeStdioSync = (stdioArray, buffer, verboseInfo) => stdioArray.map((stdioOption, fdNumber2) => !buffer[fdNumber2] && fdNumber2 !== 0 && !isFullVerbose(verboseInfo, fdNumber2) && isOutputPipeOnly(stdioOption) ? "ignore" : stdioOption);
 var isOutputPipeOnly = (stdioOption) => stdioOption === "pipe" || Array.isArray(stdioOption) && stdioOption.every((item) => item === "pipe");
 
-// node_modules/execa/lib/stdio/native.js
+// ../../main/node_modules/execa/lib/stdio/native.js
 import { readFileSync } from "node:fs";
 import tty2 from "node:tty";
 var handleNativeStream = ({ stdioItem, stdioItem: { type }, isStdioArray, fdNumber: fdNumber2, direction, isSync }) => {
@@ -32740,7 +33073,7 @@ var getStandardStream = (fdNumber2, value, optionName) => {
   return standardStream;
 };
 
-// node_modules/execa/lib/stdio/input-option.js
+// ../../main/node_modules/execa/lib/stdio/input-option.js
 var handleInputOptions = ({ input: input2, inputFile }, fdNumber2) => fdNumber2 === 0 ? [
   ...handleInputOption(input2),
   ...handleInputFileOption(inputFile)
@@ -32776,7 +33109,7 @@ var getInputFileType = (inputFile) => {
   throw new Error("The `inputFile` option must be a file path string or a file URL.");
 };
 
-// node_modules/execa/lib/stdio/duplicate.js
+// ../../main/node_modules/execa/lib/stdio/duplicate.js
 var filterDuplicates = (stdioItems) => stdioItems.filter((stdioItemOne, indexOne) => stdioItems.every((stdioItemTwo, indexTwo) => stdioItemOne.value !== stdioItemTwo.value || indexOne >= indexTwo || stdioItemOne.type === "generator" || stdioItemOne.type === "asyncGenerator"));
 var getDuplicateStream = ({ stdioItem: { type, value, optionName }, direction, fileDescriptors, isSync }) => {
   const otherStdioItems = getOtherStdioItems(fileDescriptors, type);
@@ -32851,7 +33184,7 @@ var throwOnDuplicateStream = (stdioItem, optionName, type) => {
   }
 };
 
-// node_modules/execa/lib/stdio/handle.js
+// ../../main/node_modules/execa/lib/stdio/handle.js
 var handleStdio = (addProperties3, options, verboseInfo, isSync) => {
   const stdio = normalizeStdioOption(options, verboseInfo, isSync);
   const initialFileDescriptors = stdio.map((stdioOption, fdNumber2) => getFileDescriptor({
@@ -33011,7 +33344,7 @@ var forwardStdio = (stdioItems) => {
   return type === "native" ? value : "pipe";
 };
 
-// node_modules/execa/lib/stdio/handle-sync.js
+// ../../main/node_modules/execa/lib/stdio/handle-sync.js
 var handleStdioSync = (options, verboseInfo) => handleStdio(addPropertiesSync, options, verboseInfo, true);
 var forbiddenIfSync = ({ type, optionName }) => {
   throwInvalidSyncValue(optionName, TYPE_TO_MESSAGE[type]);
@@ -33057,14 +33390,14 @@ var addPropertiesSync = {
   }
 };
 
-// node_modules/execa/lib/io/strip-newline.js
+// ../../main/node_modules/execa/lib/io/strip-newline.js
 var stripNewline = (value, { stripFinalNewline: stripFinalNewline2 }, fdNumber2) => getStripFinalNewline(stripFinalNewline2, fdNumber2) && value !== void 0 && !Array.isArray(value) ? stripFinalNewline(value) : value;
 var getStripFinalNewline = (stripFinalNewline2, fdNumber2) => fdNumber2 === "all" ? stripFinalNewline2[1] || stripFinalNewline2[2] : stripFinalNewline2[fdNumber2];
 
-// node_modules/execa/lib/transform/generator.js
+// ../../main/node_modules/execa/lib/transform/generator.js
 import { Transform as Transform3, getDefaultHighWaterMark } from "node:stream";
 
-// node_modules/execa/lib/transform/split.js
+// ../../main/node_modules/execa/lib/transform/split.js
 var getSplitLinesGenerator = (binary, preserveNewlines, skipped, state) => binary || skipped ? void 0 : initializeSplitLines(preserveNewlines, state);
 var splitLinesSync = (chunk, preserveNewlines, objectMode) => objectMode ? chunk.flatMap((item) => splitLinesItemSync(item, preserveNewlines)) : splitLinesItemSync(chunk, preserveNewlines);
 var splitLinesItemSync = (chunk, preserveNewlines) => {
@@ -33144,7 +33477,7 @@ var linesUint8ArrayInfo = {
   concatBytes: concatUint8Array
 };
 
-// node_modules/execa/lib/transform/validate.js
+// ../../main/node_modules/execa/lib/transform/validate.js
 import { Buffer as Buffer2 } from "node:buffer";
 var getValidateTransformInput = (writableObjectMode, optionName) => writableObjectMode ? void 0 : validateStringTransformInput.bind(void 0, optionName);
 var validateStringTransformInput = function* (optionName, chunk) {
@@ -33173,7 +33506,7 @@ Instead, \`yield\` should either be called with a value, or not be called at all
   }
 };
 
-// node_modules/execa/lib/transform/encoding-transform.js
+// ../../main/node_modules/execa/lib/transform/encoding-transform.js
 import { Buffer as Buffer3 } from "node:buffer";
 import { StringDecoder as StringDecoder2 } from "node:string_decoder";
 var getEncodingTransformGenerator = (binary, encoding, skipped) => {
@@ -33208,7 +33541,7 @@ var encodingStringFinal = function* (stringDecoder) {
   }
 };
 
-// node_modules/execa/lib/transform/run-async.js
+// ../../main/node_modules/execa/lib/transform/run-async.js
 import { callbackify } from "node:util";
 var pushChunks = callbackify(async (getChunks, state, getChunksArguments, transformStream) => {
   state.currentIterable = getChunks(...getChunksArguments);
@@ -33256,7 +33589,7 @@ var identityGenerator = function* (chunk) {
   yield chunk;
 };
 
-// node_modules/execa/lib/transform/run-sync.js
+// ../../main/node_modules/execa/lib/transform/run-sync.js
 var pushChunksSync = (getChunksSync, getChunksArguments, transformStream, done) => {
   try {
     for (const chunk of getChunksSync(...getChunksArguments)) {
@@ -33298,7 +33631,7 @@ var identityGenerator2 = function* (chunk) {
   yield chunk;
 };
 
-// node_modules/execa/lib/transform/generator.js
+// ../../main/node_modules/execa/lib/transform/generator.js
 var generatorToStream = ({
   value,
   value: { transform: transform2, final, writableObjectMode, readableObjectMode },
@@ -33352,7 +33685,7 @@ var addInternalGenerators = ({ transform: transform2, final, binary, writableObj
   ].filter(Boolean);
 };
 
-// node_modules/execa/lib/io/input-sync.js
+// ../../main/node_modules/execa/lib/io/input-sync.js
 var addInputOptionsSync = (fileDescriptors, options) => {
   for (const fdNumber2 of getInputFdNumbers(fileDescriptors)) {
     addInputOptionSync(fileDescriptors, fdNumber2, options);
@@ -33385,10 +33718,10 @@ var validateSerializable = (newContents) => {
   }
 };
 
-// node_modules/execa/lib/io/output-sync.js
+// ../../main/node_modules/execa/lib/io/output-sync.js
 import { writeFileSync, appendFileSync } from "node:fs";
 
-// node_modules/execa/lib/verbose/output.js
+// ../../main/node_modules/execa/lib/verbose/output.js
 var shouldLogOutput = ({ stdioItems, encoding, verboseInfo, fdNumber: fdNumber2 }) => fdNumber2 !== "all" && isFullVerbose(verboseInfo, fdNumber2) && !BINARY_ENCODINGS.has(encoding) && fdUsesVerbose(fdNumber2) && (stdioItems.some(({ type, value }) => type === "native" && PIPED_STDIO_VALUES.has(value)) || stdioItems.every(({ type }) => TRANSFORM_TYPES.has(type)));
 var fdUsesVerbose = (fdNumber2) => fdNumber2 === 1 || fdNumber2 === 2;
 var PIPED_STDIO_VALUES = /* @__PURE__ */ new Set(["pipe", "overlapped"]);
@@ -33415,7 +33748,7 @@ var logLine = (line, fdNumber2, verboseInfo) => {
   });
 };
 
-// node_modules/execa/lib/io/output-sync.js
+// ../../main/node_modules/execa/lib/io/output-sync.js
 var transformOutputSync = ({ fileDescriptors, syncResult: { output: output2 }, options, isMaxBuffer, verboseInfo }) => {
   if (output2 === null) {
     return { output: Array.from({ length: 3 }) };
@@ -33507,18 +33840,18 @@ var logOutputSync = ({ serializedResult, fdNumber: fdNumber2, state, verboseInfo
   }
 };
 var writeToFiles = (serializedResult, stdioItems, outputFiles) => {
-  for (const { path: path34, append } of stdioItems.filter(({ type }) => FILE_TYPES.has(type))) {
-    const pathString = typeof path34 === "string" ? path34 : path34.toString();
+  for (const { path: path39, append } of stdioItems.filter(({ type }) => FILE_TYPES.has(type))) {
+    const pathString = typeof path39 === "string" ? path39 : path39.toString();
     if (append || outputFiles.has(pathString)) {
-      appendFileSync(path34, serializedResult);
+      appendFileSync(path39, serializedResult);
     } else {
       outputFiles.add(pathString);
-      writeFileSync(path34, serializedResult);
+      writeFileSync(path39, serializedResult);
     }
   }
 };
 
-// node_modules/execa/lib/resolve/all-sync.js
+// ../../main/node_modules/execa/lib/resolve/all-sync.js
 var getAllSync = ([, stdout, stderr], options) => {
   if (!options.all) {
     return;
@@ -33541,7 +33874,7 @@ var getAllSync = ([, stdout, stderr], options) => {
   return `${stdout}${stderr}`;
 };
 
-// node_modules/execa/lib/resolve/exit-async.js
+// ../../main/node_modules/execa/lib/resolve/exit-async.js
 import { once as once4 } from "node:events";
 var waitForExit = async (subprocess, context) => {
   const [exitCode, signal] = await waitForExitOrError(subprocess);
@@ -33575,7 +33908,7 @@ var waitForSuccessfulExit = async (exitPromise) => {
 var isSubprocessErrorExit = (exitCode, signal) => exitCode === void 0 && signal === void 0;
 var isFailedExit = (exitCode, signal) => exitCode !== 0 || signal !== null;
 
-// node_modules/execa/lib/resolve/exit-sync.js
+// ../../main/node_modules/execa/lib/resolve/exit-sync.js
 var getExitResultSync = ({ error: error62, status: exitCode, signal, output: output2 }, { maxBuffer }) => {
   const resultError = getResultError(error62, exitCode, signal);
   const timedOut = resultError?.code === "ETIMEDOUT";
@@ -33595,7 +33928,7 @@ var getResultError = (error62, exitCode, signal) => {
   return isFailedExit(exitCode, signal) ? new DiscardedError() : void 0;
 };
 
-// node_modules/execa/lib/methods/main-sync.js
+// ../../main/node_modules/execa/lib/methods/main-sync.js
 var execaCoreSync = (rawFile, rawArguments, rawOptions) => {
   const { file: file2, commandArguments, command, escapedCommand, startTime, verboseInfo, options, fileDescriptors } = handleSyncArguments(rawFile, rawArguments, rawOptions);
   const result = spawnSubprocessSync({
@@ -33727,14 +34060,14 @@ var getSyncResult = ({ error: error62, exitCode, signal, timedOut, isMaxBuffer, 
   isSync: true
 });
 
-// node_modules/execa/lib/methods/main-async.js
+// ../../main/node_modules/execa/lib/methods/main-async.js
 import { setMaxListeners } from "node:events";
 import { spawn } from "node:child_process";
 
-// node_modules/execa/lib/ipc/methods.js
+// ../../main/node_modules/execa/lib/ipc/methods.js
 import process8 from "node:process";
 
-// node_modules/execa/lib/ipc/get-one.js
+// ../../main/node_modules/execa/lib/ipc/get-one.js
 import { once as once5, on as on2 } from "node:events";
 var getOneMessage = ({ anyProcess, channel, isSubprocess, ipc }, { reference = true, filter } = {}) => {
   validateIpcMethod({
@@ -33789,7 +34122,7 @@ var throwOnStrictError = async (ipcEmitter, isSubprocess, { signal }) => {
   throw getStrictResponseError(error62, isSubprocess);
 };
 
-// node_modules/execa/lib/ipc/get-each.js
+// ../../main/node_modules/execa/lib/ipc/get-each.js
 import { once as once6, on as on3 } from "node:events";
 var getEachMessage = ({ anyProcess, channel, isSubprocess, ipc }, { reference = true } = {}) => loopOnMessages({
   anyProcess,
@@ -33868,7 +34201,7 @@ var throwIfStrictError = ({ error: error62 }) => {
   }
 };
 
-// node_modules/execa/lib/ipc/methods.js
+// ../../main/node_modules/execa/lib/ipc/methods.js
 var addIpcMethods = (subprocess, { ipc }) => {
   Object.assign(subprocess, getIpcMethods(subprocess, false, ipc));
 };
@@ -33907,7 +34240,7 @@ var getIpcMethods = (anyProcess, isSubprocess, ipc) => ({
   })
 });
 
-// node_modules/execa/lib/return/early-error.js
+// ../../main/node_modules/execa/lib/return/early-error.js
 import { ChildProcess as ChildProcess2 } from "node:child_process";
 import {
   PassThrough,
@@ -33961,7 +34294,7 @@ var duplex = () => new Duplex({ read() {
 } });
 var handleDummyPromise = async (error62, verboseInfo, options) => handleResult(error62, verboseInfo, options);
 
-// node_modules/execa/lib/stdio/handle-async.js
+// ../../main/node_modules/execa/lib/stdio/handle-async.js
 import { createReadStream as createReadStream3, createWriteStream as createWriteStream3 } from "node:fs";
 import { Buffer as Buffer4 } from "node:buffer";
 import { Readable as Readable3, Writable as Writable2, Duplex as Duplex2 } from "node:stream";
@@ -34006,7 +34339,7 @@ var addPropertiesAsync = {
   }
 };
 
-// node_modules/@sindresorhus/merge-streams/index.js
+// ../../main/node_modules/@sindresorhus/merge-streams/index.js
 import { on as on4, once as once7 } from "node:events";
 import { PassThrough as PassThroughStream, getDefaultHighWaterMark as getDefaultHighWaterMark2 } from "node:stream";
 import { finished as finished2 } from "node:stream/promises";
@@ -34223,7 +34556,7 @@ var updateMaxListeners = (passThroughStream, increment2) => {
 var PASSTHROUGH_LISTENERS_COUNT = 2;
 var PASSTHROUGH_LISTENERS_PER_STREAM = 1;
 
-// node_modules/execa/lib/io/pipeline.js
+// ../../main/node_modules/execa/lib/io/pipeline.js
 import { finished as finished3 } from "node:stream/promises";
 var pipeStreams = (source, destination) => {
   source.pipe(destination);
@@ -34261,7 +34594,7 @@ var abortSourceStream = (source) => {
   }
 };
 
-// node_modules/execa/lib/io/output-async.js
+// ../../main/node_modules/execa/lib/io/output-async.js
 var pipeOutputAsync = (subprocess, fileDescriptors, controller) => {
   const pipeGroups = /* @__PURE__ */ new Map();
   for (const [fdNumber2, { stdioItems, direction }] of Object.entries(fileDescriptors)) {
@@ -34313,10 +34646,10 @@ var setStandardStreamMaxListeners = (stream, { signal }) => {
 };
 var MAX_LISTENERS_INCREMENT = 2;
 
-// node_modules/execa/lib/terminate/cleanup.js
+// ../../main/node_modules/execa/lib/terminate/cleanup.js
 import { addAbortListener as addAbortListener2 } from "node:events";
 
-// node_modules/signal-exit/dist/mjs/signals.js
+// ../../main/node_modules/signal-exit/dist/mjs/signals.js
 var signals = [];
 signals.push("SIGHUP", "SIGINT", "SIGTERM");
 if (process.platform !== "win32") {
@@ -34340,7 +34673,7 @@ if (process.platform === "linux") {
   signals.push("SIGIO", "SIGPOLL", "SIGPWR", "SIGSTKFLT");
 }
 
-// node_modules/signal-exit/dist/mjs/index.js
+// ../../main/node_modules/signal-exit/dist/mjs/index.js
 var processOk = (process10) => !!process10 && typeof process10 === "object" && typeof process10.removeListener === "function" && typeof process10.emit === "function" && typeof process10.reallyExit === "function" && typeof process10.listeners === "function" && typeof process10.kill === "function" && typeof process10.pid === "number" && typeof process10.on === "function";
 var kExitEmitter = /* @__PURE__ */ Symbol.for("signal-exit emitter");
 var global2 = globalThis;
@@ -34567,7 +34900,7 @@ var {
   unload
 } = signalExitWrap(processOk(process9) ? new SignalExit(process9) : new SignalExitFallback());
 
-// node_modules/execa/lib/terminate/cleanup.js
+// ../../main/node_modules/execa/lib/terminate/cleanup.js
 var cleanupOnExit = (subprocess, { cleanup, detached }, { signal }) => {
   if (!cleanup || detached) {
     return;
@@ -34580,7 +34913,7 @@ var cleanupOnExit = (subprocess, { cleanup, detached }, { signal }) => {
   });
 };
 
-// node_modules/execa/lib/pipe/pipe-arguments.js
+// ../../main/node_modules/execa/lib/pipe/pipe-arguments.js
 var normalizePipeArguments = ({ source, sourcePromise, boundOptions, createNested }, ...pipeArguments) => {
   const startTime = getStartTime();
   const {
@@ -34653,7 +34986,7 @@ var getSourceStream = (source, from) => {
   }
 };
 
-// node_modules/execa/lib/pipe/throw.js
+// ../../main/node_modules/execa/lib/pipe/throw.js
 var handlePipeArgumentsError = ({
   sourceStream,
   sourceError,
@@ -34702,7 +35035,7 @@ var createNonCommandError = ({ error: error62, fileDescriptors, sourceOptions, s
 });
 var PIPE_COMMAND_MESSAGE = "source.pipe(destination)";
 
-// node_modules/execa/lib/pipe/sequence.js
+// ../../main/node_modules/execa/lib/pipe/sequence.js
 var waitForBothSubprocesses = async (subprocessPromises) => {
   const [
     { status: sourceStatus, reason: sourceReason, value: sourceResult = sourceReason },
@@ -34720,7 +35053,7 @@ var waitForBothSubprocesses = async (subprocessPromises) => {
   return destinationResult;
 };
 
-// node_modules/execa/lib/pipe/streaming.js
+// ../../main/node_modules/execa/lib/pipe/streaming.js
 import { finished as finished4 } from "node:stream/promises";
 var pipeSubprocessStream = (sourceStream, destinationStream, maxListenersController) => {
   const mergedStream = MERGED_STREAMS.has(destinationStream) ? pipeMoreSubprocessStream(sourceStream, destinationStream) : pipeFirstSubprocessStream(sourceStream, destinationStream);
@@ -34751,7 +35084,7 @@ var MERGED_STREAMS = /* @__PURE__ */ new WeakMap();
 var SOURCE_LISTENERS_PER_PIPE = 2;
 var DESTINATION_LISTENERS_PER_PIPE = 1;
 
-// node_modules/execa/lib/pipe/abort.js
+// ../../main/node_modules/execa/lib/pipe/abort.js
 import { aborted as aborted2 } from "node:util";
 var unpipeOnAbort = (unpipeSignal, unpipeContext) => unpipeSignal === void 0 ? [] : [unpipeOnSignalAbort(unpipeSignal, unpipeContext)];
 var unpipeOnSignalAbort = async (unpipeSignal, { sourceStream, mergedStream, fileDescriptors, sourceOptions, startTime }) => {
@@ -34766,7 +35099,7 @@ var unpipeOnSignalAbort = async (unpipeSignal, { sourceStream, mergedStream, fil
   });
 };
 
-// node_modules/execa/lib/pipe/setup.js
+// ../../main/node_modules/execa/lib/pipe/setup.js
 var pipeToSubprocess = (sourceInfo, ...pipeArguments) => {
   if (isPlainObject2(pipeArguments[0])) {
     return pipeToSubprocess.bind(void 0, {
@@ -34825,10 +35158,10 @@ var handlePipePromise = async ({
 };
 var getSubprocessPromises = (sourcePromise, destination) => Promise.allSettled([sourcePromise, destination]);
 
-// node_modules/execa/lib/io/contents.js
+// ../../main/node_modules/execa/lib/io/contents.js
 import { setImmediate } from "node:timers/promises";
 
-// node_modules/execa/lib/io/iterate.js
+// ../../main/node_modules/execa/lib/io/iterate.js
 import { on as on5 } from "node:events";
 import { getDefaultHighWaterMark as getDefaultHighWaterMark3 } from "node:stream";
 var iterateOnSubprocessStream = ({ subprocessStdout, subprocess, binary, shouldEncode, encoding, preserveNewlines }) => {
@@ -34921,7 +35254,7 @@ var getGenerators = ({ binary, shouldEncode, encoding, shouldSplit, preserveNewl
   getSplitLinesGenerator(binary, preserveNewlines, !shouldSplit, {})
 ].filter(Boolean);
 
-// node_modules/execa/lib/io/contents.js
+// ../../main/node_modules/execa/lib/io/contents.js
 var getStreamOutput = async ({ stream, onStreamEnd, fdNumber: fdNumber2, encoding, buffer, maxBuffer, lines, allMixed, stripFinalNewline: stripFinalNewline2, verboseInfo, streamInfo }) => {
   const logPromise = logOutputAsync({
     stream,
@@ -35012,7 +35345,7 @@ var getBufferedData = async (streamPromise) => {
 };
 var handleBufferedData = ({ bufferedData }) => isArrayBuffer(bufferedData) ? new Uint8Array(bufferedData) : bufferedData;
 
-// node_modules/execa/lib/resolve/wait-stream.js
+// ../../main/node_modules/execa/lib/resolve/wait-stream.js
 import { finished as finished5 } from "node:stream/promises";
 var waitForStream = async (stream, fdNumber2, streamInfo, { isSameDirection, stopOnExit = false } = {}) => {
   const state = handleStdinDestroy(stream, streamInfo);
@@ -35065,7 +35398,7 @@ var isInputFileDescriptor = ({ fileDescriptors }, fdNumber2) => fdNumber2 !== "a
 var isStreamAbort = (error62) => error62?.code === "ERR_STREAM_PREMATURE_CLOSE";
 var isStreamEpipe = (error62) => error62?.code === "EPIPE";
 
-// node_modules/execa/lib/resolve/stdio.js
+// ../../main/node_modules/execa/lib/resolve/stdio.js
 var waitForStdioStreams = ({ subprocess, encoding, buffer, maxBuffer, lines, stripFinalNewline: stripFinalNewline2, verboseInfo, streamInfo }) => subprocess.stdio.map((stream, fdNumber2) => waitForSubprocessStream({
   stream,
   fdNumber: fdNumber2,
@@ -35106,7 +35439,7 @@ var waitForSubprocessStream = async ({ stream, fdNumber: fdNumber2, encoding, bu
   return output2;
 };
 
-// node_modules/execa/lib/resolve/all-async.js
+// ../../main/node_modules/execa/lib/resolve/all-async.js
 var makeAllStream = ({ stdout, stderr }, { all }) => all && (stdout || stderr) ? mergeStreams([stdout, stderr].filter(Boolean)) : void 0;
 var waitForAllStream = ({ subprocess, encoding, buffer, maxBuffer, lines, stripFinalNewline: stripFinalNewline2, verboseInfo, streamInfo }) => waitForSubprocessStream({
   ...getAllStream(subprocess, buffer),
@@ -35134,10 +35467,10 @@ var getAllStream = ({ stdout, stderr, all }, [, bufferStdout, bufferStderr]) => 
 };
 var getAllMixed = ({ all, stdout, stderr }) => all && stdout && stderr && stdout.readableObjectMode !== stderr.readableObjectMode;
 
-// node_modules/execa/lib/resolve/wait-subprocess.js
+// ../../main/node_modules/execa/lib/resolve/wait-subprocess.js
 import { once as once8 } from "node:events";
 
-// node_modules/execa/lib/verbose/ipc.js
+// ../../main/node_modules/execa/lib/verbose/ipc.js
 var shouldLogIpc = (verboseInfo) => isFullVerbose(verboseInfo, "ipc");
 var logIpcOutput = (message, verboseInfo) => {
   const verboseMessage = serializeVerboseMessage(message);
@@ -35149,7 +35482,7 @@ var logIpcOutput = (message, verboseInfo) => {
   });
 };
 
-// node_modules/execa/lib/ipc/buffer-messages.js
+// ../../main/node_modules/execa/lib/ipc/buffer-messages.js
 var waitForIpcOutput = async ({
   subprocess,
   buffer: bufferArray,
@@ -35187,7 +35520,7 @@ var getBufferedIpcOutput = async (ipcOutputPromise, ipcOutput) => {
   return ipcOutput;
 };
 
-// node_modules/execa/lib/resolve/wait-subprocess.js
+// ../../main/node_modules/execa/lib/resolve/wait-subprocess.js
 var waitForSubprocessResult = async ({
   subprocess,
   options: {
@@ -35303,7 +35636,7 @@ var throwOnSubprocessError = async (subprocess, { signal }) => {
   throw error62;
 };
 
-// node_modules/execa/lib/convert/concurrent.js
+// ../../main/node_modules/execa/lib/convert/concurrent.js
 var initializeConcurrentStreams = () => ({
   readableDestroy: /* @__PURE__ */ new WeakMap(),
   writableFinal: /* @__PURE__ */ new WeakMap(),
@@ -35329,11 +35662,11 @@ var waitForConcurrentStreams = async ({ resolve, promises }, subprocess) => {
   return !isSubprocessExit;
 };
 
-// node_modules/execa/lib/convert/readable.js
+// ../../main/node_modules/execa/lib/convert/readable.js
 import { Readable as Readable4 } from "node:stream";
 import { callbackify as callbackify2 } from "node:util";
 
-// node_modules/execa/lib/convert/shared.js
+// ../../main/node_modules/execa/lib/convert/shared.js
 import { finished as finished6 } from "node:stream/promises";
 var safeWaitForSubprocessStdin = async (subprocessStdin) => {
   if (subprocessStdin === void 0) {
@@ -35373,7 +35706,7 @@ var destroyOtherStream = (stream, isOpen, error62) => {
   }
 };
 
-// node_modules/execa/lib/convert/readable.js
+// ../../main/node_modules/execa/lib/convert/readable.js
 var createReadable = ({ subprocess, concurrentStreams, encoding }, { from, binary: binaryOption = true, preserveNewlines = true } = {}) => {
   const binary = binaryOption || BINARY_ENCODINGS.has(encoding);
   const { subprocessStdout, waitReadableDestroy } = getSubprocessStdout(subprocess, from, concurrentStreams);
@@ -35458,7 +35791,7 @@ var destroyOtherReadable = (stream, error62) => {
   destroyOtherStream(stream, stream.readable, error62);
 };
 
-// node_modules/execa/lib/convert/writable.js
+// ../../main/node_modules/execa/lib/convert/writable.js
 import { Writable as Writable3 } from "node:stream";
 import { callbackify as callbackify3 } from "node:util";
 var createWritable = ({ subprocess, concurrentStreams }, { to: to2 } = {}) => {
@@ -35524,7 +35857,7 @@ var destroyOtherWritable = (stream, error62) => {
   destroyOtherStream(stream, stream.writable, error62);
 };
 
-// node_modules/execa/lib/convert/duplex.js
+// ../../main/node_modules/execa/lib/convert/duplex.js
 import { Duplex as Duplex3 } from "node:stream";
 import { callbackify as callbackify4 } from "node:util";
 var createDuplex = ({ subprocess, concurrentStreams, encoding }, { from, to: to2, binary: binaryOption = true, preserveNewlines = true } = {}) => {
@@ -35578,7 +35911,7 @@ var onDuplexDestroy = async ({ subprocessStdout, subprocessStdin, subprocess, wa
   ]);
 };
 
-// node_modules/execa/lib/convert/iterable.js
+// ../../main/node_modules/execa/lib/convert/iterable.js
 var createIterable = (subprocess, encoding, {
   from,
   binary: binaryOption = false,
@@ -35607,7 +35940,7 @@ var iterateOnStdoutData = async function* (onStdoutData, subprocessStdout, subpr
   }
 };
 
-// node_modules/execa/lib/convert/add.js
+// ../../main/node_modules/execa/lib/convert/add.js
 var addConvertedStreams = (subprocess, { encoding }) => {
   const concurrentStreams = initializeConcurrentStreams();
   subprocess.readable = createReadable.bind(void 0, { subprocess, concurrentStreams, encoding });
@@ -35617,7 +35950,7 @@ var addConvertedStreams = (subprocess, { encoding }) => {
   subprocess[Symbol.asyncIterator] = createIterable.bind(void 0, subprocess, encoding, {});
 };
 
-// node_modules/execa/lib/methods/promise.js
+// ../../main/node_modules/execa/lib/methods/promise.js
 var mergePromise = (subprocess, promise2) => {
   for (const [property, descriptor] of descriptors) {
     const value = descriptor.value.bind(promise2);
@@ -35631,7 +35964,7 @@ var descriptors = ["then", "catch", "finally"].map((property) => [
   Reflect.getOwnPropertyDescriptor(nativePromisePrototype, property)
 ]);
 
-// node_modules/execa/lib/methods/main-async.js
+// ../../main/node_modules/execa/lib/methods/main-async.js
 var execaCoreAsync = (rawFile, rawArguments, rawOptions, createNested) => {
   const { file: file2, commandArguments, command, escapedCommand, startTime, verboseInfo, options, fileDescriptors } = handleAsyncArguments(rawFile, rawArguments, rawOptions);
   const { subprocess, promise: promise2 } = spawnSubprocessAsync({
@@ -35786,7 +36119,7 @@ var getAsyncResult = ({ errorInfo, exitCode, signal, stdio, all, ipcOutput, cont
   startTime
 });
 
-// node_modules/execa/lib/methods/bind.js
+// ../../main/node_modules/execa/lib/methods/bind.js
 var mergeOptions = (boundOptions, options) => {
   const newOptions = Object.fromEntries(
     Object.entries(options).map(([optionName, optionValue]) => [
@@ -35804,7 +36137,7 @@ var mergeOption = (optionName, boundOptionValue, optionValue) => {
 };
 var DEEP_OPTIONS = /* @__PURE__ */ new Set(["env", ...FD_SPECIFIC_OPTIONS]);
 
-// node_modules/execa/lib/methods/create.js
+// ../../main/node_modules/execa/lib/methods/create.js
 var createExeca = (mapArguments, boundOptions, deepOptions, setBoundExeca) => {
   const createNested = (mapArguments2, boundOptions2, setBoundExeca2) => createExeca(mapArguments2, boundOptions2, deepOptions, setBoundExeca2);
   const boundExeca = (...execaArguments) => callBoundExeca({
@@ -35850,7 +36183,7 @@ var parseArguments = ({ mapArguments, firstArgument, nextArguments, deepOptions,
   };
 };
 
-// node_modules/execa/lib/methods/command.js
+// ../../main/node_modules/execa/lib/methods/command.js
 var mapCommandAsync = ({ file: file2, commandArguments }) => parseCommand(file2, commandArguments);
 var mapCommandSync = ({ file: file2, commandArguments }) => ({ ...parseCommand(file2, commandArguments), isSync: true });
 var parseCommand = (command, unusedArguments) => {
@@ -35881,7 +36214,7 @@ var parseCommandString = (command) => {
 };
 var SPACES_REGEXP = / +/g;
 
-// node_modules/execa/lib/methods/script.js
+// ../../main/node_modules/execa/lib/methods/script.js
 var setScriptSync = (boundExeca, createNested, boundOptions) => {
   boundExeca.sync = createNested(mapScriptSync, boundOptions);
   boundExeca.s = boundExeca.sync;
@@ -35892,7 +36225,7 @@ var getScriptOptions = (options) => ({ options: { ...getScriptStdinOption(option
 var getScriptStdinOption = ({ input: input2, inputFile, stdio }) => input2 === void 0 && inputFile === void 0 && stdio === void 0 ? { stdin: "inherit" } : {};
 var deepScriptOptions = { preferLocal: true };
 
-// node_modules/execa/index.js
+// ../../main/node_modules/execa/index.js
 var execa = createExeca(() => ({}));
 var execaSync = createExeca(() => ({ isSync: true }));
 var execaCommand = createExeca(mapCommandAsync);
@@ -36338,10 +36671,10 @@ function parseEpoch(value, what) {
   return n2;
 }
 async function gitCommitTime(file2, logger) {
-  const cwd = path12.dirname(file2);
+  const cwd = path13.dirname(file2);
   let r;
   try {
-    r = await run(["git", "log", "-1", "--format=%ct", "--", path12.basename(file2)], {
+    r = await run(["git", "log", "-1", "--format=%ct", "--", path13.basename(file2)], {
       cwd,
       reject: false,
       logger
@@ -36401,7 +36734,7 @@ import {
   writeFile as writeFile5
 } from "node:fs/promises";
 import os6 from "node:os";
-import path16 from "node:path";
+import path17 from "node:path";
 
 // src/tools/lua-make.ts
 var LUA_MYCFLAGS = "-static -Os";
@@ -36461,7 +36794,7 @@ import { createHash as createHash3, randomBytes as randomBytes2 } from "node:cry
 import { existsSync as existsSync2 } from "node:fs";
 import { mkdir as mkdir3, mkdtemp, readFile as readFile4, rename as rename2, rm as rm3, writeFile as writeFile3 } from "node:fs/promises";
 import os3 from "node:os";
-import path13 from "node:path";
+import path14 from "node:path";
 var BUILDROOT_SUITE = "bookworm";
 var HOST_SOURCES = "/etc/apt/sources.list.d/debian.sources";
 async function defaultMirrors() {
@@ -36493,15 +36826,15 @@ async function ensureBuildroot(opts) {
       mirrors: await mirrorsIdentity(mirrors)
     })
   ).digest("hex");
-  const tarball = path13.join(opts.dir, `${key}.tar`);
-  const metaFile = path13.join(opts.dir, `${key}.json`);
+  const tarball = path14.join(opts.dir, `${key}.tar`);
+  const metaFile = path14.join(opts.dir, `${key}.json`);
   if (existsSync2(tarball) && existsSync2(metaFile)) {
     const meta3 = JSON.parse(await readFile4(metaFile, "utf8"));
     return { key, tarball, toolchain: meta3.toolchain };
   }
   await mkdir3(opts.dir, { recursive: true });
-  const tmp = path13.join(opts.dir, `.tmp-${process.pid}-${randomBytes2(6).toString("hex")}.tar`);
-  const scratch = await mkdtemp(path13.join(opts.dir, ".scratch-"));
+  const tmp = path14.join(opts.dir, `.tmp-${process.pid}-${randomBytes2(6).toString("hex")}.tar`);
+  const scratch = await mkdtemp(path14.join(opts.dir, ".scratch-"));
   try {
     await opts.logger.group(
       `build root: mmdebstrap ${suite} ${opts.arch} (${BUILDROOT_PACKAGES.join(", ")})`,
@@ -36558,8 +36891,8 @@ async function removeScratch(dir) {
   });
 }
 async function compileInRoot(srcDir, buildroot, opts) {
-  const work = await mkdtemp(path13.join(opts.workDir ?? os3.tmpdir(), "lhc-buildroot-"));
-  const root = path13.join(work, "root");
+  const work = await mkdtemp(path14.join(opts.workDir ?? os3.tmpdir(), "lhc-buildroot-"));
+  const root = path14.join(work, "root");
   try {
     await mkdir3(root);
     await opts.logger.group("build root: extract", async () => {
@@ -36569,7 +36902,7 @@ async function compileInRoot(srcDir, buildroot, opts) {
         logger: opts.logger
       });
     });
-    if (!existsSync2(path13.join(root, "usr")))
+    if (!existsSync2(path14.join(root, "usr")))
       throw new UserError(`build root ${buildroot.tarball} has no /usr`);
     const make = inRootMakeArgv(opts.jobs ?? 1);
     const script = `${formatCommand(make)} && strip src/lua`;
@@ -36590,7 +36923,7 @@ async function compileInRoot(srcDir, buildroot, opts) {
         }
       );
     });
-    const binary = path13.join(srcDir, "src", "lua");
+    const binary = path14.join(srcDir, "src", "lua");
     if (!existsSync2(binary))
       throw new UserError(`the in-root build finished without producing ${binary}`);
     return binary;
@@ -36611,9 +36944,9 @@ async function compileInRoot(srcDir, buildroot, opts) {
 
 // src/stages/lua-source.ts
 import { existsSync as existsSync3 } from "node:fs";
-import path14 from "node:path";
+import path15 from "node:path";
 
-// node_modules/tar/dist/esm/index.min.js
+// ../../main/node_modules/tar/dist/esm/index.min.js
 import Qr from "events";
 import I from "fs";
 import { EventEmitter as Di } from "node:events";
@@ -39623,8 +39956,8 @@ async function extractLuaSource(tarball, destDir, version2) {
     noChmod: false,
     filter: (p2, e) => entryProblem(p2, e.type, top) === void 0
   });
-  const dir = path14.join(destDir, top);
-  if (!existsSync3(path14.join(dir, "src", "lua.c")) || !existsSync3(path14.join(dir, "Makefile"))) {
+  const dir = path15.join(destDir, top);
+  if (!existsSync3(path15.join(dir, "src", "lua.c")) || !existsSync3(path15.join(dir, "Makefile"))) {
     throw new UserError(
       `${tarball} does not look like the Lua ${version2} source (no ${top}/Makefile and ${top}/src/lua.c)`
     );
@@ -39636,7 +39969,7 @@ async function extractLuaSource(tarball, destDir, version2) {
 import { existsSync as existsSync4, readFileSync as readFileSync3 } from "node:fs";
 import { mkdtemp as mkdtemp2, rm as rm4, writeFile as writeFile4 } from "node:fs/promises";
 import os5 from "node:os";
-import path15 from "node:path";
+import path16 from "node:path";
 
 // src/elf/elf.ts
 import { constants as constants5 } from "node:fs";
@@ -39927,7 +40260,7 @@ var LuaVerifyError = class extends UserError {
 };
 function emulatorPrefix(arch, binfmtDir = "/proc/sys/fs/binfmt_misc") {
   if (hostArch() === arch) return [];
-  const entry = path15.join(binfmtDir, `qemu-${arch}`);
+  const entry = path16.join(binfmtDir, `qemu-${arch}`);
   if (existsSync4(entry) && readFileSync3(entry, "utf8").startsWith("enabled")) return [];
   return [`qemu-${arch}-static`];
 }
@@ -39982,9 +40315,9 @@ async function verifyLua(binary, opts) {
       `${binary} -v: expected "Lua ${opts.version}", got ${JSON.stringify(banner.split("\n")[0] ?? "")} (exit code ${v2.exitCode})`
     );
   }
-  const dir = await mkdtemp2(path15.join(os5.tmpdir(), "lhc-lua-smoke-"));
+  const dir = await mkdtemp2(path16.join(os5.tmpdir(), "lhc-lua-smoke-"));
   try {
-    const script = path15.join(dir, "smoke.lua");
+    const script = path16.join(dir, "smoke.lua");
     await writeFile4(script, SMOKE_SCRIPT);
     const s3 = await run([...prefix, binary, script, dir], {
       reject: false,
@@ -40042,7 +40375,7 @@ async function crossRecipe(arch, logger, signal) {
           stderrLines: 30
         });
       });
-      const binary = path16.join(srcDir, "src", "lua");
+      const binary = path17.join(srcDir, "src", "lua");
       await run([tc.strip, binary], { logger });
       return binary;
     }
@@ -40050,7 +40383,7 @@ async function crossRecipe(arch, logger, signal) {
 }
 async function inRootRecipe(arch, opts, cache) {
   const buildroot = await ensureBuildroot({
-    dir: opts.buildrootDir ?? path16.join(cache, "buildroots"),
+    dir: opts.buildrootDir ?? path17.join(cache, "buildroots"),
     arch,
     logger: opts.logger,
     signal: opts.signal
@@ -40068,8 +40401,8 @@ async function inRootRecipe(arch, opts, cache) {
   };
 }
 async function readCached(dir, logger) {
-  const bin = path16.join(dir, "lua");
-  const metaFile = path16.join(dir, "build.json");
+  const bin = path17.join(dir, "lua");
+  const metaFile = path17.join(dir, "build.json");
   if (!existsSync5(bin) || !existsSync5(metaFile)) return void 0;
   try {
     const meta3 = JSON.parse(await readFile5(metaFile, "utf8"));
@@ -40098,9 +40431,9 @@ async function buildLua(spec, opts) {
       flags: recipe.flags
     })
   ).digest("hex");
-  const dir = path16.join(cache, "lua", key);
+  const dir = path17.join(cache, "lua", key);
   const result = (meta3, cached2) => ({
-    path: path16.join(dir, "lua"),
+    path: path17.join(dir, "lua"),
     bytes: meta3.bytes,
     sha256: meta3.sha256,
     cached: cached2,
@@ -40123,21 +40456,21 @@ async function buildLua(spec, opts) {
     },
     { ...opts.fetch, signal: opts.signal }
   );
-  const work = await mkdtemp3(path16.join(opts.workDir ?? os6.tmpdir(), "lhc-lua-"));
+  const work = await mkdtemp3(path17.join(opts.workDir ?? os6.tmpdir(), "lhc-lua-"));
   try {
-    const srcParent = path16.join(work, "src");
+    const srcParent = path17.join(work, "src");
     await mkdir4(srcParent);
     const srcDir = await extractLuaSource(tarball, srcParent, spec.version);
     const built = await recipe.build(srcDir);
     await verifyLua(built, { version: spec.version, arch: spec.arch, logger });
-    const staging = path16.join(
+    const staging = path17.join(
       cache,
       "lua",
       `.tmp-${process.pid}-${randomBytes3(6).toString("hex")}`
     );
     await mkdir4(staging, { recursive: true });
     try {
-      const bin = path16.join(staging, "lua");
+      const bin = path17.join(staging, "lua");
       await copyFile(built, bin);
       await chmod(bin, 493);
       const meta3 = {
@@ -40150,12 +40483,12 @@ async function buildLua(spec, opts) {
         sha256: await sha256File(bin),
         bytes: (await stat3(bin)).size
       };
-      await writeFile5(path16.join(staging, "build.json"), `${JSON.stringify(meta3, null, 2)}
+      await writeFile5(path17.join(staging, "build.json"), `${JSON.stringify(meta3, null, 2)}
 `);
       try {
         await rename3(staging, dir);
       } catch (e) {
-        if (!existsSync5(path16.join(dir, "lua"))) throw e;
+        if (!existsSync5(path17.join(dir, "lua"))) throw e;
       }
       logger.info(
         `Lua ${spec.version} (${spec.arch}, ${spec.strategy}): built, ${meta3.bytes} bytes, sha256 ${meta3.sha256}`
@@ -40201,7 +40534,7 @@ async function fetchInputs(config2, opts) {
 // src/stages/pack.ts
 import { createHash as createHash6 } from "node:crypto";
 import { lstat as lstat3, mkdir as mkdir5, rm as rm7, stat as stat4, writeFile as writeFile7 } from "node:fs/promises";
-import path18 from "node:path";
+import path19 from "node:path";
 
 // src/tools/mksquashfs.ts
 var ROOT_MODE = 493;
@@ -40242,7 +40575,7 @@ function mksquashfsEnv() {
 import { createHash as createHash5 } from "node:crypto";
 import { chmod as chmod2, lstat as lstat2, mkdtemp as mkdtemp4, rm as rm6, writeFile as writeFile6 } from "node:fs/promises";
 import os7 from "node:os";
-import path17 from "node:path";
+import path18 from "node:path";
 function archiveStat(st2, owner) {
   const s3 = Object.assign(Object.create(Object.getPrototypeOf(st2)), st2);
   return Object.assign(s3, {
@@ -40266,7 +40599,7 @@ async function tarDirectory(dir, epoch, owner = { uid: 0, gid: 0 }) {
   const statCache = /* @__PURE__ */ new Map();
   const unsupported = [];
   for (const rel of rels) {
-    const abs = path17.resolve(dir, rel || ".");
+    const abs = path18.resolve(dir, rel || ".");
     const st2 = await lstat2(abs);
     if (!SUPPORTED(st2)) unsupported.push(rel);
     statCache.set(abs, archiveStat(st2, owner));
@@ -40371,7 +40704,7 @@ async function writeDataTemplate(o2) {
   let tmp;
   try {
     if (dir === void 0) {
-      tmp = await mkdtemp4(path17.join(os7.tmpdir(), "lhc-empty-data-"));
+      tmp = await mkdtemp4(path18.join(os7.tmpdir(), "lhc-empty-data-"));
       await chmod2(tmp, 493);
       dir = tmp;
     }
@@ -40403,9 +40736,9 @@ async function writeSha256Sums(dir, files) {
   for (const f2 of [...new Set(files)].sort()) {
     if (/[\n\\]/.test(f2))
       throw new UserError(`cannot list '${f2}' in SHA256SUMS: newline or backslash in the name`);
-    lines.push(`${await sha256File(path18.join(dir, f2))}  ${f2}`);
+    lines.push(`${await sha256File(path19.join(dir, f2))}  ${f2}`);
   }
-  const out = path18.join(dir, "SHA256SUMS");
+  const out = path19.join(dir, "SHA256SUMS");
   await writeFile7(out, lines.join("\n") + "\n");
   return out;
 }
@@ -40423,7 +40756,7 @@ async function packImage(o2) {
   const names = artifactNames(o2.name, o2.fileNames);
   await requireDir(o2.root, "root");
   if (o2.dataDir !== void 0) await requireDir(o2.dataDir, "data directory");
-  const mountPoint = path18.join(o2.root, dataPath);
+  const mountPoint = path19.join(o2.root, dataPath);
   try {
     if (!(await stat4(mountPoint)).isDirectory()) throw new Error("not a directory");
   } catch {
@@ -40432,9 +40765,9 @@ async function packImage(o2) {
     );
   }
   await mkdir5(o2.outDir, { recursive: true });
-  const image = path18.join(o2.outDir, names.image);
-  const dataTemplate = path18.join(o2.outDir, names.dataTemplate);
-  const manifestFile = path18.join(o2.outDir, names.manifest);
+  const image = path19.join(o2.outDir, names.image);
+  const dataTemplate = path19.join(o2.outDir, names.dataTemplate);
+  const manifestFile = path19.join(o2.outDir, names.manifest);
   o2.logger.info(`packing ${o2.root} into ${image} (squashfs, xz, epoch ${o2.epoch})`);
   await rm7(image, { force: true });
   await run(mksquashfsArgv({ source: o2.root, image, epoch: o2.epoch, rootMode: ROOT_MODE }), {
@@ -40508,7 +40841,7 @@ import {
   utimes,
   writeFile as writeFile9
 } from "node:fs/promises";
-import path22 from "node:path";
+import path23 from "node:path";
 
 // src/trace/glob.ts
 function escapeRe(c3) {
@@ -40607,15 +40940,15 @@ function resolveTraced(root, guestPath, opts = {}) {
 // src/stages/trace.ts
 import { mkdir as mkdir6, readFile as readFile8, readdir as readdir4, rm as rm9, stat as stat5, writeFile as writeFile8 } from "node:fs/promises";
 import { readFileSync as readFileSync5, readdirSync as readdirSync2, readlinkSync as readlinkSync3 } from "node:fs";
-import path21 from "node:path";
+import path22 from "node:path";
 
 // src/trace/fifo.ts
 import { randomBytes as randomBytes4 } from "node:crypto";
 import { closeSync, constants as constants6, openSync, read, writeSync } from "node:fs";
 var TraceFifo = class _TraceFifo {
-  constructor(path34) {
-    this.path = path34;
-    this.fd = openSync(path34, constants6.O_RDWR);
+  constructor(path39) {
+    this.path = path39;
+    this.fd = openSync(path39, constants6.O_RDWR);
     this.done = this.pump();
   }
   path;
@@ -40627,9 +40960,9 @@ var TraceFifo = class _TraceFifo {
   done;
   closed = false;
   /** Creates the FIFO (mode 0666: the service may run as any user) and starts reading it. */
-  static async create(path34) {
-    await run(["mkfifo", "-m", "0666", path34]);
-    return new _TraceFifo(path34);
+  static async create(path39) {
+    await run(["mkfifo", "-m", "0666", path39]);
+    return new _TraceFifo(path39);
   }
   async pump() {
     const buf = Buffer.alloc(256 * 1024);
@@ -41118,11 +41451,11 @@ function parseHostStrace(text, opts = {}) {
 // src/verify/sandbox.ts
 import { existsSync as existsSync6 } from "node:fs";
 import { chmod as chmod3, readFile as readFile7, readdir as readdir3, rm as rm8, rmdir } from "node:fs/promises";
-import path20 from "node:path";
+import path21 from "node:path";
 
 // src/verify/hardening.ts
 import { readFile as readFile6 } from "node:fs/promises";
-import path19 from "node:path";
+import path20 from "node:path";
 function unescape(field2) {
   return field2.replace(/\\([0-7]{3})/g, (_2, o2) => String.fromCharCode(parseInt(o2, 8)));
 }
@@ -41270,13 +41603,13 @@ function resolveInImage(entries, p2, depth = 0) {
   let cur = "/";
   for (let i2 = 0; i2 < parts.length; i2++) {
     if (parts[i2] === "..") {
-      cur = path19.posix.dirname(cur);
+      cur = path20.posix.dirname(cur);
       continue;
     }
-    const next = path19.posix.join(cur, parts[i2]);
+    const next = path20.posix.join(cur, parts[i2]);
     const e = entries.get(next);
     if (e?.kind === "symlink" && depth < 40) {
-      const target = e.target.startsWith("/") ? e.target : path19.posix.join(cur, e.target);
+      const target = e.target.startsWith("/") ? e.target : path20.posix.join(cur, e.target);
       const rest = parts.slice(i2 + 1).join("/");
       return resolveInImage(entries, rest ? `${target}/${rest}` : target, depth + 1);
     }
@@ -41290,7 +41623,7 @@ function checkNoInterpreters(entries, command0) {
   const own2 = resolveInImage(byPath2, command0);
   const found = [];
   for (const e of entries) {
-    if (e.kind === "dir" || !INTERPRETER_NAME.test(path19.posix.basename(e.path))) continue;
+    if (e.kind === "dir" || !INTERPRETER_NAME.test(path20.posix.basename(e.path))) continue;
     if (e.kind === "file" && !e.executable) continue;
     if (e.path === command0 || resolveInImage(byPath2, e.path) === own2) continue;
     found.push(e.kind === "symlink" ? `${e.path} -> ${e.target}` : e.path);
@@ -41431,12 +41764,12 @@ async function unpackTemplate(template, dir, opts = {}) {
       onwarn: (code, message) => warnings.push(`${code}: ${message}`),
       onReadEntry: (e) => {
         if (e.type !== "SymbolicLink" && e.mode !== void 0) {
-          modes.push({ file: path20.resolve(dir, e.path), mode: e.mode & 4095 });
+          modes.push({ file: path21.resolve(dir, e.path), mode: e.mode & 4095 });
         }
         if (e.uid === void 0 || e.gid === void 0) return;
         const key = `${e.uid}:${e.gid}`;
         const list = owners.get(key) ?? [];
-        list.push(path20.resolve(dir, e.path));
+        list.push(path21.resolve(dir, e.path));
         owners.set(key, list);
       }
     });
@@ -41519,7 +41852,7 @@ async function loopBackingFile(dev) {
 async function releaseLoop(dev, image, logger) {
   for (let i2 = 0; i2 < 20; i2++) {
     const backing = await loopBackingFile(dev);
-    if (backing === void 0 || path20.resolve(backing.replace(/ \(deleted\)$/, "")) !== path20.resolve(image))
+    if (backing === void 0 || path21.resolve(backing.replace(/ \(deleted\)$/, "")) !== path21.resolve(image))
       return;
     await sleep2(100);
   }
@@ -41531,7 +41864,7 @@ async function removeWorkDir(workDir, mountPoints2) {
     if (await mountAt(m2)) throw new Error(`${m2} is still mounted; leaving ${workDir} in place`);
     if (existsSync6(m2)) await rmdir(m2).catch(() => void 0);
   }
-  if (existsSync6(workDir) && (await readdir3(workDir)).every((n2) => !mountPoints2.includes(path20.join(workDir, n2)))) {
+  if (existsSync6(workDir) && (await readdir3(workDir)).every((n2) => !mountPoints2.includes(path21.join(workDir, n2)))) {
     await rm8(workDir, { recursive: true, force: true });
   }
 }
@@ -41568,12 +41901,12 @@ function containerArgv(config2, t) {
 async function tracedArgv(config2, t, straceName) {
   const argv = containerArgv(config2, t);
   if (t.trace?.mode === "qemu") {
-    const fifoPath = path21.join(t.trace.dir, QEMU_TRACE_FILE);
+    const fifoPath = path22.join(t.trace.dir, QEMU_TRACE_FILE);
     await rm9(fifoPath, { force: true });
     return { argv, fifo: await TraceFifo.create(fifoPath) };
   }
   if (t.trace?.mode === "strace") {
-    const straceFile = path21.join(t.trace.dir, straceName);
+    const straceFile = path22.join(t.trace.dir, straceName);
     return { argv: ["strace", ...STRACE_FLAGS, "-o", straceFile, "--", ...argv], straceFile };
   }
   return { argv };
@@ -41728,7 +42061,7 @@ async function probeListening(config2, pid, port2, probe, workDir, logger) {
     );
     return r2.stdoutBytes;
   }
-  const bodyFile = path21.join(workDir, `probe-${probe.name}.body`);
+  const bodyFile = path22.join(workDir, `probe-${probe.name}.body`);
   await rm9(bodyFile, { force: true });
   const url3 = `http://127.0.0.1:${port2}${probe.path}`;
   const r = await run(
@@ -41850,14 +42183,14 @@ async function traceService(config2, root, opts) {
   }
   const elf = await readElf(entry.host);
   const interp = elf?.interp;
-  const copy = path21.join(workDir, "trace-root");
-  const traceDir = path21.join(workDir, "trace");
-  const dataDir = path21.join(workDir, "trace-data");
+  const copy = path22.join(workDir, "trace-root");
+  const traceDir = path22.join(workDir, "trace");
+  const dataDir = path22.join(workDir, "trace-data");
   await mkdir6(workDir, { recursive: true });
   await rm9(traceDir, { recursive: true, force: true });
   await mkdir6(traceDir, { recursive: true, mode: 493 });
-  const upper = path21.join(workDir, "trace-upper");
-  const overlayWork = path21.join(workDir, "trace-overlay-work");
+  const upper = path22.join(workDir, "trace-upper");
+  const overlayWork = path22.join(workDir, "trace-overlay-work");
   const state = { mounted: false };
   const removeCopy = registerCleanup(`traced root copy ${copy}`, async () => {
     if (state.mounted) await unmount(copy, logger);
@@ -41880,7 +42213,7 @@ async function traceService(config2, root, opts) {
           privileged: true
         });
       }
-      const mountPoints2 = [TRACE_MOUNT, config2.data.path, "/usr"].map((p2) => path21.join(copy, p2));
+      const mountPoints2 = [TRACE_MOUNT, config2.data.path, "/usr"].map((p2) => path22.join(copy, p2));
       await run(["mkdir", "-p", "-m", "0755", "--", ...mountPoints2], { privileged: true });
     });
     await seedDataDir(config2, root, dataDir);
@@ -41910,7 +42243,7 @@ async function traceService(config2, root, opts) {
     for (const [i2, text] of probed.traces.entries()) {
       const parsed = emulated ? parseQemuStrace(text, parseOpts) : parseHostStrace(text, parseOpts);
       if (emulated) {
-        const file2 = path21.join(traceDir, `qemu.${i2}.txt`);
+        const file2 = path22.join(traceDir, `qemu.${i2}.txt`);
         await writeFile8(file2, text);
         traceFiles.push(file2);
       }
@@ -41985,7 +42318,7 @@ var MUSL_ARCH = { aarch64: "aarch64", x86_64: "x86_64", arm: "armhf" };
 function walkRoot(root) {
   const out = /* @__PURE__ */ new Map();
   const visit3 = (inRoot) => {
-    const host = path22.join(root, inRoot);
+    const host = path23.join(root, inRoot);
     const st2 = lstatSync3(host);
     const kind = st2.isSymbolicLink() ? "symlink" : st2.isDirectory() ? "dir" : st2.isFile() ? "file" : "other";
     out.set(inRoot, { kind, st: st2 });
@@ -42002,7 +42335,7 @@ function entryBytes(e) {
 }
 function libraryDirs(root, elf, elfPath) {
   const dirs = [];
-  const origin = path22.posix.dirname(elfPath);
+  const origin = path23.posix.dirname(elfPath);
   for (const r of elf.runpath) dirs.push(r.replace(/\$\{?ORIGIN\}?/g, origin));
   const musl = elf.interp !== void 0 && /ld-musl/.test(elf.interp);
   if (musl) {
@@ -42037,12 +42370,12 @@ function ldSoConfDirs(root, file2, depth) {
       if (line.startsWith("/")) dirs.push(line);
       continue;
     }
-    const pattern = inc[1].startsWith("/") ? inc[1] : path22.posix.join(path22.posix.dirname(file2), inc[1]);
-    const dir = resolveTraced(root, path22.posix.dirname(pattern));
+    const pattern = inc[1].startsWith("/") ? inc[1] : path23.posix.join(path23.posix.dirname(file2), inc[1]);
+    const dir = resolveTraced(root, path23.posix.dirname(pattern));
     if (!dir.exists || dir.kind !== "dir") continue;
     const re2 = globToRegExp(pattern);
     for (const name of readdirSync3(dir.host).sort()) {
-      const candidate = path22.posix.join(path22.posix.dirname(pattern), name);
+      const candidate = path23.posix.join(path23.posix.dirname(pattern), name);
       if (re2.test(candidate)) dirs.push(...ldSoConfDirs(root, candidate, depth + 1));
     }
   }
@@ -42099,7 +42432,7 @@ async function pruneRoot(root, trace, config2, opts) {
       e.noFollow ?? false
     );
     if (e.op === "getdents" && r.exists && r.kind === "dir" && !r.virtual) {
-      for (const name of readdirSync3(r.host)) add(path22.posix.join(r.inRoot, name), "dir-listing");
+      for (const name of readdirSync3(r.host)) add(path23.posix.join(r.inRoot, name), "dir-listing");
     }
   }
   const entry = addLookup(trace.entrypoint, "entrypoint");
@@ -42119,7 +42452,7 @@ async function pruneRoot(root, trace, config2, opts) {
       scanned.add(p2);
       let elf;
       try {
-        elf = await readElf(path22.join(root, p2));
+        elf = await readElf(path23.join(root, p2));
       } catch (err) {
         logger.debug(`not parsing ${p2} as ELF: ${err.message}`);
         continue;
@@ -42127,7 +42460,7 @@ async function pruneRoot(root, trace, config2, opts) {
       if (!elf) {
         const why = kept.get(p2);
         if (why.has("entrypoint") || why.has("traced-exec")) {
-          const interpreter = shebang(path22.join(root, p2));
+          const interpreter = shebang(path23.join(root, p2));
           if (interpreter) {
             const r = addLookup(interpreter, "shebang-interp");
             if (r.exists) changed = true;
@@ -42143,7 +42476,7 @@ async function pruneRoot(root, trace, config2, opts) {
       }
       const dirs = elf.needed.length > 0 ? libraryDirs(root, elf, p2) : [];
       for (const lib of elf.needed) {
-        const candidates = lib.includes("/") ? [lib.startsWith("/") ? lib : path22.posix.join(path22.posix.dirname(p2), lib)] : dirs.map((d) => path22.posix.join(d, lib));
+        const candidates = lib.includes("/") ? [lib.startsWith("/") ? lib : path23.posix.join(path23.posix.dirname(p2), lib)] : dirs.map((d) => path23.posix.join(d, lib));
         const hit = candidates.find((c3) => {
           const r = resolveTraced(root, c3);
           return r.exists && r.kind === "file";
@@ -42170,7 +42503,7 @@ async function pruneRoot(root, trace, config2, opts) {
     }
   }
   for (const p2 of [...kept.keys()]) {
-    for (let d = path22.posix.dirname(p2); d !== "/" && d !== "."; d = path22.posix.dirname(d)) {
+    for (let d = path23.posix.dirname(p2); d !== "/" && d !== "."; d = path23.posix.dirname(d)) {
       if (kept.has(d)) {
         kept.get(d).add("parent-dir");
         continue;
@@ -42180,8 +42513,8 @@ async function pruneRoot(root, trace, config2, opts) {
   }
   kept.delete("/");
   const mounts = mountPoints(config2);
-  const prunedRoot = path22.join(opts.outDir, "root");
-  const dataDir = path22.join(opts.outDir, "data");
+  const prunedRoot = path23.join(opts.outDir, "root");
+  const dataDir = path23.join(opts.outDir, "data");
   await rm10(prunedRoot, { recursive: true, force: true });
   await mkdir7(prunedRoot, { recursive: true });
   const rootSt = all.get("/").st;
@@ -42189,8 +42522,8 @@ async function pruneRoot(root, trace, config2, opts) {
   const dirTimes = [];
   for (const p2 of [...kept.keys()].sort()) {
     const e = all.get(p2);
-    const src = path22.join(root, p2);
-    const dst = path22.join(prunedRoot, p2);
+    const src = path23.join(root, p2);
+    const dst = path23.join(prunedRoot, p2);
     if (e.kind === "dir") {
       await mkdir7(dst);
       dirTimes.push({ host: dst, st: e.st });
@@ -42215,7 +42548,7 @@ async function pruneRoot(root, trace, config2, opts) {
     });
   }
   for (const m2 of mounts) {
-    const dst = path22.join(prunedRoot, m2);
+    const dst = path23.join(prunedRoot, m2);
     const existing = list.find((k2) => k2.path === m2);
     if (existing) {
       if (!existing.why.includes("mount-point")) existing.why.push("mount-point");
@@ -42223,7 +42556,7 @@ async function pruneRoot(root, trace, config2, opts) {
     }
     const e = all.get(m2);
     const mode2 = e?.kind === "dir" ? e.st.mode & 4095 : m2 === "/tmp" ? 1023 : 493;
-    await mkdir7(path22.dirname(dst), { recursive: true });
+    await mkdir7(path23.dirname(dst), { recursive: true });
     await mkdir7(dst);
     await chmod4(dst, mode2);
     if (e?.kind === "dir") await lchown(dst, e.st.uid, e.st.gid).catch(() => void 0);
@@ -42290,7 +42623,7 @@ function summarizeReport(r) {
 import { createHash as createHash7 } from "node:crypto";
 import { chmodSync as chmodSync3, existsSync as existsSync7, lstatSync as lstatSync6, readdirSync as readdirSync5, readFileSync as readFileSync7 } from "node:fs";
 import { mkdir as mkdir9, rename as rename4, rm as rm12, stat as stat7 } from "node:fs/promises";
-import path25 from "node:path";
+import path26 from "node:path";
 
 // src/root/extract.ts
 import { once as once9 } from "node:events";
@@ -42314,7 +42647,7 @@ import {
   readlinkSync as readlinkSync4
 } from "node:fs";
 import { mkdir as mkdir8, mkdtemp as mkdtemp5, rm as rm11, stat as stat6 } from "node:fs/promises";
-import path23 from "node:path";
+import path24 from "node:path";
 import { createGunzip } from "node:zlib";
 var ExtractError = class extends UserError {
   constructor(archive, entry, reason) {
@@ -42475,7 +42808,7 @@ var Extractor = class {
   }
   writeFile(entry, name, parts) {
     const parent = this.parentOf(name, parts);
-    const host = path23.join(parent, parts[parts.length - 1]);
+    const host = path24.join(parent, parts[parts.length - 1]);
     const flags = fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW;
     let fd;
     try {
@@ -42537,7 +42870,7 @@ var Extractor = class {
       return;
     }
     const parent = this.parentOf(name, parts);
-    const host = path23.join(parent, parts[parts.length - 1]);
+    const host = path24.join(parent, parts[parts.length - 1]);
     try {
       mkdirSync2(host, { mode: 448 });
       this.summary.dirs++;
@@ -42565,7 +42898,7 @@ var Extractor = class {
     if (!lstatSync4(targetHost).isFile())
       this.fail(name, `hardlink target '${linkpath}' is no longer a regular file`);
     const parent = this.parentOf(name, parts);
-    const host = path23.join(parent, parts[parts.length - 1]);
+    const host = path24.join(parent, parts[parts.length - 1]);
     try {
       linkSync(targetHost, host);
     } catch (e) {
@@ -42582,7 +42915,7 @@ var Extractor = class {
   finish() {
     for (const s3 of this.symlinks) {
       const parent = this.parentOf(s3.name, s3.parts);
-      const host = path23.join(parent, s3.parts[s3.parts.length - 1]);
+      const host = path24.join(parent, s3.parts[s3.parts.length - 1]);
       try {
         symlinkSync(s3.target, host);
       } catch (e) {
@@ -42627,7 +42960,7 @@ function bombError(archive, cap, compressedSize) {
   );
 }
 async function xzToTemp(archive, tmpDir, cap, compressedSize, logger) {
-  const out = path23.join(tmpDir, "archive.tar");
+  const out = path24.join(tmpDir, "archive.tar");
   const script = 'set -o pipefail; xz -dc -- "$1" | head -c "$2" > "$3"';
   const r = await run(["bash", "-c", script, "bash", archive, String(cap + 1), out], {
     reject: false,
@@ -42698,7 +43031,7 @@ async function extractTarball(archive, dest, opts = {}) {
       code === "EEXIST" ? `extraction target ${dest} already exists: extraction needs a fresh directory` : `cannot create extraction target ${dest}: ${code ?? String(e)}`
     );
   }
-  const tmpDir = compression === "xz" ? await mkdtemp5(path23.join(path23.dirname(dest), ".lhc-xz-")) : void 0;
+  const tmpDir = compression === "xz" ? await mkdtemp5(path24.join(path24.dirname(dest), ".lhc-xz-")) : void 0;
   const ex = new Extractor(archive, dest, compression, opts);
   try {
     let source;
@@ -42764,15 +43097,15 @@ import {
   lchownSync as lchownSync2
 } from "node:fs";
 import { open as open3 } from "node:fs/promises";
-import path24 from "node:path";
+import path25 from "node:path";
 function hostPathFor(root, dst) {
-  const dir = path24.posix.dirname(dst);
+  const dir = path25.posix.dirname(dst);
   const parent = resolveInRoot(root, dir, { createMissing: true });
   if (!parent.exists) mkdirSync3(parent.host, { mode: 493 });
   else if (!lstatSync5(parent.host).isDirectory())
     throw new UserError(`cannot install ${dst}: ${parent.inRoot} in the root is not a directory`);
-  const name = path24.posix.basename(dst);
-  return { host: path24.join(parent.host, name), inRoot: path24.posix.join(parent.inRoot, name) };
+  const name = path25.posix.basename(dst);
+  return { host: path25.join(parent.host, name), inRoot: path25.posix.join(parent.inRoot, name) };
 }
 function clearForFile(host, dst) {
   let st2;
@@ -42826,8 +43159,8 @@ function normalizedMode(st2) {
 async function copyTree(root, srcDir, dst, stats = { files: 0, dirs: 0, symlinks: 0 }) {
   ensureDir(root, dst, 493);
   for (const name of readdirSync4(srcDir).sort()) {
-    const src = path24.join(srcDir, name);
-    const to2 = path24.posix.join(dst, name);
+    const src = path25.join(srcDir, name);
+    const to2 = path25.posix.join(dst, name);
     const st2 = lstatSync5(src);
     if (st2.isDirectory()) {
       stats.dirs++;
@@ -42916,7 +43249,7 @@ function treeBytes(dir) {
   let total = 0;
   const walk = (d) => {
     for (const name of readdirSync5(d)) {
-      const p2 = path25.join(d, name);
+      const p2 = path26.join(d, name);
       const st2 = lstatSync6(p2, { bigint: false });
       if (st2.isDirectory()) walk(p2);
       else if (st2.isFile()) {
@@ -42976,8 +43309,8 @@ async function debianBaseTarball(base, arch, opts) {
     packages: base.packages,
     mirrors
   });
-  const dir = opts.basesDir ?? path25.join(cacheDir(), "bases");
-  const out = path25.join(dir, `${key}.tar`);
+  const dir = opts.basesDir ?? path26.join(cacheDir(), "bases");
+  const out = path26.join(dir, `${key}.tar`);
   if (existsSync7(out)) {
     opts.logger.info(
       `debian base ${base.suite} (${base.packages.join(", ") || "no extra packages"}): cached ${out}`
@@ -42985,7 +43318,7 @@ async function debianBaseTarball(base, arch, opts) {
     return out;
   }
   await mkdir9(dir, { recursive: true });
-  const tmp = path25.join(dir, `.tmp-${key}-${process.pid}.tar`);
+  const tmp = path26.join(dir, `.tmp-${key}-${process.pid}.tar`);
   opts.logger.info(
     `debian base: mmdebstrap ${base.suite} ${debArch} with ${base.packages.join(", ") || "no extra packages"} (${mirrors.length ? "host apt sources" : "mmdebstrap's default mirror"}; takes minutes under QEMU)`
   );
@@ -43043,7 +43376,7 @@ function describeExtract(s3) {
 }
 async function assembleRoot(config2, opts) {
   const { logger } = opts;
-  const root = path25.join(opts.workDir, "root");
+  const root = path26.join(opts.workDir, "root");
   const base = config2.base;
   if (config2.packages !== void 0 && base.type === "scratch") {
     throw new ConfigError(
@@ -43058,7 +43391,7 @@ async function assembleRoot(config2, opts) {
       }
       const tarball = base.type === "tarball" ? await tarballPath(base, opts) : await debianBaseTarball(base, config2.arch, opts);
       const s3 = await extractTarball(tarball, root, { logger });
-      logger.info(`extracted ${path25.basename(tarball)}: ${describeExtract(s3)}`);
+      logger.info(`extracted ${path26.basename(tarball)}: ${describeExtract(s3)}`);
       for (const d of ["/usr", ...MOUNT_POINTS]) ensureDir(root, d, d === "/tmp" ? 1023 : 493);
     });
     if (config2.packages !== void 0) {
@@ -43139,7 +43472,7 @@ function ensureDirMode(root, dst, mode2) {
 
 // src/stages/self-check.ts
 import { mkdir as mkdir10, rm as rm13 } from "node:fs/promises";
-import path26 from "node:path";
+import path27 from "node:path";
 
 // src/verify/visible-diff.ts
 var CONTEXT = 3;
@@ -43307,11 +43640,11 @@ function responseDiff(name, before, after) {
 }
 async function selfCheck(config2, prunedRoot, unprunedResponses, opts) {
   await mkdir10(opts.workDir, { recursive: true });
-  const dataDir = path26.join(opts.workDir, "self-check-data");
+  const dataDir = path27.join(opts.workDir, "self-check-data");
   await rm13(dataDir, { recursive: true, force: true });
   if (opts.dataDir) await run(["cp", "-a", "--", opts.dataDir, dataDir], { privileged: true });
   else await run(["mkdir", "-p", dataDir]);
-  const view = path26.join(opts.workDir, "self-check-root");
+  const view = path27.join(opts.workDir, "self-check-root");
   await mkdir10(view, { recursive: true });
   await run(["mount", "--bind", prunedRoot, view], { privileged: true, logger: opts.logger });
   const unmountView = registerCleanup(`self-check mount ${view}`, () => unmount(view, opts.logger));
@@ -43360,7 +43693,7 @@ import { setMaxListeners as setMaxListeners2 } from "node:events";
 import { existsSync as existsSync9 } from "node:fs";
 import { mkdir as mkdir11, mkdtemp as mkdtemp6 } from "node:fs/promises";
 import os8 from "node:os";
-import path29 from "node:path";
+import path30 from "node:path";
 
 // src/verify/client.ts
 import http from "node:http";
@@ -43528,7 +43861,7 @@ async function runLoad(requests, concurrency, one, signal) {
 
 // src/verify/probes.ts
 import { readFile as readFile9 } from "node:fs/promises";
-import path27 from "node:path";
+import path28 from "node:path";
 async function readFixtures(probes) {
   const out = /* @__PURE__ */ new Map();
   for (const p2 of probes) {
@@ -43590,7 +43923,7 @@ async function curlProbe(probe, expected, svc, workDir, opts, timeoutMs) {
   const { host, port: port2 } = svc.clientTarget;
   const name = `${probe.name} (curl)`;
   const seconds = String(Math.ceil(timeoutMs / 1e3));
-  const bodyFile = path27.join(workDir, "curl-body");
+  const bodyFile = path28.join(workDir, "curl-body");
   const url3 = probe.type === "gopher" ? gopherUrl(host, port2, probe.selector) : `http://${host}:${port2}${probe.path}`;
   const curl = [
     "curl",
@@ -43626,7 +43959,7 @@ async function curlProbe(probe, expected, svc, workDir, opts, timeoutMs) {
 // src/verify/service.ts
 import { existsSync as existsSync8 } from "node:fs";
 import { readFile as readFile10 } from "node:fs/promises";
-import path28 from "node:path";
+import path29 from "node:path";
 var sleep4 = (ms2) => new Promise((r) => setTimeout(r, ms2));
 async function waitFor(probe, timeoutMs, signal) {
   const deadline = Date.now() + timeoutMs;
@@ -43743,7 +44076,7 @@ ${stderr}`
 ${stderr}`
     );
   }
-  const sockPath = path28.join(state.workDir, "service.sock");
+  const sockPath = path29.join(state.workDir, "service.sock");
   const nsenter = (a2) => ["nsenter", "-t", String(payload.pid), "-n", ...a2];
   state.forwarder = start(nsenter([process.execPath, "-e", FORWARDER, sockPath, String(port2)]), {
     privileged: true,
@@ -43863,7 +44196,7 @@ function combinedSignal(opts, concurrency) {
   };
 }
 async function mustExist(file2, what) {
-  const abs = path29.resolve(file2);
+  const abs = path30.resolve(file2);
   if (!existsSync9(abs)) throw new UserError(`${what} ${file2} does not exist`);
   return abs;
 }
@@ -43881,11 +44214,11 @@ async function verifyImage(options) {
     throw new UserError(`--concurrency must be a whole number \u2265 1, got ${concurrency}`);
   const { signal, dispose: disposeSignal } = combinedSignal(options, concurrency);
   const opts = { ...options, signal };
-  const workDir = await mkdtemp6(path29.join(os8.tmpdir(), "lhc-verify-"));
+  const workDir = await mkdtemp6(path30.join(os8.tmpdir(), "lhc-verify-"));
   const state = {
     workDir,
-    rootDir: path29.join(workDir, config2.name),
-    dataDir: path29.join(workDir, "data"),
+    rootDir: path30.join(workDir, config2.name),
+    dataDir: path30.join(workDir, "data"),
     sockets: /* @__PURE__ */ new Set(),
     payloads: []
   };
@@ -43905,7 +44238,7 @@ async function verifyImage(options) {
         `image ${image} mounted read-only at ${state.rootDir} (${state.image.loopDevice})`
       );
       for (const needed of ["/usr", config2.data.path]) {
-        if (!existsSync9(path29.join(state.rootDir, needed))) {
+        if (!existsSync9(path30.join(state.rootDir, needed))) {
           throw new UserError(
             `the image has no ${needed} directory; a read-only root needs every mount point (add it to the root)`
           );
@@ -44038,9 +44371,9 @@ async function build(config2, opts) {
     }
   };
   const callerUmask = process.umask(18);
-  const outDir = path30.resolve(opts.outDir);
+  const outDir = path31.resolve(opts.outDir);
   await mkdir12(outDir, { recursive: true });
-  const workDir = opts.workDir ? path30.resolve(opts.workDir) : await mkdtemp7(path30.join(os9.tmpdir(), `lhc-${config2.name}-`));
+  const workDir = opts.workDir ? path31.resolve(opts.workDir) : await mkdtemp7(path31.join(os9.tmpdir(), `lhc-${config2.name}-`));
   await mkdir12(workDir, { recursive: true });
   const store = opts.store ?? new Store(void 0, logger);
   const removeWorkDir2 = registerCleanup(`work dir ${workDir}`, async () => {
@@ -44071,7 +44404,7 @@ async function build(config2, opts) {
         `lua ${luaBuild.version}: ${luaBuild.bytes} bytes${luaBuild.cached ? " (cached)" : ""}`
       );
     const assembled = await stage("root", async () => {
-      await run(["rm", "-rf", "--one-file-system", path30.join(workDir, "root")], {
+      await run(["rm", "-rf", "--one-file-system", path31.join(workDir, "root")], {
         privileged: true
       });
       return assembleRoot(config2, {
@@ -44080,25 +44413,25 @@ async function build(config2, opts) {
         logger,
         luaPath: luaBuild?.path,
         signal: opts.signal,
-        basesDir: opts.basesDir ?? (opts.cacheDir ? path30.join(opts.cacheDir, "bases") : void 0)
+        basesDir: opts.basesDir ?? (opts.cacheDir ? path31.join(opts.cacheDir, "bases") : void 0)
       });
     });
     const trace = await stage(
       "trace",
       () => traceService(config2, assembled.root, {
-        workDir: path30.join(workDir, "trace"),
+        workDir: path31.join(workDir, "trace"),
         logger,
         signal: opts.signal
       })
     );
     const pruned = await stage("prune", async () => {
       const p2 = await pruneRoot(assembled.root, trace, config2, {
-        outDir: path30.join(workDir, "pruned"),
+        outDir: path31.join(workDir, "pruned"),
         logger
       });
       logger.info(summarizeReport(p2.report));
       await selfCheck(config2, p2.prunedRoot, trace.responses, {
-        workDir: path30.join(workDir, "self-check"),
+        workDir: path31.join(workDir, "self-check"),
         logger,
         dataDir: p2.dataDir,
         signal: opts.signal
@@ -44106,7 +44439,7 @@ async function build(config2, opts) {
       logger.info("self-check: every probe answers the same from the pruned root");
       return p2;
     });
-    const traceReport = path30.join(outDir, `${config2.name}.trace.json`);
+    const traceReport = path31.join(outDir, `${config2.name}.trace.json`);
     const { traceSeconds: _seconds, emulated: _emulated, ...reproducible } = pruned.report;
     await writeFile10(traceReport, `${JSON.stringify(reproducible, null, 2)}
 `);
@@ -44138,23 +44471,23 @@ async function build(config2, opts) {
         outDir,
         service: config2.service,
         dataPath: config2.data.path,
-        imageFile: path30.basename(packed2.image),
-        dataTemplateFile: path30.basename(packed2.dataTemplate),
+        imageFile: path31.basename(packed2.image),
+        dataTemplateFile: path31.basename(packed2.dataTemplate),
         root: pruned.prunedRoot,
         logger
       });
       await writeSha256Sums(outDir, [
-        path30.basename(packed2.image),
-        path30.basename(packed2.dataTemplate),
-        path30.basename(packed2.manifest),
-        path30.basename(traceReport),
+        path31.basename(packed2.image),
+        path31.basename(packed2.dataTemplate),
+        path31.basename(packed2.manifest),
+        path31.basename(traceReport),
         ...bundle2.files
       ]);
       let manifestDiff2;
       if (opts.manifestLock) {
         const lock = await checkManifestLock(
           packed2.manifestData,
-          path30.resolve(opts.manifestLock),
+          path31.resolve(opts.manifestLock),
           opts.updateManifest ?? false
         );
         if (lock.changed) {
@@ -44263,7 +44596,7 @@ Options:
 
 // src/cli/commands/diff.ts
 import { readdir as readdir5, stat as stat8 } from "node:fs/promises";
-import path31 from "node:path";
+import path32 from "node:path";
 async function manifestPath(arg) {
   let st2;
   try {
@@ -44278,7 +44611,7 @@ async function manifestPath(arg) {
       `lhc diff: ${arg} is a directory with ${found.length === 0 ? "no" : found.length} *.manifest.json files; name the manifest file`
     );
   }
-  return path31.join(arg, found[0]);
+  return path32.join(arg, found[0]);
 }
 var diffCommand = {
   name: "diff",
@@ -44484,7 +44817,7 @@ function formatChecks(checks) {
 // src/host/probe.ts
 import { access as access2, readFile as readFile11, readdir as readdir6 } from "node:fs/promises";
 import os10 from "node:os";
-import path32 from "node:path";
+import path33 from "node:path";
 var EXTRA_PATH = ["/usr/local/sbin", "/usr/sbin", "/sbin"];
 var realProbe = {
   async fileExists(file2) {
@@ -44512,7 +44845,7 @@ var realProbe = {
   async which(tool) {
     const dirs = [...(process.env.PATH ?? "").split(":").filter(Boolean), ...EXTRA_PATH];
     for (const d of dirs) {
-      const candidate = path32.join(d, tool);
+      const candidate = path33.join(d, tool);
       try {
         await access2(
           candidate,
@@ -44648,7 +44981,7 @@ its sha256. Inputs already in the store are not downloaded again. Prints one lin
 
 // src/cli/commands/lua.ts
 import { chmod as chmod5, copyFile as copyFile3, mkdir as mkdir13 } from "node:fs/promises";
-import path33 from "node:path";
+import path34 from "node:path";
 function takeRepeated(args, flag) {
   const values = [];
   const rest = [];
@@ -44742,7 +45075,7 @@ Options:
       { store: new Store(void 0, ctx.logger), logger: ctx.logger }
     );
     await mkdir13(out, { recursive: true });
-    const dest = path33.join(out, "lua");
+    const dest = path34.join(out, "lua");
     await copyFile3(r.path, dest);
     await chmod5(dest, 493);
     ctx.out(`lua      ${dest}`);
@@ -45114,6 +45447,459 @@ Exits 0 when all configs are valid, 2 otherwise.`,
   }
 };
 
+// src/board/command.ts
+import { existsSync as existsSync11 } from "node:fs";
+import path38 from "node:path";
+
+// src/board/verify-board.ts
+import { existsSync as existsSync10 } from "node:fs";
+import { mkdtemp as mkdtemp8 } from "node:fs/promises";
+import os11 from "node:os";
+import path37 from "node:path";
+
+// src/board/machine.ts
+import { readdirSync as readdirSync6 } from "node:fs";
+import { mkdir as mkdir14, rm as rm14 } from "node:fs/promises";
+import path35 from "node:path";
+var LOOPS_NEEDED = 3;
+var NSENTER_FLAGS = ["-m", "-u", "-i", "-n", "-p", "-C", "-r", "-w"];
+async function listLoops() {
+  const r = await run(["losetup", "--list", "--noheadings", "--raw", "-O", "NAME,BACK-FILE"], {
+    privileged: true
+  });
+  return r.stdout.split("\n").filter((l) => l.trim()).map((l) => {
+    const [name, ...rest] = l.trim().split(" ");
+    return { name, backingFile: rest.join(" ") };
+  });
+}
+function hostLoopNodes() {
+  return readdirSync6("/dev").filter((n2) => /^loop\d+$/.test(n2)).sort((a2, b2) => Number(a2.slice(4)) - Number(b2.slice(4))).map((n2) => `/dev/${n2}`);
+}
+function bootArgv(root, loops) {
+  return [
+    "systemd-nspawn",
+    "--boot",
+    `--directory=${root}`,
+    "--register=no",
+    "--keep-unit",
+    "--console=pipe",
+    // The board's own network: its port is reached through nsenter, and it keeps CAP_NET_ADMIN
+    // there, which its systemd needs to bring up `lo` in a service's PrivateNetwork= namespace.
+    "--private-network",
+    "--bind=/dev/loop-control",
+    ...loops.map((l) => `--bind=${l}`)
+  ];
+}
+var Board = class _Board {
+  constructor(root, workDir, pid, nspawn, loopsBefore, logger) {
+    this.root = root;
+    this.workDir = workDir;
+    this.pid = pid;
+    this.nspawn = nspawn;
+    this.loopsBefore = loopsBefore;
+    this.logger = logger;
+  }
+  root;
+  workDir;
+  pid;
+  nspawn;
+  loopsBefore;
+  logger;
+  /** Seconds from starting nspawn to `systemctl is-system-running` settling. */
+  bootSeconds = 0;
+  static async boot(o2) {
+    const root = path35.join(o2.workDir, "root");
+    await mkdir14(root, { recursive: true });
+    await run(["tar", "-xpf", o2.tarball, "--numeric-owner", "-C", root], {
+      privileged: true,
+      logger: o2.logger,
+      signal: o2.signal
+    });
+    const loops = hostLoopNodes();
+    const before = await listLoops();
+    const free = loops.length - before.filter((l) => loops.includes(l.name)).length;
+    if (free < LOOPS_NEEDED)
+      throw new UserError(
+        `the board needs ${LOOPS_NEEDED} free loop devices and the host has ${free} (${loops.length} nodes, see losetup -a)`
+      );
+    const started = Date.now();
+    const nspawn = start(bootArgv(root, loops), { privileged: true, logger: o2.logger, loud: true });
+    let exited = false;
+    void nspawn.exited.then(() => exited = true);
+    const init = await waitFor(
+      () => exited ? null : descendants(nspawn.pid, processTable()).find((p2) => p2.comm === "systemd"),
+      3e4,
+      o2.signal
+    );
+    if (!init) {
+      await nspawn.stop();
+      const out = await nspawn.exited;
+      throw new UserError(
+        `the board did not boot (systemd-nspawn -b):
+${tail(out.stderr + out.stdout, 20)}`
+      );
+    }
+    const board = new _Board(
+      root,
+      o2.workDir,
+      init.pid,
+      nspawn,
+      new Set(before.map((l) => l.name)),
+      o2.logger
+    );
+    const deadline = Date.now() + (o2.bootTimeoutMs ?? 12e4);
+    let state;
+    for (; ; ) {
+      state = await board.sh(["systemctl", "is-system-running", "--wait"], {
+        timeoutMs: Math.max(1e3, deadline - Date.now()),
+        signal: o2.signal
+      });
+      if (state.stdout.trim() || Date.now() > deadline || exited) break;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    board.bootSeconds = (Date.now() - started) / 1e3;
+    const status = state.stdout.trim();
+    o2.logger.info(`board booted in ${board.bootSeconds.toFixed(1)} s (${status})`);
+    if (status !== "running" && status !== "degraded") {
+      const log = await board.sh(["journalctl", "-b", "--no-pager", "-n", "40"]);
+      await board.poweroff();
+      throw new UserError(
+        `the board did not finish booting (${status || state.stderr.trim()}):
+${log.stdout}`
+      );
+    }
+    return board;
+  }
+  /** argv run on the board as root, like a root shell there (its PATH, its /, its network). */
+  sh(argv, opts = {}) {
+    return run(["nsenter", "-t", String(this.pid), ...NSENTER_FLAGS, "--", ...argv], {
+      privileged: true,
+      logger: this.logger,
+      reject: false,
+      timeoutMs: opts.timeoutMs ?? 12e4,
+      signal: opts.signal,
+      input: opts.input,
+      env: { SYSTEMD_PAGER: "", SYSTEMD_COLORS: "0", LC_ALL: "C" }
+    });
+  }
+  /** Like sh() but a non-zero exit is an error that shows the command's output. */
+  async mustSh(argv, what, timeoutMs) {
+    const r = await this.sh(argv, { timeoutMs });
+    if (r.exitCode !== 0)
+      throw new UserError(
+        `${what} failed on the board (exit ${r.exitCode}):
+${tail(r.stdout + r.stderr, 30)}`
+      );
+    return r;
+  }
+  /** argv run in the board's network namespace only (host programs reaching the board's ports). */
+  inNetwork(argv) {
+    return ["nsenter", "-t", String(this.pid), "-n", "--", ...argv];
+  }
+  /** The host path of a path on the board. */
+  hostPath(p2) {
+    return path35.join(this.root, p2);
+  }
+  /** Copies a host directory to `dest` on the board, as a person copying build output would. */
+  async copyIn(src, dest) {
+    await run(["mkdir", "-p", this.hostPath(path35.dirname(dest))], { privileged: true });
+    await run(["rm", "-rf", this.hostPath(dest)], { privileged: true });
+    await run(["cp", "-a", src, this.hostPath(dest)], { privileged: true, logger: this.logger });
+  }
+  /** Journal lines of units that failed, plus those of the units matching `patterns`. */
+  async journal(patterns, lines = 40) {
+    const failed = await this.sh(["systemctl", "list-units", "--failed", "--plain", "--no-legend"]);
+    const names = failed.stdout.split("\n").map((l) => l.trim().split(/\s+/)[0]).filter(Boolean);
+    const units = [.../* @__PURE__ */ new Set([...names, ...patterns])];
+    if (units.length === 0) return "";
+    const r = await this.sh([
+      "journalctl",
+      "--no-pager",
+      "-o",
+      "short-monotonic",
+      "-n",
+      String(lines),
+      ...units.flatMap((u3) => ["-u", u3])
+    ]);
+    return (names.length ? `failed units: ${names.join(", ")}
+` : "") + r.stdout.trimEnd();
+  }
+  poweredOff = false;
+  /**
+   * Shuts the board down (systemctl poweroff, then nspawn's own SIGTERM handling, then SIGKILL)
+   * and removes its root. Throws when a process, mount or loop device of the board survived.
+   */
+  async poweroff(timeoutMs = 6e4) {
+    if (this.poweredOff) return;
+    this.poweredOff = true;
+    await this.sh(["systemctl", "poweroff"], { timeoutMs: 1e4 }).catch(() => void 0);
+    const done = await Promise.race([
+      this.nspawn.exited.then(() => true),
+      new Promise((r) => setTimeout(() => r(false), timeoutMs).unref())
+    ]);
+    if (!done) {
+      this.logger.warn(`the board did not power off within ${timeoutMs / 1e3} s; stopping it`);
+      await this.nspawn.stop(1e4);
+    }
+    const left = [];
+    const procs = descendants(this.nspawn.pid, processTable());
+    if (procs.length) left.push(`processes: ${procs.map((p2) => `${p2.pid} ${p2.comm}`).join(", ")}`);
+    const loops = (await listLoops()).filter(
+      (l) => !this.loopsBefore.has(l.name) && (l.backingFile.startsWith("/var/lib/lhc/") || l.backingFile.startsWith(this.root))
+    );
+    for (let i2 = 0; i2 < 20 && loops.length; i2++) {
+      await new Promise((r) => setTimeout(r, 100));
+      const now = new Set((await listLoops()).map((l) => l.name));
+      for (let j2 = loops.length - 1; j2 >= 0; j2--) if (!now.has(loops[j2].name)) loops.splice(j2, 1);
+    }
+    if (loops.length) {
+      left.push(`loop devices: ${loops.map((l) => `${l.name} (${l.backingFile})`).join(", ")}`);
+      for (const l of loops)
+        await run(["losetup", "-d", l.name], { privileged: true, reject: false });
+    }
+    const mounts = (await run(["cat", "/proc/mounts"])).stdout.split("\n").filter((l) => l.split(" ")[1]?.startsWith(this.root));
+    if (mounts.length) left.push(`mounts: ${mounts.join("; ")}`);
+    if (left.length === 0)
+      await run(["rm", "-rf", "--one-file-system", this.workDir], { privileged: true });
+    if (left.length)
+      throw new ToolError(
+        "systemd-nspawn --boot",
+        void 0,
+        left.join("\n"),
+        "the board left things behind"
+      );
+  }
+};
+
+// src/board/root.ts
+import { stat as stat9 } from "node:fs/promises";
+import path36 from "node:path";
+var BOARD_PACKAGES = [
+  "curl",
+  "dbus",
+  "e2fsprogs",
+  "squashfs-tools",
+  "systemd",
+  "systemd-container",
+  "systemd-sysv"
+];
+var BOARD_SUITE = "bookworm";
+async function boardRootTarball(o2) {
+  if (o2.provided) {
+    const { tarball, sha256: sha2562 } = o2.provided;
+    try {
+      if (!(await stat9(tarball)).isFile()) throw new Error("not a file");
+    } catch {
+      throw new ConfigError(`board.tarball: ${tarball} is not a readable file`);
+    }
+    const got = await sha256File(tarball);
+    if (got !== sha2562)
+      throw new ConfigError(`board.sha256: ${tarball} has sha256 ${got}, expected ${sha2562}`);
+    return tarball;
+  }
+  return debianBaseTarball(
+    { type: "debian", suite: BOARD_SUITE, variant: "minbase", packages: [...BOARD_PACKAGES] },
+    hostArch(),
+    {
+      logger: o2.logger,
+      signal: o2.signal,
+      basesDir: o2.cacheDir ?? path36.join(cacheDir(), "board")
+    }
+  );
+}
+
+// src/board/verify-board.ts
+var BOARD_OUT_DIR = "/root/lhc-out";
+function serviceUnitPatterns(config2) {
+  const n2 = config2.name;
+  return [`${n2}.socket`, `${n2}@*.service`, `${n2}.service`, `${n2}-proxy.service`, "*.mount"];
+}
+async function installOnBoard(board, outDir, command, config2) {
+  const t = Date.now();
+  if (command === "install" || command === "upgrade") await board.copyIn(outDir, BOARD_OUT_DIR);
+  const r = await board.sh(["sh", "-c", `cd ${BOARD_OUT_DIR} && sh deploy/install.sh ${command}`], {
+    timeoutMs: 18e4
+  });
+  if (r.exitCode !== 0) {
+    const journal = await board.journal(serviceUnitPatterns(config2));
+    throw new UserError(
+      `deploy/install.sh ${command} failed on the board (exit ${r.exitCode}):
+${tail(r.stdout + r.stderr, 30)}
+${journal}`
+    );
+  }
+  return { seconds: (Date.now() - t) / 1e3, output: r.stdout + r.stderr };
+}
+async function openBoardPort(board, port2, dir, logger, signal) {
+  const listening = await waitFor(
+    async () => listensOn(await readNetTcp(`/proc/${board.pid}`), port2) || void 0,
+    3e4,
+    signal
+  );
+  if (!listening)
+    throw new UserError(
+      `nothing listens on the board's port ${port2} after install:
+${await board.journal([])}`
+    );
+  const sock = path37.join(dir, `board-${port2}.sock`);
+  const forwarder = start(
+    board.inNetwork([process.execPath, "-e", FORWARDER, sock, String(port2)]),
+    { privileged: true, logger }
+  );
+  if (!await waitFor(() => existsSync10(sock) || void 0, 1e4, signal)) {
+    await forwarder.stop();
+    throw new UserError(`the bridge into the board's network did not start: ${forwarder.command}`);
+  }
+  return { endpoint: { path: sock }, close: () => forwarder.stop() };
+}
+async function probeBoard(config2, endpoint, timeoutMs, signal) {
+  const fixtures = await readFixtures(config2.probes);
+  const outcomes = [];
+  const ms2 = [];
+  for (const p2 of config2.probes) {
+    const t = performance.now();
+    const { outcome } = await probeOnce(p2, fixtures.get(p2.name), endpoint, timeoutMs, signal);
+    ms2.push(performance.now() - t);
+    outcomes.push(outcome);
+  }
+  return { outcomes, ms: ms2 };
+}
+async function curlOnBoard(board, config2) {
+  const probe = config2.probes[0];
+  const port2 = listenPort(config2.service);
+  const url3 = probe.type === "gopher" ? `gopher://127.0.0.1:${port2}/1${encodeURI(probe.selector)}` : `http://127.0.0.1:${port2}${probe.path}`;
+  const fixtures = await readFixtures([probe]);
+  const r = await board.sh(
+    ["curl", "-sS", "--max-time", "30", ...probe.type === "http" ? ["-i"] : [], url3],
+    { binary: true }
+  );
+  const name = `${probe.name} (curl on the board)`;
+  if (r.exitCode !== 0)
+    return { name, ok: false, diff: `curl ${url3} failed: ${r.stderr.trim()}`, bytes: 0 };
+  let body = r.stdoutBytes;
+  let status;
+  if (probe.type === "http") {
+    const end = body.indexOf("\r\n\r\n");
+    status = Number(/^HTTP\/[\d.]+ (\d{3})/.exec(body.subarray(0, end).toString("latin1"))?.[1]);
+    body = body.subarray(end + 4);
+  }
+  const problem2 = judge(probe, fixtures.get(probe.name), { status, body }, "curl on the board");
+  return { name, ok: problem2 === void 0, diff: problem2, bytes: body.length };
+}
+async function boardHardening(board, config2, endpoint, timeoutMs, signal) {
+  let held;
+  try {
+    let payload;
+    if (config2.service.inetd) {
+      const before = new Set(findPayloads(board.pid).map((p2) => p2.pid));
+      held = await holdOpen(endpoint, timeoutMs);
+      payload = await waitFor(
+        () => findPayloads(board.pid).find((p2) => !before.has(p2.pid)),
+        timeoutMs,
+        signal
+      );
+    } else payload = await waitFor(() => findPayloads(board.pid)[0], timeoutMs, signal);
+    if (!payload || !alive(payload))
+      return [
+        {
+          name: "a live container on the board",
+          ok: false,
+          detail: "no container process found under the board"
+        }
+      ];
+    return await inspectProcess(payload.pid, config2.data.path);
+  } finally {
+    held?.destroy();
+  }
+}
+async function verifyOnBoard(o2) {
+  const { config: config2, logger, signal } = o2;
+  const timeoutMs = o2.requestTimeoutMs ?? config2.service.timeout * 1e3;
+  const t = Date.now();
+  const tarball = await boardRootTarball({ logger, signal, provided: o2.board ?? config2.board });
+  const rootSeconds = (Date.now() - t) / 1e3;
+  const workDir = o2.workDir ?? await mkdtemp8(path37.join(os11.tmpdir(), "lhc-board-"));
+  const board = await Board.boot({ tarball, workDir: path37.join(workDir, "board"), logger, signal });
+  let port2;
+  let report;
+  try {
+    const install = await installOnBoard(board, o2.outDir, "install", config2);
+    logger.info(`installed on the board in ${install.seconds.toFixed(1)} s`);
+    port2 = await openBoardPort(board, listenPort(config2.service), workDir, logger, signal);
+    const { outcomes, ms: ms2 } = await probeBoard(config2, port2.endpoint, timeoutMs, signal);
+    outcomes.push(await curlOnBoard(board, config2));
+    const hardening = await boardHardening(board, config2, port2.endpoint, timeoutMs, signal);
+    const ok = outcomes.every((p2) => p2.ok) && hardening.every((h2) => h2.ok);
+    report = {
+      ok,
+      probes: outcomes,
+      hardening,
+      timings: {
+        rootSeconds,
+        bootSeconds: board.bootSeconds,
+        installSeconds: install.seconds,
+        probeMs: ms2
+      }
+    };
+    if (!ok) report.journal = await board.journal(serviceUnitPatterns(config2));
+    return report;
+  } finally {
+    await port2?.close();
+    await board.poweroff();
+  }
+}
+function formatBoardReport(r) {
+  const lines = [];
+  for (const p2 of r.probes)
+    lines.push(
+      `${p2.ok ? "ok  " : "FAIL"} probe ${p2.name} (${p2.bytes} bytes)${p2.diff ? `
+${p2.diff}` : ""}`
+    );
+  for (const h2 of r.hardening) lines.push(`${h2.ok ? "ok  " : "FAIL"} ${h2.name}: ${h2.detail}`);
+  const sorted = [...r.timings.probeMs].sort((a2, b2) => a2 - b2);
+  const median = sorted[Math.floor(sorted.length / 2)] ?? 0;
+  lines.push(
+    `board: root ${r.timings.rootSeconds.toFixed(1)} s, boot ${r.timings.bootSeconds.toFixed(1)} s, install ${r.timings.installSeconds.toFixed(1)} s, probe median ${median.toFixed(0)} ms`
+  );
+  if (r.journal) lines.push("journal of the failed and the service units on the board:", r.journal);
+  lines.push(r.ok ? "board verify: ok" : "board verify: FAILED");
+  return lines;
+}
+
+// src/board/command.ts
+var BOARD_HELP = `  --board              verify on a simulated board instead: boot a Debian systemd machine in
+                       systemd-nspawn, run the build output's deploy/install.sh install there and
+                       probe the board's own port (needs the output of lhc build)
+  --out DIR            with --board: the build output (default: outputs.dir from the config)`;
+async function runBoardVerify(configFile, out, ctx) {
+  const config2 = await loadConfig(configFile);
+  const outDir = path38.resolve(out ?? config2.outputs.dir);
+  if (!existsSync11(path38.join(outDir, "deploy/install.sh")))
+    throw new ConfigError(
+      `lhc verify --board: ${outDir} holds no deploy/install.sh; run lhc build first (or pass --out DIR)`
+    );
+  const controller = new AbortController();
+  const onSignal = (s3) => {
+    ctx.logger.warn(`${s3} received: powering the board off`);
+    controller.abort(new Error(`interrupted by ${s3}`));
+  };
+  process.once("SIGTERM", onSignal);
+  process.once("SIGINT", onSignal);
+  try {
+    const report = await verifyOnBoard({
+      config: config2,
+      outDir,
+      logger: ctx.logger,
+      signal: controller.signal
+    });
+    for (const line of formatBoardReport(report)) ctx.out(line);
+    return report.ok ? 0 : 1;
+  } finally {
+    process.off("SIGTERM", onSignal);
+    process.off("SIGINT", onSignal);
+  }
+}
+
 // src/verify/report.ts
 function table(rows) {
   const widths = rows[0].map((_2, i2) => Math.max(...rows.map((r) => (r[i2] ?? "").length)));
@@ -45169,6 +45955,7 @@ var verifyCommand = {
   name: "verify",
   summary: "boot an image read-only like the board, check probes and hardening",
   help: `Usage: lhc verify CONFIG --image IMG --data TEMPLATE [--requests N] [--concurrency C] [--timeout S]
+       lhc verify CONFIG --board [--out DIR]
 
 Loop-mounts IMG read-only, unpacks TEMPLATE into a noexec,nosuid,nodev tmpfs as the data
 partition, and runs the service with the board's systemd-nspawn command line: one container per
@@ -45188,6 +45975,7 @@ Options:
   --timeout S          give up after S seconds in all (default: no overall limit)
   --show               write the first probe's response, as the booted image sent it, to stdout
                        (the report then goes to stderr)
+${BOARD_HELP}
 
 Exits 0 when every probe, hardening check and load request passed, 1 otherwise.`,
   async run(args, ctx) {
@@ -45200,12 +45988,16 @@ Exits 0 when every probe, hardening check and load request passed, 1 otherwise.`
           requests: { type: "string" },
           concurrency: { type: "string" },
           timeout: { type: "string" },
-          show: { type: "boolean" }
+          show: { type: "boolean" },
+          board: { type: "boolean" },
+          out: { type: "string" }
         },
         positionals: { min: 1, max: 1, names: "CONFIG" }
       },
       "lhc verify"
     );
+    if (flags.board === true)
+      return runBoardVerify(positionals[0], flags.out, ctx);
     if (typeof flags.image !== "string")
       throw new ConfigError("lhc verify: --image IMG is required (see: lhc verify --help)");
     if (typeof flags.data !== "string")
