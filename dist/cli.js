@@ -45453,13 +45453,13 @@ import path38 from "node:path";
 
 // src/board/verify-board.ts
 import { existsSync as existsSync10 } from "node:fs";
-import { mkdtemp as mkdtemp8 } from "node:fs/promises";
+import { mkdtemp as mkdtemp8, rm as rm14 } from "node:fs/promises";
 import os11 from "node:os";
 import path37 from "node:path";
 
 // src/board/machine.ts
 import { readdirSync as readdirSync6 } from "node:fs";
-import { mkdir as mkdir14, rm as rm14 } from "node:fs/promises";
+import { mkdir as mkdir14 } from "node:fs/promises";
 import path35 from "node:path";
 var LOOPS_NEEDED = 3;
 var NSENTER_FLAGS = ["-m", "-u", "-i", "-n", "-p", "-C", "-r", "-w"];
@@ -45534,6 +45534,7 @@ var Board = class _Board {
     if (!init) {
       await nspawn.stop();
       const out = await nspawn.exited;
+      await run(["rm", "-rf", "--one-file-system", o2.workDir], { privileged: true, reject: false });
       throw new UserError(
         `the board did not boot (systemd-nspawn -b):
 ${tail(out.stderr + out.stdout, 20)}`
@@ -45769,10 +45770,14 @@ async function curlOnBoard(board, config2) {
   const port2 = listenPort(config2.service);
   const url3 = probe.type === "gopher" ? `gopher://127.0.0.1:${port2}/1${encodeURI(probe.selector)}` : `http://127.0.0.1:${port2}${probe.path}`;
   const fixtures = await readFixtures([probe]);
-  const r = await board.sh(
-    ["curl", "-sS", "--max-time", "30", ...probe.type === "http" ? ["-i"] : [], url3],
-    { binary: true }
-  );
+  const r = await board.sh([
+    "curl",
+    "-sS",
+    "--max-time",
+    "30",
+    ...probe.type === "http" ? ["-i"] : [],
+    url3
+  ]);
   const name = `${probe.name} (curl on the board)`;
   if (r.exitCode !== 0)
     return { name, ok: false, diff: `curl ${url3} failed: ${r.stderr.trim()}`, bytes: 0 };
@@ -45818,8 +45823,17 @@ async function verifyOnBoard(o2) {
   const t = Date.now();
   const tarball = await boardRootTarball({ logger, signal, provided: o2.board ?? config2.board });
   const rootSeconds = (Date.now() - t) / 1e3;
+  const ownWorkDir = o2.workDir === void 0;
   const workDir = o2.workDir ?? await mkdtemp8(path37.join(os11.tmpdir(), "lhc-board-"));
-  const board = await Board.boot({ tarball, workDir: path37.join(workDir, "board"), logger, signal });
+  const board = await Board.boot({
+    tarball,
+    workDir: path37.join(workDir, "board"),
+    logger,
+    signal
+  }).catch(async (e) => {
+    if (ownWorkDir) await rm14(workDir, { recursive: true, force: true });
+    throw e;
+  });
   let port2;
   let report;
   try {
@@ -45846,6 +45860,7 @@ async function verifyOnBoard(o2) {
   } finally {
     await port2?.close();
     await board.poweroff();
+    if (ownWorkDir) await rm14(workDir, { recursive: true, force: true });
   }
 }
 function formatBoardReport(r) {

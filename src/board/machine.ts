@@ -7,7 +7,7 @@
  * under its directory, no loop device it attached.
  */
 import { readdirSync } from 'node:fs';
-import { mkdir, rm } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { ToolError, UserError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
@@ -116,6 +116,7 @@ export class Board {
     if (!init) {
       await nspawn.stop();
       const out = await nspawn.exited;
+      await run(['rm', '-rf', '--one-file-system', o.workDir], { privileged: true, reject: false });
       throw new UserError(
         `the board did not boot (systemd-nspawn -b):\n${tail(out.stderr + out.stdout, 20)}`,
       );
@@ -155,7 +156,7 @@ export class Board {
   /** argv run on the board as root, like a root shell there (its PATH, its /, its network). */
   sh(
     argv: readonly string[],
-    opts: { timeoutMs?: number; signal?: AbortSignal; input?: string; binary?: boolean } = {},
+    opts: { timeoutMs?: number; signal?: AbortSignal; input?: string } = {},
   ): Promise<RunResult> {
     return run(['nsenter', '-t', String(this.pid), ...NSENTER_FLAGS, '--', ...argv], {
       privileged: true,
@@ -267,9 +268,4 @@ export class Board {
         'the board left things behind',
       );
   }
-}
-
-/** Removes a board work dir that holds no mounts (after a failed boot, for instance). */
-export async function removeBoardDir(dir: string): Promise<void> {
-  await rm(dir, { recursive: true, force: true });
 }

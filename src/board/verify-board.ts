@@ -7,7 +7,7 @@
  * part of the report; the board is powered off and leaves nothing behind either way.
  */
 import { existsSync } from 'node:fs';
-import { mkdtemp } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import type net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -144,10 +144,14 @@ export async function curlOnBoard(board: Board, config: LhcConfig): Promise<Prob
       ? `gopher://127.0.0.1:${port}/1${encodeURI(probe.selector)}`
       : `http://127.0.0.1:${port}${probe.path}`;
   const fixtures = await readFixtures([probe]);
-  const r = await board.sh(
-    ['curl', '-sS', '--max-time', '30', ...(probe.type === 'http' ? ['-i'] : []), url],
-    { binary: true },
-  );
+  const r = await board.sh([
+    'curl',
+    '-sS',
+    '--max-time',
+    '30',
+    ...(probe.type === 'http' ? ['-i'] : []),
+    url,
+  ]);
   const name = `${probe.name} (curl on the board)`;
   if (r.exitCode !== 0)
     return { name, ok: false, diff: `curl ${url} failed: ${r.stderr.trim()}`, bytes: 0 };
@@ -206,8 +210,17 @@ export async function verifyOnBoard(o: BoardVerifyOptions): Promise<BoardVerifyR
   const t = Date.now();
   const tarball = await boardRootTarball({ logger, signal, provided: o.board ?? config.board });
   const rootSeconds = (Date.now() - t) / 1000;
+  const ownWorkDir = o.workDir === undefined;
   const workDir = o.workDir ?? (await mkdtemp(path.join(os.tmpdir(), 'lhc-board-')));
-  const board = await Board.boot({ tarball, workDir: path.join(workDir, 'board'), logger, signal });
+  const board = await Board.boot({
+    tarball,
+    workDir: path.join(workDir, 'board'),
+    logger,
+    signal,
+  }).catch(async (e: unknown) => {
+    if (ownWorkDir) await rm(workDir, { recursive: true, force: true });
+    throw e;
+  });
   let port: BoardPort | undefined;
   let report: BoardVerifyReport | undefined;
   try {
@@ -234,6 +247,8 @@ export async function verifyOnBoard(o: BoardVerifyOptions): Promise<BoardVerifyR
   } finally {
     await port?.close();
     await board.poweroff();
+    // Only the bridge's socket is left in it once the board's root is gone.
+    if (ownWorkDir) await rm(workDir, { recursive: true, force: true });
   }
 }
 
