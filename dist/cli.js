@@ -118,17 +118,17 @@ var require_visit = __commonJS({
     visit3.BREAK = BREAK;
     visit3.SKIP = SKIP;
     visit3.REMOVE = REMOVE;
-    function visit_(key, node2, visitor, path36) {
-      const ctrl = callVisitor(key, node2, visitor, path36);
+    function visit_(key, node2, visitor, path41) {
+      const ctrl = callVisitor(key, node2, visitor, path41);
       if (identity3.isNode(ctrl) || identity3.isPair(ctrl)) {
-        replaceNode(key, path36, ctrl);
-        return visit_(key, ctrl, visitor, path36);
+        replaceNode(key, path41, ctrl);
+        return visit_(key, ctrl, visitor, path41);
       }
       if (typeof ctrl !== "symbol") {
         if (identity3.isCollection(node2)) {
-          path36 = Object.freeze(path36.concat(node2));
+          path41 = Object.freeze(path41.concat(node2));
           for (let i2 = 0; i2 < node2.items.length; ++i2) {
-            const ci2 = visit_(i2, node2.items[i2], visitor, path36);
+            const ci2 = visit_(i2, node2.items[i2], visitor, path41);
             if (typeof ci2 === "number")
               i2 = ci2 - 1;
             else if (ci2 === BREAK)
@@ -139,13 +139,13 @@ var require_visit = __commonJS({
             }
           }
         } else if (identity3.isPair(node2)) {
-          path36 = Object.freeze(path36.concat(node2));
-          const ck = visit_("key", node2.key, visitor, path36);
+          path41 = Object.freeze(path41.concat(node2));
+          const ck = visit_("key", node2.key, visitor, path41);
           if (ck === BREAK)
             return BREAK;
           else if (ck === REMOVE)
             node2.key = null;
-          const cv = visit_("value", node2.value, visitor, path36);
+          const cv = visit_("value", node2.value, visitor, path41);
           if (cv === BREAK)
             return BREAK;
           else if (cv === REMOVE)
@@ -166,17 +166,17 @@ var require_visit = __commonJS({
     visitAsync.BREAK = BREAK;
     visitAsync.SKIP = SKIP;
     visitAsync.REMOVE = REMOVE;
-    async function visitAsync_(key, node2, visitor, path36) {
-      const ctrl = await callVisitor(key, node2, visitor, path36);
+    async function visitAsync_(key, node2, visitor, path41) {
+      const ctrl = await callVisitor(key, node2, visitor, path41);
       if (identity3.isNode(ctrl) || identity3.isPair(ctrl)) {
-        replaceNode(key, path36, ctrl);
-        return visitAsync_(key, ctrl, visitor, path36);
+        replaceNode(key, path41, ctrl);
+        return visitAsync_(key, ctrl, visitor, path41);
       }
       if (typeof ctrl !== "symbol") {
         if (identity3.isCollection(node2)) {
-          path36 = Object.freeze(path36.concat(node2));
+          path41 = Object.freeze(path41.concat(node2));
           for (let i2 = 0; i2 < node2.items.length; ++i2) {
-            const ci2 = await visitAsync_(i2, node2.items[i2], visitor, path36);
+            const ci2 = await visitAsync_(i2, node2.items[i2], visitor, path41);
             if (typeof ci2 === "number")
               i2 = ci2 - 1;
             else if (ci2 === BREAK)
@@ -187,13 +187,13 @@ var require_visit = __commonJS({
             }
           }
         } else if (identity3.isPair(node2)) {
-          path36 = Object.freeze(path36.concat(node2));
-          const ck = await visitAsync_("key", node2.key, visitor, path36);
+          path41 = Object.freeze(path41.concat(node2));
+          const ck = await visitAsync_("key", node2.key, visitor, path41);
           if (ck === BREAK)
             return BREAK;
           else if (ck === REMOVE)
             node2.key = null;
-          const cv = await visitAsync_("value", node2.value, visitor, path36);
+          const cv = await visitAsync_("value", node2.value, visitor, path41);
           if (cv === BREAK)
             return BREAK;
           else if (cv === REMOVE)
@@ -220,23 +220,23 @@ var require_visit = __commonJS({
       }
       return visitor;
     }
-    function callVisitor(key, node2, visitor, path36) {
+    function callVisitor(key, node2, visitor, path41) {
       if (typeof visitor === "function")
-        return visitor(key, node2, path36);
+        return visitor(key, node2, path41);
       if (identity3.isMap(node2))
-        return visitor.Map?.(key, node2, path36);
+        return visitor.Map?.(key, node2, path41);
       if (identity3.isSeq(node2))
-        return visitor.Seq?.(key, node2, path36);
+        return visitor.Seq?.(key, node2, path41);
       if (identity3.isPair(node2))
-        return visitor.Pair?.(key, node2, path36);
+        return visitor.Pair?.(key, node2, path41);
       if (identity3.isScalar(node2))
-        return visitor.Scalar?.(key, node2, path36);
+        return visitor.Scalar?.(key, node2, path41);
       if (identity3.isAlias(node2))
-        return visitor.Alias?.(key, node2, path36);
+        return visitor.Alias?.(key, node2, path41);
       return void 0;
     }
-    function replaceNode(key, path36, node2) {
-      const parent = path36[path36.length - 1];
+    function replaceNode(key, path41, node2) {
+      const parent = path41[path41.length - 1];
       if (identity3.isCollection(parent)) {
         parent.items[key] = node2;
       } else if (identity3.isPair(parent)) {
@@ -848,10 +848,10 @@ var require_Collection = __commonJS({
     var createNode = require_createNode();
     var identity3 = require_identity();
     var Node = require_Node();
-    function collectionFromPath(schema, path36, value) {
+    function collectionFromPath(schema, path41, value) {
       let v2 = value;
-      for (let i2 = path36.length - 1; i2 >= 0; --i2) {
-        const k2 = path36[i2];
+      for (let i2 = path41.length - 1; i2 >= 0; --i2) {
+        const k2 = path41[i2];
         if (typeof k2 === "number" && Number.isInteger(k2) && k2 >= 0) {
           const a2 = [];
           a2[k2] = v2;
@@ -870,7 +870,7 @@ var require_Collection = __commonJS({
         sourceObjects: /* @__PURE__ */ new Map()
       });
     }
-    var isEmptyPath = (path36) => path36 == null || typeof path36 === "object" && !!path36[Symbol.iterator]().next().done;
+    var isEmptyPath = (path41) => path41 == null || typeof path41 === "object" && !!path41[Symbol.iterator]().next().done;
     var Collection = class extends Node.NodeBase {
       constructor(type, schema) {
         super(type);
@@ -900,11 +900,11 @@ var require_Collection = __commonJS({
        * be a Pair instance or a `{ key, value }` object, which may not have a key
        * that already exists in the map.
        */
-      addIn(path36, value) {
-        if (isEmptyPath(path36))
+      addIn(path41, value) {
+        if (isEmptyPath(path41))
           this.add(value);
         else {
-          const [key, ...rest] = path36;
+          const [key, ...rest] = path41;
           const node2 = this.get(key, true);
           if (identity3.isCollection(node2))
             node2.addIn(rest, value);
@@ -918,8 +918,8 @@ var require_Collection = __commonJS({
        * Removes a value from the collection.
        * @returns `true` if the item was found and removed.
        */
-      deleteIn(path36) {
-        const [key, ...rest] = path36;
+      deleteIn(path41) {
+        const [key, ...rest] = path41;
         if (rest.length === 0)
           return this.delete(key);
         const node2 = this.get(key, true);
@@ -933,8 +933,8 @@ var require_Collection = __commonJS({
        * scalar values from their surrounding node; to disable set `keepScalar` to
        * `true` (collections are always returned intact).
        */
-      getIn(path36, keepScalar) {
-        const [key, ...rest] = path36;
+      getIn(path41, keepScalar) {
+        const [key, ...rest] = path41;
         const node2 = this.get(key, true);
         if (rest.length === 0)
           return !keepScalar && identity3.isScalar(node2) ? node2.value : node2;
@@ -952,8 +952,8 @@ var require_Collection = __commonJS({
       /**
        * Checks if the collection includes a value with the key `key`.
        */
-      hasIn(path36) {
-        const [key, ...rest] = path36;
+      hasIn(path41) {
+        const [key, ...rest] = path41;
         if (rest.length === 0)
           return this.has(key);
         const node2 = this.get(key, true);
@@ -963,8 +963,8 @@ var require_Collection = __commonJS({
        * Sets a value in this collection. For `!!set`, `value` needs to be a
        * boolean to add/remove the item from the set.
        */
-      setIn(path36, value) {
-        const [key, ...rest] = path36;
+      setIn(path41, value) {
+        const [key, ...rest] = path41;
         if (rest.length === 0) {
           this.set(key, value);
         } else {
@@ -3479,9 +3479,9 @@ var require_Document = __commonJS({
           this.contents.add(value);
       }
       /** Adds a value to the document. */
-      addIn(path36, value) {
+      addIn(path41, value) {
         if (assertCollection(this.contents))
-          this.contents.addIn(path36, value);
+          this.contents.addIn(path41, value);
       }
       /**
        * Create a new `Alias` node, ensuring that the target `node` has the required anchor.
@@ -3556,14 +3556,14 @@ var require_Document = __commonJS({
        * Removes a value from the document.
        * @returns `true` if the item was found and removed.
        */
-      deleteIn(path36) {
-        if (Collection.isEmptyPath(path36)) {
+      deleteIn(path41) {
+        if (Collection.isEmptyPath(path41)) {
           if (this.contents == null)
             return false;
           this.contents = null;
           return true;
         }
-        return assertCollection(this.contents) ? this.contents.deleteIn(path36) : false;
+        return assertCollection(this.contents) ? this.contents.deleteIn(path41) : false;
       }
       /**
        * Returns item at `key`, or `undefined` if not found. By default unwraps
@@ -3578,10 +3578,10 @@ var require_Document = __commonJS({
        * scalar values from their surrounding node; to disable set `keepScalar` to
        * `true` (collections are always returned intact).
        */
-      getIn(path36, keepScalar) {
-        if (Collection.isEmptyPath(path36))
+      getIn(path41, keepScalar) {
+        if (Collection.isEmptyPath(path41))
           return !keepScalar && identity3.isScalar(this.contents) ? this.contents.value : this.contents;
-        return identity3.isCollection(this.contents) ? this.contents.getIn(path36, keepScalar) : void 0;
+        return identity3.isCollection(this.contents) ? this.contents.getIn(path41, keepScalar) : void 0;
       }
       /**
        * Checks if the document includes a value with the key `key`.
@@ -3592,10 +3592,10 @@ var require_Document = __commonJS({
       /**
        * Checks if the document includes a value at `path`.
        */
-      hasIn(path36) {
-        if (Collection.isEmptyPath(path36))
+      hasIn(path41) {
+        if (Collection.isEmptyPath(path41))
           return this.contents !== void 0;
-        return identity3.isCollection(this.contents) ? this.contents.hasIn(path36) : false;
+        return identity3.isCollection(this.contents) ? this.contents.hasIn(path41) : false;
       }
       /**
        * Sets a value in this document. For `!!set`, `value` needs to be a
@@ -3612,13 +3612,13 @@ var require_Document = __commonJS({
        * Sets a value in this document. For `!!set`, `value` needs to be a
        * boolean to add/remove the item from the set.
        */
-      setIn(path36, value) {
-        if (Collection.isEmptyPath(path36)) {
+      setIn(path41, value) {
+        if (Collection.isEmptyPath(path41)) {
           this.contents = value;
         } else if (this.contents == null) {
-          this.contents = Collection.collectionFromPath(this.schema, Array.from(path36), value);
+          this.contents = Collection.collectionFromPath(this.schema, Array.from(path41), value);
         } else if (assertCollection(this.contents)) {
-          this.contents.setIn(path36, value);
+          this.contents.setIn(path41, value);
         }
       }
       /**
@@ -5579,9 +5579,9 @@ var require_cst_visit = __commonJS({
     visit3.BREAK = BREAK;
     visit3.SKIP = SKIP;
     visit3.REMOVE = REMOVE;
-    visit3.itemAtPath = (cst, path36) => {
+    visit3.itemAtPath = (cst, path41) => {
       let item = cst;
-      for (const [field2, index] of path36) {
+      for (const [field2, index] of path41) {
         const tok = item?.[field2];
         if (tok && "items" in tok) {
           item = tok.items[index];
@@ -5590,23 +5590,23 @@ var require_cst_visit = __commonJS({
       }
       return item;
     };
-    visit3.parentCollection = (cst, path36) => {
-      const parent = visit3.itemAtPath(cst, path36.slice(0, -1));
-      const field2 = path36[path36.length - 1][0];
+    visit3.parentCollection = (cst, path41) => {
+      const parent = visit3.itemAtPath(cst, path41.slice(0, -1));
+      const field2 = path41[path41.length - 1][0];
       const coll = parent?.[field2];
       if (coll && "items" in coll)
         return coll;
       throw new Error("Parent collection not found");
     };
-    function _visit(path36, item, visitor) {
-      let ctrl = visitor(item, path36);
+    function _visit(path41, item, visitor) {
+      let ctrl = visitor(item, path41);
       if (typeof ctrl === "symbol")
         return ctrl;
       for (const field2 of ["key", "value"]) {
         const token = item[field2];
         if (token && "items" in token) {
           for (let i2 = 0; i2 < token.items.length; ++i2) {
-            const ci2 = _visit(Object.freeze(path36.concat([[field2, i2]])), token.items[i2], visitor);
+            const ci2 = _visit(Object.freeze(path41.concat([[field2, i2]])), token.items[i2], visitor);
             if (typeof ci2 === "number")
               i2 = ci2 - 1;
             else if (ci2 === BREAK)
@@ -5617,10 +5617,10 @@ var require_cst_visit = __commonJS({
             }
           }
           if (typeof ctrl === "function" && field2 === "key")
-            ctrl = ctrl(item, path36);
+            ctrl = ctrl(item, path41);
         }
       }
-      return typeof ctrl === "function" ? ctrl(item, path36) : ctrl;
+      return typeof ctrl === "function" ? ctrl(item, path41) : ctrl;
     }
     exports.visit = visit3;
   }
@@ -7377,7 +7377,7 @@ var require_windows = __commonJS({
     module.exports = isexe;
     isexe.sync = sync;
     var fs2 = __require("fs");
-    function checkPathExt(path36, options) {
+    function checkPathExt(path41, options) {
       var pathext = options.pathExt !== void 0 ? options.pathExt : process.env.PATHEXT;
       if (!pathext) {
         return true;
@@ -7388,25 +7388,25 @@ var require_windows = __commonJS({
       }
       for (var i2 = 0; i2 < pathext.length; i2++) {
         var p2 = pathext[i2].toLowerCase();
-        if (p2 && path36.substr(-p2.length).toLowerCase() === p2) {
+        if (p2 && path41.substr(-p2.length).toLowerCase() === p2) {
           return true;
         }
       }
       return false;
     }
-    function checkStat(stat10, path36, options) {
-      if (!stat10.isSymbolicLink() && !stat10.isFile()) {
+    function checkStat(stat11, path41, options) {
+      if (!stat11.isSymbolicLink() && !stat11.isFile()) {
         return false;
       }
-      return checkPathExt(path36, options);
+      return checkPathExt(path41, options);
     }
-    function isexe(path36, options, cb) {
-      fs2.stat(path36, function(er2, stat10) {
-        cb(er2, er2 ? false : checkStat(stat10, path36, options));
+    function isexe(path41, options, cb) {
+      fs2.stat(path41, function(er2, stat11) {
+        cb(er2, er2 ? false : checkStat(stat11, path41, options));
       });
     }
-    function sync(path36, options) {
-      return checkStat(fs2.statSync(path36), path36, options);
+    function sync(path41, options) {
+      return checkStat(fs2.statSync(path41), path41, options);
     }
   }
 });
@@ -7417,21 +7417,21 @@ var require_mode = __commonJS({
     module.exports = isexe;
     isexe.sync = sync;
     var fs2 = __require("fs");
-    function isexe(path36, options, cb) {
-      fs2.stat(path36, function(er2, stat10) {
-        cb(er2, er2 ? false : checkStat(stat10, options));
+    function isexe(path41, options, cb) {
+      fs2.stat(path41, function(er2, stat11) {
+        cb(er2, er2 ? false : checkStat(stat11, options));
       });
     }
-    function sync(path36, options) {
-      return checkStat(fs2.statSync(path36), options);
+    function sync(path41, options) {
+      return checkStat(fs2.statSync(path41), options);
     }
-    function checkStat(stat10, options) {
-      return stat10.isFile() && checkMode(stat10, options);
+    function checkStat(stat11, options) {
+      return stat11.isFile() && checkMode(stat11, options);
     }
-    function checkMode(stat10, options) {
-      var mod = stat10.mode;
-      var uid = stat10.uid;
-      var gid = stat10.gid;
+    function checkMode(stat11, options) {
+      var mod = stat11.mode;
+      var uid = stat11.uid;
+      var gid = stat11.gid;
       var myUid = options.uid !== void 0 ? options.uid : process.getuid && process.getuid();
       var myGid = options.gid !== void 0 ? options.gid : process.getgid && process.getgid();
       var u3 = parseInt("100", 8);
@@ -7456,7 +7456,7 @@ var require_isexe = __commonJS({
     }
     module.exports = isexe;
     isexe.sync = sync;
-    function isexe(path36, options, cb) {
+    function isexe(path41, options, cb) {
       if (typeof options === "function") {
         cb = options;
         options = {};
@@ -7466,7 +7466,7 @@ var require_isexe = __commonJS({
           throw new TypeError("callback not provided");
         }
         return new Promise(function(resolve, reject) {
-          isexe(path36, options || {}, function(er2, is2) {
+          isexe(path41, options || {}, function(er2, is2) {
             if (er2) {
               reject(er2);
             } else {
@@ -7475,7 +7475,7 @@ var require_isexe = __commonJS({
           });
         });
       }
-      core(path36, options || {}, function(er2, is2) {
+      core(path41, options || {}, function(er2, is2) {
         if (er2) {
           if (er2.code === "EACCES" || options && options.ignoreErrors) {
             er2 = null;
@@ -7485,9 +7485,9 @@ var require_isexe = __commonJS({
         cb(er2, is2);
       });
     }
-    function sync(path36, options) {
+    function sync(path41, options) {
       try {
-        return core.sync(path36, options || {});
+        return core.sync(path41, options || {});
       } catch (er2) {
         if (options && options.ignoreErrors || er2.code === "EACCES") {
           return false;
@@ -7503,7 +7503,7 @@ var require_isexe = __commonJS({
 var require_which = __commonJS({
   "node_modules/which/which.js"(exports, module) {
     var isWindows = process.platform === "win32" || process.env.OSTYPE === "cygwin" || process.env.OSTYPE === "msys";
-    var path36 = __require("path");
+    var path41 = __require("path");
     var COLON = isWindows ? ";" : ":";
     var isexe = require_isexe();
     var getNotFoundError = (cmd) => Object.assign(new Error(`not found: ${cmd}`), { code: "ENOENT" });
@@ -7541,7 +7541,7 @@ var require_which = __commonJS({
           return opt.all && found.length ? resolve(found) : reject(getNotFoundError(cmd));
         const ppRaw = pathEnv[i2];
         const pathPart = /^".*"$/.test(ppRaw) ? ppRaw.slice(1, -1) : ppRaw;
-        const pCmd = path36.join(pathPart, cmd);
+        const pCmd = path41.join(pathPart, cmd);
         const p2 = !pathPart && /^\.[\\\/]/.test(cmd) ? cmd.slice(0, 2) + pCmd : pCmd;
         resolve(subStep(p2, i2, 0));
       });
@@ -7568,7 +7568,7 @@ var require_which = __commonJS({
       for (let i2 = 0; i2 < pathEnv.length; i2++) {
         const ppRaw = pathEnv[i2];
         const pathPart = /^".*"$/.test(ppRaw) ? ppRaw.slice(1, -1) : ppRaw;
-        const pCmd = path36.join(pathPart, cmd);
+        const pCmd = path41.join(pathPart, cmd);
         const p2 = !pathPart && /^\.[\\\/]/.test(cmd) ? cmd.slice(0, 2) + pCmd : pCmd;
         for (let j2 = 0; j2 < pathExt.length; j2++) {
           const cur = p2 + pathExt[j2];
@@ -7616,7 +7616,7 @@ var require_path_key = __commonJS({
 var require_resolveCommand = __commonJS({
   "node_modules/cross-spawn/lib/util/resolveCommand.js"(exports, module) {
     "use strict";
-    var path36 = __require("path");
+    var path41 = __require("path");
     var which = require_which();
     var getPathKey = require_path_key();
     function resolveCommandAttempt(parsed, withoutPathExt) {
@@ -7634,7 +7634,7 @@ var require_resolveCommand = __commonJS({
       try {
         resolved = which.sync(parsed.command, {
           path: env[getPathKey({ env })],
-          pathExt: withoutPathExt ? path36.delimiter : void 0
+          pathExt: withoutPathExt ? path41.delimiter : void 0
         });
       } catch (e) {
       } finally {
@@ -7643,7 +7643,7 @@ var require_resolveCommand = __commonJS({
         }
       }
       if (resolved) {
-        resolved = path36.resolve(hasCustomCwd ? parsed.options.cwd : "", resolved);
+        resolved = path41.resolve(hasCustomCwd ? parsed.options.cwd : "", resolved);
       }
       return resolved;
     }
@@ -7697,8 +7697,8 @@ var require_shebang_command = __commonJS({
       if (!match) {
         return null;
       }
-      const [path36, argument] = match[0].replace(/#! ?/, "").split(" ");
-      const binary = path36.split("/").pop();
+      const [path41, argument] = match[0].replace(/#! ?/, "").split(" ");
+      const binary = path41.split("/").pop();
       if (binary === "env") {
         return argument;
       }
@@ -7733,7 +7733,7 @@ var require_readShebang = __commonJS({
 var require_parse = __commonJS({
   "node_modules/cross-spawn/lib/parse.js"(exports, module) {
     "use strict";
-    var path36 = __require("path");
+    var path41 = __require("path");
     var resolveCommand = require_resolveCommand();
     var escape = require_escape();
     var readShebang = require_readShebang();
@@ -7758,7 +7758,7 @@ var require_parse = __commonJS({
       const needsShell = !isExecutableRegExp.test(commandFile);
       if (parsed.options.forceShell || needsShell) {
         const needsDoubleEscapeMetaChars = isCmdShimRegExp.test(commandFile);
-        parsed.command = path36.normalize(parsed.command);
+        parsed.command = path41.normalize(parsed.command);
         parsed.command = escape.command(parsed.command);
         parsed.args = parsed.args.map((arg) => escape.argument(arg, needsDoubleEscapeMetaChars));
         const shellCommand = [parsed.command].concat(parsed.args).join(" ");
@@ -8922,10 +8922,10 @@ function mergeDefs(...defs) {
 function cloneDef(schema) {
   return mergeDefs(schema._zod.def);
 }
-function getElementAtPath(obj, path36) {
-  if (!path36)
+function getElementAtPath(obj, path41) {
+  if (!path41)
     return obj;
-  return path36.reduce((acc, key) => acc?.[key], obj);
+  return path41.reduce((acc, key) => acc?.[key], obj);
 }
 function promiseAllObject(promisesObj) {
   const keys = Object.keys(promisesObj);
@@ -9265,11 +9265,11 @@ function explicitlyAborted(x, startIndex = 0) {
   }
   return false;
 }
-function prefixIssues(path36, issues) {
+function prefixIssues(path41, issues) {
   return issues.map((iss) => {
     var _a3;
     (_a3 = iss).path ?? (_a3.path = []);
-    iss.path.unshift(path36);
+    iss.path.unshift(path41);
     return iss;
   });
 }
@@ -9731,16 +9731,16 @@ function flattenError(error62, mapper = (issue2) => issue2.message) {
 }
 function formatError(error62, mapper = (issue2) => issue2.message) {
   const fieldErrors = { _errors: [] };
-  const processError = (error63, path36 = []) => {
+  const processError = (error63, path41 = []) => {
     for (const issue2 of error63.issues) {
       if (issue2.code === "invalid_union" && issue2.errors.length) {
-        issue2.errors.map((issues) => processError({ issues }, [...path36, ...issue2.path]));
+        issue2.errors.map((issues) => processError({ issues }, [...path41, ...issue2.path]));
       } else if (issue2.code === "invalid_key") {
-        processError({ issues: issue2.issues }, [...path36, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path41, ...issue2.path]);
       } else if (issue2.code === "invalid_element") {
-        processError({ issues: issue2.issues }, [...path36, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path41, ...issue2.path]);
       } else {
-        const fullpath = [...path36, ...issue2.path];
+        const fullpath = [...path41, ...issue2.path];
         if (fullpath.length === 0) {
           fieldErrors._errors.push(mapper(issue2));
         } else {
@@ -9779,17 +9779,17 @@ function formatError(error62, mapper = (issue2) => issue2.message) {
 }
 function treeifyError(error62, mapper = (issue2) => issue2.message) {
   const result = { errors: [] };
-  const processError = (error63, path36 = []) => {
+  const processError = (error63, path41 = []) => {
     var _a3;
     for (const issue2 of error63.issues) {
       if (issue2.code === "invalid_union" && issue2.errors.length) {
-        issue2.errors.map((issues) => processError({ issues }, [...path36, ...issue2.path]));
+        issue2.errors.map((issues) => processError({ issues }, [...path41, ...issue2.path]));
       } else if (issue2.code === "invalid_key") {
-        processError({ issues: issue2.issues }, [...path36, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path41, ...issue2.path]);
       } else if (issue2.code === "invalid_element") {
-        processError({ issues: issue2.issues }, [...path36, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path41, ...issue2.path]);
       } else {
-        const fullpath = [...path36, ...issue2.path];
+        const fullpath = [...path41, ...issue2.path];
         if (fullpath.length === 0) {
           result.errors.push(mapper(issue2));
           continue;
@@ -9828,8 +9828,8 @@ function treeifyError(error62, mapper = (issue2) => issue2.message) {
 }
 function toDotPath(_path) {
   const segs = [];
-  const path36 = _path.map((seg) => typeof seg === "object" ? seg.key : seg);
-  for (const seg of path36) {
+  const path41 = _path.map((seg) => typeof seg === "object" ? seg.key : seg);
+  for (const seg of path41) {
     if (typeof seg === "number")
       segs.push(`[${seg}]`);
     else if (typeof seg === "symbol")
@@ -26967,13 +26967,13 @@ function resolveRef(ref, ctx) {
   if (!ref.startsWith("#")) {
     throw new Error("External $ref is not supported, only local refs (#/...) are allowed");
   }
-  const path36 = ref.slice(1).split("/").filter(Boolean);
-  if (path36.length === 0) {
+  const path41 = ref.slice(1).split("/").filter(Boolean);
+  if (path41.length === 0) {
     return ctx.rootSchema;
   }
   const defsKey = ctx.version === "draft-2020-12" ? "$defs" : "definitions";
-  if (path36[0] === defsKey) {
-    const key = path36[1] === void 0 ? void 0 : decodeJSONPointerSegment(path36[1]);
+  if (path41[0] === defsKey) {
+    const key = path41[1] === void 0 ? void 0 : decodeJSONPointerSegment(path41[1]);
     if (!key || !ctx.defs[key]) {
       throw new Error(`Reference not found: ${ref}`);
     }
@@ -27998,7 +27998,13 @@ var configSchema = external_exports.strictObject({
   }),
   keep: external_exports.array(external_exports.string().min(1)).default([]),
   drop: external_exports.array(external_exports.string().min(1)).default([]),
-  outputs: outputsSchema.default({ dir: "out" })
+  outputs: outputsSchema.default({ dir: "out" }),
+  /** The root of the simulated board `lhc verify --board` boots, instead of lhc's Debian one. */
+  board: external_exports.strictObject({
+    /** An uncompressed tar of a root with systemd, systemd-container, e2fsprogs, squashfs-tools. */
+    tarball: external_exports.string().min(1),
+    sha256
+  }).optional()
 }).superRefine((c3, ctx) => {
   if (c3.prepare !== void 0 && c3.packages !== void 0)
     ctx.addIssue({
@@ -28175,14 +28181,15 @@ function resolveConfig(raw, file2) {
     files: raw.files.map((f2) => ({ ...f2, src: r(f2.src) })),
     data: { path: raw.data.path, template: raw.data.template ? r(raw.data.template) : void 0 },
     probes: raw.probes.map((p2) => p2.fixture ? { ...p2, fixture: r(p2.fixture) } : p2),
-    outputs: { ...raw.outputs, dir: r(raw.outputs.dir) }
+    outputs: { ...raw.outputs, dir: r(raw.outputs.dir) },
+    board: raw.board ? { ...raw.board, tarball: r(raw.board.tarball) } : void 0
   };
 }
 
 // src/pipeline.ts
 import { mkdir as mkdir12, mkdtemp as mkdtemp7, writeFile as writeFile10 } from "node:fs/promises";
 import os9 from "node:os";
-import path32 from "node:path";
+import path33 from "node:path";
 
 // src/config/check-files.ts
 async function checkConfigFiles(config2) {
@@ -28971,7 +28978,7 @@ function resolveInRoot(root, p2, opts = {}, cwd = "/") {
 
 // src/stages/deploy-bundle.ts
 import { mkdir as mkdir2, readFile as readFile2, rm as rm2, writeFile as writeFile2 } from "node:fs/promises";
-import path8 from "node:path";
+import path9 from "node:path";
 
 // src/tools/nspawn.ts
 var BASE_FLAGS = [
@@ -29027,13 +29034,293 @@ function nspawnArgv(o2) {
 }
 var TRACE_MOUNT = "/lhc-trace";
 
+// src/deploy/install-script.ts
+function shQuote(s3) {
+  return `'${s3.replaceAll("'", `'\\''`)}'`;
+}
+var MIN_SYSTEMD = 250;
+var MIN_KERNEL = { major: 5, minor: 12 };
+function renderInstallScript(i2) {
+  const unitFiles = [i2.units.rootMount, i2.units.dataMount, i2.units.socket, i2.units.service];
+  unitFiles.push(...i2.units.extra);
+  const vars = [
+    ["NAME", i2.name],
+    ["BOARD_DIR", i2.boardDir],
+    ["IMAGE_FILE", i2.imageFile],
+    ["DATA_TEMPLATE_FILE", i2.dataTemplateFile],
+    ["DATA_SOURCE", i2.dataSource],
+    ["DATA_IS_FILE", i2.dataIsLoopFile ? "1" : ""],
+    ["DATA_MOUNT", i2.dataMount],
+    ["DATA_SIZE", i2.dataSize ?? "64M"],
+    ["ROOT_MOUNT_UNIT", i2.units.rootMount],
+    ["DATA_MOUNT_UNIT", i2.units.dataMount],
+    ["SOCKET_UNIT", i2.units.socket],
+    ["SERVICE_UNIT", i2.units.service],
+    ["UNIT_FILES", unitFiles.join(" ")],
+    ["NSPAWN", i2.nspawnPath],
+    ["PROGRAMS", i2.programs.join(" ")]
+  ];
+  return `#!/bin/sh
+# Generated by lhc for ${i2.name}: install, upgrade, roll back or remove it on the board.
+# Run as root from the copied build output:  sh deploy/install.sh install|upgrade|rollback|uninstall
+# See README.md next to this file for what each step does and why.
+set -eu
+
+${vars.map(([k2, v2]) => `${k2}=${shQuote(v2)}`).join("\n")}
+UNIT_DIR=/etc/systemd/system
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+OUT=$(dirname "$HERE")
+
+say() { printf '%s: %s\\n' "$NAME" "$*"; }
+die() { printf '%s: error: %s\\n' "$NAME" "$*" >&2; exit 1; }
+
+# Everything the units need, checked before anything on the board changes.
+check_board() {
+  [ "$(id -u)" = 0 ] || die "run me as root"
+  [ -d /run/systemd/system ] || die "systemd is not running as init on this machine; the units need it"
+  for t in systemctl mount umount sha256sum tar cmp mkfs.ext4 truncate; do
+    command -v "$t" >/dev/null 2>&1 || die "$t is missing on the board (packages: systemd, mount, coreutils, tar, diffutils, e2fsprogs)"
+  done
+  [ -x "$NSPAWN" ] || die "$NSPAWN is missing: install the systemd-container package"
+  for p in $PROGRAMS; do
+    [ -x "$p" ] || die "$p is missing: the units run it (package: systemd)"
+  done
+  v=$(systemctl --version | sed -n '1s/^systemd \\([0-9]*\\).*/\\1/p')
+  [ "\${v:-0}" -ge ${MIN_SYSTEMD} ] ||
+    die "systemd \${v:-?} is too old: the service needs ${MIN_SYSTEMD} or newer (nspawn -U --private-users-ownership=map, :idmap binds)"
+  k=$(uname -r); kmaj=\${k%%.*}; krest=\${k#*.}; kmin=\${krest%%[!0-9]*}
+  if [ "$kmaj" -lt ${MIN_KERNEL.major} ] || { [ "$kmaj" -eq ${MIN_KERNEL.major} ] && [ "$kmin" -lt ${MIN_KERNEL.minor} ]; }; then
+    die "kernel $k is too old: idmapped mounts need ${MIN_KERNEL.major}.${MIN_KERNEL.minor} or newer"
+  fi
+  [ -e /dev/loop-control ] || die "/dev/loop-control is missing: the image is loop-mounted (load the loop module)"
+  grep -qw squashfs /proc/filesystems || modprobe squashfs 2>/dev/null ||
+    die "this kernel cannot mount squashfs (CONFIG_SQUASHFS)"
+}
+
+check_sums() {
+  [ -f "$OUT/SHA256SUMS" ] || die "$OUT/SHA256SUMS is missing: copy the whole build output directory"
+  (cd "$OUT" && sha256sum --quiet --strict -c SHA256SUMS) ||
+    die "the artifacts do not match SHA256SUMS: copy them again"
+}
+
+release_id() { sha256sum "$1" | cut -c1-16; }
+
+# releases/<id>: the image and its units, written under a temporary name and renamed into place.
+stage_release() {
+  id=$(release_id "$OUT/$IMAGE_FILE")
+  rel="$BOARD_DIR/releases/$id"
+  if [ ! -f "$rel/$IMAGE_FILE" ]; then
+    rm -rf "$rel.new"
+    install -d -m 0755 "$rel.new/units"
+    install -m 0644 "$OUT/$IMAGE_FILE" "$rel.new/$IMAGE_FILE"
+    for u in $UNIT_FILES; do install -m 0644 "$HERE/$u" "$rel.new/units/$u"; done
+    mv -T "$rel.new" "$rel"
+  fi
+  echo "$id"
+}
+
+current_id() { [ -L "$BOARD_DIR/current" ] && basename "$(readlink "$BOARD_DIR/current")" || true; }
+previous_id() { [ -L "$BOARD_DIR/previous" ] && basename "$(readlink "$BOARD_DIR/previous")" || true; }
+
+# One rename(2): a reader sees the old link or the new one, never none.
+set_link() {
+  ln -sfn "releases/$2" "$BOARD_DIR/.$1.new"
+  mv -T "$BOARD_DIR/.$1.new" "$BOARD_DIR/$1"
+}
+
+# Copies a release's units into systemd's directory; prints the names that changed.
+install_units() {
+  for u in $UNIT_FILES; do
+    if ! cmp -s "$BOARD_DIR/releases/$1/units/$u" "$UNIT_DIR/$u"; then
+      install -m 0644 "$BOARD_DIR/releases/$1/units/$u" "$UNIT_DIR/.$u.new"
+      mv -T "$UNIT_DIR/.$u.new" "$UNIT_DIR/$u"
+      echo "$u"
+    fi
+  done
+}
+
+# The data partition keeps the service's state: made from the template once, never overwritten.
+prepare_data() {
+  if [ -z "$DATA_IS_FILE" ]; then
+    say "data partition $DATA_SOURCE is yours to format and fill (see README.md); not touched"
+    return
+  fi
+  [ -f "$DATA_SOURCE" ] && return
+  say "creating the data partition $DATA_SOURCE ($DATA_SIZE) from $DATA_TEMPLATE_FILE"
+  tmp_data="$DATA_SOURCE.new"
+  tmp_mnt="$BOARD_DIR/.data-template"
+  rm -f "$tmp_data"
+  truncate -s "$DATA_SIZE" "$tmp_data"
+  mkfs.ext4 -q -F "$tmp_data"
+  install -d -m 0700 "$tmp_mnt"
+  mount -o loop,noexec,nosuid,nodev "$tmp_data" "$tmp_mnt"
+  if ! tar -xzpf "$OUT/$DATA_TEMPLATE_FILE" --numeric-owner -C "$tmp_mnt"; then
+    umount "$tmp_mnt"; die "cannot unpack $DATA_TEMPLATE_FILE"
+  fi
+  umount "$tmp_mnt"
+  rmdir "$tmp_mnt"
+  mv -T "$tmp_data" "$DATA_SOURCE"
+}
+
+# Keeps current and previous, removes older releases.
+prune_releases() {
+  cur=$(current_id); prev=$(previous_id)
+  for r in "$BOARD_DIR"/releases/*; do
+    [ -d "$r" ] || continue
+    case $(basename "$r") in "$cur" | "$prev") ;; *) rm -rf "$r" ;; esac
+  done
+}
+
+# Makes release $1 current (the old one becomes previous) and restarts what runs the image.
+activate() {
+  new=$1 old=$(current_id)
+  changed=$(install_units "$new")
+  [ -z "$changed" ] || systemctl daemon-reload
+  if [ "$new" != "$old" ]; then
+    [ -z "$old" ] || set_link previous "$old"
+    set_link current "$new"
+  fi
+  ln -sfn "current/$IMAGE_FILE" "$BOARD_DIR/.image.new"
+  mv -T "$BOARD_DIR/.image.new" "$BOARD_DIR/$IMAGE_FILE"
+  systemctl enable --quiet "$ROOT_MOUNT_UNIT" "$DATA_MOUNT_UNIT" "$SOCKET_UNIT"
+  if [ -n "$old" ] && [ "$new" != "$old" ] && systemctl -q is-active "$ROOT_MOUNT_UNIT"; then
+    # One restart job (LazyUnmount=yes): containers serving a connection keep the old image (its
+    # loop device is freed when the last one ends); a connection arriving meanwhile waits for
+    # the job (the service is After= the mount) and gets the new image. The socket stays open.
+    say "switching image $old -> $new"
+    systemctl restart "$ROOT_MOUNT_UNIT"
+  fi
+  systemctl start "$ROOT_MOUNT_UNIT" "$DATA_MOUNT_UNIT"
+  # A listening service runs one long-lived container: restart it (and its proxy) on the new image.
+  for u in $UNIT_FILES; do
+    case $u in *@.service) ;; *.service) [ -z "$old" ] || [ "$new" = "$old" ] || systemctl try-restart "$u" ;; esac
+  done
+  if printf '%s\\n' $changed | grep -qx "$SOCKET_UNIT" && systemctl -q is-active "$SOCKET_UNIT"; then
+    say "$SOCKET_UNIT changed: restarting it"
+    systemctl restart "$SOCKET_UNIT"
+  else
+    systemctl start "$SOCKET_UNIT"
+  fi
+  say "running release $new ($(systemctl is-active "$SOCKET_UNIT") $SOCKET_UNIT)"
+}
+
+cmd_install() {
+  check_board
+  check_sums
+  install -d -m 0755 "$BOARD_DIR" "$BOARD_DIR/releases" "$DATA_MOUNT" "$BOARD_DIR/root"
+  # An image installed by hand (the README's manual steps) becomes the first release.
+  if [ -f "$BOARD_DIR/$IMAGE_FILE" ] && [ ! -L "$BOARD_DIR/$IMAGE_FILE" ]; then
+    adopted=$(release_id "$BOARD_DIR/$IMAGE_FILE")
+    install -d -m 0755 "$BOARD_DIR/releases/$adopted/units"
+    for u in $UNIT_FILES; do install -m 0644 "$HERE/$u" "$BOARD_DIR/releases/$adopted/units/$u"; done
+    mv "$BOARD_DIR/$IMAGE_FILE" "$BOARD_DIR/releases/$adopted/$IMAGE_FILE"
+    set_link current "$adopted"
+  fi
+  id=$(stage_release)
+  prepare_data
+  activate "$id"
+  prune_releases
+}
+
+cmd_upgrade() {
+  [ -n "$(current_id)" ] || die "$NAME is not installed here: run install first"
+  cmd_install
+}
+
+cmd_rollback() {
+  check_board
+  prev=$(previous_id)
+  [ -n "$prev" ] && [ -d "$BOARD_DIR/releases/$prev" ] || die "no previous release to roll back to"
+  activate "$prev"
+}
+
+cmd_uninstall() {
+  [ "$(id -u)" = 0 ] || die "run me as root"
+  # Instances of a templated service stop with their socket; the rest are stopped by name.
+  systemctl disable --now --quiet "$SOCKET_UNIT" 2>/dev/null || true
+  for u in $UNIT_FILES; do
+    case $u in *@.service) systemctl stop "\${u%@.service}@*.service" 2>/dev/null || true ;; esac
+  done
+  for u in $UNIT_FILES; do systemctl disable --now --quiet "$u" 2>/dev/null || true; done
+  for u in $UNIT_FILES; do rm -f "$UNIT_DIR/$u"; done
+  systemctl daemon-reload
+  rm -rf "$BOARD_DIR/releases" "$BOARD_DIR/current" "$BOARD_DIR/previous" "$BOARD_DIR/$IMAGE_FILE"
+  rmdir "$BOARD_DIR/root" 2>/dev/null || true
+  if [ "\${1:-}" = --purge ]; then
+    [ -z "$DATA_IS_FILE" ] || rm -f "$DATA_SOURCE"
+    rmdir "$DATA_MOUNT" "$BOARD_DIR" 2>/dev/null || true
+    say "removed, data included"
+  else
+    say "removed; the data partition $DATA_SOURCE is kept (uninstall --purge removes it)"
+  fi
+}
+
+case \${1:-} in
+  install) cmd_install ;;
+  upgrade) cmd_upgrade ;;
+  rollback) cmd_rollback ;;
+  uninstall) shift; cmd_uninstall "$@" ;;
+  *) echo "usage: sh deploy/install.sh install|upgrade|rollback|uninstall [--purge]" >&2; exit 2 ;;
+esac
+`;
+}
+
+// src/deploy/listen-proxy.ts
+import path8 from "node:path";
+var SOCKET_PROXYD = "/lib/systemd/systemd-socket-proxyd";
+var BASH = "/bin/bash";
+function proxyUnitName(name) {
+  return `${name}-proxy.service`;
+}
+function listenSocketLines(name) {
+  return `# Connections go to the proxy, which forwards them into the container's private network.
+Service=${proxyUnitName(name)}
+`;
+}
+function listenServiceLines(name) {
+  return `# The container's network: only lo, no route out. ${proxyUnitName(name)} joins this namespace
+# to forward the board socket's connections to the daemon's port (see README.md).
+PrivateNetwork=yes
+# That namespace belongs to the board's user namespace, not the container's (-U), so the
+# container's root may not bind a port below 1024 there: allow it in this namespace only,
+# which holds nothing but lo.
+ExecStartPre=/bin/sh -c "echo 0 > ${UNPRIVILEGED_PORT_START}"
+`;
+}
+var UNPRIVILEGED_PORT_START = "/proc/sys/net/ipv4/ip_unprivileged_port_start";
+function sharedNetworkArgv(argv) {
+  return argv.filter((a2) => a2 !== "--private-network");
+}
+function waitForPortScript(port2) {
+  return `i=0; while [ $i -lt 200 ]; do (exec 3<>/dev/tcp/127.0.0.1/${port2}) 2>/dev/null && exit 0; i=$((i+1)); sleep 0.05; done; echo "nothing accepts on 127.0.0.1:${port2} in the container" >&2; exit 1`;
+}
+function renderProxyUnit(name, port2, execLine, header) {
+  const service = `${name}.service`;
+  return header + `[Unit]
+Description=lhc ${name}: the board's port ${port2} forwarded into the container's private network
+Requires=${service}
+After=${service}
+JoinsNamespaceOf=${service}
+
+[Service]
+PrivateNetwork=yes
+# The daemon needs a moment to bind its port after the container starts.
+ExecStartPre=${execLine([BASH, "-c", waitForPortScript(port2)])}
+ExecStart=${execLine([SOCKET_PROXYD, `127.0.0.1:${port2}`])}
+NoNewPrivileges=yes
+StandardError=journal
+`;
+}
+var PROXY_PROGRAMS = [SOCKET_PROXYD, BASH].map((p2) => path8.normalize(p2));
+
 // src/stages/deploy-bundle.ts
 function listenPort(s3) {
   return s3.listen ?? 70;
 }
 function boardPaths(o2) {
   const boardDir = o2.boardDir ?? `/var/lib/lhc/${o2.name}`;
-  if (!path8.isAbsolute(boardDir))
+  if (!path9.isAbsolute(boardDir))
     throw new UserError(`board directory must be absolute, got ${boardDir}`);
   const dataSource = o2.dataSource ?? `${boardDir}/${o2.name}-data.ext4`;
   return {
@@ -29044,6 +29331,9 @@ function boardPaths(o2) {
     dataMount: `${boardDir}/data`,
     dataIsLoopFile: !dataSource.startsWith("/dev/")
   };
+}
+function mountUnitNames(p2) {
+  return [`${systemdEscapePath(p2.rootMount)}.mount`, `${systemdEscapePath(p2.dataMount)}.mount`];
 }
 function systemdEscapePath(p2) {
   const trimmed = p2.replace(/\/+/g, "/").replace(/^\/|\/$/g, "");
@@ -29074,7 +29364,7 @@ function systemdQuoteWord(w2) {
   return `"${s3}"`;
 }
 function systemdExecLine(argv) {
-  if (!argv[0] || !path8.isAbsolute(argv[0]))
+  if (!argv[0] || !path9.isAbsolute(argv[0]))
     throw new UserError(`ExecStart needs an absolute program path, got ${argv[0] ?? "(none)"}`);
   return argv.map(systemdQuoteWord).join(" ");
 }
@@ -29092,7 +29382,7 @@ function boardNspawnArgv(o2, p2) {
     workdir: o2.service.workdir
   });
   argv[0] = o2.nspawnPath ?? "/usr/bin/systemd-nspawn";
-  return argv;
+  return o2.service.inetd ? argv : sharedNetworkArgv(argv);
 }
 var HEADER = (name) => `# Generated by lhc for ${name}; see README.md next to this file.
 `;
@@ -29103,20 +29393,22 @@ Description=lhc ${o2.name}: ${inetd ? "one container per connection" : "listenin
 
 [Socket]
 ListenStream=${listenPort(o2.service)}
-` + (inetd ? "Accept=yes\n# Each connection costs a container start: bound how many run at once.\nMaxConnections=32\nMaxConnectionsPerSource=8\n" : "Accept=no\n") + "\n[Install]\nWantedBy=sockets.target\n";
+` + (inetd ? "Accept=yes\n# Each connection costs a container start: bound how many run at once.\nMaxConnections=32\nMaxConnectionsPerSource=8\n" : "Accept=no\n" + listenSocketLines(o2.name)) + "\n[Install]\nWantedBy=sockets.target\n";
 }
 function renderServiceUnit(o2, p2) {
   const inetd = o2.service.inetd === true;
   const timeout = o2.service.timeout;
   return HEADER(o2.name) + `[Unit]
 Description=lhc ${o2.name}${inetd ? " (connection %i)" : ""}
-RequiresMountsFor=${p2.rootMount} ${p2.dataMount}
-` + (inetd ? "CollectMode=inactive-or-failed\n" : `Requires=${o2.name}.socket
-After=${o2.name}.socket
-`) + `
+# Wants=, not Requires=: restarting the root mount for a new image (install.sh upgrade) must
+# not stop a container still serving a connection from the old one; After= makes a new
+# connection wait for the new image instead.
+Wants=${mountUnitNames(p2).join(" ")}
+After=${mountUnitNames(p2).join(" ")}
+` + (inetd ? "CollectMode=inactive-or-failed\n" : "") + `
 [Service]
 ExecStart=${systemdExecLine(boardNspawnArgv(o2, p2))}
-` + (inetd ? "StandardInput=socket\nStandardOutput=socket\n" : "# nspawn passes the listening socket on (LISTEN_FDS); the payload must accept it.\n") + "# nspawn and QEMU messages go to the journal, never to the client.\nStandardError=journal\n# --keep-unit runs the container in this unit's cgroup, which nspawn must be allowed to manage.\nDelegate=yes\nKillMode=mixed\n" + (timeout !== void 0 && inetd ? `RuntimeMaxSec=${Math.ceil(timeout)}
+` + (inetd ? "StandardInput=socket\nStandardOutput=socket\n" : listenServiceLines(o2.name)) + "# nspawn and QEMU messages go to the journal, never to the client.\nStandardError=journal\n# --keep-unit runs the container in this unit's cgroup, which nspawn must be allowed to manage.\nDelegate=yes\nKillMode=mixed\n" + (timeout !== void 0 && inetd ? `RuntimeMaxSec=${Math.ceil(timeout)}
 ` : "") + (inetd ? "" : "\n[Install]\nWantedBy=multi-user.target\n");
 }
 function renderMountUnits(o2, p2) {
@@ -29128,6 +29420,8 @@ What=${p2.image}
 Where=${p2.rootMount}
 Type=squashfs
 Options=loop,ro,nodev
+# Containers serving a connection keep the old image when a new one is mounted here.
+LazyUnmount=yes
 
 [Install]
 WantedBy=multi-user.target
@@ -29282,7 +29576,21 @@ function renderReadme(o2, p2) {
   const svc = inetd ? `${o2.name}@.service` : `${o2.name}.service`;
   return `# Deploying ${o2.name} to the board
 
-Copy the build output directory to the board, then as root:
+Copy the build output directory to the board, then as root, from that directory:
+
+\`\`\`sh
+sh deploy/install.sh install      # also: upgrade, rollback, uninstall [--purge]
+\`\`\`
+
+The script checks the board first (root, systemd as init and new enough for the unit's flags,
+systemd-container, loop and squashfs support, the kernel's idmapped mounts), then the artifacts
+against SHA256SUMS. It installs the image as ${p2.boardDir}/releases/<id>/ beside the one running
+now and switches the \`current\` link with one rename, so \`rollback\` can switch back to
+\`previous\` (one previous image is kept). Switching remounts the root: a container serving a
+connection keeps the old image until it ends, a listening service restarts on the new one, and
+the socket keeps listening, so a connection made meanwhile waits instead of being refused. The
+data partition is made from the template only the first time and kept across upgrades.
+Running it again changes nothing. By hand, for the first install, the same steps are:
 
 \`\`\`sh
 sha256sum -c SHA256SUMS                      # the artifacts arrived intact
@@ -29294,13 +29602,17 @@ mkfs.ext4 -q ${p2.dataSource}` : `mkfs.ext4 -q ${p2.dataSource}                 
 mount -o ${p2.dataIsLoopFile ? "loop," : ""}noexec,nosuid,nodev ${p2.dataSource} ${p2.dataMount}
 tar -xzpf ${o2.dataTemplateFile} --numeric-owner -C ${p2.dataMount}
 umount ${p2.dataMount}
-install -m 0644 'deploy/${rootUnit}' 'deploy/${dataUnit}' deploy/${o2.name}.socket deploy/${svc} /etc/systemd/system/
+install -m 0644 'deploy/${rootUnit}' 'deploy/${dataUnit}' deploy/${o2.name}.socket deploy/${svc}${inetd ? "" : ` deploy/${proxyUnitName(o2.name)}`} /etc/systemd/system/
 systemctl daemon-reload
 systemctl enable --now '${rootUnit}' '${dataUnit}' ${o2.name}.socket
 \`\`\`
 
-${inetd ? `Each connection to port ${listenPort(o2.service)} starts one container (\`${o2.name}@<n>.service\`) with the` : "The service starts with the"}
-connection on stdin/stdout; its stderr and nspawn's messages go to the journal
+${inetd ? `Each connection to port ${listenPort(o2.service)} starts one container (\`${o2.name}@<n>.service\`) with the
+connection on stdin/stdout` : `The first connection to port ${listenPort(o2.service)} starts \`${o2.name}-proxy.service\`, which starts the container
+(\`${svc}\`) and forwards each connection to the daemon's own port ${listenPort(o2.service)} inside it. The
+container's network namespace belongs to \`${svc}\` (\`PrivateNetwork=yes\`, only \`lo\`, no route out,
+so the service can reach nothing and nothing reaches it); the proxy (systemd-socket-proxyd)
+joins that namespace (\`JoinsNamespaceOf=\`) and is the only way in`}; its stderr and nspawn's messages go to the journal
 (\`journalctl -u '${svc.replace("@.", "@*.")}'\`). The root is the read-only image, the network is private
 (only \`lo\`, CAP_NET_ADMIN dropped), no new privileges, a private user namespace, and
 ${o2.dataPath ?? "/data"} is the only writable path, mounted noexec,nosuid,nodev.
@@ -29320,16 +29632,17 @@ async function writeDeployBundle(o2) {
   if (!o2.service.command[0]?.startsWith("/"))
     throw new UserError("service.command[0] must be an absolute path in the image");
   const p2 = boardPaths(o2);
-  const dir = path8.join(o2.outDir, "deploy");
+  const dir = path9.join(o2.outDir, "deploy");
   await rm2(dir, { recursive: true, force: true });
-  await mkdir2(path8.join(dir, "oci"), { recursive: true });
+  await mkdir2(path9.join(dir, "oci"), { recursive: true });
   const inetd = o2.service.inetd === true;
   const { rootMount, dataMount } = renderMountUnits(o2, p2);
   const units = {
     socket: `${o2.name}.socket`,
     service: inetd ? `${o2.name}@.service` : `${o2.name}.service`,
     rootMount: `${systemdEscapePath(p2.rootMount)}.mount`,
-    dataMount: `${systemdEscapePath(p2.dataMount)}.mount`
+    dataMount: `${systemdEscapePath(p2.dataMount)}.mount`,
+    ...inetd ? {} : { proxy: proxyUnitName(o2.name) }
   };
   const ids = await resolveUser(o2.service.user, o2.root);
   const contents = {
@@ -29341,7 +29654,27 @@ async function writeDeployBundle(o2) {
     "oci/config.json": JSON.stringify(ociConfig(o2, p2, ids, { userNamespace: OCI_USER_NAMESPACE }), null, 2) + "\n",
     "README.md": renderReadme(o2, p2)
   };
-  for (const [f2, text] of Object.entries(contents)) await writeFile2(path8.join(dir, f2), text);
+  if (!inetd)
+    contents[proxyUnitName(o2.name)] = renderProxyUnit(
+      o2.name,
+      listenPort(o2.service),
+      systemdExecLine,
+      HEADER(o2.name)
+    );
+  contents["install.sh"] = renderInstallScript({
+    name: o2.name,
+    boardDir: p2.boardDir,
+    imageFile: o2.imageFile,
+    dataTemplateFile: o2.dataTemplateFile,
+    dataSource: p2.dataSource,
+    dataIsLoopFile: p2.dataIsLoopFile,
+    dataMount: p2.dataMount,
+    units: { ...units, extra: inetd ? [] : [proxyUnitName(o2.name)] },
+    nspawnPath: o2.nspawnPath ?? "/usr/bin/systemd-nspawn",
+    programs: inetd ? [] : PROXY_PROGRAMS
+  });
+  for (const [f2, text] of Object.entries(contents))
+    await writeFile2(path9.join(dir, f2), text, { mode: f2.endsWith(".sh") ? 493 : 420 });
   o2.logger?.info(
     `deploy bundle: ${dir} (${units.socket}, ${units.service}, mounts, fstab, oci/config.json)`
   );
@@ -29756,7 +30089,7 @@ async function checkEntrypoint(root, command0, arch) {
 }
 
 // src/stages/epoch.ts
-import path14 from "node:path";
+import path15 from "node:path";
 
 // node_modules/is-plain-obj/index.js
 function isPlainObject2(value) {
@@ -30623,12 +30956,12 @@ var handleCommand = (filePath, rawArguments, rawOptions) => {
 
 // node_modules/execa/lib/arguments/options.js
 var import_cross_spawn = __toESM(require_cross_spawn(), 1);
-import path13 from "node:path";
+import path14 from "node:path";
 import process6 from "node:process";
 
 // node_modules/npm-run-path/index.js
 import process4 from "node:process";
-import path10 from "node:path";
+import path11 from "node:path";
 
 // node_modules/npm-run-path/node_modules/path-key/index.js
 function pathKey(options = {}) {
@@ -30645,7 +30978,7 @@ function pathKey(options = {}) {
 // node_modules/unicorn-magic/node.js
 import { promisify } from "node:util";
 import { execFile as execFileCallback, execFileSync as execFileSyncOriginal } from "node:child_process";
-import path9 from "node:path";
+import path10 from "node:path";
 import { fileURLToPath as fileURLToPath4 } from "node:url";
 var execFileOriginal = promisify(execFileCallback);
 function toPath(urlOrPath) {
@@ -30654,12 +30987,12 @@ function toPath(urlOrPath) {
 function traversePathUp(startPath) {
   return {
     *[Symbol.iterator]() {
-      let currentPath = path9.resolve(toPath(startPath));
+      let currentPath = path10.resolve(toPath(startPath));
       let previousPath;
       while (previousPath !== currentPath) {
         yield currentPath;
         previousPath = currentPath;
-        currentPath = path9.resolve(currentPath, "..");
+        currentPath = path10.resolve(currentPath, "..");
       }
     }
   };
@@ -30674,27 +31007,27 @@ var npmRunPath = ({
   execPath: execPath2 = process4.execPath,
   addExecPath = true
 } = {}) => {
-  const cwdPath = path10.resolve(toPath(cwd));
+  const cwdPath = path11.resolve(toPath(cwd));
   const result = [];
-  const pathParts = pathOption.split(path10.delimiter);
+  const pathParts = pathOption.split(path11.delimiter);
   if (preferLocal) {
     applyPreferLocal(result, pathParts, cwdPath);
   }
   if (addExecPath) {
     applyExecPath(result, pathParts, execPath2, cwdPath);
   }
-  return pathOption === "" || pathOption === path10.delimiter ? `${result.join(path10.delimiter)}${pathOption}` : [...result, pathOption].join(path10.delimiter);
+  return pathOption === "" || pathOption === path11.delimiter ? `${result.join(path11.delimiter)}${pathOption}` : [...result, pathOption].join(path11.delimiter);
 };
 var applyPreferLocal = (result, pathParts, cwdPath) => {
   for (const directory of traversePathUp(cwdPath)) {
-    const pathPart = path10.join(directory, "node_modules/.bin");
+    const pathPart = path11.join(directory, "node_modules/.bin");
     if (!pathParts.includes(pathPart)) {
       result.push(pathPart);
     }
   }
 };
 var applyExecPath = (result, pathParts, execPath2, cwdPath) => {
-  const pathPart = path10.resolve(cwdPath, toPath(execPath2), "..");
+  const pathPart = path11.resolve(cwdPath, toPath(execPath2), "..");
   if (!pathParts.includes(pathPart)) {
     result.push(pathPart);
   }
@@ -31849,7 +32182,7 @@ var killAfterTimeout = async (subprocess, timeout, context, { signal }) => {
 
 // node_modules/execa/lib/methods/node.js
 import { execPath, execArgv } from "node:process";
-import path11 from "node:path";
+import path12 from "node:path";
 var mapNode = ({ options }) => {
   if (options.node === false) {
     throw new TypeError('The "node" option cannot be false with `execaNode()`.');
@@ -31868,7 +32201,7 @@ var handleNodeOption = (file2, commandArguments, {
     throw new TypeError('The "execPath" option has been removed. Please use the "nodePath" option instead.');
   }
   const normalizedNodePath = safeNormalizeFileUrl(nodePath, 'The "nodePath" option');
-  const resolvedNodePath = path11.resolve(cwd, normalizedNodePath);
+  const resolvedNodePath = path12.resolve(cwd, normalizedNodePath);
   const newOptions = {
     ...options,
     nodePath: resolvedNodePath,
@@ -31878,7 +32211,7 @@ var handleNodeOption = (file2, commandArguments, {
   if (!shouldHandleNode) {
     return [file2, commandArguments, newOptions];
   }
-  if (path11.basename(file2, ".exe") === "node") {
+  if (path12.basename(file2, ".exe") === "node") {
     throw new TypeError('When the "node" option is true, the first argument does not need to be "node".');
   }
   return [
@@ -31968,11 +32301,11 @@ var serializeEncoding = (encoding) => typeof encoding === "string" ? `"${encodin
 
 // node_modules/execa/lib/arguments/cwd.js
 import { statSync } from "node:fs";
-import path12 from "node:path";
+import path13 from "node:path";
 import process5 from "node:process";
 var normalizeCwd = (cwd = getDefaultCwd()) => {
   const cwdString = safeNormalizeFileUrl(cwd, 'The "cwd" option');
-  return path12.resolve(cwdString);
+  return path13.resolve(cwdString);
 };
 var getDefaultCwd = () => {
   try {
@@ -32019,7 +32352,7 @@ var normalizeOptions = (filePath, rawArguments, rawOptions) => {
   options.killSignal = normalizeKillSignal(options.killSignal);
   options.forceKillAfterDelay = normalizeForceKillAfterDelay(options.forceKillAfterDelay);
   options.lines = options.lines.map((lines, fdNumber2) => lines && !BINARY_ENCODINGS.has(options.encoding) && options.buffer[fdNumber2]);
-  if (process6.platform === "win32" && path13.basename(file2, ".exe") === "cmd") {
+  if (process6.platform === "win32" && path14.basename(file2, ".exe") === "cmd") {
     commandArguments.unshift("/q");
   }
   return { file: file2, commandArguments, options };
@@ -34168,13 +34501,13 @@ var logOutputSync = ({ serializedResult, fdNumber: fdNumber2, state, verboseInfo
   }
 };
 var writeToFiles = (serializedResult, stdioItems, outputFiles) => {
-  for (const { path: path36, append } of stdioItems.filter(({ type }) => FILE_TYPES.has(type))) {
-    const pathString2 = typeof path36 === "string" ? path36 : path36.toString();
+  for (const { path: path41, append } of stdioItems.filter(({ type }) => FILE_TYPES.has(type))) {
+    const pathString2 = typeof path41 === "string" ? path41 : path41.toString();
     if (append || outputFiles.has(pathString2)) {
-      appendFileSync(path36, serializedResult);
+      appendFileSync(path41, serializedResult);
     } else {
       outputFiles.add(pathString2);
-      writeFileSync(path36, serializedResult);
+      writeFileSync(path41, serializedResult);
     }
   }
 };
@@ -37037,10 +37370,10 @@ function parseEpoch(value, what) {
   return n2;
 }
 async function gitCommitTime(file2, logger) {
-  const cwd = path14.dirname(file2);
+  const cwd = path15.dirname(file2);
   let r;
   try {
-    r = await run(["git", "log", "-1", "--format=%ct", "--", path14.basename(file2)], {
+    r = await run(["git", "log", "-1", "--format=%ct", "--", path15.basename(file2)], {
       cwd,
       reject: false,
       logger
@@ -37100,7 +37433,7 @@ import {
   writeFile as writeFile5
 } from "node:fs/promises";
 import os6 from "node:os";
-import path18 from "node:path";
+import path19 from "node:path";
 
 // src/tools/lua-make.ts
 var LUA_MYCFLAGS = "-static -Os -ffunction-sections -fdata-sections -fno-asynchronous-unwind-tables -fno-unwind-tables";
@@ -37160,7 +37493,7 @@ import { createHash as createHash3, randomBytes as randomBytes2 } from "node:cry
 import { existsSync as existsSync4 } from "node:fs";
 import { mkdir as mkdir3, mkdtemp, readFile as readFile3, rename as rename2, rm as rm3, writeFile as writeFile3 } from "node:fs/promises";
 import os3 from "node:os";
-import path15 from "node:path";
+import path16 from "node:path";
 var BUILDROOT_SUITE = "bookworm";
 var HOST_SOURCES = "/etc/apt/sources.list.d/debian.sources";
 async function defaultMirrors() {
@@ -37192,15 +37525,15 @@ async function ensureBuildroot(opts) {
       mirrors: await mirrorsIdentity(mirrors)
     })
   ).digest("hex");
-  const tarball = path15.join(opts.dir, `${key}.tar`);
-  const metaFile = path15.join(opts.dir, `${key}.json`);
+  const tarball = path16.join(opts.dir, `${key}.tar`);
+  const metaFile = path16.join(opts.dir, `${key}.json`);
   if (existsSync4(tarball) && existsSync4(metaFile)) {
     const meta3 = JSON.parse(await readFile3(metaFile, "utf8"));
     return { key, tarball, toolchain: meta3.toolchain };
   }
   await mkdir3(opts.dir, { recursive: true });
-  const tmp = path15.join(opts.dir, `.tmp-${process.pid}-${randomBytes2(6).toString("hex")}.tar`);
-  const scratch = await mkdtemp(path15.join(opts.dir, ".scratch-"));
+  const tmp = path16.join(opts.dir, `.tmp-${process.pid}-${randomBytes2(6).toString("hex")}.tar`);
+  const scratch = await mkdtemp(path16.join(opts.dir, ".scratch-"));
   try {
     await opts.logger.group(
       `build root: mmdebstrap ${suite} ${opts.arch} (${BUILDROOT_PACKAGES.join(", ")})`,
@@ -37257,8 +37590,8 @@ async function removeScratch(dir) {
   });
 }
 async function compileInRoot(srcDir, buildroot, opts) {
-  const work = await mkdtemp(path15.join(opts.workDir ?? os3.tmpdir(), "lhc-buildroot-"));
-  const root = path15.join(work, "root");
+  const work = await mkdtemp(path16.join(opts.workDir ?? os3.tmpdir(), "lhc-buildroot-"));
+  const root = path16.join(work, "root");
   try {
     await mkdir3(root);
     await opts.logger.group("build root: extract", async () => {
@@ -37268,7 +37601,7 @@ async function compileInRoot(srcDir, buildroot, opts) {
         logger: opts.logger
       });
     });
-    if (!existsSync4(path15.join(root, "usr")))
+    if (!existsSync4(path16.join(root, "usr")))
       throw new UserError(`build root ${buildroot.tarball} has no /usr`);
     const make = inRootMakeArgv(opts.jobs ?? 1);
     const script = `${formatCommand(make)} && strip src/lua`;
@@ -37289,7 +37622,7 @@ async function compileInRoot(srcDir, buildroot, opts) {
         }
       );
     });
-    const binary = path15.join(srcDir, "src", "lua");
+    const binary = path16.join(srcDir, "src", "lua");
     if (!existsSync4(binary))
       throw new UserError(`the in-root build finished without producing ${binary}`);
     return binary;
@@ -37310,7 +37643,7 @@ async function compileInRoot(srcDir, buildroot, opts) {
 
 // src/stages/lua-source.ts
 import { existsSync as existsSync5 } from "node:fs";
-import path16 from "node:path";
+import path17 from "node:path";
 
 // node_modules/tar/dist/esm/index.min.js
 import Qr from "events";
@@ -40322,8 +40655,8 @@ async function extractLuaSource(tarball, destDir, version2) {
     noChmod: false,
     filter: (p2, e) => entryProblem(p2, e.type, top) === void 0
   });
-  const dir = path16.join(destDir, top);
-  if (!existsSync5(path16.join(dir, "src", "lua.c")) || !existsSync5(path16.join(dir, "Makefile"))) {
+  const dir = path17.join(destDir, top);
+  if (!existsSync5(path17.join(dir, "src", "lua.c")) || !existsSync5(path17.join(dir, "Makefile"))) {
     throw new UserError(
       `${tarball} does not look like the Lua ${version2} source (no ${top}/Makefile and ${top}/src/lua.c)`
     );
@@ -40335,12 +40668,12 @@ async function extractLuaSource(tarball, destDir, version2) {
 import { existsSync as existsSync6, readFileSync as readFileSync3 } from "node:fs";
 import { mkdtemp as mkdtemp2, rm as rm4, writeFile as writeFile4 } from "node:fs/promises";
 import os5 from "node:os";
-import path17 from "node:path";
+import path18 from "node:path";
 var LuaVerifyError = class extends UserError {
 };
 function emulatorPrefix(arch, binfmtDir = "/proc/sys/fs/binfmt_misc") {
   if (hostArch() === arch) return [];
-  const entry = path17.join(binfmtDir, `qemu-${arch}`);
+  const entry = path18.join(binfmtDir, `qemu-${arch}`);
   if (existsSync6(entry) && readFileSync3(entry, "utf8").startsWith("enabled")) return [];
   return [`qemu-${arch}-static`];
 }
@@ -40395,9 +40728,9 @@ async function verifyLua(binary, opts) {
       `${binary} -v: expected "Lua ${opts.version}", got ${JSON.stringify(banner.split("\n")[0] ?? "")} (exit code ${v2.exitCode})`
     );
   }
-  const dir = await mkdtemp2(path17.join(os5.tmpdir(), "lhc-lua-smoke-"));
+  const dir = await mkdtemp2(path18.join(os5.tmpdir(), "lhc-lua-smoke-"));
   try {
-    const script = path17.join(dir, "smoke.lua");
+    const script = path18.join(dir, "smoke.lua");
     await writeFile4(script, SMOKE_SCRIPT);
     const s3 = await run([...prefix, binary, script, dir], {
       reject: false,
@@ -40455,7 +40788,7 @@ async function crossRecipe(arch, logger, signal) {
           stderrLines: 30
         });
       });
-      const binary = path18.join(srcDir, "src", "lua");
+      const binary = path19.join(srcDir, "src", "lua");
       await run([tc.strip, binary], { logger });
       return binary;
     }
@@ -40463,7 +40796,7 @@ async function crossRecipe(arch, logger, signal) {
 }
 async function inRootRecipe(arch, opts, cache) {
   const buildroot = await ensureBuildroot({
-    dir: opts.buildrootDir ?? path18.join(cache, "buildroots"),
+    dir: opts.buildrootDir ?? path19.join(cache, "buildroots"),
     arch,
     logger: opts.logger,
     signal: opts.signal
@@ -40481,8 +40814,8 @@ async function inRootRecipe(arch, opts, cache) {
   };
 }
 async function readCached(dir, logger) {
-  const bin = path18.join(dir, "lua");
-  const metaFile = path18.join(dir, "build.json");
+  const bin = path19.join(dir, "lua");
+  const metaFile = path19.join(dir, "build.json");
   if (!existsSync7(bin) || !existsSync7(metaFile)) return void 0;
   try {
     const meta3 = JSON.parse(await readFile4(metaFile, "utf8"));
@@ -40511,9 +40844,9 @@ async function buildLua(spec, opts) {
       flags: recipe.flags
     })
   ).digest("hex");
-  const dir = path18.join(cache, "lua", key);
+  const dir = path19.join(cache, "lua", key);
   const result = (meta3, cached2) => ({
-    path: path18.join(dir, "lua"),
+    path: path19.join(dir, "lua"),
     bytes: meta3.bytes,
     sha256: meta3.sha256,
     cached: cached2,
@@ -40536,21 +40869,21 @@ async function buildLua(spec, opts) {
     },
     { ...opts.fetch, signal: opts.signal }
   );
-  const work = await mkdtemp3(path18.join(opts.workDir ?? os6.tmpdir(), "lhc-lua-"));
+  const work = await mkdtemp3(path19.join(opts.workDir ?? os6.tmpdir(), "lhc-lua-"));
   try {
-    const srcParent = path18.join(work, "src");
+    const srcParent = path19.join(work, "src");
     await mkdir4(srcParent);
     const srcDir = await extractLuaSource(tarball, srcParent, spec.version);
     const built = await recipe.build(srcDir);
     await verifyLua(built, { version: spec.version, arch: spec.arch, logger });
-    const staging = path18.join(
+    const staging = path19.join(
       cache,
       "lua",
       `.tmp-${process.pid}-${randomBytes3(6).toString("hex")}`
     );
     await mkdir4(staging, { recursive: true });
     try {
-      const bin = path18.join(staging, "lua");
+      const bin = path19.join(staging, "lua");
       await copyFile(built, bin);
       await chmod(bin, 493);
       const meta3 = {
@@ -40563,12 +40896,12 @@ async function buildLua(spec, opts) {
         sha256: await sha256File(bin),
         bytes: (await stat3(bin)).size
       };
-      await writeFile5(path18.join(staging, "build.json"), `${JSON.stringify(meta3, null, 2)}
+      await writeFile5(path19.join(staging, "build.json"), `${JSON.stringify(meta3, null, 2)}
 `);
       try {
         await rename3(staging, dir);
       } catch (e) {
-        if (!existsSync7(path18.join(dir, "lua"))) throw e;
+        if (!existsSync7(path19.join(dir, "lua"))) throw e;
       }
       logger.info(
         `Lua ${spec.version} (${spec.arch}, ${spec.strategy}): built, ${meta3.bytes} bytes, sha256 ${meta3.sha256}`
@@ -40620,7 +40953,7 @@ async function fetchInputs(config2, opts) {
 // src/stages/pack.ts
 import { createHash as createHash6 } from "node:crypto";
 import { lstat as lstat5, mkdir as mkdir5, rm as rm7, stat as stat4, writeFile as writeFile7 } from "node:fs/promises";
-import path20 from "node:path";
+import path21 from "node:path";
 
 // src/tools/mksquashfs.ts
 var ROOT_MODE = 493;
@@ -40661,7 +40994,7 @@ function mksquashfsEnv() {
 import { createHash as createHash5 } from "node:crypto";
 import { chmod as chmod2, lstat as lstat4, mkdtemp as mkdtemp4, readlink as readlink2, rm as rm6, writeFile as writeFile6 } from "node:fs/promises";
 import os7 from "node:os";
-import path19 from "node:path";
+import path20 from "node:path";
 function archiveStat(st2, owner) {
   const s3 = Object.assign(Object.create(Object.getPrototypeOf(st2)), st2);
   return Object.assign(s3, {
@@ -40683,7 +41016,7 @@ var SUPPORTED = (st2) => st2.isFile() || st2.isDirectory() || st2.isSymbolicLink
 function templateLinkProblem(rel, target) {
   if (target.startsWith("/"))
     return `'${rel}' is a symlink to the absolute path ${target}; use a relative target inside the template`;
-  const resolved = path19.posix.normalize(path19.posix.join(path19.posix.dirname(rel), target));
+  const resolved = path20.posix.normalize(path20.posix.join(path20.posix.dirname(rel), target));
   if (resolved === ".." || resolved.startsWith("../"))
     return `'${rel}' is a symlink to ${target}, which points outside the template`;
   return void 0;
@@ -40694,7 +41027,7 @@ async function tarDirectory(dir, epoch, owner = { uid: 0, gid: 0 }) {
   const unsupported = [];
   const badLinks = [];
   for (const rel of rels) {
-    const abs = path19.resolve(dir, rel || ".");
+    const abs = path20.resolve(dir, rel || ".");
     const st2 = await lstat4(abs);
     if (!SUPPORTED(st2)) unsupported.push(rel);
     if (st2.isSymbolicLink()) {
@@ -40804,7 +41137,7 @@ async function writeDataTemplate(o2) {
   let tmp;
   try {
     if (dir === void 0) {
-      tmp = await mkdtemp4(path19.join(os7.tmpdir(), "lhc-empty-data-"));
+      tmp = await mkdtemp4(path20.join(os7.tmpdir(), "lhc-empty-data-"));
       await chmod2(tmp, 493);
       dir = tmp;
     }
@@ -40841,9 +41174,9 @@ function artifactNames(name, fileNames = {}) {
 async function writeSha256Sums(dir, files) {
   const lines = [];
   for (const f2 of [...new Set(files)].sort()) {
-    lines.push(sha256sumsLine(await sha256File(path20.join(dir, f2)), f2));
+    lines.push(sha256sumsLine(await sha256File(path21.join(dir, f2)), f2));
   }
-  const out = path20.join(dir, "SHA256SUMS");
+  const out = path21.join(dir, "SHA256SUMS");
   await writeFile7(out, lines.join("\n") + "\n");
   return out;
 }
@@ -40861,7 +41194,7 @@ async function packImage(o2) {
   const names = artifactNames(o2.name, o2.fileNames);
   await requireDir(o2.root, "root");
   if (o2.dataDir !== void 0) await requireDir(o2.dataDir, "data directory");
-  const mountPoint = path20.join(o2.root, dataPath);
+  const mountPoint = path21.join(o2.root, dataPath);
   try {
     if (!(await stat4(mountPoint)).isDirectory()) throw new Error("not a directory");
   } catch {
@@ -40870,9 +41203,9 @@ async function packImage(o2) {
     );
   }
   await mkdir5(o2.outDir, { recursive: true });
-  const image = path20.join(o2.outDir, names.image);
-  const dataTemplate = path20.join(o2.outDir, names.dataTemplate);
-  const manifestFile = path20.join(o2.outDir, names.manifest);
+  const image = path21.join(o2.outDir, names.image);
+  const dataTemplate = path21.join(o2.outDir, names.dataTemplate);
+  const manifestFile = path21.join(o2.outDir, names.manifest);
   o2.logger.info(`packing ${o2.root} into ${image} (squashfs, xz, epoch ${o2.epoch})`);
   await rm7(image, { force: true });
   await run(mksquashfsArgv({ source: o2.root, image, epoch: o2.epoch, rootMode: ROOT_MODE }), {
@@ -40946,7 +41279,7 @@ import {
   utimes,
   writeFile as writeFile9
 } from "node:fs/promises";
-import path24 from "node:path";
+import path25 from "node:path";
 
 // src/trace/glob.ts
 function escapeRe(c3) {
@@ -41045,15 +41378,15 @@ function resolveTraced(root, guestPath, opts = {}) {
 // src/stages/trace.ts
 import { mkdir as mkdir6, readFile as readFile7, readdir as readdir4, rm as rm9, stat as stat5, writeFile as writeFile8 } from "node:fs/promises";
 import { readFileSync as readFileSync5, readdirSync as readdirSync2, readlinkSync as readlinkSync3 } from "node:fs";
-import path23 from "node:path";
+import path24 from "node:path";
 
 // src/trace/fifo.ts
 import { randomBytes as randomBytes4 } from "node:crypto";
 import { closeSync, constants as constants6, openSync, read, writeSync } from "node:fs";
 var TraceFifo = class _TraceFifo {
-  constructor(path36) {
-    this.path = path36;
-    this.fd = openSync(path36, constants6.O_RDWR);
+  constructor(path41) {
+    this.path = path41;
+    this.fd = openSync(path41, constants6.O_RDWR);
     this.done = this.pump();
   }
   path;
@@ -41065,9 +41398,9 @@ var TraceFifo = class _TraceFifo {
   done;
   closed = false;
   /** Creates the FIFO (mode 0666: the service may run as any user) and starts reading it. */
-  static async create(path36) {
-    await run(["mkfifo", "-m", "0666", path36]);
-    return new _TraceFifo(path36);
+  static async create(path41) {
+    await run(["mkfifo", "-m", "0666", path41]);
+    return new _TraceFifo(path41);
   }
   async pump() {
     const buf = Buffer.alloc(256 * 1024);
@@ -41556,11 +41889,11 @@ function parseHostStrace(text, opts = {}) {
 // src/verify/sandbox.ts
 import { existsSync as existsSync8 } from "node:fs";
 import { chmod as chmod3, readFile as readFile6, readdir as readdir3, rm as rm8, rmdir } from "node:fs/promises";
-import path22 from "node:path";
+import path23 from "node:path";
 
 // src/verify/hardening.ts
 import { readFile as readFile5 } from "node:fs/promises";
-import path21 from "node:path";
+import path22 from "node:path";
 function unescape(field2) {
   return field2.replace(/\\([0-7]{3})/g, (_2, o2) => String.fromCharCode(parseInt(o2, 8)));
 }
@@ -41708,13 +42041,13 @@ function resolveInImage(entries, p2, depth = 0) {
   let cur = "/";
   for (let i2 = 0; i2 < parts.length; i2++) {
     if (parts[i2] === "..") {
-      cur = path21.posix.dirname(cur);
+      cur = path22.posix.dirname(cur);
       continue;
     }
-    const next = path21.posix.join(cur, parts[i2]);
+    const next = path22.posix.join(cur, parts[i2]);
     const e = entries.get(next);
     if (e?.kind === "symlink" && depth < 40) {
-      const target = e.target.startsWith("/") ? e.target : path21.posix.join(cur, e.target);
+      const target = e.target.startsWith("/") ? e.target : path22.posix.join(cur, e.target);
       const rest = parts.slice(i2 + 1).join("/");
       return resolveInImage(entries, rest ? `${target}/${rest}` : target, depth + 1);
     }
@@ -41728,7 +42061,7 @@ function checkNoInterpreters(entries, command0) {
   const own2 = resolveInImage(byPath2, command0);
   const found = [];
   for (const e of entries) {
-    if (e.kind === "dir" || !INTERPRETER_NAME.test(path21.posix.basename(e.path))) continue;
+    if (e.kind === "dir" || !INTERPRETER_NAME.test(path22.posix.basename(e.path))) continue;
     if (e.kind === "file" && !e.executable) continue;
     if (e.path === command0 || resolveInImage(byPath2, e.path) === own2) continue;
     found.push(e.kind === "symlink" ? `${e.path} -> ${e.target}` : e.path);
@@ -41869,12 +42202,12 @@ async function unpackTemplate(template, dir, opts = {}) {
       onwarn: (code, message) => warnings.push(`${code}: ${message}`),
       onReadEntry: (e) => {
         if (e.type !== "SymbolicLink" && e.mode !== void 0) {
-          modes.push({ file: path22.resolve(dir, e.path), mode: e.mode & 4095 });
+          modes.push({ file: path23.resolve(dir, e.path), mode: e.mode & 4095 });
         }
         if (e.uid === void 0 || e.gid === void 0) return;
         const key = `${e.uid}:${e.gid}`;
         const list = owners.get(key) ?? [];
-        list.push(path22.resolve(dir, e.path));
+        list.push(path23.resolve(dir, e.path));
         owners.set(key, list);
       }
     });
@@ -41957,7 +42290,7 @@ async function loopBackingFile(dev) {
 async function releaseLoop(dev, image, logger) {
   for (let i2 = 0; i2 < 20; i2++) {
     const backing = await loopBackingFile(dev);
-    if (backing === void 0 || path22.resolve(backing.replace(/ \(deleted\)$/, "")) !== path22.resolve(image))
+    if (backing === void 0 || path23.resolve(backing.replace(/ \(deleted\)$/, "")) !== path23.resolve(image))
       return;
     await sleep2(100);
   }
@@ -41969,7 +42302,7 @@ async function removeWorkDir(workDir, mountPoints2) {
     if (await mountAt(m2)) throw new Error(`${m2} is still mounted; leaving ${workDir} in place`);
     if (existsSync8(m2)) await rmdir(m2).catch(() => void 0);
   }
-  if (existsSync8(workDir) && (await readdir3(workDir)).every((n2) => !mountPoints2.includes(path22.join(workDir, n2)))) {
+  if (existsSync8(workDir) && (await readdir3(workDir)).every((n2) => !mountPoints2.includes(path23.join(workDir, n2)))) {
     await rm8(workDir, { recursive: true, force: true });
   }
 }
@@ -42006,12 +42339,12 @@ function containerArgv(config2, t) {
 async function tracedArgv(config2, t, straceName) {
   const argv = containerArgv(config2, t);
   if (t.trace?.mode === "qemu") {
-    const fifoPath = path23.join(t.trace.dir, QEMU_TRACE_FILE);
+    const fifoPath = path24.join(t.trace.dir, QEMU_TRACE_FILE);
     await rm9(fifoPath, { force: true });
     return { argv, fifo: await TraceFifo.create(fifoPath) };
   }
   if (t.trace?.mode === "strace") {
-    const straceFile = path23.join(t.trace.dir, straceName);
+    const straceFile = path24.join(t.trace.dir, straceName);
     return { argv: ["strace", ...STRACE_FLAGS, "-o", straceFile, "--", ...argv], straceFile };
   }
   return { argv };
@@ -42166,7 +42499,7 @@ async function probeListening(config2, pid, port2, probe, workDir, logger) {
     );
     return r2.stdoutBytes;
   }
-  const bodyFile = path23.join(workDir, `probe-${probe.name}.body`);
+  const bodyFile = path24.join(workDir, `probe-${probe.name}.body`);
   await rm9(bodyFile, { force: true });
   const url3 = `http://127.0.0.1:${port2}${probe.path}`;
   const r = await run(
@@ -42288,14 +42621,14 @@ async function traceService(config2, root, opts) {
   }
   const elf = await readElf(entry.host);
   const interp = elf?.interp;
-  const copy = path23.join(workDir, "trace-root");
-  const traceDir = path23.join(workDir, "trace");
-  const dataDir = path23.join(workDir, "trace-data");
+  const copy = path24.join(workDir, "trace-root");
+  const traceDir = path24.join(workDir, "trace");
+  const dataDir = path24.join(workDir, "trace-data");
   await mkdir6(workDir, { recursive: true });
   await rm9(traceDir, { recursive: true, force: true });
   await mkdir6(traceDir, { recursive: true, mode: 493 });
-  const upper = path23.join(workDir, "trace-upper");
-  const overlayWork = path23.join(workDir, "trace-overlay-work");
+  const upper = path24.join(workDir, "trace-upper");
+  const overlayWork = path24.join(workDir, "trace-overlay-work");
   const state = { mounted: false };
   const removeCopy = registerCleanup(`traced root copy ${copy}`, async () => {
     if (state.mounted) await unmount(copy, logger);
@@ -42318,7 +42651,7 @@ async function traceService(config2, root, opts) {
           privileged: true
         });
       }
-      const mountPoints2 = [TRACE_MOUNT, config2.data.path, "/usr"].map((p2) => path23.join(copy, p2));
+      const mountPoints2 = [TRACE_MOUNT, config2.data.path, "/usr"].map((p2) => path24.join(copy, p2));
       await run(["mkdir", "-p", "-m", "0755", "--", ...mountPoints2], { privileged: true });
     });
     await seedDataDir(config2, root, dataDir);
@@ -42348,7 +42681,7 @@ async function traceService(config2, root, opts) {
     for (const [i2, text] of probed.traces.entries()) {
       const parsed = emulated ? parseQemuStrace(text, parseOpts) : parseHostStrace(text, parseOpts);
       if (emulated) {
-        const file2 = path23.join(traceDir, `qemu.${i2}.txt`);
+        const file2 = path24.join(traceDir, `qemu.${i2}.txt`);
         await writeFile8(file2, text);
         traceFiles.push(file2);
       }
@@ -42423,7 +42756,7 @@ var MUSL_ARCH = { aarch64: "aarch64", x86_64: "x86_64", arm: "armhf" };
 function walkRoot(root) {
   const out = /* @__PURE__ */ new Map();
   const visit3 = (inRoot) => {
-    const host = path24.join(root, inRoot);
+    const host = path25.join(root, inRoot);
     const st2 = lstatSync3(host);
     const kind = st2.isSymbolicLink() ? "symlink" : st2.isDirectory() ? "dir" : st2.isFile() ? "file" : "other";
     out.set(inRoot, { kind, st: st2 });
@@ -42440,7 +42773,7 @@ function entryBytes(e) {
 }
 function libraryDirs(root, elf, elfPath) {
   const dirs = [];
-  const origin = path24.posix.dirname(elfPath);
+  const origin = path25.posix.dirname(elfPath);
   for (const r of elf.runpath) dirs.push(r.replace(/\$\{?ORIGIN\}?/g, origin));
   const musl = elf.interp !== void 0 && /ld-musl/.test(elf.interp);
   if (musl) {
@@ -42475,12 +42808,12 @@ function ldSoConfDirs(root, file2, depth) {
       if (line.startsWith("/")) dirs.push(line);
       continue;
     }
-    const pattern = inc[1].startsWith("/") ? inc[1] : path24.posix.join(path24.posix.dirname(file2), inc[1]);
-    const dir = resolveTraced(root, path24.posix.dirname(pattern));
+    const pattern = inc[1].startsWith("/") ? inc[1] : path25.posix.join(path25.posix.dirname(file2), inc[1]);
+    const dir = resolveTraced(root, path25.posix.dirname(pattern));
     if (!dir.exists || dir.kind !== "dir") continue;
     const re2 = globToRegExp(pattern);
     for (const name of readdirSync3(dir.host).sort()) {
-      const candidate = path24.posix.join(path24.posix.dirname(pattern), name);
+      const candidate = path25.posix.join(path25.posix.dirname(pattern), name);
       if (re2.test(candidate)) dirs.push(...ldSoConfDirs(root, candidate, depth + 1));
     }
   }
@@ -42537,7 +42870,7 @@ async function pruneRoot(root, trace, config2, opts) {
       e.noFollow ?? false
     );
     if (e.op === "getdents" && r.exists && r.kind === "dir" && !r.virtual) {
-      for (const name of readdirSync3(r.host)) add(path24.posix.join(r.inRoot, name), "dir-listing");
+      for (const name of readdirSync3(r.host)) add(path25.posix.join(r.inRoot, name), "dir-listing");
     }
   }
   const entry = addLookup(trace.entrypoint, "entrypoint");
@@ -42557,7 +42890,7 @@ async function pruneRoot(root, trace, config2, opts) {
       scanned.add(p2);
       let elf;
       try {
-        elf = await readElf(path24.join(root, p2));
+        elf = await readElf(path25.join(root, p2));
       } catch (err) {
         logger.debug(`not parsing ${p2} as ELF: ${err.message}`);
         continue;
@@ -42565,7 +42898,7 @@ async function pruneRoot(root, trace, config2, opts) {
       if (!elf) {
         const why = kept.get(p2);
         if (why.has("entrypoint") || why.has("traced-exec")) {
-          const interpreter = shebang(path24.join(root, p2));
+          const interpreter = shebang(path25.join(root, p2));
           if (interpreter) {
             const r = addLookup(interpreter, "shebang-interp");
             if (r.exists) changed = true;
@@ -42581,7 +42914,7 @@ async function pruneRoot(root, trace, config2, opts) {
       }
       const dirs = elf.needed.length > 0 ? libraryDirs(root, elf, p2) : [];
       for (const lib of elf.needed) {
-        const candidates = lib.includes("/") ? [lib.startsWith("/") ? lib : path24.posix.join(path24.posix.dirname(p2), lib)] : dirs.map((d) => path24.posix.join(d, lib));
+        const candidates = lib.includes("/") ? [lib.startsWith("/") ? lib : path25.posix.join(path25.posix.dirname(p2), lib)] : dirs.map((d) => path25.posix.join(d, lib));
         const hit = candidates.find((c3) => {
           const r = resolveTraced(root, c3);
           return r.exists && r.kind === "file";
@@ -42608,7 +42941,7 @@ async function pruneRoot(root, trace, config2, opts) {
     }
   }
   for (const p2 of [...kept.keys()]) {
-    for (let d = path24.posix.dirname(p2); d !== "/" && d !== "."; d = path24.posix.dirname(d)) {
+    for (let d = path25.posix.dirname(p2); d !== "/" && d !== "."; d = path25.posix.dirname(d)) {
       if (kept.has(d)) {
         kept.get(d).add("parent-dir");
         continue;
@@ -42618,8 +42951,8 @@ async function pruneRoot(root, trace, config2, opts) {
   }
   kept.delete("/");
   const mounts = mountPoints(config2);
-  const prunedRoot = path24.join(opts.outDir, "root");
-  const dataDir = path24.join(opts.outDir, "data");
+  const prunedRoot = path25.join(opts.outDir, "root");
+  const dataDir = path25.join(opts.outDir, "data");
   await rm10(prunedRoot, { recursive: true, force: true });
   await mkdir7(prunedRoot, { recursive: true });
   const rootSt = all.get("/").st;
@@ -42627,8 +42960,8 @@ async function pruneRoot(root, trace, config2, opts) {
   const dirTimes = [];
   for (const p2 of [...kept.keys()].sort()) {
     const e = all.get(p2);
-    const src = path24.join(root, p2);
-    const dst = path24.join(prunedRoot, p2);
+    const src = path25.join(root, p2);
+    const dst = path25.join(prunedRoot, p2);
     if (e.kind === "dir") {
       await mkdir7(dst);
       dirTimes.push({ host: dst, st: e.st });
@@ -42653,7 +42986,7 @@ async function pruneRoot(root, trace, config2, opts) {
     });
   }
   for (const m2 of mounts) {
-    const dst = path24.join(prunedRoot, m2);
+    const dst = path25.join(prunedRoot, m2);
     const existing = list.find((k2) => k2.path === m2);
     if (existing) {
       if (!existing.why.includes("mount-point")) existing.why.push("mount-point");
@@ -42661,7 +42994,7 @@ async function pruneRoot(root, trace, config2, opts) {
     }
     const e = all.get(m2);
     const mode2 = e?.kind === "dir" ? e.st.mode & 4095 : m2 === "/tmp" ? 1023 : 493;
-    await mkdir7(path24.dirname(dst), { recursive: true });
+    await mkdir7(path25.dirname(dst), { recursive: true });
     await mkdir7(dst);
     await chmod4(dst, mode2);
     if (e?.kind === "dir") await lchown(dst, e.st.uid, e.st.gid).catch(() => void 0);
@@ -42735,7 +43068,7 @@ import {
   rmSync as rmSync2
 } from "node:fs";
 import { mkdir as mkdir9, rename as rename4, rm as rm12, stat as stat7 } from "node:fs/promises";
-import path27 from "node:path";
+import path28 from "node:path";
 
 // src/root/extract.ts
 import { once as once9 } from "node:events";
@@ -42759,7 +43092,7 @@ import {
   readlinkSync as readlinkSync4
 } from "node:fs";
 import { mkdir as mkdir8, mkdtemp as mkdtemp5, rm as rm11, stat as stat6 } from "node:fs/promises";
-import path25 from "node:path";
+import path26 from "node:path";
 import { createGunzip } from "node:zlib";
 var ExtractError = class extends UserError {
   constructor(archive, entry, reason) {
@@ -42920,7 +43253,7 @@ var Extractor = class {
   }
   writeFile(entry, name, parts) {
     const parent = this.parentOf(name, parts);
-    const host = path25.join(parent, parts[parts.length - 1]);
+    const host = path26.join(parent, parts[parts.length - 1]);
     const flags = fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW;
     let fd;
     try {
@@ -42982,7 +43315,7 @@ var Extractor = class {
       return;
     }
     const parent = this.parentOf(name, parts);
-    const host = path25.join(parent, parts[parts.length - 1]);
+    const host = path26.join(parent, parts[parts.length - 1]);
     try {
       mkdirSync2(host, { mode: 448 });
       this.summary.dirs++;
@@ -43010,7 +43343,7 @@ var Extractor = class {
     if (!lstatSync4(targetHost).isFile())
       this.fail(name, `hardlink target '${linkpath}' is no longer a regular file`);
     const parent = this.parentOf(name, parts);
-    const host = path25.join(parent, parts[parts.length - 1]);
+    const host = path26.join(parent, parts[parts.length - 1]);
     try {
       linkSync(targetHost, host);
     } catch (e) {
@@ -43027,7 +43360,7 @@ var Extractor = class {
   finish() {
     for (const s3 of this.symlinks) {
       const parent = this.parentOf(s3.name, s3.parts);
-      const host = path25.join(parent, s3.parts[s3.parts.length - 1]);
+      const host = path26.join(parent, s3.parts[s3.parts.length - 1]);
       try {
         symlinkSync(s3.target, host);
       } catch (e) {
@@ -43072,7 +43405,7 @@ function bombError(archive, cap, compressedSize, opts) {
   );
 }
 async function xzToTemp(archive, tmpDir, cap, compressedSize, opts, logger) {
-  const out = path25.join(tmpDir, "archive.tar");
+  const out = path26.join(tmpDir, "archive.tar");
   const script = 'set -o pipefail; xz -dc -- "$1" | head -c "$2" > "$3"';
   const r = await run(["bash", "-c", script, "bash", archive, String(cap + 1), out], {
     reject: false,
@@ -43143,7 +43476,7 @@ async function extractTarball(archive, dest, opts = {}) {
       code === "EEXIST" ? `extraction target ${dest} already exists: extraction needs a fresh directory` : `cannot create extraction target ${dest}: ${code ?? String(e)}`
     );
   }
-  const tmpDir = compression === "xz" ? await mkdtemp5(path25.join(path25.dirname(dest), ".lhc-xz-")) : void 0;
+  const tmpDir = compression === "xz" ? await mkdtemp5(path26.join(path26.dirname(dest), ".lhc-xz-")) : void 0;
   const ex = new Extractor(archive, dest, compression, opts);
   try {
     let source;
@@ -43211,15 +43544,15 @@ import {
   lchownSync as lchownSync2
 } from "node:fs";
 import { open as open5 } from "node:fs/promises";
-import path26 from "node:path";
+import path27 from "node:path";
 function hostPathFor(root, dst) {
-  const dir = path26.posix.dirname(dst);
+  const dir = path27.posix.dirname(dst);
   const parent = resolveInRoot(root, dir, { createMissing: true });
   if (!parent.exists) mkdirSync3(parent.host, { mode: 493 });
   else if (!lstatSync5(parent.host).isDirectory())
     throw new UserError(`cannot install ${dst}: ${parent.inRoot} in the root is not a directory`);
-  const name = path26.posix.basename(dst);
-  return { host: path26.join(parent.host, name), inRoot: path26.posix.join(parent.inRoot, name) };
+  const name = path27.posix.basename(dst);
+  return { host: path27.join(parent.host, name), inRoot: path27.posix.join(parent.inRoot, name) };
 }
 function clearForFile(host, dst) {
   let st2;
@@ -43273,8 +43606,8 @@ function normalizedMode(st2) {
 async function copyTree(root, srcDir, dst, stats = { files: 0, dirs: 0, symlinks: 0 }) {
   ensureDir(root, dst, 493);
   for (const name of readdirSync4(srcDir).sort()) {
-    const src = path26.join(srcDir, name);
-    const to2 = path26.posix.join(dst, name);
+    const src = path27.join(srcDir, name);
+    const to2 = path27.posix.join(dst, name);
     const st2 = lstatSync5(src);
     if (st2.isDirectory()) {
       stats.dirs++;
@@ -43363,7 +43696,7 @@ function treeBytes(dir) {
   let total = 0;
   const walk = (d) => {
     for (const name of readdirSync5(d)) {
-      const p2 = path27.join(d, name);
+      const p2 = path28.join(d, name);
       const st2 = lstatSync6(p2, { bigint: false });
       if (st2.isDirectory()) walk(p2);
       else if (st2.isFile()) {
@@ -43391,8 +43724,8 @@ async function runInRoot(root, command, opts) {
     machineName: `lhc-root-${process.pid}`,
     resolvConf: opts.hostDns ? "bind-host" : "off"
   });
-  const etcIsDir = lstatOrUndefined(path27.join(root, "etc"))?.isDirectory() ?? false;
-  const resolvConf = path27.join(root, "etc", "resolv.conf");
+  const etcIsDir = lstatOrUndefined(path28.join(root, "etc"))?.isDirectory() ?? false;
+  const resolvConf = path28.join(root, "etc", "resolv.conf");
   const hadResolvConf = !etcIsDir || lstatOrUndefined(resolvConf) !== void 0;
   try {
     const r = await run(argv, {
@@ -43443,8 +43776,8 @@ async function debianBaseTarball(base, arch, opts) {
     packages: base.packages,
     mirrors
   });
-  const dir = opts.basesDir ?? path27.join(cacheDir(), "bases");
-  const out = path27.join(dir, `${key}.tar`);
+  const dir = opts.basesDir ?? path28.join(cacheDir(), "bases");
+  const out = path28.join(dir, `${key}.tar`);
   if (existsSync9(out)) {
     opts.logger.info(
       `debian base ${base.suite} (${base.packages.join(", ") || "no extra packages"}): cached ${out}`
@@ -43452,7 +43785,7 @@ async function debianBaseTarball(base, arch, opts) {
     return out;
   }
   await mkdir9(dir, { recursive: true });
-  const tmp = path27.join(dir, `.tmp-${key}-${process.pid}.tar`);
+  const tmp = path28.join(dir, `.tmp-${key}-${process.pid}.tar`);
   opts.logger.info(
     `debian base: mmdebstrap ${base.suite} ${debArch} with ${base.packages.join(", ") || "no extra packages"} (${mirrors.length ? "host apt sources" : "mmdebstrap's default mirror"}; takes minutes under QEMU)`
   );
@@ -43510,7 +43843,7 @@ function describeExtract(s3) {
 }
 async function assembleRoot(config2, opts) {
   const { logger } = opts;
-  const root = path27.join(opts.workDir, "root");
+  const root = path28.join(opts.workDir, "root");
   const base = config2.base;
   if (config2.prepare !== void 0 && base.type === "scratch") {
     throw new ConfigError(
@@ -43525,7 +43858,7 @@ async function assembleRoot(config2, opts) {
       }
       const tarball = base.type === "tarball" ? await tarballPath(base, opts) : await debianBaseTarball(base, config2.arch, opts);
       const s3 = await extractTarball(tarball, root, { logger });
-      logger.info(`extracted ${path27.basename(tarball)}: ${describeExtract(s3)}`);
+      logger.info(`extracted ${path28.basename(tarball)}: ${describeExtract(s3)}`);
       for (const d of ["/usr", ...MOUNT_POINTS]) ensureDir(root, d, d === "/tmp" ? 1023 : 493);
     });
     if (config2.prepare !== void 0) {
@@ -43611,7 +43944,7 @@ function ensureDirMode(root, dst, mode2) {
 
 // src/stages/self-check.ts
 import { mkdir as mkdir10, rm as rm13 } from "node:fs/promises";
-import path28 from "node:path";
+import path29 from "node:path";
 
 // src/verify/visible-diff.ts
 var CONTEXT = 3;
@@ -43784,11 +44117,11 @@ function responseDiff(name, before, after) {
 }
 async function selfCheck(config2, prunedRoot, unprunedResponses, opts) {
   await mkdir10(opts.workDir, { recursive: true });
-  const dataDir = path28.join(opts.workDir, "self-check-data");
+  const dataDir = path29.join(opts.workDir, "self-check-data");
   await rm13(dataDir, { recursive: true, force: true });
   if (opts.dataDir) await run(["cp", "-a", "--", opts.dataDir, dataDir], { privileged: true });
   else await run(["mkdir", "-p", dataDir]);
-  const view = path28.join(opts.workDir, "self-check-root");
+  const view = path29.join(opts.workDir, "self-check-root");
   await mkdir10(view, { recursive: true });
   await run(["mount", "--bind", prunedRoot, view], { privileged: true, logger: opts.logger });
   const unmountView = registerCleanup(`self-check mount ${view}`, () => unmount(view, opts.logger));
@@ -43837,7 +44170,7 @@ import { setMaxListeners as setMaxListeners2 } from "node:events";
 import { existsSync as existsSync11 } from "node:fs";
 import { mkdir as mkdir11, mkdtemp as mkdtemp6 } from "node:fs/promises";
 import os8 from "node:os";
-import path31 from "node:path";
+import path32 from "node:path";
 
 // src/verify/client.ts
 import http from "node:http";
@@ -44005,7 +44338,7 @@ async function runLoad(requests, concurrency, one, signal) {
 
 // src/verify/probes.ts
 import { readFile as readFile8 } from "node:fs/promises";
-import path29 from "node:path";
+import path30 from "node:path";
 async function readFixtures(probes) {
   const out = /* @__PURE__ */ new Map();
   for (const p2 of probes) {
@@ -44067,7 +44400,7 @@ async function curlProbe(probe, expected, svc, workDir, opts, timeoutMs) {
   const { host, port: port2 } = svc.clientTarget;
   const name = `${probe.name} (curl)`;
   const seconds = String(Math.ceil(timeoutMs / 1e3));
-  const bodyFile = path29.join(workDir, "curl-body");
+  const bodyFile = path30.join(workDir, "curl-body");
   const url3 = probe.type === "gopher" ? gopherUrl(host, port2, probe.selector) : `http://${host}:${port2}${probe.path}`;
   const curl = [
     "curl",
@@ -44103,7 +44436,7 @@ async function curlProbe(probe, expected, svc, workDir, opts, timeoutMs) {
 // src/verify/service.ts
 import { existsSync as existsSync10 } from "node:fs";
 import { readFile as readFile9 } from "node:fs/promises";
-import path30 from "node:path";
+import path31 from "node:path";
 var sleep4 = (ms2) => new Promise((r) => setTimeout(r, ms2));
 async function waitFor(probe, timeoutMs, signal) {
   const deadline = Date.now() + timeoutMs;
@@ -44220,7 +44553,7 @@ ${stderr}`
 ${stderr}`
     );
   }
-  const sockPath = path30.join(state.workDir, "service.sock");
+  const sockPath = path31.join(state.workDir, "service.sock");
   const nsenter = (a2) => ["nsenter", "-t", String(payload.pid), "-n", ...a2];
   state.forwarder = start(nsenter([process.execPath, "-e", FORWARDER, sockPath, String(port2)]), {
     privileged: true,
@@ -44340,7 +44673,7 @@ function combinedSignal(opts, concurrency) {
   };
 }
 async function mustExist(file2, what) {
-  const abs = path31.resolve(file2);
+  const abs = path32.resolve(file2);
   if (!existsSync11(abs)) throw new UserError(`${what} ${file2} does not exist`);
   return abs;
 }
@@ -44358,11 +44691,11 @@ async function verifyImage(options) {
     throw new UserError(`--concurrency must be a whole number \u2265 1, got ${concurrency}`);
   const { signal, dispose: disposeSignal } = combinedSignal(options, concurrency);
   const opts = { ...options, signal };
-  const workDir = await mkdtemp6(path31.join(os8.tmpdir(), "lhc-verify-"));
+  const workDir = await mkdtemp6(path32.join(os8.tmpdir(), "lhc-verify-"));
   const state = {
     workDir,
-    rootDir: path31.join(workDir, config2.name),
-    dataDir: path31.join(workDir, "data"),
+    rootDir: path32.join(workDir, config2.name),
+    dataDir: path32.join(workDir, "data"),
     sockets: /* @__PURE__ */ new Set(),
     payloads: []
   };
@@ -44382,7 +44715,7 @@ async function verifyImage(options) {
         `image ${image} mounted read-only at ${state.rootDir} (${state.image.loopDevice})`
       );
       for (const needed of ["/usr", config2.data.path]) {
-        if (!existsSync11(path31.join(state.rootDir, needed))) {
+        if (!existsSync11(path32.join(state.rootDir, needed))) {
           throw new UserError(
             `the image has no ${needed} directory; a read-only root needs every mount point (add it to the root)`
           );
@@ -44515,9 +44848,9 @@ async function build(config2, opts) {
     }
   };
   const callerUmask = process.umask(18);
-  const outDir = path32.resolve(opts.outDir);
+  const outDir = path33.resolve(opts.outDir);
   await mkdir12(outDir, { recursive: true });
-  const workDir = opts.workDir ? path32.resolve(opts.workDir) : await mkdtemp7(path32.join(os9.tmpdir(), `lhc-${config2.name}-`));
+  const workDir = opts.workDir ? path33.resolve(opts.workDir) : await mkdtemp7(path33.join(os9.tmpdir(), `lhc-${config2.name}-`));
   await mkdir12(workDir, { recursive: true });
   const store = opts.store ?? new Store(void 0, logger);
   const removeWorkDir2 = registerCleanup(`work dir ${workDir}`, async () => {
@@ -44548,7 +44881,7 @@ async function build(config2, opts) {
         `lua ${luaBuild.version}: ${luaBuild.bytes} bytes${luaBuild.cached ? " (cached)" : ""}`
       );
     const assembled = await stage("root", async () => {
-      await run(["rm", "-rf", "--one-file-system", path32.join(workDir, "root")], {
+      await run(["rm", "-rf", "--one-file-system", path33.join(workDir, "root")], {
         privileged: true
       });
       return assembleRoot(config2, {
@@ -44557,26 +44890,26 @@ async function build(config2, opts) {
         logger,
         luaPath: luaBuild?.path,
         signal: opts.signal,
-        basesDir: opts.basesDir ?? (opts.cacheDir ? path32.join(opts.cacheDir, "bases") : void 0)
+        basesDir: opts.basesDir ?? (opts.cacheDir ? path33.join(opts.cacheDir, "bases") : void 0)
       });
     });
     await checkEntrypoint(assembled.root, config2.service.command[0], config2.arch);
     const trace = await stage(
       "trace",
       () => traceService(config2, assembled.root, {
-        workDir: path32.join(workDir, "trace"),
+        workDir: path33.join(workDir, "trace"),
         logger,
         signal: opts.signal
       })
     );
     const pruned = await stage("prune", async () => {
       const p2 = await pruneRoot(assembled.root, trace, config2, {
-        outDir: path32.join(workDir, "pruned"),
+        outDir: path33.join(workDir, "pruned"),
         logger
       });
       logger.info(summarizeReport(p2.report));
       await selfCheck(config2, p2.prunedRoot, trace.responses, {
-        workDir: path32.join(workDir, "self-check"),
+        workDir: path33.join(workDir, "self-check"),
         logger,
         dataDir: p2.dataDir,
         signal: opts.signal
@@ -44584,7 +44917,7 @@ async function build(config2, opts) {
       logger.info("self-check: every probe answers the same from the pruned root");
       return p2;
     });
-    const traceReport = path32.join(outDir, `${config2.name}.trace.json`);
+    const traceReport = path33.join(outDir, `${config2.name}.trace.json`);
     const { traceSeconds: _seconds, emulated: _emulated, ...reproducible } = pruned.report;
     await writeFile10(traceReport, `${JSON.stringify(reproducible, null, 2)}
 `);
@@ -44616,23 +44949,23 @@ async function build(config2, opts) {
         outDir,
         service: config2.service,
         dataPath: config2.data.path,
-        imageFile: path32.basename(packed2.image),
-        dataTemplateFile: path32.basename(packed2.dataTemplate),
+        imageFile: path33.basename(packed2.image),
+        dataTemplateFile: path33.basename(packed2.dataTemplate),
         root: pruned.prunedRoot,
         logger
       });
       await writeSha256Sums(outDir, [
-        path32.basename(packed2.image),
-        path32.basename(packed2.dataTemplate),
-        path32.basename(packed2.manifest),
-        path32.basename(traceReport),
+        path33.basename(packed2.image),
+        path33.basename(packed2.dataTemplate),
+        path33.basename(packed2.manifest),
+        path33.basename(traceReport),
         ...bundle2.files
       ]);
       let manifestDiff2;
       if (opts.manifestLock) {
         const lock = await checkManifestLock(
           packed2.manifestData,
-          path32.resolve(opts.manifestLock),
+          path33.resolve(opts.manifestLock),
           opts.updateManifest ?? false
         );
         if (lock.changed) {
@@ -44885,7 +45218,7 @@ options, and the values some options take). Load it in the current shell, or add
 
 // src/cli/commands/diff.ts
 import { readdir as readdir5, stat as stat8 } from "node:fs/promises";
-import path33 from "node:path";
+import path34 from "node:path";
 async function manifestPath(arg) {
   let st2;
   try {
@@ -44900,7 +45233,7 @@ async function manifestPath(arg) {
       `lhc diff: ${arg} is a directory with ${found.length === 0 ? "no" : found.length} *.manifest.json files; name the manifest file`
     );
   }
-  return path33.join(arg, found[0]);
+  return path34.join(arg, found[0]);
 }
 function diffJson(d, files) {
   const entry = (section, e) => ({ section, ...e });
@@ -45132,7 +45465,7 @@ function formatChecks(checks) {
 // src/host/probe.ts
 import { access, readFile as readFile10, readdir as readdir6 } from "node:fs/promises";
 import os10 from "node:os";
-import path34 from "node:path";
+import path35 from "node:path";
 var EXTRA_PATH = ["/usr/local/sbin", "/usr/sbin", "/sbin"];
 var realProbe = {
   async fileExists(file2) {
@@ -45160,7 +45493,7 @@ var realProbe = {
   async which(tool) {
     const dirs = [...(process.env.PATH ?? "").split(":").filter(Boolean), ...EXTRA_PATH];
     for (const d of dirs) {
-      const candidate = path34.join(d, tool);
+      const candidate = path35.join(d, tool);
       try {
         await access(
           candidate,
@@ -45315,7 +45648,7 @@ downloaded again. Prints one line per input: "<sha256>  <name>  <path>".`,
 
 // src/cli/commands/lua.ts
 import { chmod as chmod5, copyFile as copyFile3, mkdir as mkdir13 } from "node:fs/promises";
-import path35 from "node:path";
+import path36 from "node:path";
 var luaCommand = {
   name: "lua",
   summary: "build a static Lua interpreter from a verified source tarball",
@@ -45384,7 +45717,7 @@ Options:
       { store: new Store(void 0, ctx.logger), logger: ctx.logger }
     );
     await mkdir13(out, { recursive: true });
-    const dest = path35.join(out, "lua");
+    const dest = path36.join(out, "lua");
     await copyFile3(r.path, dest);
     await chmod5(dest, 493);
     ctx.out(`lua      ${dest}`);
@@ -45838,6 +46171,474 @@ Options:
   }
 };
 
+// src/board/command.ts
+import { existsSync as existsSync14 } from "node:fs";
+import path40 from "node:path";
+
+// src/board/verify-board.ts
+import { existsSync as existsSync13 } from "node:fs";
+import { mkdtemp as mkdtemp8, rm as rm14 } from "node:fs/promises";
+import os11 from "node:os";
+import path39 from "node:path";
+
+// src/board/machine.ts
+import { readdirSync as readdirSync6 } from "node:fs";
+import { mkdir as mkdir14 } from "node:fs/promises";
+import path37 from "node:path";
+var LOOPS_NEEDED = 3;
+var NSENTER_FLAGS = ["-m", "-u", "-i", "-n", "-p", "-C", "-r", "-w"];
+async function listLoops() {
+  const r = await run(["losetup", "--list", "--noheadings", "--raw", "-O", "NAME,BACK-FILE"], {
+    privileged: true
+  });
+  return r.stdout.split("\n").filter((l) => l.trim()).map((l) => {
+    const [name, ...rest] = l.trim().split(" ");
+    return { name, backingFile: rest.join(" ") };
+  });
+}
+function hostLoopNodes() {
+  return readdirSync6("/dev").filter((n2) => /^loop\d+$/.test(n2)).sort((a2, b2) => Number(a2.slice(4)) - Number(b2.slice(4))).map((n2) => `/dev/${n2}`);
+}
+function bootArgv(root, loops) {
+  return [
+    "systemd-nspawn",
+    "--boot",
+    `--directory=${root}`,
+    "--register=no",
+    "--keep-unit",
+    "--console=pipe",
+    // The board's own network: its port is reached through nsenter, and it keeps CAP_NET_ADMIN
+    // there, which its systemd needs to bring up `lo` in a service's PrivateNetwork= namespace.
+    "--private-network",
+    "--bind=/dev/loop-control",
+    ...loops.map((l) => `--bind=${l}`)
+  ];
+}
+var Board = class _Board {
+  constructor(root, workDir, pid, nspawn, loopsBefore, logger) {
+    this.root = root;
+    this.workDir = workDir;
+    this.pid = pid;
+    this.nspawn = nspawn;
+    this.loopsBefore = loopsBefore;
+    this.logger = logger;
+  }
+  root;
+  workDir;
+  pid;
+  nspawn;
+  loopsBefore;
+  logger;
+  /** Seconds from starting nspawn to `systemctl is-system-running` settling. */
+  bootSeconds = 0;
+  static async boot(o2) {
+    const root = path37.join(o2.workDir, "root");
+    await mkdir14(root, { recursive: true });
+    await run(["tar", "-xpf", o2.tarball, "--numeric-owner", "-C", root], {
+      privileged: true,
+      logger: o2.logger,
+      signal: o2.signal
+    });
+    const loops = hostLoopNodes();
+    const before = await listLoops();
+    const free = loops.length - before.filter((l) => loops.includes(l.name)).length;
+    if (free < LOOPS_NEEDED)
+      throw new UserError(
+        `the board needs ${LOOPS_NEEDED} free loop devices and the host has ${free} (${loops.length} nodes, see losetup -a)`
+      );
+    const started = Date.now();
+    const nspawn = start(bootArgv(root, loops), { privileged: true, logger: o2.logger, loud: true });
+    let exited = false;
+    void nspawn.exited.then(() => exited = true);
+    const init = await waitFor(
+      () => exited ? null : descendants(nspawn.pid, processTable()).find((p2) => p2.comm === "systemd"),
+      3e4,
+      o2.signal
+    );
+    if (!init) {
+      await nspawn.stop();
+      const out = await nspawn.exited;
+      await run(["rm", "-rf", "--one-file-system", o2.workDir], { privileged: true, reject: false });
+      throw new UserError(
+        `the board did not boot (systemd-nspawn -b):
+${tail(out.stderr + out.stdout, 20)}`
+      );
+    }
+    const board = new _Board(
+      root,
+      o2.workDir,
+      init.pid,
+      nspawn,
+      new Set(before.map((l) => l.name)),
+      o2.logger
+    );
+    const deadline = Date.now() + (o2.bootTimeoutMs ?? 12e4);
+    let state;
+    for (; ; ) {
+      state = await board.sh(["systemctl", "is-system-running", "--wait"], {
+        timeoutMs: Math.max(1e3, deadline - Date.now()),
+        signal: o2.signal
+      });
+      if (state.stdout.trim() || Date.now() > deadline || exited) break;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    board.bootSeconds = (Date.now() - started) / 1e3;
+    const status = state.stdout.trim();
+    o2.logger.info(`board booted in ${board.bootSeconds.toFixed(1)} s (${status})`);
+    if (status !== "running" && status !== "degraded") {
+      const log = await board.sh(["journalctl", "-b", "--no-pager", "-n", "40"]);
+      await board.poweroff();
+      throw new UserError(
+        `the board did not finish booting (${status || state.stderr.trim()}):
+${log.stdout}`
+      );
+    }
+    return board;
+  }
+  /** argv run on the board as root, like a root shell there (its PATH, its /, its network). */
+  sh(argv, opts = {}) {
+    return run(["nsenter", "-t", String(this.pid), ...NSENTER_FLAGS, "--", ...argv], {
+      privileged: true,
+      logger: this.logger,
+      reject: false,
+      timeoutMs: opts.timeoutMs ?? 12e4,
+      signal: opts.signal,
+      input: opts.input,
+      env: { SYSTEMD_PAGER: "", SYSTEMD_COLORS: "0", LC_ALL: "C" }
+    });
+  }
+  /** Like sh() but a non-zero exit is an error that shows the command's output. */
+  async mustSh(argv, what, timeoutMs) {
+    const r = await this.sh(argv, { timeoutMs });
+    if (r.exitCode !== 0)
+      throw new UserError(
+        `${what} failed on the board (exit ${r.exitCode}):
+${tail(r.stdout + r.stderr, 30)}`
+      );
+    return r;
+  }
+  /** argv run in the board's network namespace only (host programs reaching the board's ports). */
+  inNetwork(argv) {
+    return ["nsenter", "-t", String(this.pid), "-n", "--", ...argv];
+  }
+  /** The host path of a path on the board. */
+  hostPath(p2) {
+    return path37.join(this.root, p2);
+  }
+  /** Copies a host directory to `dest` on the board, as a person copying build output would. */
+  async copyIn(src, dest) {
+    await run(["mkdir", "-p", this.hostPath(path37.dirname(dest))], { privileged: true });
+    await run(["rm", "-rf", this.hostPath(dest)], { privileged: true });
+    await run(["cp", "-a", src, this.hostPath(dest)], { privileged: true, logger: this.logger });
+  }
+  /** Journal lines of units that failed, plus those of the units matching `patterns`. */
+  async journal(patterns, lines = 40) {
+    const failed = await this.sh(["systemctl", "list-units", "--failed", "--plain", "--no-legend"]);
+    const names = failed.stdout.split("\n").map((l) => l.trim().split(/\s+/)[0]).filter(Boolean);
+    const units = [.../* @__PURE__ */ new Set([...names, ...patterns])];
+    if (units.length === 0) return "";
+    const r = await this.sh([
+      "journalctl",
+      "--no-pager",
+      "-o",
+      "short-monotonic",
+      "-n",
+      String(lines),
+      ...units.flatMap((u3) => ["-u", u3])
+    ]);
+    return (names.length ? `failed units: ${names.join(", ")}
+` : "") + r.stdout.trimEnd();
+  }
+  poweredOff = false;
+  /**
+   * Shuts the board down (systemctl poweroff, then nspawn's own SIGTERM handling, then SIGKILL)
+   * and removes its root. Throws when a process, mount or loop device of the board survived.
+   */
+  async poweroff(timeoutMs = 6e4) {
+    if (this.poweredOff) return;
+    this.poweredOff = true;
+    await this.sh(["systemctl", "poweroff"], { timeoutMs: 1e4 }).catch(() => void 0);
+    const done = await Promise.race([
+      this.nspawn.exited.then(() => true),
+      new Promise((r) => setTimeout(() => r(false), timeoutMs).unref())
+    ]);
+    if (!done) {
+      this.logger.warn(`the board did not power off within ${timeoutMs / 1e3} s; stopping it`);
+      await this.nspawn.stop(1e4);
+    }
+    const left = [];
+    const procs = descendants(this.nspawn.pid, processTable());
+    if (procs.length) left.push(`processes: ${procs.map((p2) => `${p2.pid} ${p2.comm}`).join(", ")}`);
+    const loops = (await listLoops()).filter(
+      (l) => !this.loopsBefore.has(l.name) && (l.backingFile.startsWith("/var/lib/lhc/") || l.backingFile.startsWith(this.root))
+    );
+    for (let i2 = 0; i2 < 20 && loops.length; i2++) {
+      await new Promise((r) => setTimeout(r, 100));
+      const now = new Set((await listLoops()).map((l) => l.name));
+      for (let j2 = loops.length - 1; j2 >= 0; j2--) if (!now.has(loops[j2].name)) loops.splice(j2, 1);
+    }
+    if (loops.length) {
+      left.push(`loop devices: ${loops.map((l) => `${l.name} (${l.backingFile})`).join(", ")}`);
+      for (const l of loops)
+        await run(["losetup", "-d", l.name], { privileged: true, reject: false });
+    }
+    const mounts = (await run(["cat", "/proc/mounts"])).stdout.split("\n").filter((l) => l.split(" ")[1]?.startsWith(this.root));
+    if (mounts.length) left.push(`mounts: ${mounts.join("; ")}`);
+    if (left.length === 0)
+      await run(["rm", "-rf", "--one-file-system", this.workDir], { privileged: true });
+    if (left.length)
+      throw new ToolError(
+        "systemd-nspawn --boot",
+        void 0,
+        left.join("\n"),
+        "the board left things behind"
+      );
+  }
+};
+
+// src/board/root.ts
+import { stat as stat10 } from "node:fs/promises";
+import path38 from "node:path";
+var BOARD_PACKAGES = [
+  "curl",
+  "dbus",
+  "e2fsprogs",
+  "squashfs-tools",
+  "systemd",
+  "systemd-container",
+  "systemd-sysv"
+];
+var BOARD_SUITE = "bookworm";
+async function boardRootTarball(o2) {
+  if (o2.provided) {
+    const { tarball, sha256: sha2562 } = o2.provided;
+    try {
+      if (!(await stat10(tarball)).isFile()) throw new Error("not a file");
+    } catch {
+      throw new ConfigError(`board.tarball: ${tarball} is not a readable file`);
+    }
+    const got = await sha256File(tarball);
+    if (got !== sha2562)
+      throw new ConfigError(`board.sha256: ${tarball} has sha256 ${got}, expected ${sha2562}`);
+    return tarball;
+  }
+  return debianBaseTarball(
+    { type: "debian", suite: BOARD_SUITE, variant: "minbase", packages: [...BOARD_PACKAGES] },
+    hostArch(),
+    {
+      logger: o2.logger,
+      signal: o2.signal,
+      basesDir: o2.cacheDir ?? path38.join(cacheDir(), "board")
+    }
+  );
+}
+
+// src/board/verify-board.ts
+var BOARD_OUT_DIR = "/root/lhc-out";
+function serviceUnitPatterns(config2) {
+  const n2 = config2.name;
+  return [`${n2}.socket`, `${n2}@*.service`, `${n2}.service`, `${n2}-proxy.service`, "*.mount"];
+}
+async function installOnBoard(board, outDir, command, config2) {
+  const t = Date.now();
+  if (command === "install" || command === "upgrade") await board.copyIn(outDir, BOARD_OUT_DIR);
+  const r = await board.sh(["sh", "-c", `cd ${BOARD_OUT_DIR} && sh deploy/install.sh ${command}`], {
+    timeoutMs: 18e4
+  });
+  if (r.exitCode !== 0) {
+    const journal = await board.journal(serviceUnitPatterns(config2));
+    throw new UserError(
+      `deploy/install.sh ${command} failed on the board (exit ${r.exitCode}):
+${tail(r.stdout + r.stderr, 30)}
+${journal}`
+    );
+  }
+  return { seconds: (Date.now() - t) / 1e3, output: r.stdout + r.stderr };
+}
+async function openBoardPort(board, port2, dir, logger, signal) {
+  const listening = await waitFor(
+    async () => listensOn(await readNetTcp(`/proc/${board.pid}`), port2) || void 0,
+    3e4,
+    signal
+  );
+  if (!listening)
+    throw new UserError(
+      `nothing listens on the board's port ${port2} after install:
+${await board.journal([])}`
+    );
+  const sock = path39.join(dir, `board-${port2}.sock`);
+  const forwarder = start(
+    board.inNetwork([process.execPath, "-e", FORWARDER, sock, String(port2)]),
+    { privileged: true, logger }
+  );
+  if (!await waitFor(() => existsSync13(sock) || void 0, 1e4, signal)) {
+    await forwarder.stop();
+    throw new UserError(`the bridge into the board's network did not start: ${forwarder.command}`);
+  }
+  return { endpoint: { path: sock }, close: () => forwarder.stop() };
+}
+async function probeBoard(config2, endpoint, timeoutMs, signal) {
+  const fixtures = await readFixtures(config2.probes);
+  const outcomes = [];
+  const ms2 = [];
+  for (const p2 of config2.probes) {
+    const t = performance.now();
+    const { outcome } = await probeOnce(p2, fixtures.get(p2.name), endpoint, timeoutMs, signal);
+    ms2.push(performance.now() - t);
+    outcomes.push(outcome);
+  }
+  return { outcomes, ms: ms2 };
+}
+async function curlOnBoard(board, config2) {
+  const probe = config2.probes[0];
+  const port2 = listenPort(config2.service);
+  const url3 = probe.type === "gopher" ? `gopher://127.0.0.1:${port2}/1${encodeURI(probe.selector)}` : `http://127.0.0.1:${port2}${probe.path}`;
+  const fixtures = await readFixtures([probe]);
+  const r = await board.sh([
+    "curl",
+    "-sS",
+    "--max-time",
+    "30",
+    ...probe.type === "http" ? ["-i"] : [],
+    url3
+  ]);
+  const name = `${probe.name} (curl on the board)`;
+  if (r.exitCode !== 0)
+    return { name, ok: false, diff: `curl ${url3} failed: ${r.stderr.trim()}`, bytes: 0 };
+  let body = r.stdoutBytes;
+  let status;
+  if (probe.type === "http") {
+    const end = body.indexOf("\r\n\r\n");
+    status = Number(/^HTTP\/[\d.]+ (\d{3})/.exec(body.subarray(0, end).toString("latin1"))?.[1]);
+    body = body.subarray(end + 4);
+  }
+  const problem = judge(probe, fixtures.get(probe.name), { status, body }, "curl on the board");
+  return { name, ok: problem === void 0, diff: problem, bytes: body.length };
+}
+async function boardHardening(board, config2, endpoint, timeoutMs, signal) {
+  let held;
+  try {
+    let payload;
+    if (config2.service.inetd) {
+      const before = new Set(findPayloads(board.pid).map((p2) => p2.pid));
+      held = await holdOpen(endpoint, timeoutMs);
+      payload = await waitFor(
+        () => findPayloads(board.pid).find((p2) => !before.has(p2.pid)),
+        timeoutMs,
+        signal
+      );
+    } else payload = await waitFor(() => findPayloads(board.pid)[0], timeoutMs, signal);
+    if (!payload || !alive(payload))
+      return [
+        {
+          name: "a live container on the board",
+          ok: false,
+          detail: "no container process found under the board"
+        }
+      ];
+    return await inspectProcess(payload.pid, config2.data.path);
+  } finally {
+    held?.destroy();
+  }
+}
+async function verifyOnBoard(o2) {
+  const { config: config2, logger, signal } = o2;
+  const timeoutMs = o2.requestTimeoutMs ?? config2.service.timeout * 1e3;
+  const t = Date.now();
+  const tarball = await boardRootTarball({ logger, signal, provided: o2.board ?? config2.board });
+  const rootSeconds = (Date.now() - t) / 1e3;
+  const ownWorkDir = o2.workDir === void 0;
+  const workDir = o2.workDir ?? await mkdtemp8(path39.join(os11.tmpdir(), "lhc-board-"));
+  const board = await Board.boot({
+    tarball,
+    workDir: path39.join(workDir, "board"),
+    logger,
+    signal
+  }).catch(async (e) => {
+    if (ownWorkDir) await rm14(workDir, { recursive: true, force: true });
+    throw e;
+  });
+  let port2;
+  let report;
+  try {
+    const install = await installOnBoard(board, o2.outDir, "install", config2);
+    logger.info(`installed on the board in ${install.seconds.toFixed(1)} s`);
+    port2 = await openBoardPort(board, listenPort(config2.service), workDir, logger, signal);
+    const { outcomes, ms: ms2 } = await probeBoard(config2, port2.endpoint, timeoutMs, signal);
+    outcomes.push(await curlOnBoard(board, config2));
+    const hardening = await boardHardening(board, config2, port2.endpoint, timeoutMs, signal);
+    const ok = outcomes.every((p2) => p2.ok) && hardening.every((h2) => h2.ok);
+    report = {
+      ok,
+      probes: outcomes,
+      hardening,
+      timings: {
+        rootSeconds,
+        bootSeconds: board.bootSeconds,
+        installSeconds: install.seconds,
+        probeMs: ms2
+      }
+    };
+    if (!ok) report.journal = await board.journal(serviceUnitPatterns(config2));
+    return report;
+  } finally {
+    await port2?.close();
+    await board.poweroff();
+    if (ownWorkDir) await rm14(workDir, { recursive: true, force: true });
+  }
+}
+function formatBoardReport(r) {
+  const lines = [];
+  for (const p2 of r.probes)
+    lines.push(
+      `${p2.ok ? "ok  " : "FAIL"} probe ${p2.name} (${p2.bytes} bytes)${p2.diff ? `
+${p2.diff}` : ""}`
+    );
+  for (const h2 of r.hardening) lines.push(`${h2.ok ? "ok  " : "FAIL"} ${h2.name}: ${h2.detail}`);
+  const sorted = [...r.timings.probeMs].sort((a2, b2) => a2 - b2);
+  const median = sorted[Math.floor(sorted.length / 2)] ?? 0;
+  lines.push(
+    `board: root ${r.timings.rootSeconds.toFixed(1)} s, boot ${r.timings.bootSeconds.toFixed(1)} s, install ${r.timings.installSeconds.toFixed(1)} s, probe median ${median.toFixed(0)} ms`
+  );
+  if (r.journal) lines.push("journal of the failed and the service units on the board:", r.journal);
+  lines.push(r.ok ? "board verify: ok" : "board verify: FAILED");
+  return lines;
+}
+
+// src/board/command.ts
+var BOARD_HELP = `  --board              verify on a simulated board instead: boot a Debian systemd machine in
+                       systemd-nspawn, run the build output's deploy/install.sh install there and
+                       probe the board's own port (needs the output of lhc build)
+  --out DIR            with --board: the build output (default: outputs.dir from the config)`;
+async function runBoardVerify(configFile, out, ctx) {
+  const config2 = await loadConfig(configFile);
+  const outDir = path40.resolve(out ?? config2.outputs.dir);
+  if (!existsSync14(path40.join(outDir, "deploy/install.sh")))
+    throw new ConfigError(
+      `lhc verify --board: ${outDir} holds no deploy/install.sh; run lhc build first (or pass --out DIR)`
+    );
+  const controller = new AbortController();
+  const onSignal = (s3) => {
+    ctx.logger.warn(`${s3} received: powering the board off`);
+    controller.abort(new Error(`interrupted by ${s3}`));
+  };
+  process.once("SIGTERM", onSignal);
+  process.once("SIGINT", onSignal);
+  try {
+    const report = await verifyOnBoard({
+      config: config2,
+      outDir,
+      logger: ctx.logger,
+      signal: controller.signal
+    });
+    for (const line of formatBoardReport(report)) ctx.out(line);
+    return report.ok ? 0 : 1;
+  } finally {
+    process.off("SIGTERM", onSignal);
+    process.off("SIGINT", onSignal);
+  }
+}
+
 // src/verify/report.ts
 function table(rows) {
   const widths = rows[0].map((_2, i2) => Math.max(...rows.map((r) => (r[i2] ?? "").length)));
@@ -45900,6 +46701,7 @@ var verifyCommand = {
   name: "verify",
   summary: "boot an image read-only like the board, check probes and hardening",
   help: `Usage: lhc verify [CONFIG] --image IMG --data TEMPLATE [--requests N] [--concurrency C] [--timeout S] [--show | --json]
+       lhc verify [CONFIG] --board [--out DIR]
 
 Loop-mounts IMG read-only (CONFIG defaults to ./lhc.yml), unpacks TEMPLATE into a noexec,nosuid,nodev tmpfs as the data
 partition, and runs the service with the board's systemd-nspawn command line: one container per
@@ -45920,6 +46722,7 @@ Options:
   --show               write the first probe's response, as the booted image sent it, to stdout
                        (the report then goes to stderr)
   --json               print the report as one JSON object (see README, "JSON output")
+${BOARD_HELP}
 
 Exits 0 when every probe, hardening check and load request passed, 1 otherwise.`,
   options: {
@@ -45928,11 +46731,19 @@ Exits 0 when every probe, hardening check and load request passed, 1 otherwise.`
     requests: { type: "string" },
     concurrency: { type: "string" },
     timeout: { type: "string" },
-    show: { type: "boolean" }
+    show: { type: "boolean" },
+    board: { type: "boolean" },
+    out: { type: "string", complete: "dir" }
   },
   positionals: { min: 0, max: 1, names: "CONFIG" },
   json: true,
   async run({ options, positionals }, ctx) {
+    if (options.board === true)
+      return runBoardVerify(
+        configOrDefault(positionals[0], "verify"),
+        options.out,
+        ctx
+      );
     if (typeof options.image !== "string")
       throw new ConfigError("lhc verify: --image IMG is required (see: lhc verify --help)");
     if (typeof options.data !== "string")

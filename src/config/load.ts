@@ -253,5 +253,6 @@ export function resolveConfig(raw: LhcConfigRaw, file: string): LhcConfig {
     data: { path: raw.data.path, template: raw.data.template ? r(raw.data.template) : undefined },
     probes: raw.probes.map((p) => (p.fixture ? { ...p, fixture: r(p.fixture) } : p)),
     outputs: { ...raw.outputs, dir: r(raw.outputs.dir) },
+    board: raw.board ? { ...raw.board, tarball: r(raw.board.tarball) } : undefined,
   };
 }

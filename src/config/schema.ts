@@ -240,6 +240,14 @@ export const configSchema = z
     keep: z.array(z.string().min(1)).default([]),
     drop: z.array(z.string().min(1)).default([]),
     outputs: outputsSchema.default({ dir: 'out' }),
+    /** The root of the simulated board `lhc verify --board` boots, instead of lhc's Debian one. */
+    board: z
+      .strictObject({
+        /** An uncompressed tar of a root with systemd, systemd-container, e2fsprogs, squashfs-tools. */
+        tarball: z.string().min(1),
+        sha256,
+      })
+      .optional(),
   })
   .superRefine((c, ctx) => {
     if (c.prepare !== undefined && c.packages !== undefined)

@@ -14,6 +14,15 @@ import path from 'node:path';
 import { UserError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { nspawnArgv } from '../tools/nspawn.js';
+import { renderInstallScript } from '../deploy/install-script.js';
+import {
+  PROXY_PROGRAMS,
+  listenServiceLines,
+  listenSocketLines,
+  proxyUnitName,
+  renderProxyUnit,
+  sharedNetworkArgv,
+} from '../deploy/listen-proxy.js';
 
 export interface ServiceSpec {
   command: readonly string[];
@@ -61,7 +70,7 @@ export interface DeployBundle {
   /** Every file written, relative to outDir (e.g. "deploy/gophermoon.socket"), sorted. */
   files: string[];
   paths: BoardPaths;
-  units: { socket: string; service: string; rootMount: string; dataMount: string };
+  units: { socket: string; service: string; rootMount: string; dataMount: string; proxy?: string };
 }
 
 /** Port the socket listens on: the service's own port, or 70 (Gopher) for inetd services. */
@@ -84,6 +93,11 @@ export function boardPaths(
     dataMount: `${boardDir}/data`,
     dataIsLoopFile: !dataSource.startsWith('/dev/'),
   };
+}
+
+/** The root and data .mount unit names, in that order. */
+export function mountUnitNames(p: BoardPaths): [string, string] {
+  return [`${systemdEscapePath(p.rootMount)}.mount`, `${systemdEscapePath(p.dataMount)}.mount`];
 }
 
 /** `systemd-escape --path`: the unit name a mount point's .mount unit must have. */
@@ -146,7 +160,7 @@ export function boardNspawnArgv(o: DeployBundleOptions, p: BoardPaths): string[]
     workdir: o.service.workdir,
   });
   argv[0] = o.nspawnPath ?? '/usr/bin/systemd-nspawn';
-  return argv;
+  return o.service.inetd ? argv : sharedNetworkArgv(argv);
 }
 
 const HEADER = (name: string) =>
@@ -164,7 +178,7 @@ export function renderSocketUnit(o: DeployBundleOptions): string {
       ? 'Accept=yes\n' +
         '# Each connection costs a container start: bound how many run at once.\n' +
         'MaxConnections=32\nMaxConnectionsPerSource=8\n'
-      : 'Accept=no\n') +
+      : 'Accept=no\n' + listenSocketLines(o.name)) +
     '\n[Install]\nWantedBy=sockets.target\n'
   );
 }
@@ -176,15 +190,14 @@ export function renderServiceUnit(o: DeployBundleOptions, p: BoardPaths): string
     HEADER(o.name) +
     '[Unit]\n' +
     `Description=lhc ${o.name}${inetd ? ' (connection %i)' : ''}\n` +
-    `RequiresMountsFor=${p.rootMount} ${p.dataMount}\n` +
-    (inetd
-      ? 'CollectMode=inactive-or-failed\n'
-      : `Requires=${o.name}.socket\nAfter=${o.name}.socket\n`) +
+    '# Wants=, not Requires=: restarting the root mount for a new image (install.sh upgrade) must\n' +
+    '# not stop a container still serving a connection from the old one; After= makes a new\n' +
+    '# connection wait for the new image instead.\n' +
+    `Wants=${mountUnitNames(p).join(' ')}\nAfter=${mountUnitNames(p).join(' ')}\n` +
+    (inetd ? 'CollectMode=inactive-or-failed\n' : '') +
     '\n[Service]\n' +
     `ExecStart=${systemdExecLine(boardNspawnArgv(o, p))}\n` +
-    (inetd
-      ? 'StandardInput=socket\nStandardOutput=socket\n'
-      : '# nspawn passes the listening socket on (LISTEN_FDS); the payload must accept it.\n') +
+    (inetd ? 'StandardInput=socket\nStandardOutput=socket\n' : listenServiceLines(o.name)) +
     '# nspawn and QEMU messages go to the journal, never to the client.\n' +
     'StandardError=journal\n' +
     "# --keep-unit runs the container in this unit's cgroup, which nspawn must be allowed to manage.\n" +
@@ -208,6 +221,8 @@ export function renderMountUnits(
     `Where=${p.rootMount}\n` +
     'Type=squashfs\n' +
     'Options=loop,ro,nodev\n' +
+    '# Containers serving a connection keep the old image when a new one is mounted here.\n' +
+    'LazyUnmount=yes\n' +
     '\n[Install]\nWantedBy=multi-user.target\n';
   const dataMount =
     HEADER(o.name) +
@@ -405,7 +420,21 @@ export function renderReadme(o: DeployBundleOptions, p: BoardPaths): string {
   const svc = inetd ? `${o.name}@.service` : `${o.name}.service`;
   return `# Deploying ${o.name} to the board
 
-Copy the build output directory to the board, then as root:
+Copy the build output directory to the board, then as root, from that directory:
+
+\`\`\`sh
+sh deploy/install.sh install      # also: upgrade, rollback, uninstall [--purge]
+\`\`\`
+
+The script checks the board first (root, systemd as init and new enough for the unit's flags,
+systemd-container, loop and squashfs support, the kernel's idmapped mounts), then the artifacts
+against SHA256SUMS. It installs the image as ${p.boardDir}/releases/<id>/ beside the one running
+now and switches the \`current\` link with one rename, so \`rollback\` can switch back to
+\`previous\` (one previous image is kept). Switching remounts the root: a container serving a
+connection keeps the old image until it ends, a listening service restarts on the new one, and
+the socket keeps listening, so a connection made meanwhile waits instead of being refused. The
+data partition is made from the template only the first time and kept across upgrades.
+Running it again changes nothing. By hand, for the first install, the same steps are:
 
 \`\`\`sh
 sha256sum -c SHA256SUMS                      # the artifacts arrived intact
@@ -421,13 +450,21 @@ mkfs.ext4 -q ${p.dataSource}`
 mount -o ${p.dataIsLoopFile ? 'loop,' : ''}noexec,nosuid,nodev ${p.dataSource} ${p.dataMount}
 tar -xzpf ${o.dataTemplateFile} --numeric-owner -C ${p.dataMount}
 umount ${p.dataMount}
-install -m 0644 'deploy/${rootUnit}' 'deploy/${dataUnit}' deploy/${o.name}.socket deploy/${svc} /etc/systemd/system/
+install -m 0644 'deploy/${rootUnit}' 'deploy/${dataUnit}' deploy/${o.name}.socket deploy/${svc}${inetd ? '' : ` deploy/${proxyUnitName(o.name)}`} /etc/systemd/system/
 systemctl daemon-reload
 systemctl enable --now '${rootUnit}' '${dataUnit}' ${o.name}.socket
 \`\`\`
 
-${inetd ? `Each connection to port ${listenPort(o.service)} starts one container (\`${o.name}@<n>.service\`) with the` : 'The service starts with the'}
-connection on stdin/stdout; its stderr and nspawn's messages go to the journal
+${
+  inetd
+    ? `Each connection to port ${listenPort(o.service)} starts one container (\`${o.name}@<n>.service\`) with the
+connection on stdin/stdout`
+    : `The first connection to port ${listenPort(o.service)} starts \`${o.name}-proxy.service\`, which starts the container
+(\`${svc}\`) and forwards each connection to the daemon's own port ${listenPort(o.service)} inside it. The
+container's network namespace belongs to \`${svc}\` (\`PrivateNetwork=yes\`, only \`lo\`, no route out,
+so the service can reach nothing and nothing reaches it); the proxy (systemd-socket-proxyd)
+joins that namespace (\`JoinsNamespaceOf=\`) and is the only way in`
+}; its stderr and nspawn's messages go to the journal
 (\`journalctl -u '${svc.replace('@.', '@*.')}'\`). The root is the read-only image, the network is private
 (only \`lo\`, CAP_NET_ADMIN dropped), no new privileges, a private user namespace, and
 ${o.dataPath ?? '/data'} is the only writable path, mounted noexec,nosuid,nodev.
@@ -459,6 +496,7 @@ export async function writeDeployBundle(o: DeployBundleOptions): Promise<DeployB
     service: inetd ? `${o.name}@.service` : `${o.name}.service`,
     rootMount: `${systemdEscapePath(p.rootMount)}.mount`,
     dataMount: `${systemdEscapePath(p.dataMount)}.mount`,
+    ...(inetd ? {} : { proxy: proxyUnitName(o.name) }),
   };
   const ids = await resolveUser(o.service.user, o.root);
   const contents: Record<string, string> = {
@@ -471,7 +509,27 @@ export async function writeDeployBundle(o: DeployBundleOptions): Promise<DeployB
       JSON.stringify(ociConfig(o, p, ids, { userNamespace: OCI_USER_NAMESPACE }), null, 2) + '\n',
     'README.md': renderReadme(o, p),
   };
-  for (const [f, text] of Object.entries(contents)) await writeFile(path.join(dir, f), text);
+  if (!inetd)
+    contents[proxyUnitName(o.name)] = renderProxyUnit(
+      o.name,
+      listenPort(o.service),
+      systemdExecLine,
+      HEADER(o.name),
+    );
+  contents['install.sh'] = renderInstallScript({
+    name: o.name,
+    boardDir: p.boardDir,
+    imageFile: o.imageFile,
+    dataTemplateFile: o.dataTemplateFile,
+    dataSource: p.dataSource,
+    dataIsLoopFile: p.dataIsLoopFile,
+    dataMount: p.dataMount,
+    units: { ...units, extra: inetd ? [] : [proxyUnitName(o.name)] },
+    nspawnPath: o.nspawnPath ?? '/usr/bin/systemd-nspawn',
+    programs: inetd ? [] : PROXY_PROGRAMS,
+  });
+  for (const [f, text] of Object.entries(contents))
+    await writeFile(path.join(dir, f), text, { mode: f.endsWith('.sh') ? 0o755 : 0o644 });
   o.logger?.info(
     `deploy bundle: ${dir} (${units.socket}, ${units.service}, mounts, fstab, oci/config.json)`,
   );

@@ -57,7 +57,7 @@ export async function readNetTcp(procDir: string): Promise<string> {
 }
 
 /** Bridges a Unix socket on the host to 127.0.0.1:PORT inside the container's network namespace. */
-const FORWARDER = `
+export const FORWARDER = `
 const net = require('net');
 const [, sock, port] = process.argv;
 net.createServer((c) => {
