@@ -2,15 +2,16 @@
  * The issue's "done when": in a directory holding lhc.yml, `lhc build --json` needs no argument
  * and prints one JSON object on stdout (logs on stderr) that describes the files it wrote.
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { cpSync, readFileSync, statSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { seededBuildCache } from '../support/debian-inputs.js';
+import { copyGophermoonCheckout } from '../support/gopher.js';
 
 const REPO = path.resolve(import.meta.dirname, '../..');
 const TSX = pathToFileURL(path.join(REPO, 'node_modules/tsx/dist/loader.mjs')).href;
@@ -43,15 +44,8 @@ function lhc(args: string[], cwd: string, env: NodeJS.ProcessEnv) {
 describe('cd examples/gophermoon && lhc build --json', () => {
   it('builds with no CONFIG argument and prints JSON describing the outputs', async () => {
     tmp = await mkdtemp(path.join(os.tmpdir(), 'lhc-build-json-'));
-    // A checkout: the probes' ../../fixtures must stay inside the config's git work tree.
-    execFileSync('git', ['init', '-q', tmp]);
     // A copy, so the build's out/ lands outside the checkout; the fixtures keep their relative path.
-    cpSync(path.join(REPO, 'examples/gophermoon'), path.join(tmp, 'examples/gophermoon'), {
-      recursive: true,
-    });
-    cpSync(path.join(REPO, 'fixtures/gophermoon'), path.join(tmp, 'fixtures/gophermoon'), {
-      recursive: true,
-    });
+    copyGophermoonCheckout(tmp);
     const { cacheDir } = await seededBuildCache();
     const cwd = path.join(tmp, 'examples/gophermoon');
     const r = await lhc(['build', '--json'], cwd, { ...process.env, LHC_CACHE_DIR: cacheDir });

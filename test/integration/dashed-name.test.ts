@@ -4,7 +4,7 @@
  * SHA256SUMS that lists its `\x2d`-escaped mount units, and those unit names are what
  * systemd-escape gives for the board paths.
  */
-import { cpSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { mkdtemp } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -15,7 +15,7 @@ import { memoryLogger } from '../../src/core/logger.js';
 import { build } from '../../src/pipeline.js';
 import { run } from '../../src/tools/exec.js';
 import { seededBuildCache } from '../support/debian-inputs.js';
-import { GOPHERMOON_DIR, GOPHERMOON_FIXTURES } from '../support/gopher.js';
+import { copyGophermoonCheckout } from '../support/gopher.js';
 import { requireTool } from '../support/require-tool.js';
 
 const NAME = 'gopher-moon';
@@ -28,10 +28,7 @@ describe(`a dashed service name (${NAME}) end to end`, () => {
     await requireTool('sha256sum');
     await requireTool('systemd-escape');
     tmp = await mkdtemp(path.join(os.tmpdir(), 'lhc-dashed-'));
-    const exampleDir = path.join(tmp, 'examples/gophermoon');
-    cpSync(GOPHERMOON_DIR, exampleDir, { recursive: true });
-    cpSync(GOPHERMOON_FIXTURES, path.join(tmp, 'fixtures/gophermoon'), { recursive: true });
-    const configFile = path.join(exampleDir, 'lhc.yml');
+    const configFile = copyGophermoonCheckout(tmp);
     const yaml = readFileSync(configFile, 'utf8');
     expect(yaml).toMatch(/^name: gophermoon$/m);
     writeFileSync(configFile, yaml.replace(/^name: gophermoon$/m, `name: ${NAME}`));

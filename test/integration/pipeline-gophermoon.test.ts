@@ -4,9 +4,8 @@
  * same bytes; the image stays within its budget, holds only what the service needs, and matches
  * the committed manifest lock; changing one content file makes `lhc diff` report exactly it.
  */
-import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { cpSync, readFileSync, readdirSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { readFileSync, readdirSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { mkdtemp } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -18,7 +17,7 @@ import { diffManifests, readManifest } from '../../src/manifest/diff.js';
 import { build } from '../../src/pipeline.js';
 import { run } from '../../src/tools/exec.js';
 import { seededBuildCache } from '../support/debian-inputs.js';
-import { GOPHERMOON_DIR } from '../support/gopher.js';
+import { GOPHERMOON_DIR, copyGophermoonCheckout } from '../support/gopher.js';
 
 const REPO = path.resolve(import.meta.dirname, '../..');
 const EPOCH = '1700000000';
@@ -28,14 +27,7 @@ const sha256 = (f: string) => createHash('sha256').update(readFileSync(f)).diges
 
 /** Copies the example (and the fixtures its probes name) so relative paths keep working. */
 function copyExample(dest: string, touchTo?: Date): string {
-  cpSync(path.join(REPO, 'examples/gophermoon'), path.join(dest, 'examples/gophermoon'), {
-    recursive: true,
-  });
-  cpSync(path.join(REPO, 'fixtures/gophermoon'), path.join(dest, 'fixtures/gophermoon'), {
-    recursive: true,
-  });
-  // A checkout: the probes' ../../fixtures must stay inside the config's git work tree.
-  execFileSync('git', ['init', '-q', dest]);
+  const config = copyGophermoonCheckout(dest);
   if (touchTo) {
     const walk = (d: string) => {
       for (const n of readdirSync(d)) {
@@ -46,7 +38,7 @@ function copyExample(dest: string, touchTo?: Date): string {
     };
     walk(dest);
   }
-  return path.join(dest, 'examples/gophermoon/lhc.yml');
+  return config;
 }
 
 async function buildIn(

@@ -4,7 +4,7 @@
  * gophermoon, a gophermoon v2 whose about.txt differs, and nginx on its Debian arm64 base.
  */
 import { randomBytes } from 'node:crypto';
-import { cp, readFile, writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { boardRootTarball } from '../../src/board/root.js';
 import type { BuildResult } from '../../src/build-result.js';
@@ -12,7 +12,7 @@ import { loadConfig, type LhcConfig } from '../../src/config/load.js';
 import { memoryLogger } from '../../src/core/logger.js';
 import { build } from '../../src/pipeline.js';
 import { seededBuildCache, testCacheDir } from './debian-inputs.js';
-import { GOPHERMOON_CONFIG, GOPHERMOON_CONTENT, REPO } from './gopher.js';
+import { GOPHERMOON_CONFIG, REPO, copyGophermoonCheckout } from './gopher.js';
 
 export const NGINX_CONFIG = path.join(REPO, 'examples/nginx/lhc.yml');
 
@@ -45,20 +45,13 @@ export async function gophermoonConfig(): Promise<LhcConfig> {
  * size, so the content index stays right). Returns the config and the marker.
  */
 export async function gophermoonV2(dir: string): Promise<{ config: LhcConfig; marker: string }> {
-  const config = await gophermoonConfig();
-  const content = path.join(dir, 'content-v2');
-  await cp(GOPHERMOON_CONTENT, content, { recursive: true });
-  const about = path.join(content, 'about.txt');
+  // A checkout of its own: files a config names must lie inside its project.
+  const config = await loadConfig(copyGophermoonCheckout(dir));
+  const about = path.join(dir, 'examples/gophermoon/content/about.txt');
   const lines = (await readFile(about, 'utf8')).split('\n');
   const marker = `v2x${randomBytes(4).toString('hex')}`;
   const i = lines.findIndex((l, n) => n >= 2 && l.length >= marker.length && !l.startsWith('.'));
   lines[i] = marker + lines[i]!.slice(marker.length);
   await writeFile(about, lines.join('\n'));
-  return {
-    config: {
-      ...config,
-      files: config.files.map((f) => (f.dst === '/gopher' ? { ...f, src: content } : f)),
-    },
-    marker,
-  };
+  return { config, marker };
 }

@@ -5,6 +5,8 @@
  * Fixture names carry their kind: NAME.menu.gopher, NAME.error.gopher (a menu of type-3 lines),
  * NAME.text.gopher (type 0) and NAME.binary.gopher (type 9/I, verbatim bytes).
  */
+import { execFileSync } from 'node:child_process';
+import { cpSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { run } from '../../src/tools/exec.js';
@@ -16,6 +18,17 @@ export const GOPHERMOON_SCRIPT = path.join(GOPHERMOON_DIR, 'gophermoon.lua');
 export const GOPHERMOON_CONTENT = path.join(GOPHERMOON_DIR, 'content');
 export const GOPHERMOON_CONFIG = path.join(GOPHERMOON_DIR, 'lhc.yml');
 export const GOPHERMOON_FIXTURES = path.join(REPO, 'fixtures/gophermoon');
+
+/**
+ * A copy of the gophermoon example and the fixtures its probes name, in a scratch checkout (a git
+ * work tree, so the probes' ../../fixtures stays inside the project). Returns the config's path.
+ */
+export function copyGophermoonCheckout(dest: string): string {
+  cpSync(GOPHERMOON_DIR, path.join(dest, 'examples/gophermoon'), { recursive: true });
+  cpSync(GOPHERMOON_FIXTURES, path.join(dest, 'fixtures/gophermoon'), { recursive: true });
+  execFileSync('git', ['init', '-q', dest]);
+  return path.join(dest, 'examples/gophermoon/lhc.yml');
+}
 
 export type FixtureKind = 'menu' | 'error' | 'text' | 'binary';
 
