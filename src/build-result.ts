@@ -28,6 +28,19 @@ export interface VerifyReport {
   };
 }
 
+/** The report plus what the CLI prints beyond the shared VerifyReport shape. */
+export interface VerifyOutcome extends VerifyReport {
+  load?: NonNullable<VerifyReport['load']> & { firstFailure?: string; wallMs: number };
+  /** The real-client check (curl) of the first probe; also among `probes`. */
+  curl?: ProbeOutcome;
+  /** Where the service was reached, e.g. 127.0.0.1:40123 or unix:/tmp/.../service.sock. */
+  endpoint?: string;
+  /** The first probe's answer from the booted image, byte for byte (e.g. for the demo to print). */
+  sample?: { probe: string; body: Buffer };
+  /** Last lines of the container's stderr (nspawn and the payload), when something failed. */
+  serviceLog?: string;
+}
+
 export interface BuildResult {
   name: string;
   outDir: string;

@@ -6,15 +6,7 @@
  * Anything under the data path goes to the data template instead of the image, and the trace
  * mount point never makes it in.
  */
-import {
-  closeSync,
-  lstatSync,
-  openSync,
-  readdirSync,
-  readFileSync,
-  readSync,
-  type Stats,
-} from 'node:fs';
+import { lstatSync, readdirSync, type Stats } from 'node:fs';
 import {
   chmod,
   copyFile,
@@ -32,9 +24,10 @@ import type { LhcConfig } from '../config/load.js';
 import { UserError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { readElf, type ElfInfo } from '../elf/elf.js';
+import { libraryDirs, shebang } from '../elf/loader.js';
 import { TRACE_MOUNT } from '../tools/nspawn.js';
-import { globMatcher, globToRegExp } from '../trace/glob.js';
-import { isUnder, resolveTraced, type EntryKind } from '../trace/resolve.js';
+import { globMatcher } from '../root/glob.js';
+import { isUnder, resolveTraced, type EntryKind } from '../root/lookup.js';
 import { seedDataDir, type TraceResult } from './trace.js';
 
 export type KeepReason =
@@ -94,13 +87,6 @@ export function mountPoints(config: LhcConfig): string[] {
   return [...new Set([config.data.path, '/proc', '/sys', '/dev', '/run', '/tmp', '/usr'])];
 }
 
-const TRIPLETS: Record<string, string> = {
-  aarch64: 'aarch64-linux-gnu',
-  x86_64: 'x86_64-linux-gnu',
-  arm: 'arm-linux-gnueabihf',
-};
-const MUSL_ARCH: Record<string, string> = { aarch64: 'aarch64', x86_64: 'x86_64', arm: 'armhf' };
-
 interface WalkEntry {
   kind: EntryKind;
   st: Stats;
@@ -131,83 +117,6 @@ function walkRoot(root: string): Map<string, WalkEntry> {
 
 function entryBytes(e: WalkEntry): number {
   return e.kind === 'file' || e.kind === 'symlink' ? e.st.size : 0;
-}
-
-/** The library directories the root's dynamic loader searches, in its order. */
-export function libraryDirs(root: string, elf: ElfInfo, elfPath: string): string[] {
-  const dirs: string[] = [];
-  const origin = path.posix.dirname(elfPath);
-  for (const r of elf.runpath) dirs.push(r.replace(/\$\{?ORIGIN\}?/g, origin));
-  const musl = elf.interp !== undefined && /ld-musl/.test(elf.interp);
-  if (musl) {
-    const pathFile = resolveTraced(
-      root,
-      `/etc/ld-musl-${MUSL_ARCH[elf.machineName] ?? elf.machineName}.path`,
-    );
-    if (pathFile.exists && pathFile.kind === 'file') {
-      dirs.push(
-        ...readFileSync(pathFile.host, 'utf8')
-          .split(/[:\n]/)
-          .map((s) => s.trim())
-          .filter(Boolean),
-      );
-    } else dirs.push('/lib', '/usr/local/lib', '/usr/lib');
-    return dirs;
-  }
-  dirs.push(...ldSoConfDirs(root, '/etc/ld.so.conf', 0));
-  const triplet = TRIPLETS[elf.machineName];
-  if (triplet) dirs.push(`/lib/${triplet}`, `/usr/lib/${triplet}`);
-  if (elf.bits === 64) dirs.push('/lib64', '/usr/lib64');
-  dirs.push('/lib', '/usr/lib');
-  return [...new Set(dirs)];
-}
-
-/** Directories listed in ld.so.conf, following its `include` lines (globs) inside the root. */
-function ldSoConfDirs(root: string, file: string, depth: number): string[] {
-  if (depth > 8) return [];
-  const r = resolveTraced(root, file);
-  if (!r.exists || r.kind !== 'file') return [];
-  const dirs: string[] = [];
-  for (const raw of readFileSync(r.host, 'utf8').split('\n')) {
-    const line = raw.replace(/#.*/, '').trim();
-    if (!line) continue;
-    const inc = /^include\s+(.+)$/.exec(line);
-    if (!inc) {
-      if (line.startsWith('/')) dirs.push(line);
-      continue;
-    }
-    const pattern = inc[1]!.startsWith('/')
-      ? inc[1]!
-      : path.posix.join(path.posix.dirname(file), inc[1]!);
-    const dir = resolveTraced(root, path.posix.dirname(pattern));
-    if (!dir.exists || dir.kind !== 'dir') continue;
-    const re = globToRegExp(pattern);
-    for (const name of readdirSync(dir.host).sort()) {
-      const candidate = path.posix.join(path.posix.dirname(pattern), name);
-      if (re.test(candidate)) dirs.push(...ldSoConfDirs(root, candidate, depth + 1));
-    }
-  }
-  return dirs;
-}
-
-/** The interpreter named by a `#!` line, if the file starts with one. */
-export function shebang(file: string): string | undefined {
-  let head: Buffer;
-  try {
-    const fd = openSync(file, 'r');
-    try {
-      head = Buffer.alloc(256);
-      head = head.subarray(0, readSync(fd, head, 0, head.length, 0));
-    } finally {
-      closeSync(fd);
-    }
-  } catch {
-    return undefined;
-  }
-  if (head[0] !== 0x23 || head[1] !== 0x21) return undefined;
-  const line = head.toString('latin1').slice(2).split('\n')[0]!.trim();
-  const interpreter = line.split(/\s+/)[0];
-  return interpreter?.startsWith('/') ? interpreter : undefined;
 }
 
 function octal(mode: number): string {

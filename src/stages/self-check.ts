@@ -11,9 +11,9 @@ import type { LhcConfig } from '../config/load.js';
 import { UserError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { run } from '../tools/exec.js';
-import { visible } from '../verify/visible-diff.js';
+import { visible } from '../harness/diff.js';
 import { registerCleanup } from '../core/cleanup.js';
-import { unmount } from '../verify/sandbox.js';
+import { unmount } from '../harness/mounts.js';
 import { runProbes, type ProbeResponse } from './trace.js';
 
 export interface SelfCheckOptions {

@@ -27,10 +27,10 @@ import {
   parseHostStrace,
   parseQemuStrace,
   type TraceEvent,
-} from '../trace/parse-qemu-strace.js';
-import { isUnder, resolveTraced } from '../trace/resolve.js';
+} from '../trace/parse-strace.js';
+import { isUnder, resolveTraced } from '../root/lookup.js';
 import { hostArch } from '../core/arch.js';
-import { unmount } from '../verify/sandbox.js';
+import { unmount } from '../harness/mounts.js';
 import { registerCleanup } from '../core/cleanup.js';
 
 export type ProbeResponse = Buffer | { status: number; body: Buffer };

@@ -14,16 +14,16 @@ import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import type { HardeningCheck, ProbeOutcome, VerifyReport } from '../build-result.js';
+import type { HardeningCheck, ProbeOutcome, VerifyOutcome } from '../build-result.js';
 import type { LhcConfig } from '../config/load.js';
 import { UserError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { tail } from '../tools/exec.js';
 import { nspawnArgv } from '../tools/nspawn.js';
-import { describeEndpoint } from '../verify/client.js';
+import { describeEndpoint } from '../harness/client.js';
 import { checkNoInterpreters, inspectProcess, listImage } from '../verify/hardening.js';
 import { runLoad, type LoadResult } from '../verify/load.js';
-import { alive } from '../verify/proc.js';
+import { alive } from '../harness/proc.js';
 import { ask, curlProbe, judge, probeOnce, readFixtures } from '../verify/probes.js';
 import {
   containerProcesses,
@@ -34,14 +34,14 @@ import {
   removeWorkDir,
   unmount,
   unpackTemplate,
-} from '../verify/sandbox.js';
+} from '../harness/mounts.js';
 import {
   sleep,
   startInetd,
   startListening,
   type RunState,
   type Running,
-} from '../verify/service.js';
+} from '../harness/service.js';
 import { registerCleanup } from '../core/cleanup.js';
 
 export interface VerifyOptions {
@@ -58,19 +58,6 @@ export interface VerifyOptions {
   signal?: AbortSignal;
   /** Limit for the whole verify run, in milliseconds (default: none; each request has service.timeout). */
   timeoutMs?: number;
-}
-
-/** The report plus what the CLI prints beyond the shared VerifyReport shape. */
-export interface VerifyOutcome extends VerifyReport {
-  load?: NonNullable<VerifyReport['load']> & { firstFailure?: string; wallMs: number };
-  /** The real-client check (curl) of the first probe; also among `probes`. */
-  curl?: ProbeOutcome;
-  /** Where the service was reached, e.g. 127.0.0.1:40123 or unix:/tmp/.../service.sock. */
-  endpoint?: string;
-  /** The first probe's answer from the booted image, byte for byte (e.g. for the demo to print). */
-  sample?: { probe: string; body: Buffer };
-  /** Last lines of the container's stderr (nspawn and the payload), when something failed. */
-  serviceLog?: string;
 }
 
 /** The board's container command line for this image (the deploy unit uses the same builder). */

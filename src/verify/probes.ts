@@ -13,9 +13,9 @@ import {
   gopherUrl,
   httpGet,
   type Endpoint,
-} from './client.js';
-import type { Running } from './service.js';
-import { visibleDiff } from './visible-diff.js';
+} from '../harness/client.js';
+import type { Running } from '../harness/service.js';
+import { visibleDiff } from '../harness/diff.js';
 
 export async function readFixtures(probes: Probe[]): Promise<Map<string, Buffer>> {
   const out = new Map<string, Buffer>();

@@ -25,7 +25,7 @@ import {
   type BoardPaths,
 } from '../../src/stages/deploy-bundle.js';
 import { run } from '../../src/tools/exec.js';
-import { gopherRequest } from '../../src/verify/client.js';
+import { gopherRequest } from '../../src/harness/client.js';
 import { seededBuildCache } from '../support/debian-inputs.js';
 import { GOPHERMOON_CONFIG } from '../support/gopher.js';
 import { arm64Busybox } from '../support/pack-fixtures.js';

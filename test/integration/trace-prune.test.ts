@@ -19,7 +19,7 @@ import { selfCheck } from '../../src/stages/self-check.js';
 import { hostArch } from '../../src/core/arch.js';
 import { traceService, type TraceResult } from '../../src/stages/trace.js';
 import { Store } from '../../src/store/store.js';
-import { resolveTraced } from '../../src/trace/resolve.js';
+import { resolveTraced } from '../../src/root/lookup.js';
 import { busyboxRoot } from '../support/busybox-root.js';
 import { LUA_SOURCES, luaSourceTarball, testCacheDir } from '../support/debian-inputs.js';
 import { requireTool } from '../support/require-tool.js';

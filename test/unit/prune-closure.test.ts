@@ -30,8 +30,8 @@ import {
   type PruneResult,
 } from '../../src/stages/prune.js';
 import type { TraceResult } from '../../src/stages/trace.js';
-import type { TraceEvent } from '../../src/trace/parse-qemu-strace.js';
-import { globToRegExp } from '../../src/trace/glob.js';
+import type { TraceEvent } from '../../src/trace/parse-strace.js';
+import { globToRegExp } from '../../src/root/glob.js';
 import { debianDeb, extractDeb } from '../support/debian-inputs.js';
 
 let work: string;

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { responseDiff } from '../../src/stages/self-check.js';
-import { visible } from '../../src/verify/visible-diff.js';
+import { visible } from '../../src/harness/diff.js';
 
 describe('self-check response differences', () => {
   it('equal responses have no difference', () => {

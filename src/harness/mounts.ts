@@ -10,7 +10,7 @@ import * as tar from 'tar';
 import { UserError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { isRoot, run } from '../tools/exec.js';
-import { parseMountInfo } from './hardening.js';
+import { parseMountInfo } from '../verify/hardening.js';
 import { processTable } from './proc.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

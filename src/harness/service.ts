@@ -14,7 +14,7 @@ import type { Logger } from '../core/logger.js';
 import { start, tail, type Started } from '../tools/exec.js';
 import { freePort, holdOpen, type Endpoint } from './client.js';
 import { alive, findPayloads, type ProcInfo } from './proc.js';
-import type { ImageMount } from './sandbox.js';
+import type { ImageMount } from './mounts.js';
 
 export interface ServiceContext {
   config: LhcConfig;
