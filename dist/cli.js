@@ -118,17 +118,17 @@ var require_visit = __commonJS({
     visit3.BREAK = BREAK;
     visit3.SKIP = SKIP;
     visit3.REMOVE = REMOVE;
-    function visit_(key, node2, visitor, path35) {
-      const ctrl = callVisitor(key, node2, visitor, path35);
+    function visit_(key, node2, visitor, path43) {
+      const ctrl = callVisitor(key, node2, visitor, path43);
       if (identity3.isNode(ctrl) || identity3.isPair(ctrl)) {
-        replaceNode(key, path35, ctrl);
-        return visit_(key, ctrl, visitor, path35);
+        replaceNode(key, path43, ctrl);
+        return visit_(key, ctrl, visitor, path43);
       }
       if (typeof ctrl !== "symbol") {
         if (identity3.isCollection(node2)) {
-          path35 = Object.freeze(path35.concat(node2));
+          path43 = Object.freeze(path43.concat(node2));
           for (let i2 = 0; i2 < node2.items.length; ++i2) {
-            const ci2 = visit_(i2, node2.items[i2], visitor, path35);
+            const ci2 = visit_(i2, node2.items[i2], visitor, path43);
             if (typeof ci2 === "number")
               i2 = ci2 - 1;
             else if (ci2 === BREAK)
@@ -139,13 +139,13 @@ var require_visit = __commonJS({
             }
           }
         } else if (identity3.isPair(node2)) {
-          path35 = Object.freeze(path35.concat(node2));
-          const ck = visit_("key", node2.key, visitor, path35);
+          path43 = Object.freeze(path43.concat(node2));
+          const ck = visit_("key", node2.key, visitor, path43);
           if (ck === BREAK)
             return BREAK;
           else if (ck === REMOVE)
             node2.key = null;
-          const cv = visit_("value", node2.value, visitor, path35);
+          const cv = visit_("value", node2.value, visitor, path43);
           if (cv === BREAK)
             return BREAK;
           else if (cv === REMOVE)
@@ -166,17 +166,17 @@ var require_visit = __commonJS({
     visitAsync.BREAK = BREAK;
     visitAsync.SKIP = SKIP;
     visitAsync.REMOVE = REMOVE;
-    async function visitAsync_(key, node2, visitor, path35) {
-      const ctrl = await callVisitor(key, node2, visitor, path35);
+    async function visitAsync_(key, node2, visitor, path43) {
+      const ctrl = await callVisitor(key, node2, visitor, path43);
       if (identity3.isNode(ctrl) || identity3.isPair(ctrl)) {
-        replaceNode(key, path35, ctrl);
-        return visitAsync_(key, ctrl, visitor, path35);
+        replaceNode(key, path43, ctrl);
+        return visitAsync_(key, ctrl, visitor, path43);
       }
       if (typeof ctrl !== "symbol") {
         if (identity3.isCollection(node2)) {
-          path35 = Object.freeze(path35.concat(node2));
+          path43 = Object.freeze(path43.concat(node2));
           for (let i2 = 0; i2 < node2.items.length; ++i2) {
-            const ci2 = await visitAsync_(i2, node2.items[i2], visitor, path35);
+            const ci2 = await visitAsync_(i2, node2.items[i2], visitor, path43);
             if (typeof ci2 === "number")
               i2 = ci2 - 1;
             else if (ci2 === BREAK)
@@ -187,13 +187,13 @@ var require_visit = __commonJS({
             }
           }
         } else if (identity3.isPair(node2)) {
-          path35 = Object.freeze(path35.concat(node2));
-          const ck = await visitAsync_("key", node2.key, visitor, path35);
+          path43 = Object.freeze(path43.concat(node2));
+          const ck = await visitAsync_("key", node2.key, visitor, path43);
           if (ck === BREAK)
             return BREAK;
           else if (ck === REMOVE)
             node2.key = null;
-          const cv = await visitAsync_("value", node2.value, visitor, path35);
+          const cv = await visitAsync_("value", node2.value, visitor, path43);
           if (cv === BREAK)
             return BREAK;
           else if (cv === REMOVE)
@@ -220,23 +220,23 @@ var require_visit = __commonJS({
       }
       return visitor;
     }
-    function callVisitor(key, node2, visitor, path35) {
+    function callVisitor(key, node2, visitor, path43) {
       if (typeof visitor === "function")
-        return visitor(key, node2, path35);
+        return visitor(key, node2, path43);
       if (identity3.isMap(node2))
-        return visitor.Map?.(key, node2, path35);
+        return visitor.Map?.(key, node2, path43);
       if (identity3.isSeq(node2))
-        return visitor.Seq?.(key, node2, path35);
+        return visitor.Seq?.(key, node2, path43);
       if (identity3.isPair(node2))
-        return visitor.Pair?.(key, node2, path35);
+        return visitor.Pair?.(key, node2, path43);
       if (identity3.isScalar(node2))
-        return visitor.Scalar?.(key, node2, path35);
+        return visitor.Scalar?.(key, node2, path43);
       if (identity3.isAlias(node2))
-        return visitor.Alias?.(key, node2, path35);
+        return visitor.Alias?.(key, node2, path43);
       return void 0;
     }
-    function replaceNode(key, path35, node2) {
-      const parent = path35[path35.length - 1];
+    function replaceNode(key, path43, node2) {
+      const parent = path43[path43.length - 1];
       if (identity3.isCollection(parent)) {
         parent.items[key] = node2;
       } else if (identity3.isPair(parent)) {
@@ -848,10 +848,10 @@ var require_Collection = __commonJS({
     var createNode = require_createNode();
     var identity3 = require_identity();
     var Node = require_Node();
-    function collectionFromPath(schema, path35, value) {
+    function collectionFromPath(schema, path43, value) {
       let v2 = value;
-      for (let i2 = path35.length - 1; i2 >= 0; --i2) {
-        const k2 = path35[i2];
+      for (let i2 = path43.length - 1; i2 >= 0; --i2) {
+        const k2 = path43[i2];
         if (typeof k2 === "number" && Number.isInteger(k2) && k2 >= 0) {
           const a2 = [];
           a2[k2] = v2;
@@ -870,7 +870,7 @@ var require_Collection = __commonJS({
         sourceObjects: /* @__PURE__ */ new Map()
       });
     }
-    var isEmptyPath = (path35) => path35 == null || typeof path35 === "object" && !!path35[Symbol.iterator]().next().done;
+    var isEmptyPath = (path43) => path43 == null || typeof path43 === "object" && !!path43[Symbol.iterator]().next().done;
     var Collection = class extends Node.NodeBase {
       constructor(type, schema) {
         super(type);
@@ -900,11 +900,11 @@ var require_Collection = __commonJS({
        * be a Pair instance or a `{ key, value }` object, which may not have a key
        * that already exists in the map.
        */
-      addIn(path35, value) {
-        if (isEmptyPath(path35))
+      addIn(path43, value) {
+        if (isEmptyPath(path43))
           this.add(value);
         else {
-          const [key, ...rest] = path35;
+          const [key, ...rest] = path43;
           const node2 = this.get(key, true);
           if (identity3.isCollection(node2))
             node2.addIn(rest, value);
@@ -918,8 +918,8 @@ var require_Collection = __commonJS({
        * Removes a value from the collection.
        * @returns `true` if the item was found and removed.
        */
-      deleteIn(path35) {
-        const [key, ...rest] = path35;
+      deleteIn(path43) {
+        const [key, ...rest] = path43;
         if (rest.length === 0)
           return this.delete(key);
         const node2 = this.get(key, true);
@@ -933,8 +933,8 @@ var require_Collection = __commonJS({
        * scalar values from their surrounding node; to disable set `keepScalar` to
        * `true` (collections are always returned intact).
        */
-      getIn(path35, keepScalar) {
-        const [key, ...rest] = path35;
+      getIn(path43, keepScalar) {
+        const [key, ...rest] = path43;
         const node2 = this.get(key, true);
         if (rest.length === 0)
           return !keepScalar && identity3.isScalar(node2) ? node2.value : node2;
@@ -952,8 +952,8 @@ var require_Collection = __commonJS({
       /**
        * Checks if the collection includes a value with the key `key`.
        */
-      hasIn(path35) {
-        const [key, ...rest] = path35;
+      hasIn(path43) {
+        const [key, ...rest] = path43;
         if (rest.length === 0)
           return this.has(key);
         const node2 = this.get(key, true);
@@ -963,8 +963,8 @@ var require_Collection = __commonJS({
        * Sets a value in this collection. For `!!set`, `value` needs to be a
        * boolean to add/remove the item from the set.
        */
-      setIn(path35, value) {
-        const [key, ...rest] = path35;
+      setIn(path43, value) {
+        const [key, ...rest] = path43;
         if (rest.length === 0) {
           this.set(key, value);
         } else {
@@ -3479,9 +3479,9 @@ var require_Document = __commonJS({
           this.contents.add(value);
       }
       /** Adds a value to the document. */
-      addIn(path35, value) {
+      addIn(path43, value) {
         if (assertCollection(this.contents))
-          this.contents.addIn(path35, value);
+          this.contents.addIn(path43, value);
       }
       /**
        * Create a new `Alias` node, ensuring that the target `node` has the required anchor.
@@ -3556,14 +3556,14 @@ var require_Document = __commonJS({
        * Removes a value from the document.
        * @returns `true` if the item was found and removed.
        */
-      deleteIn(path35) {
-        if (Collection.isEmptyPath(path35)) {
+      deleteIn(path43) {
+        if (Collection.isEmptyPath(path43)) {
           if (this.contents == null)
             return false;
           this.contents = null;
           return true;
         }
-        return assertCollection(this.contents) ? this.contents.deleteIn(path35) : false;
+        return assertCollection(this.contents) ? this.contents.deleteIn(path43) : false;
       }
       /**
        * Returns item at `key`, or `undefined` if not found. By default unwraps
@@ -3578,10 +3578,10 @@ var require_Document = __commonJS({
        * scalar values from their surrounding node; to disable set `keepScalar` to
        * `true` (collections are always returned intact).
        */
-      getIn(path35, keepScalar) {
-        if (Collection.isEmptyPath(path35))
+      getIn(path43, keepScalar) {
+        if (Collection.isEmptyPath(path43))
           return !keepScalar && identity3.isScalar(this.contents) ? this.contents.value : this.contents;
-        return identity3.isCollection(this.contents) ? this.contents.getIn(path35, keepScalar) : void 0;
+        return identity3.isCollection(this.contents) ? this.contents.getIn(path43, keepScalar) : void 0;
       }
       /**
        * Checks if the document includes a value with the key `key`.
@@ -3592,10 +3592,10 @@ var require_Document = __commonJS({
       /**
        * Checks if the document includes a value at `path`.
        */
-      hasIn(path35) {
-        if (Collection.isEmptyPath(path35))
+      hasIn(path43) {
+        if (Collection.isEmptyPath(path43))
           return this.contents !== void 0;
-        return identity3.isCollection(this.contents) ? this.contents.hasIn(path35) : false;
+        return identity3.isCollection(this.contents) ? this.contents.hasIn(path43) : false;
       }
       /**
        * Sets a value in this document. For `!!set`, `value` needs to be a
@@ -3612,13 +3612,13 @@ var require_Document = __commonJS({
        * Sets a value in this document. For `!!set`, `value` needs to be a
        * boolean to add/remove the item from the set.
        */
-      setIn(path35, value) {
-        if (Collection.isEmptyPath(path35)) {
+      setIn(path43, value) {
+        if (Collection.isEmptyPath(path43)) {
           this.contents = value;
         } else if (this.contents == null) {
-          this.contents = Collection.collectionFromPath(this.schema, Array.from(path35), value);
+          this.contents = Collection.collectionFromPath(this.schema, Array.from(path43), value);
         } else if (assertCollection(this.contents)) {
-          this.contents.setIn(path35, value);
+          this.contents.setIn(path43, value);
         }
       }
       /**
@@ -5579,9 +5579,9 @@ var require_cst_visit = __commonJS({
     visit3.BREAK = BREAK;
     visit3.SKIP = SKIP;
     visit3.REMOVE = REMOVE;
-    visit3.itemAtPath = (cst, path35) => {
+    visit3.itemAtPath = (cst, path43) => {
       let item = cst;
-      for (const [field2, index] of path35) {
+      for (const [field2, index] of path43) {
         const tok = item?.[field2];
         if (tok && "items" in tok) {
           item = tok.items[index];
@@ -5590,23 +5590,23 @@ var require_cst_visit = __commonJS({
       }
       return item;
     };
-    visit3.parentCollection = (cst, path35) => {
-      const parent = visit3.itemAtPath(cst, path35.slice(0, -1));
-      const field2 = path35[path35.length - 1][0];
+    visit3.parentCollection = (cst, path43) => {
+      const parent = visit3.itemAtPath(cst, path43.slice(0, -1));
+      const field2 = path43[path43.length - 1][0];
       const coll = parent?.[field2];
       if (coll && "items" in coll)
         return coll;
       throw new Error("Parent collection not found");
     };
-    function _visit(path35, item, visitor) {
-      let ctrl = visitor(item, path35);
+    function _visit(path43, item, visitor) {
+      let ctrl = visitor(item, path43);
       if (typeof ctrl === "symbol")
         return ctrl;
       for (const field2 of ["key", "value"]) {
         const token = item[field2];
         if (token && "items" in token) {
           for (let i2 = 0; i2 < token.items.length; ++i2) {
-            const ci2 = _visit(Object.freeze(path35.concat([[field2, i2]])), token.items[i2], visitor);
+            const ci2 = _visit(Object.freeze(path43.concat([[field2, i2]])), token.items[i2], visitor);
             if (typeof ci2 === "number")
               i2 = ci2 - 1;
             else if (ci2 === BREAK)
@@ -5617,10 +5617,10 @@ var require_cst_visit = __commonJS({
             }
           }
           if (typeof ctrl === "function" && field2 === "key")
-            ctrl = ctrl(item, path35);
+            ctrl = ctrl(item, path43);
         }
       }
-      return typeof ctrl === "function" ? ctrl(item, path35) : ctrl;
+      return typeof ctrl === "function" ? ctrl(item, path43) : ctrl;
     }
     exports.visit = visit3;
   }
@@ -7377,7 +7377,7 @@ var require_windows = __commonJS({
     module.exports = isexe;
     isexe.sync = sync;
     var fs2 = __require("fs");
-    function checkPathExt(path35, options) {
+    function checkPathExt(path43, options) {
       var pathext = options.pathExt !== void 0 ? options.pathExt : process.env.PATHEXT;
       if (!pathext) {
         return true;
@@ -7388,25 +7388,25 @@ var require_windows = __commonJS({
       }
       for (var i2 = 0; i2 < pathext.length; i2++) {
         var p2 = pathext[i2].toLowerCase();
-        if (p2 && path35.substr(-p2.length).toLowerCase() === p2) {
+        if (p2 && path43.substr(-p2.length).toLowerCase() === p2) {
           return true;
         }
       }
       return false;
     }
-    function checkStat(stat9, path35, options) {
+    function checkStat(stat9, path43, options) {
       if (!stat9.isSymbolicLink() && !stat9.isFile()) {
         return false;
       }
-      return checkPathExt(path35, options);
+      return checkPathExt(path43, options);
     }
-    function isexe(path35, options, cb) {
-      fs2.stat(path35, function(er2, stat9) {
-        cb(er2, er2 ? false : checkStat(stat9, path35, options));
+    function isexe(path43, options, cb) {
+      fs2.stat(path43, function(er2, stat9) {
+        cb(er2, er2 ? false : checkStat(stat9, path43, options));
       });
     }
-    function sync(path35, options) {
-      return checkStat(fs2.statSync(path35), path35, options);
+    function sync(path43, options) {
+      return checkStat(fs2.statSync(path43), path43, options);
     }
   }
 });
@@ -7417,13 +7417,13 @@ var require_mode = __commonJS({
     module.exports = isexe;
     isexe.sync = sync;
     var fs2 = __require("fs");
-    function isexe(path35, options, cb) {
-      fs2.stat(path35, function(er2, stat9) {
+    function isexe(path43, options, cb) {
+      fs2.stat(path43, function(er2, stat9) {
         cb(er2, er2 ? false : checkStat(stat9, options));
       });
     }
-    function sync(path35, options) {
-      return checkStat(fs2.statSync(path35), options);
+    function sync(path43, options) {
+      return checkStat(fs2.statSync(path43), options);
     }
     function checkStat(stat9, options) {
       return stat9.isFile() && checkMode(stat9, options);
@@ -7456,7 +7456,7 @@ var require_isexe = __commonJS({
     }
     module.exports = isexe;
     isexe.sync = sync;
-    function isexe(path35, options, cb) {
+    function isexe(path43, options, cb) {
       if (typeof options === "function") {
         cb = options;
         options = {};
@@ -7466,7 +7466,7 @@ var require_isexe = __commonJS({
           throw new TypeError("callback not provided");
         }
         return new Promise(function(resolve, reject) {
-          isexe(path35, options || {}, function(er2, is2) {
+          isexe(path43, options || {}, function(er2, is2) {
             if (er2) {
               reject(er2);
             } else {
@@ -7475,7 +7475,7 @@ var require_isexe = __commonJS({
           });
         });
       }
-      core(path35, options || {}, function(er2, is2) {
+      core(path43, options || {}, function(er2, is2) {
         if (er2) {
           if (er2.code === "EACCES" || options && options.ignoreErrors) {
             er2 = null;
@@ -7485,9 +7485,9 @@ var require_isexe = __commonJS({
         cb(er2, is2);
       });
     }
-    function sync(path35, options) {
+    function sync(path43, options) {
       try {
-        return core.sync(path35, options || {});
+        return core.sync(path43, options || {});
       } catch (er2) {
         if (options && options.ignoreErrors || er2.code === "EACCES") {
           return false;
@@ -7503,7 +7503,7 @@ var require_isexe = __commonJS({
 var require_which = __commonJS({
   "../../main/node_modules/which/which.js"(exports, module) {
     var isWindows = process.platform === "win32" || process.env.OSTYPE === "cygwin" || process.env.OSTYPE === "msys";
-    var path35 = __require("path");
+    var path43 = __require("path");
     var COLON = isWindows ? ";" : ":";
     var isexe = require_isexe();
     var getNotFoundError = (cmd) => Object.assign(new Error(`not found: ${cmd}`), { code: "ENOENT" });
@@ -7541,7 +7541,7 @@ var require_which = __commonJS({
           return opt.all && found.length ? resolve(found) : reject(getNotFoundError(cmd));
         const ppRaw = pathEnv[i2];
         const pathPart = /^".*"$/.test(ppRaw) ? ppRaw.slice(1, -1) : ppRaw;
-        const pCmd = path35.join(pathPart, cmd);
+        const pCmd = path43.join(pathPart, cmd);
         const p2 = !pathPart && /^\.[\\\/]/.test(cmd) ? cmd.slice(0, 2) + pCmd : pCmd;
         resolve(subStep(p2, i2, 0));
       });
@@ -7568,7 +7568,7 @@ var require_which = __commonJS({
       for (let i2 = 0; i2 < pathEnv.length; i2++) {
         const ppRaw = pathEnv[i2];
         const pathPart = /^".*"$/.test(ppRaw) ? ppRaw.slice(1, -1) : ppRaw;
-        const pCmd = path35.join(pathPart, cmd);
+        const pCmd = path43.join(pathPart, cmd);
         const p2 = !pathPart && /^\.[\\\/]/.test(cmd) ? cmd.slice(0, 2) + pCmd : pCmd;
         for (let j2 = 0; j2 < pathExt.length; j2++) {
           const cur = p2 + pathExt[j2];
@@ -7616,7 +7616,7 @@ var require_path_key = __commonJS({
 var require_resolveCommand = __commonJS({
   "../../main/node_modules/cross-spawn/lib/util/resolveCommand.js"(exports, module) {
     "use strict";
-    var path35 = __require("path");
+    var path43 = __require("path");
     var which = require_which();
     var getPathKey = require_path_key();
     function resolveCommandAttempt(parsed, withoutPathExt) {
@@ -7634,7 +7634,7 @@ var require_resolveCommand = __commonJS({
       try {
         resolved = which.sync(parsed.command, {
           path: env[getPathKey({ env })],
-          pathExt: withoutPathExt ? path35.delimiter : void 0
+          pathExt: withoutPathExt ? path43.delimiter : void 0
         });
       } catch (e) {
       } finally {
@@ -7643,7 +7643,7 @@ var require_resolveCommand = __commonJS({
         }
       }
       if (resolved) {
-        resolved = path35.resolve(hasCustomCwd ? parsed.options.cwd : "", resolved);
+        resolved = path43.resolve(hasCustomCwd ? parsed.options.cwd : "", resolved);
       }
       return resolved;
     }
@@ -7697,8 +7697,8 @@ var require_shebang_command = __commonJS({
       if (!match) {
         return null;
       }
-      const [path35, argument] = match[0].replace(/#! ?/, "").split(" ");
-      const binary = path35.split("/").pop();
+      const [path43, argument] = match[0].replace(/#! ?/, "").split(" ");
+      const binary = path43.split("/").pop();
       if (binary === "env") {
         return argument;
       }
@@ -7733,7 +7733,7 @@ var require_readShebang = __commonJS({
 var require_parse = __commonJS({
   "../../main/node_modules/cross-spawn/lib/parse.js"(exports, module) {
     "use strict";
-    var path35 = __require("path");
+    var path43 = __require("path");
     var resolveCommand = require_resolveCommand();
     var escape = require_escape();
     var readShebang = require_readShebang();
@@ -7758,7 +7758,7 @@ var require_parse = __commonJS({
       const needsShell = !isExecutableRegExp.test(commandFile);
       if (parsed.options.forceShell || needsShell) {
         const needsDoubleEscapeMetaChars = isCmdShimRegExp.test(commandFile);
-        parsed.command = path35.normalize(parsed.command);
+        parsed.command = path43.normalize(parsed.command);
         parsed.command = escape.command(parsed.command);
         parsed.args = parsed.args.map((arg) => escape.argument(arg, needsDoubleEscapeMetaChars));
         const shellCommand = [parsed.command].concat(parsed.args).join(" ");
@@ -7993,6 +7993,16 @@ function parseArgs(args, spec, command = "lhc") {
     throw usage(`unexpected argument "${positionals[p2.max]}"`);
   }
   return { flags, positionals };
+}
+
+// src/build-result.ts
+function verifyFailures(verify) {
+  return [
+    ...verify.probes.filter((p2) => !p2.ok).map((p2) => `probe ${p2.name}${p2.diff ? `
+${p2.diff}` : ""}`),
+    ...verify.hardening.filter((h2) => !h2.ok).map((h2) => `hardening ${h2.name}: ${h2.detail}`),
+    ...verify.load && verify.load.failures > 0 ? [`load: ${verify.load.failures} of ${verify.load.requests} requests failed`] : []
+  ].join("\n");
 }
 
 // src/config/load.ts
@@ -8817,10 +8827,10 @@ function mergeDefs(...defs) {
 function cloneDef(schema) {
   return mergeDefs(schema._zod.def);
 }
-function getElementAtPath(obj, path35) {
-  if (!path35)
+function getElementAtPath(obj, path43) {
+  if (!path43)
     return obj;
-  return path35.reduce((acc, key) => acc?.[key], obj);
+  return path43.reduce((acc, key) => acc?.[key], obj);
 }
 function promiseAllObject(promisesObj) {
   const keys = Object.keys(promisesObj);
@@ -9160,11 +9170,11 @@ function explicitlyAborted(x, startIndex = 0) {
   }
   return false;
 }
-function prefixIssues(path35, issues) {
+function prefixIssues(path43, issues) {
   return issues.map((iss) => {
     var _a3;
     (_a3 = iss).path ?? (_a3.path = []);
-    iss.path.unshift(path35);
+    iss.path.unshift(path43);
     return iss;
   });
 }
@@ -9626,16 +9636,16 @@ function flattenError(error62, mapper = (issue2) => issue2.message) {
 }
 function formatError(error62, mapper = (issue2) => issue2.message) {
   const fieldErrors = { _errors: [] };
-  const processError = (error63, path35 = []) => {
+  const processError = (error63, path43 = []) => {
     for (const issue2 of error63.issues) {
       if (issue2.code === "invalid_union" && issue2.errors.length) {
-        issue2.errors.map((issues) => processError({ issues }, [...path35, ...issue2.path]));
+        issue2.errors.map((issues) => processError({ issues }, [...path43, ...issue2.path]));
       } else if (issue2.code === "invalid_key") {
-        processError({ issues: issue2.issues }, [...path35, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path43, ...issue2.path]);
       } else if (issue2.code === "invalid_element") {
-        processError({ issues: issue2.issues }, [...path35, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path43, ...issue2.path]);
       } else {
-        const fullpath = [...path35, ...issue2.path];
+        const fullpath = [...path43, ...issue2.path];
         if (fullpath.length === 0) {
           fieldErrors._errors.push(mapper(issue2));
         } else {
@@ -9674,17 +9684,17 @@ function formatError(error62, mapper = (issue2) => issue2.message) {
 }
 function treeifyError(error62, mapper = (issue2) => issue2.message) {
   const result = { errors: [] };
-  const processError = (error63, path35 = []) => {
+  const processError = (error63, path43 = []) => {
     var _a3;
     for (const issue2 of error63.issues) {
       if (issue2.code === "invalid_union" && issue2.errors.length) {
-        issue2.errors.map((issues) => processError({ issues }, [...path35, ...issue2.path]));
+        issue2.errors.map((issues) => processError({ issues }, [...path43, ...issue2.path]));
       } else if (issue2.code === "invalid_key") {
-        processError({ issues: issue2.issues }, [...path35, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path43, ...issue2.path]);
       } else if (issue2.code === "invalid_element") {
-        processError({ issues: issue2.issues }, [...path35, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path43, ...issue2.path]);
       } else {
-        const fullpath = [...path35, ...issue2.path];
+        const fullpath = [...path43, ...issue2.path];
         if (fullpath.length === 0) {
           result.errors.push(mapper(issue2));
           continue;
@@ -9723,8 +9733,8 @@ function treeifyError(error62, mapper = (issue2) => issue2.message) {
 }
 function toDotPath(_path) {
   const segs = [];
-  const path35 = _path.map((seg) => typeof seg === "object" ? seg.key : seg);
-  for (const seg of path35) {
+  const path43 = _path.map((seg) => typeof seg === "object" ? seg.key : seg);
+  for (const seg of path43) {
     if (typeof seg === "number")
       segs.push(`[${seg}]`);
     else if (typeof seg === "symbol")
@@ -26862,13 +26872,13 @@ function resolveRef(ref, ctx) {
   if (!ref.startsWith("#")) {
     throw new Error("External $ref is not supported, only local refs (#/...) are allowed");
   }
-  const path35 = ref.slice(1).split("/").filter(Boolean);
-  if (path35.length === 0) {
+  const path43 = ref.slice(1).split("/").filter(Boolean);
+  if (path43.length === 0) {
     return ctx.rootSchema;
   }
   const defsKey = ctx.version === "draft-2020-12" ? "$defs" : "definitions";
-  if (path35[0] === defsKey) {
-    const key = path35[1] === void 0 ? void 0 : decodeJSONPointerSegment(path35[1]);
+  if (path43[0] === defsKey) {
+    const key = path43[1] === void 0 ? void 0 : decodeJSONPointerSegment(path43[1]);
     if (!key || !ctx.defs[key]) {
       throw new Error(`Reference not found: ${ref}`);
     }
@@ -27952,9 +27962,9 @@ function resolveConfig(raw, file2) {
 }
 
 // src/pipeline.ts
-import { mkdir as mkdir12, mkdtemp as mkdtemp7, writeFile as writeFile10 } from "node:fs/promises";
+import { mkdir as mkdir14, mkdtemp as mkdtemp7 } from "node:fs/promises";
 import os9 from "node:os";
-import path31 from "node:path";
+import path39 from "node:path";
 
 // src/config/check-files.ts
 import { access, constants } from "node:fs/promises";
@@ -28636,466 +28646,8 @@ ${diffText}if the change is intended, rebuild with --update-manifest and commit 
   return { changed: true, diffText };
 }
 
-// src/root/resolve.ts
-import { lstatSync, mkdirSync, readlinkSync } from "node:fs";
-import path5 from "node:path";
-var MAX_SYMLINK_FOLLOWS = 40;
-var ResolveError = class extends UserError {
-  constructor(inRootPath, reason, message) {
-    super(message);
-    this.inRootPath = inRootPath;
-    this.reason = reason;
-  }
-  inRootPath;
-  reason;
-};
-function components(p2) {
-  return p2.split("/").filter((c3) => c3 !== "" && c3 !== ".");
-}
-function resolveInRoot(root, p2, opts = {}, cwd = "/") {
-  const followLast = opts.followLast ?? true;
-  const start2 = p2.startsWith("/") ? components(p2) : [...components(cwd), ...components(p2)];
-  const todo = start2.reverse();
-  const done = [];
-  let follows = 0;
-  while (todo.length > 0) {
-    const comp = todo.pop();
-    if (comp === "..") {
-      done.pop();
-      continue;
-    }
-    const isLast = todo.length === 0;
-    const inRoot = `/${[...done, comp].join("/")}`;
-    const host = path5.join(root, ...done, comp);
-    let st2;
-    try {
-      st2 = lstatSync(host);
-    } catch (e) {
-      if (e.code !== "ENOENT") throw e;
-      if (isLast) return { inRoot, host, exists: false };
-      if (!opts.createMissing) {
-        throw new ResolveError(
-          inRoot,
-          "missing",
-          `${inRoot} does not exist (resolving ${p2} inside the root)`
-        );
-      }
-      mkdirSync(host, { mode: 493 });
-      done.push(comp);
-      continue;
-    }
-    if (st2.isSymbolicLink() && (!isLast || followLast)) {
-      if (++follows > MAX_SYMLINK_FOLLOWS) {
-        throw new ResolveError(
-          p2,
-          "loop",
-          `too many levels of symbolic links resolving ${p2} inside the root (a symlink loop)`
-        );
-      }
-      const target = readlinkSync(host);
-      opts.onSymlink?.(inRoot, target);
-      if (target.startsWith("/")) done.length = 0;
-      todo.push(...components(target).reverse());
-      continue;
-    }
-    if (!isLast && !st2.isDirectory()) {
-      throw new ResolveError(
-        inRoot,
-        "not-a-directory",
-        `${inRoot} is not a directory (resolving ${p2} inside the root)`
-      );
-    }
-    done.push(comp);
-    if (isLast) return { inRoot, host, exists: true };
-  }
-  return { inRoot: `/${done.join("/")}`, host: path5.join(root, ...done), exists: true };
-}
-
-// src/stages/deploy-bundle.ts
-import { mkdir as mkdir2, readFile as readFile3, rm as rm2, writeFile as writeFile2 } from "node:fs/promises";
-import path6 from "node:path";
-
-// src/tools/nspawn.ts
-var BASE_FLAGS = [
-  "--register=no",
-  "--keep-unit",
-  "-q",
-  "--console=pipe",
-  "--timezone=off",
-  "--resolv-conf=off",
-  "--link-journal=no"
-];
-var DROPPED_CAPABILITIES = [
-  "CAP_NET_ADMIN",
-  "CAP_SYS_ADMIN",
-  "CAP_SYS_BOOT",
-  "CAP_SYS_MODULE",
-  "CAP_SYS_PTRACE",
-  "CAP_SYS_RAWIO",
-  "CAP_SYS_RESOURCE",
-  "CAP_SYS_TTY_CONFIG",
-  "CAP_MKNOD",
-  "CAP_NET_RAW",
-  "CAP_LINUX_IMMUTABLE",
-  "CAP_AUDIT_CONTROL"
-];
-var HARDENING_FLAGS = [
-  "--private-network",
-  `--drop-capability=${DROPPED_CAPABILITIES.join(",")}`,
-  "--no-new-privileges=yes"
-];
-var USERNS_FLAGS = ["-U", "--private-users-ownership=map"];
-function nspawnArgv(o2) {
-  const argv = ["systemd-nspawn", ...BASE_FLAGS, `--directory=${o2.root}`];
-  if (o2.machineName) argv.push(`--machine=${o2.machineName}`);
-  if (o2.readOnly) argv.push("--read-only");
-  if (o2.ephemeral) argv.push("--ephemeral");
-  if (o2.harden) argv.push(...HARDENING_FLAGS);
-  else if (o2.privateNetwork) argv.push("--private-network");
-  if (o2.userNamespace) argv.push(...USERNS_FLAGS);
-  if (o2.dataDir)
-    argv.push(`--bind=${o2.dataDir}:${o2.dataPath ?? "/data"}${o2.userNamespace ? ":idmap" : ""}`);
-  for (const b2 of o2.binds ?? [])
-    argv.push(`${b2.readOnly ? "--bind-ro" : "--bind"}=${b2.host}:${b2.container}`);
-  for (const [k2, v2] of Object.entries(o2.env ?? {}).sort(([a2], [b2]) => a2 < b2 ? -1 : 1)) {
-    argv.push(`--setenv=${k2}=${v2}`);
-  }
-  if (o2.user !== void 0 && String(o2.user) !== "0" && o2.user !== "root")
-    argv.push(`--user=${o2.user}`);
-  if (o2.workdir) argv.push(`--chdir=${o2.workdir}`);
-  argv.push("--", ...o2.command);
-  return argv;
-}
-var TRACE_MOUNT = "/lhc-trace";
-
-// src/stages/deploy-bundle.ts
-function listenPort(s3) {
-  return s3.listen ?? 70;
-}
-function boardPaths(o2) {
-  const boardDir = o2.boardDir ?? `/var/lib/lhc/${o2.name}`;
-  if (!path6.isAbsolute(boardDir))
-    throw new UserError(`board directory must be absolute, got ${boardDir}`);
-  const dataSource = o2.dataSource ?? `${boardDir}/${o2.name}-data.ext4`;
-  return {
-    boardDir,
-    image: `${boardDir}/${o2.imageFile}`,
-    rootMount: `${boardDir}/root`,
-    dataSource,
-    dataMount: `${boardDir}/data`,
-    dataIsLoopFile: !dataSource.startsWith("/dev/")
-  };
-}
-function systemdEscapePath(p2) {
-  const trimmed = p2.replace(/\/+/g, "/").replace(/^\/|\/$/g, "");
-  if (trimmed === "") return "-";
-  let out = "";
-  const bytes = Buffer.from(trimmed, "utf8");
-  for (let i2 = 0; i2 < bytes.length; i2++) {
-    const b2 = bytes[i2];
-    const c3 = String.fromCharCode(b2);
-    if (c3 === "/") out += "-";
-    else if (i2 === 0 && c3 === "." || !/[A-Za-z0-9:_.]/.test(c3))
-      out += `\\x${b2.toString(16).padStart(2, "0")}`;
-    else out += c3;
-  }
-  return out;
-}
-function systemdQuoteWord(w2) {
-  let s3 = w2.replace(/[%$]/g, (c3) => c3 + c3);
-  if (s3 !== "" && !/[\s"'\\;\x00-\x1f\x7f]/.test(s3)) return s3;
-  s3 = s3.replace(/[\\"\x00-\x1f\x7f]/g, (c3) => {
-    if (c3 === "\\") return "\\\\";
-    if (c3 === '"') return '\\"';
-    if (c3 === "\n") return "\\n";
-    if (c3 === "	") return "\\t";
-    if (c3 === "\r") return "\\r";
-    return `\\x${c3.charCodeAt(0).toString(16).padStart(2, "0")}`;
-  });
-  return `"${s3}"`;
-}
-function systemdExecLine(argv) {
-  if (!argv[0] || !path6.isAbsolute(argv[0]))
-    throw new UserError(`ExecStart needs an absolute program path, got ${argv[0] ?? "(none)"}`);
-  return argv.map(systemdQuoteWord).join(" ");
-}
-function boardNspawnArgv(o2, p2) {
-  const argv = nspawnArgv({
-    root: p2.rootMount,
-    command: o2.service.command,
-    readOnly: true,
-    harden: true,
-    userNamespace: true,
-    dataDir: p2.dataMount,
-    dataPath: o2.dataPath ?? "/data",
-    env: o2.service.env,
-    user: o2.service.user,
-    workdir: o2.service.workdir
-  });
-  argv[0] = o2.nspawnPath ?? "/usr/bin/systemd-nspawn";
-  return argv;
-}
-var HEADER = (name) => `# Generated by lhc for ${name}; see README.md next to this file.
-`;
-function renderSocketUnit(o2) {
-  const inetd = o2.service.inetd === true;
-  return HEADER(o2.name) + `[Unit]
-Description=lhc ${o2.name}: ${inetd ? "one container per connection" : "listening socket"}
-
-[Socket]
-ListenStream=${listenPort(o2.service)}
-` + (inetd ? "Accept=yes\n# Each connection costs a container start: bound how many run at once.\nMaxConnections=32\nMaxConnectionsPerSource=8\n" : "Accept=no\n") + "\n[Install]\nWantedBy=sockets.target\n";
-}
-function renderServiceUnit(o2, p2) {
-  const inetd = o2.service.inetd === true;
-  const timeout = o2.service.timeout;
-  return HEADER(o2.name) + `[Unit]
-Description=lhc ${o2.name}${inetd ? " (connection %i)" : ""}
-RequiresMountsFor=${p2.rootMount} ${p2.dataMount}
-` + (inetd ? "CollectMode=inactive-or-failed\n" : `Requires=${o2.name}.socket
-After=${o2.name}.socket
-`) + `
-[Service]
-ExecStart=${systemdExecLine(boardNspawnArgv(o2, p2))}
-` + (inetd ? "StandardInput=socket\nStandardOutput=socket\n" : "# nspawn passes the listening socket on (LISTEN_FDS); the payload must accept it.\n") + "# nspawn and QEMU messages go to the journal, never to the client.\nStandardError=journal\n# --keep-unit runs the container in this unit's cgroup, which nspawn must be allowed to manage.\nDelegate=yes\nKillMode=mixed\n" + (timeout !== void 0 && inetd ? `RuntimeMaxSec=${Math.ceil(timeout)}
-` : "") + (inetd ? "" : "\n[Install]\nWantedBy=multi-user.target\n");
-}
-function renderMountUnits(o2, p2) {
-  const rootMount = HEADER(o2.name) + `[Unit]
-Description=lhc ${o2.name}: read-only root image
-
-[Mount]
-What=${p2.image}
-Where=${p2.rootMount}
-Type=squashfs
-Options=loop,ro,nodev
-
-[Install]
-WantedBy=multi-user.target
-`;
-  const dataMount = HEADER(o2.name) + `[Unit]
-Description=lhc ${o2.name}: writable data partition (no exec, no setuid, no devices)
-
-[Mount]
-What=${p2.dataSource}
-Where=${p2.dataMount}
-Type=ext4
-Options=${p2.dataIsLoopFile ? "loop," : ""}noexec,nosuid,nodev
-
-[Install]
-WantedBy=multi-user.target
-`;
-  return { rootMount, dataMount };
-}
-function fstabField(s3) {
-  return s3.replace(/[ \t\n\\]/g, (c3) => `\\${c3.charCodeAt(0).toString(8).padStart(3, "0")}`);
-}
-function renderFstab(o2, p2) {
-  return `# lhc ${o2.name}: use these lines instead of the .mount units if you prefer /etc/fstab.
-${fstabField(p2.image)} ${fstabField(p2.rootMount)} squashfs loop,ro,nodev 0 0
-${fstabField(p2.dataSource)} ${fstabField(p2.dataMount)} ext4 ${p2.dataIsLoopFile ? "loop," : ""}noexec,nosuid,nodev 0 2
-`;
-}
-async function resolveUser(user, root) {
-  if (user === void 0 || user === 0 || user === "0" || user === "root")
-    return { uid: 0, gid: 0 };
-  if (typeof user === "number" || /^\d+$/.test(user)) {
-    const n2 = Number(user);
-    return { uid: n2, gid: n2 };
-  }
-  if (!root)
-    throw new UserError(
-      `service.user "${user}": the OCI config needs a numeric uid and no root was given to look it up`
-    );
-  let passwd;
-  try {
-    const inRoot = resolveInRoot(root, "/etc/passwd");
-    if (!inRoot.exists) throw new Error("no /etc/passwd");
-    passwd = await readFile3(inRoot.host, "utf8");
-  } catch {
-    throw new UserError(
-      `service.user "${user}": the image has no /etc/passwd to look the name up in; use a numeric uid`
-    );
-  }
-  for (const line of passwd.split("\n")) {
-    const f2 = line.split(":");
-    if (f2[0] === user && f2.length >= 4) return { uid: Number(f2[2]), gid: Number(f2[3]) };
-  }
-  throw new UserError(`service.user "${user}" is not in the image's /etc/passwd`);
-}
-function ociCapabilities(s3) {
-  if (s3.inetd) return [];
-  return ["CAP_NET_BIND_SERVICE", "CAP_SETGID", "CAP_SETUID"];
-}
-var OCI_USER_NAMESPACE = { hostId: 1e5, size: 65536 };
-function shiftOwnersCommand(dir, offset = OCI_USER_NAMESPACE.hostId) {
-  return `find ${dir} -xdev -depth -exec sh -c 'for f; do chown -h "$((${offset} + $(stat -c %u "$f"))):$((${offset} + $(stat -c %g "$f")))" "$f"; done' sh {} +`;
-}
-function ociConfig(o2, p2, ids, opts = {}) {
-  const caps = ociCapabilities(o2.service);
-  const env = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"];
-  for (const [k2, v2] of Object.entries(o2.service.env ?? {}).sort(
-    ([a2], [b2]) => a2 < b2 ? -1 : a2 > b2 ? 1 : 0
-  ))
-    env.push(`${k2}=${v2}`);
-  const namespaces = [
-    { type: "pid" },
-    { type: "network" },
-    { type: "ipc" },
-    { type: "uts" },
-    { type: "mount" },
-    { type: "cgroup" }
-  ];
-  if (opts.userNamespace) namespaces.push({ type: "user" });
-  const config2 = {
-    ociVersion: "1.0.2",
-    process: {
-      terminal: false,
-      user: ids,
-      args: [...o2.service.command],
-      env,
-      cwd: o2.service.workdir ?? "/",
-      capabilities: {
-        bounding: caps,
-        effective: caps,
-        permitted: caps,
-        inheritable: [],
-        ambient: []
-      },
-      rlimits: [{ type: "RLIMIT_NOFILE", hard: 1024, soft: 1024 }],
-      noNewPrivileges: true
-    },
-    root: { path: p2.rootMount, readonly: true },
-    hostname: o2.name,
-    mounts: [
-      {
-        destination: "/proc",
-        type: "proc",
-        source: "proc",
-        options: ["nosuid", "noexec", "nodev"]
-      },
-      {
-        destination: "/dev",
-        type: "tmpfs",
-        source: "tmpfs",
-        options: ["nosuid", "noexec", "strictatime", "mode=755", "size=65536k"]
-      },
-      {
-        destination: o2.dataPath ?? "/data",
-        type: "bind",
-        source: p2.dataMount,
-        options: ["rbind", "rw", "noexec", "nosuid", "nodev"]
-      }
-    ],
-    linux: {
-      // A new network namespace without interfaces configured: runc brings up lo only.
-      namespaces,
-      ...opts.userNamespace ? {
-        uidMappings: [
-          { containerID: 0, hostID: opts.userNamespace.hostId, size: opts.userNamespace.size }
-        ],
-        gidMappings: [
-          { containerID: 0, hostID: opts.userNamespace.hostId, size: opts.userNamespace.size }
-        ]
-      } : {},
-      resources: { devices: [{ allow: false, access: "rwm" }] },
-      maskedPaths: [
-        "/proc/acpi",
-        "/proc/asound",
-        "/proc/kcore",
-        "/proc/keys",
-        "/proc/latency_stats",
-        "/proc/timer_list",
-        "/proc/timer_stats",
-        "/proc/sched_debug",
-        "/proc/scsi",
-        "/sys/firmware"
-      ],
-      readonlyPaths: ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
-    }
-  };
-  return config2;
-}
-function renderReadme(o2, p2) {
-  const rootUnit = `${systemdEscapePath(p2.rootMount)}.mount`;
-  const dataUnit = `${systemdEscapePath(p2.dataMount)}.mount`;
-  const inetd = o2.service.inetd === true;
-  const svc = inetd ? `${o2.name}@.service` : `${o2.name}.service`;
-  return `# Deploying ${o2.name} to the board
-
-Copy the build output directory to the board, then as root:
-
-\`\`\`sh
-sha256sum -c SHA256SUMS                      # the artifacts arrived intact
-install -d -m 0755 ${p2.boardDir} ${p2.rootMount} ${p2.dataMount}
-install -m 0644 ${o2.imageFile} ${p2.image}
-${p2.dataIsLoopFile ? `# data partition as a file (use a real partition by editing What= in ${dataUnit}):
-truncate -s 64M ${p2.dataSource}
-mkfs.ext4 -q ${p2.dataSource}` : `mkfs.ext4 -q ${p2.dataSource}                   # the data partition: everything on it is lost`}
-mount -o ${p2.dataIsLoopFile ? "loop," : ""}noexec,nosuid,nodev ${p2.dataSource} ${p2.dataMount}
-tar -xzpf ${o2.dataTemplateFile} --numeric-owner -C ${p2.dataMount}
-umount ${p2.dataMount}
-install -m 0644 deploy/${rootUnit} deploy/${dataUnit} deploy/${o2.name}.socket deploy/${svc} /etc/systemd/system/
-systemctl daemon-reload
-systemctl enable --now '${rootUnit}' '${dataUnit}' ${o2.name}.socket
-\`\`\`
-
-${inetd ? `Each connection to port ${listenPort(o2.service)} starts one container (\`${o2.name}@<n>.service\`) with the` : "The service starts with the"}
-connection on stdin/stdout; its stderr and nspawn's messages go to the journal
-(\`journalctl -u '${svc.replace("@.", "@*.")}'\`). The root is the read-only image, the network is private
-(only \`lo\`, CAP_NET_ADMIN dropped), no new privileges, a private user namespace, and
-${o2.dataPath ?? "/data"} is the only writable path, mounted noexec,nosuid,nodev.
-
-\`deploy/fstab\` holds the same two mounts as /etc/fstab lines, for boards that prefer fstab.
-\`deploy/oci/config.json\` runs the same image under runc (\`runc run --bundle deploy/oci ${o2.name}\`,
-with the image mounted at ${p2.rootMount} and the data partition at ${p2.dataMount}), in a user
-namespace that maps container root to host uid ${OCI_USER_NAMESPACE.hostId}. runc cannot idmap the data mount, so
-for runc shift the data partition's owners once, after unpacking the template:
-
-\`\`\`sh
-${shiftOwnersCommand(p2.dataMount)}
-\`\`\`
-`;
-}
-async function writeDeployBundle(o2) {
-  if (!o2.service.command[0]?.startsWith("/"))
-    throw new UserError("service.command[0] must be an absolute path in the image");
-  const p2 = boardPaths(o2);
-  const dir = path6.join(o2.outDir, "deploy");
-  await rm2(dir, { recursive: true, force: true });
-  await mkdir2(path6.join(dir, "oci"), { recursive: true });
-  const inetd = o2.service.inetd === true;
-  const { rootMount, dataMount } = renderMountUnits(o2, p2);
-  const units = {
-    socket: `${o2.name}.socket`,
-    service: inetd ? `${o2.name}@.service` : `${o2.name}.service`,
-    rootMount: `${systemdEscapePath(p2.rootMount)}.mount`,
-    dataMount: `${systemdEscapePath(p2.dataMount)}.mount`
-  };
-  const ids = await resolveUser(o2.service.user, o2.root);
-  const contents = {
-    [units.socket]: renderSocketUnit(o2),
-    [units.service]: renderServiceUnit(o2, p2),
-    [units.rootMount]: rootMount,
-    [units.dataMount]: dataMount,
-    fstab: renderFstab(o2, p2),
-    "oci/config.json": JSON.stringify(ociConfig(o2, p2, ids, { userNamespace: OCI_USER_NAMESPACE }), null, 2) + "\n",
-    "README.md": renderReadme(o2, p2)
-  };
-  for (const [f2, text] of Object.entries(contents)) await writeFile2(path6.join(dir, f2), text);
-  o2.logger?.info(
-    `deploy bundle: ${dir} (${units.socket}, ${units.service}, mounts, fstab, oci/config.json)`
-  );
-  return {
-    dir,
-    files: Object.keys(contents).map((f2) => `deploy/${f2}`).sort(),
-    paths: p2,
-    units
-  };
-}
-
 // src/stages/epoch.ts
-import path12 from "node:path";
+import path10 from "node:path";
 
 // ../../main/node_modules/is-plain-obj/index.js
 function isPlainObject2(value) {
@@ -29962,12 +29514,12 @@ var handleCommand = (filePath, rawArguments, rawOptions) => {
 
 // ../../main/node_modules/execa/lib/arguments/options.js
 var import_cross_spawn = __toESM(require_cross_spawn(), 1);
-import path11 from "node:path";
+import path9 from "node:path";
 import process6 from "node:process";
 
 // ../../main/node_modules/npm-run-path/index.js
 import process4 from "node:process";
-import path8 from "node:path";
+import path6 from "node:path";
 
 // ../../main/node_modules/npm-run-path/node_modules/path-key/index.js
 function pathKey(options = {}) {
@@ -29984,7 +29536,7 @@ function pathKey(options = {}) {
 // ../../main/node_modules/unicorn-magic/node.js
 import { promisify } from "node:util";
 import { execFile as execFileCallback, execFileSync as execFileSyncOriginal } from "node:child_process";
-import path7 from "node:path";
+import path5 from "node:path";
 import { fileURLToPath as fileURLToPath3 } from "node:url";
 var execFileOriginal = promisify(execFileCallback);
 function toPath(urlOrPath) {
@@ -29993,12 +29545,12 @@ function toPath(urlOrPath) {
 function traversePathUp(startPath) {
   return {
     *[Symbol.iterator]() {
-      let currentPath = path7.resolve(toPath(startPath));
+      let currentPath = path5.resolve(toPath(startPath));
       let previousPath;
       while (previousPath !== currentPath) {
         yield currentPath;
         previousPath = currentPath;
-        currentPath = path7.resolve(currentPath, "..");
+        currentPath = path5.resolve(currentPath, "..");
       }
     }
   };
@@ -30013,27 +29565,27 @@ var npmRunPath = ({
   execPath: execPath2 = process4.execPath,
   addExecPath = true
 } = {}) => {
-  const cwdPath = path8.resolve(toPath(cwd));
+  const cwdPath = path6.resolve(toPath(cwd));
   const result = [];
-  const pathParts = pathOption.split(path8.delimiter);
+  const pathParts = pathOption.split(path6.delimiter);
   if (preferLocal) {
     applyPreferLocal(result, pathParts, cwdPath);
   }
   if (addExecPath) {
     applyExecPath(result, pathParts, execPath2, cwdPath);
   }
-  return pathOption === "" || pathOption === path8.delimiter ? `${result.join(path8.delimiter)}${pathOption}` : [...result, pathOption].join(path8.delimiter);
+  return pathOption === "" || pathOption === path6.delimiter ? `${result.join(path6.delimiter)}${pathOption}` : [...result, pathOption].join(path6.delimiter);
 };
 var applyPreferLocal = (result, pathParts, cwdPath) => {
   for (const directory of traversePathUp(cwdPath)) {
-    const pathPart = path8.join(directory, "node_modules/.bin");
+    const pathPart = path6.join(directory, "node_modules/.bin");
     if (!pathParts.includes(pathPart)) {
       result.push(pathPart);
     }
   }
 };
 var applyExecPath = (result, pathParts, execPath2, cwdPath) => {
-  const pathPart = path8.resolve(cwdPath, toPath(execPath2), "..");
+  const pathPart = path6.resolve(cwdPath, toPath(execPath2), "..");
   if (!pathParts.includes(pathPart)) {
     result.push(pathPart);
   }
@@ -31188,7 +30740,7 @@ var killAfterTimeout = async (subprocess, timeout, context, { signal }) => {
 
 // ../../main/node_modules/execa/lib/methods/node.js
 import { execPath, execArgv } from "node:process";
-import path9 from "node:path";
+import path7 from "node:path";
 var mapNode = ({ options }) => {
   if (options.node === false) {
     throw new TypeError('The "node" option cannot be false with `execaNode()`.');
@@ -31207,7 +30759,7 @@ var handleNodeOption = (file2, commandArguments, {
     throw new TypeError('The "execPath" option has been removed. Please use the "nodePath" option instead.');
   }
   const normalizedNodePath = safeNormalizeFileUrl(nodePath, 'The "nodePath" option');
-  const resolvedNodePath = path9.resolve(cwd, normalizedNodePath);
+  const resolvedNodePath = path7.resolve(cwd, normalizedNodePath);
   const newOptions = {
     ...options,
     nodePath: resolvedNodePath,
@@ -31217,7 +30769,7 @@ var handleNodeOption = (file2, commandArguments, {
   if (!shouldHandleNode) {
     return [file2, commandArguments, newOptions];
   }
-  if (path9.basename(file2, ".exe") === "node") {
+  if (path7.basename(file2, ".exe") === "node") {
     throw new TypeError('When the "node" option is true, the first argument does not need to be "node".');
   }
   return [
@@ -31307,11 +30859,11 @@ var serializeEncoding = (encoding) => typeof encoding === "string" ? `"${encodin
 
 // ../../main/node_modules/execa/lib/arguments/cwd.js
 import { statSync } from "node:fs";
-import path10 from "node:path";
+import path8 from "node:path";
 import process5 from "node:process";
 var normalizeCwd = (cwd = getDefaultCwd()) => {
   const cwdString = safeNormalizeFileUrl(cwd, 'The "cwd" option');
-  return path10.resolve(cwdString);
+  return path8.resolve(cwdString);
 };
 var getDefaultCwd = () => {
   try {
@@ -31358,7 +30910,7 @@ var normalizeOptions = (filePath, rawArguments, rawOptions) => {
   options.killSignal = normalizeKillSignal(options.killSignal);
   options.forceKillAfterDelay = normalizeForceKillAfterDelay(options.forceKillAfterDelay);
   options.lines = options.lines.map((lines, fdNumber2) => lines && !BINARY_ENCODINGS.has(options.encoding) && options.buffer[fdNumber2]);
-  if (process6.platform === "win32" && path11.basename(file2, ".exe") === "cmd") {
+  if (process6.platform === "win32" && path9.basename(file2, ".exe") === "cmd") {
     commandArguments.unshift("/q");
   }
   return { file: file2, commandArguments, options };
@@ -33507,13 +33059,13 @@ var logOutputSync = ({ serializedResult, fdNumber: fdNumber2, state, verboseInfo
   }
 };
 var writeToFiles = (serializedResult, stdioItems, outputFiles) => {
-  for (const { path: path35, append } of stdioItems.filter(({ type }) => FILE_TYPES.has(type))) {
-    const pathString = typeof path35 === "string" ? path35 : path35.toString();
+  for (const { path: path43, append } of stdioItems.filter(({ type }) => FILE_TYPES.has(type))) {
+    const pathString = typeof path43 === "string" ? path43 : path43.toString();
     if (append || outputFiles.has(pathString)) {
-      appendFileSync(path35, serializedResult);
+      appendFileSync(path43, serializedResult);
     } else {
       outputFiles.add(pathString);
-      writeFileSync(path35, serializedResult);
+      writeFileSync(path43, serializedResult);
     }
   }
 };
@@ -36138,10 +35690,10 @@ function parseEpoch(value, what) {
   return n2;
 }
 async function gitCommitTime(file2, logger) {
-  const cwd = path12.dirname(file2);
+  const cwd = path10.dirname(file2);
   let r;
   try {
-    r = await run(["git", "log", "-1", "--format=%ct", "--", path12.basename(file2)], {
+    r = await run(["git", "log", "-1", "--format=%ct", "--", path10.basename(file2)], {
       cwd,
       reject: false,
       logger
@@ -36192,16 +35744,16 @@ import { existsSync as existsSync5 } from "node:fs";
 import {
   copyFile,
   chmod,
-  mkdir as mkdir4,
+  mkdir as mkdir3,
   mkdtemp as mkdtemp3,
-  readFile as readFile5,
+  readFile as readFile4,
   rename as rename3,
-  rm as rm5,
+  rm as rm4,
   stat as stat3,
-  writeFile as writeFile5
+  writeFile as writeFile4
 } from "node:fs/promises";
 import os6 from "node:os";
-import path16 from "node:path";
+import path14 from "node:path";
 
 // src/tools/lua-make.ts
 var LUA_MYCFLAGS = "-static -Os";
@@ -36259,16 +35811,87 @@ function buildrootArgv(opts) {
 // src/stages/lua-in-root.ts
 import { createHash as createHash3, randomBytes as randomBytes2 } from "node:crypto";
 import { existsSync as existsSync2 } from "node:fs";
-import { mkdir as mkdir3, mkdtemp, readFile as readFile4, rename as rename2, rm as rm3, writeFile as writeFile3 } from "node:fs/promises";
+import { mkdir as mkdir2, mkdtemp, readFile as readFile3, rename as rename2, rm as rm2, writeFile as writeFile2 } from "node:fs/promises";
 import os2 from "node:os";
-import path13 from "node:path";
+import path11 from "node:path";
+
+// src/tools/nspawn.ts
+var BASE_FLAGS = [
+  "--register=no",
+  "--keep-unit",
+  "-q",
+  "--console=pipe",
+  "--timezone=off",
+  "--resolv-conf=off",
+  "--link-journal=no"
+];
+var DROPPED_CAPABILITIES = [
+  "CAP_NET_ADMIN",
+  "CAP_SYS_ADMIN",
+  "CAP_SYS_BOOT",
+  "CAP_SYS_MODULE",
+  "CAP_SYS_PTRACE",
+  "CAP_SYS_RAWIO",
+  "CAP_SYS_RESOURCE",
+  "CAP_SYS_TTY_CONFIG",
+  "CAP_MKNOD",
+  "CAP_NET_RAW",
+  "CAP_LINUX_IMMUTABLE",
+  "CAP_AUDIT_CONTROL"
+];
+var HARDENING_FLAGS = [
+  "--private-network",
+  `--drop-capability=${DROPPED_CAPABILITIES.join(",")}`,
+  "--no-new-privileges=yes"
+];
+var USERNS_FLAGS = ["-U", "--private-users-ownership=map"];
+function nspawnArgv(o2) {
+  const argv = ["systemd-nspawn", ...BASE_FLAGS, `--directory=${o2.root}`];
+  if (o2.machineName) argv.push(`--machine=${o2.machineName}`);
+  if (o2.readOnly) argv.push("--read-only");
+  if (o2.ephemeral) argv.push("--ephemeral");
+  if (o2.harden) argv.push(...HARDENING_FLAGS);
+  else if (o2.privateNetwork) argv.push("--private-network");
+  if (o2.userNamespace) argv.push(...USERNS_FLAGS);
+  if (o2.dataDir)
+    argv.push(`--bind=${o2.dataDir}:${o2.dataPath ?? "/data"}${o2.userNamespace ? ":idmap" : ""}`);
+  for (const b2 of o2.binds ?? [])
+    argv.push(`${b2.readOnly ? "--bind-ro" : "--bind"}=${b2.host}:${b2.container}`);
+  for (const [k2, v2] of Object.entries(o2.env ?? {}).sort(([a2], [b2]) => a2 < b2 ? -1 : 1)) {
+    argv.push(`--setenv=${k2}=${v2}`);
+  }
+  if (o2.user !== void 0 && String(o2.user) !== "0" && o2.user !== "root")
+    argv.push(`--user=${o2.user}`);
+  if (o2.workdir) argv.push(`--chdir=${o2.workdir}`);
+  argv.push("--", ...o2.command);
+  return argv;
+}
+var TRACE_MOUNT = "/lhc-trace";
+function boardNspawnArgv(o2) {
+  const argv = nspawnArgv({
+    root: o2.root,
+    command: o2.command,
+    readOnly: true,
+    harden: true,
+    userNamespace: true,
+    dataDir: o2.dataDir,
+    dataPath: o2.dataPath,
+    env: o2.env,
+    user: o2.user,
+    workdir: o2.workdir
+  });
+  if (o2.nspawnPath) argv[0] = o2.nspawnPath;
+  return argv;
+}
+
+// src/stages/lua-in-root.ts
 var BUILDROOT_SUITE = "bookworm";
 var HOST_SOURCES = "/etc/apt/sources.list.d/debian.sources";
 async function defaultMirrors() {
   return existsSync2(HOST_SOURCES) ? [HOST_SOURCES] : [];
 }
 async function mirrorsIdentity(mirrors) {
-  return Promise.all(mirrors.map(async (m2) => existsSync2(m2) ? await readFile4(m2, "utf8") : m2));
+  return Promise.all(mirrors.map(async (m2) => existsSync2(m2) ? await readFile3(m2, "utf8") : m2));
 }
 function toolchainFromDpkgStatus(status) {
   const wanted = /^(gcc(-\d+)?|cpp(-\d+)?|binutils(-aarch64-linux-gnu|-x86-64-linux-gnu)?|musl|musl-dev|musl-tools|libc6-dev|make)$/;
@@ -36293,15 +35916,15 @@ async function ensureBuildroot(opts) {
       mirrors: await mirrorsIdentity(mirrors)
     })
   ).digest("hex");
-  const tarball = path13.join(opts.dir, `${key}.tar`);
-  const metaFile = path13.join(opts.dir, `${key}.json`);
+  const tarball = path11.join(opts.dir, `${key}.tar`);
+  const metaFile = path11.join(opts.dir, `${key}.json`);
   if (existsSync2(tarball) && existsSync2(metaFile)) {
-    const meta3 = JSON.parse(await readFile4(metaFile, "utf8"));
+    const meta3 = JSON.parse(await readFile3(metaFile, "utf8"));
     return { key, tarball, toolchain: meta3.toolchain };
   }
-  await mkdir3(opts.dir, { recursive: true });
-  const tmp = path13.join(opts.dir, `.tmp-${process.pid}-${randomBytes2(6).toString("hex")}.tar`);
-  const scratch = await mkdtemp(path13.join(opts.dir, ".scratch-"));
+  await mkdir2(opts.dir, { recursive: true });
+  const tmp = path11.join(opts.dir, `.tmp-${process.pid}-${randomBytes2(6).toString("hex")}.tar`);
+  const scratch = await mkdtemp(path11.join(opts.dir, ".scratch-"));
   try {
     await opts.logger.group(
       `build root: mmdebstrap ${suite} ${opts.arch} (${BUILDROOT_PACKAGES.join(", ")})`,
@@ -36336,7 +35959,7 @@ async function ensureBuildroot(opts) {
         `the build root made by mmdebstrap lacks gcc or musl-tools (found: ${toolchain || "nothing"})`
       );
     }
-    await writeFile3(
+    await writeFile2(
       metaFile,
       `${JSON.stringify({ key, suite, arch: opts.arch, packages: BUILDROOT_PACKAGES, toolchain }, null, 2)}
 `
@@ -36344,12 +35967,12 @@ async function ensureBuildroot(opts) {
     await rename2(tmp, tarball);
     return { key, tarball, toolchain };
   } finally {
-    await rm3(tmp, { force: true });
+    await rm2(tmp, { force: true });
     await removeScratch(scratch);
   }
 }
 async function removeScratch(dir) {
-  const mounts = (await readFile4("/proc/self/mounts", "utf8")).split("\n").map((l) => l.split(" ")[1]?.replace(/\\040/g, " ")).filter((m2) => m2 !== void 0 && m2.startsWith(`${dir}/`)).sort((a2, b2) => b2.length - a2.length);
+  const mounts = (await readFile3("/proc/self/mounts", "utf8")).split("\n").map((l) => l.split(" ")[1]?.replace(/\\040/g, " ")).filter((m2) => m2 !== void 0 && m2.startsWith(`${dir}/`)).sort((a2, b2) => b2.length - a2.length);
   for (const m2 of mounts) await run(["umount", "-l", m2], { privileged: true, reject: false });
   await run(["rm", "-rf", "--one-file-system", dir], {
     privileged: true,
@@ -36358,10 +35981,10 @@ async function removeScratch(dir) {
   });
 }
 async function compileInRoot(srcDir, buildroot, opts) {
-  const work = await mkdtemp(path13.join(opts.workDir ?? os2.tmpdir(), "lhc-buildroot-"));
-  const root = path13.join(work, "root");
+  const work = await mkdtemp(path11.join(opts.workDir ?? os2.tmpdir(), "lhc-buildroot-"));
+  const root = path11.join(work, "root");
   try {
-    await mkdir3(root);
+    await mkdir2(root);
     await opts.logger.group("build root: extract", async () => {
       await run(["tar", "-C", root, "--numeric-owner", "-xf", buildroot.tarball], {
         privileged: true,
@@ -36369,7 +35992,7 @@ async function compileInRoot(srcDir, buildroot, opts) {
         logger: opts.logger
       });
     });
-    if (!existsSync2(path13.join(root, "usr")))
+    if (!existsSync2(path11.join(root, "usr")))
       throw new UserError(`build root ${buildroot.tarball} has no /usr`);
     const make = inRootMakeArgv(opts.jobs ?? 1);
     const script = `${formatCommand(make)} && strip src/lua`;
@@ -36390,7 +36013,7 @@ async function compileInRoot(srcDir, buildroot, opts) {
         }
       );
     });
-    const binary = path13.join(srcDir, "src", "lua");
+    const binary = path11.join(srcDir, "src", "lua");
     if (!existsSync2(binary))
       throw new UserError(`the in-root build finished without producing ${binary}`);
     return binary;
@@ -36411,7 +36034,7 @@ async function compileInRoot(srcDir, buildroot, opts) {
 
 // src/stages/lua-source.ts
 import { existsSync as existsSync3 } from "node:fs";
-import path14 from "node:path";
+import path12 from "node:path";
 
 // ../../main/node_modules/tar/dist/esm/index.min.js
 import Qr from "events";
@@ -39423,8 +39046,8 @@ async function extractLuaSource(tarball, destDir, version2) {
     noChmod: false,
     filter: (p2, e) => entryProblem(p2, e.type, top) === void 0
   });
-  const dir = path14.join(destDir, top);
-  if (!existsSync3(path14.join(dir, "src", "lua.c")) || !existsSync3(path14.join(dir, "Makefile"))) {
+  const dir = path12.join(destDir, top);
+  if (!existsSync3(path12.join(dir, "src", "lua.c")) || !existsSync3(path12.join(dir, "Makefile"))) {
     throw new UserError(
       `${tarball} does not look like the Lua ${version2} source (no ${top}/Makefile and ${top}/src/lua.c)`
     );
@@ -39434,9 +39057,9 @@ async function extractLuaSource(tarball, destDir, version2) {
 
 // src/stages/lua-verify.ts
 import { existsSync as existsSync4, readFileSync as readFileSync3 } from "node:fs";
-import { mkdtemp as mkdtemp2, rm as rm4, writeFile as writeFile4 } from "node:fs/promises";
+import { mkdtemp as mkdtemp2, rm as rm3, writeFile as writeFile3 } from "node:fs/promises";
 import os5 from "node:os";
-import path15 from "node:path";
+import path13 from "node:path";
 
 // src/core/arch.ts
 import os4 from "node:os";
@@ -39734,7 +39357,7 @@ var LuaVerifyError = class extends UserError {
 };
 function emulatorPrefix(arch, binfmtDir = "/proc/sys/fs/binfmt_misc") {
   if (hostArch() === arch) return [];
-  const entry = path15.join(binfmtDir, `qemu-${arch}`);
+  const entry = path13.join(binfmtDir, `qemu-${arch}`);
   if (existsSync4(entry) && readFileSync3(entry, "utf8").startsWith("enabled")) return [];
   return [`qemu-${arch}-static`];
 }
@@ -39789,10 +39412,10 @@ async function verifyLua(binary, opts) {
       `${binary} -v: expected "Lua ${opts.version}", got ${JSON.stringify(banner.split("\n")[0] ?? "")} (exit code ${v2.exitCode})`
     );
   }
-  const dir = await mkdtemp2(path15.join(os5.tmpdir(), "lhc-lua-smoke-"));
+  const dir = await mkdtemp2(path13.join(os5.tmpdir(), "lhc-lua-smoke-"));
   try {
-    const script = path15.join(dir, "smoke.lua");
-    await writeFile4(script, SMOKE_SCRIPT);
+    const script = path13.join(dir, "smoke.lua");
+    await writeFile3(script, SMOKE_SCRIPT);
     const s3 = await run([...prefix, binary, script, dir], {
       reject: false,
       timeoutMs,
@@ -39806,7 +39429,7 @@ async function verifyLua(binary, opts) {
       );
     }
   } finally {
-    await rm4(dir, { recursive: true, force: true });
+    await rm3(dir, { recursive: true, force: true });
   }
   opts.logger?.info(
     `verified ${binary}: static ${opts.arch} ELF, prints Lua ${opts.version}, smoke script ok`
@@ -39849,7 +39472,7 @@ async function crossRecipe(arch, logger, signal) {
           stderrLines: 30
         });
       });
-      const binary = path16.join(srcDir, "src", "lua");
+      const binary = path14.join(srcDir, "src", "lua");
       await run([tc.strip, binary], { logger });
       return binary;
     }
@@ -39857,7 +39480,7 @@ async function crossRecipe(arch, logger, signal) {
 }
 async function inRootRecipe(arch, opts, cache) {
   const buildroot = await ensureBuildroot({
-    dir: opts.buildrootDir ?? path16.join(cache, "buildroots"),
+    dir: opts.buildrootDir ?? path14.join(cache, "buildroots"),
     arch,
     logger: opts.logger,
     signal: opts.signal
@@ -39875,17 +39498,17 @@ async function inRootRecipe(arch, opts, cache) {
   };
 }
 async function readCached(dir, logger) {
-  const bin = path16.join(dir, "lua");
-  const metaFile = path16.join(dir, "build.json");
+  const bin = path14.join(dir, "lua");
+  const metaFile = path14.join(dir, "build.json");
   if (!existsSync5(bin) || !existsSync5(metaFile)) return void 0;
   try {
-    const meta3 = JSON.parse(await readFile5(metaFile, "utf8"));
+    const meta3 = JSON.parse(await readFile4(metaFile, "utf8"));
     if (await sha256File(bin) === meta3.sha256) return meta3;
     logger.warn(`cached Lua in ${dir} does not match its recorded sha256; rebuilding`);
   } catch (e) {
     logger.warn(`cached Lua in ${dir} is unreadable (${e.message}); rebuilding`);
   }
-  await rm5(dir, { recursive: true, force: true });
+  await rm4(dir, { recursive: true, force: true });
   return void 0;
 }
 async function buildLua(spec, opts) {
@@ -39905,9 +39528,9 @@ async function buildLua(spec, opts) {
       flags: recipe.flags
     })
   ).digest("hex");
-  const dir = path16.join(cache, "lua", key);
+  const dir = path14.join(cache, "lua", key);
   const result = (meta3, cached2) => ({
-    path: path16.join(dir, "lua"),
+    path: path14.join(dir, "lua"),
     bytes: meta3.bytes,
     sha256: meta3.sha256,
     cached: cached2,
@@ -39930,21 +39553,21 @@ async function buildLua(spec, opts) {
     },
     { ...opts.fetch, signal: opts.signal }
   );
-  const work = await mkdtemp3(path16.join(opts.workDir ?? os6.tmpdir(), "lhc-lua-"));
+  const work = await mkdtemp3(path14.join(opts.workDir ?? os6.tmpdir(), "lhc-lua-"));
   try {
-    const srcParent = path16.join(work, "src");
-    await mkdir4(srcParent);
+    const srcParent = path14.join(work, "src");
+    await mkdir3(srcParent);
     const srcDir = await extractLuaSource(tarball, srcParent, spec.version);
     const built = await recipe.build(srcDir);
     await verifyLua(built, { version: spec.version, arch: spec.arch, logger });
-    const staging = path16.join(
+    const staging = path14.join(
       cache,
       "lua",
       `.tmp-${process.pid}-${randomBytes3(6).toString("hex")}`
     );
-    await mkdir4(staging, { recursive: true });
+    await mkdir3(staging, { recursive: true });
     try {
-      const bin = path16.join(staging, "lua");
+      const bin = path14.join(staging, "lua");
       await copyFile(built, bin);
       await chmod(bin, 493);
       const meta3 = {
@@ -39957,12 +39580,12 @@ async function buildLua(spec, opts) {
         sha256: await sha256File(bin),
         bytes: (await stat3(bin)).size
       };
-      await writeFile5(path16.join(staging, "build.json"), `${JSON.stringify(meta3, null, 2)}
+      await writeFile4(path14.join(staging, "build.json"), `${JSON.stringify(meta3, null, 2)}
 `);
       try {
         await rename3(staging, dir);
       } catch (e) {
-        if (!existsSync5(path16.join(dir, "lua"))) throw e;
+        if (!existsSync5(path14.join(dir, "lua"))) throw e;
       }
       logger.info(
         `Lua ${spec.version} (${spec.arch}, ${spec.strategy}): built, ${meta3.bytes} bytes, sha256 ${meta3.sha256}`
@@ -39970,10 +39593,10 @@ async function buildLua(spec, opts) {
       const final = await readCached(dir, logger) ?? meta3;
       return result(final, false);
     } finally {
-      await rm5(staging, { recursive: true, force: true });
+      await rm4(staging, { recursive: true, force: true });
     }
   } finally {
-    await rm5(work, { recursive: true, force: true });
+    await rm4(work, { recursive: true, force: true });
   }
 }
 
@@ -40005,314 +39628,440 @@ async function fetchInputs(config2, opts) {
   return out;
 }
 
-// src/stages/pack.ts
-import { createHash as createHash6 } from "node:crypto";
-import { lstat as lstat3, mkdir as mkdir5, rm as rm7, stat as stat4, writeFile as writeFile7 } from "node:fs/promises";
-import path18 from "node:path";
+// src/stages/outputs.ts
+import { mkdir as mkdir5, writeFile as writeFile6 } from "node:fs/promises";
+import path20 from "node:path";
 
-// src/tools/mksquashfs.ts
-var ROOT_MODE = 493;
-function mksquashfsArgv(o2) {
-  const argv = [
-    "mksquashfs",
-    o2.source,
-    o2.image,
-    "-noappend",
-    // The builder's uid (a CI runner's 1001, a developer's 1000) must not reach the image.
-    "-all-root",
-    "-no-xattrs",
-    // A hard link is an accident of how the tree was copied; duplicates are deduplicated anyway.
-    "-no-hardlinks",
-    // The board never NFS-exports the root; the export table is only bytes.
-    "-no-exports",
-    "-mkfs-time",
-    String(o2.epoch),
-    "-all-time",
-    String(o2.epoch),
-    "-root-mode",
-    (o2.rootMode ?? ROOT_MODE).toString(8).padStart(4, "0"),
-    "-comp",
-    "xz",
-    "-b",
-    o2.blockSize ?? "1M",
-    "-quiet",
-    "-no-progress"
-  ];
-  if (o2.processors !== void 0) argv.push("-processors", String(o2.processors));
-  return argv;
-}
-function mksquashfsEnv() {
-  return { SOURCE_DATE_EPOCH: void 0 };
-}
-
-// src/stages/data-template.ts
-import { createHash as createHash5 } from "node:crypto";
-import { chmod as chmod2, lstat as lstat2, mkdtemp as mkdtemp4, rm as rm6, writeFile as writeFile6 } from "node:fs/promises";
-import os7 from "node:os";
+// src/deploy/bundle.ts
+import { mkdir as mkdir4, rm as rm5, writeFile as writeFile5 } from "node:fs/promises";
 import path17 from "node:path";
-function archiveStat(st2, owner) {
-  const s3 = Object.assign(Object.create(Object.getPrototypeOf(st2)), st2);
-  return Object.assign(s3, {
-    uid: owner.uid,
-    gid: owner.gid,
-    dev: 0,
-    ino: 0,
-    nlink: 1,
-    atime: void 0,
-    ctime: void 0
-  });
-}
-var NeverHitMap = class extends Map {
-  get() {
-    return void 0;
+
+// src/deploy/oci.ts
+import { readFile as readFile5 } from "node:fs/promises";
+
+// src/root/resolve.ts
+import { lstatSync, mkdirSync, readlinkSync } from "node:fs";
+import path15 from "node:path";
+var MAX_SYMLINK_FOLLOWS = 40;
+var ResolveError = class extends UserError {
+  constructor(inRootPath, reason, message) {
+    super(message);
+    this.inRootPath = inRootPath;
+    this.reason = reason;
   }
+  inRootPath;
+  reason;
 };
-var SUPPORTED = (st2) => st2.isFile() || st2.isDirectory() || st2.isSymbolicLink();
-async function tarDirectory(dir, epoch, owner = { uid: 0, gid: 0 }) {
-  const rels = await walkSorted(dir);
-  const statCache = /* @__PURE__ */ new Map();
-  const unsupported = [];
-  for (const rel of rels) {
-    const abs = path17.resolve(dir, rel || ".");
-    const st2 = await lstat2(abs);
-    if (!SUPPORTED(st2)) unsupported.push(rel);
-    statCache.set(abs, archiveStat(st2, owner));
-  }
-  if (unsupported.length > 0) {
-    throw new UserError(
-      `data template ${dir}: only files, directories and symlinks can go into the template; found ` + unsupported.map((r) => `'${r}'`).join(", ")
-    );
-  }
-  const warnings = [];
-  const stream = Qn(
-    {
-      cwd: dir,
-      noDirRecurse: true,
-      mtime: new Date(epoch * 1e3),
-      portable: false,
-      strict: true,
-      statCache,
-      linkCache: new NeverHitMap(),
-      onwarn: (code, message) => void warnings.push(`${code}: ${message}`),
-      onWriteEntry: (entry) => {
-        entry.myuser = "";
+function components(p2) {
+  return p2.split("/").filter((c3) => c3 !== "" && c3 !== ".");
+}
+function resolveInRoot(root, p2, opts = {}, cwd = "/") {
+  const followLast = opts.followLast ?? true;
+  const start2 = p2.startsWith("/") ? components(p2) : [...components(cwd), ...components(p2)];
+  const todo = start2.reverse();
+  const done = [];
+  let follows = 0;
+  while (todo.length > 0) {
+    const comp = todo.pop();
+    if (comp === "..") {
+      done.pop();
+      continue;
+    }
+    const isLast = todo.length === 0;
+    const inRoot = `/${[...done, comp].join("/")}`;
+    const host = path15.join(root, ...done, comp);
+    let st2;
+    try {
+      st2 = lstatSync(host);
+    } catch (e) {
+      if (e.code !== "ENOENT") throw e;
+      if (isLast) return { inRoot, host, exists: false };
+      if (!opts.createMissing) {
+        throw new ResolveError(
+          inRoot,
+          "missing",
+          `${inRoot} does not exist (resolving ${p2} inside the root)`
+        );
       }
-    },
-    rels.map((r) => r || ".")
-  );
-  const chunks = [];
-  for await (const chunk of stream) chunks.push(chunk);
-  if (warnings.length > 0) throw new UserError(`data template ${dir}: ${warnings.join("; ")}`);
-  return Buffer.concat(chunks);
-}
-async function gzipFixed(data, logger) {
-  const r = await run(["gzip", "-n", "-9", "-c"], { input: data, binary: true, logger });
-  return r.stdoutBytes;
-}
-var TAR_TYPES = {
-  File: "file",
-  OldFile: "file",
-  ContiguousFile: "file",
-  Directory: "dir",
-  SymbolicLink: "symlink",
-  CharacterDevice: "char",
-  BlockDevice: "block",
-  FIFO: "fifo"
-};
-async function listTar(archive) {
-  const out = [];
-  const parser = new rt({
-    strict: true,
-    onReadEntry: (e) => {
-      const h2 = createHash5("sha256");
-      const item = {
-        path: e.path,
-        type: e.type,
-        mode: e.mode ?? 0,
-        uid: e.uid ?? -1,
-        gid: e.gid ?? -1,
-        size: e.size,
-        mtime: e.mtime ? e.mtime.getTime() / 1e3 : -1,
-        uname: e.uname ?? "",
-        gname: e.gname ?? "",
-        linkpath: e.linkpath
-      };
-      out.push(item);
-      e.on("data", (c3) => h2.update(c3));
-      e.on("end", () => {
-        if (e.type === "File" || e.type === "OldFile") item.sha256 = h2.digest("hex");
-      });
+      mkdirSync(host, { mode: 493 });
+      done.push(comp);
+      continue;
     }
-  });
-  await new Promise((resolve, reject) => {
-    parser.on("error", reject);
-    parser.on("end", () => resolve());
-    parser.end(archive);
-  });
-  return out;
-}
-function tarManifestEntries(list, dataPath) {
-  return sortEntries(
-    list.map((t) => {
-      const rel = t.path.replace(/^\.\/?/, "").replace(/\/$/, "");
-      const type = TAR_TYPES[t.type];
-      if (!type)
-        throw new UserError(`data template: unexpected tar entry type ${t.type} for ${t.path}`);
-      const e = {
-        path: containerPath(dataPath, rel),
-        type,
-        mode: formatMode(t.mode),
-        uid: t.uid,
-        gid: t.gid
-      };
-      if (type === "file") {
-        e.size = t.size;
-        e.sha256 = t.sha256;
-      } else if (type === "symlink") e.target = t.linkpath;
-      return e;
-    })
-  );
-}
-async function writeDataTemplate(o2) {
-  let dir = o2.dataDir;
-  let tmp;
-  try {
-    if (dir === void 0) {
-      tmp = await mkdtemp4(path17.join(os7.tmpdir(), "lhc-empty-data-"));
-      await chmod2(tmp, 493);
-      dir = tmp;
+    if (st2.isSymbolicLink() && (!isLast || followLast)) {
+      if (++follows > MAX_SYMLINK_FOLLOWS) {
+        throw new ResolveError(
+          p2,
+          "loop",
+          `too many levels of symbolic links resolving ${p2} inside the root (a symlink loop)`
+        );
+      }
+      const target = readlinkSync(host);
+      opts.onSymlink?.(inRoot, target);
+      if (target.startsWith("/")) done.length = 0;
+      todo.push(...components(target).reverse());
+      continue;
     }
-    const tarBytes = await tarDirectory(dir, o2.epoch, o2.owner);
-    const gz = await gzipFixed(tarBytes, o2.logger);
-    await writeFile6(o2.out, gz);
-    return {
-      path: o2.out,
-      sha256: createHash5("sha256").update(gz).digest("hex"),
-      bytes: gz.length,
-      entries: tarManifestEntries(await listTar(tarBytes), o2.dataPath)
-    };
-  } finally {
-    if (tmp) await rm6(tmp, { recursive: true, force: true });
+    if (!isLast && !st2.isDirectory()) {
+      throw new ResolveError(
+        inRoot,
+        "not-a-directory",
+        `${inRoot} is not a directory (resolving ${p2} inside the root)`
+      );
+    }
+    done.push(comp);
+    if (isLast) return { inRoot, host, exists: true };
   }
+  return { inRoot: `/${done.join("/")}`, host: path15.join(root, ...done), exists: true };
 }
 
-// src/stages/pack.ts
-function artifactNames(name, fileNames = {}) {
-  return {
-    image: fileNames.image ?? `${name}.squashfs`,
-    dataTemplate: fileNames.dataTemplate ?? `${name}-data.tar.gz`,
-    manifest: fileNames.manifest ?? `${name}.manifest.json`,
-    sha256sums: "SHA256SUMS"
-  };
-}
-async function writeSha256Sums(dir, files) {
-  const lines = [];
-  for (const f2 of [...new Set(files)].sort()) {
-    if (/[\n\\]/.test(f2))
-      throw new UserError(`cannot list '${f2}' in SHA256SUMS: newline or backslash in the name`);
-    lines.push(`${await sha256File(path18.join(dir, f2))}  ${f2}`);
+// src/deploy/oci.ts
+async function resolveUser(user, root) {
+  if (user === void 0 || user === 0 || user === "0" || user === "root")
+    return { uid: 0, gid: 0 };
+  if (typeof user === "number" || /^\d+$/.test(user)) {
+    const n2 = Number(user);
+    return { uid: n2, gid: n2 };
   }
-  const out = path18.join(dir, "SHA256SUMS");
-  await writeFile7(out, lines.join("\n") + "\n");
-  return out;
-}
-async function requireDir(dir, what) {
-  let st2;
+  if (!root)
+    throw new UserError(
+      `service.user "${user}": the OCI config needs a numeric uid and no root was given to look it up`
+    );
+  let passwd;
   try {
-    st2 = await lstat3(dir);
-  } catch {
-    throw new UserError(`${what} ${dir} does not exist`);
-  }
-  if (!st2.isDirectory()) throw new UserError(`${what} ${dir} is not a directory`);
-}
-async function packImage(o2) {
-  const dataPath = o2.dataPath ?? "/data";
-  const names = artifactNames(o2.name, o2.fileNames);
-  await requireDir(o2.root, "root");
-  if (o2.dataDir !== void 0) await requireDir(o2.dataDir, "data directory");
-  const mountPoint = path18.join(o2.root, dataPath);
-  try {
-    if (!(await stat4(mountPoint)).isDirectory()) throw new Error("not a directory");
+    const inRoot = resolveInRoot(root, "/etc/passwd");
+    if (!inRoot.exists) throw new Error("no /etc/passwd");
+    passwd = await readFile5(inRoot.host, "utf8");
   } catch {
     throw new UserError(
-      `the root has no directory ${dataPath}: the data partition is mounted there and a read-only root cannot grow it`
+      `service.user "${user}": the image has no /etc/passwd to look the name up in; use a numeric uid`
     );
   }
-  await mkdir5(o2.outDir, { recursive: true });
-  const image = path18.join(o2.outDir, names.image);
-  const dataTemplate = path18.join(o2.outDir, names.dataTemplate);
-  const manifestFile = path18.join(o2.outDir, names.manifest);
-  o2.logger.info(`packing ${o2.root} into ${image} (squashfs, xz, epoch ${o2.epoch})`);
-  await rm7(image, { force: true });
-  await run(mksquashfsArgv({ source: o2.root, image, epoch: o2.epoch, rootMode: ROOT_MODE }), {
-    env: mksquashfsEnv(),
-    logger: o2.logger,
-    signal: o2.signal
-  });
-  const imageEntries = await scanTree(o2.root, {
-    mountPath: "/",
-    owner: { uid: 0, gid: 0 },
-    rootMode: ROOT_MODE
-  });
-  const data = await writeDataTemplate({
-    dataDir: o2.dataDir,
-    dataPath,
-    epoch: o2.epoch,
-    out: dataTemplate,
-    owner: o2.dataOwner,
-    logger: o2.logger
-  });
-  const manifestData = {
-    lhcManifest: 1,
-    name: o2.name,
-    image: imageEntries,
-    data: { path: dataPath, entries: data.entries }
+  for (const line of passwd.split("\n")) {
+    const f2 = line.split(":");
+    if (f2[0] === user && f2.length >= 4) return { uid: Number(f2[2]), gid: Number(f2[3]) };
+  }
+  throw new UserError(`service.user "${user}" is not in the image's /etc/passwd`);
+}
+function ociCapabilities(s3) {
+  if (s3.inetd) return [];
+  return ["CAP_NET_BIND_SERVICE", "CAP_SETGID", "CAP_SETUID"];
+}
+var OCI_USER_NAMESPACE = { hostId: 1e5, size: 65536 };
+function shiftOwnersCommand(dir, offset = OCI_USER_NAMESPACE.hostId) {
+  return `find ${dir} -xdev -depth -exec sh -c 'for f; do chown -h "$((${offset} + $(stat -c %u "$f"))):$((${offset} + $(stat -c %g "$f")))" "$f"; done' sh {} +`;
+}
+function ociConfig(o2, p2, ids, opts = {}) {
+  const caps = ociCapabilities(o2.service);
+  const env = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"];
+  for (const [k2, v2] of Object.entries(o2.service.env ?? {}).sort(
+    ([a2], [b2]) => a2 < b2 ? -1 : a2 > b2 ? 1 : 0
+  ))
+    env.push(`${k2}=${v2}`);
+  const namespaces = [
+    { type: "pid" },
+    { type: "network" },
+    { type: "ipc" },
+    { type: "uts" },
+    { type: "mount" },
+    { type: "cgroup" }
+  ];
+  if (opts.userNamespace) namespaces.push({ type: "user" });
+  const config2 = {
+    ociVersion: "1.0.2",
+    process: {
+      terminal: false,
+      user: ids,
+      args: [...o2.service.command],
+      env,
+      cwd: o2.service.workdir ?? "/",
+      capabilities: {
+        bounding: caps,
+        effective: caps,
+        permitted: caps,
+        inheritable: [],
+        ambient: []
+      },
+      rlimits: [{ type: "RLIMIT_NOFILE", hard: 1024, soft: 1024 }],
+      noNewPrivileges: true
+    },
+    root: { path: p2.rootMount, readonly: true },
+    hostname: o2.name,
+    mounts: [
+      {
+        destination: "/proc",
+        type: "proc",
+        source: "proc",
+        options: ["nosuid", "noexec", "nodev"]
+      },
+      {
+        destination: "/dev",
+        type: "tmpfs",
+        source: "tmpfs",
+        options: ["nosuid", "noexec", "strictatime", "mode=755", "size=65536k"]
+      },
+      {
+        destination: o2.dataPath ?? "/data",
+        type: "bind",
+        source: p2.dataMount,
+        options: ["rbind", "rw", "noexec", "nosuid", "nodev"]
+      }
+    ],
+    linux: {
+      // A new network namespace without interfaces configured: runc brings up lo only.
+      namespaces,
+      ...opts.userNamespace ? {
+        uidMappings: [
+          { containerID: 0, hostID: opts.userNamespace.hostId, size: opts.userNamespace.size }
+        ],
+        gidMappings: [
+          { containerID: 0, hostID: opts.userNamespace.hostId, size: opts.userNamespace.size }
+        ]
+      } : {},
+      resources: { devices: [{ allow: false, access: "rwm" }] },
+      maskedPaths: [
+        "/proc/acpi",
+        "/proc/asound",
+        "/proc/kcore",
+        "/proc/keys",
+        "/proc/latency_stats",
+        "/proc/timer_list",
+        "/proc/timer_stats",
+        "/proc/sched_debug",
+        "/proc/scsi",
+        "/sys/firmware"
+      ],
+      readonlyPaths: ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+    }
   };
-  const manifestText = serializeManifest(manifestData);
-  await writeFile7(manifestFile, manifestText);
-  const sha256sums = await writeSha256Sums(o2.outDir, [
-    names.image,
-    names.dataTemplate,
-    names.manifest
-  ]);
-  const imageBytes = (await stat4(image)).size;
-  const imageSha256 = await sha256File(image);
-  o2.logger.info(
-    `image ${imageBytes} bytes, data template ${data.bytes} bytes, ${imageEntries.length} paths`
+  return config2;
+}
+
+// src/deploy/systemd.ts
+import path16 from "node:path";
+function listenPort(s3) {
+  return s3.listen ?? 70;
+}
+function systemdEscapePath(p2) {
+  const trimmed = p2.replace(/\/+/g, "/").replace(/^\/|\/$/g, "");
+  if (trimmed === "") return "-";
+  let out = "";
+  const bytes = Buffer.from(trimmed, "utf8");
+  for (let i2 = 0; i2 < bytes.length; i2++) {
+    const b2 = bytes[i2];
+    const c3 = String.fromCharCode(b2);
+    if (c3 === "/") out += "-";
+    else if (i2 === 0 && c3 === "." || !/[A-Za-z0-9:_.]/.test(c3))
+      out += `\\x${b2.toString(16).padStart(2, "0")}`;
+    else out += c3;
+  }
+  return out;
+}
+function systemdQuoteWord(w2) {
+  let s3 = w2.replace(/[%$]/g, (c3) => c3 + c3);
+  if (s3 !== "" && !/[\s"'\\;\x00-\x1f\x7f]/.test(s3)) return s3;
+  s3 = s3.replace(/[\\"\x00-\x1f\x7f]/g, (c3) => {
+    if (c3 === "\\") return "\\\\";
+    if (c3 === '"') return '\\"';
+    if (c3 === "\n") return "\\n";
+    if (c3 === "	") return "\\t";
+    if (c3 === "\r") return "\\r";
+    return `\\x${c3.charCodeAt(0).toString(16).padStart(2, "0")}`;
+  });
+  return `"${s3}"`;
+}
+function systemdExecLine(argv) {
+  if (!argv[0] || !path16.isAbsolute(argv[0]))
+    throw new UserError(`ExecStart needs an absolute program path, got ${argv[0] ?? "(none)"}`);
+  return argv.map(systemdQuoteWord).join(" ");
+}
+function unitNspawnArgv(o2, p2) {
+  return boardNspawnArgv({
+    root: p2.rootMount,
+    dataDir: p2.dataMount,
+    dataPath: o2.dataPath ?? "/data",
+    command: o2.service.command,
+    env: o2.service.env,
+    user: o2.service.user,
+    workdir: o2.service.workdir,
+    nspawnPath: o2.nspawnPath ?? "/usr/bin/systemd-nspawn"
+  });
+}
+var HEADER = (name) => `# Generated by lhc for ${name}; see README.md next to this file.
+`;
+function renderSocketUnit(o2) {
+  const inetd = o2.service.inetd === true;
+  return HEADER(o2.name) + `[Unit]
+Description=lhc ${o2.name}: ${inetd ? "one container per connection" : "listening socket"}
+
+[Socket]
+ListenStream=${listenPort(o2.service)}
+` + (inetd ? "Accept=yes\n# Each connection costs a container start: bound how many run at once.\nMaxConnections=32\nMaxConnectionsPerSource=8\n" : "Accept=no\n") + "\n[Install]\nWantedBy=sockets.target\n";
+}
+function renderServiceUnit(o2, p2) {
+  const inetd = o2.service.inetd === true;
+  const timeout = o2.service.timeout;
+  return HEADER(o2.name) + `[Unit]
+Description=lhc ${o2.name}${inetd ? " (connection %i)" : ""}
+RequiresMountsFor=${p2.rootMount} ${p2.dataMount}
+` + (inetd ? "CollectMode=inactive-or-failed\n" : `Requires=${o2.name}.socket
+After=${o2.name}.socket
+`) + `
+[Service]
+ExecStart=${systemdExecLine(unitNspawnArgv(o2, p2))}
+` + (inetd ? "StandardInput=socket\nStandardOutput=socket\n" : "# nspawn passes the listening socket on (LISTEN_FDS); the payload must accept it.\n") + "# nspawn and QEMU messages go to the journal, never to the client.\nStandardError=journal\n# --keep-unit runs the container in this unit's cgroup, which nspawn must be allowed to manage.\nDelegate=yes\nKillMode=mixed\n" + (timeout !== void 0 && inetd ? `RuntimeMaxSec=${Math.ceil(timeout)}
+` : "") + (inetd ? "" : "\n[Install]\nWantedBy=multi-user.target\n");
+}
+function renderMountUnits(o2, p2) {
+  const rootMount = HEADER(o2.name) + `[Unit]
+Description=lhc ${o2.name}: read-only root image
+
+[Mount]
+What=${p2.image}
+Where=${p2.rootMount}
+Type=squashfs
+Options=loop,ro,nodev
+
+[Install]
+WantedBy=multi-user.target
+`;
+  const dataMount = HEADER(o2.name) + `[Unit]
+Description=lhc ${o2.name}: writable data partition (no exec, no setuid, no devices)
+
+[Mount]
+What=${p2.dataSource}
+Where=${p2.dataMount}
+Type=ext4
+Options=${p2.dataIsLoopFile ? "loop," : ""}noexec,nosuid,nodev
+
+[Install]
+WantedBy=multi-user.target
+`;
+  return { rootMount, dataMount };
+}
+function fstabField(s3) {
+  return s3.replace(/[ \t\n\\]/g, (c3) => `\\${c3.charCodeAt(0).toString(8).padStart(3, "0")}`);
+}
+function renderFstab(o2, p2) {
+  return `# lhc ${o2.name}: use these lines instead of the .mount units if you prefer /etc/fstab.
+${fstabField(p2.image)} ${fstabField(p2.rootMount)} squashfs loop,ro,nodev 0 0
+${fstabField(p2.dataSource)} ${fstabField(p2.dataMount)} ext4 ${p2.dataIsLoopFile ? "loop," : ""}noexec,nosuid,nodev 0 2
+`;
+}
+
+// src/deploy/readme.ts
+function renderReadme(o2, p2) {
+  const rootUnit = `${systemdEscapePath(p2.rootMount)}.mount`;
+  const dataUnit = `${systemdEscapePath(p2.dataMount)}.mount`;
+  const inetd = o2.service.inetd === true;
+  const svc = inetd ? `${o2.name}@.service` : `${o2.name}.service`;
+  return `# Deploying ${o2.name} to the board
+
+Copy the build output directory to the board, then as root:
+
+\`\`\`sh
+sha256sum -c SHA256SUMS                      # the artifacts arrived intact
+install -d -m 0755 ${p2.boardDir} ${p2.rootMount} ${p2.dataMount}
+install -m 0644 ${o2.imageFile} ${p2.image}
+${p2.dataIsLoopFile ? `# data partition as a file (use a real partition by editing What= in ${dataUnit}):
+truncate -s 64M ${p2.dataSource}
+mkfs.ext4 -q ${p2.dataSource}` : `mkfs.ext4 -q ${p2.dataSource}                   # the data partition: everything on it is lost`}
+mount -o ${p2.dataIsLoopFile ? "loop," : ""}noexec,nosuid,nodev ${p2.dataSource} ${p2.dataMount}
+tar -xzpf ${o2.dataTemplateFile} --numeric-owner -C ${p2.dataMount}
+umount ${p2.dataMount}
+install -m 0644 deploy/${rootUnit} deploy/${dataUnit} deploy/${o2.name}.socket deploy/${svc} /etc/systemd/system/
+systemctl daemon-reload
+systemctl enable --now '${rootUnit}' '${dataUnit}' ${o2.name}.socket
+\`\`\`
+
+${inetd ? `Each connection to port ${listenPort(o2.service)} starts one container (\`${o2.name}@<n>.service\`) with the` : "The service starts with the"}
+connection on stdin/stdout; its stderr and nspawn's messages go to the journal
+(\`journalctl -u '${svc.replace("@.", "@*.")}'\`). The root is the read-only image, the network is private
+(only \`lo\`, CAP_NET_ADMIN dropped), no new privileges, a private user namespace, and
+${o2.dataPath ?? "/data"} is the only writable path, mounted noexec,nosuid,nodev.
+
+\`deploy/fstab\` holds the same two mounts as /etc/fstab lines, for boards that prefer fstab.
+\`deploy/oci/config.json\` runs the same image under runc (\`runc run --bundle deploy/oci ${o2.name}\`,
+with the image mounted at ${p2.rootMount} and the data partition at ${p2.dataMount}), in a user
+namespace that maps container root to host uid ${OCI_USER_NAMESPACE.hostId}. runc cannot idmap the data mount, so
+for runc shift the data partition's owners once, after unpacking the template:
+
+\`\`\`sh
+${shiftOwnersCommand(p2.dataMount)}
+\`\`\`
+`;
+}
+
+// src/deploy/bundle.ts
+function boardPaths(o2) {
+  const boardDir = o2.boardDir ?? `/var/lib/lhc/${o2.name}`;
+  if (!path17.isAbsolute(boardDir))
+    throw new UserError(`board directory must be absolute, got ${boardDir}`);
+  const dataSource = o2.dataSource ?? `${boardDir}/${o2.name}-data.ext4`;
+  return {
+    boardDir,
+    image: `${boardDir}/${o2.imageFile}`,
+    rootMount: `${boardDir}/root`,
+    dataSource,
+    dataMount: `${boardDir}/data`,
+    dataIsLoopFile: !dataSource.startsWith("/dev/")
+  };
+}
+async function writeDeployBundle(o2) {
+  if (!o2.service.command[0]?.startsWith("/"))
+    throw new UserError("service.command[0] must be an absolute path in the image");
+  const p2 = boardPaths(o2);
+  const dir = path17.join(o2.outDir, "deploy");
+  await rm5(dir, { recursive: true, force: true });
+  await mkdir4(path17.join(dir, "oci"), { recursive: true });
+  const inetd = o2.service.inetd === true;
+  const { rootMount, dataMount } = renderMountUnits(o2, p2);
+  const units = {
+    socket: `${o2.name}.socket`,
+    service: inetd ? `${o2.name}@.service` : `${o2.name}.service`,
+    rootMount: `${systemdEscapePath(p2.rootMount)}.mount`,
+    dataMount: `${systemdEscapePath(p2.dataMount)}.mount`
+  };
+  const ids = await resolveUser(o2.service.user, o2.root);
+  const contents = {
+    [units.socket]: renderSocketUnit(o2),
+    [units.service]: renderServiceUnit(o2, p2),
+    [units.rootMount]: rootMount,
+    [units.dataMount]: dataMount,
+    fstab: renderFstab(o2, p2),
+    "oci/config.json": JSON.stringify(ociConfig(o2, p2, ids, { userNamespace: OCI_USER_NAMESPACE }), null, 2) + "\n",
+    "README.md": renderReadme(o2, p2)
+  };
+  for (const [f2, text] of Object.entries(contents)) await writeFile5(path17.join(dir, f2), text);
+  o2.logger?.info(
+    `deploy bundle: ${dir} (${units.socket}, ${units.service}, mounts, fstab, oci/config.json)`
   );
   return {
-    image,
-    imageSha256,
-    imageBytes,
-    dataTemplate,
-    dataTemplateSha256: data.sha256,
-    dataTemplateBytes: data.bytes,
-    manifest: manifestFile,
-    manifestSha256: createHash6("sha256").update(manifestText).digest("hex"),
-    manifestData,
-    sha256sums
+    dir,
+    files: Object.keys(contents).map((f2) => `deploy/${f2}`).sort(),
+    paths: p2,
+    units
   };
 }
 
-// src/stages/prune.ts
-import { lstatSync as lstatSync3, readdirSync as readdirSync4 } from "node:fs";
-import {
-  chmod as chmod4,
-  copyFile as copyFile2,
-  lchown,
-  lutimes,
-  mkdir as mkdir7,
-  readlink as readlink2,
-  rm as rm10,
-  symlink,
-  utimes,
-  writeFile as writeFile9
-} from "node:fs/promises";
-import path23 from "node:path";
+// src/core/format.ts
+function humanBytes(bytes) {
+  let v2 = bytes;
+  let unit = "B";
+  for (const u3 of ["KiB", "MiB", "GiB"]) {
+    if (v2 < 1024) break;
+    v2 /= 1024;
+    unit = u3;
+  }
+  return unit === "B" ? `${bytes} B` : `${v2.toFixed(1)} ${unit}`;
+}
+
+// src/prune/closure.ts
+import { lstatSync as lstatSync3, readdirSync as readdirSync2 } from "node:fs";
+import path19 from "node:path";
 
 // src/elf/loader.ts
 import { closeSync, openSync, readdirSync, readFileSync as readFileSync4, readSync } from "node:fs";
-import path19 from "node:path";
+import path18 from "node:path";
 
 // src/root/glob.ts
 function escapeRe(c3) {
@@ -40417,7 +40166,7 @@ var TRIPLETS = {
 var MUSL_ARCH = { aarch64: "aarch64", x86_64: "x86_64", arm: "armhf" };
 function libraryDirs(root, elf, elfPath) {
   const dirs = [];
-  const origin = path19.posix.dirname(elfPath);
+  const origin = path18.posix.dirname(elfPath);
   for (const r of elf.runpath) dirs.push(r.replace(/\$\{?ORIGIN\}?/g, origin));
   const musl = elf.interp !== void 0 && /ld-musl/.test(elf.interp);
   if (musl) {
@@ -40452,12 +40201,12 @@ function ldSoConfDirs(root, file2, depth) {
       if (line.startsWith("/")) dirs.push(line);
       continue;
     }
-    const pattern = inc[1].startsWith("/") ? inc[1] : path19.posix.join(path19.posix.dirname(file2), inc[1]);
-    const dir = resolveTraced(root, path19.posix.dirname(pattern));
+    const pattern = inc[1].startsWith("/") ? inc[1] : path18.posix.join(path18.posix.dirname(file2), inc[1]);
+    const dir = resolveTraced(root, path18.posix.dirname(pattern));
     if (!dir.exists || dir.kind !== "dir") continue;
     const re2 = globToRegExp(pattern);
     for (const name of readdirSync(dir.host).sort()) {
-      const candidate = path19.posix.join(path19.posix.dirname(pattern), name);
+      const candidate = path18.posix.join(path18.posix.dirname(pattern), name);
       if (re2.test(candidate)) dirs.push(...ldSoConfDirs(root, candidate, depth + 1));
     }
   }
@@ -40482,18 +40231,2360 @@ function shebang(file2) {
   return interpreter?.startsWith("/") ? interpreter : void 0;
 }
 
-// src/stages/trace.ts
-import { mkdir as mkdir6, readFile as readFile8, readdir as readdir4, rm as rm9, stat as stat5, writeFile as writeFile8 } from "node:fs/promises";
-import { readFileSync as readFileSync6, readdirSync as readdirSync3, readlinkSync as readlinkSync3 } from "node:fs";
+// src/prune/closure.ts
+function mountPoints(config2) {
+  return [.../* @__PURE__ */ new Set([config2.data.path, "/proc", "/sys", "/dev", "/run", "/tmp", "/usr"])];
+}
+function walkRoot(root) {
+  const out = /* @__PURE__ */ new Map();
+  const visit3 = (inRoot) => {
+    const host = path19.join(root, inRoot);
+    const st2 = lstatSync3(host);
+    const kind = st2.isSymbolicLink() ? "symlink" : st2.isDirectory() ? "dir" : st2.isFile() ? "file" : "other";
+    out.set(inRoot, { kind, st: st2 });
+    if (kind === "dir") {
+      for (const name of readdirSync2(host).sort())
+        visit3(inRoot === "/" ? `/${name}` : `${inRoot}/${name}`);
+    }
+  };
+  visit3("/");
+  return out;
+}
+function entryBytes(e) {
+  return e.kind === "file" || e.kind === "symlink" ? e.st.size : 0;
+}
+var READ_OPS = /* @__PURE__ */ new Set(["open", "exec", "stat", "access", "readlink", "chdir", "getdents"]);
+async function computeClosure(root, all, trace, config2, logger) {
+  const kept = /* @__PURE__ */ new Map();
+  const dataPath = config2.data.path;
+  const excluded = (p2) => isUnder(p2, dataPath) || isUnder(p2, TRACE_MOUNT);
+  const add = (p2, why) => {
+    if (excluded(p2) || !all.has(p2)) return false;
+    let s3 = kept.get(p2);
+    if (!s3) kept.set(p2, s3 = /* @__PURE__ */ new Set());
+    s3.add(why);
+    return true;
+  };
+  const addLookup = (guestPath, why, noFollow = false) => {
+    const r = resolveTraced(root, guestPath, { noFollow });
+    for (const l of r.symlinks) add(l.path, "symlink-on-path");
+    if (r.exists && !r.virtual) add(r.inRoot, why);
+    return r;
+  };
+  for (const e of trace.events) {
+    if (!READ_OPS.has(e.op) && !(e.write && e.result === "ok")) continue;
+    if (e.result === "error" && (e.errno === 2 || e.errno === 20)) continue;
+    if (e.syscall === "entrypoint" || e.syscall === "pt-interp") continue;
+    const r = addLookup(
+      e.path,
+      e.op === "exec" ? "traced-exec" : "traced-open",
+      e.noFollow ?? false
+    );
+    if (e.op === "getdents" && r.exists && r.kind === "dir" && !r.virtual) {
+      for (const name of readdirSync2(r.host)) add(path19.posix.join(r.inRoot, name), "dir-listing");
+    }
+  }
+  const entry = addLookup(trace.entrypoint, "entrypoint");
+  if (!entry.exists)
+    throw new UserError(`the entrypoint ${trace.entrypoint} does not exist in the root ${root}`);
+  if (trace.interp) addLookup(trace.interp, "elf-interp");
+  if (config2.keep.length > 0) {
+    const keepMatch = globMatcher(config2.keep);
+    for (const p2 of all.keys()) if (keepMatch(p2)) add(p2, "keep-glob");
+  }
+  const missingLibraries = [];
+  const scanned = /* @__PURE__ */ new Set();
+  for (let changed = true; changed; ) {
+    changed = false;
+    for (const p2 of [...kept.keys()]) {
+      if (scanned.has(p2) || all.get(p2)?.kind !== "file") continue;
+      scanned.add(p2);
+      let elf;
+      try {
+        elf = await readElf(path19.join(root, p2));
+      } catch (err) {
+        logger.debug(`not parsing ${p2} as ELF: ${err.message}`);
+        continue;
+      }
+      if (!elf) {
+        const why = kept.get(p2);
+        if (why.has("entrypoint") || why.has("traced-exec")) {
+          const interpreter = shebang(path19.join(root, p2));
+          if (interpreter) {
+            const r = addLookup(interpreter, "shebang-interp");
+            if (r.exists) changed = true;
+            else missingLibraries.push({ elf: p2, needed: interpreter });
+          }
+        }
+        continue;
+      }
+      if (elf.interp) {
+        const r = addLookup(elf.interp, "elf-interp");
+        if (r.exists) changed = true;
+        else missingLibraries.push({ elf: p2, needed: elf.interp });
+      }
+      const dirs = elf.needed.length > 0 ? libraryDirs(root, elf, p2) : [];
+      for (const lib of elf.needed) {
+        const candidates = lib.includes("/") ? [lib.startsWith("/") ? lib : path19.posix.join(path19.posix.dirname(p2), lib)] : dirs.map((d) => path19.posix.join(d, lib));
+        const hit = candidates.find((c3) => {
+          const r = resolveTraced(root, c3);
+          return r.exists && r.kind === "file";
+        });
+        if (hit === void 0) {
+          missingLibraries.push({ elf: p2, needed: lib });
+          continue;
+        }
+        addLookup(hit, "dt-needed");
+        changed = true;
+      }
+    }
+  }
+  for (const m2 of missingLibraries)
+    logger.warn(`${m2.elf} needs ${m2.needed}, which is not in the root's library dirs`);
+  const droppedByConfig = [];
+  if (config2.drop.length > 0) {
+    const dropMatch = globMatcher(config2.drop);
+    for (const p2 of [...kept.keys()]) {
+      if (dropMatch(p2)) {
+        kept.delete(p2);
+        droppedByConfig.push(p2);
+      }
+    }
+  }
+  for (const p2 of [...kept.keys()]) {
+    for (let d = path19.posix.dirname(p2); d !== "/" && d !== "."; d = path19.posix.dirname(d)) {
+      if (kept.has(d)) {
+        kept.get(d).add("parent-dir");
+        continue;
+      }
+      add(d, "parent-dir");
+    }
+  }
+  kept.delete("/");
+  return { kept, missingLibraries, droppedByConfig: droppedByConfig.sort() };
+}
+
+// src/prune/report.ts
+function buildReport(name, all, list, closure, trace) {
+  let baseBytes = 0;
+  for (const e of all.values()) baseBytes += entryBytes(e);
+  const keptPaths = new Set(list.map((k2) => k2.path));
+  let droppedEntries = 0;
+  let droppedBytes = 0;
+  for (const [p2, e] of all) {
+    if (p2 === "/" || keptPaths.has(p2)) continue;
+    droppedEntries++;
+    droppedBytes += entryBytes(e);
+  }
+  const keptBytes = list.reduce((s3, k2) => s3 + k2.bytes, 0);
+  return {
+    name,
+    base: { entries: all.size - 1, bytes: baseBytes },
+    kept: { entries: list.length, bytes: keptBytes, list },
+    dropped: { entries: droppedEntries, bytes: droppedBytes },
+    failedLookups: trace.failedLookups,
+    writtenUnderData: trace.writtenUnderData,
+    writtenOutsideData: trace.writtenOutsideData,
+    missingLibraries: closure.missingLibraries,
+    droppedByConfig: closure.droppedByConfig
+  };
+}
+function summarizeReport(r) {
+  const pct = r.base.bytes > 0 ? (100 * r.kept.bytes / r.base.bytes).toFixed(1) : "0";
+  const byReason = /* @__PURE__ */ new Map();
+  for (const k2 of r.kept.list) for (const w2 of k2.why) byReason.set(w2, (byReason.get(w2) ?? 0) + 1);
+  const lines = [
+    `pruned ${r.name}: kept ${r.kept.entries} of ${r.base.entries} entries, ${humanBytes(r.kept.bytes)} of ${humanBytes(r.base.bytes)} (${pct} %); dropped ${r.dropped.entries} entries, ${humanBytes(r.dropped.bytes)}`,
+    `kept because: ${[...byReason].sort().map(([w2, n2]) => `${w2} ${n2}`).join(", ")}`,
+    `trace: ${r.failedLookups.length} failed lookup(s), ${r.writtenUnderData.length} path(s) written under the data path`
+  ];
+  if (r.writtenOutsideData.length > 0)
+    lines.push(
+      `written outside the data path (read-only on the board): ${r.writtenOutsideData.join(", ")}`
+    );
+  if (r.missingLibraries.length > 0)
+    lines.push(
+      `missing libraries: ${r.missingLibraries.map((m2) => `${m2.needed} (for ${m2.elf})`).join(", ")}`
+    );
+  return lines.join("\n");
+}
+function formatPruneReport(report) {
+  return `${JSON.stringify({ ...report, summary: summarizeReport(report) }, null, 2)}
+`;
+}
+
+// src/stages/outputs.ts
+async function writeTraceReport(report, file2) {
+  await mkdir5(path20.dirname(file2), { recursive: true });
+  await writeFile6(file2, formatPruneReport(report));
+}
+async function writeSha256Sums(dir, files) {
+  const lines = [];
+  for (const f2 of [...new Set(files)].sort()) {
+    if (/[\n\\]/.test(f2))
+      throw new UserError(`cannot list '${f2}' in SHA256SUMS: newline or backslash in the name`);
+    lines.push(`${await sha256File(path20.join(dir, f2))}  ${f2}`);
+  }
+  const out = path20.join(dir, "SHA256SUMS");
+  await writeFile6(out, lines.join("\n") + "\n");
+  return out;
+}
+async function writeOutputs(ctx, input2) {
+  const { config: config2, packed } = input2;
+  const traceReport = path20.join(ctx.outDir, `${config2.name}.trace.json`);
+  await writeTraceReport(input2.report, traceReport);
+  const bundle = await writeDeployBundle({
+    name: config2.name,
+    outDir: ctx.outDir,
+    service: config2.service,
+    dataPath: config2.data.path,
+    imageFile: path20.basename(packed.image),
+    dataTemplateFile: path20.basename(packed.dataTemplate),
+    root: input2.prunedRoot,
+    logger: ctx.logger
+  });
+  const sha256sums = await writeSha256Sums(ctx.outDir, [
+    path20.basename(packed.image),
+    path20.basename(packed.dataTemplate),
+    path20.basename(packed.manifest),
+    path20.basename(traceReport),
+    ...bundle.files
+  ]);
+  return { traceReport, bundle, sha256sums };
+}
+
+// src/stages/pack.ts
+import { createHash as createHash6 } from "node:crypto";
+import { lstat as lstat3, mkdir as mkdir6, rm as rm7, stat as stat4, writeFile as writeFile8 } from "node:fs/promises";
 import path22 from "node:path";
+
+// src/tools/mksquashfs.ts
+var ROOT_MODE = 493;
+function mksquashfsArgv(o2) {
+  const argv = [
+    "mksquashfs",
+    o2.source,
+    o2.image,
+    "-noappend",
+    // The builder's uid (a CI runner's 1001, a developer's 1000) must not reach the image.
+    "-all-root",
+    "-no-xattrs",
+    // A hard link is an accident of how the tree was copied; duplicates are deduplicated anyway.
+    "-no-hardlinks",
+    // The board never NFS-exports the root; the export table is only bytes.
+    "-no-exports",
+    "-mkfs-time",
+    String(o2.epoch),
+    "-all-time",
+    String(o2.epoch),
+    "-root-mode",
+    (o2.rootMode ?? ROOT_MODE).toString(8).padStart(4, "0"),
+    "-comp",
+    "xz",
+    "-b",
+    o2.blockSize ?? "1M",
+    "-quiet",
+    "-no-progress"
+  ];
+  if (o2.processors !== void 0) argv.push("-processors", String(o2.processors));
+  return argv;
+}
+function mksquashfsEnv() {
+  return { SOURCE_DATE_EPOCH: void 0 };
+}
+
+// src/stages/data-template.ts
+import { createHash as createHash5 } from "node:crypto";
+import { chmod as chmod2, lstat as lstat2, mkdtemp as mkdtemp4, rm as rm6, writeFile as writeFile7 } from "node:fs/promises";
+import os7 from "node:os";
+import path21 from "node:path";
+function archiveStat(st2, owner) {
+  const s3 = Object.assign(Object.create(Object.getPrototypeOf(st2)), st2);
+  return Object.assign(s3, {
+    uid: owner.uid,
+    gid: owner.gid,
+    dev: 0,
+    ino: 0,
+    nlink: 1,
+    atime: void 0,
+    ctime: void 0
+  });
+}
+var NeverHitMap = class extends Map {
+  get() {
+    return void 0;
+  }
+};
+var SUPPORTED = (st2) => st2.isFile() || st2.isDirectory() || st2.isSymbolicLink();
+async function tarDirectory(dir, epoch, owner = { uid: 0, gid: 0 }) {
+  const rels = await walkSorted(dir);
+  const statCache = /* @__PURE__ */ new Map();
+  const unsupported = [];
+  for (const rel of rels) {
+    const abs = path21.resolve(dir, rel || ".");
+    const st2 = await lstat2(abs);
+    if (!SUPPORTED(st2)) unsupported.push(rel);
+    statCache.set(abs, archiveStat(st2, owner));
+  }
+  if (unsupported.length > 0) {
+    throw new UserError(
+      `data template ${dir}: only files, directories and symlinks can go into the template; found ` + unsupported.map((r) => `'${r}'`).join(", ")
+    );
+  }
+  const warnings = [];
+  const stream = Qn(
+    {
+      cwd: dir,
+      noDirRecurse: true,
+      mtime: new Date(epoch * 1e3),
+      portable: false,
+      strict: true,
+      statCache,
+      linkCache: new NeverHitMap(),
+      onwarn: (code, message) => void warnings.push(`${code}: ${message}`),
+      onWriteEntry: (entry) => {
+        entry.myuser = "";
+      }
+    },
+    rels.map((r) => r || ".")
+  );
+  const chunks = [];
+  for await (const chunk of stream) chunks.push(chunk);
+  if (warnings.length > 0) throw new UserError(`data template ${dir}: ${warnings.join("; ")}`);
+  return Buffer.concat(chunks);
+}
+async function gzipFixed(data, logger) {
+  const r = await run(["gzip", "-n", "-9", "-c"], { input: data, binary: true, logger });
+  return r.stdoutBytes;
+}
+var TAR_TYPES = {
+  File: "file",
+  OldFile: "file",
+  ContiguousFile: "file",
+  Directory: "dir",
+  SymbolicLink: "symlink",
+  CharacterDevice: "char",
+  BlockDevice: "block",
+  FIFO: "fifo"
+};
+async function listTar(archive) {
+  const out = [];
+  const parser = new rt({
+    strict: true,
+    onReadEntry: (e) => {
+      const h2 = createHash5("sha256");
+      const item = {
+        path: e.path,
+        type: e.type,
+        mode: e.mode ?? 0,
+        uid: e.uid ?? -1,
+        gid: e.gid ?? -1,
+        size: e.size,
+        mtime: e.mtime ? e.mtime.getTime() / 1e3 : -1,
+        uname: e.uname ?? "",
+        gname: e.gname ?? "",
+        linkpath: e.linkpath
+      };
+      out.push(item);
+      e.on("data", (c3) => h2.update(c3));
+      e.on("end", () => {
+        if (e.type === "File" || e.type === "OldFile") item.sha256 = h2.digest("hex");
+      });
+    }
+  });
+  await new Promise((resolve, reject) => {
+    parser.on("error", reject);
+    parser.on("end", () => resolve());
+    parser.end(archive);
+  });
+  return out;
+}
+function tarManifestEntries(list, dataPath) {
+  return sortEntries(
+    list.map((t) => {
+      const rel = t.path.replace(/^\.\/?/, "").replace(/\/$/, "");
+      const type = TAR_TYPES[t.type];
+      if (!type)
+        throw new UserError(`data template: unexpected tar entry type ${t.type} for ${t.path}`);
+      const e = {
+        path: containerPath(dataPath, rel),
+        type,
+        mode: formatMode(t.mode),
+        uid: t.uid,
+        gid: t.gid
+      };
+      if (type === "file") {
+        e.size = t.size;
+        e.sha256 = t.sha256;
+      } else if (type === "symlink") e.target = t.linkpath;
+      return e;
+    })
+  );
+}
+async function writeDataTemplate(o2) {
+  let dir = o2.dataDir;
+  let tmp;
+  try {
+    if (dir === void 0) {
+      tmp = await mkdtemp4(path21.join(os7.tmpdir(), "lhc-empty-data-"));
+      await chmod2(tmp, 493);
+      dir = tmp;
+    }
+    const tarBytes = await tarDirectory(dir, o2.epoch, o2.owner);
+    const gz = await gzipFixed(tarBytes, o2.logger);
+    await writeFile7(o2.out, gz);
+    return {
+      path: o2.out,
+      sha256: createHash5("sha256").update(gz).digest("hex"),
+      bytes: gz.length,
+      entries: tarManifestEntries(await listTar(tarBytes), o2.dataPath)
+    };
+  } finally {
+    if (tmp) await rm6(tmp, { recursive: true, force: true });
+  }
+}
+
+// src/stages/pack.ts
+function artifactNames(name, fileNames = {}) {
+  return {
+    image: fileNames.image ?? `${name}.squashfs`,
+    dataTemplate: fileNames.dataTemplate ?? `${name}-data.tar.gz`,
+    manifest: fileNames.manifest ?? `${name}.manifest.json`
+  };
+}
+async function requireDir(dir, what) {
+  let st2;
+  try {
+    st2 = await lstat3(dir);
+  } catch {
+    throw new UserError(`${what} ${dir} does not exist`);
+  }
+  if (!st2.isDirectory()) throw new UserError(`${what} ${dir} is not a directory`);
+}
+async function packImage(o2) {
+  const dataPath = o2.dataPath ?? "/data";
+  const names = artifactNames(o2.name, o2.fileNames);
+  await requireDir(o2.root, "root");
+  if (o2.dataDir !== void 0) await requireDir(o2.dataDir, "data directory");
+  const mountPoint = path22.join(o2.root, dataPath);
+  try {
+    if (!(await stat4(mountPoint)).isDirectory()) throw new Error("not a directory");
+  } catch {
+    throw new UserError(
+      `the root has no directory ${dataPath}: the data partition is mounted there and a read-only root cannot grow it`
+    );
+  }
+  await mkdir6(o2.outDir, { recursive: true });
+  const image = path22.join(o2.outDir, names.image);
+  const dataTemplate = path22.join(o2.outDir, names.dataTemplate);
+  const manifestFile = path22.join(o2.outDir, names.manifest);
+  o2.logger.info(`packing ${o2.root} into ${image} (squashfs, xz, epoch ${o2.epoch})`);
+  await rm7(image, { force: true });
+  await run(mksquashfsArgv({ source: o2.root, image, epoch: o2.epoch, rootMode: ROOT_MODE }), {
+    env: mksquashfsEnv(),
+    logger: o2.logger,
+    signal: o2.signal
+  });
+  const imageEntries = await scanTree(o2.root, {
+    mountPath: "/",
+    owner: { uid: 0, gid: 0 },
+    rootMode: ROOT_MODE
+  });
+  const data = await writeDataTemplate({
+    dataDir: o2.dataDir,
+    dataPath,
+    epoch: o2.epoch,
+    out: dataTemplate,
+    owner: o2.dataOwner,
+    logger: o2.logger
+  });
+  const manifestData = {
+    lhcManifest: 1,
+    name: o2.name,
+    image: imageEntries,
+    data: { path: dataPath, entries: data.entries }
+  };
+  const manifestText = serializeManifest(manifestData);
+  await writeFile8(manifestFile, manifestText);
+  const imageBytes = (await stat4(image)).size;
+  const imageSha256 = await sha256File(image);
+  o2.logger.info(
+    `image ${imageBytes} bytes, data template ${data.bytes} bytes, ${imageEntries.length} paths`
+  );
+  return {
+    image,
+    imageSha256,
+    imageBytes,
+    dataTemplate,
+    dataTemplateSha256: data.sha256,
+    dataTemplateBytes: data.bytes,
+    manifest: manifestFile,
+    manifestSha256: createHash6("sha256").update(manifestText).digest("hex"),
+    manifestData
+  };
+}
+
+// src/stages/prune.ts
+import path25 from "node:path";
+
+// src/harness/data.ts
+import { chmod as chmod3, mkdir as mkdir7, readdir as readdir3, rm as rm8 } from "node:fs/promises";
+import path23 from "node:path";
+async function seedDataDir(config2, root, dir) {
+  await rm8(dir, { recursive: true, force: true });
+  await mkdir7(dir, { recursive: true, mode: 493 });
+  const inRoot = resolveTraced(root, config2.data.path);
+  if (inRoot.exists && inRoot.kind === "dir" && (await readdir3(inRoot.host)).length > 0) {
+    await run(["cp", "-a", "--", `${inRoot.host}/.`, `${dir}/`], { privileged: true });
+  }
+}
+async function unpackTemplate(template, dir, opts = {}) {
+  const warnings = [];
+  const owners = /* @__PURE__ */ new Map();
+  const modes = [];
+  try {
+    await So({
+      file: template,
+      cwd: dir,
+      strict: true,
+      chmod: true,
+      // npm tar leaves new files to the umask (0777 comes out 0755): modes are set below.
+      preserveOwner: false,
+      onwarn: (code, message) => warnings.push(`${code}: ${message}`),
+      onReadEntry: (e) => {
+        if (e.type !== "SymbolicLink" && e.mode !== void 0) {
+          modes.push({ file: path23.resolve(dir, e.path), mode: e.mode & 4095 });
+        }
+        if (e.uid === void 0 || e.gid === void 0) return;
+        const key = `${e.uid}:${e.gid}`;
+        const list = owners.get(key) ?? [];
+        list.push(path23.resolve(dir, e.path));
+        owners.set(key, list);
+      }
+    });
+  } catch (e) {
+    throw new UserError(`cannot unpack the data template ${template}: ${e.message}`, {
+      cause: e
+    });
+  }
+  if (warnings.length) throw new UserError(`data template ${template}: ${warnings.join("; ")}`);
+  for (const { file: file2, mode: mode2 } of modes) await chmod3(file2, mode2);
+  for (const [owner, paths] of owners) {
+    for (let i2 = 0; i2 < paths.length; i2 += 200) {
+      await run(["chown", "-h", owner, "--", ...paths.slice(i2, i2 + 200)], {
+        privileged: true,
+        logger: opts.logger,
+        timeoutMs: 6e4
+      });
+    }
+  }
+}
+
+// src/prune/materialize.ts
+import {
+  chmod as chmod4,
+  copyFile as copyFile2,
+  lchown,
+  lutimes,
+  mkdir as mkdir8,
+  readlink as readlink2,
+  rm as rm9,
+  symlink,
+  utimes
+} from "node:fs/promises";
+import path24 from "node:path";
+function octal(mode2) {
+  return (mode2 & 4095).toString(8).padStart(4, "0");
+}
+async function writePrunedRoot(root, all, kept, mounts, prunedRoot, logger) {
+  await rm9(prunedRoot, { recursive: true, force: true });
+  await mkdir8(prunedRoot, { recursive: true });
+  const rootSt = all.get("/").st;
+  const list = [];
+  const dirTimes = [];
+  for (const p2 of [...kept.keys()].sort()) {
+    const e = all.get(p2);
+    const src = path24.join(root, p2);
+    const dst = path24.join(prunedRoot, p2);
+    if (e.kind === "dir") {
+      await mkdir8(dst);
+      dirTimes.push({ host: dst, st: e.st });
+    } else if (e.kind === "file") {
+      await copyFile2(src, dst);
+      await utimes(dst, e.st.atime, e.st.mtime);
+    } else if (e.kind === "symlink") {
+      await symlink(await readlink2(src), dst);
+    } else {
+      logger.debug(`not copying special file ${p2}`);
+      continue;
+    }
+    await lchown(dst, e.st.uid, e.st.gid).catch(() => void 0);
+    if (e.kind !== "symlink") await chmod4(dst, e.st.mode & 4095);
+    else await lutimes(dst, e.st.atime, e.st.mtime).catch(() => void 0);
+    list.push({
+      path: p2,
+      kind: e.kind,
+      mode: octal(e.st.mode),
+      bytes: entryBytes(e),
+      why: [...kept.get(p2)].sort()
+    });
+  }
+  for (const m2 of mounts) {
+    const dst = path24.join(prunedRoot, m2);
+    const existing = list.find((k2) => k2.path === m2);
+    if (existing) {
+      if (!existing.why.includes("mount-point")) existing.why.push("mount-point");
+      continue;
+    }
+    const e = all.get(m2);
+    const mode2 = e?.kind === "dir" ? e.st.mode & 4095 : m2 === "/tmp" ? 1023 : 493;
+    await mkdir8(path24.dirname(dst), { recursive: true });
+    await mkdir8(dst);
+    await chmod4(dst, mode2);
+    if (e?.kind === "dir") await lchown(dst, e.st.uid, e.st.gid).catch(() => void 0);
+    list.push({ path: m2, kind: "dir", mode: octal(mode2), bytes: 0, why: ["mount-point"] });
+  }
+  for (const { host, st: st2 } of dirTimes.reverse()) await utimes(host, st2.atime, st2.mtime);
+  await chmod4(prunedRoot, rootSt.mode & 4095);
+  await lchown(prunedRoot, rootSt.uid, rootSt.gid).catch(() => void 0);
+  list.sort((a2, b2) => a2.path < b2.path ? -1 : a2.path > b2.path ? 1 : 0);
+  return list;
+}
+
+// src/stages/prune.ts
+async function pruneRoot(root, trace, config2, opts) {
+  const { logger } = opts;
+  const all = walkRoot(root);
+  const closure = await computeClosure(root, all, trace, config2, logger);
+  const prunedRoot = path25.join(opts.outDir, "root");
+  const dataDir = path25.join(opts.outDir, "data");
+  const list = await writePrunedRoot(
+    root,
+    all,
+    closure.kept,
+    mountPoints(config2),
+    prunedRoot,
+    logger
+  );
+  await seedDataDir(config2, root, dataDir);
+  const report = buildReport(config2.name, all, list, closure, trace);
+  logger.info(summarizeReport(report));
+  return { prunedRoot, dataDir, report };
+}
+
+// src/core/work-layout.ts
+import path26 from "node:path";
+function workLayout(dir) {
+  const abs = path26.resolve(dir);
+  return {
+    dir: abs,
+    root: path26.join(abs, "root"),
+    trace: path26.join(abs, "trace"),
+    pruned: path26.join(abs, "pruned"),
+    selfCheck: path26.join(abs, "self-check")
+  };
+}
+
+// src/stages/root.ts
+import { createHash as createHash7 } from "node:crypto";
+import { chmodSync as chmodSync3, existsSync as existsSync6, lstatSync as lstatSync6, readdirSync as readdirSync4, readFileSync as readFileSync5 } from "node:fs";
+import { mkdir as mkdir10, rename as rename4, rm as rm11, stat as stat6 } from "node:fs/promises";
+import path29 from "node:path";
+
+// src/root/extract.ts
+import { once as once9 } from "node:events";
+import {
+  closeSync as closeSync2,
+  constants as fsc,
+  createReadStream as createReadStream4,
+  fchmodSync,
+  fchownSync,
+  futimesSync,
+  lchownSync,
+  linkSync,
+  lstatSync as lstatSync4,
+  mkdirSync as mkdirSync2,
+  openSync as openSync2,
+  readSync as readSync2,
+  chmodSync,
+  symlinkSync,
+  unlinkSync,
+  writeSync,
+  readlinkSync as readlinkSync2
+} from "node:fs";
+import { mkdir as mkdir9, mkdtemp as mkdtemp5, rm as rm10, stat as stat5 } from "node:fs/promises";
+import path27 from "node:path";
+import { createGunzip } from "node:zlib";
+var ExtractError = class extends UserError {
+  constructor(archive, entry, reason) {
+    super(`refusing ${archive}: ${entry !== void 0 ? `entry '${entry}': ` : ""}${reason}`);
+    this.archive = archive;
+    this.entry = entry;
+    this.reason = reason;
+  }
+  archive;
+  entry;
+  reason;
+};
+var DEFAULT_MAX_RATIO = 200;
+var DEFAULT_RATIO_FLOOR = 16 * 1024 * 1024;
+var DEFAULT_MAX_BYTES = 8 * 1024 * 1024 * 1024;
+var SETID = 3072;
+function detectCompression(head) {
+  if (head.length >= 2 && head[0] === 31 && head[1] === 139) return "gzip";
+  if (head.length >= 6 && head.subarray(0, 6).equals(Buffer.from([253, 55, 122, 88, 90, 0])))
+    return "xz";
+  if (head.length >= 4 && head.readUInt32BE(0) === 682962941) return { unsupported: "zstd" };
+  if (head.length >= 3 && head.subarray(0, 3).toString("latin1") === "BZh")
+    return { unsupported: "bzip2" };
+  if (head.length >= 2 && head[0] === 93 && head[1] === 0) return { unsupported: "lzma" };
+  return "none";
+}
+function readHead(file2) {
+  const fd = openSync2(file2, "r");
+  try {
+    const buf = Buffer.alloc(512);
+    const n2 = readSync2(fd, buf, 0, buf.length, 0);
+    return buf.subarray(0, n2);
+  } finally {
+    closeSync2(fd);
+  }
+}
+function entryComponents(name) {
+  if (name.includes("\0")) throw new Error("path contains a NUL byte");
+  if (name.startsWith("/")) throw new Error("absolute path (rootfs tarballs use relative paths)");
+  const parts = name.split("/").filter((c3) => c3 !== "" && c3 !== ".");
+  if (parts.includes("..")) throw new Error('path contains ".." (it could point outside the root)');
+  return parts;
+}
+var Extractor = class {
+  constructor(archive, root, compression, opts) {
+    this.archive = archive;
+    this.root = root;
+    this.chown = opts.chown ?? isRoot();
+    this.summary = {
+      compression,
+      files: 0,
+      dirs: 0,
+      symlinks: 0,
+      hardlinks: 0,
+      skipped: { devices: 0, fifos: 0, other: 0 },
+      setidStripped: 0,
+      bytes: 0
+    };
+  }
+  archive;
+  root;
+  summary;
+  /** Regular files written from this archive: normalized entry path -> host path (hardlink targets). */
+  files = /* @__PURE__ */ new Map();
+  dirs = /* @__PURE__ */ new Map();
+  symlinks = [];
+  chown;
+  /** First error met while handling entries; the stream is drained and this is thrown. */
+  failure;
+  /** Entries seen (any type), to tell an empty or non-tar input from a real archive. */
+  entries = 0;
+  fail(entry, reason) {
+    throw new ExtractError(this.archive, entry, reason);
+  }
+  mode(raw, fallback) {
+    const m2 = raw ?? fallback;
+    if (m2 & SETID) this.summary.setidStripped++;
+    return m2 & 4095 & ~SETID;
+  }
+  /** Resolves the parent directory of an entry inside the root, creating missing parents. */
+  parentOf(name, parts) {
+    try {
+      const r = resolveInRoot(this.root, `/${parts.slice(0, -1).join("/")}`, {
+        createMissing: true
+      });
+      if (r.exists && !lstatSync4(r.host).isDirectory())
+        this.fail(name, `parent ${r.inRoot} is not a directory`);
+      if (!r.exists) mkdirSync2(r.host, { mode: 493 });
+      return r.host;
+    } catch (e) {
+      if (e instanceof ExtractError) throw e;
+      this.fail(
+        name,
+        `cannot resolve its parent directory inside the root: ${e.message}`
+      );
+    }
+  }
+  onEntry(entry) {
+    if (this.failure !== void 0) {
+      entry.resume();
+      return;
+    }
+    this.entries++;
+    try {
+      this.handle(entry);
+    } catch (e) {
+      this.failure = e;
+      entry.resume();
+    }
+  }
+  handle(entry) {
+    const name = entry.path;
+    let parts;
+    try {
+      parts = entryComponents(name);
+    } catch (e) {
+      this.fail(name, e.message);
+    }
+    switch (entry.type) {
+      case "File":
+      case "OldFile":
+      case "ContiguousFile":
+        if (parts.length === 0) this.fail(name, "a file cannot replace the root directory");
+        this.writeFile(entry, name, parts);
+        return;
+      case "Directory":
+      case "GNUDumpDir":
+        this.makeDir(entry, name, parts);
+        entry.resume();
+        return;
+      case "SymbolicLink": {
+        if (parts.length === 0) this.fail(name, "a symlink cannot replace the root directory");
+        const target = entry.linkpath ?? "";
+        if (target === "" || target.includes("\0"))
+          this.fail(name, "symlink with an empty or invalid target");
+        this.symlinks.push({ name, parts, target, uid: entry.uid, gid: entry.gid });
+        entry.resume();
+        return;
+      }
+      case "Link":
+        if (parts.length === 0) this.fail(name, "a hardlink cannot replace the root directory");
+        this.makeHardlink(name, parts, entry.linkpath ?? "");
+        entry.resume();
+        return;
+      case "CharacterDevice":
+      case "BlockDevice":
+        this.summary.skipped.devices++;
+        entry.resume();
+        return;
+      case "FIFO":
+        this.summary.skipped.fifos++;
+        entry.resume();
+        return;
+      default:
+        this.summary.skipped.other++;
+        entry.resume();
+    }
+  }
+  writeFile(entry, name, parts) {
+    const parent = this.parentOf(name, parts);
+    const host = path27.join(parent, parts[parts.length - 1]);
+    const flags = fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW;
+    let fd;
+    try {
+      fd = openSync2(host, flags, 384);
+    } catch (e) {
+      if (e.code !== "EEXIST") throw e;
+      const st2 = lstatSync4(host);
+      if (!st2.isFile())
+        this.fail(
+          name,
+          `a ${st2.isDirectory() ? "directory" : "non-file"} already exists at this path`
+        );
+      unlinkSync(host);
+      fd = openSync2(host, flags, 384);
+    }
+    const mode2 = this.mode(entry.mode, 420);
+    const key = parts.join("/");
+    entry.on("data", (chunk) => {
+      if (fd < 0) return;
+      try {
+        let off = 0;
+        while (off < chunk.length) off += writeSync(fd, chunk, off, chunk.length - off);
+        this.summary.bytes += chunk.length;
+      } catch (e) {
+        this.failure ??= new ExtractError(
+          this.archive,
+          name,
+          `write failed: ${e.message}`
+        );
+        closeSync2(fd);
+        fd = -1;
+      }
+    });
+    entry.on("end", () => {
+      if (fd < 0) return;
+      try {
+        if (this.chown && entry.uid !== void 0 && entry.gid !== void 0)
+          fchownSync(fd, entry.uid, entry.gid);
+        fchmodSync(fd, mode2);
+        if (entry.mtime) futimesSync(fd, entry.mtime, entry.mtime);
+      } catch (e) {
+        this.failure ??= new ExtractError(
+          this.archive,
+          name,
+          `cannot set owner/mode: ${e.message}`
+        );
+      } finally {
+        closeSync2(fd);
+        fd = -1;
+      }
+      this.files.set(key, host);
+      this.summary.files++;
+    });
+  }
+  makeDir(entry, name, parts) {
+    const mode2 = this.mode(entry.mode, 493);
+    if (parts.length === 0) {
+      this.dirs.set("", { host: this.root, mode: mode2, uid: entry.uid, gid: entry.gid });
+      return;
+    }
+    const parent = this.parentOf(name, parts);
+    const host = path27.join(parent, parts[parts.length - 1]);
+    try {
+      mkdirSync2(host, { mode: 448 });
+      this.summary.dirs++;
+    } catch (e) {
+      if (e.code !== "EEXIST") throw e;
+      if (!lstatSync4(host).isDirectory())
+        this.fail(name, "a non-directory already exists at this path");
+    }
+    this.dirs.set(parts.join("/"), { host, mode: mode2, uid: entry.uid, gid: entry.gid });
+  }
+  makeHardlink(name, parts, linkpath) {
+    let targetParts;
+    try {
+      targetParts = entryComponents(linkpath);
+    } catch (e) {
+      this.fail(name, `hardlink target '${linkpath}': ${e.message}`);
+    }
+    const targetHost = this.files.get(targetParts.join("/"));
+    if (targetHost === void 0) {
+      this.fail(
+        name,
+        `hardlink target '${linkpath}' is not a regular file extracted earlier from this archive`
+      );
+    }
+    if (!lstatSync4(targetHost).isFile())
+      this.fail(name, `hardlink target '${linkpath}' is no longer a regular file`);
+    const parent = this.parentOf(name, parts);
+    const host = path27.join(parent, parts[parts.length - 1]);
+    try {
+      linkSync(targetHost, host);
+    } catch (e) {
+      if (e.code !== "EEXIST") throw e;
+      const st2 = lstatSync4(host);
+      if (!st2.isFile()) this.fail(name, "a non-file already exists at this path");
+      unlinkSync(host);
+      linkSync(targetHost, host);
+    }
+    this.files.set(parts.join("/"), host);
+    this.summary.hardlinks++;
+  }
+  /** After the stream: the symlinks, verbatim, then directory owners and modes (deepest first). */
+  finish() {
+    for (const s3 of this.symlinks) {
+      const parent = this.parentOf(s3.name, s3.parts);
+      const host = path27.join(parent, s3.parts[s3.parts.length - 1]);
+      try {
+        symlinkSync(s3.target, host);
+      } catch (e) {
+        if (e.code !== "EEXIST") throw e;
+        const st2 = lstatSync4(host);
+        if (st2.isSymbolicLink() && readlinkSync2(host) === s3.target) continue;
+        const what = st2.isDirectory() ? "a directory" : st2.isSymbolicLink() ? "another symlink" : "a file";
+        this.fail(
+          s3.name,
+          `symlink -> ${s3.target} conflicts with ${what} at the same path from this archive`
+        );
+      }
+      if (this.chown && s3.uid !== void 0 && s3.gid !== void 0) lchownSync(host, s3.uid, s3.gid);
+      this.summary.symlinks++;
+    }
+    const dirs = [...this.dirs.entries()].sort(
+      ([a2], [b2]) => b2.split("/").length - a2.split("/").length
+    );
+    for (const [, d] of dirs) {
+      if (this.chown && d.uid !== void 0 && d.gid !== void 0)
+        lchownSync(d.host, d.uid, d.gid);
+      if (!lstatSync4(d.host).isDirectory()) continue;
+      chmodSync(d.host, d.mode);
+    }
+    if (!this.dirs.has("")) chmodSync(this.root, 493);
+  }
+};
+function capFor(compression, compressedSize, opts) {
+  const maxBytes = opts.maxBytes ?? DEFAULT_MAX_BYTES;
+  if (compression === "none") return maxBytes;
+  const byRatio = Math.max(
+    opts.ratioFloorBytes ?? DEFAULT_RATIO_FLOOR,
+    compressedSize * (opts.maxRatio ?? DEFAULT_MAX_RATIO)
+  );
+  return Math.min(maxBytes, byRatio);
+}
+function bombError(archive, cap, compressedSize) {
+  return new ExtractError(
+    archive,
+    void 0,
+    `decompresses to more than ${cap} bytes from ${compressedSize} compressed bytes (decompression bomb cap; raise maxRatio/maxBytes if this archive is legitimate)`
+  );
+}
+async function xzToTemp(archive, tmpDir, cap, compressedSize, logger) {
+  const out = path27.join(tmpDir, "archive.tar");
+  const script = 'set -o pipefail; xz -dc -- "$1" | head -c "$2" > "$3"';
+  const r = await run(["bash", "-c", script, "bash", archive, String(cap + 1), out], {
+    reject: false,
+    logger
+  });
+  const size = (await stat5(out)).size;
+  if (size > cap) throw bombError(archive, cap, compressedSize);
+  if (r.exitCode !== 0) {
+    if (/xz: not found|command not found/.test(r.stderr)) {
+      throw new UserError(
+        `required tool 'xz' was not found; install it with: apt-get install xz-utils (or run: lhc setup)`
+      );
+    }
+    throw new ExtractError(
+      archive,
+      void 0,
+      `xz could not decompress it: ${r.stderr.trim() || `exit code ${r.exitCode}`}`
+    );
+  }
+  return out;
+}
+async function pump(source, parser, cap, onOver, ex) {
+  let total = 0;
+  const ended = new Promise((resolve, reject) => {
+    parser.on("end", resolve);
+    parser.on("error", reject);
+    parser.on("abort", reject);
+  });
+  ended.catch(() => {
+  });
+  try {
+    for await (const chunk of source) {
+      total += chunk.length;
+      if (total > cap) throw onOver();
+      if (ex.failure !== void 0) throw ex.failure;
+      if (!parser.write(chunk)) await Promise.race([once9(parser, "drain"), ended]);
+    }
+    parser.end();
+    await ended;
+  } finally {
+    source.destroy();
+  }
+}
+async function extractTarball(archive, dest, opts = {}) {
+  let compressedSize;
+  try {
+    compressedSize = (await stat5(archive)).size;
+  } catch (e) {
+    throw new UserError(
+      `cannot read tarball ${archive}: ${e.code ?? String(e)}`
+    );
+  }
+  const detected = detectCompression(readHead(archive));
+  if (typeof detected === "object") {
+    throw new ExtractError(
+      archive,
+      void 0,
+      `${detected.unsupported} compression is not supported (use .tar, .tar.gz or .tar.xz)`
+    );
+  }
+  const compression = detected;
+  const cap = capFor(compression, compressedSize, opts);
+  try {
+    await mkdir9(dest, { mode: 448 });
+  } catch (e) {
+    const code = e.code;
+    throw new UserError(
+      code === "EEXIST" ? `extraction target ${dest} already exists: extraction needs a fresh directory` : `cannot create extraction target ${dest}: ${code ?? String(e)}`
+    );
+  }
+  const tmpDir = compression === "xz" ? await mkdtemp5(path27.join(path27.dirname(dest), ".lhc-xz-")) : void 0;
+  const ex = new Extractor(archive, dest, compression, opts);
+  try {
+    let source;
+    if (compression === "xz") {
+      source = createReadStream4(await xzToTemp(archive, tmpDir, cap, compressedSize, opts.logger));
+    } else if (compression === "gzip") {
+      source = createReadStream4(archive).pipe(createGunzip());
+    } else {
+      source = createReadStream4(archive);
+    }
+    const warnings = [];
+    const parser = new rt({
+      strict: true,
+      // Our stream is already decompressed: a nested compressed stream is not a rootfs tarball.
+      zstd: false,
+      brotli: false,
+      maxDecompressionRatio: opts.maxRatio ?? DEFAULT_MAX_RATIO,
+      onwarn: (code, message) => warnings.push(`${code}: ${String(message)}`)
+    });
+    parser.on("entry", (entry) => ex.onEntry(entry));
+    try {
+      await pump(source, parser, cap, () => bombError(archive, cap, compressedSize), ex);
+    } catch (e) {
+      if (e instanceof UserError) throw e;
+      const msg = e.message ?? String(e);
+      if (/unexpected end of file|incorrect header check|invalid/i.test(msg) && compression === "gzip") {
+        throw new ExtractError(archive, void 0, `gzip stream is corrupt: ${msg}`);
+      }
+      throw new ExtractError(archive, void 0, `not a valid tar archive: ${msg}`);
+    }
+    if (ex.failure !== void 0) throw ex.failure;
+    if (ex.entries === 0) {
+      throw new ExtractError(
+        archive,
+        void 0,
+        `not a tar archive (no entries found${warnings[0] ? `; ${warnings[0]}` : ""})`
+      );
+    }
+    ex.finish();
+    const s3 = ex.summary;
+    opts.logger?.debug(
+      `extracted ${archive}: ${s3.files} files, ${s3.dirs} dirs, ${s3.symlinks} symlinks, ${s3.hardlinks} hardlinks, ${s3.bytes} bytes; skipped ${s3.skipped.devices} devices, ${s3.skipped.fifos} fifos, ${s3.skipped.other} other`
+    );
+    return s3;
+  } catch (e) {
+    await rm10(dest, { recursive: true, force: true });
+    throw e;
+  } finally {
+    if (tmpDir) await rm10(tmpDir, { recursive: true, force: true });
+  }
+}
+
+// src/root/overlay.ts
+import {
+  constants as fsc2,
+  lstatSync as lstatSync5,
+  mkdirSync as mkdirSync3,
+  readdirSync as readdirSync3,
+  readlinkSync as readlinkSync3,
+  rmSync,
+  symlinkSync as symlinkSync2,
+  chmodSync as chmodSync2,
+  lchownSync as lchownSync2
+} from "node:fs";
+import { open as open3 } from "node:fs/promises";
+import path28 from "node:path";
+function hostPathFor(root, dst) {
+  const dir = path28.posix.dirname(dst);
+  const parent = resolveInRoot(root, dir, { createMissing: true });
+  if (!parent.exists) mkdirSync3(parent.host, { mode: 493 });
+  else if (!lstatSync5(parent.host).isDirectory())
+    throw new UserError(`cannot install ${dst}: ${parent.inRoot} in the root is not a directory`);
+  const name = path28.posix.basename(dst);
+  return { host: path28.join(parent.host, name), inRoot: path28.posix.join(parent.inRoot, name) };
+}
+function clearForFile(host, dst) {
+  let st2;
+  try {
+    st2 = lstatSync5(host);
+  } catch {
+    return;
+  }
+  if (st2.isDirectory())
+    throw new UserError(`cannot install ${dst}: a directory already exists there in the root`);
+  rmSync(host, { force: true });
+}
+async function installFile(root, src, dst, mode2) {
+  const { host } = hostPathFor(root, dst);
+  clearForFile(host, dst);
+  const fh = await open3(host, fsc2.O_WRONLY | fsc2.O_CREAT | fsc2.O_EXCL | fsc2.O_NOFOLLOW, 384);
+  try {
+    const src_ = await open3(src, "r");
+    try {
+      const buf = Buffer.alloc(1 << 20);
+      for (; ; ) {
+        const { bytesRead } = await src_.read(buf, 0, buf.length);
+        if (bytesRead === 0) break;
+        await fh.write(buf, 0, bytesRead);
+      }
+    } finally {
+      await src_.close();
+    }
+    if (process.getuid?.() === 0) await fh.chown(0, 0);
+    await fh.chmod(mode2 & 1023);
+  } finally {
+    await fh.close();
+  }
+}
+function ensureDir(root, dst, mode2 = 493) {
+  const r = resolveInRoot(root, dst, { createMissing: true });
+  if (!r.exists) {
+    mkdirSync3(r.host, { mode: mode2 });
+    chmodSync2(r.host, mode2);
+  } else if (!lstatSync5(r.host).isDirectory()) {
+    throw new UserError(
+      `cannot create directory ${dst}: ${r.inRoot} in the root exists and is not a directory`
+    );
+  }
+  return r.host;
+}
+function normalizedMode(st2) {
+  if (st2.isDirectory()) return 493;
+  return st2.mode & 73 ? 493 : 420;
+}
+async function copyTree(root, srcDir, dst, stats = { files: 0, dirs: 0, symlinks: 0 }) {
+  ensureDir(root, dst, 493);
+  for (const name of readdirSync3(srcDir).sort()) {
+    const src = path28.join(srcDir, name);
+    const to2 = path28.posix.join(dst, name);
+    const st2 = lstatSync5(src);
+    if (st2.isDirectory()) {
+      stats.dirs++;
+      await copyTree(root, src, to2, stats);
+    } else if (st2.isFile()) {
+      stats.files++;
+      await installFile(root, src, to2, normalizedMode(st2));
+    } else if (st2.isSymbolicLink()) {
+      const { host } = hostPathFor(root, to2);
+      clearForFile(host, to2);
+      symlinkSync2(readlinkSync3(src), host);
+      if (process.getuid?.() === 0) lchownSync2(host, 0, 0);
+      stats.symlinks++;
+    } else {
+      throw new UserError(
+        `cannot copy ${src} into the root: only files, directories and symlinks are supported`
+      );
+    }
+  }
+  return stats;
+}
+
+// src/tools/remove-tree.ts
+async function removeTree(paths, o2 = {}) {
+  if (paths.length === 0) return void 0;
+  const r = await run(["rm", "-rf", "--one-file-system", "--", ...paths], {
+    privileged: true,
+    reject: o2.reject ?? true,
+    ...o2.logger ? { logger: o2.logger } : {},
+    ...o2.timeoutMs ? { timeoutMs: o2.timeoutMs } : {}
+  });
+  if (r.exitCode === 0) return void 0;
+  const why = r.stderr.trim() || `rm exit code ${r.exitCode}`;
+  o2.logger?.warn(`could not remove ${paths.join(" ")}: ${why}`);
+  return why;
+}
+
+// src/tools/mmdebstrap.ts
+var DEBIAN_ARCH = { aarch64: "arm64", x86_64: "amd64" };
+function mmdebstrapArgv(o2) {
+  const argv = [
+    "mmdebstrap",
+    `--arch=${o2.arch}`,
+    `--variant=${o2.variant}`,
+    "--format=tar",
+    "--quiet"
+  ];
+  const pkgs = [...new Set(o2.packages)].sort();
+  if (pkgs.length > 0) argv.push(`--include=${pkgs.join(",")}`);
+  argv.push(o2.suite, o2.output, ...o2.mirrors);
+  return argv;
+}
+function parseDeb822(text) {
+  const stanzas2 = [];
+  let cur = {};
+  let last;
+  for (const raw of text.split("\n")) {
+    if (raw.startsWith("#")) continue;
+    if (raw.trim() === "") {
+      if (Object.keys(cur).length > 0) stanzas2.push(cur);
+      cur = {};
+      last = void 0;
+      continue;
+    }
+    if (/^\s/.test(raw) && last) {
+      cur[last] += `
+${raw.trim()}`;
+      continue;
+    }
+    const m2 = /^([\w-]+):\s*(.*)$/.exec(raw);
+    if (!m2) continue;
+    last = m2[1].toLowerCase();
+    cur[last] = m2[2].trim();
+  }
+  if (Object.keys(cur).length > 0) stanzas2.push(cur);
+  return stanzas2;
+}
+function hostMirrorLines(deb822Text, suite) {
+  const lines = [];
+  for (const s3 of parseDeb822(deb822Text)) {
+    if (!(s3.types ?? "").split(/\s+/).includes("deb")) continue;
+    if ((s3.enabled ?? "yes").toLowerCase() === "no") continue;
+    const suites = (s3.suites ?? "").split(/\s+/).filter((x) => x === suite || x.startsWith(`${suite}-`));
+    if (suites.length === 0) continue;
+    const opts = s3["signed-by"] && !s3["signed-by"].includes("\n") ? ` [signed-by=${s3["signed-by"]}]` : "";
+    for (const uri of (s3.uris ?? "").split(/\s+/).filter(Boolean)) {
+      for (const x of suites) lines.push(`deb${opts} ${uri} ${x} ${s3.components ?? "main"}`);
+    }
+  }
+  return lines;
+}
+
+// src/stages/root.ts
+var MOUNT_POINTS = ["/proc", "/sys", "/dev", "/run", "/tmp"];
+var SCRATCH_DIRS = ["/usr", "/bin", "/etc", ...MOUNT_POINTS];
+var HOST_SOURCES2 = "/etc/apt/sources.list.d/debian.sources";
+var PACKAGES_TIMEOUT_MS = 30 * 6e4;
+var MMDEBSTRAP_TIMEOUT_MS = 40 * 6e4;
+function treeBytes(dir) {
+  const seen = /* @__PURE__ */ new Set();
+  let total = 0;
+  const walk = (d) => {
+    for (const name of readdirSync4(d)) {
+      const p2 = path29.join(d, name);
+      const st2 = lstatSync6(p2, { bigint: false });
+      if (st2.isDirectory()) walk(p2);
+      else if (st2.isFile()) {
+        const key = `${st2.dev}:${st2.ino}`;
+        if (seen.has(key)) continue;
+        seen.add(key);
+        total += st2.size;
+      }
+    }
+  };
+  walk(dir);
+  return total;
+}
+async function makeScratchRoot(root) {
+  await mkdir10(root, { mode: 493 });
+  for (const d of SCRATCH_DIRS) ensureDir(root, d, d === "/tmp" ? 1023 : 493);
+}
+function packagesCommand(packages) {
+  return typeof packages === "string" ? ["/bin/sh", "-c", packages] : [...packages];
+}
+async function runInRoot(root, command, opts) {
+  const argv = nspawnArgv({ root, command, machineName: `lhc-root-${process.pid}` });
+  const r = await run(argv, {
+    privileged: true,
+    logger: opts.logger,
+    loud: true,
+    signal: opts.signal,
+    timeoutMs: opts.timeoutMs ?? PACKAGES_TIMEOUT_MS,
+    stderrLines: 40
+  });
+  for (const line of r.stdout.trimEnd().split("\n").filter(Boolean)) opts.logger.debug(`  ${line}`);
+  return { stdout: r.stdout, stderr: r.stderr };
+}
+function debianMirrors(base, hostSourcesFile = HOST_SOURCES2) {
+  if (base.mirrors && base.mirrors.length > 0) return [...base.mirrors];
+  if (!existsSync6(hostSourcesFile)) return [];
+  return hostMirrorLines(readFileSync5(hostSourcesFile, "utf8"), base.suite);
+}
+function debianBaseKey(input2) {
+  const canonical = JSON.stringify({
+    arch: input2.arch,
+    suite: input2.suite,
+    variant: input2.variant,
+    packages: [...new Set(input2.packages)].sort(),
+    mirrors: input2.mirrors
+  });
+  return createHash7("sha256").update(canonical).digest("hex");
+}
+async function debianBaseTarball(base, arch, opts) {
+  const debArch = DEBIAN_ARCH[arch];
+  if (!debArch) throw new ConfigError(`base: no Debian architecture for arch ${arch}`);
+  const mirrors = debianMirrors(base, opts.hostSourcesFile);
+  const key = debianBaseKey({
+    arch: debArch,
+    suite: base.suite,
+    variant: base.variant,
+    packages: base.packages,
+    mirrors
+  });
+  const dir = opts.basesDir ?? path29.join(cacheDir(), "bases");
+  const out = path29.join(dir, `${key}.tar`);
+  if (existsSync6(out)) {
+    opts.logger.info(
+      `debian base ${base.suite} (${base.packages.join(", ") || "no extra packages"}): cached ${out}`
+    );
+    return out;
+  }
+  await mkdir10(dir, { recursive: true });
+  const tmp = path29.join(dir, `.tmp-${key}-${process.pid}.tar`);
+  opts.logger.info(
+    `debian base: mmdebstrap ${base.suite} ${debArch} with ${base.packages.join(", ") || "no extra packages"} (${mirrors.length ? "host apt sources" : "mmdebstrap's default mirror"}; takes minutes under QEMU)`
+  );
+  try {
+    await run(
+      mmdebstrapArgv({
+        arch: debArch,
+        suite: base.suite,
+        variant: base.variant,
+        packages: base.packages,
+        output: tmp,
+        mirrors
+      }),
+      {
+        privileged: true,
+        logger: opts.logger,
+        loud: true,
+        signal: opts.signal,
+        timeoutMs: MMDEBSTRAP_TIMEOUT_MS,
+        stderrLines: 40
+      }
+    );
+    await rename4(tmp, out);
+  } finally {
+    await rm11(tmp, { force: true });
+  }
+  return out;
+}
+async function tarballPath(base, opts) {
+  if (base.path) {
+    try {
+      if (!(await stat6(base.path)).isFile())
+        throw new ConfigError(`base.path: ${base.path} is not a file`);
+    } catch (e) {
+      if (e instanceof UserError) throw e;
+      throw new ConfigError(
+        `base.path: cannot read ${base.path} (${e.code ?? String(e)})`
+      );
+    }
+    if (base.sha256) {
+      const actual = await sha256File(base.path);
+      if (actual !== base.sha256) {
+        throw new UserError(
+          `base.path: ${base.path} has sha256 ${actual}, but the config expects ${base.sha256}`
+        );
+      }
+    }
+    return base.path;
+  }
+  return opts.store.fetch({ urls: base.urls ?? [], sha256: base.sha256 }, { signal: opts.signal });
+}
+function describeExtract(s3) {
+  const skipped = s3.skipped.devices + s3.skipped.fifos + s3.skipped.other;
+  return `${s3.files} files, ${s3.dirs} dirs, ${s3.symlinks} symlinks, ${s3.hardlinks} hardlinks, ${s3.bytes} bytes` + (skipped ? `; skipped ${s3.skipped.devices} device nodes, ${s3.skipped.fifos} fifos, ${s3.skipped.other} other` : "") + (s3.setidStripped ? `; setuid/setgid removed from ${s3.setidStripped}` : "");
+}
+async function assembleRoot(config2, opts) {
+  const { logger } = opts;
+  const root = path29.join(opts.workDir, "root");
+  const base = config2.base;
+  if (config2.packages !== void 0 && base.type === "scratch") {
+    throw new ConfigError(
+      "packages: a scratch base has no shell or package manager to run it; use a tarball or debian base"
+    );
+  }
+  try {
+    await logger.group(`root: ${base.type} base`, async () => {
+      if (base.type === "scratch") {
+        await makeScratchRoot(root);
+        return;
+      }
+      const tarball = base.type === "tarball" ? await tarballPath(base, opts) : await debianBaseTarball(base, config2.arch, opts);
+      const s3 = await extractTarball(tarball, root, { logger });
+      logger.info(`extracted ${path29.basename(tarball)}: ${describeExtract(s3)}`);
+      for (const d of ["/usr", ...MOUNT_POINTS]) ensureDir(root, d, d === "/tmp" ? 1023 : 493);
+    });
+    if (config2.packages !== void 0) {
+      const command = packagesCommand(config2.packages);
+      await logger.group("root: packages", async () => {
+        if (typeof config2.packages === "string" && !existsInRoot(root, "/bin/sh")) {
+          throw new ConfigError(
+            "packages: the base root has no /bin/sh to run the command with; give the command as a list (argv) instead"
+          );
+        }
+        await runInRoot(root, command, { logger, signal: opts.signal });
+      });
+    }
+    await logger.group("root: overlay", async () => {
+      for (const [i2, f2] of config2.files.entries()) {
+        let st2;
+        try {
+          st2 = lstatSync6(f2.src);
+        } catch (e) {
+          throw new ConfigError(
+            `files[${i2}].src: cannot read ${f2.src} (${e.code ?? String(e)})`
+          );
+        }
+        if (st2.isDirectory()) {
+          const c3 = await copyTree(root, f2.src, f2.dst);
+          if (f2.mode !== void 0) ensureDirMode(root, f2.dst, f2.mode);
+          logger.info(
+            `${f2.dst}/: ${c3.files} files, ${c3.dirs} dirs, ${c3.symlinks} symlinks from ${f2.src}`
+          );
+        } else if (st2.isFile()) {
+          await installFile(root, f2.src, f2.dst, f2.mode ?? normalizedMode(st2));
+          logger.info(`${f2.dst} from ${f2.src}`);
+        } else {
+          throw new ConfigError(`files[${i2}].src: ${f2.src} is neither a file nor a directory`);
+        }
+      }
+      if (opts.luaPath) {
+        const dst = config2.lua?.path ?? "/bin/lua";
+        await installFile(root, opts.luaPath, dst, 493);
+        logger.info(`${dst}: static Lua from ${opts.luaPath}`);
+      }
+      ensureDir(root, config2.data.path, 493);
+      if (config2.data.template) {
+        let st2;
+        try {
+          st2 = lstatSync6(config2.data.template);
+        } catch (e) {
+          throw new ConfigError(
+            `data.template: cannot read ${config2.data.template} (${e.code ?? String(e)})`
+          );
+        }
+        if (!st2.isDirectory())
+          throw new ConfigError(`data.template: ${config2.data.template} is not a directory`);
+        const c3 = await copyTree(root, config2.data.template, config2.data.path);
+        logger.info(`${config2.data.path}: data template with ${c3.files} files, ${c3.dirs} dirs`);
+      }
+    });
+    const baseBytes = treeBytes(root);
+    logger.info(`root assembled at ${root}: ${baseBytes} bytes`);
+    return { root, baseBytes };
+  } catch (e) {
+    await removeTree([root], { reject: false }).catch(() => void 0);
+    throw e;
+  }
+}
+function existsInRoot(root, p2) {
+  try {
+    return resolveInRoot(root, p2).exists;
+  } catch {
+    return false;
+  }
+}
+function ensureDirMode(root, dst, mode2) {
+  chmodSync3(ensureDir(root, dst), mode2 & 1023);
+}
+
+// src/stages/self-check.ts
+import { mkdir as mkdir11, rm as rm14 } from "node:fs/promises";
+import path33 from "node:path";
+
+// src/harness/diff.ts
+var CONTEXT = 3;
+var MAX_LCS_CELLS = 4e6;
+function visible(bytes) {
+  let out = "";
+  for (const b2 of bytes) {
+    if (b2 === 92) out += "\\\\";
+    else if (b2 === 13) out += "\\r";
+    else if (b2 === 9) out += "\\t";
+    else if (b2 === 10) out += "\\n";
+    else if (b2 >= 32 && b2 < 127) out += String.fromCharCode(b2);
+    else out += `\\x${b2.toString(16).padStart(2, "0")}`;
+  }
+  return out;
+}
+function splitLines(buf) {
+  const lines = [];
+  let start2 = 0;
+  while (start2 < buf.length) {
+    const lf = buf.indexOf(10, start2);
+    const end = lf === -1 ? buf.length : lf;
+    const bytes = buf.subarray(start2, end);
+    const newline = lf !== -1;
+    lines.push({ bytes, newline, key: `${newline ? "n" : "e"}${bytes.toString("latin1")}` });
+    start2 = end + 1;
+  }
+  return lines;
+}
+function firstDifference(a2, b2) {
+  const n2 = Math.min(a2.length, b2.length);
+  for (let i2 = 0; i2 < n2; i2++) if (a2[i2] !== b2[i2]) return i2;
+  return a2.length === b2.length ? -1 : n2;
+}
+function editScript(a2, b2) {
+  let pre = 0;
+  while (pre < a2.length && pre < b2.length && a2[pre].key === b2[pre].key) pre++;
+  let suf = 0;
+  while (suf < a2.length - pre && suf < b2.length - pre && a2[a2.length - 1 - suf].key === b2[b2.length - 1 - suf].key) {
+    suf++;
+  }
+  const am = a2.slice(pre, a2.length - suf);
+  const bm = b2.slice(pre, b2.length - suf);
+  const ops = a2.slice(0, pre).map((line) => ({ kind: " ", line }));
+  if ((am.length + 1) * (bm.length + 1) > MAX_LCS_CELLS) {
+    for (const line of am) ops.push({ kind: "-", line });
+    for (const line of bm) ops.push({ kind: "+", line });
+  } else {
+    const w2 = bm.length + 1;
+    const lcs = new Uint32Array((am.length + 1) * w2);
+    for (let i3 = am.length - 1; i3 >= 0; i3--) {
+      for (let j3 = bm.length - 1; j3 >= 0; j3--) {
+        lcs[i3 * w2 + j3] = am[i3].key === bm[j3].key ? lcs[(i3 + 1) * w2 + j3 + 1] + 1 : Math.max(lcs[(i3 + 1) * w2 + j3], lcs[i3 * w2 + j3 + 1]);
+      }
+    }
+    let i2 = 0;
+    let j2 = 0;
+    while (i2 < am.length || j2 < bm.length) {
+      if (i2 < am.length && j2 < bm.length && am[i2].key === bm[j2].key) {
+        ops.push({ kind: " ", line: am[i2++] });
+        j2++;
+      } else if (j2 < bm.length && (i2 === am.length || lcs[i2 * w2 + j2 + 1] >= lcs[(i2 + 1) * w2 + j2])) {
+        ops.push({ kind: "+", line: bm[j2++] });
+      } else {
+        ops.push({ kind: "-", line: am[i2++] });
+      }
+    }
+    normalizeRuns(ops, pre);
+  }
+  for (const line of a2.slice(a2.length - suf)) ops.push({ kind: " ", line });
+  return ops;
+}
+function normalizeRuns(ops, from) {
+  let i2 = from;
+  while (i2 < ops.length) {
+    if (ops[i2].kind === " ") {
+      i2++;
+      continue;
+    }
+    let j2 = i2;
+    while (j2 < ops.length && ops[j2].kind !== " ") j2++;
+    const run2 = ops.slice(i2, j2);
+    const sorted = [...run2.filter((o2) => o2.kind === "-"), ...run2.filter((o2) => o2.kind === "+")];
+    ops.splice(i2, j2 - i2, ...sorted);
+    i2 = j2;
+  }
+}
+function renderLine(op) {
+  const text = `${op.kind}${visible(op.line.bytes)}`;
+  return op.line.newline ? [text] : [text, "\\ No newline at end of file"];
+}
+function range(start2, count2) {
+  if (count2 === 0) return `${start2},0`;
+  return count2 === 1 ? `${start2 + 1}` : `${start2 + 1},${count2}`;
+}
+function position(buf, offset) {
+  let line = 1;
+  let lineStart = 0;
+  for (let i2 = 0; i2 < offset && i2 < buf.length; i2++) {
+    if (buf[i2] === 10) {
+      line++;
+      lineStart = i2 + 1;
+    }
+  }
+  return { line, column: offset - lineStart + 1 };
+}
+function describeByte(buf, offset) {
+  return offset < buf.length ? `"${visible(buf.subarray(offset, offset + 1))}" (0x${buf[offset].toString(16).padStart(2, "0")})` : "end of data";
+}
+function describeFirstDifference(expected, actual) {
+  const at2 = firstDifference(expected, actual);
+  if (at2 === -1) return void 0;
+  const { line, column } = position(expected, at2);
+  return `first difference at byte ${at2} (line ${line}, column ${column}): expected ${describeByte(expected, at2)}, got ${describeByte(actual, at2)} (expected ${expected.length} bytes, got ${actual.length})`;
+}
+function visibleDiff(expected, actual, labels = { expected: "expected", actual: "actual" }) {
+  const first = describeFirstDifference(expected, actual);
+  if (first === void 0) return void 0;
+  const ops = editScript(splitLines(expected), splitLines(actual));
+  const out = [first, `--- ${labels.expected}`, `+++ ${labels.actual}`];
+  const changed = ops.map((o2, i2) => o2.kind === " " ? -1 : i2).filter((i2) => i2 >= 0);
+  let h2 = 0;
+  while (h2 < changed.length) {
+    const from = Math.max(0, changed[h2] - CONTEXT);
+    let to2 = changed[h2];
+    while (h2 + 1 < changed.length && changed[h2 + 1] - to2 <= 2 * CONTEXT) to2 = changed[++h2];
+    h2++;
+    const end = Math.min(ops.length, to2 + CONTEXT + 1);
+    let aStart = 0;
+    let bStart = 0;
+    for (const o2 of ops.slice(0, from)) {
+      if (o2.kind !== "+") aStart++;
+      if (o2.kind !== "-") bStart++;
+    }
+    const hunk = ops.slice(from, end);
+    const aCount = hunk.filter((o2) => o2.kind !== "+").length;
+    const bCount = hunk.filter((o2) => o2.kind !== "-").length;
+    out.push(`@@ -${range(aStart, aCount)} +${range(bStart, bCount)} @@`);
+    for (const o2 of hunk) out.push(...renderLine(o2));
+  }
+  return out.join("\n");
+}
+function bytesDiff(what, before, after) {
+  const at2 = firstDifference(before, after);
+  if (at2 === -1) return void 0;
+  const from = Math.max(0, at2 - 40);
+  return `${what}: ${before.length} bytes before pruning, ${after.length} after; first difference at byte ${at2}
+  before: \u2026${visible(before.subarray(from, at2 + 80))}
+  after:  \u2026${visible(after.subarray(from, at2 + 80))}`;
+}
+function responseDiff(name, before, after) {
+  if (before === void 0 || after === void 0)
+    return `probe '${name}': no response ${before === void 0 ? "before" : "after"} pruning`;
+  if (before.status === void 0 !== (after.status === void 0))
+    return `probe '${name}': response kinds differ`;
+  if (before.status === void 0) return bytesDiff(`probe '${name}'`, before.body, after.body);
+  if (before.status !== after.status)
+    return `probe '${name}': HTTP status ${before.status} before pruning, ${after.status} after`;
+  return bytesDiff(`probe '${name}' body`, before.body, after.body);
+}
+
+// src/harness/mounts.ts
+import { existsSync as existsSync7 } from "node:fs";
+import { readFile as readFile7, readdir as readdir4, rm as rm12, rmdir } from "node:fs/promises";
+import path31 from "node:path";
+
+// src/verify/hardening.ts
+import { readFile as readFile6 } from "node:fs/promises";
+import path30 from "node:path";
+function unescape(field2) {
+  return field2.replace(/\\([0-7]{3})/g, (_2, o2) => String.fromCharCode(parseInt(o2, 8)));
+}
+function parseMountInfo(text) {
+  const out = [];
+  for (const line of text.split("\n")) {
+    if (!line.trim()) continue;
+    const fields = line.split(" ");
+    const dash = fields.indexOf("-");
+    if (dash < 6) continue;
+    out.push({
+      mountPoint: unescape(fields[4]),
+      options: fields[5].split(","),
+      fsType: fields[dash + 1] ?? "",
+      source: unescape(fields[dash + 2] ?? ""),
+      superOptions: (fields[dash + 3] ?? "").split(",")
+    });
+  }
+  return out;
+}
+function topMount(mounts, mountPoint) {
+  return mounts.filter((m2) => m2.mountPoint === mountPoint).at(-1);
+}
+function describeMount(m2) {
+  return `${m2.fsType} ${m2.source} (${m2.options.join(",")})`;
+}
+function checkRootReadOnly(mountinfo) {
+  const name = "root mounted read-only";
+  const root = topMount(parseMountInfo(mountinfo), "/");
+  if (!root) return { name, ok: false, detail: "no mount at / in the container" };
+  return { name, ok: root.options.includes("ro"), detail: describeMount(root) };
+}
+function checkDataMount(mountinfo, dataPath) {
+  const name = `${dataPath} noexec,nosuid,nodev`;
+  const m2 = topMount(parseMountInfo(mountinfo), dataPath);
+  if (!m2) return { name, ok: false, detail: `nothing is mounted at ${dataPath}` };
+  const missing = ["noexec", "nosuid", "nodev"].filter((o2) => !m2.options.includes(o2));
+  return {
+    name,
+    ok: missing.length === 0,
+    detail: (missing.length ? `missing ${missing.join(",")}: ` : "") + describeMount(m2)
+  };
+}
+function statusField(status, field2) {
+  const m2 = new RegExp(`^${field2}:\\s*(.*)$`, "m").exec(status);
+  return m2?.[1]?.trim();
+}
+function checkNoNewPrivs(status) {
+  const v2 = statusField(status, "NoNewPrivs");
+  return { name: "NoNewPrivs set", ok: v2 === "1", detail: `NoNewPrivs: ${v2 ?? "(missing)"}` };
+}
+var CAP_NET_ADMIN = 12;
+var CAP_SYS_ADMIN = 21;
+function checkCapabilities(status) {
+  const name = "CAP_NET_ADMIN, CAP_SYS_ADMIN not in bounding set";
+  const hex3 = statusField(status, "CapBnd");
+  if (!hex3 || !/^[0-9a-f]+$/i.test(hex3))
+    return { name, ok: false, detail: `CapBnd: ${hex3 ?? "(missing)"}` };
+  const bnd = BigInt(`0x${hex3}`);
+  const present = [
+    ["CAP_NET_ADMIN", CAP_NET_ADMIN],
+    ["CAP_SYS_ADMIN", CAP_SYS_ADMIN]
+  ].filter(([, bit]) => bnd >> BigInt(bit) & 1n);
+  return {
+    name,
+    ok: present.length === 0,
+    detail: `CapBnd: ${hex3}` + (present.length ? `; still has ${present.map(([n2]) => n2).join(", ")}` : "")
+  };
+}
+function checkUidMap(uidMap) {
+  const name = "uid 0 inside is not 0 outside";
+  for (const line of uidMap.split("\n")) {
+    const f2 = line.trim().split(/\s+/).map(Number);
+    if (f2.length !== 3 || f2.some((n2) => !Number.isFinite(n2))) continue;
+    const [inside, outside, count2] = f2;
+    if (inside <= 0 && 0 < inside + count2) {
+      const host = outside - inside;
+      return {
+        name,
+        ok: host !== 0,
+        detail: host === 0 ? `uid_map ${line.trim()}: no user namespace` : `uid 0 \u2192 host uid ${host} (${count2} ids)`
+      };
+    }
+  }
+  return { name, ok: true, detail: "uid 0 is not mapped (root inside has no host identity)" };
+}
+function interfaces(netDev) {
+  return netDev.split("\n").slice(2).map((l) => l.split(":")[0].trim()).filter(Boolean);
+}
+function checkNetwork(netDev) {
+  const names = interfaces(netDev);
+  const others = names.filter((n2) => n2 !== "lo");
+  return {
+    name: "no network interface but lo",
+    ok: others.length === 0,
+    detail: `interfaces: ${names.join(", ") || "(none)"}`
+  };
+}
+async function inspectProcess(pid, dataPath) {
+  const read2 = (f2) => readFile6(`/proc/${pid}/${f2}`, "utf8");
+  const [mountinfo, status, uidMap, netDev] = await Promise.all([
+    read2("mountinfo"),
+    read2("status"),
+    read2("uid_map"),
+    read2("net/dev")
+  ]);
+  return [
+    checkRootReadOnly(mountinfo),
+    checkDataMount(mountinfo, dataPath),
+    checkNetwork(netDev),
+    checkNoNewPrivs(status),
+    checkCapabilities(status),
+    checkUidMap(uidMap)
+  ];
+}
+var INTERPRETER_NAME = /^(sh|bash|rbash|dash|ash|zsh|ksh|ksh93|mksh|csh|tcsh|fish|busybox|toybox|python[\d.]*m?|perl[\d.]*|lua[\d.]*|luajit[\d.-]*|ruby[\d.]*|node|nodejs|php[\d.]*|tclsh[\d.]*|wish[\d.]*)$/;
+async function listImage(root, logger) {
+  const r = await run(["find", root, "-mindepth", "1", "-printf", "%y\\0%m\\0%P\\0%l\\0"], {
+    privileged: true,
+    binary: true,
+    logger,
+    timeoutMs: 5 * 6e4
+  });
+  return parseFindListing(r.stdoutBytes);
+}
+function parseFindListing(bytes) {
+  const f2 = bytes.toString("utf8").split("\0");
+  const out = [];
+  for (let i2 = 0; i2 + 3 < f2.length; i2 += 4) {
+    const [type, mode2, rel, target] = [f2[i2], f2[i2 + 1], f2[i2 + 2], f2[i2 + 3]];
+    const p2 = `/${rel}`;
+    if (type === "d") out.push({ path: p2, kind: "dir", executable: false });
+    else if (type === "l") out.push({ path: p2, kind: "symlink", executable: false, target });
+    else
+      out.push({
+        path: p2,
+        kind: type === "f" ? "file" : "other",
+        executable: (parseInt(mode2, 8) & 73) !== 0
+      });
+  }
+  return out.sort((a2, b2) => a2.path < b2.path ? -1 : a2.path > b2.path ? 1 : 0);
+}
+function resolveInImage(entries, p2, depth = 0) {
+  const parts = p2.split("/").filter((s3) => s3 && s3 !== ".");
+  let cur = "/";
+  for (let i2 = 0; i2 < parts.length; i2++) {
+    if (parts[i2] === "..") {
+      cur = path30.posix.dirname(cur);
+      continue;
+    }
+    const next = path30.posix.join(cur, parts[i2]);
+    const e = entries.get(next);
+    if (e?.kind === "symlink" && depth < 40) {
+      const target = e.target.startsWith("/") ? e.target : path30.posix.join(cur, e.target);
+      const rest = parts.slice(i2 + 1).join("/");
+      return resolveInImage(entries, rest ? `${target}/${rest}` : target, depth + 1);
+    }
+    cur = next;
+  }
+  return cur;
+}
+function checkNoInterpreters(entries, command0) {
+  const name = "no shell or interpreter but the service";
+  const byPath2 = new Map(entries.map((e) => [e.path, e]));
+  const own2 = resolveInImage(byPath2, command0);
+  const found = [];
+  for (const e of entries) {
+    if (e.kind === "dir" || !INTERPRETER_NAME.test(path30.posix.basename(e.path))) continue;
+    if (e.kind === "file" && !e.executable) continue;
+    if (e.path === command0 || resolveInImage(byPath2, e.path) === own2) continue;
+    found.push(e.kind === "symlink" ? `${e.path} -> ${e.target}` : e.path);
+  }
+  return {
+    name,
+    ok: found.length === 0,
+    detail: found.length ? `found ${found.join(", ")}` : `${entries.length} entries; only ${command0}`
+  };
+}
+
+// src/harness/proc.ts
+import { readdirSync as readdirSync5, readFileSync as readFileSync6, readlinkSync as readlinkSync4 } from "node:fs";
+function parseStat(text) {
+  const open4 = text.indexOf("(");
+  const close = text.lastIndexOf(")");
+  if (open4 === -1 || close === -1) return void 0;
+  const rest = text.slice(close + 2).split(" ");
+  return {
+    pid: Number(text.slice(0, open4).trim()),
+    comm: text.slice(open4 + 1, close),
+    ppid: Number(rest[1]),
+    pgid: Number(rest[2]),
+    startTime: Number(rest[19])
+  };
+}
+function readProc(pid) {
+  try {
+    return parseStat(readFileSync6(`/proc/${pid}/stat`, "utf8"));
+  } catch {
+    return void 0;
+  }
+}
+function processTable() {
+  const table2 = /* @__PURE__ */ new Map();
+  for (const name of readdirSync5("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    const info = readProc(Number(name));
+    if (info) table2.set(info.pid, info);
+  }
+  return table2;
+}
+function descendants(pid, table2 = processTable()) {
+  const children = /* @__PURE__ */ new Map();
+  for (const p2 of table2.values()) {
+    const list = children.get(p2.ppid);
+    if (list) list.push(p2);
+    else children.set(p2.ppid, [p2]);
+  }
+  const out = [];
+  const queue = [pid];
+  while (queue.length > 0) {
+    for (const c3 of children.get(queue.shift()) ?? []) {
+      out.push(c3);
+      queue.push(c3.pid);
+    }
+  }
+  return out;
+}
+function exePath(pid) {
+  try {
+    return readlinkSync4(`/proc/${pid}/exe`);
+  } catch {
+    return void 0;
+  }
+}
+function alive(p2) {
+  const now = readProc(p2.pid);
+  return now !== void 0 && now.startTime === p2.startTime;
+}
+function findPayloads(ancestor, table2 = processTable()) {
+  const self = table2.get(ancestor);
+  const tree = [...self ? [self] : [], ...descendants(ancestor, table2)];
+  const out = [];
+  for (const n2 of tree.filter((p2) => p2.comm === "systemd-nspawn")) {
+    const nspawnExe = exePath(n2.pid);
+    for (const c3 of tree) {
+      if (c3.ppid !== n2.pid || c3.comm === "systemd-nspawn") continue;
+      const exe = exePath(c3.pid);
+      if (exe === void 0 || nspawnExe === void 0 || exe !== nspawnExe) out.push(c3);
+    }
+  }
+  return out;
+}
+
+// src/core/wait.ts
+var sleep2 = (ms2) => new Promise((r) => setTimeout(r, ms2));
+async function waitFor(probe, timeoutMs, signal, intervalMs = 20) {
+  const deadline = Date.now() + timeoutMs;
+  for (; ; ) {
+    signal?.throwIfAborted();
+    const v2 = await probe();
+    if (v2 !== void 0) return v2;
+    if (Date.now() > deadline) return void 0;
+    await sleep2(intervalMs);
+  }
+}
+
+// src/harness/mounts.ts
+async function ownMounts() {
+  const text = await readFile7("/proc/self/mountinfo", "utf8");
+  const parsed = parseMountInfo(text);
+  return text.split("\n").filter((l) => l.trim()).map((l, i2) => ({
+    majorMinor: l.split(" ")[2],
+    mountPoint: parsed[i2].mountPoint,
+    source: parsed[i2].source
+  }));
+}
+async function mountAt(dir) {
+  return (await ownMounts()).filter((m2) => m2.mountPoint === dir).at(-1);
+}
+async function mountImageReadOnly(image, dir, logger) {
+  await run(["mount", "-t", "squashfs", "-o", "loop,ro", image, dir], {
+    privileged: true,
+    logger,
+    timeoutMs: 6e4
+  });
+  const m2 = await mountAt(dir);
+  if (!m2)
+    throw new UserError(
+      `mounting ${image} at ${dir} reported success but nothing is mounted there`
+    );
+  return { dir, loopDevice: m2.source, majorMinor: m2.majorMinor };
+}
+async function mountDataTmpfs(dir, logger, sizeMb = 256) {
+  const owner = isRoot() ? [] : [`uid=${process.getuid()}`, `gid=${process.getgid()}`];
+  const opts = ["noexec", "nosuid", "nodev", "mode=0755", `size=${sizeMb}m`, ...owner].join(",");
+  await run(["mount", "-t", "tmpfs", "-o", opts, `lhc-verify:${dir}`, dir], {
+    privileged: true,
+    logger,
+    timeoutMs: 3e4
+  });
+  const m2 = await mountAt(dir);
+  if (!m2)
+    throw new UserError(`mounting a tmpfs at ${dir} reported success but nothing is mounted there`);
+  return m2.majorMinor;
+}
+async function containerProcesses(majorMinor) {
+  const out = [];
+  for (const pid of processTable().keys()) {
+    if (pid === process.pid) continue;
+    let text;
+    try {
+      text = await readFile7(`/proc/${pid}/mountinfo`, "utf8");
+    } catch {
+      continue;
+    }
+    if (text.split("\n").some((l) => {
+      const f2 = l.split(" ");
+      return f2[2] === majorMinor && f2[4] === "/";
+    })) {
+      out.push(pid);
+    }
+  }
+  return out;
+}
+async function killPid(pid) {
+  if (isRoot()) {
+    try {
+      process.kill(pid, "SIGKILL");
+    } catch {
+    }
+  } else {
+    await run(["kill", "-KILL", String(pid)], { privileged: true, reject: false });
+  }
+}
+async function unmount(dir, logger) {
+  for (let attempt = 0; attempt < 5; attempt++) {
+    if (!await mountAt(dir)) return;
+    const r = await run(["umount", dir], {
+      privileged: true,
+      logger,
+      reject: false,
+      timeoutMs: 3e4
+    });
+    if (r.exitCode === 0) continue;
+    logger.debug(`umount ${dir}: ${r.stderr.trim()}`);
+    await sleep2(200 * (attempt + 1));
+  }
+  if (await mountAt(dir)) {
+    logger.warn(`${dir} is still busy; detaching it lazily (umount -l)`);
+    await run(["umount", "-l", dir], { privileged: true, logger, timeoutMs: 3e4 });
+  }
+}
+function loopName(dev) {
+  return /^\/dev\/(loop\d+)$/.exec(dev)?.[1];
+}
+async function loopBackingFile(dev) {
+  const name = loopName(dev);
+  if (!name) return void 0;
+  try {
+    return (await readFile7(`/sys/block/${name}/loop/backing_file`, "utf8")).trim();
+  } catch {
+    return void 0;
+  }
+}
+async function releaseLoop(dev, image, logger) {
+  for (let i2 = 0; i2 < 20; i2++) {
+    const backing = await loopBackingFile(dev);
+    if (backing === void 0 || path31.resolve(backing.replace(/ \(deleted\)$/, "")) !== path31.resolve(image))
+      return;
+    await sleep2(100);
+  }
+  logger.warn(`${dev} was not auto-cleared; detaching it with losetup -d`);
+  await run(["losetup", "-d", dev], { privileged: true, logger, reject: false });
+}
+async function removeWorkDir(workDir, mountPoints2) {
+  for (const m2 of mountPoints2) {
+    if (await mountAt(m2)) throw new Error(`${m2} is still mounted; leaving ${workDir} in place`);
+    if (existsSync7(m2)) await rmdir(m2).catch(() => void 0);
+  }
+  if (existsSync7(workDir) && (await readdir4(workDir)).every((n2) => !mountPoints2.includes(path31.join(workDir, n2)))) {
+    await rm12(workDir, { recursive: true, force: true });
+  }
+}
+async function mountOverlay(lower, upper, work, target, logger) {
+  const r = await run(
+    [
+      "mount",
+      "-t",
+      "overlay",
+      "overlay",
+      "-o",
+      `lowerdir=${lower},upperdir=${upper},workdir=${work}`,
+      target
+    ],
+    { privileged: true, reject: false, logger }
+  );
+  if (r.exitCode !== 0)
+    logger.debug(`overlay mount failed, copying the root instead: ${r.stderr.trim()}`);
+  return r.exitCode === 0;
+}
+async function bindReadOnly(source, target, logger) {
+  await run(["mount", "--bind", source, target], { privileged: true, logger });
+  try {
+    await run(["mount", "-o", "remount,bind,ro", target], { privileged: true, logger });
+  } catch (e) {
+    await unmount(target, logger);
+    throw e;
+  }
+}
+
+// src/harness/run.ts
+import { readFile as readFile9, rm as rm13 } from "node:fs/promises";
+import path32 from "node:path";
+
+// src/harness/listen.ts
+import { readFile as readFile8 } from "node:fs/promises";
+function listensOn(netTcp, port2) {
+  const hexPort = port2.toString(16).toUpperCase().padStart(4, "0");
+  return netTcp.split("\n").some((l) => {
+    const f2 = l.trim().split(/\s+/);
+    return f2[1]?.endsWith(`:${hexPort}`) === true && f2[3] === "0A";
+  });
+}
+async function readNetTcp(procDir) {
+  const parts = await Promise.all(
+    ["tcp", "tcp6"].map((f2) => readFile8(`${procDir}/net/${f2}`, "utf8").catch(() => void 0))
+  );
+  const readable2 = parts.filter((p2) => p2 !== void 0);
+  return readable2.length > 0 ? readable2.join("\n") : void 0;
+}
+var CONNECT_CHECK = "const s=require('net').connect(+process.argv[1],'127.0.0.1',()=>{s.destroy();process.exit(0)});s.on('error',()=>process.exit(1));";
+async function listening(pid, port2, logger) {
+  const tables = await readNetTcp(`/proc/${pid}`);
+  if (tables !== void 0) return listensOn(tables, port2);
+  const r = await run(
+    ["nsenter", "-t", String(pid), "-n", "--", process.execPath, "-e", CONNECT_CHECK, String(port2)],
+    { privileged: true, reject: false, timeoutMs: 1e4, ...logger ? { logger } : {} }
+  );
+  return r.exitCode === 0;
+}
+
+// src/harness/run.ts
+function containerArgv(config2, t, hook) {
+  return nspawnArgv({
+    root: t.root,
+    command: config2.service.command,
+    readOnly: t.readOnly,
+    dataDir: t.dataDir,
+    dataPath: config2.data.path,
+    binds: hook?.binds ?? [],
+    env: { ...config2.service.env, ...hook?.env },
+    user: config2.service.user,
+    ...config2.service.workdir ? { workdir: config2.service.workdir } : {},
+    harden: t.harden,
+    privateNetwork: true
+  });
+}
+async function begin(config2, t, o2, index) {
+  const argv = containerArgv(config2, t, o2.hook);
+  if (!o2.hook) return { argv, end: async () => void 0 };
+  return o2.hook.begin(argv, index);
+}
+function crashError(config2, what, exitCode, stderr) {
+  const code = exitCode === void 0 ? "was killed" : `exited with code ${exitCode}`;
+  return new UserError(
+    `service '${config2.name}' (${config2.service.command.join(" ")}) ${code} ${what}` + (stderr.trim() ? `; last lines of its stderr:
+${tail(stderr, 15)}` : " (no stderr output)")
+  );
+}
+async function withTimeout(config2, what, p2) {
+  try {
+    return await p2;
+  } catch (e) {
+    if (e instanceof ToolError && e.reason.startsWith("timed out")) {
+      throw new UserError(
+        `service '${config2.name}' did not finish ${what} within service.timeout (${config2.service.timeout} s)` + (e.stderrTail ? `; last lines of its stderr:
+${e.stderrTail}` : "")
+      );
+    }
+    throw e;
+  }
+}
+async function runInetd(config2, t, o2) {
+  const out = { responses: {}, records: [] };
+  for (const [i2, probe] of config2.probes.entries()) {
+    if (probe.type !== "gopher") {
+      throw new UserError(
+        `probe '${probe.name}' is an ${probe.type} probe, but the service is inetd-style (service.inetd: true) and speaks only on stdin/stdout: use gopher probes, or service.listen`
+      );
+    }
+    const { argv, end } = await begin(config2, t, o2, i2);
+    let r;
+    try {
+      r = await withTimeout(
+        config2,
+        `probe '${probe.name}'`,
+        run(argv, {
+          privileged: true,
+          input: Buffer.from(`${probe.selector}\r
+`, "utf8"),
+          binary: true,
+          reject: false,
+          timeoutMs: config2.service.timeout * 1e3,
+          logger: o2.logger,
+          ...o2.signal ? { signal: o2.signal } : {}
+        })
+      );
+    } finally {
+      const record2 = await end();
+      if (record2) out.records.push(record2);
+    }
+    if (r.exitCode !== 0)
+      throw crashError(config2, `while answering probe '${probe.name}'`, r.exitCode, r.stderr);
+    out.responses[probe.name] = { body: r.stdoutBytes };
+  }
+  return out;
+}
+var GOPHER_CLIENT = "const s=require('net').connect(+process.argv[1],'127.0.0.1',()=>s.end(process.argv[2]+'\\r\\n'));const c=[];s.on('data',d=>c.push(d));s.on('end',()=>process.stdout.write(Buffer.concat(c)));s.on('error',e=>{console.error(e.message);process.exit(1)});";
+async function probeListening(config2, pid, port2, probe, o2) {
+  const ns2 = ["nsenter", "-t", String(pid), "-n", "--"];
+  const timeoutMs = config2.service.timeout * 1e3;
+  const { logger } = o2;
+  if (probe.type === "gopher") {
+    const r2 = await run(
+      [...ns2, process.execPath, "-e", GOPHER_CLIENT, String(port2), probe.selector],
+      { privileged: true, binary: true, timeoutMs, logger }
+    );
+    return { body: r2.stdoutBytes };
+  }
+  const bodyFile = path32.join(o2.workDir, `probe-${probe.name}.body`);
+  await rm13(bodyFile, { force: true });
+  const url3 = `http://127.0.0.1:${port2}${probe.path}`;
+  const curl = ["curl", "-s", "-S", "-o", bodyFile, "-w", "%{http_code}"];
+  const r = await run([...ns2, ...curl, "--max-time", String(config2.service.timeout), url3], {
+    privileged: true,
+    timeoutMs,
+    logger,
+    reject: false
+  });
+  if (r.exitCode !== 0) {
+    throw new UserError(
+      `probe '${probe.name}': ${url3} inside the container's network namespace failed: ${tail(r.stderr, 5) || `curl exit code ${r.exitCode}`}`
+    );
+  }
+  const body = await readFile9(bodyFile).catch(() => Buffer.alloc(0));
+  return { status: Number(r.stdout.trim()), body };
+}
+async function runListening(config2, t, o2) {
+  const port2 = config2.service.listen;
+  const { logger } = o2;
+  const { argv, end } = await begin(config2, t, o2, void 0);
+  const out = { responses: {}, records: [] };
+  let container;
+  try {
+    container = start(argv, { privileged: true, logger });
+  } catch (e) {
+    await end();
+    throw e;
+  }
+  const cleanup = registerCleanup(`container ${config2.name}`, () => container.stop());
+  const state = {};
+  void container.exited.then((e) => state.exited = e);
+  try {
+    const deadline = Date.now() + config2.service.timeout * 1e3;
+    let pid;
+    for (; ; ) {
+      const gone = state.exited;
+      if (gone)
+        throw crashError(config2, `before listening on port ${port2}`, gone.exitCode, gone.stderr);
+      o2.signal?.throwIfAborted();
+      pid = findPayloads(container.pid)[0]?.pid;
+      if (pid !== void 0 && await listening(pid, port2, logger)) break;
+      if (Date.now() > deadline) {
+        throw new UserError(
+          `service '${config2.name}' did not listen on port ${port2} within service.timeout (${config2.service.timeout} s)`
+        );
+      }
+      await sleep2(100);
+    }
+    logger.debug(`service listens on ${port2} in the namespace of pid ${pid}`);
+    for (const probe of config2.probes) {
+      out.responses[probe.name] = await probeListening(config2, pid, port2, probe, o2);
+      const gone = state.exited;
+      if (gone)
+        throw crashError(
+          config2,
+          `while answering probe '${probe.name}'`,
+          gone.exitCode,
+          gone.stderr
+        );
+    }
+  } finally {
+    await cleanup.run();
+    const record2 = await end();
+    if (record2) out.records.push(record2);
+  }
+  return out;
+}
+async function runProbes(config2, t, o2) {
+  return config2.service.listen !== void 0 ? runListening(config2, t, o2) : runInetd(config2, t, o2);
+}
+
+// src/stages/self-check.ts
+async function selfCheck(config2, prunedRoot, unprunedResponses, opts) {
+  await mkdir11(opts.workDir, { recursive: true });
+  const dataDir = path33.join(opts.workDir, "self-check-data");
+  await rm14(dataDir, { recursive: true, force: true });
+  if (opts.dataDir) await run(["cp", "-a", "--", opts.dataDir, dataDir], { privileged: true });
+  else await run(["mkdir", "-p", dataDir]);
+  const view = path33.join(opts.workDir, "self-check-root");
+  await mkdir11(view, { recursive: true });
+  const unmountView = registerCleanup(`self-check mount ${view}`, () => unmount(view, opts.logger));
+  const started = Date.now();
+  try {
+    await bindReadOnly(prunedRoot, view, opts.logger);
+    const probed = await opts.logger.group(
+      `self-check: ${config2.probes.length} probes against the pruned root`,
+      () => runProbes(
+        config2,
+        { root: view, dataDir, readOnly: true, harden: true },
+        {
+          workDir: opts.workDir,
+          logger: opts.logger,
+          ...opts.signal ? { signal: opts.signal } : {}
+        }
+      )
+    ).catch((e) => {
+      if (e instanceof UserError) {
+        throw new UserError(
+          `self-check failed: the pruned root does not run like the traced one: ${e.message}`,
+          { cause: e }
+        );
+      }
+      throw e;
+    });
+    const diffs = config2.probes.map((p2) => responseDiff(p2.name, unprunedResponses[p2.name], probed.responses[p2.name])).filter((d) => d !== void 0);
+    if (diffs.length > 0) {
+      throw new UserError(
+        `self-check failed: ${diffs.length} of ${config2.probes.length} probe(s) answer differently after pruning (the trace missed something the service needs; add it to keep:)
+${diffs.join("\n")}`
+      );
+    }
+    return { responses: probed.responses, seconds: (Date.now() - started) / 1e3 };
+  } finally {
+    await unmountView.run();
+    await removeTree([dataDir], { reject: false });
+  }
+}
+
+// src/stages/trace.ts
+import { mkdir as mkdir12, rm as rm16, stat as stat7, writeFile as writeFile9 } from "node:fs/promises";
+import path35 from "node:path";
+
+// src/trace/hook.ts
+import { readFile as readFile10, rm as rm15 } from "node:fs/promises";
+import path34 from "node:path";
 
 // src/trace/fifo.ts
 import { randomBytes as randomBytes4 } from "node:crypto";
-import { closeSync as closeSync2, constants as constants6, openSync as openSync2, read, writeSync } from "node:fs";
+import { closeSync as closeSync3, constants as constants6, openSync as openSync3, read, writeSync as writeSync2 } from "node:fs";
 var TraceFifo = class _TraceFifo {
-  constructor(path35) {
-    this.path = path35;
-    this.fd = openSync2(path35, constants6.O_RDWR);
+  constructor(path43) {
+    this.path = path43;
+    this.fd = openSync3(path43, constants6.O_RDWR);
     this.done = this.pump();
   }
   path;
@@ -40505,9 +42596,9 @@ var TraceFifo = class _TraceFifo {
   done;
   closed = false;
   /** Creates the FIFO (mode 0666: the service may run as any user) and starts reading it. */
-  static async create(path35) {
-    await run(["mkfifo", "-m", "0666", path35]);
-    return new _TraceFifo(path35);
+  static async create(path43) {
+    await run(["mkfifo", "-m", "0666", path43]);
+    return new _TraceFifo(path43);
   }
   async pump() {
     const buf = Buffer.alloc(256 * 1024);
@@ -40533,16 +42624,53 @@ var TraceFifo = class _TraceFifo {
   /** Call once every writer has exited: returns everything written, without the sentinel. */
   async finish() {
     if (!this.closed) {
-      writeSync(this.fd, this.sentinel);
+      writeSync2(this.fd, this.sentinel);
       await this.done;
       this.closed = true;
-      closeSync2(this.fd);
+      closeSync3(this.fd);
     }
     const text = Buffer.concat(this.chunks).toString("utf8");
     const at2 = text.lastIndexOf(this.sentinel);
     return at2 >= 0 ? text.slice(0, at2) : text;
   }
 };
+
+// src/trace/hook.ts
+var QEMU_TRACE_FILE = "qemu.log";
+function qemuFifoEnv() {
+  return { QEMU_STRACE: "1", QEMU_LOG_FILENAME: `${TRACE_MOUNT}/${QEMU_TRACE_FILE}` };
+}
+var STRACE_FLAGS = [
+  "-f",
+  "-qq",
+  "-s",
+  "4096",
+  "-e",
+  "trace=%file,%desc,%process"
+];
+function qemuTraceHook(dir) {
+  return {
+    env: qemuFifoEnv(),
+    binds: [{ host: dir, container: TRACE_MOUNT }],
+    async begin(argv) {
+      const fifoPath = path34.join(dir, QEMU_TRACE_FILE);
+      await rm15(fifoPath, { force: true });
+      const fifo = await TraceFifo.create(fifoPath);
+      return { argv, end: async () => ({ text: await fifo.finish() }) };
+    }
+  };
+}
+function straceHook(dir) {
+  return {
+    async begin(argv, index) {
+      const file2 = path34.join(dir, index === void 0 ? "strace.log" : `strace.${index}.log`);
+      return {
+        argv: ["strace", ...STRACE_FLAGS, "-o", file2, "--", ...argv],
+        end: async () => ({ text: await readFile10(file2, "utf8").catch(() => ""), file: file2 })
+      };
+    }
+  };
+}
 
 // src/trace/parse-strace.ts
 var ERRNO = {
@@ -40993,728 +43121,12 @@ function parseHostStrace(text, opts = {}) {
   return replay(calls, opts, true, skipped);
 }
 
-// src/harness/mounts.ts
-import { existsSync as existsSync6 } from "node:fs";
-import { chmod as chmod3, readFile as readFile7, readdir as readdir3, rm as rm8, rmdir } from "node:fs/promises";
-import path21 from "node:path";
-
-// src/verify/hardening.ts
-import { readFile as readFile6 } from "node:fs/promises";
-import path20 from "node:path";
-function unescape(field2) {
-  return field2.replace(/\\([0-7]{3})/g, (_2, o2) => String.fromCharCode(parseInt(o2, 8)));
-}
-function parseMountInfo(text) {
-  const out = [];
-  for (const line of text.split("\n")) {
-    if (!line.trim()) continue;
-    const fields = line.split(" ");
-    const dash = fields.indexOf("-");
-    if (dash < 6) continue;
-    out.push({
-      mountPoint: unescape(fields[4]),
-      options: fields[5].split(","),
-      fsType: fields[dash + 1] ?? "",
-      source: unescape(fields[dash + 2] ?? ""),
-      superOptions: (fields[dash + 3] ?? "").split(",")
-    });
-  }
-  return out;
-}
-function topMount(mounts, mountPoint) {
-  return mounts.filter((m2) => m2.mountPoint === mountPoint).at(-1);
-}
-function describeMount(m2) {
-  return `${m2.fsType} ${m2.source} (${m2.options.join(",")})`;
-}
-function checkRootReadOnly(mountinfo) {
-  const name = "root mounted read-only";
-  const root = topMount(parseMountInfo(mountinfo), "/");
-  if (!root) return { name, ok: false, detail: "no mount at / in the container" };
-  return { name, ok: root.options.includes("ro"), detail: describeMount(root) };
-}
-function checkDataMount(mountinfo, dataPath) {
-  const name = `${dataPath} noexec,nosuid,nodev`;
-  const m2 = topMount(parseMountInfo(mountinfo), dataPath);
-  if (!m2) return { name, ok: false, detail: `nothing is mounted at ${dataPath}` };
-  const missing = ["noexec", "nosuid", "nodev"].filter((o2) => !m2.options.includes(o2));
-  return {
-    name,
-    ok: missing.length === 0,
-    detail: (missing.length ? `missing ${missing.join(",")}: ` : "") + describeMount(m2)
-  };
-}
-function statusField(status, field2) {
-  const m2 = new RegExp(`^${field2}:\\s*(.*)$`, "m").exec(status);
-  return m2?.[1]?.trim();
-}
-function checkNoNewPrivs(status) {
-  const v2 = statusField(status, "NoNewPrivs");
-  return { name: "NoNewPrivs set", ok: v2 === "1", detail: `NoNewPrivs: ${v2 ?? "(missing)"}` };
-}
-var CAP_NET_ADMIN = 12;
-var CAP_SYS_ADMIN = 21;
-function checkCapabilities(status) {
-  const name = "CAP_NET_ADMIN, CAP_SYS_ADMIN not in bounding set";
-  const hex3 = statusField(status, "CapBnd");
-  if (!hex3 || !/^[0-9a-f]+$/i.test(hex3))
-    return { name, ok: false, detail: `CapBnd: ${hex3 ?? "(missing)"}` };
-  const bnd = BigInt(`0x${hex3}`);
-  const present = [
-    ["CAP_NET_ADMIN", CAP_NET_ADMIN],
-    ["CAP_SYS_ADMIN", CAP_SYS_ADMIN]
-  ].filter(([, bit]) => bnd >> BigInt(bit) & 1n);
-  return {
-    name,
-    ok: present.length === 0,
-    detail: `CapBnd: ${hex3}` + (present.length ? `; still has ${present.map(([n2]) => n2).join(", ")}` : "")
-  };
-}
-function checkUidMap(uidMap) {
-  const name = "uid 0 inside is not 0 outside";
-  for (const line of uidMap.split("\n")) {
-    const f2 = line.trim().split(/\s+/).map(Number);
-    if (f2.length !== 3 || f2.some((n2) => !Number.isFinite(n2))) continue;
-    const [inside, outside, count2] = f2;
-    if (inside <= 0 && 0 < inside + count2) {
-      const host = outside - inside;
-      return {
-        name,
-        ok: host !== 0,
-        detail: host === 0 ? `uid_map ${line.trim()}: no user namespace` : `uid 0 \u2192 host uid ${host} (${count2} ids)`
-      };
-    }
-  }
-  return { name, ok: true, detail: "uid 0 is not mapped (root inside has no host identity)" };
-}
-function interfaces(netDev) {
-  return netDev.split("\n").slice(2).map((l) => l.split(":")[0].trim()).filter(Boolean);
-}
-function checkNetwork(netDev) {
-  const names = interfaces(netDev);
-  const others = names.filter((n2) => n2 !== "lo");
-  return {
-    name: "no network interface but lo",
-    ok: others.length === 0,
-    detail: `interfaces: ${names.join(", ") || "(none)"}`
-  };
-}
-async function inspectProcess(pid, dataPath) {
-  const read2 = (f2) => readFile6(`/proc/${pid}/${f2}`, "utf8");
-  const [mountinfo, status, uidMap, netDev] = await Promise.all([
-    read2("mountinfo"),
-    read2("status"),
-    read2("uid_map"),
-    read2("net/dev")
-  ]);
-  return [
-    checkRootReadOnly(mountinfo),
-    checkDataMount(mountinfo, dataPath),
-    checkNetwork(netDev),
-    checkNoNewPrivs(status),
-    checkCapabilities(status),
-    checkUidMap(uidMap)
-  ];
-}
-var INTERPRETER_NAME = /^(sh|bash|rbash|dash|ash|zsh|ksh|ksh93|mksh|csh|tcsh|fish|busybox|toybox|python[\d.]*m?|perl[\d.]*|lua[\d.]*|luajit[\d.-]*|ruby[\d.]*|node|nodejs|php[\d.]*|tclsh[\d.]*|wish[\d.]*)$/;
-async function listImage(root, logger) {
-  const r = await run(["find", root, "-mindepth", "1", "-printf", "%y\\0%m\\0%P\\0%l\\0"], {
-    privileged: true,
-    binary: true,
-    logger,
-    timeoutMs: 5 * 6e4
-  });
-  return parseFindListing(r.stdoutBytes);
-}
-function parseFindListing(bytes) {
-  const f2 = bytes.toString("utf8").split("\0");
-  const out = [];
-  for (let i2 = 0; i2 + 3 < f2.length; i2 += 4) {
-    const [type, mode2, rel, target] = [f2[i2], f2[i2 + 1], f2[i2 + 2], f2[i2 + 3]];
-    const p2 = `/${rel}`;
-    if (type === "d") out.push({ path: p2, kind: "dir", executable: false });
-    else if (type === "l") out.push({ path: p2, kind: "symlink", executable: false, target });
-    else
-      out.push({
-        path: p2,
-        kind: type === "f" ? "file" : "other",
-        executable: (parseInt(mode2, 8) & 73) !== 0
-      });
-  }
-  return out.sort((a2, b2) => a2.path < b2.path ? -1 : a2.path > b2.path ? 1 : 0);
-}
-function resolveInImage(entries, p2, depth = 0) {
-  const parts = p2.split("/").filter((s3) => s3 && s3 !== ".");
-  let cur = "/";
-  for (let i2 = 0; i2 < parts.length; i2++) {
-    if (parts[i2] === "..") {
-      cur = path20.posix.dirname(cur);
-      continue;
-    }
-    const next = path20.posix.join(cur, parts[i2]);
-    const e = entries.get(next);
-    if (e?.kind === "symlink" && depth < 40) {
-      const target = e.target.startsWith("/") ? e.target : path20.posix.join(cur, e.target);
-      const rest = parts.slice(i2 + 1).join("/");
-      return resolveInImage(entries, rest ? `${target}/${rest}` : target, depth + 1);
-    }
-    cur = next;
-  }
-  return cur;
-}
-function checkNoInterpreters(entries, command0) {
-  const name = "no shell or interpreter but the service";
-  const byPath2 = new Map(entries.map((e) => [e.path, e]));
-  const own2 = resolveInImage(byPath2, command0);
-  const found = [];
-  for (const e of entries) {
-    if (e.kind === "dir" || !INTERPRETER_NAME.test(path20.posix.basename(e.path))) continue;
-    if (e.kind === "file" && !e.executable) continue;
-    if (e.path === command0 || resolveInImage(byPath2, e.path) === own2) continue;
-    found.push(e.kind === "symlink" ? `${e.path} -> ${e.target}` : e.path);
-  }
-  return {
-    name,
-    ok: found.length === 0,
-    detail: found.length ? `found ${found.join(", ")}` : `${entries.length} entries; only ${command0}`
-  };
-}
-
-// src/harness/proc.ts
-import { readdirSync as readdirSync2, readFileSync as readFileSync5, readlinkSync as readlinkSync2 } from "node:fs";
-function parseStat(text) {
-  const open4 = text.indexOf("(");
-  const close = text.lastIndexOf(")");
-  if (open4 === -1 || close === -1) return void 0;
-  const rest = text.slice(close + 2).split(" ");
-  return {
-    pid: Number(text.slice(0, open4).trim()),
-    comm: text.slice(open4 + 1, close),
-    ppid: Number(rest[1]),
-    pgid: Number(rest[2]),
-    startTime: Number(rest[19])
-  };
-}
-function readProc(pid) {
-  try {
-    return parseStat(readFileSync5(`/proc/${pid}/stat`, "utf8"));
-  } catch {
-    return void 0;
-  }
-}
-function processTable() {
-  const table2 = /* @__PURE__ */ new Map();
-  for (const name of readdirSync2("/proc")) {
-    if (!/^\d+$/.test(name)) continue;
-    const info = readProc(Number(name));
-    if (info) table2.set(info.pid, info);
-  }
-  return table2;
-}
-function descendants(pid, table2 = processTable()) {
-  const children = /* @__PURE__ */ new Map();
-  for (const p2 of table2.values()) {
-    const list = children.get(p2.ppid);
-    if (list) list.push(p2);
-    else children.set(p2.ppid, [p2]);
-  }
-  const out = [];
-  const queue = [pid];
-  while (queue.length > 0) {
-    for (const c3 of children.get(queue.shift()) ?? []) {
-      out.push(c3);
-      queue.push(c3.pid);
-    }
-  }
-  return out;
-}
-function exePath(pid) {
-  try {
-    return readlinkSync2(`/proc/${pid}/exe`);
-  } catch {
-    return void 0;
-  }
-}
-function alive(p2) {
-  const now = readProc(p2.pid);
-  return now !== void 0 && now.startTime === p2.startTime;
-}
-function findPayloads(ancestor, table2 = processTable()) {
-  const self = table2.get(ancestor);
-  const tree = [...self ? [self] : [], ...descendants(ancestor, table2)];
-  const out = [];
-  for (const n2 of tree.filter((p2) => p2.comm === "systemd-nspawn")) {
-    const nspawnExe = exePath(n2.pid);
-    for (const c3 of tree) {
-      if (c3.ppid !== n2.pid || c3.comm === "systemd-nspawn") continue;
-      const exe = exePath(c3.pid);
-      if (exe === void 0 || nspawnExe === void 0 || exe !== nspawnExe) out.push(c3);
-    }
-  }
-  return out;
-}
-
-// src/harness/mounts.ts
-var sleep2 = (ms2) => new Promise((r) => setTimeout(r, ms2));
-async function ownMounts() {
-  const text = await readFile7("/proc/self/mountinfo", "utf8");
-  const parsed = parseMountInfo(text);
-  return text.split("\n").filter((l) => l.trim()).map((l, i2) => ({
-    majorMinor: l.split(" ")[2],
-    mountPoint: parsed[i2].mountPoint,
-    source: parsed[i2].source
-  }));
-}
-async function mountAt(dir) {
-  return (await ownMounts()).filter((m2) => m2.mountPoint === dir).at(-1);
-}
-async function mountImageReadOnly(image, dir, logger) {
-  await run(["mount", "-t", "squashfs", "-o", "loop,ro", image, dir], {
-    privileged: true,
-    logger,
-    timeoutMs: 6e4
-  });
-  const m2 = await mountAt(dir);
-  if (!m2)
-    throw new UserError(
-      `mounting ${image} at ${dir} reported success but nothing is mounted there`
-    );
-  return { dir, loopDevice: m2.source, majorMinor: m2.majorMinor };
-}
-async function mountDataTmpfs(dir, logger, sizeMb = 256) {
-  const owner = isRoot() ? [] : [`uid=${process.getuid()}`, `gid=${process.getgid()}`];
-  const opts = ["noexec", "nosuid", "nodev", "mode=0755", `size=${sizeMb}m`, ...owner].join(",");
-  await run(["mount", "-t", "tmpfs", "-o", opts, `lhc-verify:${dir}`, dir], {
-    privileged: true,
-    logger,
-    timeoutMs: 3e4
-  });
-  const m2 = await mountAt(dir);
-  if (!m2)
-    throw new UserError(`mounting a tmpfs at ${dir} reported success but nothing is mounted there`);
-  return m2.majorMinor;
-}
-async function unpackTemplate(template, dir, opts = {}) {
-  const warnings = [];
-  const owners = /* @__PURE__ */ new Map();
-  const modes = [];
-  try {
-    await So({
-      file: template,
-      cwd: dir,
-      strict: true,
-      chmod: true,
-      // npm tar leaves new files to the umask (0777 comes out 0755): modes are set below.
-      preserveOwner: false,
-      onwarn: (code, message) => warnings.push(`${code}: ${message}`),
-      onReadEntry: (e) => {
-        if (e.type !== "SymbolicLink" && e.mode !== void 0) {
-          modes.push({ file: path21.resolve(dir, e.path), mode: e.mode & 4095 });
-        }
-        if (e.uid === void 0 || e.gid === void 0) return;
-        const key = `${e.uid}:${e.gid}`;
-        const list = owners.get(key) ?? [];
-        list.push(path21.resolve(dir, e.path));
-        owners.set(key, list);
-      }
-    });
-  } catch (e) {
-    throw new UserError(`cannot unpack the data template ${template}: ${e.message}`, {
-      cause: e
-    });
-  }
-  if (warnings.length) throw new UserError(`data template ${template}: ${warnings.join("; ")}`);
-  for (const { file: file2, mode: mode2 } of modes) await chmod3(file2, mode2);
-  for (const [owner, paths] of owners) {
-    for (let i2 = 0; i2 < paths.length; i2 += 200) {
-      await run(["chown", "-h", owner, "--", ...paths.slice(i2, i2 + 200)], {
-        privileged: true,
-        logger: opts.logger,
-        timeoutMs: 6e4
-      });
-    }
-  }
-}
-async function containerProcesses(majorMinor) {
-  const out = [];
-  for (const pid of processTable().keys()) {
-    if (pid === process.pid) continue;
-    let text;
-    try {
-      text = await readFile7(`/proc/${pid}/mountinfo`, "utf8");
-    } catch {
-      continue;
-    }
-    if (text.split("\n").some((l) => {
-      const f2 = l.split(" ");
-      return f2[2] === majorMinor && f2[4] === "/";
-    })) {
-      out.push(pid);
-    }
-  }
-  return out;
-}
-async function killPid(pid) {
-  if (isRoot()) {
-    try {
-      process.kill(pid, "SIGKILL");
-    } catch {
-    }
-  } else {
-    await run(["kill", "-KILL", String(pid)], { privileged: true, reject: false });
-  }
-}
-async function unmount(dir, logger) {
-  for (let attempt = 0; attempt < 5; attempt++) {
-    if (!await mountAt(dir)) return;
-    const r = await run(["umount", dir], {
-      privileged: true,
-      logger,
-      reject: false,
-      timeoutMs: 3e4
-    });
-    if (r.exitCode === 0) continue;
-    logger.debug(`umount ${dir}: ${r.stderr.trim()}`);
-    await sleep2(200 * (attempt + 1));
-  }
-  if (await mountAt(dir)) {
-    logger.warn(`${dir} is still busy; detaching it lazily (umount -l)`);
-    await run(["umount", "-l", dir], { privileged: true, logger, timeoutMs: 3e4 });
-  }
-}
-function loopName(dev) {
-  return /^\/dev\/(loop\d+)$/.exec(dev)?.[1];
-}
-async function loopBackingFile(dev) {
-  const name = loopName(dev);
-  if (!name) return void 0;
-  try {
-    return (await readFile7(`/sys/block/${name}/loop/backing_file`, "utf8")).trim();
-  } catch {
-    return void 0;
-  }
-}
-async function releaseLoop(dev, image, logger) {
-  for (let i2 = 0; i2 < 20; i2++) {
-    const backing = await loopBackingFile(dev);
-    if (backing === void 0 || path21.resolve(backing.replace(/ \(deleted\)$/, "")) !== path21.resolve(image))
-      return;
-    await sleep2(100);
-  }
-  logger.warn(`${dev} was not auto-cleared; detaching it with losetup -d`);
-  await run(["losetup", "-d", dev], { privileged: true, logger, reject: false });
-}
-async function removeWorkDir(workDir, mountPoints2) {
-  for (const m2 of mountPoints2) {
-    if (await mountAt(m2)) throw new Error(`${m2} is still mounted; leaving ${workDir} in place`);
-    if (existsSync6(m2)) await rmdir(m2).catch(() => void 0);
-  }
-  if (existsSync6(workDir) && (await readdir3(workDir)).every((n2) => !mountPoints2.includes(path21.join(workDir, n2)))) {
-    await rm8(workDir, { recursive: true, force: true });
-  }
-}
-
 // src/stages/trace.ts
-var QEMU_TRACE_FILE = "qemu.log";
-function qemuFifoEnv() {
-  return { QEMU_STRACE: "1", QEMU_LOG_FILENAME: `${TRACE_MOUNT}/${QEMU_TRACE_FILE}` };
-}
-var STRACE_FLAGS = [
-  "-f",
-  "-qq",
-  "-s",
-  "4096",
-  "-e",
-  "trace=%file,%desc,%process"
-];
-function containerArgv(config2, t) {
-  const env = { ...config2.service.env, ...t.trace?.mode === "qemu" ? qemuFifoEnv() : {} };
-  return nspawnArgv({
-    root: t.root,
-    command: config2.service.command,
-    readOnly: t.readOnly,
-    dataDir: t.dataDir,
-    dataPath: config2.data.path,
-    binds: t.trace?.mode === "qemu" ? [{ host: t.trace.dir, container: TRACE_MOUNT }] : [],
-    env,
-    user: config2.service.user,
-    ...config2.service.workdir ? { workdir: config2.service.workdir } : {},
-    harden: t.harden,
-    privateNetwork: true
-  });
-}
-async function tracedArgv(config2, t, straceName) {
-  const argv = containerArgv(config2, t);
-  if (t.trace?.mode === "qemu") {
-    const fifoPath = path22.join(t.trace.dir, QEMU_TRACE_FILE);
-    await rm9(fifoPath, { force: true });
-    return { argv, fifo: await TraceFifo.create(fifoPath) };
-  }
-  if (t.trace?.mode === "strace") {
-    const straceFile = path22.join(t.trace.dir, straceName);
-    return { argv: ["strace", ...STRACE_FLAGS, "-o", straceFile, "--", ...argv], straceFile };
-  }
-  return { argv };
-}
-function crashError(config2, what, exitCode, stderr) {
-  const code = exitCode === void 0 ? "was killed" : `exited with code ${exitCode}`;
-  return new UserError(
-    `service '${config2.name}' (${config2.service.command.join(" ")}) ${code} ${what}` + (stderr.trim() ? `; last lines of its stderr:
-${tail(stderr, 15)}` : " (no stderr output)")
-  );
-}
-async function withTimeout(config2, what, p2) {
-  try {
-    return await p2;
-  } catch (e) {
-    if (e instanceof ToolError && e.reason.startsWith("timed out")) {
-      throw new UserError(
-        `service '${config2.name}' did not finish ${what} within service.timeout (${config2.service.timeout} s)` + (e.stderrTail ? `; last lines of its stderr:
-${e.stderrTail}` : "")
-      );
-    }
-    throw e;
-  }
-}
-async function runInetd(config2, t, logger, signal) {
-  const out = { responses: {}, traces: [], traceFiles: [] };
-  for (const [i2, probe] of config2.probes.entries()) {
-    if (probe.type !== "gopher") {
-      throw new UserError(
-        `probe '${probe.name}' is an ${probe.type} probe, but the service is inetd-style (service.inetd: true) and speaks only on stdin/stdout: use gopher probes, or service.listen`
-      );
-    }
-    const { argv, fifo, straceFile } = await tracedArgv(config2, t, `strace.${i2}.log`);
-    let r;
-    try {
-      r = await withTimeout(
-        config2,
-        `probe '${probe.name}'`,
-        run(argv, {
-          privileged: true,
-          input: Buffer.from(`${probe.selector}\r
-`, "utf8"),
-          binary: true,
-          reject: false,
-          timeoutMs: config2.service.timeout * 1e3,
-          logger,
-          ...signal ? { signal } : {}
-        })
-      );
-    } finally {
-      if (fifo) {
-        const text = await fifo.finish();
-        out.traces.push(text);
-      }
-    }
-    if (straceFile) {
-      out.traces.push(await readFile8(straceFile, "utf8").catch(() => ""));
-      out.traceFiles.push(straceFile);
-    }
-    if (r.exitCode !== 0)
-      throw crashError(config2, `while answering probe '${probe.name}'`, r.exitCode, r.stderr);
-    out.responses[probe.name] = r.stdoutBytes;
-  }
-  return out;
-}
-function processTree() {
-  const children = /* @__PURE__ */ new Map();
-  for (const name of readdirSync3("/proc")) {
-    if (!/^\d+$/.test(name)) continue;
-    try {
-      const s3 = readFileSync6(`/proc/${name}/stat`, "utf8");
-      const ppid = Number(s3.slice(s3.lastIndexOf(")") + 2).split(" ")[1]);
-      const list = children.get(ppid) ?? [];
-      list.push(Number(name));
-      children.set(ppid, list);
-    } catch {
-    }
-  }
-  return children;
-}
-var LAUNCHERS = /* @__PURE__ */ new Set(["systemd-nspawn", "sudo", "strace"]);
-function findPayloadPid(pid) {
-  let ownNet;
-  try {
-    ownNet = readlinkSync3("/proc/self/ns/net");
-  } catch {
-    ownNet = void 0;
-  }
-  const children = processTree();
-  const queue = [...children.get(pid) ?? []];
-  while (queue.length > 0) {
-    const p2 = queue.shift();
-    try {
-      if (ownNet !== void 0 && readlinkSync3(`/proc/${p2}/ns/net`) !== ownNet) return p2;
-    } catch (e) {
-      if (e.code === "EACCES" || e.code === "EPERM") {
-        const comm = readFileSync6(`/proc/${p2}/comm`, "utf8").trim();
-        if (!LAUNCHERS.has(comm)) return p2;
-      }
-    }
-    queue.push(...children.get(p2) ?? []);
-  }
-  return void 0;
-}
-function isListening(pid, port2) {
-  const hexPort = port2.toString(16).toUpperCase().padStart(4, "0");
-  let readable2 = false;
-  for (const table2 of ["tcp", "tcp6"]) {
-    let text;
-    try {
-      text = readFileSync6(`/proc/${pid}/net/${table2}`, "utf8");
-      readable2 = true;
-    } catch {
-      continue;
-    }
-    for (const line of text.split("\n").slice(1)) {
-      const f2 = line.trim().split(/\s+/);
-      if (f2.length > 3 && f2[1].endsWith(`:${hexPort}`) && f2[3] === "0A") return true;
-    }
-  }
-  return readable2 ? false : void 0;
-}
-var CONNECT_CHECK = "const s=require('net').connect(+process.argv[1],'127.0.0.1',()=>{s.destroy();process.exit(0)});s.on('error',()=>process.exit(1));";
-async function portOpen(pid, port2, logger) {
-  const known = isListening(pid, port2);
-  if (known !== void 0) return known;
-  const r = await run(
-    ["nsenter", "-t", String(pid), "-n", "--", process.execPath, "-e", CONNECT_CHECK, String(port2)],
-    {
-      privileged: true,
-      reject: false,
-      timeoutMs: 1e4,
-      logger
-    }
-  );
-  return r.exitCode === 0;
-}
-var sleep3 = (ms2) => new Promise((r) => setTimeout(r, ms2));
-var GOPHER_CLIENT = "const s=require('net').connect(+process.argv[1],'127.0.0.1',()=>s.end(process.argv[2]+'\\r\\n'));const c=[];s.on('data',d=>c.push(d));s.on('end',()=>process.stdout.write(Buffer.concat(c)));s.on('error',e=>{console.error(e.message);process.exit(1)});";
-async function probeListening(config2, pid, port2, probe, workDir, logger) {
-  const ns2 = ["nsenter", "-t", String(pid), "-n", "--"];
-  const timeoutMs = config2.service.timeout * 1e3;
-  if (probe.type === "gopher") {
-    const r2 = await run(
-      [...ns2, process.execPath, "-e", GOPHER_CLIENT, String(port2), probe.selector],
-      {
-        privileged: true,
-        binary: true,
-        timeoutMs,
-        logger
-      }
-    );
-    return r2.stdoutBytes;
-  }
-  const bodyFile = path22.join(workDir, `probe-${probe.name}.body`);
-  await rm9(bodyFile, { force: true });
-  const url3 = `http://127.0.0.1:${port2}${probe.path}`;
-  const r = await run(
-    [
-      ...ns2,
-      "curl",
-      "-s",
-      "-S",
-      "-o",
-      bodyFile,
-      "-w",
-      "%{http_code}",
-      "--max-time",
-      String(config2.service.timeout),
-      url3
-    ],
-    { privileged: true, timeoutMs, logger, reject: false }
-  );
-  if (r.exitCode !== 0) {
-    throw new UserError(
-      `probe '${probe.name}': ${url3} inside the container's network namespace failed: ${tail(r.stderr, 5) || `curl exit code ${r.exitCode}`}`
-    );
-  }
-  const body = await readFile8(bodyFile).catch(() => Buffer.alloc(0));
-  return { status: Number(r.stdout.trim()), body };
-}
-async function runListening(config2, t, workDir, logger) {
-  const port2 = config2.service.listen;
-  const { argv, fifo, straceFile } = await tracedArgv(config2, t, "strace.log");
-  const out = { responses: {}, traces: [], traceFiles: straceFile ? [straceFile] : [] };
-  let container;
-  try {
-    container = start(argv, { privileged: true, logger });
-  } catch (e) {
-    await fifo?.finish();
-    throw e;
-  }
-  const cleanup = registerCleanup(`container ${config2.name}`, () => container.stop());
-  const state = {};
-  void container.exited.then((e) => state.exited = e);
-  try {
-    const deadline = Date.now() + config2.service.timeout * 1e3;
-    let pid;
-    for (; ; ) {
-      const gone = state.exited;
-      if (gone)
-        throw crashError(config2, `before listening on port ${port2}`, gone.exitCode, gone.stderr);
-      pid ??= findPayloadPid(container.pid);
-      if (pid !== void 0 && await portOpen(pid, port2, logger)) break;
-      if (Date.now() > deadline) {
-        throw new UserError(
-          `service '${config2.name}' did not listen on port ${port2} within service.timeout (${config2.service.timeout} s)`
-        );
-      }
-      await sleep3(100);
-    }
-    logger.debug(`service listens on ${port2} in the namespace of pid ${pid}`);
-    for (const probe of config2.probes) {
-      out.responses[probe.name] = await probeListening(config2, pid, port2, probe, workDir, logger);
-      const gone = state.exited;
-      if (gone)
-        throw crashError(
-          config2,
-          `while answering probe '${probe.name}'`,
-          gone.exitCode,
-          gone.stderr
-        );
-    }
-  } finally {
-    await cleanup.run();
-    if (fifo) out.traces.push(await fifo.finish());
-  }
-  if (straceFile) out.traces.push(await readFile8(straceFile, "utf8").catch(() => ""));
-  return out;
-}
-async function runProbes(config2, t, o2) {
-  return config2.service.listen !== void 0 ? runListening(config2, t, o2.workDir, o2.logger) : runInetd(config2, t, o2.logger, o2.signal);
-}
-async function seedDataDir(config2, root, dir) {
-  await rm9(dir, { recursive: true, force: true });
-  await mkdir6(dir, { recursive: true, mode: 493 });
-  const inRoot = resolveTraced(root, config2.data.path);
-  if (inRoot.exists && inRoot.kind === "dir" && (await readdir4(inRoot.host)).length > 0) {
-    await run(["cp", "-a", "--", `${inRoot.host}/.`, `${dir}/`], { privileged: true });
-  }
-}
 async function isDir(p2) {
-  return stat5(p2).then(
+  return stat7(p2).then(
     (s3) => s3.isDirectory(),
     () => false
   );
-}
-async function mountOverlay(lower, upper, work, target, logger) {
-  const r = await run(
-    [
-      "mount",
-      "-t",
-      "overlay",
-      "overlay",
-      "-o",
-      `lowerdir=${lower},upperdir=${upper},workdir=${work}`,
-      target
-    ],
-    { privileged: true, reject: false, logger }
-  );
-  if (r.exitCode !== 0)
-    logger.debug(`overlay mount failed, copying the root instead: ${r.stderr.trim()}`);
-  return r.exitCode === 0;
 }
 async function traceService(config2, root, opts) {
   const { logger, workDir } = opts;
@@ -41728,37 +43140,31 @@ async function traceService(config2, root, opts) {
   }
   const elf = await readElf(entry.host);
   const interp = elf?.interp;
-  const copy = path22.join(workDir, "trace-root");
-  const traceDir = path22.join(workDir, "trace");
-  const dataDir = path22.join(workDir, "trace-data");
-  await mkdir6(workDir, { recursive: true });
-  await rm9(traceDir, { recursive: true, force: true });
-  await mkdir6(traceDir, { recursive: true, mode: 493 });
-  const upper = path22.join(workDir, "trace-upper");
-  const overlayWork = path22.join(workDir, "trace-overlay-work");
+  const copy = path35.join(workDir, "trace-root");
+  const traceDir = path35.join(workDir, "trace");
+  const dataDir = path35.join(workDir, "trace-data");
+  await mkdir12(workDir, { recursive: true });
+  await rm16(traceDir, { recursive: true, force: true });
+  await mkdir12(traceDir, { recursive: true, mode: 493 });
+  const upper = path35.join(workDir, "trace-upper");
+  const overlayWork = path35.join(workDir, "trace-overlay-work");
   const state = { mounted: false };
   const removeCopy = registerCleanup(`traced root copy ${copy}`, async () => {
     if (state.mounted) await unmount(copy, logger);
     state.mounted = false;
-    const r = await run(["rm", "-rf", "--one-file-system", "--", copy, upper, overlayWork], {
-      privileged: true,
-      reject: false
-    });
-    if (r.exitCode !== 0) logger.warn(`could not remove ${copy}: ${r.stderr.trim()}`);
+    await removeTree([copy, upper, overlayWork], { logger, reject: false });
   });
   try {
     await logger.group("writable copy of the root for the traced run", async () => {
-      await run(["rm", "-rf", "--one-file-system", "--", copy, upper, overlayWork], {
-        privileged: true
-      });
-      for (const d of [copy, upper, overlayWork]) await mkdir6(d, { recursive: true });
+      await removeTree([copy, upper, overlayWork]);
+      for (const d of [copy, upper, overlayWork]) await mkdir12(d, { recursive: true });
       state.mounted = await mountOverlay(root, upper, overlayWork, copy, logger);
       if (!state.mounted) {
         await run(["cp", "-a", "--reflink=auto", "--", `${root}/.`, `${copy}/`], {
           privileged: true
         });
       }
-      const mountPoints2 = [TRACE_MOUNT, config2.data.path, "/usr"].map((p2) => path22.join(copy, p2));
+      const mountPoints2 = [TRACE_MOUNT, config2.data.path, "/usr"].map((p2) => path35.join(copy, p2));
       await run(["mkdir", "-p", "-m", "0755", "--", ...mountPoints2], { privileged: true });
     });
     await seedDataDir(config2, root, dataDir);
@@ -41767,29 +43173,29 @@ async function traceService(config2, root, opts) {
       `traced run of ${config2.service.command.join(" ")} (${emulated ? "QEMU_STRACE" : "host strace"}, ${config2.probes.length} probes)`,
       () => runProbes(
         config2,
+        { root: copy, dataDir, readOnly: false, harden: false },
         {
-          root: copy,
-          dataDir,
-          readOnly: false,
-          harden: false,
-          trace: { dir: traceDir, mode: emulated ? "qemu" : "strace" }
-        },
-        { workDir, logger, ...opts.signal ? { signal: opts.signal } : {} }
+          workDir,
+          logger,
+          hook: emulated ? qemuTraceHook(traceDir) : straceHook(traceDir),
+          ...opts.signal ? { signal: opts.signal } : {}
+        }
       )
     );
     const seconds = (Date.now() - started) / 1e3;
+    logger.info(`traced in ${seconds.toFixed(1)} s (${emulated ? "QEMU_STRACE" : "host strace"})`);
     const parseOpts = {
       cwd: config2.service.workdir ?? "/",
       entrypoint: config2.service.command[0],
       ...emulated ? {} : { payloadExec: config2.service.command[0] }
     };
     const events = [];
-    const traceFiles = [...probed.traceFiles];
-    for (const [i2, text] of probed.traces.entries()) {
+    const traceFiles = probed.records.flatMap((r) => r.file ? [r.file] : []);
+    for (const [i2, { text }] of probed.records.entries()) {
       const parsed = emulated ? parseQemuStrace(text, parseOpts) : parseHostStrace(text, parseOpts);
       if (emulated) {
-        const file2 = path22.join(traceDir, `qemu.${i2}.txt`);
-        await writeFile8(file2, text);
+        const file2 = path35.join(traceDir, `qemu.${i2}.txt`);
+        await writeFile9(file2, text);
         traceFiles.push(file2);
       }
       if (parsed.skipped > 0)
@@ -41850,1323 +43256,12 @@ async function traceService(config2, root, opts) {
   }
 }
 
-// src/stages/prune.ts
-function mountPoints(config2) {
-  return [.../* @__PURE__ */ new Set([config2.data.path, "/proc", "/sys", "/dev", "/run", "/tmp", "/usr"])];
-}
-function walkRoot(root) {
-  const out = /* @__PURE__ */ new Map();
-  const visit3 = (inRoot) => {
-    const host = path23.join(root, inRoot);
-    const st2 = lstatSync3(host);
-    const kind = st2.isSymbolicLink() ? "symlink" : st2.isDirectory() ? "dir" : st2.isFile() ? "file" : "other";
-    out.set(inRoot, { kind, st: st2 });
-    if (kind === "dir") {
-      for (const name of readdirSync4(host).sort())
-        visit3(inRoot === "/" ? `/${name}` : `${inRoot}/${name}`);
-    }
-  };
-  visit3("/");
-  return out;
-}
-function entryBytes(e) {
-  return e.kind === "file" || e.kind === "symlink" ? e.st.size : 0;
-}
-function octal(mode2) {
-  return (mode2 & 4095).toString(8).padStart(4, "0");
-}
-var READ_OPS = /* @__PURE__ */ new Set(["open", "exec", "stat", "access", "readlink", "chdir", "getdents"]);
-async function pruneRoot(root, trace, config2, opts) {
-  const { logger } = opts;
-  const all = walkRoot(root);
-  const kept = /* @__PURE__ */ new Map();
-  const dataPath = config2.data.path;
-  const excluded = (p2) => isUnder(p2, dataPath) || isUnder(p2, TRACE_MOUNT);
-  const add = (p2, why) => {
-    if (excluded(p2) || !all.has(p2)) return false;
-    let s3 = kept.get(p2);
-    if (!s3) kept.set(p2, s3 = /* @__PURE__ */ new Set());
-    s3.add(why);
-    return true;
-  };
-  const addLookup = (guestPath, why, noFollow = false) => {
-    const r = resolveTraced(root, guestPath, { noFollow });
-    for (const l of r.symlinks) add(l.path, "symlink-on-path");
-    if (r.exists && !r.virtual) add(r.inRoot, why);
-    return r;
-  };
-  for (const e of trace.events) {
-    if (!READ_OPS.has(e.op) && !(e.write && e.result === "ok")) continue;
-    if (e.result === "error" && (e.errno === 2 || e.errno === 20)) continue;
-    if (e.syscall === "entrypoint" || e.syscall === "pt-interp") continue;
-    const r = addLookup(
-      e.path,
-      e.op === "exec" ? "traced-exec" : "traced-open",
-      e.noFollow ?? false
-    );
-    if (e.op === "getdents" && r.exists && r.kind === "dir" && !r.virtual) {
-      for (const name of readdirSync4(r.host)) add(path23.posix.join(r.inRoot, name), "dir-listing");
-    }
-  }
-  const entry = addLookup(trace.entrypoint, "entrypoint");
-  if (!entry.exists)
-    throw new UserError(`the entrypoint ${trace.entrypoint} does not exist in the root ${root}`);
-  if (trace.interp) addLookup(trace.interp, "elf-interp");
-  if (config2.keep.length > 0) {
-    const keepMatch = globMatcher(config2.keep);
-    for (const p2 of all.keys()) if (keepMatch(p2)) add(p2, "keep-glob");
-  }
-  const missingLibraries = [];
-  const scanned = /* @__PURE__ */ new Set();
-  for (let changed = true; changed; ) {
-    changed = false;
-    for (const p2 of [...kept.keys()]) {
-      if (scanned.has(p2) || all.get(p2)?.kind !== "file") continue;
-      scanned.add(p2);
-      let elf;
-      try {
-        elf = await readElf(path23.join(root, p2));
-      } catch (err) {
-        logger.debug(`not parsing ${p2} as ELF: ${err.message}`);
-        continue;
-      }
-      if (!elf) {
-        const why = kept.get(p2);
-        if (why.has("entrypoint") || why.has("traced-exec")) {
-          const interpreter = shebang(path23.join(root, p2));
-          if (interpreter) {
-            const r = addLookup(interpreter, "shebang-interp");
-            if (r.exists) changed = true;
-            else missingLibraries.push({ elf: p2, needed: interpreter });
-          }
-        }
-        continue;
-      }
-      if (elf.interp) {
-        const r = addLookup(elf.interp, "elf-interp");
-        if (r.exists) changed = true;
-        else missingLibraries.push({ elf: p2, needed: elf.interp });
-      }
-      const dirs = elf.needed.length > 0 ? libraryDirs(root, elf, p2) : [];
-      for (const lib of elf.needed) {
-        const candidates = lib.includes("/") ? [lib.startsWith("/") ? lib : path23.posix.join(path23.posix.dirname(p2), lib)] : dirs.map((d) => path23.posix.join(d, lib));
-        const hit = candidates.find((c3) => {
-          const r = resolveTraced(root, c3);
-          return r.exists && r.kind === "file";
-        });
-        if (hit === void 0) {
-          missingLibraries.push({ elf: p2, needed: lib });
-          continue;
-        }
-        addLookup(hit, "dt-needed");
-        changed = true;
-      }
-    }
-  }
-  for (const m2 of missingLibraries)
-    logger.warn(`${m2.elf} needs ${m2.needed}, which is not in the root's library dirs`);
-  const droppedByConfig = [];
-  if (config2.drop.length > 0) {
-    const dropMatch = globMatcher(config2.drop);
-    for (const p2 of [...kept.keys()]) {
-      if (dropMatch(p2)) {
-        kept.delete(p2);
-        droppedByConfig.push(p2);
-      }
-    }
-  }
-  for (const p2 of [...kept.keys()]) {
-    for (let d = path23.posix.dirname(p2); d !== "/" && d !== "."; d = path23.posix.dirname(d)) {
-      if (kept.has(d)) {
-        kept.get(d).add("parent-dir");
-        continue;
-      }
-      add(d, "parent-dir");
-    }
-  }
-  kept.delete("/");
-  const mounts = mountPoints(config2);
-  const prunedRoot = path23.join(opts.outDir, "root");
-  const dataDir = path23.join(opts.outDir, "data");
-  await rm10(prunedRoot, { recursive: true, force: true });
-  await mkdir7(prunedRoot, { recursive: true });
-  const rootSt = all.get("/").st;
-  const list = [];
-  const dirTimes = [];
-  for (const p2 of [...kept.keys()].sort()) {
-    const e = all.get(p2);
-    const src = path23.join(root, p2);
-    const dst = path23.join(prunedRoot, p2);
-    if (e.kind === "dir") {
-      await mkdir7(dst);
-      dirTimes.push({ host: dst, st: e.st });
-    } else if (e.kind === "file") {
-      await copyFile2(src, dst);
-      await utimes(dst, e.st.atime, e.st.mtime);
-    } else if (e.kind === "symlink") {
-      await symlink(await readlink2(src), dst);
-    } else {
-      logger.debug(`not copying special file ${p2}`);
-      continue;
-    }
-    await lchown(dst, e.st.uid, e.st.gid).catch(() => void 0);
-    if (e.kind !== "symlink") await chmod4(dst, e.st.mode & 4095);
-    else await lutimes(dst, e.st.atime, e.st.mtime).catch(() => void 0);
-    list.push({
-      path: p2,
-      kind: e.kind,
-      mode: octal(e.st.mode),
-      bytes: entryBytes(e),
-      why: [...kept.get(p2)].sort()
-    });
-  }
-  for (const m2 of mounts) {
-    const dst = path23.join(prunedRoot, m2);
-    const existing = list.find((k2) => k2.path === m2);
-    if (existing) {
-      if (!existing.why.includes("mount-point")) existing.why.push("mount-point");
-      continue;
-    }
-    const e = all.get(m2);
-    const mode2 = e?.kind === "dir" ? e.st.mode & 4095 : m2 === "/tmp" ? 1023 : 493;
-    await mkdir7(path23.dirname(dst), { recursive: true });
-    await mkdir7(dst);
-    await chmod4(dst, mode2);
-    if (e?.kind === "dir") await lchown(dst, e.st.uid, e.st.gid).catch(() => void 0);
-    list.push({ path: m2, kind: "dir", mode: octal(mode2), bytes: 0, why: ["mount-point"] });
-  }
-  for (const { host, st: st2 } of dirTimes.reverse()) await utimes(host, st2.atime, st2.mtime);
-  await chmod4(prunedRoot, rootSt.mode & 4095);
-  await lchown(prunedRoot, rootSt.uid, rootSt.gid).catch(() => void 0);
-  list.sort((a2, b2) => a2.path < b2.path ? -1 : a2.path > b2.path ? 1 : 0);
-  await seedDataDir(config2, root, dataDir);
-  let baseBytes = 0;
-  for (const e of all.values()) baseBytes += entryBytes(e);
-  const keptPaths = new Set(list.map((k2) => k2.path));
-  let droppedEntries = 0;
-  let droppedBytes = 0;
-  for (const [p2, e] of all) {
-    if (p2 === "/" || keptPaths.has(p2)) continue;
-    droppedEntries++;
-    droppedBytes += entryBytes(e);
-  }
-  const keptBytes = list.reduce((s3, k2) => s3 + k2.bytes, 0);
-  const report = {
-    name: config2.name,
-    emulated: trace.emulated,
-    traceSeconds: trace.seconds,
-    base: { entries: all.size - 1, bytes: baseBytes },
-    kept: { entries: list.length, bytes: keptBytes, list },
-    dropped: { entries: droppedEntries, bytes: droppedBytes },
-    failedLookups: trace.failedLookups,
-    writtenUnderData: trace.writtenUnderData,
-    writtenOutsideData: trace.writtenOutsideData,
-    missingLibraries,
-    droppedByConfig: droppedByConfig.sort()
-  };
-  logger.info(summarizeReport(report));
-  return { prunedRoot, dataDir, report };
-}
-function human(bytes) {
-  if (bytes < 1024) return `${bytes} B`;
-  if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(1)} KiB`;
-  return `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
-}
-function summarizeReport(r) {
-  const pct = r.base.bytes > 0 ? (100 * r.kept.bytes / r.base.bytes).toFixed(1) : "0";
-  const byReason = /* @__PURE__ */ new Map();
-  for (const k2 of r.kept.list) for (const w2 of k2.why) byReason.set(w2, (byReason.get(w2) ?? 0) + 1);
-  const lines = [
-    `pruned ${r.name}: kept ${r.kept.entries} of ${r.base.entries} entries, ${human(r.kept.bytes)} of ${human(r.base.bytes)} (${pct} %); dropped ${r.dropped.entries} entries, ${human(r.dropped.bytes)}`,
-    `kept because: ${[...byReason].sort().map(([w2, n2]) => `${w2} ${n2}`).join(", ")}`,
-    `trace: ${r.traceSeconds.toFixed(1)} s (${r.emulated ? "QEMU_STRACE" : "host strace"}), ${r.failedLookups.length} failed lookup(s), ${r.writtenUnderData.length} path(s) written under the data path`
-  ];
-  if (r.writtenOutsideData.length > 0)
-    lines.push(
-      `written outside the data path (read-only on the board): ${r.writtenOutsideData.join(", ")}`
-    );
-  if (r.missingLibraries.length > 0)
-    lines.push(
-      `missing libraries: ${r.missingLibraries.map((m2) => `${m2.needed} (for ${m2.elf})`).join(", ")}`
-    );
-  return lines.join("\n");
-}
-
-// src/stages/root.ts
-import { createHash as createHash7 } from "node:crypto";
-import { chmodSync as chmodSync3, existsSync as existsSync7, lstatSync as lstatSync6, readdirSync as readdirSync6, readFileSync as readFileSync7 } from "node:fs";
-import { mkdir as mkdir9, rename as rename4, rm as rm12, stat as stat7 } from "node:fs/promises";
-import path26 from "node:path";
-
-// src/root/extract.ts
-import { once as once9 } from "node:events";
-import {
-  closeSync as closeSync3,
-  constants as fsc,
-  createReadStream as createReadStream4,
-  fchmodSync,
-  fchownSync,
-  futimesSync,
-  lchownSync,
-  linkSync,
-  lstatSync as lstatSync4,
-  mkdirSync as mkdirSync2,
-  openSync as openSync3,
-  readSync as readSync2,
-  chmodSync,
-  symlinkSync,
-  unlinkSync,
-  writeSync as writeSync2,
-  readlinkSync as readlinkSync4
-} from "node:fs";
-import { mkdir as mkdir8, mkdtemp as mkdtemp5, rm as rm11, stat as stat6 } from "node:fs/promises";
-import path24 from "node:path";
-import { createGunzip } from "node:zlib";
-var ExtractError = class extends UserError {
-  constructor(archive, entry, reason) {
-    super(`refusing ${archive}: ${entry !== void 0 ? `entry '${entry}': ` : ""}${reason}`);
-    this.archive = archive;
-    this.entry = entry;
-    this.reason = reason;
-  }
-  archive;
-  entry;
-  reason;
-};
-var DEFAULT_MAX_RATIO = 200;
-var DEFAULT_RATIO_FLOOR = 16 * 1024 * 1024;
-var DEFAULT_MAX_BYTES = 8 * 1024 * 1024 * 1024;
-var SETID = 3072;
-function detectCompression(head) {
-  if (head.length >= 2 && head[0] === 31 && head[1] === 139) return "gzip";
-  if (head.length >= 6 && head.subarray(0, 6).equals(Buffer.from([253, 55, 122, 88, 90, 0])))
-    return "xz";
-  if (head.length >= 4 && head.readUInt32BE(0) === 682962941) return { unsupported: "zstd" };
-  if (head.length >= 3 && head.subarray(0, 3).toString("latin1") === "BZh")
-    return { unsupported: "bzip2" };
-  if (head.length >= 2 && head[0] === 93 && head[1] === 0) return { unsupported: "lzma" };
-  return "none";
-}
-function readHead(file2) {
-  const fd = openSync3(file2, "r");
-  try {
-    const buf = Buffer.alloc(512);
-    const n2 = readSync2(fd, buf, 0, buf.length, 0);
-    return buf.subarray(0, n2);
-  } finally {
-    closeSync3(fd);
-  }
-}
-function entryComponents(name) {
-  if (name.includes("\0")) throw new Error("path contains a NUL byte");
-  if (name.startsWith("/")) throw new Error("absolute path (rootfs tarballs use relative paths)");
-  const parts = name.split("/").filter((c3) => c3 !== "" && c3 !== ".");
-  if (parts.includes("..")) throw new Error('path contains ".." (it could point outside the root)');
-  return parts;
-}
-var Extractor = class {
-  constructor(archive, root, compression, opts) {
-    this.archive = archive;
-    this.root = root;
-    this.chown = opts.chown ?? isRoot();
-    this.summary = {
-      compression,
-      files: 0,
-      dirs: 0,
-      symlinks: 0,
-      hardlinks: 0,
-      skipped: { devices: 0, fifos: 0, other: 0 },
-      setidStripped: 0,
-      bytes: 0
-    };
-  }
-  archive;
-  root;
-  summary;
-  /** Regular files written from this archive: normalized entry path -> host path (hardlink targets). */
-  files = /* @__PURE__ */ new Map();
-  dirs = /* @__PURE__ */ new Map();
-  symlinks = [];
-  chown;
-  /** First error met while handling entries; the stream is drained and this is thrown. */
-  failure;
-  /** Entries seen (any type), to tell an empty or non-tar input from a real archive. */
-  entries = 0;
-  fail(entry, reason) {
-    throw new ExtractError(this.archive, entry, reason);
-  }
-  mode(raw, fallback) {
-    const m2 = raw ?? fallback;
-    if (m2 & SETID) this.summary.setidStripped++;
-    return m2 & 4095 & ~SETID;
-  }
-  /** Resolves the parent directory of an entry inside the root, creating missing parents. */
-  parentOf(name, parts) {
-    try {
-      const r = resolveInRoot(this.root, `/${parts.slice(0, -1).join("/")}`, {
-        createMissing: true
-      });
-      if (r.exists && !lstatSync4(r.host).isDirectory())
-        this.fail(name, `parent ${r.inRoot} is not a directory`);
-      if (!r.exists) mkdirSync2(r.host, { mode: 493 });
-      return r.host;
-    } catch (e) {
-      if (e instanceof ExtractError) throw e;
-      this.fail(
-        name,
-        `cannot resolve its parent directory inside the root: ${e.message}`
-      );
-    }
-  }
-  onEntry(entry) {
-    if (this.failure !== void 0) {
-      entry.resume();
-      return;
-    }
-    this.entries++;
-    try {
-      this.handle(entry);
-    } catch (e) {
-      this.failure = e;
-      entry.resume();
-    }
-  }
-  handle(entry) {
-    const name = entry.path;
-    let parts;
-    try {
-      parts = entryComponents(name);
-    } catch (e) {
-      this.fail(name, e.message);
-    }
-    switch (entry.type) {
-      case "File":
-      case "OldFile":
-      case "ContiguousFile":
-        if (parts.length === 0) this.fail(name, "a file cannot replace the root directory");
-        this.writeFile(entry, name, parts);
-        return;
-      case "Directory":
-      case "GNUDumpDir":
-        this.makeDir(entry, name, parts);
-        entry.resume();
-        return;
-      case "SymbolicLink": {
-        if (parts.length === 0) this.fail(name, "a symlink cannot replace the root directory");
-        const target = entry.linkpath ?? "";
-        if (target === "" || target.includes("\0"))
-          this.fail(name, "symlink with an empty or invalid target");
-        this.symlinks.push({ name, parts, target, uid: entry.uid, gid: entry.gid });
-        entry.resume();
-        return;
-      }
-      case "Link":
-        if (parts.length === 0) this.fail(name, "a hardlink cannot replace the root directory");
-        this.makeHardlink(name, parts, entry.linkpath ?? "");
-        entry.resume();
-        return;
-      case "CharacterDevice":
-      case "BlockDevice":
-        this.summary.skipped.devices++;
-        entry.resume();
-        return;
-      case "FIFO":
-        this.summary.skipped.fifos++;
-        entry.resume();
-        return;
-      default:
-        this.summary.skipped.other++;
-        entry.resume();
-    }
-  }
-  writeFile(entry, name, parts) {
-    const parent = this.parentOf(name, parts);
-    const host = path24.join(parent, parts[parts.length - 1]);
-    const flags = fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW;
-    let fd;
-    try {
-      fd = openSync3(host, flags, 384);
-    } catch (e) {
-      if (e.code !== "EEXIST") throw e;
-      const st2 = lstatSync4(host);
-      if (!st2.isFile())
-        this.fail(
-          name,
-          `a ${st2.isDirectory() ? "directory" : "non-file"} already exists at this path`
-        );
-      unlinkSync(host);
-      fd = openSync3(host, flags, 384);
-    }
-    const mode2 = this.mode(entry.mode, 420);
-    const key = parts.join("/");
-    entry.on("data", (chunk) => {
-      if (fd < 0) return;
-      try {
-        let off = 0;
-        while (off < chunk.length) off += writeSync2(fd, chunk, off, chunk.length - off);
-        this.summary.bytes += chunk.length;
-      } catch (e) {
-        this.failure ??= new ExtractError(
-          this.archive,
-          name,
-          `write failed: ${e.message}`
-        );
-        closeSync3(fd);
-        fd = -1;
-      }
-    });
-    entry.on("end", () => {
-      if (fd < 0) return;
-      try {
-        if (this.chown && entry.uid !== void 0 && entry.gid !== void 0)
-          fchownSync(fd, entry.uid, entry.gid);
-        fchmodSync(fd, mode2);
-        if (entry.mtime) futimesSync(fd, entry.mtime, entry.mtime);
-      } catch (e) {
-        this.failure ??= new ExtractError(
-          this.archive,
-          name,
-          `cannot set owner/mode: ${e.message}`
-        );
-      } finally {
-        closeSync3(fd);
-        fd = -1;
-      }
-      this.files.set(key, host);
-      this.summary.files++;
-    });
-  }
-  makeDir(entry, name, parts) {
-    const mode2 = this.mode(entry.mode, 493);
-    if (parts.length === 0) {
-      this.dirs.set("", { host: this.root, mode: mode2, uid: entry.uid, gid: entry.gid });
-      return;
-    }
-    const parent = this.parentOf(name, parts);
-    const host = path24.join(parent, parts[parts.length - 1]);
-    try {
-      mkdirSync2(host, { mode: 448 });
-      this.summary.dirs++;
-    } catch (e) {
-      if (e.code !== "EEXIST") throw e;
-      if (!lstatSync4(host).isDirectory())
-        this.fail(name, "a non-directory already exists at this path");
-    }
-    this.dirs.set(parts.join("/"), { host, mode: mode2, uid: entry.uid, gid: entry.gid });
-  }
-  makeHardlink(name, parts, linkpath) {
-    let targetParts;
-    try {
-      targetParts = entryComponents(linkpath);
-    } catch (e) {
-      this.fail(name, `hardlink target '${linkpath}': ${e.message}`);
-    }
-    const targetHost = this.files.get(targetParts.join("/"));
-    if (targetHost === void 0) {
-      this.fail(
-        name,
-        `hardlink target '${linkpath}' is not a regular file extracted earlier from this archive`
-      );
-    }
-    if (!lstatSync4(targetHost).isFile())
-      this.fail(name, `hardlink target '${linkpath}' is no longer a regular file`);
-    const parent = this.parentOf(name, parts);
-    const host = path24.join(parent, parts[parts.length - 1]);
-    try {
-      linkSync(targetHost, host);
-    } catch (e) {
-      if (e.code !== "EEXIST") throw e;
-      const st2 = lstatSync4(host);
-      if (!st2.isFile()) this.fail(name, "a non-file already exists at this path");
-      unlinkSync(host);
-      linkSync(targetHost, host);
-    }
-    this.files.set(parts.join("/"), host);
-    this.summary.hardlinks++;
-  }
-  /** After the stream: the symlinks, verbatim, then directory owners and modes (deepest first). */
-  finish() {
-    for (const s3 of this.symlinks) {
-      const parent = this.parentOf(s3.name, s3.parts);
-      const host = path24.join(parent, s3.parts[s3.parts.length - 1]);
-      try {
-        symlinkSync(s3.target, host);
-      } catch (e) {
-        if (e.code !== "EEXIST") throw e;
-        const st2 = lstatSync4(host);
-        if (st2.isSymbolicLink() && readlinkSync4(host) === s3.target) continue;
-        const what = st2.isDirectory() ? "a directory" : st2.isSymbolicLink() ? "another symlink" : "a file";
-        this.fail(
-          s3.name,
-          `symlink -> ${s3.target} conflicts with ${what} at the same path from this archive`
-        );
-      }
-      if (this.chown && s3.uid !== void 0 && s3.gid !== void 0) lchownSync(host, s3.uid, s3.gid);
-      this.summary.symlinks++;
-    }
-    const dirs = [...this.dirs.entries()].sort(
-      ([a2], [b2]) => b2.split("/").length - a2.split("/").length
-    );
-    for (const [, d] of dirs) {
-      if (this.chown && d.uid !== void 0 && d.gid !== void 0)
-        lchownSync(d.host, d.uid, d.gid);
-      if (!lstatSync4(d.host).isDirectory()) continue;
-      chmodSync(d.host, d.mode);
-    }
-    if (!this.dirs.has("")) chmodSync(this.root, 493);
-  }
-};
-function capFor(compression, compressedSize, opts) {
-  const maxBytes = opts.maxBytes ?? DEFAULT_MAX_BYTES;
-  if (compression === "none") return maxBytes;
-  const byRatio = Math.max(
-    opts.ratioFloorBytes ?? DEFAULT_RATIO_FLOOR,
-    compressedSize * (opts.maxRatio ?? DEFAULT_MAX_RATIO)
-  );
-  return Math.min(maxBytes, byRatio);
-}
-function bombError(archive, cap, compressedSize) {
-  return new ExtractError(
-    archive,
-    void 0,
-    `decompresses to more than ${cap} bytes from ${compressedSize} compressed bytes (decompression bomb cap; raise maxRatio/maxBytes if this archive is legitimate)`
-  );
-}
-async function xzToTemp(archive, tmpDir, cap, compressedSize, logger) {
-  const out = path24.join(tmpDir, "archive.tar");
-  const script = 'set -o pipefail; xz -dc -- "$1" | head -c "$2" > "$3"';
-  const r = await run(["bash", "-c", script, "bash", archive, String(cap + 1), out], {
-    reject: false,
-    logger
-  });
-  const size = (await stat6(out)).size;
-  if (size > cap) throw bombError(archive, cap, compressedSize);
-  if (r.exitCode !== 0) {
-    if (/xz: not found|command not found/.test(r.stderr)) {
-      throw new UserError(
-        `required tool 'xz' was not found; install it with: apt-get install xz-utils (or run: lhc setup)`
-      );
-    }
-    throw new ExtractError(
-      archive,
-      void 0,
-      `xz could not decompress it: ${r.stderr.trim() || `exit code ${r.exitCode}`}`
-    );
-  }
-  return out;
-}
-async function pump(source, parser, cap, onOver, ex) {
-  let total = 0;
-  const ended = new Promise((resolve, reject) => {
-    parser.on("end", resolve);
-    parser.on("error", reject);
-    parser.on("abort", reject);
-  });
-  ended.catch(() => {
-  });
-  try {
-    for await (const chunk of source) {
-      total += chunk.length;
-      if (total > cap) throw onOver();
-      if (ex.failure !== void 0) throw ex.failure;
-      if (!parser.write(chunk)) await Promise.race([once9(parser, "drain"), ended]);
-    }
-    parser.end();
-    await ended;
-  } finally {
-    source.destroy();
-  }
-}
-async function extractTarball(archive, dest, opts = {}) {
-  let compressedSize;
-  try {
-    compressedSize = (await stat6(archive)).size;
-  } catch (e) {
-    throw new UserError(
-      `cannot read tarball ${archive}: ${e.code ?? String(e)}`
-    );
-  }
-  const detected = detectCompression(readHead(archive));
-  if (typeof detected === "object") {
-    throw new ExtractError(
-      archive,
-      void 0,
-      `${detected.unsupported} compression is not supported (use .tar, .tar.gz or .tar.xz)`
-    );
-  }
-  const compression = detected;
-  const cap = capFor(compression, compressedSize, opts);
-  try {
-    await mkdir8(dest, { mode: 448 });
-  } catch (e) {
-    const code = e.code;
-    throw new UserError(
-      code === "EEXIST" ? `extraction target ${dest} already exists: extraction needs a fresh directory` : `cannot create extraction target ${dest}: ${code ?? String(e)}`
-    );
-  }
-  const tmpDir = compression === "xz" ? await mkdtemp5(path24.join(path24.dirname(dest), ".lhc-xz-")) : void 0;
-  const ex = new Extractor(archive, dest, compression, opts);
-  try {
-    let source;
-    if (compression === "xz") {
-      source = createReadStream4(await xzToTemp(archive, tmpDir, cap, compressedSize, opts.logger));
-    } else if (compression === "gzip") {
-      source = createReadStream4(archive).pipe(createGunzip());
-    } else {
-      source = createReadStream4(archive);
-    }
-    const warnings = [];
-    const parser = new rt({
-      strict: true,
-      // Our stream is already decompressed: a nested compressed stream is not a rootfs tarball.
-      zstd: false,
-      brotli: false,
-      maxDecompressionRatio: opts.maxRatio ?? DEFAULT_MAX_RATIO,
-      onwarn: (code, message) => warnings.push(`${code}: ${String(message)}`)
-    });
-    parser.on("entry", (entry) => ex.onEntry(entry));
-    try {
-      await pump(source, parser, cap, () => bombError(archive, cap, compressedSize), ex);
-    } catch (e) {
-      if (e instanceof UserError) throw e;
-      const msg = e.message ?? String(e);
-      if (/unexpected end of file|incorrect header check|invalid/i.test(msg) && compression === "gzip") {
-        throw new ExtractError(archive, void 0, `gzip stream is corrupt: ${msg}`);
-      }
-      throw new ExtractError(archive, void 0, `not a valid tar archive: ${msg}`);
-    }
-    if (ex.failure !== void 0) throw ex.failure;
-    if (ex.entries === 0) {
-      throw new ExtractError(
-        archive,
-        void 0,
-        `not a tar archive (no entries found${warnings[0] ? `; ${warnings[0]}` : ""})`
-      );
-    }
-    ex.finish();
-    const s3 = ex.summary;
-    opts.logger?.debug(
-      `extracted ${archive}: ${s3.files} files, ${s3.dirs} dirs, ${s3.symlinks} symlinks, ${s3.hardlinks} hardlinks, ${s3.bytes} bytes; skipped ${s3.skipped.devices} devices, ${s3.skipped.fifos} fifos, ${s3.skipped.other} other`
-    );
-    return s3;
-  } catch (e) {
-    await rm11(dest, { recursive: true, force: true });
-    throw e;
-  } finally {
-    if (tmpDir) await rm11(tmpDir, { recursive: true, force: true });
-  }
-}
-
-// src/root/overlay.ts
-import {
-  constants as fsc2,
-  lstatSync as lstatSync5,
-  mkdirSync as mkdirSync3,
-  readdirSync as readdirSync5,
-  readlinkSync as readlinkSync5,
-  rmSync,
-  symlinkSync as symlinkSync2,
-  chmodSync as chmodSync2,
-  lchownSync as lchownSync2
-} from "node:fs";
-import { open as open3 } from "node:fs/promises";
-import path25 from "node:path";
-function hostPathFor(root, dst) {
-  const dir = path25.posix.dirname(dst);
-  const parent = resolveInRoot(root, dir, { createMissing: true });
-  if (!parent.exists) mkdirSync3(parent.host, { mode: 493 });
-  else if (!lstatSync5(parent.host).isDirectory())
-    throw new UserError(`cannot install ${dst}: ${parent.inRoot} in the root is not a directory`);
-  const name = path25.posix.basename(dst);
-  return { host: path25.join(parent.host, name), inRoot: path25.posix.join(parent.inRoot, name) };
-}
-function clearForFile(host, dst) {
-  let st2;
-  try {
-    st2 = lstatSync5(host);
-  } catch {
-    return;
-  }
-  if (st2.isDirectory())
-    throw new UserError(`cannot install ${dst}: a directory already exists there in the root`);
-  rmSync(host, { force: true });
-}
-async function installFile(root, src, dst, mode2) {
-  const { host } = hostPathFor(root, dst);
-  clearForFile(host, dst);
-  const fh = await open3(host, fsc2.O_WRONLY | fsc2.O_CREAT | fsc2.O_EXCL | fsc2.O_NOFOLLOW, 384);
-  try {
-    const src_ = await open3(src, "r");
-    try {
-      const buf = Buffer.alloc(1 << 20);
-      for (; ; ) {
-        const { bytesRead } = await src_.read(buf, 0, buf.length);
-        if (bytesRead === 0) break;
-        await fh.write(buf, 0, bytesRead);
-      }
-    } finally {
-      await src_.close();
-    }
-    if (process.getuid?.() === 0) await fh.chown(0, 0);
-    await fh.chmod(mode2 & 1023);
-  } finally {
-    await fh.close();
-  }
-}
-function ensureDir(root, dst, mode2 = 493) {
-  const r = resolveInRoot(root, dst, { createMissing: true });
-  if (!r.exists) {
-    mkdirSync3(r.host, { mode: mode2 });
-    chmodSync2(r.host, mode2);
-  } else if (!lstatSync5(r.host).isDirectory()) {
-    throw new UserError(
-      `cannot create directory ${dst}: ${r.inRoot} in the root exists and is not a directory`
-    );
-  }
-  return r.host;
-}
-function normalizedMode(st2) {
-  if (st2.isDirectory()) return 493;
-  return st2.mode & 73 ? 493 : 420;
-}
-async function copyTree(root, srcDir, dst, stats = { files: 0, dirs: 0, symlinks: 0 }) {
-  ensureDir(root, dst, 493);
-  for (const name of readdirSync5(srcDir).sort()) {
-    const src = path25.join(srcDir, name);
-    const to2 = path25.posix.join(dst, name);
-    const st2 = lstatSync5(src);
-    if (st2.isDirectory()) {
-      stats.dirs++;
-      await copyTree(root, src, to2, stats);
-    } else if (st2.isFile()) {
-      stats.files++;
-      await installFile(root, src, to2, normalizedMode(st2));
-    } else if (st2.isSymbolicLink()) {
-      const { host } = hostPathFor(root, to2);
-      clearForFile(host, to2);
-      symlinkSync2(readlinkSync5(src), host);
-      if (process.getuid?.() === 0) lchownSync2(host, 0, 0);
-      stats.symlinks++;
-    } else {
-      throw new UserError(
-        `cannot copy ${src} into the root: only files, directories and symlinks are supported`
-      );
-    }
-  }
-  return stats;
-}
-
-// src/tools/mmdebstrap.ts
-var DEBIAN_ARCH = { aarch64: "arm64", x86_64: "amd64" };
-function mmdebstrapArgv(o2) {
-  const argv = [
-    "mmdebstrap",
-    `--arch=${o2.arch}`,
-    `--variant=${o2.variant}`,
-    "--format=tar",
-    "--quiet"
-  ];
-  const pkgs = [...new Set(o2.packages)].sort();
-  if (pkgs.length > 0) argv.push(`--include=${pkgs.join(",")}`);
-  argv.push(o2.suite, o2.output, ...o2.mirrors);
-  return argv;
-}
-function parseDeb822(text) {
-  const stanzas2 = [];
-  let cur = {};
-  let last;
-  for (const raw of text.split("\n")) {
-    if (raw.startsWith("#")) continue;
-    if (raw.trim() === "") {
-      if (Object.keys(cur).length > 0) stanzas2.push(cur);
-      cur = {};
-      last = void 0;
-      continue;
-    }
-    if (/^\s/.test(raw) && last) {
-      cur[last] += `
-${raw.trim()}`;
-      continue;
-    }
-    const m2 = /^([\w-]+):\s*(.*)$/.exec(raw);
-    if (!m2) continue;
-    last = m2[1].toLowerCase();
-    cur[last] = m2[2].trim();
-  }
-  if (Object.keys(cur).length > 0) stanzas2.push(cur);
-  return stanzas2;
-}
-function hostMirrorLines(deb822Text, suite) {
-  const lines = [];
-  for (const s3 of parseDeb822(deb822Text)) {
-    if (!(s3.types ?? "").split(/\s+/).includes("deb")) continue;
-    if ((s3.enabled ?? "yes").toLowerCase() === "no") continue;
-    const suites = (s3.suites ?? "").split(/\s+/).filter((x) => x === suite || x.startsWith(`${suite}-`));
-    if (suites.length === 0) continue;
-    const opts = s3["signed-by"] && !s3["signed-by"].includes("\n") ? ` [signed-by=${s3["signed-by"]}]` : "";
-    for (const uri of (s3.uris ?? "").split(/\s+/).filter(Boolean)) {
-      for (const x of suites) lines.push(`deb${opts} ${uri} ${x} ${s3.components ?? "main"}`);
-    }
-  }
-  return lines;
-}
-
-// src/stages/root.ts
-var MOUNT_POINTS = ["/proc", "/sys", "/dev", "/run", "/tmp"];
-var SCRATCH_DIRS = ["/usr", "/bin", "/etc", ...MOUNT_POINTS];
-var HOST_SOURCES2 = "/etc/apt/sources.list.d/debian.sources";
-var PACKAGES_TIMEOUT_MS = 30 * 6e4;
-var MMDEBSTRAP_TIMEOUT_MS = 40 * 6e4;
-function treeBytes(dir) {
-  const seen = /* @__PURE__ */ new Set();
-  let total = 0;
-  const walk = (d) => {
-    for (const name of readdirSync6(d)) {
-      const p2 = path26.join(d, name);
-      const st2 = lstatSync6(p2, { bigint: false });
-      if (st2.isDirectory()) walk(p2);
-      else if (st2.isFile()) {
-        const key = `${st2.dev}:${st2.ino}`;
-        if (seen.has(key)) continue;
-        seen.add(key);
-        total += st2.size;
-      }
-    }
-  };
-  walk(dir);
-  return total;
-}
-async function makeScratchRoot(root) {
-  await mkdir9(root, { mode: 493 });
-  for (const d of SCRATCH_DIRS) ensureDir(root, d, d === "/tmp" ? 1023 : 493);
-}
-function packagesCommand(packages) {
-  return typeof packages === "string" ? ["/bin/sh", "-c", packages] : [...packages];
-}
-async function runInRoot(root, command, opts) {
-  const argv = nspawnArgv({ root, command, machineName: `lhc-root-${process.pid}` });
-  const r = await run(argv, {
-    privileged: true,
-    logger: opts.logger,
-    loud: true,
-    signal: opts.signal,
-    timeoutMs: opts.timeoutMs ?? PACKAGES_TIMEOUT_MS,
-    stderrLines: 40
-  });
-  for (const line of r.stdout.trimEnd().split("\n").filter(Boolean)) opts.logger.debug(`  ${line}`);
-  return { stdout: r.stdout, stderr: r.stderr };
-}
-function debianMirrors(base, hostSourcesFile = HOST_SOURCES2) {
-  if (base.mirrors && base.mirrors.length > 0) return [...base.mirrors];
-  if (!existsSync7(hostSourcesFile)) return [];
-  return hostMirrorLines(readFileSync7(hostSourcesFile, "utf8"), base.suite);
-}
-function debianBaseKey(input2) {
-  const canonical = JSON.stringify({
-    arch: input2.arch,
-    suite: input2.suite,
-    variant: input2.variant,
-    packages: [...new Set(input2.packages)].sort(),
-    mirrors: input2.mirrors
-  });
-  return createHash7("sha256").update(canonical).digest("hex");
-}
-async function debianBaseTarball(base, arch, opts) {
-  const debArch = DEBIAN_ARCH[arch];
-  if (!debArch) throw new ConfigError(`base: no Debian architecture for arch ${arch}`);
-  const mirrors = debianMirrors(base, opts.hostSourcesFile);
-  const key = debianBaseKey({
-    arch: debArch,
-    suite: base.suite,
-    variant: base.variant,
-    packages: base.packages,
-    mirrors
-  });
-  const dir = opts.basesDir ?? path26.join(cacheDir(), "bases");
-  const out = path26.join(dir, `${key}.tar`);
-  if (existsSync7(out)) {
-    opts.logger.info(
-      `debian base ${base.suite} (${base.packages.join(", ") || "no extra packages"}): cached ${out}`
-    );
-    return out;
-  }
-  await mkdir9(dir, { recursive: true });
-  const tmp = path26.join(dir, `.tmp-${key}-${process.pid}.tar`);
-  opts.logger.info(
-    `debian base: mmdebstrap ${base.suite} ${debArch} with ${base.packages.join(", ") || "no extra packages"} (${mirrors.length ? "host apt sources" : "mmdebstrap's default mirror"}; takes minutes under QEMU)`
-  );
-  try {
-    await run(
-      mmdebstrapArgv({
-        arch: debArch,
-        suite: base.suite,
-        variant: base.variant,
-        packages: base.packages,
-        output: tmp,
-        mirrors
-      }),
-      {
-        privileged: true,
-        logger: opts.logger,
-        loud: true,
-        signal: opts.signal,
-        timeoutMs: MMDEBSTRAP_TIMEOUT_MS,
-        stderrLines: 40
-      }
-    );
-    await rename4(tmp, out);
-  } finally {
-    await rm12(tmp, { force: true });
-  }
-  return out;
-}
-async function tarballPath(base, opts) {
-  if (base.path) {
-    try {
-      if (!(await stat7(base.path)).isFile())
-        throw new ConfigError(`base.path: ${base.path} is not a file`);
-    } catch (e) {
-      if (e instanceof UserError) throw e;
-      throw new ConfigError(
-        `base.path: cannot read ${base.path} (${e.code ?? String(e)})`
-      );
-    }
-    if (base.sha256) {
-      const actual = await sha256File(base.path);
-      if (actual !== base.sha256) {
-        throw new UserError(
-          `base.path: ${base.path} has sha256 ${actual}, but the config expects ${base.sha256}`
-        );
-      }
-    }
-    return base.path;
-  }
-  return opts.store.fetch({ urls: base.urls ?? [], sha256: base.sha256 }, { signal: opts.signal });
-}
-function describeExtract(s3) {
-  const skipped = s3.skipped.devices + s3.skipped.fifos + s3.skipped.other;
-  return `${s3.files} files, ${s3.dirs} dirs, ${s3.symlinks} symlinks, ${s3.hardlinks} hardlinks, ${s3.bytes} bytes` + (skipped ? `; skipped ${s3.skipped.devices} device nodes, ${s3.skipped.fifos} fifos, ${s3.skipped.other} other` : "") + (s3.setidStripped ? `; setuid/setgid removed from ${s3.setidStripped}` : "");
-}
-async function assembleRoot(config2, opts) {
-  const { logger } = opts;
-  const root = path26.join(opts.workDir, "root");
-  const base = config2.base;
-  if (config2.packages !== void 0 && base.type === "scratch") {
-    throw new ConfigError(
-      "packages: a scratch base has no shell or package manager to run it; use a tarball or debian base"
-    );
-  }
-  try {
-    await logger.group(`root: ${base.type} base`, async () => {
-      if (base.type === "scratch") {
-        await makeScratchRoot(root);
-        return;
-      }
-      const tarball = base.type === "tarball" ? await tarballPath(base, opts) : await debianBaseTarball(base, config2.arch, opts);
-      const s3 = await extractTarball(tarball, root, { logger });
-      logger.info(`extracted ${path26.basename(tarball)}: ${describeExtract(s3)}`);
-      for (const d of ["/usr", ...MOUNT_POINTS]) ensureDir(root, d, d === "/tmp" ? 1023 : 493);
-    });
-    if (config2.packages !== void 0) {
-      const command = packagesCommand(config2.packages);
-      await logger.group("root: packages", async () => {
-        if (typeof config2.packages === "string" && !existsInRoot(root, "/bin/sh")) {
-          throw new ConfigError(
-            "packages: the base root has no /bin/sh to run the command with; give the command as a list (argv) instead"
-          );
-        }
-        await runInRoot(root, command, { logger, signal: opts.signal });
-      });
-    }
-    await logger.group("root: overlay", async () => {
-      for (const [i2, f2] of config2.files.entries()) {
-        let st2;
-        try {
-          st2 = lstatSync6(f2.src);
-        } catch (e) {
-          throw new ConfigError(
-            `files[${i2}].src: cannot read ${f2.src} (${e.code ?? String(e)})`
-          );
-        }
-        if (st2.isDirectory()) {
-          const c3 = await copyTree(root, f2.src, f2.dst);
-          if (f2.mode !== void 0) ensureDirMode(root, f2.dst, f2.mode);
-          logger.info(
-            `${f2.dst}/: ${c3.files} files, ${c3.dirs} dirs, ${c3.symlinks} symlinks from ${f2.src}`
-          );
-        } else if (st2.isFile()) {
-          await installFile(root, f2.src, f2.dst, f2.mode ?? normalizedMode(st2));
-          logger.info(`${f2.dst} from ${f2.src}`);
-        } else {
-          throw new ConfigError(`files[${i2}].src: ${f2.src} is neither a file nor a directory`);
-        }
-      }
-      if (opts.luaPath) {
-        const dst = config2.lua?.path ?? "/bin/lua";
-        await installFile(root, opts.luaPath, dst, 493);
-        logger.info(`${dst}: static Lua from ${opts.luaPath}`);
-      }
-      ensureDir(root, config2.data.path, 493);
-      if (config2.data.template) {
-        let st2;
-        try {
-          st2 = lstatSync6(config2.data.template);
-        } catch (e) {
-          throw new ConfigError(
-            `data.template: cannot read ${config2.data.template} (${e.code ?? String(e)})`
-          );
-        }
-        if (!st2.isDirectory())
-          throw new ConfigError(`data.template: ${config2.data.template} is not a directory`);
-        const c3 = await copyTree(root, config2.data.template, config2.data.path);
-        logger.info(`${config2.data.path}: data template with ${c3.files} files, ${c3.dirs} dirs`);
-      }
-    });
-    const baseBytes = treeBytes(root);
-    logger.info(`root assembled at ${root}: ${baseBytes} bytes`);
-    return { root, baseBytes };
-  } catch (e) {
-    await run(["rm", "-rf", "--one-file-system", root], { privileged: true, reject: false }).catch(
-      () => void 0
-    );
-    throw e;
-  }
-}
-function existsInRoot(root, p2) {
-  try {
-    return resolveInRoot(root, p2).exists;
-  } catch {
-    return false;
-  }
-}
-function ensureDirMode(root, dst, mode2) {
-  chmodSync3(ensureDir(root, dst), mode2 & 1023);
-}
-
-// src/stages/self-check.ts
-import { mkdir as mkdir10, rm as rm13 } from "node:fs/promises";
-import path27 from "node:path";
-
-// src/harness/diff.ts
-var CONTEXT = 3;
-var MAX_LCS_CELLS = 4e6;
-function visible(bytes) {
-  let out = "";
-  for (const b2 of bytes) {
-    if (b2 === 92) out += "\\\\";
-    else if (b2 === 13) out += "\\r";
-    else if (b2 === 9) out += "\\t";
-    else if (b2 === 10) out += "\\n";
-    else if (b2 >= 32 && b2 < 127) out += String.fromCharCode(b2);
-    else out += `\\x${b2.toString(16).padStart(2, "0")}`;
-  }
-  return out;
-}
-function splitLines(buf) {
-  const lines = [];
-  let start2 = 0;
-  while (start2 < buf.length) {
-    const lf = buf.indexOf(10, start2);
-    const end = lf === -1 ? buf.length : lf;
-    const bytes = buf.subarray(start2, end);
-    const newline = lf !== -1;
-    lines.push({ bytes, newline, key: `${newline ? "n" : "e"}${bytes.toString("latin1")}` });
-    start2 = end + 1;
-  }
-  return lines;
-}
-function firstDifference(a2, b2) {
-  const n2 = Math.min(a2.length, b2.length);
-  for (let i2 = 0; i2 < n2; i2++) if (a2[i2] !== b2[i2]) return i2;
-  return a2.length === b2.length ? -1 : n2;
-}
-function editScript(a2, b2) {
-  let pre = 0;
-  while (pre < a2.length && pre < b2.length && a2[pre].key === b2[pre].key) pre++;
-  let suf = 0;
-  while (suf < a2.length - pre && suf < b2.length - pre && a2[a2.length - 1 - suf].key === b2[b2.length - 1 - suf].key) {
-    suf++;
-  }
-  const am = a2.slice(pre, a2.length - suf);
-  const bm = b2.slice(pre, b2.length - suf);
-  const ops = a2.slice(0, pre).map((line) => ({ kind: " ", line }));
-  if ((am.length + 1) * (bm.length + 1) > MAX_LCS_CELLS) {
-    for (const line of am) ops.push({ kind: "-", line });
-    for (const line of bm) ops.push({ kind: "+", line });
-  } else {
-    const w2 = bm.length + 1;
-    const lcs = new Uint32Array((am.length + 1) * w2);
-    for (let i3 = am.length - 1; i3 >= 0; i3--) {
-      for (let j3 = bm.length - 1; j3 >= 0; j3--) {
-        lcs[i3 * w2 + j3] = am[i3].key === bm[j3].key ? lcs[(i3 + 1) * w2 + j3 + 1] + 1 : Math.max(lcs[(i3 + 1) * w2 + j3], lcs[i3 * w2 + j3 + 1]);
-      }
-    }
-    let i2 = 0;
-    let j2 = 0;
-    while (i2 < am.length || j2 < bm.length) {
-      if (i2 < am.length && j2 < bm.length && am[i2].key === bm[j2].key) {
-        ops.push({ kind: " ", line: am[i2++] });
-        j2++;
-      } else if (j2 < bm.length && (i2 === am.length || lcs[i2 * w2 + j2 + 1] >= lcs[(i2 + 1) * w2 + j2])) {
-        ops.push({ kind: "+", line: bm[j2++] });
-      } else {
-        ops.push({ kind: "-", line: am[i2++] });
-      }
-    }
-    normalizeRuns(ops, pre);
-  }
-  for (const line of a2.slice(a2.length - suf)) ops.push({ kind: " ", line });
-  return ops;
-}
-function normalizeRuns(ops, from) {
-  let i2 = from;
-  while (i2 < ops.length) {
-    if (ops[i2].kind === " ") {
-      i2++;
-      continue;
-    }
-    let j2 = i2;
-    while (j2 < ops.length && ops[j2].kind !== " ") j2++;
-    const run2 = ops.slice(i2, j2);
-    const sorted = [...run2.filter((o2) => o2.kind === "-"), ...run2.filter((o2) => o2.kind === "+")];
-    ops.splice(i2, j2 - i2, ...sorted);
-    i2 = j2;
-  }
-}
-function renderLine(op) {
-  const text = `${op.kind}${visible(op.line.bytes)}`;
-  return op.line.newline ? [text] : [text, "\\ No newline at end of file"];
-}
-function range(start2, count2) {
-  if (count2 === 0) return `${start2},0`;
-  return count2 === 1 ? `${start2 + 1}` : `${start2 + 1},${count2}`;
-}
-function position(buf, offset) {
-  let line = 1;
-  let lineStart = 0;
-  for (let i2 = 0; i2 < offset && i2 < buf.length; i2++) {
-    if (buf[i2] === 10) {
-      line++;
-      lineStart = i2 + 1;
-    }
-  }
-  return { line, column: offset - lineStart + 1 };
-}
-function describeByte(buf, offset) {
-  return offset < buf.length ? `"${visible(buf.subarray(offset, offset + 1))}" (0x${buf[offset].toString(16).padStart(2, "0")})` : "end of data";
-}
-function describeFirstDifference(expected, actual) {
-  const at2 = firstDifference(expected, actual);
-  if (at2 === -1) return void 0;
-  const { line, column } = position(expected, at2);
-  return `first difference at byte ${at2} (line ${line}, column ${column}): expected ${describeByte(expected, at2)}, got ${describeByte(actual, at2)} (expected ${expected.length} bytes, got ${actual.length})`;
-}
-function visibleDiff(expected, actual, labels = { expected: "expected", actual: "actual" }) {
-  const first = describeFirstDifference(expected, actual);
-  if (first === void 0) return void 0;
-  const ops = editScript(splitLines(expected), splitLines(actual));
-  const out = [first, `--- ${labels.expected}`, `+++ ${labels.actual}`];
-  const changed = ops.map((o2, i2) => o2.kind === " " ? -1 : i2).filter((i2) => i2 >= 0);
-  let h2 = 0;
-  while (h2 < changed.length) {
-    const from = Math.max(0, changed[h2] - CONTEXT);
-    let to2 = changed[h2];
-    while (h2 + 1 < changed.length && changed[h2 + 1] - to2 <= 2 * CONTEXT) to2 = changed[++h2];
-    h2++;
-    const end = Math.min(ops.length, to2 + CONTEXT + 1);
-    let aStart = 0;
-    let bStart = 0;
-    for (const o2 of ops.slice(0, from)) {
-      if (o2.kind !== "+") aStart++;
-      if (o2.kind !== "-") bStart++;
-    }
-    const hunk = ops.slice(from, end);
-    const aCount = hunk.filter((o2) => o2.kind !== "+").length;
-    const bCount = hunk.filter((o2) => o2.kind !== "-").length;
-    out.push(`@@ -${range(aStart, aCount)} +${range(bStart, bCount)} @@`);
-    for (const o2 of hunk) out.push(...renderLine(o2));
-  }
-  return out.join("\n");
-}
-
-// src/stages/self-check.ts
-function bytesDiff(what, expected, actual) {
-  if (expected.equals(actual)) return void 0;
-  let at2 = 0;
-  while (at2 < expected.length && at2 < actual.length && expected[at2] === actual[at2]) at2++;
-  const from = Math.max(0, at2 - 40);
-  return `${what}: ${expected.length} bytes before pruning, ${actual.length} after; first difference at byte ${at2}
-  before: \u2026${visible(expected.subarray(from, at2 + 80))}
-  after:  \u2026${visible(actual.subarray(from, at2 + 80))}`;
-}
-function responseDiff(name, before, after) {
-  if (before === void 0 || after === void 0)
-    return `probe '${name}': no response ${before === void 0 ? "before" : "after"} pruning`;
-  if (Buffer.isBuffer(before) && Buffer.isBuffer(after))
-    return bytesDiff(`probe '${name}'`, before, after);
-  if (!Buffer.isBuffer(before) && !Buffer.isBuffer(after)) {
-    if (before.status !== after.status)
-      return `probe '${name}': HTTP status ${before.status} before pruning, ${after.status} after`;
-    return bytesDiff(`probe '${name}' body`, before.body, after.body);
-  }
-  return `probe '${name}': response kinds differ`;
-}
-async function selfCheck(config2, prunedRoot, unprunedResponses, opts) {
-  await mkdir10(opts.workDir, { recursive: true });
-  const dataDir = path27.join(opts.workDir, "self-check-data");
-  await rm13(dataDir, { recursive: true, force: true });
-  if (opts.dataDir) await run(["cp", "-a", "--", opts.dataDir, dataDir], { privileged: true });
-  else await run(["mkdir", "-p", dataDir]);
-  const view = path27.join(opts.workDir, "self-check-root");
-  await mkdir10(view, { recursive: true });
-  await run(["mount", "--bind", prunedRoot, view], { privileged: true, logger: opts.logger });
-  const unmountView = registerCleanup(`self-check mount ${view}`, () => unmount(view, opts.logger));
-  const started = Date.now();
-  try {
-    await run(["mount", "-o", "remount,bind,ro", view], { privileged: true, logger: opts.logger });
-    const probed = await opts.logger.group(
-      `self-check: ${config2.probes.length} probes against the pruned root`,
-      () => runProbes(
-        config2,
-        { root: view, dataDir, readOnly: true, harden: true },
-        {
-          workDir: opts.workDir,
-          logger: opts.logger,
-          ...opts.signal ? { signal: opts.signal } : {}
-        }
-      )
-    ).catch((e) => {
-      if (e instanceof UserError) {
-        throw new UserError(
-          `self-check failed: the pruned root does not run like the traced one: ${e.message}`,
-          { cause: e }
-        );
-      }
-      throw e;
-    });
-    const diffs = config2.probes.map((p2) => responseDiff(p2.name, unprunedResponses[p2.name], probed.responses[p2.name])).filter((d) => d !== void 0);
-    if (diffs.length > 0) {
-      throw new UserError(
-        `self-check failed: ${diffs.length} of ${config2.probes.length} probe(s) answer differently after pruning (the trace missed something the service needs; add it to keep:)
-${diffs.join("\n")}`
-      );
-    }
-    return { responses: probed.responses, seconds: (Date.now() - started) / 1e3 };
-  } finally {
-    await unmountView.run();
-    await run(["rm", "-rf", "--one-file-system", "--", dataDir], {
-      privileged: true,
-      reject: false
-    });
-  }
-}
-
 // src/stages/verify.ts
 import { setMaxListeners as setMaxListeners2 } from "node:events";
 import { existsSync as existsSync9 } from "node:fs";
-import { mkdir as mkdir11, mkdtemp as mkdtemp6 } from "node:fs/promises";
+import { mkdir as mkdir13, mkdtemp as mkdtemp6 } from "node:fs/promises";
 import os8 from "node:os";
-import path30 from "node:path";
+import path38 from "node:path";
 
 // src/harness/client.ts
 import http from "node:http";
@@ -43333,14 +43428,14 @@ async function runLoad(requests, concurrency, one, signal) {
 }
 
 // src/verify/probes.ts
-import { readFile as readFile9 } from "node:fs/promises";
-import path28 from "node:path";
+import { readFile as readFile11 } from "node:fs/promises";
+import path36 from "node:path";
 async function readFixtures(probes) {
   const out = /* @__PURE__ */ new Map();
   for (const p2 of probes) {
     if (!p2.fixture) continue;
     try {
-      out.set(p2.name, await readFile9(p2.fixture));
+      out.set(p2.name, await readFile11(p2.fixture));
     } catch (e) {
       throw new UserError(
         `probe ${p2.name}: cannot read fixture ${p2.fixture}: ${e.code ?? String(e)}`
@@ -43396,7 +43491,7 @@ async function curlProbe(probe, expected, svc, workDir, opts, timeoutMs) {
   const { host, port: port2 } = svc.clientTarget;
   const name = `${probe.name} (curl)`;
   const seconds = String(Math.ceil(timeoutMs / 1e3));
-  const bodyFile = path28.join(workDir, "curl-body");
+  const bodyFile = path36.join(workDir, "curl-body");
   const url3 = probe.type === "gopher" ? gopherUrl(host, port2, probe.selector) : `http://${host}:${port2}${probe.path}`;
   const curl = [
     "curl",
@@ -43423,7 +43518,7 @@ async function curlProbe(probe, expected, svc, workDir, opts, timeoutMs) {
       diff: `${r.command} failed (exit ${r.exitCode}): ${r.stderr.trim()}`,
       bytes: 0
     };
-  const body = await readFile9(bodyFile);
+  const body = await readFile11(bodyFile);
   const status = probe.type === "http" ? Number(r.stdout.trim()) : void 0;
   const problem2 = judge(probe, expected, { status, body }, "curl");
   return { name, ok: problem2 === void 0, diff: problem2, bytes: body.length };
@@ -43431,32 +43526,7 @@ async function curlProbe(probe, expected, svc, workDir, opts, timeoutMs) {
 
 // src/harness/service.ts
 import { existsSync as existsSync8 } from "node:fs";
-import { readFile as readFile10 } from "node:fs/promises";
-import path29 from "node:path";
-var sleep4 = (ms2) => new Promise((r) => setTimeout(r, ms2));
-async function waitFor(probe, timeoutMs, signal) {
-  const deadline = Date.now() + timeoutMs;
-  for (; ; ) {
-    signal?.throwIfAborted();
-    const v2 = await probe();
-    if (v2 !== void 0) return v2;
-    if (Date.now() > deadline) return void 0;
-    await sleep4(20);
-  }
-}
-function listensOn(netTcp, port2) {
-  const hexPort = port2.toString(16).toUpperCase().padStart(4, "0");
-  return netTcp.split("\n").some((l) => {
-    const f2 = l.trim().split(/\s+/);
-    return f2[1]?.endsWith(`:${hexPort}`) === true && f2[3] === "0A";
-  });
-}
-async function readNetTcp(procDir) {
-  const parts = await Promise.all(
-    ["tcp", "tcp6"].map((f2) => readFile10(`${procDir}/net/${f2}`, "utf8").catch(() => ""))
-  );
-  return parts.join("\n");
-}
+import path37 from "node:path";
 var FORWARDER = `
 const net = require('net');
 const [, sock, port] = process.argv;
@@ -43484,7 +43554,7 @@ async function startInetd(argv, state, opts, timeoutMs) {
     let exited = false;
     void service.exited.then(() => exited = true);
     const ok = await waitFor(
-      async () => exited ? false : listensOn(await readNetTcp("/proc/self"), port2) || void 0,
+      async () => exited ? false : await listening(process.pid, port2, logger) || void 0,
       1e4,
       signal
     );
@@ -43536,12 +43606,12 @@ ${stderr}`
     );
   }
   state.payloads.push(payload);
-  const listening = await waitFor(
-    async () => exited ? false : listensOn(await readNetTcp(`/proc/${payload.pid}`), port2) || void 0,
+  const isUp = await waitFor(
+    async () => exited ? false : await listening(payload.pid, port2, logger) || void 0,
     timeoutMs,
     signal
   );
-  if (!listening) {
+  if (!isUp) {
     await service.stop();
     const stderr = tail((await service.exited).stderr, 15);
     throw new UserError(
@@ -43549,7 +43619,7 @@ ${stderr}`
 ${stderr}`
     );
   }
-  const sockPath = path29.join(state.workDir, "service.sock");
+  const sockPath = path37.join(state.workDir, "service.sock");
   const nsenter = (a2) => ["nsenter", "-t", String(payload.pid), "-n", ...a2];
   state.forwarder = start(nsenter([process.execPath, "-e", FORWARDER, sockPath, String(port2)]), {
     privileged: true,
@@ -43569,20 +43639,6 @@ ${stderr}`
 }
 
 // src/stages/verify.ts
-function verifyNspawnArgv(config2, rootDir, dataDir) {
-  return nspawnArgv({
-    root: rootDir,
-    readOnly: true,
-    harden: true,
-    userNamespace: true,
-    dataDir,
-    dataPath: config2.data.path,
-    command: config2.service.command,
-    env: config2.service.env,
-    user: config2.service.user,
-    workdir: config2.service.workdir
-  });
-}
 async function hardeningRows(svc, state, config2) {
   const rows = [];
   const payload = await svc.payload();
@@ -43611,7 +43667,7 @@ async function teardown(state, image, logger) {
       problems.push(`${what}: ${e.message}`);
     }
   };
-  const bounded = (p2, ms2) => Promise.race([p2, sleep4(ms2)]);
+  const bounded = (p2, ms2) => Promise.race([p2, sleep2(ms2)]);
   const stopping = Promise.all([state.forwarder?.stop(), state.service?.stop()]);
   await attempt("stop service", async () => void await bounded(stopping, 1e3));
   await attempt("kill payloads", async () => {
@@ -43621,7 +43677,7 @@ async function teardown(state, image, logger) {
         const left = await containerProcesses(state.image.majorMinor);
         if (left.length === 0) return;
         for (const pid of left) await killPid(pid);
-        await sleep4(100);
+        await sleep2(100);
       }
       throw new Error(
         `container processes still running: ${(await containerProcesses(state.image.majorMinor)).join(" ")}`
@@ -43632,7 +43688,7 @@ async function teardown(state, image, logger) {
   await attempt("collect service log", async () => {
     const exited = state.service?.exited;
     if (!exited) return;
-    const r = await Promise.race([exited, sleep4(5e3).then(() => void 0)]);
+    const r = await Promise.race([exited, sleep2(5e3).then(() => void 0)]);
     if (r === void 0) throw new Error(`${state.service.command} did not exit`);
     state.serviceStderr = r.stderr;
   });
@@ -43669,7 +43725,7 @@ function combinedSignal(opts, concurrency) {
   };
 }
 async function mustExist(file2, what) {
-  const abs = path30.resolve(file2);
+  const abs = path38.resolve(file2);
   if (!existsSync9(abs)) throw new UserError(`${what} ${file2} does not exist`);
   return abs;
 }
@@ -43687,16 +43743,16 @@ async function verifyImage(options) {
     throw new UserError(`--concurrency must be a whole number \u2265 1, got ${concurrency}`);
   const { signal, dispose: disposeSignal } = combinedSignal(options, concurrency);
   const opts = { ...options, signal };
-  const workDir = await mkdtemp6(path30.join(os8.tmpdir(), "lhc-verify-"));
+  const workDir = await mkdtemp6(path38.join(os8.tmpdir(), "lhc-verify-"));
   const state = {
     workDir,
-    rootDir: path30.join(workDir, config2.name),
-    dataDir: path30.join(workDir, "data"),
+    rootDir: path38.join(workDir, config2.name),
+    dataDir: path38.join(workDir, "data"),
     sockets: /* @__PURE__ */ new Set(),
     payloads: []
   };
-  await mkdir11(state.rootDir);
-  await mkdir11(state.dataDir);
+  await mkdir13(state.rootDir);
+  await mkdir13(state.dataDir);
   const cleanup = registerCleanup(
     `verify ${config2.name} (${workDir})`,
     () => teardown(state, image, logger)
@@ -43711,7 +43767,7 @@ async function verifyImage(options) {
         `image ${image} mounted read-only at ${state.rootDir} (${state.image.loopDevice})`
       );
       for (const needed of ["/usr", config2.data.path]) {
-        if (!existsSync9(path30.join(state.rootDir, needed))) {
+        if (!existsSync9(path38.join(state.rootDir, needed))) {
           throw new UserError(
             `the image has no ${needed} directory; a read-only root needs every mount point (add it to the root)`
           );
@@ -43720,7 +43776,15 @@ async function verifyImage(options) {
       state.dataMajorMinor = await mountDataTmpfs(state.dataDir, logger);
       await unpackTemplate(dataTemplate, state.dataDir, { logger });
       logger.info(`data template ${dataTemplate} unpacked into a noexec,nosuid,nodev tmpfs`);
-      const argv = verifyNspawnArgv(config2, state.rootDir, state.dataDir);
+      const argv = boardNspawnArgv({
+        root: state.rootDir,
+        dataDir: state.dataDir,
+        dataPath: config2.data.path,
+        command: config2.service.command,
+        env: config2.service.env,
+        user: config2.service.user,
+        workdir: config2.service.workdir
+      });
       const svc = config2.service.inetd ? await startInetd(argv, state, opts, timeoutMs) : await startListening(argv, state, opts, timeoutMs);
       logger.info(`service reachable at ${describeEndpoint(svc.endpoint)}`);
       const probes = [];
@@ -43844,17 +43908,28 @@ async function build(config2, opts) {
     }
   };
   const callerUmask = process.umask(18);
-  const outDir = path31.resolve(opts.outDir);
-  await mkdir12(outDir, { recursive: true });
-  const workDir = opts.workDir ? path31.resolve(opts.workDir) : await mkdtemp7(path31.join(os9.tmpdir(), `lhc-${config2.name}-`));
-  await mkdir12(workDir, { recursive: true });
+  const outDir = path39.resolve(opts.outDir);
+  await mkdir14(outDir, { recursive: true });
+  const work = workLayout(
+    opts.workDir ?? await mkdtemp7(path39.join(os9.tmpdir(), `lhc-${config2.name}-`))
+  );
+  const workDir = work.dir;
+  await mkdir14(workDir, { recursive: true });
   const store = opts.store ?? new Store(void 0, logger);
+  const ctx = {
+    logger,
+    store,
+    work,
+    outDir,
+    env: opts.env ?? process.env,
+    ...opts.signal ? { signal: opts.signal } : {}
+  };
   const removeWorkDir2 = registerCleanup(`work dir ${workDir}`, async () => {
     if (opts.keepWorkDir) {
       logger.info(`work dir kept: ${workDir}`);
       return;
     }
-    await run(["rm", "-rf", "--one-file-system", workDir], { privileged: true, reject: false });
+    await removeTree([workDir], { reject: false });
   });
   try {
     await stage("fetch", () => fetchInputs(config2, { store, logger }));
@@ -43877,34 +43952,31 @@ async function build(config2, opts) {
         `lua ${luaBuild.version}: ${luaBuild.bytes} bytes${luaBuild.cached ? " (cached)" : ""}`
       );
     const assembled = await stage("root", async () => {
-      await run(["rm", "-rf", "--one-file-system", path31.join(workDir, "root")], {
-        privileged: true
-      });
+      await removeTree([work.root]);
       return assembleRoot(config2, {
         workDir,
         store,
         logger,
         luaPath: luaBuild?.path,
         signal: opts.signal,
-        basesDir: opts.basesDir ?? (opts.cacheDir ? path31.join(opts.cacheDir, "bases") : void 0)
+        basesDir: opts.basesDir ?? (opts.cacheDir ? path39.join(opts.cacheDir, "bases") : void 0)
       });
     });
     const trace = await stage(
       "trace",
       () => traceService(config2, assembled.root, {
-        workDir: path31.join(workDir, "trace"),
+        workDir: work.trace,
         logger,
         signal: opts.signal
       })
     );
     const pruned = await stage("prune", async () => {
       const p2 = await pruneRoot(assembled.root, trace, config2, {
-        outDir: path31.join(workDir, "pruned"),
+        outDir: work.pruned,
         logger
       });
-      logger.info(summarizeReport(p2.report));
       await selfCheck(config2, p2.prunedRoot, trace.responses, {
-        workDir: path31.join(workDir, "self-check"),
+        workDir: work.selfCheck,
         logger,
         dataDir: p2.dataDir,
         signal: opts.signal
@@ -43912,11 +43984,7 @@ async function build(config2, opts) {
       logger.info("self-check: every probe answers the same from the pruned root");
       return p2;
     });
-    const traceReport = path31.join(outDir, `${config2.name}.trace.json`);
-    const { traceSeconds: _seconds, emulated: _emulated, ...reproducible } = pruned.report;
-    await writeFile10(traceReport, `${JSON.stringify(reproducible, null, 2)}
-`);
-    const { packed, bundle, manifestDiff } = await stage("pack", async () => {
+    const { packed, manifestDiff } = await stage("pack", async () => {
       const { epoch, source } = await resolveEpoch({
         env: opts.env ?? process.env,
         configEpoch: config2.epoch,
@@ -43939,28 +44007,11 @@ async function build(config2, opts) {
         },
         signal: opts.signal
       });
-      const bundle2 = await writeDeployBundle({
-        name: config2.name,
-        outDir,
-        service: config2.service,
-        dataPath: config2.data.path,
-        imageFile: path31.basename(packed2.image),
-        dataTemplateFile: path31.basename(packed2.dataTemplate),
-        root: pruned.prunedRoot,
-        logger
-      });
-      await writeSha256Sums(outDir, [
-        path31.basename(packed2.image),
-        path31.basename(packed2.dataTemplate),
-        path31.basename(packed2.manifest),
-        path31.basename(traceReport),
-        ...bundle2.files
-      ]);
       let manifestDiff2;
       if (opts.manifestLock) {
         const lock = await checkManifestLock(
           packed2.manifestData,
-          path31.resolve(opts.manifestLock),
+          path39.resolve(opts.manifestLock),
           opts.updateManifest ?? false
         );
         if (lock.changed) {
@@ -43968,8 +44019,17 @@ async function build(config2, opts) {
           logger.info(lock.diffText.trimEnd());
         } else logger.info(`manifest matches ${opts.manifestLock}`);
       }
-      return { packed: packed2, bundle: bundle2, manifestDiff: manifestDiff2 };
+      return { packed: packed2, manifestDiff: manifestDiff2 };
     });
+    const outputs = await stage(
+      "outputs",
+      () => writeOutputs(ctx, {
+        config: config2,
+        packed,
+        report: pruned.report,
+        prunedRoot: pruned.prunedRoot
+      })
+    );
     const verify = opts.verify === false ? void 0 : await stage(
       "verify",
       () => verifyImage({
@@ -43991,9 +44051,9 @@ async function build(config2, opts) {
       dataTemplate: packed.dataTemplate,
       dataTemplateSha256: packed.dataTemplateSha256,
       manifest: packed.manifest,
-      sha256sums: packed.sha256sums,
-      bundleDir: bundle.dir,
-      traceReport,
+      sha256sums: outputs.sha256sums,
+      bundleDir: outputs.bundle.dir,
+      traceReport: outputs.traceReport,
       bytesBefore: pruned.report.base.bytes,
       bytesAfter: pruned.report.kept.bytes,
       filesKept: pruned.report.kept.entries,
@@ -44001,15 +44061,6 @@ async function build(config2, opts) {
       verify,
       timings
     };
-    if (verify && !verify.ok) {
-      const failed = [
-        ...verify.probes.filter((p2) => !p2.ok).map((p2) => `probe ${p2.name}${p2.diff ? `
-${p2.diff}` : ""}`),
-        ...verify.hardening.filter((h2) => !h2.ok).map((h2) => `hardening ${h2.name}: ${h2.detail}`)
-      ];
-      throw Object.assign(new UserError(`verify failed:
-${failed.join("\n")}`), { result });
-    }
     return result;
   } finally {
     process.umask(callerUmask);
@@ -44055,7 +44106,8 @@ Options:
       manifestLock: flags["manifest-lock"],
       updateManifest: flags["update-manifest"] === true,
       workDir,
-      keepWorkDir: workDir !== void 0
+      keepWorkDir: workDir !== void 0,
+      ...ctx.signal ? { signal: ctx.signal } : {}
     });
     ctx.out(`image         ${result.image}`);
     ctx.out(`sha256        ${result.imageSha256}`);
@@ -44063,13 +44115,16 @@ Options:
     ctx.out(`manifest      ${result.manifest}`);
     ctx.out(`files kept    ${result.filesKept}`);
     ctx.out(`bytes         ${result.bytesBefore} -> ${result.bytesAfter}`);
-    return result.verify && !result.verify.ok ? 1 : 0;
+    if (result.verify && !result.verify.ok)
+      throw new UserError(`verify failed:
+${verifyFailures(result.verify)}`);
+    return 0;
   }
 };
 
 // src/cli/commands/diff.ts
 import { readdir as readdir5, stat as stat8 } from "node:fs/promises";
-import path32 from "node:path";
+import path40 from "node:path";
 async function manifestPath(arg) {
   let st2;
   try {
@@ -44084,7 +44139,7 @@ async function manifestPath(arg) {
       `lhc diff: ${arg} is a directory with ${found.length === 0 ? "no" : found.length} *.manifest.json files; name the manifest file`
     );
   }
-  return path32.join(arg, found[0]);
+  return path40.join(arg, found[0]);
 }
 var diffCommand = {
   name: "diff",
@@ -44329,9 +44384,9 @@ function formatChecks(checks) {
 }
 
 // src/host/probe.ts
-import { access as access2, readFile as readFile11, readdir as readdir6 } from "node:fs/promises";
+import { access as access2, readFile as readFile12, readdir as readdir6 } from "node:fs/promises";
 import os10 from "node:os";
-import path33 from "node:path";
+import path41 from "node:path";
 var EXTRA_PATH = ["/usr/local/sbin", "/usr/sbin", "/sbin"];
 var realProbe = {
   async fileExists(file2) {
@@ -44344,7 +44399,7 @@ var realProbe = {
   },
   async readFile(file2) {
     try {
-      return await readFile11(file2, "utf8");
+      return await readFile12(file2, "utf8");
     } catch {
       return void 0;
     }
@@ -44359,7 +44414,7 @@ var realProbe = {
   async which(tool) {
     const dirs = [...(process.env.PATH ?? "").split(":").filter(Boolean), ...EXTRA_PATH];
     for (const d of dirs) {
-      const candidate = path33.join(d, tool);
+      const candidate = path41.join(d, tool);
       try {
         await access2(
           candidate,
@@ -44461,8 +44516,8 @@ its sha256. Inputs already in the store are not downloaded again. Prints one lin
 };
 
 // src/cli/commands/lua.ts
-import { chmod as chmod5, copyFile as copyFile3, mkdir as mkdir13 } from "node:fs/promises";
-import path34 from "node:path";
+import { chmod as chmod5, copyFile as copyFile3, mkdir as mkdir15 } from "node:fs/promises";
+import path42 from "node:path";
 function takeRepeated(args, flag) {
   const values = [];
   const rest = [];
@@ -44555,8 +44610,8 @@ Options:
       },
       { store: new Store(void 0, ctx.logger), logger: ctx.logger }
     );
-    await mkdir13(out, { recursive: true });
-    const dest = path34.join(out, "lua");
+    await mkdir15(out, { recursive: true });
+    const dest = path42.join(out, "lua");
     await copyFile3(r.path, dest);
     await chmod5(dest, 493);
     ctx.out(`lua      ${dest}`);
@@ -45028,42 +45083,21 @@ Exits 0 when every probe, hardening check and load request passed, 1 otherwise.`
     const concurrency = wholeNumber("concurrency", flags.concurrency, 1);
     const timeout = wholeNumber("timeout", flags.timeout, 1);
     const config2 = await loadConfig(positionals[0]);
-    const controller = new AbortController();
-    let caught;
-    const onSignal = (s3) => {
-      caught = s3;
-      ctx.logger.warn(`${s3} received: stopping verify and cleaning up`);
-      controller.abort(new Error(`interrupted by ${s3}`));
-    };
-    process.once("SIGTERM", onSignal);
-    process.once("SIGINT", onSignal);
-    try {
-      const report = await verifyImage({
-        config: config2,
-        image: flags.image,
-        dataTemplate: flags.data,
-        requests,
-        concurrency,
-        timeoutMs: timeout === void 0 ? void 0 : timeout * 1e3,
-        logger: ctx.logger,
-        signal: controller.signal
-      });
-      if (flags.show === true) {
-        for (const line of formatVerifyReport(report)) ctx.logger.info(line);
-        if (report.sample) process.stdout.write(report.sample.body);
-      } else for (const line of formatVerifyReport(report)) ctx.out(line);
-      return report.ok ? 0 : 1;
-    } catch (e) {
-      if (caught)
-        throw new UserError(`verify interrupted by ${caught}; cleaned up`, {
-          exitCode: caught === "SIGINT" ? 130 : 143,
-          cause: e
-        });
-      throw e;
-    } finally {
-      process.off("SIGTERM", onSignal);
-      process.off("SIGINT", onSignal);
-    }
+    const report = await verifyImage({
+      config: config2,
+      image: flags.image,
+      dataTemplate: flags.data,
+      requests,
+      concurrency,
+      timeoutMs: timeout === void 0 ? void 0 : timeout * 1e3,
+      logger: ctx.logger,
+      ...ctx.signal ? { signal: ctx.signal } : {}
+    });
+    if (flags.show === true) {
+      for (const line of formatVerifyReport(report)) ctx.logger.info(line);
+      if (report.sample) process.stdout.write(report.sample.body);
+    } else for (const line of formatVerifyReport(report)) ctx.out(line);
+    return report.ok ? 0 : 1;
   }
 };
 
@@ -45130,7 +45164,7 @@ async function main(argv, io2 = {}) {
     return 0;
   }
   try {
-    return await command.run(rest, { logger, out });
+    return await command.run(rest, { logger, out, ...io2.signal ? { signal: io2.signal } : {} });
   } catch (e) {
     const r = reportError(e);
     err(r.message);
@@ -45140,26 +45174,37 @@ async function main(argv, io2 = {}) {
 var VERSION = true ? "0.1.0" : "dev";
 
 // src/tools/signals.ts
-var CLEANUP_LIMIT_MS = 3e4;
+var CLEANUP_BUDGET_MS = 6500;
 function installSignalHandlers(write = (t) => void process.stderr.write(t)) {
+  const controller = new AbortController();
   for (const [signal, code] of [
     ["SIGINT", 130],
     ["SIGTERM", 143]
   ]) {
-    process.once(signal, () => {
-      write(`
-lhc: ${signal}: stopping child processes
+    process.on(signal, () => {
+      if (controller.signal.aborted) {
+        write(`lhc: ${signal}: still cleaning up (at most ${CLEANUP_BUDGET_MS / 1e3} s)
 `);
+        return;
+      }
+      write(`
+lhc: ${signal}: stopping child processes and cleaning up
+`);
+      controller.abort(new Error(`interrupted by ${signal}`));
       killAllGroups("SIGKILL");
-      setTimeout(() => process.exit(code), CLEANUP_LIMIT_MS).unref();
+      setTimeout(() => {
+        write(`lhc: cleanup did not finish within ${CLEANUP_BUDGET_MS / 1e3} s; exiting
+`);
+        process.exit(code);
+      }, CLEANUP_BUDGET_MS).unref();
       void runCleanups().then((errors) => {
         for (const e of errors) write(`lhc: cleanup failed: ${e.message}
 `);
       }).finally(() => process.exit(code));
     });
   }
+  return controller.signal;
 }
 
 // src/cli-entry.ts
-installSignalHandlers();
-process.exit(await main(process.argv.slice(2)));
+process.exit(await main(process.argv.slice(2), { signal: installSignalHandlers() }));

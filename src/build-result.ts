@@ -64,3 +64,16 @@ export interface BuildResult {
   /** Seconds per stage, in pipeline order. */
   timings: { stage: string; seconds: number }[];
 }
+
+/** Why verify failed, one line a failing probe or hardening check (with its diff); '' when ok. */
+export function verifyFailures(verify: VerifyReport): string {
+  return [
+    ...verify.probes
+      .filter((p) => !p.ok)
+      .map((p) => `probe ${p.name}${p.diff ? `\n${p.diff}` : ''}`),
+    ...verify.hardening.filter((h) => !h.ok).map((h) => `hardening ${h.name}: ${h.detail}`),
+    ...(verify.load && verify.load.failures > 0
+      ? [`load: ${verify.load.failures} of ${verify.load.requests} requests failed`]
+      : []),
+  ].join('\n');
+}

@@ -14,6 +14,8 @@ export interface MainIo {
   /** stderr for errors. */
   err?: (line: string) => void;
   commands?: readonly Command[];
+  /** The shell's cancellation signal, handed to the command. */
+  signal?: AbortSignal;
 }
 
 export function topLevelHelp(commands: readonly Command[]): string {
@@ -67,7 +69,7 @@ export async function main(argv: readonly string[], io: MainIo = {}): Promise<nu
     return 0;
   }
   try {
-    return await command.run(rest, { logger, out });
+    return await command.run(rest, { logger, out, ...(io.signal ? { signal: io.signal } : {}) });
   } catch (e) {
     const r = reportError(e);
     err(r.message);

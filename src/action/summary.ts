@@ -3,6 +3,7 @@
  * (verify probes, hardening checks). renderSummary() is pure HTML so it can be tested without a
  * runner; writeSummary() appends it to $GITHUB_STEP_SUMMARY.
  */
+import { humanBytes } from '../core/format.js';
 import * as core from '@actions/core';
 import type { BuildResult, HardeningCheck, ProbeOutcome } from '../build-result.js';
 import type { Logger } from '../core/logger.js';
@@ -25,15 +26,7 @@ export function escapeHtml(text: string): string {
 
 /** "1234567 B (1.2 MiB)": exact bytes for diffing runs, rounded unit for reading. */
 export function formatBytes(bytes: number): string {
-  const units = ['KiB', 'MiB', 'GiB'];
-  let v = bytes;
-  let unit = '';
-  for (const u of units) {
-    if (v < 1024) break;
-    v /= 1024;
-    unit = u;
-  }
-  return unit ? `${bytes} B (${v.toFixed(1)} ${unit})` : `${bytes} B`;
+  return bytes < 1024 ? `${bytes} B` : `${bytes} B (${humanBytes(bytes)})`;
 }
 
 function pct(after: number, before: number): string {

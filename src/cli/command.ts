@@ -10,6 +10,8 @@ export interface CommandContext {
   logger: Logger;
   /** The command's result for the user or a script (stdout); one call per line. */
   out(line: string): void;
+  /** Aborted on SIGINT/SIGTERM (see tools/signals.ts); pass it to every stage. */
+  signal?: AbortSignal;
 }
 
 export interface Command {

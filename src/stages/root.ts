@@ -17,6 +17,7 @@ import { extractTarball, type ExtractSummary } from '../root/extract.js';
 import { copyTree, ensureDir, installFile, normalizedMode } from '../root/overlay.js';
 import { resolveInRoot } from '../root/resolve.js';
 import { sha256File, type Store } from '../store/store.js';
+import { removeTree } from '../tools/remove-tree.js';
 import { run } from '../tools/exec.js';
 import { DEBIAN_ARCH, hostMirrorLines, mmdebstrapArgv } from '../tools/mmdebstrap.js';
 import { nspawnArgv } from '../tools/nspawn.js';
@@ -318,9 +319,7 @@ export async function assembleRoot(
     // A half-built root must never be mistaken for a finished one. nspawn may have made
     // root-owned files in it, so remove it with privilege, and never let a failed removal
     // hide the error that got us here.
-    await run(['rm', '-rf', '--one-file-system', root], { privileged: true, reject: false }).catch(
-      () => undefined,
-    );
+    await removeTree([root], { reject: false }).catch(() => undefined);
     throw e;
   }
 }

@@ -8,13 +8,15 @@
 import { mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { LhcConfig } from '../config/load.js';
+import { registerCleanup } from '../core/cleanup.js';
 import { UserError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
+import type { ProbeResponse } from '../harness/client.js';
+import { responseDiff } from '../harness/diff.js';
+import { bindReadOnly, unmount } from '../harness/mounts.js';
+import { runProbes } from '../harness/run.js';
 import { run } from '../tools/exec.js';
-import { visible } from '../harness/diff.js';
-import { registerCleanup } from '../core/cleanup.js';
-import { unmount } from '../harness/mounts.js';
-import { runProbes, type ProbeResponse } from './trace.js';
+import { removeTree } from '../tools/remove-tree.js';
 
 export interface SelfCheckOptions {
   workDir: string;
@@ -27,36 +29,6 @@ export interface SelfCheckOptions {
 export interface SelfCheckResult {
   responses: Record<string, ProbeResponse>;
   seconds: number;
-}
-
-function bytesDiff(what: string, expected: Buffer, actual: Buffer): string | undefined {
-  if (expected.equals(actual)) return undefined;
-  let at = 0;
-  while (at < expected.length && at < actual.length && expected[at] === actual[at]) at++;
-  const from = Math.max(0, at - 40);
-  return (
-    `${what}: ${expected.length} bytes before pruning, ${actual.length} after; first difference at byte ${at}\n` +
-    `  before: …${visible(expected.subarray(from, at + 80))}\n` +
-    `  after:  …${visible(actual.subarray(from, at + 80))}`
-  );
-}
-
-/** The difference between two responses in words, or undefined when they are equal. */
-export function responseDiff(
-  name: string,
-  before: ProbeResponse | undefined,
-  after: ProbeResponse | undefined,
-): string | undefined {
-  if (before === undefined || after === undefined)
-    return `probe '${name}': no response ${before === undefined ? 'before' : 'after'} pruning`;
-  if (Buffer.isBuffer(before) && Buffer.isBuffer(after))
-    return bytesDiff(`probe '${name}'`, before, after);
-  if (!Buffer.isBuffer(before) && !Buffer.isBuffer(after)) {
-    if (before.status !== after.status)
-      return `probe '${name}': HTTP status ${before.status} before pruning, ${after.status} after`;
-    return bytesDiff(`probe '${name}' body`, before.body, after.body);
-  }
-  return `probe '${name}': response kinds differ`;
 }
 
 export async function selfCheck(
@@ -74,11 +46,10 @@ export async function selfCheck(
   // read-only bind mount keeps the pruned root exactly as packed (and is what the board sees).
   const view = path.join(opts.workDir, 'self-check-root');
   await mkdir(view, { recursive: true });
-  await run(['mount', '--bind', prunedRoot, view], { privileged: true, logger: opts.logger });
   const unmountView = registerCleanup(`self-check mount ${view}`, () => unmount(view, opts.logger));
   const started = Date.now();
   try {
-    await run(['mount', '-o', 'remount,bind,ro', view], { privileged: true, logger: opts.logger });
+    await bindReadOnly(prunedRoot, view, opts.logger);
     const probed = await opts.logger
       .group(`self-check: ${config.probes.length} probes against the pruned root`, () =>
         runProbes(
@@ -112,9 +83,6 @@ export async function selfCheck(
     return { responses: probed.responses, seconds: (Date.now() - started) / 1000 };
   } finally {
     await unmountView.run();
-    await run(['rm', '-rf', '--one-file-system', '--', dataDir], {
-      privileged: true,
-      reject: false,
-    });
+    await removeTree([dataDir], { reject: false });
   }
 }

@@ -19,7 +19,7 @@ import type { LhcConfig } from '../config/load.js';
 import { UserError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { tail } from '../tools/exec.js';
-import { nspawnArgv } from '../tools/nspawn.js';
+import { boardNspawnArgv } from '../tools/nspawn.js';
 import { describeEndpoint } from '../harness/client.js';
 import { checkNoInterpreters, inspectProcess, listImage } from '../verify/hardening.js';
 import { runLoad, type LoadResult } from '../verify/load.js';
@@ -33,15 +33,10 @@ import {
   releaseLoop,
   removeWorkDir,
   unmount,
-  unpackTemplate,
 } from '../harness/mounts.js';
-import {
-  sleep,
-  startInetd,
-  startListening,
-  type RunState,
-  type Running,
-} from '../harness/service.js';
+import { unpackTemplate } from '../harness/data.js';
+import { sleep } from '../core/wait.js';
+import { startInetd, startListening, type RunState, type Running } from '../harness/service.js';
 import { registerCleanup } from '../core/cleanup.js';
 
 export interface VerifyOptions {
@@ -58,22 +53,6 @@ export interface VerifyOptions {
   signal?: AbortSignal;
   /** Limit for the whole verify run, in milliseconds (default: none; each request has service.timeout). */
   timeoutMs?: number;
-}
-
-/** The board's container command line for this image (the deploy unit uses the same builder). */
-export function verifyNspawnArgv(config: LhcConfig, rootDir: string, dataDir: string): string[] {
-  return nspawnArgv({
-    root: rootDir,
-    readOnly: true,
-    harden: true,
-    userNamespace: true,
-    dataDir,
-    dataPath: config.data.path,
-    command: config.service.command,
-    env: config.service.env,
-    user: config.service.user,
-    workdir: config.service.workdir,
-  });
 }
 
 async function hardeningRows(
@@ -239,7 +218,15 @@ export async function verifyImage(options: VerifyOptions): Promise<VerifyOutcome
       await unpackTemplate(dataTemplate, state.dataDir, { logger });
       logger.info(`data template ${dataTemplate} unpacked into a noexec,nosuid,nodev tmpfs`);
 
-      const argv = verifyNspawnArgv(config, state.rootDir, state.dataDir);
+      const argv = boardNspawnArgv({
+        root: state.rootDir,
+        dataDir: state.dataDir,
+        dataPath: config.data.path,
+        command: config.service.command,
+        env: config.service.env,
+        user: config.service.user,
+        workdir: config.service.workdir,
+      });
       const svc = config.service.inetd
         ? await startInetd(argv, state, opts, timeoutMs)
         : await startListening(argv, state, opts, timeoutMs);

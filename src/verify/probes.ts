@@ -13,6 +13,7 @@ import {
   gopherUrl,
   httpGet,
   type Endpoint,
+  type ProbeResponse,
 } from '../harness/client.js';
 import type { Running } from '../harness/service.js';
 import { visibleDiff } from '../harness/diff.js';
@@ -36,7 +37,7 @@ export async function readFixtures(probes: Probe[]): Promise<Map<string, Buffer>
 export function judge(
   probe: Probe,
   expected: Buffer | undefined,
-  got: { status?: number; body: Buffer },
+  got: ProbeResponse,
   via: string,
 ): string | undefined {
   const problems: string[] = [];
@@ -57,7 +58,7 @@ export async function ask(
   endpoint: Endpoint,
   timeoutMs: number,
   signal?: AbortSignal,
-): Promise<{ status?: number; body: Buffer }> {
+): Promise<ProbeResponse> {
   if (probe.type === 'gopher')
     return { body: await exchange(endpoint, gopherRequest(probe.selector), { timeoutMs, signal }) };
   return httpGet(endpoint, probe.path, { timeoutMs, signal });

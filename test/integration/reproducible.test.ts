@@ -11,6 +11,7 @@ import type { CommandContext } from '../../src/cli/command.js';
 import { diffCommand } from '../../src/cli/commands/diff.js';
 import { memoryLogger } from '../../src/core/logger.js';
 import { walkSorted } from '../../src/manifest/manifest.js';
+import { writeSha256Sums } from '../../src/stages/outputs.js';
 import { artifactNames, packImage, type PackResult } from '../../src/stages/pack.js';
 import { run } from '../../src/tools/exec.js';
 import {
@@ -62,6 +63,8 @@ async function packIn(
       outDir: out,
       logger: memoryLogger(),
     });
+    // SHA256SUMS is the outputs stage's: written over the three pack artifacts, as a build does.
+    await writeSha256Sums(out, Object.values(artifactNames(NAME)));
     return { out, r };
   } finally {
     process.umask(oldUmask);
@@ -75,7 +78,7 @@ function captureCtx(): CommandContext & { lines: string[] } {
   return { logger: memoryLogger(), out: (l) => void lines.push(l), lines };
 }
 
-const files = Object.values(artifactNames(NAME));
+const files = [...Object.values(artifactNames(NAME)), 'SHA256SUMS'];
 let a: { out: string; r: PackResult };
 let b: { out: string; r: PackResult };
 

@@ -23,7 +23,7 @@ import type { VerifyOutcome } from '../../src/build-result.js';
 import { verifyImage } from '../../src/stages/verify.js';
 import { checkNoInterpreters, inspectProcess, listImage } from '../../src/verify/hardening.js';
 import { findPayloads } from '../../src/harness/proc.js';
-import { unpackTemplate } from '../../src/harness/mounts.js';
+import { unpackTemplate } from '../../src/harness/data.js';
 import { formatVerifyReport } from '../../src/verify/report.js';
 import { debianDeb, extractDeb } from '../support/debian-inputs.js';
 import { REPO } from '../support/gopher.js';

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { pendingCleanups, registerCleanup, runCleanups } from '../../src/core/cleanup.js';
 import type { VerifyOutcome } from '../../src/build-result.js';
 import { serviceLog } from '../../src/stages/verify.js';
-import { listensOn } from '../../src/harness/service.js';
+import { listensOn } from '../../src/harness/listen.js';
 import { exchange, gopherUrl } from '../../src/harness/client.js';
 import { percentile, runLoad } from '../../src/verify/load.js';
 import { descendants, parseStat, processTable } from '../../src/harness/proc.js';

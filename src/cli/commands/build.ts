@@ -1,4 +1,6 @@
+import { verifyFailures } from '../../build-result.js';
 import { loadConfig } from '../../config/load.js';
+import { UserError } from '../../core/errors.js';
 import { build } from '../../pipeline.js';
 import { parseArgs, type Command } from '../command.js';
 
@@ -40,6 +42,7 @@ Options:
       updateManifest: flags['update-manifest'] === true,
       workDir,
       keepWorkDir: workDir !== undefined,
+      ...(ctx.signal ? { signal: ctx.signal } : {}),
     });
     ctx.out(`image         ${result.image}`);
     ctx.out(`sha256        ${result.imageSha256}`);
@@ -47,6 +50,9 @@ Options:
     ctx.out(`manifest      ${result.manifest}`);
     ctx.out(`files kept    ${result.filesKept}`);
     ctx.out(`bytes         ${result.bytesBefore} -> ${result.bytesAfter}`);
-    return result.verify && !result.verify.ok ? 1 : 0;
+    // The artifacts are written either way; a failed verify fails the command (exit 1).
+    if (result.verify && !result.verify.ok)
+      throw new UserError(`verify failed:\n${verifyFailures(result.verify)}`);
+    return 0;
   },
 };
