@@ -118,17 +118,17 @@ var require_visit = __commonJS({
     visit3.BREAK = BREAK;
     visit3.SKIP = SKIP;
     visit3.REMOVE = REMOVE;
-    function visit_(key, node2, visitor, path43) {
-      const ctrl = callVisitor(key, node2, visitor, path43);
+    function visit_(key, node2, visitor, path42) {
+      const ctrl = callVisitor(key, node2, visitor, path42);
       if (identity3.isNode(ctrl) || identity3.isPair(ctrl)) {
-        replaceNode(key, path43, ctrl);
-        return visit_(key, ctrl, visitor, path43);
+        replaceNode(key, path42, ctrl);
+        return visit_(key, ctrl, visitor, path42);
       }
       if (typeof ctrl !== "symbol") {
         if (identity3.isCollection(node2)) {
-          path43 = Object.freeze(path43.concat(node2));
+          path42 = Object.freeze(path42.concat(node2));
           for (let i2 = 0; i2 < node2.items.length; ++i2) {
-            const ci2 = visit_(i2, node2.items[i2], visitor, path43);
+            const ci2 = visit_(i2, node2.items[i2], visitor, path42);
             if (typeof ci2 === "number")
               i2 = ci2 - 1;
             else if (ci2 === BREAK)
@@ -139,13 +139,13 @@ var require_visit = __commonJS({
             }
           }
         } else if (identity3.isPair(node2)) {
-          path43 = Object.freeze(path43.concat(node2));
-          const ck = visit_("key", node2.key, visitor, path43);
+          path42 = Object.freeze(path42.concat(node2));
+          const ck = visit_("key", node2.key, visitor, path42);
           if (ck === BREAK)
             return BREAK;
           else if (ck === REMOVE)
             node2.key = null;
-          const cv = visit_("value", node2.value, visitor, path43);
+          const cv = visit_("value", node2.value, visitor, path42);
           if (cv === BREAK)
             return BREAK;
           else if (cv === REMOVE)
@@ -166,17 +166,17 @@ var require_visit = __commonJS({
     visitAsync.BREAK = BREAK;
     visitAsync.SKIP = SKIP;
     visitAsync.REMOVE = REMOVE;
-    async function visitAsync_(key, node2, visitor, path43) {
-      const ctrl = await callVisitor(key, node2, visitor, path43);
+    async function visitAsync_(key, node2, visitor, path42) {
+      const ctrl = await callVisitor(key, node2, visitor, path42);
       if (identity3.isNode(ctrl) || identity3.isPair(ctrl)) {
-        replaceNode(key, path43, ctrl);
-        return visitAsync_(key, ctrl, visitor, path43);
+        replaceNode(key, path42, ctrl);
+        return visitAsync_(key, ctrl, visitor, path42);
       }
       if (typeof ctrl !== "symbol") {
         if (identity3.isCollection(node2)) {
-          path43 = Object.freeze(path43.concat(node2));
+          path42 = Object.freeze(path42.concat(node2));
           for (let i2 = 0; i2 < node2.items.length; ++i2) {
-            const ci2 = await visitAsync_(i2, node2.items[i2], visitor, path43);
+            const ci2 = await visitAsync_(i2, node2.items[i2], visitor, path42);
             if (typeof ci2 === "number")
               i2 = ci2 - 1;
             else if (ci2 === BREAK)
@@ -187,13 +187,13 @@ var require_visit = __commonJS({
             }
           }
         } else if (identity3.isPair(node2)) {
-          path43 = Object.freeze(path43.concat(node2));
-          const ck = await visitAsync_("key", node2.key, visitor, path43);
+          path42 = Object.freeze(path42.concat(node2));
+          const ck = await visitAsync_("key", node2.key, visitor, path42);
           if (ck === BREAK)
             return BREAK;
           else if (ck === REMOVE)
             node2.key = null;
-          const cv = await visitAsync_("value", node2.value, visitor, path43);
+          const cv = await visitAsync_("value", node2.value, visitor, path42);
           if (cv === BREAK)
             return BREAK;
           else if (cv === REMOVE)
@@ -220,23 +220,23 @@ var require_visit = __commonJS({
       }
       return visitor;
     }
-    function callVisitor(key, node2, visitor, path43) {
+    function callVisitor(key, node2, visitor, path42) {
       if (typeof visitor === "function")
-        return visitor(key, node2, path43);
+        return visitor(key, node2, path42);
       if (identity3.isMap(node2))
-        return visitor.Map?.(key, node2, path43);
+        return visitor.Map?.(key, node2, path42);
       if (identity3.isSeq(node2))
-        return visitor.Seq?.(key, node2, path43);
+        return visitor.Seq?.(key, node2, path42);
       if (identity3.isPair(node2))
-        return visitor.Pair?.(key, node2, path43);
+        return visitor.Pair?.(key, node2, path42);
       if (identity3.isScalar(node2))
-        return visitor.Scalar?.(key, node2, path43);
+        return visitor.Scalar?.(key, node2, path42);
       if (identity3.isAlias(node2))
-        return visitor.Alias?.(key, node2, path43);
+        return visitor.Alias?.(key, node2, path42);
       return void 0;
     }
-    function replaceNode(key, path43, node2) {
-      const parent = path43[path43.length - 1];
+    function replaceNode(key, path42, node2) {
+      const parent = path42[path42.length - 1];
       if (identity3.isCollection(parent)) {
         parent.items[key] = node2;
       } else if (identity3.isPair(parent)) {
@@ -848,10 +848,10 @@ var require_Collection = __commonJS({
     var createNode = require_createNode();
     var identity3 = require_identity();
     var Node = require_Node();
-    function collectionFromPath(schema, path43, value) {
+    function collectionFromPath(schema, path42, value) {
       let v2 = value;
-      for (let i2 = path43.length - 1; i2 >= 0; --i2) {
-        const k2 = path43[i2];
+      for (let i2 = path42.length - 1; i2 >= 0; --i2) {
+        const k2 = path42[i2];
         if (typeof k2 === "number" && Number.isInteger(k2) && k2 >= 0) {
           const a2 = [];
           a2[k2] = v2;
@@ -870,7 +870,7 @@ var require_Collection = __commonJS({
         sourceObjects: /* @__PURE__ */ new Map()
       });
     }
-    var isEmptyPath = (path43) => path43 == null || typeof path43 === "object" && !!path43[Symbol.iterator]().next().done;
+    var isEmptyPath = (path42) => path42 == null || typeof path42 === "object" && !!path42[Symbol.iterator]().next().done;
     var Collection = class extends Node.NodeBase {
       constructor(type, schema) {
         super(type);
@@ -900,11 +900,11 @@ var require_Collection = __commonJS({
        * be a Pair instance or a `{ key, value }` object, which may not have a key
        * that already exists in the map.
        */
-      addIn(path43, value) {
-        if (isEmptyPath(path43))
+      addIn(path42, value) {
+        if (isEmptyPath(path42))
           this.add(value);
         else {
-          const [key, ...rest] = path43;
+          const [key, ...rest] = path42;
           const node2 = this.get(key, true);
           if (identity3.isCollection(node2))
             node2.addIn(rest, value);
@@ -918,8 +918,8 @@ var require_Collection = __commonJS({
        * Removes a value from the collection.
        * @returns `true` if the item was found and removed.
        */
-      deleteIn(path43) {
-        const [key, ...rest] = path43;
+      deleteIn(path42) {
+        const [key, ...rest] = path42;
         if (rest.length === 0)
           return this.delete(key);
         const node2 = this.get(key, true);
@@ -933,8 +933,8 @@ var require_Collection = __commonJS({
        * scalar values from their surrounding node; to disable set `keepScalar` to
        * `true` (collections are always returned intact).
        */
-      getIn(path43, keepScalar) {
-        const [key, ...rest] = path43;
+      getIn(path42, keepScalar) {
+        const [key, ...rest] = path42;
         const node2 = this.get(key, true);
         if (rest.length === 0)
           return !keepScalar && identity3.isScalar(node2) ? node2.value : node2;
@@ -952,8 +952,8 @@ var require_Collection = __commonJS({
       /**
        * Checks if the collection includes a value with the key `key`.
        */
-      hasIn(path43) {
-        const [key, ...rest] = path43;
+      hasIn(path42) {
+        const [key, ...rest] = path42;
         if (rest.length === 0)
           return this.has(key);
         const node2 = this.get(key, true);
@@ -963,8 +963,8 @@ var require_Collection = __commonJS({
        * Sets a value in this collection. For `!!set`, `value` needs to be a
        * boolean to add/remove the item from the set.
        */
-      setIn(path43, value) {
-        const [key, ...rest] = path43;
+      setIn(path42, value) {
+        const [key, ...rest] = path42;
         if (rest.length === 0) {
           this.set(key, value);
         } else {
@@ -3479,9 +3479,9 @@ var require_Document = __commonJS({
           this.contents.add(value);
       }
       /** Adds a value to the document. */
-      addIn(path43, value) {
+      addIn(path42, value) {
         if (assertCollection(this.contents))
-          this.contents.addIn(path43, value);
+          this.contents.addIn(path42, value);
       }
       /**
        * Create a new `Alias` node, ensuring that the target `node` has the required anchor.
@@ -3556,14 +3556,14 @@ var require_Document = __commonJS({
        * Removes a value from the document.
        * @returns `true` if the item was found and removed.
        */
-      deleteIn(path43) {
-        if (Collection.isEmptyPath(path43)) {
+      deleteIn(path42) {
+        if (Collection.isEmptyPath(path42)) {
           if (this.contents == null)
             return false;
           this.contents = null;
           return true;
         }
-        return assertCollection(this.contents) ? this.contents.deleteIn(path43) : false;
+        return assertCollection(this.contents) ? this.contents.deleteIn(path42) : false;
       }
       /**
        * Returns item at `key`, or `undefined` if not found. By default unwraps
@@ -3578,10 +3578,10 @@ var require_Document = __commonJS({
        * scalar values from their surrounding node; to disable set `keepScalar` to
        * `true` (collections are always returned intact).
        */
-      getIn(path43, keepScalar) {
-        if (Collection.isEmptyPath(path43))
+      getIn(path42, keepScalar) {
+        if (Collection.isEmptyPath(path42))
           return !keepScalar && identity3.isScalar(this.contents) ? this.contents.value : this.contents;
-        return identity3.isCollection(this.contents) ? this.contents.getIn(path43, keepScalar) : void 0;
+        return identity3.isCollection(this.contents) ? this.contents.getIn(path42, keepScalar) : void 0;
       }
       /**
        * Checks if the document includes a value with the key `key`.
@@ -3592,10 +3592,10 @@ var require_Document = __commonJS({
       /**
        * Checks if the document includes a value at `path`.
        */
-      hasIn(path43) {
-        if (Collection.isEmptyPath(path43))
+      hasIn(path42) {
+        if (Collection.isEmptyPath(path42))
           return this.contents !== void 0;
-        return identity3.isCollection(this.contents) ? this.contents.hasIn(path43) : false;
+        return identity3.isCollection(this.contents) ? this.contents.hasIn(path42) : false;
       }
       /**
        * Sets a value in this document. For `!!set`, `value` needs to be a
@@ -3612,13 +3612,13 @@ var require_Document = __commonJS({
        * Sets a value in this document. For `!!set`, `value` needs to be a
        * boolean to add/remove the item from the set.
        */
-      setIn(path43, value) {
-        if (Collection.isEmptyPath(path43)) {
+      setIn(path42, value) {
+        if (Collection.isEmptyPath(path42)) {
           this.contents = value;
         } else if (this.contents == null) {
-          this.contents = Collection.collectionFromPath(this.schema, Array.from(path43), value);
+          this.contents = Collection.collectionFromPath(this.schema, Array.from(path42), value);
         } else if (assertCollection(this.contents)) {
-          this.contents.setIn(path43, value);
+          this.contents.setIn(path42, value);
         }
       }
       /**
@@ -5579,9 +5579,9 @@ var require_cst_visit = __commonJS({
     visit3.BREAK = BREAK;
     visit3.SKIP = SKIP;
     visit3.REMOVE = REMOVE;
-    visit3.itemAtPath = (cst, path43) => {
+    visit3.itemAtPath = (cst, path42) => {
       let item = cst;
-      for (const [field2, index] of path43) {
+      for (const [field2, index] of path42) {
         const tok = item?.[field2];
         if (tok && "items" in tok) {
           item = tok.items[index];
@@ -5590,23 +5590,23 @@ var require_cst_visit = __commonJS({
       }
       return item;
     };
-    visit3.parentCollection = (cst, path43) => {
-      const parent = visit3.itemAtPath(cst, path43.slice(0, -1));
-      const field2 = path43[path43.length - 1][0];
+    visit3.parentCollection = (cst, path42) => {
+      const parent = visit3.itemAtPath(cst, path42.slice(0, -1));
+      const field2 = path42[path42.length - 1][0];
       const coll = parent?.[field2];
       if (coll && "items" in coll)
         return coll;
       throw new Error("Parent collection not found");
     };
-    function _visit(path43, item, visitor) {
-      let ctrl = visitor(item, path43);
+    function _visit(path42, item, visitor) {
+      let ctrl = visitor(item, path42);
       if (typeof ctrl === "symbol")
         return ctrl;
       for (const field2 of ["key", "value"]) {
         const token = item[field2];
         if (token && "items" in token) {
           for (let i2 = 0; i2 < token.items.length; ++i2) {
-            const ci2 = _visit(Object.freeze(path43.concat([[field2, i2]])), token.items[i2], visitor);
+            const ci2 = _visit(Object.freeze(path42.concat([[field2, i2]])), token.items[i2], visitor);
             if (typeof ci2 === "number")
               i2 = ci2 - 1;
             else if (ci2 === BREAK)
@@ -5617,10 +5617,10 @@ var require_cst_visit = __commonJS({
             }
           }
           if (typeof ctrl === "function" && field2 === "key")
-            ctrl = ctrl(item, path43);
+            ctrl = ctrl(item, path42);
         }
       }
-      return typeof ctrl === "function" ? ctrl(item, path43) : ctrl;
+      return typeof ctrl === "function" ? ctrl(item, path42) : ctrl;
     }
     exports.visit = visit3;
   }
@@ -7377,7 +7377,7 @@ var require_windows = __commonJS({
     module.exports = isexe;
     isexe.sync = sync;
     var fs2 = __require("fs");
-    function checkPathExt(path43, options) {
+    function checkPathExt(path42, options) {
       var pathext = options.pathExt !== void 0 ? options.pathExt : process.env.PATHEXT;
       if (!pathext) {
         return true;
@@ -7388,25 +7388,25 @@ var require_windows = __commonJS({
       }
       for (var i2 = 0; i2 < pathext.length; i2++) {
         var p2 = pathext[i2].toLowerCase();
-        if (p2 && path43.substr(-p2.length).toLowerCase() === p2) {
+        if (p2 && path42.substr(-p2.length).toLowerCase() === p2) {
           return true;
         }
       }
       return false;
     }
-    function checkStat(stat9, path43, options) {
+    function checkStat(stat9, path42, options) {
       if (!stat9.isSymbolicLink() && !stat9.isFile()) {
         return false;
       }
-      return checkPathExt(path43, options);
+      return checkPathExt(path42, options);
     }
-    function isexe(path43, options, cb) {
-      fs2.stat(path43, function(er2, stat9) {
-        cb(er2, er2 ? false : checkStat(stat9, path43, options));
+    function isexe(path42, options, cb) {
+      fs2.stat(path42, function(er2, stat9) {
+        cb(er2, er2 ? false : checkStat(stat9, path42, options));
       });
     }
-    function sync(path43, options) {
-      return checkStat(fs2.statSync(path43), path43, options);
+    function sync(path42, options) {
+      return checkStat(fs2.statSync(path42), path42, options);
     }
   }
 });
@@ -7417,13 +7417,13 @@ var require_mode = __commonJS({
     module.exports = isexe;
     isexe.sync = sync;
     var fs2 = __require("fs");
-    function isexe(path43, options, cb) {
-      fs2.stat(path43, function(er2, stat9) {
+    function isexe(path42, options, cb) {
+      fs2.stat(path42, function(er2, stat9) {
         cb(er2, er2 ? false : checkStat(stat9, options));
       });
     }
-    function sync(path43, options) {
-      return checkStat(fs2.statSync(path43), options);
+    function sync(path42, options) {
+      return checkStat(fs2.statSync(path42), options);
     }
     function checkStat(stat9, options) {
       return stat9.isFile() && checkMode(stat9, options);
@@ -7456,7 +7456,7 @@ var require_isexe = __commonJS({
     }
     module.exports = isexe;
     isexe.sync = sync;
-    function isexe(path43, options, cb) {
+    function isexe(path42, options, cb) {
       if (typeof options === "function") {
         cb = options;
         options = {};
@@ -7466,7 +7466,7 @@ var require_isexe = __commonJS({
           throw new TypeError("callback not provided");
         }
         return new Promise(function(resolve, reject) {
-          isexe(path43, options || {}, function(er2, is2) {
+          isexe(path42, options || {}, function(er2, is2) {
             if (er2) {
               reject(er2);
             } else {
@@ -7475,7 +7475,7 @@ var require_isexe = __commonJS({
           });
         });
       }
-      core(path43, options || {}, function(er2, is2) {
+      core(path42, options || {}, function(er2, is2) {
         if (er2) {
           if (er2.code === "EACCES" || options && options.ignoreErrors) {
             er2 = null;
@@ -7485,9 +7485,9 @@ var require_isexe = __commonJS({
         cb(er2, is2);
       });
     }
-    function sync(path43, options) {
+    function sync(path42, options) {
       try {
-        return core.sync(path43, options || {});
+        return core.sync(path42, options || {});
       } catch (er2) {
         if (options && options.ignoreErrors || er2.code === "EACCES") {
           return false;
@@ -7503,7 +7503,7 @@ var require_isexe = __commonJS({
 var require_which = __commonJS({
   "../../main/node_modules/which/which.js"(exports, module) {
     var isWindows = process.platform === "win32" || process.env.OSTYPE === "cygwin" || process.env.OSTYPE === "msys";
-    var path43 = __require("path");
+    var path42 = __require("path");
     var COLON = isWindows ? ";" : ":";
     var isexe = require_isexe();
     var getNotFoundError = (cmd) => Object.assign(new Error(`not found: ${cmd}`), { code: "ENOENT" });
@@ -7541,7 +7541,7 @@ var require_which = __commonJS({
           return opt.all && found.length ? resolve(found) : reject(getNotFoundError(cmd));
         const ppRaw = pathEnv[i2];
         const pathPart = /^".*"$/.test(ppRaw) ? ppRaw.slice(1, -1) : ppRaw;
-        const pCmd = path43.join(pathPart, cmd);
+        const pCmd = path42.join(pathPart, cmd);
         const p2 = !pathPart && /^\.[\\\/]/.test(cmd) ? cmd.slice(0, 2) + pCmd : pCmd;
         resolve(subStep(p2, i2, 0));
       });
@@ -7568,7 +7568,7 @@ var require_which = __commonJS({
       for (let i2 = 0; i2 < pathEnv.length; i2++) {
         const ppRaw = pathEnv[i2];
         const pathPart = /^".*"$/.test(ppRaw) ? ppRaw.slice(1, -1) : ppRaw;
-        const pCmd = path43.join(pathPart, cmd);
+        const pCmd = path42.join(pathPart, cmd);
         const p2 = !pathPart && /^\.[\\\/]/.test(cmd) ? cmd.slice(0, 2) + pCmd : pCmd;
         for (let j2 = 0; j2 < pathExt.length; j2++) {
           const cur = p2 + pathExt[j2];
@@ -7616,7 +7616,7 @@ var require_path_key = __commonJS({
 var require_resolveCommand = __commonJS({
   "../../main/node_modules/cross-spawn/lib/util/resolveCommand.js"(exports, module) {
     "use strict";
-    var path43 = __require("path");
+    var path42 = __require("path");
     var which = require_which();
     var getPathKey = require_path_key();
     function resolveCommandAttempt(parsed, withoutPathExt) {
@@ -7634,7 +7634,7 @@ var require_resolveCommand = __commonJS({
       try {
         resolved = which.sync(parsed.command, {
           path: env[getPathKey({ env })],
-          pathExt: withoutPathExt ? path43.delimiter : void 0
+          pathExt: withoutPathExt ? path42.delimiter : void 0
         });
       } catch (e) {
       } finally {
@@ -7643,7 +7643,7 @@ var require_resolveCommand = __commonJS({
         }
       }
       if (resolved) {
-        resolved = path43.resolve(hasCustomCwd ? parsed.options.cwd : "", resolved);
+        resolved = path42.resolve(hasCustomCwd ? parsed.options.cwd : "", resolved);
       }
       return resolved;
     }
@@ -7697,8 +7697,8 @@ var require_shebang_command = __commonJS({
       if (!match) {
         return null;
       }
-      const [path43, argument] = match[0].replace(/#! ?/, "").split(" ");
-      const binary = path43.split("/").pop();
+      const [path42, argument] = match[0].replace(/#! ?/, "").split(" ");
+      const binary = path42.split("/").pop();
       if (binary === "env") {
         return argument;
       }
@@ -7733,7 +7733,7 @@ var require_readShebang = __commonJS({
 var require_parse = __commonJS({
   "../../main/node_modules/cross-spawn/lib/parse.js"(exports, module) {
     "use strict";
-    var path43 = __require("path");
+    var path42 = __require("path");
     var resolveCommand = require_resolveCommand();
     var escape = require_escape();
     var readShebang = require_readShebang();
@@ -7758,7 +7758,7 @@ var require_parse = __commonJS({
       const needsShell = !isExecutableRegExp.test(commandFile);
       if (parsed.options.forceShell || needsShell) {
         const needsDoubleEscapeMetaChars = isCmdShimRegExp.test(commandFile);
-        parsed.command = path43.normalize(parsed.command);
+        parsed.command = path42.normalize(parsed.command);
         parsed.command = escape.command(parsed.command);
         parsed.args = parsed.args.map((arg) => escape.argument(arg, needsDoubleEscapeMetaChars));
         const shellCommand = [parsed.command].concat(parsed.args).join(" ");
@@ -8827,10 +8827,10 @@ function mergeDefs(...defs) {
 function cloneDef(schema) {
   return mergeDefs(schema._zod.def);
 }
-function getElementAtPath(obj, path43) {
-  if (!path43)
+function getElementAtPath(obj, path42) {
+  if (!path42)
     return obj;
-  return path43.reduce((acc, key) => acc?.[key], obj);
+  return path42.reduce((acc, key) => acc?.[key], obj);
 }
 function promiseAllObject(promisesObj) {
   const keys = Object.keys(promisesObj);
@@ -9170,11 +9170,11 @@ function explicitlyAborted(x, startIndex = 0) {
   }
   return false;
 }
-function prefixIssues(path43, issues) {
+function prefixIssues(path42, issues) {
   return issues.map((iss) => {
     var _a3;
     (_a3 = iss).path ?? (_a3.path = []);
-    iss.path.unshift(path43);
+    iss.path.unshift(path42);
     return iss;
   });
 }
@@ -9636,16 +9636,16 @@ function flattenError(error62, mapper = (issue2) => issue2.message) {
 }
 function formatError(error62, mapper = (issue2) => issue2.message) {
   const fieldErrors = { _errors: [] };
-  const processError = (error63, path43 = []) => {
+  const processError = (error63, path42 = []) => {
     for (const issue2 of error63.issues) {
       if (issue2.code === "invalid_union" && issue2.errors.length) {
-        issue2.errors.map((issues) => processError({ issues }, [...path43, ...issue2.path]));
+        issue2.errors.map((issues) => processError({ issues }, [...path42, ...issue2.path]));
       } else if (issue2.code === "invalid_key") {
-        processError({ issues: issue2.issues }, [...path43, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path42, ...issue2.path]);
       } else if (issue2.code === "invalid_element") {
-        processError({ issues: issue2.issues }, [...path43, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path42, ...issue2.path]);
       } else {
-        const fullpath = [...path43, ...issue2.path];
+        const fullpath = [...path42, ...issue2.path];
         if (fullpath.length === 0) {
           fieldErrors._errors.push(mapper(issue2));
         } else {
@@ -9684,17 +9684,17 @@ function formatError(error62, mapper = (issue2) => issue2.message) {
 }
 function treeifyError(error62, mapper = (issue2) => issue2.message) {
   const result = { errors: [] };
-  const processError = (error63, path43 = []) => {
+  const processError = (error63, path42 = []) => {
     var _a3;
     for (const issue2 of error63.issues) {
       if (issue2.code === "invalid_union" && issue2.errors.length) {
-        issue2.errors.map((issues) => processError({ issues }, [...path43, ...issue2.path]));
+        issue2.errors.map((issues) => processError({ issues }, [...path42, ...issue2.path]));
       } else if (issue2.code === "invalid_key") {
-        processError({ issues: issue2.issues }, [...path43, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path42, ...issue2.path]);
       } else if (issue2.code === "invalid_element") {
-        processError({ issues: issue2.issues }, [...path43, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path42, ...issue2.path]);
       } else {
-        const fullpath = [...path43, ...issue2.path];
+        const fullpath = [...path42, ...issue2.path];
         if (fullpath.length === 0) {
           result.errors.push(mapper(issue2));
           continue;
@@ -9733,8 +9733,8 @@ function treeifyError(error62, mapper = (issue2) => issue2.message) {
 }
 function toDotPath(_path) {
   const segs = [];
-  const path43 = _path.map((seg) => typeof seg === "object" ? seg.key : seg);
-  for (const seg of path43) {
+  const path42 = _path.map((seg) => typeof seg === "object" ? seg.key : seg);
+  for (const seg of path42) {
     if (typeof seg === "number")
       segs.push(`[${seg}]`);
     else if (typeof seg === "symbol")
@@ -26872,13 +26872,13 @@ function resolveRef(ref, ctx) {
   if (!ref.startsWith("#")) {
     throw new Error("External $ref is not supported, only local refs (#/...) are allowed");
   }
-  const path43 = ref.slice(1).split("/").filter(Boolean);
-  if (path43.length === 0) {
+  const path42 = ref.slice(1).split("/").filter(Boolean);
+  if (path42.length === 0) {
     return ctx.rootSchema;
   }
   const defsKey = ctx.version === "draft-2020-12" ? "$defs" : "definitions";
-  if (path43[0] === defsKey) {
-    const key = path43[1] === void 0 ? void 0 : decodeJSONPointerSegment(path43[1]);
+  if (path42[0] === defsKey) {
+    const key = path42[1] === void 0 ? void 0 : decodeJSONPointerSegment(path42[1]);
     if (!key || !ctx.defs[key]) {
       throw new Error(`Reference not found: ${ref}`);
     }
@@ -27964,7 +27964,7 @@ function resolveConfig(raw, file2) {
 // src/pipeline.ts
 import { mkdir as mkdir14, mkdtemp as mkdtemp7 } from "node:fs/promises";
 import os9 from "node:os";
-import path39 from "node:path";
+import path38 from "node:path";
 
 // src/config/check-files.ts
 import { access, constants } from "node:fs/promises";
@@ -33059,13 +33059,13 @@ var logOutputSync = ({ serializedResult, fdNumber: fdNumber2, state, verboseInfo
   }
 };
 var writeToFiles = (serializedResult, stdioItems, outputFiles) => {
-  for (const { path: path43, append } of stdioItems.filter(({ type }) => FILE_TYPES.has(type))) {
-    const pathString = typeof path43 === "string" ? path43 : path43.toString();
+  for (const { path: path42, append } of stdioItems.filter(({ type }) => FILE_TYPES.has(type))) {
+    const pathString = typeof path42 === "string" ? path42 : path42.toString();
     if (append || outputFiles.has(pathString)) {
-      appendFileSync(path43, serializedResult);
+      appendFileSync(path42, serializedResult);
     } else {
       outputFiles.add(pathString);
-      writeFileSync(path43, serializedResult);
+      writeFileSync(path42, serializedResult);
     }
   }
 };
@@ -40884,6 +40884,24 @@ function workLayout(dir) {
     selfCheck: path26.join(abs, "self-check")
   };
 }
+function traceScratch(dir) {
+  return {
+    /** The writable view of the root the service runs on (overlay mount point or copy). */
+    view: path26.join(dir, "trace-root"),
+    upper: path26.join(dir, "trace-upper"),
+    overlayWork: path26.join(dir, "trace-overlay-work"),
+    data: path26.join(dir, "trace-data"),
+    /** Raw traces (QEMU FIFO text, strace logs), kept for debugging. */
+    raw: path26.join(dir, "raw")
+  };
+}
+function selfCheckScratch(dir) {
+  return {
+    /** The pruned root, bind-mounted read-only. */
+    view: path26.join(dir, "self-check-root"),
+    data: path26.join(dir, "self-check-data")
+  };
+}
 
 // src/stages/root.ts
 import { createHash as createHash7 } from "node:crypto";
@@ -41751,7 +41769,6 @@ function ensureDirMode(root, dst, mode2) {
 
 // src/stages/self-check.ts
 import { mkdir as mkdir11, rm as rm14 } from "node:fs/promises";
-import path33 from "node:path";
 
 // src/harness/diff.ts
 var CONTEXT = 3;
@@ -42526,11 +42543,10 @@ async function runProbes(config2, t, o2) {
 // src/stages/self-check.ts
 async function selfCheck(config2, prunedRoot, unprunedResponses, opts) {
   await mkdir11(opts.workDir, { recursive: true });
-  const dataDir = path33.join(opts.workDir, "self-check-data");
+  const { view, data: dataDir } = selfCheckScratch(opts.workDir);
   await rm14(dataDir, { recursive: true, force: true });
   if (opts.dataDir) await run(["cp", "-a", "--", opts.dataDir, dataDir], { privileged: true });
   else await run(["mkdir", "-p", dataDir]);
-  const view = path33.join(opts.workDir, "self-check-root");
   await mkdir11(view, { recursive: true });
   const unmountView = registerCleanup(`self-check mount ${view}`, () => unmount(view, opts.logger));
   const started = Date.now();
@@ -42572,19 +42588,19 @@ ${diffs.join("\n")}`
 
 // src/stages/trace.ts
 import { mkdir as mkdir12, rm as rm16, stat as stat7, writeFile as writeFile9 } from "node:fs/promises";
-import path35 from "node:path";
+import path34 from "node:path";
 
 // src/trace/hook.ts
 import { readFile as readFile10, rm as rm15 } from "node:fs/promises";
-import path34 from "node:path";
+import path33 from "node:path";
 
 // src/trace/fifo.ts
 import { randomBytes as randomBytes4 } from "node:crypto";
 import { closeSync as closeSync3, constants as constants6, openSync as openSync3, read, writeSync as writeSync2 } from "node:fs";
 var TraceFifo = class _TraceFifo {
-  constructor(path43) {
-    this.path = path43;
-    this.fd = openSync3(path43, constants6.O_RDWR);
+  constructor(path42) {
+    this.path = path42;
+    this.fd = openSync3(path42, constants6.O_RDWR);
     this.done = this.pump();
   }
   path;
@@ -42596,9 +42612,9 @@ var TraceFifo = class _TraceFifo {
   done;
   closed = false;
   /** Creates the FIFO (mode 0666: the service may run as any user) and starts reading it. */
-  static async create(path43) {
-    await run(["mkfifo", "-m", "0666", path43]);
-    return new _TraceFifo(path43);
+  static async create(path42) {
+    await run(["mkfifo", "-m", "0666", path42]);
+    return new _TraceFifo(path42);
   }
   async pump() {
     const buf = Buffer.alloc(256 * 1024);
@@ -42653,7 +42669,7 @@ function qemuTraceHook(dir) {
     env: qemuFifoEnv(),
     binds: [{ host: dir, container: TRACE_MOUNT }],
     async begin(argv) {
-      const fifoPath = path34.join(dir, QEMU_TRACE_FILE);
+      const fifoPath = path33.join(dir, QEMU_TRACE_FILE);
       await rm15(fifoPath, { force: true });
       const fifo = await TraceFifo.create(fifoPath);
       return { argv, end: async () => ({ text: await fifo.finish() }) };
@@ -42663,7 +42679,7 @@ function qemuTraceHook(dir) {
 function straceHook(dir) {
   return {
     async begin(argv, index) {
-      const file2 = path34.join(dir, index === void 0 ? "strace.log" : `strace.${index}.log`);
+      const file2 = path33.join(dir, index === void 0 ? "strace.log" : `strace.${index}.log`);
       return {
         argv: ["strace", ...STRACE_FLAGS, "-o", file2, "--", ...argv],
         end: async () => ({ text: await readFile10(file2, "utf8").catch(() => ""), file: file2 })
@@ -43140,14 +43156,10 @@ async function traceService(config2, root, opts) {
   }
   const elf = await readElf(entry.host);
   const interp = elf?.interp;
-  const copy = path35.join(workDir, "trace-root");
-  const traceDir = path35.join(workDir, "trace");
-  const dataDir = path35.join(workDir, "trace-data");
+  const { view: copy, raw: traceDir, data: dataDir, upper, overlayWork } = traceScratch(workDir);
   await mkdir12(workDir, { recursive: true });
   await rm16(traceDir, { recursive: true, force: true });
   await mkdir12(traceDir, { recursive: true, mode: 493 });
-  const upper = path35.join(workDir, "trace-upper");
-  const overlayWork = path35.join(workDir, "trace-overlay-work");
   const state = { mounted: false };
   const removeCopy = registerCleanup(`traced root copy ${copy}`, async () => {
     if (state.mounted) await unmount(copy, logger);
@@ -43164,7 +43176,7 @@ async function traceService(config2, root, opts) {
           privileged: true
         });
       }
-      const mountPoints2 = [TRACE_MOUNT, config2.data.path, "/usr"].map((p2) => path35.join(copy, p2));
+      const mountPoints2 = [TRACE_MOUNT, config2.data.path, "/usr"].map((p2) => path34.join(copy, p2));
       await run(["mkdir", "-p", "-m", "0755", "--", ...mountPoints2], { privileged: true });
     });
     await seedDataDir(config2, root, dataDir);
@@ -43194,7 +43206,7 @@ async function traceService(config2, root, opts) {
     for (const [i2, { text }] of probed.records.entries()) {
       const parsed = emulated ? parseQemuStrace(text, parseOpts) : parseHostStrace(text, parseOpts);
       if (emulated) {
-        const file2 = path35.join(traceDir, `qemu.${i2}.txt`);
+        const file2 = path34.join(traceDir, `qemu.${i2}.txt`);
         await writeFile9(file2, text);
         traceFiles.push(file2);
       }
@@ -43261,7 +43273,7 @@ import { setMaxListeners as setMaxListeners2 } from "node:events";
 import { existsSync as existsSync9 } from "node:fs";
 import { mkdir as mkdir13, mkdtemp as mkdtemp6 } from "node:fs/promises";
 import os8 from "node:os";
-import path38 from "node:path";
+import path37 from "node:path";
 
 // src/harness/client.ts
 import http from "node:http";
@@ -43429,7 +43441,7 @@ async function runLoad(requests, concurrency, one, signal) {
 
 // src/verify/probes.ts
 import { readFile as readFile11 } from "node:fs/promises";
-import path36 from "node:path";
+import path35 from "node:path";
 async function readFixtures(probes) {
   const out = /* @__PURE__ */ new Map();
   for (const p2 of probes) {
@@ -43491,7 +43503,7 @@ async function curlProbe(probe, expected, svc, workDir, opts, timeoutMs) {
   const { host, port: port2 } = svc.clientTarget;
   const name = `${probe.name} (curl)`;
   const seconds = String(Math.ceil(timeoutMs / 1e3));
-  const bodyFile = path36.join(workDir, "curl-body");
+  const bodyFile = path35.join(workDir, "curl-body");
   const url3 = probe.type === "gopher" ? gopherUrl(host, port2, probe.selector) : `http://${host}:${port2}${probe.path}`;
   const curl = [
     "curl",
@@ -43526,7 +43538,7 @@ async function curlProbe(probe, expected, svc, workDir, opts, timeoutMs) {
 
 // src/harness/service.ts
 import { existsSync as existsSync8 } from "node:fs";
-import path37 from "node:path";
+import path36 from "node:path";
 var FORWARDER = `
 const net = require('net');
 const [, sock, port] = process.argv;
@@ -43619,7 +43631,7 @@ ${stderr}`
 ${stderr}`
     );
   }
-  const sockPath = path37.join(state.workDir, "service.sock");
+  const sockPath = path36.join(state.workDir, "service.sock");
   const nsenter = (a2) => ["nsenter", "-t", String(payload.pid), "-n", ...a2];
   state.forwarder = start(nsenter([process.execPath, "-e", FORWARDER, sockPath, String(port2)]), {
     privileged: true,
@@ -43725,7 +43737,7 @@ function combinedSignal(opts, concurrency) {
   };
 }
 async function mustExist(file2, what) {
-  const abs = path38.resolve(file2);
+  const abs = path37.resolve(file2);
   if (!existsSync9(abs)) throw new UserError(`${what} ${file2} does not exist`);
   return abs;
 }
@@ -43743,11 +43755,11 @@ async function verifyImage(options) {
     throw new UserError(`--concurrency must be a whole number \u2265 1, got ${concurrency}`);
   const { signal, dispose: disposeSignal } = combinedSignal(options, concurrency);
   const opts = { ...options, signal };
-  const workDir = await mkdtemp6(path38.join(os8.tmpdir(), "lhc-verify-"));
+  const workDir = await mkdtemp6(path37.join(os8.tmpdir(), "lhc-verify-"));
   const state = {
     workDir,
-    rootDir: path38.join(workDir, config2.name),
-    dataDir: path38.join(workDir, "data"),
+    rootDir: path37.join(workDir, config2.name),
+    dataDir: path37.join(workDir, "data"),
     sockets: /* @__PURE__ */ new Set(),
     payloads: []
   };
@@ -43767,7 +43779,7 @@ async function verifyImage(options) {
         `image ${image} mounted read-only at ${state.rootDir} (${state.image.loopDevice})`
       );
       for (const needed of ["/usr", config2.data.path]) {
-        if (!existsSync9(path38.join(state.rootDir, needed))) {
+        if (!existsSync9(path37.join(state.rootDir, needed))) {
           throw new UserError(
             `the image has no ${needed} directory; a read-only root needs every mount point (add it to the root)`
           );
@@ -43908,10 +43920,10 @@ async function build(config2, opts) {
     }
   };
   const callerUmask = process.umask(18);
-  const outDir = path39.resolve(opts.outDir);
+  const outDir = path38.resolve(opts.outDir);
   await mkdir14(outDir, { recursive: true });
   const work = workLayout(
-    opts.workDir ?? await mkdtemp7(path39.join(os9.tmpdir(), `lhc-${config2.name}-`))
+    opts.workDir ?? await mkdtemp7(path38.join(os9.tmpdir(), `lhc-${config2.name}-`))
   );
   const workDir = work.dir;
   await mkdir14(workDir, { recursive: true });
@@ -43959,7 +43971,7 @@ async function build(config2, opts) {
         logger,
         luaPath: luaBuild?.path,
         signal: opts.signal,
-        basesDir: opts.basesDir ?? (opts.cacheDir ? path39.join(opts.cacheDir, "bases") : void 0)
+        basesDir: opts.basesDir ?? (opts.cacheDir ? path38.join(opts.cacheDir, "bases") : void 0)
       });
     });
     const trace = await stage(
@@ -44011,7 +44023,7 @@ async function build(config2, opts) {
       if (opts.manifestLock) {
         const lock = await checkManifestLock(
           packed2.manifestData,
-          path39.resolve(opts.manifestLock),
+          path38.resolve(opts.manifestLock),
           opts.updateManifest ?? false
         );
         if (lock.changed) {
@@ -44124,7 +44136,7 @@ ${verifyFailures(result.verify)}`);
 
 // src/cli/commands/diff.ts
 import { readdir as readdir5, stat as stat8 } from "node:fs/promises";
-import path40 from "node:path";
+import path39 from "node:path";
 async function manifestPath(arg) {
   let st2;
   try {
@@ -44139,7 +44151,7 @@ async function manifestPath(arg) {
       `lhc diff: ${arg} is a directory with ${found.length === 0 ? "no" : found.length} *.manifest.json files; name the manifest file`
     );
   }
-  return path40.join(arg, found[0]);
+  return path39.join(arg, found[0]);
 }
 var diffCommand = {
   name: "diff",
@@ -44386,7 +44398,7 @@ function formatChecks(checks) {
 // src/host/probe.ts
 import { access as access2, readFile as readFile12, readdir as readdir6 } from "node:fs/promises";
 import os10 from "node:os";
-import path41 from "node:path";
+import path40 from "node:path";
 var EXTRA_PATH = ["/usr/local/sbin", "/usr/sbin", "/sbin"];
 var realProbe = {
   async fileExists(file2) {
@@ -44414,7 +44426,7 @@ var realProbe = {
   async which(tool) {
     const dirs = [...(process.env.PATH ?? "").split(":").filter(Boolean), ...EXTRA_PATH];
     for (const d of dirs) {
-      const candidate = path41.join(d, tool);
+      const candidate = path40.join(d, tool);
       try {
         await access2(
           candidate,
@@ -44517,7 +44529,7 @@ its sha256. Inputs already in the store are not downloaded again. Prints one lin
 
 // src/cli/commands/lua.ts
 import { chmod as chmod5, copyFile as copyFile3, mkdir as mkdir15 } from "node:fs/promises";
-import path42 from "node:path";
+import path41 from "node:path";
 function takeRepeated(args, flag) {
   const values = [];
   const rest = [];
@@ -44611,7 +44623,7 @@ Options:
       { store: new Store(void 0, ctx.logger), logger: ctx.logger }
     );
     await mkdir15(out, { recursive: true });
-    const dest = path42.join(out, "lua");
+    const dest = path41.join(out, "lua");
     await copyFile3(r.path, dest);
     await chmod5(dest, 493);
     ctx.out(`lua      ${dest}`);

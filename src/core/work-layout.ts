@@ -26,3 +26,25 @@ export function workLayout(dir: string): WorkLayout {
     selfCheck: path.join(abs, 'self-check'),
   };
 }
+
+/** The traced run's scratch inside its dir (names are nspawn machine names too: keep them). */
+export function traceScratch(dir: string) {
+  return {
+    /** The writable view of the root the service runs on (overlay mount point or copy). */
+    view: path.join(dir, 'trace-root'),
+    upper: path.join(dir, 'trace-upper'),
+    overlayWork: path.join(dir, 'trace-overlay-work'),
+    data: path.join(dir, 'trace-data'),
+    /** Raw traces (QEMU FIFO text, strace logs), kept for debugging. */
+    raw: path.join(dir, 'raw'),
+  };
+}
+
+/** The self-check's scratch inside its dir. */
+export function selfCheckScratch(dir: string) {
+  return {
+    /** The pruned root, bind-mounted read-only. */
+    view: path.join(dir, 'self-check-root'),
+    data: path.join(dir, 'self-check-data'),
+  };
+}

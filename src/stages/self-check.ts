@@ -6,10 +6,10 @@
  * fixtures).
  */
 import { mkdir, rm } from 'node:fs/promises';
-import path from 'node:path';
 import type { LhcConfig } from '../config/load.js';
 import { registerCleanup } from '../core/cleanup.js';
 import { UserError } from '../core/errors.js';
+import { selfCheckScratch } from '../core/work-layout.js';
 import type { Logger } from '../core/logger.js';
 import type { ProbeResponse } from '../harness/client.js';
 import { responseDiff } from '../harness/diff.js';
@@ -38,13 +38,12 @@ export async function selfCheck(
   opts: SelfCheckOptions,
 ): Promise<SelfCheckResult> {
   await mkdir(opts.workDir, { recursive: true });
-  const dataDir = path.join(opts.workDir, 'self-check-data');
+  const { view, data: dataDir } = selfCheckScratch(opts.workDir);
   await rm(dataDir, { recursive: true, force: true });
   if (opts.dataDir) await run(['cp', '-a', '--', opts.dataDir, dataDir], { privileged: true });
   else await run(['mkdir', '-p', dataDir]);
   // nspawn creates /etc, /var and /root in a writable directory even with --read-only; a
   // read-only bind mount keeps the pruned root exactly as packed (and is what the board sees).
-  const view = path.join(opts.workDir, 'self-check-root');
   await mkdir(view, { recursive: true });
   const unmountView = registerCleanup(`self-check mount ${view}`, () => unmount(view, opts.logger));
   const started = Date.now();

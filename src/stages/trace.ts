@@ -7,6 +7,7 @@ import { mkdir, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { LhcConfig } from '../config/load.js';
 import { hostArch } from '../core/arch.js';
+import { traceScratch } from '../core/work-layout.js';
 import { registerCleanup } from '../core/cleanup.js';
 import { UserError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
@@ -79,14 +80,10 @@ export async function traceService(
   const elf = await readElf(entry.host);
   const interp = elf?.interp;
 
-  const copy = path.join(workDir, 'trace-root');
-  const traceDir = path.join(workDir, 'trace');
-  const dataDir = path.join(workDir, 'trace-data');
+  const { view: copy, raw: traceDir, data: dataDir, upper, overlayWork } = traceScratch(workDir);
   await mkdir(workDir, { recursive: true });
   await rm(traceDir, { recursive: true, force: true });
   await mkdir(traceDir, { recursive: true, mode: 0o755 });
-  const upper = path.join(workDir, 'trace-upper');
-  const overlayWork = path.join(workDir, 'trace-overlay-work');
   const state = { mounted: false };
   const removeCopy = registerCleanup(`traced root copy ${copy}`, async () => {
     // A payload that outlived a killed nspawn keeps the overlay busy: detach it lazily then,
