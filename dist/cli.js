@@ -35866,6 +35866,10 @@ function nspawnArgv(o2) {
   argv.push("--", ...o2.command);
   return argv;
 }
+var NSPAWN_DIRS = ["/usr", "/proc", "/sys", "/dev", "/run", "/tmp"];
+function mountPoints(dataPath) {
+  return [.../* @__PURE__ */ new Set([...NSPAWN_DIRS, dataPath])];
+}
 var TRACE_MOUNT = "/lhc-trace";
 function boardNspawnArgv(o2) {
   const argv = nspawnArgv({
@@ -40232,9 +40236,6 @@ function shebang(file2) {
 }
 
 // src/prune/closure.ts
-function mountPoints(config2) {
-  return [.../* @__PURE__ */ new Set([config2.data.path, "/proc", "/sys", "/dev", "/run", "/tmp", "/usr"])];
-}
 function walkRoot(root) {
   const out = /* @__PURE__ */ new Map();
   const visit3 = (inRoot) => {
@@ -40862,7 +40863,7 @@ async function pruneRoot(root, trace, config2, opts) {
     root,
     all,
     closure.kept,
-    mountPoints(config2),
+    mountPoints(config2.data.path),
     prunedRoot,
     logger
   );
@@ -41538,8 +41539,7 @@ function hostMirrorLines(deb822Text, suite) {
 }
 
 // src/stages/root.ts
-var MOUNT_POINTS = ["/proc", "/sys", "/dev", "/run", "/tmp"];
-var SCRATCH_DIRS = ["/usr", "/bin", "/etc", ...MOUNT_POINTS];
+var SCRATCH_DIRS = ["/bin", "/etc", ...NSPAWN_DIRS];
 var HOST_SOURCES2 = "/etc/apt/sources.list.d/debian.sources";
 var PACKAGES_TIMEOUT_MS = 30 * 6e4;
 var MMDEBSTRAP_TIMEOUT_MS = 40 * 6e4;
@@ -41691,7 +41691,7 @@ async function assembleRoot(config2, opts) {
       const tarball = base.type === "tarball" ? await tarballPath(base, opts) : await debianBaseTarball(base, config2.arch, opts);
       const s3 = await extractTarball(tarball, root, { logger });
       logger.info(`extracted ${path29.basename(tarball)}: ${describeExtract(s3)}`);
-      for (const d of ["/usr", ...MOUNT_POINTS]) ensureDir(root, d, d === "/tmp" ? 1023 : 493);
+      for (const d of NSPAWN_DIRS) ensureDir(root, d, d === "/tmp" ? 1023 : 493);
     });
     if (config2.packages !== void 0) {
       const command = packagesCommand(config2.packages);
@@ -43176,8 +43176,8 @@ async function traceService(config2, root, opts) {
           privileged: true
         });
       }
-      const mountPoints2 = [TRACE_MOUNT, config2.data.path, "/usr"].map((p2) => path34.join(copy, p2));
-      await run(["mkdir", "-p", "-m", "0755", "--", ...mountPoints2], { privileged: true });
+      const dirs = [TRACE_MOUNT, config2.data.path, "/usr"].map((p2) => path34.join(copy, p2));
+      await run(["mkdir", "-p", "-m", "0755", "--", ...dirs], { privileged: true });
     });
     await seedDataDir(config2, root, dataDir);
     const started = Date.now();
@@ -43778,7 +43778,7 @@ async function verifyImage(options) {
       logger.info(
         `image ${image} mounted read-only at ${state.rootDir} (${state.image.loopDevice})`
       );
-      for (const needed of ["/usr", config2.data.path]) {
+      for (const needed of mountPoints(config2.data.path)) {
         if (!existsSync9(path37.join(state.rootDir, needed))) {
           throw new UserError(
             `the image has no ${needed} directory; a read-only root needs every mount point (add it to the root)`

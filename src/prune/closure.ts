@@ -30,11 +30,6 @@ export type KeepReason =
   | 'parent-dir'
   | 'shebang-interp';
 
-/** Mount points every image carries as (empty) directories. */
-export function mountPoints(config: LhcConfig): string[] {
-  return [...new Set([config.data.path, '/proc', '/sys', '/dev', '/run', '/tmp', '/usr'])];
-}
-
 export interface WalkEntry {
   kind: EntryKind;
   st: Stats;

@@ -8,9 +8,10 @@ import path from 'node:path';
 import type { LhcConfig } from '../config/load.js';
 import type { Logger } from '../core/logger.js';
 import { seedDataDir } from '../harness/data.js';
-import { computeClosure, mountPoints, walkRoot } from '../prune/closure.js';
+import { computeClosure, walkRoot } from '../prune/closure.js';
 import { writePrunedRoot } from '../prune/materialize.js';
 import { buildReport, summarizeReport, type PruneReport } from '../prune/report.js';
+import { mountPoints } from '../tools/nspawn.js';
 import type { TraceResult } from './trace.js';
 
 export interface PruneResult {
@@ -41,7 +42,7 @@ export async function pruneRoot(
     root,
     all,
     closure.kept,
-    mountPoints(config),
+    mountPoints(config.data.path),
     prunedRoot,
     logger,
   );

@@ -102,9 +102,10 @@ export async function traceService(
           privileged: true,
         });
       }
-      // Mount points nspawn needs; they exist in this copy only, never in the pruned root.
-      const mountPoints = [TRACE_MOUNT, config.data.path, '/usr'].map((p) => path.join(copy, p));
-      await run(['mkdir', '-p', '-m', '0755', '--', ...mountPoints], { privileged: true });
+      // What nspawn cannot do without on a writable root: /usr and the bind targets. They exist
+      // in this view only; the pruned root gets every mount point from prune (mountPoints()).
+      const dirs = [TRACE_MOUNT, config.data.path, '/usr'].map((p) => path.join(copy, p));
+      await run(['mkdir', '-p', '-m', '0755', '--', ...dirs], { privileged: true });
     });
     await seedDataDir(config, root, dataDir);
 

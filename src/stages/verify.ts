@@ -19,7 +19,7 @@ import type { LhcConfig } from '../config/load.js';
 import { UserError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { tail } from '../tools/exec.js';
-import { boardNspawnArgv } from '../tools/nspawn.js';
+import { boardNspawnArgv, mountPoints } from '../tools/nspawn.js';
 import { describeEndpoint } from '../harness/client.js';
 import { checkNoInterpreters, inspectProcess, listImage } from '../verify/hardening.js';
 import { runLoad, type LoadResult } from '../verify/load.js';
@@ -207,7 +207,7 @@ export async function verifyImage(options: VerifyOptions): Promise<VerifyOutcome
       logger.info(
         `image ${image} mounted read-only at ${state.rootDir} (${state.image.loopDevice})`,
       );
-      for (const needed of ['/usr', config.data.path]) {
+      for (const needed of mountPoints(config.data.path)) {
         if (!existsSync(path.join(state.rootDir, needed))) {
           throw new UserError(
             `the image has no ${needed} directory; a read-only root needs every mount point (add it to the root)`,

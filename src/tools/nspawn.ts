@@ -100,6 +100,17 @@ export function nspawnArgv(o: NspawnOptions): string[] {
   return argv;
 }
 
+/**
+ * Directories nspawn needs in a root: /usr (else "doesn't look like an OS tree") and the API
+ * file systems' mount points, which a read-only root cannot create.
+ */
+export const NSPAWN_DIRS = ['/usr', '/proc', '/sys', '/dev', '/run', '/tmp'] as const;
+
+/** Every mount point a root must carry to run read-only: nspawn's, then the data partition's. */
+export function mountPoints(dataPath: string): string[] {
+  return [...new Set<string>([...NSPAWN_DIRS, dataPath])];
+}
+
 /** Where the trace FIFO is bound inside the container (see src/trace/fifo.ts). */
 export const TRACE_MOUNT = '/lhc-trace';
 
