@@ -37,7 +37,7 @@ async function bundle(t) {
     target: 'node20',
     mainFields: ['module', 'main'],
     banner: { js: t.banner },
-    define: { LHC_VERSION: JSON.stringify(pkg.version) },
+    define: { LHC_VERSION_DEFINE: JSON.stringify(pkg.version) },
     legalComments: 'none',
     sourcemap: false,
     minify: false,

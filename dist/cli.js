@@ -118,17 +118,17 @@ var require_visit = __commonJS({
     visit3.BREAK = BREAK;
     visit3.SKIP = SKIP;
     visit3.REMOVE = REMOVE;
-    function visit_(key, node2, visitor, path42) {
-      const ctrl = callVisitor(key, node2, visitor, path42);
+    function visit_(key, node2, visitor, path43) {
+      const ctrl = callVisitor(key, node2, visitor, path43);
       if (identity3.isNode(ctrl) || identity3.isPair(ctrl)) {
-        replaceNode(key, path42, ctrl);
-        return visit_(key, ctrl, visitor, path42);
+        replaceNode(key, path43, ctrl);
+        return visit_(key, ctrl, visitor, path43);
       }
       if (typeof ctrl !== "symbol") {
         if (identity3.isCollection(node2)) {
-          path42 = Object.freeze(path42.concat(node2));
+          path43 = Object.freeze(path43.concat(node2));
           for (let i2 = 0; i2 < node2.items.length; ++i2) {
-            const ci2 = visit_(i2, node2.items[i2], visitor, path42);
+            const ci2 = visit_(i2, node2.items[i2], visitor, path43);
             if (typeof ci2 === "number")
               i2 = ci2 - 1;
             else if (ci2 === BREAK)
@@ -139,13 +139,13 @@ var require_visit = __commonJS({
             }
           }
         } else if (identity3.isPair(node2)) {
-          path42 = Object.freeze(path42.concat(node2));
-          const ck = visit_("key", node2.key, visitor, path42);
+          path43 = Object.freeze(path43.concat(node2));
+          const ck = visit_("key", node2.key, visitor, path43);
           if (ck === BREAK)
             return BREAK;
           else if (ck === REMOVE)
             node2.key = null;
-          const cv = visit_("value", node2.value, visitor, path42);
+          const cv = visit_("value", node2.value, visitor, path43);
           if (cv === BREAK)
             return BREAK;
           else if (cv === REMOVE)
@@ -166,17 +166,17 @@ var require_visit = __commonJS({
     visitAsync.BREAK = BREAK;
     visitAsync.SKIP = SKIP;
     visitAsync.REMOVE = REMOVE;
-    async function visitAsync_(key, node2, visitor, path42) {
-      const ctrl = await callVisitor(key, node2, visitor, path42);
+    async function visitAsync_(key, node2, visitor, path43) {
+      const ctrl = await callVisitor(key, node2, visitor, path43);
       if (identity3.isNode(ctrl) || identity3.isPair(ctrl)) {
-        replaceNode(key, path42, ctrl);
-        return visitAsync_(key, ctrl, visitor, path42);
+        replaceNode(key, path43, ctrl);
+        return visitAsync_(key, ctrl, visitor, path43);
       }
       if (typeof ctrl !== "symbol") {
         if (identity3.isCollection(node2)) {
-          path42 = Object.freeze(path42.concat(node2));
+          path43 = Object.freeze(path43.concat(node2));
           for (let i2 = 0; i2 < node2.items.length; ++i2) {
-            const ci2 = await visitAsync_(i2, node2.items[i2], visitor, path42);
+            const ci2 = await visitAsync_(i2, node2.items[i2], visitor, path43);
             if (typeof ci2 === "number")
               i2 = ci2 - 1;
             else if (ci2 === BREAK)
@@ -187,13 +187,13 @@ var require_visit = __commonJS({
             }
           }
         } else if (identity3.isPair(node2)) {
-          path42 = Object.freeze(path42.concat(node2));
-          const ck = await visitAsync_("key", node2.key, visitor, path42);
+          path43 = Object.freeze(path43.concat(node2));
+          const ck = await visitAsync_("key", node2.key, visitor, path43);
           if (ck === BREAK)
             return BREAK;
           else if (ck === REMOVE)
             node2.key = null;
-          const cv = await visitAsync_("value", node2.value, visitor, path42);
+          const cv = await visitAsync_("value", node2.value, visitor, path43);
           if (cv === BREAK)
             return BREAK;
           else if (cv === REMOVE)
@@ -220,23 +220,23 @@ var require_visit = __commonJS({
       }
       return visitor;
     }
-    function callVisitor(key, node2, visitor, path42) {
+    function callVisitor(key, node2, visitor, path43) {
       if (typeof visitor === "function")
-        return visitor(key, node2, path42);
+        return visitor(key, node2, path43);
       if (identity3.isMap(node2))
-        return visitor.Map?.(key, node2, path42);
+        return visitor.Map?.(key, node2, path43);
       if (identity3.isSeq(node2))
-        return visitor.Seq?.(key, node2, path42);
+        return visitor.Seq?.(key, node2, path43);
       if (identity3.isPair(node2))
-        return visitor.Pair?.(key, node2, path42);
+        return visitor.Pair?.(key, node2, path43);
       if (identity3.isScalar(node2))
-        return visitor.Scalar?.(key, node2, path42);
+        return visitor.Scalar?.(key, node2, path43);
       if (identity3.isAlias(node2))
-        return visitor.Alias?.(key, node2, path42);
+        return visitor.Alias?.(key, node2, path43);
       return void 0;
     }
-    function replaceNode(key, path42, node2) {
-      const parent = path42[path42.length - 1];
+    function replaceNode(key, path43, node2) {
+      const parent = path43[path43.length - 1];
       if (identity3.isCollection(parent)) {
         parent.items[key] = node2;
       } else if (identity3.isPair(parent)) {
@@ -848,10 +848,10 @@ var require_Collection = __commonJS({
     var createNode = require_createNode();
     var identity3 = require_identity();
     var Node = require_Node();
-    function collectionFromPath(schema, path42, value) {
+    function collectionFromPath(schema, path43, value) {
       let v2 = value;
-      for (let i2 = path42.length - 1; i2 >= 0; --i2) {
-        const k2 = path42[i2];
+      for (let i2 = path43.length - 1; i2 >= 0; --i2) {
+        const k2 = path43[i2];
         if (typeof k2 === "number" && Number.isInteger(k2) && k2 >= 0) {
           const a2 = [];
           a2[k2] = v2;
@@ -870,7 +870,7 @@ var require_Collection = __commonJS({
         sourceObjects: /* @__PURE__ */ new Map()
       });
     }
-    var isEmptyPath = (path42) => path42 == null || typeof path42 === "object" && !!path42[Symbol.iterator]().next().done;
+    var isEmptyPath = (path43) => path43 == null || typeof path43 === "object" && !!path43[Symbol.iterator]().next().done;
     var Collection = class extends Node.NodeBase {
       constructor(type, schema) {
         super(type);
@@ -900,11 +900,11 @@ var require_Collection = __commonJS({
        * be a Pair instance or a `{ key, value }` object, which may not have a key
        * that already exists in the map.
        */
-      addIn(path42, value) {
-        if (isEmptyPath(path42))
+      addIn(path43, value) {
+        if (isEmptyPath(path43))
           this.add(value);
         else {
-          const [key, ...rest] = path42;
+          const [key, ...rest] = path43;
           const node2 = this.get(key, true);
           if (identity3.isCollection(node2))
             node2.addIn(rest, value);
@@ -918,8 +918,8 @@ var require_Collection = __commonJS({
        * Removes a value from the collection.
        * @returns `true` if the item was found and removed.
        */
-      deleteIn(path42) {
-        const [key, ...rest] = path42;
+      deleteIn(path43) {
+        const [key, ...rest] = path43;
         if (rest.length === 0)
           return this.delete(key);
         const node2 = this.get(key, true);
@@ -933,8 +933,8 @@ var require_Collection = __commonJS({
        * scalar values from their surrounding node; to disable set `keepScalar` to
        * `true` (collections are always returned intact).
        */
-      getIn(path42, keepScalar) {
-        const [key, ...rest] = path42;
+      getIn(path43, keepScalar) {
+        const [key, ...rest] = path43;
         const node2 = this.get(key, true);
         if (rest.length === 0)
           return !keepScalar && identity3.isScalar(node2) ? node2.value : node2;
@@ -952,8 +952,8 @@ var require_Collection = __commonJS({
       /**
        * Checks if the collection includes a value with the key `key`.
        */
-      hasIn(path42) {
-        const [key, ...rest] = path42;
+      hasIn(path43) {
+        const [key, ...rest] = path43;
         if (rest.length === 0)
           return this.has(key);
         const node2 = this.get(key, true);
@@ -963,8 +963,8 @@ var require_Collection = __commonJS({
        * Sets a value in this collection. For `!!set`, `value` needs to be a
        * boolean to add/remove the item from the set.
        */
-      setIn(path42, value) {
-        const [key, ...rest] = path42;
+      setIn(path43, value) {
+        const [key, ...rest] = path43;
         if (rest.length === 0) {
           this.set(key, value);
         } else {
@@ -3479,9 +3479,9 @@ var require_Document = __commonJS({
           this.contents.add(value);
       }
       /** Adds a value to the document. */
-      addIn(path42, value) {
+      addIn(path43, value) {
         if (assertCollection(this.contents))
-          this.contents.addIn(path42, value);
+          this.contents.addIn(path43, value);
       }
       /**
        * Create a new `Alias` node, ensuring that the target `node` has the required anchor.
@@ -3556,14 +3556,14 @@ var require_Document = __commonJS({
        * Removes a value from the document.
        * @returns `true` if the item was found and removed.
        */
-      deleteIn(path42) {
-        if (Collection.isEmptyPath(path42)) {
+      deleteIn(path43) {
+        if (Collection.isEmptyPath(path43)) {
           if (this.contents == null)
             return false;
           this.contents = null;
           return true;
         }
-        return assertCollection(this.contents) ? this.contents.deleteIn(path42) : false;
+        return assertCollection(this.contents) ? this.contents.deleteIn(path43) : false;
       }
       /**
        * Returns item at `key`, or `undefined` if not found. By default unwraps
@@ -3578,10 +3578,10 @@ var require_Document = __commonJS({
        * scalar values from their surrounding node; to disable set `keepScalar` to
        * `true` (collections are always returned intact).
        */
-      getIn(path42, keepScalar) {
-        if (Collection.isEmptyPath(path42))
+      getIn(path43, keepScalar) {
+        if (Collection.isEmptyPath(path43))
           return !keepScalar && identity3.isScalar(this.contents) ? this.contents.value : this.contents;
-        return identity3.isCollection(this.contents) ? this.contents.getIn(path42, keepScalar) : void 0;
+        return identity3.isCollection(this.contents) ? this.contents.getIn(path43, keepScalar) : void 0;
       }
       /**
        * Checks if the document includes a value with the key `key`.
@@ -3592,10 +3592,10 @@ var require_Document = __commonJS({
       /**
        * Checks if the document includes a value at `path`.
        */
-      hasIn(path42) {
-        if (Collection.isEmptyPath(path42))
+      hasIn(path43) {
+        if (Collection.isEmptyPath(path43))
           return this.contents !== void 0;
-        return identity3.isCollection(this.contents) ? this.contents.hasIn(path42) : false;
+        return identity3.isCollection(this.contents) ? this.contents.hasIn(path43) : false;
       }
       /**
        * Sets a value in this document. For `!!set`, `value` needs to be a
@@ -3612,13 +3612,13 @@ var require_Document = __commonJS({
        * Sets a value in this document. For `!!set`, `value` needs to be a
        * boolean to add/remove the item from the set.
        */
-      setIn(path42, value) {
-        if (Collection.isEmptyPath(path42)) {
+      setIn(path43, value) {
+        if (Collection.isEmptyPath(path43)) {
           this.contents = value;
         } else if (this.contents == null) {
-          this.contents = Collection.collectionFromPath(this.schema, Array.from(path42), value);
+          this.contents = Collection.collectionFromPath(this.schema, Array.from(path43), value);
         } else if (assertCollection(this.contents)) {
-          this.contents.setIn(path42, value);
+          this.contents.setIn(path43, value);
         }
       }
       /**
@@ -5579,9 +5579,9 @@ var require_cst_visit = __commonJS({
     visit3.BREAK = BREAK;
     visit3.SKIP = SKIP;
     visit3.REMOVE = REMOVE;
-    visit3.itemAtPath = (cst, path42) => {
+    visit3.itemAtPath = (cst, path43) => {
       let item = cst;
-      for (const [field2, index] of path42) {
+      for (const [field2, index] of path43) {
         const tok = item?.[field2];
         if (tok && "items" in tok) {
           item = tok.items[index];
@@ -5590,23 +5590,23 @@ var require_cst_visit = __commonJS({
       }
       return item;
     };
-    visit3.parentCollection = (cst, path42) => {
-      const parent = visit3.itemAtPath(cst, path42.slice(0, -1));
-      const field2 = path42[path42.length - 1][0];
+    visit3.parentCollection = (cst, path43) => {
+      const parent = visit3.itemAtPath(cst, path43.slice(0, -1));
+      const field2 = path43[path43.length - 1][0];
       const coll = parent?.[field2];
       if (coll && "items" in coll)
         return coll;
       throw new Error("Parent collection not found");
     };
-    function _visit(path42, item, visitor) {
-      let ctrl = visitor(item, path42);
+    function _visit(path43, item, visitor) {
+      let ctrl = visitor(item, path43);
       if (typeof ctrl === "symbol")
         return ctrl;
       for (const field2 of ["key", "value"]) {
         const token = item[field2];
         if (token && "items" in token) {
           for (let i2 = 0; i2 < token.items.length; ++i2) {
-            const ci2 = _visit(Object.freeze(path42.concat([[field2, i2]])), token.items[i2], visitor);
+            const ci2 = _visit(Object.freeze(path43.concat([[field2, i2]])), token.items[i2], visitor);
             if (typeof ci2 === "number")
               i2 = ci2 - 1;
             else if (ci2 === BREAK)
@@ -5617,10 +5617,10 @@ var require_cst_visit = __commonJS({
             }
           }
           if (typeof ctrl === "function" && field2 === "key")
-            ctrl = ctrl(item, path42);
+            ctrl = ctrl(item, path43);
         }
       }
-      return typeof ctrl === "function" ? ctrl(item, path42) : ctrl;
+      return typeof ctrl === "function" ? ctrl(item, path43) : ctrl;
     }
     exports.visit = visit3;
   }
@@ -7377,7 +7377,7 @@ var require_windows = __commonJS({
     module.exports = isexe;
     isexe.sync = sync;
     var fs2 = __require("fs");
-    function checkPathExt(path42, options) {
+    function checkPathExt(path43, options) {
       var pathext = options.pathExt !== void 0 ? options.pathExt : process.env.PATHEXT;
       if (!pathext) {
         return true;
@@ -7388,25 +7388,25 @@ var require_windows = __commonJS({
       }
       for (var i2 = 0; i2 < pathext.length; i2++) {
         var p2 = pathext[i2].toLowerCase();
-        if (p2 && path42.substr(-p2.length).toLowerCase() === p2) {
+        if (p2 && path43.substr(-p2.length).toLowerCase() === p2) {
           return true;
         }
       }
       return false;
     }
-    function checkStat(stat9, path42, options) {
+    function checkStat(stat9, path43, options) {
       if (!stat9.isSymbolicLink() && !stat9.isFile()) {
         return false;
       }
-      return checkPathExt(path42, options);
+      return checkPathExt(path43, options);
     }
-    function isexe(path42, options, cb) {
-      fs2.stat(path42, function(er2, stat9) {
-        cb(er2, er2 ? false : checkStat(stat9, path42, options));
+    function isexe(path43, options, cb) {
+      fs2.stat(path43, function(er2, stat9) {
+        cb(er2, er2 ? false : checkStat(stat9, path43, options));
       });
     }
-    function sync(path42, options) {
-      return checkStat(fs2.statSync(path42), path42, options);
+    function sync(path43, options) {
+      return checkStat(fs2.statSync(path43), path43, options);
     }
   }
 });
@@ -7417,13 +7417,13 @@ var require_mode = __commonJS({
     module.exports = isexe;
     isexe.sync = sync;
     var fs2 = __require("fs");
-    function isexe(path42, options, cb) {
-      fs2.stat(path42, function(er2, stat9) {
+    function isexe(path43, options, cb) {
+      fs2.stat(path43, function(er2, stat9) {
         cb(er2, er2 ? false : checkStat(stat9, options));
       });
     }
-    function sync(path42, options) {
-      return checkStat(fs2.statSync(path42), options);
+    function sync(path43, options) {
+      return checkStat(fs2.statSync(path43), options);
     }
     function checkStat(stat9, options) {
       return stat9.isFile() && checkMode(stat9, options);
@@ -7456,7 +7456,7 @@ var require_isexe = __commonJS({
     }
     module.exports = isexe;
     isexe.sync = sync;
-    function isexe(path42, options, cb) {
+    function isexe(path43, options, cb) {
       if (typeof options === "function") {
         cb = options;
         options = {};
@@ -7466,7 +7466,7 @@ var require_isexe = __commonJS({
           throw new TypeError("callback not provided");
         }
         return new Promise(function(resolve, reject) {
-          isexe(path42, options || {}, function(er2, is2) {
+          isexe(path43, options || {}, function(er2, is2) {
             if (er2) {
               reject(er2);
             } else {
@@ -7475,7 +7475,7 @@ var require_isexe = __commonJS({
           });
         });
       }
-      core(path42, options || {}, function(er2, is2) {
+      core(path43, options || {}, function(er2, is2) {
         if (er2) {
           if (er2.code === "EACCES" || options && options.ignoreErrors) {
             er2 = null;
@@ -7485,9 +7485,9 @@ var require_isexe = __commonJS({
         cb(er2, is2);
       });
     }
-    function sync(path42, options) {
+    function sync(path43, options) {
       try {
-        return core.sync(path42, options || {});
+        return core.sync(path43, options || {});
       } catch (er2) {
         if (options && options.ignoreErrors || er2.code === "EACCES") {
           return false;
@@ -7503,7 +7503,7 @@ var require_isexe = __commonJS({
 var require_which = __commonJS({
   "../../main/node_modules/which/which.js"(exports, module) {
     var isWindows = process.platform === "win32" || process.env.OSTYPE === "cygwin" || process.env.OSTYPE === "msys";
-    var path42 = __require("path");
+    var path43 = __require("path");
     var COLON = isWindows ? ";" : ":";
     var isexe = require_isexe();
     var getNotFoundError = (cmd) => Object.assign(new Error(`not found: ${cmd}`), { code: "ENOENT" });
@@ -7541,7 +7541,7 @@ var require_which = __commonJS({
           return opt.all && found.length ? resolve(found) : reject(getNotFoundError(cmd));
         const ppRaw = pathEnv[i2];
         const pathPart = /^".*"$/.test(ppRaw) ? ppRaw.slice(1, -1) : ppRaw;
-        const pCmd = path42.join(pathPart, cmd);
+        const pCmd = path43.join(pathPart, cmd);
         const p2 = !pathPart && /^\.[\\\/]/.test(cmd) ? cmd.slice(0, 2) + pCmd : pCmd;
         resolve(subStep(p2, i2, 0));
       });
@@ -7568,7 +7568,7 @@ var require_which = __commonJS({
       for (let i2 = 0; i2 < pathEnv.length; i2++) {
         const ppRaw = pathEnv[i2];
         const pathPart = /^".*"$/.test(ppRaw) ? ppRaw.slice(1, -1) : ppRaw;
-        const pCmd = path42.join(pathPart, cmd);
+        const pCmd = path43.join(pathPart, cmd);
         const p2 = !pathPart && /^\.[\\\/]/.test(cmd) ? cmd.slice(0, 2) + pCmd : pCmd;
         for (let j2 = 0; j2 < pathExt.length; j2++) {
           const cur = p2 + pathExt[j2];
@@ -7616,7 +7616,7 @@ var require_path_key = __commonJS({
 var require_resolveCommand = __commonJS({
   "../../main/node_modules/cross-spawn/lib/util/resolveCommand.js"(exports, module) {
     "use strict";
-    var path42 = __require("path");
+    var path43 = __require("path");
     var which = require_which();
     var getPathKey = require_path_key();
     function resolveCommandAttempt(parsed, withoutPathExt) {
@@ -7634,7 +7634,7 @@ var require_resolveCommand = __commonJS({
       try {
         resolved = which.sync(parsed.command, {
           path: env[getPathKey({ env })],
-          pathExt: withoutPathExt ? path42.delimiter : void 0
+          pathExt: withoutPathExt ? path43.delimiter : void 0
         });
       } catch (e) {
       } finally {
@@ -7643,7 +7643,7 @@ var require_resolveCommand = __commonJS({
         }
       }
       if (resolved) {
-        resolved = path42.resolve(hasCustomCwd ? parsed.options.cwd : "", resolved);
+        resolved = path43.resolve(hasCustomCwd ? parsed.options.cwd : "", resolved);
       }
       return resolved;
     }
@@ -7697,8 +7697,8 @@ var require_shebang_command = __commonJS({
       if (!match) {
         return null;
       }
-      const [path42, argument] = match[0].replace(/#! ?/, "").split(" ");
-      const binary = path42.split("/").pop();
+      const [path43, argument] = match[0].replace(/#! ?/, "").split(" ");
+      const binary = path43.split("/").pop();
       if (binary === "env") {
         return argument;
       }
@@ -7733,7 +7733,7 @@ var require_readShebang = __commonJS({
 var require_parse = __commonJS({
   "../../main/node_modules/cross-spawn/lib/parse.js"(exports, module) {
     "use strict";
-    var path42 = __require("path");
+    var path43 = __require("path");
     var resolveCommand = require_resolveCommand();
     var escape = require_escape();
     var readShebang = require_readShebang();
@@ -7758,7 +7758,7 @@ var require_parse = __commonJS({
       const needsShell = !isExecutableRegExp.test(commandFile);
       if (parsed.options.forceShell || needsShell) {
         const needsDoubleEscapeMetaChars = isCmdShimRegExp.test(commandFile);
-        parsed.command = path42.normalize(parsed.command);
+        parsed.command = path43.normalize(parsed.command);
         parsed.command = escape.command(parsed.command);
         parsed.args = parsed.args.map((arg) => escape.argument(arg, needsDoubleEscapeMetaChars));
         const shellCommand = [parsed.command].concat(parsed.args).join(" ");
@@ -7927,6 +7927,9 @@ function consoleLogger(opts = {}) {
   };
 }
 
+// src/core/version.ts
+var LHC_VERSION = true ? "0.1.0" : "dev";
+
 // src/cli/command.ts
 function wantsHelp(args) {
   for (const a2 of args) {
@@ -8007,8 +8010,121 @@ ${p2.diff}` : ""}`),
 
 // src/config/load.ts
 var import_yaml = __toESM(require_dist(), 1);
-import { readFile } from "node:fs/promises";
+import { constants } from "node:fs";
+import { open as open2 } from "node:fs/promises";
+import path2 from "node:path";
+import { fileURLToPath } from "node:url";
+
+// src/config/confine.ts
+import { existsSync } from "node:fs";
+import { lstat, realpath } from "node:fs/promises";
 import path from "node:path";
+var MAX_FIXTURE_BYTES = 16 * 1024 * 1024;
+var MAX_FILE_BYTES = 256 * 1024 * 1024;
+var SYSTEM_TREES = ["/proc", "/sys", "/dev", "/run"];
+var within = (root, p2) => {
+  const rel = path.relative(root, p2);
+  return rel === "" || !rel.startsWith("..") && !path.isAbsolute(rel);
+};
+async function projectRoot(configDir) {
+  const real = await realpath(configDir);
+  for (let d = real; ; d = path.dirname(d)) {
+    if (existsSync(path.join(d, ".git"))) return d === "/" ? real : d;
+    if (d === path.dirname(d)) return real;
+  }
+}
+function kindOf(st2) {
+  if (st2.isFIFO()) return "a FIFO";
+  if (st2.isSocket()) return "a socket";
+  if (st2.isCharacterDevice() || st2.isBlockDevice()) return "a device node";
+  return "not a regular file or directory";
+}
+function codeOf(e) {
+  return e.code ?? String(e);
+}
+async function resolveReal(p2) {
+  const rest = [];
+  for (let cur = p2; ; cur = path.dirname(cur)) {
+    try {
+      return { real: path.join(await realpath(cur), ...rest.reverse()), exists: rest.length === 0 };
+    } catch (e) {
+      if (codeOf(e) !== "ENOENT" || cur === path.dirname(cur)) throw e;
+      rest.push(path.basename(cur));
+    }
+  }
+}
+function errnoReason(e) {
+  const code = codeOf(e);
+  if (code === "ENAMETOOLONG")
+    return "a path component is longer than the file system allows (255 bytes)";
+  if (code === "ELOOP") return "too many levels of symbolic links";
+  if (code === "ENOTDIR") return "a component of the path is not a directory";
+  if (code === "EACCES") return "permission denied";
+  return code;
+}
+async function pathProblem(root, abs, kind, opts = {}) {
+  if (abs.includes("\0")) return "a path cannot contain a NUL byte";
+  if (abs.split("/").some((c3) => Buffer.byteLength(c3) > 255))
+    return "a path component is longer than the file system allows (255 bytes)";
+  let resolved;
+  try {
+    resolved = await resolveReal(abs);
+  } catch (e) {
+    return `cannot read ${abs} (${errnoReason(e)})`;
+  }
+  const { real } = resolved;
+  const shown = real === abs ? abs : `${abs} (which resolves to ${real})`;
+  if (!within(root, real)) return `${shown} is outside the project ${root}`;
+  if (SYSTEM_TREES.some((t) => within(t, real)))
+    return `${shown} is in ${real.split("/")[1] ? `/${real.split("/")[1]}` : "/"}, which a config may not read`;
+  if (!resolved.exists) return opts.mustExist ? `cannot read ${abs} (ENOENT)` : void 0;
+  let st2;
+  try {
+    st2 = await lstat(real);
+  } catch (e) {
+    return `cannot read ${abs} (${errnoReason(e)})`;
+  }
+  if (st2.isDirectory())
+    return kind === "file" ? `${shown} is a directory, expected a file` : void 0;
+  if (!st2.isFile())
+    return `${shown} is ${kindOf(st2)}; only regular files${kind === "file" ? "" : " and directories"} can be named`;
+  if (kind === "dir") return `${shown} is a file, expected a directory`;
+  if (opts.maxBytes !== void 0 && st2.size > opts.maxBytes)
+    return `${shown} is ${st2.size} bytes, more than the cap of ${opts.maxBytes} bytes`;
+  return void 0;
+}
+function namedPaths(raw) {
+  const out = [];
+  raw.files.forEach(
+    (f2, i2) => out.push({
+      field: `files[${i2}].src`,
+      at: ["files", i2, "src"],
+      value: f2.src,
+      kind: "file-or-dir",
+      maxBytes: MAX_FILE_BYTES
+    })
+  );
+  if (raw.data.template)
+    out.push({
+      field: "data.template",
+      at: ["data", "template"],
+      value: raw.data.template,
+      kind: "dir"
+    });
+  if (raw.base.type === "tarball" && raw.base.path)
+    out.push({ field: "base.path", at: ["base", "path"], value: raw.base.path, kind: "file" });
+  raw.probes.forEach((p2, i2) => {
+    if (p2.fixture)
+      out.push({
+        field: `probes[${i2}].fixture`,
+        at: ["probes", i2, "fixture"],
+        value: p2.fixture,
+        kind: "file",
+        maxBytes: MAX_FIXTURE_BYTES
+      });
+  });
+  return out;
+}
 
 // ../../main/node_modules/zod/v4/classic/external.js
 var external_exports = {};
@@ -8827,10 +8943,10 @@ function mergeDefs(...defs) {
 function cloneDef(schema) {
   return mergeDefs(schema._zod.def);
 }
-function getElementAtPath(obj, path42) {
-  if (!path42)
+function getElementAtPath(obj, path43) {
+  if (!path43)
     return obj;
-  return path42.reduce((acc, key) => acc?.[key], obj);
+  return path43.reduce((acc, key) => acc?.[key], obj);
 }
 function promiseAllObject(promisesObj) {
   const keys = Object.keys(promisesObj);
@@ -9170,11 +9286,11 @@ function explicitlyAborted(x, startIndex = 0) {
   }
   return false;
 }
-function prefixIssues(path42, issues) {
+function prefixIssues(path43, issues) {
   return issues.map((iss) => {
     var _a3;
     (_a3 = iss).path ?? (_a3.path = []);
-    iss.path.unshift(path42);
+    iss.path.unshift(path43);
     return iss;
   });
 }
@@ -9636,16 +9752,16 @@ function flattenError(error62, mapper = (issue2) => issue2.message) {
 }
 function formatError(error62, mapper = (issue2) => issue2.message) {
   const fieldErrors = { _errors: [] };
-  const processError = (error63, path42 = []) => {
+  const processError = (error63, path43 = []) => {
     for (const issue2 of error63.issues) {
       if (issue2.code === "invalid_union" && issue2.errors.length) {
-        issue2.errors.map((issues) => processError({ issues }, [...path42, ...issue2.path]));
+        issue2.errors.map((issues) => processError({ issues }, [...path43, ...issue2.path]));
       } else if (issue2.code === "invalid_key") {
-        processError({ issues: issue2.issues }, [...path42, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path43, ...issue2.path]);
       } else if (issue2.code === "invalid_element") {
-        processError({ issues: issue2.issues }, [...path42, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path43, ...issue2.path]);
       } else {
-        const fullpath = [...path42, ...issue2.path];
+        const fullpath = [...path43, ...issue2.path];
         if (fullpath.length === 0) {
           fieldErrors._errors.push(mapper(issue2));
         } else {
@@ -9684,17 +9800,17 @@ function formatError(error62, mapper = (issue2) => issue2.message) {
 }
 function treeifyError(error62, mapper = (issue2) => issue2.message) {
   const result = { errors: [] };
-  const processError = (error63, path42 = []) => {
+  const processError = (error63, path43 = []) => {
     var _a3;
     for (const issue2 of error63.issues) {
       if (issue2.code === "invalid_union" && issue2.errors.length) {
-        issue2.errors.map((issues) => processError({ issues }, [...path42, ...issue2.path]));
+        issue2.errors.map((issues) => processError({ issues }, [...path43, ...issue2.path]));
       } else if (issue2.code === "invalid_key") {
-        processError({ issues: issue2.issues }, [...path42, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path43, ...issue2.path]);
       } else if (issue2.code === "invalid_element") {
-        processError({ issues: issue2.issues }, [...path42, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path43, ...issue2.path]);
       } else {
-        const fullpath = [...path42, ...issue2.path];
+        const fullpath = [...path43, ...issue2.path];
         if (fullpath.length === 0) {
           result.errors.push(mapper(issue2));
           continue;
@@ -9733,8 +9849,8 @@ function treeifyError(error62, mapper = (issue2) => issue2.message) {
 }
 function toDotPath(_path) {
   const segs = [];
-  const path42 = _path.map((seg) => typeof seg === "object" ? seg.key : seg);
-  for (const seg of path42) {
+  const path43 = _path.map((seg) => typeof seg === "object" ? seg.key : seg);
+  for (const seg of path43) {
     if (typeof seg === "number")
       segs.push(`[${seg}]`);
     else if (typeof seg === "symbol")
@@ -26872,13 +26988,13 @@ function resolveRef(ref, ctx) {
   if (!ref.startsWith("#")) {
     throw new Error("External $ref is not supported, only local refs (#/...) are allowed");
   }
-  const path42 = ref.slice(1).split("/").filter(Boolean);
-  if (path42.length === 0) {
+  const path43 = ref.slice(1).split("/").filter(Boolean);
+  if (path43.length === 0) {
     return ctx.rootSchema;
   }
   const defsKey = ctx.version === "draft-2020-12" ? "$defs" : "definitions";
-  if (path42[0] === defsKey) {
-    const key = path42[1] === void 0 ? void 0 : decodeJSONPointerSegment(path42[1]);
+  if (path43[0] === defsKey) {
+    const key = path43[1] === void 0 ? void 0 : decodeJSONPointerSegment(path43[1]);
     if (!key || !ctx.defs[key]) {
       throw new Error(`Reference not found: ${ref}`);
     }
@@ -27729,8 +27845,35 @@ function date4(params) {
 
 // src/config/schema.ts
 var sha256 = external_exports.string().regex(/^[0-9a-f]{64}$/, "expected 64 hex characters");
+var maxBytes = external_exports.number().int().positive().max(Number.MAX_SAFE_INTEGER);
 var url2 = external_exports.string().regex(/^(https?|file):\/\/\S+$/, "expected an http(s):// or file:// URL");
-var absPath = external_exports.string().regex(/^\/(?!.*(^|\/)\.\.(\/|$)).*$/, 'expected an absolute path without ".."');
+function pathShapeProblem(p2) {
+  const at2 = [...p2].findIndex((ch) => ch.charCodeAt(0) < 32 || ch.charCodeAt(0) === 127);
+  if (at2 !== -1) {
+    const c3 = [...p2][at2];
+    const NAMES = {
+      "\n": "a newline",
+      "\0": "a NUL byte",
+      "\r": "a carriage return",
+      "	": "a tab"
+    };
+    const name = NAMES[c3] ?? `control character 0x${c3.charCodeAt(0).toString(16).padStart(2, "0")}`;
+    return `a path cannot contain ${name}`;
+  }
+  if (Buffer.byteLength(p2) > 4095) return "a path longer than 4095 bytes";
+  if (p2.split("/").some((c3) => Buffer.byteLength(c3) > 255))
+    return "a path component is longer than 255 bytes";
+  return void 0;
+}
+var pathString = external_exports.string().min(1).superRefine((p2, ctx) => {
+  const problem = pathShapeProblem(p2);
+  if (problem) ctx.addIssue({ code: "custom", message: problem });
+});
+var absPath = external_exports.string().superRefine((p2, ctx) => {
+  const problem = pathShapeProblem(p2) ?? (!p2.startsWith("/") || /(^|\/)\.\.(\/|$)/.test(p2) ? 'expected an absolute path without ".."' : void 0);
+  if (problem) ctx.addIssue({ code: "custom", message: problem });
+});
+var RESERVED_DATA_PATHS = /^\/(proc|sys|dev|run|tmp)?\/*$/;
 var mode = external_exports.union([
   external_exports.string().regex(/^0?[0-7]{3,4}$/, 'expected an octal mode such as "0755"'),
   external_exports.number().int().refine(
@@ -27744,14 +27887,16 @@ var luaSchema = external_exports.strictObject({
   urls: external_exports.array(url2).min(1).optional(),
   strategy: external_exports.enum(["cross", "in-root"]).default("cross"),
   /** Where the interpreter is installed in the image. */
-  path: absPath.default("/bin/lua")
+  path: absPath.default("/bin/lua"),
+  "max-bytes": maxBytes.optional()
 });
 var scratchBase = external_exports.strictObject({ type: external_exports.literal("scratch") });
 var tarballBase = external_exports.strictObject({
   type: external_exports.literal("tarball"),
-  path: external_exports.string().min(1).optional(),
+  path: pathString.optional(),
   urls: external_exports.array(url2).min(1).optional(),
-  sha256: sha256.optional()
+  sha256: sha256.optional(),
+  "max-bytes": maxBytes.optional()
 }).superRefine((b2, ctx) => {
   if (!b2.path && !b2.urls)
     ctx.addIssue({ code: "custom", message: "give either path or urls", path: ["path"] });
@@ -27768,14 +27913,17 @@ var debianBase = external_exports.strictObject({
 });
 var baseSchema = external_exports.discriminatedUnion("type", [scratchBase, tarballBase, debianBase]);
 var fileSchema = external_exports.strictObject({
-  src: external_exports.string().min(1),
+  src: pathString,
   dst: absPath,
   mode: mode.optional()
 });
 var dataSchema = external_exports.strictObject({
-  path: absPath.default("/data"),
+  path: absPath.refine(
+    (p2) => !RESERVED_DATA_PATHS.test(p2.replace(/\/+$/, "") || "/"),
+    'the data directory cannot be "/", /proc, /sys, /dev, /run or /tmp'
+  ).default("/data"),
   /** A directory whose contents seed the writable data template. */
-  template: external_exports.string().min(1).optional()
+  template: pathString.optional()
 });
 var port = external_exports.number().int().min(1).max(65535);
 var serviceSchema = external_exports.strictObject({
@@ -27807,7 +27955,7 @@ var gopherProbe = external_exports.strictObject({
   /** The selector sent, without CRLF; a search is "selector\tquery". */
   selector: external_exports.string().default(""),
   /** Expected response, byte for byte. */
-  fixture: external_exports.string().min(1)
+  fixture: pathString
 });
 var httpProbe = external_exports.strictObject({
   name: external_exports.string().regex(/^[\w.-]+$/, 'expected a name of letters, digits, ".", "_" or "-"'),
@@ -27815,7 +27963,7 @@ var httpProbe = external_exports.strictObject({
   path: external_exports.string().startsWith("/", 'expected a path starting with "/"').default("/"),
   status: external_exports.number().int().min(100).max(599).default(200),
   /** Expected body, byte for byte (optional). */
-  fixture: external_exports.string().min(1).optional()
+  fixture: pathString.optional()
 });
 var probeSchema = external_exports.discriminatedUnion("type", [gopherProbe, httpProbe]);
 var outputName = external_exports.string().regex(/^[\w.-]+$/, 'expected a file name of letters, digits, ".", "_" or "-"').refine((n2) => n2 !== "." && n2 !== "..", 'expected a file name, not "." or ".."').refine(
@@ -27823,7 +27971,7 @@ var outputName = external_exports.string().regex(/^[\w.-]+$/, 'expected a file n
   "that name is taken by SHA256SUMS, deploy/ or the trace report"
 );
 var outputsSchema = external_exports.strictObject({
-  dir: external_exports.string().min(1).default("out"),
+  dir: pathString.default("out"),
   image: outputName.optional(),
   "data-template": outputName.optional(),
   manifest: outputName.optional()
@@ -27869,6 +28017,8 @@ var configSchema = external_exports.strictObject({
 });
 
 // src/config/load.ts
+var MAX_CONFIG_BYTES = 1024 * 1024;
+var MAX_YAML_ALIASES = 100;
 function formatPath(p2) {
   let out = "";
   for (const k2 of p2) {
@@ -27904,7 +28054,7 @@ function issueMessages(issue2, doc, lc, name) {
   const line = lineOf(doc, lc, p2);
   return [`${formatPath(p2)}: ${message}${line ? ` (${name}:${line})` : ""}`];
 }
-function parseConfig(text, name = "lhc.yml") {
+function parseConfigWithLines(text, name = "lhc.yml") {
   const lc = new import_yaml.LineCounter();
   const doc = (0, import_yaml.parseDocument)(text, { lineCounter: lc, prettyErrors: false, uniqueKeys: true });
   if (doc.errors.length > 0) {
@@ -27921,7 +28071,16 @@ function parseConfig(text, name = "lhc.yml") {
       }
     }
   });
-  const data = doc.toJS();
+  let data;
+  try {
+    data = doc.toJS({ maxAliasCount: MAX_YAML_ALIASES });
+  } catch (e) {
+    if (/alias/i.test(e.message))
+      throw new ConfigError(
+        `YAML aliases: the config expands more than ${MAX_YAML_ALIASES} aliases (${name}:1); write the values out`
+      );
+    throw e;
+  }
   if (data === null || typeof data !== "object" || Array.isArray(data)) {
     throw new ConfigError(`(top level): expected a mapping of settings (${name}:1)`);
   }
@@ -27930,24 +28089,87 @@ function parseConfig(text, name = "lhc.yml") {
     const msgs = result.error.issues.flatMap((i2) => issueMessages(i2, doc, lc, name));
     throw new ConfigError(msgs.join("\n"));
   }
-  return result.data;
+  return {
+    raw: result.data,
+    where: (at2) => {
+      const line = lineOf(doc, lc, at2);
+      return line ? `${name}:${line}` : name;
+    }
+  };
+}
+async function readConfigText(file2, abs) {
+  const fail = (why) => new ConfigError(`cannot read config ${file2}: ${why}`);
+  let fh;
+  try {
+    fh = await open2(abs, constants.O_RDONLY | constants.O_NONBLOCK);
+  } catch (e) {
+    throw fail(e.code ?? String(e));
+  }
+  try {
+    const st2 = await fh.stat();
+    if (!st2.isFile()) throw fail("not a regular file");
+    if (st2.size > MAX_CONFIG_BYTES)
+      throw fail(`${st2.size} bytes, more than the cap of ${MAX_CONFIG_BYTES} bytes (1 MiB)`);
+    const buf = Buffer.alloc(MAX_CONFIG_BYTES + 1);
+    let len = 0;
+    for (; ; ) {
+      const { bytesRead } = await fh.read(buf, len, buf.length - len, len);
+      if (bytesRead === 0) break;
+      len += bytesRead;
+      if (len > MAX_CONFIG_BYTES)
+        throw fail(`more than the cap of ${MAX_CONFIG_BYTES} bytes (1 MiB)`);
+    }
+    return buf.subarray(0, len).toString("utf8");
+  } finally {
+    await fh.close();
+  }
+}
+async function confineConfigPaths(parsed, abs) {
+  const dir = path2.dirname(abs);
+  const root = await projectRoot(dir);
+  const errors = [];
+  for (const p2 of namedPaths(parsed.raw)) {
+    const problem = path2.isAbsolute(p2.value) ? `an absolute path (${p2.value}); name a path relative to the config's directory, inside the project ${root}` : await pathProblem(root, path2.resolve(dir, p2.value), p2.kind, { maxBytes: p2.maxBytes });
+    if (problem) errors.push(`${p2.field}: ${problem} (${parsed.where(p2.at)})`);
+  }
+  const urls = [
+    ["lua.urls", ["lua", "urls"], parsed.raw.lua?.urls],
+    [
+      "base.urls",
+      ["base", "urls"],
+      parsed.raw.base.type === "tarball" ? parsed.raw.base.urls : void 0
+    ]
+  ];
+  for (const [field2, at2, list] of urls) {
+    for (const [i2, u3] of (list ?? []).entries()) {
+      if (!u3.startsWith("file:")) continue;
+      let file2;
+      try {
+        file2 = fileURLToPath(u3);
+      } catch {
+        errors.push(`${field2}[${i2}]: not a valid file:// URL (${parsed.where([...at2, i2])})`);
+        continue;
+      }
+      const problem = await pathProblem(root, file2, "file");
+      if (problem) errors.push(`${field2}[${i2}]: ${problem} (${parsed.where([...at2, i2])})`);
+    }
+  }
+  if (errors.some((e) => e.includes("is outside the project")))
+    errors.push(
+      `(a config reads files only inside its project, here ${root}: the git work tree that holds the config, else the config's own directory)`
+    );
+  if (errors.length > 0) throw new ConfigError(errors.join("\n"));
 }
 async function loadConfig(file2) {
-  const abs = path.resolve(file2);
-  let text;
-  try {
-    text = await readFile(abs, "utf8");
-  } catch (e) {
-    throw new ConfigError(
-      `cannot read config ${file2}: ${e.code ?? String(e)}`
-    );
-  }
-  const raw = parseConfig(text, path.basename(abs));
-  return resolveConfig(raw, abs);
+  const abs = path2.resolve(file2);
+  const text = await readConfigText(file2, abs);
+  const parsed = parseConfigWithLines(text, path2.basename(abs));
+  await confineConfigPaths(parsed, abs);
+  return resolveConfig(parsed.raw, abs);
 }
 function resolveConfig(raw, file2) {
-  const dir = path.dirname(file2);
-  const r = (p2) => path.resolve(dir, p2);
+  const dir = path2.dirname(file2);
+  const r = (p2) => path2.resolve(dir, p2);
   const base = raw.base.type === "tarball" && raw.base.path ? { ...raw.base, path: r(raw.base.path) } : raw.base;
   return {
     ...raw,
@@ -27964,31 +28186,18 @@ function resolveConfig(raw, file2) {
 // src/pipeline.ts
 import { mkdir as mkdir14, mkdtemp as mkdtemp7 } from "node:fs/promises";
 import os9 from "node:os";
-import path38 from "node:path";
+import path39 from "node:path";
 
 // src/config/check-files.ts
-import { access, constants } from "node:fs/promises";
-async function problem(file2) {
-  try {
-    await access(file2, constants.R_OK);
-    return void 0;
-  } catch (e) {
-    return e.code ?? String(e);
-  }
-}
 async function checkConfigFiles(config2) {
-  const named = [];
-  config2.files.forEach((f2, i2) => named.push({ field: `files[${i2}].src`, file: f2.src }));
-  if (config2.data.template) named.push({ field: "data.template", file: config2.data.template });
-  if (config2.base.type === "tarball" && config2.base.path)
-    named.push({ field: "base.path", file: config2.base.path });
-  config2.probes.forEach((p2, i2) => {
-    if (p2.fixture) named.push({ field: `probes[${i2}].fixture`, file: p2.fixture });
-  });
+  const root = await projectRoot(config2.dir);
   const errors = [];
-  for (const { field: field2, file: file2 } of named) {
-    const code = await problem(file2);
-    if (code) errors.push(`${field2}: cannot read ${file2} (${code})`);
+  for (const p2 of namedPaths(config2)) {
+    const problem = await pathProblem(root, p2.value, p2.kind, {
+      maxBytes: p2.maxBytes,
+      mustExist: true
+    });
+    if (problem) errors.push(`${p2.field}: ${problem}`);
   }
   if (errors.length > 0) throw new ConfigError(errors.join("\n"));
 }
@@ -28024,31 +28233,31 @@ async function runCleanups() {
 }
 
 // src/manifest/diff.ts
-import { existsSync } from "node:fs";
-import { readFile as readFile2, writeFile } from "node:fs/promises";
+import { existsSync as existsSync2 } from "node:fs";
+import { readFile, writeFile } from "node:fs/promises";
 
 // src/manifest/manifest.ts
-import { lstat, readdir as readdir2, readlink } from "node:fs/promises";
-import path4 from "node:path";
+import { lstat as lstat2, readdir as readdir2, readlink } from "node:fs/promises";
+import path5 from "node:path";
 
 // src/store/store.ts
 import { createHash as createHash2, randomBytes } from "node:crypto";
 import { createReadStream as createReadStream2, createWriteStream as createWriteStream2 } from "node:fs";
 import { mkdir, readdir, rename, rm, stat as stat2 } from "node:fs/promises";
-import path3 from "node:path";
+import path4 from "node:path";
 import { Transform as Transform2 } from "node:stream";
 import { pipeline as pipeline2 } from "node:stream/promises";
 
 // src/core/paths.ts
 import os from "node:os";
-import path2 from "node:path";
+import path3 from "node:path";
 function cacheDir(env = process.env) {
-  if (env.LHC_CACHE_DIR) return path2.resolve(env.LHC_CACHE_DIR);
-  const xdg = env.XDG_CACHE_HOME || path2.join(os.homedir(), ".cache");
-  return path2.join(xdg, "lhc");
+  if (env.LHC_CACHE_DIR) return path3.resolve(env.LHC_CACHE_DIR);
+  const xdg = env.XDG_CACHE_HOME || path3.join(os.homedir(), ".cache");
+  return path3.join(xdg, "lhc");
 }
 function storeDir(env = process.env) {
-  return path2.join(cacheDir(env), "store");
+  return path3.join(cacheDir(env), "store");
 }
 
 // src/store/download.ts
@@ -28057,7 +28266,9 @@ import { createReadStream, createWriteStream } from "node:fs";
 import { stat } from "node:fs/promises";
 import { Readable, Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { fileURLToPath } from "node:url";
+import { fileURLToPath as fileURLToPath2 } from "node:url";
+var DEFAULT_MAX_DOWNLOAD_BYTES = 2 * 1024 * 1024 * 1024;
+var DEFAULT_DOWNLOAD_DEADLINE_MS = 15 * 60 * 1e3;
 var DownloadError = class extends UserError {
   constructor(url3, reason, transient) {
     super(`${url3}: ${reason}`);
@@ -28103,7 +28314,7 @@ async function openSource(url3, signal) {
     throw new DownloadError(url3, "not a valid URL", false);
   }
   if (parsed.protocol === "file:") {
-    const file2 = fileURLToPath(parsed);
+    const file2 = fileURLToPath2(parsed);
     try {
       const st2 = await stat(file2);
       if (!st2.isFile()) throw new DownloadError(url3, "not a regular file", false);
@@ -28148,12 +28359,23 @@ async function openSource(url3, signal) {
     total: Number.isFinite(len) && len > 0 ? len : void 0
   };
 }
+function tooBigReason(what, maxBytes2) {
+  return `${what} than the size cap of ${formatBytes(maxBytes2)} (${maxBytes2} bytes); raise the input's max-bytes in lhc.yml if it is legitimate`;
+}
 async function download(url3, dest, opts = {}) {
   const idle = opts.idleTimeoutMs ?? 3e4;
+  const deadline = opts.deadlineMs ?? DEFAULT_DOWNLOAD_DEADLINE_MS;
+  const maxBytes2 = opts.maxBytes ?? DEFAULT_MAX_DOWNLOAD_BYTES;
   const label = opts.label ?? url3;
   const ac = new AbortController();
   let timedOut = false;
+  let pastDeadline = false;
+  let tooBig = false;
   let timer;
+  const deadlineTimer = setTimeout(() => {
+    pastDeadline = true;
+    ac.abort();
+  }, deadline);
   const arm = () => {
     clearTimeout(timer);
     timer = setTimeout(() => {
@@ -28172,9 +28394,23 @@ async function download(url3, dest, opts = {}) {
     arm();
     const src = await openSource(url3, ac.signal);
     total = src.total;
+    if (total !== void 0 && total > maxBytes2) {
+      src.stream.destroy();
+      throw new DownloadError(
+        url3,
+        tooBigReason(`announces ${formatBytes(total)}, more`, maxBytes2),
+        false
+      );
+    }
     const meter = new Transform({
       transform(chunk, _enc, cb) {
         arm();
+        if (bytes + chunk.length > maxBytes2) {
+          tooBig = true;
+          ac.abort();
+          cb(new Error("size cap reached"));
+          return;
+        }
         hash2.update(chunk);
         bytes += chunk.length;
         const now = Date.now();
@@ -28190,6 +28426,13 @@ async function download(url3, dest, opts = {}) {
     await pipeline(src.stream, meter, createWriteStream(dest), { signal: ac.signal });
   } catch (e) {
     if (e instanceof DownloadError) throw e;
+    if (tooBig) throw new DownloadError(url3, tooBigReason("sent more", maxBytes2), false);
+    if (pastDeadline)
+      throw new DownloadError(
+        url3,
+        `not finished after ${deadline / 1e3} s (${formatBytes(bytes)} received; deadline)`,
+        false
+      );
     if (timedOut) throw new DownloadError(url3, `no data for ${idle / 1e3} s (timed out)`, true);
     if (opts.signal?.aborted) throw new DownloadError(url3, "aborted", false);
     const code = e.code;
@@ -28203,6 +28446,7 @@ async function download(url3, dest, opts = {}) {
     );
   } finally {
     clearTimeout(timer);
+    clearTimeout(deadlineTimer);
     opts.signal?.removeEventListener("abort", onOuterAbort);
   }
   if (total !== void 0 && bytes !== total) {
@@ -28245,31 +28489,35 @@ var Store = class {
   dir;
   logger;
   constructor(dir = storeDir(), logger = quiet) {
-    this.dir = path3.resolve(dir);
+    this.dir = path4.resolve(dir);
     this.logger = logger;
   }
   /** Where the file with this content lives (whether or not it is present). */
   path(sha2562) {
-    return path3.join(this.dir, checkSha(sha2562));
+    return path4.join(this.dir, checkSha(sha2562));
   }
   /**
    * True when the store holds this content. The file is re-hashed: one whose content does not
    * match its name is removed (with a warning) and reported as absent.
    */
   async has(sha2562) {
+    return await this.presence(sha2562) === "present";
+  }
+  /** Like `has`, but tells a file that was never there from a corrupt one it just removed. */
+  async presence(sha2562) {
     const file2 = this.path(sha2562);
     try {
-      if (!(await stat2(file2)).isFile()) return false;
+      if (!(await stat2(file2)).isFile()) return "absent";
     } catch {
-      return false;
+      return "absent";
     }
     const actual = await sha256File(file2);
-    if (actual === sha2562) return true;
+    if (actual === sha2562) return "present";
     this.logger.warn(
       `store file ${file2} is corrupt (its content has sha256 ${actual}); removed it`
     );
     await rm(file2, { force: true });
-    return false;
+    return "removed-corrupt";
   }
   /** Imports a local file; returns its sha256. */
   async add(file2) {
@@ -28293,7 +28541,7 @@ var Store = class {
       });
       await pipeline2(createReadStream2(file2), hasher, createWriteStream2(tmp, { mode: 420 }));
       const sha = h2.digest("hex");
-      await rename(tmp, path3.join(this.dir, sha));
+      await rename(tmp, path4.join(this.dir, sha));
       this.logger.debug(`store: added ${file2} as ${sha}`);
       return sha;
     } finally {
@@ -28308,13 +28556,15 @@ var Store = class {
     const sha = checkSha(input2.sha256);
     const dest = this.path(sha);
     const name = nameOf(input2);
-    if (await this.has(sha)) {
+    const presence = await this.presence(sha);
+    if (presence === "present") {
       this.logger.debug(`store: ${name} present as ${sha}`);
       return dest;
     }
+    const storeState = presence === "removed-corrupt" ? `the corrupt copy that was in the store was removed (${dest})` : "nothing was added to the store";
     if (input2.urls.length === 0) {
       throw new UserError(
-        `${name} (sha256 ${sha}) is not in the store ${this.dir} and no URL was given; import it with: lhc store add FILE`
+        `${name} (sha256 ${sha}) is not in the store ${this.dir} and no URL was given${presence === "removed-corrupt" ? ` (${storeState})` : ""}; import it with: lhc store add FILE`
       );
     }
     const retries = opts.retries ?? 2;
@@ -28328,6 +28578,8 @@ var Store = class {
           );
           const got = await download(url3, tmp, {
             idleTimeoutMs: opts.idleTimeoutMs,
+            deadlineMs: opts.deadlineMs,
+            maxBytes: input2.maxBytes,
             progressIntervalMs: opts.progressIntervalMs,
             signal: opts.signal,
             logger: this.logger,
@@ -28358,7 +28610,7 @@ var Store = class {
       }
     }
     throw new UserError(
-      `could not fetch ${name} (sha256 ${sha}) from ${input2.urls.length === 1 ? "its URL" : `any of ${input2.urls.length} URLs`}; the store is unchanged:
+      `could not fetch ${name} (sha256 ${sha}) from ${input2.urls.length === 1 ? "its URL" : `any of ${input2.urls.length} URLs`}; ${storeState}:
 ${failures.join("\n")}`
     );
   }
@@ -28374,7 +28626,7 @@ ${failures.join("\n")}`
   /** A fresh temp name inside the store, so the final rename never crosses a file system. */
   async tempPath() {
     await mkdir(this.dir, { recursive: true });
-    return path3.join(this.dir, `${TEMP_PREFIX}${process.pid}-${randomBytes(6).toString("hex")}`);
+    return path4.join(this.dir, `${TEMP_PREFIX}${process.pid}-${randomBytes(6).toString("hex")}`);
   }
 };
 
@@ -28405,11 +28657,11 @@ function typeOf(st2) {
 async function walkSorted(dir) {
   const out = [""];
   const visit3 = async (rel) => {
-    const names = (await readdir2(path4.join(dir, rel))).sort(comparePaths);
+    const names = (await readdir2(path5.join(dir, rel))).sort(comparePaths);
     for (const name of names) {
       const child = rel ? `${rel}/${name}` : name;
       out.push(child);
-      const st2 = await lstat(path4.join(dir, child));
+      const st2 = await lstat2(path5.join(dir, child));
       if (st2.isDirectory()) await visit3(child);
     }
   };
@@ -28419,15 +28671,15 @@ async function walkSorted(dir) {
 async function scanTree(dir, opts) {
   let top;
   try {
-    top = await lstat(dir);
+    top = await lstat2(dir);
   } catch (e) {
     throw new UserError(`cannot read ${dir}: ${e.code ?? String(e)}`);
   }
   if (!top.isDirectory()) throw new UserError(`${dir} is not a directory`);
   const entries = [];
   for (const rel of await walkSorted(dir)) {
-    const abs = path4.join(dir, rel);
-    const st2 = await lstat(abs);
+    const abs = path5.join(dir, rel);
+    const st2 = await lstat2(abs);
     const type = typeOf(st2);
     const mode2 = rel === "" && opts.rootMode !== void 0 ? opts.rootMode : st2.mode;
     const e = {
@@ -28610,7 +28862,7 @@ function formatDiff(d, labels = {}) {
 async function readManifest(file2) {
   let text;
   try {
-    text = await readFile2(file2, "utf8");
+    text = await readFile(file2, "utf8");
   } catch (e) {
     throw new UserError(
       `cannot read manifest ${file2}: ${e.code ?? String(e)}`
@@ -28619,7 +28871,7 @@ async function readManifest(file2) {
   return parseManifest(text, file2);
 }
 async function checkManifestLock(newManifest, lockFile, update) {
-  if (!existsSync(lockFile)) {
+  if (!existsSync2(lockFile)) {
     if (!update) {
       throw new UserError(
         `manifest lock ${lockFile} does not exist; run with --update-manifest to create it`
@@ -28646,8 +28898,485 @@ ${diffText}if the change is intended, rebuild with --update-manifest and commit 
   return { changed: true, diffText };
 }
 
+// src/stages/entrypoint-check.ts
+import { lstat as lstat3, open as open4 } from "node:fs/promises";
+
+// src/elf/elf.ts
+import { constants as constants2 } from "node:fs";
+import { open as open3 } from "node:fs/promises";
+var ElfError = class extends UserError {
+  constructor(message) {
+    super(message);
+  }
+};
+var EM_X86_64 = 62;
+var EM_AARCH64 = 183;
+var MACHINE_NAMES = {
+  3: "i386",
+  8: "mips",
+  20: "ppc",
+  21: "ppc64",
+  40: "arm",
+  [EM_X86_64]: "x86_64",
+  [EM_AARCH64]: "aarch64",
+  243: "riscv"
+};
+function machineName(machine) {
+  return MACHINE_NAMES[machine] ?? `unknown(${machine})`;
+}
+var PT_LOAD = 1;
+var PT_DYNAMIC = 2;
+var PT_INTERP = 3;
+var PN_XNUM = 65535;
+var DT_NULL = 0;
+var DT_NEEDED = 1;
+var DT_STRTAB = 5;
+var DT_STRSZ = 10;
+var DT_SONAME = 14;
+var DT_RPATH = 15;
+var DT_RUNPATH = 29;
+var MAX_STRING = 64 * 1024;
+function isElfMagic(b2) {
+  return b2.length >= 4 && b2[0] === 127 && b2[1] === 69 && b2[2] === 76 && b2[3] === 70;
+}
+var Reader = class {
+  constructor(src, bits, le2) {
+    this.src = src;
+    this.bits = bits;
+    this.le = le2;
+  }
+  src;
+  bits;
+  le;
+  /** Exactly `length` bytes at `offset`, or an ElfError saying which part is cut off. */
+  bytes(offset, length, what) {
+    if (offset < 0 || length < 0 || offset + length > this.src.size) {
+      throw new ElfError(
+        `truncated ELF file: ${what} at offset ${offset} (+${length} bytes) lies beyond the end of the file (${this.src.size} bytes)`
+      );
+    }
+    const b2 = this.src.read(offset, length);
+    if (b2.length < length)
+      throw new ElfError(`truncated ELF file: short read of ${what} at offset ${offset}`);
+    return b2;
+  }
+  u16(b2, at2) {
+    return this.le ? b2.readUInt16LE(at2) : b2.readUInt16BE(at2);
+  }
+  u32(b2, at2) {
+    return this.le ? b2.readUInt32LE(at2) : b2.readUInt32BE(at2);
+  }
+  /** A word (address, offset, size): 4 or 8 bytes. Values beyond 2^53 cannot be real offsets. */
+  word(b2, at2, what) {
+    if (this.bits === 32) return this.u32(b2, at2);
+    const v2 = this.le ? b2.readBigUInt64LE(at2) : b2.readBigUInt64BE(at2);
+    if (v2 > BigInt(Number.MAX_SAFE_INTEGER))
+      throw new ElfError(`corrupt ELF file: ${what} is out of range (${v2})`);
+    return Number(v2);
+  }
+  /** A signed word (d_tag); unknown huge tags are returned as -1 so they match nothing. */
+  sword(b2, at2) {
+    if (this.bits === 32) return this.le ? b2.readInt32LE(at2) : b2.readInt32BE(at2);
+    const v2 = this.le ? b2.readBigInt64LE(at2) : b2.readBigInt64BE(at2);
+    return v2 > BigInt(Number.MAX_SAFE_INTEGER) || v2 < BigInt(Number.MIN_SAFE_INTEGER) ? -1 : Number(v2);
+  }
+  /** NUL-terminated string at `offset`, not reading past `limit`. */
+  cstring(offset, limit, what) {
+    const end = Math.min(limit, this.src.size, offset + MAX_STRING);
+    if (offset < 0 || offset >= end) {
+      throw new ElfError(
+        `corrupt ELF file: ${what} at offset ${offset} lies outside its table or the file`
+      );
+    }
+    const b2 = this.src.read(offset, end - offset);
+    const nul = b2.indexOf(0);
+    if (nul < 0)
+      throw new ElfError(`corrupt ELF file: ${what} at offset ${offset} is not NUL-terminated`);
+    return b2.subarray(0, nul).toString("utf8");
+  }
+};
+function elfType(t) {
+  switch (t) {
+    case 1:
+      return "REL";
+    case 2:
+      return "EXEC";
+    case 3:
+      return "DYN";
+    case 4:
+      return "CORE";
+    default:
+      return "OTHER";
+  }
+}
+function parse3(src) {
+  const ident = src.read(0, 16);
+  if (!isElfMagic(ident)) return void 0;
+  if (ident.length < 16)
+    throw new ElfError(`truncated ELF file: only ${src.size} bytes, the identification needs 16`);
+  const cls = ident[4];
+  const data = ident[5];
+  if (cls !== 1 && cls !== 2)
+    throw new ElfError(
+      `corrupt ELF file: unknown class ${cls} (expected 1 for 32-bit or 2 for 64-bit)`
+    );
+  if (data !== 1 && data !== 2)
+    throw new ElfError(`corrupt ELF file: unknown data encoding ${data} (expected 1 or 2)`);
+  const bits = cls === 2 ? 64 : 32;
+  const r = new Reader(src, bits, data === 1);
+  const ehsize = bits === 64 ? 64 : 52;
+  const eh = r.bytes(0, ehsize, "ELF header");
+  const type = elfType(r.u16(eh, 16));
+  const machine = r.u16(eh, 18);
+  const phoff = r.word(eh, bits === 64 ? 32 : 28, "e_phoff");
+  const shoff = r.word(eh, bits === 64 ? 40 : 32, "e_shoff");
+  const phentsize = r.u16(eh, bits === 64 ? 54 : 42);
+  let phnum = r.u16(eh, bits === 64 ? 56 : 44);
+  const shentsize = r.u16(eh, bits === 64 ? 58 : 46);
+  if (phnum === PN_XNUM && shoff > 0) {
+    const sh0 = r.bytes(shoff, Math.max(shentsize, bits === 64 ? 64 : 40), "section header 0");
+    phnum = r.u32(sh0, bits === 64 ? 44 : 28);
+  }
+  const segments = [];
+  if (phnum > 0 && phoff > 0) {
+    const minEnt = bits === 64 ? 56 : 32;
+    if (phentsize < minEnt)
+      throw new ElfError(`corrupt ELF file: program header entry size ${phentsize} < ${minEnt}`);
+    const table2 = r.bytes(phoff, phentsize * phnum, `program header table (${phnum} entries)`);
+    for (let i2 = 0; i2 < phnum; i2++) {
+      const p2 = table2.subarray(i2 * phentsize, (i2 + 1) * phentsize);
+      segments.push(
+        bits === 64 ? {
+          type: r.u32(p2, 0),
+          offset: r.word(p2, 8, "p_offset"),
+          vaddr: r.word(p2, 16, "p_vaddr"),
+          filesz: r.word(p2, 32, "p_filesz")
+        } : {
+          type: r.u32(p2, 0),
+          offset: r.word(p2, 4, "p_offset"),
+          vaddr: r.word(p2, 8, "p_vaddr"),
+          filesz: r.word(p2, 16, "p_filesz")
+        }
+      );
+    }
+  }
+  let interp;
+  const interpSeg = segments.find((s3) => s3.type === PT_INTERP);
+  if (interpSeg) {
+    const b2 = r.bytes(interpSeg.offset, interpSeg.filesz, "PT_INTERP");
+    const nul = b2.indexOf(0);
+    interp = b2.subarray(0, nul < 0 ? b2.length : nul).toString("utf8");
+  }
+  const needed = [];
+  let runpath = [];
+  let soname;
+  const dynSeg = segments.find((s3) => s3.type === PT_DYNAMIC);
+  if (dynSeg && dynSeg.filesz > 0) {
+    const entsize = bits === 64 ? 16 : 8;
+    const dyn = r.bytes(dynSeg.offset, dynSeg.filesz, "PT_DYNAMIC");
+    const entries = [];
+    for (let at2 = 0; at2 + entsize <= dyn.length; at2 += entsize) {
+      const tag = r.sword(dyn, at2);
+      if (tag === DT_NULL) break;
+      entries.push({ tag, val: r.word(dyn, at2 + entsize / 2, "d_val") });
+    }
+    const strtabAddr = entries.find((e) => e.tag === DT_STRTAB)?.val;
+    const strsz = entries.find((e) => e.tag === DT_STRSZ)?.val;
+    const stringTags = /* @__PURE__ */ new Set([DT_NEEDED, DT_SONAME, DT_RPATH, DT_RUNPATH]);
+    if (entries.some((e) => stringTags.has(e.tag))) {
+      if (strtabAddr === void 0)
+        throw new ElfError("corrupt ELF file: PT_DYNAMIC has string entries but no DT_STRTAB");
+      const strtab = vaddrToOffset(segments, strtabAddr);
+      if (strtab === void 0) {
+        throw new ElfError(
+          `corrupt ELF file: DT_STRTAB address 0x${strtabAddr.toString(16)} is not mapped by any PT_LOAD`
+        );
+      }
+      const limit = strsz !== void 0 ? strtab + strsz : src.size;
+      const str = (e, what) => r.cstring(strtab + e.val, limit, what);
+      let rpath = [];
+      for (const e of entries) {
+        if (e.tag === DT_NEEDED) needed.push(str(e, "DT_NEEDED"));
+        else if (e.tag === DT_SONAME) soname = str(e, "DT_SONAME");
+        else if (e.tag === DT_RUNPATH) runpath = splitPath(str(e, "DT_RUNPATH"));
+        else if (e.tag === DT_RPATH) rpath = splitPath(str(e, "DT_RPATH"));
+      }
+      if (!entries.some((e) => e.tag === DT_RUNPATH)) runpath = rpath;
+    }
+  }
+  return {
+    bits,
+    littleEndian: r.le,
+    machine,
+    machineName: machineName(machine),
+    type,
+    ...interp !== void 0 ? { interp } : {},
+    needed,
+    runpath,
+    ...soname !== void 0 ? { soname } : {},
+    isStatic: interp === void 0 && needed.length === 0
+  };
+}
+function splitPath(s3) {
+  return s3.split(":").filter((p2) => p2.length > 0);
+}
+function vaddrToOffset(segments, addr) {
+  for (const s3 of segments) {
+    if (s3.type === PT_LOAD && addr >= s3.vaddr && addr < s3.vaddr + s3.filesz)
+      return addr - s3.vaddr + s3.offset;
+  }
+  return void 0;
+}
+async function readElf(file2) {
+  const fh = await open3(file2, constants2.O_RDONLY | constants2.O_NONBLOCK);
+  try {
+    const st2 = await fh.stat();
+    if (!st2.isFile()) return void 0;
+    const { size } = st2;
+    const head = Buffer.alloc(Math.min(size, 64 * 1024));
+    await fh.read(head, 0, head.length, 0);
+    if (!isElfMagic(head)) return void 0;
+    const extra = /* @__PURE__ */ new Map();
+    const pending2 = [];
+    const src = {
+      size,
+      read(offset, length) {
+        const end = Math.min(size, offset + length);
+        if (end <= head.length) return head.subarray(offset, end);
+        const key = `${offset}:${end}`;
+        const hit = extra.get(key);
+        if (hit) return hit;
+        pending2.push({ offset, length: end - offset });
+        throw NEED_MORE;
+      }
+    };
+    for (let round = 0; round < 64; round++) {
+      try {
+        return parse3(src);
+      } catch (e) {
+        if (e !== NEED_MORE) {
+          if (e instanceof ElfError) throw new ElfError(`${file2}: ${e.message}`);
+          throw e;
+        }
+        for (const p2 of pending2.splice(0)) {
+          const b2 = Buffer.alloc(p2.length);
+          const { bytesRead } = await fh.read(b2, 0, p2.length, p2.offset);
+          extra.set(`${p2.offset}:${p2.offset + p2.length}`, b2.subarray(0, bytesRead));
+        }
+      }
+    }
+    throw new ElfError(`${file2}: too many scattered reads while parsing ELF headers`);
+  } finally {
+    await fh.close();
+  }
+}
+var NEED_MORE = /* @__PURE__ */ Symbol("need more bytes");
+var MACHINE_FOR_ARCH = { aarch64: EM_AARCH64, x86_64: EM_X86_64 };
+function staticProblems(info, arch = "aarch64") {
+  if (!info) return ["not an ELF file"];
+  const problems = [];
+  if (info.bits !== 64) problems.push(`ELFCLASS${info.bits}, expected ELFCLASS64`);
+  if (info.machine !== MACHINE_FOR_ARCH[arch])
+    problems.push(`machine ${info.machineName}, expected ${arch}`);
+  if (info.interp !== void 0)
+    problems.push(`has PT_INTERP ${info.interp}, expected none (static)`);
+  if (info.needed.length > 0)
+    problems.push(`has DT_NEEDED ${info.needed.join(", ")}, expected none (static)`);
+  return problems;
+}
+
+// src/root/resolve.ts
+import { lstatSync, mkdirSync, readlinkSync } from "node:fs";
+import path6 from "node:path";
+var MAX_SYMLINK_FOLLOWS = 40;
+var ResolveError = class extends UserError {
+  constructor(inRootPath, reason, message) {
+    super(message);
+    this.inRootPath = inRootPath;
+    this.reason = reason;
+  }
+  inRootPath;
+  reason;
+};
+function components(p2) {
+  return p2.split("/").filter((c3) => c3 !== "" && c3 !== ".");
+}
+function resolveInRoot(root, p2, opts = {}, cwd = "/") {
+  const followLast = opts.followLast ?? true;
+  const start2 = p2.startsWith("/") ? components(p2) : [...components(cwd), ...components(p2)];
+  const todo = start2.reverse();
+  const done = [];
+  let follows = 0;
+  while (todo.length > 0) {
+    const comp = todo.pop();
+    if (comp === "..") {
+      done.pop();
+      continue;
+    }
+    const isLast = todo.length === 0;
+    const inRoot = `/${[...done, comp].join("/")}`;
+    const host = path6.join(root, ...done, comp);
+    let st2;
+    try {
+      st2 = lstatSync(host);
+    } catch (e) {
+      if (e.code !== "ENOENT") throw e;
+      if (isLast) return { inRoot, host, exists: false };
+      if (!opts.createMissing) {
+        throw new ResolveError(
+          inRoot,
+          "missing",
+          `${inRoot} does not exist (resolving ${p2} inside the root)`
+        );
+      }
+      mkdirSync(host, { mode: 493 });
+      done.push(comp);
+      continue;
+    }
+    if (st2.isSymbolicLink() && (!isLast || followLast)) {
+      if (++follows > MAX_SYMLINK_FOLLOWS) {
+        throw new ResolveError(
+          p2,
+          "loop",
+          `too many levels of symbolic links resolving ${p2} inside the root (a symlink loop)`
+        );
+      }
+      const target = readlinkSync(host);
+      opts.onSymlink?.(inRoot, target);
+      if (target.startsWith("/")) done.length = 0;
+      todo.push(...components(target).reverse());
+      continue;
+    }
+    if (!isLast && !st2.isDirectory()) {
+      throw new ResolveError(
+        inRoot,
+        "not-a-directory",
+        `${inRoot} is not a directory (resolving ${p2} inside the root)`
+      );
+    }
+    done.push(comp);
+    if (isLast) return { inRoot, host, exists: true };
+  }
+  return { inRoot: `/${done.join("/")}`, host: path6.join(root, ...done), exists: true };
+}
+
+// src/stages/entrypoint-check.ts
+var MACHINE = { aarch64: EM_AARCH64, x86_64: EM_X86_64 };
+var SHEBANG_MAX = 256;
+var MAX_INTERPRETERS = 5;
+var EntrypointError = class extends UserError {
+  constructor(message, missing = false) {
+    super(message);
+    this.missing = missing;
+  }
+  missing;
+};
+function shebangInterpreter(head) {
+  if (head.length < 2 || head[0] !== 35 || head[1] !== 33) return void 0;
+  const line = head.subarray(2, SHEBANG_MAX).toString("latin1").split("\n")[0];
+  return line.trim().split(/[ \t]/)[0] ?? "";
+}
+async function readHead(file2) {
+  const fh = await open4(file2, "r");
+  try {
+    const buf = Buffer.alloc(SHEBANG_MAX);
+    const { bytesRead } = await fh.read(buf, 0, SHEBANG_MAX, 0);
+    return buf.subarray(0, bytesRead);
+  } finally {
+    await fh.close();
+  }
+}
+async function resolveFile(root, p2, what) {
+  const missing = () => new EntrypointError(
+    `${what}: ${p2} is not in the root: add it (files, base.packages or a base that has it)`,
+    true
+  );
+  let host;
+  try {
+    const r = resolveInRoot(root, p2);
+    if (!r.exists) throw missing();
+    host = r.host;
+  } catch (e) {
+    if (!(e instanceof ResolveError)) throw e;
+    if (e.reason === "missing") throw missing();
+    throw new EntrypointError(`${what}: ${e.message}`);
+  }
+  const st2 = await lstat3(host);
+  if (!st2.isFile()) throw new EntrypointError(`${what}: ${p2} is not a regular file`);
+  return host;
+}
+function checkElf(elf, p2, arch, what) {
+  if (elf.machine !== MACHINE[arch]) {
+    throw new EntrypointError(
+      `${what}: ${p2} is an ELF for ${elf.machineName}, but arch is ${arch}: use a build of it for ${arch}, or set arch to the machine the board has`
+    );
+  }
+  if (elf.bits !== 64) {
+    throw new EntrypointError(
+      `${what}: ${p2} is a ${elf.bits}-bit ELF; images for ${arch} run 64-bit code: use a 64-bit build`
+    );
+  }
+  if (elf.type !== "EXEC" && elf.type !== "DYN")
+    throw new EntrypointError(`${what}: ${p2} is an ELF ${elf.type} file, not an executable`);
+}
+async function checkEntrypoint(root, command0, arch) {
+  const chain = [];
+  let p2 = command0;
+  let what = `service.command[0] ${command0}`;
+  for (; ; ) {
+    if (chain.length >= MAX_INTERPRETERS)
+      throw new EntrypointError(`${what}: too many nested #! interpreters (${chain.join(" \u2192 ")})`);
+    const host = await resolveFile(root, p2, what);
+    chain.push(p2);
+    if (((await lstat3(host)).mode & 73) === 0) {
+      throw new EntrypointError(
+        `${what}: ${p2} is not executable: give it an executable mode (e.g. mode: "0755" in files)`
+      );
+    }
+    const head = await readHead(host);
+    const interpreter = shebangInterpreter(head);
+    if (interpreter !== void 0) {
+      if (!interpreter.startsWith("/")) {
+        throw new EntrypointError(
+          `${what}: the #! line of ${p2} names "${interpreter}", not an absolute path: write the interpreter's full path`
+        );
+      }
+      what = `${what} (a script for ${interpreter})`;
+      p2 = interpreter;
+      continue;
+    }
+    const elf = await readElf(host);
+    if (!elf) {
+      throw new EntrypointError(
+        `${what}: ${p2} is neither an ELF executable nor a script starting with #!, so it cannot be executed`
+      );
+    }
+    checkElf(elf, p2, arch, what);
+    if (elf.interp !== void 0) {
+      const loaderWhat = `${what}: ${p2} is dynamically linked and needs its loader ${elf.interp}`;
+      let loader;
+      try {
+        loader = await resolveFile(root, elf.interp, loaderWhat);
+      } catch (e) {
+        if (!(e instanceof EntrypointError && e.missing)) throw e;
+        throw new EntrypointError(
+          `${loaderWhat}, which the root lacks: use a statically linked build, or a base that has the loader (the distribution the binary was built for)`
+        );
+      }
+      const loaderElf = await readElf(loader);
+      if (!loaderElf)
+        throw new EntrypointError(
+          `${loaderWhat}, but ${elf.interp} in the root is not an ELF file`
+        );
+      checkElf(loaderElf, elf.interp, arch, loaderWhat);
+      chain.push(elf.interp);
+    }
+    return chain;
+  }
+}
+
 // src/stages/epoch.ts
-import path10 from "node:path";
+import path12 from "node:path";
 
 // ../../main/node_modules/is-plain-obj/index.js
 function isPlainObject2(value) {
@@ -28659,7 +29388,7 @@ function isPlainObject2(value) {
 }
 
 // ../../main/node_modules/execa/lib/arguments/file-url.js
-import { fileURLToPath as fileURLToPath2 } from "node:url";
+import { fileURLToPath as fileURLToPath3 } from "node:url";
 var safeNormalizeFileUrl = (file2, name) => {
   const fileString = normalizeFileUrl(normalizeDenoExecPath(file2));
   if (typeof fileString !== "string") {
@@ -28669,7 +29398,7 @@ var safeNormalizeFileUrl = (file2, name) => {
 };
 var normalizeDenoExecPath = (file2) => isDenoExecPath(file2) ? file2.toString() : file2;
 var isDenoExecPath = (file2) => typeof file2 !== "string" && file2 && Object.getPrototypeOf(file2) === String.prototype;
-var normalizeFileUrl = (file2) => file2 instanceof URL ? fileURLToPath2(file2) : file2;
+var normalizeFileUrl = (file2) => file2 instanceof URL ? fileURLToPath3(file2) : file2;
 
 // ../../main/node_modules/execa/lib/methods/parameters.js
 var normalizeParameters = (rawFile, rawArguments = [], rawOptions = {}) => {
@@ -29275,11 +30004,11 @@ var replacements = Object.entries(specialMainSymbols);
 // ../../main/node_modules/yoctocolors/base.js
 import tty from "node:tty";
 var hasColors = tty?.WriteStream?.prototype?.hasColors?.() ?? false;
-var format = (open4, close) => {
+var format = (open6, close) => {
   if (!hasColors) {
     return (input2) => input2;
   }
-  const openCode = `\x1B[${open4}m`;
+  const openCode = `\x1B[${open6}m`;
   const closeCode = `\x1B[${close}m`;
   return (input2) => {
     const string4 = input2 + "";
@@ -29514,12 +30243,12 @@ var handleCommand = (filePath, rawArguments, rawOptions) => {
 
 // ../../main/node_modules/execa/lib/arguments/options.js
 var import_cross_spawn = __toESM(require_cross_spawn(), 1);
-import path9 from "node:path";
+import path11 from "node:path";
 import process6 from "node:process";
 
 // ../../main/node_modules/npm-run-path/index.js
 import process4 from "node:process";
-import path6 from "node:path";
+import path8 from "node:path";
 
 // ../../main/node_modules/npm-run-path/node_modules/path-key/index.js
 function pathKey(options = {}) {
@@ -29536,21 +30265,21 @@ function pathKey(options = {}) {
 // ../../main/node_modules/unicorn-magic/node.js
 import { promisify } from "node:util";
 import { execFile as execFileCallback, execFileSync as execFileSyncOriginal } from "node:child_process";
-import path5 from "node:path";
-import { fileURLToPath as fileURLToPath3 } from "node:url";
+import path7 from "node:path";
+import { fileURLToPath as fileURLToPath4 } from "node:url";
 var execFileOriginal = promisify(execFileCallback);
 function toPath(urlOrPath) {
-  return urlOrPath instanceof URL ? fileURLToPath3(urlOrPath) : urlOrPath;
+  return urlOrPath instanceof URL ? fileURLToPath4(urlOrPath) : urlOrPath;
 }
 function traversePathUp(startPath) {
   return {
     *[Symbol.iterator]() {
-      let currentPath = path5.resolve(toPath(startPath));
+      let currentPath = path7.resolve(toPath(startPath));
       let previousPath;
       while (previousPath !== currentPath) {
         yield currentPath;
         previousPath = currentPath;
-        currentPath = path5.resolve(currentPath, "..");
+        currentPath = path7.resolve(currentPath, "..");
       }
     }
   };
@@ -29565,27 +30294,27 @@ var npmRunPath = ({
   execPath: execPath2 = process4.execPath,
   addExecPath = true
 } = {}) => {
-  const cwdPath = path6.resolve(toPath(cwd));
+  const cwdPath = path8.resolve(toPath(cwd));
   const result = [];
-  const pathParts = pathOption.split(path6.delimiter);
+  const pathParts = pathOption.split(path8.delimiter);
   if (preferLocal) {
     applyPreferLocal(result, pathParts, cwdPath);
   }
   if (addExecPath) {
     applyExecPath(result, pathParts, execPath2, cwdPath);
   }
-  return pathOption === "" || pathOption === path6.delimiter ? `${result.join(path6.delimiter)}${pathOption}` : [...result, pathOption].join(path6.delimiter);
+  return pathOption === "" || pathOption === path8.delimiter ? `${result.join(path8.delimiter)}${pathOption}` : [...result, pathOption].join(path8.delimiter);
 };
 var applyPreferLocal = (result, pathParts, cwdPath) => {
   for (const directory of traversePathUp(cwdPath)) {
-    const pathPart = path6.join(directory, "node_modules/.bin");
+    const pathPart = path8.join(directory, "node_modules/.bin");
     if (!pathParts.includes(pathPart)) {
       result.push(pathPart);
     }
   }
 };
 var applyExecPath = (result, pathParts, execPath2, cwdPath) => {
-  const pathPart = path6.resolve(cwdPath, toPath(execPath2), "..");
+  const pathPart = path8.resolve(cwdPath, toPath(execPath2), "..");
   if (!pathParts.includes(pathPart)) {
     result.push(pathPart);
   }
@@ -29634,10 +30363,10 @@ var ExecaSyncError = class extends Error {
 setErrorName(ExecaSyncError, ExecaSyncError.name);
 
 // ../../main/node_modules/execa/lib/terminate/signal.js
-import { constants as constants4 } from "node:os";
+import { constants as constants5 } from "node:os";
 
 // ../../main/node_modules/human-signals/build/src/main.js
-import { constants as constants3 } from "node:os";
+import { constants as constants4 } from "node:os";
 
 // ../../main/node_modules/human-signals/build/src/realtime.js
 var getRealtimeSignals = () => {
@@ -29655,7 +30384,7 @@ var SIGRTMIN = 34;
 var SIGRTMAX = 64;
 
 // ../../main/node_modules/human-signals/build/src/signals.js
-import { constants as constants2 } from "node:os";
+import { constants as constants3 } from "node:os";
 
 // ../../main/node_modules/human-signals/build/src/core.js
 var SIGNALS = [
@@ -29946,7 +30675,7 @@ var normalizeSignal = ({
 }) => {
   const {
     signals: { [name]: constantSignal }
-  } = constants2;
+  } = constants3;
   const supported = constantSignal !== void 0;
   const number4 = supported ? constantSignal : defaultNumber;
   return { name, number: number4, description, supported, action, forced, standard };
@@ -29995,7 +30724,7 @@ var getSignalByNumber = (number4, signals2) => {
   };
 };
 var findSignalByNumber = (number4, signals2) => {
-  const signal = signals2.find(({ name }) => constants3.signals[name] === number4);
+  const signal = signals2.find(({ name }) => constants4.signals[name] === number4);
   if (signal !== void 0) {
     return signal;
   }
@@ -30029,13 +30758,13 @@ var normalizeSignalInteger = (signalInteger, optionName) => {
   throw new TypeError(`Invalid ${optionName} ${signalInteger}: this signal integer does not exist.
 ${getAvailableSignals()}`);
 };
-var getSignalsIntegerToName = () => new Map(Object.entries(constants4.signals).reverse().map(([signalName, signalInteger]) => [signalInteger, signalName]));
+var getSignalsIntegerToName = () => new Map(Object.entries(constants5.signals).reverse().map(([signalName, signalInteger]) => [signalInteger, signalName]));
 var signalsIntegerToName = getSignalsIntegerToName();
 var normalizeSignalName = (signalName, optionName) => {
-  if (signalName in constants4.signals) {
+  if (signalName in constants5.signals) {
     return signalName;
   }
-  if (signalName.toUpperCase() in constants4.signals) {
+  if (signalName.toUpperCase() in constants5.signals) {
     throw new TypeError(`Invalid ${optionName} '${signalName}': please rename it to '${signalName.toUpperCase()}'.`);
   }
   throw new TypeError(`Invalid ${optionName} '${signalName}': this signal name does not exist.
@@ -30043,8 +30772,8 @@ ${getAvailableSignals()}`);
 };
 var getAvailableSignals = () => `Available signal names: ${getAvailableSignalNames()}.
 Available signal numbers: ${getAvailableSignalIntegers()}.`;
-var getAvailableSignalNames = () => Object.keys(constants4.signals).sort().map((signalName) => `'${signalName}'`).join(", ");
-var getAvailableSignalIntegers = () => [...new Set(Object.values(constants4.signals).sort((signalInteger, signalIntegerTwo) => signalInteger - signalIntegerTwo))].join(", ");
+var getAvailableSignalNames = () => Object.keys(constants5.signals).sort().map((signalName) => `'${signalName}'`).join(", ");
+var getAvailableSignalIntegers = () => [...new Set(Object.values(constants5.signals).sort((signalInteger, signalIntegerTwo) => signalInteger - signalIntegerTwo))].join(", ");
 var getSignalDescription = (signal) => signalsByName[signal].description;
 
 // ../../main/node_modules/execa/lib/terminate/kill.js
@@ -30740,7 +31469,7 @@ var killAfterTimeout = async (subprocess, timeout, context, { signal }) => {
 
 // ../../main/node_modules/execa/lib/methods/node.js
 import { execPath, execArgv } from "node:process";
-import path7 from "node:path";
+import path9 from "node:path";
 var mapNode = ({ options }) => {
   if (options.node === false) {
     throw new TypeError('The "node" option cannot be false with `execaNode()`.');
@@ -30759,7 +31488,7 @@ var handleNodeOption = (file2, commandArguments, {
     throw new TypeError('The "execPath" option has been removed. Please use the "nodePath" option instead.');
   }
   const normalizedNodePath = safeNormalizeFileUrl(nodePath, 'The "nodePath" option');
-  const resolvedNodePath = path7.resolve(cwd, normalizedNodePath);
+  const resolvedNodePath = path9.resolve(cwd, normalizedNodePath);
   const newOptions = {
     ...options,
     nodePath: resolvedNodePath,
@@ -30769,7 +31498,7 @@ var handleNodeOption = (file2, commandArguments, {
   if (!shouldHandleNode) {
     return [file2, commandArguments, newOptions];
   }
-  if (path7.basename(file2, ".exe") === "node") {
+  if (path9.basename(file2, ".exe") === "node") {
     throw new TypeError('When the "node" option is true, the first argument does not need to be "node".');
   }
   return [
@@ -30859,11 +31588,11 @@ var serializeEncoding = (encoding) => typeof encoding === "string" ? `"${encodin
 
 // ../../main/node_modules/execa/lib/arguments/cwd.js
 import { statSync } from "node:fs";
-import path8 from "node:path";
+import path10 from "node:path";
 import process5 from "node:process";
 var normalizeCwd = (cwd = getDefaultCwd()) => {
   const cwdString = safeNormalizeFileUrl(cwd, 'The "cwd" option');
-  return path8.resolve(cwdString);
+  return path10.resolve(cwdString);
 };
 var getDefaultCwd = () => {
   try {
@@ -30910,7 +31639,7 @@ var normalizeOptions = (filePath, rawArguments, rawOptions) => {
   options.killSignal = normalizeKillSignal(options.killSignal);
   options.forceKillAfterDelay = normalizeForceKillAfterDelay(options.forceKillAfterDelay);
   options.lines = options.lines.map((lines, fdNumber2) => lines && !BINARY_ENCODINGS.has(options.encoding) && options.buffer[fdNumber2]);
-  if (process6.platform === "win32" && path9.basename(file2, ".exe") === "cmd") {
+  if (process6.platform === "win32" && path11.basename(file2, ".exe") === "cmd") {
     commandArguments.unshift("/q");
   }
   return { file: file2, commandArguments, options };
@@ -33059,13 +33788,13 @@ var logOutputSync = ({ serializedResult, fdNumber: fdNumber2, state, verboseInfo
   }
 };
 var writeToFiles = (serializedResult, stdioItems, outputFiles) => {
-  for (const { path: path42, append } of stdioItems.filter(({ type }) => FILE_TYPES.has(type))) {
-    const pathString = typeof path42 === "string" ? path42 : path42.toString();
-    if (append || outputFiles.has(pathString)) {
-      appendFileSync(path42, serializedResult);
+  for (const { path: path43, append } of stdioItems.filter(({ type }) => FILE_TYPES.has(type))) {
+    const pathString2 = typeof path43 === "string" ? path43 : path43.toString();
+    if (append || outputFiles.has(pathString2)) {
+      appendFileSync(path43, serializedResult);
     } else {
-      outputFiles.add(pathString);
-      writeFileSync(path42, serializedResult);
+      outputFiles.add(pathString2);
+      writeFileSync(path43, serializedResult);
     }
   }
 };
@@ -35458,48 +36187,261 @@ var {
   getCancelSignal: getCancelSignal2
 } = getIpcExport();
 
-// src/tools/packages.ts
-var TOOL_PACKAGES = {
-  "systemd-nspawn": "systemd-container",
-  "systemd-socket-activate": "systemd",
-  "systemd-analyze": "systemd",
-  mksquashfs: "squashfs-tools",
-  unsquashfs: "squashfs-tools",
-  "qemu-aarch64-static": "qemu-user-static",
-  "aarch64-linux-gnu-gcc": "gcc-aarch64-linux-gnu",
-  "aarch64-linux-gnu-strip": "binutils-aarch64-linux-gnu",
-  "aarch64-linux-gnu-ar": "binutils-aarch64-linux-gnu",
-  "aarch64-linux-gnu-ranlib": "binutils-aarch64-linux-gnu",
-  mmdebstrap: "mmdebstrap",
-  "musl-gcc": "musl-tools",
-  "x86_64-linux-gnu-gcc": "gcc",
-  "x86_64-linux-gnu-strip": "binutils",
-  readelf: "binutils",
-  curl: "curl",
-  make: "make",
-  strace: "strace",
-  nsenter: "util-linux",
+// src/core/arch.ts
+import os2 from "node:os";
+function hostArch() {
+  const a2 = os2.arch();
+  return a2 === "arm64" ? "aarch64" : a2 === "x64" ? "x86_64" : a2;
+}
+
+// src/host/requirements.ts
+var BINFMT_DIR = "/proc/sys/fs/binfmt_misc";
+var QEMU_BINFMT_CONF = "/usr/lib/binfmt.d/qemu-aarch64.conf";
+var MUSL_SPECS = "/usr/lib/aarch64-linux-musl/musl-gcc.specs";
+var MUSL_SPECS_X86_64 = "/usr/lib/x86_64-linux-musl/musl-gcc.specs";
+var LHC_DEB_SRC = "/etc/apt/sources.list.d/lhc-deb-src.sources";
+var LHC_DEB_SRC_LIST = "/etc/apt/sources.list.d/lhc-deb-src.list";
+function isAarch64(arch) {
+  return arch === "aarch64" || arch === "arm64";
+}
+var SYSTEM_TOOLS = {
+  bash: "bash",
+  sh: "dash",
+  cat: "coreutils",
+  chmod: "coreutils",
+  chown: "coreutils",
+  cp: "coreutils",
+  env: "coreutils",
+  id: "coreutils",
+  ls: "coreutils",
+  mkdir: "coreutils",
+  mkfifo: "coreutils",
+  rm: "coreutils",
+  rmdir: "coreutils",
+  sha256sum: "coreutils",
+  sleep: "coreutils",
+  stat: "coreutils",
+  tee: "coreutils",
+  truncate: "coreutils",
   find: "findutils",
-  losetup: "util-linux",
-  mount: "mount",
-  umount: "mount",
-  runc: "runc",
-  lua5_4: "lua5.4",
-  "lua5.4": "lua5.4",
-  "dpkg-deb": "dpkg",
-  "apt-get": "apt",
-  xz: "xz-utils",
+  kill: "procps",
   gzip: "gzip",
   tar: "tar",
-  sudo: "sudo",
-  bash: "bash"
+  dpkg: "dpkg",
+  "dpkg-deb": "dpkg",
+  "dpkg-query": "dpkg",
+  "apt-get": "apt",
+  mount: "mount",
+  umount: "mount",
+  losetup: "mount",
+  findmnt: "util-linux",
+  setpriv: "util-linux"
 };
-function packageFor(tool) {
-  return TOOL_PACKAGES[tool];
+function toolRequirements(arch) {
+  const native = isAarch64(arch);
+  const rows = [
+    {
+      tool: "systemd-nspawn",
+      pkg: "systemd-container",
+      why: "runs the root for tracing and verify",
+      features: ["core"]
+    },
+    { tool: "mksquashfs", pkg: "squashfs-tools", why: "packs the image", features: ["core"] },
+    { tool: "unsquashfs", pkg: "squashfs-tools", why: "reads images back", features: ["core"] },
+    {
+      tool: "qemu-aarch64-static",
+      pkg: "qemu-user-static",
+      why: "runs aarch64 code on this host (binfmt F flag)",
+      features: ["emulation"],
+      optional: native
+    },
+    {
+      tool: "systemd-socket-activate",
+      pkg: "systemd",
+      why: "one container per connection (inetd services)",
+      features: ["inetd"]
+    },
+    {
+      tool: "nsenter",
+      pkg: "util-linux",
+      why: "probes a listening service inside the container's network",
+      features: ["listen"]
+    },
+    {
+      tool: "curl",
+      pkg: "curl",
+      why: "downloads inputs and probes http services",
+      features: ["download", "listen"]
+    },
+    // On an aarch64 host the native gcc and binutils provide these triplet-prefixed names too.
+    {
+      tool: "aarch64-linux-gnu-gcc",
+      pkg: native ? "gcc" : "gcc-aarch64-linux-gnu",
+      why: "builds static Lua for aarch64",
+      features: ["cross-lua"]
+    },
+    ...["strip", "ar", "ranlib"].map((t) => ({
+      tool: `aarch64-linux-gnu-${t}`,
+      pkg: native ? "binutils" : "binutils-aarch64-linux-gnu",
+      why: "builds static Lua for aarch64",
+      features: ["cross-lua"]
+    })),
+    { tool: "make", pkg: "make", why: "builds Lua", features: ["cross-lua"] },
+    {
+      tool: "musl-gcc",
+      pkg: "musl-tools",
+      why: "builds Lua for arch: x86_64 configs",
+      features: ["cross-lua-x86_64"],
+      optional: true
+    },
+    ...native ? [] : ["gcc", "strip"].map((t) => ({
+      tool: `x86_64-linux-gnu-${t}`,
+      pkg: t === "gcc" ? "gcc" : "binutils",
+      why: "builds Lua for arch: x86_64 configs",
+      features: ["cross-lua-x86_64"],
+      optional: true
+    })),
+    {
+      tool: "mmdebstrap",
+      pkg: "mmdebstrap",
+      why: "Debian bases and the in-root Lua strategy",
+      features: ["debian-root"]
+    },
+    // Only a Recommends of mmdebstrap, which setup installs without recommends; mmdebstrap refuses a
+    // foreign --arch without it ("install arch-test for foreign architecture support").
+    {
+      tool: "arch-test",
+      pkg: "arch-test",
+      why: "mmdebstrap needs it for a foreign --arch",
+      features: ["debian-root"]
+    },
+    {
+      tool: "strace",
+      pkg: "strace",
+      why: "traces on native aarch64 hosts",
+      features: ["native-trace"],
+      optional: !native
+    },
+    {
+      tool: "git",
+      pkg: "git",
+      why: "dates builds by the config's last commit",
+      features: ["git-epoch"],
+      optional: true
+    },
+    {
+      tool: "sudo",
+      pkg: "sudo",
+      why: "privileged steps when lhc does not run as root",
+      features: ["privilege"],
+      optional: true
+    },
+    {
+      tool: "runc",
+      pkg: "runc",
+      why: "checks the OCI bundle for the board",
+      features: ["oci"],
+      optional: true
+    },
+    {
+      tool: "xz",
+      pkg: "xz-utils",
+      why: "unpacks .tar.xz inputs",
+      features: ["download"],
+      optional: true
+    },
+    {
+      tool: "systemd-analyze",
+      pkg: "systemd",
+      why: "checks generated units",
+      features: ["tests"],
+      optional: true
+    },
+    { tool: "lua5.4", pkg: "lua5.4", why: "runs example Lua on the host", features: ["tests"] },
+    {
+      tool: "dpkg-source",
+      pkg: "dpkg-dev",
+      why: "apt-get source for test inputs",
+      features: ["tests"]
+    },
+    { tool: "readelf", pkg: "binutils", why: "reads ELF headers in tests", features: ["tests"] },
+    {
+      tool: "mkfs.ext4",
+      pkg: "e2fsprogs",
+      why: "data partition files for the board",
+      features: ["tests"]
+    },
+    {
+      tool: "useradd",
+      pkg: "passwd",
+      why: "a non-root runner user for the Action tests",
+      features: ["tests"]
+    },
+    {
+      tool: "userdel",
+      pkg: "passwd",
+      why: "a non-root runner user for the Action tests",
+      features: ["tests"]
+    },
+    {
+      tool: "visudo",
+      pkg: "sudo",
+      why: "passwordless sudo for the runner user in tests",
+      features: ["tests"]
+    },
+    { tool: "node", pkg: "nodejs", why: "runs lhc itself", features: ["system"] },
+    { tool: "npx", pkg: "npm", why: "runs the test tools", features: ["tests"], optional: true }
+  ];
+  for (const r of rows) if (r.features.includes("tests")) r.optional = true;
+  for (const [tool, pkg] of Object.entries(SYSTEM_TOOLS))
+    rows.push({ tool, pkg, why: "part of every Debian/Ubuntu system", features: ["system"] });
+  return rows;
+}
+function packageFor(tool, arch = hostArch()) {
+  return toolRequirements(arch).find((t) => t.tool === tool)?.pkg;
+}
+var NOT_INSTALLED_BY_SETUP = /* @__PURE__ */ new Set(["nodejs", "npm"]);
+function setupPackages(arch) {
+  const pkgs = new Set(
+    toolRequirements(arch).filter((t) => !t.features.includes("system") && !NOT_INSTALLED_BY_SETUP.has(t.pkg)).filter((t) => !(isAarch64(arch) && t.features.includes("emulation"))).map((t) => t.pkg)
+  );
+  pkgs.add("musl-dev");
+  if (!isAarch64(arch)) {
+    pkgs.add("qemu-user-static");
+    pkgs.add("musl-dev:arm64");
+  }
+  return [...pkgs].sort();
+}
+var SYSTEM_BIN_DIRS = ["/usr/bin/", "/usr/sbin/", "/bin/", "/sbin/", "/usr/local/bin/"];
+function hostProgram(argv0) {
+  if (!argv0.includes("/")) return argv0;
+  const dir = SYSTEM_BIN_DIRS.find((d) => argv0.startsWith(d));
+  return dir && !argv0.slice(dir.length).includes("/") ? argv0.slice(dir.length) : void 0;
+}
+function assertKnownProgram(argv0) {
+  const tool = hostProgram(argv0);
+  if (tool === void 0 || packageFor(tool) !== void 0) return;
+  throw new Error(
+    `lhc runs '${tool}', which has no row in the host requirements table (src/host/requirements.ts): add it with its Debian package`
+  );
 }
 
 // src/tools/exec.ts
 var DEFAULT_TIMEOUT_MS = 10 * 6e4;
+var DEFAULT_HEARTBEAT_MS = 3e4;
+function heartbeat(argv, opts) {
+  const logger = opts.logger;
+  if (!opts.loud || !logger) return () => {
+  };
+  const started = Date.now();
+  const what = formatCommand(argv.slice(0, 2));
+  const timer = setInterval(() => {
+    const s3 = Math.round((Date.now() - started) / 1e3);
+    logger.info(`\u2026 ${what}: still running (${s3} s)`);
+  }, opts.heartbeatMs ?? DEFAULT_HEARTBEAT_MS);
+  timer.unref();
+  return () => clearInterval(timer);
+}
 var KILL_GRACE_MS = 3e3;
 function isRoot() {
   return typeof process.getuid === "function" && process.getuid() === 0;
@@ -35577,6 +36519,7 @@ function spawn2(argv, opts) {
 }
 async function run(argv, opts = {}) {
   opts.signal?.throwIfAborted();
+  assertKnownProgram(argv[0]);
   const full = withPrivilege(argv, opts.privileged ?? false, isRoot(), opts.env);
   const command = formatCommand(full);
   if (opts.loud) opts.logger?.info(`$ ${command}`);
@@ -35600,6 +36543,7 @@ async function run(argv, opts = {}) {
     stop();
   };
   opts.signal?.addEventListener("abort", onAbort, { once: true });
+  const stopHeartbeat = heartbeat(argv, opts);
   try {
     const r = await child;
     const stdoutBytes = Buffer.from(r.stdout);
@@ -35638,12 +36582,14 @@ async function run(argv, opts = {}) {
     }
     return result;
   } finally {
+    stopHeartbeat();
     clearTimeout(timer);
     opts.signal?.removeEventListener("abort", onAbort);
     if (pid !== void 0) liveGroups.delete(pid);
   }
 }
 function start(argv, opts = {}) {
+  assertKnownProgram(argv[0]);
   const full = withPrivilege(argv, opts.privileged ?? false, isRoot(), opts.env);
   const command = formatCommand(full);
   if (opts.loud) opts.logger?.info(`$ ${command} &`);
@@ -35690,10 +36636,10 @@ function parseEpoch(value, what) {
   return n2;
 }
 async function gitCommitTime(file2, logger) {
-  const cwd = path10.dirname(file2);
+  const cwd = path12.dirname(file2);
   let r;
   try {
-    r = await run(["git", "log", "-1", "--format=%ct", "--", path10.basename(file2)], {
+    r = await run(["git", "log", "-1", "--format=%ct", "--", path12.basename(file2)], {
       cwd,
       reject: false,
       logger
@@ -35740,24 +36686,24 @@ async function resolveEpoch(input2) {
 
 // src/stages/lua.ts
 import { createHash as createHash4, randomBytes as randomBytes3 } from "node:crypto";
-import { existsSync as existsSync5 } from "node:fs";
+import { existsSync as existsSync6 } from "node:fs";
 import {
   copyFile,
   chmod,
   mkdir as mkdir3,
   mkdtemp as mkdtemp3,
-  readFile as readFile4,
+  readFile as readFile3,
   rename as rename3,
   rm as rm4,
   stat as stat3,
   writeFile as writeFile4
 } from "node:fs/promises";
 import os6 from "node:os";
-import path14 from "node:path";
+import path16 from "node:path";
 
 // src/tools/lua-make.ts
-var LUA_MYCFLAGS = "-static -Os";
-var LUA_MYLDFLAGS = "-static";
+var LUA_MYCFLAGS = "-static -Os -ffunction-sections -fdata-sections -fno-asynchronous-unwind-tables -fno-unwind-tables";
+var LUA_MYLDFLAGS = "-static -Os -Wl,--gc-sections -Wl,-z,norelro";
 function crossToolchain(arch) {
   const prefix = `${arch === "aarch64" ? "aarch64" : "x86_64"}-linux-gnu-`;
   const muslDir = `/usr/lib/${arch}-linux-musl`;
@@ -35810,10 +36756,10 @@ function buildrootArgv(opts) {
 
 // src/stages/lua-in-root.ts
 import { createHash as createHash3, randomBytes as randomBytes2 } from "node:crypto";
-import { existsSync as existsSync2 } from "node:fs";
-import { mkdir as mkdir2, mkdtemp, readFile as readFile3, rename as rename2, rm as rm2, writeFile as writeFile2 } from "node:fs/promises";
-import os2 from "node:os";
-import path11 from "node:path";
+import { existsSync as existsSync3 } from "node:fs";
+import { mkdir as mkdir2, mkdtemp, readFile as readFile2, rename as rename2, rm as rm2, writeFile as writeFile2 } from "node:fs/promises";
+import os3 from "node:os";
+import path13 from "node:path";
 
 // src/tools/nspawn.ts
 var BASE_FLAGS = [
@@ -35892,10 +36838,10 @@ function boardNspawnArgv(o2) {
 var BUILDROOT_SUITE = "bookworm";
 var HOST_SOURCES = "/etc/apt/sources.list.d/debian.sources";
 async function defaultMirrors() {
-  return existsSync2(HOST_SOURCES) ? [HOST_SOURCES] : [];
+  return existsSync3(HOST_SOURCES) ? [HOST_SOURCES] : [];
 }
 async function mirrorsIdentity(mirrors) {
-  return Promise.all(mirrors.map(async (m2) => existsSync2(m2) ? await readFile3(m2, "utf8") : m2));
+  return Promise.all(mirrors.map(async (m2) => existsSync3(m2) ? await readFile2(m2, "utf8") : m2));
 }
 function toolchainFromDpkgStatus(status) {
   const wanted = /^(gcc(-\d+)?|cpp(-\d+)?|binutils(-aarch64-linux-gnu|-x86-64-linux-gnu)?|musl|musl-dev|musl-tools|libc6-dev|make)$/;
@@ -35920,15 +36866,15 @@ async function ensureBuildroot(opts) {
       mirrors: await mirrorsIdentity(mirrors)
     })
   ).digest("hex");
-  const tarball = path11.join(opts.dir, `${key}.tar`);
-  const metaFile = path11.join(opts.dir, `${key}.json`);
-  if (existsSync2(tarball) && existsSync2(metaFile)) {
-    const meta3 = JSON.parse(await readFile3(metaFile, "utf8"));
+  const tarball = path13.join(opts.dir, `${key}.tar`);
+  const metaFile = path13.join(opts.dir, `${key}.json`);
+  if (existsSync3(tarball) && existsSync3(metaFile)) {
+    const meta3 = JSON.parse(await readFile2(metaFile, "utf8"));
     return { key, tarball, toolchain: meta3.toolchain };
   }
   await mkdir2(opts.dir, { recursive: true });
-  const tmp = path11.join(opts.dir, `.tmp-${process.pid}-${randomBytes2(6).toString("hex")}.tar`);
-  const scratch = await mkdtemp(path11.join(opts.dir, ".scratch-"));
+  const tmp = path13.join(opts.dir, `.tmp-${process.pid}-${randomBytes2(6).toString("hex")}.tar`);
+  const scratch = await mkdtemp(path13.join(opts.dir, ".scratch-"));
   try {
     await opts.logger.group(
       `build root: mmdebstrap ${suite} ${opts.arch} (${BUILDROOT_PACKAGES.join(", ")})`,
@@ -35976,7 +36922,7 @@ async function ensureBuildroot(opts) {
   }
 }
 async function removeScratch(dir) {
-  const mounts = (await readFile3("/proc/self/mounts", "utf8")).split("\n").map((l) => l.split(" ")[1]?.replace(/\\040/g, " ")).filter((m2) => m2 !== void 0 && m2.startsWith(`${dir}/`)).sort((a2, b2) => b2.length - a2.length);
+  const mounts = (await readFile2("/proc/self/mounts", "utf8")).split("\n").map((l) => l.split(" ")[1]?.replace(/\\040/g, " ")).filter((m2) => m2 !== void 0 && m2.startsWith(`${dir}/`)).sort((a2, b2) => b2.length - a2.length);
   for (const m2 of mounts) await run(["umount", "-l", m2], { privileged: true, reject: false });
   await run(["rm", "-rf", "--one-file-system", dir], {
     privileged: true,
@@ -35985,8 +36931,8 @@ async function removeScratch(dir) {
   });
 }
 async function compileInRoot(srcDir, buildroot, opts) {
-  const work = await mkdtemp(path11.join(opts.workDir ?? os2.tmpdir(), "lhc-buildroot-"));
-  const root = path11.join(work, "root");
+  const work = await mkdtemp(path13.join(opts.workDir ?? os3.tmpdir(), "lhc-buildroot-"));
+  const root = path13.join(work, "root");
   try {
     await mkdir2(root);
     await opts.logger.group("build root: extract", async () => {
@@ -35996,7 +36942,7 @@ async function compileInRoot(srcDir, buildroot, opts) {
         logger: opts.logger
       });
     });
-    if (!existsSync2(path11.join(root, "usr")))
+    if (!existsSync3(path13.join(root, "usr")))
       throw new UserError(`build root ${buildroot.tarball} has no /usr`);
     const make = inRootMakeArgv(opts.jobs ?? 1);
     const script = `${formatCommand(make)} && strip src/lua`;
@@ -36017,8 +36963,8 @@ async function compileInRoot(srcDir, buildroot, opts) {
         }
       );
     });
-    const binary = path11.join(srcDir, "src", "lua");
-    if (!existsSync2(binary))
+    const binary = path13.join(srcDir, "src", "lua");
+    if (!existsSync3(binary))
       throw new UserError(`the in-root build finished without producing ${binary}`);
     return binary;
   } finally {
@@ -36037,8 +36983,8 @@ async function compileInRoot(srcDir, buildroot, opts) {
 }
 
 // src/stages/lua-source.ts
-import { existsSync as existsSync3 } from "node:fs";
-import path12 from "node:path";
+import { existsSync as existsSync4 } from "node:fs";
+import path14 from "node:path";
 
 // ../../main/node_modules/tar/dist/esm/index.min.js
 import Qr from "events";
@@ -37510,7 +38456,7 @@ var ss = /* @__PURE__ */ Symbol("lstat");
 var si = /* @__PURE__ */ Symbol("onlstat");
 var rs = /* @__PURE__ */ Symbol("onread");
 var ns = /* @__PURE__ */ Symbol("onreadlink");
-var os3 = /* @__PURE__ */ Symbol("openfile");
+var os4 = /* @__PURE__ */ Symbol("openfile");
 var hs = /* @__PURE__ */ Symbol("onopenfile");
 var pt = /* @__PURE__ */ Symbol("close");
 var ri = /* @__PURE__ */ Symbol("mode");
@@ -37625,9 +38571,9 @@ var de = class extends A {
       this.linkCache.set(t, this.absolute);
     }
     if (this[fe](), this.stat.size === 0) return this.end();
-    this[os3]();
+    this[os4]();
   }
-  [os3]() {
+  [os4]() {
     X.open(this.absolute, "r", (t, e) => {
       if (t) return this.emit("error", t);
       this[hs](e);
@@ -37690,7 +38636,7 @@ var ni = class extends de {
   [is]() {
     this[ns](X.readlinkSync(this.absolute));
   }
-  [os3]() {
+  [os4]() {
     this[hs](X.openSync(this.absolute, "r"));
   }
   [ii]() {
@@ -39050,8 +39996,8 @@ async function extractLuaSource(tarball, destDir, version2) {
     noChmod: false,
     filter: (p2, e) => entryProblem(p2, e.type, top) === void 0
   });
-  const dir = path12.join(destDir, top);
-  if (!existsSync3(path12.join(dir, "src", "lua.c")) || !existsSync3(path12.join(dir, "Makefile"))) {
+  const dir = path14.join(destDir, top);
+  if (!existsSync4(path14.join(dir, "src", "lua.c")) || !existsSync4(path14.join(dir, "Makefile"))) {
     throw new UserError(
       `${tarball} does not look like the Lua ${version2} source (no ${top}/Makefile and ${top}/src/lua.c)`
     );
@@ -39060,309 +40006,16 @@ async function extractLuaSource(tarball, destDir, version2) {
 }
 
 // src/stages/lua-verify.ts
-import { existsSync as existsSync4, readFileSync as readFileSync3 } from "node:fs";
+import { existsSync as existsSync5, readFileSync as readFileSync3 } from "node:fs";
 import { mkdtemp as mkdtemp2, rm as rm3, writeFile as writeFile3 } from "node:fs/promises";
 import os5 from "node:os";
-import path13 from "node:path";
-
-// src/core/arch.ts
-import os4 from "node:os";
-function hostArch() {
-  const a2 = os4.arch();
-  return a2 === "arm64" ? "aarch64" : a2 === "x64" ? "x86_64" : a2;
-}
-
-// src/elf/elf.ts
-import { constants as constants5 } from "node:fs";
-import { open as open2 } from "node:fs/promises";
-var ElfError = class extends UserError {
-  constructor(message) {
-    super(message);
-  }
-};
-var EM_X86_64 = 62;
-var EM_AARCH64 = 183;
-var MACHINE_NAMES = {
-  3: "i386",
-  8: "mips",
-  20: "ppc",
-  21: "ppc64",
-  40: "arm",
-  [EM_X86_64]: "x86_64",
-  [EM_AARCH64]: "aarch64",
-  243: "riscv"
-};
-function machineName(machine) {
-  return MACHINE_NAMES[machine] ?? `unknown(${machine})`;
-}
-var PT_LOAD = 1;
-var PT_DYNAMIC = 2;
-var PT_INTERP = 3;
-var PN_XNUM = 65535;
-var DT_NULL = 0;
-var DT_NEEDED = 1;
-var DT_STRTAB = 5;
-var DT_STRSZ = 10;
-var DT_SONAME = 14;
-var DT_RPATH = 15;
-var DT_RUNPATH = 29;
-var MAX_STRING = 64 * 1024;
-function isElfMagic(b2) {
-  return b2.length >= 4 && b2[0] === 127 && b2[1] === 69 && b2[2] === 76 && b2[3] === 70;
-}
-var Reader = class {
-  constructor(src, bits, le2) {
-    this.src = src;
-    this.bits = bits;
-    this.le = le2;
-  }
-  src;
-  bits;
-  le;
-  /** Exactly `length` bytes at `offset`, or an ElfError saying which part is cut off. */
-  bytes(offset, length, what) {
-    if (offset < 0 || length < 0 || offset + length > this.src.size) {
-      throw new ElfError(
-        `truncated ELF file: ${what} at offset ${offset} (+${length} bytes) lies beyond the end of the file (${this.src.size} bytes)`
-      );
-    }
-    const b2 = this.src.read(offset, length);
-    if (b2.length < length)
-      throw new ElfError(`truncated ELF file: short read of ${what} at offset ${offset}`);
-    return b2;
-  }
-  u16(b2, at2) {
-    return this.le ? b2.readUInt16LE(at2) : b2.readUInt16BE(at2);
-  }
-  u32(b2, at2) {
-    return this.le ? b2.readUInt32LE(at2) : b2.readUInt32BE(at2);
-  }
-  /** A word (address, offset, size): 4 or 8 bytes. Values beyond 2^53 cannot be real offsets. */
-  word(b2, at2, what) {
-    if (this.bits === 32) return this.u32(b2, at2);
-    const v2 = this.le ? b2.readBigUInt64LE(at2) : b2.readBigUInt64BE(at2);
-    if (v2 > BigInt(Number.MAX_SAFE_INTEGER))
-      throw new ElfError(`corrupt ELF file: ${what} is out of range (${v2})`);
-    return Number(v2);
-  }
-  /** A signed word (d_tag); unknown huge tags are returned as -1 so they match nothing. */
-  sword(b2, at2) {
-    if (this.bits === 32) return this.le ? b2.readInt32LE(at2) : b2.readInt32BE(at2);
-    const v2 = this.le ? b2.readBigInt64LE(at2) : b2.readBigInt64BE(at2);
-    return v2 > BigInt(Number.MAX_SAFE_INTEGER) || v2 < BigInt(Number.MIN_SAFE_INTEGER) ? -1 : Number(v2);
-  }
-  /** NUL-terminated string at `offset`, not reading past `limit`. */
-  cstring(offset, limit, what) {
-    const end = Math.min(limit, this.src.size, offset + MAX_STRING);
-    if (offset < 0 || offset >= end) {
-      throw new ElfError(
-        `corrupt ELF file: ${what} at offset ${offset} lies outside its table or the file`
-      );
-    }
-    const b2 = this.src.read(offset, end - offset);
-    const nul = b2.indexOf(0);
-    if (nul < 0)
-      throw new ElfError(`corrupt ELF file: ${what} at offset ${offset} is not NUL-terminated`);
-    return b2.subarray(0, nul).toString("utf8");
-  }
-};
-function elfType(t) {
-  switch (t) {
-    case 1:
-      return "REL";
-    case 2:
-      return "EXEC";
-    case 3:
-      return "DYN";
-    case 4:
-      return "CORE";
-    default:
-      return "OTHER";
-  }
-}
-function parse3(src) {
-  const ident = src.read(0, 16);
-  if (!isElfMagic(ident)) return void 0;
-  if (ident.length < 16)
-    throw new ElfError(`truncated ELF file: only ${src.size} bytes, the identification needs 16`);
-  const cls = ident[4];
-  const data = ident[5];
-  if (cls !== 1 && cls !== 2)
-    throw new ElfError(
-      `corrupt ELF file: unknown class ${cls} (expected 1 for 32-bit or 2 for 64-bit)`
-    );
-  if (data !== 1 && data !== 2)
-    throw new ElfError(`corrupt ELF file: unknown data encoding ${data} (expected 1 or 2)`);
-  const bits = cls === 2 ? 64 : 32;
-  const r = new Reader(src, bits, data === 1);
-  const ehsize = bits === 64 ? 64 : 52;
-  const eh = r.bytes(0, ehsize, "ELF header");
-  const type = elfType(r.u16(eh, 16));
-  const machine = r.u16(eh, 18);
-  const phoff = r.word(eh, bits === 64 ? 32 : 28, "e_phoff");
-  const shoff = r.word(eh, bits === 64 ? 40 : 32, "e_shoff");
-  const phentsize = r.u16(eh, bits === 64 ? 54 : 42);
-  let phnum = r.u16(eh, bits === 64 ? 56 : 44);
-  const shentsize = r.u16(eh, bits === 64 ? 58 : 46);
-  if (phnum === PN_XNUM && shoff > 0) {
-    const sh0 = r.bytes(shoff, Math.max(shentsize, bits === 64 ? 64 : 40), "section header 0");
-    phnum = r.u32(sh0, bits === 64 ? 44 : 28);
-  }
-  const segments = [];
-  if (phnum > 0 && phoff > 0) {
-    const minEnt = bits === 64 ? 56 : 32;
-    if (phentsize < minEnt)
-      throw new ElfError(`corrupt ELF file: program header entry size ${phentsize} < ${minEnt}`);
-    const table2 = r.bytes(phoff, phentsize * phnum, `program header table (${phnum} entries)`);
-    for (let i2 = 0; i2 < phnum; i2++) {
-      const p2 = table2.subarray(i2 * phentsize, (i2 + 1) * phentsize);
-      segments.push(
-        bits === 64 ? {
-          type: r.u32(p2, 0),
-          offset: r.word(p2, 8, "p_offset"),
-          vaddr: r.word(p2, 16, "p_vaddr"),
-          filesz: r.word(p2, 32, "p_filesz")
-        } : {
-          type: r.u32(p2, 0),
-          offset: r.word(p2, 4, "p_offset"),
-          vaddr: r.word(p2, 8, "p_vaddr"),
-          filesz: r.word(p2, 16, "p_filesz")
-        }
-      );
-    }
-  }
-  let interp;
-  const interpSeg = segments.find((s3) => s3.type === PT_INTERP);
-  if (interpSeg) {
-    const b2 = r.bytes(interpSeg.offset, interpSeg.filesz, "PT_INTERP");
-    const nul = b2.indexOf(0);
-    interp = b2.subarray(0, nul < 0 ? b2.length : nul).toString("utf8");
-  }
-  const needed = [];
-  let runpath = [];
-  let soname;
-  const dynSeg = segments.find((s3) => s3.type === PT_DYNAMIC);
-  if (dynSeg && dynSeg.filesz > 0) {
-    const entsize = bits === 64 ? 16 : 8;
-    const dyn = r.bytes(dynSeg.offset, dynSeg.filesz, "PT_DYNAMIC");
-    const entries = [];
-    for (let at2 = 0; at2 + entsize <= dyn.length; at2 += entsize) {
-      const tag = r.sword(dyn, at2);
-      if (tag === DT_NULL) break;
-      entries.push({ tag, val: r.word(dyn, at2 + entsize / 2, "d_val") });
-    }
-    const strtabAddr = entries.find((e) => e.tag === DT_STRTAB)?.val;
-    const strsz = entries.find((e) => e.tag === DT_STRSZ)?.val;
-    const stringTags = /* @__PURE__ */ new Set([DT_NEEDED, DT_SONAME, DT_RPATH, DT_RUNPATH]);
-    if (entries.some((e) => stringTags.has(e.tag))) {
-      if (strtabAddr === void 0)
-        throw new ElfError("corrupt ELF file: PT_DYNAMIC has string entries but no DT_STRTAB");
-      const strtab = vaddrToOffset(segments, strtabAddr);
-      if (strtab === void 0) {
-        throw new ElfError(
-          `corrupt ELF file: DT_STRTAB address 0x${strtabAddr.toString(16)} is not mapped by any PT_LOAD`
-        );
-      }
-      const limit = strsz !== void 0 ? strtab + strsz : src.size;
-      const str = (e, what) => r.cstring(strtab + e.val, limit, what);
-      let rpath = [];
-      for (const e of entries) {
-        if (e.tag === DT_NEEDED) needed.push(str(e, "DT_NEEDED"));
-        else if (e.tag === DT_SONAME) soname = str(e, "DT_SONAME");
-        else if (e.tag === DT_RUNPATH) runpath = splitPath(str(e, "DT_RUNPATH"));
-        else if (e.tag === DT_RPATH) rpath = splitPath(str(e, "DT_RPATH"));
-      }
-      if (!entries.some((e) => e.tag === DT_RUNPATH)) runpath = rpath;
-    }
-  }
-  return {
-    bits,
-    littleEndian: r.le,
-    machine,
-    machineName: machineName(machine),
-    type,
-    ...interp !== void 0 ? { interp } : {},
-    needed,
-    runpath,
-    ...soname !== void 0 ? { soname } : {},
-    isStatic: interp === void 0 && needed.length === 0
-  };
-}
-function splitPath(s3) {
-  return s3.split(":").filter((p2) => p2.length > 0);
-}
-function vaddrToOffset(segments, addr) {
-  for (const s3 of segments) {
-    if (s3.type === PT_LOAD && addr >= s3.vaddr && addr < s3.vaddr + s3.filesz)
-      return addr - s3.vaddr + s3.offset;
-  }
-  return void 0;
-}
-async function readElf(file2) {
-  const fh = await open2(file2, constants5.O_RDONLY | constants5.O_NONBLOCK);
-  try {
-    const st2 = await fh.stat();
-    if (!st2.isFile()) return void 0;
-    const { size } = st2;
-    const head = Buffer.alloc(Math.min(size, 64 * 1024));
-    await fh.read(head, 0, head.length, 0);
-    if (!isElfMagic(head)) return void 0;
-    const extra = /* @__PURE__ */ new Map();
-    const pending2 = [];
-    const src = {
-      size,
-      read(offset, length) {
-        const end = Math.min(size, offset + length);
-        if (end <= head.length) return head.subarray(offset, end);
-        const key = `${offset}:${end}`;
-        const hit = extra.get(key);
-        if (hit) return hit;
-        pending2.push({ offset, length: end - offset });
-        throw NEED_MORE;
-      }
-    };
-    for (let round = 0; round < 64; round++) {
-      try {
-        return parse3(src);
-      } catch (e) {
-        if (e !== NEED_MORE) {
-          if (e instanceof ElfError) throw new ElfError(`${file2}: ${e.message}`);
-          throw e;
-        }
-        for (const p2 of pending2.splice(0)) {
-          const b2 = Buffer.alloc(p2.length);
-          const { bytesRead } = await fh.read(b2, 0, p2.length, p2.offset);
-          extra.set(`${p2.offset}:${p2.offset + p2.length}`, b2.subarray(0, bytesRead));
-        }
-      }
-    }
-    throw new ElfError(`${file2}: too many scattered reads while parsing ELF headers`);
-  } finally {
-    await fh.close();
-  }
-}
-var NEED_MORE = /* @__PURE__ */ Symbol("need more bytes");
-var MACHINE_FOR_ARCH = { aarch64: EM_AARCH64, x86_64: EM_X86_64 };
-function staticProblems(info, arch = "aarch64") {
-  if (!info) return ["not an ELF file"];
-  const problems = [];
-  if (info.bits !== 64) problems.push(`ELFCLASS${info.bits}, expected ELFCLASS64`);
-  if (info.machine !== MACHINE_FOR_ARCH[arch])
-    problems.push(`machine ${info.machineName}, expected ${arch}`);
-  if (info.interp !== void 0)
-    problems.push(`has PT_INTERP ${info.interp}, expected none (static)`);
-  if (info.needed.length > 0)
-    problems.push(`has DT_NEEDED ${info.needed.join(", ")}, expected none (static)`);
-  return problems;
-}
-
-// src/stages/lua-verify.ts
+import path15 from "node:path";
 var LuaVerifyError = class extends UserError {
 };
 function emulatorPrefix(arch, binfmtDir = "/proc/sys/fs/binfmt_misc") {
   if (hostArch() === arch) return [];
-  const entry = path13.join(binfmtDir, `qemu-${arch}`);
-  if (existsSync4(entry) && readFileSync3(entry, "utf8").startsWith("enabled")) return [];
+  const entry = path15.join(binfmtDir, `qemu-${arch}`);
+  if (existsSync5(entry) && readFileSync3(entry, "utf8").startsWith("enabled")) return [];
   return [`qemu-${arch}-static`];
 }
 var SMOKE_SCRIPT = `
@@ -39416,9 +40069,9 @@ async function verifyLua(binary, opts) {
       `${binary} -v: expected "Lua ${opts.version}", got ${JSON.stringify(banner.split("\n")[0] ?? "")} (exit code ${v2.exitCode})`
     );
   }
-  const dir = await mkdtemp2(path13.join(os5.tmpdir(), "lhc-lua-smoke-"));
+  const dir = await mkdtemp2(path15.join(os5.tmpdir(), "lhc-lua-smoke-"));
   try {
-    const script = path13.join(dir, "smoke.lua");
+    const script = path15.join(dir, "smoke.lua");
     await writeFile3(script, SMOKE_SCRIPT);
     const s3 = await run([...prefix, binary, script, dir], {
       reject: false,
@@ -39454,7 +40107,7 @@ function jobs() {
 }
 async function crossRecipe(arch, logger, signal) {
   const tc = crossToolchain(arch);
-  const missing = [tc.specs, tc.libc].filter((f2) => !existsSync5(f2));
+  const missing = [tc.specs, tc.libc].filter((f2) => !existsSync6(f2));
   if (missing.length > 0) {
     throw new UserError(
       `the musl cross toolchain for ${arch} is incomplete (missing ${missing.join(", ")}); install: apt-get install ${tc.packages.join(" ")} (or run: lhc setup)`
@@ -39476,7 +40129,7 @@ async function crossRecipe(arch, logger, signal) {
           stderrLines: 30
         });
       });
-      const binary = path14.join(srcDir, "src", "lua");
+      const binary = path16.join(srcDir, "src", "lua");
       await run([tc.strip, binary], { logger });
       return binary;
     }
@@ -39484,7 +40137,7 @@ async function crossRecipe(arch, logger, signal) {
 }
 async function inRootRecipe(arch, opts, cache) {
   const buildroot = await ensureBuildroot({
-    dir: opts.buildrootDir ?? path14.join(cache, "buildroots"),
+    dir: opts.buildrootDir ?? path16.join(cache, "buildroots"),
     arch,
     logger: opts.logger,
     signal: opts.signal
@@ -39502,11 +40155,11 @@ async function inRootRecipe(arch, opts, cache) {
   };
 }
 async function readCached(dir, logger) {
-  const bin = path14.join(dir, "lua");
-  const metaFile = path14.join(dir, "build.json");
-  if (!existsSync5(bin) || !existsSync5(metaFile)) return void 0;
+  const bin = path16.join(dir, "lua");
+  const metaFile = path16.join(dir, "build.json");
+  if (!existsSync6(bin) || !existsSync6(metaFile)) return void 0;
   try {
-    const meta3 = JSON.parse(await readFile4(metaFile, "utf8"));
+    const meta3 = JSON.parse(await readFile3(metaFile, "utf8"));
     if (await sha256File(bin) === meta3.sha256) return meta3;
     logger.warn(`cached Lua in ${dir} does not match its recorded sha256; rebuilding`);
   } catch (e) {
@@ -39532,9 +40185,9 @@ async function buildLua(spec, opts) {
       flags: recipe.flags
     })
   ).digest("hex");
-  const dir = path14.join(cache, "lua", key);
+  const dir = path16.join(cache, "lua", key);
   const result = (meta3, cached2) => ({
-    path: path14.join(dir, "lua"),
+    path: path16.join(dir, "lua"),
     bytes: meta3.bytes,
     sha256: meta3.sha256,
     cached: cached2,
@@ -39557,21 +40210,21 @@ async function buildLua(spec, opts) {
     },
     { ...opts.fetch, signal: opts.signal }
   );
-  const work = await mkdtemp3(path14.join(opts.workDir ?? os6.tmpdir(), "lhc-lua-"));
+  const work = await mkdtemp3(path16.join(opts.workDir ?? os6.tmpdir(), "lhc-lua-"));
   try {
-    const srcParent = path14.join(work, "src");
+    const srcParent = path16.join(work, "src");
     await mkdir3(srcParent);
     const srcDir = await extractLuaSource(tarball, srcParent, spec.version);
     const built = await recipe.build(srcDir);
     await verifyLua(built, { version: spec.version, arch: spec.arch, logger });
-    const staging = path14.join(
+    const staging = path16.join(
       cache,
       "lua",
       `.tmp-${process.pid}-${randomBytes3(6).toString("hex")}`
     );
     await mkdir3(staging, { recursive: true });
     try {
-      const bin = path14.join(staging, "lua");
+      const bin = path16.join(staging, "lua");
       await copyFile(built, bin);
       await chmod(bin, 493);
       const meta3 = {
@@ -39584,12 +40237,12 @@ async function buildLua(spec, opts) {
         sha256: await sha256File(bin),
         bytes: (await stat3(bin)).size
       };
-      await writeFile4(path14.join(staging, "build.json"), `${JSON.stringify(meta3, null, 2)}
+      await writeFile4(path16.join(staging, "build.json"), `${JSON.stringify(meta3, null, 2)}
 `);
       try {
         await rename3(staging, dir);
       } catch (e) {
-        if (!existsSync5(path14.join(dir, "lua"))) throw e;
+        if (!existsSync6(path16.join(dir, "lua"))) throw e;
       }
       logger.info(
         `Lua ${spec.version} (${spec.arch}, ${spec.strategy}): built, ${meta3.bytes} bytes, sha256 ${meta3.sha256}`
@@ -39611,12 +40264,18 @@ function configInputs(config2) {
     inputs.push({
       name: `lua-${config2.lua.version}.tar.gz`,
       urls: config2.lua.urls ?? defaultLuaUrls(config2.lua.version),
-      sha256: config2.lua.sha256
+      sha256: config2.lua.sha256,
+      maxBytes: config2.lua["max-bytes"]
     });
   }
   const base = config2.base;
   if (base.type === "tarball" && base.urls && base.sha256) {
-    inputs.push({ name: "base tarball", urls: base.urls, sha256: base.sha256 });
+    inputs.push({
+      name: "base tarball",
+      urls: base.urls,
+      sha256: base.sha256,
+      maxBytes: base["max-bytes"]
+    });
   }
   return inputs;
 }
@@ -39634,91 +40293,14 @@ async function fetchInputs(config2, opts) {
 
 // src/stages/outputs.ts
 import { mkdir as mkdir5, writeFile as writeFile6 } from "node:fs/promises";
-import path20 from "node:path";
+import path21 from "node:path";
 
 // src/deploy/bundle.ts
 import { mkdir as mkdir4, rm as rm5, writeFile as writeFile5 } from "node:fs/promises";
-import path17 from "node:path";
+import path18 from "node:path";
 
 // src/deploy/oci.ts
-import { readFile as readFile5 } from "node:fs/promises";
-
-// src/root/resolve.ts
-import { lstatSync, mkdirSync, readlinkSync } from "node:fs";
-import path15 from "node:path";
-var MAX_SYMLINK_FOLLOWS = 40;
-var ResolveError = class extends UserError {
-  constructor(inRootPath, reason, message) {
-    super(message);
-    this.inRootPath = inRootPath;
-    this.reason = reason;
-  }
-  inRootPath;
-  reason;
-};
-function components(p2) {
-  return p2.split("/").filter((c3) => c3 !== "" && c3 !== ".");
-}
-function resolveInRoot(root, p2, opts = {}, cwd = "/") {
-  const followLast = opts.followLast ?? true;
-  const start2 = p2.startsWith("/") ? components(p2) : [...components(cwd), ...components(p2)];
-  const todo = start2.reverse();
-  const done = [];
-  let follows = 0;
-  while (todo.length > 0) {
-    const comp = todo.pop();
-    if (comp === "..") {
-      done.pop();
-      continue;
-    }
-    const isLast = todo.length === 0;
-    const inRoot = `/${[...done, comp].join("/")}`;
-    const host = path15.join(root, ...done, comp);
-    let st2;
-    try {
-      st2 = lstatSync(host);
-    } catch (e) {
-      if (e.code !== "ENOENT") throw e;
-      if (isLast) return { inRoot, host, exists: false };
-      if (!opts.createMissing) {
-        throw new ResolveError(
-          inRoot,
-          "missing",
-          `${inRoot} does not exist (resolving ${p2} inside the root)`
-        );
-      }
-      mkdirSync(host, { mode: 493 });
-      done.push(comp);
-      continue;
-    }
-    if (st2.isSymbolicLink() && (!isLast || followLast)) {
-      if (++follows > MAX_SYMLINK_FOLLOWS) {
-        throw new ResolveError(
-          p2,
-          "loop",
-          `too many levels of symbolic links resolving ${p2} inside the root (a symlink loop)`
-        );
-      }
-      const target = readlinkSync(host);
-      opts.onSymlink?.(inRoot, target);
-      if (target.startsWith("/")) done.length = 0;
-      todo.push(...components(target).reverse());
-      continue;
-    }
-    if (!isLast && !st2.isDirectory()) {
-      throw new ResolveError(
-        inRoot,
-        "not-a-directory",
-        `${inRoot} is not a directory (resolving ${p2} inside the root)`
-      );
-    }
-    done.push(comp);
-    if (isLast) return { inRoot, host, exists: true };
-  }
-  return { inRoot: `/${done.join("/")}`, host: path15.join(root, ...done), exists: true };
-}
-
-// src/deploy/oci.ts
+import { readFile as readFile4 } from "node:fs/promises";
 async function resolveUser(user, root) {
   if (user === void 0 || user === 0 || user === "0" || user === "root")
     return { uid: 0, gid: 0 };
@@ -39734,7 +40316,7 @@ async function resolveUser(user, root) {
   try {
     const inRoot = resolveInRoot(root, "/etc/passwd");
     if (!inRoot.exists) throw new Error("no /etc/passwd");
-    passwd = await readFile5(inRoot.host, "utf8");
+    passwd = await readFile4(inRoot.host, "utf8");
   } catch {
     throw new UserError(
       `service.user "${user}": the image has no /etc/passwd to look the name up in; use a numeric uid`
@@ -39841,7 +40423,7 @@ function ociConfig(o2, p2, ids, opts = {}) {
 }
 
 // src/deploy/systemd.ts
-import path16 from "node:path";
+import path17 from "node:path";
 function listenPort(s3) {
   return s3.listen ?? 70;
 }
@@ -39874,7 +40456,7 @@ function systemdQuoteWord(w2) {
   return `"${s3}"`;
 }
 function systemdExecLine(argv) {
-  if (!argv[0] || !path16.isAbsolute(argv[0]))
+  if (!argv[0] || !path17.isAbsolute(argv[0]))
     throw new UserError(`ExecStart needs an absolute program path, got ${argv[0] ?? "(none)"}`);
   return argv.map(systemdQuoteWord).join(" ");
 }
@@ -39972,7 +40554,7 @@ mkfs.ext4 -q ${p2.dataSource}` : `mkfs.ext4 -q ${p2.dataSource}                 
 mount -o ${p2.dataIsLoopFile ? "loop," : ""}noexec,nosuid,nodev ${p2.dataSource} ${p2.dataMount}
 tar -xzpf ${o2.dataTemplateFile} --numeric-owner -C ${p2.dataMount}
 umount ${p2.dataMount}
-install -m 0644 deploy/${rootUnit} deploy/${dataUnit} deploy/${o2.name}.socket deploy/${svc} /etc/systemd/system/
+install -m 0644 'deploy/${rootUnit}' 'deploy/${dataUnit}' deploy/${o2.name}.socket deploy/${svc} /etc/systemd/system/
 systemctl daemon-reload
 systemctl enable --now '${rootUnit}' '${dataUnit}' ${o2.name}.socket
 \`\`\`
@@ -39998,7 +40580,7 @@ ${shiftOwnersCommand(p2.dataMount)}
 // src/deploy/bundle.ts
 function boardPaths(o2) {
   const boardDir = o2.boardDir ?? `/var/lib/lhc/${o2.name}`;
-  if (!path17.isAbsolute(boardDir))
+  if (!path18.isAbsolute(boardDir))
     throw new UserError(`board directory must be absolute, got ${boardDir}`);
   const dataSource = o2.dataSource ?? `${boardDir}/${o2.name}-data.ext4`;
   return {
@@ -40014,9 +40596,9 @@ async function writeDeployBundle(o2) {
   if (!o2.service.command[0]?.startsWith("/"))
     throw new UserError("service.command[0] must be an absolute path in the image");
   const p2 = boardPaths(o2);
-  const dir = path17.join(o2.outDir, "deploy");
+  const dir = path18.join(o2.outDir, "deploy");
   await rm5(dir, { recursive: true, force: true });
-  await mkdir4(path17.join(dir, "oci"), { recursive: true });
+  await mkdir4(path18.join(dir, "oci"), { recursive: true });
   const inetd = o2.service.inetd === true;
   const { rootMount, dataMount } = renderMountUnits(o2, p2);
   const units = {
@@ -40035,7 +40617,7 @@ async function writeDeployBundle(o2) {
     "oci/config.json": JSON.stringify(ociConfig(o2, p2, ids, { userNamespace: OCI_USER_NAMESPACE }), null, 2) + "\n",
     "README.md": renderReadme(o2, p2)
   };
-  for (const [f2, text] of Object.entries(contents)) await writeFile5(path17.join(dir, f2), text);
+  for (const [f2, text] of Object.entries(contents)) await writeFile5(path18.join(dir, f2), text);
   o2.logger?.info(
     `deploy bundle: ${dir} (${units.socket}, ${units.service}, mounts, fstab, oci/config.json)`
   );
@@ -40061,11 +40643,11 @@ function humanBytes(bytes) {
 
 // src/prune/closure.ts
 import { lstatSync as lstatSync3, readdirSync as readdirSync2 } from "node:fs";
-import path19 from "node:path";
+import path20 from "node:path";
 
 // src/elf/loader.ts
 import { closeSync, openSync, readdirSync, readFileSync as readFileSync4, readSync } from "node:fs";
-import path18 from "node:path";
+import path19 from "node:path";
 
 // src/root/glob.ts
 function escapeRe(c3) {
@@ -40122,7 +40704,7 @@ function isUnder(p2, dir) {
 function isVirtual(p2) {
   return VIRTUAL_PREFIXES.some((v2) => isUnder(p2, v2));
 }
-function kindOf(host) {
+function kindOf2(host) {
   try {
     const st2 = lstatSync2(host);
     if (st2.isSymbolicLink()) return "symlink";
@@ -40140,7 +40722,7 @@ function resolveTraced(root, guestPath, opts = {}) {
       followLast: !opts.noFollow,
       onSymlink: (p2, target) => symlinks.push({ path: p2, target })
     });
-    const kind = r.exists ? kindOf(r.host) : void 0;
+    const kind = r.exists ? kindOf2(r.host) : void 0;
     return {
       inRoot: r.inRoot,
       host: r.host,
@@ -40170,7 +40752,7 @@ var TRIPLETS = {
 var MUSL_ARCH = { aarch64: "aarch64", x86_64: "x86_64", arm: "armhf" };
 function libraryDirs(root, elf, elfPath) {
   const dirs = [];
-  const origin = path18.posix.dirname(elfPath);
+  const origin = path19.posix.dirname(elfPath);
   for (const r of elf.runpath) dirs.push(r.replace(/\$\{?ORIGIN\}?/g, origin));
   const musl = elf.interp !== void 0 && /ld-musl/.test(elf.interp);
   if (musl) {
@@ -40205,12 +40787,12 @@ function ldSoConfDirs(root, file2, depth) {
       if (line.startsWith("/")) dirs.push(line);
       continue;
     }
-    const pattern = inc[1].startsWith("/") ? inc[1] : path18.posix.join(path18.posix.dirname(file2), inc[1]);
-    const dir = resolveTraced(root, path18.posix.dirname(pattern));
+    const pattern = inc[1].startsWith("/") ? inc[1] : path19.posix.join(path19.posix.dirname(file2), inc[1]);
+    const dir = resolveTraced(root, path19.posix.dirname(pattern));
     if (!dir.exists || dir.kind !== "dir") continue;
     const re2 = globToRegExp(pattern);
     for (const name of readdirSync(dir.host).sort()) {
-      const candidate = path18.posix.join(path18.posix.dirname(pattern), name);
+      const candidate = path19.posix.join(path19.posix.dirname(pattern), name);
       if (re2.test(candidate)) dirs.push(...ldSoConfDirs(root, candidate, depth + 1));
     }
   }
@@ -40239,7 +40821,7 @@ function shebang(file2) {
 function walkRoot(root) {
   const out = /* @__PURE__ */ new Map();
   const visit3 = (inRoot) => {
-    const host = path19.join(root, inRoot);
+    const host = path20.join(root, inRoot);
     const st2 = lstatSync3(host);
     const kind = st2.isSymbolicLink() ? "symlink" : st2.isDirectory() ? "dir" : st2.isFile() ? "file" : "other";
     out.set(inRoot, { kind, st: st2 });
@@ -40282,7 +40864,7 @@ async function computeClosure(root, all, trace, config2, logger) {
       e.noFollow ?? false
     );
     if (e.op === "getdents" && r.exists && r.kind === "dir" && !r.virtual) {
-      for (const name of readdirSync2(r.host)) add(path19.posix.join(r.inRoot, name), "dir-listing");
+      for (const name of readdirSync2(r.host)) add(path20.posix.join(r.inRoot, name), "dir-listing");
     }
   }
   const entry = addLookup(trace.entrypoint, "entrypoint");
@@ -40302,7 +40884,7 @@ async function computeClosure(root, all, trace, config2, logger) {
       scanned.add(p2);
       let elf;
       try {
-        elf = await readElf(path19.join(root, p2));
+        elf = await readElf(path20.join(root, p2));
       } catch (err) {
         logger.debug(`not parsing ${p2} as ELF: ${err.message}`);
         continue;
@@ -40310,7 +40892,7 @@ async function computeClosure(root, all, trace, config2, logger) {
       if (!elf) {
         const why = kept.get(p2);
         if (why.has("entrypoint") || why.has("traced-exec")) {
-          const interpreter = shebang(path19.join(root, p2));
+          const interpreter = shebang(path20.join(root, p2));
           if (interpreter) {
             const r = addLookup(interpreter, "shebang-interp");
             if (r.exists) changed = true;
@@ -40326,7 +40908,7 @@ async function computeClosure(root, all, trace, config2, logger) {
       }
       const dirs = elf.needed.length > 0 ? libraryDirs(root, elf, p2) : [];
       for (const lib of elf.needed) {
-        const candidates = lib.includes("/") ? [lib.startsWith("/") ? lib : path19.posix.join(path19.posix.dirname(p2), lib)] : dirs.map((d) => path19.posix.join(d, lib));
+        const candidates = lib.includes("/") ? [lib.startsWith("/") ? lib : path20.posix.join(path20.posix.dirname(p2), lib)] : dirs.map((d) => path20.posix.join(d, lib));
         const hit = candidates.find((c3) => {
           const r = resolveTraced(root, c3);
           return r.exists && r.kind === "file";
@@ -40353,7 +40935,7 @@ async function computeClosure(root, all, trace, config2, logger) {
     }
   }
   for (const p2 of [...kept.keys()]) {
-    for (let d = path19.posix.dirname(p2); d !== "/" && d !== "."; d = path19.posix.dirname(d)) {
+    for (let d = path20.posix.dirname(p2); d !== "/" && d !== "."; d = path20.posix.dirname(d)) {
       if (kept.has(d)) {
         kept.get(d).add("parent-dir");
         continue;
@@ -40414,41 +40996,46 @@ function formatPruneReport(report) {
 `;
 }
 
+// src/stages/sha256sums-line.ts
+var ESCAPES = { "\\": "\\\\", "\n": "\\n", "\r": "\\r" };
+function sha256sumsLine(sha2562, name) {
+  if (!/[\\\n\r]/.test(name)) return `${sha2562}  ${name}`;
+  return `\\${sha2562}  ${name.replace(/[\\\n\r]/g, (c3) => ESCAPES[c3])}`;
+}
+
 // src/stages/outputs.ts
 async function writeTraceReport(report, file2) {
-  await mkdir5(path20.dirname(file2), { recursive: true });
+  await mkdir5(path21.dirname(file2), { recursive: true });
   await writeFile6(file2, formatPruneReport(report));
 }
 async function writeSha256Sums(dir, files) {
   const lines = [];
   for (const f2 of [...new Set(files)].sort()) {
-    if (/[\n\\]/.test(f2))
-      throw new UserError(`cannot list '${f2}' in SHA256SUMS: newline or backslash in the name`);
-    lines.push(`${await sha256File(path20.join(dir, f2))}  ${f2}`);
+    lines.push(sha256sumsLine(await sha256File(path21.join(dir, f2)), f2));
   }
-  const out = path20.join(dir, "SHA256SUMS");
+  const out = path21.join(dir, "SHA256SUMS");
   await writeFile6(out, lines.join("\n") + "\n");
   return out;
 }
 async function writeOutputs(ctx, input2) {
   const { config: config2, packed } = input2;
-  const traceReport = path20.join(ctx.outDir, `${config2.name}.trace.json`);
+  const traceReport = path21.join(ctx.outDir, `${config2.name}.trace.json`);
   await writeTraceReport(input2.report, traceReport);
   const bundle = await writeDeployBundle({
     name: config2.name,
     outDir: ctx.outDir,
     service: config2.service,
     dataPath: config2.data.path,
-    imageFile: path20.basename(packed.image),
-    dataTemplateFile: path20.basename(packed.dataTemplate),
+    imageFile: path21.basename(packed.image),
+    dataTemplateFile: path21.basename(packed.dataTemplate),
     root: input2.prunedRoot,
     logger: ctx.logger
   });
   const sha256sums = await writeSha256Sums(ctx.outDir, [
-    path20.basename(packed.image),
-    path20.basename(packed.dataTemplate),
-    path20.basename(packed.manifest),
-    path20.basename(traceReport),
+    path21.basename(packed.image),
+    path21.basename(packed.dataTemplate),
+    path21.basename(packed.manifest),
+    path21.basename(traceReport),
     ...bundle.files
   ]);
   return { traceReport, bundle, sha256sums };
@@ -40456,8 +41043,8 @@ async function writeOutputs(ctx, input2) {
 
 // src/stages/pack.ts
 import { createHash as createHash6 } from "node:crypto";
-import { lstat as lstat3, mkdir as mkdir6, rm as rm7, stat as stat4, writeFile as writeFile8 } from "node:fs/promises";
-import path22 from "node:path";
+import { lstat as lstat5, mkdir as mkdir6, rm as rm7, stat as stat4, writeFile as writeFile8 } from "node:fs/promises";
+import path23 from "node:path";
 
 // src/tools/mksquashfs.ts
 var ROOT_MODE = 493;
@@ -40496,9 +41083,9 @@ function mksquashfsEnv() {
 
 // src/stages/data-template.ts
 import { createHash as createHash5 } from "node:crypto";
-import { chmod as chmod2, lstat as lstat2, mkdtemp as mkdtemp4, rm as rm6, writeFile as writeFile7 } from "node:fs/promises";
+import { chmod as chmod2, lstat as lstat4, mkdtemp as mkdtemp4, readlink as readlink2, rm as rm6, writeFile as writeFile7 } from "node:fs/promises";
 import os7 from "node:os";
-import path21 from "node:path";
+import path22 from "node:path";
 function archiveStat(st2, owner) {
   const s3 = Object.assign(Object.create(Object.getPrototypeOf(st2)), st2);
   return Object.assign(s3, {
@@ -40517,14 +41104,27 @@ var NeverHitMap = class extends Map {
   }
 };
 var SUPPORTED = (st2) => st2.isFile() || st2.isDirectory() || st2.isSymbolicLink();
+function templateLinkProblem(rel, target) {
+  if (target.startsWith("/"))
+    return `'${rel}' is a symlink to the absolute path ${target}; use a relative target inside the template`;
+  const resolved = path22.posix.normalize(path22.posix.join(path22.posix.dirname(rel), target));
+  if (resolved === ".." || resolved.startsWith("../"))
+    return `'${rel}' is a symlink to ${target}, which points outside the template`;
+  return void 0;
+}
 async function tarDirectory(dir, epoch, owner = { uid: 0, gid: 0 }) {
   const rels = await walkSorted(dir);
   const statCache = /* @__PURE__ */ new Map();
   const unsupported = [];
+  const badLinks = [];
   for (const rel of rels) {
-    const abs = path21.resolve(dir, rel || ".");
-    const st2 = await lstat2(abs);
+    const abs = path22.resolve(dir, rel || ".");
+    const st2 = await lstat4(abs);
     if (!SUPPORTED(st2)) unsupported.push(rel);
+    if (st2.isSymbolicLink()) {
+      const problem = templateLinkProblem(rel, await readlink2(abs));
+      if (problem) badLinks.push(problem);
+    }
     statCache.set(abs, archiveStat(st2, owner));
   }
   if (unsupported.length > 0) {
@@ -40532,6 +41132,7 @@ async function tarDirectory(dir, epoch, owner = { uid: 0, gid: 0 }) {
       `data template ${dir}: only files, directories and symlinks can go into the template; found ` + unsupported.map((r) => `'${r}'`).join(", ")
     );
   }
+  if (badLinks.length > 0) throw new UserError(`data template ${dir}: ${badLinks.join("; ")}`);
   const warnings = [];
   const stream = Qn(
     {
@@ -40627,7 +41228,7 @@ async function writeDataTemplate(o2) {
   let tmp;
   try {
     if (dir === void 0) {
-      tmp = await mkdtemp4(path21.join(os7.tmpdir(), "lhc-empty-data-"));
+      tmp = await mkdtemp4(path22.join(os7.tmpdir(), "lhc-empty-data-"));
       await chmod2(tmp, 493);
       dir = tmp;
     }
@@ -40656,7 +41257,7 @@ function artifactNames(name, fileNames = {}) {
 async function requireDir(dir, what) {
   let st2;
   try {
-    st2 = await lstat3(dir);
+    st2 = await lstat5(dir);
   } catch {
     throw new UserError(`${what} ${dir} does not exist`);
   }
@@ -40667,7 +41268,7 @@ async function packImage(o2) {
   const names = artifactNames(o2.name, o2.fileNames);
   await requireDir(o2.root, "root");
   if (o2.dataDir !== void 0) await requireDir(o2.dataDir, "data directory");
-  const mountPoint = path22.join(o2.root, dataPath);
+  const mountPoint = path23.join(o2.root, dataPath);
   try {
     if (!(await stat4(mountPoint)).isDirectory()) throw new Error("not a directory");
   } catch {
@@ -40676,9 +41277,9 @@ async function packImage(o2) {
     );
   }
   await mkdir6(o2.outDir, { recursive: true });
-  const image = path22.join(o2.outDir, names.image);
-  const dataTemplate = path22.join(o2.outDir, names.dataTemplate);
-  const manifestFile = path22.join(o2.outDir, names.manifest);
+  const image = path23.join(o2.outDir, names.image);
+  const dataTemplate = path23.join(o2.outDir, names.dataTemplate);
+  const manifestFile = path23.join(o2.outDir, names.manifest);
   o2.logger.info(`packing ${o2.root} into ${image} (squashfs, xz, epoch ${o2.epoch})`);
   await rm7(image, { force: true });
   await run(mksquashfsArgv({ source: o2.root, image, epoch: o2.epoch, rootMode: ROOT_MODE }), {
@@ -40726,11 +41327,11 @@ async function packImage(o2) {
 }
 
 // src/stages/prune.ts
-import path25 from "node:path";
+import path26 from "node:path";
 
 // src/harness/data.ts
 import { chmod as chmod3, mkdir as mkdir7, readdir as readdir3, rm as rm8 } from "node:fs/promises";
-import path23 from "node:path";
+import path24 from "node:path";
 async function seedDataDir(config2, root, dir) {
   await rm8(dir, { recursive: true, force: true });
   await mkdir7(dir, { recursive: true, mode: 493 });
@@ -40754,12 +41355,12 @@ async function unpackTemplate(template, dir, opts = {}) {
       onwarn: (code, message) => warnings.push(`${code}: ${message}`),
       onReadEntry: (e) => {
         if (e.type !== "SymbolicLink" && e.mode !== void 0) {
-          modes.push({ file: path23.resolve(dir, e.path), mode: e.mode & 4095 });
+          modes.push({ file: path24.resolve(dir, e.path), mode: e.mode & 4095 });
         }
         if (e.uid === void 0 || e.gid === void 0) return;
         const key = `${e.uid}:${e.gid}`;
         const list = owners.get(key) ?? [];
-        list.push(path23.resolve(dir, e.path));
+        list.push(path24.resolve(dir, e.path));
         owners.set(key, list);
       }
     });
@@ -40788,12 +41389,12 @@ import {
   lchown,
   lutimes,
   mkdir as mkdir8,
-  readlink as readlink2,
+  readlink as readlink3,
   rm as rm9,
   symlink,
   utimes
 } from "node:fs/promises";
-import path24 from "node:path";
+import path25 from "node:path";
 function octal(mode2) {
   return (mode2 & 4095).toString(8).padStart(4, "0");
 }
@@ -40805,8 +41406,8 @@ async function writePrunedRoot(root, all, kept, mounts, prunedRoot, logger) {
   const dirTimes = [];
   for (const p2 of [...kept.keys()].sort()) {
     const e = all.get(p2);
-    const src = path24.join(root, p2);
-    const dst = path24.join(prunedRoot, p2);
+    const src = path25.join(root, p2);
+    const dst = path25.join(prunedRoot, p2);
     if (e.kind === "dir") {
       await mkdir8(dst);
       dirTimes.push({ host: dst, st: e.st });
@@ -40814,7 +41415,7 @@ async function writePrunedRoot(root, all, kept, mounts, prunedRoot, logger) {
       await copyFile2(src, dst);
       await utimes(dst, e.st.atime, e.st.mtime);
     } else if (e.kind === "symlink") {
-      await symlink(await readlink2(src), dst);
+      await symlink(await readlink3(src), dst);
     } else {
       logger.debug(`not copying special file ${p2}`);
       continue;
@@ -40831,7 +41432,7 @@ async function writePrunedRoot(root, all, kept, mounts, prunedRoot, logger) {
     });
   }
   for (const m2 of mounts) {
-    const dst = path24.join(prunedRoot, m2);
+    const dst = path25.join(prunedRoot, m2);
     const existing = list.find((k2) => k2.path === m2);
     if (existing) {
       if (!existing.why.includes("mount-point")) existing.why.push("mount-point");
@@ -40839,7 +41440,7 @@ async function writePrunedRoot(root, all, kept, mounts, prunedRoot, logger) {
     }
     const e = all.get(m2);
     const mode2 = e?.kind === "dir" ? e.st.mode & 4095 : m2 === "/tmp" ? 1023 : 493;
-    await mkdir8(path24.dirname(dst), { recursive: true });
+    await mkdir8(path25.dirname(dst), { recursive: true });
     await mkdir8(dst);
     await chmod4(dst, mode2);
     if (e?.kind === "dir") await lchown(dst, e.st.uid, e.st.gid).catch(() => void 0);
@@ -40857,8 +41458,8 @@ async function pruneRoot(root, trace, config2, opts) {
   const { logger } = opts;
   const all = walkRoot(root);
   const closure = await computeClosure(root, all, trace, config2, logger);
-  const prunedRoot = path25.join(opts.outDir, "root");
-  const dataDir = path25.join(opts.outDir, "data");
+  const prunedRoot = path26.join(opts.outDir, "root");
+  const dataDir = path26.join(opts.outDir, "data");
   const list = await writePrunedRoot(
     root,
     all,
@@ -40874,41 +41475,41 @@ async function pruneRoot(root, trace, config2, opts) {
 }
 
 // src/core/work-layout.ts
-import path26 from "node:path";
+import path27 from "node:path";
 function workLayout(dir) {
-  const abs = path26.resolve(dir);
+  const abs = path27.resolve(dir);
   return {
     dir: abs,
-    root: path26.join(abs, "root"),
-    trace: path26.join(abs, "trace"),
-    pruned: path26.join(abs, "pruned"),
-    selfCheck: path26.join(abs, "self-check")
+    root: path27.join(abs, "root"),
+    trace: path27.join(abs, "trace"),
+    pruned: path27.join(abs, "pruned"),
+    selfCheck: path27.join(abs, "self-check")
   };
 }
 function traceScratch(dir) {
   return {
     /** The writable view of the root the service runs on (overlay mount point or copy). */
-    view: path26.join(dir, "trace-root"),
-    upper: path26.join(dir, "trace-upper"),
-    overlayWork: path26.join(dir, "trace-overlay-work"),
-    data: path26.join(dir, "trace-data"),
+    view: path27.join(dir, "trace-root"),
+    upper: path27.join(dir, "trace-upper"),
+    overlayWork: path27.join(dir, "trace-overlay-work"),
+    data: path27.join(dir, "trace-data"),
     /** Raw traces (QEMU FIFO text, strace logs), kept for debugging. */
-    raw: path26.join(dir, "raw")
+    raw: path27.join(dir, "raw")
   };
 }
 function selfCheckScratch(dir) {
   return {
     /** The pruned root, bind-mounted read-only. */
-    view: path26.join(dir, "self-check-root"),
-    data: path26.join(dir, "self-check-data")
+    view: path27.join(dir, "self-check-root"),
+    data: path27.join(dir, "self-check-data")
   };
 }
 
 // src/stages/root.ts
 import { createHash as createHash7 } from "node:crypto";
-import { chmodSync as chmodSync3, existsSync as existsSync6, lstatSync as lstatSync6, readdirSync as readdirSync4, readFileSync as readFileSync5 } from "node:fs";
+import { chmodSync as chmodSync3, existsSync as existsSync7, lstatSync as lstatSync6, readdirSync as readdirSync4, readFileSync as readFileSync5 } from "node:fs";
 import { mkdir as mkdir10, rename as rename4, rm as rm11, stat as stat6 } from "node:fs/promises";
-import path29 from "node:path";
+import path30 from "node:path";
 
 // src/root/extract.ts
 import { once as once9 } from "node:events";
@@ -40932,7 +41533,7 @@ import {
   readlinkSync as readlinkSync2
 } from "node:fs";
 import { mkdir as mkdir9, mkdtemp as mkdtemp5, rm as rm10, stat as stat5 } from "node:fs/promises";
-import path27 from "node:path";
+import path28 from "node:path";
 import { createGunzip } from "node:zlib";
 var ExtractError = class extends UserError {
   constructor(archive, entry, reason) {
@@ -40959,7 +41560,7 @@ function detectCompression(head) {
   if (head.length >= 2 && head[0] === 93 && head[1] === 0) return { unsupported: "lzma" };
   return "none";
 }
-function readHead(file2) {
+function readHead2(file2) {
   const fd = openSync2(file2, "r");
   try {
     const buf = Buffer.alloc(512);
@@ -41093,7 +41694,7 @@ var Extractor = class {
   }
   writeFile(entry, name, parts) {
     const parent = this.parentOf(name, parts);
-    const host = path27.join(parent, parts[parts.length - 1]);
+    const host = path28.join(parent, parts[parts.length - 1]);
     const flags = fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW;
     let fd;
     try {
@@ -41155,7 +41756,7 @@ var Extractor = class {
       return;
     }
     const parent = this.parentOf(name, parts);
-    const host = path27.join(parent, parts[parts.length - 1]);
+    const host = path28.join(parent, parts[parts.length - 1]);
     try {
       mkdirSync2(host, { mode: 448 });
       this.summary.dirs++;
@@ -41183,7 +41784,7 @@ var Extractor = class {
     if (!lstatSync4(targetHost).isFile())
       this.fail(name, `hardlink target '${linkpath}' is no longer a regular file`);
     const parent = this.parentOf(name, parts);
-    const host = path27.join(parent, parts[parts.length - 1]);
+    const host = path28.join(parent, parts[parts.length - 1]);
     try {
       linkSync(targetHost, host);
     } catch (e) {
@@ -41200,7 +41801,7 @@ var Extractor = class {
   finish() {
     for (const s3 of this.symlinks) {
       const parent = this.parentOf(s3.name, s3.parts);
-      const host = path27.join(parent, s3.parts[s3.parts.length - 1]);
+      const host = path28.join(parent, s3.parts[s3.parts.length - 1]);
       try {
         symlinkSync(s3.target, host);
       } catch (e) {
@@ -41229,30 +41830,30 @@ var Extractor = class {
   }
 };
 function capFor(compression, compressedSize, opts) {
-  const maxBytes = opts.maxBytes ?? DEFAULT_MAX_BYTES;
-  if (compression === "none") return maxBytes;
+  const maxBytes2 = opts.maxBytes ?? DEFAULT_MAX_BYTES;
+  if (compression === "none") return maxBytes2;
   const byRatio = Math.max(
     opts.ratioFloorBytes ?? DEFAULT_RATIO_FLOOR,
     compressedSize * (opts.maxRatio ?? DEFAULT_MAX_RATIO)
   );
-  return Math.min(maxBytes, byRatio);
+  return Math.min(maxBytes2, byRatio);
 }
-function bombError(archive, cap, compressedSize) {
+function bombError(archive, cap, compressedSize, opts) {
   return new ExtractError(
     archive,
     void 0,
-    `decompresses to more than ${cap} bytes from ${compressedSize} compressed bytes (decompression bomb cap; raise maxRatio/maxBytes if this archive is legitimate)`
+    `decompresses to more than ${cap} bytes from ${compressedSize} compressed bytes: refused as a decompression bomb (lhc unpacks at most ${opts.maxRatio ?? DEFAULT_MAX_RATIO} times the compressed size, at least ${formatBytes(opts.ratioFloorBytes ?? DEFAULT_RATIO_FLOOR)} and at most ${formatBytes(opts.maxBytes ?? DEFAULT_MAX_BYTES)})`
   );
 }
-async function xzToTemp(archive, tmpDir, cap, compressedSize, logger) {
-  const out = path27.join(tmpDir, "archive.tar");
+async function xzToTemp(archive, tmpDir, cap, compressedSize, opts, logger) {
+  const out = path28.join(tmpDir, "archive.tar");
   const script = 'set -o pipefail; xz -dc -- "$1" | head -c "$2" > "$3"';
   const r = await run(["bash", "-c", script, "bash", archive, String(cap + 1), out], {
     reject: false,
     logger
   });
   const size = (await stat5(out)).size;
-  if (size > cap) throw bombError(archive, cap, compressedSize);
+  if (size > cap) throw bombError(archive, cap, compressedSize, opts);
   if (r.exitCode !== 0) {
     if (/xz: not found|command not found/.test(r.stderr)) {
       throw new UserError(
@@ -41298,7 +41899,7 @@ async function extractTarball(archive, dest, opts = {}) {
       `cannot read tarball ${archive}: ${e.code ?? String(e)}`
     );
   }
-  const detected = detectCompression(readHead(archive));
+  const detected = detectCompression(readHead2(archive));
   if (typeof detected === "object") {
     throw new ExtractError(
       archive,
@@ -41316,12 +41917,14 @@ async function extractTarball(archive, dest, opts = {}) {
       code === "EEXIST" ? `extraction target ${dest} already exists: extraction needs a fresh directory` : `cannot create extraction target ${dest}: ${code ?? String(e)}`
     );
   }
-  const tmpDir = compression === "xz" ? await mkdtemp5(path27.join(path27.dirname(dest), ".lhc-xz-")) : void 0;
+  const tmpDir = compression === "xz" ? await mkdtemp5(path28.join(path28.dirname(dest), ".lhc-xz-")) : void 0;
   const ex = new Extractor(archive, dest, compression, opts);
   try {
     let source;
     if (compression === "xz") {
-      source = createReadStream4(await xzToTemp(archive, tmpDir, cap, compressedSize, opts.logger));
+      source = createReadStream4(
+        await xzToTemp(archive, tmpDir, cap, compressedSize, opts, opts.logger)
+      );
     } else if (compression === "gzip") {
       source = createReadStream4(archive).pipe(createGunzip());
     } else {
@@ -41338,7 +41941,7 @@ async function extractTarball(archive, dest, opts = {}) {
     });
     parser.on("entry", (entry) => ex.onEntry(entry));
     try {
-      await pump(source, parser, cap, () => bombError(archive, cap, compressedSize), ex);
+      await pump(source, parser, cap, () => bombError(archive, cap, compressedSize, opts), ex);
     } catch (e) {
       if (e instanceof UserError) throw e;
       const msg = e.message ?? String(e);
@@ -41381,16 +41984,16 @@ import {
   chmodSync as chmodSync2,
   lchownSync as lchownSync2
 } from "node:fs";
-import { open as open3 } from "node:fs/promises";
-import path28 from "node:path";
+import { open as open5 } from "node:fs/promises";
+import path29 from "node:path";
 function hostPathFor(root, dst) {
-  const dir = path28.posix.dirname(dst);
+  const dir = path29.posix.dirname(dst);
   const parent = resolveInRoot(root, dir, { createMissing: true });
   if (!parent.exists) mkdirSync3(parent.host, { mode: 493 });
   else if (!lstatSync5(parent.host).isDirectory())
     throw new UserError(`cannot install ${dst}: ${parent.inRoot} in the root is not a directory`);
-  const name = path28.posix.basename(dst);
-  return { host: path28.join(parent.host, name), inRoot: path28.posix.join(parent.inRoot, name) };
+  const name = path29.posix.basename(dst);
+  return { host: path29.join(parent.host, name), inRoot: path29.posix.join(parent.inRoot, name) };
 }
 function clearForFile(host, dst) {
   let st2;
@@ -41406,9 +42009,9 @@ function clearForFile(host, dst) {
 async function installFile(root, src, dst, mode2) {
   const { host } = hostPathFor(root, dst);
   clearForFile(host, dst);
-  const fh = await open3(host, fsc2.O_WRONLY | fsc2.O_CREAT | fsc2.O_EXCL | fsc2.O_NOFOLLOW, 384);
+  const fh = await open5(host, fsc2.O_WRONLY | fsc2.O_CREAT | fsc2.O_EXCL | fsc2.O_NOFOLLOW, 384);
   try {
-    const src_ = await open3(src, "r");
+    const src_ = await open5(src, "r");
     try {
       const buf = Buffer.alloc(1 << 20);
       for (; ; ) {
@@ -41444,8 +42047,8 @@ function normalizedMode(st2) {
 async function copyTree(root, srcDir, dst, stats = { files: 0, dirs: 0, symlinks: 0 }) {
   ensureDir(root, dst, 493);
   for (const name of readdirSync3(srcDir).sort()) {
-    const src = path28.join(srcDir, name);
-    const to2 = path28.posix.join(dst, name);
+    const src = path29.join(srcDir, name);
+    const to2 = path29.posix.join(dst, name);
     const st2 = lstatSync5(src);
     if (st2.isDirectory()) {
       stats.dirs++;
@@ -41548,7 +42151,7 @@ function treeBytes(dir) {
   let total = 0;
   const walk = (d) => {
     for (const name of readdirSync4(d)) {
-      const p2 = path29.join(d, name);
+      const p2 = path30.join(d, name);
       const st2 = lstatSync6(p2, { bigint: false });
       if (st2.isDirectory()) walk(p2);
       else if (st2.isFile()) {
@@ -41584,7 +42187,7 @@ async function runInRoot(root, command, opts) {
 }
 function debianMirrors(base, hostSourcesFile = HOST_SOURCES2) {
   if (base.mirrors && base.mirrors.length > 0) return [...base.mirrors];
-  if (!existsSync6(hostSourcesFile)) return [];
+  if (!existsSync7(hostSourcesFile)) return [];
   return hostMirrorLines(readFileSync5(hostSourcesFile, "utf8"), base.suite);
 }
 function debianBaseKey(input2) {
@@ -41608,16 +42211,16 @@ async function debianBaseTarball(base, arch, opts) {
     packages: base.packages,
     mirrors
   });
-  const dir = opts.basesDir ?? path29.join(cacheDir(), "bases");
-  const out = path29.join(dir, `${key}.tar`);
-  if (existsSync6(out)) {
+  const dir = opts.basesDir ?? path30.join(cacheDir(), "bases");
+  const out = path30.join(dir, `${key}.tar`);
+  if (existsSync7(out)) {
     opts.logger.info(
       `debian base ${base.suite} (${base.packages.join(", ") || "no extra packages"}): cached ${out}`
     );
     return out;
   }
   await mkdir10(dir, { recursive: true });
-  const tmp = path29.join(dir, `.tmp-${key}-${process.pid}.tar`);
+  const tmp = path30.join(dir, `.tmp-${key}-${process.pid}.tar`);
   opts.logger.info(
     `debian base: mmdebstrap ${base.suite} ${debArch} with ${base.packages.join(", ") || "no extra packages"} (${mirrors.length ? "host apt sources" : "mmdebstrap's default mirror"}; takes minutes under QEMU)`
   );
@@ -41675,7 +42278,7 @@ function describeExtract(s3) {
 }
 async function assembleRoot(config2, opts) {
   const { logger } = opts;
-  const root = path29.join(opts.workDir, "root");
+  const root = path30.join(opts.workDir, "root");
   const base = config2.base;
   if (config2.packages !== void 0 && base.type === "scratch") {
     throw new ConfigError(
@@ -41690,7 +42293,7 @@ async function assembleRoot(config2, opts) {
       }
       const tarball = base.type === "tarball" ? await tarballPath(base, opts) : await debianBaseTarball(base, config2.arch, opts);
       const s3 = await extractTarball(tarball, root, { logger });
-      logger.info(`extracted ${path29.basename(tarball)}: ${describeExtract(s3)}`);
+      logger.info(`extracted ${path30.basename(tarball)}: ${describeExtract(s3)}`);
       for (const d of NSPAWN_DIRS) ensureDir(root, d, d === "/tmp" ? 1023 : 493);
     });
     if (config2.packages !== void 0) {
@@ -41909,7 +42512,12 @@ function visibleDiff(expected, actual, labels = { expected: "expected", actual: 
     out.push(`@@ -${range(aStart, aCount)} +${range(bStart, bCount)} @@`);
     for (const o2 of hunk) out.push(...renderLine(o2));
   }
-  return out.join("\n");
+  const [maxLines, maxChars] = [80, 240];
+  const shown = out.slice(0, maxLines).map(
+    (l) => l.length > maxChars ? `${l.slice(0, maxChars)}... (${l.length - maxChars} more characters)` : l
+  );
+  if (out.length > maxLines) shown.push(`... (${out.length - maxLines} more diff lines not shown)`);
+  return shown.join("\n");
 }
 function bytesDiff(what, before, after) {
   const at2 = firstDifference(before, after);
@@ -41931,13 +42539,13 @@ function responseDiff(name, before, after) {
 }
 
 // src/harness/mounts.ts
-import { existsSync as existsSync7 } from "node:fs";
-import { readFile as readFile7, readdir as readdir4, rm as rm12, rmdir } from "node:fs/promises";
-import path31 from "node:path";
+import { existsSync as existsSync8 } from "node:fs";
+import { readFile as readFile6, readdir as readdir4, rm as rm12, rmdir } from "node:fs/promises";
+import path32 from "node:path";
 
 // src/verify/hardening.ts
-import { readFile as readFile6 } from "node:fs/promises";
-import path30 from "node:path";
+import { readFile as readFile5 } from "node:fs/promises";
+import path31 from "node:path";
 function unescape(field2) {
   return field2.replace(/\\([0-7]{3})/g, (_2, o2) => String.fromCharCode(parseInt(o2, 8)));
 }
@@ -42037,7 +42645,7 @@ function checkNetwork(netDev) {
   };
 }
 async function inspectProcess(pid, dataPath) {
-  const read2 = (f2) => readFile6(`/proc/${pid}/${f2}`, "utf8");
+  const read2 = (f2) => readFile5(`/proc/${pid}/${f2}`, "utf8");
   const [mountinfo, status, uidMap, netDev] = await Promise.all([
     read2("mountinfo"),
     read2("status"),
@@ -42085,13 +42693,13 @@ function resolveInImage(entries, p2, depth = 0) {
   let cur = "/";
   for (let i2 = 0; i2 < parts.length; i2++) {
     if (parts[i2] === "..") {
-      cur = path30.posix.dirname(cur);
+      cur = path31.posix.dirname(cur);
       continue;
     }
-    const next = path30.posix.join(cur, parts[i2]);
+    const next = path31.posix.join(cur, parts[i2]);
     const e = entries.get(next);
     if (e?.kind === "symlink" && depth < 40) {
-      const target = e.target.startsWith("/") ? e.target : path30.posix.join(cur, e.target);
+      const target = e.target.startsWith("/") ? e.target : path31.posix.join(cur, e.target);
       const rest = parts.slice(i2 + 1).join("/");
       return resolveInImage(entries, rest ? `${target}/${rest}` : target, depth + 1);
     }
@@ -42105,7 +42713,7 @@ function checkNoInterpreters(entries, command0) {
   const own2 = resolveInImage(byPath2, command0);
   const found = [];
   for (const e of entries) {
-    if (e.kind === "dir" || !INTERPRETER_NAME.test(path30.posix.basename(e.path))) continue;
+    if (e.kind === "dir" || !INTERPRETER_NAME.test(path31.posix.basename(e.path))) continue;
     if (e.kind === "file" && !e.executable) continue;
     if (e.path === command0 || resolveInImage(byPath2, e.path) === own2) continue;
     found.push(e.kind === "symlink" ? `${e.path} -> ${e.target}` : e.path);
@@ -42120,13 +42728,13 @@ function checkNoInterpreters(entries, command0) {
 // src/harness/proc.ts
 import { readdirSync as readdirSync5, readFileSync as readFileSync6, readlinkSync as readlinkSync4 } from "node:fs";
 function parseStat(text) {
-  const open4 = text.indexOf("(");
+  const open6 = text.indexOf("(");
   const close = text.lastIndexOf(")");
-  if (open4 === -1 || close === -1) return void 0;
+  if (open6 === -1 || close === -1) return void 0;
   const rest = text.slice(close + 2).split(" ");
   return {
-    pid: Number(text.slice(0, open4).trim()),
-    comm: text.slice(open4 + 1, close),
+    pid: Number(text.slice(0, open6).trim()),
+    comm: text.slice(open6 + 1, close),
     ppid: Number(rest[1]),
     pgid: Number(rest[2]),
     startTime: Number(rest[19])
@@ -42206,7 +42814,7 @@ async function waitFor(probe, timeoutMs, signal, intervalMs = 20) {
 
 // src/harness/mounts.ts
 async function ownMounts() {
-  const text = await readFile7("/proc/self/mountinfo", "utf8");
+  const text = await readFile6("/proc/self/mountinfo", "utf8");
   const parsed = parseMountInfo(text);
   return text.split("\n").filter((l) => l.trim()).map((l, i2) => ({
     majorMinor: l.split(" ")[2],
@@ -42249,7 +42857,7 @@ async function containerProcesses(majorMinor) {
     if (pid === process.pid) continue;
     let text;
     try {
-      text = await readFile7(`/proc/${pid}/mountinfo`, "utf8");
+      text = await readFile6(`/proc/${pid}/mountinfo`, "utf8");
     } catch {
       continue;
     }
@@ -42297,7 +42905,7 @@ async function loopBackingFile(dev) {
   const name = loopName(dev);
   if (!name) return void 0;
   try {
-    return (await readFile7(`/sys/block/${name}/loop/backing_file`, "utf8")).trim();
+    return (await readFile6(`/sys/block/${name}/loop/backing_file`, "utf8")).trim();
   } catch {
     return void 0;
   }
@@ -42305,7 +42913,7 @@ async function loopBackingFile(dev) {
 async function releaseLoop(dev, image, logger) {
   for (let i2 = 0; i2 < 20; i2++) {
     const backing = await loopBackingFile(dev);
-    if (backing === void 0 || path31.resolve(backing.replace(/ \(deleted\)$/, "")) !== path31.resolve(image))
+    if (backing === void 0 || path32.resolve(backing.replace(/ \(deleted\)$/, "")) !== path32.resolve(image))
       return;
     await sleep2(100);
   }
@@ -42315,9 +42923,9 @@ async function releaseLoop(dev, image, logger) {
 async function removeWorkDir(workDir, mountPoints2) {
   for (const m2 of mountPoints2) {
     if (await mountAt(m2)) throw new Error(`${m2} is still mounted; leaving ${workDir} in place`);
-    if (existsSync7(m2)) await rmdir(m2).catch(() => void 0);
+    if (existsSync8(m2)) await rmdir(m2).catch(() => void 0);
   }
-  if (existsSync7(workDir) && (await readdir4(workDir)).every((n2) => !mountPoints2.includes(path31.join(workDir, n2)))) {
+  if (existsSync8(workDir) && (await readdir4(workDir)).every((n2) => !mountPoints2.includes(path32.join(workDir, n2)))) {
     await rm12(workDir, { recursive: true, force: true });
   }
 }
@@ -42349,11 +42957,11 @@ async function bindReadOnly(source, target, logger) {
 }
 
 // src/harness/run.ts
-import { readFile as readFile9, rm as rm13 } from "node:fs/promises";
-import path32 from "node:path";
+import { readFile as readFile8, rm as rm13 } from "node:fs/promises";
+import path33 from "node:path";
 
 // src/harness/listen.ts
-import { readFile as readFile8 } from "node:fs/promises";
+import { readFile as readFile7 } from "node:fs/promises";
 function listensOn(netTcp, port2) {
   const hexPort = port2.toString(16).toUpperCase().padStart(4, "0");
   return netTcp.split("\n").some((l) => {
@@ -42363,7 +42971,7 @@ function listensOn(netTcp, port2) {
 }
 async function readNetTcp(procDir) {
   const parts = await Promise.all(
-    ["tcp", "tcp6"].map((f2) => readFile8(`${procDir}/net/${f2}`, "utf8").catch(() => void 0))
+    ["tcp", "tcp6"].map((f2) => readFile7(`${procDir}/net/${f2}`, "utf8").catch(() => void 0))
   );
   const readable2 = parts.filter((p2) => p2 !== void 0);
   return readable2.length > 0 ? readable2.join("\n") : void 0;
@@ -42467,7 +43075,7 @@ async function probeListening(config2, pid, port2, probe, o2) {
     );
     return { body: r2.stdoutBytes };
   }
-  const bodyFile = path32.join(o2.workDir, `probe-${probe.name}.body`);
+  const bodyFile = path33.join(o2.workDir, `probe-${probe.name}.body`);
   await rm13(bodyFile, { force: true });
   const url3 = `http://127.0.0.1:${port2}${probe.path}`;
   const curl = ["curl", "-s", "-S", "-o", bodyFile, "-w", "%{http_code}"];
@@ -42482,7 +43090,7 @@ async function probeListening(config2, pid, port2, probe, o2) {
       `probe '${probe.name}': ${url3} inside the container's network namespace failed: ${tail(r.stderr, 5) || `curl exit code ${r.exitCode}`}`
     );
   }
-  const body = await readFile9(bodyFile).catch(() => Buffer.alloc(0));
+  const body = await readFile8(bodyFile).catch(() => Buffer.alloc(0));
   return { status: Number(r.stdout.trim()), body };
 }
 async function runListening(config2, t, o2) {
@@ -42588,19 +43196,19 @@ ${diffs.join("\n")}`
 
 // src/stages/trace.ts
 import { mkdir as mkdir12, rm as rm16, stat as stat7, writeFile as writeFile9 } from "node:fs/promises";
-import path34 from "node:path";
+import path35 from "node:path";
 
 // src/trace/hook.ts
-import { readFile as readFile10, rm as rm15 } from "node:fs/promises";
-import path33 from "node:path";
+import { readFile as readFile9, rm as rm15 } from "node:fs/promises";
+import path34 from "node:path";
 
 // src/trace/fifo.ts
 import { randomBytes as randomBytes4 } from "node:crypto";
 import { closeSync as closeSync3, constants as constants6, openSync as openSync3, read, writeSync as writeSync2 } from "node:fs";
 var TraceFifo = class _TraceFifo {
-  constructor(path42) {
-    this.path = path42;
-    this.fd = openSync3(path42, constants6.O_RDWR);
+  constructor(path43) {
+    this.path = path43;
+    this.fd = openSync3(path43, constants6.O_RDWR);
     this.done = this.pump();
   }
   path;
@@ -42612,9 +43220,9 @@ var TraceFifo = class _TraceFifo {
   done;
   closed = false;
   /** Creates the FIFO (mode 0666: the service may run as any user) and starts reading it. */
-  static async create(path42) {
-    await run(["mkfifo", "-m", "0666", path42]);
-    return new _TraceFifo(path42);
+  static async create(path43) {
+    await run(["mkfifo", "-m", "0666", path43]);
+    return new _TraceFifo(path43);
   }
   async pump() {
     const buf = Buffer.alloc(256 * 1024);
@@ -42669,7 +43277,7 @@ function qemuTraceHook(dir) {
     env: qemuFifoEnv(),
     binds: [{ host: dir, container: TRACE_MOUNT }],
     async begin(argv) {
-      const fifoPath = path33.join(dir, QEMU_TRACE_FILE);
+      const fifoPath = path34.join(dir, QEMU_TRACE_FILE);
       await rm15(fifoPath, { force: true });
       const fifo = await TraceFifo.create(fifoPath);
       return { argv, end: async () => ({ text: await fifo.finish() }) };
@@ -42679,10 +43287,10 @@ function qemuTraceHook(dir) {
 function straceHook(dir) {
   return {
     async begin(argv, index) {
-      const file2 = path33.join(dir, index === void 0 ? "strace.log" : `strace.${index}.log`);
+      const file2 = path34.join(dir, index === void 0 ? "strace.log" : `strace.${index}.log`);
       return {
         argv: ["strace", ...STRACE_FLAGS, "-o", file2, "--", ...argv],
-        end: async () => ({ text: await readFile10(file2, "utf8").catch(() => ""), file: file2 })
+        end: async () => ({ text: await readFile9(file2, "utf8").catch(() => ""), file: file2 })
       };
     }
   };
@@ -43176,7 +43784,7 @@ async function traceService(config2, root, opts) {
           privileged: true
         });
       }
-      const dirs = [TRACE_MOUNT, config2.data.path, "/usr"].map((p2) => path34.join(copy, p2));
+      const dirs = [TRACE_MOUNT, config2.data.path, "/usr"].map((p2) => path35.join(copy, p2));
       await run(["mkdir", "-p", "-m", "0755", "--", ...dirs], { privileged: true });
     });
     await seedDataDir(config2, root, dataDir);
@@ -43206,7 +43814,7 @@ async function traceService(config2, root, opts) {
     for (const [i2, { text }] of probed.records.entries()) {
       const parsed = emulated ? parseQemuStrace(text, parseOpts) : parseHostStrace(text, parseOpts);
       if (emulated) {
-        const file2 = path34.join(traceDir, `qemu.${i2}.txt`);
+        const file2 = path35.join(traceDir, `qemu.${i2}.txt`);
         await writeFile9(file2, text);
         traceFiles.push(file2);
       }
@@ -43270,10 +43878,10 @@ async function traceService(config2, root, opts) {
 
 // src/stages/verify.ts
 import { setMaxListeners as setMaxListeners2 } from "node:events";
-import { existsSync as existsSync9 } from "node:fs";
+import { existsSync as existsSync10 } from "node:fs";
 import { mkdir as mkdir13, mkdtemp as mkdtemp6 } from "node:fs/promises";
 import os8 from "node:os";
-import path37 from "node:path";
+import path38 from "node:path";
 
 // src/harness/client.ts
 import http from "node:http";
@@ -43409,17 +44017,17 @@ async function runLoad(requests, concurrency, one, signal) {
       signal?.throwIfAborted();
       const i2 = next++;
       const start2 = performance.now();
-      let problem2;
+      let problem;
       try {
-        problem2 = await one(i2);
+        problem = await one(i2);
       } catch (e) {
         signal?.throwIfAborted();
-        problem2 = e.message;
+        problem = e.message;
       }
       latencies.push(performance.now() - start2);
-      if (problem2 !== void 0) {
+      if (problem !== void 0) {
         failures++;
-        firstFailure ??= `request ${i2 + 1}: ${problem2}`;
+        firstFailure ??= `request ${i2 + 1}: ${problem}`;
       }
     }
   };
@@ -43440,14 +44048,14 @@ async function runLoad(requests, concurrency, one, signal) {
 }
 
 // src/verify/probes.ts
-import { readFile as readFile11 } from "node:fs/promises";
-import path35 from "node:path";
+import { readFile as readFile10 } from "node:fs/promises";
+import path36 from "node:path";
 async function readFixtures(probes) {
   const out = /* @__PURE__ */ new Map();
   for (const p2 of probes) {
     if (!p2.fixture) continue;
     try {
-      out.set(p2.name, await readFile11(p2.fixture));
+      out.set(p2.name, await readFile10(p2.fixture));
     } catch (e) {
       throw new UserError(
         `probe ${p2.name}: cannot read fixture ${p2.fixture}: ${e.code ?? String(e)}`
@@ -43477,12 +44085,12 @@ async function ask(probe, endpoint, timeoutMs, signal) {
 async function probeOnce(probe, expected, endpoint, timeoutMs, signal) {
   try {
     const got = await ask(probe, endpoint, timeoutMs, signal);
-    const problem2 = judge(probe, expected, got, describeEndpoint(endpoint));
+    const problem = judge(probe, expected, got, describeEndpoint(endpoint));
     return {
       outcome: {
         name: probe.name,
-        ok: problem2 === void 0,
-        diff: problem2,
+        ok: problem === void 0,
+        diff: problem,
         bytes: got.body.length
       },
       body: got.body
@@ -43503,7 +44111,7 @@ async function curlProbe(probe, expected, svc, workDir, opts, timeoutMs) {
   const { host, port: port2 } = svc.clientTarget;
   const name = `${probe.name} (curl)`;
   const seconds = String(Math.ceil(timeoutMs / 1e3));
-  const bodyFile = path35.join(workDir, "curl-body");
+  const bodyFile = path36.join(workDir, "curl-body");
   const url3 = probe.type === "gopher" ? gopherUrl(host, port2, probe.selector) : `http://${host}:${port2}${probe.path}`;
   const curl = [
     "curl",
@@ -43530,15 +44138,15 @@ async function curlProbe(probe, expected, svc, workDir, opts, timeoutMs) {
       diff: `${r.command} failed (exit ${r.exitCode}): ${r.stderr.trim()}`,
       bytes: 0
     };
-  const body = await readFile11(bodyFile);
+  const body = await readFile10(bodyFile);
   const status = probe.type === "http" ? Number(r.stdout.trim()) : void 0;
-  const problem2 = judge(probe, expected, { status, body }, "curl");
-  return { name, ok: problem2 === void 0, diff: problem2, bytes: body.length };
+  const problem = judge(probe, expected, { status, body }, "curl");
+  return { name, ok: problem === void 0, diff: problem, bytes: body.length };
 }
 
 // src/harness/service.ts
-import { existsSync as existsSync8 } from "node:fs";
-import path36 from "node:path";
+import { existsSync as existsSync9 } from "node:fs";
+import path37 from "node:path";
 var FORWARDER = `
 const net = require('net');
 const [, sock, port] = process.argv;
@@ -43631,13 +44239,13 @@ ${stderr}`
 ${stderr}`
     );
   }
-  const sockPath = path36.join(state.workDir, "service.sock");
+  const sockPath = path37.join(state.workDir, "service.sock");
   const nsenter = (a2) => ["nsenter", "-t", String(payload.pid), "-n", ...a2];
   state.forwarder = start(nsenter([process.execPath, "-e", FORWARDER, sockPath, String(port2)]), {
     privileged: true,
     logger
   });
-  if (!await waitFor(() => existsSync8(sockPath) || void 0, 1e4, signal)) {
+  if (!await waitFor(() => existsSync9(sockPath) || void 0, 1e4, signal)) {
     throw new UserError(
       `the forwarder into the container's network namespace did not start: ${state.forwarder.command}`
     );
@@ -43737,8 +44345,8 @@ function combinedSignal(opts, concurrency) {
   };
 }
 async function mustExist(file2, what) {
-  const abs = path37.resolve(file2);
-  if (!existsSync9(abs)) throw new UserError(`${what} ${file2} does not exist`);
+  const abs = path38.resolve(file2);
+  if (!existsSync10(abs)) throw new UserError(`${what} ${file2} does not exist`);
   return abs;
 }
 async function verifyImage(options) {
@@ -43755,11 +44363,11 @@ async function verifyImage(options) {
     throw new UserError(`--concurrency must be a whole number \u2265 1, got ${concurrency}`);
   const { signal, dispose: disposeSignal } = combinedSignal(options, concurrency);
   const opts = { ...options, signal };
-  const workDir = await mkdtemp6(path37.join(os8.tmpdir(), "lhc-verify-"));
+  const workDir = await mkdtemp6(path38.join(os8.tmpdir(), "lhc-verify-"));
   const state = {
     workDir,
-    rootDir: path37.join(workDir, config2.name),
-    dataDir: path37.join(workDir, "data"),
+    rootDir: path38.join(workDir, config2.name),
+    dataDir: path38.join(workDir, "data"),
     sockets: /* @__PURE__ */ new Set(),
     payloads: []
   };
@@ -43779,7 +44387,7 @@ async function verifyImage(options) {
         `image ${image} mounted read-only at ${state.rootDir} (${state.image.loopDevice})`
       );
       for (const needed of mountPoints(config2.data.path)) {
-        if (!existsSync9(path37.join(state.rootDir, needed))) {
+        if (!existsSync10(path38.join(state.rootDir, needed))) {
           throw new UserError(
             `the image has no ${needed} directory; a read-only root needs every mount point (add it to the root)`
           );
@@ -43920,10 +44528,10 @@ async function build(config2, opts) {
     }
   };
   const callerUmask = process.umask(18);
-  const outDir = path38.resolve(opts.outDir);
+  const outDir = path39.resolve(opts.outDir);
   await mkdir14(outDir, { recursive: true });
   const work = workLayout(
-    opts.workDir ?? await mkdtemp7(path38.join(os9.tmpdir(), `lhc-${config2.name}-`))
+    opts.workDir ?? await mkdtemp7(path39.join(os9.tmpdir(), `lhc-${config2.name}-`))
   );
   const workDir = work.dir;
   await mkdir14(workDir, { recursive: true });
@@ -43971,9 +44579,10 @@ async function build(config2, opts) {
         logger,
         luaPath: luaBuild?.path,
         signal: opts.signal,
-        basesDir: opts.basesDir ?? (opts.cacheDir ? path38.join(opts.cacheDir, "bases") : void 0)
+        basesDir: opts.basesDir ?? (opts.cacheDir ? path39.join(opts.cacheDir, "bases") : void 0)
       });
     });
+    await checkEntrypoint(assembled.root, config2.service.command[0], config2.arch);
     const trace = await stage(
       "trace",
       () => traceService(config2, assembled.root, {
@@ -44023,7 +44632,7 @@ async function build(config2, opts) {
       if (opts.manifestLock) {
         const lock = await checkManifestLock(
           packed2.manifestData,
-          path38.resolve(opts.manifestLock),
+          path39.resolve(opts.manifestLock),
           opts.updateManifest ?? false
         );
         if (lock.changed) {
@@ -44136,7 +44745,7 @@ ${verifyFailures(result.verify)}`);
 
 // src/cli/commands/diff.ts
 import { readdir as readdir5, stat as stat8 } from "node:fs/promises";
-import path39 from "node:path";
+import path40 from "node:path";
 async function manifestPath(arg) {
   let st2;
   try {
@@ -44151,7 +44760,7 @@ async function manifestPath(arg) {
       `lhc diff: ${arg} is a directory with ${found.length === 0 ? "no" : found.length} *.manifest.json files; name the manifest file`
     );
   }
-  return path39.join(arg, found[0]);
+  return path40.join(arg, found[0]);
 }
 var diffCommand = {
   name: "diff",
@@ -44178,83 +44787,38 @@ Exits 0 when the manifests are identical, 1 when they differ, 2 on a usage error
   }
 };
 
-// src/host/requirements.ts
-var BINFMT_DIR = "/proc/sys/fs/binfmt_misc";
-var QEMU_BINFMT_CONF = "/usr/lib/binfmt.d/qemu-aarch64.conf";
-var MUSL_SPECS = "/usr/lib/aarch64-linux-musl/musl-gcc.specs";
-var MUSL_SPECS_X86_64 = "/usr/lib/x86_64-linux-musl/musl-gcc.specs";
-var LHC_DEB_SRC = "/etc/apt/sources.list.d/lhc-deb-src.sources";
-var LHC_DEB_SRC_LIST = "/etc/apt/sources.list.d/lhc-deb-src.list";
-function isAarch64(arch) {
-  return arch === "aarch64" || arch === "arm64";
-}
-function toolRequirements(arch) {
-  const native = isAarch64(arch);
-  return [
-    {
-      tool: "systemd-nspawn",
-      pkg: "systemd-container",
-      why: "runs the root for tracing and verify"
-    },
-    {
-      tool: "systemd-socket-activate",
-      pkg: "systemd",
-      why: "one container per connection (inetd services)"
-    },
-    { tool: "nsenter", pkg: "util-linux", why: "probes a listening service inside the container" },
-    { tool: "mksquashfs", pkg: "squashfs-tools", why: "packs the image" },
-    { tool: "unsquashfs", pkg: "squashfs-tools", why: "reads images back" },
-    // On an aarch64 host the native gcc and binutils provide these triplet-prefixed names too.
-    {
-      tool: "aarch64-linux-gnu-gcc",
-      pkg: native ? "gcc" : "gcc-aarch64-linux-gnu",
-      why: "builds static Lua for aarch64"
-    },
-    {
-      tool: "aarch64-linux-gnu-strip",
-      pkg: native ? "binutils" : "binutils-aarch64-linux-gnu",
-      why: "strips the Lua binary"
-    },
-    ...native ? [] : [
-      {
-        tool: "x86_64-linux-gnu-gcc",
-        pkg: "gcc",
-        why: "builds Lua for arch: x86_64 configs",
-        optional: true
-      }
-    ],
-    { tool: "make", pkg: "make", why: "builds Lua" },
-    { tool: "curl", pkg: "curl", why: "downloads inputs and probes services" },
-    { tool: "mmdebstrap", pkg: "mmdebstrap", why: "debian bases and the in-root Lua strategy" },
-    { tool: "strace", pkg: "strace", why: "traces on native aarch64 hosts", optional: !native },
-    { tool: "runc", pkg: "runc", why: "checks the OCI bundle for the board", optional: true },
-    { tool: "lua5.4", pkg: "lua5.4", why: "runs example Lua on the host (tests)", optional: true },
-    { tool: "dpkg-source", pkg: "dpkg-dev", why: "apt-get source for test inputs", optional: true },
-    { tool: "xz", pkg: "xz-utils", why: "unpacks .tar.xz inputs", optional: true },
-    { tool: "git", pkg: "git", why: "dates builds by the config's last commit", optional: true },
-    {
-      tool: "sudo",
-      pkg: "sudo",
-      why: "privileged steps when lhc does not run as root",
-      optional: true
-    },
-    {
-      tool: "mkfs.ext4",
-      pkg: "e2fsprogs",
-      why: "data partition files for the board (tests)",
-      optional: true
-    }
-  ];
-}
-function setupPackages(arch) {
-  const pkgs = new Set(toolRequirements(arch).map((t) => t.pkg));
-  pkgs.add("musl-dev");
-  pkgs.add("musl-tools");
-  if (!isAarch64(arch)) {
-    pkgs.add("qemu-user-static");
-    pkgs.add("musl-dev:arm64");
+// src/host/config-needs.ts
+function featuresFor(config2, hostArch2) {
+  const reasons = /* @__PURE__ */ new Map();
+  const need = (f2, why) => {
+    if (!reasons.has(f2)) reasons.set(f2, why);
+  };
+  need("core", "every build");
+  need("privilege", "every build (mounts and containers)");
+  const foreign = isAarch64(config2.arch) !== isAarch64(hostArch2);
+  if (isAarch64(config2.arch)) {
+    if (foreign) need("emulation", `arch: ${config2.arch} on this ${hostArch2} host`);
+    else need("native-trace", `arch: ${config2.arch} on this ${hostArch2} host`);
   }
-  return [...pkgs].sort();
+  if (config2.lua) {
+    if (config2.lua.strategy === "in-root") need("debian-root", "lua.strategy: in-root");
+    else {
+      need("cross-lua", "lua (strategy: cross)");
+      if (!isAarch64(config2.arch))
+        need("cross-lua-x86_64", `lua (strategy: cross) for arch: ${config2.arch}`);
+    }
+    if (config2.lua.urls === void 0 || config2.lua.urls.some((u3) => /^https?:/.test(u3)))
+      need("download", "lua (downloads the source)");
+  }
+  if (config2.base.type === "debian") need("debian-root", "base.type: debian");
+  if (config2.base.type === "tarball" && config2.base.urls?.some((u3) => /^https?:/.test(u3)))
+    need("download", "base.urls");
+  if (config2.service.inetd) need("inetd", "service.inetd: true");
+  if (config2.service.listen !== void 0)
+    need("listen", `service.listen: ${config2.service.listen}`);
+  if (config2.epoch === void 0) need("git-epoch", "no epoch: builds are dated by git");
+  need("system", "every build");
+  return { features: new Set(reasons.keys()), reasons };
 }
 
 // src/host/doctor.ts
@@ -44336,7 +44900,8 @@ async function muslCheck(p2) {
     fix: fix + SETUP_HINT
   };
 }
-async function runChecks(p2) {
+async function runChecks(p2, only) {
+  const wanted = (f2) => only === void 0 || only.has(f2);
   const checks = [await privilegeCheck(p2)];
   const arch = p2.arch();
   if (isAarch64(arch)) {
@@ -44346,10 +44911,11 @@ async function runChecks(p2) {
       optional: false,
       detail: "native aarch64 host: QEMU not needed"
     });
-  } else {
+  } else if (wanted("emulation")) {
     checks.push(...await binfmtChecks(p2));
   }
   for (const req of toolRequirements(arch)) {
+    if (req.features.includes("system") || !req.features.some(wanted)) continue;
     const found = await p2.which(req.tool);
     checks.push(
       found ? { name: req.tool, ok: true, optional: !!req.optional, detail: found } : {
@@ -44361,8 +44927,10 @@ async function runChecks(p2) {
       }
     );
   }
-  checks.push(await muslCheck(p2));
-  if (arch === "x86_64") {
+  if (!wanted("cross-lua")) return checks;
+  if (only === void 0 || only.has("emulation") || only.has("native-trace"))
+    checks.push(await muslCheck(p2));
+  if (arch === "x86_64" && wanted("cross-lua-x86_64")) {
     const name = "musl x86_64 (musl-gcc.specs)";
     checks.push(
       await p2.fileExists(MUSL_SPECS_X86_64) ? { name, ok: true, optional: true, detail: MUSL_SPECS_X86_64 } : {
@@ -44396,14 +44964,14 @@ function formatChecks(checks) {
 }
 
 // src/host/probe.ts
-import { access as access2, readFile as readFile12, readdir as readdir6 } from "node:fs/promises";
+import { access, readFile as readFile11, readdir as readdir6 } from "node:fs/promises";
 import os10 from "node:os";
-import path40 from "node:path";
+import path41 from "node:path";
 var EXTRA_PATH = ["/usr/local/sbin", "/usr/sbin", "/sbin"];
 var realProbe = {
   async fileExists(file2) {
     try {
-      await access2(file2);
+      await access(file2);
       return true;
     } catch {
       return false;
@@ -44411,7 +44979,7 @@ var realProbe = {
   },
   async readFile(file2) {
     try {
-      return await readFile12(file2, "utf8");
+      return await readFile11(file2, "utf8");
     } catch {
       return void 0;
     }
@@ -44426,9 +44994,9 @@ var realProbe = {
   async which(tool) {
     const dirs = [...(process.env.PATH ?? "").split(":").filter(Boolean), ...EXTRA_PATH];
     for (const d of dirs) {
-      const candidate = path40.join(d, tool);
+      const candidate = path41.join(d, tool);
       try {
-        await access2(
+        await access(
           candidate,
           1
           /* X_OK */
@@ -44482,19 +45050,52 @@ function installedFrom(listing, wanted, native) {
 }
 
 // src/cli/commands/doctor.ts
+var ALL_FEATURES = [
+  "core",
+  "emulation",
+  "native-trace",
+  "cross-lua",
+  "cross-lua-x86_64",
+  "debian-root",
+  "inetd",
+  "listen",
+  "download",
+  "git-epoch",
+  "privilege",
+  "oci",
+  "tests"
+];
 var doctorCommand = {
   name: "doctor",
-  summary: "check that this host has everything lhc needs",
-  help: `Usage: lhc doctor
+  summary: "check that this host has everything lhc needs (or one config needs)",
+  help: `Usage: lhc doctor [CONFIG]
 
 Checks root or passwordless sudo, binfmt_misc and the qemu-aarch64 registration (F flag; skipped
 on aarch64 hosts), systemd-nspawn, squashfs-tools, the musl aarch64 cross toolchain, curl,
-mmdebstrap and the other host tools. Prints one row per check and, for each failure, the package
-or command that fixes it. Exits 1 when a required check fails ("warn" rows are optional tools).
-"lhc setup" fixes everything doctor checks.`,
+mmdebstrap and arch-test, and the other host tools. Prints one row per check and, for each
+failure, the package or command that fixes it. Exits 1 when a required check fails ("warn" rows
+are optional tools). "lhc setup" fixes everything doctor checks.
+
+With CONFIG, checks only what that config needs and says which config fields ask for it: a
+scratch base without Lua needs no cross compiler and no mmdebstrap.`,
   async run(args, ctx) {
-    parseArgs(args, {}, "lhc doctor");
-    const checks = await runChecks(realProbe);
+    const { positionals } = parseArgs(
+      args,
+      { positionals: { min: 0, max: 1, names: "[CONFIG]" } },
+      "lhc doctor"
+    );
+    let only;
+    if (positionals[0] !== void 0) {
+      const config2 = await loadConfig(positionals[0]);
+      const needs = featuresFor(config2, hostArch());
+      only = needs.features;
+      ctx.out(`checking what ${positionals[0]} needs:`);
+      for (const [feature, why] of needs.reasons)
+        if (feature !== "system") ctx.out(`  ${feature}: ${why}`);
+      const skipped = ALL_FEATURES.filter((f2) => !only.has(f2));
+      ctx.out(`not needed by this config (not checked): ${skipped.join(", ")}`);
+    }
+    const checks = await runChecks(realProbe, only);
     for (const line of formatChecks(checks).split("\n")) ctx.out(line);
     return doctorExitCode(checks);
   }
@@ -44529,7 +45130,7 @@ its sha256. Inputs already in the store are not downloaded again. Prints one lin
 
 // src/cli/commands/lua.ts
 import { chmod as chmod5, copyFile as copyFile3, mkdir as mkdir15 } from "node:fs/promises";
-import path41 from "node:path";
+import path42 from "node:path";
 function takeRepeated(args, flag) {
   const values = [];
   const rest = [];
@@ -44623,7 +45224,7 @@ Options:
       { store: new Store(void 0, ctx.logger), logger: ctx.logger }
     );
     await mkdir15(out, { recursive: true });
-    const dest = path41.join(out, "lua");
+    const dest = path42.join(out, "lua");
     await copyFile3(r.path, dest);
     await chmod5(dest, 493);
     ctx.out(`lua      ${dest}`);
@@ -45183,7 +45784,7 @@ async function main(argv, io2 = {}) {
     return r.exitCode;
   }
 }
-var VERSION = true ? "0.1.0" : "dev";
+var VERSION = LHC_VERSION;
 
 // src/tools/signals.ts
 var CLEANUP_BUDGET_MS = 6500;

@@ -4,6 +4,7 @@
  */
 import { ToolError, UserError } from './core/errors.js';
 import { consoleLogger, type Logger } from './core/logger.js';
+import { LHC_VERSION } from './core/version.js';
 import { wantsHelp, type Command } from './cli/command.js';
 import { commands as registered } from './cli/commands/index.js';
 
@@ -78,5 +79,4 @@ export async function main(argv: readonly string[], io: MainIo = {}): Promise<nu
 }
 
 /** esbuild replaces this with package.json's version; under tsx it reads "dev". */
-declare const LHC_VERSION: string | undefined;
-const VERSION = typeof LHC_VERSION === 'string' ? LHC_VERSION : 'dev';
+const VERSION = LHC_VERSION;

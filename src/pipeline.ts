@@ -12,6 +12,7 @@ import type { LhcConfig } from './config/load.js';
 import { registerCleanup } from './core/cleanup.js';
 import type { Logger } from './core/logger.js';
 import { checkManifestLock } from './manifest/diff.js';
+import { checkEntrypoint } from './stages/entrypoint-check.js';
 import { resolveEpoch } from './stages/epoch.js';
 import { fetchInputs } from './stages/fetch.js';
 import { buildLua } from './stages/lua.js';
@@ -127,6 +128,7 @@ export async function build(config: LhcConfig, opts: BuildOptions): Promise<Buil
       });
     });
 
+    await checkEntrypoint(assembled.root, config.service.command[0]!, config.arch);
     const trace = await stage('trace', () =>
       traceService(config, assembled.root, {
         workDir: work.trace,

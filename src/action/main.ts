@@ -14,6 +14,7 @@ import { uploadArtifacts } from './artifacts.js';
 import { cachePlan, restoreCaches, saveCaches } from './cache.js';
 import { actionsLogger } from './logger.js';
 import { writeSummary } from './summary.js';
+import { LHC_VERSION } from '../core/version.js';
 
 /** Output name → value, as declared in action.yml. */
 export function outputsOf(r: BuildResult): Record<string, string> {
@@ -26,6 +27,8 @@ export function outputsOf(r: BuildResult): Record<string, string> {
     'bytes-before': String(r.bytesBefore),
     'bytes-after': String(r.bytesAfter),
     'files-kept': String(r.filesKept),
+    'verify-ok': r.verify ? String(r.verify.ok) : '',
+    'manifest-changed': String(r.manifestDiff !== undefined),
   };
 }
 
@@ -41,6 +44,14 @@ export async function run(signal?: AbortSignal): Promise<void> {
     const inputs = readInputs((name) => core.getInput(name));
     const logger = actionsLogger();
     const config = await loadConfig(inputs.config);
+    const summaryBase = {
+      config: inputs.config,
+      version: LHC_VERSION,
+      env: process.env,
+      manifestLock: inputs.manifestLock
+        ? { path: inputs.manifestLock, updated: inputs.updateManifest }
+        : undefined,
+    };
     // Runners are fresh machines: install and register what is missing (sudo -n when not root).
     await logger.group('Host setup', () => setupHost(realProbe, logger));
     const cache = await logger.group('Restore cache', () =>
@@ -67,7 +78,7 @@ export async function run(signal?: AbortSignal): Promise<void> {
         enabled: inputs.uploadArtifacts,
       }),
     );
-    await writeSummary(result, { config: inputs.config, cache, artifacts }, logger);
+    await writeSummary(result, { ...summaryBase, cache, artifacts }, logger);
     if (result.verify && !result.verify.ok) {
       core.setFailed(`verify failed for ${config.name}:\n${verifyFailures(result.verify)}`);
     }

@@ -5,7 +5,7 @@
  */
 import { humanBytes } from '../core/format.js';
 import * as core from '@actions/core';
-import type { BuildResult, HardeningCheck, ProbeOutcome } from '../build-result.js';
+import type { BuildResult } from '../build-result.js';
 import type { Logger } from '../core/logger.js';
 import type { ArtifactReport } from './artifacts.js';
 import type { CacheReport } from './cache.js';
@@ -15,6 +15,12 @@ export interface SummaryExtras {
   config?: string;
   cache?: CacheReport;
   artifacts?: ArtifactReport;
+  /** The manifest lock, and whether this run rewrote it (`update-manifest: true`). */
+  manifestLock?: { path: string; updated: boolean };
+  /** lhc's version, shown in the footer. */
+  version?: string;
+  /** The runner's environment: workspace for relative paths, run URL for the artifact link. */
+  env?: NodeJS.ProcessEnv;
 }
 
 /** GitHub refuses step summaries over 1 MiB; keep long texts well under it. */
@@ -24,14 +30,16 @@ export function escapeHtml(text: string): string {
   return text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 }
 
-/** "1234567 B (1.2 MiB)": exact bytes for diffing runs, rounded unit for reading. */
+/** Bytes in the largest unit that keeps the number at or above 1: "336.7 KiB", "812 B". */
 export function formatBytes(bytes: number): string {
-  return bytes < 1024 ? `${bytes} B` : `${bytes} B (${humanBytes(bytes)})`;
+  return humanBytes(bytes);
 }
 
-function pct(after: number, before: number): string {
-  if (before <= 0) return '';
-  return ` (${((100 * (before - after)) / before).toFixed(1)} % removed)`;
+/** "8.0 MiB → 1.9 MiB (−75 %)", or "… (nothing removed)". */
+function pruning(before: number, after: number): string {
+  const saved = before > 0 ? Math.round((100 * (before - after)) / before) : 0;
+  const tail = before - after <= 0 ? 'nothing removed' : `−${saved} %`;
+  return `${formatBytes(before)} → ${formatBytes(after)} (${tail})`;
 }
 
 function mark(ok: boolean): string {
@@ -50,120 +58,174 @@ function table(head: string[], rows: string[][]): string {
   return `<table>\n<tr>${th}</tr>\n${body}\n</table>\n`;
 }
 
-function details(summary: string, body: string, open = false): string {
-  return `<details${open ? ' open' : ''}><summary>${escapeHtml(summary)}</summary>\n\n<pre>${escapeHtml(clip(body))}</pre>\n\n</details>\n`;
+function pre(text: string): string {
+  return `<pre>${escapeHtml(clip(text))}</pre>\n`;
+}
+
+function collapsed(summary: string, body: string): string {
+  return `<details><summary>${escapeHtml(summary)}</summary>\n\n${body}\n</details>\n`;
 }
 
 function code(text: string): string {
   return `<code>${escapeHtml(text)}</code>`;
 }
 
-function imageTable(r: BuildResult): string {
-  return table(
-    ['', 'value'],
-    [
-      ['files kept', String(r.filesKept)],
-      ['bytes before pruning', formatBytes(r.bytesBefore)],
-      ['bytes after pruning', formatBytes(r.bytesAfter) + pct(r.bytesAfter, r.bytesBefore)],
-      ['image size', formatBytes(r.imageBytes)],
-      ['image', code(r.image)],
-      ['image sha256', code(r.imageSha256)],
-      ['data template', code(r.dataTemplate)],
-      ['data template sha256', code(r.dataTemplateSha256)],
-    ],
-  );
+/** A path as the user knows it: relative to the workspace when it lies inside. */
+export function displayPath(file: string, workspace: string | undefined): string {
+  if (!workspace) return file;
+  const ws = workspace.endsWith('/') ? workspace : `${workspace}/`;
+  return file.startsWith(ws) ? file.slice(ws.length) : file;
 }
 
-function probeRows(probes: ProbeOutcome[]): string {
-  return table(
-    ['probe', 'result', 'bytes'],
-    probes.map((p) => [
-      code(p.name),
-      `${mark(p.ok)} ${p.ok ? 'matches fixture' : 'differs'}`,
-      String(p.bytes),
-    ]),
-  );
+function artifactLink(a: ArtifactReport, env: NodeJS.ProcessEnv): string {
+  const { GITHUB_SERVER_URL: server, GITHUB_REPOSITORY: repo, GITHUB_RUN_ID: run } = env;
+  if (!a.uploaded) return `${code(a.name)} not uploaded (${escapeHtml(a.skipped ?? 'skipped')})`;
+  const size = a.size !== undefined ? `, ${formatBytes(a.size)}` : '';
+  const label = `${escapeHtml(a.name)}</a> (${a.files} files${size})`;
+  if (server && repo && run && a.id !== undefined)
+    return `<a href="${escapeHtml(`${server}/${repo}/actions/runs/${run}/artifacts/${a.id}`)}">${label}`;
+  return `${code(a.name)} (${a.files} files${size})`;
 }
 
-function hardeningRows(checks: HardeningCheck[]): string {
-  return table(
-    ['check', 'result', 'detail'],
-    checks.map((c) => [
-      code(c.name),
-      `${mark(c.ok)} ${c.ok ? 'ok' : 'failed'}`,
-      escapeHtml(c.detail),
-    ]),
-  );
+function verifyCell(r: BuildResult): string {
+  const v = r.verify;
+  if (!v) return 'not run';
+  const probes = v.probes.filter((p) => p.ok).length;
+  const hard = v.hardening.filter((c) => c.ok).length;
+  return `${mark(v.ok)} ${probes}/${v.probes.length} probes, ${hard}/${v.hardening.length} hardening`;
 }
 
-/** The whole summary for one build, as HTML/markdown GitHub renders. */
-export function renderSummary(result: BuildResult, extras: SummaryExtras = {}): string {
+/** What failed, in the order a reader should fix it; empty when everything passed. */
+function failures(r: BuildResult, extras: SummaryExtras): string[] {
   const parts: string[] = [];
-  const verified = result.verify ? (result.verify.ok ? ' ✅' : ' ❌') : '';
-  parts.push(`<h2>lhc: ${escapeHtml(result.name)}${verified}</h2>\n`);
-  if (extras.config) parts.push(`<p>config ${code(extras.config)}</p>\n`);
-
-  parts.push(`<h3>Image</h3>\n`, imageTable(result));
-
-  if (result.manifestDiff) {
+  if (r.manifestDiff && !extras.manifestLock?.updated) {
+    const lock = extras.manifestLock
+      ? ` ${code(displayPath(extras.manifestLock.path, extras.env?.GITHUB_WORKSPACE))}`
+      : '';
     parts.push(
-      `<h3>Manifest changed</h3>\n`,
-      details('manifest diff against the lock', result.manifestDiff, true),
+      `<h3>❌ The manifest differs from the lock${lock}</h3>\n`,
+      pre(r.manifestDiff),
+      '<p>If the change is intended, run the workflow once with the <code>update-manifest: true</code> input and commit the lock it writes.</p>\n',
     );
   }
+  for (const p of r.verify?.probes.filter((x) => !x.ok) ?? []) {
+    parts.push(`<h3>❌ probe ${code(p.name)} differs from its fixture</h3>\n`);
+    if (p.diff) parts.push(pre(p.diff));
+  }
+  const hard = r.verify?.hardening.filter((c) => !c.ok) ?? [];
+  if (hard.length > 0)
+    parts.push(
+      '<h3>❌ hardening checks failed</h3>\n',
+      table(
+        ['check', 'detail'],
+        hard.map((c) => [code(c.name), escapeHtml(c.detail)]),
+      ),
+    );
+  return parts;
+}
 
+/** The whole summary for one build, as HTML/markdown GitHub renders: failures first, passes folded. */
+export function renderSummary(result: BuildResult, extras: SummaryExtras = {}): string {
+  const env = extras.env ?? {};
+  const ws = env.GITHUB_WORKSPACE;
+  const failed = failures(result, extras);
+  const parts: string[] = [];
+  parts.push(
+    `<h2>lhc: ${escapeHtml(result.name)} ${failed.length > 0 ? '❌ failed' : '✅ passed'}</h2>\n`,
+  );
+  parts.push(
+    table(
+      ['image', 'result', 'size', 'sha256', 'files kept', 'pruned', 'verify'],
+      [
+        [
+          code(displayPath(result.image, ws)),
+          mark(failed.length === 0),
+          formatBytes(result.imageBytes),
+          code(result.imageSha256.slice(0, 12)),
+          String(result.filesKept),
+          pruning(result.bytesBefore, result.bytesAfter),
+          verifyCell(result),
+        ],
+      ],
+    ),
+  );
+  parts.push(...failed);
+
+  if (result.manifestDiff && extras.manifestLock?.updated)
+    parts.push(
+      collapsed(
+        `manifest lock ${displayPath(extras.manifestLock.path, ws)} updated: commit it`,
+        pre(result.manifestDiff),
+      ),
+    );
   const v = result.verify;
-  if (v) {
-    parts.push(`<h3>Verify probes</h3>\n`, probeRows(v.probes));
-    for (const p of v.probes.filter((p) => !p.ok && p.diff)) {
-      parts.push(details(`diff of probe ${p.name}`, p.diff!, true));
-    }
-    parts.push(`<h3>Hardening checks</h3>\n`, hardeningRows(v.hardening));
-    if (v.load) {
-      const l = v.load;
-      parts.push(
-        `<h3>Load</h3>\n`,
+  const passedProbes = v?.probes.filter((p) => p.ok) ?? [];
+  if (passedProbes.length > 0)
+    parts.push(
+      collapsed(
+        `${passedProbes.length} probe${passedProbes.length === 1 ? '' : 's'} matched their fixtures`,
+        table(
+          ['probe', 'bytes'],
+          passedProbes.map((p) => [code(p.name), String(p.bytes)]),
+        ),
+      ),
+    );
+  const passedChecks = v?.hardening.filter((c) => c.ok) ?? [];
+  if (passedChecks.length > 0)
+    parts.push(
+      collapsed(
+        `${passedChecks.length} hardening check${passedChecks.length === 1 ? '' : 's'} passed`,
+        table(
+          ['check', 'detail'],
+          passedChecks.map((c) => [code(c.name), escapeHtml(c.detail)]),
+        ),
+      ),
+    );
+  if (v?.load) {
+    const l = v.load;
+    parts.push(
+      collapsed(
+        `load: ${l.requests} requests at concurrency ${l.concurrency}, p50 ${l.p50ms} ms, ${l.failures} failed`,
         table(
           ['requests', 'concurrency', 'failures', 'p50 ms', 'p95 ms', 'p99 ms'],
           [[l.requests, l.concurrency, l.failures, l.p50ms, l.p95ms, l.p99ms].map(String)],
         ),
-      );
-    }
-  } else {
-    parts.push(`<p>verify was not run</p>\n`);
-  }
-
-  if (result.timings.length > 0) {
-    const total = result.timings.reduce((s, t) => s + t.seconds, 0);
-    parts.push(
-      `<details><summary>stage timings (${total.toFixed(1)} s)</summary>\n\n`,
-      table(
-        ['stage', 'seconds'],
-        result.timings.map((t) => [escapeHtml(t.stage), t.seconds.toFixed(1)]),
       ),
-      `\n</details>\n`,
     );
   }
+  const files: string[][] = [
+    ['image', code(displayPath(result.image, ws)), code(result.imageSha256)],
+    ['data template', code(displayPath(result.dataTemplate, ws)), code(result.dataTemplateSha256)],
+    ['manifest', code(displayPath(result.manifest, ws)), ''],
+  ];
+  const timings =
+    result.timings.length > 0
+      ? table(
+          ['stage', 'seconds'],
+          result.timings.map((t) => [escapeHtml(t.stage), t.seconds.toFixed(1)]),
+        )
+      : '';
+  const total = result.timings.reduce((sum, t) => sum + t.seconds, 0);
+  parts.push(
+    collapsed(
+      `files and stage timings (${total.toFixed(1)} s)`,
+      table(['output', 'path', 'sha256'], files) + timings,
+    ),
+  );
 
   const notes: string[] = [];
+  if (extras.config) notes.push(`config ${code(displayPath(extras.config, ws))}`);
+  if (extras.artifacts) notes.push(`artifact ${artifactLink(extras.artifacts, env)}`);
   const c = extras.cache;
   if (c) {
-    if (!c.enabled) notes.push('cache: not used');
-    for (const which of ['store', 'lua'] as const) {
-      const o = c[which];
-      if (o) notes.push(`cache ${which}: ${o.restored ? 'hit' : 'miss'} (${code(o.key)})`);
-    }
+    if (!c.enabled) notes.push('cache not used');
+    const hits = (['store', 'lua'] as const)
+      .filter((w) => c[w])
+      .map((w) => `${w} ${c[w]!.restored ? 'hit' : 'miss'}`);
+    if (hits.length > 0) notes.push(`cache: ${hits.join(', ')}`);
   }
-  const a = extras.artifacts;
-  if (a) {
-    notes.push(
-      a.uploaded
-        ? `artifact ${code(a.name)}: ${a.files} files uploaded${a.size !== undefined ? `, ${formatBytes(a.size)}` : ''}`
-        : `artifact ${code(a.name)}: not uploaded (${escapeHtml(a.skipped ?? 'skipped')})`,
-    );
-  }
-  if (notes.length > 0)
-    parts.push(`<ul>\n${notes.map((n) => `<li>${n}</li>`).join('\n')}\n</ul>\n`);
+  if (extras.version) notes.push(`lhc ${escapeHtml(extras.version)}`);
+  if (notes.length > 0) parts.push(`<p>${notes.join(' · ')}</p>\n`);
   return parts.join('');
 }
 

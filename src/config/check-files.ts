@@ -1,34 +1,22 @@
 /**
  * The files a config names must exist before minutes of building start: a typo in a fixture path
- * should fail at once, not after the trace, and `lhc validate` should catch it too.
+ * should fail at once, not after the trace, and `lhc validate` should catch it too. They are checked
+ * again against the project's bounds (confine.ts), since the tree may have changed since loading.
  */
-import { access, constants } from 'node:fs/promises';
 import { ConfigError } from '../core/errors.js';
+import { namedPaths, pathProblem, projectRoot } from './confine.js';
 import type { LhcConfig } from './load.js';
 
-async function problem(file: string): Promise<string | undefined> {
-  try {
-    await access(file, constants.R_OK);
-    return undefined;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code ?? String(e);
-  }
-}
-
-/** Throws one ConfigError listing every named file that cannot be read. */
+/** Throws one ConfigError listing every named file that cannot be read or may not be used. */
 export async function checkConfigFiles(config: LhcConfig): Promise<void> {
-  const named: { field: string; file: string }[] = [];
-  config.files.forEach((f, i) => named.push({ field: `files[${i}].src`, file: f.src }));
-  if (config.data.template) named.push({ field: 'data.template', file: config.data.template });
-  if (config.base.type === 'tarball' && config.base.path)
-    named.push({ field: 'base.path', file: config.base.path });
-  config.probes.forEach((p, i) => {
-    if (p.fixture) named.push({ field: `probes[${i}].fixture`, file: p.fixture });
-  });
+  const root = await projectRoot(config.dir);
   const errors: string[] = [];
-  for (const { field, file } of named) {
-    const code = await problem(file);
-    if (code) errors.push(`${field}: cannot read ${file} (${code})`);
+  for (const p of namedPaths(config)) {
+    const problem = await pathProblem(root, p.value, p.kind, {
+      maxBytes: p.maxBytes,
+      mustExist: true,
+    });
+    if (problem) errors.push(`${p.field}: ${problem}`);
   }
   if (errors.length > 0) throw new ConfigError(errors.join('\n'));
 }

@@ -2,12 +2,20 @@
  * Reads lhc.yml: YAML syntax errors and schema errors both come back as a ConfigError whose
  * message names the field path and the line, e.g. `lua.sha256: expected 64 hex characters (lhc.yml:7)`.
  */
-import { readFile } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { open } from 'node:fs/promises';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { LineCounter, isMap, isNode, isScalar, parseDocument, visit, type Document } from 'yaml';
 import type { z } from 'zod';
 import { ConfigError } from '../core/errors.js';
+import { namedPaths, pathProblem, projectRoot } from './confine.js';
 import { configSchema, type LhcConfigRaw, type Probe } from './schema.js';
+
+/** A config is a page of settings; a bigger file is a mistake or an attack on the parser. */
+export const MAX_CONFIG_BYTES = 1024 * 1024;
+/** YAML aliases a config may expand: enough for shared anchors, too few for a billion-laughs bomb. */
+export const MAX_YAML_ALIASES = 100;
 
 export interface LhcConfig extends Omit<LhcConfigRaw, 'files' | 'probes' | 'data' | 'base'> {
   /** Absolute path of the config file. */
@@ -75,8 +83,19 @@ function issueMessages(
   return [`${formatPath(p)}: ${message}${line ? ` (${name}:${line})` : ''}`];
 }
 
+/** A parsed config and the line of any field in it (for messages about values, not syntax). */
+export interface ParsedConfig {
+  raw: LhcConfigRaw;
+  /** `name:LINE` of the node at `at`, or of its nearest ancestor. */
+  where(at: readonly (string | number)[]): string;
+}
+
 /** Parses and validates config text; `name` is used in messages (usually the file's base name). */
 export function parseConfig(text: string, name = 'lhc.yml'): LhcConfigRaw {
+  return parseConfigWithLines(text, name).raw;
+}
+
+export function parseConfigWithLines(text: string, name = 'lhc.yml'): ParsedConfig {
   const lc = new LineCounter();
   const doc = parseDocument(text, { lineCounter: lc, prettyErrors: false, uniqueKeys: true });
   if (doc.errors.length > 0) {
@@ -95,7 +114,17 @@ export function parseConfig(text: string, name = 'lhc.yml'): LhcConfigRaw {
       }
     },
   });
-  const data: unknown = doc.toJS();
+  let data: unknown;
+  try {
+    data = doc.toJS({ maxAliasCount: MAX_YAML_ALIASES });
+  } catch (e) {
+    // The yaml package throws a ReferenceError when aliases expand past maxAliasCount.
+    if (/alias/i.test((e as Error).message))
+      throw new ConfigError(
+        `YAML aliases: the config expands more than ${MAX_YAML_ALIASES} aliases (${name}:1); write the values out`,
+      );
+    throw e;
+  }
   if (data === null || typeof data !== 'object' || Array.isArray(data)) {
     throw new ConfigError(`(top level): expected a mapping of settings (${name}:1)`);
   }
@@ -104,22 +133,97 @@ export function parseConfig(text: string, name = 'lhc.yml'): LhcConfigRaw {
     const msgs = result.error.issues.flatMap((i) => issueMessages(i, doc, lc, name));
     throw new ConfigError(msgs.join('\n'));
   }
-  return result.data;
+  return {
+    raw: result.data,
+    where: (at) => {
+      const line = lineOf(doc, lc, at);
+      return line ? `${name}:${line}` : name;
+    },
+  };
+}
+
+/** Reads the config file itself: a regular file of at most MAX_CONFIG_BYTES, checked before parsing. */
+async function readConfigText(file: string, abs: string): Promise<string> {
+  const fail = (why: string) => new ConfigError(`cannot read config ${file}: ${why}`);
+  let fh;
+  try {
+    // Non-blocking: opening a FIFO for reading would otherwise wait forever for a writer.
+    fh = await open(abs, constants.O_RDONLY | constants.O_NONBLOCK);
+  } catch (e) {
+    throw fail((e as NodeJS.ErrnoException).code ?? String(e));
+  }
+  try {
+    const st = await fh.stat();
+    if (!st.isFile()) throw fail('not a regular file');
+    if (st.size > MAX_CONFIG_BYTES)
+      throw fail(`${st.size} bytes, more than the cap of ${MAX_CONFIG_BYTES} bytes (1 MiB)`);
+    // Read one byte past the cap, so a file that grew after the stat is caught too.
+    const buf = Buffer.alloc(MAX_CONFIG_BYTES + 1);
+    let len = 0;
+    for (;;) {
+      const { bytesRead } = await fh.read(buf, len, buf.length - len, len);
+      if (bytesRead === 0) break;
+      len += bytesRead;
+      if (len > MAX_CONFIG_BYTES)
+        throw fail(`more than the cap of ${MAX_CONFIG_BYTES} bytes (1 MiB)`);
+    }
+    return buf.subarray(0, len).toString('utf8');
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * Every host path the config names (files, fixtures, the data template, a tarball path, file://
+ * URLs) must stay in the project: see confine.ts. All problems are reported at once, each with its
+ * field and line.
+ */
+async function confineConfigPaths(parsed: ParsedConfig, abs: string): Promise<void> {
+  const dir = path.dirname(abs);
+  const root = await projectRoot(dir);
+  const errors: string[] = [];
+  for (const p of namedPaths(parsed.raw)) {
+    const problem = path.isAbsolute(p.value)
+      ? `an absolute path (${p.value}); name a path relative to the config's directory, inside the project ${root}`
+      : await pathProblem(root, path.resolve(dir, p.value), p.kind, { maxBytes: p.maxBytes });
+    if (problem) errors.push(`${p.field}: ${problem} (${parsed.where(p.at)})`);
+  }
+  const urls: [string, (string | number)[], string[] | undefined][] = [
+    ['lua.urls', ['lua', 'urls'], parsed.raw.lua?.urls],
+    [
+      'base.urls',
+      ['base', 'urls'],
+      parsed.raw.base.type === 'tarball' ? parsed.raw.base.urls : undefined,
+    ],
+  ];
+  for (const [field, at, list] of urls) {
+    for (const [i, u] of (list ?? []).entries()) {
+      if (!u.startsWith('file:')) continue;
+      let file: string;
+      try {
+        file = fileURLToPath(u);
+      } catch {
+        errors.push(`${field}[${i}]: not a valid file:// URL (${parsed.where([...at, i])})`);
+        continue;
+      }
+      const problem = await pathProblem(root, file, 'file');
+      if (problem) errors.push(`${field}[${i}]: ${problem} (${parsed.where([...at, i])})`);
+    }
+  }
+  if (errors.some((e) => e.includes('is outside the project')))
+    errors.push(
+      `(a config reads files only inside its project, here ${root}: the git work tree that holds the config, else the config's own directory)`,
+    );
+  if (errors.length > 0) throw new ConfigError(errors.join('\n'));
 }
 
 /** Loads a config file and resolves its relative paths against its directory. */
 export async function loadConfig(file: string): Promise<LhcConfig> {
   const abs = path.resolve(file);
-  let text: string;
-  try {
-    text = await readFile(abs, 'utf8');
-  } catch (e) {
-    throw new ConfigError(
-      `cannot read config ${file}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`,
-    );
-  }
-  const raw = parseConfig(text, path.basename(abs));
-  return resolveConfig(raw, abs);
+  const text = await readConfigText(file, abs);
+  const parsed = parseConfigWithLines(text, path.basename(abs));
+  await confineConfigPaths(parsed, abs);
+  return resolveConfig(parsed.raw, abs);
 }
 
 export function resolveConfig(raw: LhcConfigRaw, file: string): LhcConfig {

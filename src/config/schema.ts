@@ -6,10 +6,49 @@
 import { z } from 'zod';
 
 const sha256 = z.string().regex(/^[0-9a-f]{64}$/, 'expected 64 hex characters');
+/** A download's size cap (bytes), overriding the store's default hard cap for one input. */
+const maxBytes = z.number().int().positive().max(Number.MAX_SAFE_INTEGER);
 const url = z.string().regex(/^(https?|file):\/\/\S+$/, 'expected an http(s):// or file:// URL');
-const absPath = z
+/** Why `p` cannot be a path at all (control characters, over-long names), or undefined. */
+function pathShapeProblem(p: string): string | undefined {
+  // Checked before anything else, so a newline is reported as a newline (the ".." check below
+  // cannot see past it) and a 300-byte name never reaches the file system as ENAMETOOLONG.
+  const at = [...p].findIndex((ch) => ch.charCodeAt(0) < 0x20 || ch.charCodeAt(0) === 0x7f);
+  if (at !== -1) {
+    const c = [...p][at]!;
+    const NAMES: Record<string, string> = {
+      '\n': 'a newline',
+      '\0': 'a NUL byte',
+      '\r': 'a carriage return',
+      '\t': 'a tab',
+    };
+    const name = NAMES[c] ?? `control character 0x${c.charCodeAt(0).toString(16).padStart(2, '0')}`;
+    return `a path cannot contain ${name}`;
+  }
+  if (Buffer.byteLength(p) > 4095) return 'a path longer than 4095 bytes';
+  if (p.split('/').some((c) => Buffer.byteLength(c) > 255))
+    return 'a path component is longer than 255 bytes';
+  return undefined;
+}
+
+/** A path string of a sane shape; where it points is checked when the config is loaded (confine.ts). */
+const pathString = z
   .string()
-  .regex(/^\/(?!.*(^|\/)\.\.(\/|$)).*$/, 'expected an absolute path without ".."');
+  .min(1)
+  .superRefine((p, ctx) => {
+    const problem = pathShapeProblem(p);
+    if (problem) ctx.addIssue({ code: 'custom', message: problem });
+  });
+const absPath = z.string().superRefine((p, ctx) => {
+  const problem =
+    pathShapeProblem(p) ??
+    (!p.startsWith('/') || /(^|\/)\.\.(\/|$)/.test(p)
+      ? 'expected an absolute path without ".."'
+      : undefined);
+  if (problem) ctx.addIssue({ code: 'custom', message: problem });
+});
+/** Mount points nspawn itself owns: a data directory there would hide them or fail to mount. */
+const RESERVED_DATA_PATHS = /^\/(proc|sys|dev|run|tmp)?\/*$/;
 // YAML 1.2 reads a bare `mode: 0755` as the decimal number 755: a number is taken digit by digit as
 // the octal mode the user wrote, and refused when its digits cannot be octal.
 const mode = z
@@ -34,15 +73,17 @@ export const luaSchema = z.strictObject({
   strategy: z.enum(['cross', 'in-root']).default('cross'),
   /** Where the interpreter is installed in the image. */
   path: absPath.default('/bin/lua'),
+  'max-bytes': maxBytes.optional(),
 });
 
 export const scratchBase = z.strictObject({ type: z.literal('scratch') });
 export const tarballBase = z
   .strictObject({
     type: z.literal('tarball'),
-    path: z.string().min(1).optional(),
+    path: pathString.optional(),
     urls: z.array(url).min(1).optional(),
     sha256: sha256.optional(),
+    'max-bytes': maxBytes.optional(),
   })
   .superRefine((b, ctx) => {
     if (!b.path && !b.urls)
@@ -66,15 +107,20 @@ export const debianBase = z.strictObject({
 export const baseSchema = z.discriminatedUnion('type', [scratchBase, tarballBase, debianBase]);
 
 export const fileSchema = z.strictObject({
-  src: z.string().min(1),
+  src: pathString,
   dst: absPath,
   mode: mode.optional(),
 });
 
 export const dataSchema = z.strictObject({
-  path: absPath.default('/data'),
+  path: absPath
+    .refine(
+      (p) => !RESERVED_DATA_PATHS.test(p.replace(/\/+$/, '') || '/'),
+      'the data directory cannot be "/", /proc, /sys, /dev, /run or /tmp',
+    )
+    .default('/data'),
   /** A directory whose contents seed the writable data template. */
-  template: z.string().min(1).optional(),
+  template: pathString.optional(),
 });
 
 const port = z.number().int().min(1).max(65535);
@@ -111,7 +157,7 @@ export const gopherProbe = z.strictObject({
   /** The selector sent, without CRLF; a search is "selector\tquery". */
   selector: z.string().default(''),
   /** Expected response, byte for byte. */
-  fixture: z.string().min(1),
+  fixture: pathString,
 });
 export const httpProbe = z.strictObject({
   name: z.string().regex(/^[\w.-]+$/, 'expected a name of letters, digits, ".", "_" or "-"'),
@@ -119,7 +165,7 @@ export const httpProbe = z.strictObject({
   path: z.string().startsWith('/', 'expected a path starting with "/"').default('/'),
   status: z.number().int().min(100).max(599).default(200),
   /** Expected body, byte for byte (optional). */
-  fixture: z.string().min(1).optional(),
+  fixture: pathString.optional(),
 });
 export const probeSchema = z.discriminatedUnion('type', [gopherProbe, httpProbe]);
 
@@ -135,7 +181,7 @@ const outputName = z
 
 export const outputsSchema = z
   .strictObject({
-    dir: z.string().min(1).default('out'),
+    dir: pathString.default('out'),
     image: outputName.optional(),
     'data-template': outputName.optional(),
     manifest: outputName.optional(),

@@ -26,7 +26,7 @@ mkfs.ext4 -q ${p.dataSource}`
 mount -o ${p.dataIsLoopFile ? 'loop,' : ''}noexec,nosuid,nodev ${p.dataSource} ${p.dataMount}
 tar -xzpf ${o.dataTemplateFile} --numeric-owner -C ${p.dataMount}
 umount ${p.dataMount}
-install -m 0644 deploy/${rootUnit} deploy/${dataUnit} deploy/${o.name}.socket deploy/${svc} /etc/systemd/system/
+install -m 0644 'deploy/${rootUnit}' 'deploy/${dataUnit}' deploy/${o.name}.socket deploy/${svc} /etc/systemd/system/
 systemctl daemon-reload
 systemctl enable --now '${rootUnit}' '${dataUnit}' ${o.name}.socket
 \`\`\`

@@ -204,7 +204,17 @@ export function visibleDiff(
     out.push(`@@ -${range(aStart, aCount)} +${range(bStart, bCount)} @@`);
     for (const o of hunk) out.push(...renderLine(o));
   }
-  return out.join('\n');
+  // An excerpt, never a dump: a wrong fixture or a chatty service must not flood the log.
+  const [maxLines, maxChars] = [80, 240];
+  const shown = out
+    .slice(0, maxLines)
+    .map((l) =>
+      l.length > maxChars
+        ? `${l.slice(0, maxChars)}... (${l.length - maxChars} more characters)`
+        : l,
+    );
+  if (out.length > maxLines) shown.push(`... (${out.length - maxLines} more diff lines not shown)`);
+  return shown.join('\n');
 }
 
 /**

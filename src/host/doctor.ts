@@ -10,6 +10,7 @@ import {
   QEMU_BINFMT_CONF,
   isAarch64,
   toolRequirements,
+  type Feature,
 } from './requirements.js';
 
 export interface Check {
@@ -121,8 +122,12 @@ async function muslCheck(p: HostProbe): Promise<Check> {
   };
 }
 
-/** Runs every check; the order is the order they are printed in. */
-export async function runChecks(p: HostProbe): Promise<Check[]> {
+/**
+ * Runs the checks; the order is the order they are printed in. With `only`, just the checks for
+ * those features (what one config needs); without, everything lhc can use.
+ */
+export async function runChecks(p: HostProbe, only?: ReadonlySet<Feature>): Promise<Check[]> {
+  const wanted = (f: Feature) => only === undefined || only.has(f);
   const checks: Check[] = [await privilegeCheck(p)];
   const arch = p.arch();
   if (isAarch64(arch)) {
@@ -132,10 +137,12 @@ export async function runChecks(p: HostProbe): Promise<Check[]> {
       optional: false,
       detail: 'native aarch64 host: QEMU not needed',
     });
-  } else {
+  } else if (wanted('emulation')) {
     checks.push(...(await binfmtChecks(p)));
   }
   for (const req of toolRequirements(arch)) {
+    // Every system has these; listing them would only bury the rows that can fail.
+    if (req.features.includes('system') || !req.features.some(wanted)) continue;
     const found = await p.which(req.tool);
     checks.push(
       found
@@ -149,8 +156,11 @@ export async function runChecks(p: HostProbe): Promise<Check[]> {
           },
     );
   }
-  checks.push(await muslCheck(p));
-  if (arch === 'x86_64') {
+  if (!wanted('cross-lua')) return checks;
+  // An arch: x86_64 config on an x86_64 host builds Lua with the host's musl, not arm64's.
+  if (only === undefined || only.has('emulation') || only.has('native-trace'))
+    checks.push(await muslCheck(p));
+  if (arch === 'x86_64' && wanted('cross-lua-x86_64')) {
     const name = 'musl x86_64 (musl-gcc.specs)';
     checks.push(
       (await p.fileExists(MUSL_SPECS_X86_64))

@@ -50,6 +50,7 @@ import { Parser, type ReadEntry } from 'tar';
 import { UserError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { isRoot, run } from '../tools/exec.js';
+import { formatBytes } from '../store/download.js';
 import { resolveInRoot } from './resolve.js';
 
 export type Compression = 'none' | 'gzip' | 'xz';
@@ -433,12 +434,18 @@ function capFor(compression: Compression, compressedSize: number, opts: ExtractO
   return Math.min(maxBytes, byRatio);
 }
 
-function bombError(archive: string, cap: number, compressedSize: number): ExtractError {
+function bombError(
+  archive: string,
+  cap: number,
+  compressedSize: number,
+  opts: ExtractOptions,
+): ExtractError {
   return new ExtractError(
     archive,
     undefined,
-    `decompresses to more than ${cap} bytes from ${compressedSize} compressed bytes (decompression bomb cap; ` +
-      `raise maxRatio/maxBytes if this archive is legitimate)`,
+    `decompresses to more than ${cap} bytes from ${compressedSize} compressed bytes: refused as a ` +
+      `decompression bomb (lhc unpacks at most ${opts.maxRatio ?? DEFAULT_MAX_RATIO} times the compressed size, at least ` +
+      `${formatBytes(opts.ratioFloorBytes ?? DEFAULT_RATIO_FLOOR)} and at most ${formatBytes(opts.maxBytes ?? DEFAULT_MAX_BYTES)})`,
   );
 }
 
@@ -451,6 +458,7 @@ async function xzToTemp(
   tmpDir: string,
   cap: number,
   compressedSize: number,
+  opts: ExtractOptions,
   logger?: Logger,
 ): Promise<string> {
   const out = path.join(tmpDir, 'archive.tar');
@@ -460,7 +468,7 @@ async function xzToTemp(
     logger,
   });
   const size = (await stat(out)).size;
-  if (size > cap) throw bombError(archive, cap, compressedSize);
+  if (size > cap) throw bombError(archive, cap, compressedSize, opts);
   if (r.exitCode !== 0) {
     if (/xz: not found|command not found/.test(r.stderr)) {
       throw new UserError(
@@ -550,7 +558,9 @@ export async function extractTarball(
   try {
     let source: Readable;
     if (compression === 'xz') {
-      source = createReadStream(await xzToTemp(archive, tmpDir!, cap, compressedSize, opts.logger));
+      source = createReadStream(
+        await xzToTemp(archive, tmpDir!, cap, compressedSize, opts, opts.logger),
+      );
     } else if (compression === 'gzip') {
       source = createReadStream(archive).pipe(createGunzip());
     } else {
@@ -568,7 +578,7 @@ export async function extractTarball(
     });
     parser.on('entry', (entry: ReadEntry) => ex.onEntry(entry));
     try {
-      await pump(source, parser, cap, () => bombError(archive, cap, compressedSize), ex);
+      await pump(source, parser, cap, () => bombError(archive, cap, compressedSize, opts), ex);
     } catch (e) {
       if (e instanceof UserError) throw e;
       const msg = (e as Error).message ?? String(e);

@@ -8,7 +8,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { Stats } from 'node:fs';
-import { chmod, lstat, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, lstat, mkdtemp, readlink, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { Parser, create as tarCreate, type ReadEntry, type WriteEntry } from 'tar';
@@ -73,6 +73,22 @@ class NeverHitMap<K, V> extends Map<K, V> {
 
 const SUPPORTED = (st: Stats) => st.isFile() || st.isDirectory() || st.isSymbolicLink();
 
+/**
+ * Why a symlink at `rel` pointing at `target` cannot go into the template, or undefined.
+ * Refused at build time rather than unpacked: verify and the board unpack the template on the
+ * host, where an absolute target (or one climbing out with `..`) names a host path for every
+ * host tool that follows it, and npm tar's strict unpacking refuses such a link anyway. A link
+ * relative and inside the template means the same thing on the host and in the container.
+ */
+export function templateLinkProblem(rel: string, target: string): string | undefined {
+  if (target.startsWith('/'))
+    return `'${rel}' is a symlink to the absolute path ${target}; use a relative target inside the template`;
+  const resolved = path.posix.normalize(path.posix.join(path.posix.dirname(rel), target));
+  if (resolved === '..' || resolved.startsWith('../'))
+    return `'${rel}' is a symlink to ${target}, which points outside the template`;
+  return undefined;
+}
+
 /** The tar (uncompressed) of `dir`, reproducible as described above. */
 export async function tarDirectory(
   dir: string,
@@ -82,10 +98,15 @@ export async function tarDirectory(
   const rels = await walkSorted(dir);
   const statCache = new Map<string, Stats>();
   const unsupported: string[] = [];
+  const badLinks: string[] = [];
   for (const rel of rels) {
     const abs = path.resolve(dir, rel || '.');
     const st = await lstat(abs);
     if (!SUPPORTED(st)) unsupported.push(rel);
+    if (st.isSymbolicLink()) {
+      const problem = templateLinkProblem(rel, await readlink(abs));
+      if (problem) badLinks.push(problem);
+    }
     // Keyed like npm tar's own cache (path.resolve(cwd, entry)), so it never stats the file again.
     statCache.set(abs, archiveStat(st, owner));
   }
@@ -95,6 +116,7 @@ export async function tarDirectory(
         unsupported.map((r) => `'${r}'`).join(', '),
     );
   }
+  if (badLinks.length > 0) throw new UserError(`data template ${dir}: ${badLinks.join('; ')}`);
   const warnings: string[] = [];
   const stream = tarCreate(
     {

@@ -24,11 +24,17 @@ export function configInputs(
       name: `lua-${config.lua.version}.tar.gz`,
       urls: config.lua.urls ?? defaultLuaUrls(config.lua.version),
       sha256: config.lua.sha256,
+      maxBytes: config.lua['max-bytes'],
     });
   }
   const base = config.base;
   if (base.type === 'tarball' && base.urls && base.sha256) {
-    inputs.push({ name: 'base tarball', urls: base.urls, sha256: base.sha256 });
+    inputs.push({
+      name: 'base tarball',
+      urls: base.urls,
+      sha256: base.sha256,
+      maxBytes: base['max-bytes'],
+    });
   }
   return inputs;
 }

@@ -22,7 +22,7 @@ import {
   type LuaArch,
 } from '../tools/lua-make.js';
 import { nspawnArgv } from '../tools/nspawn.js';
-import { packageFor } from '../tools/packages.js';
+import { packageFor } from '../host/requirements.js';
 
 export const BUILDROOT_SUITE = 'bookworm';
 

@@ -6,12 +6,12 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { LhcConfig } from '../config/load.js';
-import { UserError } from '../core/errors.js';
 import type { StageContext } from '../core/stage.js';
 import { writeDeployBundle, type DeployBundle } from '../deploy/bundle.js';
 import { formatPruneReport, type PruneReport } from '../prune/report.js';
 import { sha256File } from '../store/store.js';
 import type { PackResult } from './pack.js';
+import { sha256sumsLine } from './sha256sums-line.js';
 
 export interface OutputsInput {
   config: LhcConfig;
@@ -35,14 +35,12 @@ export async function writeTraceReport(report: PruneReport, file: string): Promi
 
 /**
  * Writes `SHA256SUMS` in `dir` over `files` (paths relative to dir), sorted, in the format
- * `sha256sum -c` reads. Returns its path.
+ * `sha256sum -c` reads (names with a backslash or newline escaped as coreutils does). Returns its path.
  */
 export async function writeSha256Sums(dir: string, files: readonly string[]): Promise<string> {
   const lines: string[] = [];
   for (const f of [...new Set(files)].sort()) {
-    if (/[\n\\]/.test(f))
-      throw new UserError(`cannot list '${f}' in SHA256SUMS: newline or backslash in the name`);
-    lines.push(`${await sha256File(path.join(dir, f))}  ${f}`);
+    lines.push(sha256sumsLine(await sha256File(path.join(dir, f)), f));
   }
   const out = path.join(dir, 'SHA256SUMS');
   await writeFile(out, lines.join('\n') + '\n');

@@ -12,9 +12,21 @@ import { fileURLToPath } from 'node:url';
 import { UserError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 
+/** Largest download when the input sets no `max-bytes`: far above any Lua source or base tarball. */
+export const DEFAULT_MAX_DOWNLOAD_BYTES = 2 * 1024 * 1024 * 1024;
+/** Longest one download attempt may take, however steadily data trickles in. */
+export const DEFAULT_DOWNLOAD_DEADLINE_MS = 15 * 60 * 1000;
+
 export interface DownloadOptions {
   /** Milliseconds without progress (connecting or between chunks) before giving up. Default 30 s. */
   idleTimeoutMs?: number;
+  /**
+   * Milliseconds the whole attempt may take, connecting included. Default 15 min. The idle timeout
+   * alone lets a server that sends one byte every 20 s hold a build forever.
+   */
+  deadlineMs?: number;
+  /** Bytes the content may have; more (announced by Content-Length or received) fails at once. */
+  maxBytes?: number;
   logger?: Logger;
   /** Shown in progress lines; default the URL. */
   label?: string;
@@ -126,6 +138,10 @@ async function openSource(
   };
 }
 
+function tooBigReason(what: string, maxBytes: number): string {
+  return `${what} than the size cap of ${formatBytes(maxBytes)} (${maxBytes} bytes); raise the input's max-bytes in lhc.yml if it is legitimate`;
+}
+
 /** Streams `url` into `dest` (created or truncated), hashing as it writes. */
 export async function download(
   url: string,
@@ -133,10 +149,18 @@ export async function download(
   opts: DownloadOptions = {},
 ): Promise<DownloadResult> {
   const idle = opts.idleTimeoutMs ?? 30_000;
+  const deadline = opts.deadlineMs ?? DEFAULT_DOWNLOAD_DEADLINE_MS;
+  const maxBytes = opts.maxBytes ?? DEFAULT_MAX_DOWNLOAD_BYTES;
   const label = opts.label ?? url;
   const ac = new AbortController();
   let timedOut = false;
+  let pastDeadline = false;
+  let tooBig = false;
   let timer: NodeJS.Timeout | undefined;
+  const deadlineTimer = setTimeout(() => {
+    pastDeadline = true;
+    ac.abort();
+  }, deadline);
   const arm = () => {
     clearTimeout(timer);
     timer = setTimeout(() => {
@@ -155,9 +179,23 @@ export async function download(
     arm();
     const src = await openSource(url, ac.signal);
     total = src.total;
+    if (total !== undefined && total > maxBytes) {
+      src.stream.destroy();
+      throw new DownloadError(
+        url,
+        tooBigReason(`announces ${formatBytes(total)}, more`, maxBytes),
+        false,
+      );
+    }
     const meter = new Transform({
       transform(chunk: Buffer, _enc, cb) {
         arm();
+        if (bytes + chunk.length > maxBytes) {
+          tooBig = true;
+          ac.abort();
+          cb(new Error('size cap reached'));
+          return;
+        }
         hash.update(chunk);
         bytes += chunk.length;
         const now = Date.now();
@@ -173,6 +211,14 @@ export async function download(
     await pipeline(src.stream, meter, createWriteStream(dest), { signal: ac.signal });
   } catch (e) {
     if (e instanceof DownloadError) throw e;
+    if (tooBig) throw new DownloadError(url, tooBigReason('sent more', maxBytes), false);
+    // Not worth a retry: the next attempt would take as long again.
+    if (pastDeadline)
+      throw new DownloadError(
+        url,
+        `not finished after ${deadline / 1000} s (${formatBytes(bytes)} received; deadline)`,
+        false,
+      );
     if (timedOut) throw new DownloadError(url, `no data for ${idle / 1000} s (timed out)`, true);
     if (opts.signal?.aborted) throw new DownloadError(url, 'aborted', false);
     const code = (e as NodeJS.ErrnoException).code;
@@ -186,6 +232,7 @@ export async function download(
     );
   } finally {
     clearTimeout(timer);
+    clearTimeout(deadlineTimer);
     opts.signal?.removeEventListener('abort', onOuterAbort);
   }
   if (total !== undefined && bytes !== total) {

@@ -20,6 +20,8 @@ export interface FetchInput {
   sha256: string;
   /** Human name for messages (default: the last path segment of the first URL). */
   name?: string;
+  /** Size cap for this input (the config's `max-bytes`); default DEFAULT_MAX_DOWNLOAD_BYTES. */
+  maxBytes?: number;
 }
 
 export interface FetchOptions {
@@ -27,6 +29,8 @@ export interface FetchOptions {
   retries?: number;
   /** Milliseconds without data before an attempt is abandoned. Default 30 s. */
   idleTimeoutMs?: number;
+  /** Milliseconds one attempt may take in all. Default DEFAULT_DOWNLOAD_DEADLINE_MS. */
+  deadlineMs?: number;
   /** Base delay between retries (doubles each time). Default 500 ms. */
   retryDelayMs?: number;
   progressIntervalMs?: number;
@@ -85,19 +89,24 @@ export class Store {
    * match its name is removed (with a warning) and reported as absent.
    */
   async has(sha256: string): Promise<boolean> {
+    return (await this.presence(sha256)) === 'present';
+  }
+
+  /** Like `has`, but tells a file that was never there from a corrupt one it just removed. */
+  private async presence(sha256: string): Promise<'present' | 'absent' | 'removed-corrupt'> {
     const file = this.path(sha256);
     try {
-      if (!(await stat(file)).isFile()) return false;
+      if (!(await stat(file)).isFile()) return 'absent';
     } catch {
-      return false;
+      return 'absent';
     }
     const actual = await sha256File(file);
-    if (actual === sha256) return true;
+    if (actual === sha256) return 'present';
     this.logger.warn(
       `store file ${file} is corrupt (its content has sha256 ${actual}); removed it`,
     );
     await rm(file, { force: true });
-    return false;
+    return 'removed-corrupt';
   }
 
   /** Imports a local file; returns its sha256. */
@@ -138,13 +147,20 @@ export class Store {
     const sha = checkSha(input.sha256);
     const dest = this.path(sha);
     const name = nameOf(input);
-    if (await this.has(sha)) {
+    const presence = await this.presence(sha);
+    if (presence === 'present') {
       this.logger.debug(`store: ${name} present as ${sha}`);
       return dest;
     }
+    // What the store looks like after a failure, said truthfully: a corrupt copy is already gone.
+    const storeState =
+      presence === 'removed-corrupt'
+        ? `the corrupt copy that was in the store was removed (${dest})`
+        : 'nothing was added to the store';
     if (input.urls.length === 0) {
       throw new UserError(
-        `${name} (sha256 ${sha}) is not in the store ${this.dir} and no URL was given; import it with: lhc store add FILE`,
+        `${name} (sha256 ${sha}) is not in the store ${this.dir} and no URL was given` +
+          `${presence === 'removed-corrupt' ? ` (${storeState})` : ''}; import it with: lhc store add FILE`,
       );
     }
     const retries = opts.retries ?? 2;
@@ -158,6 +174,8 @@ export class Store {
           );
           const got = await download(url, tmp, {
             idleTimeoutMs: opts.idleTimeoutMs,
+            deadlineMs: opts.deadlineMs,
+            maxBytes: input.maxBytes,
             progressIntervalMs: opts.progressIntervalMs,
             signal: opts.signal,
             logger: this.logger,
@@ -188,7 +206,7 @@ export class Store {
       }
     }
     throw new UserError(
-      `could not fetch ${name} (sha256 ${sha}) from ${input.urls.length === 1 ? 'its URL' : `any of ${input.urls.length} URLs`}; the store is unchanged:\n${failures.join('\n')}`,
+      `could not fetch ${name} (sha256 ${sha}) from ${input.urls.length === 1 ? 'its URL' : `any of ${input.urls.length} URLs`}; ${storeState}:\n${failures.join('\n')}`,
     );
   }
 

@@ -5,7 +5,7 @@
 import { execa, type ResultPromise } from 'execa';
 import { ToolError, UserError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
-import { packageFor } from './packages.js';
+import { assertKnownProgram, packageFor } from '../host/requirements.js';
 
 export interface RunOptions {
   /** Prefix `sudo -n` when this process is not root. */
@@ -23,8 +23,13 @@ export interface RunOptions {
   reject?: boolean;
   /** Return stdout as bytes (for binary protocols such as Gopher type 9). */
   binary?: boolean;
-  /** Log the command at info level (long steps the user should see) instead of debug. */
+  /**
+   * A long step the user should see: the command is logged at info level instead of debug, and a
+   * heartbeat with the elapsed time is logged while it runs, so minutes of silence never look hung.
+   */
   loud?: boolean;
+  /** Milliseconds between heartbeats of a loud command. Default 30 s. */
+  heartbeatMs?: number;
   /** Lines of stderr kept in a ToolError. */
   stderrLines?: number;
 }
@@ -39,6 +44,21 @@ export interface RunResult {
 }
 
 const DEFAULT_TIMEOUT_MS = 10 * 60_000;
+const DEFAULT_HEARTBEAT_MS = 30_000;
+
+/** Logs "still running" with the elapsed time every interval; returns the function that stops it. */
+function heartbeat(argv: readonly string[], opts: RunOptions): () => void {
+  const logger = opts.logger;
+  if (!opts.loud || !logger) return () => {};
+  const started = Date.now();
+  const what = formatCommand(argv.slice(0, 2));
+  const timer = setInterval(() => {
+    const s = Math.round((Date.now() - started) / 1000);
+    logger.info(`… ${what}: still running (${s} s)`);
+  }, opts.heartbeatMs ?? DEFAULT_HEARTBEAT_MS);
+  timer.unref();
+  return () => clearInterval(timer);
+}
 const KILL_GRACE_MS = 3_000;
 
 export function isRoot(): boolean {
@@ -161,6 +181,7 @@ function spawn(argv: string[], opts: RunOptions): ResultPromise {
 export async function run(argv: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
   // An abort that already happened never fires its event again: refuse to start at all.
   opts.signal?.throwIfAborted();
+  assertKnownProgram(argv[0]!);
   const full = withPrivilege(argv, opts.privileged ?? false, isRoot(), opts.env);
   const command = formatCommand(full);
   if (opts.loud) opts.logger?.info(`$ ${command}`);
@@ -184,6 +205,7 @@ export async function run(argv: readonly string[], opts: RunOptions = {}): Promi
     stop();
   };
   opts.signal?.addEventListener('abort', onAbort, { once: true });
+  const stopHeartbeat = heartbeat(argv, opts);
   try {
     const r = await child;
     const stdoutBytes = Buffer.from(r.stdout as Uint8Array);
@@ -222,6 +244,7 @@ export async function run(argv: readonly string[], opts: RunOptions = {}): Promi
     }
     return result;
   } finally {
+    stopHeartbeat();
     clearTimeout(timer);
     opts.signal?.removeEventListener('abort', onAbort);
     if (pid !== undefined) liveGroups.delete(pid);
@@ -239,6 +262,7 @@ export interface Started {
 }
 
 export function start(argv: readonly string[], opts: RunOptions = {}): Started {
+  assertKnownProgram(argv[0]!);
   const full = withPrivilege(argv, opts.privileged ?? false, isRoot(), opts.env);
   const command = formatCommand(full);
   if (opts.loud) opts.logger?.info(`$ ${command} &`);

@@ -6,9 +6,18 @@
 export type LuaArch = 'aarch64' | 'x86_64';
 export type LuaStrategy = 'cross' | 'in-root';
 
-/** Size over speed: the interpreter is copied into every image. */
-export const LUA_MYCFLAGS = '-static -Os';
-export const LUA_MYLDFLAGS = '-static';
+/**
+ * Size over speed: the interpreter is copied into every image. Per-function sections let the
+ * linker drop what neither Lua nor musl's start-up reaches. Lua reports errors with longjmp, so
+ * unwind tables are dead weight. `-z norelro`: in a static, non-PIE musl binary nothing applies
+ * PT_GNU_RELRO (musl's dynamic linker does that), yet the aarch64 linker pads the file to a
+ * 64 KiB boundary for it (about 30 KB here). Link-time optimisation would save only 4 KB more
+ * (270,424 against 274,616 bytes for 5.4.4) for 70 % more compile time, and many times that for
+ * the in-root build under QEMU, so it is left out.
+ */
+export const LUA_MYCFLAGS =
+  '-static -Os -ffunction-sections -fdata-sections -fno-asynchronous-unwind-tables -fno-unwind-tables';
+export const LUA_MYLDFLAGS = '-static -Os -Wl,--gc-sections -Wl,-z,norelro';
 
 export interface CrossToolchain {
   arch: LuaArch;

@@ -234,10 +234,11 @@ describe('privileged commands as the runner user (sudo -n)', () => {
   });
 
   it('names the missing tool, not sudo, when sudo works but the tool is absent', async () => {
-    const r = await asUser({ argv: ['lhc-no-such-tool'], privileged: true });
+    // A path outside the system directories: no host-requirements row is needed to run it.
+    const r = await asUser({ argv: ['/opt/lhc-no-such-tool'], privileged: true });
     expect(r.ok).toBe(false);
     expect(r.error).toBe('UserError');
-    expect(r.message).toContain("required tool 'lhc-no-such-tool' was not found");
+    expect(r.message).toContain("required tool '/opt/lhc-no-such-tool' was not found");
   });
 });
 

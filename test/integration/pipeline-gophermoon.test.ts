@@ -4,6 +4,7 @@
  * same bytes; the image stays within its budget, holds only what the service needs, and matches
  * the committed manifest lock; changing one content file makes `lhc diff` report exactly it.
  */
+import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { cpSync, readFileSync, readdirSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { mkdtemp } from 'node:fs/promises';
@@ -33,6 +34,8 @@ function copyExample(dest: string, touchTo?: Date): string {
   cpSync(path.join(REPO, 'fixtures/gophermoon'), path.join(dest, 'fixtures/gophermoon'), {
     recursive: true,
   });
+  // A checkout: the probes' ../../fixtures must stay inside the config's git work tree.
+  execFileSync('git', ['init', '-q', dest]);
   if (touchTo) {
     const walk = (d: string) => {
       for (const n of readdirSync(d)) {

@@ -66,4 +66,27 @@ describe('lhc setup and lhc doctor on this host', () => {
     expect(again.stderr).toMatch(/^present: packages: .*musl-dev:arm64/m);
     expect(await hostState()).toEqual(before);
   });
+
+  // The fresh-machine failure of issue 11: mmdebstrap without its Recommends arch-test.
+  it('without arch-test doctor fails naming it and its package; setup installs it', async () => {
+    await run(['dpkg', '-r', 'arch-test'], { reject: false, timeoutMs: 5 * 60_000 });
+    const before = await lhc('doctor');
+    expect(before.stdout).toMatch(/^FAIL +arch-test +not found/m);
+    expect(before.stdout).toMatch(/fix: apt-get install arch-test/);
+    expect(before.exitCode).toBe(1);
+    // A config that needs no Debian root is not held up by it.
+    const scratch = await lhc('doctor', 'examples/gophermoon/lhc.yml');
+    expect(scratch.stdout).not.toMatch(/arch-test/);
+    expect(scratch.exitCode).toBe(0);
+    const nginx = await lhc('doctor', 'examples/nginx/lhc.yml');
+    expect(nginx.stdout).toMatch(/^ +debian-root: base\.type: debian$/m);
+    expect(nginx.exitCode).toBe(1);
+
+    const setup = await lhc('setup');
+    expect(setup.exitCode).toBe(0);
+    expect(setup.stderr + setup.stdout).toMatch(/install .*arch-test/);
+    const after = await lhc('doctor');
+    expect(after.stdout).toMatch(/^ok +arch-test /m);
+    expect(after.exitCode).toBe(0);
+  });
 });

@@ -1,5 +1,5 @@
 import { hasTool } from '../../src/tools/exec.js';
-import { packageFor } from '../../src/tools/packages.js';
+import { packageFor } from '../../src/host/requirements.js';
 
 /** A test that needs a missing host tool fails (never skips), naming the package to install. */
 export async function requireTool(tool: string, pkg = packageFor(tool) ?? tool): Promise<void> {

@@ -17,7 +17,7 @@ import { packImage } from '../../src/stages/pack.js';
 import { assembleRoot } from '../../src/stages/root.js';
 import { Store } from '../../src/store/store.js';
 import { hasTool, run } from '../../src/tools/exec.js';
-import { packageFor } from '../../src/tools/packages.js';
+import { packageFor } from '../../src/host/requirements.js';
 import { LUA_SOURCES, luaSourceTarball, testCacheDir } from './debian-inputs.js';
 import { GOPHERMOON_CONFIG } from './gopher.js';
 

@@ -94,7 +94,12 @@ describe('action.yml and the action shell agree', () => {
       'bytes-before': '1000',
       'bytes-after': '10',
       'files-kept': '3',
+      'verify-ok': '',
+      'manifest-changed': 'false',
     });
+    expect(
+      outputsOf({ ...r, manifestDiff: '+ /x', verify: { ok: false, probes: [], hardening: [] } }),
+    ).toMatchObject({ 'verify-ok': 'false', 'manifest-changed': 'true' });
   });
 
   it('a user error fails the step with its message, no stack', () => {

@@ -48,10 +48,10 @@ function result(over: Partial<BuildResult> = {}): BuildResult {
   };
 }
 
-/** Rows of the first <table> after the heading `title`, as arrays of cell HTML. */
-function tableAfter(html: string, title: string): string[][] {
-  const at = html.indexOf(`<h3>${title}</h3>`);
-  expect(at, `heading ${title}`).toBeGreaterThanOrEqual(0);
+/** Rows (cells as HTML) of the first <table> after `marker` in the html. */
+function tableAfter(html: string, marker: string): string[][] {
+  const at = html.indexOf(marker);
+  expect(at, `marker ${marker}`).toBeGreaterThanOrEqual(0);
   const start = html.indexOf('<table>', at);
   const end = html.indexOf('</table>', start);
   const rows = html.slice(start, end).match(/<tr>.*?<\/tr>/g) ?? [];
@@ -59,52 +59,77 @@ function tableAfter(html: string, title: string): string[][] {
 }
 
 describe('renderSummary', () => {
-  it('has an image table with files kept, bytes before/after, image size and sha256', () => {
-    const r = result();
-    const rows = tableAfter(renderSummary(r), 'Image');
-    const byLabel = new Map(rows.map(([k, v]) => [k, v]));
-    expect(byLabel.get('files kept')).toBe(String(r.filesKept));
-    expect(byLabel.get('bytes before pruning')).toBe(formatBytes(r.bytesBefore));
-    expect(byLabel.get('bytes after pruning')).toContain(formatBytes(r.bytesAfter));
-    expect(byLabel.get('bytes after pruning')).toContain('75.0 % removed');
-    expect(byLabel.get('image size')).toBe(formatBytes(r.imageBytes));
-    expect(byLabel.get('image sha256')).toBe(`<code>${r.imageSha256}</code>`);
-  });
-
-  it('has one row per verify probe and per hardening check', () => {
+  it('opens with one compact row per image: result, size, sha256 prefix, files kept, pruning, verify', () => {
     const r = result();
     const html = renderSummary(r);
-    const probes = tableAfter(html, 'Verify probes');
-    expect(probes.map((p) => p[0])).toEqual(r.verify!.probes.map((p) => `<code>${p.name}</code>`));
-    expect(probes.every((p) => p[1]!.startsWith('✅'))).toBe(true);
-    const hardening = tableAfter(html, 'Hardening checks');
-    expect(hardening.map((h) => h[0])).toEqual(
-      r.verify!.hardening.map((h) => `<code>${h.name}</code>`),
-    );
-    expect(hardening.map((h) => h[2])).toEqual(
-      r.verify!.hardening.map((h) => escapeHtml(h.detail)),
-    );
+    expect(html.startsWith('<h2>lhc: gophermoon ✅ passed</h2>')).toBe(true);
+    const [row] = tableAfter(html, '<h2>');
+    expect(row).toEqual([
+      '<code>/tmp/out/gophermoon.squashfs</code>',
+      '✅',
+      '400.0 KiB',
+      `<code>${'a'.repeat(12)}</code>`,
+      '17',
+      '7.6 MiB → 1.9 MiB (−75 %)',
+      '✅ 2/2 probes, 3/3 hardening',
+    ]);
   });
 
-  it('marks failures and shows a failing probe diff open', () => {
+  it('folds passing probes and hardening rows into <details>', () => {
+    const r = result();
+    const html = renderSummary(r);
+    expect(html).toContain('<details><summary>2 probes matched their fixtures</summary>');
+    expect(html).toContain('<details><summary>3 hardening checks passed</summary>');
+    const probes = tableAfter(html, '2 probes matched');
+    expect(probes.map((p) => p[0])).toEqual(r.verify!.probes.map((p) => `<code>${p.name}</code>`));
+    const hardening = tableAfter(html, '3 hardening checks passed');
+    expect(hardening.map((h) => h[1])).toEqual(
+      r.verify!.hardening.map((h) => escapeHtml(h.detail)),
+    );
+    expect(html).not.toContain('❌');
+  });
+
+  it('puts failures first, each probe diff inline, before any passing row', () => {
     const r = result();
     r.verify!.ok = false;
     r.verify!.probes[1] = { name: 'about', ok: false, bytes: 99, diff: '-expected\n+got <b>' };
     r.verify!.hardening[0]!.ok = false;
     const html = renderSummary(r);
-    expect(html).toContain('<h2>lhc: gophermoon ❌</h2>');
-    expect(tableAfter(html, 'Verify probes')[1]![1]).toMatch(/^❌/);
-    expect(tableAfter(html, 'Hardening checks')[0]![1]).toMatch(/^❌/);
-    expect(html).toContain('<details open><summary>diff of probe about</summary>');
-    expect(html).toContain('+got &#60;b&#62;');
+    expect(html).toContain('<h2>lhc: gophermoon ❌ failed</h2>');
+    const probeAt = html.indexOf('<h3>❌ probe <code>about</code> differs from its fixture</h3>');
+    const diffAt = html.indexOf('<pre>-expected\n+got &#60;b&#62;</pre>');
+    const hardAt = html.indexOf('<h3>❌ hardening checks failed</h3>');
+    const passedAt = html.indexOf('<details>');
+    expect(probeAt).toBeGreaterThan(0);
+    expect(diffAt).toBeGreaterThan(probeAt);
+    expect(hardAt).toBeGreaterThan(diffAt);
+    expect(passedAt).toBeGreaterThan(hardAt);
+    expect(tableAfter(html, 'hardening checks failed')[0]![0]).toBe('<code>read-only-root</code>');
+    expect(tableAfter(html, '<h2>')[0]![6]).toBe('❌ 1/2 probes, 2/3 hardening');
   });
 
-  it('puts the manifest diff in collapsible details, escaped, only when there is one', () => {
-    expect(renderSummary(result())).not.toContain('Manifest changed');
-    const html = renderSummary(result({ manifestDiff: '+ /bin/<new>\n- /lib/old & gone' }));
-    expect(html).toContain('<h3>Manifest changed</h3>');
-    expect(html).toMatch(
-      /<details open><summary>manifest diff against the lock<\/summary>\s*<pre>\+ \/bin\/&#60;new&#62;\n- \/lib\/old &#38; gone<\/pre>/,
+  it('a manifest-lock failure shows the diff first and names the update-manifest input', () => {
+    expect(renderSummary(result())).not.toContain('manifest differs');
+    const html = renderSummary(result({ manifestDiff: '+ /bin/<new>\n- /lib/old & gone' }), {
+      manifestLock: { path: '/ws/examples/x/manifest.lock.json', updated: false },
+      env: { GITHUB_WORKSPACE: '/ws' },
+    });
+    expect(html).toContain('<h2>lhc: gophermoon ❌ failed</h2>');
+    expect(html).toContain(
+      '<h3>❌ The manifest differs from the lock <code>examples/x/manifest.lock.json</code></h3>',
+    );
+    expect(html).toContain('<pre>+ /bin/&#60;new&#62;\n- /lib/old &#38; gone</pre>');
+    expect(html).toContain('<code>update-manifest: true</code> input');
+    expect(html).not.toContain('--update-manifest');
+  });
+
+  it('an updated lock is announced, folded, and is not a failure', () => {
+    const html = renderSummary(result({ manifestDiff: '+ /bin/new' }), {
+      manifestLock: { path: 'manifest.lock.json', updated: true },
+    });
+    expect(html).toContain('✅ passed');
+    expect(html).toContain(
+      '<summary>manifest lock manifest.lock.json updated: commit it</summary>',
     );
   });
 
@@ -123,6 +148,28 @@ describe('renderSummary', () => {
     expect(html).not.toContain('a<b>');
   });
 
+  it('shows paths relative to the workspace and links the uploaded artifact', () => {
+    const ws = '/home/runner/work/repo/repo';
+    const r = result({ image: `${ws}/out/gophermoon.squashfs` });
+    const html = renderSummary(r, {
+      config: `${ws}/lhc.yml`,
+      version: '0.1.0',
+      artifacts: { name: 'lhc-gophermoon', uploaded: true, files: 8, id: 42, size: 300_000 },
+      env: {
+        GITHUB_WORKSPACE: ws,
+        GITHUB_SERVER_URL: 'https://github.example',
+        GITHUB_REPOSITORY: 'o/r',
+        GITHUB_RUN_ID: '7',
+      },
+    });
+    expect(html).not.toContain(ws);
+    expect(html).toContain('<code>out/gophermoon.squashfs</code>');
+    expect(html).toContain(
+      '<a href="https://github.example/o/r/actions/runs/7/artifacts/42">lhc-gophermoon</a> (8 files, 293.0 KiB)',
+    );
+    expect(html).toContain('lhc 0.1.0');
+  });
+
   it('says when verify did not run, and reports cache and artifact outcomes', () => {
     const html = renderSummary(result({ verify: undefined }), {
       cache: {
@@ -137,19 +184,23 @@ describe('renderSummary', () => {
         skipped: 'no artifact service',
       },
     });
-    expect(html).toContain('verify was not run');
-    expect(html).not.toContain('Hardening checks');
-    expect(html).toContain('cache store: hit (<code>k1</code>)');
-    expect(html).toContain('cache lua: miss (<code>k2</code>)');
+    expect(tableAfter(html, '<h2>')[0]![6]).toBe('not run');
+    expect(html).not.toContain('hardening check');
+    expect(html).toContain('cache: store hit, lua miss');
     expect(html).toContain(
-      'artifact <code>lhc-gophermoon</code>: not uploaded (no artifact service)',
+      'artifact <code>lhc-gophermoon</code> not uploaded (no artifact service)',
     );
   });
 
-  it('formats bytes exactly with a rounded unit', () => {
+  it('formats bytes in human units', () => {
     expect(formatBytes(512)).toBe('512 B');
-    expect(formatBytes(2048)).toBe('2048 B (2.0 KiB)');
-    expect(formatBytes(3 * 1024 * 1024 + 1)).toBe('3145729 B (3.0 MiB)');
+    expect(formatBytes(2048)).toBe('2.0 KiB');
+    expect(formatBytes(3 * 1024 * 1024 + 1)).toBe('3.0 MiB');
+  });
+
+  it('says "nothing removed" rather than 0 %', () => {
+    const html = renderSummary(result({ bytesBefore: 1000, bytesAfter: 1000 }));
+    expect(tableAfter(html, '<h2>')[0]![5]).toBe('1000 B → 1000 B (nothing removed)');
   });
 });
 

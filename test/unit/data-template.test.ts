@@ -20,7 +20,7 @@ import { listTar, tarDirectory, writeDataTemplate } from '../../src/stages/data-
 const EPOCH = 1_700_000_000;
 let tmp: string;
 
-/** A data dir with the cases that break naive tar: sticky 1777, unsorted creation, hardlink, absolute symlink. */
+/** A data dir with the cases that break naive tar: sticky 1777, unsorted creation, hardlink, relative symlink. */
 async function makeDataDir(dir: string): Promise<void> {
   await mkdir(path.join(dir, 'zeta'), { recursive: true });
   await mkdir(path.join(dir, 'tmp'));
@@ -31,7 +31,7 @@ async function makeDataDir(dir: string): Promise<void> {
   await writeFile(path.join(dir, 'alpha', 'a.txt'), 'aaaa\n');
   await chmod(path.join(dir, 'alpha', 'a.txt'), 0o600);
   await link(path.join(dir, 'alpha', 'a.txt'), path.join(dir, 'alpha', 'hard.txt'));
-  await symlink('/data/alpha/a.txt', path.join(dir, 'zeta', 'abs-link'));
+  await symlink('../alpha/a.txt', path.join(dir, 'zeta', 'rel-link'));
   await chmod(dir, 0o755);
 }
 
@@ -55,7 +55,7 @@ describe('data template tar', () => {
       'alpha/inner/',
       'tmp/',
       'zeta/',
-      'zeta/abs-link',
+      'zeta/rel-link',
       'zeta/z.txt',
     ]);
     const byPath = new Map(list.map((e) => [e.path, e]));
@@ -65,7 +65,7 @@ describe('data template tar', () => {
     // A hard link is stored as a second plain file, so the archive does not depend on how the tree was copied.
     expect(byPath.get('alpha/hard.txt')!.type).toBe('File');
     expect(byPath.get('alpha/hard.txt')!.sha256).toBe(byPath.get('alpha/a.txt')!.sha256);
-    expect(byPath.get('zeta/abs-link')!.linkpath).toBe('/data/alpha/a.txt');
+    expect(byPath.get('zeta/rel-link')!.linkpath).toBe('../alpha/a.txt');
     for (const e of list) {
       expect(e.mtime, e.path).toBe(EPOCH);
       expect([e.uid, e.gid, e.uname, e.gname], e.path).toEqual([0, 0, '', '']);
@@ -93,7 +93,7 @@ describe('data template tar', () => {
       'alpha/inner/',
       'tmp/',
       'zeta/',
-      'zeta/abs-link -> /data/alpha/a.txt',
+      'zeta/rel-link -> ../alpha/a.txt',
       'zeta/z.txt',
     ]);
   });
@@ -163,5 +163,21 @@ describe('data template tar', () => {
     const err = await tarDirectory(dir, EPOCH).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(UserError);
     expect((err as Error).message).toMatch(/only files, directories and symlinks.*'pipe'/);
+  });
+
+  it('refuses an absolute symlink and one climbing out of the template (the unpacking hosts would follow them)', async () => {
+    const dir = path.join(tmp, 'd');
+    await mkdir(path.join(dir, 'sub'), { recursive: true });
+    await symlink('/data/x', path.join(dir, 'abs'));
+    await symlink('../../etc/passwd', path.join(dir, 'sub', 'up'));
+    await symlink('../x', path.join(dir, 'sub', 'fine'));
+    const err = await tarDirectory(dir, EPOCH).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(UserError);
+    const msg = (err as Error).message;
+    expect(msg).toContain("'abs' is a symlink to the absolute path /data/x");
+    expect(msg).toContain(
+      "'sub/up' is a symlink to ../../etc/passwd, which points outside the template",
+    );
+    expect(msg).not.toContain('sub/fine');
   });
 });

@@ -11,6 +11,8 @@ import {
   QEMU_BINFMT_CONF,
   toolRequirements,
 } from '../../src/host/requirements.js';
+import { featuresFor } from '../../src/host/config-needs.js';
+import { parseConfig } from '../../src/config/load.js';
 import { QEMU_CONF, QEMU_ENTRY_POF, fakeProbe, type FakeHost } from '../support/fake-host.js';
 
 const ALL_TOOLS_X86 = toolRequirements('x86_64').map((t) => t.tool);
@@ -142,6 +144,7 @@ describe('doctor', () => {
     ['systemd-socket-activate', 'systemd'],
     ['nsenter', 'util-linux'],
     ['unsquashfs', 'squashfs-tools'],
+    ['arch-test', 'arch-test'],
   ])('missing %s is required and names package %s', async (tool, pkg) => {
     const h = readyHost({ tools: ALL_TOOLS_X86.filter((t) => t !== tool) });
     const { c, exit } = await check(h, tool);
@@ -198,5 +201,64 @@ describe('doctor', () => {
       flags: 'POF',
       interpreter: '/usr/libexec/qemu-binfmt/aarch64-binfmt-P',
     });
+  });
+});
+
+describe('doctor CONFIG: only what the config needs', () => {
+  const config = (extra: string) =>
+    parseConfig(
+      `name: t\nepoch: 1\nservice: {command: [/bin/x], inetd: true}\n` +
+        `probes: [{name: a, type: gopher, fixture: a.txt}]\n${extra}`,
+    );
+
+  it('a scratch base without Lua needs no cross compiler, no mmdebstrap, no arch-test', async () => {
+    const needs = featuresFor(config(''), 'x86_64');
+    expect([...needs.features].sort()).toEqual(
+      ['core', 'emulation', 'inetd', 'privilege', 'system'].sort(),
+    );
+    const bare = ALL_TOOLS_X86.filter(
+      (t) => !['mmdebstrap', 'arch-test', 'aarch64-linux-gnu-gcc', 'make'].includes(t),
+    );
+    const host = withoutFile(readyHost({ tools: bare }), MUSL_SPECS);
+    const checks = await runChecks(fakeProbe(host), needs.features);
+    expect(checks.map((c) => c.name)).not.toContain('mmdebstrap');
+    expect(checks.map((c) => c.name)).not.toContain('musl aarch64 (musl-gcc.specs)');
+    expect(doctorExitCode(checks)).toBe(0);
+    // The same host fails the full check.
+    expect(doctorExitCode(await runChecks(fakeProbe(host)))).toBe(1);
+  });
+
+  it('a Debian base needs mmdebstrap and arch-test, and says which field asks for them', async () => {
+    const needs = featuresFor(config('base: {type: debian}'), 'x86_64');
+    expect(needs.reasons.get('debian-root')).toBe('base.type: debian');
+    const host = readyHost({ tools: ALL_TOOLS_X86.filter((t) => t !== 'arch-test') });
+    const checks = await runChecks(fakeProbe(host), needs.features);
+    expect(checks.find((c) => c.name === 'arch-test')).toMatchObject({
+      ok: false,
+      fix: 'apt-get install arch-test (or run: lhc setup)',
+    });
+    expect(doctorExitCode(checks)).toBe(1);
+  });
+
+  it('cross Lua needs the cross compiler and musl; in-root Lua needs mmdebstrap instead', () => {
+    const cross = featuresFor(
+      config(`lua: {version: "5.4.4", sha256: "${'a'.repeat(64)}"}`),
+      'x86_64',
+    );
+    expect(cross.features.has('cross-lua')).toBe(true);
+    expect(cross.features.has('download')).toBe(true);
+    expect(cross.features.has('debian-root')).toBe(false);
+    const inRoot = featuresFor(
+      config(`lua: {version: "5.4.4", sha256: "${'a'.repeat(64)}", strategy: in-root}`),
+      'x86_64',
+    );
+    expect(inRoot.features.has('cross-lua')).toBe(false);
+    expect(inRoot.features.has('debian-root')).toBe(true);
+  });
+
+  it('on an aarch64 host an aarch64 config needs strace, not QEMU', () => {
+    const needs = featuresFor(config(''), 'aarch64');
+    expect(needs.features.has('emulation')).toBe(false);
+    expect(needs.features.has('native-trace')).toBe(true);
   });
 });
