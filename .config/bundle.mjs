@@ -36,6 +36,9 @@ async function bundle(t) {
     format: 'esm',
     target: 'node20',
     mainFields: ['module', 'main'],
+    // node_modules may be a symlink (git worktrees share one): keep its path as written, so the
+    // bundle's module comments, and so its bytes, do not depend on where the checkout lives.
+    preserveSymlinks: true,
     banner: { js: t.banner },
     define: { LHC_VERSION_DEFINE: JSON.stringify(pkg.version) },
     legalComments: 'none',

@@ -41,9 +41,9 @@ var __toESM = (mod, isNodeMode, target) => (target = mod != null ? __create(__ge
   mod
 ));
 
-// ../../main/node_modules/yaml/dist/nodes/identity.js
+// node_modules/yaml/dist/nodes/identity.js
 var require_identity = __commonJS({
-  "../../main/node_modules/yaml/dist/nodes/identity.js"(exports) {
+  "node_modules/yaml/dist/nodes/identity.js"(exports) {
     "use strict";
     var ALIAS = /* @__PURE__ */ Symbol.for("yaml.alias");
     var DOC = /* @__PURE__ */ Symbol.for("yaml.document");
@@ -98,9 +98,9 @@ var require_identity = __commonJS({
   }
 });
 
-// ../../main/node_modules/yaml/dist/visit.js
+// node_modules/yaml/dist/visit.js
 var require_visit = __commonJS({
-  "../../main/node_modules/yaml/dist/visit.js"(exports) {
+  "node_modules/yaml/dist/visit.js"(exports) {
     "use strict";
     var identity3 = require_identity();
     var BREAK = /* @__PURE__ */ Symbol("break visit");
@@ -118,17 +118,17 @@ var require_visit = __commonJS({
     visit3.BREAK = BREAK;
     visit3.SKIP = SKIP;
     visit3.REMOVE = REMOVE;
-    function visit_(key, node2, visitor, path43) {
-      const ctrl = callVisitor(key, node2, visitor, path43);
+    function visit_(key, node2, visitor, path44) {
+      const ctrl = callVisitor(key, node2, visitor, path44);
       if (identity3.isNode(ctrl) || identity3.isPair(ctrl)) {
-        replaceNode(key, path43, ctrl);
-        return visit_(key, ctrl, visitor, path43);
+        replaceNode(key, path44, ctrl);
+        return visit_(key, ctrl, visitor, path44);
       }
       if (typeof ctrl !== "symbol") {
         if (identity3.isCollection(node2)) {
-          path43 = Object.freeze(path43.concat(node2));
+          path44 = Object.freeze(path44.concat(node2));
           for (let i2 = 0; i2 < node2.items.length; ++i2) {
-            const ci2 = visit_(i2, node2.items[i2], visitor, path43);
+            const ci2 = visit_(i2, node2.items[i2], visitor, path44);
             if (typeof ci2 === "number")
               i2 = ci2 - 1;
             else if (ci2 === BREAK)
@@ -139,13 +139,13 @@ var require_visit = __commonJS({
             }
           }
         } else if (identity3.isPair(node2)) {
-          path43 = Object.freeze(path43.concat(node2));
-          const ck = visit_("key", node2.key, visitor, path43);
+          path44 = Object.freeze(path44.concat(node2));
+          const ck = visit_("key", node2.key, visitor, path44);
           if (ck === BREAK)
             return BREAK;
           else if (ck === REMOVE)
             node2.key = null;
-          const cv = visit_("value", node2.value, visitor, path43);
+          const cv = visit_("value", node2.value, visitor, path44);
           if (cv === BREAK)
             return BREAK;
           else if (cv === REMOVE)
@@ -166,17 +166,17 @@ var require_visit = __commonJS({
     visitAsync.BREAK = BREAK;
     visitAsync.SKIP = SKIP;
     visitAsync.REMOVE = REMOVE;
-    async function visitAsync_(key, node2, visitor, path43) {
-      const ctrl = await callVisitor(key, node2, visitor, path43);
+    async function visitAsync_(key, node2, visitor, path44) {
+      const ctrl = await callVisitor(key, node2, visitor, path44);
       if (identity3.isNode(ctrl) || identity3.isPair(ctrl)) {
-        replaceNode(key, path43, ctrl);
-        return visitAsync_(key, ctrl, visitor, path43);
+        replaceNode(key, path44, ctrl);
+        return visitAsync_(key, ctrl, visitor, path44);
       }
       if (typeof ctrl !== "symbol") {
         if (identity3.isCollection(node2)) {
-          path43 = Object.freeze(path43.concat(node2));
+          path44 = Object.freeze(path44.concat(node2));
           for (let i2 = 0; i2 < node2.items.length; ++i2) {
-            const ci2 = await visitAsync_(i2, node2.items[i2], visitor, path43);
+            const ci2 = await visitAsync_(i2, node2.items[i2], visitor, path44);
             if (typeof ci2 === "number")
               i2 = ci2 - 1;
             else if (ci2 === BREAK)
@@ -187,13 +187,13 @@ var require_visit = __commonJS({
             }
           }
         } else if (identity3.isPair(node2)) {
-          path43 = Object.freeze(path43.concat(node2));
-          const ck = await visitAsync_("key", node2.key, visitor, path43);
+          path44 = Object.freeze(path44.concat(node2));
+          const ck = await visitAsync_("key", node2.key, visitor, path44);
           if (ck === BREAK)
             return BREAK;
           else if (ck === REMOVE)
             node2.key = null;
-          const cv = await visitAsync_("value", node2.value, visitor, path43);
+          const cv = await visitAsync_("value", node2.value, visitor, path44);
           if (cv === BREAK)
             return BREAK;
           else if (cv === REMOVE)
@@ -220,23 +220,23 @@ var require_visit = __commonJS({
       }
       return visitor;
     }
-    function callVisitor(key, node2, visitor, path43) {
+    function callVisitor(key, node2, visitor, path44) {
       if (typeof visitor === "function")
-        return visitor(key, node2, path43);
+        return visitor(key, node2, path44);
       if (identity3.isMap(node2))
-        return visitor.Map?.(key, node2, path43);
+        return visitor.Map?.(key, node2, path44);
       if (identity3.isSeq(node2))
-        return visitor.Seq?.(key, node2, path43);
+        return visitor.Seq?.(key, node2, path44);
       if (identity3.isPair(node2))
-        return visitor.Pair?.(key, node2, path43);
+        return visitor.Pair?.(key, node2, path44);
       if (identity3.isScalar(node2))
-        return visitor.Scalar?.(key, node2, path43);
+        return visitor.Scalar?.(key, node2, path44);
       if (identity3.isAlias(node2))
-        return visitor.Alias?.(key, node2, path43);
+        return visitor.Alias?.(key, node2, path44);
       return void 0;
     }
-    function replaceNode(key, path43, node2) {
-      const parent = path43[path43.length - 1];
+    function replaceNode(key, path44, node2) {
+      const parent = path44[path44.length - 1];
       if (identity3.isCollection(parent)) {
         parent.items[key] = node2;
       } else if (identity3.isPair(parent)) {
@@ -256,9 +256,9 @@ var require_visit = __commonJS({
   }
 });
 
-// ../../main/node_modules/yaml/dist/doc/directives.js
+// node_modules/yaml/dist/doc/directives.js
 var require_directives = __commonJS({
-  "../../main/node_modules/yaml/dist/doc/directives.js"(exports) {
+  "node_modules/yaml/dist/doc/directives.js"(exports) {
     "use strict";
     var identity3 = require_identity();
     var visit3 = require_visit();
@@ -427,9 +427,9 @@ var require_directives = __commonJS({
   }
 });
 
-// ../../main/node_modules/yaml/dist/doc/anchors.js
+// node_modules/yaml/dist/doc/anchors.js
 var require_anchors = __commonJS({
-  "../../main/node_modules/yaml/dist/doc/anchors.js"(exports) {
+  "node_modules/yaml/dist/doc/anchors.js"(exports) {
     "use strict";
     var identity3 = require_identity();
     var visit3 = require_visit();
@@ -497,9 +497,9 @@ var require_anchors = __commonJS({
   }
 });
 
-// ../../main/node_modules/yaml/dist/doc/applyReviver.js
+// node_modules/yaml/dist/doc/applyReviver.js
 var require_applyReviver = __commonJS({
-  "../../main/node_modules/yaml/dist/doc/applyReviver.js"(exports) {
+  "node_modules/yaml/dist/doc/applyReviver.js"(exports) {
     "use strict";
     function applyReviver(reviver, obj, key, val) {
       if (val && typeof val === "object") {
@@ -547,9 +547,9 @@ var require_applyReviver = __commonJS({
   }
 });
 
-// ../../main/node_modules/yaml/dist/nodes/toJS.js
+// node_modules/yaml/dist/nodes/toJS.js
 var require_toJS = __commonJS({
-  "../../main/node_modules/yaml/dist/nodes/toJS.js"(exports) {
+  "node_modules/yaml/dist/nodes/toJS.js"(exports) {
     "use strict";
     var identity3 = require_identity();
     function toJS(value, arg, ctx) {
@@ -577,9 +577,9 @@ var require_toJS = __commonJS({
   }
 });
 
-// ../../main/node_modules/yaml/dist/nodes/Node.js
+// node_modules/yaml/dist/nodes/Node.js
 var require_Node = __commonJS({
-  "../../main/node_modules/yaml/dist/nodes/Node.js"(exports) {
+  "node_modules/yaml/dist/nodes/Node.js"(exports) {
     "use strict";
     var applyReviver = require_applyReviver();
     var identity3 = require_identity();
@@ -618,9 +618,9 @@ var require_Node = __commonJS({
   }
 });
 
-// ../../main/node_modules/yaml/dist/nodes/Alias.js
+// node_modules/yaml/dist/nodes/Alias.js
 var require_Alias = __commonJS({
-  "../../main/node_modules/yaml/dist/nodes/Alias.js"(exports) {
+  "node_modules/yaml/dist/nodes/Alias.js"(exports) {
     "use strict";
     var anchors = require_anchors();
     var visit3 = require_visit();
@@ -736,9 +736,9 @@ var require_Alias = __commonJS({
   }
 });
 
-// ../../main/node_modules/yaml/dist/nodes/Scalar.js
+// node_modules/yaml/dist/nodes/Scalar.js
 var require_Scalar = __commonJS({
-  "../../main/node_modules/yaml/dist/nodes/Scalar.js"(exports) {
+  "node_modules/yaml/dist/nodes/Scalar.js"(exports) {
     "use strict";
     var identity3 = require_identity();
     var Node = require_Node();
@@ -766,9 +766,9 @@ var require_Scalar = __commonJS({
   }
 });
 
-// ../../main/node_modules/yaml/dist/doc/createNode.js
+// node_modules/yaml/dist/doc/createNode.js
 var require_createNode = __commonJS({
-  "../../main/node_modules/yaml/dist/doc/createNode.js"(exports) {
+  "node_modules/yaml/dist/doc/createNode.js"(exports) {
     "use strict";
     var Alias = require_Alias();
     var identity3 = require_identity();
@@ -841,17 +841,17 @@ var require_createNode = __commonJS({
   }
 });
 
-// ../../main/node_modules/yaml/dist/nodes/Collection.js
+// node_modules/yaml/dist/nodes/Collection.js
 var require_Collection = __commonJS({
-  "../../main/node_modules/yaml/dist/nodes/Collection.js"(exports) {
+  "node_modules/yaml/dist/nodes/Collection.js"(exports) {
     "use strict";
     var createNode = require_createNode();
     var identity3 = require_identity();
     var Node = require_Node();
-    function collectionFromPath(schema, path43, value) {
+    function collectionFromPath(schema, path44, value) {
       let v2 = value;
-      for (let i2 = path43.length - 1; i2 >= 0; --i2) {
-        const k2 = path43[i2];
+      for (let i2 = path44.length - 1; i2 >= 0; --i2) {
+        const k2 = path44[i2];
         if (typeof k2 === "number" && Number.isInteger(k2) && k2 >= 0) {
           const a2 = [];
           a2[k2] = v2;
@@ -870,7 +870,7 @@ var require_Collection = __commonJS({
         sourceObjects: /* @__PURE__ */ new Map()
       });
     }
-    var isEmptyPath = (path43) => path43 == null || typeof path43 === "object" && !!path43[Symbol.iterator]().next().done;
+    var isEmptyPath = (path44) => path44 == null || typeof path44 === "object" && !!path44[Symbol.iterator]().next().done;
     var Collection = class extends Node.NodeBase {
       constructor(type, schema) {
         super(type);
@@ -900,11 +900,11 @@ var require_Collection = __commonJS({
        * be a Pair instance or a `{ key, value }` object, which may not have a key
        * that already exists in the map.
        */
-      addIn(path43, value) {
-        if (isEmptyPath(path43))
+      addIn(path44, value) {
+        if (isEmptyPath(path44))
           this.add(value);
         else {
-          const [key, ...rest] = path43;
+          const [key, ...rest] = path44;
           const node2 = this.get(key, true);
           if (identity3.isCollection(node2))
             node2.addIn(rest, value);
@@ -918,8 +918,8 @@ var require_Collection = __commonJS({
        * Removes a value from the collection.
        * @returns `true` if the item was found and removed.
        */
-      deleteIn(path43) {
-        const [key, ...rest] = path43;
+      deleteIn(path44) {
+        const [key, ...rest] = path44;
         if (rest.length === 0)
           return this.delete(key);
         const node2 = this.get(key, true);
@@ -933,8 +933,8 @@ var require_Collection = __commonJS({
        * scalar values from their surrounding node; to disable set `keepScalar` to
        * `true` (collections are always returned intact).
        */
-      getIn(path43, keepScalar) {
-        const [key, ...rest] = path43;
+      getIn(path44, keepScalar) {
+        const [key, ...rest] = path44;
         const node2 = this.get(key, true);
         if (rest.length === 0)
           return !keepScalar && identity3.isScalar(node2) ? node2.value : node2;
@@ -952,8 +952,8 @@ var require_Collection = __commonJS({
       /**
        * Checks if the collection includes a value with the key `key`.
        */
-      hasIn(path43) {
-        const [key, ...rest] = path43;
+      hasIn(path44) {
+        const [key, ...rest] = path44;
         if (rest.length === 0)
           return this.has(key);
         const node2 = this.get(key, true);
@@ -963,8 +963,8 @@ var require_Collection = __commonJS({
        * Sets a value in this collection. For `!!set`, `value` needs to be a
        * boolean to add/remove the item from the set.
        */
-      setIn(path43, value) {
-        const [key, ...rest] = path43;
+      setIn(path44, value) {
+        const [key, ...rest] = path44;
         if (rest.length === 0) {
           this.set(key, value);
         } else {
@@ -984,9 +984,9 @@ var require_Collection = __commonJS({
   }
 });
 
-// ../../main/node_modules/yaml/dist/stringify/stringifyComment.js
+// node_modules/yaml/dist/stringify/stringifyComment.js
 var require_stringifyComment = __commonJS({
-  "../../main/node_modules/yaml/dist/stringify/stringifyComment.js"(exports) {
+  "node_modules/yaml/dist/stringify/stringifyComment.js"(exports) {
     "use strict";
     var stringifyComment = (str) => str.replace(/^(?!$)(?: $)?/gm, "#");
     function indentComment(comment, indent2) {
@@ -1001,9 +1001,9 @@ var require_stringifyComment = __commonJS({
   }
 });
 
-// ../../main/node_modules/yaml/dist/stringify/foldFlowLines.js
+// node_modules/yaml/dist/stringify/foldFlowLines.js
 var require_foldFlowLines = __commonJS({
-  "../../main/node_modules/yaml/dist/stringify/foldFlowLines.js"(exports) {
+  "node_modules/yaml/dist/stringify/foldFlowLines.js"(exports) {
     "use strict";
     var FOLD_FLOW = "flow";
     var FOLD_BLOCK = "block";
@@ -1137,9 +1137,9 @@ ${indent2}${text.slice(fold + 1, end2)}`;
   }
 });
 
-// ../../main/node_modules/yaml/dist/stringify/stringifyString.js
+// node_modules/yaml/dist/stringify/stringifyString.js
 var require_stringifyString = __commonJS({
-  "../../main/node_modules/yaml/dist/stringify/stringifyString.js"(exports) {
+  "node_modules/yaml/dist/stringify/stringifyString.js"(exports) {
     "use strict";
     var Scalar = require_Scalar();
     var foldFlowLines = require_foldFlowLines();
@@ -1420,9 +1420,9 @@ ${indent2}`);
   }
 });
 
-// ../../main/node_modules/yaml/dist/stringify/stringify.js
+// node_modules/yaml/dist/stringify/stringify.js
 var require_stringify = __commonJS({
-  "../../main/node_modules/yaml/dist/stringify/stringify.js"(exports) {
+  "node_modules/yaml/dist/stringify/stringify.js"(exports) {
     "use strict";
     var anchors = require_anchors();
     var identity3 = require_identity();
@@ -1544,9 +1544,9 @@ ${ctx.indent}${str}`;
   }
 });
 
-// ../../main/node_modules/yaml/dist/stringify/stringifyPair.js
+// node_modules/yaml/dist/stringify/stringifyPair.js
 var require_stringifyPair = __commonJS({
-  "../../main/node_modules/yaml/dist/stringify/stringifyPair.js"(exports) {
+  "node_modules/yaml/dist/stringify/stringifyPair.js"(exports) {
     "use strict";
     var identity3 = require_identity();
     var Scalar = require_Scalar();
@@ -1677,9 +1677,9 @@ ${ctx.indent}`;
   }
 });
 
-// ../../main/node_modules/yaml/dist/log.js
+// node_modules/yaml/dist/log.js
 var require_log = __commonJS({
-  "../../main/node_modules/yaml/dist/log.js"(exports) {
+  "node_modules/yaml/dist/log.js"(exports) {
     "use strict";
     var node_process = __require("process");
     function debug(logLevel, ...messages) {
@@ -1699,9 +1699,9 @@ var require_log = __commonJS({
   }
 });
 
-// ../../main/node_modules/yaml/dist/schema/yaml-1.1/merge.js
+// node_modules/yaml/dist/schema/yaml-1.1/merge.js
 var require_merge = __commonJS({
-  "../../main/node_modules/yaml/dist/schema/yaml-1.1/merge.js"(exports) {
+  "node_modules/yaml/dist/schema/yaml-1.1/merge.js"(exports) {
     "use strict";
     var identity3 = require_identity();
     var Scalar = require_Scalar();
@@ -1759,9 +1759,9 @@ var require_merge = __commonJS({
   }
 });
 
-// ../../main/node_modules/yaml/dist/nodes/addPairToJSMap.js
+// node_modules/yaml/dist/nodes/addPairToJSMap.js
 var require_addPairToJSMap = __commonJS({
-  "../../main/node_modules/yaml/dist/nodes/addPairToJSMap.js"(exports) {
+  "node_modules/yaml/dist/nodes/addPairToJSMap.js"(exports) {
     "use strict";
     var log = require_log();
     var merge2 = require_merge();
@@ -1823,9 +1823,9 @@ var require_addPairToJSMap = __commonJS({
   }
 });
 
-// ../../main/node_modules/yaml/dist/nodes/Pair.js
+// node_modules/yaml/dist/nodes/Pair.js
 var require_Pair = __commonJS({
-  "../../main/node_modules/yaml/dist/nodes/Pair.js"(exports) {
+  "node_modules/yaml/dist/nodes/Pair.js"(exports) {
     "use strict";
     var createNode = require_createNode();
     var stringifyPair = require_stringifyPair();
@@ -1863,9 +1863,9 @@ var require_Pair = __commonJS({
   }
 });
 
-// ../../main/node_modules/yaml/dist/stringify/stringifyCollection.js
+// node_modules/yaml/dist/stringify/stringifyCollection.js
 var require_stringifyCollection = __commonJS({
-  "../../main/node_modules/yaml/dist/stringify/stringifyCollection.js"(exports) {
+  "node_modules/yaml/dist/stringify/stringifyCollection.js"(exports) {
     "use strict";
     var identity3 = require_identity();
     var stringify = require_stringify();
@@ -2014,9 +2014,9 @@ ${indent2}${end}`;
   }
 });
 
-// ../../main/node_modules/yaml/dist/nodes/YAMLMap.js
+// node_modules/yaml/dist/nodes/YAMLMap.js
 var require_YAMLMap = __commonJS({
-  "../../main/node_modules/yaml/dist/nodes/YAMLMap.js"(exports) {
+  "node_modules/yaml/dist/nodes/YAMLMap.js"(exports) {
     "use strict";
     var stringifyCollection = require_stringifyCollection();
     var addPairToJSMap = require_addPairToJSMap();
@@ -2158,9 +2158,9 @@ var require_YAMLMap = __commonJS({
   }
 });
 
-// ../../main/node_modules/yaml/dist/schema/common/map.js
+// node_modules/yaml/dist/schema/common/map.js
 var require_map = __commonJS({
-  "../../main/node_modules/yaml/dist/schema/common/map.js"(exports) {
+  "node_modules/yaml/dist/schema/common/map.js"(exports) {
     "use strict";
     var identity3 = require_identity();
     var YAMLMap = require_YAMLMap();
@@ -2180,9 +2180,9 @@ var require_map = __commonJS({
   }
 });
 
-// ../../main/node_modules/yaml/dist/nodes/YAMLSeq.js
+// node_modules/yaml/dist/nodes/YAMLSeq.js
 var require_YAMLSeq = __commonJS({
-  "../../main/node_modules/yaml/dist/nodes/YAMLSeq.js"(exports) {
+  "node_modules/yaml/dist/nodes/YAMLSeq.js"(exports) {
     "use strict";
     var createNode = require_createNode();
     var stringifyCollection = require_stringifyCollection();
@@ -2296,9 +2296,9 @@ var require_YAMLSeq = __commonJS({
   }
 });
 
-// ../../main/node_modules/yaml/dist/schema/common/seq.js
+// node_modules/yaml/dist/schema/common/seq.js
 var require_seq = __commonJS({
-  "../../main/node_modules/yaml/dist/schema/common/seq.js"(exports) {
+  "node_modules/yaml/dist/schema/common/seq.js"(exports) {
     "use strict";
     var identity3 = require_identity();
     var YAMLSeq = require_YAMLSeq();
@@ -2318,9 +2318,9 @@ var require_seq = __commonJS({
   }
 });
 
-// ../../main/node_modules/yaml/dist/schema/common/string.js
+// node_modules/yaml/dist/schema/common/string.js
 var require_string = __commonJS({
-  "../../main/node_modules/yaml/dist/schema/common/string.js"(exports) {
+  "node_modules/yaml/dist/schema/common/string.js"(exports) {
     "use strict";
     var stringifyString = require_stringifyString();
     var string4 = {
@@ -2337,9 +2337,9 @@ var require_string = __commonJS({
   }
 });
 
-// ../../main/node_modules/yaml/dist/schema/common/null.js
+// node_modules/yaml/dist/schema/common/null.js
 var require_null = __commonJS({
-  "../../main/node_modules/yaml/dist/schema/common/null.js"(exports) {
+  "node_modules/yaml/dist/schema/common/null.js"(exports) {
     "use strict";
     var Scalar = require_Scalar();
     var nullTag = {
@@ -2355,9 +2355,9 @@ var require_null = __commonJS({
   }
 });
 
-// ../../main/node_modules/yaml/dist/schema/core/bool.js
+// node_modules/yaml/dist/schema/core/bool.js
 var require_bool = __commonJS({
-  "../../main/node_modules/yaml/dist/schema/core/bool.js"(exports) {
+  "node_modules/yaml/dist/schema/core/bool.js"(exports) {
     "use strict";
     var Scalar = require_Scalar();
     var boolTag = {
@@ -2379,9 +2379,9 @@ var require_bool = __commonJS({
   }
 });
 
-// ../../main/node_modules/yaml/dist/stringify/stringifyNumber.js
+// node_modules/yaml/dist/stringify/stringifyNumber.js
 var require_stringifyNumber = __commonJS({
-  "../../main/node_modules/yaml/dist/stringify/stringifyNumber.js"(exports) {
+  "node_modules/yaml/dist/stringify/stringifyNumber.js"(exports) {
     "use strict";
     function stringifyNumber({ format: format2, minFractionDigits, tag, value }) {
       if (typeof value === "bigint")
@@ -2406,9 +2406,9 @@ var require_stringifyNumber = __commonJS({
   }
 });
 
-// ../../main/node_modules/yaml/dist/schema/core/float.js
+// node_modules/yaml/dist/schema/core/float.js
 var require_float = __commonJS({
-  "../../main/node_modules/yaml/dist/schema/core/float.js"(exports) {
+  "node_modules/yaml/dist/schema/core/float.js"(exports) {
     "use strict";
     var Scalar = require_Scalar();
     var stringifyNumber = require_stringifyNumber();
@@ -2452,9 +2452,9 @@ var require_float = __commonJS({
   }
 });
 
-// ../../main/node_modules/yaml/dist/schema/core/int.js
+// node_modules/yaml/dist/schema/core/int.js
 var require_int = __commonJS({
-  "../../main/node_modules/yaml/dist/schema/core/int.js"(exports) {
+  "node_modules/yaml/dist/schema/core/int.js"(exports) {
     "use strict";
     var stringifyNumber = require_stringifyNumber();
     var intIdentify = (value) => typeof value === "bigint" || Number.isInteger(value);
@@ -2497,9 +2497,9 @@ var require_int = __commonJS({
   }
 });
 
-// ../../main/node_modules/yaml/dist/schema/core/schema.js
+// node_modules/yaml/dist/schema/core/schema.js
 var require_schema = __commonJS({
-  "../../main/node_modules/yaml/dist/schema/core/schema.js"(exports) {
+  "node_modules/yaml/dist/schema/core/schema.js"(exports) {
     "use strict";
     var map2 = require_map();
     var _null4 = require_null();
@@ -2525,9 +2525,9 @@ var require_schema = __commonJS({
   }
 });
 
-// ../../main/node_modules/yaml/dist/schema/json/schema.js
+// node_modules/yaml/dist/schema/json/schema.js
 var require_schema2 = __commonJS({
-  "../../main/node_modules/yaml/dist/schema/json/schema.js"(exports) {
+  "node_modules/yaml/dist/schema/json/schema.js"(exports) {
     "use strict";
     var Scalar = require_Scalar();
     var map2 = require_map();
@@ -2592,9 +2592,9 @@ var require_schema2 = __commonJS({
   }
 });
 
-// ../../main/node_modules/yaml/dist/schema/yaml-1.1/binary.js
+// node_modules/yaml/dist/schema/yaml-1.1/binary.js
 var require_binary = __commonJS({
-  "../../main/node_modules/yaml/dist/schema/yaml-1.1/binary.js"(exports) {
+  "node_modules/yaml/dist/schema/yaml-1.1/binary.js"(exports) {
     "use strict";
     var node_buffer = __require("buffer");
     var Scalar = require_Scalar();
@@ -2658,9 +2658,9 @@ var require_binary = __commonJS({
   }
 });
 
-// ../../main/node_modules/yaml/dist/schema/yaml-1.1/pairs.js
+// node_modules/yaml/dist/schema/yaml-1.1/pairs.js
 var require_pairs = __commonJS({
-  "../../main/node_modules/yaml/dist/schema/yaml-1.1/pairs.js"(exports) {
+  "node_modules/yaml/dist/schema/yaml-1.1/pairs.js"(exports) {
     "use strict";
     var identity3 = require_identity();
     var Pair = require_Pair();
@@ -2736,9 +2736,9 @@ ${cn2.comment}` : item.comment;
   }
 });
 
-// ../../main/node_modules/yaml/dist/schema/yaml-1.1/omap.js
+// node_modules/yaml/dist/schema/yaml-1.1/omap.js
 var require_omap = __commonJS({
-  "../../main/node_modules/yaml/dist/schema/yaml-1.1/omap.js"(exports) {
+  "node_modules/yaml/dist/schema/yaml-1.1/omap.js"(exports) {
     "use strict";
     var identity3 = require_identity();
     var toJS = require_toJS();
@@ -2814,9 +2814,9 @@ var require_omap = __commonJS({
   }
 });
 
-// ../../main/node_modules/yaml/dist/schema/yaml-1.1/bool.js
+// node_modules/yaml/dist/schema/yaml-1.1/bool.js
 var require_bool2 = __commonJS({
-  "../../main/node_modules/yaml/dist/schema/yaml-1.1/bool.js"(exports) {
+  "node_modules/yaml/dist/schema/yaml-1.1/bool.js"(exports) {
     "use strict";
     var Scalar = require_Scalar();
     function boolStringify({ value, source }, ctx) {
@@ -2846,9 +2846,9 @@ var require_bool2 = __commonJS({
   }
 });
 
-// ../../main/node_modules/yaml/dist/schema/yaml-1.1/float.js
+// node_modules/yaml/dist/schema/yaml-1.1/float.js
 var require_float2 = __commonJS({
-  "../../main/node_modules/yaml/dist/schema/yaml-1.1/float.js"(exports) {
+  "node_modules/yaml/dist/schema/yaml-1.1/float.js"(exports) {
     "use strict";
     var Scalar = require_Scalar();
     var stringifyNumber = require_stringifyNumber();
@@ -2895,9 +2895,9 @@ var require_float2 = __commonJS({
   }
 });
 
-// ../../main/node_modules/yaml/dist/schema/yaml-1.1/int.js
+// node_modules/yaml/dist/schema/yaml-1.1/int.js
 var require_int2 = __commonJS({
-  "../../main/node_modules/yaml/dist/schema/yaml-1.1/int.js"(exports) {
+  "node_modules/yaml/dist/schema/yaml-1.1/int.js"(exports) {
     "use strict";
     var stringifyNumber = require_stringifyNumber();
     var intIdentify = (value) => typeof value === "bigint" || Number.isInteger(value);
@@ -2974,9 +2974,9 @@ var require_int2 = __commonJS({
   }
 });
 
-// ../../main/node_modules/yaml/dist/schema/yaml-1.1/set.js
+// node_modules/yaml/dist/schema/yaml-1.1/set.js
 var require_set = __commonJS({
-  "../../main/node_modules/yaml/dist/schema/yaml-1.1/set.js"(exports) {
+  "node_modules/yaml/dist/schema/yaml-1.1/set.js"(exports) {
     "use strict";
     var identity3 = require_identity();
     var Pair = require_Pair();
@@ -3063,9 +3063,9 @@ var require_set = __commonJS({
   }
 });
 
-// ../../main/node_modules/yaml/dist/schema/yaml-1.1/timestamp.js
+// node_modules/yaml/dist/schema/yaml-1.1/timestamp.js
 var require_timestamp = __commonJS({
-  "../../main/node_modules/yaml/dist/schema/yaml-1.1/timestamp.js"(exports) {
+  "node_modules/yaml/dist/schema/yaml-1.1/timestamp.js"(exports) {
     "use strict";
     var stringifyNumber = require_stringifyNumber();
     function parseSexagesimal(str, asBigInt) {
@@ -3151,9 +3151,9 @@ var require_timestamp = __commonJS({
   }
 });
 
-// ../../main/node_modules/yaml/dist/schema/yaml-1.1/schema.js
+// node_modules/yaml/dist/schema/yaml-1.1/schema.js
 var require_schema3 = __commonJS({
-  "../../main/node_modules/yaml/dist/schema/yaml-1.1/schema.js"(exports) {
+  "node_modules/yaml/dist/schema/yaml-1.1/schema.js"(exports) {
     "use strict";
     var map2 = require_map();
     var _null4 = require_null();
@@ -3195,9 +3195,9 @@ var require_schema3 = __commonJS({
   }
 });
 
-// ../../main/node_modules/yaml/dist/schema/tags.js
+// node_modules/yaml/dist/schema/tags.js
 var require_tags = __commonJS({
-  "../../main/node_modules/yaml/dist/schema/tags.js"(exports) {
+  "node_modules/yaml/dist/schema/tags.js"(exports) {
     "use strict";
     var map2 = require_map();
     var _null4 = require_null();
@@ -3289,9 +3289,9 @@ var require_tags = __commonJS({
   }
 });
 
-// ../../main/node_modules/yaml/dist/schema/Schema.js
+// node_modules/yaml/dist/schema/Schema.js
 var require_Schema = __commonJS({
-  "../../main/node_modules/yaml/dist/schema/Schema.js"(exports) {
+  "node_modules/yaml/dist/schema/Schema.js"(exports) {
     "use strict";
     var identity3 = require_identity();
     var map2 = require_map();
@@ -3321,9 +3321,9 @@ var require_Schema = __commonJS({
   }
 });
 
-// ../../main/node_modules/yaml/dist/stringify/stringifyDocument.js
+// node_modules/yaml/dist/stringify/stringifyDocument.js
 var require_stringifyDocument = __commonJS({
-  "../../main/node_modules/yaml/dist/stringify/stringifyDocument.js"(exports) {
+  "node_modules/yaml/dist/stringify/stringifyDocument.js"(exports) {
     "use strict";
     var identity3 = require_identity();
     var stringify = require_stringify();
@@ -3401,9 +3401,9 @@ var require_stringifyDocument = __commonJS({
   }
 });
 
-// ../../main/node_modules/yaml/dist/doc/Document.js
+// node_modules/yaml/dist/doc/Document.js
 var require_Document = __commonJS({
-  "../../main/node_modules/yaml/dist/doc/Document.js"(exports) {
+  "node_modules/yaml/dist/doc/Document.js"(exports) {
     "use strict";
     var Alias = require_Alias();
     var Collection = require_Collection();
@@ -3479,9 +3479,9 @@ var require_Document = __commonJS({
           this.contents.add(value);
       }
       /** Adds a value to the document. */
-      addIn(path43, value) {
+      addIn(path44, value) {
         if (assertCollection(this.contents))
-          this.contents.addIn(path43, value);
+          this.contents.addIn(path44, value);
       }
       /**
        * Create a new `Alias` node, ensuring that the target `node` has the required anchor.
@@ -3556,14 +3556,14 @@ var require_Document = __commonJS({
        * Removes a value from the document.
        * @returns `true` if the item was found and removed.
        */
-      deleteIn(path43) {
-        if (Collection.isEmptyPath(path43)) {
+      deleteIn(path44) {
+        if (Collection.isEmptyPath(path44)) {
           if (this.contents == null)
             return false;
           this.contents = null;
           return true;
         }
-        return assertCollection(this.contents) ? this.contents.deleteIn(path43) : false;
+        return assertCollection(this.contents) ? this.contents.deleteIn(path44) : false;
       }
       /**
        * Returns item at `key`, or `undefined` if not found. By default unwraps
@@ -3578,10 +3578,10 @@ var require_Document = __commonJS({
        * scalar values from their surrounding node; to disable set `keepScalar` to
        * `true` (collections are always returned intact).
        */
-      getIn(path43, keepScalar) {
-        if (Collection.isEmptyPath(path43))
+      getIn(path44, keepScalar) {
+        if (Collection.isEmptyPath(path44))
           return !keepScalar && identity3.isScalar(this.contents) ? this.contents.value : this.contents;
-        return identity3.isCollection(this.contents) ? this.contents.getIn(path43, keepScalar) : void 0;
+        return identity3.isCollection(this.contents) ? this.contents.getIn(path44, keepScalar) : void 0;
       }
       /**
        * Checks if the document includes a value with the key `key`.
@@ -3592,10 +3592,10 @@ var require_Document = __commonJS({
       /**
        * Checks if the document includes a value at `path`.
        */
-      hasIn(path43) {
-        if (Collection.isEmptyPath(path43))
+      hasIn(path44) {
+        if (Collection.isEmptyPath(path44))
           return this.contents !== void 0;
-        return identity3.isCollection(this.contents) ? this.contents.hasIn(path43) : false;
+        return identity3.isCollection(this.contents) ? this.contents.hasIn(path44) : false;
       }
       /**
        * Sets a value in this document. For `!!set`, `value` needs to be a
@@ -3612,13 +3612,13 @@ var require_Document = __commonJS({
        * Sets a value in this document. For `!!set`, `value` needs to be a
        * boolean to add/remove the item from the set.
        */
-      setIn(path43, value) {
-        if (Collection.isEmptyPath(path43)) {
+      setIn(path44, value) {
+        if (Collection.isEmptyPath(path44)) {
           this.contents = value;
         } else if (this.contents == null) {
-          this.contents = Collection.collectionFromPath(this.schema, Array.from(path43), value);
+          this.contents = Collection.collectionFromPath(this.schema, Array.from(path44), value);
         } else if (assertCollection(this.contents)) {
-          this.contents.setIn(path43, value);
+          this.contents.setIn(path44, value);
         }
       }
       /**
@@ -3710,9 +3710,9 @@ var require_Document = __commonJS({
   }
 });
 
-// ../../main/node_modules/yaml/dist/errors.js
+// node_modules/yaml/dist/errors.js
 var require_errors = __commonJS({
-  "../../main/node_modules/yaml/dist/errors.js"(exports) {
+  "node_modules/yaml/dist/errors.js"(exports) {
     "use strict";
     var YAMLError = class extends Error {
       constructor(name, pos, code, message) {
@@ -3775,9 +3775,9 @@ ${pointer}
   }
 });
 
-// ../../main/node_modules/yaml/dist/compose/resolve-props.js
+// node_modules/yaml/dist/compose/resolve-props.js
 var require_resolve_props = __commonJS({
-  "../../main/node_modules/yaml/dist/compose/resolve-props.js"(exports) {
+  "node_modules/yaml/dist/compose/resolve-props.js"(exports) {
     "use strict";
     function resolveProps(tokens, { flow, indicator, next, offset, onError, parentIndent, startOnNewline }) {
       let spaceBefore = false;
@@ -3909,9 +3909,9 @@ var require_resolve_props = __commonJS({
   }
 });
 
-// ../../main/node_modules/yaml/dist/compose/util-contains-newline.js
+// node_modules/yaml/dist/compose/util-contains-newline.js
 var require_util_contains_newline = __commonJS({
-  "../../main/node_modules/yaml/dist/compose/util-contains-newline.js"(exports) {
+  "node_modules/yaml/dist/compose/util-contains-newline.js"(exports) {
     "use strict";
     function containsNewline(key) {
       if (!key)
@@ -3951,9 +3951,9 @@ var require_util_contains_newline = __commonJS({
   }
 });
 
-// ../../main/node_modules/yaml/dist/compose/util-flow-indent-check.js
+// node_modules/yaml/dist/compose/util-flow-indent-check.js
 var require_util_flow_indent_check = __commonJS({
-  "../../main/node_modules/yaml/dist/compose/util-flow-indent-check.js"(exports) {
+  "node_modules/yaml/dist/compose/util-flow-indent-check.js"(exports) {
     "use strict";
     var utilContainsNewline = require_util_contains_newline();
     function flowIndentCheck(indent2, fc, onError) {
@@ -3969,9 +3969,9 @@ var require_util_flow_indent_check = __commonJS({
   }
 });
 
-// ../../main/node_modules/yaml/dist/compose/util-map-includes.js
+// node_modules/yaml/dist/compose/util-map-includes.js
 var require_util_map_includes = __commonJS({
-  "../../main/node_modules/yaml/dist/compose/util-map-includes.js"(exports) {
+  "node_modules/yaml/dist/compose/util-map-includes.js"(exports) {
     "use strict";
     var identity3 = require_identity();
     function mapIncludes(ctx, items, search) {
@@ -3985,9 +3985,9 @@ var require_util_map_includes = __commonJS({
   }
 });
 
-// ../../main/node_modules/yaml/dist/compose/resolve-block-map.js
+// node_modules/yaml/dist/compose/resolve-block-map.js
 var require_resolve_block_map = __commonJS({
-  "../../main/node_modules/yaml/dist/compose/resolve-block-map.js"(exports) {
+  "node_modules/yaml/dist/compose/resolve-block-map.js"(exports) {
     "use strict";
     var Pair = require_Pair();
     var YAMLMap = require_YAMLMap();
@@ -4093,9 +4093,9 @@ var require_resolve_block_map = __commonJS({
   }
 });
 
-// ../../main/node_modules/yaml/dist/compose/resolve-block-seq.js
+// node_modules/yaml/dist/compose/resolve-block-seq.js
 var require_resolve_block_seq = __commonJS({
-  "../../main/node_modules/yaml/dist/compose/resolve-block-seq.js"(exports) {
+  "node_modules/yaml/dist/compose/resolve-block-seq.js"(exports) {
     "use strict";
     var YAMLSeq = require_YAMLSeq();
     var resolveProps = require_resolve_props();
@@ -4144,9 +4144,9 @@ var require_resolve_block_seq = __commonJS({
   }
 });
 
-// ../../main/node_modules/yaml/dist/compose/resolve-end.js
+// node_modules/yaml/dist/compose/resolve-end.js
 var require_resolve_end = __commonJS({
-  "../../main/node_modules/yaml/dist/compose/resolve-end.js"(exports) {
+  "node_modules/yaml/dist/compose/resolve-end.js"(exports) {
     "use strict";
     function resolveEnd(end, offset, reqSpace, onError) {
       let comment = "";
@@ -4187,9 +4187,9 @@ var require_resolve_end = __commonJS({
   }
 });
 
-// ../../main/node_modules/yaml/dist/compose/resolve-flow-collection.js
+// node_modules/yaml/dist/compose/resolve-flow-collection.js
 var require_resolve_flow_collection = __commonJS({
-  "../../main/node_modules/yaml/dist/compose/resolve-flow-collection.js"(exports) {
+  "node_modules/yaml/dist/compose/resolve-flow-collection.js"(exports) {
     "use strict";
     var identity3 = require_identity();
     var Pair = require_Pair();
@@ -4381,9 +4381,9 @@ var require_resolve_flow_collection = __commonJS({
   }
 });
 
-// ../../main/node_modules/yaml/dist/compose/compose-collection.js
+// node_modules/yaml/dist/compose/compose-collection.js
 var require_compose_collection = __commonJS({
-  "../../main/node_modules/yaml/dist/compose/compose-collection.js"(exports) {
+  "node_modules/yaml/dist/compose/compose-collection.js"(exports) {
     "use strict";
     var identity3 = require_identity();
     var Scalar = require_Scalar();
@@ -4446,9 +4446,9 @@ var require_compose_collection = __commonJS({
   }
 });
 
-// ../../main/node_modules/yaml/dist/compose/resolve-block-scalar.js
+// node_modules/yaml/dist/compose/resolve-block-scalar.js
 var require_resolve_block_scalar = __commonJS({
-  "../../main/node_modules/yaml/dist/compose/resolve-block-scalar.js"(exports) {
+  "node_modules/yaml/dist/compose/resolve-block-scalar.js"(exports) {
     "use strict";
     var Scalar = require_Scalar();
     function resolveBlockScalar(ctx, scalar, onError) {
@@ -4629,9 +4629,9 @@ var require_resolve_block_scalar = __commonJS({
   }
 });
 
-// ../../main/node_modules/yaml/dist/compose/resolve-flow-scalar.js
+// node_modules/yaml/dist/compose/resolve-flow-scalar.js
 var require_resolve_flow_scalar = __commonJS({
-  "../../main/node_modules/yaml/dist/compose/resolve-flow-scalar.js"(exports) {
+  "node_modules/yaml/dist/compose/resolve-flow-scalar.js"(exports) {
     "use strict";
     var Scalar = require_Scalar();
     var resolveEnd = require_resolve_end();
@@ -4850,9 +4850,9 @@ var require_resolve_flow_scalar = __commonJS({
   }
 });
 
-// ../../main/node_modules/yaml/dist/compose/compose-scalar.js
+// node_modules/yaml/dist/compose/compose-scalar.js
 var require_compose_scalar = __commonJS({
-  "../../main/node_modules/yaml/dist/compose/compose-scalar.js"(exports) {
+  "node_modules/yaml/dist/compose/compose-scalar.js"(exports) {
     "use strict";
     var identity3 = require_identity();
     var Scalar = require_Scalar();
@@ -4931,9 +4931,9 @@ var require_compose_scalar = __commonJS({
   }
 });
 
-// ../../main/node_modules/yaml/dist/compose/util-empty-scalar-position.js
+// node_modules/yaml/dist/compose/util-empty-scalar-position.js
 var require_util_empty_scalar_position = __commonJS({
-  "../../main/node_modules/yaml/dist/compose/util-empty-scalar-position.js"(exports) {
+  "node_modules/yaml/dist/compose/util-empty-scalar-position.js"(exports) {
     "use strict";
     function emptyScalarPosition(offset, before, pos) {
       if (before) {
@@ -4961,9 +4961,9 @@ var require_util_empty_scalar_position = __commonJS({
   }
 });
 
-// ../../main/node_modules/yaml/dist/compose/compose-node.js
+// node_modules/yaml/dist/compose/compose-node.js
 var require_compose_node = __commonJS({
-  "../../main/node_modules/yaml/dist/compose/compose-node.js"(exports) {
+  "node_modules/yaml/dist/compose/compose-node.js"(exports) {
     "use strict";
     var Alias = require_Alias();
     var identity3 = require_identity();
@@ -5067,9 +5067,9 @@ var require_compose_node = __commonJS({
   }
 });
 
-// ../../main/node_modules/yaml/dist/compose/compose-doc.js
+// node_modules/yaml/dist/compose/compose-doc.js
 var require_compose_doc = __commonJS({
-  "../../main/node_modules/yaml/dist/compose/compose-doc.js"(exports) {
+  "node_modules/yaml/dist/compose/compose-doc.js"(exports) {
     "use strict";
     var Document = require_Document();
     var composeNode = require_compose_node();
@@ -5110,9 +5110,9 @@ var require_compose_doc = __commonJS({
   }
 });
 
-// ../../main/node_modules/yaml/dist/compose/composer.js
+// node_modules/yaml/dist/compose/composer.js
 var require_composer = __commonJS({
-  "../../main/node_modules/yaml/dist/compose/composer.js"(exports) {
+  "node_modules/yaml/dist/compose/composer.js"(exports) {
     "use strict";
     var node_process = __require("process");
     var directives = require_directives();
@@ -5318,9 +5318,9 @@ ${end.comment}` : end.comment;
   }
 });
 
-// ../../main/node_modules/yaml/dist/parse/cst-scalar.js
+// node_modules/yaml/dist/parse/cst-scalar.js
 var require_cst_scalar = __commonJS({
-  "../../main/node_modules/yaml/dist/parse/cst-scalar.js"(exports) {
+  "node_modules/yaml/dist/parse/cst-scalar.js"(exports) {
     "use strict";
     var resolveBlockScalar = require_resolve_block_scalar();
     var resolveFlowScalar = require_resolve_flow_scalar();
@@ -5503,9 +5503,9 @@ var require_cst_scalar = __commonJS({
   }
 });
 
-// ../../main/node_modules/yaml/dist/parse/cst-stringify.js
+// node_modules/yaml/dist/parse/cst-stringify.js
 var require_cst_stringify = __commonJS({
-  "../../main/node_modules/yaml/dist/parse/cst-stringify.js"(exports) {
+  "node_modules/yaml/dist/parse/cst-stringify.js"(exports) {
     "use strict";
     var stringify = (cst) => "type" in cst ? stringifyToken(cst) : stringifyItem(cst);
     function stringifyToken(token) {
@@ -5564,9 +5564,9 @@ var require_cst_stringify = __commonJS({
   }
 });
 
-// ../../main/node_modules/yaml/dist/parse/cst-visit.js
+// node_modules/yaml/dist/parse/cst-visit.js
 var require_cst_visit = __commonJS({
-  "../../main/node_modules/yaml/dist/parse/cst-visit.js"(exports) {
+  "node_modules/yaml/dist/parse/cst-visit.js"(exports) {
     "use strict";
     var BREAK = /* @__PURE__ */ Symbol("break visit");
     var SKIP = /* @__PURE__ */ Symbol("skip children");
@@ -5579,9 +5579,9 @@ var require_cst_visit = __commonJS({
     visit3.BREAK = BREAK;
     visit3.SKIP = SKIP;
     visit3.REMOVE = REMOVE;
-    visit3.itemAtPath = (cst, path43) => {
+    visit3.itemAtPath = (cst, path44) => {
       let item = cst;
-      for (const [field2, index] of path43) {
+      for (const [field2, index] of path44) {
         const tok = item?.[field2];
         if (tok && "items" in tok) {
           item = tok.items[index];
@@ -5590,23 +5590,23 @@ var require_cst_visit = __commonJS({
       }
       return item;
     };
-    visit3.parentCollection = (cst, path43) => {
-      const parent = visit3.itemAtPath(cst, path43.slice(0, -1));
-      const field2 = path43[path43.length - 1][0];
+    visit3.parentCollection = (cst, path44) => {
+      const parent = visit3.itemAtPath(cst, path44.slice(0, -1));
+      const field2 = path44[path44.length - 1][0];
       const coll = parent?.[field2];
       if (coll && "items" in coll)
         return coll;
       throw new Error("Parent collection not found");
     };
-    function _visit(path43, item, visitor) {
-      let ctrl = visitor(item, path43);
+    function _visit(path44, item, visitor) {
+      let ctrl = visitor(item, path44);
       if (typeof ctrl === "symbol")
         return ctrl;
       for (const field2 of ["key", "value"]) {
         const token = item[field2];
         if (token && "items" in token) {
           for (let i2 = 0; i2 < token.items.length; ++i2) {
-            const ci2 = _visit(Object.freeze(path43.concat([[field2, i2]])), token.items[i2], visitor);
+            const ci2 = _visit(Object.freeze(path44.concat([[field2, i2]])), token.items[i2], visitor);
             if (typeof ci2 === "number")
               i2 = ci2 - 1;
             else if (ci2 === BREAK)
@@ -5617,18 +5617,18 @@ var require_cst_visit = __commonJS({
             }
           }
           if (typeof ctrl === "function" && field2 === "key")
-            ctrl = ctrl(item, path43);
+            ctrl = ctrl(item, path44);
         }
       }
-      return typeof ctrl === "function" ? ctrl(item, path43) : ctrl;
+      return typeof ctrl === "function" ? ctrl(item, path44) : ctrl;
     }
     exports.visit = visit3;
   }
 });
 
-// ../../main/node_modules/yaml/dist/parse/cst.js
+// node_modules/yaml/dist/parse/cst.js
 var require_cst = __commonJS({
-  "../../main/node_modules/yaml/dist/parse/cst.js"(exports) {
+  "node_modules/yaml/dist/parse/cst.js"(exports) {
     "use strict";
     var cstScalar = require_cst_scalar();
     var cstStringify = require_cst_stringify();
@@ -5728,9 +5728,9 @@ var require_cst = __commonJS({
   }
 });
 
-// ../../main/node_modules/yaml/dist/parse/lexer.js
+// node_modules/yaml/dist/parse/lexer.js
 var require_lexer = __commonJS({
-  "../../main/node_modules/yaml/dist/parse/lexer.js"(exports) {
+  "node_modules/yaml/dist/parse/lexer.js"(exports) {
     "use strict";
     var cst = require_cst();
     function isEmpty(ch) {
@@ -6317,9 +6317,9 @@ var require_lexer = __commonJS({
   }
 });
 
-// ../../main/node_modules/yaml/dist/parse/line-counter.js
+// node_modules/yaml/dist/parse/line-counter.js
 var require_line_counter = __commonJS({
-  "../../main/node_modules/yaml/dist/parse/line-counter.js"(exports) {
+  "node_modules/yaml/dist/parse/line-counter.js"(exports) {
     "use strict";
     var LineCounter2 = class {
       constructor() {
@@ -6348,9 +6348,9 @@ var require_line_counter = __commonJS({
   }
 });
 
-// ../../main/node_modules/yaml/dist/parse/parser.js
+// node_modules/yaml/dist/parse/parser.js
 var require_parser = __commonJS({
-  "../../main/node_modules/yaml/dist/parse/parser.js"(exports) {
+  "node_modules/yaml/dist/parse/parser.js"(exports) {
     "use strict";
     var node_process = __require("process");
     var cst = require_cst();
@@ -7222,9 +7222,9 @@ var require_parser = __commonJS({
   }
 });
 
-// ../../main/node_modules/yaml/dist/public-api.js
+// node_modules/yaml/dist/public-api.js
 var require_public_api = __commonJS({
-  "../../main/node_modules/yaml/dist/public-api.js"(exports) {
+  "node_modules/yaml/dist/public-api.js"(exports) {
     "use strict";
     var composer = require_composer();
     var Document = require_Document();
@@ -7319,9 +7319,9 @@ var require_public_api = __commonJS({
   }
 });
 
-// ../../main/node_modules/yaml/dist/index.js
+// node_modules/yaml/dist/index.js
 var require_dist = __commonJS({
-  "../../main/node_modules/yaml/dist/index.js"(exports) {
+  "node_modules/yaml/dist/index.js"(exports) {
     "use strict";
     var composer = require_composer();
     var Document = require_Document();
@@ -7371,13 +7371,13 @@ var require_dist = __commonJS({
   }
 });
 
-// ../../main/node_modules/isexe/windows.js
+// node_modules/isexe/windows.js
 var require_windows = __commonJS({
-  "../../main/node_modules/isexe/windows.js"(exports, module) {
+  "node_modules/isexe/windows.js"(exports, module) {
     module.exports = isexe;
     isexe.sync = sync;
     var fs2 = __require("fs");
-    function checkPathExt(path43, options) {
+    function checkPathExt(path44, options) {
       var pathext = options.pathExt !== void 0 ? options.pathExt : process.env.PATHEXT;
       if (!pathext) {
         return true;
@@ -7388,50 +7388,50 @@ var require_windows = __commonJS({
       }
       for (var i2 = 0; i2 < pathext.length; i2++) {
         var p2 = pathext[i2].toLowerCase();
-        if (p2 && path43.substr(-p2.length).toLowerCase() === p2) {
+        if (p2 && path44.substr(-p2.length).toLowerCase() === p2) {
           return true;
         }
       }
       return false;
     }
-    function checkStat(stat9, path43, options) {
-      if (!stat9.isSymbolicLink() && !stat9.isFile()) {
+    function checkStat(stat10, path44, options) {
+      if (!stat10.isSymbolicLink() && !stat10.isFile()) {
         return false;
       }
-      return checkPathExt(path43, options);
+      return checkPathExt(path44, options);
     }
-    function isexe(path43, options, cb) {
-      fs2.stat(path43, function(er2, stat9) {
-        cb(er2, er2 ? false : checkStat(stat9, path43, options));
+    function isexe(path44, options, cb) {
+      fs2.stat(path44, function(er2, stat10) {
+        cb(er2, er2 ? false : checkStat(stat10, path44, options));
       });
     }
-    function sync(path43, options) {
-      return checkStat(fs2.statSync(path43), path43, options);
+    function sync(path44, options) {
+      return checkStat(fs2.statSync(path44), path44, options);
     }
   }
 });
 
-// ../../main/node_modules/isexe/mode.js
+// node_modules/isexe/mode.js
 var require_mode = __commonJS({
-  "../../main/node_modules/isexe/mode.js"(exports, module) {
+  "node_modules/isexe/mode.js"(exports, module) {
     module.exports = isexe;
     isexe.sync = sync;
     var fs2 = __require("fs");
-    function isexe(path43, options, cb) {
-      fs2.stat(path43, function(er2, stat9) {
-        cb(er2, er2 ? false : checkStat(stat9, options));
+    function isexe(path44, options, cb) {
+      fs2.stat(path44, function(er2, stat10) {
+        cb(er2, er2 ? false : checkStat(stat10, options));
       });
     }
-    function sync(path43, options) {
-      return checkStat(fs2.statSync(path43), options);
+    function sync(path44, options) {
+      return checkStat(fs2.statSync(path44), options);
     }
-    function checkStat(stat9, options) {
-      return stat9.isFile() && checkMode(stat9, options);
+    function checkStat(stat10, options) {
+      return stat10.isFile() && checkMode(stat10, options);
     }
-    function checkMode(stat9, options) {
-      var mod = stat9.mode;
-      var uid = stat9.uid;
-      var gid = stat9.gid;
+    function checkMode(stat10, options) {
+      var mod = stat10.mode;
+      var uid = stat10.uid;
+      var gid = stat10.gid;
       var myUid = options.uid !== void 0 ? options.uid : process.getuid && process.getuid();
       var myGid = options.gid !== void 0 ? options.gid : process.getgid && process.getgid();
       var u3 = parseInt("100", 8);
@@ -7444,9 +7444,9 @@ var require_mode = __commonJS({
   }
 });
 
-// ../../main/node_modules/isexe/index.js
+// node_modules/isexe/index.js
 var require_isexe = __commonJS({
-  "../../main/node_modules/isexe/index.js"(exports, module) {
+  "node_modules/isexe/index.js"(exports, module) {
     var fs2 = __require("fs");
     var core;
     if (process.platform === "win32" || global.TESTING_WINDOWS) {
@@ -7456,7 +7456,7 @@ var require_isexe = __commonJS({
     }
     module.exports = isexe;
     isexe.sync = sync;
-    function isexe(path43, options, cb) {
+    function isexe(path44, options, cb) {
       if (typeof options === "function") {
         cb = options;
         options = {};
@@ -7466,7 +7466,7 @@ var require_isexe = __commonJS({
           throw new TypeError("callback not provided");
         }
         return new Promise(function(resolve, reject) {
-          isexe(path43, options || {}, function(er2, is2) {
+          isexe(path44, options || {}, function(er2, is2) {
             if (er2) {
               reject(er2);
             } else {
@@ -7475,7 +7475,7 @@ var require_isexe = __commonJS({
           });
         });
       }
-      core(path43, options || {}, function(er2, is2) {
+      core(path44, options || {}, function(er2, is2) {
         if (er2) {
           if (er2.code === "EACCES" || options && options.ignoreErrors) {
             er2 = null;
@@ -7485,9 +7485,9 @@ var require_isexe = __commonJS({
         cb(er2, is2);
       });
     }
-    function sync(path43, options) {
+    function sync(path44, options) {
       try {
-        return core.sync(path43, options || {});
+        return core.sync(path44, options || {});
       } catch (er2) {
         if (options && options.ignoreErrors || er2.code === "EACCES") {
           return false;
@@ -7499,11 +7499,11 @@ var require_isexe = __commonJS({
   }
 });
 
-// ../../main/node_modules/which/which.js
+// node_modules/which/which.js
 var require_which = __commonJS({
-  "../../main/node_modules/which/which.js"(exports, module) {
+  "node_modules/which/which.js"(exports, module) {
     var isWindows = process.platform === "win32" || process.env.OSTYPE === "cygwin" || process.env.OSTYPE === "msys";
-    var path43 = __require("path");
+    var path44 = __require("path");
     var COLON = isWindows ? ";" : ":";
     var isexe = require_isexe();
     var getNotFoundError = (cmd) => Object.assign(new Error(`not found: ${cmd}`), { code: "ENOENT" });
@@ -7541,7 +7541,7 @@ var require_which = __commonJS({
           return opt.all && found.length ? resolve(found) : reject(getNotFoundError(cmd));
         const ppRaw = pathEnv[i2];
         const pathPart = /^".*"$/.test(ppRaw) ? ppRaw.slice(1, -1) : ppRaw;
-        const pCmd = path43.join(pathPart, cmd);
+        const pCmd = path44.join(pathPart, cmd);
         const p2 = !pathPart && /^\.[\\\/]/.test(cmd) ? cmd.slice(0, 2) + pCmd : pCmd;
         resolve(subStep(p2, i2, 0));
       });
@@ -7568,7 +7568,7 @@ var require_which = __commonJS({
       for (let i2 = 0; i2 < pathEnv.length; i2++) {
         const ppRaw = pathEnv[i2];
         const pathPart = /^".*"$/.test(ppRaw) ? ppRaw.slice(1, -1) : ppRaw;
-        const pCmd = path43.join(pathPart, cmd);
+        const pCmd = path44.join(pathPart, cmd);
         const p2 = !pathPart && /^\.[\\\/]/.test(cmd) ? cmd.slice(0, 2) + pCmd : pCmd;
         for (let j2 = 0; j2 < pathExt.length; j2++) {
           const cur = p2 + pathExt[j2];
@@ -7595,9 +7595,9 @@ var require_which = __commonJS({
   }
 });
 
-// ../../main/node_modules/path-key/index.js
+// node_modules/path-key/index.js
 var require_path_key = __commonJS({
-  "../../main/node_modules/path-key/index.js"(exports, module) {
+  "node_modules/path-key/index.js"(exports, module) {
     "use strict";
     var pathKey2 = (options = {}) => {
       const environment = options.env || process.env;
@@ -7612,11 +7612,11 @@ var require_path_key = __commonJS({
   }
 });
 
-// ../../main/node_modules/cross-spawn/lib/util/resolveCommand.js
+// node_modules/cross-spawn/lib/util/resolveCommand.js
 var require_resolveCommand = __commonJS({
-  "../../main/node_modules/cross-spawn/lib/util/resolveCommand.js"(exports, module) {
+  "node_modules/cross-spawn/lib/util/resolveCommand.js"(exports, module) {
     "use strict";
-    var path43 = __require("path");
+    var path44 = __require("path");
     var which = require_which();
     var getPathKey = require_path_key();
     function resolveCommandAttempt(parsed, withoutPathExt) {
@@ -7634,7 +7634,7 @@ var require_resolveCommand = __commonJS({
       try {
         resolved = which.sync(parsed.command, {
           path: env[getPathKey({ env })],
-          pathExt: withoutPathExt ? path43.delimiter : void 0
+          pathExt: withoutPathExt ? path44.delimiter : void 0
         });
       } catch (e) {
       } finally {
@@ -7643,7 +7643,7 @@ var require_resolveCommand = __commonJS({
         }
       }
       if (resolved) {
-        resolved = path43.resolve(hasCustomCwd ? parsed.options.cwd : "", resolved);
+        resolved = path44.resolve(hasCustomCwd ? parsed.options.cwd : "", resolved);
       }
       return resolved;
     }
@@ -7654,9 +7654,9 @@ var require_resolveCommand = __commonJS({
   }
 });
 
-// ../../main/node_modules/cross-spawn/lib/util/escape.js
+// node_modules/cross-spawn/lib/util/escape.js
 var require_escape = __commonJS({
-  "../../main/node_modules/cross-spawn/lib/util/escape.js"(exports, module) {
+  "node_modules/cross-spawn/lib/util/escape.js"(exports, module) {
     "use strict";
     var metaCharsRegExp = /([()\][%!^"`<>&|;, *?])/g;
     function escapeCommand(arg) {
@@ -7679,17 +7679,17 @@ var require_escape = __commonJS({
   }
 });
 
-// ../../main/node_modules/shebang-regex/index.js
+// node_modules/shebang-regex/index.js
 var require_shebang_regex = __commonJS({
-  "../../main/node_modules/shebang-regex/index.js"(exports, module) {
+  "node_modules/shebang-regex/index.js"(exports, module) {
     "use strict";
     module.exports = /^#!(.*)/;
   }
 });
 
-// ../../main/node_modules/shebang-command/index.js
+// node_modules/shebang-command/index.js
 var require_shebang_command = __commonJS({
-  "../../main/node_modules/shebang-command/index.js"(exports, module) {
+  "node_modules/shebang-command/index.js"(exports, module) {
     "use strict";
     var shebangRegex = require_shebang_regex();
     module.exports = (string4 = "") => {
@@ -7697,8 +7697,8 @@ var require_shebang_command = __commonJS({
       if (!match) {
         return null;
       }
-      const [path43, argument] = match[0].replace(/#! ?/, "").split(" ");
-      const binary = path43.split("/").pop();
+      const [path44, argument] = match[0].replace(/#! ?/, "").split(" ");
+      const binary = path44.split("/").pop();
       if (binary === "env") {
         return argument;
       }
@@ -7707,9 +7707,9 @@ var require_shebang_command = __commonJS({
   }
 });
 
-// ../../main/node_modules/cross-spawn/lib/util/readShebang.js
+// node_modules/cross-spawn/lib/util/readShebang.js
 var require_readShebang = __commonJS({
-  "../../main/node_modules/cross-spawn/lib/util/readShebang.js"(exports, module) {
+  "node_modules/cross-spawn/lib/util/readShebang.js"(exports, module) {
     "use strict";
     var fs2 = __require("fs");
     var shebangCommand = require_shebang_command();
@@ -7729,11 +7729,11 @@ var require_readShebang = __commonJS({
   }
 });
 
-// ../../main/node_modules/cross-spawn/lib/parse.js
+// node_modules/cross-spawn/lib/parse.js
 var require_parse = __commonJS({
-  "../../main/node_modules/cross-spawn/lib/parse.js"(exports, module) {
+  "node_modules/cross-spawn/lib/parse.js"(exports, module) {
     "use strict";
-    var path43 = __require("path");
+    var path44 = __require("path");
     var resolveCommand = require_resolveCommand();
     var escape = require_escape();
     var readShebang = require_readShebang();
@@ -7758,7 +7758,7 @@ var require_parse = __commonJS({
       const needsShell = !isExecutableRegExp.test(commandFile);
       if (parsed.options.forceShell || needsShell) {
         const needsDoubleEscapeMetaChars = isCmdShimRegExp.test(commandFile);
-        parsed.command = path43.normalize(parsed.command);
+        parsed.command = path44.normalize(parsed.command);
         parsed.command = escape.command(parsed.command);
         parsed.args = parsed.args.map((arg) => escape.argument(arg, needsDoubleEscapeMetaChars));
         const shellCommand = [parsed.command].concat(parsed.args).join(" ");
@@ -7791,9 +7791,9 @@ var require_parse = __commonJS({
   }
 });
 
-// ../../main/node_modules/cross-spawn/lib/enoent.js
+// node_modules/cross-spawn/lib/enoent.js
 var require_enoent = __commonJS({
-  "../../main/node_modules/cross-spawn/lib/enoent.js"(exports, module) {
+  "node_modules/cross-spawn/lib/enoent.js"(exports, module) {
     "use strict";
     var isWin = process.platform === "win32";
     function notFoundError(original, syscall) {
@@ -7841,9 +7841,9 @@ var require_enoent = __commonJS({
   }
 });
 
-// ../../main/node_modules/cross-spawn/index.js
+// node_modules/cross-spawn/index.js
 var require_cross_spawn = __commonJS({
-  "../../main/node_modules/cross-spawn/index.js"(exports, module) {
+  "node_modules/cross-spawn/index.js"(exports, module) {
     "use strict";
     var cp = __require("child_process");
     var parse4 = require_parse();
@@ -7867,6 +7867,23 @@ var require_cross_spawn = __commonJS({
     module.exports._enoent = enoent;
   }
 });
+
+// src/core/version.ts
+var LHC_VERSION = true ? "0.1.0" : "dev";
+
+// src/cli/colour.ts
+function colourWanted(stream, env) {
+  return stream.isTTY === true && !env.NO_COLOR;
+}
+var CODES = { red: 31, green: 32, yellow: 33, cyan: 36, bold: 1, dim: 2 };
+function painter(enabled) {
+  return (colour, text) => enabled ? `\x1B[${CODES[colour]}m${text}\x1B[0m` : text;
+}
+
+// src/cli/command.ts
+import { existsSync } from "node:fs";
+import path from "node:path";
+import { parseArgs as parseWithNode } from "node:util";
 
 // src/core/errors.ts
 var UserError = class extends Error {
@@ -7901,101 +7918,73 @@ ${stderrTail}` : "")
   name = "ToolError";
 };
 
-// src/core/logger.ts
-function consoleLogger(opts = {}) {
-  const out = opts.stream ?? process.stderr;
-  return {
-    info: (m2) => void out.write(`${m2}
-`),
-    warn: (m2) => void out.write(`warning: ${m2}
-`),
-    debug: (m2) => {
-      if (opts.verbose || process.env.LHC_DEBUG) out.write(`debug: ${m2}
-`);
-    },
-    async group(name, fn) {
-      const start2 = Date.now();
-      out.write(`==> ${name}
-`);
-      try {
-        return await fn();
-      } finally {
-        out.write(`<== ${name} (${((Date.now() - start2) / 1e3).toFixed(1)} s)
-`);
-      }
-    }
-  };
-}
-
-// src/core/version.ts
-var LHC_VERSION = true ? "0.1.0" : "dev";
-
 // src/cli/command.ts
+var COMMON_OPTIONS = {
+  help: { type: "boolean", short: "h" },
+  verbose: { type: "boolean", short: "v" },
+  quiet: { type: "boolean", short: "q" }
+};
+var JSON_OPTION = { json: { type: "boolean" } };
+function allOptions(command) {
+  return { ...command.options, ...COMMON_OPTIONS, ...command.json ? JSON_OPTION : {} };
+}
 function wantsHelp(args) {
+  return hasFlag(args, "--help", "-h");
+}
+function hasFlag(args, ...flags) {
   for (const a2 of args) {
     if (a2 === "--") return false;
-    if (a2 === "--help" || a2 === "-h") return true;
+    if (flags.includes(a2)) return true;
   }
   return false;
 }
-function parseArgs(args, spec, command = "lhc") {
-  const flagSpecs = spec.flags ?? {};
-  const byShort = /* @__PURE__ */ new Map();
-  for (const [name, f2] of Object.entries(flagSpecs)) if (f2.short) byShort.set(f2.short, name);
-  const flags = {};
-  const positionals = [];
-  const usage = (msg) => new ConfigError(`${command}: ${msg} (see: ${command} --help)`);
-  for (let i2 = 0; i2 < args.length; i2++) {
-    const a2 = args[i2];
-    if (a2 === "--") {
-      positionals.push(...args.slice(i2 + 1));
-      break;
-    }
-    if (!a2.startsWith("-") || a2 === "-") {
-      positionals.push(a2);
-      continue;
-    }
-    let name;
-    let inline;
-    if (a2.startsWith("--")) {
-      const eq = a2.indexOf("=");
-      name = eq === -1 ? a2.slice(2) : a2.slice(2, eq);
-      inline = eq === -1 ? void 0 : a2.slice(eq + 1);
-    } else {
-      const long = byShort.get(a2.slice(1));
-      if (!long) throw usage(`unknown option ${a2}`);
-      name = long;
-    }
-    const f2 = flagSpecs[name];
-    if (!f2 && name.startsWith("no-") && flagSpecs[name.slice(3)]?.type === "boolean" && inline === void 0) {
-      flags[name.slice(3)] = false;
-      continue;
-    }
-    if (!f2) throw usage(`unknown option --${name}`);
-    if (f2.type === "boolean") {
-      if (inline === void 0) flags[name] = true;
-      else if (inline === "true") flags[name] = true;
-      else if (inline === "false") flags[name] = false;
-      else throw usage(`option --${name} takes no value or true/false, got "${inline}"`);
-      continue;
-    }
-    if (inline !== void 0) {
-      flags[name] = inline;
-    } else {
-      const next = args[i2 + 1];
-      if (next === void 0 || next.startsWith("-") && next !== "-")
-        throw usage(`option --${name} needs a value`);
-      flags[name] = next;
-      i2++;
-    }
+function usageMessage(e) {
+  const name = /--([\w-]+)/.exec(e.message)?.[1];
+  const quoted = /'([^']+)'/.exec(e.message)?.[1];
+  if (e.code === "ERR_PARSE_ARGS_UNKNOWN_OPTION") return `unknown option ${quoted ?? e.message}`;
+  if (e.code === "ERR_PARSE_ARGS_INVALID_OPTION_VALUE" && name) {
+    if (/does not take an argument/.test(e.message)) return `option --${name} takes no value`;
+    return `option --${name} needs a value`;
   }
-  const p2 = spec.positionals ?? { min: 0, max: 0 };
-  const what = p2.names ?? "argument";
-  if (positionals.length < p2.min) throw usage(`missing ${what}`);
+  return e.message.split("\n")[0];
+}
+function parseArgs(args, command) {
+  const prog = command.name.startsWith("lhc") ? command.name : `lhc ${command.name}`;
+  const usage = (msg) => new ConfigError(`${prog}: ${msg} (see: ${prog} --help)`);
+  const options = Object.fromEntries(
+    // node:util rejects keys that are present but undefined, and knows nothing of `complete`.
+    Object.entries(allOptions(command)).map(([name, o2]) => [
+      name,
+      {
+        type: o2.type,
+        ...o2.short ? { short: o2.short } : {},
+        ...o2.multiple ? { multiple: true } : {}
+      }
+    ])
+  );
+  let parsed;
+  try {
+    parsed = parseWithNode({ args: [...args], options, strict: true, allowPositionals: true });
+  } catch (e) {
+    const err = e;
+    if (err.code?.startsWith("ERR_PARSE_ARGS")) throw usage(usageMessage(err));
+    throw e;
+  }
+  const positionals = parsed.positionals;
+  const p2 = command.positionals ?? { min: 0, max: 0 };
+  if (positionals.length < p2.min) throw usage(`missing ${p2.names ?? "argument"}`);
   if (p2.max !== void 0 && positionals.length > p2.max) {
     throw usage(`unexpected argument "${positionals[p2.max]}"`);
   }
-  return { flags, positionals };
+  return { options: parsed.values, positionals };
+}
+function configOrDefault(given, command, cwd = process.cwd()) {
+  if (given !== void 0) return given;
+  const fallback = path.join(cwd, "lhc.yml");
+  if (existsSync(fallback)) return path.relative(process.cwd(), fallback);
+  throw new ConfigError(
+    `lhc ${command}: no CONFIG given and no lhc.yml in ${cwd} (see: lhc ${command} --help)`
+  );
 }
 
 // src/build-result.ts
@@ -8012,25 +8001,25 @@ ${p2.diff}` : ""}`),
 var import_yaml = __toESM(require_dist(), 1);
 import { constants } from "node:fs";
 import { open as open2 } from "node:fs/promises";
-import path2 from "node:path";
+import path3 from "node:path";
 import { fileURLToPath } from "node:url";
 
 // src/config/confine.ts
-import { existsSync } from "node:fs";
+import { existsSync as existsSync2 } from "node:fs";
 import { lstat, realpath } from "node:fs/promises";
-import path from "node:path";
+import path2 from "node:path";
 var MAX_FIXTURE_BYTES = 16 * 1024 * 1024;
 var MAX_FILE_BYTES = 256 * 1024 * 1024;
 var SYSTEM_TREES = ["/proc", "/sys", "/dev", "/run"];
 var within = (root, p2) => {
-  const rel = path.relative(root, p2);
-  return rel === "" || !rel.startsWith("..") && !path.isAbsolute(rel);
+  const rel = path2.relative(root, p2);
+  return rel === "" || !rel.startsWith("..") && !path2.isAbsolute(rel);
 };
 async function projectRoot(configDir) {
   const real = await realpath(configDir);
-  for (let d = real; ; d = path.dirname(d)) {
-    if (existsSync(path.join(d, ".git"))) return d === "/" ? real : d;
-    if (d === path.dirname(d)) return real;
+  for (let d = real; ; d = path2.dirname(d)) {
+    if (existsSync2(path2.join(d, ".git"))) return d === "/" ? real : d;
+    if (d === path2.dirname(d)) return real;
   }
 }
 function kindOf(st2) {
@@ -8044,12 +8033,12 @@ function codeOf(e) {
 }
 async function resolveReal(p2) {
   const rest = [];
-  for (let cur = p2; ; cur = path.dirname(cur)) {
+  for (let cur = p2; ; cur = path2.dirname(cur)) {
     try {
-      return { real: path.join(await realpath(cur), ...rest.reverse()), exists: rest.length === 0 };
+      return { real: path2.join(await realpath(cur), ...rest.reverse()), exists: rest.length === 0 };
     } catch (e) {
-      if (codeOf(e) !== "ENOENT" || cur === path.dirname(cur)) throw e;
-      rest.push(path.basename(cur));
+      if (codeOf(e) !== "ENOENT" || cur === path2.dirname(cur)) throw e;
+      rest.push(path2.basename(cur));
     }
   }
 }
@@ -8126,7 +8115,7 @@ function namedPaths(raw) {
   return out;
 }
 
-// ../../main/node_modules/zod/v4/classic/external.js
+// node_modules/zod/v4/classic/external.js
 var external_exports = {};
 __export(external_exports, {
   $brand: () => $brand,
@@ -8389,7 +8378,7 @@ __export(external_exports, {
   xor: () => xor
 });
 
-// ../../main/node_modules/zod/v4/core/index.js
+// node_modules/zod/v4/core/index.js
 var core_exports2 = {};
 __export(core_exports2, {
   $ZodAny: () => $ZodAny,
@@ -8706,7 +8695,7 @@ __export(core_exports2, {
   withParser: () => withParser
 });
 
-// ../../main/node_modules/zod/v4/core/util.js
+// node_modules/zod/v4/core/util.js
 var util_exports = {};
 __export(util_exports, {
   BIGINT_FORMAT_RANGES: () => BIGINT_FORMAT_RANGES,
@@ -8943,10 +8932,10 @@ function mergeDefs(...defs) {
 function cloneDef(schema) {
   return mergeDefs(schema._zod.def);
 }
-function getElementAtPath(obj, path43) {
-  if (!path43)
+function getElementAtPath(obj, path44) {
+  if (!path44)
     return obj;
-  return path43.reduce((acc, key) => acc?.[key], obj);
+  return path44.reduce((acc, key) => acc?.[key], obj);
 }
 function promiseAllObject(promisesObj) {
   const keys = Object.keys(promisesObj);
@@ -9286,11 +9275,11 @@ function explicitlyAborted(x, startIndex = 0) {
   }
   return false;
 }
-function prefixIssues(path43, issues) {
+function prefixIssues(path44, issues) {
   return issues.map((iss) => {
     var _a3;
     (_a3 = iss).path ?? (_a3.path = []);
-    iss.path.unshift(path43);
+    iss.path.unshift(path44);
     return iss;
   });
 }
@@ -9562,7 +9551,7 @@ function constantCatch(value) {
   return fn;
 }
 
-// ../../main/node_modules/zod/v4/core/core.js
+// node_modules/zod/v4/core/core.js
 var _a;
 var NEVER = /* @__PURE__ */ Object.freeze({
   status: "aborted"
@@ -9684,7 +9673,7 @@ function config(newConfig) {
   return globalConfig;
 }
 
-// ../../main/node_modules/zod/v4/core/errors.js
+// node_modules/zod/v4/core/errors.js
 function _getMessage() {
   const internals = this._zod;
   internals.message ?? (internals.message = JSON.stringify(internals.def, jsonStringifyReplacer, 2));
@@ -9752,16 +9741,16 @@ function flattenError(error62, mapper = (issue2) => issue2.message) {
 }
 function formatError(error62, mapper = (issue2) => issue2.message) {
   const fieldErrors = { _errors: [] };
-  const processError = (error63, path43 = []) => {
+  const processError = (error63, path44 = []) => {
     for (const issue2 of error63.issues) {
       if (issue2.code === "invalid_union" && issue2.errors.length) {
-        issue2.errors.map((issues) => processError({ issues }, [...path43, ...issue2.path]));
+        issue2.errors.map((issues) => processError({ issues }, [...path44, ...issue2.path]));
       } else if (issue2.code === "invalid_key") {
-        processError({ issues: issue2.issues }, [...path43, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path44, ...issue2.path]);
       } else if (issue2.code === "invalid_element") {
-        processError({ issues: issue2.issues }, [...path43, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path44, ...issue2.path]);
       } else {
-        const fullpath = [...path43, ...issue2.path];
+        const fullpath = [...path44, ...issue2.path];
         if (fullpath.length === 0) {
           fieldErrors._errors.push(mapper(issue2));
         } else {
@@ -9800,17 +9789,17 @@ function formatError(error62, mapper = (issue2) => issue2.message) {
 }
 function treeifyError(error62, mapper = (issue2) => issue2.message) {
   const result = { errors: [] };
-  const processError = (error63, path43 = []) => {
+  const processError = (error63, path44 = []) => {
     var _a3;
     for (const issue2 of error63.issues) {
       if (issue2.code === "invalid_union" && issue2.errors.length) {
-        issue2.errors.map((issues) => processError({ issues }, [...path43, ...issue2.path]));
+        issue2.errors.map((issues) => processError({ issues }, [...path44, ...issue2.path]));
       } else if (issue2.code === "invalid_key") {
-        processError({ issues: issue2.issues }, [...path43, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path44, ...issue2.path]);
       } else if (issue2.code === "invalid_element") {
-        processError({ issues: issue2.issues }, [...path43, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path44, ...issue2.path]);
       } else {
-        const fullpath = [...path43, ...issue2.path];
+        const fullpath = [...path44, ...issue2.path];
         if (fullpath.length === 0) {
           result.errors.push(mapper(issue2));
           continue;
@@ -9849,8 +9838,8 @@ function treeifyError(error62, mapper = (issue2) => issue2.message) {
 }
 function toDotPath(_path) {
   const segs = [];
-  const path43 = _path.map((seg) => typeof seg === "object" ? seg.key : seg);
-  for (const seg of path43) {
+  const path44 = _path.map((seg) => typeof seg === "object" ? seg.key : seg);
+  for (const seg of path44) {
     if (typeof seg === "number")
       segs.push(`[${seg}]`);
     else if (typeof seg === "symbol")
@@ -9876,7 +9865,7 @@ function prettifyError(error62) {
   return lines.join("\n");
 }
 
-// ../../main/node_modules/zod/v4/core/parse.js
+// node_modules/zod/v4/core/parse.js
 function finalizeParams(callee, params) {
   return { callee: params?.callee ?? callee, Err: params?.Err };
 }
@@ -10036,7 +10025,7 @@ var _safeDecodeAsync = (_Err) => async (schema, value, _ctx) => {
 };
 var safeDecodeAsync = /* @__PURE__ */ _safeDecodeAsync($ZodRealError);
 
-// ../../main/node_modules/zod/v4/core/regexes.js
+// node_modules/zod/v4/core/regexes.js
 var regexes_exports = {};
 __export(regexes_exports, {
   anyString: () => anyString,
@@ -10208,7 +10197,7 @@ var sha512_hex = /^[0-9a-fA-F]{128}$/;
 var sha512_base64 = /* @__PURE__ */ fixedBase64(86, "==");
 var sha512_base64url = /* @__PURE__ */ fixedBase64url(86);
 
-// ../../main/node_modules/zod/v4/core/checks.js
+// node_modules/zod/v4/core/checks.js
 var $ZodCheck = /* @__PURE__ */ $constructor("$ZodCheck", (inst, def) => {
   var _a3;
   inst._zod ?? (inst._zod = {});
@@ -10684,7 +10673,7 @@ var $ZodCheckOverwrite = /* @__PURE__ */ $constructor("$ZodCheckOverwrite", (ins
   };
 });
 
-// ../../main/node_modules/zod/v4/core/doc.js
+// node_modules/zod/v4/core/doc.js
 var Doc = class {
   constructor(args = [], closed = {}) {
     this.content = [];
@@ -10725,14 +10714,14 @@ ${content.join("\n")}
   }
 };
 
-// ../../main/node_modules/zod/v4/core/versions.js
+// node_modules/zod/v4/core/versions.js
 var version = {
   major: 4,
   minor: 6,
   patch: 7
 };
 
-// ../../main/node_modules/zod/v4/core/schemas.js
+// node_modules/zod/v4/core/schemas.js
 var $ZodType = /* @__PURE__ */ $constructor("$ZodType", (inst, def) => {
   var _a3;
   inst ?? (inst = {});
@@ -13174,7 +13163,7 @@ function handleRefineResult(result, payload, input2, inst) {
   }
 }
 
-// ../../main/node_modules/zod/v4/core/memoizer.js
+// node_modules/zod/v4/core/memoizer.js
 var $ZodCyclicError = class extends Error {
   constructor() {
     super(`Cannot parse a reference cycle that closes through a transform`);
@@ -13451,7 +13440,7 @@ function isBackEdge(ctx, value) {
   return backEdges !== void 0 && isRef(value) && backEdges.has(value);
 }
 
-// ../../main/node_modules/zod/v4/locales/index.js
+// node_modules/zod/v4/locales/index.js
 var locales_exports = {};
 __export(locales_exports, {
   ar: () => ar_default,
@@ -13519,7 +13508,7 @@ __export(locales_exports, {
   zhTW: () => zh_TW_default
 });
 
-// ../../main/node_modules/zod/v4/locales/ar.js
+// node_modules/zod/v4/locales/ar.js
 var error = () => {
   const Sizable = {
     string: { unit: "\u062D\u0631\u0641", verb: "\u0623\u0646 \u064A\u062D\u0648\u064A" },
@@ -13631,7 +13620,7 @@ function ar_default() {
   };
 }
 
-// ../../main/node_modules/zod/v4/locales/az.js
+// node_modules/zod/v4/locales/az.js
 var error2 = () => {
   const Sizable = {
     string: { unit: "simvol", verb: "olmal\u0131d\u0131r" },
@@ -13742,7 +13731,7 @@ function az_default() {
   };
 }
 
-// ../../main/node_modules/zod/v4/locales/be.js
+// node_modules/zod/v4/locales/be.js
 function getBelarusianPlural(count2, one, few, many) {
   const absCount = Math.abs(count2);
   const lastDigit = absCount % 10;
@@ -13911,7 +13900,7 @@ function be_default() {
   };
 }
 
-// ../../main/node_modules/zod/v4/locales/bg.js
+// node_modules/zod/v4/locales/bg.js
 var error4 = () => {
   const Sizable = {
     string: { unit: "\u0441\u0438\u043C\u0432\u043E\u043B\u0430", verb: "\u0434\u0430 \u0441\u044A\u0434\u044A\u0440\u0436\u0430" },
@@ -14037,7 +14026,7 @@ function bg_default() {
   };
 }
 
-// ../../main/node_modules/zod/v4/locales/bn.js
+// node_modules/zod/v4/locales/bn.js
 var error5 = () => {
   const Sizable = {
     string: { unit: "\u0985\u0995\u09CD\u09B7\u09B0", verb: "\u09A5\u09BE\u0995\u09A4\u09C7 \u09B9\u09AC\u09C7" },
@@ -14151,7 +14140,7 @@ function bn_default() {
   };
 }
 
-// ../../main/node_modules/zod/v4/locales/ca.js
+// node_modules/zod/v4/locales/ca.js
 var error6 = () => {
   const Sizable = {
     string: { unit: "car\xE0cters", verb: "contenir" },
@@ -14265,7 +14254,7 @@ function ca_default() {
   };
 }
 
-// ../../main/node_modules/zod/v4/locales/ckb.js
+// node_modules/zod/v4/locales/ckb.js
 var error7 = () => {
   const Sizable = {
     string: { unit: "\u067E\u06CC\u062A", verb: "\u0628\u06CE\u062A" },
@@ -14398,7 +14387,7 @@ function ckb_default() {
   };
 }
 
-// ../../main/node_modules/zod/v4/locales/cs.js
+// node_modules/zod/v4/locales/cs.js
 var error8 = () => {
   const Sizable = {
     string: { unit: "znak\u016F", verb: "m\xEDt" },
@@ -14515,7 +14504,7 @@ function cs_default() {
   };
 }
 
-// ../../main/node_modules/zod/v4/locales/da.js
+// node_modules/zod/v4/locales/da.js
 var error9 = () => {
   const Sizable = {
     string: { unit: "tegn", verb: "havde" },
@@ -14636,7 +14625,7 @@ function da_default() {
   };
 }
 
-// ../../main/node_modules/zod/v4/locales/de.js
+// node_modules/zod/v4/locales/de.js
 var error10 = () => {
   const Sizable = {
     string: { unit: "Zeichen", verb: "zu haben" },
@@ -14750,7 +14739,7 @@ function de_default() {
   };
 }
 
-// ../../main/node_modules/zod/v4/locales/el.js
+// node_modules/zod/v4/locales/el.js
 var error11 = () => {
   const Sizable = {
     string: { unit: "\u03C7\u03B1\u03C1\u03B1\u03BA\u03C4\u03AE\u03C1\u03B5\u03C2", verb: "\u03BD\u03B1 \u03AD\u03C7\u03B5\u03B9" },
@@ -14863,7 +14852,7 @@ function el_default() {
   };
 }
 
-// ../../main/node_modules/zod/v4/locales/en.js
+// node_modules/zod/v4/locales/en.js
 var error12 = () => {
   const Sizable = {
     string: { unit: "characters", verb: "to have" },
@@ -14988,7 +14977,7 @@ function en_default() {
   };
 }
 
-// ../../main/node_modules/zod/v4/locales/eo.js
+// node_modules/zod/v4/locales/eo.js
 var error13 = () => {
   const Sizable = {
     string: { unit: "karaktrojn", verb: "havi" },
@@ -15103,7 +15092,7 @@ function eo_default() {
   };
 }
 
-// ../../main/node_modules/zod/v4/locales/es.js
+// node_modules/zod/v4/locales/es.js
 var error14 = () => {
   const Sizable = {
     string: { unit: "caracteres", verb: "tener" },
@@ -15240,7 +15229,7 @@ function es_default() {
   };
 }
 
-// ../../main/node_modules/zod/v4/locales/fa.js
+// node_modules/zod/v4/locales/fa.js
 var error15 = () => {
   const Sizable = {
     string: { unit: "\u06A9\u0627\u0631\u0627\u06A9\u062A\u0631", verb: "\u062F\u0627\u0634\u062A\u0647 \u0628\u0627\u0634\u062F" },
@@ -15360,7 +15349,7 @@ function fa_default() {
   };
 }
 
-// ../../main/node_modules/zod/v4/locales/fi.js
+// node_modules/zod/v4/locales/fi.js
 var error16 = () => {
   const Sizable = {
     string: { unit: "merkki\xE4", subject: "merkkijonon" },
@@ -15478,7 +15467,7 @@ function fi_default() {
   };
 }
 
-// ../../main/node_modules/zod/v4/locales/fr.js
+// node_modules/zod/v4/locales/fr.js
 var error17 = () => {
   const Sizable = {
     string: { unit: "caract\xE8res", verb: "avoir" },
@@ -15608,7 +15597,7 @@ function fr_default() {
   };
 }
 
-// ../../main/node_modules/zod/v4/locales/fr-CA.js
+// node_modules/zod/v4/locales/fr-CA.js
 var error18 = () => {
   const Sizable = {
     string: { unit: "caract\xE8res", verb: "avoir" },
@@ -15721,7 +15710,7 @@ function fr_CA_default() {
   };
 }
 
-// ../../main/node_modules/zod/v4/locales/gu.js
+// node_modules/zod/v4/locales/gu.js
 var error19 = () => {
   const Sizable = {
     string: { unit: "\u0A85\u0A95\u0ACD\u0AB7\u0AB0", verb: "\u0AB9\u0ACB\u0AB5\u0ABE \u0A9C\u0ACB\u0A88\u0A8F" },
@@ -15835,7 +15824,7 @@ function gu_default() {
   };
 }
 
-// ../../main/node_modules/zod/v4/locales/he.js
+// node_modules/zod/v4/locales/he.js
 var error20 = () => {
   const TypeNames = {
     string: { label: "\u05DE\u05D7\u05E8\u05D5\u05D6\u05EA", gender: "f" },
@@ -16037,7 +16026,7 @@ function he_default() {
   };
 }
 
-// ../../main/node_modules/zod/v4/locales/hi.js
+// node_modules/zod/v4/locales/hi.js
 var error21 = () => {
   const Sizable = {
     string: { unit: "\u0905\u0915\u094D\u0937\u0930", verb: "\u0930\u0916\u0928\u0947 \u0915\u0947 \u0932\u093F\u090F" },
@@ -16149,7 +16138,7 @@ function hi_default() {
   };
 }
 
-// ../../main/node_modules/zod/v4/locales/hr.js
+// node_modules/zod/v4/locales/hr.js
 var error22 = () => {
   const Sizable = {
     string: { unit: "znakova", verb: "imati" },
@@ -16276,7 +16265,7 @@ function hr_default() {
   };
 }
 
-// ../../main/node_modules/zod/v4/locales/hu.js
+// node_modules/zod/v4/locales/hu.js
 var error23 = () => {
   const Sizable = {
     string: { unit: "karakter", verb: "legyen" },
@@ -16390,7 +16379,7 @@ function hu_default() {
   };
 }
 
-// ../../main/node_modules/zod/v4/locales/hy.js
+// node_modules/zod/v4/locales/hy.js
 function getArmenianPlural(count2, one, many) {
   return Math.abs(count2) === 1 ? one : many;
 }
@@ -16549,7 +16538,7 @@ function hy_default() {
   };
 }
 
-// ../../main/node_modules/zod/v4/locales/id.js
+// node_modules/zod/v4/locales/id.js
 var error25 = () => {
   const Sizable = {
     string: { unit: "karakter", verb: "memiliki" },
@@ -16661,7 +16650,7 @@ function id_default() {
   };
 }
 
-// ../../main/node_modules/zod/v4/locales/is.js
+// node_modules/zod/v4/locales/is.js
 var error26 = () => {
   const Sizable = {
     string: { unit: "stafi", verb: "a\xF0 hafa" },
@@ -16776,7 +16765,7 @@ function is_default() {
   };
 }
 
-// ../../main/node_modules/zod/v4/locales/it.js
+// node_modules/zod/v4/locales/it.js
 var error27 = () => {
   const Sizable = {
     string: { unit: "caratteri", verb: "avere" },
@@ -16890,7 +16879,7 @@ function it_default() {
   };
 }
 
-// ../../main/node_modules/zod/v4/locales/ja.js
+// node_modules/zod/v4/locales/ja.js
 var error28 = () => {
   const Sizable = {
     string: { unit: "\u6587\u5B57", verb: "\u3067\u3042\u308B" },
@@ -17003,7 +16992,7 @@ function ja_default() {
   };
 }
 
-// ../../main/node_modules/zod/v4/locales/ka.js
+// node_modules/zod/v4/locales/ka.js
 var error29 = () => {
   const Sizable = {
     string: { unit: "\u10E1\u10D8\u10DB\u10D1\u10DD\u10DA\u10DD", verb: "\u10E3\u10DC\u10D3\u10D0 \u10E8\u10D4\u10D8\u10EA\u10D0\u10D5\u10D3\u10D4\u10E1" },
@@ -17121,7 +17110,7 @@ function ka_default() {
   };
 }
 
-// ../../main/node_modules/zod/v4/locales/km.js
+// node_modules/zod/v4/locales/km.js
 var error30 = () => {
   const Sizable = {
     string: { unit: "\u178F\u17BD\u17A2\u1780\u17D2\u179F\u179A", verb: "\u1782\u17BD\u179A\u1798\u17B6\u1793" },
@@ -17237,12 +17226,12 @@ function km_default() {
   };
 }
 
-// ../../main/node_modules/zod/v4/locales/kh.js
+// node_modules/zod/v4/locales/kh.js
 function kh_default() {
   return km_default();
 }
 
-// ../../main/node_modules/zod/v4/locales/kn.js
+// node_modules/zod/v4/locales/kn.js
 var error31 = () => {
   const Sizable = {
     string: { unit: "\u0C85\u0C95\u0CCD\u0CB7\u0CB0\u0C97\u0CB3\u0CC1", verb: "\u0CB9\u0CCA\u0C82\u0CA6\u0CB2\u0CC1" },
@@ -17358,7 +17347,7 @@ function kn_default() {
   };
 }
 
-// ../../main/node_modules/zod/v4/locales/ko.js
+// node_modules/zod/v4/locales/ko.js
 var error32 = () => {
   const Sizable = {
     string: { unit: "\uBB38\uC790", verb: "to have" },
@@ -17475,7 +17464,7 @@ function ko_default() {
   };
 }
 
-// ../../main/node_modules/zod/v4/locales/lt.js
+// node_modules/zod/v4/locales/lt.js
 var capitalizeFirstCharacter = (text) => {
   return text.charAt(0).toUpperCase() + text.slice(1);
 };
@@ -17683,7 +17672,7 @@ function lt_default() {
   };
 }
 
-// ../../main/node_modules/zod/v4/locales/mk.js
+// node_modules/zod/v4/locales/mk.js
 var error34 = () => {
   const Sizable = {
     string: { unit: "\u0437\u043D\u0430\u0446\u0438", verb: "\u0434\u0430 \u0438\u043C\u0430\u0430\u0442" },
@@ -17798,7 +17787,7 @@ function mk_default() {
   };
 }
 
-// ../../main/node_modules/zod/v4/locales/ms.js
+// node_modules/zod/v4/locales/ms.js
 var error35 = () => {
   const Sizable = {
     string: { unit: "aksara", verb: "mempunyai" },
@@ -17911,7 +17900,7 @@ function ms_default() {
   };
 }
 
-// ../../main/node_modules/zod/v4/locales/ne.js
+// node_modules/zod/v4/locales/ne.js
 var error36 = () => {
   const Sizable = {
     string: { unit: "\u0905\u0915\u094D\u0937\u0930", verb: "\u0939\u0941\u0928\u0941\u092A\u0930\u094D\u091B" },
@@ -18023,7 +18012,7 @@ function ne_default() {
   };
 }
 
-// ../../main/node_modules/zod/v4/locales/nl.js
+// node_modules/zod/v4/locales/nl.js
 var error37 = () => {
   const Sizable = {
     string: { unit: "tekens", verb: "heeft" },
@@ -18139,7 +18128,7 @@ function nl_default() {
   };
 }
 
-// ../../main/node_modules/zod/v4/locales/nn.js
+// node_modules/zod/v4/locales/nn.js
 var error38 = () => {
   const Sizable = {
     string: { unit: "teikn", verb: "\xE5 ha" },
@@ -18253,7 +18242,7 @@ function nn_default() {
   };
 }
 
-// ../../main/node_modules/zod/v4/locales/no.js
+// node_modules/zod/v4/locales/no.js
 var error39 = () => {
   const Sizable = {
     string: { unit: "tegn", verb: "\xE5 ha" },
@@ -18367,7 +18356,7 @@ function no_default() {
   };
 }
 
-// ../../main/node_modules/zod/v4/locales/ota.js
+// node_modules/zod/v4/locales/ota.js
 var error40 = () => {
   const Sizable = {
     string: { unit: "harf", verb: "olmal\u0131d\u0131r" },
@@ -18482,7 +18471,7 @@ function ota_default() {
   };
 }
 
-// ../../main/node_modules/zod/v4/locales/ps.js
+// node_modules/zod/v4/locales/ps.js
 var error41 = () => {
   const Sizable = {
     string: { unit: "\u062A\u0648\u06A9\u064A", verb: "\u0648\u0644\u0631\u064A" },
@@ -18602,7 +18591,7 @@ function ps_default() {
   };
 }
 
-// ../../main/node_modules/zod/v4/locales/pl.js
+// node_modules/zod/v4/locales/pl.js
 var error42 = () => {
   const Sizable = {
     string: { unit: "znak\xF3w", verb: "mie\u0107" },
@@ -18717,7 +18706,7 @@ function pl_default() {
   };
 }
 
-// ../../main/node_modules/zod/v4/locales/pt.js
+// node_modules/zod/v4/locales/pt.js
 var error43 = () => {
   const Sizable = {
     string: { unit: "caracteres" },
@@ -18861,7 +18850,7 @@ function pt_default() {
   };
 }
 
-// ../../main/node_modules/zod/v4/locales/pt-BR.js
+// node_modules/zod/v4/locales/pt-BR.js
 var error44 = () => {
   const Sizable = {
     string: { unit: "caracteres" },
@@ -19006,7 +18995,7 @@ function pt_BR_default() {
   };
 }
 
-// ../../main/node_modules/zod/v4/locales/ro.js
+// node_modules/zod/v4/locales/ro.js
 var error45 = () => {
   const Sizable = {
     string: { unit: "caractere", verb: "s\u0103 aib\u0103" },
@@ -19129,7 +19118,7 @@ function ro_default() {
   };
 }
 
-// ../../main/node_modules/zod/v4/locales/ru.js
+// node_modules/zod/v4/locales/ru.js
 function getRussianPlural(count2, one, few, many) {
   const absCount = Math.abs(count2);
   const lastDigit = absCount % 10;
@@ -19298,7 +19287,7 @@ function ru_default() {
   };
 }
 
-// ../../main/node_modules/zod/v4/locales/sk.js
+// node_modules/zod/v4/locales/sk.js
 var error47 = () => {
   const Sizable = {
     string: { unit: "znakov", verb: "ma\u0165" },
@@ -19415,7 +19404,7 @@ function sk_default() {
   };
 }
 
-// ../../main/node_modules/zod/v4/locales/sl.js
+// node_modules/zod/v4/locales/sl.js
 var error48 = () => {
   const Sizable = {
     string: { unit: "znakov", verb: "imeti" },
@@ -19530,7 +19519,7 @@ function sl_default() {
   };
 }
 
-// ../../main/node_modules/zod/v4/locales/sv.js
+// node_modules/zod/v4/locales/sv.js
 var error49 = () => {
   const Sizable = {
     string: { unit: "tecken", verb: "att ha" },
@@ -19646,7 +19635,7 @@ function sv_default() {
   };
 }
 
-// ../../main/node_modules/zod/v4/locales/ta.js
+// node_modules/zod/v4/locales/ta.js
 var error50 = () => {
   const Sizable = {
     string: { unit: "\u0B8E\u0BB4\u0BC1\u0BA4\u0BCD\u0BA4\u0BC1\u0B95\u0BCD\u0B95\u0BB3\u0BCD", verb: "\u0B95\u0BCA\u0BA3\u0BCD\u0B9F\u0BBF\u0BB0\u0BC1\u0B95\u0BCD\u0B95 \u0BB5\u0BC7\u0BA3\u0BCD\u0B9F\u0BC1\u0BAE\u0BCD" },
@@ -19762,7 +19751,7 @@ function ta_default() {
   };
 }
 
-// ../../main/node_modules/zod/v4/locales/tg.js
+// node_modules/zod/v4/locales/tg.js
 var error51 = () => {
   const Sizable = {
     string: { unit: "\u0430\u043B\u043E\u043C\u0430\u0442", verb: "\u0434\u043E\u0448\u0442\u0430 \u0431\u043E\u0448\u0430\u0434" },
@@ -19879,7 +19868,7 @@ function tg_default() {
   };
 }
 
-// ../../main/node_modules/zod/v4/locales/th.js
+// node_modules/zod/v4/locales/th.js
 var error52 = () => {
   const Sizable = {
     string: { unit: "\u0E15\u0E31\u0E27\u0E2D\u0E31\u0E01\u0E29\u0E23", verb: "\u0E04\u0E27\u0E23\u0E21\u0E35" },
@@ -19995,7 +19984,7 @@ function th_default() {
   };
 }
 
-// ../../main/node_modules/zod/v4/locales/tk.js
+// node_modules/zod/v4/locales/tk.js
 var error53 = () => {
   const Sizable = {
     string: { unit: "simwol", verb: "bolmaly" },
@@ -20103,7 +20092,7 @@ function tk_default() {
   };
 }
 
-// ../../main/node_modules/zod/v4/locales/tr.js
+// node_modules/zod/v4/locales/tr.js
 var error54 = () => {
   const Sizable = {
     string: { unit: "karakter", verb: "olmal\u0131" },
@@ -20214,7 +20203,7 @@ function tr_default() {
   };
 }
 
-// ../../main/node_modules/zod/v4/locales/uk.js
+// node_modules/zod/v4/locales/uk.js
 var error55 = () => {
   const Sizable = {
     string: { unit: "\u0441\u0438\u043C\u0432\u043E\u043B\u0456\u0432", verb: "\u043C\u0430\u0442\u0438\u043C\u0435" },
@@ -20328,12 +20317,12 @@ function uk_default() {
   };
 }
 
-// ../../main/node_modules/zod/v4/locales/ua.js
+// node_modules/zod/v4/locales/ua.js
 function ua_default() {
   return uk_default();
 }
 
-// ../../main/node_modules/zod/v4/locales/ur.js
+// node_modules/zod/v4/locales/ur.js
 var error56 = () => {
   const Sizable = {
     string: { unit: "\u062D\u0631\u0648\u0641", verb: "\u06C1\u0648\u0646\u0627" },
@@ -20449,7 +20438,7 @@ function ur_default() {
   };
 }
 
-// ../../main/node_modules/zod/v4/locales/uz.js
+// node_modules/zod/v4/locales/uz.js
 var error57 = () => {
   const Sizable = {
     string: { unit: "belgi", verb: "bo\u2018lishi kerak" },
@@ -20563,7 +20552,7 @@ function uz_default() {
   };
 }
 
-// ../../main/node_modules/zod/v4/locales/vi.js
+// node_modules/zod/v4/locales/vi.js
 var error58 = () => {
   const Sizable = {
     string: { unit: "k\xFD t\u1EF1", verb: "c\xF3" },
@@ -20677,7 +20666,7 @@ function vi_default() {
   };
 }
 
-// ../../main/node_modules/zod/v4/locales/zh-CN.js
+// node_modules/zod/v4/locales/zh-CN.js
 var error59 = () => {
   const Sizable = {
     string: { unit: "\u5B57\u7B26", verb: "\u5305\u542B" },
@@ -20792,7 +20781,7 @@ function zh_CN_default() {
   };
 }
 
-// ../../main/node_modules/zod/v4/locales/zh-TW.js
+// node_modules/zod/v4/locales/zh-TW.js
 var error60 = () => {
   const Sizable = {
     string: { unit: "\u5B57\u5143", verb: "\u64C1\u6709" },
@@ -20905,7 +20894,7 @@ function zh_TW_default() {
   };
 }
 
-// ../../main/node_modules/zod/v4/locales/yo.js
+// node_modules/zod/v4/locales/yo.js
 var error61 = () => {
   const Sizable = {
     string: { unit: "\xE0mi", verb: "n\xED" },
@@ -21018,7 +21007,7 @@ function yo_default() {
   };
 }
 
-// ../../main/node_modules/zod/v4/core/registries.js
+// node_modules/zod/v4/core/registries.js
 var _a2;
 var $output = /* @__PURE__ */ Symbol("ZodOutput");
 var $input = /* @__PURE__ */ Symbol("ZodInput");
@@ -21068,7 +21057,7 @@ function registry() {
 (_a2 = globalThis).__zod_globalRegistry ?? (_a2.__zod_globalRegistry = registry());
 var globalRegistry = globalThis.__zod_globalRegistry;
 
-// ../../main/node_modules/zod/v4/core/compile.js
+// node_modules/zod/v4/core/compile.js
 var INVALID = /* @__PURE__ */ Symbol.for("zod.compile.invalid");
 var FALLBACK_FLAG = /* @__PURE__ */ Symbol.for("zod.compile.fallback");
 var ZodCompileAsyncError = class extends Error {
@@ -22678,7 +22667,7 @@ function generateTransformCheck(doc, ctx, schema, accessor) {
   return accessor;
 }
 
-// ../../main/node_modules/zod/v4/core/api.js
+// node_modules/zod/v4/core/api.js
 function snapshotChecks(def) {
   if (def.checks)
     def.checks = [...def.checks];
@@ -23737,7 +23726,7 @@ function _stringFormat(Class2, format2, fnOrRegex, _params = {}) {
   return inst;
 }
 
-// ../../main/node_modules/zod/v4/core/to-json-schema.js
+// node_modules/zod/v4/core/to-json-schema.js
 function assignProps(target, ...sources) {
   for (const source of sources) {
     for (const key of Reflect.ownKeys(source)) {
@@ -24267,7 +24256,7 @@ var createStandardJSONSchemaMethod = (schema, io2, processors = {}) => (params) 
   return finalize(ctx, schema);
 };
 
-// ../../main/node_modules/zod/v4/core/json-schema-processors.js
+// node_modules/zod/v4/core/json-schema-processors.js
 var narrowMin = (agg, key, value) => {
   if (agg[key] === void 0 || value > agg[key])
     agg[key] = value;
@@ -25015,7 +25004,7 @@ function toJSONSchema(input2, params) {
   return finalize(ctx, input2);
 }
 
-// ../../main/node_modules/zod/v4/core/json-schema-generator.js
+// node_modules/zod/v4/core/json-schema-generator.js
 var JSONSchemaGenerator = class {
   /** @deprecated Access via ctx instead */
   get metadataRegistry() {
@@ -25093,10 +25082,10 @@ var JSONSchemaGenerator = class {
   }
 };
 
-// ../../main/node_modules/zod/v4/core/json-schema.js
+// node_modules/zod/v4/core/json-schema.js
 var json_schema_exports = {};
 
-// ../../main/node_modules/zod/v4/classic/schemas.js
+// node_modules/zod/v4/classic/schemas.js
 var schemas_exports2 = {};
 __export(schemas_exports2, {
   ZodAny: () => ZodAny,
@@ -25277,7 +25266,7 @@ __export(schemas_exports2, {
   xor: () => xor
 });
 
-// ../../main/node_modules/zod/v4/classic/checks.js
+// node_modules/zod/v4/classic/checks.js
 var checks_exports2 = {};
 __export(checks_exports2, {
   endsWith: () => _endsWith,
@@ -25312,7 +25301,7 @@ __export(checks_exports2, {
   uppercase: () => _uppercase
 });
 
-// ../../main/node_modules/zod/v4/classic/errors.js
+// node_modules/zod/v4/classic/errors.js
 var _installedErrorProtos = /* @__PURE__ */ new WeakSet([Object.prototype, Error.prototype]);
 function _lazyMethod(proto, key, make) {
   Object.defineProperty(proto, key, {
@@ -25358,7 +25347,7 @@ var ZodRealError = /* @__PURE__ */ $constructor("ZodError", initializer2, void 0
   Parent: Error
 });
 
-// ../../main/node_modules/zod/v4/classic/parse.js
+// node_modules/zod/v4/classic/parse.js
 var parse2 = /* @__PURE__ */ _parse(ZodRealError);
 var parseAsync2 = /* @__PURE__ */ _parseAsync(ZodRealError);
 var safeParse2 = /* @__PURE__ */ _safeParse(ZodRealError);
@@ -25372,7 +25361,7 @@ var safeDecode2 = /* @__PURE__ */ _safeDecode(ZodRealError);
 var safeEncodeAsync2 = /* @__PURE__ */ _safeEncodeAsync(ZodRealError);
 var safeDecodeAsync2 = /* @__PURE__ */ _safeDecodeAsync(ZodRealError);
 
-// ../../main/node_modules/zod/v4/classic/schemas.js
+// node_modules/zod/v4/classic/schemas.js
 function _ensureDefaultLocale() {
   if (!globalConfig.localeError)
     config(en_default());
@@ -26837,7 +26826,7 @@ function preprocess(fn, schema) {
   });
 }
 
-// ../../main/node_modules/zod/v4/classic/compat.js
+// node_modules/zod/v4/classic/compat.js
 var ZodIssueCode = {
   invalid_type: "invalid_type",
   too_big: "too_big",
@@ -26863,7 +26852,7 @@ var ZodFirstPartyTypeKind;
 /* @__PURE__ */ (function(ZodFirstPartyTypeKind2) {
 })(ZodFirstPartyTypeKind || (ZodFirstPartyTypeKind = {}));
 
-// ../../main/node_modules/zod/v4/classic/iso.js
+// node_modules/zod/v4/classic/iso.js
 var iso_exports = {};
 __export(iso_exports, {
   ZodISODate: () => ZodISODate,
@@ -26888,7 +26877,7 @@ function duration2(params) {
   return _isoDuration(ZodISODuration, params);
 }
 
-// ../../main/node_modules/zod/v4/classic/from-json-schema.js
+// node_modules/zod/v4/classic/from-json-schema.js
 var z = {
   ...schemas_exports2,
   ...checks_exports2,
@@ -26988,13 +26977,13 @@ function resolveRef(ref, ctx) {
   if (!ref.startsWith("#")) {
     throw new Error("External $ref is not supported, only local refs (#/...) are allowed");
   }
-  const path43 = ref.slice(1).split("/").filter(Boolean);
-  if (path43.length === 0) {
+  const path44 = ref.slice(1).split("/").filter(Boolean);
+  if (path44.length === 0) {
     return ctx.rootSchema;
   }
   const defsKey = ctx.version === "draft-2020-12" ? "$defs" : "definitions";
-  if (path43[0] === defsKey) {
-    const key = path43[1] === void 0 ? void 0 : decodeJSONPointerSegment(path43[1]);
+  if (path44[0] === defsKey) {
+    const key = path44[1] === void 0 ? void 0 : decodeJSONPointerSegment(path44[1]);
     if (!key || !ctx.defs[key]) {
       throw new Error(`Reference not found: ${ref}`);
     }
@@ -27621,7 +27610,7 @@ function fromJSONSchema(schema, params) {
   return convertSchema(normalized, ctx);
 }
 
-// ../../main/node_modules/zod/v4/core/visit.js
+// node_modules/zod/v4/core/visit.js
 var RESOLVING = /* @__PURE__ */ Symbol("z.visit/resolving");
 function visit(schema, fnOrHandlers) {
   const fn = typeof fnOrHandlers === "function" ? fnOrHandlers : (node2, rewritten) => {
@@ -27776,7 +27765,7 @@ function visit(schema, fnOrHandlers) {
   return run2(schema);
 }
 
-// ../../main/node_modules/zod/v4/classic/deep-partial.js
+// node_modules/zod/v4/classic/deep-partial.js
 function deepPartial(schema) {
   return visit(schema, {
     object: (s3) => s3.partial(),
@@ -27788,7 +27777,7 @@ function deepPartial(schema) {
   });
 }
 
-// ../../main/node_modules/zod/v4/classic/in-out.js
+// node_modules/zod/v4/classic/in-out.js
 function withChecks(side, checks) {
   if (!checks?.length)
     return side;
@@ -27818,7 +27807,7 @@ function output(schema) {
   });
 }
 
-// ../../main/node_modules/zod/v4/classic/coerce.js
+// node_modules/zod/v4/classic/coerce.js
 var coerce_exports = {};
 __export(coerce_exports, {
   bigint: () => bigint3,
@@ -28125,11 +28114,11 @@ async function readConfigText(file2, abs) {
   }
 }
 async function confineConfigPaths(parsed, abs) {
-  const dir = path2.dirname(abs);
+  const dir = path3.dirname(abs);
   const root = await projectRoot(dir);
   const errors = [];
   for (const p2 of namedPaths(parsed.raw)) {
-    const problem = path2.isAbsolute(p2.value) ? `an absolute path (${p2.value}); name a path relative to the config's directory, inside the project ${root}` : await pathProblem(root, path2.resolve(dir, p2.value), p2.kind, { maxBytes: p2.maxBytes });
+    const problem = path3.isAbsolute(p2.value) ? `an absolute path (${p2.value}); name a path relative to the config's directory, inside the project ${root}` : await pathProblem(root, path3.resolve(dir, p2.value), p2.kind, { maxBytes: p2.maxBytes });
     if (problem) errors.push(`${p2.field}: ${problem} (${parsed.where(p2.at)})`);
   }
   const urls = [
@@ -28161,15 +28150,15 @@ async function confineConfigPaths(parsed, abs) {
   if (errors.length > 0) throw new ConfigError(errors.join("\n"));
 }
 async function loadConfig(file2) {
-  const abs = path2.resolve(file2);
+  const abs = path3.resolve(file2);
   const text = await readConfigText(file2, abs);
-  const parsed = parseConfigWithLines(text, path2.basename(abs));
+  const parsed = parseConfigWithLines(text, path3.basename(abs));
   await confineConfigPaths(parsed, abs);
   return resolveConfig(parsed.raw, abs);
 }
 function resolveConfig(raw, file2) {
-  const dir = path2.dirname(file2);
-  const r = (p2) => path2.resolve(dir, p2);
+  const dir = path3.dirname(file2);
+  const r = (p2) => path3.resolve(dir, p2);
   const base = raw.base.type === "tarball" && raw.base.path ? { ...raw.base, path: r(raw.base.path) } : raw.base;
   return {
     ...raw,
@@ -28186,7 +28175,7 @@ function resolveConfig(raw, file2) {
 // src/pipeline.ts
 import { mkdir as mkdir14, mkdtemp as mkdtemp7 } from "node:fs/promises";
 import os9 from "node:os";
-import path39 from "node:path";
+import path40 from "node:path";
 
 // src/config/check-files.ts
 async function checkConfigFiles(config2) {
@@ -28233,31 +28222,31 @@ async function runCleanups() {
 }
 
 // src/manifest/diff.ts
-import { existsSync as existsSync2 } from "node:fs";
+import { existsSync as existsSync3 } from "node:fs";
 import { readFile, writeFile } from "node:fs/promises";
 
 // src/manifest/manifest.ts
 import { lstat as lstat2, readdir as readdir2, readlink } from "node:fs/promises";
-import path5 from "node:path";
+import path6 from "node:path";
 
 // src/store/store.ts
 import { createHash as createHash2, randomBytes } from "node:crypto";
 import { createReadStream as createReadStream2, createWriteStream as createWriteStream2 } from "node:fs";
 import { mkdir, readdir, rename, rm, stat as stat2 } from "node:fs/promises";
-import path4 from "node:path";
+import path5 from "node:path";
 import { Transform as Transform2 } from "node:stream";
 import { pipeline as pipeline2 } from "node:stream/promises";
 
 // src/core/paths.ts
 import os from "node:os";
-import path3 from "node:path";
+import path4 from "node:path";
 function cacheDir(env = process.env) {
-  if (env.LHC_CACHE_DIR) return path3.resolve(env.LHC_CACHE_DIR);
-  const xdg = env.XDG_CACHE_HOME || path3.join(os.homedir(), ".cache");
-  return path3.join(xdg, "lhc");
+  if (env.LHC_CACHE_DIR) return path4.resolve(env.LHC_CACHE_DIR);
+  const xdg = env.XDG_CACHE_HOME || path4.join(os.homedir(), ".cache");
+  return path4.join(xdg, "lhc");
 }
 function storeDir(env = process.env) {
-  return path3.join(cacheDir(env), "store");
+  return path4.join(cacheDir(env), "store");
 }
 
 // src/store/download.ts
@@ -28489,12 +28478,12 @@ var Store = class {
   dir;
   logger;
   constructor(dir = storeDir(), logger = quiet) {
-    this.dir = path4.resolve(dir);
+    this.dir = path5.resolve(dir);
     this.logger = logger;
   }
   /** Where the file with this content lives (whether or not it is present). */
   path(sha2562) {
-    return path4.join(this.dir, checkSha(sha2562));
+    return path5.join(this.dir, checkSha(sha2562));
   }
   /**
    * True when the store holds this content. The file is re-hashed: one whose content does not
@@ -28541,7 +28530,7 @@ var Store = class {
       });
       await pipeline2(createReadStream2(file2), hasher, createWriteStream2(tmp, { mode: 420 }));
       const sha = h2.digest("hex");
-      await rename(tmp, path4.join(this.dir, sha));
+      await rename(tmp, path5.join(this.dir, sha));
       this.logger.debug(`store: added ${file2} as ${sha}`);
       return sha;
     } finally {
@@ -28626,7 +28615,7 @@ ${failures.join("\n")}`
   /** A fresh temp name inside the store, so the final rename never crosses a file system. */
   async tempPath() {
     await mkdir(this.dir, { recursive: true });
-    return path4.join(this.dir, `${TEMP_PREFIX}${process.pid}-${randomBytes(6).toString("hex")}`);
+    return path5.join(this.dir, `${TEMP_PREFIX}${process.pid}-${randomBytes(6).toString("hex")}`);
   }
 };
 
@@ -28657,11 +28646,11 @@ function typeOf(st2) {
 async function walkSorted(dir) {
   const out = [""];
   const visit3 = async (rel) => {
-    const names = (await readdir2(path5.join(dir, rel))).sort(comparePaths);
+    const names = (await readdir2(path6.join(dir, rel))).sort(comparePaths);
     for (const name of names) {
       const child = rel ? `${rel}/${name}` : name;
       out.push(child);
-      const st2 = await lstat2(path5.join(dir, child));
+      const st2 = await lstat2(path6.join(dir, child));
       if (st2.isDirectory()) await visit3(child);
     }
   };
@@ -28678,7 +28667,7 @@ async function scanTree(dir, opts) {
   if (!top.isDirectory()) throw new UserError(`${dir} is not a directory`);
   const entries = [];
   for (const rel of await walkSorted(dir)) {
-    const abs = path5.join(dir, rel);
+    const abs = path6.join(dir, rel);
     const st2 = await lstat2(abs);
     const type = typeOf(st2);
     const mode2 = rel === "" && opts.rootMode !== void 0 ? opts.rootMode : st2.mode;
@@ -28871,7 +28860,7 @@ async function readManifest(file2) {
   return parseManifest(text, file2);
 }
 async function checkManifestLock(newManifest, lockFile, update) {
-  if (!existsSync2(lockFile)) {
+  if (!existsSync3(lockFile)) {
     if (!update) {
       throw new UserError(
         `manifest lock ${lockFile} does not exist; run with --update-manifest to create it`
@@ -29187,7 +29176,7 @@ function staticProblems(info, arch = "aarch64") {
 
 // src/root/resolve.ts
 import { lstatSync, mkdirSync, readlinkSync } from "node:fs";
-import path6 from "node:path";
+import path7 from "node:path";
 var MAX_SYMLINK_FOLLOWS = 40;
 var ResolveError = class extends UserError {
   constructor(inRootPath, reason, message) {
@@ -29215,7 +29204,7 @@ function resolveInRoot(root, p2, opts = {}, cwd = "/") {
     }
     const isLast = todo.length === 0;
     const inRoot = `/${[...done, comp].join("/")}`;
-    const host = path6.join(root, ...done, comp);
+    const host = path7.join(root, ...done, comp);
     let st2;
     try {
       st2 = lstatSync(host);
@@ -29257,7 +29246,7 @@ function resolveInRoot(root, p2, opts = {}, cwd = "/") {
     done.push(comp);
     if (isLast) return { inRoot, host, exists: true };
   }
-  return { inRoot: `/${done.join("/")}`, host: path6.join(root, ...done), exists: true };
+  return { inRoot: `/${done.join("/")}`, host: path7.join(root, ...done), exists: true };
 }
 
 // src/stages/entrypoint-check.ts
@@ -29376,9 +29365,9 @@ async function checkEntrypoint(root, command0, arch) {
 }
 
 // src/stages/epoch.ts
-import path12 from "node:path";
+import path13 from "node:path";
 
-// ../../main/node_modules/is-plain-obj/index.js
+// node_modules/is-plain-obj/index.js
 function isPlainObject2(value) {
   if (typeof value !== "object" || value === null) {
     return false;
@@ -29387,7 +29376,7 @@ function isPlainObject2(value) {
   return (prototype === null || prototype === Object.prototype || Object.getPrototypeOf(prototype) === null) && !(Symbol.toStringTag in value) && !(Symbol.iterator in value);
 }
 
-// ../../main/node_modules/execa/lib/arguments/file-url.js
+// node_modules/execa/lib/arguments/file-url.js
 import { fileURLToPath as fileURLToPath3 } from "node:url";
 var safeNormalizeFileUrl = (file2, name) => {
   const fileString = normalizeFileUrl(normalizeDenoExecPath(file2));
@@ -29400,7 +29389,7 @@ var normalizeDenoExecPath = (file2) => isDenoExecPath(file2) ? file2.toString() 
 var isDenoExecPath = (file2) => typeof file2 !== "string" && file2 && Object.getPrototypeOf(file2) === String.prototype;
 var normalizeFileUrl = (file2) => file2 instanceof URL ? fileURLToPath3(file2) : file2;
 
-// ../../main/node_modules/execa/lib/methods/parameters.js
+// node_modules/execa/lib/methods/parameters.js
 var normalizeParameters = (rawFile, rawArguments = [], rawOptions = {}) => {
   const filePath = safeNormalizeFileUrl(rawFile, "First argument");
   const [commandArguments, options] = isPlainObject2(rawArguments) ? [[], rawArguments] : [rawArguments, rawOptions];
@@ -29421,10 +29410,10 @@ var normalizeParameters = (rawFile, rawArguments = [], rawOptions = {}) => {
   return [filePath, normalizedArguments, options];
 };
 
-// ../../main/node_modules/execa/lib/methods/template.js
+// node_modules/execa/lib/methods/template.js
 import { ChildProcess } from "node:child_process";
 
-// ../../main/node_modules/execa/lib/utils/uint-array.js
+// node_modules/execa/lib/utils/uint-array.js
 import { StringDecoder } from "node:string_decoder";
 var { toString: objectToString } = Object.prototype;
 var isArrayBuffer = (value) => objectToString.call(value) === "[object ArrayBuffer]";
@@ -29471,7 +29460,7 @@ var getJoinLength = (uint8Arrays) => {
   return joinLength;
 };
 
-// ../../main/node_modules/execa/lib/methods/template.js
+// node_modules/execa/lib/methods/template.js
 var isTemplateString = (templates) => Array.isArray(templates) && Array.isArray(templates.raw);
 var parseTemplates = (templates, expressions) => {
   let tokens = [];
@@ -29571,20 +29560,20 @@ var getSubprocessResult = ({ stdout }) => {
   throw new TypeError(`Unexpected "${typeof stdout}" stdout in template expression`);
 };
 
-// ../../main/node_modules/execa/lib/methods/main-sync.js
+// node_modules/execa/lib/methods/main-sync.js
 import { spawnSync } from "node:child_process";
 
-// ../../main/node_modules/execa/lib/arguments/specific.js
+// node_modules/execa/lib/arguments/specific.js
 import { debuglog } from "node:util";
 
-// ../../main/node_modules/execa/lib/utils/standard-stream.js
+// node_modules/execa/lib/utils/standard-stream.js
 import process2 from "node:process";
 var isStandardStream = (stream) => STANDARD_STREAMS.includes(stream);
 var STANDARD_STREAMS = [process2.stdin, process2.stdout, process2.stderr];
 var STANDARD_STREAMS_ALIASES = ["stdin", "stdout", "stderr"];
 var getStreamName = (fdNumber2) => STANDARD_STREAMS_ALIASES[fdNumber2] ?? `stdio[${fdNumber2}]`;
 
-// ../../main/node_modules/execa/lib/arguments/specific.js
+// node_modules/execa/lib/arguments/specific.js
 var normalizeFdSpecificOptions = (options) => {
   const optionsCopy = { ...options };
   for (const optionName of FD_SPECIFIC_OPTIONS) {
@@ -29654,7 +29643,7 @@ var DEFAULT_OPTIONS = {
 var FD_SPECIFIC_OPTIONS = ["lines", "buffer", "maxBuffer", "verbose", "stripFinalNewline"];
 var getFdSpecificValue = (optionArray, fdNumber2) => fdNumber2 === "ipc" ? optionArray.at(-1) : optionArray[fdNumber2];
 
-// ../../main/node_modules/execa/lib/verbose/values.js
+// node_modules/execa/lib/verbose/values.js
 var isVerbose = ({ verbose }, fdNumber2) => getFdVerbose(verbose, fdNumber2) !== "none";
 var isFullVerbose = ({ verbose }, fdNumber2) => !["none", "short"].includes(getFdVerbose(verbose, fdNumber2));
 var getVerboseFunction = ({ verbose }, fdNumber2) => {
@@ -29666,10 +29655,10 @@ var getFdGenericVerbose = (verbose) => verbose.find((fdVerbose) => isVerboseFunc
 var isVerboseFunction = (fdVerbose) => typeof fdVerbose === "function";
 var VERBOSE_VALUES = ["none", "short", "full"];
 
-// ../../main/node_modules/execa/lib/verbose/log.js
+// node_modules/execa/lib/verbose/log.js
 import { inspect } from "node:util";
 
-// ../../main/node_modules/execa/lib/arguments/escape.js
+// node_modules/execa/lib/arguments/escape.js
 import { platform } from "node:process";
 import { stripVTControlCharacters } from "node:util";
 var joinCommand = (filePath, rawArguments) => {
@@ -29714,7 +29703,7 @@ var quoteString = (escapedArgument) => {
 };
 var NO_ESCAPE_REGEXP = /^[\w./-]+$/;
 
-// ../../main/node_modules/is-unicode-supported/index.js
+// node_modules/is-unicode-supported/index.js
 import process3 from "node:process";
 function isUnicodeSupported() {
   const { env } = process3;
@@ -29725,7 +29714,7 @@ function isUnicodeSupported() {
   return Boolean(env.WT_SESSION) || Boolean(env.TERMINUS_SUBLIME) || env.ConEmuTask === "{cmd::Cmder}" || TERM_PROGRAM === "Terminus-Sublime" || TERM_PROGRAM === "vscode" || TERM === "xterm-256color" || TERM === "alacritty" || TERM === "rxvt-unicode" || TERM === "rxvt-unicode-256color" || env.TERMINAL_EMULATOR === "JetBrains-JediTerm";
 }
 
-// ../../main/node_modules/figures/index.js
+// node_modules/figures/index.js
 var common = {
   circleQuestionMark: "(?)",
   questionMarkPrefix: "(?)",
@@ -30001,7 +29990,7 @@ var figures = shouldUseMain ? mainSymbols : fallbackSymbols;
 var figures_default = figures;
 var replacements = Object.entries(specialMainSymbols);
 
-// ../../main/node_modules/yoctocolors/base.js
+// node_modules/yoctocolors/base.js
 import tty from "node:tty";
 var hasColors = tty?.WriteStream?.prototype?.hasColors?.() ?? false;
 var format = (open6, close) => {
@@ -30091,7 +30080,7 @@ var underlineMagentaBright = format("58;5;13", 59);
 var underlineCyanBright = format("58;5;14", 59);
 var underlineWhiteBright = format("58;5;15", 59);
 
-// ../../main/node_modules/execa/lib/verbose/default.js
+// node_modules/execa/lib/verbose/default.js
 var defaultVerboseFunction = ({
   type,
   message,
@@ -30130,7 +30119,7 @@ var COLORS = {
   duration: () => gray
 };
 
-// ../../main/node_modules/execa/lib/verbose/custom.js
+// node_modules/execa/lib/verbose/custom.js
 var applyVerboseOnLines = (printedLines, verboseInfo, fdNumber2) => {
   const verboseFunction = getVerboseFunction(verboseInfo, fdNumber2);
   return printedLines.map(({ verboseLine, verboseObject }) => applyVerboseFunction(verboseLine, verboseObject, verboseFunction)).filter((printedLine) => printedLine !== void 0).map((printedLine) => appendNewline(printedLine)).join("");
@@ -30147,7 +30136,7 @@ var applyVerboseFunction = (verboseLine, verboseObject, verboseFunction) => {
 var appendNewline = (printedLine) => printedLine.endsWith("\n") ? printedLine : `${printedLine}
 `;
 
-// ../../main/node_modules/execa/lib/verbose/log.js
+// node_modules/execa/lib/verbose/log.js
 var verboseLog = ({ type, verboseMessage, fdNumber: fdNumber2, verboseInfo, result }) => {
   const verboseObject = getVerboseObject({ type, result, verboseInfo });
   const printedLines = getPrintedLines(verboseMessage, verboseObject);
@@ -30181,7 +30170,7 @@ var serializeVerboseMessage = (message) => {
 };
 var TAB_SIZE = 2;
 
-// ../../main/node_modules/execa/lib/verbose/start.js
+// node_modules/execa/lib/verbose/start.js
 var logCommand = (escapedCommand, verboseInfo) => {
   if (!isVerbose(verboseInfo)) {
     return;
@@ -30193,7 +30182,7 @@ var logCommand = (escapedCommand, verboseInfo) => {
   });
 };
 
-// ../../main/node_modules/execa/lib/verbose/info.js
+// node_modules/execa/lib/verbose/info.js
 var getVerboseInfo = (verbose, escapedCommand, rawOptions) => {
   validateVerbose(verbose);
   const commandId = getCommandId(verbose);
@@ -30221,12 +30210,12 @@ var validateVerbose = (verbose) => {
   }
 };
 
-// ../../main/node_modules/execa/lib/return/duration.js
+// node_modules/execa/lib/return/duration.js
 import { hrtime } from "node:process";
 var getStartTime = () => hrtime.bigint();
 var getDurationMs = (startTime) => Number(hrtime.bigint() - startTime) / 1e6;
 
-// ../../main/node_modules/execa/lib/arguments/command.js
+// node_modules/execa/lib/arguments/command.js
 var handleCommand = (filePath, rawArguments, rawOptions) => {
   const startTime = getStartTime();
   const { command, escapedCommand } = joinCommand(filePath, rawArguments);
@@ -30241,16 +30230,16 @@ var handleCommand = (filePath, rawArguments, rawOptions) => {
   };
 };
 
-// ../../main/node_modules/execa/lib/arguments/options.js
+// node_modules/execa/lib/arguments/options.js
 var import_cross_spawn = __toESM(require_cross_spawn(), 1);
-import path11 from "node:path";
+import path12 from "node:path";
 import process6 from "node:process";
 
-// ../../main/node_modules/npm-run-path/index.js
+// node_modules/npm-run-path/index.js
 import process4 from "node:process";
-import path8 from "node:path";
+import path9 from "node:path";
 
-// ../../main/node_modules/npm-run-path/node_modules/path-key/index.js
+// node_modules/npm-run-path/node_modules/path-key/index.js
 function pathKey(options = {}) {
   const {
     env = process.env,
@@ -30262,10 +30251,10 @@ function pathKey(options = {}) {
   return Object.keys(env).reverse().find((key) => key.toUpperCase() === "PATH") || "Path";
 }
 
-// ../../main/node_modules/unicorn-magic/node.js
+// node_modules/unicorn-magic/node.js
 import { promisify } from "node:util";
 import { execFile as execFileCallback, execFileSync as execFileSyncOriginal } from "node:child_process";
-import path7 from "node:path";
+import path8 from "node:path";
 import { fileURLToPath as fileURLToPath4 } from "node:url";
 var execFileOriginal = promisify(execFileCallback);
 function toPath(urlOrPath) {
@@ -30274,19 +30263,19 @@ function toPath(urlOrPath) {
 function traversePathUp(startPath) {
   return {
     *[Symbol.iterator]() {
-      let currentPath = path7.resolve(toPath(startPath));
+      let currentPath = path8.resolve(toPath(startPath));
       let previousPath;
       while (previousPath !== currentPath) {
         yield currentPath;
         previousPath = currentPath;
-        currentPath = path7.resolve(currentPath, "..");
+        currentPath = path8.resolve(currentPath, "..");
       }
     }
   };
 }
 var TEN_MEGABYTES_IN_BYTES = 10 * 1024 * 1024;
 
-// ../../main/node_modules/npm-run-path/index.js
+// node_modules/npm-run-path/index.js
 var npmRunPath = ({
   cwd = process4.cwd(),
   path: pathOption = process4.env[pathKey()],
@@ -30294,27 +30283,27 @@ var npmRunPath = ({
   execPath: execPath2 = process4.execPath,
   addExecPath = true
 } = {}) => {
-  const cwdPath = path8.resolve(toPath(cwd));
+  const cwdPath = path9.resolve(toPath(cwd));
   const result = [];
-  const pathParts = pathOption.split(path8.delimiter);
+  const pathParts = pathOption.split(path9.delimiter);
   if (preferLocal) {
     applyPreferLocal(result, pathParts, cwdPath);
   }
   if (addExecPath) {
     applyExecPath(result, pathParts, execPath2, cwdPath);
   }
-  return pathOption === "" || pathOption === path8.delimiter ? `${result.join(path8.delimiter)}${pathOption}` : [...result, pathOption].join(path8.delimiter);
+  return pathOption === "" || pathOption === path9.delimiter ? `${result.join(path9.delimiter)}${pathOption}` : [...result, pathOption].join(path9.delimiter);
 };
 var applyPreferLocal = (result, pathParts, cwdPath) => {
   for (const directory of traversePathUp(cwdPath)) {
-    const pathPart = path8.join(directory, "node_modules/.bin");
+    const pathPart = path9.join(directory, "node_modules/.bin");
     if (!pathParts.includes(pathPart)) {
       result.push(pathPart);
     }
   }
 };
 var applyExecPath = (result, pathParts, execPath2, cwdPath) => {
-  const pathPart = path8.resolve(cwdPath, toPath(execPath2), "..");
+  const pathPart = path9.resolve(cwdPath, toPath(execPath2), "..");
   if (!pathParts.includes(pathPart)) {
     result.push(pathPart);
   }
@@ -30327,10 +30316,10 @@ var npmRunPathEnv = ({ env = process4.env, ...options } = {}) => {
   return env;
 };
 
-// ../../main/node_modules/execa/lib/terminate/kill.js
+// node_modules/execa/lib/terminate/kill.js
 import { setTimeout as setTimeout2 } from "node:timers/promises";
 
-// ../../main/node_modules/execa/lib/return/final-error.js
+// node_modules/execa/lib/return/final-error.js
 var getFinalError = (originalError, message, isSync) => {
   const ErrorClass = isSync ? ExecaSyncError : ExecaError;
   const options = originalError instanceof DiscardedError ? {} : { cause: originalError };
@@ -30362,13 +30351,13 @@ var ExecaSyncError = class extends Error {
 };
 setErrorName(ExecaSyncError, ExecaSyncError.name);
 
-// ../../main/node_modules/execa/lib/terminate/signal.js
+// node_modules/execa/lib/terminate/signal.js
 import { constants as constants5 } from "node:os";
 
-// ../../main/node_modules/human-signals/build/src/main.js
+// node_modules/human-signals/build/src/main.js
 import { constants as constants4 } from "node:os";
 
-// ../../main/node_modules/human-signals/build/src/realtime.js
+// node_modules/human-signals/build/src/realtime.js
 var getRealtimeSignals = () => {
   const length = SIGRTMAX - SIGRTMIN + 1;
   return Array.from({ length }, getRealtimeSignal);
@@ -30383,10 +30372,10 @@ var getRealtimeSignal = (value, index) => ({
 var SIGRTMIN = 34;
 var SIGRTMAX = 64;
 
-// ../../main/node_modules/human-signals/build/src/signals.js
+// node_modules/human-signals/build/src/signals.js
 import { constants as constants3 } from "node:os";
 
-// ../../main/node_modules/human-signals/build/src/core.js
+// node_modules/human-signals/build/src/core.js
 var SIGNALS = [
   {
     name: "SIGHUP",
@@ -30659,7 +30648,7 @@ var SIGNALS = [
   }
 ];
 
-// ../../main/node_modules/human-signals/build/src/signals.js
+// node_modules/human-signals/build/src/signals.js
 var getSignals = () => {
   const realtimeSignals = getRealtimeSignals();
   const signals2 = [...SIGNALS, ...realtimeSignals].map(normalizeSignal);
@@ -30681,7 +30670,7 @@ var normalizeSignal = ({
   return { name, number: number4, description, supported, action, forced, standard };
 };
 
-// ../../main/node_modules/human-signals/build/src/main.js
+// node_modules/human-signals/build/src/main.js
 var getSignalsByName = () => {
   const signals2 = getSignals();
   return Object.fromEntries(signals2.map(getSignalByName));
@@ -30732,7 +30721,7 @@ var findSignalByNumber = (number4, signals2) => {
 };
 var signalsByNumber = getSignalsByNumber();
 
-// ../../main/node_modules/execa/lib/terminate/signal.js
+// node_modules/execa/lib/terminate/signal.js
 var normalizeKillSignal = (killSignal) => {
   const optionName = "option `killSignal`";
   if (killSignal === 0) {
@@ -30776,7 +30765,7 @@ var getAvailableSignalNames = () => Object.keys(constants5.signals).sort().map((
 var getAvailableSignalIntegers = () => [...new Set(Object.values(constants5.signals).sort((signalInteger, signalIntegerTwo) => signalInteger - signalIntegerTwo))].join(", ");
 var getSignalDescription = (signal) => signalsByName[signal].description;
 
-// ../../main/node_modules/execa/lib/terminate/kill.js
+// node_modules/execa/lib/terminate/kill.js
 var normalizeForceKillAfterDelay = (forceKillAfterDelay) => {
   if (forceKillAfterDelay === false) {
     return forceKillAfterDelay;
@@ -30843,7 +30832,7 @@ var killOnTimeout = async ({ kill, forceKillAfterDelay, context, controllerSigna
   }
 };
 
-// ../../main/node_modules/execa/lib/utils/abort-signal.js
+// node_modules/execa/lib/utils/abort-signal.js
 import { once } from "node:events";
 var onAbortedSignal = async (mainSignal, stopSignal) => {
   if (!mainSignal.aborted) {
@@ -30851,7 +30840,7 @@ var onAbortedSignal = async (mainSignal, stopSignal) => {
   }
 };
 
-// ../../main/node_modules/execa/lib/terminate/cancel.js
+// node_modules/execa/lib/terminate/cancel.js
 var validateCancelSignal = ({ cancelSignal }) => {
   if (cancelSignal !== void 0 && Object.prototype.toString.call(cancelSignal) !== "[object AbortSignal]") {
     throw new Error(`The \`cancelSignal\` option must be an AbortSignal: ${String(cancelSignal)}`);
@@ -30865,13 +30854,13 @@ var terminateOnCancel = async (subprocess, cancelSignal, context, { signal }) =>
   throw cancelSignal.reason;
 };
 
-// ../../main/node_modules/execa/lib/ipc/graceful.js
+// node_modules/execa/lib/ipc/graceful.js
 import { scheduler as scheduler2 } from "node:timers/promises";
 
-// ../../main/node_modules/execa/lib/ipc/send.js
+// node_modules/execa/lib/ipc/send.js
 import { promisify as promisify2 } from "node:util";
 
-// ../../main/node_modules/execa/lib/ipc/validation.js
+// node_modules/execa/lib/ipc/validation.js
 var validateIpcMethod = ({ methodName, isSubprocess, ipc, isConnected: isConnected2 }) => {
   validateIpcOption(methodName, isSubprocess, ipc);
   validateConnection(methodName, isSubprocess, isConnected2);
@@ -30943,7 +30932,7 @@ var disconnect = (anyProcess) => {
   }
 };
 
-// ../../main/node_modules/execa/lib/utils/deferred.js
+// node_modules/execa/lib/utils/deferred.js
 var createDeferred = () => {
   const methods = {};
   const promise2 = new Promise((resolve, reject) => {
@@ -30952,7 +30941,7 @@ var createDeferred = () => {
   return Object.assign(promise2, methods);
 };
 
-// ../../main/node_modules/execa/lib/arguments/fd-options.js
+// node_modules/execa/lib/arguments/fd-options.js
 var getToStream = (destination, to2 = "stdin") => {
   const isWritable = true;
   const { options, fileDescriptors } = SUBPROCESS_OPTIONS.get(destination);
@@ -31032,10 +31021,10 @@ var serializeOptionValue = (value) => {
   return typeof value === "number" ? `${value}` : "Stream";
 };
 
-// ../../main/node_modules/execa/lib/ipc/strict.js
+// node_modules/execa/lib/ipc/strict.js
 import { once as once3 } from "node:events";
 
-// ../../main/node_modules/execa/lib/utils/max-listeners.js
+// node_modules/execa/lib/utils/max-listeners.js
 import { addAbortListener } from "node:events";
 var incrementMaxListeners = (eventEmitter, maxListenersIncrement, signal) => {
   const maxListeners = eventEmitter.getMaxListeners();
@@ -31048,14 +31037,14 @@ var incrementMaxListeners = (eventEmitter, maxListenersIncrement, signal) => {
   });
 };
 
-// ../../main/node_modules/execa/lib/ipc/forward.js
+// node_modules/execa/lib/ipc/forward.js
 import { EventEmitter } from "node:events";
 
-// ../../main/node_modules/execa/lib/ipc/incoming.js
+// node_modules/execa/lib/ipc/incoming.js
 import { once as once2 } from "node:events";
 import { scheduler } from "node:timers/promises";
 
-// ../../main/node_modules/execa/lib/ipc/reference.js
+// node_modules/execa/lib/ipc/reference.js
 var addReference = (channel, reference) => {
   if (reference) {
     addReferenceCount(channel);
@@ -31085,7 +31074,7 @@ var redoAddedReferences = (channel, isSubprocess) => {
   }
 };
 
-// ../../main/node_modules/execa/lib/ipc/incoming.js
+// node_modules/execa/lib/ipc/incoming.js
 var onMessage = async ({ anyProcess, channel, isSubprocess, ipcEmitter }, wrappedMessage) => {
   if (handleStrictResponse(wrappedMessage) || handleAbort(wrappedMessage)) {
     return;
@@ -31126,7 +31115,7 @@ var onDisconnect = async ({ anyProcess, channel, isSubprocess, ipcEmitter, bound
 };
 var INCOMING_MESSAGES = /* @__PURE__ */ new WeakMap();
 
-// ../../main/node_modules/execa/lib/ipc/forward.js
+// node_modules/execa/lib/ipc/forward.js
 var getIpcEmitter = (anyProcess, channel, isSubprocess) => {
   if (IPC_EMITTERS.has(anyProcess)) {
     return IPC_EMITTERS.get(anyProcess);
@@ -31165,7 +31154,7 @@ var isConnected = (anyProcess) => {
   return ipcEmitter === void 0 ? anyProcess.channel !== null : ipcEmitter.connected;
 };
 
-// ../../main/node_modules/execa/lib/ipc/strict.js
+// node_modules/execa/lib/ipc/strict.js
 var handleSendStrict = ({ anyProcess, channel, isSubprocess, message, strict }) => {
   if (!strict) {
     return message;
@@ -31248,7 +31237,7 @@ var throwOnDisconnect = async (anyProcess, isSubprocess, { signal }) => {
 var REQUEST_TYPE = "execa:ipc:request";
 var RESPONSE_TYPE = "execa:ipc:response";
 
-// ../../main/node_modules/execa/lib/ipc/outgoing.js
+// node_modules/execa/lib/ipc/outgoing.js
 var startSendMessage = (anyProcess, wrappedMessage, strict) => {
   if (!OUTGOING_MESSAGES.has(anyProcess)) {
     OUTGOING_MESSAGES.set(anyProcess, /* @__PURE__ */ new Set());
@@ -31275,7 +31264,7 @@ var OUTGOING_MESSAGES = /* @__PURE__ */ new WeakMap();
 var hasMessageListeners = (anyProcess, ipcEmitter) => ipcEmitter.listenerCount("message") > getMinListenerCount(anyProcess);
 var getMinListenerCount = (anyProcess) => SUBPROCESS_OPTIONS.has(anyProcess) && !getFdSpecificValue(SUBPROCESS_OPTIONS.get(anyProcess).options.buffer, "ipc") ? 1 : 0;
 
-// ../../main/node_modules/execa/lib/ipc/send.js
+// node_modules/execa/lib/ipc/send.js
 var sendMessage = ({ anyProcess, channel, isSubprocess, ipc }, message, { strict = false } = {}) => {
   const methodName = "sendMessage";
   validateIpcMethod({
@@ -31345,7 +31334,7 @@ var getSendMethod = (anyProcess) => {
 };
 var PROCESS_SEND_METHODS = /* @__PURE__ */ new WeakMap();
 
-// ../../main/node_modules/execa/lib/ipc/graceful.js
+// node_modules/execa/lib/ipc/graceful.js
 var sendAbort = (subprocess, message) => {
   const methodName = "cancelSignal";
   validateConnection(methodName, false, subprocess.connected);
@@ -31396,7 +31385,7 @@ var abortOnDisconnect = () => {
 };
 var cancelController = new AbortController();
 
-// ../../main/node_modules/execa/lib/terminate/graceful.js
+// node_modules/execa/lib/terminate/graceful.js
 var validateGracefulCancel = ({ gracefulCancel, cancelSignal, ipc, serialization }) => {
   if (!gracefulCancel) {
     return;
@@ -31452,7 +31441,7 @@ var getReason = ({ reason }) => {
   return error62;
 };
 
-// ../../main/node_modules/execa/lib/terminate/timeout.js
+// node_modules/execa/lib/terminate/timeout.js
 import { setTimeout as setTimeout3 } from "node:timers/promises";
 var validateTimeout = ({ timeout }) => {
   if (timeout !== void 0 && (!Number.isFinite(timeout) || timeout < 0)) {
@@ -31467,9 +31456,9 @@ var killAfterTimeout = async (subprocess, timeout, context, { signal }) => {
   throw new DiscardedError();
 };
 
-// ../../main/node_modules/execa/lib/methods/node.js
+// node_modules/execa/lib/methods/node.js
 import { execPath, execArgv } from "node:process";
-import path9 from "node:path";
+import path10 from "node:path";
 var mapNode = ({ options }) => {
   if (options.node === false) {
     throw new TypeError('The "node" option cannot be false with `execaNode()`.');
@@ -31488,7 +31477,7 @@ var handleNodeOption = (file2, commandArguments, {
     throw new TypeError('The "execPath" option has been removed. Please use the "nodePath" option instead.');
   }
   const normalizedNodePath = safeNormalizeFileUrl(nodePath, 'The "nodePath" option');
-  const resolvedNodePath = path9.resolve(cwd, normalizedNodePath);
+  const resolvedNodePath = path10.resolve(cwd, normalizedNodePath);
   const newOptions = {
     ...options,
     nodePath: resolvedNodePath,
@@ -31498,7 +31487,7 @@ var handleNodeOption = (file2, commandArguments, {
   if (!shouldHandleNode) {
     return [file2, commandArguments, newOptions];
   }
-  if (path9.basename(file2, ".exe") === "node") {
+  if (path10.basename(file2, ".exe") === "node") {
     throw new TypeError('When the "node" option is true, the first argument does not need to be "node".');
   }
   return [
@@ -31508,7 +31497,7 @@ var handleNodeOption = (file2, commandArguments, {
   ];
 };
 
-// ../../main/node_modules/execa/lib/ipc/ipc-input.js
+// node_modules/execa/lib/ipc/ipc-input.js
 import { serialize } from "node:v8";
 var validateIpcInputOption = ({ ipcInput, ipc, serialization }) => {
   if (ipcInput === void 0) {
@@ -31544,7 +31533,7 @@ var sendIpcInput = async (subprocess, ipcInput) => {
   await subprocess.sendMessage(ipcInput);
 };
 
-// ../../main/node_modules/execa/lib/arguments/encoding-option.js
+// node_modules/execa/lib/arguments/encoding-option.js
 var validateEncoding = ({ encoding }) => {
   if (ENCODINGS.has(encoding)) {
     return;
@@ -31586,13 +31575,13 @@ var ENCODING_ALIASES = {
 };
 var serializeEncoding = (encoding) => typeof encoding === "string" ? `"${encoding}"` : String(encoding);
 
-// ../../main/node_modules/execa/lib/arguments/cwd.js
+// node_modules/execa/lib/arguments/cwd.js
 import { statSync } from "node:fs";
-import path10 from "node:path";
+import path11 from "node:path";
 import process5 from "node:process";
 var normalizeCwd = (cwd = getDefaultCwd()) => {
   const cwdString = safeNormalizeFileUrl(cwd, 'The "cwd" option');
-  return path10.resolve(cwdString);
+  return path11.resolve(cwdString);
 };
 var getDefaultCwd = () => {
   try {
@@ -31622,7 +31611,7 @@ ${originalMessage}`;
   return originalMessage;
 };
 
-// ../../main/node_modules/execa/lib/arguments/options.js
+// node_modules/execa/lib/arguments/options.js
 var normalizeOptions = (filePath, rawArguments, rawOptions) => {
   rawOptions.cwd = normalizeCwd(rawOptions.cwd);
   const [processedFile, processedArguments, processedOptions] = handleNodeOption(filePath, rawArguments, rawOptions);
@@ -31639,7 +31628,7 @@ var normalizeOptions = (filePath, rawArguments, rawOptions) => {
   options.killSignal = normalizeKillSignal(options.killSignal);
   options.forceKillAfterDelay = normalizeForceKillAfterDelay(options.forceKillAfterDelay);
   options.lines = options.lines.map((lines, fdNumber2) => lines && !BINARY_ENCODINGS.has(options.encoding) && options.buffer[fdNumber2]);
-  if (process6.platform === "win32" && path11.basename(file2, ".exe") === "cmd") {
+  if (process6.platform === "win32" && path12.basename(file2, ".exe") === "cmd") {
     commandArguments.unshift("/q");
   }
   return { file: file2, commandArguments, options };
@@ -31693,13 +31682,13 @@ var getEnv = ({ env: envOption, extendEnv, preferLocal, node: node2, localDirect
   return env;
 };
 
-// ../../main/node_modules/execa/lib/arguments/shell.js
+// node_modules/execa/lib/arguments/shell.js
 var concatenateShell = (file2, commandArguments, options) => options.shell && commandArguments.length > 0 ? [[file2, ...commandArguments].join(" "), [], options] : [file2, commandArguments, options];
 
-// ../../main/node_modules/execa/lib/return/message.js
+// node_modules/execa/lib/return/message.js
 import { inspect as inspect2 } from "node:util";
 
-// ../../main/node_modules/strip-final-newline/index.js
+// node_modules/strip-final-newline/index.js
 function stripFinalNewline(input2) {
   if (typeof input2 === "string") {
     return stripFinalNewlineString(input2);
@@ -31716,11 +31705,11 @@ var LF_BINARY = LF.codePointAt(0);
 var CR = "\r";
 var CR_BINARY = CR.codePointAt(0);
 
-// ../../main/node_modules/get-stream/source/index.js
+// node_modules/get-stream/source/index.js
 import { on } from "node:events";
 import { finished } from "node:stream/promises";
 
-// ../../main/node_modules/get-stream/node_modules/is-stream/index.js
+// node_modules/get-stream/node_modules/is-stream/index.js
 function isStream(stream, { checkOpen = true } = {}) {
   return stream !== null && typeof stream === "object" && (stream.writable || stream.readable || !checkOpen || stream.writable === void 0 && stream.readable === void 0) && typeof stream.pipe === "function";
 }
@@ -31728,7 +31717,7 @@ function isReadableStream(stream, { checkOpen = true } = {}) {
   return isStream(stream, { checkOpen }) && (stream.readable || !checkOpen) && typeof stream.read === "function" && typeof stream.readable === "boolean" && typeof stream.readableObjectMode === "boolean" && typeof stream.destroy === "function" && typeof stream.destroyed === "boolean";
 }
 
-// ../../main/node_modules/@sec-ant/readable-stream/dist/ponyfill/asyncIterator.js
+// node_modules/@sec-ant/readable-stream/dist/ponyfill/asyncIterator.js
 var a = Object.getPrototypeOf(
   Object.getPrototypeOf(
     /* istanbul ignore next */
@@ -31816,7 +31805,7 @@ function h({ preventCancel: r = false } = {}) {
   return s3[n] = t, s3;
 }
 
-// ../../main/node_modules/get-stream/source/stream.js
+// node_modules/get-stream/source/stream.js
 var getAsyncIterable = (stream) => {
   if (isReadableStream(stream, { checkOpen: false }) && nodeImports.on !== void 0) {
     return getStreamIterable(stream);
@@ -31864,7 +31853,7 @@ var handleStreamEnd = async (stream, controller, state) => {
 };
 var nodeImports = {};
 
-// ../../main/node_modules/get-stream/source/contents.js
+// node_modules/get-stream/source/contents.js
 var getStreamContents = async (stream, { init, convertChunk, getSize, truncateChunk, addChunk, getFinalChunk, finalize: finalize2 }, { maxBuffer = Number.POSITIVE_INFINITY } = {}) => {
   const asyncIterable = getAsyncIterable(stream);
   const state = init();
@@ -31959,7 +31948,7 @@ var MaxBufferError = class extends Error {
   }
 };
 
-// ../../main/node_modules/get-stream/source/utils.js
+// node_modules/get-stream/source/utils.js
 var identity2 = (value) => value;
 var noop = () => void 0;
 var getContentsProperty = ({ contents }) => contents;
@@ -31968,7 +31957,7 @@ var throwObjectStream = (chunk) => {
 };
 var getLengthProperty = (convertedChunk) => convertedChunk.length;
 
-// ../../main/node_modules/get-stream/source/array.js
+// node_modules/get-stream/source/array.js
 async function getStreamAsArray(stream, options) {
   return getStreamContents(stream, arrayMethods, options);
 }
@@ -31995,7 +31984,7 @@ var arrayMethods = {
   finalize: getContentsProperty
 };
 
-// ../../main/node_modules/get-stream/source/array-buffer.js
+// node_modules/get-stream/source/array-buffer.js
 async function getStreamAsArrayBuffer(stream, options) {
   return getStreamContents(stream, arrayBufferMethods, options);
 }
@@ -32048,7 +32037,7 @@ var arrayBufferMethods = {
   finalize: finalizeArrayBuffer
 };
 
-// ../../main/node_modules/get-stream/source/string.js
+// node_modules/get-stream/source/string.js
 async function getStreamAsString(stream, options) {
   return getStreamContents(stream, stringMethods, options);
 }
@@ -32077,10 +32066,10 @@ var stringMethods = {
   finalize: getContentsProperty
 };
 
-// ../../main/node_modules/get-stream/source/index.js
+// node_modules/get-stream/source/index.js
 Object.assign(nodeImports, { on, finished });
 
-// ../../main/node_modules/execa/lib/io/max-buffer.js
+// node_modules/execa/lib/io/max-buffer.js
 var handleMaxBuffer = ({ error: error62, stream, readableObjectMode, lines, encoding, fdNumber: fdNumber2 }) => {
   if (!(error62 instanceof MaxBufferError)) {
     throw error62;
@@ -32139,7 +32128,7 @@ var truncateMaxBufferSync = (result, isMaxBuffer, maxBuffer) => {
 };
 var getMaxBufferSync = ([, stdoutMaxBuffer]) => stdoutMaxBuffer;
 
-// ../../main/node_modules/execa/lib/return/message.js
+// node_modules/execa/lib/return/message.js
 var createMessages = ({
   stdio,
   all,
@@ -32257,7 +32246,7 @@ var serializeMessageItem = (messageItem) => {
   return "";
 };
 
-// ../../main/node_modules/execa/lib/return/result.js
+// node_modules/execa/lib/return/result.js
 var makeSuccessResult = ({
   command,
   escapedCommand,
@@ -32430,7 +32419,7 @@ var normalizeExitPayload = (rawExitCode, rawSignal) => {
   return { exitCode, signal, signalDescription };
 };
 
-// ../../main/node_modules/parse-ms/index.js
+// node_modules/parse-ms/index.js
 var toZeroIfInfinity = (value) => Number.isFinite(value) ? value : 0;
 function parseNumber(milliseconds) {
   return {
@@ -32469,7 +32458,7 @@ function parseMilliseconds(milliseconds) {
   throw new TypeError("Expected a finite number or bigint");
 }
 
-// ../../main/node_modules/pretty-ms/index.js
+// node_modules/pretty-ms/index.js
 var isZero = (value) => value === 0 || value === 0n;
 var pluralize = (word, count2) => count2 === 1 || count2 === 1n ? word : `${word}s`;
 var SECOND_ROUNDING_EPSILON = 1e-7;
@@ -32569,7 +32558,7 @@ function prettyMilliseconds(milliseconds, options) {
   return sign + result.join(separator);
 }
 
-// ../../main/node_modules/execa/lib/verbose/error.js
+// node_modules/execa/lib/verbose/error.js
 var logError = (result, verboseInfo) => {
   if (result.failed) {
     verboseLog({
@@ -32581,7 +32570,7 @@ var logError = (result, verboseInfo) => {
   }
 };
 
-// ../../main/node_modules/execa/lib/verbose/complete.js
+// node_modules/execa/lib/verbose/complete.js
 var logResult = (result, verboseInfo) => {
   if (!isVerbose(verboseInfo)) {
     return;
@@ -32599,7 +32588,7 @@ var logDuration = (result, verboseInfo) => {
   });
 };
 
-// ../../main/node_modules/execa/lib/return/reject.js
+// node_modules/execa/lib/return/reject.js
 var handleResult = (result, verboseInfo, { reject }) => {
   logResult(result, verboseInfo);
   if (result.failed && reject) {
@@ -32608,10 +32597,10 @@ var handleResult = (result, verboseInfo, { reject }) => {
   return result;
 };
 
-// ../../main/node_modules/execa/lib/stdio/handle-sync.js
+// node_modules/execa/lib/stdio/handle-sync.js
 import { readFileSync as readFileSync2 } from "node:fs";
 
-// ../../main/node_modules/execa/node_modules/is-stream/index.js
+// node_modules/execa/node_modules/is-stream/index.js
 function isStream2(stream, { checkOpen = true } = {}) {
   return stream !== null && typeof stream === "object" && (stream.writable || stream.readable || !checkOpen || stream.writable === void 0 && stream.readable === void 0) && typeof stream.pipe === "function";
 }
@@ -32625,7 +32614,7 @@ function isDuplexStream(stream, options) {
   return isWritableStream(stream, options) && isReadableStream2(stream, options);
 }
 
-// ../../main/node_modules/execa/lib/stdio/type.js
+// node_modules/execa/lib/stdio/type.js
 var getStdioItemType = (value, optionName) => {
   if (isAsyncGenerator(value)) {
     return "asyncGenerator";
@@ -32751,7 +32740,7 @@ var TYPE_TO_MESSAGE = {
   uint8Array: "a Uint8Array"
 };
 
-// ../../main/node_modules/execa/lib/transform/object-mode.js
+// node_modules/execa/lib/transform/object-mode.js
 var getTransformObjectModes = (objectMode, index, newTransforms, direction) => direction === "output" ? getOutputObjectModes(objectMode, index, newTransforms) : getInputObjectModes(objectMode, index, newTransforms);
 var getOutputObjectModes = (objectMode, index, newTransforms) => {
   const writableObjectMode = index !== 0 && newTransforms[index - 1].value.readableObjectMode;
@@ -32771,7 +32760,7 @@ var getFdObjectMode = (stdioItems, direction) => {
   return direction === "input" ? lastTransform.value.writableObjectMode : lastTransform.value.readableObjectMode;
 };
 
-// ../../main/node_modules/execa/lib/transform/normalize.js
+// node_modules/execa/lib/transform/normalize.js
 var normalizeTransforms = (stdioItems, optionName, direction, options) => [
   ...stdioItems.filter(({ type }) => !TRANSFORM_TYPES.has(type)),
   ...getTransforms(stdioItems, optionName, direction, options)
@@ -32865,7 +32854,7 @@ var normalizeGenerator = ({ stdioItem, stdioItem: { value }, index, newTransform
 };
 var sortTransforms = (newTransforms, direction) => direction === "input" ? newTransforms.reverse() : newTransforms;
 
-// ../../main/node_modules/execa/lib/stdio/direction.js
+// node_modules/execa/lib/stdio/direction.js
 import process7 from "node:process";
 var getStreamDirection = (stdioItems, fdNumber2, optionName) => {
   const directions = stdioItems.map((stdioItem) => getStdioItemDirection(stdioItem, fdNumber2));
@@ -32915,10 +32904,10 @@ var getStandardStreamDirection = (value) => {
 };
 var DEFAULT_DIRECTION = "output";
 
-// ../../main/node_modules/execa/lib/ipc/array.js
+// node_modules/execa/lib/ipc/array.js
 var normalizeIpcStdioArray = (stdioArray, ipc) => ipc && !stdioArray.includes("ipc") ? [...stdioArray, "ipc"] : stdioArray;
 
-// ../../main/node_modules/execa/lib/stdio/stdio-option.js
+// node_modules/execa/lib/stdio/stdio-option.js
 var normalizeStdioOption = ({ stdio, ipc, buffer, ...options }, verboseInfo, isSync) => {
   const stdioArray = getStdioArray(stdio, options).map((stdioOption, fdNumber2) => addDefaultValue2(stdioOption, fdNumber2));
   return isSync ? normalizeStdioSync(stdioArray, buffer, verboseInfo) : normalizeIpcStdioArray(stdioArray, ipc);
@@ -32952,7 +32941,7 @@ var addDefaultValue2 = (stdioOption, fdNumber2) => {
 var normalizeStdioSync = (stdioArray, buffer, verboseInfo) => stdioArray.map((stdioOption, fdNumber2) => !buffer[fdNumber2] && fdNumber2 !== 0 && !isFullVerbose(verboseInfo, fdNumber2) && isOutputPipeOnly(stdioOption) ? "ignore" : stdioOption);
 var isOutputPipeOnly = (stdioOption) => stdioOption === "pipe" || Array.isArray(stdioOption) && stdioOption.every((item) => item === "pipe");
 
-// ../../main/node_modules/execa/lib/stdio/native.js
+// node_modules/execa/lib/stdio/native.js
 import { readFileSync } from "node:fs";
 import tty2 from "node:tty";
 var handleNativeStream = ({ stdioItem, stdioItem: { type }, isStdioArray, fdNumber: fdNumber2, direction, isSync }) => {
@@ -33021,7 +33010,7 @@ var getStandardStream = (fdNumber2, value, optionName) => {
   return standardStream;
 };
 
-// ../../main/node_modules/execa/lib/stdio/input-option.js
+// node_modules/execa/lib/stdio/input-option.js
 var handleInputOptions = ({ input: input2, inputFile }, fdNumber2) => fdNumber2 === 0 ? [
   ...handleInputOption(input2),
   ...handleInputFileOption(inputFile)
@@ -33057,7 +33046,7 @@ var getInputFileType = (inputFile) => {
   throw new Error("The `inputFile` option must be a file path string or a file URL.");
 };
 
-// ../../main/node_modules/execa/lib/stdio/duplicate.js
+// node_modules/execa/lib/stdio/duplicate.js
 var filterDuplicates = (stdioItems) => stdioItems.filter((stdioItemOne, indexOne) => stdioItems.every((stdioItemTwo, indexTwo) => stdioItemOne.value !== stdioItemTwo.value || indexOne >= indexTwo || stdioItemOne.type === "generator" || stdioItemOne.type === "asyncGenerator"));
 var getDuplicateStream = ({ stdioItem: { type, value, optionName }, direction, fileDescriptors, isSync }) => {
   const otherStdioItems = getOtherStdioItems(fileDescriptors, type);
@@ -33132,7 +33121,7 @@ var throwOnDuplicateStream = (stdioItem, optionName, type) => {
   }
 };
 
-// ../../main/node_modules/execa/lib/stdio/handle.js
+// node_modules/execa/lib/stdio/handle.js
 var handleStdio = (addProperties3, options, verboseInfo, isSync) => {
   const stdio = normalizeStdioOption(options, verboseInfo, isSync);
   const initialFileDescriptors = stdio.map((stdioOption, fdNumber2) => getFileDescriptor({
@@ -33292,7 +33281,7 @@ var forwardStdio = (stdioItems) => {
   return type === "native" ? value : "pipe";
 };
 
-// ../../main/node_modules/execa/lib/stdio/handle-sync.js
+// node_modules/execa/lib/stdio/handle-sync.js
 var handleStdioSync = (options, verboseInfo) => handleStdio(addPropertiesSync, options, verboseInfo, true);
 var forbiddenIfSync = ({ type, optionName }) => {
   throwInvalidSyncValue(optionName, TYPE_TO_MESSAGE[type]);
@@ -33338,14 +33327,14 @@ var addPropertiesSync = {
   }
 };
 
-// ../../main/node_modules/execa/lib/io/strip-newline.js
+// node_modules/execa/lib/io/strip-newline.js
 var stripNewline = (value, { stripFinalNewline: stripFinalNewline2 }, fdNumber2) => getStripFinalNewline(stripFinalNewline2, fdNumber2) && value !== void 0 && !Array.isArray(value) ? stripFinalNewline(value) : value;
 var getStripFinalNewline = (stripFinalNewline2, fdNumber2) => fdNumber2 === "all" ? stripFinalNewline2[1] || stripFinalNewline2[2] : stripFinalNewline2[fdNumber2];
 
-// ../../main/node_modules/execa/lib/transform/generator.js
+// node_modules/execa/lib/transform/generator.js
 import { Transform as Transform3, getDefaultHighWaterMark } from "node:stream";
 
-// ../../main/node_modules/execa/lib/transform/split.js
+// node_modules/execa/lib/transform/split.js
 var getSplitLinesGenerator = (binary, preserveNewlines, skipped, state) => binary || skipped ? void 0 : initializeSplitLines(preserveNewlines, state);
 var splitLinesSync = (chunk, preserveNewlines, objectMode) => objectMode ? chunk.flatMap((item) => splitLinesItemSync(item, preserveNewlines)) : splitLinesItemSync(chunk, preserveNewlines);
 var splitLinesItemSync = (chunk, preserveNewlines) => {
@@ -33425,7 +33414,7 @@ var linesUint8ArrayInfo = {
   concatBytes: concatUint8Array
 };
 
-// ../../main/node_modules/execa/lib/transform/validate.js
+// node_modules/execa/lib/transform/validate.js
 import { Buffer as Buffer2 } from "node:buffer";
 var getValidateTransformInput = (writableObjectMode, optionName) => writableObjectMode ? void 0 : validateStringTransformInput.bind(void 0, optionName);
 var validateStringTransformInput = function* (optionName, chunk) {
@@ -33454,7 +33443,7 @@ Instead, \`yield\` should either be called with a value, or not be called at all
   }
 };
 
-// ../../main/node_modules/execa/lib/transform/encoding-transform.js
+// node_modules/execa/lib/transform/encoding-transform.js
 import { Buffer as Buffer3 } from "node:buffer";
 import { StringDecoder as StringDecoder2 } from "node:string_decoder";
 var getEncodingTransformGenerator = (binary, encoding, skipped) => {
@@ -33489,7 +33478,7 @@ var encodingStringFinal = function* (stringDecoder) {
   }
 };
 
-// ../../main/node_modules/execa/lib/transform/run-async.js
+// node_modules/execa/lib/transform/run-async.js
 import { callbackify } from "node:util";
 var pushChunks = callbackify(async (getChunks, state, getChunksArguments, transformStream) => {
   state.currentIterable = getChunks(...getChunksArguments);
@@ -33537,7 +33526,7 @@ var identityGenerator = function* (chunk) {
   yield chunk;
 };
 
-// ../../main/node_modules/execa/lib/transform/run-sync.js
+// node_modules/execa/lib/transform/run-sync.js
 var pushChunksSync = (getChunksSync, getChunksArguments, transformStream, done) => {
   try {
     for (const chunk of getChunksSync(...getChunksArguments)) {
@@ -33579,7 +33568,7 @@ var identityGenerator2 = function* (chunk) {
   yield chunk;
 };
 
-// ../../main/node_modules/execa/lib/transform/generator.js
+// node_modules/execa/lib/transform/generator.js
 var generatorToStream = ({
   value,
   value: { transform: transform2, final, writableObjectMode, readableObjectMode },
@@ -33633,7 +33622,7 @@ var addInternalGenerators = ({ transform: transform2, final, binary, writableObj
   ].filter(Boolean);
 };
 
-// ../../main/node_modules/execa/lib/io/input-sync.js
+// node_modules/execa/lib/io/input-sync.js
 var addInputOptionsSync = (fileDescriptors, options) => {
   for (const fdNumber2 of getInputFdNumbers(fileDescriptors)) {
     addInputOptionSync(fileDescriptors, fdNumber2, options);
@@ -33666,10 +33655,10 @@ var validateSerializable = (newContents) => {
   }
 };
 
-// ../../main/node_modules/execa/lib/io/output-sync.js
+// node_modules/execa/lib/io/output-sync.js
 import { writeFileSync, appendFileSync } from "node:fs";
 
-// ../../main/node_modules/execa/lib/verbose/output.js
+// node_modules/execa/lib/verbose/output.js
 var shouldLogOutput = ({ stdioItems, encoding, verboseInfo, fdNumber: fdNumber2 }) => fdNumber2 !== "all" && isFullVerbose(verboseInfo, fdNumber2) && !BINARY_ENCODINGS.has(encoding) && fdUsesVerbose(fdNumber2) && (stdioItems.some(({ type, value }) => type === "native" && PIPED_STDIO_VALUES.has(value)) || stdioItems.every(({ type }) => TRANSFORM_TYPES.has(type)));
 var fdUsesVerbose = (fdNumber2) => fdNumber2 === 1 || fdNumber2 === 2;
 var PIPED_STDIO_VALUES = /* @__PURE__ */ new Set(["pipe", "overlapped"]);
@@ -33696,7 +33685,7 @@ var logLine = (line, fdNumber2, verboseInfo) => {
   });
 };
 
-// ../../main/node_modules/execa/lib/io/output-sync.js
+// node_modules/execa/lib/io/output-sync.js
 var transformOutputSync = ({ fileDescriptors, syncResult: { output: output2 }, options, isMaxBuffer, verboseInfo }) => {
   if (output2 === null) {
     return { output: Array.from({ length: 3 }) };
@@ -33788,18 +33777,18 @@ var logOutputSync = ({ serializedResult, fdNumber: fdNumber2, state, verboseInfo
   }
 };
 var writeToFiles = (serializedResult, stdioItems, outputFiles) => {
-  for (const { path: path43, append } of stdioItems.filter(({ type }) => FILE_TYPES.has(type))) {
-    const pathString2 = typeof path43 === "string" ? path43 : path43.toString();
+  for (const { path: path44, append } of stdioItems.filter(({ type }) => FILE_TYPES.has(type))) {
+    const pathString2 = typeof path44 === "string" ? path44 : path44.toString();
     if (append || outputFiles.has(pathString2)) {
-      appendFileSync(path43, serializedResult);
+      appendFileSync(path44, serializedResult);
     } else {
       outputFiles.add(pathString2);
-      writeFileSync(path43, serializedResult);
+      writeFileSync(path44, serializedResult);
     }
   }
 };
 
-// ../../main/node_modules/execa/lib/resolve/all-sync.js
+// node_modules/execa/lib/resolve/all-sync.js
 var getAllSync = ([, stdout, stderr], options) => {
   if (!options.all) {
     return;
@@ -33822,7 +33811,7 @@ var getAllSync = ([, stdout, stderr], options) => {
   return `${stdout}${stderr}`;
 };
 
-// ../../main/node_modules/execa/lib/resolve/exit-async.js
+// node_modules/execa/lib/resolve/exit-async.js
 import { once as once4 } from "node:events";
 var waitForExit = async (subprocess, context) => {
   const [exitCode, signal] = await waitForExitOrError(subprocess);
@@ -33856,7 +33845,7 @@ var waitForSuccessfulExit = async (exitPromise) => {
 var isSubprocessErrorExit = (exitCode, signal) => exitCode === void 0 && signal === void 0;
 var isFailedExit = (exitCode, signal) => exitCode !== 0 || signal !== null;
 
-// ../../main/node_modules/execa/lib/resolve/exit-sync.js
+// node_modules/execa/lib/resolve/exit-sync.js
 var getExitResultSync = ({ error: error62, status: exitCode, signal, output: output2 }, { maxBuffer }) => {
   const resultError = getResultError(error62, exitCode, signal);
   const timedOut = resultError?.code === "ETIMEDOUT";
@@ -33876,7 +33865,7 @@ var getResultError = (error62, exitCode, signal) => {
   return isFailedExit(exitCode, signal) ? new DiscardedError() : void 0;
 };
 
-// ../../main/node_modules/execa/lib/methods/main-sync.js
+// node_modules/execa/lib/methods/main-sync.js
 var execaCoreSync = (rawFile, rawArguments, rawOptions) => {
   const { file: file2, commandArguments, command, escapedCommand, startTime, verboseInfo, options, fileDescriptors } = handleSyncArguments(rawFile, rawArguments, rawOptions);
   const result = spawnSubprocessSync({
@@ -34008,14 +33997,14 @@ var getSyncResult = ({ error: error62, exitCode, signal, timedOut, isMaxBuffer, 
   isSync: true
 });
 
-// ../../main/node_modules/execa/lib/methods/main-async.js
+// node_modules/execa/lib/methods/main-async.js
 import { setMaxListeners } from "node:events";
 import { spawn } from "node:child_process";
 
-// ../../main/node_modules/execa/lib/ipc/methods.js
+// node_modules/execa/lib/ipc/methods.js
 import process8 from "node:process";
 
-// ../../main/node_modules/execa/lib/ipc/get-one.js
+// node_modules/execa/lib/ipc/get-one.js
 import { once as once5, on as on2 } from "node:events";
 var getOneMessage = ({ anyProcess, channel, isSubprocess, ipc }, { reference = true, filter } = {}) => {
   validateIpcMethod({
@@ -34070,7 +34059,7 @@ var throwOnStrictError = async (ipcEmitter, isSubprocess, { signal }) => {
   throw getStrictResponseError(error62, isSubprocess);
 };
 
-// ../../main/node_modules/execa/lib/ipc/get-each.js
+// node_modules/execa/lib/ipc/get-each.js
 import { once as once6, on as on3 } from "node:events";
 var getEachMessage = ({ anyProcess, channel, isSubprocess, ipc }, { reference = true } = {}) => loopOnMessages({
   anyProcess,
@@ -34149,7 +34138,7 @@ var throwIfStrictError = ({ error: error62 }) => {
   }
 };
 
-// ../../main/node_modules/execa/lib/ipc/methods.js
+// node_modules/execa/lib/ipc/methods.js
 var addIpcMethods = (subprocess, { ipc }) => {
   Object.assign(subprocess, getIpcMethods(subprocess, false, ipc));
 };
@@ -34188,7 +34177,7 @@ var getIpcMethods = (anyProcess, isSubprocess, ipc) => ({
   })
 });
 
-// ../../main/node_modules/execa/lib/return/early-error.js
+// node_modules/execa/lib/return/early-error.js
 import { ChildProcess as ChildProcess2 } from "node:child_process";
 import {
   PassThrough,
@@ -34242,7 +34231,7 @@ var duplex = () => new Duplex({ read() {
 } });
 var handleDummyPromise = async (error62, verboseInfo, options) => handleResult(error62, verboseInfo, options);
 
-// ../../main/node_modules/execa/lib/stdio/handle-async.js
+// node_modules/execa/lib/stdio/handle-async.js
 import { createReadStream as createReadStream3, createWriteStream as createWriteStream3 } from "node:fs";
 import { Buffer as Buffer4 } from "node:buffer";
 import { Readable as Readable3, Writable as Writable2, Duplex as Duplex2 } from "node:stream";
@@ -34287,7 +34276,7 @@ var addPropertiesAsync = {
   }
 };
 
-// ../../main/node_modules/@sindresorhus/merge-streams/index.js
+// node_modules/@sindresorhus/merge-streams/index.js
 import { on as on4, once as once7 } from "node:events";
 import { PassThrough as PassThroughStream, getDefaultHighWaterMark as getDefaultHighWaterMark2 } from "node:stream";
 import { finished as finished2 } from "node:stream/promises";
@@ -34504,7 +34493,7 @@ var updateMaxListeners = (passThroughStream, increment2) => {
 var PASSTHROUGH_LISTENERS_COUNT = 2;
 var PASSTHROUGH_LISTENERS_PER_STREAM = 1;
 
-// ../../main/node_modules/execa/lib/io/pipeline.js
+// node_modules/execa/lib/io/pipeline.js
 import { finished as finished3 } from "node:stream/promises";
 var pipeStreams = (source, destination) => {
   source.pipe(destination);
@@ -34542,7 +34531,7 @@ var abortSourceStream = (source) => {
   }
 };
 
-// ../../main/node_modules/execa/lib/io/output-async.js
+// node_modules/execa/lib/io/output-async.js
 var pipeOutputAsync = (subprocess, fileDescriptors, controller) => {
   const pipeGroups = /* @__PURE__ */ new Map();
   for (const [fdNumber2, { stdioItems, direction }] of Object.entries(fileDescriptors)) {
@@ -34594,10 +34583,10 @@ var setStandardStreamMaxListeners = (stream, { signal }) => {
 };
 var MAX_LISTENERS_INCREMENT = 2;
 
-// ../../main/node_modules/execa/lib/terminate/cleanup.js
+// node_modules/execa/lib/terminate/cleanup.js
 import { addAbortListener as addAbortListener2 } from "node:events";
 
-// ../../main/node_modules/signal-exit/dist/mjs/signals.js
+// node_modules/signal-exit/dist/mjs/signals.js
 var signals = [];
 signals.push("SIGHUP", "SIGINT", "SIGTERM");
 if (process.platform !== "win32") {
@@ -34621,7 +34610,7 @@ if (process.platform === "linux") {
   signals.push("SIGIO", "SIGPOLL", "SIGPWR", "SIGSTKFLT");
 }
 
-// ../../main/node_modules/signal-exit/dist/mjs/index.js
+// node_modules/signal-exit/dist/mjs/index.js
 var processOk = (process10) => !!process10 && typeof process10 === "object" && typeof process10.removeListener === "function" && typeof process10.emit === "function" && typeof process10.reallyExit === "function" && typeof process10.listeners === "function" && typeof process10.kill === "function" && typeof process10.pid === "number" && typeof process10.on === "function";
 var kExitEmitter = /* @__PURE__ */ Symbol.for("signal-exit emitter");
 var global2 = globalThis;
@@ -34848,7 +34837,7 @@ var {
   unload
 } = signalExitWrap(processOk(process9) ? new SignalExit(process9) : new SignalExitFallback());
 
-// ../../main/node_modules/execa/lib/terminate/cleanup.js
+// node_modules/execa/lib/terminate/cleanup.js
 var cleanupOnExit = (subprocess, { cleanup, detached }, { signal }) => {
   if (!cleanup || detached) {
     return;
@@ -34861,7 +34850,7 @@ var cleanupOnExit = (subprocess, { cleanup, detached }, { signal }) => {
   });
 };
 
-// ../../main/node_modules/execa/lib/pipe/pipe-arguments.js
+// node_modules/execa/lib/pipe/pipe-arguments.js
 var normalizePipeArguments = ({ source, sourcePromise, boundOptions, createNested }, ...pipeArguments) => {
   const startTime = getStartTime();
   const {
@@ -34934,7 +34923,7 @@ var getSourceStream = (source, from) => {
   }
 };
 
-// ../../main/node_modules/execa/lib/pipe/throw.js
+// node_modules/execa/lib/pipe/throw.js
 var handlePipeArgumentsError = ({
   sourceStream,
   sourceError,
@@ -34983,7 +34972,7 @@ var createNonCommandError = ({ error: error62, fileDescriptors, sourceOptions, s
 });
 var PIPE_COMMAND_MESSAGE = "source.pipe(destination)";
 
-// ../../main/node_modules/execa/lib/pipe/sequence.js
+// node_modules/execa/lib/pipe/sequence.js
 var waitForBothSubprocesses = async (subprocessPromises) => {
   const [
     { status: sourceStatus, reason: sourceReason, value: sourceResult = sourceReason },
@@ -35001,7 +34990,7 @@ var waitForBothSubprocesses = async (subprocessPromises) => {
   return destinationResult;
 };
 
-// ../../main/node_modules/execa/lib/pipe/streaming.js
+// node_modules/execa/lib/pipe/streaming.js
 import { finished as finished4 } from "node:stream/promises";
 var pipeSubprocessStream = (sourceStream, destinationStream, maxListenersController) => {
   const mergedStream = MERGED_STREAMS.has(destinationStream) ? pipeMoreSubprocessStream(sourceStream, destinationStream) : pipeFirstSubprocessStream(sourceStream, destinationStream);
@@ -35032,7 +35021,7 @@ var MERGED_STREAMS = /* @__PURE__ */ new WeakMap();
 var SOURCE_LISTENERS_PER_PIPE = 2;
 var DESTINATION_LISTENERS_PER_PIPE = 1;
 
-// ../../main/node_modules/execa/lib/pipe/abort.js
+// node_modules/execa/lib/pipe/abort.js
 import { aborted as aborted2 } from "node:util";
 var unpipeOnAbort = (unpipeSignal, unpipeContext) => unpipeSignal === void 0 ? [] : [unpipeOnSignalAbort(unpipeSignal, unpipeContext)];
 var unpipeOnSignalAbort = async (unpipeSignal, { sourceStream, mergedStream, fileDescriptors, sourceOptions, startTime }) => {
@@ -35047,7 +35036,7 @@ var unpipeOnSignalAbort = async (unpipeSignal, { sourceStream, mergedStream, fil
   });
 };
 
-// ../../main/node_modules/execa/lib/pipe/setup.js
+// node_modules/execa/lib/pipe/setup.js
 var pipeToSubprocess = (sourceInfo, ...pipeArguments) => {
   if (isPlainObject2(pipeArguments[0])) {
     return pipeToSubprocess.bind(void 0, {
@@ -35106,10 +35095,10 @@ var handlePipePromise = async ({
 };
 var getSubprocessPromises = (sourcePromise, destination) => Promise.allSettled([sourcePromise, destination]);
 
-// ../../main/node_modules/execa/lib/io/contents.js
+// node_modules/execa/lib/io/contents.js
 import { setImmediate } from "node:timers/promises";
 
-// ../../main/node_modules/execa/lib/io/iterate.js
+// node_modules/execa/lib/io/iterate.js
 import { on as on5 } from "node:events";
 import { getDefaultHighWaterMark as getDefaultHighWaterMark3 } from "node:stream";
 var iterateOnSubprocessStream = ({ subprocessStdout, subprocess, binary, shouldEncode, encoding, preserveNewlines }) => {
@@ -35202,7 +35191,7 @@ var getGenerators = ({ binary, shouldEncode, encoding, shouldSplit, preserveNewl
   getSplitLinesGenerator(binary, preserveNewlines, !shouldSplit, {})
 ].filter(Boolean);
 
-// ../../main/node_modules/execa/lib/io/contents.js
+// node_modules/execa/lib/io/contents.js
 var getStreamOutput = async ({ stream, onStreamEnd, fdNumber: fdNumber2, encoding, buffer, maxBuffer, lines, allMixed, stripFinalNewline: stripFinalNewline2, verboseInfo, streamInfo }) => {
   const logPromise = logOutputAsync({
     stream,
@@ -35293,7 +35282,7 @@ var getBufferedData = async (streamPromise) => {
 };
 var handleBufferedData = ({ bufferedData }) => isArrayBuffer(bufferedData) ? new Uint8Array(bufferedData) : bufferedData;
 
-// ../../main/node_modules/execa/lib/resolve/wait-stream.js
+// node_modules/execa/lib/resolve/wait-stream.js
 import { finished as finished5 } from "node:stream/promises";
 var waitForStream = async (stream, fdNumber2, streamInfo, { isSameDirection, stopOnExit = false } = {}) => {
   const state = handleStdinDestroy(stream, streamInfo);
@@ -35346,7 +35335,7 @@ var isInputFileDescriptor = ({ fileDescriptors }, fdNumber2) => fdNumber2 !== "a
 var isStreamAbort = (error62) => error62?.code === "ERR_STREAM_PREMATURE_CLOSE";
 var isStreamEpipe = (error62) => error62?.code === "EPIPE";
 
-// ../../main/node_modules/execa/lib/resolve/stdio.js
+// node_modules/execa/lib/resolve/stdio.js
 var waitForStdioStreams = ({ subprocess, encoding, buffer, maxBuffer, lines, stripFinalNewline: stripFinalNewline2, verboseInfo, streamInfo }) => subprocess.stdio.map((stream, fdNumber2) => waitForSubprocessStream({
   stream,
   fdNumber: fdNumber2,
@@ -35387,7 +35376,7 @@ var waitForSubprocessStream = async ({ stream, fdNumber: fdNumber2, encoding, bu
   return output2;
 };
 
-// ../../main/node_modules/execa/lib/resolve/all-async.js
+// node_modules/execa/lib/resolve/all-async.js
 var makeAllStream = ({ stdout, stderr }, { all }) => all && (stdout || stderr) ? mergeStreams([stdout, stderr].filter(Boolean)) : void 0;
 var waitForAllStream = ({ subprocess, encoding, buffer, maxBuffer, lines, stripFinalNewline: stripFinalNewline2, verboseInfo, streamInfo }) => waitForSubprocessStream({
   ...getAllStream(subprocess, buffer),
@@ -35415,10 +35404,10 @@ var getAllStream = ({ stdout, stderr, all }, [, bufferStdout, bufferStderr]) => 
 };
 var getAllMixed = ({ all, stdout, stderr }) => all && stdout && stderr && stdout.readableObjectMode !== stderr.readableObjectMode;
 
-// ../../main/node_modules/execa/lib/resolve/wait-subprocess.js
+// node_modules/execa/lib/resolve/wait-subprocess.js
 import { once as once8 } from "node:events";
 
-// ../../main/node_modules/execa/lib/verbose/ipc.js
+// node_modules/execa/lib/verbose/ipc.js
 var shouldLogIpc = (verboseInfo) => isFullVerbose(verboseInfo, "ipc");
 var logIpcOutput = (message, verboseInfo) => {
   const verboseMessage = serializeVerboseMessage(message);
@@ -35430,7 +35419,7 @@ var logIpcOutput = (message, verboseInfo) => {
   });
 };
 
-// ../../main/node_modules/execa/lib/ipc/buffer-messages.js
+// node_modules/execa/lib/ipc/buffer-messages.js
 var waitForIpcOutput = async ({
   subprocess,
   buffer: bufferArray,
@@ -35468,7 +35457,7 @@ var getBufferedIpcOutput = async (ipcOutputPromise, ipcOutput) => {
   return ipcOutput;
 };
 
-// ../../main/node_modules/execa/lib/resolve/wait-subprocess.js
+// node_modules/execa/lib/resolve/wait-subprocess.js
 var waitForSubprocessResult = async ({
   subprocess,
   options: {
@@ -35584,7 +35573,7 @@ var throwOnSubprocessError = async (subprocess, { signal }) => {
   throw error62;
 };
 
-// ../../main/node_modules/execa/lib/convert/concurrent.js
+// node_modules/execa/lib/convert/concurrent.js
 var initializeConcurrentStreams = () => ({
   readableDestroy: /* @__PURE__ */ new WeakMap(),
   writableFinal: /* @__PURE__ */ new WeakMap(),
@@ -35610,11 +35599,11 @@ var waitForConcurrentStreams = async ({ resolve, promises }, subprocess) => {
   return !isSubprocessExit;
 };
 
-// ../../main/node_modules/execa/lib/convert/readable.js
+// node_modules/execa/lib/convert/readable.js
 import { Readable as Readable4 } from "node:stream";
 import { callbackify as callbackify2 } from "node:util";
 
-// ../../main/node_modules/execa/lib/convert/shared.js
+// node_modules/execa/lib/convert/shared.js
 import { finished as finished6 } from "node:stream/promises";
 var safeWaitForSubprocessStdin = async (subprocessStdin) => {
   if (subprocessStdin === void 0) {
@@ -35654,7 +35643,7 @@ var destroyOtherStream = (stream, isOpen, error62) => {
   }
 };
 
-// ../../main/node_modules/execa/lib/convert/readable.js
+// node_modules/execa/lib/convert/readable.js
 var createReadable = ({ subprocess, concurrentStreams, encoding }, { from, binary: binaryOption = true, preserveNewlines = true } = {}) => {
   const binary = binaryOption || BINARY_ENCODINGS.has(encoding);
   const { subprocessStdout, waitReadableDestroy } = getSubprocessStdout(subprocess, from, concurrentStreams);
@@ -35739,7 +35728,7 @@ var destroyOtherReadable = (stream, error62) => {
   destroyOtherStream(stream, stream.readable, error62);
 };
 
-// ../../main/node_modules/execa/lib/convert/writable.js
+// node_modules/execa/lib/convert/writable.js
 import { Writable as Writable3 } from "node:stream";
 import { callbackify as callbackify3 } from "node:util";
 var createWritable = ({ subprocess, concurrentStreams }, { to: to2 } = {}) => {
@@ -35805,7 +35794,7 @@ var destroyOtherWritable = (stream, error62) => {
   destroyOtherStream(stream, stream.writable, error62);
 };
 
-// ../../main/node_modules/execa/lib/convert/duplex.js
+// node_modules/execa/lib/convert/duplex.js
 import { Duplex as Duplex3 } from "node:stream";
 import { callbackify as callbackify4 } from "node:util";
 var createDuplex = ({ subprocess, concurrentStreams, encoding }, { from, to: to2, binary: binaryOption = true, preserveNewlines = true } = {}) => {
@@ -35859,7 +35848,7 @@ var onDuplexDestroy = async ({ subprocessStdout, subprocessStdin, subprocess, wa
   ]);
 };
 
-// ../../main/node_modules/execa/lib/convert/iterable.js
+// node_modules/execa/lib/convert/iterable.js
 var createIterable = (subprocess, encoding, {
   from,
   binary: binaryOption = false,
@@ -35888,7 +35877,7 @@ var iterateOnStdoutData = async function* (onStdoutData, subprocessStdout, subpr
   }
 };
 
-// ../../main/node_modules/execa/lib/convert/add.js
+// node_modules/execa/lib/convert/add.js
 var addConvertedStreams = (subprocess, { encoding }) => {
   const concurrentStreams = initializeConcurrentStreams();
   subprocess.readable = createReadable.bind(void 0, { subprocess, concurrentStreams, encoding });
@@ -35898,7 +35887,7 @@ var addConvertedStreams = (subprocess, { encoding }) => {
   subprocess[Symbol.asyncIterator] = createIterable.bind(void 0, subprocess, encoding, {});
 };
 
-// ../../main/node_modules/execa/lib/methods/promise.js
+// node_modules/execa/lib/methods/promise.js
 var mergePromise = (subprocess, promise2) => {
   for (const [property, descriptor] of descriptors) {
     const value = descriptor.value.bind(promise2);
@@ -35912,7 +35901,7 @@ var descriptors = ["then", "catch", "finally"].map((property) => [
   Reflect.getOwnPropertyDescriptor(nativePromisePrototype, property)
 ]);
 
-// ../../main/node_modules/execa/lib/methods/main-async.js
+// node_modules/execa/lib/methods/main-async.js
 var execaCoreAsync = (rawFile, rawArguments, rawOptions, createNested) => {
   const { file: file2, commandArguments, command, escapedCommand, startTime, verboseInfo, options, fileDescriptors } = handleAsyncArguments(rawFile, rawArguments, rawOptions);
   const { subprocess, promise: promise2 } = spawnSubprocessAsync({
@@ -36067,7 +36056,7 @@ var getAsyncResult = ({ errorInfo, exitCode, signal, stdio, all, ipcOutput, cont
   startTime
 });
 
-// ../../main/node_modules/execa/lib/methods/bind.js
+// node_modules/execa/lib/methods/bind.js
 var mergeOptions = (boundOptions, options) => {
   const newOptions = Object.fromEntries(
     Object.entries(options).map(([optionName, optionValue]) => [
@@ -36085,7 +36074,7 @@ var mergeOption = (optionName, boundOptionValue, optionValue) => {
 };
 var DEEP_OPTIONS = /* @__PURE__ */ new Set(["env", ...FD_SPECIFIC_OPTIONS]);
 
-// ../../main/node_modules/execa/lib/methods/create.js
+// node_modules/execa/lib/methods/create.js
 var createExeca = (mapArguments, boundOptions, deepOptions, setBoundExeca) => {
   const createNested = (mapArguments2, boundOptions2, setBoundExeca2) => createExeca(mapArguments2, boundOptions2, deepOptions, setBoundExeca2);
   const boundExeca = (...execaArguments) => callBoundExeca({
@@ -36131,7 +36120,7 @@ var parseArguments = ({ mapArguments, firstArgument, nextArguments, deepOptions,
   };
 };
 
-// ../../main/node_modules/execa/lib/methods/command.js
+// node_modules/execa/lib/methods/command.js
 var mapCommandAsync = ({ file: file2, commandArguments }) => parseCommand(file2, commandArguments);
 var mapCommandSync = ({ file: file2, commandArguments }) => ({ ...parseCommand(file2, commandArguments), isSync: true });
 var parseCommand = (command, unusedArguments) => {
@@ -36162,7 +36151,7 @@ var parseCommandString = (command) => {
 };
 var SPACES_REGEXP = / +/g;
 
-// ../../main/node_modules/execa/lib/methods/script.js
+// node_modules/execa/lib/methods/script.js
 var setScriptSync = (boundExeca, createNested, boundOptions) => {
   boundExeca.sync = createNested(mapScriptSync, boundOptions);
   boundExeca.s = boundExeca.sync;
@@ -36173,7 +36162,7 @@ var getScriptOptions = (options) => ({ options: { ...getScriptStdinOption(option
 var getScriptStdinOption = ({ input: input2, inputFile, stdio }) => input2 === void 0 && inputFile === void 0 && stdio === void 0 ? { stdin: "inherit" } : {};
 var deepScriptOptions = { preferLocal: true };
 
-// ../../main/node_modules/execa/index.js
+// node_modules/execa/index.js
 var execa = createExeca(() => ({}));
 var execaSync = createExeca(() => ({ isSync: true }));
 var execaCommand = createExeca(mapCommandAsync);
@@ -36356,6 +36345,12 @@ function toolRequirements(arch) {
       why: "checks generated units",
       features: ["tests"],
       optional: true
+    },
+    {
+      tool: "systemd-escape",
+      pkg: "systemd",
+      why: "checks generated unit names",
+      features: ["tests"]
     },
     { tool: "lua5.4", pkg: "lua5.4", why: "runs example Lua on the host", features: ["tests"] },
     {
@@ -36636,10 +36631,10 @@ function parseEpoch(value, what) {
   return n2;
 }
 async function gitCommitTime(file2, logger) {
-  const cwd = path12.dirname(file2);
+  const cwd = path13.dirname(file2);
   let r;
   try {
-    r = await run(["git", "log", "-1", "--format=%ct", "--", path12.basename(file2)], {
+    r = await run(["git", "log", "-1", "--format=%ct", "--", path13.basename(file2)], {
       cwd,
       reject: false,
       logger
@@ -36686,7 +36681,7 @@ async function resolveEpoch(input2) {
 
 // src/stages/lua.ts
 import { createHash as createHash4, randomBytes as randomBytes3 } from "node:crypto";
-import { existsSync as existsSync6 } from "node:fs";
+import { existsSync as existsSync7 } from "node:fs";
 import {
   copyFile,
   chmod,
@@ -36699,7 +36694,7 @@ import {
   writeFile as writeFile4
 } from "node:fs/promises";
 import os6 from "node:os";
-import path16 from "node:path";
+import path17 from "node:path";
 
 // src/tools/lua-make.ts
 var LUA_MYCFLAGS = "-static -Os -ffunction-sections -fdata-sections -fno-asynchronous-unwind-tables -fno-unwind-tables";
@@ -36756,10 +36751,10 @@ function buildrootArgv(opts) {
 
 // src/stages/lua-in-root.ts
 import { createHash as createHash3, randomBytes as randomBytes2 } from "node:crypto";
-import { existsSync as existsSync3 } from "node:fs";
+import { existsSync as existsSync4 } from "node:fs";
 import { mkdir as mkdir2, mkdtemp, readFile as readFile2, rename as rename2, rm as rm2, writeFile as writeFile2 } from "node:fs/promises";
 import os3 from "node:os";
-import path13 from "node:path";
+import path14 from "node:path";
 
 // src/tools/nspawn.ts
 var BASE_FLAGS = [
@@ -36838,10 +36833,10 @@ function boardNspawnArgv(o2) {
 var BUILDROOT_SUITE = "bookworm";
 var HOST_SOURCES = "/etc/apt/sources.list.d/debian.sources";
 async function defaultMirrors() {
-  return existsSync3(HOST_SOURCES) ? [HOST_SOURCES] : [];
+  return existsSync4(HOST_SOURCES) ? [HOST_SOURCES] : [];
 }
 async function mirrorsIdentity(mirrors) {
-  return Promise.all(mirrors.map(async (m2) => existsSync3(m2) ? await readFile2(m2, "utf8") : m2));
+  return Promise.all(mirrors.map(async (m2) => existsSync4(m2) ? await readFile2(m2, "utf8") : m2));
 }
 function toolchainFromDpkgStatus(status) {
   const wanted = /^(gcc(-\d+)?|cpp(-\d+)?|binutils(-aarch64-linux-gnu|-x86-64-linux-gnu)?|musl|musl-dev|musl-tools|libc6-dev|make)$/;
@@ -36866,15 +36861,15 @@ async function ensureBuildroot(opts) {
       mirrors: await mirrorsIdentity(mirrors)
     })
   ).digest("hex");
-  const tarball = path13.join(opts.dir, `${key}.tar`);
-  const metaFile = path13.join(opts.dir, `${key}.json`);
-  if (existsSync3(tarball) && existsSync3(metaFile)) {
+  const tarball = path14.join(opts.dir, `${key}.tar`);
+  const metaFile = path14.join(opts.dir, `${key}.json`);
+  if (existsSync4(tarball) && existsSync4(metaFile)) {
     const meta3 = JSON.parse(await readFile2(metaFile, "utf8"));
     return { key, tarball, toolchain: meta3.toolchain };
   }
   await mkdir2(opts.dir, { recursive: true });
-  const tmp = path13.join(opts.dir, `.tmp-${process.pid}-${randomBytes2(6).toString("hex")}.tar`);
-  const scratch = await mkdtemp(path13.join(opts.dir, ".scratch-"));
+  const tmp = path14.join(opts.dir, `.tmp-${process.pid}-${randomBytes2(6).toString("hex")}.tar`);
+  const scratch = await mkdtemp(path14.join(opts.dir, ".scratch-"));
   try {
     await opts.logger.group(
       `build root: mmdebstrap ${suite} ${opts.arch} (${BUILDROOT_PACKAGES.join(", ")})`,
@@ -36931,8 +36926,8 @@ async function removeScratch(dir) {
   });
 }
 async function compileInRoot(srcDir, buildroot, opts) {
-  const work = await mkdtemp(path13.join(opts.workDir ?? os3.tmpdir(), "lhc-buildroot-"));
-  const root = path13.join(work, "root");
+  const work = await mkdtemp(path14.join(opts.workDir ?? os3.tmpdir(), "lhc-buildroot-"));
+  const root = path14.join(work, "root");
   try {
     await mkdir2(root);
     await opts.logger.group("build root: extract", async () => {
@@ -36942,7 +36937,7 @@ async function compileInRoot(srcDir, buildroot, opts) {
         logger: opts.logger
       });
     });
-    if (!existsSync3(path13.join(root, "usr")))
+    if (!existsSync4(path14.join(root, "usr")))
       throw new UserError(`build root ${buildroot.tarball} has no /usr`);
     const make = inRootMakeArgv(opts.jobs ?? 1);
     const script = `${formatCommand(make)} && strip src/lua`;
@@ -36963,8 +36958,8 @@ async function compileInRoot(srcDir, buildroot, opts) {
         }
       );
     });
-    const binary = path13.join(srcDir, "src", "lua");
-    if (!existsSync3(binary))
+    const binary = path14.join(srcDir, "src", "lua");
+    if (!existsSync4(binary))
       throw new UserError(`the in-root build finished without producing ${binary}`);
     return binary;
   } finally {
@@ -36983,10 +36978,10 @@ async function compileInRoot(srcDir, buildroot, opts) {
 }
 
 // src/stages/lua-source.ts
-import { existsSync as existsSync4 } from "node:fs";
-import path14 from "node:path";
+import { existsSync as existsSync5 } from "node:fs";
+import path15 from "node:path";
 
-// ../../main/node_modules/tar/dist/esm/index.min.js
+// node_modules/tar/dist/esm/index.min.js
 import Qr from "events";
 import I from "fs";
 import { EventEmitter as Di } from "node:events";
@@ -39996,8 +39991,8 @@ async function extractLuaSource(tarball, destDir, version2) {
     noChmod: false,
     filter: (p2, e) => entryProblem(p2, e.type, top) === void 0
   });
-  const dir = path14.join(destDir, top);
-  if (!existsSync4(path14.join(dir, "src", "lua.c")) || !existsSync4(path14.join(dir, "Makefile"))) {
+  const dir = path15.join(destDir, top);
+  if (!existsSync5(path15.join(dir, "src", "lua.c")) || !existsSync5(path15.join(dir, "Makefile"))) {
     throw new UserError(
       `${tarball} does not look like the Lua ${version2} source (no ${top}/Makefile and ${top}/src/lua.c)`
     );
@@ -40006,16 +40001,16 @@ async function extractLuaSource(tarball, destDir, version2) {
 }
 
 // src/stages/lua-verify.ts
-import { existsSync as existsSync5, readFileSync as readFileSync3 } from "node:fs";
+import { existsSync as existsSync6, readFileSync as readFileSync3 } from "node:fs";
 import { mkdtemp as mkdtemp2, rm as rm3, writeFile as writeFile3 } from "node:fs/promises";
 import os5 from "node:os";
-import path15 from "node:path";
+import path16 from "node:path";
 var LuaVerifyError = class extends UserError {
 };
 function emulatorPrefix(arch, binfmtDir = "/proc/sys/fs/binfmt_misc") {
   if (hostArch() === arch) return [];
-  const entry = path15.join(binfmtDir, `qemu-${arch}`);
-  if (existsSync5(entry) && readFileSync3(entry, "utf8").startsWith("enabled")) return [];
+  const entry = path16.join(binfmtDir, `qemu-${arch}`);
+  if (existsSync6(entry) && readFileSync3(entry, "utf8").startsWith("enabled")) return [];
   return [`qemu-${arch}-static`];
 }
 var SMOKE_SCRIPT = `
@@ -40069,9 +40064,9 @@ async function verifyLua(binary, opts) {
       `${binary} -v: expected "Lua ${opts.version}", got ${JSON.stringify(banner.split("\n")[0] ?? "")} (exit code ${v2.exitCode})`
     );
   }
-  const dir = await mkdtemp2(path15.join(os5.tmpdir(), "lhc-lua-smoke-"));
+  const dir = await mkdtemp2(path16.join(os5.tmpdir(), "lhc-lua-smoke-"));
   try {
-    const script = path15.join(dir, "smoke.lua");
+    const script = path16.join(dir, "smoke.lua");
     await writeFile3(script, SMOKE_SCRIPT);
     const s3 = await run([...prefix, binary, script, dir], {
       reject: false,
@@ -40107,7 +40102,7 @@ function jobs() {
 }
 async function crossRecipe(arch, logger, signal) {
   const tc = crossToolchain(arch);
-  const missing = [tc.specs, tc.libc].filter((f2) => !existsSync6(f2));
+  const missing = [tc.specs, tc.libc].filter((f2) => !existsSync7(f2));
   if (missing.length > 0) {
     throw new UserError(
       `the musl cross toolchain for ${arch} is incomplete (missing ${missing.join(", ")}); install: apt-get install ${tc.packages.join(" ")} (or run: lhc setup)`
@@ -40129,7 +40124,7 @@ async function crossRecipe(arch, logger, signal) {
           stderrLines: 30
         });
       });
-      const binary = path16.join(srcDir, "src", "lua");
+      const binary = path17.join(srcDir, "src", "lua");
       await run([tc.strip, binary], { logger });
       return binary;
     }
@@ -40137,7 +40132,7 @@ async function crossRecipe(arch, logger, signal) {
 }
 async function inRootRecipe(arch, opts, cache) {
   const buildroot = await ensureBuildroot({
-    dir: opts.buildrootDir ?? path16.join(cache, "buildroots"),
+    dir: opts.buildrootDir ?? path17.join(cache, "buildroots"),
     arch,
     logger: opts.logger,
     signal: opts.signal
@@ -40155,9 +40150,9 @@ async function inRootRecipe(arch, opts, cache) {
   };
 }
 async function readCached(dir, logger) {
-  const bin = path16.join(dir, "lua");
-  const metaFile = path16.join(dir, "build.json");
-  if (!existsSync6(bin) || !existsSync6(metaFile)) return void 0;
+  const bin = path17.join(dir, "lua");
+  const metaFile = path17.join(dir, "build.json");
+  if (!existsSync7(bin) || !existsSync7(metaFile)) return void 0;
   try {
     const meta3 = JSON.parse(await readFile3(metaFile, "utf8"));
     if (await sha256File(bin) === meta3.sha256) return meta3;
@@ -40185,9 +40180,9 @@ async function buildLua(spec, opts) {
       flags: recipe.flags
     })
   ).digest("hex");
-  const dir = path16.join(cache, "lua", key);
+  const dir = path17.join(cache, "lua", key);
   const result = (meta3, cached2) => ({
-    path: path16.join(dir, "lua"),
+    path: path17.join(dir, "lua"),
     bytes: meta3.bytes,
     sha256: meta3.sha256,
     cached: cached2,
@@ -40210,21 +40205,21 @@ async function buildLua(spec, opts) {
     },
     { ...opts.fetch, signal: opts.signal }
   );
-  const work = await mkdtemp3(path16.join(opts.workDir ?? os6.tmpdir(), "lhc-lua-"));
+  const work = await mkdtemp3(path17.join(opts.workDir ?? os6.tmpdir(), "lhc-lua-"));
   try {
-    const srcParent = path16.join(work, "src");
+    const srcParent = path17.join(work, "src");
     await mkdir3(srcParent);
     const srcDir = await extractLuaSource(tarball, srcParent, spec.version);
     const built = await recipe.build(srcDir);
     await verifyLua(built, { version: spec.version, arch: spec.arch, logger });
-    const staging = path16.join(
+    const staging = path17.join(
       cache,
       "lua",
       `.tmp-${process.pid}-${randomBytes3(6).toString("hex")}`
     );
     await mkdir3(staging, { recursive: true });
     try {
-      const bin = path16.join(staging, "lua");
+      const bin = path17.join(staging, "lua");
       await copyFile(built, bin);
       await chmod(bin, 493);
       const meta3 = {
@@ -40237,12 +40232,12 @@ async function buildLua(spec, opts) {
         sha256: await sha256File(bin),
         bytes: (await stat3(bin)).size
       };
-      await writeFile4(path16.join(staging, "build.json"), `${JSON.stringify(meta3, null, 2)}
+      await writeFile4(path17.join(staging, "build.json"), `${JSON.stringify(meta3, null, 2)}
 `);
       try {
         await rename3(staging, dir);
       } catch (e) {
-        if (!existsSync6(path16.join(dir, "lua"))) throw e;
+        if (!existsSync7(path17.join(dir, "lua"))) throw e;
       }
       logger.info(
         `Lua ${spec.version} (${spec.arch}, ${spec.strategy}): built, ${meta3.bytes} bytes, sha256 ${meta3.sha256}`
@@ -40293,11 +40288,11 @@ async function fetchInputs(config2, opts) {
 
 // src/stages/outputs.ts
 import { mkdir as mkdir5, writeFile as writeFile6 } from "node:fs/promises";
-import path21 from "node:path";
+import path22 from "node:path";
 
 // src/deploy/bundle.ts
 import { mkdir as mkdir4, rm as rm5, writeFile as writeFile5 } from "node:fs/promises";
-import path18 from "node:path";
+import path19 from "node:path";
 
 // src/deploy/oci.ts
 import { readFile as readFile4 } from "node:fs/promises";
@@ -40423,7 +40418,7 @@ function ociConfig(o2, p2, ids, opts = {}) {
 }
 
 // src/deploy/systemd.ts
-import path17 from "node:path";
+import path18 from "node:path";
 function listenPort(s3) {
   return s3.listen ?? 70;
 }
@@ -40456,7 +40451,7 @@ function systemdQuoteWord(w2) {
   return `"${s3}"`;
 }
 function systemdExecLine(argv) {
-  if (!argv[0] || !path17.isAbsolute(argv[0]))
+  if (!argv[0] || !path18.isAbsolute(argv[0]))
     throw new UserError(`ExecStart needs an absolute program path, got ${argv[0] ?? "(none)"}`);
   return argv.map(systemdQuoteWord).join(" ");
 }
@@ -40580,7 +40575,7 @@ ${shiftOwnersCommand(p2.dataMount)}
 // src/deploy/bundle.ts
 function boardPaths(o2) {
   const boardDir = o2.boardDir ?? `/var/lib/lhc/${o2.name}`;
-  if (!path18.isAbsolute(boardDir))
+  if (!path19.isAbsolute(boardDir))
     throw new UserError(`board directory must be absolute, got ${boardDir}`);
   const dataSource = o2.dataSource ?? `${boardDir}/${o2.name}-data.ext4`;
   return {
@@ -40596,9 +40591,9 @@ async function writeDeployBundle(o2) {
   if (!o2.service.command[0]?.startsWith("/"))
     throw new UserError("service.command[0] must be an absolute path in the image");
   const p2 = boardPaths(o2);
-  const dir = path18.join(o2.outDir, "deploy");
+  const dir = path19.join(o2.outDir, "deploy");
   await rm5(dir, { recursive: true, force: true });
-  await mkdir4(path18.join(dir, "oci"), { recursive: true });
+  await mkdir4(path19.join(dir, "oci"), { recursive: true });
   const inetd = o2.service.inetd === true;
   const { rootMount, dataMount } = renderMountUnits(o2, p2);
   const units = {
@@ -40617,7 +40612,7 @@ async function writeDeployBundle(o2) {
     "oci/config.json": JSON.stringify(ociConfig(o2, p2, ids, { userNamespace: OCI_USER_NAMESPACE }), null, 2) + "\n",
     "README.md": renderReadme(o2, p2)
   };
-  for (const [f2, text] of Object.entries(contents)) await writeFile5(path18.join(dir, f2), text);
+  for (const [f2, text] of Object.entries(contents)) await writeFile5(path19.join(dir, f2), text);
   o2.logger?.info(
     `deploy bundle: ${dir} (${units.socket}, ${units.service}, mounts, fstab, oci/config.json)`
   );
@@ -40643,11 +40638,11 @@ function humanBytes(bytes) {
 
 // src/prune/closure.ts
 import { lstatSync as lstatSync3, readdirSync as readdirSync2 } from "node:fs";
-import path20 from "node:path";
+import path21 from "node:path";
 
 // src/elf/loader.ts
 import { closeSync, openSync, readdirSync, readFileSync as readFileSync4, readSync } from "node:fs";
-import path19 from "node:path";
+import path20 from "node:path";
 
 // src/root/glob.ts
 function escapeRe(c3) {
@@ -40752,7 +40747,7 @@ var TRIPLETS = {
 var MUSL_ARCH = { aarch64: "aarch64", x86_64: "x86_64", arm: "armhf" };
 function libraryDirs(root, elf, elfPath) {
   const dirs = [];
-  const origin = path19.posix.dirname(elfPath);
+  const origin = path20.posix.dirname(elfPath);
   for (const r of elf.runpath) dirs.push(r.replace(/\$\{?ORIGIN\}?/g, origin));
   const musl = elf.interp !== void 0 && /ld-musl/.test(elf.interp);
   if (musl) {
@@ -40787,12 +40782,12 @@ function ldSoConfDirs(root, file2, depth) {
       if (line.startsWith("/")) dirs.push(line);
       continue;
     }
-    const pattern = inc[1].startsWith("/") ? inc[1] : path19.posix.join(path19.posix.dirname(file2), inc[1]);
-    const dir = resolveTraced(root, path19.posix.dirname(pattern));
+    const pattern = inc[1].startsWith("/") ? inc[1] : path20.posix.join(path20.posix.dirname(file2), inc[1]);
+    const dir = resolveTraced(root, path20.posix.dirname(pattern));
     if (!dir.exists || dir.kind !== "dir") continue;
     const re2 = globToRegExp(pattern);
     for (const name of readdirSync(dir.host).sort()) {
-      const candidate = path19.posix.join(path19.posix.dirname(pattern), name);
+      const candidate = path20.posix.join(path20.posix.dirname(pattern), name);
       if (re2.test(candidate)) dirs.push(...ldSoConfDirs(root, candidate, depth + 1));
     }
   }
@@ -40821,7 +40816,7 @@ function shebang(file2) {
 function walkRoot(root) {
   const out = /* @__PURE__ */ new Map();
   const visit3 = (inRoot) => {
-    const host = path20.join(root, inRoot);
+    const host = path21.join(root, inRoot);
     const st2 = lstatSync3(host);
     const kind = st2.isSymbolicLink() ? "symlink" : st2.isDirectory() ? "dir" : st2.isFile() ? "file" : "other";
     out.set(inRoot, { kind, st: st2 });
@@ -40864,7 +40859,7 @@ async function computeClosure(root, all, trace, config2, logger) {
       e.noFollow ?? false
     );
     if (e.op === "getdents" && r.exists && r.kind === "dir" && !r.virtual) {
-      for (const name of readdirSync2(r.host)) add(path20.posix.join(r.inRoot, name), "dir-listing");
+      for (const name of readdirSync2(r.host)) add(path21.posix.join(r.inRoot, name), "dir-listing");
     }
   }
   const entry = addLookup(trace.entrypoint, "entrypoint");
@@ -40884,7 +40879,7 @@ async function computeClosure(root, all, trace, config2, logger) {
       scanned.add(p2);
       let elf;
       try {
-        elf = await readElf(path20.join(root, p2));
+        elf = await readElf(path21.join(root, p2));
       } catch (err) {
         logger.debug(`not parsing ${p2} as ELF: ${err.message}`);
         continue;
@@ -40892,7 +40887,7 @@ async function computeClosure(root, all, trace, config2, logger) {
       if (!elf) {
         const why = kept.get(p2);
         if (why.has("entrypoint") || why.has("traced-exec")) {
-          const interpreter = shebang(path20.join(root, p2));
+          const interpreter = shebang(path21.join(root, p2));
           if (interpreter) {
             const r = addLookup(interpreter, "shebang-interp");
             if (r.exists) changed = true;
@@ -40908,7 +40903,7 @@ async function computeClosure(root, all, trace, config2, logger) {
       }
       const dirs = elf.needed.length > 0 ? libraryDirs(root, elf, p2) : [];
       for (const lib of elf.needed) {
-        const candidates = lib.includes("/") ? [lib.startsWith("/") ? lib : path20.posix.join(path20.posix.dirname(p2), lib)] : dirs.map((d) => path20.posix.join(d, lib));
+        const candidates = lib.includes("/") ? [lib.startsWith("/") ? lib : path21.posix.join(path21.posix.dirname(p2), lib)] : dirs.map((d) => path21.posix.join(d, lib));
         const hit = candidates.find((c3) => {
           const r = resolveTraced(root, c3);
           return r.exists && r.kind === "file";
@@ -40935,7 +40930,7 @@ async function computeClosure(root, all, trace, config2, logger) {
     }
   }
   for (const p2 of [...kept.keys()]) {
-    for (let d = path20.posix.dirname(p2); d !== "/" && d !== "."; d = path20.posix.dirname(d)) {
+    for (let d = path21.posix.dirname(p2); d !== "/" && d !== "."; d = path21.posix.dirname(d)) {
       if (kept.has(d)) {
         kept.get(d).add("parent-dir");
         continue;
@@ -41005,37 +41000,37 @@ function sha256sumsLine(sha2562, name) {
 
 // src/stages/outputs.ts
 async function writeTraceReport(report, file2) {
-  await mkdir5(path21.dirname(file2), { recursive: true });
+  await mkdir5(path22.dirname(file2), { recursive: true });
   await writeFile6(file2, formatPruneReport(report));
 }
 async function writeSha256Sums(dir, files) {
   const lines = [];
   for (const f2 of [...new Set(files)].sort()) {
-    lines.push(sha256sumsLine(await sha256File(path21.join(dir, f2)), f2));
+    lines.push(sha256sumsLine(await sha256File(path22.join(dir, f2)), f2));
   }
-  const out = path21.join(dir, "SHA256SUMS");
+  const out = path22.join(dir, "SHA256SUMS");
   await writeFile6(out, lines.join("\n") + "\n");
   return out;
 }
 async function writeOutputs(ctx, input2) {
   const { config: config2, packed } = input2;
-  const traceReport = path21.join(ctx.outDir, `${config2.name}.trace.json`);
+  const traceReport = path22.join(ctx.outDir, `${config2.name}.trace.json`);
   await writeTraceReport(input2.report, traceReport);
   const bundle = await writeDeployBundle({
     name: config2.name,
     outDir: ctx.outDir,
     service: config2.service,
     dataPath: config2.data.path,
-    imageFile: path21.basename(packed.image),
-    dataTemplateFile: path21.basename(packed.dataTemplate),
+    imageFile: path22.basename(packed.image),
+    dataTemplateFile: path22.basename(packed.dataTemplate),
     root: input2.prunedRoot,
     logger: ctx.logger
   });
   const sha256sums = await writeSha256Sums(ctx.outDir, [
-    path21.basename(packed.image),
-    path21.basename(packed.dataTemplate),
-    path21.basename(packed.manifest),
-    path21.basename(traceReport),
+    path22.basename(packed.image),
+    path22.basename(packed.dataTemplate),
+    path22.basename(packed.manifest),
+    path22.basename(traceReport),
     ...bundle.files
   ]);
   return { traceReport, bundle, sha256sums };
@@ -41044,7 +41039,7 @@ async function writeOutputs(ctx, input2) {
 // src/stages/pack.ts
 import { createHash as createHash6 } from "node:crypto";
 import { lstat as lstat5, mkdir as mkdir6, rm as rm7, stat as stat4, writeFile as writeFile8 } from "node:fs/promises";
-import path23 from "node:path";
+import path24 from "node:path";
 
 // src/tools/mksquashfs.ts
 var ROOT_MODE = 493;
@@ -41085,7 +41080,7 @@ function mksquashfsEnv() {
 import { createHash as createHash5 } from "node:crypto";
 import { chmod as chmod2, lstat as lstat4, mkdtemp as mkdtemp4, readlink as readlink2, rm as rm6, writeFile as writeFile7 } from "node:fs/promises";
 import os7 from "node:os";
-import path22 from "node:path";
+import path23 from "node:path";
 function archiveStat(st2, owner) {
   const s3 = Object.assign(Object.create(Object.getPrototypeOf(st2)), st2);
   return Object.assign(s3, {
@@ -41107,7 +41102,7 @@ var SUPPORTED = (st2) => st2.isFile() || st2.isDirectory() || st2.isSymbolicLink
 function templateLinkProblem(rel, target) {
   if (target.startsWith("/"))
     return `'${rel}' is a symlink to the absolute path ${target}; use a relative target inside the template`;
-  const resolved = path22.posix.normalize(path22.posix.join(path22.posix.dirname(rel), target));
+  const resolved = path23.posix.normalize(path23.posix.join(path23.posix.dirname(rel), target));
   if (resolved === ".." || resolved.startsWith("../"))
     return `'${rel}' is a symlink to ${target}, which points outside the template`;
   return void 0;
@@ -41118,7 +41113,7 @@ async function tarDirectory(dir, epoch, owner = { uid: 0, gid: 0 }) {
   const unsupported = [];
   const badLinks = [];
   for (const rel of rels) {
-    const abs = path22.resolve(dir, rel || ".");
+    const abs = path23.resolve(dir, rel || ".");
     const st2 = await lstat4(abs);
     if (!SUPPORTED(st2)) unsupported.push(rel);
     if (st2.isSymbolicLink()) {
@@ -41228,7 +41223,7 @@ async function writeDataTemplate(o2) {
   let tmp;
   try {
     if (dir === void 0) {
-      tmp = await mkdtemp4(path22.join(os7.tmpdir(), "lhc-empty-data-"));
+      tmp = await mkdtemp4(path23.join(os7.tmpdir(), "lhc-empty-data-"));
       await chmod2(tmp, 493);
       dir = tmp;
     }
@@ -41268,7 +41263,7 @@ async function packImage(o2) {
   const names = artifactNames(o2.name, o2.fileNames);
   await requireDir(o2.root, "root");
   if (o2.dataDir !== void 0) await requireDir(o2.dataDir, "data directory");
-  const mountPoint = path23.join(o2.root, dataPath);
+  const mountPoint = path24.join(o2.root, dataPath);
   try {
     if (!(await stat4(mountPoint)).isDirectory()) throw new Error("not a directory");
   } catch {
@@ -41277,9 +41272,9 @@ async function packImage(o2) {
     );
   }
   await mkdir6(o2.outDir, { recursive: true });
-  const image = path23.join(o2.outDir, names.image);
-  const dataTemplate = path23.join(o2.outDir, names.dataTemplate);
-  const manifestFile = path23.join(o2.outDir, names.manifest);
+  const image = path24.join(o2.outDir, names.image);
+  const dataTemplate = path24.join(o2.outDir, names.dataTemplate);
+  const manifestFile = path24.join(o2.outDir, names.manifest);
   o2.logger.info(`packing ${o2.root} into ${image} (squashfs, xz, epoch ${o2.epoch})`);
   await rm7(image, { force: true });
   await run(mksquashfsArgv({ source: o2.root, image, epoch: o2.epoch, rootMode: ROOT_MODE }), {
@@ -41327,11 +41322,11 @@ async function packImage(o2) {
 }
 
 // src/stages/prune.ts
-import path26 from "node:path";
+import path27 from "node:path";
 
 // src/harness/data.ts
 import { chmod as chmod3, mkdir as mkdir7, readdir as readdir3, rm as rm8 } from "node:fs/promises";
-import path24 from "node:path";
+import path25 from "node:path";
 async function seedDataDir(config2, root, dir) {
   await rm8(dir, { recursive: true, force: true });
   await mkdir7(dir, { recursive: true, mode: 493 });
@@ -41355,12 +41350,12 @@ async function unpackTemplate(template, dir, opts = {}) {
       onwarn: (code, message) => warnings.push(`${code}: ${message}`),
       onReadEntry: (e) => {
         if (e.type !== "SymbolicLink" && e.mode !== void 0) {
-          modes.push({ file: path24.resolve(dir, e.path), mode: e.mode & 4095 });
+          modes.push({ file: path25.resolve(dir, e.path), mode: e.mode & 4095 });
         }
         if (e.uid === void 0 || e.gid === void 0) return;
         const key = `${e.uid}:${e.gid}`;
         const list = owners.get(key) ?? [];
-        list.push(path24.resolve(dir, e.path));
+        list.push(path25.resolve(dir, e.path));
         owners.set(key, list);
       }
     });
@@ -41394,7 +41389,7 @@ import {
   symlink,
   utimes
 } from "node:fs/promises";
-import path25 from "node:path";
+import path26 from "node:path";
 function octal(mode2) {
   return (mode2 & 4095).toString(8).padStart(4, "0");
 }
@@ -41406,8 +41401,8 @@ async function writePrunedRoot(root, all, kept, mounts, prunedRoot, logger) {
   const dirTimes = [];
   for (const p2 of [...kept.keys()].sort()) {
     const e = all.get(p2);
-    const src = path25.join(root, p2);
-    const dst = path25.join(prunedRoot, p2);
+    const src = path26.join(root, p2);
+    const dst = path26.join(prunedRoot, p2);
     if (e.kind === "dir") {
       await mkdir8(dst);
       dirTimes.push({ host: dst, st: e.st });
@@ -41432,7 +41427,7 @@ async function writePrunedRoot(root, all, kept, mounts, prunedRoot, logger) {
     });
   }
   for (const m2 of mounts) {
-    const dst = path25.join(prunedRoot, m2);
+    const dst = path26.join(prunedRoot, m2);
     const existing = list.find((k2) => k2.path === m2);
     if (existing) {
       if (!existing.why.includes("mount-point")) existing.why.push("mount-point");
@@ -41440,7 +41435,7 @@ async function writePrunedRoot(root, all, kept, mounts, prunedRoot, logger) {
     }
     const e = all.get(m2);
     const mode2 = e?.kind === "dir" ? e.st.mode & 4095 : m2 === "/tmp" ? 1023 : 493;
-    await mkdir8(path25.dirname(dst), { recursive: true });
+    await mkdir8(path26.dirname(dst), { recursive: true });
     await mkdir8(dst);
     await chmod4(dst, mode2);
     if (e?.kind === "dir") await lchown(dst, e.st.uid, e.st.gid).catch(() => void 0);
@@ -41458,8 +41453,8 @@ async function pruneRoot(root, trace, config2, opts) {
   const { logger } = opts;
   const all = walkRoot(root);
   const closure = await computeClosure(root, all, trace, config2, logger);
-  const prunedRoot = path26.join(opts.outDir, "root");
-  const dataDir = path26.join(opts.outDir, "data");
+  const prunedRoot = path27.join(opts.outDir, "root");
+  const dataDir = path27.join(opts.outDir, "data");
   const list = await writePrunedRoot(
     root,
     all,
@@ -41475,41 +41470,41 @@ async function pruneRoot(root, trace, config2, opts) {
 }
 
 // src/core/work-layout.ts
-import path27 from "node:path";
+import path28 from "node:path";
 function workLayout(dir) {
-  const abs = path27.resolve(dir);
+  const abs = path28.resolve(dir);
   return {
     dir: abs,
-    root: path27.join(abs, "root"),
-    trace: path27.join(abs, "trace"),
-    pruned: path27.join(abs, "pruned"),
-    selfCheck: path27.join(abs, "self-check")
+    root: path28.join(abs, "root"),
+    trace: path28.join(abs, "trace"),
+    pruned: path28.join(abs, "pruned"),
+    selfCheck: path28.join(abs, "self-check")
   };
 }
 function traceScratch(dir) {
   return {
     /** The writable view of the root the service runs on (overlay mount point or copy). */
-    view: path27.join(dir, "trace-root"),
-    upper: path27.join(dir, "trace-upper"),
-    overlayWork: path27.join(dir, "trace-overlay-work"),
-    data: path27.join(dir, "trace-data"),
+    view: path28.join(dir, "trace-root"),
+    upper: path28.join(dir, "trace-upper"),
+    overlayWork: path28.join(dir, "trace-overlay-work"),
+    data: path28.join(dir, "trace-data"),
     /** Raw traces (QEMU FIFO text, strace logs), kept for debugging. */
-    raw: path27.join(dir, "raw")
+    raw: path28.join(dir, "raw")
   };
 }
 function selfCheckScratch(dir) {
   return {
     /** The pruned root, bind-mounted read-only. */
-    view: path27.join(dir, "self-check-root"),
-    data: path27.join(dir, "self-check-data")
+    view: path28.join(dir, "self-check-root"),
+    data: path28.join(dir, "self-check-data")
   };
 }
 
 // src/stages/root.ts
 import { createHash as createHash7 } from "node:crypto";
-import { chmodSync as chmodSync3, existsSync as existsSync7, lstatSync as lstatSync6, readdirSync as readdirSync4, readFileSync as readFileSync5 } from "node:fs";
+import { chmodSync as chmodSync3, existsSync as existsSync8, lstatSync as lstatSync6, readdirSync as readdirSync4, readFileSync as readFileSync5 } from "node:fs";
 import { mkdir as mkdir10, rename as rename4, rm as rm11, stat as stat6 } from "node:fs/promises";
-import path30 from "node:path";
+import path31 from "node:path";
 
 // src/root/extract.ts
 import { once as once9 } from "node:events";
@@ -41533,7 +41528,7 @@ import {
   readlinkSync as readlinkSync2
 } from "node:fs";
 import { mkdir as mkdir9, mkdtemp as mkdtemp5, rm as rm10, stat as stat5 } from "node:fs/promises";
-import path28 from "node:path";
+import path29 from "node:path";
 import { createGunzip } from "node:zlib";
 var ExtractError = class extends UserError {
   constructor(archive, entry, reason) {
@@ -41694,7 +41689,7 @@ var Extractor = class {
   }
   writeFile(entry, name, parts) {
     const parent = this.parentOf(name, parts);
-    const host = path28.join(parent, parts[parts.length - 1]);
+    const host = path29.join(parent, parts[parts.length - 1]);
     const flags = fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW;
     let fd;
     try {
@@ -41756,7 +41751,7 @@ var Extractor = class {
       return;
     }
     const parent = this.parentOf(name, parts);
-    const host = path28.join(parent, parts[parts.length - 1]);
+    const host = path29.join(parent, parts[parts.length - 1]);
     try {
       mkdirSync2(host, { mode: 448 });
       this.summary.dirs++;
@@ -41784,7 +41779,7 @@ var Extractor = class {
     if (!lstatSync4(targetHost).isFile())
       this.fail(name, `hardlink target '${linkpath}' is no longer a regular file`);
     const parent = this.parentOf(name, parts);
-    const host = path28.join(parent, parts[parts.length - 1]);
+    const host = path29.join(parent, parts[parts.length - 1]);
     try {
       linkSync(targetHost, host);
     } catch (e) {
@@ -41801,7 +41796,7 @@ var Extractor = class {
   finish() {
     for (const s3 of this.symlinks) {
       const parent = this.parentOf(s3.name, s3.parts);
-      const host = path28.join(parent, s3.parts[s3.parts.length - 1]);
+      const host = path29.join(parent, s3.parts[s3.parts.length - 1]);
       try {
         symlinkSync(s3.target, host);
       } catch (e) {
@@ -41846,7 +41841,7 @@ function bombError(archive, cap, compressedSize, opts) {
   );
 }
 async function xzToTemp(archive, tmpDir, cap, compressedSize, opts, logger) {
-  const out = path28.join(tmpDir, "archive.tar");
+  const out = path29.join(tmpDir, "archive.tar");
   const script = 'set -o pipefail; xz -dc -- "$1" | head -c "$2" > "$3"';
   const r = await run(["bash", "-c", script, "bash", archive, String(cap + 1), out], {
     reject: false,
@@ -41917,7 +41912,7 @@ async function extractTarball(archive, dest, opts = {}) {
       code === "EEXIST" ? `extraction target ${dest} already exists: extraction needs a fresh directory` : `cannot create extraction target ${dest}: ${code ?? String(e)}`
     );
   }
-  const tmpDir = compression === "xz" ? await mkdtemp5(path28.join(path28.dirname(dest), ".lhc-xz-")) : void 0;
+  const tmpDir = compression === "xz" ? await mkdtemp5(path29.join(path29.dirname(dest), ".lhc-xz-")) : void 0;
   const ex = new Extractor(archive, dest, compression, opts);
   try {
     let source;
@@ -41985,15 +41980,15 @@ import {
   lchownSync as lchownSync2
 } from "node:fs";
 import { open as open5 } from "node:fs/promises";
-import path29 from "node:path";
+import path30 from "node:path";
 function hostPathFor(root, dst) {
-  const dir = path29.posix.dirname(dst);
+  const dir = path30.posix.dirname(dst);
   const parent = resolveInRoot(root, dir, { createMissing: true });
   if (!parent.exists) mkdirSync3(parent.host, { mode: 493 });
   else if (!lstatSync5(parent.host).isDirectory())
     throw new UserError(`cannot install ${dst}: ${parent.inRoot} in the root is not a directory`);
-  const name = path29.posix.basename(dst);
-  return { host: path29.join(parent.host, name), inRoot: path29.posix.join(parent.inRoot, name) };
+  const name = path30.posix.basename(dst);
+  return { host: path30.join(parent.host, name), inRoot: path30.posix.join(parent.inRoot, name) };
 }
 function clearForFile(host, dst) {
   let st2;
@@ -42047,8 +42042,8 @@ function normalizedMode(st2) {
 async function copyTree(root, srcDir, dst, stats = { files: 0, dirs: 0, symlinks: 0 }) {
   ensureDir(root, dst, 493);
   for (const name of readdirSync3(srcDir).sort()) {
-    const src = path29.join(srcDir, name);
-    const to2 = path29.posix.join(dst, name);
+    const src = path30.join(srcDir, name);
+    const to2 = path30.posix.join(dst, name);
     const st2 = lstatSync5(src);
     if (st2.isDirectory()) {
       stats.dirs++;
@@ -42151,7 +42146,7 @@ function treeBytes(dir) {
   let total = 0;
   const walk = (d) => {
     for (const name of readdirSync4(d)) {
-      const p2 = path30.join(d, name);
+      const p2 = path31.join(d, name);
       const st2 = lstatSync6(p2, { bigint: false });
       if (st2.isDirectory()) walk(p2);
       else if (st2.isFile()) {
@@ -42187,7 +42182,7 @@ async function runInRoot(root, command, opts) {
 }
 function debianMirrors(base, hostSourcesFile = HOST_SOURCES2) {
   if (base.mirrors && base.mirrors.length > 0) return [...base.mirrors];
-  if (!existsSync7(hostSourcesFile)) return [];
+  if (!existsSync8(hostSourcesFile)) return [];
   return hostMirrorLines(readFileSync5(hostSourcesFile, "utf8"), base.suite);
 }
 function debianBaseKey(input2) {
@@ -42211,16 +42206,16 @@ async function debianBaseTarball(base, arch, opts) {
     packages: base.packages,
     mirrors
   });
-  const dir = opts.basesDir ?? path30.join(cacheDir(), "bases");
-  const out = path30.join(dir, `${key}.tar`);
-  if (existsSync7(out)) {
+  const dir = opts.basesDir ?? path31.join(cacheDir(), "bases");
+  const out = path31.join(dir, `${key}.tar`);
+  if (existsSync8(out)) {
     opts.logger.info(
       `debian base ${base.suite} (${base.packages.join(", ") || "no extra packages"}): cached ${out}`
     );
     return out;
   }
   await mkdir10(dir, { recursive: true });
-  const tmp = path30.join(dir, `.tmp-${key}-${process.pid}.tar`);
+  const tmp = path31.join(dir, `.tmp-${key}-${process.pid}.tar`);
   opts.logger.info(
     `debian base: mmdebstrap ${base.suite} ${debArch} with ${base.packages.join(", ") || "no extra packages"} (${mirrors.length ? "host apt sources" : "mmdebstrap's default mirror"}; takes minutes under QEMU)`
   );
@@ -42278,7 +42273,7 @@ function describeExtract(s3) {
 }
 async function assembleRoot(config2, opts) {
   const { logger } = opts;
-  const root = path30.join(opts.workDir, "root");
+  const root = path31.join(opts.workDir, "root");
   const base = config2.base;
   if (config2.packages !== void 0 && base.type === "scratch") {
     throw new ConfigError(
@@ -42293,7 +42288,7 @@ async function assembleRoot(config2, opts) {
       }
       const tarball = base.type === "tarball" ? await tarballPath(base, opts) : await debianBaseTarball(base, config2.arch, opts);
       const s3 = await extractTarball(tarball, root, { logger });
-      logger.info(`extracted ${path30.basename(tarball)}: ${describeExtract(s3)}`);
+      logger.info(`extracted ${path31.basename(tarball)}: ${describeExtract(s3)}`);
       for (const d of NSPAWN_DIRS) ensureDir(root, d, d === "/tmp" ? 1023 : 493);
     });
     if (config2.packages !== void 0) {
@@ -42539,13 +42534,13 @@ function responseDiff(name, before, after) {
 }
 
 // src/harness/mounts.ts
-import { existsSync as existsSync8 } from "node:fs";
+import { existsSync as existsSync9 } from "node:fs";
 import { readFile as readFile6, readdir as readdir4, rm as rm12, rmdir } from "node:fs/promises";
-import path32 from "node:path";
+import path33 from "node:path";
 
 // src/verify/hardening.ts
 import { readFile as readFile5 } from "node:fs/promises";
-import path31 from "node:path";
+import path32 from "node:path";
 function unescape(field2) {
   return field2.replace(/\\([0-7]{3})/g, (_2, o2) => String.fromCharCode(parseInt(o2, 8)));
 }
@@ -42693,13 +42688,13 @@ function resolveInImage(entries, p2, depth = 0) {
   let cur = "/";
   for (let i2 = 0; i2 < parts.length; i2++) {
     if (parts[i2] === "..") {
-      cur = path31.posix.dirname(cur);
+      cur = path32.posix.dirname(cur);
       continue;
     }
-    const next = path31.posix.join(cur, parts[i2]);
+    const next = path32.posix.join(cur, parts[i2]);
     const e = entries.get(next);
     if (e?.kind === "symlink" && depth < 40) {
-      const target = e.target.startsWith("/") ? e.target : path31.posix.join(cur, e.target);
+      const target = e.target.startsWith("/") ? e.target : path32.posix.join(cur, e.target);
       const rest = parts.slice(i2 + 1).join("/");
       return resolveInImage(entries, rest ? `${target}/${rest}` : target, depth + 1);
     }
@@ -42713,7 +42708,7 @@ function checkNoInterpreters(entries, command0) {
   const own2 = resolveInImage(byPath2, command0);
   const found = [];
   for (const e of entries) {
-    if (e.kind === "dir" || !INTERPRETER_NAME.test(path31.posix.basename(e.path))) continue;
+    if (e.kind === "dir" || !INTERPRETER_NAME.test(path32.posix.basename(e.path))) continue;
     if (e.kind === "file" && !e.executable) continue;
     if (e.path === command0 || resolveInImage(byPath2, e.path) === own2) continue;
     found.push(e.kind === "symlink" ? `${e.path} -> ${e.target}` : e.path);
@@ -42913,7 +42908,7 @@ async function loopBackingFile(dev) {
 async function releaseLoop(dev, image, logger) {
   for (let i2 = 0; i2 < 20; i2++) {
     const backing = await loopBackingFile(dev);
-    if (backing === void 0 || path32.resolve(backing.replace(/ \(deleted\)$/, "")) !== path32.resolve(image))
+    if (backing === void 0 || path33.resolve(backing.replace(/ \(deleted\)$/, "")) !== path33.resolve(image))
       return;
     await sleep2(100);
   }
@@ -42923,9 +42918,9 @@ async function releaseLoop(dev, image, logger) {
 async function removeWorkDir(workDir, mountPoints2) {
   for (const m2 of mountPoints2) {
     if (await mountAt(m2)) throw new Error(`${m2} is still mounted; leaving ${workDir} in place`);
-    if (existsSync8(m2)) await rmdir(m2).catch(() => void 0);
+    if (existsSync9(m2)) await rmdir(m2).catch(() => void 0);
   }
-  if (existsSync8(workDir) && (await readdir4(workDir)).every((n2) => !mountPoints2.includes(path32.join(workDir, n2)))) {
+  if (existsSync9(workDir) && (await readdir4(workDir)).every((n2) => !mountPoints2.includes(path33.join(workDir, n2)))) {
     await rm12(workDir, { recursive: true, force: true });
   }
 }
@@ -42958,7 +42953,7 @@ async function bindReadOnly(source, target, logger) {
 
 // src/harness/run.ts
 import { readFile as readFile8, rm as rm13 } from "node:fs/promises";
-import path33 from "node:path";
+import path34 from "node:path";
 
 // src/harness/listen.ts
 import { readFile as readFile7 } from "node:fs/promises";
@@ -43075,7 +43070,7 @@ async function probeListening(config2, pid, port2, probe, o2) {
     );
     return { body: r2.stdoutBytes };
   }
-  const bodyFile = path33.join(o2.workDir, `probe-${probe.name}.body`);
+  const bodyFile = path34.join(o2.workDir, `probe-${probe.name}.body`);
   await rm13(bodyFile, { force: true });
   const url3 = `http://127.0.0.1:${port2}${probe.path}`;
   const curl = ["curl", "-s", "-S", "-o", bodyFile, "-w", "%{http_code}"];
@@ -43196,19 +43191,19 @@ ${diffs.join("\n")}`
 
 // src/stages/trace.ts
 import { mkdir as mkdir12, rm as rm16, stat as stat7, writeFile as writeFile9 } from "node:fs/promises";
-import path35 from "node:path";
+import path36 from "node:path";
 
 // src/trace/hook.ts
 import { readFile as readFile9, rm as rm15 } from "node:fs/promises";
-import path34 from "node:path";
+import path35 from "node:path";
 
 // src/trace/fifo.ts
 import { randomBytes as randomBytes4 } from "node:crypto";
 import { closeSync as closeSync3, constants as constants6, openSync as openSync3, read, writeSync as writeSync2 } from "node:fs";
 var TraceFifo = class _TraceFifo {
-  constructor(path43) {
-    this.path = path43;
-    this.fd = openSync3(path43, constants6.O_RDWR);
+  constructor(path44) {
+    this.path = path44;
+    this.fd = openSync3(path44, constants6.O_RDWR);
     this.done = this.pump();
   }
   path;
@@ -43220,9 +43215,9 @@ var TraceFifo = class _TraceFifo {
   done;
   closed = false;
   /** Creates the FIFO (mode 0666: the service may run as any user) and starts reading it. */
-  static async create(path43) {
-    await run(["mkfifo", "-m", "0666", path43]);
-    return new _TraceFifo(path43);
+  static async create(path44) {
+    await run(["mkfifo", "-m", "0666", path44]);
+    return new _TraceFifo(path44);
   }
   async pump() {
     const buf = Buffer.alloc(256 * 1024);
@@ -43277,7 +43272,7 @@ function qemuTraceHook(dir) {
     env: qemuFifoEnv(),
     binds: [{ host: dir, container: TRACE_MOUNT }],
     async begin(argv) {
-      const fifoPath = path34.join(dir, QEMU_TRACE_FILE);
+      const fifoPath = path35.join(dir, QEMU_TRACE_FILE);
       await rm15(fifoPath, { force: true });
       const fifo = await TraceFifo.create(fifoPath);
       return { argv, end: async () => ({ text: await fifo.finish() }) };
@@ -43287,7 +43282,7 @@ function qemuTraceHook(dir) {
 function straceHook(dir) {
   return {
     async begin(argv, index) {
-      const file2 = path34.join(dir, index === void 0 ? "strace.log" : `strace.${index}.log`);
+      const file2 = path35.join(dir, index === void 0 ? "strace.log" : `strace.${index}.log`);
       return {
         argv: ["strace", ...STRACE_FLAGS, "-o", file2, "--", ...argv],
         end: async () => ({ text: await readFile9(file2, "utf8").catch(() => ""), file: file2 })
@@ -43784,7 +43779,7 @@ async function traceService(config2, root, opts) {
           privileged: true
         });
       }
-      const dirs = [TRACE_MOUNT, config2.data.path, "/usr"].map((p2) => path35.join(copy, p2));
+      const dirs = [TRACE_MOUNT, config2.data.path, "/usr"].map((p2) => path36.join(copy, p2));
       await run(["mkdir", "-p", "-m", "0755", "--", ...dirs], { privileged: true });
     });
     await seedDataDir(config2, root, dataDir);
@@ -43814,7 +43809,7 @@ async function traceService(config2, root, opts) {
     for (const [i2, { text }] of probed.records.entries()) {
       const parsed = emulated ? parseQemuStrace(text, parseOpts) : parseHostStrace(text, parseOpts);
       if (emulated) {
-        const file2 = path35.join(traceDir, `qemu.${i2}.txt`);
+        const file2 = path36.join(traceDir, `qemu.${i2}.txt`);
         await writeFile9(file2, text);
         traceFiles.push(file2);
       }
@@ -43878,10 +43873,10 @@ async function traceService(config2, root, opts) {
 
 // src/stages/verify.ts
 import { setMaxListeners as setMaxListeners2 } from "node:events";
-import { existsSync as existsSync10 } from "node:fs";
+import { existsSync as existsSync11 } from "node:fs";
 import { mkdir as mkdir13, mkdtemp as mkdtemp6 } from "node:fs/promises";
 import os8 from "node:os";
-import path38 from "node:path";
+import path39 from "node:path";
 
 // src/harness/client.ts
 import http from "node:http";
@@ -44049,7 +44044,7 @@ async function runLoad(requests, concurrency, one, signal) {
 
 // src/verify/probes.ts
 import { readFile as readFile10 } from "node:fs/promises";
-import path36 from "node:path";
+import path37 from "node:path";
 async function readFixtures(probes) {
   const out = /* @__PURE__ */ new Map();
   for (const p2 of probes) {
@@ -44111,7 +44106,7 @@ async function curlProbe(probe, expected, svc, workDir, opts, timeoutMs) {
   const { host, port: port2 } = svc.clientTarget;
   const name = `${probe.name} (curl)`;
   const seconds = String(Math.ceil(timeoutMs / 1e3));
-  const bodyFile = path36.join(workDir, "curl-body");
+  const bodyFile = path37.join(workDir, "curl-body");
   const url3 = probe.type === "gopher" ? gopherUrl(host, port2, probe.selector) : `http://${host}:${port2}${probe.path}`;
   const curl = [
     "curl",
@@ -44145,8 +44140,8 @@ async function curlProbe(probe, expected, svc, workDir, opts, timeoutMs) {
 }
 
 // src/harness/service.ts
-import { existsSync as existsSync9 } from "node:fs";
-import path37 from "node:path";
+import { existsSync as existsSync10 } from "node:fs";
+import path38 from "node:path";
 var FORWARDER = `
 const net = require('net');
 const [, sock, port] = process.argv;
@@ -44239,13 +44234,13 @@ ${stderr}`
 ${stderr}`
     );
   }
-  const sockPath = path37.join(state.workDir, "service.sock");
+  const sockPath = path38.join(state.workDir, "service.sock");
   const nsenter = (a2) => ["nsenter", "-t", String(payload.pid), "-n", ...a2];
   state.forwarder = start(nsenter([process.execPath, "-e", FORWARDER, sockPath, String(port2)]), {
     privileged: true,
     logger
   });
-  if (!await waitFor(() => existsSync9(sockPath) || void 0, 1e4, signal)) {
+  if (!await waitFor(() => existsSync10(sockPath) || void 0, 1e4, signal)) {
     throw new UserError(
       `the forwarder into the container's network namespace did not start: ${state.forwarder.command}`
     );
@@ -44345,8 +44340,8 @@ function combinedSignal(opts, concurrency) {
   };
 }
 async function mustExist(file2, what) {
-  const abs = path38.resolve(file2);
-  if (!existsSync10(abs)) throw new UserError(`${what} ${file2} does not exist`);
+  const abs = path39.resolve(file2);
+  if (!existsSync11(abs)) throw new UserError(`${what} ${file2} does not exist`);
   return abs;
 }
 async function verifyImage(options) {
@@ -44363,11 +44358,11 @@ async function verifyImage(options) {
     throw new UserError(`--concurrency must be a whole number \u2265 1, got ${concurrency}`);
   const { signal, dispose: disposeSignal } = combinedSignal(options, concurrency);
   const opts = { ...options, signal };
-  const workDir = await mkdtemp6(path38.join(os8.tmpdir(), "lhc-verify-"));
+  const workDir = await mkdtemp6(path39.join(os8.tmpdir(), "lhc-verify-"));
   const state = {
     workDir,
-    rootDir: path38.join(workDir, config2.name),
-    dataDir: path38.join(workDir, "data"),
+    rootDir: path39.join(workDir, config2.name),
+    dataDir: path39.join(workDir, "data"),
     sockets: /* @__PURE__ */ new Set(),
     payloads: []
   };
@@ -44387,7 +44382,7 @@ async function verifyImage(options) {
         `image ${image} mounted read-only at ${state.rootDir} (${state.image.loopDevice})`
       );
       for (const needed of mountPoints(config2.data.path)) {
-        if (!existsSync10(path38.join(state.rootDir, needed))) {
+        if (!existsSync11(path39.join(state.rootDir, needed))) {
           throw new UserError(
             `the image has no ${needed} directory; a read-only root needs every mount point (add it to the root)`
           );
@@ -44528,10 +44523,10 @@ async function build(config2, opts) {
     }
   };
   const callerUmask = process.umask(18);
-  const outDir = path39.resolve(opts.outDir);
+  const outDir = path40.resolve(opts.outDir);
   await mkdir14(outDir, { recursive: true });
   const work = workLayout(
-    opts.workDir ?? await mkdtemp7(path39.join(os9.tmpdir(), `lhc-${config2.name}-`))
+    opts.workDir ?? await mkdtemp7(path40.join(os9.tmpdir(), `lhc-${config2.name}-`))
   );
   const workDir = work.dir;
   await mkdir14(workDir, { recursive: true });
@@ -44579,7 +44574,7 @@ async function build(config2, opts) {
         logger,
         luaPath: luaBuild?.path,
         signal: opts.signal,
-        basesDir: opts.basesDir ?? (opts.cacheDir ? path39.join(opts.cacheDir, "bases") : void 0)
+        basesDir: opts.basesDir ?? (opts.cacheDir ? path40.join(opts.cacheDir, "bases") : void 0)
       });
     });
     await checkEntrypoint(assembled.root, config2.service.command[0], config2.arch);
@@ -44632,7 +44627,7 @@ async function build(config2, opts) {
       if (opts.manifestLock) {
         const lock = await checkManifestLock(
           packed2.manifestData,
-          path39.resolve(opts.manifestLock),
+          path40.resolve(opts.manifestLock),
           opts.updateManifest ?? false
         );
         if (lock.changed) {
@@ -44690,62 +44685,206 @@ async function build(config2, opts) {
 }
 
 // src/cli/commands/build.ts
+function buildJson(r) {
+  return {
+    ok: r.verify ? r.verify.ok : true,
+    name: r.name,
+    outDir: r.outDir,
+    image: { path: r.image, sha256: r.imageSha256, bytes: r.imageBytes },
+    dataTemplate: { path: r.dataTemplate, sha256: r.dataTemplateSha256 },
+    manifest: r.manifest,
+    sha256sums: r.sha256sums,
+    bundleDir: r.bundleDir,
+    traceReport: r.traceReport,
+    bytesBefore: r.bytesBefore,
+    bytesAfter: r.bytesAfter,
+    filesKept: r.filesKept,
+    manifestDiff: r.manifestDiff ?? null,
+    verify: r.verify ?? null,
+    timings: r.timings
+  };
+}
 var buildCommand = {
   name: "build",
   summary: "build the image described by an lhc.yml",
-  help: `Usage: lhc build CONFIG [--out DIR] [--no-verify] [--manifest-lock FILE] [--update-manifest] [--work-dir DIR]
+  help: `Usage: lhc build [CONFIG] [--out DIR] [--no-verify] [--manifest-lock FILE] [--update-manifest] [--work-dir DIR] [--json]
 
-Runs the pipeline for CONFIG and writes the image, data template, manifest and SHA256SUMS to DIR.
+Runs the pipeline for CONFIG (default: ./lhc.yml) and writes the image, data template, manifest
+and SHA256SUMS to DIR.
 
 Options:
   --out, -o DIR          output directory (default: outputs.dir from the config, "out")
   --no-verify            skip booting the pruned image and checking the probes
   --manifest-lock FILE   fail when the manifest differs from FILE
   --update-manifest      write the new manifest to the lock file instead of failing
-  --work-dir DIR         keep intermediate roots in DIR (default: a temp dir, removed)`,
-  async run(args, ctx) {
-    const { flags, positionals } = parseArgs(
-      args,
-      {
-        flags: {
-          out: { type: "string", short: "o" },
-          verify: { type: "boolean" },
-          "manifest-lock": { type: "string" },
-          "update-manifest": { type: "boolean" },
-          "work-dir": { type: "string" }
-        },
-        positionals: { min: 1, max: 1, names: "CONFIG" }
-      },
-      "lhc build"
-    );
-    const config2 = await loadConfig(positionals[0]);
-    const workDir = flags["work-dir"];
+  --work-dir DIR         keep intermediate roots in DIR (default: a temp dir, removed)
+  --json                 print the result as one JSON object (see README, "JSON output")`,
+  options: {
+    out: { type: "string", short: "o", complete: "dir" },
+    "no-verify": { type: "boolean" },
+    "manifest-lock": { type: "string", complete: "file" },
+    "update-manifest": { type: "boolean" },
+    "work-dir": { type: "string", complete: "dir" }
+  },
+  positionals: { min: 0, max: 1, names: "CONFIG" },
+  json: true,
+  async run({ options, positionals }, ctx) {
+    const config2 = await loadConfig(configOrDefault(positionals[0], "build"));
+    const workDir = options["work-dir"];
     const result = await build(config2, {
-      outDir: flags.out ?? config2.outputs.dir,
+      outDir: options.out ?? config2.outputs.dir,
       logger: ctx.logger,
-      verify: flags.verify !== false,
-      manifestLock: flags["manifest-lock"],
-      updateManifest: flags["update-manifest"] === true,
+      verify: options["no-verify"] !== true,
+      manifestLock: options["manifest-lock"],
+      updateManifest: options["update-manifest"] === true,
       workDir,
       keepWorkDir: workDir !== void 0,
       ...ctx.signal ? { signal: ctx.signal } : {}
     });
-    ctx.out(`image         ${result.image}`);
-    ctx.out(`sha256        ${result.imageSha256}`);
-    ctx.out(`data template ${result.dataTemplate}`);
-    ctx.out(`manifest      ${result.manifest}`);
-    ctx.out(`files kept    ${result.filesKept}`);
-    ctx.out(`bytes         ${result.bytesBefore} -> ${result.bytesAfter}`);
+    const json2 = buildJson(result);
+    if (ctx.json) ctx.emitJson(json2);
+    else {
+      ctx.out(`image         ${result.image}`);
+      ctx.out(`sha256        ${result.imageSha256}`);
+      ctx.out(`data template ${result.dataTemplate}`);
+      ctx.out(`manifest      ${result.manifest}`);
+      ctx.out(`files kept    ${result.filesKept}`);
+      ctx.out(`bytes         ${result.bytesBefore} -> ${result.bytesAfter}`);
+      if (result.verify) ctx.out(`verify        ${result.verify.ok ? "ok" : "FAILED"}`);
+    }
     if (result.verify && !result.verify.ok)
-      throw new UserError(`verify failed:
+      ctx.logger.warn(`verify failed:
 ${verifyFailures(result.verify)}`);
+    return json2.ok ? 0 : 1;
+  }
+};
+
+// src/cli/completion.ts
+var TOP_LEVEL = ["--help", "--version"];
+function optionWords(c3) {
+  return Object.entries(allOptions(c3)).flatMap(([name, o2]) => [
+    `--${name}`,
+    ...o2.short ? [`-${o2.short}`] : []
+  ]);
+}
+function positionalWords(c3) {
+  const p2 = c3.positionals?.complete;
+  return Array.isArray(p2) ? p2 : void 0;
+}
+var q2 = (s3) => `'${s3.replace(/'/g, `'\\''`)}'`;
+function bashCompletion(commands2) {
+  const cases = commands2.map((c3) => {
+    const valued = Object.entries(allOptions(c3)).filter(([, o2]) => o2.type === "string");
+    const valueCases = valued.map(([name, o2]) => {
+      const flags = [`--${name}`, ...o2.short ? [`-${o2.short}`] : []].join("|");
+      const action = Array.isArray(o2.complete) ? `COMPREPLY=($(compgen -W ${q2(o2.complete.join(" "))} -- "$cur"))` : o2.complete === "dir" ? 'COMPREPLY=($(compgen -d -- "$cur"))' : o2.complete === "file" ? 'COMPREPLY=($(compgen -f -- "$cur"))' : "COMPREPLY=()";
+      return `        ${flags}) ${action}; return ;;`;
+    });
+    const words = positionalWords(c3);
+    const positional = words ? `COMPREPLY=($(compgen -W ${q2(words.join(" "))} -- "$cur"))` : c3.positionals && (c3.positionals.max ?? 1) > 0 ? 'COMPREPLY=($(compgen -f -- "$cur"))' : "COMPREPLY=()";
+    return [
+      `    ${c3.name})`,
+      '      case "$prev" in',
+      ...valueCases,
+      "      esac",
+      '      if [[ "$cur" == -* ]]; then',
+      `        COMPREPLY=($(compgen -W ${q2(optionWords(c3).join(" "))} -- "$cur"))`,
+      "      else",
+      `        ${positional}`,
+      "      fi",
+      "      ;;"
+    ].join("\n");
+  });
+  return `# bash completion for lhc, generated by "lhc completion bash".
+# Load it with: source <(lhc completion bash)
+_lhc() {
+  local cur="\${COMP_WORDS[COMP_CWORD]}"
+  local prev="\${COMP_WORDS[COMP_CWORD-1]}"
+  if [[ $COMP_CWORD -eq 1 ]]; then
+    COMPREPLY=($(compgen -W ${q2([...commands2.map((c3) => c3.name), ...TOP_LEVEL].join(" "))} -- "$cur"))
+    return
+  fi
+  case "\${COMP_WORDS[1]}" in
+${cases.join("\n")}
+    help)
+      COMPREPLY=($(compgen -W ${q2(commands2.map((c3) => c3.name).join(" "))} -- "$cur"))
+      ;;
+  esac
+}
+complete -o filenames -o bashdefault -F _lhc lhc
+`;
+}
+function zshOption(name, o2) {
+  const action = Array.isArray(o2.complete) ? `:value:(${o2.complete.join(" ")})` : o2.complete === "dir" ? ":directory:_files -/" : o2.complete === "file" ? ":file:_files" : o2.type === "string" ? ":value:" : "";
+  const repeat = o2.multiple ? "*" : "";
+  const forms = [`--${name}`, ...o2.short ? [`-${o2.short}`] : []];
+  return forms.map((f2) => q2(`${repeat}${f2}${action}`));
+}
+function zshCompletion(commands2) {
+  const describe4 = commands2.map((c3) => `    ${q2(`${c3.name}:${c3.summary.replace(/:/g, "\\:")}`)}`);
+  const cases = commands2.map((c3) => {
+    const specs = Object.entries(allOptions(c3)).flatMap(([n2, o2]) => zshOption(n2, o2));
+    const words = positionalWords(c3);
+    const rest = words !== void 0 ? q2(`*:argument:(${words.join(" ")})`) : c3.positionals && (c3.positionals.max ?? 1) > 0 ? q2("*:file:_files") : "";
+    return `    ${c3.name}) _arguments ${[...specs, rest].filter(Boolean).join(" ")} ;;`;
+  });
+  return `#compdef lhc
+# zsh completion for lhc, generated by "lhc completion zsh".
+# Load it with: source <(lhc completion zsh)   (after compinit),
+# or save it as _lhc in a directory on $fpath.
+_lhc() {
+  local -a commands
+  commands=(
+${describe4.join("\n")}
+  )
+  if (( CURRENT == 2 )); then
+    _describe 'command' commands
+    return
+  fi
+  local cmd=$words[2]
+  shift words
+  (( CURRENT-- ))
+  case $cmd in
+${cases.join("\n")}
+    help) _describe 'command' commands ;;
+  esac
+}
+# Autoloaded from $fpath as _lhc: complete now; sourced: register.
+if [[ $zsh_eval_context[-1] == loadautofunc ]]; then
+  _lhc "$@"
+else
+  compdef _lhc lhc
+fi
+`;
+}
+
+// src/cli/commands/completion.ts
+var completionCommand = {
+  name: "completion",
+  summary: "print a bash or zsh completion script",
+  help: `Usage: lhc completion bash|zsh
+
+Prints a completion script for the shell, generated from lhc's own command table (commands,
+options, and the values some options take). Load it in the current shell, or add the line to
+~/.bashrc or ~/.zshrc:
+  source <(lhc completion bash)
+  source <(lhc completion zsh)     (after compinit)`,
+  positionals: { min: 1, max: 1, names: "SHELL (bash or zsh)", complete: ["bash", "zsh"] },
+  async run({ positionals }, ctx) {
+    const shell = positionals[0];
+    if (shell === "bash") ctx.out(bashCompletion(ctx.commands).trimEnd());
+    else if (shell === "zsh") ctx.out(zshCompletion(ctx.commands).trimEnd());
+    else
+      throw new ConfigError(
+        `lhc completion: unknown shell "${shell}", expected bash or zsh (see: lhc completion --help)`
+      );
     return 0;
   }
 };
 
 // src/cli/commands/diff.ts
 import { readdir as readdir5, stat as stat8 } from "node:fs/promises";
-import path40 from "node:path";
+import path41 from "node:path";
 async function manifestPath(arg) {
   let st2;
   try {
@@ -44760,29 +44899,55 @@ async function manifestPath(arg) {
       `lhc diff: ${arg} is a directory with ${found.length === 0 ? "no" : found.length} *.manifest.json files; name the manifest file`
     );
   }
-  return path40.join(arg, found[0]);
+  return path41.join(arg, found[0]);
 }
+function diffJson(d, files) {
+  const entry = (section, e) => ({ section, ...e });
+  return {
+    ok: d.equal,
+    old: files.old,
+    new: files.new,
+    added: d.added.map((r) => entry(r.section, r.entry)),
+    removed: d.removed.map((r) => entry(r.section, r.entry)),
+    changed: d.changed.map((c3) => ({
+      section: c3.section,
+      path: c3.path,
+      fields: c3.fields,
+      before: c3.before,
+      after: c3.after
+    })),
+    meta: d.meta
+  };
+}
+var LINE_COLOUR = { "+": "green", "-": "red", "~": "yellow" };
 var diffCommand = {
   name: "diff",
   summary: "compare two image manifests (added, removed, changed paths)",
-  help: `Usage: lhc diff OLD NEW
+  help: `Usage: lhc diff OLD NEW [--json]
 
 Compares two manifests written by lhc build (<name>.manifest.json, or a build output directory
 holding one) and prints one line per path that differs, image first, then the data template:
   + image /bin/x  file 0755 0:0 1234 bytes      added
   - data  /data/y  file 0644 0:0 10 bytes       removed
   ~ image /gopher/index  size 120 \u2192 130 (+10)   changed (size, mode, owner, content, link target)
-Exits 0 when the manifests are identical, 1 when they differ, 2 on a usage error.`,
-  async run(args, ctx) {
-    const { positionals } = parseArgs(
-      args,
-      { positionals: { min: 2, max: 2, names: "OLD and NEW" } },
-      "lhc diff"
-    );
+Exits 0 when the manifests are identical, 1 when they differ, 2 on a usage error.
+
+Options:
+  --json    print {"ok", "old", "new", "added", "removed", "changed", "meta"}`,
+  positionals: { min: 2, max: 2, names: "OLD and NEW" },
+  json: true,
+  async run({ positionals }, ctx) {
     const [oldFile, newFile] = await Promise.all(positionals.map(manifestPath));
     const d = diffManifests(await readManifest(oldFile), await readManifest(newFile));
-    for (const line of formatDiff(d, { old: oldFile, new: newFile }).trimEnd().split("\n"))
-      ctx.out(line);
+    if (ctx.json) {
+      ctx.emitJson(diffJson(d, { old: oldFile, new: newFile }));
+      return d.equal ? 0 : 1;
+    }
+    const paint = painter(ctx.colour);
+    for (const line of formatDiff(d, { old: oldFile, new: newFile }).trimEnd().split("\n")) {
+      const mark = line[0];
+      ctx.out(mark in LINE_COLOUR && line[1] === " " ? paint(LINE_COLOUR[mark], line) : line);
+    }
     return d.equal ? 0 : 1;
   }
 };
@@ -44966,7 +45131,7 @@ function formatChecks(checks) {
 // src/host/probe.ts
 import { access, readFile as readFile11, readdir as readdir6 } from "node:fs/promises";
 import os10 from "node:os";
-import path41 from "node:path";
+import path42 from "node:path";
 var EXTRA_PATH = ["/usr/local/sbin", "/usr/sbin", "/sbin"];
 var realProbe = {
   async fileExists(file2) {
@@ -44994,7 +45159,7 @@ var realProbe = {
   async which(tool) {
     const dirs = [...(process.env.PATH ?? "").split(":").filter(Boolean), ...EXTRA_PATH];
     for (const d of dirs) {
-      const candidate = path41.join(d, tool);
+      const candidate = path42.join(d, tool);
       try {
         await access(
           candidate,
@@ -45065,10 +45230,11 @@ var ALL_FEATURES = [
   "oci",
   "tests"
 ];
+var STATUS_COLOUR = { "ok  ": "green", warn: "yellow", FAIL: "red" };
 var doctorCommand = {
   name: "doctor",
   summary: "check that this host has everything lhc needs (or one config needs)",
-  help: `Usage: lhc doctor [CONFIG]
+  help: `Usage: lhc doctor [CONFIG] [--json]
 
 Checks root or passwordless sudo, binfmt_misc and the qemu-aarch64 registration (F flag; skipped
 on aarch64 hosts), systemd-nspawn, squashfs-tools, the musl aarch64 cross toolchain, curl,
@@ -45077,27 +45243,48 @@ failure, the package or command that fixes it. Exits 1 when a required check fai
 are optional tools). "lhc setup" fixes everything doctor checks.
 
 With CONFIG, checks only what that config needs and says which config fields ask for it: a
-scratch base without Lua needs no cross compiler and no mmdebstrap.`,
-  async run(args, ctx) {
-    const { positionals } = parseArgs(
-      args,
-      { positionals: { min: 0, max: 1, names: "[CONFIG]" } },
-      "lhc doctor"
-    );
+scratch base without Lua needs no cross compiler and no mmdebstrap.
+
+Options:
+  --json    print {"ok", "config", "needs", "notChecked", "checks"} (see README, "JSON output")`,
+  positionals: { min: 0, max: 1, names: "CONFIG" },
+  json: true,
+  async run({ positionals }, ctx) {
+    const file2 = positionals[0];
+    let needs;
+    let notChecked;
     let only;
-    if (positionals[0] !== void 0) {
-      const config2 = await loadConfig(positionals[0]);
-      const needs = featuresFor(config2, hostArch());
-      only = needs.features;
-      ctx.out(`checking what ${positionals[0]} needs:`);
-      for (const [feature, why] of needs.reasons)
-        if (feature !== "system") ctx.out(`  ${feature}: ${why}`);
-      const skipped = ALL_FEATURES.filter((f2) => !only.has(f2));
-      ctx.out(`not needed by this config (not checked): ${skipped.join(", ")}`);
+    if (file2 !== void 0) {
+      const n2 = featuresFor(await loadConfig(file2), hostArch());
+      only = n2.features;
+      needs = [...n2.reasons].filter(([feature]) => feature !== "system").map(([feature, why]) => ({ feature, why }));
+      notChecked = ALL_FEATURES.filter((f2) => !only.has(f2));
     }
     const checks = await runChecks(realProbe, only);
-    for (const line of formatChecks(checks).split("\n")) ctx.out(line);
-    return doctorExitCode(checks);
+    const code = doctorExitCode(checks);
+    if (ctx.json) {
+      ctx.emitJson({
+        ok: code === 0,
+        config: file2 ?? null,
+        needs: needs ?? null,
+        notChecked: notChecked ?? null,
+        checks
+      });
+      return code;
+    }
+    if (file2 !== void 0) {
+      ctx.out(`checking what ${file2} needs:`);
+      for (const n2 of needs) ctx.out(`  ${n2.feature}: ${n2.why}`);
+      ctx.out(`not needed by this config (not checked): ${notChecked.join(", ")}`);
+    }
+    const paint = painter(ctx.colour);
+    for (const line of formatChecks(checks).split("\n")) {
+      const status = line.slice(0, 4);
+      ctx.out(
+        status in STATUS_COLOUR ? paint(STATUS_COLOUR[status], status) + line.slice(4) : line
+      );
+    }
+    return code;
   }
 };
 
@@ -45105,24 +45292,21 @@ scratch base without Lua needs no cross compiler and no mmdebstrap.`,
 var fetchCommand = {
   name: "fetch",
   summary: "download and verify every input of an lhc.yml into the store",
-  help: `Usage: lhc fetch CONFIG
+  help: `Usage: lhc fetch [CONFIG]
 
-Brings every remote input of CONFIG (the Lua source, a base tarball given by urls) into the
-content-addressed store ($LHC_CACHE_DIR/store, default ~/.cache/lhc/store), each checked against
-its sha256. Inputs already in the store are not downloaded again. Prints one line per input:
-"<sha256>  <name>  <path>".`,
-  async run(args, ctx) {
-    const { positionals } = parseArgs(
-      args,
-      { positionals: { min: 1, max: 1, names: "CONFIG" } },
-      "lhc fetch"
-    );
-    const config2 = await loadConfig(positionals[0]);
+Brings every remote input of CONFIG (default: ./lhc.yml), that is the Lua source and a base
+tarball given by urls, into the content-addressed store ($LHC_CACHE_DIR/store, default
+~/.cache/lhc/store), each checked against its sha256. Inputs already in the store are not
+downloaded again. Prints one line per input: "<sha256>  <name>  <path>".`,
+  positionals: { min: 0, max: 1, names: "CONFIG" },
+  async run({ positionals }, ctx) {
+    const file2 = configOrDefault(positionals[0], "fetch");
+    const config2 = await loadConfig(file2);
     const fetched = await fetchInputs(config2, {
       store: new Store(void 0, ctx.logger),
       logger: ctx.logger
     });
-    if (fetched.length === 0) ctx.logger.info(`${positionals[0]}: no remote inputs`);
+    if (fetched.length === 0) ctx.logger.info(`${file2}: no remote inputs`);
     for (const f2 of fetched) ctx.out(`${f2.sha256}  ${f2.name}  ${f2.path}`);
     return 0;
   }
@@ -45130,27 +45314,7 @@ its sha256. Inputs already in the store are not downloaded again. Prints one lin
 
 // src/cli/commands/lua.ts
 import { chmod as chmod5, copyFile as copyFile3, mkdir as mkdir15 } from "node:fs/promises";
-import path42 from "node:path";
-function takeRepeated(args, flag) {
-  const values = [];
-  const rest = [];
-  for (let i2 = 0; i2 < args.length; i2++) {
-    const a2 = args[i2];
-    if (a2 === "--") {
-      rest.push(...args.slice(i2));
-      break;
-    }
-    if (a2 === `--${flag}`) {
-      const v2 = args[i2 + 1];
-      if (v2 === void 0 || v2.startsWith("-"))
-        throw new ConfigError(`lhc lua: option --${flag} needs a value (see: lhc lua --help)`);
-      values.push(v2);
-      i2++;
-    } else if (a2.startsWith(`--${flag}=`)) values.push(a2.slice(flag.length + 3));
-    else rest.push(a2);
-  }
-  return { values, rest };
-}
+import path43 from "node:path";
 var luaCommand = {
   name: "lua",
   summary: "build a static Lua interpreter from a verified source tarball",
@@ -45169,21 +45333,16 @@ Options:
   --strategy S        cross (default: musl cross compiler on the host) or in-root (the target's
                       own toolchain in a Debian build root, under QEMU; minutes)
   --out, -o DIR       directory to write DIR/lua to`,
-  async run(args, ctx) {
-    const { values: urls, rest } = takeRepeated(args, "url");
-    const { flags } = parseArgs(
-      rest,
-      {
-        flags: {
-          version: { type: "string" },
-          sha256: { type: "string" },
-          arch: { type: "string" },
-          strategy: { type: "string" },
-          out: { type: "string", short: "o" }
-        }
-      },
-      "lhc lua"
-    );
+  options: {
+    version: { type: "string" },
+    sha256: { type: "string" },
+    url: { type: "string", multiple: true },
+    arch: { type: "string", complete: ["aarch64", "x86_64"] },
+    strategy: { type: "string", complete: ["cross", "in-root"] },
+    out: { type: "string", short: "o", complete: "dir" }
+  },
+  async run({ options: flags }, ctx) {
+    const urls = flags.url ?? [];
     const need = (name) => {
       const v2 = flags[name];
       if (typeof v2 !== "string")
@@ -45224,7 +45383,7 @@ Options:
       { store: new Store(void 0, ctx.logger), logger: ctx.logger }
     );
     await mkdir15(out, { recursive: true });
-    const dest = path42.join(out, "lua");
+    const dest = path43.join(out, "lua");
     await copyFile3(r.path, dest);
     await chmod5(dest, 493);
     ctx.out(`lua      ${dest}`);
@@ -45524,8 +45683,7 @@ Makes this Debian/Ubuntu host ready for lhc, changing only what is missing:
   - apt-get update and apt-get install of the missing packages
   - mounts binfmt_misc and registers qemu-aarch64 with the F flag
 Runs as root, or through passwordless "sudo -n". A second run changes nothing.`,
-  async run(args, ctx) {
-    parseArgs(args, {}, "lhc setup");
+  async run(_args, ctx) {
     const report = await setupHost(realProbe, ctx.logger);
     ctx.out(
       report.changed.length === 0 ? "setup: nothing to do, everything is already present" : `setup: done (${report.changed.length} change${report.changed.length === 1 ? "" : "s"}: ${report.changed.join("; ")})`
@@ -45535,64 +45693,145 @@ Runs as root, or through passwordless "sudo -n". A second run changes nothing.`,
 };
 
 // src/cli/commands/store.ts
+import { existsSync as existsSync12 } from "node:fs";
+import { stat as stat9 } from "node:fs/promises";
+async function knownInputs(configs, onDefaultUnreadable) {
+  const known = /* @__PURE__ */ new Map();
+  for (const file2 of configs) {
+    let config2;
+    try {
+      config2 = await loadConfig(file2);
+    } catch (e) {
+      if (!onDefaultUnreadable) throw e;
+      onDefaultUnreadable(e);
+      continue;
+    }
+    for (const i2 of configInputs(config2)) {
+      if (!known.has(i2.sha256)) known.set(i2.sha256, { name: i2.name, urls: i2.urls });
+    }
+  }
+  return known;
+}
 var storeCommand = {
   name: "store",
   summary: "import files into the content-addressed store, or list it",
   help: `Usage: lhc store add FILE...
-       lhc store list
+       lhc store list [--config CONFIG]...
 
 add   copies each FILE into the store ($LHC_CACHE_DIR/store, default ~/.cache/lhc/store) under
       its sha256 and prints "<sha256>  <FILE>" (sha256sum's format). Use it to provide inputs
       offline: a config input with that sha256 is then taken from the store, never downloaded.
-list  prints the sha256 of every file in the store.`,
-  async run(args, ctx) {
-    const [sub, ...rest] = args;
+list  prints one line per file in the store: "<sha256>  <size>  <name>  <url>". The store keeps
+      only content, so name and url come from the configs (--config, repeatable; default
+      ./lhc.yml when it exists) whose inputs have that sha256, else "-".
+
+Options:
+  --config CONFIG   (list) a config whose inputs name the store's files`,
+  options: { config: { type: "string", multiple: true, complete: "file" } },
+  positionals: { min: 1, names: 'a subcommand "add" or "list"', complete: ["add", "list"] },
+  async run({ options, positionals }, ctx) {
+    const [sub, ...rest] = positionals;
     const store = new Store(void 0, ctx.logger);
+    const configs = options.config ?? [];
     if (sub === "add") {
-      const { positionals } = parseArgs(
-        rest,
-        { positionals: { min: 1, names: "FILE" } },
-        "lhc store add"
-      );
-      for (const file2 of positionals) ctx.out(`${await store.add(file2)}  ${file2}`);
+      if (rest.length === 0)
+        throw new ConfigError("lhc store add: missing FILE (see: lhc store --help)");
+      if (configs.length > 0)
+        throw new ConfigError('lhc store add: --config is for "list" (see: lhc store --help)');
+      for (const file2 of rest) ctx.out(`${await store.add(file2)}  ${file2}`);
       return 0;
     }
     if (sub === "list") {
-      parseArgs(rest, {}, "lhc store list");
-      for (const sha of await store.list()) ctx.out(sha);
+      if (rest.length > 0)
+        throw new ConfigError(
+          `lhc store list: unexpected argument "${rest[0]}" (see: lhc store --help)`
+        );
+      const implicit = configs.length === 0 && existsSync12("lhc.yml");
+      const known = await knownInputs(
+        implicit ? ["lhc.yml"] : configs,
+        implicit ? (e) => ctx.logger.warn(`lhc.yml not used for names: ${e.message}`) : void 0
+      );
+      const shas = await store.list();
+      if (shas.length === 0) ctx.logger.info(`store ${store.dir} is empty`);
+      for (const sha of shas) {
+        const { size } = await stat9(store.path(sha));
+        const k2 = known.get(sha);
+        ctx.out([sha, formatBytes(size).padStart(9), k2?.name ?? "-", k2?.urls[0] ?? "-"].join("  "));
+      }
       return 0;
     }
     throw new ConfigError(
-      `lhc store: expected a subcommand "add" or "list"${sub ? `, got "${sub}"` : ""} (see: lhc store --help)`
+      `lhc store: expected a subcommand "add" or "list", got "${sub}" (see: lhc store --help)`
     );
   }
 };
+
+// src/cli/errors.ts
+function reportError(e) {
+  if (e instanceof UserError) return { message: `error: ${e.message}`, exitCode: e.exitCode };
+  if (e instanceof ToolError) return { message: `error: ${e.message}`, exitCode: 1 };
+  const detail = e instanceof Error ? e.stack ?? e.message : String(e);
+  return { message: `unexpected error (a bug in lhc): ${detail}`, exitCode: 1 };
+}
+function errorJson(e) {
+  const { exitCode } = reportError(e);
+  if (e instanceof UserError) {
+    return { kind: exitCode === 2 ? "usage" : "user", message: e.message, exitCode };
+  }
+  if (e instanceof ToolError) {
+    return { kind: "tool", message: e.reason, exitCode, command: e.command, stderr: e.stderrTail };
+  }
+  return { kind: "bug", message: e instanceof Error ? e.message : String(e), exitCode };
+}
 
 // src/cli/commands/validate.ts
 var validateCommand = {
   name: "validate",
   summary: "check lhc.yml files against the schema",
-  help: `Usage: lhc validate CONFIG...
+  help: `Usage: lhc validate [CONFIG...] [--json]
 
-Reads each config and checks it against the lhc.yml schema. Every problem is reported with its
-field path and line, e.g. "lua.sha256: expected 64 hex characters (lhc.yml:7)". Files the
-config names (files[].src, data.template, base.path, probe fixtures) must be readable.
-Exits 0 when all configs are valid, 2 otherwise.`,
-  async run(args, ctx) {
-    const { positionals } = parseArgs(
-      args,
-      { positionals: { min: 1, names: "CONFIG" } },
-      "lhc validate"
-    );
-    for (const file2 of positionals) {
-      const c3 = await loadConfig(file2);
-      await checkConfigFiles(c3);
-      const lua = c3.lua ? `lua ${c3.lua.version}` : "no lua";
-      ctx.out(
-        `${file2}: ok (${c3.name}, ${c3.arch}, base ${c3.base.type}, ${lua}, ${c3.probes.length} probe${c3.probes.length === 1 ? "" : "s"})`
-      );
+Reads each config (default: ./lhc.yml) and checks it against the lhc.yml schema. Every problem
+is reported with its field path and line, e.g. "lua.sha256: expected 64 hex characters
+(lhc.yml:7)". Files the config names (files[].src, data.template, base.path, probe fixtures)
+must be readable. Exits 0 when all configs are valid, 2 otherwise.
+
+Options:
+  --json    print {"ok", "configs": [...]} with one entry per config, valid or not`,
+  positionals: { min: 0, names: "CONFIG" },
+  json: true,
+  async run({ positionals }, ctx) {
+    const files = positionals.length > 0 ? positionals : [configOrDefault(void 0, "validate")];
+    const results = [];
+    for (const file2 of files) {
+      try {
+        const c3 = await loadConfig(file2);
+        await checkConfigFiles(c3);
+        const summary = {
+          file: file2,
+          ok: true,
+          name: c3.name,
+          arch: c3.arch,
+          base: c3.base.type,
+          lua: c3.lua?.version ?? null,
+          probes: c3.probes.length
+        };
+        results.push(summary);
+        if (!ctx.json) {
+          const lua = c3.lua ? `lua ${c3.lua.version}` : "no lua";
+          ctx.out(
+            `${file2}: ok (${c3.name}, ${c3.arch}, base ${c3.base.type}, ${lua}, ${c3.probes.length} probe${c3.probes.length === 1 ? "" : "s"})`
+          );
+        }
+      } catch (e) {
+        if (!ctx.json) throw e;
+        const error62 = errorJson(e);
+        if (error62.kind === "bug") throw e;
+        results.push({ file: file2, ok: false, error: error62 });
+      }
     }
-    return 0;
+    const ok = results.every((r) => r.ok);
+    if (ctx.json) ctx.emitJson({ ok, configs: results });
+    return ok ? 0 : 2;
   }
 };
 
@@ -45647,12 +45886,19 @@ function wholeNumber(flag, value, min) {
   }
   return n2;
 }
+function verifyJson(r) {
+  const { sample, ...rest } = r;
+  return {
+    ...rest,
+    sample: sample ? { probe: sample.probe, bytes: sample.body.length } : void 0
+  };
+}
 var verifyCommand = {
   name: "verify",
   summary: "boot an image read-only like the board, check probes and hardening",
-  help: `Usage: lhc verify CONFIG --image IMG --data TEMPLATE [--requests N] [--concurrency C] [--timeout S]
+  help: `Usage: lhc verify [CONFIG] --image IMG --data TEMPLATE [--requests N] [--concurrency C] [--timeout S] [--show | --json]
 
-Loop-mounts IMG read-only, unpacks TEMPLATE into a noexec,nosuid,nodev tmpfs as the data
+Loop-mounts IMG read-only (CONFIG defaults to ./lhc.yml), unpacks TEMPLATE into a noexec,nosuid,nodev tmpfs as the data
 partition, and runs the service with the board's systemd-nspawn command line: one container per
 connection for inetd services (systemd-socket-activate on a free 127.0.0.1 port), or one
 container reached inside its network namespace for listening services. Each probe of CONFIG is
@@ -45670,46 +45916,49 @@ Options:
   --timeout S          give up after S seconds in all (default: no overall limit)
   --show               write the first probe's response, as the booted image sent it, to stdout
                        (the report then goes to stderr)
+  --json               print the report as one JSON object (see README, "JSON output")
 
 Exits 0 when every probe, hardening check and load request passed, 1 otherwise.`,
-  async run(args, ctx) {
-    const { flags, positionals } = parseArgs(
-      args,
-      {
-        flags: {
-          image: { type: "string" },
-          data: { type: "string" },
-          requests: { type: "string" },
-          concurrency: { type: "string" },
-          timeout: { type: "string" },
-          show: { type: "boolean" }
-        },
-        positionals: { min: 1, max: 1, names: "CONFIG" }
-      },
-      "lhc verify"
-    );
-    if (typeof flags.image !== "string")
+  options: {
+    image: { type: "string", complete: "file" },
+    data: { type: "string", complete: "file" },
+    requests: { type: "string" },
+    concurrency: { type: "string" },
+    timeout: { type: "string" },
+    show: { type: "boolean" }
+  },
+  positionals: { min: 0, max: 1, names: "CONFIG" },
+  json: true,
+  async run({ options, positionals }, ctx) {
+    if (typeof options.image !== "string")
       throw new ConfigError("lhc verify: --image IMG is required (see: lhc verify --help)");
-    if (typeof flags.data !== "string")
+    if (typeof options.data !== "string")
       throw new ConfigError("lhc verify: --data TEMPLATE is required (see: lhc verify --help)");
-    const requests = wholeNumber("requests", flags.requests, 0);
-    const concurrency = wholeNumber("concurrency", flags.concurrency, 1);
-    const timeout = wholeNumber("timeout", flags.timeout, 1);
-    const config2 = await loadConfig(positionals[0]);
+    if (options.show === true && ctx.json)
+      throw new ConfigError("lhc verify: --show and --json both want stdout; pick one");
+    const requests = wholeNumber("requests", options.requests, 0);
+    const concurrency = wholeNumber("concurrency", options.concurrency, 1);
+    const timeout = wholeNumber("timeout", options.timeout, 1);
+    const config2 = await loadConfig(configOrDefault(positionals[0], "verify"));
     const report = await verifyImage({
       config: config2,
-      image: flags.image,
-      dataTemplate: flags.data,
+      image: options.image,
+      dataTemplate: options.data,
       requests,
       concurrency,
       timeoutMs: timeout === void 0 ? void 0 : timeout * 1e3,
       logger: ctx.logger,
       ...ctx.signal ? { signal: ctx.signal } : {}
     });
-    if (flags.show === true) {
+    if (ctx.json) ctx.emitJson(verifyJson(report));
+    else if (options.show === true) {
       for (const line of formatVerifyReport(report)) ctx.logger.info(line);
       if (report.sample) process.stdout.write(report.sample.body);
-    } else for (const line of formatVerifyReport(report)) ctx.out(line);
+    } else {
+      const paint = painter(ctx.colour);
+      for (const line of formatVerifyReport(report))
+        ctx.out(line.replace(/\bFAIL\b/g, (w2) => paint("red", w2)));
+    }
     return report.ok ? 0 : 1;
   }
 };
@@ -45724,10 +45973,47 @@ var commands = [
   storeCommand,
   diffCommand,
   doctorCommand,
-  setupCommand
+  setupCommand,
+  completionCommand
 ];
 
-// src/cli.ts
+// src/cli/logger.ts
+function verbosity(flags, env) {
+  if (flags.quiet) return "quiet";
+  if (flags.verbose || env.LHC_DEBUG) return "verbose";
+  return "normal";
+}
+function cliLogger(opts) {
+  const paint = painter(opts.colour);
+  const { level, write } = opts;
+  return {
+    info: (m2) => {
+      if (level !== "quiet") write(`${m2}
+`);
+    },
+    warn: (m2) => write(`${paint("yellow", "warning:")} ${m2}
+`),
+    debug: (m2) => {
+      if (level === "verbose") write(`${paint("dim", `debug: ${m2}`)}
+`);
+    },
+    async group(name, fn) {
+      const start2 = Date.now();
+      if (level !== "quiet") write(`${paint("bold", `==> ${name}`)}
+`);
+      try {
+        return await fn();
+      } finally {
+        if (level !== "quiet") {
+          write(`${paint("dim", `<== ${name} (${((Date.now() - start2) / 1e3).toFixed(1)} s)`)}
+`);
+        }
+      }
+    }
+  };
+}
+
+// src/cli/main.ts
 function topLevelHelp(commands2) {
   const width = Math.max(...commands2.map((c3) => c3.name.length));
   return [
@@ -45738,22 +46024,22 @@ function topLevelHelp(commands2) {
     "Commands:",
     ...commands2.map((c3) => `  ${c3.name.padEnd(width)}  ${c3.summary}`),
     "",
+    "Options for every command:",
+    "  -h, --help      the command's help",
+    "  -v, --verbose   debug lines too (LHC_DEBUG=1 does the same)",
+    "  -q, --quiet     warnings and errors only",
+    `  --json          (${commands2.filter((c3) => c3.json).map((c3) => c3.name).join(", ")}) one JSON object on stdout, logs on stderr`,
+    "",
     `Run "lhc <command> --help" for a command's options.`,
     "Exit codes: 0 ok, 1 failure, 2 usage or config error."
   ].join("\n");
-}
-function reportError(e) {
-  if (e instanceof UserError) return { message: `error: ${e.message}`, exitCode: e.exitCode };
-  if (e instanceof ToolError) return { message: `error: ${e.message}`, exitCode: 1 };
-  const detail = e instanceof Error ? e.stack ?? e.message : String(e);
-  return { message: `unexpected error (a bug in lhc): ${detail}`, exitCode: 1 };
 }
 async function main(argv, io2 = {}) {
   const out = io2.out ?? ((line) => void process.stdout.write(`${line}
 `));
   const err = io2.err ?? ((line) => void process.stderr.write(`${line}
 `));
-  const logger = io2.logger ?? consoleLogger();
+  const env = io2.env ?? process.env;
   const commands2 = io2.commands ?? commands;
   const [name, ...rest] = argv;
   if (name === void 0 || name === "--help" || name === "-h" || name === "help") {
@@ -45762,7 +46048,7 @@ async function main(argv, io2 = {}) {
     return name === void 0 ? 2 : 0;
   }
   if (name === "--version" || name === "-V") {
-    out(VERSION);
+    out(LHC_VERSION);
     return 0;
   }
   const command = commands2.find((c3) => c3.name === name);
@@ -45776,15 +46062,33 @@ async function main(argv, io2 = {}) {
     out(command.help);
     return 0;
   }
+  const json2 = command.json === true && hasFlag(rest, "--json");
+  const errColour = colourWanted({ isTTY: io2.stderrTTY ?? process.stderr.isTTY }, env);
+  const paintErr = painter(errColour);
   try {
-    return await command.run(rest, { logger, out, ...io2.signal ? { signal: io2.signal } : {} });
+    const args = parseArgs(rest, command);
+    const logger = io2.logger ?? cliLogger({
+      level: verbosity(args.options, env),
+      colour: errColour,
+      write: (text) => err(text.replace(/\n$/, ""))
+    });
+    const ctx = {
+      logger,
+      out,
+      json: json2,
+      emitJson: (value) => out(JSON.stringify(value, null, 2)),
+      colour: !json2 && colourWanted({ isTTY: io2.stdoutTTY ?? process.stdout.isTTY }, env),
+      commands: commands2,
+      ...io2.signal ? { signal: io2.signal } : {}
+    };
+    return await command.run(args, ctx);
   } catch (e) {
     const r = reportError(e);
-    err(r.message);
+    err(r.message.replace(/^error:/, paintErr("red", "error:")));
+    if (json2) out(JSON.stringify({ ok: false, error: errorJson(e) }, null, 2));
     return r.exitCode;
   }
 }
-var VERSION = LHC_VERSION;
 
 // src/tools/signals.ts
 var CLEANUP_BUDGET_MS = 6500;

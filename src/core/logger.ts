@@ -10,28 +10,6 @@ export interface Logger {
   group<T>(name: string, fn: () => Promise<T>): Promise<T>;
 }
 
-export function consoleLogger(
-  opts: { verbose?: boolean; stream?: NodeJS.WritableStream } = {},
-): Logger {
-  const out = opts.stream ?? process.stderr;
-  return {
-    info: (m) => void out.write(`${m}\n`),
-    warn: (m) => void out.write(`warning: ${m}\n`),
-    debug: (m) => {
-      if (opts.verbose || process.env.LHC_DEBUG) out.write(`debug: ${m}\n`);
-    },
-    async group(name, fn) {
-      const start = Date.now();
-      out.write(`==> ${name}\n`);
-      try {
-        return await fn();
-      } finally {
-        out.write(`<== ${name} (${((Date.now() - start) / 1000).toFixed(1)} s)\n`);
-      }
-    },
-  };
-}
-
 /** For tests and library use: swallows everything but keeps the lines for assertions. */
 export function memoryLogger(): Logger & { lines: string[] } {
   const lines: string[] = [];

@@ -217,6 +217,12 @@ export function toolRequirements(arch: string): ToolRequirement[] {
       features: ['tests'],
       optional: true,
     },
+    {
+      tool: 'systemd-escape',
+      pkg: 'systemd',
+      why: 'checks generated unit names',
+      features: ['tests'],
+    },
     { tool: 'lua5.4', pkg: 'lua5.4', why: 'runs example Lua on the host', features: ['tests'] },
     {
       tool: 'dpkg-source',

@@ -10,7 +10,7 @@ import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { main } from '../../src/cli.js';
+import { main } from '../../src/cli/main.js';
 import { memoryLogger } from '../../src/core/logger.js';
 import { storeDir } from '../../src/core/paths.js';
 import { parseElf } from '../../src/elf/elf.js';

@@ -7,8 +7,7 @@ import { cp, mkdtemp, readFile, rm, utimes, writeFile, appendFile } from 'node:f
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { CommandContext } from '../../src/cli/command.js';
-import { diffCommand } from '../../src/cli/commands/diff.js';
+import { main } from '../../src/cli/main.js';
 import { memoryLogger } from '../../src/core/logger.js';
 import { walkSorted } from '../../src/manifest/manifest.js';
 import { writeSha256Sums } from '../../src/stages/outputs.js';
@@ -73,9 +72,17 @@ async function packIn(
   }
 }
 
-function captureCtx(): CommandContext & { lines: string[] } {
+/** `lhc diff OLD NEW` through the CLI shell; stdout lines are collected. */
+async function lhcDiff(
+  oldFile: string,
+  newFile: string,
+): Promise<{ code: number; lines: string[] }> {
   const lines: string[] = [];
-  return { logger: memoryLogger(), out: (l) => void lines.push(l), lines };
+  const code = await main(['diff', oldFile, newFile], {
+    out: (l) => void lines.push(l),
+    logger: memoryLogger(),
+  });
+  return { code, lines };
 }
 
 const files = [...Object.values(artifactNames(NAME)), 'SHA256SUMS'];
@@ -137,8 +144,8 @@ describe('reproducible packing (real mksquashfs)', () => {
   });
 
   it('lhc diff: identical builds exit 0; one changed content file is the only path reported', async () => {
-    const same = captureCtx();
-    expect(await diffCommand.run([a.r.manifest, b.out], same)).toBe(0);
+    const same = await lhcDiff(a.r.manifest, b.out);
+    expect(same.code).toBe(0);
     expect(same.lines.at(-1)).toBe('manifests are identical');
 
     const c = await packIn('c', {
@@ -147,8 +154,8 @@ describe('reproducible packing (real mksquashfs)', () => {
       mtime: 1_000_000_000,
       edit: async (root) => appendFile(path.join(root, 'gopher/about.txt'), 'one more line\n'),
     });
-    const ctx = captureCtx();
-    expect(await diffCommand.run([a.r.manifest, c.r.manifest], ctx)).toBe(1);
+    const ctx = await lhcDiff(a.r.manifest, c.r.manifest);
+    expect(ctx.code).toBe(1);
     const pathLines = ctx.lines.filter((l) => /^[+\-~] /.test(l));
     expect(pathLines).toHaveLength(1);
     expect(pathLines[0]).toMatch(
@@ -168,8 +175,8 @@ describe('reproducible packing (real mksquashfs)', () => {
         await run(['chmod', '0600', path.join(root, 'gopher/about.txt')]);
       },
     });
-    const ctx = captureCtx();
-    expect(await diffCommand.run([a.r.manifest, d.r.manifest], ctx)).toBe(1);
+    const ctx = await lhcDiff(a.r.manifest, d.r.manifest);
+    expect(ctx.code).toBe(1);
     expect(ctx.lines.filter((l) => /^[+\-~] /.test(l))).toEqual([
       '~ image /gopher/about.txt  mode 0644 → 0600',
       '+ image /gopher/new.txt  file 0644 0:0 4 bytes',

@@ -1,12 +1,13 @@
 import { describe, expect, it } from 'vitest';
-import { parseArgs, wantsHelp, type ArgSpec } from '../../src/cli/command.js';
+import { parseArgs, wantsHelp, type Command } from '../../src/cli/command.js';
 import { ConfigError } from '../../src/core/errors.js';
 import { formatCommand } from '../../src/tools/exec.js';
 
-const spec: ArgSpec = {
-  flags: {
+const spec: Pick<Command, 'name' | 'options' | 'positionals'> = {
+  name: 'build',
+  options: {
     out: { type: 'string', short: 'o' },
-    verify: { type: 'boolean' },
+    'no-verify': { type: 'boolean' },
     'manifest-lock': { type: 'string' },
   },
   positionals: { min: 1, max: 1, names: 'CONFIG' },
@@ -14,7 +15,7 @@ const spec: ArgSpec = {
 
 function usageError(args: string[]): ConfigError {
   try {
-    parseArgs(args, spec, 'lhc build');
+    parseArgs(args, spec);
   } catch (e) {
     if (e instanceof ConfigError) return e;
     throw e;
@@ -25,40 +26,50 @@ function usageError(args: string[]): ConfigError {
 describe('parseArgs', () => {
   it('reads --flag value, --flag=value, -f value, booleans and positionals', () => {
     expect(parseArgs(['lhc.yml', '--out', 'o1'], spec)).toEqual({
-      flags: { out: 'o1' },
+      options: { out: 'o1' },
       positionals: ['lhc.yml'],
     });
-    expect(parseArgs(['--out=a=b', 'x.yml'], spec).flags.out).toBe('a=b');
-    expect(parseArgs(['-o', 'dir', 'x.yml'], spec).flags.out).toBe('dir');
-    expect(parseArgs(['x.yml', '--verify'], spec).flags.verify).toBe(true);
-    expect(parseArgs(['x.yml', '--no-verify'], spec).flags.verify).toBe(false);
-    expect(parseArgs(['x.yml', '--verify=false'], spec).flags.verify).toBe(false);
-    expect(parseArgs(['--manifest-lock', 'm.lock', 'x.yml'], spec).flags['manifest-lock']).toBe(
+    expect(parseArgs(['--out=a=b', 'x.yml'], spec).options.out).toBe('a=b');
+    expect(parseArgs(['-o', 'dir', 'x.yml'], spec).options.out).toBe('dir');
+    expect(parseArgs(['x.yml', '--no-verify'], spec).options['no-verify']).toBe(true);
+    expect(parseArgs(['--manifest-lock', 'm.lock', 'x.yml'], spec).options['manifest-lock']).toBe(
       'm.lock',
     );
   });
 
+  it('every command takes --verbose/-v, --quiet/-q and --help; only --json commands take --json', () => {
+    expect(parseArgs(['x.yml', '-v', '--quiet'], spec).options).toEqual({
+      verbose: true,
+      quiet: true,
+    });
+    expect(() => parseArgs(['x.yml', '--json'], spec)).toThrow('unknown option --json');
+    expect(parseArgs(['x.yml', '--json'], { ...spec, json: true }).options.json).toBe(true);
+  });
+
   it('takes everything after -- as positional, even if it looks like a flag', () => {
     expect(parseArgs(['--', '--weird.yml'], spec).positionals).toEqual(['--weird.yml']);
+    expect(parseArgs(['--', '--weird.yml'], spec).options).toEqual({});
   });
 
   it('an empty value is a value', () => {
-    expect(parseArgs(['x.yml', '--out='], spec).flags.out).toBe('');
+    expect(parseArgs(['x.yml', '--out='], spec).options.out).toBe('');
   });
 
   it.each([
     [['x.yml', '--bogus'], 'lhc build: unknown option --bogus (see: lhc build --help)'],
     [['x.yml', '-z'], 'lhc build: unknown option -z (see: lhc build --help)'],
     [['x.yml', '--out'], 'lhc build: option --out needs a value (see: lhc build --help)'],
+    [['x.yml', '-o'], 'lhc build: option --out needs a value (see: lhc build --help)'],
     [
-      ['x.yml', '--out', '--verify'],
+      ['x.yml', '--out', '--no-verify'],
       'lhc build: option --out needs a value (see: lhc build --help)',
     ],
     [
-      ['x.yml', '--verify=maybe'],
-      'lhc build: option --verify takes no value or true/false, got "maybe" (see: lhc build --help)',
+      ['x.yml', '--no-verify=maybe'],
+      'lhc build: option --no-verify takes no value (see: lhc build --help)',
     ],
     [['--no-out', 'x.yml'], 'lhc build: unknown option --no-out (see: lhc build --help)'],
+    [['--verify', 'x.yml'], 'lhc build: unknown option --verify (see: lhc build --help)'],
     [[], 'lhc build: missing CONFIG (see: lhc build --help)'],
     [['a.yml', 'b.yml'], 'lhc build: unexpected argument "b.yml" (see: lhc build --help)'],
   ])('%j is a usage error (exit 2)', (args, message) => {
@@ -68,7 +79,7 @@ describe('parseArgs', () => {
   });
 
   it('commands without positionals refuse them', () => {
-    expect(() => parseArgs(['extra'], {}, 'lhc doctor')).toThrow(
+    expect(() => parseArgs(['extra'], { name: 'doctor' })).toThrow(
       'lhc doctor: unexpected argument "extra"',
     );
   });

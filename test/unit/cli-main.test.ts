@@ -2,7 +2,8 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { main, reportError } from '../../src/cli.js';
+import { errorJson, reportError } from '../../src/cli/errors.js';
+import { main } from '../../src/cli/main.js';
 import type { Command } from '../../src/cli/command.js';
 import { commands } from '../../src/cli/commands/index.js';
 import { ConfigError, ToolError, UserError } from '../../src/core/errors.js';
@@ -113,6 +114,29 @@ describe('lhc main', () => {
     const bug = await lhc(['b'], [throwing('b', new TypeError('x is undefined'))]);
     expect(bug.code).toBe(1);
     expect(bug.err).toMatch(/^unexpected error \(a bug in lhc\): TypeError: x is undefined\n +at /);
+  });
+
+  it('errorJson: the --json form of each error kind', () => {
+    expect(errorJson(new ConfigError('bad field'))).toEqual({
+      kind: 'usage',
+      message: 'bad field',
+      exitCode: 2,
+    });
+    expect(errorJson(new UserError('probe differs'))).toEqual({
+      kind: 'user',
+      message: 'probe differs',
+      exitCode: 1,
+    });
+    expect(
+      errorJson(new ToolError('mksquashfs a b', 1, 'No space left', 'command failed')),
+    ).toEqual({
+      kind: 'tool',
+      message: 'command failed',
+      exitCode: 1,
+      command: 'mksquashfs a b',
+      stderr: 'No space left',
+    });
+    expect(errorJson(new TypeError('x is undefined'))).toMatchObject({ kind: 'bug', exitCode: 1 });
   });
 
   it('reportError keeps non-Error values', () => {

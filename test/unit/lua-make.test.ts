@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { describe, expect, it } from 'vitest';
-import { takeRepeated } from '../../src/cli/commands/lua.js';
+import { parseArgs } from '../../src/cli/command.js';
+import { luaCommand } from '../../src/cli/commands/lua.js';
 import { parseConfig, resolveConfig } from '../../src/config/load.js';
 import { configInputs } from '../../src/stages/fetch.js';
 import { toolchainFromDpkgStatus } from '../../src/stages/lua-in-root.js';
@@ -78,12 +79,14 @@ describe('Lua build command lines', () => {
 describe('lhc lua argv and lhc fetch inputs', () => {
   it('--url may be repeated, in both spellings, order kept', () => {
     expect(
-      takeRepeated(['--url', 'a', '--version', '5.4.4', '--url=b', '--out', 'd'], 'url'),
+      parseArgs(['--url', 'a', '--version', '5.4.4', '--url=b', '--out', 'd'], luaCommand),
     ).toEqual({
-      values: ['a', 'b'],
-      rest: ['--version', '5.4.4', '--out', 'd'],
+      options: { url: ['a', 'b'], version: '5.4.4', out: 'd' },
+      positionals: [],
     });
-    expect(() => takeRepeated(['--url'], 'url')).toThrow(/--url needs a value/);
+    expect(() => parseArgs(['--url'], luaCommand)).toThrow(
+      'lhc lua: option --url needs a value (see: lhc lua --help)',
+    );
   });
 
   it('configInputs lists the Lua source and a downloaded base tarball', () => {

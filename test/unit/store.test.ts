@@ -6,7 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { main } from '../../src/cli.js';
+import { main } from '../../src/cli/main.js';
 import { UserError } from '../../src/core/errors.js';
 import { memoryLogger } from '../../src/core/logger.js';
 import { Store } from '../../src/store/store.js';

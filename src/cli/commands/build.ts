@@ -1,58 +1,80 @@
-import { verifyFailures } from '../../build-result.js';
+import { verifyFailures, type BuildResult } from '../../build-result.js';
 import { loadConfig } from '../../config/load.js';
-import { UserError } from '../../core/errors.js';
 import { build } from '../../pipeline.js';
-import { parseArgs, type Command } from '../command.js';
+import { configOrDefault, type Command } from '../command.js';
+
+/** `lhc build --json`: the documented shape (README, "JSON output"), built from the pipeline's result. */
+export function buildJson(r: BuildResult) {
+  return {
+    ok: r.verify ? r.verify.ok : true,
+    name: r.name,
+    outDir: r.outDir,
+    image: { path: r.image, sha256: r.imageSha256, bytes: r.imageBytes },
+    dataTemplate: { path: r.dataTemplate, sha256: r.dataTemplateSha256 },
+    manifest: r.manifest,
+    sha256sums: r.sha256sums,
+    bundleDir: r.bundleDir,
+    traceReport: r.traceReport,
+    bytesBefore: r.bytesBefore,
+    bytesAfter: r.bytesAfter,
+    filesKept: r.filesKept,
+    manifestDiff: r.manifestDiff ?? null,
+    verify: r.verify ?? null,
+    timings: r.timings,
+  };
+}
 
 export const buildCommand: Command = {
   name: 'build',
   summary: 'build the image described by an lhc.yml',
-  help: `Usage: lhc build CONFIG [--out DIR] [--no-verify] [--manifest-lock FILE] [--update-manifest] [--work-dir DIR]
+  help: `Usage: lhc build [CONFIG] [--out DIR] [--no-verify] [--manifest-lock FILE] [--update-manifest] [--work-dir DIR] [--json]
 
-Runs the pipeline for CONFIG and writes the image, data template, manifest and SHA256SUMS to DIR.
+Runs the pipeline for CONFIG (default: ./lhc.yml) and writes the image, data template, manifest
+and SHA256SUMS to DIR.
 
 Options:
   --out, -o DIR          output directory (default: outputs.dir from the config, "out")
   --no-verify            skip booting the pruned image and checking the probes
   --manifest-lock FILE   fail when the manifest differs from FILE
   --update-manifest      write the new manifest to the lock file instead of failing
-  --work-dir DIR         keep intermediate roots in DIR (default: a temp dir, removed)`,
-  async run(args, ctx) {
-    const { flags, positionals } = parseArgs(
-      args,
-      {
-        flags: {
-          out: { type: 'string', short: 'o' },
-          verify: { type: 'boolean' },
-          'manifest-lock': { type: 'string' },
-          'update-manifest': { type: 'boolean' },
-          'work-dir': { type: 'string' },
-        },
-        positionals: { min: 1, max: 1, names: 'CONFIG' },
-      },
-      'lhc build',
-    );
-    const config = await loadConfig(positionals[0]!);
-    const workDir = flags['work-dir'] as string | undefined;
+  --work-dir DIR         keep intermediate roots in DIR (default: a temp dir, removed)
+  --json                 print the result as one JSON object (see README, "JSON output")`,
+  options: {
+    out: { type: 'string', short: 'o', complete: 'dir' },
+    'no-verify': { type: 'boolean' },
+    'manifest-lock': { type: 'string', complete: 'file' },
+    'update-manifest': { type: 'boolean' },
+    'work-dir': { type: 'string', complete: 'dir' },
+  },
+  positionals: { min: 0, max: 1, names: 'CONFIG' },
+  json: true,
+  async run({ options, positionals }, ctx) {
+    const config = await loadConfig(configOrDefault(positionals[0], 'build'));
+    const workDir = options['work-dir'] as string | undefined;
     const result = await build(config, {
-      outDir: (flags.out as string | undefined) ?? config.outputs.dir,
+      outDir: (options.out as string | undefined) ?? config.outputs.dir,
       logger: ctx.logger,
-      verify: flags.verify !== false,
-      manifestLock: flags['manifest-lock'] as string | undefined,
-      updateManifest: flags['update-manifest'] === true,
+      verify: options['no-verify'] !== true,
+      manifestLock: options['manifest-lock'] as string | undefined,
+      updateManifest: options['update-manifest'] === true,
       workDir,
       keepWorkDir: workDir !== undefined,
       ...(ctx.signal ? { signal: ctx.signal } : {}),
     });
-    ctx.out(`image         ${result.image}`);
-    ctx.out(`sha256        ${result.imageSha256}`);
-    ctx.out(`data template ${result.dataTemplate}`);
-    ctx.out(`manifest      ${result.manifest}`);
-    ctx.out(`files kept    ${result.filesKept}`);
-    ctx.out(`bytes         ${result.bytesBefore} -> ${result.bytesAfter}`);
+    const json = buildJson(result);
+    if (ctx.json) ctx.emitJson(json);
+    else {
+      ctx.out(`image         ${result.image}`);
+      ctx.out(`sha256        ${result.imageSha256}`);
+      ctx.out(`data template ${result.dataTemplate}`);
+      ctx.out(`manifest      ${result.manifest}`);
+      ctx.out(`files kept    ${result.filesKept}`);
+      ctx.out(`bytes         ${result.bytesBefore} -> ${result.bytesAfter}`);
+      if (result.verify) ctx.out(`verify        ${result.verify.ok ? 'ok' : 'FAILED'}`);
+    }
     // The artifacts are written either way; a failed verify fails the command (exit 1).
     if (result.verify && !result.verify.ok)
-      throw new UserError(`verify failed:\n${verifyFailures(result.verify)}`);
-    return 0;
+      ctx.logger.warn(`verify failed:\n${verifyFailures(result.verify)}`);
+    return json.ok ? 0 : 1;
   },
 };

@@ -4,7 +4,8 @@ import { featuresFor } from '../../host/config-needs.js';
 import { doctorExitCode, formatChecks, runChecks } from '../../host/doctor.js';
 import { realProbe } from '../../host/probe.js';
 import type { Feature } from '../../host/requirements.js';
-import { parseArgs, type Command } from '../command.js';
+import { painter } from '../colour.js';
+import type { Command } from '../command.js';
 
 const ALL_FEATURES: readonly Feature[] = [
   'core',
@@ -22,10 +23,12 @@ const ALL_FEATURES: readonly Feature[] = [
   'tests',
 ];
 
+const STATUS_COLOUR = { 'ok  ': 'green', warn: 'yellow', FAIL: 'red' } as const;
+
 export const doctorCommand: Command = {
   name: 'doctor',
   summary: 'check that this host has everything lhc needs (or one config needs)',
-  help: `Usage: lhc doctor [CONFIG]
+  help: `Usage: lhc doctor [CONFIG] [--json]
 
 Checks root or passwordless sudo, binfmt_misc and the qemu-aarch64 registration (F flag; skipped
 on aarch64 hosts), systemd-nspawn, squashfs-tools, the musl aarch64 cross toolchain, curl,
@@ -34,26 +37,49 @@ failure, the package or command that fixes it. Exits 1 when a required check fai
 are optional tools). "lhc setup" fixes everything doctor checks.
 
 With CONFIG, checks only what that config needs and says which config fields ask for it: a
-scratch base without Lua needs no cross compiler and no mmdebstrap.`,
-  async run(args, ctx) {
-    const { positionals } = parseArgs(
-      args,
-      { positionals: { min: 0, max: 1, names: '[CONFIG]' } },
-      'lhc doctor',
-    );
+scratch base without Lua needs no cross compiler and no mmdebstrap.
+
+Options:
+  --json    print {"ok", "config", "needs", "notChecked", "checks"} (see README, "JSON output")`,
+  positionals: { min: 0, max: 1, names: 'CONFIG' },
+  json: true,
+  async run({ positionals }, ctx) {
+    const file = positionals[0];
+    let needs: { feature: Feature; why: string }[] | undefined;
+    let notChecked: Feature[] | undefined;
     let only: Set<Feature> | undefined;
-    if (positionals[0] !== undefined) {
-      const config = await loadConfig(positionals[0]);
-      const needs = featuresFor(config, hostArch());
-      only = needs.features;
-      ctx.out(`checking what ${positionals[0]} needs:`);
-      for (const [feature, why] of needs.reasons)
-        if (feature !== 'system') ctx.out(`  ${feature}: ${why}`);
-      const skipped = ALL_FEATURES.filter((f) => !only!.has(f));
-      ctx.out(`not needed by this config (not checked): ${skipped.join(', ')}`);
+    if (file !== undefined) {
+      const n = featuresFor(await loadConfig(file), hostArch());
+      only = n.features;
+      needs = [...n.reasons]
+        .filter(([feature]) => feature !== 'system')
+        .map(([feature, why]) => ({ feature, why }));
+      notChecked = ALL_FEATURES.filter((f) => !only!.has(f));
     }
     const checks = await runChecks(realProbe, only);
-    for (const line of formatChecks(checks).split('\n')) ctx.out(line);
-    return doctorExitCode(checks);
+    const code = doctorExitCode(checks);
+    if (ctx.json) {
+      ctx.emitJson({
+        ok: code === 0,
+        config: file ?? null,
+        needs: needs ?? null,
+        notChecked: notChecked ?? null,
+        checks,
+      });
+      return code;
+    }
+    if (file !== undefined) {
+      ctx.out(`checking what ${file} needs:`);
+      for (const n of needs!) ctx.out(`  ${n.feature}: ${n.why}`);
+      ctx.out(`not needed by this config (not checked): ${notChecked!.join(', ')}`);
+    }
+    const paint = painter(ctx.colour);
+    for (const line of formatChecks(checks).split('\n')) {
+      const status = line.slice(0, 4) as keyof typeof STATUS_COLOUR;
+      ctx.out(
+        status in STATUS_COLOUR ? paint(STATUS_COLOUR[status], status) + line.slice(4) : line,
+      );
+    }
+    return code;
   },
 };

@@ -1,29 +1,26 @@
 import { loadConfig } from '../../config/load.js';
 import { fetchInputs } from '../../stages/fetch.js';
 import { Store } from '../../store/store.js';
-import { parseArgs, type Command } from '../command.js';
+import { configOrDefault, type Command } from '../command.js';
 
 export const fetchCommand: Command = {
   name: 'fetch',
   summary: 'download and verify every input of an lhc.yml into the store',
-  help: `Usage: lhc fetch CONFIG
+  help: `Usage: lhc fetch [CONFIG]
 
-Brings every remote input of CONFIG (the Lua source, a base tarball given by urls) into the
-content-addressed store ($LHC_CACHE_DIR/store, default ~/.cache/lhc/store), each checked against
-its sha256. Inputs already in the store are not downloaded again. Prints one line per input:
-"<sha256>  <name>  <path>".`,
-  async run(args, ctx) {
-    const { positionals } = parseArgs(
-      args,
-      { positionals: { min: 1, max: 1, names: 'CONFIG' } },
-      'lhc fetch',
-    );
-    const config = await loadConfig(positionals[0]!);
+Brings every remote input of CONFIG (default: ./lhc.yml), that is the Lua source and a base
+tarball given by urls, into the content-addressed store ($LHC_CACHE_DIR/store, default
+~/.cache/lhc/store), each checked against its sha256. Inputs already in the store are not
+downloaded again. Prints one line per input: "<sha256>  <name>  <path>".`,
+  positionals: { min: 0, max: 1, names: 'CONFIG' },
+  async run({ positionals }, ctx) {
+    const file = configOrDefault(positionals[0], 'fetch');
+    const config = await loadConfig(file);
     const fetched = await fetchInputs(config, {
       store: new Store(undefined, ctx.logger),
       logger: ctx.logger,
     });
-    if (fetched.length === 0) ctx.logger.info(`${positionals[0]}: no remote inputs`);
+    if (fetched.length === 0) ctx.logger.info(`${file}: no remote inputs`);
     for (const f of fetched) ctx.out(`${f.sha256}  ${f.name}  ${f.path}`);
     return 0;
   },

@@ -1,6 +1,7 @@
 /** Every `lhc` subcommand, in the order `lhc --help` lists them. Add one line per command. */
 import type { Command } from '../command.js';
 import { buildCommand } from './build.js';
+import { completionCommand } from './completion.js';
 import { diffCommand } from './diff.js';
 import { doctorCommand } from './doctor.js';
 import { fetchCommand } from './fetch.js';
@@ -20,4 +21,5 @@ export const commands: Command[] = [
   diffCommand,
   doctorCommand,
   setupCommand,
+  completionCommand,
 ];

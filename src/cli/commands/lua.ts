@@ -3,32 +3,7 @@ import path from 'node:path';
 import { ConfigError } from '../../core/errors.js';
 import { buildLua, checkLuaVersion, type LuaArch, type LuaStrategy } from '../../stages/lua.js';
 import { Store } from '../../store/store.js';
-import { parseArgs, type Command } from '../command.js';
-
-/** Pulls every `--url U` / `--url=U` out of args: the shared parser keeps only one value per flag. */
-export function takeRepeated(
-  args: readonly string[],
-  flag: string,
-): { values: string[]; rest: string[] } {
-  const values: string[] = [];
-  const rest: string[] = [];
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i]!;
-    if (a === '--') {
-      rest.push(...args.slice(i));
-      break;
-    }
-    if (a === `--${flag}`) {
-      const v = args[i + 1];
-      if (v === undefined || v.startsWith('-'))
-        throw new ConfigError(`lhc lua: option --${flag} needs a value (see: lhc lua --help)`);
-      values.push(v);
-      i++;
-    } else if (a.startsWith(`--${flag}=`)) values.push(a.slice(flag.length + 3));
-    else rest.push(a);
-  }
-  return { values, rest };
-}
+import type { Command } from '../command.js';
 
 export const luaCommand: Command = {
   name: 'lua',
@@ -48,21 +23,16 @@ Options:
   --strategy S        cross (default: musl cross compiler on the host) or in-root (the target's
                       own toolchain in a Debian build root, under QEMU; minutes)
   --out, -o DIR       directory to write DIR/lua to`,
-  async run(args, ctx) {
-    const { values: urls, rest } = takeRepeated(args, 'url');
-    const { flags } = parseArgs(
-      rest,
-      {
-        flags: {
-          version: { type: 'string' },
-          sha256: { type: 'string' },
-          arch: { type: 'string' },
-          strategy: { type: 'string' },
-          out: { type: 'string', short: 'o' },
-        },
-      },
-      'lhc lua',
-    );
+  options: {
+    version: { type: 'string' },
+    sha256: { type: 'string' },
+    url: { type: 'string', multiple: true },
+    arch: { type: 'string', complete: ['aarch64', 'x86_64'] },
+    strategy: { type: 'string', complete: ['cross', 'in-root'] },
+    out: { type: 'string', short: 'o', complete: 'dir' },
+  },
+  async run({ options: flags }, ctx) {
+    const urls = (flags.url ?? []) as string[];
     const need = (name: string) => {
       const v = flags[name];
       if (typeof v !== 'string')

@@ -1,6 +1,6 @@
 import { realProbe } from '../../host/probe.js';
 import { setupHost } from '../../host/setup.js';
-import { parseArgs, type Command } from '../command.js';
+import type { Command } from '../command.js';
 
 export const setupCommand: Command = {
   name: 'setup',
@@ -14,8 +14,7 @@ Makes this Debian/Ubuntu host ready for lhc, changing only what is missing:
   - apt-get update and apt-get install of the missing packages
   - mounts binfmt_misc and registers qemu-aarch64 with the F flag
 Runs as root, or through passwordless "sudo -n". A second run changes nothing.`,
-  async run(args, ctx) {
-    parseArgs(args, {}, 'lhc setup');
+  async run(_args, ctx) {
     const report = await setupHost(realProbe, ctx.logger);
     ctx.out(
       report.changed.length === 0

@@ -1,12 +1,14 @@
 import { loadConfig } from '../../config/load.js';
 import { ConfigError } from '../../core/errors.js';
 import { verifyImage } from '../../stages/verify.js';
+import type { VerifyOutcome } from '../../build-result.js';
 import { formatVerifyReport } from '../../verify/report.js';
-import { parseArgs, type Command } from '../command.js';
+import { painter } from '../colour.js';
+import { configOrDefault, type Command } from '../command.js';
 
 function wholeNumber(
   flag: string,
-  value: string | boolean | undefined,
+  value: string | boolean | string[] | undefined,
   min: number,
 ): number | undefined {
   if (value === undefined) return undefined;
@@ -19,12 +21,21 @@ function wholeNumber(
   return n;
 }
 
+/** `lhc verify --json`: the report without the raw sample bytes (README, "JSON output"). */
+export function verifyJson(r: VerifyOutcome) {
+  const { sample, ...rest } = r;
+  return {
+    ...rest,
+    sample: sample ? { probe: sample.probe, bytes: sample.body.length } : undefined,
+  };
+}
+
 export const verifyCommand: Command = {
   name: 'verify',
   summary: 'boot an image read-only like the board, check probes and hardening',
-  help: `Usage: lhc verify CONFIG --image IMG --data TEMPLATE [--requests N] [--concurrency C] [--timeout S]
+  help: `Usage: lhc verify [CONFIG] --image IMG --data TEMPLATE [--requests N] [--concurrency C] [--timeout S] [--show | --json]
 
-Loop-mounts IMG read-only, unpacks TEMPLATE into a noexec,nosuid,nodev tmpfs as the data
+Loop-mounts IMG read-only (CONFIG defaults to ./lhc.yml), unpacks TEMPLATE into a noexec,nosuid,nodev tmpfs as the data
 partition, and runs the service with the board's systemd-nspawn command line: one container per
 connection for inetd services (systemd-socket-activate on a free 127.0.0.1 port), or one
 container reached inside its network namespace for listening services. Each probe of CONFIG is
@@ -42,49 +53,52 @@ Options:
   --timeout S          give up after S seconds in all (default: no overall limit)
   --show               write the first probe's response, as the booted image sent it, to stdout
                        (the report then goes to stderr)
+  --json               print the report as one JSON object (see README, "JSON output")
 
 Exits 0 when every probe, hardening check and load request passed, 1 otherwise.`,
-  async run(args, ctx) {
-    const { flags, positionals } = parseArgs(
-      args,
-      {
-        flags: {
-          image: { type: 'string' },
-          data: { type: 'string' },
-          requests: { type: 'string' },
-          concurrency: { type: 'string' },
-          timeout: { type: 'string' },
-          show: { type: 'boolean' },
-        },
-        positionals: { min: 1, max: 1, names: 'CONFIG' },
-      },
-      'lhc verify',
-    );
-    if (typeof flags.image !== 'string')
+  options: {
+    image: { type: 'string', complete: 'file' },
+    data: { type: 'string', complete: 'file' },
+    requests: { type: 'string' },
+    concurrency: { type: 'string' },
+    timeout: { type: 'string' },
+    show: { type: 'boolean' },
+  },
+  positionals: { min: 0, max: 1, names: 'CONFIG' },
+  json: true,
+  async run({ options, positionals }, ctx) {
+    if (typeof options.image !== 'string')
       throw new ConfigError('lhc verify: --image IMG is required (see: lhc verify --help)');
-    if (typeof flags.data !== 'string')
+    if (typeof options.data !== 'string')
       throw new ConfigError('lhc verify: --data TEMPLATE is required (see: lhc verify --help)');
-    const requests = wholeNumber('requests', flags.requests, 0);
-    const concurrency = wholeNumber('concurrency', flags.concurrency, 1);
-    const timeout = wholeNumber('timeout', flags.timeout, 1);
-    const config = await loadConfig(positionals[0]!);
+    if (options.show === true && ctx.json)
+      throw new ConfigError('lhc verify: --show and --json both want stdout; pick one');
+    const requests = wholeNumber('requests', options.requests, 0);
+    const concurrency = wholeNumber('concurrency', options.concurrency, 1);
+    const timeout = wholeNumber('timeout', options.timeout, 1);
+    const config = await loadConfig(configOrDefault(positionals[0], 'verify'));
 
     // SIGTERM/SIGINT abort ctx.signal; verifyImage then unmounts and kills what it started
     // (the signal handler's runCleanups() shares the same once-only cleanup).
     const report = await verifyImage({
       config,
-      image: flags.image,
-      dataTemplate: flags.data,
+      image: options.image,
+      dataTemplate: options.data,
       requests,
       concurrency,
       timeoutMs: timeout === undefined ? undefined : timeout * 1000,
       logger: ctx.logger,
       ...(ctx.signal ? { signal: ctx.signal } : {}),
     });
-    if (flags.show === true) {
+    if (ctx.json) ctx.emitJson(verifyJson(report));
+    else if (options.show === true) {
       for (const line of formatVerifyReport(report)) ctx.logger.info(line);
       if (report.sample) process.stdout.write(report.sample.body);
-    } else for (const line of formatVerifyReport(report)) ctx.out(line);
+    } else {
+      const paint = painter(ctx.colour);
+      for (const line of formatVerifyReport(report))
+        ctx.out(line.replace(/\bFAIL\b/g, (w) => paint('red', w)));
+    }
     return report.ok ? 0 : 1;
   },
 };
