@@ -44256,16 +44256,26 @@ ${stderr}`
 // src/stages/verify.ts
 async function hardeningRows(svc, state, config2) {
   const rows = [];
-  const payload = await svc.payload();
-  if (!payload) {
-    rows.push({
-      name: "container payload running",
-      ok: false,
-      detail: "no payload process appeared under systemd-nspawn"
-    });
-  } else {
-    rows.push(...await inspectProcess(payload.pid, config2.data.path));
+  let inspected;
+  for (let attempt = 0; attempt < 3 && !inspected; attempt++) {
+    const payload = await svc.payload();
+    if (!payload) break;
+    try {
+      inspected = await inspectProcess(payload.pid, config2.data.path);
+    } catch (e) {
+      const code = e.code;
+      if (code !== "ENOENT" && code !== "ESRCH") throw e;
+    }
   }
+  rows.push(
+    ...inspected ?? [
+      {
+        name: "container payload running",
+        ok: false,
+        detail: "no payload process appeared under systemd-nspawn"
+      }
+    ]
+  );
   for (const s3 of state.sockets) s3.destroy();
   state.sockets.clear();
   rows.push(checkNoInterpreters(await listImage(state.rootDir), config2.service.command[0]));

@@ -61,16 +61,28 @@ async function hardeningRows(
   config: LhcConfig,
 ): Promise<HardeningCheck[]> {
   const rows: HardeningCheck[] = [];
-  const payload = await svc.payload();
-  if (!payload) {
-    rows.push({
-      name: 'container payload running',
-      ok: false,
-      detail: 'no payload process appeared under systemd-nspawn',
-    });
-  } else {
-    rows.push(...(await inspectProcess(payload.pid, config.data.path)));
+  let inspected: HardeningCheck[] | undefined;
+  // A process found under the activator can exit before its /proc is read (under load, a
+  // finishing connection's container is caught just after its exec): take the next payload.
+  for (let attempt = 0; attempt < 3 && !inspected; attempt++) {
+    const payload = await svc.payload();
+    if (!payload) break;
+    try {
+      inspected = await inspectProcess(payload.pid, config.data.path);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code !== 'ENOENT' && code !== 'ESRCH') throw e;
+    }
   }
+  rows.push(
+    ...(inspected ?? [
+      {
+        name: 'container payload running',
+        ok: false,
+        detail: 'no payload process appeared under systemd-nspawn',
+      },
+    ]),
+  );
   for (const s of state.sockets) s.destroy();
   state.sockets.clear();
   rows.push(checkNoInterpreters(await listImage(state.rootDir), config.service.command[0]!));
