@@ -118,17 +118,17 @@ var require_visit = __commonJS({
     visit3.BREAK = BREAK;
     visit3.SKIP = SKIP;
     visit3.REMOVE = REMOVE;
-    function visit_(key, node2, visitor, path44) {
-      const ctrl = callVisitor(key, node2, visitor, path44);
+    function visit_(key, node2, visitor, path49) {
+      const ctrl = callVisitor(key, node2, visitor, path49);
       if (identity3.isNode(ctrl) || identity3.isPair(ctrl)) {
-        replaceNode(key, path44, ctrl);
-        return visit_(key, ctrl, visitor, path44);
+        replaceNode(key, path49, ctrl);
+        return visit_(key, ctrl, visitor, path49);
       }
       if (typeof ctrl !== "symbol") {
         if (identity3.isCollection(node2)) {
-          path44 = Object.freeze(path44.concat(node2));
+          path49 = Object.freeze(path49.concat(node2));
           for (let i2 = 0; i2 < node2.items.length; ++i2) {
-            const ci2 = visit_(i2, node2.items[i2], visitor, path44);
+            const ci2 = visit_(i2, node2.items[i2], visitor, path49);
             if (typeof ci2 === "number")
               i2 = ci2 - 1;
             else if (ci2 === BREAK)
@@ -139,13 +139,13 @@ var require_visit = __commonJS({
             }
           }
         } else if (identity3.isPair(node2)) {
-          path44 = Object.freeze(path44.concat(node2));
-          const ck = visit_("key", node2.key, visitor, path44);
+          path49 = Object.freeze(path49.concat(node2));
+          const ck = visit_("key", node2.key, visitor, path49);
           if (ck === BREAK)
             return BREAK;
           else if (ck === REMOVE)
             node2.key = null;
-          const cv = visit_("value", node2.value, visitor, path44);
+          const cv = visit_("value", node2.value, visitor, path49);
           if (cv === BREAK)
             return BREAK;
           else if (cv === REMOVE)
@@ -166,17 +166,17 @@ var require_visit = __commonJS({
     visitAsync.BREAK = BREAK;
     visitAsync.SKIP = SKIP;
     visitAsync.REMOVE = REMOVE;
-    async function visitAsync_(key, node2, visitor, path44) {
-      const ctrl = await callVisitor(key, node2, visitor, path44);
+    async function visitAsync_(key, node2, visitor, path49) {
+      const ctrl = await callVisitor(key, node2, visitor, path49);
       if (identity3.isNode(ctrl) || identity3.isPair(ctrl)) {
-        replaceNode(key, path44, ctrl);
-        return visitAsync_(key, ctrl, visitor, path44);
+        replaceNode(key, path49, ctrl);
+        return visitAsync_(key, ctrl, visitor, path49);
       }
       if (typeof ctrl !== "symbol") {
         if (identity3.isCollection(node2)) {
-          path44 = Object.freeze(path44.concat(node2));
+          path49 = Object.freeze(path49.concat(node2));
           for (let i2 = 0; i2 < node2.items.length; ++i2) {
-            const ci2 = await visitAsync_(i2, node2.items[i2], visitor, path44);
+            const ci2 = await visitAsync_(i2, node2.items[i2], visitor, path49);
             if (typeof ci2 === "number")
               i2 = ci2 - 1;
             else if (ci2 === BREAK)
@@ -187,13 +187,13 @@ var require_visit = __commonJS({
             }
           }
         } else if (identity3.isPair(node2)) {
-          path44 = Object.freeze(path44.concat(node2));
-          const ck = await visitAsync_("key", node2.key, visitor, path44);
+          path49 = Object.freeze(path49.concat(node2));
+          const ck = await visitAsync_("key", node2.key, visitor, path49);
           if (ck === BREAK)
             return BREAK;
           else if (ck === REMOVE)
             node2.key = null;
-          const cv = await visitAsync_("value", node2.value, visitor, path44);
+          const cv = await visitAsync_("value", node2.value, visitor, path49);
           if (cv === BREAK)
             return BREAK;
           else if (cv === REMOVE)
@@ -220,23 +220,23 @@ var require_visit = __commonJS({
       }
       return visitor;
     }
-    function callVisitor(key, node2, visitor, path44) {
+    function callVisitor(key, node2, visitor, path49) {
       if (typeof visitor === "function")
-        return visitor(key, node2, path44);
+        return visitor(key, node2, path49);
       if (identity3.isMap(node2))
-        return visitor.Map?.(key, node2, path44);
+        return visitor.Map?.(key, node2, path49);
       if (identity3.isSeq(node2))
-        return visitor.Seq?.(key, node2, path44);
+        return visitor.Seq?.(key, node2, path49);
       if (identity3.isPair(node2))
-        return visitor.Pair?.(key, node2, path44);
+        return visitor.Pair?.(key, node2, path49);
       if (identity3.isScalar(node2))
-        return visitor.Scalar?.(key, node2, path44);
+        return visitor.Scalar?.(key, node2, path49);
       if (identity3.isAlias(node2))
-        return visitor.Alias?.(key, node2, path44);
+        return visitor.Alias?.(key, node2, path49);
       return void 0;
     }
-    function replaceNode(key, path44, node2) {
-      const parent = path44[path44.length - 1];
+    function replaceNode(key, path49, node2) {
+      const parent = path49[path49.length - 1];
       if (identity3.isCollection(parent)) {
         parent.items[key] = node2;
       } else if (identity3.isPair(parent)) {
@@ -848,10 +848,10 @@ var require_Collection = __commonJS({
     var createNode = require_createNode();
     var identity3 = require_identity();
     var Node = require_Node();
-    function collectionFromPath(schema, path44, value) {
+    function collectionFromPath(schema, path49, value) {
       let v2 = value;
-      for (let i2 = path44.length - 1; i2 >= 0; --i2) {
-        const k2 = path44[i2];
+      for (let i2 = path49.length - 1; i2 >= 0; --i2) {
+        const k2 = path49[i2];
         if (typeof k2 === "number" && Number.isInteger(k2) && k2 >= 0) {
           const a2 = [];
           a2[k2] = v2;
@@ -870,7 +870,7 @@ var require_Collection = __commonJS({
         sourceObjects: /* @__PURE__ */ new Map()
       });
     }
-    var isEmptyPath = (path44) => path44 == null || typeof path44 === "object" && !!path44[Symbol.iterator]().next().done;
+    var isEmptyPath = (path49) => path49 == null || typeof path49 === "object" && !!path49[Symbol.iterator]().next().done;
     var Collection = class extends Node.NodeBase {
       constructor(type, schema) {
         super(type);
@@ -900,11 +900,11 @@ var require_Collection = __commonJS({
        * be a Pair instance or a `{ key, value }` object, which may not have a key
        * that already exists in the map.
        */
-      addIn(path44, value) {
-        if (isEmptyPath(path44))
+      addIn(path49, value) {
+        if (isEmptyPath(path49))
           this.add(value);
         else {
-          const [key, ...rest] = path44;
+          const [key, ...rest] = path49;
           const node2 = this.get(key, true);
           if (identity3.isCollection(node2))
             node2.addIn(rest, value);
@@ -918,8 +918,8 @@ var require_Collection = __commonJS({
        * Removes a value from the collection.
        * @returns `true` if the item was found and removed.
        */
-      deleteIn(path44) {
-        const [key, ...rest] = path44;
+      deleteIn(path49) {
+        const [key, ...rest] = path49;
         if (rest.length === 0)
           return this.delete(key);
         const node2 = this.get(key, true);
@@ -933,8 +933,8 @@ var require_Collection = __commonJS({
        * scalar values from their surrounding node; to disable set `keepScalar` to
        * `true` (collections are always returned intact).
        */
-      getIn(path44, keepScalar) {
-        const [key, ...rest] = path44;
+      getIn(path49, keepScalar) {
+        const [key, ...rest] = path49;
         const node2 = this.get(key, true);
         if (rest.length === 0)
           return !keepScalar && identity3.isScalar(node2) ? node2.value : node2;
@@ -952,8 +952,8 @@ var require_Collection = __commonJS({
       /**
        * Checks if the collection includes a value with the key `key`.
        */
-      hasIn(path44) {
-        const [key, ...rest] = path44;
+      hasIn(path49) {
+        const [key, ...rest] = path49;
         if (rest.length === 0)
           return this.has(key);
         const node2 = this.get(key, true);
@@ -963,8 +963,8 @@ var require_Collection = __commonJS({
        * Sets a value in this collection. For `!!set`, `value` needs to be a
        * boolean to add/remove the item from the set.
        */
-      setIn(path44, value) {
-        const [key, ...rest] = path44;
+      setIn(path49, value) {
+        const [key, ...rest] = path49;
         if (rest.length === 0) {
           this.set(key, value);
         } else {
@@ -3479,9 +3479,9 @@ var require_Document = __commonJS({
           this.contents.add(value);
       }
       /** Adds a value to the document. */
-      addIn(path44, value) {
+      addIn(path49, value) {
         if (assertCollection(this.contents))
-          this.contents.addIn(path44, value);
+          this.contents.addIn(path49, value);
       }
       /**
        * Create a new `Alias` node, ensuring that the target `node` has the required anchor.
@@ -3556,14 +3556,14 @@ var require_Document = __commonJS({
        * Removes a value from the document.
        * @returns `true` if the item was found and removed.
        */
-      deleteIn(path44) {
-        if (Collection.isEmptyPath(path44)) {
+      deleteIn(path49) {
+        if (Collection.isEmptyPath(path49)) {
           if (this.contents == null)
             return false;
           this.contents = null;
           return true;
         }
-        return assertCollection(this.contents) ? this.contents.deleteIn(path44) : false;
+        return assertCollection(this.contents) ? this.contents.deleteIn(path49) : false;
       }
       /**
        * Returns item at `key`, or `undefined` if not found. By default unwraps
@@ -3578,10 +3578,10 @@ var require_Document = __commonJS({
        * scalar values from their surrounding node; to disable set `keepScalar` to
        * `true` (collections are always returned intact).
        */
-      getIn(path44, keepScalar) {
-        if (Collection.isEmptyPath(path44))
+      getIn(path49, keepScalar) {
+        if (Collection.isEmptyPath(path49))
           return !keepScalar && identity3.isScalar(this.contents) ? this.contents.value : this.contents;
-        return identity3.isCollection(this.contents) ? this.contents.getIn(path44, keepScalar) : void 0;
+        return identity3.isCollection(this.contents) ? this.contents.getIn(path49, keepScalar) : void 0;
       }
       /**
        * Checks if the document includes a value with the key `key`.
@@ -3592,10 +3592,10 @@ var require_Document = __commonJS({
       /**
        * Checks if the document includes a value at `path`.
        */
-      hasIn(path44) {
-        if (Collection.isEmptyPath(path44))
+      hasIn(path49) {
+        if (Collection.isEmptyPath(path49))
           return this.contents !== void 0;
-        return identity3.isCollection(this.contents) ? this.contents.hasIn(path44) : false;
+        return identity3.isCollection(this.contents) ? this.contents.hasIn(path49) : false;
       }
       /**
        * Sets a value in this document. For `!!set`, `value` needs to be a
@@ -3612,13 +3612,13 @@ var require_Document = __commonJS({
        * Sets a value in this document. For `!!set`, `value` needs to be a
        * boolean to add/remove the item from the set.
        */
-      setIn(path44, value) {
-        if (Collection.isEmptyPath(path44)) {
+      setIn(path49, value) {
+        if (Collection.isEmptyPath(path49)) {
           this.contents = value;
         } else if (this.contents == null) {
-          this.contents = Collection.collectionFromPath(this.schema, Array.from(path44), value);
+          this.contents = Collection.collectionFromPath(this.schema, Array.from(path49), value);
         } else if (assertCollection(this.contents)) {
-          this.contents.setIn(path44, value);
+          this.contents.setIn(path49, value);
         }
       }
       /**
@@ -5579,9 +5579,9 @@ var require_cst_visit = __commonJS({
     visit3.BREAK = BREAK;
     visit3.SKIP = SKIP;
     visit3.REMOVE = REMOVE;
-    visit3.itemAtPath = (cst, path44) => {
+    visit3.itemAtPath = (cst, path49) => {
       let item = cst;
-      for (const [field2, index] of path44) {
+      for (const [field2, index] of path49) {
         const tok = item?.[field2];
         if (tok && "items" in tok) {
           item = tok.items[index];
@@ -5590,23 +5590,23 @@ var require_cst_visit = __commonJS({
       }
       return item;
     };
-    visit3.parentCollection = (cst, path44) => {
-      const parent = visit3.itemAtPath(cst, path44.slice(0, -1));
-      const field2 = path44[path44.length - 1][0];
+    visit3.parentCollection = (cst, path49) => {
+      const parent = visit3.itemAtPath(cst, path49.slice(0, -1));
+      const field2 = path49[path49.length - 1][0];
       const coll = parent?.[field2];
       if (coll && "items" in coll)
         return coll;
       throw new Error("Parent collection not found");
     };
-    function _visit(path44, item, visitor) {
-      let ctrl = visitor(item, path44);
+    function _visit(path49, item, visitor) {
+      let ctrl = visitor(item, path49);
       if (typeof ctrl === "symbol")
         return ctrl;
       for (const field2 of ["key", "value"]) {
         const token = item[field2];
         if (token && "items" in token) {
           for (let i2 = 0; i2 < token.items.length; ++i2) {
-            const ci2 = _visit(Object.freeze(path44.concat([[field2, i2]])), token.items[i2], visitor);
+            const ci2 = _visit(Object.freeze(path49.concat([[field2, i2]])), token.items[i2], visitor);
             if (typeof ci2 === "number")
               i2 = ci2 - 1;
             else if (ci2 === BREAK)
@@ -5617,10 +5617,10 @@ var require_cst_visit = __commonJS({
             }
           }
           if (typeof ctrl === "function" && field2 === "key")
-            ctrl = ctrl(item, path44);
+            ctrl = ctrl(item, path49);
         }
       }
-      return typeof ctrl === "function" ? ctrl(item, path44) : ctrl;
+      return typeof ctrl === "function" ? ctrl(item, path49) : ctrl;
     }
     exports.visit = visit3;
   }
@@ -7377,7 +7377,7 @@ var require_windows = __commonJS({
     module.exports = isexe;
     isexe.sync = sync;
     var fs2 = __require("fs");
-    function checkPathExt(path44, options) {
+    function checkPathExt(path49, options) {
       var pathext = options.pathExt !== void 0 ? options.pathExt : process.env.PATHEXT;
       if (!pathext) {
         return true;
@@ -7388,25 +7388,25 @@ var require_windows = __commonJS({
       }
       for (var i2 = 0; i2 < pathext.length; i2++) {
         var p2 = pathext[i2].toLowerCase();
-        if (p2 && path44.substr(-p2.length).toLowerCase() === p2) {
+        if (p2 && path49.substr(-p2.length).toLowerCase() === p2) {
           return true;
         }
       }
       return false;
     }
-    function checkStat(stat10, path44, options) {
-      if (!stat10.isSymbolicLink() && !stat10.isFile()) {
+    function checkStat(stat11, path49, options) {
+      if (!stat11.isSymbolicLink() && !stat11.isFile()) {
         return false;
       }
-      return checkPathExt(path44, options);
+      return checkPathExt(path49, options);
     }
-    function isexe(path44, options, cb) {
-      fs2.stat(path44, function(er2, stat10) {
-        cb(er2, er2 ? false : checkStat(stat10, path44, options));
+    function isexe(path49, options, cb) {
+      fs2.stat(path49, function(er2, stat11) {
+        cb(er2, er2 ? false : checkStat(stat11, path49, options));
       });
     }
-    function sync(path44, options) {
-      return checkStat(fs2.statSync(path44), path44, options);
+    function sync(path49, options) {
+      return checkStat(fs2.statSync(path49), path49, options);
     }
   }
 });
@@ -7417,21 +7417,21 @@ var require_mode = __commonJS({
     module.exports = isexe;
     isexe.sync = sync;
     var fs2 = __require("fs");
-    function isexe(path44, options, cb) {
-      fs2.stat(path44, function(er2, stat10) {
-        cb(er2, er2 ? false : checkStat(stat10, options));
+    function isexe(path49, options, cb) {
+      fs2.stat(path49, function(er2, stat11) {
+        cb(er2, er2 ? false : checkStat(stat11, options));
       });
     }
-    function sync(path44, options) {
-      return checkStat(fs2.statSync(path44), options);
+    function sync(path49, options) {
+      return checkStat(fs2.statSync(path49), options);
     }
-    function checkStat(stat10, options) {
-      return stat10.isFile() && checkMode(stat10, options);
+    function checkStat(stat11, options) {
+      return stat11.isFile() && checkMode(stat11, options);
     }
-    function checkMode(stat10, options) {
-      var mod = stat10.mode;
-      var uid = stat10.uid;
-      var gid = stat10.gid;
+    function checkMode(stat11, options) {
+      var mod = stat11.mode;
+      var uid = stat11.uid;
+      var gid = stat11.gid;
       var myUid = options.uid !== void 0 ? options.uid : process.getuid && process.getuid();
       var myGid = options.gid !== void 0 ? options.gid : process.getgid && process.getgid();
       var u3 = parseInt("100", 8);
@@ -7456,7 +7456,7 @@ var require_isexe = __commonJS({
     }
     module.exports = isexe;
     isexe.sync = sync;
-    function isexe(path44, options, cb) {
+    function isexe(path49, options, cb) {
       if (typeof options === "function") {
         cb = options;
         options = {};
@@ -7466,7 +7466,7 @@ var require_isexe = __commonJS({
           throw new TypeError("callback not provided");
         }
         return new Promise(function(resolve, reject) {
-          isexe(path44, options || {}, function(er2, is2) {
+          isexe(path49, options || {}, function(er2, is2) {
             if (er2) {
               reject(er2);
             } else {
@@ -7475,7 +7475,7 @@ var require_isexe = __commonJS({
           });
         });
       }
-      core(path44, options || {}, function(er2, is2) {
+      core(path49, options || {}, function(er2, is2) {
         if (er2) {
           if (er2.code === "EACCES" || options && options.ignoreErrors) {
             er2 = null;
@@ -7485,9 +7485,9 @@ var require_isexe = __commonJS({
         cb(er2, is2);
       });
     }
-    function sync(path44, options) {
+    function sync(path49, options) {
       try {
-        return core.sync(path44, options || {});
+        return core.sync(path49, options || {});
       } catch (er2) {
         if (options && options.ignoreErrors || er2.code === "EACCES") {
           return false;
@@ -7503,7 +7503,7 @@ var require_isexe = __commonJS({
 var require_which = __commonJS({
   "node_modules/which/which.js"(exports, module) {
     var isWindows = process.platform === "win32" || process.env.OSTYPE === "cygwin" || process.env.OSTYPE === "msys";
-    var path44 = __require("path");
+    var path49 = __require("path");
     var COLON = isWindows ? ";" : ":";
     var isexe = require_isexe();
     var getNotFoundError = (cmd) => Object.assign(new Error(`not found: ${cmd}`), { code: "ENOENT" });
@@ -7541,7 +7541,7 @@ var require_which = __commonJS({
           return opt.all && found.length ? resolve(found) : reject(getNotFoundError(cmd));
         const ppRaw = pathEnv[i2];
         const pathPart = /^".*"$/.test(ppRaw) ? ppRaw.slice(1, -1) : ppRaw;
-        const pCmd = path44.join(pathPart, cmd);
+        const pCmd = path49.join(pathPart, cmd);
         const p2 = !pathPart && /^\.[\\\/]/.test(cmd) ? cmd.slice(0, 2) + pCmd : pCmd;
         resolve(subStep(p2, i2, 0));
       });
@@ -7568,7 +7568,7 @@ var require_which = __commonJS({
       for (let i2 = 0; i2 < pathEnv.length; i2++) {
         const ppRaw = pathEnv[i2];
         const pathPart = /^".*"$/.test(ppRaw) ? ppRaw.slice(1, -1) : ppRaw;
-        const pCmd = path44.join(pathPart, cmd);
+        const pCmd = path49.join(pathPart, cmd);
         const p2 = !pathPart && /^\.[\\\/]/.test(cmd) ? cmd.slice(0, 2) + pCmd : pCmd;
         for (let j2 = 0; j2 < pathExt.length; j2++) {
           const cur = p2 + pathExt[j2];
@@ -7616,7 +7616,7 @@ var require_path_key = __commonJS({
 var require_resolveCommand = __commonJS({
   "node_modules/cross-spawn/lib/util/resolveCommand.js"(exports, module) {
     "use strict";
-    var path44 = __require("path");
+    var path49 = __require("path");
     var which = require_which();
     var getPathKey = require_path_key();
     function resolveCommandAttempt(parsed, withoutPathExt) {
@@ -7634,7 +7634,7 @@ var require_resolveCommand = __commonJS({
       try {
         resolved = which.sync(parsed.command, {
           path: env[getPathKey({ env })],
-          pathExt: withoutPathExt ? path44.delimiter : void 0
+          pathExt: withoutPathExt ? path49.delimiter : void 0
         });
       } catch (e) {
       } finally {
@@ -7643,7 +7643,7 @@ var require_resolveCommand = __commonJS({
         }
       }
       if (resolved) {
-        resolved = path44.resolve(hasCustomCwd ? parsed.options.cwd : "", resolved);
+        resolved = path49.resolve(hasCustomCwd ? parsed.options.cwd : "", resolved);
       }
       return resolved;
     }
@@ -7697,8 +7697,8 @@ var require_shebang_command = __commonJS({
       if (!match) {
         return null;
       }
-      const [path44, argument] = match[0].replace(/#! ?/, "").split(" ");
-      const binary = path44.split("/").pop();
+      const [path49, argument] = match[0].replace(/#! ?/, "").split(" ");
+      const binary = path49.split("/").pop();
       if (binary === "env") {
         return argument;
       }
@@ -7733,7 +7733,7 @@ var require_readShebang = __commonJS({
 var require_parse = __commonJS({
   "node_modules/cross-spawn/lib/parse.js"(exports, module) {
     "use strict";
-    var path44 = __require("path");
+    var path49 = __require("path");
     var resolveCommand = require_resolveCommand();
     var escape = require_escape();
     var readShebang = require_readShebang();
@@ -7758,7 +7758,7 @@ var require_parse = __commonJS({
       const needsShell = !isExecutableRegExp.test(commandFile);
       if (parsed.options.forceShell || needsShell) {
         const needsDoubleEscapeMetaChars = isCmdShimRegExp.test(commandFile);
-        parsed.command = path44.normalize(parsed.command);
+        parsed.command = path49.normalize(parsed.command);
         parsed.command = escape.command(parsed.command);
         parsed.args = parsed.args.map((arg) => escape.argument(arg, needsDoubleEscapeMetaChars));
         const shellCommand = [parsed.command].concat(parsed.args).join(" ");
@@ -8932,10 +8932,10 @@ function mergeDefs(...defs) {
 function cloneDef(schema) {
   return mergeDefs(schema._zod.def);
 }
-function getElementAtPath(obj, path44) {
-  if (!path44)
+function getElementAtPath(obj, path49) {
+  if (!path49)
     return obj;
-  return path44.reduce((acc, key) => acc?.[key], obj);
+  return path49.reduce((acc, key) => acc?.[key], obj);
 }
 function promiseAllObject(promisesObj) {
   const keys = Object.keys(promisesObj);
@@ -9275,11 +9275,11 @@ function explicitlyAborted(x, startIndex = 0) {
   }
   return false;
 }
-function prefixIssues(path44, issues) {
+function prefixIssues(path49, issues) {
   return issues.map((iss) => {
     var _a3;
     (_a3 = iss).path ?? (_a3.path = []);
-    iss.path.unshift(path44);
+    iss.path.unshift(path49);
     return iss;
   });
 }
@@ -9741,16 +9741,16 @@ function flattenError(error62, mapper = (issue2) => issue2.message) {
 }
 function formatError(error62, mapper = (issue2) => issue2.message) {
   const fieldErrors = { _errors: [] };
-  const processError = (error63, path44 = []) => {
+  const processError = (error63, path49 = []) => {
     for (const issue2 of error63.issues) {
       if (issue2.code === "invalid_union" && issue2.errors.length) {
-        issue2.errors.map((issues) => processError({ issues }, [...path44, ...issue2.path]));
+        issue2.errors.map((issues) => processError({ issues }, [...path49, ...issue2.path]));
       } else if (issue2.code === "invalid_key") {
-        processError({ issues: issue2.issues }, [...path44, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path49, ...issue2.path]);
       } else if (issue2.code === "invalid_element") {
-        processError({ issues: issue2.issues }, [...path44, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path49, ...issue2.path]);
       } else {
-        const fullpath = [...path44, ...issue2.path];
+        const fullpath = [...path49, ...issue2.path];
         if (fullpath.length === 0) {
           fieldErrors._errors.push(mapper(issue2));
         } else {
@@ -9789,17 +9789,17 @@ function formatError(error62, mapper = (issue2) => issue2.message) {
 }
 function treeifyError(error62, mapper = (issue2) => issue2.message) {
   const result = { errors: [] };
-  const processError = (error63, path44 = []) => {
+  const processError = (error63, path49 = []) => {
     var _a3;
     for (const issue2 of error63.issues) {
       if (issue2.code === "invalid_union" && issue2.errors.length) {
-        issue2.errors.map((issues) => processError({ issues }, [...path44, ...issue2.path]));
+        issue2.errors.map((issues) => processError({ issues }, [...path49, ...issue2.path]));
       } else if (issue2.code === "invalid_key") {
-        processError({ issues: issue2.issues }, [...path44, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path49, ...issue2.path]);
       } else if (issue2.code === "invalid_element") {
-        processError({ issues: issue2.issues }, [...path44, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path49, ...issue2.path]);
       } else {
-        const fullpath = [...path44, ...issue2.path];
+        const fullpath = [...path49, ...issue2.path];
         if (fullpath.length === 0) {
           result.errors.push(mapper(issue2));
           continue;
@@ -9838,8 +9838,8 @@ function treeifyError(error62, mapper = (issue2) => issue2.message) {
 }
 function toDotPath(_path) {
   const segs = [];
-  const path44 = _path.map((seg) => typeof seg === "object" ? seg.key : seg);
-  for (const seg of path44) {
+  const path49 = _path.map((seg) => typeof seg === "object" ? seg.key : seg);
+  for (const seg of path49) {
     if (typeof seg === "number")
       segs.push(`[${seg}]`);
     else if (typeof seg === "symbol")
@@ -26977,13 +26977,13 @@ function resolveRef(ref, ctx) {
   if (!ref.startsWith("#")) {
     throw new Error("External $ref is not supported, only local refs (#/...) are allowed");
   }
-  const path44 = ref.slice(1).split("/").filter(Boolean);
-  if (path44.length === 0) {
+  const path49 = ref.slice(1).split("/").filter(Boolean);
+  if (path49.length === 0) {
     return ctx.rootSchema;
   }
   const defsKey = ctx.version === "draft-2020-12" ? "$defs" : "definitions";
-  if (path44[0] === defsKey) {
-    const key = path44[1] === void 0 ? void 0 : decodeJSONPointerSegment(path44[1]);
+  if (path49[0] === defsKey) {
+    const key = path49[1] === void 0 ? void 0 : decodeJSONPointerSegment(path49[1]);
     if (!key || !ctx.defs[key]) {
       throw new Error(`Reference not found: ${ref}`);
     }
@@ -27972,6 +27972,7 @@ var outputsSchema = external_exports.strictObject({
       ctx.addIssue({ code: "custom", message: `"${n2}" names two outputs`, path: [key] });
   }
 });
+var rootCommand = external_exports.union([external_exports.string().min(1), external_exports.array(external_exports.string().min(1)).min(1)]);
 var configSchema = external_exports.strictObject({
   name: external_exports.string().regex(
     /^[a-z0-9][a-z0-9-]{0,62}$/,
@@ -27982,8 +27983,13 @@ var configSchema = external_exports.strictObject({
   epoch: external_exports.number().int().min(0).optional(),
   lua: luaSchema.optional(),
   base: baseSchema.default({ type: "scratch" }),
-  /** A command run inside the root (under QEMU in nspawn) after the base is laid down. */
-  packages: external_exports.union([external_exports.string().min(1), external_exports.array(external_exports.string().min(1)).min(1)]).optional(),
+  /**
+   * A command run inside the root (under QEMU in nspawn) after the base is laid down, e.g.
+   * `apk add nginx`: a string through the root's /bin/sh, or a list as argv.
+   */
+  prepare: rootCommand.optional(),
+  /** The old name of `prepare`, easily confused with base.packages (a list): still read, with a warning. */
+  packages: rootCommand.optional(),
   files: external_exports.array(fileSchema).default([]),
   data: dataSchema.default({ path: "/data" }),
   service: serviceSchema,
@@ -28002,12 +28008,26 @@ var configSchema = external_exports.strictObject({
   }),
   keep: external_exports.array(external_exports.string().min(1)).default([]),
   drop: external_exports.array(external_exports.string().min(1)).default([]),
-  outputs: outputsSchema.default({ dir: "out" })
+  outputs: outputsSchema.default({ dir: "out" }),
+  /** The root of the simulated board `lhc verify --board` boots, instead of lhc's Debian one. */
+  board: external_exports.strictObject({
+    /** An uncompressed tar of a root with systemd, systemd-container, e2fsprogs, squashfs-tools. */
+    tarball: external_exports.string().min(1),
+    sha256
+  }).optional()
+}).superRefine((c3, ctx) => {
+  if (c3.prepare !== void 0 && c3.packages !== void 0)
+    ctx.addIssue({
+      code: "custom",
+      message: "packages is the old name of prepare: give only prepare",
+      path: ["packages"]
+    });
 });
 
 // src/config/load.ts
 var MAX_CONFIG_BYTES = 1024 * 1024;
 var MAX_YAML_ALIASES = 100;
+var PACKAGES_RENAMED = "packages: renamed to prepare (a command run in the root, unlike base.packages, a list of packages); the old key still works for now";
 function formatPath(p2) {
   let out = "";
   for (const k2 of p2) {
@@ -28160,22 +28180,26 @@ function resolveConfig(raw, file2) {
   const dir = path3.dirname(file2);
   const r = (p2) => path3.resolve(dir, p2);
   const base = raw.base.type === "tarball" && raw.base.path ? { ...raw.base, path: r(raw.base.path) } : raw.base;
+  const { packages, ...rest } = raw;
   return {
-    ...raw,
+    ...rest,
+    prepare: raw.prepare ?? packages,
+    warnings: packages !== void 0 ? [PACKAGES_RENAMED] : [],
     file: file2,
     dir,
     base,
     files: raw.files.map((f2) => ({ ...f2, src: r(f2.src) })),
     data: { path: raw.data.path, template: raw.data.template ? r(raw.data.template) : void 0 },
     probes: raw.probes.map((p2) => p2.fixture ? { ...p2, fixture: r(p2.fixture) } : p2),
-    outputs: { ...raw.outputs, dir: r(raw.outputs.dir) }
+    outputs: { ...raw.outputs, dir: r(raw.outputs.dir) },
+    board: raw.board ? { ...raw.board, tarball: r(raw.board.tarball) } : void 0
   };
 }
 
 // src/pipeline.ts
 import { mkdir as mkdir14, mkdtemp as mkdtemp7 } from "node:fs/promises";
 import os9 from "node:os";
-import path40 from "node:path";
+import path41 from "node:path";
 
 // src/config/check-files.ts
 async function checkConfigFiles(config2) {
@@ -33777,13 +33801,13 @@ var logOutputSync = ({ serializedResult, fdNumber: fdNumber2, state, verboseInfo
   }
 };
 var writeToFiles = (serializedResult, stdioItems, outputFiles) => {
-  for (const { path: path44, append } of stdioItems.filter(({ type }) => FILE_TYPES.has(type))) {
-    const pathString2 = typeof path44 === "string" ? path44 : path44.toString();
+  for (const { path: path49, append } of stdioItems.filter(({ type }) => FILE_TYPES.has(type))) {
+    const pathString2 = typeof path49 === "string" ? path49 : path49.toString();
     if (append || outputFiles.has(pathString2)) {
-      appendFileSync(path44, serializedResult);
+      appendFileSync(path49, serializedResult);
     } else {
       outputFiles.add(pathString2);
-      writeFileSync(path44, serializedResult);
+      writeFileSync(path49, serializedResult);
     }
   }
 };
@@ -36512,6 +36536,20 @@ function spawn2(argv, opts) {
     cleanup: true
   });
 }
+function streamLines(child, onLine) {
+  for (const stream of [child.stdout, child.stderr]) {
+    if (!stream) continue;
+    let pending2 = "";
+    stream.on("data", (chunk) => {
+      const lines = (pending2 + chunk.toString("utf8")).split(/\r?\n|\r/);
+      pending2 = lines.pop() ?? "";
+      for (const l of lines) if (l.trim()) onLine(l);
+    });
+    stream.on("end", () => {
+      if (pending2.trim()) onLine(pending2);
+    });
+  }
+}
 async function run(argv, opts = {}) {
   opts.signal?.throwIfAborted();
   assertKnownProgram(argv[0]);
@@ -36539,6 +36577,7 @@ async function run(argv, opts = {}) {
   };
   opts.signal?.addEventListener("abort", onAbort, { once: true });
   const stopHeartbeat = heartbeat(argv, opts);
+  if (opts.onLine) streamLines(child, opts.onLine);
   try {
     const r = await child;
     const stdoutBytes = Buffer.from(r.stdout);
@@ -36787,7 +36826,8 @@ var HARDENING_FLAGS = [
 ];
 var USERNS_FLAGS = ["-U", "--private-users-ownership=map"];
 function nspawnArgv(o2) {
-  const argv = ["systemd-nspawn", ...BASE_FLAGS, `--directory=${o2.root}`];
+  const base = o2.resolvConf === "bind-host" ? BASE_FLAGS.map((f2) => f2 === "--resolv-conf=off" ? "--resolv-conf=bind-host" : f2) : BASE_FLAGS;
+  const argv = ["systemd-nspawn", ...base, `--directory=${o2.root}`];
   if (o2.machineName) argv.push(`--machine=${o2.machineName}`);
   if (o2.readOnly) argv.push("--read-only");
   if (o2.ephemeral) argv.push("--ephemeral");
@@ -40288,11 +40328,11 @@ async function fetchInputs(config2, opts) {
 
 // src/stages/outputs.ts
 import { mkdir as mkdir5, writeFile as writeFile6 } from "node:fs/promises";
-import path22 from "node:path";
+import path23 from "node:path";
 
 // src/deploy/bundle.ts
 import { mkdir as mkdir4, rm as rm5, writeFile as writeFile5 } from "node:fs/promises";
-import path19 from "node:path";
+import path20 from "node:path";
 
 // src/deploy/oci.ts
 import { readFile as readFile4 } from "node:fs/promises";
@@ -40417,10 +40457,61 @@ function ociConfig(o2, p2, ids, opts = {}) {
   return config2;
 }
 
-// src/deploy/systemd.ts
+// src/deploy/listen-proxy.ts
 import path18 from "node:path";
+var SOCKET_PROXYD = "/lib/systemd/systemd-socket-proxyd";
+var BASH = "/bin/bash";
+function proxyUnitName(name) {
+  return `${name}-proxy.service`;
+}
+function listenSocketLines(name) {
+  return `# Connections go to the proxy, which forwards them into the container's private network.
+Service=${proxyUnitName(name)}
+`;
+}
+function listenServiceLines(name) {
+  return `# The container's network: only lo, no route out. ${proxyUnitName(name)} joins this namespace
+# to forward the board socket's connections to the daemon's port (see README.md).
+PrivateNetwork=yes
+# That namespace belongs to the board's user namespace, not the container's (-U), so the
+# container's root may not bind a port below 1024 there: allow it in this namespace only,
+# which holds nothing but lo.
+ExecStartPre=/bin/sh -c "echo 0 > ${UNPRIVILEGED_PORT_START}"
+`;
+}
+var UNPRIVILEGED_PORT_START = "/proc/sys/net/ipv4/ip_unprivileged_port_start";
+function sharedNetworkArgv(argv) {
+  return argv.filter((a2) => a2 !== "--private-network");
+}
+function waitForPortScript(port2) {
+  return `i=0; while [ $i -lt 200 ]; do (exec 3<>/dev/tcp/127.0.0.1/${port2}) 2>/dev/null && exit 0; i=$((i+1)); sleep 0.05; done; echo "nothing accepts on 127.0.0.1:${port2} in the container" >&2; exit 1`;
+}
+function renderProxyUnit(name, port2, execLine, header) {
+  const service = `${name}.service`;
+  return header + `[Unit]
+Description=lhc ${name}: the board's port ${port2} forwarded into the container's private network
+Requires=${service}
+After=${service}
+JoinsNamespaceOf=${service}
+
+[Service]
+PrivateNetwork=yes
+# The daemon needs a moment to bind its port after the container starts.
+ExecStartPre=${execLine([BASH, "-c", waitForPortScript(port2)])}
+ExecStart=${execLine([SOCKET_PROXYD, `127.0.0.1:${port2}`])}
+NoNewPrivileges=yes
+StandardError=journal
+`;
+}
+var PROXY_PROGRAMS = [SOCKET_PROXYD, BASH].map((p2) => path18.normalize(p2));
+
+// src/deploy/systemd.ts
+import path19 from "node:path";
 function listenPort(s3) {
   return s3.listen ?? 70;
+}
+function mountUnitNames(p2) {
+  return [`${systemdEscapePath(p2.rootMount)}.mount`, `${systemdEscapePath(p2.dataMount)}.mount`];
 }
 function systemdEscapePath(p2) {
   const trimmed = p2.replace(/\/+/g, "/").replace(/^\/|\/$/g, "");
@@ -40451,12 +40542,12 @@ function systemdQuoteWord(w2) {
   return `"${s3}"`;
 }
 function systemdExecLine(argv) {
-  if (!argv[0] || !path18.isAbsolute(argv[0]))
+  if (!argv[0] || !path19.isAbsolute(argv[0]))
     throw new UserError(`ExecStart needs an absolute program path, got ${argv[0] ?? "(none)"}`);
   return argv.map(systemdQuoteWord).join(" ");
 }
 function unitNspawnArgv(o2, p2) {
-  return boardNspawnArgv({
+  const argv = boardNspawnArgv({
     root: p2.rootMount,
     dataDir: p2.dataMount,
     dataPath: o2.dataPath ?? "/data",
@@ -40466,6 +40557,7 @@ function unitNspawnArgv(o2, p2) {
     workdir: o2.service.workdir,
     nspawnPath: o2.nspawnPath ?? "/usr/bin/systemd-nspawn"
   });
+  return o2.service.inetd ? argv : sharedNetworkArgv(argv);
 }
 var HEADER = (name) => `# Generated by lhc for ${name}; see README.md next to this file.
 `;
@@ -40476,20 +40568,22 @@ Description=lhc ${o2.name}: ${inetd ? "one container per connection" : "listenin
 
 [Socket]
 ListenStream=${listenPort(o2.service)}
-` + (inetd ? "Accept=yes\n# Each connection costs a container start: bound how many run at once.\nMaxConnections=32\nMaxConnectionsPerSource=8\n" : "Accept=no\n") + "\n[Install]\nWantedBy=sockets.target\n";
+` + (inetd ? "Accept=yes\n# Each connection costs a container start: bound how many run at once.\nMaxConnections=32\nMaxConnectionsPerSource=8\n" : "Accept=no\n" + listenSocketLines(o2.name)) + "\n[Install]\nWantedBy=sockets.target\n";
 }
 function renderServiceUnit(o2, p2) {
   const inetd = o2.service.inetd === true;
   const timeout = o2.service.timeout;
   return HEADER(o2.name) + `[Unit]
 Description=lhc ${o2.name}${inetd ? " (connection %i)" : ""}
-RequiresMountsFor=${p2.rootMount} ${p2.dataMount}
-` + (inetd ? "CollectMode=inactive-or-failed\n" : `Requires=${o2.name}.socket
-After=${o2.name}.socket
-`) + `
+# Wants=, not Requires=: restarting the root mount for a new image (install.sh upgrade) must
+# not stop a container still serving a connection from the old one; After= makes a new
+# connection wait for the new image instead.
+Wants=${mountUnitNames(p2).join(" ")}
+After=${mountUnitNames(p2).join(" ")}
+` + (inetd ? "CollectMode=inactive-or-failed\n" : "") + `
 [Service]
 ExecStart=${systemdExecLine(unitNspawnArgv(o2, p2))}
-` + (inetd ? "StandardInput=socket\nStandardOutput=socket\n" : "# nspawn passes the listening socket on (LISTEN_FDS); the payload must accept it.\n") + "# nspawn and QEMU messages go to the journal, never to the client.\nStandardError=journal\n# --keep-unit runs the container in this unit's cgroup, which nspawn must be allowed to manage.\nDelegate=yes\nKillMode=mixed\n" + (timeout !== void 0 && inetd ? `RuntimeMaxSec=${Math.ceil(timeout)}
+` + (inetd ? "StandardInput=socket\nStandardOutput=socket\n" : listenServiceLines(o2.name)) + "# nspawn and QEMU messages go to the journal, never to the client.\nStandardError=journal\n# --keep-unit runs the container in this unit's cgroup, which nspawn must be allowed to manage.\nDelegate=yes\nKillMode=mixed\n" + (timeout !== void 0 && inetd ? `RuntimeMaxSec=${Math.ceil(timeout)}
 ` : "") + (inetd ? "" : "\n[Install]\nWantedBy=multi-user.target\n");
 }
 function renderMountUnits(o2, p2) {
@@ -40501,6 +40595,8 @@ What=${p2.image}
 Where=${p2.rootMount}
 Type=squashfs
 Options=loop,ro,nodev
+# Containers serving a connection keep the old image when a new one is mounted here.
+LazyUnmount=yes
 
 [Install]
 WantedBy=multi-user.target
@@ -40537,7 +40633,21 @@ function renderReadme(o2, p2) {
   const svc = inetd ? `${o2.name}@.service` : `${o2.name}.service`;
   return `# Deploying ${o2.name} to the board
 
-Copy the build output directory to the board, then as root:
+Copy the build output directory to the board, then as root, from that directory:
+
+\`\`\`sh
+sh deploy/install.sh install      # also: upgrade, rollback, uninstall [--purge]
+\`\`\`
+
+The script checks the board first (root, systemd as init and new enough for the unit's flags,
+systemd-container, loop and squashfs support, the kernel's idmapped mounts), then the artifacts
+against SHA256SUMS. It installs the image as ${p2.boardDir}/releases/<id>/ beside the one running
+now and switches the \`current\` link with one rename, so \`rollback\` can switch back to
+\`previous\` (one previous image is kept). Switching remounts the root: a container serving a
+connection keeps the old image until it ends, a listening service restarts on the new one, and
+the socket keeps listening, so a connection made meanwhile waits instead of being refused. The
+data partition is made from the template only the first time and kept across upgrades.
+Running it again changes nothing. By hand, for the first install, the same steps are:
 
 \`\`\`sh
 sha256sum -c SHA256SUMS                      # the artifacts arrived intact
@@ -40549,13 +40659,17 @@ mkfs.ext4 -q ${p2.dataSource}` : `mkfs.ext4 -q ${p2.dataSource}                 
 mount -o ${p2.dataIsLoopFile ? "loop," : ""}noexec,nosuid,nodev ${p2.dataSource} ${p2.dataMount}
 tar -xzpf ${o2.dataTemplateFile} --numeric-owner -C ${p2.dataMount}
 umount ${p2.dataMount}
-install -m 0644 'deploy/${rootUnit}' 'deploy/${dataUnit}' deploy/${o2.name}.socket deploy/${svc} /etc/systemd/system/
+install -m 0644 'deploy/${rootUnit}' 'deploy/${dataUnit}' deploy/${o2.name}.socket deploy/${svc}${inetd ? "" : ` deploy/${proxyUnitName(o2.name)}`} /etc/systemd/system/
 systemctl daemon-reload
 systemctl enable --now '${rootUnit}' '${dataUnit}' ${o2.name}.socket
 \`\`\`
 
-${inetd ? `Each connection to port ${listenPort(o2.service)} starts one container (\`${o2.name}@<n>.service\`) with the` : "The service starts with the"}
-connection on stdin/stdout; its stderr and nspawn's messages go to the journal
+${inetd ? `Each connection to port ${listenPort(o2.service)} starts one container (\`${o2.name}@<n>.service\`) with the
+connection on stdin/stdout` : `The first connection to port ${listenPort(o2.service)} starts \`${o2.name}-proxy.service\`, which starts the container
+(\`${svc}\`) and forwards each connection to the daemon's own port ${listenPort(o2.service)} inside it. The
+container's network namespace belongs to \`${svc}\` (\`PrivateNetwork=yes\`, only \`lo\`, no route out,
+so the service can reach nothing and nothing reaches it); the proxy (systemd-socket-proxyd)
+joins that namespace (\`JoinsNamespaceOf=\`) and is the only way in`}; its stderr and nspawn's messages go to the journal
 (\`journalctl -u '${svc.replace("@.", "@*.")}'\`). The root is the read-only image, the network is private
 (only \`lo\`, CAP_NET_ADMIN dropped), no new privileges, a private user namespace, and
 ${o2.dataPath ?? "/data"} is the only writable path, mounted noexec,nosuid,nodev.
@@ -40572,10 +40686,242 @@ ${shiftOwnersCommand(p2.dataMount)}
 `;
 }
 
+// src/deploy/install-script.ts
+function shQuote(s3) {
+  return `'${s3.replaceAll("'", `'\\''`)}'`;
+}
+var MIN_SYSTEMD = 250;
+var MIN_KERNEL = { major: 5, minor: 12 };
+function renderInstallScript(i2) {
+  const unitFiles = [i2.units.rootMount, i2.units.dataMount, i2.units.socket, i2.units.service];
+  unitFiles.push(...i2.units.extra);
+  const vars = [
+    ["NAME", i2.name],
+    ["BOARD_DIR", i2.boardDir],
+    ["IMAGE_FILE", i2.imageFile],
+    ["DATA_TEMPLATE_FILE", i2.dataTemplateFile],
+    ["DATA_SOURCE", i2.dataSource],
+    ["DATA_IS_FILE", i2.dataIsLoopFile ? "1" : ""],
+    ["DATA_MOUNT", i2.dataMount],
+    ["DATA_SIZE", i2.dataSize ?? "64M"],
+    ["ROOT_MOUNT_UNIT", i2.units.rootMount],
+    ["DATA_MOUNT_UNIT", i2.units.dataMount],
+    ["SOCKET_UNIT", i2.units.socket],
+    ["SERVICE_UNIT", i2.units.service],
+    ["UNIT_FILES", unitFiles.join(" ")],
+    ["NSPAWN", i2.nspawnPath],
+    ["PROGRAMS", i2.programs.join(" ")]
+  ];
+  return `#!/bin/sh
+# Generated by lhc for ${i2.name}: install, upgrade, roll back or remove it on the board.
+# Run as root from the copied build output:  sh deploy/install.sh install|upgrade|rollback|uninstall
+# See README.md next to this file for what each step does and why.
+set -eu
+
+${vars.map(([k2, v2]) => `${k2}=${shQuote(v2)}`).join("\n")}
+UNIT_DIR=/etc/systemd/system
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+OUT=$(dirname "$HERE")
+
+say() { printf '%s: %s\\n' "$NAME" "$*"; }
+die() { printf '%s: error: %s\\n' "$NAME" "$*" >&2; exit 1; }
+
+# Everything the units need, checked before anything on the board changes.
+check_board() {
+  [ "$(id -u)" = 0 ] || die "run me as root"
+  [ -d /run/systemd/system ] || die "systemd is not running as init on this machine; the units need it"
+  for t in systemctl mount umount sha256sum tar cmp mkfs.ext4 truncate; do
+    command -v "$t" >/dev/null 2>&1 || die "$t is missing on the board (packages: systemd, mount, coreutils, tar, diffutils, e2fsprogs)"
+  done
+  [ -x "$NSPAWN" ] || die "$NSPAWN is missing: install the systemd-container package"
+  for p in $PROGRAMS; do
+    [ -x "$p" ] || die "$p is missing: the units run it (package: systemd)"
+  done
+  v=$(systemctl --version | sed -n '1s/^systemd \\([0-9]*\\).*/\\1/p')
+  [ "\${v:-0}" -ge ${MIN_SYSTEMD} ] ||
+    die "systemd \${v:-?} is too old: the service needs ${MIN_SYSTEMD} or newer (nspawn -U --private-users-ownership=map, :idmap binds)"
+  k=$(uname -r); kmaj=\${k%%.*}; krest=\${k#*.}; kmin=\${krest%%[!0-9]*}
+  if [ "$kmaj" -lt ${MIN_KERNEL.major} ] || { [ "$kmaj" -eq ${MIN_KERNEL.major} ] && [ "$kmin" -lt ${MIN_KERNEL.minor} ]; }; then
+    die "kernel $k is too old: idmapped mounts need ${MIN_KERNEL.major}.${MIN_KERNEL.minor} or newer"
+  fi
+  [ -e /dev/loop-control ] || die "/dev/loop-control is missing: the image is loop-mounted (load the loop module)"
+  grep -qw squashfs /proc/filesystems || modprobe squashfs 2>/dev/null ||
+    die "this kernel cannot mount squashfs (CONFIG_SQUASHFS)"
+}
+
+check_sums() {
+  [ -f "$OUT/SHA256SUMS" ] || die "$OUT/SHA256SUMS is missing: copy the whole build output directory"
+  (cd "$OUT" && sha256sum --quiet --strict -c SHA256SUMS) ||
+    die "the artifacts do not match SHA256SUMS: copy them again"
+}
+
+release_id() { sha256sum "$1" | cut -c1-16; }
+
+# releases/<id>: the image and its units, written under a temporary name and renamed into place.
+stage_release() {
+  id=$(release_id "$OUT/$IMAGE_FILE")
+  rel="$BOARD_DIR/releases/$id"
+  if [ ! -f "$rel/$IMAGE_FILE" ]; then
+    rm -rf "$rel.new"
+    install -d -m 0755 "$rel.new/units"
+    install -m 0644 "$OUT/$IMAGE_FILE" "$rel.new/$IMAGE_FILE"
+    for u in $UNIT_FILES; do install -m 0644 "$HERE/$u" "$rel.new/units/$u"; done
+    mv -T "$rel.new" "$rel"
+  fi
+  echo "$id"
+}
+
+current_id() { [ -L "$BOARD_DIR/current" ] && basename "$(readlink "$BOARD_DIR/current")" || true; }
+previous_id() { [ -L "$BOARD_DIR/previous" ] && basename "$(readlink "$BOARD_DIR/previous")" || true; }
+
+# One rename(2): a reader sees the old link or the new one, never none.
+set_link() {
+  ln -sfn "releases/$2" "$BOARD_DIR/.$1.new"
+  mv -T "$BOARD_DIR/.$1.new" "$BOARD_DIR/$1"
+}
+
+# Copies a release's units into systemd's directory; prints the names that changed.
+install_units() {
+  for u in $UNIT_FILES; do
+    if ! cmp -s "$BOARD_DIR/releases/$1/units/$u" "$UNIT_DIR/$u"; then
+      install -m 0644 "$BOARD_DIR/releases/$1/units/$u" "$UNIT_DIR/.$u.new"
+      mv -T "$UNIT_DIR/.$u.new" "$UNIT_DIR/$u"
+      echo "$u"
+    fi
+  done
+}
+
+# The data partition keeps the service's state: made from the template once, never overwritten.
+prepare_data() {
+  if [ -z "$DATA_IS_FILE" ]; then
+    say "data partition $DATA_SOURCE is yours to format and fill (see README.md); not touched"
+    return
+  fi
+  [ -f "$DATA_SOURCE" ] && return
+  say "creating the data partition $DATA_SOURCE ($DATA_SIZE) from $DATA_TEMPLATE_FILE"
+  tmp_data="$DATA_SOURCE.new"
+  tmp_mnt="$BOARD_DIR/.data-template"
+  rm -f "$tmp_data"
+  truncate -s "$DATA_SIZE" "$tmp_data"
+  mkfs.ext4 -q -F "$tmp_data"
+  install -d -m 0700 "$tmp_mnt"
+  mount -o loop,noexec,nosuid,nodev "$tmp_data" "$tmp_mnt"
+  if ! tar -xzpf "$OUT/$DATA_TEMPLATE_FILE" --numeric-owner -C "$tmp_mnt"; then
+    umount "$tmp_mnt"; die "cannot unpack $DATA_TEMPLATE_FILE"
+  fi
+  umount "$tmp_mnt"
+  rmdir "$tmp_mnt"
+  mv -T "$tmp_data" "$DATA_SOURCE"
+}
+
+# Keeps current and previous, removes older releases.
+prune_releases() {
+  cur=$(current_id); prev=$(previous_id)
+  for r in "$BOARD_DIR"/releases/*; do
+    [ -d "$r" ] || continue
+    case $(basename "$r") in "$cur" | "$prev") ;; *) rm -rf "$r" ;; esac
+  done
+}
+
+# Makes release $1 current (the old one becomes previous) and restarts what runs the image.
+activate() {
+  new=$1 old=$(current_id)
+  changed=$(install_units "$new")
+  [ -z "$changed" ] || systemctl daemon-reload
+  if [ "$new" != "$old" ]; then
+    [ -z "$old" ] || set_link previous "$old"
+    set_link current "$new"
+  fi
+  ln -sfn "current/$IMAGE_FILE" "$BOARD_DIR/.image.new"
+  mv -T "$BOARD_DIR/.image.new" "$BOARD_DIR/$IMAGE_FILE"
+  systemctl enable --quiet "$ROOT_MOUNT_UNIT" "$DATA_MOUNT_UNIT" "$SOCKET_UNIT"
+  if [ -n "$old" ] && [ "$new" != "$old" ] && systemctl -q is-active "$ROOT_MOUNT_UNIT"; then
+    # One restart job (LazyUnmount=yes): containers serving a connection keep the old image (its
+    # loop device is freed when the last one ends); a connection arriving meanwhile waits for
+    # the job (the service is After= the mount) and gets the new image. The socket stays open.
+    say "switching image $old -> $new"
+    systemctl restart "$ROOT_MOUNT_UNIT"
+  fi
+  systemctl start "$ROOT_MOUNT_UNIT" "$DATA_MOUNT_UNIT"
+  # A listening service runs one long-lived container: restart it (and its proxy) on the new image.
+  for u in $UNIT_FILES; do
+    case $u in *@.service) ;; *.service) [ -z "$old" ] || [ "$new" = "$old" ] || systemctl try-restart "$u" ;; esac
+  done
+  if printf '%s\\n' $changed | grep -qx "$SOCKET_UNIT" && systemctl -q is-active "$SOCKET_UNIT"; then
+    say "$SOCKET_UNIT changed: restarting it"
+    systemctl restart "$SOCKET_UNIT"
+  else
+    systemctl start "$SOCKET_UNIT"
+  fi
+  say "running release $new ($(systemctl is-active "$SOCKET_UNIT") $SOCKET_UNIT)"
+}
+
+cmd_install() {
+  check_board
+  check_sums
+  install -d -m 0755 "$BOARD_DIR" "$BOARD_DIR/releases" "$DATA_MOUNT" "$BOARD_DIR/root"
+  # An image installed by hand (the README's manual steps) becomes the first release.
+  if [ -f "$BOARD_DIR/$IMAGE_FILE" ] && [ ! -L "$BOARD_DIR/$IMAGE_FILE" ]; then
+    adopted=$(release_id "$BOARD_DIR/$IMAGE_FILE")
+    install -d -m 0755 "$BOARD_DIR/releases/$adopted/units"
+    for u in $UNIT_FILES; do install -m 0644 "$HERE/$u" "$BOARD_DIR/releases/$adopted/units/$u"; done
+    mv "$BOARD_DIR/$IMAGE_FILE" "$BOARD_DIR/releases/$adopted/$IMAGE_FILE"
+    set_link current "$adopted"
+  fi
+  id=$(stage_release)
+  prepare_data
+  activate "$id"
+  prune_releases
+}
+
+cmd_upgrade() {
+  [ -n "$(current_id)" ] || die "$NAME is not installed here: run install first"
+  cmd_install
+}
+
+cmd_rollback() {
+  check_board
+  prev=$(previous_id)
+  [ -n "$prev" ] && [ -d "$BOARD_DIR/releases/$prev" ] || die "no previous release to roll back to"
+  activate "$prev"
+}
+
+cmd_uninstall() {
+  [ "$(id -u)" = 0 ] || die "run me as root"
+  # Instances of a templated service stop with their socket; the rest are stopped by name.
+  systemctl disable --now --quiet "$SOCKET_UNIT" 2>/dev/null || true
+  for u in $UNIT_FILES; do
+    case $u in *@.service) systemctl stop "\${u%@.service}@*.service" 2>/dev/null || true ;; esac
+  done
+  for u in $UNIT_FILES; do systemctl disable --now --quiet "$u" 2>/dev/null || true; done
+  for u in $UNIT_FILES; do rm -f "$UNIT_DIR/$u"; done
+  systemctl daemon-reload
+  rm -rf "$BOARD_DIR/releases" "$BOARD_DIR/current" "$BOARD_DIR/previous" "$BOARD_DIR/$IMAGE_FILE"
+  rmdir "$BOARD_DIR/root" 2>/dev/null || true
+  if [ "\${1:-}" = --purge ]; then
+    [ -z "$DATA_IS_FILE" ] || rm -f "$DATA_SOURCE"
+    rmdir "$DATA_MOUNT" "$BOARD_DIR" 2>/dev/null || true
+    say "removed, data included"
+  else
+    say "removed; the data partition $DATA_SOURCE is kept (uninstall --purge removes it)"
+  fi
+}
+
+case \${1:-} in
+  install) cmd_install ;;
+  upgrade) cmd_upgrade ;;
+  rollback) cmd_rollback ;;
+  uninstall) shift; cmd_uninstall "$@" ;;
+  *) echo "usage: sh deploy/install.sh install|upgrade|rollback|uninstall [--purge]" >&2; exit 2 ;;
+esac
+`;
+}
+
 // src/deploy/bundle.ts
 function boardPaths(o2) {
   const boardDir = o2.boardDir ?? `/var/lib/lhc/${o2.name}`;
-  if (!path19.isAbsolute(boardDir))
+  if (!path20.isAbsolute(boardDir))
     throw new UserError(`board directory must be absolute, got ${boardDir}`);
   const dataSource = o2.dataSource ?? `${boardDir}/${o2.name}-data.ext4`;
   return {
@@ -40591,16 +40937,17 @@ async function writeDeployBundle(o2) {
   if (!o2.service.command[0]?.startsWith("/"))
     throw new UserError("service.command[0] must be an absolute path in the image");
   const p2 = boardPaths(o2);
-  const dir = path19.join(o2.outDir, "deploy");
+  const dir = path20.join(o2.outDir, "deploy");
   await rm5(dir, { recursive: true, force: true });
-  await mkdir4(path19.join(dir, "oci"), { recursive: true });
+  await mkdir4(path20.join(dir, "oci"), { recursive: true });
   const inetd = o2.service.inetd === true;
   const { rootMount, dataMount } = renderMountUnits(o2, p2);
   const units = {
     socket: `${o2.name}.socket`,
     service: inetd ? `${o2.name}@.service` : `${o2.name}.service`,
     rootMount: `${systemdEscapePath(p2.rootMount)}.mount`,
-    dataMount: `${systemdEscapePath(p2.dataMount)}.mount`
+    dataMount: `${systemdEscapePath(p2.dataMount)}.mount`,
+    ...inetd ? {} : { proxy: proxyUnitName(o2.name) }
   };
   const ids = await resolveUser(o2.service.user, o2.root);
   const contents = {
@@ -40612,7 +40959,27 @@ async function writeDeployBundle(o2) {
     "oci/config.json": JSON.stringify(ociConfig(o2, p2, ids, { userNamespace: OCI_USER_NAMESPACE }), null, 2) + "\n",
     "README.md": renderReadme(o2, p2)
   };
-  for (const [f2, text] of Object.entries(contents)) await writeFile5(path19.join(dir, f2), text);
+  if (!inetd)
+    contents[proxyUnitName(o2.name)] = renderProxyUnit(
+      o2.name,
+      listenPort(o2.service),
+      systemdExecLine,
+      HEADER(o2.name)
+    );
+  contents["install.sh"] = renderInstallScript({
+    name: o2.name,
+    boardDir: p2.boardDir,
+    imageFile: o2.imageFile,
+    dataTemplateFile: o2.dataTemplateFile,
+    dataSource: p2.dataSource,
+    dataIsLoopFile: p2.dataIsLoopFile,
+    dataMount: p2.dataMount,
+    units: { ...units, extra: inetd ? [] : [proxyUnitName(o2.name)] },
+    nspawnPath: o2.nspawnPath ?? "/usr/bin/systemd-nspawn",
+    programs: inetd ? [] : PROXY_PROGRAMS
+  });
+  for (const [f2, text] of Object.entries(contents))
+    await writeFile5(path20.join(dir, f2), text, { mode: f2.endsWith(".sh") ? 493 : 420 });
   o2.logger?.info(
     `deploy bundle: ${dir} (${units.socket}, ${units.service}, mounts, fstab, oci/config.json)`
   );
@@ -40638,11 +41005,11 @@ function humanBytes(bytes) {
 
 // src/prune/closure.ts
 import { lstatSync as lstatSync3, readdirSync as readdirSync2 } from "node:fs";
-import path21 from "node:path";
+import path22 from "node:path";
 
 // src/elf/loader.ts
 import { closeSync, openSync, readdirSync, readFileSync as readFileSync4, readSync } from "node:fs";
-import path20 from "node:path";
+import path21 from "node:path";
 
 // src/root/glob.ts
 function escapeRe(c3) {
@@ -40747,7 +41114,7 @@ var TRIPLETS = {
 var MUSL_ARCH = { aarch64: "aarch64", x86_64: "x86_64", arm: "armhf" };
 function libraryDirs(root, elf, elfPath) {
   const dirs = [];
-  const origin = path20.posix.dirname(elfPath);
+  const origin = path21.posix.dirname(elfPath);
   for (const r of elf.runpath) dirs.push(r.replace(/\$\{?ORIGIN\}?/g, origin));
   const musl = elf.interp !== void 0 && /ld-musl/.test(elf.interp);
   if (musl) {
@@ -40782,12 +41149,12 @@ function ldSoConfDirs(root, file2, depth) {
       if (line.startsWith("/")) dirs.push(line);
       continue;
     }
-    const pattern = inc[1].startsWith("/") ? inc[1] : path20.posix.join(path20.posix.dirname(file2), inc[1]);
-    const dir = resolveTraced(root, path20.posix.dirname(pattern));
+    const pattern = inc[1].startsWith("/") ? inc[1] : path21.posix.join(path21.posix.dirname(file2), inc[1]);
+    const dir = resolveTraced(root, path21.posix.dirname(pattern));
     if (!dir.exists || dir.kind !== "dir") continue;
     const re2 = globToRegExp(pattern);
     for (const name of readdirSync(dir.host).sort()) {
-      const candidate = path20.posix.join(path20.posix.dirname(pattern), name);
+      const candidate = path21.posix.join(path21.posix.dirname(pattern), name);
       if (re2.test(candidate)) dirs.push(...ldSoConfDirs(root, candidate, depth + 1));
     }
   }
@@ -40816,7 +41183,7 @@ function shebang(file2) {
 function walkRoot(root) {
   const out = /* @__PURE__ */ new Map();
   const visit3 = (inRoot) => {
-    const host = path21.join(root, inRoot);
+    const host = path22.join(root, inRoot);
     const st2 = lstatSync3(host);
     const kind = st2.isSymbolicLink() ? "symlink" : st2.isDirectory() ? "dir" : st2.isFile() ? "file" : "other";
     out.set(inRoot, { kind, st: st2 });
@@ -40859,7 +41226,7 @@ async function computeClosure(root, all, trace, config2, logger) {
       e.noFollow ?? false
     );
     if (e.op === "getdents" && r.exists && r.kind === "dir" && !r.virtual) {
-      for (const name of readdirSync2(r.host)) add(path21.posix.join(r.inRoot, name), "dir-listing");
+      for (const name of readdirSync2(r.host)) add(path22.posix.join(r.inRoot, name), "dir-listing");
     }
   }
   const entry = addLookup(trace.entrypoint, "entrypoint");
@@ -40879,7 +41246,7 @@ async function computeClosure(root, all, trace, config2, logger) {
       scanned.add(p2);
       let elf;
       try {
-        elf = await readElf(path21.join(root, p2));
+        elf = await readElf(path22.join(root, p2));
       } catch (err) {
         logger.debug(`not parsing ${p2} as ELF: ${err.message}`);
         continue;
@@ -40887,7 +41254,7 @@ async function computeClosure(root, all, trace, config2, logger) {
       if (!elf) {
         const why = kept.get(p2);
         if (why.has("entrypoint") || why.has("traced-exec")) {
-          const interpreter = shebang(path21.join(root, p2));
+          const interpreter = shebang(path22.join(root, p2));
           if (interpreter) {
             const r = addLookup(interpreter, "shebang-interp");
             if (r.exists) changed = true;
@@ -40903,7 +41270,7 @@ async function computeClosure(root, all, trace, config2, logger) {
       }
       const dirs = elf.needed.length > 0 ? libraryDirs(root, elf, p2) : [];
       for (const lib of elf.needed) {
-        const candidates = lib.includes("/") ? [lib.startsWith("/") ? lib : path21.posix.join(path21.posix.dirname(p2), lib)] : dirs.map((d) => path21.posix.join(d, lib));
+        const candidates = lib.includes("/") ? [lib.startsWith("/") ? lib : path22.posix.join(path22.posix.dirname(p2), lib)] : dirs.map((d) => path22.posix.join(d, lib));
         const hit = candidates.find((c3) => {
           const r = resolveTraced(root, c3);
           return r.exists && r.kind === "file";
@@ -40930,7 +41297,7 @@ async function computeClosure(root, all, trace, config2, logger) {
     }
   }
   for (const p2 of [...kept.keys()]) {
-    for (let d = path21.posix.dirname(p2); d !== "/" && d !== "."; d = path21.posix.dirname(d)) {
+    for (let d = path22.posix.dirname(p2); d !== "/" && d !== "."; d = path22.posix.dirname(d)) {
       if (kept.has(d)) {
         kept.get(d).add("parent-dir");
         continue;
@@ -41000,37 +41367,37 @@ function sha256sumsLine(sha2562, name) {
 
 // src/stages/outputs.ts
 async function writeTraceReport(report, file2) {
-  await mkdir5(path22.dirname(file2), { recursive: true });
+  await mkdir5(path23.dirname(file2), { recursive: true });
   await writeFile6(file2, formatPruneReport(report));
 }
 async function writeSha256Sums(dir, files) {
   const lines = [];
   for (const f2 of [...new Set(files)].sort()) {
-    lines.push(sha256sumsLine(await sha256File(path22.join(dir, f2)), f2));
+    lines.push(sha256sumsLine(await sha256File(path23.join(dir, f2)), f2));
   }
-  const out = path22.join(dir, "SHA256SUMS");
+  const out = path23.join(dir, "SHA256SUMS");
   await writeFile6(out, lines.join("\n") + "\n");
   return out;
 }
 async function writeOutputs(ctx, input2) {
   const { config: config2, packed } = input2;
-  const traceReport = path22.join(ctx.outDir, `${config2.name}.trace.json`);
+  const traceReport = path23.join(ctx.outDir, `${config2.name}.trace.json`);
   await writeTraceReport(input2.report, traceReport);
   const bundle = await writeDeployBundle({
     name: config2.name,
     outDir: ctx.outDir,
     service: config2.service,
     dataPath: config2.data.path,
-    imageFile: path22.basename(packed.image),
-    dataTemplateFile: path22.basename(packed.dataTemplate),
+    imageFile: path23.basename(packed.image),
+    dataTemplateFile: path23.basename(packed.dataTemplate),
     root: input2.prunedRoot,
     logger: ctx.logger
   });
   const sha256sums = await writeSha256Sums(ctx.outDir, [
-    path22.basename(packed.image),
-    path22.basename(packed.dataTemplate),
-    path22.basename(packed.manifest),
-    path22.basename(traceReport),
+    path23.basename(packed.image),
+    path23.basename(packed.dataTemplate),
+    path23.basename(packed.manifest),
+    path23.basename(traceReport),
     ...bundle.files
   ]);
   return { traceReport, bundle, sha256sums };
@@ -41039,7 +41406,7 @@ async function writeOutputs(ctx, input2) {
 // src/stages/pack.ts
 import { createHash as createHash6 } from "node:crypto";
 import { lstat as lstat5, mkdir as mkdir6, rm as rm7, stat as stat4, writeFile as writeFile8 } from "node:fs/promises";
-import path24 from "node:path";
+import path25 from "node:path";
 
 // src/tools/mksquashfs.ts
 var ROOT_MODE = 493;
@@ -41080,7 +41447,7 @@ function mksquashfsEnv() {
 import { createHash as createHash5 } from "node:crypto";
 import { chmod as chmod2, lstat as lstat4, mkdtemp as mkdtemp4, readlink as readlink2, rm as rm6, writeFile as writeFile7 } from "node:fs/promises";
 import os7 from "node:os";
-import path23 from "node:path";
+import path24 from "node:path";
 function archiveStat(st2, owner) {
   const s3 = Object.assign(Object.create(Object.getPrototypeOf(st2)), st2);
   return Object.assign(s3, {
@@ -41102,7 +41469,7 @@ var SUPPORTED = (st2) => st2.isFile() || st2.isDirectory() || st2.isSymbolicLink
 function templateLinkProblem(rel, target) {
   if (target.startsWith("/"))
     return `'${rel}' is a symlink to the absolute path ${target}; use a relative target inside the template`;
-  const resolved = path23.posix.normalize(path23.posix.join(path23.posix.dirname(rel), target));
+  const resolved = path24.posix.normalize(path24.posix.join(path24.posix.dirname(rel), target));
   if (resolved === ".." || resolved.startsWith("../"))
     return `'${rel}' is a symlink to ${target}, which points outside the template`;
   return void 0;
@@ -41113,7 +41480,7 @@ async function tarDirectory(dir, epoch, owner = { uid: 0, gid: 0 }) {
   const unsupported = [];
   const badLinks = [];
   for (const rel of rels) {
-    const abs = path23.resolve(dir, rel || ".");
+    const abs = path24.resolve(dir, rel || ".");
     const st2 = await lstat4(abs);
     if (!SUPPORTED(st2)) unsupported.push(rel);
     if (st2.isSymbolicLink()) {
@@ -41223,7 +41590,7 @@ async function writeDataTemplate(o2) {
   let tmp;
   try {
     if (dir === void 0) {
-      tmp = await mkdtemp4(path23.join(os7.tmpdir(), "lhc-empty-data-"));
+      tmp = await mkdtemp4(path24.join(os7.tmpdir(), "lhc-empty-data-"));
       await chmod2(tmp, 493);
       dir = tmp;
     }
@@ -41263,7 +41630,7 @@ async function packImage(o2) {
   const names = artifactNames(o2.name, o2.fileNames);
   await requireDir(o2.root, "root");
   if (o2.dataDir !== void 0) await requireDir(o2.dataDir, "data directory");
-  const mountPoint = path24.join(o2.root, dataPath);
+  const mountPoint = path25.join(o2.root, dataPath);
   try {
     if (!(await stat4(mountPoint)).isDirectory()) throw new Error("not a directory");
   } catch {
@@ -41272,9 +41639,9 @@ async function packImage(o2) {
     );
   }
   await mkdir6(o2.outDir, { recursive: true });
-  const image = path24.join(o2.outDir, names.image);
-  const dataTemplate = path24.join(o2.outDir, names.dataTemplate);
-  const manifestFile = path24.join(o2.outDir, names.manifest);
+  const image = path25.join(o2.outDir, names.image);
+  const dataTemplate = path25.join(o2.outDir, names.dataTemplate);
+  const manifestFile = path25.join(o2.outDir, names.manifest);
   o2.logger.info(`packing ${o2.root} into ${image} (squashfs, xz, epoch ${o2.epoch})`);
   await rm7(image, { force: true });
   await run(mksquashfsArgv({ source: o2.root, image, epoch: o2.epoch, rootMode: ROOT_MODE }), {
@@ -41322,11 +41689,11 @@ async function packImage(o2) {
 }
 
 // src/stages/prune.ts
-import path27 from "node:path";
+import path28 from "node:path";
 
 // src/harness/data.ts
 import { chmod as chmod3, mkdir as mkdir7, readdir as readdir3, rm as rm8 } from "node:fs/promises";
-import path25 from "node:path";
+import path26 from "node:path";
 async function seedDataDir(config2, root, dir) {
   await rm8(dir, { recursive: true, force: true });
   await mkdir7(dir, { recursive: true, mode: 493 });
@@ -41350,12 +41717,12 @@ async function unpackTemplate(template, dir, opts = {}) {
       onwarn: (code, message) => warnings.push(`${code}: ${message}`),
       onReadEntry: (e) => {
         if (e.type !== "SymbolicLink" && e.mode !== void 0) {
-          modes.push({ file: path25.resolve(dir, e.path), mode: e.mode & 4095 });
+          modes.push({ file: path26.resolve(dir, e.path), mode: e.mode & 4095 });
         }
         if (e.uid === void 0 || e.gid === void 0) return;
         const key = `${e.uid}:${e.gid}`;
         const list = owners.get(key) ?? [];
-        list.push(path25.resolve(dir, e.path));
+        list.push(path26.resolve(dir, e.path));
         owners.set(key, list);
       }
     });
@@ -41389,7 +41756,7 @@ import {
   symlink,
   utimes
 } from "node:fs/promises";
-import path26 from "node:path";
+import path27 from "node:path";
 function octal(mode2) {
   return (mode2 & 4095).toString(8).padStart(4, "0");
 }
@@ -41401,8 +41768,8 @@ async function writePrunedRoot(root, all, kept, mounts, prunedRoot, logger) {
   const dirTimes = [];
   for (const p2 of [...kept.keys()].sort()) {
     const e = all.get(p2);
-    const src = path26.join(root, p2);
-    const dst = path26.join(prunedRoot, p2);
+    const src = path27.join(root, p2);
+    const dst = path27.join(prunedRoot, p2);
     if (e.kind === "dir") {
       await mkdir8(dst);
       dirTimes.push({ host: dst, st: e.st });
@@ -41427,7 +41794,7 @@ async function writePrunedRoot(root, all, kept, mounts, prunedRoot, logger) {
     });
   }
   for (const m2 of mounts) {
-    const dst = path26.join(prunedRoot, m2);
+    const dst = path27.join(prunedRoot, m2);
     const existing = list.find((k2) => k2.path === m2);
     if (existing) {
       if (!existing.why.includes("mount-point")) existing.why.push("mount-point");
@@ -41435,7 +41802,7 @@ async function writePrunedRoot(root, all, kept, mounts, prunedRoot, logger) {
     }
     const e = all.get(m2);
     const mode2 = e?.kind === "dir" ? e.st.mode & 4095 : m2 === "/tmp" ? 1023 : 493;
-    await mkdir8(path26.dirname(dst), { recursive: true });
+    await mkdir8(path27.dirname(dst), { recursive: true });
     await mkdir8(dst);
     await chmod4(dst, mode2);
     if (e?.kind === "dir") await lchown(dst, e.st.uid, e.st.gid).catch(() => void 0);
@@ -41453,8 +41820,8 @@ async function pruneRoot(root, trace, config2, opts) {
   const { logger } = opts;
   const all = walkRoot(root);
   const closure = await computeClosure(root, all, trace, config2, logger);
-  const prunedRoot = path27.join(opts.outDir, "root");
-  const dataDir = path27.join(opts.outDir, "data");
+  const prunedRoot = path28.join(opts.outDir, "root");
+  const dataDir = path28.join(opts.outDir, "data");
   const list = await writePrunedRoot(
     root,
     all,
@@ -41470,41 +41837,48 @@ async function pruneRoot(root, trace, config2, opts) {
 }
 
 // src/core/work-layout.ts
-import path28 from "node:path";
+import path29 from "node:path";
 function workLayout(dir) {
-  const abs = path28.resolve(dir);
+  const abs = path29.resolve(dir);
   return {
     dir: abs,
-    root: path28.join(abs, "root"),
-    trace: path28.join(abs, "trace"),
-    pruned: path28.join(abs, "pruned"),
-    selfCheck: path28.join(abs, "self-check")
+    root: path29.join(abs, "root"),
+    trace: path29.join(abs, "trace"),
+    pruned: path29.join(abs, "pruned"),
+    selfCheck: path29.join(abs, "self-check")
   };
 }
 function traceScratch(dir) {
   return {
     /** The writable view of the root the service runs on (overlay mount point or copy). */
-    view: path28.join(dir, "trace-root"),
-    upper: path28.join(dir, "trace-upper"),
-    overlayWork: path28.join(dir, "trace-overlay-work"),
-    data: path28.join(dir, "trace-data"),
+    view: path29.join(dir, "trace-root"),
+    upper: path29.join(dir, "trace-upper"),
+    overlayWork: path29.join(dir, "trace-overlay-work"),
+    data: path29.join(dir, "trace-data"),
     /** Raw traces (QEMU FIFO text, strace logs), kept for debugging. */
-    raw: path28.join(dir, "raw")
+    raw: path29.join(dir, "raw")
   };
 }
 function selfCheckScratch(dir) {
   return {
     /** The pruned root, bind-mounted read-only. */
-    view: path28.join(dir, "self-check-root"),
-    data: path28.join(dir, "self-check-data")
+    view: path29.join(dir, "self-check-root"),
+    data: path29.join(dir, "self-check-data")
   };
 }
 
 // src/stages/root.ts
 import { createHash as createHash7 } from "node:crypto";
-import { chmodSync as chmodSync3, existsSync as existsSync8, lstatSync as lstatSync6, readdirSync as readdirSync4, readFileSync as readFileSync5 } from "node:fs";
+import {
+  chmodSync as chmodSync3,
+  existsSync as existsSync8,
+  lstatSync as lstatSync6,
+  readdirSync as readdirSync4,
+  readFileSync as readFileSync5,
+  rmSync as rmSync2
+} from "node:fs";
 import { mkdir as mkdir10, rename as rename4, rm as rm11, stat as stat6 } from "node:fs/promises";
-import path31 from "node:path";
+import path32 from "node:path";
 
 // src/root/extract.ts
 import { once as once9 } from "node:events";
@@ -41528,7 +41902,7 @@ import {
   readlinkSync as readlinkSync2
 } from "node:fs";
 import { mkdir as mkdir9, mkdtemp as mkdtemp5, rm as rm10, stat as stat5 } from "node:fs/promises";
-import path29 from "node:path";
+import path30 from "node:path";
 import { createGunzip } from "node:zlib";
 var ExtractError = class extends UserError {
   constructor(archive, entry, reason) {
@@ -41689,7 +42063,7 @@ var Extractor = class {
   }
   writeFile(entry, name, parts) {
     const parent = this.parentOf(name, parts);
-    const host = path29.join(parent, parts[parts.length - 1]);
+    const host = path30.join(parent, parts[parts.length - 1]);
     const flags = fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW;
     let fd;
     try {
@@ -41751,7 +42125,7 @@ var Extractor = class {
       return;
     }
     const parent = this.parentOf(name, parts);
-    const host = path29.join(parent, parts[parts.length - 1]);
+    const host = path30.join(parent, parts[parts.length - 1]);
     try {
       mkdirSync2(host, { mode: 448 });
       this.summary.dirs++;
@@ -41779,7 +42153,7 @@ var Extractor = class {
     if (!lstatSync4(targetHost).isFile())
       this.fail(name, `hardlink target '${linkpath}' is no longer a regular file`);
     const parent = this.parentOf(name, parts);
-    const host = path29.join(parent, parts[parts.length - 1]);
+    const host = path30.join(parent, parts[parts.length - 1]);
     try {
       linkSync(targetHost, host);
     } catch (e) {
@@ -41796,7 +42170,7 @@ var Extractor = class {
   finish() {
     for (const s3 of this.symlinks) {
       const parent = this.parentOf(s3.name, s3.parts);
-      const host = path29.join(parent, s3.parts[s3.parts.length - 1]);
+      const host = path30.join(parent, s3.parts[s3.parts.length - 1]);
       try {
         symlinkSync(s3.target, host);
       } catch (e) {
@@ -41841,7 +42215,7 @@ function bombError(archive, cap, compressedSize, opts) {
   );
 }
 async function xzToTemp(archive, tmpDir, cap, compressedSize, opts, logger) {
-  const out = path29.join(tmpDir, "archive.tar");
+  const out = path30.join(tmpDir, "archive.tar");
   const script = 'set -o pipefail; xz -dc -- "$1" | head -c "$2" > "$3"';
   const r = await run(["bash", "-c", script, "bash", archive, String(cap + 1), out], {
     reject: false,
@@ -41912,7 +42286,7 @@ async function extractTarball(archive, dest, opts = {}) {
       code === "EEXIST" ? `extraction target ${dest} already exists: extraction needs a fresh directory` : `cannot create extraction target ${dest}: ${code ?? String(e)}`
     );
   }
-  const tmpDir = compression === "xz" ? await mkdtemp5(path29.join(path29.dirname(dest), ".lhc-xz-")) : void 0;
+  const tmpDir = compression === "xz" ? await mkdtemp5(path30.join(path30.dirname(dest), ".lhc-xz-")) : void 0;
   const ex = new Extractor(archive, dest, compression, opts);
   try {
     let source;
@@ -41980,15 +42354,15 @@ import {
   lchownSync as lchownSync2
 } from "node:fs";
 import { open as open5 } from "node:fs/promises";
-import path30 from "node:path";
+import path31 from "node:path";
 function hostPathFor(root, dst) {
-  const dir = path30.posix.dirname(dst);
+  const dir = path31.posix.dirname(dst);
   const parent = resolveInRoot(root, dir, { createMissing: true });
   if (!parent.exists) mkdirSync3(parent.host, { mode: 493 });
   else if (!lstatSync5(parent.host).isDirectory())
     throw new UserError(`cannot install ${dst}: ${parent.inRoot} in the root is not a directory`);
-  const name = path30.posix.basename(dst);
-  return { host: path30.join(parent.host, name), inRoot: path30.posix.join(parent.inRoot, name) };
+  const name = path31.posix.basename(dst);
+  return { host: path31.join(parent.host, name), inRoot: path31.posix.join(parent.inRoot, name) };
 }
 function clearForFile(host, dst) {
   let st2;
@@ -42042,8 +42416,8 @@ function normalizedMode(st2) {
 async function copyTree(root, srcDir, dst, stats = { files: 0, dirs: 0, symlinks: 0 }) {
   ensureDir(root, dst, 493);
   for (const name of readdirSync3(srcDir).sort()) {
-    const src = path30.join(srcDir, name);
-    const to2 = path30.posix.join(dst, name);
+    const src = path31.join(srcDir, name);
+    const to2 = path31.posix.join(dst, name);
     const st2 = lstatSync5(src);
     if (st2.isDirectory()) {
       stats.dirs++;
@@ -42146,7 +42520,7 @@ function treeBytes(dir) {
   let total = 0;
   const walk = (d) => {
     for (const name of readdirSync4(d)) {
-      const p2 = path31.join(d, name);
+      const p2 = path32.join(d, name);
       const st2 = lstatSync6(p2, { bigint: false });
       if (st2.isDirectory()) walk(p2);
       else if (st2.isFile()) {
@@ -42164,21 +42538,41 @@ async function makeScratchRoot(root) {
   await mkdir10(root, { mode: 493 });
   for (const d of SCRATCH_DIRS) ensureDir(root, d, d === "/tmp" ? 1023 : 493);
 }
-function packagesCommand(packages) {
-  return typeof packages === "string" ? ["/bin/sh", "-c", packages] : [...packages];
+function prepareCommand(prepare) {
+  return typeof prepare === "string" ? ["/bin/sh", "-c", prepare] : [...prepare];
 }
 async function runInRoot(root, command, opts) {
-  const argv = nspawnArgv({ root, command, machineName: `lhc-root-${process.pid}` });
-  const r = await run(argv, {
-    privileged: true,
-    logger: opts.logger,
-    loud: true,
-    signal: opts.signal,
-    timeoutMs: opts.timeoutMs ?? PACKAGES_TIMEOUT_MS,
-    stderrLines: 40
+  const argv = nspawnArgv({
+    root,
+    command,
+    machineName: `lhc-root-${process.pid}`,
+    resolvConf: opts.hostDns ? "bind-host" : "off"
   });
-  for (const line of r.stdout.trimEnd().split("\n").filter(Boolean)) opts.logger.debug(`  ${line}`);
-  return { stdout: r.stdout, stderr: r.stderr };
+  const etcIsDir = lstatOrUndefined(path32.join(root, "etc"))?.isDirectory() ?? false;
+  const resolvConf = path32.join(root, "etc", "resolv.conf");
+  const hadResolvConf = !etcIsDir || lstatOrUndefined(resolvConf) !== void 0;
+  try {
+    const r = await run(argv, {
+      privileged: true,
+      logger: opts.logger,
+      loud: true,
+      onLine: (line) => opts.logger.info(`  ${line}`),
+      signal: opts.signal,
+      timeoutMs: opts.timeoutMs ?? PACKAGES_TIMEOUT_MS,
+      stderrLines: 40
+    });
+    return { stdout: r.stdout, stderr: r.stderr };
+  } finally {
+    const after = lstatOrUndefined(resolvConf);
+    if (opts.hostDns && !hadResolvConf && after?.isFile() && after.size === 0) rmSync2(resolvConf);
+  }
+}
+function lstatOrUndefined(file2) {
+  try {
+    return lstatSync6(file2);
+  } catch {
+    return void 0;
+  }
 }
 function debianMirrors(base, hostSourcesFile = HOST_SOURCES2) {
   if (base.mirrors && base.mirrors.length > 0) return [...base.mirrors];
@@ -42206,8 +42600,8 @@ async function debianBaseTarball(base, arch, opts) {
     packages: base.packages,
     mirrors
   });
-  const dir = opts.basesDir ?? path31.join(cacheDir(), "bases");
-  const out = path31.join(dir, `${key}.tar`);
+  const dir = opts.basesDir ?? path32.join(cacheDir(), "bases");
+  const out = path32.join(dir, `${key}.tar`);
   if (existsSync8(out)) {
     opts.logger.info(
       `debian base ${base.suite} (${base.packages.join(", ") || "no extra packages"}): cached ${out}`
@@ -42215,7 +42609,7 @@ async function debianBaseTarball(base, arch, opts) {
     return out;
   }
   await mkdir10(dir, { recursive: true });
-  const tmp = path31.join(dir, `.tmp-${key}-${process.pid}.tar`);
+  const tmp = path32.join(dir, `.tmp-${key}-${process.pid}.tar`);
   opts.logger.info(
     `debian base: mmdebstrap ${base.suite} ${debArch} with ${base.packages.join(", ") || "no extra packages"} (${mirrors.length ? "host apt sources" : "mmdebstrap's default mirror"}; takes minutes under QEMU)`
   );
@@ -42273,11 +42667,11 @@ function describeExtract(s3) {
 }
 async function assembleRoot(config2, opts) {
   const { logger } = opts;
-  const root = path31.join(opts.workDir, "root");
+  const root = path32.join(opts.workDir, "root");
   const base = config2.base;
-  if (config2.packages !== void 0 && base.type === "scratch") {
+  if (config2.prepare !== void 0 && base.type === "scratch") {
     throw new ConfigError(
-      "packages: a scratch base has no shell or package manager to run it; use a tarball or debian base"
+      "prepare: a scratch base has no shell or package manager to run it; use a tarball or debian base"
     );
   }
   try {
@@ -42288,18 +42682,23 @@ async function assembleRoot(config2, opts) {
       }
       const tarball = base.type === "tarball" ? await tarballPath(base, opts) : await debianBaseTarball(base, config2.arch, opts);
       const s3 = await extractTarball(tarball, root, { logger });
-      logger.info(`extracted ${path31.basename(tarball)}: ${describeExtract(s3)}`);
+      logger.info(`extracted ${path32.basename(tarball)}: ${describeExtract(s3)}`);
       for (const d of NSPAWN_DIRS) ensureDir(root, d, d === "/tmp" ? 1023 : 493);
     });
-    if (config2.packages !== void 0) {
-      const command = packagesCommand(config2.packages);
-      await logger.group("root: packages", async () => {
-        if (typeof config2.packages === "string" && !existsInRoot(root, "/bin/sh")) {
+    if (config2.prepare !== void 0) {
+      const prepare = config2.prepare;
+      await logger.group("root: prepare", async () => {
+        for (const w2 of config2.warnings) logger.warn(w2);
+        if (typeof prepare === "string" && !existsInRoot(root, "/bin/sh")) {
           throw new ConfigError(
-            "packages: the base root has no /bin/sh to run the command with; give the command as a list (argv) instead"
+            "prepare: the base root has no /bin/sh to run the command with; give the command as a list (argv) instead"
           );
         }
-        await runInRoot(root, command, { logger, signal: opts.signal });
+        await runInRoot(root, prepareCommand(prepare), {
+          logger,
+          signal: opts.signal,
+          hostDns: true
+        });
       });
     }
     await logger.group("root: overlay", async () => {
@@ -42536,11 +42935,11 @@ function responseDiff(name, before, after) {
 // src/harness/mounts.ts
 import { existsSync as existsSync9 } from "node:fs";
 import { readFile as readFile6, readdir as readdir4, rm as rm12, rmdir } from "node:fs/promises";
-import path33 from "node:path";
+import path34 from "node:path";
 
 // src/verify/hardening.ts
 import { readFile as readFile5 } from "node:fs/promises";
-import path32 from "node:path";
+import path33 from "node:path";
 function unescape(field2) {
   return field2.replace(/\\([0-7]{3})/g, (_2, o2) => String.fromCharCode(parseInt(o2, 8)));
 }
@@ -42688,13 +43087,13 @@ function resolveInImage(entries, p2, depth = 0) {
   let cur = "/";
   for (let i2 = 0; i2 < parts.length; i2++) {
     if (parts[i2] === "..") {
-      cur = path32.posix.dirname(cur);
+      cur = path33.posix.dirname(cur);
       continue;
     }
-    const next = path32.posix.join(cur, parts[i2]);
+    const next = path33.posix.join(cur, parts[i2]);
     const e = entries.get(next);
     if (e?.kind === "symlink" && depth < 40) {
-      const target = e.target.startsWith("/") ? e.target : path32.posix.join(cur, e.target);
+      const target = e.target.startsWith("/") ? e.target : path33.posix.join(cur, e.target);
       const rest = parts.slice(i2 + 1).join("/");
       return resolveInImage(entries, rest ? `${target}/${rest}` : target, depth + 1);
     }
@@ -42708,7 +43107,7 @@ function checkNoInterpreters(entries, command0) {
   const own2 = resolveInImage(byPath2, command0);
   const found = [];
   for (const e of entries) {
-    if (e.kind === "dir" || !INTERPRETER_NAME.test(path32.posix.basename(e.path))) continue;
+    if (e.kind === "dir" || !INTERPRETER_NAME.test(path33.posix.basename(e.path))) continue;
     if (e.kind === "file" && !e.executable) continue;
     if (e.path === command0 || resolveInImage(byPath2, e.path) === own2) continue;
     found.push(e.kind === "symlink" ? `${e.path} -> ${e.target}` : e.path);
@@ -42908,7 +43307,7 @@ async function loopBackingFile(dev) {
 async function releaseLoop(dev, image, logger) {
   for (let i2 = 0; i2 < 20; i2++) {
     const backing = await loopBackingFile(dev);
-    if (backing === void 0 || path33.resolve(backing.replace(/ \(deleted\)$/, "")) !== path33.resolve(image))
+    if (backing === void 0 || path34.resolve(backing.replace(/ \(deleted\)$/, "")) !== path34.resolve(image))
       return;
     await sleep2(100);
   }
@@ -42920,7 +43319,7 @@ async function removeWorkDir(workDir, mountPoints2) {
     if (await mountAt(m2)) throw new Error(`${m2} is still mounted; leaving ${workDir} in place`);
     if (existsSync9(m2)) await rmdir(m2).catch(() => void 0);
   }
-  if (existsSync9(workDir) && (await readdir4(workDir)).every((n2) => !mountPoints2.includes(path33.join(workDir, n2)))) {
+  if (existsSync9(workDir) && (await readdir4(workDir)).every((n2) => !mountPoints2.includes(path34.join(workDir, n2)))) {
     await rm12(workDir, { recursive: true, force: true });
   }
 }
@@ -42953,7 +43352,7 @@ async function bindReadOnly(source, target, logger) {
 
 // src/harness/run.ts
 import { readFile as readFile8, rm as rm13 } from "node:fs/promises";
-import path34 from "node:path";
+import path35 from "node:path";
 
 // src/harness/listen.ts
 import { readFile as readFile7 } from "node:fs/promises";
@@ -43070,7 +43469,7 @@ async function probeListening(config2, pid, port2, probe, o2) {
     );
     return { body: r2.stdoutBytes };
   }
-  const bodyFile = path34.join(o2.workDir, `probe-${probe.name}.body`);
+  const bodyFile = path35.join(o2.workDir, `probe-${probe.name}.body`);
   await rm13(bodyFile, { force: true });
   const url3 = `http://127.0.0.1:${port2}${probe.path}`;
   const curl = ["curl", "-s", "-S", "-o", bodyFile, "-w", "%{http_code}"];
@@ -43191,19 +43590,19 @@ ${diffs.join("\n")}`
 
 // src/stages/trace.ts
 import { mkdir as mkdir12, rm as rm16, stat as stat7, writeFile as writeFile9 } from "node:fs/promises";
-import path36 from "node:path";
+import path37 from "node:path";
 
 // src/trace/hook.ts
 import { readFile as readFile9, rm as rm15 } from "node:fs/promises";
-import path35 from "node:path";
+import path36 from "node:path";
 
 // src/trace/fifo.ts
 import { randomBytes as randomBytes4 } from "node:crypto";
 import { closeSync as closeSync3, constants as constants6, openSync as openSync3, read, writeSync as writeSync2 } from "node:fs";
 var TraceFifo = class _TraceFifo {
-  constructor(path44) {
-    this.path = path44;
-    this.fd = openSync3(path44, constants6.O_RDWR);
+  constructor(path49) {
+    this.path = path49;
+    this.fd = openSync3(path49, constants6.O_RDWR);
     this.done = this.pump();
   }
   path;
@@ -43215,9 +43614,9 @@ var TraceFifo = class _TraceFifo {
   done;
   closed = false;
   /** Creates the FIFO (mode 0666: the service may run as any user) and starts reading it. */
-  static async create(path44) {
-    await run(["mkfifo", "-m", "0666", path44]);
-    return new _TraceFifo(path44);
+  static async create(path49) {
+    await run(["mkfifo", "-m", "0666", path49]);
+    return new _TraceFifo(path49);
   }
   async pump() {
     const buf = Buffer.alloc(256 * 1024);
@@ -43272,7 +43671,7 @@ function qemuTraceHook(dir) {
     env: qemuFifoEnv(),
     binds: [{ host: dir, container: TRACE_MOUNT }],
     async begin(argv) {
-      const fifoPath = path35.join(dir, QEMU_TRACE_FILE);
+      const fifoPath = path36.join(dir, QEMU_TRACE_FILE);
       await rm15(fifoPath, { force: true });
       const fifo = await TraceFifo.create(fifoPath);
       return { argv, end: async () => ({ text: await fifo.finish() }) };
@@ -43282,7 +43681,7 @@ function qemuTraceHook(dir) {
 function straceHook(dir) {
   return {
     async begin(argv, index) {
-      const file2 = path35.join(dir, index === void 0 ? "strace.log" : `strace.${index}.log`);
+      const file2 = path36.join(dir, index === void 0 ? "strace.log" : `strace.${index}.log`);
       return {
         argv: ["strace", ...STRACE_FLAGS, "-o", file2, "--", ...argv],
         end: async () => ({ text: await readFile9(file2, "utf8").catch(() => ""), file: file2 })
@@ -43779,7 +44178,7 @@ async function traceService(config2, root, opts) {
           privileged: true
         });
       }
-      const dirs = [TRACE_MOUNT, config2.data.path, "/usr"].map((p2) => path36.join(copy, p2));
+      const dirs = [TRACE_MOUNT, config2.data.path, "/usr"].map((p2) => path37.join(copy, p2));
       await run(["mkdir", "-p", "-m", "0755", "--", ...dirs], { privileged: true });
     });
     await seedDataDir(config2, root, dataDir);
@@ -43809,7 +44208,7 @@ async function traceService(config2, root, opts) {
     for (const [i2, { text }] of probed.records.entries()) {
       const parsed = emulated ? parseQemuStrace(text, parseOpts) : parseHostStrace(text, parseOpts);
       if (emulated) {
-        const file2 = path36.join(traceDir, `qemu.${i2}.txt`);
+        const file2 = path37.join(traceDir, `qemu.${i2}.txt`);
         await writeFile9(file2, text);
         traceFiles.push(file2);
       }
@@ -43876,7 +44275,7 @@ import { setMaxListeners as setMaxListeners2 } from "node:events";
 import { existsSync as existsSync11 } from "node:fs";
 import { mkdir as mkdir13, mkdtemp as mkdtemp6 } from "node:fs/promises";
 import os8 from "node:os";
-import path39 from "node:path";
+import path40 from "node:path";
 
 // src/harness/client.ts
 import http from "node:http";
@@ -44044,7 +44443,7 @@ async function runLoad(requests, concurrency, one, signal) {
 
 // src/verify/probes.ts
 import { readFile as readFile10 } from "node:fs/promises";
-import path37 from "node:path";
+import path38 from "node:path";
 async function readFixtures(probes) {
   const out = /* @__PURE__ */ new Map();
   for (const p2 of probes) {
@@ -44106,7 +44505,7 @@ async function curlProbe(probe, expected, svc, workDir, opts, timeoutMs) {
   const { host, port: port2 } = svc.clientTarget;
   const name = `${probe.name} (curl)`;
   const seconds = String(Math.ceil(timeoutMs / 1e3));
-  const bodyFile = path37.join(workDir, "curl-body");
+  const bodyFile = path38.join(workDir, "curl-body");
   const url3 = probe.type === "gopher" ? gopherUrl(host, port2, probe.selector) : `http://${host}:${port2}${probe.path}`;
   const curl = [
     "curl",
@@ -44141,7 +44540,7 @@ async function curlProbe(probe, expected, svc, workDir, opts, timeoutMs) {
 
 // src/harness/service.ts
 import { existsSync as existsSync10 } from "node:fs";
-import path38 from "node:path";
+import path39 from "node:path";
 var FORWARDER = `
 const net = require('net');
 const [, sock, port] = process.argv;
@@ -44234,7 +44633,7 @@ ${stderr}`
 ${stderr}`
     );
   }
-  const sockPath = path38.join(state.workDir, "service.sock");
+  const sockPath = path39.join(state.workDir, "service.sock");
   const nsenter = (a2) => ["nsenter", "-t", String(payload.pid), "-n", ...a2];
   state.forwarder = start(nsenter([process.execPath, "-e", FORWARDER, sockPath, String(port2)]), {
     privileged: true,
@@ -44350,7 +44749,7 @@ function combinedSignal(opts, concurrency) {
   };
 }
 async function mustExist(file2, what) {
-  const abs = path39.resolve(file2);
+  const abs = path40.resolve(file2);
   if (!existsSync11(abs)) throw new UserError(`${what} ${file2} does not exist`);
   return abs;
 }
@@ -44368,11 +44767,11 @@ async function verifyImage(options) {
     throw new UserError(`--concurrency must be a whole number \u2265 1, got ${concurrency}`);
   const { signal, dispose: disposeSignal } = combinedSignal(options, concurrency);
   const opts = { ...options, signal };
-  const workDir = await mkdtemp6(path39.join(os8.tmpdir(), "lhc-verify-"));
+  const workDir = await mkdtemp6(path40.join(os8.tmpdir(), "lhc-verify-"));
   const state = {
     workDir,
-    rootDir: path39.join(workDir, config2.name),
-    dataDir: path39.join(workDir, "data"),
+    rootDir: path40.join(workDir, config2.name),
+    dataDir: path40.join(workDir, "data"),
     sockets: /* @__PURE__ */ new Set(),
     payloads: []
   };
@@ -44392,7 +44791,7 @@ async function verifyImage(options) {
         `image ${image} mounted read-only at ${state.rootDir} (${state.image.loopDevice})`
       );
       for (const needed of mountPoints(config2.data.path)) {
-        if (!existsSync11(path39.join(state.rootDir, needed))) {
+        if (!existsSync11(path40.join(state.rootDir, needed))) {
           throw new UserError(
             `the image has no ${needed} directory; a read-only root needs every mount point (add it to the root)`
           );
@@ -44533,10 +44932,10 @@ async function build(config2, opts) {
     }
   };
   const callerUmask = process.umask(18);
-  const outDir = path40.resolve(opts.outDir);
+  const outDir = path41.resolve(opts.outDir);
   await mkdir14(outDir, { recursive: true });
   const work = workLayout(
-    opts.workDir ?? await mkdtemp7(path40.join(os9.tmpdir(), `lhc-${config2.name}-`))
+    opts.workDir ?? await mkdtemp7(path41.join(os9.tmpdir(), `lhc-${config2.name}-`))
   );
   const workDir = work.dir;
   await mkdir14(workDir, { recursive: true });
@@ -44584,7 +44983,7 @@ async function build(config2, opts) {
         logger,
         luaPath: luaBuild?.path,
         signal: opts.signal,
-        basesDir: opts.basesDir ?? (opts.cacheDir ? path40.join(opts.cacheDir, "bases") : void 0)
+        basesDir: opts.basesDir ?? (opts.cacheDir ? path41.join(opts.cacheDir, "bases") : void 0)
       });
     });
     await checkEntrypoint(assembled.root, config2.service.command[0], config2.arch);
@@ -44637,7 +45036,7 @@ async function build(config2, opts) {
       if (opts.manifestLock) {
         const lock = await checkManifestLock(
           packed2.manifestData,
-          path40.resolve(opts.manifestLock),
+          path41.resolve(opts.manifestLock),
           opts.updateManifest ?? false
         );
         if (lock.changed) {
@@ -44894,7 +45293,7 @@ options, and the values some options take). Load it in the current shell, or add
 
 // src/cli/commands/diff.ts
 import { readdir as readdir5, stat as stat8 } from "node:fs/promises";
-import path41 from "node:path";
+import path42 from "node:path";
 async function manifestPath(arg) {
   let st2;
   try {
@@ -44909,7 +45308,7 @@ async function manifestPath(arg) {
       `lhc diff: ${arg} is a directory with ${found.length === 0 ? "no" : found.length} *.manifest.json files; name the manifest file`
     );
   }
-  return path41.join(arg, found[0]);
+  return path42.join(arg, found[0]);
 }
 function diffJson(d, files) {
   const entry = (section, e) => ({ section, ...e });
@@ -45141,7 +45540,7 @@ function formatChecks(checks) {
 // src/host/probe.ts
 import { access, readFile as readFile11, readdir as readdir6 } from "node:fs/promises";
 import os10 from "node:os";
-import path42 from "node:path";
+import path43 from "node:path";
 var EXTRA_PATH = ["/usr/local/sbin", "/usr/sbin", "/sbin"];
 var realProbe = {
   async fileExists(file2) {
@@ -45169,7 +45568,7 @@ var realProbe = {
   async which(tool) {
     const dirs = [...(process.env.PATH ?? "").split(":").filter(Boolean), ...EXTRA_PATH];
     for (const d of dirs) {
-      const candidate = path42.join(d, tool);
+      const candidate = path43.join(d, tool);
       try {
         await access(
           candidate,
@@ -45324,7 +45723,7 @@ downloaded again. Prints one line per input: "<sha256>  <name>  <path>".`,
 
 // src/cli/commands/lua.ts
 import { chmod as chmod5, copyFile as copyFile3, mkdir as mkdir15 } from "node:fs/promises";
-import path43 from "node:path";
+import path44 from "node:path";
 var luaCommand = {
   name: "lua",
   summary: "build a static Lua interpreter from a verified source tarball",
@@ -45393,7 +45792,7 @@ Options:
       { store: new Store(void 0, ctx.logger), logger: ctx.logger }
     );
     await mkdir15(out, { recursive: true });
-    const dest = path43.join(out, "lua");
+    const dest = path44.join(out, "lua");
     await copyFile3(r.path, dest);
     await chmod5(dest, 493);
     ctx.out(`lua      ${dest}`);
@@ -45823,9 +46222,11 @@ Options:
           arch: c3.arch,
           base: c3.base.type,
           lua: c3.lua?.version ?? null,
-          probes: c3.probes.length
+          probes: c3.probes.length,
+          warnings: c3.warnings
         };
         results.push(summary);
+        for (const w2 of c3.warnings) ctx.logger.warn(`${file2}: ${w2}`);
         if (!ctx.json) {
           const lua = c3.lua ? `lua ${c3.lua.version}` : "no lua";
           ctx.out(
@@ -45844,6 +46245,474 @@ Options:
     return ok ? 0 : 2;
   }
 };
+
+// src/board/command.ts
+import { existsSync as existsSync14 } from "node:fs";
+import path48 from "node:path";
+
+// src/board/verify-board.ts
+import { existsSync as existsSync13 } from "node:fs";
+import { mkdtemp as mkdtemp8, rm as rm17 } from "node:fs/promises";
+import os11 from "node:os";
+import path47 from "node:path";
+
+// src/board/machine.ts
+import { readdirSync as readdirSync6 } from "node:fs";
+import { mkdir as mkdir16 } from "node:fs/promises";
+import path45 from "node:path";
+var LOOPS_NEEDED = 3;
+var NSENTER_FLAGS = ["-m", "-u", "-i", "-n", "-p", "-C", "-r", "-w"];
+async function listLoops() {
+  const r = await run(["losetup", "--list", "--noheadings", "--raw", "-O", "NAME,BACK-FILE"], {
+    privileged: true
+  });
+  return r.stdout.split("\n").filter((l) => l.trim()).map((l) => {
+    const [name, ...rest] = l.trim().split(" ");
+    return { name, backingFile: rest.join(" ") };
+  });
+}
+function hostLoopNodes() {
+  return readdirSync6("/dev").filter((n2) => /^loop\d+$/.test(n2)).sort((a2, b2) => Number(a2.slice(4)) - Number(b2.slice(4))).map((n2) => `/dev/${n2}`);
+}
+function bootArgv(root, loops) {
+  return [
+    "systemd-nspawn",
+    "--boot",
+    `--directory=${root}`,
+    "--register=no",
+    "--keep-unit",
+    "--console=pipe",
+    // The board's own network: its port is reached through nsenter, and it keeps CAP_NET_ADMIN
+    // there, which its systemd needs to bring up `lo` in a service's PrivateNetwork= namespace.
+    "--private-network",
+    "--bind=/dev/loop-control",
+    ...loops.map((l) => `--bind=${l}`)
+  ];
+}
+var Board = class _Board {
+  constructor(root, workDir, pid, nspawn, loopsBefore, logger) {
+    this.root = root;
+    this.workDir = workDir;
+    this.pid = pid;
+    this.nspawn = nspawn;
+    this.loopsBefore = loopsBefore;
+    this.logger = logger;
+  }
+  root;
+  workDir;
+  pid;
+  nspawn;
+  loopsBefore;
+  logger;
+  /** Seconds from starting nspawn to `systemctl is-system-running` settling. */
+  bootSeconds = 0;
+  static async boot(o2) {
+    const root = path45.join(o2.workDir, "root");
+    await mkdir16(root, { recursive: true });
+    await run(["tar", "-xpf", o2.tarball, "--numeric-owner", "-C", root], {
+      privileged: true,
+      logger: o2.logger,
+      signal: o2.signal
+    });
+    const loops = hostLoopNodes();
+    const before = await listLoops();
+    const free = loops.length - before.filter((l) => loops.includes(l.name)).length;
+    if (free < LOOPS_NEEDED)
+      throw new UserError(
+        `the board needs ${LOOPS_NEEDED} free loop devices and the host has ${free} (${loops.length} nodes, see losetup -a)`
+      );
+    const started = Date.now();
+    const nspawn = start(bootArgv(root, loops), { privileged: true, logger: o2.logger, loud: true });
+    let exited = false;
+    void nspawn.exited.then(() => exited = true);
+    const init = await waitFor(
+      () => exited ? null : descendants(nspawn.pid, processTable()).find((p2) => p2.comm === "systemd"),
+      3e4,
+      o2.signal
+    );
+    if (!init) {
+      await nspawn.stop();
+      const out = await nspawn.exited;
+      await run(["rm", "-rf", "--one-file-system", o2.workDir], { privileged: true, reject: false });
+      throw new UserError(
+        `the board did not boot (systemd-nspawn -b):
+${tail(out.stderr + out.stdout, 20)}`
+      );
+    }
+    const board = new _Board(
+      root,
+      o2.workDir,
+      init.pid,
+      nspawn,
+      new Set(before.map((l) => l.name)),
+      o2.logger
+    );
+    const deadline = Date.now() + (o2.bootTimeoutMs ?? 12e4);
+    let state;
+    for (; ; ) {
+      state = await board.sh(["systemctl", "is-system-running", "--wait"], {
+        timeoutMs: Math.max(1e3, deadline - Date.now()),
+        signal: o2.signal
+      });
+      if (state.stdout.trim() || Date.now() > deadline || exited) break;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    board.bootSeconds = (Date.now() - started) / 1e3;
+    const status = state.stdout.trim();
+    o2.logger.info(`board booted in ${board.bootSeconds.toFixed(1)} s (${status})`);
+    if (status !== "running" && status !== "degraded") {
+      const log = await board.sh(["journalctl", "-b", "--no-pager", "-n", "40"]);
+      await board.poweroff();
+      throw new UserError(
+        `the board did not finish booting (${status || state.stderr.trim()}):
+${log.stdout}`
+      );
+    }
+    return board;
+  }
+  /** argv run on the board as root, like a root shell there (its PATH, its /, its network). */
+  sh(argv, opts = {}) {
+    return run(["nsenter", "-t", String(this.pid), ...NSENTER_FLAGS, "--", ...argv], {
+      privileged: true,
+      logger: this.logger,
+      reject: false,
+      timeoutMs: opts.timeoutMs ?? 12e4,
+      signal: opts.signal,
+      input: opts.input,
+      env: { SYSTEMD_PAGER: "", SYSTEMD_COLORS: "0", LC_ALL: "C" }
+    });
+  }
+  /** Like sh() but a non-zero exit is an error that shows the command's output. */
+  async mustSh(argv, what, timeoutMs) {
+    const r = await this.sh(argv, { timeoutMs });
+    if (r.exitCode !== 0)
+      throw new UserError(
+        `${what} failed on the board (exit ${r.exitCode}):
+${tail(r.stdout + r.stderr, 30)}`
+      );
+    return r;
+  }
+  /** argv run in the board's network namespace only (host programs reaching the board's ports). */
+  inNetwork(argv) {
+    return ["nsenter", "-t", String(this.pid), "-n", "--", ...argv];
+  }
+  /** The host path of a path on the board. */
+  hostPath(p2) {
+    return path45.join(this.root, p2);
+  }
+  /** Copies a host directory to `dest` on the board, as a person copying build output would. */
+  async copyIn(src, dest) {
+    await run(["mkdir", "-p", this.hostPath(path45.dirname(dest))], { privileged: true });
+    await run(["rm", "-rf", this.hostPath(dest)], { privileged: true });
+    await run(["cp", "-a", src, this.hostPath(dest)], { privileged: true, logger: this.logger });
+  }
+  /** Journal lines of units that failed, plus those of the units matching `patterns`. */
+  async journal(patterns, lines = 40) {
+    const failed = await this.sh(["systemctl", "list-units", "--failed", "--plain", "--no-legend"]);
+    const names = failed.stdout.split("\n").map((l) => l.trim().split(/\s+/)[0]).filter(Boolean);
+    const units = [.../* @__PURE__ */ new Set([...names, ...patterns])];
+    if (units.length === 0) return "";
+    const r = await this.sh([
+      "journalctl",
+      "--no-pager",
+      "-o",
+      "short-monotonic",
+      "-n",
+      String(lines),
+      ...units.flatMap((u3) => ["-u", u3])
+    ]);
+    return (names.length ? `failed units: ${names.join(", ")}
+` : "") + r.stdout.trimEnd();
+  }
+  poweredOff = false;
+  /**
+   * Shuts the board down (systemctl poweroff, then nspawn's own SIGTERM handling, then SIGKILL)
+   * and removes its root. Throws when a process, mount or loop device of the board survived.
+   */
+  async poweroff(timeoutMs = 6e4) {
+    if (this.poweredOff) return;
+    this.poweredOff = true;
+    await this.sh(["systemctl", "poweroff"], { timeoutMs: 1e4 }).catch(() => void 0);
+    const done = await Promise.race([
+      this.nspawn.exited.then(() => true),
+      new Promise((r) => setTimeout(() => r(false), timeoutMs).unref())
+    ]);
+    if (!done) {
+      this.logger.warn(`the board did not power off within ${timeoutMs / 1e3} s; stopping it`);
+      await this.nspawn.stop(1e4);
+    }
+    const left = [];
+    const procs = descendants(this.nspawn.pid, processTable());
+    if (procs.length) left.push(`processes: ${procs.map((p2) => `${p2.pid} ${p2.comm}`).join(", ")}`);
+    const loops = (await listLoops()).filter(
+      (l) => !this.loopsBefore.has(l.name) && (l.backingFile.startsWith("/var/lib/lhc/") || l.backingFile.startsWith(this.root))
+    );
+    for (let i2 = 0; i2 < 20 && loops.length; i2++) {
+      await new Promise((r) => setTimeout(r, 100));
+      const now = new Set((await listLoops()).map((l) => l.name));
+      for (let j2 = loops.length - 1; j2 >= 0; j2--) if (!now.has(loops[j2].name)) loops.splice(j2, 1);
+    }
+    if (loops.length) {
+      left.push(`loop devices: ${loops.map((l) => `${l.name} (${l.backingFile})`).join(", ")}`);
+      for (const l of loops)
+        await run(["losetup", "-d", l.name], { privileged: true, reject: false });
+    }
+    const mounts = (await run(["cat", "/proc/mounts"])).stdout.split("\n").filter((l) => l.split(" ")[1]?.startsWith(this.root));
+    if (mounts.length) left.push(`mounts: ${mounts.join("; ")}`);
+    if (left.length === 0)
+      await run(["rm", "-rf", "--one-file-system", this.workDir], { privileged: true });
+    if (left.length)
+      throw new ToolError(
+        "systemd-nspawn --boot",
+        void 0,
+        left.join("\n"),
+        "the board left things behind"
+      );
+  }
+};
+
+// src/board/root.ts
+import { stat as stat10 } from "node:fs/promises";
+import path46 from "node:path";
+var BOARD_PACKAGES = [
+  "curl",
+  "dbus",
+  "e2fsprogs",
+  "squashfs-tools",
+  "systemd",
+  "systemd-container",
+  "systemd-sysv"
+];
+var BOARD_SUITE = "bookworm";
+async function boardRootTarball(o2) {
+  if (o2.provided) {
+    const { tarball, sha256: sha2562 } = o2.provided;
+    try {
+      if (!(await stat10(tarball)).isFile()) throw new Error("not a file");
+    } catch {
+      throw new ConfigError(`board.tarball: ${tarball} is not a readable file`);
+    }
+    const got = await sha256File(tarball);
+    if (got !== sha2562)
+      throw new ConfigError(`board.sha256: ${tarball} has sha256 ${got}, expected ${sha2562}`);
+    return tarball;
+  }
+  return debianBaseTarball(
+    { type: "debian", suite: BOARD_SUITE, variant: "minbase", packages: [...BOARD_PACKAGES] },
+    hostArch(),
+    {
+      logger: o2.logger,
+      signal: o2.signal,
+      basesDir: o2.cacheDir ?? path46.join(cacheDir(), "board")
+    }
+  );
+}
+
+// src/board/verify-board.ts
+var BOARD_OUT_DIR = "/root/lhc-out";
+function serviceUnitPatterns(config2) {
+  const n2 = config2.name;
+  return [`${n2}.socket`, `${n2}@*.service`, `${n2}.service`, `${n2}-proxy.service`, "*.mount"];
+}
+async function installOnBoard(board, outDir, command, config2) {
+  const t = Date.now();
+  if (command === "install" || command === "upgrade") await board.copyIn(outDir, BOARD_OUT_DIR);
+  const r = await board.sh(["sh", "-c", `cd ${BOARD_OUT_DIR} && sh deploy/install.sh ${command}`], {
+    timeoutMs: 18e4
+  });
+  if (r.exitCode !== 0) {
+    const journal = await board.journal(serviceUnitPatterns(config2));
+    throw new UserError(
+      `deploy/install.sh ${command} failed on the board (exit ${r.exitCode}):
+${tail(r.stdout + r.stderr, 30)}
+${journal}`
+    );
+  }
+  return { seconds: (Date.now() - t) / 1e3, output: r.stdout + r.stderr };
+}
+async function openBoardPort(board, port2, dir, logger, signal) {
+  const listening2 = await waitFor(
+    async () => listensOn(await readNetTcp(`/proc/${board.pid}`) ?? "", port2) || void 0,
+    3e4,
+    signal
+  );
+  if (!listening2)
+    throw new UserError(
+      `nothing listens on the board's port ${port2} after install:
+${await board.journal([])}`
+    );
+  const sock = path47.join(dir, `board-${port2}.sock`);
+  const forwarder = start(
+    board.inNetwork([process.execPath, "-e", FORWARDER, sock, String(port2)]),
+    { privileged: true, logger }
+  );
+  if (!await waitFor(() => existsSync13(sock) || void 0, 1e4, signal)) {
+    await forwarder.stop();
+    throw new UserError(`the bridge into the board's network did not start: ${forwarder.command}`);
+  }
+  return { endpoint: { path: sock }, close: () => forwarder.stop() };
+}
+async function probeBoard(config2, endpoint, timeoutMs, signal) {
+  const fixtures = await readFixtures(config2.probes);
+  const outcomes = [];
+  const ms2 = [];
+  for (const p2 of config2.probes) {
+    const t = performance.now();
+    const { outcome } = await probeOnce(p2, fixtures.get(p2.name), endpoint, timeoutMs, signal);
+    ms2.push(performance.now() - t);
+    outcomes.push(outcome);
+  }
+  return { outcomes, ms: ms2 };
+}
+async function curlOnBoard(board, config2) {
+  const probe = config2.probes[0];
+  const port2 = listenPort(config2.service);
+  const url3 = probe.type === "gopher" ? `gopher://127.0.0.1:${port2}/1${encodeURI(probe.selector)}` : `http://127.0.0.1:${port2}${probe.path}`;
+  const fixtures = await readFixtures([probe]);
+  const r = await board.sh([
+    "curl",
+    "-sS",
+    "--max-time",
+    "30",
+    ...probe.type === "http" ? ["-i"] : [],
+    url3
+  ]);
+  const name = `${probe.name} (curl on the board)`;
+  if (r.exitCode !== 0)
+    return { name, ok: false, diff: `curl ${url3} failed: ${r.stderr.trim()}`, bytes: 0 };
+  let body = r.stdoutBytes;
+  let status;
+  if (probe.type === "http") {
+    const end = body.indexOf("\r\n\r\n");
+    status = Number(/^HTTP\/[\d.]+ (\d{3})/.exec(body.subarray(0, end).toString("latin1"))?.[1]);
+    body = body.subarray(end + 4);
+  }
+  const problem = judge(probe, fixtures.get(probe.name), { status, body }, "curl on the board");
+  return { name, ok: problem === void 0, diff: problem, bytes: body.length };
+}
+async function boardHardening(board, config2, endpoint, timeoutMs, signal) {
+  let held;
+  try {
+    let payload;
+    if (config2.service.inetd) {
+      const before = new Set(findPayloads(board.pid).map((p2) => p2.pid));
+      held = await holdOpen(endpoint, timeoutMs);
+      payload = await waitFor(
+        () => findPayloads(board.pid).find((p2) => !before.has(p2.pid)),
+        timeoutMs,
+        signal
+      );
+    } else payload = await waitFor(() => findPayloads(board.pid)[0], timeoutMs, signal);
+    if (!payload || !alive(payload))
+      return [
+        {
+          name: "a live container on the board",
+          ok: false,
+          detail: "no container process found under the board"
+        }
+      ];
+    return await inspectProcess(payload.pid, config2.data.path);
+  } finally {
+    held?.destroy();
+  }
+}
+async function verifyOnBoard(o2) {
+  const { config: config2, logger, signal } = o2;
+  const timeoutMs = o2.requestTimeoutMs ?? config2.service.timeout * 1e3;
+  const t = Date.now();
+  const tarball = await boardRootTarball({ logger, signal, provided: o2.board ?? config2.board });
+  const rootSeconds = (Date.now() - t) / 1e3;
+  const ownWorkDir = o2.workDir === void 0;
+  const workDir = o2.workDir ?? await mkdtemp8(path47.join(os11.tmpdir(), "lhc-board-"));
+  const board = await Board.boot({
+    tarball,
+    workDir: path47.join(workDir, "board"),
+    logger,
+    signal
+  }).catch(async (e) => {
+    if (ownWorkDir) await rm17(workDir, { recursive: true, force: true });
+    throw e;
+  });
+  let port2;
+  let report;
+  try {
+    const install = await installOnBoard(board, o2.outDir, "install", config2);
+    logger.info(`installed on the board in ${install.seconds.toFixed(1)} s`);
+    port2 = await openBoardPort(board, listenPort(config2.service), workDir, logger, signal);
+    const { outcomes, ms: ms2 } = await probeBoard(config2, port2.endpoint, timeoutMs, signal);
+    outcomes.push(await curlOnBoard(board, config2));
+    const hardening = await boardHardening(board, config2, port2.endpoint, timeoutMs, signal);
+    const ok = outcomes.every((p2) => p2.ok) && hardening.every((h2) => h2.ok);
+    report = {
+      ok,
+      probes: outcomes,
+      hardening,
+      timings: {
+        rootSeconds,
+        bootSeconds: board.bootSeconds,
+        installSeconds: install.seconds,
+        probeMs: ms2
+      }
+    };
+    if (!ok) report.journal = await board.journal(serviceUnitPatterns(config2));
+    return report;
+  } finally {
+    await port2?.close();
+    await board.poweroff();
+    if (ownWorkDir) await rm17(workDir, { recursive: true, force: true });
+  }
+}
+function formatBoardReport(r) {
+  const lines = [];
+  for (const p2 of r.probes)
+    lines.push(
+      `${p2.ok ? "ok  " : "FAIL"} probe ${p2.name} (${p2.bytes} bytes)${p2.diff ? `
+${p2.diff}` : ""}`
+    );
+  for (const h2 of r.hardening) lines.push(`${h2.ok ? "ok  " : "FAIL"} ${h2.name}: ${h2.detail}`);
+  const sorted = [...r.timings.probeMs].sort((a2, b2) => a2 - b2);
+  const median = sorted[Math.floor(sorted.length / 2)] ?? 0;
+  lines.push(
+    `board: root ${r.timings.rootSeconds.toFixed(1)} s, boot ${r.timings.bootSeconds.toFixed(1)} s, install ${r.timings.installSeconds.toFixed(1)} s, probe median ${median.toFixed(0)} ms`
+  );
+  if (r.journal) lines.push("journal of the failed and the service units on the board:", r.journal);
+  lines.push(r.ok ? "board verify: ok" : "board verify: FAILED");
+  return lines;
+}
+
+// src/board/command.ts
+var BOARD_HELP = `  --board              verify on a simulated board instead: boot a Debian systemd machine in
+                       systemd-nspawn, run the build output's deploy/install.sh install there and
+                       probe the board's own port (needs the output of lhc build)
+  --out DIR            with --board: the build output (default: outputs.dir from the config)`;
+async function runBoardVerify(configFile, out, ctx) {
+  const config2 = await loadConfig(configFile);
+  const outDir = path48.resolve(out ?? config2.outputs.dir);
+  if (!existsSync14(path48.join(outDir, "deploy/install.sh")))
+    throw new ConfigError(
+      `lhc verify --board: ${outDir} holds no deploy/install.sh; run lhc build first (or pass --out DIR)`
+    );
+  const controller = new AbortController();
+  const onSignal = (s3) => {
+    ctx.logger.warn(`${s3} received: powering the board off`);
+    controller.abort(new Error(`interrupted by ${s3}`));
+  };
+  process.once("SIGTERM", onSignal);
+  process.once("SIGINT", onSignal);
+  try {
+    const report = await verifyOnBoard({
+      config: config2,
+      outDir,
+      logger: ctx.logger,
+      signal: controller.signal
+    });
+    for (const line of formatBoardReport(report)) ctx.out(line);
+    return report.ok ? 0 : 1;
+  } finally {
+    process.off("SIGTERM", onSignal);
+    process.off("SIGINT", onSignal);
+  }
+}
 
 // src/verify/report.ts
 function table(rows) {
@@ -45907,6 +46776,7 @@ var verifyCommand = {
   name: "verify",
   summary: "boot an image read-only like the board, check probes and hardening",
   help: `Usage: lhc verify [CONFIG] --image IMG --data TEMPLATE [--requests N] [--concurrency C] [--timeout S] [--show | --json]
+       lhc verify [CONFIG] --board [--out DIR]
 
 Loop-mounts IMG read-only (CONFIG defaults to ./lhc.yml), unpacks TEMPLATE into a noexec,nosuid,nodev tmpfs as the data
 partition, and runs the service with the board's systemd-nspawn command line: one container per
@@ -45927,6 +46797,7 @@ Options:
   --show               write the first probe's response, as the booted image sent it, to stdout
                        (the report then goes to stderr)
   --json               print the report as one JSON object (see README, "JSON output")
+${BOARD_HELP}
 
 Exits 0 when every probe, hardening check and load request passed, 1 otherwise.`,
   options: {
@@ -45935,11 +46806,19 @@ Exits 0 when every probe, hardening check and load request passed, 1 otherwise.`
     requests: { type: "string" },
     concurrency: { type: "string" },
     timeout: { type: "string" },
-    show: { type: "boolean" }
+    show: { type: "boolean" },
+    board: { type: "boolean" },
+    out: { type: "string", complete: "dir" }
   },
   positionals: { min: 0, max: 1, names: "CONFIG" },
   json: true,
   async run({ options, positionals }, ctx) {
+    if (options.board === true)
+      return runBoardVerify(
+        configOrDefault(positionals[0], "verify"),
+        options.out,
+        ctx
+      );
     if (typeof options.image !== "string")
       throw new ConfigError("lhc verify: --image IMG is required (see: lhc verify --help)");
     if (typeof options.data !== "string")

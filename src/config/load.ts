@@ -17,7 +17,10 @@ export const MAX_CONFIG_BYTES = 1024 * 1024;
 /** YAML aliases a config may expand: enough for shared anchors, too few for a billion-laughs bomb. */
 export const MAX_YAML_ALIASES = 100;
 
-export interface LhcConfig extends Omit<LhcConfigRaw, 'files' | 'probes' | 'data' | 'base'> {
+export interface LhcConfig extends Omit<
+  LhcConfigRaw,
+  'files' | 'probes' | 'data' | 'base' | 'packages'
+> {
   /** Absolute path of the config file. */
   file: string;
   /** Directory relative paths in the config are resolved against. */
@@ -26,7 +29,12 @@ export interface LhcConfig extends Omit<LhcConfigRaw, 'files' | 'probes' | 'data
   files: { src: string; dst: string; mode?: number }[];
   data: { path: string; template?: string };
   probes: Probe[];
+  /** Deprecations found while loading, for the shells and stages to show. */
+  warnings: string[];
 }
+
+export const PACKAGES_RENAMED =
+  'packages: renamed to prepare (a command run in the root, unlike base.packages, a list of packages); the old key still works for now';
 
 type PathKey = string | number;
 
@@ -233,8 +241,11 @@ export function resolveConfig(raw: LhcConfigRaw, file: string): LhcConfig {
     raw.base.type === 'tarball' && raw.base.path
       ? { ...raw.base, path: r(raw.base.path) }
       : raw.base;
+  const { packages, ...rest } = raw;
   return {
-    ...raw,
+    ...rest,
+    prepare: raw.prepare ?? packages,
+    warnings: packages !== undefined ? [PACKAGES_RENAMED] : [],
     file,
     dir,
     base,
@@ -242,5 +253,6 @@ export function resolveConfig(raw: LhcConfigRaw, file: string): LhcConfig {
     data: { path: raw.data.path, template: raw.data.template ? r(raw.data.template) : undefined },
     probes: raw.probes.map((p) => (p.fixture ? { ...p, fixture: r(p.fixture) } : p)),
     outputs: { ...raw.outputs, dir: r(raw.outputs.dir) },
+    board: raw.board ? { ...raw.board, tarball: r(raw.board.tarball) } : undefined,
   };
 }

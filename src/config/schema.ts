@@ -195,44 +195,68 @@ export const outputsSchema = z
     }
   });
 
-export const configSchema = z.strictObject({
-  name: z
-    .string()
-    .regex(
-      /^[a-z0-9][a-z0-9-]{0,62}$/,
-      'expected lower-case letters, digits and "-" (a unit name)',
-    ),
-  arch: z.enum(['aarch64', 'x86_64']).default('aarch64'),
-  /** Unix time for reproducible timestamps; SOURCE_DATE_EPOCH overrides it. */
-  epoch: z.number().int().min(0).optional(),
-  lua: luaSchema.optional(),
-  base: baseSchema.default({ type: 'scratch' }),
-  /** A command run inside the root (under QEMU in nspawn) after the base is laid down. */
-  packages: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]).optional(),
-  files: z.array(fileSchema).default([]),
-  data: dataSchema.default({ path: '/data' }),
-  service: serviceSchema,
-  probes: z
-    .array(probeSchema)
-    .min(1)
-    .superRefine((probes, ctx) => {
-      // Responses, fixtures and report rows are keyed by name: two probes must never share one.
-      const seen = new Map<string, number>();
-      probes.forEach((p, i) => {
-        const first = seen.get(p.name);
-        if (first === undefined) seen.set(p.name, i);
-        else
-          ctx.addIssue({
-            code: 'custom',
-            message: `duplicate probe name "${p.name}" (also probes[${first}])`,
-            path: [i, 'name'],
-          });
+const rootCommand = z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]);
+
+export const configSchema = z
+  .strictObject({
+    name: z
+      .string()
+      .regex(
+        /^[a-z0-9][a-z0-9-]{0,62}$/,
+        'expected lower-case letters, digits and "-" (a unit name)',
+      ),
+    arch: z.enum(['aarch64', 'x86_64']).default('aarch64'),
+    /** Unix time for reproducible timestamps; SOURCE_DATE_EPOCH overrides it. */
+    epoch: z.number().int().min(0).optional(),
+    lua: luaSchema.optional(),
+    base: baseSchema.default({ type: 'scratch' }),
+    /**
+     * A command run inside the root (under QEMU in nspawn) after the base is laid down, e.g.
+     * `apk add nginx`: a string through the root's /bin/sh, or a list as argv.
+     */
+    prepare: rootCommand.optional(),
+    /** The old name of `prepare`, easily confused with base.packages (a list): still read, with a warning. */
+    packages: rootCommand.optional(),
+    files: z.array(fileSchema).default([]),
+    data: dataSchema.default({ path: '/data' }),
+    service: serviceSchema,
+    probes: z
+      .array(probeSchema)
+      .min(1)
+      .superRefine((probes, ctx) => {
+        // Responses, fixtures and report rows are keyed by name: two probes must never share one.
+        const seen = new Map<string, number>();
+        probes.forEach((p, i) => {
+          const first = seen.get(p.name);
+          if (first === undefined) seen.set(p.name, i);
+          else
+            ctx.addIssue({
+              code: 'custom',
+              message: `duplicate probe name "${p.name}" (also probes[${first}])`,
+              path: [i, 'name'],
+            });
+        });
+      }),
+    keep: z.array(z.string().min(1)).default([]),
+    drop: z.array(z.string().min(1)).default([]),
+    outputs: outputsSchema.default({ dir: 'out' }),
+    /** The root of the simulated board `lhc verify --board` boots, instead of lhc's Debian one. */
+    board: z
+      .strictObject({
+        /** An uncompressed tar of a root with systemd, systemd-container, e2fsprogs, squashfs-tools. */
+        tarball: z.string().min(1),
+        sha256,
+      })
+      .optional(),
+  })
+  .superRefine((c, ctx) => {
+    if (c.prepare !== undefined && c.packages !== undefined)
+      ctx.addIssue({
+        code: 'custom',
+        message: 'packages is the old name of prepare: give only prepare',
+        path: ['packages'],
       });
-    }),
-  keep: z.array(z.string().min(1)).default([]),
-  drop: z.array(z.string().min(1)).default([]),
-  outputs: outputsSchema.default({ dir: 'out' }),
-});
+  });
 
 export type LhcConfigInput = z.input<typeof configSchema>;
 /** The config as written, validated and with defaults applied (paths not yet resolved). */

@@ -14,12 +14,17 @@ import { UserError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { OCI_USER_NAMESPACE, ociConfig, resolveUser } from './oci.js';
 import { renderReadme } from './readme.js';
+import { renderInstallScript } from './install-script.js';
+import { PROXY_PROGRAMS, proxyUnitName, renderProxyUnit } from './listen-proxy.js';
 import {
+  HEADER,
+  listenPort,
   renderFstab,
   renderMountUnits,
   renderServiceUnit,
   renderSocketUnit,
   systemdEscapePath,
+  systemdExecLine,
 } from './systemd.js';
 
 export interface ServiceSpec {
@@ -68,7 +73,7 @@ export interface DeployBundle {
   /** Every file written, relative to outDir (e.g. "deploy/gophermoon.socket"), sorted. */
   files: string[];
   paths: BoardPaths;
-  units: { socket: string; service: string; rootMount: string; dataMount: string };
+  units: { socket: string; service: string; rootMount: string; dataMount: string; proxy?: string };
 }
 
 export function boardPaths(
@@ -103,6 +108,7 @@ export async function writeDeployBundle(o: DeployBundleOptions): Promise<DeployB
     service: inetd ? `${o.name}@.service` : `${o.name}.service`,
     rootMount: `${systemdEscapePath(p.rootMount)}.mount`,
     dataMount: `${systemdEscapePath(p.dataMount)}.mount`,
+    ...(inetd ? {} : { proxy: proxyUnitName(o.name) }),
   };
   const ids = await resolveUser(o.service.user, o.root);
   const contents: Record<string, string> = {
@@ -115,7 +121,27 @@ export async function writeDeployBundle(o: DeployBundleOptions): Promise<DeployB
       JSON.stringify(ociConfig(o, p, ids, { userNamespace: OCI_USER_NAMESPACE }), null, 2) + '\n',
     'README.md': renderReadme(o, p),
   };
-  for (const [f, text] of Object.entries(contents)) await writeFile(path.join(dir, f), text);
+  if (!inetd)
+    contents[proxyUnitName(o.name)] = renderProxyUnit(
+      o.name,
+      listenPort(o.service),
+      systemdExecLine,
+      HEADER(o.name),
+    );
+  contents['install.sh'] = renderInstallScript({
+    name: o.name,
+    boardDir: p.boardDir,
+    imageFile: o.imageFile,
+    dataTemplateFile: o.dataTemplateFile,
+    dataSource: p.dataSource,
+    dataIsLoopFile: p.dataIsLoopFile,
+    dataMount: p.dataMount,
+    units: { ...units, extra: inetd ? [] : [proxyUnitName(o.name)] },
+    nspawnPath: o.nspawnPath ?? '/usr/bin/systemd-nspawn',
+    programs: inetd ? [] : PROXY_PROGRAMS,
+  });
+  for (const [f, text] of Object.entries(contents))
+    await writeFile(path.join(dir, f), text, { mode: f.endsWith('.sh') ? 0o755 : 0o644 });
   o.logger?.info(
     `deploy bundle: ${dir} (${units.socket}, ${units.service}, mounts, fstab, oci/config.json)`,
   );

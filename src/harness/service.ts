@@ -24,7 +24,7 @@ export interface ServiceContext {
 }
 
 /** Bridges a Unix socket on the host to 127.0.0.1:PORT inside the container's network namespace. */
-const FORWARDER = `
+export const FORWARDER = `
 const net = require('net');
 const [, sock, port] = process.argv;
 net.createServer((c) => {

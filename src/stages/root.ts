@@ -5,7 +5,15 @@
  * directory seeded from the data template. The result is the unpruned root the tracer runs.
  */
 import { createHash } from 'node:crypto';
-import { chmodSync, existsSync, lstatSync, readdirSync, readFileSync } from 'node:fs';
+import {
+  chmodSync,
+  existsSync,
+  lstatSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  type Stats,
+} from 'node:fs';
 import { mkdir, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { LhcConfig } from '../config/load.js';
@@ -76,28 +84,56 @@ export async function makeScratchRoot(root: string): Promise<void> {
   for (const d of SCRATCH_DIRS) ensureDir(root, d, d === '/tmp' ? 0o1777 : 0o755);
 }
 
-/** The argv that runs `packages` inside the root: a string goes through the root's /bin/sh. */
-export function packagesCommand(packages: string | readonly string[]): string[] {
-  return typeof packages === 'string' ? ['/bin/sh', '-c', packages] : [...packages];
+/** The argv that runs `prepare` inside the root: a string goes through the root's /bin/sh. */
+export function prepareCommand(prepare: string | readonly string[]): string[] {
+  return typeof prepare === 'string' ? ['/bin/sh', '-c', prepare] : [...prepare];
 }
 
-/** Runs a command inside the root with systemd-nspawn (QEMU via binfmt for a foreign root). */
+/**
+ * Runs a command inside the root with systemd-nspawn (QEMU via binfmt for a foreign root); its
+ * output is shown as it arrives. With hostDns the command resolves names with the host's
+ * resolv.conf, bound read-only for the run only (apk and apt-get need it; the Alpine minirootfs
+ * has none), and the empty mount point nspawn leaves behind is removed: the image never carries
+ * the build host's DNS configuration.
+ */
 export async function runInRoot(
   root: string,
   command: readonly string[],
-  opts: { logger: Logger; signal?: AbortSignal; timeoutMs?: number },
+  opts: { logger: Logger; signal?: AbortSignal; timeoutMs?: number; hostDns?: boolean },
 ): Promise<{ stdout: string; stderr: string }> {
-  const argv = nspawnArgv({ root, command, machineName: `lhc-root-${process.pid}` });
-  const r = await run(argv, {
-    privileged: true,
-    logger: opts.logger,
-    loud: true,
-    signal: opts.signal,
-    timeoutMs: opts.timeoutMs ?? PACKAGES_TIMEOUT_MS,
-    stderrLines: 40,
+  const argv = nspawnArgv({
+    root,
+    command,
+    machineName: `lhc-root-${process.pid}`,
+    resolvConf: opts.hostDns ? 'bind-host' : 'off',
   });
-  for (const line of r.stdout.trimEnd().split('\n').filter(Boolean)) opts.logger.debug(`  ${line}`);
-  return { stdout: r.stdout, stderr: r.stderr };
+  // Only a real /etc directory is looked into: a symlinked /etc could point anywhere on the host.
+  const etcIsDir = lstatOrUndefined(path.join(root, 'etc'))?.isDirectory() ?? false;
+  const resolvConf = path.join(root, 'etc', 'resolv.conf');
+  const hadResolvConf = !etcIsDir || lstatOrUndefined(resolvConf) !== undefined;
+  try {
+    const r = await run(argv, {
+      privileged: true,
+      logger: opts.logger,
+      loud: true,
+      onLine: (line) => opts.logger.info(`  ${line}`),
+      signal: opts.signal,
+      timeoutMs: opts.timeoutMs ?? PACKAGES_TIMEOUT_MS,
+      stderrLines: 40,
+    });
+    return { stdout: r.stdout, stderr: r.stderr };
+  } finally {
+    const after = lstatOrUndefined(resolvConf);
+    if (opts.hostDns && !hadResolvConf && after?.isFile() && after.size === 0) rmSync(resolvConf);
+  }
+}
+
+function lstatOrUndefined(file: string): Stats | undefined {
+  try {
+    return lstatSync(file);
+  } catch {
+    return undefined;
+  }
 }
 
 /** Mirror lines for a Debian base: the config's, else the host's sources for that suite. */
@@ -232,9 +268,9 @@ export async function assembleRoot(
   const { logger } = opts;
   const root = path.join(opts.workDir, 'root');
   const base = config.base;
-  if (config.packages !== undefined && base.type === 'scratch') {
+  if (config.prepare !== undefined && base.type === 'scratch') {
     throw new ConfigError(
-      'packages: a scratch base has no shell or package manager to run it; use a tarball or debian base',
+      'prepare: a scratch base has no shell or package manager to run it; use a tarball or debian base',
     );
   }
   try {
@@ -252,15 +288,20 @@ export async function assembleRoot(
       for (const d of NSPAWN_DIRS) ensureDir(root, d, d === '/tmp' ? 0o1777 : 0o755);
     });
 
-    if (config.packages !== undefined) {
-      const command = packagesCommand(config.packages);
-      await logger.group('root: packages', async () => {
-        if (typeof config.packages === 'string' && !existsInRoot(root, '/bin/sh')) {
+    if (config.prepare !== undefined) {
+      const prepare = config.prepare;
+      await logger.group('root: prepare', async () => {
+        for (const w of config.warnings) logger.warn(w);
+        if (typeof prepare === 'string' && !existsInRoot(root, '/bin/sh')) {
           throw new ConfigError(
-            'packages: the base root has no /bin/sh to run the command with; give the command as a list (argv) instead',
+            'prepare: the base root has no /bin/sh to run the command with; give the command as a list (argv) instead',
           );
         }
-        await runInRoot(root, command, { logger, signal: opts.signal });
+        await runInRoot(root, prepareCommand(prepare), {
+          logger,
+          signal: opts.signal,
+          hostDns: true,
+        });
       });
     }
 

@@ -30,6 +30,8 @@ export interface RunOptions {
   loud?: boolean;
   /** Milliseconds between heartbeats of a loud command. Default 30 s. */
   heartbeatMs?: number;
+  /** Each line of stdout and stderr as it arrives (a step whose own progress the user should see). */
+  onLine?: (line: string) => void;
   /** Lines of stderr kept in a ToolError. */
   stderrLines?: number;
 }
@@ -178,6 +180,22 @@ function spawn(argv: string[], opts: RunOptions): ResultPromise {
   });
 }
 
+/** Calls onLine for every complete line either stream writes, and the last partial one at the end. */
+function streamLines(child: ResultPromise, onLine: (line: string) => void): void {
+  for (const stream of [child.stdout, child.stderr]) {
+    if (!stream) continue;
+    let pending = '';
+    stream.on('data', (chunk: Buffer) => {
+      const lines = (pending + chunk.toString('utf8')).split(/\r?\n|\r/);
+      pending = lines.pop() ?? '';
+      for (const l of lines) if (l.trim()) onLine(l);
+    });
+    stream.on('end', () => {
+      if (pending.trim()) onLine(pending);
+    });
+  }
+}
+
 export async function run(argv: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
   // An abort that already happened never fires its event again: refuse to start at all.
   opts.signal?.throwIfAborted();
@@ -206,6 +224,7 @@ export async function run(argv: readonly string[], opts: RunOptions = {}): Promi
   };
   opts.signal?.addEventListener('abort', onAbort, { once: true });
   const stopHeartbeat = heartbeat(argv, opts);
+  if (opts.onLine) streamLines(child, opts.onLine);
   try {
     const r = await child;
     const stdoutBytes = Buffer.from(r.stdout as Uint8Array);

@@ -29,6 +29,8 @@ export interface NspawnOptions {
   /** Give the container its own network namespace even without full hardening (trace runs). */
   privateNetwork?: boolean;
   machineName?: string;
+  /** What nspawn does with /etc/resolv.conf: nothing (default), or bind the host's for the run. */
+  resolvConf?: 'off' | 'bind-host';
 }
 
 /**
@@ -77,7 +79,11 @@ export const HARDENING_FLAGS = [
 export const USERNS_FLAGS = ['-U', '--private-users-ownership=map'] as const;
 
 export function nspawnArgv(o: NspawnOptions): string[] {
-  const argv = ['systemd-nspawn', ...BASE_FLAGS, `--directory=${o.root}`];
+  const base =
+    o.resolvConf === 'bind-host'
+      ? BASE_FLAGS.map((f) => (f === '--resolv-conf=off' ? '--resolv-conf=bind-host' : f))
+      : BASE_FLAGS;
+  const argv = ['systemd-nspawn', ...base, `--directory=${o.root}`];
   if (o.machineName) argv.push(`--machine=${o.machineName}`);
   if (o.readOnly) argv.push('--read-only');
   if (o.ephemeral) argv.push('--ephemeral');

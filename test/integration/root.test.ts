@@ -1,6 +1,6 @@
 /**
  * The root stage for real: an Alpine-shaped aarch64 rootfs (built from Debian arm64 packages)
- * extracted safely, a `packages` command run in it by systemd-nspawn under QEMU, the overlay and
+ * extracted safely, a `prepare` command run in it by systemd-nspawn under QEMU, the overlay and
  * the data template; a scratch root nspawn accepts; and a Debian arm64 base with nginx-light
  * made by mmdebstrap (slow the first time; cached in $LHC_TEST_CACHE/bases).
  */
@@ -59,9 +59,9 @@ afterAll(async () => {
 });
 
 describe('tarball base (Alpine-shaped, aarch64)', () => {
-  it('extracts, runs packages under QEMU in nspawn, overlays files and the data template', async () => {
+  it('extracts, runs prepare under QEMU in nspawn, overlays files and the data template', async () => {
     const cfg = config(`base: {type: tarball, path: ${alpine.gz}}
-packages: "mkdir -p /srv && echo hi > /srv/hello && uname -m > /srv/arch"
+prepare: "mkdir -p /srv && echo hi > /srv/hello && uname -m > /srv/arch && cat /etc/resolv.conf > /srv/dns && echo streamed-line"
 files:
   - {src: motd, dst: /etc/motd, mode: "0600"}
   - {src: site, dst: /var/www}
@@ -76,6 +76,13 @@ data: {path: /data, template: tmpl}
     // The command really ran inside the aarch64 root.
     expect(readFileSync(path.join(root, 'srv/hello'), 'utf8')).toBe('hi\n');
     expect(readFileSync(path.join(root, 'srv/arch'), 'utf8')).toBe('aarch64\n');
+    // It resolved names with the host's resolv.conf, which the root does not keep.
+    expect(readFileSync(path.join(root, 'srv/dns'), 'utf8')).toBe(
+      readFileSync('/etc/resolv.conf', 'utf8'),
+    );
+    expect(existsSync(path.join(root, 'etc/resolv.conf'))).toBe(false);
+    // Its output reached the log at info level, as it ran.
+    expect(logger.lines).toContain('  streamed-line');
     // Absolute applet symlinks survive verbatim.
     expect(readlinkSync(path.join(root, 'bin/sh'))).toBe('/bin/busybox');
     expect(readFileSync(path.join(root, 'etc/motd'), 'utf8')).toBe('welcome\n');
@@ -92,17 +99,19 @@ data: {path: /data, template: tmpl}
     expect(logger.lines.join('\n')).toContain(`${alpine.applets + 1} symlinks`);
   });
 
-  it('fetches an .xz rootfs through the store by sha256 and runs an argv packages command', async () => {
+  it('fetches an .xz rootfs through the store by sha256 and runs the deprecated argv packages command', async () => {
     const sha = createHash('sha256').update(readFileSync(alpine.xz)).digest('hex');
     const cfg = config(`base: {type: tarball, urls: ["file://${alpine.xz}"], sha256: "${sha}"}
 packages: [/bin/busybox, touch, /etc/from-argv]
 `);
+    const logger = memoryLogger();
     const { root } = await assembleRoot(cfg, {
       workDir: await workDir('alpine-xz'),
       store,
-      logger: memoryLogger(),
+      logger,
     });
     expect(existsSync(path.join(root, 'etc/from-argv'))).toBe(true);
+    expect(logger.lines.join('\n')).toMatch(/^warning: packages: renamed to prepare/m);
     expect(await store.has(sha)).toBe(true);
     expect(resolveInRoot(root, '/bin/sh').inRoot).toBe('/bin/busybox');
   });
@@ -116,9 +125,9 @@ packages: [/bin/busybox, touch, /etc/from-argv]
     expect(existsSync(path.join(wd, 'root'))).toBe(false);
   });
 
-  it('fails with the command output when packages fails, leaving no half-built root', async () => {
+  it('fails with the command output when prepare fails, leaving no half-built root', async () => {
     const cfg = config(
-      `base: {type: tarball, path: ${alpine.gz}}\npackages: "echo broken-step >&2; exit 3"\n`,
+      `base: {type: tarball, path: ${alpine.gz}}\nprepare: "echo broken-step >&2; exit 3"\n`,
     );
     const wd = await workDir('alpine-fail');
     await expect(assembleRoot(cfg, { workDir: wd, store, logger: memoryLogger() })).rejects.toThrow(
@@ -157,8 +166,8 @@ describe('scratch base', () => {
     expect(r.stdout).toBe('aarch64\n');
   });
 
-  it('refuses packages on scratch', async () => {
-    const cfg = config(`packages: "true"\n`);
+  it('refuses prepare on scratch', async () => {
+    const cfg = config(`prepare: "true"\n`);
     await expect(
       assembleRoot(cfg, { workDir: await workDir('scratch-pk'), store, logger: memoryLogger() }),
     ).rejects.toBeInstanceOf(ConfigError);

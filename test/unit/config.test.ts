@@ -298,3 +298,23 @@ it('messages use the config file name', async () => {
     'lua.sha256: expected 64 hex characters (board.yml:6)',
   );
 });
+
+describe('prepare (formerly packages)', () => {
+  const base = `name: t\nservice: {command: [/bin/x], inetd: true}\nprobes: [{name: a, type: gopher, fixture: a.txt}]\nbase: {type: tarball, path: r.tar}\n`;
+
+  it('the old key still works, as prepare, with a warning', async () => {
+    const { resolveConfig, PACKAGES_RENAMED } = await import('../../src/config/load.js');
+    const c = resolveConfig(parseConfig(`${base}packages: apk add nginx\n`), '/p/lhc.yml');
+    expect(c.prepare).toBe('apk add nginx');
+    expect(c.warnings).toEqual([PACKAGES_RENAMED]);
+    const n = resolveConfig(parseConfig(`${base}prepare: [apk, add, nginx]\n`), '/p/lhc.yml');
+    expect(n.prepare).toEqual(['apk', 'add', 'nginx']);
+    expect(n.warnings).toEqual([]);
+  });
+
+  it('both keys at once is an error naming packages and its line', () => {
+    expect(() => parseConfig(`${base}prepare: "true"\npackages: "true"\n`)).toThrow(
+      /packages: packages is the old name of prepare: give only prepare \(lhc\.yml:6\)/,
+    );
+  });
+});

@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { resolveInRoot } from '../../src/root/resolve.js';
-import { debianBaseKey, packagesCommand } from '../../src/stages/root.js';
+import { debianBaseKey, prepareCommand } from '../../src/stages/root.js';
 import { hostMirrorLines, mmdebstrapArgv } from '../../src/tools/mmdebstrap.js';
 
 describe('resolveInRoot', () => {
@@ -143,13 +143,13 @@ Components: main
   });
 });
 
-describe('packagesCommand', () => {
+describe('prepareCommand', () => {
   it('runs a string through /bin/sh and a list as argv', () => {
-    expect(packagesCommand('apk add --no-cache nginx')).toEqual([
+    expect(prepareCommand('apk add --no-cache nginx')).toEqual([
       '/bin/sh',
       '-c',
       'apk add --no-cache nginx',
     ]);
-    expect(packagesCommand(['/bin/busybox', 'true'])).toEqual(['/bin/busybox', 'true']);
+    expect(prepareCommand(['/bin/busybox', 'true'])).toEqual(['/bin/busybox', 'true']);
   });
 });

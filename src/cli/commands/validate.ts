@@ -32,8 +32,10 @@ Options:
           base: c.base.type,
           lua: c.lua?.version ?? null,
           probes: c.probes.length,
+          warnings: c.warnings,
         };
         results.push(summary);
+        for (const w of c.warnings) ctx.logger.warn(`${file}: ${w}`);
         if (!ctx.json) {
           const lua = c.lua ? `lua ${c.lua.version}` : 'no lua';
           ctx.out(

@@ -1,5 +1,6 @@
 import { loadConfig } from '../../config/load.js';
 import { ConfigError } from '../../core/errors.js';
+import { BOARD_HELP, runBoardVerify } from '../../board/command.js';
 import { verifyImage } from '../../stages/verify.js';
 import type { VerifyOutcome } from '../../build-result.js';
 import { formatVerifyReport } from '../../verify/report.js';
@@ -34,6 +35,7 @@ export const verifyCommand: Command = {
   name: 'verify',
   summary: 'boot an image read-only like the board, check probes and hardening',
   help: `Usage: lhc verify [CONFIG] --image IMG --data TEMPLATE [--requests N] [--concurrency C] [--timeout S] [--show | --json]
+       lhc verify [CONFIG] --board [--out DIR]
 
 Loop-mounts IMG read-only (CONFIG defaults to ./lhc.yml), unpacks TEMPLATE into a noexec,nosuid,nodev tmpfs as the data
 partition, and runs the service with the board's systemd-nspawn command line: one container per
@@ -54,6 +56,7 @@ Options:
   --show               write the first probe's response, as the booted image sent it, to stdout
                        (the report then goes to stderr)
   --json               print the report as one JSON object (see README, "JSON output")
+${BOARD_HELP}
 
 Exits 0 when every probe, hardening check and load request passed, 1 otherwise.`,
   options: {
@@ -63,10 +66,18 @@ Exits 0 when every probe, hardening check and load request passed, 1 otherwise.`
     concurrency: { type: 'string' },
     timeout: { type: 'string' },
     show: { type: 'boolean' },
+    board: { type: 'boolean' },
+    out: { type: 'string', complete: 'dir' },
   },
   positionals: { min: 0, max: 1, names: 'CONFIG' },
   json: true,
   async run({ options, positionals }, ctx) {
+    if (options.board === true)
+      return runBoardVerify(
+        configOrDefault(positionals[0], 'verify'),
+        options.out as string | undefined,
+        ctx,
+      );
     if (typeof options.image !== 'string')
       throw new ConfigError('lhc verify: --image IMG is required (see: lhc verify --help)');
     if (typeof options.data !== 'string')
