@@ -115,6 +115,7 @@ describe('--json', () => {
           base: 'scratch',
           lua: '5.4.4',
           probes: 1,
+          warnings: [],
         },
       ],
     });
