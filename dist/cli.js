@@ -46333,7 +46333,7 @@ var Board = class _Board {
     if (!init) {
       await nspawn.stop();
       const out = await nspawn.exited;
-      await run(["rm", "-rf", "--one-file-system", o2.workDir], { privileged: true, reject: false });
+      await removeTree([o2.workDir], { reject: false });
       throw new UserError(
         `the board did not boot (systemd-nspawn -b):
 ${tail(out.stderr + out.stdout, 20)}`
@@ -46403,7 +46403,7 @@ ${tail(r.stdout + r.stderr, 30)}`
   /** Copies a host directory to `dest` on the board, as a person copying build output would. */
   async copyIn(src, dest) {
     await run(["mkdir", "-p", this.hostPath(path45.dirname(dest))], { privileged: true });
-    await run(["rm", "-rf", this.hostPath(dest)], { privileged: true });
+    await removeTree([this.hostPath(dest)]);
     await run(["cp", "-a", src, this.hostPath(dest)], { privileged: true, logger: this.logger });
   }
   /** Journal lines of units that failed, plus those of the units matching `patterns`. */
@@ -46459,8 +46459,7 @@ ${tail(r.stdout + r.stderr, 30)}`
     }
     const mounts = (await run(["cat", "/proc/mounts"])).stdout.split("\n").filter((l) => l.split(" ")[1]?.startsWith(this.root));
     if (mounts.length) left.push(`mounts: ${mounts.join("; ")}`);
-    if (left.length === 0)
-      await run(["rm", "-rf", "--one-file-system", this.workDir], { privileged: true });
+    if (left.length === 0) await removeTree([this.workDir]);
     if (left.length)
       throw new ToolError(
         "systemd-nspawn --boot",
