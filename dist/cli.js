@@ -118,17 +118,17 @@ var require_visit = __commonJS({
     visit3.BREAK = BREAK;
     visit3.SKIP = SKIP;
     visit3.REMOVE = REMOVE;
-    function visit_(key, node2, visitor, path41) {
-      const ctrl = callVisitor(key, node2, visitor, path41);
+    function visit_(key, node2, visitor, path49) {
+      const ctrl = callVisitor(key, node2, visitor, path49);
       if (identity3.isNode(ctrl) || identity3.isPair(ctrl)) {
-        replaceNode(key, path41, ctrl);
-        return visit_(key, ctrl, visitor, path41);
+        replaceNode(key, path49, ctrl);
+        return visit_(key, ctrl, visitor, path49);
       }
       if (typeof ctrl !== "symbol") {
         if (identity3.isCollection(node2)) {
-          path41 = Object.freeze(path41.concat(node2));
+          path49 = Object.freeze(path49.concat(node2));
           for (let i2 = 0; i2 < node2.items.length; ++i2) {
-            const ci2 = visit_(i2, node2.items[i2], visitor, path41);
+            const ci2 = visit_(i2, node2.items[i2], visitor, path49);
             if (typeof ci2 === "number")
               i2 = ci2 - 1;
             else if (ci2 === BREAK)
@@ -139,13 +139,13 @@ var require_visit = __commonJS({
             }
           }
         } else if (identity3.isPair(node2)) {
-          path41 = Object.freeze(path41.concat(node2));
-          const ck = visit_("key", node2.key, visitor, path41);
+          path49 = Object.freeze(path49.concat(node2));
+          const ck = visit_("key", node2.key, visitor, path49);
           if (ck === BREAK)
             return BREAK;
           else if (ck === REMOVE)
             node2.key = null;
-          const cv = visit_("value", node2.value, visitor, path41);
+          const cv = visit_("value", node2.value, visitor, path49);
           if (cv === BREAK)
             return BREAK;
           else if (cv === REMOVE)
@@ -166,17 +166,17 @@ var require_visit = __commonJS({
     visitAsync.BREAK = BREAK;
     visitAsync.SKIP = SKIP;
     visitAsync.REMOVE = REMOVE;
-    async function visitAsync_(key, node2, visitor, path41) {
-      const ctrl = await callVisitor(key, node2, visitor, path41);
+    async function visitAsync_(key, node2, visitor, path49) {
+      const ctrl = await callVisitor(key, node2, visitor, path49);
       if (identity3.isNode(ctrl) || identity3.isPair(ctrl)) {
-        replaceNode(key, path41, ctrl);
-        return visitAsync_(key, ctrl, visitor, path41);
+        replaceNode(key, path49, ctrl);
+        return visitAsync_(key, ctrl, visitor, path49);
       }
       if (typeof ctrl !== "symbol") {
         if (identity3.isCollection(node2)) {
-          path41 = Object.freeze(path41.concat(node2));
+          path49 = Object.freeze(path49.concat(node2));
           for (let i2 = 0; i2 < node2.items.length; ++i2) {
-            const ci2 = await visitAsync_(i2, node2.items[i2], visitor, path41);
+            const ci2 = await visitAsync_(i2, node2.items[i2], visitor, path49);
             if (typeof ci2 === "number")
               i2 = ci2 - 1;
             else if (ci2 === BREAK)
@@ -187,13 +187,13 @@ var require_visit = __commonJS({
             }
           }
         } else if (identity3.isPair(node2)) {
-          path41 = Object.freeze(path41.concat(node2));
-          const ck = await visitAsync_("key", node2.key, visitor, path41);
+          path49 = Object.freeze(path49.concat(node2));
+          const ck = await visitAsync_("key", node2.key, visitor, path49);
           if (ck === BREAK)
             return BREAK;
           else if (ck === REMOVE)
             node2.key = null;
-          const cv = await visitAsync_("value", node2.value, visitor, path41);
+          const cv = await visitAsync_("value", node2.value, visitor, path49);
           if (cv === BREAK)
             return BREAK;
           else if (cv === REMOVE)
@@ -220,23 +220,23 @@ var require_visit = __commonJS({
       }
       return visitor;
     }
-    function callVisitor(key, node2, visitor, path41) {
+    function callVisitor(key, node2, visitor, path49) {
       if (typeof visitor === "function")
-        return visitor(key, node2, path41);
+        return visitor(key, node2, path49);
       if (identity3.isMap(node2))
-        return visitor.Map?.(key, node2, path41);
+        return visitor.Map?.(key, node2, path49);
       if (identity3.isSeq(node2))
-        return visitor.Seq?.(key, node2, path41);
+        return visitor.Seq?.(key, node2, path49);
       if (identity3.isPair(node2))
-        return visitor.Pair?.(key, node2, path41);
+        return visitor.Pair?.(key, node2, path49);
       if (identity3.isScalar(node2))
-        return visitor.Scalar?.(key, node2, path41);
+        return visitor.Scalar?.(key, node2, path49);
       if (identity3.isAlias(node2))
-        return visitor.Alias?.(key, node2, path41);
+        return visitor.Alias?.(key, node2, path49);
       return void 0;
     }
-    function replaceNode(key, path41, node2) {
-      const parent = path41[path41.length - 1];
+    function replaceNode(key, path49, node2) {
+      const parent = path49[path49.length - 1];
       if (identity3.isCollection(parent)) {
         parent.items[key] = node2;
       } else if (identity3.isPair(parent)) {
@@ -848,10 +848,10 @@ var require_Collection = __commonJS({
     var createNode = require_createNode();
     var identity3 = require_identity();
     var Node = require_Node();
-    function collectionFromPath(schema, path41, value) {
+    function collectionFromPath(schema, path49, value) {
       let v2 = value;
-      for (let i2 = path41.length - 1; i2 >= 0; --i2) {
-        const k2 = path41[i2];
+      for (let i2 = path49.length - 1; i2 >= 0; --i2) {
+        const k2 = path49[i2];
         if (typeof k2 === "number" && Number.isInteger(k2) && k2 >= 0) {
           const a2 = [];
           a2[k2] = v2;
@@ -870,7 +870,7 @@ var require_Collection = __commonJS({
         sourceObjects: /* @__PURE__ */ new Map()
       });
     }
-    var isEmptyPath = (path41) => path41 == null || typeof path41 === "object" && !!path41[Symbol.iterator]().next().done;
+    var isEmptyPath = (path49) => path49 == null || typeof path49 === "object" && !!path49[Symbol.iterator]().next().done;
     var Collection = class extends Node.NodeBase {
       constructor(type, schema) {
         super(type);
@@ -900,11 +900,11 @@ var require_Collection = __commonJS({
        * be a Pair instance or a `{ key, value }` object, which may not have a key
        * that already exists in the map.
        */
-      addIn(path41, value) {
-        if (isEmptyPath(path41))
+      addIn(path49, value) {
+        if (isEmptyPath(path49))
           this.add(value);
         else {
-          const [key, ...rest] = path41;
+          const [key, ...rest] = path49;
           const node2 = this.get(key, true);
           if (identity3.isCollection(node2))
             node2.addIn(rest, value);
@@ -918,8 +918,8 @@ var require_Collection = __commonJS({
        * Removes a value from the collection.
        * @returns `true` if the item was found and removed.
        */
-      deleteIn(path41) {
-        const [key, ...rest] = path41;
+      deleteIn(path49) {
+        const [key, ...rest] = path49;
         if (rest.length === 0)
           return this.delete(key);
         const node2 = this.get(key, true);
@@ -933,8 +933,8 @@ var require_Collection = __commonJS({
        * scalar values from their surrounding node; to disable set `keepScalar` to
        * `true` (collections are always returned intact).
        */
-      getIn(path41, keepScalar) {
-        const [key, ...rest] = path41;
+      getIn(path49, keepScalar) {
+        const [key, ...rest] = path49;
         const node2 = this.get(key, true);
         if (rest.length === 0)
           return !keepScalar && identity3.isScalar(node2) ? node2.value : node2;
@@ -952,8 +952,8 @@ var require_Collection = __commonJS({
       /**
        * Checks if the collection includes a value with the key `key`.
        */
-      hasIn(path41) {
-        const [key, ...rest] = path41;
+      hasIn(path49) {
+        const [key, ...rest] = path49;
         if (rest.length === 0)
           return this.has(key);
         const node2 = this.get(key, true);
@@ -963,8 +963,8 @@ var require_Collection = __commonJS({
        * Sets a value in this collection. For `!!set`, `value` needs to be a
        * boolean to add/remove the item from the set.
        */
-      setIn(path41, value) {
-        const [key, ...rest] = path41;
+      setIn(path49, value) {
+        const [key, ...rest] = path49;
         if (rest.length === 0) {
           this.set(key, value);
         } else {
@@ -3479,9 +3479,9 @@ var require_Document = __commonJS({
           this.contents.add(value);
       }
       /** Adds a value to the document. */
-      addIn(path41, value) {
+      addIn(path49, value) {
         if (assertCollection(this.contents))
-          this.contents.addIn(path41, value);
+          this.contents.addIn(path49, value);
       }
       /**
        * Create a new `Alias` node, ensuring that the target `node` has the required anchor.
@@ -3556,14 +3556,14 @@ var require_Document = __commonJS({
        * Removes a value from the document.
        * @returns `true` if the item was found and removed.
        */
-      deleteIn(path41) {
-        if (Collection.isEmptyPath(path41)) {
+      deleteIn(path49) {
+        if (Collection.isEmptyPath(path49)) {
           if (this.contents == null)
             return false;
           this.contents = null;
           return true;
         }
-        return assertCollection(this.contents) ? this.contents.deleteIn(path41) : false;
+        return assertCollection(this.contents) ? this.contents.deleteIn(path49) : false;
       }
       /**
        * Returns item at `key`, or `undefined` if not found. By default unwraps
@@ -3578,10 +3578,10 @@ var require_Document = __commonJS({
        * scalar values from their surrounding node; to disable set `keepScalar` to
        * `true` (collections are always returned intact).
        */
-      getIn(path41, keepScalar) {
-        if (Collection.isEmptyPath(path41))
+      getIn(path49, keepScalar) {
+        if (Collection.isEmptyPath(path49))
           return !keepScalar && identity3.isScalar(this.contents) ? this.contents.value : this.contents;
-        return identity3.isCollection(this.contents) ? this.contents.getIn(path41, keepScalar) : void 0;
+        return identity3.isCollection(this.contents) ? this.contents.getIn(path49, keepScalar) : void 0;
       }
       /**
        * Checks if the document includes a value with the key `key`.
@@ -3592,10 +3592,10 @@ var require_Document = __commonJS({
       /**
        * Checks if the document includes a value at `path`.
        */
-      hasIn(path41) {
-        if (Collection.isEmptyPath(path41))
+      hasIn(path49) {
+        if (Collection.isEmptyPath(path49))
           return this.contents !== void 0;
-        return identity3.isCollection(this.contents) ? this.contents.hasIn(path41) : false;
+        return identity3.isCollection(this.contents) ? this.contents.hasIn(path49) : false;
       }
       /**
        * Sets a value in this document. For `!!set`, `value` needs to be a
@@ -3612,13 +3612,13 @@ var require_Document = __commonJS({
        * Sets a value in this document. For `!!set`, `value` needs to be a
        * boolean to add/remove the item from the set.
        */
-      setIn(path41, value) {
-        if (Collection.isEmptyPath(path41)) {
+      setIn(path49, value) {
+        if (Collection.isEmptyPath(path49)) {
           this.contents = value;
         } else if (this.contents == null) {
-          this.contents = Collection.collectionFromPath(this.schema, Array.from(path41), value);
+          this.contents = Collection.collectionFromPath(this.schema, Array.from(path49), value);
         } else if (assertCollection(this.contents)) {
-          this.contents.setIn(path41, value);
+          this.contents.setIn(path49, value);
         }
       }
       /**
@@ -5579,9 +5579,9 @@ var require_cst_visit = __commonJS({
     visit3.BREAK = BREAK;
     visit3.SKIP = SKIP;
     visit3.REMOVE = REMOVE;
-    visit3.itemAtPath = (cst, path41) => {
+    visit3.itemAtPath = (cst, path49) => {
       let item = cst;
-      for (const [field2, index] of path41) {
+      for (const [field2, index] of path49) {
         const tok = item?.[field2];
         if (tok && "items" in tok) {
           item = tok.items[index];
@@ -5590,23 +5590,23 @@ var require_cst_visit = __commonJS({
       }
       return item;
     };
-    visit3.parentCollection = (cst, path41) => {
-      const parent = visit3.itemAtPath(cst, path41.slice(0, -1));
-      const field2 = path41[path41.length - 1][0];
+    visit3.parentCollection = (cst, path49) => {
+      const parent = visit3.itemAtPath(cst, path49.slice(0, -1));
+      const field2 = path49[path49.length - 1][0];
       const coll = parent?.[field2];
       if (coll && "items" in coll)
         return coll;
       throw new Error("Parent collection not found");
     };
-    function _visit(path41, item, visitor) {
-      let ctrl = visitor(item, path41);
+    function _visit(path49, item, visitor) {
+      let ctrl = visitor(item, path49);
       if (typeof ctrl === "symbol")
         return ctrl;
       for (const field2 of ["key", "value"]) {
         const token = item[field2];
         if (token && "items" in token) {
           for (let i2 = 0; i2 < token.items.length; ++i2) {
-            const ci2 = _visit(Object.freeze(path41.concat([[field2, i2]])), token.items[i2], visitor);
+            const ci2 = _visit(Object.freeze(path49.concat([[field2, i2]])), token.items[i2], visitor);
             if (typeof ci2 === "number")
               i2 = ci2 - 1;
             else if (ci2 === BREAK)
@@ -5617,10 +5617,10 @@ var require_cst_visit = __commonJS({
             }
           }
           if (typeof ctrl === "function" && field2 === "key")
-            ctrl = ctrl(item, path41);
+            ctrl = ctrl(item, path49);
         }
       }
-      return typeof ctrl === "function" ? ctrl(item, path41) : ctrl;
+      return typeof ctrl === "function" ? ctrl(item, path49) : ctrl;
     }
     exports.visit = visit3;
   }
@@ -7377,7 +7377,7 @@ var require_windows = __commonJS({
     module.exports = isexe;
     isexe.sync = sync;
     var fs2 = __require("fs");
-    function checkPathExt(path41, options) {
+    function checkPathExt(path49, options) {
       var pathext = options.pathExt !== void 0 ? options.pathExt : process.env.PATHEXT;
       if (!pathext) {
         return true;
@@ -7388,25 +7388,25 @@ var require_windows = __commonJS({
       }
       for (var i2 = 0; i2 < pathext.length; i2++) {
         var p2 = pathext[i2].toLowerCase();
-        if (p2 && path41.substr(-p2.length).toLowerCase() === p2) {
+        if (p2 && path49.substr(-p2.length).toLowerCase() === p2) {
           return true;
         }
       }
       return false;
     }
-    function checkStat(stat11, path41, options) {
+    function checkStat(stat11, path49, options) {
       if (!stat11.isSymbolicLink() && !stat11.isFile()) {
         return false;
       }
-      return checkPathExt(path41, options);
+      return checkPathExt(path49, options);
     }
-    function isexe(path41, options, cb) {
-      fs2.stat(path41, function(er2, stat11) {
-        cb(er2, er2 ? false : checkStat(stat11, path41, options));
+    function isexe(path49, options, cb) {
+      fs2.stat(path49, function(er2, stat11) {
+        cb(er2, er2 ? false : checkStat(stat11, path49, options));
       });
     }
-    function sync(path41, options) {
-      return checkStat(fs2.statSync(path41), path41, options);
+    function sync(path49, options) {
+      return checkStat(fs2.statSync(path49), path49, options);
     }
   }
 });
@@ -7417,13 +7417,13 @@ var require_mode = __commonJS({
     module.exports = isexe;
     isexe.sync = sync;
     var fs2 = __require("fs");
-    function isexe(path41, options, cb) {
-      fs2.stat(path41, function(er2, stat11) {
+    function isexe(path49, options, cb) {
+      fs2.stat(path49, function(er2, stat11) {
         cb(er2, er2 ? false : checkStat(stat11, options));
       });
     }
-    function sync(path41, options) {
-      return checkStat(fs2.statSync(path41), options);
+    function sync(path49, options) {
+      return checkStat(fs2.statSync(path49), options);
     }
     function checkStat(stat11, options) {
       return stat11.isFile() && checkMode(stat11, options);
@@ -7456,7 +7456,7 @@ var require_isexe = __commonJS({
     }
     module.exports = isexe;
     isexe.sync = sync;
-    function isexe(path41, options, cb) {
+    function isexe(path49, options, cb) {
       if (typeof options === "function") {
         cb = options;
         options = {};
@@ -7466,7 +7466,7 @@ var require_isexe = __commonJS({
           throw new TypeError("callback not provided");
         }
         return new Promise(function(resolve, reject) {
-          isexe(path41, options || {}, function(er2, is2) {
+          isexe(path49, options || {}, function(er2, is2) {
             if (er2) {
               reject(er2);
             } else {
@@ -7475,7 +7475,7 @@ var require_isexe = __commonJS({
           });
         });
       }
-      core(path41, options || {}, function(er2, is2) {
+      core(path49, options || {}, function(er2, is2) {
         if (er2) {
           if (er2.code === "EACCES" || options && options.ignoreErrors) {
             er2 = null;
@@ -7485,9 +7485,9 @@ var require_isexe = __commonJS({
         cb(er2, is2);
       });
     }
-    function sync(path41, options) {
+    function sync(path49, options) {
       try {
-        return core.sync(path41, options || {});
+        return core.sync(path49, options || {});
       } catch (er2) {
         if (options && options.ignoreErrors || er2.code === "EACCES") {
           return false;
@@ -7503,7 +7503,7 @@ var require_isexe = __commonJS({
 var require_which = __commonJS({
   "node_modules/which/which.js"(exports, module) {
     var isWindows = process.platform === "win32" || process.env.OSTYPE === "cygwin" || process.env.OSTYPE === "msys";
-    var path41 = __require("path");
+    var path49 = __require("path");
     var COLON = isWindows ? ";" : ":";
     var isexe = require_isexe();
     var getNotFoundError = (cmd) => Object.assign(new Error(`not found: ${cmd}`), { code: "ENOENT" });
@@ -7541,7 +7541,7 @@ var require_which = __commonJS({
           return opt.all && found.length ? resolve(found) : reject(getNotFoundError(cmd));
         const ppRaw = pathEnv[i2];
         const pathPart = /^".*"$/.test(ppRaw) ? ppRaw.slice(1, -1) : ppRaw;
-        const pCmd = path41.join(pathPart, cmd);
+        const pCmd = path49.join(pathPart, cmd);
         const p2 = !pathPart && /^\.[\\\/]/.test(cmd) ? cmd.slice(0, 2) + pCmd : pCmd;
         resolve(subStep(p2, i2, 0));
       });
@@ -7568,7 +7568,7 @@ var require_which = __commonJS({
       for (let i2 = 0; i2 < pathEnv.length; i2++) {
         const ppRaw = pathEnv[i2];
         const pathPart = /^".*"$/.test(ppRaw) ? ppRaw.slice(1, -1) : ppRaw;
-        const pCmd = path41.join(pathPart, cmd);
+        const pCmd = path49.join(pathPart, cmd);
         const p2 = !pathPart && /^\.[\\\/]/.test(cmd) ? cmd.slice(0, 2) + pCmd : pCmd;
         for (let j2 = 0; j2 < pathExt.length; j2++) {
           const cur = p2 + pathExt[j2];
@@ -7616,7 +7616,7 @@ var require_path_key = __commonJS({
 var require_resolveCommand = __commonJS({
   "node_modules/cross-spawn/lib/util/resolveCommand.js"(exports, module) {
     "use strict";
-    var path41 = __require("path");
+    var path49 = __require("path");
     var which = require_which();
     var getPathKey = require_path_key();
     function resolveCommandAttempt(parsed, withoutPathExt) {
@@ -7634,7 +7634,7 @@ var require_resolveCommand = __commonJS({
       try {
         resolved = which.sync(parsed.command, {
           path: env[getPathKey({ env })],
-          pathExt: withoutPathExt ? path41.delimiter : void 0
+          pathExt: withoutPathExt ? path49.delimiter : void 0
         });
       } catch (e) {
       } finally {
@@ -7643,7 +7643,7 @@ var require_resolveCommand = __commonJS({
         }
       }
       if (resolved) {
-        resolved = path41.resolve(hasCustomCwd ? parsed.options.cwd : "", resolved);
+        resolved = path49.resolve(hasCustomCwd ? parsed.options.cwd : "", resolved);
       }
       return resolved;
     }
@@ -7697,8 +7697,8 @@ var require_shebang_command = __commonJS({
       if (!match) {
         return null;
       }
-      const [path41, argument] = match[0].replace(/#! ?/, "").split(" ");
-      const binary = path41.split("/").pop();
+      const [path49, argument] = match[0].replace(/#! ?/, "").split(" ");
+      const binary = path49.split("/").pop();
       if (binary === "env") {
         return argument;
       }
@@ -7733,7 +7733,7 @@ var require_readShebang = __commonJS({
 var require_parse = __commonJS({
   "node_modules/cross-spawn/lib/parse.js"(exports, module) {
     "use strict";
-    var path41 = __require("path");
+    var path49 = __require("path");
     var resolveCommand = require_resolveCommand();
     var escape = require_escape();
     var readShebang = require_readShebang();
@@ -7758,7 +7758,7 @@ var require_parse = __commonJS({
       const needsShell = !isExecutableRegExp.test(commandFile);
       if (parsed.options.forceShell || needsShell) {
         const needsDoubleEscapeMetaChars = isCmdShimRegExp.test(commandFile);
-        parsed.command = path41.normalize(parsed.command);
+        parsed.command = path49.normalize(parsed.command);
         parsed.command = escape.command(parsed.command);
         parsed.args = parsed.args.map((arg) => escape.argument(arg, needsDoubleEscapeMetaChars));
         const shellCommand = [parsed.command].concat(parsed.args).join(" ");
@@ -7985,6 +7985,16 @@ function configOrDefault(given, command, cwd = process.cwd()) {
   throw new ConfigError(
     `lhc ${command}: no CONFIG given and no lhc.yml in ${cwd} (see: lhc ${command} --help)`
   );
+}
+
+// src/build-result.ts
+function verifyFailures(verify) {
+  return [
+    ...verify.probes.filter((p2) => !p2.ok).map((p2) => `probe ${p2.name}${p2.diff ? `
+${p2.diff}` : ""}`),
+    ...verify.hardening.filter((h2) => !h2.ok).map((h2) => `hardening ${h2.name}: ${h2.detail}`),
+    ...verify.load && verify.load.failures > 0 ? [`load: ${verify.load.failures} of ${verify.load.requests} requests failed`] : []
+  ].join("\n");
 }
 
 // src/config/load.ts
@@ -8922,10 +8932,10 @@ function mergeDefs(...defs) {
 function cloneDef(schema) {
   return mergeDefs(schema._zod.def);
 }
-function getElementAtPath(obj, path41) {
-  if (!path41)
+function getElementAtPath(obj, path49) {
+  if (!path49)
     return obj;
-  return path41.reduce((acc, key) => acc?.[key], obj);
+  return path49.reduce((acc, key) => acc?.[key], obj);
 }
 function promiseAllObject(promisesObj) {
   const keys = Object.keys(promisesObj);
@@ -9265,11 +9275,11 @@ function explicitlyAborted(x, startIndex = 0) {
   }
   return false;
 }
-function prefixIssues(path41, issues) {
+function prefixIssues(path49, issues) {
   return issues.map((iss) => {
     var _a3;
     (_a3 = iss).path ?? (_a3.path = []);
-    iss.path.unshift(path41);
+    iss.path.unshift(path49);
     return iss;
   });
 }
@@ -9731,16 +9741,16 @@ function flattenError(error62, mapper = (issue2) => issue2.message) {
 }
 function formatError(error62, mapper = (issue2) => issue2.message) {
   const fieldErrors = { _errors: [] };
-  const processError = (error63, path41 = []) => {
+  const processError = (error63, path49 = []) => {
     for (const issue2 of error63.issues) {
       if (issue2.code === "invalid_union" && issue2.errors.length) {
-        issue2.errors.map((issues) => processError({ issues }, [...path41, ...issue2.path]));
+        issue2.errors.map((issues) => processError({ issues }, [...path49, ...issue2.path]));
       } else if (issue2.code === "invalid_key") {
-        processError({ issues: issue2.issues }, [...path41, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path49, ...issue2.path]);
       } else if (issue2.code === "invalid_element") {
-        processError({ issues: issue2.issues }, [...path41, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path49, ...issue2.path]);
       } else {
-        const fullpath = [...path41, ...issue2.path];
+        const fullpath = [...path49, ...issue2.path];
         if (fullpath.length === 0) {
           fieldErrors._errors.push(mapper(issue2));
         } else {
@@ -9779,17 +9789,17 @@ function formatError(error62, mapper = (issue2) => issue2.message) {
 }
 function treeifyError(error62, mapper = (issue2) => issue2.message) {
   const result = { errors: [] };
-  const processError = (error63, path41 = []) => {
+  const processError = (error63, path49 = []) => {
     var _a3;
     for (const issue2 of error63.issues) {
       if (issue2.code === "invalid_union" && issue2.errors.length) {
-        issue2.errors.map((issues) => processError({ issues }, [...path41, ...issue2.path]));
+        issue2.errors.map((issues) => processError({ issues }, [...path49, ...issue2.path]));
       } else if (issue2.code === "invalid_key") {
-        processError({ issues: issue2.issues }, [...path41, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path49, ...issue2.path]);
       } else if (issue2.code === "invalid_element") {
-        processError({ issues: issue2.issues }, [...path41, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path49, ...issue2.path]);
       } else {
-        const fullpath = [...path41, ...issue2.path];
+        const fullpath = [...path49, ...issue2.path];
         if (fullpath.length === 0) {
           result.errors.push(mapper(issue2));
           continue;
@@ -9828,8 +9838,8 @@ function treeifyError(error62, mapper = (issue2) => issue2.message) {
 }
 function toDotPath(_path) {
   const segs = [];
-  const path41 = _path.map((seg) => typeof seg === "object" ? seg.key : seg);
-  for (const seg of path41) {
+  const path49 = _path.map((seg) => typeof seg === "object" ? seg.key : seg);
+  for (const seg of path49) {
     if (typeof seg === "number")
       segs.push(`[${seg}]`);
     else if (typeof seg === "symbol")
@@ -26967,13 +26977,13 @@ function resolveRef(ref, ctx) {
   if (!ref.startsWith("#")) {
     throw new Error("External $ref is not supported, only local refs (#/...) are allowed");
   }
-  const path41 = ref.slice(1).split("/").filter(Boolean);
-  if (path41.length === 0) {
+  const path49 = ref.slice(1).split("/").filter(Boolean);
+  if (path49.length === 0) {
     return ctx.rootSchema;
   }
   const defsKey = ctx.version === "draft-2020-12" ? "$defs" : "definitions";
-  if (path41[0] === defsKey) {
-    const key = path41[1] === void 0 ? void 0 : decodeJSONPointerSegment(path41[1]);
+  if (path49[0] === defsKey) {
+    const key = path49[1] === void 0 ? void 0 : decodeJSONPointerSegment(path49[1]);
     if (!key || !ctx.defs[key]) {
       throw new Error(`Reference not found: ${ref}`);
     }
@@ -28187,9 +28197,9 @@ function resolveConfig(raw, file2) {
 }
 
 // src/pipeline.ts
-import { mkdir as mkdir12, mkdtemp as mkdtemp7, writeFile as writeFile10 } from "node:fs/promises";
+import { mkdir as mkdir14, mkdtemp as mkdtemp7 } from "node:fs/promises";
 import os9 from "node:os";
-import path33 from "node:path";
+import path41 from "node:path";
 
 // src/config/check-files.ts
 async function checkConfigFiles(config2) {
@@ -28901,791 +28911,6 @@ ${diffText}if the change is intended, rebuild with --update-manifest and commit 
   return { changed: true, diffText };
 }
 
-// src/root/resolve.ts
-import { lstatSync, mkdirSync, readlinkSync } from "node:fs";
-import path7 from "node:path";
-var MAX_SYMLINK_FOLLOWS = 40;
-var ResolveError = class extends UserError {
-  constructor(inRootPath, reason, message) {
-    super(message);
-    this.inRootPath = inRootPath;
-    this.reason = reason;
-  }
-  inRootPath;
-  reason;
-};
-function components(p2) {
-  return p2.split("/").filter((c3) => c3 !== "" && c3 !== ".");
-}
-function resolveInRoot(root, p2, opts = {}, cwd = "/") {
-  const followLast = opts.followLast ?? true;
-  const start2 = p2.startsWith("/") ? components(p2) : [...components(cwd), ...components(p2)];
-  const todo = start2.reverse();
-  const done = [];
-  let follows = 0;
-  while (todo.length > 0) {
-    const comp = todo.pop();
-    if (comp === "..") {
-      done.pop();
-      continue;
-    }
-    const isLast = todo.length === 0;
-    const inRoot = `/${[...done, comp].join("/")}`;
-    const host = path7.join(root, ...done, comp);
-    let st2;
-    try {
-      st2 = lstatSync(host);
-    } catch (e) {
-      if (e.code !== "ENOENT") throw e;
-      if (isLast) return { inRoot, host, exists: false };
-      if (!opts.createMissing) {
-        throw new ResolveError(
-          inRoot,
-          "missing",
-          `${inRoot} does not exist (resolving ${p2} inside the root)`
-        );
-      }
-      mkdirSync(host, { mode: 493 });
-      done.push(comp);
-      continue;
-    }
-    if (st2.isSymbolicLink() && (!isLast || followLast)) {
-      if (++follows > MAX_SYMLINK_FOLLOWS) {
-        throw new ResolveError(
-          p2,
-          "loop",
-          `too many levels of symbolic links resolving ${p2} inside the root (a symlink loop)`
-        );
-      }
-      const target = readlinkSync(host);
-      opts.onSymlink?.(inRoot, target);
-      if (target.startsWith("/")) done.length = 0;
-      todo.push(...components(target).reverse());
-      continue;
-    }
-    if (!isLast && !st2.isDirectory()) {
-      throw new ResolveError(
-        inRoot,
-        "not-a-directory",
-        `${inRoot} is not a directory (resolving ${p2} inside the root)`
-      );
-    }
-    done.push(comp);
-    if (isLast) return { inRoot, host, exists: true };
-  }
-  return { inRoot: `/${done.join("/")}`, host: path7.join(root, ...done), exists: true };
-}
-
-// src/stages/deploy-bundle.ts
-import { mkdir as mkdir2, readFile as readFile2, rm as rm2, writeFile as writeFile2 } from "node:fs/promises";
-import path9 from "node:path";
-
-// src/tools/nspawn.ts
-var BASE_FLAGS = [
-  "--register=no",
-  "--keep-unit",
-  "-q",
-  "--console=pipe",
-  "--timezone=off",
-  "--resolv-conf=off",
-  "--link-journal=no"
-];
-var DROPPED_CAPABILITIES = [
-  "CAP_NET_ADMIN",
-  "CAP_SYS_ADMIN",
-  "CAP_SYS_BOOT",
-  "CAP_SYS_MODULE",
-  "CAP_SYS_PTRACE",
-  "CAP_SYS_RAWIO",
-  "CAP_SYS_RESOURCE",
-  "CAP_SYS_TTY_CONFIG",
-  "CAP_MKNOD",
-  "CAP_NET_RAW",
-  "CAP_LINUX_IMMUTABLE",
-  "CAP_AUDIT_CONTROL"
-];
-var HARDENING_FLAGS = [
-  "--private-network",
-  `--drop-capability=${DROPPED_CAPABILITIES.join(",")}`,
-  "--no-new-privileges=yes"
-];
-var USERNS_FLAGS = ["-U", "--private-users-ownership=map"];
-function nspawnArgv(o2) {
-  const base = o2.resolvConf === "bind-host" ? BASE_FLAGS.map((f2) => f2 === "--resolv-conf=off" ? "--resolv-conf=bind-host" : f2) : BASE_FLAGS;
-  const argv = ["systemd-nspawn", ...base, `--directory=${o2.root}`];
-  if (o2.machineName) argv.push(`--machine=${o2.machineName}`);
-  if (o2.readOnly) argv.push("--read-only");
-  if (o2.ephemeral) argv.push("--ephemeral");
-  if (o2.harden) argv.push(...HARDENING_FLAGS);
-  else if (o2.privateNetwork) argv.push("--private-network");
-  if (o2.userNamespace) argv.push(...USERNS_FLAGS);
-  if (o2.dataDir)
-    argv.push(`--bind=${o2.dataDir}:${o2.dataPath ?? "/data"}${o2.userNamespace ? ":idmap" : ""}`);
-  for (const b2 of o2.binds ?? [])
-    argv.push(`${b2.readOnly ? "--bind-ro" : "--bind"}=${b2.host}:${b2.container}`);
-  for (const [k2, v2] of Object.entries(o2.env ?? {}).sort(([a2], [b2]) => a2 < b2 ? -1 : 1)) {
-    argv.push(`--setenv=${k2}=${v2}`);
-  }
-  if (o2.user !== void 0 && String(o2.user) !== "0" && o2.user !== "root")
-    argv.push(`--user=${o2.user}`);
-  if (o2.workdir) argv.push(`--chdir=${o2.workdir}`);
-  argv.push("--", ...o2.command);
-  return argv;
-}
-var TRACE_MOUNT = "/lhc-trace";
-
-// src/deploy/install-script.ts
-function shQuote(s3) {
-  return `'${s3.replaceAll("'", `'\\''`)}'`;
-}
-var MIN_SYSTEMD = 250;
-var MIN_KERNEL = { major: 5, minor: 12 };
-function renderInstallScript(i2) {
-  const unitFiles = [i2.units.rootMount, i2.units.dataMount, i2.units.socket, i2.units.service];
-  unitFiles.push(...i2.units.extra);
-  const vars = [
-    ["NAME", i2.name],
-    ["BOARD_DIR", i2.boardDir],
-    ["IMAGE_FILE", i2.imageFile],
-    ["DATA_TEMPLATE_FILE", i2.dataTemplateFile],
-    ["DATA_SOURCE", i2.dataSource],
-    ["DATA_IS_FILE", i2.dataIsLoopFile ? "1" : ""],
-    ["DATA_MOUNT", i2.dataMount],
-    ["DATA_SIZE", i2.dataSize ?? "64M"],
-    ["ROOT_MOUNT_UNIT", i2.units.rootMount],
-    ["DATA_MOUNT_UNIT", i2.units.dataMount],
-    ["SOCKET_UNIT", i2.units.socket],
-    ["SERVICE_UNIT", i2.units.service],
-    ["UNIT_FILES", unitFiles.join(" ")],
-    ["NSPAWN", i2.nspawnPath],
-    ["PROGRAMS", i2.programs.join(" ")]
-  ];
-  return `#!/bin/sh
-# Generated by lhc for ${i2.name}: install, upgrade, roll back or remove it on the board.
-# Run as root from the copied build output:  sh deploy/install.sh install|upgrade|rollback|uninstall
-# See README.md next to this file for what each step does and why.
-set -eu
-
-${vars.map(([k2, v2]) => `${k2}=${shQuote(v2)}`).join("\n")}
-UNIT_DIR=/etc/systemd/system
-
-HERE=$(cd "$(dirname "$0")" && pwd)
-OUT=$(dirname "$HERE")
-
-say() { printf '%s: %s\\n' "$NAME" "$*"; }
-die() { printf '%s: error: %s\\n' "$NAME" "$*" >&2; exit 1; }
-
-# Everything the units need, checked before anything on the board changes.
-check_board() {
-  [ "$(id -u)" = 0 ] || die "run me as root"
-  [ -d /run/systemd/system ] || die "systemd is not running as init on this machine; the units need it"
-  for t in systemctl mount umount sha256sum tar cmp mkfs.ext4 truncate; do
-    command -v "$t" >/dev/null 2>&1 || die "$t is missing on the board (packages: systemd, mount, coreutils, tar, diffutils, e2fsprogs)"
-  done
-  [ -x "$NSPAWN" ] || die "$NSPAWN is missing: install the systemd-container package"
-  for p in $PROGRAMS; do
-    [ -x "$p" ] || die "$p is missing: the units run it (package: systemd)"
-  done
-  v=$(systemctl --version | sed -n '1s/^systemd \\([0-9]*\\).*/\\1/p')
-  [ "\${v:-0}" -ge ${MIN_SYSTEMD} ] ||
-    die "systemd \${v:-?} is too old: the service needs ${MIN_SYSTEMD} or newer (nspawn -U --private-users-ownership=map, :idmap binds)"
-  k=$(uname -r); kmaj=\${k%%.*}; krest=\${k#*.}; kmin=\${krest%%[!0-9]*}
-  if [ "$kmaj" -lt ${MIN_KERNEL.major} ] || { [ "$kmaj" -eq ${MIN_KERNEL.major} ] && [ "$kmin" -lt ${MIN_KERNEL.minor} ]; }; then
-    die "kernel $k is too old: idmapped mounts need ${MIN_KERNEL.major}.${MIN_KERNEL.minor} or newer"
-  fi
-  [ -e /dev/loop-control ] || die "/dev/loop-control is missing: the image is loop-mounted (load the loop module)"
-  grep -qw squashfs /proc/filesystems || modprobe squashfs 2>/dev/null ||
-    die "this kernel cannot mount squashfs (CONFIG_SQUASHFS)"
-}
-
-check_sums() {
-  [ -f "$OUT/SHA256SUMS" ] || die "$OUT/SHA256SUMS is missing: copy the whole build output directory"
-  (cd "$OUT" && sha256sum --quiet --strict -c SHA256SUMS) ||
-    die "the artifacts do not match SHA256SUMS: copy them again"
-}
-
-release_id() { sha256sum "$1" | cut -c1-16; }
-
-# releases/<id>: the image and its units, written under a temporary name and renamed into place.
-stage_release() {
-  id=$(release_id "$OUT/$IMAGE_FILE")
-  rel="$BOARD_DIR/releases/$id"
-  if [ ! -f "$rel/$IMAGE_FILE" ]; then
-    rm -rf "$rel.new"
-    install -d -m 0755 "$rel.new/units"
-    install -m 0644 "$OUT/$IMAGE_FILE" "$rel.new/$IMAGE_FILE"
-    for u in $UNIT_FILES; do install -m 0644 "$HERE/$u" "$rel.new/units/$u"; done
-    mv -T "$rel.new" "$rel"
-  fi
-  echo "$id"
-}
-
-current_id() { [ -L "$BOARD_DIR/current" ] && basename "$(readlink "$BOARD_DIR/current")" || true; }
-previous_id() { [ -L "$BOARD_DIR/previous" ] && basename "$(readlink "$BOARD_DIR/previous")" || true; }
-
-# One rename(2): a reader sees the old link or the new one, never none.
-set_link() {
-  ln -sfn "releases/$2" "$BOARD_DIR/.$1.new"
-  mv -T "$BOARD_DIR/.$1.new" "$BOARD_DIR/$1"
-}
-
-# Copies a release's units into systemd's directory; prints the names that changed.
-install_units() {
-  for u in $UNIT_FILES; do
-    if ! cmp -s "$BOARD_DIR/releases/$1/units/$u" "$UNIT_DIR/$u"; then
-      install -m 0644 "$BOARD_DIR/releases/$1/units/$u" "$UNIT_DIR/.$u.new"
-      mv -T "$UNIT_DIR/.$u.new" "$UNIT_DIR/$u"
-      echo "$u"
-    fi
-  done
-}
-
-# The data partition keeps the service's state: made from the template once, never overwritten.
-prepare_data() {
-  if [ -z "$DATA_IS_FILE" ]; then
-    say "data partition $DATA_SOURCE is yours to format and fill (see README.md); not touched"
-    return
-  fi
-  [ -f "$DATA_SOURCE" ] && return
-  say "creating the data partition $DATA_SOURCE ($DATA_SIZE) from $DATA_TEMPLATE_FILE"
-  tmp_data="$DATA_SOURCE.new"
-  tmp_mnt="$BOARD_DIR/.data-template"
-  rm -f "$tmp_data"
-  truncate -s "$DATA_SIZE" "$tmp_data"
-  mkfs.ext4 -q -F "$tmp_data"
-  install -d -m 0700 "$tmp_mnt"
-  mount -o loop,noexec,nosuid,nodev "$tmp_data" "$tmp_mnt"
-  if ! tar -xzpf "$OUT/$DATA_TEMPLATE_FILE" --numeric-owner -C "$tmp_mnt"; then
-    umount "$tmp_mnt"; die "cannot unpack $DATA_TEMPLATE_FILE"
-  fi
-  umount "$tmp_mnt"
-  rmdir "$tmp_mnt"
-  mv -T "$tmp_data" "$DATA_SOURCE"
-}
-
-# Keeps current and previous, removes older releases.
-prune_releases() {
-  cur=$(current_id); prev=$(previous_id)
-  for r in "$BOARD_DIR"/releases/*; do
-    [ -d "$r" ] || continue
-    case $(basename "$r") in "$cur" | "$prev") ;; *) rm -rf "$r" ;; esac
-  done
-}
-
-# Makes release $1 current (the old one becomes previous) and restarts what runs the image.
-activate() {
-  new=$1 old=$(current_id)
-  changed=$(install_units "$new")
-  [ -z "$changed" ] || systemctl daemon-reload
-  if [ "$new" != "$old" ]; then
-    [ -z "$old" ] || set_link previous "$old"
-    set_link current "$new"
-  fi
-  ln -sfn "current/$IMAGE_FILE" "$BOARD_DIR/.image.new"
-  mv -T "$BOARD_DIR/.image.new" "$BOARD_DIR/$IMAGE_FILE"
-  systemctl enable --quiet "$ROOT_MOUNT_UNIT" "$DATA_MOUNT_UNIT" "$SOCKET_UNIT"
-  if [ -n "$old" ] && [ "$new" != "$old" ] && systemctl -q is-active "$ROOT_MOUNT_UNIT"; then
-    # One restart job (LazyUnmount=yes): containers serving a connection keep the old image (its
-    # loop device is freed when the last one ends); a connection arriving meanwhile waits for
-    # the job (the service is After= the mount) and gets the new image. The socket stays open.
-    say "switching image $old -> $new"
-    systemctl restart "$ROOT_MOUNT_UNIT"
-  fi
-  systemctl start "$ROOT_MOUNT_UNIT" "$DATA_MOUNT_UNIT"
-  # A listening service runs one long-lived container: restart it (and its proxy) on the new image.
-  for u in $UNIT_FILES; do
-    case $u in *@.service) ;; *.service) [ -z "$old" ] || [ "$new" = "$old" ] || systemctl try-restart "$u" ;; esac
-  done
-  if printf '%s\\n' $changed | grep -qx "$SOCKET_UNIT" && systemctl -q is-active "$SOCKET_UNIT"; then
-    say "$SOCKET_UNIT changed: restarting it"
-    systemctl restart "$SOCKET_UNIT"
-  else
-    systemctl start "$SOCKET_UNIT"
-  fi
-  say "running release $new ($(systemctl is-active "$SOCKET_UNIT") $SOCKET_UNIT)"
-}
-
-cmd_install() {
-  check_board
-  check_sums
-  install -d -m 0755 "$BOARD_DIR" "$BOARD_DIR/releases" "$DATA_MOUNT" "$BOARD_DIR/root"
-  # An image installed by hand (the README's manual steps) becomes the first release.
-  if [ -f "$BOARD_DIR/$IMAGE_FILE" ] && [ ! -L "$BOARD_DIR/$IMAGE_FILE" ]; then
-    adopted=$(release_id "$BOARD_DIR/$IMAGE_FILE")
-    install -d -m 0755 "$BOARD_DIR/releases/$adopted/units"
-    for u in $UNIT_FILES; do install -m 0644 "$HERE/$u" "$BOARD_DIR/releases/$adopted/units/$u"; done
-    mv "$BOARD_DIR/$IMAGE_FILE" "$BOARD_DIR/releases/$adopted/$IMAGE_FILE"
-    set_link current "$adopted"
-  fi
-  id=$(stage_release)
-  prepare_data
-  activate "$id"
-  prune_releases
-}
-
-cmd_upgrade() {
-  [ -n "$(current_id)" ] || die "$NAME is not installed here: run install first"
-  cmd_install
-}
-
-cmd_rollback() {
-  check_board
-  prev=$(previous_id)
-  [ -n "$prev" ] && [ -d "$BOARD_DIR/releases/$prev" ] || die "no previous release to roll back to"
-  activate "$prev"
-}
-
-cmd_uninstall() {
-  [ "$(id -u)" = 0 ] || die "run me as root"
-  # Instances of a templated service stop with their socket; the rest are stopped by name.
-  systemctl disable --now --quiet "$SOCKET_UNIT" 2>/dev/null || true
-  for u in $UNIT_FILES; do
-    case $u in *@.service) systemctl stop "\${u%@.service}@*.service" 2>/dev/null || true ;; esac
-  done
-  for u in $UNIT_FILES; do systemctl disable --now --quiet "$u" 2>/dev/null || true; done
-  for u in $UNIT_FILES; do rm -f "$UNIT_DIR/$u"; done
-  systemctl daemon-reload
-  rm -rf "$BOARD_DIR/releases" "$BOARD_DIR/current" "$BOARD_DIR/previous" "$BOARD_DIR/$IMAGE_FILE"
-  rmdir "$BOARD_DIR/root" 2>/dev/null || true
-  if [ "\${1:-}" = --purge ]; then
-    [ -z "$DATA_IS_FILE" ] || rm -f "$DATA_SOURCE"
-    rmdir "$DATA_MOUNT" "$BOARD_DIR" 2>/dev/null || true
-    say "removed, data included"
-  else
-    say "removed; the data partition $DATA_SOURCE is kept (uninstall --purge removes it)"
-  fi
-}
-
-case \${1:-} in
-  install) cmd_install ;;
-  upgrade) cmd_upgrade ;;
-  rollback) cmd_rollback ;;
-  uninstall) shift; cmd_uninstall "$@" ;;
-  *) echo "usage: sh deploy/install.sh install|upgrade|rollback|uninstall [--purge]" >&2; exit 2 ;;
-esac
-`;
-}
-
-// src/deploy/listen-proxy.ts
-import path8 from "node:path";
-var SOCKET_PROXYD = "/lib/systemd/systemd-socket-proxyd";
-var BASH = "/bin/bash";
-function proxyUnitName(name) {
-  return `${name}-proxy.service`;
-}
-function listenSocketLines(name) {
-  return `# Connections go to the proxy, which forwards them into the container's private network.
-Service=${proxyUnitName(name)}
-`;
-}
-function listenServiceLines(name) {
-  return `# The container's network: only lo, no route out. ${proxyUnitName(name)} joins this namespace
-# to forward the board socket's connections to the daemon's port (see README.md).
-PrivateNetwork=yes
-# That namespace belongs to the board's user namespace, not the container's (-U), so the
-# container's root may not bind a port below 1024 there: allow it in this namespace only,
-# which holds nothing but lo.
-ExecStartPre=/bin/sh -c "echo 0 > ${UNPRIVILEGED_PORT_START}"
-`;
-}
-var UNPRIVILEGED_PORT_START = "/proc/sys/net/ipv4/ip_unprivileged_port_start";
-function sharedNetworkArgv(argv) {
-  return argv.filter((a2) => a2 !== "--private-network");
-}
-function waitForPortScript(port2) {
-  return `i=0; while [ $i -lt 200 ]; do (exec 3<>/dev/tcp/127.0.0.1/${port2}) 2>/dev/null && exit 0; i=$((i+1)); sleep 0.05; done; echo "nothing accepts on 127.0.0.1:${port2} in the container" >&2; exit 1`;
-}
-function renderProxyUnit(name, port2, execLine, header) {
-  const service = `${name}.service`;
-  return header + `[Unit]
-Description=lhc ${name}: the board's port ${port2} forwarded into the container's private network
-Requires=${service}
-After=${service}
-JoinsNamespaceOf=${service}
-
-[Service]
-PrivateNetwork=yes
-# The daemon needs a moment to bind its port after the container starts.
-ExecStartPre=${execLine([BASH, "-c", waitForPortScript(port2)])}
-ExecStart=${execLine([SOCKET_PROXYD, `127.0.0.1:${port2}`])}
-NoNewPrivileges=yes
-StandardError=journal
-`;
-}
-var PROXY_PROGRAMS = [SOCKET_PROXYD, BASH].map((p2) => path8.normalize(p2));
-
-// src/stages/deploy-bundle.ts
-function listenPort(s3) {
-  return s3.listen ?? 70;
-}
-function boardPaths(o2) {
-  const boardDir = o2.boardDir ?? `/var/lib/lhc/${o2.name}`;
-  if (!path9.isAbsolute(boardDir))
-    throw new UserError(`board directory must be absolute, got ${boardDir}`);
-  const dataSource = o2.dataSource ?? `${boardDir}/${o2.name}-data.ext4`;
-  return {
-    boardDir,
-    image: `${boardDir}/${o2.imageFile}`,
-    rootMount: `${boardDir}/root`,
-    dataSource,
-    dataMount: `${boardDir}/data`,
-    dataIsLoopFile: !dataSource.startsWith("/dev/")
-  };
-}
-function mountUnitNames(p2) {
-  return [`${systemdEscapePath(p2.rootMount)}.mount`, `${systemdEscapePath(p2.dataMount)}.mount`];
-}
-function systemdEscapePath(p2) {
-  const trimmed = p2.replace(/\/+/g, "/").replace(/^\/|\/$/g, "");
-  if (trimmed === "") return "-";
-  let out = "";
-  const bytes = Buffer.from(trimmed, "utf8");
-  for (let i2 = 0; i2 < bytes.length; i2++) {
-    const b2 = bytes[i2];
-    const c3 = String.fromCharCode(b2);
-    if (c3 === "/") out += "-";
-    else if (i2 === 0 && c3 === "." || !/[A-Za-z0-9:_.]/.test(c3))
-      out += `\\x${b2.toString(16).padStart(2, "0")}`;
-    else out += c3;
-  }
-  return out;
-}
-function systemdQuoteWord(w2) {
-  let s3 = w2.replace(/[%$]/g, (c3) => c3 + c3);
-  if (s3 !== "" && !/[\s"'\\;\x00-\x1f\x7f]/.test(s3)) return s3;
-  s3 = s3.replace(/[\\"\x00-\x1f\x7f]/g, (c3) => {
-    if (c3 === "\\") return "\\\\";
-    if (c3 === '"') return '\\"';
-    if (c3 === "\n") return "\\n";
-    if (c3 === "	") return "\\t";
-    if (c3 === "\r") return "\\r";
-    return `\\x${c3.charCodeAt(0).toString(16).padStart(2, "0")}`;
-  });
-  return `"${s3}"`;
-}
-function systemdExecLine(argv) {
-  if (!argv[0] || !path9.isAbsolute(argv[0]))
-    throw new UserError(`ExecStart needs an absolute program path, got ${argv[0] ?? "(none)"}`);
-  return argv.map(systemdQuoteWord).join(" ");
-}
-function boardNspawnArgv(o2, p2) {
-  const argv = nspawnArgv({
-    root: p2.rootMount,
-    command: o2.service.command,
-    readOnly: true,
-    harden: true,
-    userNamespace: true,
-    dataDir: p2.dataMount,
-    dataPath: o2.dataPath ?? "/data",
-    env: o2.service.env,
-    user: o2.service.user,
-    workdir: o2.service.workdir
-  });
-  argv[0] = o2.nspawnPath ?? "/usr/bin/systemd-nspawn";
-  return o2.service.inetd ? argv : sharedNetworkArgv(argv);
-}
-var HEADER = (name) => `# Generated by lhc for ${name}; see README.md next to this file.
-`;
-function renderSocketUnit(o2) {
-  const inetd = o2.service.inetd === true;
-  return HEADER(o2.name) + `[Unit]
-Description=lhc ${o2.name}: ${inetd ? "one container per connection" : "listening socket"}
-
-[Socket]
-ListenStream=${listenPort(o2.service)}
-` + (inetd ? "Accept=yes\n# Each connection costs a container start: bound how many run at once.\nMaxConnections=32\nMaxConnectionsPerSource=8\n" : "Accept=no\n" + listenSocketLines(o2.name)) + "\n[Install]\nWantedBy=sockets.target\n";
-}
-function renderServiceUnit(o2, p2) {
-  const inetd = o2.service.inetd === true;
-  const timeout = o2.service.timeout;
-  return HEADER(o2.name) + `[Unit]
-Description=lhc ${o2.name}${inetd ? " (connection %i)" : ""}
-# Wants=, not Requires=: restarting the root mount for a new image (install.sh upgrade) must
-# not stop a container still serving a connection from the old one; After= makes a new
-# connection wait for the new image instead.
-Wants=${mountUnitNames(p2).join(" ")}
-After=${mountUnitNames(p2).join(" ")}
-` + (inetd ? "CollectMode=inactive-or-failed\n" : "") + `
-[Service]
-ExecStart=${systemdExecLine(boardNspawnArgv(o2, p2))}
-` + (inetd ? "StandardInput=socket\nStandardOutput=socket\n" : listenServiceLines(o2.name)) + "# nspawn and QEMU messages go to the journal, never to the client.\nStandardError=journal\n# --keep-unit runs the container in this unit's cgroup, which nspawn must be allowed to manage.\nDelegate=yes\nKillMode=mixed\n" + (timeout !== void 0 && inetd ? `RuntimeMaxSec=${Math.ceil(timeout)}
-` : "") + (inetd ? "" : "\n[Install]\nWantedBy=multi-user.target\n");
-}
-function renderMountUnits(o2, p2) {
-  const rootMount = HEADER(o2.name) + `[Unit]
-Description=lhc ${o2.name}: read-only root image
-
-[Mount]
-What=${p2.image}
-Where=${p2.rootMount}
-Type=squashfs
-Options=loop,ro,nodev
-# Containers serving a connection keep the old image when a new one is mounted here.
-LazyUnmount=yes
-
-[Install]
-WantedBy=multi-user.target
-`;
-  const dataMount = HEADER(o2.name) + `[Unit]
-Description=lhc ${o2.name}: writable data partition (no exec, no setuid, no devices)
-
-[Mount]
-What=${p2.dataSource}
-Where=${p2.dataMount}
-Type=ext4
-Options=${p2.dataIsLoopFile ? "loop," : ""}noexec,nosuid,nodev
-
-[Install]
-WantedBy=multi-user.target
-`;
-  return { rootMount, dataMount };
-}
-function fstabField(s3) {
-  return s3.replace(/[ \t\n\\]/g, (c3) => `\\${c3.charCodeAt(0).toString(8).padStart(3, "0")}`);
-}
-function renderFstab(o2, p2) {
-  return `# lhc ${o2.name}: use these lines instead of the .mount units if you prefer /etc/fstab.
-${fstabField(p2.image)} ${fstabField(p2.rootMount)} squashfs loop,ro,nodev 0 0
-${fstabField(p2.dataSource)} ${fstabField(p2.dataMount)} ext4 ${p2.dataIsLoopFile ? "loop," : ""}noexec,nosuid,nodev 0 2
-`;
-}
-async function resolveUser(user, root) {
-  if (user === void 0 || user === 0 || user === "0" || user === "root")
-    return { uid: 0, gid: 0 };
-  if (typeof user === "number" || /^\d+$/.test(user)) {
-    const n2 = Number(user);
-    return { uid: n2, gid: n2 };
-  }
-  if (!root)
-    throw new UserError(
-      `service.user "${user}": the OCI config needs a numeric uid and no root was given to look it up`
-    );
-  let passwd;
-  try {
-    const inRoot = resolveInRoot(root, "/etc/passwd");
-    if (!inRoot.exists) throw new Error("no /etc/passwd");
-    passwd = await readFile2(inRoot.host, "utf8");
-  } catch {
-    throw new UserError(
-      `service.user "${user}": the image has no /etc/passwd to look the name up in; use a numeric uid`
-    );
-  }
-  for (const line of passwd.split("\n")) {
-    const f2 = line.split(":");
-    if (f2[0] === user && f2.length >= 4) return { uid: Number(f2[2]), gid: Number(f2[3]) };
-  }
-  throw new UserError(`service.user "${user}" is not in the image's /etc/passwd`);
-}
-function ociCapabilities(s3) {
-  if (s3.inetd) return [];
-  return ["CAP_NET_BIND_SERVICE", "CAP_SETGID", "CAP_SETUID"];
-}
-var OCI_USER_NAMESPACE = { hostId: 1e5, size: 65536 };
-function shiftOwnersCommand(dir, offset = OCI_USER_NAMESPACE.hostId) {
-  return `find ${dir} -xdev -depth -exec sh -c 'for f; do chown -h "$((${offset} + $(stat -c %u "$f"))):$((${offset} + $(stat -c %g "$f")))" "$f"; done' sh {} +`;
-}
-function ociConfig(o2, p2, ids, opts = {}) {
-  const caps = ociCapabilities(o2.service);
-  const env = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"];
-  for (const [k2, v2] of Object.entries(o2.service.env ?? {}).sort(
-    ([a2], [b2]) => a2 < b2 ? -1 : a2 > b2 ? 1 : 0
-  ))
-    env.push(`${k2}=${v2}`);
-  const namespaces = [
-    { type: "pid" },
-    { type: "network" },
-    { type: "ipc" },
-    { type: "uts" },
-    { type: "mount" },
-    { type: "cgroup" }
-  ];
-  if (opts.userNamespace) namespaces.push({ type: "user" });
-  const config2 = {
-    ociVersion: "1.0.2",
-    process: {
-      terminal: false,
-      user: ids,
-      args: [...o2.service.command],
-      env,
-      cwd: o2.service.workdir ?? "/",
-      capabilities: {
-        bounding: caps,
-        effective: caps,
-        permitted: caps,
-        inheritable: [],
-        ambient: []
-      },
-      rlimits: [{ type: "RLIMIT_NOFILE", hard: 1024, soft: 1024 }],
-      noNewPrivileges: true
-    },
-    root: { path: p2.rootMount, readonly: true },
-    hostname: o2.name,
-    mounts: [
-      {
-        destination: "/proc",
-        type: "proc",
-        source: "proc",
-        options: ["nosuid", "noexec", "nodev"]
-      },
-      {
-        destination: "/dev",
-        type: "tmpfs",
-        source: "tmpfs",
-        options: ["nosuid", "noexec", "strictatime", "mode=755", "size=65536k"]
-      },
-      {
-        destination: o2.dataPath ?? "/data",
-        type: "bind",
-        source: p2.dataMount,
-        options: ["rbind", "rw", "noexec", "nosuid", "nodev"]
-      }
-    ],
-    linux: {
-      // A new network namespace without interfaces configured: runc brings up lo only.
-      namespaces,
-      ...opts.userNamespace ? {
-        uidMappings: [
-          { containerID: 0, hostID: opts.userNamespace.hostId, size: opts.userNamespace.size }
-        ],
-        gidMappings: [
-          { containerID: 0, hostID: opts.userNamespace.hostId, size: opts.userNamespace.size }
-        ]
-      } : {},
-      resources: { devices: [{ allow: false, access: "rwm" }] },
-      maskedPaths: [
-        "/proc/acpi",
-        "/proc/asound",
-        "/proc/kcore",
-        "/proc/keys",
-        "/proc/latency_stats",
-        "/proc/timer_list",
-        "/proc/timer_stats",
-        "/proc/sched_debug",
-        "/proc/scsi",
-        "/sys/firmware"
-      ],
-      readonlyPaths: ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
-    }
-  };
-  return config2;
-}
-function renderReadme(o2, p2) {
-  const rootUnit = `${systemdEscapePath(p2.rootMount)}.mount`;
-  const dataUnit = `${systemdEscapePath(p2.dataMount)}.mount`;
-  const inetd = o2.service.inetd === true;
-  const svc = inetd ? `${o2.name}@.service` : `${o2.name}.service`;
-  return `# Deploying ${o2.name} to the board
-
-Copy the build output directory to the board, then as root, from that directory:
-
-\`\`\`sh
-sh deploy/install.sh install      # also: upgrade, rollback, uninstall [--purge]
-\`\`\`
-
-The script checks the board first (root, systemd as init and new enough for the unit's flags,
-systemd-container, loop and squashfs support, the kernel's idmapped mounts), then the artifacts
-against SHA256SUMS. It installs the image as ${p2.boardDir}/releases/<id>/ beside the one running
-now and switches the \`current\` link with one rename, so \`rollback\` can switch back to
-\`previous\` (one previous image is kept). Switching remounts the root: a container serving a
-connection keeps the old image until it ends, a listening service restarts on the new one, and
-the socket keeps listening, so a connection made meanwhile waits instead of being refused. The
-data partition is made from the template only the first time and kept across upgrades.
-Running it again changes nothing. By hand, for the first install, the same steps are:
-
-\`\`\`sh
-sha256sum -c SHA256SUMS                      # the artifacts arrived intact
-install -d -m 0755 ${p2.boardDir} ${p2.rootMount} ${p2.dataMount}
-install -m 0644 ${o2.imageFile} ${p2.image}
-${p2.dataIsLoopFile ? `# data partition as a file (use a real partition by editing What= in ${dataUnit}):
-truncate -s 64M ${p2.dataSource}
-mkfs.ext4 -q ${p2.dataSource}` : `mkfs.ext4 -q ${p2.dataSource}                   # the data partition: everything on it is lost`}
-mount -o ${p2.dataIsLoopFile ? "loop," : ""}noexec,nosuid,nodev ${p2.dataSource} ${p2.dataMount}
-tar -xzpf ${o2.dataTemplateFile} --numeric-owner -C ${p2.dataMount}
-umount ${p2.dataMount}
-install -m 0644 'deploy/${rootUnit}' 'deploy/${dataUnit}' deploy/${o2.name}.socket deploy/${svc}${inetd ? "" : ` deploy/${proxyUnitName(o2.name)}`} /etc/systemd/system/
-systemctl daemon-reload
-systemctl enable --now '${rootUnit}' '${dataUnit}' ${o2.name}.socket
-\`\`\`
-
-${inetd ? `Each connection to port ${listenPort(o2.service)} starts one container (\`${o2.name}@<n>.service\`) with the
-connection on stdin/stdout` : `The first connection to port ${listenPort(o2.service)} starts \`${o2.name}-proxy.service\`, which starts the container
-(\`${svc}\`) and forwards each connection to the daemon's own port ${listenPort(o2.service)} inside it. The
-container's network namespace belongs to \`${svc}\` (\`PrivateNetwork=yes\`, only \`lo\`, no route out,
-so the service can reach nothing and nothing reaches it); the proxy (systemd-socket-proxyd)
-joins that namespace (\`JoinsNamespaceOf=\`) and is the only way in`}; its stderr and nspawn's messages go to the journal
-(\`journalctl -u '${svc.replace("@.", "@*.")}'\`). The root is the read-only image, the network is private
-(only \`lo\`, CAP_NET_ADMIN dropped), no new privileges, a private user namespace, and
-${o2.dataPath ?? "/data"} is the only writable path, mounted noexec,nosuid,nodev.
-
-\`deploy/fstab\` holds the same two mounts as /etc/fstab lines, for boards that prefer fstab.
-\`deploy/oci/config.json\` runs the same image under runc (\`runc run --bundle deploy/oci ${o2.name}\`,
-with the image mounted at ${p2.rootMount} and the data partition at ${p2.dataMount}), in a user
-namespace that maps container root to host uid ${OCI_USER_NAMESPACE.hostId}. runc cannot idmap the data mount, so
-for runc shift the data partition's owners once, after unpacking the template:
-
-\`\`\`sh
-${shiftOwnersCommand(p2.dataMount)}
-\`\`\`
-`;
-}
-async function writeDeployBundle(o2) {
-  if (!o2.service.command[0]?.startsWith("/"))
-    throw new UserError("service.command[0] must be an absolute path in the image");
-  const p2 = boardPaths(o2);
-  const dir = path9.join(o2.outDir, "deploy");
-  await rm2(dir, { recursive: true, force: true });
-  await mkdir2(path9.join(dir, "oci"), { recursive: true });
-  const inetd = o2.service.inetd === true;
-  const { rootMount, dataMount } = renderMountUnits(o2, p2);
-  const units = {
-    socket: `${o2.name}.socket`,
-    service: inetd ? `${o2.name}@.service` : `${o2.name}.service`,
-    rootMount: `${systemdEscapePath(p2.rootMount)}.mount`,
-    dataMount: `${systemdEscapePath(p2.dataMount)}.mount`,
-    ...inetd ? {} : { proxy: proxyUnitName(o2.name) }
-  };
-  const ids = await resolveUser(o2.service.user, o2.root);
-  const contents = {
-    [units.socket]: renderSocketUnit(o2),
-    [units.service]: renderServiceUnit(o2, p2),
-    [units.rootMount]: rootMount,
-    [units.dataMount]: dataMount,
-    fstab: renderFstab(o2, p2),
-    "oci/config.json": JSON.stringify(ociConfig(o2, p2, ids, { userNamespace: OCI_USER_NAMESPACE }), null, 2) + "\n",
-    "README.md": renderReadme(o2, p2)
-  };
-  if (!inetd)
-    contents[proxyUnitName(o2.name)] = renderProxyUnit(
-      o2.name,
-      listenPort(o2.service),
-      systemdExecLine,
-      HEADER(o2.name)
-    );
-  contents["install.sh"] = renderInstallScript({
-    name: o2.name,
-    boardDir: p2.boardDir,
-    imageFile: o2.imageFile,
-    dataTemplateFile: o2.dataTemplateFile,
-    dataSource: p2.dataSource,
-    dataIsLoopFile: p2.dataIsLoopFile,
-    dataMount: p2.dataMount,
-    units: { ...units, extra: inetd ? [] : [proxyUnitName(o2.name)] },
-    nspawnPath: o2.nspawnPath ?? "/usr/bin/systemd-nspawn",
-    programs: inetd ? [] : PROXY_PROGRAMS
-  });
-  for (const [f2, text] of Object.entries(contents))
-    await writeFile2(path9.join(dir, f2), text, { mode: f2.endsWith(".sh") ? 493 : 420 });
-  o2.logger?.info(
-    `deploy bundle: ${dir} (${units.socket}, ${units.service}, mounts, fstab, oci/config.json)`
-  );
-  return {
-    dir,
-    files: Object.keys(contents).map((f2) => `deploy/${f2}`).sort(),
-    paths: p2,
-    units
-  };
-}
-
 // src/stages/entrypoint-check.ts
 import { lstat as lstat3, open as open4 } from "node:fs/promises";
 
@@ -29973,6 +29198,81 @@ function staticProblems(info, arch = "aarch64") {
   return problems;
 }
 
+// src/root/resolve.ts
+import { lstatSync, mkdirSync, readlinkSync } from "node:fs";
+import path7 from "node:path";
+var MAX_SYMLINK_FOLLOWS = 40;
+var ResolveError = class extends UserError {
+  constructor(inRootPath, reason, message) {
+    super(message);
+    this.inRootPath = inRootPath;
+    this.reason = reason;
+  }
+  inRootPath;
+  reason;
+};
+function components(p2) {
+  return p2.split("/").filter((c3) => c3 !== "" && c3 !== ".");
+}
+function resolveInRoot(root, p2, opts = {}, cwd = "/") {
+  const followLast = opts.followLast ?? true;
+  const start2 = p2.startsWith("/") ? components(p2) : [...components(cwd), ...components(p2)];
+  const todo = start2.reverse();
+  const done = [];
+  let follows = 0;
+  while (todo.length > 0) {
+    const comp = todo.pop();
+    if (comp === "..") {
+      done.pop();
+      continue;
+    }
+    const isLast = todo.length === 0;
+    const inRoot = `/${[...done, comp].join("/")}`;
+    const host = path7.join(root, ...done, comp);
+    let st2;
+    try {
+      st2 = lstatSync(host);
+    } catch (e) {
+      if (e.code !== "ENOENT") throw e;
+      if (isLast) return { inRoot, host, exists: false };
+      if (!opts.createMissing) {
+        throw new ResolveError(
+          inRoot,
+          "missing",
+          `${inRoot} does not exist (resolving ${p2} inside the root)`
+        );
+      }
+      mkdirSync(host, { mode: 493 });
+      done.push(comp);
+      continue;
+    }
+    if (st2.isSymbolicLink() && (!isLast || followLast)) {
+      if (++follows > MAX_SYMLINK_FOLLOWS) {
+        throw new ResolveError(
+          p2,
+          "loop",
+          `too many levels of symbolic links resolving ${p2} inside the root (a symlink loop)`
+        );
+      }
+      const target = readlinkSync(host);
+      opts.onSymlink?.(inRoot, target);
+      if (target.startsWith("/")) done.length = 0;
+      todo.push(...components(target).reverse());
+      continue;
+    }
+    if (!isLast && !st2.isDirectory()) {
+      throw new ResolveError(
+        inRoot,
+        "not-a-directory",
+        `${inRoot} is not a directory (resolving ${p2} inside the root)`
+      );
+    }
+    done.push(comp);
+    if (isLast) return { inRoot, host, exists: true };
+  }
+  return { inRoot: `/${done.join("/")}`, host: path7.join(root, ...done), exists: true };
+}
+
 // src/stages/entrypoint-check.ts
 var MACHINE = { aarch64: EM_AARCH64, x86_64: EM_X86_64 };
 var SHEBANG_MAX = 256;
@@ -30089,7 +29389,7 @@ async function checkEntrypoint(root, command0, arch) {
 }
 
 // src/stages/epoch.ts
-import path15 from "node:path";
+import path13 from "node:path";
 
 // node_modules/is-plain-obj/index.js
 function isPlainObject2(value) {
@@ -30956,12 +30256,12 @@ var handleCommand = (filePath, rawArguments, rawOptions) => {
 
 // node_modules/execa/lib/arguments/options.js
 var import_cross_spawn = __toESM(require_cross_spawn(), 1);
-import path14 from "node:path";
+import path12 from "node:path";
 import process6 from "node:process";
 
 // node_modules/npm-run-path/index.js
 import process4 from "node:process";
-import path11 from "node:path";
+import path9 from "node:path";
 
 // node_modules/npm-run-path/node_modules/path-key/index.js
 function pathKey(options = {}) {
@@ -30978,7 +30278,7 @@ function pathKey(options = {}) {
 // node_modules/unicorn-magic/node.js
 import { promisify } from "node:util";
 import { execFile as execFileCallback, execFileSync as execFileSyncOriginal } from "node:child_process";
-import path10 from "node:path";
+import path8 from "node:path";
 import { fileURLToPath as fileURLToPath4 } from "node:url";
 var execFileOriginal = promisify(execFileCallback);
 function toPath(urlOrPath) {
@@ -30987,12 +30287,12 @@ function toPath(urlOrPath) {
 function traversePathUp(startPath) {
   return {
     *[Symbol.iterator]() {
-      let currentPath = path10.resolve(toPath(startPath));
+      let currentPath = path8.resolve(toPath(startPath));
       let previousPath;
       while (previousPath !== currentPath) {
         yield currentPath;
         previousPath = currentPath;
-        currentPath = path10.resolve(currentPath, "..");
+        currentPath = path8.resolve(currentPath, "..");
       }
     }
   };
@@ -31007,27 +30307,27 @@ var npmRunPath = ({
   execPath: execPath2 = process4.execPath,
   addExecPath = true
 } = {}) => {
-  const cwdPath = path11.resolve(toPath(cwd));
+  const cwdPath = path9.resolve(toPath(cwd));
   const result = [];
-  const pathParts = pathOption.split(path11.delimiter);
+  const pathParts = pathOption.split(path9.delimiter);
   if (preferLocal) {
     applyPreferLocal(result, pathParts, cwdPath);
   }
   if (addExecPath) {
     applyExecPath(result, pathParts, execPath2, cwdPath);
   }
-  return pathOption === "" || pathOption === path11.delimiter ? `${result.join(path11.delimiter)}${pathOption}` : [...result, pathOption].join(path11.delimiter);
+  return pathOption === "" || pathOption === path9.delimiter ? `${result.join(path9.delimiter)}${pathOption}` : [...result, pathOption].join(path9.delimiter);
 };
 var applyPreferLocal = (result, pathParts, cwdPath) => {
   for (const directory of traversePathUp(cwdPath)) {
-    const pathPart = path11.join(directory, "node_modules/.bin");
+    const pathPart = path9.join(directory, "node_modules/.bin");
     if (!pathParts.includes(pathPart)) {
       result.push(pathPart);
     }
   }
 };
 var applyExecPath = (result, pathParts, execPath2, cwdPath) => {
-  const pathPart = path11.resolve(cwdPath, toPath(execPath2), "..");
+  const pathPart = path9.resolve(cwdPath, toPath(execPath2), "..");
   if (!pathParts.includes(pathPart)) {
     result.push(pathPart);
   }
@@ -32182,7 +31482,7 @@ var killAfterTimeout = async (subprocess, timeout, context, { signal }) => {
 
 // node_modules/execa/lib/methods/node.js
 import { execPath, execArgv } from "node:process";
-import path12 from "node:path";
+import path10 from "node:path";
 var mapNode = ({ options }) => {
   if (options.node === false) {
     throw new TypeError('The "node" option cannot be false with `execaNode()`.');
@@ -32201,7 +31501,7 @@ var handleNodeOption = (file2, commandArguments, {
     throw new TypeError('The "execPath" option has been removed. Please use the "nodePath" option instead.');
   }
   const normalizedNodePath = safeNormalizeFileUrl(nodePath, 'The "nodePath" option');
-  const resolvedNodePath = path12.resolve(cwd, normalizedNodePath);
+  const resolvedNodePath = path10.resolve(cwd, normalizedNodePath);
   const newOptions = {
     ...options,
     nodePath: resolvedNodePath,
@@ -32211,7 +31511,7 @@ var handleNodeOption = (file2, commandArguments, {
   if (!shouldHandleNode) {
     return [file2, commandArguments, newOptions];
   }
-  if (path12.basename(file2, ".exe") === "node") {
+  if (path10.basename(file2, ".exe") === "node") {
     throw new TypeError('When the "node" option is true, the first argument does not need to be "node".');
   }
   return [
@@ -32301,11 +31601,11 @@ var serializeEncoding = (encoding) => typeof encoding === "string" ? `"${encodin
 
 // node_modules/execa/lib/arguments/cwd.js
 import { statSync } from "node:fs";
-import path13 from "node:path";
+import path11 from "node:path";
 import process5 from "node:process";
 var normalizeCwd = (cwd = getDefaultCwd()) => {
   const cwdString = safeNormalizeFileUrl(cwd, 'The "cwd" option');
-  return path13.resolve(cwdString);
+  return path11.resolve(cwdString);
 };
 var getDefaultCwd = () => {
   try {
@@ -32352,7 +31652,7 @@ var normalizeOptions = (filePath, rawArguments, rawOptions) => {
   options.killSignal = normalizeKillSignal(options.killSignal);
   options.forceKillAfterDelay = normalizeForceKillAfterDelay(options.forceKillAfterDelay);
   options.lines = options.lines.map((lines, fdNumber2) => lines && !BINARY_ENCODINGS.has(options.encoding) && options.buffer[fdNumber2]);
-  if (process6.platform === "win32" && path14.basename(file2, ".exe") === "cmd") {
+  if (process6.platform === "win32" && path12.basename(file2, ".exe") === "cmd") {
     commandArguments.unshift("/q");
   }
   return { file: file2, commandArguments, options };
@@ -34501,13 +33801,13 @@ var logOutputSync = ({ serializedResult, fdNumber: fdNumber2, state, verboseInfo
   }
 };
 var writeToFiles = (serializedResult, stdioItems, outputFiles) => {
-  for (const { path: path41, append } of stdioItems.filter(({ type }) => FILE_TYPES.has(type))) {
-    const pathString2 = typeof path41 === "string" ? path41 : path41.toString();
+  for (const { path: path49, append } of stdioItems.filter(({ type }) => FILE_TYPES.has(type))) {
+    const pathString2 = typeof path49 === "string" ? path49 : path49.toString();
     if (append || outputFiles.has(pathString2)) {
-      appendFileSync(path41, serializedResult);
+      appendFileSync(path49, serializedResult);
     } else {
       outputFiles.add(pathString2);
-      writeFileSync(path41, serializedResult);
+      writeFileSync(path49, serializedResult);
     }
   }
 };
@@ -37370,10 +36670,10 @@ function parseEpoch(value, what) {
   return n2;
 }
 async function gitCommitTime(file2, logger) {
-  const cwd = path15.dirname(file2);
+  const cwd = path13.dirname(file2);
   let r;
   try {
-    r = await run(["git", "log", "-1", "--format=%ct", "--", path15.basename(file2)], {
+    r = await run(["git", "log", "-1", "--format=%ct", "--", path13.basename(file2)], {
       cwd,
       reject: false,
       logger
@@ -37424,16 +36724,16 @@ import { existsSync as existsSync7 } from "node:fs";
 import {
   copyFile,
   chmod,
-  mkdir as mkdir4,
+  mkdir as mkdir3,
   mkdtemp as mkdtemp3,
-  readFile as readFile4,
+  readFile as readFile3,
   rename as rename3,
-  rm as rm5,
+  rm as rm4,
   stat as stat3,
-  writeFile as writeFile5
+  writeFile as writeFile4
 } from "node:fs/promises";
 import os6 from "node:os";
-import path19 from "node:path";
+import path17 from "node:path";
 
 // src/tools/lua-make.ts
 var LUA_MYCFLAGS = "-static -Os -ffunction-sections -fdata-sections -fno-asynchronous-unwind-tables -fno-unwind-tables";
@@ -37491,16 +36791,92 @@ function buildrootArgv(opts) {
 // src/stages/lua-in-root.ts
 import { createHash as createHash3, randomBytes as randomBytes2 } from "node:crypto";
 import { existsSync as existsSync4 } from "node:fs";
-import { mkdir as mkdir3, mkdtemp, readFile as readFile3, rename as rename2, rm as rm3, writeFile as writeFile3 } from "node:fs/promises";
+import { mkdir as mkdir2, mkdtemp, readFile as readFile2, rename as rename2, rm as rm2, writeFile as writeFile2 } from "node:fs/promises";
 import os3 from "node:os";
-import path16 from "node:path";
+import path14 from "node:path";
+
+// src/tools/nspawn.ts
+var BASE_FLAGS = [
+  "--register=no",
+  "--keep-unit",
+  "-q",
+  "--console=pipe",
+  "--timezone=off",
+  "--resolv-conf=off",
+  "--link-journal=no"
+];
+var DROPPED_CAPABILITIES = [
+  "CAP_NET_ADMIN",
+  "CAP_SYS_ADMIN",
+  "CAP_SYS_BOOT",
+  "CAP_SYS_MODULE",
+  "CAP_SYS_PTRACE",
+  "CAP_SYS_RAWIO",
+  "CAP_SYS_RESOURCE",
+  "CAP_SYS_TTY_CONFIG",
+  "CAP_MKNOD",
+  "CAP_NET_RAW",
+  "CAP_LINUX_IMMUTABLE",
+  "CAP_AUDIT_CONTROL"
+];
+var HARDENING_FLAGS = [
+  "--private-network",
+  `--drop-capability=${DROPPED_CAPABILITIES.join(",")}`,
+  "--no-new-privileges=yes"
+];
+var USERNS_FLAGS = ["-U", "--private-users-ownership=map"];
+function nspawnArgv(o2) {
+  const base = o2.resolvConf === "bind-host" ? BASE_FLAGS.map((f2) => f2 === "--resolv-conf=off" ? "--resolv-conf=bind-host" : f2) : BASE_FLAGS;
+  const argv = ["systemd-nspawn", ...base, `--directory=${o2.root}`];
+  if (o2.machineName) argv.push(`--machine=${o2.machineName}`);
+  if (o2.readOnly) argv.push("--read-only");
+  if (o2.ephemeral) argv.push("--ephemeral");
+  if (o2.harden) argv.push(...HARDENING_FLAGS);
+  else if (o2.privateNetwork) argv.push("--private-network");
+  if (o2.userNamespace) argv.push(...USERNS_FLAGS);
+  if (o2.dataDir)
+    argv.push(`--bind=${o2.dataDir}:${o2.dataPath ?? "/data"}${o2.userNamespace ? ":idmap" : ""}`);
+  for (const b2 of o2.binds ?? [])
+    argv.push(`${b2.readOnly ? "--bind-ro" : "--bind"}=${b2.host}:${b2.container}`);
+  for (const [k2, v2] of Object.entries(o2.env ?? {}).sort(([a2], [b2]) => a2 < b2 ? -1 : 1)) {
+    argv.push(`--setenv=${k2}=${v2}`);
+  }
+  if (o2.user !== void 0 && String(o2.user) !== "0" && o2.user !== "root")
+    argv.push(`--user=${o2.user}`);
+  if (o2.workdir) argv.push(`--chdir=${o2.workdir}`);
+  argv.push("--", ...o2.command);
+  return argv;
+}
+var NSPAWN_DIRS = ["/usr", "/proc", "/sys", "/dev", "/run", "/tmp"];
+function mountPoints(dataPath) {
+  return [.../* @__PURE__ */ new Set([...NSPAWN_DIRS, dataPath])];
+}
+var TRACE_MOUNT = "/lhc-trace";
+function boardNspawnArgv(o2) {
+  const argv = nspawnArgv({
+    root: o2.root,
+    command: o2.command,
+    readOnly: true,
+    harden: true,
+    userNamespace: true,
+    dataDir: o2.dataDir,
+    dataPath: o2.dataPath,
+    env: o2.env,
+    user: o2.user,
+    workdir: o2.workdir
+  });
+  if (o2.nspawnPath) argv[0] = o2.nspawnPath;
+  return argv;
+}
+
+// src/stages/lua-in-root.ts
 var BUILDROOT_SUITE = "bookworm";
 var HOST_SOURCES = "/etc/apt/sources.list.d/debian.sources";
 async function defaultMirrors() {
   return existsSync4(HOST_SOURCES) ? [HOST_SOURCES] : [];
 }
 async function mirrorsIdentity(mirrors) {
-  return Promise.all(mirrors.map(async (m2) => existsSync4(m2) ? await readFile3(m2, "utf8") : m2));
+  return Promise.all(mirrors.map(async (m2) => existsSync4(m2) ? await readFile2(m2, "utf8") : m2));
 }
 function toolchainFromDpkgStatus(status) {
   const wanted = /^(gcc(-\d+)?|cpp(-\d+)?|binutils(-aarch64-linux-gnu|-x86-64-linux-gnu)?|musl|musl-dev|musl-tools|libc6-dev|make)$/;
@@ -37525,15 +36901,15 @@ async function ensureBuildroot(opts) {
       mirrors: await mirrorsIdentity(mirrors)
     })
   ).digest("hex");
-  const tarball = path16.join(opts.dir, `${key}.tar`);
-  const metaFile = path16.join(opts.dir, `${key}.json`);
+  const tarball = path14.join(opts.dir, `${key}.tar`);
+  const metaFile = path14.join(opts.dir, `${key}.json`);
   if (existsSync4(tarball) && existsSync4(metaFile)) {
-    const meta3 = JSON.parse(await readFile3(metaFile, "utf8"));
+    const meta3 = JSON.parse(await readFile2(metaFile, "utf8"));
     return { key, tarball, toolchain: meta3.toolchain };
   }
-  await mkdir3(opts.dir, { recursive: true });
-  const tmp = path16.join(opts.dir, `.tmp-${process.pid}-${randomBytes2(6).toString("hex")}.tar`);
-  const scratch = await mkdtemp(path16.join(opts.dir, ".scratch-"));
+  await mkdir2(opts.dir, { recursive: true });
+  const tmp = path14.join(opts.dir, `.tmp-${process.pid}-${randomBytes2(6).toString("hex")}.tar`);
+  const scratch = await mkdtemp(path14.join(opts.dir, ".scratch-"));
   try {
     await opts.logger.group(
       `build root: mmdebstrap ${suite} ${opts.arch} (${BUILDROOT_PACKAGES.join(", ")})`,
@@ -37568,7 +36944,7 @@ async function ensureBuildroot(opts) {
         `the build root made by mmdebstrap lacks gcc or musl-tools (found: ${toolchain || "nothing"})`
       );
     }
-    await writeFile3(
+    await writeFile2(
       metaFile,
       `${JSON.stringify({ key, suite, arch: opts.arch, packages: BUILDROOT_PACKAGES, toolchain }, null, 2)}
 `
@@ -37576,12 +36952,12 @@ async function ensureBuildroot(opts) {
     await rename2(tmp, tarball);
     return { key, tarball, toolchain };
   } finally {
-    await rm3(tmp, { force: true });
+    await rm2(tmp, { force: true });
     await removeScratch(scratch);
   }
 }
 async function removeScratch(dir) {
-  const mounts = (await readFile3("/proc/self/mounts", "utf8")).split("\n").map((l) => l.split(" ")[1]?.replace(/\\040/g, " ")).filter((m2) => m2 !== void 0 && m2.startsWith(`${dir}/`)).sort((a2, b2) => b2.length - a2.length);
+  const mounts = (await readFile2("/proc/self/mounts", "utf8")).split("\n").map((l) => l.split(" ")[1]?.replace(/\\040/g, " ")).filter((m2) => m2 !== void 0 && m2.startsWith(`${dir}/`)).sort((a2, b2) => b2.length - a2.length);
   for (const m2 of mounts) await run(["umount", "-l", m2], { privileged: true, reject: false });
   await run(["rm", "-rf", "--one-file-system", dir], {
     privileged: true,
@@ -37590,10 +36966,10 @@ async function removeScratch(dir) {
   });
 }
 async function compileInRoot(srcDir, buildroot, opts) {
-  const work = await mkdtemp(path16.join(opts.workDir ?? os3.tmpdir(), "lhc-buildroot-"));
-  const root = path16.join(work, "root");
+  const work = await mkdtemp(path14.join(opts.workDir ?? os3.tmpdir(), "lhc-buildroot-"));
+  const root = path14.join(work, "root");
   try {
-    await mkdir3(root);
+    await mkdir2(root);
     await opts.logger.group("build root: extract", async () => {
       await run(["tar", "-C", root, "--numeric-owner", "-xf", buildroot.tarball], {
         privileged: true,
@@ -37601,7 +36977,7 @@ async function compileInRoot(srcDir, buildroot, opts) {
         logger: opts.logger
       });
     });
-    if (!existsSync4(path16.join(root, "usr")))
+    if (!existsSync4(path14.join(root, "usr")))
       throw new UserError(`build root ${buildroot.tarball} has no /usr`);
     const make = inRootMakeArgv(opts.jobs ?? 1);
     const script = `${formatCommand(make)} && strip src/lua`;
@@ -37622,7 +36998,7 @@ async function compileInRoot(srcDir, buildroot, opts) {
         }
       );
     });
-    const binary = path16.join(srcDir, "src", "lua");
+    const binary = path14.join(srcDir, "src", "lua");
     if (!existsSync4(binary))
       throw new UserError(`the in-root build finished without producing ${binary}`);
     return binary;
@@ -37643,7 +37019,7 @@ async function compileInRoot(srcDir, buildroot, opts) {
 
 // src/stages/lua-source.ts
 import { existsSync as existsSync5 } from "node:fs";
-import path17 from "node:path";
+import path15 from "node:path";
 
 // node_modules/tar/dist/esm/index.min.js
 import Qr from "events";
@@ -40655,8 +40031,8 @@ async function extractLuaSource(tarball, destDir, version2) {
     noChmod: false,
     filter: (p2, e) => entryProblem(p2, e.type, top) === void 0
   });
-  const dir = path17.join(destDir, top);
-  if (!existsSync5(path17.join(dir, "src", "lua.c")) || !existsSync5(path17.join(dir, "Makefile"))) {
+  const dir = path15.join(destDir, top);
+  if (!existsSync5(path15.join(dir, "src", "lua.c")) || !existsSync5(path15.join(dir, "Makefile"))) {
     throw new UserError(
       `${tarball} does not look like the Lua ${version2} source (no ${top}/Makefile and ${top}/src/lua.c)`
     );
@@ -40666,14 +40042,14 @@ async function extractLuaSource(tarball, destDir, version2) {
 
 // src/stages/lua-verify.ts
 import { existsSync as existsSync6, readFileSync as readFileSync3 } from "node:fs";
-import { mkdtemp as mkdtemp2, rm as rm4, writeFile as writeFile4 } from "node:fs/promises";
+import { mkdtemp as mkdtemp2, rm as rm3, writeFile as writeFile3 } from "node:fs/promises";
 import os5 from "node:os";
-import path18 from "node:path";
+import path16 from "node:path";
 var LuaVerifyError = class extends UserError {
 };
 function emulatorPrefix(arch, binfmtDir = "/proc/sys/fs/binfmt_misc") {
   if (hostArch() === arch) return [];
-  const entry = path18.join(binfmtDir, `qemu-${arch}`);
+  const entry = path16.join(binfmtDir, `qemu-${arch}`);
   if (existsSync6(entry) && readFileSync3(entry, "utf8").startsWith("enabled")) return [];
   return [`qemu-${arch}-static`];
 }
@@ -40728,10 +40104,10 @@ async function verifyLua(binary, opts) {
       `${binary} -v: expected "Lua ${opts.version}", got ${JSON.stringify(banner.split("\n")[0] ?? "")} (exit code ${v2.exitCode})`
     );
   }
-  const dir = await mkdtemp2(path18.join(os5.tmpdir(), "lhc-lua-smoke-"));
+  const dir = await mkdtemp2(path16.join(os5.tmpdir(), "lhc-lua-smoke-"));
   try {
-    const script = path18.join(dir, "smoke.lua");
-    await writeFile4(script, SMOKE_SCRIPT);
+    const script = path16.join(dir, "smoke.lua");
+    await writeFile3(script, SMOKE_SCRIPT);
     const s3 = await run([...prefix, binary, script, dir], {
       reject: false,
       timeoutMs,
@@ -40745,7 +40121,7 @@ async function verifyLua(binary, opts) {
       );
     }
   } finally {
-    await rm4(dir, { recursive: true, force: true });
+    await rm3(dir, { recursive: true, force: true });
   }
   opts.logger?.info(
     `verified ${binary}: static ${opts.arch} ELF, prints Lua ${opts.version}, smoke script ok`
@@ -40788,7 +40164,7 @@ async function crossRecipe(arch, logger, signal) {
           stderrLines: 30
         });
       });
-      const binary = path19.join(srcDir, "src", "lua");
+      const binary = path17.join(srcDir, "src", "lua");
       await run([tc.strip, binary], { logger });
       return binary;
     }
@@ -40796,7 +40172,7 @@ async function crossRecipe(arch, logger, signal) {
 }
 async function inRootRecipe(arch, opts, cache) {
   const buildroot = await ensureBuildroot({
-    dir: opts.buildrootDir ?? path19.join(cache, "buildroots"),
+    dir: opts.buildrootDir ?? path17.join(cache, "buildroots"),
     arch,
     logger: opts.logger,
     signal: opts.signal
@@ -40814,17 +40190,17 @@ async function inRootRecipe(arch, opts, cache) {
   };
 }
 async function readCached(dir, logger) {
-  const bin = path19.join(dir, "lua");
-  const metaFile = path19.join(dir, "build.json");
+  const bin = path17.join(dir, "lua");
+  const metaFile = path17.join(dir, "build.json");
   if (!existsSync7(bin) || !existsSync7(metaFile)) return void 0;
   try {
-    const meta3 = JSON.parse(await readFile4(metaFile, "utf8"));
+    const meta3 = JSON.parse(await readFile3(metaFile, "utf8"));
     if (await sha256File(bin) === meta3.sha256) return meta3;
     logger.warn(`cached Lua in ${dir} does not match its recorded sha256; rebuilding`);
   } catch (e) {
     logger.warn(`cached Lua in ${dir} is unreadable (${e.message}); rebuilding`);
   }
-  await rm5(dir, { recursive: true, force: true });
+  await rm4(dir, { recursive: true, force: true });
   return void 0;
 }
 async function buildLua(spec, opts) {
@@ -40844,9 +40220,9 @@ async function buildLua(spec, opts) {
       flags: recipe.flags
     })
   ).digest("hex");
-  const dir = path19.join(cache, "lua", key);
+  const dir = path17.join(cache, "lua", key);
   const result = (meta3, cached2) => ({
-    path: path19.join(dir, "lua"),
+    path: path17.join(dir, "lua"),
     bytes: meta3.bytes,
     sha256: meta3.sha256,
     cached: cached2,
@@ -40869,21 +40245,21 @@ async function buildLua(spec, opts) {
     },
     { ...opts.fetch, signal: opts.signal }
   );
-  const work = await mkdtemp3(path19.join(opts.workDir ?? os6.tmpdir(), "lhc-lua-"));
+  const work = await mkdtemp3(path17.join(opts.workDir ?? os6.tmpdir(), "lhc-lua-"));
   try {
-    const srcParent = path19.join(work, "src");
-    await mkdir4(srcParent);
+    const srcParent = path17.join(work, "src");
+    await mkdir3(srcParent);
     const srcDir = await extractLuaSource(tarball, srcParent, spec.version);
     const built = await recipe.build(srcDir);
     await verifyLua(built, { version: spec.version, arch: spec.arch, logger });
-    const staging = path19.join(
+    const staging = path17.join(
       cache,
       "lua",
       `.tmp-${process.pid}-${randomBytes3(6).toString("hex")}`
     );
-    await mkdir4(staging, { recursive: true });
+    await mkdir3(staging, { recursive: true });
     try {
-      const bin = path19.join(staging, "lua");
+      const bin = path17.join(staging, "lua");
       await copyFile(built, bin);
       await chmod(bin, 493);
       const meta3 = {
@@ -40896,12 +40272,12 @@ async function buildLua(spec, opts) {
         sha256: await sha256File(bin),
         bytes: (await stat3(bin)).size
       };
-      await writeFile5(path19.join(staging, "build.json"), `${JSON.stringify(meta3, null, 2)}
+      await writeFile4(path17.join(staging, "build.json"), `${JSON.stringify(meta3, null, 2)}
 `);
       try {
         await rename3(staging, dir);
       } catch (e) {
-        if (!existsSync7(path19.join(dir, "lua"))) throw e;
+        if (!existsSync7(path17.join(dir, "lua"))) throw e;
       }
       logger.info(
         `Lua ${spec.version} (${spec.arch}, ${spec.strategy}): built, ${meta3.bytes} bytes, sha256 ${meta3.sha256}`
@@ -40909,10 +40285,10 @@ async function buildLua(spec, opts) {
       const final = await readCached(dir, logger) ?? meta3;
       return result(final, false);
     } finally {
-      await rm5(staging, { recursive: true, force: true });
+      await rm4(staging, { recursive: true, force: true });
     }
   } finally {
-    await rm5(work, { recursive: true, force: true });
+    await rm4(work, { recursive: true, force: true });
   }
 }
 
@@ -40950,10 +40326,1087 @@ async function fetchInputs(config2, opts) {
   return out;
 }
 
+// src/stages/outputs.ts
+import { mkdir as mkdir5, writeFile as writeFile6 } from "node:fs/promises";
+import path23 from "node:path";
+
+// src/deploy/bundle.ts
+import { mkdir as mkdir4, rm as rm5, writeFile as writeFile5 } from "node:fs/promises";
+import path20 from "node:path";
+
+// src/deploy/oci.ts
+import { readFile as readFile4 } from "node:fs/promises";
+async function resolveUser(user, root) {
+  if (user === void 0 || user === 0 || user === "0" || user === "root")
+    return { uid: 0, gid: 0 };
+  if (typeof user === "number" || /^\d+$/.test(user)) {
+    const n2 = Number(user);
+    return { uid: n2, gid: n2 };
+  }
+  if (!root)
+    throw new UserError(
+      `service.user "${user}": the OCI config needs a numeric uid and no root was given to look it up`
+    );
+  let passwd;
+  try {
+    const inRoot = resolveInRoot(root, "/etc/passwd");
+    if (!inRoot.exists) throw new Error("no /etc/passwd");
+    passwd = await readFile4(inRoot.host, "utf8");
+  } catch {
+    throw new UserError(
+      `service.user "${user}": the image has no /etc/passwd to look the name up in; use a numeric uid`
+    );
+  }
+  for (const line of passwd.split("\n")) {
+    const f2 = line.split(":");
+    if (f2[0] === user && f2.length >= 4) return { uid: Number(f2[2]), gid: Number(f2[3]) };
+  }
+  throw new UserError(`service.user "${user}" is not in the image's /etc/passwd`);
+}
+function ociCapabilities(s3) {
+  if (s3.inetd) return [];
+  return ["CAP_NET_BIND_SERVICE", "CAP_SETGID", "CAP_SETUID"];
+}
+var OCI_USER_NAMESPACE = { hostId: 1e5, size: 65536 };
+function shiftOwnersCommand(dir, offset = OCI_USER_NAMESPACE.hostId) {
+  return `find ${dir} -xdev -depth -exec sh -c 'for f; do chown -h "$((${offset} + $(stat -c %u "$f"))):$((${offset} + $(stat -c %g "$f")))" "$f"; done' sh {} +`;
+}
+function ociConfig(o2, p2, ids, opts = {}) {
+  const caps = ociCapabilities(o2.service);
+  const env = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"];
+  for (const [k2, v2] of Object.entries(o2.service.env ?? {}).sort(
+    ([a2], [b2]) => a2 < b2 ? -1 : a2 > b2 ? 1 : 0
+  ))
+    env.push(`${k2}=${v2}`);
+  const namespaces = [
+    { type: "pid" },
+    { type: "network" },
+    { type: "ipc" },
+    { type: "uts" },
+    { type: "mount" },
+    { type: "cgroup" }
+  ];
+  if (opts.userNamespace) namespaces.push({ type: "user" });
+  const config2 = {
+    ociVersion: "1.0.2",
+    process: {
+      terminal: false,
+      user: ids,
+      args: [...o2.service.command],
+      env,
+      cwd: o2.service.workdir ?? "/",
+      capabilities: {
+        bounding: caps,
+        effective: caps,
+        permitted: caps,
+        inheritable: [],
+        ambient: []
+      },
+      rlimits: [{ type: "RLIMIT_NOFILE", hard: 1024, soft: 1024 }],
+      noNewPrivileges: true
+    },
+    root: { path: p2.rootMount, readonly: true },
+    hostname: o2.name,
+    mounts: [
+      {
+        destination: "/proc",
+        type: "proc",
+        source: "proc",
+        options: ["nosuid", "noexec", "nodev"]
+      },
+      {
+        destination: "/dev",
+        type: "tmpfs",
+        source: "tmpfs",
+        options: ["nosuid", "noexec", "strictatime", "mode=755", "size=65536k"]
+      },
+      {
+        destination: o2.dataPath ?? "/data",
+        type: "bind",
+        source: p2.dataMount,
+        options: ["rbind", "rw", "noexec", "nosuid", "nodev"]
+      }
+    ],
+    linux: {
+      // A new network namespace without interfaces configured: runc brings up lo only.
+      namespaces,
+      ...opts.userNamespace ? {
+        uidMappings: [
+          { containerID: 0, hostID: opts.userNamespace.hostId, size: opts.userNamespace.size }
+        ],
+        gidMappings: [
+          { containerID: 0, hostID: opts.userNamespace.hostId, size: opts.userNamespace.size }
+        ]
+      } : {},
+      resources: { devices: [{ allow: false, access: "rwm" }] },
+      maskedPaths: [
+        "/proc/acpi",
+        "/proc/asound",
+        "/proc/kcore",
+        "/proc/keys",
+        "/proc/latency_stats",
+        "/proc/timer_list",
+        "/proc/timer_stats",
+        "/proc/sched_debug",
+        "/proc/scsi",
+        "/sys/firmware"
+      ],
+      readonlyPaths: ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+    }
+  };
+  return config2;
+}
+
+// src/deploy/listen-proxy.ts
+import path18 from "node:path";
+var SOCKET_PROXYD = "/lib/systemd/systemd-socket-proxyd";
+var BASH = "/bin/bash";
+function proxyUnitName(name) {
+  return `${name}-proxy.service`;
+}
+function listenSocketLines(name) {
+  return `# Connections go to the proxy, which forwards them into the container's private network.
+Service=${proxyUnitName(name)}
+`;
+}
+function listenServiceLines(name) {
+  return `# The container's network: only lo, no route out. ${proxyUnitName(name)} joins this namespace
+# to forward the board socket's connections to the daemon's port (see README.md).
+PrivateNetwork=yes
+# That namespace belongs to the board's user namespace, not the container's (-U), so the
+# container's root may not bind a port below 1024 there: allow it in this namespace only,
+# which holds nothing but lo.
+ExecStartPre=/bin/sh -c "echo 0 > ${UNPRIVILEGED_PORT_START}"
+`;
+}
+var UNPRIVILEGED_PORT_START = "/proc/sys/net/ipv4/ip_unprivileged_port_start";
+function sharedNetworkArgv(argv) {
+  return argv.filter((a2) => a2 !== "--private-network");
+}
+function waitForPortScript(port2) {
+  return `i=0; while [ $i -lt 200 ]; do (exec 3<>/dev/tcp/127.0.0.1/${port2}) 2>/dev/null && exit 0; i=$((i+1)); sleep 0.05; done; echo "nothing accepts on 127.0.0.1:${port2} in the container" >&2; exit 1`;
+}
+function renderProxyUnit(name, port2, execLine, header) {
+  const service = `${name}.service`;
+  return header + `[Unit]
+Description=lhc ${name}: the board's port ${port2} forwarded into the container's private network
+Requires=${service}
+After=${service}
+JoinsNamespaceOf=${service}
+
+[Service]
+PrivateNetwork=yes
+# The daemon needs a moment to bind its port after the container starts.
+ExecStartPre=${execLine([BASH, "-c", waitForPortScript(port2)])}
+ExecStart=${execLine([SOCKET_PROXYD, `127.0.0.1:${port2}`])}
+NoNewPrivileges=yes
+StandardError=journal
+`;
+}
+var PROXY_PROGRAMS = [SOCKET_PROXYD, BASH].map((p2) => path18.normalize(p2));
+
+// src/deploy/systemd.ts
+import path19 from "node:path";
+function listenPort(s3) {
+  return s3.listen ?? 70;
+}
+function mountUnitNames(p2) {
+  return [`${systemdEscapePath(p2.rootMount)}.mount`, `${systemdEscapePath(p2.dataMount)}.mount`];
+}
+function systemdEscapePath(p2) {
+  const trimmed = p2.replace(/\/+/g, "/").replace(/^\/|\/$/g, "");
+  if (trimmed === "") return "-";
+  let out = "";
+  const bytes = Buffer.from(trimmed, "utf8");
+  for (let i2 = 0; i2 < bytes.length; i2++) {
+    const b2 = bytes[i2];
+    const c3 = String.fromCharCode(b2);
+    if (c3 === "/") out += "-";
+    else if (i2 === 0 && c3 === "." || !/[A-Za-z0-9:_.]/.test(c3))
+      out += `\\x${b2.toString(16).padStart(2, "0")}`;
+    else out += c3;
+  }
+  return out;
+}
+function systemdQuoteWord(w2) {
+  let s3 = w2.replace(/[%$]/g, (c3) => c3 + c3);
+  if (s3 !== "" && !/[\s"'\\;\x00-\x1f\x7f]/.test(s3)) return s3;
+  s3 = s3.replace(/[\\"\x00-\x1f\x7f]/g, (c3) => {
+    if (c3 === "\\") return "\\\\";
+    if (c3 === '"') return '\\"';
+    if (c3 === "\n") return "\\n";
+    if (c3 === "	") return "\\t";
+    if (c3 === "\r") return "\\r";
+    return `\\x${c3.charCodeAt(0).toString(16).padStart(2, "0")}`;
+  });
+  return `"${s3}"`;
+}
+function systemdExecLine(argv) {
+  if (!argv[0] || !path19.isAbsolute(argv[0]))
+    throw new UserError(`ExecStart needs an absolute program path, got ${argv[0] ?? "(none)"}`);
+  return argv.map(systemdQuoteWord).join(" ");
+}
+function unitNspawnArgv(o2, p2) {
+  const argv = boardNspawnArgv({
+    root: p2.rootMount,
+    dataDir: p2.dataMount,
+    dataPath: o2.dataPath ?? "/data",
+    command: o2.service.command,
+    env: o2.service.env,
+    user: o2.service.user,
+    workdir: o2.service.workdir,
+    nspawnPath: o2.nspawnPath ?? "/usr/bin/systemd-nspawn"
+  });
+  return o2.service.inetd ? argv : sharedNetworkArgv(argv);
+}
+var HEADER = (name) => `# Generated by lhc for ${name}; see README.md next to this file.
+`;
+function renderSocketUnit(o2) {
+  const inetd = o2.service.inetd === true;
+  return HEADER(o2.name) + `[Unit]
+Description=lhc ${o2.name}: ${inetd ? "one container per connection" : "listening socket"}
+
+[Socket]
+ListenStream=${listenPort(o2.service)}
+` + (inetd ? "Accept=yes\n# Each connection costs a container start: bound how many run at once.\nMaxConnections=32\nMaxConnectionsPerSource=8\n" : "Accept=no\n" + listenSocketLines(o2.name)) + "\n[Install]\nWantedBy=sockets.target\n";
+}
+function renderServiceUnit(o2, p2) {
+  const inetd = o2.service.inetd === true;
+  const timeout = o2.service.timeout;
+  return HEADER(o2.name) + `[Unit]
+Description=lhc ${o2.name}${inetd ? " (connection %i)" : ""}
+# Wants=, not Requires=: restarting the root mount for a new image (install.sh upgrade) must
+# not stop a container still serving a connection from the old one; After= makes a new
+# connection wait for the new image instead.
+Wants=${mountUnitNames(p2).join(" ")}
+After=${mountUnitNames(p2).join(" ")}
+` + (inetd ? "CollectMode=inactive-or-failed\n" : "") + `
+[Service]
+ExecStart=${systemdExecLine(unitNspawnArgv(o2, p2))}
+` + (inetd ? "StandardInput=socket\nStandardOutput=socket\n" : listenServiceLines(o2.name)) + "# nspawn and QEMU messages go to the journal, never to the client.\nStandardError=journal\n# --keep-unit runs the container in this unit's cgroup, which nspawn must be allowed to manage.\nDelegate=yes\nKillMode=mixed\n" + (timeout !== void 0 && inetd ? `RuntimeMaxSec=${Math.ceil(timeout)}
+` : "") + (inetd ? "" : "\n[Install]\nWantedBy=multi-user.target\n");
+}
+function renderMountUnits(o2, p2) {
+  const rootMount = HEADER(o2.name) + `[Unit]
+Description=lhc ${o2.name}: read-only root image
+
+[Mount]
+What=${p2.image}
+Where=${p2.rootMount}
+Type=squashfs
+Options=loop,ro,nodev
+# Containers serving a connection keep the old image when a new one is mounted here.
+LazyUnmount=yes
+
+[Install]
+WantedBy=multi-user.target
+`;
+  const dataMount = HEADER(o2.name) + `[Unit]
+Description=lhc ${o2.name}: writable data partition (no exec, no setuid, no devices)
+
+[Mount]
+What=${p2.dataSource}
+Where=${p2.dataMount}
+Type=ext4
+Options=${p2.dataIsLoopFile ? "loop," : ""}noexec,nosuid,nodev
+
+[Install]
+WantedBy=multi-user.target
+`;
+  return { rootMount, dataMount };
+}
+function fstabField(s3) {
+  return s3.replace(/[ \t\n\\]/g, (c3) => `\\${c3.charCodeAt(0).toString(8).padStart(3, "0")}`);
+}
+function renderFstab(o2, p2) {
+  return `# lhc ${o2.name}: use these lines instead of the .mount units if you prefer /etc/fstab.
+${fstabField(p2.image)} ${fstabField(p2.rootMount)} squashfs loop,ro,nodev 0 0
+${fstabField(p2.dataSource)} ${fstabField(p2.dataMount)} ext4 ${p2.dataIsLoopFile ? "loop," : ""}noexec,nosuid,nodev 0 2
+`;
+}
+
+// src/deploy/readme.ts
+function renderReadme(o2, p2) {
+  const rootUnit = `${systemdEscapePath(p2.rootMount)}.mount`;
+  const dataUnit = `${systemdEscapePath(p2.dataMount)}.mount`;
+  const inetd = o2.service.inetd === true;
+  const svc = inetd ? `${o2.name}@.service` : `${o2.name}.service`;
+  return `# Deploying ${o2.name} to the board
+
+Copy the build output directory to the board, then as root, from that directory:
+
+\`\`\`sh
+sh deploy/install.sh install      # also: upgrade, rollback, uninstall [--purge]
+\`\`\`
+
+The script checks the board first (root, systemd as init and new enough for the unit's flags,
+systemd-container, loop and squashfs support, the kernel's idmapped mounts), then the artifacts
+against SHA256SUMS. It installs the image as ${p2.boardDir}/releases/<id>/ beside the one running
+now and switches the \`current\` link with one rename, so \`rollback\` can switch back to
+\`previous\` (one previous image is kept). Switching remounts the root: a container serving a
+connection keeps the old image until it ends, a listening service restarts on the new one, and
+the socket keeps listening, so a connection made meanwhile waits instead of being refused. The
+data partition is made from the template only the first time and kept across upgrades.
+Running it again changes nothing. By hand, for the first install, the same steps are:
+
+\`\`\`sh
+sha256sum -c SHA256SUMS                      # the artifacts arrived intact
+install -d -m 0755 ${p2.boardDir} ${p2.rootMount} ${p2.dataMount}
+install -m 0644 ${o2.imageFile} ${p2.image}
+${p2.dataIsLoopFile ? `# data partition as a file (use a real partition by editing What= in ${dataUnit}):
+truncate -s 64M ${p2.dataSource}
+mkfs.ext4 -q ${p2.dataSource}` : `mkfs.ext4 -q ${p2.dataSource}                   # the data partition: everything on it is lost`}
+mount -o ${p2.dataIsLoopFile ? "loop," : ""}noexec,nosuid,nodev ${p2.dataSource} ${p2.dataMount}
+tar -xzpf ${o2.dataTemplateFile} --numeric-owner -C ${p2.dataMount}
+umount ${p2.dataMount}
+install -m 0644 'deploy/${rootUnit}' 'deploy/${dataUnit}' deploy/${o2.name}.socket deploy/${svc}${inetd ? "" : ` deploy/${proxyUnitName(o2.name)}`} /etc/systemd/system/
+systemctl daemon-reload
+systemctl enable --now '${rootUnit}' '${dataUnit}' ${o2.name}.socket
+\`\`\`
+
+${inetd ? `Each connection to port ${listenPort(o2.service)} starts one container (\`${o2.name}@<n>.service\`) with the
+connection on stdin/stdout` : `The first connection to port ${listenPort(o2.service)} starts \`${o2.name}-proxy.service\`, which starts the container
+(\`${svc}\`) and forwards each connection to the daemon's own port ${listenPort(o2.service)} inside it. The
+container's network namespace belongs to \`${svc}\` (\`PrivateNetwork=yes\`, only \`lo\`, no route out,
+so the service can reach nothing and nothing reaches it); the proxy (systemd-socket-proxyd)
+joins that namespace (\`JoinsNamespaceOf=\`) and is the only way in`}; its stderr and nspawn's messages go to the journal
+(\`journalctl -u '${svc.replace("@.", "@*.")}'\`). The root is the read-only image, the network is private
+(only \`lo\`, CAP_NET_ADMIN dropped), no new privileges, a private user namespace, and
+${o2.dataPath ?? "/data"} is the only writable path, mounted noexec,nosuid,nodev.
+
+\`deploy/fstab\` holds the same two mounts as /etc/fstab lines, for boards that prefer fstab.
+\`deploy/oci/config.json\` runs the same image under runc (\`runc run --bundle deploy/oci ${o2.name}\`,
+with the image mounted at ${p2.rootMount} and the data partition at ${p2.dataMount}), in a user
+namespace that maps container root to host uid ${OCI_USER_NAMESPACE.hostId}. runc cannot idmap the data mount, so
+for runc shift the data partition's owners once, after unpacking the template:
+
+\`\`\`sh
+${shiftOwnersCommand(p2.dataMount)}
+\`\`\`
+`;
+}
+
+// src/deploy/install-script.ts
+function shQuote(s3) {
+  return `'${s3.replaceAll("'", `'\\''`)}'`;
+}
+var MIN_SYSTEMD = 250;
+var MIN_KERNEL = { major: 5, minor: 12 };
+function renderInstallScript(i2) {
+  const unitFiles = [i2.units.rootMount, i2.units.dataMount, i2.units.socket, i2.units.service];
+  unitFiles.push(...i2.units.extra);
+  const vars = [
+    ["NAME", i2.name],
+    ["BOARD_DIR", i2.boardDir],
+    ["IMAGE_FILE", i2.imageFile],
+    ["DATA_TEMPLATE_FILE", i2.dataTemplateFile],
+    ["DATA_SOURCE", i2.dataSource],
+    ["DATA_IS_FILE", i2.dataIsLoopFile ? "1" : ""],
+    ["DATA_MOUNT", i2.dataMount],
+    ["DATA_SIZE", i2.dataSize ?? "64M"],
+    ["ROOT_MOUNT_UNIT", i2.units.rootMount],
+    ["DATA_MOUNT_UNIT", i2.units.dataMount],
+    ["SOCKET_UNIT", i2.units.socket],
+    ["SERVICE_UNIT", i2.units.service],
+    ["UNIT_FILES", unitFiles.join(" ")],
+    ["NSPAWN", i2.nspawnPath],
+    ["PROGRAMS", i2.programs.join(" ")]
+  ];
+  return `#!/bin/sh
+# Generated by lhc for ${i2.name}: install, upgrade, roll back or remove it on the board.
+# Run as root from the copied build output:  sh deploy/install.sh install|upgrade|rollback|uninstall
+# See README.md next to this file for what each step does and why.
+set -eu
+
+${vars.map(([k2, v2]) => `${k2}=${shQuote(v2)}`).join("\n")}
+UNIT_DIR=/etc/systemd/system
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+OUT=$(dirname "$HERE")
+
+say() { printf '%s: %s\\n' "$NAME" "$*"; }
+die() { printf '%s: error: %s\\n' "$NAME" "$*" >&2; exit 1; }
+
+# Everything the units need, checked before anything on the board changes.
+check_board() {
+  [ "$(id -u)" = 0 ] || die "run me as root"
+  [ -d /run/systemd/system ] || die "systemd is not running as init on this machine; the units need it"
+  for t in systemctl mount umount sha256sum tar cmp mkfs.ext4 truncate; do
+    command -v "$t" >/dev/null 2>&1 || die "$t is missing on the board (packages: systemd, mount, coreutils, tar, diffutils, e2fsprogs)"
+  done
+  [ -x "$NSPAWN" ] || die "$NSPAWN is missing: install the systemd-container package"
+  for p in $PROGRAMS; do
+    [ -x "$p" ] || die "$p is missing: the units run it (package: systemd)"
+  done
+  v=$(systemctl --version | sed -n '1s/^systemd \\([0-9]*\\).*/\\1/p')
+  [ "\${v:-0}" -ge ${MIN_SYSTEMD} ] ||
+    die "systemd \${v:-?} is too old: the service needs ${MIN_SYSTEMD} or newer (nspawn -U --private-users-ownership=map, :idmap binds)"
+  k=$(uname -r); kmaj=\${k%%.*}; krest=\${k#*.}; kmin=\${krest%%[!0-9]*}
+  if [ "$kmaj" -lt ${MIN_KERNEL.major} ] || { [ "$kmaj" -eq ${MIN_KERNEL.major} ] && [ "$kmin" -lt ${MIN_KERNEL.minor} ]; }; then
+    die "kernel $k is too old: idmapped mounts need ${MIN_KERNEL.major}.${MIN_KERNEL.minor} or newer"
+  fi
+  [ -e /dev/loop-control ] || die "/dev/loop-control is missing: the image is loop-mounted (load the loop module)"
+  grep -qw squashfs /proc/filesystems || modprobe squashfs 2>/dev/null ||
+    die "this kernel cannot mount squashfs (CONFIG_SQUASHFS)"
+}
+
+check_sums() {
+  [ -f "$OUT/SHA256SUMS" ] || die "$OUT/SHA256SUMS is missing: copy the whole build output directory"
+  (cd "$OUT" && sha256sum --quiet --strict -c SHA256SUMS) ||
+    die "the artifacts do not match SHA256SUMS: copy them again"
+}
+
+release_id() { sha256sum "$1" | cut -c1-16; }
+
+# releases/<id>: the image and its units, written under a temporary name and renamed into place.
+stage_release() {
+  id=$(release_id "$OUT/$IMAGE_FILE")
+  rel="$BOARD_DIR/releases/$id"
+  if [ ! -f "$rel/$IMAGE_FILE" ]; then
+    rm -rf "$rel.new"
+    install -d -m 0755 "$rel.new/units"
+    install -m 0644 "$OUT/$IMAGE_FILE" "$rel.new/$IMAGE_FILE"
+    for u in $UNIT_FILES; do install -m 0644 "$HERE/$u" "$rel.new/units/$u"; done
+    mv -T "$rel.new" "$rel"
+  fi
+  echo "$id"
+}
+
+current_id() { [ -L "$BOARD_DIR/current" ] && basename "$(readlink "$BOARD_DIR/current")" || true; }
+previous_id() { [ -L "$BOARD_DIR/previous" ] && basename "$(readlink "$BOARD_DIR/previous")" || true; }
+
+# One rename(2): a reader sees the old link or the new one, never none.
+set_link() {
+  ln -sfn "releases/$2" "$BOARD_DIR/.$1.new"
+  mv -T "$BOARD_DIR/.$1.new" "$BOARD_DIR/$1"
+}
+
+# Copies a release's units into systemd's directory; prints the names that changed.
+install_units() {
+  for u in $UNIT_FILES; do
+    if ! cmp -s "$BOARD_DIR/releases/$1/units/$u" "$UNIT_DIR/$u"; then
+      install -m 0644 "$BOARD_DIR/releases/$1/units/$u" "$UNIT_DIR/.$u.new"
+      mv -T "$UNIT_DIR/.$u.new" "$UNIT_DIR/$u"
+      echo "$u"
+    fi
+  done
+}
+
+# The data partition keeps the service's state: made from the template once, never overwritten.
+prepare_data() {
+  if [ -z "$DATA_IS_FILE" ]; then
+    say "data partition $DATA_SOURCE is yours to format and fill (see README.md); not touched"
+    return
+  fi
+  [ -f "$DATA_SOURCE" ] && return
+  say "creating the data partition $DATA_SOURCE ($DATA_SIZE) from $DATA_TEMPLATE_FILE"
+  tmp_data="$DATA_SOURCE.new"
+  tmp_mnt="$BOARD_DIR/.data-template"
+  rm -f "$tmp_data"
+  truncate -s "$DATA_SIZE" "$tmp_data"
+  mkfs.ext4 -q -F "$tmp_data"
+  install -d -m 0700 "$tmp_mnt"
+  mount -o loop,noexec,nosuid,nodev "$tmp_data" "$tmp_mnt"
+  if ! tar -xzpf "$OUT/$DATA_TEMPLATE_FILE" --numeric-owner -C "$tmp_mnt"; then
+    umount "$tmp_mnt"; die "cannot unpack $DATA_TEMPLATE_FILE"
+  fi
+  umount "$tmp_mnt"
+  rmdir "$tmp_mnt"
+  mv -T "$tmp_data" "$DATA_SOURCE"
+}
+
+# Keeps current and previous, removes older releases.
+prune_releases() {
+  cur=$(current_id); prev=$(previous_id)
+  for r in "$BOARD_DIR"/releases/*; do
+    [ -d "$r" ] || continue
+    case $(basename "$r") in "$cur" | "$prev") ;; *) rm -rf "$r" ;; esac
+  done
+}
+
+# Makes release $1 current (the old one becomes previous) and restarts what runs the image.
+activate() {
+  new=$1 old=$(current_id)
+  changed=$(install_units "$new")
+  [ -z "$changed" ] || systemctl daemon-reload
+  if [ "$new" != "$old" ]; then
+    [ -z "$old" ] || set_link previous "$old"
+    set_link current "$new"
+  fi
+  ln -sfn "current/$IMAGE_FILE" "$BOARD_DIR/.image.new"
+  mv -T "$BOARD_DIR/.image.new" "$BOARD_DIR/$IMAGE_FILE"
+  systemctl enable --quiet "$ROOT_MOUNT_UNIT" "$DATA_MOUNT_UNIT" "$SOCKET_UNIT"
+  if [ -n "$old" ] && [ "$new" != "$old" ] && systemctl -q is-active "$ROOT_MOUNT_UNIT"; then
+    # One restart job (LazyUnmount=yes): containers serving a connection keep the old image (its
+    # loop device is freed when the last one ends); a connection arriving meanwhile waits for
+    # the job (the service is After= the mount) and gets the new image. The socket stays open.
+    say "switching image $old -> $new"
+    systemctl restart "$ROOT_MOUNT_UNIT"
+  fi
+  systemctl start "$ROOT_MOUNT_UNIT" "$DATA_MOUNT_UNIT"
+  # A listening service runs one long-lived container: restart it (and its proxy) on the new image.
+  for u in $UNIT_FILES; do
+    case $u in *@.service) ;; *.service) [ -z "$old" ] || [ "$new" = "$old" ] || systemctl try-restart "$u" ;; esac
+  done
+  if printf '%s\\n' $changed | grep -qx "$SOCKET_UNIT" && systemctl -q is-active "$SOCKET_UNIT"; then
+    say "$SOCKET_UNIT changed: restarting it"
+    systemctl restart "$SOCKET_UNIT"
+  else
+    systemctl start "$SOCKET_UNIT"
+  fi
+  say "running release $new ($(systemctl is-active "$SOCKET_UNIT") $SOCKET_UNIT)"
+}
+
+cmd_install() {
+  check_board
+  check_sums
+  install -d -m 0755 "$BOARD_DIR" "$BOARD_DIR/releases" "$DATA_MOUNT" "$BOARD_DIR/root"
+  # An image installed by hand (the README's manual steps) becomes the first release.
+  if [ -f "$BOARD_DIR/$IMAGE_FILE" ] && [ ! -L "$BOARD_DIR/$IMAGE_FILE" ]; then
+    adopted=$(release_id "$BOARD_DIR/$IMAGE_FILE")
+    install -d -m 0755 "$BOARD_DIR/releases/$adopted/units"
+    for u in $UNIT_FILES; do install -m 0644 "$HERE/$u" "$BOARD_DIR/releases/$adopted/units/$u"; done
+    mv "$BOARD_DIR/$IMAGE_FILE" "$BOARD_DIR/releases/$adopted/$IMAGE_FILE"
+    set_link current "$adopted"
+  fi
+  id=$(stage_release)
+  prepare_data
+  activate "$id"
+  prune_releases
+}
+
+cmd_upgrade() {
+  [ -n "$(current_id)" ] || die "$NAME is not installed here: run install first"
+  cmd_install
+}
+
+cmd_rollback() {
+  check_board
+  prev=$(previous_id)
+  [ -n "$prev" ] && [ -d "$BOARD_DIR/releases/$prev" ] || die "no previous release to roll back to"
+  activate "$prev"
+}
+
+cmd_uninstall() {
+  [ "$(id -u)" = 0 ] || die "run me as root"
+  # Instances of a templated service stop with their socket; the rest are stopped by name.
+  systemctl disable --now --quiet "$SOCKET_UNIT" 2>/dev/null || true
+  for u in $UNIT_FILES; do
+    case $u in *@.service) systemctl stop "\${u%@.service}@*.service" 2>/dev/null || true ;; esac
+  done
+  for u in $UNIT_FILES; do systemctl disable --now --quiet "$u" 2>/dev/null || true; done
+  for u in $UNIT_FILES; do rm -f "$UNIT_DIR/$u"; done
+  systemctl daemon-reload
+  rm -rf "$BOARD_DIR/releases" "$BOARD_DIR/current" "$BOARD_DIR/previous" "$BOARD_DIR/$IMAGE_FILE"
+  rmdir "$BOARD_DIR/root" 2>/dev/null || true
+  if [ "\${1:-}" = --purge ]; then
+    [ -z "$DATA_IS_FILE" ] || rm -f "$DATA_SOURCE"
+    rmdir "$DATA_MOUNT" "$BOARD_DIR" 2>/dev/null || true
+    say "removed, data included"
+  else
+    say "removed; the data partition $DATA_SOURCE is kept (uninstall --purge removes it)"
+  fi
+}
+
+case \${1:-} in
+  install) cmd_install ;;
+  upgrade) cmd_upgrade ;;
+  rollback) cmd_rollback ;;
+  uninstall) shift; cmd_uninstall "$@" ;;
+  *) echo "usage: sh deploy/install.sh install|upgrade|rollback|uninstall [--purge]" >&2; exit 2 ;;
+esac
+`;
+}
+
+// src/deploy/bundle.ts
+function boardPaths(o2) {
+  const boardDir = o2.boardDir ?? `/var/lib/lhc/${o2.name}`;
+  if (!path20.isAbsolute(boardDir))
+    throw new UserError(`board directory must be absolute, got ${boardDir}`);
+  const dataSource = o2.dataSource ?? `${boardDir}/${o2.name}-data.ext4`;
+  return {
+    boardDir,
+    image: `${boardDir}/${o2.imageFile}`,
+    rootMount: `${boardDir}/root`,
+    dataSource,
+    dataMount: `${boardDir}/data`,
+    dataIsLoopFile: !dataSource.startsWith("/dev/")
+  };
+}
+async function writeDeployBundle(o2) {
+  if (!o2.service.command[0]?.startsWith("/"))
+    throw new UserError("service.command[0] must be an absolute path in the image");
+  const p2 = boardPaths(o2);
+  const dir = path20.join(o2.outDir, "deploy");
+  await rm5(dir, { recursive: true, force: true });
+  await mkdir4(path20.join(dir, "oci"), { recursive: true });
+  const inetd = o2.service.inetd === true;
+  const { rootMount, dataMount } = renderMountUnits(o2, p2);
+  const units = {
+    socket: `${o2.name}.socket`,
+    service: inetd ? `${o2.name}@.service` : `${o2.name}.service`,
+    rootMount: `${systemdEscapePath(p2.rootMount)}.mount`,
+    dataMount: `${systemdEscapePath(p2.dataMount)}.mount`,
+    ...inetd ? {} : { proxy: proxyUnitName(o2.name) }
+  };
+  const ids = await resolveUser(o2.service.user, o2.root);
+  const contents = {
+    [units.socket]: renderSocketUnit(o2),
+    [units.service]: renderServiceUnit(o2, p2),
+    [units.rootMount]: rootMount,
+    [units.dataMount]: dataMount,
+    fstab: renderFstab(o2, p2),
+    "oci/config.json": JSON.stringify(ociConfig(o2, p2, ids, { userNamespace: OCI_USER_NAMESPACE }), null, 2) + "\n",
+    "README.md": renderReadme(o2, p2)
+  };
+  if (!inetd)
+    contents[proxyUnitName(o2.name)] = renderProxyUnit(
+      o2.name,
+      listenPort(o2.service),
+      systemdExecLine,
+      HEADER(o2.name)
+    );
+  contents["install.sh"] = renderInstallScript({
+    name: o2.name,
+    boardDir: p2.boardDir,
+    imageFile: o2.imageFile,
+    dataTemplateFile: o2.dataTemplateFile,
+    dataSource: p2.dataSource,
+    dataIsLoopFile: p2.dataIsLoopFile,
+    dataMount: p2.dataMount,
+    units: { ...units, extra: inetd ? [] : [proxyUnitName(o2.name)] },
+    nspawnPath: o2.nspawnPath ?? "/usr/bin/systemd-nspawn",
+    programs: inetd ? [] : PROXY_PROGRAMS
+  });
+  for (const [f2, text] of Object.entries(contents))
+    await writeFile5(path20.join(dir, f2), text, { mode: f2.endsWith(".sh") ? 493 : 420 });
+  o2.logger?.info(
+    `deploy bundle: ${dir} (${units.socket}, ${units.service}, mounts, fstab, oci/config.json)`
+  );
+  return {
+    dir,
+    files: Object.keys(contents).map((f2) => `deploy/${f2}`).sort(),
+    paths: p2,
+    units
+  };
+}
+
+// src/core/format.ts
+function humanBytes(bytes) {
+  let v2 = bytes;
+  let unit = "B";
+  for (const u3 of ["KiB", "MiB", "GiB"]) {
+    if (v2 < 1024) break;
+    v2 /= 1024;
+    unit = u3;
+  }
+  return unit === "B" ? `${bytes} B` : `${v2.toFixed(1)} ${unit}`;
+}
+
+// src/prune/closure.ts
+import { lstatSync as lstatSync3, readdirSync as readdirSync2 } from "node:fs";
+import path22 from "node:path";
+
+// src/elf/loader.ts
+import { closeSync, openSync, readdirSync, readFileSync as readFileSync4, readSync } from "node:fs";
+import path21 from "node:path";
+
+// src/root/glob.ts
+function escapeRe(c3) {
+  return /[\\^$.*+?()[\]{}|/]/.test(c3) ? `\\${c3}` : c3;
+}
+function globToRegExp(pattern) {
+  if (!pattern.startsWith("/")) {
+    throw new ConfigError(
+      `keep/drop pattern '${pattern}' must be an absolute path inside the image (start with "/")`
+    );
+  }
+  let re2 = "";
+  let braces = 0;
+  for (let i2 = 0; i2 < pattern.length; i2++) {
+    const c3 = pattern[i2];
+    if (c3 === "*") {
+      if (pattern[i2 + 1] === "*") {
+        const slashAfter = pattern[i2 + 2] === "/";
+        re2 += slashAfter ? "(?:.*/)?" : ".*";
+        i2 += slashAfter ? 2 : 1;
+      } else re2 += "[^/]*";
+    } else if (c3 === "?") re2 += "[^/]";
+    else if (c3 === "[") {
+      const end = pattern.indexOf("]", i2 + 2);
+      if (end < 0) throw new ConfigError(`keep/drop pattern '${pattern}': unclosed '['`);
+      let body = pattern.slice(i2 + 1, end);
+      if (body.startsWith("!")) body = `^${body.slice(1)}`;
+      re2 += `[${body.replace(/\\/g, "\\\\")}]`;
+      i2 = end;
+    } else if (c3 === "{") {
+      braces++;
+      re2 += "(?:";
+    } else if (c3 === "}" && braces > 0) {
+      braces--;
+      re2 += ")";
+    } else if (c3 === "," && braces > 0) re2 += "|";
+    else re2 += escapeRe(c3);
+  }
+  if (braces > 0) throw new ConfigError(`keep/drop pattern '${pattern}': unclosed '{'`);
+  re2 = re2.replace(/(\\\/)+$/, "");
+  return new RegExp(`^${re2}(?:/.*)?$`);
+}
+function globMatcher(patterns) {
+  const res = patterns.map(globToRegExp);
+  return (p2) => res.some((r) => r.test(p2));
+}
+
+// src/root/lookup.ts
+import { lstatSync as lstatSync2 } from "node:fs";
+var VIRTUAL_PREFIXES = ["/proc", "/sys", "/dev"];
+function isUnder(p2, dir) {
+  return dir === "/" || p2 === dir || p2.startsWith(`${dir}/`);
+}
+function isVirtual(p2) {
+  return VIRTUAL_PREFIXES.some((v2) => isUnder(p2, v2));
+}
+function kindOf2(host) {
+  try {
+    const st2 = lstatSync2(host);
+    if (st2.isSymbolicLink()) return "symlink";
+    if (st2.isDirectory()) return "dir";
+    if (st2.isFile()) return "file";
+    return "other";
+  } catch {
+    return void 0;
+  }
+}
+function resolveTraced(root, guestPath, opts = {}) {
+  const symlinks = [];
+  try {
+    const r = resolveInRoot(root, guestPath, {
+      followLast: !opts.noFollow,
+      onSymlink: (p2, target) => symlinks.push({ path: p2, target })
+    });
+    const kind = r.exists ? kindOf2(r.host) : void 0;
+    return {
+      inRoot: r.inRoot,
+      host: r.host,
+      exists: r.exists,
+      ...kind ? { kind } : {},
+      symlinks,
+      virtual: isVirtual(r.inRoot)
+    };
+  } catch (e) {
+    if (!(e instanceof ResolveError)) throw e;
+    return {
+      inRoot: e.inRootPath,
+      host: "",
+      exists: false,
+      symlinks,
+      virtual: isVirtual(e.inRootPath)
+    };
+  }
+}
+
+// src/elf/loader.ts
+var TRIPLETS = {
+  aarch64: "aarch64-linux-gnu",
+  x86_64: "x86_64-linux-gnu",
+  arm: "arm-linux-gnueabihf"
+};
+var MUSL_ARCH = { aarch64: "aarch64", x86_64: "x86_64", arm: "armhf" };
+function libraryDirs(root, elf, elfPath) {
+  const dirs = [];
+  const origin = path21.posix.dirname(elfPath);
+  for (const r of elf.runpath) dirs.push(r.replace(/\$\{?ORIGIN\}?/g, origin));
+  const musl = elf.interp !== void 0 && /ld-musl/.test(elf.interp);
+  if (musl) {
+    const pathFile = resolveTraced(
+      root,
+      `/etc/ld-musl-${MUSL_ARCH[elf.machineName] ?? elf.machineName}.path`
+    );
+    if (pathFile.exists && pathFile.kind === "file") {
+      dirs.push(
+        ...readFileSync4(pathFile.host, "utf8").split(/[:\n]/).map((s3) => s3.trim()).filter(Boolean)
+      );
+    } else dirs.push("/lib", "/usr/local/lib", "/usr/lib");
+    return dirs;
+  }
+  dirs.push(...ldSoConfDirs(root, "/etc/ld.so.conf", 0));
+  const triplet = TRIPLETS[elf.machineName];
+  if (triplet) dirs.push(`/lib/${triplet}`, `/usr/lib/${triplet}`);
+  if (elf.bits === 64) dirs.push("/lib64", "/usr/lib64");
+  dirs.push("/lib", "/usr/lib");
+  return [...new Set(dirs)];
+}
+function ldSoConfDirs(root, file2, depth) {
+  if (depth > 8) return [];
+  const r = resolveTraced(root, file2);
+  if (!r.exists || r.kind !== "file") return [];
+  const dirs = [];
+  for (const raw of readFileSync4(r.host, "utf8").split("\n")) {
+    const line = raw.replace(/#.*/, "").trim();
+    if (!line) continue;
+    const inc = /^include\s+(.+)$/.exec(line);
+    if (!inc) {
+      if (line.startsWith("/")) dirs.push(line);
+      continue;
+    }
+    const pattern = inc[1].startsWith("/") ? inc[1] : path21.posix.join(path21.posix.dirname(file2), inc[1]);
+    const dir = resolveTraced(root, path21.posix.dirname(pattern));
+    if (!dir.exists || dir.kind !== "dir") continue;
+    const re2 = globToRegExp(pattern);
+    for (const name of readdirSync(dir.host).sort()) {
+      const candidate = path21.posix.join(path21.posix.dirname(pattern), name);
+      if (re2.test(candidate)) dirs.push(...ldSoConfDirs(root, candidate, depth + 1));
+    }
+  }
+  return dirs;
+}
+function shebang(file2) {
+  let head;
+  try {
+    const fd = openSync(file2, "r");
+    try {
+      head = Buffer.alloc(256);
+      head = head.subarray(0, readSync(fd, head, 0, head.length, 0));
+    } finally {
+      closeSync(fd);
+    }
+  } catch {
+    return void 0;
+  }
+  if (head[0] !== 35 || head[1] !== 33) return void 0;
+  const line = head.toString("latin1").slice(2).split("\n")[0].trim();
+  const interpreter = line.split(/\s+/)[0];
+  return interpreter?.startsWith("/") ? interpreter : void 0;
+}
+
+// src/prune/closure.ts
+function walkRoot(root) {
+  const out = /* @__PURE__ */ new Map();
+  const visit3 = (inRoot) => {
+    const host = path22.join(root, inRoot);
+    const st2 = lstatSync3(host);
+    const kind = st2.isSymbolicLink() ? "symlink" : st2.isDirectory() ? "dir" : st2.isFile() ? "file" : "other";
+    out.set(inRoot, { kind, st: st2 });
+    if (kind === "dir") {
+      for (const name of readdirSync2(host).sort())
+        visit3(inRoot === "/" ? `/${name}` : `${inRoot}/${name}`);
+    }
+  };
+  visit3("/");
+  return out;
+}
+function entryBytes(e) {
+  return e.kind === "file" || e.kind === "symlink" ? e.st.size : 0;
+}
+var READ_OPS = /* @__PURE__ */ new Set(["open", "exec", "stat", "access", "readlink", "chdir", "getdents"]);
+async function computeClosure(root, all, trace, config2, logger) {
+  const kept = /* @__PURE__ */ new Map();
+  const dataPath = config2.data.path;
+  const excluded = (p2) => isUnder(p2, dataPath) || isUnder(p2, TRACE_MOUNT);
+  const add = (p2, why) => {
+    if (excluded(p2) || !all.has(p2)) return false;
+    let s3 = kept.get(p2);
+    if (!s3) kept.set(p2, s3 = /* @__PURE__ */ new Set());
+    s3.add(why);
+    return true;
+  };
+  const addLookup = (guestPath, why, noFollow = false) => {
+    const r = resolveTraced(root, guestPath, { noFollow });
+    for (const l of r.symlinks) add(l.path, "symlink-on-path");
+    if (r.exists && !r.virtual) add(r.inRoot, why);
+    return r;
+  };
+  for (const e of trace.events) {
+    if (!READ_OPS.has(e.op) && !(e.write && e.result === "ok")) continue;
+    if (e.result === "error" && (e.errno === 2 || e.errno === 20)) continue;
+    if (e.syscall === "entrypoint" || e.syscall === "pt-interp") continue;
+    const r = addLookup(
+      e.path,
+      e.op === "exec" ? "traced-exec" : "traced-open",
+      e.noFollow ?? false
+    );
+    if (e.op === "getdents" && r.exists && r.kind === "dir" && !r.virtual) {
+      for (const name of readdirSync2(r.host)) add(path22.posix.join(r.inRoot, name), "dir-listing");
+    }
+  }
+  const entry = addLookup(trace.entrypoint, "entrypoint");
+  if (!entry.exists)
+    throw new UserError(`the entrypoint ${trace.entrypoint} does not exist in the root ${root}`);
+  if (trace.interp) addLookup(trace.interp, "elf-interp");
+  if (config2.keep.length > 0) {
+    const keepMatch = globMatcher(config2.keep);
+    for (const p2 of all.keys()) if (keepMatch(p2)) add(p2, "keep-glob");
+  }
+  const missingLibraries = [];
+  const scanned = /* @__PURE__ */ new Set();
+  for (let changed = true; changed; ) {
+    changed = false;
+    for (const p2 of [...kept.keys()]) {
+      if (scanned.has(p2) || all.get(p2)?.kind !== "file") continue;
+      scanned.add(p2);
+      let elf;
+      try {
+        elf = await readElf(path22.join(root, p2));
+      } catch (err) {
+        logger.debug(`not parsing ${p2} as ELF: ${err.message}`);
+        continue;
+      }
+      if (!elf) {
+        const why = kept.get(p2);
+        if (why.has("entrypoint") || why.has("traced-exec")) {
+          const interpreter = shebang(path22.join(root, p2));
+          if (interpreter) {
+            const r = addLookup(interpreter, "shebang-interp");
+            if (r.exists) changed = true;
+            else missingLibraries.push({ elf: p2, needed: interpreter });
+          }
+        }
+        continue;
+      }
+      if (elf.interp) {
+        const r = addLookup(elf.interp, "elf-interp");
+        if (r.exists) changed = true;
+        else missingLibraries.push({ elf: p2, needed: elf.interp });
+      }
+      const dirs = elf.needed.length > 0 ? libraryDirs(root, elf, p2) : [];
+      for (const lib of elf.needed) {
+        const candidates = lib.includes("/") ? [lib.startsWith("/") ? lib : path22.posix.join(path22.posix.dirname(p2), lib)] : dirs.map((d) => path22.posix.join(d, lib));
+        const hit = candidates.find((c3) => {
+          const r = resolveTraced(root, c3);
+          return r.exists && r.kind === "file";
+        });
+        if (hit === void 0) {
+          missingLibraries.push({ elf: p2, needed: lib });
+          continue;
+        }
+        addLookup(hit, "dt-needed");
+        changed = true;
+      }
+    }
+  }
+  for (const m2 of missingLibraries)
+    logger.warn(`${m2.elf} needs ${m2.needed}, which is not in the root's library dirs`);
+  const droppedByConfig = [];
+  if (config2.drop.length > 0) {
+    const dropMatch = globMatcher(config2.drop);
+    for (const p2 of [...kept.keys()]) {
+      if (dropMatch(p2)) {
+        kept.delete(p2);
+        droppedByConfig.push(p2);
+      }
+    }
+  }
+  for (const p2 of [...kept.keys()]) {
+    for (let d = path22.posix.dirname(p2); d !== "/" && d !== "."; d = path22.posix.dirname(d)) {
+      if (kept.has(d)) {
+        kept.get(d).add("parent-dir");
+        continue;
+      }
+      add(d, "parent-dir");
+    }
+  }
+  kept.delete("/");
+  return { kept, missingLibraries, droppedByConfig: droppedByConfig.sort() };
+}
+
+// src/prune/report.ts
+function buildReport(name, all, list, closure, trace) {
+  let baseBytes = 0;
+  for (const e of all.values()) baseBytes += entryBytes(e);
+  const keptPaths = new Set(list.map((k2) => k2.path));
+  let droppedEntries = 0;
+  let droppedBytes = 0;
+  for (const [p2, e] of all) {
+    if (p2 === "/" || keptPaths.has(p2)) continue;
+    droppedEntries++;
+    droppedBytes += entryBytes(e);
+  }
+  const keptBytes = list.reduce((s3, k2) => s3 + k2.bytes, 0);
+  return {
+    name,
+    base: { entries: all.size - 1, bytes: baseBytes },
+    kept: { entries: list.length, bytes: keptBytes, list },
+    dropped: { entries: droppedEntries, bytes: droppedBytes },
+    failedLookups: trace.failedLookups,
+    writtenUnderData: trace.writtenUnderData,
+    writtenOutsideData: trace.writtenOutsideData,
+    missingLibraries: closure.missingLibraries,
+    droppedByConfig: closure.droppedByConfig
+  };
+}
+function summarizeReport(r) {
+  const pct = r.base.bytes > 0 ? (100 * r.kept.bytes / r.base.bytes).toFixed(1) : "0";
+  const byReason = /* @__PURE__ */ new Map();
+  for (const k2 of r.kept.list) for (const w2 of k2.why) byReason.set(w2, (byReason.get(w2) ?? 0) + 1);
+  const lines = [
+    `pruned ${r.name}: kept ${r.kept.entries} of ${r.base.entries} entries, ${humanBytes(r.kept.bytes)} of ${humanBytes(r.base.bytes)} (${pct} %); dropped ${r.dropped.entries} entries, ${humanBytes(r.dropped.bytes)}`,
+    `kept because: ${[...byReason].sort().map(([w2, n2]) => `${w2} ${n2}`).join(", ")}`,
+    `trace: ${r.failedLookups.length} failed lookup(s), ${r.writtenUnderData.length} path(s) written under the data path`
+  ];
+  if (r.writtenOutsideData.length > 0)
+    lines.push(
+      `written outside the data path (read-only on the board): ${r.writtenOutsideData.join(", ")}`
+    );
+  if (r.missingLibraries.length > 0)
+    lines.push(
+      `missing libraries: ${r.missingLibraries.map((m2) => `${m2.needed} (for ${m2.elf})`).join(", ")}`
+    );
+  return lines.join("\n");
+}
+function formatPruneReport(report) {
+  return `${JSON.stringify({ ...report, summary: summarizeReport(report) }, null, 2)}
+`;
+}
+
+// src/stages/sha256sums-line.ts
+var ESCAPES = { "\\": "\\\\", "\n": "\\n", "\r": "\\r" };
+function sha256sumsLine(sha2562, name) {
+  if (!/[\\\n\r]/.test(name)) return `${sha2562}  ${name}`;
+  return `\\${sha2562}  ${name.replace(/[\\\n\r]/g, (c3) => ESCAPES[c3])}`;
+}
+
+// src/stages/outputs.ts
+async function writeTraceReport(report, file2) {
+  await mkdir5(path23.dirname(file2), { recursive: true });
+  await writeFile6(file2, formatPruneReport(report));
+}
+async function writeSha256Sums(dir, files) {
+  const lines = [];
+  for (const f2 of [...new Set(files)].sort()) {
+    lines.push(sha256sumsLine(await sha256File(path23.join(dir, f2)), f2));
+  }
+  const out = path23.join(dir, "SHA256SUMS");
+  await writeFile6(out, lines.join("\n") + "\n");
+  return out;
+}
+async function writeOutputs(ctx, input2) {
+  const { config: config2, packed } = input2;
+  const traceReport = path23.join(ctx.outDir, `${config2.name}.trace.json`);
+  await writeTraceReport(input2.report, traceReport);
+  const bundle = await writeDeployBundle({
+    name: config2.name,
+    outDir: ctx.outDir,
+    service: config2.service,
+    dataPath: config2.data.path,
+    imageFile: path23.basename(packed.image),
+    dataTemplateFile: path23.basename(packed.dataTemplate),
+    root: input2.prunedRoot,
+    logger: ctx.logger
+  });
+  const sha256sums = await writeSha256Sums(ctx.outDir, [
+    path23.basename(packed.image),
+    path23.basename(packed.dataTemplate),
+    path23.basename(packed.manifest),
+    path23.basename(traceReport),
+    ...bundle.files
+  ]);
+  return { traceReport, bundle, sha256sums };
+}
+
 // src/stages/pack.ts
 import { createHash as createHash6 } from "node:crypto";
-import { lstat as lstat5, mkdir as mkdir5, rm as rm7, stat as stat4, writeFile as writeFile7 } from "node:fs/promises";
-import path21 from "node:path";
+import { lstat as lstat5, mkdir as mkdir6, rm as rm7, stat as stat4, writeFile as writeFile8 } from "node:fs/promises";
+import path25 from "node:path";
 
 // src/tools/mksquashfs.ts
 var ROOT_MODE = 493;
@@ -40992,9 +41445,9 @@ function mksquashfsEnv() {
 
 // src/stages/data-template.ts
 import { createHash as createHash5 } from "node:crypto";
-import { chmod as chmod2, lstat as lstat4, mkdtemp as mkdtemp4, readlink as readlink2, rm as rm6, writeFile as writeFile6 } from "node:fs/promises";
+import { chmod as chmod2, lstat as lstat4, mkdtemp as mkdtemp4, readlink as readlink2, rm as rm6, writeFile as writeFile7 } from "node:fs/promises";
 import os7 from "node:os";
-import path20 from "node:path";
+import path24 from "node:path";
 function archiveStat(st2, owner) {
   const s3 = Object.assign(Object.create(Object.getPrototypeOf(st2)), st2);
   return Object.assign(s3, {
@@ -41016,7 +41469,7 @@ var SUPPORTED = (st2) => st2.isFile() || st2.isDirectory() || st2.isSymbolicLink
 function templateLinkProblem(rel, target) {
   if (target.startsWith("/"))
     return `'${rel}' is a symlink to the absolute path ${target}; use a relative target inside the template`;
-  const resolved = path20.posix.normalize(path20.posix.join(path20.posix.dirname(rel), target));
+  const resolved = path24.posix.normalize(path24.posix.join(path24.posix.dirname(rel), target));
   if (resolved === ".." || resolved.startsWith("../"))
     return `'${rel}' is a symlink to ${target}, which points outside the template`;
   return void 0;
@@ -41027,7 +41480,7 @@ async function tarDirectory(dir, epoch, owner = { uid: 0, gid: 0 }) {
   const unsupported = [];
   const badLinks = [];
   for (const rel of rels) {
-    const abs = path20.resolve(dir, rel || ".");
+    const abs = path24.resolve(dir, rel || ".");
     const st2 = await lstat4(abs);
     if (!SUPPORTED(st2)) unsupported.push(rel);
     if (st2.isSymbolicLink()) {
@@ -41137,13 +41590,13 @@ async function writeDataTemplate(o2) {
   let tmp;
   try {
     if (dir === void 0) {
-      tmp = await mkdtemp4(path20.join(os7.tmpdir(), "lhc-empty-data-"));
+      tmp = await mkdtemp4(path24.join(os7.tmpdir(), "lhc-empty-data-"));
       await chmod2(tmp, 493);
       dir = tmp;
     }
     const tarBytes = await tarDirectory(dir, o2.epoch, o2.owner);
     const gz = await gzipFixed(tarBytes, o2.logger);
-    await writeFile6(o2.out, gz);
+    await writeFile7(o2.out, gz);
     return {
       path: o2.out,
       sha256: createHash5("sha256").update(gz).digest("hex"),
@@ -41155,30 +41608,13 @@ async function writeDataTemplate(o2) {
   }
 }
 
-// src/stages/sha256sums-line.ts
-var ESCAPES = { "\\": "\\\\", "\n": "\\n", "\r": "\\r" };
-function sha256sumsLine(sha2562, name) {
-  if (!/[\\\n\r]/.test(name)) return `${sha2562}  ${name}`;
-  return `\\${sha2562}  ${name.replace(/[\\\n\r]/g, (c3) => ESCAPES[c3])}`;
-}
-
 // src/stages/pack.ts
 function artifactNames(name, fileNames = {}) {
   return {
     image: fileNames.image ?? `${name}.squashfs`,
     dataTemplate: fileNames.dataTemplate ?? `${name}-data.tar.gz`,
-    manifest: fileNames.manifest ?? `${name}.manifest.json`,
-    sha256sums: "SHA256SUMS"
+    manifest: fileNames.manifest ?? `${name}.manifest.json`
   };
-}
-async function writeSha256Sums(dir, files) {
-  const lines = [];
-  for (const f2 of [...new Set(files)].sort()) {
-    lines.push(sha256sumsLine(await sha256File(path21.join(dir, f2)), f2));
-  }
-  const out = path21.join(dir, "SHA256SUMS");
-  await writeFile7(out, lines.join("\n") + "\n");
-  return out;
 }
 async function requireDir(dir, what) {
   let st2;
@@ -41194,7 +41630,7 @@ async function packImage(o2) {
   const names = artifactNames(o2.name, o2.fileNames);
   await requireDir(o2.root, "root");
   if (o2.dataDir !== void 0) await requireDir(o2.dataDir, "data directory");
-  const mountPoint = path21.join(o2.root, dataPath);
+  const mountPoint = path25.join(o2.root, dataPath);
   try {
     if (!(await stat4(mountPoint)).isDirectory()) throw new Error("not a directory");
   } catch {
@@ -41202,10 +41638,10 @@ async function packImage(o2) {
       `the root has no directory ${dataPath}: the data partition is mounted there and a read-only root cannot grow it`
     );
   }
-  await mkdir5(o2.outDir, { recursive: true });
-  const image = path21.join(o2.outDir, names.image);
-  const dataTemplate = path21.join(o2.outDir, names.dataTemplate);
-  const manifestFile = path21.join(o2.outDir, names.manifest);
+  await mkdir6(o2.outDir, { recursive: true });
+  const image = path25.join(o2.outDir, names.image);
+  const dataTemplate = path25.join(o2.outDir, names.dataTemplate);
+  const manifestFile = path25.join(o2.outDir, names.manifest);
   o2.logger.info(`packing ${o2.root} into ${image} (squashfs, xz, epoch ${o2.epoch})`);
   await rm7(image, { force: true });
   await run(mksquashfsArgv({ source: o2.root, image, epoch: o2.epoch, rootMode: ROOT_MODE }), {
@@ -41233,12 +41669,7 @@ async function packImage(o2) {
     data: { path: dataPath, entries: data.entries }
   };
   const manifestText = serializeManifest(manifestData);
-  await writeFile7(manifestFile, manifestText);
-  const sha256sums = await writeSha256Sums(o2.outDir, [
-    names.image,
-    names.dataTemplate,
-    names.manifest
-  ]);
+  await writeFile8(manifestFile, manifestText);
   const imageBytes = (await stat4(image)).size;
   const imageSha256 = await sha256File(image);
   o2.logger.info(
@@ -41253,140 +41684,1925 @@ async function packImage(o2) {
     dataTemplateBytes: data.bytes,
     manifest: manifestFile,
     manifestSha256: createHash6("sha256").update(manifestText).digest("hex"),
-    manifestData,
-    sha256sums
+    manifestData
   };
 }
 
 // src/stages/prune.ts
-import {
-  closeSync as closeSync2,
-  lstatSync as lstatSync3,
-  openSync as openSync2,
-  readdirSync as readdirSync3,
-  readFileSync as readFileSync6,
-  readSync
-} from "node:fs";
+import path28 from "node:path";
+
+// src/harness/data.ts
+import { chmod as chmod3, mkdir as mkdir7, readdir as readdir3, rm as rm8 } from "node:fs/promises";
+import path26 from "node:path";
+async function seedDataDir(config2, root, dir) {
+  await rm8(dir, { recursive: true, force: true });
+  await mkdir7(dir, { recursive: true, mode: 493 });
+  const inRoot = resolveTraced(root, config2.data.path);
+  if (inRoot.exists && inRoot.kind === "dir" && (await readdir3(inRoot.host)).length > 0) {
+    await run(["cp", "-a", "--", `${inRoot.host}/.`, `${dir}/`], { privileged: true });
+  }
+}
+async function unpackTemplate(template, dir, opts = {}) {
+  const warnings = [];
+  const owners = /* @__PURE__ */ new Map();
+  const modes = [];
+  try {
+    await So({
+      file: template,
+      cwd: dir,
+      strict: true,
+      chmod: true,
+      // npm tar leaves new files to the umask (0777 comes out 0755): modes are set below.
+      preserveOwner: false,
+      onwarn: (code, message) => warnings.push(`${code}: ${message}`),
+      onReadEntry: (e) => {
+        if (e.type !== "SymbolicLink" && e.mode !== void 0) {
+          modes.push({ file: path26.resolve(dir, e.path), mode: e.mode & 4095 });
+        }
+        if (e.uid === void 0 || e.gid === void 0) return;
+        const key = `${e.uid}:${e.gid}`;
+        const list = owners.get(key) ?? [];
+        list.push(path26.resolve(dir, e.path));
+        owners.set(key, list);
+      }
+    });
+  } catch (e) {
+    throw new UserError(`cannot unpack the data template ${template}: ${e.message}`, {
+      cause: e
+    });
+  }
+  if (warnings.length) throw new UserError(`data template ${template}: ${warnings.join("; ")}`);
+  for (const { file: file2, mode: mode2 } of modes) await chmod3(file2, mode2);
+  for (const [owner, paths] of owners) {
+    for (let i2 = 0; i2 < paths.length; i2 += 200) {
+      await run(["chown", "-h", owner, "--", ...paths.slice(i2, i2 + 200)], {
+        privileged: true,
+        logger: opts.logger,
+        timeoutMs: 6e4
+      });
+    }
+  }
+}
+
+// src/prune/materialize.ts
 import {
   chmod as chmod4,
   copyFile as copyFile2,
   lchown,
   lutimes,
-  mkdir as mkdir7,
+  mkdir as mkdir8,
   readlink as readlink3,
-  rm as rm10,
+  rm as rm9,
   symlink,
-  utimes,
-  writeFile as writeFile9
+  utimes
 } from "node:fs/promises";
-import path25 from "node:path";
-
-// src/trace/glob.ts
-function escapeRe(c3) {
-  return /[\\^$.*+?()[\]{}|/]/.test(c3) ? `\\${c3}` : c3;
+import path27 from "node:path";
+function octal(mode2) {
+  return (mode2 & 4095).toString(8).padStart(4, "0");
 }
-function globToRegExp(pattern) {
-  if (!pattern.startsWith("/")) {
-    throw new ConfigError(
-      `keep/drop pattern '${pattern}' must be an absolute path inside the image (start with "/")`
+async function writePrunedRoot(root, all, kept, mounts, prunedRoot, logger) {
+  await rm9(prunedRoot, { recursive: true, force: true });
+  await mkdir8(prunedRoot, { recursive: true });
+  const rootSt = all.get("/").st;
+  const list = [];
+  const dirTimes = [];
+  for (const p2 of [...kept.keys()].sort()) {
+    const e = all.get(p2);
+    const src = path27.join(root, p2);
+    const dst = path27.join(prunedRoot, p2);
+    if (e.kind === "dir") {
+      await mkdir8(dst);
+      dirTimes.push({ host: dst, st: e.st });
+    } else if (e.kind === "file") {
+      await copyFile2(src, dst);
+      await utimes(dst, e.st.atime, e.st.mtime);
+    } else if (e.kind === "symlink") {
+      await symlink(await readlink3(src), dst);
+    } else {
+      logger.debug(`not copying special file ${p2}`);
+      continue;
+    }
+    await lchown(dst, e.st.uid, e.st.gid).catch(() => void 0);
+    if (e.kind !== "symlink") await chmod4(dst, e.st.mode & 4095);
+    else await lutimes(dst, e.st.atime, e.st.mtime).catch(() => void 0);
+    list.push({
+      path: p2,
+      kind: e.kind,
+      mode: octal(e.st.mode),
+      bytes: entryBytes(e),
+      why: [...kept.get(p2)].sort()
+    });
+  }
+  for (const m2 of mounts) {
+    const dst = path27.join(prunedRoot, m2);
+    const existing = list.find((k2) => k2.path === m2);
+    if (existing) {
+      if (!existing.why.includes("mount-point")) existing.why.push("mount-point");
+      continue;
+    }
+    const e = all.get(m2);
+    const mode2 = e?.kind === "dir" ? e.st.mode & 4095 : m2 === "/tmp" ? 1023 : 493;
+    await mkdir8(path27.dirname(dst), { recursive: true });
+    await mkdir8(dst);
+    await chmod4(dst, mode2);
+    if (e?.kind === "dir") await lchown(dst, e.st.uid, e.st.gid).catch(() => void 0);
+    list.push({ path: m2, kind: "dir", mode: octal(mode2), bytes: 0, why: ["mount-point"] });
+  }
+  for (const { host, st: st2 } of dirTimes.reverse()) await utimes(host, st2.atime, st2.mtime);
+  await chmod4(prunedRoot, rootSt.mode & 4095);
+  await lchown(prunedRoot, rootSt.uid, rootSt.gid).catch(() => void 0);
+  list.sort((a2, b2) => a2.path < b2.path ? -1 : a2.path > b2.path ? 1 : 0);
+  return list;
+}
+
+// src/stages/prune.ts
+async function pruneRoot(root, trace, config2, opts) {
+  const { logger } = opts;
+  const all = walkRoot(root);
+  const closure = await computeClosure(root, all, trace, config2, logger);
+  const prunedRoot = path28.join(opts.outDir, "root");
+  const dataDir = path28.join(opts.outDir, "data");
+  const list = await writePrunedRoot(
+    root,
+    all,
+    closure.kept,
+    mountPoints(config2.data.path),
+    prunedRoot,
+    logger
+  );
+  await seedDataDir(config2, root, dataDir);
+  const report = buildReport(config2.name, all, list, closure, trace);
+  logger.info(summarizeReport(report));
+  return { prunedRoot, dataDir, report };
+}
+
+// src/core/work-layout.ts
+import path29 from "node:path";
+function workLayout(dir) {
+  const abs = path29.resolve(dir);
+  return {
+    dir: abs,
+    root: path29.join(abs, "root"),
+    trace: path29.join(abs, "trace"),
+    pruned: path29.join(abs, "pruned"),
+    selfCheck: path29.join(abs, "self-check")
+  };
+}
+function traceScratch(dir) {
+  return {
+    /** The writable view of the root the service runs on (overlay mount point or copy). */
+    view: path29.join(dir, "trace-root"),
+    upper: path29.join(dir, "trace-upper"),
+    overlayWork: path29.join(dir, "trace-overlay-work"),
+    data: path29.join(dir, "trace-data"),
+    /** Raw traces (QEMU FIFO text, strace logs), kept for debugging. */
+    raw: path29.join(dir, "raw")
+  };
+}
+function selfCheckScratch(dir) {
+  return {
+    /** The pruned root, bind-mounted read-only. */
+    view: path29.join(dir, "self-check-root"),
+    data: path29.join(dir, "self-check-data")
+  };
+}
+
+// src/stages/root.ts
+import { createHash as createHash7 } from "node:crypto";
+import {
+  chmodSync as chmodSync3,
+  existsSync as existsSync8,
+  lstatSync as lstatSync6,
+  readdirSync as readdirSync4,
+  readFileSync as readFileSync5,
+  rmSync as rmSync2
+} from "node:fs";
+import { mkdir as mkdir10, rename as rename4, rm as rm11, stat as stat6 } from "node:fs/promises";
+import path32 from "node:path";
+
+// src/root/extract.ts
+import { once as once9 } from "node:events";
+import {
+  closeSync as closeSync2,
+  constants as fsc,
+  createReadStream as createReadStream4,
+  fchmodSync,
+  fchownSync,
+  futimesSync,
+  lchownSync,
+  linkSync,
+  lstatSync as lstatSync4,
+  mkdirSync as mkdirSync2,
+  openSync as openSync2,
+  readSync as readSync2,
+  chmodSync,
+  symlinkSync,
+  unlinkSync,
+  writeSync,
+  readlinkSync as readlinkSync2
+} from "node:fs";
+import { mkdir as mkdir9, mkdtemp as mkdtemp5, rm as rm10, stat as stat5 } from "node:fs/promises";
+import path30 from "node:path";
+import { createGunzip } from "node:zlib";
+var ExtractError = class extends UserError {
+  constructor(archive, entry, reason) {
+    super(`refusing ${archive}: ${entry !== void 0 ? `entry '${entry}': ` : ""}${reason}`);
+    this.archive = archive;
+    this.entry = entry;
+    this.reason = reason;
+  }
+  archive;
+  entry;
+  reason;
+};
+var DEFAULT_MAX_RATIO = 200;
+var DEFAULT_RATIO_FLOOR = 16 * 1024 * 1024;
+var DEFAULT_MAX_BYTES = 8 * 1024 * 1024 * 1024;
+var SETID = 3072;
+function detectCompression(head) {
+  if (head.length >= 2 && head[0] === 31 && head[1] === 139) return "gzip";
+  if (head.length >= 6 && head.subarray(0, 6).equals(Buffer.from([253, 55, 122, 88, 90, 0])))
+    return "xz";
+  if (head.length >= 4 && head.readUInt32BE(0) === 682962941) return { unsupported: "zstd" };
+  if (head.length >= 3 && head.subarray(0, 3).toString("latin1") === "BZh")
+    return { unsupported: "bzip2" };
+  if (head.length >= 2 && head[0] === 93 && head[1] === 0) return { unsupported: "lzma" };
+  return "none";
+}
+function readHead2(file2) {
+  const fd = openSync2(file2, "r");
+  try {
+    const buf = Buffer.alloc(512);
+    const n2 = readSync2(fd, buf, 0, buf.length, 0);
+    return buf.subarray(0, n2);
+  } finally {
+    closeSync2(fd);
+  }
+}
+function entryComponents(name) {
+  if (name.includes("\0")) throw new Error("path contains a NUL byte");
+  if (name.startsWith("/")) throw new Error("absolute path (rootfs tarballs use relative paths)");
+  const parts = name.split("/").filter((c3) => c3 !== "" && c3 !== ".");
+  if (parts.includes("..")) throw new Error('path contains ".." (it could point outside the root)');
+  return parts;
+}
+var Extractor = class {
+  constructor(archive, root, compression, opts) {
+    this.archive = archive;
+    this.root = root;
+    this.chown = opts.chown ?? isRoot();
+    this.summary = {
+      compression,
+      files: 0,
+      dirs: 0,
+      symlinks: 0,
+      hardlinks: 0,
+      skipped: { devices: 0, fifos: 0, other: 0 },
+      setidStripped: 0,
+      bytes: 0
+    };
+  }
+  archive;
+  root;
+  summary;
+  /** Regular files written from this archive: normalized entry path -> host path (hardlink targets). */
+  files = /* @__PURE__ */ new Map();
+  dirs = /* @__PURE__ */ new Map();
+  symlinks = [];
+  chown;
+  /** First error met while handling entries; the stream is drained and this is thrown. */
+  failure;
+  /** Entries seen (any type), to tell an empty or non-tar input from a real archive. */
+  entries = 0;
+  fail(entry, reason) {
+    throw new ExtractError(this.archive, entry, reason);
+  }
+  mode(raw, fallback) {
+    const m2 = raw ?? fallback;
+    if (m2 & SETID) this.summary.setidStripped++;
+    return m2 & 4095 & ~SETID;
+  }
+  /** Resolves the parent directory of an entry inside the root, creating missing parents. */
+  parentOf(name, parts) {
+    try {
+      const r = resolveInRoot(this.root, `/${parts.slice(0, -1).join("/")}`, {
+        createMissing: true
+      });
+      if (r.exists && !lstatSync4(r.host).isDirectory())
+        this.fail(name, `parent ${r.inRoot} is not a directory`);
+      if (!r.exists) mkdirSync2(r.host, { mode: 493 });
+      return r.host;
+    } catch (e) {
+      if (e instanceof ExtractError) throw e;
+      this.fail(
+        name,
+        `cannot resolve its parent directory inside the root: ${e.message}`
+      );
+    }
+  }
+  onEntry(entry) {
+    if (this.failure !== void 0) {
+      entry.resume();
+      return;
+    }
+    this.entries++;
+    try {
+      this.handle(entry);
+    } catch (e) {
+      this.failure = e;
+      entry.resume();
+    }
+  }
+  handle(entry) {
+    const name = entry.path;
+    let parts;
+    try {
+      parts = entryComponents(name);
+    } catch (e) {
+      this.fail(name, e.message);
+    }
+    switch (entry.type) {
+      case "File":
+      case "OldFile":
+      case "ContiguousFile":
+        if (parts.length === 0) this.fail(name, "a file cannot replace the root directory");
+        this.writeFile(entry, name, parts);
+        return;
+      case "Directory":
+      case "GNUDumpDir":
+        this.makeDir(entry, name, parts);
+        entry.resume();
+        return;
+      case "SymbolicLink": {
+        if (parts.length === 0) this.fail(name, "a symlink cannot replace the root directory");
+        const target = entry.linkpath ?? "";
+        if (target === "" || target.includes("\0"))
+          this.fail(name, "symlink with an empty or invalid target");
+        this.symlinks.push({ name, parts, target, uid: entry.uid, gid: entry.gid });
+        entry.resume();
+        return;
+      }
+      case "Link":
+        if (parts.length === 0) this.fail(name, "a hardlink cannot replace the root directory");
+        this.makeHardlink(name, parts, entry.linkpath ?? "");
+        entry.resume();
+        return;
+      case "CharacterDevice":
+      case "BlockDevice":
+        this.summary.skipped.devices++;
+        entry.resume();
+        return;
+      case "FIFO":
+        this.summary.skipped.fifos++;
+        entry.resume();
+        return;
+      default:
+        this.summary.skipped.other++;
+        entry.resume();
+    }
+  }
+  writeFile(entry, name, parts) {
+    const parent = this.parentOf(name, parts);
+    const host = path30.join(parent, parts[parts.length - 1]);
+    const flags = fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW;
+    let fd;
+    try {
+      fd = openSync2(host, flags, 384);
+    } catch (e) {
+      if (e.code !== "EEXIST") throw e;
+      const st2 = lstatSync4(host);
+      if (!st2.isFile())
+        this.fail(
+          name,
+          `a ${st2.isDirectory() ? "directory" : "non-file"} already exists at this path`
+        );
+      unlinkSync(host);
+      fd = openSync2(host, flags, 384);
+    }
+    const mode2 = this.mode(entry.mode, 420);
+    const key = parts.join("/");
+    entry.on("data", (chunk) => {
+      if (fd < 0) return;
+      try {
+        let off = 0;
+        while (off < chunk.length) off += writeSync(fd, chunk, off, chunk.length - off);
+        this.summary.bytes += chunk.length;
+      } catch (e) {
+        this.failure ??= new ExtractError(
+          this.archive,
+          name,
+          `write failed: ${e.message}`
+        );
+        closeSync2(fd);
+        fd = -1;
+      }
+    });
+    entry.on("end", () => {
+      if (fd < 0) return;
+      try {
+        if (this.chown && entry.uid !== void 0 && entry.gid !== void 0)
+          fchownSync(fd, entry.uid, entry.gid);
+        fchmodSync(fd, mode2);
+        if (entry.mtime) futimesSync(fd, entry.mtime, entry.mtime);
+      } catch (e) {
+        this.failure ??= new ExtractError(
+          this.archive,
+          name,
+          `cannot set owner/mode: ${e.message}`
+        );
+      } finally {
+        closeSync2(fd);
+        fd = -1;
+      }
+      this.files.set(key, host);
+      this.summary.files++;
+    });
+  }
+  makeDir(entry, name, parts) {
+    const mode2 = this.mode(entry.mode, 493);
+    if (parts.length === 0) {
+      this.dirs.set("", { host: this.root, mode: mode2, uid: entry.uid, gid: entry.gid });
+      return;
+    }
+    const parent = this.parentOf(name, parts);
+    const host = path30.join(parent, parts[parts.length - 1]);
+    try {
+      mkdirSync2(host, { mode: 448 });
+      this.summary.dirs++;
+    } catch (e) {
+      if (e.code !== "EEXIST") throw e;
+      if (!lstatSync4(host).isDirectory())
+        this.fail(name, "a non-directory already exists at this path");
+    }
+    this.dirs.set(parts.join("/"), { host, mode: mode2, uid: entry.uid, gid: entry.gid });
+  }
+  makeHardlink(name, parts, linkpath) {
+    let targetParts;
+    try {
+      targetParts = entryComponents(linkpath);
+    } catch (e) {
+      this.fail(name, `hardlink target '${linkpath}': ${e.message}`);
+    }
+    const targetHost = this.files.get(targetParts.join("/"));
+    if (targetHost === void 0) {
+      this.fail(
+        name,
+        `hardlink target '${linkpath}' is not a regular file extracted earlier from this archive`
+      );
+    }
+    if (!lstatSync4(targetHost).isFile())
+      this.fail(name, `hardlink target '${linkpath}' is no longer a regular file`);
+    const parent = this.parentOf(name, parts);
+    const host = path30.join(parent, parts[parts.length - 1]);
+    try {
+      linkSync(targetHost, host);
+    } catch (e) {
+      if (e.code !== "EEXIST") throw e;
+      const st2 = lstatSync4(host);
+      if (!st2.isFile()) this.fail(name, "a non-file already exists at this path");
+      unlinkSync(host);
+      linkSync(targetHost, host);
+    }
+    this.files.set(parts.join("/"), host);
+    this.summary.hardlinks++;
+  }
+  /** After the stream: the symlinks, verbatim, then directory owners and modes (deepest first). */
+  finish() {
+    for (const s3 of this.symlinks) {
+      const parent = this.parentOf(s3.name, s3.parts);
+      const host = path30.join(parent, s3.parts[s3.parts.length - 1]);
+      try {
+        symlinkSync(s3.target, host);
+      } catch (e) {
+        if (e.code !== "EEXIST") throw e;
+        const st2 = lstatSync4(host);
+        if (st2.isSymbolicLink() && readlinkSync2(host) === s3.target) continue;
+        const what = st2.isDirectory() ? "a directory" : st2.isSymbolicLink() ? "another symlink" : "a file";
+        this.fail(
+          s3.name,
+          `symlink -> ${s3.target} conflicts with ${what} at the same path from this archive`
+        );
+      }
+      if (this.chown && s3.uid !== void 0 && s3.gid !== void 0) lchownSync(host, s3.uid, s3.gid);
+      this.summary.symlinks++;
+    }
+    const dirs = [...this.dirs.entries()].sort(
+      ([a2], [b2]) => b2.split("/").length - a2.split("/").length
+    );
+    for (const [, d] of dirs) {
+      if (this.chown && d.uid !== void 0 && d.gid !== void 0)
+        lchownSync(d.host, d.uid, d.gid);
+      if (!lstatSync4(d.host).isDirectory()) continue;
+      chmodSync(d.host, d.mode);
+    }
+    if (!this.dirs.has("")) chmodSync(this.root, 493);
+  }
+};
+function capFor(compression, compressedSize, opts) {
+  const maxBytes2 = opts.maxBytes ?? DEFAULT_MAX_BYTES;
+  if (compression === "none") return maxBytes2;
+  const byRatio = Math.max(
+    opts.ratioFloorBytes ?? DEFAULT_RATIO_FLOOR,
+    compressedSize * (opts.maxRatio ?? DEFAULT_MAX_RATIO)
+  );
+  return Math.min(maxBytes2, byRatio);
+}
+function bombError(archive, cap, compressedSize, opts) {
+  return new ExtractError(
+    archive,
+    void 0,
+    `decompresses to more than ${cap} bytes from ${compressedSize} compressed bytes: refused as a decompression bomb (lhc unpacks at most ${opts.maxRatio ?? DEFAULT_MAX_RATIO} times the compressed size, at least ${formatBytes(opts.ratioFloorBytes ?? DEFAULT_RATIO_FLOOR)} and at most ${formatBytes(opts.maxBytes ?? DEFAULT_MAX_BYTES)})`
+  );
+}
+async function xzToTemp(archive, tmpDir, cap, compressedSize, opts, logger) {
+  const out = path30.join(tmpDir, "archive.tar");
+  const script = 'set -o pipefail; xz -dc -- "$1" | head -c "$2" > "$3"';
+  const r = await run(["bash", "-c", script, "bash", archive, String(cap + 1), out], {
+    reject: false,
+    logger
+  });
+  const size = (await stat5(out)).size;
+  if (size > cap) throw bombError(archive, cap, compressedSize, opts);
+  if (r.exitCode !== 0) {
+    if (/xz: not found|command not found/.test(r.stderr)) {
+      throw new UserError(
+        `required tool 'xz' was not found; install it with: apt-get install xz-utils (or run: lhc setup)`
+      );
+    }
+    throw new ExtractError(
+      archive,
+      void 0,
+      `xz could not decompress it: ${r.stderr.trim() || `exit code ${r.exitCode}`}`
     );
   }
-  let re2 = "";
-  let braces = 0;
-  for (let i2 = 0; i2 < pattern.length; i2++) {
-    const c3 = pattern[i2];
-    if (c3 === "*") {
-      if (pattern[i2 + 1] === "*") {
-        const slashAfter = pattern[i2 + 2] === "/";
-        re2 += slashAfter ? "(?:.*/)?" : ".*";
-        i2 += slashAfter ? 2 : 1;
-      } else re2 += "[^/]*";
-    } else if (c3 === "?") re2 += "[^/]";
-    else if (c3 === "[") {
-      const end = pattern.indexOf("]", i2 + 2);
-      if (end < 0) throw new ConfigError(`keep/drop pattern '${pattern}': unclosed '['`);
-      let body = pattern.slice(i2 + 1, end);
-      if (body.startsWith("!")) body = `^${body.slice(1)}`;
-      re2 += `[${body.replace(/\\/g, "\\\\")}]`;
-      i2 = end;
-    } else if (c3 === "{") {
-      braces++;
-      re2 += "(?:";
-    } else if (c3 === "}" && braces > 0) {
-      braces--;
-      re2 += ")";
-    } else if (c3 === "," && braces > 0) re2 += "|";
-    else re2 += escapeRe(c3);
-  }
-  if (braces > 0) throw new ConfigError(`keep/drop pattern '${pattern}': unclosed '{'`);
-  re2 = re2.replace(/(\\\/)+$/, "");
-  return new RegExp(`^${re2}(?:/.*)?$`);
+  return out;
 }
-function globMatcher(patterns) {
-  const res = patterns.map(globToRegExp);
-  return (p2) => res.some((r) => r.test(p2));
+async function pump(source, parser, cap, onOver, ex) {
+  let total = 0;
+  const ended = new Promise((resolve, reject) => {
+    parser.on("end", resolve);
+    parser.on("error", reject);
+    parser.on("abort", reject);
+  });
+  ended.catch(() => {
+  });
+  try {
+    for await (const chunk of source) {
+      total += chunk.length;
+      if (total > cap) throw onOver();
+      if (ex.failure !== void 0) throw ex.failure;
+      if (!parser.write(chunk)) await Promise.race([once9(parser, "drain"), ended]);
+    }
+    parser.end();
+    await ended;
+  } finally {
+    source.destroy();
+  }
+}
+async function extractTarball(archive, dest, opts = {}) {
+  let compressedSize;
+  try {
+    compressedSize = (await stat5(archive)).size;
+  } catch (e) {
+    throw new UserError(
+      `cannot read tarball ${archive}: ${e.code ?? String(e)}`
+    );
+  }
+  const detected = detectCompression(readHead2(archive));
+  if (typeof detected === "object") {
+    throw new ExtractError(
+      archive,
+      void 0,
+      `${detected.unsupported} compression is not supported (use .tar, .tar.gz or .tar.xz)`
+    );
+  }
+  const compression = detected;
+  const cap = capFor(compression, compressedSize, opts);
+  try {
+    await mkdir9(dest, { mode: 448 });
+  } catch (e) {
+    const code = e.code;
+    throw new UserError(
+      code === "EEXIST" ? `extraction target ${dest} already exists: extraction needs a fresh directory` : `cannot create extraction target ${dest}: ${code ?? String(e)}`
+    );
+  }
+  const tmpDir = compression === "xz" ? await mkdtemp5(path30.join(path30.dirname(dest), ".lhc-xz-")) : void 0;
+  const ex = new Extractor(archive, dest, compression, opts);
+  try {
+    let source;
+    if (compression === "xz") {
+      source = createReadStream4(
+        await xzToTemp(archive, tmpDir, cap, compressedSize, opts, opts.logger)
+      );
+    } else if (compression === "gzip") {
+      source = createReadStream4(archive).pipe(createGunzip());
+    } else {
+      source = createReadStream4(archive);
+    }
+    const warnings = [];
+    const parser = new rt({
+      strict: true,
+      // Our stream is already decompressed: a nested compressed stream is not a rootfs tarball.
+      zstd: false,
+      brotli: false,
+      maxDecompressionRatio: opts.maxRatio ?? DEFAULT_MAX_RATIO,
+      onwarn: (code, message) => warnings.push(`${code}: ${String(message)}`)
+    });
+    parser.on("entry", (entry) => ex.onEntry(entry));
+    try {
+      await pump(source, parser, cap, () => bombError(archive, cap, compressedSize, opts), ex);
+    } catch (e) {
+      if (e instanceof UserError) throw e;
+      const msg = e.message ?? String(e);
+      if (/unexpected end of file|incorrect header check|invalid/i.test(msg) && compression === "gzip") {
+        throw new ExtractError(archive, void 0, `gzip stream is corrupt: ${msg}`);
+      }
+      throw new ExtractError(archive, void 0, `not a valid tar archive: ${msg}`);
+    }
+    if (ex.failure !== void 0) throw ex.failure;
+    if (ex.entries === 0) {
+      throw new ExtractError(
+        archive,
+        void 0,
+        `not a tar archive (no entries found${warnings[0] ? `; ${warnings[0]}` : ""})`
+      );
+    }
+    ex.finish();
+    const s3 = ex.summary;
+    opts.logger?.debug(
+      `extracted ${archive}: ${s3.files} files, ${s3.dirs} dirs, ${s3.symlinks} symlinks, ${s3.hardlinks} hardlinks, ${s3.bytes} bytes; skipped ${s3.skipped.devices} devices, ${s3.skipped.fifos} fifos, ${s3.skipped.other} other`
+    );
+    return s3;
+  } catch (e) {
+    await rm10(dest, { recursive: true, force: true });
+    throw e;
+  } finally {
+    if (tmpDir) await rm10(tmpDir, { recursive: true, force: true });
+  }
 }
 
-// src/trace/resolve.ts
-import { lstatSync as lstatSync2 } from "node:fs";
-var VIRTUAL_PREFIXES = ["/proc", "/sys", "/dev"];
-function isUnder(p2, dir) {
-  return dir === "/" || p2 === dir || p2.startsWith(`${dir}/`);
+// src/root/overlay.ts
+import {
+  constants as fsc2,
+  lstatSync as lstatSync5,
+  mkdirSync as mkdirSync3,
+  readdirSync as readdirSync3,
+  readlinkSync as readlinkSync3,
+  rmSync,
+  symlinkSync as symlinkSync2,
+  chmodSync as chmodSync2,
+  lchownSync as lchownSync2
+} from "node:fs";
+import { open as open5 } from "node:fs/promises";
+import path31 from "node:path";
+function hostPathFor(root, dst) {
+  const dir = path31.posix.dirname(dst);
+  const parent = resolveInRoot(root, dir, { createMissing: true });
+  if (!parent.exists) mkdirSync3(parent.host, { mode: 493 });
+  else if (!lstatSync5(parent.host).isDirectory())
+    throw new UserError(`cannot install ${dst}: ${parent.inRoot} in the root is not a directory`);
+  const name = path31.posix.basename(dst);
+  return { host: path31.join(parent.host, name), inRoot: path31.posix.join(parent.inRoot, name) };
 }
-function isVirtual(p2) {
-  return VIRTUAL_PREFIXES.some((v2) => isUnder(p2, v2));
-}
-function kindOf2(host) {
+function clearForFile(host, dst) {
+  let st2;
   try {
-    const st2 = lstatSync2(host);
-    if (st2.isSymbolicLink()) return "symlink";
-    if (st2.isDirectory()) return "dir";
-    if (st2.isFile()) return "file";
-    return "other";
+    st2 = lstatSync5(host);
+  } catch {
+    return;
+  }
+  if (st2.isDirectory())
+    throw new UserError(`cannot install ${dst}: a directory already exists there in the root`);
+  rmSync(host, { force: true });
+}
+async function installFile(root, src, dst, mode2) {
+  const { host } = hostPathFor(root, dst);
+  clearForFile(host, dst);
+  const fh = await open5(host, fsc2.O_WRONLY | fsc2.O_CREAT | fsc2.O_EXCL | fsc2.O_NOFOLLOW, 384);
+  try {
+    const src_ = await open5(src, "r");
+    try {
+      const buf = Buffer.alloc(1 << 20);
+      for (; ; ) {
+        const { bytesRead } = await src_.read(buf, 0, buf.length);
+        if (bytesRead === 0) break;
+        await fh.write(buf, 0, bytesRead);
+      }
+    } finally {
+      await src_.close();
+    }
+    if (process.getuid?.() === 0) await fh.chown(0, 0);
+    await fh.chmod(mode2 & 1023);
+  } finally {
+    await fh.close();
+  }
+}
+function ensureDir(root, dst, mode2 = 493) {
+  const r = resolveInRoot(root, dst, { createMissing: true });
+  if (!r.exists) {
+    mkdirSync3(r.host, { mode: mode2 });
+    chmodSync2(r.host, mode2);
+  } else if (!lstatSync5(r.host).isDirectory()) {
+    throw new UserError(
+      `cannot create directory ${dst}: ${r.inRoot} in the root exists and is not a directory`
+    );
+  }
+  return r.host;
+}
+function normalizedMode(st2) {
+  if (st2.isDirectory()) return 493;
+  return st2.mode & 73 ? 493 : 420;
+}
+async function copyTree(root, srcDir, dst, stats = { files: 0, dirs: 0, symlinks: 0 }) {
+  ensureDir(root, dst, 493);
+  for (const name of readdirSync3(srcDir).sort()) {
+    const src = path31.join(srcDir, name);
+    const to2 = path31.posix.join(dst, name);
+    const st2 = lstatSync5(src);
+    if (st2.isDirectory()) {
+      stats.dirs++;
+      await copyTree(root, src, to2, stats);
+    } else if (st2.isFile()) {
+      stats.files++;
+      await installFile(root, src, to2, normalizedMode(st2));
+    } else if (st2.isSymbolicLink()) {
+      const { host } = hostPathFor(root, to2);
+      clearForFile(host, to2);
+      symlinkSync2(readlinkSync3(src), host);
+      if (process.getuid?.() === 0) lchownSync2(host, 0, 0);
+      stats.symlinks++;
+    } else {
+      throw new UserError(
+        `cannot copy ${src} into the root: only files, directories and symlinks are supported`
+      );
+    }
+  }
+  return stats;
+}
+
+// src/tools/remove-tree.ts
+async function removeTree(paths, o2 = {}) {
+  if (paths.length === 0) return void 0;
+  const r = await run(["rm", "-rf", "--one-file-system", "--", ...paths], {
+    privileged: true,
+    reject: o2.reject ?? true,
+    ...o2.logger ? { logger: o2.logger } : {},
+    ...o2.timeoutMs ? { timeoutMs: o2.timeoutMs } : {}
+  });
+  if (r.exitCode === 0) return void 0;
+  const why = r.stderr.trim() || `rm exit code ${r.exitCode}`;
+  o2.logger?.warn(`could not remove ${paths.join(" ")}: ${why}`);
+  return why;
+}
+
+// src/tools/mmdebstrap.ts
+var DEBIAN_ARCH = { aarch64: "arm64", x86_64: "amd64" };
+function mmdebstrapArgv(o2) {
+  const argv = [
+    "mmdebstrap",
+    `--arch=${o2.arch}`,
+    `--variant=${o2.variant}`,
+    "--format=tar",
+    "--quiet"
+  ];
+  const pkgs = [...new Set(o2.packages)].sort();
+  if (pkgs.length > 0) argv.push(`--include=${pkgs.join(",")}`);
+  argv.push(o2.suite, o2.output, ...o2.mirrors);
+  return argv;
+}
+function parseDeb822(text) {
+  const stanzas2 = [];
+  let cur = {};
+  let last;
+  for (const raw of text.split("\n")) {
+    if (raw.startsWith("#")) continue;
+    if (raw.trim() === "") {
+      if (Object.keys(cur).length > 0) stanzas2.push(cur);
+      cur = {};
+      last = void 0;
+      continue;
+    }
+    if (/^\s/.test(raw) && last) {
+      cur[last] += `
+${raw.trim()}`;
+      continue;
+    }
+    const m2 = /^([\w-]+):\s*(.*)$/.exec(raw);
+    if (!m2) continue;
+    last = m2[1].toLowerCase();
+    cur[last] = m2[2].trim();
+  }
+  if (Object.keys(cur).length > 0) stanzas2.push(cur);
+  return stanzas2;
+}
+function hostMirrorLines(deb822Text, suite) {
+  const lines = [];
+  for (const s3 of parseDeb822(deb822Text)) {
+    if (!(s3.types ?? "").split(/\s+/).includes("deb")) continue;
+    if ((s3.enabled ?? "yes").toLowerCase() === "no") continue;
+    const suites = (s3.suites ?? "").split(/\s+/).filter((x) => x === suite || x.startsWith(`${suite}-`));
+    if (suites.length === 0) continue;
+    const opts = s3["signed-by"] && !s3["signed-by"].includes("\n") ? ` [signed-by=${s3["signed-by"]}]` : "";
+    for (const uri of (s3.uris ?? "").split(/\s+/).filter(Boolean)) {
+      for (const x of suites) lines.push(`deb${opts} ${uri} ${x} ${s3.components ?? "main"}`);
+    }
+  }
+  return lines;
+}
+
+// src/stages/root.ts
+var SCRATCH_DIRS = ["/bin", "/etc", ...NSPAWN_DIRS];
+var HOST_SOURCES2 = "/etc/apt/sources.list.d/debian.sources";
+var PACKAGES_TIMEOUT_MS = 30 * 6e4;
+var MMDEBSTRAP_TIMEOUT_MS = 40 * 6e4;
+function treeBytes(dir) {
+  const seen = /* @__PURE__ */ new Set();
+  let total = 0;
+  const walk = (d) => {
+    for (const name of readdirSync4(d)) {
+      const p2 = path32.join(d, name);
+      const st2 = lstatSync6(p2, { bigint: false });
+      if (st2.isDirectory()) walk(p2);
+      else if (st2.isFile()) {
+        const key = `${st2.dev}:${st2.ino}`;
+        if (seen.has(key)) continue;
+        seen.add(key);
+        total += st2.size;
+      }
+    }
+  };
+  walk(dir);
+  return total;
+}
+async function makeScratchRoot(root) {
+  await mkdir10(root, { mode: 493 });
+  for (const d of SCRATCH_DIRS) ensureDir(root, d, d === "/tmp" ? 1023 : 493);
+}
+function prepareCommand(prepare) {
+  return typeof prepare === "string" ? ["/bin/sh", "-c", prepare] : [...prepare];
+}
+async function runInRoot(root, command, opts) {
+  const argv = nspawnArgv({
+    root,
+    command,
+    machineName: `lhc-root-${process.pid}`,
+    resolvConf: opts.hostDns ? "bind-host" : "off"
+  });
+  const etcIsDir = lstatOrUndefined(path32.join(root, "etc"))?.isDirectory() ?? false;
+  const resolvConf = path32.join(root, "etc", "resolv.conf");
+  const hadResolvConf = !etcIsDir || lstatOrUndefined(resolvConf) !== void 0;
+  try {
+    const r = await run(argv, {
+      privileged: true,
+      logger: opts.logger,
+      loud: true,
+      onLine: (line) => opts.logger.info(`  ${line}`),
+      signal: opts.signal,
+      timeoutMs: opts.timeoutMs ?? PACKAGES_TIMEOUT_MS,
+      stderrLines: 40
+    });
+    return { stdout: r.stdout, stderr: r.stderr };
+  } finally {
+    const after = lstatOrUndefined(resolvConf);
+    if (opts.hostDns && !hadResolvConf && after?.isFile() && after.size === 0) rmSync2(resolvConf);
+  }
+}
+function lstatOrUndefined(file2) {
+  try {
+    return lstatSync6(file2);
   } catch {
     return void 0;
   }
 }
-function resolveTraced(root, guestPath, opts = {}) {
-  const symlinks = [];
+function debianMirrors(base, hostSourcesFile = HOST_SOURCES2) {
+  if (base.mirrors && base.mirrors.length > 0) return [...base.mirrors];
+  if (!existsSync8(hostSourcesFile)) return [];
+  return hostMirrorLines(readFileSync5(hostSourcesFile, "utf8"), base.suite);
+}
+function debianBaseKey(input2) {
+  const canonical = JSON.stringify({
+    arch: input2.arch,
+    suite: input2.suite,
+    variant: input2.variant,
+    packages: [...new Set(input2.packages)].sort(),
+    mirrors: input2.mirrors
+  });
+  return createHash7("sha256").update(canonical).digest("hex");
+}
+async function debianBaseTarball(base, arch, opts) {
+  const debArch = DEBIAN_ARCH[arch];
+  if (!debArch) throw new ConfigError(`base: no Debian architecture for arch ${arch}`);
+  const mirrors = debianMirrors(base, opts.hostSourcesFile);
+  const key = debianBaseKey({
+    arch: debArch,
+    suite: base.suite,
+    variant: base.variant,
+    packages: base.packages,
+    mirrors
+  });
+  const dir = opts.basesDir ?? path32.join(cacheDir(), "bases");
+  const out = path32.join(dir, `${key}.tar`);
+  if (existsSync8(out)) {
+    opts.logger.info(
+      `debian base ${base.suite} (${base.packages.join(", ") || "no extra packages"}): cached ${out}`
+    );
+    return out;
+  }
+  await mkdir10(dir, { recursive: true });
+  const tmp = path32.join(dir, `.tmp-${key}-${process.pid}.tar`);
+  opts.logger.info(
+    `debian base: mmdebstrap ${base.suite} ${debArch} with ${base.packages.join(", ") || "no extra packages"} (${mirrors.length ? "host apt sources" : "mmdebstrap's default mirror"}; takes minutes under QEMU)`
+  );
   try {
-    const r = resolveInRoot(root, guestPath, {
-      followLast: !opts.noFollow,
-      onSymlink: (p2, target) => symlinks.push({ path: p2, target })
+    await run(
+      mmdebstrapArgv({
+        arch: debArch,
+        suite: base.suite,
+        variant: base.variant,
+        packages: base.packages,
+        output: tmp,
+        mirrors
+      }),
+      {
+        privileged: true,
+        logger: opts.logger,
+        loud: true,
+        signal: opts.signal,
+        timeoutMs: MMDEBSTRAP_TIMEOUT_MS,
+        stderrLines: 40
+      }
+    );
+    await rename4(tmp, out);
+  } finally {
+    await rm11(tmp, { force: true });
+  }
+  return out;
+}
+async function tarballPath(base, opts) {
+  if (base.path) {
+    try {
+      if (!(await stat6(base.path)).isFile())
+        throw new ConfigError(`base.path: ${base.path} is not a file`);
+    } catch (e) {
+      if (e instanceof UserError) throw e;
+      throw new ConfigError(
+        `base.path: cannot read ${base.path} (${e.code ?? String(e)})`
+      );
+    }
+    if (base.sha256) {
+      const actual = await sha256File(base.path);
+      if (actual !== base.sha256) {
+        throw new UserError(
+          `base.path: ${base.path} has sha256 ${actual}, but the config expects ${base.sha256}`
+        );
+      }
+    }
+    return base.path;
+  }
+  return opts.store.fetch({ urls: base.urls ?? [], sha256: base.sha256 }, { signal: opts.signal });
+}
+function describeExtract(s3) {
+  const skipped = s3.skipped.devices + s3.skipped.fifos + s3.skipped.other;
+  return `${s3.files} files, ${s3.dirs} dirs, ${s3.symlinks} symlinks, ${s3.hardlinks} hardlinks, ${s3.bytes} bytes` + (skipped ? `; skipped ${s3.skipped.devices} device nodes, ${s3.skipped.fifos} fifos, ${s3.skipped.other} other` : "") + (s3.setidStripped ? `; setuid/setgid removed from ${s3.setidStripped}` : "");
+}
+async function assembleRoot(config2, opts) {
+  const { logger } = opts;
+  const root = path32.join(opts.workDir, "root");
+  const base = config2.base;
+  if (config2.prepare !== void 0 && base.type === "scratch") {
+    throw new ConfigError(
+      "prepare: a scratch base has no shell or package manager to run it; use a tarball or debian base"
+    );
+  }
+  try {
+    await logger.group(`root: ${base.type} base`, async () => {
+      if (base.type === "scratch") {
+        await makeScratchRoot(root);
+        return;
+      }
+      const tarball = base.type === "tarball" ? await tarballPath(base, opts) : await debianBaseTarball(base, config2.arch, opts);
+      const s3 = await extractTarball(tarball, root, { logger });
+      logger.info(`extracted ${path32.basename(tarball)}: ${describeExtract(s3)}`);
+      for (const d of NSPAWN_DIRS) ensureDir(root, d, d === "/tmp" ? 1023 : 493);
     });
-    const kind = r.exists ? kindOf2(r.host) : void 0;
-    return {
-      inRoot: r.inRoot,
-      host: r.host,
-      exists: r.exists,
-      ...kind ? { kind } : {},
-      symlinks,
-      virtual: isVirtual(r.inRoot)
-    };
+    if (config2.prepare !== void 0) {
+      const prepare = config2.prepare;
+      await logger.group("root: prepare", async () => {
+        for (const w2 of config2.warnings) logger.warn(w2);
+        if (typeof prepare === "string" && !existsInRoot(root, "/bin/sh")) {
+          throw new ConfigError(
+            "prepare: the base root has no /bin/sh to run the command with; give the command as a list (argv) instead"
+          );
+        }
+        await runInRoot(root, prepareCommand(prepare), {
+          logger,
+          signal: opts.signal,
+          hostDns: true
+        });
+      });
+    }
+    await logger.group("root: overlay", async () => {
+      for (const [i2, f2] of config2.files.entries()) {
+        let st2;
+        try {
+          st2 = lstatSync6(f2.src);
+        } catch (e) {
+          throw new ConfigError(
+            `files[${i2}].src: cannot read ${f2.src} (${e.code ?? String(e)})`
+          );
+        }
+        if (st2.isDirectory()) {
+          const c3 = await copyTree(root, f2.src, f2.dst);
+          if (f2.mode !== void 0) ensureDirMode(root, f2.dst, f2.mode);
+          logger.info(
+            `${f2.dst}/: ${c3.files} files, ${c3.dirs} dirs, ${c3.symlinks} symlinks from ${f2.src}`
+          );
+        } else if (st2.isFile()) {
+          await installFile(root, f2.src, f2.dst, f2.mode ?? normalizedMode(st2));
+          logger.info(`${f2.dst} from ${f2.src}`);
+        } else {
+          throw new ConfigError(`files[${i2}].src: ${f2.src} is neither a file nor a directory`);
+        }
+      }
+      if (opts.luaPath) {
+        const dst = config2.lua?.path ?? "/bin/lua";
+        await installFile(root, opts.luaPath, dst, 493);
+        logger.info(`${dst}: static Lua from ${opts.luaPath}`);
+      }
+      ensureDir(root, config2.data.path, 493);
+      if (config2.data.template) {
+        let st2;
+        try {
+          st2 = lstatSync6(config2.data.template);
+        } catch (e) {
+          throw new ConfigError(
+            `data.template: cannot read ${config2.data.template} (${e.code ?? String(e)})`
+          );
+        }
+        if (!st2.isDirectory())
+          throw new ConfigError(`data.template: ${config2.data.template} is not a directory`);
+        const c3 = await copyTree(root, config2.data.template, config2.data.path);
+        logger.info(`${config2.data.path}: data template with ${c3.files} files, ${c3.dirs} dirs`);
+      }
+    });
+    const baseBytes = treeBytes(root);
+    logger.info(`root assembled at ${root}: ${baseBytes} bytes`);
+    return { root, baseBytes };
   } catch (e) {
-    if (!(e instanceof ResolveError)) throw e;
-    return {
-      inRoot: e.inRootPath,
-      host: "",
-      exists: false,
-      symlinks,
-      virtual: isVirtual(e.inRootPath)
-    };
+    await removeTree([root], { reject: false }).catch(() => void 0);
+    throw e;
+  }
+}
+function existsInRoot(root, p2) {
+  try {
+    return resolveInRoot(root, p2).exists;
+  } catch {
+    return false;
+  }
+}
+function ensureDirMode(root, dst, mode2) {
+  chmodSync3(ensureDir(root, dst), mode2 & 1023);
+}
+
+// src/stages/self-check.ts
+import { mkdir as mkdir11, rm as rm14 } from "node:fs/promises";
+
+// src/harness/diff.ts
+var CONTEXT = 3;
+var MAX_LCS_CELLS = 4e6;
+function visible(bytes) {
+  let out = "";
+  for (const b2 of bytes) {
+    if (b2 === 92) out += "\\\\";
+    else if (b2 === 13) out += "\\r";
+    else if (b2 === 9) out += "\\t";
+    else if (b2 === 10) out += "\\n";
+    else if (b2 >= 32 && b2 < 127) out += String.fromCharCode(b2);
+    else out += `\\x${b2.toString(16).padStart(2, "0")}`;
+  }
+  return out;
+}
+function splitLines(buf) {
+  const lines = [];
+  let start2 = 0;
+  while (start2 < buf.length) {
+    const lf = buf.indexOf(10, start2);
+    const end = lf === -1 ? buf.length : lf;
+    const bytes = buf.subarray(start2, end);
+    const newline = lf !== -1;
+    lines.push({ bytes, newline, key: `${newline ? "n" : "e"}${bytes.toString("latin1")}` });
+    start2 = end + 1;
+  }
+  return lines;
+}
+function firstDifference(a2, b2) {
+  const n2 = Math.min(a2.length, b2.length);
+  for (let i2 = 0; i2 < n2; i2++) if (a2[i2] !== b2[i2]) return i2;
+  return a2.length === b2.length ? -1 : n2;
+}
+function editScript(a2, b2) {
+  let pre = 0;
+  while (pre < a2.length && pre < b2.length && a2[pre].key === b2[pre].key) pre++;
+  let suf = 0;
+  while (suf < a2.length - pre && suf < b2.length - pre && a2[a2.length - 1 - suf].key === b2[b2.length - 1 - suf].key) {
+    suf++;
+  }
+  const am = a2.slice(pre, a2.length - suf);
+  const bm = b2.slice(pre, b2.length - suf);
+  const ops = a2.slice(0, pre).map((line) => ({ kind: " ", line }));
+  if ((am.length + 1) * (bm.length + 1) > MAX_LCS_CELLS) {
+    for (const line of am) ops.push({ kind: "-", line });
+    for (const line of bm) ops.push({ kind: "+", line });
+  } else {
+    const w2 = bm.length + 1;
+    const lcs = new Uint32Array((am.length + 1) * w2);
+    for (let i3 = am.length - 1; i3 >= 0; i3--) {
+      for (let j3 = bm.length - 1; j3 >= 0; j3--) {
+        lcs[i3 * w2 + j3] = am[i3].key === bm[j3].key ? lcs[(i3 + 1) * w2 + j3 + 1] + 1 : Math.max(lcs[(i3 + 1) * w2 + j3], lcs[i3 * w2 + j3 + 1]);
+      }
+    }
+    let i2 = 0;
+    let j2 = 0;
+    while (i2 < am.length || j2 < bm.length) {
+      if (i2 < am.length && j2 < bm.length && am[i2].key === bm[j2].key) {
+        ops.push({ kind: " ", line: am[i2++] });
+        j2++;
+      } else if (j2 < bm.length && (i2 === am.length || lcs[i2 * w2 + j2 + 1] >= lcs[(i2 + 1) * w2 + j2])) {
+        ops.push({ kind: "+", line: bm[j2++] });
+      } else {
+        ops.push({ kind: "-", line: am[i2++] });
+      }
+    }
+    normalizeRuns(ops, pre);
+  }
+  for (const line of a2.slice(a2.length - suf)) ops.push({ kind: " ", line });
+  return ops;
+}
+function normalizeRuns(ops, from) {
+  let i2 = from;
+  while (i2 < ops.length) {
+    if (ops[i2].kind === " ") {
+      i2++;
+      continue;
+    }
+    let j2 = i2;
+    while (j2 < ops.length && ops[j2].kind !== " ") j2++;
+    const run2 = ops.slice(i2, j2);
+    const sorted = [...run2.filter((o2) => o2.kind === "-"), ...run2.filter((o2) => o2.kind === "+")];
+    ops.splice(i2, j2 - i2, ...sorted);
+    i2 = j2;
+  }
+}
+function renderLine(op) {
+  const text = `${op.kind}${visible(op.line.bytes)}`;
+  return op.line.newline ? [text] : [text, "\\ No newline at end of file"];
+}
+function range(start2, count2) {
+  if (count2 === 0) return `${start2},0`;
+  return count2 === 1 ? `${start2 + 1}` : `${start2 + 1},${count2}`;
+}
+function position(buf, offset) {
+  let line = 1;
+  let lineStart = 0;
+  for (let i2 = 0; i2 < offset && i2 < buf.length; i2++) {
+    if (buf[i2] === 10) {
+      line++;
+      lineStart = i2 + 1;
+    }
+  }
+  return { line, column: offset - lineStart + 1 };
+}
+function describeByte(buf, offset) {
+  return offset < buf.length ? `"${visible(buf.subarray(offset, offset + 1))}" (0x${buf[offset].toString(16).padStart(2, "0")})` : "end of data";
+}
+function describeFirstDifference(expected, actual) {
+  const at2 = firstDifference(expected, actual);
+  if (at2 === -1) return void 0;
+  const { line, column } = position(expected, at2);
+  return `first difference at byte ${at2} (line ${line}, column ${column}): expected ${describeByte(expected, at2)}, got ${describeByte(actual, at2)} (expected ${expected.length} bytes, got ${actual.length})`;
+}
+function visibleDiff(expected, actual, labels = { expected: "expected", actual: "actual" }) {
+  const first = describeFirstDifference(expected, actual);
+  if (first === void 0) return void 0;
+  const ops = editScript(splitLines(expected), splitLines(actual));
+  const out = [first, `--- ${labels.expected}`, `+++ ${labels.actual}`];
+  const changed = ops.map((o2, i2) => o2.kind === " " ? -1 : i2).filter((i2) => i2 >= 0);
+  let h2 = 0;
+  while (h2 < changed.length) {
+    const from = Math.max(0, changed[h2] - CONTEXT);
+    let to2 = changed[h2];
+    while (h2 + 1 < changed.length && changed[h2 + 1] - to2 <= 2 * CONTEXT) to2 = changed[++h2];
+    h2++;
+    const end = Math.min(ops.length, to2 + CONTEXT + 1);
+    let aStart = 0;
+    let bStart = 0;
+    for (const o2 of ops.slice(0, from)) {
+      if (o2.kind !== "+") aStart++;
+      if (o2.kind !== "-") bStart++;
+    }
+    const hunk = ops.slice(from, end);
+    const aCount = hunk.filter((o2) => o2.kind !== "+").length;
+    const bCount = hunk.filter((o2) => o2.kind !== "-").length;
+    out.push(`@@ -${range(aStart, aCount)} +${range(bStart, bCount)} @@`);
+    for (const o2 of hunk) out.push(...renderLine(o2));
+  }
+  const [maxLines, maxChars] = [80, 240];
+  const shown = out.slice(0, maxLines).map(
+    (l) => l.length > maxChars ? `${l.slice(0, maxChars)}... (${l.length - maxChars} more characters)` : l
+  );
+  if (out.length > maxLines) shown.push(`... (${out.length - maxLines} more diff lines not shown)`);
+  return shown.join("\n");
+}
+function bytesDiff(what, before, after) {
+  const at2 = firstDifference(before, after);
+  if (at2 === -1) return void 0;
+  const from = Math.max(0, at2 - 40);
+  return `${what}: ${before.length} bytes before pruning, ${after.length} after; first difference at byte ${at2}
+  before: \u2026${visible(before.subarray(from, at2 + 80))}
+  after:  \u2026${visible(after.subarray(from, at2 + 80))}`;
+}
+function responseDiff(name, before, after) {
+  if (before === void 0 || after === void 0)
+    return `probe '${name}': no response ${before === void 0 ? "before" : "after"} pruning`;
+  if (before.status === void 0 !== (after.status === void 0))
+    return `probe '${name}': response kinds differ`;
+  if (before.status === void 0) return bytesDiff(`probe '${name}'`, before.body, after.body);
+  if (before.status !== after.status)
+    return `probe '${name}': HTTP status ${before.status} before pruning, ${after.status} after`;
+  return bytesDiff(`probe '${name}' body`, before.body, after.body);
+}
+
+// src/harness/mounts.ts
+import { existsSync as existsSync9 } from "node:fs";
+import { readFile as readFile6, readdir as readdir4, rm as rm12, rmdir } from "node:fs/promises";
+import path34 from "node:path";
+
+// src/verify/hardening.ts
+import { readFile as readFile5 } from "node:fs/promises";
+import path33 from "node:path";
+function unescape(field2) {
+  return field2.replace(/\\([0-7]{3})/g, (_2, o2) => String.fromCharCode(parseInt(o2, 8)));
+}
+function parseMountInfo(text) {
+  const out = [];
+  for (const line of text.split("\n")) {
+    if (!line.trim()) continue;
+    const fields = line.split(" ");
+    const dash = fields.indexOf("-");
+    if (dash < 6) continue;
+    out.push({
+      mountPoint: unescape(fields[4]),
+      options: fields[5].split(","),
+      fsType: fields[dash + 1] ?? "",
+      source: unescape(fields[dash + 2] ?? ""),
+      superOptions: (fields[dash + 3] ?? "").split(",")
+    });
+  }
+  return out;
+}
+function topMount(mounts, mountPoint) {
+  return mounts.filter((m2) => m2.mountPoint === mountPoint).at(-1);
+}
+function describeMount(m2) {
+  return `${m2.fsType} ${m2.source} (${m2.options.join(",")})`;
+}
+function checkRootReadOnly(mountinfo) {
+  const name = "root mounted read-only";
+  const root = topMount(parseMountInfo(mountinfo), "/");
+  if (!root) return { name, ok: false, detail: "no mount at / in the container" };
+  return { name, ok: root.options.includes("ro"), detail: describeMount(root) };
+}
+function checkDataMount(mountinfo, dataPath) {
+  const name = `${dataPath} noexec,nosuid,nodev`;
+  const m2 = topMount(parseMountInfo(mountinfo), dataPath);
+  if (!m2) return { name, ok: false, detail: `nothing is mounted at ${dataPath}` };
+  const missing = ["noexec", "nosuid", "nodev"].filter((o2) => !m2.options.includes(o2));
+  return {
+    name,
+    ok: missing.length === 0,
+    detail: (missing.length ? `missing ${missing.join(",")}: ` : "") + describeMount(m2)
+  };
+}
+function statusField(status, field2) {
+  const m2 = new RegExp(`^${field2}:\\s*(.*)$`, "m").exec(status);
+  return m2?.[1]?.trim();
+}
+function checkNoNewPrivs(status) {
+  const v2 = statusField(status, "NoNewPrivs");
+  return { name: "NoNewPrivs set", ok: v2 === "1", detail: `NoNewPrivs: ${v2 ?? "(missing)"}` };
+}
+var CAP_NET_ADMIN = 12;
+var CAP_SYS_ADMIN = 21;
+function checkCapabilities(status) {
+  const name = "CAP_NET_ADMIN, CAP_SYS_ADMIN not in bounding set";
+  const hex3 = statusField(status, "CapBnd");
+  if (!hex3 || !/^[0-9a-f]+$/i.test(hex3))
+    return { name, ok: false, detail: `CapBnd: ${hex3 ?? "(missing)"}` };
+  const bnd = BigInt(`0x${hex3}`);
+  const present = [
+    ["CAP_NET_ADMIN", CAP_NET_ADMIN],
+    ["CAP_SYS_ADMIN", CAP_SYS_ADMIN]
+  ].filter(([, bit]) => bnd >> BigInt(bit) & 1n);
+  return {
+    name,
+    ok: present.length === 0,
+    detail: `CapBnd: ${hex3}` + (present.length ? `; still has ${present.map(([n2]) => n2).join(", ")}` : "")
+  };
+}
+function checkUidMap(uidMap) {
+  const name = "uid 0 inside is not 0 outside";
+  for (const line of uidMap.split("\n")) {
+    const f2 = line.trim().split(/\s+/).map(Number);
+    if (f2.length !== 3 || f2.some((n2) => !Number.isFinite(n2))) continue;
+    const [inside, outside, count2] = f2;
+    if (inside <= 0 && 0 < inside + count2) {
+      const host = outside - inside;
+      return {
+        name,
+        ok: host !== 0,
+        detail: host === 0 ? `uid_map ${line.trim()}: no user namespace` : `uid 0 \u2192 host uid ${host} (${count2} ids)`
+      };
+    }
+  }
+  return { name, ok: true, detail: "uid 0 is not mapped (root inside has no host identity)" };
+}
+function interfaces(netDev) {
+  return netDev.split("\n").slice(2).map((l) => l.split(":")[0].trim()).filter(Boolean);
+}
+function checkNetwork(netDev) {
+  const names = interfaces(netDev);
+  const others = names.filter((n2) => n2 !== "lo");
+  return {
+    name: "no network interface but lo",
+    ok: others.length === 0,
+    detail: `interfaces: ${names.join(", ") || "(none)"}`
+  };
+}
+async function inspectProcess(pid, dataPath) {
+  const read2 = (f2) => readFile5(`/proc/${pid}/${f2}`, "utf8");
+  const [mountinfo, status, uidMap, netDev] = await Promise.all([
+    read2("mountinfo"),
+    read2("status"),
+    read2("uid_map"),
+    read2("net/dev")
+  ]);
+  return [
+    checkRootReadOnly(mountinfo),
+    checkDataMount(mountinfo, dataPath),
+    checkNetwork(netDev),
+    checkNoNewPrivs(status),
+    checkCapabilities(status),
+    checkUidMap(uidMap)
+  ];
+}
+var INTERPRETER_NAME = /^(sh|bash|rbash|dash|ash|zsh|ksh|ksh93|mksh|csh|tcsh|fish|busybox|toybox|python[\d.]*m?|perl[\d.]*|lua[\d.]*|luajit[\d.-]*|ruby[\d.]*|node|nodejs|php[\d.]*|tclsh[\d.]*|wish[\d.]*)$/;
+async function listImage(root, logger) {
+  const r = await run(["find", root, "-mindepth", "1", "-printf", "%y\\0%m\\0%P\\0%l\\0"], {
+    privileged: true,
+    binary: true,
+    logger,
+    timeoutMs: 5 * 6e4
+  });
+  return parseFindListing(r.stdoutBytes);
+}
+function parseFindListing(bytes) {
+  const f2 = bytes.toString("utf8").split("\0");
+  const out = [];
+  for (let i2 = 0; i2 + 3 < f2.length; i2 += 4) {
+    const [type, mode2, rel, target] = [f2[i2], f2[i2 + 1], f2[i2 + 2], f2[i2 + 3]];
+    const p2 = `/${rel}`;
+    if (type === "d") out.push({ path: p2, kind: "dir", executable: false });
+    else if (type === "l") out.push({ path: p2, kind: "symlink", executable: false, target });
+    else
+      out.push({
+        path: p2,
+        kind: type === "f" ? "file" : "other",
+        executable: (parseInt(mode2, 8) & 73) !== 0
+      });
+  }
+  return out.sort((a2, b2) => a2.path < b2.path ? -1 : a2.path > b2.path ? 1 : 0);
+}
+function resolveInImage(entries, p2, depth = 0) {
+  const parts = p2.split("/").filter((s3) => s3 && s3 !== ".");
+  let cur = "/";
+  for (let i2 = 0; i2 < parts.length; i2++) {
+    if (parts[i2] === "..") {
+      cur = path33.posix.dirname(cur);
+      continue;
+    }
+    const next = path33.posix.join(cur, parts[i2]);
+    const e = entries.get(next);
+    if (e?.kind === "symlink" && depth < 40) {
+      const target = e.target.startsWith("/") ? e.target : path33.posix.join(cur, e.target);
+      const rest = parts.slice(i2 + 1).join("/");
+      return resolveInImage(entries, rest ? `${target}/${rest}` : target, depth + 1);
+    }
+    cur = next;
+  }
+  return cur;
+}
+function checkNoInterpreters(entries, command0) {
+  const name = "no shell or interpreter but the service";
+  const byPath2 = new Map(entries.map((e) => [e.path, e]));
+  const own2 = resolveInImage(byPath2, command0);
+  const found = [];
+  for (const e of entries) {
+    if (e.kind === "dir" || !INTERPRETER_NAME.test(path33.posix.basename(e.path))) continue;
+    if (e.kind === "file" && !e.executable) continue;
+    if (e.path === command0 || resolveInImage(byPath2, e.path) === own2) continue;
+    found.push(e.kind === "symlink" ? `${e.path} -> ${e.target}` : e.path);
+  }
+  return {
+    name,
+    ok: found.length === 0,
+    detail: found.length ? `found ${found.join(", ")}` : `${entries.length} entries; only ${command0}`
+  };
+}
+
+// src/harness/proc.ts
+import { readdirSync as readdirSync5, readFileSync as readFileSync6, readlinkSync as readlinkSync4 } from "node:fs";
+function parseStat(text) {
+  const open6 = text.indexOf("(");
+  const close = text.lastIndexOf(")");
+  if (open6 === -1 || close === -1) return void 0;
+  const rest = text.slice(close + 2).split(" ");
+  return {
+    pid: Number(text.slice(0, open6).trim()),
+    comm: text.slice(open6 + 1, close),
+    ppid: Number(rest[1]),
+    pgid: Number(rest[2]),
+    startTime: Number(rest[19])
+  };
+}
+function readProc(pid) {
+  try {
+    return parseStat(readFileSync6(`/proc/${pid}/stat`, "utf8"));
+  } catch {
+    return void 0;
+  }
+}
+function processTable() {
+  const table2 = /* @__PURE__ */ new Map();
+  for (const name of readdirSync5("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    const info = readProc(Number(name));
+    if (info) table2.set(info.pid, info);
+  }
+  return table2;
+}
+function descendants(pid, table2 = processTable()) {
+  const children = /* @__PURE__ */ new Map();
+  for (const p2 of table2.values()) {
+    const list = children.get(p2.ppid);
+    if (list) list.push(p2);
+    else children.set(p2.ppid, [p2]);
+  }
+  const out = [];
+  const queue = [pid];
+  while (queue.length > 0) {
+    for (const c3 of children.get(queue.shift()) ?? []) {
+      out.push(c3);
+      queue.push(c3.pid);
+    }
+  }
+  return out;
+}
+function exePath(pid) {
+  try {
+    return readlinkSync4(`/proc/${pid}/exe`);
+  } catch {
+    return void 0;
+  }
+}
+function alive(p2) {
+  const now = readProc(p2.pid);
+  return now !== void 0 && now.startTime === p2.startTime;
+}
+function findPayloads(ancestor, table2 = processTable()) {
+  const self = table2.get(ancestor);
+  const tree = [...self ? [self] : [], ...descendants(ancestor, table2)];
+  const out = [];
+  for (const n2 of tree.filter((p2) => p2.comm === "systemd-nspawn")) {
+    const nspawnExe = exePath(n2.pid);
+    for (const c3 of tree) {
+      if (c3.ppid !== n2.pid || c3.comm === "systemd-nspawn") continue;
+      const exe = exePath(c3.pid);
+      if (exe === void 0 || nspawnExe === void 0 || exe !== nspawnExe) out.push(c3);
+    }
+  }
+  return out;
+}
+
+// src/core/wait.ts
+var sleep2 = (ms2) => new Promise((r) => setTimeout(r, ms2));
+async function waitFor(probe, timeoutMs, signal, intervalMs = 20) {
+  const deadline = Date.now() + timeoutMs;
+  for (; ; ) {
+    signal?.throwIfAborted();
+    const v2 = await probe();
+    if (v2 !== void 0) return v2;
+    if (Date.now() > deadline) return void 0;
+    await sleep2(intervalMs);
+  }
+}
+
+// src/harness/mounts.ts
+async function ownMounts() {
+  const text = await readFile6("/proc/self/mountinfo", "utf8");
+  const parsed = parseMountInfo(text);
+  return text.split("\n").filter((l) => l.trim()).map((l, i2) => ({
+    majorMinor: l.split(" ")[2],
+    mountPoint: parsed[i2].mountPoint,
+    source: parsed[i2].source
+  }));
+}
+async function mountAt(dir) {
+  return (await ownMounts()).filter((m2) => m2.mountPoint === dir).at(-1);
+}
+async function mountImageReadOnly(image, dir, logger) {
+  await run(["mount", "-t", "squashfs", "-o", "loop,ro", image, dir], {
+    privileged: true,
+    logger,
+    timeoutMs: 6e4
+  });
+  const m2 = await mountAt(dir);
+  if (!m2)
+    throw new UserError(
+      `mounting ${image} at ${dir} reported success but nothing is mounted there`
+    );
+  return { dir, loopDevice: m2.source, majorMinor: m2.majorMinor };
+}
+async function mountDataTmpfs(dir, logger, sizeMb = 256) {
+  const owner = isRoot() ? [] : [`uid=${process.getuid()}`, `gid=${process.getgid()}`];
+  const opts = ["noexec", "nosuid", "nodev", "mode=0755", `size=${sizeMb}m`, ...owner].join(",");
+  await run(["mount", "-t", "tmpfs", "-o", opts, `lhc-verify:${dir}`, dir], {
+    privileged: true,
+    logger,
+    timeoutMs: 3e4
+  });
+  const m2 = await mountAt(dir);
+  if (!m2)
+    throw new UserError(`mounting a tmpfs at ${dir} reported success but nothing is mounted there`);
+  return m2.majorMinor;
+}
+async function containerProcesses(majorMinor) {
+  const out = [];
+  for (const pid of processTable().keys()) {
+    if (pid === process.pid) continue;
+    let text;
+    try {
+      text = await readFile6(`/proc/${pid}/mountinfo`, "utf8");
+    } catch {
+      continue;
+    }
+    if (text.split("\n").some((l) => {
+      const f2 = l.split(" ");
+      return f2[2] === majorMinor && f2[4] === "/";
+    })) {
+      out.push(pid);
+    }
+  }
+  return out;
+}
+async function killPid(pid) {
+  if (isRoot()) {
+    try {
+      process.kill(pid, "SIGKILL");
+    } catch {
+    }
+  } else {
+    await run(["kill", "-KILL", String(pid)], { privileged: true, reject: false });
+  }
+}
+async function unmount(dir, logger) {
+  for (let attempt = 0; attempt < 5; attempt++) {
+    if (!await mountAt(dir)) return;
+    const r = await run(["umount", dir], {
+      privileged: true,
+      logger,
+      reject: false,
+      timeoutMs: 3e4
+    });
+    if (r.exitCode === 0) continue;
+    logger.debug(`umount ${dir}: ${r.stderr.trim()}`);
+    await sleep2(200 * (attempt + 1));
+  }
+  if (await mountAt(dir)) {
+    logger.warn(`${dir} is still busy; detaching it lazily (umount -l)`);
+    await run(["umount", "-l", dir], { privileged: true, logger, timeoutMs: 3e4 });
+  }
+}
+function loopName(dev) {
+  return /^\/dev\/(loop\d+)$/.exec(dev)?.[1];
+}
+async function loopBackingFile(dev) {
+  const name = loopName(dev);
+  if (!name) return void 0;
+  try {
+    return (await readFile6(`/sys/block/${name}/loop/backing_file`, "utf8")).trim();
+  } catch {
+    return void 0;
+  }
+}
+async function releaseLoop(dev, image, logger) {
+  for (let i2 = 0; i2 < 20; i2++) {
+    const backing = await loopBackingFile(dev);
+    if (backing === void 0 || path34.resolve(backing.replace(/ \(deleted\)$/, "")) !== path34.resolve(image))
+      return;
+    await sleep2(100);
+  }
+  logger.warn(`${dev} was not auto-cleared; detaching it with losetup -d`);
+  await run(["losetup", "-d", dev], { privileged: true, logger, reject: false });
+}
+async function removeWorkDir(workDir, mountPoints2) {
+  for (const m2 of mountPoints2) {
+    if (await mountAt(m2)) throw new Error(`${m2} is still mounted; leaving ${workDir} in place`);
+    if (existsSync9(m2)) await rmdir(m2).catch(() => void 0);
+  }
+  if (existsSync9(workDir) && (await readdir4(workDir)).every((n2) => !mountPoints2.includes(path34.join(workDir, n2)))) {
+    await rm12(workDir, { recursive: true, force: true });
+  }
+}
+async function mountOverlay(lower, upper, work, target, logger) {
+  const r = await run(
+    [
+      "mount",
+      "-t",
+      "overlay",
+      "overlay",
+      "-o",
+      `lowerdir=${lower},upperdir=${upper},workdir=${work}`,
+      target
+    ],
+    { privileged: true, reject: false, logger }
+  );
+  if (r.exitCode !== 0)
+    logger.debug(`overlay mount failed, copying the root instead: ${r.stderr.trim()}`);
+  return r.exitCode === 0;
+}
+async function bindReadOnly(source, target, logger) {
+  await run(["mount", "--bind", source, target], { privileged: true, logger });
+  try {
+    await run(["mount", "-o", "remount,bind,ro", target], { privileged: true, logger });
+  } catch (e) {
+    await unmount(target, logger);
+    throw e;
+  }
+}
+
+// src/harness/run.ts
+import { readFile as readFile8, rm as rm13 } from "node:fs/promises";
+import path35 from "node:path";
+
+// src/harness/listen.ts
+import { readFile as readFile7 } from "node:fs/promises";
+function listensOn(netTcp, port2) {
+  const hexPort = port2.toString(16).toUpperCase().padStart(4, "0");
+  return netTcp.split("\n").some((l) => {
+    const f2 = l.trim().split(/\s+/);
+    return f2[1]?.endsWith(`:${hexPort}`) === true && f2[3] === "0A";
+  });
+}
+async function readNetTcp(procDir) {
+  const parts = await Promise.all(
+    ["tcp", "tcp6"].map((f2) => readFile7(`${procDir}/net/${f2}`, "utf8").catch(() => void 0))
+  );
+  const readable2 = parts.filter((p2) => p2 !== void 0);
+  return readable2.length > 0 ? readable2.join("\n") : void 0;
+}
+var CONNECT_CHECK = "const s=require('net').connect(+process.argv[1],'127.0.0.1',()=>{s.destroy();process.exit(0)});s.on('error',()=>process.exit(1));";
+async function listening(pid, port2, logger) {
+  const tables = await readNetTcp(`/proc/${pid}`);
+  if (tables !== void 0) return listensOn(tables, port2);
+  const r = await run(
+    ["nsenter", "-t", String(pid), "-n", "--", process.execPath, "-e", CONNECT_CHECK, String(port2)],
+    { privileged: true, reject: false, timeoutMs: 1e4, ...logger ? { logger } : {} }
+  );
+  return r.exitCode === 0;
+}
+
+// src/harness/run.ts
+function containerArgv(config2, t, hook) {
+  return nspawnArgv({
+    root: t.root,
+    command: config2.service.command,
+    readOnly: t.readOnly,
+    dataDir: t.dataDir,
+    dataPath: config2.data.path,
+    binds: hook?.binds ?? [],
+    env: { ...config2.service.env, ...hook?.env },
+    user: config2.service.user,
+    ...config2.service.workdir ? { workdir: config2.service.workdir } : {},
+    harden: t.harden,
+    privateNetwork: true
+  });
+}
+async function begin(config2, t, o2, index) {
+  const argv = containerArgv(config2, t, o2.hook);
+  if (!o2.hook) return { argv, end: async () => void 0 };
+  return o2.hook.begin(argv, index);
+}
+function crashError(config2, what, exitCode, stderr) {
+  const code = exitCode === void 0 ? "was killed" : `exited with code ${exitCode}`;
+  return new UserError(
+    `service '${config2.name}' (${config2.service.command.join(" ")}) ${code} ${what}` + (stderr.trim() ? `; last lines of its stderr:
+${tail(stderr, 15)}` : " (no stderr output)")
+  );
+}
+async function withTimeout(config2, what, p2) {
+  try {
+    return await p2;
+  } catch (e) {
+    if (e instanceof ToolError && e.reason.startsWith("timed out")) {
+      throw new UserError(
+        `service '${config2.name}' did not finish ${what} within service.timeout (${config2.service.timeout} s)` + (e.stderrTail ? `; last lines of its stderr:
+${e.stderrTail}` : "")
+      );
+    }
+    throw e;
+  }
+}
+async function runInetd(config2, t, o2) {
+  const out = { responses: {}, records: [] };
+  for (const [i2, probe] of config2.probes.entries()) {
+    if (probe.type !== "gopher") {
+      throw new UserError(
+        `probe '${probe.name}' is an ${probe.type} probe, but the service is inetd-style (service.inetd: true) and speaks only on stdin/stdout: use gopher probes, or service.listen`
+      );
+    }
+    const { argv, end } = await begin(config2, t, o2, i2);
+    let r;
+    try {
+      r = await withTimeout(
+        config2,
+        `probe '${probe.name}'`,
+        run(argv, {
+          privileged: true,
+          input: Buffer.from(`${probe.selector}\r
+`, "utf8"),
+          binary: true,
+          reject: false,
+          timeoutMs: config2.service.timeout * 1e3,
+          logger: o2.logger,
+          ...o2.signal ? { signal: o2.signal } : {}
+        })
+      );
+    } finally {
+      const record2 = await end();
+      if (record2) out.records.push(record2);
+    }
+    if (r.exitCode !== 0)
+      throw crashError(config2, `while answering probe '${probe.name}'`, r.exitCode, r.stderr);
+    out.responses[probe.name] = { body: r.stdoutBytes };
+  }
+  return out;
+}
+var GOPHER_CLIENT = "const s=require('net').connect(+process.argv[1],'127.0.0.1',()=>s.end(process.argv[2]+'\\r\\n'));const c=[];s.on('data',d=>c.push(d));s.on('end',()=>process.stdout.write(Buffer.concat(c)));s.on('error',e=>{console.error(e.message);process.exit(1)});";
+async function probeListening(config2, pid, port2, probe, o2) {
+  const ns2 = ["nsenter", "-t", String(pid), "-n", "--"];
+  const timeoutMs = config2.service.timeout * 1e3;
+  const { logger } = o2;
+  if (probe.type === "gopher") {
+    const r2 = await run(
+      [...ns2, process.execPath, "-e", GOPHER_CLIENT, String(port2), probe.selector],
+      { privileged: true, binary: true, timeoutMs, logger }
+    );
+    return { body: r2.stdoutBytes };
+  }
+  const bodyFile = path35.join(o2.workDir, `probe-${probe.name}.body`);
+  await rm13(bodyFile, { force: true });
+  const url3 = `http://127.0.0.1:${port2}${probe.path}`;
+  const curl = ["curl", "-s", "-S", "-o", bodyFile, "-w", "%{http_code}"];
+  const r = await run([...ns2, ...curl, "--max-time", String(config2.service.timeout), url3], {
+    privileged: true,
+    timeoutMs,
+    logger,
+    reject: false
+  });
+  if (r.exitCode !== 0) {
+    throw new UserError(
+      `probe '${probe.name}': ${url3} inside the container's network namespace failed: ${tail(r.stderr, 5) || `curl exit code ${r.exitCode}`}`
+    );
+  }
+  const body = await readFile8(bodyFile).catch(() => Buffer.alloc(0));
+  return { status: Number(r.stdout.trim()), body };
+}
+async function runListening(config2, t, o2) {
+  const port2 = config2.service.listen;
+  const { logger } = o2;
+  const { argv, end } = await begin(config2, t, o2, void 0);
+  const out = { responses: {}, records: [] };
+  let container;
+  try {
+    container = start(argv, { privileged: true, logger });
+  } catch (e) {
+    await end();
+    throw e;
+  }
+  const cleanup = registerCleanup(`container ${config2.name}`, () => container.stop());
+  const state = {};
+  void container.exited.then((e) => state.exited = e);
+  try {
+    const deadline = Date.now() + config2.service.timeout * 1e3;
+    let pid;
+    for (; ; ) {
+      const gone = state.exited;
+      if (gone)
+        throw crashError(config2, `before listening on port ${port2}`, gone.exitCode, gone.stderr);
+      o2.signal?.throwIfAborted();
+      pid = findPayloads(container.pid)[0]?.pid;
+      if (pid !== void 0 && await listening(pid, port2, logger)) break;
+      if (Date.now() > deadline) {
+        throw new UserError(
+          `service '${config2.name}' did not listen on port ${port2} within service.timeout (${config2.service.timeout} s)`
+        );
+      }
+      await sleep2(100);
+    }
+    logger.debug(`service listens on ${port2} in the namespace of pid ${pid}`);
+    for (const probe of config2.probes) {
+      out.responses[probe.name] = await probeListening(config2, pid, port2, probe, o2);
+      const gone = state.exited;
+      if (gone)
+        throw crashError(
+          config2,
+          `while answering probe '${probe.name}'`,
+          gone.exitCode,
+          gone.stderr
+        );
+    }
+  } finally {
+    await cleanup.run();
+    const record2 = await end();
+    if (record2) out.records.push(record2);
+  }
+  return out;
+}
+async function runProbes(config2, t, o2) {
+  return config2.service.listen !== void 0 ? runListening(config2, t, o2) : runInetd(config2, t, o2);
+}
+
+// src/stages/self-check.ts
+async function selfCheck(config2, prunedRoot, unprunedResponses, opts) {
+  await mkdir11(opts.workDir, { recursive: true });
+  const { view, data: dataDir } = selfCheckScratch(opts.workDir);
+  await rm14(dataDir, { recursive: true, force: true });
+  if (opts.dataDir) await run(["cp", "-a", "--", opts.dataDir, dataDir], { privileged: true });
+  else await run(["mkdir", "-p", dataDir]);
+  await mkdir11(view, { recursive: true });
+  const unmountView = registerCleanup(`self-check mount ${view}`, () => unmount(view, opts.logger));
+  const started = Date.now();
+  try {
+    await bindReadOnly(prunedRoot, view, opts.logger);
+    const probed = await opts.logger.group(
+      `self-check: ${config2.probes.length} probes against the pruned root`,
+      () => runProbes(
+        config2,
+        { root: view, dataDir, readOnly: true, harden: true },
+        {
+          workDir: opts.workDir,
+          logger: opts.logger,
+          ...opts.signal ? { signal: opts.signal } : {}
+        }
+      )
+    ).catch((e) => {
+      if (e instanceof UserError) {
+        throw new UserError(
+          `self-check failed: the pruned root does not run like the traced one: ${e.message}`,
+          { cause: e }
+        );
+      }
+      throw e;
+    });
+    const diffs = config2.probes.map((p2) => responseDiff(p2.name, unprunedResponses[p2.name], probed.responses[p2.name])).filter((d) => d !== void 0);
+    if (diffs.length > 0) {
+      throw new UserError(
+        `self-check failed: ${diffs.length} of ${config2.probes.length} probe(s) answer differently after pruning (the trace missed something the service needs; add it to keep:)
+${diffs.join("\n")}`
+      );
+    }
+    return { responses: probed.responses, seconds: (Date.now() - started) / 1e3 };
+  } finally {
+    await unmountView.run();
+    await removeTree([dataDir], { reject: false });
   }
 }
 
 // src/stages/trace.ts
-import { mkdir as mkdir6, readFile as readFile7, readdir as readdir4, rm as rm9, stat as stat5, writeFile as writeFile8 } from "node:fs/promises";
-import { readFileSync as readFileSync5, readdirSync as readdirSync2, readlinkSync as readlinkSync3 } from "node:fs";
-import path24 from "node:path";
+import { mkdir as mkdir12, rm as rm16, stat as stat7, writeFile as writeFile9 } from "node:fs/promises";
+import path37 from "node:path";
+
+// src/trace/hook.ts
+import { readFile as readFile9, rm as rm15 } from "node:fs/promises";
+import path36 from "node:path";
 
 // src/trace/fifo.ts
 import { randomBytes as randomBytes4 } from "node:crypto";
-import { closeSync, constants as constants6, openSync, read, writeSync } from "node:fs";
+import { closeSync as closeSync3, constants as constants6, openSync as openSync3, read, writeSync as writeSync2 } from "node:fs";
 var TraceFifo = class _TraceFifo {
-  constructor(path41) {
-    this.path = path41;
-    this.fd = openSync(path41, constants6.O_RDWR);
+  constructor(path49) {
+    this.path = path49;
+    this.fd = openSync3(path49, constants6.O_RDWR);
     this.done = this.pump();
   }
   path;
@@ -41398,9 +43614,9 @@ var TraceFifo = class _TraceFifo {
   done;
   closed = false;
   /** Creates the FIFO (mode 0666: the service may run as any user) and starts reading it. */
-  static async create(path41) {
-    await run(["mkfifo", "-m", "0666", path41]);
-    return new _TraceFifo(path41);
+  static async create(path49) {
+    await run(["mkfifo", "-m", "0666", path49]);
+    return new _TraceFifo(path49);
   }
   async pump() {
     const buf = Buffer.alloc(256 * 1024);
@@ -41426,10 +43642,10 @@ var TraceFifo = class _TraceFifo {
   /** Call once every writer has exited: returns everything written, without the sentinel. */
   async finish() {
     if (!this.closed) {
-      writeSync(this.fd, this.sentinel);
+      writeSync2(this.fd, this.sentinel);
       await this.done;
       this.closed = true;
-      closeSync(this.fd);
+      closeSync3(this.fd);
     }
     const text = Buffer.concat(this.chunks).toString("utf8");
     const at2 = text.lastIndexOf(this.sentinel);
@@ -41437,7 +43653,44 @@ var TraceFifo = class _TraceFifo {
   }
 };
 
-// src/trace/parse-qemu-strace.ts
+// src/trace/hook.ts
+var QEMU_TRACE_FILE = "qemu.log";
+function qemuFifoEnv() {
+  return { QEMU_STRACE: "1", QEMU_LOG_FILENAME: `${TRACE_MOUNT}/${QEMU_TRACE_FILE}` };
+}
+var STRACE_FLAGS = [
+  "-f",
+  "-qq",
+  "-s",
+  "4096",
+  "-e",
+  "trace=%file,%desc,%process"
+];
+function qemuTraceHook(dir) {
+  return {
+    env: qemuFifoEnv(),
+    binds: [{ host: dir, container: TRACE_MOUNT }],
+    async begin(argv) {
+      const fifoPath = path36.join(dir, QEMU_TRACE_FILE);
+      await rm15(fifoPath, { force: true });
+      const fifo = await TraceFifo.create(fifoPath);
+      return { argv, end: async () => ({ text: await fifo.finish() }) };
+    }
+  };
+}
+function straceHook(dir) {
+  return {
+    async begin(argv, index) {
+      const file2 = path36.join(dir, index === void 0 ? "strace.log" : `strace.${index}.log`);
+      return {
+        argv: ["strace", ...STRACE_FLAGS, "-o", file2, "--", ...argv],
+        end: async () => ({ text: await readFile9(file2, "utf8").catch(() => ""), file: file2 })
+      };
+    }
+  };
+}
+
+// src/trace/parse-strace.ts
 var ERRNO = {
   EPERM: 1,
   ENOENT: 2,
@@ -41886,728 +44139,12 @@ function parseHostStrace(text, opts = {}) {
   return replay(calls, opts, true, skipped);
 }
 
-// src/verify/sandbox.ts
-import { existsSync as existsSync8 } from "node:fs";
-import { chmod as chmod3, readFile as readFile6, readdir as readdir3, rm as rm8, rmdir } from "node:fs/promises";
-import path23 from "node:path";
-
-// src/verify/hardening.ts
-import { readFile as readFile5 } from "node:fs/promises";
-import path22 from "node:path";
-function unescape(field2) {
-  return field2.replace(/\\([0-7]{3})/g, (_2, o2) => String.fromCharCode(parseInt(o2, 8)));
-}
-function parseMountInfo(text) {
-  const out = [];
-  for (const line of text.split("\n")) {
-    if (!line.trim()) continue;
-    const fields = line.split(" ");
-    const dash = fields.indexOf("-");
-    if (dash < 6) continue;
-    out.push({
-      mountPoint: unescape(fields[4]),
-      options: fields[5].split(","),
-      fsType: fields[dash + 1] ?? "",
-      source: unescape(fields[dash + 2] ?? ""),
-      superOptions: (fields[dash + 3] ?? "").split(",")
-    });
-  }
-  return out;
-}
-function topMount(mounts, mountPoint) {
-  return mounts.filter((m2) => m2.mountPoint === mountPoint).at(-1);
-}
-function describeMount(m2) {
-  return `${m2.fsType} ${m2.source} (${m2.options.join(",")})`;
-}
-function checkRootReadOnly(mountinfo) {
-  const name = "root mounted read-only";
-  const root = topMount(parseMountInfo(mountinfo), "/");
-  if (!root) return { name, ok: false, detail: "no mount at / in the container" };
-  return { name, ok: root.options.includes("ro"), detail: describeMount(root) };
-}
-function checkDataMount(mountinfo, dataPath) {
-  const name = `${dataPath} noexec,nosuid,nodev`;
-  const m2 = topMount(parseMountInfo(mountinfo), dataPath);
-  if (!m2) return { name, ok: false, detail: `nothing is mounted at ${dataPath}` };
-  const missing = ["noexec", "nosuid", "nodev"].filter((o2) => !m2.options.includes(o2));
-  return {
-    name,
-    ok: missing.length === 0,
-    detail: (missing.length ? `missing ${missing.join(",")}: ` : "") + describeMount(m2)
-  };
-}
-function statusField(status, field2) {
-  const m2 = new RegExp(`^${field2}:\\s*(.*)$`, "m").exec(status);
-  return m2?.[1]?.trim();
-}
-function checkNoNewPrivs(status) {
-  const v2 = statusField(status, "NoNewPrivs");
-  return { name: "NoNewPrivs set", ok: v2 === "1", detail: `NoNewPrivs: ${v2 ?? "(missing)"}` };
-}
-var CAP_NET_ADMIN = 12;
-var CAP_SYS_ADMIN = 21;
-function checkCapabilities(status) {
-  const name = "CAP_NET_ADMIN, CAP_SYS_ADMIN not in bounding set";
-  const hex3 = statusField(status, "CapBnd");
-  if (!hex3 || !/^[0-9a-f]+$/i.test(hex3))
-    return { name, ok: false, detail: `CapBnd: ${hex3 ?? "(missing)"}` };
-  const bnd = BigInt(`0x${hex3}`);
-  const present = [
-    ["CAP_NET_ADMIN", CAP_NET_ADMIN],
-    ["CAP_SYS_ADMIN", CAP_SYS_ADMIN]
-  ].filter(([, bit]) => bnd >> BigInt(bit) & 1n);
-  return {
-    name,
-    ok: present.length === 0,
-    detail: `CapBnd: ${hex3}` + (present.length ? `; still has ${present.map(([n2]) => n2).join(", ")}` : "")
-  };
-}
-function checkUidMap(uidMap) {
-  const name = "uid 0 inside is not 0 outside";
-  for (const line of uidMap.split("\n")) {
-    const f2 = line.trim().split(/\s+/).map(Number);
-    if (f2.length !== 3 || f2.some((n2) => !Number.isFinite(n2))) continue;
-    const [inside, outside, count2] = f2;
-    if (inside <= 0 && 0 < inside + count2) {
-      const host = outside - inside;
-      return {
-        name,
-        ok: host !== 0,
-        detail: host === 0 ? `uid_map ${line.trim()}: no user namespace` : `uid 0 \u2192 host uid ${host} (${count2} ids)`
-      };
-    }
-  }
-  return { name, ok: true, detail: "uid 0 is not mapped (root inside has no host identity)" };
-}
-function interfaces(netDev) {
-  return netDev.split("\n").slice(2).map((l) => l.split(":")[0].trim()).filter(Boolean);
-}
-function checkNetwork(netDev) {
-  const names = interfaces(netDev);
-  const others = names.filter((n2) => n2 !== "lo");
-  return {
-    name: "no network interface but lo",
-    ok: others.length === 0,
-    detail: `interfaces: ${names.join(", ") || "(none)"}`
-  };
-}
-async function inspectProcess(pid, dataPath) {
-  const read2 = (f2) => readFile5(`/proc/${pid}/${f2}`, "utf8");
-  const [mountinfo, status, uidMap, netDev] = await Promise.all([
-    read2("mountinfo"),
-    read2("status"),
-    read2("uid_map"),
-    read2("net/dev")
-  ]);
-  return [
-    checkRootReadOnly(mountinfo),
-    checkDataMount(mountinfo, dataPath),
-    checkNetwork(netDev),
-    checkNoNewPrivs(status),
-    checkCapabilities(status),
-    checkUidMap(uidMap)
-  ];
-}
-var INTERPRETER_NAME = /^(sh|bash|rbash|dash|ash|zsh|ksh|ksh93|mksh|csh|tcsh|fish|busybox|toybox|python[\d.]*m?|perl[\d.]*|lua[\d.]*|luajit[\d.-]*|ruby[\d.]*|node|nodejs|php[\d.]*|tclsh[\d.]*|wish[\d.]*)$/;
-async function listImage(root, logger) {
-  const r = await run(["find", root, "-mindepth", "1", "-printf", "%y\\0%m\\0%P\\0%l\\0"], {
-    privileged: true,
-    binary: true,
-    logger,
-    timeoutMs: 5 * 6e4
-  });
-  return parseFindListing(r.stdoutBytes);
-}
-function parseFindListing(bytes) {
-  const f2 = bytes.toString("utf8").split("\0");
-  const out = [];
-  for (let i2 = 0; i2 + 3 < f2.length; i2 += 4) {
-    const [type, mode2, rel, target] = [f2[i2], f2[i2 + 1], f2[i2 + 2], f2[i2 + 3]];
-    const p2 = `/${rel}`;
-    if (type === "d") out.push({ path: p2, kind: "dir", executable: false });
-    else if (type === "l") out.push({ path: p2, kind: "symlink", executable: false, target });
-    else
-      out.push({
-        path: p2,
-        kind: type === "f" ? "file" : "other",
-        executable: (parseInt(mode2, 8) & 73) !== 0
-      });
-  }
-  return out.sort((a2, b2) => a2.path < b2.path ? -1 : a2.path > b2.path ? 1 : 0);
-}
-function resolveInImage(entries, p2, depth = 0) {
-  const parts = p2.split("/").filter((s3) => s3 && s3 !== ".");
-  let cur = "/";
-  for (let i2 = 0; i2 < parts.length; i2++) {
-    if (parts[i2] === "..") {
-      cur = path22.posix.dirname(cur);
-      continue;
-    }
-    const next = path22.posix.join(cur, parts[i2]);
-    const e = entries.get(next);
-    if (e?.kind === "symlink" && depth < 40) {
-      const target = e.target.startsWith("/") ? e.target : path22.posix.join(cur, e.target);
-      const rest = parts.slice(i2 + 1).join("/");
-      return resolveInImage(entries, rest ? `${target}/${rest}` : target, depth + 1);
-    }
-    cur = next;
-  }
-  return cur;
-}
-function checkNoInterpreters(entries, command0) {
-  const name = "no shell or interpreter but the service";
-  const byPath2 = new Map(entries.map((e) => [e.path, e]));
-  const own2 = resolveInImage(byPath2, command0);
-  const found = [];
-  for (const e of entries) {
-    if (e.kind === "dir" || !INTERPRETER_NAME.test(path22.posix.basename(e.path))) continue;
-    if (e.kind === "file" && !e.executable) continue;
-    if (e.path === command0 || resolveInImage(byPath2, e.path) === own2) continue;
-    found.push(e.kind === "symlink" ? `${e.path} -> ${e.target}` : e.path);
-  }
-  return {
-    name,
-    ok: found.length === 0,
-    detail: found.length ? `found ${found.join(", ")}` : `${entries.length} entries; only ${command0}`
-  };
-}
-
-// src/verify/proc.ts
-import { readdirSync, readFileSync as readFileSync4, readlinkSync as readlinkSync2 } from "node:fs";
-function parseStat(text) {
-  const open6 = text.indexOf("(");
-  const close = text.lastIndexOf(")");
-  if (open6 === -1 || close === -1) return void 0;
-  const rest = text.slice(close + 2).split(" ");
-  return {
-    pid: Number(text.slice(0, open6).trim()),
-    comm: text.slice(open6 + 1, close),
-    ppid: Number(rest[1]),
-    pgid: Number(rest[2]),
-    startTime: Number(rest[19])
-  };
-}
-function readProc(pid) {
-  try {
-    return parseStat(readFileSync4(`/proc/${pid}/stat`, "utf8"));
-  } catch {
-    return void 0;
-  }
-}
-function processTable() {
-  const table2 = /* @__PURE__ */ new Map();
-  for (const name of readdirSync("/proc")) {
-    if (!/^\d+$/.test(name)) continue;
-    const info = readProc(Number(name));
-    if (info) table2.set(info.pid, info);
-  }
-  return table2;
-}
-function descendants(pid, table2 = processTable()) {
-  const children = /* @__PURE__ */ new Map();
-  for (const p2 of table2.values()) {
-    const list = children.get(p2.ppid);
-    if (list) list.push(p2);
-    else children.set(p2.ppid, [p2]);
-  }
-  const out = [];
-  const queue = [pid];
-  while (queue.length > 0) {
-    for (const c3 of children.get(queue.shift()) ?? []) {
-      out.push(c3);
-      queue.push(c3.pid);
-    }
-  }
-  return out;
-}
-function exePath(pid) {
-  try {
-    return readlinkSync2(`/proc/${pid}/exe`);
-  } catch {
-    return void 0;
-  }
-}
-function alive(p2) {
-  const now = readProc(p2.pid);
-  return now !== void 0 && now.startTime === p2.startTime;
-}
-function findPayloads(ancestor, table2 = processTable()) {
-  const self = table2.get(ancestor);
-  const tree = [...self ? [self] : [], ...descendants(ancestor, table2)];
-  const out = [];
-  for (const n2 of tree.filter((p2) => p2.comm === "systemd-nspawn")) {
-    const nspawnExe = exePath(n2.pid);
-    for (const c3 of tree) {
-      if (c3.ppid !== n2.pid || c3.comm === "systemd-nspawn") continue;
-      const exe = exePath(c3.pid);
-      if (exe === void 0 || nspawnExe === void 0 || exe !== nspawnExe) out.push(c3);
-    }
-  }
-  return out;
-}
-
-// src/verify/sandbox.ts
-var sleep2 = (ms2) => new Promise((r) => setTimeout(r, ms2));
-async function ownMounts() {
-  const text = await readFile6("/proc/self/mountinfo", "utf8");
-  const parsed = parseMountInfo(text);
-  return text.split("\n").filter((l) => l.trim()).map((l, i2) => ({
-    majorMinor: l.split(" ")[2],
-    mountPoint: parsed[i2].mountPoint,
-    source: parsed[i2].source
-  }));
-}
-async function mountAt(dir) {
-  return (await ownMounts()).filter((m2) => m2.mountPoint === dir).at(-1);
-}
-async function mountImageReadOnly(image, dir, logger) {
-  await run(["mount", "-t", "squashfs", "-o", "loop,ro", image, dir], {
-    privileged: true,
-    logger,
-    timeoutMs: 6e4
-  });
-  const m2 = await mountAt(dir);
-  if (!m2)
-    throw new UserError(
-      `mounting ${image} at ${dir} reported success but nothing is mounted there`
-    );
-  return { dir, loopDevice: m2.source, majorMinor: m2.majorMinor };
-}
-async function mountDataTmpfs(dir, logger, sizeMb = 256) {
-  const owner = isRoot() ? [] : [`uid=${process.getuid()}`, `gid=${process.getgid()}`];
-  const opts = ["noexec", "nosuid", "nodev", "mode=0755", `size=${sizeMb}m`, ...owner].join(",");
-  await run(["mount", "-t", "tmpfs", "-o", opts, `lhc-verify:${dir}`, dir], {
-    privileged: true,
-    logger,
-    timeoutMs: 3e4
-  });
-  const m2 = await mountAt(dir);
-  if (!m2)
-    throw new UserError(`mounting a tmpfs at ${dir} reported success but nothing is mounted there`);
-  return m2.majorMinor;
-}
-async function unpackTemplate(template, dir, opts = {}) {
-  const warnings = [];
-  const owners = /* @__PURE__ */ new Map();
-  const modes = [];
-  try {
-    await So({
-      file: template,
-      cwd: dir,
-      strict: true,
-      chmod: true,
-      // npm tar leaves new files to the umask (0777 comes out 0755): modes are set below.
-      preserveOwner: false,
-      onwarn: (code, message) => warnings.push(`${code}: ${message}`),
-      onReadEntry: (e) => {
-        if (e.type !== "SymbolicLink" && e.mode !== void 0) {
-          modes.push({ file: path23.resolve(dir, e.path), mode: e.mode & 4095 });
-        }
-        if (e.uid === void 0 || e.gid === void 0) return;
-        const key = `${e.uid}:${e.gid}`;
-        const list = owners.get(key) ?? [];
-        list.push(path23.resolve(dir, e.path));
-        owners.set(key, list);
-      }
-    });
-  } catch (e) {
-    throw new UserError(`cannot unpack the data template ${template}: ${e.message}`, {
-      cause: e
-    });
-  }
-  if (warnings.length) throw new UserError(`data template ${template}: ${warnings.join("; ")}`);
-  for (const { file: file2, mode: mode2 } of modes) await chmod3(file2, mode2);
-  for (const [owner, paths] of owners) {
-    for (let i2 = 0; i2 < paths.length; i2 += 200) {
-      await run(["chown", "-h", owner, "--", ...paths.slice(i2, i2 + 200)], {
-        privileged: true,
-        logger: opts.logger,
-        timeoutMs: 6e4
-      });
-    }
-  }
-}
-async function containerProcesses(majorMinor) {
-  const out = [];
-  for (const pid of processTable().keys()) {
-    if (pid === process.pid) continue;
-    let text;
-    try {
-      text = await readFile6(`/proc/${pid}/mountinfo`, "utf8");
-    } catch {
-      continue;
-    }
-    if (text.split("\n").some((l) => {
-      const f2 = l.split(" ");
-      return f2[2] === majorMinor && f2[4] === "/";
-    })) {
-      out.push(pid);
-    }
-  }
-  return out;
-}
-async function killPid(pid) {
-  if (isRoot()) {
-    try {
-      process.kill(pid, "SIGKILL");
-    } catch {
-    }
-  } else {
-    await run(["kill", "-KILL", String(pid)], { privileged: true, reject: false });
-  }
-}
-async function unmount(dir, logger) {
-  for (let attempt = 0; attempt < 5; attempt++) {
-    if (!await mountAt(dir)) return;
-    const r = await run(["umount", dir], {
-      privileged: true,
-      logger,
-      reject: false,
-      timeoutMs: 3e4
-    });
-    if (r.exitCode === 0) continue;
-    logger.debug(`umount ${dir}: ${r.stderr.trim()}`);
-    await sleep2(200 * (attempt + 1));
-  }
-  if (await mountAt(dir)) {
-    logger.warn(`${dir} is still busy; detaching it lazily (umount -l)`);
-    await run(["umount", "-l", dir], { privileged: true, logger, timeoutMs: 3e4 });
-  }
-}
-function loopName(dev) {
-  return /^\/dev\/(loop\d+)$/.exec(dev)?.[1];
-}
-async function loopBackingFile(dev) {
-  const name = loopName(dev);
-  if (!name) return void 0;
-  try {
-    return (await readFile6(`/sys/block/${name}/loop/backing_file`, "utf8")).trim();
-  } catch {
-    return void 0;
-  }
-}
-async function releaseLoop(dev, image, logger) {
-  for (let i2 = 0; i2 < 20; i2++) {
-    const backing = await loopBackingFile(dev);
-    if (backing === void 0 || path23.resolve(backing.replace(/ \(deleted\)$/, "")) !== path23.resolve(image))
-      return;
-    await sleep2(100);
-  }
-  logger.warn(`${dev} was not auto-cleared; detaching it with losetup -d`);
-  await run(["losetup", "-d", dev], { privileged: true, logger, reject: false });
-}
-async function removeWorkDir(workDir, mountPoints2) {
-  for (const m2 of mountPoints2) {
-    if (await mountAt(m2)) throw new Error(`${m2} is still mounted; leaving ${workDir} in place`);
-    if (existsSync8(m2)) await rmdir(m2).catch(() => void 0);
-  }
-  if (existsSync8(workDir) && (await readdir3(workDir)).every((n2) => !mountPoints2.includes(path23.join(workDir, n2)))) {
-    await rm8(workDir, { recursive: true, force: true });
-  }
-}
-
 // src/stages/trace.ts
-var QEMU_TRACE_FILE = "qemu.log";
-function qemuFifoEnv() {
-  return { QEMU_STRACE: "1", QEMU_LOG_FILENAME: `${TRACE_MOUNT}/${QEMU_TRACE_FILE}` };
-}
-var STRACE_FLAGS = [
-  "-f",
-  "-qq",
-  "-s",
-  "4096",
-  "-e",
-  "trace=%file,%desc,%process"
-];
-function containerArgv(config2, t) {
-  const env = { ...config2.service.env, ...t.trace?.mode === "qemu" ? qemuFifoEnv() : {} };
-  return nspawnArgv({
-    root: t.root,
-    command: config2.service.command,
-    readOnly: t.readOnly,
-    dataDir: t.dataDir,
-    dataPath: config2.data.path,
-    binds: t.trace?.mode === "qemu" ? [{ host: t.trace.dir, container: TRACE_MOUNT }] : [],
-    env,
-    user: config2.service.user,
-    ...config2.service.workdir ? { workdir: config2.service.workdir } : {},
-    harden: t.harden,
-    privateNetwork: true
-  });
-}
-async function tracedArgv(config2, t, straceName) {
-  const argv = containerArgv(config2, t);
-  if (t.trace?.mode === "qemu") {
-    const fifoPath = path24.join(t.trace.dir, QEMU_TRACE_FILE);
-    await rm9(fifoPath, { force: true });
-    return { argv, fifo: await TraceFifo.create(fifoPath) };
-  }
-  if (t.trace?.mode === "strace") {
-    const straceFile = path24.join(t.trace.dir, straceName);
-    return { argv: ["strace", ...STRACE_FLAGS, "-o", straceFile, "--", ...argv], straceFile };
-  }
-  return { argv };
-}
-function crashError(config2, what, exitCode, stderr) {
-  const code = exitCode === void 0 ? "was killed" : `exited with code ${exitCode}`;
-  return new UserError(
-    `service '${config2.name}' (${config2.service.command.join(" ")}) ${code} ${what}` + (stderr.trim() ? `; last lines of its stderr:
-${tail(stderr, 15)}` : " (no stderr output)")
-  );
-}
-async function withTimeout(config2, what, p2) {
-  try {
-    return await p2;
-  } catch (e) {
-    if (e instanceof ToolError && e.reason.startsWith("timed out")) {
-      throw new UserError(
-        `service '${config2.name}' did not finish ${what} within service.timeout (${config2.service.timeout} s)` + (e.stderrTail ? `; last lines of its stderr:
-${e.stderrTail}` : "")
-      );
-    }
-    throw e;
-  }
-}
-async function runInetd(config2, t, logger, signal) {
-  const out = { responses: {}, traces: [], traceFiles: [] };
-  for (const [i2, probe] of config2.probes.entries()) {
-    if (probe.type !== "gopher") {
-      throw new UserError(
-        `probe '${probe.name}' is an ${probe.type} probe, but the service is inetd-style (service.inetd: true) and speaks only on stdin/stdout: use gopher probes, or service.listen`
-      );
-    }
-    const { argv, fifo, straceFile } = await tracedArgv(config2, t, `strace.${i2}.log`);
-    let r;
-    try {
-      r = await withTimeout(
-        config2,
-        `probe '${probe.name}'`,
-        run(argv, {
-          privileged: true,
-          input: Buffer.from(`${probe.selector}\r
-`, "utf8"),
-          binary: true,
-          reject: false,
-          timeoutMs: config2.service.timeout * 1e3,
-          logger,
-          ...signal ? { signal } : {}
-        })
-      );
-    } finally {
-      if (fifo) {
-        const text = await fifo.finish();
-        out.traces.push(text);
-      }
-    }
-    if (straceFile) {
-      out.traces.push(await readFile7(straceFile, "utf8").catch(() => ""));
-      out.traceFiles.push(straceFile);
-    }
-    if (r.exitCode !== 0)
-      throw crashError(config2, `while answering probe '${probe.name}'`, r.exitCode, r.stderr);
-    out.responses[probe.name] = r.stdoutBytes;
-  }
-  return out;
-}
-function processTree() {
-  const children = /* @__PURE__ */ new Map();
-  for (const name of readdirSync2("/proc")) {
-    if (!/^\d+$/.test(name)) continue;
-    try {
-      const s3 = readFileSync5(`/proc/${name}/stat`, "utf8");
-      const ppid = Number(s3.slice(s3.lastIndexOf(")") + 2).split(" ")[1]);
-      const list = children.get(ppid) ?? [];
-      list.push(Number(name));
-      children.set(ppid, list);
-    } catch {
-    }
-  }
-  return children;
-}
-var LAUNCHERS = /* @__PURE__ */ new Set(["systemd-nspawn", "sudo", "strace"]);
-function findPayloadPid(pid) {
-  let ownNet;
-  try {
-    ownNet = readlinkSync3("/proc/self/ns/net");
-  } catch {
-    ownNet = void 0;
-  }
-  const children = processTree();
-  const queue = [...children.get(pid) ?? []];
-  while (queue.length > 0) {
-    const p2 = queue.shift();
-    try {
-      if (ownNet !== void 0 && readlinkSync3(`/proc/${p2}/ns/net`) !== ownNet) return p2;
-    } catch (e) {
-      if (e.code === "EACCES" || e.code === "EPERM") {
-        const comm = readFileSync5(`/proc/${p2}/comm`, "utf8").trim();
-        if (!LAUNCHERS.has(comm)) return p2;
-      }
-    }
-    queue.push(...children.get(p2) ?? []);
-  }
-  return void 0;
-}
-function isListening(pid, port2) {
-  const hexPort = port2.toString(16).toUpperCase().padStart(4, "0");
-  let readable2 = false;
-  for (const table2 of ["tcp", "tcp6"]) {
-    let text;
-    try {
-      text = readFileSync5(`/proc/${pid}/net/${table2}`, "utf8");
-      readable2 = true;
-    } catch {
-      continue;
-    }
-    for (const line of text.split("\n").slice(1)) {
-      const f2 = line.trim().split(/\s+/);
-      if (f2.length > 3 && f2[1].endsWith(`:${hexPort}`) && f2[3] === "0A") return true;
-    }
-  }
-  return readable2 ? false : void 0;
-}
-var CONNECT_CHECK = "const s=require('net').connect(+process.argv[1],'127.0.0.1',()=>{s.destroy();process.exit(0)});s.on('error',()=>process.exit(1));";
-async function portOpen(pid, port2, logger) {
-  const known = isListening(pid, port2);
-  if (known !== void 0) return known;
-  const r = await run(
-    ["nsenter", "-t", String(pid), "-n", "--", process.execPath, "-e", CONNECT_CHECK, String(port2)],
-    {
-      privileged: true,
-      reject: false,
-      timeoutMs: 1e4,
-      logger
-    }
-  );
-  return r.exitCode === 0;
-}
-var sleep3 = (ms2) => new Promise((r) => setTimeout(r, ms2));
-var GOPHER_CLIENT = "const s=require('net').connect(+process.argv[1],'127.0.0.1',()=>s.end(process.argv[2]+'\\r\\n'));const c=[];s.on('data',d=>c.push(d));s.on('end',()=>process.stdout.write(Buffer.concat(c)));s.on('error',e=>{console.error(e.message);process.exit(1)});";
-async function probeListening(config2, pid, port2, probe, workDir, logger) {
-  const ns2 = ["nsenter", "-t", String(pid), "-n", "--"];
-  const timeoutMs = config2.service.timeout * 1e3;
-  if (probe.type === "gopher") {
-    const r2 = await run(
-      [...ns2, process.execPath, "-e", GOPHER_CLIENT, String(port2), probe.selector],
-      {
-        privileged: true,
-        binary: true,
-        timeoutMs,
-        logger
-      }
-    );
-    return r2.stdoutBytes;
-  }
-  const bodyFile = path24.join(workDir, `probe-${probe.name}.body`);
-  await rm9(bodyFile, { force: true });
-  const url3 = `http://127.0.0.1:${port2}${probe.path}`;
-  const r = await run(
-    [
-      ...ns2,
-      "curl",
-      "-s",
-      "-S",
-      "-o",
-      bodyFile,
-      "-w",
-      "%{http_code}",
-      "--max-time",
-      String(config2.service.timeout),
-      url3
-    ],
-    { privileged: true, timeoutMs, logger, reject: false }
-  );
-  if (r.exitCode !== 0) {
-    throw new UserError(
-      `probe '${probe.name}': ${url3} inside the container's network namespace failed: ${tail(r.stderr, 5) || `curl exit code ${r.exitCode}`}`
-    );
-  }
-  const body = await readFile7(bodyFile).catch(() => Buffer.alloc(0));
-  return { status: Number(r.stdout.trim()), body };
-}
-async function runListening(config2, t, workDir, logger) {
-  const port2 = config2.service.listen;
-  const { argv, fifo, straceFile } = await tracedArgv(config2, t, "strace.log");
-  const out = { responses: {}, traces: [], traceFiles: straceFile ? [straceFile] : [] };
-  let container;
-  try {
-    container = start(argv, { privileged: true, logger });
-  } catch (e) {
-    await fifo?.finish();
-    throw e;
-  }
-  const cleanup = registerCleanup(`container ${config2.name}`, () => container.stop());
-  const state = {};
-  void container.exited.then((e) => state.exited = e);
-  try {
-    const deadline = Date.now() + config2.service.timeout * 1e3;
-    let pid;
-    for (; ; ) {
-      const gone = state.exited;
-      if (gone)
-        throw crashError(config2, `before listening on port ${port2}`, gone.exitCode, gone.stderr);
-      pid ??= findPayloadPid(container.pid);
-      if (pid !== void 0 && await portOpen(pid, port2, logger)) break;
-      if (Date.now() > deadline) {
-        throw new UserError(
-          `service '${config2.name}' did not listen on port ${port2} within service.timeout (${config2.service.timeout} s)`
-        );
-      }
-      await sleep3(100);
-    }
-    logger.debug(`service listens on ${port2} in the namespace of pid ${pid}`);
-    for (const probe of config2.probes) {
-      out.responses[probe.name] = await probeListening(config2, pid, port2, probe, workDir, logger);
-      const gone = state.exited;
-      if (gone)
-        throw crashError(
-          config2,
-          `while answering probe '${probe.name}'`,
-          gone.exitCode,
-          gone.stderr
-        );
-    }
-  } finally {
-    await cleanup.run();
-    if (fifo) out.traces.push(await fifo.finish());
-  }
-  if (straceFile) out.traces.push(await readFile7(straceFile, "utf8").catch(() => ""));
-  return out;
-}
-async function runProbes(config2, t, o2) {
-  return config2.service.listen !== void 0 ? runListening(config2, t, o2.workDir, o2.logger) : runInetd(config2, t, o2.logger, o2.signal);
-}
-async function seedDataDir(config2, root, dir) {
-  await rm9(dir, { recursive: true, force: true });
-  await mkdir6(dir, { recursive: true, mode: 493 });
-  const inRoot = resolveTraced(root, config2.data.path);
-  if (inRoot.exists && inRoot.kind === "dir" && (await readdir4(inRoot.host)).length > 0) {
-    await run(["cp", "-a", "--", `${inRoot.host}/.`, `${dir}/`], { privileged: true });
-  }
-}
 async function isDir(p2) {
-  return stat5(p2).then(
+  return stat7(p2).then(
     (s3) => s3.isDirectory(),
     () => false
   );
-}
-async function mountOverlay(lower, upper, work, target, logger) {
-  const r = await run(
-    [
-      "mount",
-      "-t",
-      "overlay",
-      "overlay",
-      "-o",
-      `lowerdir=${lower},upperdir=${upper},workdir=${work}`,
-      target
-    ],
-    { privileged: true, reject: false, logger }
-  );
-  if (r.exitCode !== 0)
-    logger.debug(`overlay mount failed, copying the root instead: ${r.stderr.trim()}`);
-  return r.exitCode === 0;
 }
 async function traceService(config2, root, opts) {
   const { logger, workDir } = opts;
@@ -42621,38 +44158,28 @@ async function traceService(config2, root, opts) {
   }
   const elf = await readElf(entry.host);
   const interp = elf?.interp;
-  const copy = path24.join(workDir, "trace-root");
-  const traceDir = path24.join(workDir, "trace");
-  const dataDir = path24.join(workDir, "trace-data");
-  await mkdir6(workDir, { recursive: true });
-  await rm9(traceDir, { recursive: true, force: true });
-  await mkdir6(traceDir, { recursive: true, mode: 493 });
-  const upper = path24.join(workDir, "trace-upper");
-  const overlayWork = path24.join(workDir, "trace-overlay-work");
+  const { view: copy, raw: traceDir, data: dataDir, upper, overlayWork } = traceScratch(workDir);
+  await mkdir12(workDir, { recursive: true });
+  await rm16(traceDir, { recursive: true, force: true });
+  await mkdir12(traceDir, { recursive: true, mode: 493 });
   const state = { mounted: false };
   const removeCopy = registerCleanup(`traced root copy ${copy}`, async () => {
     if (state.mounted) await unmount(copy, logger);
     state.mounted = false;
-    const r = await run(["rm", "-rf", "--one-file-system", "--", copy, upper, overlayWork], {
-      privileged: true,
-      reject: false
-    });
-    if (r.exitCode !== 0) logger.warn(`could not remove ${copy}: ${r.stderr.trim()}`);
+    await removeTree([copy, upper, overlayWork], { logger, reject: false });
   });
   try {
     await logger.group("writable copy of the root for the traced run", async () => {
-      await run(["rm", "-rf", "--one-file-system", "--", copy, upper, overlayWork], {
-        privileged: true
-      });
-      for (const d of [copy, upper, overlayWork]) await mkdir6(d, { recursive: true });
+      await removeTree([copy, upper, overlayWork]);
+      for (const d of [copy, upper, overlayWork]) await mkdir12(d, { recursive: true });
       state.mounted = await mountOverlay(root, upper, overlayWork, copy, logger);
       if (!state.mounted) {
         await run(["cp", "-a", "--reflink=auto", "--", `${root}/.`, `${copy}/`], {
           privileged: true
         });
       }
-      const mountPoints2 = [TRACE_MOUNT, config2.data.path, "/usr"].map((p2) => path24.join(copy, p2));
-      await run(["mkdir", "-p", "-m", "0755", "--", ...mountPoints2], { privileged: true });
+      const dirs = [TRACE_MOUNT, config2.data.path, "/usr"].map((p2) => path37.join(copy, p2));
+      await run(["mkdir", "-p", "-m", "0755", "--", ...dirs], { privileged: true });
     });
     await seedDataDir(config2, root, dataDir);
     const started = Date.now();
@@ -42660,29 +44187,29 @@ async function traceService(config2, root, opts) {
       `traced run of ${config2.service.command.join(" ")} (${emulated ? "QEMU_STRACE" : "host strace"}, ${config2.probes.length} probes)`,
       () => runProbes(
         config2,
+        { root: copy, dataDir, readOnly: false, harden: false },
         {
-          root: copy,
-          dataDir,
-          readOnly: false,
-          harden: false,
-          trace: { dir: traceDir, mode: emulated ? "qemu" : "strace" }
-        },
-        { workDir, logger, ...opts.signal ? { signal: opts.signal } : {} }
+          workDir,
+          logger,
+          hook: emulated ? qemuTraceHook(traceDir) : straceHook(traceDir),
+          ...opts.signal ? { signal: opts.signal } : {}
+        }
       )
     );
     const seconds = (Date.now() - started) / 1e3;
+    logger.info(`traced in ${seconds.toFixed(1)} s (${emulated ? "QEMU_STRACE" : "host strace"})`);
     const parseOpts = {
       cwd: config2.service.workdir ?? "/",
       entrypoint: config2.service.command[0],
       ...emulated ? {} : { payloadExec: config2.service.command[0] }
     };
     const events = [];
-    const traceFiles = [...probed.traceFiles];
-    for (const [i2, text] of probed.traces.entries()) {
+    const traceFiles = probed.records.flatMap((r) => r.file ? [r.file] : []);
+    for (const [i2, { text }] of probed.records.entries()) {
       const parsed = emulated ? parseQemuStrace(text, parseOpts) : parseHostStrace(text, parseOpts);
       if (emulated) {
-        const file2 = path24.join(traceDir, `qemu.${i2}.txt`);
-        await writeFile8(file2, text);
+        const file2 = path37.join(traceDir, `qemu.${i2}.txt`);
+        await writeFile9(file2, text);
         traceFiles.push(file2);
       }
       if (parsed.skipped > 0)
@@ -42743,1436 +44270,14 @@ async function traceService(config2, root, opts) {
   }
 }
 
-// src/stages/prune.ts
-function mountPoints(config2) {
-  return [.../* @__PURE__ */ new Set([config2.data.path, "/proc", "/sys", "/dev", "/run", "/tmp", "/usr"])];
-}
-var TRIPLETS = {
-  aarch64: "aarch64-linux-gnu",
-  x86_64: "x86_64-linux-gnu",
-  arm: "arm-linux-gnueabihf"
-};
-var MUSL_ARCH = { aarch64: "aarch64", x86_64: "x86_64", arm: "armhf" };
-function walkRoot(root) {
-  const out = /* @__PURE__ */ new Map();
-  const visit3 = (inRoot) => {
-    const host = path25.join(root, inRoot);
-    const st2 = lstatSync3(host);
-    const kind = st2.isSymbolicLink() ? "symlink" : st2.isDirectory() ? "dir" : st2.isFile() ? "file" : "other";
-    out.set(inRoot, { kind, st: st2 });
-    if (kind === "dir") {
-      for (const name of readdirSync3(host).sort())
-        visit3(inRoot === "/" ? `/${name}` : `${inRoot}/${name}`);
-    }
-  };
-  visit3("/");
-  return out;
-}
-function entryBytes(e) {
-  return e.kind === "file" || e.kind === "symlink" ? e.st.size : 0;
-}
-function libraryDirs(root, elf, elfPath) {
-  const dirs = [];
-  const origin = path25.posix.dirname(elfPath);
-  for (const r of elf.runpath) dirs.push(r.replace(/\$\{?ORIGIN\}?/g, origin));
-  const musl = elf.interp !== void 0 && /ld-musl/.test(elf.interp);
-  if (musl) {
-    const pathFile = resolveTraced(
-      root,
-      `/etc/ld-musl-${MUSL_ARCH[elf.machineName] ?? elf.machineName}.path`
-    );
-    if (pathFile.exists && pathFile.kind === "file") {
-      dirs.push(
-        ...readFileSync6(pathFile.host, "utf8").split(/[:\n]/).map((s3) => s3.trim()).filter(Boolean)
-      );
-    } else dirs.push("/lib", "/usr/local/lib", "/usr/lib");
-    return dirs;
-  }
-  dirs.push(...ldSoConfDirs(root, "/etc/ld.so.conf", 0));
-  const triplet = TRIPLETS[elf.machineName];
-  if (triplet) dirs.push(`/lib/${triplet}`, `/usr/lib/${triplet}`);
-  if (elf.bits === 64) dirs.push("/lib64", "/usr/lib64");
-  dirs.push("/lib", "/usr/lib");
-  return [...new Set(dirs)];
-}
-function ldSoConfDirs(root, file2, depth) {
-  if (depth > 8) return [];
-  const r = resolveTraced(root, file2);
-  if (!r.exists || r.kind !== "file") return [];
-  const dirs = [];
-  for (const raw of readFileSync6(r.host, "utf8").split("\n")) {
-    const line = raw.replace(/#.*/, "").trim();
-    if (!line) continue;
-    const inc = /^include\s+(.+)$/.exec(line);
-    if (!inc) {
-      if (line.startsWith("/")) dirs.push(line);
-      continue;
-    }
-    const pattern = inc[1].startsWith("/") ? inc[1] : path25.posix.join(path25.posix.dirname(file2), inc[1]);
-    const dir = resolveTraced(root, path25.posix.dirname(pattern));
-    if (!dir.exists || dir.kind !== "dir") continue;
-    const re2 = globToRegExp(pattern);
-    for (const name of readdirSync3(dir.host).sort()) {
-      const candidate = path25.posix.join(path25.posix.dirname(pattern), name);
-      if (re2.test(candidate)) dirs.push(...ldSoConfDirs(root, candidate, depth + 1));
-    }
-  }
-  return dirs;
-}
-function shebang(file2) {
-  let head;
-  try {
-    const fd = openSync2(file2, "r");
-    try {
-      head = Buffer.alloc(256);
-      head = head.subarray(0, readSync(fd, head, 0, head.length, 0));
-    } finally {
-      closeSync2(fd);
-    }
-  } catch {
-    return void 0;
-  }
-  if (head[0] !== 35 || head[1] !== 33) return void 0;
-  const line = head.toString("latin1").slice(2).split("\n")[0].trim();
-  const interpreter = line.split(/\s+/)[0];
-  return interpreter?.startsWith("/") ? interpreter : void 0;
-}
-function octal(mode2) {
-  return (mode2 & 4095).toString(8).padStart(4, "0");
-}
-var READ_OPS = /* @__PURE__ */ new Set(["open", "exec", "stat", "access", "readlink", "chdir", "getdents"]);
-async function pruneRoot(root, trace, config2, opts) {
-  const { logger } = opts;
-  const all = walkRoot(root);
-  const kept = /* @__PURE__ */ new Map();
-  const dataPath = config2.data.path;
-  const excluded = (p2) => isUnder(p2, dataPath) || isUnder(p2, TRACE_MOUNT);
-  const add = (p2, why) => {
-    if (excluded(p2) || !all.has(p2)) return false;
-    let s3 = kept.get(p2);
-    if (!s3) kept.set(p2, s3 = /* @__PURE__ */ new Set());
-    s3.add(why);
-    return true;
-  };
-  const addLookup = (guestPath, why, noFollow = false) => {
-    const r = resolveTraced(root, guestPath, { noFollow });
-    for (const l of r.symlinks) add(l.path, "symlink-on-path");
-    if (r.exists && !r.virtual) add(r.inRoot, why);
-    return r;
-  };
-  for (const e of trace.events) {
-    if (!READ_OPS.has(e.op) && !(e.write && e.result === "ok")) continue;
-    if (e.result === "error" && (e.errno === 2 || e.errno === 20)) continue;
-    if (e.syscall === "entrypoint" || e.syscall === "pt-interp") continue;
-    const r = addLookup(
-      e.path,
-      e.op === "exec" ? "traced-exec" : "traced-open",
-      e.noFollow ?? false
-    );
-    if (e.op === "getdents" && r.exists && r.kind === "dir" && !r.virtual) {
-      for (const name of readdirSync3(r.host)) add(path25.posix.join(r.inRoot, name), "dir-listing");
-    }
-  }
-  const entry = addLookup(trace.entrypoint, "entrypoint");
-  if (!entry.exists)
-    throw new UserError(`the entrypoint ${trace.entrypoint} does not exist in the root ${root}`);
-  if (trace.interp) addLookup(trace.interp, "elf-interp");
-  if (config2.keep.length > 0) {
-    const keepMatch = globMatcher(config2.keep);
-    for (const p2 of all.keys()) if (keepMatch(p2)) add(p2, "keep-glob");
-  }
-  const missingLibraries = [];
-  const scanned = /* @__PURE__ */ new Set();
-  for (let changed = true; changed; ) {
-    changed = false;
-    for (const p2 of [...kept.keys()]) {
-      if (scanned.has(p2) || all.get(p2)?.kind !== "file") continue;
-      scanned.add(p2);
-      let elf;
-      try {
-        elf = await readElf(path25.join(root, p2));
-      } catch (err) {
-        logger.debug(`not parsing ${p2} as ELF: ${err.message}`);
-        continue;
-      }
-      if (!elf) {
-        const why = kept.get(p2);
-        if (why.has("entrypoint") || why.has("traced-exec")) {
-          const interpreter = shebang(path25.join(root, p2));
-          if (interpreter) {
-            const r = addLookup(interpreter, "shebang-interp");
-            if (r.exists) changed = true;
-            else missingLibraries.push({ elf: p2, needed: interpreter });
-          }
-        }
-        continue;
-      }
-      if (elf.interp) {
-        const r = addLookup(elf.interp, "elf-interp");
-        if (r.exists) changed = true;
-        else missingLibraries.push({ elf: p2, needed: elf.interp });
-      }
-      const dirs = elf.needed.length > 0 ? libraryDirs(root, elf, p2) : [];
-      for (const lib of elf.needed) {
-        const candidates = lib.includes("/") ? [lib.startsWith("/") ? lib : path25.posix.join(path25.posix.dirname(p2), lib)] : dirs.map((d) => path25.posix.join(d, lib));
-        const hit = candidates.find((c3) => {
-          const r = resolveTraced(root, c3);
-          return r.exists && r.kind === "file";
-        });
-        if (hit === void 0) {
-          missingLibraries.push({ elf: p2, needed: lib });
-          continue;
-        }
-        addLookup(hit, "dt-needed");
-        changed = true;
-      }
-    }
-  }
-  for (const m2 of missingLibraries)
-    logger.warn(`${m2.elf} needs ${m2.needed}, which is not in the root's library dirs`);
-  const droppedByConfig = [];
-  if (config2.drop.length > 0) {
-    const dropMatch = globMatcher(config2.drop);
-    for (const p2 of [...kept.keys()]) {
-      if (dropMatch(p2)) {
-        kept.delete(p2);
-        droppedByConfig.push(p2);
-      }
-    }
-  }
-  for (const p2 of [...kept.keys()]) {
-    for (let d = path25.posix.dirname(p2); d !== "/" && d !== "."; d = path25.posix.dirname(d)) {
-      if (kept.has(d)) {
-        kept.get(d).add("parent-dir");
-        continue;
-      }
-      add(d, "parent-dir");
-    }
-  }
-  kept.delete("/");
-  const mounts = mountPoints(config2);
-  const prunedRoot = path25.join(opts.outDir, "root");
-  const dataDir = path25.join(opts.outDir, "data");
-  await rm10(prunedRoot, { recursive: true, force: true });
-  await mkdir7(prunedRoot, { recursive: true });
-  const rootSt = all.get("/").st;
-  const list = [];
-  const dirTimes = [];
-  for (const p2 of [...kept.keys()].sort()) {
-    const e = all.get(p2);
-    const src = path25.join(root, p2);
-    const dst = path25.join(prunedRoot, p2);
-    if (e.kind === "dir") {
-      await mkdir7(dst);
-      dirTimes.push({ host: dst, st: e.st });
-    } else if (e.kind === "file") {
-      await copyFile2(src, dst);
-      await utimes(dst, e.st.atime, e.st.mtime);
-    } else if (e.kind === "symlink") {
-      await symlink(await readlink3(src), dst);
-    } else {
-      logger.debug(`not copying special file ${p2}`);
-      continue;
-    }
-    await lchown(dst, e.st.uid, e.st.gid).catch(() => void 0);
-    if (e.kind !== "symlink") await chmod4(dst, e.st.mode & 4095);
-    else await lutimes(dst, e.st.atime, e.st.mtime).catch(() => void 0);
-    list.push({
-      path: p2,
-      kind: e.kind,
-      mode: octal(e.st.mode),
-      bytes: entryBytes(e),
-      why: [...kept.get(p2)].sort()
-    });
-  }
-  for (const m2 of mounts) {
-    const dst = path25.join(prunedRoot, m2);
-    const existing = list.find((k2) => k2.path === m2);
-    if (existing) {
-      if (!existing.why.includes("mount-point")) existing.why.push("mount-point");
-      continue;
-    }
-    const e = all.get(m2);
-    const mode2 = e?.kind === "dir" ? e.st.mode & 4095 : m2 === "/tmp" ? 1023 : 493;
-    await mkdir7(path25.dirname(dst), { recursive: true });
-    await mkdir7(dst);
-    await chmod4(dst, mode2);
-    if (e?.kind === "dir") await lchown(dst, e.st.uid, e.st.gid).catch(() => void 0);
-    list.push({ path: m2, kind: "dir", mode: octal(mode2), bytes: 0, why: ["mount-point"] });
-  }
-  for (const { host, st: st2 } of dirTimes.reverse()) await utimes(host, st2.atime, st2.mtime);
-  await chmod4(prunedRoot, rootSt.mode & 4095);
-  await lchown(prunedRoot, rootSt.uid, rootSt.gid).catch(() => void 0);
-  list.sort((a2, b2) => a2.path < b2.path ? -1 : a2.path > b2.path ? 1 : 0);
-  await seedDataDir(config2, root, dataDir);
-  let baseBytes = 0;
-  for (const e of all.values()) baseBytes += entryBytes(e);
-  const keptPaths = new Set(list.map((k2) => k2.path));
-  let droppedEntries = 0;
-  let droppedBytes = 0;
-  for (const [p2, e] of all) {
-    if (p2 === "/" || keptPaths.has(p2)) continue;
-    droppedEntries++;
-    droppedBytes += entryBytes(e);
-  }
-  const keptBytes = list.reduce((s3, k2) => s3 + k2.bytes, 0);
-  const report = {
-    name: config2.name,
-    emulated: trace.emulated,
-    traceSeconds: trace.seconds,
-    base: { entries: all.size - 1, bytes: baseBytes },
-    kept: { entries: list.length, bytes: keptBytes, list },
-    dropped: { entries: droppedEntries, bytes: droppedBytes },
-    failedLookups: trace.failedLookups,
-    writtenUnderData: trace.writtenUnderData,
-    writtenOutsideData: trace.writtenOutsideData,
-    missingLibraries,
-    droppedByConfig: droppedByConfig.sort()
-  };
-  logger.info(summarizeReport(report));
-  return { prunedRoot, dataDir, report };
-}
-function human(bytes) {
-  if (bytes < 1024) return `${bytes} B`;
-  if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(1)} KiB`;
-  return `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
-}
-function summarizeReport(r) {
-  const pct = r.base.bytes > 0 ? (100 * r.kept.bytes / r.base.bytes).toFixed(1) : "0";
-  const byReason = /* @__PURE__ */ new Map();
-  for (const k2 of r.kept.list) for (const w2 of k2.why) byReason.set(w2, (byReason.get(w2) ?? 0) + 1);
-  const lines = [
-    `pruned ${r.name}: kept ${r.kept.entries} of ${r.base.entries} entries, ${human(r.kept.bytes)} of ${human(r.base.bytes)} (${pct} %); dropped ${r.dropped.entries} entries, ${human(r.dropped.bytes)}`,
-    `kept because: ${[...byReason].sort().map(([w2, n2]) => `${w2} ${n2}`).join(", ")}`,
-    `trace: ${r.traceSeconds.toFixed(1)} s (${r.emulated ? "QEMU_STRACE" : "host strace"}), ${r.failedLookups.length} failed lookup(s), ${r.writtenUnderData.length} path(s) written under the data path`
-  ];
-  if (r.writtenOutsideData.length > 0)
-    lines.push(
-      `written outside the data path (read-only on the board): ${r.writtenOutsideData.join(", ")}`
-    );
-  if (r.missingLibraries.length > 0)
-    lines.push(
-      `missing libraries: ${r.missingLibraries.map((m2) => `${m2.needed} (for ${m2.elf})`).join(", ")}`
-    );
-  return lines.join("\n");
-}
-
-// src/stages/root.ts
-import { createHash as createHash7 } from "node:crypto";
-import {
-  chmodSync as chmodSync3,
-  existsSync as existsSync9,
-  lstatSync as lstatSync6,
-  readdirSync as readdirSync5,
-  readFileSync as readFileSync7,
-  rmSync as rmSync2
-} from "node:fs";
-import { mkdir as mkdir9, rename as rename4, rm as rm12, stat as stat7 } from "node:fs/promises";
-import path28 from "node:path";
-
-// src/root/extract.ts
-import { once as once9 } from "node:events";
-import {
-  closeSync as closeSync3,
-  constants as fsc,
-  createReadStream as createReadStream4,
-  fchmodSync,
-  fchownSync,
-  futimesSync,
-  lchownSync,
-  linkSync,
-  lstatSync as lstatSync4,
-  mkdirSync as mkdirSync2,
-  openSync as openSync3,
-  readSync as readSync2,
-  chmodSync,
-  symlinkSync,
-  unlinkSync,
-  writeSync as writeSync2,
-  readlinkSync as readlinkSync4
-} from "node:fs";
-import { mkdir as mkdir8, mkdtemp as mkdtemp5, rm as rm11, stat as stat6 } from "node:fs/promises";
-import path26 from "node:path";
-import { createGunzip } from "node:zlib";
-var ExtractError = class extends UserError {
-  constructor(archive, entry, reason) {
-    super(`refusing ${archive}: ${entry !== void 0 ? `entry '${entry}': ` : ""}${reason}`);
-    this.archive = archive;
-    this.entry = entry;
-    this.reason = reason;
-  }
-  archive;
-  entry;
-  reason;
-};
-var DEFAULT_MAX_RATIO = 200;
-var DEFAULT_RATIO_FLOOR = 16 * 1024 * 1024;
-var DEFAULT_MAX_BYTES = 8 * 1024 * 1024 * 1024;
-var SETID = 3072;
-function detectCompression(head) {
-  if (head.length >= 2 && head[0] === 31 && head[1] === 139) return "gzip";
-  if (head.length >= 6 && head.subarray(0, 6).equals(Buffer.from([253, 55, 122, 88, 90, 0])))
-    return "xz";
-  if (head.length >= 4 && head.readUInt32BE(0) === 682962941) return { unsupported: "zstd" };
-  if (head.length >= 3 && head.subarray(0, 3).toString("latin1") === "BZh")
-    return { unsupported: "bzip2" };
-  if (head.length >= 2 && head[0] === 93 && head[1] === 0) return { unsupported: "lzma" };
-  return "none";
-}
-function readHead2(file2) {
-  const fd = openSync3(file2, "r");
-  try {
-    const buf = Buffer.alloc(512);
-    const n2 = readSync2(fd, buf, 0, buf.length, 0);
-    return buf.subarray(0, n2);
-  } finally {
-    closeSync3(fd);
-  }
-}
-function entryComponents(name) {
-  if (name.includes("\0")) throw new Error("path contains a NUL byte");
-  if (name.startsWith("/")) throw new Error("absolute path (rootfs tarballs use relative paths)");
-  const parts = name.split("/").filter((c3) => c3 !== "" && c3 !== ".");
-  if (parts.includes("..")) throw new Error('path contains ".." (it could point outside the root)');
-  return parts;
-}
-var Extractor = class {
-  constructor(archive, root, compression, opts) {
-    this.archive = archive;
-    this.root = root;
-    this.chown = opts.chown ?? isRoot();
-    this.summary = {
-      compression,
-      files: 0,
-      dirs: 0,
-      symlinks: 0,
-      hardlinks: 0,
-      skipped: { devices: 0, fifos: 0, other: 0 },
-      setidStripped: 0,
-      bytes: 0
-    };
-  }
-  archive;
-  root;
-  summary;
-  /** Regular files written from this archive: normalized entry path -> host path (hardlink targets). */
-  files = /* @__PURE__ */ new Map();
-  dirs = /* @__PURE__ */ new Map();
-  symlinks = [];
-  chown;
-  /** First error met while handling entries; the stream is drained and this is thrown. */
-  failure;
-  /** Entries seen (any type), to tell an empty or non-tar input from a real archive. */
-  entries = 0;
-  fail(entry, reason) {
-    throw new ExtractError(this.archive, entry, reason);
-  }
-  mode(raw, fallback) {
-    const m2 = raw ?? fallback;
-    if (m2 & SETID) this.summary.setidStripped++;
-    return m2 & 4095 & ~SETID;
-  }
-  /** Resolves the parent directory of an entry inside the root, creating missing parents. */
-  parentOf(name, parts) {
-    try {
-      const r = resolveInRoot(this.root, `/${parts.slice(0, -1).join("/")}`, {
-        createMissing: true
-      });
-      if (r.exists && !lstatSync4(r.host).isDirectory())
-        this.fail(name, `parent ${r.inRoot} is not a directory`);
-      if (!r.exists) mkdirSync2(r.host, { mode: 493 });
-      return r.host;
-    } catch (e) {
-      if (e instanceof ExtractError) throw e;
-      this.fail(
-        name,
-        `cannot resolve its parent directory inside the root: ${e.message}`
-      );
-    }
-  }
-  onEntry(entry) {
-    if (this.failure !== void 0) {
-      entry.resume();
-      return;
-    }
-    this.entries++;
-    try {
-      this.handle(entry);
-    } catch (e) {
-      this.failure = e;
-      entry.resume();
-    }
-  }
-  handle(entry) {
-    const name = entry.path;
-    let parts;
-    try {
-      parts = entryComponents(name);
-    } catch (e) {
-      this.fail(name, e.message);
-    }
-    switch (entry.type) {
-      case "File":
-      case "OldFile":
-      case "ContiguousFile":
-        if (parts.length === 0) this.fail(name, "a file cannot replace the root directory");
-        this.writeFile(entry, name, parts);
-        return;
-      case "Directory":
-      case "GNUDumpDir":
-        this.makeDir(entry, name, parts);
-        entry.resume();
-        return;
-      case "SymbolicLink": {
-        if (parts.length === 0) this.fail(name, "a symlink cannot replace the root directory");
-        const target = entry.linkpath ?? "";
-        if (target === "" || target.includes("\0"))
-          this.fail(name, "symlink with an empty or invalid target");
-        this.symlinks.push({ name, parts, target, uid: entry.uid, gid: entry.gid });
-        entry.resume();
-        return;
-      }
-      case "Link":
-        if (parts.length === 0) this.fail(name, "a hardlink cannot replace the root directory");
-        this.makeHardlink(name, parts, entry.linkpath ?? "");
-        entry.resume();
-        return;
-      case "CharacterDevice":
-      case "BlockDevice":
-        this.summary.skipped.devices++;
-        entry.resume();
-        return;
-      case "FIFO":
-        this.summary.skipped.fifos++;
-        entry.resume();
-        return;
-      default:
-        this.summary.skipped.other++;
-        entry.resume();
-    }
-  }
-  writeFile(entry, name, parts) {
-    const parent = this.parentOf(name, parts);
-    const host = path26.join(parent, parts[parts.length - 1]);
-    const flags = fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW;
-    let fd;
-    try {
-      fd = openSync3(host, flags, 384);
-    } catch (e) {
-      if (e.code !== "EEXIST") throw e;
-      const st2 = lstatSync4(host);
-      if (!st2.isFile())
-        this.fail(
-          name,
-          `a ${st2.isDirectory() ? "directory" : "non-file"} already exists at this path`
-        );
-      unlinkSync(host);
-      fd = openSync3(host, flags, 384);
-    }
-    const mode2 = this.mode(entry.mode, 420);
-    const key = parts.join("/");
-    entry.on("data", (chunk) => {
-      if (fd < 0) return;
-      try {
-        let off = 0;
-        while (off < chunk.length) off += writeSync2(fd, chunk, off, chunk.length - off);
-        this.summary.bytes += chunk.length;
-      } catch (e) {
-        this.failure ??= new ExtractError(
-          this.archive,
-          name,
-          `write failed: ${e.message}`
-        );
-        closeSync3(fd);
-        fd = -1;
-      }
-    });
-    entry.on("end", () => {
-      if (fd < 0) return;
-      try {
-        if (this.chown && entry.uid !== void 0 && entry.gid !== void 0)
-          fchownSync(fd, entry.uid, entry.gid);
-        fchmodSync(fd, mode2);
-        if (entry.mtime) futimesSync(fd, entry.mtime, entry.mtime);
-      } catch (e) {
-        this.failure ??= new ExtractError(
-          this.archive,
-          name,
-          `cannot set owner/mode: ${e.message}`
-        );
-      } finally {
-        closeSync3(fd);
-        fd = -1;
-      }
-      this.files.set(key, host);
-      this.summary.files++;
-    });
-  }
-  makeDir(entry, name, parts) {
-    const mode2 = this.mode(entry.mode, 493);
-    if (parts.length === 0) {
-      this.dirs.set("", { host: this.root, mode: mode2, uid: entry.uid, gid: entry.gid });
-      return;
-    }
-    const parent = this.parentOf(name, parts);
-    const host = path26.join(parent, parts[parts.length - 1]);
-    try {
-      mkdirSync2(host, { mode: 448 });
-      this.summary.dirs++;
-    } catch (e) {
-      if (e.code !== "EEXIST") throw e;
-      if (!lstatSync4(host).isDirectory())
-        this.fail(name, "a non-directory already exists at this path");
-    }
-    this.dirs.set(parts.join("/"), { host, mode: mode2, uid: entry.uid, gid: entry.gid });
-  }
-  makeHardlink(name, parts, linkpath) {
-    let targetParts;
-    try {
-      targetParts = entryComponents(linkpath);
-    } catch (e) {
-      this.fail(name, `hardlink target '${linkpath}': ${e.message}`);
-    }
-    const targetHost = this.files.get(targetParts.join("/"));
-    if (targetHost === void 0) {
-      this.fail(
-        name,
-        `hardlink target '${linkpath}' is not a regular file extracted earlier from this archive`
-      );
-    }
-    if (!lstatSync4(targetHost).isFile())
-      this.fail(name, `hardlink target '${linkpath}' is no longer a regular file`);
-    const parent = this.parentOf(name, parts);
-    const host = path26.join(parent, parts[parts.length - 1]);
-    try {
-      linkSync(targetHost, host);
-    } catch (e) {
-      if (e.code !== "EEXIST") throw e;
-      const st2 = lstatSync4(host);
-      if (!st2.isFile()) this.fail(name, "a non-file already exists at this path");
-      unlinkSync(host);
-      linkSync(targetHost, host);
-    }
-    this.files.set(parts.join("/"), host);
-    this.summary.hardlinks++;
-  }
-  /** After the stream: the symlinks, verbatim, then directory owners and modes (deepest first). */
-  finish() {
-    for (const s3 of this.symlinks) {
-      const parent = this.parentOf(s3.name, s3.parts);
-      const host = path26.join(parent, s3.parts[s3.parts.length - 1]);
-      try {
-        symlinkSync(s3.target, host);
-      } catch (e) {
-        if (e.code !== "EEXIST") throw e;
-        const st2 = lstatSync4(host);
-        if (st2.isSymbolicLink() && readlinkSync4(host) === s3.target) continue;
-        const what = st2.isDirectory() ? "a directory" : st2.isSymbolicLink() ? "another symlink" : "a file";
-        this.fail(
-          s3.name,
-          `symlink -> ${s3.target} conflicts with ${what} at the same path from this archive`
-        );
-      }
-      if (this.chown && s3.uid !== void 0 && s3.gid !== void 0) lchownSync(host, s3.uid, s3.gid);
-      this.summary.symlinks++;
-    }
-    const dirs = [...this.dirs.entries()].sort(
-      ([a2], [b2]) => b2.split("/").length - a2.split("/").length
-    );
-    for (const [, d] of dirs) {
-      if (this.chown && d.uid !== void 0 && d.gid !== void 0)
-        lchownSync(d.host, d.uid, d.gid);
-      if (!lstatSync4(d.host).isDirectory()) continue;
-      chmodSync(d.host, d.mode);
-    }
-    if (!this.dirs.has("")) chmodSync(this.root, 493);
-  }
-};
-function capFor(compression, compressedSize, opts) {
-  const maxBytes2 = opts.maxBytes ?? DEFAULT_MAX_BYTES;
-  if (compression === "none") return maxBytes2;
-  const byRatio = Math.max(
-    opts.ratioFloorBytes ?? DEFAULT_RATIO_FLOOR,
-    compressedSize * (opts.maxRatio ?? DEFAULT_MAX_RATIO)
-  );
-  return Math.min(maxBytes2, byRatio);
-}
-function bombError(archive, cap, compressedSize, opts) {
-  return new ExtractError(
-    archive,
-    void 0,
-    `decompresses to more than ${cap} bytes from ${compressedSize} compressed bytes: refused as a decompression bomb (lhc unpacks at most ${opts.maxRatio ?? DEFAULT_MAX_RATIO} times the compressed size, at least ${formatBytes(opts.ratioFloorBytes ?? DEFAULT_RATIO_FLOOR)} and at most ${formatBytes(opts.maxBytes ?? DEFAULT_MAX_BYTES)})`
-  );
-}
-async function xzToTemp(archive, tmpDir, cap, compressedSize, opts, logger) {
-  const out = path26.join(tmpDir, "archive.tar");
-  const script = 'set -o pipefail; xz -dc -- "$1" | head -c "$2" > "$3"';
-  const r = await run(["bash", "-c", script, "bash", archive, String(cap + 1), out], {
-    reject: false,
-    logger
-  });
-  const size = (await stat6(out)).size;
-  if (size > cap) throw bombError(archive, cap, compressedSize, opts);
-  if (r.exitCode !== 0) {
-    if (/xz: not found|command not found/.test(r.stderr)) {
-      throw new UserError(
-        `required tool 'xz' was not found; install it with: apt-get install xz-utils (or run: lhc setup)`
-      );
-    }
-    throw new ExtractError(
-      archive,
-      void 0,
-      `xz could not decompress it: ${r.stderr.trim() || `exit code ${r.exitCode}`}`
-    );
-  }
-  return out;
-}
-async function pump(source, parser, cap, onOver, ex) {
-  let total = 0;
-  const ended = new Promise((resolve, reject) => {
-    parser.on("end", resolve);
-    parser.on("error", reject);
-    parser.on("abort", reject);
-  });
-  ended.catch(() => {
-  });
-  try {
-    for await (const chunk of source) {
-      total += chunk.length;
-      if (total > cap) throw onOver();
-      if (ex.failure !== void 0) throw ex.failure;
-      if (!parser.write(chunk)) await Promise.race([once9(parser, "drain"), ended]);
-    }
-    parser.end();
-    await ended;
-  } finally {
-    source.destroy();
-  }
-}
-async function extractTarball(archive, dest, opts = {}) {
-  let compressedSize;
-  try {
-    compressedSize = (await stat6(archive)).size;
-  } catch (e) {
-    throw new UserError(
-      `cannot read tarball ${archive}: ${e.code ?? String(e)}`
-    );
-  }
-  const detected = detectCompression(readHead2(archive));
-  if (typeof detected === "object") {
-    throw new ExtractError(
-      archive,
-      void 0,
-      `${detected.unsupported} compression is not supported (use .tar, .tar.gz or .tar.xz)`
-    );
-  }
-  const compression = detected;
-  const cap = capFor(compression, compressedSize, opts);
-  try {
-    await mkdir8(dest, { mode: 448 });
-  } catch (e) {
-    const code = e.code;
-    throw new UserError(
-      code === "EEXIST" ? `extraction target ${dest} already exists: extraction needs a fresh directory` : `cannot create extraction target ${dest}: ${code ?? String(e)}`
-    );
-  }
-  const tmpDir = compression === "xz" ? await mkdtemp5(path26.join(path26.dirname(dest), ".lhc-xz-")) : void 0;
-  const ex = new Extractor(archive, dest, compression, opts);
-  try {
-    let source;
-    if (compression === "xz") {
-      source = createReadStream4(
-        await xzToTemp(archive, tmpDir, cap, compressedSize, opts, opts.logger)
-      );
-    } else if (compression === "gzip") {
-      source = createReadStream4(archive).pipe(createGunzip());
-    } else {
-      source = createReadStream4(archive);
-    }
-    const warnings = [];
-    const parser = new rt({
-      strict: true,
-      // Our stream is already decompressed: a nested compressed stream is not a rootfs tarball.
-      zstd: false,
-      brotli: false,
-      maxDecompressionRatio: opts.maxRatio ?? DEFAULT_MAX_RATIO,
-      onwarn: (code, message) => warnings.push(`${code}: ${String(message)}`)
-    });
-    parser.on("entry", (entry) => ex.onEntry(entry));
-    try {
-      await pump(source, parser, cap, () => bombError(archive, cap, compressedSize, opts), ex);
-    } catch (e) {
-      if (e instanceof UserError) throw e;
-      const msg = e.message ?? String(e);
-      if (/unexpected end of file|incorrect header check|invalid/i.test(msg) && compression === "gzip") {
-        throw new ExtractError(archive, void 0, `gzip stream is corrupt: ${msg}`);
-      }
-      throw new ExtractError(archive, void 0, `not a valid tar archive: ${msg}`);
-    }
-    if (ex.failure !== void 0) throw ex.failure;
-    if (ex.entries === 0) {
-      throw new ExtractError(
-        archive,
-        void 0,
-        `not a tar archive (no entries found${warnings[0] ? `; ${warnings[0]}` : ""})`
-      );
-    }
-    ex.finish();
-    const s3 = ex.summary;
-    opts.logger?.debug(
-      `extracted ${archive}: ${s3.files} files, ${s3.dirs} dirs, ${s3.symlinks} symlinks, ${s3.hardlinks} hardlinks, ${s3.bytes} bytes; skipped ${s3.skipped.devices} devices, ${s3.skipped.fifos} fifos, ${s3.skipped.other} other`
-    );
-    return s3;
-  } catch (e) {
-    await rm11(dest, { recursive: true, force: true });
-    throw e;
-  } finally {
-    if (tmpDir) await rm11(tmpDir, { recursive: true, force: true });
-  }
-}
-
-// src/root/overlay.ts
-import {
-  constants as fsc2,
-  lstatSync as lstatSync5,
-  mkdirSync as mkdirSync3,
-  readdirSync as readdirSync4,
-  readlinkSync as readlinkSync5,
-  rmSync,
-  symlinkSync as symlinkSync2,
-  chmodSync as chmodSync2,
-  lchownSync as lchownSync2
-} from "node:fs";
-import { open as open5 } from "node:fs/promises";
-import path27 from "node:path";
-function hostPathFor(root, dst) {
-  const dir = path27.posix.dirname(dst);
-  const parent = resolveInRoot(root, dir, { createMissing: true });
-  if (!parent.exists) mkdirSync3(parent.host, { mode: 493 });
-  else if (!lstatSync5(parent.host).isDirectory())
-    throw new UserError(`cannot install ${dst}: ${parent.inRoot} in the root is not a directory`);
-  const name = path27.posix.basename(dst);
-  return { host: path27.join(parent.host, name), inRoot: path27.posix.join(parent.inRoot, name) };
-}
-function clearForFile(host, dst) {
-  let st2;
-  try {
-    st2 = lstatSync5(host);
-  } catch {
-    return;
-  }
-  if (st2.isDirectory())
-    throw new UserError(`cannot install ${dst}: a directory already exists there in the root`);
-  rmSync(host, { force: true });
-}
-async function installFile(root, src, dst, mode2) {
-  const { host } = hostPathFor(root, dst);
-  clearForFile(host, dst);
-  const fh = await open5(host, fsc2.O_WRONLY | fsc2.O_CREAT | fsc2.O_EXCL | fsc2.O_NOFOLLOW, 384);
-  try {
-    const src_ = await open5(src, "r");
-    try {
-      const buf = Buffer.alloc(1 << 20);
-      for (; ; ) {
-        const { bytesRead } = await src_.read(buf, 0, buf.length);
-        if (bytesRead === 0) break;
-        await fh.write(buf, 0, bytesRead);
-      }
-    } finally {
-      await src_.close();
-    }
-    if (process.getuid?.() === 0) await fh.chown(0, 0);
-    await fh.chmod(mode2 & 1023);
-  } finally {
-    await fh.close();
-  }
-}
-function ensureDir(root, dst, mode2 = 493) {
-  const r = resolveInRoot(root, dst, { createMissing: true });
-  if (!r.exists) {
-    mkdirSync3(r.host, { mode: mode2 });
-    chmodSync2(r.host, mode2);
-  } else if (!lstatSync5(r.host).isDirectory()) {
-    throw new UserError(
-      `cannot create directory ${dst}: ${r.inRoot} in the root exists and is not a directory`
-    );
-  }
-  return r.host;
-}
-function normalizedMode(st2) {
-  if (st2.isDirectory()) return 493;
-  return st2.mode & 73 ? 493 : 420;
-}
-async function copyTree(root, srcDir, dst, stats = { files: 0, dirs: 0, symlinks: 0 }) {
-  ensureDir(root, dst, 493);
-  for (const name of readdirSync4(srcDir).sort()) {
-    const src = path27.join(srcDir, name);
-    const to2 = path27.posix.join(dst, name);
-    const st2 = lstatSync5(src);
-    if (st2.isDirectory()) {
-      stats.dirs++;
-      await copyTree(root, src, to2, stats);
-    } else if (st2.isFile()) {
-      stats.files++;
-      await installFile(root, src, to2, normalizedMode(st2));
-    } else if (st2.isSymbolicLink()) {
-      const { host } = hostPathFor(root, to2);
-      clearForFile(host, to2);
-      symlinkSync2(readlinkSync5(src), host);
-      if (process.getuid?.() === 0) lchownSync2(host, 0, 0);
-      stats.symlinks++;
-    } else {
-      throw new UserError(
-        `cannot copy ${src} into the root: only files, directories and symlinks are supported`
-      );
-    }
-  }
-  return stats;
-}
-
-// src/tools/mmdebstrap.ts
-var DEBIAN_ARCH = { aarch64: "arm64", x86_64: "amd64" };
-function mmdebstrapArgv(o2) {
-  const argv = [
-    "mmdebstrap",
-    `--arch=${o2.arch}`,
-    `--variant=${o2.variant}`,
-    "--format=tar",
-    "--quiet"
-  ];
-  const pkgs = [...new Set(o2.packages)].sort();
-  if (pkgs.length > 0) argv.push(`--include=${pkgs.join(",")}`);
-  argv.push(o2.suite, o2.output, ...o2.mirrors);
-  return argv;
-}
-function parseDeb822(text) {
-  const stanzas2 = [];
-  let cur = {};
-  let last;
-  for (const raw of text.split("\n")) {
-    if (raw.startsWith("#")) continue;
-    if (raw.trim() === "") {
-      if (Object.keys(cur).length > 0) stanzas2.push(cur);
-      cur = {};
-      last = void 0;
-      continue;
-    }
-    if (/^\s/.test(raw) && last) {
-      cur[last] += `
-${raw.trim()}`;
-      continue;
-    }
-    const m2 = /^([\w-]+):\s*(.*)$/.exec(raw);
-    if (!m2) continue;
-    last = m2[1].toLowerCase();
-    cur[last] = m2[2].trim();
-  }
-  if (Object.keys(cur).length > 0) stanzas2.push(cur);
-  return stanzas2;
-}
-function hostMirrorLines(deb822Text, suite) {
-  const lines = [];
-  for (const s3 of parseDeb822(deb822Text)) {
-    if (!(s3.types ?? "").split(/\s+/).includes("deb")) continue;
-    if ((s3.enabled ?? "yes").toLowerCase() === "no") continue;
-    const suites = (s3.suites ?? "").split(/\s+/).filter((x) => x === suite || x.startsWith(`${suite}-`));
-    if (suites.length === 0) continue;
-    const opts = s3["signed-by"] && !s3["signed-by"].includes("\n") ? ` [signed-by=${s3["signed-by"]}]` : "";
-    for (const uri of (s3.uris ?? "").split(/\s+/).filter(Boolean)) {
-      for (const x of suites) lines.push(`deb${opts} ${uri} ${x} ${s3.components ?? "main"}`);
-    }
-  }
-  return lines;
-}
-
-// src/stages/root.ts
-var MOUNT_POINTS = ["/proc", "/sys", "/dev", "/run", "/tmp"];
-var SCRATCH_DIRS = ["/usr", "/bin", "/etc", ...MOUNT_POINTS];
-var HOST_SOURCES2 = "/etc/apt/sources.list.d/debian.sources";
-var PACKAGES_TIMEOUT_MS = 30 * 6e4;
-var MMDEBSTRAP_TIMEOUT_MS = 40 * 6e4;
-function treeBytes(dir) {
-  const seen = /* @__PURE__ */ new Set();
-  let total = 0;
-  const walk = (d) => {
-    for (const name of readdirSync5(d)) {
-      const p2 = path28.join(d, name);
-      const st2 = lstatSync6(p2, { bigint: false });
-      if (st2.isDirectory()) walk(p2);
-      else if (st2.isFile()) {
-        const key = `${st2.dev}:${st2.ino}`;
-        if (seen.has(key)) continue;
-        seen.add(key);
-        total += st2.size;
-      }
-    }
-  };
-  walk(dir);
-  return total;
-}
-async function makeScratchRoot(root) {
-  await mkdir9(root, { mode: 493 });
-  for (const d of SCRATCH_DIRS) ensureDir(root, d, d === "/tmp" ? 1023 : 493);
-}
-function prepareCommand(prepare) {
-  return typeof prepare === "string" ? ["/bin/sh", "-c", prepare] : [...prepare];
-}
-async function runInRoot(root, command, opts) {
-  const argv = nspawnArgv({
-    root,
-    command,
-    machineName: `lhc-root-${process.pid}`,
-    resolvConf: opts.hostDns ? "bind-host" : "off"
-  });
-  const etcIsDir = lstatOrUndefined(path28.join(root, "etc"))?.isDirectory() ?? false;
-  const resolvConf = path28.join(root, "etc", "resolv.conf");
-  const hadResolvConf = !etcIsDir || lstatOrUndefined(resolvConf) !== void 0;
-  try {
-    const r = await run(argv, {
-      privileged: true,
-      logger: opts.logger,
-      loud: true,
-      onLine: (line) => opts.logger.info(`  ${line}`),
-      signal: opts.signal,
-      timeoutMs: opts.timeoutMs ?? PACKAGES_TIMEOUT_MS,
-      stderrLines: 40
-    });
-    return { stdout: r.stdout, stderr: r.stderr };
-  } finally {
-    const after = lstatOrUndefined(resolvConf);
-    if (opts.hostDns && !hadResolvConf && after?.isFile() && after.size === 0) rmSync2(resolvConf);
-  }
-}
-function lstatOrUndefined(file2) {
-  try {
-    return lstatSync6(file2);
-  } catch {
-    return void 0;
-  }
-}
-function debianMirrors(base, hostSourcesFile = HOST_SOURCES2) {
-  if (base.mirrors && base.mirrors.length > 0) return [...base.mirrors];
-  if (!existsSync9(hostSourcesFile)) return [];
-  return hostMirrorLines(readFileSync7(hostSourcesFile, "utf8"), base.suite);
-}
-function debianBaseKey(input2) {
-  const canonical = JSON.stringify({
-    arch: input2.arch,
-    suite: input2.suite,
-    variant: input2.variant,
-    packages: [...new Set(input2.packages)].sort(),
-    mirrors: input2.mirrors
-  });
-  return createHash7("sha256").update(canonical).digest("hex");
-}
-async function debianBaseTarball(base, arch, opts) {
-  const debArch = DEBIAN_ARCH[arch];
-  if (!debArch) throw new ConfigError(`base: no Debian architecture for arch ${arch}`);
-  const mirrors = debianMirrors(base, opts.hostSourcesFile);
-  const key = debianBaseKey({
-    arch: debArch,
-    suite: base.suite,
-    variant: base.variant,
-    packages: base.packages,
-    mirrors
-  });
-  const dir = opts.basesDir ?? path28.join(cacheDir(), "bases");
-  const out = path28.join(dir, `${key}.tar`);
-  if (existsSync9(out)) {
-    opts.logger.info(
-      `debian base ${base.suite} (${base.packages.join(", ") || "no extra packages"}): cached ${out}`
-    );
-    return out;
-  }
-  await mkdir9(dir, { recursive: true });
-  const tmp = path28.join(dir, `.tmp-${key}-${process.pid}.tar`);
-  opts.logger.info(
-    `debian base: mmdebstrap ${base.suite} ${debArch} with ${base.packages.join(", ") || "no extra packages"} (${mirrors.length ? "host apt sources" : "mmdebstrap's default mirror"}; takes minutes under QEMU)`
-  );
-  try {
-    await run(
-      mmdebstrapArgv({
-        arch: debArch,
-        suite: base.suite,
-        variant: base.variant,
-        packages: base.packages,
-        output: tmp,
-        mirrors
-      }),
-      {
-        privileged: true,
-        logger: opts.logger,
-        loud: true,
-        signal: opts.signal,
-        timeoutMs: MMDEBSTRAP_TIMEOUT_MS,
-        stderrLines: 40
-      }
-    );
-    await rename4(tmp, out);
-  } finally {
-    await rm12(tmp, { force: true });
-  }
-  return out;
-}
-async function tarballPath(base, opts) {
-  if (base.path) {
-    try {
-      if (!(await stat7(base.path)).isFile())
-        throw new ConfigError(`base.path: ${base.path} is not a file`);
-    } catch (e) {
-      if (e instanceof UserError) throw e;
-      throw new ConfigError(
-        `base.path: cannot read ${base.path} (${e.code ?? String(e)})`
-      );
-    }
-    if (base.sha256) {
-      const actual = await sha256File(base.path);
-      if (actual !== base.sha256) {
-        throw new UserError(
-          `base.path: ${base.path} has sha256 ${actual}, but the config expects ${base.sha256}`
-        );
-      }
-    }
-    return base.path;
-  }
-  return opts.store.fetch({ urls: base.urls ?? [], sha256: base.sha256 }, { signal: opts.signal });
-}
-function describeExtract(s3) {
-  const skipped = s3.skipped.devices + s3.skipped.fifos + s3.skipped.other;
-  return `${s3.files} files, ${s3.dirs} dirs, ${s3.symlinks} symlinks, ${s3.hardlinks} hardlinks, ${s3.bytes} bytes` + (skipped ? `; skipped ${s3.skipped.devices} device nodes, ${s3.skipped.fifos} fifos, ${s3.skipped.other} other` : "") + (s3.setidStripped ? `; setuid/setgid removed from ${s3.setidStripped}` : "");
-}
-async function assembleRoot(config2, opts) {
-  const { logger } = opts;
-  const root = path28.join(opts.workDir, "root");
-  const base = config2.base;
-  if (config2.prepare !== void 0 && base.type === "scratch") {
-    throw new ConfigError(
-      "prepare: a scratch base has no shell or package manager to run it; use a tarball or debian base"
-    );
-  }
-  try {
-    await logger.group(`root: ${base.type} base`, async () => {
-      if (base.type === "scratch") {
-        await makeScratchRoot(root);
-        return;
-      }
-      const tarball = base.type === "tarball" ? await tarballPath(base, opts) : await debianBaseTarball(base, config2.arch, opts);
-      const s3 = await extractTarball(tarball, root, { logger });
-      logger.info(`extracted ${path28.basename(tarball)}: ${describeExtract(s3)}`);
-      for (const d of ["/usr", ...MOUNT_POINTS]) ensureDir(root, d, d === "/tmp" ? 1023 : 493);
-    });
-    if (config2.prepare !== void 0) {
-      const prepare = config2.prepare;
-      await logger.group("root: prepare", async () => {
-        for (const w2 of config2.warnings) logger.warn(w2);
-        if (typeof prepare === "string" && !existsInRoot(root, "/bin/sh")) {
-          throw new ConfigError(
-            "prepare: the base root has no /bin/sh to run the command with; give the command as a list (argv) instead"
-          );
-        }
-        await runInRoot(root, prepareCommand(prepare), {
-          logger,
-          signal: opts.signal,
-          hostDns: true
-        });
-      });
-    }
-    await logger.group("root: overlay", async () => {
-      for (const [i2, f2] of config2.files.entries()) {
-        let st2;
-        try {
-          st2 = lstatSync6(f2.src);
-        } catch (e) {
-          throw new ConfigError(
-            `files[${i2}].src: cannot read ${f2.src} (${e.code ?? String(e)})`
-          );
-        }
-        if (st2.isDirectory()) {
-          const c3 = await copyTree(root, f2.src, f2.dst);
-          if (f2.mode !== void 0) ensureDirMode(root, f2.dst, f2.mode);
-          logger.info(
-            `${f2.dst}/: ${c3.files} files, ${c3.dirs} dirs, ${c3.symlinks} symlinks from ${f2.src}`
-          );
-        } else if (st2.isFile()) {
-          await installFile(root, f2.src, f2.dst, f2.mode ?? normalizedMode(st2));
-          logger.info(`${f2.dst} from ${f2.src}`);
-        } else {
-          throw new ConfigError(`files[${i2}].src: ${f2.src} is neither a file nor a directory`);
-        }
-      }
-      if (opts.luaPath) {
-        const dst = config2.lua?.path ?? "/bin/lua";
-        await installFile(root, opts.luaPath, dst, 493);
-        logger.info(`${dst}: static Lua from ${opts.luaPath}`);
-      }
-      ensureDir(root, config2.data.path, 493);
-      if (config2.data.template) {
-        let st2;
-        try {
-          st2 = lstatSync6(config2.data.template);
-        } catch (e) {
-          throw new ConfigError(
-            `data.template: cannot read ${config2.data.template} (${e.code ?? String(e)})`
-          );
-        }
-        if (!st2.isDirectory())
-          throw new ConfigError(`data.template: ${config2.data.template} is not a directory`);
-        const c3 = await copyTree(root, config2.data.template, config2.data.path);
-        logger.info(`${config2.data.path}: data template with ${c3.files} files, ${c3.dirs} dirs`);
-      }
-    });
-    const baseBytes = treeBytes(root);
-    logger.info(`root assembled at ${root}: ${baseBytes} bytes`);
-    return { root, baseBytes };
-  } catch (e) {
-    await run(["rm", "-rf", "--one-file-system", root], { privileged: true, reject: false }).catch(
-      () => void 0
-    );
-    throw e;
-  }
-}
-function existsInRoot(root, p2) {
-  try {
-    return resolveInRoot(root, p2).exists;
-  } catch {
-    return false;
-  }
-}
-function ensureDirMode(root, dst, mode2) {
-  chmodSync3(ensureDir(root, dst), mode2 & 1023);
-}
-
-// src/stages/self-check.ts
-import { mkdir as mkdir10, rm as rm13 } from "node:fs/promises";
-import path29 from "node:path";
-
-// src/verify/visible-diff.ts
-var CONTEXT = 3;
-var MAX_LCS_CELLS = 4e6;
-function visible(bytes) {
-  let out = "";
-  for (const b2 of bytes) {
-    if (b2 === 92) out += "\\\\";
-    else if (b2 === 13) out += "\\r";
-    else if (b2 === 9) out += "\\t";
-    else if (b2 === 10) out += "\\n";
-    else if (b2 >= 32 && b2 < 127) out += String.fromCharCode(b2);
-    else out += `\\x${b2.toString(16).padStart(2, "0")}`;
-  }
-  return out;
-}
-function splitLines(buf) {
-  const lines = [];
-  let start2 = 0;
-  while (start2 < buf.length) {
-    const lf = buf.indexOf(10, start2);
-    const end = lf === -1 ? buf.length : lf;
-    const bytes = buf.subarray(start2, end);
-    const newline = lf !== -1;
-    lines.push({ bytes, newline, key: `${newline ? "n" : "e"}${bytes.toString("latin1")}` });
-    start2 = end + 1;
-  }
-  return lines;
-}
-function firstDifference(a2, b2) {
-  const n2 = Math.min(a2.length, b2.length);
-  for (let i2 = 0; i2 < n2; i2++) if (a2[i2] !== b2[i2]) return i2;
-  return a2.length === b2.length ? -1 : n2;
-}
-function editScript(a2, b2) {
-  let pre = 0;
-  while (pre < a2.length && pre < b2.length && a2[pre].key === b2[pre].key) pre++;
-  let suf = 0;
-  while (suf < a2.length - pre && suf < b2.length - pre && a2[a2.length - 1 - suf].key === b2[b2.length - 1 - suf].key) {
-    suf++;
-  }
-  const am = a2.slice(pre, a2.length - suf);
-  const bm = b2.slice(pre, b2.length - suf);
-  const ops = a2.slice(0, pre).map((line) => ({ kind: " ", line }));
-  if ((am.length + 1) * (bm.length + 1) > MAX_LCS_CELLS) {
-    for (const line of am) ops.push({ kind: "-", line });
-    for (const line of bm) ops.push({ kind: "+", line });
-  } else {
-    const w2 = bm.length + 1;
-    const lcs = new Uint32Array((am.length + 1) * w2);
-    for (let i3 = am.length - 1; i3 >= 0; i3--) {
-      for (let j3 = bm.length - 1; j3 >= 0; j3--) {
-        lcs[i3 * w2 + j3] = am[i3].key === bm[j3].key ? lcs[(i3 + 1) * w2 + j3 + 1] + 1 : Math.max(lcs[(i3 + 1) * w2 + j3], lcs[i3 * w2 + j3 + 1]);
-      }
-    }
-    let i2 = 0;
-    let j2 = 0;
-    while (i2 < am.length || j2 < bm.length) {
-      if (i2 < am.length && j2 < bm.length && am[i2].key === bm[j2].key) {
-        ops.push({ kind: " ", line: am[i2++] });
-        j2++;
-      } else if (j2 < bm.length && (i2 === am.length || lcs[i2 * w2 + j2 + 1] >= lcs[(i2 + 1) * w2 + j2])) {
-        ops.push({ kind: "+", line: bm[j2++] });
-      } else {
-        ops.push({ kind: "-", line: am[i2++] });
-      }
-    }
-    normalizeRuns(ops, pre);
-  }
-  for (const line of a2.slice(a2.length - suf)) ops.push({ kind: " ", line });
-  return ops;
-}
-function normalizeRuns(ops, from) {
-  let i2 = from;
-  while (i2 < ops.length) {
-    if (ops[i2].kind === " ") {
-      i2++;
-      continue;
-    }
-    let j2 = i2;
-    while (j2 < ops.length && ops[j2].kind !== " ") j2++;
-    const run2 = ops.slice(i2, j2);
-    const sorted = [...run2.filter((o2) => o2.kind === "-"), ...run2.filter((o2) => o2.kind === "+")];
-    ops.splice(i2, j2 - i2, ...sorted);
-    i2 = j2;
-  }
-}
-function renderLine(op) {
-  const text = `${op.kind}${visible(op.line.bytes)}`;
-  return op.line.newline ? [text] : [text, "\\ No newline at end of file"];
-}
-function range(start2, count2) {
-  if (count2 === 0) return `${start2},0`;
-  return count2 === 1 ? `${start2 + 1}` : `${start2 + 1},${count2}`;
-}
-function position(buf, offset) {
-  let line = 1;
-  let lineStart = 0;
-  for (let i2 = 0; i2 < offset && i2 < buf.length; i2++) {
-    if (buf[i2] === 10) {
-      line++;
-      lineStart = i2 + 1;
-    }
-  }
-  return { line, column: offset - lineStart + 1 };
-}
-function describeByte(buf, offset) {
-  return offset < buf.length ? `"${visible(buf.subarray(offset, offset + 1))}" (0x${buf[offset].toString(16).padStart(2, "0")})` : "end of data";
-}
-function describeFirstDifference(expected, actual) {
-  const at2 = firstDifference(expected, actual);
-  if (at2 === -1) return void 0;
-  const { line, column } = position(expected, at2);
-  return `first difference at byte ${at2} (line ${line}, column ${column}): expected ${describeByte(expected, at2)}, got ${describeByte(actual, at2)} (expected ${expected.length} bytes, got ${actual.length})`;
-}
-function visibleDiff(expected, actual, labels = { expected: "expected", actual: "actual" }) {
-  const first = describeFirstDifference(expected, actual);
-  if (first === void 0) return void 0;
-  const ops = editScript(splitLines(expected), splitLines(actual));
-  const out = [first, `--- ${labels.expected}`, `+++ ${labels.actual}`];
-  const changed = ops.map((o2, i2) => o2.kind === " " ? -1 : i2).filter((i2) => i2 >= 0);
-  let h2 = 0;
-  while (h2 < changed.length) {
-    const from = Math.max(0, changed[h2] - CONTEXT);
-    let to2 = changed[h2];
-    while (h2 + 1 < changed.length && changed[h2 + 1] - to2 <= 2 * CONTEXT) to2 = changed[++h2];
-    h2++;
-    const end = Math.min(ops.length, to2 + CONTEXT + 1);
-    let aStart = 0;
-    let bStart = 0;
-    for (const o2 of ops.slice(0, from)) {
-      if (o2.kind !== "+") aStart++;
-      if (o2.kind !== "-") bStart++;
-    }
-    const hunk = ops.slice(from, end);
-    const aCount = hunk.filter((o2) => o2.kind !== "+").length;
-    const bCount = hunk.filter((o2) => o2.kind !== "-").length;
-    out.push(`@@ -${range(aStart, aCount)} +${range(bStart, bCount)} @@`);
-    for (const o2 of hunk) out.push(...renderLine(o2));
-  }
-  const [maxLines, maxChars] = [80, 240];
-  const shown = out.slice(0, maxLines).map(
-    (l) => l.length > maxChars ? `${l.slice(0, maxChars)}... (${l.length - maxChars} more characters)` : l
-  );
-  if (out.length > maxLines) shown.push(`... (${out.length - maxLines} more diff lines not shown)`);
-  return shown.join("\n");
-}
-
-// src/stages/self-check.ts
-function bytesDiff(what, expected, actual) {
-  if (expected.equals(actual)) return void 0;
-  let at2 = 0;
-  while (at2 < expected.length && at2 < actual.length && expected[at2] === actual[at2]) at2++;
-  const from = Math.max(0, at2 - 40);
-  return `${what}: ${expected.length} bytes before pruning, ${actual.length} after; first difference at byte ${at2}
-  before: \u2026${visible(expected.subarray(from, at2 + 80))}
-  after:  \u2026${visible(actual.subarray(from, at2 + 80))}`;
-}
-function responseDiff(name, before, after) {
-  if (before === void 0 || after === void 0)
-    return `probe '${name}': no response ${before === void 0 ? "before" : "after"} pruning`;
-  if (Buffer.isBuffer(before) && Buffer.isBuffer(after))
-    return bytesDiff(`probe '${name}'`, before, after);
-  if (!Buffer.isBuffer(before) && !Buffer.isBuffer(after)) {
-    if (before.status !== after.status)
-      return `probe '${name}': HTTP status ${before.status} before pruning, ${after.status} after`;
-    return bytesDiff(`probe '${name}' body`, before.body, after.body);
-  }
-  return `probe '${name}': response kinds differ`;
-}
-async function selfCheck(config2, prunedRoot, unprunedResponses, opts) {
-  await mkdir10(opts.workDir, { recursive: true });
-  const dataDir = path29.join(opts.workDir, "self-check-data");
-  await rm13(dataDir, { recursive: true, force: true });
-  if (opts.dataDir) await run(["cp", "-a", "--", opts.dataDir, dataDir], { privileged: true });
-  else await run(["mkdir", "-p", dataDir]);
-  const view = path29.join(opts.workDir, "self-check-root");
-  await mkdir10(view, { recursive: true });
-  await run(["mount", "--bind", prunedRoot, view], { privileged: true, logger: opts.logger });
-  const unmountView = registerCleanup(`self-check mount ${view}`, () => unmount(view, opts.logger));
-  const started = Date.now();
-  try {
-    await run(["mount", "-o", "remount,bind,ro", view], { privileged: true, logger: opts.logger });
-    const probed = await opts.logger.group(
-      `self-check: ${config2.probes.length} probes against the pruned root`,
-      () => runProbes(
-        config2,
-        { root: view, dataDir, readOnly: true, harden: true },
-        {
-          workDir: opts.workDir,
-          logger: opts.logger,
-          ...opts.signal ? { signal: opts.signal } : {}
-        }
-      )
-    ).catch((e) => {
-      if (e instanceof UserError) {
-        throw new UserError(
-          `self-check failed: the pruned root does not run like the traced one: ${e.message}`,
-          { cause: e }
-        );
-      }
-      throw e;
-    });
-    const diffs = config2.probes.map((p2) => responseDiff(p2.name, unprunedResponses[p2.name], probed.responses[p2.name])).filter((d) => d !== void 0);
-    if (diffs.length > 0) {
-      throw new UserError(
-        `self-check failed: ${diffs.length} of ${config2.probes.length} probe(s) answer differently after pruning (the trace missed something the service needs; add it to keep:)
-${diffs.join("\n")}`
-      );
-    }
-    return { responses: probed.responses, seconds: (Date.now() - started) / 1e3 };
-  } finally {
-    await unmountView.run();
-    await run(["rm", "-rf", "--one-file-system", "--", dataDir], {
-      privileged: true,
-      reject: false
-    });
-  }
-}
-
 // src/stages/verify.ts
 import { setMaxListeners as setMaxListeners2 } from "node:events";
 import { existsSync as existsSync11 } from "node:fs";
-import { mkdir as mkdir11, mkdtemp as mkdtemp6 } from "node:fs/promises";
+import { mkdir as mkdir13, mkdtemp as mkdtemp6 } from "node:fs/promises";
 import os8 from "node:os";
-import path32 from "node:path";
+import path40 from "node:path";
 
-// src/verify/client.ts
+// src/harness/client.ts
 import http from "node:http";
 import net from "node:net";
 function describeEndpoint(e) {
@@ -44337,14 +44442,14 @@ async function runLoad(requests, concurrency, one, signal) {
 }
 
 // src/verify/probes.ts
-import { readFile as readFile8 } from "node:fs/promises";
-import path30 from "node:path";
+import { readFile as readFile10 } from "node:fs/promises";
+import path38 from "node:path";
 async function readFixtures(probes) {
   const out = /* @__PURE__ */ new Map();
   for (const p2 of probes) {
     if (!p2.fixture) continue;
     try {
-      out.set(p2.name, await readFile8(p2.fixture));
+      out.set(p2.name, await readFile10(p2.fixture));
     } catch (e) {
       throw new UserError(
         `probe ${p2.name}: cannot read fixture ${p2.fixture}: ${e.code ?? String(e)}`
@@ -44400,7 +44505,7 @@ async function curlProbe(probe, expected, svc, workDir, opts, timeoutMs) {
   const { host, port: port2 } = svc.clientTarget;
   const name = `${probe.name} (curl)`;
   const seconds = String(Math.ceil(timeoutMs / 1e3));
-  const bodyFile = path30.join(workDir, "curl-body");
+  const bodyFile = path38.join(workDir, "curl-body");
   const url3 = probe.type === "gopher" ? gopherUrl(host, port2, probe.selector) : `http://${host}:${port2}${probe.path}`;
   const curl = [
     "curl",
@@ -44427,40 +44532,15 @@ async function curlProbe(probe, expected, svc, workDir, opts, timeoutMs) {
       diff: `${r.command} failed (exit ${r.exitCode}): ${r.stderr.trim()}`,
       bytes: 0
     };
-  const body = await readFile8(bodyFile);
+  const body = await readFile10(bodyFile);
   const status = probe.type === "http" ? Number(r.stdout.trim()) : void 0;
   const problem = judge(probe, expected, { status, body }, "curl");
   return { name, ok: problem === void 0, diff: problem, bytes: body.length };
 }
 
-// src/verify/service.ts
+// src/harness/service.ts
 import { existsSync as existsSync10 } from "node:fs";
-import { readFile as readFile9 } from "node:fs/promises";
-import path31 from "node:path";
-var sleep4 = (ms2) => new Promise((r) => setTimeout(r, ms2));
-async function waitFor(probe, timeoutMs, signal) {
-  const deadline = Date.now() + timeoutMs;
-  for (; ; ) {
-    signal?.throwIfAborted();
-    const v2 = await probe();
-    if (v2 !== void 0) return v2;
-    if (Date.now() > deadline) return void 0;
-    await sleep4(20);
-  }
-}
-function listensOn(netTcp, port2) {
-  const hexPort = port2.toString(16).toUpperCase().padStart(4, "0");
-  return netTcp.split("\n").some((l) => {
-    const f2 = l.trim().split(/\s+/);
-    return f2[1]?.endsWith(`:${hexPort}`) === true && f2[3] === "0A";
-  });
-}
-async function readNetTcp(procDir) {
-  const parts = await Promise.all(
-    ["tcp", "tcp6"].map((f2) => readFile9(`${procDir}/net/${f2}`, "utf8").catch(() => ""))
-  );
-  return parts.join("\n");
-}
+import path39 from "node:path";
 var FORWARDER = `
 const net = require('net');
 const [, sock, port] = process.argv;
@@ -44488,7 +44568,7 @@ async function startInetd(argv, state, opts, timeoutMs) {
     let exited = false;
     void service.exited.then(() => exited = true);
     const ok = await waitFor(
-      async () => exited ? false : listensOn(await readNetTcp("/proc/self"), port2) || void 0,
+      async () => exited ? false : await listening(process.pid, port2, logger) || void 0,
       1e4,
       signal
     );
@@ -44540,12 +44620,12 @@ ${stderr}`
     );
   }
   state.payloads.push(payload);
-  const listening = await waitFor(
-    async () => exited ? false : listensOn(await readNetTcp(`/proc/${payload.pid}`), port2) || void 0,
+  const isUp = await waitFor(
+    async () => exited ? false : await listening(payload.pid, port2, logger) || void 0,
     timeoutMs,
     signal
   );
-  if (!listening) {
+  if (!isUp) {
     await service.stop();
     const stderr = tail((await service.exited).stderr, 15);
     throw new UserError(
@@ -44553,7 +44633,7 @@ ${stderr}`
 ${stderr}`
     );
   }
-  const sockPath = path31.join(state.workDir, "service.sock");
+  const sockPath = path39.join(state.workDir, "service.sock");
   const nsenter = (a2) => ["nsenter", "-t", String(payload.pid), "-n", ...a2];
   state.forwarder = start(nsenter([process.execPath, "-e", FORWARDER, sockPath, String(port2)]), {
     privileged: true,
@@ -44573,32 +44653,28 @@ ${stderr}`
 }
 
 // src/stages/verify.ts
-function verifyNspawnArgv(config2, rootDir, dataDir) {
-  return nspawnArgv({
-    root: rootDir,
-    readOnly: true,
-    harden: true,
-    userNamespace: true,
-    dataDir,
-    dataPath: config2.data.path,
-    command: config2.service.command,
-    env: config2.service.env,
-    user: config2.service.user,
-    workdir: config2.service.workdir
-  });
-}
 async function hardeningRows(svc, state, config2) {
   const rows = [];
-  const payload = await svc.payload();
-  if (!payload) {
-    rows.push({
-      name: "container payload running",
-      ok: false,
-      detail: "no payload process appeared under systemd-nspawn"
-    });
-  } else {
-    rows.push(...await inspectProcess(payload.pid, config2.data.path));
+  let inspected;
+  for (let attempt = 0; attempt < 3 && !inspected; attempt++) {
+    const payload = await svc.payload();
+    if (!payload) break;
+    try {
+      inspected = await inspectProcess(payload.pid, config2.data.path);
+    } catch (e) {
+      const code = e.code;
+      if (code !== "ENOENT" && code !== "ESRCH") throw e;
+    }
   }
+  rows.push(
+    ...inspected ?? [
+      {
+        name: "container payload running",
+        ok: false,
+        detail: "no payload process appeared under systemd-nspawn"
+      }
+    ]
+  );
   for (const s3 of state.sockets) s3.destroy();
   state.sockets.clear();
   rows.push(checkNoInterpreters(await listImage(state.rootDir), config2.service.command[0]));
@@ -44615,7 +44691,7 @@ async function teardown(state, image, logger) {
       problems.push(`${what}: ${e.message}`);
     }
   };
-  const bounded = (p2, ms2) => Promise.race([p2, sleep4(ms2)]);
+  const bounded = (p2, ms2) => Promise.race([p2, sleep2(ms2)]);
   const stopping = Promise.all([state.forwarder?.stop(), state.service?.stop()]);
   await attempt("stop service", async () => void await bounded(stopping, 1e3));
   await attempt("kill payloads", async () => {
@@ -44625,7 +44701,7 @@ async function teardown(state, image, logger) {
         const left = await containerProcesses(state.image.majorMinor);
         if (left.length === 0) return;
         for (const pid of left) await killPid(pid);
-        await sleep4(100);
+        await sleep2(100);
       }
       throw new Error(
         `container processes still running: ${(await containerProcesses(state.image.majorMinor)).join(" ")}`
@@ -44636,7 +44712,7 @@ async function teardown(state, image, logger) {
   await attempt("collect service log", async () => {
     const exited = state.service?.exited;
     if (!exited) return;
-    const r = await Promise.race([exited, sleep4(5e3).then(() => void 0)]);
+    const r = await Promise.race([exited, sleep2(5e3).then(() => void 0)]);
     if (r === void 0) throw new Error(`${state.service.command} did not exit`);
     state.serviceStderr = r.stderr;
   });
@@ -44673,7 +44749,7 @@ function combinedSignal(opts, concurrency) {
   };
 }
 async function mustExist(file2, what) {
-  const abs = path32.resolve(file2);
+  const abs = path40.resolve(file2);
   if (!existsSync11(abs)) throw new UserError(`${what} ${file2} does not exist`);
   return abs;
 }
@@ -44691,16 +44767,16 @@ async function verifyImage(options) {
     throw new UserError(`--concurrency must be a whole number \u2265 1, got ${concurrency}`);
   const { signal, dispose: disposeSignal } = combinedSignal(options, concurrency);
   const opts = { ...options, signal };
-  const workDir = await mkdtemp6(path32.join(os8.tmpdir(), "lhc-verify-"));
+  const workDir = await mkdtemp6(path40.join(os8.tmpdir(), "lhc-verify-"));
   const state = {
     workDir,
-    rootDir: path32.join(workDir, config2.name),
-    dataDir: path32.join(workDir, "data"),
+    rootDir: path40.join(workDir, config2.name),
+    dataDir: path40.join(workDir, "data"),
     sockets: /* @__PURE__ */ new Set(),
     payloads: []
   };
-  await mkdir11(state.rootDir);
-  await mkdir11(state.dataDir);
+  await mkdir13(state.rootDir);
+  await mkdir13(state.dataDir);
   const cleanup = registerCleanup(
     `verify ${config2.name} (${workDir})`,
     () => teardown(state, image, logger)
@@ -44714,8 +44790,8 @@ async function verifyImage(options) {
       logger.info(
         `image ${image} mounted read-only at ${state.rootDir} (${state.image.loopDevice})`
       );
-      for (const needed of ["/usr", config2.data.path]) {
-        if (!existsSync11(path32.join(state.rootDir, needed))) {
+      for (const needed of mountPoints(config2.data.path)) {
+        if (!existsSync11(path40.join(state.rootDir, needed))) {
           throw new UserError(
             `the image has no ${needed} directory; a read-only root needs every mount point (add it to the root)`
           );
@@ -44724,7 +44800,15 @@ async function verifyImage(options) {
       state.dataMajorMinor = await mountDataTmpfs(state.dataDir, logger);
       await unpackTemplate(dataTemplate, state.dataDir, { logger });
       logger.info(`data template ${dataTemplate} unpacked into a noexec,nosuid,nodev tmpfs`);
-      const argv = verifyNspawnArgv(config2, state.rootDir, state.dataDir);
+      const argv = boardNspawnArgv({
+        root: state.rootDir,
+        dataDir: state.dataDir,
+        dataPath: config2.data.path,
+        command: config2.service.command,
+        env: config2.service.env,
+        user: config2.service.user,
+        workdir: config2.service.workdir
+      });
       const svc = config2.service.inetd ? await startInetd(argv, state, opts, timeoutMs) : await startListening(argv, state, opts, timeoutMs);
       logger.info(`service reachable at ${describeEndpoint(svc.endpoint)}`);
       const probes = [];
@@ -44848,17 +44932,28 @@ async function build(config2, opts) {
     }
   };
   const callerUmask = process.umask(18);
-  const outDir = path33.resolve(opts.outDir);
-  await mkdir12(outDir, { recursive: true });
-  const workDir = opts.workDir ? path33.resolve(opts.workDir) : await mkdtemp7(path33.join(os9.tmpdir(), `lhc-${config2.name}-`));
-  await mkdir12(workDir, { recursive: true });
+  const outDir = path41.resolve(opts.outDir);
+  await mkdir14(outDir, { recursive: true });
+  const work = workLayout(
+    opts.workDir ?? await mkdtemp7(path41.join(os9.tmpdir(), `lhc-${config2.name}-`))
+  );
+  const workDir = work.dir;
+  await mkdir14(workDir, { recursive: true });
   const store = opts.store ?? new Store(void 0, logger);
+  const ctx = {
+    logger,
+    store,
+    work,
+    outDir,
+    env: opts.env ?? process.env,
+    ...opts.signal ? { signal: opts.signal } : {}
+  };
   const removeWorkDir2 = registerCleanup(`work dir ${workDir}`, async () => {
     if (opts.keepWorkDir) {
       logger.info(`work dir kept: ${workDir}`);
       return;
     }
-    await run(["rm", "-rf", "--one-file-system", workDir], { privileged: true, reject: false });
+    await removeTree([workDir], { reject: false });
   });
   try {
     await stage("fetch", () => fetchInputs(config2, { store, logger }));
@@ -44881,35 +44976,32 @@ async function build(config2, opts) {
         `lua ${luaBuild.version}: ${luaBuild.bytes} bytes${luaBuild.cached ? " (cached)" : ""}`
       );
     const assembled = await stage("root", async () => {
-      await run(["rm", "-rf", "--one-file-system", path33.join(workDir, "root")], {
-        privileged: true
-      });
+      await removeTree([work.root]);
       return assembleRoot(config2, {
         workDir,
         store,
         logger,
         luaPath: luaBuild?.path,
         signal: opts.signal,
-        basesDir: opts.basesDir ?? (opts.cacheDir ? path33.join(opts.cacheDir, "bases") : void 0)
+        basesDir: opts.basesDir ?? (opts.cacheDir ? path41.join(opts.cacheDir, "bases") : void 0)
       });
     });
     await checkEntrypoint(assembled.root, config2.service.command[0], config2.arch);
     const trace = await stage(
       "trace",
       () => traceService(config2, assembled.root, {
-        workDir: path33.join(workDir, "trace"),
+        workDir: work.trace,
         logger,
         signal: opts.signal
       })
     );
     const pruned = await stage("prune", async () => {
       const p2 = await pruneRoot(assembled.root, trace, config2, {
-        outDir: path33.join(workDir, "pruned"),
+        outDir: work.pruned,
         logger
       });
-      logger.info(summarizeReport(p2.report));
       await selfCheck(config2, p2.prunedRoot, trace.responses, {
-        workDir: path33.join(workDir, "self-check"),
+        workDir: work.selfCheck,
         logger,
         dataDir: p2.dataDir,
         signal: opts.signal
@@ -44917,11 +45009,7 @@ async function build(config2, opts) {
       logger.info("self-check: every probe answers the same from the pruned root");
       return p2;
     });
-    const traceReport = path33.join(outDir, `${config2.name}.trace.json`);
-    const { traceSeconds: _seconds, emulated: _emulated, ...reproducible } = pruned.report;
-    await writeFile10(traceReport, `${JSON.stringify(reproducible, null, 2)}
-`);
-    const { packed, bundle, manifestDiff } = await stage("pack", async () => {
+    const { packed, manifestDiff } = await stage("pack", async () => {
       const { epoch, source } = await resolveEpoch({
         env: opts.env ?? process.env,
         configEpoch: config2.epoch,
@@ -44944,28 +45032,11 @@ async function build(config2, opts) {
         },
         signal: opts.signal
       });
-      const bundle2 = await writeDeployBundle({
-        name: config2.name,
-        outDir,
-        service: config2.service,
-        dataPath: config2.data.path,
-        imageFile: path33.basename(packed2.image),
-        dataTemplateFile: path33.basename(packed2.dataTemplate),
-        root: pruned.prunedRoot,
-        logger
-      });
-      await writeSha256Sums(outDir, [
-        path33.basename(packed2.image),
-        path33.basename(packed2.dataTemplate),
-        path33.basename(packed2.manifest),
-        path33.basename(traceReport),
-        ...bundle2.files
-      ]);
       let manifestDiff2;
       if (opts.manifestLock) {
         const lock = await checkManifestLock(
           packed2.manifestData,
-          path33.resolve(opts.manifestLock),
+          path41.resolve(opts.manifestLock),
           opts.updateManifest ?? false
         );
         if (lock.changed) {
@@ -44973,8 +45044,17 @@ async function build(config2, opts) {
           logger.info(lock.diffText.trimEnd());
         } else logger.info(`manifest matches ${opts.manifestLock}`);
       }
-      return { packed: packed2, bundle: bundle2, manifestDiff: manifestDiff2 };
+      return { packed: packed2, manifestDiff: manifestDiff2 };
     });
+    const outputs = await stage(
+      "outputs",
+      () => writeOutputs(ctx, {
+        config: config2,
+        packed,
+        report: pruned.report,
+        prunedRoot: pruned.prunedRoot
+      })
+    );
     const verify = opts.verify === false ? void 0 : await stage(
       "verify",
       () => verifyImage({
@@ -44996,9 +45076,9 @@ async function build(config2, opts) {
       dataTemplate: packed.dataTemplate,
       dataTemplateSha256: packed.dataTemplateSha256,
       manifest: packed.manifest,
-      sha256sums: packed.sha256sums,
-      bundleDir: bundle.dir,
-      traceReport,
+      sha256sums: outputs.sha256sums,
+      bundleDir: outputs.bundle.dir,
+      traceReport: outputs.traceReport,
       bytesBefore: pruned.report.base.bytes,
       bytesAfter: pruned.report.kept.bytes,
       filesKept: pruned.report.kept.entries,
@@ -45006,15 +45086,6 @@ async function build(config2, opts) {
       verify,
       timings
     };
-    if (verify && !verify.ok) {
-      const failed = [
-        ...verify.probes.filter((p2) => !p2.ok).map((p2) => `probe ${p2.name}${p2.diff ? `
-${p2.diff}` : ""}`),
-        ...verify.hardening.filter((h2) => !h2.ok).map((h2) => `hardening ${h2.name}: ${h2.detail}`)
-      ];
-      throw Object.assign(new UserError(`verify failed:
-${failed.join("\n")}`), { result });
-    }
     return result;
   } finally {
     process.umask(callerUmask);
@@ -45076,7 +45147,8 @@ Options:
       manifestLock: options["manifest-lock"],
       updateManifest: options["update-manifest"] === true,
       workDir,
-      keepWorkDir: workDir !== void 0
+      keepWorkDir: workDir !== void 0,
+      ...ctx.signal ? { signal: ctx.signal } : {}
     });
     const json2 = buildJson(result);
     if (ctx.json) ctx.emitJson(json2);
@@ -45089,6 +45161,9 @@ Options:
       ctx.out(`bytes         ${result.bytesBefore} -> ${result.bytesAfter}`);
       if (result.verify) ctx.out(`verify        ${result.verify.ok ? "ok" : "FAILED"}`);
     }
+    if (result.verify && !result.verify.ok)
+      ctx.logger.warn(`verify failed:
+${verifyFailures(result.verify)}`);
     return json2.ok ? 0 : 1;
   }
 };
@@ -45218,7 +45293,7 @@ options, and the values some options take). Load it in the current shell, or add
 
 // src/cli/commands/diff.ts
 import { readdir as readdir5, stat as stat8 } from "node:fs/promises";
-import path34 from "node:path";
+import path42 from "node:path";
 async function manifestPath(arg) {
   let st2;
   try {
@@ -45233,7 +45308,7 @@ async function manifestPath(arg) {
       `lhc diff: ${arg} is a directory with ${found.length === 0 ? "no" : found.length} *.manifest.json files; name the manifest file`
     );
   }
-  return path34.join(arg, found[0]);
+  return path42.join(arg, found[0]);
 }
 function diffJson(d, files) {
   const entry = (section, e) => ({ section, ...e });
@@ -45463,9 +45538,9 @@ function formatChecks(checks) {
 }
 
 // src/host/probe.ts
-import { access, readFile as readFile10, readdir as readdir6 } from "node:fs/promises";
+import { access, readFile as readFile11, readdir as readdir6 } from "node:fs/promises";
 import os10 from "node:os";
-import path35 from "node:path";
+import path43 from "node:path";
 var EXTRA_PATH = ["/usr/local/sbin", "/usr/sbin", "/sbin"];
 var realProbe = {
   async fileExists(file2) {
@@ -45478,7 +45553,7 @@ var realProbe = {
   },
   async readFile(file2) {
     try {
-      return await readFile10(file2, "utf8");
+      return await readFile11(file2, "utf8");
     } catch {
       return void 0;
     }
@@ -45493,7 +45568,7 @@ var realProbe = {
   async which(tool) {
     const dirs = [...(process.env.PATH ?? "").split(":").filter(Boolean), ...EXTRA_PATH];
     for (const d of dirs) {
-      const candidate = path35.join(d, tool);
+      const candidate = path43.join(d, tool);
       try {
         await access(
           candidate,
@@ -45647,8 +45722,8 @@ downloaded again. Prints one line per input: "<sha256>  <name>  <path>".`,
 };
 
 // src/cli/commands/lua.ts
-import { chmod as chmod5, copyFile as copyFile3, mkdir as mkdir13 } from "node:fs/promises";
-import path36 from "node:path";
+import { chmod as chmod5, copyFile as copyFile3, mkdir as mkdir15 } from "node:fs/promises";
+import path44 from "node:path";
 var luaCommand = {
   name: "lua",
   summary: "build a static Lua interpreter from a verified source tarball",
@@ -45716,8 +45791,8 @@ Options:
       },
       { store: new Store(void 0, ctx.logger), logger: ctx.logger }
     );
-    await mkdir13(out, { recursive: true });
-    const dest = path36.join(out, "lua");
+    await mkdir15(out, { recursive: true });
+    const dest = path44.join(out, "lua");
     await copyFile3(r.path, dest);
     await chmod5(dest, 493);
     ctx.out(`lua      ${dest}`);
@@ -46173,18 +46248,18 @@ Options:
 
 // src/board/command.ts
 import { existsSync as existsSync14 } from "node:fs";
-import path40 from "node:path";
+import path48 from "node:path";
 
 // src/board/verify-board.ts
 import { existsSync as existsSync13 } from "node:fs";
-import { mkdtemp as mkdtemp8, rm as rm14 } from "node:fs/promises";
+import { mkdtemp as mkdtemp8, rm as rm17 } from "node:fs/promises";
 import os11 from "node:os";
-import path39 from "node:path";
+import path47 from "node:path";
 
 // src/board/machine.ts
 import { readdirSync as readdirSync6 } from "node:fs";
-import { mkdir as mkdir14 } from "node:fs/promises";
-import path37 from "node:path";
+import { mkdir as mkdir16 } from "node:fs/promises";
+import path45 from "node:path";
 var LOOPS_NEEDED = 3;
 var NSENTER_FLAGS = ["-m", "-u", "-i", "-n", "-p", "-C", "-r", "-w"];
 async function listLoops() {
@@ -46232,8 +46307,8 @@ var Board = class _Board {
   /** Seconds from starting nspawn to `systemctl is-system-running` settling. */
   bootSeconds = 0;
   static async boot(o2) {
-    const root = path37.join(o2.workDir, "root");
-    await mkdir14(root, { recursive: true });
+    const root = path45.join(o2.workDir, "root");
+    await mkdir16(root, { recursive: true });
     await run(["tar", "-xpf", o2.tarball, "--numeric-owner", "-C", root], {
       privileged: true,
       logger: o2.logger,
@@ -46258,7 +46333,7 @@ var Board = class _Board {
     if (!init) {
       await nspawn.stop();
       const out = await nspawn.exited;
-      await run(["rm", "-rf", "--one-file-system", o2.workDir], { privileged: true, reject: false });
+      await removeTree([o2.workDir], { reject: false });
       throw new UserError(
         `the board did not boot (systemd-nspawn -b):
 ${tail(out.stderr + out.stdout, 20)}`
@@ -46323,12 +46398,12 @@ ${tail(r.stdout + r.stderr, 30)}`
   }
   /** The host path of a path on the board. */
   hostPath(p2) {
-    return path37.join(this.root, p2);
+    return path45.join(this.root, p2);
   }
   /** Copies a host directory to `dest` on the board, as a person copying build output would. */
   async copyIn(src, dest) {
-    await run(["mkdir", "-p", this.hostPath(path37.dirname(dest))], { privileged: true });
-    await run(["rm", "-rf", this.hostPath(dest)], { privileged: true });
+    await run(["mkdir", "-p", this.hostPath(path45.dirname(dest))], { privileged: true });
+    await removeTree([this.hostPath(dest)]);
     await run(["cp", "-a", src, this.hostPath(dest)], { privileged: true, logger: this.logger });
   }
   /** Journal lines of units that failed, plus those of the units matching `patterns`. */
@@ -46384,8 +46459,7 @@ ${tail(r.stdout + r.stderr, 30)}`
     }
     const mounts = (await run(["cat", "/proc/mounts"])).stdout.split("\n").filter((l) => l.split(" ")[1]?.startsWith(this.root));
     if (mounts.length) left.push(`mounts: ${mounts.join("; ")}`);
-    if (left.length === 0)
-      await run(["rm", "-rf", "--one-file-system", this.workDir], { privileged: true });
+    if (left.length === 0) await removeTree([this.workDir]);
     if (left.length)
       throw new ToolError(
         "systemd-nspawn --boot",
@@ -46398,7 +46472,7 @@ ${tail(r.stdout + r.stderr, 30)}`
 
 // src/board/root.ts
 import { stat as stat10 } from "node:fs/promises";
-import path38 from "node:path";
+import path46 from "node:path";
 var BOARD_PACKAGES = [
   "curl",
   "dbus",
@@ -46428,7 +46502,7 @@ async function boardRootTarball(o2) {
     {
       logger: o2.logger,
       signal: o2.signal,
-      basesDir: o2.cacheDir ?? path38.join(cacheDir(), "board")
+      basesDir: o2.cacheDir ?? path46.join(cacheDir(), "board")
     }
   );
 }
@@ -46456,17 +46530,17 @@ ${journal}`
   return { seconds: (Date.now() - t) / 1e3, output: r.stdout + r.stderr };
 }
 async function openBoardPort(board, port2, dir, logger, signal) {
-  const listening = await waitFor(
-    async () => listensOn(await readNetTcp(`/proc/${board.pid}`), port2) || void 0,
+  const listening2 = await waitFor(
+    async () => listensOn(await readNetTcp(`/proc/${board.pid}`) ?? "", port2) || void 0,
     3e4,
     signal
   );
-  if (!listening)
+  if (!listening2)
     throw new UserError(
       `nothing listens on the board's port ${port2} after install:
 ${await board.journal([])}`
     );
-  const sock = path39.join(dir, `board-${port2}.sock`);
+  const sock = path47.join(dir, `board-${port2}.sock`);
   const forwarder = start(
     board.inNetwork([process.execPath, "-e", FORWARDER, sock, String(port2)]),
     { privileged: true, logger }
@@ -46548,14 +46622,14 @@ async function verifyOnBoard(o2) {
   const tarball = await boardRootTarball({ logger, signal, provided: o2.board ?? config2.board });
   const rootSeconds = (Date.now() - t) / 1e3;
   const ownWorkDir = o2.workDir === void 0;
-  const workDir = o2.workDir ?? await mkdtemp8(path39.join(os11.tmpdir(), "lhc-board-"));
+  const workDir = o2.workDir ?? await mkdtemp8(path47.join(os11.tmpdir(), "lhc-board-"));
   const board = await Board.boot({
     tarball,
-    workDir: path39.join(workDir, "board"),
+    workDir: path47.join(workDir, "board"),
     logger,
     signal
   }).catch(async (e) => {
-    if (ownWorkDir) await rm14(workDir, { recursive: true, force: true });
+    if (ownWorkDir) await rm17(workDir, { recursive: true, force: true });
     throw e;
   });
   let port2;
@@ -46584,7 +46658,7 @@ async function verifyOnBoard(o2) {
   } finally {
     await port2?.close();
     await board.poweroff();
-    if (ownWorkDir) await rm14(workDir, { recursive: true, force: true });
+    if (ownWorkDir) await rm17(workDir, { recursive: true, force: true });
   }
 }
 function formatBoardReport(r) {
@@ -46612,8 +46686,8 @@ var BOARD_HELP = `  --board              verify on a simulated board instead: bo
   --out DIR            with --board: the build output (default: outputs.dir from the config)`;
 async function runBoardVerify(configFile, out, ctx) {
   const config2 = await loadConfig(configFile);
-  const outDir = path40.resolve(out ?? config2.outputs.dir);
-  if (!existsSync14(path40.join(outDir, "deploy/install.sh")))
+  const outDir = path48.resolve(out ?? config2.outputs.dir);
+  if (!existsSync14(path48.join(outDir, "deploy/install.sh")))
     throw new ConfigError(
       `lhc verify --board: ${outDir} holds no deploy/install.sh; run lhc build first (or pass --out DIR)`
     );
@@ -46754,47 +46828,26 @@ Exits 0 when every probe, hardening check and load request passed, 1 otherwise.`
     const concurrency = wholeNumber("concurrency", options.concurrency, 1);
     const timeout = wholeNumber("timeout", options.timeout, 1);
     const config2 = await loadConfig(configOrDefault(positionals[0], "verify"));
-    const controller = new AbortController();
-    let caught;
-    const onSignal = (s3) => {
-      caught = s3;
-      ctx.logger.warn(`${s3} received: stopping verify and cleaning up`);
-      controller.abort(new Error(`interrupted by ${s3}`));
-    };
-    process.once("SIGTERM", onSignal);
-    process.once("SIGINT", onSignal);
-    try {
-      const report = await verifyImage({
-        config: config2,
-        image: options.image,
-        dataTemplate: options.data,
-        requests,
-        concurrency,
-        timeoutMs: timeout === void 0 ? void 0 : timeout * 1e3,
-        logger: ctx.logger,
-        signal: controller.signal
-      });
-      if (ctx.json) ctx.emitJson(verifyJson(report));
-      else if (options.show === true) {
-        for (const line of formatVerifyReport(report)) ctx.logger.info(line);
-        if (report.sample) process.stdout.write(report.sample.body);
-      } else {
-        const paint = painter(ctx.colour);
-        for (const line of formatVerifyReport(report))
-          ctx.out(line.replace(/\bFAIL\b/g, (w2) => paint("red", w2)));
-      }
-      return report.ok ? 0 : 1;
-    } catch (e) {
-      if (caught)
-        throw new UserError(`verify interrupted by ${caught}; cleaned up`, {
-          exitCode: caught === "SIGINT" ? 130 : 143,
-          cause: e
-        });
-      throw e;
-    } finally {
-      process.off("SIGTERM", onSignal);
-      process.off("SIGINT", onSignal);
+    const report = await verifyImage({
+      config: config2,
+      image: options.image,
+      dataTemplate: options.data,
+      requests,
+      concurrency,
+      timeoutMs: timeout === void 0 ? void 0 : timeout * 1e3,
+      logger: ctx.logger,
+      ...ctx.signal ? { signal: ctx.signal } : {}
+    });
+    if (ctx.json) ctx.emitJson(verifyJson(report));
+    else if (options.show === true) {
+      for (const line of formatVerifyReport(report)) ctx.logger.info(line);
+      if (report.sample) process.stdout.write(report.sample.body);
+    } else {
+      const paint = painter(ctx.colour);
+      for (const line of formatVerifyReport(report))
+        ctx.out(line.replace(/\bFAIL\b/g, (w2) => paint("red", w2)));
     }
+    return report.ok ? 0 : 1;
   }
 };
 
@@ -46913,7 +46966,8 @@ async function main(argv, io2 = {}) {
       json: json2,
       emitJson: (value) => out(JSON.stringify(value, null, 2)),
       colour: !json2 && colourWanted({ isTTY: io2.stdoutTTY ?? process.stdout.isTTY }, env),
-      commands: commands2
+      commands: commands2,
+      ...io2.signal ? { signal: io2.signal } : {}
     };
     return await command.run(args, ctx);
   } catch (e) {
@@ -46925,26 +46979,37 @@ async function main(argv, io2 = {}) {
 }
 
 // src/tools/signals.ts
-var CLEANUP_LIMIT_MS = 3e4;
+var CLEANUP_BUDGET_MS = 6500;
 function installSignalHandlers(write = (t) => void process.stderr.write(t)) {
+  const controller = new AbortController();
   for (const [signal, code] of [
     ["SIGINT", 130],
     ["SIGTERM", 143]
   ]) {
-    process.once(signal, () => {
-      write(`
-lhc: ${signal}: stopping child processes
+    process.on(signal, () => {
+      if (controller.signal.aborted) {
+        write(`lhc: ${signal}: still cleaning up (at most ${CLEANUP_BUDGET_MS / 1e3} s)
 `);
+        return;
+      }
+      write(`
+lhc: ${signal}: stopping child processes and cleaning up
+`);
+      controller.abort(new Error(`interrupted by ${signal}`));
       killAllGroups("SIGKILL");
-      setTimeout(() => process.exit(code), CLEANUP_LIMIT_MS).unref();
+      setTimeout(() => {
+        write(`lhc: cleanup did not finish within ${CLEANUP_BUDGET_MS / 1e3} s; exiting
+`);
+        process.exit(code);
+      }, CLEANUP_BUDGET_MS).unref();
       void runCleanups().then((errors) => {
         for (const e of errors) write(`lhc: cleanup failed: ${e.message}
 `);
       }).finally(() => process.exit(code));
     });
   }
+  return controller.signal;
 }
 
 // src/cli-entry.ts
-installSignalHandlers();
-process.exit(await main(process.argv.slice(2)));
+process.exit(await main(process.argv.slice(2), { signal: installSignalHandlers() }));

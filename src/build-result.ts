@@ -28,6 +28,19 @@ export interface VerifyReport {
   };
 }
 
+/** The report plus what the CLI prints beyond the shared VerifyReport shape. */
+export interface VerifyOutcome extends VerifyReport {
+  load?: NonNullable<VerifyReport['load']> & { firstFailure?: string; wallMs: number };
+  /** The real-client check (curl) of the first probe; also among `probes`. */
+  curl?: ProbeOutcome;
+  /** Where the service was reached, e.g. 127.0.0.1:40123 or unix:/tmp/.../service.sock. */
+  endpoint?: string;
+  /** The first probe's answer from the booted image, byte for byte (e.g. for the demo to print). */
+  sample?: { probe: string; body: Buffer };
+  /** Last lines of the container's stderr (nspawn and the payload), when something failed. */
+  serviceLog?: string;
+}
+
 export interface BuildResult {
   name: string;
   outDir: string;
@@ -50,4 +63,17 @@ export interface BuildResult {
   verify?: VerifyReport;
   /** Seconds per stage, in pipeline order. */
   timings: { stage: string; seconds: number }[];
+}
+
+/** Why verify failed, one line a failing probe or hardening check (with its diff); '' when ok. */
+export function verifyFailures(verify: VerifyReport): string {
+  return [
+    ...verify.probes
+      .filter((p) => !p.ok)
+      .map((p) => `probe ${p.name}${p.diff ? `\n${p.diff}` : ''}`),
+    ...verify.hardening.filter((h) => !h.ok).map((h) => `hardening ${h.name}: ${h.detail}`),
+    ...(verify.load && verify.load.failures > 0
+      ? [`load: ${verify.load.failures} of ${verify.load.requests} requests failed`]
+      : []),
+  ].join('\n');
 }

@@ -2,5 +2,4 @@
 import { main } from './cli/main.js';
 import { installSignalHandlers } from './tools/signals.js';
 
-installSignalHandlers();
-process.exit(await main(process.argv.slice(2)));
+process.exit(await main(process.argv.slice(2), { signal: installSignalHandlers() }));

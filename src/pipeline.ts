@@ -1,30 +1,32 @@
 /**
- * The whole job, stage by stage: fetch → lua → root → trace → prune → pack → verify.
- * The CLI's `lhc build`, the action and the tests all call build().
+ * The whole job, stage by stage: fetch → lua → root → trace → prune (+ self-check) → pack →
+ * outputs → verify. The CLI's `lhc build`, the action and the tests all call build(); it
+ * returns a BuildResult (a failed verify is `verify.ok: false`) and the shells decide the exit.
  */
-import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { BuildResult } from './build-result.js';
 import { checkConfigFiles } from './config/check-files.js';
 import type { LhcConfig } from './config/load.js';
 import { registerCleanup } from './core/cleanup.js';
-import { UserError } from './core/errors.js';
 import type { Logger } from './core/logger.js';
 import { checkManifestLock } from './manifest/diff.js';
-import { writeDeployBundle } from './stages/deploy-bundle.js';
 import { checkEntrypoint } from './stages/entrypoint-check.js';
 import { resolveEpoch } from './stages/epoch.js';
 import { fetchInputs } from './stages/fetch.js';
 import { buildLua } from './stages/lua.js';
-import { packImage, writeSha256Sums } from './stages/pack.js';
-import { pruneRoot, summarizeReport } from './stages/prune.js';
+import { writeOutputs } from './stages/outputs.js';
+import { packImage } from './stages/pack.js';
+import { pruneRoot } from './stages/prune.js';
+import { workLayout } from './core/work-layout.js';
+import type { StageContext } from './core/stage.js';
 import { assembleRoot } from './stages/root.js';
 import { selfCheck } from './stages/self-check.js';
 import { traceService } from './stages/trace.js';
 import { verifyImage } from './stages/verify.js';
 import { Store } from './store/store.js';
-import { run } from './tools/exec.js';
+import { removeTree } from './tools/remove-tree.js';
 
 export interface BuildOptions {
   outDir: string;
@@ -66,11 +68,20 @@ export async function build(config: LhcConfig, opts: BuildOptions): Promise<Buil
   const callerUmask = process.umask(0o022);
   const outDir = path.resolve(opts.outDir);
   await mkdir(outDir, { recursive: true });
-  const workDir = opts.workDir
-    ? path.resolve(opts.workDir)
-    : await mkdtemp(path.join(os.tmpdir(), `lhc-${config.name}-`));
+  const work = workLayout(
+    opts.workDir ?? (await mkdtemp(path.join(os.tmpdir(), `lhc-${config.name}-`))),
+  );
+  const workDir = work.dir;
   await mkdir(workDir, { recursive: true });
   const store = opts.store ?? new Store(undefined, logger);
+  const ctx: StageContext = {
+    logger,
+    store,
+    work,
+    outDir,
+    env: opts.env ?? process.env,
+    ...(opts.signal ? { signal: opts.signal } : {}),
+  };
   // Registered, so that a cancelled run (SIGTERM, Ctrl-C) removes it too, after the stages'
   // own cleanups have unmounted what lives inside it.
   const removeWorkDir = registerCleanup(`work dir ${workDir}`, async () => {
@@ -79,7 +90,7 @@ export async function build(config: LhcConfig, opts: BuildOptions): Promise<Buil
       return;
     }
     // The roots hold files owned by other uids (nspawn, mmdebstrap): remove them with privilege.
-    await run(['rm', '-rf', '--one-file-system', workDir], { privileged: true, reject: false });
+    await removeTree([workDir], { reject: false });
   });
   try {
     await stage('fetch', () => fetchInputs(config, { store, logger }));
@@ -106,9 +117,7 @@ export async function build(config: LhcConfig, opts: BuildOptions): Promise<Buil
 
     // Intermediate roots are created by root (nspawn, mmdebstrap); clear any earlier run's tree.
     const assembled = await stage('root', async () => {
-      await run(['rm', '-rf', '--one-file-system', path.join(workDir, 'root')], {
-        privileged: true,
-      });
+      await removeTree([work.root]);
       return assembleRoot(config, {
         workDir,
         store,
@@ -122,7 +131,7 @@ export async function build(config: LhcConfig, opts: BuildOptions): Promise<Buil
     await checkEntrypoint(assembled.root, config.service.command[0]!, config.arch);
     const trace = await stage('trace', () =>
       traceService(config, assembled.root, {
-        workDir: path.join(workDir, 'trace'),
+        workDir: work.trace,
         logger,
         signal: opts.signal,
       }),
@@ -130,12 +139,11 @@ export async function build(config: LhcConfig, opts: BuildOptions): Promise<Buil
 
     const pruned = await stage('prune', async () => {
       const p = await pruneRoot(assembled.root, trace, config, {
-        outDir: path.join(workDir, 'pruned'),
+        outDir: work.pruned,
         logger,
       });
-      logger.info(summarizeReport(p.report));
       await selfCheck(config, p.prunedRoot, trace.responses, {
-        workDir: path.join(workDir, 'self-check'),
+        workDir: work.selfCheck,
         logger,
         dataDir: p.dataDir,
         signal: opts.signal,
@@ -143,14 +151,7 @@ export async function build(config: LhcConfig, opts: BuildOptions): Promise<Buil
       logger.info('self-check: every probe answers the same from the pruned root');
       return p;
     });
-    const traceReport = path.join(outDir, `${config.name}.trace.json`);
-    // The report is an artifact under SHA256SUMS, so it must be as reproducible as the image:
-    // its timing lives in the build's timings, not in the file.
-    // `emulated` says whether this host ran QEMU: an arm64 runner must produce the same bytes.
-    const { traceSeconds: _seconds, emulated: _emulated, ...reproducible } = pruned.report;
-    await writeFile(traceReport, `${JSON.stringify(reproducible, null, 2)}\n`);
-
-    const { packed, bundle, manifestDiff } = await stage('pack', async () => {
+    const { packed, manifestDiff } = await stage('pack', async () => {
       const { epoch, source } = await resolveEpoch({
         env: opts.env ?? process.env,
         configEpoch: config.epoch,
@@ -173,23 +174,6 @@ export async function build(config: LhcConfig, opts: BuildOptions): Promise<Buil
         },
         signal: opts.signal,
       });
-      const bundle = await writeDeployBundle({
-        name: config.name,
-        outDir,
-        service: config.service,
-        dataPath: config.data.path,
-        imageFile: path.basename(packed.image),
-        dataTemplateFile: path.basename(packed.dataTemplate),
-        root: pruned.prunedRoot,
-        logger,
-      });
-      await writeSha256Sums(outDir, [
-        path.basename(packed.image),
-        path.basename(packed.dataTemplate),
-        path.basename(packed.manifest),
-        path.basename(traceReport),
-        ...bundle.files,
-      ]);
       let manifestDiff: string | undefined;
       if (opts.manifestLock) {
         const lock = await checkManifestLock(
@@ -202,8 +186,16 @@ export async function build(config: LhcConfig, opts: BuildOptions): Promise<Buil
           logger.info(lock.diffText.trimEnd());
         } else logger.info(`manifest matches ${opts.manifestLock}`);
       }
-      return { packed, bundle, manifestDiff };
+      return { packed, manifestDiff };
     });
+    const outputs = await stage('outputs', () =>
+      writeOutputs(ctx, {
+        config,
+        packed,
+        report: pruned.report,
+        prunedRoot: pruned.prunedRoot,
+      }),
+    );
 
     const verify =
       opts.verify === false
@@ -229,9 +221,9 @@ export async function build(config: LhcConfig, opts: BuildOptions): Promise<Buil
       dataTemplate: packed.dataTemplate,
       dataTemplateSha256: packed.dataTemplateSha256,
       manifest: packed.manifest,
-      sha256sums: packed.sha256sums,
-      bundleDir: bundle.dir,
-      traceReport,
+      sha256sums: outputs.sha256sums,
+      bundleDir: outputs.bundle.dir,
+      traceReport: outputs.traceReport,
       bytesBefore: pruned.report.base.bytes,
       bytesAfter: pruned.report.kept.bytes,
       filesKept: pruned.report.kept.entries,
@@ -239,15 +231,6 @@ export async function build(config: LhcConfig, opts: BuildOptions): Promise<Buil
       verify,
       timings,
     };
-    if (verify && !verify.ok) {
-      const failed = [
-        ...verify.probes
-          .filter((p) => !p.ok)
-          .map((p) => `probe ${p.name}${p.diff ? `\n${p.diff}` : ''}`),
-        ...verify.hardening.filter((h) => !h.ok).map((h) => `hardening ${h.name}: ${h.detail}`),
-      ];
-      throw Object.assign(new UserError(`verify failed:\n${failed.join('\n')}`), { result });
-    }
     return result;
   } finally {
     process.umask(callerUmask);

@@ -2,5 +2,4 @@
 import { installSignalHandlers } from '../tools/signals.js';
 import { run } from './main.js';
 
-installSignalHandlers();
-await run();
+await run(installSignalHandlers());

@@ -3,7 +3,7 @@
  * imports @actions/core.
  */
 import * as core from '@actions/core';
-import type { BuildResult } from '../build-result.js';
+import { verifyFailures, type BuildResult } from '../build-result.js';
 import { loadConfig } from '../config/load.js';
 import { ToolError, UserError } from '../core/errors.js';
 import { realProbe } from '../host/probe.js';
@@ -39,7 +39,7 @@ export function failureMessage(e: unknown): string {
   return String(e);
 }
 
-export async function run(): Promise<void> {
+export async function run(signal?: AbortSignal): Promise<void> {
   try {
     const inputs = readInputs((name) => core.getInput(name));
     const logger = actionsLogger();
@@ -65,12 +65,8 @@ export async function run(): Promise<void> {
         verify: inputs.verify,
         manifestLock: inputs.manifestLock,
         updateManifest: inputs.updateManifest,
+        ...(signal ? { signal } : {}),
       });
-    } catch (e) {
-      // A failed verify still carries its result: the summary shows the failing rows first.
-      const partial = (e as { result?: BuildResult }).result;
-      if (partial) await writeSummary(partial, { ...summaryBase, cache }, logger);
-      throw e;
     } finally {
       // Downloads and a verified Lua are worth keeping even when a later stage failed.
       await logger.group('Save cache', () => saveCaches(cache, logger));
@@ -84,7 +80,7 @@ export async function run(): Promise<void> {
     );
     await writeSummary(result, { ...summaryBase, cache, artifacts }, logger);
     if (result.verify && !result.verify.ok) {
-      core.setFailed(`verify failed for ${config.name}: see the verify rows in the log`);
+      core.setFailed(`verify failed for ${config.name}:\n${verifyFailures(result.verify)}`);
     }
   } catch (e) {
     core.setFailed(failureMessage(e));

@@ -3,6 +3,7 @@
  * (verify probes, hardening checks). renderSummary() is pure HTML so it can be tested without a
  * runner; writeSummary() appends it to $GITHUB_STEP_SUMMARY.
  */
+import { humanBytes } from '../core/format.js';
 import * as core from '@actions/core';
 import type { BuildResult } from '../build-result.js';
 import type { Logger } from '../core/logger.js';
@@ -31,15 +32,7 @@ export function escapeHtml(text: string): string {
 
 /** Bytes in the largest unit that keeps the number at or above 1: "336.7 KiB", "812 B". */
 export function formatBytes(bytes: number): string {
-  const units = ['KiB', 'MiB', 'GiB'];
-  let v = bytes;
-  let unit = '';
-  for (const u of units) {
-    if (v < 1024) break;
-    v /= 1024;
-    unit = u;
-  }
-  return unit ? `${v.toFixed(1)} ${unit}` : `${bytes} B`;
+  return humanBytes(bytes);
 }
 
 /** "8.0 MiB → 1.9 MiB (−75 %)", or "… (nothing removed)". */

@@ -12,8 +12,9 @@ import path from 'node:path';
 import { ToolError, UserError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { run, start, tail, type RunResult, type Started } from '../tools/exec.js';
-import { descendants, processTable } from '../verify/proc.js';
-import { waitFor } from '../verify/service.js';
+import { descendants, processTable } from '../harness/proc.js';
+import { removeTree } from '../tools/remove-tree.js';
+import { waitFor } from '../core/wait.js';
 
 export interface BootOptions {
   /** Uncompressed tarball of the board's root (see root.ts). */
@@ -116,7 +117,7 @@ export class Board {
     if (!init) {
       await nspawn.stop();
       const out = await nspawn.exited;
-      await run(['rm', '-rf', '--one-file-system', o.workDir], { privileged: true, reject: false });
+      await removeTree([o.workDir], { reject: false });
       throw new UserError(
         `the board did not boot (systemd-nspawn -b):\n${tail(out.stderr + out.stdout, 20)}`,
       );
@@ -192,7 +193,7 @@ export class Board {
   /** Copies a host directory to `dest` on the board, as a person copying build output would. */
   async copyIn(src: string, dest: string): Promise<void> {
     await run(['mkdir', '-p', this.hostPath(path.dirname(dest))], { privileged: true });
-    await run(['rm', '-rf', this.hostPath(dest)], { privileged: true });
+    await removeTree([this.hostPath(dest)]);
     await run(['cp', '-a', src, this.hostPath(dest)], { privileged: true, logger: this.logger });
   }
 
@@ -258,8 +259,7 @@ export class Board {
       .split('\n')
       .filter((l) => l.split(' ')[1]?.startsWith(this.root));
     if (mounts.length) left.push(`mounts: ${mounts.join('; ')}`);
-    if (left.length === 0)
-      await run(['rm', '-rf', '--one-file-system', this.workDir], { privileged: true });
+    if (left.length === 0) await removeTree([this.workDir]);
     if (left.length)
       throw new ToolError(
         'systemd-nspawn --boot',

@@ -15,13 +15,15 @@ import type { HardeningCheck, ProbeOutcome, VerifyReport } from '../build-result
 import type { LhcConfig } from '../config/load.js';
 import { UserError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
-import { listenPort } from '../stages/deploy-bundle.js';
+import { listenPort } from '../deploy/systemd.js';
 import { start, tail, type Started } from '../tools/exec.js';
-import { holdOpen, type Endpoint } from '../verify/client.js';
+import { holdOpen, type Endpoint } from '../harness/client.js';
 import { inspectProcess } from '../verify/hardening.js';
-import { alive, findPayloads, type ProcInfo } from '../verify/proc.js';
+import { alive, findPayloads, type ProcInfo } from '../harness/proc.js';
 import { judge, probeOnce, readFixtures } from '../verify/probes.js';
-import { FORWARDER, listensOn, readNetTcp, waitFor } from '../verify/service.js';
+import { waitFor } from '../core/wait.js';
+import { listensOn, readNetTcp } from '../harness/listen.js';
+import { FORWARDER } from '../harness/service.js';
 import { Board } from './machine.js';
 import { boardRootTarball, type BoardRootSource } from './root.js';
 
@@ -96,7 +98,7 @@ export async function openBoardPort(
   signal?: AbortSignal,
 ): Promise<BoardPort> {
   const listening = await waitFor(
-    async () => listensOn(await readNetTcp(`/proc/${board.pid}`), port) || undefined,
+    async () => listensOn((await readNetTcp(`/proc/${board.pid}`)) ?? '', port) || undefined,
     30_000,
     signal,
   );

@@ -15,6 +15,8 @@ export interface CommandContext {
   logger: Logger;
   /** The command's result for the user or a script (stdout); one call per line. */
   out(line: string): void;
+  /** Aborted on SIGINT/SIGTERM (see tools/signals.ts); pass it to every stage. */
+  signal?: AbortSignal;
   /** True with --json: the command writes exactly one JSON object through `emitJson()` and nothing else to stdout. */
   json: boolean;
   /** Writes the command's one JSON object to stdout. */

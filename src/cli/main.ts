@@ -22,6 +22,8 @@ export interface MainIo {
   /** Whether stdout / stderr are terminals (colour); default: ask the process streams. */
   stdoutTTY?: boolean;
   stderrTTY?: boolean;
+  /** The shell's cancellation signal (tools/signals.ts), handed to the command. */
+  signal?: AbortSignal;
 }
 
 export function topLevelHelp(commands: readonly Command[]): string {
@@ -95,6 +97,7 @@ export async function main(argv: readonly string[], io: MainIo = {}): Promise<nu
       emitJson: (value) => out(JSON.stringify(value, null, 2)),
       colour: !json && colourWanted({ isTTY: io.stdoutTTY ?? process.stdout.isTTY }, env),
       commands,
+      ...(io.signal ? { signal: io.signal } : {}),
     };
     return await command.run(args, ctx);
   } catch (e) {

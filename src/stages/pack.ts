@@ -1,5 +1,6 @@
 /**
- * pack: pruned root → read-only squashfs image, data template, manifest and SHA256SUMS.
+ * pack: pruned root → read-only squashfs image, data template and manifest (SHA256SUMS over
+ * them is the outputs stage's).
  * Same inputs give the same bytes on any machine, at any time, under any umask or TZ: the image
  * and the template take every time from `epoch` and every owner from a fixed value, and the
  * manifest holds no times at all.
@@ -14,7 +15,6 @@ import { sha256File } from '../store/store.js';
 import { run } from '../tools/exec.js';
 import { mksquashfsArgv, mksquashfsEnv, ROOT_MODE } from '../tools/mksquashfs.js';
 import { writeDataTemplate, type Owner } from './data-template.js';
-import { sha256sumsLine } from './sha256sums-line.js';
 
 export interface PackOptions {
   /** The pruned root directory. */
@@ -45,7 +45,6 @@ export interface PackResult {
   manifestSha256: string;
   /** The manifest itself, for the lock check and the report. */
   manifestData: Manifest;
-  sha256sums: string;
 }
 
 export function artifactNames(name: string, fileNames: PackOptions['fileNames'] = {}) {
@@ -53,22 +52,7 @@ export function artifactNames(name: string, fileNames: PackOptions['fileNames'] 
     image: fileNames.image ?? `${name}.squashfs`,
     dataTemplate: fileNames.dataTemplate ?? `${name}-data.tar.gz`,
     manifest: fileNames.manifest ?? `${name}.manifest.json`,
-    sha256sums: 'SHA256SUMS',
   };
-}
-
-/**
- * Writes `SHA256SUMS` in `dir` over `files` (paths relative to dir), sorted, in the format
- * `sha256sum -c` reads (names with a backslash or newline escaped as coreutils does). Returns its path.
- */
-export async function writeSha256Sums(dir: string, files: readonly string[]): Promise<string> {
-  const lines: string[] = [];
-  for (const f of [...new Set(files)].sort()) {
-    lines.push(sha256sumsLine(await sha256File(path.join(dir, f)), f));
-  }
-  const out = path.join(dir, 'SHA256SUMS');
-  await writeFile(out, lines.join('\n') + '\n');
-  return out;
 }
 
 async function requireDir(dir: string, what: string): Promise<void> {
@@ -131,11 +115,6 @@ export async function packImage(o: PackOptions): Promise<PackResult> {
   const manifestText = serializeManifest(manifestData);
   await writeFile(manifestFile, manifestText);
 
-  const sha256sums = await writeSha256Sums(o.outDir, [
-    names.image,
-    names.dataTemplate,
-    names.manifest,
-  ]);
   const imageBytes = (await stat(image)).size;
   const imageSha256 = await sha256File(image);
   o.logger.info(
@@ -151,6 +130,5 @@ export async function packImage(o: PackOptions): Promise<PackResult> {
     manifest: manifestFile,
     manifestSha256: createHash('sha256').update(manifestText).digest('hex'),
     manifestData,
-    sha256sums,
   };
 }

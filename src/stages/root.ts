@@ -25,9 +25,10 @@ import { extractTarball, type ExtractSummary } from '../root/extract.js';
 import { copyTree, ensureDir, installFile, normalizedMode } from '../root/overlay.js';
 import { resolveInRoot } from '../root/resolve.js';
 import { sha256File, type Store } from '../store/store.js';
+import { removeTree } from '../tools/remove-tree.js';
 import { run } from '../tools/exec.js';
 import { DEBIAN_ARCH, hostMirrorLines, mmdebstrapArgv } from '../tools/mmdebstrap.js';
-import { nspawnArgv } from '../tools/nspawn.js';
+import { NSPAWN_DIRS, nspawnArgv } from '../tools/nspawn.js';
 
 export interface AssembleRootOptions {
   /** Existing directory; the root is created as `<workDir>/root` and must not exist yet. */
@@ -49,12 +50,8 @@ export interface AssembledRoot {
   baseBytes: number;
 }
 
-/**
- * Directories every root gets. nspawn refuses a directory without /usr, and a read-only root
- * must already hold every mount point; /bin and /etc are where entrypoints and config live.
- */
-export const MOUNT_POINTS = ['/proc', '/sys', '/dev', '/run', '/tmp'] as const;
-export const SCRATCH_DIRS = ['/usr', '/bin', '/etc', ...MOUNT_POINTS] as const;
+/** A scratch root gets nspawn's directories, and /bin and /etc for entrypoints and config. */
+export const SCRATCH_DIRS = ['/bin', '/etc', ...NSPAWN_DIRS] as const;
 
 const HOST_SOURCES = '/etc/apt/sources.list.d/debian.sources';
 const PACKAGES_TIMEOUT_MS = 30 * 60_000;
@@ -288,7 +285,7 @@ export async function assembleRoot(
           : await debianBaseTarball(base, config.arch, opts);
       const s = await extractTarball(tarball, root, { logger });
       logger.info(`extracted ${path.basename(tarball)}: ${describeExtract(s)}`);
-      for (const d of ['/usr', ...MOUNT_POINTS]) ensureDir(root, d, d === '/tmp' ? 0o1777 : 0o755);
+      for (const d of NSPAWN_DIRS) ensureDir(root, d, d === '/tmp' ? 0o1777 : 0o755);
     });
 
     if (config.prepare !== undefined) {
@@ -359,9 +356,7 @@ export async function assembleRoot(
     // A half-built root must never be mistaken for a finished one. nspawn may have made
     // root-owned files in it, so remove it with privilege, and never let a failed removal
     // hide the error that got us here.
-    await run(['rm', '-rf', '--one-file-system', root], { privileged: true, reject: false }).catch(
-      () => undefined,
-    );
+    await removeTree([root], { reject: false }).catch(() => undefined);
     throw e;
   }
 }

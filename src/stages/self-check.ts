@@ -6,15 +6,17 @@
  * fixtures).
  */
 import { mkdir, rm } from 'node:fs/promises';
-import path from 'node:path';
 import type { LhcConfig } from '../config/load.js';
-import { UserError } from '../core/errors.js';
-import type { Logger } from '../core/logger.js';
-import { run } from '../tools/exec.js';
-import { visible } from '../verify/visible-diff.js';
 import { registerCleanup } from '../core/cleanup.js';
-import { unmount } from '../verify/sandbox.js';
-import { runProbes, type ProbeResponse } from './trace.js';
+import { UserError } from '../core/errors.js';
+import { selfCheckScratch } from '../core/work-layout.js';
+import type { Logger } from '../core/logger.js';
+import type { ProbeResponse } from '../harness/client.js';
+import { responseDiff } from '../harness/diff.js';
+import { bindReadOnly, unmount } from '../harness/mounts.js';
+import { runProbes } from '../harness/run.js';
+import { run } from '../tools/exec.js';
+import { removeTree } from '../tools/remove-tree.js';
 
 export interface SelfCheckOptions {
   workDir: string;
@@ -29,36 +31,6 @@ export interface SelfCheckResult {
   seconds: number;
 }
 
-function bytesDiff(what: string, expected: Buffer, actual: Buffer): string | undefined {
-  if (expected.equals(actual)) return undefined;
-  let at = 0;
-  while (at < expected.length && at < actual.length && expected[at] === actual[at]) at++;
-  const from = Math.max(0, at - 40);
-  return (
-    `${what}: ${expected.length} bytes before pruning, ${actual.length} after; first difference at byte ${at}\n` +
-    `  before: …${visible(expected.subarray(from, at + 80))}\n` +
-    `  after:  …${visible(actual.subarray(from, at + 80))}`
-  );
-}
-
-/** The difference between two responses in words, or undefined when they are equal. */
-export function responseDiff(
-  name: string,
-  before: ProbeResponse | undefined,
-  after: ProbeResponse | undefined,
-): string | undefined {
-  if (before === undefined || after === undefined)
-    return `probe '${name}': no response ${before === undefined ? 'before' : 'after'} pruning`;
-  if (Buffer.isBuffer(before) && Buffer.isBuffer(after))
-    return bytesDiff(`probe '${name}'`, before, after);
-  if (!Buffer.isBuffer(before) && !Buffer.isBuffer(after)) {
-    if (before.status !== after.status)
-      return `probe '${name}': HTTP status ${before.status} before pruning, ${after.status} after`;
-    return bytesDiff(`probe '${name}' body`, before.body, after.body);
-  }
-  return `probe '${name}': response kinds differ`;
-}
-
 export async function selfCheck(
   config: LhcConfig,
   prunedRoot: string,
@@ -66,19 +38,17 @@ export async function selfCheck(
   opts: SelfCheckOptions,
 ): Promise<SelfCheckResult> {
   await mkdir(opts.workDir, { recursive: true });
-  const dataDir = path.join(opts.workDir, 'self-check-data');
+  const { view, data: dataDir } = selfCheckScratch(opts.workDir);
   await rm(dataDir, { recursive: true, force: true });
   if (opts.dataDir) await run(['cp', '-a', '--', opts.dataDir, dataDir], { privileged: true });
   else await run(['mkdir', '-p', dataDir]);
   // nspawn creates /etc, /var and /root in a writable directory even with --read-only; a
   // read-only bind mount keeps the pruned root exactly as packed (and is what the board sees).
-  const view = path.join(opts.workDir, 'self-check-root');
   await mkdir(view, { recursive: true });
-  await run(['mount', '--bind', prunedRoot, view], { privileged: true, logger: opts.logger });
   const unmountView = registerCleanup(`self-check mount ${view}`, () => unmount(view, opts.logger));
   const started = Date.now();
   try {
-    await run(['mount', '-o', 'remount,bind,ro', view], { privileged: true, logger: opts.logger });
+    await bindReadOnly(prunedRoot, view, opts.logger);
     const probed = await opts.logger
       .group(`self-check: ${config.probes.length} probes against the pruned root`, () =>
         runProbes(
@@ -112,9 +82,6 @@ export async function selfCheck(
     return { responses: probed.responses, seconds: (Date.now() - started) / 1000 };
   } finally {
     await unmountView.run();
-    await run(['rm', '-rf', '--one-file-system', '--', dataDir], {
-      privileged: true,
-      reject: false,
-    });
+    await removeTree([dataDir], { reject: false });
   }
 }

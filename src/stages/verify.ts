@@ -14,16 +14,16 @@ import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import type { HardeningCheck, ProbeOutcome, VerifyReport } from '../build-result.js';
+import type { HardeningCheck, ProbeOutcome, VerifyOutcome } from '../build-result.js';
 import type { LhcConfig } from '../config/load.js';
 import { UserError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { tail } from '../tools/exec.js';
-import { nspawnArgv } from '../tools/nspawn.js';
-import { describeEndpoint } from '../verify/client.js';
+import { boardNspawnArgv, mountPoints } from '../tools/nspawn.js';
+import { describeEndpoint } from '../harness/client.js';
 import { checkNoInterpreters, inspectProcess, listImage } from '../verify/hardening.js';
 import { runLoad, type LoadResult } from '../verify/load.js';
-import { alive } from '../verify/proc.js';
+import { alive } from '../harness/proc.js';
 import { ask, curlProbe, judge, probeOnce, readFixtures } from '../verify/probes.js';
 import {
   containerProcesses,
@@ -33,15 +33,10 @@ import {
   releaseLoop,
   removeWorkDir,
   unmount,
-  unpackTemplate,
-} from '../verify/sandbox.js';
-import {
-  sleep,
-  startInetd,
-  startListening,
-  type RunState,
-  type Running,
-} from '../verify/service.js';
+} from '../harness/mounts.js';
+import { unpackTemplate } from '../harness/data.js';
+import { sleep } from '../core/wait.js';
+import { startInetd, startListening, type RunState, type Running } from '../harness/service.js';
 import { registerCleanup } from '../core/cleanup.js';
 
 export interface VerifyOptions {
@@ -60,51 +55,34 @@ export interface VerifyOptions {
   timeoutMs?: number;
 }
 
-/** The report plus what the CLI prints beyond the shared VerifyReport shape. */
-export interface VerifyOutcome extends VerifyReport {
-  load?: NonNullable<VerifyReport['load']> & { firstFailure?: string; wallMs: number };
-  /** The real-client check (curl) of the first probe; also among `probes`. */
-  curl?: ProbeOutcome;
-  /** Where the service was reached, e.g. 127.0.0.1:40123 or unix:/tmp/.../service.sock. */
-  endpoint?: string;
-  /** The first probe's answer from the booted image, byte for byte (e.g. for the demo to print). */
-  sample?: { probe: string; body: Buffer };
-  /** Last lines of the container's stderr (nspawn and the payload), when something failed. */
-  serviceLog?: string;
-}
-
-/** The board's container command line for this image (the deploy unit uses the same builder). */
-export function verifyNspawnArgv(config: LhcConfig, rootDir: string, dataDir: string): string[] {
-  return nspawnArgv({
-    root: rootDir,
-    readOnly: true,
-    harden: true,
-    userNamespace: true,
-    dataDir,
-    dataPath: config.data.path,
-    command: config.service.command,
-    env: config.service.env,
-    user: config.service.user,
-    workdir: config.service.workdir,
-  });
-}
-
 async function hardeningRows(
   svc: Running,
   state: RunState,
   config: LhcConfig,
 ): Promise<HardeningCheck[]> {
   const rows: HardeningCheck[] = [];
-  const payload = await svc.payload();
-  if (!payload) {
-    rows.push({
-      name: 'container payload running',
-      ok: false,
-      detail: 'no payload process appeared under systemd-nspawn',
-    });
-  } else {
-    rows.push(...(await inspectProcess(payload.pid, config.data.path)));
+  let inspected: HardeningCheck[] | undefined;
+  // A process found under the activator can exit before its /proc is read (under load, a
+  // finishing connection's container is caught just after its exec): take the next payload.
+  for (let attempt = 0; attempt < 3 && !inspected; attempt++) {
+    const payload = await svc.payload();
+    if (!payload) break;
+    try {
+      inspected = await inspectProcess(payload.pid, config.data.path);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code !== 'ENOENT' && code !== 'ESRCH') throw e;
+    }
   }
+  rows.push(
+    ...(inspected ?? [
+      {
+        name: 'container payload running',
+        ok: false,
+        detail: 'no payload process appeared under systemd-nspawn',
+      },
+    ]),
+  );
   for (const s of state.sockets) s.destroy();
   state.sockets.clear();
   rows.push(checkNoInterpreters(await listImage(state.rootDir), config.service.command[0]!));
@@ -241,7 +219,7 @@ export async function verifyImage(options: VerifyOptions): Promise<VerifyOutcome
       logger.info(
         `image ${image} mounted read-only at ${state.rootDir} (${state.image.loopDevice})`,
       );
-      for (const needed of ['/usr', config.data.path]) {
+      for (const needed of mountPoints(config.data.path)) {
         if (!existsSync(path.join(state.rootDir, needed))) {
           throw new UserError(
             `the image has no ${needed} directory; a read-only root needs every mount point (add it to the root)`,
@@ -252,7 +230,15 @@ export async function verifyImage(options: VerifyOptions): Promise<VerifyOutcome
       await unpackTemplate(dataTemplate, state.dataDir, { logger });
       logger.info(`data template ${dataTemplate} unpacked into a noexec,nosuid,nodev tmpfs`);
 
-      const argv = verifyNspawnArgv(config, state.rootDir, state.dataDir);
+      const argv = boardNspawnArgv({
+        root: state.rootDir,
+        dataDir: state.dataDir,
+        dataPath: config.data.path,
+        command: config.service.command,
+        env: config.service.env,
+        user: config.service.user,
+        workdir: config.service.workdir,
+      });
       const svc = config.service.inetd
         ? await startInetd(argv, state, opts, timeoutMs)
         : await startListening(argv, state, opts, timeoutMs);

@@ -106,5 +106,50 @@ export function nspawnArgv(o: NspawnOptions): string[] {
   return argv;
 }
 
+/**
+ * Directories nspawn needs in a root: /usr (else "doesn't look like an OS tree") and the API
+ * file systems' mount points, which a read-only root cannot create.
+ */
+export const NSPAWN_DIRS = ['/usr', '/proc', '/sys', '/dev', '/run', '/tmp'] as const;
+
+/** Every mount point a root must carry to run read-only: nspawn's, then the data partition's. */
+export function mountPoints(dataPath: string): string[] {
+  return [...new Set<string>([...NSPAWN_DIRS, dataPath])];
+}
+
 /** Where the trace FIFO is bound inside the container (see src/trace/fifo.ts). */
 export const TRACE_MOUNT = '/lhc-trace';
+
+/** What the board runs: the service's command, env, user and workdir, on its root and data. */
+export interface BoardRun {
+  root: string;
+  dataDir: string;
+  dataPath: string;
+  command: readonly string[];
+  env?: Readonly<Record<string, string>>;
+  user?: string | number;
+  workdir?: string;
+  /** The nspawn binary to name in argv[0] (a unit's ExecStart wants an absolute path). */
+  nspawnPath?: string;
+}
+
+/**
+ * The board's container command line: read-only root, full hardening, user namespace. The
+ * deploy unit and verify both use this one builder, so what verify boots is what the board runs.
+ */
+export function boardNspawnArgv(o: BoardRun): string[] {
+  const argv = nspawnArgv({
+    root: o.root,
+    command: o.command,
+    readOnly: true,
+    harden: true,
+    userNamespace: true,
+    dataDir: o.dataDir,
+    dataPath: o.dataPath,
+    env: o.env,
+    user: o.user,
+    workdir: o.workdir,
+  });
+  if (o.nspawnPath) argv[0] = o.nspawnPath;
+  return argv;
+}

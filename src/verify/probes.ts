@@ -13,9 +13,10 @@ import {
   gopherUrl,
   httpGet,
   type Endpoint,
-} from './client.js';
-import type { Running } from './service.js';
-import { visibleDiff } from './visible-diff.js';
+  type ProbeResponse,
+} from '../harness/client.js';
+import type { Running } from '../harness/service.js';
+import { visibleDiff } from '../harness/diff.js';
 
 export async function readFixtures(probes: Probe[]): Promise<Map<string, Buffer>> {
   const out = new Map<string, Buffer>();
@@ -36,7 +37,7 @@ export async function readFixtures(probes: Probe[]): Promise<Map<string, Buffer>
 export function judge(
   probe: Probe,
   expected: Buffer | undefined,
-  got: { status?: number; body: Buffer },
+  got: ProbeResponse,
   via: string,
 ): string | undefined {
   const problems: string[] = [];
@@ -57,7 +58,7 @@ export async function ask(
   endpoint: Endpoint,
   timeoutMs: number,
   signal?: AbortSignal,
-): Promise<{ status?: number; body: Buffer }> {
+): Promise<ProbeResponse> {
   if (probe.type === 'gopher')
     return { body: await exchange(endpoint, gopherRequest(probe.selector), { timeoutMs, signal }) };
   return httpGet(endpoint, probe.path, { timeoutMs, signal });

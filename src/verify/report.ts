@@ -1,5 +1,5 @@
 /** The verify report as text rows: probes, hardening checks, load, and the verdict. */
-import type { VerifyOutcome } from '../stages/verify.js';
+import type { VerifyOutcome } from '../build-result.js';
 
 function table(rows: string[][]): string[] {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));

@@ -11,7 +11,7 @@ import path from 'node:path';
 import { memoryLogger } from '../../src/core/logger.js';
 import { verifyImage } from '../../src/stages/verify.js';
 import { run } from '../../src/tools/exec.js';
-import { gopherRequest } from '../../src/verify/client.js';
+import { gopherRequest } from '../../src/harness/client.js';
 import { runLoad } from '../../src/verify/load.js';
 import { packedGophermoon, requireTools } from '../support/verify-image.js';
 import { timed, type BenchSection } from './section.js';

@@ -22,9 +22,9 @@ import type { BuildResult } from '../../src/build-result.js';
 import { loadConfig } from '../../src/config/load.js';
 import type { GopherProbe } from '../../src/config/schema.js';
 import { memoryLogger } from '../../src/core/logger.js';
-import { writeSha256Sums } from '../../src/stages/pack.js';
+import { writeSha256Sums } from '../../src/stages/outputs.js';
 import { run } from '../../src/tools/exec.js';
-import { exchange, gopherRequest, type Endpoint } from '../../src/verify/client.js';
+import { exchange, gopherRequest, type Endpoint } from '../../src/harness/client.js';
 import {
   NGINX_CONFIG,
   buildOut,

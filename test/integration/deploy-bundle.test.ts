@@ -17,15 +17,11 @@ import { loadConfig, type LhcConfig } from '../../src/config/load.js';
 import type { GopherProbe } from '../../src/config/schema.js';
 import { memoryLogger } from '../../src/core/logger.js';
 import { build } from '../../src/pipeline.js';
-import {
-  OCI_USER_NAMESPACE,
-  boardPaths,
-  shiftOwnersCommand,
-  systemdEscapePath,
-  type BoardPaths,
-} from '../../src/stages/deploy-bundle.js';
+import { boardPaths, type BoardPaths } from '../../src/deploy/bundle.js';
+import { OCI_USER_NAMESPACE, shiftOwnersCommand } from '../../src/deploy/oci.js';
+import { systemdEscapePath } from '../../src/deploy/systemd.js';
 import { run } from '../../src/tools/exec.js';
-import { gopherRequest } from '../../src/verify/client.js';
+import { gopherRequest } from '../../src/harness/client.js';
 import { seededBuildCache } from '../support/debian-inputs.js';
 import { GOPHERMOON_CONFIG } from '../support/gopher.js';
 import { arm64Busybox } from '../support/pack-fixtures.js';

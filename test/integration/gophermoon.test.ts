@@ -20,11 +20,7 @@ import { memoryLogger } from '../../src/core/logger.js';
 import { buildLua } from '../../src/stages/lua.js';
 import { Store } from '../../src/store/store.js';
 import { run, start } from '../../src/tools/exec.js';
-import {
-  parseHostStrace,
-  parseQemuStrace,
-  type TraceEvent,
-} from '../../src/trace/parse-qemu-strace.js';
+import { parseHostStrace, parseQemuStrace, type TraceEvent } from '../../src/trace/parse-strace.js';
 import { luaSourceTarball, testCacheDir, LUA_SOURCES } from '../support/debian-inputs.js';
 import {
   EXTRA_REQUESTS,
@@ -36,8 +32,8 @@ import {
   serveOnce,
 } from '../support/gopher.js';
 import { requireTool } from '../support/require-tool.js';
-import { isUnder } from '../../src/trace/resolve.js';
-import { freePort } from '../../src/verify/client.js';
+import { isUnder } from '../../src/root/lookup.js';
+import { freePort } from '../../src/harness/client.js';
 
 interface Case {
   name: string;

@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { main } from '../../src/cli/main.js';
 import { memoryLogger } from '../../src/core/logger.js';
 import { walkSorted } from '../../src/manifest/manifest.js';
+import { writeSha256Sums } from '../../src/stages/outputs.js';
 import { artifactNames, packImage, type PackResult } from '../../src/stages/pack.js';
 import { run } from '../../src/tools/exec.js';
 import {
@@ -61,6 +62,8 @@ async function packIn(
       outDir: out,
       logger: memoryLogger(),
     });
+    // SHA256SUMS is the outputs stage's: written over the three pack artifacts, as a build does.
+    await writeSha256Sums(out, Object.values(artifactNames(NAME)));
     return { out, r };
   } finally {
     process.umask(oldUmask);
@@ -82,7 +85,7 @@ async function lhcDiff(
   return { code, lines };
 }
 
-const files = Object.values(artifactNames(NAME));
+const files = [...Object.values(artifactNames(NAME)), 'SHA256SUMS'];
 let a: { out: string; r: PackResult };
 let b: { out: string; r: PackResult };
 

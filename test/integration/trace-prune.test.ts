@@ -13,13 +13,14 @@ import { loadConfig, type LhcConfig } from '../../src/config/load.js';
 import { UserError } from '../../src/core/errors.js';
 import { memoryLogger } from '../../src/core/logger.js';
 import { buildLua } from '../../src/stages/lua.js';
-import { pruneRoot, writeTraceReport } from '../../src/stages/prune.js';
+import { writeTraceReport } from '../../src/stages/outputs.js';
+import { pruneRoot } from '../../src/stages/prune.js';
 import { assembleRoot } from '../../src/stages/root.js';
 import { selfCheck } from '../../src/stages/self-check.js';
 import { hostArch } from '../../src/core/arch.js';
 import { traceService, type TraceResult } from '../../src/stages/trace.js';
 import { Store } from '../../src/store/store.js';
-import { resolveTraced } from '../../src/trace/resolve.js';
+import { resolveTraced } from '../../src/root/lookup.js';
 import { busyboxRoot } from '../support/busybox-root.js';
 import { LUA_SOURCES, luaSourceTarball, testCacheDir } from '../support/debian-inputs.js';
 import { requireTool } from '../support/require-tool.js';
@@ -104,8 +105,8 @@ describe('busybox root, inetd service', () => {
 
   it('answers every probe with what the service printed, and records the file it opened', async () => {
     const hello = await readFile(path.join(bbRoot, 'srv/hello'));
-    expect(trace.responses.hello).toEqual(hello);
-    expect(trace.responses.again).toEqual(hello);
+    expect(trace.responses.hello!.body).toEqual(hello);
+    expect(trace.responses.again!.body).toEqual(hello);
     expect(trace.emulated).toBe(hostArch() !== 'aarch64');
     expect(
       trace.events.filter((e) => e.op === 'open' && e.path === '/srv/hello' && e.result === 'ok'),
@@ -194,7 +195,7 @@ describe('busybox root, symlinked entrypoint and content, writes to /data', () =
       workDir: path.join(tmp, 'w-links'),
       logger: memoryLogger(),
     });
-    expect(trace.responses.p!.toString()).toBe('page\npage.txt\n');
+    expect(trace.responses.p!.body.toString()).toBe('page\npage.txt\n');
     expect(trace.writtenUnderData).toEqual(['/data/log']);
     const { prunedRoot, report, dataDir } = await pruneRoot(root, trace, cfg, {
       outDir: path.join(tmp, 'p-links'),
@@ -281,7 +282,7 @@ describe("native tracing with host strace (a root of the host's own architecture
       logger: memoryLogger(),
     });
     expect(trace.emulated).toBe(false);
-    expect(trace.responses.p).toEqual(await readFile(path.join(root, 'srv/hello')));
+    expect(trace.responses.p!.body).toEqual(await readFile(path.join(root, 'srv/hello')));
     // Nothing from nspawn's own setup (host paths, cgroups, its own binary) survives the pid filter.
     for (const e of trace.events) {
       expect(e.path, `${e.syscall} ${e.path}`).not.toMatch(
@@ -377,7 +378,7 @@ describe('gophermoon on scratch with the static aarch64 Lua', () => {
     });
     for (const p of cfg.probes)
       if (p.type === 'gopher')
-        expect(trace.responses[p.name], p.name).toEqual(await readFile(p.fixture));
+        expect(trace.responses[p.name]?.body, p.name).toEqual(await readFile(p.fixture));
     const { prunedRoot, report, dataDir } = await pruneRoot(root, trace, cfg, {
       outDir: path.join(tmp, 'p-gm'),
       logger: memoryLogger(),

@@ -6,14 +6,13 @@
 import { describe, expect, it } from 'vitest';
 import { renderInstallScript, shQuote } from '../../src/deploy/install-script.js';
 import { SOCKET_PROXYD, proxyUnitName, renderProxyUnit } from '../../src/deploy/listen-proxy.js';
+import { boardPaths, type DeployBundleOptions } from '../../src/deploy/bundle.js';
 import {
-  boardNspawnArgv,
-  boardPaths,
   renderServiceUnit,
   renderSocketUnit,
   systemdExecLine,
-  type DeployBundleOptions,
-} from '../../src/stages/deploy-bundle.js';
+  unitNspawnArgv,
+} from '../../src/deploy/systemd.js';
 import { run } from '../../src/tools/exec.js';
 
 const nginx: DeployBundleOptions = {
@@ -74,7 +73,7 @@ describe('a listen: service on the board', () => {
   it('the service owns a private network namespace and nspawn shares it', () => {
     const unit = renderServiceUnit(nginx, p);
     expect(unit).toMatch(/^PrivateNetwork=yes$/m);
-    const argv = boardNspawnArgv(nginx, p);
+    const argv = unitNspawnArgv(nginx, p);
     expect(argv).not.toContain('--private-network');
     expect(argv.some((a) => a.startsWith('--drop-capability=CAP_NET_ADMIN'))).toBe(true);
   });
@@ -89,7 +88,7 @@ describe('a listen: service on the board', () => {
 
   it("an inetd service keeps nspawn's own private network", () => {
     const gopher = { ...nginx, service: { command: ['/bin/lua'], inetd: true } };
-    expect(boardNspawnArgv(gopher, p)).toContain('--private-network');
+    expect(unitNspawnArgv(gopher, p)).toContain('--private-network');
     expect(renderServiceUnit(gopher, p)).not.toMatch(/^PrivateNetwork=/m);
   });
 });

@@ -9,11 +9,11 @@ import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import {
   boardPaths,
-  systemdEscapePath,
   writeDeployBundle,
   type DeployBundleOptions,
-} from '../../src/stages/deploy-bundle.js';
-import { writeSha256Sums } from '../../src/stages/pack.js';
+} from '../../src/deploy/bundle.js';
+import { systemdEscapePath } from '../../src/deploy/systemd.js';
+import { writeSha256Sums } from '../../src/stages/outputs.js';
 import { sha256sumsLine } from '../../src/stages/sha256sums-line.js';
 import { run } from '../../src/tools/exec.js';
 import { requireTool } from '../support/require-tool.js';

@@ -1,15 +1,14 @@
 import { describe, expect, it } from 'vitest';
+import { boardPaths, type DeployBundleOptions } from '../../src/deploy/bundle.js';
+import { ociConfig } from '../../src/deploy/oci.js';
 import {
-  boardPaths,
-  ociConfig,
   renderFstab,
   renderServiceUnit,
   renderSocketUnit,
   systemdEscapePath,
   systemdExecLine,
   systemdQuoteWord,
-  type DeployBundleOptions,
-} from '../../src/stages/deploy-bundle.js';
+} from '../../src/deploy/systemd.js';
 import { BASE_FLAGS, HARDENING_FLAGS, USERNS_FLAGS } from '../../src/tools/nspawn.js';
 
 const opts: DeployBundleOptions = {

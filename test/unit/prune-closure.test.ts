@@ -23,15 +23,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig, resolveConfig, type LhcConfig } from '../../src/config/load.js';
 import { memoryLogger } from '../../src/core/logger.js';
 import { readElf } from '../../src/elf/elf.js';
-import {
-  pruneRoot,
-  summarizeReport,
-  writeTraceReport,
-  type PruneResult,
-} from '../../src/stages/prune.js';
+import { summarizeReport } from '../../src/prune/report.js';
+import { writeTraceReport } from '../../src/stages/outputs.js';
+import { pruneRoot, type PruneResult } from '../../src/stages/prune.js';
 import type { TraceResult } from '../../src/stages/trace.js';
-import type { TraceEvent } from '../../src/trace/parse-qemu-strace.js';
-import { globToRegExp } from '../../src/trace/glob.js';
+import type { TraceEvent } from '../../src/trace/parse-strace.js';
+import { globToRegExp } from '../../src/root/glob.js';
 import { debianDeb, extractDeb } from '../support/debian-inputs.js';
 
 let work: string;

@@ -1,11 +1,14 @@
 import { describe, expect, it } from 'vitest';
-import { responseDiff } from '../../src/stages/self-check.js';
-import { visible } from '../../src/verify/visible-diff.js';
+import { responseDiff, visible } from '../../src/harness/diff.js';
 
 describe('self-check response differences', () => {
   it('equal responses have no difference', () => {
     expect(
-      responseDiff('a', Buffer.from('iHi\tsel\r\n.\r\n'), Buffer.from('iHi\tsel\r\n.\r\n')),
+      responseDiff(
+        'a',
+        { body: Buffer.from('iHi\tsel\r\n.\r\n') },
+        { body: Buffer.from('iHi\tsel\r\n.\r\n') },
+      ),
     ).toBeUndefined();
     expect(
       responseDiff(
@@ -19,8 +22,8 @@ describe('self-check response differences', () => {
   it('names the first differing byte and shows both sides with control bytes visible', () => {
     const d = responseDiff(
       'menu',
-      Buffer.from('1Moon\t/moon\tlocalhost\t70\r\n.\r\n'),
-      Buffer.from('3not found\r\n.\r\n'),
+      { body: Buffer.from('1Moon\t/moon\tlocalhost\t70\r\n.\r\n') },
+      { body: Buffer.from('3not found\r\n.\r\n') },
     );
     expect(d).toContain(
       "probe 'menu': 29 bytes before pruning, 15 after; first difference at byte 0",
@@ -47,7 +50,7 @@ describe('self-check response differences', () => {
   });
 
   it('a missing response is a difference', () => {
-    expect(responseDiff('x', Buffer.from('a'), undefined)).toBe(
+    expect(responseDiff('x', { body: Buffer.from('a') }, undefined)).toBe(
       "probe 'x': no response after pruning",
     );
   });

@@ -7,7 +7,7 @@ import {
   parseQemuStrace,
   qemuCalls,
   type TraceEvent,
-} from '../../src/trace/parse-qemu-strace.js';
+} from '../../src/trace/parse-strace.js';
 
 const FIXTURES = path.join(import.meta.dirname, '../../fixtures/trace');
 const fixture = (name: string) => readFileSync(path.join(FIXTURES, name), 'utf8');

@@ -2,7 +2,7 @@ import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { isVirtual, resolveTraced } from '../../src/trace/resolve.js';
+import { isVirtual, resolveTraced } from '../../src/root/lookup.js';
 
 let root: string;
 

@@ -5,7 +5,7 @@ import {
   splitLines,
   visible,
   visibleDiff,
-} from '../../src/verify/visible-diff.js';
+} from '../../src/harness/diff.js';
 
 const b = (s: string) => Buffer.from(s, 'latin1');
 

@@ -1,11 +1,12 @@
 import net from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { pendingCleanups, registerCleanup, runCleanups } from '../../src/core/cleanup.js';
-import { serviceLog, type VerifyOutcome } from '../../src/stages/verify.js';
-import { listensOn } from '../../src/verify/service.js';
-import { exchange, gopherUrl } from '../../src/verify/client.js';
+import type { VerifyOutcome } from '../../src/build-result.js';
+import { serviceLog } from '../../src/stages/verify.js';
+import { listensOn } from '../../src/harness/listen.js';
+import { exchange, gopherUrl } from '../../src/harness/client.js';
 import { percentile, runLoad } from '../../src/verify/load.js';
-import { descendants, parseStat, processTable } from '../../src/verify/proc.js';
+import { descendants, parseStat, processTable } from '../../src/harness/proc.js';
 import { formatVerifyReport } from '../../src/verify/report.js';
 
 describe('parseStat', () => {

@@ -1,4 +1,4 @@
-import type { BuildResult } from '../../build-result.js';
+import { verifyFailures, type BuildResult } from '../../build-result.js';
 import { loadConfig } from '../../config/load.js';
 import { build } from '../../pipeline.js';
 import { configOrDefault, type Command } from '../command.js';
@@ -59,6 +59,7 @@ Options:
       updateManifest: options['update-manifest'] === true,
       workDir,
       keepWorkDir: workDir !== undefined,
+      ...(ctx.signal ? { signal: ctx.signal } : {}),
     });
     const json = buildJson(result);
     if (ctx.json) ctx.emitJson(json);
@@ -71,6 +72,9 @@ Options:
       ctx.out(`bytes         ${result.bytesBefore} -> ${result.bytesAfter}`);
       if (result.verify) ctx.out(`verify        ${result.verify.ok ? 'ok' : 'FAILED'}`);
     }
+    // The artifacts are written either way; a failed verify fails the command (exit 1).
+    if (result.verify && !result.verify.ok)
+      ctx.logger.warn(`verify failed:\n${verifyFailures(result.verify)}`);
     return json.ok ? 0 : 1;
   },
 };

@@ -1,7 +1,8 @@
 import { loadConfig } from '../../config/load.js';
-import { ConfigError, UserError } from '../../core/errors.js';
+import { ConfigError } from '../../core/errors.js';
 import { BOARD_HELP, runBoardVerify } from '../../board/command.js';
-import { verifyImage, type VerifyOutcome } from '../../stages/verify.js';
+import { verifyImage } from '../../stages/verify.js';
+import type { VerifyOutcome } from '../../build-result.js';
 import { formatVerifyReport } from '../../verify/report.js';
 import { painter } from '../colour.js';
 import { configOrDefault, type Command } from '../command.js';
@@ -88,49 +89,27 @@ Exits 0 when every probe, hardening check and load request passed, 1 otherwise.`
     const timeout = wholeNumber('timeout', options.timeout, 1);
     const config = await loadConfig(configOrDefault(positionals[0], 'verify'));
 
-    // SIGTERM/SIGINT abort the run; verifyImage's finally then unmounts and kills what it
-    // started before the command returns. (The shell may also call runCleanups(); both share
-    // the same once-only cleanup.)
-    const controller = new AbortController();
-    let caught: NodeJS.Signals | undefined;
-    const onSignal = (s: NodeJS.Signals) => {
-      caught = s;
-      ctx.logger.warn(`${s} received: stopping verify and cleaning up`);
-      controller.abort(new Error(`interrupted by ${s}`));
-    };
-    process.once('SIGTERM', onSignal);
-    process.once('SIGINT', onSignal);
-    try {
-      const report = await verifyImage({
-        config,
-        image: options.image,
-        dataTemplate: options.data,
-        requests,
-        concurrency,
-        timeoutMs: timeout === undefined ? undefined : timeout * 1000,
-        logger: ctx.logger,
-        signal: controller.signal,
-      });
-      if (ctx.json) ctx.emitJson(verifyJson(report));
-      else if (options.show === true) {
-        for (const line of formatVerifyReport(report)) ctx.logger.info(line);
-        if (report.sample) process.stdout.write(report.sample.body);
-      } else {
-        const paint = painter(ctx.colour);
-        for (const line of formatVerifyReport(report))
-          ctx.out(line.replace(/\bFAIL\b/g, (w) => paint('red', w)));
-      }
-      return report.ok ? 0 : 1;
-    } catch (e) {
-      if (caught)
-        throw new UserError(`verify interrupted by ${caught}; cleaned up`, {
-          exitCode: caught === 'SIGINT' ? 130 : 143,
-          cause: e,
-        });
-      throw e;
-    } finally {
-      process.off('SIGTERM', onSignal);
-      process.off('SIGINT', onSignal);
+    // SIGTERM/SIGINT abort ctx.signal; verifyImage then unmounts and kills what it started
+    // (the signal handler's runCleanups() shares the same once-only cleanup).
+    const report = await verifyImage({
+      config,
+      image: options.image,
+      dataTemplate: options.data,
+      requests,
+      concurrency,
+      timeoutMs: timeout === undefined ? undefined : timeout * 1000,
+      logger: ctx.logger,
+      ...(ctx.signal ? { signal: ctx.signal } : {}),
+    });
+    if (ctx.json) ctx.emitJson(verifyJson(report));
+    else if (options.show === true) {
+      for (const line of formatVerifyReport(report)) ctx.logger.info(line);
+      if (report.sample) process.stdout.write(report.sample.body);
+    } else {
+      const paint = painter(ctx.colour);
+      for (const line of formatVerifyReport(report))
+        ctx.out(line.replace(/\bFAIL\b/g, (w) => paint('red', w)));
     }
+    return report.ok ? 0 : 1;
   },
 };

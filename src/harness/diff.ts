@@ -4,6 +4,7 @@
  * look identical. Every line is rendered with CR, TAB and non-printable bytes spelled out, and
  * the first differing byte is named with its offset.
  */
+import type { ProbeResponse } from './client.js';
 
 /** How many unchanged lines surround each change. */
 const CONTEXT = 3;
@@ -214,4 +215,35 @@ export function visibleDiff(
     );
   if (out.length > maxLines) shown.push(`... (${out.length - maxLines} more diff lines not shown)`);
   return shown.join('\n');
+}
+
+/**
+ * Two runs' bytes that should be equal (before and after pruning), in a few lines: the lengths,
+ * the first differing offset and both sides from just before it. Undefined when equal.
+ */
+export function bytesDiff(what: string, before: Buffer, after: Buffer): string | undefined {
+  const at = firstDifference(before, after);
+  if (at === -1) return undefined;
+  const from = Math.max(0, at - 40);
+  return (
+    `${what}: ${before.length} bytes before pruning, ${after.length} after; first difference at byte ${at}\n` +
+    `  before: …${visible(before.subarray(from, at + 80))}\n` +
+    `  after:  …${visible(after.subarray(from, at + 80))}`
+  );
+}
+
+/** The difference between two runs' responses in words, or undefined when they are equal. */
+export function responseDiff(
+  name: string,
+  before: ProbeResponse | undefined,
+  after: ProbeResponse | undefined,
+): string | undefined {
+  if (before === undefined || after === undefined)
+    return `probe '${name}': no response ${before === undefined ? 'before' : 'after'} pruning`;
+  if ((before.status === undefined) !== (after.status === undefined))
+    return `probe '${name}': response kinds differ`;
+  if (before.status === undefined) return bytesDiff(`probe '${name}'`, before.body, after.body);
+  if (before.status !== after.status)
+    return `probe '${name}': HTTP status ${before.status} before pruning, ${after.status} after`;
+  return bytesDiff(`probe '${name}' body`, before.body, after.body);
 }

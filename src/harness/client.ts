@@ -80,8 +80,9 @@ export function holdOpen(e: Endpoint, timeoutMs: number): Promise<net.Socket> {
   });
 }
 
-export interface HttpAnswer {
-  status: number;
+/** One probe's answer, however it was fetched: the bytes, and the status for HTTP probes. */
+export interface ProbeResponse {
+  status?: number;
   body: Buffer;
 }
 
@@ -89,7 +90,7 @@ export function httpGet(
   e: Endpoint,
   urlPath: string,
   opts: { timeoutMs: number; signal?: AbortSignal },
-): Promise<HttpAnswer> {
+): Promise<Required<ProbeResponse>> {
   return new Promise((resolve, reject) => {
     const target = 'path' in e ? { socketPath: e.path } : { host: e.host, port: e.port };
     const req = http.request(

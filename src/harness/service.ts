@@ -5,55 +5,22 @@
  * container has no interface but `lo`).
  */
 import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
 import type net from 'node:net';
 import path from 'node:path';
 import type { LhcConfig } from '../config/load.js';
 import { UserError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { start, tail, type Started } from '../tools/exec.js';
+import { waitFor } from '../core/wait.js';
+import { listening } from './listen.js';
 import { freePort, holdOpen, type Endpoint } from './client.js';
 import { alive, findPayloads, type ProcInfo } from './proc.js';
-import type { ImageMount } from './sandbox.js';
+import type { ImageMount } from './mounts.js';
 
 export interface ServiceContext {
   config: LhcConfig;
   logger: Logger;
   signal?: AbortSignal;
-}
-
-export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** Polls `probe` until it returns a value, the time runs out (undefined) or the signal aborts. */
-export async function waitFor<T>(
-  probe: () => T | undefined | Promise<T | undefined>,
-  timeoutMs: number,
-  signal?: AbortSignal,
-): Promise<T | undefined> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    signal?.throwIfAborted();
-    const v = await probe();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) return undefined;
-    await sleep(20);
-  }
-}
-
-/** True when /proc/net/tcp{,6} text shows a LISTEN socket on `port` (any local address). */
-export function listensOn(netTcp: string, port: number): boolean {
-  const hexPort = port.toString(16).toUpperCase().padStart(4, '0');
-  return netTcp.split('\n').some((l) => {
-    const f = l.trim().split(/\s+/);
-    return f[1]?.endsWith(`:${hexPort}`) === true && f[3] === '0A';
-  });
-}
-
-export async function readNetTcp(procDir: string): Promise<string> {
-  const parts = await Promise.all(
-    ['tcp', 'tcp6'].map((f) => readFile(`${procDir}/net/${f}`, 'utf8').catch(() => '')),
-  );
-  return parts.join('\n');
 }
 
 /** Bridges a Unix socket on the host to 127.0.0.1:PORT inside the container's network namespace. */
@@ -116,7 +83,7 @@ export async function startInetd(
     let exited = false;
     void service.exited.then(() => (exited = true));
     const ok = await waitFor(
-      async () => (exited ? false : listensOn(await readNetTcp('/proc/self'), port) || undefined),
+      async () => (exited ? false : (await listening(process.pid, port, logger)) || undefined),
       10_000,
       signal,
     );
@@ -173,13 +140,12 @@ export async function startListening(
     );
   }
   state.payloads.push(payload);
-  const listening = await waitFor(
-    async () =>
-      exited ? false : listensOn(await readNetTcp(`/proc/${payload.pid}`), port) || undefined,
+  const isUp = await waitFor(
+    async () => (exited ? false : (await listening(payload.pid, port, logger)) || undefined),
     timeoutMs,
     signal,
   );
-  if (!listening) {
+  if (!isUp) {
     await service.stop();
     const stderr = tail((await service.exited).stderr, 15);
     throw new UserError(

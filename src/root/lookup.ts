@@ -4,7 +4,7 @@
  * recorded, because the pruned root needs those links too or the same lookup would fail there.
  */
 import { lstatSync } from 'node:fs';
-import { ResolveError, resolveInRoot } from '../root/resolve.js';
+import { ResolveError, resolveInRoot } from './resolve.js';
 
 /** Filesystems the container gets from nspawn or the board, never from the image. */
 export const VIRTUAL_PREFIXES = ['/proc', '/sys', '/dev'] as const;

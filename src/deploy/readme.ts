@@ -1,0 +1,73 @@
+/** The bundle's README: the install commands for the board, in the order they must run. */
+import type { BoardPaths, DeployBundleOptions } from './bundle.js';
+import { OCI_USER_NAMESPACE, shiftOwnersCommand } from './oci.js';
+import { proxyUnitName } from './listen-proxy.js';
+import { listenPort, systemdEscapePath } from './systemd.js';
+
+export function renderReadme(o: DeployBundleOptions, p: BoardPaths): string {
+  const rootUnit = `${systemdEscapePath(p.rootMount)}.mount`;
+  const dataUnit = `${systemdEscapePath(p.dataMount)}.mount`;
+  const inetd = o.service.inetd === true;
+  const svc = inetd ? `${o.name}@.service` : `${o.name}.service`;
+  return `# Deploying ${o.name} to the board
+
+Copy the build output directory to the board, then as root, from that directory:
+
+\`\`\`sh
+sh deploy/install.sh install      # also: upgrade, rollback, uninstall [--purge]
+\`\`\`
+
+The script checks the board first (root, systemd as init and new enough for the unit's flags,
+systemd-container, loop and squashfs support, the kernel's idmapped mounts), then the artifacts
+against SHA256SUMS. It installs the image as ${p.boardDir}/releases/<id>/ beside the one running
+now and switches the \`current\` link with one rename, so \`rollback\` can switch back to
+\`previous\` (one previous image is kept). Switching remounts the root: a container serving a
+connection keeps the old image until it ends, a listening service restarts on the new one, and
+the socket keeps listening, so a connection made meanwhile waits instead of being refused. The
+data partition is made from the template only the first time and kept across upgrades.
+Running it again changes nothing. By hand, for the first install, the same steps are:
+
+\`\`\`sh
+sha256sum -c SHA256SUMS                      # the artifacts arrived intact
+install -d -m 0755 ${p.boardDir} ${p.rootMount} ${p.dataMount}
+install -m 0644 ${o.imageFile} ${p.image}
+${
+  p.dataIsLoopFile
+    ? `# data partition as a file (use a real partition by editing What= in ${dataUnit}):
+truncate -s 64M ${p.dataSource}
+mkfs.ext4 -q ${p.dataSource}`
+    : `mkfs.ext4 -q ${p.dataSource}                   # the data partition: everything on it is lost`
+}
+mount -o ${p.dataIsLoopFile ? 'loop,' : ''}noexec,nosuid,nodev ${p.dataSource} ${p.dataMount}
+tar -xzpf ${o.dataTemplateFile} --numeric-owner -C ${p.dataMount}
+umount ${p.dataMount}
+install -m 0644 'deploy/${rootUnit}' 'deploy/${dataUnit}' deploy/${o.name}.socket deploy/${svc}${inetd ? '' : ` deploy/${proxyUnitName(o.name)}`} /etc/systemd/system/
+systemctl daemon-reload
+systemctl enable --now '${rootUnit}' '${dataUnit}' ${o.name}.socket
+\`\`\`
+
+${
+  inetd
+    ? `Each connection to port ${listenPort(o.service)} starts one container (\`${o.name}@<n>.service\`) with the
+connection on stdin/stdout`
+    : `The first connection to port ${listenPort(o.service)} starts \`${o.name}-proxy.service\`, which starts the container
+(\`${svc}\`) and forwards each connection to the daemon's own port ${listenPort(o.service)} inside it. The
+container's network namespace belongs to \`${svc}\` (\`PrivateNetwork=yes\`, only \`lo\`, no route out,
+so the service can reach nothing and nothing reaches it); the proxy (systemd-socket-proxyd)
+joins that namespace (\`JoinsNamespaceOf=\`) and is the only way in`
+}; its stderr and nspawn's messages go to the journal
+(\`journalctl -u '${svc.replace('@.', '@*.')}'\`). The root is the read-only image, the network is private
+(only \`lo\`, CAP_NET_ADMIN dropped), no new privileges, a private user namespace, and
+${o.dataPath ?? '/data'} is the only writable path, mounted noexec,nosuid,nodev.
+
+\`deploy/fstab\` holds the same two mounts as /etc/fstab lines, for boards that prefer fstab.
+\`deploy/oci/config.json\` runs the same image under runc (\`runc run --bundle deploy/oci ${o.name}\`,
+with the image mounted at ${p.rootMount} and the data partition at ${p.dataMount}), in a user
+namespace that maps container root to host uid ${OCI_USER_NAMESPACE.hostId}. runc cannot idmap the data mount, so
+for runc shift the data partition's owners once, after unpacking the template:
+
+\`\`\`sh
+${shiftOwnersCommand(p.dataMount)}
+\`\`\`
+`;
+}

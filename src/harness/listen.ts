@@ -1,0 +1,42 @@
+/**
+ * Is a port listening inside a network namespace? Read from /proc/PID/net/tcp{,6} (any process
+ * in that namespace will do); when this process may not read them (a non-root builder using
+ * sudo), a privileged connect from inside the namespace answers instead.
+ */
+import { readFile } from 'node:fs/promises';
+import type { Logger } from '../core/logger.js';
+import { run } from '../tools/exec.js';
+
+/** True when /proc/net/tcp{,6} text shows a LISTEN socket on `port` (any local address). */
+export function listensOn(netTcp: string, port: number): boolean {
+  const hexPort = port.toString(16).toUpperCase().padStart(4, '0');
+  return netTcp.split('\n').some((l) => {
+    const f = l.trim().split(/\s+/);
+    return f[1]?.endsWith(`:${hexPort}`) === true && f[3] === '0A';
+  });
+}
+
+/** tcp and tcp6 tables of `procDir` (e.g. /proc/self), or undefined when neither is readable. */
+export async function readNetTcp(procDir: string): Promise<string | undefined> {
+  const parts = await Promise.all(
+    ['tcp', 'tcp6'].map((f) => readFile(`${procDir}/net/${f}`, 'utf8').catch(() => undefined)),
+  );
+  const readable = parts.filter((p): p is string => p !== undefined);
+  return readable.length > 0 ? readable.join('\n') : undefined;
+}
+
+/** Connect test from inside the namespace, for when /proc does not tell us (needs privilege). */
+const CONNECT_CHECK =
+  "const s=require('net').connect(+process.argv[1],'127.0.0.1',()=>{s.destroy();process.exit(0)});" +
+  "s.on('error',()=>process.exit(1));";
+
+/** True when something listens on `port` in the network namespace of `pid`. */
+export async function listening(pid: number, port: number, logger?: Logger): Promise<boolean> {
+  const tables = await readNetTcp(`/proc/${pid}`);
+  if (tables !== undefined) return listensOn(tables, port);
+  const r = await run(
+    ['nsenter', '-t', String(pid), '-n', '--', process.execPath, '-e', CONNECT_CHECK, String(port)],
+    { privileged: true, reject: false, timeoutMs: 10_000, ...(logger ? { logger } : {}) },
+  );
+  return r.exitCode === 0;
+}

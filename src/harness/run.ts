@@ -1,0 +1,245 @@
+/**
+ * Running the probes against a root in systemd-nspawn, the way the traced run and the self-check
+ * both do: inetd services get each gopher request on stdin in a fresh container; a listening
+ * service is started once and reached from the host inside the container's network namespace
+ * (nsenter -n), so the container itself never gets a network. A hook (the tracer) may add nspawn
+ * binds and environment and wrap each run's argv; it hands back what it recorded.
+ */
+import { readFile, rm } from 'node:fs/promises';
+import path from 'node:path';
+import type { LhcConfig } from '../config/load.js';
+import type { GopherProbe, HttpProbe } from '../config/schema.js';
+import { ToolError, UserError } from '../core/errors.js';
+import type { Logger } from '../core/logger.js';
+import { registerCleanup } from '../core/cleanup.js';
+import { sleep } from '../core/wait.js';
+import { run, start, tail, type RunResult, type Started } from '../tools/exec.js';
+import { nspawnArgv } from '../tools/nspawn.js';
+import type { ProbeResponse } from './client.js';
+import { listening } from './listen.js';
+import { findPayloads } from './proc.js';
+
+/** Where one set of probe runs happens. */
+export interface RunTarget {
+  root: string;
+  dataDir: string;
+  readOnly: boolean;
+  harden: boolean;
+}
+
+/** What one container run recorded: its raw text, and the file it lives in when there is one. */
+export interface HookRecord {
+  text: string;
+  file?: string;
+}
+
+/** Wraps container runs (the tracer); the self-check passes none. */
+export interface RunHook {
+  env?: Record<string, string>;
+  binds?: { host: string; container: string }[];
+  /** Called before each container run (`index` per inetd probe, undefined for a listening run). */
+  begin(
+    argv: string[],
+    index: number | undefined,
+  ): Promise<{ argv: string[]; end(): Promise<HookRecord> }>;
+}
+
+export interface ProbeRun {
+  responses: Record<string, ProbeResponse>;
+  /** What the hook recorded, one entry per container run. */
+  records: HookRecord[];
+}
+
+export interface RunOptions {
+  workDir: string;
+  logger: Logger;
+  signal?: AbortSignal;
+  hook?: RunHook;
+}
+
+function containerArgv(config: LhcConfig, t: RunTarget, hook: RunHook | undefined): string[] {
+  return nspawnArgv({
+    root: t.root,
+    command: config.service.command,
+    readOnly: t.readOnly,
+    dataDir: t.dataDir,
+    dataPath: config.data.path,
+    binds: hook?.binds ?? [],
+    env: { ...config.service.env, ...hook?.env },
+    user: config.service.user,
+    ...(config.service.workdir ? { workdir: config.service.workdir } : {}),
+    harden: t.harden,
+    privateNetwork: true,
+  });
+}
+
+async function begin(config: LhcConfig, t: RunTarget, o: RunOptions, index: number | undefined) {
+  const argv = containerArgv(config, t, o.hook);
+  if (!o.hook) return { argv, end: async (): Promise<HookRecord | undefined> => undefined };
+  return o.hook.begin(argv, index);
+}
+
+function crashError(
+  config: LhcConfig,
+  what: string,
+  exitCode: number | undefined,
+  stderr: string,
+): UserError {
+  const code = exitCode === undefined ? 'was killed' : `exited with code ${exitCode}`;
+  return new UserError(
+    `service '${config.name}' (${config.service.command.join(' ')}) ${code} ${what}` +
+      (stderr.trim() ? `; last lines of its stderr:\n${tail(stderr, 15)}` : ' (no stderr output)'),
+  );
+}
+
+async function withTimeout<T>(config: LhcConfig, what: string, p: Promise<T>): Promise<T> {
+  try {
+    return await p;
+  } catch (e) {
+    if (e instanceof ToolError && e.reason.startsWith('timed out')) {
+      throw new UserError(
+        `service '${config.name}' did not finish ${what} within service.timeout (${config.service.timeout} s)` +
+          (e.stderrTail ? `; last lines of its stderr:\n${e.stderrTail}` : ''),
+      );
+    }
+    throw e;
+  }
+}
+
+async function runInetd(config: LhcConfig, t: RunTarget, o: RunOptions): Promise<ProbeRun> {
+  const out: ProbeRun = { responses: {}, records: [] };
+  for (const [i, probe] of config.probes.entries()) {
+    if (probe.type !== 'gopher') {
+      throw new UserError(
+        `probe '${probe.name}' is an ${probe.type} probe, but the service is inetd-style (service.inetd: true) and speaks only on stdin/stdout: use gopher probes, or service.listen`,
+      );
+    }
+    const { argv, end } = await begin(config, t, o, i);
+    let r: RunResult;
+    try {
+      r = await withTimeout(
+        config,
+        `probe '${probe.name}'`,
+        run(argv, {
+          privileged: true,
+          input: Buffer.from(`${probe.selector}\r\n`, 'utf8'),
+          binary: true,
+          reject: false,
+          timeoutMs: config.service.timeout * 1000,
+          logger: o.logger,
+          ...(o.signal ? { signal: o.signal } : {}),
+        }),
+      );
+    } finally {
+      const record = await end();
+      if (record) out.records.push(record);
+    }
+    if (r.exitCode !== 0)
+      throw crashError(config, `while answering probe '${probe.name}'`, r.exitCode, r.stderr);
+    out.responses[probe.name] = { body: r.stdoutBytes };
+  }
+  return out;
+}
+
+/** A tiny raw-TCP Gopher client run inside the namespace with this same Node binary. */
+const GOPHER_CLIENT =
+  "const s=require('net').connect(+process.argv[1],'127.0.0.1',()=>s.end(process.argv[2]+'\\r\\n'));" +
+  "const c=[];s.on('data',d=>c.push(d));s.on('end',()=>process.stdout.write(Buffer.concat(c)));" +
+  "s.on('error',e=>{console.error(e.message);process.exit(1)});";
+
+async function probeListening(
+  config: LhcConfig,
+  pid: number,
+  port: number,
+  probe: GopherProbe | HttpProbe,
+  o: RunOptions,
+): Promise<ProbeResponse> {
+  const ns = ['nsenter', '-t', String(pid), '-n', '--'];
+  const timeoutMs = config.service.timeout * 1000;
+  const { logger } = o;
+  if (probe.type === 'gopher') {
+    const r = await run(
+      [...ns, process.execPath, '-e', GOPHER_CLIENT, String(port), probe.selector],
+      { privileged: true, binary: true, timeoutMs, logger },
+    );
+    return { body: r.stdoutBytes };
+  }
+  const bodyFile = path.join(o.workDir, `probe-${probe.name}.body`);
+  await rm(bodyFile, { force: true });
+  const url = `http://127.0.0.1:${port}${probe.path}`;
+  const curl = ['curl', '-s', '-S', '-o', bodyFile, '-w', '%{http_code}'];
+  const r = await run([...ns, ...curl, '--max-time', String(config.service.timeout), url], {
+    privileged: true,
+    timeoutMs,
+    logger,
+    reject: false,
+  });
+  if (r.exitCode !== 0) {
+    throw new UserError(
+      `probe '${probe.name}': ${url} inside the container's network namespace failed: ${tail(r.stderr, 5) || `curl exit code ${r.exitCode}`}`,
+    );
+  }
+  const body = await readFile(bodyFile).catch(() => Buffer.alloc(0));
+  return { status: Number(r.stdout.trim()), body };
+}
+
+async function runListening(config: LhcConfig, t: RunTarget, o: RunOptions): Promise<ProbeRun> {
+  const port = config.service.listen!;
+  const { logger } = o;
+  const { argv, end } = await begin(config, t, o, undefined);
+  const out: ProbeRun = { responses: {}, records: [] };
+  let container: Started;
+  try {
+    container = start(argv, { privileged: true, logger });
+  } catch (e) {
+    // The hook's reader (a FIFO) would otherwise wait forever for a writer that never came.
+    await end();
+    throw e;
+  }
+  const cleanup = registerCleanup(`container ${config.name}`, () => container.stop());
+  // Set by the exit handler at any await; read through the object so TS does not narrow it away.
+  const state: { exited?: { exitCode: number | undefined; stderr: string } } = {};
+  void container.exited.then((e) => (state.exited = e));
+  try {
+    const deadline = Date.now() + config.service.timeout * 1000;
+    let pid: number | undefined;
+    // Wait for the payload to exist and to listen, bounded, noticing an early exit.
+    for (;;) {
+      const gone = state.exited;
+      if (gone)
+        throw crashError(config, `before listening on port ${port}`, gone.exitCode, gone.stderr);
+      o.signal?.throwIfAborted();
+      // Looked up each round: nspawn's first child may be a passing `getent` (service.user).
+      pid = findPayloads(container.pid)[0]?.pid;
+      if (pid !== undefined && (await listening(pid, port, logger))) break;
+      if (Date.now() > deadline) {
+        throw new UserError(
+          `service '${config.name}' did not listen on port ${port} within service.timeout (${config.service.timeout} s)`,
+        );
+      }
+      await sleep(100);
+    }
+    logger.debug(`service listens on ${port} in the namespace of pid ${pid}`);
+    for (const probe of config.probes) {
+      out.responses[probe.name] = await probeListening(config, pid, port, probe, o);
+      const gone = state.exited;
+      if (gone)
+        throw crashError(
+          config,
+          `while answering probe '${probe.name}'`,
+          gone.exitCode,
+          gone.stderr,
+        );
+    }
+  } finally {
+    await cleanup.run();
+    const record = await end();
+    if (record) out.records.push(record);
+  }
+  return out;
+}
+
+/** Runs every probe against a root, the same way for the traced run and the self-check. */
+export async function runProbes(config: LhcConfig, t: RunTarget, o: RunOptions): Promise<ProbeRun> {
+  return config.service.listen !== undefined ? runListening(config, t, o) : runInetd(config, t, o);
+}

@@ -1,0 +1,56 @@
+/**
+ * The tracer as a hook around container runs (see ../harness/run.ts).
+ *
+ * - Emulated (host arch differs from the target): QEMU_STRACE into a FIFO bound at /lhc-trace
+ *   (see fifo.ts for why not a file). The mount point is created in the traced copy only.
+ * - Native: host `strace -f` around nspawn; the service's events are those of the process that
+ *   execs the entrypoint and its descendants (nspawn's own setup is filtered out by pid).
+ */
+import { readFile, rm } from 'node:fs/promises';
+import path from 'node:path';
+import type { RunHook } from '../harness/run.js';
+import { TRACE_MOUNT } from '../tools/nspawn.js';
+import { TraceFifo } from './fifo.js';
+
+/** The trace environment for emulated runs: one FIFO for all processes (not `%d`, see fifo.ts). */
+export const QEMU_TRACE_FILE = 'qemu.log';
+export function qemuFifoEnv(): Record<string, string> {
+  return { QEMU_STRACE: '1', QEMU_LOG_FILENAME: `${TRACE_MOUNT}/${QEMU_TRACE_FILE}` };
+}
+
+/** Syscall classes host strace records: files, fds (dup/close/getdents/fchdir) and processes. */
+export const STRACE_FLAGS = [
+  '-f',
+  '-qq',
+  '-s',
+  '4096',
+  '-e',
+  'trace=%file,%desc,%process',
+] as const;
+
+/** QEMU_STRACE for every guest process, collected through a FIFO in `dir`. */
+export function qemuTraceHook(dir: string): RunHook {
+  return {
+    env: qemuFifoEnv(),
+    binds: [{ host: dir, container: TRACE_MOUNT }],
+    async begin(argv) {
+      const fifoPath = path.join(dir, QEMU_TRACE_FILE);
+      await rm(fifoPath, { force: true });
+      const fifo = await TraceFifo.create(fifoPath);
+      return { argv, end: async () => ({ text: await fifo.finish() }) };
+    },
+  };
+}
+
+/** Host strace around the container, one log file per run in `dir`. */
+export function straceHook(dir: string): RunHook {
+  return {
+    async begin(argv, index) {
+      const file = path.join(dir, index === undefined ? 'strace.log' : `strace.${index}.log`);
+      return {
+        argv: ['strace', ...STRACE_FLAGS, '-o', file, '--', ...argv],
+        end: async () => ({ text: await readFile(file, 'utf8').catch(() => ''), file }),
+      };
+    },
+  };
+}
