@@ -28273,6 +28273,19 @@ function storeDir(env = process.env) {
   return path4.join(cacheDir(env), "store");
 }
 
+// src/core/wait.ts
+var sleep = (ms2) => new Promise((r) => setTimeout(r, ms2));
+async function waitFor(probe, timeoutMs, signal, intervalMs = 20) {
+  const deadline = Date.now() + timeoutMs;
+  for (; ; ) {
+    signal?.throwIfAborted();
+    const v2 = await probe();
+    if (v2 !== void 0) return v2;
+    if (Date.now() > deadline) return void 0;
+    await sleep(intervalMs);
+  }
+}
+
 // src/store/download.ts
 import { createHash } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
@@ -28497,7 +28510,6 @@ function nameOf(input2) {
   }
   return input2.sha256.slice(0, 12);
 }
-var sleep = (ms2) => new Promise((r) => setTimeout(r, ms2));
 var Store = class {
   dir;
   logger;
@@ -36795,6 +36807,21 @@ import { mkdir as mkdir2, mkdtemp, readFile as readFile2, rename as rename2, rm 
 import os3 from "node:os";
 import path14 from "node:path";
 
+// src/tools/remove-tree.ts
+async function removeTree(paths, o2 = {}) {
+  if (paths.length === 0) return void 0;
+  const r = await run(["rm", "-rf", "--one-file-system", "--", ...paths], {
+    privileged: true,
+    reject: o2.reject ?? true,
+    ...o2.logger ? { logger: o2.logger } : {},
+    ...o2.timeoutMs ? { timeoutMs: o2.timeoutMs } : {}
+  });
+  if (r.exitCode === 0) return void 0;
+  const why = r.stderr.trim() || `rm exit code ${r.exitCode}`;
+  o2.logger?.warn(`could not remove ${paths.join(" ")}: ${why}`);
+  return why;
+}
+
 // src/tools/nspawn.ts
 var BASE_FLAGS = [
   "--register=no",
@@ -36959,11 +36986,7 @@ async function ensureBuildroot(opts) {
 async function removeScratch(dir) {
   const mounts = (await readFile2("/proc/self/mounts", "utf8")).split("\n").map((l) => l.split(" ")[1]?.replace(/\\040/g, " ")).filter((m2) => m2 !== void 0 && m2.startsWith(`${dir}/`)).sort((a2, b2) => b2.length - a2.length);
   for (const m2 of mounts) await run(["umount", "-l", m2], { privileged: true, reject: false });
-  await run(["rm", "-rf", "--one-file-system", dir], {
-    privileged: true,
-    reject: false,
-    timeoutMs: 10 * 6e4
-  });
+  await removeTree([dir], { reject: false, timeoutMs: 10 * 6e4 });
 }
 async function compileInRoot(srcDir, buildroot, opts) {
   const work = await mkdtemp(path14.join(opts.workDir ?? os3.tmpdir(), "lhc-buildroot-"));
@@ -37009,11 +37032,7 @@ async function compileInRoot(srcDir, buildroot, opts) {
         reject: false
       });
     }
-    await run(["rm", "-rf", "--one-file-system", work], {
-      privileged: true,
-      reject: false,
-      timeoutMs: 10 * 6e4
-    });
+    await removeTree([work], { reject: false, timeoutMs: 10 * 6e4 });
   }
 }
 
@@ -42440,21 +42459,6 @@ async function copyTree(root, srcDir, dst, stats = { files: 0, dirs: 0, symlinks
   return stats;
 }
 
-// src/tools/remove-tree.ts
-async function removeTree(paths, o2 = {}) {
-  if (paths.length === 0) return void 0;
-  const r = await run(["rm", "-rf", "--one-file-system", "--", ...paths], {
-    privileged: true,
-    reject: o2.reject ?? true,
-    ...o2.logger ? { logger: o2.logger } : {},
-    ...o2.timeoutMs ? { timeoutMs: o2.timeoutMs } : {}
-  });
-  if (r.exitCode === 0) return void 0;
-  const why = r.stderr.trim() || `rm exit code ${r.exitCode}`;
-  o2.logger?.warn(`could not remove ${paths.join(" ")}: ${why}`);
-  return why;
-}
-
 // src/tools/mmdebstrap.ts
 var DEBIAN_ARCH = { aarch64: "arm64", x86_64: "amd64" };
 function mmdebstrapArgv(o2) {
@@ -43193,19 +43197,6 @@ function findPayloads(ancestor, table2 = processTable()) {
   return out;
 }
 
-// src/core/wait.ts
-var sleep2 = (ms2) => new Promise((r) => setTimeout(r, ms2));
-async function waitFor(probe, timeoutMs, signal, intervalMs = 20) {
-  const deadline = Date.now() + timeoutMs;
-  for (; ; ) {
-    signal?.throwIfAborted();
-    const v2 = await probe();
-    if (v2 !== void 0) return v2;
-    if (Date.now() > deadline) return void 0;
-    await sleep2(intervalMs);
-  }
-}
-
 // src/harness/mounts.ts
 async function ownMounts() {
   const text = await readFile6("/proc/self/mountinfo", "utf8");
@@ -43285,7 +43276,7 @@ async function unmount(dir, logger) {
     });
     if (r.exitCode === 0) continue;
     logger.debug(`umount ${dir}: ${r.stderr.trim()}`);
-    await sleep2(200 * (attempt + 1));
+    await sleep(200 * (attempt + 1));
   }
   if (await mountAt(dir)) {
     logger.warn(`${dir} is still busy; detaching it lazily (umount -l)`);
@@ -43309,7 +43300,7 @@ async function releaseLoop(dev, image, logger) {
     const backing = await loopBackingFile(dev);
     if (backing === void 0 || path34.resolve(backing.replace(/ \(deleted\)$/, "")) !== path34.resolve(image))
       return;
-    await sleep2(100);
+    await sleep(100);
   }
   logger.warn(`${dev} was not auto-cleared; detaching it with losetup -d`);
   await run(["losetup", "-d", dev], { privileged: true, logger, reject: false });
@@ -43517,7 +43508,7 @@ async function runListening(config2, t, o2) {
           `service '${config2.name}' did not listen on port ${port2} within service.timeout (${config2.service.timeout} s)`
         );
       }
-      await sleep2(100);
+      await sleep(100);
     }
     logger.debug(`service listens on ${port2} in the namespace of pid ${pid}`);
     for (const probe of config2.probes) {
@@ -44691,7 +44682,7 @@ async function teardown(state, image, logger) {
       problems.push(`${what}: ${e.message}`);
     }
   };
-  const bounded = (p2, ms2) => Promise.race([p2, sleep2(ms2)]);
+  const bounded = (p2, ms2) => Promise.race([p2, sleep(ms2)]);
   const stopping = Promise.all([state.forwarder?.stop(), state.service?.stop()]);
   await attempt("stop service", async () => void await bounded(stopping, 1e3));
   await attempt("kill payloads", async () => {
@@ -44701,7 +44692,7 @@ async function teardown(state, image, logger) {
         const left = await containerProcesses(state.image.majorMinor);
         if (left.length === 0) return;
         for (const pid of left) await killPid(pid);
-        await sleep2(100);
+        await sleep(100);
       }
       throw new Error(
         `container processes still running: ${(await containerProcesses(state.image.majorMinor)).join(" ")}`
@@ -44712,7 +44703,7 @@ async function teardown(state, image, logger) {
   await attempt("collect service log", async () => {
     const exited = state.service?.exited;
     if (!exited) return;
-    const r = await Promise.race([exited, sleep2(5e3).then(() => void 0)]);
+    const r = await Promise.race([exited, sleep(5e3).then(() => void 0)]);
     if (r === void 0) throw new Error(`${state.service.command} did not exit`);
     state.serviceStderr = r.stderr;
   });

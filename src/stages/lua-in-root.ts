@@ -15,6 +15,7 @@ import path from 'node:path';
 import { UserError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { formatCommand, hasTool, isRoot, run } from '../tools/exec.js';
+import { removeTree } from '../tools/remove-tree.js';
 import {
   BUILDROOT_PACKAGES,
   buildrootArgv,
@@ -151,11 +152,7 @@ async function removeScratch(dir: string): Promise<void> {
     .filter((m): m is string => m !== undefined && m.startsWith(`${dir}/`))
     .sort((a, b) => b.length - a.length);
   for (const m of mounts) await run(['umount', '-l', m], { privileged: true, reject: false });
-  await run(['rm', '-rf', '--one-file-system', dir], {
-    privileged: true,
-    reject: false,
-    timeoutMs: 10 * 60_000,
-  });
+  await removeTree([dir], { reject: false, timeoutMs: 10 * 60_000 });
 }
 
 /**
@@ -215,10 +212,6 @@ export async function compileInRoot(
       });
     }
     // The extracted root is root-owned: remove it with the same privilege that made it.
-    await run(['rm', '-rf', '--one-file-system', work], {
-      privileged: true,
-      reject: false,
-      timeoutMs: 10 * 60_000,
-    });
+    await removeTree([work], { reject: false, timeoutMs: 10 * 60_000 });
   }
 }

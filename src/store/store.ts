@@ -13,6 +13,7 @@ import { pipeline } from 'node:stream/promises';
 import { UserError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { storeDir } from '../core/paths.js';
+import { sleep } from '../core/wait.js';
 import { download, DownloadError, formatBytes } from './download.js';
 
 export interface FetchInput {
@@ -67,8 +68,6 @@ function nameOf(input: FetchInput): string {
   }
   return input.sha256.slice(0, 12);
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export class Store {
   readonly dir: string;
