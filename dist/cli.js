@@ -7917,6 +7917,14 @@ ${stderrTail}` : "")
   reason;
   name = "ToolError";
 };
+function exitCodeOf(e) {
+  return e instanceof UserError ? e.exitCode : 1;
+}
+function describeError(e) {
+  if (e instanceof UserError || e instanceof ToolError) return e.message;
+  if (e instanceof Error) return e.stack ?? e.message;
+  return String(e);
+}
 
 // src/cli/command.ts
 var COMMON_OPTIONS = {
@@ -46168,13 +46176,14 @@ Options:
 
 // src/cli/errors.ts
 function reportError(e) {
-  if (e instanceof UserError) return { message: `error: ${e.message}`, exitCode: e.exitCode };
-  if (e instanceof ToolError) return { message: `error: ${e.message}`, exitCode: 1 };
-  const detail = e instanceof Error ? e.stack ?? e.message : String(e);
-  return { message: `unexpected error (a bug in lhc): ${detail}`, exitCode: 1 };
+  const known = e instanceof UserError || e instanceof ToolError;
+  return {
+    message: `${known ? "error" : "unexpected error (a bug in lhc)"}: ${describeError(e)}`,
+    exitCode: exitCodeOf(e)
+  };
 }
 function errorJson(e) {
-  const { exitCode } = reportError(e);
+  const exitCode = exitCodeOf(e);
   if (e instanceof UserError) {
     return { kind: exitCode === 2 ? "usage" : "user", message: e.message, exitCode };
   }

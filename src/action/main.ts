@@ -5,7 +5,7 @@
 import * as core from '@actions/core';
 import { verifyFailures, type BuildResult } from '../build-result.js';
 import { loadConfig } from '../config/load.js';
-import { ToolError, UserError } from '../core/errors.js';
+import { describeError } from '../core/errors.js';
 import { realProbe } from '../host/probe.js';
 import { setupHost } from '../host/setup.js';
 import { build } from '../pipeline.js';
@@ -33,11 +33,7 @@ export function outputsOf(r: BuildResult): Record<string, string> {
 }
 
 /** The message setFailed gets: user and tool errors without a stack, bugs with one. */
-export function failureMessage(e: unknown): string {
-  if (e instanceof UserError || e instanceof ToolError) return e.message;
-  if (e instanceof Error) return e.stack ?? e.message;
-  return String(e);
-}
+export const failureMessage = describeError;
 
 export async function run(signal?: AbortSignal): Promise<void> {
   try {

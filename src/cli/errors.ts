@@ -1,12 +1,13 @@
 /** How an error that reached the CLI is shown: as text on stderr, and as the `error` of --json. */
-import { ToolError, UserError } from '../core/errors.js';
+import { ToolError, UserError, describeError, exitCodeOf } from '../core/errors.js';
 
 /** The message and exit code for an error that reached the shell. */
 export function reportError(e: unknown): { message: string; exitCode: number } {
-  if (e instanceof UserError) return { message: `error: ${e.message}`, exitCode: e.exitCode };
-  if (e instanceof ToolError) return { message: `error: ${e.message}`, exitCode: 1 };
-  const detail = e instanceof Error ? (e.stack ?? e.message) : String(e);
-  return { message: `unexpected error (a bug in lhc): ${detail}`, exitCode: 1 };
+  const known = e instanceof UserError || e instanceof ToolError;
+  return {
+    message: `${known ? 'error' : 'unexpected error (a bug in lhc)'}: ${describeError(e)}`,
+    exitCode: exitCodeOf(e),
+  };
 }
 
 export interface ErrorJson {
@@ -21,7 +22,7 @@ export interface ErrorJson {
 
 /** The `error` member of a failed command's --json object. */
 export function errorJson(e: unknown): ErrorJson {
-  const { exitCode } = reportError(e);
+  const exitCode = exitCodeOf(e);
   if (e instanceof UserError) {
     return { kind: exitCode === 2 ? 'usage' : 'user', message: e.message, exitCode };
   }

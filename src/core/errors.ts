@@ -41,6 +41,11 @@ export function isUserError(e: unknown): e is UserError {
   return e instanceof UserError;
 }
 
+/** The exit code the shells use: a user error's own (2 for usage/config), else 1. */
+export function exitCodeOf(e: unknown): number {
+  return e instanceof UserError ? e.exitCode : 1;
+}
+
 /** Message for a human: user errors without a stack, anything else with what it carries. */
 export function describeError(e: unknown): string {
   if (e instanceof UserError || e instanceof ToolError) return e.message;
