@@ -60,18 +60,19 @@ async function replaceWith(
   const [old, fresh] = await Promise.all([lstatOrUndefined(target), lstat(staged)]);
   if (old?.isSymbolicLink()) {
     const to = await readlink(target).catch(() => '?');
-    logger?.warn(
-      `${target} was a symlink (to ${to}): replaced by the new file, not written through`,
-    );
-  } else if (old?.isDirectory()) {
-    if (!fresh.isDirectory())
-      throw new UserError(`${target} is a directory; lhc writes a file there: move it away`);
-    await rename(target, path.join(stagingDir, '.replaced'));
-    logger?.info(`replaced the earlier ${target}`);
-  } else if (old && fresh.isDirectory()) {
+    logger?.warn(`${target} was a symlink (to ${to}): replaced, not written through`);
+  } else if (old?.isDirectory() && !fresh.isDirectory()) {
+    throw new UserError(`${target} is a directory; lhc writes a file there: move it away`);
+  } else if (old && !old.isDirectory() && fresh.isDirectory()) {
     throw new UserError(`${target} is a file; lhc writes a directory there: move it away`);
-  } else if (old && !old.isFile()) {
+  } else if (old && !old.isFile() && !old.isDirectory()) {
     logger?.warn(`${target} was not a regular file: replaced`);
+  }
+  // rename() cannot put a directory over a symlink or a non-empty directory: move the old one
+  // into the staging dir, which is removed afterwards.
+  if (old && fresh.isDirectory()) {
+    await rename(target, path.join(stagingDir, '.replaced'));
+    if (old.isDirectory()) logger?.info(`replaced the earlier ${target}`);
   }
   await rename(staged, target);
 }
