@@ -8,7 +8,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { Stats } from 'node:fs';
-import { chmod, lstat, mkdtemp, readlink, rm, writeFile } from 'node:fs/promises';
+import { chmod, lstat, mkdtemp, readlink, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { Parser, create as tarCreate, type ReadEntry, type WriteEntry } from 'tar';
