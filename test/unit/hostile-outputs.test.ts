@@ -24,7 +24,7 @@ import {
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { loadConfig, type LhcConfig } from '../../src/config/load.js';
+import { loadConfig, parseConfig, type LhcConfig } from '../../src/config/load.js';
 import { OUT_MARKER, systemDirProblem, WORK_MARKER } from '../../src/core/build-dirs.js';
 import { UserError } from '../../src/core/errors.js';
 import { memoryLogger } from '../../src/core/logger.js';
@@ -372,6 +372,15 @@ describe('dirs that are accepted', () => {
     await mkdir(path.join(work, 'root'), { recursive: true });
     await writeFile(path.join(work, WORK_MARKER), '');
     await expectAccepted({ outDir: out, workDir: work });
+  });
+});
+
+describe('an output name cannot be a marker or staging name', () => {
+  it.each(['.lhc-out', '.lhc-tmp-x'])('outputs.image: %s', (name) => {
+    const yaml =
+      'name: t\nservice: { command: [/bin/busybox, cat], inetd: true }\n' +
+      `outputs: { image: "${name}" }\n`;
+    expect(() => parseConfig(yaml)).toThrow(/outputs\.image.*"\.lhc-" are lhc's own markers/);
   });
 });
 
