@@ -30,6 +30,8 @@ import { UserError } from '../../src/core/errors.js';
 import { memoryLogger } from '../../src/core/logger.js';
 import { writeOutputFile } from '../../src/core/safe-write.js';
 import { writeDeployBundle } from '../../src/deploy/bundle.js';
+import { main } from '../../src/cli/main.js';
+import { commands } from '../../src/cli/commands/index.js';
 import { build } from '../../src/pipeline.js';
 import type { PruneReport } from '../../src/prune/report.js';
 import { writeDataTemplate } from '../../src/stages/data-template.js';
@@ -332,6 +334,41 @@ describe('out and work dirs that are refused, naming the flag', () => {
     expect(await readFile(path.join(work, 'root', 'data'), 'utf8')).toBe('x');
     expect(await readFile(path.join(work, 'pruned', 'root', 'data'), 'utf8')).toBe('y');
     expect(existsSync(out)).toBe(false);
+  });
+});
+
+describe('lhc build (the CLI) refuses with the flag named, exit 2, no stack trace', () => {
+  async function lhc(argv: string[]) {
+    const err: string[] = [];
+    const code = await main(argv, {
+      out: () => {},
+      err: (l) => err.push(l),
+      logger: memoryLogger(),
+      commands,
+      signal: AbortSignal.abort(),
+    });
+    return { code, err: err.join('\n') };
+  }
+
+  it('--out /', async () => {
+    const r = await lhc(['build', path.join(proj, 'lhc.yml'), '--out', '/']);
+    expect(r.err).toMatch(/--out \/: refused, it is the file system root/);
+    expect(r.err).not.toMatch(/\n\s+at /);
+    expect(r.code).toBe(2);
+  });
+
+  it('--work-dir holding a foreign root/, then accepted with --force', async () => {
+    const work = path.join(top, `work-${n}`);
+    await mkdir(path.join(work, 'root'), { recursive: true });
+    const argv = ['build', path.join(proj, 'lhc.yml'), '--out', out, '--work-dir', work];
+    const r = await lhc(argv);
+    expect(r.err).toMatch(/--work-dir .* already holds root, which lhc did not write there/);
+    expect(r.code).toBe(2);
+    expect(existsSync(out)).toBe(false);
+    const forced = await lhc([...argv, '--force']);
+    expect(forced.err).not.toMatch(/refused|already holds/);
+    expect(existsSync(path.join(work, WORK_MARKER))).toBe(true);
+    expect(existsSync(path.join(work, 'root'))).toBe(true);
   });
 });
 
