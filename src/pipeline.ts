@@ -9,13 +9,7 @@ import path from 'node:path';
 import type { BuildResult } from './build-result.js';
 import { checkConfigFiles } from './config/check-files.js';
 import { projectRoot } from './config/confine.js';
-import {
-  checkBuildDir,
-  claimBuildDir,
-  inspectBuildDir,
-  OUT_MARKER,
-  WORK_MARKER,
-} from './core/build-dirs.js';
+import { claimBuildDirs, inspectBuildDirs, workDirRemovals } from './core/build-dirs.js';
 import type { LhcConfig } from './config/load.js';
 import { registerCleanup } from './core/cleanup.js';
 import type { Logger } from './core/logger.js';
@@ -74,40 +68,29 @@ export async function build(config: LhcConfig, opts: BuildOptions): Promise<Buil
     }
   };
   // lhc runs as root: refuse system dirs and the project, and never replace or remove entries
-  // it did not write; checked before anything is created, so a refusal leaves nothing behind.
+  // it did not write (core/build-dirs.ts).
   const outDir = path.resolve(opts.outDir);
-  const dirCheck = { projectRoot: await projectRoot(config.dir), configDir: config.dir };
-  await checkBuildDir('--out', outDir, dirCheck);
-  if (opts.workDir !== undefined) await checkBuildDir('--work-dir', opts.workDir, dirCheck);
   const names = artifactNames(config.name, {
     image: config.outputs.image,
     dataTemplate: config.outputs['data-template'],
     manifest: config.outputs.manifest,
   });
-  const force = opts.force ?? false;
-  const outClaim = await inspectBuildDir('--out', outDir, {
-    marker: OUT_MARKER,
-    owned: [...Object.values(names), `${config.name}.trace.json`, 'SHA256SUMS', 'deploy'],
-    force,
+  const dirs = await inspectBuildDirs({
+    outDir,
+    workDir: opts.workDir,
+    force: opts.force ?? false,
+    outputNames: [...Object.values(names), `${config.name}.trace.json`, 'SHA256SUMS', 'deploy'],
+    projectRoot: await projectRoot(config.dir),
+    configDir: config.dir,
   });
-  const workLayoutNames = ['root', 'trace', 'pruned', 'self-check'];
-  const workClaim =
-    opts.workDir === undefined
-      ? undefined
-      : await inspectBuildDir('--work-dir', opts.workDir, {
-          marker: WORK_MARKER,
-          owned: workLayoutNames,
-          force,
-        });
   // Every file and directory lhc creates gets an explicit mode, but mkdir() and open() are masked
   // by the umask: pin it, so the caller's umask can never reach the image or the data template.
   const callerUmask = process.umask(0o022);
   let work;
   try {
-    await claimBuildDir(outClaim, logger);
-    if (workClaim) await claimBuildDir(workClaim, logger);
+    await claimBuildDirs(dirs, logger);
     work = workLayout(
-      workClaim?.dir ?? (await mkdtemp(path.join(os.tmpdir(), `lhc-${config.name}-`))),
+      dirs.work?.dir ?? (await mkdtemp(path.join(os.tmpdir(), `lhc-${config.name}-`))),
     );
   } catch (e) {
     process.umask(callerUmask);
@@ -132,11 +115,7 @@ export async function build(config: LhcConfig, opts: BuildOptions): Promise<Buil
     }
     // The roots hold files owned by other uids (nspawn, mmdebstrap): remove them with privilege.
     // A work dir lhc did not create loses only what lhc put there.
-    const created = workClaim === undefined || workClaim.created;
-    const mine = created
-      ? [workDir]
-      : [...workLayoutNames, WORK_MARKER].map((n) => path.join(workDir, n));
-    await removeTree(mine, { reject: false });
+    await removeTree(workDirRemovals(workDir, dirs.work), { reject: false });
   });
   try {
     await stage('fetch', () => fetchInputs(config, { store, logger }));

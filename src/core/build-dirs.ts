@@ -143,3 +143,51 @@ export async function claimBuildDir(c: DirClaim, logger: Logger): Promise<void> 
     if (e.startsWith(STAGING_PREFIX))
       await rm(path.join(c.dir, e), { recursive: true, force: true });
 }
+
+/** What lhc creates in a work dir (core/work-layout.ts), and so may replace or remove there. */
+export const WORK_DIR_ENTRIES = ['root', 'trace', 'pruned', 'self-check'];
+
+export interface BuildDirsOptions {
+  outDir: string;
+  workDir?: string;
+  force: boolean;
+  /** Every name lhc writes in the out dir (artifacts, trace report, SHA256SUMS, deploy). */
+  outputNames: readonly string[];
+  projectRoot: string;
+  configDir: string;
+}
+
+export interface BuildDirs {
+  out: DirClaim;
+  work?: DirClaim;
+}
+
+/** Checks both dirs before either is created, so a refusal leaves nothing behind. */
+export async function inspectBuildDirs(o: BuildDirsOptions): Promise<BuildDirs> {
+  const where = { projectRoot: o.projectRoot, configDir: o.configDir };
+  await checkBuildDir('--out', o.outDir, where);
+  if (o.workDir !== undefined) await checkBuildDir('--work-dir', o.workDir, where);
+  const out = await inspectBuildDir('--out', o.outDir, {
+    marker: OUT_MARKER,
+    owned: o.outputNames,
+    force: o.force,
+  });
+  if (o.workDir === undefined) return { out };
+  const work = await inspectBuildDir('--work-dir', o.workDir, {
+    marker: WORK_MARKER,
+    owned: WORK_DIR_ENTRIES,
+    force: o.force,
+  });
+  return { out, work };
+}
+
+export async function claimBuildDirs(d: BuildDirs, logger: Logger): Promise<void> {
+  await claimBuildDir(d.out, logger);
+  if (d.work) await claimBuildDir(d.work, logger);
+}
+
+/** What removing the work dir removes: all of it if lhc created it, else only lhc's entries. */
+export function workDirRemovals(workDir: string, claim: DirClaim | undefined): string[] {
+  if (claim === undefined || claim.created) return [workDir];
+  return [...WORK_DIR_ENTRIES, WORK_MARKER].map((n) => path.join(workDir, n));
+}
