@@ -28370,6 +28370,32 @@ async function claimBuildDir(c3, logger) {
     if (e.startsWith(STAGING_PREFIX))
       await rm2(path5.join(c3.dir, e), { recursive: true, force: true });
 }
+var WORK_DIR_ENTRIES = ["root", "trace", "pruned", "self-check"];
+async function inspectBuildDirs(o2) {
+  const where = { projectRoot: o2.projectRoot, configDir: o2.configDir };
+  await checkBuildDir("--out", o2.outDir, where);
+  if (o2.workDir !== void 0) await checkBuildDir("--work-dir", o2.workDir, where);
+  const out = await inspectBuildDir("--out", o2.outDir, {
+    marker: OUT_MARKER,
+    owned: o2.outputNames,
+    force: o2.force
+  });
+  if (o2.workDir === void 0) return { out };
+  const work = await inspectBuildDir("--work-dir", o2.workDir, {
+    marker: WORK_MARKER,
+    owned: WORK_DIR_ENTRIES,
+    force: o2.force
+  });
+  return { out, work };
+}
+async function claimBuildDirs(d, logger) {
+  await claimBuildDir(d.out, logger);
+  if (d.work) await claimBuildDir(d.work, logger);
+}
+function workDirRemovals(workDir, claim2) {
+  if (claim2 === void 0 || claim2.created) return [workDir];
+  return [...WORK_DIR_ENTRIES, WORK_MARKER].map((n2) => path5.join(workDir, n2));
+}
 
 // src/core/cleanup.ts
 var pending = [];
@@ -45092,33 +45118,25 @@ async function build(config2, opts) {
     }
   };
   const outDir = path43.resolve(opts.outDir);
-  const dirCheck = { projectRoot: await projectRoot(config2.dir), configDir: config2.dir };
-  await checkBuildDir("--out", outDir, dirCheck);
-  if (opts.workDir !== void 0) await checkBuildDir("--work-dir", opts.workDir, dirCheck);
   const names = artifactNames(config2.name, {
     image: config2.outputs.image,
     dataTemplate: config2.outputs["data-template"],
     manifest: config2.outputs.manifest
   });
-  const force = opts.force ?? false;
-  const outClaim = await inspectBuildDir("--out", outDir, {
-    marker: OUT_MARKER,
-    owned: [...Object.values(names), `${config2.name}.trace.json`, "SHA256SUMS", "deploy"],
-    force
-  });
-  const workLayoutNames = ["root", "trace", "pruned", "self-check"];
-  const workClaim = opts.workDir === void 0 ? void 0 : await inspectBuildDir("--work-dir", opts.workDir, {
-    marker: WORK_MARKER,
-    owned: workLayoutNames,
-    force
+  const dirs = await inspectBuildDirs({
+    outDir,
+    workDir: opts.workDir,
+    force: opts.force ?? false,
+    outputNames: [...Object.values(names), `${config2.name}.trace.json`, "SHA256SUMS", "deploy"],
+    projectRoot: await projectRoot(config2.dir),
+    configDir: config2.dir
   });
   const callerUmask = process.umask(18);
   let work;
   try {
-    await claimBuildDir(outClaim, logger);
-    if (workClaim) await claimBuildDir(workClaim, logger);
+    await claimBuildDirs(dirs, logger);
     work = workLayout(
-      workClaim?.dir ?? await mkdtemp8(path43.join(os10.tmpdir(), `lhc-${config2.name}-`))
+      dirs.work?.dir ?? await mkdtemp8(path43.join(os10.tmpdir(), `lhc-${config2.name}-`))
     );
   } catch (e) {
     process.umask(callerUmask);
@@ -45139,9 +45157,7 @@ async function build(config2, opts) {
       logger.info(`work dir kept: ${workDir}`);
       return;
     }
-    const created = workClaim === void 0 || workClaim.created;
-    const mine = created ? [workDir] : [...workLayoutNames, WORK_MARKER].map((n2) => path43.join(workDir, n2));
-    await removeTree(mine, { reject: false });
+    await removeTree(workDirRemovals(workDir, dirs.work), { reject: false });
   });
   try {
     await stage("fetch", () => fetchInputs(config2, { store, logger }));
