@@ -118,17 +118,17 @@ var require_visit = __commonJS({
     visit3.BREAK = BREAK;
     visit3.SKIP = SKIP;
     visit3.REMOVE = REMOVE;
-    function visit_(key, node2, visitor, path49) {
-      const ctrl = callVisitor(key, node2, visitor, path49);
+    function visit_(key, node2, visitor, path51) {
+      const ctrl = callVisitor(key, node2, visitor, path51);
       if (identity3.isNode(ctrl) || identity3.isPair(ctrl)) {
-        replaceNode(key, path49, ctrl);
-        return visit_(key, ctrl, visitor, path49);
+        replaceNode(key, path51, ctrl);
+        return visit_(key, ctrl, visitor, path51);
       }
       if (typeof ctrl !== "symbol") {
         if (identity3.isCollection(node2)) {
-          path49 = Object.freeze(path49.concat(node2));
+          path51 = Object.freeze(path51.concat(node2));
           for (let i2 = 0; i2 < node2.items.length; ++i2) {
-            const ci2 = visit_(i2, node2.items[i2], visitor, path49);
+            const ci2 = visit_(i2, node2.items[i2], visitor, path51);
             if (typeof ci2 === "number")
               i2 = ci2 - 1;
             else if (ci2 === BREAK)
@@ -139,13 +139,13 @@ var require_visit = __commonJS({
             }
           }
         } else if (identity3.isPair(node2)) {
-          path49 = Object.freeze(path49.concat(node2));
-          const ck = visit_("key", node2.key, visitor, path49);
+          path51 = Object.freeze(path51.concat(node2));
+          const ck = visit_("key", node2.key, visitor, path51);
           if (ck === BREAK)
             return BREAK;
           else if (ck === REMOVE)
             node2.key = null;
-          const cv = visit_("value", node2.value, visitor, path49);
+          const cv = visit_("value", node2.value, visitor, path51);
           if (cv === BREAK)
             return BREAK;
           else if (cv === REMOVE)
@@ -166,17 +166,17 @@ var require_visit = __commonJS({
     visitAsync.BREAK = BREAK;
     visitAsync.SKIP = SKIP;
     visitAsync.REMOVE = REMOVE;
-    async function visitAsync_(key, node2, visitor, path49) {
-      const ctrl = await callVisitor(key, node2, visitor, path49);
+    async function visitAsync_(key, node2, visitor, path51) {
+      const ctrl = await callVisitor(key, node2, visitor, path51);
       if (identity3.isNode(ctrl) || identity3.isPair(ctrl)) {
-        replaceNode(key, path49, ctrl);
-        return visitAsync_(key, ctrl, visitor, path49);
+        replaceNode(key, path51, ctrl);
+        return visitAsync_(key, ctrl, visitor, path51);
       }
       if (typeof ctrl !== "symbol") {
         if (identity3.isCollection(node2)) {
-          path49 = Object.freeze(path49.concat(node2));
+          path51 = Object.freeze(path51.concat(node2));
           for (let i2 = 0; i2 < node2.items.length; ++i2) {
-            const ci2 = await visitAsync_(i2, node2.items[i2], visitor, path49);
+            const ci2 = await visitAsync_(i2, node2.items[i2], visitor, path51);
             if (typeof ci2 === "number")
               i2 = ci2 - 1;
             else if (ci2 === BREAK)
@@ -187,13 +187,13 @@ var require_visit = __commonJS({
             }
           }
         } else if (identity3.isPair(node2)) {
-          path49 = Object.freeze(path49.concat(node2));
-          const ck = await visitAsync_("key", node2.key, visitor, path49);
+          path51 = Object.freeze(path51.concat(node2));
+          const ck = await visitAsync_("key", node2.key, visitor, path51);
           if (ck === BREAK)
             return BREAK;
           else if (ck === REMOVE)
             node2.key = null;
-          const cv = await visitAsync_("value", node2.value, visitor, path49);
+          const cv = await visitAsync_("value", node2.value, visitor, path51);
           if (cv === BREAK)
             return BREAK;
           else if (cv === REMOVE)
@@ -220,23 +220,23 @@ var require_visit = __commonJS({
       }
       return visitor;
     }
-    function callVisitor(key, node2, visitor, path49) {
+    function callVisitor(key, node2, visitor, path51) {
       if (typeof visitor === "function")
-        return visitor(key, node2, path49);
+        return visitor(key, node2, path51);
       if (identity3.isMap(node2))
-        return visitor.Map?.(key, node2, path49);
+        return visitor.Map?.(key, node2, path51);
       if (identity3.isSeq(node2))
-        return visitor.Seq?.(key, node2, path49);
+        return visitor.Seq?.(key, node2, path51);
       if (identity3.isPair(node2))
-        return visitor.Pair?.(key, node2, path49);
+        return visitor.Pair?.(key, node2, path51);
       if (identity3.isScalar(node2))
-        return visitor.Scalar?.(key, node2, path49);
+        return visitor.Scalar?.(key, node2, path51);
       if (identity3.isAlias(node2))
-        return visitor.Alias?.(key, node2, path49);
+        return visitor.Alias?.(key, node2, path51);
       return void 0;
     }
-    function replaceNode(key, path49, node2) {
-      const parent = path49[path49.length - 1];
+    function replaceNode(key, path51, node2) {
+      const parent = path51[path51.length - 1];
       if (identity3.isCollection(parent)) {
         parent.items[key] = node2;
       } else if (identity3.isPair(parent)) {
@@ -848,10 +848,10 @@ var require_Collection = __commonJS({
     var createNode = require_createNode();
     var identity3 = require_identity();
     var Node = require_Node();
-    function collectionFromPath(schema, path49, value) {
+    function collectionFromPath(schema, path51, value) {
       let v2 = value;
-      for (let i2 = path49.length - 1; i2 >= 0; --i2) {
-        const k2 = path49[i2];
+      for (let i2 = path51.length - 1; i2 >= 0; --i2) {
+        const k2 = path51[i2];
         if (typeof k2 === "number" && Number.isInteger(k2) && k2 >= 0) {
           const a2 = [];
           a2[k2] = v2;
@@ -870,7 +870,7 @@ var require_Collection = __commonJS({
         sourceObjects: /* @__PURE__ */ new Map()
       });
     }
-    var isEmptyPath = (path49) => path49 == null || typeof path49 === "object" && !!path49[Symbol.iterator]().next().done;
+    var isEmptyPath = (path51) => path51 == null || typeof path51 === "object" && !!path51[Symbol.iterator]().next().done;
     var Collection = class extends Node.NodeBase {
       constructor(type, schema) {
         super(type);
@@ -900,11 +900,11 @@ var require_Collection = __commonJS({
        * be a Pair instance or a `{ key, value }` object, which may not have a key
        * that already exists in the map.
        */
-      addIn(path49, value) {
-        if (isEmptyPath(path49))
+      addIn(path51, value) {
+        if (isEmptyPath(path51))
           this.add(value);
         else {
-          const [key, ...rest] = path49;
+          const [key, ...rest] = path51;
           const node2 = this.get(key, true);
           if (identity3.isCollection(node2))
             node2.addIn(rest, value);
@@ -918,8 +918,8 @@ var require_Collection = __commonJS({
        * Removes a value from the collection.
        * @returns `true` if the item was found and removed.
        */
-      deleteIn(path49) {
-        const [key, ...rest] = path49;
+      deleteIn(path51) {
+        const [key, ...rest] = path51;
         if (rest.length === 0)
           return this.delete(key);
         const node2 = this.get(key, true);
@@ -933,8 +933,8 @@ var require_Collection = __commonJS({
        * scalar values from their surrounding node; to disable set `keepScalar` to
        * `true` (collections are always returned intact).
        */
-      getIn(path49, keepScalar) {
-        const [key, ...rest] = path49;
+      getIn(path51, keepScalar) {
+        const [key, ...rest] = path51;
         const node2 = this.get(key, true);
         if (rest.length === 0)
           return !keepScalar && identity3.isScalar(node2) ? node2.value : node2;
@@ -952,8 +952,8 @@ var require_Collection = __commonJS({
       /**
        * Checks if the collection includes a value with the key `key`.
        */
-      hasIn(path49) {
-        const [key, ...rest] = path49;
+      hasIn(path51) {
+        const [key, ...rest] = path51;
         if (rest.length === 0)
           return this.has(key);
         const node2 = this.get(key, true);
@@ -963,8 +963,8 @@ var require_Collection = __commonJS({
        * Sets a value in this collection. For `!!set`, `value` needs to be a
        * boolean to add/remove the item from the set.
        */
-      setIn(path49, value) {
-        const [key, ...rest] = path49;
+      setIn(path51, value) {
+        const [key, ...rest] = path51;
         if (rest.length === 0) {
           this.set(key, value);
         } else {
@@ -3479,9 +3479,9 @@ var require_Document = __commonJS({
           this.contents.add(value);
       }
       /** Adds a value to the document. */
-      addIn(path49, value) {
+      addIn(path51, value) {
         if (assertCollection(this.contents))
-          this.contents.addIn(path49, value);
+          this.contents.addIn(path51, value);
       }
       /**
        * Create a new `Alias` node, ensuring that the target `node` has the required anchor.
@@ -3556,14 +3556,14 @@ var require_Document = __commonJS({
        * Removes a value from the document.
        * @returns `true` if the item was found and removed.
        */
-      deleteIn(path49) {
-        if (Collection.isEmptyPath(path49)) {
+      deleteIn(path51) {
+        if (Collection.isEmptyPath(path51)) {
           if (this.contents == null)
             return false;
           this.contents = null;
           return true;
         }
-        return assertCollection(this.contents) ? this.contents.deleteIn(path49) : false;
+        return assertCollection(this.contents) ? this.contents.deleteIn(path51) : false;
       }
       /**
        * Returns item at `key`, or `undefined` if not found. By default unwraps
@@ -3578,10 +3578,10 @@ var require_Document = __commonJS({
        * scalar values from their surrounding node; to disable set `keepScalar` to
        * `true` (collections are always returned intact).
        */
-      getIn(path49, keepScalar) {
-        if (Collection.isEmptyPath(path49))
+      getIn(path51, keepScalar) {
+        if (Collection.isEmptyPath(path51))
           return !keepScalar && identity3.isScalar(this.contents) ? this.contents.value : this.contents;
-        return identity3.isCollection(this.contents) ? this.contents.getIn(path49, keepScalar) : void 0;
+        return identity3.isCollection(this.contents) ? this.contents.getIn(path51, keepScalar) : void 0;
       }
       /**
        * Checks if the document includes a value with the key `key`.
@@ -3592,10 +3592,10 @@ var require_Document = __commonJS({
       /**
        * Checks if the document includes a value at `path`.
        */
-      hasIn(path49) {
-        if (Collection.isEmptyPath(path49))
+      hasIn(path51) {
+        if (Collection.isEmptyPath(path51))
           return this.contents !== void 0;
-        return identity3.isCollection(this.contents) ? this.contents.hasIn(path49) : false;
+        return identity3.isCollection(this.contents) ? this.contents.hasIn(path51) : false;
       }
       /**
        * Sets a value in this document. For `!!set`, `value` needs to be a
@@ -3612,13 +3612,13 @@ var require_Document = __commonJS({
        * Sets a value in this document. For `!!set`, `value` needs to be a
        * boolean to add/remove the item from the set.
        */
-      setIn(path49, value) {
-        if (Collection.isEmptyPath(path49)) {
+      setIn(path51, value) {
+        if (Collection.isEmptyPath(path51)) {
           this.contents = value;
         } else if (this.contents == null) {
-          this.contents = Collection.collectionFromPath(this.schema, Array.from(path49), value);
+          this.contents = Collection.collectionFromPath(this.schema, Array.from(path51), value);
         } else if (assertCollection(this.contents)) {
-          this.contents.setIn(path49, value);
+          this.contents.setIn(path51, value);
         }
       }
       /**
@@ -5579,9 +5579,9 @@ var require_cst_visit = __commonJS({
     visit3.BREAK = BREAK;
     visit3.SKIP = SKIP;
     visit3.REMOVE = REMOVE;
-    visit3.itemAtPath = (cst, path49) => {
+    visit3.itemAtPath = (cst, path51) => {
       let item = cst;
-      for (const [field2, index] of path49) {
+      for (const [field2, index] of path51) {
         const tok = item?.[field2];
         if (tok && "items" in tok) {
           item = tok.items[index];
@@ -5590,23 +5590,23 @@ var require_cst_visit = __commonJS({
       }
       return item;
     };
-    visit3.parentCollection = (cst, path49) => {
-      const parent = visit3.itemAtPath(cst, path49.slice(0, -1));
-      const field2 = path49[path49.length - 1][0];
+    visit3.parentCollection = (cst, path51) => {
+      const parent = visit3.itemAtPath(cst, path51.slice(0, -1));
+      const field2 = path51[path51.length - 1][0];
       const coll = parent?.[field2];
       if (coll && "items" in coll)
         return coll;
       throw new Error("Parent collection not found");
     };
-    function _visit(path49, item, visitor) {
-      let ctrl = visitor(item, path49);
+    function _visit(path51, item, visitor) {
+      let ctrl = visitor(item, path51);
       if (typeof ctrl === "symbol")
         return ctrl;
       for (const field2 of ["key", "value"]) {
         const token = item[field2];
         if (token && "items" in token) {
           for (let i2 = 0; i2 < token.items.length; ++i2) {
-            const ci2 = _visit(Object.freeze(path49.concat([[field2, i2]])), token.items[i2], visitor);
+            const ci2 = _visit(Object.freeze(path51.concat([[field2, i2]])), token.items[i2], visitor);
             if (typeof ci2 === "number")
               i2 = ci2 - 1;
             else if (ci2 === BREAK)
@@ -5617,10 +5617,10 @@ var require_cst_visit = __commonJS({
             }
           }
           if (typeof ctrl === "function" && field2 === "key")
-            ctrl = ctrl(item, path49);
+            ctrl = ctrl(item, path51);
         }
       }
-      return typeof ctrl === "function" ? ctrl(item, path49) : ctrl;
+      return typeof ctrl === "function" ? ctrl(item, path51) : ctrl;
     }
     exports.visit = visit3;
   }
@@ -7377,7 +7377,7 @@ var require_windows = __commonJS({
     module.exports = isexe;
     isexe.sync = sync;
     var fs2 = __require("fs");
-    function checkPathExt(path49, options) {
+    function checkPathExt(path51, options) {
       var pathext = options.pathExt !== void 0 ? options.pathExt : process.env.PATHEXT;
       if (!pathext) {
         return true;
@@ -7388,25 +7388,25 @@ var require_windows = __commonJS({
       }
       for (var i2 = 0; i2 < pathext.length; i2++) {
         var p2 = pathext[i2].toLowerCase();
-        if (p2 && path49.substr(-p2.length).toLowerCase() === p2) {
+        if (p2 && path51.substr(-p2.length).toLowerCase() === p2) {
           return true;
         }
       }
       return false;
     }
-    function checkStat(stat11, path49, options) {
+    function checkStat(stat11, path51, options) {
       if (!stat11.isSymbolicLink() && !stat11.isFile()) {
         return false;
       }
-      return checkPathExt(path49, options);
+      return checkPathExt(path51, options);
     }
-    function isexe(path49, options, cb) {
-      fs2.stat(path49, function(er2, stat11) {
-        cb(er2, er2 ? false : checkStat(stat11, path49, options));
+    function isexe(path51, options, cb) {
+      fs2.stat(path51, function(er2, stat11) {
+        cb(er2, er2 ? false : checkStat(stat11, path51, options));
       });
     }
-    function sync(path49, options) {
-      return checkStat(fs2.statSync(path49), path49, options);
+    function sync(path51, options) {
+      return checkStat(fs2.statSync(path51), path51, options);
     }
   }
 });
@@ -7417,13 +7417,13 @@ var require_mode = __commonJS({
     module.exports = isexe;
     isexe.sync = sync;
     var fs2 = __require("fs");
-    function isexe(path49, options, cb) {
-      fs2.stat(path49, function(er2, stat11) {
+    function isexe(path51, options, cb) {
+      fs2.stat(path51, function(er2, stat11) {
         cb(er2, er2 ? false : checkStat(stat11, options));
       });
     }
-    function sync(path49, options) {
-      return checkStat(fs2.statSync(path49), options);
+    function sync(path51, options) {
+      return checkStat(fs2.statSync(path51), options);
     }
     function checkStat(stat11, options) {
       return stat11.isFile() && checkMode(stat11, options);
@@ -7456,7 +7456,7 @@ var require_isexe = __commonJS({
     }
     module.exports = isexe;
     isexe.sync = sync;
-    function isexe(path49, options, cb) {
+    function isexe(path51, options, cb) {
       if (typeof options === "function") {
         cb = options;
         options = {};
@@ -7466,7 +7466,7 @@ var require_isexe = __commonJS({
           throw new TypeError("callback not provided");
         }
         return new Promise(function(resolve, reject) {
-          isexe(path49, options || {}, function(er2, is2) {
+          isexe(path51, options || {}, function(er2, is2) {
             if (er2) {
               reject(er2);
             } else {
@@ -7475,7 +7475,7 @@ var require_isexe = __commonJS({
           });
         });
       }
-      core(path49, options || {}, function(er2, is2) {
+      core(path51, options || {}, function(er2, is2) {
         if (er2) {
           if (er2.code === "EACCES" || options && options.ignoreErrors) {
             er2 = null;
@@ -7485,9 +7485,9 @@ var require_isexe = __commonJS({
         cb(er2, is2);
       });
     }
-    function sync(path49, options) {
+    function sync(path51, options) {
       try {
-        return core.sync(path49, options || {});
+        return core.sync(path51, options || {});
       } catch (er2) {
         if (options && options.ignoreErrors || er2.code === "EACCES") {
           return false;
@@ -7503,7 +7503,7 @@ var require_isexe = __commonJS({
 var require_which = __commonJS({
   "node_modules/which/which.js"(exports, module) {
     var isWindows = process.platform === "win32" || process.env.OSTYPE === "cygwin" || process.env.OSTYPE === "msys";
-    var path49 = __require("path");
+    var path51 = __require("path");
     var COLON = isWindows ? ";" : ":";
     var isexe = require_isexe();
     var getNotFoundError = (cmd) => Object.assign(new Error(`not found: ${cmd}`), { code: "ENOENT" });
@@ -7541,7 +7541,7 @@ var require_which = __commonJS({
           return opt.all && found.length ? resolve(found) : reject(getNotFoundError(cmd));
         const ppRaw = pathEnv[i2];
         const pathPart = /^".*"$/.test(ppRaw) ? ppRaw.slice(1, -1) : ppRaw;
-        const pCmd = path49.join(pathPart, cmd);
+        const pCmd = path51.join(pathPart, cmd);
         const p2 = !pathPart && /^\.[\\\/]/.test(cmd) ? cmd.slice(0, 2) + pCmd : pCmd;
         resolve(subStep(p2, i2, 0));
       });
@@ -7568,7 +7568,7 @@ var require_which = __commonJS({
       for (let i2 = 0; i2 < pathEnv.length; i2++) {
         const ppRaw = pathEnv[i2];
         const pathPart = /^".*"$/.test(ppRaw) ? ppRaw.slice(1, -1) : ppRaw;
-        const pCmd = path49.join(pathPart, cmd);
+        const pCmd = path51.join(pathPart, cmd);
         const p2 = !pathPart && /^\.[\\\/]/.test(cmd) ? cmd.slice(0, 2) + pCmd : pCmd;
         for (let j2 = 0; j2 < pathExt.length; j2++) {
           const cur = p2 + pathExt[j2];
@@ -7616,7 +7616,7 @@ var require_path_key = __commonJS({
 var require_resolveCommand = __commonJS({
   "node_modules/cross-spawn/lib/util/resolveCommand.js"(exports, module) {
     "use strict";
-    var path49 = __require("path");
+    var path51 = __require("path");
     var which = require_which();
     var getPathKey = require_path_key();
     function resolveCommandAttempt(parsed, withoutPathExt) {
@@ -7634,7 +7634,7 @@ var require_resolveCommand = __commonJS({
       try {
         resolved = which.sync(parsed.command, {
           path: env[getPathKey({ env })],
-          pathExt: withoutPathExt ? path49.delimiter : void 0
+          pathExt: withoutPathExt ? path51.delimiter : void 0
         });
       } catch (e) {
       } finally {
@@ -7643,7 +7643,7 @@ var require_resolveCommand = __commonJS({
         }
       }
       if (resolved) {
-        resolved = path49.resolve(hasCustomCwd ? parsed.options.cwd : "", resolved);
+        resolved = path51.resolve(hasCustomCwd ? parsed.options.cwd : "", resolved);
       }
       return resolved;
     }
@@ -7697,8 +7697,8 @@ var require_shebang_command = __commonJS({
       if (!match) {
         return null;
       }
-      const [path49, argument] = match[0].replace(/#! ?/, "").split(" ");
-      const binary = path49.split("/").pop();
+      const [path51, argument] = match[0].replace(/#! ?/, "").split(" ");
+      const binary = path51.split("/").pop();
       if (binary === "env") {
         return argument;
       }
@@ -7733,7 +7733,7 @@ var require_readShebang = __commonJS({
 var require_parse = __commonJS({
   "node_modules/cross-spawn/lib/parse.js"(exports, module) {
     "use strict";
-    var path49 = __require("path");
+    var path51 = __require("path");
     var resolveCommand = require_resolveCommand();
     var escape = require_escape();
     var readShebang = require_readShebang();
@@ -7758,7 +7758,7 @@ var require_parse = __commonJS({
       const needsShell = !isExecutableRegExp.test(commandFile);
       if (parsed.options.forceShell || needsShell) {
         const needsDoubleEscapeMetaChars = isCmdShimRegExp.test(commandFile);
-        parsed.command = path49.normalize(parsed.command);
+        parsed.command = path51.normalize(parsed.command);
         parsed.command = escape.command(parsed.command);
         parsed.args = parsed.args.map((arg) => escape.argument(arg, needsDoubleEscapeMetaChars));
         const shellCommand = [parsed.command].concat(parsed.args).join(" ");
@@ -8940,10 +8940,10 @@ function mergeDefs(...defs) {
 function cloneDef(schema) {
   return mergeDefs(schema._zod.def);
 }
-function getElementAtPath(obj, path49) {
-  if (!path49)
+function getElementAtPath(obj, path51) {
+  if (!path51)
     return obj;
-  return path49.reduce((acc, key) => acc?.[key], obj);
+  return path51.reduce((acc, key) => acc?.[key], obj);
 }
 function promiseAllObject(promisesObj) {
   const keys = Object.keys(promisesObj);
@@ -9283,11 +9283,11 @@ function explicitlyAborted(x, startIndex = 0) {
   }
   return false;
 }
-function prefixIssues(path49, issues) {
+function prefixIssues(path51, issues) {
   return issues.map((iss) => {
     var _a3;
     (_a3 = iss).path ?? (_a3.path = []);
-    iss.path.unshift(path49);
+    iss.path.unshift(path51);
     return iss;
   });
 }
@@ -9749,16 +9749,16 @@ function flattenError(error62, mapper = (issue2) => issue2.message) {
 }
 function formatError(error62, mapper = (issue2) => issue2.message) {
   const fieldErrors = { _errors: [] };
-  const processError = (error63, path49 = []) => {
+  const processError = (error63, path51 = []) => {
     for (const issue2 of error63.issues) {
       if (issue2.code === "invalid_union" && issue2.errors.length) {
-        issue2.errors.map((issues) => processError({ issues }, [...path49, ...issue2.path]));
+        issue2.errors.map((issues) => processError({ issues }, [...path51, ...issue2.path]));
       } else if (issue2.code === "invalid_key") {
-        processError({ issues: issue2.issues }, [...path49, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path51, ...issue2.path]);
       } else if (issue2.code === "invalid_element") {
-        processError({ issues: issue2.issues }, [...path49, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path51, ...issue2.path]);
       } else {
-        const fullpath = [...path49, ...issue2.path];
+        const fullpath = [...path51, ...issue2.path];
         if (fullpath.length === 0) {
           fieldErrors._errors.push(mapper(issue2));
         } else {
@@ -9797,17 +9797,17 @@ function formatError(error62, mapper = (issue2) => issue2.message) {
 }
 function treeifyError(error62, mapper = (issue2) => issue2.message) {
   const result = { errors: [] };
-  const processError = (error63, path49 = []) => {
+  const processError = (error63, path51 = []) => {
     var _a3;
     for (const issue2 of error63.issues) {
       if (issue2.code === "invalid_union" && issue2.errors.length) {
-        issue2.errors.map((issues) => processError({ issues }, [...path49, ...issue2.path]));
+        issue2.errors.map((issues) => processError({ issues }, [...path51, ...issue2.path]));
       } else if (issue2.code === "invalid_key") {
-        processError({ issues: issue2.issues }, [...path49, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path51, ...issue2.path]);
       } else if (issue2.code === "invalid_element") {
-        processError({ issues: issue2.issues }, [...path49, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path51, ...issue2.path]);
       } else {
-        const fullpath = [...path49, ...issue2.path];
+        const fullpath = [...path51, ...issue2.path];
         if (fullpath.length === 0) {
           result.errors.push(mapper(issue2));
           continue;
@@ -9846,8 +9846,8 @@ function treeifyError(error62, mapper = (issue2) => issue2.message) {
 }
 function toDotPath(_path) {
   const segs = [];
-  const path49 = _path.map((seg) => typeof seg === "object" ? seg.key : seg);
-  for (const seg of path49) {
+  const path51 = _path.map((seg) => typeof seg === "object" ? seg.key : seg);
+  for (const seg of path51) {
     if (typeof seg === "number")
       segs.push(`[${seg}]`);
     else if (typeof seg === "symbol")
@@ -26985,13 +26985,13 @@ function resolveRef(ref, ctx) {
   if (!ref.startsWith("#")) {
     throw new Error("External $ref is not supported, only local refs (#/...) are allowed");
   }
-  const path49 = ref.slice(1).split("/").filter(Boolean);
-  if (path49.length === 0) {
+  const path51 = ref.slice(1).split("/").filter(Boolean);
+  if (path51.length === 0) {
     return ctx.rootSchema;
   }
   const defsKey = ctx.version === "draft-2020-12" ? "$defs" : "definitions";
-  if (path49[0] === defsKey) {
-    const key = path49[1] === void 0 ? void 0 : decodeJSONPointerSegment(path49[1]);
+  if (path51[0] === defsKey) {
+    const key = path51[1] === void 0 ? void 0 : decodeJSONPointerSegment(path51[1]);
     if (!key || !ctx.defs[key]) {
       throw new Error(`Reference not found: ${ref}`);
     }
@@ -27966,7 +27966,7 @@ var probeSchema = external_exports.discriminatedUnion("type", [gopherProbe, http
 var outputName = external_exports.string().regex(/^[\w.-]+$/, 'expected a file name of letters, digits, ".", "_" or "-"').refine((n2) => n2 !== "." && n2 !== "..", 'expected a file name, not "." or ".."').refine(
   (n2) => n2 !== "SHA256SUMS" && n2 !== "deploy" && !n2.endsWith(".trace.json"),
   "that name is taken by SHA256SUMS, deploy/ or the trace report"
-);
+).refine((n2) => !n2.startsWith(".lhc-"), `names starting with ".lhc-" are lhc's own markers`);
 var outputsSchema = external_exports.strictObject({
   dir: pathString.default("out"),
   image: outputName.optional(),
@@ -28205,9 +28205,9 @@ function resolveConfig(raw, file2) {
 }
 
 // src/pipeline.ts
-import { mkdir as mkdir14, mkdtemp as mkdtemp7 } from "node:fs/promises";
-import os9 from "node:os";
-import path41 from "node:path";
+import { mkdtemp as mkdtemp8 } from "node:fs/promises";
+import os10 from "node:os";
+import path43 from "node:path";
 
 // src/config/check-files.ts
 async function checkConfigFiles(config2) {
@@ -28221,6 +28221,188 @@ async function checkConfigFiles(config2) {
     if (problem) errors.push(`${p2.field}: ${problem}`);
   }
   if (errors.length > 0) throw new ConfigError(errors.join("\n"));
+}
+
+// src/core/build-dirs.ts
+import { lstat as lstat3, mkdir, readdir, realpath as realpath2, rm as rm2 } from "node:fs/promises";
+import os from "node:os";
+import path5 from "node:path";
+
+// src/core/safe-write.ts
+import { constants as constants2 } from "node:fs";
+import { lstat as lstat2, mkdtemp, open as open3, readlink, rename, rm } from "node:fs/promises";
+import path4 from "node:path";
+var STAGING_PREFIX = ".lhc-tmp-";
+var EXCLUSIVE_NOFOLLOW = constants2.O_WRONLY | constants2.O_CREAT | constants2.O_EXCL | constants2.O_NOFOLLOW;
+async function writeExclusive(file2, data, mode2 = 420) {
+  const fh = await open3(file2, EXCLUSIVE_NOFOLLOW, mode2);
+  try {
+    await fh.writeFile(data);
+    await fh.chmod(mode2);
+  } finally {
+    await fh.close();
+  }
+}
+function codeOf2(e) {
+  return e.code;
+}
+async function lstatOrUndefined(p2) {
+  try {
+    return await lstat2(p2);
+  } catch (e) {
+    if (codeOf2(e) === "ENOENT") return void 0;
+    throw e;
+  }
+}
+async function replaceWith(staged, target, stagingDir, logger) {
+  const [old, fresh] = await Promise.all([lstatOrUndefined(target), lstat2(staged)]);
+  if (old?.isSymbolicLink()) {
+    const to2 = await readlink(target).catch(() => "?");
+    logger?.warn(`${target} was a symlink (to ${to2}): replaced, not written through`);
+  } else if (old?.isDirectory() && !fresh.isDirectory()) {
+    throw new UserError(`${target} is a directory; lhc writes a file there: move it away`);
+  } else if (old && !old.isDirectory() && fresh.isDirectory()) {
+    throw new UserError(`${target} is a file; lhc writes a directory there: move it away`);
+  } else if (old && !old.isFile() && !old.isDirectory()) {
+    logger?.warn(`${target} was not a regular file: replaced`);
+  }
+  if (old && fresh.isDirectory()) {
+    await rename(target, path4.join(stagingDir, ".replaced"));
+    if (old.isDirectory()) logger?.info(`replaced the earlier ${target}`);
+  }
+  await rename(staged, target);
+}
+async function stageOutput(target, fill, logger) {
+  const stagingDir = await mkdtemp(path4.join(path4.dirname(target), STAGING_PREFIX));
+  try {
+    const staged = path4.join(stagingDir, path4.basename(target));
+    const result = await fill(staged);
+    await replaceWith(staged, target, stagingDir, logger);
+    return result;
+  } finally {
+    await rm(stagingDir, { recursive: true, force: true });
+  }
+}
+async function writeOutputFile(target, data, o2 = {}) {
+  await stageOutput(target, (tmp) => writeExclusive(tmp, data, o2.mode), o2.logger);
+}
+
+// src/core/build-dirs.ts
+var OUT_MARKER = ".lhc-out";
+var WORK_MARKER = ".lhc-work";
+var SYSTEM_TOP = [
+  "bin",
+  "boot",
+  "dev",
+  "etc",
+  "proc",
+  "root",
+  "run",
+  "sbin",
+  "sys",
+  "usr",
+  "var"
+];
+var KERNEL_TREES = ["/proc", "/sys", "/dev"];
+var within2 = (root, p2) => {
+  const rel = path5.relative(root, p2);
+  return rel === "" || !rel.startsWith("..") && !path5.isAbsolute(rel);
+};
+function systemDirProblem(abs, home = os.homedir()) {
+  if (abs === "/") return "it is the file system root";
+  const parts = abs.split("/").filter(Boolean);
+  const top = parts[0];
+  if (KERNEL_TREES.some((t) => within2(t, abs))) return `it is inside ${"/" + top}`;
+  if ((SYSTEM_TOP.includes(top) || top.startsWith("lib")) && parts.length <= 2)
+    return "it is a system directory";
+  if (abs === "/tmp") return "it is /tmp itself (use a directory inside it)";
+  if (home && home !== "/" && abs === path5.resolve(home)) return "it is your home directory";
+  return void 0;
+}
+async function realish(p2) {
+  const rest = [];
+  for (let cur = p2; ; cur = path5.dirname(cur)) {
+    try {
+      return path5.join(await realpath2(cur), ...rest.reverse());
+    } catch (e) {
+      if (e.code !== "ENOENT" || cur === path5.dirname(cur)) throw e;
+      rest.push(path5.basename(cur));
+    }
+  }
+}
+async function checkBuildDir(flag, dir, o2) {
+  const abs = path5.resolve(dir);
+  const real = await realish(abs);
+  for (const p2 of /* @__PURE__ */ new Set([abs, real])) {
+    const why = systemDirProblem(p2, o2.home);
+    const shown = p2 === abs ? abs : `${abs} (which resolves to ${real})`;
+    if (why) throw new UserError(`${flag} ${shown}: refused, ${why}`, { exitCode: 2 });
+  }
+  const projects = /* @__PURE__ */ new Set([path5.resolve(o2.projectRoot), await realish(o2.configDir)]);
+  if (projects.has(real) || projects.has(abs))
+    throw new UserError(
+      `${flag} ${abs}: refused, it is the config's project root; use a directory inside it (e.g. out/)`,
+      { exitCode: 2 }
+    );
+}
+async function inspectBuildDir(flag, dir, o2) {
+  const abs = path5.resolve(dir);
+  const st2 = await lstat3(abs).catch(() => void 0);
+  const claim2 = { dir: abs, created: st2 === void 0, marker: o2.marker, forced: [] };
+  if (!st2) return claim2;
+  const real = await realpath2(abs);
+  if (!(await lstat3(real)).isDirectory())
+    throw new UserError(`${flag} ${abs}: not a directory`, { exitCode: 2 });
+  if (await lstat3(path5.join(abs, o2.marker)).catch(() => void 0)) return claim2;
+  const present = new Set(await readdir(abs));
+  const foreign = o2.owned.filter((n2) => present.has(n2));
+  if (foreign.length === 0) return claim2;
+  if (!o2.force)
+    throw new UserError(
+      `${flag} ${abs} already holds ${foreign.join(", ")}, which lhc did not write there (no ${o2.marker}) and would replace or remove: choose a new or empty directory, or pass --force (action input force: true) to replace them`,
+      { exitCode: 2 }
+    );
+  return { ...claim2, forced: foreign };
+}
+async function claimBuildDir(c3, logger) {
+  await mkdir(c3.dir, { recursive: true });
+  if (c3.forced.length > 0)
+    logger.warn(`--force: replacing ${c3.forced.join(", ")} in ${c3.dir}, which lhc did not write`);
+  const markerPath = path5.join(c3.dir, c3.marker);
+  const marker = await lstat3(markerPath).catch(() => void 0);
+  if (!marker)
+    await writeExclusive(markerPath, "written by lhc: its outputs here may be replaced\n");
+  else if (!marker.isFile())
+    throw new UserError(`${markerPath} is not a regular file: move it away`, { exitCode: 2 });
+  for (const e of await readdir(c3.dir))
+    if (e.startsWith(STAGING_PREFIX))
+      await rm2(path5.join(c3.dir, e), { recursive: true, force: true });
+}
+var WORK_DIR_ENTRIES = ["root", "trace", "pruned", "self-check"];
+async function inspectBuildDirs(o2) {
+  const where = { projectRoot: o2.projectRoot, configDir: o2.configDir };
+  await checkBuildDir("--out", o2.outDir, where);
+  if (o2.workDir !== void 0) await checkBuildDir("--work-dir", o2.workDir, where);
+  const out = await inspectBuildDir("--out", o2.outDir, {
+    marker: OUT_MARKER,
+    owned: o2.outputNames,
+    force: o2.force
+  });
+  if (o2.workDir === void 0) return { out };
+  const work = await inspectBuildDir("--work-dir", o2.workDir, {
+    marker: WORK_MARKER,
+    owned: WORK_DIR_ENTRIES,
+    force: o2.force
+  });
+  return { out, work };
+}
+async function claimBuildDirs(d, logger) {
+  await claimBuildDir(d.out, logger);
+  if (d.work) await claimBuildDir(d.work, logger);
+}
+function workDirRemovals(workDir, claim2) {
+  if (claim2 === void 0 || claim2.created) return [workDir];
+  return [...WORK_DIR_ENTRIES, WORK_MARKER].map((n2) => path5.join(workDir, n2));
 }
 
 // src/core/cleanup.ts
@@ -28258,27 +28440,27 @@ import { existsSync as existsSync3 } from "node:fs";
 import { readFile, writeFile } from "node:fs/promises";
 
 // src/manifest/manifest.ts
-import { lstat as lstat2, readdir as readdir2, readlink } from "node:fs/promises";
-import path6 from "node:path";
+import { lstat as lstat4, readdir as readdir3, readlink as readlink2 } from "node:fs/promises";
+import path8 from "node:path";
 
 // src/store/store.ts
 import { createHash as createHash2, randomBytes } from "node:crypto";
 import { createReadStream as createReadStream2, createWriteStream as createWriteStream2 } from "node:fs";
-import { mkdir, readdir, rename, rm, stat as stat2 } from "node:fs/promises";
-import path5 from "node:path";
+import { mkdir as mkdir2, readdir as readdir2, rename as rename2, rm as rm3, stat as stat2 } from "node:fs/promises";
+import path7 from "node:path";
 import { Transform as Transform2 } from "node:stream";
 import { pipeline as pipeline2 } from "node:stream/promises";
 
 // src/core/paths.ts
-import os from "node:os";
-import path4 from "node:path";
+import os2 from "node:os";
+import path6 from "node:path";
 function cacheDir(env = process.env) {
-  if (env.LHC_CACHE_DIR) return path4.resolve(env.LHC_CACHE_DIR);
-  const xdg = env.XDG_CACHE_HOME || path4.join(os.homedir(), ".cache");
-  return path4.join(xdg, "lhc");
+  if (env.LHC_CACHE_DIR) return path6.resolve(env.LHC_CACHE_DIR);
+  const xdg = env.XDG_CACHE_HOME || path6.join(os2.homedir(), ".cache");
+  return path6.join(xdg, "lhc");
 }
 function storeDir(env = process.env) {
-  return path4.join(cacheDir(env), "store");
+  return path6.join(cacheDir(env), "store");
 }
 
 // src/core/wait.ts
@@ -28522,12 +28704,12 @@ var Store = class {
   dir;
   logger;
   constructor(dir = storeDir(), logger = quiet) {
-    this.dir = path5.resolve(dir);
+    this.dir = path7.resolve(dir);
     this.logger = logger;
   }
   /** Where the file with this content lives (whether or not it is present). */
   path(sha2562) {
-    return path5.join(this.dir, checkSha(sha2562));
+    return path7.join(this.dir, checkSha(sha2562));
   }
   /**
    * True when the store holds this content. The file is re-hashed: one whose content does not
@@ -28549,7 +28731,7 @@ var Store = class {
     this.logger.warn(
       `store file ${file2} is corrupt (its content has sha256 ${actual}); removed it`
     );
-    await rm(file2, { force: true });
+    await rm3(file2, { force: true });
     return "removed-corrupt";
   }
   /** Imports a local file; returns its sha256. */
@@ -28574,11 +28756,11 @@ var Store = class {
       });
       await pipeline2(createReadStream2(file2), hasher, createWriteStream2(tmp, { mode: 420 }));
       const sha = h2.digest("hex");
-      await rename(tmp, path5.join(this.dir, sha));
+      await rename2(tmp, path7.join(this.dir, sha));
       this.logger.debug(`store: added ${file2} as ${sha}`);
       return sha;
     } finally {
-      await rm(tmp, { force: true });
+      await rm3(tmp, { force: true });
     }
   }
   /**
@@ -28625,7 +28807,7 @@ var Store = class {
               false
             );
           }
-          await rename(tmp, dest);
+          await rename2(tmp, dest);
           this.logger.info(`${name}: ${formatBytes(got.bytes)}, sha256 verified`);
           return dest;
         } catch (e) {
@@ -28638,7 +28820,7 @@ var Store = class {
           failures.push(`  ${e.message}${attempt > 0 ? ` (after ${attempt + 1} attempts)` : ""}`);
           break;
         } finally {
-          await rm(tmp, { force: true });
+          await rm3(tmp, { force: true });
         }
       }
     }
@@ -28650,7 +28832,7 @@ ${failures.join("\n")}`
   /** sha256 names of every file in the store (temp files of running downloads excluded). */
   async list() {
     try {
-      return (await readdir(this.dir)).filter((f2) => SHA256_RE.test(f2)).sort();
+      return (await readdir2(this.dir)).filter((f2) => SHA256_RE.test(f2)).sort();
     } catch (e) {
       if (e.code === "ENOENT") return [];
       throw e;
@@ -28658,8 +28840,8 @@ ${failures.join("\n")}`
   }
   /** A fresh temp name inside the store, so the final rename never crosses a file system. */
   async tempPath() {
-    await mkdir(this.dir, { recursive: true });
-    return path5.join(this.dir, `${TEMP_PREFIX}${process.pid}-${randomBytes(6).toString("hex")}`);
+    await mkdir2(this.dir, { recursive: true });
+    return path7.join(this.dir, `${TEMP_PREFIX}${process.pid}-${randomBytes(6).toString("hex")}`);
   }
 };
 
@@ -28690,11 +28872,11 @@ function typeOf(st2) {
 async function walkSorted(dir) {
   const out = [""];
   const visit3 = async (rel) => {
-    const names = (await readdir2(path6.join(dir, rel))).sort(comparePaths);
+    const names = (await readdir3(path8.join(dir, rel))).sort(comparePaths);
     for (const name of names) {
       const child = rel ? `${rel}/${name}` : name;
       out.push(child);
-      const st2 = await lstat2(path6.join(dir, child));
+      const st2 = await lstat4(path8.join(dir, child));
       if (st2.isDirectory()) await visit3(child);
     }
   };
@@ -28704,15 +28886,15 @@ async function walkSorted(dir) {
 async function scanTree(dir, opts) {
   let top;
   try {
-    top = await lstat2(dir);
+    top = await lstat4(dir);
   } catch (e) {
     throw new UserError(`cannot read ${dir}: ${e.code ?? String(e)}`);
   }
   if (!top.isDirectory()) throw new UserError(`${dir} is not a directory`);
   const entries = [];
   for (const rel of await walkSorted(dir)) {
-    const abs = path6.join(dir, rel);
-    const st2 = await lstat2(abs);
+    const abs = path8.join(dir, rel);
+    const st2 = await lstat4(abs);
     const type = typeOf(st2);
     const mode2 = rel === "" && opts.rootMode !== void 0 ? opts.rootMode : st2.mode;
     const e = {
@@ -28726,7 +28908,7 @@ async function scanTree(dir, opts) {
       e.size = st2.size;
       e.sha256 = await sha256File(abs);
     } else if (type === "symlink") {
-      e.target = await readlink(abs);
+      e.target = await readlink2(abs);
     } else if (type === "char" || type === "block") {
       const d = BigInt(st2.rdev);
       const major = d >> 8n & 0xfffn | d >> 32n & ~0xfffn;
@@ -28932,11 +29114,11 @@ ${diffText}if the change is intended, rebuild with --update-manifest and commit 
 }
 
 // src/stages/entrypoint-check.ts
-import { lstat as lstat3, open as open4 } from "node:fs/promises";
+import { lstat as lstat5, open as open5 } from "node:fs/promises";
 
 // src/elf/elf.ts
-import { constants as constants2 } from "node:fs";
-import { open as open3 } from "node:fs/promises";
+import { constants as constants3 } from "node:fs";
+import { open as open4 } from "node:fs/promises";
 var ElfError = class extends UserError {
   constructor(message) {
     super(message);
@@ -29161,7 +29343,7 @@ function vaddrToOffset(segments, addr) {
   return void 0;
 }
 async function readElf(file2) {
-  const fh = await open3(file2, constants2.O_RDONLY | constants2.O_NONBLOCK);
+  const fh = await open4(file2, constants3.O_RDONLY | constants3.O_NONBLOCK);
   try {
     const st2 = await fh.stat();
     if (!st2.isFile()) return void 0;
@@ -29220,7 +29402,7 @@ function staticProblems(info, arch = "aarch64") {
 
 // src/root/resolve.ts
 import { lstatSync, mkdirSync, readlinkSync } from "node:fs";
-import path7 from "node:path";
+import path9 from "node:path";
 var MAX_SYMLINK_FOLLOWS = 40;
 var ResolveError = class extends UserError {
   constructor(inRootPath, reason, message) {
@@ -29248,7 +29430,7 @@ function resolveInRoot(root, p2, opts = {}, cwd = "/") {
     }
     const isLast = todo.length === 0;
     const inRoot = `/${[...done, comp].join("/")}`;
-    const host = path7.join(root, ...done, comp);
+    const host = path9.join(root, ...done, comp);
     let st2;
     try {
       st2 = lstatSync(host);
@@ -29290,7 +29472,7 @@ function resolveInRoot(root, p2, opts = {}, cwd = "/") {
     done.push(comp);
     if (isLast) return { inRoot, host, exists: true };
   }
-  return { inRoot: `/${done.join("/")}`, host: path7.join(root, ...done), exists: true };
+  return { inRoot: `/${done.join("/")}`, host: path9.join(root, ...done), exists: true };
 }
 
 // src/stages/entrypoint-check.ts
@@ -29310,7 +29492,7 @@ function shebangInterpreter(head) {
   return line.trim().split(/[ \t]/)[0] ?? "";
 }
 async function readHead(file2) {
-  const fh = await open4(file2, "r");
+  const fh = await open5(file2, "r");
   try {
     const buf = Buffer.alloc(SHEBANG_MAX);
     const { bytesRead } = await fh.read(buf, 0, SHEBANG_MAX, 0);
@@ -29334,7 +29516,7 @@ async function resolveFile(root, p2, what) {
     if (e.reason === "missing") throw missing();
     throw new EntrypointError(`${what}: ${e.message}`);
   }
-  const st2 = await lstat3(host);
+  const st2 = await lstat5(host);
   if (!st2.isFile()) throw new EntrypointError(`${what}: ${p2} is not a regular file`);
   return host;
 }
@@ -29361,7 +29543,7 @@ async function checkEntrypoint(root, command0, arch) {
       throw new EntrypointError(`${what}: too many nested #! interpreters (${chain.join(" \u2192 ")})`);
     const host = await resolveFile(root, p2, what);
     chain.push(p2);
-    if (((await lstat3(host)).mode & 73) === 0) {
+    if (((await lstat5(host)).mode & 73) === 0) {
       throw new EntrypointError(
         `${what}: ${p2} is not executable: give it an executable mode (e.g. mode: "0755" in files)`
       );
@@ -29409,7 +29591,7 @@ async function checkEntrypoint(root, command0, arch) {
 }
 
 // src/stages/epoch.ts
-import path13 from "node:path";
+import path15 from "node:path";
 
 // node_modules/is-plain-obj/index.js
 function isPlainObject2(value) {
@@ -30037,11 +30219,11 @@ var replacements = Object.entries(specialMainSymbols);
 // node_modules/yoctocolors/base.js
 import tty from "node:tty";
 var hasColors = tty?.WriteStream?.prototype?.hasColors?.() ?? false;
-var format = (open6, close) => {
+var format = (open7, close) => {
   if (!hasColors) {
     return (input2) => input2;
   }
-  const openCode = `\x1B[${open6}m`;
+  const openCode = `\x1B[${open7}m`;
   const closeCode = `\x1B[${close}m`;
   return (input2) => {
     const string4 = input2 + "";
@@ -30276,12 +30458,12 @@ var handleCommand = (filePath, rawArguments, rawOptions) => {
 
 // node_modules/execa/lib/arguments/options.js
 var import_cross_spawn = __toESM(require_cross_spawn(), 1);
-import path12 from "node:path";
+import path14 from "node:path";
 import process6 from "node:process";
 
 // node_modules/npm-run-path/index.js
 import process4 from "node:process";
-import path9 from "node:path";
+import path11 from "node:path";
 
 // node_modules/npm-run-path/node_modules/path-key/index.js
 function pathKey(options = {}) {
@@ -30298,7 +30480,7 @@ function pathKey(options = {}) {
 // node_modules/unicorn-magic/node.js
 import { promisify } from "node:util";
 import { execFile as execFileCallback, execFileSync as execFileSyncOriginal } from "node:child_process";
-import path8 from "node:path";
+import path10 from "node:path";
 import { fileURLToPath as fileURLToPath4 } from "node:url";
 var execFileOriginal = promisify(execFileCallback);
 function toPath(urlOrPath) {
@@ -30307,12 +30489,12 @@ function toPath(urlOrPath) {
 function traversePathUp(startPath) {
   return {
     *[Symbol.iterator]() {
-      let currentPath = path8.resolve(toPath(startPath));
+      let currentPath = path10.resolve(toPath(startPath));
       let previousPath;
       while (previousPath !== currentPath) {
         yield currentPath;
         previousPath = currentPath;
-        currentPath = path8.resolve(currentPath, "..");
+        currentPath = path10.resolve(currentPath, "..");
       }
     }
   };
@@ -30327,27 +30509,27 @@ var npmRunPath = ({
   execPath: execPath2 = process4.execPath,
   addExecPath = true
 } = {}) => {
-  const cwdPath = path9.resolve(toPath(cwd));
+  const cwdPath = path11.resolve(toPath(cwd));
   const result = [];
-  const pathParts = pathOption.split(path9.delimiter);
+  const pathParts = pathOption.split(path11.delimiter);
   if (preferLocal) {
     applyPreferLocal(result, pathParts, cwdPath);
   }
   if (addExecPath) {
     applyExecPath(result, pathParts, execPath2, cwdPath);
   }
-  return pathOption === "" || pathOption === path9.delimiter ? `${result.join(path9.delimiter)}${pathOption}` : [...result, pathOption].join(path9.delimiter);
+  return pathOption === "" || pathOption === path11.delimiter ? `${result.join(path11.delimiter)}${pathOption}` : [...result, pathOption].join(path11.delimiter);
 };
 var applyPreferLocal = (result, pathParts, cwdPath) => {
   for (const directory of traversePathUp(cwdPath)) {
-    const pathPart = path9.join(directory, "node_modules/.bin");
+    const pathPart = path11.join(directory, "node_modules/.bin");
     if (!pathParts.includes(pathPart)) {
       result.push(pathPart);
     }
   }
 };
 var applyExecPath = (result, pathParts, execPath2, cwdPath) => {
-  const pathPart = path9.resolve(cwdPath, toPath(execPath2), "..");
+  const pathPart = path11.resolve(cwdPath, toPath(execPath2), "..");
   if (!pathParts.includes(pathPart)) {
     result.push(pathPart);
   }
@@ -30396,10 +30578,10 @@ var ExecaSyncError = class extends Error {
 setErrorName(ExecaSyncError, ExecaSyncError.name);
 
 // node_modules/execa/lib/terminate/signal.js
-import { constants as constants5 } from "node:os";
+import { constants as constants6 } from "node:os";
 
 // node_modules/human-signals/build/src/main.js
-import { constants as constants4 } from "node:os";
+import { constants as constants5 } from "node:os";
 
 // node_modules/human-signals/build/src/realtime.js
 var getRealtimeSignals = () => {
@@ -30417,7 +30599,7 @@ var SIGRTMIN = 34;
 var SIGRTMAX = 64;
 
 // node_modules/human-signals/build/src/signals.js
-import { constants as constants3 } from "node:os";
+import { constants as constants4 } from "node:os";
 
 // node_modules/human-signals/build/src/core.js
 var SIGNALS = [
@@ -30708,7 +30890,7 @@ var normalizeSignal = ({
 }) => {
   const {
     signals: { [name]: constantSignal }
-  } = constants3;
+  } = constants4;
   const supported = constantSignal !== void 0;
   const number4 = supported ? constantSignal : defaultNumber;
   return { name, number: number4, description, supported, action, forced, standard };
@@ -30757,7 +30939,7 @@ var getSignalByNumber = (number4, signals2) => {
   };
 };
 var findSignalByNumber = (number4, signals2) => {
-  const signal = signals2.find(({ name }) => constants4.signals[name] === number4);
+  const signal = signals2.find(({ name }) => constants5.signals[name] === number4);
   if (signal !== void 0) {
     return signal;
   }
@@ -30791,13 +30973,13 @@ var normalizeSignalInteger = (signalInteger, optionName) => {
   throw new TypeError(`Invalid ${optionName} ${signalInteger}: this signal integer does not exist.
 ${getAvailableSignals()}`);
 };
-var getSignalsIntegerToName = () => new Map(Object.entries(constants5.signals).reverse().map(([signalName, signalInteger]) => [signalInteger, signalName]));
+var getSignalsIntegerToName = () => new Map(Object.entries(constants6.signals).reverse().map(([signalName, signalInteger]) => [signalInteger, signalName]));
 var signalsIntegerToName = getSignalsIntegerToName();
 var normalizeSignalName = (signalName, optionName) => {
-  if (signalName in constants5.signals) {
+  if (signalName in constants6.signals) {
     return signalName;
   }
-  if (signalName.toUpperCase() in constants5.signals) {
+  if (signalName.toUpperCase() in constants6.signals) {
     throw new TypeError(`Invalid ${optionName} '${signalName}': please rename it to '${signalName.toUpperCase()}'.`);
   }
   throw new TypeError(`Invalid ${optionName} '${signalName}': this signal name does not exist.
@@ -30805,8 +30987,8 @@ ${getAvailableSignals()}`);
 };
 var getAvailableSignals = () => `Available signal names: ${getAvailableSignalNames()}.
 Available signal numbers: ${getAvailableSignalIntegers()}.`;
-var getAvailableSignalNames = () => Object.keys(constants5.signals).sort().map((signalName) => `'${signalName}'`).join(", ");
-var getAvailableSignalIntegers = () => [...new Set(Object.values(constants5.signals).sort((signalInteger, signalIntegerTwo) => signalInteger - signalIntegerTwo))].join(", ");
+var getAvailableSignalNames = () => Object.keys(constants6.signals).sort().map((signalName) => `'${signalName}'`).join(", ");
+var getAvailableSignalIntegers = () => [...new Set(Object.values(constants6.signals).sort((signalInteger, signalIntegerTwo) => signalInteger - signalIntegerTwo))].join(", ");
 var getSignalDescription = (signal) => signalsByName[signal].description;
 
 // node_modules/execa/lib/terminate/kill.js
@@ -31502,7 +31684,7 @@ var killAfterTimeout = async (subprocess, timeout, context, { signal }) => {
 
 // node_modules/execa/lib/methods/node.js
 import { execPath, execArgv } from "node:process";
-import path10 from "node:path";
+import path12 from "node:path";
 var mapNode = ({ options }) => {
   if (options.node === false) {
     throw new TypeError('The "node" option cannot be false with `execaNode()`.');
@@ -31521,7 +31703,7 @@ var handleNodeOption = (file2, commandArguments, {
     throw new TypeError('The "execPath" option has been removed. Please use the "nodePath" option instead.');
   }
   const normalizedNodePath = safeNormalizeFileUrl(nodePath, 'The "nodePath" option');
-  const resolvedNodePath = path10.resolve(cwd, normalizedNodePath);
+  const resolvedNodePath = path12.resolve(cwd, normalizedNodePath);
   const newOptions = {
     ...options,
     nodePath: resolvedNodePath,
@@ -31531,7 +31713,7 @@ var handleNodeOption = (file2, commandArguments, {
   if (!shouldHandleNode) {
     return [file2, commandArguments, newOptions];
   }
-  if (path10.basename(file2, ".exe") === "node") {
+  if (path12.basename(file2, ".exe") === "node") {
     throw new TypeError('When the "node" option is true, the first argument does not need to be "node".');
   }
   return [
@@ -31621,11 +31803,11 @@ var serializeEncoding = (encoding) => typeof encoding === "string" ? `"${encodin
 
 // node_modules/execa/lib/arguments/cwd.js
 import { statSync } from "node:fs";
-import path11 from "node:path";
+import path13 from "node:path";
 import process5 from "node:process";
 var normalizeCwd = (cwd = getDefaultCwd()) => {
   const cwdString = safeNormalizeFileUrl(cwd, 'The "cwd" option');
-  return path11.resolve(cwdString);
+  return path13.resolve(cwdString);
 };
 var getDefaultCwd = () => {
   try {
@@ -31672,7 +31854,7 @@ var normalizeOptions = (filePath, rawArguments, rawOptions) => {
   options.killSignal = normalizeKillSignal(options.killSignal);
   options.forceKillAfterDelay = normalizeForceKillAfterDelay(options.forceKillAfterDelay);
   options.lines = options.lines.map((lines, fdNumber2) => lines && !BINARY_ENCODINGS.has(options.encoding) && options.buffer[fdNumber2]);
-  if (process6.platform === "win32" && path12.basename(file2, ".exe") === "cmd") {
+  if (process6.platform === "win32" && path14.basename(file2, ".exe") === "cmd") {
     commandArguments.unshift("/q");
   }
   return { file: file2, commandArguments, options };
@@ -33821,13 +34003,13 @@ var logOutputSync = ({ serializedResult, fdNumber: fdNumber2, state, verboseInfo
   }
 };
 var writeToFiles = (serializedResult, stdioItems, outputFiles) => {
-  for (const { path: path49, append } of stdioItems.filter(({ type }) => FILE_TYPES.has(type))) {
-    const pathString2 = typeof path49 === "string" ? path49 : path49.toString();
+  for (const { path: path51, append } of stdioItems.filter(({ type }) => FILE_TYPES.has(type))) {
+    const pathString2 = typeof path51 === "string" ? path51 : path51.toString();
     if (append || outputFiles.has(pathString2)) {
-      appendFileSync(path49, serializedResult);
+      appendFileSync(path51, serializedResult);
     } else {
       outputFiles.add(pathString2);
-      writeFileSync(path49, serializedResult);
+      writeFileSync(path51, serializedResult);
     }
   }
 };
@@ -36221,9 +36403,9 @@ var {
 } = getIpcExport();
 
 // src/core/arch.ts
-import os2 from "node:os";
+import os3 from "node:os";
 function hostArch() {
-  const a2 = os2.arch();
+  const a2 = os3.arch();
   return a2 === "arm64" ? "aarch64" : a2 === "x64" ? "x86_64" : a2;
 }
 
@@ -36690,10 +36872,10 @@ function parseEpoch(value, what) {
   return n2;
 }
 async function gitCommitTime(file2, logger) {
-  const cwd = path13.dirname(file2);
+  const cwd = path15.dirname(file2);
   let r;
   try {
-    r = await run(["git", "log", "-1", "--format=%ct", "--", path13.basename(file2)], {
+    r = await run(["git", "log", "-1", "--format=%ct", "--", path15.basename(file2)], {
       cwd,
       reject: false,
       logger
@@ -36744,16 +36926,16 @@ import { existsSync as existsSync7 } from "node:fs";
 import {
   copyFile,
   chmod,
-  mkdir as mkdir3,
-  mkdtemp as mkdtemp3,
+  mkdir as mkdir4,
+  mkdtemp as mkdtemp4,
   readFile as readFile3,
-  rename as rename3,
-  rm as rm4,
+  rename as rename4,
+  rm as rm6,
   stat as stat3,
   writeFile as writeFile4
 } from "node:fs/promises";
-import os6 from "node:os";
-import path17 from "node:path";
+import os7 from "node:os";
+import path19 from "node:path";
 
 // src/tools/lua-make.ts
 var LUA_MYCFLAGS = "-static -Os -ffunction-sections -fdata-sections -fno-asynchronous-unwind-tables -fno-unwind-tables";
@@ -36811,9 +36993,9 @@ function buildrootArgv(opts) {
 // src/stages/lua-in-root.ts
 import { createHash as createHash3, randomBytes as randomBytes2 } from "node:crypto";
 import { existsSync as existsSync4 } from "node:fs";
-import { mkdir as mkdir2, mkdtemp, readFile as readFile2, rename as rename2, rm as rm2, writeFile as writeFile2 } from "node:fs/promises";
-import os3 from "node:os";
-import path14 from "node:path";
+import { mkdir as mkdir3, mkdtemp as mkdtemp2, readFile as readFile2, rename as rename3, rm as rm4, writeFile as writeFile2 } from "node:fs/promises";
+import os4 from "node:os";
+import path16 from "node:path";
 
 // src/tools/remove-tree.ts
 async function removeTree(paths, o2 = {}) {
@@ -36936,15 +37118,15 @@ async function ensureBuildroot(opts) {
       mirrors: await mirrorsIdentity(mirrors)
     })
   ).digest("hex");
-  const tarball = path14.join(opts.dir, `${key}.tar`);
-  const metaFile = path14.join(opts.dir, `${key}.json`);
+  const tarball = path16.join(opts.dir, `${key}.tar`);
+  const metaFile = path16.join(opts.dir, `${key}.json`);
   if (existsSync4(tarball) && existsSync4(metaFile)) {
     const meta3 = JSON.parse(await readFile2(metaFile, "utf8"));
     return { key, tarball, toolchain: meta3.toolchain };
   }
-  await mkdir2(opts.dir, { recursive: true });
-  const tmp = path14.join(opts.dir, `.tmp-${process.pid}-${randomBytes2(6).toString("hex")}.tar`);
-  const scratch = await mkdtemp(path14.join(opts.dir, ".scratch-"));
+  await mkdir3(opts.dir, { recursive: true });
+  const tmp = path16.join(opts.dir, `.tmp-${process.pid}-${randomBytes2(6).toString("hex")}.tar`);
+  const scratch = await mkdtemp2(path16.join(opts.dir, ".scratch-"));
   try {
     await opts.logger.group(
       `build root: mmdebstrap ${suite} ${opts.arch} (${BUILDROOT_PACKAGES.join(", ")})`,
@@ -36984,10 +37166,10 @@ async function ensureBuildroot(opts) {
       `${JSON.stringify({ key, suite, arch: opts.arch, packages: BUILDROOT_PACKAGES, toolchain }, null, 2)}
 `
     );
-    await rename2(tmp, tarball);
+    await rename3(tmp, tarball);
     return { key, tarball, toolchain };
   } finally {
-    await rm2(tmp, { force: true });
+    await rm4(tmp, { force: true });
     await removeScratch(scratch);
   }
 }
@@ -36997,10 +37179,10 @@ async function removeScratch(dir) {
   await removeTree([dir], { reject: false, timeoutMs: 10 * 6e4 });
 }
 async function compileInRoot(srcDir, buildroot, opts) {
-  const work = await mkdtemp(path14.join(opts.workDir ?? os3.tmpdir(), "lhc-buildroot-"));
-  const root = path14.join(work, "root");
+  const work = await mkdtemp2(path16.join(opts.workDir ?? os4.tmpdir(), "lhc-buildroot-"));
+  const root = path16.join(work, "root");
   try {
-    await mkdir2(root);
+    await mkdir3(root);
     await opts.logger.group("build root: extract", async () => {
       await run(["tar", "-C", root, "--numeric-owner", "-xf", buildroot.tarball], {
         privileged: true,
@@ -37008,7 +37190,7 @@ async function compileInRoot(srcDir, buildroot, opts) {
         logger: opts.logger
       });
     });
-    if (!existsSync4(path14.join(root, "usr")))
+    if (!existsSync4(path16.join(root, "usr")))
       throw new UserError(`build root ${buildroot.tarball} has no /usr`);
     const make = inRootMakeArgv(opts.jobs ?? 1);
     const script = `${formatCommand(make)} && strip src/lua`;
@@ -37029,7 +37211,7 @@ async function compileInRoot(srcDir, buildroot, opts) {
         }
       );
     });
-    const binary = path14.join(srcDir, "src", "lua");
+    const binary = path16.join(srcDir, "src", "lua");
     if (!existsSync4(binary))
       throw new UserError(`the in-root build finished without producing ${binary}`);
     return binary;
@@ -37046,7 +37228,7 @@ async function compileInRoot(srcDir, buildroot, opts) {
 
 // src/stages/lua-source.ts
 import { existsSync as existsSync5 } from "node:fs";
-import path15 from "node:path";
+import path17 from "node:path";
 
 // node_modules/tar/dist/esm/index.min.js
 import Qr from "events";
@@ -38518,7 +38700,7 @@ var ss = /* @__PURE__ */ Symbol("lstat");
 var si = /* @__PURE__ */ Symbol("onlstat");
 var rs = /* @__PURE__ */ Symbol("onread");
 var ns = /* @__PURE__ */ Symbol("onreadlink");
-var os4 = /* @__PURE__ */ Symbol("openfile");
+var os5 = /* @__PURE__ */ Symbol("openfile");
 var hs = /* @__PURE__ */ Symbol("onopenfile");
 var pt = /* @__PURE__ */ Symbol("close");
 var ri = /* @__PURE__ */ Symbol("mode");
@@ -38633,9 +38815,9 @@ var de = class extends A {
       this.linkCache.set(t, this.absolute);
     }
     if (this[fe](), this.stat.size === 0) return this.end();
-    this[os4]();
+    this[os5]();
   }
-  [os4]() {
+  [os5]() {
     X.open(this.absolute, "r", (t, e) => {
       if (t) return this.emit("error", t);
       this[hs](e);
@@ -38698,7 +38880,7 @@ var ni = class extends de {
   [is]() {
     this[ns](X.readlinkSync(this.absolute));
   }
-  [os4]() {
+  [os5]() {
     this[hs](X.openSync(this.absolute, "r"));
   }
   [ii]() {
@@ -40058,8 +40240,8 @@ async function extractLuaSource(tarball, destDir, version2) {
     noChmod: false,
     filter: (p2, e) => entryProblem(p2, e.type, top) === void 0
   });
-  const dir = path15.join(destDir, top);
-  if (!existsSync5(path15.join(dir, "src", "lua.c")) || !existsSync5(path15.join(dir, "Makefile"))) {
+  const dir = path17.join(destDir, top);
+  if (!existsSync5(path17.join(dir, "src", "lua.c")) || !existsSync5(path17.join(dir, "Makefile"))) {
     throw new UserError(
       `${tarball} does not look like the Lua ${version2} source (no ${top}/Makefile and ${top}/src/lua.c)`
     );
@@ -40069,14 +40251,14 @@ async function extractLuaSource(tarball, destDir, version2) {
 
 // src/stages/lua-verify.ts
 import { existsSync as existsSync6, readFileSync as readFileSync3 } from "node:fs";
-import { mkdtemp as mkdtemp2, rm as rm3, writeFile as writeFile3 } from "node:fs/promises";
-import os5 from "node:os";
-import path16 from "node:path";
+import { mkdtemp as mkdtemp3, rm as rm5, writeFile as writeFile3 } from "node:fs/promises";
+import os6 from "node:os";
+import path18 from "node:path";
 var LuaVerifyError = class extends UserError {
 };
 function emulatorPrefix(arch, binfmtDir = "/proc/sys/fs/binfmt_misc") {
   if (hostArch() === arch) return [];
-  const entry = path16.join(binfmtDir, `qemu-${arch}`);
+  const entry = path18.join(binfmtDir, `qemu-${arch}`);
   if (existsSync6(entry) && readFileSync3(entry, "utf8").startsWith("enabled")) return [];
   return [`qemu-${arch}-static`];
 }
@@ -40131,9 +40313,9 @@ async function verifyLua(binary, opts) {
       `${binary} -v: expected "Lua ${opts.version}", got ${JSON.stringify(banner.split("\n")[0] ?? "")} (exit code ${v2.exitCode})`
     );
   }
-  const dir = await mkdtemp2(path16.join(os5.tmpdir(), "lhc-lua-smoke-"));
+  const dir = await mkdtemp3(path18.join(os6.tmpdir(), "lhc-lua-smoke-"));
   try {
-    const script = path16.join(dir, "smoke.lua");
+    const script = path18.join(dir, "smoke.lua");
     await writeFile3(script, SMOKE_SCRIPT);
     const s3 = await run([...prefix, binary, script, dir], {
       reject: false,
@@ -40148,7 +40330,7 @@ async function verifyLua(binary, opts) {
       );
     }
   } finally {
-    await rm3(dir, { recursive: true, force: true });
+    await rm5(dir, { recursive: true, force: true });
   }
   opts.logger?.info(
     `verified ${binary}: static ${opts.arch} ELF, prints Lua ${opts.version}, smoke script ok`
@@ -40165,7 +40347,7 @@ function checkLuaVersion(version2) {
     throw new UserError(`unsupported Lua version "${version2}": expected 5.3.x or 5.4.x`);
 }
 function jobs() {
-  return Math.max(1, Math.min(4, os6.availableParallelism()));
+  return Math.max(1, Math.min(4, os7.availableParallelism()));
 }
 async function crossRecipe(arch, logger, signal) {
   const tc = crossToolchain(arch);
@@ -40191,7 +40373,7 @@ async function crossRecipe(arch, logger, signal) {
           stderrLines: 30
         });
       });
-      const binary = path17.join(srcDir, "src", "lua");
+      const binary = path19.join(srcDir, "src", "lua");
       await run([tc.strip, binary], { logger });
       return binary;
     }
@@ -40199,7 +40381,7 @@ async function crossRecipe(arch, logger, signal) {
 }
 async function inRootRecipe(arch, opts, cache) {
   const buildroot = await ensureBuildroot({
-    dir: opts.buildrootDir ?? path17.join(cache, "buildroots"),
+    dir: opts.buildrootDir ?? path19.join(cache, "buildroots"),
     arch,
     logger: opts.logger,
     signal: opts.signal
@@ -40217,8 +40399,8 @@ async function inRootRecipe(arch, opts, cache) {
   };
 }
 async function readCached(dir, logger) {
-  const bin = path17.join(dir, "lua");
-  const metaFile = path17.join(dir, "build.json");
+  const bin = path19.join(dir, "lua");
+  const metaFile = path19.join(dir, "build.json");
   if (!existsSync7(bin) || !existsSync7(metaFile)) return void 0;
   try {
     const meta3 = JSON.parse(await readFile3(metaFile, "utf8"));
@@ -40227,7 +40409,7 @@ async function readCached(dir, logger) {
   } catch (e) {
     logger.warn(`cached Lua in ${dir} is unreadable (${e.message}); rebuilding`);
   }
-  await rm4(dir, { recursive: true, force: true });
+  await rm6(dir, { recursive: true, force: true });
   return void 0;
 }
 async function buildLua(spec, opts) {
@@ -40247,9 +40429,9 @@ async function buildLua(spec, opts) {
       flags: recipe.flags
     })
   ).digest("hex");
-  const dir = path17.join(cache, "lua", key);
+  const dir = path19.join(cache, "lua", key);
   const result = (meta3, cached2) => ({
-    path: path17.join(dir, "lua"),
+    path: path19.join(dir, "lua"),
     bytes: meta3.bytes,
     sha256: meta3.sha256,
     cached: cached2,
@@ -40272,21 +40454,21 @@ async function buildLua(spec, opts) {
     },
     { ...opts.fetch, signal: opts.signal }
   );
-  const work = await mkdtemp3(path17.join(opts.workDir ?? os6.tmpdir(), "lhc-lua-"));
+  const work = await mkdtemp4(path19.join(opts.workDir ?? os7.tmpdir(), "lhc-lua-"));
   try {
-    const srcParent = path17.join(work, "src");
-    await mkdir3(srcParent);
+    const srcParent = path19.join(work, "src");
+    await mkdir4(srcParent);
     const srcDir = await extractLuaSource(tarball, srcParent, spec.version);
     const built = await recipe.build(srcDir);
     await verifyLua(built, { version: spec.version, arch: spec.arch, logger });
-    const staging = path17.join(
+    const staging = path19.join(
       cache,
       "lua",
       `.tmp-${process.pid}-${randomBytes3(6).toString("hex")}`
     );
-    await mkdir3(staging, { recursive: true });
+    await mkdir4(staging, { recursive: true });
     try {
-      const bin = path17.join(staging, "lua");
+      const bin = path19.join(staging, "lua");
       await copyFile(built, bin);
       await chmod(bin, 493);
       const meta3 = {
@@ -40299,12 +40481,12 @@ async function buildLua(spec, opts) {
         sha256: await sha256File(bin),
         bytes: (await stat3(bin)).size
       };
-      await writeFile4(path17.join(staging, "build.json"), `${JSON.stringify(meta3, null, 2)}
+      await writeFile4(path19.join(staging, "build.json"), `${JSON.stringify(meta3, null, 2)}
 `);
       try {
-        await rename3(staging, dir);
+        await rename4(staging, dir);
       } catch (e) {
-        if (!existsSync7(path17.join(dir, "lua"))) throw e;
+        if (!existsSync7(path19.join(dir, "lua"))) throw e;
       }
       logger.info(
         `Lua ${spec.version} (${spec.arch}, ${spec.strategy}): built, ${meta3.bytes} bytes, sha256 ${meta3.sha256}`
@@ -40312,10 +40494,10 @@ async function buildLua(spec, opts) {
       const final = await readCached(dir, logger) ?? meta3;
       return result(final, false);
     } finally {
-      await rm4(staging, { recursive: true, force: true });
+      await rm6(staging, { recursive: true, force: true });
     }
   } finally {
-    await rm4(work, { recursive: true, force: true });
+    await rm6(work, { recursive: true, force: true });
   }
 }
 
@@ -40354,12 +40536,12 @@ async function fetchInputs(config2, opts) {
 }
 
 // src/stages/outputs.ts
-import { mkdir as mkdir5, writeFile as writeFile6 } from "node:fs/promises";
-import path23 from "node:path";
+import { mkdir as mkdir6 } from "node:fs/promises";
+import path25 from "node:path";
 
 // src/deploy/bundle.ts
-import { mkdir as mkdir4, rm as rm5, writeFile as writeFile5 } from "node:fs/promises";
-import path20 from "node:path";
+import { mkdir as mkdir5 } from "node:fs/promises";
+import path22 from "node:path";
 
 // src/deploy/oci.ts
 import { readFile as readFile4 } from "node:fs/promises";
@@ -40485,7 +40667,7 @@ function ociConfig(o2, p2, ids, opts = {}) {
 }
 
 // src/deploy/listen-proxy.ts
-import path18 from "node:path";
+import path20 from "node:path";
 var SOCKET_PROXYD = "/lib/systemd/systemd-socket-proxyd";
 var BASH = "/bin/bash";
 function proxyUnitName(name) {
@@ -40530,10 +40712,10 @@ NoNewPrivileges=yes
 StandardError=journal
 `;
 }
-var PROXY_PROGRAMS = [SOCKET_PROXYD, BASH].map((p2) => path18.normalize(p2));
+var PROXY_PROGRAMS = [SOCKET_PROXYD, BASH].map((p2) => path20.normalize(p2));
 
 // src/deploy/systemd.ts
-import path19 from "node:path";
+import path21 from "node:path";
 function listenPort(s3) {
   return s3.listen ?? 70;
 }
@@ -40569,7 +40751,7 @@ function systemdQuoteWord(w2) {
   return `"${s3}"`;
 }
 function systemdExecLine(argv) {
-  if (!argv[0] || !path19.isAbsolute(argv[0]))
+  if (!argv[0] || !path21.isAbsolute(argv[0]))
     throw new UserError(`ExecStart needs an absolute program path, got ${argv[0] ?? "(none)"}`);
   return argv.map(systemdQuoteWord).join(" ");
 }
@@ -40948,7 +41130,7 @@ esac
 // src/deploy/bundle.ts
 function boardPaths(o2) {
   const boardDir = o2.boardDir ?? `/var/lib/lhc/${o2.name}`;
-  if (!path20.isAbsolute(boardDir))
+  if (!path22.isAbsolute(boardDir))
     throw new UserError(`board directory must be absolute, got ${boardDir}`);
   const dataSource = o2.dataSource ?? `${boardDir}/${o2.name}-data.ext4`;
   return {
@@ -40964,9 +41146,7 @@ async function writeDeployBundle(o2) {
   if (!o2.service.command[0]?.startsWith("/"))
     throw new UserError("service.command[0] must be an absolute path in the image");
   const p2 = boardPaths(o2);
-  const dir = path20.join(o2.outDir, "deploy");
-  await rm5(dir, { recursive: true, force: true });
-  await mkdir4(path20.join(dir, "oci"), { recursive: true });
+  const dir = path22.join(o2.outDir, "deploy");
   const inetd = o2.service.inetd === true;
   const { rootMount, dataMount } = renderMountUnits(o2, p2);
   const units = {
@@ -41005,8 +41185,16 @@ async function writeDeployBundle(o2) {
     nspawnPath: o2.nspawnPath ?? "/usr/bin/systemd-nspawn",
     programs: inetd ? [] : PROXY_PROGRAMS
   });
-  for (const [f2, text] of Object.entries(contents))
-    await writeFile5(path20.join(dir, f2), text, { mode: f2.endsWith(".sh") ? 493 : 420 });
+  await mkdir5(o2.outDir, { recursive: true });
+  await stageOutput(
+    dir,
+    async (tmp) => {
+      await mkdir5(path22.join(tmp, "oci"), { recursive: true, mode: 493 });
+      for (const [f2, text] of Object.entries(contents))
+        await writeExclusive(path22.join(tmp, f2), text, f2.endsWith(".sh") ? 493 : 420);
+    },
+    o2.logger
+  );
   o2.logger?.info(
     `deploy bundle: ${dir} (${units.socket}, ${units.service}, mounts, fstab, oci/config.json)`
   );
@@ -41032,11 +41220,11 @@ function humanBytes(bytes) {
 
 // src/prune/closure.ts
 import { lstatSync as lstatSync3, readdirSync as readdirSync2 } from "node:fs";
-import path22 from "node:path";
+import path24 from "node:path";
 
 // src/elf/loader.ts
 import { closeSync, openSync, readdirSync, readFileSync as readFileSync4, readSync } from "node:fs";
-import path21 from "node:path";
+import path23 from "node:path";
 
 // src/root/glob.ts
 function escapeRe(c3) {
@@ -41141,7 +41329,7 @@ var TRIPLETS = {
 var MUSL_ARCH = { aarch64: "aarch64", x86_64: "x86_64", arm: "armhf" };
 function libraryDirs(root, elf, elfPath) {
   const dirs = [];
-  const origin = path21.posix.dirname(elfPath);
+  const origin = path23.posix.dirname(elfPath);
   for (const r of elf.runpath) dirs.push(r.replace(/\$\{?ORIGIN\}?/g, origin));
   const musl = elf.interp !== void 0 && /ld-musl/.test(elf.interp);
   if (musl) {
@@ -41176,12 +41364,12 @@ function ldSoConfDirs(root, file2, depth) {
       if (line.startsWith("/")) dirs.push(line);
       continue;
     }
-    const pattern = inc[1].startsWith("/") ? inc[1] : path21.posix.join(path21.posix.dirname(file2), inc[1]);
-    const dir = resolveTraced(root, path21.posix.dirname(pattern));
+    const pattern = inc[1].startsWith("/") ? inc[1] : path23.posix.join(path23.posix.dirname(file2), inc[1]);
+    const dir = resolveTraced(root, path23.posix.dirname(pattern));
     if (!dir.exists || dir.kind !== "dir") continue;
     const re2 = globToRegExp(pattern);
     for (const name of readdirSync(dir.host).sort()) {
-      const candidate = path21.posix.join(path21.posix.dirname(pattern), name);
+      const candidate = path23.posix.join(path23.posix.dirname(pattern), name);
       if (re2.test(candidate)) dirs.push(...ldSoConfDirs(root, candidate, depth + 1));
     }
   }
@@ -41210,7 +41398,7 @@ function shebang(file2) {
 function walkRoot(root) {
   const out = /* @__PURE__ */ new Map();
   const visit3 = (inRoot) => {
-    const host = path22.join(root, inRoot);
+    const host = path24.join(root, inRoot);
     const st2 = lstatSync3(host);
     const kind = st2.isSymbolicLink() ? "symlink" : st2.isDirectory() ? "dir" : st2.isFile() ? "file" : "other";
     out.set(inRoot, { kind, st: st2 });
@@ -41253,7 +41441,7 @@ async function computeClosure(root, all, trace, config2, logger) {
       e.noFollow ?? false
     );
     if (e.op === "getdents" && r.exists && r.kind === "dir" && !r.virtual) {
-      for (const name of readdirSync2(r.host)) add(path22.posix.join(r.inRoot, name), "dir-listing");
+      for (const name of readdirSync2(r.host)) add(path24.posix.join(r.inRoot, name), "dir-listing");
     }
   }
   const entry = addLookup(trace.entrypoint, "entrypoint");
@@ -41273,7 +41461,7 @@ async function computeClosure(root, all, trace, config2, logger) {
       scanned.add(p2);
       let elf;
       try {
-        elf = await readElf(path22.join(root, p2));
+        elf = await readElf(path24.join(root, p2));
       } catch (err) {
         logger.debug(`not parsing ${p2} as ELF: ${err.message}`);
         continue;
@@ -41281,7 +41469,7 @@ async function computeClosure(root, all, trace, config2, logger) {
       if (!elf) {
         const why = kept.get(p2);
         if (why.has("entrypoint") || why.has("traced-exec")) {
-          const interpreter = shebang(path22.join(root, p2));
+          const interpreter = shebang(path24.join(root, p2));
           if (interpreter) {
             const r = addLookup(interpreter, "shebang-interp");
             if (r.exists) changed = true;
@@ -41297,7 +41485,7 @@ async function computeClosure(root, all, trace, config2, logger) {
       }
       const dirs = elf.needed.length > 0 ? libraryDirs(root, elf, p2) : [];
       for (const lib of elf.needed) {
-        const candidates = lib.includes("/") ? [lib.startsWith("/") ? lib : path22.posix.join(path22.posix.dirname(p2), lib)] : dirs.map((d) => path22.posix.join(d, lib));
+        const candidates = lib.includes("/") ? [lib.startsWith("/") ? lib : path24.posix.join(path24.posix.dirname(p2), lib)] : dirs.map((d) => path24.posix.join(d, lib));
         const hit = candidates.find((c3) => {
           const r = resolveTraced(root, c3);
           return r.exists && r.kind === "file";
@@ -41324,7 +41512,7 @@ async function computeClosure(root, all, trace, config2, logger) {
     }
   }
   for (const p2 of [...kept.keys()]) {
-    for (let d = path22.posix.dirname(p2); d !== "/" && d !== "."; d = path22.posix.dirname(d)) {
+    for (let d = path24.posix.dirname(p2); d !== "/" && d !== "."; d = path24.posix.dirname(d)) {
       if (kept.has(d)) {
         kept.get(d).add("parent-dir");
         continue;
@@ -41393,47 +41581,51 @@ function sha256sumsLine(sha2562, name) {
 }
 
 // src/stages/outputs.ts
-async function writeTraceReport(report, file2) {
-  await mkdir5(path23.dirname(file2), { recursive: true });
-  await writeFile6(file2, formatPruneReport(report));
+async function writeTraceReport(report, file2, logger) {
+  await mkdir6(path25.dirname(file2), { recursive: true });
+  await writeOutputFile(file2, formatPruneReport(report), { logger });
 }
-async function writeSha256Sums(dir, files) {
+async function writeSha256Sums(dir, files, logger) {
   const lines = [];
   for (const f2 of [...new Set(files)].sort()) {
-    lines.push(sha256sumsLine(await sha256File(path23.join(dir, f2)), f2));
+    lines.push(sha256sumsLine(await sha256File(path25.join(dir, f2)), f2));
   }
-  const out = path23.join(dir, "SHA256SUMS");
-  await writeFile6(out, lines.join("\n") + "\n");
+  const out = path25.join(dir, "SHA256SUMS");
+  await writeOutputFile(out, lines.join("\n") + "\n", { logger });
   return out;
 }
 async function writeOutputs(ctx, input2) {
   const { config: config2, packed } = input2;
-  const traceReport = path23.join(ctx.outDir, `${config2.name}.trace.json`);
-  await writeTraceReport(input2.report, traceReport);
+  const traceReport = path25.join(ctx.outDir, `${config2.name}.trace.json`);
+  await writeTraceReport(input2.report, traceReport, ctx.logger);
   const bundle = await writeDeployBundle({
     name: config2.name,
     outDir: ctx.outDir,
     service: config2.service,
     dataPath: config2.data.path,
-    imageFile: path23.basename(packed.image),
-    dataTemplateFile: path23.basename(packed.dataTemplate),
+    imageFile: path25.basename(packed.image),
+    dataTemplateFile: path25.basename(packed.dataTemplate),
     root: input2.prunedRoot,
     logger: ctx.logger
   });
-  const sha256sums = await writeSha256Sums(ctx.outDir, [
-    path23.basename(packed.image),
-    path23.basename(packed.dataTemplate),
-    path23.basename(packed.manifest),
-    path23.basename(traceReport),
-    ...bundle.files
-  ]);
+  const sha256sums = await writeSha256Sums(
+    ctx.outDir,
+    [
+      path25.basename(packed.image),
+      path25.basename(packed.dataTemplate),
+      path25.basename(packed.manifest),
+      path25.basename(traceReport),
+      ...bundle.files
+    ],
+    ctx.logger
+  );
   return { traceReport, bundle, sha256sums };
 }
 
 // src/stages/pack.ts
 import { createHash as createHash6 } from "node:crypto";
-import { lstat as lstat5, mkdir as mkdir6, rm as rm7, stat as stat4, writeFile as writeFile8 } from "node:fs/promises";
-import path25 from "node:path";
+import { lstat as lstat7, mkdir as mkdir7, stat as stat4 } from "node:fs/promises";
+import path27 from "node:path";
 
 // src/tools/mksquashfs.ts
 var ROOT_MODE = 493;
@@ -41472,9 +41664,9 @@ function mksquashfsEnv() {
 
 // src/stages/data-template.ts
 import { createHash as createHash5 } from "node:crypto";
-import { chmod as chmod2, lstat as lstat4, mkdtemp as mkdtemp4, readlink as readlink2, rm as rm6, writeFile as writeFile7 } from "node:fs/promises";
-import os7 from "node:os";
-import path24 from "node:path";
+import { chmod as chmod2, lstat as lstat6, mkdtemp as mkdtemp5, readlink as readlink3, rm as rm7 } from "node:fs/promises";
+import os8 from "node:os";
+import path26 from "node:path";
 function archiveStat(st2, owner) {
   const s3 = Object.assign(Object.create(Object.getPrototypeOf(st2)), st2);
   return Object.assign(s3, {
@@ -41496,7 +41688,7 @@ var SUPPORTED = (st2) => st2.isFile() || st2.isDirectory() || st2.isSymbolicLink
 function templateLinkProblem(rel, target) {
   if (target.startsWith("/"))
     return `'${rel}' is a symlink to the absolute path ${target}; use a relative target inside the template`;
-  const resolved = path24.posix.normalize(path24.posix.join(path24.posix.dirname(rel), target));
+  const resolved = path26.posix.normalize(path26.posix.join(path26.posix.dirname(rel), target));
   if (resolved === ".." || resolved.startsWith("../"))
     return `'${rel}' is a symlink to ${target}, which points outside the template`;
   return void 0;
@@ -41507,11 +41699,11 @@ async function tarDirectory(dir, epoch, owner = { uid: 0, gid: 0 }) {
   const unsupported = [];
   const badLinks = [];
   for (const rel of rels) {
-    const abs = path24.resolve(dir, rel || ".");
-    const st2 = await lstat4(abs);
+    const abs = path26.resolve(dir, rel || ".");
+    const st2 = await lstat6(abs);
     if (!SUPPORTED(st2)) unsupported.push(rel);
     if (st2.isSymbolicLink()) {
-      const problem = templateLinkProblem(rel, await readlink2(abs));
+      const problem = templateLinkProblem(rel, await readlink3(abs));
       if (problem) badLinks.push(problem);
     }
     statCache.set(abs, archiveStat(st2, owner));
@@ -41617,13 +41809,13 @@ async function writeDataTemplate(o2) {
   let tmp;
   try {
     if (dir === void 0) {
-      tmp = await mkdtemp4(path24.join(os7.tmpdir(), "lhc-empty-data-"));
+      tmp = await mkdtemp5(path26.join(os8.tmpdir(), "lhc-empty-data-"));
       await chmod2(tmp, 493);
       dir = tmp;
     }
     const tarBytes = await tarDirectory(dir, o2.epoch, o2.owner);
     const gz = await gzipFixed(tarBytes, o2.logger);
-    await writeFile7(o2.out, gz);
+    await writeOutputFile(o2.out, gz, { logger: o2.logger });
     return {
       path: o2.out,
       sha256: createHash5("sha256").update(gz).digest("hex"),
@@ -41631,7 +41823,7 @@ async function writeDataTemplate(o2) {
       entries: tarManifestEntries(await listTar(tarBytes), o2.dataPath)
     };
   } finally {
-    if (tmp) await rm6(tmp, { recursive: true, force: true });
+    if (tmp) await rm7(tmp, { recursive: true, force: true });
   }
 }
 
@@ -41646,7 +41838,7 @@ function artifactNames(name, fileNames = {}) {
 async function requireDir(dir, what) {
   let st2;
   try {
-    st2 = await lstat5(dir);
+    st2 = await lstat7(dir);
   } catch {
     throw new UserError(`${what} ${dir} does not exist`);
   }
@@ -41657,7 +41849,7 @@ async function packImage(o2) {
   const names = artifactNames(o2.name, o2.fileNames);
   await requireDir(o2.root, "root");
   if (o2.dataDir !== void 0) await requireDir(o2.dataDir, "data directory");
-  const mountPoint = path25.join(o2.root, dataPath);
+  const mountPoint = path27.join(o2.root, dataPath);
   try {
     if (!(await stat4(mountPoint)).isDirectory()) throw new Error("not a directory");
   } catch {
@@ -41665,17 +41857,20 @@ async function packImage(o2) {
       `the root has no directory ${dataPath}: the data partition is mounted there and a read-only root cannot grow it`
     );
   }
-  await mkdir6(o2.outDir, { recursive: true });
-  const image = path25.join(o2.outDir, names.image);
-  const dataTemplate = path25.join(o2.outDir, names.dataTemplate);
-  const manifestFile = path25.join(o2.outDir, names.manifest);
+  await mkdir7(o2.outDir, { recursive: true });
+  const image = path27.join(o2.outDir, names.image);
+  const dataTemplate = path27.join(o2.outDir, names.dataTemplate);
+  const manifestFile = path27.join(o2.outDir, names.manifest);
   o2.logger.info(`packing ${o2.root} into ${image} (squashfs, xz, epoch ${o2.epoch})`);
-  await rm7(image, { force: true });
-  await run(mksquashfsArgv({ source: o2.root, image, epoch: o2.epoch, rootMode: ROOT_MODE }), {
-    env: mksquashfsEnv(),
-    logger: o2.logger,
-    signal: o2.signal
-  });
+  await stageOutput(
+    image,
+    (tmp) => run(mksquashfsArgv({ source: o2.root, image: tmp, epoch: o2.epoch, rootMode: ROOT_MODE }), {
+      env: mksquashfsEnv(),
+      logger: o2.logger,
+      signal: o2.signal
+    }),
+    o2.logger
+  );
   const imageEntries = await scanTree(o2.root, {
     mountPath: "/",
     owner: { uid: 0, gid: 0 },
@@ -41696,7 +41891,7 @@ async function packImage(o2) {
     data: { path: dataPath, entries: data.entries }
   };
   const manifestText = serializeManifest(manifestData);
-  await writeFile8(manifestFile, manifestText);
+  await writeOutputFile(manifestFile, manifestText, { logger: o2.logger });
   const imageBytes = (await stat4(image)).size;
   const imageSha256 = await sha256File(image);
   o2.logger.info(
@@ -41716,16 +41911,16 @@ async function packImage(o2) {
 }
 
 // src/stages/prune.ts
-import path28 from "node:path";
+import path30 from "node:path";
 
 // src/harness/data.ts
-import { chmod as chmod3, mkdir as mkdir7, readdir as readdir3, rm as rm8 } from "node:fs/promises";
-import path26 from "node:path";
+import { chmod as chmod3, mkdir as mkdir8, readdir as readdir4, rm as rm8 } from "node:fs/promises";
+import path28 from "node:path";
 async function seedDataDir(config2, root, dir) {
   await rm8(dir, { recursive: true, force: true });
-  await mkdir7(dir, { recursive: true, mode: 493 });
+  await mkdir8(dir, { recursive: true, mode: 493 });
   const inRoot = resolveTraced(root, config2.data.path);
-  if (inRoot.exists && inRoot.kind === "dir" && (await readdir3(inRoot.host)).length > 0) {
+  if (inRoot.exists && inRoot.kind === "dir" && (await readdir4(inRoot.host)).length > 0) {
     await run(["cp", "-a", "--", `${inRoot.host}/.`, `${dir}/`], { privileged: true });
   }
 }
@@ -41744,12 +41939,12 @@ async function unpackTemplate(template, dir, opts = {}) {
       onwarn: (code, message) => warnings.push(`${code}: ${message}`),
       onReadEntry: (e) => {
         if (e.type !== "SymbolicLink" && e.mode !== void 0) {
-          modes.push({ file: path26.resolve(dir, e.path), mode: e.mode & 4095 });
+          modes.push({ file: path28.resolve(dir, e.path), mode: e.mode & 4095 });
         }
         if (e.uid === void 0 || e.gid === void 0) return;
         const key = `${e.uid}:${e.gid}`;
         const list = owners.get(key) ?? [];
-        list.push(path26.resolve(dir, e.path));
+        list.push(path28.resolve(dir, e.path));
         owners.set(key, list);
       }
     });
@@ -41777,34 +41972,34 @@ import {
   copyFile as copyFile2,
   lchown,
   lutimes,
-  mkdir as mkdir8,
-  readlink as readlink3,
+  mkdir as mkdir9,
+  readlink as readlink4,
   rm as rm9,
   symlink,
   utimes
 } from "node:fs/promises";
-import path27 from "node:path";
+import path29 from "node:path";
 function octal(mode2) {
   return (mode2 & 4095).toString(8).padStart(4, "0");
 }
 async function writePrunedRoot(root, all, kept, mounts, prunedRoot, logger) {
   await rm9(prunedRoot, { recursive: true, force: true });
-  await mkdir8(prunedRoot, { recursive: true });
+  await mkdir9(prunedRoot, { recursive: true });
   const rootSt = all.get("/").st;
   const list = [];
   const dirTimes = [];
   for (const p2 of [...kept.keys()].sort()) {
     const e = all.get(p2);
-    const src = path27.join(root, p2);
-    const dst = path27.join(prunedRoot, p2);
+    const src = path29.join(root, p2);
+    const dst = path29.join(prunedRoot, p2);
     if (e.kind === "dir") {
-      await mkdir8(dst);
+      await mkdir9(dst);
       dirTimes.push({ host: dst, st: e.st });
     } else if (e.kind === "file") {
       await copyFile2(src, dst);
       await utimes(dst, e.st.atime, e.st.mtime);
     } else if (e.kind === "symlink") {
-      await symlink(await readlink3(src), dst);
+      await symlink(await readlink4(src), dst);
     } else {
       logger.debug(`not copying special file ${p2}`);
       continue;
@@ -41821,7 +42016,7 @@ async function writePrunedRoot(root, all, kept, mounts, prunedRoot, logger) {
     });
   }
   for (const m2 of mounts) {
-    const dst = path27.join(prunedRoot, m2);
+    const dst = path29.join(prunedRoot, m2);
     const existing = list.find((k2) => k2.path === m2);
     if (existing) {
       if (!existing.why.includes("mount-point")) existing.why.push("mount-point");
@@ -41829,8 +42024,8 @@ async function writePrunedRoot(root, all, kept, mounts, prunedRoot, logger) {
     }
     const e = all.get(m2);
     const mode2 = e?.kind === "dir" ? e.st.mode & 4095 : m2 === "/tmp" ? 1023 : 493;
-    await mkdir8(path27.dirname(dst), { recursive: true });
-    await mkdir8(dst);
+    await mkdir9(path29.dirname(dst), { recursive: true });
+    await mkdir9(dst);
     await chmod4(dst, mode2);
     if (e?.kind === "dir") await lchown(dst, e.st.uid, e.st.gid).catch(() => void 0);
     list.push({ path: m2, kind: "dir", mode: octal(mode2), bytes: 0, why: ["mount-point"] });
@@ -41847,8 +42042,8 @@ async function pruneRoot(root, trace, config2, opts) {
   const { logger } = opts;
   const all = walkRoot(root);
   const closure = await computeClosure(root, all, trace, config2, logger);
-  const prunedRoot = path28.join(opts.outDir, "root");
-  const dataDir = path28.join(opts.outDir, "data");
+  const prunedRoot = path30.join(opts.outDir, "root");
+  const dataDir = path30.join(opts.outDir, "data");
   const list = await writePrunedRoot(
     root,
     all,
@@ -41864,33 +42059,33 @@ async function pruneRoot(root, trace, config2, opts) {
 }
 
 // src/core/work-layout.ts
-import path29 from "node:path";
+import path31 from "node:path";
 function workLayout(dir) {
-  const abs = path29.resolve(dir);
+  const abs = path31.resolve(dir);
   return {
     dir: abs,
-    root: path29.join(abs, "root"),
-    trace: path29.join(abs, "trace"),
-    pruned: path29.join(abs, "pruned"),
-    selfCheck: path29.join(abs, "self-check")
+    root: path31.join(abs, "root"),
+    trace: path31.join(abs, "trace"),
+    pruned: path31.join(abs, "pruned"),
+    selfCheck: path31.join(abs, "self-check")
   };
 }
 function traceScratch(dir) {
   return {
     /** The writable view of the root the service runs on (overlay mount point or copy). */
-    view: path29.join(dir, "trace-root"),
-    upper: path29.join(dir, "trace-upper"),
-    overlayWork: path29.join(dir, "trace-overlay-work"),
-    data: path29.join(dir, "trace-data"),
+    view: path31.join(dir, "trace-root"),
+    upper: path31.join(dir, "trace-upper"),
+    overlayWork: path31.join(dir, "trace-overlay-work"),
+    data: path31.join(dir, "trace-data"),
     /** Raw traces (QEMU FIFO text, strace logs), kept for debugging. */
-    raw: path29.join(dir, "raw")
+    raw: path31.join(dir, "raw")
   };
 }
 function selfCheckScratch(dir) {
   return {
     /** The pruned root, bind-mounted read-only. */
-    view: path29.join(dir, "self-check-root"),
-    data: path29.join(dir, "self-check-data")
+    view: path31.join(dir, "self-check-root"),
+    data: path31.join(dir, "self-check-data")
   };
 }
 
@@ -41904,8 +42099,8 @@ import {
   readFileSync as readFileSync5,
   rmSync as rmSync2
 } from "node:fs";
-import { mkdir as mkdir10, rename as rename4, rm as rm11, stat as stat6 } from "node:fs/promises";
-import path32 from "node:path";
+import { mkdir as mkdir11, rename as rename5, rm as rm11, stat as stat6 } from "node:fs/promises";
+import path34 from "node:path";
 
 // src/root/extract.ts
 import { once as once9 } from "node:events";
@@ -41928,8 +42123,8 @@ import {
   writeSync,
   readlinkSync as readlinkSync2
 } from "node:fs";
-import { mkdir as mkdir9, mkdtemp as mkdtemp5, rm as rm10, stat as stat5 } from "node:fs/promises";
-import path30 from "node:path";
+import { mkdir as mkdir10, mkdtemp as mkdtemp6, rm as rm10, stat as stat5 } from "node:fs/promises";
+import path32 from "node:path";
 import { createGunzip } from "node:zlib";
 var ExtractError = class extends UserError {
   constructor(archive, entry, reason) {
@@ -42090,7 +42285,7 @@ var Extractor = class {
   }
   writeFile(entry, name, parts) {
     const parent = this.parentOf(name, parts);
-    const host = path30.join(parent, parts[parts.length - 1]);
+    const host = path32.join(parent, parts[parts.length - 1]);
     const flags = fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW;
     let fd;
     try {
@@ -42152,7 +42347,7 @@ var Extractor = class {
       return;
     }
     const parent = this.parentOf(name, parts);
-    const host = path30.join(parent, parts[parts.length - 1]);
+    const host = path32.join(parent, parts[parts.length - 1]);
     try {
       mkdirSync2(host, { mode: 448 });
       this.summary.dirs++;
@@ -42180,7 +42375,7 @@ var Extractor = class {
     if (!lstatSync4(targetHost).isFile())
       this.fail(name, `hardlink target '${linkpath}' is no longer a regular file`);
     const parent = this.parentOf(name, parts);
-    const host = path30.join(parent, parts[parts.length - 1]);
+    const host = path32.join(parent, parts[parts.length - 1]);
     try {
       linkSync(targetHost, host);
     } catch (e) {
@@ -42197,7 +42392,7 @@ var Extractor = class {
   finish() {
     for (const s3 of this.symlinks) {
       const parent = this.parentOf(s3.name, s3.parts);
-      const host = path30.join(parent, s3.parts[s3.parts.length - 1]);
+      const host = path32.join(parent, s3.parts[s3.parts.length - 1]);
       try {
         symlinkSync(s3.target, host);
       } catch (e) {
@@ -42242,7 +42437,7 @@ function bombError(archive, cap, compressedSize, opts) {
   );
 }
 async function xzToTemp(archive, tmpDir, cap, compressedSize, opts, logger) {
-  const out = path30.join(tmpDir, "archive.tar");
+  const out = path32.join(tmpDir, "archive.tar");
   const script = 'set -o pipefail; xz -dc -- "$1" | head -c "$2" > "$3"';
   const r = await run(["bash", "-c", script, "bash", archive, String(cap + 1), out], {
     reject: false,
@@ -42306,14 +42501,14 @@ async function extractTarball(archive, dest, opts = {}) {
   const compression = detected;
   const cap = capFor(compression, compressedSize, opts);
   try {
-    await mkdir9(dest, { mode: 448 });
+    await mkdir10(dest, { mode: 448 });
   } catch (e) {
     const code = e.code;
     throw new UserError(
       code === "EEXIST" ? `extraction target ${dest} already exists: extraction needs a fresh directory` : `cannot create extraction target ${dest}: ${code ?? String(e)}`
     );
   }
-  const tmpDir = compression === "xz" ? await mkdtemp5(path30.join(path30.dirname(dest), ".lhc-xz-")) : void 0;
+  const tmpDir = compression === "xz" ? await mkdtemp6(path32.join(path32.dirname(dest), ".lhc-xz-")) : void 0;
   const ex = new Extractor(archive, dest, compression, opts);
   try {
     let source;
@@ -42380,16 +42575,16 @@ import {
   chmodSync as chmodSync2,
   lchownSync as lchownSync2
 } from "node:fs";
-import { open as open5 } from "node:fs/promises";
-import path31 from "node:path";
+import { open as open6 } from "node:fs/promises";
+import path33 from "node:path";
 function hostPathFor(root, dst) {
-  const dir = path31.posix.dirname(dst);
+  const dir = path33.posix.dirname(dst);
   const parent = resolveInRoot(root, dir, { createMissing: true });
   if (!parent.exists) mkdirSync3(parent.host, { mode: 493 });
   else if (!lstatSync5(parent.host).isDirectory())
     throw new UserError(`cannot install ${dst}: ${parent.inRoot} in the root is not a directory`);
-  const name = path31.posix.basename(dst);
-  return { host: path31.join(parent.host, name), inRoot: path31.posix.join(parent.inRoot, name) };
+  const name = path33.posix.basename(dst);
+  return { host: path33.join(parent.host, name), inRoot: path33.posix.join(parent.inRoot, name) };
 }
 function clearForFile(host, dst) {
   let st2;
@@ -42405,9 +42600,9 @@ function clearForFile(host, dst) {
 async function installFile(root, src, dst, mode2) {
   const { host } = hostPathFor(root, dst);
   clearForFile(host, dst);
-  const fh = await open5(host, fsc2.O_WRONLY | fsc2.O_CREAT | fsc2.O_EXCL | fsc2.O_NOFOLLOW, 384);
+  const fh = await open6(host, fsc2.O_WRONLY | fsc2.O_CREAT | fsc2.O_EXCL | fsc2.O_NOFOLLOW, 384);
   try {
-    const src_ = await open5(src, "r");
+    const src_ = await open6(src, "r");
     try {
       const buf = Buffer.alloc(1 << 20);
       for (; ; ) {
@@ -42443,8 +42638,8 @@ function normalizedMode(st2) {
 async function copyTree(root, srcDir, dst, stats = { files: 0, dirs: 0, symlinks: 0 }) {
   ensureDir(root, dst, 493);
   for (const name of readdirSync3(srcDir).sort()) {
-    const src = path31.join(srcDir, name);
-    const to2 = path31.posix.join(dst, name);
+    const src = path33.join(srcDir, name);
+    const to2 = path33.posix.join(dst, name);
     const st2 = lstatSync5(src);
     if (st2.isDirectory()) {
       stats.dirs++;
@@ -42532,7 +42727,7 @@ function treeBytes(dir) {
   let total = 0;
   const walk = (d) => {
     for (const name of readdirSync4(d)) {
-      const p2 = path32.join(d, name);
+      const p2 = path34.join(d, name);
       const st2 = lstatSync6(p2, { bigint: false });
       if (st2.isDirectory()) walk(p2);
       else if (st2.isFile()) {
@@ -42547,7 +42742,7 @@ function treeBytes(dir) {
   return total;
 }
 async function makeScratchRoot(root) {
-  await mkdir10(root, { mode: 493 });
+  await mkdir11(root, { mode: 493 });
   for (const d of SCRATCH_DIRS) ensureDir(root, d, d === "/tmp" ? 1023 : 493);
 }
 function prepareCommand(prepare) {
@@ -42560,9 +42755,9 @@ async function runInRoot(root, command, opts) {
     machineName: `lhc-root-${process.pid}`,
     resolvConf: opts.hostDns ? "bind-host" : "off"
   });
-  const etcIsDir = lstatOrUndefined(path32.join(root, "etc"))?.isDirectory() ?? false;
-  const resolvConf = path32.join(root, "etc", "resolv.conf");
-  const hadResolvConf = !etcIsDir || lstatOrUndefined(resolvConf) !== void 0;
+  const etcIsDir = lstatOrUndefined2(path34.join(root, "etc"))?.isDirectory() ?? false;
+  const resolvConf = path34.join(root, "etc", "resolv.conf");
+  const hadResolvConf = !etcIsDir || lstatOrUndefined2(resolvConf) !== void 0;
   try {
     const r = await run(argv, {
       privileged: true,
@@ -42575,11 +42770,11 @@ async function runInRoot(root, command, opts) {
     });
     return { stdout: r.stdout, stderr: r.stderr };
   } finally {
-    const after = lstatOrUndefined(resolvConf);
+    const after = lstatOrUndefined2(resolvConf);
     if (opts.hostDns && !hadResolvConf && after?.isFile() && after.size === 0) rmSync2(resolvConf);
   }
 }
-function lstatOrUndefined(file2) {
+function lstatOrUndefined2(file2) {
   try {
     return lstatSync6(file2);
   } catch {
@@ -42612,16 +42807,16 @@ async function debianBaseTarball(base, arch, opts) {
     packages: base.packages,
     mirrors
   });
-  const dir = opts.basesDir ?? path32.join(cacheDir(), "bases");
-  const out = path32.join(dir, `${key}.tar`);
+  const dir = opts.basesDir ?? path34.join(cacheDir(), "bases");
+  const out = path34.join(dir, `${key}.tar`);
   if (existsSync8(out)) {
     opts.logger.info(
       `debian base ${base.suite} (${base.packages.join(", ") || "no extra packages"}): cached ${out}`
     );
     return out;
   }
-  await mkdir10(dir, { recursive: true });
-  const tmp = path32.join(dir, `.tmp-${key}-${process.pid}.tar`);
+  await mkdir11(dir, { recursive: true });
+  const tmp = path34.join(dir, `.tmp-${key}-${process.pid}.tar`);
   opts.logger.info(
     `debian base: mmdebstrap ${base.suite} ${debArch} with ${base.packages.join(", ") || "no extra packages"} (${mirrors.length ? "host apt sources" : "mmdebstrap's default mirror"}; takes minutes under QEMU)`
   );
@@ -42644,7 +42839,7 @@ async function debianBaseTarball(base, arch, opts) {
         stderrLines: 40
       }
     );
-    await rename4(tmp, out);
+    await rename5(tmp, out);
   } finally {
     await rm11(tmp, { force: true });
   }
@@ -42679,7 +42874,7 @@ function describeExtract(s3) {
 }
 async function assembleRoot(config2, opts) {
   const { logger } = opts;
-  const root = path32.join(opts.workDir, "root");
+  const root = path34.join(opts.workDir, "root");
   const base = config2.base;
   if (config2.prepare !== void 0 && base.type === "scratch") {
     throw new ConfigError(
@@ -42694,7 +42889,7 @@ async function assembleRoot(config2, opts) {
       }
       const tarball = base.type === "tarball" ? await tarballPath(base, opts) : await debianBaseTarball(base, config2.arch, opts);
       const s3 = await extractTarball(tarball, root, { logger });
-      logger.info(`extracted ${path32.basename(tarball)}: ${describeExtract(s3)}`);
+      logger.info(`extracted ${path34.basename(tarball)}: ${describeExtract(s3)}`);
       for (const d of NSPAWN_DIRS) ensureDir(root, d, d === "/tmp" ? 1023 : 493);
     });
     if (config2.prepare !== void 0) {
@@ -42777,7 +42972,7 @@ function ensureDirMode(root, dst, mode2) {
 }
 
 // src/stages/self-check.ts
-import { mkdir as mkdir11, rm as rm14 } from "node:fs/promises";
+import { mkdir as mkdir12, rm as rm14 } from "node:fs/promises";
 
 // src/harness/diff.ts
 var CONTEXT = 3;
@@ -42946,12 +43141,12 @@ function responseDiff(name, before, after) {
 
 // src/harness/mounts.ts
 import { existsSync as existsSync9 } from "node:fs";
-import { readFile as readFile6, readdir as readdir4, rm as rm12, rmdir } from "node:fs/promises";
-import path34 from "node:path";
+import { readFile as readFile6, readdir as readdir5, rm as rm12, rmdir } from "node:fs/promises";
+import path36 from "node:path";
 
 // src/verify/hardening.ts
 import { readFile as readFile5 } from "node:fs/promises";
-import path33 from "node:path";
+import path35 from "node:path";
 function unescape(field2) {
   return field2.replace(/\\([0-7]{3})/g, (_2, o2) => String.fromCharCode(parseInt(o2, 8)));
 }
@@ -43099,13 +43294,13 @@ function resolveInImage(entries, p2, depth = 0) {
   let cur = "/";
   for (let i2 = 0; i2 < parts.length; i2++) {
     if (parts[i2] === "..") {
-      cur = path33.posix.dirname(cur);
+      cur = path35.posix.dirname(cur);
       continue;
     }
-    const next = path33.posix.join(cur, parts[i2]);
+    const next = path35.posix.join(cur, parts[i2]);
     const e = entries.get(next);
     if (e?.kind === "symlink" && depth < 40) {
-      const target = e.target.startsWith("/") ? e.target : path33.posix.join(cur, e.target);
+      const target = e.target.startsWith("/") ? e.target : path35.posix.join(cur, e.target);
       const rest = parts.slice(i2 + 1).join("/");
       return resolveInImage(entries, rest ? `${target}/${rest}` : target, depth + 1);
     }
@@ -43119,7 +43314,7 @@ function checkNoInterpreters(entries, command0) {
   const own2 = resolveInImage(byPath2, command0);
   const found = [];
   for (const e of entries) {
-    if (e.kind === "dir" || !INTERPRETER_NAME.test(path33.posix.basename(e.path))) continue;
+    if (e.kind === "dir" || !INTERPRETER_NAME.test(path35.posix.basename(e.path))) continue;
     if (e.kind === "file" && !e.executable) continue;
     if (e.path === command0 || resolveInImage(byPath2, e.path) === own2) continue;
     found.push(e.kind === "symlink" ? `${e.path} -> ${e.target}` : e.path);
@@ -43134,13 +43329,13 @@ function checkNoInterpreters(entries, command0) {
 // src/harness/proc.ts
 import { readdirSync as readdirSync5, readFileSync as readFileSync6, readlinkSync as readlinkSync4 } from "node:fs";
 function parseStat(text) {
-  const open6 = text.indexOf("(");
+  const open7 = text.indexOf("(");
   const close = text.lastIndexOf(")");
-  if (open6 === -1 || close === -1) return void 0;
+  if (open7 === -1 || close === -1) return void 0;
   const rest = text.slice(close + 2).split(" ");
   return {
-    pid: Number(text.slice(0, open6).trim()),
-    comm: text.slice(open6 + 1, close),
+    pid: Number(text.slice(0, open7).trim()),
+    comm: text.slice(open7 + 1, close),
     ppid: Number(rest[1]),
     pgid: Number(rest[2]),
     startTime: Number(rest[19])
@@ -43306,7 +43501,7 @@ async function loopBackingFile(dev) {
 async function releaseLoop(dev, image, logger) {
   for (let i2 = 0; i2 < 20; i2++) {
     const backing = await loopBackingFile(dev);
-    if (backing === void 0 || path34.resolve(backing.replace(/ \(deleted\)$/, "")) !== path34.resolve(image))
+    if (backing === void 0 || path36.resolve(backing.replace(/ \(deleted\)$/, "")) !== path36.resolve(image))
       return;
     await sleep(100);
   }
@@ -43318,7 +43513,7 @@ async function removeWorkDir(workDir, mountPoints2) {
     if (await mountAt(m2)) throw new Error(`${m2} is still mounted; leaving ${workDir} in place`);
     if (existsSync9(m2)) await rmdir(m2).catch(() => void 0);
   }
-  if (existsSync9(workDir) && (await readdir4(workDir)).every((n2) => !mountPoints2.includes(path34.join(workDir, n2)))) {
+  if (existsSync9(workDir) && (await readdir5(workDir)).every((n2) => !mountPoints2.includes(path36.join(workDir, n2)))) {
     await rm12(workDir, { recursive: true, force: true });
   }
 }
@@ -43351,7 +43546,7 @@ async function bindReadOnly(source, target, logger) {
 
 // src/harness/run.ts
 import { readFile as readFile8, rm as rm13 } from "node:fs/promises";
-import path35 from "node:path";
+import path37 from "node:path";
 
 // src/harness/listen.ts
 import { readFile as readFile7 } from "node:fs/promises";
@@ -43468,7 +43663,7 @@ async function probeListening(config2, pid, port2, probe, o2) {
     );
     return { body: r2.stdoutBytes };
   }
-  const bodyFile = path35.join(o2.workDir, `probe-${probe.name}.body`);
+  const bodyFile = path37.join(o2.workDir, `probe-${probe.name}.body`);
   await rm13(bodyFile, { force: true });
   const url3 = `http://127.0.0.1:${port2}${probe.path}`;
   const curl = ["curl", "-s", "-S", "-o", bodyFile, "-w", "%{http_code}"];
@@ -43543,12 +43738,12 @@ async function runProbes(config2, t, o2) {
 
 // src/stages/self-check.ts
 async function selfCheck(config2, prunedRoot, unprunedResponses, opts) {
-  await mkdir11(opts.workDir, { recursive: true });
+  await mkdir12(opts.workDir, { recursive: true });
   const { view, data: dataDir } = selfCheckScratch(opts.workDir);
   await rm14(dataDir, { recursive: true, force: true });
   if (opts.dataDir) await run(["cp", "-a", "--", opts.dataDir, dataDir], { privileged: true });
   else await run(["mkdir", "-p", dataDir]);
-  await mkdir11(view, { recursive: true });
+  await mkdir12(view, { recursive: true });
   const unmountView = registerCleanup(`self-check mount ${view}`, () => unmount(view, opts.logger));
   const started = Date.now();
   try {
@@ -43588,20 +43783,20 @@ ${diffs.join("\n")}`
 }
 
 // src/stages/trace.ts
-import { mkdir as mkdir12, rm as rm16, stat as stat7, writeFile as writeFile9 } from "node:fs/promises";
-import path37 from "node:path";
+import { mkdir as mkdir13, rm as rm16, stat as stat7, writeFile as writeFile5 } from "node:fs/promises";
+import path39 from "node:path";
 
 // src/trace/hook.ts
 import { readFile as readFile9, rm as rm15 } from "node:fs/promises";
-import path36 from "node:path";
+import path38 from "node:path";
 
 // src/trace/fifo.ts
 import { randomBytes as randomBytes4 } from "node:crypto";
-import { closeSync as closeSync3, constants as constants6, openSync as openSync3, read, writeSync as writeSync2 } from "node:fs";
+import { closeSync as closeSync3, constants as constants7, openSync as openSync3, read, writeSync as writeSync2 } from "node:fs";
 var TraceFifo = class _TraceFifo {
-  constructor(path49) {
-    this.path = path49;
-    this.fd = openSync3(path49, constants6.O_RDWR);
+  constructor(path51) {
+    this.path = path51;
+    this.fd = openSync3(path51, constants7.O_RDWR);
     this.done = this.pump();
   }
   path;
@@ -43613,9 +43808,9 @@ var TraceFifo = class _TraceFifo {
   done;
   closed = false;
   /** Creates the FIFO (mode 0666: the service may run as any user) and starts reading it. */
-  static async create(path49) {
-    await run(["mkfifo", "-m", "0666", path49]);
-    return new _TraceFifo(path49);
+  static async create(path51) {
+    await run(["mkfifo", "-m", "0666", path51]);
+    return new _TraceFifo(path51);
   }
   async pump() {
     const buf = Buffer.alloc(256 * 1024);
@@ -43670,7 +43865,7 @@ function qemuTraceHook(dir) {
     env: qemuFifoEnv(),
     binds: [{ host: dir, container: TRACE_MOUNT }],
     async begin(argv) {
-      const fifoPath = path36.join(dir, QEMU_TRACE_FILE);
+      const fifoPath = path38.join(dir, QEMU_TRACE_FILE);
       await rm15(fifoPath, { force: true });
       const fifo = await TraceFifo.create(fifoPath);
       return { argv, end: async () => ({ text: await fifo.finish() }) };
@@ -43680,7 +43875,7 @@ function qemuTraceHook(dir) {
 function straceHook(dir) {
   return {
     async begin(argv, index) {
-      const file2 = path36.join(dir, index === void 0 ? "strace.log" : `strace.${index}.log`);
+      const file2 = path38.join(dir, index === void 0 ? "strace.log" : `strace.${index}.log`);
       return {
         argv: ["strace", ...STRACE_FLAGS, "-o", file2, "--", ...argv],
         end: async () => ({ text: await readFile9(file2, "utf8").catch(() => ""), file: file2 })
@@ -44158,9 +44353,9 @@ async function traceService(config2, root, opts) {
   const elf = await readElf(entry.host);
   const interp = elf?.interp;
   const { view: copy, raw: traceDir, data: dataDir, upper, overlayWork } = traceScratch(workDir);
-  await mkdir12(workDir, { recursive: true });
+  await mkdir13(workDir, { recursive: true });
   await rm16(traceDir, { recursive: true, force: true });
-  await mkdir12(traceDir, { recursive: true, mode: 493 });
+  await mkdir13(traceDir, { recursive: true, mode: 493 });
   const state = { mounted: false };
   const removeCopy = registerCleanup(`traced root copy ${copy}`, async () => {
     if (state.mounted) await unmount(copy, logger);
@@ -44170,14 +44365,14 @@ async function traceService(config2, root, opts) {
   try {
     await logger.group("writable copy of the root for the traced run", async () => {
       await removeTree([copy, upper, overlayWork]);
-      for (const d of [copy, upper, overlayWork]) await mkdir12(d, { recursive: true });
+      for (const d of [copy, upper, overlayWork]) await mkdir13(d, { recursive: true });
       state.mounted = await mountOverlay(root, upper, overlayWork, copy, logger);
       if (!state.mounted) {
         await run(["cp", "-a", "--reflink=auto", "--", `${root}/.`, `${copy}/`], {
           privileged: true
         });
       }
-      const dirs = [TRACE_MOUNT, config2.data.path, "/usr"].map((p2) => path37.join(copy, p2));
+      const dirs = [TRACE_MOUNT, config2.data.path, "/usr"].map((p2) => path39.join(copy, p2));
       await run(["mkdir", "-p", "-m", "0755", "--", ...dirs], { privileged: true });
     });
     await seedDataDir(config2, root, dataDir);
@@ -44207,8 +44402,8 @@ async function traceService(config2, root, opts) {
     for (const [i2, { text }] of probed.records.entries()) {
       const parsed = emulated ? parseQemuStrace(text, parseOpts) : parseHostStrace(text, parseOpts);
       if (emulated) {
-        const file2 = path37.join(traceDir, `qemu.${i2}.txt`);
-        await writeFile9(file2, text);
+        const file2 = path39.join(traceDir, `qemu.${i2}.txt`);
+        await writeFile5(file2, text);
         traceFiles.push(file2);
       }
       if (parsed.skipped > 0)
@@ -44272,9 +44467,9 @@ async function traceService(config2, root, opts) {
 // src/stages/verify.ts
 import { setMaxListeners as setMaxListeners2 } from "node:events";
 import { existsSync as existsSync11 } from "node:fs";
-import { mkdir as mkdir13, mkdtemp as mkdtemp6 } from "node:fs/promises";
-import os8 from "node:os";
-import path40 from "node:path";
+import { mkdir as mkdir14, mkdtemp as mkdtemp7 } from "node:fs/promises";
+import os9 from "node:os";
+import path42 from "node:path";
 
 // src/harness/client.ts
 import http from "node:http";
@@ -44442,7 +44637,7 @@ async function runLoad(requests, concurrency, one, signal) {
 
 // src/verify/probes.ts
 import { readFile as readFile10 } from "node:fs/promises";
-import path38 from "node:path";
+import path40 from "node:path";
 async function readFixtures(probes) {
   const out = /* @__PURE__ */ new Map();
   for (const p2 of probes) {
@@ -44504,7 +44699,7 @@ async function curlProbe(probe, expected, svc, workDir, opts, timeoutMs) {
   const { host, port: port2 } = svc.clientTarget;
   const name = `${probe.name} (curl)`;
   const seconds = String(Math.ceil(timeoutMs / 1e3));
-  const bodyFile = path38.join(workDir, "curl-body");
+  const bodyFile = path40.join(workDir, "curl-body");
   const url3 = probe.type === "gopher" ? gopherUrl(host, port2, probe.selector) : `http://${host}:${port2}${probe.path}`;
   const curl = [
     "curl",
@@ -44539,7 +44734,7 @@ async function curlProbe(probe, expected, svc, workDir, opts, timeoutMs) {
 
 // src/harness/service.ts
 import { existsSync as existsSync10 } from "node:fs";
-import path39 from "node:path";
+import path41 from "node:path";
 var FORWARDER = `
 const net = require('net');
 const [, sock, port] = process.argv;
@@ -44632,7 +44827,7 @@ ${stderr}`
 ${stderr}`
     );
   }
-  const sockPath = path39.join(state.workDir, "service.sock");
+  const sockPath = path41.join(state.workDir, "service.sock");
   const nsenter = (a2) => ["nsenter", "-t", String(payload.pid), "-n", ...a2];
   state.forwarder = start(nsenter([process.execPath, "-e", FORWARDER, sockPath, String(port2)]), {
     privileged: true,
@@ -44748,7 +44943,7 @@ function combinedSignal(opts, concurrency) {
   };
 }
 async function mustExist(file2, what) {
-  const abs = path40.resolve(file2);
+  const abs = path42.resolve(file2);
   if (!existsSync11(abs)) throw new UserError(`${what} ${file2} does not exist`);
   return abs;
 }
@@ -44766,16 +44961,16 @@ async function verifyImage(options) {
     throw new UserError(`--concurrency must be a whole number \u2265 1, got ${concurrency}`);
   const { signal, dispose: disposeSignal } = combinedSignal(options, concurrency);
   const opts = { ...options, signal };
-  const workDir = await mkdtemp6(path40.join(os8.tmpdir(), "lhc-verify-"));
+  const workDir = await mkdtemp7(path42.join(os9.tmpdir(), "lhc-verify-"));
   const state = {
     workDir,
-    rootDir: path40.join(workDir, config2.name),
-    dataDir: path40.join(workDir, "data"),
+    rootDir: path42.join(workDir, config2.name),
+    dataDir: path42.join(workDir, "data"),
     sockets: /* @__PURE__ */ new Set(),
     payloads: []
   };
-  await mkdir13(state.rootDir);
-  await mkdir13(state.dataDir);
+  await mkdir14(state.rootDir);
+  await mkdir14(state.dataDir);
   const cleanup = registerCleanup(
     `verify ${config2.name} (${workDir})`,
     () => teardown(state, image, logger)
@@ -44790,7 +44985,7 @@ async function verifyImage(options) {
         `image ${image} mounted read-only at ${state.rootDir} (${state.image.loopDevice})`
       );
       for (const needed of mountPoints(config2.data.path)) {
-        if (!existsSync11(path40.join(state.rootDir, needed))) {
+        if (!existsSync11(path42.join(state.rootDir, needed))) {
           throw new UserError(
             `the image has no ${needed} directory; a read-only root needs every mount point (add it to the root)`
           );
@@ -44930,14 +45125,32 @@ async function build(config2, opts) {
       timings.push({ stage: name, seconds: (Date.now() - started) / 1e3 });
     }
   };
+  const outDir = path43.resolve(opts.outDir);
+  const names = artifactNames(config2.name, {
+    image: config2.outputs.image,
+    dataTemplate: config2.outputs["data-template"],
+    manifest: config2.outputs.manifest
+  });
+  const dirs = await inspectBuildDirs({
+    outDir,
+    workDir: opts.workDir,
+    force: opts.force ?? false,
+    outputNames: [...Object.values(names), `${config2.name}.trace.json`, "SHA256SUMS", "deploy"],
+    projectRoot: await projectRoot(config2.dir),
+    configDir: config2.dir
+  });
   const callerUmask = process.umask(18);
-  const outDir = path41.resolve(opts.outDir);
-  await mkdir14(outDir, { recursive: true });
-  const work = workLayout(
-    opts.workDir ?? await mkdtemp7(path41.join(os9.tmpdir(), `lhc-${config2.name}-`))
-  );
+  let work;
+  try {
+    await claimBuildDirs(dirs, logger);
+    work = workLayout(
+      dirs.work?.dir ?? await mkdtemp8(path43.join(os10.tmpdir(), `lhc-${config2.name}-`))
+    );
+  } catch (e) {
+    process.umask(callerUmask);
+    throw e;
+  }
   const workDir = work.dir;
-  await mkdir14(workDir, { recursive: true });
   const store = opts.store ?? new Store(void 0, logger);
   const ctx = {
     logger,
@@ -44952,7 +45165,7 @@ async function build(config2, opts) {
       logger.info(`work dir kept: ${workDir}`);
       return;
     }
-    await removeTree([workDir], { reject: false });
+    await removeTree(workDirRemovals(workDir, dirs.work), { reject: false });
   });
   try {
     await stage("fetch", () => fetchInputs(config2, { store, logger }));
@@ -44982,7 +45195,7 @@ async function build(config2, opts) {
         logger,
         luaPath: luaBuild?.path,
         signal: opts.signal,
-        basesDir: opts.basesDir ?? (opts.cacheDir ? path41.join(opts.cacheDir, "bases") : void 0)
+        basesDir: opts.basesDir ?? (opts.cacheDir ? path43.join(opts.cacheDir, "bases") : void 0)
       });
     });
     await checkEntrypoint(assembled.root, config2.service.command[0], config2.arch);
@@ -45035,7 +45248,7 @@ async function build(config2, opts) {
       if (opts.manifestLock) {
         const lock = await checkManifestLock(
           packed2.manifestData,
-          path41.resolve(opts.manifestLock),
+          path43.resolve(opts.manifestLock),
           opts.updateManifest ?? false
         );
         if (lock.changed) {
@@ -45115,7 +45328,7 @@ function buildJson(r) {
 var buildCommand = {
   name: "build",
   summary: "build the image described by an lhc.yml",
-  help: `Usage: lhc build [CONFIG] [--out DIR] [--no-verify] [--manifest-lock FILE] [--update-manifest] [--work-dir DIR] [--json]
+  help: `Usage: lhc build [CONFIG] [--out DIR] [--no-verify] [--manifest-lock FILE] [--update-manifest] [--work-dir DIR] [--force] [--json]
 
 Runs the pipeline for CONFIG (default: ./lhc.yml) and writes the image, data template, manifest
 and SHA256SUMS to DIR.
@@ -45126,13 +45339,16 @@ Options:
   --manifest-lock FILE   fail when the manifest differs from FILE
   --update-manifest      write the new manifest to the lock file instead of failing
   --work-dir DIR         keep intermediate roots in DIR (default: a temp dir, removed)
+  --force                replace outputs (or work-dir entries) in DIR that lhc did not write;
+                         without it such a DIR is refused (see README, "Output directory")
   --json                 print the result as one JSON object (see README, "JSON output")`,
   options: {
     out: { type: "string", short: "o", complete: "dir" },
     "no-verify": { type: "boolean" },
     "manifest-lock": { type: "string", complete: "file" },
     "update-manifest": { type: "boolean" },
-    "work-dir": { type: "string", complete: "dir" }
+    "work-dir": { type: "string", complete: "dir" },
+    force: { type: "boolean" }
   },
   positionals: { min: 0, max: 1, names: "CONFIG" },
   json: true,
@@ -45147,6 +45363,7 @@ Options:
       updateManifest: options["update-manifest"] === true,
       workDir,
       keepWorkDir: workDir !== void 0,
+      force: options.force === true,
       ...ctx.signal ? { signal: ctx.signal } : {}
     });
     const json2 = buildJson(result);
@@ -45291,8 +45508,8 @@ options, and the values some options take). Load it in the current shell, or add
 };
 
 // src/cli/commands/diff.ts
-import { readdir as readdir5, stat as stat8 } from "node:fs/promises";
-import path42 from "node:path";
+import { readdir as readdir6, stat as stat8 } from "node:fs/promises";
+import path44 from "node:path";
 async function manifestPath(arg) {
   let st2;
   try {
@@ -45301,13 +45518,13 @@ async function manifestPath(arg) {
     throw new UserError(`lhc diff: ${arg} does not exist`);
   }
   if (!st2.isDirectory()) return arg;
-  const found = (await readdir5(arg)).filter((f2) => f2.endsWith(".manifest.json"));
+  const found = (await readdir6(arg)).filter((f2) => f2.endsWith(".manifest.json"));
   if (found.length !== 1) {
     throw new UserError(
       `lhc diff: ${arg} is a directory with ${found.length === 0 ? "no" : found.length} *.manifest.json files; name the manifest file`
     );
   }
-  return path42.join(arg, found[0]);
+  return path44.join(arg, found[0]);
 }
 function diffJson(d, files) {
   const entry = (section, e) => ({ section, ...e });
@@ -45537,9 +45754,9 @@ function formatChecks(checks) {
 }
 
 // src/host/probe.ts
-import { access, readFile as readFile11, readdir as readdir6 } from "node:fs/promises";
-import os10 from "node:os";
-import path43 from "node:path";
+import { access, readFile as readFile11, readdir as readdir7 } from "node:fs/promises";
+import os11 from "node:os";
+import path45 from "node:path";
 var EXTRA_PATH = ["/usr/local/sbin", "/usr/sbin", "/sbin"];
 var realProbe = {
   async fileExists(file2) {
@@ -45559,7 +45776,7 @@ var realProbe = {
   },
   async listDir(dir) {
     try {
-      return (await readdir6(dir)).sort();
+      return (await readdir7(dir)).sort();
     } catch {
       return [];
     }
@@ -45567,7 +45784,7 @@ var realProbe = {
   async which(tool) {
     const dirs = [...(process.env.PATH ?? "").split(":").filter(Boolean), ...EXTRA_PATH];
     for (const d of dirs) {
-      const candidate = path43.join(d, tool);
+      const candidate = path45.join(d, tool);
       try {
         await access(
           candidate,
@@ -45590,7 +45807,7 @@ var realProbe = {
     }
   },
   arch() {
-    return os10.machine();
+    return os11.machine();
   },
   async foreignArchs() {
     try {
@@ -45722,7 +45939,7 @@ downloaded again. Prints one line per input: "<sha256>  <name>  <path>".`,
 
 // src/cli/commands/lua.ts
 import { chmod as chmod5, copyFile as copyFile3, mkdir as mkdir15 } from "node:fs/promises";
-import path44 from "node:path";
+import path46 from "node:path";
 var luaCommand = {
   name: "lua",
   summary: "build a static Lua interpreter from a verified source tarball",
@@ -45791,7 +46008,7 @@ Options:
       { store: new Store(void 0, ctx.logger), logger: ctx.logger }
     );
     await mkdir15(out, { recursive: true });
-    const dest = path44.join(out, "lua");
+    const dest = path46.join(out, "lua");
     await copyFile3(r.path, dest);
     await chmod5(dest, 493);
     ctx.out(`lua      ${dest}`);
@@ -46248,18 +46465,18 @@ Options:
 
 // src/board/command.ts
 import { existsSync as existsSync14 } from "node:fs";
-import path48 from "node:path";
+import path50 from "node:path";
 
 // src/board/verify-board.ts
 import { existsSync as existsSync13 } from "node:fs";
-import { mkdtemp as mkdtemp8, rm as rm17 } from "node:fs/promises";
-import os11 from "node:os";
-import path47 from "node:path";
+import { mkdtemp as mkdtemp9, rm as rm17 } from "node:fs/promises";
+import os12 from "node:os";
+import path49 from "node:path";
 
 // src/board/machine.ts
 import { readdirSync as readdirSync6 } from "node:fs";
 import { mkdir as mkdir16 } from "node:fs/promises";
-import path45 from "node:path";
+import path47 from "node:path";
 var LOOPS_NEEDED = 3;
 var NSENTER_FLAGS = ["-m", "-u", "-i", "-n", "-p", "-C", "-r", "-w"];
 async function listLoops() {
@@ -46307,7 +46524,7 @@ var Board = class _Board {
   /** Seconds from starting nspawn to `systemctl is-system-running` settling. */
   bootSeconds = 0;
   static async boot(o2) {
-    const root = path45.join(o2.workDir, "root");
+    const root = path47.join(o2.workDir, "root");
     await mkdir16(root, { recursive: true });
     await run(["tar", "-xpf", o2.tarball, "--numeric-owner", "-C", root], {
       privileged: true,
@@ -46398,11 +46615,11 @@ ${tail(r.stdout + r.stderr, 30)}`
   }
   /** The host path of a path on the board. */
   hostPath(p2) {
-    return path45.join(this.root, p2);
+    return path47.join(this.root, p2);
   }
   /** Copies a host directory to `dest` on the board, as a person copying build output would. */
   async copyIn(src, dest) {
-    await run(["mkdir", "-p", this.hostPath(path45.dirname(dest))], { privileged: true });
+    await run(["mkdir", "-p", this.hostPath(path47.dirname(dest))], { privileged: true });
     await removeTree([this.hostPath(dest)]);
     await run(["cp", "-a", src, this.hostPath(dest)], { privileged: true, logger: this.logger });
   }
@@ -46472,7 +46689,7 @@ ${tail(r.stdout + r.stderr, 30)}`
 
 // src/board/root.ts
 import { stat as stat10 } from "node:fs/promises";
-import path46 from "node:path";
+import path48 from "node:path";
 var BOARD_PACKAGES = [
   "curl",
   "dbus",
@@ -46502,7 +46719,7 @@ async function boardRootTarball(o2) {
     {
       logger: o2.logger,
       signal: o2.signal,
-      basesDir: o2.cacheDir ?? path46.join(cacheDir(), "board")
+      basesDir: o2.cacheDir ?? path48.join(cacheDir(), "board")
     }
   );
 }
@@ -46540,7 +46757,7 @@ async function openBoardPort(board, port2, dir, logger, signal) {
       `nothing listens on the board's port ${port2} after install:
 ${await board.journal([])}`
     );
-  const sock = path47.join(dir, `board-${port2}.sock`);
+  const sock = path49.join(dir, `board-${port2}.sock`);
   const forwarder = start(
     board.inNetwork([process.execPath, "-e", FORWARDER, sock, String(port2)]),
     { privileged: true, logger }
@@ -46622,10 +46839,10 @@ async function verifyOnBoard(o2) {
   const tarball = await boardRootTarball({ logger, signal, provided: o2.board ?? config2.board });
   const rootSeconds = (Date.now() - t) / 1e3;
   const ownWorkDir = o2.workDir === void 0;
-  const workDir = o2.workDir ?? await mkdtemp8(path47.join(os11.tmpdir(), "lhc-board-"));
+  const workDir = o2.workDir ?? await mkdtemp9(path49.join(os12.tmpdir(), "lhc-board-"));
   const board = await Board.boot({
     tarball,
-    workDir: path47.join(workDir, "board"),
+    workDir: path49.join(workDir, "board"),
     logger,
     signal
   }).catch(async (e) => {
@@ -46686,8 +46903,8 @@ var BOARD_HELP = `  --board              verify on a simulated board instead: bo
   --out DIR            with --board: the build output (default: outputs.dir from the config)`;
 async function runBoardVerify(configFile, out, ctx) {
   const config2 = await loadConfig(configFile);
-  const outDir = path48.resolve(out ?? config2.outputs.dir);
-  if (!existsSync14(path48.join(outDir, "deploy/install.sh")))
+  const outDir = path50.resolve(out ?? config2.outputs.dir);
+  if (!existsSync14(path50.join(outDir, "deploy/install.sh")))
     throw new ConfigError(
       `lhc verify --board: ${outDir} holds no deploy/install.sh; run lhc build first (or pass --out DIR)`
     );

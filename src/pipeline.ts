@@ -3,11 +3,13 @@
  * outputs → verify. The CLI's `lhc build`, the action and the tests all call build(); it
  * returns a BuildResult (a failed verify is `verify.ok: false`) and the shells decide the exit.
  */
-import { mkdir, mkdtemp } from 'node:fs/promises';
+import { mkdtemp } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { BuildResult } from './build-result.js';
 import { checkConfigFiles } from './config/check-files.js';
+import { projectRoot } from './config/confine.js';
+import { claimBuildDirs, inspectBuildDirs, workDirRemovals } from './core/build-dirs.js';
 import type { LhcConfig } from './config/load.js';
 import { registerCleanup } from './core/cleanup.js';
 import type { Logger } from './core/logger.js';
@@ -17,7 +19,7 @@ import { resolveEpoch } from './stages/epoch.js';
 import { fetchInputs } from './stages/fetch.js';
 import { buildLua } from './stages/lua.js';
 import { writeOutputs } from './stages/outputs.js';
-import { packImage } from './stages/pack.js';
+import { artifactNames, packImage } from './stages/pack.js';
 import { pruneRoot } from './stages/prune.js';
 import { workLayout } from './core/work-layout.js';
 import type { StageContext } from './core/stage.js';
@@ -38,6 +40,8 @@ export interface BuildOptions {
   /** Working directory for intermediate roots; default a temp dir removed afterwards. */
   workDir?: string;
   keepWorkDir?: boolean;
+  /** Replace outputs (or work-dir entries) that lhc did not write in an unmarked dir. */
+  force?: boolean;
   /** Load test during verify. */
   requests?: number;
   concurrency?: number;
@@ -63,16 +67,36 @@ export async function build(config: LhcConfig, opts: BuildOptions): Promise<Buil
       timings.push({ stage: name, seconds: (Date.now() - started) / 1000 });
     }
   };
+  // lhc runs as root: refuse system dirs and the project, and never replace or remove entries
+  // it did not write (core/build-dirs.ts).
+  const outDir = path.resolve(opts.outDir);
+  const names = artifactNames(config.name, {
+    image: config.outputs.image,
+    dataTemplate: config.outputs['data-template'],
+    manifest: config.outputs.manifest,
+  });
+  const dirs = await inspectBuildDirs({
+    outDir,
+    workDir: opts.workDir,
+    force: opts.force ?? false,
+    outputNames: [...Object.values(names), `${config.name}.trace.json`, 'SHA256SUMS', 'deploy'],
+    projectRoot: await projectRoot(config.dir),
+    configDir: config.dir,
+  });
   // Every file and directory lhc creates gets an explicit mode, but mkdir() and open() are masked
   // by the umask: pin it, so the caller's umask can never reach the image or the data template.
   const callerUmask = process.umask(0o022);
-  const outDir = path.resolve(opts.outDir);
-  await mkdir(outDir, { recursive: true });
-  const work = workLayout(
-    opts.workDir ?? (await mkdtemp(path.join(os.tmpdir(), `lhc-${config.name}-`))),
-  );
+  let work;
+  try {
+    await claimBuildDirs(dirs, logger);
+    work = workLayout(
+      dirs.work?.dir ?? (await mkdtemp(path.join(os.tmpdir(), `lhc-${config.name}-`))),
+    );
+  } catch (e) {
+    process.umask(callerUmask);
+    throw e;
+  }
   const workDir = work.dir;
-  await mkdir(workDir, { recursive: true });
   const store = opts.store ?? new Store(undefined, logger);
   const ctx: StageContext = {
     logger,
@@ -90,7 +114,8 @@ export async function build(config: LhcConfig, opts: BuildOptions): Promise<Buil
       return;
     }
     // The roots hold files owned by other uids (nspawn, mmdebstrap): remove them with privilege.
-    await removeTree([workDir], { reject: false });
+    // A work dir lhc did not create loses only what lhc put there.
+    await removeTree(workDirRemovals(workDir, dirs.work), { reject: false });
   });
   try {
     await stage('fetch', () => fetchInputs(config, { store, logger }));

@@ -12,6 +12,8 @@ export interface ActionInputs {
   manifestLock?: string;
   updateManifest: boolean;
   verify: boolean;
+  /** Replace files in out-dir that lhc did not write (default false: such an out-dir is refused). */
+  force: boolean;
 }
 
 function bool(name: string, value: string, fallback: boolean): boolean {
@@ -34,5 +36,6 @@ export function readInputs(get: (name: string) => string): ActionInputs {
     manifestLock: opt('manifest-lock'),
     updateManifest: bool('update-manifest', get('update-manifest'), false),
     verify: bool('verify', get('verify'), true),
+    force: bool('force', get('force'), false),
   };
 }

@@ -61,6 +61,7 @@ export async function run(signal?: AbortSignal): Promise<void> {
         verify: inputs.verify,
         manifestLock: inputs.manifestLock,
         updateManifest: inputs.updateManifest,
+        force: inputs.force,
         ...(signal ? { signal } : {}),
       });
     } finally {

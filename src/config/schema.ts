@@ -177,7 +177,8 @@ const outputName = z
   .refine(
     (n) => n !== 'SHA256SUMS' && n !== 'deploy' && !n.endsWith('.trace.json'),
     'that name is taken by SHA256SUMS, deploy/ or the trace report',
-  );
+  )
+  .refine((n) => !n.startsWith('.lhc-'), 'names starting with ".lhc-" are lhc\'s own markers');
 
 export const outputsSchema = z
   .strictObject({

@@ -8,10 +8,11 @@
  *   <name>.squashfs        the image, loop-mounted read-only at root/
  *   <name>-data.ext4       the data partition (or a real partition), mounted noexec,nosuid,nodev at data/
  */
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { UserError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
+import { stageOutput, writeExclusive } from '../core/safe-write.js';
 import { OCI_USER_NAMESPACE, ociConfig, resolveUser } from './oci.js';
 import { renderReadme } from './readme.js';
 import { renderInstallScript } from './install-script.js';
@@ -98,9 +99,6 @@ export async function writeDeployBundle(o: DeployBundleOptions): Promise<DeployB
     throw new UserError('service.command[0] must be an absolute path in the image');
   const p = boardPaths(o);
   const dir = path.join(o.outDir, 'deploy');
-  // Written whole every time: a unit left from an earlier build (another name) must not ship.
-  await rm(dir, { recursive: true, force: true });
-  await mkdir(path.join(dir, 'oci'), { recursive: true });
   const inetd = o.service.inetd === true;
   const { rootMount, dataMount } = renderMountUnits(o, p);
   const units = {
@@ -140,8 +138,18 @@ export async function writeDeployBundle(o: DeployBundleOptions): Promise<DeployB
     nspawnPath: o.nspawnPath ?? '/usr/bin/systemd-nspawn',
     programs: inetd ? [] : PROXY_PROGRAMS,
   });
-  for (const [f, text] of Object.entries(contents))
-    await writeFile(path.join(dir, f), text, { mode: f.endsWith('.sh') ? 0o755 : 0o644 });
+  // Written whole every time (staged, then renamed over the earlier one): a unit left from an
+  // earlier build (another name) must not ship.
+  await mkdir(o.outDir, { recursive: true });
+  await stageOutput(
+    dir,
+    async (tmp) => {
+      await mkdir(path.join(tmp, 'oci'), { recursive: true, mode: 0o755 });
+      for (const [f, text] of Object.entries(contents))
+        await writeExclusive(path.join(tmp, f), text, f.endsWith('.sh') ? 0o755 : 0o644);
+    },
+    o.logger,
+  );
   o.logger?.info(
     `deploy bundle: ${dir} (${units.socket}, ${units.service}, mounts, fstab, oci/config.json)`,
   );

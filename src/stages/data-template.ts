@@ -8,12 +8,13 @@
  */
 import { createHash } from 'node:crypto';
 import type { Stats } from 'node:fs';
-import { chmod, lstat, mkdtemp, readlink, rm, writeFile } from 'node:fs/promises';
+import { chmod, lstat, mkdtemp, readlink, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { Parser, create as tarCreate, type ReadEntry, type WriteEntry } from 'tar';
 import { UserError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
+import { writeOutputFile } from '../core/safe-write.js';
 import {
   containerPath,
   formatMode,
@@ -241,7 +242,7 @@ export async function writeDataTemplate(o: DataTemplateOptions): Promise<DataTem
     }
     const tarBytes = await tarDirectory(dir, o.epoch, o.owner);
     const gz = await gzipFixed(tarBytes, o.logger);
-    await writeFile(o.out, gz);
+    await writeOutputFile(o.out, gz, { logger: o.logger });
     return {
       path: o.out,
       sha256: createHash('sha256').update(gz).digest('hex'),

@@ -6,10 +6,11 @@
  * manifest holds no times at all.
  */
 import { createHash } from 'node:crypto';
-import { lstat, mkdir, rm, stat, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { UserError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
+import { stageOutput, writeOutputFile } from '../core/safe-write.js';
 import { scanTree, serializeManifest, type Manifest } from '../manifest/manifest.js';
 import { sha256File } from '../store/store.js';
 import { run } from '../tools/exec.js';
@@ -85,12 +86,16 @@ export async function packImage(o: PackOptions): Promise<PackResult> {
   const manifestFile = path.join(o.outDir, names.manifest);
 
   o.logger.info(`packing ${o.root} into ${image} (squashfs, xz, epoch ${o.epoch})`);
-  await rm(image, { force: true });
-  await run(mksquashfsArgv({ source: o.root, image, epoch: o.epoch, rootMode: ROOT_MODE }), {
-    env: mksquashfsEnv(),
-    logger: o.logger,
-    signal: o.signal,
-  });
+  await stageOutput(
+    image,
+    (tmp) =>
+      run(mksquashfsArgv({ source: o.root, image: tmp, epoch: o.epoch, rootMode: ROOT_MODE }), {
+        env: mksquashfsEnv(),
+        logger: o.logger,
+        signal: o.signal,
+      }),
+    o.logger,
+  );
   const imageEntries = await scanTree(o.root, {
     mountPath: '/',
     owner: { uid: 0, gid: 0 },
@@ -113,7 +118,7 @@ export async function packImage(o: PackOptions): Promise<PackResult> {
     data: { path: dataPath, entries: data.entries },
   };
   const manifestText = serializeManifest(manifestData);
-  await writeFile(manifestFile, manifestText);
+  await writeOutputFile(manifestFile, manifestText, { logger: o.logger });
 
   const imageBytes = (await stat(image)).size;
   const imageSha256 = await sha256File(image);

@@ -44,6 +44,7 @@ describe('action.yml and the action shell agree', () => {
       manifestLock: undefined,
       updateManifest: false,
       verify: true,
+      force: false,
     });
   });
 
@@ -58,6 +59,7 @@ describe('action.yml and the action shell agree', () => {
         'manifest-lock': 'manifest.lock',
         'update-manifest': 'true',
         verify: 'FALSE',
+        force: 'true',
       }),
     ).toEqual({
       config: 'examples/gophermoon/lhc.yml',
@@ -68,6 +70,7 @@ describe('action.yml and the action shell agree', () => {
       manifestLock: 'manifest.lock',
       updateManifest: true,
       verify: false,
+      force: true,
     });
   });
 

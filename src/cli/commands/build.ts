@@ -27,7 +27,7 @@ export function buildJson(r: BuildResult) {
 export const buildCommand: Command = {
   name: 'build',
   summary: 'build the image described by an lhc.yml',
-  help: `Usage: lhc build [CONFIG] [--out DIR] [--no-verify] [--manifest-lock FILE] [--update-manifest] [--work-dir DIR] [--json]
+  help: `Usage: lhc build [CONFIG] [--out DIR] [--no-verify] [--manifest-lock FILE] [--update-manifest] [--work-dir DIR] [--force] [--json]
 
 Runs the pipeline for CONFIG (default: ./lhc.yml) and writes the image, data template, manifest
 and SHA256SUMS to DIR.
@@ -38,6 +38,8 @@ Options:
   --manifest-lock FILE   fail when the manifest differs from FILE
   --update-manifest      write the new manifest to the lock file instead of failing
   --work-dir DIR         keep intermediate roots in DIR (default: a temp dir, removed)
+  --force                replace outputs (or work-dir entries) in DIR that lhc did not write;
+                         without it such a DIR is refused (see README, "Output directory")
   --json                 print the result as one JSON object (see README, "JSON output")`,
   options: {
     out: { type: 'string', short: 'o', complete: 'dir' },
@@ -45,6 +47,7 @@ Options:
     'manifest-lock': { type: 'string', complete: 'file' },
     'update-manifest': { type: 'boolean' },
     'work-dir': { type: 'string', complete: 'dir' },
+    force: { type: 'boolean' },
   },
   positionals: { min: 0, max: 1, names: 'CONFIG' },
   json: true,
@@ -59,6 +62,7 @@ Options:
       updateManifest: options['update-manifest'] === true,
       workDir,
       keepWorkDir: workDir !== undefined,
+      force: options.force === true,
       ...(ctx.signal ? { signal: ctx.signal } : {}),
     });
     const json = buildJson(result);

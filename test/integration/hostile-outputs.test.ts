@@ -1,0 +1,78 @@
+/**
+ * The hostile-output cases that need mksquashfs: pack's image and manifest, with a symlink planted
+ * at their names in the out dir (the attack wrote the manifest into the link's target as root).
+ * Each must replace the link, leave the host files as they were (canary checksums) and leave no
+ * staging dir. The cases that need no host tool are in test/unit/hostile-outputs.test.ts.
+ */
+import { createHash } from 'node:crypto';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { lstat, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { memoryLogger } from '../../src/core/logger.js';
+import { packImage } from '../../src/stages/pack.js';
+import { requireTool } from '../support/require-tool.js';
+
+let top: string;
+let root: string;
+let host: string;
+
+function checksums(files: string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const f of files)
+    out[f] = existsSync(f) ? createHash('sha256').update(readFileSync(f)).digest('hex') : 'absent';
+  return out;
+}
+
+beforeAll(async () => {
+  await requireTool('mksquashfs');
+  top = await mkdtemp(path.join(os.tmpdir(), 'lhc-hostile-pack-'));
+  root = path.join(top, 'root');
+  host = path.join(top, 'host');
+  await mkdir(path.join(root, 'data'), { recursive: true });
+  await mkdir(path.join(root, 'usr'));
+  await writeFile(path.join(root, 'hello'), 'hello\n');
+  await mkdir(host);
+  await writeFile(path.join(host, 'image-victim'), 'host image victim\n');
+  await writeFile(path.join(host, 'manifest-victim'), 'host manifest victim\n');
+});
+
+afterAll(async () => {
+  if (top) await rm(top, { recursive: true, force: true });
+});
+
+describe('pack never writes through a symlink at an artifact name', () => {
+  it('image, data template and manifest replace planted symlinks; host files unchanged', async () => {
+    const out = path.join(top, 'out');
+    await mkdir(out);
+    const missing = path.join(host, 'would-be-created');
+    await symlink(path.join(host, 'image-victim'), path.join(out, 't.squashfs'));
+    await symlink(path.join(host, 'manifest-victim'), path.join(out, 't.manifest.json'));
+    await symlink(missing, path.join(out, 't-data.tar.gz'));
+    const canaries = [
+      path.join(host, 'image-victim'),
+      path.join(host, 'manifest-victim'),
+      missing,
+      '/etc/passwd',
+      '/etc/hostname',
+    ];
+    const before = checksums(canaries);
+    const logger = memoryLogger();
+
+    const r = await packImage({ root, name: 't', epoch: 0, outDir: out, logger });
+
+    expect(checksums(canaries)).toEqual(before);
+    expect(existsSync(missing)).toBe(false);
+    for (const f of [r.image, r.manifest, r.dataTemplate])
+      expect((await lstat(f)).isFile(), f).toBe(true);
+    expect((await readFile(r.image)).subarray(0, 4).toString('latin1')).toBe('hsqs');
+    expect(JSON.parse(await readFile(r.manifest, 'utf8'))).toMatchObject({ name: 't' });
+    const log = logger.lines.join('\n');
+    for (const n of ['t.squashfs', 't.manifest.json', 't-data.tar.gz'])
+      expect(log).toMatch(
+        new RegExp(`${n.replace(/\./g, '\\.')} was a symlink \\(to .*\\): replaced`),
+      );
+    expect(readdirSync(out).sort()).toEqual(['t-data.tar.gz', 't.manifest.json', 't.squashfs']);
+  });
+});
