@@ -69,11 +69,31 @@ export const DROPPED_CAPABILITIES = [
   'CAP_AUDIT_CONTROL',
 ] as const;
 
+/** Options of every writable scratch mount in the board's container: nothing there runs. */
+export const SCRATCH_MOUNT_OPTIONS = 'noexec,nosuid,nodev';
+
+/**
+ * nspawn's own /tmp, /run and /dev/shm are writable tmpfs mounts that allow exec (checked on
+ * systemd 252); these custom mounts stack noexec ones on top. /run needs a second tmpfs at
+ * /run/host: nspawn remounts /run/host read-only after the custom mounts when a user namespace
+ * is used, and fails ("Invalid argument") if our /run hid its mount point.
+ */
+export const SCRATCH_MOUNTS = [
+  { path: '/dev/shm', mode: '1777' },
+  { path: '/run', mode: '755' },
+  { path: '/run/host', mode: '755' },
+  { path: '/tmp', mode: '1777' },
+] as const;
+
+/** The writable mounts nspawn gives every container, which verify checks are noexec. */
+export const SCRATCH_PATHS = ['/tmp', '/run', '/dev/shm'] as const;
+
 /** The board's hardening, in one list so the unit file and verify can never drift apart. */
 export const HARDENING_FLAGS = [
   '--private-network',
   `--drop-capability=${DROPPED_CAPABILITIES.join(',')}`,
   '--no-new-privileges=yes',
+  ...SCRATCH_MOUNTS.map((m) => `--tmpfs=${m.path}:mode=${m.mode},${SCRATCH_MOUNT_OPTIONS}`),
 ] as const;
 
 export const USERNS_FLAGS = ['-U', '--private-users-ownership=map'] as const;

@@ -11,6 +11,7 @@ import path from 'node:path';
 import type { HardeningCheck } from '../build-result.js';
 import type { Logger } from '../core/logger.js';
 import { run } from '../tools/exec.js';
+import { SCRATCH_PATHS } from '../tools/nspawn.js';
 
 export interface MountEntry {
   mountPoint: string;
@@ -64,6 +65,22 @@ export function checkDataMount(mountinfo: string, dataPath: string): HardeningCh
   const name = `${dataPath} noexec,nosuid,nodev`;
   const m = topMount(parseMountInfo(mountinfo), dataPath);
   if (!m) return { name, ok: false, detail: `nothing is mounted at ${dataPath}` };
+  const missing = ['noexec', 'nosuid', 'nodev'].filter((o) => !m.options.includes(o));
+  return {
+    name,
+    ok: missing.length === 0,
+    detail: (missing.length ? `missing ${missing.join(',')}: ` : '') + describeMount(m),
+  };
+}
+
+/**
+ * A scratch path nspawn would mount writable (/tmp, /run, /dev/shm): it must be either not a
+ * mount of its own (then it is part of the read-only root) or mounted noexec,nosuid,nodev.
+ */
+export function checkScratchMount(mountinfo: string, mountPoint: string): HardeningCheck {
+  const name = `${mountPoint} absent or noexec,nosuid,nodev`;
+  const m = topMount(parseMountInfo(mountinfo), mountPoint);
+  if (!m) return { name, ok: true, detail: 'not a mount point (part of the read-only root)' };
   const missing = ['noexec', 'nosuid', 'nodev'].filter((o) => !m.options.includes(o));
   return {
     name,
@@ -155,6 +172,7 @@ export async function inspectProcess(pid: number, dataPath: string): Promise<Har
   return [
     checkRootReadOnly(mountinfo),
     checkDataMount(mountinfo, dataPath),
+    ...SCRATCH_PATHS.map((p) => checkScratchMount(mountinfo, p)),
     checkNetwork(netDev),
     checkNoNewPrivs(status),
     checkCapabilities(status),
