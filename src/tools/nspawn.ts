@@ -4,6 +4,27 @@
  * Flags were checked against systemd 252 (see DESIGN.md).
  */
 
+/** What one container may use (service.limits; see src/config/schema.ts). */
+export interface ContainerLimits {
+  /** Bytes of memory. */
+  memory: number;
+  tasks: number;
+  /** Percent of one core. */
+  cpu: number;
+  nofile: number;
+}
+
+/**
+ * The limits nspawn sets itself, as resource limits of the payload. Memory, tasks and CPU are
+ * cgroup limits set around nspawn (the unit's on the board, harness/limits.ts elsewhere):
+ * RLIMIT_AS would break QEMU user-mode, which reserves gigabytes of address space up front.
+ * RLIMIT_NPROC counts the payload's own (user-namespaced) uid, so it bounds forks even where no
+ * pids cgroup is available.
+ */
+export function limitFlags(l: ContainerLimits): string[] {
+  return [`--rlimit=RLIMIT_NOFILE=${l.nofile}`, `--rlimit=RLIMIT_NPROC=${l.tasks}`];
+}
+
 export interface NspawnOptions {
   /** Directory root (a loop-mounted image or a writable copy). */
   root: string;
@@ -151,6 +172,7 @@ export interface BoardRun {
   workdir?: string;
   /** The nspawn binary to name in argv[0] (a unit's ExecStart wants an absolute path). */
   nspawnPath?: string;
+  limits?: ContainerLimits;
 }
 
 /**
@@ -171,5 +193,6 @@ export function boardNspawnArgv(o: BoardRun): string[] {
     workdir: o.workdir,
   });
   if (o.nspawnPath) argv[0] = o.nspawnPath;
+  if (o.limits) argv.splice(argv.indexOf('--'), 0, ...limitFlags(o.limits));
   return argv;
 }
