@@ -160,14 +160,42 @@ export function checkNetwork(netDev: string): HardeningCheck {
   };
 }
 
-/** Everything the payload's /proc says, as check rows. */
-export async function inspectProcess(pid: number, dataPath: string): Promise<HardeningCheck[]> {
+/** Soft and hard value of one /proc/PID/limits row ("unlimited" is Infinity). */
+function limitRow(limits: string, row: string): [number, number] | undefined {
+  const line = limits.split('\n').find((l) => l.startsWith(row));
+  const f = line?.slice(row.length).trim().split(/\s+/);
+  if (!f || f.length < 2) return undefined;
+  const n = (v: string) => (v === 'unlimited' ? Infinity : Number(v));
+  return [n(f[0]!), n(f[1]!)];
+}
+
+/** The payload's open-files and process rlimits are at most service.limits (nspawn --rlimit). */
+export function checkRlimits(
+  limits: string,
+  want: { nofile: number; tasks: number },
+): HardeningCheck {
+  const name = `open files ≤ ${want.nofile}, processes ≤ ${want.tasks}`;
+  const files = limitRow(limits, 'Max open files');
+  const procs = limitRow(limits, 'Max processes');
+  const show = (v: [number, number] | undefined) => (v ? `${v[0]}/${v[1]}` : '(missing)');
+  const ok =
+    !!files && !!procs && Math.max(...files) <= want.nofile && Math.max(...procs) <= want.tasks;
+  return { name, ok, detail: `open files ${show(files)}, processes ${show(procs)} (soft/hard)` };
+}
+
+/** Everything the payload's /proc says, as check rows; the rlimit row when limits are given. */
+export async function inspectProcess(
+  pid: number,
+  dataPath: string,
+  limits?: { nofile: number; tasks: number },
+): Promise<HardeningCheck[]> {
   const read = (f: string) => readFile(`/proc/${pid}/${f}`, 'utf8');
-  const [mountinfo, status, uidMap, netDev] = await Promise.all([
+  const [mountinfo, status, uidMap, netDev, rlimits] = await Promise.all([
     read('mountinfo'),
     read('status'),
     read('uid_map'),
     read('net/dev'),
+    read('limits'),
   ]);
   return [
     checkRootReadOnly(mountinfo),
@@ -177,6 +205,7 @@ export async function inspectProcess(pid: number, dataPath: string): Promise<Har
     checkNoNewPrivs(status),
     checkCapabilities(status),
     checkUidMap(uidMap),
+    ...(limits ? [checkRlimits(rlimits, limits)] : []),
   ];
 }
 

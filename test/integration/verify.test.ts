@@ -127,6 +127,7 @@ describe('verify on the packed gophermoon image', () => {
       'NoNewPrivs set',
       'CAP_NET_ADMIN, CAP_SYS_ADMIN not in bounding set',
       'uid 0 inside is not 0 outside',
+      'open files ≤ 1024, processes ≤ 64',
       'no shell or interpreter but the service',
     ]);
     expect(report.hardening.filter((h) => !h.ok)).toEqual([]);

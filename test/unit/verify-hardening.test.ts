@@ -10,6 +10,7 @@ import {
   checkNetwork,
   checkNoInterpreters,
   checkNoNewPrivs,
+  checkRlimits,
   checkRootReadOnly,
   checkScratchMount,
   checkUidMap,
@@ -226,5 +227,32 @@ describe('interpreters in the image', () => {
       [link('/a', '../../../../b'), link('/usr/bin/x', '/a')].map((e) => [e.path, e]),
     );
     expect(resolveInImage(byPath, '/usr/bin/x')).toBe('/b');
+  });
+});
+
+/** /proc/PID/limits of a payload started with the default --rlimit flags (rows cut to those read). */
+const LIMITS_TEXT = `Limit                     Soft Limit           Hard Limit           Units
+Max processes             64                   64                   processes
+Max open files            1024                 1024                 files
+`;
+
+describe('rlimit check', () => {
+  it('passes at the configured open-files and process limits', () => {
+    expect(checkRlimits(LIMITS_TEXT, { nofile: 1024, tasks: 64 })).toMatchObject({
+      ok: true,
+      name: 'open files ≤ 1024, processes ≤ 64',
+      detail: 'open files 1024/1024, processes 64/64 (soft/hard)',
+    });
+  });
+
+  it('fails when a hard limit is above the configured one, unlimited, or missing', () => {
+    const high = LIMITS_TEXT.replace(/1024 {17}files/, '524288               files');
+    expect(checkRlimits(high, { nofile: 1024, tasks: 64 }).ok).toBe(false);
+    const unlimited = LIMITS_TEXT.replace(/64 {19}processes/, 'unlimited            processes');
+    expect(checkRlimits(unlimited, { nofile: 1024, tasks: 64 })).toMatchObject({
+      ok: false,
+      detail: 'open files 1024/1024, processes 64/Infinity (soft/hard)',
+    });
+    expect(checkRlimits('Limit Soft Hard\n', { nofile: 1024, tasks: 64 }).ok).toBe(false);
   });
 });
