@@ -170,6 +170,22 @@ describe('OCI config', () => {
     linux: { namespaces: { type: string; path?: string }[] };
   };
 
+  it('carries the default service.limits as resources and rlimits', () => {
+    const full = c as unknown as {
+      process: { rlimits: { type: string; hard: number; soft: number }[] };
+      linux: { resources: Record<string, unknown> };
+    };
+    expect(full.process.rlimits).toEqual([
+      { type: 'RLIMIT_NOFILE', hard: 1024, soft: 1024 },
+      { type: 'RLIMIT_NPROC', hard: 64, soft: 64 },
+    ]);
+    expect(full.linux.resources).toMatchObject({
+      memory: { limit: 256 * 1024 ** 2 },
+      pids: { limit: 64 },
+      cpu: { quota: 100_000, period: 100_000 },
+    });
+  });
+
   it('has the same guarantees as the nspawn unit', () => {
     expect(c.process.args).toEqual(['/bin/lua', '/bin/gophermoon']);
     expect(c.process.env).toEqual(
