@@ -40424,6 +40424,7 @@ function shiftOwnersCommand(dir, offset = OCI_USER_NAMESPACE.hostId) {
 }
 function ociConfig(o2, p2, ids, opts = {}) {
   const caps = ociCapabilities(o2.service);
+  const limits = o2.service.limits ?? DEFAULT_LIMITS;
   const env = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"];
   for (const [k2, v2] of Object.entries(o2.service.env ?? {}).sort(
     ([a2], [b2]) => a2 < b2 ? -1 : a2 > b2 ? 1 : 0
@@ -40453,7 +40454,10 @@ function ociConfig(o2, p2, ids, opts = {}) {
         inheritable: [],
         ambient: []
       },
-      rlimits: [{ type: "RLIMIT_NOFILE", hard: 1024, soft: 1024 }],
+      rlimits: [
+        { type: "RLIMIT_NOFILE", hard: limits.nofile, soft: limits.nofile },
+        { type: "RLIMIT_NPROC", hard: limits.tasks, soft: limits.tasks }
+      ],
       noNewPrivileges: true
     },
     root: { path: p2.rootMount, readonly: true },
@@ -40489,7 +40493,13 @@ function ociConfig(o2, p2, ids, opts = {}) {
           { containerID: 0, hostID: opts.userNamespace.hostId, size: opts.userNamespace.size }
         ]
       } : {},
-      resources: { devices: [{ allow: false, access: "rwm" }] },
+      // service.limits, as the nspawn unit's MemoryMax=, TasksMax=, CPUQuota=.
+      resources: {
+        devices: [{ allow: false, access: "rwm" }],
+        memory: { limit: limits.memory },
+        pids: { limit: limits.tasks },
+        cpu: { quota: limits.cpu * 1e3, period: 1e5 }
+      },
       maskedPaths: [
         "/proc/acpi",
         "/proc/asound",
@@ -43098,13 +43108,29 @@ function checkNetwork(netDev) {
     detail: `interfaces: ${names.join(", ") || "(none)"}`
   };
 }
-async function inspectProcess(pid, dataPath) {
+function limitRow(limits, row) {
+  const line = limits.split("\n").find((l) => l.startsWith(row));
+  const f2 = line?.slice(row.length).trim().split(/\s+/);
+  if (!f2 || f2.length < 2) return void 0;
+  const n2 = (v2) => v2 === "unlimited" ? Infinity : Number(v2);
+  return [n2(f2[0]), n2(f2[1])];
+}
+function checkRlimits(limits, want) {
+  const name = `open files \u2264 ${want.nofile}, processes \u2264 ${want.tasks}`;
+  const files = limitRow(limits, "Max open files");
+  const procs = limitRow(limits, "Max processes");
+  const show = (v2) => v2 ? `${v2[0]}/${v2[1]}` : "(missing)";
+  const ok = !!files && !!procs && Math.max(...files) <= want.nofile && Math.max(...procs) <= want.tasks;
+  return { name, ok, detail: `open files ${show(files)}, processes ${show(procs)} (soft/hard)` };
+}
+async function inspectProcess(pid, dataPath, limits) {
   const read2 = (f2) => readFile5(`/proc/${pid}/${f2}`, "utf8");
-  const [mountinfo, status, uidMap, netDev] = await Promise.all([
+  const [mountinfo, status, uidMap, netDev, rlimits] = await Promise.all([
     read2("mountinfo"),
     read2("status"),
     read2("uid_map"),
-    read2("net/dev")
+    read2("net/dev"),
+    read2("limits")
   ]);
   return [
     checkRootReadOnly(mountinfo),
@@ -43113,7 +43139,8 @@ async function inspectProcess(pid, dataPath) {
     checkNetwork(netDev),
     checkNoNewPrivs(status),
     checkCapabilities(status),
-    checkUidMap(uidMap)
+    checkUidMap(uidMap),
+    ...limits ? [checkRlimits(rlimits, limits)] : []
   ];
 }
 var INTERPRETER_NAME = /^(sh|bash|rbash|dash|ash|zsh|ksh|ksh93|mksh|csh|tcsh|fish|busybox|toybox|python[\d.]*m?|perl[\d.]*|lua[\d.]*|luajit[\d.-]*|ruby[\d.]*|node|nodejs|php[\d.]*|tclsh[\d.]*|wish[\d.]*)$/;
@@ -44776,7 +44803,7 @@ async function hardeningRows(svc, state, config2) {
     const payload = await svc.payload();
     if (!payload) break;
     try {
-      inspected = await inspectProcess(payload.pid, config2.data.path);
+      inspected = await inspectProcess(payload.pid, config2.data.path, config2.service.limits);
     } catch (e) {
       const code = e.code;
       if (code !== "ENOENT" && code !== "ESRCH") throw e;
