@@ -118,17 +118,17 @@ var require_visit = __commonJS({
     visit3.BREAK = BREAK;
     visit3.SKIP = SKIP;
     visit3.REMOVE = REMOVE;
-    function visit_(key, node2, visitor, path51) {
-      const ctrl = callVisitor(key, node2, visitor, path51);
+    function visit_(key, node2, visitor, path52) {
+      const ctrl = callVisitor(key, node2, visitor, path52);
       if (identity3.isNode(ctrl) || identity3.isPair(ctrl)) {
-        replaceNode(key, path51, ctrl);
-        return visit_(key, ctrl, visitor, path51);
+        replaceNode(key, path52, ctrl);
+        return visit_(key, ctrl, visitor, path52);
       }
       if (typeof ctrl !== "symbol") {
         if (identity3.isCollection(node2)) {
-          path51 = Object.freeze(path51.concat(node2));
+          path52 = Object.freeze(path52.concat(node2));
           for (let i2 = 0; i2 < node2.items.length; ++i2) {
-            const ci2 = visit_(i2, node2.items[i2], visitor, path51);
+            const ci2 = visit_(i2, node2.items[i2], visitor, path52);
             if (typeof ci2 === "number")
               i2 = ci2 - 1;
             else if (ci2 === BREAK)
@@ -139,13 +139,13 @@ var require_visit = __commonJS({
             }
           }
         } else if (identity3.isPair(node2)) {
-          path51 = Object.freeze(path51.concat(node2));
-          const ck = visit_("key", node2.key, visitor, path51);
+          path52 = Object.freeze(path52.concat(node2));
+          const ck = visit_("key", node2.key, visitor, path52);
           if (ck === BREAK)
             return BREAK;
           else if (ck === REMOVE)
             node2.key = null;
-          const cv = visit_("value", node2.value, visitor, path51);
+          const cv = visit_("value", node2.value, visitor, path52);
           if (cv === BREAK)
             return BREAK;
           else if (cv === REMOVE)
@@ -166,17 +166,17 @@ var require_visit = __commonJS({
     visitAsync.BREAK = BREAK;
     visitAsync.SKIP = SKIP;
     visitAsync.REMOVE = REMOVE;
-    async function visitAsync_(key, node2, visitor, path51) {
-      const ctrl = await callVisitor(key, node2, visitor, path51);
+    async function visitAsync_(key, node2, visitor, path52) {
+      const ctrl = await callVisitor(key, node2, visitor, path52);
       if (identity3.isNode(ctrl) || identity3.isPair(ctrl)) {
-        replaceNode(key, path51, ctrl);
-        return visitAsync_(key, ctrl, visitor, path51);
+        replaceNode(key, path52, ctrl);
+        return visitAsync_(key, ctrl, visitor, path52);
       }
       if (typeof ctrl !== "symbol") {
         if (identity3.isCollection(node2)) {
-          path51 = Object.freeze(path51.concat(node2));
+          path52 = Object.freeze(path52.concat(node2));
           for (let i2 = 0; i2 < node2.items.length; ++i2) {
-            const ci2 = await visitAsync_(i2, node2.items[i2], visitor, path51);
+            const ci2 = await visitAsync_(i2, node2.items[i2], visitor, path52);
             if (typeof ci2 === "number")
               i2 = ci2 - 1;
             else if (ci2 === BREAK)
@@ -187,13 +187,13 @@ var require_visit = __commonJS({
             }
           }
         } else if (identity3.isPair(node2)) {
-          path51 = Object.freeze(path51.concat(node2));
-          const ck = await visitAsync_("key", node2.key, visitor, path51);
+          path52 = Object.freeze(path52.concat(node2));
+          const ck = await visitAsync_("key", node2.key, visitor, path52);
           if (ck === BREAK)
             return BREAK;
           else if (ck === REMOVE)
             node2.key = null;
-          const cv = await visitAsync_("value", node2.value, visitor, path51);
+          const cv = await visitAsync_("value", node2.value, visitor, path52);
           if (cv === BREAK)
             return BREAK;
           else if (cv === REMOVE)
@@ -220,23 +220,23 @@ var require_visit = __commonJS({
       }
       return visitor;
     }
-    function callVisitor(key, node2, visitor, path51) {
+    function callVisitor(key, node2, visitor, path52) {
       if (typeof visitor === "function")
-        return visitor(key, node2, path51);
+        return visitor(key, node2, path52);
       if (identity3.isMap(node2))
-        return visitor.Map?.(key, node2, path51);
+        return visitor.Map?.(key, node2, path52);
       if (identity3.isSeq(node2))
-        return visitor.Seq?.(key, node2, path51);
+        return visitor.Seq?.(key, node2, path52);
       if (identity3.isPair(node2))
-        return visitor.Pair?.(key, node2, path51);
+        return visitor.Pair?.(key, node2, path52);
       if (identity3.isScalar(node2))
-        return visitor.Scalar?.(key, node2, path51);
+        return visitor.Scalar?.(key, node2, path52);
       if (identity3.isAlias(node2))
-        return visitor.Alias?.(key, node2, path51);
+        return visitor.Alias?.(key, node2, path52);
       return void 0;
     }
-    function replaceNode(key, path51, node2) {
-      const parent = path51[path51.length - 1];
+    function replaceNode(key, path52, node2) {
+      const parent = path52[path52.length - 1];
       if (identity3.isCollection(parent)) {
         parent.items[key] = node2;
       } else if (identity3.isPair(parent)) {
@@ -848,10 +848,10 @@ var require_Collection = __commonJS({
     var createNode = require_createNode();
     var identity3 = require_identity();
     var Node = require_Node();
-    function collectionFromPath(schema, path51, value) {
+    function collectionFromPath(schema, path52, value) {
       let v2 = value;
-      for (let i2 = path51.length - 1; i2 >= 0; --i2) {
-        const k2 = path51[i2];
+      for (let i2 = path52.length - 1; i2 >= 0; --i2) {
+        const k2 = path52[i2];
         if (typeof k2 === "number" && Number.isInteger(k2) && k2 >= 0) {
           const a2 = [];
           a2[k2] = v2;
@@ -870,7 +870,7 @@ var require_Collection = __commonJS({
         sourceObjects: /* @__PURE__ */ new Map()
       });
     }
-    var isEmptyPath = (path51) => path51 == null || typeof path51 === "object" && !!path51[Symbol.iterator]().next().done;
+    var isEmptyPath = (path52) => path52 == null || typeof path52 === "object" && !!path52[Symbol.iterator]().next().done;
     var Collection = class extends Node.NodeBase {
       constructor(type, schema) {
         super(type);
@@ -900,11 +900,11 @@ var require_Collection = __commonJS({
        * be a Pair instance or a `{ key, value }` object, which may not have a key
        * that already exists in the map.
        */
-      addIn(path51, value) {
-        if (isEmptyPath(path51))
+      addIn(path52, value) {
+        if (isEmptyPath(path52))
           this.add(value);
         else {
-          const [key, ...rest] = path51;
+          const [key, ...rest] = path52;
           const node2 = this.get(key, true);
           if (identity3.isCollection(node2))
             node2.addIn(rest, value);
@@ -918,8 +918,8 @@ var require_Collection = __commonJS({
        * Removes a value from the collection.
        * @returns `true` if the item was found and removed.
        */
-      deleteIn(path51) {
-        const [key, ...rest] = path51;
+      deleteIn(path52) {
+        const [key, ...rest] = path52;
         if (rest.length === 0)
           return this.delete(key);
         const node2 = this.get(key, true);
@@ -933,8 +933,8 @@ var require_Collection = __commonJS({
        * scalar values from their surrounding node; to disable set `keepScalar` to
        * `true` (collections are always returned intact).
        */
-      getIn(path51, keepScalar) {
-        const [key, ...rest] = path51;
+      getIn(path52, keepScalar) {
+        const [key, ...rest] = path52;
         const node2 = this.get(key, true);
         if (rest.length === 0)
           return !keepScalar && identity3.isScalar(node2) ? node2.value : node2;
@@ -952,8 +952,8 @@ var require_Collection = __commonJS({
       /**
        * Checks if the collection includes a value with the key `key`.
        */
-      hasIn(path51) {
-        const [key, ...rest] = path51;
+      hasIn(path52) {
+        const [key, ...rest] = path52;
         if (rest.length === 0)
           return this.has(key);
         const node2 = this.get(key, true);
@@ -963,8 +963,8 @@ var require_Collection = __commonJS({
        * Sets a value in this collection. For `!!set`, `value` needs to be a
        * boolean to add/remove the item from the set.
        */
-      setIn(path51, value) {
-        const [key, ...rest] = path51;
+      setIn(path52, value) {
+        const [key, ...rest] = path52;
         if (rest.length === 0) {
           this.set(key, value);
         } else {
@@ -3479,9 +3479,9 @@ var require_Document = __commonJS({
           this.contents.add(value);
       }
       /** Adds a value to the document. */
-      addIn(path51, value) {
+      addIn(path52, value) {
         if (assertCollection(this.contents))
-          this.contents.addIn(path51, value);
+          this.contents.addIn(path52, value);
       }
       /**
        * Create a new `Alias` node, ensuring that the target `node` has the required anchor.
@@ -3556,14 +3556,14 @@ var require_Document = __commonJS({
        * Removes a value from the document.
        * @returns `true` if the item was found and removed.
        */
-      deleteIn(path51) {
-        if (Collection.isEmptyPath(path51)) {
+      deleteIn(path52) {
+        if (Collection.isEmptyPath(path52)) {
           if (this.contents == null)
             return false;
           this.contents = null;
           return true;
         }
-        return assertCollection(this.contents) ? this.contents.deleteIn(path51) : false;
+        return assertCollection(this.contents) ? this.contents.deleteIn(path52) : false;
       }
       /**
        * Returns item at `key`, or `undefined` if not found. By default unwraps
@@ -3578,10 +3578,10 @@ var require_Document = __commonJS({
        * scalar values from their surrounding node; to disable set `keepScalar` to
        * `true` (collections are always returned intact).
        */
-      getIn(path51, keepScalar) {
-        if (Collection.isEmptyPath(path51))
+      getIn(path52, keepScalar) {
+        if (Collection.isEmptyPath(path52))
           return !keepScalar && identity3.isScalar(this.contents) ? this.contents.value : this.contents;
-        return identity3.isCollection(this.contents) ? this.contents.getIn(path51, keepScalar) : void 0;
+        return identity3.isCollection(this.contents) ? this.contents.getIn(path52, keepScalar) : void 0;
       }
       /**
        * Checks if the document includes a value with the key `key`.
@@ -3592,10 +3592,10 @@ var require_Document = __commonJS({
       /**
        * Checks if the document includes a value at `path`.
        */
-      hasIn(path51) {
-        if (Collection.isEmptyPath(path51))
+      hasIn(path52) {
+        if (Collection.isEmptyPath(path52))
           return this.contents !== void 0;
-        return identity3.isCollection(this.contents) ? this.contents.hasIn(path51) : false;
+        return identity3.isCollection(this.contents) ? this.contents.hasIn(path52) : false;
       }
       /**
        * Sets a value in this document. For `!!set`, `value` needs to be a
@@ -3612,13 +3612,13 @@ var require_Document = __commonJS({
        * Sets a value in this document. For `!!set`, `value` needs to be a
        * boolean to add/remove the item from the set.
        */
-      setIn(path51, value) {
-        if (Collection.isEmptyPath(path51)) {
+      setIn(path52, value) {
+        if (Collection.isEmptyPath(path52)) {
           this.contents = value;
         } else if (this.contents == null) {
-          this.contents = Collection.collectionFromPath(this.schema, Array.from(path51), value);
+          this.contents = Collection.collectionFromPath(this.schema, Array.from(path52), value);
         } else if (assertCollection(this.contents)) {
-          this.contents.setIn(path51, value);
+          this.contents.setIn(path52, value);
         }
       }
       /**
@@ -5579,9 +5579,9 @@ var require_cst_visit = __commonJS({
     visit3.BREAK = BREAK;
     visit3.SKIP = SKIP;
     visit3.REMOVE = REMOVE;
-    visit3.itemAtPath = (cst, path51) => {
+    visit3.itemAtPath = (cst, path52) => {
       let item = cst;
-      for (const [field2, index] of path51) {
+      for (const [field2, index] of path52) {
         const tok = item?.[field2];
         if (tok && "items" in tok) {
           item = tok.items[index];
@@ -5590,23 +5590,23 @@ var require_cst_visit = __commonJS({
       }
       return item;
     };
-    visit3.parentCollection = (cst, path51) => {
-      const parent = visit3.itemAtPath(cst, path51.slice(0, -1));
-      const field2 = path51[path51.length - 1][0];
+    visit3.parentCollection = (cst, path52) => {
+      const parent = visit3.itemAtPath(cst, path52.slice(0, -1));
+      const field2 = path52[path52.length - 1][0];
       const coll = parent?.[field2];
       if (coll && "items" in coll)
         return coll;
       throw new Error("Parent collection not found");
     };
-    function _visit(path51, item, visitor) {
-      let ctrl = visitor(item, path51);
+    function _visit(path52, item, visitor) {
+      let ctrl = visitor(item, path52);
       if (typeof ctrl === "symbol")
         return ctrl;
       for (const field2 of ["key", "value"]) {
         const token = item[field2];
         if (token && "items" in token) {
           for (let i2 = 0; i2 < token.items.length; ++i2) {
-            const ci2 = _visit(Object.freeze(path51.concat([[field2, i2]])), token.items[i2], visitor);
+            const ci2 = _visit(Object.freeze(path52.concat([[field2, i2]])), token.items[i2], visitor);
             if (typeof ci2 === "number")
               i2 = ci2 - 1;
             else if (ci2 === BREAK)
@@ -5617,10 +5617,10 @@ var require_cst_visit = __commonJS({
             }
           }
           if (typeof ctrl === "function" && field2 === "key")
-            ctrl = ctrl(item, path51);
+            ctrl = ctrl(item, path52);
         }
       }
-      return typeof ctrl === "function" ? ctrl(item, path51) : ctrl;
+      return typeof ctrl === "function" ? ctrl(item, path52) : ctrl;
     }
     exports.visit = visit3;
   }
@@ -7377,7 +7377,7 @@ var require_windows = __commonJS({
     module.exports = isexe;
     isexe.sync = sync;
     var fs2 = __require("fs");
-    function checkPathExt(path51, options) {
+    function checkPathExt(path52, options) {
       var pathext = options.pathExt !== void 0 ? options.pathExt : process.env.PATHEXT;
       if (!pathext) {
         return true;
@@ -7388,25 +7388,25 @@ var require_windows = __commonJS({
       }
       for (var i2 = 0; i2 < pathext.length; i2++) {
         var p2 = pathext[i2].toLowerCase();
-        if (p2 && path51.substr(-p2.length).toLowerCase() === p2) {
+        if (p2 && path52.substr(-p2.length).toLowerCase() === p2) {
           return true;
         }
       }
       return false;
     }
-    function checkStat(stat11, path51, options) {
+    function checkStat(stat11, path52, options) {
       if (!stat11.isSymbolicLink() && !stat11.isFile()) {
         return false;
       }
-      return checkPathExt(path51, options);
+      return checkPathExt(path52, options);
     }
-    function isexe(path51, options, cb) {
-      fs2.stat(path51, function(er2, stat11) {
-        cb(er2, er2 ? false : checkStat(stat11, path51, options));
+    function isexe(path52, options, cb) {
+      fs2.stat(path52, function(er2, stat11) {
+        cb(er2, er2 ? false : checkStat(stat11, path52, options));
       });
     }
-    function sync(path51, options) {
-      return checkStat(fs2.statSync(path51), path51, options);
+    function sync(path52, options) {
+      return checkStat(fs2.statSync(path52), path52, options);
     }
   }
 });
@@ -7417,13 +7417,13 @@ var require_mode = __commonJS({
     module.exports = isexe;
     isexe.sync = sync;
     var fs2 = __require("fs");
-    function isexe(path51, options, cb) {
-      fs2.stat(path51, function(er2, stat11) {
+    function isexe(path52, options, cb) {
+      fs2.stat(path52, function(er2, stat11) {
         cb(er2, er2 ? false : checkStat(stat11, options));
       });
     }
-    function sync(path51, options) {
-      return checkStat(fs2.statSync(path51), options);
+    function sync(path52, options) {
+      return checkStat(fs2.statSync(path52), options);
     }
     function checkStat(stat11, options) {
       return stat11.isFile() && checkMode(stat11, options);
@@ -7456,7 +7456,7 @@ var require_isexe = __commonJS({
     }
     module.exports = isexe;
     isexe.sync = sync;
-    function isexe(path51, options, cb) {
+    function isexe(path52, options, cb) {
       if (typeof options === "function") {
         cb = options;
         options = {};
@@ -7466,7 +7466,7 @@ var require_isexe = __commonJS({
           throw new TypeError("callback not provided");
         }
         return new Promise(function(resolve, reject) {
-          isexe(path51, options || {}, function(er2, is2) {
+          isexe(path52, options || {}, function(er2, is2) {
             if (er2) {
               reject(er2);
             } else {
@@ -7475,7 +7475,7 @@ var require_isexe = __commonJS({
           });
         });
       }
-      core(path51, options || {}, function(er2, is2) {
+      core(path52, options || {}, function(er2, is2) {
         if (er2) {
           if (er2.code === "EACCES" || options && options.ignoreErrors) {
             er2 = null;
@@ -7485,9 +7485,9 @@ var require_isexe = __commonJS({
         cb(er2, is2);
       });
     }
-    function sync(path51, options) {
+    function sync(path52, options) {
       try {
-        return core.sync(path51, options || {});
+        return core.sync(path52, options || {});
       } catch (er2) {
         if (options && options.ignoreErrors || er2.code === "EACCES") {
           return false;
@@ -7503,7 +7503,7 @@ var require_isexe = __commonJS({
 var require_which = __commonJS({
   "node_modules/which/which.js"(exports, module) {
     var isWindows = process.platform === "win32" || process.env.OSTYPE === "cygwin" || process.env.OSTYPE === "msys";
-    var path51 = __require("path");
+    var path52 = __require("path");
     var COLON = isWindows ? ";" : ":";
     var isexe = require_isexe();
     var getNotFoundError = (cmd) => Object.assign(new Error(`not found: ${cmd}`), { code: "ENOENT" });
@@ -7541,7 +7541,7 @@ var require_which = __commonJS({
           return opt.all && found.length ? resolve(found) : reject(getNotFoundError(cmd));
         const ppRaw = pathEnv[i2];
         const pathPart = /^".*"$/.test(ppRaw) ? ppRaw.slice(1, -1) : ppRaw;
-        const pCmd = path51.join(pathPart, cmd);
+        const pCmd = path52.join(pathPart, cmd);
         const p2 = !pathPart && /^\.[\\\/]/.test(cmd) ? cmd.slice(0, 2) + pCmd : pCmd;
         resolve(subStep(p2, i2, 0));
       });
@@ -7568,7 +7568,7 @@ var require_which = __commonJS({
       for (let i2 = 0; i2 < pathEnv.length; i2++) {
         const ppRaw = pathEnv[i2];
         const pathPart = /^".*"$/.test(ppRaw) ? ppRaw.slice(1, -1) : ppRaw;
-        const pCmd = path51.join(pathPart, cmd);
+        const pCmd = path52.join(pathPart, cmd);
         const p2 = !pathPart && /^\.[\\\/]/.test(cmd) ? cmd.slice(0, 2) + pCmd : pCmd;
         for (let j2 = 0; j2 < pathExt.length; j2++) {
           const cur = p2 + pathExt[j2];
@@ -7616,7 +7616,7 @@ var require_path_key = __commonJS({
 var require_resolveCommand = __commonJS({
   "node_modules/cross-spawn/lib/util/resolveCommand.js"(exports, module) {
     "use strict";
-    var path51 = __require("path");
+    var path52 = __require("path");
     var which = require_which();
     var getPathKey = require_path_key();
     function resolveCommandAttempt(parsed, withoutPathExt) {
@@ -7634,7 +7634,7 @@ var require_resolveCommand = __commonJS({
       try {
         resolved = which.sync(parsed.command, {
           path: env[getPathKey({ env })],
-          pathExt: withoutPathExt ? path51.delimiter : void 0
+          pathExt: withoutPathExt ? path52.delimiter : void 0
         });
       } catch (e) {
       } finally {
@@ -7643,7 +7643,7 @@ var require_resolveCommand = __commonJS({
         }
       }
       if (resolved) {
-        resolved = path51.resolve(hasCustomCwd ? parsed.options.cwd : "", resolved);
+        resolved = path52.resolve(hasCustomCwd ? parsed.options.cwd : "", resolved);
       }
       return resolved;
     }
@@ -7697,8 +7697,8 @@ var require_shebang_command = __commonJS({
       if (!match) {
         return null;
       }
-      const [path51, argument] = match[0].replace(/#! ?/, "").split(" ");
-      const binary = path51.split("/").pop();
+      const [path52, argument] = match[0].replace(/#! ?/, "").split(" ");
+      const binary = path52.split("/").pop();
       if (binary === "env") {
         return argument;
       }
@@ -7733,7 +7733,7 @@ var require_readShebang = __commonJS({
 var require_parse = __commonJS({
   "node_modules/cross-spawn/lib/parse.js"(exports, module) {
     "use strict";
-    var path51 = __require("path");
+    var path52 = __require("path");
     var resolveCommand = require_resolveCommand();
     var escape = require_escape();
     var readShebang = require_readShebang();
@@ -7758,7 +7758,7 @@ var require_parse = __commonJS({
       const needsShell = !isExecutableRegExp.test(commandFile);
       if (parsed.options.forceShell || needsShell) {
         const needsDoubleEscapeMetaChars = isCmdShimRegExp.test(commandFile);
-        parsed.command = path51.normalize(parsed.command);
+        parsed.command = path52.normalize(parsed.command);
         parsed.command = escape.command(parsed.command);
         parsed.args = parsed.args.map((arg) => escape.argument(arg, needsDoubleEscapeMetaChars));
         const shellCommand = [parsed.command].concat(parsed.args).join(" ");
@@ -8940,10 +8940,10 @@ function mergeDefs(...defs) {
 function cloneDef(schema) {
   return mergeDefs(schema._zod.def);
 }
-function getElementAtPath(obj, path51) {
-  if (!path51)
+function getElementAtPath(obj, path52) {
+  if (!path52)
     return obj;
-  return path51.reduce((acc, key) => acc?.[key], obj);
+  return path52.reduce((acc, key) => acc?.[key], obj);
 }
 function promiseAllObject(promisesObj) {
   const keys = Object.keys(promisesObj);
@@ -9283,11 +9283,11 @@ function explicitlyAborted(x, startIndex = 0) {
   }
   return false;
 }
-function prefixIssues(path51, issues) {
+function prefixIssues(path52, issues) {
   return issues.map((iss) => {
     var _a3;
     (_a3 = iss).path ?? (_a3.path = []);
-    iss.path.unshift(path51);
+    iss.path.unshift(path52);
     return iss;
   });
 }
@@ -9749,16 +9749,16 @@ function flattenError(error62, mapper = (issue2) => issue2.message) {
 }
 function formatError(error62, mapper = (issue2) => issue2.message) {
   const fieldErrors = { _errors: [] };
-  const processError = (error63, path51 = []) => {
+  const processError = (error63, path52 = []) => {
     for (const issue2 of error63.issues) {
       if (issue2.code === "invalid_union" && issue2.errors.length) {
-        issue2.errors.map((issues) => processError({ issues }, [...path51, ...issue2.path]));
+        issue2.errors.map((issues) => processError({ issues }, [...path52, ...issue2.path]));
       } else if (issue2.code === "invalid_key") {
-        processError({ issues: issue2.issues }, [...path51, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path52, ...issue2.path]);
       } else if (issue2.code === "invalid_element") {
-        processError({ issues: issue2.issues }, [...path51, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path52, ...issue2.path]);
       } else {
-        const fullpath = [...path51, ...issue2.path];
+        const fullpath = [...path52, ...issue2.path];
         if (fullpath.length === 0) {
           fieldErrors._errors.push(mapper(issue2));
         } else {
@@ -9797,17 +9797,17 @@ function formatError(error62, mapper = (issue2) => issue2.message) {
 }
 function treeifyError(error62, mapper = (issue2) => issue2.message) {
   const result = { errors: [] };
-  const processError = (error63, path51 = []) => {
+  const processError = (error63, path52 = []) => {
     var _a3;
     for (const issue2 of error63.issues) {
       if (issue2.code === "invalid_union" && issue2.errors.length) {
-        issue2.errors.map((issues) => processError({ issues }, [...path51, ...issue2.path]));
+        issue2.errors.map((issues) => processError({ issues }, [...path52, ...issue2.path]));
       } else if (issue2.code === "invalid_key") {
-        processError({ issues: issue2.issues }, [...path51, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path52, ...issue2.path]);
       } else if (issue2.code === "invalid_element") {
-        processError({ issues: issue2.issues }, [...path51, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path52, ...issue2.path]);
       } else {
-        const fullpath = [...path51, ...issue2.path];
+        const fullpath = [...path52, ...issue2.path];
         if (fullpath.length === 0) {
           result.errors.push(mapper(issue2));
           continue;
@@ -9846,8 +9846,8 @@ function treeifyError(error62, mapper = (issue2) => issue2.message) {
 }
 function toDotPath(_path) {
   const segs = [];
-  const path51 = _path.map((seg) => typeof seg === "object" ? seg.key : seg);
-  for (const seg of path51) {
+  const path52 = _path.map((seg) => typeof seg === "object" ? seg.key : seg);
+  for (const seg of path52) {
     if (typeof seg === "number")
       segs.push(`[${seg}]`);
     else if (typeof seg === "symbol")
@@ -26985,13 +26985,13 @@ function resolveRef(ref, ctx) {
   if (!ref.startsWith("#")) {
     throw new Error("External $ref is not supported, only local refs (#/...) are allowed");
   }
-  const path51 = ref.slice(1).split("/").filter(Boolean);
-  if (path51.length === 0) {
+  const path52 = ref.slice(1).split("/").filter(Boolean);
+  if (path52.length === 0) {
     return ctx.rootSchema;
   }
   const defsKey = ctx.version === "draft-2020-12" ? "$defs" : "definitions";
-  if (path51[0] === defsKey) {
-    const key = path51[1] === void 0 ? void 0 : decodeJSONPointerSegment(path51[1]);
+  if (path52[0] === defsKey) {
+    const key = path52[1] === void 0 ? void 0 : decodeJSONPointerSegment(path52[1]);
     if (!key || !ctx.defs[key]) {
       throw new Error(`Reference not found: ${ref}`);
     }
@@ -27923,6 +27923,24 @@ var dataSchema = external_exports.strictObject({
   template: pathString.optional()
 });
 var port = external_exports.number().int().min(1).max(65535);
+var MEMORY_UNITS = { "": 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3 };
+var memorySize = external_exports.union([
+  external_exports.number().int(),
+  external_exports.string().regex(/^\d+[KMG]?$/, 'expected a size such as "256M" (K, M or G) or a number of bytes')
+]).transform((v2) => {
+  if (typeof v2 === "number") return v2;
+  const m2 = /^(\d+)([KMG]?)$/.exec(v2);
+  return Number(m2[1]) * MEMORY_UNITS[m2[2]];
+}).refine((n2) => n2 >= 16 * 1024 ** 2, "at least 16M: QEMU and nspawn alone need about that").refine((n2) => n2 <= 2 ** 50, "at most 1P");
+var limitsSchema = external_exports.strictObject({
+  memory: memorySize.default(256 * 1024 ** 2),
+  tasks: external_exports.number().int().min(8).max(65536).default(64),
+  /** CPU time in percent of one core (CPUQuota=). */
+  cpu: external_exports.number().int().min(1).max(1e5).default(100),
+  /** Open files (RLIMIT_NOFILE, LimitNOFILE=). */
+  nofile: external_exports.number().int().min(64).max(1048576).default(1024)
+});
+var DEFAULT_LIMITS = limitsSchema.parse({});
 var serviceSchema = external_exports.strictObject({
   command: external_exports.array(external_exports.string().min(1)).min(1),
   user: external_exports.union([external_exports.string().min(1), external_exports.number().int().min(0)]).default(0),
@@ -27931,7 +27949,8 @@ var serviceSchema = external_exports.strictObject({
   inetd: external_exports.boolean().optional(),
   listen: port.optional(),
   /** Seconds a traced or verified run may take before it is killed. */
-  timeout: external_exports.number().positive().default(60)
+  timeout: external_exports.number().positive().default(60),
+  limits: limitsSchema.default(() => ({ ...DEFAULT_LIMITS }))
 }).superRefine((s3, ctx) => {
   if (!!s3.inetd === (s3.listen !== void 0))
     ctx.addIssue({
@@ -28207,7 +28226,7 @@ function resolveConfig(raw, file2) {
 // src/pipeline.ts
 import { mkdtemp as mkdtemp8 } from "node:fs/promises";
 import os10 from "node:os";
-import path43 from "node:path";
+import path44 from "node:path";
 
 // src/config/check-files.ts
 async function checkConfigFiles(config2) {
@@ -34003,13 +34022,13 @@ var logOutputSync = ({ serializedResult, fdNumber: fdNumber2, state, verboseInfo
   }
 };
 var writeToFiles = (serializedResult, stdioItems, outputFiles) => {
-  for (const { path: path51, append } of stdioItems.filter(({ type }) => FILE_TYPES.has(type))) {
-    const pathString2 = typeof path51 === "string" ? path51 : path51.toString();
+  for (const { path: path52, append } of stdioItems.filter(({ type }) => FILE_TYPES.has(type))) {
+    const pathString2 = typeof path52 === "string" ? path52 : path52.toString();
     if (append || outputFiles.has(pathString2)) {
-      appendFileSync(path51, serializedResult);
+      appendFileSync(path52, serializedResult);
     } else {
       outputFiles.add(pathString2);
-      writeFileSync(path51, serializedResult);
+      writeFileSync(path52, serializedResult);
     }
   }
 };
@@ -37013,6 +37032,9 @@ async function removeTree(paths, o2 = {}) {
 }
 
 // src/tools/nspawn.ts
+function limitFlags(l) {
+  return [`--rlimit=RLIMIT_NOFILE=${l.nofile}`, `--rlimit=RLIMIT_NPROC=${l.tasks}`];
+}
 var BASE_FLAGS = [
   "--register=no",
   "--keep-unit",
@@ -37036,10 +37058,19 @@ var DROPPED_CAPABILITIES = [
   "CAP_LINUX_IMMUTABLE",
   "CAP_AUDIT_CONTROL"
 ];
+var SCRATCH_MOUNT_OPTIONS = "noexec,nosuid,nodev";
+var SCRATCH_MOUNTS = [
+  { path: "/dev/shm", mode: "1777" },
+  { path: "/run", mode: "755" },
+  { path: "/run/host", mode: "755" },
+  { path: "/tmp", mode: "1777" }
+];
+var SCRATCH_PATHS = ["/tmp", "/run", "/dev/shm"];
 var HARDENING_FLAGS = [
   "--private-network",
   `--drop-capability=${DROPPED_CAPABILITIES.join(",")}`,
-  "--no-new-privileges=yes"
+  "--no-new-privileges=yes",
+  ...SCRATCH_MOUNTS.map((m2) => `--tmpfs=${m2.path}:mode=${m2.mode},${SCRATCH_MOUNT_OPTIONS}`)
 ];
 var USERNS_FLAGS = ["-U", "--private-users-ownership=map"];
 function nspawnArgv(o2) {
@@ -37083,6 +37114,7 @@ function boardNspawnArgv(o2) {
     workdir: o2.workdir
   });
   if (o2.nspawnPath) argv[0] = o2.nspawnPath;
+  if (o2.limits) argv.splice(argv.indexOf("--"), 0, ...limitFlags(o2.limits));
   return argv;
 }
 
@@ -40582,6 +40614,7 @@ function shiftOwnersCommand(dir, offset = OCI_USER_NAMESPACE.hostId) {
 }
 function ociConfig(o2, p2, ids, opts = {}) {
   const caps = ociCapabilities(o2.service);
+  const limits = o2.service.limits ?? DEFAULT_LIMITS;
   const env = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"];
   for (const [k2, v2] of Object.entries(o2.service.env ?? {}).sort(
     ([a2], [b2]) => a2 < b2 ? -1 : a2 > b2 ? 1 : 0
@@ -40611,7 +40644,10 @@ function ociConfig(o2, p2, ids, opts = {}) {
         inheritable: [],
         ambient: []
       },
-      rlimits: [{ type: "RLIMIT_NOFILE", hard: 1024, soft: 1024 }],
+      rlimits: [
+        { type: "RLIMIT_NOFILE", hard: limits.nofile, soft: limits.nofile },
+        { type: "RLIMIT_NPROC", hard: limits.tasks, soft: limits.tasks }
+      ],
       noNewPrivileges: true
     },
     root: { path: p2.rootMount, readonly: true },
@@ -40647,7 +40683,13 @@ function ociConfig(o2, p2, ids, opts = {}) {
           { containerID: 0, hostID: opts.userNamespace.hostId, size: opts.userNamespace.size }
         ]
       } : {},
-      resources: { devices: [{ allow: false, access: "rwm" }] },
+      // service.limits, as the nspawn unit's MemoryMax=, TasksMax=, CPUQuota=.
+      resources: {
+        devices: [{ allow: false, access: "rwm" }],
+        memory: { limit: limits.memory },
+        pids: { limit: limits.tasks },
+        cpu: { quota: limits.cpu * 1e3, period: 1e5 }
+      },
       maskedPaths: [
         "/proc/acpi",
         "/proc/asound",
@@ -40764,9 +40806,22 @@ function unitNspawnArgv(o2, p2) {
     env: o2.service.env,
     user: o2.service.user,
     workdir: o2.service.workdir,
-    nspawnPath: o2.nspawnPath ?? "/usr/bin/systemd-nspawn"
+    nspawnPath: o2.nspawnPath ?? "/usr/bin/systemd-nspawn",
+    limits: serviceLimits(o2)
   });
   return o2.service.inetd ? argv : sharedNetworkArgv(argv);
+}
+function serviceLimits(o2) {
+  return o2.service.limits ?? DEFAULT_LIMITS;
+}
+function limitLines(l) {
+  return `# Per-container limits (service.limits in lhc.yml).
+MemoryMax=${l.memory}
+MemorySwapMax=0
+TasksMax=${l.tasks}
+CPUQuota=${l.cpu}%
+LimitNOFILE=${l.nofile}
+`;
 }
 var HEADER = (name) => `# Generated by lhc for ${name}; see README.md next to this file.
 `;
@@ -40792,7 +40847,7 @@ After=${mountUnitNames(p2).join(" ")}
 ` + (inetd ? "CollectMode=inactive-or-failed\n" : "") + `
 [Service]
 ExecStart=${systemdExecLine(unitNspawnArgv(o2, p2))}
-` + (inetd ? "StandardInput=socket\nStandardOutput=socket\n" : listenServiceLines(o2.name)) + "# nspawn and QEMU messages go to the journal, never to the client.\nStandardError=journal\n# --keep-unit runs the container in this unit's cgroup, which nspawn must be allowed to manage.\nDelegate=yes\nKillMode=mixed\n" + (timeout !== void 0 && inetd ? `RuntimeMaxSec=${Math.ceil(timeout)}
+` + (inetd ? "StandardInput=socket\nStandardOutput=socket\n" : listenServiceLines(o2.name)) + "# nspawn and QEMU messages go to the journal, never to the client.\nStandardError=journal\n# --keep-unit runs the container in this unit's cgroup, which nspawn must be allowed to manage.\nDelegate=yes\nKillMode=mixed\n" + limitLines(serviceLimits(o2)) + (timeout !== void 0 && inetd ? `RuntimeMaxSec=${Math.ceil(timeout)}
 ` : "") + (inetd ? "" : "\n[Install]\nWantedBy=multi-user.target\n");
 }
 function renderMountUnits(o2, p2) {
@@ -43190,6 +43245,17 @@ function checkDataMount(mountinfo, dataPath) {
     detail: (missing.length ? `missing ${missing.join(",")}: ` : "") + describeMount(m2)
   };
 }
+function checkScratchMount(mountinfo, mountPoint) {
+  const name = `${mountPoint} absent or noexec,nosuid,nodev`;
+  const m2 = topMount(parseMountInfo(mountinfo), mountPoint);
+  if (!m2) return { name, ok: true, detail: "not a mount point (part of the read-only root)" };
+  const missing = ["noexec", "nosuid", "nodev"].filter((o2) => !m2.options.includes(o2));
+  return {
+    name,
+    ok: missing.length === 0,
+    detail: (missing.length ? `missing ${missing.join(",")}: ` : "") + describeMount(m2)
+  };
+}
 function statusField(status, field2) {
   const m2 = new RegExp(`^${field2}:\\s*(.*)$`, "m").exec(status);
   return m2?.[1]?.trim();
@@ -43245,21 +43311,39 @@ function checkNetwork(netDev) {
     detail: `interfaces: ${names.join(", ") || "(none)"}`
   };
 }
-async function inspectProcess(pid, dataPath) {
+function limitRow(limits, row) {
+  const line = limits.split("\n").find((l) => l.startsWith(row));
+  const f2 = line?.slice(row.length).trim().split(/\s+/);
+  if (!f2 || f2.length < 2) return void 0;
+  const n2 = (v2) => v2 === "unlimited" ? Infinity : Number(v2);
+  return [n2(f2[0]), n2(f2[1])];
+}
+function checkRlimits(limits, want) {
+  const name = `open files \u2264 ${want.nofile}, processes \u2264 ${want.tasks}`;
+  const files = limitRow(limits, "Max open files");
+  const procs = limitRow(limits, "Max processes");
+  const show = (v2) => v2 ? `${v2[0]}/${v2[1]}` : "(missing)";
+  const ok = !!files && !!procs && Math.max(...files) <= want.nofile && Math.max(...procs) <= want.tasks;
+  return { name, ok, detail: `open files ${show(files)}, processes ${show(procs)} (soft/hard)` };
+}
+async function inspectProcess(pid, dataPath, limits) {
   const read2 = (f2) => readFile5(`/proc/${pid}/${f2}`, "utf8");
-  const [mountinfo, status, uidMap, netDev] = await Promise.all([
+  const [mountinfo, status, uidMap, netDev, rlimits] = await Promise.all([
     read2("mountinfo"),
     read2("status"),
     read2("uid_map"),
-    read2("net/dev")
+    read2("net/dev"),
+    read2("limits")
   ]);
   return [
     checkRootReadOnly(mountinfo),
     checkDataMount(mountinfo, dataPath),
+    ...SCRATCH_PATHS.map((p2) => checkScratchMount(mountinfo, p2)),
     checkNetwork(netDev),
     checkNoNewPrivs(status),
     checkCapabilities(status),
-    checkUidMap(uidMap)
+    checkUidMap(uidMap),
+    ...limits ? [checkRlimits(rlimits, limits)] : []
   ];
 }
 var INTERPRETER_NAME = /^(sh|bash|rbash|dash|ash|zsh|ksh|ksh93|mksh|csh|tcsh|fish|busybox|toybox|python[\d.]*m?|perl[\d.]*|lua[\d.]*|luajit[\d.-]*|ruby[\d.]*|node|nodejs|php[\d.]*|tclsh[\d.]*|wish[\d.]*)$/;
@@ -43794,9 +43878,9 @@ import path38 from "node:path";
 import { randomBytes as randomBytes4 } from "node:crypto";
 import { closeSync as closeSync3, constants as constants7, openSync as openSync3, read, writeSync as writeSync2 } from "node:fs";
 var TraceFifo = class _TraceFifo {
-  constructor(path51) {
-    this.path = path51;
-    this.fd = openSync3(path51, constants7.O_RDWR);
+  constructor(path52) {
+    this.path = path52;
+    this.fd = openSync3(path52, constants7.O_RDWR);
     this.done = this.pump();
   }
   path;
@@ -43808,9 +43892,9 @@ var TraceFifo = class _TraceFifo {
   done;
   closed = false;
   /** Creates the FIFO (mode 0666: the service may run as any user) and starts reading it. */
-  static async create(path51) {
-    await run(["mkfifo", "-m", "0666", path51]);
-    return new _TraceFifo(path51);
+  static async create(path52) {
+    await run(["mkfifo", "-m", "0666", path52]);
+    return new _TraceFifo(path52);
   }
   async pump() {
     const buf = Buffer.alloc(256 * 1024);
@@ -44466,10 +44550,78 @@ async function traceService(config2, root, opts) {
 
 // src/stages/verify.ts
 import { setMaxListeners as setMaxListeners2 } from "node:events";
-import { existsSync as existsSync11 } from "node:fs";
+import { existsSync as existsSync12 } from "node:fs";
 import { mkdir as mkdir14, mkdtemp as mkdtemp7 } from "node:fs/promises";
 import os9 from "node:os";
-import path42 from "node:path";
+import path43 from "node:path";
+
+// src/harness/limits.ts
+import { existsSync as existsSync10 } from "node:fs";
+import path40 from "node:path";
+var CGROUP_V1 = "/sys/fs/cgroup";
+var WRAPPER = [
+  "set -e",
+  'm="$1/c$$"; p="$2/c$$"; c="$3"',
+  'mkdir "$m" "$p"',
+  'echo "$4" > "$m/memory.limit_in_bytes"',
+  'echo "$5" > "$p/pids.max"',
+  'if [ -n "$c" ]; then c="$c/c$$"; mkdir "$c"; echo 100000 > "$c/cpu.cfs_period_us"; echo "$6" > "$c/cpu.cfs_quota_us"; echo $$ > "$c/cgroup.procs"; fi',
+  'echo $$ > "$m/cgroup.procs"',
+  'echo $$ > "$p/cgroup.procs"',
+  "shift 6",
+  'exec "$@"'
+].join("\n");
+function limitedArgv(argv, cg, l) {
+  return [
+    "/bin/sh",
+    "-c",
+    WRAPPER,
+    "lhc-limits",
+    cg.memory,
+    cg.pids,
+    cg.cpu ?? "",
+    String(l.memory),
+    String(l.tasks),
+    String(l.cpu * 1e3),
+    ...argv
+  ];
+}
+function hasCgroupV1Limits() {
+  return (existsSync10(path40.join(CGROUP_V1, "memory/memory.limit_in_bytes")) || existsSync10(path40.join(CGROUP_V1, "memory/cgroup.procs"))) && existsSync10(path40.join(CGROUP_V1, "pids/cgroup.procs"));
+}
+async function createLimitCgroups(name, logger) {
+  const cg = {
+    memory: path40.join(CGROUP_V1, "memory", name),
+    pids: path40.join(CGROUP_V1, "pids", name)
+  };
+  if (existsSync10(path40.join(CGROUP_V1, "cpu/cpu.cfs_quota_us")))
+    cg.cpu = path40.join(CGROUP_V1, "cpu", name);
+  await run(["mkdir", cg.memory, cg.pids, ...cg.cpu ? [cg.cpu] : []], {
+    privileged: true,
+    logger
+  });
+  return cg;
+}
+async function removeLimitCgroups(cg, logger) {
+  const dirs = [cg.memory, cg.pids, ...cg.cpu ? [cg.cpu] : []].filter((d) => existsSync10(d));
+  if (!dirs.length) return;
+  let last = "";
+  const done = await waitFor(
+    async () => {
+      const r = await run(["find", ...dirs, "-depth", "-type", "d", "-delete"], {
+        privileged: true,
+        logger,
+        reject: false
+      });
+      last = r.stderr;
+      return r.exitCode === 0 || void 0;
+    },
+    1e4,
+    void 0,
+    200
+  );
+  if (!done) throw new Error(`could not remove cgroups ${dirs.join(", ")}: ${last.trim()}`);
+}
 
 // src/harness/client.ts
 import http from "node:http";
@@ -44637,7 +44789,7 @@ async function runLoad(requests, concurrency, one, signal) {
 
 // src/verify/probes.ts
 import { readFile as readFile10 } from "node:fs/promises";
-import path40 from "node:path";
+import path41 from "node:path";
 async function readFixtures(probes) {
   const out = /* @__PURE__ */ new Map();
   for (const p2 of probes) {
@@ -44699,7 +44851,7 @@ async function curlProbe(probe, expected, svc, workDir, opts, timeoutMs) {
   const { host, port: port2 } = svc.clientTarget;
   const name = `${probe.name} (curl)`;
   const seconds = String(Math.ceil(timeoutMs / 1e3));
-  const bodyFile = path40.join(workDir, "curl-body");
+  const bodyFile = path41.join(workDir, "curl-body");
   const url3 = probe.type === "gopher" ? gopherUrl(host, port2, probe.selector) : `http://${host}:${port2}${probe.path}`;
   const curl = [
     "curl",
@@ -44733,8 +44885,8 @@ async function curlProbe(probe, expected, svc, workDir, opts, timeoutMs) {
 }
 
 // src/harness/service.ts
-import { existsSync as existsSync10 } from "node:fs";
-import path41 from "node:path";
+import { existsSync as existsSync11 } from "node:fs";
+import path42 from "node:path";
 var FORWARDER = `
 const net = require('net');
 const [, sock, port] = process.argv;
@@ -44827,13 +44979,13 @@ ${stderr}`
 ${stderr}`
     );
   }
-  const sockPath = path41.join(state.workDir, "service.sock");
+  const sockPath = path42.join(state.workDir, "service.sock");
   const nsenter = (a2) => ["nsenter", "-t", String(payload.pid), "-n", ...a2];
   state.forwarder = start(nsenter([process.execPath, "-e", FORWARDER, sockPath, String(port2)]), {
     privileged: true,
     logger
   });
-  if (!await waitFor(() => existsSync10(sockPath) || void 0, 1e4, signal)) {
+  if (!await waitFor(() => existsSync11(sockPath) || void 0, 1e4, signal)) {
     throw new UserError(
       `the forwarder into the container's network namespace did not start: ${state.forwarder.command}`
     );
@@ -44854,7 +45006,7 @@ async function hardeningRows(svc, state, config2) {
     const payload = await svc.payload();
     if (!payload) break;
     try {
-      inspected = await inspectProcess(payload.pid, config2.data.path);
+      inspected = await inspectProcess(payload.pid, config2.data.path, config2.service.limits);
     } catch (e) {
       const code = e.code;
       if (code !== "ENOENT" && code !== "ESRCH") throw e;
@@ -44873,6 +45025,20 @@ async function hardeningRows(svc, state, config2) {
   state.sockets.clear();
   rows.push(checkNoInterpreters(await listImage(state.rootDir), config2.service.command[0]));
   return rows;
+}
+async function withLimits(argv, state, config2, logger) {
+  const l = config2.service.limits;
+  if (!hasCgroupV1Limits()) {
+    logger.warn(
+      "no cgroup v1 memory and pids controllers on this host: service.limits memory, tasks and cpu are not applied here (open files and processes per user are)"
+    );
+    return argv;
+  }
+  state.limitCgroups = await createLimitCgroups(`lhc-${path43.basename(state.workDir)}`, logger);
+  logger.info(
+    `limits per container: memory ${humanBytes(l.memory)}, ${l.tasks} tasks, cpu ${l.cpu} %, ${l.nofile} open files`
+  );
+  return limitedArgv(argv, state.limitCgroups, l);
 }
 async function teardown(state, image, logger) {
   for (const s3 of state.sockets) s3.destroy();
@@ -44910,6 +45076,8 @@ async function teardown(state, image, logger) {
     if (r === void 0) throw new Error(`${state.service.command} did not exit`);
     state.serviceStderr = r.stderr;
   });
+  const cgroups = state.limitCgroups;
+  if (cgroups) await attempt("remove limit cgroups", () => removeLimitCgroups(cgroups, logger));
   await attempt("unmount data", () => unmount(state.dataDir, logger));
   await attempt("unmount image", () => unmount(state.rootDir, logger));
   if (state.image) {
@@ -44943,8 +45111,8 @@ function combinedSignal(opts, concurrency) {
   };
 }
 async function mustExist(file2, what) {
-  const abs = path42.resolve(file2);
-  if (!existsSync11(abs)) throw new UserError(`${what} ${file2} does not exist`);
+  const abs = path43.resolve(file2);
+  if (!existsSync12(abs)) throw new UserError(`${what} ${file2} does not exist`);
   return abs;
 }
 async function verifyImage(options) {
@@ -44961,11 +45129,11 @@ async function verifyImage(options) {
     throw new UserError(`--concurrency must be a whole number \u2265 1, got ${concurrency}`);
   const { signal, dispose: disposeSignal } = combinedSignal(options, concurrency);
   const opts = { ...options, signal };
-  const workDir = await mkdtemp7(path42.join(os9.tmpdir(), "lhc-verify-"));
+  const workDir = await mkdtemp7(path43.join(os9.tmpdir(), "lhc-verify-"));
   const state = {
     workDir,
-    rootDir: path42.join(workDir, config2.name),
-    dataDir: path42.join(workDir, "data"),
+    rootDir: path43.join(workDir, config2.name),
+    dataDir: path43.join(workDir, "data"),
     sockets: /* @__PURE__ */ new Set(),
     payloads: []
   };
@@ -44985,7 +45153,7 @@ async function verifyImage(options) {
         `image ${image} mounted read-only at ${state.rootDir} (${state.image.loopDevice})`
       );
       for (const needed of mountPoints(config2.data.path)) {
-        if (!existsSync11(path42.join(state.rootDir, needed))) {
+        if (!existsSync12(path43.join(state.rootDir, needed))) {
           throw new UserError(
             `the image has no ${needed} directory; a read-only root needs every mount point (add it to the root)`
           );
@@ -44994,15 +45162,17 @@ async function verifyImage(options) {
       state.dataMajorMinor = await mountDataTmpfs(state.dataDir, logger);
       await unpackTemplate(dataTemplate, state.dataDir, { logger });
       logger.info(`data template ${dataTemplate} unpacked into a noexec,nosuid,nodev tmpfs`);
-      const argv = boardNspawnArgv({
+      const nspawn = boardNspawnArgv({
         root: state.rootDir,
         dataDir: state.dataDir,
         dataPath: config2.data.path,
         command: config2.service.command,
         env: config2.service.env,
         user: config2.service.user,
-        workdir: config2.service.workdir
+        workdir: config2.service.workdir,
+        limits: config2.service.limits
       });
+      const argv = await withLimits(nspawn, state, config2, logger);
       const svc = config2.service.inetd ? await startInetd(argv, state, opts, timeoutMs) : await startListening(argv, state, opts, timeoutMs);
       logger.info(`service reachable at ${describeEndpoint(svc.endpoint)}`);
       const probes = [];
@@ -45125,7 +45295,7 @@ async function build(config2, opts) {
       timings.push({ stage: name, seconds: (Date.now() - started) / 1e3 });
     }
   };
-  const outDir = path43.resolve(opts.outDir);
+  const outDir = path44.resolve(opts.outDir);
   const names = artifactNames(config2.name, {
     image: config2.outputs.image,
     dataTemplate: config2.outputs["data-template"],
@@ -45144,7 +45314,7 @@ async function build(config2, opts) {
   try {
     await claimBuildDirs(dirs, logger);
     work = workLayout(
-      dirs.work?.dir ?? await mkdtemp8(path43.join(os10.tmpdir(), `lhc-${config2.name}-`))
+      dirs.work?.dir ?? await mkdtemp8(path44.join(os10.tmpdir(), `lhc-${config2.name}-`))
     );
   } catch (e) {
     process.umask(callerUmask);
@@ -45195,7 +45365,7 @@ async function build(config2, opts) {
         logger,
         luaPath: luaBuild?.path,
         signal: opts.signal,
-        basesDir: opts.basesDir ?? (opts.cacheDir ? path43.join(opts.cacheDir, "bases") : void 0)
+        basesDir: opts.basesDir ?? (opts.cacheDir ? path44.join(opts.cacheDir, "bases") : void 0)
       });
     });
     await checkEntrypoint(assembled.root, config2.service.command[0], config2.arch);
@@ -45248,7 +45418,7 @@ async function build(config2, opts) {
       if (opts.manifestLock) {
         const lock = await checkManifestLock(
           packed2.manifestData,
-          path43.resolve(opts.manifestLock),
+          path44.resolve(opts.manifestLock),
           opts.updateManifest ?? false
         );
         if (lock.changed) {
@@ -45509,7 +45679,7 @@ options, and the values some options take). Load it in the current shell, or add
 
 // src/cli/commands/diff.ts
 import { readdir as readdir6, stat as stat8 } from "node:fs/promises";
-import path44 from "node:path";
+import path45 from "node:path";
 async function manifestPath(arg) {
   let st2;
   try {
@@ -45524,7 +45694,7 @@ async function manifestPath(arg) {
       `lhc diff: ${arg} is a directory with ${found.length === 0 ? "no" : found.length} *.manifest.json files; name the manifest file`
     );
   }
-  return path44.join(arg, found[0]);
+  return path45.join(arg, found[0]);
 }
 function diffJson(d, files) {
   const entry = (section, e) => ({ section, ...e });
@@ -45756,7 +45926,7 @@ function formatChecks(checks) {
 // src/host/probe.ts
 import { access, readFile as readFile11, readdir as readdir7 } from "node:fs/promises";
 import os11 from "node:os";
-import path45 from "node:path";
+import path46 from "node:path";
 var EXTRA_PATH = ["/usr/local/sbin", "/usr/sbin", "/sbin"];
 var realProbe = {
   async fileExists(file2) {
@@ -45784,7 +45954,7 @@ var realProbe = {
   async which(tool) {
     const dirs = [...(process.env.PATH ?? "").split(":").filter(Boolean), ...EXTRA_PATH];
     for (const d of dirs) {
-      const candidate = path45.join(d, tool);
+      const candidate = path46.join(d, tool);
       try {
         await access(
           candidate,
@@ -45939,7 +46109,7 @@ downloaded again. Prints one line per input: "<sha256>  <name>  <path>".`,
 
 // src/cli/commands/lua.ts
 import { chmod as chmod5, copyFile as copyFile3, mkdir as mkdir15 } from "node:fs/promises";
-import path46 from "node:path";
+import path47 from "node:path";
 var luaCommand = {
   name: "lua",
   summary: "build a static Lua interpreter from a verified source tarball",
@@ -46008,7 +46178,7 @@ Options:
       { store: new Store(void 0, ctx.logger), logger: ctx.logger }
     );
     await mkdir15(out, { recursive: true });
-    const dest = path46.join(out, "lua");
+    const dest = path47.join(out, "lua");
     await copyFile3(r.path, dest);
     await chmod5(dest, 493);
     ctx.out(`lua      ${dest}`);
@@ -46318,7 +46488,7 @@ Runs as root, or through passwordless "sudo -n". A second run changes nothing.`,
 };
 
 // src/cli/commands/store.ts
-import { existsSync as existsSync12 } from "node:fs";
+import { existsSync as existsSync13 } from "node:fs";
 import { stat as stat9 } from "node:fs/promises";
 async function knownInputs(configs, onDefaultUnreadable) {
   const known = /* @__PURE__ */ new Map();
@@ -46371,7 +46541,7 @@ Options:
         throw new ConfigError(
           `lhc store list: unexpected argument "${rest[0]}" (see: lhc store --help)`
         );
-      const implicit = configs.length === 0 && existsSync12("lhc.yml");
+      const implicit = configs.length === 0 && existsSync13("lhc.yml");
       const known = await knownInputs(
         implicit ? ["lhc.yml"] : configs,
         implicit ? (e) => ctx.logger.warn(`lhc.yml not used for names: ${e.message}`) : void 0
@@ -46464,19 +46634,19 @@ Options:
 };
 
 // src/board/command.ts
-import { existsSync as existsSync14 } from "node:fs";
-import path50 from "node:path";
+import { existsSync as existsSync15 } from "node:fs";
+import path51 from "node:path";
 
 // src/board/verify-board.ts
-import { existsSync as existsSync13 } from "node:fs";
+import { existsSync as existsSync14 } from "node:fs";
 import { mkdtemp as mkdtemp9, rm as rm17 } from "node:fs/promises";
 import os12 from "node:os";
-import path49 from "node:path";
+import path50 from "node:path";
 
 // src/board/machine.ts
 import { readdirSync as readdirSync6 } from "node:fs";
 import { mkdir as mkdir16 } from "node:fs/promises";
-import path47 from "node:path";
+import path48 from "node:path";
 var LOOPS_NEEDED = 3;
 var NSENTER_FLAGS = ["-m", "-u", "-i", "-n", "-p", "-C", "-r", "-w"];
 async function listLoops() {
@@ -46524,7 +46694,7 @@ var Board = class _Board {
   /** Seconds from starting nspawn to `systemctl is-system-running` settling. */
   bootSeconds = 0;
   static async boot(o2) {
-    const root = path47.join(o2.workDir, "root");
+    const root = path48.join(o2.workDir, "root");
     await mkdir16(root, { recursive: true });
     await run(["tar", "-xpf", o2.tarball, "--numeric-owner", "-C", root], {
       privileged: true,
@@ -46615,11 +46785,11 @@ ${tail(r.stdout + r.stderr, 30)}`
   }
   /** The host path of a path on the board. */
   hostPath(p2) {
-    return path47.join(this.root, p2);
+    return path48.join(this.root, p2);
   }
   /** Copies a host directory to `dest` on the board, as a person copying build output would. */
   async copyIn(src, dest) {
-    await run(["mkdir", "-p", this.hostPath(path47.dirname(dest))], { privileged: true });
+    await run(["mkdir", "-p", this.hostPath(path48.dirname(dest))], { privileged: true });
     await removeTree([this.hostPath(dest)]);
     await run(["cp", "-a", src, this.hostPath(dest)], { privileged: true, logger: this.logger });
   }
@@ -46689,7 +46859,7 @@ ${tail(r.stdout + r.stderr, 30)}`
 
 // src/board/root.ts
 import { stat as stat10 } from "node:fs/promises";
-import path48 from "node:path";
+import path49 from "node:path";
 var BOARD_PACKAGES = [
   "curl",
   "dbus",
@@ -46719,7 +46889,7 @@ async function boardRootTarball(o2) {
     {
       logger: o2.logger,
       signal: o2.signal,
-      basesDir: o2.cacheDir ?? path48.join(cacheDir(), "board")
+      basesDir: o2.cacheDir ?? path49.join(cacheDir(), "board")
     }
   );
 }
@@ -46757,12 +46927,12 @@ async function openBoardPort(board, port2, dir, logger, signal) {
       `nothing listens on the board's port ${port2} after install:
 ${await board.journal([])}`
     );
-  const sock = path49.join(dir, `board-${port2}.sock`);
+  const sock = path50.join(dir, `board-${port2}.sock`);
   const forwarder = start(
     board.inNetwork([process.execPath, "-e", FORWARDER, sock, String(port2)]),
     { privileged: true, logger }
   );
-  if (!await waitFor(() => existsSync13(sock) || void 0, 1e4, signal)) {
+  if (!await waitFor(() => existsSync14(sock) || void 0, 1e4, signal)) {
     await forwarder.stop();
     throw new UserError(`the bridge into the board's network did not start: ${forwarder.command}`);
   }
@@ -46839,10 +47009,10 @@ async function verifyOnBoard(o2) {
   const tarball = await boardRootTarball({ logger, signal, provided: o2.board ?? config2.board });
   const rootSeconds = (Date.now() - t) / 1e3;
   const ownWorkDir = o2.workDir === void 0;
-  const workDir = o2.workDir ?? await mkdtemp9(path49.join(os12.tmpdir(), "lhc-board-"));
+  const workDir = o2.workDir ?? await mkdtemp9(path50.join(os12.tmpdir(), "lhc-board-"));
   const board = await Board.boot({
     tarball,
-    workDir: path49.join(workDir, "board"),
+    workDir: path50.join(workDir, "board"),
     logger,
     signal
   }).catch(async (e) => {
@@ -46903,8 +47073,8 @@ var BOARD_HELP = `  --board              verify on a simulated board instead: bo
   --out DIR            with --board: the build output (default: outputs.dir from the config)`;
 async function runBoardVerify(configFile, out, ctx) {
   const config2 = await loadConfig(configFile);
-  const outDir = path50.resolve(out ?? config2.outputs.dir);
-  if (!existsSync14(path50.join(outDir, "deploy/install.sh")))
+  const outDir = path51.resolve(out ?? config2.outputs.dir);
+  if (!existsSync15(path51.join(outDir, "deploy/install.sh")))
     throw new ConfigError(
       `lhc verify --board: ${outDir} holds no deploy/install.sh; run lhc build first (or pass --out DIR)`
     );

@@ -125,6 +125,38 @@ export const dataSchema = z.strictObject({
 
 const port = z.number().int().min(1).max(65535);
 
+const MEMORY_UNITS: Record<string, number> = { '': 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3 };
+/** A memory size: bytes, or a number with K, M or G (powers of 1024), as systemd's MemoryMax= reads it. */
+const memorySize = z
+  .union([
+    z.number().int(),
+    z
+      .string()
+      .regex(/^\d+[KMG]?$/, 'expected a size such as "256M" (K, M or G) or a number of bytes'),
+  ])
+  .transform((v) => {
+    if (typeof v === 'number') return v;
+    const m = /^(\d+)([KMG]?)$/.exec(v)!;
+    return Number(m[1]) * MEMORY_UNITS[m[2]!]!;
+  })
+  .refine((n) => n >= 16 * 1024 ** 2, 'at least 16M: QEMU and nspawn alone need about that')
+  .refine((n) => n <= 2 ** 50, 'at most 1P');
+
+/**
+ * What one container may use. The defaults fit the board: 2 GB of RAM and up to 32 connections
+ * at once (MaxConnections) gives each container 256M with room for the host; 64 tasks count
+ * nspawn and QEMU's threads too.
+ */
+export const limitsSchema = z.strictObject({
+  memory: memorySize.default(256 * 1024 ** 2),
+  tasks: z.number().int().min(8).max(65536).default(64),
+  /** CPU time in percent of one core (CPUQuota=). */
+  cpu: z.number().int().min(1).max(100_000).default(100),
+  /** Open files (RLIMIT_NOFILE, LimitNOFILE=). */
+  nofile: z.number().int().min(64).max(1_048_576).default(1024),
+});
+export const DEFAULT_LIMITS = limitsSchema.parse({});
+
 export const serviceSchema = z
   .strictObject({
     command: z.array(z.string().min(1)).min(1),
@@ -135,6 +167,7 @@ export const serviceSchema = z
     listen: port.optional(),
     /** Seconds a traced or verified run may take before it is killed. */
     timeout: z.number().positive().default(60),
+    limits: limitsSchema.default(() => ({ ...DEFAULT_LIMITS })),
   })
   .superRefine((s, ctx) => {
     if (!!s.inetd === (s.listen !== undefined))
@@ -267,3 +300,4 @@ export type GopherProbe = z.output<typeof gopherProbe>;
 export type HttpProbe = z.output<typeof httpProbe>;
 export type Base = z.output<typeof baseSchema>;
 export type LuaSpec = z.output<typeof luaSchema>;
+export type ServiceLimits = z.output<typeof limitsSchema>;

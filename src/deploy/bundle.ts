@@ -13,6 +13,7 @@ import path from 'node:path';
 import { UserError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { stageOutput, writeExclusive } from '../core/safe-write.js';
+import type { ContainerLimits } from '../tools/nspawn.js';
 import { OCI_USER_NAMESPACE, ociConfig, resolveUser } from './oci.js';
 import { renderReadme } from './readme.js';
 import { renderInstallScript } from './install-script.js';
@@ -37,6 +38,8 @@ export interface ServiceSpec {
   listen?: number;
   /** Seconds one connection (or run) may take; becomes RuntimeMaxSec. */
   timeout?: number;
+  /** Per-container limits; the units' MemoryMax=, TasksMax=, CPUQuota=, LimitNOFILE=. */
+  limits?: ContainerLimits;
 }
 
 export interface DeployBundleOptions {

@@ -6,6 +6,7 @@ import { readFile } from 'node:fs/promises';
 import { UserError } from '../core/errors.js';
 import { resolveInRoot } from '../root/resolve.js';
 import type { BoardPaths, DeployBundleOptions, ServiceSpec } from './bundle.js';
+import { DEFAULT_LIMITS } from '../config/schema.js';
 
 /** Numeric uid/gid for runc: numbers as given, names from the root's /etc/passwd. */
 export async function resolveUser(
@@ -84,6 +85,7 @@ export function ociConfig(
   opts: OciOptions = {},
 ): object {
   const caps = ociCapabilities(o.service);
+  const limits = o.service.limits ?? DEFAULT_LIMITS;
   const env = ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'];
   for (const [k, v] of Object.entries(o.service.env ?? {}).sort(([a], [b]) =>
     a < b ? -1 : a > b ? 1 : 0,
@@ -113,7 +115,10 @@ export function ociConfig(
         inheritable: [],
         ambient: [],
       },
-      rlimits: [{ type: 'RLIMIT_NOFILE', hard: 1024, soft: 1024 }],
+      rlimits: [
+        { type: 'RLIMIT_NOFILE', hard: limits.nofile, soft: limits.nofile },
+        { type: 'RLIMIT_NPROC', hard: limits.tasks, soft: limits.tasks },
+      ],
       noNewPrivileges: true,
     },
     root: { path: p.rootMount, readonly: true },
@@ -151,7 +156,13 @@ export function ociConfig(
             ],
           }
         : {}),
-      resources: { devices: [{ allow: false, access: 'rwm' }] },
+      // service.limits, as the nspawn unit's MemoryMax=, TasksMax=, CPUQuota=.
+      resources: {
+        devices: [{ allow: false, access: 'rwm' }],
+        memory: { limit: limits.memory },
+        pids: { limit: limits.tasks },
+        cpu: { quota: limits.cpu * 1000, period: 100_000 },
+      },
       maskedPaths: [
         '/proc/acpi',
         '/proc/asound',

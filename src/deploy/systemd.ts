@@ -5,7 +5,8 @@
  */
 import path from 'node:path';
 import { UserError } from '../core/errors.js';
-import { boardNspawnArgv } from '../tools/nspawn.js';
+import { DEFAULT_LIMITS } from '../config/schema.js';
+import { boardNspawnArgv, type ContainerLimits } from '../tools/nspawn.js';
 import { listenServiceLines, listenSocketLines, sharedNetworkArgv } from './listen-proxy.js';
 import type { BoardPaths, DeployBundleOptions, ServiceSpec } from './bundle.js';
 
@@ -78,8 +79,24 @@ export function unitNspawnArgv(o: DeployBundleOptions, p: BoardPaths): string[] 
     user: o.service.user,
     workdir: o.service.workdir,
     nspawnPath: o.nspawnPath ?? '/usr/bin/systemd-nspawn',
+    limits: serviceLimits(o),
   });
   return o.service.inetd ? argv : sharedNetworkArgv(argv);
+}
+
+export function serviceLimits(o: DeployBundleOptions): ContainerLimits {
+  return o.service.limits ?? DEFAULT_LIMITS;
+}
+
+/**
+ * The unit's cgroup limits: with --keep-unit nspawn runs the container in this unit's cgroup, so
+ * they bound the whole container (QEMU, nspawn and every payload process), one per connection.
+ */
+export function limitLines(l: ContainerLimits): string {
+  return (
+    '# Per-container limits (service.limits in lhc.yml).\n' +
+    `MemoryMax=${l.memory}\nMemorySwapMax=0\nTasksMax=${l.tasks}\nCPUQuota=${l.cpu}%\nLimitNOFILE=${l.nofile}\n`
+  );
 }
 
 export const HEADER = (name: string) =>
@@ -122,6 +139,7 @@ export function renderServiceUnit(o: DeployBundleOptions, p: BoardPaths): string
     "# --keep-unit runs the container in this unit's cgroup, which nspawn must be allowed to manage.\n" +
     'Delegate=yes\n' +
     'KillMode=mixed\n' +
+    limitLines(serviceLimits(o)) +
     (timeout !== undefined && inetd ? `RuntimeMaxSec=${Math.ceil(timeout)}\n` : '') +
     (inetd ? '' : '\n[Install]\nWantedBy=multi-user.target\n')
   );

@@ -16,6 +16,7 @@ import { listening } from './listen.js';
 import { freePort, holdOpen, type Endpoint } from './client.js';
 import { alive, findPayloads, type ProcInfo } from './proc.js';
 import type { ImageMount } from './mounts.js';
+import type { LimitCgroups } from './limits.js';
 
 export interface ServiceContext {
   config: LhcConfig;
@@ -48,6 +49,8 @@ export interface RunState {
   /** Payloads seen, so they can be killed even if nspawn died without taking them along. */
   payloads: ProcInfo[];
   serviceStderr?: string;
+  /** The cgroups that bound each container run (service.limits), when lhc made them. */
+  limitCgroups?: LimitCgroups;
 }
 
 /** A started service and how to reach it. */

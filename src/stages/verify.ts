@@ -20,6 +20,12 @@ import { UserError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { tail } from '../tools/exec.js';
 import { boardNspawnArgv, mountPoints } from '../tools/nspawn.js';
+import {
+  createLimitCgroups,
+  hasCgroupV1Limits,
+  limitedArgv,
+  removeLimitCgroups,
+} from '../harness/limits.js';
 import { describeEndpoint } from '../harness/client.js';
 import { checkNoInterpreters, inspectProcess, listImage } from '../verify/hardening.js';
 import { runLoad, type LoadResult } from '../verify/load.js';
@@ -36,6 +42,7 @@ import {
 } from '../harness/mounts.js';
 import { unpackTemplate } from '../harness/data.js';
 import { sleep } from '../core/wait.js';
+import { humanBytes } from '../core/format.js';
 import { startInetd, startListening, type RunState, type Running } from '../harness/service.js';
 import { registerCleanup } from '../core/cleanup.js';
 
@@ -68,7 +75,7 @@ async function hardeningRows(
     const payload = await svc.payload();
     if (!payload) break;
     try {
-      inspected = await inspectProcess(payload.pid, config.data.path);
+      inspected = await inspectProcess(payload.pid, config.data.path, config.service.limits);
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       if (code !== 'ENOENT' && code !== 'ESRCH') throw e;
@@ -87,6 +94,30 @@ async function hardeningRows(
   state.sockets.clear();
   rows.push(checkNoInterpreters(await listImage(state.rootDir), config.service.command[0]!));
   return rows;
+}
+
+/**
+ * The board bounds each container by its unit's cgroup; here each run gets cgroups of its own
+ * (harness/limits.ts), where the host has the controllers for it.
+ */
+async function withLimits(
+  argv: string[],
+  state: RunState,
+  config: LhcConfig,
+  logger: Logger,
+): Promise<string[]> {
+  const l = config.service.limits;
+  if (!hasCgroupV1Limits()) {
+    logger.warn(
+      'no cgroup v1 memory and pids controllers on this host: service.limits memory, tasks and cpu are not applied here (open files and processes per user are)',
+    );
+    return argv;
+  }
+  state.limitCgroups = await createLimitCgroups(`lhc-${path.basename(state.workDir)}`, logger);
+  logger.info(
+    `limits per container: memory ${humanBytes(l.memory)}, ${l.tasks} tasks, cpu ${l.cpu} %, ${l.nofile} open files`,
+  );
+  return limitedArgv(argv, state.limitCgroups, l);
 }
 
 /** Tears everything down; safe to call twice and after a partial set-up. */
@@ -130,6 +161,8 @@ async function teardown(state: RunState, image: string, logger: Logger): Promise
     if (r === undefined) throw new Error(`${state.service!.command} did not exit`);
     state.serviceStderr = r.stderr;
   });
+  const cgroups = state.limitCgroups;
+  if (cgroups) await attempt('remove limit cgroups', () => removeLimitCgroups(cgroups, logger));
   await attempt('unmount data', () => unmount(state.dataDir, logger));
   await attempt('unmount image', () => unmount(state.rootDir, logger));
   if (state.image) {
@@ -230,7 +263,7 @@ export async function verifyImage(options: VerifyOptions): Promise<VerifyOutcome
       await unpackTemplate(dataTemplate, state.dataDir, { logger });
       logger.info(`data template ${dataTemplate} unpacked into a noexec,nosuid,nodev tmpfs`);
 
-      const argv = boardNspawnArgv({
+      const nspawn = boardNspawnArgv({
         root: state.rootDir,
         dataDir: state.dataDir,
         dataPath: config.data.path,
@@ -238,7 +271,9 @@ export async function verifyImage(options: VerifyOptions): Promise<VerifyOutcome
         env: config.service.env,
         user: config.service.user,
         workdir: config.service.workdir,
+        limits: config.service.limits,
       });
+      const argv = await withLimits(nspawn, state, config, logger);
       const svc = config.service.inetd
         ? await startInetd(argv, state, opts, timeoutMs)
         : await startListening(argv, state, opts, timeoutMs);

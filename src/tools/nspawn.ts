@@ -4,6 +4,27 @@
  * Flags were checked against systemd 252 (see DESIGN.md).
  */
 
+/** What one container may use (service.limits; see src/config/schema.ts). */
+export interface ContainerLimits {
+  /** Bytes of memory. */
+  memory: number;
+  tasks: number;
+  /** Percent of one core. */
+  cpu: number;
+  nofile: number;
+}
+
+/**
+ * The limits nspawn sets itself, as resource limits of the payload. Memory, tasks and CPU are
+ * cgroup limits set around nspawn (the unit's on the board, harness/limits.ts elsewhere):
+ * RLIMIT_AS would break QEMU user-mode, which reserves gigabytes of address space up front.
+ * RLIMIT_NPROC counts the payload's own (user-namespaced) uid, so it bounds forks even where no
+ * pids cgroup is available.
+ */
+export function limitFlags(l: ContainerLimits): string[] {
+  return [`--rlimit=RLIMIT_NOFILE=${l.nofile}`, `--rlimit=RLIMIT_NPROC=${l.tasks}`];
+}
+
 export interface NspawnOptions {
   /** Directory root (a loop-mounted image or a writable copy). */
   root: string;
@@ -69,11 +90,31 @@ export const DROPPED_CAPABILITIES = [
   'CAP_AUDIT_CONTROL',
 ] as const;
 
+/** Options of every writable scratch mount in the board's container: nothing there runs. */
+export const SCRATCH_MOUNT_OPTIONS = 'noexec,nosuid,nodev';
+
+/**
+ * nspawn's own /tmp, /run and /dev/shm are writable tmpfs mounts that allow exec (checked on
+ * systemd 252); these custom mounts stack noexec ones on top. /run needs a second tmpfs at
+ * /run/host: nspawn remounts /run/host read-only after the custom mounts when a user namespace
+ * is used, and fails ("Invalid argument") if our /run hid its mount point.
+ */
+export const SCRATCH_MOUNTS = [
+  { path: '/dev/shm', mode: '1777' },
+  { path: '/run', mode: '755' },
+  { path: '/run/host', mode: '755' },
+  { path: '/tmp', mode: '1777' },
+] as const;
+
+/** The writable mounts nspawn gives every container, which verify checks are noexec. */
+export const SCRATCH_PATHS = ['/tmp', '/run', '/dev/shm'] as const;
+
 /** The board's hardening, in one list so the unit file and verify can never drift apart. */
 export const HARDENING_FLAGS = [
   '--private-network',
   `--drop-capability=${DROPPED_CAPABILITIES.join(',')}`,
   '--no-new-privileges=yes',
+  ...SCRATCH_MOUNTS.map((m) => `--tmpfs=${m.path}:mode=${m.mode},${SCRATCH_MOUNT_OPTIONS}`),
 ] as const;
 
 export const USERNS_FLAGS = ['-U', '--private-users-ownership=map'] as const;
@@ -131,6 +172,7 @@ export interface BoardRun {
   workdir?: string;
   /** The nspawn binary to name in argv[0] (a unit's ExecStart wants an absolute path). */
   nspawnPath?: string;
+  limits?: ContainerLimits;
 }
 
 /**
@@ -151,5 +193,6 @@ export function boardNspawnArgv(o: BoardRun): string[] {
     workdir: o.workdir,
   });
   if (o.nspawnPath) argv[0] = o.nspawnPath;
+  if (o.limits) argv.splice(argv.indexOf('--'), 0, ...limitFlags(o.limits));
   return argv;
 }

@@ -11,6 +11,7 @@ import path from 'node:path';
 import type { HardeningCheck } from '../build-result.js';
 import type { Logger } from '../core/logger.js';
 import { run } from '../tools/exec.js';
+import { SCRATCH_PATHS } from '../tools/nspawn.js';
 
 export interface MountEntry {
   mountPoint: string;
@@ -64,6 +65,22 @@ export function checkDataMount(mountinfo: string, dataPath: string): HardeningCh
   const name = `${dataPath} noexec,nosuid,nodev`;
   const m = topMount(parseMountInfo(mountinfo), dataPath);
   if (!m) return { name, ok: false, detail: `nothing is mounted at ${dataPath}` };
+  const missing = ['noexec', 'nosuid', 'nodev'].filter((o) => !m.options.includes(o));
+  return {
+    name,
+    ok: missing.length === 0,
+    detail: (missing.length ? `missing ${missing.join(',')}: ` : '') + describeMount(m),
+  };
+}
+
+/**
+ * A scratch path nspawn would mount writable (/tmp, /run, /dev/shm): it must be either not a
+ * mount of its own (then it is part of the read-only root) or mounted noexec,nosuid,nodev.
+ */
+export function checkScratchMount(mountinfo: string, mountPoint: string): HardeningCheck {
+  const name = `${mountPoint} absent or noexec,nosuid,nodev`;
+  const m = topMount(parseMountInfo(mountinfo), mountPoint);
+  if (!m) return { name, ok: true, detail: 'not a mount point (part of the read-only root)' };
   const missing = ['noexec', 'nosuid', 'nodev'].filter((o) => !m.options.includes(o));
   return {
     name,
@@ -143,22 +160,52 @@ export function checkNetwork(netDev: string): HardeningCheck {
   };
 }
 
-/** Everything the payload's /proc says, as check rows. */
-export async function inspectProcess(pid: number, dataPath: string): Promise<HardeningCheck[]> {
+/** Soft and hard value of one /proc/PID/limits row ("unlimited" is Infinity). */
+function limitRow(limits: string, row: string): [number, number] | undefined {
+  const line = limits.split('\n').find((l) => l.startsWith(row));
+  const f = line?.slice(row.length).trim().split(/\s+/);
+  if (!f || f.length < 2) return undefined;
+  const n = (v: string) => (v === 'unlimited' ? Infinity : Number(v));
+  return [n(f[0]!), n(f[1]!)];
+}
+
+/** The payload's open-files and process rlimits are at most service.limits (nspawn --rlimit). */
+export function checkRlimits(
+  limits: string,
+  want: { nofile: number; tasks: number },
+): HardeningCheck {
+  const name = `open files ≤ ${want.nofile}, processes ≤ ${want.tasks}`;
+  const files = limitRow(limits, 'Max open files');
+  const procs = limitRow(limits, 'Max processes');
+  const show = (v: [number, number] | undefined) => (v ? `${v[0]}/${v[1]}` : '(missing)');
+  const ok =
+    !!files && !!procs && Math.max(...files) <= want.nofile && Math.max(...procs) <= want.tasks;
+  return { name, ok, detail: `open files ${show(files)}, processes ${show(procs)} (soft/hard)` };
+}
+
+/** Everything the payload's /proc says, as check rows; the rlimit row when limits are given. */
+export async function inspectProcess(
+  pid: number,
+  dataPath: string,
+  limits?: { nofile: number; tasks: number },
+): Promise<HardeningCheck[]> {
   const read = (f: string) => readFile(`/proc/${pid}/${f}`, 'utf8');
-  const [mountinfo, status, uidMap, netDev] = await Promise.all([
+  const [mountinfo, status, uidMap, netDev, rlimits] = await Promise.all([
     read('mountinfo'),
     read('status'),
     read('uid_map'),
     read('net/dev'),
+    read('limits'),
   ]);
   return [
     checkRootReadOnly(mountinfo),
     checkDataMount(mountinfo, dataPath),
+    ...SCRATCH_PATHS.map((p) => checkScratchMount(mountinfo, p)),
     checkNetwork(netDev),
     checkNoNewPrivs(status),
     checkCapabilities(status),
     checkUidMap(uidMap),
+    ...(limits ? [checkRlimits(rlimits, limits)] : []),
   ];
 }
 

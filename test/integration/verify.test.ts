@@ -120,10 +120,14 @@ describe('verify on the packed gophermoon image', () => {
     expect(report.hardening.map((h) => h.name)).toEqual([
       'root mounted read-only',
       '/data noexec,nosuid,nodev',
+      '/tmp absent or noexec,nosuid,nodev',
+      '/run absent or noexec,nosuid,nodev',
+      '/dev/shm absent or noexec,nosuid,nodev',
       'no network interface but lo',
       'NoNewPrivs set',
       'CAP_NET_ADMIN, CAP_SYS_ADMIN not in bounding set',
       'uid 0 inside is not 0 outside',
+      'open files ≤ 1024, processes ≤ 64',
       'no shell or interpreter but the service',
     ]);
     expect(report.hardening.filter((h) => !h.ok)).toEqual([]);
@@ -280,6 +284,12 @@ describe('a hardening check can fail', () => {
       expect(rows['uid 0 inside is not 0 outside']!.ok).toBe(false);
       expect(rows['NoNewPrivs set']!.ok).toBe(false);
       expect(rows['CAP_NET_ADMIN, CAP_SYS_ADMIN not in bounding set']!.ok).toBe(false);
+      // nspawn's own /tmp, /run and /dev/shm are writable and allow exec.
+      for (const p of ['/tmp', '/run', '/dev/shm'])
+        expect(rows[`${p} absent or noexec,nosuid,nodev`]!).toMatchObject({
+          ok: false,
+          detail: expect.stringMatching(/^missing noexec: tmpfs/),
+        });
       // Without --private-network the container shares the host's interfaces.
       expect(rows['no network interface but lo']!.ok).toBe(false);
     } finally {

@@ -68,7 +68,13 @@ describe('a valid config', () => {
       path: '/bin/lua',
     });
     expect(c.files).toEqual([{ src: 'gophermoon.lua', dst: '/bin/gophermoon', mode: 0o755 }]);
-    expect(c.service).toMatchObject({ user: 0, env: {}, inetd: true, timeout: 60 });
+    expect(c.service).toMatchObject({
+      user: 0,
+      env: {},
+      inetd: true,
+      timeout: 60,
+      limits: { memory: 256 * 1024 ** 2, tasks: 64, cpu: 100, nofile: 1024 },
+    });
     expect(c.probes).toEqual([
       { name: 'root-menu', type: 'gopher', selector: '', fixture: 'fixtures/root.gopher' },
     ]);
@@ -88,6 +94,17 @@ describe('a valid config', () => {
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
+  });
+
+  it('reads service.limits with K/M/G memory sizes, defaults for what is not given', () => {
+    const c = parseConfig(
+      edit('inetd: true', 'inetd: true\n  limits:\n    memory: 1G\n    tasks: 20'),
+    );
+    expect(c.service.limits).toEqual({ memory: 1024 ** 3, tasks: 20, cpu: 100, nofile: 1024 });
+    expect(
+      parseConfig(edit('inetd: true', 'inetd: true\n  limits: { memory: 65536K }')).service.limits
+        .memory,
+    ).toBe(64 * 1024 ** 2);
   });
 
   it('reads an unquoted YAML mode (decimal 755 to YAML) as the octal mode written', () => {
@@ -181,6 +198,21 @@ describe('broken configs name the field and the line', () => {
       'port out of range',
       edit('inetd: true', 'listen: 70000'),
       'service.listen: Too big: expected number to be <=65535 (lhc.yml:20)',
+    ],
+    [
+      'memory limit without a unit it knows',
+      edit('inetd: true', 'inetd: true\n  limits:\n    memory: 256MB'),
+      'service.limits.memory: expected a size such as "256M" (K, M or G) or a number of bytes (lhc.yml:22)',
+    ],
+    [
+      'memory limit too small for QEMU',
+      edit('inetd: true', 'inetd: true\n  limits:\n    memory: 1M'),
+      'service.limits.memory: at least 16M: QEMU and nspawn alone need about that (lhc.yml:22)',
+    ],
+    [
+      'misspelt limit',
+      edit('inetd: true', 'inetd: true\n  limits:\n    procs: 10'),
+      'service.limits.procs: unknown key (lhc.yml:22)',
     ],
     [
       'missing service command',

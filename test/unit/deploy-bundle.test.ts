@@ -113,6 +113,33 @@ describe('units', () => {
     expect(text).toContain(`\nWants=${mounts}\nAfter=${mounts}\n`);
   });
 
+  it('service: the default limits (256M, 64 tasks, 100 % cpu, 1024 files) as unit cgroup limits and nspawn rlimits', () => {
+    const text = renderServiceUnit(opts, p);
+    for (const line of [
+      'MemoryMax=268435456',
+      'MemorySwapMax=0',
+      'TasksMax=64',
+      'CPUQuota=100%',
+      'LimitNOFILE=1024',
+    ])
+      expect(text).toMatch(new RegExp(`^${line}$`, 'm'));
+    const exec = execWords(/^ExecStart=(.*)$/m.exec(text)![1]!);
+    expect(exec.slice(0, exec.indexOf('--'))).toEqual(
+      expect.arrayContaining(['--rlimit=RLIMIT_NOFILE=1024', '--rlimit=RLIMIT_NPROC=64']),
+    );
+  });
+
+  it("service: a config's own limits replace the defaults", () => {
+    const limits = { memory: 64 * 1024 ** 2, tasks: 20, cpu: 50, nofile: 300 };
+    const text = renderServiceUnit({ ...opts, service: { ...opts.service, limits } }, p);
+    expect(text).toMatch(/^MemoryMax=67108864$/m);
+    expect(text).toMatch(/^TasksMax=20$/m);
+    expect(text).toMatch(/^CPUQuota=50%$/m);
+    expect(text).toMatch(/^LimitNOFILE=300$/m);
+    expect(text).toContain('--rlimit=RLIMIT_NPROC=20');
+    expect(text).not.toContain('MemoryMax=268435456');
+  });
+
   it('fstab: loop read-only image and a noexec,nosuid,nodev data mount', () => {
     const lines = renderFstab(opts, p)
       .split('\n')
@@ -142,6 +169,22 @@ describe('OCI config', () => {
     mounts: { destination: string; source: string; options: string[] }[];
     linux: { namespaces: { type: string; path?: string }[] };
   };
+
+  it('carries the default service.limits as resources and rlimits', () => {
+    const full = c as unknown as {
+      process: { rlimits: { type: string; hard: number; soft: number }[] };
+      linux: { resources: Record<string, unknown> };
+    };
+    expect(full.process.rlimits).toEqual([
+      { type: 'RLIMIT_NOFILE', hard: 1024, soft: 1024 },
+      { type: 'RLIMIT_NPROC', hard: 64, soft: 64 },
+    ]);
+    expect(full.linux.resources).toMatchObject({
+      memory: { limit: 256 * 1024 ** 2 },
+      pids: { limit: 64 },
+      cpu: { quota: 100_000, period: 100_000 },
+    });
+  });
 
   it('has the same guarantees as the nspawn unit', () => {
     expect(c.process.args).toEqual(['/bin/lua', '/bin/gophermoon']);

@@ -10,7 +10,9 @@ import {
   checkNetwork,
   checkNoInterpreters,
   checkNoNewPrivs,
+  checkRlimits,
   checkRootReadOnly,
+  checkScratchMount,
   checkUidMap,
   parseFindListing,
   parseMountInfo,
@@ -73,6 +75,51 @@ describe('mount checks', () => {
     expect(checkDataMount(MOUNTINFO, '/srv')).toMatchObject({
       ok: false,
       detail: 'nothing is mounted at /srv',
+    });
+  });
+});
+
+/**
+ * /tmp, /run and /dev/shm as recorded in a payload's mountinfo on systemd 252: nspawn's own
+ * writable, exec-able tmpfs mounts, with the board's noexec ones (SCRATCH_MOUNTS) stacked on top.
+ */
+const NSPAWN_SCRATCH = `113 105 0:40 / /tmp rw,nosuid,nodev shared:2 - tmpfs tmpfs rw,size=2468356k,nr_inodes=409600,uid=201588736,gid=201588736
+114 109 0:43 / /dev/shm rw,nosuid,nodev shared:6 - tmpfs tmpfs rw,size=2468356k,nr_inodes=409600,uid=201588736,gid=201588736
+115 105 0:44 / /run rw,nosuid,nodev shared:9 - tmpfs tmpfs rw,size=4936712k,nr_inodes=819200,mode=755,uid=201588736,gid=201588736
+`;
+const BOARD_SCRATCH = `${NSPAWN_SCRATCH}116 113 0:49 / /tmp rw,nosuid,nodev,noexec shared:3 - tmpfs tmpfs rw,uid=201588736,gid=201588736
+117 114 0:46 / /dev/shm rw,nosuid,nodev,noexec shared:7 - tmpfs tmpfs rw,uid=201588736,gid=201588736
+119 115 0:47 / /run rw,nosuid,nodev,noexec shared:15 - tmpfs tmpfs rw,mode=755,uid=201588736,gid=201588736
+120 119 0:48 / /run/host ro,nosuid,nodev,noexec shared:16 - tmpfs tmpfs rw,mode=755,uid=201588736,gid=201588736
+`;
+
+describe('scratch mount checks (/tmp, /run, /dev/shm)', () => {
+  it("the noexec mounts stacked on top of nspawn's pass", () => {
+    for (const p of ['/tmp', '/run', '/dev/shm'])
+      expect(checkScratchMount(BOARD_SCRATCH, p)).toMatchObject({
+        ok: true,
+        name: `${p} absent or noexec,nosuid,nodev`,
+        detail: expect.stringContaining('noexec'),
+      });
+  });
+
+  it("nspawn's own exec-able tmpfs mounts fail and say noexec is missing", () => {
+    for (const p of ['/tmp', '/run', '/dev/shm'])
+      expect(checkScratchMount(NSPAWN_SCRATCH, p)).toMatchObject({
+        ok: false,
+        detail: expect.stringMatching(/^missing noexec: tmpfs/),
+      });
+  });
+
+  it('a path that is not a mount of its own passes (it is the read-only root)', () => {
+    expect(checkScratchMount(MOUNTINFO, '/run')).toMatchObject({ ok: true });
+  });
+
+  it('a scratch mount missing nosuid or nodev fails', () => {
+    const suid = BOARD_SCRATCH.replace('/tmp rw,nosuid,nodev,noexec', '/tmp rw,nodev,noexec');
+    expect(checkScratchMount(suid, '/tmp')).toMatchObject({
+      ok: false,
+      detail: expect.stringMatching(/^missing nosuid:/),
     });
   });
 });
@@ -180,5 +227,32 @@ describe('interpreters in the image', () => {
       [link('/a', '../../../../b'), link('/usr/bin/x', '/a')].map((e) => [e.path, e]),
     );
     expect(resolveInImage(byPath, '/usr/bin/x')).toBe('/b');
+  });
+});
+
+/** /proc/PID/limits of a payload started with the default --rlimit flags (rows cut to those read). */
+const LIMITS_TEXT = `Limit                     Soft Limit           Hard Limit           Units
+Max processes             64                   64                   processes
+Max open files            1024                 1024                 files
+`;
+
+describe('rlimit check', () => {
+  it('passes at the configured open-files and process limits', () => {
+    expect(checkRlimits(LIMITS_TEXT, { nofile: 1024, tasks: 64 })).toMatchObject({
+      ok: true,
+      name: 'open files ≤ 1024, processes ≤ 64',
+      detail: 'open files 1024/1024, processes 64/64 (soft/hard)',
+    });
+  });
+
+  it('fails when a hard limit is above the configured one, unlimited, or missing', () => {
+    const high = LIMITS_TEXT.replace(/1024 {17}files/, '524288               files');
+    expect(checkRlimits(high, { nofile: 1024, tasks: 64 }).ok).toBe(false);
+    const unlimited = LIMITS_TEXT.replace(/64 {19}processes/, 'unlimited            processes');
+    expect(checkRlimits(unlimited, { nofile: 1024, tasks: 64 })).toMatchObject({
+      ok: false,
+      detail: 'open files 1024/1024, processes 64/Infinity (soft/hard)',
+    });
+    expect(checkRlimits('Limit Soft Hard\n', { nofile: 1024, tasks: 64 }).ok).toBe(false);
   });
 });
