@@ -12,6 +12,8 @@ export interface ActionInputs {
   manifestLock?: string;
   updateManifest: boolean;
   verify: boolean;
+  /** Also verify on a simulated board (boots a Debian systemd machine; minutes). */
+  board: boolean;
 }
 
 function bool(name: string, value: string, fallback: boolean): boolean {
@@ -34,5 +36,6 @@ export function readInputs(get: (name: string) => string): ActionInputs {
     manifestLock: opt('manifest-lock'),
     updateManifest: bool('update-manifest', get('update-manifest'), false),
     verify: bool('verify', get('verify'), true),
+    board: bool('board', get('board'), false),
   };
 }

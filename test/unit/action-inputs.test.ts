@@ -34,7 +34,7 @@ describe('action.yml and the action shell agree', () => {
     }
   });
 
-  it('defaults: cache, upload-artifacts and verify on; lhc.yml', () => {
+  it('defaults: cache, upload-artifacts and verify on, board off; lhc.yml', () => {
     expect(inputsFrom({})).toEqual({
       config: 'lhc.yml',
       outDir: undefined,
@@ -44,6 +44,7 @@ describe('action.yml and the action shell agree', () => {
       manifestLock: undefined,
       updateManifest: false,
       verify: true,
+      board: false,
     });
   });
 
@@ -58,6 +59,7 @@ describe('action.yml and the action shell agree', () => {
         'manifest-lock': 'manifest.lock',
         'update-manifest': 'true',
         verify: 'FALSE',
+        board: 'true',
       }),
     ).toEqual({
       config: 'examples/gophermoon/lhc.yml',
@@ -68,6 +70,7 @@ describe('action.yml and the action shell agree', () => {
       manifestLock: 'manifest.lock',
       updateManifest: true,
       verify: false,
+      board: true,
     });
   });
 
@@ -97,9 +100,27 @@ describe('action.yml and the action shell agree', () => {
       'verify-ok': '',
       'manifest-changed': 'false',
     });
-    expect(
-      outputsOf({ ...r, manifestDiff: '+ /x', verify: { ok: false, probes: [], hardening: [] } }),
-    ).toMatchObject({ 'verify-ok': 'false', 'manifest-changed': 'true' });
+    expect(outputs).toMatchObject({
+      sha256sums: '/o/SHA256SUMS',
+      'failure-report': '',
+      'board-ok': '',
+    });
+    const failed = {
+      ...r,
+      sha256sums: undefined,
+      failureReport: '/o/t.build-failed.txt',
+      manifestDiff: '+ /x',
+      verify: { ok: false, probes: [], hardening: [] },
+    };
+    expect(outputsOf(failed)).toMatchObject({
+      'verify-ok': 'false',
+      'manifest-changed': 'true',
+      sha256sums: '',
+      'failure-report': '/o/t.build-failed.txt',
+    });
+    expect(outputsOf(r, { ok: true })['board-ok']).toBe('true');
+    expect(outputsOf(r, { ok: false, error: 'boot failed' })['board-ok']).toBe('false');
+    expect(outputsOf(failed, { ok: false, skipped: 'the build failed' })['board-ok']).toBe('');
   });
 
   it('a user error fails the step with its message, no stack', () => {
