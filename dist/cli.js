@@ -7996,6 +7996,24 @@ ${p2.diff}` : ""}`),
     ...verify.load && verify.load.failures > 0 ? [`load: ${verify.load.failures} of ${verify.load.requests} requests failed`] : []
   ].join("\n");
 }
+function manifestLockFailed(r) {
+  return r.manifestDiff !== void 0 && r.manifestLock !== void 0 && !r.manifestLock.updated;
+}
+function buildOk(r) {
+  return !manifestLockFailed(r) && (r.verify ? r.verify.ok : true);
+}
+function buildFailures(r, updateHint) {
+  const parts = [];
+  if (manifestLockFailed(r))
+    parts.push(
+      `the built image differs from the manifest lock ${r.manifestLock.path}:
+${r.manifestDiff.trimEnd()}
+if the change is intended, rebuild with ${updateHint} and commit the lock`
+    );
+  if (r.verify && !r.verify.ok) parts.push(`verify failed:
+${verifyFailures(r.verify)}`);
+  return parts.join("\n\n");
+}
 
 // src/config/load.ts
 var import_yaml = __toESM(require_dist(), 1);
@@ -28896,31 +28914,29 @@ async function readManifest(file2) {
   return parseManifest(text, file2);
 }
 async function checkManifestLock(newManifest, lockFile, update) {
+  const counts = `${newManifest.image.length} image paths, ${newManifest.data.entries.length} data paths`;
   if (!existsSync3(lockFile)) {
-    if (!update) {
-      throw new UserError(
-        `manifest lock ${lockFile} does not exist; run with --update-manifest to create it`
-      );
-    }
+    if (!update)
+      return {
+        changed: true,
+        updated: false,
+        diffText: `manifest lock ${lockFile} does not exist (the built manifest has ${counts})
+`
+      };
     await writeFile(lockFile, serializeManifest(newManifest));
     return {
       changed: true,
-      diffText: `created manifest lock ${lockFile} (${newManifest.image.length} image paths, ${newManifest.data.entries.length} data paths)
+      updated: true,
+      diffText: `created manifest lock ${lockFile} (${counts})
 `
     };
   }
   const lock = await readManifest(lockFile);
   const d = diffManifests(lock, newManifest);
-  if (d.equal) return { changed: false, diffText: "" };
+  if (d.equal) return { changed: false, updated: false, diffText: "" };
   const diffText = formatDiff(d, { old: lockFile, new: "this build" });
-  if (!update) {
-    throw new UserError(
-      `the built image differs from the manifest lock ${lockFile}:
-${diffText}if the change is intended, rebuild with --update-manifest and commit the lock`
-    );
-  }
-  await writeFile(lockFile, serializeManifest(newManifest));
-  return { changed: true, diffText };
+  if (update) await writeFile(lockFile, serializeManifest(newManifest));
+  return { changed: true, updated: update, diffText };
 }
 
 // src/stages/entrypoint-check.ts
@@ -40346,7 +40362,8 @@ async function fetchInputs(config2, opts) {
 }
 
 // src/stages/outputs.ts
-import { mkdir as mkdir5, writeFile as writeFile6 } from "node:fs/promises";
+import { existsSync as existsSync8 } from "node:fs";
+import { mkdir as mkdir5, rm as rm6, writeFile as writeFile6 } from "node:fs/promises";
 import path23 from "node:path";
 
 // src/deploy/bundle.ts
@@ -41385,6 +41402,12 @@ function sha256sumsLine(sha2562, name) {
 }
 
 // src/stages/outputs.ts
+function failureReportPath(outDir, name) {
+  return path23.join(outDir, `${name}.build-failed.txt`);
+}
+async function retractSha256Sums(outDir) {
+  await rm6(path23.join(outDir, "SHA256SUMS"), { force: true });
+}
 async function writeTraceReport(report, file2) {
   await mkdir5(path23.dirname(file2), { recursive: true });
   await writeFile6(file2, formatPruneReport(report));
@@ -41412,19 +41435,42 @@ async function writeOutputs(ctx, input2) {
     root: input2.prunedRoot,
     logger: ctx.logger
   });
-  const sha256sums = await writeSha256Sums(ctx.outDir, [
+  const files = [
     path23.basename(packed.image),
     path23.basename(packed.dataTemplate),
     path23.basename(packed.manifest),
     path23.basename(traceReport),
     ...bundle.files
-  ]);
-  return { traceReport, bundle, sha256sums };
+  ];
+  return { traceReport, bundle, files };
+}
+async function sealOutputs(ctx, input2) {
+  const report = failureReportPath(ctx.outDir, input2.name);
+  if (input2.failure === void 0) {
+    if (existsSync8(report)) {
+      await rm6(report, { force: true });
+      ctx.logger.info(`removed ${path23.basename(report)} left by an earlier failed build`);
+    }
+    return { sha256sums: await writeSha256Sums(ctx.outDir, input2.files) };
+  }
+  await retractSha256Sums(ctx.outDir);
+  await writeFile6(
+    report,
+    `lhc build of ${input2.name} FAILED: do not deploy this output.
+No SHA256SUMS was written, so deploy/install.sh refuses to install it.
+
+${input2.failure.trimEnd()}
+`
+  );
+  ctx.logger.warn(
+    `build failed: no SHA256SUMS written; what failed is in ${path23.basename(report)} in ${ctx.outDir}`
+  );
+  return { failureReport: report };
 }
 
 // src/stages/pack.ts
 import { createHash as createHash6 } from "node:crypto";
-import { lstat as lstat5, mkdir as mkdir6, rm as rm7, stat as stat4, writeFile as writeFile8 } from "node:fs/promises";
+import { lstat as lstat5, mkdir as mkdir6, rm as rm8, stat as stat4, writeFile as writeFile8 } from "node:fs/promises";
 import path25 from "node:path";
 
 // src/tools/mksquashfs.ts
@@ -41464,7 +41510,7 @@ function mksquashfsEnv() {
 
 // src/stages/data-template.ts
 import { createHash as createHash5 } from "node:crypto";
-import { chmod as chmod2, lstat as lstat4, mkdtemp as mkdtemp4, readlink as readlink2, rm as rm6, writeFile as writeFile7 } from "node:fs/promises";
+import { chmod as chmod2, lstat as lstat4, mkdtemp as mkdtemp4, readlink as readlink2, rm as rm7, writeFile as writeFile7 } from "node:fs/promises";
 import os7 from "node:os";
 import path24 from "node:path";
 function archiveStat(st2, owner) {
@@ -41623,7 +41669,7 @@ async function writeDataTemplate(o2) {
       entries: tarManifestEntries(await listTar(tarBytes), o2.dataPath)
     };
   } finally {
-    if (tmp) await rm6(tmp, { recursive: true, force: true });
+    if (tmp) await rm7(tmp, { recursive: true, force: true });
   }
 }
 
@@ -41662,7 +41708,7 @@ async function packImage(o2) {
   const dataTemplate = path25.join(o2.outDir, names.dataTemplate);
   const manifestFile = path25.join(o2.outDir, names.manifest);
   o2.logger.info(`packing ${o2.root} into ${image} (squashfs, xz, epoch ${o2.epoch})`);
-  await rm7(image, { force: true });
+  await rm8(image, { force: true });
   await run(mksquashfsArgv({ source: o2.root, image, epoch: o2.epoch, rootMode: ROOT_MODE }), {
     env: mksquashfsEnv(),
     logger: o2.logger,
@@ -41711,10 +41757,10 @@ async function packImage(o2) {
 import path28 from "node:path";
 
 // src/harness/data.ts
-import { chmod as chmod3, mkdir as mkdir7, readdir as readdir3, rm as rm8 } from "node:fs/promises";
+import { chmod as chmod3, mkdir as mkdir7, readdir as readdir3, rm as rm9 } from "node:fs/promises";
 import path26 from "node:path";
 async function seedDataDir(config2, root, dir) {
-  await rm8(dir, { recursive: true, force: true });
+  await rm9(dir, { recursive: true, force: true });
   await mkdir7(dir, { recursive: true, mode: 493 });
   const inRoot = resolveTraced(root, config2.data.path);
   if (inRoot.exists && inRoot.kind === "dir" && (await readdir3(inRoot.host)).length > 0) {
@@ -41771,7 +41817,7 @@ import {
   lutimes,
   mkdir as mkdir8,
   readlink as readlink3,
-  rm as rm9,
+  rm as rm10,
   symlink,
   utimes
 } from "node:fs/promises";
@@ -41780,7 +41826,7 @@ function octal(mode2) {
   return (mode2 & 4095).toString(8).padStart(4, "0");
 }
 async function writePrunedRoot(root, all, kept, mounts, prunedRoot, logger) {
-  await rm9(prunedRoot, { recursive: true, force: true });
+  await rm10(prunedRoot, { recursive: true, force: true });
   await mkdir8(prunedRoot, { recursive: true });
   const rootSt = all.get("/").st;
   const list = [];
@@ -41890,13 +41936,13 @@ function selfCheckScratch(dir) {
 import { createHash as createHash7 } from "node:crypto";
 import {
   chmodSync as chmodSync3,
-  existsSync as existsSync8,
+  existsSync as existsSync9,
   lstatSync as lstatSync6,
   readdirSync as readdirSync4,
   readFileSync as readFileSync5,
   rmSync as rmSync2
 } from "node:fs";
-import { mkdir as mkdir10, rename as rename4, rm as rm11, stat as stat6 } from "node:fs/promises";
+import { mkdir as mkdir10, rename as rename4, rm as rm12, stat as stat6 } from "node:fs/promises";
 import path32 from "node:path";
 
 // src/root/extract.ts
@@ -41920,7 +41966,7 @@ import {
   writeSync,
   readlinkSync as readlinkSync2
 } from "node:fs";
-import { mkdir as mkdir9, mkdtemp as mkdtemp5, rm as rm10, stat as stat5 } from "node:fs/promises";
+import { mkdir as mkdir9, mkdtemp as mkdtemp5, rm as rm11, stat as stat5 } from "node:fs/promises";
 import path30 from "node:path";
 import { createGunzip } from "node:zlib";
 var ExtractError = class extends UserError {
@@ -42353,10 +42399,10 @@ async function extractTarball(archive, dest, opts = {}) {
     );
     return s3;
   } catch (e) {
-    await rm10(dest, { recursive: true, force: true });
+    await rm11(dest, { recursive: true, force: true });
     throw e;
   } finally {
-    if (tmpDir) await rm10(tmpDir, { recursive: true, force: true });
+    if (tmpDir) await rm11(tmpDir, { recursive: true, force: true });
   }
 }
 
@@ -42580,7 +42626,7 @@ function lstatOrUndefined(file2) {
 }
 function debianMirrors(base, hostSourcesFile = HOST_SOURCES2) {
   if (base.mirrors && base.mirrors.length > 0) return [...base.mirrors];
-  if (!existsSync8(hostSourcesFile)) return [];
+  if (!existsSync9(hostSourcesFile)) return [];
   return hostMirrorLines(readFileSync5(hostSourcesFile, "utf8"), base.suite);
 }
 function debianBaseKey(input2) {
@@ -42606,7 +42652,7 @@ async function debianBaseTarball(base, arch, opts) {
   });
   const dir = opts.basesDir ?? path32.join(cacheDir(), "bases");
   const out = path32.join(dir, `${key}.tar`);
-  if (existsSync8(out)) {
+  if (existsSync9(out)) {
     opts.logger.info(
       `debian base ${base.suite} (${base.packages.join(", ") || "no extra packages"}): cached ${out}`
     );
@@ -42638,7 +42684,7 @@ async function debianBaseTarball(base, arch, opts) {
     );
     await rename4(tmp, out);
   } finally {
-    await rm11(tmp, { force: true });
+    await rm12(tmp, { force: true });
   }
   return out;
 }
@@ -42769,7 +42815,7 @@ function ensureDirMode(root, dst, mode2) {
 }
 
 // src/stages/self-check.ts
-import { mkdir as mkdir11, rm as rm14 } from "node:fs/promises";
+import { mkdir as mkdir11, rm as rm15 } from "node:fs/promises";
 
 // src/harness/diff.ts
 var CONTEXT = 3;
@@ -42937,8 +42983,8 @@ function responseDiff(name, before, after) {
 }
 
 // src/harness/mounts.ts
-import { existsSync as existsSync9 } from "node:fs";
-import { readFile as readFile6, readdir as readdir4, rm as rm12, rmdir } from "node:fs/promises";
+import { existsSync as existsSync10 } from "node:fs";
+import { readFile as readFile6, readdir as readdir4, rm as rm13, rmdir } from "node:fs/promises";
 import path34 from "node:path";
 
 // src/verify/hardening.ts
@@ -43308,10 +43354,10 @@ async function releaseLoop(dev, image, logger) {
 async function removeWorkDir(workDir, mountPoints2) {
   for (const m2 of mountPoints2) {
     if (await mountAt(m2)) throw new Error(`${m2} is still mounted; leaving ${workDir} in place`);
-    if (existsSync9(m2)) await rmdir(m2).catch(() => void 0);
+    if (existsSync10(m2)) await rmdir(m2).catch(() => void 0);
   }
-  if (existsSync9(workDir) && (await readdir4(workDir)).every((n2) => !mountPoints2.includes(path34.join(workDir, n2)))) {
-    await rm12(workDir, { recursive: true, force: true });
+  if (existsSync10(workDir) && (await readdir4(workDir)).every((n2) => !mountPoints2.includes(path34.join(workDir, n2)))) {
+    await rm13(workDir, { recursive: true, force: true });
   }
 }
 async function mountOverlay(lower, upper, work, target, logger) {
@@ -43342,7 +43388,7 @@ async function bindReadOnly(source, target, logger) {
 }
 
 // src/harness/run.ts
-import { readFile as readFile8, rm as rm13 } from "node:fs/promises";
+import { readFile as readFile8, rm as rm14 } from "node:fs/promises";
 import path35 from "node:path";
 
 // src/harness/listen.ts
@@ -43461,7 +43507,7 @@ async function probeListening(config2, pid, port2, probe, o2) {
     return { body: r2.stdoutBytes };
   }
   const bodyFile = path35.join(o2.workDir, `probe-${probe.name}.body`);
-  await rm13(bodyFile, { force: true });
+  await rm14(bodyFile, { force: true });
   const url3 = `http://127.0.0.1:${port2}${probe.path}`;
   const curl = ["curl", "-s", "-S", "-o", bodyFile, "-w", "%{http_code}"];
   const r = await run([...ns2, ...curl, "--max-time", String(config2.service.timeout), url3], {
@@ -43537,7 +43583,7 @@ async function runProbes(config2, t, o2) {
 async function selfCheck(config2, prunedRoot, unprunedResponses, opts) {
   await mkdir11(opts.workDir, { recursive: true });
   const { view, data: dataDir } = selfCheckScratch(opts.workDir);
-  await rm14(dataDir, { recursive: true, force: true });
+  await rm15(dataDir, { recursive: true, force: true });
   if (opts.dataDir) await run(["cp", "-a", "--", opts.dataDir, dataDir], { privileged: true });
   else await run(["mkdir", "-p", dataDir]);
   await mkdir11(view, { recursive: true });
@@ -43580,11 +43626,11 @@ ${diffs.join("\n")}`
 }
 
 // src/stages/trace.ts
-import { mkdir as mkdir12, rm as rm16, stat as stat7, writeFile as writeFile9 } from "node:fs/promises";
+import { mkdir as mkdir12, rm as rm17, stat as stat7, writeFile as writeFile9 } from "node:fs/promises";
 import path37 from "node:path";
 
 // src/trace/hook.ts
-import { readFile as readFile9, rm as rm15 } from "node:fs/promises";
+import { readFile as readFile9, rm as rm16 } from "node:fs/promises";
 import path36 from "node:path";
 
 // src/trace/fifo.ts
@@ -43663,7 +43709,7 @@ function qemuTraceHook(dir) {
     binds: [{ host: dir, container: TRACE_MOUNT }],
     async begin(argv) {
       const fifoPath = path36.join(dir, QEMU_TRACE_FILE);
-      await rm15(fifoPath, { force: true });
+      await rm16(fifoPath, { force: true });
       const fifo = await TraceFifo.create(fifoPath);
       return { argv, end: async () => ({ text: await fifo.finish() }) };
     }
@@ -44151,7 +44197,7 @@ async function traceService(config2, root, opts) {
   const interp = elf?.interp;
   const { view: copy, raw: traceDir, data: dataDir, upper, overlayWork } = traceScratch(workDir);
   await mkdir12(workDir, { recursive: true });
-  await rm16(traceDir, { recursive: true, force: true });
+  await rm17(traceDir, { recursive: true, force: true });
   await mkdir12(traceDir, { recursive: true, mode: 493 });
   const state = { mounted: false };
   const removeCopy = registerCleanup(`traced root copy ${copy}`, async () => {
@@ -44263,7 +44309,7 @@ async function traceService(config2, root, opts) {
 
 // src/stages/verify.ts
 import { setMaxListeners as setMaxListeners2 } from "node:events";
-import { existsSync as existsSync11 } from "node:fs";
+import { existsSync as existsSync12 } from "node:fs";
 import { mkdir as mkdir13, mkdtemp as mkdtemp6 } from "node:fs/promises";
 import os8 from "node:os";
 import path40 from "node:path";
@@ -44530,7 +44576,7 @@ async function curlProbe(probe, expected, svc, workDir, opts, timeoutMs) {
 }
 
 // src/harness/service.ts
-import { existsSync as existsSync10 } from "node:fs";
+import { existsSync as existsSync11 } from "node:fs";
 import path39 from "node:path";
 var FORWARDER = `
 const net = require('net');
@@ -44630,7 +44676,7 @@ ${stderr}`
     privileged: true,
     logger
   });
-  if (!await waitFor(() => existsSync10(sockPath) || void 0, 1e4, signal)) {
+  if (!await waitFor(() => existsSync11(sockPath) || void 0, 1e4, signal)) {
     throw new UserError(
       `the forwarder into the container's network namespace did not start: ${state.forwarder.command}`
     );
@@ -44741,7 +44787,7 @@ function combinedSignal(opts, concurrency) {
 }
 async function mustExist(file2, what) {
   const abs = path40.resolve(file2);
-  if (!existsSync11(abs)) throw new UserError(`${what} ${file2} does not exist`);
+  if (!existsSync12(abs)) throw new UserError(`${what} ${file2} does not exist`);
   return abs;
 }
 async function verifyImage(options) {
@@ -44782,7 +44828,7 @@ async function verifyImage(options) {
         `image ${image} mounted read-only at ${state.rootDir} (${state.image.loopDevice})`
       );
       for (const needed of mountPoints(config2.data.path)) {
-        if (!existsSync11(path40.join(state.rootDir, needed))) {
+        if (!existsSync12(path40.join(state.rootDir, needed))) {
           throw new UserError(
             `the image has no ${needed} directory; a read-only root needs every mount point (add it to the root)`
           );
@@ -45000,6 +45046,7 @@ async function build(config2, opts) {
       logger.info("self-check: every probe answers the same from the pruned root");
       return p2;
     });
+    await retractSha256Sums(outDir);
     const { packed, manifestDiff } = await stage("pack", async () => {
       const { epoch, source } = await resolveEpoch({
         env: opts.env ?? process.env,
@@ -45030,9 +45077,18 @@ async function build(config2, opts) {
           path41.resolve(opts.manifestLock),
           opts.updateManifest ?? false
         );
-        if (lock.changed) {
+        if (lock.updated) {
           manifestDiff2 = lock.diffText;
-          logger.info(lock.diffText.trimEnd());
+          logger.warn(
+            `manifest lock ${opts.manifestLock} updated with this build's manifest: commit it
+${lock.diffText.trimEnd()}`
+          );
+        } else if (lock.changed) {
+          manifestDiff2 = lock.diffText;
+          logger.warn(
+            `the built image differs from the manifest lock ${opts.manifestLock}; the build will fail after verify:
+${lock.diffText.trimEnd()}`
+          );
         } else logger.info(`manifest matches ${opts.manifestLock}`);
       }
       return { packed: packed2, manifestDiff: manifestDiff2 };
@@ -45058,6 +45114,15 @@ async function build(config2, opts) {
         signal: opts.signal
       })
     );
+    const lockState = opts.manifestLock ? {
+      path: opts.manifestLock,
+      updated: (opts.updateManifest ?? false) && manifestDiff !== void 0
+    } : void 0;
+    const failure2 = buildFailures(
+      { manifestDiff, manifestLock: lockState, verify },
+      "--update-manifest (CLI) or the update-manifest: true input (Action)"
+    ) || void 0;
+    const seal = await sealOutputs(ctx, { name: config2.name, files: outputs.files, failure: failure2 });
     const result = {
       name: config2.name,
       outDir,
@@ -45067,13 +45132,14 @@ async function build(config2, opts) {
       dataTemplate: packed.dataTemplate,
       dataTemplateSha256: packed.dataTemplateSha256,
       manifest: packed.manifest,
-      sha256sums: outputs.sha256sums,
+      ...seal,
       bundleDir: outputs.bundle.dir,
       traceReport: outputs.traceReport,
       bytesBefore: pruned.report.base.bytes,
       bytesAfter: pruned.report.kept.bytes,
       filesKept: pruned.report.kept.entries,
       manifestDiff,
+      ...lockState ? { manifestLock: lockState } : {},
       verify,
       timings
     };
@@ -45087,19 +45153,21 @@ async function build(config2, opts) {
 // src/cli/commands/build.ts
 function buildJson(r) {
   return {
-    ok: r.verify ? r.verify.ok : true,
+    ok: buildOk(r),
     name: r.name,
     outDir: r.outDir,
     image: { path: r.image, sha256: r.imageSha256, bytes: r.imageBytes },
     dataTemplate: { path: r.dataTemplate, sha256: r.dataTemplateSha256 },
     manifest: r.manifest,
-    sha256sums: r.sha256sums,
+    sha256sums: r.sha256sums ?? null,
+    failureReport: r.failureReport ?? null,
     bundleDir: r.bundleDir,
     traceReport: r.traceReport,
     bytesBefore: r.bytesBefore,
     bytesAfter: r.bytesAfter,
     filesKept: r.filesKept,
     manifestDiff: r.manifestDiff ?? null,
+    manifestUpdated: r.manifestLock?.updated ?? false,
     verify: r.verify ?? null,
     timings: r.timings
   };
@@ -45110,13 +45178,14 @@ var buildCommand = {
   help: `Usage: lhc build [CONFIG] [--out DIR] [--no-verify] [--manifest-lock FILE] [--update-manifest] [--work-dir DIR] [--json]
 
 Runs the pipeline for CONFIG (default: ./lhc.yml) and writes the image, data template, manifest
-and SHA256SUMS to DIR.
+and SHA256SUMS to DIR. A failed build (verify, or a manifest that differs from its lock) writes
+<name>.build-failed.txt there instead of SHA256SUMS and exits 1.
 
 Options:
   --out, -o DIR          output directory (default: outputs.dir from the config, "out")
   --no-verify            skip booting the pruned image and checking the probes
-  --manifest-lock FILE   fail when the manifest differs from FILE
-  --update-manifest      write the new manifest to the lock file instead of failing
+  --manifest-lock FILE   fail (after verify) when the manifest differs from FILE
+  --update-manifest      write the new manifest to the --manifest-lock file instead of failing
   --work-dir DIR         keep intermediate roots in DIR (default: a temp dir, removed)
   --json                 print the result as one JSON object (see README, "JSON output")`,
   options: {
@@ -45129,6 +45198,10 @@ Options:
   positionals: { min: 0, max: 1, names: "CONFIG" },
   json: true,
   async run({ options, positionals }, ctx) {
+    if (options["update-manifest"] === true && options["manifest-lock"] === void 0)
+      throw new ConfigError(
+        "lhc build: --update-manifest needs --manifest-lock FILE (the lock file to write)"
+      );
     const config2 = await loadConfig(configOrDefault(positionals[0], "build"));
     const workDir = options["work-dir"];
     const result = await build(config2, {
@@ -45151,10 +45224,15 @@ Options:
       ctx.out(`files kept    ${result.filesKept}`);
       ctx.out(`bytes         ${result.bytesBefore} -> ${result.bytesAfter}`);
       if (result.verify) ctx.out(`verify        ${result.verify.ok ? "ok" : "FAILED"}`);
+      if (result.manifestLock?.updated)
+        ctx.out(`manifest lock ${result.manifestLock.path} updated`);
+      ctx.out(
+        `SHA256SUMS    ${result.sha256sums ?? `none: the build FAILED, see ${result.failureReport}`}`
+      );
     }
-    if (result.verify && !result.verify.ok)
-      ctx.logger.warn(`verify failed:
-${verifyFailures(result.verify)}`);
+    const failures = buildFailures(result, "--update-manifest");
+    if (failures) ctx.logger.warn(`build failed:
+${failures}`);
     return json2.ok ? 0 : 1;
   }
 };
@@ -46093,7 +46171,7 @@ Runs as root, or through passwordless "sudo -n". A second run changes nothing.`,
 };
 
 // src/cli/commands/store.ts
-import { existsSync as existsSync12 } from "node:fs";
+import { existsSync as existsSync13 } from "node:fs";
 import { stat as stat9 } from "node:fs/promises";
 async function knownInputs(configs, onDefaultUnreadable) {
   const known = /* @__PURE__ */ new Map();
@@ -46146,7 +46224,7 @@ Options:
         throw new ConfigError(
           `lhc store list: unexpected argument "${rest[0]}" (see: lhc store --help)`
         );
-      const implicit = configs.length === 0 && existsSync12("lhc.yml");
+      const implicit = configs.length === 0 && existsSync13("lhc.yml");
       const known = await knownInputs(
         implicit ? ["lhc.yml"] : configs,
         implicit ? (e) => ctx.logger.warn(`lhc.yml not used for names: ${e.message}`) : void 0
@@ -46238,12 +46316,12 @@ Options:
 };
 
 // src/board/command.ts
-import { existsSync as existsSync14 } from "node:fs";
+import { existsSync as existsSync15 } from "node:fs";
 import path48 from "node:path";
 
 // src/board/verify-board.ts
-import { existsSync as existsSync13 } from "node:fs";
-import { mkdtemp as mkdtemp8, rm as rm17 } from "node:fs/promises";
+import { existsSync as existsSync14 } from "node:fs";
+import { mkdtemp as mkdtemp8, rm as rm18 } from "node:fs/promises";
 import os11 from "node:os";
 import path47 from "node:path";
 
@@ -46536,7 +46614,7 @@ ${await board.journal([])}`
     board.inNetwork([process.execPath, "-e", FORWARDER, sock, String(port2)]),
     { privileged: true, logger }
   );
-  if (!await waitFor(() => existsSync13(sock) || void 0, 1e4, signal)) {
+  if (!await waitFor(() => existsSync14(sock) || void 0, 1e4, signal)) {
     await forwarder.stop();
     throw new UserError(`the bridge into the board's network did not start: ${forwarder.command}`);
   }
@@ -46620,7 +46698,7 @@ async function verifyOnBoard(o2) {
     logger,
     signal
   }).catch(async (e) => {
-    if (ownWorkDir) await rm17(workDir, { recursive: true, force: true });
+    if (ownWorkDir) await rm18(workDir, { recursive: true, force: true });
     throw e;
   });
   let port2;
@@ -46649,7 +46727,7 @@ async function verifyOnBoard(o2) {
   } finally {
     await port2?.close();
     await board.poweroff();
-    if (ownWorkDir) await rm17(workDir, { recursive: true, force: true });
+    if (ownWorkDir) await rm18(workDir, { recursive: true, force: true });
   }
 }
 function formatBoardReport(r) {
@@ -46678,7 +46756,7 @@ var BOARD_HELP = `  --board              verify on a simulated board instead: bo
 async function runBoardVerify(configFile, out, ctx) {
   const config2 = await loadConfig(configFile);
   const outDir = path48.resolve(out ?? config2.outputs.dir);
-  if (!existsSync14(path48.join(outDir, "deploy/install.sh")))
+  if (!existsSync15(path48.join(outDir, "deploy/install.sh")))
     throw new ConfigError(
       `lhc verify --board: ${outDir} holds no deploy/install.sh; run lhc build first (or pass --out DIR)`
     );

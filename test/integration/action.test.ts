@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { loadConfig } from '../../src/config/load.js';
+import { humanBytes } from '../../src/core/format.js';
 import { Store } from '../../src/store/store.js';
 import { run, type RunResult } from '../../src/tools/exec.js';
 import { luaSourceTarball } from '../support/debian-inputs.js';
@@ -67,9 +68,9 @@ function parseOutputFile(text: string): Map<string, string> {
   return out;
 }
 
-/** Rows (cell HTML) of the first table after heading `title` in the summary. */
-function tableAfter(html: string, title: string): string[][] {
-  const at = html.indexOf(`<h3>${title}</h3>`);
+/** Rows (cell HTML) of the first table after `marker` in the summary. */
+function tableAfter(html: string, marker: string): string[][] {
+  const at = html.indexOf(marker);
   if (at < 0) return [];
   const start = html.indexOf('<table>', at);
   const end = html.indexOf('</table>', start);
@@ -281,10 +282,14 @@ describe('the bundled action on the gophermoon example', () => {
     expect(stdout).not.toMatch(/^::error/m);
     expect(stdout).not.toMatch(/^::warning::/m);
 
-    // Every declared output, and nothing else.
+    // Every declared output, and nothing else; only a failure report and the board (off by
+    // default) are empty on a passing build.
     const o = step.outputs;
     expect([...o.keys()].sort()).toEqual(Object.keys(spec.outputs).sort());
-    for (const [k, v] of o) expect(v, `output ${k}`).not.toBe('');
+    const emptyWhenPassing = new Set(['failure-report', 'board-ok']);
+    for (const [k, v] of o) expect(v === '', `output ${k} = "${v}"`).toBe(emptyWhenPassing.has(k));
+    expect(o.get('verify-ok')).toBe('true');
+    expect(o.get('manifest-changed')).toBe('false');
 
     for (const k of ['image', 'data-template', 'manifest', 'sha256sums']) {
       const f = o.get(k)!;
@@ -335,14 +340,17 @@ describe('the bundled action on the gophermoon example', () => {
     }
     expect(after).toBeLessThanOrEqual(before);
 
-    // The summary: image table with the same numbers, one green row per probe, hardening rows.
+    // The summary: one compact row with the same numbers, then the passing probes and
+    // hardening rows folded, each green.
     const s = step.summary;
-    const image_ = new Map(tableAfter(s, 'Image').map(([k, v]) => [k, v]));
-    expect(image_.get('files kept')).toBe(String(kept));
-    expect(image_.get('bytes before pruning')).toMatch(new RegExp(`^${before} B`));
-    expect(image_.get('bytes after pruning')).toMatch(new RegExp(`^${after} B`));
-    expect(image_.get('image sha256')).toBe(`<code>${o.get('image-sha256')}</code>`);
-    const probes = tableAfter(s, 'Verify probes');
+    expect(s).toContain(`<h2>lhc: ${config.name} ✅ passed</h2>`);
+    const row = tableAfter(s, '<h2>')[0]!;
+    expect(row[1]).toBe('✅');
+    expect(row[3]).toBe(`<code>${o.get('image-sha256')!.slice(0, 12)}</code>`);
+    expect(row[4]).toBe(String(kept));
+    expect(row[5]).toContain(`${humanBytes(before)} → ${humanBytes(after)}`);
+    expect(row[6]).toMatch(/^✅ (\d+)\/\1 probes, (\d+)\/\2 hardening$/);
+    const probes = tableAfter(s, 'matched their fixtures');
     // One row per configured probe, plus rows for a probe repeated through a real client
     // ("root-empty (curl)").
     const configured = new Set(config.probes.map((p) => p.name));
@@ -353,10 +361,9 @@ describe('the bundled action on the gophermoon example', () => {
         true,
       );
     }
-    for (const r of probes) expect(r[1], `probe ${r[0]}`).toMatch(/^✅/);
-    const hardening = tableAfter(s, 'Hardening checks');
+    const hardening = tableAfter(s, 'hardening checks passed');
     expect(hardening.length, 'hardening rows in the summary').toBeGreaterThan(0);
-    for (const r of hardening) expect(r[1], `hardening ${r[0]}`).toMatch(/^✅/);
+    expect(s).not.toContain('❌');
 
     // One log group per stage with its timing; privileged steps went through sudo.
     const groups = stdout.split('\n').filter((l) => l.startsWith('::group::'));
@@ -368,5 +375,54 @@ describe('the bundled action on the gophermoon example', () => {
     // No cache or artifact service here: the cache is skipped quietly, the upload with a notice.
     expect(stdout).not.toMatch(/^::warning::.*cache/im);
     expect(stdout).toMatch(/^::notice::artifacts: no artifact service outside GitHub Actions/m);
+  });
+
+  it('a manifest-lock mismatch still verifies, writes the diff into the summary, sets the outputs, then fails', async () => {
+    // A stale lock: the committed one without /bin/gophermoon, so this build adds that path.
+    const committed = JSON.parse(
+      await readFile(path.join(workspace, 'examples/gophermoon/manifest.lock.json'), 'utf8'),
+    ) as { image: { path: string }[] };
+    expect(committed.image.some((e) => e.path === '/bin/gophermoon')).toBe(true);
+    committed.image = committed.image.filter((e) => e.path !== '/bin/gophermoon');
+    const lock = 'examples/gophermoon/stale.lock.json';
+    await writeFile(path.join(workspace, lock), JSON.stringify(committed, null, 2) + '\n');
+    await run(['chown', `${user!.uid}:${user!.gid}`, path.join(workspace, lock)]);
+
+    const step = await runStep('lock', { config: EXAMPLE, 'manifest-lock': lock });
+    const { stdout, stderr, exitCode } = step.result;
+    const log = `${stdout}\n${stderr}`;
+    expect(exitCode, log.slice(-4000)).toBe(1);
+    const errors = stdout.split('\n').filter((l) => l.startsWith('::error'));
+    expect(errors).toHaveLength(1);
+    expect(errors[0]).toContain('differs from the manifest lock');
+    expect(errors[0]).toContain('update-manifest: true');
+    expect(log).not.toMatch(/^\s+at /m);
+
+    // Verify ran and passed; every output is set; the failure is marked in out-dir.
+    const o = step.outputs;
+    expect([...o.keys()].sort()).toEqual(Object.keys(spec.outputs).sort());
+    expect(o.get('manifest-changed')).toBe('true');
+    expect(o.get('verify-ok')).toBe('true');
+    expect(o.get('sha256sums')).toBe('');
+    expect(existsSync(path.join(step.outDir, 'SHA256SUMS'))).toBe(false);
+    const report = o.get('failure-report')!;
+    expect(path.dirname(report)).toBe(step.outDir);
+    expect(await readFile(report, 'utf8')).toContain('+ image /bin/gophermoon');
+    expect(existsSync(o.get('image')!)).toBe(true);
+
+    // The summary: failed, the diff first, the input named (not the CLI flag).
+    const s = step.summary;
+    expect(s).toContain('<h2>lhc: gophermoon ❌ failed</h2>');
+    expect(s).toContain(`<h3>❌ The manifest differs from the lock <code>${lock}</code></h3>`);
+    const diffAt = s.indexOf('+ image /bin/gophermoon');
+    expect(diffAt).toBeGreaterThan(0);
+    expect(diffAt).toBeLessThan(s.indexOf('<details>'));
+    expect(s).toContain('<code>update-manifest: true</code> input');
+    expect(s).not.toContain('--update-manifest');
+    expect(s).toContain('No <code>SHA256SUMS</code> was written');
+    // The lock was left as it was.
+    expect(
+      (JSON.parse(await readFile(path.join(workspace, lock), 'utf8')) as typeof committed).image,
+    ).toEqual(committed.image);
   });
 });
