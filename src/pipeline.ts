@@ -187,7 +187,7 @@ export async function build(config: LhcConfig, opts: BuildOptions): Promise<Buil
         );
         if (lock.updated) {
           manifestDiff = lock.diffText;
-          logger.warn(
+          logger.info(
             `manifest lock ${opts.manifestLock} updated with this build's manifest: commit it\n${lock.diffText.trimEnd()}`,
           );
         } else if (lock.changed) {
