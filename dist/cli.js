@@ -45079,7 +45079,7 @@ async function build(config2, opts) {
         );
         if (lock.updated) {
           manifestDiff2 = lock.diffText;
-          logger.warn(
+          logger.info(
             `manifest lock ${opts.manifestLock} updated with this build's manifest: commit it
 ${lock.diffText.trimEnd()}`
           );
