@@ -44309,7 +44309,7 @@ async function traceService(config2, root, opts) {
 
 // src/stages/verify.ts
 import { setMaxListeners as setMaxListeners2 } from "node:events";
-import { existsSync as existsSync12 } from "node:fs";
+import { existsSync as existsSync11 } from "node:fs";
 import { mkdir as mkdir13, mkdtemp as mkdtemp6 } from "node:fs/promises";
 import os8 from "node:os";
 import path40 from "node:path";
@@ -44576,18 +44576,26 @@ async function curlProbe(probe, expected, svc, workDir, opts, timeoutMs) {
 }
 
 // src/harness/service.ts
-import { existsSync as existsSync11 } from "node:fs";
+import { statSync as statSync2 } from "node:fs";
 import path39 from "node:path";
 var FORWARDER = `
 const net = require('net');
+const fs = require('fs');
 const [, sock, port] = process.argv;
 net.createServer((c) => {
   const u = net.connect(Number(port), '127.0.0.1');
   c.pipe(u); u.pipe(c);
   c.on('error', () => u.destroy()); u.on('error', () => c.destroy());
-}).listen(sock);
+}).listen(sock, () => fs.chmodSync(sock, 0o666));
 process.on('SIGTERM', () => process.exit(0));
 `;
+function forwarderReady(sock) {
+  try {
+    return (statSync2(sock).mode & 511) === 438;
+  } catch {
+    return false;
+  }
+}
 async function startInetd(argv, state, opts, timeoutMs) {
   const { logger, signal } = opts;
   let lastError = "";
@@ -44676,7 +44684,7 @@ ${stderr}`
     privileged: true,
     logger
   });
-  if (!await waitFor(() => existsSync11(sockPath) || void 0, 1e4, signal)) {
+  if (!await waitFor(() => forwarderReady(sockPath) || void 0, 1e4, signal)) {
     throw new UserError(
       `the forwarder into the container's network namespace did not start: ${state.forwarder.command}`
     );
@@ -44787,7 +44795,7 @@ function combinedSignal(opts, concurrency) {
 }
 async function mustExist(file2, what) {
   const abs = path40.resolve(file2);
-  if (!existsSync12(abs)) throw new UserError(`${what} ${file2} does not exist`);
+  if (!existsSync11(abs)) throw new UserError(`${what} ${file2} does not exist`);
   return abs;
 }
 async function verifyImage(options) {
@@ -44828,7 +44836,7 @@ async function verifyImage(options) {
         `image ${image} mounted read-only at ${state.rootDir} (${state.image.loopDevice})`
       );
       for (const needed of mountPoints(config2.data.path)) {
-        if (!existsSync12(path40.join(state.rootDir, needed))) {
+        if (!existsSync11(path40.join(state.rootDir, needed))) {
           throw new UserError(
             `the image has no ${needed} directory; a read-only root needs every mount point (add it to the root)`
           );
@@ -46171,7 +46179,7 @@ Runs as root, or through passwordless "sudo -n". A second run changes nothing.`,
 };
 
 // src/cli/commands/store.ts
-import { existsSync as existsSync13 } from "node:fs";
+import { existsSync as existsSync12 } from "node:fs";
 import { stat as stat9 } from "node:fs/promises";
 async function knownInputs(configs, onDefaultUnreadable) {
   const known = /* @__PURE__ */ new Map();
@@ -46224,7 +46232,7 @@ Options:
         throw new ConfigError(
           `lhc store list: unexpected argument "${rest[0]}" (see: lhc store --help)`
         );
-      const implicit = configs.length === 0 && existsSync13("lhc.yml");
+      const implicit = configs.length === 0 && existsSync12("lhc.yml");
       const known = await knownInputs(
         implicit ? ["lhc.yml"] : configs,
         implicit ? (e) => ctx.logger.warn(`lhc.yml not used for names: ${e.message}`) : void 0
@@ -46316,11 +46324,10 @@ Options:
 };
 
 // src/board/command.ts
-import { existsSync as existsSync15 } from "node:fs";
+import { existsSync as existsSync13 } from "node:fs";
 import path48 from "node:path";
 
 // src/board/verify-board.ts
-import { existsSync as existsSync14 } from "node:fs";
 import { mkdtemp as mkdtemp8, rm as rm18 } from "node:fs/promises";
 import os11 from "node:os";
 import path47 from "node:path";
@@ -46614,7 +46621,7 @@ ${await board.journal([])}`
     board.inNetwork([process.execPath, "-e", FORWARDER, sock, String(port2)]),
     { privileged: true, logger }
   );
-  if (!await waitFor(() => existsSync14(sock) || void 0, 1e4, signal)) {
+  if (!await waitFor(() => forwarderReady(sock) || void 0, 1e4, signal)) {
     await forwarder.stop();
     throw new UserError(`the bridge into the board's network did not start: ${forwarder.command}`);
   }
@@ -46756,7 +46763,7 @@ var BOARD_HELP = `  --board              verify on a simulated board instead: bo
 async function runBoardVerify(configFile, out, ctx) {
   const config2 = await loadConfig(configFile);
   const outDir = path48.resolve(out ?? config2.outputs.dir);
-  if (!existsSync15(path48.join(outDir, "deploy/install.sh")))
+  if (!existsSync13(path48.join(outDir, "deploy/install.sh")))
     throw new ConfigError(
       `lhc verify --board: ${outDir} holds no deploy/install.sh; run lhc build first (or pass --out DIR)`
     );

@@ -7,7 +7,8 @@
  */
 import { createHash } from 'node:crypto';
 import { existsSync, createReadStream } from 'node:fs';
-import { cp, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { cp, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -424,5 +425,30 @@ describe('the bundled action on the gophermoon example', () => {
     expect(
       (JSON.parse(await readFile(path.join(workspace, lock), 'utf8')) as typeof committed).image,
     ).toEqual(committed.image);
+  });
+
+  it('board: true installs the passing build on a simulated board, board-ok and a board column', async () => {
+    // The board root is made by mmdebstrap (minutes) and cached; hand the runner user the cache
+    // this machine already has, as a runner with a warm cache would have it.
+    const cached = path.join(os.homedir(), '.cache/lhc/board');
+    const tars = existsSync(cached)
+      ? (await readdir(cached)).filter((f) => f.endsWith('.tar'))
+      : [];
+    expect(
+      tars.length,
+      `no cached board root in ${cached}: run lhc verify --board once`,
+    ).toBeGreaterThan(0);
+    const userCache = path.join(user!.home, '.cache/lhc/board');
+    await mkdir(userCache, { recursive: true });
+    for (const t of tars) await cp(path.join(cached, t), path.join(userCache, t));
+    await run(['chown', '-R', `${user!.uid}:${user!.gid}`, path.join(user!.home, '.cache')]);
+
+    const step = await runStep('board', { config: EXAMPLE, board: 'true' });
+    const log = `${step.result.stdout}\n${step.result.stderr}`;
+    expect(step.result.exitCode, log.slice(-6000)).toBe(0);
+    expect(step.outputs.get('board-ok')).toBe('true');
+    expect(step.result.stdout).toContain('::group::Board verify');
+    const row = tableAfter(step.summary, '<h2>')[0]!;
+    expect(row[7]).toMatch(/^✅ (\d+)\/\1 probes, (\d+)\/\2 hardening$/);
   });
 });
