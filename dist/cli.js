@@ -8004,6 +8004,24 @@ ${p2.diff}` : ""}`),
     ...verify.load && verify.load.failures > 0 ? [`load: ${verify.load.failures} of ${verify.load.requests} requests failed`] : []
   ].join("\n");
 }
+function manifestLockFailed(r) {
+  return r.manifestDiff !== void 0 && r.manifestLock !== void 0 && !r.manifestLock.updated;
+}
+function buildOk(r) {
+  return !manifestLockFailed(r) && (r.verify ? r.verify.ok : true);
+}
+function buildFailures(r, updateHint) {
+  const parts = [];
+  if (manifestLockFailed(r))
+    parts.push(
+      `the built image differs from the manifest lock ${r.manifestLock.path}:
+${r.manifestDiff.trimEnd()}
+if the change is intended, rebuild with ${updateHint} and commit the lock`
+    );
+  if (r.verify && !r.verify.ok) parts.push(`verify failed:
+${verifyFailures(r.verify)}`);
+  return parts.join("\n\n");
+}
 
 // src/config/load.ts
 var import_yaml = __toESM(require_dist(), 1);
@@ -29105,31 +29123,29 @@ async function readManifest(file2) {
   return parseManifest(text, file2);
 }
 async function checkManifestLock(newManifest, lockFile, update) {
+  const counts = `${newManifest.image.length} image paths, ${newManifest.data.entries.length} data paths`;
   if (!existsSync3(lockFile)) {
-    if (!update) {
-      throw new UserError(
-        `manifest lock ${lockFile} does not exist; run with --update-manifest to create it`
-      );
-    }
+    if (!update)
+      return {
+        changed: true,
+        updated: false,
+        diffText: `manifest lock ${lockFile} does not exist (the built manifest has ${counts})
+`
+      };
     await writeFile(lockFile, serializeManifest(newManifest));
     return {
       changed: true,
-      diffText: `created manifest lock ${lockFile} (${newManifest.image.length} image paths, ${newManifest.data.entries.length} data paths)
+      updated: true,
+      diffText: `created manifest lock ${lockFile} (${counts})
 `
     };
   }
   const lock = await readManifest(lockFile);
   const d = diffManifests(lock, newManifest);
-  if (d.equal) return { changed: false, diffText: "" };
+  if (d.equal) return { changed: false, updated: false, diffText: "" };
   const diffText = formatDiff(d, { old: lockFile, new: "this build" });
-  if (!update) {
-    throw new UserError(
-      `the built image differs from the manifest lock ${lockFile}:
-${diffText}if the change is intended, rebuild with --update-manifest and commit the lock`
-    );
-  }
-  await writeFile(lockFile, serializeManifest(newManifest));
-  return { changed: true, diffText };
+  if (update) await writeFile(lockFile, serializeManifest(newManifest));
+  return { changed: true, updated: update, diffText };
 }
 
 // src/stages/entrypoint-check.ts
@@ -40568,7 +40584,8 @@ async function fetchInputs(config2, opts) {
 }
 
 // src/stages/outputs.ts
-import { mkdir as mkdir6 } from "node:fs/promises";
+import { existsSync as existsSync8 } from "node:fs";
+import { mkdir as mkdir6, rm as rm7 } from "node:fs/promises";
 import path25 from "node:path";
 
 // src/deploy/bundle.ts
@@ -41636,6 +41653,12 @@ function sha256sumsLine(sha2562, name) {
 }
 
 // src/stages/outputs.ts
+function failureReportPath(outDir, name) {
+  return path25.join(outDir, `${name}.build-failed.txt`);
+}
+async function retractSha256Sums(outDir) {
+  await rm7(path25.join(outDir, "SHA256SUMS"), { force: true });
+}
 async function writeTraceReport(report, file2, logger) {
   await mkdir6(path25.dirname(file2), { recursive: true });
   await writeOutputFile(file2, formatPruneReport(report), { logger });
@@ -41663,18 +41686,38 @@ async function writeOutputs(ctx, input2) {
     root: input2.prunedRoot,
     logger: ctx.logger
   });
-  const sha256sums = await writeSha256Sums(
-    ctx.outDir,
-    [
-      path25.basename(packed.image),
-      path25.basename(packed.dataTemplate),
-      path25.basename(packed.manifest),
-      path25.basename(traceReport),
-      ...bundle.files
-    ],
-    ctx.logger
+  const files = [
+    path25.basename(packed.image),
+    path25.basename(packed.dataTemplate),
+    path25.basename(packed.manifest),
+    path25.basename(traceReport),
+    ...bundle.files
+  ];
+  return { traceReport, bundle, files };
+}
+async function sealOutputs(ctx, input2) {
+  const report = failureReportPath(ctx.outDir, input2.name);
+  if (input2.failure === void 0) {
+    if (existsSync8(report)) {
+      await rm7(report, { force: true });
+      ctx.logger.info(`removed ${path25.basename(report)} left by an earlier failed build`);
+    }
+    return { sha256sums: await writeSha256Sums(ctx.outDir, input2.files, ctx.logger) };
+  }
+  await retractSha256Sums(ctx.outDir);
+  await writeOutputFile(
+    report,
+    `lhc build of ${input2.name} FAILED: do not deploy this output.
+No SHA256SUMS was written, so deploy/install.sh refuses to install it.
+
+${input2.failure.trimEnd()}
+`,
+    { logger: ctx.logger }
   );
-  return { traceReport, bundle, sha256sums };
+  ctx.logger.warn(
+    `build failed: no SHA256SUMS written; what failed is in ${path25.basename(report)} in ${ctx.outDir}`
+  );
+  return { failureReport: report };
 }
 
 // src/stages/pack.ts
@@ -41719,7 +41762,7 @@ function mksquashfsEnv() {
 
 // src/stages/data-template.ts
 import { createHash as createHash5 } from "node:crypto";
-import { chmod as chmod2, lstat as lstat6, mkdtemp as mkdtemp5, readlink as readlink3, rm as rm7 } from "node:fs/promises";
+import { chmod as chmod2, lstat as lstat6, mkdtemp as mkdtemp5, readlink as readlink3, rm as rm8 } from "node:fs/promises";
 import os8 from "node:os";
 import path26 from "node:path";
 function archiveStat(st2, owner) {
@@ -41878,7 +41921,7 @@ async function writeDataTemplate(o2) {
       entries: tarManifestEntries(await listTar(tarBytes), o2.dataPath)
     };
   } finally {
-    if (tmp) await rm7(tmp, { recursive: true, force: true });
+    if (tmp) await rm8(tmp, { recursive: true, force: true });
   }
 }
 
@@ -41969,10 +42012,10 @@ async function packImage(o2) {
 import path30 from "node:path";
 
 // src/harness/data.ts
-import { chmod as chmod3, mkdir as mkdir8, readdir as readdir4, rm as rm8 } from "node:fs/promises";
+import { chmod as chmod3, mkdir as mkdir8, readdir as readdir4, rm as rm9 } from "node:fs/promises";
 import path28 from "node:path";
 async function seedDataDir(config2, root, dir) {
-  await rm8(dir, { recursive: true, force: true });
+  await rm9(dir, { recursive: true, force: true });
   await mkdir8(dir, { recursive: true, mode: 493 });
   const inRoot = resolveTraced(root, config2.data.path);
   if (inRoot.exists && inRoot.kind === "dir" && (await readdir4(inRoot.host)).length > 0) {
@@ -42029,7 +42072,7 @@ import {
   lutimes,
   mkdir as mkdir9,
   readlink as readlink4,
-  rm as rm9,
+  rm as rm10,
   symlink,
   utimes
 } from "node:fs/promises";
@@ -42038,7 +42081,7 @@ function octal(mode2) {
   return (mode2 & 4095).toString(8).padStart(4, "0");
 }
 async function writePrunedRoot(root, all, kept, mounts, prunedRoot, logger) {
-  await rm9(prunedRoot, { recursive: true, force: true });
+  await rm10(prunedRoot, { recursive: true, force: true });
   await mkdir9(prunedRoot, { recursive: true });
   const rootSt = all.get("/").st;
   const list = [];
@@ -42148,13 +42191,13 @@ function selfCheckScratch(dir) {
 import { createHash as createHash7 } from "node:crypto";
 import {
   chmodSync as chmodSync3,
-  existsSync as existsSync8,
+  existsSync as existsSync9,
   lstatSync as lstatSync6,
   readdirSync as readdirSync4,
   readFileSync as readFileSync5,
   rmSync as rmSync2
 } from "node:fs";
-import { mkdir as mkdir11, rename as rename5, rm as rm11, stat as stat6 } from "node:fs/promises";
+import { mkdir as mkdir11, rename as rename5, rm as rm12, stat as stat6 } from "node:fs/promises";
 import path34 from "node:path";
 
 // src/root/extract.ts
@@ -42178,7 +42221,7 @@ import {
   writeSync,
   readlinkSync as readlinkSync2
 } from "node:fs";
-import { mkdir as mkdir10, mkdtemp as mkdtemp6, rm as rm10, stat as stat5 } from "node:fs/promises";
+import { mkdir as mkdir10, mkdtemp as mkdtemp6, rm as rm11, stat as stat5 } from "node:fs/promises";
 import path32 from "node:path";
 import { createGunzip } from "node:zlib";
 var ExtractError = class extends UserError {
@@ -42611,10 +42654,10 @@ async function extractTarball(archive, dest, opts = {}) {
     );
     return s3;
   } catch (e) {
-    await rm10(dest, { recursive: true, force: true });
+    await rm11(dest, { recursive: true, force: true });
     throw e;
   } finally {
-    if (tmpDir) await rm10(tmpDir, { recursive: true, force: true });
+    if (tmpDir) await rm11(tmpDir, { recursive: true, force: true });
   }
 }
 
@@ -42838,7 +42881,7 @@ function lstatOrUndefined2(file2) {
 }
 function debianMirrors(base, hostSourcesFile = HOST_SOURCES2) {
   if (base.mirrors && base.mirrors.length > 0) return [...base.mirrors];
-  if (!existsSync8(hostSourcesFile)) return [];
+  if (!existsSync9(hostSourcesFile)) return [];
   return hostMirrorLines(readFileSync5(hostSourcesFile, "utf8"), base.suite);
 }
 function debianBaseKey(input2) {
@@ -42864,7 +42907,7 @@ async function debianBaseTarball(base, arch, opts) {
   });
   const dir = opts.basesDir ?? path34.join(cacheDir(), "bases");
   const out = path34.join(dir, `${key}.tar`);
-  if (existsSync8(out)) {
+  if (existsSync9(out)) {
     opts.logger.info(
       `debian base ${base.suite} (${base.packages.join(", ") || "no extra packages"}): cached ${out}`
     );
@@ -42896,7 +42939,7 @@ async function debianBaseTarball(base, arch, opts) {
     );
     await rename5(tmp, out);
   } finally {
-    await rm11(tmp, { force: true });
+    await rm12(tmp, { force: true });
   }
   return out;
 }
@@ -43027,7 +43070,7 @@ function ensureDirMode(root, dst, mode2) {
 }
 
 // src/stages/self-check.ts
-import { mkdir as mkdir12, rm as rm14 } from "node:fs/promises";
+import { mkdir as mkdir12, rm as rm15 } from "node:fs/promises";
 
 // src/harness/diff.ts
 var CONTEXT = 3;
@@ -43195,8 +43238,8 @@ function responseDiff(name, before, after) {
 }
 
 // src/harness/mounts.ts
-import { existsSync as existsSync9 } from "node:fs";
-import { readFile as readFile6, readdir as readdir5, rm as rm12, rmdir } from "node:fs/promises";
+import { existsSync as existsSync10 } from "node:fs";
+import { readFile as readFile6, readdir as readdir5, rm as rm13, rmdir } from "node:fs/promises";
 import path36 from "node:path";
 
 // src/verify/hardening.ts
@@ -43595,10 +43638,10 @@ async function releaseLoop(dev, image, logger) {
 async function removeWorkDir(workDir, mountPoints2) {
   for (const m2 of mountPoints2) {
     if (await mountAt(m2)) throw new Error(`${m2} is still mounted; leaving ${workDir} in place`);
-    if (existsSync9(m2)) await rmdir(m2).catch(() => void 0);
+    if (existsSync10(m2)) await rmdir(m2).catch(() => void 0);
   }
-  if (existsSync9(workDir) && (await readdir5(workDir)).every((n2) => !mountPoints2.includes(path36.join(workDir, n2)))) {
-    await rm12(workDir, { recursive: true, force: true });
+  if (existsSync10(workDir) && (await readdir5(workDir)).every((n2) => !mountPoints2.includes(path36.join(workDir, n2)))) {
+    await rm13(workDir, { recursive: true, force: true });
   }
 }
 async function mountOverlay(lower, upper, work, target, logger) {
@@ -43629,7 +43672,7 @@ async function bindReadOnly(source, target, logger) {
 }
 
 // src/harness/run.ts
-import { readFile as readFile8, rm as rm13 } from "node:fs/promises";
+import { readFile as readFile8, rm as rm14 } from "node:fs/promises";
 import path37 from "node:path";
 
 // src/harness/listen.ts
@@ -43748,7 +43791,7 @@ async function probeListening(config2, pid, port2, probe, o2) {
     return { body: r2.stdoutBytes };
   }
   const bodyFile = path37.join(o2.workDir, `probe-${probe.name}.body`);
-  await rm13(bodyFile, { force: true });
+  await rm14(bodyFile, { force: true });
   const url3 = `http://127.0.0.1:${port2}${probe.path}`;
   const curl = ["curl", "-s", "-S", "-o", bodyFile, "-w", "%{http_code}"];
   const r = await run([...ns2, ...curl, "--max-time", String(config2.service.timeout), url3], {
@@ -43824,7 +43867,7 @@ async function runProbes(config2, t, o2) {
 async function selfCheck(config2, prunedRoot, unprunedResponses, opts) {
   await mkdir12(opts.workDir, { recursive: true });
   const { view, data: dataDir } = selfCheckScratch(opts.workDir);
-  await rm14(dataDir, { recursive: true, force: true });
+  await rm15(dataDir, { recursive: true, force: true });
   if (opts.dataDir) await run(["cp", "-a", "--", opts.dataDir, dataDir], { privileged: true });
   else await run(["mkdir", "-p", dataDir]);
   await mkdir12(view, { recursive: true });
@@ -43867,11 +43910,11 @@ ${diffs.join("\n")}`
 }
 
 // src/stages/trace.ts
-import { mkdir as mkdir13, rm as rm16, stat as stat7, writeFile as writeFile5 } from "node:fs/promises";
+import { mkdir as mkdir13, rm as rm17, stat as stat7, writeFile as writeFile5 } from "node:fs/promises";
 import path39 from "node:path";
 
 // src/trace/hook.ts
-import { readFile as readFile9, rm as rm15 } from "node:fs/promises";
+import { readFile as readFile9, rm as rm16 } from "node:fs/promises";
 import path38 from "node:path";
 
 // src/trace/fifo.ts
@@ -43950,7 +43993,7 @@ function qemuTraceHook(dir) {
     binds: [{ host: dir, container: TRACE_MOUNT }],
     async begin(argv) {
       const fifoPath = path38.join(dir, QEMU_TRACE_FILE);
-      await rm15(fifoPath, { force: true });
+      await rm16(fifoPath, { force: true });
       const fifo = await TraceFifo.create(fifoPath);
       return { argv, end: async () => ({ text: await fifo.finish() }) };
     }
@@ -44438,7 +44481,7 @@ async function traceService(config2, root, opts) {
   const interp = elf?.interp;
   const { view: copy, raw: traceDir, data: dataDir, upper, overlayWork } = traceScratch(workDir);
   await mkdir13(workDir, { recursive: true });
-  await rm16(traceDir, { recursive: true, force: true });
+  await rm17(traceDir, { recursive: true, force: true });
   await mkdir13(traceDir, { recursive: true, mode: 493 });
   const state = { mounted: false };
   const removeCopy = registerCleanup(`traced root copy ${copy}`, async () => {
@@ -44556,7 +44599,7 @@ import os9 from "node:os";
 import path43 from "node:path";
 
 // src/harness/limits.ts
-import { existsSync as existsSync10 } from "node:fs";
+import { existsSync as existsSync11 } from "node:fs";
 import path40 from "node:path";
 var CGROUP_V1 = "/sys/fs/cgroup";
 var WRAPPER = [
@@ -44587,14 +44630,14 @@ function limitedArgv(argv, cg, l) {
   ];
 }
 function hasCgroupV1Limits() {
-  return (existsSync10(path40.join(CGROUP_V1, "memory/memory.limit_in_bytes")) || existsSync10(path40.join(CGROUP_V1, "memory/cgroup.procs"))) && existsSync10(path40.join(CGROUP_V1, "pids/cgroup.procs"));
+  return (existsSync11(path40.join(CGROUP_V1, "memory/memory.limit_in_bytes")) || existsSync11(path40.join(CGROUP_V1, "memory/cgroup.procs"))) && existsSync11(path40.join(CGROUP_V1, "pids/cgroup.procs"));
 }
 async function createLimitCgroups(name, logger) {
   const cg = {
     memory: path40.join(CGROUP_V1, "memory", name),
     pids: path40.join(CGROUP_V1, "pids", name)
   };
-  if (existsSync10(path40.join(CGROUP_V1, "cpu/cpu.cfs_quota_us")))
+  if (existsSync11(path40.join(CGROUP_V1, "cpu/cpu.cfs_quota_us")))
     cg.cpu = path40.join(CGROUP_V1, "cpu", name);
   await run(["mkdir", cg.memory, cg.pids, ...cg.cpu ? [cg.cpu] : []], {
     privileged: true,
@@ -44603,7 +44646,7 @@ async function createLimitCgroups(name, logger) {
   return cg;
 }
 async function removeLimitCgroups(cg, logger) {
-  const dirs = [cg.memory, cg.pids, ...cg.cpu ? [cg.cpu] : []].filter((d) => existsSync10(d));
+  const dirs = [cg.memory, cg.pids, ...cg.cpu ? [cg.cpu] : []].filter((d) => existsSync11(d));
   if (!dirs.length) return;
   let last = "";
   const done = await waitFor(
@@ -44885,18 +44928,26 @@ async function curlProbe(probe, expected, svc, workDir, opts, timeoutMs) {
 }
 
 // src/harness/service.ts
-import { existsSync as existsSync11 } from "node:fs";
+import { statSync as statSync2 } from "node:fs";
 import path42 from "node:path";
 var FORWARDER = `
 const net = require('net');
+const fs = require('fs');
 const [, sock, port] = process.argv;
 net.createServer((c) => {
   const u = net.connect(Number(port), '127.0.0.1');
   c.pipe(u); u.pipe(c);
   c.on('error', () => u.destroy()); u.on('error', () => c.destroy());
-}).listen(sock);
+}).listen(sock, () => fs.chmodSync(sock, 0o666));
 process.on('SIGTERM', () => process.exit(0));
 `;
+function forwarderReady(sock) {
+  try {
+    return (statSync2(sock).mode & 511) === 438;
+  } catch {
+    return false;
+  }
+}
 async function startInetd(argv, state, opts, timeoutMs) {
   const { logger, signal } = opts;
   let lastError = "";
@@ -44985,7 +45036,7 @@ ${stderr}`
     privileged: true,
     logger
   });
-  if (!await waitFor(() => existsSync11(sockPath) || void 0, 1e4, signal)) {
+  if (!await waitFor(() => forwarderReady(sockPath) || void 0, 1e4, signal)) {
     throw new UserError(
       `the forwarder into the container's network namespace did not start: ${state.forwarder.command}`
     );
@@ -45391,6 +45442,7 @@ async function build(config2, opts) {
       logger.info("self-check: every probe answers the same from the pruned root");
       return p2;
     });
+    await retractSha256Sums(outDir);
     const { packed, manifestDiff } = await stage("pack", async () => {
       const { epoch, source } = await resolveEpoch({
         env: opts.env ?? process.env,
@@ -45421,9 +45473,18 @@ async function build(config2, opts) {
           path44.resolve(opts.manifestLock),
           opts.updateManifest ?? false
         );
-        if (lock.changed) {
+        if (lock.updated) {
           manifestDiff2 = lock.diffText;
-          logger.info(lock.diffText.trimEnd());
+          logger.info(
+            `manifest lock ${opts.manifestLock} updated with this build's manifest: commit it
+${lock.diffText.trimEnd()}`
+          );
+        } else if (lock.changed) {
+          manifestDiff2 = lock.diffText;
+          logger.warn(
+            `the built image differs from the manifest lock ${opts.manifestLock}; the build will fail after verify:
+${lock.diffText.trimEnd()}`
+          );
         } else logger.info(`manifest matches ${opts.manifestLock}`);
       }
       return { packed: packed2, manifestDiff: manifestDiff2 };
@@ -45449,6 +45510,15 @@ async function build(config2, opts) {
         signal: opts.signal
       })
     );
+    const lockState = opts.manifestLock ? {
+      path: opts.manifestLock,
+      updated: (opts.updateManifest ?? false) && manifestDiff !== void 0
+    } : void 0;
+    const failure2 = buildFailures(
+      { manifestDiff, manifestLock: lockState, verify },
+      "--update-manifest (CLI) or the update-manifest: true input (Action)"
+    ) || void 0;
+    const seal = await sealOutputs(ctx, { name: config2.name, files: outputs.files, failure: failure2 });
     const result = {
       name: config2.name,
       outDir,
@@ -45458,13 +45528,14 @@ async function build(config2, opts) {
       dataTemplate: packed.dataTemplate,
       dataTemplateSha256: packed.dataTemplateSha256,
       manifest: packed.manifest,
-      sha256sums: outputs.sha256sums,
+      ...seal,
       bundleDir: outputs.bundle.dir,
       traceReport: outputs.traceReport,
       bytesBefore: pruned.report.base.bytes,
       bytesAfter: pruned.report.kept.bytes,
       filesKept: pruned.report.kept.entries,
       manifestDiff,
+      ...lockState ? { manifestLock: lockState } : {},
       verify,
       timings
     };
@@ -45478,19 +45549,21 @@ async function build(config2, opts) {
 // src/cli/commands/build.ts
 function buildJson(r) {
   return {
-    ok: r.verify ? r.verify.ok : true,
+    ok: buildOk(r),
     name: r.name,
     outDir: r.outDir,
     image: { path: r.image, sha256: r.imageSha256, bytes: r.imageBytes },
     dataTemplate: { path: r.dataTemplate, sha256: r.dataTemplateSha256 },
     manifest: r.manifest,
-    sha256sums: r.sha256sums,
+    sha256sums: r.sha256sums ?? null,
+    failureReport: r.failureReport ?? null,
     bundleDir: r.bundleDir,
     traceReport: r.traceReport,
     bytesBefore: r.bytesBefore,
     bytesAfter: r.bytesAfter,
     filesKept: r.filesKept,
     manifestDiff: r.manifestDiff ?? null,
+    manifestUpdated: r.manifestLock?.updated ?? false,
     verify: r.verify ?? null,
     timings: r.timings
   };
@@ -45501,13 +45574,14 @@ var buildCommand = {
   help: `Usage: lhc build [CONFIG] [--out DIR] [--no-verify] [--manifest-lock FILE] [--update-manifest] [--work-dir DIR] [--force] [--json]
 
 Runs the pipeline for CONFIG (default: ./lhc.yml) and writes the image, data template, manifest
-and SHA256SUMS to DIR.
+and SHA256SUMS to DIR. A failed build (verify, or a manifest that differs from its lock) writes
+<name>.build-failed.txt there instead of SHA256SUMS and exits 1.
 
 Options:
   --out, -o DIR          output directory (default: outputs.dir from the config, "out")
   --no-verify            skip booting the pruned image and checking the probes
-  --manifest-lock FILE   fail when the manifest differs from FILE
-  --update-manifest      write the new manifest to the lock file instead of failing
+  --manifest-lock FILE   fail (after verify) when the manifest differs from FILE
+  --update-manifest      write the new manifest to the --manifest-lock file instead of failing
   --work-dir DIR         keep intermediate roots in DIR (default: a temp dir, removed)
   --force                replace outputs (or work-dir entries) in DIR that lhc did not write;
                          without it such a DIR is refused (see README, "Output directory")
@@ -45523,6 +45597,10 @@ Options:
   positionals: { min: 0, max: 1, names: "CONFIG" },
   json: true,
   async run({ options, positionals }, ctx) {
+    if (options["update-manifest"] === true && options["manifest-lock"] === void 0)
+      throw new ConfigError(
+        "lhc build: --update-manifest needs --manifest-lock FILE (the lock file to write)"
+      );
     const config2 = await loadConfig(configOrDefault(positionals[0], "build"));
     const workDir = options["work-dir"];
     const result = await build(config2, {
@@ -45546,10 +45624,15 @@ Options:
       ctx.out(`files kept    ${result.filesKept}`);
       ctx.out(`bytes         ${result.bytesBefore} -> ${result.bytesAfter}`);
       if (result.verify) ctx.out(`verify        ${result.verify.ok ? "ok" : "FAILED"}`);
+      if (result.manifestLock?.updated)
+        ctx.out(`manifest lock ${result.manifestLock.path} updated`);
+      ctx.out(
+        `SHA256SUMS    ${result.sha256sums ?? `none: the build FAILED, see ${result.failureReport}`}`
+      );
     }
-    if (result.verify && !result.verify.ok)
-      ctx.logger.warn(`verify failed:
-${verifyFailures(result.verify)}`);
+    const failures = buildFailures(result, "--update-manifest");
+    if (failures) ctx.logger.warn(`build failed:
+${failures}`);
     return json2.ok ? 0 : 1;
   }
 };
@@ -46634,12 +46717,11 @@ Options:
 };
 
 // src/board/command.ts
-import { existsSync as existsSync15 } from "node:fs";
+import { existsSync as existsSync14 } from "node:fs";
 import path51 from "node:path";
 
 // src/board/verify-board.ts
-import { existsSync as existsSync14 } from "node:fs";
-import { mkdtemp as mkdtemp9, rm as rm17 } from "node:fs/promises";
+import { mkdtemp as mkdtemp9, rm as rm18 } from "node:fs/promises";
 import os12 from "node:os";
 import path50 from "node:path";
 
@@ -46932,7 +47014,7 @@ ${await board.journal([])}`
     board.inNetwork([process.execPath, "-e", FORWARDER, sock, String(port2)]),
     { privileged: true, logger }
   );
-  if (!await waitFor(() => existsSync14(sock) || void 0, 1e4, signal)) {
+  if (!await waitFor(() => forwarderReady(sock) || void 0, 1e4, signal)) {
     await forwarder.stop();
     throw new UserError(`the bridge into the board's network did not start: ${forwarder.command}`);
   }
@@ -47016,7 +47098,7 @@ async function verifyOnBoard(o2) {
     logger,
     signal
   }).catch(async (e) => {
-    if (ownWorkDir) await rm17(workDir, { recursive: true, force: true });
+    if (ownWorkDir) await rm18(workDir, { recursive: true, force: true });
     throw e;
   });
   let port2;
@@ -47045,7 +47127,7 @@ async function verifyOnBoard(o2) {
   } finally {
     await port2?.close();
     await board.poweroff();
-    if (ownWorkDir) await rm17(workDir, { recursive: true, force: true });
+    if (ownWorkDir) await rm18(workDir, { recursive: true, force: true });
   }
 }
 function formatBoardReport(r) {
@@ -47074,7 +47156,7 @@ var BOARD_HELP = `  --board              verify on a simulated board instead: bo
 async function runBoardVerify(configFile, out, ctx) {
   const config2 = await loadConfig(configFile);
   const outDir = path51.resolve(out ?? config2.outputs.dir);
-  if (!existsSync15(path51.join(outDir, "deploy/install.sh")))
+  if (!existsSync14(path51.join(outDir, "deploy/install.sh")))
     throw new ConfigError(
       `lhc verify --board: ${outDir} holds no deploy/install.sh; run lhc build first (or pass --out DIR)`
     );

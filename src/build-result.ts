@@ -50,7 +50,10 @@ export interface BuildResult {
   dataTemplate: string;
   dataTemplateSha256: string;
   manifest: string;
-  sha256sums: string;
+  /** SHA256SUMS over the outputs; absent when the build failed, so a failed image cannot pass a check. */
+  sha256sums?: string;
+  /** `<name>.build-failed.txt` in the output dir, when the build failed (what failed, with diffs). */
+  failureReport?: string;
   /** Directory with the board's deploy bundle (units, fstab, OCI config). */
   bundleDir: string;
   traceReport: string;
@@ -60,6 +63,8 @@ export interface BuildResult {
   filesKept: number;
   /** Text of the manifest diff against the lock, when a lock was given and differs (or was updated). */
   manifestDiff?: string;
+  /** The manifest lock given, and whether this build rewrote it (update requested and changed). */
+  manifestLock?: { path: string; updated: boolean };
   verify?: VerifyReport;
   /** Seconds per stage, in pipeline order. */
   timings: { stage: string; seconds: number }[];
@@ -76,4 +81,32 @@ export function verifyFailures(verify: VerifyReport): string {
       ? [`load: ${verify.load.failures} of ${verify.load.requests} requests failed`]
       : []),
   ].join('\n');
+}
+
+/** A lock was given, the manifest differs from it and the lock was not rewritten. */
+export function manifestLockFailed(r: Pick<BuildResult, 'manifestDiff' | 'manifestLock'>): boolean {
+  return r.manifestDiff !== undefined && r.manifestLock !== undefined && !r.manifestLock.updated;
+}
+
+/** True unless the manifest lock or verify failed. */
+export function buildOk(r: Pick<BuildResult, 'manifestDiff' | 'manifestLock' | 'verify'>): boolean {
+  return !manifestLockFailed(r) && (r.verify ? r.verify.ok : true);
+}
+
+/**
+ * Everything that failed, lock first, with its diff; '' when the build passed. `updateHint` is
+ * how this shell's user rewrites the lock (`--update-manifest`, the `update-manifest` input).
+ */
+export function buildFailures(
+  r: Pick<BuildResult, 'manifestDiff' | 'manifestLock' | 'verify'>,
+  updateHint: string,
+): string {
+  const parts: string[] = [];
+  if (manifestLockFailed(r))
+    parts.push(
+      `the built image differs from the manifest lock ${r.manifestLock!.path}:\n${r.manifestDiff!.trimEnd()}\n` +
+        `if the change is intended, rebuild with ${updateHint} and commit the lock`,
+    );
+  if (r.verify && !r.verify.ok) parts.push(`verify failed:\n${verifyFailures(r.verify)}`);
+  return parts.join('\n\n');
 }

@@ -1,12 +1,14 @@
 /**
  * The whole job, stage by stage: fetch → lua → root → trace → prune (+ self-check) → pack →
- * outputs → verify. The CLI's `lhc build`, the action and the tests all call build(); it
- * returns a BuildResult (a failed verify is `verify.ok: false`) and the shells decide the exit.
+ * outputs → verify → seal (SHA256SUMS, or the failure report). The CLI's `lhc build`, the
+ * action and the tests all call build(); it returns a BuildResult (a failed verify is
+ * `verify.ok: false`, a manifest that differs from its lock is `manifestDiff` without
+ * `manifestLock.updated`) and the shells decide the exit.
  */
 import { mkdtemp } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import type { BuildResult } from './build-result.js';
+import { buildFailures, type BuildResult } from './build-result.js';
 import { checkConfigFiles } from './config/check-files.js';
 import { projectRoot } from './config/confine.js';
 import { claimBuildDirs, inspectBuildDirs, workDirRemovals } from './core/build-dirs.js';
@@ -18,7 +20,7 @@ import { checkEntrypoint } from './stages/entrypoint-check.js';
 import { resolveEpoch } from './stages/epoch.js';
 import { fetchInputs } from './stages/fetch.js';
 import { buildLua } from './stages/lua.js';
-import { writeOutputs } from './stages/outputs.js';
+import { retractSha256Sums, sealOutputs, writeOutputs } from './stages/outputs.js';
 import { artifactNames, packImage } from './stages/pack.js';
 import { pruneRoot } from './stages/prune.js';
 import { workLayout } from './core/work-layout.js';
@@ -176,6 +178,8 @@ export async function build(config: LhcConfig, opts: BuildOptions): Promise<Buil
       logger.info('self-check: every probe answers the same from the pruned root');
       return p;
     });
+    // From here on the image in outDir changes: an earlier SHA256SUMS no longer vouches for it.
+    await retractSha256Sums(outDir);
     const { packed, manifestDiff } = await stage('pack', async () => {
       const { epoch, source } = await resolveEpoch({
         env: opts.env ?? process.env,
@@ -206,9 +210,17 @@ export async function build(config: LhcConfig, opts: BuildOptions): Promise<Buil
           path.resolve(opts.manifestLock),
           opts.updateManifest ?? false,
         );
-        if (lock.changed) {
+        if (lock.updated) {
           manifestDiff = lock.diffText;
-          logger.info(lock.diffText.trimEnd());
+          logger.info(
+            `manifest lock ${opts.manifestLock} updated with this build's manifest: commit it\n${lock.diffText.trimEnd()}`,
+          );
+        } else if (lock.changed) {
+          manifestDiff = lock.diffText;
+          // Not thrown: verify still runs, so one run shows everything that is wrong.
+          logger.warn(
+            `the built image differs from the manifest lock ${opts.manifestLock}; the build will fail after verify:\n${lock.diffText.trimEnd()}`,
+          );
         } else logger.info(`manifest matches ${opts.manifestLock}`);
       }
       return { packed, manifestDiff };
@@ -237,6 +249,19 @@ export async function build(config: LhcConfig, opts: BuildOptions): Promise<Buil
             }),
           );
 
+    const lockState = opts.manifestLock
+      ? {
+          path: opts.manifestLock,
+          updated: (opts.updateManifest ?? false) && manifestDiff !== undefined,
+        }
+      : undefined;
+    const failure =
+      buildFailures(
+        { manifestDiff, manifestLock: lockState, verify },
+        '--update-manifest (CLI) or the update-manifest: true input (Action)',
+      ) || undefined;
+    const seal = await sealOutputs(ctx, { name: config.name, files: outputs.files, failure });
+
     const result: BuildResult = {
       name: config.name,
       outDir,
@@ -246,13 +271,14 @@ export async function build(config: LhcConfig, opts: BuildOptions): Promise<Buil
       dataTemplate: packed.dataTemplate,
       dataTemplateSha256: packed.dataTemplateSha256,
       manifest: packed.manifest,
-      sha256sums: outputs.sha256sums,
+      ...seal,
       bundleDir: outputs.bundle.dir,
       traceReport: outputs.traceReport,
       bytesBefore: pruned.report.base.bytes,
       bytesAfter: pruned.report.kept.bytes,
       filesKept: pruned.report.kept.entries,
       manifestDiff,
+      ...(lockState ? { manifestLock: lockState } : {}),
       verify,
       timings,
     };

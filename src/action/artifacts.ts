@@ -58,15 +58,18 @@ export interface ArtifactPlan {
   files: string[];
 }
 
-/** The files of a build that go into the artifact; a missing one is an error naming it. */
+/**
+ * The files of a build that go into the artifact; a missing one is an error naming it. A failed
+ * build has no SHA256SUMS but its failure report, so whoever downloads it sees why.
+ */
 export async function artifactPlan(result: BuildResult, name: string): Promise<ArtifactPlan> {
   const singles = [
     result.image,
     result.dataTemplate,
     result.manifest,
-    result.sha256sums,
+    result.sha256sums ?? result.failureReport,
     result.traceReport,
-  ];
+  ].filter((f): f is string => f !== undefined);
   const files = new Set<string>();
   for (const f of singles) {
     const s = await stat(f).catch(() => undefined);

@@ -6,11 +6,21 @@
 import { humanBytes } from '../core/format.js';
 import * as core from '@actions/core';
 import type { BuildResult } from '../build-result.js';
+import type { BoardVerifyReport } from '../board/verify-board.js';
 import type { Logger } from '../core/logger.js';
 import type { ArtifactReport } from './artifacts.js';
 import type { CacheReport } from './cache.js';
 
+/** The simulated board's result (`board: true`): a report, an error, or why it was not tried. */
+export interface BoardSummary {
+  ok: boolean;
+  report?: BoardVerifyReport;
+  error?: string;
+  skipped?: string;
+}
+
 export interface SummaryExtras {
+  board?: BoardSummary;
   /** Path of the config as the user gave it. */
   config?: string;
   cache?: CacheReport;
@@ -95,9 +105,43 @@ function verifyCell(r: BuildResult): string {
   return `${mark(v.ok)} ${probes}/${v.probes.length} probes, ${hard}/${v.hardening.length} hardening`;
 }
 
+function boardCell(b: BoardSummary): string {
+  if (b.skipped) return `not run (${escapeHtml(b.skipped)})`;
+  if (!b.report) return mark(false);
+  const probes = b.report.probes.filter((p) => p.ok).length;
+  const hard = b.report.hardening.filter((c) => c.ok).length;
+  return `${mark(b.ok)} ${probes}/${b.report.probes.length} probes, ${hard}/${b.report.hardening.length} hardening`;
+}
+
+function boardFailures(b: BoardSummary | undefined): string[] {
+  if (!b || b.skipped || b.ok) return [];
+  if (!b.report) return ['<h3>❌ board verify did not complete</h3>\n', pre(b.error ?? '')];
+  const parts: string[] = [];
+  for (const p of b.report.probes.filter((x) => !x.ok)) {
+    parts.push(`<h3>❌ on the board, probe ${code(p.name)} differs from its fixture</h3>\n`);
+    if (p.diff) parts.push(pre(p.diff));
+  }
+  const hard = b.report.hardening.filter((c) => !c.ok);
+  if (hard.length > 0)
+    parts.push(
+      '<h3>❌ hardening checks failed on the board</h3>\n',
+      table(
+        ['check', 'detail'],
+        hard.map((c) => [code(c.name), escapeHtml(c.detail)]),
+      ),
+    );
+  if (b.report.journal)
+    parts.push(collapsed('journal of the units on the board', pre(b.report.journal)));
+  return parts;
+}
+
 /** What failed, in the order a reader should fix it; empty when everything passed. */
 function failures(r: BuildResult, extras: SummaryExtras): string[] {
   const parts: string[] = [];
+  if (r.failureReport)
+    parts.push(
+      `<p>No <code>SHA256SUMS</code> was written, so this output cannot be installed; what failed is also in ${code(displayPath(r.failureReport, extras.env?.GITHUB_WORKSPACE))}.</p>\n`,
+    );
   if (r.manifestDiff && !extras.manifestLock?.updated) {
     const lock = extras.manifestLock
       ? ` ${code(displayPath(extras.manifestLock.path, extras.env?.GITHUB_WORKSPACE))}`
@@ -121,6 +165,7 @@ function failures(r: BuildResult, extras: SummaryExtras): string[] {
         hard.map((c) => [code(c.name), escapeHtml(c.detail)]),
       ),
     );
+  parts.push(...boardFailures(extras.board));
   return parts;
 }
 
@@ -133,9 +178,19 @@ export function renderSummary(result: BuildResult, extras: SummaryExtras = {}): 
   parts.push(
     `<h2>lhc: ${escapeHtml(result.name)} ${failed.length > 0 ? '❌ failed' : '✅ passed'}</h2>\n`,
   );
+  const board = extras.board;
   parts.push(
     table(
-      ['image', 'result', 'size', 'sha256', 'files kept', 'pruned', 'verify'],
+      [
+        'image',
+        'result',
+        'size',
+        'sha256',
+        'files kept',
+        'pruned',
+        'verify',
+        ...(board ? ['board'] : []),
+      ],
       [
         [
           code(displayPath(result.image, ws)),
@@ -145,6 +200,7 @@ export function renderSummary(result: BuildResult, extras: SummaryExtras = {}): 
           String(result.filesKept),
           pruning(result.bytesBefore, result.bytesAfter),
           verifyCell(result),
+          ...(board ? [boardCell(board)] : []),
         ],
       ],
     ),

@@ -6,7 +6,6 @@
  * the board started for a connection. On failure the board's journal for the bundle's units is
  * part of the report; the board is powered off and leaves nothing behind either way.
  */
-import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import type net from 'node:net';
 import os from 'node:os';
@@ -23,7 +22,7 @@ import { alive, findPayloads, type ProcInfo } from '../harness/proc.js';
 import { judge, probeOnce, readFixtures } from '../verify/probes.js';
 import { waitFor } from '../core/wait.js';
 import { listensOn, readNetTcp } from '../harness/listen.js';
-import { FORWARDER } from '../harness/service.js';
+import { FORWARDER, forwarderReady } from '../harness/service.js';
 import { Board } from './machine.js';
 import { boardRootTarball, type BoardRootSource } from './root.js';
 
@@ -111,7 +110,7 @@ export async function openBoardPort(
     board.inNetwork([process.execPath, '-e', FORWARDER, sock, String(port)]),
     { privileged: true, logger },
   );
-  if (!(await waitFor(() => existsSync(sock) || undefined, 10_000, signal))) {
+  if (!(await waitFor(() => forwarderReady(sock) || undefined, 10_000, signal))) {
     await forwarder.stop();
     throw new UserError(`the bridge into the board's network did not start: ${forwarder.command}`);
   }

@@ -4,7 +4,7 @@
  * `listen` service, reached through a Unix socket bridged into its network namespace (the
  * container has no interface but `lo`).
  */
-import { existsSync } from 'node:fs';
+import { statSync } from 'node:fs';
 import type net from 'node:net';
 import path from 'node:path';
 import type { LhcConfig } from '../config/load.js';
@@ -27,14 +27,28 @@ export interface ServiceContext {
 /** Bridges a Unix socket on the host to 127.0.0.1:PORT inside the container's network namespace. */
 export const FORWARDER = `
 const net = require('net');
+const fs = require('fs');
 const [, sock, port] = process.argv;
 net.createServer((c) => {
   const u = net.connect(Number(port), '127.0.0.1');
   c.pipe(u); u.pipe(c);
   c.on('error', () => u.destroy()); u.on('error', () => c.destroy());
-}).listen(sock);
+}).listen(sock, () => fs.chmodSync(sock, 0o666));
 process.on('SIGTERM', () => process.exit(0));
 `;
+
+/**
+ * The forwarder runs as root (sudo -n on a runner) and its socket would refuse the unprivileged
+ * caller (EACCES): it opens the socket to everyone once listening, which is safe because the
+ * socket lives in the caller's own mkdtemp directory (0700). Ready means that chmod happened.
+ */
+export function forwarderReady(sock: string): boolean {
+  try {
+    return (statSync(sock).mode & 0o777) === 0o666;
+  } catch {
+    return false;
+  }
+}
 
 /** Everything a verify run set up, for the teardown. */
 export interface RunState {
@@ -161,7 +175,7 @@ export async function startListening(
     privileged: true,
     logger,
   });
-  if (!(await waitFor(() => existsSync(sockPath) || undefined, 10_000, signal))) {
+  if (!(await waitFor(() => forwarderReady(sockPath) || undefined, 10_000, signal))) {
     throw new UserError(
       `the forwarder into the container's network namespace did not start: ${state.forwarder.command}`,
     );

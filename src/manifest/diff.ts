@@ -166,41 +166,44 @@ export async function readManifest(file: string): Promise<Manifest> {
 export interface LockCheck {
   /** True when the lock differed from (or did not exist before) the new manifest. */
   changed: boolean;
+  /** True when the lock file was (re)written with the new manifest (`update` and changed). */
+  updated: boolean;
   /** The diff (lock → new), empty when unchanged. */
   diffText: string;
 }
 
 /**
- * Compares a freshly built manifest with a committed lock. Without `update`, a missing or
- * different lock is a UserError carrying the diff; with `update`, the lock is rewritten.
+ * Compares a freshly built manifest with a committed lock. A missing or different lock is a
+ * result (`changed`, with the diff), not an exception, so that the build can still verify and
+ * report everything in one run; the shells fail it and name their own way to update. With
+ * `update`, the lock is rewritten.
  */
 export async function checkManifestLock(
   newManifest: Manifest,
   lockFile: string,
   update: boolean,
 ): Promise<LockCheck> {
+  const counts = `${newManifest.image.length} image paths, ${newManifest.data.entries.length} data paths`;
   if (!existsSync(lockFile)) {
-    if (!update) {
-      throw new UserError(
-        `manifest lock ${lockFile} does not exist; run with --update-manifest to create it`,
-      );
-    }
+    if (!update)
+      return {
+        changed: true,
+        updated: false,
+        diffText: `manifest lock ${lockFile} does not exist (the built manifest has ${counts})
+`,
+      };
     await writeFile(lockFile, serializeManifest(newManifest));
     return {
       changed: true,
-      diffText: `created manifest lock ${lockFile} (${newManifest.image.length} image paths, ${newManifest.data.entries.length} data paths)\n`,
+      updated: true,
+      diffText: `created manifest lock ${lockFile} (${counts})
+`,
     };
   }
   const lock = await readManifest(lockFile);
   const d = diffManifests(lock, newManifest);
-  if (d.equal) return { changed: false, diffText: '' };
+  if (d.equal) return { changed: false, updated: false, diffText: '' };
   const diffText = formatDiff(d, { old: lockFile, new: 'this build' });
-  if (!update) {
-    throw new UserError(
-      `the built image differs from the manifest lock ${lockFile}:\n${diffText}` +
-        'if the change is intended, rebuild with --update-manifest and commit the lock',
-    );
-  }
-  await writeFile(lockFile, serializeManifest(newManifest));
-  return { changed: true, diffText };
+  if (update) await writeFile(lockFile, serializeManifest(newManifest));
+  return { changed: true, updated: update, diffText };
 }

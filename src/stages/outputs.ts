@@ -1,9 +1,11 @@
 /**
  * outputs: the one writer of what ships next to the image: the prune report
- * (<name>.trace.json), the board's deploy bundle (deploy/) and, last, SHA256SUMS over every
- * artifact. Everything it writes is reproducible, so SHA256SUMS is too.
+ * (<name>.trace.json), the board's deploy bundle (deploy/) and, once verify has spoken, either
+ * SHA256SUMS over every artifact (a passing build) or `<name>.build-failed.txt` (a failed one).
+ * Everything a passing build writes is reproducible, so SHA256SUMS is too.
  */
-import { mkdir } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { LhcConfig } from '../config/load.js';
 import { writeOutputFile } from '../core/safe-write.js';
@@ -26,7 +28,26 @@ export interface OutputsInput {
 export interface Outputs {
   traceReport: string;
   bundle: DeployBundle;
-  sha256sums: string;
+  /** Every file SHA256SUMS will cover, relative to the output dir. */
+  files: string[];
+}
+
+/** What sealOutputs() left: SHA256SUMS for a passing build, the failure report for a failed one. */
+export interface Seal {
+  sha256sums?: string;
+  failureReport?: string;
+}
+
+export function failureReportPath(outDir: string, name: string): string {
+  return path.join(outDir, `${name}.build-failed.txt`);
+}
+
+/**
+ * Removes a SHA256SUMS left by an earlier build into the same dir, before pack overwrites the
+ * image it vouched for: a build that then fails or is cancelled must not leave one behind.
+ */
+export async function retractSha256Sums(outDir: string): Promise<void> {
+  await rm(path.join(outDir, 'SHA256SUMS'), { force: true });
 }
 
 /** Writes the prune report as JSON (stable key order, one entry a line in `list`). */
@@ -71,16 +92,44 @@ export async function writeOutputs(ctx: StageContext, input: OutputsInput): Prom
     root: input.prunedRoot,
     logger: ctx.logger,
   });
-  const sha256sums = await writeSha256Sums(
-    ctx.outDir,
-    [
-      path.basename(packed.image),
-      path.basename(packed.dataTemplate),
-      path.basename(packed.manifest),
-      path.basename(traceReport),
-      ...bundle.files,
-    ],
-    ctx.logger,
+  const files = [
+    path.basename(packed.image),
+    path.basename(packed.dataTemplate),
+    path.basename(packed.manifest),
+    path.basename(traceReport),
+    ...bundle.files,
+  ];
+  return { traceReport, bundle, files };
+}
+
+/**
+ * The last write of a build. A passing build gets SHA256SUMS (deploy/install.sh refuses to
+ * install without it) and loses a failure report left by an earlier run; a failed build gets
+ * `<name>.build-failed.txt` with `failure` (what failed, with diffs) and no SHA256SUMS, so its
+ * image cannot be flashed by mistake.
+ */
+export async function sealOutputs(
+  ctx: StageContext,
+  input: { name: string; files: readonly string[]; failure?: string },
+): Promise<Seal> {
+  const report = failureReportPath(ctx.outDir, input.name);
+  if (input.failure === undefined) {
+    if (existsSync(report)) {
+      await rm(report, { force: true });
+      ctx.logger.info(`removed ${path.basename(report)} left by an earlier failed build`);
+    }
+    return { sha256sums: await writeSha256Sums(ctx.outDir, input.files, ctx.logger) };
+  }
+  await retractSha256Sums(ctx.outDir);
+  await writeOutputFile(
+    report,
+    `lhc build of ${input.name} FAILED: do not deploy this output.\n` +
+      'No SHA256SUMS was written, so deploy/install.sh refuses to install it.\n\n' +
+      `${input.failure.trimEnd()}\n`,
+    { logger: ctx.logger },
   );
-  return { traceReport, bundle, sha256sums };
+  ctx.logger.warn(
+    `build failed: no SHA256SUMS written; what failed is in ${path.basename(report)} in ${ctx.outDir}`,
+  );
+  return { failureReport: report };
 }

@@ -7,7 +7,8 @@
  */
 import { createHash } from 'node:crypto';
 import { existsSync, createReadStream } from 'node:fs';
-import { cp, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { cp, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -282,10 +283,14 @@ describe('the bundled action on the gophermoon example', () => {
     expect(stdout).not.toMatch(/^::error/m);
     expect(stdout).not.toMatch(/^::warning::/m);
 
-    // Every declared output, and nothing else.
+    // Every declared output, and nothing else; only a failure report and the board (off by
+    // default) are empty on a passing build.
     const o = step.outputs;
     expect([...o.keys()].sort()).toEqual(Object.keys(spec.outputs).sort());
-    for (const [k, v] of o) expect(v, `output ${k}`).not.toBe('');
+    const emptyWhenPassing = new Set(['failure-report', 'board-ok']);
+    for (const [k, v] of o) expect(v === '', `output ${k} = "${v}"`).toBe(emptyWhenPassing.has(k));
+    expect(o.get('verify-ok')).toBe('true');
+    expect(o.get('manifest-changed')).toBe('false');
 
     for (const k of ['image', 'data-template', 'manifest', 'sha256sums']) {
       const f = o.get(k)!;
@@ -373,5 +378,79 @@ describe('the bundled action on the gophermoon example', () => {
     // No cache or artifact service here: the cache is skipped quietly, the upload with a notice.
     expect(stdout).not.toMatch(/^::warning::.*cache/im);
     expect(stdout).toMatch(/^::notice::artifacts: no artifact service outside GitHub Actions/m);
+  });
+
+  it('a manifest-lock mismatch still verifies, writes the diff into the summary, sets the outputs, then fails', async () => {
+    // A stale lock: the committed one without /bin/gophermoon, so this build adds that path.
+    const committed = JSON.parse(
+      await readFile(path.join(workspace, 'examples/gophermoon/manifest.lock.json'), 'utf8'),
+    ) as { image: { path: string }[] };
+    expect(committed.image.some((e) => e.path === '/bin/gophermoon')).toBe(true);
+    committed.image = committed.image.filter((e) => e.path !== '/bin/gophermoon');
+    const lock = 'examples/gophermoon/stale.lock.json';
+    await writeFile(path.join(workspace, lock), JSON.stringify(committed, null, 2) + '\n');
+    await run(['chown', `${user!.uid}:${user!.gid}`, path.join(workspace, lock)]);
+
+    const step = await runStep('lock', { config: EXAMPLE, 'manifest-lock': lock });
+    const { stdout, stderr, exitCode } = step.result;
+    const log = `${stdout}\n${stderr}`;
+    expect(exitCode, log.slice(-4000)).toBe(1);
+    const errors = stdout.split('\n').filter((l) => l.startsWith('::error'));
+    expect(errors).toHaveLength(1);
+    expect(errors[0]).toContain('differs from the manifest lock');
+    expect(errors[0]).toContain('update-manifest: true');
+    expect(log).not.toMatch(/^\s+at /m);
+
+    // Verify ran and passed; every output is set; the failure is marked in out-dir.
+    const o = step.outputs;
+    expect([...o.keys()].sort()).toEqual(Object.keys(spec.outputs).sort());
+    expect(o.get('manifest-changed')).toBe('true');
+    expect(o.get('verify-ok')).toBe('true');
+    expect(o.get('sha256sums')).toBe('');
+    expect(existsSync(path.join(step.outDir, 'SHA256SUMS'))).toBe(false);
+    const report = o.get('failure-report')!;
+    expect(path.dirname(report)).toBe(step.outDir);
+    expect(await readFile(report, 'utf8')).toContain('+ image /bin/gophermoon');
+    expect(existsSync(o.get('image')!)).toBe(true);
+
+    // The summary: failed, the diff first, the input named (not the CLI flag).
+    const s = step.summary;
+    expect(s).toContain('<h2>lhc: gophermoon ❌ failed</h2>');
+    expect(s).toContain(`<h3>❌ The manifest differs from the lock <code>${lock}</code></h3>`);
+    const diffAt = s.indexOf('+ image /bin/gophermoon');
+    expect(diffAt).toBeGreaterThan(0);
+    expect(diffAt).toBeLessThan(s.indexOf('<details>'));
+    expect(s).toContain('<code>update-manifest: true</code> input');
+    expect(s).not.toContain('--update-manifest');
+    expect(s).toContain('No <code>SHA256SUMS</code> was written');
+    // The lock was left as it was.
+    expect(
+      (JSON.parse(await readFile(path.join(workspace, lock), 'utf8')) as typeof committed).image,
+    ).toEqual(committed.image);
+  });
+
+  it('board: true installs the passing build on a simulated board, board-ok and a board column', async () => {
+    // The board root is made by mmdebstrap (minutes) and cached; hand the runner user the cache
+    // this machine already has, as a runner with a warm cache would have it.
+    const cached = path.join(os.homedir(), '.cache/lhc/board');
+    const tars = existsSync(cached)
+      ? (await readdir(cached)).filter((f) => f.endsWith('.tar'))
+      : [];
+    expect(
+      tars.length,
+      `no cached board root in ${cached}: run lhc verify --board once`,
+    ).toBeGreaterThan(0);
+    const userCache = path.join(user!.home, '.cache/lhc/board');
+    await mkdir(userCache, { recursive: true });
+    for (const t of tars) await cp(path.join(cached, t), path.join(userCache, t));
+    await run(['chown', '-R', `${user!.uid}:${user!.gid}`, path.join(user!.home, '.cache')]);
+
+    const step = await runStep('board', { config: EXAMPLE, board: 'true' });
+    const log = `${step.result.stdout}\n${step.result.stderr}`;
+    expect(step.result.exitCode, log.slice(-6000)).toBe(0);
+    expect(step.outputs.get('board-ok')).toBe('true');
+    expect(step.result.stdout).toContain('::group::Board verify');
+    const row = tableAfter(step.summary, '<h2>')[0]!;
+    expect(row[7]).toMatch(/^✅ (\d+)\/\1 probes, (\d+)\/\2 hardening$/);
   });
 });

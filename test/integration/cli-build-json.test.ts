@@ -4,8 +4,8 @@
  */
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { readFileSync, statSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -81,5 +81,51 @@ describe('cd examples/gophermoon && lhc build --json', () => {
     expect(j.verify?.ok).toBe(true);
     expect(j.verify?.probes.length).toBeGreaterThan(0);
     expect(j.timings.map((t) => t.stage)).toContain('verify');
+  });
+
+  it('a stale lock: exit 1 after verify with the diff and --update-manifest named, no SHA256SUMS; then --update-manifest rewrites it and the passing rebuild removes the failure report', async () => {
+    // Runs after the build above, in the same checkout and out/ (which holds its SHA256SUMS).
+    expect(tmp, 'the first build ran').toBeDefined();
+    const { cacheDir } = await seededBuildCache();
+    const cwd = path.join(tmp!, 'examples/gophermoon');
+    const env = { ...process.env, LHC_CACHE_DIR: cacheDir };
+    expect(existsSync(path.join(cwd, 'out/SHA256SUMS'))).toBe(true);
+    const lockFile = path.join(cwd, 'stale.lock.json');
+    const committed = JSON.parse(readFileSync(path.join(cwd, 'manifest.lock.json'), 'utf8')) as {
+      image: { path: string }[];
+    };
+    committed.image = committed.image.filter((e) => e.path !== '/bin/gophermoon');
+    await writeFile(lockFile, JSON.stringify(committed, null, 2) + '\n');
+
+    const failed = await lhc(['build', '--json', '--manifest-lock', 'stale.lock.json'], cwd, env);
+    expect(failed.code, failed.stderr).toBe(1);
+    const j = JSON.parse(failed.stdout) as {
+      ok: boolean;
+      sha256sums: string | null;
+      failureReport: string | null;
+      manifestDiff: string | null;
+      manifestUpdated: boolean;
+      verify: { ok: boolean } | null;
+    };
+    expect(j).toMatchObject({ ok: false, sha256sums: null, manifestUpdated: false });
+    expect(j.verify?.ok, 'verify ran and passed').toBe(true);
+    expect(j.manifestDiff).toContain('+ image /bin/gophermoon');
+    expect(failed.stderr).toContain('+ image /bin/gophermoon');
+    expect(failed.stderr).toContain('rebuild with --update-manifest');
+    expect(existsSync(path.join(cwd, 'out/SHA256SUMS'))).toBe(false);
+    expect(j.failureReport).toBe(path.join(cwd, 'out/gophermoon.build-failed.txt'));
+    expect(readFileSync(j.failureReport!, 'utf8')).toContain('+ image /bin/gophermoon');
+
+    const updated = await lhc(
+      ['build', '--manifest-lock', 'stale.lock.json', '--update-manifest'],
+      cwd,
+      env,
+    );
+    expect(updated.code, updated.stderr).toBe(0);
+    expect(updated.stdout).toContain('manifest lock stale.lock.json updated');
+    expect(updated.stderr).toContain('removed gophermoon.build-failed.txt');
+    expect(existsSync(j.failureReport!)).toBe(false);
+    expect(readFileSync(path.join(cwd, 'out/SHA256SUMS'), 'utf8')).toContain('gophermoon.squashfs');
+    expect(readFileSync(lockFile, 'utf8')).toContain('"/bin/gophermoon"');
   });
 });

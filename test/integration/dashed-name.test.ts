@@ -54,10 +54,10 @@ describe(`a dashed service name (${NAME}) end to end`, () => {
   });
 
   it('writes SHA256SUMS that sha256sum -c accepts, deploy units included', async () => {
-    const sums = readFileSync(r.sha256sums, 'utf8');
+    const sums = readFileSync(r.sha256sums!, 'utf8');
     expect(sums).toContain('x2dmoon-data.mount\n');
     const check = await run(['sha256sum', '-c', 'SHA256SUMS'], {
-      cwd: path.dirname(r.sha256sums),
+      cwd: path.dirname(r.sha256sums!),
       reject: false,
     });
     expect(check.stderr).toBe('');

@@ -110,7 +110,7 @@ describe('lhc build on examples/gophermoon', () => {
       expect(sha256(path.join(a.outDir, f)), f).toBe(sha256(path.join(b.outDir, f)));
     }
     expect(a.imageSha256).toBe(b.imageSha256);
-    expect(readFileSync(a.sha256sums, 'utf8')).toBe(readFileSync(b.sha256sums, 'utf8'));
+    expect(readFileSync(a.sha256sums!, 'utf8')).toBe(readFileSync(b.sha256sums!, 'utf8'));
   });
 
   it('keeps the image within 150 KB', () => {

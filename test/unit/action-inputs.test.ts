@@ -34,7 +34,7 @@ describe('action.yml and the action shell agree', () => {
     }
   });
 
-  it('defaults: cache, upload-artifacts and verify on; lhc.yml', () => {
+  it('defaults: cache, upload-artifacts and verify on, board off; lhc.yml', () => {
     expect(inputsFrom({})).toEqual({
       config: 'lhc.yml',
       outDir: undefined,
@@ -45,6 +45,7 @@ describe('action.yml and the action shell agree', () => {
       updateManifest: false,
       verify: true,
       force: false,
+      board: false,
     });
   });
 
@@ -60,6 +61,7 @@ describe('action.yml and the action shell agree', () => {
         'update-manifest': 'true',
         verify: 'FALSE',
         force: 'true',
+        board: 'true',
       }),
     ).toEqual({
       config: 'examples/gophermoon/lhc.yml',
@@ -71,6 +73,7 @@ describe('action.yml and the action shell agree', () => {
       updateManifest: true,
       verify: false,
       force: true,
+      board: true,
     });
   });
 
@@ -100,9 +103,27 @@ describe('action.yml and the action shell agree', () => {
       'verify-ok': '',
       'manifest-changed': 'false',
     });
-    expect(
-      outputsOf({ ...r, manifestDiff: '+ /x', verify: { ok: false, probes: [], hardening: [] } }),
-    ).toMatchObject({ 'verify-ok': 'false', 'manifest-changed': 'true' });
+    expect(outputs).toMatchObject({
+      sha256sums: '/o/SHA256SUMS',
+      'failure-report': '',
+      'board-ok': '',
+    });
+    const failed = {
+      ...r,
+      sha256sums: undefined,
+      failureReport: '/o/t.build-failed.txt',
+      manifestDiff: '+ /x',
+      verify: { ok: false, probes: [], hardening: [] },
+    };
+    expect(outputsOf(failed)).toMatchObject({
+      'verify-ok': 'false',
+      'manifest-changed': 'true',
+      sha256sums: '',
+      'failure-report': '/o/t.build-failed.txt',
+    });
+    expect(outputsOf(r, { ok: true })['board-ok']).toBe('true');
+    expect(outputsOf(r, { ok: false, error: 'boot failed' })['board-ok']).toBe('false');
+    expect(outputsOf(failed, { ok: false, skipped: 'the build failed' })['board-ok']).toBe('');
   });
 
   it('a user error fails the step with its message, no stack', () => {

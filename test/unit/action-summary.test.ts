@@ -123,6 +123,51 @@ describe('renderSummary', () => {
     expect(html).not.toContain('--update-manifest');
   });
 
+  it('a failed build says that no SHA256SUMS was written and where the report is', () => {
+    const html = renderSummary(
+      result({ sha256sums: undefined, failureReport: '/ws/out/gophermoon.build-failed.txt' }),
+      { env: { GITHUB_WORKSPACE: '/ws' } },
+    );
+    expect(html).toContain('<h2>lhc: gophermoon ❌ failed</h2>');
+    expect(html).toContain('No <code>SHA256SUMS</code> was written');
+    expect(html).toContain('<code>out/gophermoon.build-failed.txt</code>');
+    expect(renderSummary(result())).not.toContain('No <code>SHA256SUMS</code>');
+  });
+
+  it('a board column when the board ran, its failures with the journal before the passes', () => {
+    expect(tableAfter(renderSummary(result()), '<h2>')[0]).toHaveLength(7);
+    const report = {
+      ok: false,
+      probes: [
+        { name: 'root', ok: true, bytes: 3 },
+        { name: 'about', ok: false, bytes: 2, diff: '-a\n+b' },
+      ],
+      hardening: [{ name: 'read-only-root', ok: true, detail: 'EROFS' }],
+      journal: 'gophermoon@0.service: Failed',
+      timings: { rootSeconds: 1, bootSeconds: 1, installSeconds: 1, probeMs: [1, 2] },
+    };
+    const html = renderSummary(result(), { board: { ok: false, report } });
+    expect(html).toContain('<h2>lhc: gophermoon ❌ failed</h2>');
+    expect(tableAfter(html, '<h2>')[0]![7]).toBe('❌ 1/2 probes, 1/1 hardening');
+    const probeAt = html.indexOf('on the board, probe <code>about</code> differs');
+    expect(probeAt).toBeGreaterThan(0);
+    expect(html.indexOf('<pre>-a\n+b</pre>')).toBeGreaterThan(probeAt);
+    expect(html).toContain('gophermoon@0.service: Failed');
+    const ok = renderSummary(result(), {
+      board: {
+        ok: true,
+        report: { ...report, ok: true, probes: [report.probes[0]!], journal: undefined },
+      },
+    });
+    expect(ok).toContain('✅ passed');
+    expect(tableAfter(ok, '<h2>')[0]![7]).toBe('✅ 1/1 probes, 1/1 hardening');
+    const skipped = renderSummary(result(), { board: { ok: false, skipped: 'the build failed' } });
+    expect(tableAfter(skipped, '<h2>')[0]![7]).toBe('not run (the build failed)');
+    const broken = renderSummary(result(), { board: { ok: false, error: 'mmdebstrap failed' } });
+    expect(broken).toContain('<h3>❌ board verify did not complete</h3>');
+    expect(broken).toContain('<pre>mmdebstrap failed</pre>');
+  });
+
   it('an updated lock is announced, folded, and is not a failure', () => {
     const html = renderSummary(result({ manifestDiff: '+ /bin/new' }), {
       manifestLock: { path: 'manifest.lock.json', updated: true },

@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -66,6 +67,15 @@ describe('lhc main', () => {
       expect(r.out.startsWith(`Usage: lhc ${c.name}`)).toBe(true);
       expect((await lhc(['help', c.name])).out).toBe(c.help);
     }
+  });
+
+  it('build --update-manifest without --manifest-lock is a usage error (exit 2), nothing built', async () => {
+    const good = path.join(dir, 'lock-usage.yml');
+    await writeFile(good, VALID);
+    const r = await lhc(['build', good, '--update-manifest', '--out', path.join(dir, 'never')]);
+    expect(r.code).toBe(2);
+    expect(r.err).toContain('--update-manifest needs --manifest-lock FILE');
+    expect(existsSync(path.join(dir, 'never'))).toBe(false);
   });
 
   it('an unknown command exits 2', async () => {

@@ -262,6 +262,24 @@ describe('build --json', () => {
     expect(failed.ok).toBe(false);
     expect(failed.image).toEqual({ path: result.image, sha256: result.imageSha256, bytes: 10 });
   });
+  it('a manifest that differs from its lock fails the build unless the lock was rewritten', () => {
+    const lock = { ...result, manifestDiff: '+ image /x', verify: verify(true) };
+    const failed = buildJson({
+      ...lock,
+      sha256sums: undefined,
+      failureReport: '/o/x.build-failed.txt',
+      manifestLock: { path: 'lock.json', updated: false },
+    });
+    expect(failed).toMatchObject({
+      ok: false,
+      sha256sums: null,
+      failureReport: '/o/x.build-failed.txt',
+      manifestDiff: '+ image /x',
+      manifestUpdated: false,
+    });
+    const updated = buildJson({ ...lock, manifestLock: { path: 'lock.json', updated: true } });
+    expect(updated).toMatchObject({ ok: true, manifestUpdated: true, failureReport: null });
+  });
 });
 
 describe('verbosity and colour', () => {

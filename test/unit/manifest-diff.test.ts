@@ -3,7 +3,6 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { UserError } from '../../src/core/errors.js';
 import { checkManifestLock, diffManifests, formatDiff } from '../../src/manifest/diff.js';
 import {
   parseManifest,
@@ -156,31 +155,35 @@ describe('checkManifestLock', () => {
     await rm(tmp, { recursive: true, force: true });
   });
 
-  it('fails without a lock unless asked to create it', async () => {
+  it('reports a missing lock as changed, and creates it only when asked', async () => {
     const lock = path.join(tmp, 'demo.lock.json');
-    await expect(checkManifestLock(base, lock, false)).rejects.toThrow(
-      /does not exist; run with --update-manifest/,
-    );
+    const missing = await checkManifestLock(base, lock, false);
+    expect(missing).toMatchObject({ changed: true, updated: false });
+    expect(missing.diffText).toMatch(/manifest lock .*demo\.lock\.json does not exist/);
+    expect(existsSync(lock)).toBe(false);
     const r = await checkManifestLock(base, lock, true);
-    expect(r.changed).toBe(true);
+    expect(r).toMatchObject({ changed: true, updated: true });
     expect(await readFile(lock, 'utf8')).toBe(serializeManifest(base));
   });
 
-  it('passes when equal, fails with the diff when different, and rewrites with update', async () => {
+  it('passes when equal, reports the diff when different, and rewrites only with update', async () => {
     const lock = path.join(tmp, 'demo.lock.json');
     await writeFile(lock, serializeManifest(base));
-    expect(await checkManifestLock(base, lock, false)).toEqual({ changed: false, diffText: '' });
+    expect(await checkManifestLock(base, lock, false)).toEqual({
+      changed: false,
+      updated: false,
+      diffText: '',
+    });
 
     const next = structuredClone(base);
     next.image.push(file('/new', 3));
-    const err = await checkManifestLock(next, lock, false).catch((e: unknown) => e);
-    expect(err).toBeInstanceOf(UserError);
-    expect((err as Error).message).toContain('+ image /new  file 0644 0:0 3 bytes');
-    expect((err as Error).message).toContain('--update-manifest');
+    const differs = await checkManifestLock(next, lock, false);
+    expect(differs).toMatchObject({ changed: true, updated: false });
+    expect(differs.diffText).toContain('+ image /new  file 0644 0:0 3 bytes');
     expect(await readFile(lock, 'utf8')).toBe(serializeManifest(base));
 
     const r = await checkManifestLock(next, lock, true);
-    expect(r.changed).toBe(true);
+    expect(r).toMatchObject({ changed: true, updated: true });
     expect(r.diffText).toContain('+ image /new');
     expect(existsSync(lock)).toBe(true);
     expect(await readFile(lock, 'utf8')).toBe(serializeManifest(next));

@@ -1,4 +1,5 @@
-import { verifyFailures, type BuildResult } from '../../build-result.js';
+import { buildFailures, buildOk, type BuildResult } from '../../build-result.js';
+import { ConfigError } from '../../core/errors.js';
 import { loadConfig } from '../../config/load.js';
 import { build } from '../../pipeline.js';
 import { configOrDefault, type Command } from '../command.js';
@@ -6,19 +7,21 @@ import { configOrDefault, type Command } from '../command.js';
 /** `lhc build --json`: the documented shape (README, "JSON output"), built from the pipeline's result. */
 export function buildJson(r: BuildResult) {
   return {
-    ok: r.verify ? r.verify.ok : true,
+    ok: buildOk(r),
     name: r.name,
     outDir: r.outDir,
     image: { path: r.image, sha256: r.imageSha256, bytes: r.imageBytes },
     dataTemplate: { path: r.dataTemplate, sha256: r.dataTemplateSha256 },
     manifest: r.manifest,
-    sha256sums: r.sha256sums,
+    sha256sums: r.sha256sums ?? null,
+    failureReport: r.failureReport ?? null,
     bundleDir: r.bundleDir,
     traceReport: r.traceReport,
     bytesBefore: r.bytesBefore,
     bytesAfter: r.bytesAfter,
     filesKept: r.filesKept,
     manifestDiff: r.manifestDiff ?? null,
+    manifestUpdated: r.manifestLock?.updated ?? false,
     verify: r.verify ?? null,
     timings: r.timings,
   };
@@ -30,13 +33,14 @@ export const buildCommand: Command = {
   help: `Usage: lhc build [CONFIG] [--out DIR] [--no-verify] [--manifest-lock FILE] [--update-manifest] [--work-dir DIR] [--force] [--json]
 
 Runs the pipeline for CONFIG (default: ./lhc.yml) and writes the image, data template, manifest
-and SHA256SUMS to DIR.
+and SHA256SUMS to DIR. A failed build (verify, or a manifest that differs from its lock) writes
+<name>.build-failed.txt there instead of SHA256SUMS and exits 1.
 
 Options:
   --out, -o DIR          output directory (default: outputs.dir from the config, "out")
   --no-verify            skip booting the pruned image and checking the probes
-  --manifest-lock FILE   fail when the manifest differs from FILE
-  --update-manifest      write the new manifest to the lock file instead of failing
+  --manifest-lock FILE   fail (after verify) when the manifest differs from FILE
+  --update-manifest      write the new manifest to the --manifest-lock file instead of failing
   --work-dir DIR         keep intermediate roots in DIR (default: a temp dir, removed)
   --force                replace outputs (or work-dir entries) in DIR that lhc did not write;
                          without it such a DIR is refused (see README, "Output directory")
@@ -52,6 +56,10 @@ Options:
   positionals: { min: 0, max: 1, names: 'CONFIG' },
   json: true,
   async run({ options, positionals }, ctx) {
+    if (options['update-manifest'] === true && options['manifest-lock'] === undefined)
+      throw new ConfigError(
+        'lhc build: --update-manifest needs --manifest-lock FILE (the lock file to write)',
+      );
     const config = await loadConfig(configOrDefault(positionals[0], 'build'));
     const workDir = options['work-dir'] as string | undefined;
     const result = await build(config, {
@@ -75,10 +83,15 @@ Options:
       ctx.out(`files kept    ${result.filesKept}`);
       ctx.out(`bytes         ${result.bytesBefore} -> ${result.bytesAfter}`);
       if (result.verify) ctx.out(`verify        ${result.verify.ok ? 'ok' : 'FAILED'}`);
+      if (result.manifestLock?.updated)
+        ctx.out(`manifest lock ${result.manifestLock.path} updated`);
+      ctx.out(
+        `SHA256SUMS    ${result.sha256sums ?? `none: the build FAILED, see ${result.failureReport}`}`,
+      );
     }
-    // The artifacts are written either way; a failed verify fails the command (exit 1).
-    if (result.verify && !result.verify.ok)
-      ctx.logger.warn(`verify failed:\n${verifyFailures(result.verify)}`);
+    // The artifacts are written either way; a failed build fails the command (exit 1).
+    const failures = buildFailures(result, '--update-manifest');
+    if (failures) ctx.logger.warn(`build failed:\n${failures}`);
     return json.ok ? 0 : 1;
   },
 };
