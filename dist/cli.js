@@ -28513,6 +28513,18 @@ async function waitFor(probe, timeoutMs, signal, intervalMs = 20) {
   }
 }
 
+// src/core/format.ts
+function humanBytes(bytes) {
+  let v2 = bytes;
+  let unit = "B";
+  for (const u3 of ["KiB", "MiB", "GiB"]) {
+    if (v2 < 1024) break;
+    v2 /= 1024;
+    unit = u3;
+  }
+  return unit === "B" ? `${bytes} B` : `${v2.toFixed(1)} ${unit}`;
+}
+
 // src/store/download.ts
 import { createHash } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
@@ -28533,11 +28545,7 @@ var DownloadError = class extends UserError {
   reason;
   transient;
 };
-function formatBytes(n2) {
-  if (n2 < 1024) return `${n2} B`;
-  if (n2 < 1024 * 1024) return `${(n2 / 1024).toFixed(1)} KiB`;
-  return `${(n2 / 1024 / 1024).toFixed(1)} MiB`;
-}
+var formatBytes = humanBytes;
 var NETWORK_CODES = {
   ECONNREFUSED: "connection refused",
   ECONNRESET: "connection reset",
@@ -41276,18 +41284,6 @@ async function writeDeployBundle(o2) {
     paths: p2,
     units
   };
-}
-
-// src/core/format.ts
-function humanBytes(bytes) {
-  let v2 = bytes;
-  let unit = "B";
-  for (const u3 of ["KiB", "MiB", "GiB"]) {
-    if (v2 < 1024) break;
-    v2 /= 1024;
-    unit = u3;
-  }
-  return unit === "B" ? `${bytes} B` : `${v2.toFixed(1)} ${unit}`;
 }
 
 // src/prune/closure.ts

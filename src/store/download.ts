@@ -2,6 +2,7 @@
  * One download attempt: stream a URL (http, https or file) into a file while hashing it.
  * Retrying, choosing among URLs and deciding what lands in the store is the store's job.
  */
+import { humanBytes } from '../core/format.js';
 import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
@@ -51,11 +52,7 @@ export class DownloadError extends UserError {
   }
 }
 
-export function formatBytes(n: number): string {
-  if (n < 1024) return `${n} B`;
-  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KiB`;
-  return `${(n / 1024 / 1024).toFixed(1)} MiB`;
-}
+export const formatBytes = humanBytes;
 
 const NETWORK_CODES: Record<string, string> = {
   ECONNREFUSED: 'connection refused',
