@@ -102,7 +102,7 @@ describe('download limits', () => {
         { retryDelayMs: 1 },
       ),
     );
-    expect(msg).toMatch(/announces 1048576\.0 MiB, more than the size cap of 1\.0 MiB/);
+    expect(msg).toMatch(/announces 1024\.0 GiB, more than the size cap of 1\.0 MiB/);
     expect(msg).toContain("raise the input's max-bytes");
     expect(msg).not.toContain('after 2 attempts');
   });
