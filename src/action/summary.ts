@@ -41,9 +41,7 @@ export function escapeHtml(text: string): string {
 }
 
 /** Bytes in the largest unit that keeps the number at or above 1: "336.7 KiB", "812 B". */
-export function formatBytes(bytes: number): string {
-  return humanBytes(bytes);
-}
+export const formatBytes = humanBytes;
 
 /** "8.0 MiB → 1.9 MiB (−75 %)", or "… (nothing removed)". */
 function pruning(before: number, after: number): string {
@@ -97,39 +95,54 @@ function artifactLink(a: ArtifactReport, env: NodeJS.ProcessEnv): string {
   return `${code(a.name)} (${a.files} files${size})`;
 }
 
-function verifyCell(r: BuildResult): string {
-  const v = r.verify;
-  if (!v) return 'not run';
-  const probes = v.probes.filter((p) => p.ok).length;
-  const hard = v.hardening.filter((c) => c.ok).length;
-  return `${mark(v.ok)} ${probes}/${v.probes.length} probes, ${hard}/${v.hardening.length} hardening`;
+/** The probe and hardening rows of a verify, local or on the board. */
+interface CheckedRows {
+  probes: readonly { name: string; ok: boolean; diff?: string }[];
+  hardening: readonly { name: string; ok: boolean; detail: string }[];
 }
 
-function boardCell(b: BoardSummary): string {
-  if (b.skipped) return `not run (${escapeHtml(b.skipped)})`;
-  if (!b.report) return mark(false);
-  const probes = b.report.probes.filter((p) => p.ok).length;
-  const hard = b.report.hardening.filter((c) => c.ok).length;
-  return `${mark(b.ok)} ${probes}/${b.report.probes.length} probes, ${hard}/${b.report.hardening.length} hardening`;
+/** "✅ 26/26 probes, 9/9 hardening". */
+function countsCell(ok: boolean, r: CheckedRows): string {
+  const probes = r.probes.filter((p) => p.ok).length;
+  const hard = r.hardening.filter((c) => c.ok).length;
+  return `${mark(ok)} ${probes}/${r.probes.length} probes, ${hard}/${r.hardening.length} hardening`;
 }
 
-function boardFailures(b: BoardSummary | undefined): string[] {
-  if (!b || b.skipped || b.ok) return [];
-  if (!b.report) return ['<h3>❌ board verify did not complete</h3>\n', pre(b.error ?? '')];
+/** Each failing probe with its diff, then the failing hardening checks; `where` names the place. */
+function failedRows(r: CheckedRows, where: string): string[] {
   const parts: string[] = [];
-  for (const p of b.report.probes.filter((x) => !x.ok)) {
-    parts.push(`<h3>❌ on the board, probe ${code(p.name)} differs from its fixture</h3>\n`);
+  for (const p of r.probes.filter((x) => !x.ok)) {
+    parts.push(
+      `<h3>❌ ${where ? `${where}, ` : ''}probe ${code(p.name)} differs from its fixture</h3>\n`,
+    );
     if (p.diff) parts.push(pre(p.diff));
   }
-  const hard = b.report.hardening.filter((c) => !c.ok);
+  const hard = r.hardening.filter((c) => !c.ok);
   if (hard.length > 0)
     parts.push(
-      '<h3>❌ hardening checks failed on the board</h3>\n',
+      `<h3>❌ hardening checks failed${where ? ` ${where}` : ''}</h3>\n`,
       table(
         ['check', 'detail'],
         hard.map((c) => [code(c.name), escapeHtml(c.detail)]),
       ),
     );
+  return parts;
+}
+
+function verifyCell(r: BuildResult): string {
+  return r.verify ? countsCell(r.verify.ok, r.verify) : 'not run';
+}
+
+function boardCell(b: BoardSummary): string {
+  if (b.skipped) return `not run (${escapeHtml(b.skipped)})`;
+  if (!b.report) return mark(false);
+  return countsCell(b.ok, b.report);
+}
+
+function boardFailures(b: BoardSummary | undefined): string[] {
+  if (!b || b.skipped || b.ok) return [];
+  if (!b.report) return ['<h3>❌ board verify did not complete</h3>\n', pre(b.error ?? '')];
+  const parts = failedRows(b.report, 'on the board');
   if (b.report.journal)
     parts.push(collapsed('journal of the units on the board', pre(b.report.journal)));
   return parts;
@@ -152,19 +165,7 @@ function failures(r: BuildResult, extras: SummaryExtras): string[] {
       '<p>If the change is intended, run the workflow once with the <code>update-manifest: true</code> input and commit the lock it writes.</p>\n',
     );
   }
-  for (const p of r.verify?.probes.filter((x) => !x.ok) ?? []) {
-    parts.push(`<h3>❌ probe ${code(p.name)} differs from its fixture</h3>\n`);
-    if (p.diff) parts.push(pre(p.diff));
-  }
-  const hard = r.verify?.hardening.filter((c) => !c.ok) ?? [];
-  if (hard.length > 0)
-    parts.push(
-      '<h3>❌ hardening checks failed</h3>\n',
-      table(
-        ['check', 'detail'],
-        hard.map((c) => [code(c.name), escapeHtml(c.detail)]),
-      ),
-    );
+  if (r.verify) parts.push(...failedRows(r.verify, ''));
   parts.push(...boardFailures(extras.board));
   return parts;
 }

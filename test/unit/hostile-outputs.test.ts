@@ -27,7 +27,7 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { loadConfig, parseConfig, type LhcConfig } from '../../src/config/load.js';
 import { OUT_MARKER, systemDirProblem, WORK_MARKER } from '../../src/core/build-dirs.js';
 import { UserError } from '../../src/core/errors.js';
-import { memoryLogger } from '../../src/core/logger.js';
+import { memoryLogger, type Logger } from '../../src/core/logger.js';
 import { writeOutputFile } from '../../src/core/safe-write.js';
 import { writeDeployBundle } from '../../src/deploy/bundle.js';
 import { main } from '../../src/cli/main.js';
@@ -118,6 +118,18 @@ afterAll(async () => {
 });
 
 let out: string;
+
+/** The deploy bundle of a small inetd service, written into `dir`. */
+function bundleInto(dir: string, logger: Logger) {
+  return writeDeployBundle({
+    name: 't',
+    outDir: dir,
+    service: { command: ['/bin/busybox', 'cat'], inetd: true },
+    imageFile: 't.squashfs',
+    dataTemplateFile: 't-data.tar.gz',
+    logger,
+  });
+}
 let n = 0;
 beforeEach(async () => {
   process.env.TMPDIR = tmpdir;
@@ -223,14 +235,7 @@ describe('artifacts are never written through a symlink planted at their name', 
     await mkdir(out);
     await symlink(path.join(host, 'etc-like'), path.join(out, 'deploy'));
     const logger = memoryLogger();
-    const b = await writeDeployBundle({
-      name: 't',
-      outDir: out,
-      service: { command: ['/bin/busybox', 'cat'], inetd: true },
-      imageFile: 't.squashfs',
-      dataTemplateFile: 't-data.tar.gz',
-      logger,
-    });
+    const b = await bundleInto(out, logger);
     expect((await lstat(b.dir)).isDirectory()).toBe(true);
     expect(readdirSync(path.join(host, 'etc-like'))).toEqual(['shadow']);
     expect(logger.lines.join('\n')).toMatch(/deploy was a symlink \(to .*etc-like\)/);
@@ -240,14 +245,7 @@ describe('artifacts are never written through a symlink planted at their name', 
     await mkdir(path.join(out, 'deploy'), { recursive: true });
     await writeFile(path.join(out, 'deploy', 'stale.service'), 'old\n');
     const logger = memoryLogger();
-    await writeDeployBundle({
-      name: 't',
-      outDir: out,
-      service: { command: ['/bin/busybox', 'cat'], inetd: true },
-      imageFile: 't.squashfs',
-      dataTemplateFile: 't-data.tar.gz',
-      logger,
-    });
+    await bundleInto(out, logger);
     expect(existsSync(path.join(out, 'deploy', 'stale.service'))).toBe(false);
     expect(logger.lines.join('\n')).toMatch(/replaced the earlier .*\/deploy/);
   });
