@@ -118,17 +118,17 @@ var require_visit = __commonJS({
     visit3.BREAK = BREAK;
     visit3.SKIP = SKIP;
     visit3.REMOVE = REMOVE;
-    function visit_(key, node2, visitor, path52) {
-      const ctrl = callVisitor(key, node2, visitor, path52);
+    function visit_(key, node2, visitor, path53) {
+      const ctrl = callVisitor(key, node2, visitor, path53);
       if (identity3.isNode(ctrl) || identity3.isPair(ctrl)) {
-        replaceNode(key, path52, ctrl);
-        return visit_(key, ctrl, visitor, path52);
+        replaceNode(key, path53, ctrl);
+        return visit_(key, ctrl, visitor, path53);
       }
       if (typeof ctrl !== "symbol") {
         if (identity3.isCollection(node2)) {
-          path52 = Object.freeze(path52.concat(node2));
+          path53 = Object.freeze(path53.concat(node2));
           for (let i2 = 0; i2 < node2.items.length; ++i2) {
-            const ci2 = visit_(i2, node2.items[i2], visitor, path52);
+            const ci2 = visit_(i2, node2.items[i2], visitor, path53);
             if (typeof ci2 === "number")
               i2 = ci2 - 1;
             else if (ci2 === BREAK)
@@ -139,13 +139,13 @@ var require_visit = __commonJS({
             }
           }
         } else if (identity3.isPair(node2)) {
-          path52 = Object.freeze(path52.concat(node2));
-          const ck = visit_("key", node2.key, visitor, path52);
+          path53 = Object.freeze(path53.concat(node2));
+          const ck = visit_("key", node2.key, visitor, path53);
           if (ck === BREAK)
             return BREAK;
           else if (ck === REMOVE)
             node2.key = null;
-          const cv = visit_("value", node2.value, visitor, path52);
+          const cv = visit_("value", node2.value, visitor, path53);
           if (cv === BREAK)
             return BREAK;
           else if (cv === REMOVE)
@@ -166,17 +166,17 @@ var require_visit = __commonJS({
     visitAsync.BREAK = BREAK;
     visitAsync.SKIP = SKIP;
     visitAsync.REMOVE = REMOVE;
-    async function visitAsync_(key, node2, visitor, path52) {
-      const ctrl = await callVisitor(key, node2, visitor, path52);
+    async function visitAsync_(key, node2, visitor, path53) {
+      const ctrl = await callVisitor(key, node2, visitor, path53);
       if (identity3.isNode(ctrl) || identity3.isPair(ctrl)) {
-        replaceNode(key, path52, ctrl);
-        return visitAsync_(key, ctrl, visitor, path52);
+        replaceNode(key, path53, ctrl);
+        return visitAsync_(key, ctrl, visitor, path53);
       }
       if (typeof ctrl !== "symbol") {
         if (identity3.isCollection(node2)) {
-          path52 = Object.freeze(path52.concat(node2));
+          path53 = Object.freeze(path53.concat(node2));
           for (let i2 = 0; i2 < node2.items.length; ++i2) {
-            const ci2 = await visitAsync_(i2, node2.items[i2], visitor, path52);
+            const ci2 = await visitAsync_(i2, node2.items[i2], visitor, path53);
             if (typeof ci2 === "number")
               i2 = ci2 - 1;
             else if (ci2 === BREAK)
@@ -187,13 +187,13 @@ var require_visit = __commonJS({
             }
           }
         } else if (identity3.isPair(node2)) {
-          path52 = Object.freeze(path52.concat(node2));
-          const ck = await visitAsync_("key", node2.key, visitor, path52);
+          path53 = Object.freeze(path53.concat(node2));
+          const ck = await visitAsync_("key", node2.key, visitor, path53);
           if (ck === BREAK)
             return BREAK;
           else if (ck === REMOVE)
             node2.key = null;
-          const cv = await visitAsync_("value", node2.value, visitor, path52);
+          const cv = await visitAsync_("value", node2.value, visitor, path53);
           if (cv === BREAK)
             return BREAK;
           else if (cv === REMOVE)
@@ -220,23 +220,23 @@ var require_visit = __commonJS({
       }
       return visitor;
     }
-    function callVisitor(key, node2, visitor, path52) {
+    function callVisitor(key, node2, visitor, path53) {
       if (typeof visitor === "function")
-        return visitor(key, node2, path52);
+        return visitor(key, node2, path53);
       if (identity3.isMap(node2))
-        return visitor.Map?.(key, node2, path52);
+        return visitor.Map?.(key, node2, path53);
       if (identity3.isSeq(node2))
-        return visitor.Seq?.(key, node2, path52);
+        return visitor.Seq?.(key, node2, path53);
       if (identity3.isPair(node2))
-        return visitor.Pair?.(key, node2, path52);
+        return visitor.Pair?.(key, node2, path53);
       if (identity3.isScalar(node2))
-        return visitor.Scalar?.(key, node2, path52);
+        return visitor.Scalar?.(key, node2, path53);
       if (identity3.isAlias(node2))
-        return visitor.Alias?.(key, node2, path52);
+        return visitor.Alias?.(key, node2, path53);
       return void 0;
     }
-    function replaceNode(key, path52, node2) {
-      const parent = path52[path52.length - 1];
+    function replaceNode(key, path53, node2) {
+      const parent = path53[path53.length - 1];
       if (identity3.isCollection(parent)) {
         parent.items[key] = node2;
       } else if (identity3.isPair(parent)) {
@@ -848,10 +848,10 @@ var require_Collection = __commonJS({
     var createNode = require_createNode();
     var identity3 = require_identity();
     var Node = require_Node();
-    function collectionFromPath(schema, path52, value) {
+    function collectionFromPath(schema, path53, value) {
       let v2 = value;
-      for (let i2 = path52.length - 1; i2 >= 0; --i2) {
-        const k2 = path52[i2];
+      for (let i2 = path53.length - 1; i2 >= 0; --i2) {
+        const k2 = path53[i2];
         if (typeof k2 === "number" && Number.isInteger(k2) && k2 >= 0) {
           const a2 = [];
           a2[k2] = v2;
@@ -870,7 +870,7 @@ var require_Collection = __commonJS({
         sourceObjects: /* @__PURE__ */ new Map()
       });
     }
-    var isEmptyPath = (path52) => path52 == null || typeof path52 === "object" && !!path52[Symbol.iterator]().next().done;
+    var isEmptyPath = (path53) => path53 == null || typeof path53 === "object" && !!path53[Symbol.iterator]().next().done;
     var Collection = class extends Node.NodeBase {
       constructor(type, schema) {
         super(type);
@@ -900,11 +900,11 @@ var require_Collection = __commonJS({
        * be a Pair instance or a `{ key, value }` object, which may not have a key
        * that already exists in the map.
        */
-      addIn(path52, value) {
-        if (isEmptyPath(path52))
+      addIn(path53, value) {
+        if (isEmptyPath(path53))
           this.add(value);
         else {
-          const [key, ...rest] = path52;
+          const [key, ...rest] = path53;
           const node2 = this.get(key, true);
           if (identity3.isCollection(node2))
             node2.addIn(rest, value);
@@ -918,8 +918,8 @@ var require_Collection = __commonJS({
        * Removes a value from the collection.
        * @returns `true` if the item was found and removed.
        */
-      deleteIn(path52) {
-        const [key, ...rest] = path52;
+      deleteIn(path53) {
+        const [key, ...rest] = path53;
         if (rest.length === 0)
           return this.delete(key);
         const node2 = this.get(key, true);
@@ -933,8 +933,8 @@ var require_Collection = __commonJS({
        * scalar values from their surrounding node; to disable set `keepScalar` to
        * `true` (collections are always returned intact).
        */
-      getIn(path52, keepScalar) {
-        const [key, ...rest] = path52;
+      getIn(path53, keepScalar) {
+        const [key, ...rest] = path53;
         const node2 = this.get(key, true);
         if (rest.length === 0)
           return !keepScalar && identity3.isScalar(node2) ? node2.value : node2;
@@ -952,8 +952,8 @@ var require_Collection = __commonJS({
       /**
        * Checks if the collection includes a value with the key `key`.
        */
-      hasIn(path52) {
-        const [key, ...rest] = path52;
+      hasIn(path53) {
+        const [key, ...rest] = path53;
         if (rest.length === 0)
           return this.has(key);
         const node2 = this.get(key, true);
@@ -963,8 +963,8 @@ var require_Collection = __commonJS({
        * Sets a value in this collection. For `!!set`, `value` needs to be a
        * boolean to add/remove the item from the set.
        */
-      setIn(path52, value) {
-        const [key, ...rest] = path52;
+      setIn(path53, value) {
+        const [key, ...rest] = path53;
         if (rest.length === 0) {
           this.set(key, value);
         } else {
@@ -3479,9 +3479,9 @@ var require_Document = __commonJS({
           this.contents.add(value);
       }
       /** Adds a value to the document. */
-      addIn(path52, value) {
+      addIn(path53, value) {
         if (assertCollection(this.contents))
-          this.contents.addIn(path52, value);
+          this.contents.addIn(path53, value);
       }
       /**
        * Create a new `Alias` node, ensuring that the target `node` has the required anchor.
@@ -3556,14 +3556,14 @@ var require_Document = __commonJS({
        * Removes a value from the document.
        * @returns `true` if the item was found and removed.
        */
-      deleteIn(path52) {
-        if (Collection.isEmptyPath(path52)) {
+      deleteIn(path53) {
+        if (Collection.isEmptyPath(path53)) {
           if (this.contents == null)
             return false;
           this.contents = null;
           return true;
         }
-        return assertCollection(this.contents) ? this.contents.deleteIn(path52) : false;
+        return assertCollection(this.contents) ? this.contents.deleteIn(path53) : false;
       }
       /**
        * Returns item at `key`, or `undefined` if not found. By default unwraps
@@ -3578,10 +3578,10 @@ var require_Document = __commonJS({
        * scalar values from their surrounding node; to disable set `keepScalar` to
        * `true` (collections are always returned intact).
        */
-      getIn(path52, keepScalar) {
-        if (Collection.isEmptyPath(path52))
+      getIn(path53, keepScalar) {
+        if (Collection.isEmptyPath(path53))
           return !keepScalar && identity3.isScalar(this.contents) ? this.contents.value : this.contents;
-        return identity3.isCollection(this.contents) ? this.contents.getIn(path52, keepScalar) : void 0;
+        return identity3.isCollection(this.contents) ? this.contents.getIn(path53, keepScalar) : void 0;
       }
       /**
        * Checks if the document includes a value with the key `key`.
@@ -3592,10 +3592,10 @@ var require_Document = __commonJS({
       /**
        * Checks if the document includes a value at `path`.
        */
-      hasIn(path52) {
-        if (Collection.isEmptyPath(path52))
+      hasIn(path53) {
+        if (Collection.isEmptyPath(path53))
           return this.contents !== void 0;
-        return identity3.isCollection(this.contents) ? this.contents.hasIn(path52) : false;
+        return identity3.isCollection(this.contents) ? this.contents.hasIn(path53) : false;
       }
       /**
        * Sets a value in this document. For `!!set`, `value` needs to be a
@@ -3612,13 +3612,13 @@ var require_Document = __commonJS({
        * Sets a value in this document. For `!!set`, `value` needs to be a
        * boolean to add/remove the item from the set.
        */
-      setIn(path52, value) {
-        if (Collection.isEmptyPath(path52)) {
+      setIn(path53, value) {
+        if (Collection.isEmptyPath(path53)) {
           this.contents = value;
         } else if (this.contents == null) {
-          this.contents = Collection.collectionFromPath(this.schema, Array.from(path52), value);
+          this.contents = Collection.collectionFromPath(this.schema, Array.from(path53), value);
         } else if (assertCollection(this.contents)) {
-          this.contents.setIn(path52, value);
+          this.contents.setIn(path53, value);
         }
       }
       /**
@@ -5579,9 +5579,9 @@ var require_cst_visit = __commonJS({
     visit3.BREAK = BREAK;
     visit3.SKIP = SKIP;
     visit3.REMOVE = REMOVE;
-    visit3.itemAtPath = (cst, path52) => {
+    visit3.itemAtPath = (cst, path53) => {
       let item = cst;
-      for (const [field2, index] of path52) {
+      for (const [field2, index] of path53) {
         const tok = item?.[field2];
         if (tok && "items" in tok) {
           item = tok.items[index];
@@ -5590,23 +5590,23 @@ var require_cst_visit = __commonJS({
       }
       return item;
     };
-    visit3.parentCollection = (cst, path52) => {
-      const parent = visit3.itemAtPath(cst, path52.slice(0, -1));
-      const field2 = path52[path52.length - 1][0];
+    visit3.parentCollection = (cst, path53) => {
+      const parent = visit3.itemAtPath(cst, path53.slice(0, -1));
+      const field2 = path53[path53.length - 1][0];
       const coll = parent?.[field2];
       if (coll && "items" in coll)
         return coll;
       throw new Error("Parent collection not found");
     };
-    function _visit(path52, item, visitor) {
-      let ctrl = visitor(item, path52);
+    function _visit(path53, item, visitor) {
+      let ctrl = visitor(item, path53);
       if (typeof ctrl === "symbol")
         return ctrl;
       for (const field2 of ["key", "value"]) {
         const token = item[field2];
         if (token && "items" in token) {
           for (let i2 = 0; i2 < token.items.length; ++i2) {
-            const ci2 = _visit(Object.freeze(path52.concat([[field2, i2]])), token.items[i2], visitor);
+            const ci2 = _visit(Object.freeze(path53.concat([[field2, i2]])), token.items[i2], visitor);
             if (typeof ci2 === "number")
               i2 = ci2 - 1;
             else if (ci2 === BREAK)
@@ -5617,10 +5617,10 @@ var require_cst_visit = __commonJS({
             }
           }
           if (typeof ctrl === "function" && field2 === "key")
-            ctrl = ctrl(item, path52);
+            ctrl = ctrl(item, path53);
         }
       }
-      return typeof ctrl === "function" ? ctrl(item, path52) : ctrl;
+      return typeof ctrl === "function" ? ctrl(item, path53) : ctrl;
     }
     exports.visit = visit3;
   }
@@ -7377,7 +7377,7 @@ var require_windows = __commonJS({
     module.exports = isexe;
     isexe.sync = sync;
     var fs2 = __require("fs");
-    function checkPathExt(path52, options) {
+    function checkPathExt(path53, options) {
       var pathext = options.pathExt !== void 0 ? options.pathExt : process.env.PATHEXT;
       if (!pathext) {
         return true;
@@ -7388,25 +7388,25 @@ var require_windows = __commonJS({
       }
       for (var i2 = 0; i2 < pathext.length; i2++) {
         var p2 = pathext[i2].toLowerCase();
-        if (p2 && path52.substr(-p2.length).toLowerCase() === p2) {
+        if (p2 && path53.substr(-p2.length).toLowerCase() === p2) {
           return true;
         }
       }
       return false;
     }
-    function checkStat(stat11, path52, options) {
+    function checkStat(stat11, path53, options) {
       if (!stat11.isSymbolicLink() && !stat11.isFile()) {
         return false;
       }
-      return checkPathExt(path52, options);
+      return checkPathExt(path53, options);
     }
-    function isexe(path52, options, cb) {
-      fs2.stat(path52, function(er2, stat11) {
-        cb(er2, er2 ? false : checkStat(stat11, path52, options));
+    function isexe(path53, options, cb) {
+      fs2.stat(path53, function(er2, stat11) {
+        cb(er2, er2 ? false : checkStat(stat11, path53, options));
       });
     }
-    function sync(path52, options) {
-      return checkStat(fs2.statSync(path52), path52, options);
+    function sync(path53, options) {
+      return checkStat(fs2.statSync(path53), path53, options);
     }
   }
 });
@@ -7417,13 +7417,13 @@ var require_mode = __commonJS({
     module.exports = isexe;
     isexe.sync = sync;
     var fs2 = __require("fs");
-    function isexe(path52, options, cb) {
-      fs2.stat(path52, function(er2, stat11) {
+    function isexe(path53, options, cb) {
+      fs2.stat(path53, function(er2, stat11) {
         cb(er2, er2 ? false : checkStat(stat11, options));
       });
     }
-    function sync(path52, options) {
-      return checkStat(fs2.statSync(path52), options);
+    function sync(path53, options) {
+      return checkStat(fs2.statSync(path53), options);
     }
     function checkStat(stat11, options) {
       return stat11.isFile() && checkMode(stat11, options);
@@ -7456,7 +7456,7 @@ var require_isexe = __commonJS({
     }
     module.exports = isexe;
     isexe.sync = sync;
-    function isexe(path52, options, cb) {
+    function isexe(path53, options, cb) {
       if (typeof options === "function") {
         cb = options;
         options = {};
@@ -7466,7 +7466,7 @@ var require_isexe = __commonJS({
           throw new TypeError("callback not provided");
         }
         return new Promise(function(resolve, reject) {
-          isexe(path52, options || {}, function(er2, is2) {
+          isexe(path53, options || {}, function(er2, is2) {
             if (er2) {
               reject(er2);
             } else {
@@ -7475,7 +7475,7 @@ var require_isexe = __commonJS({
           });
         });
       }
-      core(path52, options || {}, function(er2, is2) {
+      core(path53, options || {}, function(er2, is2) {
         if (er2) {
           if (er2.code === "EACCES" || options && options.ignoreErrors) {
             er2 = null;
@@ -7485,9 +7485,9 @@ var require_isexe = __commonJS({
         cb(er2, is2);
       });
     }
-    function sync(path52, options) {
+    function sync(path53, options) {
       try {
-        return core.sync(path52, options || {});
+        return core.sync(path53, options || {});
       } catch (er2) {
         if (options && options.ignoreErrors || er2.code === "EACCES") {
           return false;
@@ -7503,7 +7503,7 @@ var require_isexe = __commonJS({
 var require_which = __commonJS({
   "node_modules/which/which.js"(exports, module) {
     var isWindows = process.platform === "win32" || process.env.OSTYPE === "cygwin" || process.env.OSTYPE === "msys";
-    var path52 = __require("path");
+    var path53 = __require("path");
     var COLON = isWindows ? ";" : ":";
     var isexe = require_isexe();
     var getNotFoundError = (cmd) => Object.assign(new Error(`not found: ${cmd}`), { code: "ENOENT" });
@@ -7541,7 +7541,7 @@ var require_which = __commonJS({
           return opt.all && found.length ? resolve(found) : reject(getNotFoundError(cmd));
         const ppRaw = pathEnv[i2];
         const pathPart = /^".*"$/.test(ppRaw) ? ppRaw.slice(1, -1) : ppRaw;
-        const pCmd = path52.join(pathPart, cmd);
+        const pCmd = path53.join(pathPart, cmd);
         const p2 = !pathPart && /^\.[\\\/]/.test(cmd) ? cmd.slice(0, 2) + pCmd : pCmd;
         resolve(subStep(p2, i2, 0));
       });
@@ -7568,7 +7568,7 @@ var require_which = __commonJS({
       for (let i2 = 0; i2 < pathEnv.length; i2++) {
         const ppRaw = pathEnv[i2];
         const pathPart = /^".*"$/.test(ppRaw) ? ppRaw.slice(1, -1) : ppRaw;
-        const pCmd = path52.join(pathPart, cmd);
+        const pCmd = path53.join(pathPart, cmd);
         const p2 = !pathPart && /^\.[\\\/]/.test(cmd) ? cmd.slice(0, 2) + pCmd : pCmd;
         for (let j2 = 0; j2 < pathExt.length; j2++) {
           const cur = p2 + pathExt[j2];
@@ -7616,7 +7616,7 @@ var require_path_key = __commonJS({
 var require_resolveCommand = __commonJS({
   "node_modules/cross-spawn/lib/util/resolveCommand.js"(exports, module) {
     "use strict";
-    var path52 = __require("path");
+    var path53 = __require("path");
     var which = require_which();
     var getPathKey = require_path_key();
     function resolveCommandAttempt(parsed, withoutPathExt) {
@@ -7634,7 +7634,7 @@ var require_resolveCommand = __commonJS({
       try {
         resolved = which.sync(parsed.command, {
           path: env[getPathKey({ env })],
-          pathExt: withoutPathExt ? path52.delimiter : void 0
+          pathExt: withoutPathExt ? path53.delimiter : void 0
         });
       } catch (e) {
       } finally {
@@ -7643,7 +7643,7 @@ var require_resolveCommand = __commonJS({
         }
       }
       if (resolved) {
-        resolved = path52.resolve(hasCustomCwd ? parsed.options.cwd : "", resolved);
+        resolved = path53.resolve(hasCustomCwd ? parsed.options.cwd : "", resolved);
       }
       return resolved;
     }
@@ -7697,8 +7697,8 @@ var require_shebang_command = __commonJS({
       if (!match) {
         return null;
       }
-      const [path52, argument] = match[0].replace(/#! ?/, "").split(" ");
-      const binary = path52.split("/").pop();
+      const [path53, argument] = match[0].replace(/#! ?/, "").split(" ");
+      const binary = path53.split("/").pop();
       if (binary === "env") {
         return argument;
       }
@@ -7733,7 +7733,7 @@ var require_readShebang = __commonJS({
 var require_parse = __commonJS({
   "node_modules/cross-spawn/lib/parse.js"(exports, module) {
     "use strict";
-    var path52 = __require("path");
+    var path53 = __require("path");
     var resolveCommand = require_resolveCommand();
     var escape = require_escape();
     var readShebang = require_readShebang();
@@ -7758,7 +7758,7 @@ var require_parse = __commonJS({
       const needsShell = !isExecutableRegExp.test(commandFile);
       if (parsed.options.forceShell || needsShell) {
         const needsDoubleEscapeMetaChars = isCmdShimRegExp.test(commandFile);
-        parsed.command = path52.normalize(parsed.command);
+        parsed.command = path53.normalize(parsed.command);
         parsed.command = escape.command(parsed.command);
         parsed.args = parsed.args.map((arg) => escape.argument(arg, needsDoubleEscapeMetaChars));
         const shellCommand = [parsed.command].concat(parsed.args).join(" ");
@@ -8958,10 +8958,10 @@ function mergeDefs(...defs) {
 function cloneDef(schema) {
   return mergeDefs(schema._zod.def);
 }
-function getElementAtPath(obj, path52) {
-  if (!path52)
+function getElementAtPath(obj, path53) {
+  if (!path53)
     return obj;
-  return path52.reduce((acc, key) => acc?.[key], obj);
+  return path53.reduce((acc, key) => acc?.[key], obj);
 }
 function promiseAllObject(promisesObj) {
   const keys = Object.keys(promisesObj);
@@ -9301,11 +9301,11 @@ function explicitlyAborted(x, startIndex = 0) {
   }
   return false;
 }
-function prefixIssues(path52, issues) {
+function prefixIssues(path53, issues) {
   return issues.map((iss) => {
     var _a3;
     (_a3 = iss).path ?? (_a3.path = []);
-    iss.path.unshift(path52);
+    iss.path.unshift(path53);
     return iss;
   });
 }
@@ -9767,16 +9767,16 @@ function flattenError(error62, mapper = (issue2) => issue2.message) {
 }
 function formatError(error62, mapper = (issue2) => issue2.message) {
   const fieldErrors = { _errors: [] };
-  const processError = (error63, path52 = []) => {
+  const processError = (error63, path53 = []) => {
     for (const issue2 of error63.issues) {
       if (issue2.code === "invalid_union" && issue2.errors.length) {
-        issue2.errors.map((issues) => processError({ issues }, [...path52, ...issue2.path]));
+        issue2.errors.map((issues) => processError({ issues }, [...path53, ...issue2.path]));
       } else if (issue2.code === "invalid_key") {
-        processError({ issues: issue2.issues }, [...path52, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path53, ...issue2.path]);
       } else if (issue2.code === "invalid_element") {
-        processError({ issues: issue2.issues }, [...path52, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path53, ...issue2.path]);
       } else {
-        const fullpath = [...path52, ...issue2.path];
+        const fullpath = [...path53, ...issue2.path];
         if (fullpath.length === 0) {
           fieldErrors._errors.push(mapper(issue2));
         } else {
@@ -9815,17 +9815,17 @@ function formatError(error62, mapper = (issue2) => issue2.message) {
 }
 function treeifyError(error62, mapper = (issue2) => issue2.message) {
   const result = { errors: [] };
-  const processError = (error63, path52 = []) => {
+  const processError = (error63, path53 = []) => {
     var _a3;
     for (const issue2 of error63.issues) {
       if (issue2.code === "invalid_union" && issue2.errors.length) {
-        issue2.errors.map((issues) => processError({ issues }, [...path52, ...issue2.path]));
+        issue2.errors.map((issues) => processError({ issues }, [...path53, ...issue2.path]));
       } else if (issue2.code === "invalid_key") {
-        processError({ issues: issue2.issues }, [...path52, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path53, ...issue2.path]);
       } else if (issue2.code === "invalid_element") {
-        processError({ issues: issue2.issues }, [...path52, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path53, ...issue2.path]);
       } else {
-        const fullpath = [...path52, ...issue2.path];
+        const fullpath = [...path53, ...issue2.path];
         if (fullpath.length === 0) {
           result.errors.push(mapper(issue2));
           continue;
@@ -9864,8 +9864,8 @@ function treeifyError(error62, mapper = (issue2) => issue2.message) {
 }
 function toDotPath(_path) {
   const segs = [];
-  const path52 = _path.map((seg) => typeof seg === "object" ? seg.key : seg);
-  for (const seg of path52) {
+  const path53 = _path.map((seg) => typeof seg === "object" ? seg.key : seg);
+  for (const seg of path53) {
     if (typeof seg === "number")
       segs.push(`[${seg}]`);
     else if (typeof seg === "symbol")
@@ -27003,13 +27003,13 @@ function resolveRef(ref, ctx) {
   if (!ref.startsWith("#")) {
     throw new Error("External $ref is not supported, only local refs (#/...) are allowed");
   }
-  const path52 = ref.slice(1).split("/").filter(Boolean);
-  if (path52.length === 0) {
+  const path53 = ref.slice(1).split("/").filter(Boolean);
+  if (path53.length === 0) {
     return ctx.rootSchema;
   }
   const defsKey = ctx.version === "draft-2020-12" ? "$defs" : "definitions";
-  if (path52[0] === defsKey) {
-    const key = path52[1] === void 0 ? void 0 : decodeJSONPointerSegment(path52[1]);
+  if (path53[0] === defsKey) {
+    const key = path53[1] === void 0 ? void 0 : decodeJSONPointerSegment(path53[1]);
     if (!key || !ctx.defs[key]) {
       throw new Error(`Reference not found: ${ref}`);
     }
@@ -28242,9 +28242,9 @@ function resolveConfig(raw, file2) {
 }
 
 // src/pipeline.ts
-import { mkdtemp as mkdtemp8 } from "node:fs/promises";
+import { mkdtemp as mkdtemp9 } from "node:fs/promises";
 import os10 from "node:os";
-import path44 from "node:path";
+import path45 from "node:path";
 
 // src/config/check-files.ts
 async function checkConfigFiles(config2) {
@@ -28415,7 +28415,7 @@ async function claimBuildDir(c3, logger) {
     if (e.startsWith(STAGING_PREFIX))
       await rm2(path5.join(c3.dir, e), { recursive: true, force: true });
 }
-var WORK_DIR_ENTRIES = ["root", "trace", "pruned", "self-check"];
+var WORK_DIR_ENTRIES = ["root", "trace", "pruned", "self-check", "lua", "verify"];
 async function inspectBuildDirs(o2) {
   const where = { projectRoot: o2.projectRoot, configDir: o2.configDir };
   await checkBuildDir("--out", o2.outDir, where);
@@ -29577,7 +29577,7 @@ function checkElf(elf, p2, arch, what) {
   if (elf.type !== "EXEC" && elf.type !== "DYN")
     throw new EntrypointError(`${what}: ${p2} is an ELF ${elf.type} file, not an executable`);
 }
-async function checkEntrypoint(root, command0, arch) {
+async function checkEntrypoint(_ctx, { root, command0, arch }) {
   const chain = [];
   let p2 = command0;
   let what = `service.command[0] ${command0}`;
@@ -34046,13 +34046,13 @@ var logOutputSync = ({ serializedResult, fdNumber: fdNumber2, state, verboseInfo
   }
 };
 var writeToFiles = (serializedResult, stdioItems, outputFiles) => {
-  for (const { path: path52, append } of stdioItems.filter(({ type }) => FILE_TYPES.has(type))) {
-    const pathString2 = typeof path52 === "string" ? path52 : path52.toString();
+  for (const { path: path53, append } of stdioItems.filter(({ type }) => FILE_TYPES.has(type))) {
+    const pathString2 = typeof path53 === "string" ? path53 : path53.toString();
     if (append || outputFiles.has(pathString2)) {
-      appendFileSync(path52, serializedResult);
+      appendFileSync(path53, serializedResult);
     } else {
       outputFiles.add(pathString2);
-      writeFileSync(path52, serializedResult);
+      writeFileSync(path53, serializedResult);
     }
   }
 };
@@ -40468,7 +40468,17 @@ async function readCached(dir, logger) {
   await rm6(dir, { recursive: true, force: true });
   return void 0;
 }
-async function buildLua(spec, opts) {
+async function buildLua(ctx, input2) {
+  const { cacheDir: cacheDir2, buildrootDir, fetch: fetch2, ...spec } = input2;
+  const opts = {
+    store: ctx.store,
+    logger: ctx.logger,
+    cacheDir: cacheDir2,
+    buildrootDir,
+    workDir: ctx.work.lua,
+    fetch: fetch2,
+    signal: ctx.signal
+  };
   const started = Date.now();
   checkLuaVersion(spec.version);
   const { logger } = opts;
@@ -40510,7 +40520,8 @@ async function buildLua(spec, opts) {
     },
     { ...opts.fetch, signal: opts.signal }
   );
-  const work = await mkdtemp4(path19.join(opts.workDir ?? os7.tmpdir(), "lhc-lua-"));
+  await mkdir4(opts.workDir, { recursive: true });
+  const work = await mkdtemp4(path19.join(opts.workDir, "lhc-lua-"));
   try {
     const srcParent = path19.join(work, "src");
     await mkdir4(srcParent);
@@ -40579,13 +40590,13 @@ function configInputs(config2) {
   }
   return inputs;
 }
-async function fetchInputs(config2, opts) {
+async function fetchInputs(ctx, { config: config2, fetch: fetch2 }) {
   const out = [];
   for (const input2 of configInputs(config2)) {
     out.push({
       name: input2.name,
       sha256: input2.sha256,
-      path: await opts.store.fetch(input2, opts.fetch)
+      path: await ctx.store.fetch(input2, fetch2)
     });
   }
   return out;
@@ -41938,7 +41949,8 @@ async function requireDir(dir, what) {
   }
   if (!st2.isDirectory()) throw new UserError(`${what} ${dir} is not a directory`);
 }
-async function packImage(o2) {
+async function packImage(ctx, input2) {
+  const o2 = { ...input2, outDir: ctx.outDir, logger: ctx.logger, signal: ctx.signal };
   const dataPath = o2.dataPath ?? "/data";
   const names = artifactNames(o2.name, o2.fileNames);
   await requireDir(o2.root, "root");
@@ -42132,12 +42144,12 @@ async function writePrunedRoot(root, all, kept, mounts, prunedRoot, logger) {
 }
 
 // src/stages/prune.ts
-async function pruneRoot(root, trace, config2, opts) {
-  const { logger } = opts;
+async function pruneRoot(ctx, { root, trace, config: config2 }) {
+  const { logger } = ctx;
   const all = walkRoot(root);
   const closure = await computeClosure(root, all, trace, config2, logger);
-  const prunedRoot = path30.join(opts.outDir, "root");
-  const dataDir = path30.join(opts.outDir, "data");
+  const prunedRoot = path30.join(ctx.work.pruned, "root");
+  const dataDir = path30.join(ctx.work.pruned, "data");
   const list = await writePrunedRoot(
     root,
     all,
@@ -42152,6 +42164,11 @@ async function pruneRoot(root, trace, config2, opts) {
   return { prunedRoot, dataDir, report };
 }
 
+// src/core/stage.ts
+import { mkdtemp as mkdtemp6, rmdir } from "node:fs/promises";
+import os9 from "node:os";
+import path32 from "node:path";
+
 // src/core/work-layout.ts
 import path31 from "node:path";
 function workLayout(dir) {
@@ -42161,7 +42178,9 @@ function workLayout(dir) {
     root: path31.join(abs, "root"),
     trace: path31.join(abs, "trace"),
     pruned: path31.join(abs, "pruned"),
-    selfCheck: path31.join(abs, "self-check")
+    selfCheck: path31.join(abs, "self-check"),
+    lua: path31.join(abs, "lua"),
+    verify: path31.join(abs, "verify")
   };
 }
 function traceScratch(dir) {
@@ -42183,6 +42202,27 @@ function selfCheckScratch(dir) {
   };
 }
 
+// src/core/stage.ts
+function stageContext(o2) {
+  return {
+    logger: o2.logger,
+    store: o2.store ?? new Store(void 0, o2.logger),
+    work: workLayout(o2.workDir),
+    outDir: path32.resolve(o2.outDir ?? o2.workDir),
+    env: o2.env ?? process.env,
+    ...o2.signal ? { signal: o2.signal } : {}
+  };
+}
+async function withScratchContext(o2, fn) {
+  const ctx = stageContext({ ...o2, workDir: await mkdtemp6(path32.join(os9.tmpdir(), "lhc-")) });
+  try {
+    return await fn(ctx);
+  } finally {
+    for (const d of [ctx.work.lua, ctx.work.verify, ctx.work.dir])
+      await rmdir(d).catch(() => void 0);
+  }
+}
+
 // src/stages/root.ts
 import { createHash as createHash7 } from "node:crypto";
 import {
@@ -42194,7 +42234,7 @@ import {
   rmSync as rmSync2
 } from "node:fs";
 import { mkdir as mkdir11, rename as rename5, rm as rm12, stat as stat6 } from "node:fs/promises";
-import path34 from "node:path";
+import path35 from "node:path";
 
 // src/root/extract.ts
 import { once as once9 } from "node:events";
@@ -42217,8 +42257,8 @@ import {
   writeSync,
   readlinkSync as readlinkSync2
 } from "node:fs";
-import { mkdir as mkdir10, mkdtemp as mkdtemp6, rm as rm11, stat as stat5 } from "node:fs/promises";
-import path32 from "node:path";
+import { mkdir as mkdir10, mkdtemp as mkdtemp7, rm as rm11, stat as stat5 } from "node:fs/promises";
+import path33 from "node:path";
 import { createGunzip } from "node:zlib";
 var ExtractError = class extends UserError {
   constructor(archive, entry, reason) {
@@ -42379,7 +42419,7 @@ var Extractor = class {
   }
   writeFile(entry, name, parts) {
     const parent = this.parentOf(name, parts);
-    const host = path32.join(parent, parts[parts.length - 1]);
+    const host = path33.join(parent, parts[parts.length - 1]);
     const flags = fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW;
     let fd;
     try {
@@ -42441,7 +42481,7 @@ var Extractor = class {
       return;
     }
     const parent = this.parentOf(name, parts);
-    const host = path32.join(parent, parts[parts.length - 1]);
+    const host = path33.join(parent, parts[parts.length - 1]);
     try {
       mkdirSync2(host, { mode: 448 });
       this.summary.dirs++;
@@ -42469,7 +42509,7 @@ var Extractor = class {
     if (!lstatSync4(targetHost).isFile())
       this.fail(name, `hardlink target '${linkpath}' is no longer a regular file`);
     const parent = this.parentOf(name, parts);
-    const host = path32.join(parent, parts[parts.length - 1]);
+    const host = path33.join(parent, parts[parts.length - 1]);
     try {
       linkSync(targetHost, host);
     } catch (e) {
@@ -42486,7 +42526,7 @@ var Extractor = class {
   finish() {
     for (const s3 of this.symlinks) {
       const parent = this.parentOf(s3.name, s3.parts);
-      const host = path32.join(parent, s3.parts[s3.parts.length - 1]);
+      const host = path33.join(parent, s3.parts[s3.parts.length - 1]);
       try {
         symlinkSync(s3.target, host);
       } catch (e) {
@@ -42531,7 +42571,7 @@ function bombError(archive, cap, compressedSize, opts) {
   );
 }
 async function xzToTemp(archive, tmpDir, cap, compressedSize, opts, logger) {
-  const out = path32.join(tmpDir, "archive.tar");
+  const out = path33.join(tmpDir, "archive.tar");
   const script = 'set -o pipefail; xz -dc -- "$1" | head -c "$2" > "$3"';
   const r = await run(["bash", "-c", script, "bash", archive, String(cap + 1), out], {
     reject: false,
@@ -42602,7 +42642,7 @@ async function extractTarball(archive, dest, opts = {}) {
       code === "EEXIST" ? `extraction target ${dest} already exists: extraction needs a fresh directory` : `cannot create extraction target ${dest}: ${code ?? String(e)}`
     );
   }
-  const tmpDir = compression === "xz" ? await mkdtemp6(path32.join(path32.dirname(dest), ".lhc-xz-")) : void 0;
+  const tmpDir = compression === "xz" ? await mkdtemp7(path33.join(path33.dirname(dest), ".lhc-xz-")) : void 0;
   const ex = new Extractor(archive, dest, compression, opts);
   try {
     let source;
@@ -42670,15 +42710,15 @@ import {
   lchownSync as lchownSync2
 } from "node:fs";
 import { open as open6 } from "node:fs/promises";
-import path33 from "node:path";
+import path34 from "node:path";
 function hostPathFor(root, dst) {
-  const dir = path33.posix.dirname(dst);
+  const dir = path34.posix.dirname(dst);
   const parent = resolveInRoot(root, dir, { createMissing: true });
   if (!parent.exists) mkdirSync3(parent.host, { mode: 493 });
   else if (!lstatSync5(parent.host).isDirectory())
     throw new UserError(`cannot install ${dst}: ${parent.inRoot} in the root is not a directory`);
-  const name = path33.posix.basename(dst);
-  return { host: path33.join(parent.host, name), inRoot: path33.posix.join(parent.inRoot, name) };
+  const name = path34.posix.basename(dst);
+  return { host: path34.join(parent.host, name), inRoot: path34.posix.join(parent.inRoot, name) };
 }
 function clearForFile(host, dst) {
   let st2;
@@ -42732,8 +42772,8 @@ function normalizedMode(st2) {
 async function copyTree(root, srcDir, dst, stats = { files: 0, dirs: 0, symlinks: 0 }) {
   ensureDir(root, dst, 493);
   for (const name of readdirSync3(srcDir).sort()) {
-    const src = path33.join(srcDir, name);
-    const to2 = path33.posix.join(dst, name);
+    const src = path34.join(srcDir, name);
+    const to2 = path34.posix.join(dst, name);
     const st2 = lstatSync5(src);
     if (st2.isDirectory()) {
       stats.dirs++;
@@ -42821,7 +42861,7 @@ function treeBytes(dir) {
   let total = 0;
   const walk = (d) => {
     for (const name of readdirSync4(d)) {
-      const p2 = path34.join(d, name);
+      const p2 = path35.join(d, name);
       const st2 = lstatSync6(p2, { bigint: false });
       if (st2.isDirectory()) walk(p2);
       else if (st2.isFile()) {
@@ -42849,8 +42889,8 @@ async function runInRoot(root, command, opts) {
     machineName: `lhc-root-${process.pid}`,
     resolvConf: opts.hostDns ? "bind-host" : "off"
   });
-  const etcIsDir = lstatOrUndefined2(path34.join(root, "etc"))?.isDirectory() ?? false;
-  const resolvConf = path34.join(root, "etc", "resolv.conf");
+  const etcIsDir = lstatOrUndefined2(path35.join(root, "etc"))?.isDirectory() ?? false;
+  const resolvConf = path35.join(root, "etc", "resolv.conf");
   const hadResolvConf = !etcIsDir || lstatOrUndefined2(resolvConf) !== void 0;
   try {
     const r = await run(argv, {
@@ -42901,8 +42941,8 @@ async function debianBaseTarball(base, arch, opts) {
     packages: base.packages,
     mirrors
   });
-  const dir = opts.basesDir ?? path34.join(cacheDir(), "bases");
-  const out = path34.join(dir, `${key}.tar`);
+  const dir = opts.basesDir ?? path35.join(cacheDir(), "bases");
+  const out = path35.join(dir, `${key}.tar`);
   if (existsSync9(out)) {
     opts.logger.info(
       `debian base ${base.suite} (${base.packages.join(", ") || "no extra packages"}): cached ${out}`
@@ -42910,7 +42950,7 @@ async function debianBaseTarball(base, arch, opts) {
     return out;
   }
   await mkdir11(dir, { recursive: true });
-  const tmp = path34.join(dir, `.tmp-${key}-${process.pid}.tar`);
+  const tmp = path35.join(dir, `.tmp-${key}-${process.pid}.tar`);
   opts.logger.info(
     `debian base: mmdebstrap ${base.suite} ${debArch} with ${base.packages.join(", ") || "no extra packages"} (${mirrors.length ? "host apt sources" : "mmdebstrap's default mirror"}; takes minutes under QEMU)`
   );
@@ -42966,9 +43006,15 @@ function describeExtract(s3) {
   const skipped = s3.skipped.devices + s3.skipped.fifos + s3.skipped.other;
   return `${s3.files} files, ${s3.dirs} dirs, ${s3.symlinks} symlinks, ${s3.hardlinks} hardlinks, ${s3.bytes} bytes` + (skipped ? `; skipped ${s3.skipped.devices} device nodes, ${s3.skipped.fifos} fifos, ${s3.skipped.other} other` : "") + (s3.setidStripped ? `; setuid/setgid removed from ${s3.setidStripped}` : "");
 }
-async function assembleRoot(config2, opts) {
+async function assembleRoot(ctx, { config: config2, ...input2 }) {
+  const opts = {
+    ...input2,
+    store: ctx.store,
+    logger: ctx.logger,
+    signal: ctx.signal
+  };
   const { logger } = opts;
-  const root = path34.join(opts.workDir, "root");
+  const root = ctx.work.root;
   const base = config2.base;
   if (config2.prepare !== void 0 && base.type === "scratch") {
     throw new ConfigError(
@@ -42983,7 +43029,7 @@ async function assembleRoot(config2, opts) {
       }
       const tarball = base.type === "tarball" ? await tarballPath(base, opts) : await debianBaseTarball(base, config2.arch, opts);
       const s3 = await extractTarball(tarball, root, { logger });
-      logger.info(`extracted ${path34.basename(tarball)}: ${describeExtract(s3)}`);
+      logger.info(`extracted ${path35.basename(tarball)}: ${describeExtract(s3)}`);
       for (const d of NSPAWN_DIRS) ensureDir(root, d, d === "/tmp" ? 1023 : 493);
     });
     if (config2.prepare !== void 0) {
@@ -43235,12 +43281,12 @@ function responseDiff(name, before, after) {
 
 // src/harness/mounts.ts
 import { existsSync as existsSync10 } from "node:fs";
-import { readFile as readFile6, readdir as readdir5, rm as rm13, rmdir } from "node:fs/promises";
-import path36 from "node:path";
+import { readFile as readFile6, readdir as readdir5, rm as rm13, rmdir as rmdir2 } from "node:fs/promises";
+import path37 from "node:path";
 
 // src/verify/hardening.ts
 import { readFile as readFile5 } from "node:fs/promises";
-import path35 from "node:path";
+import path36 from "node:path";
 function unescape(field2) {
   return field2.replace(/\\([0-7]{3})/g, (_2, o2) => String.fromCharCode(parseInt(o2, 8)));
 }
@@ -43417,13 +43463,13 @@ function resolveInImage(entries, p2, depth = 0) {
   let cur = "/";
   for (let i2 = 0; i2 < parts.length; i2++) {
     if (parts[i2] === "..") {
-      cur = path35.posix.dirname(cur);
+      cur = path36.posix.dirname(cur);
       continue;
     }
-    const next = path35.posix.join(cur, parts[i2]);
+    const next = path36.posix.join(cur, parts[i2]);
     const e = entries.get(next);
     if (e?.kind === "symlink" && depth < 40) {
-      const target = e.target.startsWith("/") ? e.target : path35.posix.join(cur, e.target);
+      const target = e.target.startsWith("/") ? e.target : path36.posix.join(cur, e.target);
       const rest = parts.slice(i2 + 1).join("/");
       return resolveInImage(entries, rest ? `${target}/${rest}` : target, depth + 1);
     }
@@ -43437,7 +43483,7 @@ function checkNoInterpreters(entries, command0) {
   const own2 = resolveInImage(byPath2, command0);
   const found = [];
   for (const e of entries) {
-    if (e.kind === "dir" || !INTERPRETER_NAME.test(path35.posix.basename(e.path))) continue;
+    if (e.kind === "dir" || !INTERPRETER_NAME.test(path36.posix.basename(e.path))) continue;
     if (e.kind === "file" && !e.executable) continue;
     if (e.path === command0 || resolveInImage(byPath2, e.path) === own2) continue;
     found.push(e.kind === "symlink" ? `${e.path} -> ${e.target}` : e.path);
@@ -43624,7 +43670,7 @@ async function loopBackingFile(dev) {
 async function releaseLoop(dev, image, logger) {
   for (let i2 = 0; i2 < 20; i2++) {
     const backing = await loopBackingFile(dev);
-    if (backing === void 0 || path36.resolve(backing.replace(/ \(deleted\)$/, "")) !== path36.resolve(image))
+    if (backing === void 0 || path37.resolve(backing.replace(/ \(deleted\)$/, "")) !== path37.resolve(image))
       return;
     await sleep(100);
   }
@@ -43634,9 +43680,9 @@ async function releaseLoop(dev, image, logger) {
 async function removeWorkDir(workDir, mountPoints2) {
   for (const m2 of mountPoints2) {
     if (await mountAt(m2)) throw new Error(`${m2} is still mounted; leaving ${workDir} in place`);
-    if (existsSync10(m2)) await rmdir(m2).catch(() => void 0);
+    if (existsSync10(m2)) await rmdir2(m2).catch(() => void 0);
   }
-  if (existsSync10(workDir) && (await readdir5(workDir)).every((n2) => !mountPoints2.includes(path36.join(workDir, n2)))) {
+  if (existsSync10(workDir) && (await readdir5(workDir)).every((n2) => !mountPoints2.includes(path37.join(workDir, n2)))) {
     await rm13(workDir, { recursive: true, force: true });
   }
 }
@@ -43669,7 +43715,7 @@ async function bindReadOnly(source, target, logger) {
 
 // src/harness/run.ts
 import { readFile as readFile8, rm as rm14 } from "node:fs/promises";
-import path37 from "node:path";
+import path38 from "node:path";
 
 // src/harness/listen.ts
 import { readFile as readFile7 } from "node:fs/promises";
@@ -43786,7 +43832,7 @@ async function probeListening(config2, pid, port2, probe, o2) {
     );
     return { body: r2.stdoutBytes };
   }
-  const bodyFile = path37.join(o2.workDir, `probe-${probe.name}.body`);
+  const bodyFile = path38.join(o2.workDir, `probe-${probe.name}.body`);
   await rm14(bodyFile, { force: true });
   const url3 = `http://127.0.0.1:${port2}${probe.path}`;
   const curl = ["curl", "-s", "-S", "-o", bodyFile, "-w", "%{http_code}"];
@@ -43860,7 +43906,8 @@ async function runProbes(config2, t, o2) {
 }
 
 // src/stages/self-check.ts
-async function selfCheck(config2, prunedRoot, unprunedResponses, opts) {
+async function selfCheck(ctx, { config: config2, prunedRoot, unprunedResponses, ...input2 }) {
+  const opts = { ...input2, workDir: ctx.work.selfCheck, logger: ctx.logger, signal: ctx.signal };
   await mkdir12(opts.workDir, { recursive: true });
   const { view, data: dataDir } = selfCheckScratch(opts.workDir);
   await rm15(dataDir, { recursive: true, force: true });
@@ -43907,19 +43954,19 @@ ${diffs.join("\n")}`
 
 // src/stages/trace.ts
 import { mkdir as mkdir13, rm as rm17, stat as stat7, writeFile as writeFile5 } from "node:fs/promises";
-import path39 from "node:path";
+import path40 from "node:path";
 
 // src/trace/hook.ts
 import { readFile as readFile9, rm as rm16 } from "node:fs/promises";
-import path38 from "node:path";
+import path39 from "node:path";
 
 // src/trace/fifo.ts
 import { randomBytes as randomBytes4 } from "node:crypto";
 import { closeSync as closeSync3, constants as constants7, openSync as openSync3, read, writeSync as writeSync2 } from "node:fs";
 var TraceFifo = class _TraceFifo {
-  constructor(path52) {
-    this.path = path52;
-    this.fd = openSync3(path52, constants7.O_RDWR);
+  constructor(path53) {
+    this.path = path53;
+    this.fd = openSync3(path53, constants7.O_RDWR);
     this.done = this.pump();
   }
   path;
@@ -43931,9 +43978,9 @@ var TraceFifo = class _TraceFifo {
   done;
   closed = false;
   /** Creates the FIFO (mode 0666: the service may run as any user) and starts reading it. */
-  static async create(path52) {
-    await run(["mkfifo", "-m", "0666", path52]);
-    return new _TraceFifo(path52);
+  static async create(path53) {
+    await run(["mkfifo", "-m", "0666", path53]);
+    return new _TraceFifo(path53);
   }
   async pump() {
     const buf = Buffer.alloc(256 * 1024);
@@ -43988,7 +44035,7 @@ function qemuTraceHook(dir) {
     env: qemuFifoEnv(),
     binds: [{ host: dir, container: TRACE_MOUNT }],
     async begin(argv) {
-      const fifoPath = path38.join(dir, QEMU_TRACE_FILE);
+      const fifoPath = path39.join(dir, QEMU_TRACE_FILE);
       await rm16(fifoPath, { force: true });
       const fifo = await TraceFifo.create(fifoPath);
       return { argv, end: async () => ({ text: await fifo.finish() }) };
@@ -43998,7 +44045,7 @@ function qemuTraceHook(dir) {
 function straceHook(dir) {
   return {
     async begin(argv, index) {
-      const file2 = path38.join(dir, index === void 0 ? "strace.log" : `strace.${index}.log`);
+      const file2 = path39.join(dir, index === void 0 ? "strace.log" : `strace.${index}.log`);
       return {
         argv: ["strace", ...STRACE_FLAGS, "-o", file2, "--", ...argv],
         end: async () => ({ text: await readFile9(file2, "utf8").catch(() => ""), file: file2 })
@@ -44463,10 +44510,11 @@ async function isDir(p2) {
     () => false
   );
 }
-async function traceService(config2, root, opts) {
-  const { logger, workDir } = opts;
+async function traceService(ctx, { config: config2, root, arch }) {
+  const { logger } = ctx;
+  const workDir = ctx.work.trace;
   if (!await isDir(root)) throw new UserError(`root directory ${root} does not exist`);
-  const emulated = (opts.arch ?? hostArch()) !== config2.arch;
+  const emulated = (arch ?? hostArch()) !== config2.arch;
   const entry = resolveTraced(root, config2.service.command[0]);
   if (!entry.exists || entry.kind !== "file") {
     throw new UserError(
@@ -44495,7 +44543,7 @@ async function traceService(config2, root, opts) {
           privileged: true
         });
       }
-      const dirs = [TRACE_MOUNT, config2.data.path, "/usr"].map((p2) => path39.join(copy, p2));
+      const dirs = [TRACE_MOUNT, config2.data.path, "/usr"].map((p2) => path40.join(copy, p2));
       await run(["mkdir", "-p", "-m", "0755", "--", ...dirs], { privileged: true });
     });
     await seedDataDir(config2, root, dataDir);
@@ -44509,7 +44557,7 @@ async function traceService(config2, root, opts) {
           workDir,
           logger,
           hook: emulated ? qemuTraceHook(traceDir) : straceHook(traceDir),
-          ...opts.signal ? { signal: opts.signal } : {}
+          ...ctx.signal ? { signal: ctx.signal } : {}
         }
       )
     );
@@ -44525,7 +44573,7 @@ async function traceService(config2, root, opts) {
     for (const [i2, { text }] of probed.records.entries()) {
       const parsed = emulated ? parseQemuStrace(text, parseOpts) : parseHostStrace(text, parseOpts);
       if (emulated) {
-        const file2 = path39.join(traceDir, `qemu.${i2}.txt`);
+        const file2 = path40.join(traceDir, `qemu.${i2}.txt`);
         await writeFile5(file2, text);
         traceFiles.push(file2);
       }
@@ -44590,13 +44638,12 @@ async function traceService(config2, root, opts) {
 // src/stages/verify.ts
 import { setMaxListeners as setMaxListeners2 } from "node:events";
 import { existsSync as existsSync12 } from "node:fs";
-import { mkdir as mkdir14, mkdtemp as mkdtemp7 } from "node:fs/promises";
-import os9 from "node:os";
-import path43 from "node:path";
+import { mkdir as mkdir14, mkdtemp as mkdtemp8 } from "node:fs/promises";
+import path44 from "node:path";
 
 // src/harness/limits.ts
 import { existsSync as existsSync11 } from "node:fs";
-import path40 from "node:path";
+import path41 from "node:path";
 var CGROUP_V1 = "/sys/fs/cgroup";
 var WRAPPER = [
   "set -e",
@@ -44626,15 +44673,15 @@ function limitedArgv(argv, cg, l) {
   ];
 }
 function hasCgroupV1Limits() {
-  return (existsSync11(path40.join(CGROUP_V1, "memory/memory.limit_in_bytes")) || existsSync11(path40.join(CGROUP_V1, "memory/cgroup.procs"))) && existsSync11(path40.join(CGROUP_V1, "pids/cgroup.procs"));
+  return (existsSync11(path41.join(CGROUP_V1, "memory/memory.limit_in_bytes")) || existsSync11(path41.join(CGROUP_V1, "memory/cgroup.procs"))) && existsSync11(path41.join(CGROUP_V1, "pids/cgroup.procs"));
 }
 async function createLimitCgroups(name, logger) {
   const cg = {
-    memory: path40.join(CGROUP_V1, "memory", name),
-    pids: path40.join(CGROUP_V1, "pids", name)
+    memory: path41.join(CGROUP_V1, "memory", name),
+    pids: path41.join(CGROUP_V1, "pids", name)
   };
-  if (existsSync11(path40.join(CGROUP_V1, "cpu/cpu.cfs_quota_us")))
-    cg.cpu = path40.join(CGROUP_V1, "cpu", name);
+  if (existsSync11(path41.join(CGROUP_V1, "cpu/cpu.cfs_quota_us")))
+    cg.cpu = path41.join(CGROUP_V1, "cpu", name);
   await run(["mkdir", cg.memory, cg.pids, ...cg.cpu ? [cg.cpu] : []], {
     privileged: true,
     logger
@@ -44828,7 +44875,7 @@ async function runLoad(requests, concurrency, one, signal) {
 
 // src/verify/probes.ts
 import { readFile as readFile10 } from "node:fs/promises";
-import path41 from "node:path";
+import path42 from "node:path";
 async function readFixtures(probes) {
   const out = /* @__PURE__ */ new Map();
   for (const p2 of probes) {
@@ -44890,7 +44937,7 @@ async function curlProbe(probe, expected, svc, workDir, opts, timeoutMs) {
   const { host, port: port2 } = svc.clientTarget;
   const name = `${probe.name} (curl)`;
   const seconds = String(Math.ceil(timeoutMs / 1e3));
-  const bodyFile = path41.join(workDir, "curl-body");
+  const bodyFile = path42.join(workDir, "curl-body");
   const url3 = probe.type === "gopher" ? gopherUrl(host, port2, probe.selector) : `http://${host}:${port2}${probe.path}`;
   const curl = [
     "curl",
@@ -44925,7 +44972,7 @@ async function curlProbe(probe, expected, svc, workDir, opts, timeoutMs) {
 
 // src/harness/service.ts
 import { statSync as statSync2 } from "node:fs";
-import path42 from "node:path";
+import path43 from "node:path";
 var FORWARDER = `
 const net = require('net');
 const fs = require('fs');
@@ -45026,7 +45073,7 @@ ${stderr}`
 ${stderr}`
     );
   }
-  const sockPath = path42.join(state.workDir, "service.sock");
+  const sockPath = path43.join(state.workDir, "service.sock");
   const nsenter = (a2) => ["nsenter", "-t", String(payload.pid), "-n", ...a2];
   state.forwarder = start(nsenter([process.execPath, "-e", FORWARDER, sockPath, String(port2)]), {
     privileged: true,
@@ -45043,6 +45090,13 @@ ${stderr}`
     clientArgv: (a2) => ({ argv: nsenter(a2), privileged: true }),
     payload: async () => alive(payload) ? payload : void 0
   };
+}
+function serviceLog(stderr, lines = 30) {
+  const noise = /^(Listening on |Communication attempt on fd|Connection from |Spawned |Execing |Child \d+ died with code 0$|Attempted to remove disk file system under "\/run\/systemd\/nspawn\/propagate\/)/;
+  return tail(
+    stderr.split("\n").filter((l) => !noise.test(l)).join("\n"),
+    lines
+  );
 }
 
 // src/stages/verify.ts
@@ -45081,7 +45135,7 @@ async function withLimits(argv, state, config2, logger) {
     );
     return argv;
   }
-  state.limitCgroups = await createLimitCgroups(`lhc-${path43.basename(state.workDir)}`, logger);
+  state.limitCgroups = await createLimitCgroups(`lhc-${path44.basename(state.workDir)}`, logger);
   logger.info(
     `limits per container: memory ${humanBytes(l.memory)}, ${l.tasks} tasks, cpu ${l.cpu} %, ${l.nofile} open files`
   );
@@ -45158,11 +45212,12 @@ function combinedSignal(opts, concurrency) {
   };
 }
 async function mustExist(file2, what) {
-  const abs = path43.resolve(file2);
+  const abs = path44.resolve(file2);
   if (!existsSync12(abs)) throw new UserError(`${what} ${file2} does not exist`);
   return abs;
 }
-async function verifyImage(options) {
+async function verifyImage(ctx, input2) {
+  const options = { ...input2, logger: ctx.logger, signal: ctx.signal };
   const { config: config2, logger } = options;
   const image = await mustExist(options.image, "image");
   const dataTemplate = await mustExist(options.dataTemplate, "data template");
@@ -45176,11 +45231,12 @@ async function verifyImage(options) {
     throw new UserError(`--concurrency must be a whole number \u2265 1, got ${concurrency}`);
   const { signal, dispose: disposeSignal } = combinedSignal(options, concurrency);
   const opts = { ...options, signal };
-  const workDir = await mkdtemp7(path43.join(os9.tmpdir(), "lhc-verify-"));
+  await mkdir14(ctx.work.verify, { recursive: true });
+  const workDir = await mkdtemp8(path44.join(ctx.work.verify, "lhc-verify-"));
   const state = {
     workDir,
-    rootDir: path43.join(workDir, config2.name),
-    dataDir: path43.join(workDir, "data"),
+    rootDir: path44.join(workDir, config2.name),
+    dataDir: path44.join(workDir, "data"),
     sockets: /* @__PURE__ */ new Set(),
     payloads: []
   };
@@ -45200,7 +45256,7 @@ async function verifyImage(options) {
         `image ${image} mounted read-only at ${state.rootDir} (${state.image.loopDevice})`
       );
       for (const needed of mountPoints(config2.data.path)) {
-        if (!existsSync12(path43.join(state.rootDir, needed))) {
+        if (!existsSync12(path44.join(state.rootDir, needed))) {
           throw new UserError(
             `the image has no ${needed} directory; a read-only root needs every mount point (add it to the root)`
           );
@@ -45320,13 +45376,6 @@ async function verifyImage(options) {
   if (!outcome.ok && state.serviceStderr) outcome.serviceLog = serviceLog(state.serviceStderr);
   return outcome;
 }
-function serviceLog(stderr, lines = 30) {
-  const noise = /^(Listening on |Communication attempt on fd|Connection from |Spawned |Execing |Child \d+ died with code 0$|Attempted to remove disk file system under "\/run\/systemd\/nspawn\/propagate\/)/;
-  return tail(
-    stderr.split("\n").filter((l) => !noise.test(l)).join("\n"),
-    lines
-  );
-}
 
 // src/pipeline.ts
 async function build(config2, opts) {
@@ -45334,7 +45383,7 @@ async function build(config2, opts) {
   await checkConfigFiles(config2);
   const timings = [];
   const stage = async (name, fn) => {
-    opts.signal?.throwIfAborted();
+    ctx.signal?.throwIfAborted();
     const started = Date.now();
     try {
       return await logger.group(name, fn);
@@ -45342,7 +45391,7 @@ async function build(config2, opts) {
       timings.push({ stage: name, seconds: (Date.now() - started) / 1e3 });
     }
   };
-  const outDir = path44.resolve(opts.outDir);
+  const outDir = path45.resolve(opts.outDir);
   const names = artifactNames(config2.name, {
     image: config2.outputs.image,
     dataTemplate: config2.outputs["data-template"],
@@ -45357,26 +45406,23 @@ async function build(config2, opts) {
     configDir: config2.dir
   });
   const callerUmask = process.umask(18);
-  let work;
+  let ctx;
   try {
     await claimBuildDirs(dirs, logger);
-    work = workLayout(
-      dirs.work?.dir ?? await mkdtemp8(path44.join(os10.tmpdir(), `lhc-${config2.name}-`))
-    );
+    ctx = stageContext({
+      logger,
+      workDir: dirs.work?.dir ?? await mkdtemp9(path45.join(os10.tmpdir(), `lhc-${config2.name}-`)),
+      outDir,
+      ...opts.store ? { store: opts.store } : {},
+      ...opts.env ? { env: opts.env } : {},
+      ...opts.signal ? { signal: opts.signal } : {}
+    });
   } catch (e) {
     process.umask(callerUmask);
     throw e;
   }
+  const { work } = ctx;
   const workDir = work.dir;
-  const store = opts.store ?? new Store(void 0, logger);
-  const ctx = {
-    logger,
-    store,
-    work,
-    outDir,
-    env: opts.env ?? process.env,
-    ...opts.signal ? { signal: opts.signal } : {}
-  };
   const removeWorkDir2 = registerCleanup(`work dir ${workDir}`, async () => {
     if (opts.keepWorkDir) {
       logger.info(`work dir kept: ${workDir}`);
@@ -45385,20 +45431,18 @@ async function build(config2, opts) {
     await removeTree(workDirRemovals(workDir, dirs.work), { reject: false });
   });
   try {
-    await stage("fetch", () => fetchInputs(config2, { store, logger }));
+    await stage("fetch", () => fetchInputs(ctx, { config: config2 }));
     const lua = config2.lua;
     const luaBuild = lua ? await stage(
       "lua",
-      () => buildLua(
-        {
-          version: lua.version,
-          sha256: lua.sha256,
-          urls: lua.urls,
-          arch: config2.arch,
-          strategy: lua.strategy
-        },
-        { store, logger, cacheDir: opts.cacheDir }
-      )
+      () => buildLua(ctx, {
+        version: lua.version,
+        sha256: lua.sha256,
+        urls: lua.urls,
+        arch: config2.arch,
+        strategy: lua.strategy,
+        cacheDir: opts.cacheDir
+      })
     ) : void 0;
     if (luaBuild)
       logger.info(
@@ -45406,34 +45450,25 @@ async function build(config2, opts) {
       );
     const assembled = await stage("root", async () => {
       await removeTree([work.root]);
-      return assembleRoot(config2, {
-        workDir,
-        store,
-        logger,
+      return assembleRoot(ctx, {
+        config: config2,
         luaPath: luaBuild?.path,
-        signal: opts.signal,
-        basesDir: opts.basesDir ?? (opts.cacheDir ? path44.join(opts.cacheDir, "bases") : void 0)
+        basesDir: opts.basesDir ?? (opts.cacheDir ? path45.join(opts.cacheDir, "bases") : void 0)
       });
     });
-    await checkEntrypoint(assembled.root, config2.service.command[0], config2.arch);
-    const trace = await stage(
-      "trace",
-      () => traceService(config2, assembled.root, {
-        workDir: work.trace,
-        logger,
-        signal: opts.signal
-      })
-    );
+    await checkEntrypoint(ctx, {
+      root: assembled.root,
+      command0: config2.service.command[0],
+      arch: config2.arch
+    });
+    const trace = await stage("trace", () => traceService(ctx, { config: config2, root: assembled.root }));
     const pruned = await stage("prune", async () => {
-      const p2 = await pruneRoot(assembled.root, trace, config2, {
-        outDir: work.pruned,
-        logger
-      });
-      await selfCheck(config2, p2.prunedRoot, trace.responses, {
-        workDir: work.selfCheck,
-        logger,
-        dataDir: p2.dataDir,
-        signal: opts.signal
+      const p2 = await pruneRoot(ctx, { root: assembled.root, trace, config: config2 });
+      await selfCheck(ctx, {
+        config: config2,
+        prunedRoot: p2.prunedRoot,
+        unprunedResponses: trace.responses,
+        dataDir: p2.dataDir
       });
       logger.info("self-check: every probe answers the same from the pruned root");
       return p2;
@@ -45441,32 +45476,29 @@ async function build(config2, opts) {
     await retractSha256Sums(outDir);
     const { packed, manifestDiff } = await stage("pack", async () => {
       const { epoch, source } = await resolveEpoch({
-        env: opts.env ?? process.env,
+        env: ctx.env,
         configEpoch: config2.epoch,
         configFile: config2.file,
         logger
       });
       logger.info(`epoch ${epoch} (from ${source})`);
-      const packed2 = await packImage({
+      const packed2 = await packImage(ctx, {
         root: pruned.prunedRoot,
         dataDir: pruned.dataDir,
         dataPath: config2.data.path,
         name: config2.name,
         epoch,
-        outDir,
-        logger,
         fileNames: {
           image: config2.outputs.image,
           dataTemplate: config2.outputs["data-template"],
           manifest: config2.outputs.manifest
-        },
-        signal: opts.signal
+        }
       });
       let manifestDiff2;
       if (opts.manifestLock) {
         const lock = await checkManifestLock(
           packed2.manifestData,
-          path44.resolve(opts.manifestLock),
+          path45.resolve(opts.manifestLock),
           opts.updateManifest ?? false
         );
         if (lock.updated) {
@@ -45496,14 +45528,12 @@ ${lock.diffText.trimEnd()}`
     );
     const verify = opts.verify === false ? void 0 : await stage(
       "verify",
-      () => verifyImage({
+      () => verifyImage(ctx, {
         config: config2,
         image: packed.image,
         dataTemplate: packed.dataTemplate,
         requests: opts.requests,
-        concurrency: opts.concurrency,
-        logger,
-        signal: opts.signal
+        concurrency: opts.concurrency
       })
     );
     const lockState = opts.manifestLock ? {
@@ -45758,7 +45788,7 @@ options, and the values some options take). Load it in the current shell, or add
 
 // src/cli/commands/diff.ts
 import { readdir as readdir6, stat as stat8 } from "node:fs/promises";
-import path45 from "node:path";
+import path46 from "node:path";
 async function manifestPath(arg) {
   let st2;
   try {
@@ -45773,7 +45803,7 @@ async function manifestPath(arg) {
       `lhc diff: ${arg} is a directory with ${found.length === 0 ? "no" : found.length} *.manifest.json files; name the manifest file`
     );
   }
-  return path45.join(arg, found[0]);
+  return path46.join(arg, found[0]);
 }
 function diffJson(d, files) {
   const entry = (section, e) => ({ section, ...e });
@@ -46005,7 +46035,7 @@ function formatChecks(checks) {
 // src/host/probe.ts
 import { access, readFile as readFile11, readdir as readdir7 } from "node:fs/promises";
 import os11 from "node:os";
-import path46 from "node:path";
+import path47 from "node:path";
 var EXTRA_PATH = ["/usr/local/sbin", "/usr/sbin", "/sbin"];
 var realProbe = {
   async fileExists(file2) {
@@ -46033,7 +46063,7 @@ var realProbe = {
   async which(tool) {
     const dirs = [...(process.env.PATH ?? "").split(":").filter(Boolean), ...EXTRA_PATH];
     for (const d of dirs) {
-      const candidate = path46.join(d, tool);
+      const candidate = path47.join(d, tool);
       try {
         await access(
           candidate,
@@ -46176,10 +46206,10 @@ downloaded again. Prints one line per input: "<sha256>  <name>  <path>".`,
   async run({ positionals }, ctx) {
     const file2 = configOrDefault(positionals[0], "fetch");
     const config2 = await loadConfig(file2);
-    const fetched = await fetchInputs(config2, {
-      store: new Store(void 0, ctx.logger),
-      logger: ctx.logger
-    });
+    const fetched = await withScratchContext(
+      { logger: ctx.logger, signal: ctx.signal },
+      (stage) => fetchInputs(stage, { config: config2 })
+    );
     if (fetched.length === 0) ctx.logger.info(`${file2}: no remote inputs`);
     for (const f2 of fetched) ctx.out(`${f2.sha256}  ${f2.name}  ${f2.path}`);
     return 0;
@@ -46188,7 +46218,7 @@ downloaded again. Prints one line per input: "<sha256>  <name>  <path>".`,
 
 // src/cli/commands/lua.ts
 import { chmod as chmod5, copyFile as copyFile3, mkdir as mkdir15 } from "node:fs/promises";
-import path47 from "node:path";
+import path48 from "node:path";
 var luaCommand = {
   name: "lua",
   summary: "build a static Lua interpreter from a verified source tarball",
@@ -46246,18 +46276,18 @@ Options:
       if (!/^(https?|file):\/\/\S+$/.test(u3))
         throw new ConfigError(`lhc lua: --url must be an http(s):// or file:// URL, got "${u3}"`);
     }
-    const r = await buildLua(
-      {
+    const r = await withScratchContext(
+      { logger: ctx.logger, signal: ctx.signal },
+      (stage) => buildLua(stage, {
         version: version2,
         sha256: sha2562,
         urls: urls.length > 0 ? urls : void 0,
         arch,
         strategy
-      },
-      { store: new Store(void 0, ctx.logger), logger: ctx.logger }
+      })
     );
     await mkdir15(out, { recursive: true });
-    const dest = path47.join(out, "lua");
+    const dest = path48.join(out, "lua");
     await copyFile3(r.path, dest);
     await chmod5(dest, 493);
     ctx.out(`lua      ${dest}`);
@@ -46714,17 +46744,17 @@ Options:
 
 // src/board/command.ts
 import { existsSync as existsSync14 } from "node:fs";
-import path51 from "node:path";
+import path52 from "node:path";
 
 // src/board/verify-board.ts
-import { mkdtemp as mkdtemp9, rm as rm18 } from "node:fs/promises";
+import { mkdtemp as mkdtemp10, rm as rm18 } from "node:fs/promises";
 import os12 from "node:os";
-import path50 from "node:path";
+import path51 from "node:path";
 
 // src/board/machine.ts
 import { readdirSync as readdirSync6 } from "node:fs";
 import { mkdir as mkdir16 } from "node:fs/promises";
-import path48 from "node:path";
+import path49 from "node:path";
 var LOOPS_NEEDED = 3;
 var NSENTER_FLAGS = ["-m", "-u", "-i", "-n", "-p", "-C", "-r", "-w"];
 async function listLoops() {
@@ -46772,7 +46802,7 @@ var Board = class _Board {
   /** Seconds from starting nspawn to `systemctl is-system-running` settling. */
   bootSeconds = 0;
   static async boot(o2) {
-    const root = path48.join(o2.workDir, "root");
+    const root = path49.join(o2.workDir, "root");
     await mkdir16(root, { recursive: true });
     await run(["tar", "-xpf", o2.tarball, "--numeric-owner", "-C", root], {
       privileged: true,
@@ -46863,11 +46893,11 @@ ${tail(r.stdout + r.stderr, 30)}`
   }
   /** The host path of a path on the board. */
   hostPath(p2) {
-    return path48.join(this.root, p2);
+    return path49.join(this.root, p2);
   }
   /** Copies a host directory to `dest` on the board, as a person copying build output would. */
   async copyIn(src, dest) {
-    await run(["mkdir", "-p", this.hostPath(path48.dirname(dest))], { privileged: true });
+    await run(["mkdir", "-p", this.hostPath(path49.dirname(dest))], { privileged: true });
     await removeTree([this.hostPath(dest)]);
     await run(["cp", "-a", src, this.hostPath(dest)], { privileged: true, logger: this.logger });
   }
@@ -46937,7 +46967,7 @@ ${tail(r.stdout + r.stderr, 30)}`
 
 // src/board/root.ts
 import { stat as stat10 } from "node:fs/promises";
-import path49 from "node:path";
+import path50 from "node:path";
 var BOARD_PACKAGES = [
   "curl",
   "dbus",
@@ -46967,7 +46997,7 @@ async function boardRootTarball(o2) {
     {
       logger: o2.logger,
       signal: o2.signal,
-      basesDir: o2.cacheDir ?? path49.join(cacheDir(), "board")
+      basesDir: o2.cacheDir ?? path50.join(cacheDir(), "board")
     }
   );
 }
@@ -47005,7 +47035,7 @@ async function openBoardPort(board, port2, dir, logger, signal) {
       `nothing listens on the board's port ${port2} after install:
 ${await board.journal([])}`
     );
-  const sock = path50.join(dir, `board-${port2}.sock`);
+  const sock = path51.join(dir, `board-${port2}.sock`);
   const forwarder = start(
     board.inNetwork([process.execPath, "-e", FORWARDER, sock, String(port2)]),
     { privileged: true, logger }
@@ -47087,10 +47117,10 @@ async function verifyOnBoard(o2) {
   const tarball = await boardRootTarball({ logger, signal, provided: o2.board ?? config2.board });
   const rootSeconds = (Date.now() - t) / 1e3;
   const ownWorkDir = o2.workDir === void 0;
-  const workDir = o2.workDir ?? await mkdtemp9(path50.join(os12.tmpdir(), "lhc-board-"));
+  const workDir = o2.workDir ?? await mkdtemp10(path51.join(os12.tmpdir(), "lhc-board-"));
   const board = await Board.boot({
     tarball,
-    workDir: path50.join(workDir, "board"),
+    workDir: path51.join(workDir, "board"),
     logger,
     signal
   }).catch(async (e) => {
@@ -47151,8 +47181,8 @@ var BOARD_HELP = `  --board              verify on a simulated board instead: bo
   --out DIR            with --board: the build output (default: outputs.dir from the config)`;
 async function runBoardVerify(configFile, out, ctx) {
   const config2 = await loadConfig(configFile);
-  const outDir = path51.resolve(out ?? config2.outputs.dir);
-  if (!existsSync14(path51.join(outDir, "deploy/install.sh")))
+  const outDir = path52.resolve(out ?? config2.outputs.dir);
+  if (!existsSync14(path52.join(outDir, "deploy/install.sh")))
     throw new ConfigError(
       `lhc verify --board: ${outDir} holds no deploy/install.sh; run lhc build first (or pass --out DIR)`
     );
@@ -47293,16 +47323,19 @@ Exits 0 when every probe, hardening check and load request passed, 1 otherwise.`
     const concurrency = wholeNumber("concurrency", options.concurrency, 1);
     const timeout = wholeNumber("timeout", options.timeout, 1);
     const config2 = await loadConfig(configOrDefault(positionals[0], "verify"));
-    const report = await verifyImage({
-      config: config2,
-      image: options.image,
-      dataTemplate: options.data,
-      requests,
-      concurrency,
-      timeoutMs: timeout === void 0 ? void 0 : timeout * 1e3,
-      logger: ctx.logger,
-      ...ctx.signal ? { signal: ctx.signal } : {}
-    });
+    const image = options.image;
+    const dataTemplate = options.data;
+    const report = await withScratchContext(
+      { logger: ctx.logger, signal: ctx.signal },
+      (stage) => verifyImage(stage, {
+        config: config2,
+        image,
+        dataTemplate,
+        requests,
+        concurrency,
+        timeoutMs: timeout === void 0 ? void 0 : timeout * 1e3
+      })
+    );
     if (ctx.json) ctx.emitJson(verifyJson(report));
     else if (options.show === true) {
       for (const line of formatVerifyReport(report)) ctx.logger.info(line);

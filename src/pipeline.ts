@@ -23,8 +23,7 @@ import { buildLua } from './stages/lua.js';
 import { retractSha256Sums, sealOutputs, writeOutputs } from './stages/outputs.js';
 import { artifactNames, packImage } from './stages/pack.js';
 import { pruneRoot } from './stages/prune.js';
-import { workLayout } from './core/work-layout.js';
-import type { StageContext } from './core/stage.js';
+import { stageContext, type StageContext } from './core/stage.js';
 import { assembleRoot } from './stages/root.js';
 import { selfCheck } from './stages/self-check.js';
 import { traceService } from './stages/trace.js';
@@ -61,7 +60,7 @@ export async function build(config: LhcConfig, opts: BuildOptions): Promise<Buil
   await checkConfigFiles(config);
   const timings: BuildResult['timings'] = [];
   const stage = async <T>(name: string, fn: () => Promise<T>): Promise<T> => {
-    opts.signal?.throwIfAborted();
+    ctx.signal?.throwIfAborted();
     const started = Date.now();
     try {
       return await logger.group(name, fn);
@@ -88,26 +87,24 @@ export async function build(config: LhcConfig, opts: BuildOptions): Promise<Buil
   // Every file and directory lhc creates gets an explicit mode, but mkdir() and open() are masked
   // by the umask: pin it, so the caller's umask can never reach the image or the data template.
   const callerUmask = process.umask(0o022);
-  let work;
+  let ctx: StageContext;
   try {
     await claimBuildDirs(dirs, logger);
-    work = workLayout(
-      dirs.work?.dir ?? (await mkdtemp(path.join(os.tmpdir(), `lhc-${config.name}-`))),
-    );
+    // The one context every stage gets: its paths, store, logger and cancellation signal.
+    ctx = stageContext({
+      logger,
+      workDir: dirs.work?.dir ?? (await mkdtemp(path.join(os.tmpdir(), `lhc-${config.name}-`))),
+      outDir,
+      ...(opts.store ? { store: opts.store } : {}),
+      ...(opts.env ? { env: opts.env } : {}),
+      ...(opts.signal ? { signal: opts.signal } : {}),
+    });
   } catch (e) {
     process.umask(callerUmask);
     throw e;
   }
+  const { work } = ctx;
   const workDir = work.dir;
-  const store = opts.store ?? new Store(undefined, logger);
-  const ctx: StageContext = {
-    logger,
-    store,
-    work,
-    outDir,
-    env: opts.env ?? process.env,
-    ...(opts.signal ? { signal: opts.signal } : {}),
-  };
   // Registered, so that a cancelled run (SIGTERM, Ctrl-C) removes it too, after the stages'
   // own cleanups have unmounted what lives inside it.
   const removeWorkDir = registerCleanup(`work dir ${workDir}`, async () => {
@@ -120,21 +117,19 @@ export async function build(config: LhcConfig, opts: BuildOptions): Promise<Buil
     await removeTree(workDirRemovals(workDir, dirs.work), { reject: false });
   });
   try {
-    await stage('fetch', () => fetchInputs(config, { store, logger }));
+    await stage('fetch', () => fetchInputs(ctx, { config }));
 
     const lua = config.lua;
     const luaBuild = lua
       ? await stage('lua', () =>
-          buildLua(
-            {
-              version: lua.version,
-              sha256: lua.sha256,
-              urls: lua.urls,
-              arch: config.arch,
-              strategy: lua.strategy,
-            },
-            { store, logger, cacheDir: opts.cacheDir },
-          ),
+          buildLua(ctx, {
+            version: lua.version,
+            sha256: lua.sha256,
+            urls: lua.urls,
+            arch: config.arch,
+            strategy: lua.strategy,
+            cacheDir: opts.cacheDir,
+          }),
         )
       : undefined;
     if (luaBuild)
@@ -145,35 +140,27 @@ export async function build(config: LhcConfig, opts: BuildOptions): Promise<Buil
     // Intermediate roots are created by root (nspawn, mmdebstrap); clear any earlier run's tree.
     const assembled = await stage('root', async () => {
       await removeTree([work.root]);
-      return assembleRoot(config, {
-        workDir,
-        store,
-        logger,
+      return assembleRoot(ctx, {
+        config,
         luaPath: luaBuild?.path,
-        signal: opts.signal,
         basesDir: opts.basesDir ?? (opts.cacheDir ? path.join(opts.cacheDir, 'bases') : undefined),
       });
     });
 
-    await checkEntrypoint(assembled.root, config.service.command[0]!, config.arch);
-    const trace = await stage('trace', () =>
-      traceService(config, assembled.root, {
-        workDir: work.trace,
-        logger,
-        signal: opts.signal,
-      }),
-    );
+    await checkEntrypoint(ctx, {
+      root: assembled.root,
+      command0: config.service.command[0]!,
+      arch: config.arch,
+    });
+    const trace = await stage('trace', () => traceService(ctx, { config, root: assembled.root }));
 
     const pruned = await stage('prune', async () => {
-      const p = await pruneRoot(assembled.root, trace, config, {
-        outDir: work.pruned,
-        logger,
-      });
-      await selfCheck(config, p.prunedRoot, trace.responses, {
-        workDir: work.selfCheck,
-        logger,
+      const p = await pruneRoot(ctx, { root: assembled.root, trace, config });
+      await selfCheck(ctx, {
+        config,
+        prunedRoot: p.prunedRoot,
+        unprunedResponses: trace.responses,
         dataDir: p.dataDir,
-        signal: opts.signal,
       });
       logger.info('self-check: every probe answers the same from the pruned root');
       return p;
@@ -182,26 +169,23 @@ export async function build(config: LhcConfig, opts: BuildOptions): Promise<Buil
     await retractSha256Sums(outDir);
     const { packed, manifestDiff } = await stage('pack', async () => {
       const { epoch, source } = await resolveEpoch({
-        env: opts.env ?? process.env,
+        env: ctx.env,
         configEpoch: config.epoch,
         configFile: config.file,
         logger,
       });
       logger.info(`epoch ${epoch} (from ${source})`);
-      const packed = await packImage({
+      const packed = await packImage(ctx, {
         root: pruned.prunedRoot,
         dataDir: pruned.dataDir,
         dataPath: config.data.path,
         name: config.name,
         epoch,
-        outDir,
-        logger,
         fileNames: {
           image: config.outputs.image,
           dataTemplate: config.outputs['data-template'],
           manifest: config.outputs.manifest,
         },
-        signal: opts.signal,
       });
       let manifestDiff: string | undefined;
       if (opts.manifestLock) {
@@ -238,14 +222,12 @@ export async function build(config: LhcConfig, opts: BuildOptions): Promise<Buil
       opts.verify === false
         ? undefined
         : await stage('verify', () =>
-            verifyImage({
+            verifyImage(ctx, {
               config,
               image: packed.image,
               dataTemplate: packed.dataTemplate,
               requests: opts.requests,
               concurrency: opts.concurrency,
-              logger,
-              signal: opts.signal,
             }),
           );
 

@@ -145,7 +145,7 @@ export async function claimBuildDir(c: DirClaim, logger: Logger): Promise<void> 
 }
 
 /** What lhc creates in a work dir (core/work-layout.ts), and so may replace or remove there. */
-export const WORK_DIR_ENTRIES = ['root', 'trace', 'pruned', 'self-check'];
+export const WORK_DIR_ENTRIES = ['root', 'trace', 'pruned', 'self-check', 'lua', 'verify'];
 
 export interface BuildDirsOptions {
   outDir: string;

@@ -14,6 +14,10 @@ export interface WorkLayout {
   pruned: string;
   /** The self-check's read-only view and data dir. */
   selfCheck: string;
+  /** Parent of the Lua builds' temporary source trees (one `lhc-lua-*` per build). */
+  lua: string;
+  /** Parent of verify's runs (one `lhc-verify-*` per run: the image and data mount points). */
+  verify: string;
 }
 
 export function workLayout(dir: string): WorkLayout {
@@ -24,6 +28,8 @@ export function workLayout(dir: string): WorkLayout {
     trace: path.join(abs, 'trace'),
     pruned: path.join(abs, 'pruned'),
     selfCheck: path.join(abs, 'self-check'),
+    lua: path.join(abs, 'lua'),
+    verify: path.join(abs, 'verify'),
   };
 }
 

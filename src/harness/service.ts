@@ -187,3 +187,17 @@ export async function startListening(
     payload: async () => (alive(payload) ? payload : undefined),
   };
 }
+
+/** The container's stderr without systemd-socket-activate's per-connection chatter. */
+export function serviceLog(stderr: string, lines = 30): string {
+  // systemd 252 nspawn prints the "propagate" line whenever a read-only-root container exits: harmless.
+  const noise =
+    /^(Listening on |Communication attempt on fd|Connection from |Spawned |Execing |Child \d+ died with code 0$|Attempted to remove disk file system under "\/run\/systemd\/nspawn\/propagate\/)/;
+  return tail(
+    stderr
+      .split('\n')
+      .filter((l) => !noise.test(l))
+      .join('\n'),
+    lines,
+  );
+}

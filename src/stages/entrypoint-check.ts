@@ -8,6 +8,7 @@
  */
 import { lstat, open } from 'node:fs/promises';
 import { UserError } from '../core/errors.js';
+import type { StageContext } from '../core/stage.js';
 import { EM_AARCH64, EM_X86_64, readElf, type ElfInfo } from '../elf/elf.js';
 import { ResolveError, resolveInRoot } from '../root/resolve.js';
 
@@ -89,10 +90,16 @@ function checkElf(elf: ElfInfo, p: string, arch: EntrypointArch, what: string): 
  * Throws an EntrypointError (a UserError naming `service.command[0]`) when `command0` cannot be
  * started in `root` on `arch`; returns the chain of files the kernel would load, in order.
  */
+export interface EntrypointCheckInput {
+  root: string;
+  /** service.command[0]. */
+  command0: string;
+  arch: EntrypointArch;
+}
+
 export async function checkEntrypoint(
-  root: string,
-  command0: string,
-  arch: EntrypointArch,
+  _ctx: StageContext,
+  { root, command0, arch }: EntrypointCheckInput,
 ): Promise<string[]> {
   const chain: string[] = [];
   let p = command0;

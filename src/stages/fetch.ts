@@ -4,8 +4,8 @@
  * network again.
  */
 import type { LhcConfig } from '../config/load.js';
-import type { Logger } from '../core/logger.js';
-import type { FetchInput, FetchOptions, Store } from '../store/store.js';
+import type { StageContext } from '../core/stage.js';
+import type { FetchInput, FetchOptions } from '../store/store.js';
 import { defaultLuaUrls } from './lua.js';
 
 export interface FetchedInput {
@@ -39,16 +39,21 @@ export function configInputs(
   return inputs;
 }
 
+export interface FetchStageInput {
+  config: Pick<LhcConfig, 'lua' | 'base'>;
+  fetch?: FetchOptions;
+}
+
 export async function fetchInputs(
-  config: Pick<LhcConfig, 'lua' | 'base'>,
-  opts: { store: Store; logger: Logger; fetch?: FetchOptions },
+  ctx: StageContext,
+  { config, fetch }: FetchStageInput,
 ): Promise<FetchedInput[]> {
   const out: FetchedInput[] = [];
   for (const input of configInputs(config)) {
     out.push({
       name: input.name,
       sha256: input.sha256,
-      path: await opts.store.fetch(input, opts.fetch),
+      path: await ctx.store.fetch(input, fetch),
     });
   }
   return out;

@@ -20,6 +20,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { UserError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
+import type { StageContext } from '../core/stage.js';
 import { cacheDir as defaultCacheDir } from '../core/paths.js';
 import { sha256File, type FetchOptions, type Store } from '../store/store.js';
 import { run } from '../tools/exec.js';
@@ -46,15 +47,22 @@ export interface LuaBuildSpec {
   strategy: LuaStrategy;
 }
 
-export interface LuaBuildOptions {
-  store: Store;
-  logger: Logger;
+/** What a build needs besides the spec: where its caches are. */
+export interface LuaBuildInput extends LuaBuildSpec {
   /** Root of lhc's caches (built interpreters in <cacheDir>/lua, build roots in <cacheDir>/buildroots). */
   cacheDir?: string;
   /** Where in-root build roots are cached; default <cacheDir>/buildroots. */
   buildrootDir?: string;
-  /** Where temporary build trees go; default the OS temp dir. */
-  workDir?: string;
+  fetch?: FetchOptions;
+}
+
+interface LuaBuildOptions {
+  store: Store;
+  logger: Logger;
+  cacheDir?: string;
+  buildrootDir?: string;
+  /** Where temporary build trees go (the work layout's lua dir). */
+  workDir: string;
   fetch?: FetchOptions;
   signal?: AbortSignal;
 }
@@ -177,7 +185,17 @@ async function readCached(dir: string, logger: Logger): Promise<BuildMeta | unde
   return undefined;
 }
 
-export async function buildLua(spec: LuaBuildSpec, opts: LuaBuildOptions): Promise<LuaBuildResult> {
+export async function buildLua(ctx: StageContext, input: LuaBuildInput): Promise<LuaBuildResult> {
+  const { cacheDir, buildrootDir, fetch, ...spec } = input;
+  const opts: LuaBuildOptions = {
+    store: ctx.store,
+    logger: ctx.logger,
+    cacheDir,
+    buildrootDir,
+    workDir: ctx.work.lua,
+    fetch,
+    signal: ctx.signal,
+  };
   const started = Date.now();
   checkLuaVersion(spec.version);
   const { logger } = opts;
@@ -226,7 +244,8 @@ export async function buildLua(spec: LuaBuildSpec, opts: LuaBuildOptions): Promi
     },
     { ...opts.fetch, signal: opts.signal },
   );
-  const work = await mkdtemp(path.join(opts.workDir ?? os.tmpdir(), 'lhc-lua-'));
+  await mkdir(opts.workDir, { recursive: true });
+  const work = await mkdtemp(path.join(opts.workDir, 'lhc-lua-'));
   try {
     const srcParent = path.join(work, 'src');
     await mkdir(srcParent);

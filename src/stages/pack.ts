@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto';
 import { lstat, mkdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { UserError } from '../core/errors.js';
-import type { Logger } from '../core/logger.js';
+import type { StageContext } from '../core/stage.js';
 import { stageOutput, writeOutputFile } from '../core/safe-write.js';
 import { scanTree, serializeManifest, type Manifest } from '../manifest/manifest.js';
 import { sha256File } from '../store/store.js';
@@ -17,7 +17,7 @@ import { run } from '../tools/exec.js';
 import { mksquashfsArgv, mksquashfsEnv, ROOT_MODE } from '../tools/mksquashfs.js';
 import { writeDataTemplate, type Owner } from './data-template.js';
 
-export interface PackOptions {
+export interface PackInput {
   /** The pruned root directory. */
   root: string;
   /** The data directory to seed the data partition with; undefined gives an empty one. */
@@ -26,13 +26,10 @@ export interface PackOptions {
   dataPath?: string;
   name: string;
   epoch: number;
-  outDir: string;
-  logger: Logger;
   /** Owner of every data template entry; default 0:0. */
   dataOwner?: Owner;
   /** Output names (config `outputs.*`); defaults <name>.squashfs, <name>-data.tar.gz, <name>.manifest.json. */
   fileNames?: { image?: string; dataTemplate?: string; manifest?: string };
-  signal?: AbortSignal;
 }
 
 export interface PackResult {
@@ -48,7 +45,7 @@ export interface PackResult {
   manifestData: Manifest;
 }
 
-export function artifactNames(name: string, fileNames: PackOptions['fileNames'] = {}) {
+export function artifactNames(name: string, fileNames: PackInput['fileNames'] = {}) {
   return {
     image: fileNames.image ?? `${name}.squashfs`,
     dataTemplate: fileNames.dataTemplate ?? `${name}-data.tar.gz`,
@@ -66,7 +63,9 @@ async function requireDir(dir: string, what: string): Promise<void> {
   if (!st.isDirectory()) throw new UserError(`${what} ${dir} is not a directory`);
 }
 
-export async function packImage(o: PackOptions): Promise<PackResult> {
+/** Writes the image, the data template and the manifest into ctx.outDir. */
+export async function packImage(ctx: StageContext, input: PackInput): Promise<PackResult> {
+  const o = { ...input, outDir: ctx.outDir, logger: ctx.logger, signal: ctx.signal };
   const dataPath = o.dataPath ?? '/data';
   const names = artifactNames(o.name, o.fileNames);
   await requireDir(o.root, 'root');

@@ -6,7 +6,7 @@
  */
 import path from 'node:path';
 import type { LhcConfig } from '../config/load.js';
-import type { Logger } from '../core/logger.js';
+import type { StageContext } from '../core/stage.js';
 import { seedDataDir } from '../harness/data.js';
 import { computeClosure, walkRoot } from '../prune/closure.js';
 import { writePrunedRoot } from '../prune/materialize.js';
@@ -21,23 +21,23 @@ export interface PruneResult {
   report: PruneReport;
 }
 
-export interface PruneOptions {
-  /** Where `root/` (the pruned root) and `data/` are written; replaced if present. */
-  outDir: string;
-  logger: Logger;
+export interface PruneInput {
+  /** The assembled (unpruned) root. */
+  root: string;
+  trace: TraceResult;
+  config: LhcConfig;
 }
 
+/** Writes `root/` (the pruned root) and `data/` into ctx.work.pruned, replacing them if present. */
 export async function pruneRoot(
-  root: string,
-  trace: TraceResult,
-  config: LhcConfig,
-  opts: PruneOptions,
+  ctx: StageContext,
+  { root, trace, config }: PruneInput,
 ): Promise<PruneResult> {
-  const { logger } = opts;
+  const { logger } = ctx;
   const all = walkRoot(root);
   const closure = await computeClosure(root, all, trace, config, logger);
-  const prunedRoot = path.join(opts.outDir, 'root');
-  const dataDir = path.join(opts.outDir, 'data');
+  const prunedRoot = path.join(ctx.work.pruned, 'root');
+  const dataDir = path.join(ctx.work.pruned, 'data');
   const list = await writePrunedRoot(
     root,
     all,

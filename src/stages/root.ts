@@ -20,6 +20,7 @@ import type { LhcConfig } from '../config/load.js';
 import type { Base } from '../config/schema.js';
 import { ConfigError, UserError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
+import type { StageContext } from '../core/stage.js';
 import { cacheDir } from '../core/paths.js';
 import { extractTarball, type ExtractSummary } from '../root/extract.js';
 import { copyTree, ensureDir, installFile, normalizedMode } from '../root/overlay.js';
@@ -30,18 +31,20 @@ import { run } from '../tools/exec.js';
 import { DEBIAN_ARCH, hostMirrorLines, mmdebstrapArgv } from '../tools/mmdebstrap.js';
 import { NSPAWN_DIRS, nspawnArgv } from '../tools/nspawn.js';
 
-export interface AssembleRootOptions {
-  /** Existing directory; the root is created as `<workDir>/root` and must not exist yet. */
-  workDir: string;
-  store: Store;
-  logger: Logger;
+export interface RootStageInput {
+  config: LhcConfig;
   /** Host path of the static Lua to install at config.lua.path (default /bin/lua). */
   luaPath?: string;
-  signal?: AbortSignal;
   /** Where Debian base tarballs are cached; default cacheDir()/bases. */
   basesDir?: string;
   /** Host apt sources (deb822) used as the Debian mirror; default the host's own. */
   hostSourcesFile?: string;
+}
+
+interface AssembleRootOptions extends Omit<RootStageInput, 'config'> {
+  store: Store;
+  logger: Logger;
+  signal?: AbortSignal;
 }
 
 export interface AssembledRoot {
@@ -261,12 +264,19 @@ function describeExtract(s: ExtractSummary): string {
   );
 }
 
+/** Creates `ctx.work.root`, which must not exist yet. */
 export async function assembleRoot(
-  config: LhcConfig,
-  opts: AssembleRootOptions,
+  ctx: StageContext,
+  { config, ...input }: RootStageInput,
 ): Promise<AssembledRoot> {
+  const opts: AssembleRootOptions = {
+    ...input,
+    store: ctx.store,
+    logger: ctx.logger,
+    signal: ctx.signal,
+  };
   const { logger } = opts;
-  const root = path.join(opts.workDir, 'root');
+  const root = ctx.work.root;
   const base = config.base;
   if (config.prepare !== undefined && base.type === 'scratch') {
     throw new ConfigError(

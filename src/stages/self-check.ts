@@ -10,7 +10,7 @@ import type { LhcConfig } from '../config/load.js';
 import { registerCleanup } from '../core/cleanup.js';
 import { UserError } from '../core/errors.js';
 import { selfCheckScratch } from '../core/work-layout.js';
-import type { Logger } from '../core/logger.js';
+import type { StageContext } from '../core/stage.js';
 import type { ProbeResponse } from '../harness/client.js';
 import { responseDiff } from '../harness/diff.js';
 import { bindReadOnly, unmount } from '../harness/mounts.js';
@@ -18,12 +18,13 @@ import { runProbes } from '../harness/run.js';
 import { run } from '../tools/exec.js';
 import { removeTree } from '../tools/remove-tree.js';
 
-export interface SelfCheckOptions {
-  workDir: string;
-  logger: Logger;
+export interface SelfCheckInput {
+  config: LhcConfig;
+  prunedRoot: string;
+  /** The traced run's responses, which the pruned root must repeat. */
+  unprunedResponses: Record<string, ProbeResponse>;
   /** The data template directory from pruneRoot (seeds the data path of every run). */
   dataDir?: string;
-  signal?: AbortSignal;
 }
 
 export interface SelfCheckResult {
@@ -31,12 +32,12 @@ export interface SelfCheckResult {
   seconds: number;
 }
 
+/** Its scratch (read-only view, data dir) is ctx.work.selfCheck. */
 export async function selfCheck(
-  config: LhcConfig,
-  prunedRoot: string,
-  unprunedResponses: Record<string, ProbeResponse>,
-  opts: SelfCheckOptions,
+  ctx: StageContext,
+  { config, prunedRoot, unprunedResponses, ...input }: SelfCheckInput,
 ): Promise<SelfCheckResult> {
+  const opts = { ...input, workDir: ctx.work.selfCheck, logger: ctx.logger, signal: ctx.signal };
   await mkdir(opts.workDir, { recursive: true });
   const { view, data: dataDir } = selfCheckScratch(opts.workDir);
   await rm(dataDir, { recursive: true, force: true });

@@ -10,7 +10,7 @@ import { hostArch } from '../core/arch.js';
 import { traceScratch } from '../core/work-layout.js';
 import { registerCleanup } from '../core/cleanup.js';
 import { UserError } from '../core/errors.js';
-import type { Logger } from '../core/logger.js';
+import type { StageContext } from '../core/stage.js';
 import { readElf } from '../elf/elf.js';
 import type { ProbeResponse } from '../harness/client.js';
 import { seedDataDir } from '../harness/data.js';
@@ -28,13 +28,12 @@ import {
   type TraceEvent,
 } from '../trace/parse-strace.js';
 
-export interface TraceOptions {
-  /** Scratch space: the writable copy of the root, the data dir and the raw traces go here. */
-  workDir: string;
-  logger: Logger;
+export interface TraceInput {
+  config: LhcConfig;
+  /** The assembled root; the run's scratch (writable view, data dir, raw traces) is ctx.work.trace. */
+  root: string;
   /** The host's architecture ('aarch64' | 'x86_64'); default this machine's. */
   arch?: string;
-  signal?: AbortSignal;
 }
 
 export interface TraceResult {
@@ -64,13 +63,13 @@ async function isDir(p: string): Promise<boolean> {
 }
 
 export async function traceService(
-  config: LhcConfig,
-  root: string,
-  opts: TraceOptions,
+  ctx: StageContext,
+  { config, root, arch }: TraceInput,
 ): Promise<TraceResult> {
-  const { logger, workDir } = opts;
+  const { logger } = ctx;
+  const workDir = ctx.work.trace;
   if (!(await isDir(root))) throw new UserError(`root directory ${root} does not exist`);
-  const emulated = (opts.arch ?? hostArch()) !== config.arch;
+  const emulated = (arch ?? hostArch()) !== config.arch;
   const entry = resolveTraced(root, config.service.command[0]!);
   if (!entry.exists || entry.kind !== 'file') {
     throw new UserError(
@@ -120,7 +119,7 @@ export async function traceService(
             workDir,
             logger,
             hook: emulated ? qemuTraceHook(traceDir) : straceHook(traceDir),
-            ...(opts.signal ? { signal: opts.signal } : {}),
+            ...(ctx.signal ? { signal: ctx.signal } : {}),
           },
         ),
     );

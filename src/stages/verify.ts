@@ -12,13 +12,12 @@
 import { setMaxListeners } from 'node:events';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp } from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
 import type { HardeningCheck, ProbeOutcome, VerifyOutcome } from '../build-result.js';
 import type { LhcConfig } from '../config/load.js';
 import { UserError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
-import { tail } from '../tools/exec.js';
+import type { StageContext } from '../core/stage.js';
 import { boardNspawnArgv, mountPoints } from '../tools/nspawn.js';
 import {
   createLimitCgroups,
@@ -43,10 +42,16 @@ import {
 import { unpackTemplate } from '../harness/data.js';
 import { sleep } from '../core/wait.js';
 import { humanBytes } from '../core/format.js';
-import { startInetd, startListening, type RunState, type Running } from '../harness/service.js';
+import {
+  serviceLog,
+  startInetd,
+  startListening,
+  type RunState,
+  type Running,
+} from '../harness/service.js';
 import { registerCleanup } from '../core/cleanup.js';
 
-export interface VerifyOptions {
+export interface VerifyInput {
   config: LhcConfig;
   /** The squashfs image to boot. */
   image: string;
@@ -56,10 +61,13 @@ export interface VerifyOptions {
   requests?: number;
   /** ...with at most this many in flight (default 8). */
   concurrency?: number;
-  logger: Logger;
-  signal?: AbortSignal;
   /** Limit for the whole verify run, in milliseconds (default: none; each request has service.timeout). */
   timeoutMs?: number;
+}
+
+interface VerifyOptions extends VerifyInput {
+  logger: Logger;
+  signal?: AbortSignal;
 }
 
 async function hardeningRows(
@@ -213,7 +221,9 @@ async function mustExist(file: string, what: string): Promise<string> {
   return abs;
 }
 
-export async function verifyImage(options: VerifyOptions): Promise<VerifyOutcome> {
+/** Its mount points live in a fresh dir under ctx.work.verify, removed by the teardown. */
+export async function verifyImage(ctx: StageContext, input: VerifyInput): Promise<VerifyOutcome> {
+  const options: VerifyOptions = { ...input, logger: ctx.logger, signal: ctx.signal };
   const { config, logger } = options;
   const image = await mustExist(options.image, 'image');
   const dataTemplate = await mustExist(options.dataTemplate, 'data template');
@@ -228,7 +238,8 @@ export async function verifyImage(options: VerifyOptions): Promise<VerifyOutcome
   const { signal, dispose: disposeSignal } = combinedSignal(options, concurrency);
   const opts = { ...options, signal };
 
-  const workDir = await mkdtemp(path.join(os.tmpdir(), 'lhc-verify-'));
+  await mkdir(ctx.work.verify, { recursive: true });
+  const workDir = await mkdtemp(path.join(ctx.work.verify, 'lhc-verify-'));
   // The directory name becomes the machine name (and hostname): use the service's name.
   const state: RunState = {
     workDir,
@@ -380,18 +391,4 @@ export async function verifyImage(options: VerifyOptions): Promise<VerifyOutcome
   if (!outcome) throw new Error('verify produced no outcome');
   if (!outcome.ok && state.serviceStderr) outcome.serviceLog = serviceLog(state.serviceStderr);
   return outcome;
-}
-
-/** The container's stderr without systemd-socket-activate's per-connection chatter. */
-export function serviceLog(stderr: string, lines = 30): string {
-  // systemd 252 nspawn prints the "propagate" line whenever a read-only-root container exits: harmless.
-  const noise =
-    /^(Listening on |Communication attempt on fd|Connection from |Spawned |Execing |Child \d+ died with code 0$|Attempted to remove disk file system under "\/run\/systemd\/nspawn\/propagate\/)/;
-  return tail(
-    stderr
-      .split('\n')
-      .filter((l) => !noise.test(l))
-      .join('\n'),
-    lines,
-  );
 }

@@ -9,6 +9,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, readdir, symlink } from 'node:fs/promises';
 import path from 'node:path';
 import { memoryLogger } from '../../src/core/logger.js';
+import { stageContext } from '../../src/core/stage.js';
 import { buildLua, type LuaStrategy } from '../../src/stages/lua.js';
 import { Store } from '../../src/store/store.js';
 import { run } from '../../src/tools/exec.js';
@@ -38,11 +39,23 @@ export const luaSection: BenchSection = {
       const spec = { version: VERSION, sha256: src.sha256, arch: 'aarch64' as const, strategy };
       const rootsBefore = existsSync(buildrootDir) ? (await readdir(buildrootDir)).length : 0;
       ctx.log(`${strategy}: cold build of Lua ${VERSION}`);
-      const cold = await timed(() => buildLua(spec, { store, logger, cacheDir, buildrootDir }));
+      const cold = await timed(() =>
+        buildLua(stageContext({ logger, store, workDir: ctx.workDir }), {
+          ...spec,
+          cacheDir,
+          buildrootDir,
+        }),
+      );
       const madeRoot = strategy === 'in-root' && (await readdir(buildrootDir)).length > rootsBefore;
       const rootGroup = logger.lines.find((l) => l.startsWith('==> build root: mmdebstrap'));
       ctx.log(`${strategy}: warm build`);
-      const warm = await timed(() => buildLua(spec, { store, logger, cacheDir, buildrootDir }));
+      const warm = await timed(() =>
+        buildLua(stageContext({ logger, store, workDir: ctx.workDir }), {
+          ...spec,
+          cacheDir,
+          buildrootDir,
+        }),
+      );
       if (!warm.result.cached || warm.result.sha256 !== cold.result.sha256)
         throw new Error(`${strategy}: warm build was not a cache hit`);
       const cli = existsSync('dist/cli.js')

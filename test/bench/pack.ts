@@ -6,6 +6,7 @@
 import { copyFile, chmod } from 'node:fs/promises';
 import path from 'node:path';
 import { memoryLogger } from '../../src/core/logger.js';
+import { stageContext } from '../../src/core/stage.js';
 import { packImage } from '../../src/stages/pack.js';
 import { buildLua } from '../../src/stages/lua.js';
 import { Store } from '../../src/store/store.js';
@@ -21,24 +22,26 @@ export const packSection: BenchSection = {
     const store = new Store(path.join(ctx.workDir, 'store'), logger);
     await store.add(src.path);
     ctx.log('building static aarch64 Lua for the root');
-    const lua = await buildLua(
-      { version: '5.4.4', sha256: src.sha256, arch: 'aarch64', strategy: 'cross' },
-      { store, logger, cacheDir: path.join(ctx.workDir, 'cache') },
-    );
+    const stage = stageContext({
+      logger,
+      store,
+      workDir: ctx.workDir,
+      outDir: path.join(ctx.workDir, 'out'),
+    });
+    const lua = await buildLua(stage, {
+      version: '5.4.4',
+      sha256: src.sha256,
+      arch: 'aarch64',
+      strategy: 'cross',
+      cacheDir: path.join(ctx.workDir, 'cache'),
+    });
     const root = await gophermoonLikeRoot(path.join(ctx.workDir, 'root'));
     await copyFile(lua.path, path.join(root, 'bin/lua'));
     await chmod(path.join(root, 'bin/lua'), 0o755);
     const data = await sampleDataDir(path.join(ctx.workDir, 'data'));
     ctx.log('packing');
     const { seconds, result } = await timed(() =>
-      packImage({
-        root,
-        dataDir: data,
-        name: 'gophermoon',
-        epoch: 1_700_000_000,
-        outDir: path.join(ctx.workDir, 'out'),
-        logger,
-      }),
+      packImage(stage, { root, dataDir: data, name: 'gophermoon', epoch: 1_700_000_000 }),
     );
     if (result.imageBytes > IMAGE_BUDGET_BYTES)
       ctx.log(`image ${result.imageBytes} bytes is over the ${IMAGE_BUDGET_BYTES}-byte budget`);

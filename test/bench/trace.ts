@@ -8,6 +8,7 @@ import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { loadConfig } from '../../src/config/load.js';
 import { memoryLogger } from '../../src/core/logger.js';
+import { stageContext } from '../../src/core/stage.js';
 import { buildLua } from '../../src/stages/lua.js';
 import { pruneRoot } from '../../src/stages/prune.js';
 import { assembleRoot } from '../../src/stages/root.js';
@@ -24,41 +25,37 @@ async function measure(ctx: BenchContext, example: 'gophermoon' | 'nginx'): Prom
   const cfg = await loadConfig(path.join(REPO, 'examples', example, 'lhc.yml'));
   const work = path.join(ctx.workDir, example);
   const store = new Store(path.join(work, 'store'), logger);
+  const stage = stageContext({ logger, workDir: work, store });
   let luaPath: string | undefined;
   if (cfg.lua) {
     const src = await luaSourceTarball('5.4.4');
     await store.add(src.path);
     luaPath = (
-      await buildLua(
-        {
-          version: '5.4.4',
-          sha256: LUA_SOURCES['5.4.4'].sha256,
-          arch: 'aarch64',
-          strategy: 'cross',
-        },
-        { store, logger, cacheDir: path.join(testCacheDir(), 'lhc-cache') },
-      )
+      await buildLua(stage, {
+        version: '5.4.4',
+        sha256: LUA_SOURCES['5.4.4'].sha256,
+        arch: 'aarch64',
+        strategy: 'cross',
+        cacheDir: path.join(testCacheDir(), 'lhc-cache'),
+      })
     ).path;
   }
   ctx.log(`${example}: assembling the root`);
   await mkdir(work, { recursive: true });
-  const { root } = await assembleRoot(cfg, {
-    workDir: work,
-    store,
-    logger,
+  const { root } = await assembleRoot(stage, {
+    config: cfg,
     ...(luaPath ? { luaPath } : {}),
     basesDir: path.join(testCacheDir(), 'bases'),
   });
   ctx.log(`${example}: traced run`);
-  const trace = await traceService(cfg, root, { workDir: path.join(work, 'trace'), logger });
-  const pruned = await timed(() =>
-    pruneRoot(root, trace, cfg, { outDir: path.join(work, 'out'), logger }),
-  );
+  const trace = await traceService(stage, { config: cfg, root });
+  const pruned = await timed(() => pruneRoot(stage, { root, trace, config: cfg }));
   const { report } = pruned.result;
   ctx.log(`${example}: self-check`);
-  const check = await selfCheck(cfg, pruned.result.prunedRoot, trace.responses, {
-    workDir: path.join(work, 'self-check'),
-    logger,
+  const check = await selfCheck(stage, {
+    config: cfg,
+    prunedRoot: pruned.result.prunedRoot,
+    unprunedResponses: trace.responses,
     dataDir: pruned.result.dataDir,
   });
   return [

@@ -9,6 +9,7 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { memoryLogger } from '../../src/core/logger.js';
+import { stageContext } from '../../src/core/stage.js';
 import { verifyImage } from '../../src/stages/verify.js';
 import { run } from '../../src/tools/exec.js';
 import { gopherRequest } from '../../src/harness/client.js';
@@ -26,15 +27,15 @@ export const verifySection: BenchSection = {
     ctx.log('packing the gophermoon image');
     const packed = await packedGophermoon(ctx.workDir);
     const gopher = packed.config.probes.filter((p) => p.type === 'gopher');
+    const stage = stageContext({ logger: memoryLogger(), workDir: ctx.workDir });
     const common = {
       config: packed.config,
       image: packed.image,
       dataTemplate: packed.dataTemplate,
-      logger: memoryLogger(),
     };
 
     ctx.log(`${SEQUENTIAL} connections one at a time through the booted image`);
-    const seq = await verifyImage({ ...common, requests: SEQUENTIAL, concurrency: 1 });
+    const seq = await verifyImage(stage, { ...common, requests: SEQUENTIAL, concurrency: 1 });
     if (!seq.ok || !seq.load) throw new Error(`verify failed:\n${JSON.stringify(seq, null, 2)}`);
 
     ctx.log(`${SEQUENTIAL} runs of the same script directly under qemu-aarch64-static`);
@@ -58,7 +59,9 @@ export const verifySection: BenchSection = {
     if (direct.failures > 0) throw new Error(`direct QEMU runs failed: ${direct.firstFailure}`);
 
     ctx.log(`${LOAD.requests} requests at concurrency ${LOAD.concurrency}`);
-    const { seconds, result: loaded } = await timed(() => verifyImage({ ...common, ...LOAD }));
+    const { seconds, result: loaded } = await timed(() =>
+      verifyImage(stage, { ...common, ...LOAD }),
+    );
     if (!loaded.ok || !loaded.load) throw new Error('verify under load failed');
 
     return [

@@ -17,6 +17,7 @@ import { buildIndex, INDEX_NAME } from '../../examples/gophermoon/make-index.js'
 import { loadConfig } from '../../src/config/load.js';
 import type { GopherProbe } from '../../src/config/schema.js';
 import { memoryLogger } from '../../src/core/logger.js';
+import { stageContext } from '../../src/core/stage.js';
 import { buildLua } from '../../src/stages/lua.js';
 import { Store } from '../../src/store/store.js';
 import { run, start } from '../../src/tools/exec.js';
@@ -99,11 +100,14 @@ async function staticAarch64Lua(version: '5.4.4' | '5.3.6'): Promise<string> {
   const tarball = await luaSourceTarball(version);
   const store = new Store(path.join(tmp, 'store'));
   await store.add(tarball.path);
-  const built = await buildLua(
-    { version, sha256: LUA_SOURCES[version].sha256, arch: 'aarch64', strategy: 'cross' },
+  const built = await buildLua(stageContext({ logger: memoryLogger(), store, workDir: tmp }), {
+    version,
+    sha256: LUA_SOURCES[version].sha256,
+    arch: 'aarch64',
+    strategy: 'cross',
     // Cached across runs: the key covers source, toolchain and flags.
-    { store, logger: memoryLogger(), cacheDir: path.join(testCacheDir(), 'lhc-cache') },
-  );
+    cacheDir: path.join(testCacheDir(), 'lhc-cache'),
+  });
   return built.path;
 }
 

@@ -11,6 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { memoryLogger } from '../../src/core/logger.js';
+import { stageContext } from '../../src/core/stage.js';
 import { packImage } from '../../src/stages/pack.js';
 import { requireTool } from '../support/require-tool.js';
 
@@ -60,7 +61,11 @@ describe('pack never writes through a symlink at an artifact name', () => {
     const before = checksums(canaries);
     const logger = memoryLogger();
 
-    const r = await packImage({ root, name: 't', epoch: 0, outDir: out, logger });
+    const r = await packImage(stageContext({ logger, workDir: out, outDir: out }), {
+      root,
+      name: 't',
+      epoch: 0,
+    });
 
     expect(checksums(canaries)).toEqual(before);
     expect(existsSync(missing)).toBe(false);

@@ -14,7 +14,8 @@ import { main } from '../../src/cli/main.js';
 import { memoryLogger } from '../../src/core/logger.js';
 import { storeDir } from '../../src/core/paths.js';
 import { parseElf } from '../../src/elf/elf.js';
-import { buildLua, type LuaBuildResult } from '../../src/stages/lua.js';
+import { stageContext } from '../../src/core/stage.js';
+import { buildLua, type LuaBuildResult, type LuaBuildSpec } from '../../src/stages/lua.js';
 import { LuaVerifyError, verifyLua } from '../../src/stages/lua-verify.js';
 import { sha256File, Store } from '../../src/store/store.js';
 import { run } from '../../src/tools/exec.js';
@@ -76,12 +77,13 @@ async function seed(version: LuaTestVersion): Promise<string> {
 }
 
 const store = () => new Store(storeDir(), log);
-const opts = () => ({
-  store: store(),
-  logger: log,
-  buildrootDir: path.join(testCacheDir(), 'buildroots'),
-  fetch: { retries: 0 },
-});
+/** The lua stage with this file's store, build roots and no download retries. */
+const build = (spec: LuaBuildSpec) =>
+  buildLua(stageContext({ logger: log, store: store(), workDir: tmp }), {
+    ...spec,
+    buildrootDir: path.join(testCacheDir(), 'buildroots'),
+    fetch: { retries: 0 },
+  });
 
 /** What must hold for every built interpreter, checked independently of the stage's own checks. */
 async function expectStaticLua(r: LuaBuildResult, version: string): Promise<void> {
@@ -108,32 +110,26 @@ describe('lua stage, cross strategy', () => {
 
   it('cold build of 5.4.4: static aarch64, runs under QEMU, no download', async () => {
     const sha256 = await seed('5.4.4');
-    cold = await buildLua(
-      {
-        version: '5.4.4',
-        sha256,
-        urls: [`${base}/lua-5.4.4.tar.gz`],
-        arch: 'aarch64',
-        strategy: 'cross',
-      },
-      opts(),
-    );
+    cold = await build({
+      version: '5.4.4',
+      sha256,
+      urls: [`${base}/lua-5.4.4.tar.gz`],
+      arch: 'aarch64',
+      strategy: 'cross',
+    });
     expect(cold.cached).toBe(false);
     await expectStaticLua(cold, '5.4.4');
     expect(requests).toBe(0);
   });
 
   it('warm build hits the cache: same binary, nothing rebuilt', async () => {
-    const warm = await buildLua(
-      {
-        version: '5.4.4',
-        sha256: (await luaSourceTarball('5.4.4')).sha256,
-        urls: [`${base}/x`],
-        arch: 'aarch64',
-        strategy: 'cross',
-      },
-      opts(),
-    );
+    const warm = await build({
+      version: '5.4.4',
+      sha256: (await luaSourceTarball('5.4.4')).sha256,
+      urls: [`${base}/x`],
+      arch: 'aarch64',
+      strategy: 'cross',
+    });
     expect(warm).toMatchObject({
       cached: true,
       sha256: cold.sha256,
@@ -176,16 +172,13 @@ describe('lua stage, cross strategy', () => {
   it('a source missing from the store is fetched from its URLs, and a failure names them', async () => {
     const src = await luaSourceTarball('5.3.6');
     await expect(
-      buildLua(
-        {
-          version: '5.3.6',
-          sha256: src.sha256,
-          urls: [`${base}/lua-5.3.6.tar.gz`],
-          arch: 'aarch64',
-          strategy: 'cross',
-        },
-        opts(),
-      ),
+      build({
+        version: '5.3.6',
+        sha256: src.sha256,
+        urls: [`${base}/lua-5.3.6.tar.gz`],
+        arch: 'aarch64',
+        strategy: 'cross',
+      }),
     ).rejects.toThrow(/lua-5\.3\.6\.tar\.gz: HTTP 404/);
     expect(requests).toBe(1);
     requests = 0;
@@ -193,16 +186,13 @@ describe('lua stage, cross strategy', () => {
 
   it('cold build of 5.3.6', async () => {
     const sha256 = await seed('5.3.6');
-    const r = await buildLua(
-      {
-        version: '5.3.6',
-        sha256,
-        urls: [`${base}/lua-5.3.6.tar.gz`],
-        arch: 'aarch64',
-        strategy: 'cross',
-      },
-      opts(),
-    );
+    const r = await build({
+      version: '5.3.6',
+      sha256,
+      urls: [`${base}/lua-5.3.6.tar.gz`],
+      arch: 'aarch64',
+      strategy: 'cross',
+    });
     expect(r.cached).toBe(false);
     await expectStaticLua(r, '5.3.6');
     expect(requests).toBe(0);
@@ -214,16 +204,13 @@ describe('lua stage, x86_64 with the host musl', () => {
     if (!existsSync('/usr/lib/x86_64-linux-musl/musl-gcc.specs'))
       throw new Error('musl-dev (amd64) is missing: apt-get install musl-tools');
     const sha256 = await seed('5.4.4');
-    const r = await buildLua(
-      {
-        version: '5.4.4',
-        sha256,
-        urls: [`${base}/lua-5.4.4.tar.gz`],
-        arch: 'x86_64',
-        strategy: 'cross',
-      },
-      opts(),
-    );
+    const r = await build({
+      version: '5.4.4',
+      sha256,
+      urls: [`${base}/lua-5.4.4.tar.gz`],
+      arch: 'x86_64',
+      strategy: 'cross',
+    });
     const elf = parseElf(await readFile(r.path));
     expect(elf).toMatchObject({ bits: 64, machineName: 'x86_64', needed: [], isStatic: true });
     expect((await run([r.path, '-v'])).stdout).toMatch(/^Lua 5\.4\.4\s/);
@@ -262,24 +249,18 @@ describe('lua stage, in-root strategy (build root under QEMU)', () => {
         );
     }
     const sha256 = await seed('5.4.4');
-    const r = await buildLua(
-      {
-        version: '5.4.4',
-        sha256,
-        urls: [`${base}/lua-5.4.4.tar.gz`],
-        arch: 'aarch64',
-        strategy: 'in-root',
-      },
-      opts(),
-    );
+    const r = await build({
+      version: '5.4.4',
+      sha256,
+      urls: [`${base}/lua-5.4.4.tar.gz`],
+      arch: 'aarch64',
+      strategy: 'in-root',
+    });
     expect(r.cached).toBe(false);
     expect(r.strategy).toBe('in-root');
     await expectStaticLua(r, '5.4.4');
     expect(requests).toBe(0);
-    const again = await buildLua(
-      { version: '5.4.4', sha256, arch: 'aarch64', strategy: 'in-root' },
-      opts(),
-    );
+    const again = await build({ version: '5.4.4', sha256, arch: 'aarch64', strategy: 'in-root' });
     expect(again).toMatchObject({ cached: true, sha256: r.sha256 });
     // A fresh machine first makes the build root with mmdebstrap under QEMU (minutes).
   }, 1_800_000);

@@ -11,6 +11,7 @@ import { main } from '../../src/cli/main.js';
 import { memoryLogger } from '../../src/core/logger.js';
 import { walkSorted } from '../../src/manifest/manifest.js';
 import { writeSha256Sums } from '../../src/stages/outputs.js';
+import { stageContext } from '../../src/core/stage.js';
 import { artifactNames, packImage, type PackResult } from '../../src/stages/pack.js';
 import { run } from '../../src/tools/exec.js';
 import {
@@ -54,14 +55,10 @@ async function packIn(
     await touchAll(root, opts.mtime);
     await touchAll(data, opts.mtime);
     const out = path.join(tmp, label, 'out');
-    const r = await packImage({
-      root,
-      dataDir: data,
-      name: NAME,
-      epoch: EPOCH,
-      outDir: out,
-      logger: memoryLogger(),
-    });
+    const r = await packImage(
+      stageContext({ logger: memoryLogger(), workDir: path.join(tmp, label), outDir: out }),
+      { root, dataDir: data, name: NAME, epoch: EPOCH },
+    );
     // SHA256SUMS is the outputs stage's: written over the three pack artifacts, as a build does.
     await writeSha256Sums(out, Object.values(artifactNames(NAME)));
     return { out, r };

@@ -12,7 +12,8 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { resolveConfig, parseConfig, type LhcConfig } from '../../src/config/load.js';
 import { ConfigError } from '../../src/core/errors.js';
-import { memoryLogger } from '../../src/core/logger.js';
+import { memoryLogger, type Logger } from '../../src/core/logger.js';
+import { stageContext, type StageContext } from '../../src/core/stage.js';
 import { readElf } from '../../src/elf/elf.js';
 import { extractTarball } from '../../src/root/extract.js';
 import { resolveInRoot } from '../../src/root/resolve.js';
@@ -28,6 +29,10 @@ let alpine: AlpineLike;
 function config(yaml: string): LhcConfig {
   const text = `name: roottest\nservice:\n  command: [/bin/true]\n  inetd: true\nprobes:\n  - {name: p, type: gopher, fixture: f}\n${yaml}`;
   return resolveConfig(parseConfig(text), path.join(tmp, 'lhc.yml'));
+}
+
+function rootCtx(workDir: string, logger: Logger): StageContext {
+  return stageContext({ logger, workDir, store });
 }
 
 async function workDir(name: string): Promise<string> {
@@ -68,10 +73,8 @@ files:
 data: {path: /data, template: tmpl}
 `);
     const logger = memoryLogger();
-    const { root, baseBytes } = await assembleRoot(cfg, {
-      workDir: await workDir('alpine-gz'),
-      store,
-      logger,
+    const { root, baseBytes } = await assembleRoot(rootCtx(await workDir('alpine-gz'), logger), {
+      config: cfg,
     });
     // The command really ran inside the aarch64 root.
     expect(readFileSync(path.join(root, 'srv/hello'), 'utf8')).toBe('hi\n');
@@ -105,10 +108,8 @@ data: {path: /data, template: tmpl}
 packages: [/bin/busybox, touch, /etc/from-argv]
 `);
     const logger = memoryLogger();
-    const { root } = await assembleRoot(cfg, {
-      workDir: await workDir('alpine-xz'),
-      store,
-      logger,
+    const { root } = await assembleRoot(rootCtx(await workDir('alpine-xz'), logger), {
+      config: cfg,
     });
     expect(existsSync(path.join(root, 'etc/from-argv'))).toBe(true);
     expect(logger.lines.join('\n')).toMatch(/^warning: packages: renamed to prepare/m);
@@ -119,7 +120,7 @@ packages: [/bin/busybox, touch, /etc/from-argv]
   it('refuses a local tarball whose sha256 does not match', async () => {
     const cfg = config(`base: {type: tarball, path: ${alpine.gz}, sha256: "${'0'.repeat(64)}"}\n`);
     const wd = await workDir('alpine-badsha');
-    await expect(assembleRoot(cfg, { workDir: wd, store, logger: memoryLogger() })).rejects.toThrow(
+    await expect(assembleRoot(rootCtx(wd, memoryLogger()), { config: cfg })).rejects.toThrow(
       /has sha256 [0-9a-f]{64}, but the config expects 0{64}/,
     );
     expect(existsSync(path.join(wd, 'root'))).toBe(false);
@@ -130,7 +131,7 @@ packages: [/bin/busybox, touch, /etc/from-argv]
       `base: {type: tarball, path: ${alpine.gz}}\nprepare: "echo broken-step >&2; exit 3"\n`,
     );
     const wd = await workDir('alpine-fail');
-    await expect(assembleRoot(cfg, { workDir: wd, store, logger: memoryLogger() })).rejects.toThrow(
+    await expect(assembleRoot(rootCtx(wd, memoryLogger()), { config: cfg })).rejects.toThrow(
       /broken-step/,
     );
     expect(existsSync(path.join(wd, 'root'))).toBe(false);
@@ -148,10 +149,8 @@ describe('scratch base', () => {
     await extractTarball(alpine.gz, path.join(staging, 'x'));
     await writeFile(path.join(tmp, 'busybox'), readFileSync(path.join(staging, 'x/bin/busybox')));
     // luaPath: any file stands in for the static Lua here; it must land at lua.path, executable.
-    const { root } = await assembleRoot(cfg, {
-      workDir: await workDir('scratch'),
-      store,
-      logger: memoryLogger(),
+    const { root } = await assembleRoot(rootCtx(await workDir('scratch'), memoryLogger()), {
+      config: cfg,
       luaPath: path.join(tmp, 'busybox'),
     });
     const lua = path.join(root, 'usr/local/bin/lua');
@@ -169,7 +168,7 @@ describe('scratch base', () => {
   it('refuses prepare on scratch', async () => {
     const cfg = config(`prepare: "true"\n`);
     await expect(
-      assembleRoot(cfg, { workDir: await workDir('scratch-pk'), store, logger: memoryLogger() }),
+      assembleRoot(rootCtx(await workDir('scratch-pk'), memoryLogger()), { config: cfg }),
     ).rejects.toBeInstanceOf(ConfigError);
   });
 });
@@ -179,10 +178,8 @@ describe('debian base', () => {
     await requireTool('mmdebstrap', 'mmdebstrap');
     const cfg = config(`base: {type: debian, suite: bookworm, packages: [nginx-light]}\n`);
     const logger = memoryLogger();
-    const { root, baseBytes } = await assembleRoot(cfg, {
-      workDir: await workDir('debian'),
-      store,
-      logger,
+    const { root, baseBytes } = await assembleRoot(rootCtx(await workDir('debian'), logger), {
+      config: cfg,
       basesDir: path.join(testCacheDir(), 'bases'),
     });
     const nginx = await readElf(path.join(root, 'usr/sbin/nginx'));

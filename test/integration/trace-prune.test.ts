@@ -12,6 +12,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig, type LhcConfig } from '../../src/config/load.js';
 import { UserError } from '../../src/core/errors.js';
 import { memoryLogger } from '../../src/core/logger.js';
+import { stageContext, type StageContext } from '../../src/core/stage.js';
 import { buildLua } from '../../src/stages/lua.js';
 import { writeTraceReport } from '../../src/stages/outputs.js';
 import { pruneRoot } from '../../src/stages/prune.js';
@@ -35,6 +36,11 @@ async function config(name: string, yaml: string): Promise<LhcConfig> {
   await mkdir(dir, { recursive: true });
   await writeFile(path.join(dir, 'lhc.yml'), `name: ${name}\n${yaml}`);
   return loadConfig(path.join(dir, 'lhc.yml'));
+}
+
+/** A stage context whose work dir is `dir`. */
+function ctxAt(dir: string, store?: Store): StageContext {
+  return stageContext({ logger: memoryLogger(), workDir: dir, ...(store ? { store } : {}) });
 }
 
 /** Processes and mounts this file's runs could leave behind. */
@@ -97,10 +103,7 @@ describe('busybox root, inetd service', () => {
       'bb-cat',
       'service: { command: [/bin/busybox, cat, /srv/hello], inetd: true }\nprobes:\n  - { name: hello, type: gopher, selector: "", fixture: x }\n  - { name: again, type: gopher, selector: "/again", fixture: x }\n',
     );
-    trace = await traceService(cfg, bbRoot, {
-      workDir: path.join(tmp, 'w-cat'),
-      logger: memoryLogger(),
-    });
+    trace = await traceService(ctxAt(path.join(tmp, 'w-cat')), { config: cfg, root: bbRoot });
   }, 300_000);
 
   it('answers every probe with what the service printed, and records the file it opened', async () => {
@@ -112,15 +115,16 @@ describe('busybox root, inetd service', () => {
       trace.events.filter((e) => e.op === 'open' && e.path === '/srv/hello' && e.result === 'ok'),
     ).toHaveLength(2);
     // The traced copy is gone; the trace mount point never touched the real root.
-    expect(existsSync(path.join(tmp, 'w-cat/trace-root'))).toBe(false);
+    expect(existsSync(path.join(tmp, 'w-cat/trace/trace-root'))).toBe(false);
     expect(existsSync(path.join(bbRoot, 'lhc-trace'))).toBe(false);
   });
 
   it('prunes to exactly what the trace proves plus the closure; no shell; self-check passes', async () => {
     const out = path.join(tmp, 'p-cat');
-    const { prunedRoot, report, dataDir } = await pruneRoot(bbRoot, trace, cfg, {
-      outDir: out,
-      logger: memoryLogger(),
+    const { prunedRoot, report, dataDir } = await pruneRoot(ctxAt(out), {
+      root: bbRoot,
+      trace,
+      config: cfg,
     });
     await writeTraceReport(report, path.join(out, 'trace-report.json'));
     const proven = provenByTrace(bbRoot, trace);
@@ -153,9 +157,10 @@ describe('busybox root, inetd service', () => {
     };
     expect(json.summary).toMatch(/kept \d+ of \d+ entries/);
 
-    const check = await selfCheck(cfg, prunedRoot, trace.responses, {
-      workDir: path.join(tmp, 'sc-cat'),
-      logger: memoryLogger(),
+    const check = await selfCheck(ctxAt(path.join(tmp, 'sc-cat')), {
+      config: cfg,
+      prunedRoot,
+      unprunedResponses: trace.responses,
       dataDir,
     });
     expect(check.responses.hello).toEqual(trace.responses.hello);
@@ -191,15 +196,13 @@ describe('busybox root, symlinked entrypoint and content, writes to /data', () =
         'probes: [{ name: p, type: gopher, selector: "", fixture: x }]',
       ].join('\n') + '\n',
     );
-    const trace = await traceService(cfg, root, {
-      workDir: path.join(tmp, 'w-links'),
-      logger: memoryLogger(),
-    });
+    const trace = await traceService(ctxAt(path.join(tmp, 'w-links')), { config: cfg, root: root });
     expect(trace.responses.p!.body.toString()).toBe('page\npage.txt\n');
     expect(trace.writtenUnderData).toEqual(['/data/log']);
-    const { prunedRoot, report, dataDir } = await pruneRoot(root, trace, cfg, {
-      outDir: path.join(tmp, 'p-links'),
-      logger: memoryLogger(),
+    const { prunedRoot, report, dataDir } = await pruneRoot(ctxAt(path.join(tmp, 'p-links')), {
+      root: root,
+      trace,
+      config: cfg,
     });
     const why = (p: string) => report.kept.list.find((k) => k.path === p)?.why ?? [];
     expect(why('/bin/sh')).toEqual(expect.arrayContaining(['symlink-on-path']));
@@ -208,9 +211,10 @@ describe('busybox root, symlinked entrypoint and content, writes to /data', () =
     expect(why('/srv/site/page.txt').length).toBeGreaterThan(0);
     expect(existsSync(path.join(prunedRoot, 'data/log'))).toBe(false);
     expect(existsSync(path.join(prunedRoot, 'srv/unused'))).toBe(false);
-    await selfCheck(cfg, prunedRoot, trace.responses, {
-      workDir: path.join(tmp, 'sc-links'),
-      logger: memoryLogger(),
+    await selfCheck(ctxAt(path.join(tmp, 'sc-links')), {
+      config: cfg,
+      prunedRoot,
+      unprunedResponses: trace.responses,
       dataDir,
     });
   }, 300_000);
@@ -227,18 +231,19 @@ describe('busybox httpd, a listening service probed through its network namespac
         '  - { name: missing, type: http, path: /nope.html, status: 404 }',
       ].join('\n') + '\n',
     );
-    const trace = await traceService(cfg, bbRoot, {
-      workDir: path.join(tmp, 'w-httpd'),
-      logger: memoryLogger(),
+    const trace = await traceService(ctxAt(path.join(tmp, 'w-httpd')), {
+      config: cfg,
+      root: bbRoot,
     });
     const index = trace.responses.index as { status: number; body: Buffer };
     expect(index.status).toBe(200);
     expect(index.body).toEqual(await readFile(path.join(bbRoot, 'www/index.html')));
     expect((trace.responses.missing as { status: number }).status).toBe(404);
     expect(trace.failedLookups).toContain('/www/nope.html');
-    const { prunedRoot, dataDir, report } = await pruneRoot(bbRoot, trace, cfg, {
-      outDir: path.join(tmp, 'p-httpd'),
-      logger: memoryLogger(),
+    const { prunedRoot, dataDir, report } = await pruneRoot(ctxAt(path.join(tmp, 'p-httpd')), {
+      root: bbRoot,
+      trace,
+      config: cfg,
     });
     expect(existsSync(path.join(prunedRoot, 'bin/sh'))).toBe(false);
     expect(existsSync(path.join(prunedRoot, 'www/unused.html'))).toBe(false);
@@ -247,17 +252,19 @@ describe('busybox httpd, a listening service probed through its network namespac
       'symlink-on-path',
     );
     expect(report.kept.list.find((k) => k.path === '/bin/busybox')?.why).toContain('entrypoint');
-    await selfCheck(cfg, prunedRoot, trace.responses, {
-      workDir: path.join(tmp, 'sc-httpd'),
-      logger: memoryLogger(),
+    await selfCheck(ctxAt(path.join(tmp, 'sc-httpd')), {
+      config: cfg,
+      prunedRoot,
+      unprunedResponses: trace.responses,
       dataDir,
     });
 
     // The self-check can fail: without the page the pruned root answers 404, and says so.
     await rm(path.join(prunedRoot, 'www/index.html'));
-    const err = await selfCheck(cfg, prunedRoot, trace.responses, {
-      workDir: path.join(tmp, 'sc-httpd2'),
-      logger: memoryLogger(),
+    const err = await selfCheck(ctxAt(path.join(tmp, 'sc-httpd2')), {
+      config: cfg,
+      prunedRoot,
+      unprunedResponses: trace.responses,
       dataDir,
     }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(UserError);
@@ -277,9 +284,9 @@ describe("native tracing with host strace (a root of the host's own architecture
       'bb-native',
       `arch: ${arch}\nservice: { command: [/bin/sh, -c, "cd /srv && cat hello"], inetd: true }\nprobes: [{ name: p, type: gopher, fixture: x }]\n`,
     );
-    const trace = await traceService(cfg, root, {
-      workDir: path.join(tmp, 'w-native'),
-      logger: memoryLogger(),
+    const trace = await traceService(ctxAt(path.join(tmp, 'w-native')), {
+      config: cfg,
+      root: root,
     });
     expect(trace.emulated).toBe(false);
     expect(trace.responses.p!.body).toEqual(await readFile(path.join(root, 'srv/hello')));
@@ -292,14 +299,16 @@ describe("native tracing with host strace (a root of the host's own architecture
     expect(
       trace.events.some((e) => e.op === 'open' && e.path === '/srv/hello' && e.result === 'ok'),
     ).toBe(true);
-    const { prunedRoot, dataDir } = await pruneRoot(root, trace, cfg, {
-      outDir: path.join(tmp, 'p-native'),
-      logger: memoryLogger(),
+    const { prunedRoot, dataDir } = await pruneRoot(ctxAt(path.join(tmp, 'p-native')), {
+      root: root,
+      trace,
+      config: cfg,
     });
     expect(existsSync(path.join(prunedRoot, 'srv/unused'))).toBe(false);
-    await selfCheck(cfg, prunedRoot, trace.responses, {
-      workDir: path.join(tmp, 'sc-native'),
-      logger: memoryLogger(),
+    await selfCheck(ctxAt(path.join(tmp, 'sc-native')), {
+      config: cfg,
+      prunedRoot,
+      unprunedResponses: trace.responses,
       dataDir,
     });
   }, 300_000);
@@ -311,14 +320,14 @@ describe('services that fail while traced', () => {
       'bb-crash',
       'service: { command: [/bin/busybox, sh, -c, "echo cannot open /srv/config >&2; exit 3"], inetd: true }\nprobes: [{ name: p, type: gopher, fixture: x }]\n',
     );
-    const err = await traceService(cfg, bbRoot, {
-      workDir: path.join(tmp, 'w-crash'),
-      logger: memoryLogger(),
+    const err = await traceService(ctxAt(path.join(tmp, 'w-crash')), {
+      config: cfg,
+      root: bbRoot,
     }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(UserError);
     expect((err as Error).message).toMatch(/exited with code 3 while answering probe 'p'/);
     expect((err as Error).message).toContain('cannot open /srv/config');
-    expect(existsSync(path.join(tmp, 'w-crash/trace-root'))).toBe(false);
+    expect(existsSync(path.join(tmp, 'w-crash/trace/trace-root'))).toBe(false);
   }, 120_000);
 
   it('a listening service that exits before listening is reported, not waited for', async () => {
@@ -327,9 +336,9 @@ describe('services that fail while traced', () => {
       'service: { command: [/bin/busybox, sh, -c, "echo no port for you >&2; exit 7"], listen: 8081, timeout: 60 }\nprobes: [{ name: p, type: http, path: / }]\n',
     );
     const started = Date.now();
-    const err = await traceService(cfg, bbRoot, {
-      workDir: path.join(tmp, 'w-nolisten'),
-      logger: memoryLogger(),
+    const err = await traceService(ctxAt(path.join(tmp, 'w-nolisten')), {
+      config: cfg,
+      root: bbRoot,
     }).catch((e: unknown) => e);
     expect((err as Error).message).toMatch(/exited with code 7 before listening on port 8081/);
     expect((err as Error).message).toContain('no port for you');
@@ -342,9 +351,9 @@ describe('services that fail while traced', () => {
       'service: { command: [/bin/busybox, sleep, "600"], inetd: true, timeout: 3 }\nprobes: [{ name: p, type: gopher, fixture: x }]\n',
     );
     const started = Date.now();
-    const err = await traceService(cfg, bbRoot, {
-      workDir: path.join(tmp, 'w-hang'),
-      logger: memoryLogger(),
+    const err = await traceService(ctxAt(path.join(tmp, 'w-hang')), {
+      config: cfg,
+      root: bbRoot,
     }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(UserError);
     expect((err as Error).message).toMatch(
@@ -360,28 +369,24 @@ describe('gophermoon on scratch with the static aarch64 Lua', () => {
     const tarball = await luaSourceTarball('5.4.4');
     const store = new Store(path.join(tmp, 'store'));
     await store.add(tarball.path);
-    const lua = await buildLua(
-      { version: '5.4.4', sha256: LUA_SOURCES['5.4.4'].sha256, arch: 'aarch64', strategy: 'cross' },
-      { store, logger: memoryLogger(), cacheDir: path.join(testCacheDir(), 'lhc-cache') },
-    );
     const work = path.join(tmp, 'gm');
     await mkdir(work, { recursive: true });
-    const { root } = await assembleRoot(cfg, {
-      workDir: work,
-      store,
-      logger: memoryLogger(),
-      luaPath: lua.path,
+    const lua = await buildLua(ctxAt(work, store), {
+      version: '5.4.4',
+      sha256: LUA_SOURCES['5.4.4'].sha256,
+      arch: 'aarch64',
+      strategy: 'cross',
+      cacheDir: path.join(testCacheDir(), 'lhc-cache'),
     });
-    const trace = await traceService(cfg, root, {
-      workDir: path.join(tmp, 'w-gm'),
-      logger: memoryLogger(),
-    });
+    const { root } = await assembleRoot(ctxAt(work, store), { config: cfg, luaPath: lua.path });
+    const trace = await traceService(ctxAt(path.join(tmp, 'w-gm')), { config: cfg, root: root });
     for (const p of cfg.probes)
       if (p.type === 'gopher')
         expect(trace.responses[p.name]?.body, p.name).toEqual(await readFile(p.fixture));
-    const { prunedRoot, report, dataDir } = await pruneRoot(root, trace, cfg, {
-      outDir: path.join(tmp, 'p-gm'),
-      logger: memoryLogger(),
+    const { prunedRoot, report, dataDir } = await pruneRoot(ctxAt(path.join(tmp, 'p-gm')), {
+      root: root,
+      trace,
+      config: cfg,
     });
     const files = report.kept.list.filter((k) => k.kind !== 'dir').map((k) => k.path);
     const content = report.kept.list.filter(
@@ -403,9 +408,10 @@ describe('gophermoon on scratch with the static aarch64 Lua', () => {
       ).toBe(true);
     }
     expect(existsSync(path.join(prunedRoot, 'bin/sh'))).toBe(false);
-    await selfCheck(cfg, prunedRoot, trace.responses, {
-      workDir: path.join(tmp, 'sc-gm'),
-      logger: memoryLogger(),
+    await selfCheck(ctxAt(path.join(tmp, 'sc-gm')), {
+      config: cfg,
+      prunedRoot,
+      unprunedResponses: trace.responses,
       dataDir,
     });
   }, 900_000);
@@ -418,23 +424,19 @@ describe('nginx on a Debian arm64 base', () => {
     const work = path.join(tmp, 'nginx');
     await mkdir(work, { recursive: true });
     const store = new Store(path.join(tmp, 'store'));
-    const { root } = await assembleRoot(cfg, {
-      workDir: work,
-      store,
-      logger: memoryLogger(),
+    const { root } = await assembleRoot(ctxAt(work, store), {
+      config: cfg,
       basesDir: path.join(testCacheDir(), 'bases'),
     });
-    const trace = await traceService(cfg, root, {
-      workDir: path.join(tmp, 'w-nginx'),
-      logger: memoryLogger(),
-    });
+    const trace = await traceService(ctxAt(path.join(tmp, 'w-nginx')), { config: cfg, root: root });
     const index = trace.responses.index as { status: number; body: Buffer };
     expect(index.status).toBe(200);
     const fixture = cfg.probes.find((p) => p.name === 'index')?.fixture;
     if (fixture) expect(index.body).toEqual(await readFile(fixture));
-    const { prunedRoot, report, dataDir } = await pruneRoot(root, trace, cfg, {
-      outDir: path.join(tmp, 'p-nginx'),
-      logger: memoryLogger(),
+    const { prunedRoot, report, dataDir } = await pruneRoot(ctxAt(path.join(tmp, 'p-nginx')), {
+      root: root,
+      trace,
+      config: cfg,
     });
     await writeTraceReport(report, path.join(tmp, 'p-nginx/trace-report.json'));
     expect(report.kept.bytes / report.base.bytes).toBeLessThanOrEqual(0.05);
@@ -443,9 +445,10 @@ describe('nginx on a Debian arm64 base', () => {
     expect(
       report.kept.list.some((k) => k.why.includes('dt-needed') || k.why.includes('elf-interp')),
     ).toBe(true);
-    const check = await selfCheck(cfg, prunedRoot, trace.responses, {
-      workDir: path.join(tmp, 'sc-nginx'),
-      logger: memoryLogger(),
+    const check = await selfCheck(ctxAt(path.join(tmp, 'sc-nginx')), {
+      config: cfg,
+      prunedRoot,
+      unprunedResponses: trace.responses,
       dataDir,
     });
     expect(check.responses.index).toEqual(trace.responses.index);

@@ -13,7 +13,8 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig, type LhcConfig } from '../../src/config/load.js';
 import type { GopherProbe } from '../../src/config/schema.js';
-import { memoryLogger } from '../../src/core/logger.js';
+import { memoryLogger, type Logger } from '../../src/core/logger.js';
+import { stageContext, type StageContext } from '../../src/core/stage.js';
 import { start } from '../../src/tools/exec.js';
 import { nspawnArgv } from '../../src/tools/nspawn.js';
 import { writeDataTemplate } from '../../src/stages/data-template.js';
@@ -58,6 +59,11 @@ async function expectNothingLeft(): Promise<void> {
   expect(now).toEqual(before);
 }
 
+/** verify's mount points go under ourTmp() (its work dir's verify/). */
+function verifyCtx(logger: Logger): StageContext {
+  return stageContext({ logger, workDir: ourTmp() });
+}
+
 function withProbes(config: LhcConfig, probes: LhcConfig['probes']): LhcConfig {
   return { ...config, probes };
 }
@@ -92,13 +98,12 @@ describe('verify on the packed gophermoon image', () => {
   const logger = memoryLogger();
 
   beforeAll(async () => {
-    report = await verifyImage({
+    report = await verifyImage(verifyCtx(logger), {
       config: packed.config,
       image: packed.image,
       dataTemplate: packed.dataTemplate,
       requests: 200,
       concurrency: 8,
-      logger,
     });
   });
 
@@ -163,11 +168,10 @@ describe('a fixture changed by one byte', () => {
       probe(packed.config, 'text-about'),
     ]);
 
-    const report = await verifyImage({
+    const report = await verifyImage(verifyCtx(memoryLogger()), {
       config,
       image: packed.image,
       dataTemplate: packed.dataTemplate,
-      logger: memoryLogger(),
     });
     expect(report.ok).toBe(false);
     const row = report.probes.find((p) => p.name === 'root-empty')!;
@@ -189,14 +193,13 @@ describe('a fixture changed by one byte', () => {
 describe('interrupted runs clean up', () => {
   it('a timeout during the load leaves nothing behind', async () => {
     const logger = memoryLogger();
-    const run = verifyImage({
+    const run = verifyImage(verifyCtx(logger), {
       config: withProbes(packed.config, [probe(packed.config, 'root-empty')]),
       image: packed.image,
       dataTemplate: packed.dataTemplate,
       requests: 100_000,
       concurrency: 8,
       timeoutMs: 20_000,
-      logger,
     });
     await expect(run).rejects.toThrow(/verify timed out after 20 s/);
     // It was really mid-run: the load had started.
@@ -325,20 +328,16 @@ describe('a listening service', () => {
       ].join('\n'),
     );
     const config = await loadConfig(configFile);
-    const out = await packImage({
-      root,
-      name: 'httpd',
-      epoch: 0,
-      outDir: path.join(dir, 'out'),
-      logger: memoryLogger(),
-    });
-    const report = await verifyImage({
+    const out = await packImage(
+      stageContext({ logger: memoryLogger(), workDir: dir, outDir: path.join(dir, 'out') }),
+      { root, name: 'httpd', epoch: 0 },
+    );
+    const report = await verifyImage(verifyCtx(memoryLogger()), {
       config,
       image: out.image,
       dataTemplate: out.dataTemplate,
       requests: 20,
       concurrency: 4,
-      logger: memoryLogger(),
     });
     const text = formatVerifyReport(report).join('\n');
     expect(

@@ -12,6 +12,7 @@ import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { loadConfig, type LhcConfig } from '../../src/config/load.js';
 import { memoryLogger } from '../../src/core/logger.js';
+import { stageContext } from '../../src/core/stage.js';
 import { buildLua } from '../../src/stages/lua.js';
 import { packImage } from '../../src/stages/pack.js';
 import { assembleRoot } from '../../src/stages/root.js';
@@ -53,10 +54,13 @@ export async function staticLua(workDir: string): Promise<string> {
   const tarball = await luaSourceTarball(version);
   const store = new Store(path.join(workDir, 'store'));
   await store.add(tarball.path);
-  const built = await buildLua(
-    { version, sha256: LUA_SOURCES[version].sha256, arch: 'aarch64', strategy: 'cross' },
-    { store, logger: memoryLogger(), cacheDir: path.join(testCacheDir(), 'lhc-cache') },
-  );
+  const built = await buildLua(stageContext({ logger: memoryLogger(), store, workDir }), {
+    version,
+    sha256: LUA_SOURCES[version].sha256,
+    arch: 'aarch64',
+    strategy: 'cross',
+    cacheDir: path.join(testCacheDir(), 'lhc-cache'),
+  });
   return built.path;
 }
 
@@ -67,18 +71,17 @@ export async function packedGophermoon(dir: string): Promise<PackedImage> {
   const workDir = path.join(dir, 'work');
   await mkdir(workDir, { recursive: true });
   const luaPath = await staticLua(workDir);
-  const { root } = await assembleRoot(config, {
-    workDir,
-    store: new Store(path.join(workDir, 'store')),
+  const ctx = stageContext({
     logger,
-    luaPath,
+    workDir,
+    outDir: path.join(dir, 'out'),
+    store: new Store(path.join(workDir, 'store')),
   });
-  const packed = await packImage({
+  const { root } = await assembleRoot(ctx, { config, luaPath });
+  const packed = await packImage(ctx, {
     root,
     name: config.name,
     epoch: 0,
-    outDir: path.join(dir, 'out'),
-    logger,
     dataPath: config.data.path,
   });
   return { config, root, image: packed.image, dataTemplate: packed.dataTemplate };

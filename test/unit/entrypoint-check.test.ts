@@ -10,13 +10,22 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { UserError } from '../../src/core/errors.js';
 import { readElf } from '../../src/elf/elf.js';
-import { checkEntrypoint, shebangInterpreter } from '../../src/stages/entrypoint-check.js';
+import { memoryLogger } from '../../src/core/logger.js';
+import { stageContext } from '../../src/core/stage.js';
+import {
+  checkEntrypoint,
+  shebangInterpreter,
+  type EntrypointArch,
+} from '../../src/stages/entrypoint-check.js';
 import { crossToolchain } from '../../src/tools/lua-make.js';
 import { run } from '../../src/tools/exec.js';
 import { requireTool } from '../support/require-tool.js';
 
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'lhc-entrypoint-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+
+const check = (root: string, command0: string, arch: EntrypointArch) =>
+  checkEntrypoint(stageContext({ logger: memoryLogger(), workDir: tmp }), { root, command0, arch });
 
 /** musl's loader is its libc.so (the host has it from musl:arm64, installed with musl-dev:arm64). */
 const MUSL_LOADER = '/usr/lib/aarch64-linux-musl/libc.so';
@@ -63,19 +72,19 @@ describe('entrypoint check: ELF binaries', () => {
   it('accepts a static aarch64 binary', async () => {
     expect((await readElf(bin.static))?.isStatic).toBe(true);
     const root = makeRoot({ '/bin/app': bin.static });
-    expect(await checkEntrypoint(root, '/bin/app', 'aarch64')).toEqual(['/bin/app']);
+    expect(await check(root, '/bin/app', 'aarch64')).toEqual(['/bin/app']);
   });
 
   it('refuses the wrong architecture, naming both and the fix', async () => {
     const root = makeRoot({ '/bin/app': bin.static, '/bin/true': '/bin/true' });
     const host = await readElf('/bin/true');
     expect(host?.machineName).toBe('x86_64');
-    const e = await failure(checkEntrypoint(root, '/bin/true', 'aarch64'));
+    const e = await failure(check(root, '/bin/true', 'aarch64'));
     expect(e.message).toMatch(
       /^service\.command\[0\] \/bin\/true: .*ELF for x86_64, but arch is aarch64/,
     );
     expect(e.message).toContain('build of it for aarch64');
-    const back = await failure(checkEntrypoint(root, '/bin/app', 'x86_64'));
+    const back = await failure(check(root, '/bin/app', 'x86_64'));
     expect(back.message).toContain('ELF for aarch64, but arch is x86_64');
   });
 
@@ -83,7 +92,7 @@ describe('entrypoint check: ELF binaries', () => {
     const interp = (await readElf(bin.musl))?.interp;
     expect(interp).toBe('/lib/ld-musl-aarch64.so.1');
     const root = makeRoot({ '/bin/app': bin.musl });
-    const e = await failure(checkEntrypoint(root, '/bin/app', 'aarch64'));
+    const e = await failure(check(root, '/bin/app', 'aarch64'));
     expect(e.message).toContain('needs its loader /lib/ld-musl-aarch64.so.1, which the root lacks');
     expect(e.message).toContain('statically linked');
     expect(e.message).toContain('a base that has the loader');
@@ -96,7 +105,7 @@ describe('entrypoint check: ELF binaries', () => {
     });
     // Resolved chroot-style: the host's /usr/lib has no ld-musl-aarch64.so.1.
     symlinkSync('/usr/lib', path.join(root, 'lib'));
-    expect(await checkEntrypoint(root, '/bin/app', 'aarch64')).toEqual([
+    expect(await check(root, '/bin/app', 'aarch64')).toEqual([
       '/bin/app',
       '/lib/ld-musl-aarch64.so.1',
     ]);
@@ -104,7 +113,7 @@ describe('entrypoint check: ELF binaries', () => {
 
   it('refuses a loader of the wrong architecture', async () => {
     const root = makeRoot({ '/bin/app': bin.musl, '/lib/ld-musl-aarch64.so.1': '/bin/true' });
-    const e = await failure(checkEntrypoint(root, '/bin/app', 'aarch64'));
+    const e = await failure(check(root, '/bin/app', 'aarch64'));
     expect(e.message).toContain('/lib/ld-musl-aarch64.so.1 is an ELF for x86_64');
   });
 
@@ -114,13 +123,13 @@ describe('entrypoint check: ELF binaries', () => {
       '/bin/plain': { text: 'echo hi\n' },
       '/bin/noexec': { text: '#!/bin/app\n', mode: 0o644 },
     });
-    expect((await failure(checkEntrypoint(root, '/bin/nope', 'aarch64'))).message).toContain(
+    expect((await failure(check(root, '/bin/nope', 'aarch64'))).message).toContain(
       '/bin/nope is not in the root',
     );
-    expect((await failure(checkEntrypoint(root, '/bin/noexec', 'aarch64'))).message).toContain(
+    expect((await failure(check(root, '/bin/noexec', 'aarch64'))).message).toContain(
       'is not executable',
     );
-    expect((await failure(checkEntrypoint(root, '/bin/plain', 'aarch64'))).message).toContain(
+    expect((await failure(check(root, '/bin/plain', 'aarch64'))).message).toContain(
       'neither an ELF executable nor a script',
     );
   });
@@ -133,7 +142,7 @@ describe('entrypoint check: scripts', () => {
       '/srv/inner': { text: '#! /bin/sh -e\nexit 0\n' },
       '/srv/outer': { text: '#!/srv/inner\n' },
     });
-    expect(await checkEntrypoint(root, '/srv/outer', 'aarch64')).toEqual([
+    expect(await check(root, '/srv/outer', 'aarch64')).toEqual([
       '/srv/outer',
       '/srv/inner',
       '/bin/sh',
@@ -147,20 +156,20 @@ describe('entrypoint check: scripts', () => {
       '/srv/rel': { text: '#!python3\n' },
       '/bin/true': '/bin/true',
     });
-    const py = await failure(checkEntrypoint(root, '/srv/py', 'aarch64'));
+    const py = await failure(check(root, '/srv/py', 'aarch64'));
     expect(py.message).toBe(
       'service.command[0] /srv/py (a script for /usr/bin/python3): /usr/bin/python3 is not in the root: add it (files, base.packages or a base that has it)',
     );
-    const x86 = await failure(checkEntrypoint(root, '/srv/x86', 'aarch64'));
+    const x86 = await failure(check(root, '/srv/x86', 'aarch64'));
     expect(x86.message).toContain('(a script for /bin/true): /bin/true is an ELF for x86_64');
-    expect((await failure(checkEntrypoint(root, '/srv/rel', 'aarch64'))).message).toContain(
+    expect((await failure(check(root, '/srv/rel', 'aarch64'))).message).toContain(
       'not an absolute path',
     );
   });
 
   it('stops a #! loop', async () => {
     const root = makeRoot({ '/srv/loop': { text: '#!/srv/loop\n' } });
-    expect((await failure(checkEntrypoint(root, '/srv/loop', 'aarch64'))).message).toContain(
+    expect((await failure(check(root, '/srv/loop', 'aarch64'))).message).toContain(
       'too many nested #! interpreters',
     );
   });

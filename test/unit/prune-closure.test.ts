@@ -25,6 +25,7 @@ import { memoryLogger } from '../../src/core/logger.js';
 import { readElf } from '../../src/elf/elf.js';
 import { summarizeReport } from '../../src/prune/report.js';
 import { writeTraceReport } from '../../src/stages/outputs.js';
+import { stageContext } from '../../src/core/stage.js';
 import { pruneRoot, type PruneResult } from '../../src/stages/prune.js';
 import type { TraceResult } from '../../src/stages/trace.js';
 import type { TraceEvent } from '../../src/trace/parse-strace.js';
@@ -125,9 +126,10 @@ beforeAll(async () => {
     seconds: 1.5,
     traceFiles: [],
   };
-  result = await pruneRoot(root, trace, config, {
-    outDir: path.join(work, 'out'),
-    logger: memoryLogger(),
+  result = await pruneRoot(stageContext({ logger: memoryLogger(), workDir: work }), {
+    root,
+    trace,
+    config,
   });
 }, 600_000);
 

@@ -2,7 +2,7 @@ import net from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { pendingCleanups, registerCleanup, runCleanups } from '../../src/core/cleanup.js';
 import type { VerifyOutcome } from '../../src/build-result.js';
-import { serviceLog } from '../../src/stages/verify.js';
+import { serviceLog } from '../../src/harness/service.js';
 import { listensOn } from '../../src/harness/listen.js';
 import { exchange, gopherUrl } from '../../src/harness/client.js';
 import { percentile, runLoad } from '../../src/verify/load.js';

@@ -1,6 +1,6 @@
 import { loadConfig } from '../../config/load.js';
 import { fetchInputs } from '../../stages/fetch.js';
-import { Store } from '../../store/store.js';
+import { withScratchContext } from '../../core/stage.js';
 import { configOrDefault, type Command } from '../command.js';
 
 export const fetchCommand: Command = {
@@ -16,10 +16,9 @@ downloaded again. Prints one line per input: "<sha256>  <name>  <path>".`,
   async run({ positionals }, ctx) {
     const file = configOrDefault(positionals[0], 'fetch');
     const config = await loadConfig(file);
-    const fetched = await fetchInputs(config, {
-      store: new Store(undefined, ctx.logger),
-      logger: ctx.logger,
-    });
+    const fetched = await withScratchContext({ logger: ctx.logger, signal: ctx.signal }, (stage) =>
+      fetchInputs(stage, { config }),
+    );
     if (fetched.length === 0) ctx.logger.info(`${file}: no remote inputs`);
     for (const f of fetched) ctx.out(`${f.sha256}  ${f.name}  ${f.path}`);
     return 0;

@@ -1,8 +1,8 @@
 import { chmod, copyFile, mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { ConfigError } from '../../core/errors.js';
+import { withScratchContext } from '../../core/stage.js';
 import { buildLua, checkLuaVersion, type LuaArch, type LuaStrategy } from '../../stages/lua.js';
-import { Store } from '../../store/store.js';
 import type { Command } from '../command.js';
 
 export const luaCommand: Command = {
@@ -62,15 +62,14 @@ Options:
       if (!/^(https?|file):\/\/\S+$/.test(u))
         throw new ConfigError(`lhc lua: --url must be an http(s):// or file:// URL, got "${u}"`);
     }
-    const r = await buildLua(
-      {
+    const r = await withScratchContext({ logger: ctx.logger, signal: ctx.signal }, (stage) =>
+      buildLua(stage, {
         version,
         sha256,
         urls: urls.length > 0 ? urls : undefined,
         arch: arch as LuaArch,
         strategy: strategy as LuaStrategy,
-      },
-      { store: new Store(undefined, ctx.logger), logger: ctx.logger },
+      }),
     );
     await mkdir(out, { recursive: true });
     const dest = path.join(out, 'lua');

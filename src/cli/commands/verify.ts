@@ -1,5 +1,6 @@
 import { loadConfig } from '../../config/load.js';
 import { ConfigError } from '../../core/errors.js';
+import { withScratchContext } from '../../core/stage.js';
 import { BOARD_HELP, runBoardVerify } from '../../board/command.js';
 import { verifyImage } from '../../stages/verify.js';
 import type { VerifyOutcome } from '../../build-result.js';
@@ -91,16 +92,18 @@ Exits 0 when every probe, hardening check and load request passed, 1 otherwise.`
 
     // SIGTERM/SIGINT abort ctx.signal; verifyImage then unmounts and kills what it started
     // (the signal handler's runCleanups() shares the same once-only cleanup).
-    const report = await verifyImage({
-      config,
-      image: options.image,
-      dataTemplate: options.data,
-      requests,
-      concurrency,
-      timeoutMs: timeout === undefined ? undefined : timeout * 1000,
-      logger: ctx.logger,
-      ...(ctx.signal ? { signal: ctx.signal } : {}),
-    });
+    const image = options.image;
+    const dataTemplate = options.data;
+    const report = await withScratchContext({ logger: ctx.logger, signal: ctx.signal }, (stage) =>
+      verifyImage(stage, {
+        config,
+        image,
+        dataTemplate,
+        requests,
+        concurrency,
+        timeoutMs: timeout === undefined ? undefined : timeout * 1000,
+      }),
+    );
     if (ctx.json) ctx.emitJson(verifyJson(report));
     else if (options.show === true) {
       for (const line of formatVerifyReport(report)) ctx.logger.info(line);
