@@ -5,6 +5,8 @@
  */
 import http from 'node:http';
 import net from 'node:net';
+import type { Probe } from '../config/schema.js';
+import { UserError } from '../core/errors.js';
 
 export type Endpoint = { host: string; port: number } | { path: string };
 
@@ -154,4 +156,34 @@ export function gopherUrl(host: string, port: number, selector: string, type = '
     )
     .join('');
   return `gopher://${host}:${port}/${type}${enc}`;
+}
+
+/**
+ * How a probe reaches the service: a connection to it (TCP, or the Unix socket of a forwarder
+ * into its network namespace), or the stdin/stdout of one inetd-style container run.
+ */
+export type ProbeTransport = { endpoint: Endpoint } | { stdio(request: Buffer): Promise<Buffer> };
+
+/**
+ * The one probe client of trace, self-check and verify: sends `probe`'s request over `via` and
+ * returns its one response (for HTTP, with the status).
+ */
+export async function askProbe(
+  probe: Probe,
+  via: ProbeTransport,
+  opts: { timeoutMs: number; signal?: AbortSignal },
+): Promise<ProbeResponse> {
+  if (probe.type === 'gopher') {
+    const request = gopherRequest(probe.selector);
+    return {
+      body:
+        'endpoint' in via ? await exchange(via.endpoint, request, opts) : await via.stdio(request),
+    };
+  }
+  if (!('endpoint' in via)) {
+    throw new UserError(
+      `probe '${probe.name}' is an ${probe.type} probe, but the service is inetd-style (service.inetd: true) and speaks only on stdin/stdout: use gopher probes, or service.listen`,
+    );
+  }
+  return httpGet(via.endpoint, probe.path, opts);
 }

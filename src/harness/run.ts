@@ -1,23 +1,25 @@
 /**
  * Running the probes against a root in systemd-nspawn, the way the traced run and the self-check
  * both do: inetd services get each gopher request on stdin in a fresh container; a listening
- * service is started once and reached from the host inside the container's network namespace
- * (nsenter -n), so the container itself never gets a network. A hook (the tracer) may add nspawn
+ * service is started once and reached through a forwarder inside the container's network
+ * namespace (nsenter -n), so the container itself never gets a network. Either way the probe
+ * goes through the one probe client (./client.ts askProbe), as verify's do. A hook (the tracer) may add nspawn
  * binds and environment and wrap each run's argv; it hands back what it recorded.
  */
-import { readFile, rm } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { LhcConfig } from '../config/load.js';
-import type { GopherProbe, HttpProbe } from '../config/schema.js';
+import type { Probe } from '../config/schema.js';
 import { ToolError, UserError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { registerCleanup } from '../core/cleanup.js';
 import { sleep } from '../core/wait.js';
 import { run, start, tail, type RunResult, type Started } from '../tools/exec.js';
 import { nspawnArgv } from '../tools/nspawn.js';
-import type { ProbeResponse } from './client.js';
+import { askProbe, type Endpoint, type ProbeResponse } from './client.js';
 import { listening } from './listen.js';
 import { findPayloads } from './proc.js';
+import { forwarderUp, startForwarder } from './service.js';
 
 /** Where one set of probe runs happens. */
 export interface RunTarget {
@@ -108,79 +110,55 @@ async function withTimeout<T>(config: LhcConfig, what: string, p: Promise<T>): P
 
 async function runInetd(config: LhcConfig, t: RunTarget, o: RunOptions): Promise<ProbeRun> {
   const out: ProbeRun = { responses: {}, records: [] };
+  const timeoutMs = config.service.timeout * 1000;
   for (const [i, probe] of config.probes.entries()) {
-    if (probe.type !== 'gopher') {
-      throw new UserError(
-        `probe '${probe.name}' is an ${probe.type} probe, but the service is inetd-style (service.inetd: true) and speaks only on stdin/stdout: use gopher probes, or service.listen`,
-      );
-    }
-    const { argv, end } = await begin(config, t, o, i);
-    let r: RunResult;
-    try {
-      r = await withTimeout(
-        config,
-        `probe '${probe.name}'`,
-        run(argv, {
-          privileged: true,
-          input: Buffer.from(`${probe.selector}\r\n`, 'utf8'),
-          binary: true,
-          reject: false,
-          timeoutMs: config.service.timeout * 1000,
-          logger: o.logger,
-          ...(o.signal ? { signal: o.signal } : {}),
-        }),
-      );
-    } finally {
-      const record = await end();
-      if (record) out.records.push(record);
-    }
-    if (r.exitCode !== 0)
-      throw crashError(config, `while answering probe '${probe.name}'`, r.exitCode, r.stderr);
-    out.responses[probe.name] = { body: r.stdoutBytes };
+    // One container per probe, the request on its stdin, as the board's Accept=yes socket does.
+    const stdio = async (request: Buffer): Promise<Buffer> => {
+      const { argv, end } = await begin(config, t, o, i);
+      let r: RunResult;
+      try {
+        r = await withTimeout(
+          config,
+          `probe '${probe.name}'`,
+          run(argv, {
+            privileged: true,
+            input: request,
+            binary: true,
+            reject: false,
+            timeoutMs,
+            logger: o.logger,
+            ...(o.signal ? { signal: o.signal } : {}),
+          }),
+        );
+      } finally {
+        const record = await end();
+        if (record) out.records.push(record);
+      }
+      if (r.exitCode !== 0)
+        throw crashError(config, `while answering probe '${probe.name}'`, r.exitCode, r.stderr);
+      return r.stdoutBytes;
+    };
+    out.responses[probe.name] = await askProbe(probe, { stdio }, { timeoutMs, signal: o.signal });
   }
   return out;
 }
 
-/** A tiny raw-TCP Gopher client run inside the namespace with this same Node binary. */
-const GOPHER_CLIENT =
-  "const s=require('net').connect(+process.argv[1],'127.0.0.1',()=>s.end(process.argv[2]+'\\r\\n'));" +
-  "const c=[];s.on('data',d=>c.push(d));s.on('end',()=>process.stdout.write(Buffer.concat(c)));" +
-  "s.on('error',e=>{console.error(e.message);process.exit(1)});";
-
+/** A probe to a listening service, through a forwarder into its network namespace. */
 async function probeListening(
   config: LhcConfig,
-  pid: number,
-  port: number,
-  probe: GopherProbe | HttpProbe,
+  probe: Probe,
+  endpoint: Endpoint,
   o: RunOptions,
 ): Promise<ProbeResponse> {
-  const ns = ['nsenter', '-t', String(pid), '-n', '--'];
   const timeoutMs = config.service.timeout * 1000;
-  const { logger } = o;
-  if (probe.type === 'gopher') {
-    const r = await run(
-      [...ns, process.execPath, '-e', GOPHER_CLIENT, String(port), probe.selector],
-      { privileged: true, binary: true, timeoutMs, logger },
-    );
-    return { body: r.stdoutBytes };
-  }
-  const bodyFile = path.join(o.workDir, `probe-${probe.name}.body`);
-  await rm(bodyFile, { force: true });
-  const url = `http://127.0.0.1:${port}${probe.path}`;
-  const curl = ['curl', '-s', '-S', '-o', bodyFile, '-w', '%{http_code}'];
-  const r = await run([...ns, ...curl, '--max-time', String(config.service.timeout), url], {
-    privileged: true,
-    timeoutMs,
-    logger,
-    reject: false,
-  });
-  if (r.exitCode !== 0) {
+  try {
+    return await askProbe(probe, { endpoint }, { timeoutMs, signal: o.signal });
+  } catch (e) {
+    if (e instanceof UserError) throw e;
     throw new UserError(
-      `probe '${probe.name}': ${url} inside the container's network namespace failed: ${tail(r.stderr, 5) || `curl exit code ${r.exitCode}`}`,
+      `probe '${probe.name}' to port ${config.service.listen} inside the container's network namespace failed: ${(e as Error).message}`,
     );
   }
-  const body = await readFile(bodyFile).catch(() => Buffer.alloc(0));
-  return { status: Number(r.stdout.trim()), body };
 }
 
 async function runListening(config: LhcConfig, t: RunTarget, o: RunOptions): Promise<ProbeRun> {
@@ -196,7 +174,11 @@ async function runListening(config: LhcConfig, t: RunTarget, o: RunOptions): Pro
     await end();
     throw e;
   }
-  const cleanup = registerCleanup(`container ${config.name}`, () => container.stop());
+  let forwarder: Started | undefined;
+  const cleanup = registerCleanup(`container ${config.name}`, async () => {
+    await forwarder?.stop();
+    await container.stop();
+  });
   // Set by the exit handler at any await; read through the object so TS does not narrow it away.
   const state: { exited?: { exitCode: number | undefined; stderr: string } } = {};
   void container.exited.then((e) => (state.exited = e));
@@ -220,8 +202,12 @@ async function runListening(config: LhcConfig, t: RunTarget, o: RunOptions): Pro
       await sleep(100);
     }
     logger.debug(`service listens on ${port} in the namespace of pid ${pid}`);
+    const sock = path.join(o.workDir, 'probe.sock');
+    await rm(sock, { force: true });
+    forwarder = startForwarder(pid, port, sock, logger);
+    await forwarderUp(forwarder, sock, o.signal);
     for (const probe of config.probes) {
-      out.responses[probe.name] = await probeListening(config, pid, port, probe, o);
+      out.responses[probe.name] = await probeListening(config, probe, { path: sock }, o);
       const gone = state.exited;
       if (gone)
         throw crashError(
@@ -232,6 +218,7 @@ async function runListening(config: LhcConfig, t: RunTarget, o: RunOptions): Pro
         );
     }
   } finally {
+    await forwarder?.stop();
     await cleanup.run();
     const record = await end();
     if (record) out.records.push(record);

@@ -50,6 +50,30 @@ export function forwarderReady(sock: string): boolean {
   }
 }
 
+/**
+ * Starts the forwarder from `sock` to PORT in the network namespace of `pid`; the caller owns
+ * (and stops) the returned process, also when forwarderUp() then throws.
+ */
+export function startForwarder(pid: number, port: number, sock: string, logger: Logger): Started {
+  return start(
+    ['nsenter', '-t', String(pid), '-n', process.execPath, '-e', FORWARDER, sock, String(port)],
+    { privileged: true, logger },
+  );
+}
+
+/** Waits until the forwarder's socket is open to the caller (forwarderReady), else throws. */
+export async function forwarderUp(
+  forwarder: Started,
+  sock: string,
+  signal: AbortSignal | undefined,
+): Promise<void> {
+  if (!(await waitFor(() => forwarderReady(sock) || undefined, 10_000, signal))) {
+    throw new UserError(
+      `the forwarder into the container's network namespace did not start: ${forwarder.command}`,
+    );
+  }
+}
+
 /** Everything a verify run set up, for the teardown. */
 export interface RunState {
   workDir: string;
@@ -171,15 +195,8 @@ export async function startListening(
   }
   const sockPath = path.join(state.workDir, 'service.sock');
   const nsenter = (a: string[]) => ['nsenter', '-t', String(payload.pid), '-n', ...a];
-  state.forwarder = start(nsenter([process.execPath, '-e', FORWARDER, sockPath, String(port)]), {
-    privileged: true,
-    logger,
-  });
-  if (!(await waitFor(() => forwarderReady(sockPath) || undefined, 10_000, signal))) {
-    throw new UserError(
-      `the forwarder into the container's network namespace did not start: ${state.forwarder.command}`,
-    );
-  }
+  state.forwarder = startForwarder(payload.pid, port, sockPath, logger);
+  await forwarderUp(state.forwarder, sockPath, signal);
   return {
     endpoint: { path: sockPath },
     clientTarget: { host: '127.0.0.1', port },

@@ -25,11 +25,11 @@ import {
   limitedArgv,
   removeLimitCgroups,
 } from '../harness/limits.js';
-import { describeEndpoint } from '../harness/client.js';
+import { askProbe, describeEndpoint } from '../harness/client.js';
 import { checkNoInterpreters, inspectProcess, listImage } from '../verify/hardening.js';
 import { runLoad, type LoadResult } from '../verify/load.js';
 import { alive } from '../harness/proc.js';
-import { ask, curlProbe, judge, probeOnce, readFixtures } from '../verify/probes.js';
+import { curlProbe, judge, probeOnce, readFixtures } from '../verify/probes.js';
 import {
   containerProcesses,
   killPid,
@@ -334,7 +334,7 @@ export async function verifyImage(ctx: StageContext, input: VerifyInput): Promis
             return judge(
               p,
               fixtures.get(p.name),
-              await ask(p, svc.endpoint, timeoutMs, signal),
+              await askProbe(p, { endpoint: svc.endpoint }, { timeoutMs, signal }),
               describeEndpoint(svc.endpoint),
             );
           },

@@ -7,11 +7,9 @@ import { UserError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { run } from '../tools/exec.js';
 import {
+  askProbe,
   describeEndpoint,
-  exchange,
-  gopherRequest,
   gopherUrl,
-  httpGet,
   type Endpoint,
   type ProbeResponse,
 } from '../harness/client.js';
@@ -53,17 +51,6 @@ export function judge(
   return problems.length ? problems.join('\n') : undefined;
 }
 
-export async function ask(
-  probe: Probe,
-  endpoint: Endpoint,
-  timeoutMs: number,
-  signal?: AbortSignal,
-): Promise<ProbeResponse> {
-  if (probe.type === 'gopher')
-    return { body: await exchange(endpoint, gopherRequest(probe.selector), { timeoutMs, signal }) };
-  return httpGet(endpoint, probe.path, { timeoutMs, signal });
-}
-
 export async function probeOnce(
   probe: Probe,
   expected: Buffer | undefined,
@@ -72,7 +59,7 @@ export async function probeOnce(
   signal?: AbortSignal,
 ): Promise<{ outcome: ProbeOutcome; body?: Buffer }> {
   try {
-    const got = await ask(probe, endpoint, timeoutMs, signal);
+    const got = await askProbe(probe, { endpoint }, { timeoutMs, signal });
     const problem = judge(probe, expected, got, describeEndpoint(endpoint));
     return {
       outcome: {
