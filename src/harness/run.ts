@@ -13,6 +13,7 @@ import type { Probe } from '../config/schema.js';
 import { ToolError, UserError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { registerCleanup } from '../core/cleanup.js';
+import { mapBounded, probeParallelism } from '../core/parallel.js';
 import { sleep } from '../core/wait.js';
 import { run, start, tail, type RunResult, type Started } from '../tools/exec.js';
 import { nspawnArgv } from '../tools/nspawn.js';
@@ -37,7 +38,8 @@ export interface HookRecord {
 
 /** Wraps container runs (the tracer); the self-check passes none. */
 export interface RunHook {
-  env?: Record<string, string>;
+  /** Environment of run `index` (undefined: the one run of a listening service). */
+  env?(index: number | undefined): Record<string, string>;
   binds?: { host: string; container: string }[];
   /** Called before each container run (`index` per inetd probe, undefined for a listening run). */
   begin(
@@ -57,9 +59,16 @@ export interface RunOptions {
   logger: Logger;
   signal?: AbortSignal;
   hook?: RunHook;
+  /** Probes in flight at once (default: one per core); 1 runs them one after another. */
+  parallel?: number;
 }
 
-function containerArgv(config: LhcConfig, t: RunTarget, hook: RunHook | undefined): string[] {
+function containerArgv(
+  config: LhcConfig,
+  t: RunTarget,
+  hook: RunHook | undefined,
+  index: number | undefined,
+): string[] {
   return nspawnArgv({
     root: t.root,
     command: config.service.command,
@@ -67,7 +76,7 @@ function containerArgv(config: LhcConfig, t: RunTarget, hook: RunHook | undefine
     dataDir: t.dataDir,
     dataPath: config.data.path,
     binds: hook?.binds ?? [],
-    env: { ...config.service.env, ...hook?.env },
+    env: { ...config.service.env, ...hook?.env?.(index) },
     user: config.service.user,
     ...(config.service.workdir ? { workdir: config.service.workdir } : {}),
     harden: t.harden,
@@ -76,7 +85,7 @@ function containerArgv(config: LhcConfig, t: RunTarget, hook: RunHook | undefine
 }
 
 async function begin(config: LhcConfig, t: RunTarget, o: RunOptions, index: number | undefined) {
-  const argv = containerArgv(config, t, o.hook);
+  const argv = containerArgv(config, t, o.hook, index);
   if (!o.hook) return { argv, end: async (): Promise<HookRecord | undefined> => undefined };
   return o.hook.begin(argv, index);
 }
@@ -109,9 +118,10 @@ async function withTimeout<T>(config: LhcConfig, what: string, p: Promise<T>): P
 }
 
 async function runInetd(config: LhcConfig, t: RunTarget, o: RunOptions): Promise<ProbeRun> {
-  const out: ProbeRun = { responses: {}, records: [] };
   const timeoutMs = config.service.timeout * 1000;
-  for (const [i, probe] of config.probes.entries()) {
+  // Kept by probe index, so that a parallel run reports exactly what a sequential one does.
+  const records: (HookRecord | undefined)[] = [];
+  const responses = await mapBounded(config.probes, parallelism(o), async (probe, i) => {
     // One container per probe, the request on its stdin, as the board's Accept=yes socket does.
     const stdio = async (request: Buffer): Promise<Buffer> => {
       const { argv, end } = await begin(config, t, o, i);
@@ -127,20 +137,25 @@ async function runInetd(config: LhcConfig, t: RunTarget, o: RunOptions): Promise
             reject: false,
             timeoutMs,
             logger: o.logger,
+            // nspawn locks a writable root against a second container; the parallel traced
+            // runs share one on purpose (each probe is its own run, as on the board).
+            ...(t.readOnly ? {} : { env: { SYSTEMD_NSPAWN_LOCK: '0' } }),
             ...(o.signal ? { signal: o.signal } : {}),
           }),
         );
       } finally {
-        const record = await end();
-        if (record) out.records.push(record);
+        records[i] = await end();
       }
       if (r.exitCode !== 0)
         throw crashError(config, `while answering probe '${probe.name}'`, r.exitCode, r.stderr);
       return r.stdoutBytes;
     };
-    out.responses[probe.name] = await askProbe(probe, { stdio }, { timeoutMs, signal: o.signal });
-  }
-  return out;
+    return askProbe(probe, { stdio }, { timeoutMs, signal: o.signal });
+  });
+  return {
+    responses: Object.fromEntries(config.probes.map((p, i) => [p.name, responses[i]!])),
+    records: records.filter((r): r is HookRecord => r !== undefined),
+  };
 }
 
 /** A probe to a listening service, through a forwarder into its network namespace. */
@@ -206,8 +221,11 @@ async function runListening(config: LhcConfig, t: RunTarget, o: RunOptions): Pro
     await rm(sock, { force: true });
     forwarder = startForwarder(pid, port, sock, logger);
     await forwarderUp(forwarder, sock, o.signal);
-    for (const probe of config.probes) {
-      out.responses[probe.name] = await probeListening(config, probe, { path: sock }, o);
+    // Traced, one probe at a time: the service's processes share one QEMU_STRACE stream, and
+    // lines from concurrent connections would interleave (and be lost to the parser).
+    const inFlight = o.hook ? 1 : parallelism(o);
+    const responses = await mapBounded(config.probes, inFlight, async (probe) => {
+      const response = await probeListening(config, probe, { path: sock }, o);
       const gone = state.exited;
       if (gone)
         throw crashError(
@@ -216,7 +234,9 @@ async function runListening(config: LhcConfig, t: RunTarget, o: RunOptions): Pro
           gone.exitCode,
           gone.stderr,
         );
-    }
+      return response;
+    });
+    for (const [i, p] of config.probes.entries()) out.responses[p.name] = responses[i]!;
   } finally {
     await forwarder?.stop();
     await cleanup.run();
@@ -224,6 +244,10 @@ async function runListening(config: LhcConfig, t: RunTarget, o: RunOptions): Pro
     if (record) out.records.push(record);
   }
   return out;
+}
+
+function parallelism(o: RunOptions): number {
+  return o.parallel ?? probeParallelism();
 }
 
 /** Runs every probe against a root, the same way for the traced run and the self-check. */

@@ -34,6 +34,8 @@ export interface TraceInput {
   root: string;
   /** The host's architecture ('aarch64' | 'x86_64'); default this machine's. */
   arch?: string;
+  /** Probes in flight at once; default one per core. */
+  parallel?: number;
 }
 
 export interface TraceResult {
@@ -64,7 +66,7 @@ async function isDir(p: string): Promise<boolean> {
 
 export async function traceService(
   ctx: StageContext,
-  { config, root, arch }: TraceInput,
+  { config, root, arch, parallel }: TraceInput,
 ): Promise<TraceResult> {
   const { logger } = ctx;
   const workDir = ctx.work.trace;
@@ -119,6 +121,7 @@ export async function traceService(
             workDir,
             logger,
             hook: emulated ? qemuTraceHook(traceDir) : straceHook(traceDir),
+            ...(parallel ? { parallel } : {}),
             ...(ctx.signal ? { signal: ctx.signal } : {}),
           },
         ),

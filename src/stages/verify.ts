@@ -16,6 +16,7 @@ import path from 'node:path';
 import type { HardeningCheck, ProbeOutcome, VerifyOutcome } from '../build-result.js';
 import type { LhcConfig } from '../config/load.js';
 import { UserError } from '../core/errors.js';
+import { mapBounded, probeParallelism } from '../core/parallel.js';
 import type { Logger } from '../core/logger.js';
 import type { StageContext } from '../core/stage.js';
 import { boardNspawnArgv, mountPoints } from '../tools/nspawn.js';
@@ -290,20 +291,16 @@ export async function verifyImage(ctx: StageContext, input: VerifyInput): Promis
         : await startListening(argv, state, opts, timeoutMs);
       logger.info(`service reachable at ${describeEndpoint(svc.endpoint)}`);
 
-      const probes: ProbeOutcome[] = [];
-      let sample: VerifyOutcome['sample'];
-      for (const p of config.probes) {
-        const { outcome: r, body } = await probeOnce(
-          p,
-          fixtures.get(p.name),
-          svc.endpoint,
-          timeoutMs,
-          signal,
-        );
-        logger.info(`probe ${p.name}: ${r.ok ? 'ok' : 'FAILED'} (${r.bytes} bytes)`);
-        probes.push(r);
-        if (!sample && body) sample = { probe: p.name, body };
-      }
+      // In parallel (one connection per core), reported in config order.
+      const asked = await mapBounded(config.probes, probeParallelism(), (p) =>
+        probeOnce(p, fixtures.get(p.name), svc.endpoint, timeoutMs, signal),
+      );
+      const probes: ProbeOutcome[] = asked.map((a) => a.outcome);
+      for (const r of probes)
+        logger.info(`probe ${r.name}: ${r.ok ? 'ok' : 'FAILED'} (${r.bytes} bytes)`);
+      const first = asked.findIndex((a) => a.body);
+      const sample: VerifyOutcome['sample'] =
+        first < 0 ? undefined : { probe: config.probes[first]!.name, body: asked[first]!.body! };
       const curl = await curlProbe(
         config.probes[0]!,
         fixtures.get(config.probes[0]!.name),

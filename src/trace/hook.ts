@@ -12,10 +12,15 @@ import type { RunHook } from '../harness/run.js';
 import { TRACE_MOUNT } from '../tools/nspawn.js';
 import { TraceFifo } from './fifo.js';
 
-/** The trace environment for emulated runs: one FIFO for all processes (not `%d`, see fifo.ts). */
-export const QEMU_TRACE_FILE = 'qemu.log';
-export function qemuFifoEnv(): Record<string, string> {
-  return { QEMU_STRACE: '1', QEMU_LOG_FILENAME: `${TRACE_MOUNT}/${QEMU_TRACE_FILE}` };
+/**
+ * The FIFO of one emulated run, shared by all its processes (not `%d`, see fifo.ts); each run
+ * has its own, so that runs can go in parallel.
+ */
+export function qemuTraceFile(index: number | undefined): string {
+  return index === undefined ? 'qemu.log' : `qemu.${index}.log`;
+}
+export function qemuFifoEnv(index: number | undefined): Record<string, string> {
+  return { QEMU_STRACE: '1', QEMU_LOG_FILENAME: `${TRACE_MOUNT}/${qemuTraceFile(index)}` };
 }
 
 /** Syscall classes host strace records: files, fds (dup/close/getdents/fchdir) and processes. */
@@ -31,10 +36,10 @@ export const STRACE_FLAGS = [
 /** QEMU_STRACE for every guest process, collected through a FIFO in `dir`. */
 export function qemuTraceHook(dir: string): RunHook {
   return {
-    env: qemuFifoEnv(),
+    env: qemuFifoEnv,
     binds: [{ host: dir, container: TRACE_MOUNT }],
-    async begin(argv) {
-      const fifoPath = path.join(dir, QEMU_TRACE_FILE);
+    async begin(argv, index) {
+      const fifoPath = path.join(dir, qemuTraceFile(index));
       await rm(fifoPath, { force: true });
       const fifo = await TraceFifo.create(fifoPath);
       return { argv, end: async () => ({ text: await fifo.finish() }) };
