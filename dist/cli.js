@@ -28243,7 +28243,7 @@ function resolveConfig(raw, file2) {
 
 // src/pipeline.ts
 import { mkdtemp as mkdtemp9 } from "node:fs/promises";
-import os10 from "node:os";
+import os11 from "node:os";
 import path45 from "node:path";
 
 // src/config/check-files.ts
@@ -43714,8 +43714,164 @@ async function bindReadOnly(source, target, logger) {
 }
 
 // src/harness/run.ts
-import { readFile as readFile8, rm as rm14 } from "node:fs/promises";
-import path38 from "node:path";
+import { rm as rm14 } from "node:fs/promises";
+import path39 from "node:path";
+
+// src/core/parallel.ts
+import os10 from "node:os";
+function probeParallelism() {
+  return Math.max(1, os10.availableParallelism());
+}
+async function mapBounded(items, limit, fn) {
+  const results = new Array(items.length);
+  const failures = /* @__PURE__ */ new Map();
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length && failures.size === 0) {
+      const i2 = next++;
+      try {
+        results[i2] = await fn(items[i2], i2);
+      } catch (e) {
+        failures.set(i2, e);
+      }
+    }
+  };
+  const workers = Math.max(1, Math.min(limit, items.length));
+  await Promise.all(Array.from({ length: workers }, worker));
+  if (failures.size > 0) throw failures.get(Math.min(...failures.keys()));
+  return results;
+}
+
+// src/harness/client.ts
+import http from "node:http";
+import net from "node:net";
+function describeEndpoint(e) {
+  return "path" in e ? `unix:${e.path}` : `${e.host}:${e.port}`;
+}
+function connect(e) {
+  return "path" in e ? net.connect({ path: e.path }) : net.connect({ host: e.host, port: e.port });
+}
+function gopherRequest(selector) {
+  return Buffer.from(`${selector}\r
+`, "utf8");
+}
+function exchange(e, request, opts) {
+  return new Promise((resolve, reject) => {
+    const chunks = [];
+    const sock = connect(e);
+    let settled = false;
+    const finish = (err) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      opts.signal?.removeEventListener("abort", onAbort);
+      sock.destroy();
+      if (err) reject(err);
+      else resolve(Buffer.concat(chunks));
+    };
+    const timer = setTimeout(
+      () => finish(
+        new Error(`no complete answer from ${describeEndpoint(e)} within ${opts.timeoutMs} ms`)
+      ),
+      opts.timeoutMs
+    );
+    const onAbort = () => finish(new Error("aborted"));
+    if (opts.signal?.aborted) return finish(new Error("aborted"));
+    opts.signal?.addEventListener("abort", onAbort, { once: true });
+    sock.on("connect", () => sock.write(request));
+    sock.on("data", (d) => chunks.push(d));
+    sock.on("end", () => finish());
+    sock.on("error", (err) => finish(err));
+  });
+}
+function holdOpen(e, timeoutMs) {
+  return new Promise((resolve, reject) => {
+    const sock = connect(e);
+    const timer = setTimeout(() => {
+      sock.destroy();
+      reject(new Error(`cannot connect to ${describeEndpoint(e)} within ${timeoutMs} ms`));
+    }, timeoutMs);
+    sock.once("connect", () => {
+      clearTimeout(timer);
+      resolve(sock);
+    });
+    sock.once("error", (err) => {
+      clearTimeout(timer);
+      sock.destroy();
+      reject(err);
+    });
+  });
+}
+function httpGet(e, urlPath, opts) {
+  return new Promise((resolve, reject) => {
+    const target = "path" in e ? { socketPath: e.path } : { host: e.host, port: e.port };
+    const req = http.request(
+      {
+        ...target,
+        path: urlPath,
+        method: "GET",
+        agent: false,
+        signal: opts.signal,
+        headers: { host: "localhost" }
+      },
+      (res) => {
+        const chunks = [];
+        res.on("data", (d) => chunks.push(d));
+        res.on("end", () => {
+          clearTimeout(timer);
+          resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks) });
+        });
+        res.on("error", (err) => {
+          clearTimeout(timer);
+          reject(err);
+        });
+      }
+    );
+    const timer = setTimeout(
+      () => req.destroy(
+        new Error(
+          `no complete HTTP answer from ${describeEndpoint(e)} within ${opts.timeoutMs} ms`
+        )
+      ),
+      opts.timeoutMs
+    );
+    req.on("error", (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    req.end();
+  });
+}
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const port2 = srv.address().port;
+      srv.close(() => resolve(port2));
+    });
+  });
+}
+function gopherUrl(host, port2, selector, type = "1") {
+  const enc = [...Buffer.from(selector, "utf8")].map(
+    (b2) => /[A-Za-z0-9\-._~/]/.test(String.fromCharCode(b2)) ? String.fromCharCode(b2) : `%${b2.toString(16).toUpperCase().padStart(2, "0")}`
+  ).join("");
+  return `gopher://${host}:${port2}/${type}${enc}`;
+}
+async function askProbe(probe, via, opts) {
+  if (probe.type === "gopher") {
+    const request = gopherRequest(probe.selector);
+    return {
+      body: "endpoint" in via ? await exchange(via.endpoint, request, opts) : await via.stdio(request)
+    };
+  }
+  if (!("endpoint" in via)) {
+    throw new UserError(
+      `probe '${probe.name}' is an ${probe.type} probe, but the service is inetd-style (service.inetd: true) and speaks only on stdin/stdout: use gopher probes, or service.listen`
+    );
+  }
+  return httpGet(via.endpoint, probe.path, opts);
+}
 
 // src/harness/listen.ts
 import { readFile as readFile7 } from "node:fs/promises";
@@ -43744,8 +43900,143 @@ async function listening(pid, port2, logger) {
   return r.exitCode === 0;
 }
 
+// src/harness/service.ts
+import { statSync as statSync2 } from "node:fs";
+import path38 from "node:path";
+var FORWARDER = `
+const net = require('net');
+const fs = require('fs');
+const [, sock, port] = process.argv;
+net.createServer((c) => {
+  const u = net.connect(Number(port), '127.0.0.1');
+  c.pipe(u); u.pipe(c);
+  c.on('error', () => u.destroy()); u.on('error', () => c.destroy());
+}).listen(sock, () => fs.chmodSync(sock, 0o666));
+process.on('SIGTERM', () => process.exit(0));
+`;
+function forwarderReady(sock) {
+  try {
+    return (statSync2(sock).mode & 511) === 438;
+  } catch {
+    return false;
+  }
+}
+function startForwarder(pid, port2, sock, logger) {
+  return start(
+    ["nsenter", "-t", String(pid), "-n", process.execPath, "-e", FORWARDER, sock, String(port2)],
+    { privileged: true, logger }
+  );
+}
+async function forwarderUp(forwarder, sock, signal) {
+  if (!await waitFor(() => forwarderReady(sock) || void 0, 1e4, signal)) {
+    throw new UserError(
+      `the forwarder into the container's network namespace did not start: ${forwarder.command}`
+    );
+  }
+}
+async function startInetd(argv, state, opts, timeoutMs) {
+  const { logger, signal } = opts;
+  let lastError = "";
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const port2 = await freePort();
+    const service = start(
+      ["systemd-socket-activate", "-l", `127.0.0.1:${port2}`, "-a", "--inetd", ...argv],
+      {
+        privileged: true,
+        logger,
+        loud: attempt === 0
+      }
+    );
+    state.service = service;
+    let exited = false;
+    void service.exited.then(() => exited = true);
+    const ok = await waitFor(
+      async () => exited ? false : await listening(process.pid, port2, logger) || void 0,
+      1e4,
+      signal
+    );
+    if (ok) {
+      const endpoint = { host: "127.0.0.1", port: port2 };
+      return {
+        endpoint,
+        clientTarget: endpoint,
+        clientArgv: (a2) => ({ argv: a2, privileged: false }),
+        payload: async () => {
+          const before = new Set(findPayloads(service.pid).map((p3) => p3.pid));
+          const sock = await holdOpen(endpoint, timeoutMs);
+          state.sockets.add(sock);
+          const p2 = await waitFor(
+            () => findPayloads(service.pid).find((x) => !before.has(x.pid)),
+            timeoutMs,
+            signal
+          );
+          if (p2) state.payloads.push(p2);
+          return p2;
+        }
+      };
+    }
+    await service.stop();
+    lastError = tail((await service.exited).stderr, 5);
+    state.service = void 0;
+    if (!/Address already in use/.test(lastError)) break;
+  }
+  throw new UserError(`systemd-socket-activate did not start listening:
+${lastError}`);
+}
+async function startListening(argv, state, opts, timeoutMs) {
+  const { logger, signal, config: config2 } = opts;
+  const port2 = config2.service.listen;
+  const service = start(argv, { privileged: true, logger, loud: true });
+  state.service = service;
+  let exited = false;
+  void service.exited.then(() => exited = true);
+  const payload = await waitFor(
+    () => exited ? null : findPayloads(service.pid)[0],
+    timeoutMs,
+    signal
+  );
+  if (!payload) {
+    const stderr = exited ? tail((await service.exited).stderr, 15) : "(still starting)";
+    throw new UserError(
+      `the container did not start its service ${config2.service.command.join(" ")}:
+${stderr}`
+    );
+  }
+  state.payloads.push(payload);
+  const isUp = await waitFor(
+    async () => exited ? false : await listening(payload.pid, port2, logger) || void 0,
+    timeoutMs,
+    signal
+  );
+  if (!isUp) {
+    await service.stop();
+    const stderr = tail((await service.exited).stderr, 15);
+    throw new UserError(
+      `the service did not listen on port ${port2} inside the container within ${timeoutMs / 1e3} s:
+${stderr}`
+    );
+  }
+  const sockPath = path38.join(state.workDir, "service.sock");
+  const nsenter = (a2) => ["nsenter", "-t", String(payload.pid), "-n", ...a2];
+  state.forwarder = startForwarder(payload.pid, port2, sockPath, logger);
+  await forwarderUp(state.forwarder, sockPath, signal);
+  return {
+    endpoint: { path: sockPath },
+    clientTarget: { host: "127.0.0.1", port: port2 },
+    clientArgv: (a2) => ({ argv: nsenter(a2), privileged: true }),
+    payload: async () => alive(payload) ? payload : void 0
+  };
+}
+function serviceLog(stderr, lines = 30) {
+  const noise = /^(Listening on |Communication attempt on fd|Connection from |Spawned |Execing |Child \d+ died with code 0$|Attempted to remove disk file system under "\/run\/systemd\/nspawn\/propagate\/)/;
+  return tail(
+    stderr.split("\n").filter((l) => !noise.test(l)).join("\n"),
+    lines
+  );
+}
+
 // src/harness/run.ts
-function containerArgv(config2, t, hook) {
+function containerArgv(config2, t, hook, index) {
   return nspawnArgv({
     root: t.root,
     command: config2.service.command,
@@ -43753,7 +44044,7 @@ function containerArgv(config2, t, hook) {
     dataDir: t.dataDir,
     dataPath: config2.data.path,
     binds: hook?.binds ?? [],
-    env: { ...config2.service.env, ...hook?.env },
+    env: { ...config2.service.env, ...hook?.env?.(index) },
     user: config2.service.user,
     ...config2.service.workdir ? { workdir: config2.service.workdir } : {},
     harden: t.harden,
@@ -43761,7 +44052,7 @@ function containerArgv(config2, t, hook) {
   });
 }
 async function begin(config2, t, o2, index) {
-  const argv = containerArgv(config2, t, o2.hook);
+  const argv = containerArgv(config2, t, o2.hook, index);
   if (!o2.hook) return { argv, end: async () => void 0 };
   return o2.hook.begin(argv, index);
 }
@@ -43786,69 +44077,53 @@ ${e.stderrTail}` : "")
   }
 }
 async function runInetd(config2, t, o2) {
-  const out = { responses: {}, records: [] };
-  for (const [i2, probe] of config2.probes.entries()) {
-    if (probe.type !== "gopher") {
-      throw new UserError(
-        `probe '${probe.name}' is an ${probe.type} probe, but the service is inetd-style (service.inetd: true) and speaks only on stdin/stdout: use gopher probes, or service.listen`
-      );
-    }
-    const { argv, end } = await begin(config2, t, o2, i2);
-    let r;
-    try {
-      r = await withTimeout(
-        config2,
-        `probe '${probe.name}'`,
-        run(argv, {
-          privileged: true,
-          input: Buffer.from(`${probe.selector}\r
-`, "utf8"),
-          binary: true,
-          reject: false,
-          timeoutMs: config2.service.timeout * 1e3,
-          logger: o2.logger,
-          ...o2.signal ? { signal: o2.signal } : {}
-        })
-      );
-    } finally {
-      const record2 = await end();
-      if (record2) out.records.push(record2);
-    }
-    if (r.exitCode !== 0)
-      throw crashError(config2, `while answering probe '${probe.name}'`, r.exitCode, r.stderr);
-    out.responses[probe.name] = { body: r.stdoutBytes };
-  }
-  return out;
-}
-var GOPHER_CLIENT = "const s=require('net').connect(+process.argv[1],'127.0.0.1',()=>s.end(process.argv[2]+'\\r\\n'));const c=[];s.on('data',d=>c.push(d));s.on('end',()=>process.stdout.write(Buffer.concat(c)));s.on('error',e=>{console.error(e.message);process.exit(1)});";
-async function probeListening(config2, pid, port2, probe, o2) {
-  const ns2 = ["nsenter", "-t", String(pid), "-n", "--"];
   const timeoutMs = config2.service.timeout * 1e3;
-  const { logger } = o2;
-  if (probe.type === "gopher") {
-    const r2 = await run(
-      [...ns2, process.execPath, "-e", GOPHER_CLIENT, String(port2), probe.selector],
-      { privileged: true, binary: true, timeoutMs, logger }
-    );
-    return { body: r2.stdoutBytes };
-  }
-  const bodyFile = path38.join(o2.workDir, `probe-${probe.name}.body`);
-  await rm14(bodyFile, { force: true });
-  const url3 = `http://127.0.0.1:${port2}${probe.path}`;
-  const curl = ["curl", "-s", "-S", "-o", bodyFile, "-w", "%{http_code}"];
-  const r = await run([...ns2, ...curl, "--max-time", String(config2.service.timeout), url3], {
-    privileged: true,
-    timeoutMs,
-    logger,
-    reject: false
+  const records = [];
+  const responses = await mapBounded(config2.probes, parallelism(o2), async (probe, i2) => {
+    const stdio = async (request) => {
+      const { argv, end } = await begin(config2, t, o2, i2);
+      let r;
+      try {
+        r = await withTimeout(
+          config2,
+          `probe '${probe.name}'`,
+          run(argv, {
+            privileged: true,
+            input: request,
+            binary: true,
+            reject: false,
+            timeoutMs,
+            logger: o2.logger,
+            // nspawn locks a writable root against a second container; the parallel traced
+            // runs share one on purpose (each probe is its own run, as on the board).
+            ...t.readOnly ? {} : { env: { SYSTEMD_NSPAWN_LOCK: "0" } },
+            ...o2.signal ? { signal: o2.signal } : {}
+          })
+        );
+      } finally {
+        records[i2] = await end();
+      }
+      if (r.exitCode !== 0)
+        throw crashError(config2, `while answering probe '${probe.name}'`, r.exitCode, r.stderr);
+      return r.stdoutBytes;
+    };
+    return askProbe(probe, { stdio }, { timeoutMs, signal: o2.signal });
   });
-  if (r.exitCode !== 0) {
+  return {
+    responses: Object.fromEntries(config2.probes.map((p2, i2) => [p2.name, responses[i2]])),
+    records: records.filter((r) => r !== void 0)
+  };
+}
+async function probeListening(config2, probe, endpoint, o2) {
+  const timeoutMs = config2.service.timeout * 1e3;
+  try {
+    return await askProbe(probe, { endpoint }, { timeoutMs, signal: o2.signal });
+  } catch (e) {
+    if (e instanceof UserError) throw e;
     throw new UserError(
-      `probe '${probe.name}': ${url3} inside the container's network namespace failed: ${tail(r.stderr, 5) || `curl exit code ${r.exitCode}`}`
+      `probe '${probe.name}' to port ${config2.service.listen} inside the container's network namespace failed: ${e.message}`
     );
   }
-  const body = await readFile8(bodyFile).catch(() => Buffer.alloc(0));
-  return { status: Number(r.stdout.trim()), body };
 }
 async function runListening(config2, t, o2) {
   const port2 = config2.service.listen;
@@ -43862,7 +44137,11 @@ async function runListening(config2, t, o2) {
     await end();
     throw e;
   }
-  const cleanup = registerCleanup(`container ${config2.name}`, () => container.stop());
+  let forwarder;
+  const cleanup = registerCleanup(`container ${config2.name}`, async () => {
+    await forwarder?.stop();
+    await container.stop();
+  });
   const state = {};
   void container.exited.then((e) => state.exited = e);
   try {
@@ -43883,8 +44162,13 @@ async function runListening(config2, t, o2) {
       await sleep(100);
     }
     logger.debug(`service listens on ${port2} in the namespace of pid ${pid}`);
-    for (const probe of config2.probes) {
-      out.responses[probe.name] = await probeListening(config2, pid, port2, probe, o2);
+    const sock = path39.join(o2.workDir, "probe.sock");
+    await rm14(sock, { force: true });
+    forwarder = startForwarder(pid, port2, sock, logger);
+    await forwarderUp(forwarder, sock, o2.signal);
+    const inFlight = o2.hook ? 1 : parallelism(o2);
+    const responses = await mapBounded(config2.probes, inFlight, async (probe) => {
+      const response = await probeListening(config2, probe, { path: sock }, o2);
       const gone = state.exited;
       if (gone)
         throw crashError(
@@ -43893,13 +44177,19 @@ async function runListening(config2, t, o2) {
           gone.exitCode,
           gone.stderr
         );
-    }
+      return response;
+    });
+    for (const [i2, p2] of config2.probes.entries()) out.responses[p2.name] = responses[i2];
   } finally {
+    await forwarder?.stop();
     await cleanup.run();
     const record2 = await end();
     if (record2) out.records.push(record2);
   }
   return out;
+}
+function parallelism(o2) {
+  return o2.parallel ?? probeParallelism();
 }
 async function runProbes(config2, t, o2) {
   return config2.service.listen !== void 0 ? runListening(config2, t, o2) : runInetd(config2, t, o2);
@@ -43954,11 +44244,11 @@ ${diffs.join("\n")}`
 
 // src/stages/trace.ts
 import { mkdir as mkdir13, rm as rm17, stat as stat7, writeFile as writeFile5 } from "node:fs/promises";
-import path40 from "node:path";
+import path41 from "node:path";
 
 // src/trace/hook.ts
-import { readFile as readFile9, rm as rm16 } from "node:fs/promises";
-import path39 from "node:path";
+import { readFile as readFile8, rm as rm16 } from "node:fs/promises";
+import path40 from "node:path";
 
 // src/trace/fifo.ts
 import { randomBytes as randomBytes4 } from "node:crypto";
@@ -44018,9 +44308,11 @@ var TraceFifo = class _TraceFifo {
 };
 
 // src/trace/hook.ts
-var QEMU_TRACE_FILE = "qemu.log";
-function qemuFifoEnv() {
-  return { QEMU_STRACE: "1", QEMU_LOG_FILENAME: `${TRACE_MOUNT}/${QEMU_TRACE_FILE}` };
+function qemuTraceFile(index) {
+  return index === void 0 ? "qemu.log" : `qemu.${index}.log`;
+}
+function qemuFifoEnv(index) {
+  return { QEMU_STRACE: "1", QEMU_LOG_FILENAME: `${TRACE_MOUNT}/${qemuTraceFile(index)}` };
 }
 var STRACE_FLAGS = [
   "-f",
@@ -44032,10 +44324,10 @@ var STRACE_FLAGS = [
 ];
 function qemuTraceHook(dir) {
   return {
-    env: qemuFifoEnv(),
+    env: qemuFifoEnv,
     binds: [{ host: dir, container: TRACE_MOUNT }],
-    async begin(argv) {
-      const fifoPath = path39.join(dir, QEMU_TRACE_FILE);
+    async begin(argv, index) {
+      const fifoPath = path40.join(dir, qemuTraceFile(index));
       await rm16(fifoPath, { force: true });
       const fifo = await TraceFifo.create(fifoPath);
       return { argv, end: async () => ({ text: await fifo.finish() }) };
@@ -44045,10 +44337,10 @@ function qemuTraceHook(dir) {
 function straceHook(dir) {
   return {
     async begin(argv, index) {
-      const file2 = path39.join(dir, index === void 0 ? "strace.log" : `strace.${index}.log`);
+      const file2 = path40.join(dir, index === void 0 ? "strace.log" : `strace.${index}.log`);
       return {
         argv: ["strace", ...STRACE_FLAGS, "-o", file2, "--", ...argv],
-        end: async () => ({ text: await readFile9(file2, "utf8").catch(() => ""), file: file2 })
+        end: async () => ({ text: await readFile8(file2, "utf8").catch(() => ""), file: file2 })
       };
     }
   };
@@ -44510,7 +44802,7 @@ async function isDir(p2) {
     () => false
   );
 }
-async function traceService(ctx, { config: config2, root, arch }) {
+async function traceService(ctx, { config: config2, root, arch, parallel }) {
   const { logger } = ctx;
   const workDir = ctx.work.trace;
   if (!await isDir(root)) throw new UserError(`root directory ${root} does not exist`);
@@ -44543,7 +44835,7 @@ async function traceService(ctx, { config: config2, root, arch }) {
           privileged: true
         });
       }
-      const dirs = [TRACE_MOUNT, config2.data.path, "/usr"].map((p2) => path40.join(copy, p2));
+      const dirs = [TRACE_MOUNT, config2.data.path, "/usr"].map((p2) => path41.join(copy, p2));
       await run(["mkdir", "-p", "-m", "0755", "--", ...dirs], { privileged: true });
     });
     await seedDataDir(config2, root, dataDir);
@@ -44557,6 +44849,7 @@ async function traceService(ctx, { config: config2, root, arch }) {
           workDir,
           logger,
           hook: emulated ? qemuTraceHook(traceDir) : straceHook(traceDir),
+          ...parallel ? { parallel } : {},
           ...ctx.signal ? { signal: ctx.signal } : {}
         }
       )
@@ -44573,7 +44866,7 @@ async function traceService(ctx, { config: config2, root, arch }) {
     for (const [i2, { text }] of probed.records.entries()) {
       const parsed = emulated ? parseQemuStrace(text, parseOpts) : parseHostStrace(text, parseOpts);
       if (emulated) {
-        const file2 = path40.join(traceDir, `qemu.${i2}.txt`);
+        const file2 = path41.join(traceDir, `qemu.${i2}.txt`);
         await writeFile5(file2, text);
         traceFiles.push(file2);
       }
@@ -44643,7 +44936,7 @@ import path44 from "node:path";
 
 // src/harness/limits.ts
 import { existsSync as existsSync11 } from "node:fs";
-import path41 from "node:path";
+import path42 from "node:path";
 var CGROUP_V1 = "/sys/fs/cgroup";
 var WRAPPER = [
   "set -e",
@@ -44673,15 +44966,15 @@ function limitedArgv(argv, cg, l) {
   ];
 }
 function hasCgroupV1Limits() {
-  return (existsSync11(path41.join(CGROUP_V1, "memory/memory.limit_in_bytes")) || existsSync11(path41.join(CGROUP_V1, "memory/cgroup.procs"))) && existsSync11(path41.join(CGROUP_V1, "pids/cgroup.procs"));
+  return (existsSync11(path42.join(CGROUP_V1, "memory/memory.limit_in_bytes")) || existsSync11(path42.join(CGROUP_V1, "memory/cgroup.procs"))) && existsSync11(path42.join(CGROUP_V1, "pids/cgroup.procs"));
 }
 async function createLimitCgroups(name, logger) {
   const cg = {
-    memory: path41.join(CGROUP_V1, "memory", name),
-    pids: path41.join(CGROUP_V1, "pids", name)
+    memory: path42.join(CGROUP_V1, "memory", name),
+    pids: path42.join(CGROUP_V1, "pids", name)
   };
-  if (existsSync11(path41.join(CGROUP_V1, "cpu/cpu.cfs_quota_us")))
-    cg.cpu = path41.join(CGROUP_V1, "cpu", name);
+  if (existsSync11(path42.join(CGROUP_V1, "cpu/cpu.cfs_quota_us")))
+    cg.cpu = path42.join(CGROUP_V1, "cpu", name);
   await run(["mkdir", cg.memory, cg.pids, ...cg.cpu ? [cg.cpu] : []], {
     privileged: true,
     logger
@@ -44707,123 +45000,6 @@ async function removeLimitCgroups(cg, logger) {
     200
   );
   if (!done) throw new Error(`could not remove cgroups ${dirs.join(", ")}: ${last.trim()}`);
-}
-
-// src/harness/client.ts
-import http from "node:http";
-import net from "node:net";
-function describeEndpoint(e) {
-  return "path" in e ? `unix:${e.path}` : `${e.host}:${e.port}`;
-}
-function connect(e) {
-  return "path" in e ? net.connect({ path: e.path }) : net.connect({ host: e.host, port: e.port });
-}
-function gopherRequest(selector) {
-  return Buffer.from(`${selector}\r
-`, "utf8");
-}
-function exchange(e, request, opts) {
-  return new Promise((resolve, reject) => {
-    const chunks = [];
-    const sock = connect(e);
-    let settled = false;
-    const finish = (err) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      opts.signal?.removeEventListener("abort", onAbort);
-      sock.destroy();
-      if (err) reject(err);
-      else resolve(Buffer.concat(chunks));
-    };
-    const timer = setTimeout(
-      () => finish(
-        new Error(`no complete answer from ${describeEndpoint(e)} within ${opts.timeoutMs} ms`)
-      ),
-      opts.timeoutMs
-    );
-    const onAbort = () => finish(new Error("aborted"));
-    if (opts.signal?.aborted) return finish(new Error("aborted"));
-    opts.signal?.addEventListener("abort", onAbort, { once: true });
-    sock.on("connect", () => sock.write(request));
-    sock.on("data", (d) => chunks.push(d));
-    sock.on("end", () => finish());
-    sock.on("error", (err) => finish(err));
-  });
-}
-function holdOpen(e, timeoutMs) {
-  return new Promise((resolve, reject) => {
-    const sock = connect(e);
-    const timer = setTimeout(() => {
-      sock.destroy();
-      reject(new Error(`cannot connect to ${describeEndpoint(e)} within ${timeoutMs} ms`));
-    }, timeoutMs);
-    sock.once("connect", () => {
-      clearTimeout(timer);
-      resolve(sock);
-    });
-    sock.once("error", (err) => {
-      clearTimeout(timer);
-      sock.destroy();
-      reject(err);
-    });
-  });
-}
-function httpGet(e, urlPath, opts) {
-  return new Promise((resolve, reject) => {
-    const target = "path" in e ? { socketPath: e.path } : { host: e.host, port: e.port };
-    const req = http.request(
-      {
-        ...target,
-        path: urlPath,
-        method: "GET",
-        agent: false,
-        signal: opts.signal,
-        headers: { host: "localhost" }
-      },
-      (res) => {
-        const chunks = [];
-        res.on("data", (d) => chunks.push(d));
-        res.on("end", () => {
-          clearTimeout(timer);
-          resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks) });
-        });
-        res.on("error", (err) => {
-          clearTimeout(timer);
-          reject(err);
-        });
-      }
-    );
-    const timer = setTimeout(
-      () => req.destroy(
-        new Error(
-          `no complete HTTP answer from ${describeEndpoint(e)} within ${opts.timeoutMs} ms`
-        )
-      ),
-      opts.timeoutMs
-    );
-    req.on("error", (err) => {
-      clearTimeout(timer);
-      reject(err);
-    });
-    req.end();
-  });
-}
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const port2 = srv.address().port;
-      srv.close(() => resolve(port2));
-    });
-  });
-}
-function gopherUrl(host, port2, selector, type = "1") {
-  const enc = [...Buffer.from(selector, "utf8")].map(
-    (b2) => /[A-Za-z0-9\-._~/]/.test(String.fromCharCode(b2)) ? String.fromCharCode(b2) : `%${b2.toString(16).toUpperCase().padStart(2, "0")}`
-  ).join("");
-  return `gopher://${host}:${port2}/${type}${enc}`;
 }
 
 // src/verify/load.ts
@@ -44874,14 +45050,14 @@ async function runLoad(requests, concurrency, one, signal) {
 }
 
 // src/verify/probes.ts
-import { readFile as readFile10 } from "node:fs/promises";
-import path42 from "node:path";
+import { readFile as readFile9 } from "node:fs/promises";
+import path43 from "node:path";
 async function readFixtures(probes) {
   const out = /* @__PURE__ */ new Map();
   for (const p2 of probes) {
     if (!p2.fixture) continue;
     try {
-      out.set(p2.name, await readFile10(p2.fixture));
+      out.set(p2.name, await readFile9(p2.fixture));
     } catch (e) {
       throw new UserError(
         `probe ${p2.name}: cannot read fixture ${p2.fixture}: ${e.code ?? String(e)}`
@@ -44903,14 +45079,9 @@ function judge(probe, expected, got, via) {
   }
   return problems.length ? problems.join("\n") : void 0;
 }
-async function ask(probe, endpoint, timeoutMs, signal) {
-  if (probe.type === "gopher")
-    return { body: await exchange(endpoint, gopherRequest(probe.selector), { timeoutMs, signal }) };
-  return httpGet(endpoint, probe.path, { timeoutMs, signal });
-}
 async function probeOnce(probe, expected, endpoint, timeoutMs, signal) {
   try {
-    const got = await ask(probe, endpoint, timeoutMs, signal);
+    const got = await askProbe(probe, { endpoint }, { timeoutMs, signal });
     const problem = judge(probe, expected, got, describeEndpoint(endpoint));
     return {
       outcome: {
@@ -44937,7 +45108,7 @@ async function curlProbe(probe, expected, svc, workDir, opts, timeoutMs) {
   const { host, port: port2 } = svc.clientTarget;
   const name = `${probe.name} (curl)`;
   const seconds = String(Math.ceil(timeoutMs / 1e3));
-  const bodyFile = path42.join(workDir, "curl-body");
+  const bodyFile = path43.join(workDir, "curl-body");
   const url3 = probe.type === "gopher" ? gopherUrl(host, port2, probe.selector) : `http://${host}:${port2}${probe.path}`;
   const curl = [
     "curl",
@@ -44964,139 +45135,10 @@ async function curlProbe(probe, expected, svc, workDir, opts, timeoutMs) {
       diff: `${r.command} failed (exit ${r.exitCode}): ${r.stderr.trim()}`,
       bytes: 0
     };
-  const body = await readFile10(bodyFile);
+  const body = await readFile9(bodyFile);
   const status = probe.type === "http" ? Number(r.stdout.trim()) : void 0;
   const problem = judge(probe, expected, { status, body }, "curl");
   return { name, ok: problem === void 0, diff: problem, bytes: body.length };
-}
-
-// src/harness/service.ts
-import { statSync as statSync2 } from "node:fs";
-import path43 from "node:path";
-var FORWARDER = `
-const net = require('net');
-const fs = require('fs');
-const [, sock, port] = process.argv;
-net.createServer((c) => {
-  const u = net.connect(Number(port), '127.0.0.1');
-  c.pipe(u); u.pipe(c);
-  c.on('error', () => u.destroy()); u.on('error', () => c.destroy());
-}).listen(sock, () => fs.chmodSync(sock, 0o666));
-process.on('SIGTERM', () => process.exit(0));
-`;
-function forwarderReady(sock) {
-  try {
-    return (statSync2(sock).mode & 511) === 438;
-  } catch {
-    return false;
-  }
-}
-async function startInetd(argv, state, opts, timeoutMs) {
-  const { logger, signal } = opts;
-  let lastError = "";
-  for (let attempt = 0; attempt < 3; attempt++) {
-    const port2 = await freePort();
-    const service = start(
-      ["systemd-socket-activate", "-l", `127.0.0.1:${port2}`, "-a", "--inetd", ...argv],
-      {
-        privileged: true,
-        logger,
-        loud: attempt === 0
-      }
-    );
-    state.service = service;
-    let exited = false;
-    void service.exited.then(() => exited = true);
-    const ok = await waitFor(
-      async () => exited ? false : await listening(process.pid, port2, logger) || void 0,
-      1e4,
-      signal
-    );
-    if (ok) {
-      const endpoint = { host: "127.0.0.1", port: port2 };
-      return {
-        endpoint,
-        clientTarget: endpoint,
-        clientArgv: (a2) => ({ argv: a2, privileged: false }),
-        payload: async () => {
-          const before = new Set(findPayloads(service.pid).map((p3) => p3.pid));
-          const sock = await holdOpen(endpoint, timeoutMs);
-          state.sockets.add(sock);
-          const p2 = await waitFor(
-            () => findPayloads(service.pid).find((x) => !before.has(x.pid)),
-            timeoutMs,
-            signal
-          );
-          if (p2) state.payloads.push(p2);
-          return p2;
-        }
-      };
-    }
-    await service.stop();
-    lastError = tail((await service.exited).stderr, 5);
-    state.service = void 0;
-    if (!/Address already in use/.test(lastError)) break;
-  }
-  throw new UserError(`systemd-socket-activate did not start listening:
-${lastError}`);
-}
-async function startListening(argv, state, opts, timeoutMs) {
-  const { logger, signal, config: config2 } = opts;
-  const port2 = config2.service.listen;
-  const service = start(argv, { privileged: true, logger, loud: true });
-  state.service = service;
-  let exited = false;
-  void service.exited.then(() => exited = true);
-  const payload = await waitFor(
-    () => exited ? null : findPayloads(service.pid)[0],
-    timeoutMs,
-    signal
-  );
-  if (!payload) {
-    const stderr = exited ? tail((await service.exited).stderr, 15) : "(still starting)";
-    throw new UserError(
-      `the container did not start its service ${config2.service.command.join(" ")}:
-${stderr}`
-    );
-  }
-  state.payloads.push(payload);
-  const isUp = await waitFor(
-    async () => exited ? false : await listening(payload.pid, port2, logger) || void 0,
-    timeoutMs,
-    signal
-  );
-  if (!isUp) {
-    await service.stop();
-    const stderr = tail((await service.exited).stderr, 15);
-    throw new UserError(
-      `the service did not listen on port ${port2} inside the container within ${timeoutMs / 1e3} s:
-${stderr}`
-    );
-  }
-  const sockPath = path43.join(state.workDir, "service.sock");
-  const nsenter = (a2) => ["nsenter", "-t", String(payload.pid), "-n", ...a2];
-  state.forwarder = start(nsenter([process.execPath, "-e", FORWARDER, sockPath, String(port2)]), {
-    privileged: true,
-    logger
-  });
-  if (!await waitFor(() => forwarderReady(sockPath) || void 0, 1e4, signal)) {
-    throw new UserError(
-      `the forwarder into the container's network namespace did not start: ${state.forwarder.command}`
-    );
-  }
-  return {
-    endpoint: { path: sockPath },
-    clientTarget: { host: "127.0.0.1", port: port2 },
-    clientArgv: (a2) => ({ argv: nsenter(a2), privileged: true }),
-    payload: async () => alive(payload) ? payload : void 0
-  };
-}
-function serviceLog(stderr, lines = 30) {
-  const noise = /^(Listening on |Communication attempt on fd|Connection from |Spawned |Execing |Child \d+ died with code 0$|Attempted to remove disk file system under "\/run\/systemd\/nspawn\/propagate\/)/;
-  return tail(
-    stderr.split("\n").filter((l) => !noise.test(l)).join("\n"),
-    lines
-  );
 }
 
 // src/stages/verify.ts
@@ -45278,20 +45320,16 @@ async function verifyImage(ctx, input2) {
       const argv = await withLimits(nspawn, state, config2, logger);
       const svc = config2.service.inetd ? await startInetd(argv, state, opts, timeoutMs) : await startListening(argv, state, opts, timeoutMs);
       logger.info(`service reachable at ${describeEndpoint(svc.endpoint)}`);
-      const probes = [];
-      let sample;
-      for (const p2 of config2.probes) {
-        const { outcome: r, body } = await probeOnce(
-          p2,
-          fixtures.get(p2.name),
-          svc.endpoint,
-          timeoutMs,
-          signal
-        );
-        logger.info(`probe ${p2.name}: ${r.ok ? "ok" : "FAILED"} (${r.bytes} bytes)`);
-        probes.push(r);
-        if (!sample && body) sample = { probe: p2.name, body };
-      }
+      const asked = await mapBounded(
+        config2.probes,
+        probeParallelism(),
+        (p2) => probeOnce(p2, fixtures.get(p2.name), svc.endpoint, timeoutMs, signal)
+      );
+      const probes = asked.map((a2) => a2.outcome);
+      for (const r of probes)
+        logger.info(`probe ${r.name}: ${r.ok ? "ok" : "FAILED"} (${r.bytes} bytes)`);
+      const first = asked.findIndex((a2) => a2.body);
+      const sample = first < 0 ? void 0 : { probe: config2.probes[first].name, body: asked[first].body };
       const curl = await curlProbe(
         config2.probes[0],
         fixtures.get(config2.probes[0].name),
@@ -45320,7 +45358,7 @@ async function verifyImage(ctx, input2) {
             return judge(
               p2,
               fixtures.get(p2.name),
-              await ask(p2, svc.endpoint, timeoutMs, signal),
+              await askProbe(p2, { endpoint: svc.endpoint }, { timeoutMs, signal }),
               describeEndpoint(svc.endpoint)
             );
           },
@@ -45411,7 +45449,7 @@ async function build(config2, opts) {
     await claimBuildDirs(dirs, logger);
     ctx = stageContext({
       logger,
-      workDir: dirs.work?.dir ?? await mkdtemp9(path45.join(os10.tmpdir(), `lhc-${config2.name}-`)),
+      workDir: dirs.work?.dir ?? await mkdtemp9(path45.join(os11.tmpdir(), `lhc-${config2.name}-`)),
       outDir,
       ...opts.store ? { store: opts.store } : {},
       ...opts.env ? { env: opts.env } : {},
@@ -46033,8 +46071,8 @@ function formatChecks(checks) {
 }
 
 // src/host/probe.ts
-import { access, readFile as readFile11, readdir as readdir7 } from "node:fs/promises";
-import os11 from "node:os";
+import { access, readFile as readFile10, readdir as readdir7 } from "node:fs/promises";
+import os12 from "node:os";
 import path47 from "node:path";
 var EXTRA_PATH = ["/usr/local/sbin", "/usr/sbin", "/sbin"];
 var realProbe = {
@@ -46048,7 +46086,7 @@ var realProbe = {
   },
   async readFile(file2) {
     try {
-      return await readFile11(file2, "utf8");
+      return await readFile10(file2, "utf8");
     } catch {
       return void 0;
     }
@@ -46086,7 +46124,7 @@ var realProbe = {
     }
   },
   arch() {
-    return os11.machine();
+    return os12.machine();
   },
   async foreignArchs() {
     try {
@@ -46748,7 +46786,7 @@ import path52 from "node:path";
 
 // src/board/verify-board.ts
 import { mkdtemp as mkdtemp10, rm as rm18 } from "node:fs/promises";
-import os12 from "node:os";
+import os13 from "node:os";
 import path51 from "node:path";
 
 // src/board/machine.ts
@@ -47117,7 +47155,7 @@ async function verifyOnBoard(o2) {
   const tarball = await boardRootTarball({ logger, signal, provided: o2.board ?? config2.board });
   const rootSeconds = (Date.now() - t) / 1e3;
   const ownWorkDir = o2.workDir === void 0;
-  const workDir = o2.workDir ?? await mkdtemp10(path51.join(os12.tmpdir(), "lhc-board-"));
+  const workDir = o2.workDir ?? await mkdtemp10(path51.join(os13.tmpdir(), "lhc-board-"));
   const board = await Board.boot({
     tarball,
     workDir: path51.join(workDir, "board"),
