@@ -255,6 +255,12 @@ export function toolRequirements(arch: string): ToolRequirement[] {
       why: 'passwordless sudo for the runner user in tests',
       features: ['tests'],
     },
+    {
+      tool: 'chromium',
+      pkg: 'chromium',
+      why: 'renders the job summary to a screenshot in tests',
+      features: ['tests'],
+    },
     { tool: 'node', pkg: 'nodejs', why: 'runs lhc itself', features: ['system'] },
     { tool: 'npx', pkg: 'npm', why: 'runs the test tools', features: ['tests'], optional: true },
   ];
