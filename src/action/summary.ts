@@ -66,8 +66,13 @@ function table(head: string[], rows: string[][]): string {
   return `<table>\n<tr>${th}</tr>\n${body}\n</table>\n`;
 }
 
+/**
+ * A blank line first: after a heading or a paragraph the <pre> would otherwise continue their HTML
+ * block, which ends at the first blank line, and a diff's empty context line (" ") is blank to
+ * GitHub's markdown, so the rest of the diff would be rendered as markdown text.
+ */
 function pre(text: string): string {
-  return `<pre>${escapeHtml(clip(text))}</pre>\n`;
+  return `\n<pre>${escapeHtml(clip(text))}</pre>\n`;
 }
 
 function collapsed(summary: string, body: string): string {
