@@ -125,8 +125,12 @@ describe('job summary screenshot', () => {
     expect(tags.slice(0, 5)).toEqual(['h2', 'table', 'p', 'h3', 'pre']);
     expect(layout.blocks[2]!.text).toContain('No SHA256SUMS was written');
     expect(layout.blocks[3]!.text).toBe('❌ probe text-about differs from its fixture');
-    expect(layout.blocks[4]!.text).toContain('RFC 1437');
-    expect(layout.blocks[4]!.text).toContain('RFC 1436');
+    const diff = layout.blocks[4]!.text;
+    expect(diff).toContain('-Gophermoon speaks Gopher (RFC 1437)');
+    expect(diff).toContain('+Gophermoon speaks Gopher (RFC 1436)');
+    // Paths in the diff are the workspace's, as the reader's checkout has them.
+    expect(diff).toContain('--- fixture fixtures/gophermoon/about.text.gopher');
+    expect(diff).not.toContain(workspace);
     // The passing probes come only after the failure, folded.
     const firstDetails = layout.blocks.find((b) => b.tag === 'details')!;
     const matched = failing.verify!.probes.length - failed.length;

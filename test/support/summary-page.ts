@@ -127,7 +127,7 @@ const MEASURE = `
 const blocks = [...document.querySelector('.markdown-body').children].map((e) => ({
   tag: e.tagName.toLowerCase(),
   top: Math.round(e.getBoundingClientRect().top),
-  text: e.textContent.replace(/\\s+/g, ' ').trim().slice(0, 200),
+  text: e.textContent.replace(/\\s+/g, ' ').trim().slice(0, 4000),
 }));
 const height = Math.ceil(document.documentElement.getBoundingClientRect().height);
 document.body.setAttribute('data-layout', encodeURIComponent(JSON.stringify({ height, blocks })));

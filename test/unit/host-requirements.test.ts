@@ -56,6 +56,8 @@ describe('host requirements table', () => {
     expect(row).toMatchObject({ pkg: 'chromium', features: ['tests'], optional: true });
     expect(setupPackages('x86_64')).toContain('chromium');
     expect(setupPackages('aarch64')).toContain('chromium');
+    // Without an emoji font the screenshot shows the summary's ✅/❌ as empty boxes.
+    expect(setupPackages('x86_64')).toContain('fonts-noto-color-emoji');
   });
 
   it('each tool has exactly one row', () => {
