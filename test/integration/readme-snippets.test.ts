@@ -106,8 +106,11 @@ describe('README quick start for your own service', () => {
     const j = await buildProject(dir);
     expect(j.ok).toBe(true);
     expect(j.verify?.ok).toBe(true);
+    // The README's probe, and the same request through a real client (curl).
+    const bytes = 'hello from lhc\n'.length;
     expect(j.verify?.probes).toEqual([
-      { name: 'index', ok: true, bytes: 'hello from lhc\n'.length },
+      { name: 'index', ok: true, bytes },
+      { name: 'index (curl)', ok: true, bytes },
     ]);
     const paths = imagePaths(j.manifest);
     // The scratch base adds nothing but mount points: busybox, the site (kept whole), no shell.
