@@ -36653,6 +36653,12 @@ function toolRequirements(arch) {
       why: "passwordless sudo for the runner user in tests",
       features: ["tests"]
     },
+    {
+      tool: "chromium",
+      pkg: "chromium",
+      why: "renders the job summary to a screenshot in tests",
+      features: ["tests"]
+    },
     { tool: "node", pkg: "nodejs", why: "runs lhc itself", features: ["system"] },
     { tool: "npx", pkg: "npm", why: "runs the test tools", features: ["tests"], optional: true }
   ];
@@ -36665,11 +36671,13 @@ function packageFor(tool, arch = hostArch()) {
   return toolRequirements(arch).find((t) => t.tool === tool)?.pkg;
 }
 var NOT_INSTALLED_BY_SETUP = /* @__PURE__ */ new Set(["nodejs", "npm"]);
+var TEST_DATA_PACKAGES = ["fonts-noto-color-emoji"];
 function setupPackages(arch) {
   const pkgs = new Set(
     toolRequirements(arch).filter((t) => !t.features.includes("system") && !NOT_INSTALLED_BY_SETUP.has(t.pkg)).filter((t) => !(isAarch64(arch) && t.features.includes("emulation"))).map((t) => t.pkg)
   );
   pkgs.add("musl-dev");
+  for (const p2 of TEST_DATA_PACKAGES) pkgs.add(p2);
   if (!isAarch64(arch)) {
     pkgs.add("qemu-user-static");
     pkgs.add("musl-dev:arm64");
