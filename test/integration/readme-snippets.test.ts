@@ -76,38 +76,49 @@ function imagePaths(manifestFile: string): string[] {
   return m.image.map((e) => e.path);
 }
 
+const PAGE = 'hello from lhc\n';
+
+/**
+ * The busybox-httpd snippet's project, with the files the README's shell lines make: busybox from
+ * Debian's busybox-static:arm64, a site, and (unless it is to be recorded) the expected page.
+ */
+async function busyboxProject(opts: { withFixture: boolean }): Promise<string> {
+  const s = snippet('busybox-httpd');
+  const dir = await project(s);
+  const config = parseYaml(s.body) as {
+    files: { src: string; dst: string }[];
+    probes: { name: string; fixture: string }[];
+  };
+  expect(config.files.map((f) => f.src).sort()).toEqual(['busybox', 'www']);
+  expect(config.probes.map((p) => p.fixture)).toEqual(['expected/index.html']);
+  const deb = await extractDeb(
+    await debianDeb('busybox-static:arm64'),
+    path.join(dir, '.deb-unpacked'),
+  );
+  copyFileSync(path.join(deb, 'bin/busybox'), path.join(dir, 'busybox'));
+  await rm(deb, { recursive: true, force: true });
+  mkdirSync(path.join(dir, 'www'));
+  writeFileSync(path.join(dir, 'www/index.html'), PAGE);
+  writeFileSync(path.join(dir, 'www/about.html'), 'not asked for by any probe\n');
+  if (opts.withFixture) {
+    mkdirSync(path.join(dir, 'expected'));
+    copyFileSync(path.join(dir, 'www/index.html'), path.join(dir, 'expected/index.html'));
+  }
+  return dir;
+}
+
 describe('README quick start for your own service', () => {
   it('every marked snippet is one this test builds', () => {
     expect([...snippets.keys()].sort()).toEqual(['busybox-httpd']);
   });
 
   it('busybox-httpd: a static busybox on a scratch base serves www/ and matches its fixture', async () => {
-    const s = snippet('busybox-httpd');
-    const dir = await project(s);
-    const config = parseYaml(s.body) as {
-      files: { src: string; dst: string }[];
-      probes: { name: string; fixture: string }[];
-    };
-    // The files the README's shell lines make: busybox from Debian's busybox-static:arm64.
-    const deb = await extractDeb(
-      await debianDeb('busybox-static:arm64'),
-      path.join(dir, '.deb-unpacked'),
-    );
-    copyFileSync(path.join(deb, 'bin/busybox'), path.join(dir, 'busybox'));
-    await rm(deb, { recursive: true, force: true });
-    mkdirSync(path.join(dir, 'www'));
-    mkdirSync(path.join(dir, 'expected'));
-    writeFileSync(path.join(dir, 'www/index.html'), 'hello from lhc\n');
-    writeFileSync(path.join(dir, 'www/about.html'), 'not asked for by any probe\n');
-    copyFileSync(path.join(dir, 'www/index.html'), path.join(dir, 'expected/index.html'));
-    expect(config.files.map((f) => f.src).sort()).toEqual(['busybox', 'www']);
-    expect(config.probes.map((p) => p.fixture)).toEqual(['expected/index.html']);
-
+    const dir = await busyboxProject({ withFixture: true });
     const j = await buildProject(dir);
     expect(j.ok).toBe(true);
     expect(j.verify?.ok).toBe(true);
     // The README's probe, and the same request through a real client (curl).
-    const bytes = 'hello from lhc\n'.length;
+    const bytes = PAGE.length;
     expect(j.verify?.probes).toEqual([
       { name: 'index', ok: true, bytes },
       { name: 'index (curl)', ok: true, bytes },
