@@ -47,20 +47,25 @@ interface BuildJson {
   verify: { ok: boolean; probes: { name: string; ok: boolean; bytes: number }[] } | null;
 }
 
-/** `lhc ARGS` in `cwd`, through the CLI's real entry point. */
-function lhc(args: string[], cwd: string, env: NodeJS.ProcessEnv) {
+/** Runs argv in `cwd`, collecting its output. */
+function spawnIn(argv: string[], cwd: string, env: NodeJS.ProcessEnv) {
   return new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
-    const child = spawn(
-      process.execPath,
-      ['--import', TSX, path.join(REPO, 'src/cli-entry.ts'), ...args],
-      { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] },
-    );
+    const child = spawn(argv[0]!, argv.slice(1), { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     child.on('exit', (code) => resolve({ code, stdout, stderr }));
   });
+}
+
+/** `lhc ARGS` in `cwd`, through the CLI's real entry point. */
+function lhc(args: string[], cwd: string, env: NodeJS.ProcessEnv) {
+  return spawnIn(
+    [process.execPath, '--import', TSX, path.join(REPO, 'src/cli-entry.ts'), ...args],
+    cwd,
+    env,
+  );
 }
 
 /** `lhc build --json` with no CONFIG, as the README tells the user to run it. */
