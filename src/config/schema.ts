@@ -168,8 +168,20 @@ export const serviceSchema = z
     /** Seconds a traced or verified run may take before it is killed. */
     timeout: z.number().positive().default(60),
     limits: limitsSchema.default(() => ({ ...DEFAULT_LIMITS })),
+    /**
+     * Exit codes besides 0 that end an inetd connection normally (systemd's SuccessExitStatus=):
+     * many inetd servers answer an unknown request and then exit 1.
+     */
+    'success-exit-status': z.array(z.number().int().min(0).max(255)).optional(),
   })
   .superRefine((s, ctx) => {
+    if (s['success-exit-status'] !== undefined && !s.inetd)
+      ctx.addIssue({
+        code: 'custom',
+        message:
+          'only for inetd services (service.inetd: true): a listening service is not restarted per connection',
+        path: ['success-exit-status'],
+      });
     if (!!s.inetd === (s.listen !== undefined))
       ctx.addIssue({
         code: 'custom',

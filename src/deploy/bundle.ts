@@ -40,6 +40,8 @@ export interface ServiceSpec {
   timeout?: number;
   /** Per-container limits; the units' MemoryMax=, TasksMax=, CPUQuota=, LimitNOFILE=. */
   limits?: ContainerLimits;
+  /** inetd: exit codes that end a connection normally (SuccessExitStatus= of the per-connection unit). */
+  'success-exit-status'?: readonly number[];
 }
 
 export interface DeployBundleOptions {

@@ -84,11 +84,13 @@ function crashError(
   what: string,
   exitCode: number | undefined,
   stderr: string,
+  hint = '',
 ): UserError {
   const code = exitCode === undefined ? 'was killed' : `exited with code ${exitCode}`;
   return new UserError(
     `service '${config.name}' (${config.service.command.join(' ')}) ${code} ${what}` +
-      (stderr.trim() ? `; last lines of its stderr:\n${tail(stderr, 15)}` : ' (no stderr output)'),
+      (stderr.trim() ? `; last lines of its stderr:\n${tail(stderr, 15)}` : ' (no stderr output)') +
+      hint,
   );
 }
 
@@ -134,8 +136,16 @@ async function runInetd(config: LhcConfig, t: RunTarget, o: RunOptions): Promise
       const record = await end();
       if (record) out.records.push(record);
     }
-    if (r.exitCode !== 0)
-      throw crashError(config, `while answering probe '${probe.name}'`, r.exitCode, r.stderr);
+    const normal = [0, ...(config.service['success-exit-status'] ?? [])];
+    if (r.exitCode === undefined || !normal.includes(r.exitCode)) {
+      // nspawn passes the payload's own exit code on; an inetd server may end that way on purpose.
+      const hint =
+        r.exitCode !== undefined && r.exitCode > 0 && r.exitCode < 256
+          ? `\nIf exit code ${r.exitCode} is how this service normally ends a connection, list it in ` +
+            `service.success-exit-status (e.g. success-exit-status: [${r.exitCode}]).`
+          : '';
+      throw crashError(config, `while answering probe '${probe.name}'`, r.exitCode, r.stderr, hint);
+    }
     out.responses[probe.name] = { body: r.stdoutBytes };
   }
   return out;

@@ -215,6 +215,21 @@ describe('broken configs name the field and the line', () => {
       'service.limits.procs: unknown key (lhc.yml:22)',
     ],
     [
+      'success-exit-status on a listening service',
+      edit('inetd: true', 'listen: 70\n  success-exit-status: [1]'),
+      'service.success-exit-status: only for inetd services (service.inetd: true): a listening service is not restarted per connection (lhc.yml:21)',
+    ],
+    [
+      'success-exit-status out of range',
+      edit('inetd: true', 'inetd: true\n  success-exit-status: [1, 256]'),
+      'service.success-exit-status[1]: Too big: expected number to be <=255 (lhc.yml:21)',
+    ],
+    [
+      'success-exit-status not a list of integers',
+      edit('inetd: true', 'inetd: true\n  success-exit-status: [1.5]'),
+      'service.success-exit-status[0]: Invalid input: expected int, received number (lhc.yml:21)',
+    ],
+    [
       'missing service command',
       edit('  command: [/bin/lua, /bin/gophermoon]\n', ''),
       'service.command: required (lhc.yml:19)',
