@@ -26,6 +26,7 @@ import { pruneRoot } from './stages/prune.js';
 import { workLayout } from './core/work-layout.js';
 import type { StageContext } from './core/stage.js';
 import { assembleRoot } from './stages/root.js';
+import { installRunAs } from './stages/service-user.js';
 import { selfCheck } from './stages/self-check.js';
 import { traceService } from './stages/trace.js';
 import { verifyImage } from './stages/verify.js';
@@ -143,9 +144,9 @@ export async function build(config: LhcConfig, opts: BuildOptions): Promise<Buil
       );
 
     // Intermediate roots are created by root (nspawn, mmdebstrap); clear any earlier run's tree.
-    const assembled = await stage('root', async () => {
+    const { assembled, runAs } = await stage('root', async () => {
       await removeTree([work.root]);
-      return assembleRoot(config, {
+      const assembled = await assembleRoot(config, {
         workDir,
         store,
         logger,
@@ -153,6 +154,9 @@ export async function build(config: LhcConfig, opts: BuildOptions): Promise<Buil
         signal: opts.signal,
         basesDir: opts.basesDir ?? (opts.cacheDir ? path.join(opts.cacheDir, 'bases') : undefined),
       });
+      // Before the trace, from the unpruned root: the pruned one has no /etc/passwd.
+      const runAs = await installRunAs(config, assembled.root, workDir, logger);
+      return { assembled, runAs };
     });
 
     await checkEntrypoint(assembled.root, config.service.command[0]!, config.arch);
@@ -161,6 +165,7 @@ export async function build(config: LhcConfig, opts: BuildOptions): Promise<Buil
         workDir: work.trace,
         logger,
         signal: opts.signal,
+        runAs,
       }),
     );
 
@@ -174,6 +179,7 @@ export async function build(config: LhcConfig, opts: BuildOptions): Promise<Buil
         logger,
         dataDir: p.dataDir,
         signal: opts.signal,
+        runAs,
       });
       logger.info('self-check: every probe answers the same from the pruned root');
       return p;

@@ -160,7 +160,21 @@ export const DEFAULT_LIMITS = limitsSchema.parse({});
 export const serviceSchema = z
   .strictObject({
     command: z.array(z.string().min(1)).min(1),
-    user: z.union([z.string().min(1), z.number().int().min(0)]).default(0),
+    /**
+     * Who the payload runs as: a name in the root's /etc/passwd, or a uid. Resolved at build time
+     * from the unpruned root (stages/service-user.ts); root (0) drops nothing.
+     */
+    user: z
+      .union([
+        z
+          .string()
+          .regex(
+            /^([A-Za-z_][A-Za-z0-9_.-]{0,31}|\d{1,10})$/,
+            'expected a user name (letters, digits, "_", ".", "-"; at most 32) or a numeric uid',
+          ),
+        z.number().int().min(0).max(0xfffffffe),
+      ])
+      .default(0),
     env: z.record(z.string(), z.string()).default({}),
     workdir: absPath.optional(),
     inetd: z.boolean().optional(),

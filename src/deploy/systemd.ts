@@ -76,7 +76,7 @@ export function unitNspawnArgv(o: DeployBundleOptions, p: BoardPaths): string[] 
     dataPath: o.dataPath ?? '/data',
     command: o.service.command,
     env: o.service.env,
-    user: o.service.user,
+    runAs: o.runAs,
     workdir: o.service.workdir,
     nspawnPath: o.nspawnPath ?? '/usr/bin/systemd-nspawn',
     limits: serviceLimits(o),

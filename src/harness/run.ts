@@ -18,6 +18,7 @@ import { nspawnArgv } from '../tools/nspawn.js';
 import type { ProbeResponse } from './client.js';
 import { listening } from './listen.js';
 import { findPayloads } from './proc.js';
+import type { RunAs } from '../service-user/passwd.js';
 
 /** Where one set of probe runs happens. */
 export interface RunTarget {
@@ -25,6 +26,8 @@ export interface RunTarget {
   dataDir: string;
   readOnly: boolean;
   harden: boolean;
+  /** service.user's ids, dropped to by the root's lhc-run-as (see stages/service-user.ts). */
+  runAs?: RunAs;
 }
 
 /** What one container run recorded: its raw text, and the file it lives in when there is one. */
@@ -66,7 +69,7 @@ function containerArgv(config: LhcConfig, t: RunTarget, hook: RunHook | undefine
     dataPath: config.data.path,
     binds: hook?.binds ?? [],
     env: { ...config.service.env, ...hook?.env },
-    user: config.service.user,
+    ...(t.runAs ? { runAs: t.runAs } : {}),
     ...(config.service.workdir ? { workdir: config.service.workdir } : {}),
     harden: t.harden,
     privateNetwork: true,
@@ -219,7 +222,7 @@ async function runListening(config: LhcConfig, t: RunTarget, o: RunOptions): Pro
       if (gone)
         throw crashError(config, `before listening on port ${port}`, gone.exitCode, gone.stderr);
       o.signal?.throwIfAborted();
-      // Looked up each round: nspawn's first child may be a passing `getent` (service.user).
+      // Looked up each round: the payload appears only once nspawn (and lhc-run-as) exec'd it.
       pid = findPayloads(container.pid)[0]?.pid;
       if (pid !== undefined && (await listening(pid, port, logger))) break;
       if (Date.now() > deadline) {

@@ -45,6 +45,8 @@ import { sleep } from '../core/wait.js';
 import { humanBytes } from '../core/format.js';
 import { startInetd, startListening, type RunState, type Running } from '../harness/service.js';
 import { registerCleanup } from '../core/cleanup.js';
+import type { RunAs } from '../service-user/passwd.js';
+import { readRunAs } from './service-user.js';
 
 export interface VerifyOptions {
   config: LhcConfig;
@@ -66,6 +68,7 @@ async function hardeningRows(
   svc: Running,
   state: RunState,
   config: LhcConfig,
+  runAs: RunAs | undefined,
 ): Promise<HardeningCheck[]> {
   const rows: HardeningCheck[] = [];
   let inspected: HardeningCheck[] | undefined;
@@ -75,7 +78,12 @@ async function hardeningRows(
     const payload = await svc.payload();
     if (!payload) break;
     try {
-      inspected = await inspectProcess(payload.pid, config.data.path, config.service.limits);
+      inspected = await inspectProcess(
+        payload.pid,
+        config.data.path,
+        config.service.limits,
+        runAs,
+      );
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       if (code !== 'ENOENT' && code !== 'ESRCH') throw e;
@@ -263,13 +271,15 @@ export async function verifyImage(options: VerifyOptions): Promise<VerifyOutcome
       await unpackTemplate(dataTemplate, state.dataDir, { logger });
       logger.info(`data template ${dataTemplate} unpacked into a noexec,nosuid,nodev tmpfs`);
 
+      // The ids the image's lhc-run-as drops to: the pruned image has no /etc/passwd to ask.
+      const runAs = await readRunAs(config, state.rootDir);
       const nspawn = boardNspawnArgv({
         root: state.rootDir,
         dataDir: state.dataDir,
         dataPath: config.data.path,
         command: config.service.command,
         env: config.service.env,
-        user: config.service.user,
+        ...(runAs ? { runAs } : {}),
         workdir: config.service.workdir,
         limits: config.service.limits,
       });
@@ -304,7 +314,7 @@ export async function verifyImage(options: VerifyOptions): Promise<VerifyOutcome
       logger.info(`real client: ${curl.name}: ${curl.ok ? 'ok' : 'FAILED'}`);
       probes.push(curl);
 
-      const hardening = await hardeningRows(svc, state, config);
+      const hardening = await hardeningRows(svc, state, config, runAs);
       for (const h of hardening)
         logger.info(`hardening: ${h.ok ? 'ok ' : 'FAIL'} ${h.name}: ${h.detail}`);
 
