@@ -63,9 +63,7 @@ export function ociConfig(
   const limits = o.service.limits ?? DEFAULT_LIMITS;
   const env = ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'];
   const vars = { ...(o.runAs ? runAsEnv(o.runAs) : {}), ...o.service.env };
-  for (const [k, v] of Object.entries(vars).sort(([a], [b]) =>
-    a < b ? -1 : a > b ? 1 : 0,
-  ))
+  for (const [k, v] of Object.entries(vars).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
     env.push(`${k}=${v}`);
   const namespaces: { type: string }[] = [
     { type: 'pid' },

@@ -11,15 +11,22 @@ import { parseConfigWithLines } from '../config/load.js';
 import { ConfigError, UserError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { installFile } from '../root/overlay.js';
-import { resolveInRoot } from '../root/resolve.js';
+import { ResolveError, resolveInRoot } from '../root/resolve.js';
 import { isRootUser, resolveUser, type RunAs } from '../service-user/passwd.js';
 import { readRunAsElf, RUN_AS_PATH, runAsElf } from '../service-user/run-as-elf.js';
 
-/** A root's file as text, resolved inside the root; undefined when it is not a regular file there. */
-async function readInRoot(root: string, p: string): Promise<string | undefined> {
-  const r = resolveInRoot(root, p);
+/** A root's file, resolved inside the root; undefined when it is not a regular file there. */
+async function readInRoot(root: string, p: string): Promise<Buffer | undefined> {
+  let r;
+  try {
+    r = resolveInRoot(root, p);
+  } catch (e) {
+    // A missing or non-directory parent: the file is not there.
+    if (e instanceof ResolveError && e.reason !== 'loop') return undefined;
+    throw e;
+  }
   if (!r.exists || !(await lstat(r.host)).isFile()) return undefined;
-  return readFile(r.host, 'utf8');
+  return readFile(r.host);
 }
 
 /** `lhc.yml:LINE` of a config field, for errors found after loading. */
@@ -43,8 +50,8 @@ export async function installRunAs(
   if (isRootUser(user)) return undefined;
   const resolved = resolveUser(
     user,
-    await readInRoot(root, '/etc/passwd'),
-    await readInRoot(root, '/etc/group'),
+    (await readInRoot(root, '/etc/passwd'))?.toString('utf8'),
+    (await readInRoot(root, '/etc/group'))?.toString('utf8'),
   );
   if ('problem' in resolved)
     throw new ConfigError(
@@ -65,8 +72,7 @@ export async function installRunAs(
  * read them from the image, which has no /etc/passwd after pruning.
  */
 export async function readRunAs(config: LhcConfig, root: string): Promise<RunAs | undefined> {
-  const r = resolveInRoot(root, RUN_AS_PATH);
-  const bytes = r.exists ? await readFile(r.host).catch(() => undefined) : undefined;
+  const bytes = await readInRoot(root, RUN_AS_PATH);
   const runAs = bytes ? readRunAsElf(bytes) : undefined;
   const user = config.service.user;
   if (isRootUser(user)) {
@@ -80,7 +86,10 @@ export async function readRunAs(config: LhcConfig, root: string): Promise<RunAs 
     throw new UserError(
       `service.user is ${user}, but the image has no ${RUN_AS_PATH} to switch to it: rebuild the image with this config`,
     );
-  const matches = typeof user === 'number' || /^\d+$/.test(user) ? runAs.uid === Number(user) : runAs.name === user;
+  const matches =
+    typeof user === 'number' || /^\d+$/.test(user)
+      ? runAs.uid === Number(user)
+      : runAs.name === user;
   if (!matches)
     throw new UserError(
       `service.user is ${user}, but the image was built for ${runAs.name} (uid ${runAs.uid}): rebuild the image with this config`,

@@ -78,12 +78,7 @@ async function hardeningRows(
     const payload = await svc.payload();
     if (!payload) break;
     try {
-      inspected = await inspectProcess(
-        payload.pid,
-        config.data.path,
-        config.service.limits,
-        runAs,
-      );
+      inspected = await inspectProcess(payload.pid, config.data.path, config.service.limits, runAs);
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       if (code !== 'ENOENT' && code !== 'ESRCH') throw e;
