@@ -6,6 +6,9 @@
  * the board started for a connection. On failure the board's journal for the bundle's units is
  * part of the report; the board is powered off and leaves nothing behind either way.
  */
+import { artifactNames } from '../stages/pack.js';
+import type { RunAs } from '../service-user/passwd.js';
+import { readRunAsFromImage } from '../stages/service-user.js';
 import { mkdtemp, rm } from 'node:fs/promises';
 import type net from 'node:net';
 import os from 'node:os';
@@ -178,6 +181,7 @@ export async function boardHardening(
   endpoint: Endpoint,
   timeoutMs: number,
   signal?: AbortSignal,
+  runAs?: RunAs,
 ): Promise<HardeningCheck[]> {
   let held: net.Socket | undefined;
   try {
@@ -199,7 +203,7 @@ export async function boardHardening(
           detail: 'no container process found under the board',
         },
       ];
-    return await inspectProcess(payload.pid, config.data.path);
+    return await inspectProcess(payload.pid, config.data.path, undefined, runAs);
   } finally {
     held?.destroy();
   }
@@ -230,7 +234,13 @@ export async function verifyOnBoard(o: BoardVerifyOptions): Promise<BoardVerifyR
     port = await openBoardPort(board, listenPort(config.service), workDir, logger, signal);
     const { outcomes, ms } = await probeBoard(config, port.endpoint, timeoutMs, signal);
     outcomes.push(await curlOnBoard(board, config));
-    const hardening = await boardHardening(board, config, port.endpoint, timeoutMs, signal);
+    // service.user's ids as the image's lhc-run-as carries them (the image has no passwd).
+    const image = path.join(
+      o.outDir,
+      artifactNames(config.name, { image: config.outputs.image }).image,
+    );
+    const runAs = await readRunAsFromImage(config, image, logger);
+    const hardening = await boardHardening(board, config, port.endpoint, timeoutMs, signal, runAs);
     const ok = outcomes.every((p) => p.ok) && hardening.every((h) => h.ok);
     report = {
       ok,

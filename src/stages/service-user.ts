@@ -14,6 +14,7 @@ import { installFile } from '../root/overlay.js';
 import { ResolveError, resolveInRoot } from '../root/resolve.js';
 import { isRootUser, resolveUser, type RunAs } from '../service-user/passwd.js';
 import { readRunAsElf, RUN_AS_PATH, runAsElf } from '../service-user/run-as-elf.js';
+import { run } from '../tools/exec.js';
 
 /** A root's file, resolved inside the root; undefined when it is not a regular file there. */
 async function readInRoot(root: string, p: string): Promise<Buffer | undefined> {
@@ -73,7 +74,24 @@ export async function installRunAs(
  */
 export async function readRunAs(config: LhcConfig, root: string): Promise<RunAs | undefined> {
   const bytes = await readInRoot(root, RUN_AS_PATH);
-  const runAs = bytes ? readRunAsElf(bytes) : undefined;
+  return checkRunAs(config, bytes ? readRunAsElf(bytes) : undefined);
+}
+
+/** The same from a packed image file, without mounting it (the board's verify). */
+export async function readRunAsFromImage(
+  config: LhcConfig,
+  image: string,
+  logger?: Logger,
+): Promise<RunAs | undefined> {
+  const r = await run(['unsquashfs', '-cat', image, RUN_AS_PATH], {
+    binary: true,
+    reject: false,
+    ...(logger ? { logger } : {}),
+  });
+  return checkRunAs(config, r.exitCode === 0 ? readRunAsElf(r.stdoutBytes) : undefined);
+}
+
+function checkRunAs(config: LhcConfig, runAs: RunAs | undefined): RunAs | undefined {
   const user = config.service.user;
   if (isRootUser(user)) {
     if (runAs)

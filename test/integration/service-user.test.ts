@@ -19,6 +19,7 @@ import { memoryLogger } from '../../src/core/logger.js';
 import { build } from '../../src/pipeline.js';
 import type { PruneReport } from '../../src/prune/report.js';
 import { RUN_AS_PATH } from '../../src/service-user/run-as-elf.js';
+import { readRunAsFromImage } from '../../src/stages/service-user.js';
 import { run } from '../../src/tools/exec.js';
 import { seededBuildCache } from '../support/debian-inputs.js';
 import { GOPHERMOON_CONFIG } from '../support/gopher.js';
@@ -137,6 +138,17 @@ describe('service.user and success-exit-status on a pruned scratch root', () => 
       const kept = new Map(report.kept.list.map((k) => [k.path, k.why]));
       expect(kept.get(RUN_AS_PATH)).toEqual(['service-user']);
       for (const p of ['/etc/passwd', '/etc/group', USER.home]) expect(kept.has(p)).toBe(false);
+    });
+
+    it('carries the ids in the packed image, where the board verify reads them', async () => {
+      const config = await loadConfig(path.join(tmp, 'lhc.yml'));
+      expect(await readRunAsFromImage(config, r.image)).toEqual({
+        name: USER.name,
+        uid: USER.uid,
+        gid: USER.gid,
+        groups: [USER.gid, EXTRA_GROUP],
+        home: USER.home,
+      });
     });
 
     it('writes units that start the command through lhc-run-as and accept exit code 1', () => {
