@@ -222,7 +222,7 @@ describe('broken configs name the field and the line', () => {
     [
       'unknown probe type',
       edit('type: gopher', 'type: ftp'),
-      "probes[0].type: Invalid discriminator value. Expected 'gopher' | 'http' (lhc.yml:23)",
+      "probes[0].type: Invalid discriminator value. Expected 'gopher' | 'http' | 'tcp' (lhc.yml:23)",
     ],
     [
       'probe name with a space',
