@@ -134,7 +134,7 @@ describe('a listening service with tcp probes (busybox nc -ll)', () => {
     dirs.push(tmp);
     const file = await project(
       tmp,
-      '  command: [/bin/nc, -ll, -p, "6379", -e, /bin/sh, /srv/serve.sh]\n  listen: 6379',
+      '  command: [/bin/busybox, nc, -ll, -p, "6379", -e, /bin/sh, /srv/serve.sh]\n  listen: 6379',
       `  - {name: ping-echo, type: tcp, send: "PING\\r\\nECHO hello there\\r\\nBOO\\r\\n", fixture: fixtures/ping-echo.txt}
   - {name: kept-open, type: tcp, send: "PING\\r\\n", half-close: false, idle-timeout: 1, fixture: fixtures/pong.txt}
   - {name: index, type: http, path: /index.txt, fixture: fixtures/index.txt}`,
