@@ -3,6 +3,7 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { ProbeOutcome } from '../build-result.js';
 import { tcpSendBytes, type GopherProbe, type HttpProbe, type Probe } from '../config/schema.js';
+import { RECORD_FIXTURES_HINT } from '../config/check-files.js';
 import { UserError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { run } from '../tools/exec.js';
@@ -25,8 +26,10 @@ export async function readFixtures(probes: Probe[]): Promise<Map<string, Buffer>
     try {
       out.set(p.name, await readFile(p.fixture));
     } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
       throw new UserError(
-        `probe ${p.name}: cannot read fixture ${p.fixture}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`,
+        `probe ${p.name}: cannot read fixture ${p.fixture}: ${code ?? String(e)}` +
+          (code === 'ENOENT' ? `; ${RECORD_FIXTURES_HINT}` : ''),
       );
     }
   }
