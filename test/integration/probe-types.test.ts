@@ -2,11 +2,10 @@
  * http probes on an inetd service and tcp probes on inetd and listening services (issue 14),
  * built end to end on the Alpine-shaped aarch64 root: traced (the inetd run writes each request on
  * the container's stdin and parses the HTTP answer from its stdout), pruned, self-checked,
- * packed and verified over real sockets. The service is test/support/probe-service/serve.sh
- * under busybox sh: a GET is answered as HTTP/1.1 from /www, other lines are a tiny line
- * protocol (PING → +PONG, ECHO text → text), answered until the client stops sending.
+ * packed and verified over real sockets. The service is test/support/probe-service.sh under
+ * busybox sh (see test/support/probe-service.ts).
  */
-import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { mkdtemp } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -14,60 +13,17 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { BuildResult } from '../../src/build-result.js';
 import { loadConfig } from '../../src/config/load.js';
 import { memoryLogger } from '../../src/core/logger.js';
-import { build } from '../../src/pipeline.js';
 import { verifyImage } from '../../src/stages/verify.js';
-import { Store } from '../../src/store/store.js';
 import { run } from '../../src/tools/exec.js';
-import { alpineLikeRootfs } from '../support/alpine-like.js';
+import {
+  buildProbeService,
+  INDEX,
+  INETD_SERVICE,
+  PING_ECHO_ANSWER,
+  PING_ECHO_SEND,
+  probeServiceProject,
+} from '../support/probe-service.js';
 import { requireTool } from '../support/require-tool.js';
-
-const SCRIPT = path.resolve(import.meta.dirname, '../support/probe-service/serve.sh');
-const INDEX = 'index of the probe service\n';
-const NOT_FOUND = 'no such page\n';
-
-/** A project dir with the base tarball, the script, /www and the fixtures the protocol implies. */
-async function project(tmp: string, service: string, probes: string): Promise<string> {
-  const alpine = await alpineLikeRootfs();
-  copyFileSync(alpine.gz, path.join(tmp, 'base.tar.gz'));
-  copyFileSync(SCRIPT, path.join(tmp, 'serve.sh'));
-  mkdirSync(path.join(tmp, 'www'));
-  writeFileSync(path.join(tmp, 'www/index.txt'), INDEX);
-  writeFileSync(path.join(tmp, 'www/404.txt'), NOT_FOUND);
-  writeFileSync(path.join(tmp, 'www/400.txt'), 'bad request\n');
-  mkdirSync(path.join(tmp, 'fixtures'));
-  writeFileSync(path.join(tmp, 'fixtures/index.txt'), INDEX);
-  writeFileSync(path.join(tmp, 'fixtures/404.txt'), NOT_FOUND);
-  writeFileSync(
-    path.join(tmp, 'fixtures/ping-echo.txt'),
-    '+PONG\r\nhello there\r\n-ERR unknown command\r\n',
-  );
-  writeFileSync(path.join(tmp, 'fixtures/pong.txt'), '+PONG\r\n');
-  const file = path.join(tmp, 'lhc.yml');
-  writeFileSync(
-    file,
-    `name: probe-service
-base: {type: tarball, path: base.tar.gz}
-files:
-  - {src: serve.sh, dst: /srv/serve.sh, mode: "0644"}
-  - {src: www, dst: /www}
-service:
-${service}
-  timeout: 30
-probes:
-${probes}
-`,
-  );
-  return file;
-}
-
-async function buildIn(tmp: string, configFile: string): Promise<BuildResult> {
-  return build(await loadConfig(configFile), {
-    outDir: path.join(tmp, 'out'),
-    logger: memoryLogger(),
-    store: new Store(path.join(tmp, 'store')),
-    env: { ...process.env, SOURCE_DATE_EPOCH: '1700000000' },
-  });
-}
 
 const dirs: string[] = [];
 afterAll(async () => {
@@ -82,14 +38,13 @@ describe('an inetd HTTP service with http and tcp probes', () => {
     await requireTool('systemd-nspawn');
     tmp = await mkdtemp(path.join(os.tmpdir(), 'lhc-probes-inetd-'));
     dirs.push(tmp);
-    const file = await project(
-      tmp,
-      '  command: [/bin/sh, /srv/serve.sh]\n  inetd: true',
-      `  - {name: index, type: http, path: /index.txt, fixture: fixtures/index.txt}
+    const file = await probeServiceProject(tmp, {
+      service: INETD_SERVICE,
+      probes: `  - {name: index, type: http, path: /index.txt, fixture: fixtures/index.txt}
   - {name: missing, type: http, path: /nope.txt, status: 404, fixture: fixtures/404.txt}
-  - {name: ping-echo, type: tcp, send: "PING\\r\\nECHO hello there\\r\\nBOO\\r\\n", fixture: fixtures/ping-echo.txt}`,
-    );
-    r = await buildIn(tmp, file);
+  - {name: ping-echo, type: tcp, send: "${PING_ECHO_SEND}", fixture: fixtures/ping-echo.txt}`,
+    });
+    r = await buildProbeService(tmp, file);
   }, 1_200_000);
 
   it('traces, self-checks and verifies every probe, curl included', () => {
@@ -101,7 +56,7 @@ describe('an inetd HTTP service with http and tcp probes', () => {
       'index (curl)',
     ]);
     expect(r.verify!.probes.find((p) => p.name === 'ping-echo')!.bytes).toBe(
-      '+PONG\r\nhello there\r\n-ERR unknown command\r\n'.length,
+      PING_ECHO_ANSWER.length,
     );
     expect(r.verify!.hardening.filter((h) => !h.ok)).toEqual([]);
     expect(r.verify!.ok).toBe(true);
@@ -132,20 +87,20 @@ describe('a listening service with tcp probes (busybox nc -ll)', () => {
   beforeAll(async () => {
     const tmp = await mkdtemp(path.join(os.tmpdir(), 'lhc-probes-listen-'));
     dirs.push(tmp);
-    const file = await project(
-      tmp,
-      '  command: [/bin/busybox, nc, -ll, -p, "6379", -e, /bin/sh, /srv/serve.sh]\n  listen: 6379',
-      `  - {name: ping-echo, type: tcp, send: "PING\\r\\nECHO hello there\\r\\nBOO\\r\\n", fixture: fixtures/ping-echo.txt}
+    const file = await probeServiceProject(tmp, {
+      service:
+        '  command: [/bin/busybox, nc, -ll, -p, "6379", -e, /bin/sh, /srv/serve.sh]\n  listen: 6379',
+      probes: `  - {name: ping-echo, type: tcp, send: "${PING_ECHO_SEND}", fixture: fixtures/ping-echo.txt}
   - {name: kept-open, type: tcp, send: "PING\\r\\n", half-close: false, idle-timeout: 1, fixture: fixtures/pong.txt}
   - {name: index, type: http, path: /index.txt, fixture: fixtures/index.txt}`,
-    );
-    r = await buildIn(tmp, file);
+    });
+    r = await buildProbeService(tmp, file);
   }, 1_200_000);
 
   it('ends a half-closed exchange at the close and an open one at the idle limit', () => {
     expect(r.verify?.probes.filter((p) => !p.ok)).toEqual([]);
     expect(r.verify!.probes.map((p) => [p.name, p.bytes])).toEqual([
-      ['ping-echo', '+PONG\r\nhello there\r\n-ERR unknown command\r\n'.length],
+      ['ping-echo', PING_ECHO_ANSWER.length],
       ['kept-open', '+PONG\r\n'.length],
       ['index', INDEX.length],
       ['index (curl)', INDEX.length],

@@ -1,9 +1,14 @@
+import { spawn } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/config/load.js';
 import { tcpSendBytes } from '../../src/config/schema.js';
 import { ConfigError, UserError } from '../../src/core/errors.js';
 import { exchange, probeRequest } from '../../src/harness/client.js';
+import { FORWARDER, forwarderReady } from '../../src/harness/service.js';
 import { httpGetRequest, parseHttpResponse } from '../../src/harness/http-wire.js';
 
 /** A service and its probes; line numbers matter below (probes start at line 6). */
@@ -191,5 +196,31 @@ describe('exchange(): when a tcp response ends', () => {
         idleMs: 100,
       }),
     ).rejects.toThrow(/no complete answer from 127\.0\.0\.1:\d+ within 400 ms/);
+  });
+
+  it('passes a half-close through the forwarder into a namespace and the answer back', async () => {
+    const port = await serve((c) => {
+      const got: Buffer[] = [];
+      c.on('data', (d: Buffer) => got.push(d));
+      c.on('end', () => c.end(Buffer.concat([Buffer.from('got:'), ...got])));
+    });
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'lhc-forwarder-'));
+    const sock = path.join(dir, 'f.sock');
+    const child = spawn(process.execPath, ['-e', FORWARDER, sock, String(port)], {
+      stdio: 'ignore',
+    });
+    try {
+      for (let i = 0; i < 100 && !forwarderReady(sock); i++)
+        await new Promise((r) => setTimeout(r, 50));
+      expect(forwarderReady(sock)).toBe(true);
+      const body = await exchange({ path: sock }, Buffer.from('PING\r\n'), {
+        timeoutMs: 5000,
+        halfClose: true,
+      });
+      expect(body.toString()).toBe('got:PING\r\n');
+    } finally {
+      child.kill('SIGTERM');
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
