@@ -118,17 +118,17 @@ var require_visit = __commonJS({
     visit3.BREAK = BREAK;
     visit3.SKIP = SKIP;
     visit3.REMOVE = REMOVE;
-    function visit_(key, node2, visitor, path53) {
-      const ctrl = callVisitor(key, node2, visitor, path53);
+    function visit_(key, node2, visitor, path54) {
+      const ctrl = callVisitor(key, node2, visitor, path54);
       if (identity3.isNode(ctrl) || identity3.isPair(ctrl)) {
-        replaceNode(key, path53, ctrl);
-        return visit_(key, ctrl, visitor, path53);
+        replaceNode(key, path54, ctrl);
+        return visit_(key, ctrl, visitor, path54);
       }
       if (typeof ctrl !== "symbol") {
         if (identity3.isCollection(node2)) {
-          path53 = Object.freeze(path53.concat(node2));
+          path54 = Object.freeze(path54.concat(node2));
           for (let i2 = 0; i2 < node2.items.length; ++i2) {
-            const ci2 = visit_(i2, node2.items[i2], visitor, path53);
+            const ci2 = visit_(i2, node2.items[i2], visitor, path54);
             if (typeof ci2 === "number")
               i2 = ci2 - 1;
             else if (ci2 === BREAK)
@@ -139,13 +139,13 @@ var require_visit = __commonJS({
             }
           }
         } else if (identity3.isPair(node2)) {
-          path53 = Object.freeze(path53.concat(node2));
-          const ck = visit_("key", node2.key, visitor, path53);
+          path54 = Object.freeze(path54.concat(node2));
+          const ck = visit_("key", node2.key, visitor, path54);
           if (ck === BREAK)
             return BREAK;
           else if (ck === REMOVE)
             node2.key = null;
-          const cv = visit_("value", node2.value, visitor, path53);
+          const cv = visit_("value", node2.value, visitor, path54);
           if (cv === BREAK)
             return BREAK;
           else if (cv === REMOVE)
@@ -166,17 +166,17 @@ var require_visit = __commonJS({
     visitAsync.BREAK = BREAK;
     visitAsync.SKIP = SKIP;
     visitAsync.REMOVE = REMOVE;
-    async function visitAsync_(key, node2, visitor, path53) {
-      const ctrl = await callVisitor(key, node2, visitor, path53);
+    async function visitAsync_(key, node2, visitor, path54) {
+      const ctrl = await callVisitor(key, node2, visitor, path54);
       if (identity3.isNode(ctrl) || identity3.isPair(ctrl)) {
-        replaceNode(key, path53, ctrl);
-        return visitAsync_(key, ctrl, visitor, path53);
+        replaceNode(key, path54, ctrl);
+        return visitAsync_(key, ctrl, visitor, path54);
       }
       if (typeof ctrl !== "symbol") {
         if (identity3.isCollection(node2)) {
-          path53 = Object.freeze(path53.concat(node2));
+          path54 = Object.freeze(path54.concat(node2));
           for (let i2 = 0; i2 < node2.items.length; ++i2) {
-            const ci2 = await visitAsync_(i2, node2.items[i2], visitor, path53);
+            const ci2 = await visitAsync_(i2, node2.items[i2], visitor, path54);
             if (typeof ci2 === "number")
               i2 = ci2 - 1;
             else if (ci2 === BREAK)
@@ -187,13 +187,13 @@ var require_visit = __commonJS({
             }
           }
         } else if (identity3.isPair(node2)) {
-          path53 = Object.freeze(path53.concat(node2));
-          const ck = await visitAsync_("key", node2.key, visitor, path53);
+          path54 = Object.freeze(path54.concat(node2));
+          const ck = await visitAsync_("key", node2.key, visitor, path54);
           if (ck === BREAK)
             return BREAK;
           else if (ck === REMOVE)
             node2.key = null;
-          const cv = await visitAsync_("value", node2.value, visitor, path53);
+          const cv = await visitAsync_("value", node2.value, visitor, path54);
           if (cv === BREAK)
             return BREAK;
           else if (cv === REMOVE)
@@ -220,23 +220,23 @@ var require_visit = __commonJS({
       }
       return visitor;
     }
-    function callVisitor(key, node2, visitor, path53) {
+    function callVisitor(key, node2, visitor, path54) {
       if (typeof visitor === "function")
-        return visitor(key, node2, path53);
+        return visitor(key, node2, path54);
       if (identity3.isMap(node2))
-        return visitor.Map?.(key, node2, path53);
+        return visitor.Map?.(key, node2, path54);
       if (identity3.isSeq(node2))
-        return visitor.Seq?.(key, node2, path53);
+        return visitor.Seq?.(key, node2, path54);
       if (identity3.isPair(node2))
-        return visitor.Pair?.(key, node2, path53);
+        return visitor.Pair?.(key, node2, path54);
       if (identity3.isScalar(node2))
-        return visitor.Scalar?.(key, node2, path53);
+        return visitor.Scalar?.(key, node2, path54);
       if (identity3.isAlias(node2))
-        return visitor.Alias?.(key, node2, path53);
+        return visitor.Alias?.(key, node2, path54);
       return void 0;
     }
-    function replaceNode(key, path53, node2) {
-      const parent = path53[path53.length - 1];
+    function replaceNode(key, path54, node2) {
+      const parent = path54[path54.length - 1];
       if (identity3.isCollection(parent)) {
         parent.items[key] = node2;
       } else if (identity3.isPair(parent)) {
@@ -848,10 +848,10 @@ var require_Collection = __commonJS({
     var createNode = require_createNode();
     var identity3 = require_identity();
     var Node = require_Node();
-    function collectionFromPath(schema, path53, value) {
+    function collectionFromPath(schema, path54, value) {
       let v2 = value;
-      for (let i2 = path53.length - 1; i2 >= 0; --i2) {
-        const k2 = path53[i2];
+      for (let i2 = path54.length - 1; i2 >= 0; --i2) {
+        const k2 = path54[i2];
         if (typeof k2 === "number" && Number.isInteger(k2) && k2 >= 0) {
           const a2 = [];
           a2[k2] = v2;
@@ -870,7 +870,7 @@ var require_Collection = __commonJS({
         sourceObjects: /* @__PURE__ */ new Map()
       });
     }
-    var isEmptyPath = (path53) => path53 == null || typeof path53 === "object" && !!path53[Symbol.iterator]().next().done;
+    var isEmptyPath = (path54) => path54 == null || typeof path54 === "object" && !!path54[Symbol.iterator]().next().done;
     var Collection = class extends Node.NodeBase {
       constructor(type, schema) {
         super(type);
@@ -900,11 +900,11 @@ var require_Collection = __commonJS({
        * be a Pair instance or a `{ key, value }` object, which may not have a key
        * that already exists in the map.
        */
-      addIn(path53, value) {
-        if (isEmptyPath(path53))
+      addIn(path54, value) {
+        if (isEmptyPath(path54))
           this.add(value);
         else {
-          const [key, ...rest] = path53;
+          const [key, ...rest] = path54;
           const node2 = this.get(key, true);
           if (identity3.isCollection(node2))
             node2.addIn(rest, value);
@@ -918,8 +918,8 @@ var require_Collection = __commonJS({
        * Removes a value from the collection.
        * @returns `true` if the item was found and removed.
        */
-      deleteIn(path53) {
-        const [key, ...rest] = path53;
+      deleteIn(path54) {
+        const [key, ...rest] = path54;
         if (rest.length === 0)
           return this.delete(key);
         const node2 = this.get(key, true);
@@ -933,8 +933,8 @@ var require_Collection = __commonJS({
        * scalar values from their surrounding node; to disable set `keepScalar` to
        * `true` (collections are always returned intact).
        */
-      getIn(path53, keepScalar) {
-        const [key, ...rest] = path53;
+      getIn(path54, keepScalar) {
+        const [key, ...rest] = path54;
         const node2 = this.get(key, true);
         if (rest.length === 0)
           return !keepScalar && identity3.isScalar(node2) ? node2.value : node2;
@@ -952,8 +952,8 @@ var require_Collection = __commonJS({
       /**
        * Checks if the collection includes a value with the key `key`.
        */
-      hasIn(path53) {
-        const [key, ...rest] = path53;
+      hasIn(path54) {
+        const [key, ...rest] = path54;
         if (rest.length === 0)
           return this.has(key);
         const node2 = this.get(key, true);
@@ -963,8 +963,8 @@ var require_Collection = __commonJS({
        * Sets a value in this collection. For `!!set`, `value` needs to be a
        * boolean to add/remove the item from the set.
        */
-      setIn(path53, value) {
-        const [key, ...rest] = path53;
+      setIn(path54, value) {
+        const [key, ...rest] = path54;
         if (rest.length === 0) {
           this.set(key, value);
         } else {
@@ -3479,9 +3479,9 @@ var require_Document = __commonJS({
           this.contents.add(value);
       }
       /** Adds a value to the document. */
-      addIn(path53, value) {
+      addIn(path54, value) {
         if (assertCollection(this.contents))
-          this.contents.addIn(path53, value);
+          this.contents.addIn(path54, value);
       }
       /**
        * Create a new `Alias` node, ensuring that the target `node` has the required anchor.
@@ -3556,14 +3556,14 @@ var require_Document = __commonJS({
        * Removes a value from the document.
        * @returns `true` if the item was found and removed.
        */
-      deleteIn(path53) {
-        if (Collection.isEmptyPath(path53)) {
+      deleteIn(path54) {
+        if (Collection.isEmptyPath(path54)) {
           if (this.contents == null)
             return false;
           this.contents = null;
           return true;
         }
-        return assertCollection(this.contents) ? this.contents.deleteIn(path53) : false;
+        return assertCollection(this.contents) ? this.contents.deleteIn(path54) : false;
       }
       /**
        * Returns item at `key`, or `undefined` if not found. By default unwraps
@@ -3578,10 +3578,10 @@ var require_Document = __commonJS({
        * scalar values from their surrounding node; to disable set `keepScalar` to
        * `true` (collections are always returned intact).
        */
-      getIn(path53, keepScalar) {
-        if (Collection.isEmptyPath(path53))
+      getIn(path54, keepScalar) {
+        if (Collection.isEmptyPath(path54))
           return !keepScalar && identity3.isScalar(this.contents) ? this.contents.value : this.contents;
-        return identity3.isCollection(this.contents) ? this.contents.getIn(path53, keepScalar) : void 0;
+        return identity3.isCollection(this.contents) ? this.contents.getIn(path54, keepScalar) : void 0;
       }
       /**
        * Checks if the document includes a value with the key `key`.
@@ -3592,10 +3592,10 @@ var require_Document = __commonJS({
       /**
        * Checks if the document includes a value at `path`.
        */
-      hasIn(path53) {
-        if (Collection.isEmptyPath(path53))
+      hasIn(path54) {
+        if (Collection.isEmptyPath(path54))
           return this.contents !== void 0;
-        return identity3.isCollection(this.contents) ? this.contents.hasIn(path53) : false;
+        return identity3.isCollection(this.contents) ? this.contents.hasIn(path54) : false;
       }
       /**
        * Sets a value in this document. For `!!set`, `value` needs to be a
@@ -3612,13 +3612,13 @@ var require_Document = __commonJS({
        * Sets a value in this document. For `!!set`, `value` needs to be a
        * boolean to add/remove the item from the set.
        */
-      setIn(path53, value) {
-        if (Collection.isEmptyPath(path53)) {
+      setIn(path54, value) {
+        if (Collection.isEmptyPath(path54)) {
           this.contents = value;
         } else if (this.contents == null) {
-          this.contents = Collection.collectionFromPath(this.schema, Array.from(path53), value);
+          this.contents = Collection.collectionFromPath(this.schema, Array.from(path54), value);
         } else if (assertCollection(this.contents)) {
-          this.contents.setIn(path53, value);
+          this.contents.setIn(path54, value);
         }
       }
       /**
@@ -5579,9 +5579,9 @@ var require_cst_visit = __commonJS({
     visit3.BREAK = BREAK;
     visit3.SKIP = SKIP;
     visit3.REMOVE = REMOVE;
-    visit3.itemAtPath = (cst, path53) => {
+    visit3.itemAtPath = (cst, path54) => {
       let item = cst;
-      for (const [field2, index] of path53) {
+      for (const [field2, index] of path54) {
         const tok = item?.[field2];
         if (tok && "items" in tok) {
           item = tok.items[index];
@@ -5590,23 +5590,23 @@ var require_cst_visit = __commonJS({
       }
       return item;
     };
-    visit3.parentCollection = (cst, path53) => {
-      const parent = visit3.itemAtPath(cst, path53.slice(0, -1));
-      const field2 = path53[path53.length - 1][0];
+    visit3.parentCollection = (cst, path54) => {
+      const parent = visit3.itemAtPath(cst, path54.slice(0, -1));
+      const field2 = path54[path54.length - 1][0];
       const coll = parent?.[field2];
       if (coll && "items" in coll)
         return coll;
       throw new Error("Parent collection not found");
     };
-    function _visit(path53, item, visitor) {
-      let ctrl = visitor(item, path53);
+    function _visit(path54, item, visitor) {
+      let ctrl = visitor(item, path54);
       if (typeof ctrl === "symbol")
         return ctrl;
       for (const field2 of ["key", "value"]) {
         const token = item[field2];
         if (token && "items" in token) {
           for (let i2 = 0; i2 < token.items.length; ++i2) {
-            const ci2 = _visit(Object.freeze(path53.concat([[field2, i2]])), token.items[i2], visitor);
+            const ci2 = _visit(Object.freeze(path54.concat([[field2, i2]])), token.items[i2], visitor);
             if (typeof ci2 === "number")
               i2 = ci2 - 1;
             else if (ci2 === BREAK)
@@ -5617,10 +5617,10 @@ var require_cst_visit = __commonJS({
             }
           }
           if (typeof ctrl === "function" && field2 === "key")
-            ctrl = ctrl(item, path53);
+            ctrl = ctrl(item, path54);
         }
       }
-      return typeof ctrl === "function" ? ctrl(item, path53) : ctrl;
+      return typeof ctrl === "function" ? ctrl(item, path54) : ctrl;
     }
     exports.visit = visit3;
   }
@@ -7377,7 +7377,7 @@ var require_windows = __commonJS({
     module.exports = isexe;
     isexe.sync = sync;
     var fs2 = __require("fs");
-    function checkPathExt(path53, options) {
+    function checkPathExt(path54, options) {
       var pathext = options.pathExt !== void 0 ? options.pathExt : process.env.PATHEXT;
       if (!pathext) {
         return true;
@@ -7388,25 +7388,25 @@ var require_windows = __commonJS({
       }
       for (var i2 = 0; i2 < pathext.length; i2++) {
         var p2 = pathext[i2].toLowerCase();
-        if (p2 && path53.substr(-p2.length).toLowerCase() === p2) {
+        if (p2 && path54.substr(-p2.length).toLowerCase() === p2) {
           return true;
         }
       }
       return false;
     }
-    function checkStat(stat11, path53, options) {
-      if (!stat11.isSymbolicLink() && !stat11.isFile()) {
+    function checkStat(stat12, path54, options) {
+      if (!stat12.isSymbolicLink() && !stat12.isFile()) {
         return false;
       }
-      return checkPathExt(path53, options);
+      return checkPathExt(path54, options);
     }
-    function isexe(path53, options, cb) {
-      fs2.stat(path53, function(er2, stat11) {
-        cb(er2, er2 ? false : checkStat(stat11, path53, options));
+    function isexe(path54, options, cb) {
+      fs2.stat(path54, function(er2, stat12) {
+        cb(er2, er2 ? false : checkStat(stat12, path54, options));
       });
     }
-    function sync(path53, options) {
-      return checkStat(fs2.statSync(path53), path53, options);
+    function sync(path54, options) {
+      return checkStat(fs2.statSync(path54), path54, options);
     }
   }
 });
@@ -7417,21 +7417,21 @@ var require_mode = __commonJS({
     module.exports = isexe;
     isexe.sync = sync;
     var fs2 = __require("fs");
-    function isexe(path53, options, cb) {
-      fs2.stat(path53, function(er2, stat11) {
-        cb(er2, er2 ? false : checkStat(stat11, options));
+    function isexe(path54, options, cb) {
+      fs2.stat(path54, function(er2, stat12) {
+        cb(er2, er2 ? false : checkStat(stat12, options));
       });
     }
-    function sync(path53, options) {
-      return checkStat(fs2.statSync(path53), options);
+    function sync(path54, options) {
+      return checkStat(fs2.statSync(path54), options);
     }
-    function checkStat(stat11, options) {
-      return stat11.isFile() && checkMode(stat11, options);
+    function checkStat(stat12, options) {
+      return stat12.isFile() && checkMode(stat12, options);
     }
-    function checkMode(stat11, options) {
-      var mod = stat11.mode;
-      var uid = stat11.uid;
-      var gid = stat11.gid;
+    function checkMode(stat12, options) {
+      var mod = stat12.mode;
+      var uid = stat12.uid;
+      var gid = stat12.gid;
       var myUid = options.uid !== void 0 ? options.uid : process.getuid && process.getuid();
       var myGid = options.gid !== void 0 ? options.gid : process.getgid && process.getgid();
       var u3 = parseInt("100", 8);
@@ -7456,7 +7456,7 @@ var require_isexe = __commonJS({
     }
     module.exports = isexe;
     isexe.sync = sync;
-    function isexe(path53, options, cb) {
+    function isexe(path54, options, cb) {
       if (typeof options === "function") {
         cb = options;
         options = {};
@@ -7466,7 +7466,7 @@ var require_isexe = __commonJS({
           throw new TypeError("callback not provided");
         }
         return new Promise(function(resolve, reject) {
-          isexe(path53, options || {}, function(er2, is2) {
+          isexe(path54, options || {}, function(er2, is2) {
             if (er2) {
               reject(er2);
             } else {
@@ -7475,7 +7475,7 @@ var require_isexe = __commonJS({
           });
         });
       }
-      core(path53, options || {}, function(er2, is2) {
+      core(path54, options || {}, function(er2, is2) {
         if (er2) {
           if (er2.code === "EACCES" || options && options.ignoreErrors) {
             er2 = null;
@@ -7485,9 +7485,9 @@ var require_isexe = __commonJS({
         cb(er2, is2);
       });
     }
-    function sync(path53, options) {
+    function sync(path54, options) {
       try {
-        return core.sync(path53, options || {});
+        return core.sync(path54, options || {});
       } catch (er2) {
         if (options && options.ignoreErrors || er2.code === "EACCES") {
           return false;
@@ -7503,7 +7503,7 @@ var require_isexe = __commonJS({
 var require_which = __commonJS({
   "node_modules/which/which.js"(exports, module) {
     var isWindows = process.platform === "win32" || process.env.OSTYPE === "cygwin" || process.env.OSTYPE === "msys";
-    var path53 = __require("path");
+    var path54 = __require("path");
     var COLON = isWindows ? ";" : ":";
     var isexe = require_isexe();
     var getNotFoundError = (cmd) => Object.assign(new Error(`not found: ${cmd}`), { code: "ENOENT" });
@@ -7541,7 +7541,7 @@ var require_which = __commonJS({
           return opt.all && found.length ? resolve(found) : reject(getNotFoundError(cmd));
         const ppRaw = pathEnv[i2];
         const pathPart = /^".*"$/.test(ppRaw) ? ppRaw.slice(1, -1) : ppRaw;
-        const pCmd = path53.join(pathPart, cmd);
+        const pCmd = path54.join(pathPart, cmd);
         const p2 = !pathPart && /^\.[\\\/]/.test(cmd) ? cmd.slice(0, 2) + pCmd : pCmd;
         resolve(subStep(p2, i2, 0));
       });
@@ -7568,7 +7568,7 @@ var require_which = __commonJS({
       for (let i2 = 0; i2 < pathEnv.length; i2++) {
         const ppRaw = pathEnv[i2];
         const pathPart = /^".*"$/.test(ppRaw) ? ppRaw.slice(1, -1) : ppRaw;
-        const pCmd = path53.join(pathPart, cmd);
+        const pCmd = path54.join(pathPart, cmd);
         const p2 = !pathPart && /^\.[\\\/]/.test(cmd) ? cmd.slice(0, 2) + pCmd : pCmd;
         for (let j2 = 0; j2 < pathExt.length; j2++) {
           const cur = p2 + pathExt[j2];
@@ -7616,7 +7616,7 @@ var require_path_key = __commonJS({
 var require_resolveCommand = __commonJS({
   "node_modules/cross-spawn/lib/util/resolveCommand.js"(exports, module) {
     "use strict";
-    var path53 = __require("path");
+    var path54 = __require("path");
     var which = require_which();
     var getPathKey = require_path_key();
     function resolveCommandAttempt(parsed, withoutPathExt) {
@@ -7634,7 +7634,7 @@ var require_resolveCommand = __commonJS({
       try {
         resolved = which.sync(parsed.command, {
           path: env[getPathKey({ env })],
-          pathExt: withoutPathExt ? path53.delimiter : void 0
+          pathExt: withoutPathExt ? path54.delimiter : void 0
         });
       } catch (e) {
       } finally {
@@ -7643,7 +7643,7 @@ var require_resolveCommand = __commonJS({
         }
       }
       if (resolved) {
-        resolved = path53.resolve(hasCustomCwd ? parsed.options.cwd : "", resolved);
+        resolved = path54.resolve(hasCustomCwd ? parsed.options.cwd : "", resolved);
       }
       return resolved;
     }
@@ -7697,8 +7697,8 @@ var require_shebang_command = __commonJS({
       if (!match) {
         return null;
       }
-      const [path53, argument] = match[0].replace(/#! ?/, "").split(" ");
-      const binary = path53.split("/").pop();
+      const [path54, argument] = match[0].replace(/#! ?/, "").split(" ");
+      const binary = path54.split("/").pop();
       if (binary === "env") {
         return argument;
       }
@@ -7733,7 +7733,7 @@ var require_readShebang = __commonJS({
 var require_parse = __commonJS({
   "node_modules/cross-spawn/lib/parse.js"(exports, module) {
     "use strict";
-    var path53 = __require("path");
+    var path54 = __require("path");
     var resolveCommand = require_resolveCommand();
     var escape = require_escape();
     var readShebang = require_readShebang();
@@ -7758,7 +7758,7 @@ var require_parse = __commonJS({
       const needsShell = !isExecutableRegExp.test(commandFile);
       if (parsed.options.forceShell || needsShell) {
         const needsDoubleEscapeMetaChars = isCmdShimRegExp.test(commandFile);
-        parsed.command = path53.normalize(parsed.command);
+        parsed.command = path54.normalize(parsed.command);
         parsed.command = escape.command(parsed.command);
         parsed.args = parsed.args.map((arg) => escape.argument(arg, needsDoubleEscapeMetaChars));
         const shellCommand = [parsed.command].concat(parsed.args).join(" ");
@@ -8958,10 +8958,10 @@ function mergeDefs(...defs) {
 function cloneDef(schema) {
   return mergeDefs(schema._zod.def);
 }
-function getElementAtPath(obj, path53) {
-  if (!path53)
+function getElementAtPath(obj, path54) {
+  if (!path54)
     return obj;
-  return path53.reduce((acc, key) => acc?.[key], obj);
+  return path54.reduce((acc, key) => acc?.[key], obj);
 }
 function promiseAllObject(promisesObj) {
   const keys = Object.keys(promisesObj);
@@ -9301,11 +9301,11 @@ function explicitlyAborted(x, startIndex = 0) {
   }
   return false;
 }
-function prefixIssues(path53, issues) {
+function prefixIssues(path54, issues) {
   return issues.map((iss) => {
     var _a3;
     (_a3 = iss).path ?? (_a3.path = []);
-    iss.path.unshift(path53);
+    iss.path.unshift(path54);
     return iss;
   });
 }
@@ -9767,16 +9767,16 @@ function flattenError(error62, mapper = (issue2) => issue2.message) {
 }
 function formatError(error62, mapper = (issue2) => issue2.message) {
   const fieldErrors = { _errors: [] };
-  const processError = (error63, path53 = []) => {
+  const processError = (error63, path54 = []) => {
     for (const issue2 of error63.issues) {
       if (issue2.code === "invalid_union" && issue2.errors.length) {
-        issue2.errors.map((issues) => processError({ issues }, [...path53, ...issue2.path]));
+        issue2.errors.map((issues) => processError({ issues }, [...path54, ...issue2.path]));
       } else if (issue2.code === "invalid_key") {
-        processError({ issues: issue2.issues }, [...path53, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path54, ...issue2.path]);
       } else if (issue2.code === "invalid_element") {
-        processError({ issues: issue2.issues }, [...path53, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path54, ...issue2.path]);
       } else {
-        const fullpath = [...path53, ...issue2.path];
+        const fullpath = [...path54, ...issue2.path];
         if (fullpath.length === 0) {
           fieldErrors._errors.push(mapper(issue2));
         } else {
@@ -9815,17 +9815,17 @@ function formatError(error62, mapper = (issue2) => issue2.message) {
 }
 function treeifyError(error62, mapper = (issue2) => issue2.message) {
   const result = { errors: [] };
-  const processError = (error63, path53 = []) => {
+  const processError = (error63, path54 = []) => {
     var _a3;
     for (const issue2 of error63.issues) {
       if (issue2.code === "invalid_union" && issue2.errors.length) {
-        issue2.errors.map((issues) => processError({ issues }, [...path53, ...issue2.path]));
+        issue2.errors.map((issues) => processError({ issues }, [...path54, ...issue2.path]));
       } else if (issue2.code === "invalid_key") {
-        processError({ issues: issue2.issues }, [...path53, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path54, ...issue2.path]);
       } else if (issue2.code === "invalid_element") {
-        processError({ issues: issue2.issues }, [...path53, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path54, ...issue2.path]);
       } else {
-        const fullpath = [...path53, ...issue2.path];
+        const fullpath = [...path54, ...issue2.path];
         if (fullpath.length === 0) {
           result.errors.push(mapper(issue2));
           continue;
@@ -9864,8 +9864,8 @@ function treeifyError(error62, mapper = (issue2) => issue2.message) {
 }
 function toDotPath(_path) {
   const segs = [];
-  const path53 = _path.map((seg) => typeof seg === "object" ? seg.key : seg);
-  for (const seg of path53) {
+  const path54 = _path.map((seg) => typeof seg === "object" ? seg.key : seg);
+  for (const seg of path54) {
     if (typeof seg === "number")
       segs.push(`[${seg}]`);
     else if (typeof seg === "symbol")
@@ -27003,13 +27003,13 @@ function resolveRef(ref, ctx) {
   if (!ref.startsWith("#")) {
     throw new Error("External $ref is not supported, only local refs (#/...) are allowed");
   }
-  const path53 = ref.slice(1).split("/").filter(Boolean);
-  if (path53.length === 0) {
+  const path54 = ref.slice(1).split("/").filter(Boolean);
+  if (path54.length === 0) {
     return ctx.rootSchema;
   }
   const defsKey = ctx.version === "draft-2020-12" ? "$defs" : "definitions";
-  if (path53[0] === defsKey) {
-    const key = path53[1] === void 0 ? void 0 : decodeJSONPointerSegment(path53[1]);
+  if (path54[0] === defsKey) {
+    const key = path54[1] === void 0 ? void 0 : decodeJSONPointerSegment(path54[1]);
     if (!key || !ctx.defs[key]) {
       throw new Error(`Reference not found: ${ref}`);
     }
@@ -28004,8 +28004,9 @@ var serviceSchema = external_exports.strictObject({
       path: ["command", 0]
     });
 });
+var probeName = external_exports.string().regex(/^[\w.-]+$/, 'expected a name of letters, digits, ".", "_" or "-"');
 var gopherProbe = external_exports.strictObject({
-  name: external_exports.string().regex(/^[\w.-]+$/, 'expected a name of letters, digits, ".", "_" or "-"'),
+  name: probeName,
   type: external_exports.literal("gopher"),
   /** The selector sent, without CRLF; a search is "selector\tquery". */
   selector: external_exports.string().default(""),
@@ -28013,14 +28014,38 @@ var gopherProbe = external_exports.strictObject({
   fixture: pathString
 });
 var httpProbe = external_exports.strictObject({
-  name: external_exports.string().regex(/^[\w.-]+$/, 'expected a name of letters, digits, ".", "_" or "-"'),
+  name: probeName,
   type: external_exports.literal("http"),
-  path: external_exports.string().startsWith("/", 'expected a path starting with "/"').default("/"),
+  path: external_exports.string().startsWith("/", 'expected a path starting with "/"').refine(
+    (p2) => /^[\x21-\x7e]*$/.test(p2),
+    "a request path is printable ASCII without spaces (percent-encode the rest)"
+  ).default("/"),
   status: external_exports.number().int().min(100).max(599).default(200),
   /** Expected body, byte for byte (optional). */
   fixture: pathString.optional()
 });
-var probeSchema = external_exports.discriminatedUnion("type", [gopherProbe, httpProbe]);
+var byteString = external_exports.string().min(1, "send at least one byte").superRefine((s3, ctx) => {
+  const wide = [...s3].find((ch) => ch.codePointAt(0) > 255);
+  if (wide !== void 0)
+    ctx.addIssue({
+      code: "custom",
+      message: `character U+${wide.codePointAt(0).toString(16).toUpperCase().padStart(4, "0")} is not a byte: write each byte as "\\xNN" in a double-quoted string`
+    });
+});
+var DEFAULT_TCP_IDLE_SECONDS = 2;
+var tcpProbe = external_exports.strictObject({
+  name: probeName,
+  type: external_exports.literal("tcp"),
+  send: byteString,
+  /** Expected response, byte for byte. */
+  fixture: pathString,
+  "half-close": external_exports.boolean().default(true),
+  "idle-timeout": external_exports.number().positive().max(600).default(DEFAULT_TCP_IDLE_SECONDS)
+});
+var probeSchema = external_exports.discriminatedUnion("type", [gopherProbe, httpProbe, tcpProbe]);
+function tcpSendBytes(probe) {
+  return Buffer.from(probe.send, "latin1");
+}
 var outputName = external_exports.string().regex(/^[\w.-]+$/, 'expected a file name of letters, digits, ".", "_" or "-"').refine((n2) => n2 !== "." && n2 !== "..", 'expected a file name, not "." or ".."').refine(
   (n2) => n2 !== "SHA256SUMS" && n2 !== "deploy" && !n2.endsWith(".trace.json"),
   "that name is taken by SHA256SUMS, deploy/ or the trace report"
@@ -28038,6 +28063,23 @@ var outputsSchema = external_exports.strictObject({
       ctx.addIssue({ code: "custom", message: `"${n2}" names two outputs`, path: [key] });
   }
 });
+function probeServiceMismatches(c3, ctx) {
+  c3.probes.forEach((p2, i2) => {
+    if (p2.type !== "tcp") return;
+    if (c3.service.inetd && !p2["half-close"])
+      ctx.addIssue({
+        code: "custom",
+        message: "an inetd service reads the request from its stdin, which ends after send: half-close: false needs service.listen",
+        path: ["probes", i2, "half-close"]
+      });
+    if (p2["idle-timeout"] >= c3.service.timeout)
+      ctx.addIssue({
+        code: "custom",
+        message: `idle-timeout (${p2["idle-timeout"]} s) must be shorter than service.timeout (${c3.service.timeout} s)`,
+        path: ["probes", i2, "idle-timeout"]
+      });
+  });
+}
 var rootCommand = external_exports.union([external_exports.string().min(1), external_exports.array(external_exports.string().min(1)).min(1)]);
 var configSchema = external_exports.strictObject({
   name: external_exports.string().regex(
@@ -28082,6 +28124,7 @@ var configSchema = external_exports.strictObject({
     sha256
   }).optional()
 }).superRefine((c3, ctx) => {
+  probeServiceMismatches(c3, ctx);
   if (c3.prepare !== void 0 && c3.packages !== void 0)
     ctx.addIssue({
       code: "custom",
@@ -28265,18 +28308,23 @@ function resolveConfig(raw, file2) {
 // src/pipeline.ts
 import { mkdtemp as mkdtemp8 } from "node:fs/promises";
 import os10 from "node:os";
-import path45 from "node:path";
+import path46 from "node:path";
 
 // src/config/check-files.ts
-async function checkConfigFiles(config2) {
+var RECORD_FIXTURES_HINT = "record it from the traced run with `lhc build --update-fixtures` (action input update-fixtures: true)";
+async function checkConfigFiles(config2, opts = {}) {
   const root = await projectRoot(config2.dir);
   const errors = [];
   for (const p2 of namedPaths(config2)) {
+    const fixture = p2.at[0] === "probes";
     const problem = await pathProblem(root, p2.value, p2.kind, {
       maxBytes: p2.maxBytes,
-      mustExist: true
+      mustExist: !(fixture && opts.updateFixtures)
     });
-    if (problem) errors.push(`${p2.field}: ${problem}`);
+    if (problem)
+      errors.push(
+        `${p2.field}: ${problem}${fixture && problem.endsWith("(ENOENT)") ? `; ${RECORD_FIXTURES_HINT}` : ""}`
+      );
   }
   if (errors.length > 0) throw new ConfigError(errors.join("\n"));
 }
@@ -34067,13 +34115,13 @@ var logOutputSync = ({ serializedResult, fdNumber: fdNumber2, state, verboseInfo
   }
 };
 var writeToFiles = (serializedResult, stdioItems, outputFiles) => {
-  for (const { path: path53, append } of stdioItems.filter(({ type }) => FILE_TYPES.has(type))) {
-    const pathString2 = typeof path53 === "string" ? path53 : path53.toString();
+  for (const { path: path54, append } of stdioItems.filter(({ type }) => FILE_TYPES.has(type))) {
+    const pathString2 = typeof path54 === "string" ? path54 : path54.toString();
     if (append || outputFiles.has(pathString2)) {
-      appendFileSync(path53, serializedResult);
+      appendFileSync(path54, serializedResult);
     } else {
       outputFiles.add(pathString2);
-      writeFileSync(path53, serializedResult);
+      writeFileSync(path54, serializedResult);
     }
   }
 };
@@ -43282,8 +43330,93 @@ function ensureDirMode(root, dst, mode2) {
   chmodSync3(ensureDir(root, dst), mode2 & 1023);
 }
 
+// src/stages/record-fixtures.ts
+import { chown, mkdir as mkdir12, readFile as readFile5, stat as stat7 } from "node:fs/promises";
+import path36 from "node:path";
+async function current(file2) {
+  try {
+    return await readFile5(file2);
+  } catch (e) {
+    if (e.code === "ENOENT") return void 0;
+    throw e;
+  }
+}
+async function mkdirInside(root, dir) {
+  const rel = path36.relative(root, dir);
+  let cur = root;
+  for (const part of rel.split(path36.sep).filter(Boolean)) {
+    cur = path36.join(cur, part);
+    await mkdir12(cur, { mode: 493 }).catch((e) => {
+      if (e.code !== "EEXIST") throw e;
+    });
+    const problem = await pathProblem(root, cur, "dir", { mustExist: true });
+    if (problem) throw new UserError(`cannot record a fixture under ${dir}: ${problem}`);
+  }
+}
+async function giveToDirOwner(file2) {
+  if (process.getuid?.() !== 0) return;
+  const dir = await stat7(path36.dirname(file2));
+  if (dir.uid !== 0) await chown(file2, dir.uid, dir.gid);
+}
+async function recordFixtures(config2, responses, logger) {
+  const root = await projectRoot(config2.dir);
+  const out = [];
+  const writes = [];
+  const claimed = /* @__PURE__ */ new Map();
+  for (const [i2, probe] of config2.probes.entries()) {
+    const got = responses[probe.name];
+    if (!got) throw new Error(`no traced response for probe '${probe.name}'`);
+    if (probe.type === "http" && got.status !== probe.status)
+      logger.warn(
+        `probe '${probe.name}': the traced run answered HTTP ${got.status}, the probe expects status ${probe.status} (not a fixture: change status: in the config if that is right)`
+      );
+    if (!probe.fixture) continue;
+    const field2 = `probes[${i2}].fixture`;
+    if (got.body.length > MAX_FIXTURE_BYTES)
+      throw new UserError(
+        `${field2}: the traced response of probe '${probe.name}' is ${got.body.length} bytes, more than a fixture may hold (${MAX_FIXTURE_BYTES} bytes)`
+      );
+    const file2 = probe.fixture;
+    const shown = path36.relative(config2.dir, file2) || file2;
+    const problem = await pathProblem(root, file2, "file", { maxBytes: MAX_FIXTURE_BYTES });
+    if (problem) throw new UserError(`${field2}: ${problem}`);
+    const earlier = claimed.get(file2);
+    if (earlier && !earlier.body.equals(got.body))
+      throw new UserError(
+        `${field2}: probes '${earlier.probe}' and '${probe.name}' share the fixture ${shown} but answered differently in the traced run; give them separate fixtures`
+      );
+    const before = earlier ? got.body : await current(file2);
+    claimed.set(file2, { probe: probe.name, body: got.body });
+    const change = before === void 0 ? "new" : before.equals(got.body) ? "unchanged" : "changed";
+    const fixture = {
+      probe: probe.name,
+      path: file2,
+      bytes: got.body.length,
+      change
+    };
+    out.push(fixture);
+    if (change === "unchanged") logger.debug(`fixture ${shown}: unchanged (probe '${probe.name}')`);
+    else writes.push({ fixture, body: got.body, shown, existed: before !== void 0 });
+  }
+  for (const { fixture, body, shown, existed } of writes) {
+    const file2 = fixture.path;
+    await mkdirInside(root, path36.dirname(file2));
+    const mode2 = existed ? (await stat7(file2)).mode & 511 : 420;
+    await writeOutputFile(file2, body, { mode: mode2, logger });
+    await giveToDirOwner(file2);
+    logger.info(
+      `fixture ${shown}: ${fixture.change}, ${fixture.bytes} bytes written (probe '${fixture.probe}')`
+    );
+  }
+  const written = out.filter((f2) => f2.change !== "unchanged").length;
+  logger.info(
+    `--update-fixtures: ${written} fixture${written === 1 ? "" : "s"} written, ${out.length - written} unchanged; review them like snapshots before committing`
+  );
+  return out;
+}
+
 // src/stages/self-check.ts
-import { mkdir as mkdir12, rm as rm15 } from "node:fs/promises";
+import { mkdir as mkdir13, rm as rm15 } from "node:fs/promises";
 
 // src/harness/diff.ts
 var CONTEXT = 3;
@@ -43452,12 +43585,12 @@ function responseDiff(name, before, after) {
 
 // src/harness/mounts.ts
 import { existsSync as existsSync10 } from "node:fs";
-import { readFile as readFile6, readdir as readdir5, rm as rm13, rmdir } from "node:fs/promises";
-import path37 from "node:path";
+import { readFile as readFile7, readdir as readdir5, rm as rm13, rmdir } from "node:fs/promises";
+import path38 from "node:path";
 
 // src/verify/hardening.ts
-import { readFile as readFile5 } from "node:fs/promises";
-import path36 from "node:path";
+import { readFile as readFile6 } from "node:fs/promises";
+import path37 from "node:path";
 function unescape(field2) {
   return field2.replace(/\\([0-7]{3})/g, (_2, o2) => String.fromCharCode(parseInt(o2, 8)));
 }
@@ -43607,7 +43740,7 @@ function checkRlimits(limits, want) {
   return { name, ok, detail: `open files ${show(files)}, processes ${show(procs)} (soft/hard)` };
 }
 async function inspectProcess(pid, dataPath, limits, runAs) {
-  const read2 = (f2) => readFile5(`/proc/${pid}/${f2}`, "utf8");
+  const read2 = (f2) => readFile6(`/proc/${pid}/${f2}`, "utf8");
   const [mountinfo, status, uidMap, gidMap, netDev, rlimits] = await Promise.all([
     read2("mountinfo"),
     read2("status"),
@@ -43660,13 +43793,13 @@ function resolveInImage(entries, p2, depth = 0) {
   let cur = "/";
   for (let i2 = 0; i2 < parts.length; i2++) {
     if (parts[i2] === "..") {
-      cur = path36.posix.dirname(cur);
+      cur = path37.posix.dirname(cur);
       continue;
     }
-    const next = path36.posix.join(cur, parts[i2]);
+    const next = path37.posix.join(cur, parts[i2]);
     const e = entries.get(next);
     if (e?.kind === "symlink" && depth < 40) {
-      const target = e.target.startsWith("/") ? e.target : path36.posix.join(cur, e.target);
+      const target = e.target.startsWith("/") ? e.target : path37.posix.join(cur, e.target);
       const rest = parts.slice(i2 + 1).join("/");
       return resolveInImage(entries, rest ? `${target}/${rest}` : target, depth + 1);
     }
@@ -43680,7 +43813,7 @@ function checkNoInterpreters(entries, command0) {
   const own2 = resolveInImage(byPath2, command0);
   const found = [];
   for (const e of entries) {
-    if (e.kind === "dir" || !INTERPRETER_NAME.test(path36.posix.basename(e.path))) continue;
+    if (e.kind === "dir" || !INTERPRETER_NAME.test(path37.posix.basename(e.path))) continue;
     if (e.kind === "file" && !e.executable) continue;
     if (e.path === command0 || resolveInImage(byPath2, e.path) === own2) continue;
     found.push(e.kind === "symlink" ? `${e.path} -> ${e.target}` : e.path);
@@ -43768,7 +43901,7 @@ function findPayloads(ancestor, table2 = processTable()) {
 
 // src/harness/mounts.ts
 async function ownMounts() {
-  const text = await readFile6("/proc/self/mountinfo", "utf8");
+  const text = await readFile7("/proc/self/mountinfo", "utf8");
   const parsed = parseMountInfo(text);
   return text.split("\n").filter((l) => l.trim()).map((l, i2) => ({
     majorMinor: l.split(" ")[2],
@@ -43811,7 +43944,7 @@ async function containerProcesses(majorMinor) {
     if (pid === process.pid) continue;
     let text;
     try {
-      text = await readFile6(`/proc/${pid}/mountinfo`, "utf8");
+      text = await readFile7(`/proc/${pid}/mountinfo`, "utf8");
     } catch {
       continue;
     }
@@ -43859,7 +43992,7 @@ async function loopBackingFile(dev) {
   const name = loopName(dev);
   if (!name) return void 0;
   try {
-    return (await readFile6(`/sys/block/${name}/loop/backing_file`, "utf8")).trim();
+    return (await readFile7(`/sys/block/${name}/loop/backing_file`, "utf8")).trim();
   } catch {
     return void 0;
   }
@@ -43867,7 +44000,7 @@ async function loopBackingFile(dev) {
 async function releaseLoop(dev, image, logger) {
   for (let i2 = 0; i2 < 20; i2++) {
     const backing = await loopBackingFile(dev);
-    if (backing === void 0 || path37.resolve(backing.replace(/ \(deleted\)$/, "")) !== path37.resolve(image))
+    if (backing === void 0 || path38.resolve(backing.replace(/ \(deleted\)$/, "")) !== path38.resolve(image))
       return;
     await sleep(100);
   }
@@ -43879,7 +44012,7 @@ async function removeWorkDir(workDir, mountPoints2) {
     if (await mountAt(m2)) throw new Error(`${m2} is still mounted; leaving ${workDir} in place`);
     if (existsSync10(m2)) await rmdir(m2).catch(() => void 0);
   }
-  if (existsSync10(workDir) && (await readdir5(workDir)).every((n2) => !mountPoints2.includes(path37.join(workDir, n2)))) {
+  if (existsSync10(workDir) && (await readdir5(workDir)).every((n2) => !mountPoints2.includes(path38.join(workDir, n2)))) {
     await rm13(workDir, { recursive: true, force: true });
   }
 }
@@ -43911,11 +44044,211 @@ async function bindReadOnly(source, target, logger) {
 }
 
 // src/harness/run.ts
-import { readFile as readFile8, rm as rm14 } from "node:fs/promises";
-import path38 from "node:path";
+import { readFile as readFile9, rm as rm14 } from "node:fs/promises";
+import path39 from "node:path";
+
+// src/harness/client.ts
+import http from "node:http";
+import net from "node:net";
+
+// src/harness/http-wire.ts
+function httpGetRequest(urlPath) {
+  return Buffer.from(
+    `GET ${urlPath} HTTP/1.1\r
+Host: localhost\r
+Connection: close\r
+\r
+`,
+    "latin1"
+  );
+}
+function decodeChunked(raw, what) {
+  const out = [];
+  let at2 = 0;
+  for (; ; ) {
+    const eol = raw.indexOf("\r\n", at2, "latin1");
+    if (eol === -1) throw new UserError(`${what}: chunked body ends inside a chunk size line`);
+    const sizeText = raw.subarray(at2, eol).toString("latin1").split(";")[0].trim();
+    if (!/^[0-9a-fA-F]+$/.test(sizeText))
+      throw new UserError(`${what}: bad chunk size "${sizeText}" at byte ${at2}`);
+    const size = parseInt(sizeText, 16);
+    at2 = eol + 2;
+    if (size === 0) return Buffer.concat(out);
+    if (at2 + size > raw.length) throw new UserError(`${what}: chunked body is cut short`);
+    out.push(raw.subarray(at2, at2 + size));
+    at2 += size + 2;
+  }
+}
+function parseHttpResponse(raw, what) {
+  let rest = raw;
+  for (; ; ) {
+    const end = rest.indexOf("\r\n\r\n", 0, "latin1");
+    if (end === -1) {
+      const shown = rest.subarray(0, 60).toString("latin1").replace(/[^\x20-\x7e]/g, ".");
+      throw new UserError(
+        `${what}: not an HTTP response (no end of headers in ${rest.length} bytes): "${shown}"`
+      );
+    }
+    const head = rest.subarray(0, end).toString("latin1").split("\r\n");
+    const m2 = /^HTTP\/\d\.\d (\d{3})(?: .*)?$/.exec(head[0]);
+    if (!m2) throw new UserError(`${what}: not an HTTP status line: "${head[0].slice(0, 80)}"`);
+    const status = Number(m2[1]);
+    const body = rest.subarray(end + 4);
+    if (status >= 100 && status < 200 && status !== 101) {
+      rest = body;
+      continue;
+    }
+    const headers = {};
+    for (const line of head.slice(1)) {
+      const colon = line.indexOf(":");
+      if (colon <= 0) throw new UserError(`${what}: bad header line "${line.slice(0, 80)}"`);
+      const name = line.slice(0, colon).trim().toLowerCase();
+      const value = line.slice(colon + 1).trim();
+      headers[name] = headers[name] === void 0 ? value : `${headers[name]}, ${value}`;
+    }
+    if (/\bchunked\b/i.test(headers["transfer-encoding"] ?? ""))
+      return { status, headers, body: decodeChunked(body, what) };
+    const length = headers["content-length"];
+    if (length !== void 0) {
+      if (!/^\d+$/.test(length)) throw new UserError(`${what}: bad Content-Length "${length}"`);
+      const n2 = Number(length);
+      if (body.length < n2)
+        throw new UserError(`${what}: body has ${body.length} bytes, Content-Length says ${n2}`);
+      return { status, headers, body: body.subarray(0, n2) };
+    }
+    return { status, headers, body };
+  }
+}
+
+// src/harness/client.ts
+function describeEndpoint(e) {
+  return "path" in e ? `unix:${e.path}` : `${e.host}:${e.port}`;
+}
+function connect(e) {
+  return "path" in e ? net.connect({ path: e.path }) : net.connect({ host: e.host, port: e.port });
+}
+function gopherRequest(selector) {
+  return Buffer.from(`${selector}\r
+`, "utf8");
+}
+function probeRequest(probe) {
+  if (probe.type === "gopher") return gopherRequest(probe.selector);
+  if (probe.type === "http") return httpGetRequest(probe.path);
+  return tcpSendBytes(probe);
+}
+function exchange(e, request, opts) {
+  return new Promise((resolve, reject) => {
+    const chunks = [];
+    const sock = connect(e);
+    let settled = false;
+    let idle;
+    const finish = (err) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      clearTimeout(idle);
+      opts.signal?.removeEventListener("abort", onAbort);
+      sock.destroy();
+      if (err) reject(err);
+      else resolve(Buffer.concat(chunks));
+    };
+    const timer = setTimeout(
+      () => finish(
+        new Error(`no complete answer from ${describeEndpoint(e)} within ${opts.timeoutMs} ms`)
+      ),
+      opts.timeoutMs
+    );
+    const onAbort = () => finish(new Error("aborted"));
+    if (opts.signal?.aborted) return finish(new Error("aborted"));
+    opts.signal?.addEventListener("abort", onAbort, { once: true });
+    sock.on("connect", () => opts.halfClose ? sock.end(request) : sock.write(request));
+    sock.on("data", (d) => {
+      chunks.push(d);
+      if (opts.idleMs === void 0) return;
+      clearTimeout(idle);
+      idle = setTimeout(() => finish(), opts.idleMs);
+    });
+    sock.on("end", () => finish());
+    sock.on("error", (err) => finish(err));
+  });
+}
+function holdOpen(e, timeoutMs) {
+  return new Promise((resolve, reject) => {
+    const sock = connect(e);
+    const timer = setTimeout(() => {
+      sock.destroy();
+      reject(new Error(`cannot connect to ${describeEndpoint(e)} within ${timeoutMs} ms`));
+    }, timeoutMs);
+    sock.once("connect", () => {
+      clearTimeout(timer);
+      resolve(sock);
+    });
+    sock.once("error", (err) => {
+      clearTimeout(timer);
+      sock.destroy();
+      reject(err);
+    });
+  });
+}
+function httpGet(e, urlPath, opts) {
+  return new Promise((resolve, reject) => {
+    const target = "path" in e ? { socketPath: e.path } : { host: e.host, port: e.port };
+    const req = http.request(
+      {
+        ...target,
+        path: urlPath,
+        method: "GET",
+        agent: false,
+        signal: opts.signal,
+        headers: { host: "localhost" }
+      },
+      (res) => {
+        const chunks = [];
+        res.on("data", (d) => chunks.push(d));
+        res.on("end", () => {
+          clearTimeout(timer);
+          resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks) });
+        });
+        res.on("error", (err) => {
+          clearTimeout(timer);
+          reject(err);
+        });
+      }
+    );
+    const timer = setTimeout(
+      () => req.destroy(
+        new Error(
+          `no complete HTTP answer from ${describeEndpoint(e)} within ${opts.timeoutMs} ms`
+        )
+      ),
+      opts.timeoutMs
+    );
+    req.on("error", (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    req.end();
+  });
+}
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const port2 = srv.address().port;
+      srv.close(() => resolve(port2));
+    });
+  });
+}
+function gopherUrl(host, port2, selector, type = "1") {
+  const enc = [...Buffer.from(selector, "utf8")].map(
+    (b2) => /[A-Za-z0-9\-._~/]/.test(String.fromCharCode(b2)) ? String.fromCharCode(b2) : `%${b2.toString(16).toUpperCase().padStart(2, "0")}`
+  ).join("");
+  return `gopher://${host}:${port2}/${type}${enc}`;
+}
 
 // src/harness/listen.ts
-import { readFile as readFile7 } from "node:fs/promises";
+import { readFile as readFile8 } from "node:fs/promises";
 function listensOn(netTcp, port2) {
   const hexPort = port2.toString(16).toUpperCase().padStart(4, "0");
   return netTcp.split("\n").some((l) => {
@@ -43925,7 +44258,7 @@ function listensOn(netTcp, port2) {
 }
 async function readNetTcp(procDir) {
   const parts = await Promise.all(
-    ["tcp", "tcp6"].map((f2) => readFile7(`${procDir}/net/${f2}`, "utf8").catch(() => void 0))
+    ["tcp", "tcp6"].map((f2) => readFile8(`${procDir}/net/${f2}`, "utf8").catch(() => void 0))
   );
   const readable2 = parts.filter((p2) => p2 !== void 0);
   return readable2.length > 0 ? readable2.join("\n") : void 0;
@@ -43985,11 +44318,6 @@ ${e.stderrTail}` : "")
 async function runInetd(config2, t, o2) {
   const out = { responses: {}, records: [] };
   for (const [i2, probe] of config2.probes.entries()) {
-    if (probe.type !== "gopher") {
-      throw new UserError(
-        `probe '${probe.name}' is an ${probe.type} probe, but the service is inetd-style (service.inetd: true) and speaks only on stdin/stdout: use gopher probes, or service.listen`
-      );
-    }
     const { argv, end } = await begin(config2, t, o2, i2);
     let r;
     try {
@@ -43998,8 +44326,7 @@ async function runInetd(config2, t, o2) {
         `probe '${probe.name}'`,
         run(argv, {
           privileged: true,
-          input: Buffer.from(`${probe.selector}\r
-`, "utf8"),
+          input: probeRequest(probe),
           binary: true,
           reject: false,
           timeoutMs: config2.service.timeout * 1e3,
@@ -44017,23 +44344,33 @@ async function runInetd(config2, t, o2) {
 If exit code ${r.exitCode} is how this service normally ends a connection, list it in service.success-exit-status (e.g. success-exit-status: [${r.exitCode}]).` : "";
       throw crashError(config2, `while answering probe '${probe.name}'`, r.exitCode, r.stderr, hint);
     }
-    out.responses[probe.name] = { body: r.stdoutBytes };
+    out.responses[probe.name] = probe.type === "http" ? pick2(parseHttpResponse(r.stdoutBytes, `probe '${probe.name}' (stdout of the service)`)) : { body: r.stdoutBytes };
   }
   return out;
 }
-var GOPHER_CLIENT = "const s=require('net').connect(+process.argv[1],'127.0.0.1',()=>s.end(process.argv[2]+'\\r\\n'));const c=[];s.on('data',d=>c.push(d));s.on('end',()=>process.stdout.write(Buffer.concat(c)));s.on('error',e=>{console.error(e.message);process.exit(1)});";
+function pick2(r) {
+  return { status: r.status, body: r.body };
+}
+var RAW_CLIENT = "const [p,h,hc,idle]=process.argv.slice(1);const c=[];let t;const done=()=>{process.stdout.write(Buffer.concat(c));process.exit(0)};const s=require('net').connect(+p,'127.0.0.1',()=>{const b=Buffer.from(h,'hex');hc==='1'?s.end(b):s.write(b)});s.on('data',d=>{c.push(d);if(idle){clearTimeout(t);t=setTimeout(done,+idle)}});s.on('end',done);s.on('error',e=>{console.error(e.message);process.exit(1)});";
 async function probeListening(config2, pid, port2, probe, o2) {
   const ns2 = ["nsenter", "-t", String(pid), "-n", "--"];
   const timeoutMs = config2.service.timeout * 1e3;
   const { logger } = o2;
-  if (probe.type === "gopher") {
-    const r2 = await run(
-      [...ns2, process.execPath, "-e", GOPHER_CLIENT, String(port2), probe.selector],
-      { privileged: true, binary: true, timeoutMs, logger }
-    );
+  if (probe.type !== "http") {
+    const tcp = probe.type === "tcp" ? probe : void 0;
+    const client = [
+      process.execPath,
+      "-e",
+      RAW_CLIENT,
+      String(port2),
+      probeRequest(probe).toString("hex"),
+      tcp && !tcp["half-close"] ? "0" : "1",
+      tcp ? String(Math.round(tcp["idle-timeout"] * 1e3)) : ""
+    ];
+    const r2 = await run([...ns2, ...client], { privileged: true, binary: true, timeoutMs, logger });
     return { body: r2.stdoutBytes };
   }
-  const bodyFile = path38.join(o2.workDir, `probe-${probe.name}.body`);
+  const bodyFile = path39.join(o2.workDir, `probe-${probe.name}.body`);
   await rm14(bodyFile, { force: true });
   const url3 = `http://127.0.0.1:${port2}${probe.path}`;
   const curl = ["curl", "-s", "-S", "-o", bodyFile, "-w", "%{http_code}"];
@@ -44048,7 +44385,7 @@ async function probeListening(config2, pid, port2, probe, o2) {
       `probe '${probe.name}': ${url3} inside the container's network namespace failed: ${tail(r.stderr, 5) || `curl exit code ${r.exitCode}`}`
     );
   }
-  const body = await readFile8(bodyFile).catch(() => Buffer.alloc(0));
+  const body = await readFile9(bodyFile).catch(() => Buffer.alloc(0));
   return { status: Number(r.stdout.trim()), body };
 }
 async function runListening(config2, t, o2) {
@@ -44108,12 +44445,12 @@ async function runProbes(config2, t, o2) {
 
 // src/stages/self-check.ts
 async function selfCheck(config2, prunedRoot, unprunedResponses, opts) {
-  await mkdir12(opts.workDir, { recursive: true });
+  await mkdir13(opts.workDir, { recursive: true });
   const { view, data: dataDir } = selfCheckScratch(opts.workDir);
   await rm15(dataDir, { recursive: true, force: true });
   if (opts.dataDir) await run(["cp", "-a", "--", opts.dataDir, dataDir], { privileged: true });
   else await run(["mkdir", "-p", dataDir]);
-  await mkdir12(view, { recursive: true });
+  await mkdir13(view, { recursive: true });
   const unmountView = registerCleanup(`self-check mount ${view}`, () => unmount(view, opts.logger));
   const started = Date.now();
   try {
@@ -44159,20 +44496,20 @@ ${diffs.join("\n")}`
 }
 
 // src/stages/trace.ts
-import { mkdir as mkdir13, rm as rm17, stat as stat7, writeFile as writeFile6 } from "node:fs/promises";
-import path40 from "node:path";
+import { mkdir as mkdir14, rm as rm17, stat as stat8, writeFile as writeFile6 } from "node:fs/promises";
+import path41 from "node:path";
 
 // src/trace/hook.ts
-import { readFile as readFile9, rm as rm16 } from "node:fs/promises";
-import path39 from "node:path";
+import { readFile as readFile10, rm as rm16 } from "node:fs/promises";
+import path40 from "node:path";
 
 // src/trace/fifo.ts
 import { randomBytes as randomBytes4 } from "node:crypto";
 import { closeSync as closeSync3, constants as constants7, openSync as openSync3, read, writeSync as writeSync2 } from "node:fs";
 var TraceFifo = class _TraceFifo {
-  constructor(path53) {
-    this.path = path53;
-    this.fd = openSync3(path53, constants7.O_RDWR);
+  constructor(path54) {
+    this.path = path54;
+    this.fd = openSync3(path54, constants7.O_RDWR);
     this.done = this.pump();
   }
   path;
@@ -44184,9 +44521,9 @@ var TraceFifo = class _TraceFifo {
   done;
   closed = false;
   /** Creates the FIFO (mode 0666: the service may run as any user) and starts reading it. */
-  static async create(path53) {
-    await run(["mkfifo", "-m", "0666", path53]);
-    return new _TraceFifo(path53);
+  static async create(path54) {
+    await run(["mkfifo", "-m", "0666", path54]);
+    return new _TraceFifo(path54);
   }
   async pump() {
     const buf = Buffer.alloc(256 * 1024);
@@ -44241,7 +44578,7 @@ function qemuTraceHook(dir) {
     env: qemuFifoEnv(),
     binds: [{ host: dir, container: TRACE_MOUNT }],
     async begin(argv) {
-      const fifoPath = path39.join(dir, QEMU_TRACE_FILE);
+      const fifoPath = path40.join(dir, QEMU_TRACE_FILE);
       await rm16(fifoPath, { force: true });
       const fifo = await TraceFifo.create(fifoPath);
       return { argv, end: async () => ({ text: await fifo.finish() }) };
@@ -44251,10 +44588,10 @@ function qemuTraceHook(dir) {
 function straceHook(dir) {
   return {
     async begin(argv, index) {
-      const file2 = path39.join(dir, index === void 0 ? "strace.log" : `strace.${index}.log`);
+      const file2 = path40.join(dir, index === void 0 ? "strace.log" : `strace.${index}.log`);
       return {
         argv: ["strace", ...STRACE_FLAGS, "-o", file2, "--", ...argv],
-        end: async () => ({ text: await readFile9(file2, "utf8").catch(() => ""), file: file2 })
+        end: async () => ({ text: await readFile10(file2, "utf8").catch(() => ""), file: file2 })
       };
     }
   };
@@ -44711,7 +45048,7 @@ function parseHostStrace(text, opts = {}) {
 
 // src/stages/trace.ts
 async function isDir(p2) {
-  return stat7(p2).then(
+  return stat8(p2).then(
     (s3) => s3.isDirectory(),
     () => false
   );
@@ -44729,9 +45066,9 @@ async function traceService(config2, root, opts) {
   const elf = await readElf(entry.host);
   const interp = elf?.interp;
   const { view: copy, raw: traceDir, data: dataDir, upper, overlayWork } = traceScratch(workDir);
-  await mkdir13(workDir, { recursive: true });
+  await mkdir14(workDir, { recursive: true });
   await rm17(traceDir, { recursive: true, force: true });
-  await mkdir13(traceDir, { recursive: true, mode: 493 });
+  await mkdir14(traceDir, { recursive: true, mode: 493 });
   const state = { mounted: false };
   const removeCopy = registerCleanup(`traced root copy ${copy}`, async () => {
     if (state.mounted) await unmount(copy, logger);
@@ -44741,14 +45078,14 @@ async function traceService(config2, root, opts) {
   try {
     await logger.group("writable copy of the root for the traced run", async () => {
       await removeTree([copy, upper, overlayWork]);
-      for (const d of [copy, upper, overlayWork]) await mkdir13(d, { recursive: true });
+      for (const d of [copy, upper, overlayWork]) await mkdir14(d, { recursive: true });
       state.mounted = await mountOverlay(root, upper, overlayWork, copy, logger);
       if (!state.mounted) {
         await run(["cp", "-a", "--reflink=auto", "--", `${root}/.`, `${copy}/`], {
           privileged: true
         });
       }
-      const dirs = [TRACE_MOUNT, config2.data.path, "/usr"].map((p2) => path40.join(copy, p2));
+      const dirs = [TRACE_MOUNT, config2.data.path, "/usr"].map((p2) => path41.join(copy, p2));
       await run(["mkdir", "-p", "-m", "0755", "--", ...dirs], { privileged: true });
     });
     await seedDataDir(config2, root, dataDir);
@@ -44784,7 +45121,7 @@ async function traceService(config2, root, opts) {
     for (const [i2, { text }] of probed.records.entries()) {
       const parsed = emulated ? parseQemuStrace(text, parseOpts) : parseHostStrace(text, parseOpts);
       if (emulated) {
-        const file2 = path40.join(traceDir, `qemu.${i2}.txt`);
+        const file2 = path41.join(traceDir, `qemu.${i2}.txt`);
         await writeFile6(file2, text);
         traceFiles.push(file2);
       }
@@ -44849,13 +45186,13 @@ async function traceService(config2, root, opts) {
 // src/stages/verify.ts
 import { setMaxListeners as setMaxListeners2 } from "node:events";
 import { existsSync as existsSync12 } from "node:fs";
-import { mkdir as mkdir14, mkdtemp as mkdtemp7 } from "node:fs/promises";
+import { mkdir as mkdir15, mkdtemp as mkdtemp7 } from "node:fs/promises";
 import os9 from "node:os";
-import path44 from "node:path";
+import path45 from "node:path";
 
 // src/harness/limits.ts
 import { existsSync as existsSync11 } from "node:fs";
-import path41 from "node:path";
+import path42 from "node:path";
 var CGROUP_V1 = "/sys/fs/cgroup";
 var WRAPPER = [
   "set -e",
@@ -44885,15 +45222,15 @@ function limitedArgv(argv, cg, l) {
   ];
 }
 function hasCgroupV1Limits() {
-  return (existsSync11(path41.join(CGROUP_V1, "memory/memory.limit_in_bytes")) || existsSync11(path41.join(CGROUP_V1, "memory/cgroup.procs"))) && existsSync11(path41.join(CGROUP_V1, "pids/cgroup.procs"));
+  return (existsSync11(path42.join(CGROUP_V1, "memory/memory.limit_in_bytes")) || existsSync11(path42.join(CGROUP_V1, "memory/cgroup.procs"))) && existsSync11(path42.join(CGROUP_V1, "pids/cgroup.procs"));
 }
 async function createLimitCgroups(name, logger) {
   const cg = {
-    memory: path41.join(CGROUP_V1, "memory", name),
-    pids: path41.join(CGROUP_V1, "pids", name)
+    memory: path42.join(CGROUP_V1, "memory", name),
+    pids: path42.join(CGROUP_V1, "pids", name)
   };
-  if (existsSync11(path41.join(CGROUP_V1, "cpu/cpu.cfs_quota_us")))
-    cg.cpu = path41.join(CGROUP_V1, "cpu", name);
+  if (existsSync11(path42.join(CGROUP_V1, "cpu/cpu.cfs_quota_us")))
+    cg.cpu = path42.join(CGROUP_V1, "cpu", name);
   await run(["mkdir", cg.memory, cg.pids, ...cg.cpu ? [cg.cpu] : []], {
     privileged: true,
     logger
@@ -44919,123 +45256,6 @@ async function removeLimitCgroups(cg, logger) {
     200
   );
   if (!done) throw new Error(`could not remove cgroups ${dirs.join(", ")}: ${last.trim()}`);
-}
-
-// src/harness/client.ts
-import http from "node:http";
-import net from "node:net";
-function describeEndpoint(e) {
-  return "path" in e ? `unix:${e.path}` : `${e.host}:${e.port}`;
-}
-function connect(e) {
-  return "path" in e ? net.connect({ path: e.path }) : net.connect({ host: e.host, port: e.port });
-}
-function gopherRequest(selector) {
-  return Buffer.from(`${selector}\r
-`, "utf8");
-}
-function exchange(e, request, opts) {
-  return new Promise((resolve, reject) => {
-    const chunks = [];
-    const sock = connect(e);
-    let settled = false;
-    const finish = (err) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      opts.signal?.removeEventListener("abort", onAbort);
-      sock.destroy();
-      if (err) reject(err);
-      else resolve(Buffer.concat(chunks));
-    };
-    const timer = setTimeout(
-      () => finish(
-        new Error(`no complete answer from ${describeEndpoint(e)} within ${opts.timeoutMs} ms`)
-      ),
-      opts.timeoutMs
-    );
-    const onAbort = () => finish(new Error("aborted"));
-    if (opts.signal?.aborted) return finish(new Error("aborted"));
-    opts.signal?.addEventListener("abort", onAbort, { once: true });
-    sock.on("connect", () => sock.write(request));
-    sock.on("data", (d) => chunks.push(d));
-    sock.on("end", () => finish());
-    sock.on("error", (err) => finish(err));
-  });
-}
-function holdOpen(e, timeoutMs) {
-  return new Promise((resolve, reject) => {
-    const sock = connect(e);
-    const timer = setTimeout(() => {
-      sock.destroy();
-      reject(new Error(`cannot connect to ${describeEndpoint(e)} within ${timeoutMs} ms`));
-    }, timeoutMs);
-    sock.once("connect", () => {
-      clearTimeout(timer);
-      resolve(sock);
-    });
-    sock.once("error", (err) => {
-      clearTimeout(timer);
-      sock.destroy();
-      reject(err);
-    });
-  });
-}
-function httpGet(e, urlPath, opts) {
-  return new Promise((resolve, reject) => {
-    const target = "path" in e ? { socketPath: e.path } : { host: e.host, port: e.port };
-    const req = http.request(
-      {
-        ...target,
-        path: urlPath,
-        method: "GET",
-        agent: false,
-        signal: opts.signal,
-        headers: { host: "localhost" }
-      },
-      (res) => {
-        const chunks = [];
-        res.on("data", (d) => chunks.push(d));
-        res.on("end", () => {
-          clearTimeout(timer);
-          resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks) });
-        });
-        res.on("error", (err) => {
-          clearTimeout(timer);
-          reject(err);
-        });
-      }
-    );
-    const timer = setTimeout(
-      () => req.destroy(
-        new Error(
-          `no complete HTTP answer from ${describeEndpoint(e)} within ${opts.timeoutMs} ms`
-        )
-      ),
-      opts.timeoutMs
-    );
-    req.on("error", (err) => {
-      clearTimeout(timer);
-      reject(err);
-    });
-    req.end();
-  });
-}
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const port2 = srv.address().port;
-      srv.close(() => resolve(port2));
-    });
-  });
-}
-function gopherUrl(host, port2, selector, type = "1") {
-  const enc = [...Buffer.from(selector, "utf8")].map(
-    (b2) => /[A-Za-z0-9\-._~/]/.test(String.fromCharCode(b2)) ? String.fromCharCode(b2) : `%${b2.toString(16).toUpperCase().padStart(2, "0")}`
-  ).join("");
-  return `gopher://${host}:${port2}/${type}${enc}`;
 }
 
 // src/verify/load.ts
@@ -45086,17 +45306,18 @@ async function runLoad(requests, concurrency, one, signal) {
 }
 
 // src/verify/probes.ts
-import { readFile as readFile10 } from "node:fs/promises";
-import path42 from "node:path";
+import { readFile as readFile11 } from "node:fs/promises";
+import path43 from "node:path";
 async function readFixtures(probes) {
   const out = /* @__PURE__ */ new Map();
   for (const p2 of probes) {
     if (!p2.fixture) continue;
     try {
-      out.set(p2.name, await readFile10(p2.fixture));
+      out.set(p2.name, await readFile11(p2.fixture));
     } catch (e) {
+      const code = e.code;
       throw new UserError(
-        `probe ${p2.name}: cannot read fixture ${p2.fixture}: ${e.code ?? String(e)}`
+        `probe ${p2.name}: cannot read fixture ${p2.fixture}: ${code ?? String(e)}` + (code === "ENOENT" ? `; ${RECORD_FIXTURES_HINT}` : "")
       );
     }
   }
@@ -45118,6 +45339,15 @@ function judge(probe, expected, got, via) {
 async function ask(probe, endpoint, timeoutMs, signal) {
   if (probe.type === "gopher")
     return { body: await exchange(endpoint, gopherRequest(probe.selector), { timeoutMs, signal }) };
+  if (probe.type === "tcp")
+    return {
+      body: await exchange(endpoint, tcpSendBytes(probe), {
+        timeoutMs,
+        signal,
+        halfClose: probe["half-close"],
+        idleMs: probe["idle-timeout"] * 1e3
+      })
+    };
   return httpGet(endpoint, probe.path, { timeoutMs, signal });
 }
 async function probeOnce(probe, expected, endpoint, timeoutMs, signal) {
@@ -45145,11 +45375,14 @@ async function probeOnce(probe, expected, endpoint, timeoutMs, signal) {
     };
   }
 }
+function curlable(probes) {
+  return probes.find((p2) => p2.type !== "tcp");
+}
 async function curlProbe(probe, expected, svc, workDir, opts, timeoutMs) {
   const { host, port: port2 } = svc.clientTarget;
   const name = `${probe.name} (curl)`;
   const seconds = String(Math.ceil(timeoutMs / 1e3));
-  const bodyFile = path42.join(workDir, "curl-body");
+  const bodyFile = path43.join(workDir, "curl-body");
   const url3 = probe.type === "gopher" ? gopherUrl(host, port2, probe.selector) : `http://${host}:${port2}${probe.path}`;
   const curl = [
     "curl",
@@ -45176,7 +45409,7 @@ async function curlProbe(probe, expected, svc, workDir, opts, timeoutMs) {
       diff: `${r.command} failed (exit ${r.exitCode}): ${r.stderr.trim()}`,
       bytes: 0
     };
-  const body = await readFile10(bodyFile);
+  const body = await readFile11(bodyFile);
   const status = probe.type === "http" ? Number(r.stdout.trim()) : void 0;
   const problem = judge(probe, expected, { status, body }, "curl");
   return { name, ok: problem === void 0, diff: problem, bytes: body.length };
@@ -45184,13 +45417,13 @@ async function curlProbe(probe, expected, svc, workDir, opts, timeoutMs) {
 
 // src/harness/service.ts
 import { statSync as statSync2 } from "node:fs";
-import path43 from "node:path";
+import path44 from "node:path";
 var FORWARDER = `
 const net = require('net');
 const fs = require('fs');
 const [, sock, port] = process.argv;
-net.createServer((c) => {
-  const u = net.connect(Number(port), '127.0.0.1');
+net.createServer({ allowHalfOpen: true }, (c) => {
+  const u = net.connect({ port: Number(port), host: '127.0.0.1', allowHalfOpen: true });
   c.pipe(u); u.pipe(c);
   c.on('error', () => u.destroy()); u.on('error', () => c.destroy());
 }).listen(sock, () => fs.chmodSync(sock, 0o666));
@@ -45285,7 +45518,7 @@ ${stderr}`
 ${stderr}`
     );
   }
-  const sockPath = path43.join(state.workDir, "service.sock");
+  const sockPath = path44.join(state.workDir, "service.sock");
   const nsenter = (a2) => ["nsenter", "-t", String(payload.pid), "-n", ...a2];
   state.forwarder = start(nsenter([process.execPath, "-e", FORWARDER, sockPath, String(port2)]), {
     privileged: true,
@@ -45340,7 +45573,7 @@ async function withLimits(argv, state, config2, logger) {
     );
     return argv;
   }
-  state.limitCgroups = await createLimitCgroups(`lhc-${path44.basename(state.workDir)}`, logger);
+  state.limitCgroups = await createLimitCgroups(`lhc-${path45.basename(state.workDir)}`, logger);
   logger.info(
     `limits per container: memory ${humanBytes(l.memory)}, ${l.tasks} tasks, cpu ${l.cpu} %, ${l.nofile} open files`
   );
@@ -45417,7 +45650,7 @@ function combinedSignal(opts, concurrency) {
   };
 }
 async function mustExist(file2, what) {
-  const abs = path44.resolve(file2);
+  const abs = path45.resolve(file2);
   if (!existsSync12(abs)) throw new UserError(`${what} ${file2} does not exist`);
   return abs;
 }
@@ -45435,16 +45668,16 @@ async function verifyImage(options) {
     throw new UserError(`--concurrency must be a whole number \u2265 1, got ${concurrency}`);
   const { signal, dispose: disposeSignal } = combinedSignal(options, concurrency);
   const opts = { ...options, signal };
-  const workDir = await mkdtemp7(path44.join(os9.tmpdir(), "lhc-verify-"));
+  const workDir = await mkdtemp7(path45.join(os9.tmpdir(), "lhc-verify-"));
   const state = {
     workDir,
-    rootDir: path44.join(workDir, config2.name),
-    dataDir: path44.join(workDir, "data"),
+    rootDir: path45.join(workDir, config2.name),
+    dataDir: path45.join(workDir, "data"),
     sockets: /* @__PURE__ */ new Set(),
     payloads: []
   };
-  await mkdir14(state.rootDir);
-  await mkdir14(state.dataDir);
+  await mkdir15(state.rootDir);
+  await mkdir15(state.dataDir);
   const cleanup = registerCleanup(
     `verify ${config2.name} (${workDir})`,
     () => teardown(state, image, logger)
@@ -45459,7 +45692,7 @@ async function verifyImage(options) {
         `image ${image} mounted read-only at ${state.rootDir} (${state.image.loopDevice})`
       );
       for (const needed of mountPoints(config2.data.path)) {
-        if (!existsSync12(path44.join(state.rootDir, needed))) {
+        if (!existsSync12(path45.join(state.rootDir, needed))) {
           throw new UserError(
             `the image has no ${needed} directory; a read-only root needs every mount point (add it to the root)`
           );
@@ -45496,16 +45729,12 @@ async function verifyImage(options) {
         probes.push(r);
         if (!sample && body) sample = { probe: p2.name, body };
       }
-      const curl = await curlProbe(
-        config2.probes[0],
-        fixtures.get(config2.probes[0].name),
-        svc,
-        state.workDir,
-        opts,
-        timeoutMs
-      );
-      logger.info(`real client: ${curl.name}: ${curl.ok ? "ok" : "FAILED"}`);
-      probes.push(curl);
+      const first = curlable(config2.probes);
+      const curl = first ? await curlProbe(first, fixtures.get(first.name), svc, state.workDir, opts, timeoutMs) : void 0;
+      if (curl) {
+        logger.info(`real client: ${curl.name}: ${curl.ok ? "ok" : "FAILED"}`);
+        probes.push(curl);
+      } else logger.info("real client: none (curl has no URL for raw tcp probes)");
       const hardening = await hardeningRows(svc, state, config2, runAs);
       for (const h2 of hardening)
         logger.info(`hardening: ${h2.ok ? "ok " : "FAIL"} ${h2.name}: ${h2.detail}`);
@@ -45591,7 +45820,7 @@ function serviceLog(stderr, lines = 30) {
 // src/pipeline.ts
 async function build(config2, opts) {
   const { logger } = opts;
-  await checkConfigFiles(config2);
+  await checkConfigFiles(config2, { updateFixtures: opts.updateFixtures ?? false });
   const timings = [];
   const stage = async (name, fn) => {
     opts.signal?.throwIfAborted();
@@ -45602,7 +45831,7 @@ async function build(config2, opts) {
       timings.push({ stage: name, seconds: (Date.now() - started) / 1e3 });
     }
   };
-  const outDir = path45.resolve(opts.outDir);
+  const outDir = path46.resolve(opts.outDir);
   const names = artifactNames(config2.name, {
     image: config2.outputs.image,
     dataTemplate: config2.outputs["data-template"],
@@ -45621,7 +45850,7 @@ async function build(config2, opts) {
   try {
     await claimBuildDirs(dirs, logger);
     work = workLayout(
-      dirs.work?.dir ?? await mkdtemp8(path45.join(os10.tmpdir(), `lhc-${config2.name}-`))
+      dirs.work?.dir ?? await mkdtemp8(path46.join(os10.tmpdir(), `lhc-${config2.name}-`))
     );
   } catch (e) {
     process.umask(callerUmask);
@@ -45672,7 +45901,7 @@ async function build(config2, opts) {
         logger,
         luaPath: luaBuild?.path,
         signal: opts.signal,
-        basesDir: opts.basesDir ?? (opts.cacheDir ? path45.join(opts.cacheDir, "bases") : void 0)
+        basesDir: opts.basesDir ?? (opts.cacheDir ? path46.join(opts.cacheDir, "bases") : void 0)
       });
       const runAs2 = await installRunAs(config2, assembled2.root, workDir, logger);
       return { assembled: assembled2, runAs: runAs2 };
@@ -45687,6 +45916,7 @@ async function build(config2, opts) {
         runAs
       })
     );
+    const fixtures = opts.updateFixtures ? await stage("fixtures", () => recordFixtures(config2, trace.responses, logger)) : void 0;
     const pruned = await stage("prune", async () => {
       const p2 = await pruneRoot(assembled.root, trace, config2, {
         outDir: work.pruned,
@@ -45730,7 +45960,7 @@ async function build(config2, opts) {
       if (opts.manifestLock) {
         const lock = await checkManifestLock(
           packed2.manifestData,
-          path45.resolve(opts.manifestLock),
+          path46.resolve(opts.manifestLock),
           opts.updateManifest ?? false
         );
         if (lock.updated) {
@@ -45797,6 +46027,7 @@ ${lock.diffText.trimEnd()}`
       manifestDiff,
       ...lockState ? { manifestLock: lockState } : {},
       verify,
+      ...fixtures ? { fixtures } : {},
       timings
     };
     return result;
@@ -45824,6 +46055,7 @@ function buildJson(r) {
     filesKept: r.filesKept,
     manifestDiff: r.manifestDiff ?? null,
     manifestUpdated: r.manifestLock?.updated ?? false,
+    fixtures: r.fixtures ?? null,
     verify: r.verify ?? null,
     timings: r.timings
   };
@@ -45831,7 +46063,7 @@ function buildJson(r) {
 var buildCommand = {
   name: "build",
   summary: "build the image described by an lhc.yml",
-  help: `Usage: lhc build [CONFIG] [--out DIR] [--no-verify] [--manifest-lock FILE] [--update-manifest] [--work-dir DIR] [--force] [--json]
+  help: `Usage: lhc build [CONFIG] [--out DIR] [--no-verify] [--manifest-lock FILE] [--update-manifest] [--update-fixtures] [--work-dir DIR] [--force] [--json]
 
 Runs the pipeline for CONFIG (default: ./lhc.yml) and writes the image, data template, manifest
 and SHA256SUMS to DIR. A failed build (verify, or a manifest that differs from its lock) writes
@@ -45842,6 +46074,9 @@ Options:
   --no-verify            skip booting the pruned image and checking the probes
   --manifest-lock FILE   fail (after verify) when the manifest differs from FILE
   --update-manifest      write the new manifest to the --manifest-lock file instead of failing
+  --update-fixtures      write each probe's response from the traced (unpruned) run into its
+                         fixture file where it is missing or differs, and print what was written;
+                         verify still fails if the pruned image answers differently
   --work-dir DIR         keep intermediate roots in DIR (default: a temp dir, removed)
   --force                replace outputs (or work-dir entries) in DIR that lhc did not write;
                          without it such a DIR is refused (see README, "Output directory")
@@ -45851,6 +46086,7 @@ Options:
     "no-verify": { type: "boolean" },
     "manifest-lock": { type: "string", complete: "file" },
     "update-manifest": { type: "boolean" },
+    "update-fixtures": { type: "boolean" },
     "work-dir": { type: "string", complete: "dir" },
     force: { type: "boolean" }
   },
@@ -45869,6 +46105,7 @@ Options:
       verify: options["no-verify"] !== true,
       manifestLock: options["manifest-lock"],
       updateManifest: options["update-manifest"] === true,
+      updateFixtures: options["update-fixtures"] === true,
       workDir,
       keepWorkDir: workDir !== void 0,
       force: options.force === true,
@@ -45883,6 +46120,9 @@ Options:
       ctx.out(`manifest      ${result.manifest}`);
       ctx.out(`files kept    ${result.filesKept}`);
       ctx.out(`bytes         ${result.bytesBefore} -> ${result.bytesAfter}`);
+      for (const f2 of result.fixtures ?? [])
+        if (f2.change !== "unchanged")
+          ctx.out(`fixture       ${f2.path} (${f2.change}, ${f2.bytes} bytes, probe ${f2.probe})`);
       if (result.verify) ctx.out(`verify        ${result.verify.ok ? "ok" : "FAILED"}`);
       if (result.manifestLock?.updated)
         ctx.out(`manifest lock ${result.manifestLock.path} updated`);
@@ -46021,12 +46261,12 @@ options, and the values some options take). Load it in the current shell, or add
 };
 
 // src/cli/commands/diff.ts
-import { readdir as readdir6, stat as stat8 } from "node:fs/promises";
-import path46 from "node:path";
+import { readdir as readdir6, stat as stat9 } from "node:fs/promises";
+import path47 from "node:path";
 async function manifestPath(arg) {
   let st2;
   try {
-    st2 = await stat8(arg);
+    st2 = await stat9(arg);
   } catch {
     throw new UserError(`lhc diff: ${arg} does not exist`);
   }
@@ -46037,7 +46277,7 @@ async function manifestPath(arg) {
       `lhc diff: ${arg} is a directory with ${found.length === 0 ? "no" : found.length} *.manifest.json files; name the manifest file`
     );
   }
-  return path46.join(arg, found[0]);
+  return path47.join(arg, found[0]);
 }
 function diffJson(d, files) {
   const entry = (section, e) => ({ section, ...e });
@@ -46267,9 +46507,9 @@ function formatChecks(checks) {
 }
 
 // src/host/probe.ts
-import { access, readFile as readFile11, readdir as readdir7 } from "node:fs/promises";
+import { access, readFile as readFile12, readdir as readdir7 } from "node:fs/promises";
 import os11 from "node:os";
-import path47 from "node:path";
+import path48 from "node:path";
 var EXTRA_PATH = ["/usr/local/sbin", "/usr/sbin", "/sbin"];
 var realProbe = {
   async fileExists(file2) {
@@ -46282,7 +46522,7 @@ var realProbe = {
   },
   async readFile(file2) {
     try {
-      return await readFile11(file2, "utf8");
+      return await readFile12(file2, "utf8");
     } catch {
       return void 0;
     }
@@ -46297,7 +46537,7 @@ var realProbe = {
   async which(tool) {
     const dirs = [...(process.env.PATH ?? "").split(":").filter(Boolean), ...EXTRA_PATH];
     for (const d of dirs) {
-      const candidate = path47.join(d, tool);
+      const candidate = path48.join(d, tool);
       try {
         await access(
           candidate,
@@ -46451,8 +46691,8 @@ downloaded again. Prints one line per input: "<sha256>  <name>  <path>".`,
 };
 
 // src/cli/commands/lua.ts
-import { chmod as chmod5, copyFile as copyFile3, mkdir as mkdir15 } from "node:fs/promises";
-import path48 from "node:path";
+import { chmod as chmod5, copyFile as copyFile3, mkdir as mkdir16 } from "node:fs/promises";
+import path49 from "node:path";
 var luaCommand = {
   name: "lua",
   summary: "build a static Lua interpreter from a verified source tarball",
@@ -46520,8 +46760,8 @@ Options:
       },
       { store: new Store(void 0, ctx.logger), logger: ctx.logger }
     );
-    await mkdir15(out, { recursive: true });
-    const dest = path48.join(out, "lua");
+    await mkdir16(out, { recursive: true });
+    const dest = path49.join(out, "lua");
     await copyFile3(r.path, dest);
     await chmod5(dest, 493);
     ctx.out(`lua      ${dest}`);
@@ -46832,7 +47072,7 @@ Runs as root, or through passwordless "sudo -n". A second run changes nothing.`,
 
 // src/cli/commands/store.ts
 import { existsSync as existsSync13 } from "node:fs";
-import { stat as stat9 } from "node:fs/promises";
+import { stat as stat10 } from "node:fs/promises";
 async function knownInputs(configs, onDefaultUnreadable) {
   const known = /* @__PURE__ */ new Map();
   for (const file2 of configs) {
@@ -46892,7 +47132,7 @@ Options:
       const shas = await store.list();
       if (shas.length === 0) ctx.logger.info(`store ${store.dir} is empty`);
       for (const sha of shas) {
-        const { size } = await stat9(store.path(sha));
+        const { size } = await stat10(store.path(sha));
         const k2 = known.get(sha);
         ctx.out([sha, formatBytes(size).padStart(9), k2?.name ?? "-", k2?.urls[0] ?? "-"].join("  "));
       }
@@ -46927,7 +47167,7 @@ function errorJson(e) {
 var validateCommand = {
   name: "validate",
   summary: "check lhc.yml files against the schema",
-  help: `Usage: lhc validate [CONFIG...] [--json]
+  help: `Usage: lhc validate [CONFIG...] [--update-fixtures] [--json]
 
 Reads each config (default: ./lhc.yml) and checks it against the lhc.yml schema. Every problem
 is reported with its field path and line, e.g. "lua.sha256: expected 64 hex characters
@@ -46935,16 +47175,19 @@ is reported with its field path and line, e.g. "lua.sha256: expected 64 hex char
 must be readable. Exits 0 when all configs are valid, 2 otherwise.
 
 Options:
+  --update-fixtures  accept probe fixtures that do not exist yet (lhc build --update-fixtures
+                     records them)
   --json    print {"ok", "configs": [...]} with one entry per config, valid or not`,
+  options: { "update-fixtures": { type: "boolean" } },
   positionals: { min: 0, names: "CONFIG" },
   json: true,
-  async run({ positionals }, ctx) {
+  async run({ options, positionals }, ctx) {
     const files = positionals.length > 0 ? positionals : [configOrDefault(void 0, "validate")];
     const results = [];
     for (const file2 of files) {
       try {
         const c3 = await loadConfig(file2);
-        await checkConfigFiles(c3);
+        await checkConfigFiles(c3, { updateFixtures: options["update-fixtures"] === true });
         const summary = {
           file: file2,
           ok: true,
@@ -46978,17 +47221,17 @@ Options:
 
 // src/board/command.ts
 import { existsSync as existsSync14 } from "node:fs";
-import path52 from "node:path";
+import path53 from "node:path";
 
 // src/board/verify-board.ts
 import { mkdtemp as mkdtemp9, rm as rm18 } from "node:fs/promises";
 import os12 from "node:os";
-import path51 from "node:path";
+import path52 from "node:path";
 
 // src/board/machine.ts
 import { readdirSync as readdirSync6 } from "node:fs";
-import { mkdir as mkdir16 } from "node:fs/promises";
-import path49 from "node:path";
+import { mkdir as mkdir17 } from "node:fs/promises";
+import path50 from "node:path";
 var LOOPS_NEEDED = 3;
 var NSENTER_FLAGS = ["-m", "-u", "-i", "-n", "-p", "-C", "-r", "-w"];
 async function listLoops() {
@@ -47036,8 +47279,8 @@ var Board = class _Board {
   /** Seconds from starting nspawn to `systemctl is-system-running` settling. */
   bootSeconds = 0;
   static async boot(o2) {
-    const root = path49.join(o2.workDir, "root");
-    await mkdir16(root, { recursive: true });
+    const root = path50.join(o2.workDir, "root");
+    await mkdir17(root, { recursive: true });
     await run(["tar", "-xpf", o2.tarball, "--numeric-owner", "-C", root], {
       privileged: true,
       logger: o2.logger,
@@ -47127,11 +47370,11 @@ ${tail(r.stdout + r.stderr, 30)}`
   }
   /** The host path of a path on the board. */
   hostPath(p2) {
-    return path49.join(this.root, p2);
+    return path50.join(this.root, p2);
   }
   /** Copies a host directory to `dest` on the board, as a person copying build output would. */
   async copyIn(src, dest) {
-    await run(["mkdir", "-p", this.hostPath(path49.dirname(dest))], { privileged: true });
+    await run(["mkdir", "-p", this.hostPath(path50.dirname(dest))], { privileged: true });
     await removeTree([this.hostPath(dest)]);
     await run(["cp", "-a", src, this.hostPath(dest)], { privileged: true, logger: this.logger });
   }
@@ -47200,8 +47443,8 @@ ${tail(r.stdout + r.stderr, 30)}`
 };
 
 // src/board/root.ts
-import { stat as stat10 } from "node:fs/promises";
-import path50 from "node:path";
+import { stat as stat11 } from "node:fs/promises";
+import path51 from "node:path";
 var BOARD_PACKAGES = [
   "curl",
   "dbus",
@@ -47216,7 +47459,7 @@ async function boardRootTarball(o2) {
   if (o2.provided) {
     const { tarball, sha256: sha2562 } = o2.provided;
     try {
-      if (!(await stat10(tarball)).isFile()) throw new Error("not a file");
+      if (!(await stat11(tarball)).isFile()) throw new Error("not a file");
     } catch {
       throw new ConfigError(`board.tarball: ${tarball} is not a readable file`);
     }
@@ -47231,7 +47474,7 @@ async function boardRootTarball(o2) {
     {
       logger: o2.logger,
       signal: o2.signal,
-      basesDir: o2.cacheDir ?? path50.join(cacheDir(), "board")
+      basesDir: o2.cacheDir ?? path51.join(cacheDir(), "board")
     }
   );
 }
@@ -47269,7 +47512,7 @@ async function openBoardPort(board, port2, dir, logger, signal) {
       `nothing listens on the board's port ${port2} after install:
 ${await board.journal([])}`
     );
-  const sock = path51.join(dir, `board-${port2}.sock`);
+  const sock = path52.join(dir, `board-${port2}.sock`);
   const forwarder = start(
     board.inNetwork([process.execPath, "-e", FORWARDER, sock, String(port2)]),
     { privileged: true, logger }
@@ -47293,7 +47536,8 @@ async function probeBoard(config2, endpoint, timeoutMs, signal) {
   return { outcomes, ms: ms2 };
 }
 async function curlOnBoard(board, config2) {
-  const probe = config2.probes[0];
+  const probe = curlable(config2.probes);
+  if (!probe) return void 0;
   const port2 = listenPort(config2.service);
   const url3 = probe.type === "gopher" ? `gopher://127.0.0.1:${port2}/1${encodeURI(probe.selector)}` : `http://127.0.0.1:${port2}${probe.path}`;
   const fixtures = await readFixtures([probe]);
@@ -47351,10 +47595,10 @@ async function verifyOnBoard(o2) {
   const tarball = await boardRootTarball({ logger, signal, provided: o2.board ?? config2.board });
   const rootSeconds = (Date.now() - t) / 1e3;
   const ownWorkDir = o2.workDir === void 0;
-  const workDir = o2.workDir ?? await mkdtemp9(path51.join(os12.tmpdir(), "lhc-board-"));
+  const workDir = o2.workDir ?? await mkdtemp9(path52.join(os12.tmpdir(), "lhc-board-"));
   const board = await Board.boot({
     tarball,
-    workDir: path51.join(workDir, "board"),
+    workDir: path52.join(workDir, "board"),
     logger,
     signal
   }).catch(async (e) => {
@@ -47368,8 +47612,9 @@ async function verifyOnBoard(o2) {
     logger.info(`installed on the board in ${install.seconds.toFixed(1)} s`);
     port2 = await openBoardPort(board, listenPort(config2.service), workDir, logger, signal);
     const { outcomes, ms: ms2 } = await probeBoard(config2, port2.endpoint, timeoutMs, signal);
-    outcomes.push(await curlOnBoard(board, config2));
-    const image = path51.join(
+    const curl = await curlOnBoard(board, config2);
+    if (curl) outcomes.push(curl);
+    const image = path52.join(
       o2.outDir,
       artifactNames(config2.name, { image: config2.outputs.image }).image
     );
@@ -47420,8 +47665,8 @@ var BOARD_HELP = `  --board              verify on a simulated board instead: bo
   --out DIR            with --board: the build output (default: outputs.dir from the config)`;
 async function runBoardVerify(configFile, out, ctx) {
   const config2 = await loadConfig(configFile);
-  const outDir = path52.resolve(out ?? config2.outputs.dir);
-  if (!existsSync14(path52.join(outDir, "deploy/install.sh")))
+  const outDir = path53.resolve(out ?? config2.outputs.dir);
+  if (!existsSync14(path53.join(outDir, "deploy/install.sh")))
     throw new ConfigError(
       `lhc verify --board: ${outDir} holds no deploy/install.sh; run lhc build first (or pass --out DIR)`
     );

@@ -27,6 +27,7 @@ import { workLayout } from './core/work-layout.js';
 import type { StageContext } from './core/stage.js';
 import { assembleRoot } from './stages/root.js';
 import { installRunAs } from './stages/service-user.js';
+import { recordFixtures } from './stages/record-fixtures.js';
 import { selfCheck } from './stages/self-check.js';
 import { traceService } from './stages/trace.js';
 import { verifyImage } from './stages/verify.js';
@@ -40,6 +41,8 @@ export interface BuildOptions {
   verify?: boolean;
   manifestLock?: string;
   updateManifest?: boolean;
+  /** Write each probe's traced response into its fixture where missing or different. */
+  updateFixtures?: boolean;
   /** Working directory for intermediate roots; default a temp dir removed afterwards. */
   workDir?: string;
   keepWorkDir?: boolean;
@@ -59,7 +62,7 @@ export interface BuildOptions {
 
 export async function build(config: LhcConfig, opts: BuildOptions): Promise<BuildResult> {
   const { logger } = opts;
-  await checkConfigFiles(config);
+  await checkConfigFiles(config, { updateFixtures: opts.updateFixtures ?? false });
   const timings: BuildResult['timings'] = [];
   const stage = async <T>(name: string, fn: () => Promise<T>): Promise<T> => {
     opts.signal?.throwIfAborted();
@@ -168,6 +171,11 @@ export async function build(config: LhcConfig, opts: BuildOptions): Promise<Buil
         runAs,
       }),
     );
+
+    // From the unpruned run, before pruning: verify then judges the pruned image against them.
+    const fixtures = opts.updateFixtures
+      ? await stage('fixtures', () => recordFixtures(config, trace.responses, logger))
+      : undefined;
 
     const pruned = await stage('prune', async () => {
       const p = await pruneRoot(assembled.root, trace, config, {
@@ -286,6 +294,7 @@ export async function build(config: LhcConfig, opts: BuildOptions): Promise<Buil
       manifestDiff,
       ...(lockState ? { manifestLock: lockState } : {}),
       verify,
+      ...(fixtures ? { fixtures } : {}),
       timings,
     };
     return result;

@@ -22,7 +22,7 @@ import { start, tail, type Started } from '../tools/exec.js';
 import { holdOpen, type Endpoint } from '../harness/client.js';
 import { inspectProcess } from '../verify/hardening.js';
 import { alive, findPayloads, type ProcInfo } from '../harness/proc.js';
-import { judge, probeOnce, readFixtures } from '../verify/probes.js';
+import { curlable, judge, probeOnce, readFixtures } from '../verify/probes.js';
 import { waitFor } from '../core/wait.js';
 import { listensOn, readNetTcp } from '../harness/listen.js';
 import { FORWARDER, forwarderReady } from '../harness/service.js';
@@ -139,9 +139,13 @@ export async function probeBoard(
   return { outcomes, ms };
 }
 
-/** The first probe fetched with curl on the board itself, against the board's own 127.0.0.1. */
-export async function curlOnBoard(board: Board, config: LhcConfig): Promise<ProbeOutcome> {
-  const probe = config.probes[0]!;
+/** The first gopher or http probe fetched with curl on the board itself, against the board's own 127.0.0.1. */
+export async function curlOnBoard(
+  board: Board,
+  config: LhcConfig,
+): Promise<ProbeOutcome | undefined> {
+  const probe = curlable(config.probes);
+  if (!probe) return undefined;
   const port = listenPort(config.service);
   const url =
     probe.type === 'gopher'
@@ -233,7 +237,8 @@ export async function verifyOnBoard(o: BoardVerifyOptions): Promise<BoardVerifyR
     logger.info(`installed on the board in ${install.seconds.toFixed(1)} s`);
     port = await openBoardPort(board, listenPort(config.service), workDir, logger, signal);
     const { outcomes, ms } = await probeBoard(config, port.endpoint, timeoutMs, signal);
-    outcomes.push(await curlOnBoard(board, config));
+    const curl = await curlOnBoard(board, config);
+    if (curl) outcomes.push(curl);
     // service.user's ids as the image's lhc-run-as carries them (the image has no passwd).
     const image = path.join(
       o.outDir,

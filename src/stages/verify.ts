@@ -30,7 +30,7 @@ import { describeEndpoint } from '../harness/client.js';
 import { checkNoInterpreters, inspectProcess, listImage } from '../verify/hardening.js';
 import { runLoad, type LoadResult } from '../verify/load.js';
 import { alive } from '../harness/proc.js';
-import { ask, curlProbe, judge, probeOnce, readFixtures } from '../verify/probes.js';
+import { ask, curlable, curlProbe, judge, probeOnce, readFixtures } from '../verify/probes.js';
 import {
   containerProcesses,
   killPid,
@@ -298,16 +298,14 @@ export async function verifyImage(options: VerifyOptions): Promise<VerifyOutcome
         probes.push(r);
         if (!sample && body) sample = { probe: p.name, body };
       }
-      const curl = await curlProbe(
-        config.probes[0]!,
-        fixtures.get(config.probes[0]!.name),
-        svc,
-        state.workDir,
-        opts,
-        timeoutMs,
-      );
-      logger.info(`real client: ${curl.name}: ${curl.ok ? 'ok' : 'FAILED'}`);
-      probes.push(curl);
+      const first = curlable(config.probes);
+      const curl = first
+        ? await curlProbe(first, fixtures.get(first.name), svc, state.workDir, opts, timeoutMs)
+        : undefined;
+      if (curl) {
+        logger.info(`real client: ${curl.name}: ${curl.ok ? 'ok' : 'FAILED'}`);
+        probes.push(curl);
+      } else logger.info('real client: none (curl has no URL for raw tcp probes)');
 
       const hardening = await hardeningRows(svc, state, config, runAs);
       for (const h of hardening)

@@ -1,6 +1,6 @@
-import { checkConfigFiles } from '../../src/config/check-files.js';
+import { checkConfigFiles, RECORD_FIXTURES_HINT } from '../../src/config/check-files.js';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -237,7 +237,7 @@ describe('broken configs name the field and the line', () => {
     [
       'unknown probe type',
       edit('type: gopher', 'type: ftp'),
-      "probes[0].type: Invalid discriminator value. Expected 'gopher' | 'http' (lhc.yml:23)",
+      "probes[0].type: Invalid discriminator value. Expected 'gopher' | 'http' | 'tcp' (lhc.yml:23)",
     ],
     [
       'probe name with a space',
@@ -317,8 +317,19 @@ describe('broken configs name the field and the line', () => {
       expect(e).toBeInstanceOf(ConfigError);
       expect((e as ConfigError).message.split('\n')).toEqual([
         `data.template: cannot read ${path.join(dir, 'data')} (ENOENT)`,
-        `probes[0].fixture: cannot read ${path.join(dir, 'fixtures/root.gopher')} (ENOENT)`,
+        `probes[0].fixture: cannot read ${path.join(dir, 'fixtures/root.gopher')} (ENOENT); ${RECORD_FIXTURES_HINT}`,
       ]);
+      // A fixture about to be recorded may be missing; the data template still may not.
+      const again = await checkConfigFiles(c, { updateFixtures: true }).then(
+        () => undefined,
+        (err: unknown) => err,
+      );
+      expect((again as ConfigError).message.split('\n')).toEqual([
+        `data.template: cannot read ${path.join(dir, 'data')} (ENOENT)`,
+      ]);
+      await mkdir(path.join(dir, 'data'));
+      await expect(checkConfigFiles(c, { updateFixtures: true })).resolves.toBeUndefined();
+      await expect(checkConfigFiles(c)).rejects.toThrow(/--update-fixtures/);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
