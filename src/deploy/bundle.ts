@@ -14,7 +14,8 @@ import { UserError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { stageOutput, writeExclusive } from '../core/safe-write.js';
 import type { ContainerLimits } from '../tools/nspawn.js';
-import { OCI_USER_NAMESPACE, ociConfig, resolveUser } from './oci.js';
+import type { RunAs } from '../service-user/passwd.js';
+import { OCI_USER_NAMESPACE, ociConfig, ociUser } from './oci.js';
 import { renderReadme } from './readme.js';
 import { renderInstallScript } from './install-script.js';
 import { PROXY_PROGRAMS, proxyUnitName, renderProxyUnit } from './listen-proxy.js';
@@ -32,7 +33,6 @@ import {
 export interface ServiceSpec {
   command: readonly string[];
   env?: Readonly<Record<string, string>>;
-  user?: string | number;
   workdir?: string;
   inetd?: boolean;
   listen?: number;
@@ -40,6 +40,8 @@ export interface ServiceSpec {
   timeout?: number;
   /** Per-container limits; the units' MemoryMax=, TasksMax=, CPUQuota=, LimitNOFILE=. */
   limits?: ContainerLimits;
+  /** inetd: exit codes that end a connection normally (SuccessExitStatus= of the per-connection unit). */
+  'success-exit-status'?: readonly number[];
 }
 
 export interface DeployBundleOptions {
@@ -58,8 +60,8 @@ export interface DeployBundleOptions {
   dataSource?: string;
   /** systemd-nspawn on the board; ExecStart wants an absolute path. */
   nspawnPath?: string;
-  /** The pruned root, to resolve a user name for the OCI config (runc takes numeric ids only). */
-  root?: string;
+  /** service.user's ids (read from the image's lhc-run-as); undefined runs the command as root. */
+  runAs?: RunAs;
   logger?: Logger;
 }
 
@@ -111,7 +113,7 @@ export async function writeDeployBundle(o: DeployBundleOptions): Promise<DeployB
     dataMount: `${systemdEscapePath(p.dataMount)}.mount`,
     ...(inetd ? {} : { proxy: proxyUnitName(o.name) }),
   };
-  const ids = await resolveUser(o.service.user, o.root);
+  const ids = ociUser(o.runAs);
   const contents: Record<string, string> = {
     [units.socket]: renderSocketUnit(o),
     [units.service]: renderServiceUnit(o, p),

@@ -76,7 +76,7 @@ export function unitNspawnArgv(o: DeployBundleOptions, p: BoardPaths): string[] 
     dataPath: o.dataPath ?? '/data',
     command: o.service.command,
     env: o.service.env,
-    user: o.service.user,
+    runAs: o.runAs,
     workdir: o.service.workdir,
     nspawnPath: o.nspawnPath ?? '/usr/bin/systemd-nspawn',
     limits: serviceLimits(o),
@@ -96,6 +96,16 @@ export function limitLines(l: ContainerLimits): string {
   return (
     '# Per-container limits (service.limits in lhc.yml).\n' +
     `MemoryMax=${l.memory}\nMemorySwapMax=0\nTasksMax=${l.tasks}\nCPUQuota=${l.cpu}%\nLimitNOFILE=${l.nofile}\n`
+  );
+}
+
+/** nspawn exits with the payload's code: the ones the service ends a connection with are no failure. */
+function successExitLine(o: DeployBundleOptions): string {
+  const codes = o.service['success-exit-status'] ?? [];
+  if (!o.service.inetd || codes.length === 0) return '';
+  return (
+    '# service.success-exit-status: exit codes that end a connection normally.\n' +
+    `SuccessExitStatus=${[...new Set(codes)].join(' ')}\n`
   );
 }
 
@@ -139,6 +149,7 @@ export function renderServiceUnit(o: DeployBundleOptions, p: BoardPaths): string
     "# --keep-unit runs the container in this unit's cgroup, which nspawn must be allowed to manage.\n" +
     'Delegate=yes\n' +
     'KillMode=mixed\n' +
+    successExitLine(o) +
     limitLines(serviceLimits(o)) +
     (timeout !== undefined && inetd ? `RuntimeMaxSec=${Math.ceil(timeout)}\n` : '') +
     (inetd ? '' : '\n[Install]\nWantedBy=multi-user.target\n')

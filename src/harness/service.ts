@@ -24,13 +24,17 @@ export interface ServiceContext {
   signal?: AbortSignal;
 }
 
-/** Bridges a Unix socket on the host to 127.0.0.1:PORT inside the container's network namespace. */
+/**
+ * Bridges a Unix socket on the host to 127.0.0.1:PORT inside the container's network namespace.
+ * Both sides allow half-open connections, so a client's half-close (a tcp probe's end of input)
+ * reaches the service as a half-close and the answer still comes back.
+ */
 export const FORWARDER = `
 const net = require('net');
 const fs = require('fs');
 const [, sock, port] = process.argv;
-net.createServer((c) => {
-  const u = net.connect(Number(port), '127.0.0.1');
+net.createServer({ allowHalfOpen: true }, (c) => {
+  const u = net.connect({ port: Number(port), host: '127.0.0.1', allowHalfOpen: true });
   c.pipe(u); u.pipe(c);
   c.on('error', () => u.destroy()); u.on('error', () => c.destroy());
 }).listen(sock, () => fs.chmodSync(sock, 0o666));

@@ -30,7 +30,7 @@ import { describeEndpoint } from '../harness/client.js';
 import { checkNoInterpreters, inspectProcess, listImage } from '../verify/hardening.js';
 import { runLoad, type LoadResult } from '../verify/load.js';
 import { alive } from '../harness/proc.js';
-import { ask, curlProbe, judge, probeOnce, readFixtures } from '../verify/probes.js';
+import { ask, curlable, curlProbe, judge, probeOnce, readFixtures } from '../verify/probes.js';
 import {
   containerProcesses,
   killPid,
@@ -45,6 +45,8 @@ import { sleep } from '../core/wait.js';
 import { humanBytes } from '../core/format.js';
 import { startInetd, startListening, type RunState, type Running } from '../harness/service.js';
 import { registerCleanup } from '../core/cleanup.js';
+import type { RunAs } from '../service-user/passwd.js';
+import { readRunAs } from './service-user.js';
 
 export interface VerifyOptions {
   config: LhcConfig;
@@ -66,6 +68,7 @@ async function hardeningRows(
   svc: Running,
   state: RunState,
   config: LhcConfig,
+  runAs: RunAs | undefined,
 ): Promise<HardeningCheck[]> {
   const rows: HardeningCheck[] = [];
   let inspected: HardeningCheck[] | undefined;
@@ -75,7 +78,7 @@ async function hardeningRows(
     const payload = await svc.payload();
     if (!payload) break;
     try {
-      inspected = await inspectProcess(payload.pid, config.data.path, config.service.limits);
+      inspected = await inspectProcess(payload.pid, config.data.path, config.service.limits, runAs);
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       if (code !== 'ENOENT' && code !== 'ESRCH') throw e;
@@ -263,13 +266,15 @@ export async function verifyImage(options: VerifyOptions): Promise<VerifyOutcome
       await unpackTemplate(dataTemplate, state.dataDir, { logger });
       logger.info(`data template ${dataTemplate} unpacked into a noexec,nosuid,nodev tmpfs`);
 
+      // The ids the image's lhc-run-as drops to: the pruned image has no /etc/passwd to ask.
+      const runAs = await readRunAs(config, state.rootDir);
       const nspawn = boardNspawnArgv({
         root: state.rootDir,
         dataDir: state.dataDir,
         dataPath: config.data.path,
         command: config.service.command,
         env: config.service.env,
-        user: config.service.user,
+        ...(runAs ? { runAs } : {}),
         workdir: config.service.workdir,
         limits: config.service.limits,
       });
@@ -293,18 +298,16 @@ export async function verifyImage(options: VerifyOptions): Promise<VerifyOutcome
         probes.push(r);
         if (!sample && body) sample = { probe: p.name, body };
       }
-      const curl = await curlProbe(
-        config.probes[0]!,
-        fixtures.get(config.probes[0]!.name),
-        svc,
-        state.workDir,
-        opts,
-        timeoutMs,
-      );
-      logger.info(`real client: ${curl.name}: ${curl.ok ? 'ok' : 'FAILED'}`);
-      probes.push(curl);
+      const first = curlable(config.probes);
+      const curl = first
+        ? await curlProbe(first, fixtures.get(first.name), svc, state.workDir, opts, timeoutMs)
+        : undefined;
+      if (curl) {
+        logger.info(`real client: ${curl.name}: ${curl.ok ? 'ok' : 'FAILED'}`);
+        probes.push(curl);
+      } else logger.info('real client: none (curl has no URL for raw tcp probes)');
 
-      const hardening = await hardeningRows(svc, state, config);
+      const hardening = await hardeningRows(svc, state, config, runAs);
       for (const h of hardening)
         logger.info(`hardening: ${h.ok ? 'ok ' : 'FAIL'} ${h.name}: ${h.detail}`);
 

@@ -3,6 +3,8 @@
  * run all build their argv here, so what is verified is exactly what the board runs.
  * Flags were checked against systemd 252 (see DESIGN.md).
  */
+import { runAsEnv, type RunAs } from '../service-user/passwd.js';
+import { RUN_AS_PATH } from '../service-user/run-as-elf.js';
 
 /** What one container may use (service.limits; see src/config/schema.ts). */
 export interface ContainerLimits {
@@ -38,8 +40,8 @@ export interface NspawnOptions {
   /** Extra binds, host:container, read-write. */
   binds?: readonly { host: string; container: string; readOnly?: boolean }[];
   env?: Readonly<Record<string, string>>;
-  /** Run the payload as this user (name or uid) inside the container. */
-  user?: string | number;
+  /** Start the command through lhc-run-as, which drops to these ids (service.user). */
+  runAs?: RunAs;
   workdir?: string;
   /** The hardening set the board uses: private network, no CAP_NET_ADMIN, no new privileges, user namespace. */
   harden?: boolean;
@@ -137,13 +139,14 @@ export function nspawnArgv(o: NspawnOptions): string[] {
     argv.push(`--bind=${o.dataDir}:${o.dataPath ?? '/data'}${o.userNamespace ? ':idmap' : ''}`);
   for (const b of o.binds ?? [])
     argv.push(`${b.readOnly ? '--bind-ro' : '--bind'}=${b.host}:${b.container}`);
-  for (const [k, v] of Object.entries(o.env ?? {}).sort(([a], [b]) => (a < b ? -1 : 1))) {
+  // HOME, USER and LOGNAME as --user would set them; the service's own env wins, as over User=.
+  const env = { ...(o.runAs ? runAsEnv(o.runAs) : {}), ...o.env };
+  for (const [k, v] of Object.entries(env).sort(([a], [b]) => (a < b ? -1 : 1))) {
     argv.push(`--setenv=${k}=${v}`);
   }
-  if (o.user !== undefined && String(o.user) !== '0' && o.user !== 'root')
-    argv.push(`--user=${o.user}`);
   if (o.workdir) argv.push(`--chdir=${o.workdir}`);
-  argv.push('--', ...o.command);
+  // Not --user=: nspawn would run getent inside the container and make a home directory there.
+  argv.push('--', ...(o.runAs ? [RUN_AS_PATH] : []), ...o.command);
   return argv;
 }
 
@@ -161,14 +164,14 @@ export function mountPoints(dataPath: string): string[] {
 /** Where the trace FIFO is bound inside the container (see src/trace/fifo.ts). */
 export const TRACE_MOUNT = '/lhc-trace';
 
-/** What the board runs: the service's command, env, user and workdir, on its root and data. */
+/** What the board runs: the service's command, env, ids and workdir, on its root and data. */
 export interface BoardRun {
   root: string;
   dataDir: string;
   dataPath: string;
   command: readonly string[];
   env?: Readonly<Record<string, string>>;
-  user?: string | number;
+  runAs?: RunAs;
   workdir?: string;
   /** The nspawn binary to name in argv[0] (a unit's ExecStart wants an absolute path). */
   nspawnPath?: string;
@@ -189,7 +192,7 @@ export function boardNspawnArgv(o: BoardRun): string[] {
     dataDir: o.dataDir,
     dataPath: o.dataPath,
     env: o.env,
-    user: o.user,
+    runAs: o.runAs,
     workdir: o.workdir,
   });
   if (o.nspawnPath) argv[0] = o.nspawnPath;

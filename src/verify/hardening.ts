@@ -11,6 +11,7 @@ import path from 'node:path';
 import type { HardeningCheck } from '../build-result.js';
 import type { Logger } from '../core/logger.js';
 import { run } from '../tools/exec.js';
+import type { RunAs } from '../service-user/passwd.js';
 import { SCRATCH_PATHS } from '../tools/nspawn.js';
 
 export interface MountEntry {
@@ -142,6 +143,52 @@ export function checkUidMap(uidMap: string): HardeningCheck {
   return { name, ok: true, detail: 'uid 0 is not mapped (root inside has no host identity)' };
 }
 
+/** A host id as the container sees it, through a uid_map or gid_map; undefined when unmapped. */
+export function insideId(map: string, hostId: number): number | undefined {
+  for (const line of map.split('\n')) {
+    const f = line.trim().split(/\s+/).map(Number);
+    if (f.length !== 3 || f.some((n) => !Number.isFinite(n))) continue;
+    const [inside, outside, count] = f as [number, number, number];
+    if (hostId >= outside && hostId < outside + count) return hostId - outside + inside;
+  }
+  return undefined;
+}
+
+/**
+ * The payload runs as service.user: real, effective, saved and file-system uid and gid, and the
+ * supplementary groups, as the container sees them (status shows host ids; the maps translate).
+ */
+export function checkUser(
+  status: string,
+  uidMap: string,
+  gidMap: string,
+  want: { name: string; uid: number; gid: number; groups: readonly number[] },
+): HardeningCheck {
+  const name = `payload runs as ${want.name} (uid ${want.uid}, gid ${want.gid})`;
+  const ids = (field: string, map: string) =>
+    (statusField(status, field) ?? '')
+      .split(/\s+/)
+      .filter(Boolean)
+      .map((v) => insideId(map, Number(v)));
+  const uids = ids('Uid', uidMap);
+  const gids = ids('Gid', gidMap);
+  const groups = ids('Groups', gidMap);
+  const show = (l: (number | undefined)[]) => l.map((v) => v ?? 'unmapped').join(' ');
+  const sameSet = (a: (number | undefined)[], b: readonly number[]) =>
+    a.length === new Set(b).size && a.every((g) => g !== undefined && b.includes(g));
+  const ok =
+    uids.length === 4 &&
+    uids.every((u) => u === want.uid) &&
+    gids.length === 4 &&
+    gids.every((g) => g === want.gid) &&
+    sameSet(groups, want.groups);
+  return {
+    name,
+    ok,
+    detail: `Uid: ${show(uids)}; Gid: ${show(gids)}; Groups: ${show(groups) || '(none)'}`,
+  };
+}
+
 export function interfaces(netDev: string): string[] {
   return netDev
     .split('\n')
@@ -183,17 +230,22 @@ export function checkRlimits(
   return { name, ok, detail: `open files ${show(files)}, processes ${show(procs)} (soft/hard)` };
 }
 
-/** Everything the payload's /proc says, as check rows; the rlimit row when limits are given. */
+/**
+ * Everything the payload's /proc says, as check rows; the rlimit row when limits are given, the
+ * user row when service.user's ids are.
+ */
 export async function inspectProcess(
   pid: number,
   dataPath: string,
   limits?: { nofile: number; tasks: number },
+  runAs?: RunAs,
 ): Promise<HardeningCheck[]> {
   const read = (f: string) => readFile(`/proc/${pid}/${f}`, 'utf8');
-  const [mountinfo, status, uidMap, netDev, rlimits] = await Promise.all([
+  const [mountinfo, status, uidMap, gidMap, netDev, rlimits] = await Promise.all([
     read('mountinfo'),
     read('status'),
     read('uid_map'),
+    read('gid_map'),
     read('net/dev'),
     read('limits'),
   ]);
@@ -206,6 +258,7 @@ export async function inspectProcess(
     checkCapabilities(status),
     checkUidMap(uidMap),
     ...(limits ? [checkRlimits(rlimits, limits)] : []),
+    ...(runAs ? [checkUser(status, uidMap, gidMap, runAs)] : []),
   ];
 }
 
