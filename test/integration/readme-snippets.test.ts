@@ -114,7 +114,7 @@ async function busyboxProject(opts: { withFixture: boolean }): Promise<string> {
 
 describe('README quick start for your own service', () => {
   it('every marked snippet is one this test builds', () => {
-    expect([...snippets.keys()].sort()).toEqual(['busybox-httpd']);
+    expect([...snippets.keys()].sort()).toEqual(['busybox-httpd', 'record-fixtures']);
   });
 
   it('busybox-httpd: a static busybox on a scratch base serves www/ and matches its fixture', async () => {
@@ -135,5 +135,36 @@ describe('README quick start for your own service', () => {
     expect(paths).toContain('/www/about.html');
     expect(paths).not.toContain('/bin/sh');
     expect(paths.filter((p) => p.startsWith('/lib') || p.startsWith('/etc'))).toEqual([]);
+  });
+
+  it('record-fixtures: the README lines record the missing fixture, commit it, and the next build verifies against it', async () => {
+    const s = snippet('record-fixtures');
+    expect(s.lang, `snippet record-fixtures (README.md:${s.line})`).toBe('sh');
+    const dir = await busyboxProject({ withFixture: false });
+    const { cacheDir } = await seededBuildCache();
+    // The README's `lhc` is the real CLI; git needs a committer on a bare test machine.
+    const prelude = `lhc() { ${[process.execPath, '--import', TSX, path.join(REPO, 'src/cli-entry.ts')].map((a) => `'${a}'`).join(' ')} "$@"; }\n`;
+    const r = await spawnIn(['bash', '-euo', 'pipefail', '-c', prelude + s.body], dir, {
+      ...process.env,
+      LHC_CACHE_DIR: cacheDir,
+      GIT_AUTHOR_NAME: 'lhc test',
+      GIT_AUTHOR_EMAIL: 'test@lhc.invalid',
+      GIT_COMMITTER_NAME: 'lhc test',
+      GIT_COMMITTER_EMAIL: 'test@lhc.invalid',
+    });
+    expect(r.code, r.stderr.slice(-4000)).toBe(0);
+    expect(readFileSync(path.join(dir, 'expected/index.html'), 'utf8')).toBe(PAGE);
+    expect(`${r.stdout}\n${r.stderr}`).toContain(
+      `fixture expected/index.html: new, ${PAGE.length} bytes written (probe 'index')`,
+    );
+    // `cat` showed the recorded page; the commit holds it; the second build wrote SHA256SUMS.
+    expect(r.stdout).toContain(PAGE);
+    const committed = execFileSync('git', ['-C', dir, 'show', '--name-only', '--format=', 'HEAD'], {
+      encoding: 'utf8',
+    });
+    expect(committed.split('\n')).toContain('expected/index.html');
+    expect(readFileSync(path.join(dir, 'out/SHA256SUMS'), 'utf8')).toContain(
+      'hello-httpd.squashfs',
+    );
   });
 });
