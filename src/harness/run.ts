@@ -15,6 +15,7 @@ import { registerCleanup } from '../core/cleanup.js';
 import { sleep } from '../core/wait.js';
 import { run, start, tail, type RunResult, type Started } from '../tools/exec.js';
 import { nspawnArgv } from '../tools/nspawn.js';
+import { containerIdentity, releaseMachineName } from './machine-name.js';
 import type { ProbeResponse } from './client.js';
 import { listening } from './listen.js';
 import { findPayloads } from './proc.js';
@@ -22,6 +23,8 @@ import { findPayloads } from './proc.js';
 /** Where one set of probe runs happens. */
 export interface RunTarget {
   root: string;
+  /** One machine name for every container of the run (see harness/machine-name.ts). */
+  identity?: { machineName: string; hostname: string };
   dataDir: string;
   readOnly: boolean;
   harden: boolean;
@@ -70,6 +73,7 @@ function containerArgv(config: LhcConfig, t: RunTarget, hook: RunHook | undefine
     ...(config.service.workdir ? { workdir: config.service.workdir } : {}),
     harden: t.harden,
     privateNetwork: true,
+    ...(t.identity ?? containerIdentity(t.root)),
   });
 }
 
@@ -241,5 +245,12 @@ async function runListening(config: LhcConfig, t: RunTarget, o: RunOptions): Pro
 
 /** Runs every probe against a root, the same way for the traced run and the self-check. */
 export async function runProbes(config: LhcConfig, t: RunTarget, o: RunOptions): Promise<ProbeRun> {
-  return config.service.listen !== undefined ? runListening(config, t, o) : runInetd(config, t, o);
+  const target = { ...t, identity: t.identity ?? containerIdentity(t.root) };
+  try {
+    return await (config.service.listen !== undefined
+      ? runListening(config, target, o)
+      : runInetd(config, target, o));
+  } finally {
+    await releaseMachineName(target.identity.machineName);
+  }
 }

@@ -20,6 +20,7 @@ import { UserError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { tail } from '../tools/exec.js';
 import { boardNspawnArgv, mountPoints } from '../tools/nspawn.js';
+import { containerIdentity, releaseMachineName } from '../harness/machine-name.js';
 import {
   createLimitCgroups,
   hasCgroupV1Limits,
@@ -161,6 +162,10 @@ async function teardown(state: RunState, image: string, logger: Logger): Promise
     if (r === undefined) throw new Error(`${state.service!.command} did not exit`);
     state.serviceStderr = r.stderr;
   });
+  if (state.identity) {
+    const name = state.identity.machineName;
+    await attempt('release machine name', () => releaseMachineName(name));
+  }
   const cgroups = state.limitCgroups;
   if (cgroups) await attempt('remove limit cgroups', () => removeLimitCgroups(cgroups, logger));
   await attempt('unmount data', () => unmount(state.dataDir, logger));
@@ -229,7 +234,7 @@ export async function verifyImage(options: VerifyOptions): Promise<VerifyOutcome
   const opts = { ...options, signal };
 
   const workDir = await mkdtemp(path.join(os.tmpdir(), 'lhc-verify-'));
-  // The directory name becomes the machine name (and hostname): use the service's name.
+  // The directory name becomes the hostname: use the service's name (see containerIdentity).
   const state: RunState = {
     workDir,
     rootDir: path.join(workDir, config.name),
@@ -237,6 +242,7 @@ export async function verifyImage(options: VerifyOptions): Promise<VerifyOutcome
     sockets: new Set(),
     payloads: [],
   };
+  state.identity = containerIdentity(state.rootDir);
   await mkdir(state.rootDir);
   await mkdir(state.dataDir);
   const cleanup = registerCleanup(`verify ${config.name} (${workDir})`, () =>
@@ -272,6 +278,7 @@ export async function verifyImage(options: VerifyOptions): Promise<VerifyOutcome
         user: config.service.user,
         workdir: config.service.workdir,
         limits: config.service.limits,
+        ...state.identity,
       });
       const argv = await withLimits(nspawn, state, config, logger);
       const svc = config.service.inetd
