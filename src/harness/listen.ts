@@ -26,13 +26,17 @@ export function listenerInodes(netTcp: string, port: number): string[] {
     .map((f) => f[9]!);
 }
 
-/** Socket inodes among the open files of `pid`, or undefined when its fd table is unreadable. */
+/**
+ * Socket inodes among the open files of `pid` (none once it has exited), or undefined when we
+ * may not read its fd table.
+ */
 export async function socketInodes(pid: number): Promise<Set<string> | undefined> {
   let fds: string[];
   try {
     fds = await readdir(`/proc/${pid}/fd`);
-  } catch {
-    return undefined;
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    return code === 'EACCES' || code === 'EPERM' ? undefined : new Set();
   }
   const out = new Set<string>();
   for (const fd of fds) {
@@ -44,7 +48,7 @@ export async function socketInodes(pid: number): Promise<Set<string> | undefined
 }
 
 /**
- * Whether one of `pids` holds the socket listening on `port` in this process's network
+ * Whether one of `pids` (never this process) holds the socket listening on `port` in this process's network
  * namespace: true, false, or undefined when no fd table can be read (a non-root caller and a
  * privileged listener). Another build's listener on the same port is not ours: a port picked
  * free can be taken by someone else before our listener binds it.
@@ -55,7 +59,9 @@ export async function holdsListener(
 ): Promise<boolean | undefined> {
   const tables = await readNetTcp('/proc/self');
   if (tables === undefined) return undefined;
-  const inodes = listenerInodes(tables, port);
+  // A child between fork and exec still shows this process's sockets: those are never its own.
+  const ours = (await socketInodes(process.pid)) ?? new Set<string>();
+  const inodes = listenerInodes(tables, port).filter((i) => !ours.has(i));
   let readable = false;
   for (const pid of pids) {
     const own = await socketInodes(pid);

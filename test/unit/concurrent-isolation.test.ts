@@ -126,10 +126,21 @@ describe('listener ownership', () => {
     const port = await listenIn(own);
     cleanups.push(() => new Promise<void>((r) => own.close(() => r())));
     const other = await foreignListener();
-    expect(await holdsListener([process.pid], port)).toBe(true);
+    const second = await foreignListener();
+    expect(await holdsListener([second.child.pid!], second.port)).toBe(true);
     // The port of another process answers, but it is not ours: the bug two builds hit.
-    expect(await holdsListener([process.pid], other.port)).toBe(false);
+    expect(await holdsListener([second.child.pid!], other.port)).toBe(false);
     expect(await holdsListener([other.child.pid!], other.port)).toBe(true);
-    expect(await holdsListener([other.child.pid!], port)).toBe(false);
+    // This process's own sockets never count (a child between fork and exec shows them too).
+    expect(await holdsListener([process.pid], port)).toBe(false);
+  });
+});
+
+describe('a listener that has exited', () => {
+  it("holds nothing (its port may now be anyone else's)", async () => {
+    const gone = spawn(process.execPath, ['-e', '0'], { stdio: 'ignore' });
+    await new Promise((r) => gone.once('exit', r));
+    const other = await foreignListener();
+    expect(await holdsListener([gone.pid!], other.port)).toBe(false);
   });
 });
