@@ -23,7 +23,7 @@ import { boardNspawnArgv, mountPoints } from '../tools/nspawn.js';
 import { containerIdentity, releaseMachineName } from '../harness/machine-name.js';
 import {
   createLimitCgroups,
-  hasCgroupV1Limits,
+  cgroupLayout,
   limitedArgv,
   removeLimitCgroups,
 } from '../harness/limits.js';
@@ -108,9 +108,10 @@ async function withLimits(
   logger: Logger,
 ): Promise<string[]> {
   const l = config.service.limits;
-  if (!hasCgroupV1Limits()) {
+  const layout = cgroupLayout();
+  if (layout.kind === 'none') {
     logger.warn(
-      'no cgroup v1 memory and pids controllers on this host: service.limits memory, tasks and cpu are not applied here (open files and processes per user are)',
+      `service.limits memory, tasks and cpu are not applied on this host (open files and processes per user are): ${layout.why}`,
     );
     return argv;
   }
