@@ -14,6 +14,7 @@ import type { Logger } from '../core/logger.js';
 import { run, start, tail, type RunResult, type Started } from '../tools/exec.js';
 import { descendants, processTable } from '../harness/proc.js';
 import { removeTree } from '../tools/remove-tree.js';
+import { createOwnDir } from '../core/build-dirs.js';
 import { waitFor } from '../core/wait.js';
 
 export interface BootOptions {
@@ -90,8 +91,10 @@ export class Board {
   bootSeconds = 0;
 
   static async boot(o: BootOptions): Promise<Board> {
+    // Removed whole at poweroff: only a directory lhc made (or found empty) may be.
+    await createOwnDir('board work dir', o.workDir);
     const root = path.join(o.workDir, 'root');
-    await mkdir(root, { recursive: true });
+    await mkdir(root);
     await run(['tar', '-xpf', o.tarball, '--numeric-owner', '-C', root], {
       privileged: true,
       logger: o.logger,
