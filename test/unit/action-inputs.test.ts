@@ -34,7 +34,7 @@ describe('action.yml and the action shell agree', () => {
     }
   });
 
-  it('defaults: cache, upload-artifacts and verify on, board off; lhc.yml', () => {
+  it('defaults: cache, upload-artifacts, verify and board on; lhc.yml', () => {
     expect(inputsFrom({})).toEqual({
       config: 'lhc.yml',
       outDir: undefined,
@@ -45,7 +45,7 @@ describe('action.yml and the action shell agree', () => {
       updateManifest: false,
       verify: true,
       force: false,
-      board: false,
+      board: true,
     });
   });
 
@@ -61,7 +61,7 @@ describe('action.yml and the action shell agree', () => {
         'update-manifest': 'true',
         verify: 'FALSE',
         force: 'true',
-        board: 'true',
+        board: 'false',
       }),
     ).toEqual({
       config: 'examples/gophermoon/lhc.yml',
@@ -73,7 +73,7 @@ describe('action.yml and the action shell agree', () => {
       updateManifest: true,
       verify: false,
       force: true,
-      board: true,
+      board: false,
     });
   });
 
