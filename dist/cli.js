@@ -27976,6 +27976,11 @@ var serviceSchema = external_exports.strictObject({
   workdir: absPath.optional(),
   inetd: external_exports.boolean().optional(),
   listen: port.optional(),
+  /**
+   * The daemon takes its listening socket from systemd (LISTEN_FDS, sd_listen_fds) instead of
+   * binding `listen` itself; the board then passes the socket straight into the container.
+   */
+  "socket-activation": external_exports.boolean().default(false),
   /** Seconds a traced or verified run may take before it is killed. */
   timeout: external_exports.number().positive().default(60),
   limits: limitsSchema.default(() => ({ ...DEFAULT_LIMITS })),
@@ -27996,6 +28001,12 @@ var serviceSchema = external_exports.strictObject({
       code: "custom",
       message: "set exactly one of inetd: true or listen: PORT",
       path: ["inetd"]
+    });
+  if (s3["socket-activation"] && s3.listen === void 0)
+    ctx.addIssue({
+      code: "custom",
+      message: "socket-activation passes a listening socket to the daemon: it needs listen: PORT (an inetd service already gets its connection on stdin)",
+      path: ["socket-activation"]
     });
   if (!s3.command[0].startsWith("/"))
     ctx.addIssue({
@@ -41165,6 +41176,9 @@ function ociConfig(o2, p2, ids, opts = {}) {
 import path23 from "node:path";
 var SOCKET_PROXYD = "/lib/systemd/systemd-socket-proxyd";
 var BASH = "/bin/bash";
+function proxied(s3) {
+  return s3.inetd !== true && s3["socket-activation"] !== true;
+}
 function proxyUnitName(name) {
   return `${name}-proxy.service`;
 }
@@ -41262,7 +41276,7 @@ function unitNspawnArgv(o2, p2) {
     nspawnPath: o2.nspawnPath ?? "/usr/bin/systemd-nspawn",
     limits: serviceLimits(o2)
   });
-  return o2.service.inetd ? argv : sharedNetworkArgv(argv);
+  return proxied(o2.service) ? sharedNetworkArgv(argv) : argv;
 }
 function serviceLimits(o2) {
   return o2.service.limits ?? DEFAULT_LIMITS;
@@ -41292,7 +41306,7 @@ Description=lhc ${o2.name}: ${inetd ? "one container per connection" : "listenin
 
 [Socket]
 ListenStream=${listenPort(o2.service)}
-` + (inetd ? "Accept=yes\n# Each connection costs a container start: bound how many run at once.\nMaxConnections=32\nMaxConnectionsPerSource=8\n" : "Accept=no\n" + listenSocketLines(o2.name)) + "\n[Install]\nWantedBy=sockets.target\n";
+` + (inetd ? "Accept=yes\n# Each connection costs a container start: bound how many run at once.\nMaxConnections=32\nMaxConnectionsPerSource=8\n" : "Accept=no\n" + (proxied(o2.service) ? listenSocketLines(o2.name) : "# The daemon takes this socket itself (LISTEN_FDS): nspawn passes it into the container.\n")) + "\n[Install]\nWantedBy=sockets.target\n";
 }
 function renderServiceUnit(o2, p2) {
   const inetd = o2.service.inetd === true;
@@ -41307,8 +41321,8 @@ After=${mountUnitNames(p2).join(" ")}
 ` + (inetd ? "CollectMode=inactive-or-failed\n" : "") + `
 [Service]
 ExecStart=${systemdExecLine(unitNspawnArgv(o2, p2))}
-` + (inetd ? "StandardInput=socket\nStandardOutput=socket\n" : listenServiceLines(o2.name)) + "# nspawn and QEMU messages go to the journal, never to the client.\nStandardError=journal\n# --keep-unit runs the container in this unit's cgroup, which nspawn must be allowed to manage.\nDelegate=yes\nKillMode=mixed\n" + successExitLine(o2) + limitLines(serviceLimits(o2)) + (timeout !== void 0 && inetd ? `RuntimeMaxSec=${Math.ceil(timeout)}
-` : "") + (inetd ? "" : "\n[Install]\nWantedBy=multi-user.target\n");
+` + (inetd ? "StandardInput=socket\nStandardOutput=socket\n" : proxied(o2.service) ? listenServiceLines(o2.name) : "# Started by the socket, whose listening socket nspawn hands to the daemon.\n") + "# nspawn and QEMU messages go to the journal, never to the client.\nStandardError=journal\n# --keep-unit runs the container in this unit's cgroup, which nspawn must be allowed to manage.\nDelegate=yes\nKillMode=mixed\n" + successExitLine(o2) + limitLines(serviceLimits(o2)) + (timeout !== void 0 && inetd ? `RuntimeMaxSec=${Math.ceil(timeout)}
+` : "") + (proxied(o2.service) ? "\n[Install]\nWantedBy=multi-user.target\n" : "");
 }
 function renderMountUnits(o2, p2) {
   const rootMount = HEADER(o2.name) + `[Unit]
@@ -41383,13 +41397,17 @@ mkfs.ext4 -q ${p2.dataSource}` : `mkfs.ext4 -q ${p2.dataSource}                 
 mount -o ${p2.dataIsLoopFile ? "loop," : ""}noexec,nosuid,nodev ${p2.dataSource} ${p2.dataMount}
 tar -xzpf ${o2.dataTemplateFile} --numeric-owner -C ${p2.dataMount}
 umount ${p2.dataMount}
-install -m 0644 'deploy/${rootUnit}' 'deploy/${dataUnit}' deploy/${o2.name}.socket deploy/${svc}${inetd ? "" : ` deploy/${proxyUnitName(o2.name)}`} /etc/systemd/system/
+install -m 0644 'deploy/${rootUnit}' 'deploy/${dataUnit}' deploy/${o2.name}.socket deploy/${svc}${proxied(o2.service) ? ` deploy/${proxyUnitName(o2.name)}` : ""} /etc/systemd/system/
 systemctl daemon-reload
 systemctl enable --now '${rootUnit}' '${dataUnit}' ${o2.name}.socket
 \`\`\`
 
 ${inetd ? `Each connection to port ${listenPort(o2.service)} starts one container (\`${o2.name}@<n>.service\`) with the
-connection on stdin/stdout` : `The first connection to port ${listenPort(o2.service)} starts \`${o2.name}-proxy.service\`, which starts the container
+connection on stdin/stdout` : !proxied(o2.service) ? `The first connection to port ${listenPort(o2.service)} starts the container (\`${svc}\`) and systemd hands
+it the listening socket (\`service.socket-activation: true\`: the daemon takes it from LISTEN_FDS).
+The container keeps a network namespace of its own (only \`lo\`, no route out); the socket, made
+on the board, is its only way in, and connections that arrive while it restarts (an upgrade)
+wait in the socket's queue` : `The first connection to port ${listenPort(o2.service)} starts \`${o2.name}-proxy.service\`, which starts the container
 (\`${svc}\`) and forwards each connection to the daemon's own port ${listenPort(o2.service)} inside it. The
 container's network namespace belongs to \`${svc}\` (\`PrivateNetwork=yes\`, only \`lo\`, no route out,
 so the service can reach nothing and nothing reaches it); the proxy (systemd-socket-proxyd)
@@ -41669,7 +41687,7 @@ async function writeDeployBundle(o2) {
     service: inetd ? `${o2.name}@.service` : `${o2.name}.service`,
     rootMount: `${systemdEscapePath(p2.rootMount)}.mount`,
     dataMount: `${systemdEscapePath(p2.dataMount)}.mount`,
-    ...inetd ? {} : { proxy: proxyUnitName(o2.name) }
+    ...proxied(o2.service) ? { proxy: proxyUnitName(o2.name) } : {}
   };
   const ids = ociUser(o2.runAs);
   const contents = {
@@ -41681,7 +41699,7 @@ async function writeDeployBundle(o2) {
     "oci/config.json": JSON.stringify(ociConfig(o2, p2, ids, { userNamespace: OCI_USER_NAMESPACE }), null, 2) + "\n",
     "README.md": renderReadme(o2, p2)
   };
-  if (!inetd)
+  if (proxied(o2.service))
     contents[proxyUnitName(o2.name)] = renderProxyUnit(
       o2.name,
       listenPort(o2.service),
@@ -41696,9 +41714,9 @@ async function writeDeployBundle(o2) {
     dataSource: p2.dataSource,
     dataIsLoopFile: p2.dataIsLoopFile,
     dataMount: p2.dataMount,
-    units: { ...units, extra: inetd ? [] : [proxyUnitName(o2.name)] },
+    units: { ...units, extra: proxied(o2.service) ? [proxyUnitName(o2.name)] : [] },
     nspawnPath: o2.nspawnPath ?? "/usr/bin/systemd-nspawn",
-    programs: inetd ? [] : PROXY_PROGRAMS
+    programs: proxied(o2.service) ? PROXY_PROGRAMS : []
   });
   await mkdir5(o2.outDir, { recursive: true });
   await stageOutput(
