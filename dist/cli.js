@@ -118,17 +118,17 @@ var require_visit = __commonJS({
     visit3.BREAK = BREAK;
     visit3.SKIP = SKIP;
     visit3.REMOVE = REMOVE;
-    function visit_(key, node2, visitor, path54) {
-      const ctrl = callVisitor(key, node2, visitor, path54);
+    function visit_(key, node2, visitor, path55) {
+      const ctrl = callVisitor(key, node2, visitor, path55);
       if (identity3.isNode(ctrl) || identity3.isPair(ctrl)) {
-        replaceNode(key, path54, ctrl);
-        return visit_(key, ctrl, visitor, path54);
+        replaceNode(key, path55, ctrl);
+        return visit_(key, ctrl, visitor, path55);
       }
       if (typeof ctrl !== "symbol") {
         if (identity3.isCollection(node2)) {
-          path54 = Object.freeze(path54.concat(node2));
+          path55 = Object.freeze(path55.concat(node2));
           for (let i2 = 0; i2 < node2.items.length; ++i2) {
-            const ci2 = visit_(i2, node2.items[i2], visitor, path54);
+            const ci2 = visit_(i2, node2.items[i2], visitor, path55);
             if (typeof ci2 === "number")
               i2 = ci2 - 1;
             else if (ci2 === BREAK)
@@ -139,13 +139,13 @@ var require_visit = __commonJS({
             }
           }
         } else if (identity3.isPair(node2)) {
-          path54 = Object.freeze(path54.concat(node2));
-          const ck = visit_("key", node2.key, visitor, path54);
+          path55 = Object.freeze(path55.concat(node2));
+          const ck = visit_("key", node2.key, visitor, path55);
           if (ck === BREAK)
             return BREAK;
           else if (ck === REMOVE)
             node2.key = null;
-          const cv = visit_("value", node2.value, visitor, path54);
+          const cv = visit_("value", node2.value, visitor, path55);
           if (cv === BREAK)
             return BREAK;
           else if (cv === REMOVE)
@@ -166,17 +166,17 @@ var require_visit = __commonJS({
     visitAsync.BREAK = BREAK;
     visitAsync.SKIP = SKIP;
     visitAsync.REMOVE = REMOVE;
-    async function visitAsync_(key, node2, visitor, path54) {
-      const ctrl = await callVisitor(key, node2, visitor, path54);
+    async function visitAsync_(key, node2, visitor, path55) {
+      const ctrl = await callVisitor(key, node2, visitor, path55);
       if (identity3.isNode(ctrl) || identity3.isPair(ctrl)) {
-        replaceNode(key, path54, ctrl);
-        return visitAsync_(key, ctrl, visitor, path54);
+        replaceNode(key, path55, ctrl);
+        return visitAsync_(key, ctrl, visitor, path55);
       }
       if (typeof ctrl !== "symbol") {
         if (identity3.isCollection(node2)) {
-          path54 = Object.freeze(path54.concat(node2));
+          path55 = Object.freeze(path55.concat(node2));
           for (let i2 = 0; i2 < node2.items.length; ++i2) {
-            const ci2 = await visitAsync_(i2, node2.items[i2], visitor, path54);
+            const ci2 = await visitAsync_(i2, node2.items[i2], visitor, path55);
             if (typeof ci2 === "number")
               i2 = ci2 - 1;
             else if (ci2 === BREAK)
@@ -187,13 +187,13 @@ var require_visit = __commonJS({
             }
           }
         } else if (identity3.isPair(node2)) {
-          path54 = Object.freeze(path54.concat(node2));
-          const ck = await visitAsync_("key", node2.key, visitor, path54);
+          path55 = Object.freeze(path55.concat(node2));
+          const ck = await visitAsync_("key", node2.key, visitor, path55);
           if (ck === BREAK)
             return BREAK;
           else if (ck === REMOVE)
             node2.key = null;
-          const cv = await visitAsync_("value", node2.value, visitor, path54);
+          const cv = await visitAsync_("value", node2.value, visitor, path55);
           if (cv === BREAK)
             return BREAK;
           else if (cv === REMOVE)
@@ -220,23 +220,23 @@ var require_visit = __commonJS({
       }
       return visitor;
     }
-    function callVisitor(key, node2, visitor, path54) {
+    function callVisitor(key, node2, visitor, path55) {
       if (typeof visitor === "function")
-        return visitor(key, node2, path54);
+        return visitor(key, node2, path55);
       if (identity3.isMap(node2))
-        return visitor.Map?.(key, node2, path54);
+        return visitor.Map?.(key, node2, path55);
       if (identity3.isSeq(node2))
-        return visitor.Seq?.(key, node2, path54);
+        return visitor.Seq?.(key, node2, path55);
       if (identity3.isPair(node2))
-        return visitor.Pair?.(key, node2, path54);
+        return visitor.Pair?.(key, node2, path55);
       if (identity3.isScalar(node2))
-        return visitor.Scalar?.(key, node2, path54);
+        return visitor.Scalar?.(key, node2, path55);
       if (identity3.isAlias(node2))
-        return visitor.Alias?.(key, node2, path54);
+        return visitor.Alias?.(key, node2, path55);
       return void 0;
     }
-    function replaceNode(key, path54, node2) {
-      const parent = path54[path54.length - 1];
+    function replaceNode(key, path55, node2) {
+      const parent = path55[path55.length - 1];
       if (identity3.isCollection(parent)) {
         parent.items[key] = node2;
       } else if (identity3.isPair(parent)) {
@@ -848,10 +848,10 @@ var require_Collection = __commonJS({
     var createNode = require_createNode();
     var identity3 = require_identity();
     var Node = require_Node();
-    function collectionFromPath(schema, path54, value) {
+    function collectionFromPath(schema, path55, value) {
       let v2 = value;
-      for (let i2 = path54.length - 1; i2 >= 0; --i2) {
-        const k2 = path54[i2];
+      for (let i2 = path55.length - 1; i2 >= 0; --i2) {
+        const k2 = path55[i2];
         if (typeof k2 === "number" && Number.isInteger(k2) && k2 >= 0) {
           const a2 = [];
           a2[k2] = v2;
@@ -870,7 +870,7 @@ var require_Collection = __commonJS({
         sourceObjects: /* @__PURE__ */ new Map()
       });
     }
-    var isEmptyPath = (path54) => path54 == null || typeof path54 === "object" && !!path54[Symbol.iterator]().next().done;
+    var isEmptyPath = (path55) => path55 == null || typeof path55 === "object" && !!path55[Symbol.iterator]().next().done;
     var Collection = class extends Node.NodeBase {
       constructor(type, schema) {
         super(type);
@@ -900,11 +900,11 @@ var require_Collection = __commonJS({
        * be a Pair instance or a `{ key, value }` object, which may not have a key
        * that already exists in the map.
        */
-      addIn(path54, value) {
-        if (isEmptyPath(path54))
+      addIn(path55, value) {
+        if (isEmptyPath(path55))
           this.add(value);
         else {
-          const [key, ...rest] = path54;
+          const [key, ...rest] = path55;
           const node2 = this.get(key, true);
           if (identity3.isCollection(node2))
             node2.addIn(rest, value);
@@ -918,8 +918,8 @@ var require_Collection = __commonJS({
        * Removes a value from the collection.
        * @returns `true` if the item was found and removed.
        */
-      deleteIn(path54) {
-        const [key, ...rest] = path54;
+      deleteIn(path55) {
+        const [key, ...rest] = path55;
         if (rest.length === 0)
           return this.delete(key);
         const node2 = this.get(key, true);
@@ -933,8 +933,8 @@ var require_Collection = __commonJS({
        * scalar values from their surrounding node; to disable set `keepScalar` to
        * `true` (collections are always returned intact).
        */
-      getIn(path54, keepScalar) {
-        const [key, ...rest] = path54;
+      getIn(path55, keepScalar) {
+        const [key, ...rest] = path55;
         const node2 = this.get(key, true);
         if (rest.length === 0)
           return !keepScalar && identity3.isScalar(node2) ? node2.value : node2;
@@ -952,8 +952,8 @@ var require_Collection = __commonJS({
       /**
        * Checks if the collection includes a value with the key `key`.
        */
-      hasIn(path54) {
-        const [key, ...rest] = path54;
+      hasIn(path55) {
+        const [key, ...rest] = path55;
         if (rest.length === 0)
           return this.has(key);
         const node2 = this.get(key, true);
@@ -963,8 +963,8 @@ var require_Collection = __commonJS({
        * Sets a value in this collection. For `!!set`, `value` needs to be a
        * boolean to add/remove the item from the set.
        */
-      setIn(path54, value) {
-        const [key, ...rest] = path54;
+      setIn(path55, value) {
+        const [key, ...rest] = path55;
         if (rest.length === 0) {
           this.set(key, value);
         } else {
@@ -3479,9 +3479,9 @@ var require_Document = __commonJS({
           this.contents.add(value);
       }
       /** Adds a value to the document. */
-      addIn(path54, value) {
+      addIn(path55, value) {
         if (assertCollection(this.contents))
-          this.contents.addIn(path54, value);
+          this.contents.addIn(path55, value);
       }
       /**
        * Create a new `Alias` node, ensuring that the target `node` has the required anchor.
@@ -3556,14 +3556,14 @@ var require_Document = __commonJS({
        * Removes a value from the document.
        * @returns `true` if the item was found and removed.
        */
-      deleteIn(path54) {
-        if (Collection.isEmptyPath(path54)) {
+      deleteIn(path55) {
+        if (Collection.isEmptyPath(path55)) {
           if (this.contents == null)
             return false;
           this.contents = null;
           return true;
         }
-        return assertCollection(this.contents) ? this.contents.deleteIn(path54) : false;
+        return assertCollection(this.contents) ? this.contents.deleteIn(path55) : false;
       }
       /**
        * Returns item at `key`, or `undefined` if not found. By default unwraps
@@ -3578,10 +3578,10 @@ var require_Document = __commonJS({
        * scalar values from their surrounding node; to disable set `keepScalar` to
        * `true` (collections are always returned intact).
        */
-      getIn(path54, keepScalar) {
-        if (Collection.isEmptyPath(path54))
+      getIn(path55, keepScalar) {
+        if (Collection.isEmptyPath(path55))
           return !keepScalar && identity3.isScalar(this.contents) ? this.contents.value : this.contents;
-        return identity3.isCollection(this.contents) ? this.contents.getIn(path54, keepScalar) : void 0;
+        return identity3.isCollection(this.contents) ? this.contents.getIn(path55, keepScalar) : void 0;
       }
       /**
        * Checks if the document includes a value with the key `key`.
@@ -3592,10 +3592,10 @@ var require_Document = __commonJS({
       /**
        * Checks if the document includes a value at `path`.
        */
-      hasIn(path54) {
-        if (Collection.isEmptyPath(path54))
+      hasIn(path55) {
+        if (Collection.isEmptyPath(path55))
           return this.contents !== void 0;
-        return identity3.isCollection(this.contents) ? this.contents.hasIn(path54) : false;
+        return identity3.isCollection(this.contents) ? this.contents.hasIn(path55) : false;
       }
       /**
        * Sets a value in this document. For `!!set`, `value` needs to be a
@@ -3612,13 +3612,13 @@ var require_Document = __commonJS({
        * Sets a value in this document. For `!!set`, `value` needs to be a
        * boolean to add/remove the item from the set.
        */
-      setIn(path54, value) {
-        if (Collection.isEmptyPath(path54)) {
+      setIn(path55, value) {
+        if (Collection.isEmptyPath(path55)) {
           this.contents = value;
         } else if (this.contents == null) {
-          this.contents = Collection.collectionFromPath(this.schema, Array.from(path54), value);
+          this.contents = Collection.collectionFromPath(this.schema, Array.from(path55), value);
         } else if (assertCollection(this.contents)) {
-          this.contents.setIn(path54, value);
+          this.contents.setIn(path55, value);
         }
       }
       /**
@@ -5579,9 +5579,9 @@ var require_cst_visit = __commonJS({
     visit3.BREAK = BREAK;
     visit3.SKIP = SKIP;
     visit3.REMOVE = REMOVE;
-    visit3.itemAtPath = (cst, path54) => {
+    visit3.itemAtPath = (cst, path55) => {
       let item = cst;
-      for (const [field2, index] of path54) {
+      for (const [field2, index] of path55) {
         const tok = item?.[field2];
         if (tok && "items" in tok) {
           item = tok.items[index];
@@ -5590,23 +5590,23 @@ var require_cst_visit = __commonJS({
       }
       return item;
     };
-    visit3.parentCollection = (cst, path54) => {
-      const parent = visit3.itemAtPath(cst, path54.slice(0, -1));
-      const field2 = path54[path54.length - 1][0];
+    visit3.parentCollection = (cst, path55) => {
+      const parent = visit3.itemAtPath(cst, path55.slice(0, -1));
+      const field2 = path55[path55.length - 1][0];
       const coll = parent?.[field2];
       if (coll && "items" in coll)
         return coll;
       throw new Error("Parent collection not found");
     };
-    function _visit(path54, item, visitor) {
-      let ctrl = visitor(item, path54);
+    function _visit(path55, item, visitor) {
+      let ctrl = visitor(item, path55);
       if (typeof ctrl === "symbol")
         return ctrl;
       for (const field2 of ["key", "value"]) {
         const token = item[field2];
         if (token && "items" in token) {
           for (let i2 = 0; i2 < token.items.length; ++i2) {
-            const ci2 = _visit(Object.freeze(path54.concat([[field2, i2]])), token.items[i2], visitor);
+            const ci2 = _visit(Object.freeze(path55.concat([[field2, i2]])), token.items[i2], visitor);
             if (typeof ci2 === "number")
               i2 = ci2 - 1;
             else if (ci2 === BREAK)
@@ -5617,10 +5617,10 @@ var require_cst_visit = __commonJS({
             }
           }
           if (typeof ctrl === "function" && field2 === "key")
-            ctrl = ctrl(item, path54);
+            ctrl = ctrl(item, path55);
         }
       }
-      return typeof ctrl === "function" ? ctrl(item, path54) : ctrl;
+      return typeof ctrl === "function" ? ctrl(item, path55) : ctrl;
     }
     exports.visit = visit3;
   }
@@ -7377,7 +7377,7 @@ var require_windows = __commonJS({
     module.exports = isexe;
     isexe.sync = sync;
     var fs2 = __require("fs");
-    function checkPathExt(path54, options) {
+    function checkPathExt(path55, options) {
       var pathext = options.pathExt !== void 0 ? options.pathExt : process.env.PATHEXT;
       if (!pathext) {
         return true;
@@ -7388,25 +7388,25 @@ var require_windows = __commonJS({
       }
       for (var i2 = 0; i2 < pathext.length; i2++) {
         var p2 = pathext[i2].toLowerCase();
-        if (p2 && path54.substr(-p2.length).toLowerCase() === p2) {
+        if (p2 && path55.substr(-p2.length).toLowerCase() === p2) {
           return true;
         }
       }
       return false;
     }
-    function checkStat(stat12, path54, options) {
+    function checkStat(stat12, path55, options) {
       if (!stat12.isSymbolicLink() && !stat12.isFile()) {
         return false;
       }
-      return checkPathExt(path54, options);
+      return checkPathExt(path55, options);
     }
-    function isexe(path54, options, cb) {
-      fs2.stat(path54, function(er2, stat12) {
-        cb(er2, er2 ? false : checkStat(stat12, path54, options));
+    function isexe(path55, options, cb) {
+      fs2.stat(path55, function(er2, stat12) {
+        cb(er2, er2 ? false : checkStat(stat12, path55, options));
       });
     }
-    function sync(path54, options) {
-      return checkStat(fs2.statSync(path54), path54, options);
+    function sync(path55, options) {
+      return checkStat(fs2.statSync(path55), path55, options);
     }
   }
 });
@@ -7417,13 +7417,13 @@ var require_mode = __commonJS({
     module.exports = isexe;
     isexe.sync = sync;
     var fs2 = __require("fs");
-    function isexe(path54, options, cb) {
-      fs2.stat(path54, function(er2, stat12) {
+    function isexe(path55, options, cb) {
+      fs2.stat(path55, function(er2, stat12) {
         cb(er2, er2 ? false : checkStat(stat12, options));
       });
     }
-    function sync(path54, options) {
-      return checkStat(fs2.statSync(path54), options);
+    function sync(path55, options) {
+      return checkStat(fs2.statSync(path55), options);
     }
     function checkStat(stat12, options) {
       return stat12.isFile() && checkMode(stat12, options);
@@ -7456,7 +7456,7 @@ var require_isexe = __commonJS({
     }
     module.exports = isexe;
     isexe.sync = sync;
-    function isexe(path54, options, cb) {
+    function isexe(path55, options, cb) {
       if (typeof options === "function") {
         cb = options;
         options = {};
@@ -7466,7 +7466,7 @@ var require_isexe = __commonJS({
           throw new TypeError("callback not provided");
         }
         return new Promise(function(resolve, reject) {
-          isexe(path54, options || {}, function(er2, is2) {
+          isexe(path55, options || {}, function(er2, is2) {
             if (er2) {
               reject(er2);
             } else {
@@ -7475,7 +7475,7 @@ var require_isexe = __commonJS({
           });
         });
       }
-      core(path54, options || {}, function(er2, is2) {
+      core(path55, options || {}, function(er2, is2) {
         if (er2) {
           if (er2.code === "EACCES" || options && options.ignoreErrors) {
             er2 = null;
@@ -7485,9 +7485,9 @@ var require_isexe = __commonJS({
         cb(er2, is2);
       });
     }
-    function sync(path54, options) {
+    function sync(path55, options) {
       try {
-        return core.sync(path54, options || {});
+        return core.sync(path55, options || {});
       } catch (er2) {
         if (options && options.ignoreErrors || er2.code === "EACCES") {
           return false;
@@ -7503,7 +7503,7 @@ var require_isexe = __commonJS({
 var require_which = __commonJS({
   "node_modules/which/which.js"(exports, module) {
     var isWindows = process.platform === "win32" || process.env.OSTYPE === "cygwin" || process.env.OSTYPE === "msys";
-    var path54 = __require("path");
+    var path55 = __require("path");
     var COLON = isWindows ? ";" : ":";
     var isexe = require_isexe();
     var getNotFoundError = (cmd) => Object.assign(new Error(`not found: ${cmd}`), { code: "ENOENT" });
@@ -7541,7 +7541,7 @@ var require_which = __commonJS({
           return opt.all && found.length ? resolve(found) : reject(getNotFoundError(cmd));
         const ppRaw = pathEnv[i2];
         const pathPart = /^".*"$/.test(ppRaw) ? ppRaw.slice(1, -1) : ppRaw;
-        const pCmd = path54.join(pathPart, cmd);
+        const pCmd = path55.join(pathPart, cmd);
         const p2 = !pathPart && /^\.[\\\/]/.test(cmd) ? cmd.slice(0, 2) + pCmd : pCmd;
         resolve(subStep(p2, i2, 0));
       });
@@ -7568,7 +7568,7 @@ var require_which = __commonJS({
       for (let i2 = 0; i2 < pathEnv.length; i2++) {
         const ppRaw = pathEnv[i2];
         const pathPart = /^".*"$/.test(ppRaw) ? ppRaw.slice(1, -1) : ppRaw;
-        const pCmd = path54.join(pathPart, cmd);
+        const pCmd = path55.join(pathPart, cmd);
         const p2 = !pathPart && /^\.[\\\/]/.test(cmd) ? cmd.slice(0, 2) + pCmd : pCmd;
         for (let j2 = 0; j2 < pathExt.length; j2++) {
           const cur = p2 + pathExt[j2];
@@ -7616,7 +7616,7 @@ var require_path_key = __commonJS({
 var require_resolveCommand = __commonJS({
   "node_modules/cross-spawn/lib/util/resolveCommand.js"(exports, module) {
     "use strict";
-    var path54 = __require("path");
+    var path55 = __require("path");
     var which = require_which();
     var getPathKey = require_path_key();
     function resolveCommandAttempt(parsed, withoutPathExt) {
@@ -7634,7 +7634,7 @@ var require_resolveCommand = __commonJS({
       try {
         resolved = which.sync(parsed.command, {
           path: env[getPathKey({ env })],
-          pathExt: withoutPathExt ? path54.delimiter : void 0
+          pathExt: withoutPathExt ? path55.delimiter : void 0
         });
       } catch (e) {
       } finally {
@@ -7643,7 +7643,7 @@ var require_resolveCommand = __commonJS({
         }
       }
       if (resolved) {
-        resolved = path54.resolve(hasCustomCwd ? parsed.options.cwd : "", resolved);
+        resolved = path55.resolve(hasCustomCwd ? parsed.options.cwd : "", resolved);
       }
       return resolved;
     }
@@ -7697,8 +7697,8 @@ var require_shebang_command = __commonJS({
       if (!match) {
         return null;
       }
-      const [path54, argument] = match[0].replace(/#! ?/, "").split(" ");
-      const binary = path54.split("/").pop();
+      const [path55, argument] = match[0].replace(/#! ?/, "").split(" ");
+      const binary = path55.split("/").pop();
       if (binary === "env") {
         return argument;
       }
@@ -7733,7 +7733,7 @@ var require_readShebang = __commonJS({
 var require_parse = __commonJS({
   "node_modules/cross-spawn/lib/parse.js"(exports, module) {
     "use strict";
-    var path54 = __require("path");
+    var path55 = __require("path");
     var resolveCommand = require_resolveCommand();
     var escape = require_escape();
     var readShebang = require_readShebang();
@@ -7758,7 +7758,7 @@ var require_parse = __commonJS({
       const needsShell = !isExecutableRegExp.test(commandFile);
       if (parsed.options.forceShell || needsShell) {
         const needsDoubleEscapeMetaChars = isCmdShimRegExp.test(commandFile);
-        parsed.command = path54.normalize(parsed.command);
+        parsed.command = path55.normalize(parsed.command);
         parsed.command = escape.command(parsed.command);
         parsed.args = parsed.args.map((arg) => escape.argument(arg, needsDoubleEscapeMetaChars));
         const shellCommand = [parsed.command].concat(parsed.args).join(" ");
@@ -8958,10 +8958,10 @@ function mergeDefs(...defs) {
 function cloneDef(schema) {
   return mergeDefs(schema._zod.def);
 }
-function getElementAtPath(obj, path54) {
-  if (!path54)
+function getElementAtPath(obj, path55) {
+  if (!path55)
     return obj;
-  return path54.reduce((acc, key) => acc?.[key], obj);
+  return path55.reduce((acc, key) => acc?.[key], obj);
 }
 function promiseAllObject(promisesObj) {
   const keys = Object.keys(promisesObj);
@@ -9301,11 +9301,11 @@ function explicitlyAborted(x, startIndex = 0) {
   }
   return false;
 }
-function prefixIssues(path54, issues) {
+function prefixIssues(path55, issues) {
   return issues.map((iss) => {
     var _a3;
     (_a3 = iss).path ?? (_a3.path = []);
-    iss.path.unshift(path54);
+    iss.path.unshift(path55);
     return iss;
   });
 }
@@ -9767,16 +9767,16 @@ function flattenError(error62, mapper = (issue2) => issue2.message) {
 }
 function formatError(error62, mapper = (issue2) => issue2.message) {
   const fieldErrors = { _errors: [] };
-  const processError = (error63, path54 = []) => {
+  const processError = (error63, path55 = []) => {
     for (const issue2 of error63.issues) {
       if (issue2.code === "invalid_union" && issue2.errors.length) {
-        issue2.errors.map((issues) => processError({ issues }, [...path54, ...issue2.path]));
+        issue2.errors.map((issues) => processError({ issues }, [...path55, ...issue2.path]));
       } else if (issue2.code === "invalid_key") {
-        processError({ issues: issue2.issues }, [...path54, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path55, ...issue2.path]);
       } else if (issue2.code === "invalid_element") {
-        processError({ issues: issue2.issues }, [...path54, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path55, ...issue2.path]);
       } else {
-        const fullpath = [...path54, ...issue2.path];
+        const fullpath = [...path55, ...issue2.path];
         if (fullpath.length === 0) {
           fieldErrors._errors.push(mapper(issue2));
         } else {
@@ -9815,17 +9815,17 @@ function formatError(error62, mapper = (issue2) => issue2.message) {
 }
 function treeifyError(error62, mapper = (issue2) => issue2.message) {
   const result = { errors: [] };
-  const processError = (error63, path54 = []) => {
+  const processError = (error63, path55 = []) => {
     var _a3;
     for (const issue2 of error63.issues) {
       if (issue2.code === "invalid_union" && issue2.errors.length) {
-        issue2.errors.map((issues) => processError({ issues }, [...path54, ...issue2.path]));
+        issue2.errors.map((issues) => processError({ issues }, [...path55, ...issue2.path]));
       } else if (issue2.code === "invalid_key") {
-        processError({ issues: issue2.issues }, [...path54, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path55, ...issue2.path]);
       } else if (issue2.code === "invalid_element") {
-        processError({ issues: issue2.issues }, [...path54, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path55, ...issue2.path]);
       } else {
-        const fullpath = [...path54, ...issue2.path];
+        const fullpath = [...path55, ...issue2.path];
         if (fullpath.length === 0) {
           result.errors.push(mapper(issue2));
           continue;
@@ -9864,8 +9864,8 @@ function treeifyError(error62, mapper = (issue2) => issue2.message) {
 }
 function toDotPath(_path) {
   const segs = [];
-  const path54 = _path.map((seg) => typeof seg === "object" ? seg.key : seg);
-  for (const seg of path54) {
+  const path55 = _path.map((seg) => typeof seg === "object" ? seg.key : seg);
+  for (const seg of path55) {
     if (typeof seg === "number")
       segs.push(`[${seg}]`);
     else if (typeof seg === "symbol")
@@ -27003,13 +27003,13 @@ function resolveRef(ref, ctx) {
   if (!ref.startsWith("#")) {
     throw new Error("External $ref is not supported, only local refs (#/...) are allowed");
   }
-  const path54 = ref.slice(1).split("/").filter(Boolean);
-  if (path54.length === 0) {
+  const path55 = ref.slice(1).split("/").filter(Boolean);
+  if (path55.length === 0) {
     return ctx.rootSchema;
   }
   const defsKey = ctx.version === "draft-2020-12" ? "$defs" : "definitions";
-  if (path54[0] === defsKey) {
-    const key = path54[1] === void 0 ? void 0 : decodeJSONPointerSegment(path54[1]);
+  if (path55[0] === defsKey) {
+    const key = path55[1] === void 0 ? void 0 : decodeJSONPointerSegment(path55[1]);
     if (!key || !ctx.defs[key]) {
       throw new Error(`Reference not found: ${ref}`);
     }
@@ -27976,6 +27976,11 @@ var serviceSchema = external_exports.strictObject({
   workdir: absPath.optional(),
   inetd: external_exports.boolean().optional(),
   listen: port.optional(),
+  /**
+   * The daemon takes its listening socket from systemd (LISTEN_FDS, sd_listen_fds) instead of
+   * binding `listen` itself; the board then passes the socket straight into the container.
+   */
+  "socket-activation": external_exports.boolean().default(false),
   /** Seconds a traced or verified run may take before it is killed. */
   timeout: external_exports.number().positive().default(60),
   limits: limitsSchema.default(() => ({ ...DEFAULT_LIMITS })),
@@ -27996,6 +28001,12 @@ var serviceSchema = external_exports.strictObject({
       code: "custom",
       message: "set exactly one of inetd: true or listen: PORT",
       path: ["inetd"]
+    });
+  if (s3["socket-activation"] && s3.listen === void 0)
+    ctx.addIssue({
+      code: "custom",
+      message: "socket-activation passes a listening socket to the daemon: it needs listen: PORT (an inetd service already gets its connection on stdin)",
+      path: ["socket-activation"]
     });
   if (!s3.command[0].startsWith("/"))
     ctx.addIssue({
@@ -28308,7 +28319,7 @@ function resolveConfig(raw, file2) {
 // src/pipeline.ts
 import { mkdtemp as mkdtemp8 } from "node:fs/promises";
 import os10 from "node:os";
-import path46 from "node:path";
+import path47 from "node:path";
 
 // src/config/check-files.ts
 var RECORD_FIXTURES_HINT = "record it from the traced run with `lhc build --update-fixtures` (action input update-fixtures: true)";
@@ -28510,6 +28521,44 @@ function workDirRemovals(workDir, claim2) {
   if (claim2 === void 0 || claim2.created) return [workDir];
   return [...WORK_DIR_ENTRIES, WORK_MARKER].map((n2) => path5.join(workDir, n2));
 }
+async function createOwnDir(what, dir) {
+  const abs = path5.resolve(dir);
+  const real = await realish(abs);
+  for (const p2 of /* @__PURE__ */ new Set([abs, real])) {
+    const why = systemDirProblem(p2);
+    if (why) throw new UserError(`${what} ${abs}: refused, ${why}`, { exitCode: 2 });
+  }
+  await mkdir(path5.dirname(abs), { recursive: true });
+  try {
+    await mkdir(abs);
+    return abs;
+  } catch (e) {
+    if (e.code !== "EEXIST") throw e;
+  }
+  const st2 = await lstat3(abs);
+  if (!st2.isDirectory())
+    throw new UserError(`${what} ${abs}: refused, it exists and is not a directory`, {
+      exitCode: 2
+    });
+  const entries = await readdir(abs);
+  if (entries.length > 0)
+    throw new UserError(
+      `${what} ${abs}: refused, it already holds ${entries.slice(0, 5).join(", ")}${entries.length > 5 ? ", ..." : ""}, which lhc did not write and would remove afterwards: choose a new or empty directory`,
+      { exitCode: 2 }
+    );
+  return abs;
+}
+async function checkOutputFileTarget(what, file2) {
+  const abs = path5.resolve(file2);
+  const dir = path5.dirname(abs);
+  const real = await realish(dir);
+  for (const p2 of /* @__PURE__ */ new Set([dir, real])) {
+    const why = systemDirProblem(p2);
+    if (why)
+      throw new UserError(`${what} ${abs}: refused, its directory ${p2}: ${why}`, { exitCode: 2 });
+  }
+  return abs;
+}
 
 // src/core/cleanup.ts
 var pending = [];
@@ -28543,7 +28592,7 @@ async function runCleanups() {
 
 // src/manifest/diff.ts
 import { existsSync as existsSync3 } from "node:fs";
-import { readFile, writeFile } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
 
 // src/manifest/manifest.ts
 import { lstat as lstat4, readdir as readdir3, readlink as readlink2 } from "node:fs/promises";
@@ -29199,7 +29248,11 @@ async function readManifest(file2) {
   }
   return parseManifest(text, file2);
 }
-async function checkManifestLock(newManifest, lockFile, update) {
+async function writeLock(lockFile, m2, logger) {
+  const abs = await checkOutputFileTarget("--manifest-lock", lockFile);
+  await writeOutputFile(abs, serializeManifest(m2), { logger });
+}
+async function checkManifestLock(newManifest, lockFile, update, logger) {
   const counts = `${newManifest.image.length} image paths, ${newManifest.data.entries.length} data paths`;
   if (!existsSync3(lockFile)) {
     if (!update)
@@ -29209,7 +29262,7 @@ async function checkManifestLock(newManifest, lockFile, update) {
         diffText: `manifest lock ${lockFile} does not exist (the built manifest has ${counts})
 `
       };
-    await writeFile(lockFile, serializeManifest(newManifest));
+    await writeLock(lockFile, newManifest, logger);
     return {
       changed: true,
       updated: true,
@@ -29221,7 +29274,7 @@ async function checkManifestLock(newManifest, lockFile, update) {
   const d = diffManifests(lock, newManifest);
   if (d.equal) return { changed: false, updated: false, diffText: "" };
   const diffText = formatDiff(d, { old: lockFile, new: "this build" });
-  if (update) await writeFile(lockFile, serializeManifest(newManifest));
+  if (update) await writeLock(lockFile, newManifest, logger);
   return { changed: true, updated: update, diffText };
 }
 
@@ -34115,13 +34168,13 @@ var logOutputSync = ({ serializedResult, fdNumber: fdNumber2, state, verboseInfo
   }
 };
 var writeToFiles = (serializedResult, stdioItems, outputFiles) => {
-  for (const { path: path54, append } of stdioItems.filter(({ type }) => FILE_TYPES.has(type))) {
-    const pathString2 = typeof path54 === "string" ? path54 : path54.toString();
+  for (const { path: path55, append } of stdioItems.filter(({ type }) => FILE_TYPES.has(type))) {
+    const pathString2 = typeof path55 === "string" ? path55 : path55.toString();
     if (append || outputFiles.has(pathString2)) {
-      appendFileSync(path54, serializedResult);
+      appendFileSync(path55, serializedResult);
     } else {
       outputFiles.add(pathString2);
-      writeFileSync(path54, serializedResult);
+      writeFileSync(path55, serializedResult);
     }
   }
 };
@@ -37041,7 +37094,7 @@ async function resolveEpoch(input2) {
 }
 
 // src/stages/lua.ts
-import { createHash as createHash4, randomBytes as randomBytes3 } from "node:crypto";
+import { createHash as createHash4, randomBytes as randomBytes4 } from "node:crypto";
 import { existsSync as existsSync7 } from "node:fs";
 import {
   copyFile,
@@ -37052,10 +37105,10 @@ import {
   rename as rename4,
   rm as rm6,
   stat as stat3,
-  writeFile as writeFile4
+  writeFile as writeFile3
 } from "node:fs/promises";
 import os7 from "node:os";
-import path19 from "node:path";
+import path20 from "node:path";
 
 // src/tools/lua-make.ts
 var LUA_MYCFLAGS = "-static -Os -ffunction-sections -fdata-sections -fno-asynchronous-unwind-tables -fno-unwind-tables";
@@ -37111,11 +37164,11 @@ function buildrootArgv(opts) {
 }
 
 // src/stages/lua-in-root.ts
-import { createHash as createHash3, randomBytes as randomBytes2 } from "node:crypto";
+import { createHash as createHash3, randomBytes as randomBytes3 } from "node:crypto";
 import { existsSync as existsSync4 } from "node:fs";
-import { mkdir as mkdir3, mkdtemp as mkdtemp2, readFile as readFile2, rename as rename3, rm as rm4, writeFile as writeFile2 } from "node:fs/promises";
+import { mkdir as mkdir3, mkdtemp as mkdtemp2, readFile as readFile2, rename as rename3, rm as rm4, writeFile } from "node:fs/promises";
 import os4 from "node:os";
-import path16 from "node:path";
+import path17 from "node:path";
 
 // src/tools/remove-tree.ts
 async function removeTree(paths, o2 = {}) {
@@ -37131,6 +37184,9 @@ async function removeTree(paths, o2 = {}) {
   o2.logger?.warn(`could not remove ${paths.join(" ")}: ${why}`);
   return why;
 }
+
+// src/tools/nspawn.ts
+import { randomBytes as randomBytes2 } from "node:crypto";
 
 // src/service-user/passwd.ts
 var MAX_ID = 4294967294;
@@ -37314,6 +37370,7 @@ function nspawnArgv(o2) {
   const base = o2.resolvConf === "bind-host" ? BASE_FLAGS.map((f2) => f2 === "--resolv-conf=off" ? "--resolv-conf=bind-host" : f2) : BASE_FLAGS;
   const argv = ["systemd-nspawn", ...base, `--directory=${o2.root}`];
   if (o2.machineName) argv.push(`--machine=${o2.machineName}`);
+  if (o2.hostname) argv.push(`--hostname=${o2.hostname}`);
   if (o2.readOnly) argv.push("--read-only");
   if (o2.ephemeral) argv.push("--ephemeral");
   if (o2.harden) argv.push(...HARDENING_FLAGS);
@@ -37347,11 +37404,34 @@ function boardNspawnArgv(o2) {
     dataPath: o2.dataPath,
     env: o2.env,
     runAs: o2.runAs,
-    workdir: o2.workdir
+    workdir: o2.workdir,
+    ...o2.machineName ? { machineName: o2.machineName } : {},
+    ...o2.hostname ? { hostname: o2.hostname } : {}
   });
   if (o2.nspawnPath) argv[0] = o2.nspawnPath;
   if (o2.limits) argv.splice(argv.indexOf("--"), 0, ...limitFlags(o2.limits));
   return argv;
+}
+function containerIdentity(rootDir, unique = `${process.pid.toString(36)}${randomBytes2(5).toString("hex")}`) {
+  const host = rootDir.split("/").filter(Boolean).at(-1).replace(/[^A-Za-z0-9-]/g, "-").replace(/^-+|-+$/g, "").slice(0, 40);
+  const hostname3 = host || "lhc";
+  return { machineName: `lhc-${hostname3.slice(0, 32)}-${unique}`, hostname: hostname3 };
+}
+
+// src/harness/machine-name.ts
+import { rmdir } from "node:fs/promises";
+import path16 from "node:path";
+var NSPAWN_STATE_DIRS = [
+  "/run/systemd/nspawn/propagate",
+  "/run/systemd/nspawn/unix-export"
+];
+async function releaseMachineName(machineName2, stateDirs = NSPAWN_STATE_DIRS) {
+  if (!/^lhc-[A-Za-z0-9-]+$/.test(machineName2)) return;
+  for (const d of stateDirs) {
+    const dir = path16.join(d, machineName2);
+    if (isRoot()) await rmdir(dir).catch(() => void 0);
+    else await run(["rmdir", "--", dir], { privileged: true, reject: false });
+  }
 }
 
 // src/stages/lua-in-root.ts
@@ -37386,15 +37466,15 @@ async function ensureBuildroot(opts) {
       mirrors: await mirrorsIdentity(mirrors)
     })
   ).digest("hex");
-  const tarball = path16.join(opts.dir, `${key}.tar`);
-  const metaFile = path16.join(opts.dir, `${key}.json`);
+  const tarball = path17.join(opts.dir, `${key}.tar`);
+  const metaFile = path17.join(opts.dir, `${key}.json`);
   if (existsSync4(tarball) && existsSync4(metaFile)) {
     const meta3 = JSON.parse(await readFile2(metaFile, "utf8"));
     return { key, tarball, toolchain: meta3.toolchain };
   }
   await mkdir3(opts.dir, { recursive: true });
-  const tmp = path16.join(opts.dir, `.tmp-${process.pid}-${randomBytes2(6).toString("hex")}.tar`);
-  const scratch = await mkdtemp2(path16.join(opts.dir, ".scratch-"));
+  const tmp = path17.join(opts.dir, `.tmp-${process.pid}-${randomBytes3(6).toString("hex")}.tar`);
+  const scratch = await mkdtemp2(path17.join(opts.dir, ".scratch-"));
   try {
     await opts.logger.group(
       `build root: mmdebstrap ${suite} ${opts.arch} (${BUILDROOT_PACKAGES.join(", ")})`,
@@ -37429,7 +37509,7 @@ async function ensureBuildroot(opts) {
         `the build root made by mmdebstrap lacks gcc or musl-tools (found: ${toolchain || "nothing"})`
       );
     }
-    await writeFile2(
+    await writeFile(
       metaFile,
       `${JSON.stringify({ key, suite, arch: opts.arch, packages: BUILDROOT_PACKAGES, toolchain }, null, 2)}
 `
@@ -37447,8 +37527,8 @@ async function removeScratch(dir) {
   await removeTree([dir], { reject: false, timeoutMs: 10 * 6e4 });
 }
 async function compileInRoot(srcDir, buildroot, opts) {
-  const work = await mkdtemp2(path16.join(opts.workDir ?? os4.tmpdir(), "lhc-buildroot-"));
-  const root = path16.join(work, "root");
+  const work = await mkdtemp2(path17.join(opts.workDir ?? os4.tmpdir(), "lhc-buildroot-"));
+  const root = path17.join(work, "root");
   try {
     await mkdir3(root);
     await opts.logger.group("build root: extract", async () => {
@@ -37458,17 +37538,19 @@ async function compileInRoot(srcDir, buildroot, opts) {
         logger: opts.logger
       });
     });
-    if (!existsSync4(path16.join(root, "usr")))
+    if (!existsSync4(path17.join(root, "usr")))
       throw new UserError(`build root ${buildroot.tarball} has no /usr`);
     const make = inRootMakeArgv(opts.jobs ?? 1);
     const script = `${formatCommand(make)} && strip src/lua`;
     await opts.logger.group(`compile Lua in the build root under QEMU: ${script}`, async () => {
-      await run(
+      const identity3 = containerIdentity(root);
+      const compiling = run(
         nspawnArgv({
           root,
           command: ["/bin/sh", "-c", script],
           binds: [{ host: srcDir, container: "/src" }],
-          workdir: "/src"
+          workdir: "/src",
+          ...identity3
         }),
         {
           privileged: true,
@@ -37478,8 +37560,9 @@ async function compileInRoot(srcDir, buildroot, opts) {
           stderrLines: 30
         }
       );
+      await compiling.finally(() => releaseMachineName(identity3.machineName));
     });
-    const binary = path16.join(srcDir, "src", "lua");
+    const binary = path17.join(srcDir, "src", "lua");
     if (!existsSync4(binary))
       throw new UserError(`the in-root build finished without producing ${binary}`);
     return binary;
@@ -37496,7 +37579,7 @@ async function compileInRoot(srcDir, buildroot, opts) {
 
 // src/stages/lua-source.ts
 import { existsSync as existsSync5 } from "node:fs";
-import path17 from "node:path";
+import path18 from "node:path";
 
 // node_modules/tar/dist/esm/index.min.js
 import Qr from "events";
@@ -40508,8 +40591,8 @@ async function extractLuaSource(tarball, destDir, version2) {
     noChmod: false,
     filter: (p2, e) => entryProblem(p2, e.type, top) === void 0
   });
-  const dir = path17.join(destDir, top);
-  if (!existsSync5(path17.join(dir, "src", "lua.c")) || !existsSync5(path17.join(dir, "Makefile"))) {
+  const dir = path18.join(destDir, top);
+  if (!existsSync5(path18.join(dir, "src", "lua.c")) || !existsSync5(path18.join(dir, "Makefile"))) {
     throw new UserError(
       `${tarball} does not look like the Lua ${version2} source (no ${top}/Makefile and ${top}/src/lua.c)`
     );
@@ -40519,14 +40602,14 @@ async function extractLuaSource(tarball, destDir, version2) {
 
 // src/stages/lua-verify.ts
 import { existsSync as existsSync6, readFileSync as readFileSync3 } from "node:fs";
-import { mkdtemp as mkdtemp3, rm as rm5, writeFile as writeFile3 } from "node:fs/promises";
+import { mkdtemp as mkdtemp3, rm as rm5, writeFile as writeFile2 } from "node:fs/promises";
 import os6 from "node:os";
-import path18 from "node:path";
+import path19 from "node:path";
 var LuaVerifyError = class extends UserError {
 };
 function emulatorPrefix(arch, binfmtDir = "/proc/sys/fs/binfmt_misc") {
   if (hostArch() === arch) return [];
-  const entry = path18.join(binfmtDir, `qemu-${arch}`);
+  const entry = path19.join(binfmtDir, `qemu-${arch}`);
   if (existsSync6(entry) && readFileSync3(entry, "utf8").startsWith("enabled")) return [];
   return [`qemu-${arch}-static`];
 }
@@ -40581,10 +40664,10 @@ async function verifyLua(binary, opts) {
       `${binary} -v: expected "Lua ${opts.version}", got ${JSON.stringify(banner.split("\n")[0] ?? "")} (exit code ${v2.exitCode})`
     );
   }
-  const dir = await mkdtemp3(path18.join(os6.tmpdir(), "lhc-lua-smoke-"));
+  const dir = await mkdtemp3(path19.join(os6.tmpdir(), "lhc-lua-smoke-"));
   try {
-    const script = path18.join(dir, "smoke.lua");
-    await writeFile3(script, SMOKE_SCRIPT);
+    const script = path19.join(dir, "smoke.lua");
+    await writeFile2(script, SMOKE_SCRIPT);
     const s3 = await run([...prefix, binary, script, dir], {
       reject: false,
       timeoutMs,
@@ -40641,7 +40724,7 @@ async function crossRecipe(arch, logger, signal) {
           stderrLines: 30
         });
       });
-      const binary = path19.join(srcDir, "src", "lua");
+      const binary = path20.join(srcDir, "src", "lua");
       await run([tc.strip, binary], { logger });
       return binary;
     }
@@ -40649,7 +40732,7 @@ async function crossRecipe(arch, logger, signal) {
 }
 async function inRootRecipe(arch, opts, cache) {
   const buildroot = await ensureBuildroot({
-    dir: opts.buildrootDir ?? path19.join(cache, "buildroots"),
+    dir: opts.buildrootDir ?? path20.join(cache, "buildroots"),
     arch,
     logger: opts.logger,
     signal: opts.signal
@@ -40667,8 +40750,8 @@ async function inRootRecipe(arch, opts, cache) {
   };
 }
 async function readCached(dir, logger) {
-  const bin = path19.join(dir, "lua");
-  const metaFile = path19.join(dir, "build.json");
+  const bin = path20.join(dir, "lua");
+  const metaFile = path20.join(dir, "build.json");
   if (!existsSync7(bin) || !existsSync7(metaFile)) return void 0;
   try {
     const meta3 = JSON.parse(await readFile3(metaFile, "utf8"));
@@ -40697,9 +40780,9 @@ async function buildLua(spec, opts) {
       flags: recipe.flags
     })
   ).digest("hex");
-  const dir = path19.join(cache, "lua", key);
+  const dir = path20.join(cache, "lua", key);
   const result = (meta3, cached2) => ({
-    path: path19.join(dir, "lua"),
+    path: path20.join(dir, "lua"),
     bytes: meta3.bytes,
     sha256: meta3.sha256,
     cached: cached2,
@@ -40722,21 +40805,21 @@ async function buildLua(spec, opts) {
     },
     { ...opts.fetch, signal: opts.signal }
   );
-  const work = await mkdtemp4(path19.join(opts.workDir ?? os7.tmpdir(), "lhc-lua-"));
+  const work = await mkdtemp4(path20.join(opts.workDir ?? os7.tmpdir(), "lhc-lua-"));
   try {
-    const srcParent = path19.join(work, "src");
+    const srcParent = path20.join(work, "src");
     await mkdir4(srcParent);
     const srcDir = await extractLuaSource(tarball, srcParent, spec.version);
     const built = await recipe.build(srcDir);
     await verifyLua(built, { version: spec.version, arch: spec.arch, logger });
-    const staging = path19.join(
+    const staging = path20.join(
       cache,
       "lua",
-      `.tmp-${process.pid}-${randomBytes3(6).toString("hex")}`
+      `.tmp-${process.pid}-${randomBytes4(6).toString("hex")}`
     );
     await mkdir4(staging, { recursive: true });
     try {
-      const bin = path19.join(staging, "lua");
+      const bin = path20.join(staging, "lua");
       await copyFile(built, bin);
       await chmod(bin, 493);
       const meta3 = {
@@ -40749,12 +40832,12 @@ async function buildLua(spec, opts) {
         sha256: await sha256File(bin),
         bytes: (await stat3(bin)).size
       };
-      await writeFile4(path19.join(staging, "build.json"), `${JSON.stringify(meta3, null, 2)}
+      await writeFile3(path20.join(staging, "build.json"), `${JSON.stringify(meta3, null, 2)}
 `);
       try {
         await rename4(staging, dir);
       } catch (e) {
-        if (!existsSync7(path19.join(dir, "lua"))) throw e;
+        if (!existsSync7(path20.join(dir, "lua"))) throw e;
       }
       logger.info(
         `Lua ${spec.version} (${spec.arch}, ${spec.strategy}): built, ${meta3.bytes} bytes, sha256 ${meta3.sha256}`
@@ -40804,8 +40887,8 @@ async function fetchInputs(config2, opts) {
 }
 
 // src/stages/service-user.ts
-import { lstat as lstat6, readFile as readFile4, writeFile as writeFile5 } from "node:fs/promises";
-import path21 from "node:path";
+import { lstat as lstat6, readFile as readFile4, writeFile as writeFile4 } from "node:fs/promises";
+import path22 from "node:path";
 
 // src/root/overlay.ts
 import {
@@ -40820,15 +40903,15 @@ import {
   lchownSync
 } from "node:fs";
 import { open as open6 } from "node:fs/promises";
-import path20 from "node:path";
+import path21 from "node:path";
 function hostPathFor(root, dst) {
-  const dir = path20.posix.dirname(dst);
+  const dir = path21.posix.dirname(dst);
   const parent = resolveInRoot(root, dir, { createMissing: true });
   if (!parent.exists) mkdirSync2(parent.host, { mode: 493 });
   else if (!lstatSync2(parent.host).isDirectory())
     throw new UserError(`cannot install ${dst}: ${parent.inRoot} in the root is not a directory`);
-  const name = path20.posix.basename(dst);
-  return { host: path20.join(parent.host, name), inRoot: path20.posix.join(parent.inRoot, name) };
+  const name = path21.posix.basename(dst);
+  return { host: path21.join(parent.host, name), inRoot: path21.posix.join(parent.inRoot, name) };
 }
 function clearForFile(host, dst) {
   let st2;
@@ -40882,8 +40965,8 @@ function normalizedMode(st2) {
 async function copyTree(root, srcDir, dst, stats = { files: 0, dirs: 0, symlinks: 0 }) {
   ensureDir(root, dst, 493);
   for (const name of readdirSync(srcDir).sort()) {
-    const src = path20.join(srcDir, name);
-    const to2 = path20.posix.join(dst, name);
+    const src = path21.join(srcDir, name);
+    const to2 = path21.posix.join(dst, name);
     const st2 = lstatSync2(src);
     if (st2.isDirectory()) {
       stats.dirs++;
@@ -40919,7 +41002,7 @@ async function readInRoot(root, p2) {
   return readFile4(r.host);
 }
 async function where(config2, at2) {
-  const name = path21.basename(config2.file);
+  const name = path22.basename(config2.file);
   try {
     return parseConfigWithLines(await readFile4(config2.file, "utf8"), name).where(at2);
   } catch {
@@ -40939,8 +41022,8 @@ async function installRunAs(config2, root, scratchDir, logger) {
       `service.user: ${resolved.problem} (${await where(config2, ["service", "user"])})`
     );
   const r = resolved.runAs;
-  const staged = path21.join(scratchDir, "lhc-run-as");
-  await writeFile5(staged, runAsElf(config2.arch, r), { mode: 493 });
+  const staged = path22.join(scratchDir, "lhc-run-as");
+  await writeFile4(staged, runAsElf(config2.arch, r), { mode: 493 });
   await installFile(root, staged, RUN_AS_PATH, 493);
   logger.info(
     `service.user ${user}: uid ${r.uid}, gid ${r.gid}, groups ${r.groups.join(",")}, home ${r.home} (${RUN_AS_PATH})`
@@ -40983,11 +41066,11 @@ function checkRunAs(config2, runAs) {
 // src/stages/outputs.ts
 import { existsSync as existsSync8 } from "node:fs";
 import { mkdir as mkdir6, rm as rm7 } from "node:fs/promises";
-import path27 from "node:path";
+import path28 from "node:path";
 
 // src/deploy/bundle.ts
 import { mkdir as mkdir5 } from "node:fs/promises";
-import path24 from "node:path";
+import path25 from "node:path";
 
 // src/deploy/oci.ts
 function ociUser(runAs) {
@@ -41098,9 +41181,12 @@ function ociConfig(o2, p2, ids, opts = {}) {
 }
 
 // src/deploy/listen-proxy.ts
-import path22 from "node:path";
+import path23 from "node:path";
 var SOCKET_PROXYD = "/lib/systemd/systemd-socket-proxyd";
 var BASH = "/bin/bash";
+function proxied(s3) {
+  return s3.inetd !== true && s3["socket-activation"] !== true;
+}
 function proxyUnitName(name) {
   return `${name}-proxy.service`;
 }
@@ -41143,10 +41229,10 @@ NoNewPrivileges=yes
 StandardError=journal
 `;
 }
-var PROXY_PROGRAMS = [SOCKET_PROXYD, BASH].map((p2) => path22.normalize(p2));
+var PROXY_PROGRAMS = [SOCKET_PROXYD, BASH].map((p2) => path23.normalize(p2));
 
 // src/deploy/systemd.ts
-import path23 from "node:path";
+import path24 from "node:path";
 function listenPort(s3) {
   return s3.listen ?? 70;
 }
@@ -41182,7 +41268,7 @@ function systemdQuoteWord(w2) {
   return `"${s3}"`;
 }
 function systemdExecLine(argv) {
-  if (!argv[0] || !path23.isAbsolute(argv[0]))
+  if (!argv[0] || !path24.isAbsolute(argv[0]))
     throw new UserError(`ExecStart needs an absolute program path, got ${argv[0] ?? "(none)"}`);
   return argv.map(systemdQuoteWord).join(" ");
 }
@@ -41198,7 +41284,7 @@ function unitNspawnArgv(o2, p2) {
     nspawnPath: o2.nspawnPath ?? "/usr/bin/systemd-nspawn",
     limits: serviceLimits(o2)
   });
-  return o2.service.inetd ? argv : sharedNetworkArgv(argv);
+  return proxied(o2.service) ? sharedNetworkArgv(argv) : argv;
 }
 function serviceLimits(o2) {
   return o2.service.limits ?? DEFAULT_LIMITS;
@@ -41228,7 +41314,7 @@ Description=lhc ${o2.name}: ${inetd ? "one container per connection" : "listenin
 
 [Socket]
 ListenStream=${listenPort(o2.service)}
-` + (inetd ? "Accept=yes\n# Each connection costs a container start: bound how many run at once.\nMaxConnections=32\nMaxConnectionsPerSource=8\n" : "Accept=no\n" + listenSocketLines(o2.name)) + "\n[Install]\nWantedBy=sockets.target\n";
+` + (inetd ? "Accept=yes\n# Each connection costs a container start: bound how many run at once.\nMaxConnections=32\nMaxConnectionsPerSource=8\n" : "Accept=no\n" + (proxied(o2.service) ? listenSocketLines(o2.name) : "# The daemon takes this socket itself (LISTEN_FDS): nspawn passes it into the container.\n")) + "\n[Install]\nWantedBy=sockets.target\n";
 }
 function renderServiceUnit(o2, p2) {
   const inetd = o2.service.inetd === true;
@@ -41243,8 +41329,8 @@ After=${mountUnitNames(p2).join(" ")}
 ` + (inetd ? "CollectMode=inactive-or-failed\n" : "") + `
 [Service]
 ExecStart=${systemdExecLine(unitNspawnArgv(o2, p2))}
-` + (inetd ? "StandardInput=socket\nStandardOutput=socket\n" : listenServiceLines(o2.name)) + "# nspawn and QEMU messages go to the journal, never to the client.\nStandardError=journal\n# --keep-unit runs the container in this unit's cgroup, which nspawn must be allowed to manage.\nDelegate=yes\nKillMode=mixed\n" + successExitLine(o2) + limitLines(serviceLimits(o2)) + (timeout !== void 0 && inetd ? `RuntimeMaxSec=${Math.ceil(timeout)}
-` : "") + (inetd ? "" : "\n[Install]\nWantedBy=multi-user.target\n");
+` + (inetd ? "StandardInput=socket\nStandardOutput=socket\n" : proxied(o2.service) ? listenServiceLines(o2.name) : "# Started by the socket, whose listening socket nspawn hands to the daemon.\n") + "# nspawn and QEMU messages go to the journal, never to the client.\nStandardError=journal\n# --keep-unit runs the container in this unit's cgroup, which nspawn must be allowed to manage.\nDelegate=yes\nKillMode=mixed\n" + successExitLine(o2) + limitLines(serviceLimits(o2)) + (timeout !== void 0 && inetd ? `RuntimeMaxSec=${Math.ceil(timeout)}
+` : "") + (proxied(o2.service) ? "\n[Install]\nWantedBy=multi-user.target\n" : "");
 }
 function renderMountUnits(o2, p2) {
   const rootMount = HEADER(o2.name) + `[Unit]
@@ -41319,13 +41405,17 @@ mkfs.ext4 -q ${p2.dataSource}` : `mkfs.ext4 -q ${p2.dataSource}                 
 mount -o ${p2.dataIsLoopFile ? "loop," : ""}noexec,nosuid,nodev ${p2.dataSource} ${p2.dataMount}
 tar -xzpf ${o2.dataTemplateFile} --numeric-owner -C ${p2.dataMount}
 umount ${p2.dataMount}
-install -m 0644 'deploy/${rootUnit}' 'deploy/${dataUnit}' deploy/${o2.name}.socket deploy/${svc}${inetd ? "" : ` deploy/${proxyUnitName(o2.name)}`} /etc/systemd/system/
+install -m 0644 'deploy/${rootUnit}' 'deploy/${dataUnit}' deploy/${o2.name}.socket deploy/${svc}${proxied(o2.service) ? ` deploy/${proxyUnitName(o2.name)}` : ""} /etc/systemd/system/
 systemctl daemon-reload
 systemctl enable --now '${rootUnit}' '${dataUnit}' ${o2.name}.socket
 \`\`\`
 
 ${inetd ? `Each connection to port ${listenPort(o2.service)} starts one container (\`${o2.name}@<n>.service\`) with the
-connection on stdin/stdout` : `The first connection to port ${listenPort(o2.service)} starts \`${o2.name}-proxy.service\`, which starts the container
+connection on stdin/stdout` : !proxied(o2.service) ? `The first connection to port ${listenPort(o2.service)} starts the container (\`${svc}\`) and systemd hands
+it the listening socket (\`service.socket-activation: true\`: the daemon takes it from LISTEN_FDS).
+The container keeps a network namespace of its own (only \`lo\`, no route out); the socket, made
+on the board, is its only way in, and connections that arrive while it restarts (an upgrade)
+wait in the socket's queue` : `The first connection to port ${listenPort(o2.service)} starts \`${o2.name}-proxy.service\`, which starts the container
 (\`${svc}\`) and forwards each connection to the daemon's own port ${listenPort(o2.service)} inside it. The
 container's network namespace belongs to \`${svc}\` (\`PrivateNetwork=yes\`, only \`lo\`, no route out,
 so the service can reach nothing and nothing reaches it); the proxy (systemd-socket-proxyd)
@@ -41581,7 +41671,7 @@ esac
 // src/deploy/bundle.ts
 function boardPaths(o2) {
   const boardDir = o2.boardDir ?? `/var/lib/lhc/${o2.name}`;
-  if (!path24.isAbsolute(boardDir))
+  if (!path25.isAbsolute(boardDir))
     throw new UserError(`board directory must be absolute, got ${boardDir}`);
   const dataSource = o2.dataSource ?? `${boardDir}/${o2.name}-data.ext4`;
   return {
@@ -41597,7 +41687,7 @@ async function writeDeployBundle(o2) {
   if (!o2.service.command[0]?.startsWith("/"))
     throw new UserError("service.command[0] must be an absolute path in the image");
   const p2 = boardPaths(o2);
-  const dir = path24.join(o2.outDir, "deploy");
+  const dir = path25.join(o2.outDir, "deploy");
   const inetd = o2.service.inetd === true;
   const { rootMount, dataMount } = renderMountUnits(o2, p2);
   const units = {
@@ -41605,7 +41695,7 @@ async function writeDeployBundle(o2) {
     service: inetd ? `${o2.name}@.service` : `${o2.name}.service`,
     rootMount: `${systemdEscapePath(p2.rootMount)}.mount`,
     dataMount: `${systemdEscapePath(p2.dataMount)}.mount`,
-    ...inetd ? {} : { proxy: proxyUnitName(o2.name) }
+    ...proxied(o2.service) ? { proxy: proxyUnitName(o2.name) } : {}
   };
   const ids = ociUser(o2.runAs);
   const contents = {
@@ -41617,7 +41707,7 @@ async function writeDeployBundle(o2) {
     "oci/config.json": JSON.stringify(ociConfig(o2, p2, ids, { userNamespace: OCI_USER_NAMESPACE }), null, 2) + "\n",
     "README.md": renderReadme(o2, p2)
   };
-  if (!inetd)
+  if (proxied(o2.service))
     contents[proxyUnitName(o2.name)] = renderProxyUnit(
       o2.name,
       listenPort(o2.service),
@@ -41632,17 +41722,17 @@ async function writeDeployBundle(o2) {
     dataSource: p2.dataSource,
     dataIsLoopFile: p2.dataIsLoopFile,
     dataMount: p2.dataMount,
-    units: { ...units, extra: inetd ? [] : [proxyUnitName(o2.name)] },
+    units: { ...units, extra: proxied(o2.service) ? [proxyUnitName(o2.name)] : [] },
     nspawnPath: o2.nspawnPath ?? "/usr/bin/systemd-nspawn",
-    programs: inetd ? [] : PROXY_PROGRAMS
+    programs: proxied(o2.service) ? PROXY_PROGRAMS : []
   });
   await mkdir5(o2.outDir, { recursive: true });
   await stageOutput(
     dir,
     async (tmp) => {
-      await mkdir5(path24.join(tmp, "oci"), { recursive: true, mode: 493 });
+      await mkdir5(path25.join(tmp, "oci"), { recursive: true, mode: 493 });
       for (const [f2, text] of Object.entries(contents))
-        await writeExclusive(path24.join(tmp, f2), text, f2.endsWith(".sh") ? 493 : 420);
+        await writeExclusive(path25.join(tmp, f2), text, f2.endsWith(".sh") ? 493 : 420);
     },
     o2.logger
   );
@@ -41659,11 +41749,11 @@ async function writeDeployBundle(o2) {
 
 // src/prune/closure.ts
 import { lstatSync as lstatSync4, readdirSync as readdirSync3 } from "node:fs";
-import path26 from "node:path";
+import path27 from "node:path";
 
 // src/elf/loader.ts
 import { closeSync, openSync, readdirSync as readdirSync2, readFileSync as readFileSync4, readSync } from "node:fs";
-import path25 from "node:path";
+import path26 from "node:path";
 
 // src/root/glob.ts
 function escapeRe(c3) {
@@ -41768,7 +41858,7 @@ var TRIPLETS = {
 var MUSL_ARCH = { aarch64: "aarch64", x86_64: "x86_64", arm: "armhf" };
 function libraryDirs(root, elf, elfPath) {
   const dirs = [];
-  const origin = path25.posix.dirname(elfPath);
+  const origin = path26.posix.dirname(elfPath);
   for (const r of elf.runpath) dirs.push(r.replace(/\$\{?ORIGIN\}?/g, origin));
   const musl = elf.interp !== void 0 && /ld-musl/.test(elf.interp);
   if (musl) {
@@ -41803,12 +41893,12 @@ function ldSoConfDirs(root, file2, depth) {
       if (line.startsWith("/")) dirs.push(line);
       continue;
     }
-    const pattern = inc[1].startsWith("/") ? inc[1] : path25.posix.join(path25.posix.dirname(file2), inc[1]);
-    const dir = resolveTraced(root, path25.posix.dirname(pattern));
+    const pattern = inc[1].startsWith("/") ? inc[1] : path26.posix.join(path26.posix.dirname(file2), inc[1]);
+    const dir = resolveTraced(root, path26.posix.dirname(pattern));
     if (!dir.exists || dir.kind !== "dir") continue;
     const re2 = globToRegExp(pattern);
     for (const name of readdirSync2(dir.host).sort()) {
-      const candidate = path25.posix.join(path25.posix.dirname(pattern), name);
+      const candidate = path26.posix.join(path26.posix.dirname(pattern), name);
       if (re2.test(candidate)) dirs.push(...ldSoConfDirs(root, candidate, depth + 1));
     }
   }
@@ -41837,7 +41927,7 @@ function shebang(file2) {
 function walkRoot(root) {
   const out = /* @__PURE__ */ new Map();
   const visit3 = (inRoot) => {
-    const host = path26.join(root, inRoot);
+    const host = path27.join(root, inRoot);
     const st2 = lstatSync4(host);
     const kind = st2.isSymbolicLink() ? "symlink" : st2.isDirectory() ? "dir" : st2.isFile() ? "file" : "other";
     out.set(inRoot, { kind, st: st2 });
@@ -41880,7 +41970,7 @@ async function computeClosure(root, all, trace, config2, logger) {
       e.noFollow ?? false
     );
     if (e.op === "getdents" && r.exists && r.kind === "dir" && !r.virtual) {
-      for (const name of readdirSync3(r.host)) add(path26.posix.join(r.inRoot, name), "dir-listing");
+      for (const name of readdirSync3(r.host)) add(path27.posix.join(r.inRoot, name), "dir-listing");
     }
   }
   const entry = addLookup(trace.entrypoint, "entrypoint");
@@ -41901,7 +41991,7 @@ async function computeClosure(root, all, trace, config2, logger) {
       scanned.add(p2);
       let elf;
       try {
-        elf = await readElf(path26.join(root, p2));
+        elf = await readElf(path27.join(root, p2));
       } catch (err) {
         logger.debug(`not parsing ${p2} as ELF: ${err.message}`);
         continue;
@@ -41909,7 +41999,7 @@ async function computeClosure(root, all, trace, config2, logger) {
       if (!elf) {
         const why = kept.get(p2);
         if (why.has("entrypoint") || why.has("traced-exec")) {
-          const interpreter = shebang(path26.join(root, p2));
+          const interpreter = shebang(path27.join(root, p2));
           if (interpreter) {
             const r = addLookup(interpreter, "shebang-interp");
             if (r.exists) changed = true;
@@ -41925,7 +42015,7 @@ async function computeClosure(root, all, trace, config2, logger) {
       }
       const dirs = elf.needed.length > 0 ? libraryDirs(root, elf, p2) : [];
       for (const lib of elf.needed) {
-        const candidates = lib.includes("/") ? [lib.startsWith("/") ? lib : path26.posix.join(path26.posix.dirname(p2), lib)] : dirs.map((d) => path26.posix.join(d, lib));
+        const candidates = lib.includes("/") ? [lib.startsWith("/") ? lib : path27.posix.join(path27.posix.dirname(p2), lib)] : dirs.map((d) => path27.posix.join(d, lib));
         const hit = candidates.find((c3) => {
           const r = resolveTraced(root, c3);
           return r.exists && r.kind === "file";
@@ -41952,7 +42042,7 @@ async function computeClosure(root, all, trace, config2, logger) {
     }
   }
   for (const p2 of [...kept.keys()]) {
-    for (let d = path26.posix.dirname(p2); d !== "/" && d !== "."; d = path26.posix.dirname(d)) {
+    for (let d = path27.posix.dirname(p2); d !== "/" && d !== "."; d = path27.posix.dirname(d)) {
       if (kept.has(d)) {
         kept.get(d).add("parent-dir");
         continue;
@@ -42022,43 +42112,43 @@ function sha256sumsLine(sha2562, name) {
 
 // src/stages/outputs.ts
 function failureReportPath(outDir, name) {
-  return path27.join(outDir, `${name}.build-failed.txt`);
+  return path28.join(outDir, `${name}.build-failed.txt`);
 }
 async function retractSha256Sums(outDir) {
-  await rm7(path27.join(outDir, "SHA256SUMS"), { force: true });
+  await rm7(path28.join(outDir, "SHA256SUMS"), { force: true });
 }
 async function writeTraceReport(report, file2, logger) {
-  await mkdir6(path27.dirname(file2), { recursive: true });
+  await mkdir6(path28.dirname(file2), { recursive: true });
   await writeOutputFile(file2, formatPruneReport(report), { logger });
 }
 async function writeSha256Sums(dir, files, logger) {
   const lines = [];
   for (const f2 of [...new Set(files)].sort()) {
-    lines.push(sha256sumsLine(await sha256File(path27.join(dir, f2)), f2));
+    lines.push(sha256sumsLine(await sha256File(path28.join(dir, f2)), f2));
   }
-  const out = path27.join(dir, "SHA256SUMS");
+  const out = path28.join(dir, "SHA256SUMS");
   await writeOutputFile(out, lines.join("\n") + "\n", { logger });
   return out;
 }
 async function writeOutputs(ctx, input2) {
   const { config: config2, packed } = input2;
-  const traceReport = path27.join(ctx.outDir, `${config2.name}.trace.json`);
+  const traceReport = path28.join(ctx.outDir, `${config2.name}.trace.json`);
   await writeTraceReport(input2.report, traceReport, ctx.logger);
   const bundle = await writeDeployBundle({
     name: config2.name,
     outDir: ctx.outDir,
     service: config2.service,
     dataPath: config2.data.path,
-    imageFile: path27.basename(packed.image),
-    dataTemplateFile: path27.basename(packed.dataTemplate),
+    imageFile: path28.basename(packed.image),
+    dataTemplateFile: path28.basename(packed.dataTemplate),
     runAs: await readRunAs(config2, input2.prunedRoot),
     logger: ctx.logger
   });
   const files = [
-    path27.basename(packed.image),
-    path27.basename(packed.dataTemplate),
-    path27.basename(packed.manifest),
-    path27.basename(traceReport),
+    path28.basename(packed.image),
+    path28.basename(packed.dataTemplate),
+    path28.basename(packed.manifest),
+    path28.basename(traceReport),
     ...bundle.files
   ];
   return { traceReport, bundle, files };
@@ -42068,7 +42158,7 @@ async function sealOutputs(ctx, input2) {
   if (input2.failure === void 0) {
     if (existsSync8(report)) {
       await rm7(report, { force: true });
-      ctx.logger.info(`removed ${path27.basename(report)} left by an earlier failed build`);
+      ctx.logger.info(`removed ${path28.basename(report)} left by an earlier failed build`);
     }
     return { sha256sums: await writeSha256Sums(ctx.outDir, input2.files, ctx.logger) };
   }
@@ -42083,7 +42173,7 @@ ${input2.failure.trimEnd()}
     { logger: ctx.logger }
   );
   ctx.logger.warn(
-    `build failed: no SHA256SUMS written; what failed is in ${path27.basename(report)} in ${ctx.outDir}`
+    `build failed: no SHA256SUMS written; what failed is in ${path28.basename(report)} in ${ctx.outDir}`
   );
   return { failureReport: report };
 }
@@ -42091,7 +42181,7 @@ ${input2.failure.trimEnd()}
 // src/stages/pack.ts
 import { createHash as createHash6 } from "node:crypto";
 import { lstat as lstat8, mkdir as mkdir7, stat as stat4 } from "node:fs/promises";
-import path29 from "node:path";
+import path30 from "node:path";
 
 // src/tools/mksquashfs.ts
 var ROOT_MODE = 493;
@@ -42132,7 +42222,7 @@ function mksquashfsEnv() {
 import { createHash as createHash5 } from "node:crypto";
 import { chmod as chmod2, lstat as lstat7, mkdtemp as mkdtemp5, readlink as readlink3, rm as rm8 } from "node:fs/promises";
 import os8 from "node:os";
-import path28 from "node:path";
+import path29 from "node:path";
 function archiveStat(st2, owner) {
   const s3 = Object.assign(Object.create(Object.getPrototypeOf(st2)), st2);
   return Object.assign(s3, {
@@ -42154,7 +42244,7 @@ var SUPPORTED = (st2) => st2.isFile() || st2.isDirectory() || st2.isSymbolicLink
 function templateLinkProblem(rel, target) {
   if (target.startsWith("/"))
     return `'${rel}' is a symlink to the absolute path ${target}; use a relative target inside the template`;
-  const resolved = path28.posix.normalize(path28.posix.join(path28.posix.dirname(rel), target));
+  const resolved = path29.posix.normalize(path29.posix.join(path29.posix.dirname(rel), target));
   if (resolved === ".." || resolved.startsWith("../"))
     return `'${rel}' is a symlink to ${target}, which points outside the template`;
   return void 0;
@@ -42165,7 +42255,7 @@ async function tarDirectory(dir, epoch, owner = { uid: 0, gid: 0 }) {
   const unsupported = [];
   const badLinks = [];
   for (const rel of rels) {
-    const abs = path28.resolve(dir, rel || ".");
+    const abs = path29.resolve(dir, rel || ".");
     const st2 = await lstat7(abs);
     if (!SUPPORTED(st2)) unsupported.push(rel);
     if (st2.isSymbolicLink()) {
@@ -42275,7 +42365,7 @@ async function writeDataTemplate(o2) {
   let tmp;
   try {
     if (dir === void 0) {
-      tmp = await mkdtemp5(path28.join(os8.tmpdir(), "lhc-empty-data-"));
+      tmp = await mkdtemp5(path29.join(os8.tmpdir(), "lhc-empty-data-"));
       await chmod2(tmp, 493);
       dir = tmp;
     }
@@ -42315,7 +42405,7 @@ async function packImage(o2) {
   const names = artifactNames(o2.name, o2.fileNames);
   await requireDir(o2.root, "root");
   if (o2.dataDir !== void 0) await requireDir(o2.dataDir, "data directory");
-  const mountPoint = path29.join(o2.root, dataPath);
+  const mountPoint = path30.join(o2.root, dataPath);
   try {
     if (!(await stat4(mountPoint)).isDirectory()) throw new Error("not a directory");
   } catch {
@@ -42324,9 +42414,9 @@ async function packImage(o2) {
     );
   }
   await mkdir7(o2.outDir, { recursive: true });
-  const image = path29.join(o2.outDir, names.image);
-  const dataTemplate = path29.join(o2.outDir, names.dataTemplate);
-  const manifestFile = path29.join(o2.outDir, names.manifest);
+  const image = path30.join(o2.outDir, names.image);
+  const dataTemplate = path30.join(o2.outDir, names.dataTemplate);
+  const manifestFile = path30.join(o2.outDir, names.manifest);
   o2.logger.info(`packing ${o2.root} into ${image} (squashfs, xz, epoch ${o2.epoch})`);
   await stageOutput(
     image,
@@ -42377,11 +42467,11 @@ async function packImage(o2) {
 }
 
 // src/stages/prune.ts
-import path32 from "node:path";
+import path33 from "node:path";
 
 // src/harness/data.ts
 import { chmod as chmod3, mkdir as mkdir8, readdir as readdir4, rm as rm9 } from "node:fs/promises";
-import path30 from "node:path";
+import path31 from "node:path";
 async function seedDataDir(config2, root, dir) {
   await rm9(dir, { recursive: true, force: true });
   await mkdir8(dir, { recursive: true, mode: 493 });
@@ -42405,12 +42495,12 @@ async function unpackTemplate(template, dir, opts = {}) {
       onwarn: (code, message) => warnings.push(`${code}: ${message}`),
       onReadEntry: (e) => {
         if (e.type !== "SymbolicLink" && e.mode !== void 0) {
-          modes.push({ file: path30.resolve(dir, e.path), mode: e.mode & 4095 });
+          modes.push({ file: path31.resolve(dir, e.path), mode: e.mode & 4095 });
         }
         if (e.uid === void 0 || e.gid === void 0) return;
         const key = `${e.uid}:${e.gid}`;
         const list = owners.get(key) ?? [];
-        list.push(path30.resolve(dir, e.path));
+        list.push(path31.resolve(dir, e.path));
         owners.set(key, list);
       }
     });
@@ -42444,7 +42534,7 @@ import {
   symlink,
   utimes
 } from "node:fs/promises";
-import path31 from "node:path";
+import path32 from "node:path";
 function octal(mode2) {
   return (mode2 & 4095).toString(8).padStart(4, "0");
 }
@@ -42456,8 +42546,8 @@ async function writePrunedRoot(root, all, kept, mounts, prunedRoot, logger) {
   const dirTimes = [];
   for (const p2 of [...kept.keys()].sort()) {
     const e = all.get(p2);
-    const src = path31.join(root, p2);
-    const dst = path31.join(prunedRoot, p2);
+    const src = path32.join(root, p2);
+    const dst = path32.join(prunedRoot, p2);
     if (e.kind === "dir") {
       await mkdir9(dst);
       dirTimes.push({ host: dst, st: e.st });
@@ -42482,7 +42572,7 @@ async function writePrunedRoot(root, all, kept, mounts, prunedRoot, logger) {
     });
   }
   for (const m2 of mounts) {
-    const dst = path31.join(prunedRoot, m2);
+    const dst = path32.join(prunedRoot, m2);
     const existing = list.find((k2) => k2.path === m2);
     if (existing) {
       if (!existing.why.includes("mount-point")) existing.why.push("mount-point");
@@ -42490,7 +42580,7 @@ async function writePrunedRoot(root, all, kept, mounts, prunedRoot, logger) {
     }
     const e = all.get(m2);
     const mode2 = e?.kind === "dir" ? e.st.mode & 4095 : m2 === "/tmp" ? 1023 : 493;
-    await mkdir9(path31.dirname(dst), { recursive: true });
+    await mkdir9(path32.dirname(dst), { recursive: true });
     await mkdir9(dst);
     await chmod4(dst, mode2);
     if (e?.kind === "dir") await lchown(dst, e.st.uid, e.st.gid).catch(() => void 0);
@@ -42508,8 +42598,8 @@ async function pruneRoot(root, trace, config2, opts) {
   const { logger } = opts;
   const all = walkRoot(root);
   const closure = await computeClosure(root, all, trace, config2, logger);
-  const prunedRoot = path32.join(opts.outDir, "root");
-  const dataDir = path32.join(opts.outDir, "data");
+  const prunedRoot = path33.join(opts.outDir, "root");
+  const dataDir = path33.join(opts.outDir, "data");
   const list = await writePrunedRoot(
     root,
     all,
@@ -42525,33 +42615,33 @@ async function pruneRoot(root, trace, config2, opts) {
 }
 
 // src/core/work-layout.ts
-import path33 from "node:path";
+import path34 from "node:path";
 function workLayout(dir) {
-  const abs = path33.resolve(dir);
+  const abs = path34.resolve(dir);
   return {
     dir: abs,
-    root: path33.join(abs, "root"),
-    trace: path33.join(abs, "trace"),
-    pruned: path33.join(abs, "pruned"),
-    selfCheck: path33.join(abs, "self-check")
+    root: path34.join(abs, "root"),
+    trace: path34.join(abs, "trace"),
+    pruned: path34.join(abs, "pruned"),
+    selfCheck: path34.join(abs, "self-check")
   };
 }
 function traceScratch(dir) {
   return {
     /** The writable view of the root the service runs on (overlay mount point or copy). */
-    view: path33.join(dir, "trace-root"),
-    upper: path33.join(dir, "trace-upper"),
-    overlayWork: path33.join(dir, "trace-overlay-work"),
-    data: path33.join(dir, "trace-data"),
+    view: path34.join(dir, "trace-root"),
+    upper: path34.join(dir, "trace-upper"),
+    overlayWork: path34.join(dir, "trace-overlay-work"),
+    data: path34.join(dir, "trace-data"),
     /** Raw traces (QEMU FIFO text, strace logs), kept for debugging. */
-    raw: path33.join(dir, "raw")
+    raw: path34.join(dir, "raw")
   };
 }
 function selfCheckScratch(dir) {
   return {
     /** The pruned root, bind-mounted read-only. */
-    view: path33.join(dir, "self-check-root"),
-    data: path33.join(dir, "self-check-data")
+    view: path34.join(dir, "self-check-root"),
+    data: path34.join(dir, "self-check-data")
   };
 }
 
@@ -42566,7 +42656,7 @@ import {
   rmSync as rmSync2
 } from "node:fs";
 import { mkdir as mkdir11, rename as rename5, rm as rm12, stat as stat6 } from "node:fs/promises";
-import path35 from "node:path";
+import path36 from "node:path";
 
 // src/root/extract.ts
 import { once as once9 } from "node:events";
@@ -42590,7 +42680,7 @@ import {
   readlinkSync as readlinkSync3
 } from "node:fs";
 import { mkdir as mkdir10, mkdtemp as mkdtemp6, rm as rm11, stat as stat5 } from "node:fs/promises";
-import path34 from "node:path";
+import path35 from "node:path";
 import { createGunzip } from "node:zlib";
 var ExtractError = class extends UserError {
   constructor(archive, entry, reason) {
@@ -42751,7 +42841,7 @@ var Extractor = class {
   }
   writeFile(entry, name, parts) {
     const parent = this.parentOf(name, parts);
-    const host = path34.join(parent, parts[parts.length - 1]);
+    const host = path35.join(parent, parts[parts.length - 1]);
     const flags = fsc2.O_WRONLY | fsc2.O_CREAT | fsc2.O_EXCL | fsc2.O_NOFOLLOW;
     let fd;
     try {
@@ -42813,7 +42903,7 @@ var Extractor = class {
       return;
     }
     const parent = this.parentOf(name, parts);
-    const host = path34.join(parent, parts[parts.length - 1]);
+    const host = path35.join(parent, parts[parts.length - 1]);
     try {
       mkdirSync3(host, { mode: 448 });
       this.summary.dirs++;
@@ -42841,7 +42931,7 @@ var Extractor = class {
     if (!lstatSync5(targetHost).isFile())
       this.fail(name, `hardlink target '${linkpath}' is no longer a regular file`);
     const parent = this.parentOf(name, parts);
-    const host = path34.join(parent, parts[parts.length - 1]);
+    const host = path35.join(parent, parts[parts.length - 1]);
     try {
       linkSync(targetHost, host);
     } catch (e) {
@@ -42858,7 +42948,7 @@ var Extractor = class {
   finish() {
     for (const s3 of this.symlinks) {
       const parent = this.parentOf(s3.name, s3.parts);
-      const host = path34.join(parent, s3.parts[s3.parts.length - 1]);
+      const host = path35.join(parent, s3.parts[s3.parts.length - 1]);
       try {
         symlinkSync2(s3.target, host);
       } catch (e) {
@@ -42903,7 +42993,7 @@ function bombError(archive, cap, compressedSize, opts) {
   );
 }
 async function xzToTemp(archive, tmpDir, cap, compressedSize, opts, logger) {
-  const out = path34.join(tmpDir, "archive.tar");
+  const out = path35.join(tmpDir, "archive.tar");
   const script = 'set -o pipefail; xz -dc -- "$1" | head -c "$2" > "$3"';
   const r = await run(["bash", "-c", script, "bash", archive, String(cap + 1), out], {
     reject: false,
@@ -42974,7 +43064,7 @@ async function extractTarball(archive, dest, opts = {}) {
       code === "EEXIST" ? `extraction target ${dest} already exists: extraction needs a fresh directory` : `cannot create extraction target ${dest}: ${code ?? String(e)}`
     );
   }
-  const tmpDir = compression === "xz" ? await mkdtemp6(path34.join(path34.dirname(dest), ".lhc-xz-")) : void 0;
+  const tmpDir = compression === "xz" ? await mkdtemp6(path35.join(path35.dirname(dest), ".lhc-xz-")) : void 0;
   const ex = new Extractor(archive, dest, compression, opts);
   try {
     let source;
@@ -43094,7 +43184,7 @@ function treeBytes(dir) {
   let total = 0;
   const walk = (d) => {
     for (const name of readdirSync4(d)) {
-      const p2 = path35.join(d, name);
+      const p2 = path36.join(d, name);
       const st2 = lstatSync6(p2, { bigint: false });
       if (st2.isDirectory()) walk(p2);
       else if (st2.isFile()) {
@@ -43116,14 +43206,15 @@ function prepareCommand(prepare) {
   return typeof prepare === "string" ? ["/bin/sh", "-c", prepare] : [...prepare];
 }
 async function runInRoot(root, command, opts) {
+  const identity3 = containerIdentity(root);
   const argv = nspawnArgv({
     root,
     command,
-    machineName: `lhc-root-${process.pid}`,
+    ...identity3,
     resolvConf: opts.hostDns ? "bind-host" : "off"
   });
-  const etcIsDir = lstatOrUndefined2(path35.join(root, "etc"))?.isDirectory() ?? false;
-  const resolvConf = path35.join(root, "etc", "resolv.conf");
+  const etcIsDir = lstatOrUndefined2(path36.join(root, "etc"))?.isDirectory() ?? false;
+  const resolvConf = path36.join(root, "etc", "resolv.conf");
   const hadResolvConf = !etcIsDir || lstatOrUndefined2(resolvConf) !== void 0;
   try {
     const r = await run(argv, {
@@ -43137,6 +43228,7 @@ async function runInRoot(root, command, opts) {
     });
     return { stdout: r.stdout, stderr: r.stderr };
   } finally {
+    await releaseMachineName(identity3.machineName);
     const after = lstatOrUndefined2(resolvConf);
     if (opts.hostDns && !hadResolvConf && after?.isFile() && after.size === 0) rmSync2(resolvConf);
   }
@@ -43174,8 +43266,8 @@ async function debianBaseTarball(base, arch, opts) {
     packages: base.packages,
     mirrors
   });
-  const dir = opts.basesDir ?? path35.join(cacheDir(), "bases");
-  const out = path35.join(dir, `${key}.tar`);
+  const dir = opts.basesDir ?? path36.join(cacheDir(), "bases");
+  const out = path36.join(dir, `${key}.tar`);
   if (existsSync9(out)) {
     opts.logger.info(
       `debian base ${base.suite} (${base.packages.join(", ") || "no extra packages"}): cached ${out}`
@@ -43183,7 +43275,7 @@ async function debianBaseTarball(base, arch, opts) {
     return out;
   }
   await mkdir11(dir, { recursive: true });
-  const tmp = path35.join(dir, `.tmp-${key}-${process.pid}.tar`);
+  const tmp = path36.join(dir, `.tmp-${key}-${process.pid}.tar`);
   opts.logger.info(
     `debian base: mmdebstrap ${base.suite} ${debArch} with ${base.packages.join(", ") || "no extra packages"} (${mirrors.length ? "host apt sources" : "mmdebstrap's default mirror"}; takes minutes under QEMU)`
   );
@@ -43241,7 +43333,7 @@ function describeExtract(s3) {
 }
 async function assembleRoot(config2, opts) {
   const { logger } = opts;
-  const root = path35.join(opts.workDir, "root");
+  const root = path36.join(opts.workDir, "root");
   const base = config2.base;
   if (config2.prepare !== void 0 && base.type === "scratch") {
     throw new ConfigError(
@@ -43256,7 +43348,7 @@ async function assembleRoot(config2, opts) {
       }
       const tarball = base.type === "tarball" ? await tarballPath(base, opts) : await debianBaseTarball(base, config2.arch, opts);
       const s3 = await extractTarball(tarball, root, { logger });
-      logger.info(`extracted ${path35.basename(tarball)}: ${describeExtract(s3)}`);
+      logger.info(`extracted ${path36.basename(tarball)}: ${describeExtract(s3)}`);
       for (const d of NSPAWN_DIRS) ensureDir(root, d, d === "/tmp" ? 1023 : 493);
     });
     if (config2.prepare !== void 0) {
@@ -43340,7 +43432,7 @@ function ensureDirMode(root, dst, mode2) {
 
 // src/stages/record-fixtures.ts
 import { chown, mkdir as mkdir12, readFile as readFile5, stat as stat7 } from "node:fs/promises";
-import path36 from "node:path";
+import path37 from "node:path";
 async function current(file2) {
   try {
     return await readFile5(file2);
@@ -43350,10 +43442,10 @@ async function current(file2) {
   }
 }
 async function mkdirInside(root, dir) {
-  const rel = path36.relative(root, dir);
+  const rel = path37.relative(root, dir);
   let cur = root;
-  for (const part of rel.split(path36.sep).filter(Boolean)) {
-    cur = path36.join(cur, part);
+  for (const part of rel.split(path37.sep).filter(Boolean)) {
+    cur = path37.join(cur, part);
     await mkdir12(cur, { mode: 493 }).catch((e) => {
       if (e.code !== "EEXIST") throw e;
     });
@@ -43363,7 +43455,7 @@ async function mkdirInside(root, dir) {
 }
 async function giveToDirOwner(file2) {
   if (process.getuid?.() !== 0) return;
-  const dir = await stat7(path36.dirname(file2));
+  const dir = await stat7(path37.dirname(file2));
   if (dir.uid !== 0) await chown(file2, dir.uid, dir.gid);
 }
 async function recordFixtures(config2, responses, logger) {
@@ -43385,7 +43477,7 @@ async function recordFixtures(config2, responses, logger) {
         `${field2}: the traced response of probe '${probe.name}' is ${got.body.length} bytes, more than a fixture may hold (${MAX_FIXTURE_BYTES} bytes)`
       );
     const file2 = probe.fixture;
-    const shown = path36.relative(config2.dir, file2) || file2;
+    const shown = path37.relative(config2.dir, file2) || file2;
     const problem = await pathProblem(root, file2, "file", { maxBytes: MAX_FIXTURE_BYTES });
     if (problem) throw new UserError(`${field2}: ${problem}`);
     const earlier = claimed.get(file2);
@@ -43408,7 +43500,7 @@ async function recordFixtures(config2, responses, logger) {
   }
   for (const { fixture, body, shown, existed } of writes) {
     const file2 = fixture.path;
-    await mkdirInside(root, path36.dirname(file2));
+    await mkdirInside(root, path37.dirname(file2));
     const mode2 = existed ? (await stat7(file2)).mode & 511 : 420;
     await writeOutputFile(file2, body, { mode: mode2, logger });
     await giveToDirOwner(file2);
@@ -43593,12 +43685,12 @@ function responseDiff(name, before, after) {
 
 // src/harness/mounts.ts
 import { existsSync as existsSync10 } from "node:fs";
-import { readFile as readFile7, readdir as readdir5, rm as rm13, rmdir } from "node:fs/promises";
-import path38 from "node:path";
+import { readFile as readFile7, readdir as readdir5, rm as rm13, rmdir as rmdir2 } from "node:fs/promises";
+import path39 from "node:path";
 
 // src/verify/hardening.ts
 import { readFile as readFile6 } from "node:fs/promises";
-import path37 from "node:path";
+import path38 from "node:path";
 function unescape(field2) {
   return field2.replace(/\\([0-7]{3})/g, (_2, o2) => String.fromCharCode(parseInt(o2, 8)));
 }
@@ -43652,6 +43744,26 @@ function checkScratchMount(mountinfo, mountPoint) {
     ok: missing.length === 0,
     detail: (missing.length ? `missing ${missing.join(",")}: ` : "") + describeMount(m2)
   };
+}
+var DEV_TMPFS_MAX_BYTES = 4 * 1024 * 1024;
+function tmpfsSizeBytes(m2) {
+  const v2 = m2.superOptions.find((o2) => o2.startsWith("size="))?.slice(5);
+  const n2 = v2 ? /^(\d+)([kmg]?)$/i.exec(v2) : null;
+  if (!n2) return void 0;
+  const unit = { "": 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 }[n2[2].toLowerCase()];
+  return Number(n2[1]) * unit;
+}
+function checkDevMount(mountinfo) {
+  const name = "/dev nosuid, noexec or capped at 4 MiB";
+  const m2 = topMount(parseMountInfo(mountinfo), "/dev");
+  if (!m2) return { name, ok: true, detail: "not a mount point (part of the read-only root)" };
+  const nosuid = m2.options.includes("nosuid");
+  const locked = m2.options.includes("noexec") || m2.options.includes("ro");
+  const size = m2.fsType === "tmpfs" ? tmpfsSizeBytes(m2) : void 0;
+  const capped = size !== void 0 && size <= DEV_TMPFS_MAX_BYTES;
+  const ok = nosuid && (locked || capped);
+  const why = !nosuid ? "missing nosuid: " : locked ? "" : capped ? "writable by the container root and exec allowed (nspawn offers no flag), size-capped: " : "writable, exec allowed and not size-capped: ";
+  return { name, ok, detail: `${why}${describeMount(m2)} ${m2.superOptions.join(",")}` };
 }
 function statusField(status, field2) {
   const m2 = new RegExp(`^${field2}:\\s*(.*)$`, "m").exec(status);
@@ -43761,6 +43873,7 @@ async function inspectProcess(pid, dataPath, limits, runAs) {
     checkRootReadOnly(mountinfo),
     checkDataMount(mountinfo, dataPath),
     ...SCRATCH_PATHS.map((p2) => checkScratchMount(mountinfo, p2)),
+    checkDevMount(mountinfo),
     checkNetwork(netDev),
     checkNoNewPrivs(status),
     checkCapabilities(status),
@@ -43801,13 +43914,13 @@ function resolveInImage(entries, p2, depth = 0) {
   let cur = "/";
   for (let i2 = 0; i2 < parts.length; i2++) {
     if (parts[i2] === "..") {
-      cur = path37.posix.dirname(cur);
+      cur = path38.posix.dirname(cur);
       continue;
     }
-    const next = path37.posix.join(cur, parts[i2]);
+    const next = path38.posix.join(cur, parts[i2]);
     const e = entries.get(next);
     if (e?.kind === "symlink" && depth < 40) {
-      const target = e.target.startsWith("/") ? e.target : path37.posix.join(cur, e.target);
+      const target = e.target.startsWith("/") ? e.target : path38.posix.join(cur, e.target);
       const rest = parts.slice(i2 + 1).join("/");
       return resolveInImage(entries, rest ? `${target}/${rest}` : target, depth + 1);
     }
@@ -43821,7 +43934,7 @@ function checkNoInterpreters(entries, command0) {
   const own2 = resolveInImage(byPath2, command0);
   const found = [];
   for (const e of entries) {
-    if (e.kind === "dir" || !INTERPRETER_NAME.test(path37.posix.basename(e.path))) continue;
+    if (e.kind === "dir" || !INTERPRETER_NAME.test(path38.posix.basename(e.path))) continue;
     if (e.kind === "file" && !e.executable) continue;
     if (e.path === command0 || resolveInImage(byPath2, e.path) === own2) continue;
     found.push(e.kind === "symlink" ? `${e.path} -> ${e.target}` : e.path);
@@ -43946,7 +44059,7 @@ async function mountDataTmpfs(dir, logger, sizeMb = 256) {
     throw new UserError(`mounting a tmpfs at ${dir} reported success but nothing is mounted there`);
   return m2.majorMinor;
 }
-async function containerProcesses(majorMinor) {
+async function containerProcesses(majorMinor2) {
   const out = [];
   for (const pid of processTable().keys()) {
     if (pid === process.pid) continue;
@@ -43958,7 +44071,7 @@ async function containerProcesses(majorMinor) {
     }
     if (text.split("\n").some((l) => {
       const f2 = l.split(" ");
-      return f2[2] === majorMinor && f2[4] === "/";
+      return f2[2] === majorMinor2 && f2[4] === "/";
     })) {
       out.push(pid);
     }
@@ -44008,7 +44121,7 @@ async function loopBackingFile(dev) {
 async function releaseLoop(dev, image, logger) {
   for (let i2 = 0; i2 < 20; i2++) {
     const backing = await loopBackingFile(dev);
-    if (backing === void 0 || path38.resolve(backing.replace(/ \(deleted\)$/, "")) !== path38.resolve(image))
+    if (backing === void 0 || path39.resolve(backing.replace(/ \(deleted\)$/, "")) !== path39.resolve(image))
       return;
     await sleep(100);
   }
@@ -44018,9 +44131,9 @@ async function releaseLoop(dev, image, logger) {
 async function removeWorkDir(workDir, mountPoints2) {
   for (const m2 of mountPoints2) {
     if (await mountAt(m2)) throw new Error(`${m2} is still mounted; leaving ${workDir} in place`);
-    if (existsSync10(m2)) await rmdir(m2).catch(() => void 0);
+    if (existsSync10(m2)) await rmdir2(m2).catch(() => void 0);
   }
-  if (existsSync10(workDir) && (await readdir5(workDir)).every((n2) => !mountPoints2.includes(path38.join(workDir, n2)))) {
+  if (existsSync10(workDir) && (await readdir5(workDir)).every((n2) => !mountPoints2.includes(path39.join(workDir, n2)))) {
     await rm13(workDir, { recursive: true, force: true });
   }
 }
@@ -44053,7 +44166,7 @@ async function bindReadOnly(source, target, logger) {
 
 // src/harness/run.ts
 import { readFile as readFile9, rm as rm14 } from "node:fs/promises";
-import path39 from "node:path";
+import path40 from "node:path";
 
 // src/harness/client.ts
 import http from "node:http";
@@ -44256,13 +44369,47 @@ function gopherUrl(host, port2, selector, type = "1") {
 }
 
 // src/harness/listen.ts
-import { readFile as readFile8 } from "node:fs/promises";
+import { readFile as readFile8, readdir as readdir6, readlink as readlink5 } from "node:fs/promises";
 function listensOn(netTcp, port2) {
   const hexPort = port2.toString(16).toUpperCase().padStart(4, "0");
   return netTcp.split("\n").some((l) => {
     const f2 = l.trim().split(/\s+/);
     return f2[1]?.endsWith(`:${hexPort}`) === true && f2[3] === "0A";
   });
+}
+function listenerInodes(netTcp, port2) {
+  const hexPort = port2.toString(16).toUpperCase().padStart(4, "0");
+  return netTcp.split("\n").map((l) => l.trim().split(/\s+/)).filter((f2) => f2[1]?.endsWith(`:${hexPort}`) === true && f2[3] === "0A" && f2[9] !== void 0).map((f2) => f2[9]);
+}
+async function socketInodes(pid) {
+  let fds;
+  try {
+    fds = await readdir6(`/proc/${pid}/fd`);
+  } catch (e) {
+    const code = e.code;
+    return code === "EACCES" || code === "EPERM" ? void 0 : /* @__PURE__ */ new Set();
+  }
+  const out = /* @__PURE__ */ new Set();
+  for (const fd of fds) {
+    const target = await readlink5(`/proc/${pid}/fd/${fd}`).catch(() => "");
+    const m2 = /^socket:\[(\d+)\]$/.exec(target);
+    if (m2) out.add(m2[1]);
+  }
+  return out;
+}
+async function holdsListener(pids, port2) {
+  const tables = await readNetTcp("/proc/self");
+  if (tables === void 0) return void 0;
+  const ours = await socketInodes(process.pid) ?? /* @__PURE__ */ new Set();
+  const inodes = listenerInodes(tables, port2).filter((i2) => !ours.has(i2));
+  let readable2 = false;
+  for (const pid of pids) {
+    const own2 = await socketInodes(pid);
+    if (!own2) continue;
+    readable2 = true;
+    if (inodes.some((i2) => own2.has(i2))) return true;
+  }
+  return readable2 ? false : void 0;
 }
 async function readNetTcp(procDir) {
   const parts = await Promise.all(
@@ -44295,7 +44442,8 @@ function containerArgv(config2, t, hook) {
     ...t.runAs ? { runAs: t.runAs } : {},
     ...config2.service.workdir ? { workdir: config2.service.workdir } : {},
     harden: t.harden,
-    privateNetwork: true
+    privateNetwork: true,
+    ...t.identity ?? containerIdentity(t.root)
   });
 }
 async function begin(config2, t, o2, index) {
@@ -44378,7 +44526,7 @@ async function probeListening(config2, pid, port2, probe, o2) {
     const r2 = await run([...ns2, ...client], { privileged: true, binary: true, timeoutMs, logger });
     return { body: r2.stdoutBytes };
   }
-  const bodyFile = path39.join(o2.workDir, `probe-${probe.name}.body`);
+  const bodyFile = path40.join(o2.workDir, `probe-${probe.name}.body`);
   await rm14(bodyFile, { force: true });
   const url3 = `http://127.0.0.1:${port2}${probe.path}`;
   const curl = ["curl", "-s", "-S", "-o", bodyFile, "-w", "%{http_code}"];
@@ -44448,7 +44596,12 @@ async function runListening(config2, t, o2) {
   return out;
 }
 async function runProbes(config2, t, o2) {
-  return config2.service.listen !== void 0 ? runListening(config2, t, o2) : runInetd(config2, t, o2);
+  const target = { ...t, identity: t.identity ?? containerIdentity(t.root) };
+  try {
+    return await (config2.service.listen !== void 0 ? runListening(config2, target, o2) : runInetd(config2, target, o2));
+  } finally {
+    await releaseMachineName(target.identity.machineName);
+  }
 }
 
 // src/stages/self-check.ts
@@ -44504,34 +44657,34 @@ ${diffs.join("\n")}`
 }
 
 // src/stages/trace.ts
-import { mkdir as mkdir14, rm as rm17, stat as stat8, writeFile as writeFile6 } from "node:fs/promises";
-import path41 from "node:path";
+import { mkdir as mkdir14, rm as rm17, stat as stat8, writeFile as writeFile5 } from "node:fs/promises";
+import path42 from "node:path";
 
 // src/trace/hook.ts
 import { readFile as readFile10, rm as rm16 } from "node:fs/promises";
-import path40 from "node:path";
+import path41 from "node:path";
 
 // src/trace/fifo.ts
-import { randomBytes as randomBytes4 } from "node:crypto";
+import { randomBytes as randomBytes5 } from "node:crypto";
 import { closeSync as closeSync3, constants as constants7, openSync as openSync3, read, writeSync as writeSync2 } from "node:fs";
 var TraceFifo = class _TraceFifo {
-  constructor(path54) {
-    this.path = path54;
-    this.fd = openSync3(path54, constants7.O_RDWR);
+  constructor(path55) {
+    this.path = path55;
+    this.fd = openSync3(path55, constants7.O_RDWR);
     this.done = this.pump();
   }
   path;
   fd;
   chunks = [];
   sentinel = `
-#lhc-trace-end-${randomBytes4(6).toString("hex")}
+#lhc-trace-end-${randomBytes5(6).toString("hex")}
 `;
   done;
   closed = false;
   /** Creates the FIFO (mode 0666: the service may run as any user) and starts reading it. */
-  static async create(path54) {
-    await run(["mkfifo", "-m", "0666", path54]);
-    return new _TraceFifo(path54);
+  static async create(path55) {
+    await run(["mkfifo", "-m", "0666", path55]);
+    return new _TraceFifo(path55);
   }
   async pump() {
     const buf = Buffer.alloc(256 * 1024);
@@ -44586,7 +44739,7 @@ function qemuTraceHook(dir) {
     env: qemuFifoEnv(),
     binds: [{ host: dir, container: TRACE_MOUNT }],
     async begin(argv) {
-      const fifoPath = path40.join(dir, QEMU_TRACE_FILE);
+      const fifoPath = path41.join(dir, QEMU_TRACE_FILE);
       await rm16(fifoPath, { force: true });
       const fifo = await TraceFifo.create(fifoPath);
       return { argv, end: async () => ({ text: await fifo.finish() }) };
@@ -44596,7 +44749,7 @@ function qemuTraceHook(dir) {
 function straceHook(dir) {
   return {
     async begin(argv, index) {
-      const file2 = path40.join(dir, index === void 0 ? "strace.log" : `strace.${index}.log`);
+      const file2 = path41.join(dir, index === void 0 ? "strace.log" : `strace.${index}.log`);
       return {
         argv: ["strace", ...STRACE_FLAGS, "-o", file2, "--", ...argv],
         end: async () => ({ text: await readFile10(file2, "utf8").catch(() => ""), file: file2 })
@@ -45093,7 +45246,7 @@ async function traceService(config2, root, opts) {
           privileged: true
         });
       }
-      const dirs = [TRACE_MOUNT, config2.data.path, "/usr"].map((p2) => path41.join(copy, p2));
+      const dirs = [TRACE_MOUNT, config2.data.path, "/usr"].map((p2) => path42.join(copy, p2));
       await run(["mkdir", "-p", "-m", "0755", "--", ...dirs], { privileged: true });
     });
     await seedDataDir(config2, root, dataDir);
@@ -45129,8 +45282,8 @@ async function traceService(config2, root, opts) {
     for (const [i2, { text }] of probed.records.entries()) {
       const parsed = emulated ? parseQemuStrace(text, parseOpts) : parseHostStrace(text, parseOpts);
       if (emulated) {
-        const file2 = path41.join(traceDir, `qemu.${i2}.txt`);
-        await writeFile6(file2, text);
+        const file2 = path42.join(traceDir, `qemu.${i2}.txt`);
+        await writeFile5(file2, text);
         traceFiles.push(file2);
       }
       if (parsed.skipped > 0)
@@ -45196,13 +45349,38 @@ import { setMaxListeners as setMaxListeners2 } from "node:events";
 import { existsSync as existsSync12 } from "node:fs";
 import { mkdir as mkdir15, mkdtemp as mkdtemp7 } from "node:fs/promises";
 import os9 from "node:os";
-import path45 from "node:path";
+import path46 from "node:path";
 
 // src/harness/limits.ts
-import { existsSync as existsSync11 } from "node:fs";
-import path42 from "node:path";
-var CGROUP_V1 = "/sys/fs/cgroup";
-var WRAPPER = [
+import { existsSync as existsSync11, readFileSync as readFileSync7 } from "node:fs";
+import path43 from "node:path";
+var CGROUP_ROOT = "/sys/fs/cgroup";
+function words(file2) {
+  try {
+    return readFileSync7(file2, "utf8").trim().split(/\s+/);
+  } catch {
+    return [];
+  }
+}
+function cgroupLayout(root = CGROUP_ROOT) {
+  const v1 = (existsSync11(path43.join(root, "memory/memory.limit_in_bytes")) || existsSync11(path43.join(root, "memory/cgroup.procs"))) && existsSync11(path43.join(root, "pids/cgroup.procs"));
+  if (v1) return { kind: "v1", cpu: existsSync11(path43.join(root, "cpu/cpu.cfs_quota_us")) };
+  const controllers = words(path43.join(root, "cgroup.controllers"));
+  if (controllers.length === 0 && !existsSync11(path43.join(root, "cgroup.controllers")))
+    return {
+      kind: "none",
+      why: `no cgroup v1 memory and pids hierarchies and no cgroup v2 tree at ${root}`
+    };
+  const enabled = words(path43.join(root, "cgroup.subtree_control"));
+  const missing = ["memory", "pids"].filter((c3) => !enabled.includes(c3));
+  if (missing.length)
+    return {
+      kind: "none",
+      why: `cgroup v2 at ${root} does not enable ${missing.join(" and ")} for child cgroups (${path43.join(root, "cgroup.subtree_control")} holds "${enabled.join(" ")}"; ${controllers.includes(missing[0]) ? `enable with: echo +${missing.join(" +")} > ${path43.join(root, "cgroup.subtree_control")}` : "the kernel does not offer it"})`
+    };
+  return { kind: "v2", cpu: enabled.includes("cpu") };
+}
+var V1_WRAPPER = [
   "set -e",
   'm="$1/c$$"; p="$2/c$$"; c="$3"',
   'mkdir "$m" "$p"',
@@ -45214,11 +45392,36 @@ var WRAPPER = [
   "shift 6",
   'exec "$@"'
 ].join("\n");
+var V2_WRAPPER = [
+  "set -e",
+  'g="$1/c$$"',
+  'mkdir "$g"',
+  'echo "$2" > "$g/memory.max"',
+  // No swap where the kernel accounts it; absent without swap accounting.
+  'if [ -e "$g/memory.swap.max" ]; then echo 0 > "$g/memory.swap.max"; fi',
+  'echo "$3" > "$g/pids.max"',
+  'if [ -n "$4" ]; then echo "$4 100000" > "$g/cpu.max"; fi',
+  'echo $$ > "$g/cgroup.procs"',
+  "shift 4",
+  'exec "$@"'
+].join("\n");
 function limitedArgv(argv, cg, l) {
+  if (cg.kind === "v2")
+    return [
+      "/bin/sh",
+      "-c",
+      V2_WRAPPER,
+      "lhc-limits",
+      cg.dir,
+      String(l.memory),
+      String(l.tasks),
+      cg.cpu ? String(l.cpu * 1e3) : "",
+      ...argv
+    ];
   return [
     "/bin/sh",
     "-c",
-    WRAPPER,
+    V1_WRAPPER,
     "lhc-limits",
     cg.memory,
     cg.pids,
@@ -45229,24 +45432,36 @@ function limitedArgv(argv, cg, l) {
     ...argv
   ];
 }
-function hasCgroupV1Limits() {
-  return (existsSync11(path42.join(CGROUP_V1, "memory/memory.limit_in_bytes")) || existsSync11(path42.join(CGROUP_V1, "memory/cgroup.procs"))) && existsSync11(path42.join(CGROUP_V1, "pids/cgroup.procs"));
-}
-async function createLimitCgroups(name, logger) {
+async function createLimitCgroups(name, logger, root = CGROUP_ROOT) {
+  const layout = cgroupLayout(root);
+  if (layout.kind === "none")
+    throw new Error(`service.limits cannot be applied here: ${layout.why}`);
+  if (layout.kind === "v2") {
+    const cg2 = { kind: "v2", dir: path43.join(root, name), cpu: layout.cpu };
+    const enable = ["+memory", "+pids", ...layout.cpu ? ["+cpu"] : []].join(" ");
+    await run(["mkdir", cg2.dir], { privileged: true, logger });
+    await run(["sh", "-c", 'echo "$1" > "$2/cgroup.subtree_control"', "sh", enable, cg2.dir], {
+      privileged: true,
+      logger
+    });
+    return cg2;
+  }
   const cg = {
-    memory: path42.join(CGROUP_V1, "memory", name),
-    pids: path42.join(CGROUP_V1, "pids", name)
+    memory: path43.join(root, "memory", name),
+    pids: path43.join(root, "pids", name)
   };
-  if (existsSync11(path42.join(CGROUP_V1, "cpu/cpu.cfs_quota_us")))
-    cg.cpu = path42.join(CGROUP_V1, "cpu", name);
+  if (layout.cpu) cg.cpu = path43.join(root, "cpu", name);
   await run(["mkdir", cg.memory, cg.pids, ...cg.cpu ? [cg.cpu] : []], {
     privileged: true,
     logger
   });
   return cg;
 }
+function limitDirs(cg) {
+  return cg.kind === "v2" ? [cg.dir] : [cg.memory, cg.pids, ...cg.cpu ? [cg.cpu] : []];
+}
 async function removeLimitCgroups(cg, logger) {
-  const dirs = [cg.memory, cg.pids, ...cg.cpu ? [cg.cpu] : []].filter((d) => existsSync11(d));
+  const dirs = limitDirs(cg).filter((d) => existsSync11(d));
   if (!dirs.length) return;
   let last = "";
   const done = await waitFor(
@@ -45315,7 +45530,7 @@ async function runLoad(requests, concurrency, one, signal) {
 
 // src/verify/probes.ts
 import { readFile as readFile11 } from "node:fs/promises";
-import path43 from "node:path";
+import path44 from "node:path";
 async function readFixtures(probes) {
   const out = /* @__PURE__ */ new Map();
   for (const p2 of probes) {
@@ -45390,7 +45605,7 @@ async function curlProbe(probe, expected, svc, workDir, opts, timeoutMs) {
   const { host, port: port2 } = svc.clientTarget;
   const name = `${probe.name} (curl)`;
   const seconds = String(Math.ceil(timeoutMs / 1e3));
-  const bodyFile = path43.join(workDir, "curl-body");
+  const bodyFile = path44.join(workDir, "curl-body");
   const url3 = probe.type === "gopher" ? gopherUrl(host, port2, probe.selector) : `http://${host}:${port2}${probe.path}`;
   const curl = [
     "curl",
@@ -45425,7 +45640,7 @@ async function curlProbe(probe, expected, svc, workDir, opts, timeoutMs) {
 
 // src/harness/service.ts
 import { statSync as statSync2 } from "node:fs";
-import path44 from "node:path";
+import path45 from "node:path";
 var FORWARDER = `
 const net = require('net');
 const fs = require('fs');
@@ -45444,11 +45659,16 @@ function forwarderReady(sock) {
     return false;
   }
 }
-async function startInetd(argv, state, opts, timeoutMs) {
+async function activatorListens(pid, port2, logger) {
+  const pids = [pid, ...descendants(pid).map((p2) => p2.pid)];
+  const mine = await holdsListener(pids, port2);
+  return mine ?? await listening(process.pid, port2, logger);
+}
+async function startInetd(argv, state, opts, timeoutMs, pickPort = freePort) {
   const { logger, signal } = opts;
   let lastError = "";
   for (let attempt = 0; attempt < 3; attempt++) {
-    const port2 = await freePort();
+    const port2 = await pickPort();
     const service = start(
       ["systemd-socket-activate", "-l", `127.0.0.1:${port2}`, "-a", "--inetd", ...argv],
       {
@@ -45461,7 +45681,7 @@ async function startInetd(argv, state, opts, timeoutMs) {
     let exited = false;
     void service.exited.then(() => exited = true);
     const ok = await waitFor(
-      async () => exited ? false : await listening(process.pid, port2, logger) || void 0,
+      async () => exited ? false : await activatorListens(service.pid, port2, logger) || void 0,
       1e4,
       signal
     );
@@ -45526,7 +45746,7 @@ ${stderr}`
 ${stderr}`
     );
   }
-  const sockPath = path44.join(state.workDir, "service.sock");
+  const sockPath = path45.join(state.workDir, "service.sock");
   const nsenter = (a2) => ["nsenter", "-t", String(payload.pid), "-n", ...a2];
   state.forwarder = start(nsenter([process.execPath, "-e", FORWARDER, sockPath, String(port2)]), {
     privileged: true,
@@ -45575,13 +45795,14 @@ async function hardeningRows(svc, state, config2, runAs) {
 }
 async function withLimits(argv, state, config2, logger) {
   const l = config2.service.limits;
-  if (!hasCgroupV1Limits()) {
+  const layout = cgroupLayout();
+  if (layout.kind === "none") {
     logger.warn(
-      "no cgroup v1 memory and pids controllers on this host: service.limits memory, tasks and cpu are not applied here (open files and processes per user are)"
+      `service.limits memory, tasks and cpu are not applied on this host (open files and processes per user are): ${layout.why}`
     );
     return argv;
   }
-  state.limitCgroups = await createLimitCgroups(`lhc-${path45.basename(state.workDir)}`, logger);
+  state.limitCgroups = await createLimitCgroups(`lhc-${path46.basename(state.workDir)}`, logger);
   logger.info(
     `limits per container: memory ${humanBytes(l.memory)}, ${l.tasks} tasks, cpu ${l.cpu} %, ${l.nofile} open files`
   );
@@ -45623,6 +45844,10 @@ async function teardown(state, image, logger) {
     if (r === void 0) throw new Error(`${state.service.command} did not exit`);
     state.serviceStderr = r.stderr;
   });
+  if (state.identity) {
+    const name = state.identity.machineName;
+    await attempt("release machine name", () => releaseMachineName(name));
+  }
   const cgroups = state.limitCgroups;
   if (cgroups) await attempt("remove limit cgroups", () => removeLimitCgroups(cgroups, logger));
   await attempt("unmount data", () => unmount(state.dataDir, logger));
@@ -45658,7 +45883,7 @@ function combinedSignal(opts, concurrency) {
   };
 }
 async function mustExist(file2, what) {
-  const abs = path45.resolve(file2);
+  const abs = path46.resolve(file2);
   if (!existsSync12(abs)) throw new UserError(`${what} ${file2} does not exist`);
   return abs;
 }
@@ -45676,14 +45901,15 @@ async function verifyImage(options) {
     throw new UserError(`--concurrency must be a whole number \u2265 1, got ${concurrency}`);
   const { signal, dispose: disposeSignal } = combinedSignal(options, concurrency);
   const opts = { ...options, signal };
-  const workDir = await mkdtemp7(path45.join(os9.tmpdir(), "lhc-verify-"));
+  const workDir = await mkdtemp7(path46.join(os9.tmpdir(), "lhc-verify-"));
   const state = {
     workDir,
-    rootDir: path45.join(workDir, config2.name),
-    dataDir: path45.join(workDir, "data"),
+    rootDir: path46.join(workDir, config2.name),
+    dataDir: path46.join(workDir, "data"),
     sockets: /* @__PURE__ */ new Set(),
     payloads: []
   };
+  state.identity = containerIdentity(state.rootDir);
   await mkdir15(state.rootDir);
   await mkdir15(state.dataDir);
   const cleanup = registerCleanup(
@@ -45700,7 +45926,7 @@ async function verifyImage(options) {
         `image ${image} mounted read-only at ${state.rootDir} (${state.image.loopDevice})`
       );
       for (const needed of mountPoints(config2.data.path)) {
-        if (!existsSync12(path45.join(state.rootDir, needed))) {
+        if (!existsSync12(path46.join(state.rootDir, needed))) {
           throw new UserError(
             `the image has no ${needed} directory; a read-only root needs every mount point (add it to the root)`
           );
@@ -45718,7 +45944,8 @@ async function verifyImage(options) {
         env: config2.service.env,
         ...runAs ? { runAs } : {},
         workdir: config2.service.workdir,
-        limits: config2.service.limits
+        limits: config2.service.limits,
+        ...state.identity
       });
       const argv = await withLimits(nspawn, state, config2, logger);
       const svc = config2.service.inetd ? await startInetd(argv, state, opts, timeoutMs) : await startListening(argv, state, opts, timeoutMs);
@@ -45839,7 +46066,7 @@ async function build(config2, opts) {
       timings.push({ stage: name, seconds: (Date.now() - started) / 1e3 });
     }
   };
-  const outDir = path46.resolve(opts.outDir);
+  const outDir = path47.resolve(opts.outDir);
   const names = artifactNames(config2.name, {
     image: config2.outputs.image,
     dataTemplate: config2.outputs["data-template"],
@@ -45858,7 +46085,7 @@ async function build(config2, opts) {
   try {
     await claimBuildDirs(dirs, logger);
     work = workLayout(
-      dirs.work?.dir ?? await mkdtemp8(path46.join(os10.tmpdir(), `lhc-${config2.name}-`))
+      dirs.work?.dir ?? await mkdtemp8(path47.join(os10.tmpdir(), `lhc-${config2.name}-`))
     );
   } catch (e) {
     process.umask(callerUmask);
@@ -45909,7 +46136,7 @@ async function build(config2, opts) {
         logger,
         luaPath: luaBuild?.path,
         signal: opts.signal,
-        basesDir: opts.basesDir ?? (opts.cacheDir ? path46.join(opts.cacheDir, "bases") : void 0)
+        basesDir: opts.basesDir ?? (opts.cacheDir ? path47.join(opts.cacheDir, "bases") : void 0)
       });
       const runAs2 = await installRunAs(config2, assembled2.root, workDir, logger);
       return { assembled: assembled2, runAs: runAs2 };
@@ -45968,8 +46195,9 @@ async function build(config2, opts) {
       if (opts.manifestLock) {
         const lock = await checkManifestLock(
           packed2.manifestData,
-          path46.resolve(opts.manifestLock),
-          opts.updateManifest ?? false
+          path47.resolve(opts.manifestLock),
+          opts.updateManifest ?? false,
+          logger
         );
         if (lock.updated) {
           manifestDiff2 = lock.diffText;
@@ -46166,8 +46394,8 @@ function bashCompletion(commands2) {
       const action = Array.isArray(o2.complete) ? `COMPREPLY=($(compgen -W ${q2(o2.complete.join(" "))} -- "$cur"))` : o2.complete === "dir" ? 'COMPREPLY=($(compgen -d -- "$cur"))' : o2.complete === "file" ? 'COMPREPLY=($(compgen -f -- "$cur"))' : "COMPREPLY=()";
       return `        ${flags}) ${action}; return ;;`;
     });
-    const words = positionalWords(c3);
-    const positional = words ? `COMPREPLY=($(compgen -W ${q2(words.join(" "))} -- "$cur"))` : c3.positionals && (c3.positionals.max ?? 1) > 0 ? 'COMPREPLY=($(compgen -f -- "$cur"))' : "COMPREPLY=()";
+    const words2 = positionalWords(c3);
+    const positional = words2 ? `COMPREPLY=($(compgen -W ${q2(words2.join(" "))} -- "$cur"))` : c3.positionals && (c3.positionals.max ?? 1) > 0 ? 'COMPREPLY=($(compgen -f -- "$cur"))' : "COMPREPLY=()";
     return [
       `    ${c3.name})`,
       '      case "$prev" in',
@@ -46210,8 +46438,8 @@ function zshCompletion(commands2) {
   const describe4 = commands2.map((c3) => `    ${q2(`${c3.name}:${c3.summary.replace(/:/g, "\\:")}`)}`);
   const cases = commands2.map((c3) => {
     const specs = Object.entries(allOptions(c3)).flatMap(([n2, o2]) => zshOption(n2, o2));
-    const words = positionalWords(c3);
-    const rest = words !== void 0 ? q2(`*:argument:(${words.join(" ")})`) : c3.positionals && (c3.positionals.max ?? 1) > 0 ? q2("*:file:_files") : "";
+    const words2 = positionalWords(c3);
+    const rest = words2 !== void 0 ? q2(`*:argument:(${words2.join(" ")})`) : c3.positionals && (c3.positionals.max ?? 1) > 0 ? q2("*:file:_files") : "";
     return `    ${c3.name}) _arguments ${[...specs, rest].filter(Boolean).join(" ")} ;;`;
   });
   return `#compdef lhc
@@ -46269,8 +46497,8 @@ options, and the values some options take). Load it in the current shell, or add
 };
 
 // src/cli/commands/diff.ts
-import { readdir as readdir6, stat as stat9 } from "node:fs/promises";
-import path47 from "node:path";
+import { readdir as readdir7, stat as stat9 } from "node:fs/promises";
+import path48 from "node:path";
 async function manifestPath(arg) {
   let st2;
   try {
@@ -46279,13 +46507,13 @@ async function manifestPath(arg) {
     throw new UserError(`lhc diff: ${arg} does not exist`);
   }
   if (!st2.isDirectory()) return arg;
-  const found = (await readdir6(arg)).filter((f2) => f2.endsWith(".manifest.json"));
+  const found = (await readdir7(arg)).filter((f2) => f2.endsWith(".manifest.json"));
   if (found.length !== 1) {
     throw new UserError(
       `lhc diff: ${arg} is a directory with ${found.length === 0 ? "no" : found.length} *.manifest.json files; name the manifest file`
     );
   }
-  return path47.join(arg, found[0]);
+  return path48.join(arg, found[0]);
 }
 function diffJson(d, files) {
   const entry = (section, e) => ({ section, ...e });
@@ -46515,9 +46743,9 @@ function formatChecks(checks) {
 }
 
 // src/host/probe.ts
-import { access, readFile as readFile12, readdir as readdir7 } from "node:fs/promises";
+import { access, readFile as readFile12, readdir as readdir8 } from "node:fs/promises";
 import os11 from "node:os";
-import path48 from "node:path";
+import path49 from "node:path";
 var EXTRA_PATH = ["/usr/local/sbin", "/usr/sbin", "/sbin"];
 var realProbe = {
   async fileExists(file2) {
@@ -46537,7 +46765,7 @@ var realProbe = {
   },
   async listDir(dir) {
     try {
-      return (await readdir7(dir)).sort();
+      return (await readdir8(dir)).sort();
     } catch {
       return [];
     }
@@ -46545,7 +46773,7 @@ var realProbe = {
   async which(tool) {
     const dirs = [...(process.env.PATH ?? "").split(":").filter(Boolean), ...EXTRA_PATH];
     for (const d of dirs) {
-      const candidate = path48.join(d, tool);
+      const candidate = path49.join(d, tool);
       try {
         await access(
           candidate,
@@ -46699,8 +46927,9 @@ downloaded again. Prints one line per input: "<sha256>  <name>  <path>".`,
 };
 
 // src/cli/commands/lua.ts
+import { constants as constants8 } from "node:fs";
 import { chmod as chmod5, copyFile as copyFile3, mkdir as mkdir16 } from "node:fs/promises";
-import path49 from "node:path";
+import path50 from "node:path";
 var luaCommand = {
   name: "lua",
   summary: "build a static Lua interpreter from a verified source tarball",
@@ -46758,6 +46987,7 @@ Options:
       if (!/^(https?|file):\/\/\S+$/.test(u3))
         throw new ConfigError(`lhc lua: --url must be an http(s):// or file:// URL, got "${u3}"`);
     }
+    const dest = await checkOutputFileTarget("lhc lua --out", path50.join(out, "lua"));
     const r = await buildLua(
       {
         version: version2,
@@ -46769,9 +46999,14 @@ Options:
       { store: new Store(void 0, ctx.logger), logger: ctx.logger }
     );
     await mkdir16(out, { recursive: true });
-    const dest = path49.join(out, "lua");
-    await copyFile3(r.path, dest);
-    await chmod5(dest, 493);
+    await stageOutput(
+      dest,
+      async (tmp) => {
+        await copyFile3(r.path, tmp, constants8.COPYFILE_EXCL);
+        await chmod5(tmp, 493);
+      },
+      ctx.logger
+    );
     ctx.out(`lua      ${dest}`);
     ctx.out(`bytes    ${r.bytes}`);
     ctx.out(`sha256   ${r.sha256}`);
@@ -47229,27 +47464,51 @@ Options:
 
 // src/board/command.ts
 import { existsSync as existsSync14 } from "node:fs";
-import path53 from "node:path";
+import path54 from "node:path";
 
 // src/board/verify-board.ts
 import { mkdtemp as mkdtemp9, rm as rm18 } from "node:fs/promises";
 import os12 from "node:os";
-import path52 from "node:path";
+import path53 from "node:path";
 
 // src/board/machine.ts
-import { readdirSync as readdirSync6 } from "node:fs";
+import { readdirSync as readdirSync6, statSync as statSync3 } from "node:fs";
 import { mkdir as mkdir17 } from "node:fs/promises";
-import path50 from "node:path";
+import path51 from "node:path";
 var LOOPS_NEEDED = 3;
 var NSENTER_FLAGS = ["-m", "-u", "-i", "-n", "-p", "-C", "-r", "-w"];
 async function listLoops() {
-  const r = await run(["losetup", "--list", "--noheadings", "--raw", "-O", "NAME,BACK-FILE"], {
-    privileged: true
+  const r = await run(
+    ["losetup", "--list", "--noheadings", "--raw", "-O", "NAME,BACK-INO,BACK-MAJ:MIN,BACK-FILE"],
+    { privileged: true }
+  );
+  return parseLoopList(r.stdout);
+}
+function parseLoopList(text) {
+  return text.split("\n").filter((l) => l.trim()).map((l) => {
+    const [name, ino, dev, ...rest] = l.trim().split(" ");
+    return {
+      name,
+      backingInode: ino ?? "",
+      backingDevice: dev ?? "",
+      backingFile: rest.join(" ")
+    };
   });
-  return r.stdout.split("\n").filter((l) => l.trim()).map((l) => {
-    const [name, ...rest] = l.trim().split(" ");
-    return { name, backingFile: rest.join(" ") };
-  });
+}
+function majorMinor(dev) {
+  const major = Math.floor(dev / 256) & 4095;
+  const minor = dev & 255 | Math.floor(dev / 4096) & 1048320;
+  return `${major}:${minor}`;
+}
+function backedByBoard(l, root) {
+  if (l.backingFile.startsWith(`${root}/`)) return true;
+  if (!l.backingFile.startsWith("/var/lib/lhc/")) return false;
+  try {
+    const st2 = statSync3(path51.join(root, l.backingFile));
+    return String(st2.ino) === l.backingInode && majorMinor(st2.dev) === l.backingDevice;
+  } catch {
+    return false;
+  }
 }
 function hostLoopNodes() {
   return readdirSync6("/dev").filter((n2) => /^loop\d+$/.test(n2)).sort((a2, b2) => Number(a2.slice(4)) - Number(b2.slice(4))).map((n2) => `/dev/${n2}`);
@@ -47287,8 +47546,9 @@ var Board = class _Board {
   /** Seconds from starting nspawn to `systemctl is-system-running` settling. */
   bootSeconds = 0;
   static async boot(o2) {
-    const root = path50.join(o2.workDir, "root");
-    await mkdir17(root, { recursive: true });
+    await createOwnDir("board work dir", o2.workDir);
+    const root = path51.join(o2.workDir, "root");
+    await mkdir17(root);
     await run(["tar", "-xpf", o2.tarball, "--numeric-owner", "-C", root], {
       privileged: true,
       logger: o2.logger,
@@ -47378,11 +47638,11 @@ ${tail(r.stdout + r.stderr, 30)}`
   }
   /** The host path of a path on the board. */
   hostPath(p2) {
-    return path50.join(this.root, p2);
+    return path51.join(this.root, p2);
   }
   /** Copies a host directory to `dest` on the board, as a person copying build output would. */
   async copyIn(src, dest) {
-    await run(["mkdir", "-p", this.hostPath(path50.dirname(dest))], { privileged: true });
+    await run(["mkdir", "-p", this.hostPath(path51.dirname(dest))], { privileged: true });
     await removeTree([this.hostPath(dest)]);
     await run(["cp", "-a", src, this.hostPath(dest)], { privileged: true, logger: this.logger });
   }
@@ -47424,13 +47684,13 @@ ${tail(r.stdout + r.stderr, 30)}`
     const left = [];
     const procs = descendants(this.nspawn.pid, processTable());
     if (procs.length) left.push(`processes: ${procs.map((p2) => `${p2.pid} ${p2.comm}`).join(", ")}`);
-    const loops = (await listLoops()).filter(
-      (l) => !this.loopsBefore.has(l.name) && (l.backingFile.startsWith("/var/lib/lhc/") || l.backingFile.startsWith(this.root))
-    );
+    const ours = (l) => !this.loopsBefore.has(l.name) && backedByBoard(l, this.root);
+    const key = (l) => `${l.name} ${l.backingDevice} ${l.backingInode}`;
+    const loops = (await listLoops()).filter(ours);
     for (let i2 = 0; i2 < 20 && loops.length; i2++) {
       await new Promise((r) => setTimeout(r, 100));
-      const now = new Set((await listLoops()).map((l) => l.name));
-      for (let j2 = loops.length - 1; j2 >= 0; j2--) if (!now.has(loops[j2].name)) loops.splice(j2, 1);
+      const now = new Set((await listLoops()).filter(ours).map(key));
+      for (let j2 = loops.length - 1; j2 >= 0; j2--) if (!now.has(key(loops[j2]))) loops.splice(j2, 1);
     }
     if (loops.length) {
       left.push(`loop devices: ${loops.map((l) => `${l.name} (${l.backingFile})`).join(", ")}`);
@@ -47452,7 +47712,7 @@ ${tail(r.stdout + r.stderr, 30)}`
 
 // src/board/root.ts
 import { stat as stat11 } from "node:fs/promises";
-import path51 from "node:path";
+import path52 from "node:path";
 var BOARD_PACKAGES = [
   "curl",
   "dbus",
@@ -47482,7 +47742,7 @@ async function boardRootTarball(o2) {
     {
       logger: o2.logger,
       signal: o2.signal,
-      basesDir: o2.cacheDir ?? path51.join(cacheDir(), "board")
+      basesDir: o2.cacheDir ?? path52.join(cacheDir(), "board")
     }
   );
 }
@@ -47520,7 +47780,7 @@ async function openBoardPort(board, port2, dir, logger, signal) {
       `nothing listens on the board's port ${port2} after install:
 ${await board.journal([])}`
     );
-  const sock = path52.join(dir, `board-${port2}.sock`);
+  const sock = path53.join(dir, `board-${port2}.sock`);
   const forwarder = start(
     board.inNetwork([process.execPath, "-e", FORWARDER, sock, String(port2)]),
     { privileged: true, logger }
@@ -47603,10 +47863,10 @@ async function verifyOnBoard(o2) {
   const tarball = await boardRootTarball({ logger, signal, provided: o2.board ?? config2.board });
   const rootSeconds = (Date.now() - t) / 1e3;
   const ownWorkDir = o2.workDir === void 0;
-  const workDir = o2.workDir ?? await mkdtemp9(path52.join(os12.tmpdir(), "lhc-board-"));
+  const workDir = o2.workDir ?? await mkdtemp9(path53.join(os12.tmpdir(), "lhc-board-"));
   const board = await Board.boot({
     tarball,
-    workDir: path52.join(workDir, "board"),
+    workDir: path53.join(workDir, "board"),
     logger,
     signal
   }).catch(async (e) => {
@@ -47622,7 +47882,7 @@ async function verifyOnBoard(o2) {
     const { outcomes, ms: ms2 } = await probeBoard(config2, port2.endpoint, timeoutMs, signal);
     const curl = await curlOnBoard(board, config2);
     if (curl) outcomes.push(curl);
-    const image = path52.join(
+    const image = path53.join(
       o2.outDir,
       artifactNames(config2.name, { image: config2.outputs.image }).image
     );
@@ -47673,8 +47933,8 @@ var BOARD_HELP = `  --board              verify on a simulated board instead: bo
   --out DIR            with --board: the build output (default: outputs.dir from the config)`;
 async function runBoardVerify(configFile, out, ctx) {
   const config2 = await loadConfig(configFile);
-  const outDir = path53.resolve(out ?? config2.outputs.dir);
-  if (!existsSync14(path53.join(outDir, "deploy/install.sh")))
+  const outDir = path54.resolve(out ?? config2.outputs.dir);
+  if (!existsSync14(path54.join(outDir, "deploy/install.sh")))
     throw new ConfigError(
       `lhc verify --board: ${outDir} holds no deploy/install.sh; run lhc build first (or pass --out DIR)`
     );

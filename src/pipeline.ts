@@ -223,6 +223,7 @@ export async function build(config: LhcConfig, opts: BuildOptions): Promise<Buil
           packed.manifestData,
           path.resolve(opts.manifestLock),
           opts.updateManifest ?? false,
+          logger,
         );
         if (lock.updated) {
           manifestDiff = lock.diffText;

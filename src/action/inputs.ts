@@ -16,7 +16,7 @@ export interface ActionInputs {
   verify: boolean;
   /** Replace files in out-dir that lhc did not write (default false: such an out-dir is refused). */
   force: boolean;
-  /** Also verify on a simulated board (boots a Debian systemd machine; minutes). */
+  /** Also verify on a simulated board (boots a Debian systemd machine; default true). */
   board: boolean;
 }
 
@@ -42,6 +42,6 @@ export function readInputs(get: (name: string) => string): ActionInputs {
     updateFixtures: bool('update-fixtures', get('update-fixtures'), false),
     verify: bool('verify', get('verify'), true),
     force: bool('force', get('force'), false),
-    board: bool('board', get('board'), false),
+    board: bool('board', get('board'), true),
   };
 }

@@ -57,7 +57,7 @@ export async function run(signal?: AbortSignal): Promise<void> {
     // Runners are fresh machines: install and register what is missing (sudo -n when not root).
     await logger.group('Host setup', () => setupHost(realProbe, logger));
     const cache = await logger.group('Restore cache', () =>
-      restoreCaches(cachePlan(config), logger, { enabled: inputs.cache }),
+      restoreCaches(cachePlan(config, { board: inputs.board }), logger, { enabled: inputs.cache }),
     );
     let result: BuildResult;
     try {

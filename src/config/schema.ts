@@ -179,6 +179,11 @@ export const serviceSchema = z
     workdir: absPath.optional(),
     inetd: z.boolean().optional(),
     listen: port.optional(),
+    /**
+     * The daemon takes its listening socket from systemd (LISTEN_FDS, sd_listen_fds) instead of
+     * binding `listen` itself; the board then passes the socket straight into the container.
+     */
+    'socket-activation': z.boolean().default(false),
     /** Seconds a traced or verified run may take before it is killed. */
     timeout: z.number().positive().default(60),
     limits: limitsSchema.default(() => ({ ...DEFAULT_LIMITS })),
@@ -201,6 +206,13 @@ export const serviceSchema = z
         code: 'custom',
         message: 'set exactly one of inetd: true or listen: PORT',
         path: ['inetd'],
+      });
+    if (s['socket-activation'] && s.listen === undefined)
+      ctx.addIssue({
+        code: 'custom',
+        message:
+          'socket-activation passes a listening socket to the daemon: it needs listen: PORT (an inetd service already gets its connection on stdin)',
+        path: ['socket-activation'],
       });
     if (!s.command[0]!.startsWith('/'))
       ctx.addIssue({

@@ -18,7 +18,7 @@ import type { RunAs } from '../service-user/passwd.js';
 import { OCI_USER_NAMESPACE, ociConfig, ociUser } from './oci.js';
 import { renderReadme } from './readme.js';
 import { renderInstallScript } from './install-script.js';
-import { PROXY_PROGRAMS, proxyUnitName, renderProxyUnit } from './listen-proxy.js';
+import { PROXY_PROGRAMS, proxied, proxyUnitName, renderProxyUnit } from './listen-proxy.js';
 import {
   HEADER,
   listenPort,
@@ -36,6 +36,8 @@ export interface ServiceSpec {
   workdir?: string;
   inetd?: boolean;
   listen?: number;
+  /** The daemon takes the board's socket itself (LISTEN_FDS): no proxy, see listen-proxy.ts. */
+  'socket-activation'?: boolean;
   /** Seconds one connection (or run) may take; becomes RuntimeMaxSec. */
   timeout?: number;
   /** Per-container limits; the units' MemoryMax=, TasksMax=, CPUQuota=, LimitNOFILE=. */
@@ -111,7 +113,7 @@ export async function writeDeployBundle(o: DeployBundleOptions): Promise<DeployB
     service: inetd ? `${o.name}@.service` : `${o.name}.service`,
     rootMount: `${systemdEscapePath(p.rootMount)}.mount`,
     dataMount: `${systemdEscapePath(p.dataMount)}.mount`,
-    ...(inetd ? {} : { proxy: proxyUnitName(o.name) }),
+    ...(proxied(o.service) ? { proxy: proxyUnitName(o.name) } : {}),
   };
   const ids = ociUser(o.runAs);
   const contents: Record<string, string> = {
@@ -124,7 +126,7 @@ export async function writeDeployBundle(o: DeployBundleOptions): Promise<DeployB
       JSON.stringify(ociConfig(o, p, ids, { userNamespace: OCI_USER_NAMESPACE }), null, 2) + '\n',
     'README.md': renderReadme(o, p),
   };
-  if (!inetd)
+  if (proxied(o.service))
     contents[proxyUnitName(o.name)] = renderProxyUnit(
       o.name,
       listenPort(o.service),
@@ -139,9 +141,9 @@ export async function writeDeployBundle(o: DeployBundleOptions): Promise<DeployB
     dataSource: p.dataSource,
     dataIsLoopFile: p.dataIsLoopFile,
     dataMount: p.dataMount,
-    units: { ...units, extra: inetd ? [] : [proxyUnitName(o.name)] },
+    units: { ...units, extra: proxied(o.service) ? [proxyUnitName(o.name)] : [] },
     nspawnPath: o.nspawnPath ?? '/usr/bin/systemd-nspawn',
-    programs: inetd ? [] : PROXY_PROGRAMS,
+    programs: proxied(o.service) ? PROXY_PROGRAMS : [],
   });
   // Written whole every time (staged, then renamed over the earlier one): a unit left from an
   // earlier build (another name) must not ship.

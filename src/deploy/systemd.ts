@@ -7,7 +7,12 @@ import path from 'node:path';
 import { UserError } from '../core/errors.js';
 import { DEFAULT_LIMITS } from '../config/schema.js';
 import { boardNspawnArgv, type ContainerLimits } from '../tools/nspawn.js';
-import { listenServiceLines, listenSocketLines, sharedNetworkArgv } from './listen-proxy.js';
+import {
+  listenServiceLines,
+  listenSocketLines,
+  proxied,
+  sharedNetworkArgv,
+} from './listen-proxy.js';
 import type { BoardPaths, DeployBundleOptions, ServiceSpec } from './bundle.js';
 
 /** Port the socket listens on: the service's own port, or 70 (Gopher) for inetd services. */
@@ -81,7 +86,7 @@ export function unitNspawnArgv(o: DeployBundleOptions, p: BoardPaths): string[] 
     nspawnPath: o.nspawnPath ?? '/usr/bin/systemd-nspawn',
     limits: serviceLimits(o),
   });
-  return o.service.inetd ? argv : sharedNetworkArgv(argv);
+  return proxied(o.service) ? sharedNetworkArgv(argv) : argv;
 }
 
 export function serviceLimits(o: DeployBundleOptions): ContainerLimits {
@@ -124,7 +129,10 @@ export function renderSocketUnit(o: DeployBundleOptions): string {
       ? 'Accept=yes\n' +
         '# Each connection costs a container start: bound how many run at once.\n' +
         'MaxConnections=32\nMaxConnectionsPerSource=8\n'
-      : 'Accept=no\n' + listenSocketLines(o.name)) +
+      : 'Accept=no\n' +
+        (proxied(o.service)
+          ? listenSocketLines(o.name)
+          : '# The daemon takes this socket itself (LISTEN_FDS): nspawn passes it into the container.\n')) +
     '\n[Install]\nWantedBy=sockets.target\n'
   );
 }
@@ -143,7 +151,11 @@ export function renderServiceUnit(o: DeployBundleOptions, p: BoardPaths): string
     (inetd ? 'CollectMode=inactive-or-failed\n' : '') +
     '\n[Service]\n' +
     `ExecStart=${systemdExecLine(unitNspawnArgv(o, p))}\n` +
-    (inetd ? 'StandardInput=socket\nStandardOutput=socket\n' : listenServiceLines(o.name)) +
+    (inetd
+      ? 'StandardInput=socket\nStandardOutput=socket\n'
+      : proxied(o.service)
+        ? listenServiceLines(o.name)
+        : '# Started by the socket, whose listening socket nspawn hands to the daemon.\n') +
     '# nspawn and QEMU messages go to the journal, never to the client.\n' +
     'StandardError=journal\n' +
     "# --keep-unit runs the container in this unit's cgroup, which nspawn must be allowed to manage.\n" +
@@ -152,7 +164,7 @@ export function renderServiceUnit(o: DeployBundleOptions, p: BoardPaths): string
     successExitLine(o) +
     limitLines(serviceLimits(o)) +
     (timeout !== undefined && inetd ? `RuntimeMaxSec=${Math.ceil(timeout)}\n` : '') +
-    (inetd ? '' : '\n[Install]\nWantedBy=multi-user.target\n')
+    (proxied(o.service) ? '\n[Install]\nWantedBy=multi-user.target\n' : '')
   );
 }
 

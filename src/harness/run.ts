@@ -17,6 +17,7 @@ import { run, start, tail, type RunResult, type Started } from '../tools/exec.js
 import { nspawnArgv } from '../tools/nspawn.js';
 import { probeRequest, type ProbeResponse } from './client.js';
 import { parseHttpResponse } from './http-wire.js';
+import { containerIdentity, releaseMachineName } from './machine-name.js';
 import { listening } from './listen.js';
 import { findPayloads } from './proc.js';
 import type { RunAs } from '../service-user/passwd.js';
@@ -24,6 +25,8 @@ import type { RunAs } from '../service-user/passwd.js';
 /** Where one set of probe runs happens. */
 export interface RunTarget {
   root: string;
+  /** One machine name for every container of the run (see harness/machine-name.ts). */
+  identity?: { machineName: string; hostname: string };
   dataDir: string;
   readOnly: boolean;
   harden: boolean;
@@ -74,6 +77,7 @@ function containerArgv(config: LhcConfig, t: RunTarget, hook: RunHook | undefine
     ...(config.service.workdir ? { workdir: config.service.workdir } : {}),
     harden: t.harden,
     privateNetwork: true,
+    ...(t.identity ?? containerIdentity(t.root)),
   });
 }
 
@@ -271,5 +275,12 @@ async function runListening(config: LhcConfig, t: RunTarget, o: RunOptions): Pro
 
 /** Runs every probe against a root, the same way for the traced run and the self-check. */
 export async function runProbes(config: LhcConfig, t: RunTarget, o: RunOptions): Promise<ProbeRun> {
-  return config.service.listen !== undefined ? runListening(config, t, o) : runInetd(config, t, o);
+  const target = { ...t, identity: t.identity ?? containerIdentity(t.root) };
+  try {
+    return await (config.service.listen !== undefined
+      ? runListening(config, target, o)
+      : runInetd(config, target, o));
+  } finally {
+    await releaseMachineName(target.identity.machineName);
+  }
 }

@@ -20,9 +20,10 @@ import { UserError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { tail } from '../tools/exec.js';
 import { boardNspawnArgv, mountPoints } from '../tools/nspawn.js';
+import { containerIdentity, releaseMachineName } from '../harness/machine-name.js';
 import {
   createLimitCgroups,
-  hasCgroupV1Limits,
+  cgroupLayout,
   limitedArgv,
   removeLimitCgroups,
 } from '../harness/limits.js';
@@ -110,9 +111,10 @@ async function withLimits(
   logger: Logger,
 ): Promise<string[]> {
   const l = config.service.limits;
-  if (!hasCgroupV1Limits()) {
+  const layout = cgroupLayout();
+  if (layout.kind === 'none') {
     logger.warn(
-      'no cgroup v1 memory and pids controllers on this host: service.limits memory, tasks and cpu are not applied here (open files and processes per user are)',
+      `service.limits memory, tasks and cpu are not applied on this host (open files and processes per user are): ${layout.why}`,
     );
     return argv;
   }
@@ -164,6 +166,10 @@ async function teardown(state: RunState, image: string, logger: Logger): Promise
     if (r === undefined) throw new Error(`${state.service!.command} did not exit`);
     state.serviceStderr = r.stderr;
   });
+  if (state.identity) {
+    const name = state.identity.machineName;
+    await attempt('release machine name', () => releaseMachineName(name));
+  }
   const cgroups = state.limitCgroups;
   if (cgroups) await attempt('remove limit cgroups', () => removeLimitCgroups(cgroups, logger));
   await attempt('unmount data', () => unmount(state.dataDir, logger));
@@ -232,7 +238,7 @@ export async function verifyImage(options: VerifyOptions): Promise<VerifyOutcome
   const opts = { ...options, signal };
 
   const workDir = await mkdtemp(path.join(os.tmpdir(), 'lhc-verify-'));
-  // The directory name becomes the machine name (and hostname): use the service's name.
+  // The directory name becomes the hostname: use the service's name (see containerIdentity).
   const state: RunState = {
     workDir,
     rootDir: path.join(workDir, config.name),
@@ -240,6 +246,7 @@ export async function verifyImage(options: VerifyOptions): Promise<VerifyOutcome
     sockets: new Set(),
     payloads: [],
   };
+  state.identity = containerIdentity(state.rootDir);
   await mkdir(state.rootDir);
   await mkdir(state.dataDir);
   const cleanup = registerCleanup(`verify ${config.name} (${workDir})`, () =>
@@ -277,6 +284,7 @@ export async function verifyImage(options: VerifyOptions): Promise<VerifyOutcome
         ...(runAs ? { runAs } : {}),
         workdir: config.service.workdir,
         limits: config.service.limits,
+        ...state.identity,
       });
       const argv = await withLimits(nspawn, state, config, logger);
       const svc = config.service.inetd

@@ -3,6 +3,7 @@
  * run all build their argv here, so what is verified is exactly what the board runs.
  * Flags were checked against systemd 252 (see DESIGN.md).
  */
+import { randomBytes } from 'node:crypto';
 import { runAsEnv, type RunAs } from '../service-user/passwd.js';
 import { RUN_AS_PATH } from '../service-user/run-as-elf.js';
 
@@ -51,7 +52,10 @@ export interface NspawnOptions {
   ephemeral?: boolean;
   /** Give the container its own network namespace even without full hardening (trace runs). */
   privateNetwork?: boolean;
+  /** Machine name; nspawn derives one from the root's directory name when absent. */
   machineName?: string;
+  /** Hostname inside the container; nspawn uses the machine name when absent. */
+  hostname?: string;
   /** What nspawn does with /etc/resolv.conf: nothing (default), or bind the host's for the run. */
   resolvConf?: 'off' | 'bind-host';
 }
@@ -128,6 +132,7 @@ export function nspawnArgv(o: NspawnOptions): string[] {
       : BASE_FLAGS;
   const argv = ['systemd-nspawn', ...base, `--directory=${o.root}`];
   if (o.machineName) argv.push(`--machine=${o.machineName}`);
+  if (o.hostname) argv.push(`--hostname=${o.hostname}`);
   if (o.readOnly) argv.push('--read-only');
   if (o.ephemeral) argv.push('--ephemeral');
   if (o.harden) argv.push(...HARDENING_FLAGS);
@@ -176,6 +181,9 @@ export interface BoardRun {
   /** The nspawn binary to name in argv[0] (a unit's ExecStart wants an absolute path). */
   nspawnPath?: string;
   limits?: ContainerLimits;
+  /** For containers lhc starts on the build host (see containerIdentity); the board's unit sets none. */
+  machineName?: string;
+  hostname?: string;
 }
 
 /**
@@ -194,8 +202,33 @@ export function boardNspawnArgv(o: BoardRun): string[] {
     env: o.env,
     runAs: o.runAs,
     workdir: o.workdir,
+    ...(o.machineName ? { machineName: o.machineName } : {}),
+    ...(o.hostname ? { hostname: o.hostname } : {}),
   });
   if (o.nspawnPath) argv[0] = o.nspawnPath;
   if (o.limits) argv.splice(argv.indexOf('--'), 0, ...limitFlags(o.limits));
   return argv;
+}
+
+/**
+ * A machine name no other container on this host uses, and the hostname nspawn would have given
+ * the root by default (its directory name). nspawn keys host state by machine name
+ * (/run/systemd/nspawn/propagate/NAME, and unix-export/NAME on newer systemd) and removes it when
+ * a container exits, so two builds whose roots share a directory name ("trace-root",
+ * "self-check-root", the service's name) must not share one. The hostname stays what it was, so
+ * a service that prints it answers the same in every build.
+ */
+export function containerIdentity(
+  rootDir: string,
+  unique: string = `${process.pid.toString(36)}${randomBytes(5).toString('hex')}`,
+): { machineName: string; hostname: string } {
+  const host = rootDir
+    .split('/')
+    .filter(Boolean)
+    .at(-1)!
+    .replace(/[^A-Za-z0-9-]/g, '-')
+    .replace(/^-+|-+$/g, '')
+    .slice(0, 40);
+  const hostname = host || 'lhc';
+  return { machineName: `lhc-${hostname.slice(0, 32)}-${unique}`, hostname };
 }

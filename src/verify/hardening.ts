@@ -90,6 +90,43 @@ export function checkScratchMount(mountinfo: string, mountPoint: string): Harden
   };
 }
 
+/** What nspawn gives a container's /dev (TMPFS_LIMITS_DEV in systemd 252): 4 MiB. */
+export const DEV_TMPFS_MAX_BYTES = 4 * 1024 * 1024;
+
+function tmpfsSizeBytes(m: MountEntry): number | undefined {
+  const v = m.superOptions.find((o) => o.startsWith('size='))?.slice(5);
+  const n = v ? /^(\d+)([kmg]?)$/i.exec(v) : null;
+  if (!n) return undefined;
+  const unit = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 }[n[2]!.toLowerCase() as '' | 'k'];
+  return Number(n[1]) * unit;
+}
+
+/**
+ * /dev must not become a place to drop and run code. nspawn mounts it as its own tmpfs (device
+ * nodes, so it cannot be nodev) and, in systemd 252, offers no flag to make it noexec or
+ * read-only, and the container's root may write there. What can be checked, and is: nosuid, and
+ * either noexec/ro or nspawn's small size cap (4 MiB), so a larger /dev mount or one without
+ * nosuid (a foreign bind, a changed nspawn) is caught.
+ */
+export function checkDevMount(mountinfo: string): HardeningCheck {
+  const name = '/dev nosuid, noexec or capped at 4 MiB';
+  const m = topMount(parseMountInfo(mountinfo), '/dev');
+  if (!m) return { name, ok: true, detail: 'not a mount point (part of the read-only root)' };
+  const nosuid = m.options.includes('nosuid');
+  const locked = m.options.includes('noexec') || m.options.includes('ro');
+  const size = m.fsType === 'tmpfs' ? tmpfsSizeBytes(m) : undefined;
+  const capped = size !== undefined && size <= DEV_TMPFS_MAX_BYTES;
+  const ok = nosuid && (locked || capped);
+  const why = !nosuid
+    ? 'missing nosuid: '
+    : locked
+      ? ''
+      : capped
+        ? 'writable by the container root and exec allowed (nspawn offers no flag), size-capped: '
+        : 'writable, exec allowed and not size-capped: ';
+  return { name, ok, detail: `${why}${describeMount(m)} ${m.superOptions.join(',')}` };
+}
+
 function statusField(status: string, field: string): string | undefined {
   const m = new RegExp(`^${field}:\\s*(.*)$`, 'm').exec(status);
   return m?.[1]?.trim();
@@ -253,6 +290,7 @@ export async function inspectProcess(
     checkRootReadOnly(mountinfo),
     checkDataMount(mountinfo, dataPath),
     ...SCRATCH_PATHS.map((p) => checkScratchMount(mountinfo, p)),
+    checkDevMount(mountinfo),
     checkNetwork(netDev),
     checkNoNewPrivs(status),
     checkCapabilities(status),

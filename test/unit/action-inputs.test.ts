@@ -34,7 +34,7 @@ describe('action.yml and the action shell agree', () => {
     }
   });
 
-  it('defaults: cache, upload-artifacts and verify on, board off; lhc.yml', () => {
+  it('defaults: cache, upload-artifacts, verify and board on; lhc.yml', () => {
     expect(inputsFrom({})).toEqual({
       config: 'lhc.yml',
       outDir: undefined,
@@ -46,7 +46,7 @@ describe('action.yml and the action shell agree', () => {
       updateFixtures: false,
       verify: true,
       force: false,
-      board: false,
+      board: true,
     });
   });
 
@@ -63,7 +63,7 @@ describe('action.yml and the action shell agree', () => {
         'update-fixtures': 'true',
         verify: 'FALSE',
         force: 'true',
-        board: 'true',
+        board: 'false',
       }),
     ).toEqual({
       config: 'examples/gophermoon/lhc.yml',
@@ -76,7 +76,7 @@ describe('action.yml and the action shell agree', () => {
       updateFixtures: true,
       verify: false,
       force: true,
-      board: true,
+      board: false,
     });
   });
 

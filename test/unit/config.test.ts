@@ -195,6 +195,11 @@ describe('broken configs name the field and the line', () => {
       'service.inetd: set exactly one of inetd: true or listen: PORT (lhc.yml:20)',
     ],
     [
+      'socket-activation on an inetd service',
+      edit('inetd: true', 'inetd: true\n  socket-activation: true'),
+      'service.socket-activation: socket-activation passes a listening socket to the daemon: it needs listen: PORT (an inetd service already gets its connection on stdin) (lhc.yml:21)',
+    ],
+    [
       'port out of range',
       edit('inetd: true', 'listen: 70000'),
       'service.listen: Too big: expected number to be <=65535 (lhc.yml:20)',
