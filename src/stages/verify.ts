@@ -27,7 +27,12 @@ import {
   removeLimitCgroups,
 } from '../harness/limits.js';
 import { describeEndpoint } from '../harness/client.js';
-import { checkNoInterpreters, inspectProcess, listImage } from '../verify/hardening.js';
+import {
+  checkNoInterpreters,
+  entrypointInterpreters,
+  inspectProcess,
+  listImage,
+} from '../verify/hardening.js';
 import { runLoad, type LoadResult } from '../verify/load.js';
 import { alive } from '../harness/proc.js';
 import { ask, curlProbe, judge, probeOnce, readFixtures } from '../verify/probes.js';
@@ -92,7 +97,14 @@ async function hardeningRows(
   );
   for (const s of state.sockets) s.destroy();
   state.sockets.clear();
-  rows.push(checkNoInterpreters(await listImage(state.rootDir), config.service.command[0]!));
+  const command0 = config.service.command[0]!;
+  rows.push(
+    checkNoInterpreters(
+      await listImage(state.rootDir),
+      command0,
+      entrypointInterpreters(state.rootDir, command0),
+    ),
+  );
   return rows;
 }
 
