@@ -26,6 +26,8 @@ import { pruneRoot } from './stages/prune.js';
 import { workLayout } from './core/work-layout.js';
 import type { StageContext } from './core/stage.js';
 import { assembleRoot } from './stages/root.js';
+import { installRunAs } from './stages/service-user.js';
+import { recordFixtures } from './stages/record-fixtures.js';
 import { selfCheck } from './stages/self-check.js';
 import { traceService } from './stages/trace.js';
 import { verifyImage } from './stages/verify.js';
@@ -39,6 +41,8 @@ export interface BuildOptions {
   verify?: boolean;
   manifestLock?: string;
   updateManifest?: boolean;
+  /** Write each probe's traced response into its fixture where missing or different. */
+  updateFixtures?: boolean;
   /** Working directory for intermediate roots; default a temp dir removed afterwards. */
   workDir?: string;
   keepWorkDir?: boolean;
@@ -58,7 +62,7 @@ export interface BuildOptions {
 
 export async function build(config: LhcConfig, opts: BuildOptions): Promise<BuildResult> {
   const { logger } = opts;
-  await checkConfigFiles(config);
+  await checkConfigFiles(config, { updateFixtures: opts.updateFixtures ?? false });
   const timings: BuildResult['timings'] = [];
   const stage = async <T>(name: string, fn: () => Promise<T>): Promise<T> => {
     opts.signal?.throwIfAborted();
@@ -143,9 +147,9 @@ export async function build(config: LhcConfig, opts: BuildOptions): Promise<Buil
       );
 
     // Intermediate roots are created by root (nspawn, mmdebstrap); clear any earlier run's tree.
-    const assembled = await stage('root', async () => {
+    const { assembled, runAs } = await stage('root', async () => {
       await removeTree([work.root]);
-      return assembleRoot(config, {
+      const assembled = await assembleRoot(config, {
         workDir,
         store,
         logger,
@@ -153,6 +157,9 @@ export async function build(config: LhcConfig, opts: BuildOptions): Promise<Buil
         signal: opts.signal,
         basesDir: opts.basesDir ?? (opts.cacheDir ? path.join(opts.cacheDir, 'bases') : undefined),
       });
+      // Before the trace, from the unpruned root: the pruned one has no /etc/passwd.
+      const runAs = await installRunAs(config, assembled.root, workDir, logger);
+      return { assembled, runAs };
     });
 
     await checkEntrypoint(assembled.root, config.service.command[0]!, config.arch);
@@ -161,8 +168,14 @@ export async function build(config: LhcConfig, opts: BuildOptions): Promise<Buil
         workDir: work.trace,
         logger,
         signal: opts.signal,
+        runAs,
       }),
     );
+
+    // From the unpruned run, before pruning: verify then judges the pruned image against them.
+    const fixtures = opts.updateFixtures
+      ? await stage('fixtures', () => recordFixtures(config, trace.responses, logger))
+      : undefined;
 
     const pruned = await stage('prune', async () => {
       const p = await pruneRoot(assembled.root, trace, config, {
@@ -174,6 +187,7 @@ export async function build(config: LhcConfig, opts: BuildOptions): Promise<Buil
         logger,
         dataDir: p.dataDir,
         signal: opts.signal,
+        runAs,
       });
       logger.info('self-check: every probe answers the same from the pruned root');
       return p;
@@ -209,6 +223,7 @@ export async function build(config: LhcConfig, opts: BuildOptions): Promise<Buil
           packed.manifestData,
           path.resolve(opts.manifestLock),
           opts.updateManifest ?? false,
+          logger,
         );
         if (lock.updated) {
           manifestDiff = lock.diffText;
@@ -280,6 +295,7 @@ export async function build(config: LhcConfig, opts: BuildOptions): Promise<Buil
       manifestDiff,
       ...(lockState ? { manifestLock: lockState } : {}),
       verify,
+      ...(fixtures ? { fixtures } : {}),
       timings,
     };
     return result;

@@ -5,6 +5,8 @@
  */
 import http from 'node:http';
 import net from 'node:net';
+import { tcpSendBytes, type Probe } from '../config/schema.js';
+import { httpGetRequest } from './http-wire.js';
 
 export type Endpoint = { host: string; port: number } | { path: string };
 
@@ -21,23 +23,41 @@ export function gopherRequest(selector: string): Buffer {
   return Buffer.from(`${selector}\r\n`, 'utf8');
 }
 
+/** The bytes a probe puts on the wire (or on an inetd service's stdin). */
+export function probeRequest(probe: Probe): Buffer {
+  if (probe.type === 'gopher') return gopherRequest(probe.selector);
+  if (probe.type === 'http') return httpGetRequest(probe.path);
+  return tcpSendBytes(probe);
+}
+
+/** How an exchange ends besides the peer closing. */
+export interface ExchangeEnd {
+  /** Shut down our write side after sending, so a server reading to EOF answers (tcp probes). */
+  halfClose?: boolean;
+  /** Once the first byte has arrived, stop after this long without another (servers that keep the connection open). */
+  idleMs?: number;
+}
+
 /**
- * Sends `request`, half-closes nothing (Gopher servers answer after the CRLF) and reads to EOF.
- * Rejects on a connection error, on timeout and on abort, always destroying the socket.
+ * Sends `request` and reads until the peer closes (Gopher servers answer after the CRLF and
+ * close), or until `idleMs` passes without a byte once the answer has begun. Rejects on a
+ * connection error, on timeout (no complete answer) and on abort, always destroying the socket.
  */
 export function exchange(
   e: Endpoint,
   request: Buffer,
-  opts: { timeoutMs: number; signal?: AbortSignal },
+  opts: { timeoutMs: number; signal?: AbortSignal } & ExchangeEnd,
 ): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     const sock = connect(e);
     let settled = false;
+    let idle: NodeJS.Timeout | undefined;
     const finish = (err?: Error) => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
+      clearTimeout(idle);
       opts.signal?.removeEventListener('abort', onAbort);
       sock.destroy();
       if (err) reject(err);
@@ -53,8 +73,13 @@ export function exchange(
     const onAbort = () => finish(new Error('aborted'));
     if (opts.signal?.aborted) return finish(new Error('aborted'));
     opts.signal?.addEventListener('abort', onAbort, { once: true });
-    sock.on('connect', () => sock.write(request));
-    sock.on('data', (d: Buffer) => chunks.push(d));
+    sock.on('connect', () => (opts.halfClose ? sock.end(request) : sock.write(request)));
+    sock.on('data', (d: Buffer) => {
+      chunks.push(d);
+      if (opts.idleMs === undefined) return;
+      clearTimeout(idle);
+      idle = setTimeout(() => finish(), opts.idleMs);
+    });
     sock.on('end', () => finish());
     sock.on('error', (err) => finish(err));
   });

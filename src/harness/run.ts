@@ -8,23 +8,30 @@
 import { readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { LhcConfig } from '../config/load.js';
-import type { GopherProbe, HttpProbe } from '../config/schema.js';
+import type { Probe } from '../config/schema.js';
 import { ToolError, UserError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { registerCleanup } from '../core/cleanup.js';
 import { sleep } from '../core/wait.js';
 import { run, start, tail, type RunResult, type Started } from '../tools/exec.js';
 import { nspawnArgv } from '../tools/nspawn.js';
-import type { ProbeResponse } from './client.js';
+import { probeRequest, type ProbeResponse } from './client.js';
+import { parseHttpResponse } from './http-wire.js';
+import { containerIdentity, releaseMachineName } from './machine-name.js';
 import { listening } from './listen.js';
 import { findPayloads } from './proc.js';
+import type { RunAs } from '../service-user/passwd.js';
 
 /** Where one set of probe runs happens. */
 export interface RunTarget {
   root: string;
+  /** One machine name for every container of the run (see harness/machine-name.ts). */
+  identity?: { machineName: string; hostname: string };
   dataDir: string;
   readOnly: boolean;
   harden: boolean;
+  /** service.user's ids, dropped to by the root's lhc-run-as (see stages/service-user.ts). */
+  runAs?: RunAs;
 }
 
 /** What one container run recorded: its raw text, and the file it lives in when there is one. */
@@ -66,10 +73,11 @@ function containerArgv(config: LhcConfig, t: RunTarget, hook: RunHook | undefine
     dataPath: config.data.path,
     binds: hook?.binds ?? [],
     env: { ...config.service.env, ...hook?.env },
-    user: config.service.user,
+    ...(t.runAs ? { runAs: t.runAs } : {}),
     ...(config.service.workdir ? { workdir: config.service.workdir } : {}),
     harden: t.harden,
     privateNetwork: true,
+    ...(t.identity ?? containerIdentity(t.root)),
   });
 }
 
@@ -84,11 +92,13 @@ function crashError(
   what: string,
   exitCode: number | undefined,
   stderr: string,
+  hint = '',
 ): UserError {
   const code = exitCode === undefined ? 'was killed' : `exited with code ${exitCode}`;
   return new UserError(
     `service '${config.name}' (${config.service.command.join(' ')}) ${code} ${what}` +
-      (stderr.trim() ? `; last lines of its stderr:\n${tail(stderr, 15)}` : ' (no stderr output)'),
+      (stderr.trim() ? `; last lines of its stderr:\n${tail(stderr, 15)}` : ' (no stderr output)') +
+      hint,
   );
 }
 
@@ -109,11 +119,6 @@ async function withTimeout<T>(config: LhcConfig, what: string, p: Promise<T>): P
 async function runInetd(config: LhcConfig, t: RunTarget, o: RunOptions): Promise<ProbeRun> {
   const out: ProbeRun = { responses: {}, records: [] };
   for (const [i, probe] of config.probes.entries()) {
-    if (probe.type !== 'gopher') {
-      throw new UserError(
-        `probe '${probe.name}' is an ${probe.type} probe, but the service is inetd-style (service.inetd: true) and speaks only on stdin/stdout: use gopher probes, or service.listen`,
-      );
-    }
     const { argv, end } = await begin(config, t, o, i);
     let r: RunResult;
     try {
@@ -122,7 +127,7 @@ async function runInetd(config: LhcConfig, t: RunTarget, o: RunOptions): Promise
         `probe '${probe.name}'`,
         run(argv, {
           privileged: true,
-          input: Buffer.from(`${probe.selector}\r\n`, 'utf8'),
+          input: probeRequest(probe),
           binary: true,
           reject: false,
           timeoutMs: config.service.timeout * 1000,
@@ -134,34 +139,63 @@ async function runInetd(config: LhcConfig, t: RunTarget, o: RunOptions): Promise
       const record = await end();
       if (record) out.records.push(record);
     }
-    if (r.exitCode !== 0)
-      throw crashError(config, `while answering probe '${probe.name}'`, r.exitCode, r.stderr);
-    out.responses[probe.name] = { body: r.stdoutBytes };
+    const normal = [0, ...(config.service['success-exit-status'] ?? [])];
+    if (r.exitCode === undefined || !normal.includes(r.exitCode)) {
+      // nspawn passes the payload's own exit code on; an inetd server may end that way on purpose.
+      const hint =
+        r.exitCode !== undefined && r.exitCode > 0 && r.exitCode < 256
+          ? `\nIf exit code ${r.exitCode} is how this service normally ends a connection, list it in ` +
+            `service.success-exit-status (e.g. success-exit-status: [${r.exitCode}]).`
+          : '';
+      throw crashError(config, `while answering probe '${probe.name}'`, r.exitCode, r.stderr, hint);
+    }
+    out.responses[probe.name] =
+      probe.type === 'http'
+        ? pick(parseHttpResponse(r.stdoutBytes, `probe '${probe.name}' (stdout of the service)`))
+        : { body: r.stdoutBytes };
   }
   return out;
 }
 
-/** A tiny raw-TCP Gopher client run inside the namespace with this same Node binary. */
-const GOPHER_CLIENT =
-  "const s=require('net').connect(+process.argv[1],'127.0.0.1',()=>s.end(process.argv[2]+'\\r\\n'));" +
-  "const c=[];s.on('data',d=>c.push(d));s.on('end',()=>process.stdout.write(Buffer.concat(c)));" +
+/** Status and body: what runs are compared by (headers carry dates and versions). */
+function pick(r: ProbeResponse): ProbeResponse {
+  return { status: r.status, body: r.body };
+}
+
+/**
+ * A tiny raw-TCP client run inside the namespace with this same Node binary: argv is the port, the
+ * request in hex, "1" to half-close after sending, and the idle limit in ms ("" for none). The
+ * same rules as harness/client.ts exchange(), which verify uses from the host.
+ */
+const RAW_CLIENT =
+  'const [p,h,hc,idle]=process.argv.slice(1);const c=[];let t;' +
+  'const done=()=>{process.stdout.write(Buffer.concat(c));process.exit(0)};' +
+  "const s=require('net').connect(+p,'127.0.0.1',()=>{const b=Buffer.from(h,'hex');hc==='1'?s.end(b):s.write(b)});" +
+  "s.on('data',d=>{c.push(d);if(idle){clearTimeout(t);t=setTimeout(done,+idle)}});s.on('end',done);" +
   "s.on('error',e=>{console.error(e.message);process.exit(1)});";
 
 async function probeListening(
   config: LhcConfig,
   pid: number,
   port: number,
-  probe: GopherProbe | HttpProbe,
+  probe: Probe,
   o: RunOptions,
 ): Promise<ProbeResponse> {
   const ns = ['nsenter', '-t', String(pid), '-n', '--'];
   const timeoutMs = config.service.timeout * 1000;
   const { logger } = o;
-  if (probe.type === 'gopher') {
-    const r = await run(
-      [...ns, process.execPath, '-e', GOPHER_CLIENT, String(port), probe.selector],
-      { privileged: true, binary: true, timeoutMs, logger },
-    );
+  if (probe.type !== 'http') {
+    const tcp = probe.type === 'tcp' ? probe : undefined;
+    const client = [
+      process.execPath,
+      '-e',
+      RAW_CLIENT,
+      String(port),
+      probeRequest(probe).toString('hex'),
+      tcp && !tcp['half-close'] ? '0' : '1',
+      tcp ? String(Math.round(tcp['idle-timeout'] * 1000)) : '',
+    ];
+    const r = await run([...ns, ...client], { privileged: true, binary: true, timeoutMs, logger });
     return { body: r.stdoutBytes };
   }
   const bodyFile = path.join(o.workDir, `probe-${probe.name}.body`);
@@ -209,7 +243,7 @@ async function runListening(config: LhcConfig, t: RunTarget, o: RunOptions): Pro
       if (gone)
         throw crashError(config, `before listening on port ${port}`, gone.exitCode, gone.stderr);
       o.signal?.throwIfAborted();
-      // Looked up each round: nspawn's first child may be a passing `getent` (service.user).
+      // Looked up each round: the payload appears only once nspawn (and lhc-run-as) exec'd it.
       pid = findPayloads(container.pid)[0]?.pid;
       if (pid !== undefined && (await listening(pid, port, logger))) break;
       if (Date.now() > deadline) {
@@ -241,5 +275,12 @@ async function runListening(config: LhcConfig, t: RunTarget, o: RunOptions): Pro
 
 /** Runs every probe against a root, the same way for the traced run and the self-check. */
 export async function runProbes(config: LhcConfig, t: RunTarget, o: RunOptions): Promise<ProbeRun> {
-  return config.service.listen !== undefined ? runListening(config, t, o) : runInetd(config, t, o);
+  const target = { ...t, identity: t.identity ?? containerIdentity(t.root) };
+  try {
+    return await (config.service.listen !== undefined
+      ? runListening(config, target, o)
+      : runInetd(config, target, o));
+  } finally {
+    await releaseMachineName(target.identity.machineName);
+  }
 }

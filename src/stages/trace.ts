@@ -3,6 +3,7 @@
  * or a copy), without a network, while every file it touches is recorded (../trace/hook.ts: QEMU
  * or host strace); the probes drive it the way clients will (../harness/run.ts).
  */
+import type { RunAs } from '../service-user/passwd.js';
 import { mkdir, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { LhcConfig } from '../config/load.js';
@@ -35,6 +36,8 @@ export interface TraceOptions {
   /** The host's architecture ('aarch64' | 'x86_64'); default this machine's. */
   arch?: string;
   signal?: AbortSignal;
+  /** service.user's ids (stages/service-user.ts). */
+  runAs?: RunAs;
 }
 
 export interface TraceResult {
@@ -115,7 +118,13 @@ export async function traceService(
       () =>
         runProbes(
           config,
-          { root: copy, dataDir, readOnly: false, harden: false },
+          {
+            root: copy,
+            dataDir,
+            readOnly: false,
+            harden: false,
+            ...(opts.runAs ? { runAs: opts.runAs } : {}),
+          },
           {
             workDir,
             logger,

@@ -20,9 +20,10 @@ import { UserError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { tail } from '../tools/exec.js';
 import { boardNspawnArgv, mountPoints } from '../tools/nspawn.js';
+import { containerIdentity, releaseMachineName } from '../harness/machine-name.js';
 import {
   createLimitCgroups,
-  hasCgroupV1Limits,
+  cgroupLayout,
   limitedArgv,
   removeLimitCgroups,
 } from '../harness/limits.js';
@@ -35,7 +36,7 @@ import {
 } from '../verify/hardening.js';
 import { runLoad, type LoadResult } from '../verify/load.js';
 import { alive } from '../harness/proc.js';
-import { ask, curlProbe, judge, probeOnce, readFixtures } from '../verify/probes.js';
+import { ask, curlable, curlProbe, judge, probeOnce, readFixtures } from '../verify/probes.js';
 import {
   containerProcesses,
   killPid,
@@ -50,6 +51,8 @@ import { sleep } from '../core/wait.js';
 import { humanBytes } from '../core/format.js';
 import { startInetd, startListening, type RunState, type Running } from '../harness/service.js';
 import { registerCleanup } from '../core/cleanup.js';
+import type { RunAs } from '../service-user/passwd.js';
+import { readRunAs } from './service-user.js';
 
 export interface VerifyOptions {
   config: LhcConfig;
@@ -71,6 +74,7 @@ async function hardeningRows(
   svc: Running,
   state: RunState,
   config: LhcConfig,
+  runAs: RunAs | undefined,
 ): Promise<HardeningCheck[]> {
   const rows: HardeningCheck[] = [];
   let inspected: HardeningCheck[] | undefined;
@@ -80,7 +84,7 @@ async function hardeningRows(
     const payload = await svc.payload();
     if (!payload) break;
     try {
-      inspected = await inspectProcess(payload.pid, config.data.path, config.service.limits);
+      inspected = await inspectProcess(payload.pid, config.data.path, config.service.limits, runAs);
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       if (code !== 'ENOENT' && code !== 'ESRCH') throw e;
@@ -119,9 +123,10 @@ async function withLimits(
   logger: Logger,
 ): Promise<string[]> {
   const l = config.service.limits;
-  if (!hasCgroupV1Limits()) {
+  const layout = cgroupLayout();
+  if (layout.kind === 'none') {
     logger.warn(
-      'no cgroup v1 memory and pids controllers on this host: service.limits memory, tasks and cpu are not applied here (open files and processes per user are)',
+      `service.limits memory, tasks and cpu are not applied on this host (open files and processes per user are): ${layout.why}`,
     );
     return argv;
   }
@@ -173,6 +178,10 @@ async function teardown(state: RunState, image: string, logger: Logger): Promise
     if (r === undefined) throw new Error(`${state.service!.command} did not exit`);
     state.serviceStderr = r.stderr;
   });
+  if (state.identity) {
+    const name = state.identity.machineName;
+    await attempt('release machine name', () => releaseMachineName(name));
+  }
   const cgroups = state.limitCgroups;
   if (cgroups) await attempt('remove limit cgroups', () => removeLimitCgroups(cgroups, logger));
   await attempt('unmount data', () => unmount(state.dataDir, logger));
@@ -241,7 +250,7 @@ export async function verifyImage(options: VerifyOptions): Promise<VerifyOutcome
   const opts = { ...options, signal };
 
   const workDir = await mkdtemp(path.join(os.tmpdir(), 'lhc-verify-'));
-  // The directory name becomes the machine name (and hostname): use the service's name.
+  // The directory name becomes the hostname: use the service's name (see containerIdentity).
   const state: RunState = {
     workDir,
     rootDir: path.join(workDir, config.name),
@@ -249,6 +258,7 @@ export async function verifyImage(options: VerifyOptions): Promise<VerifyOutcome
     sockets: new Set(),
     payloads: [],
   };
+  state.identity = containerIdentity(state.rootDir);
   await mkdir(state.rootDir);
   await mkdir(state.dataDir);
   const cleanup = registerCleanup(`verify ${config.name} (${workDir})`, () =>
@@ -275,15 +285,18 @@ export async function verifyImage(options: VerifyOptions): Promise<VerifyOutcome
       await unpackTemplate(dataTemplate, state.dataDir, { logger });
       logger.info(`data template ${dataTemplate} unpacked into a noexec,nosuid,nodev tmpfs`);
 
+      // The ids the image's lhc-run-as drops to: the pruned image has no /etc/passwd to ask.
+      const runAs = await readRunAs(config, state.rootDir);
       const nspawn = boardNspawnArgv({
         root: state.rootDir,
         dataDir: state.dataDir,
         dataPath: config.data.path,
         command: config.service.command,
         env: config.service.env,
-        user: config.service.user,
+        ...(runAs ? { runAs } : {}),
         workdir: config.service.workdir,
         limits: config.service.limits,
+        ...state.identity,
       });
       const argv = await withLimits(nspawn, state, config, logger);
       const svc = config.service.inetd
@@ -305,18 +318,16 @@ export async function verifyImage(options: VerifyOptions): Promise<VerifyOutcome
         probes.push(r);
         if (!sample && body) sample = { probe: p.name, body };
       }
-      const curl = await curlProbe(
-        config.probes[0]!,
-        fixtures.get(config.probes[0]!.name),
-        svc,
-        state.workDir,
-        opts,
-        timeoutMs,
-      );
-      logger.info(`real client: ${curl.name}: ${curl.ok ? 'ok' : 'FAILED'}`);
-      probes.push(curl);
+      const first = curlable(config.probes);
+      const curl = first
+        ? await curlProbe(first, fixtures.get(first.name), svc, state.workDir, opts, timeoutMs)
+        : undefined;
+      if (curl) {
+        logger.info(`real client: ${curl.name}: ${curl.ok ? 'ok' : 'FAILED'}`);
+        probes.push(curl);
+      } else logger.info('real client: none (curl has no URL for raw tcp probes)');
 
-      const hardening = await hardeningRows(svc, state, config);
+      const hardening = await hardeningRows(svc, state, config, runAs);
       for (const h of hardening)
         logger.info(`hardening: ${h.ok ? 'ok ' : 'FAIL'} ${h.name}: ${h.detail}`);
 

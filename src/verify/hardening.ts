@@ -13,6 +13,7 @@ import type { Logger } from '../core/logger.js';
 import { shebang } from '../elf/loader.js';
 import { resolveInRoot } from '../root/resolve.js';
 import { run } from '../tools/exec.js';
+import type { RunAs } from '../service-user/passwd.js';
 import { SCRATCH_PATHS } from '../tools/nspawn.js';
 
 export interface MountEntry {
@@ -91,6 +92,43 @@ export function checkScratchMount(mountinfo: string, mountPoint: string): Harden
   };
 }
 
+/** What nspawn gives a container's /dev (TMPFS_LIMITS_DEV in systemd 252): 4 MiB. */
+export const DEV_TMPFS_MAX_BYTES = 4 * 1024 * 1024;
+
+function tmpfsSizeBytes(m: MountEntry): number | undefined {
+  const v = m.superOptions.find((o) => o.startsWith('size='))?.slice(5);
+  const n = v ? /^(\d+)([kmg]?)$/i.exec(v) : null;
+  if (!n) return undefined;
+  const unit = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 }[n[2]!.toLowerCase() as '' | 'k'];
+  return Number(n[1]) * unit;
+}
+
+/**
+ * /dev must not become a place to drop and run code. nspawn mounts it as its own tmpfs (device
+ * nodes, so it cannot be nodev) and, in systemd 252, offers no flag to make it noexec or
+ * read-only, and the container's root may write there. What can be checked, and is: nosuid, and
+ * either noexec/ro or nspawn's small size cap (4 MiB), so a larger /dev mount or one without
+ * nosuid (a foreign bind, a changed nspawn) is caught.
+ */
+export function checkDevMount(mountinfo: string): HardeningCheck {
+  const name = '/dev nosuid, noexec or capped at 4 MiB';
+  const m = topMount(parseMountInfo(mountinfo), '/dev');
+  if (!m) return { name, ok: true, detail: 'not a mount point (part of the read-only root)' };
+  const nosuid = m.options.includes('nosuid');
+  const locked = m.options.includes('noexec') || m.options.includes('ro');
+  const size = m.fsType === 'tmpfs' ? tmpfsSizeBytes(m) : undefined;
+  const capped = size !== undefined && size <= DEV_TMPFS_MAX_BYTES;
+  const ok = nosuid && (locked || capped);
+  const why = !nosuid
+    ? 'missing nosuid: '
+    : locked
+      ? ''
+      : capped
+        ? 'writable by the container root and exec allowed (nspawn offers no flag), size-capped: '
+        : 'writable, exec allowed and not size-capped: ';
+  return { name, ok, detail: `${why}${describeMount(m)} ${m.superOptions.join(',')}` };
+}
+
 function statusField(status: string, field: string): string | undefined {
   const m = new RegExp(`^${field}:\\s*(.*)$`, 'm').exec(status);
   return m?.[1]?.trim();
@@ -144,6 +182,52 @@ export function checkUidMap(uidMap: string): HardeningCheck {
   return { name, ok: true, detail: 'uid 0 is not mapped (root inside has no host identity)' };
 }
 
+/** A host id as the container sees it, through a uid_map or gid_map; undefined when unmapped. */
+export function insideId(map: string, hostId: number): number | undefined {
+  for (const line of map.split('\n')) {
+    const f = line.trim().split(/\s+/).map(Number);
+    if (f.length !== 3 || f.some((n) => !Number.isFinite(n))) continue;
+    const [inside, outside, count] = f as [number, number, number];
+    if (hostId >= outside && hostId < outside + count) return hostId - outside + inside;
+  }
+  return undefined;
+}
+
+/**
+ * The payload runs as service.user: real, effective, saved and file-system uid and gid, and the
+ * supplementary groups, as the container sees them (status shows host ids; the maps translate).
+ */
+export function checkUser(
+  status: string,
+  uidMap: string,
+  gidMap: string,
+  want: { name: string; uid: number; gid: number; groups: readonly number[] },
+): HardeningCheck {
+  const name = `payload runs as ${want.name} (uid ${want.uid}, gid ${want.gid})`;
+  const ids = (field: string, map: string) =>
+    (statusField(status, field) ?? '')
+      .split(/\s+/)
+      .filter(Boolean)
+      .map((v) => insideId(map, Number(v)));
+  const uids = ids('Uid', uidMap);
+  const gids = ids('Gid', gidMap);
+  const groups = ids('Groups', gidMap);
+  const show = (l: (number | undefined)[]) => l.map((v) => v ?? 'unmapped').join(' ');
+  const sameSet = (a: (number | undefined)[], b: readonly number[]) =>
+    a.length === new Set(b).size && a.every((g) => g !== undefined && b.includes(g));
+  const ok =
+    uids.length === 4 &&
+    uids.every((u) => u === want.uid) &&
+    gids.length === 4 &&
+    gids.every((g) => g === want.gid) &&
+    sameSet(groups, want.groups);
+  return {
+    name,
+    ok,
+    detail: `Uid: ${show(uids)}; Gid: ${show(gids)}; Groups: ${show(groups) || '(none)'}`,
+  };
+}
+
 export function interfaces(netDev: string): string[] {
   return netDev
     .split('\n')
@@ -185,17 +269,22 @@ export function checkRlimits(
   return { name, ok, detail: `open files ${show(files)}, processes ${show(procs)} (soft/hard)` };
 }
 
-/** Everything the payload's /proc says, as check rows; the rlimit row when limits are given. */
+/**
+ * Everything the payload's /proc says, as check rows; the rlimit row when limits are given, the
+ * user row when service.user's ids are.
+ */
 export async function inspectProcess(
   pid: number,
   dataPath: string,
   limits?: { nofile: number; tasks: number },
+  runAs?: RunAs,
 ): Promise<HardeningCheck[]> {
   const read = (f: string) => readFile(`/proc/${pid}/${f}`, 'utf8');
-  const [mountinfo, status, uidMap, netDev, rlimits] = await Promise.all([
+  const [mountinfo, status, uidMap, gidMap, netDev, rlimits] = await Promise.all([
     read('mountinfo'),
     read('status'),
     read('uid_map'),
+    read('gid_map'),
     read('net/dev'),
     read('limits'),
   ]);
@@ -203,11 +292,13 @@ export async function inspectProcess(
     checkRootReadOnly(mountinfo),
     checkDataMount(mountinfo, dataPath),
     ...SCRATCH_PATHS.map((p) => checkScratchMount(mountinfo, p)),
+    checkDevMount(mountinfo),
     checkNetwork(netDev),
     checkNoNewPrivs(status),
     checkCapabilities(status),
     checkUidMap(uidMap),
     ...(limits ? [checkRlimits(rlimits, limits)] : []),
+    ...(runAs ? [checkUser(status, uidMap, gidMap, runAs)] : []),
   ];
 }
 

@@ -10,6 +10,7 @@ import { describe, expect, it } from 'vitest';
 import {
   checkCapabilities,
   checkDataMount,
+  checkDevMount,
   checkNetwork,
   checkNoInterpreters,
   checkNoNewPrivs,
@@ -299,5 +300,38 @@ describe('rlimit check', () => {
       detail: 'open files 1024/1024, processes 64/Infinity (soft/hard)',
     });
     expect(checkRlimits('Limit Soft Hard\n', { nofile: 1024, tasks: 64 }).ok).toBe(false);
+  });
+});
+
+describe('/dev check', () => {
+  // Recorded from the gophermoon image under the board's nspawn flags (systemd 252).
+  const DEV =
+    '658 654 0:93 / /dev rw,nosuid shared:235 - tmpfs tmpfs rw,size=4096k,nr_inodes=65536,mode=755\n';
+
+  it("nspawn's /dev (nosuid, 4 MiB) passes and says it is writable and exec-allowed", () => {
+    expect(checkDevMount(MOUNTINFO)).toMatchObject({
+      ok: true,
+      name: '/dev nosuid, noexec or capped at 4 MiB',
+      detail: expect.stringMatching(/^writable by the container root and exec allowed/),
+    });
+    expect(checkDevMount(DEV).ok).toBe(true);
+  });
+
+  it('fails without nosuid, or when a writable exec-able /dev is larger', () => {
+    expect(checkDevMount(DEV.replace('rw,nosuid', 'rw'))).toMatchObject({
+      ok: false,
+      detail: expect.stringMatching(/^missing nosuid/),
+    });
+    expect(checkDevMount(DEV.replace('size=4096k', 'size=2468412k'))).toMatchObject({
+      ok: false,
+      detail: expect.stringMatching(/not size-capped/),
+    });
+    expect(checkDevMount(DEV.replace('size=4096k,', '')).ok).toBe(false);
+  });
+
+  it('passes a noexec or read-only /dev whatever its size', () => {
+    const big = DEV.replace('size=4096k', 'size=1g');
+    expect(checkDevMount(big.replace('rw,nosuid', 'rw,nosuid,noexec')).ok).toBe(true);
+    expect(checkDevMount(big.replace('rw,nosuid', 'ro,nosuid')).ok).toBe(true);
   });
 });
