@@ -136,6 +136,11 @@ export async function computeClosure(
     changed = false;
     for (const p of [...kept.keys()]) {
       if (scanned.has(p) || all.get(p)?.kind !== 'file') continue;
+      // A file kept only because its name was in a listing was never loaded: its libraries are
+      // not needed (Python lists lib-dynload and keeps every extension module's name; the
+      // libraries of the ones it never imported, libsqlite3 or libdb, would follow otherwise).
+      const reasons = kept.get(p)!;
+      if (reasons.size === 1 && reasons.has('dir-listing')) continue;
       scanned.add(p);
       let elf: ElfInfo | undefined;
       try {

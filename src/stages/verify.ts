@@ -28,7 +28,12 @@ import {
   removeLimitCgroups,
 } from '../harness/limits.js';
 import { describeEndpoint } from '../harness/client.js';
-import { checkNoInterpreters, inspectProcess, listImage } from '../verify/hardening.js';
+import {
+  checkNoInterpreters,
+  entrypointInterpreters,
+  inspectProcess,
+  listImage,
+} from '../verify/hardening.js';
 import { runLoad, type LoadResult } from '../verify/load.js';
 import { alive } from '../harness/proc.js';
 import { ask, curlable, curlProbe, judge, probeOnce, readFixtures } from '../verify/probes.js';
@@ -96,7 +101,14 @@ async function hardeningRows(
   );
   for (const s of state.sockets) s.destroy();
   state.sockets.clear();
-  rows.push(checkNoInterpreters(await listImage(state.rootDir), config.service.command[0]!));
+  const command0 = config.service.command[0]!;
+  rows.push(
+    checkNoInterpreters(
+      await listImage(state.rootDir),
+      command0,
+      entrypointInterpreters(state.rootDir, command0),
+    ),
+  );
   return rows;
 }
 

@@ -10,6 +10,8 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { HardeningCheck } from '../build-result.js';
 import type { Logger } from '../core/logger.js';
+import { shebang } from '../elf/loader.js';
+import { resolveInRoot } from '../root/resolve.js';
 import { run } from '../tools/exec.js';
 import type { RunAs } from '../service-user/passwd.js';
 import { SCRATCH_PATHS } from '../tools/nspawn.js';
@@ -370,19 +372,46 @@ export function resolveInImage(entries: Map<string, ImageEntry>, p: string, dept
 }
 
 /**
- * No shell or interpreter in the image except the service's own entrypoint (`command[0]`, and
- * whatever it is a symlink to). Symlinks count when their name looks like an interpreter and
- * they do not resolve to the service's own.
+ * The `#!` interpreters the kernel runs for command[0] in a mounted image: for a script such as
+ * pygopherd's (`#!/usr/bin/python3`) or a BusyBox sh service, the interpreter is the service.
+ * Follows nested `#!` lines up to the kernel's depth; [] for an ELF entrypoint.
  */
-export function checkNoInterpreters(entries: ImageEntry[], command0: string): HardeningCheck {
+export function entrypointInterpreters(root: string, command0: string): string[] {
+  const chain: string[] = [];
+  for (let cur = command0; chain.length < 4;) {
+    let next: string | undefined;
+    try {
+      const r = resolveInRoot(root, cur);
+      next = r.exists ? shebang(r.host) : undefined;
+    } catch {
+      next = undefined;
+    }
+    if (next === undefined || next === command0 || chain.includes(next)) break;
+    chain.push(next);
+    cur = next;
+  }
+  return chain;
+}
+
+/**
+ * No shell or interpreter in the image except the service's own entrypoint (`command[0]`, its
+ * `#!` interpreters, and whatever they are symlinks to). Symlinks count when their name looks
+ * like an interpreter and they do not resolve to the service's own.
+ */
+export function checkNoInterpreters(
+  entries: ImageEntry[],
+  command0: string,
+  interpreters: readonly string[] = [],
+): HardeningCheck {
   const name = 'no shell or interpreter but the service';
   const byPath = new Map(entries.map((e) => [e.path, e]));
-  const own = resolveInImage(byPath, command0);
+  const ownPaths = [command0, ...interpreters];
+  const own = new Set(ownPaths.map((p) => resolveInImage(byPath, p)));
   const found: string[] = [];
   for (const e of entries) {
     if (e.kind === 'dir' || !INTERPRETER_NAME.test(path.posix.basename(e.path))) continue;
     if (e.kind === 'file' && !e.executable) continue;
-    if (e.path === command0 || resolveInImage(byPath, e.path) === own) continue;
+    if (ownPaths.includes(e.path) || own.has(resolveInImage(byPath, e.path))) continue;
     found.push(e.kind === 'symlink' ? `${e.path} -> ${e.target}` : e.path);
   }
   return {
@@ -390,6 +419,6 @@ export function checkNoInterpreters(entries: ImageEntry[], command0: string): Ha
     ok: found.length === 0,
     detail: found.length
       ? `found ${found.join(', ')}`
-      : `${entries.length} entries; only ${command0}`,
+      : `${entries.length} entries; only ${ownPaths.join(' and its interpreter ')}`,
   };
 }

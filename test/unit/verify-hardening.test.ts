@@ -3,6 +3,9 @@
  * board's flags, squashfs loop-mounted read-only, tmpfs data), and on the same text with one
  * protection removed: every check must be able to go red.
  */
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
   checkCapabilities,
@@ -15,6 +18,7 @@ import {
   checkRootReadOnly,
   checkScratchMount,
   checkUidMap,
+  entrypointInterpreters,
   parseFindListing,
   parseMountInfo,
   resolveInImage,
@@ -199,6 +203,47 @@ describe('interpreters in the image', () => {
       ok: false,
       detail: 'found /bin/busybox, /bin/sh -> /bin/busybox, /usr/bin/python3.11',
     });
+  });
+
+  it("allows a script service's #! interpreter (BusyBox sh, python3), not other interpreters", () => {
+    const entries = [
+      dir('/bin'),
+      file('/bin/busybox'),
+      link('/bin/sh', '/bin/busybox'),
+      file('/usr/bin/moon-gopher'),
+      file('/usr/bin/python3.11'),
+      link('/usr/bin/python3', 'python3.11'),
+      file('/usr/bin/perl'),
+    ];
+    expect(checkNoInterpreters(entries, '/usr/bin/moon-gopher')).toMatchObject({
+      ok: false,
+      detail:
+        'found /bin/busybox, /bin/sh -> /bin/busybox, /usr/bin/python3.11, /usr/bin/python3 -> python3.11, /usr/bin/perl',
+    });
+    expect(checkNoInterpreters(entries, '/usr/bin/moon-gopher', ['/bin/sh'])).toMatchObject({
+      ok: false,
+      detail: 'found /usr/bin/python3.11, /usr/bin/python3 -> python3.11, /usr/bin/perl',
+    });
+    expect(checkNoInterpreters(entries, '/usr/sbin/pygopherd', ['/usr/bin/python3']).detail).toBe(
+      'found /bin/busybox, /bin/sh -> /bin/busybox, /usr/bin/perl',
+    );
+  });
+
+  it("reads the entrypoint's #! chain inside the image root, not on the host", () => {
+    const root = mkdtempSync(path.join(os.tmpdir(), 'lhc-interp-'));
+    try {
+      mkdirSync(path.join(root, 'bin'));
+      mkdirSync(path.join(root, 'usr/bin'), { recursive: true });
+      writeFileSync(path.join(root, 'bin/busybox'), '\x7fELF');
+      symlinkSync('/bin/busybox', path.join(root, 'bin/sh'));
+      writeFileSync(path.join(root, 'usr/bin/svc'), '#!/bin/sh -e\necho hi\n');
+      writeFileSync(path.join(root, 'usr/bin/elf'), '\x7fELF');
+      expect(entrypointInterpreters(root, '/usr/bin/svc')).toEqual(['/bin/sh']);
+      expect(entrypointInterpreters(root, '/usr/bin/elf')).toEqual([]);
+      expect(entrypointInterpreters(root, '/usr/bin/missing')).toEqual([]);
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
   });
 
   it('ignores non-executable files and directories named like interpreters', () => {
