@@ -118,17 +118,17 @@ var require_visit = __commonJS({
     visit3.BREAK = BREAK;
     visit3.SKIP = SKIP;
     visit3.REMOVE = REMOVE;
-    function visit_(key, node2, visitor, path53) {
-      const ctrl = callVisitor(key, node2, visitor, path53);
+    function visit_(key, node2, visitor, path55) {
+      const ctrl = callVisitor(key, node2, visitor, path55);
       if (identity3.isNode(ctrl) || identity3.isPair(ctrl)) {
-        replaceNode(key, path53, ctrl);
-        return visit_(key, ctrl, visitor, path53);
+        replaceNode(key, path55, ctrl);
+        return visit_(key, ctrl, visitor, path55);
       }
       if (typeof ctrl !== "symbol") {
         if (identity3.isCollection(node2)) {
-          path53 = Object.freeze(path53.concat(node2));
+          path55 = Object.freeze(path55.concat(node2));
           for (let i2 = 0; i2 < node2.items.length; ++i2) {
-            const ci2 = visit_(i2, node2.items[i2], visitor, path53);
+            const ci2 = visit_(i2, node2.items[i2], visitor, path55);
             if (typeof ci2 === "number")
               i2 = ci2 - 1;
             else if (ci2 === BREAK)
@@ -139,13 +139,13 @@ var require_visit = __commonJS({
             }
           }
         } else if (identity3.isPair(node2)) {
-          path53 = Object.freeze(path53.concat(node2));
-          const ck = visit_("key", node2.key, visitor, path53);
+          path55 = Object.freeze(path55.concat(node2));
+          const ck = visit_("key", node2.key, visitor, path55);
           if (ck === BREAK)
             return BREAK;
           else if (ck === REMOVE)
             node2.key = null;
-          const cv = visit_("value", node2.value, visitor, path53);
+          const cv = visit_("value", node2.value, visitor, path55);
           if (cv === BREAK)
             return BREAK;
           else if (cv === REMOVE)
@@ -166,17 +166,17 @@ var require_visit = __commonJS({
     visitAsync.BREAK = BREAK;
     visitAsync.SKIP = SKIP;
     visitAsync.REMOVE = REMOVE;
-    async function visitAsync_(key, node2, visitor, path53) {
-      const ctrl = await callVisitor(key, node2, visitor, path53);
+    async function visitAsync_(key, node2, visitor, path55) {
+      const ctrl = await callVisitor(key, node2, visitor, path55);
       if (identity3.isNode(ctrl) || identity3.isPair(ctrl)) {
-        replaceNode(key, path53, ctrl);
-        return visitAsync_(key, ctrl, visitor, path53);
+        replaceNode(key, path55, ctrl);
+        return visitAsync_(key, ctrl, visitor, path55);
       }
       if (typeof ctrl !== "symbol") {
         if (identity3.isCollection(node2)) {
-          path53 = Object.freeze(path53.concat(node2));
+          path55 = Object.freeze(path55.concat(node2));
           for (let i2 = 0; i2 < node2.items.length; ++i2) {
-            const ci2 = await visitAsync_(i2, node2.items[i2], visitor, path53);
+            const ci2 = await visitAsync_(i2, node2.items[i2], visitor, path55);
             if (typeof ci2 === "number")
               i2 = ci2 - 1;
             else if (ci2 === BREAK)
@@ -187,13 +187,13 @@ var require_visit = __commonJS({
             }
           }
         } else if (identity3.isPair(node2)) {
-          path53 = Object.freeze(path53.concat(node2));
-          const ck = await visitAsync_("key", node2.key, visitor, path53);
+          path55 = Object.freeze(path55.concat(node2));
+          const ck = await visitAsync_("key", node2.key, visitor, path55);
           if (ck === BREAK)
             return BREAK;
           else if (ck === REMOVE)
             node2.key = null;
-          const cv = await visitAsync_("value", node2.value, visitor, path53);
+          const cv = await visitAsync_("value", node2.value, visitor, path55);
           if (cv === BREAK)
             return BREAK;
           else if (cv === REMOVE)
@@ -220,23 +220,23 @@ var require_visit = __commonJS({
       }
       return visitor;
     }
-    function callVisitor(key, node2, visitor, path53) {
+    function callVisitor(key, node2, visitor, path55) {
       if (typeof visitor === "function")
-        return visitor(key, node2, path53);
+        return visitor(key, node2, path55);
       if (identity3.isMap(node2))
-        return visitor.Map?.(key, node2, path53);
+        return visitor.Map?.(key, node2, path55);
       if (identity3.isSeq(node2))
-        return visitor.Seq?.(key, node2, path53);
+        return visitor.Seq?.(key, node2, path55);
       if (identity3.isPair(node2))
-        return visitor.Pair?.(key, node2, path53);
+        return visitor.Pair?.(key, node2, path55);
       if (identity3.isScalar(node2))
-        return visitor.Scalar?.(key, node2, path53);
+        return visitor.Scalar?.(key, node2, path55);
       if (identity3.isAlias(node2))
-        return visitor.Alias?.(key, node2, path53);
+        return visitor.Alias?.(key, node2, path55);
       return void 0;
     }
-    function replaceNode(key, path53, node2) {
-      const parent = path53[path53.length - 1];
+    function replaceNode(key, path55, node2) {
+      const parent = path55[path55.length - 1];
       if (identity3.isCollection(parent)) {
         parent.items[key] = node2;
       } else if (identity3.isPair(parent)) {
@@ -848,10 +848,10 @@ var require_Collection = __commonJS({
     var createNode = require_createNode();
     var identity3 = require_identity();
     var Node = require_Node();
-    function collectionFromPath(schema, path53, value) {
+    function collectionFromPath(schema, path55, value) {
       let v2 = value;
-      for (let i2 = path53.length - 1; i2 >= 0; --i2) {
-        const k2 = path53[i2];
+      for (let i2 = path55.length - 1; i2 >= 0; --i2) {
+        const k2 = path55[i2];
         if (typeof k2 === "number" && Number.isInteger(k2) && k2 >= 0) {
           const a2 = [];
           a2[k2] = v2;
@@ -870,7 +870,7 @@ var require_Collection = __commonJS({
         sourceObjects: /* @__PURE__ */ new Map()
       });
     }
-    var isEmptyPath = (path53) => path53 == null || typeof path53 === "object" && !!path53[Symbol.iterator]().next().done;
+    var isEmptyPath = (path55) => path55 == null || typeof path55 === "object" && !!path55[Symbol.iterator]().next().done;
     var Collection = class extends Node.NodeBase {
       constructor(type, schema) {
         super(type);
@@ -900,11 +900,11 @@ var require_Collection = __commonJS({
        * be a Pair instance or a `{ key, value }` object, which may not have a key
        * that already exists in the map.
        */
-      addIn(path53, value) {
-        if (isEmptyPath(path53))
+      addIn(path55, value) {
+        if (isEmptyPath(path55))
           this.add(value);
         else {
-          const [key, ...rest] = path53;
+          const [key, ...rest] = path55;
           const node2 = this.get(key, true);
           if (identity3.isCollection(node2))
             node2.addIn(rest, value);
@@ -918,8 +918,8 @@ var require_Collection = __commonJS({
        * Removes a value from the collection.
        * @returns `true` if the item was found and removed.
        */
-      deleteIn(path53) {
-        const [key, ...rest] = path53;
+      deleteIn(path55) {
+        const [key, ...rest] = path55;
         if (rest.length === 0)
           return this.delete(key);
         const node2 = this.get(key, true);
@@ -933,8 +933,8 @@ var require_Collection = __commonJS({
        * scalar values from their surrounding node; to disable set `keepScalar` to
        * `true` (collections are always returned intact).
        */
-      getIn(path53, keepScalar) {
-        const [key, ...rest] = path53;
+      getIn(path55, keepScalar) {
+        const [key, ...rest] = path55;
         const node2 = this.get(key, true);
         if (rest.length === 0)
           return !keepScalar && identity3.isScalar(node2) ? node2.value : node2;
@@ -952,8 +952,8 @@ var require_Collection = __commonJS({
       /**
        * Checks if the collection includes a value with the key `key`.
        */
-      hasIn(path53) {
-        const [key, ...rest] = path53;
+      hasIn(path55) {
+        const [key, ...rest] = path55;
         if (rest.length === 0)
           return this.has(key);
         const node2 = this.get(key, true);
@@ -963,8 +963,8 @@ var require_Collection = __commonJS({
        * Sets a value in this collection. For `!!set`, `value` needs to be a
        * boolean to add/remove the item from the set.
        */
-      setIn(path53, value) {
-        const [key, ...rest] = path53;
+      setIn(path55, value) {
+        const [key, ...rest] = path55;
         if (rest.length === 0) {
           this.set(key, value);
         } else {
@@ -3479,9 +3479,9 @@ var require_Document = __commonJS({
           this.contents.add(value);
       }
       /** Adds a value to the document. */
-      addIn(path53, value) {
+      addIn(path55, value) {
         if (assertCollection(this.contents))
-          this.contents.addIn(path53, value);
+          this.contents.addIn(path55, value);
       }
       /**
        * Create a new `Alias` node, ensuring that the target `node` has the required anchor.
@@ -3556,14 +3556,14 @@ var require_Document = __commonJS({
        * Removes a value from the document.
        * @returns `true` if the item was found and removed.
        */
-      deleteIn(path53) {
-        if (Collection.isEmptyPath(path53)) {
+      deleteIn(path55) {
+        if (Collection.isEmptyPath(path55)) {
           if (this.contents == null)
             return false;
           this.contents = null;
           return true;
         }
-        return assertCollection(this.contents) ? this.contents.deleteIn(path53) : false;
+        return assertCollection(this.contents) ? this.contents.deleteIn(path55) : false;
       }
       /**
        * Returns item at `key`, or `undefined` if not found. By default unwraps
@@ -3578,10 +3578,10 @@ var require_Document = __commonJS({
        * scalar values from their surrounding node; to disable set `keepScalar` to
        * `true` (collections are always returned intact).
        */
-      getIn(path53, keepScalar) {
-        if (Collection.isEmptyPath(path53))
+      getIn(path55, keepScalar) {
+        if (Collection.isEmptyPath(path55))
           return !keepScalar && identity3.isScalar(this.contents) ? this.contents.value : this.contents;
-        return identity3.isCollection(this.contents) ? this.contents.getIn(path53, keepScalar) : void 0;
+        return identity3.isCollection(this.contents) ? this.contents.getIn(path55, keepScalar) : void 0;
       }
       /**
        * Checks if the document includes a value with the key `key`.
@@ -3592,10 +3592,10 @@ var require_Document = __commonJS({
       /**
        * Checks if the document includes a value at `path`.
        */
-      hasIn(path53) {
-        if (Collection.isEmptyPath(path53))
+      hasIn(path55) {
+        if (Collection.isEmptyPath(path55))
           return this.contents !== void 0;
-        return identity3.isCollection(this.contents) ? this.contents.hasIn(path53) : false;
+        return identity3.isCollection(this.contents) ? this.contents.hasIn(path55) : false;
       }
       /**
        * Sets a value in this document. For `!!set`, `value` needs to be a
@@ -3612,13 +3612,13 @@ var require_Document = __commonJS({
        * Sets a value in this document. For `!!set`, `value` needs to be a
        * boolean to add/remove the item from the set.
        */
-      setIn(path53, value) {
-        if (Collection.isEmptyPath(path53)) {
+      setIn(path55, value) {
+        if (Collection.isEmptyPath(path55)) {
           this.contents = value;
         } else if (this.contents == null) {
-          this.contents = Collection.collectionFromPath(this.schema, Array.from(path53), value);
+          this.contents = Collection.collectionFromPath(this.schema, Array.from(path55), value);
         } else if (assertCollection(this.contents)) {
-          this.contents.setIn(path53, value);
+          this.contents.setIn(path55, value);
         }
       }
       /**
@@ -5579,9 +5579,9 @@ var require_cst_visit = __commonJS({
     visit3.BREAK = BREAK;
     visit3.SKIP = SKIP;
     visit3.REMOVE = REMOVE;
-    visit3.itemAtPath = (cst, path53) => {
+    visit3.itemAtPath = (cst, path55) => {
       let item = cst;
-      for (const [field2, index] of path53) {
+      for (const [field2, index] of path55) {
         const tok = item?.[field2];
         if (tok && "items" in tok) {
           item = tok.items[index];
@@ -5590,23 +5590,23 @@ var require_cst_visit = __commonJS({
       }
       return item;
     };
-    visit3.parentCollection = (cst, path53) => {
-      const parent = visit3.itemAtPath(cst, path53.slice(0, -1));
-      const field2 = path53[path53.length - 1][0];
+    visit3.parentCollection = (cst, path55) => {
+      const parent = visit3.itemAtPath(cst, path55.slice(0, -1));
+      const field2 = path55[path55.length - 1][0];
       const coll = parent?.[field2];
       if (coll && "items" in coll)
         return coll;
       throw new Error("Parent collection not found");
     };
-    function _visit(path53, item, visitor) {
-      let ctrl = visitor(item, path53);
+    function _visit(path55, item, visitor) {
+      let ctrl = visitor(item, path55);
       if (typeof ctrl === "symbol")
         return ctrl;
       for (const field2 of ["key", "value"]) {
         const token = item[field2];
         if (token && "items" in token) {
           for (let i2 = 0; i2 < token.items.length; ++i2) {
-            const ci2 = _visit(Object.freeze(path53.concat([[field2, i2]])), token.items[i2], visitor);
+            const ci2 = _visit(Object.freeze(path55.concat([[field2, i2]])), token.items[i2], visitor);
             if (typeof ci2 === "number")
               i2 = ci2 - 1;
             else if (ci2 === BREAK)
@@ -5617,10 +5617,10 @@ var require_cst_visit = __commonJS({
             }
           }
           if (typeof ctrl === "function" && field2 === "key")
-            ctrl = ctrl(item, path53);
+            ctrl = ctrl(item, path55);
         }
       }
-      return typeof ctrl === "function" ? ctrl(item, path53) : ctrl;
+      return typeof ctrl === "function" ? ctrl(item, path55) : ctrl;
     }
     exports.visit = visit3;
   }
@@ -7377,7 +7377,7 @@ var require_windows = __commonJS({
     module.exports = isexe;
     isexe.sync = sync;
     var fs2 = __require("fs");
-    function checkPathExt(path53, options) {
+    function checkPathExt(path55, options) {
       var pathext = options.pathExt !== void 0 ? options.pathExt : process.env.PATHEXT;
       if (!pathext) {
         return true;
@@ -7388,25 +7388,25 @@ var require_windows = __commonJS({
       }
       for (var i2 = 0; i2 < pathext.length; i2++) {
         var p2 = pathext[i2].toLowerCase();
-        if (p2 && path53.substr(-p2.length).toLowerCase() === p2) {
+        if (p2 && path55.substr(-p2.length).toLowerCase() === p2) {
           return true;
         }
       }
       return false;
     }
-    function checkStat(stat11, path53, options) {
-      if (!stat11.isSymbolicLink() && !stat11.isFile()) {
+    function checkStat(stat12, path55, options) {
+      if (!stat12.isSymbolicLink() && !stat12.isFile()) {
         return false;
       }
-      return checkPathExt(path53, options);
+      return checkPathExt(path55, options);
     }
-    function isexe(path53, options, cb) {
-      fs2.stat(path53, function(er2, stat11) {
-        cb(er2, er2 ? false : checkStat(stat11, path53, options));
+    function isexe(path55, options, cb) {
+      fs2.stat(path55, function(er2, stat12) {
+        cb(er2, er2 ? false : checkStat(stat12, path55, options));
       });
     }
-    function sync(path53, options) {
-      return checkStat(fs2.statSync(path53), path53, options);
+    function sync(path55, options) {
+      return checkStat(fs2.statSync(path55), path55, options);
     }
   }
 });
@@ -7417,21 +7417,21 @@ var require_mode = __commonJS({
     module.exports = isexe;
     isexe.sync = sync;
     var fs2 = __require("fs");
-    function isexe(path53, options, cb) {
-      fs2.stat(path53, function(er2, stat11) {
-        cb(er2, er2 ? false : checkStat(stat11, options));
+    function isexe(path55, options, cb) {
+      fs2.stat(path55, function(er2, stat12) {
+        cb(er2, er2 ? false : checkStat(stat12, options));
       });
     }
-    function sync(path53, options) {
-      return checkStat(fs2.statSync(path53), options);
+    function sync(path55, options) {
+      return checkStat(fs2.statSync(path55), options);
     }
-    function checkStat(stat11, options) {
-      return stat11.isFile() && checkMode(stat11, options);
+    function checkStat(stat12, options) {
+      return stat12.isFile() && checkMode(stat12, options);
     }
-    function checkMode(stat11, options) {
-      var mod = stat11.mode;
-      var uid = stat11.uid;
-      var gid = stat11.gid;
+    function checkMode(stat12, options) {
+      var mod = stat12.mode;
+      var uid = stat12.uid;
+      var gid = stat12.gid;
       var myUid = options.uid !== void 0 ? options.uid : process.getuid && process.getuid();
       var myGid = options.gid !== void 0 ? options.gid : process.getgid && process.getgid();
       var u3 = parseInt("100", 8);
@@ -7456,7 +7456,7 @@ var require_isexe = __commonJS({
     }
     module.exports = isexe;
     isexe.sync = sync;
-    function isexe(path53, options, cb) {
+    function isexe(path55, options, cb) {
       if (typeof options === "function") {
         cb = options;
         options = {};
@@ -7466,7 +7466,7 @@ var require_isexe = __commonJS({
           throw new TypeError("callback not provided");
         }
         return new Promise(function(resolve, reject) {
-          isexe(path53, options || {}, function(er2, is2) {
+          isexe(path55, options || {}, function(er2, is2) {
             if (er2) {
               reject(er2);
             } else {
@@ -7475,7 +7475,7 @@ var require_isexe = __commonJS({
           });
         });
       }
-      core(path53, options || {}, function(er2, is2) {
+      core(path55, options || {}, function(er2, is2) {
         if (er2) {
           if (er2.code === "EACCES" || options && options.ignoreErrors) {
             er2 = null;
@@ -7485,9 +7485,9 @@ var require_isexe = __commonJS({
         cb(er2, is2);
       });
     }
-    function sync(path53, options) {
+    function sync(path55, options) {
       try {
-        return core.sync(path53, options || {});
+        return core.sync(path55, options || {});
       } catch (er2) {
         if (options && options.ignoreErrors || er2.code === "EACCES") {
           return false;
@@ -7503,7 +7503,7 @@ var require_isexe = __commonJS({
 var require_which = __commonJS({
   "node_modules/which/which.js"(exports, module) {
     var isWindows = process.platform === "win32" || process.env.OSTYPE === "cygwin" || process.env.OSTYPE === "msys";
-    var path53 = __require("path");
+    var path55 = __require("path");
     var COLON = isWindows ? ";" : ":";
     var isexe = require_isexe();
     var getNotFoundError = (cmd) => Object.assign(new Error(`not found: ${cmd}`), { code: "ENOENT" });
@@ -7541,7 +7541,7 @@ var require_which = __commonJS({
           return opt.all && found.length ? resolve(found) : reject(getNotFoundError(cmd));
         const ppRaw = pathEnv[i2];
         const pathPart = /^".*"$/.test(ppRaw) ? ppRaw.slice(1, -1) : ppRaw;
-        const pCmd = path53.join(pathPart, cmd);
+        const pCmd = path55.join(pathPart, cmd);
         const p2 = !pathPart && /^\.[\\\/]/.test(cmd) ? cmd.slice(0, 2) + pCmd : pCmd;
         resolve(subStep(p2, i2, 0));
       });
@@ -7568,7 +7568,7 @@ var require_which = __commonJS({
       for (let i2 = 0; i2 < pathEnv.length; i2++) {
         const ppRaw = pathEnv[i2];
         const pathPart = /^".*"$/.test(ppRaw) ? ppRaw.slice(1, -1) : ppRaw;
-        const pCmd = path53.join(pathPart, cmd);
+        const pCmd = path55.join(pathPart, cmd);
         const p2 = !pathPart && /^\.[\\\/]/.test(cmd) ? cmd.slice(0, 2) + pCmd : pCmd;
         for (let j2 = 0; j2 < pathExt.length; j2++) {
           const cur = p2 + pathExt[j2];
@@ -7616,7 +7616,7 @@ var require_path_key = __commonJS({
 var require_resolveCommand = __commonJS({
   "node_modules/cross-spawn/lib/util/resolveCommand.js"(exports, module) {
     "use strict";
-    var path53 = __require("path");
+    var path55 = __require("path");
     var which = require_which();
     var getPathKey = require_path_key();
     function resolveCommandAttempt(parsed, withoutPathExt) {
@@ -7634,7 +7634,7 @@ var require_resolveCommand = __commonJS({
       try {
         resolved = which.sync(parsed.command, {
           path: env[getPathKey({ env })],
-          pathExt: withoutPathExt ? path53.delimiter : void 0
+          pathExt: withoutPathExt ? path55.delimiter : void 0
         });
       } catch (e) {
       } finally {
@@ -7643,7 +7643,7 @@ var require_resolveCommand = __commonJS({
         }
       }
       if (resolved) {
-        resolved = path53.resolve(hasCustomCwd ? parsed.options.cwd : "", resolved);
+        resolved = path55.resolve(hasCustomCwd ? parsed.options.cwd : "", resolved);
       }
       return resolved;
     }
@@ -7697,8 +7697,8 @@ var require_shebang_command = __commonJS({
       if (!match) {
         return null;
       }
-      const [path53, argument] = match[0].replace(/#! ?/, "").split(" ");
-      const binary = path53.split("/").pop();
+      const [path55, argument] = match[0].replace(/#! ?/, "").split(" ");
+      const binary = path55.split("/").pop();
       if (binary === "env") {
         return argument;
       }
@@ -7733,7 +7733,7 @@ var require_readShebang = __commonJS({
 var require_parse = __commonJS({
   "node_modules/cross-spawn/lib/parse.js"(exports, module) {
     "use strict";
-    var path53 = __require("path");
+    var path55 = __require("path");
     var resolveCommand = require_resolveCommand();
     var escape = require_escape();
     var readShebang = require_readShebang();
@@ -7758,7 +7758,7 @@ var require_parse = __commonJS({
       const needsShell = !isExecutableRegExp.test(commandFile);
       if (parsed.options.forceShell || needsShell) {
         const needsDoubleEscapeMetaChars = isCmdShimRegExp.test(commandFile);
-        parsed.command = path53.normalize(parsed.command);
+        parsed.command = path55.normalize(parsed.command);
         parsed.command = escape.command(parsed.command);
         parsed.args = parsed.args.map((arg) => escape.argument(arg, needsDoubleEscapeMetaChars));
         const shellCommand = [parsed.command].concat(parsed.args).join(" ");
@@ -8958,10 +8958,10 @@ function mergeDefs(...defs) {
 function cloneDef(schema) {
   return mergeDefs(schema._zod.def);
 }
-function getElementAtPath(obj, path53) {
-  if (!path53)
+function getElementAtPath(obj, path55) {
+  if (!path55)
     return obj;
-  return path53.reduce((acc, key) => acc?.[key], obj);
+  return path55.reduce((acc, key) => acc?.[key], obj);
 }
 function promiseAllObject(promisesObj) {
   const keys = Object.keys(promisesObj);
@@ -9301,11 +9301,11 @@ function explicitlyAborted(x, startIndex = 0) {
   }
   return false;
 }
-function prefixIssues(path53, issues) {
+function prefixIssues(path55, issues) {
   return issues.map((iss) => {
     var _a3;
     (_a3 = iss).path ?? (_a3.path = []);
-    iss.path.unshift(path53);
+    iss.path.unshift(path55);
     return iss;
   });
 }
@@ -9767,16 +9767,16 @@ function flattenError(error62, mapper = (issue2) => issue2.message) {
 }
 function formatError(error62, mapper = (issue2) => issue2.message) {
   const fieldErrors = { _errors: [] };
-  const processError = (error63, path53 = []) => {
+  const processError = (error63, path55 = []) => {
     for (const issue2 of error63.issues) {
       if (issue2.code === "invalid_union" && issue2.errors.length) {
-        issue2.errors.map((issues) => processError({ issues }, [...path53, ...issue2.path]));
+        issue2.errors.map((issues) => processError({ issues }, [...path55, ...issue2.path]));
       } else if (issue2.code === "invalid_key") {
-        processError({ issues: issue2.issues }, [...path53, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path55, ...issue2.path]);
       } else if (issue2.code === "invalid_element") {
-        processError({ issues: issue2.issues }, [...path53, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path55, ...issue2.path]);
       } else {
-        const fullpath = [...path53, ...issue2.path];
+        const fullpath = [...path55, ...issue2.path];
         if (fullpath.length === 0) {
           fieldErrors._errors.push(mapper(issue2));
         } else {
@@ -9815,17 +9815,17 @@ function formatError(error62, mapper = (issue2) => issue2.message) {
 }
 function treeifyError(error62, mapper = (issue2) => issue2.message) {
   const result = { errors: [] };
-  const processError = (error63, path53 = []) => {
+  const processError = (error63, path55 = []) => {
     var _a3;
     for (const issue2 of error63.issues) {
       if (issue2.code === "invalid_union" && issue2.errors.length) {
-        issue2.errors.map((issues) => processError({ issues }, [...path53, ...issue2.path]));
+        issue2.errors.map((issues) => processError({ issues }, [...path55, ...issue2.path]));
       } else if (issue2.code === "invalid_key") {
-        processError({ issues: issue2.issues }, [...path53, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path55, ...issue2.path]);
       } else if (issue2.code === "invalid_element") {
-        processError({ issues: issue2.issues }, [...path53, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path55, ...issue2.path]);
       } else {
-        const fullpath = [...path53, ...issue2.path];
+        const fullpath = [...path55, ...issue2.path];
         if (fullpath.length === 0) {
           result.errors.push(mapper(issue2));
           continue;
@@ -9864,8 +9864,8 @@ function treeifyError(error62, mapper = (issue2) => issue2.message) {
 }
 function toDotPath(_path) {
   const segs = [];
-  const path53 = _path.map((seg) => typeof seg === "object" ? seg.key : seg);
-  for (const seg of path53) {
+  const path55 = _path.map((seg) => typeof seg === "object" ? seg.key : seg);
+  for (const seg of path55) {
     if (typeof seg === "number")
       segs.push(`[${seg}]`);
     else if (typeof seg === "symbol")
@@ -11759,15 +11759,15 @@ var $ZodObjectJIT = /* @__PURE__ */ $constructor("$ZodObjectJIT", (inst, def) =>
     const syms = normalized.symbolKeys;
     const doc = new Doc(["payload", "ctx"], { shape, inst, memo: memo2, syms });
     const parseStr = (k2) => `shape[${k2}]._zod.run({ value: input[${k2}], issues: [] }, ctx)`;
-    const prefixStr = (id, k2) => `
-          let ${id}_ab = false;
-          for (let i = 0; i < ${id}.issues.length; i++) {
-            const iss = ${id}.issues[i];
+    const prefixStr = (id2, k2) => `
+          let ${id2}_ab = false;
+          for (let i = 0; i < ${id2}.issues.length; i++) {
+            const iss = ${id2}.issues[i];
             iss.path = iss.path ? [${k2}, ...iss.path] : [${k2}];
             payload.issues.push(iss);
-            if (iss.continue !== true) ${id}_ab = true;
+            if (iss.continue !== true) ${id2}_ab = true;
           }
-          if (${id}_ab && ctx && ctx.abortEarly) {
+          if (${id2}_ab && ctx && ctx.abortEarly) {
             payload.value = newResult;
             return payload;
           }`;
@@ -11781,34 +11781,34 @@ var $ZodObjectJIT = /* @__PURE__ */ $constructor("$ZodObjectJIT", (inst, def) =>
     for (const key of normalized.allKeys) {
       if (key === "__proto__")
         continue;
-      const id = ids[key];
+      const id2 = ids[key];
       const k2 = typeof key === "symbol" ? `syms[${syms.indexOf(key)}]` : esc(key);
       const isPresent = `${k2} in input`;
       const schema = shape[key];
       const optin = schema?._zod?.optin;
       const isOptionalIn = optin !== void 0;
       const isOptionalOut = schema?._zod?.optout === "optional";
-      doc.write(`const ${id} = ${parseStr(k2)};`);
+      doc.write(`const ${id2} = ${parseStr(k2)};`);
       if (isOptionalIn && isOptionalOut) {
-        const assign = optin === "optional" ? `${id}_present` : `${id}.value !== undefined || ${id}_present`;
+        const assign = optin === "optional" ? `${id2}_present` : `${id2}.value !== undefined || ${id2}_present`;
         doc.write(`
-        const ${id}_present = ${isPresent};
-        if (!${id}.issues.length || ${id}_present) {
-          if (${id}.issues.length) {${prefixStr(id, k2)}
+        const ${id2}_present = ${isPresent};
+        if (!${id2}.issues.length || ${id2}_present) {
+          if (${id2}.issues.length) {${prefixStr(id2, k2)}
           }
 
           if (${assign}) {
-            newResult[${k2}] = ${id}.value;
+            newResult[${k2}] = ${id2}.value;
           }
         }
 
       `);
       } else if (!isOptionalIn) {
         doc.write(`
-        const ${id}_present = ${isPresent};
-        if (${id}.issues.length) {${prefixStr(id, k2)}
+        const ${id2}_present = ${isPresent};
+        if (${id2}.issues.length) {${prefixStr(id2, k2)}
         }
-        if (!${id}_present && !${id}.issues.length) {
+        if (!${id2}_present && !${id2}.issues.length) {
           payload.issues.push({
             code: "invalid_type",
             expected: "nonoptional",
@@ -11821,22 +11821,22 @@ var $ZodObjectJIT = /* @__PURE__ */ $constructor("$ZodObjectJIT", (inst, def) =>
           }
         }
 
-        if (${id}_present) {
-          newResult[${k2}] = ${id}.value;
+        if (${id2}_present) {
+          newResult[${k2}] = ${id2}.value;
         }
 
       `);
       } else {
         doc.write(`
-        if (${id}.issues.length) {${prefixStr(id, k2)}
+        if (${id2}.issues.length) {${prefixStr(id2, k2)}
         }
       `);
         if (optin === "defaulted") {
-          doc.write(`newResult[${k2}] = ${id}.value;`);
+          doc.write(`newResult[${k2}] = ${id2}.value;`);
         } else {
           doc.write(`
-        if (${id}.value !== undefined || ${isPresent}) {
-          newResult[${k2}] = ${id}.value;
+        if (${id2}.value !== undefined || ${isPresent}) {
+          newResult[${k2}] = ${id2}.value;
         }
       `);
         }
@@ -23864,26 +23864,26 @@ function extractDefs(ctx, schema) {
     return;
   const idToSchema = /* @__PURE__ */ new Map();
   for (const entry of ctx.seen.entries()) {
-    const id = ctx.metadataRegistry.get(entry[0])?.id;
-    if (id) {
-      const existing = idToSchema.get(id);
+    const id2 = ctx.metadataRegistry.get(entry[0])?.id;
+    if (id2) {
+      const existing = idToSchema.get(id2);
       if (existing && existing !== entry[0]) {
-        throw new Error(`Duplicate schema id "${id}" detected during JSON Schema conversion. Two different schemas cannot share the same id when converted together.`);
+        throw new Error(`Duplicate schema id "${id2}" detected during JSON Schema conversion. Two different schemas cannot share the same id when converted together.`);
       }
-      idToSchema.set(id, entry[0]);
+      idToSchema.set(id2, entry[0]);
     }
   }
   const makeURI = (entry) => {
     const defsSegment = ctx.target === "draft-2020-12" ? "$defs" : "definitions";
     if (ctx.external) {
       const externalId = ctx.external.registry.get(entry[0])?.id;
-      const uriGenerator = ctx.external.uri ?? ((id2) => id2);
+      const uriGenerator = ctx.external.uri ?? ((id3) => id3);
       if (externalId) {
         return { ref: uriGenerator(externalId) };
       }
-      const id = entry[1].defId ?? entry[1].schema.id ?? `schema${ctx.counter++}`;
-      entry[1].defId = id;
-      return { defId: id, ref: `${uriGenerator("__shared")}#/${defsSegment}/${encodeJSONPointerSegment(id)}` };
+      const id2 = entry[1].defId ?? entry[1].schema.id ?? `schema${ctx.counter++}`;
+      entry[1].defId = id2;
+      return { defId: id2, ref: `${uriGenerator("__shared")}#/${defsSegment}/${encodeJSONPointerSegment(id2)}` };
     }
     const uriPrefix = `#`;
     const defUriPrefix = `${uriPrefix}/${defsSegment}/`;
@@ -23931,8 +23931,8 @@ Set the \`cycles\` parameter to \`"ref"\` to resolve cyclical schemas with defs.
         continue;
       }
     }
-    const id = ctx.metadataRegistry.get(entry[0])?.id;
-    if (id) {
+    const id2 = ctx.metadataRegistry.get(entry[0])?.id;
+    if (id2) {
       extractToDef(entry);
       continue;
     }
@@ -24165,10 +24165,10 @@ function finalize(ctx, schema) {
   } else {
   }
   if (ctx.external?.uri) {
-    const id = ctx.external.registry.get(schema)?.id;
-    if (!id)
+    const id2 = ctx.external.registry.get(schema)?.id;
+    if (!id2)
       throw new Error("Schema is missing an `id` property");
-    result.$id = ctx.external.uri(id);
+    result.$id = ctx.external.uri(id2);
   }
   assignProps(result, root.defId ? root.schema : root.def ?? root.schema);
   const rootMetaId = ctx.metadataRegistry.get(schema)?.id;
@@ -24774,7 +24774,7 @@ function stringifyKeyNames(bySchema, json2, visited) {
   const values = json2.enum ?? (json2.const !== void 0 ? [json2.const] : void 0);
   if (!numericType && !values?.some((v2) => typeof v2 === "number"))
     return json2;
-  const { minimum, maximum, exclusiveMinimum, exclusiveMaximum, multipleOf, format: format2, id, ...rest } = json2;
+  const { minimum, maximum, exclusiveMinimum, exclusiveMaximum, multipleOf, format: format2, id: id2, ...rest } = json2;
   if (rest.enum)
     rest.enum = rest.enum.map((v2) => typeof v2 === "number" ? String(v2) : v2);
   else if (typeof rest.const === "number")
@@ -27003,13 +27003,13 @@ function resolveRef(ref, ctx) {
   if (!ref.startsWith("#")) {
     throw new Error("External $ref is not supported, only local refs (#/...) are allowed");
   }
-  const path53 = ref.slice(1).split("/").filter(Boolean);
-  if (path53.length === 0) {
+  const path55 = ref.slice(1).split("/").filter(Boolean);
+  if (path55.length === 0) {
     return ctx.rootSchema;
   }
   const defsKey = ctx.version === "draft-2020-12" ? "$defs" : "definitions";
-  if (path53[0] === defsKey) {
-    const key = path53[1] === void 0 ? void 0 : decodeJSONPointerSegment(path53[1]);
+  if (path55[0] === defsKey) {
+    const key = path55[1] === void 0 ? void 0 : decodeJSONPointerSegment(path55[1]);
     if (!key || !ctx.defs[key]) {
       throw new Error(`Reference not found: ${ref}`);
     }
@@ -27961,20 +27961,52 @@ var limitsSchema = external_exports.strictObject({
 var DEFAULT_LIMITS = limitsSchema.parse({});
 var serviceSchema = external_exports.strictObject({
   command: external_exports.array(external_exports.string().min(1)).min(1),
-  user: external_exports.union([external_exports.string().min(1), external_exports.number().int().min(0)]).default(0),
+  /**
+   * Who the payload runs as: a name in the root's /etc/passwd, or a uid. Resolved at build time
+   * from the unpruned root (stages/service-user.ts); root (0) drops nothing.
+   */
+  user: external_exports.union([
+    external_exports.string().regex(
+      /^([A-Za-z_][A-Za-z0-9_.-]{0,31}|\d{1,10})$/,
+      'expected a user name (letters, digits, "_", ".", "-"; at most 32) or a numeric uid'
+    ),
+    external_exports.number().int().min(0).max(4294967294)
+  ]).default(0),
   env: external_exports.record(external_exports.string(), external_exports.string()).default({}),
   workdir: absPath.optional(),
   inetd: external_exports.boolean().optional(),
   listen: port.optional(),
+  /**
+   * The daemon takes its listening socket from systemd (LISTEN_FDS, sd_listen_fds) instead of
+   * binding `listen` itself; the board then passes the socket straight into the container.
+   */
+  "socket-activation": external_exports.boolean().default(false),
   /** Seconds a traced or verified run may take before it is killed. */
   timeout: external_exports.number().positive().default(60),
-  limits: limitsSchema.default(() => ({ ...DEFAULT_LIMITS }))
+  limits: limitsSchema.default(() => ({ ...DEFAULT_LIMITS })),
+  /**
+   * Exit codes besides 0 that end an inetd connection normally (systemd's SuccessExitStatus=):
+   * many inetd servers answer an unknown request and then exit 1.
+   */
+  "success-exit-status": external_exports.array(external_exports.number().int().min(0).max(255)).optional()
 }).superRefine((s3, ctx) => {
+  if (s3["success-exit-status"] !== void 0 && !s3.inetd)
+    ctx.addIssue({
+      code: "custom",
+      message: "only for inetd services (service.inetd: true): a listening service is not restarted per connection",
+      path: ["success-exit-status"]
+    });
   if (!!s3.inetd === (s3.listen !== void 0))
     ctx.addIssue({
       code: "custom",
       message: "set exactly one of inetd: true or listen: PORT",
       path: ["inetd"]
+    });
+  if (s3["socket-activation"] && s3.listen === void 0)
+    ctx.addIssue({
+      code: "custom",
+      message: "socket-activation passes a listening socket to the daemon: it needs listen: PORT (an inetd service already gets its connection on stdin)",
+      path: ["socket-activation"]
     });
   if (!s3.command[0].startsWith("/"))
     ctx.addIssue({
@@ -27983,8 +28015,9 @@ var serviceSchema = external_exports.strictObject({
       path: ["command", 0]
     });
 });
+var probeName = external_exports.string().regex(/^[\w.-]+$/, 'expected a name of letters, digits, ".", "_" or "-"');
 var gopherProbe = external_exports.strictObject({
-  name: external_exports.string().regex(/^[\w.-]+$/, 'expected a name of letters, digits, ".", "_" or "-"'),
+  name: probeName,
   type: external_exports.literal("gopher"),
   /** The selector sent, without CRLF; a search is "selector\tquery". */
   selector: external_exports.string().default(""),
@@ -27992,14 +28025,38 @@ var gopherProbe = external_exports.strictObject({
   fixture: pathString
 });
 var httpProbe = external_exports.strictObject({
-  name: external_exports.string().regex(/^[\w.-]+$/, 'expected a name of letters, digits, ".", "_" or "-"'),
+  name: probeName,
   type: external_exports.literal("http"),
-  path: external_exports.string().startsWith("/", 'expected a path starting with "/"').default("/"),
+  path: external_exports.string().startsWith("/", 'expected a path starting with "/"').refine(
+    (p2) => /^[\x21-\x7e]*$/.test(p2),
+    "a request path is printable ASCII without spaces (percent-encode the rest)"
+  ).default("/"),
   status: external_exports.number().int().min(100).max(599).default(200),
   /** Expected body, byte for byte (optional). */
   fixture: pathString.optional()
 });
-var probeSchema = external_exports.discriminatedUnion("type", [gopherProbe, httpProbe]);
+var byteString = external_exports.string().min(1, "send at least one byte").superRefine((s3, ctx) => {
+  const wide = [...s3].find((ch) => ch.codePointAt(0) > 255);
+  if (wide !== void 0)
+    ctx.addIssue({
+      code: "custom",
+      message: `character U+${wide.codePointAt(0).toString(16).toUpperCase().padStart(4, "0")} is not a byte: write each byte as "\\xNN" in a double-quoted string`
+    });
+});
+var DEFAULT_TCP_IDLE_SECONDS = 2;
+var tcpProbe = external_exports.strictObject({
+  name: probeName,
+  type: external_exports.literal("tcp"),
+  send: byteString,
+  /** Expected response, byte for byte. */
+  fixture: pathString,
+  "half-close": external_exports.boolean().default(true),
+  "idle-timeout": external_exports.number().positive().max(600).default(DEFAULT_TCP_IDLE_SECONDS)
+});
+var probeSchema = external_exports.discriminatedUnion("type", [gopherProbe, httpProbe, tcpProbe]);
+function tcpSendBytes(probe) {
+  return Buffer.from(probe.send, "latin1");
+}
 var outputName = external_exports.string().regex(/^[\w.-]+$/, 'expected a file name of letters, digits, ".", "_" or "-"').refine((n2) => n2 !== "." && n2 !== "..", 'expected a file name, not "." or ".."').refine(
   (n2) => n2 !== "SHA256SUMS" && n2 !== "deploy" && !n2.endsWith(".trace.json"),
   "that name is taken by SHA256SUMS, deploy/ or the trace report"
@@ -28017,6 +28074,23 @@ var outputsSchema = external_exports.strictObject({
       ctx.addIssue({ code: "custom", message: `"${n2}" names two outputs`, path: [key] });
   }
 });
+function probeServiceMismatches(c3, ctx) {
+  c3.probes.forEach((p2, i2) => {
+    if (p2.type !== "tcp") return;
+    if (c3.service.inetd && !p2["half-close"])
+      ctx.addIssue({
+        code: "custom",
+        message: "an inetd service reads the request from its stdin, which ends after send: half-close: false needs service.listen",
+        path: ["probes", i2, "half-close"]
+      });
+    if (p2["idle-timeout"] >= c3.service.timeout)
+      ctx.addIssue({
+        code: "custom",
+        message: `idle-timeout (${p2["idle-timeout"]} s) must be shorter than service.timeout (${c3.service.timeout} s)`,
+        path: ["probes", i2, "idle-timeout"]
+      });
+  });
+}
 var rootCommand = external_exports.union([external_exports.string().min(1), external_exports.array(external_exports.string().min(1)).min(1)]);
 var configSchema = external_exports.strictObject({
   name: external_exports.string().regex(
@@ -28061,6 +28135,7 @@ var configSchema = external_exports.strictObject({
     sha256
   }).optional()
 }).superRefine((c3, ctx) => {
+  probeServiceMismatches(c3, ctx);
   if (c3.prepare !== void 0 && c3.packages !== void 0)
     ctx.addIssue({
       code: "custom",
@@ -28242,20 +28317,25 @@ function resolveConfig(raw, file2) {
 }
 
 // src/pipeline.ts
-import { mkdtemp as mkdtemp9 } from "node:fs/promises";
-import os11 from "node:os";
-import path45 from "node:path";
+import { mkdtemp as mkdtemp8 } from "node:fs/promises";
+import os10 from "node:os";
+import path47 from "node:path";
 
 // src/config/check-files.ts
-async function checkConfigFiles(config2) {
+var RECORD_FIXTURES_HINT = "record it from the traced run with `lhc build --update-fixtures` (action input update-fixtures: true)";
+async function checkConfigFiles(config2, opts = {}) {
   const root = await projectRoot(config2.dir);
   const errors = [];
   for (const p2 of namedPaths(config2)) {
+    const fixture = p2.at[0] === "probes";
     const problem = await pathProblem(root, p2.value, p2.kind, {
       maxBytes: p2.maxBytes,
-      mustExist: true
+      mustExist: !(fixture && opts.updateFixtures)
     });
-    if (problem) errors.push(`${p2.field}: ${problem}`);
+    if (problem)
+      errors.push(
+        `${p2.field}: ${problem}${fixture && problem.endsWith("(ENOENT)") ? `; ${RECORD_FIXTURES_HINT}` : ""}`
+      );
   }
   if (errors.length > 0) throw new ConfigError(errors.join("\n"));
 }
@@ -28415,11 +28495,11 @@ async function claimBuildDir(c3, logger) {
     if (e.startsWith(STAGING_PREFIX))
       await rm2(path5.join(c3.dir, e), { recursive: true, force: true });
 }
-var WORK_DIR_ENTRIES = ["root", "trace", "pruned", "self-check", "lua", "verify"];
+var WORK_DIR_ENTRIES = ["root", "trace", "pruned", "self-check"];
 async function inspectBuildDirs(o2) {
-  const where = { projectRoot: o2.projectRoot, configDir: o2.configDir };
-  await checkBuildDir("--out", o2.outDir, where);
-  if (o2.workDir !== void 0) await checkBuildDir("--work-dir", o2.workDir, where);
+  const where2 = { projectRoot: o2.projectRoot, configDir: o2.configDir };
+  await checkBuildDir("--out", o2.outDir, where2);
+  if (o2.workDir !== void 0) await checkBuildDir("--work-dir", o2.workDir, where2);
   const out = await inspectBuildDir("--out", o2.outDir, {
     marker: OUT_MARKER,
     owned: o2.outputNames,
@@ -28440,6 +28520,44 @@ async function claimBuildDirs(d, logger) {
 function workDirRemovals(workDir, claim2) {
   if (claim2 === void 0 || claim2.created) return [workDir];
   return [...WORK_DIR_ENTRIES, WORK_MARKER].map((n2) => path5.join(workDir, n2));
+}
+async function createOwnDir(what, dir) {
+  const abs = path5.resolve(dir);
+  const real = await realish(abs);
+  for (const p2 of /* @__PURE__ */ new Set([abs, real])) {
+    const why = systemDirProblem(p2);
+    if (why) throw new UserError(`${what} ${abs}: refused, ${why}`, { exitCode: 2 });
+  }
+  await mkdir(path5.dirname(abs), { recursive: true });
+  try {
+    await mkdir(abs);
+    return abs;
+  } catch (e) {
+    if (e.code !== "EEXIST") throw e;
+  }
+  const st2 = await lstat3(abs);
+  if (!st2.isDirectory())
+    throw new UserError(`${what} ${abs}: refused, it exists and is not a directory`, {
+      exitCode: 2
+    });
+  const entries = await readdir(abs);
+  if (entries.length > 0)
+    throw new UserError(
+      `${what} ${abs}: refused, it already holds ${entries.slice(0, 5).join(", ")}${entries.length > 5 ? ", ..." : ""}, which lhc did not write and would remove afterwards: choose a new or empty directory`,
+      { exitCode: 2 }
+    );
+  return abs;
+}
+async function checkOutputFileTarget(what, file2) {
+  const abs = path5.resolve(file2);
+  const dir = path5.dirname(abs);
+  const real = await realish(dir);
+  for (const p2 of /* @__PURE__ */ new Set([dir, real])) {
+    const why = systemDirProblem(p2);
+    if (why)
+      throw new UserError(`${what} ${abs}: refused, its directory ${p2}: ${why}`, { exitCode: 2 });
+  }
+  return abs;
 }
 
 // src/core/cleanup.ts
@@ -28474,7 +28592,7 @@ async function runCleanups() {
 
 // src/manifest/diff.ts
 import { existsSync as existsSync3 } from "node:fs";
-import { readFile, writeFile } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
 
 // src/manifest/manifest.ts
 import { lstat as lstat4, readdir as readdir3, readlink as readlink2 } from "node:fs/promises";
@@ -29130,7 +29248,11 @@ async function readManifest(file2) {
   }
   return parseManifest(text, file2);
 }
-async function checkManifestLock(newManifest, lockFile, update) {
+async function writeLock(lockFile, m2, logger) {
+  const abs = await checkOutputFileTarget("--manifest-lock", lockFile);
+  await writeOutputFile(abs, serializeManifest(m2), { logger });
+}
+async function checkManifestLock(newManifest, lockFile, update, logger) {
   const counts = `${newManifest.image.length} image paths, ${newManifest.data.entries.length} data paths`;
   if (!existsSync3(lockFile)) {
     if (!update)
@@ -29140,7 +29262,7 @@ async function checkManifestLock(newManifest, lockFile, update) {
         diffText: `manifest lock ${lockFile} does not exist (the built manifest has ${counts})
 `
       };
-    await writeFile(lockFile, serializeManifest(newManifest));
+    await writeLock(lockFile, newManifest, logger);
     return {
       changed: true,
       updated: true,
@@ -29152,7 +29274,7 @@ async function checkManifestLock(newManifest, lockFile, update) {
   const d = diffManifests(lock, newManifest);
   if (d.equal) return { changed: false, updated: false, diffText: "" };
   const diffText = formatDiff(d, { old: lockFile, new: "this build" });
-  if (update) await writeFile(lockFile, serializeManifest(newManifest));
+  if (update) await writeLock(lockFile, newManifest, logger);
   return { changed: true, updated: update, diffText };
 }
 
@@ -29577,7 +29699,7 @@ function checkElf(elf, p2, arch, what) {
   if (elf.type !== "EXEC" && elf.type !== "DYN")
     throw new EntrypointError(`${what}: ${p2} is an ELF ${elf.type} file, not an executable`);
 }
-async function checkEntrypoint(_ctx, { root, command0, arch }) {
+async function checkEntrypoint(root, command0, arch) {
   const chain = [];
   let p2 = command0;
   let what = `service.command[0] ${command0}`;
@@ -31442,9 +31564,9 @@ var validateStrictDeadlock = (outgoingMessages, wrappedMessage) => {
   if (wrappedMessage?.type !== REQUEST_TYPE || wrappedMessage.hasListeners) {
     return;
   }
-  for (const { id } of outgoingMessages) {
-    if (id !== void 0) {
-      STRICT_RESPONSES[id].resolve({ isDeadlock: true, hasListeners: false });
+  for (const { id: id2 } of outgoingMessages) {
+    if (id2 !== void 0) {
+      STRICT_RESPONSES[id2].resolve({ isDeadlock: true, hasListeners: false });
     }
   }
 };
@@ -31452,8 +31574,8 @@ var handleStrictRequest = async ({ wrappedMessage, anyProcess, channel, isSubpro
   if (wrappedMessage?.type !== REQUEST_TYPE || !anyProcess.connected) {
     return wrappedMessage;
   }
-  const { id, message } = wrappedMessage;
-  const response = { id, type: RESPONSE_TYPE, message: hasMessageListeners(anyProcess, ipcEmitter) };
+  const { id: id2, message } = wrappedMessage;
+  const response = { id: id2, type: RESPONSE_TYPE, message: hasMessageListeners(anyProcess, ipcEmitter) };
   try {
     await sendMessage({
       anyProcess,
@@ -31470,8 +31592,8 @@ var handleStrictResponse = (wrappedMessage) => {
   if (wrappedMessage?.type !== RESPONSE_TYPE) {
     return false;
   }
-  const { id, message: hasListeners } = wrappedMessage;
-  STRICT_RESPONSES[id]?.resolve({ isDeadlock: false, hasListeners });
+  const { id: id2, message: hasListeners } = wrappedMessage;
+  STRICT_RESPONSES[id2]?.resolve({ isDeadlock: false, hasListeners });
   return true;
 };
 var waitForStrictResponse = async (wrappedMessage, anyProcess, isSubprocess) => {
@@ -31513,8 +31635,8 @@ var startSendMessage = (anyProcess, wrappedMessage, strict) => {
   }
   const outgoingMessages = OUTGOING_MESSAGES.get(anyProcess);
   const onMessageSent = createDeferred();
-  const id = strict ? wrappedMessage.id : void 0;
-  const outgoingMessage = { onMessageSent, id };
+  const id2 = strict ? wrappedMessage.id : void 0;
+  const outgoingMessage = { onMessageSent, id: id2 };
   outgoingMessages.add(outgoingMessage);
   return { outgoingMessages, outgoingMessage };
 };
@@ -34046,13 +34168,13 @@ var logOutputSync = ({ serializedResult, fdNumber: fdNumber2, state, verboseInfo
   }
 };
 var writeToFiles = (serializedResult, stdioItems, outputFiles) => {
-  for (const { path: path53, append } of stdioItems.filter(({ type }) => FILE_TYPES.has(type))) {
-    const pathString2 = typeof path53 === "string" ? path53 : path53.toString();
+  for (const { path: path55, append } of stdioItems.filter(({ type }) => FILE_TYPES.has(type))) {
+    const pathString2 = typeof path55 === "string" ? path55 : path55.toString();
     if (append || outputFiles.has(pathString2)) {
-      appendFileSync(path53, serializedResult);
+      appendFileSync(path55, serializedResult);
     } else {
       outputFiles.add(pathString2);
-      writeFileSync(path53, serializedResult);
+      writeFileSync(path55, serializedResult);
     }
   }
 };
@@ -36653,6 +36775,12 @@ function toolRequirements(arch) {
       why: "passwordless sudo for the runner user in tests",
       features: ["tests"]
     },
+    {
+      tool: "chromium",
+      pkg: "chromium",
+      why: "renders the job summary to a screenshot in tests",
+      features: ["tests"]
+    },
     { tool: "node", pkg: "nodejs", why: "runs lhc itself", features: ["system"] },
     { tool: "npx", pkg: "npm", why: "runs the test tools", features: ["tests"], optional: true }
   ];
@@ -36665,11 +36793,13 @@ function packageFor(tool, arch = hostArch()) {
   return toolRequirements(arch).find((t) => t.tool === tool)?.pkg;
 }
 var NOT_INSTALLED_BY_SETUP = /* @__PURE__ */ new Set(["nodejs", "npm"]);
+var TEST_DATA_PACKAGES = ["fonts-noto-color-emoji"];
 function setupPackages(arch) {
   const pkgs = new Set(
     toolRequirements(arch).filter((t) => !t.features.includes("system") && !NOT_INSTALLED_BY_SETUP.has(t.pkg)).filter((t) => !(isAarch64(arch) && t.features.includes("emulation"))).map((t) => t.pkg)
   );
   pkgs.add("musl-dev");
+  for (const p2 of TEST_DATA_PACKAGES) pkgs.add(p2);
   if (!isAarch64(arch)) {
     pkgs.add("qemu-user-static");
     pkgs.add("musl-dev:arm64");
@@ -36964,7 +37094,7 @@ async function resolveEpoch(input2) {
 }
 
 // src/stages/lua.ts
-import { createHash as createHash4, randomBytes as randomBytes3 } from "node:crypto";
+import { createHash as createHash4, randomBytes as randomBytes4 } from "node:crypto";
 import { existsSync as existsSync7 } from "node:fs";
 import {
   copyFile,
@@ -36975,10 +37105,10 @@ import {
   rename as rename4,
   rm as rm6,
   stat as stat3,
-  writeFile as writeFile4
+  writeFile as writeFile3
 } from "node:fs/promises";
 import os7 from "node:os";
-import path19 from "node:path";
+import path20 from "node:path";
 
 // src/tools/lua-make.ts
 var LUA_MYCFLAGS = "-static -Os -ffunction-sections -fdata-sections -fno-asynchronous-unwind-tables -fno-unwind-tables";
@@ -37034,11 +37164,11 @@ function buildrootArgv(opts) {
 }
 
 // src/stages/lua-in-root.ts
-import { createHash as createHash3, randomBytes as randomBytes2 } from "node:crypto";
+import { createHash as createHash3, randomBytes as randomBytes3 } from "node:crypto";
 import { existsSync as existsSync4 } from "node:fs";
-import { mkdir as mkdir3, mkdtemp as mkdtemp2, readFile as readFile2, rename as rename3, rm as rm4, writeFile as writeFile2 } from "node:fs/promises";
+import { mkdir as mkdir3, mkdtemp as mkdtemp2, readFile as readFile2, rename as rename3, rm as rm4, writeFile } from "node:fs/promises";
 import os4 from "node:os";
-import path16 from "node:path";
+import path17 from "node:path";
 
 // src/tools/remove-tree.ts
 async function removeTree(paths, o2 = {}) {
@@ -37053,6 +37183,145 @@ async function removeTree(paths, o2 = {}) {
   const why = r.stderr.trim() || `rm exit code ${r.exitCode}`;
   o2.logger?.warn(`could not remove ${paths.join(" ")}: ${why}`);
   return why;
+}
+
+// src/tools/nspawn.ts
+import { randomBytes as randomBytes2 } from "node:crypto";
+
+// src/service-user/passwd.ts
+var MAX_ID = 4294967294;
+function id(field2) {
+  if (field2 === void 0 || !/^\d{1,10}$/.test(field2)) return void 0;
+  const n2 = Number(field2);
+  return n2 <= MAX_ID ? n2 : void 0;
+}
+function parsePasswd(text) {
+  const out = [];
+  for (const line of text.split("\n")) {
+    if (line === "" || line.startsWith("#") || /^[+-]/.test(line)) continue;
+    const f2 = line.split(":");
+    const uid = id(f2[2]);
+    const gid = id(f2[3]);
+    if (f2.length < 7 || !f2[0] || uid === void 0 || gid === void 0) continue;
+    out.push({ name: f2[0], uid, gid, home: f2[5] || "/" });
+  }
+  return out;
+}
+function parseGroup(text) {
+  const out = [];
+  for (const line of text.split("\n")) {
+    if (line === "" || line.startsWith("#") || /^[+-]/.test(line)) continue;
+    const f2 = line.split(":");
+    const gid = id(f2[2]);
+    if (f2.length < 4 || !f2[0] || gid === void 0) continue;
+    out.push({ name: f2[0], gid, members: f2[3].split(",").filter(Boolean) });
+  }
+  return out;
+}
+function isRootUser(user) {
+  return user === void 0 || user === 0 || user === "0" || user === "root";
+}
+function resolveUser(user, passwd, group) {
+  const users = passwd === void 0 ? [] : parsePasswd(passwd);
+  const numeric = typeof user === "number" || /^\d+$/.test(user);
+  let entry;
+  if (numeric) {
+    const uid = Number(user);
+    if (!Number.isSafeInteger(uid) || uid > MAX_ID)
+      return { problem: `uid ${user} is out of range (at most ${MAX_ID})` };
+    entry = users.find((u3) => u3.uid === uid) ?? {
+      name: String(uid),
+      uid,
+      gid: uid,
+      home: "/"
+    };
+  } else {
+    if (passwd === void 0)
+      return {
+        problem: `"${user}": the root has no /etc/passwd to look the name up in (add one with files:, or give a numeric uid)`
+      };
+    entry = users.find((u3) => u3.name === user);
+    if (!entry) return { problem: `"${user}" is not a user in the root's /etc/passwd` };
+  }
+  const groups = [entry.gid];
+  for (const g2 of group === void 0 ? [] : parseGroup(group))
+    if (g2.members.includes(entry.name) && !groups.includes(g2.gid)) groups.push(g2.gid);
+  return { runAs: { name: entry.name, uid: entry.uid, gid: entry.gid, groups, home: entry.home } };
+}
+function runAsEnv(r) {
+  return { HOME: r.home, LOGNAME: r.name, USER: r.name };
+}
+
+// src/service-user/run-as-elf.ts
+var RUN_AS_PATH = "/usr/lib/lhc/lhc-run-as";
+var RUN_AS_COMM = "lhc-run-as";
+var RUN_AS_CODE = {
+  aarch64: "49080010201540b921610091e81380d2010000d4000300b5201140b9e103002ae203002aa81280d2010000d4400200b5200d40b9e103002ae203002a681280d2010000d4800100b5e30340f9e1430091200040f9a00000b4e26f238b42400091a81b80d2010000d461030010e20580d20300001401010010020880d2400080d2080880d2010000d4e00f80d2c80b80d2010000d46c68632d72756e2d61733a2063616e6e6f742073776974636820746f20736572766963652e757365722773207569642c2067696420616e642067726f7570730a6c68632d72756e2d61733a2063616e6e6f74206578656375746520746865207365727669636520636f6d6d616e640a001f2003d5",
+  x86_64: "488d1df90000008b7b14488d7318b8740000000f054885c075518b7b1089fe89fab8770000000f054885c0753e8b7b0c89fe89fab8750000000f054885c0752b488b0c24488d742410488b3e4885ff740c488d54cc10b83b0000000f05488d356b000000ba2f000000eb0c488d351d000000ba40000000bf02000000b8010000000f05bf7f000000b8e70000000f056c68632d72756e2d61733a2063616e6e6f742073776974636820746f20736572766963652e757365722773207569642c2067696420616e642067726f7570730a6c68632d72756e2d61733a2063616e6e6f74206578656375746520746865207365727669636520636f6d6d616e640a6690"
+};
+var MACHINE2 = { aarch64: 183, x86_64: 62 };
+var MAGIC = Buffer.from("LHCRUNAS", "latin1");
+var VERSION = 1;
+var LOAD_ADDRESS = 0x400000n;
+var EHDR = 64;
+var PHDR = 56;
+function dataBlock(r) {
+  const ids = Buffer.alloc(24 + 4 * r.groups.length);
+  MAGIC.copy(ids, 0);
+  ids.writeUInt32LE(VERSION, 8);
+  ids.writeUInt32LE(r.uid, 12);
+  ids.writeUInt32LE(r.gid, 16);
+  ids.writeUInt32LE(r.groups.length, 20);
+  r.groups.forEach((g2, i2) => ids.writeUInt32LE(g2, 24 + 4 * i2));
+  const str = (s3) => {
+    const b2 = Buffer.from(s3, "utf8");
+    const len = Buffer.alloc(2);
+    len.writeUInt16LE(b2.length);
+    return [len, b2];
+  };
+  return Buffer.concat([ids, ...str(r.name), ...str(r.home)]);
+}
+function runAsElf(arch, r) {
+  const code = Buffer.from(RUN_AS_CODE[arch], "hex");
+  const body = Buffer.concat([code, dataBlock(r)]);
+  const size = BigInt(EHDR + PHDR + body.length);
+  const h2 = Buffer.alloc(EHDR + PHDR);
+  Buffer.from([127, 69, 76, 70, 2, 1, 1, 0]).copy(h2, 0);
+  h2.writeUInt16LE(2, 16);
+  h2.writeUInt16LE(MACHINE2[arch], 18);
+  h2.writeUInt32LE(1, 20);
+  h2.writeBigUInt64LE(LOAD_ADDRESS + BigInt(EHDR + PHDR), 24);
+  h2.writeBigUInt64LE(BigInt(EHDR), 32);
+  h2.writeUInt16LE(EHDR, 52);
+  h2.writeUInt16LE(PHDR, 54);
+  h2.writeUInt16LE(1, 56);
+  h2.writeUInt32LE(1, EHDR);
+  h2.writeUInt32LE(5, EHDR + 4);
+  h2.writeBigUInt64LE(LOAD_ADDRESS, EHDR + 16);
+  h2.writeBigUInt64LE(LOAD_ADDRESS, EHDR + 24);
+  h2.writeBigUInt64LE(size, EHDR + 32);
+  h2.writeBigUInt64LE(size, EHDR + 40);
+  h2.writeBigUInt64LE(0x10000n, EHDR + 48);
+  return Buffer.concat([h2, body]);
+}
+function readRunAsElf(bytes) {
+  const at2 = bytes.indexOf(MAGIC);
+  if (at2 < 0 || bytes.length < at2 + 24 || bytes.readUInt32LE(at2 + 8) !== VERSION) return void 0;
+  const n2 = bytes.readUInt32LE(at2 + 20);
+  let p2 = at2 + 24 + 4 * n2;
+  if (bytes.length < p2) return void 0;
+  const groups = Array.from({ length: n2 }, (_2, i2) => bytes.readUInt32LE(at2 + 24 + 4 * i2));
+  const str = () => {
+    if (bytes.length < p2 + 2) return void 0;
+    const len = bytes.readUInt16LE(p2);
+    const s3 = bytes.subarray(p2 + 2, p2 + 2 + len);
+    p2 += 2 + len;
+    return s3.length === len ? s3.toString("utf8") : void 0;
+  };
+  const name = str();
+  const home = str();
+  if (name === void 0 || home === void 0) return void 0;
+  return { name, uid: bytes.readUInt32LE(at2 + 12), gid: bytes.readUInt32LE(at2 + 16), groups, home };
 }
 
 // src/tools/nspawn.ts
@@ -37101,6 +37370,7 @@ function nspawnArgv(o2) {
   const base = o2.resolvConf === "bind-host" ? BASE_FLAGS.map((f2) => f2 === "--resolv-conf=off" ? "--resolv-conf=bind-host" : f2) : BASE_FLAGS;
   const argv = ["systemd-nspawn", ...base, `--directory=${o2.root}`];
   if (o2.machineName) argv.push(`--machine=${o2.machineName}`);
+  if (o2.hostname) argv.push(`--hostname=${o2.hostname}`);
   if (o2.readOnly) argv.push("--read-only");
   if (o2.ephemeral) argv.push("--ephemeral");
   if (o2.harden) argv.push(...HARDENING_FLAGS);
@@ -37110,13 +37380,12 @@ function nspawnArgv(o2) {
     argv.push(`--bind=${o2.dataDir}:${o2.dataPath ?? "/data"}${o2.userNamespace ? ":idmap" : ""}`);
   for (const b2 of o2.binds ?? [])
     argv.push(`${b2.readOnly ? "--bind-ro" : "--bind"}=${b2.host}:${b2.container}`);
-  for (const [k2, v2] of Object.entries(o2.env ?? {}).sort(([a2], [b2]) => a2 < b2 ? -1 : 1)) {
+  const env = { ...o2.runAs ? runAsEnv(o2.runAs) : {}, ...o2.env };
+  for (const [k2, v2] of Object.entries(env).sort(([a2], [b2]) => a2 < b2 ? -1 : 1)) {
     argv.push(`--setenv=${k2}=${v2}`);
   }
-  if (o2.user !== void 0 && String(o2.user) !== "0" && o2.user !== "root")
-    argv.push(`--user=${o2.user}`);
   if (o2.workdir) argv.push(`--chdir=${o2.workdir}`);
-  argv.push("--", ...o2.command);
+  argv.push("--", ...o2.runAs ? [RUN_AS_PATH] : [], ...o2.command);
   return argv;
 }
 var NSPAWN_DIRS = ["/usr", "/proc", "/sys", "/dev", "/run", "/tmp"];
@@ -37134,12 +37403,35 @@ function boardNspawnArgv(o2) {
     dataDir: o2.dataDir,
     dataPath: o2.dataPath,
     env: o2.env,
-    user: o2.user,
-    workdir: o2.workdir
+    runAs: o2.runAs,
+    workdir: o2.workdir,
+    ...o2.machineName ? { machineName: o2.machineName } : {},
+    ...o2.hostname ? { hostname: o2.hostname } : {}
   });
   if (o2.nspawnPath) argv[0] = o2.nspawnPath;
   if (o2.limits) argv.splice(argv.indexOf("--"), 0, ...limitFlags(o2.limits));
   return argv;
+}
+function containerIdentity(rootDir, unique = `${process.pid.toString(36)}${randomBytes2(5).toString("hex")}`) {
+  const host = rootDir.split("/").filter(Boolean).at(-1).replace(/[^A-Za-z0-9-]/g, "-").replace(/^-+|-+$/g, "").slice(0, 40);
+  const hostname3 = host || "lhc";
+  return { machineName: `lhc-${hostname3.slice(0, 32)}-${unique}`, hostname: hostname3 };
+}
+
+// src/harness/machine-name.ts
+import { rmdir } from "node:fs/promises";
+import path16 from "node:path";
+var NSPAWN_STATE_DIRS = [
+  "/run/systemd/nspawn/propagate",
+  "/run/systemd/nspawn/unix-export"
+];
+async function releaseMachineName(machineName2, stateDirs = NSPAWN_STATE_DIRS) {
+  if (!/^lhc-[A-Za-z0-9-]+$/.test(machineName2)) return;
+  for (const d of stateDirs) {
+    const dir = path16.join(d, machineName2);
+    if (isRoot()) await rmdir(dir).catch(() => void 0);
+    else await run(["rmdir", "--", dir], { privileged: true, reject: false });
+  }
 }
 
 // src/stages/lua-in-root.ts
@@ -37174,15 +37466,15 @@ async function ensureBuildroot(opts) {
       mirrors: await mirrorsIdentity(mirrors)
     })
   ).digest("hex");
-  const tarball = path16.join(opts.dir, `${key}.tar`);
-  const metaFile = path16.join(opts.dir, `${key}.json`);
+  const tarball = path17.join(opts.dir, `${key}.tar`);
+  const metaFile = path17.join(opts.dir, `${key}.json`);
   if (existsSync4(tarball) && existsSync4(metaFile)) {
     const meta3 = JSON.parse(await readFile2(metaFile, "utf8"));
     return { key, tarball, toolchain: meta3.toolchain };
   }
   await mkdir3(opts.dir, { recursive: true });
-  const tmp = path16.join(opts.dir, `.tmp-${process.pid}-${randomBytes2(6).toString("hex")}.tar`);
-  const scratch = await mkdtemp2(path16.join(opts.dir, ".scratch-"));
+  const tmp = path17.join(opts.dir, `.tmp-${process.pid}-${randomBytes3(6).toString("hex")}.tar`);
+  const scratch = await mkdtemp2(path17.join(opts.dir, ".scratch-"));
   try {
     await opts.logger.group(
       `build root: mmdebstrap ${suite} ${opts.arch} (${BUILDROOT_PACKAGES.join(", ")})`,
@@ -37217,7 +37509,7 @@ async function ensureBuildroot(opts) {
         `the build root made by mmdebstrap lacks gcc or musl-tools (found: ${toolchain || "nothing"})`
       );
     }
-    await writeFile2(
+    await writeFile(
       metaFile,
       `${JSON.stringify({ key, suite, arch: opts.arch, packages: BUILDROOT_PACKAGES, toolchain }, null, 2)}
 `
@@ -37235,8 +37527,8 @@ async function removeScratch(dir) {
   await removeTree([dir], { reject: false, timeoutMs: 10 * 6e4 });
 }
 async function compileInRoot(srcDir, buildroot, opts) {
-  const work = await mkdtemp2(path16.join(opts.workDir ?? os4.tmpdir(), "lhc-buildroot-"));
-  const root = path16.join(work, "root");
+  const work = await mkdtemp2(path17.join(opts.workDir ?? os4.tmpdir(), "lhc-buildroot-"));
+  const root = path17.join(work, "root");
   try {
     await mkdir3(root);
     await opts.logger.group("build root: extract", async () => {
@@ -37246,17 +37538,19 @@ async function compileInRoot(srcDir, buildroot, opts) {
         logger: opts.logger
       });
     });
-    if (!existsSync4(path16.join(root, "usr")))
+    if (!existsSync4(path17.join(root, "usr")))
       throw new UserError(`build root ${buildroot.tarball} has no /usr`);
     const make = inRootMakeArgv(opts.jobs ?? 1);
     const script = `${formatCommand(make)} && strip src/lua`;
     await opts.logger.group(`compile Lua in the build root under QEMU: ${script}`, async () => {
-      await run(
+      const identity3 = containerIdentity(root);
+      const compiling = run(
         nspawnArgv({
           root,
           command: ["/bin/sh", "-c", script],
           binds: [{ host: srcDir, container: "/src" }],
-          workdir: "/src"
+          workdir: "/src",
+          ...identity3
         }),
         {
           privileged: true,
@@ -37266,8 +37560,9 @@ async function compileInRoot(srcDir, buildroot, opts) {
           stderrLines: 30
         }
       );
+      await compiling.finally(() => releaseMachineName(identity3.machineName));
     });
-    const binary = path16.join(srcDir, "src", "lua");
+    const binary = path17.join(srcDir, "src", "lua");
     if (!existsSync4(binary))
       throw new UserError(`the in-root build finished without producing ${binary}`);
     return binary;
@@ -37284,7 +37579,7 @@ async function compileInRoot(srcDir, buildroot, opts) {
 
 // src/stages/lua-source.ts
 import { existsSync as existsSync5 } from "node:fs";
-import path17 from "node:path";
+import path18 from "node:path";
 
 // node_modules/tar/dist/esm/index.min.js
 import Qr from "events";
@@ -40296,8 +40591,8 @@ async function extractLuaSource(tarball, destDir, version2) {
     noChmod: false,
     filter: (p2, e) => entryProblem(p2, e.type, top) === void 0
   });
-  const dir = path17.join(destDir, top);
-  if (!existsSync5(path17.join(dir, "src", "lua.c")) || !existsSync5(path17.join(dir, "Makefile"))) {
+  const dir = path18.join(destDir, top);
+  if (!existsSync5(path18.join(dir, "src", "lua.c")) || !existsSync5(path18.join(dir, "Makefile"))) {
     throw new UserError(
       `${tarball} does not look like the Lua ${version2} source (no ${top}/Makefile and ${top}/src/lua.c)`
     );
@@ -40307,14 +40602,14 @@ async function extractLuaSource(tarball, destDir, version2) {
 
 // src/stages/lua-verify.ts
 import { existsSync as existsSync6, readFileSync as readFileSync3 } from "node:fs";
-import { mkdtemp as mkdtemp3, rm as rm5, writeFile as writeFile3 } from "node:fs/promises";
+import { mkdtemp as mkdtemp3, rm as rm5, writeFile as writeFile2 } from "node:fs/promises";
 import os6 from "node:os";
-import path18 from "node:path";
+import path19 from "node:path";
 var LuaVerifyError = class extends UserError {
 };
 function emulatorPrefix(arch, binfmtDir = "/proc/sys/fs/binfmt_misc") {
   if (hostArch() === arch) return [];
-  const entry = path18.join(binfmtDir, `qemu-${arch}`);
+  const entry = path19.join(binfmtDir, `qemu-${arch}`);
   if (existsSync6(entry) && readFileSync3(entry, "utf8").startsWith("enabled")) return [];
   return [`qemu-${arch}-static`];
 }
@@ -40369,10 +40664,10 @@ async function verifyLua(binary, opts) {
       `${binary} -v: expected "Lua ${opts.version}", got ${JSON.stringify(banner.split("\n")[0] ?? "")} (exit code ${v2.exitCode})`
     );
   }
-  const dir = await mkdtemp3(path18.join(os6.tmpdir(), "lhc-lua-smoke-"));
+  const dir = await mkdtemp3(path19.join(os6.tmpdir(), "lhc-lua-smoke-"));
   try {
-    const script = path18.join(dir, "smoke.lua");
-    await writeFile3(script, SMOKE_SCRIPT);
+    const script = path19.join(dir, "smoke.lua");
+    await writeFile2(script, SMOKE_SCRIPT);
     const s3 = await run([...prefix, binary, script, dir], {
       reject: false,
       timeoutMs,
@@ -40429,7 +40724,7 @@ async function crossRecipe(arch, logger, signal) {
           stderrLines: 30
         });
       });
-      const binary = path19.join(srcDir, "src", "lua");
+      const binary = path20.join(srcDir, "src", "lua");
       await run([tc.strip, binary], { logger });
       return binary;
     }
@@ -40437,7 +40732,7 @@ async function crossRecipe(arch, logger, signal) {
 }
 async function inRootRecipe(arch, opts, cache) {
   const buildroot = await ensureBuildroot({
-    dir: opts.buildrootDir ?? path19.join(cache, "buildroots"),
+    dir: opts.buildrootDir ?? path20.join(cache, "buildroots"),
     arch,
     logger: opts.logger,
     signal: opts.signal
@@ -40455,8 +40750,8 @@ async function inRootRecipe(arch, opts, cache) {
   };
 }
 async function readCached(dir, logger) {
-  const bin = path19.join(dir, "lua");
-  const metaFile = path19.join(dir, "build.json");
+  const bin = path20.join(dir, "lua");
+  const metaFile = path20.join(dir, "build.json");
   if (!existsSync7(bin) || !existsSync7(metaFile)) return void 0;
   try {
     const meta3 = JSON.parse(await readFile3(metaFile, "utf8"));
@@ -40468,17 +40763,7 @@ async function readCached(dir, logger) {
   await rm6(dir, { recursive: true, force: true });
   return void 0;
 }
-async function buildLua(ctx, input2) {
-  const { cacheDir: cacheDir2, buildrootDir, fetch: fetch2, ...spec } = input2;
-  const opts = {
-    store: ctx.store,
-    logger: ctx.logger,
-    cacheDir: cacheDir2,
-    buildrootDir,
-    workDir: ctx.work.lua,
-    fetch: fetch2,
-    signal: ctx.signal
-  };
+async function buildLua(spec, opts) {
   const started = Date.now();
   checkLuaVersion(spec.version);
   const { logger } = opts;
@@ -40495,9 +40780,9 @@ async function buildLua(ctx, input2) {
       flags: recipe.flags
     })
   ).digest("hex");
-  const dir = path19.join(cache, "lua", key);
+  const dir = path20.join(cache, "lua", key);
   const result = (meta3, cached2) => ({
-    path: path19.join(dir, "lua"),
+    path: path20.join(dir, "lua"),
     bytes: meta3.bytes,
     sha256: meta3.sha256,
     cached: cached2,
@@ -40520,22 +40805,21 @@ async function buildLua(ctx, input2) {
     },
     { ...opts.fetch, signal: opts.signal }
   );
-  await mkdir4(opts.workDir, { recursive: true });
-  const work = await mkdtemp4(path19.join(opts.workDir, "lhc-lua-"));
+  const work = await mkdtemp4(path20.join(opts.workDir ?? os7.tmpdir(), "lhc-lua-"));
   try {
-    const srcParent = path19.join(work, "src");
+    const srcParent = path20.join(work, "src");
     await mkdir4(srcParent);
     const srcDir = await extractLuaSource(tarball, srcParent, spec.version);
     const built = await recipe.build(srcDir);
     await verifyLua(built, { version: spec.version, arch: spec.arch, logger });
-    const staging = path19.join(
+    const staging = path20.join(
       cache,
       "lua",
-      `.tmp-${process.pid}-${randomBytes3(6).toString("hex")}`
+      `.tmp-${process.pid}-${randomBytes4(6).toString("hex")}`
     );
     await mkdir4(staging, { recursive: true });
     try {
-      const bin = path19.join(staging, "lua");
+      const bin = path20.join(staging, "lua");
       await copyFile(built, bin);
       await chmod(bin, 493);
       const meta3 = {
@@ -40548,12 +40832,12 @@ async function buildLua(ctx, input2) {
         sha256: await sha256File(bin),
         bytes: (await stat3(bin)).size
       };
-      await writeFile4(path19.join(staging, "build.json"), `${JSON.stringify(meta3, null, 2)}
+      await writeFile3(path20.join(staging, "build.json"), `${JSON.stringify(meta3, null, 2)}
 `);
       try {
         await rename4(staging, dir);
       } catch (e) {
-        if (!existsSync7(path19.join(dir, "lua"))) throw e;
+        if (!existsSync7(path20.join(dir, "lua"))) throw e;
       }
       logger.info(
         `Lua ${spec.version} (${spec.arch}, ${spec.strategy}): built, ${meta3.bytes} bytes, sha256 ${meta3.sha256}`
@@ -40590,55 +40874,208 @@ function configInputs(config2) {
   }
   return inputs;
 }
-async function fetchInputs(ctx, { config: config2, fetch: fetch2 }) {
+async function fetchInputs(config2, opts) {
   const out = [];
   for (const input2 of configInputs(config2)) {
     out.push({
       name: input2.name,
       sha256: input2.sha256,
-      path: await ctx.store.fetch(input2, fetch2)
+      path: await opts.store.fetch(input2, opts.fetch)
     });
   }
   return out;
 }
 
+// src/stages/service-user.ts
+import { lstat as lstat6, readFile as readFile4, writeFile as writeFile4 } from "node:fs/promises";
+import path22 from "node:path";
+
+// src/root/overlay.ts
+import {
+  constants as fsc,
+  lstatSync as lstatSync2,
+  mkdirSync as mkdirSync2,
+  readdirSync,
+  readlinkSync as readlinkSync2,
+  rmSync,
+  symlinkSync,
+  chmodSync,
+  lchownSync
+} from "node:fs";
+import { open as open6 } from "node:fs/promises";
+import path21 from "node:path";
+function hostPathFor(root, dst) {
+  const dir = path21.posix.dirname(dst);
+  const parent = resolveInRoot(root, dir, { createMissing: true });
+  if (!parent.exists) mkdirSync2(parent.host, { mode: 493 });
+  else if (!lstatSync2(parent.host).isDirectory())
+    throw new UserError(`cannot install ${dst}: ${parent.inRoot} in the root is not a directory`);
+  const name = path21.posix.basename(dst);
+  return { host: path21.join(parent.host, name), inRoot: path21.posix.join(parent.inRoot, name) };
+}
+function clearForFile(host, dst) {
+  let st2;
+  try {
+    st2 = lstatSync2(host);
+  } catch {
+    return;
+  }
+  if (st2.isDirectory())
+    throw new UserError(`cannot install ${dst}: a directory already exists there in the root`);
+  rmSync(host, { force: true });
+}
+async function installFile(root, src, dst, mode2) {
+  const { host } = hostPathFor(root, dst);
+  clearForFile(host, dst);
+  const fh = await open6(host, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 384);
+  try {
+    const src_ = await open6(src, "r");
+    try {
+      const buf = Buffer.alloc(1 << 20);
+      for (; ; ) {
+        const { bytesRead } = await src_.read(buf, 0, buf.length);
+        if (bytesRead === 0) break;
+        await fh.write(buf, 0, bytesRead);
+      }
+    } finally {
+      await src_.close();
+    }
+    if (process.getuid?.() === 0) await fh.chown(0, 0);
+    await fh.chmod(mode2 & 1023);
+  } finally {
+    await fh.close();
+  }
+}
+function ensureDir(root, dst, mode2 = 493) {
+  const r = resolveInRoot(root, dst, { createMissing: true });
+  if (!r.exists) {
+    mkdirSync2(r.host, { mode: mode2 });
+    chmodSync(r.host, mode2);
+  } else if (!lstatSync2(r.host).isDirectory()) {
+    throw new UserError(
+      `cannot create directory ${dst}: ${r.inRoot} in the root exists and is not a directory`
+    );
+  }
+  return r.host;
+}
+function normalizedMode(st2) {
+  if (st2.isDirectory()) return 493;
+  return st2.mode & 73 ? 493 : 420;
+}
+async function copyTree(root, srcDir, dst, stats = { files: 0, dirs: 0, symlinks: 0 }) {
+  ensureDir(root, dst, 493);
+  for (const name of readdirSync(srcDir).sort()) {
+    const src = path21.join(srcDir, name);
+    const to2 = path21.posix.join(dst, name);
+    const st2 = lstatSync2(src);
+    if (st2.isDirectory()) {
+      stats.dirs++;
+      await copyTree(root, src, to2, stats);
+    } else if (st2.isFile()) {
+      stats.files++;
+      await installFile(root, src, to2, normalizedMode(st2));
+    } else if (st2.isSymbolicLink()) {
+      const { host } = hostPathFor(root, to2);
+      clearForFile(host, to2);
+      symlinkSync(readlinkSync2(src), host);
+      if (process.getuid?.() === 0) lchownSync(host, 0, 0);
+      stats.symlinks++;
+    } else {
+      throw new UserError(
+        `cannot copy ${src} into the root: only files, directories and symlinks are supported`
+      );
+    }
+  }
+  return stats;
+}
+
+// src/stages/service-user.ts
+async function readInRoot(root, p2) {
+  let r;
+  try {
+    r = resolveInRoot(root, p2);
+  } catch (e) {
+    if (e instanceof ResolveError && e.reason !== "loop") return void 0;
+    throw e;
+  }
+  if (!r.exists || !(await lstat6(r.host)).isFile()) return void 0;
+  return readFile4(r.host);
+}
+async function where(config2, at2) {
+  const name = path22.basename(config2.file);
+  try {
+    return parseConfigWithLines(await readFile4(config2.file, "utf8"), name).where(at2);
+  } catch {
+    return name;
+  }
+}
+async function installRunAs(config2, root, scratchDir, logger) {
+  const user = config2.service.user;
+  if (isRootUser(user)) return void 0;
+  const resolved = resolveUser(
+    user,
+    (await readInRoot(root, "/etc/passwd"))?.toString("utf8"),
+    (await readInRoot(root, "/etc/group"))?.toString("utf8")
+  );
+  if ("problem" in resolved)
+    throw new ConfigError(
+      `service.user: ${resolved.problem} (${await where(config2, ["service", "user"])})`
+    );
+  const r = resolved.runAs;
+  const staged = path22.join(scratchDir, "lhc-run-as");
+  await writeFile4(staged, runAsElf(config2.arch, r), { mode: 493 });
+  await installFile(root, staged, RUN_AS_PATH, 493);
+  logger.info(
+    `service.user ${user}: uid ${r.uid}, gid ${r.gid}, groups ${r.groups.join(",")}, home ${r.home} (${RUN_AS_PATH})`
+  );
+  return r;
+}
+async function readRunAs(config2, root) {
+  const bytes = await readInRoot(root, RUN_AS_PATH);
+  return checkRunAs(config2, bytes ? readRunAsElf(bytes) : void 0);
+}
+async function readRunAsFromImage(config2, image, logger) {
+  const r = await run(["unsquashfs", "-cat", image, RUN_AS_PATH], {
+    binary: true,
+    reject: false,
+    ...logger ? { logger } : {}
+  });
+  return checkRunAs(config2, r.exitCode === 0 ? readRunAsElf(r.stdoutBytes) : void 0);
+}
+function checkRunAs(config2, runAs) {
+  const user = config2.service.user;
+  if (isRootUser(user)) {
+    if (runAs)
+      throw new UserError(
+        `the image drops to user ${runAs.name} (${RUN_AS_PATH}) but service.user is root: rebuild it with this config`
+      );
+    return void 0;
+  }
+  if (!runAs)
+    throw new UserError(
+      `service.user is ${user}, but the image has no ${RUN_AS_PATH} to switch to it: rebuild the image with this config`
+    );
+  const matches = typeof user === "number" || /^\d+$/.test(user) ? runAs.uid === Number(user) : runAs.name === user;
+  if (!matches)
+    throw new UserError(
+      `service.user is ${user}, but the image was built for ${runAs.name} (uid ${runAs.uid}): rebuild the image with this config`
+    );
+  return runAs;
+}
+
 // src/stages/outputs.ts
 import { existsSync as existsSync8 } from "node:fs";
 import { mkdir as mkdir6, rm as rm7 } from "node:fs/promises";
-import path25 from "node:path";
+import path28 from "node:path";
 
 // src/deploy/bundle.ts
 import { mkdir as mkdir5 } from "node:fs/promises";
-import path22 from "node:path";
+import path25 from "node:path";
 
 // src/deploy/oci.ts
-import { readFile as readFile4 } from "node:fs/promises";
-async function resolveUser(user, root) {
-  if (user === void 0 || user === 0 || user === "0" || user === "root")
-    return { uid: 0, gid: 0 };
-  if (typeof user === "number" || /^\d+$/.test(user)) {
-    const n2 = Number(user);
-    return { uid: n2, gid: n2 };
-  }
-  if (!root)
-    throw new UserError(
-      `service.user "${user}": the OCI config needs a numeric uid and no root was given to look it up`
-    );
-  let passwd;
-  try {
-    const inRoot = resolveInRoot(root, "/etc/passwd");
-    if (!inRoot.exists) throw new Error("no /etc/passwd");
-    passwd = await readFile4(inRoot.host, "utf8");
-  } catch {
-    throw new UserError(
-      `service.user "${user}": the image has no /etc/passwd to look the name up in; use a numeric uid`
-    );
-  }
-  for (const line of passwd.split("\n")) {
-    const f2 = line.split(":");
-    if (f2[0] === user && f2.length >= 4) return { uid: Number(f2[2]), gid: Number(f2[3]) };
-  }
-  throw new UserError(`service.user "${user}" is not in the image's /etc/passwd`);
+function ociUser(runAs) {
+  if (!runAs) return { uid: 0, gid: 0 };
+  return { uid: runAs.uid, gid: runAs.gid, additionalGids: runAs.groups };
 }
 function ociCapabilities(s3) {
   if (s3.inetd) return [];
@@ -40652,9 +41089,8 @@ function ociConfig(o2, p2, ids, opts = {}) {
   const caps = ociCapabilities(o2.service);
   const limits = o2.service.limits ?? DEFAULT_LIMITS;
   const env = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"];
-  for (const [k2, v2] of Object.entries(o2.service.env ?? {}).sort(
-    ([a2], [b2]) => a2 < b2 ? -1 : a2 > b2 ? 1 : 0
-  ))
+  const vars = { ...o2.runAs ? runAsEnv(o2.runAs) : {}, ...o2.service.env };
+  for (const [k2, v2] of Object.entries(vars).sort(([a2], [b2]) => a2 < b2 ? -1 : a2 > b2 ? 1 : 0))
     env.push(`${k2}=${v2}`);
   const namespaces = [
     { type: "pid" },
@@ -40745,9 +41181,12 @@ function ociConfig(o2, p2, ids, opts = {}) {
 }
 
 // src/deploy/listen-proxy.ts
-import path20 from "node:path";
+import path23 from "node:path";
 var SOCKET_PROXYD = "/lib/systemd/systemd-socket-proxyd";
 var BASH = "/bin/bash";
+function proxied(s3) {
+  return s3.inetd !== true && s3["socket-activation"] !== true;
+}
 function proxyUnitName(name) {
   return `${name}-proxy.service`;
 }
@@ -40790,10 +41229,10 @@ NoNewPrivileges=yes
 StandardError=journal
 `;
 }
-var PROXY_PROGRAMS = [SOCKET_PROXYD, BASH].map((p2) => path20.normalize(p2));
+var PROXY_PROGRAMS = [SOCKET_PROXYD, BASH].map((p2) => path23.normalize(p2));
 
 // src/deploy/systemd.ts
-import path21 from "node:path";
+import path24 from "node:path";
 function listenPort(s3) {
   return s3.listen ?? 70;
 }
@@ -40829,7 +41268,7 @@ function systemdQuoteWord(w2) {
   return `"${s3}"`;
 }
 function systemdExecLine(argv) {
-  if (!argv[0] || !path21.isAbsolute(argv[0]))
+  if (!argv[0] || !path24.isAbsolute(argv[0]))
     throw new UserError(`ExecStart needs an absolute program path, got ${argv[0] ?? "(none)"}`);
   return argv.map(systemdQuoteWord).join(" ");
 }
@@ -40840,12 +41279,12 @@ function unitNspawnArgv(o2, p2) {
     dataPath: o2.dataPath ?? "/data",
     command: o2.service.command,
     env: o2.service.env,
-    user: o2.service.user,
+    runAs: o2.runAs,
     workdir: o2.service.workdir,
     nspawnPath: o2.nspawnPath ?? "/usr/bin/systemd-nspawn",
     limits: serviceLimits(o2)
   });
-  return o2.service.inetd ? argv : sharedNetworkArgv(argv);
+  return proxied(o2.service) ? sharedNetworkArgv(argv) : argv;
 }
 function serviceLimits(o2) {
   return o2.service.limits ?? DEFAULT_LIMITS;
@@ -40859,6 +41298,13 @@ CPUQuota=${l.cpu}%
 LimitNOFILE=${l.nofile}
 `;
 }
+function successExitLine(o2) {
+  const codes = o2.service["success-exit-status"] ?? [];
+  if (!o2.service.inetd || codes.length === 0) return "";
+  return `# service.success-exit-status: exit codes that end a connection normally.
+SuccessExitStatus=${[...new Set(codes)].join(" ")}
+`;
+}
 var HEADER = (name) => `# Generated by lhc for ${name}; see README.md next to this file.
 `;
 function renderSocketUnit(o2) {
@@ -40868,7 +41314,7 @@ Description=lhc ${o2.name}: ${inetd ? "one container per connection" : "listenin
 
 [Socket]
 ListenStream=${listenPort(o2.service)}
-` + (inetd ? "Accept=yes\n# Each connection costs a container start: bound how many run at once.\nMaxConnections=32\nMaxConnectionsPerSource=8\n" : "Accept=no\n" + listenSocketLines(o2.name)) + "\n[Install]\nWantedBy=sockets.target\n";
+` + (inetd ? "Accept=yes\n# Each connection costs a container start: bound how many run at once.\nMaxConnections=32\nMaxConnectionsPerSource=8\n" : "Accept=no\n" + (proxied(o2.service) ? listenSocketLines(o2.name) : "# The daemon takes this socket itself (LISTEN_FDS): nspawn passes it into the container.\n")) + "\n[Install]\nWantedBy=sockets.target\n";
 }
 function renderServiceUnit(o2, p2) {
   const inetd = o2.service.inetd === true;
@@ -40883,8 +41329,8 @@ After=${mountUnitNames(p2).join(" ")}
 ` + (inetd ? "CollectMode=inactive-or-failed\n" : "") + `
 [Service]
 ExecStart=${systemdExecLine(unitNspawnArgv(o2, p2))}
-` + (inetd ? "StandardInput=socket\nStandardOutput=socket\n" : listenServiceLines(o2.name)) + "# nspawn and QEMU messages go to the journal, never to the client.\nStandardError=journal\n# --keep-unit runs the container in this unit's cgroup, which nspawn must be allowed to manage.\nDelegate=yes\nKillMode=mixed\n" + limitLines(serviceLimits(o2)) + (timeout !== void 0 && inetd ? `RuntimeMaxSec=${Math.ceil(timeout)}
-` : "") + (inetd ? "" : "\n[Install]\nWantedBy=multi-user.target\n");
+` + (inetd ? "StandardInput=socket\nStandardOutput=socket\n" : proxied(o2.service) ? listenServiceLines(o2.name) : "# Started by the socket, whose listening socket nspawn hands to the daemon.\n") + "# nspawn and QEMU messages go to the journal, never to the client.\nStandardError=journal\n# --keep-unit runs the container in this unit's cgroup, which nspawn must be allowed to manage.\nDelegate=yes\nKillMode=mixed\n" + successExitLine(o2) + limitLines(serviceLimits(o2)) + (timeout !== void 0 && inetd ? `RuntimeMaxSec=${Math.ceil(timeout)}
+` : "") + (proxied(o2.service) ? "\n[Install]\nWantedBy=multi-user.target\n" : "");
 }
 function renderMountUnits(o2, p2) {
   const rootMount = HEADER(o2.name) + `[Unit]
@@ -40959,13 +41405,17 @@ mkfs.ext4 -q ${p2.dataSource}` : `mkfs.ext4 -q ${p2.dataSource}                 
 mount -o ${p2.dataIsLoopFile ? "loop," : ""}noexec,nosuid,nodev ${p2.dataSource} ${p2.dataMount}
 tar -xzpf ${o2.dataTemplateFile} --numeric-owner -C ${p2.dataMount}
 umount ${p2.dataMount}
-install -m 0644 'deploy/${rootUnit}' 'deploy/${dataUnit}' deploy/${o2.name}.socket deploy/${svc}${inetd ? "" : ` deploy/${proxyUnitName(o2.name)}`} /etc/systemd/system/
+install -m 0644 'deploy/${rootUnit}' 'deploy/${dataUnit}' deploy/${o2.name}.socket deploy/${svc}${proxied(o2.service) ? ` deploy/${proxyUnitName(o2.name)}` : ""} /etc/systemd/system/
 systemctl daemon-reload
 systemctl enable --now '${rootUnit}' '${dataUnit}' ${o2.name}.socket
 \`\`\`
 
 ${inetd ? `Each connection to port ${listenPort(o2.service)} starts one container (\`${o2.name}@<n>.service\`) with the
-connection on stdin/stdout` : `The first connection to port ${listenPort(o2.service)} starts \`${o2.name}-proxy.service\`, which starts the container
+connection on stdin/stdout` : !proxied(o2.service) ? `The first connection to port ${listenPort(o2.service)} starts the container (\`${svc}\`) and systemd hands
+it the listening socket (\`service.socket-activation: true\`: the daemon takes it from LISTEN_FDS).
+The container keeps a network namespace of its own (only \`lo\`, no route out); the socket, made
+on the board, is its only way in, and connections that arrive while it restarts (an upgrade)
+wait in the socket's queue` : `The first connection to port ${listenPort(o2.service)} starts \`${o2.name}-proxy.service\`, which starts the container
 (\`${svc}\`) and forwards each connection to the daemon's own port ${listenPort(o2.service)} inside it. The
 container's network namespace belongs to \`${svc}\` (\`PrivateNetwork=yes\`, only \`lo\`, no route out,
 so the service can reach nothing and nothing reaches it); the proxy (systemd-socket-proxyd)
@@ -41221,7 +41671,7 @@ esac
 // src/deploy/bundle.ts
 function boardPaths(o2) {
   const boardDir = o2.boardDir ?? `/var/lib/lhc/${o2.name}`;
-  if (!path22.isAbsolute(boardDir))
+  if (!path25.isAbsolute(boardDir))
     throw new UserError(`board directory must be absolute, got ${boardDir}`);
   const dataSource = o2.dataSource ?? `${boardDir}/${o2.name}-data.ext4`;
   return {
@@ -41237,7 +41687,7 @@ async function writeDeployBundle(o2) {
   if (!o2.service.command[0]?.startsWith("/"))
     throw new UserError("service.command[0] must be an absolute path in the image");
   const p2 = boardPaths(o2);
-  const dir = path22.join(o2.outDir, "deploy");
+  const dir = path25.join(o2.outDir, "deploy");
   const inetd = o2.service.inetd === true;
   const { rootMount, dataMount } = renderMountUnits(o2, p2);
   const units = {
@@ -41245,9 +41695,9 @@ async function writeDeployBundle(o2) {
     service: inetd ? `${o2.name}@.service` : `${o2.name}.service`,
     rootMount: `${systemdEscapePath(p2.rootMount)}.mount`,
     dataMount: `${systemdEscapePath(p2.dataMount)}.mount`,
-    ...inetd ? {} : { proxy: proxyUnitName(o2.name) }
+    ...proxied(o2.service) ? { proxy: proxyUnitName(o2.name) } : {}
   };
-  const ids = await resolveUser(o2.service.user, o2.root);
+  const ids = ociUser(o2.runAs);
   const contents = {
     [units.socket]: renderSocketUnit(o2),
     [units.service]: renderServiceUnit(o2, p2),
@@ -41257,7 +41707,7 @@ async function writeDeployBundle(o2) {
     "oci/config.json": JSON.stringify(ociConfig(o2, p2, ids, { userNamespace: OCI_USER_NAMESPACE }), null, 2) + "\n",
     "README.md": renderReadme(o2, p2)
   };
-  if (!inetd)
+  if (proxied(o2.service))
     contents[proxyUnitName(o2.name)] = renderProxyUnit(
       o2.name,
       listenPort(o2.service),
@@ -41272,17 +41722,17 @@ async function writeDeployBundle(o2) {
     dataSource: p2.dataSource,
     dataIsLoopFile: p2.dataIsLoopFile,
     dataMount: p2.dataMount,
-    units: { ...units, extra: inetd ? [] : [proxyUnitName(o2.name)] },
+    units: { ...units, extra: proxied(o2.service) ? [proxyUnitName(o2.name)] : [] },
     nspawnPath: o2.nspawnPath ?? "/usr/bin/systemd-nspawn",
-    programs: inetd ? [] : PROXY_PROGRAMS
+    programs: proxied(o2.service) ? PROXY_PROGRAMS : []
   });
   await mkdir5(o2.outDir, { recursive: true });
   await stageOutput(
     dir,
     async (tmp) => {
-      await mkdir5(path22.join(tmp, "oci"), { recursive: true, mode: 493 });
+      await mkdir5(path25.join(tmp, "oci"), { recursive: true, mode: 493 });
       for (const [f2, text] of Object.entries(contents))
-        await writeExclusive(path22.join(tmp, f2), text, f2.endsWith(".sh") ? 493 : 420);
+        await writeExclusive(path25.join(tmp, f2), text, f2.endsWith(".sh") ? 493 : 420);
     },
     o2.logger
   );
@@ -41298,12 +41748,12 @@ async function writeDeployBundle(o2) {
 }
 
 // src/prune/closure.ts
-import { lstatSync as lstatSync3, readdirSync as readdirSync2 } from "node:fs";
-import path24 from "node:path";
+import { lstatSync as lstatSync4, readdirSync as readdirSync3 } from "node:fs";
+import path27 from "node:path";
 
 // src/elf/loader.ts
-import { closeSync, openSync, readdirSync, readFileSync as readFileSync4, readSync } from "node:fs";
-import path23 from "node:path";
+import { closeSync, openSync, readdirSync as readdirSync2, readFileSync as readFileSync4, readSync } from "node:fs";
+import path26 from "node:path";
 
 // src/root/glob.ts
 function escapeRe(c3) {
@@ -41352,7 +41802,7 @@ function globMatcher(patterns) {
 }
 
 // src/root/lookup.ts
-import { lstatSync as lstatSync2 } from "node:fs";
+import { lstatSync as lstatSync3 } from "node:fs";
 var VIRTUAL_PREFIXES = ["/proc", "/sys", "/dev"];
 function isUnder(p2, dir) {
   return dir === "/" || p2 === dir || p2.startsWith(`${dir}/`);
@@ -41362,7 +41812,7 @@ function isVirtual(p2) {
 }
 function kindOf2(host) {
   try {
-    const st2 = lstatSync2(host);
+    const st2 = lstatSync3(host);
     if (st2.isSymbolicLink()) return "symlink";
     if (st2.isDirectory()) return "dir";
     if (st2.isFile()) return "file";
@@ -41408,7 +41858,7 @@ var TRIPLETS = {
 var MUSL_ARCH = { aarch64: "aarch64", x86_64: "x86_64", arm: "armhf" };
 function libraryDirs(root, elf, elfPath) {
   const dirs = [];
-  const origin = path23.posix.dirname(elfPath);
+  const origin = path26.posix.dirname(elfPath);
   for (const r of elf.runpath) dirs.push(r.replace(/\$\{?ORIGIN\}?/g, origin));
   const musl = elf.interp !== void 0 && /ld-musl/.test(elf.interp);
   if (musl) {
@@ -41443,12 +41893,12 @@ function ldSoConfDirs(root, file2, depth) {
       if (line.startsWith("/")) dirs.push(line);
       continue;
     }
-    const pattern = inc[1].startsWith("/") ? inc[1] : path23.posix.join(path23.posix.dirname(file2), inc[1]);
-    const dir = resolveTraced(root, path23.posix.dirname(pattern));
+    const pattern = inc[1].startsWith("/") ? inc[1] : path26.posix.join(path26.posix.dirname(file2), inc[1]);
+    const dir = resolveTraced(root, path26.posix.dirname(pattern));
     if (!dir.exists || dir.kind !== "dir") continue;
     const re2 = globToRegExp(pattern);
-    for (const name of readdirSync(dir.host).sort()) {
-      const candidate = path23.posix.join(path23.posix.dirname(pattern), name);
+    for (const name of readdirSync2(dir.host).sort()) {
+      const candidate = path26.posix.join(path26.posix.dirname(pattern), name);
       if (re2.test(candidate)) dirs.push(...ldSoConfDirs(root, candidate, depth + 1));
     }
   }
@@ -41477,12 +41927,12 @@ function shebang(file2) {
 function walkRoot(root) {
   const out = /* @__PURE__ */ new Map();
   const visit3 = (inRoot) => {
-    const host = path24.join(root, inRoot);
-    const st2 = lstatSync3(host);
+    const host = path27.join(root, inRoot);
+    const st2 = lstatSync4(host);
     const kind = st2.isSymbolicLink() ? "symlink" : st2.isDirectory() ? "dir" : st2.isFile() ? "file" : "other";
     out.set(inRoot, { kind, st: st2 });
     if (kind === "dir") {
-      for (const name of readdirSync2(host).sort())
+      for (const name of readdirSync3(host).sort())
         visit3(inRoot === "/" ? `/${name}` : `${inRoot}/${name}`);
     }
   };
@@ -41520,13 +41970,14 @@ async function computeClosure(root, all, trace, config2, logger) {
       e.noFollow ?? false
     );
     if (e.op === "getdents" && r.exists && r.kind === "dir" && !r.virtual) {
-      for (const name of readdirSync2(r.host)) add(path24.posix.join(r.inRoot, name), "dir-listing");
+      for (const name of readdirSync3(r.host)) add(path27.posix.join(r.inRoot, name), "dir-listing");
     }
   }
   const entry = addLookup(trace.entrypoint, "entrypoint");
   if (!entry.exists)
     throw new UserError(`the entrypoint ${trace.entrypoint} does not exist in the root ${root}`);
   if (trace.interp) addLookup(trace.interp, "elf-interp");
+  if (!isRootUser(config2.service.user)) addLookup(RUN_AS_PATH, "service-user");
   if (config2.keep.length > 0) {
     const keepMatch = globMatcher(config2.keep);
     for (const p2 of all.keys()) if (keepMatch(p2)) add(p2, "keep-glob");
@@ -41537,10 +41988,12 @@ async function computeClosure(root, all, trace, config2, logger) {
     changed = false;
     for (const p2 of [...kept.keys()]) {
       if (scanned.has(p2) || all.get(p2)?.kind !== "file") continue;
+      const reasons = kept.get(p2);
+      if (reasons.size === 1 && reasons.has("dir-listing")) continue;
       scanned.add(p2);
       let elf;
       try {
-        elf = await readElf(path24.join(root, p2));
+        elf = await readElf(path27.join(root, p2));
       } catch (err) {
         logger.debug(`not parsing ${p2} as ELF: ${err.message}`);
         continue;
@@ -41548,7 +42001,7 @@ async function computeClosure(root, all, trace, config2, logger) {
       if (!elf) {
         const why = kept.get(p2);
         if (why.has("entrypoint") || why.has("traced-exec")) {
-          const interpreter = shebang(path24.join(root, p2));
+          const interpreter = shebang(path27.join(root, p2));
           if (interpreter) {
             const r = addLookup(interpreter, "shebang-interp");
             if (r.exists) changed = true;
@@ -41564,7 +42017,7 @@ async function computeClosure(root, all, trace, config2, logger) {
       }
       const dirs = elf.needed.length > 0 ? libraryDirs(root, elf, p2) : [];
       for (const lib of elf.needed) {
-        const candidates = lib.includes("/") ? [lib.startsWith("/") ? lib : path24.posix.join(path24.posix.dirname(p2), lib)] : dirs.map((d) => path24.posix.join(d, lib));
+        const candidates = lib.includes("/") ? [lib.startsWith("/") ? lib : path27.posix.join(path27.posix.dirname(p2), lib)] : dirs.map((d) => path27.posix.join(d, lib));
         const hit = candidates.find((c3) => {
           const r = resolveTraced(root, c3);
           return r.exists && r.kind === "file";
@@ -41591,7 +42044,7 @@ async function computeClosure(root, all, trace, config2, logger) {
     }
   }
   for (const p2 of [...kept.keys()]) {
-    for (let d = path24.posix.dirname(p2); d !== "/" && d !== "."; d = path24.posix.dirname(d)) {
+    for (let d = path27.posix.dirname(p2); d !== "/" && d !== "."; d = path27.posix.dirname(d)) {
       if (kept.has(d)) {
         kept.get(d).add("parent-dir");
         continue;
@@ -41661,43 +42114,43 @@ function sha256sumsLine(sha2562, name) {
 
 // src/stages/outputs.ts
 function failureReportPath(outDir, name) {
-  return path25.join(outDir, `${name}.build-failed.txt`);
+  return path28.join(outDir, `${name}.build-failed.txt`);
 }
 async function retractSha256Sums(outDir) {
-  await rm7(path25.join(outDir, "SHA256SUMS"), { force: true });
+  await rm7(path28.join(outDir, "SHA256SUMS"), { force: true });
 }
 async function writeTraceReport(report, file2, logger) {
-  await mkdir6(path25.dirname(file2), { recursive: true });
+  await mkdir6(path28.dirname(file2), { recursive: true });
   await writeOutputFile(file2, formatPruneReport(report), { logger });
 }
 async function writeSha256Sums(dir, files, logger) {
   const lines = [];
   for (const f2 of [...new Set(files)].sort()) {
-    lines.push(sha256sumsLine(await sha256File(path25.join(dir, f2)), f2));
+    lines.push(sha256sumsLine(await sha256File(path28.join(dir, f2)), f2));
   }
-  const out = path25.join(dir, "SHA256SUMS");
+  const out = path28.join(dir, "SHA256SUMS");
   await writeOutputFile(out, lines.join("\n") + "\n", { logger });
   return out;
 }
 async function writeOutputs(ctx, input2) {
   const { config: config2, packed } = input2;
-  const traceReport = path25.join(ctx.outDir, `${config2.name}.trace.json`);
+  const traceReport = path28.join(ctx.outDir, `${config2.name}.trace.json`);
   await writeTraceReport(input2.report, traceReport, ctx.logger);
   const bundle = await writeDeployBundle({
     name: config2.name,
     outDir: ctx.outDir,
     service: config2.service,
     dataPath: config2.data.path,
-    imageFile: path25.basename(packed.image),
-    dataTemplateFile: path25.basename(packed.dataTemplate),
-    root: input2.prunedRoot,
+    imageFile: path28.basename(packed.image),
+    dataTemplateFile: path28.basename(packed.dataTemplate),
+    runAs: await readRunAs(config2, input2.prunedRoot),
     logger: ctx.logger
   });
   const files = [
-    path25.basename(packed.image),
-    path25.basename(packed.dataTemplate),
-    path25.basename(packed.manifest),
-    path25.basename(traceReport),
+    path28.basename(packed.image),
+    path28.basename(packed.dataTemplate),
+    path28.basename(packed.manifest),
+    path28.basename(traceReport),
     ...bundle.files
   ];
   return { traceReport, bundle, files };
@@ -41707,7 +42160,7 @@ async function sealOutputs(ctx, input2) {
   if (input2.failure === void 0) {
     if (existsSync8(report)) {
       await rm7(report, { force: true });
-      ctx.logger.info(`removed ${path25.basename(report)} left by an earlier failed build`);
+      ctx.logger.info(`removed ${path28.basename(report)} left by an earlier failed build`);
     }
     return { sha256sums: await writeSha256Sums(ctx.outDir, input2.files, ctx.logger) };
   }
@@ -41722,15 +42175,15 @@ ${input2.failure.trimEnd()}
     { logger: ctx.logger }
   );
   ctx.logger.warn(
-    `build failed: no SHA256SUMS written; what failed is in ${path25.basename(report)} in ${ctx.outDir}`
+    `build failed: no SHA256SUMS written; what failed is in ${path28.basename(report)} in ${ctx.outDir}`
   );
   return { failureReport: report };
 }
 
 // src/stages/pack.ts
 import { createHash as createHash6 } from "node:crypto";
-import { lstat as lstat7, mkdir as mkdir7, stat as stat4 } from "node:fs/promises";
-import path27 from "node:path";
+import { lstat as lstat8, mkdir as mkdir7, stat as stat4 } from "node:fs/promises";
+import path30 from "node:path";
 
 // src/tools/mksquashfs.ts
 var ROOT_MODE = 493;
@@ -41769,9 +42222,9 @@ function mksquashfsEnv() {
 
 // src/stages/data-template.ts
 import { createHash as createHash5 } from "node:crypto";
-import { chmod as chmod2, lstat as lstat6, mkdtemp as mkdtemp5, readlink as readlink3, rm as rm8 } from "node:fs/promises";
+import { chmod as chmod2, lstat as lstat7, mkdtemp as mkdtemp5, readlink as readlink3, rm as rm8 } from "node:fs/promises";
 import os8 from "node:os";
-import path26 from "node:path";
+import path29 from "node:path";
 function archiveStat(st2, owner) {
   const s3 = Object.assign(Object.create(Object.getPrototypeOf(st2)), st2);
   return Object.assign(s3, {
@@ -41793,7 +42246,7 @@ var SUPPORTED = (st2) => st2.isFile() || st2.isDirectory() || st2.isSymbolicLink
 function templateLinkProblem(rel, target) {
   if (target.startsWith("/"))
     return `'${rel}' is a symlink to the absolute path ${target}; use a relative target inside the template`;
-  const resolved = path26.posix.normalize(path26.posix.join(path26.posix.dirname(rel), target));
+  const resolved = path29.posix.normalize(path29.posix.join(path29.posix.dirname(rel), target));
   if (resolved === ".." || resolved.startsWith("../"))
     return `'${rel}' is a symlink to ${target}, which points outside the template`;
   return void 0;
@@ -41804,8 +42257,8 @@ async function tarDirectory(dir, epoch, owner = { uid: 0, gid: 0 }) {
   const unsupported = [];
   const badLinks = [];
   for (const rel of rels) {
-    const abs = path26.resolve(dir, rel || ".");
-    const st2 = await lstat6(abs);
+    const abs = path29.resolve(dir, rel || ".");
+    const st2 = await lstat7(abs);
     if (!SUPPORTED(st2)) unsupported.push(rel);
     if (st2.isSymbolicLink()) {
       const problem = templateLinkProblem(rel, await readlink3(abs));
@@ -41914,7 +42367,7 @@ async function writeDataTemplate(o2) {
   let tmp;
   try {
     if (dir === void 0) {
-      tmp = await mkdtemp5(path26.join(os8.tmpdir(), "lhc-empty-data-"));
+      tmp = await mkdtemp5(path29.join(os8.tmpdir(), "lhc-empty-data-"));
       await chmod2(tmp, 493);
       dir = tmp;
     }
@@ -41943,19 +42396,18 @@ function artifactNames(name, fileNames = {}) {
 async function requireDir(dir, what) {
   let st2;
   try {
-    st2 = await lstat7(dir);
+    st2 = await lstat8(dir);
   } catch {
     throw new UserError(`${what} ${dir} does not exist`);
   }
   if (!st2.isDirectory()) throw new UserError(`${what} ${dir} is not a directory`);
 }
-async function packImage(ctx, input2) {
-  const o2 = { ...input2, outDir: ctx.outDir, logger: ctx.logger, signal: ctx.signal };
+async function packImage(o2) {
   const dataPath = o2.dataPath ?? "/data";
   const names = artifactNames(o2.name, o2.fileNames);
   await requireDir(o2.root, "root");
   if (o2.dataDir !== void 0) await requireDir(o2.dataDir, "data directory");
-  const mountPoint = path27.join(o2.root, dataPath);
+  const mountPoint = path30.join(o2.root, dataPath);
   try {
     if (!(await stat4(mountPoint)).isDirectory()) throw new Error("not a directory");
   } catch {
@@ -41964,9 +42416,9 @@ async function packImage(ctx, input2) {
     );
   }
   await mkdir7(o2.outDir, { recursive: true });
-  const image = path27.join(o2.outDir, names.image);
-  const dataTemplate = path27.join(o2.outDir, names.dataTemplate);
-  const manifestFile = path27.join(o2.outDir, names.manifest);
+  const image = path30.join(o2.outDir, names.image);
+  const dataTemplate = path30.join(o2.outDir, names.dataTemplate);
+  const manifestFile = path30.join(o2.outDir, names.manifest);
   o2.logger.info(`packing ${o2.root} into ${image} (squashfs, xz, epoch ${o2.epoch})`);
   await stageOutput(
     image,
@@ -42017,11 +42469,11 @@ async function packImage(ctx, input2) {
 }
 
 // src/stages/prune.ts
-import path30 from "node:path";
+import path33 from "node:path";
 
 // src/harness/data.ts
 import { chmod as chmod3, mkdir as mkdir8, readdir as readdir4, rm as rm9 } from "node:fs/promises";
-import path28 from "node:path";
+import path31 from "node:path";
 async function seedDataDir(config2, root, dir) {
   await rm9(dir, { recursive: true, force: true });
   await mkdir8(dir, { recursive: true, mode: 493 });
@@ -42045,12 +42497,12 @@ async function unpackTemplate(template, dir, opts = {}) {
       onwarn: (code, message) => warnings.push(`${code}: ${message}`),
       onReadEntry: (e) => {
         if (e.type !== "SymbolicLink" && e.mode !== void 0) {
-          modes.push({ file: path28.resolve(dir, e.path), mode: e.mode & 4095 });
+          modes.push({ file: path31.resolve(dir, e.path), mode: e.mode & 4095 });
         }
         if (e.uid === void 0 || e.gid === void 0) return;
         const key = `${e.uid}:${e.gid}`;
         const list = owners.get(key) ?? [];
-        list.push(path28.resolve(dir, e.path));
+        list.push(path31.resolve(dir, e.path));
         owners.set(key, list);
       }
     });
@@ -42084,7 +42536,7 @@ import {
   symlink,
   utimes
 } from "node:fs/promises";
-import path29 from "node:path";
+import path32 from "node:path";
 function octal(mode2) {
   return (mode2 & 4095).toString(8).padStart(4, "0");
 }
@@ -42096,8 +42548,8 @@ async function writePrunedRoot(root, all, kept, mounts, prunedRoot, logger) {
   const dirTimes = [];
   for (const p2 of [...kept.keys()].sort()) {
     const e = all.get(p2);
-    const src = path29.join(root, p2);
-    const dst = path29.join(prunedRoot, p2);
+    const src = path32.join(root, p2);
+    const dst = path32.join(prunedRoot, p2);
     if (e.kind === "dir") {
       await mkdir9(dst);
       dirTimes.push({ host: dst, st: e.st });
@@ -42122,7 +42574,7 @@ async function writePrunedRoot(root, all, kept, mounts, prunedRoot, logger) {
     });
   }
   for (const m2 of mounts) {
-    const dst = path29.join(prunedRoot, m2);
+    const dst = path32.join(prunedRoot, m2);
     const existing = list.find((k2) => k2.path === m2);
     if (existing) {
       if (!existing.why.includes("mount-point")) existing.why.push("mount-point");
@@ -42130,7 +42582,7 @@ async function writePrunedRoot(root, all, kept, mounts, prunedRoot, logger) {
     }
     const e = all.get(m2);
     const mode2 = e?.kind === "dir" ? e.st.mode & 4095 : m2 === "/tmp" ? 1023 : 493;
-    await mkdir9(path29.dirname(dst), { recursive: true });
+    await mkdir9(path32.dirname(dst), { recursive: true });
     await mkdir9(dst);
     await chmod4(dst, mode2);
     if (e?.kind === "dir") await lchown(dst, e.st.uid, e.st.gid).catch(() => void 0);
@@ -42144,12 +42596,12 @@ async function writePrunedRoot(root, all, kept, mounts, prunedRoot, logger) {
 }
 
 // src/stages/prune.ts
-async function pruneRoot(ctx, { root, trace, config: config2 }) {
-  const { logger } = ctx;
+async function pruneRoot(root, trace, config2, opts) {
+  const { logger } = opts;
   const all = walkRoot(root);
   const closure = await computeClosure(root, all, trace, config2, logger);
-  const prunedRoot = path30.join(ctx.work.pruned, "root");
-  const dataDir = path30.join(ctx.work.pruned, "data");
+  const prunedRoot = path33.join(opts.outDir, "root");
+  const dataDir = path33.join(opts.outDir, "data");
   const list = await writePrunedRoot(
     root,
     all,
@@ -42164,63 +42616,35 @@ async function pruneRoot(ctx, { root, trace, config: config2 }) {
   return { prunedRoot, dataDir, report };
 }
 
-// src/core/stage.ts
-import { mkdtemp as mkdtemp6, rmdir } from "node:fs/promises";
-import os9 from "node:os";
-import path32 from "node:path";
-
 // src/core/work-layout.ts
-import path31 from "node:path";
+import path34 from "node:path";
 function workLayout(dir) {
-  const abs = path31.resolve(dir);
+  const abs = path34.resolve(dir);
   return {
     dir: abs,
-    root: path31.join(abs, "root"),
-    trace: path31.join(abs, "trace"),
-    pruned: path31.join(abs, "pruned"),
-    selfCheck: path31.join(abs, "self-check"),
-    lua: path31.join(abs, "lua"),
-    verify: path31.join(abs, "verify")
+    root: path34.join(abs, "root"),
+    trace: path34.join(abs, "trace"),
+    pruned: path34.join(abs, "pruned"),
+    selfCheck: path34.join(abs, "self-check")
   };
 }
 function traceScratch(dir) {
   return {
     /** The writable view of the root the service runs on (overlay mount point or copy). */
-    view: path31.join(dir, "trace-root"),
-    upper: path31.join(dir, "trace-upper"),
-    overlayWork: path31.join(dir, "trace-overlay-work"),
-    data: path31.join(dir, "trace-data"),
+    view: path34.join(dir, "trace-root"),
+    upper: path34.join(dir, "trace-upper"),
+    overlayWork: path34.join(dir, "trace-overlay-work"),
+    data: path34.join(dir, "trace-data"),
     /** Raw traces (QEMU FIFO text, strace logs), kept for debugging. */
-    raw: path31.join(dir, "raw")
+    raw: path34.join(dir, "raw")
   };
 }
 function selfCheckScratch(dir) {
   return {
     /** The pruned root, bind-mounted read-only. */
-    view: path31.join(dir, "self-check-root"),
-    data: path31.join(dir, "self-check-data")
+    view: path34.join(dir, "self-check-root"),
+    data: path34.join(dir, "self-check-data")
   };
-}
-
-// src/core/stage.ts
-function stageContext(o2) {
-  return {
-    logger: o2.logger,
-    store: o2.store ?? new Store(void 0, o2.logger),
-    work: workLayout(o2.workDir),
-    outDir: path32.resolve(o2.outDir ?? o2.workDir),
-    env: o2.env ?? process.env,
-    ...o2.signal ? { signal: o2.signal } : {}
-  };
-}
-async function withScratchContext(o2, fn) {
-  const ctx = stageContext({ ...o2, workDir: await mkdtemp6(path32.join(os9.tmpdir(), "lhc-")) });
-  try {
-    return await fn(ctx);
-  } finally {
-    for (const d of [ctx.work.lua, ctx.work.verify, ctx.work.dir])
-      await rmdir(d).catch(() => void 0);
-  }
 }
 
 // src/stages/root.ts
@@ -42234,31 +42658,31 @@ import {
   rmSync as rmSync2
 } from "node:fs";
 import { mkdir as mkdir11, rename as rename5, rm as rm12, stat as stat6 } from "node:fs/promises";
-import path35 from "node:path";
+import path36 from "node:path";
 
 // src/root/extract.ts
 import { once as once9 } from "node:events";
 import {
   closeSync as closeSync2,
-  constants as fsc,
+  constants as fsc2,
   createReadStream as createReadStream4,
   fchmodSync,
   fchownSync,
   futimesSync,
-  lchownSync,
+  lchownSync as lchownSync2,
   linkSync,
-  lstatSync as lstatSync4,
-  mkdirSync as mkdirSync2,
+  lstatSync as lstatSync5,
+  mkdirSync as mkdirSync3,
   openSync as openSync2,
   readSync as readSync2,
-  chmodSync,
-  symlinkSync,
+  chmodSync as chmodSync2,
+  symlinkSync as symlinkSync2,
   unlinkSync,
   writeSync,
-  readlinkSync as readlinkSync2
+  readlinkSync as readlinkSync3
 } from "node:fs";
-import { mkdir as mkdir10, mkdtemp as mkdtemp7, rm as rm11, stat as stat5 } from "node:fs/promises";
-import path33 from "node:path";
+import { mkdir as mkdir10, mkdtemp as mkdtemp6, rm as rm11, stat as stat5 } from "node:fs/promises";
+import path35 from "node:path";
 import { createGunzip } from "node:zlib";
 var ExtractError = class extends UserError {
   constructor(archive, entry, reason) {
@@ -42344,9 +42768,9 @@ var Extractor = class {
       const r = resolveInRoot(this.root, `/${parts.slice(0, -1).join("/")}`, {
         createMissing: true
       });
-      if (r.exists && !lstatSync4(r.host).isDirectory())
+      if (r.exists && !lstatSync5(r.host).isDirectory())
         this.fail(name, `parent ${r.inRoot} is not a directory`);
-      if (!r.exists) mkdirSync2(r.host, { mode: 493 });
+      if (!r.exists) mkdirSync3(r.host, { mode: 493 });
       return r.host;
     } catch (e) {
       if (e instanceof ExtractError) throw e;
@@ -42419,14 +42843,14 @@ var Extractor = class {
   }
   writeFile(entry, name, parts) {
     const parent = this.parentOf(name, parts);
-    const host = path33.join(parent, parts[parts.length - 1]);
-    const flags = fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW;
+    const host = path35.join(parent, parts[parts.length - 1]);
+    const flags = fsc2.O_WRONLY | fsc2.O_CREAT | fsc2.O_EXCL | fsc2.O_NOFOLLOW;
     let fd;
     try {
       fd = openSync2(host, flags, 384);
     } catch (e) {
       if (e.code !== "EEXIST") throw e;
-      const st2 = lstatSync4(host);
+      const st2 = lstatSync5(host);
       if (!st2.isFile())
         this.fail(
           name,
@@ -42481,13 +42905,13 @@ var Extractor = class {
       return;
     }
     const parent = this.parentOf(name, parts);
-    const host = path33.join(parent, parts[parts.length - 1]);
+    const host = path35.join(parent, parts[parts.length - 1]);
     try {
-      mkdirSync2(host, { mode: 448 });
+      mkdirSync3(host, { mode: 448 });
       this.summary.dirs++;
     } catch (e) {
       if (e.code !== "EEXIST") throw e;
-      if (!lstatSync4(host).isDirectory())
+      if (!lstatSync5(host).isDirectory())
         this.fail(name, "a non-directory already exists at this path");
     }
     this.dirs.set(parts.join("/"), { host, mode: mode2, uid: entry.uid, gid: entry.gid });
@@ -42506,15 +42930,15 @@ var Extractor = class {
         `hardlink target '${linkpath}' is not a regular file extracted earlier from this archive`
       );
     }
-    if (!lstatSync4(targetHost).isFile())
+    if (!lstatSync5(targetHost).isFile())
       this.fail(name, `hardlink target '${linkpath}' is no longer a regular file`);
     const parent = this.parentOf(name, parts);
-    const host = path33.join(parent, parts[parts.length - 1]);
+    const host = path35.join(parent, parts[parts.length - 1]);
     try {
       linkSync(targetHost, host);
     } catch (e) {
       if (e.code !== "EEXIST") throw e;
-      const st2 = lstatSync4(host);
+      const st2 = lstatSync5(host);
       if (!st2.isFile()) this.fail(name, "a non-file already exists at this path");
       unlinkSync(host);
       linkSync(targetHost, host);
@@ -42526,20 +42950,20 @@ var Extractor = class {
   finish() {
     for (const s3 of this.symlinks) {
       const parent = this.parentOf(s3.name, s3.parts);
-      const host = path33.join(parent, s3.parts[s3.parts.length - 1]);
+      const host = path35.join(parent, s3.parts[s3.parts.length - 1]);
       try {
-        symlinkSync(s3.target, host);
+        symlinkSync2(s3.target, host);
       } catch (e) {
         if (e.code !== "EEXIST") throw e;
-        const st2 = lstatSync4(host);
-        if (st2.isSymbolicLink() && readlinkSync2(host) === s3.target) continue;
+        const st2 = lstatSync5(host);
+        if (st2.isSymbolicLink() && readlinkSync3(host) === s3.target) continue;
         const what = st2.isDirectory() ? "a directory" : st2.isSymbolicLink() ? "another symlink" : "a file";
         this.fail(
           s3.name,
           `symlink -> ${s3.target} conflicts with ${what} at the same path from this archive`
         );
       }
-      if (this.chown && s3.uid !== void 0 && s3.gid !== void 0) lchownSync(host, s3.uid, s3.gid);
+      if (this.chown && s3.uid !== void 0 && s3.gid !== void 0) lchownSync2(host, s3.uid, s3.gid);
       this.summary.symlinks++;
     }
     const dirs = [...this.dirs.entries()].sort(
@@ -42547,11 +42971,11 @@ var Extractor = class {
     );
     for (const [, d] of dirs) {
       if (this.chown && d.uid !== void 0 && d.gid !== void 0)
-        lchownSync(d.host, d.uid, d.gid);
-      if (!lstatSync4(d.host).isDirectory()) continue;
-      chmodSync(d.host, d.mode);
+        lchownSync2(d.host, d.uid, d.gid);
+      if (!lstatSync5(d.host).isDirectory()) continue;
+      chmodSync2(d.host, d.mode);
     }
-    if (!this.dirs.has("")) chmodSync(this.root, 493);
+    if (!this.dirs.has("")) chmodSync2(this.root, 493);
   }
 };
 function capFor(compression, compressedSize, opts) {
@@ -42571,7 +42995,7 @@ function bombError(archive, cap, compressedSize, opts) {
   );
 }
 async function xzToTemp(archive, tmpDir, cap, compressedSize, opts, logger) {
-  const out = path33.join(tmpDir, "archive.tar");
+  const out = path35.join(tmpDir, "archive.tar");
   const script = 'set -o pipefail; xz -dc -- "$1" | head -c "$2" > "$3"';
   const r = await run(["bash", "-c", script, "bash", archive, String(cap + 1), out], {
     reject: false,
@@ -42642,7 +43066,7 @@ async function extractTarball(archive, dest, opts = {}) {
       code === "EEXIST" ? `extraction target ${dest} already exists: extraction needs a fresh directory` : `cannot create extraction target ${dest}: ${code ?? String(e)}`
     );
   }
-  const tmpDir = compression === "xz" ? await mkdtemp7(path33.join(path33.dirname(dest), ".lhc-xz-")) : void 0;
+  const tmpDir = compression === "xz" ? await mkdtemp6(path35.join(path35.dirname(dest), ".lhc-xz-")) : void 0;
   const ex = new Extractor(archive, dest, compression, opts);
   try {
     let source;
@@ -42695,105 +43119,6 @@ async function extractTarball(archive, dest, opts = {}) {
   } finally {
     if (tmpDir) await rm11(tmpDir, { recursive: true, force: true });
   }
-}
-
-// src/root/overlay.ts
-import {
-  constants as fsc2,
-  lstatSync as lstatSync5,
-  mkdirSync as mkdirSync3,
-  readdirSync as readdirSync3,
-  readlinkSync as readlinkSync3,
-  rmSync,
-  symlinkSync as symlinkSync2,
-  chmodSync as chmodSync2,
-  lchownSync as lchownSync2
-} from "node:fs";
-import { open as open6 } from "node:fs/promises";
-import path34 from "node:path";
-function hostPathFor(root, dst) {
-  const dir = path34.posix.dirname(dst);
-  const parent = resolveInRoot(root, dir, { createMissing: true });
-  if (!parent.exists) mkdirSync3(parent.host, { mode: 493 });
-  else if (!lstatSync5(parent.host).isDirectory())
-    throw new UserError(`cannot install ${dst}: ${parent.inRoot} in the root is not a directory`);
-  const name = path34.posix.basename(dst);
-  return { host: path34.join(parent.host, name), inRoot: path34.posix.join(parent.inRoot, name) };
-}
-function clearForFile(host, dst) {
-  let st2;
-  try {
-    st2 = lstatSync5(host);
-  } catch {
-    return;
-  }
-  if (st2.isDirectory())
-    throw new UserError(`cannot install ${dst}: a directory already exists there in the root`);
-  rmSync(host, { force: true });
-}
-async function installFile(root, src, dst, mode2) {
-  const { host } = hostPathFor(root, dst);
-  clearForFile(host, dst);
-  const fh = await open6(host, fsc2.O_WRONLY | fsc2.O_CREAT | fsc2.O_EXCL | fsc2.O_NOFOLLOW, 384);
-  try {
-    const src_ = await open6(src, "r");
-    try {
-      const buf = Buffer.alloc(1 << 20);
-      for (; ; ) {
-        const { bytesRead } = await src_.read(buf, 0, buf.length);
-        if (bytesRead === 0) break;
-        await fh.write(buf, 0, bytesRead);
-      }
-    } finally {
-      await src_.close();
-    }
-    if (process.getuid?.() === 0) await fh.chown(0, 0);
-    await fh.chmod(mode2 & 1023);
-  } finally {
-    await fh.close();
-  }
-}
-function ensureDir(root, dst, mode2 = 493) {
-  const r = resolveInRoot(root, dst, { createMissing: true });
-  if (!r.exists) {
-    mkdirSync3(r.host, { mode: mode2 });
-    chmodSync2(r.host, mode2);
-  } else if (!lstatSync5(r.host).isDirectory()) {
-    throw new UserError(
-      `cannot create directory ${dst}: ${r.inRoot} in the root exists and is not a directory`
-    );
-  }
-  return r.host;
-}
-function normalizedMode(st2) {
-  if (st2.isDirectory()) return 493;
-  return st2.mode & 73 ? 493 : 420;
-}
-async function copyTree(root, srcDir, dst, stats = { files: 0, dirs: 0, symlinks: 0 }) {
-  ensureDir(root, dst, 493);
-  for (const name of readdirSync3(srcDir).sort()) {
-    const src = path34.join(srcDir, name);
-    const to2 = path34.posix.join(dst, name);
-    const st2 = lstatSync5(src);
-    if (st2.isDirectory()) {
-      stats.dirs++;
-      await copyTree(root, src, to2, stats);
-    } else if (st2.isFile()) {
-      stats.files++;
-      await installFile(root, src, to2, normalizedMode(st2));
-    } else if (st2.isSymbolicLink()) {
-      const { host } = hostPathFor(root, to2);
-      clearForFile(host, to2);
-      symlinkSync2(readlinkSync3(src), host);
-      if (process.getuid?.() === 0) lchownSync2(host, 0, 0);
-      stats.symlinks++;
-    } else {
-      throw new UserError(
-        `cannot copy ${src} into the root: only files, directories and symlinks are supported`
-      );
-    }
-  }
-  return stats;
 }
 
 // src/tools/mmdebstrap.ts
@@ -42861,7 +43186,7 @@ function treeBytes(dir) {
   let total = 0;
   const walk = (d) => {
     for (const name of readdirSync4(d)) {
-      const p2 = path35.join(d, name);
+      const p2 = path36.join(d, name);
       const st2 = lstatSync6(p2, { bigint: false });
       if (st2.isDirectory()) walk(p2);
       else if (st2.isFile()) {
@@ -42883,14 +43208,15 @@ function prepareCommand(prepare) {
   return typeof prepare === "string" ? ["/bin/sh", "-c", prepare] : [...prepare];
 }
 async function runInRoot(root, command, opts) {
+  const identity3 = containerIdentity(root);
   const argv = nspawnArgv({
     root,
     command,
-    machineName: `lhc-root-${process.pid}`,
+    ...identity3,
     resolvConf: opts.hostDns ? "bind-host" : "off"
   });
-  const etcIsDir = lstatOrUndefined2(path35.join(root, "etc"))?.isDirectory() ?? false;
-  const resolvConf = path35.join(root, "etc", "resolv.conf");
+  const etcIsDir = lstatOrUndefined2(path36.join(root, "etc"))?.isDirectory() ?? false;
+  const resolvConf = path36.join(root, "etc", "resolv.conf");
   const hadResolvConf = !etcIsDir || lstatOrUndefined2(resolvConf) !== void 0;
   try {
     const r = await run(argv, {
@@ -42904,6 +43230,7 @@ async function runInRoot(root, command, opts) {
     });
     return { stdout: r.stdout, stderr: r.stderr };
   } finally {
+    await releaseMachineName(identity3.machineName);
     const after = lstatOrUndefined2(resolvConf);
     if (opts.hostDns && !hadResolvConf && after?.isFile() && after.size === 0) rmSync2(resolvConf);
   }
@@ -42941,8 +43268,8 @@ async function debianBaseTarball(base, arch, opts) {
     packages: base.packages,
     mirrors
   });
-  const dir = opts.basesDir ?? path35.join(cacheDir(), "bases");
-  const out = path35.join(dir, `${key}.tar`);
+  const dir = opts.basesDir ?? path36.join(cacheDir(), "bases");
+  const out = path36.join(dir, `${key}.tar`);
   if (existsSync9(out)) {
     opts.logger.info(
       `debian base ${base.suite} (${base.packages.join(", ") || "no extra packages"}): cached ${out}`
@@ -42950,7 +43277,7 @@ async function debianBaseTarball(base, arch, opts) {
     return out;
   }
   await mkdir11(dir, { recursive: true });
-  const tmp = path35.join(dir, `.tmp-${key}-${process.pid}.tar`);
+  const tmp = path36.join(dir, `.tmp-${key}-${process.pid}.tar`);
   opts.logger.info(
     `debian base: mmdebstrap ${base.suite} ${debArch} with ${base.packages.join(", ") || "no extra packages"} (${mirrors.length ? "host apt sources" : "mmdebstrap's default mirror"}; takes minutes under QEMU)`
   );
@@ -43006,15 +43333,9 @@ function describeExtract(s3) {
   const skipped = s3.skipped.devices + s3.skipped.fifos + s3.skipped.other;
   return `${s3.files} files, ${s3.dirs} dirs, ${s3.symlinks} symlinks, ${s3.hardlinks} hardlinks, ${s3.bytes} bytes` + (skipped ? `; skipped ${s3.skipped.devices} device nodes, ${s3.skipped.fifos} fifos, ${s3.skipped.other} other` : "") + (s3.setidStripped ? `; setuid/setgid removed from ${s3.setidStripped}` : "");
 }
-async function assembleRoot(ctx, { config: config2, ...input2 }) {
-  const opts = {
-    ...input2,
-    store: ctx.store,
-    logger: ctx.logger,
-    signal: ctx.signal
-  };
+async function assembleRoot(config2, opts) {
   const { logger } = opts;
-  const root = ctx.work.root;
+  const root = path36.join(opts.workDir, "root");
   const base = config2.base;
   if (config2.prepare !== void 0 && base.type === "scratch") {
     throw new ConfigError(
@@ -43029,7 +43350,7 @@ async function assembleRoot(ctx, { config: config2, ...input2 }) {
       }
       const tarball = base.type === "tarball" ? await tarballPath(base, opts) : await debianBaseTarball(base, config2.arch, opts);
       const s3 = await extractTarball(tarball, root, { logger });
-      logger.info(`extracted ${path35.basename(tarball)}: ${describeExtract(s3)}`);
+      logger.info(`extracted ${path36.basename(tarball)}: ${describeExtract(s3)}`);
       for (const d of NSPAWN_DIRS) ensureDir(root, d, d === "/tmp" ? 1023 : 493);
     });
     if (config2.prepare !== void 0) {
@@ -43111,8 +43432,93 @@ function ensureDirMode(root, dst, mode2) {
   chmodSync3(ensureDir(root, dst), mode2 & 1023);
 }
 
+// src/stages/record-fixtures.ts
+import { chown, mkdir as mkdir12, readFile as readFile5, stat as stat7 } from "node:fs/promises";
+import path37 from "node:path";
+async function current(file2) {
+  try {
+    return await readFile5(file2);
+  } catch (e) {
+    if (e.code === "ENOENT") return void 0;
+    throw e;
+  }
+}
+async function mkdirInside(root, dir) {
+  const rel = path37.relative(root, dir);
+  let cur = root;
+  for (const part of rel.split(path37.sep).filter(Boolean)) {
+    cur = path37.join(cur, part);
+    await mkdir12(cur, { mode: 493 }).catch((e) => {
+      if (e.code !== "EEXIST") throw e;
+    });
+    const problem = await pathProblem(root, cur, "dir", { mustExist: true });
+    if (problem) throw new UserError(`cannot record a fixture under ${dir}: ${problem}`);
+  }
+}
+async function giveToDirOwner(file2) {
+  if (process.getuid?.() !== 0) return;
+  const dir = await stat7(path37.dirname(file2));
+  if (dir.uid !== 0) await chown(file2, dir.uid, dir.gid);
+}
+async function recordFixtures(config2, responses, logger) {
+  const root = await projectRoot(config2.dir);
+  const out = [];
+  const writes = [];
+  const claimed = /* @__PURE__ */ new Map();
+  for (const [i2, probe] of config2.probes.entries()) {
+    const got = responses[probe.name];
+    if (!got) throw new Error(`no traced response for probe '${probe.name}'`);
+    if (probe.type === "http" && got.status !== probe.status)
+      logger.warn(
+        `probe '${probe.name}': the traced run answered HTTP ${got.status}, the probe expects status ${probe.status} (not a fixture: change status: in the config if that is right)`
+      );
+    if (!probe.fixture) continue;
+    const field2 = `probes[${i2}].fixture`;
+    if (got.body.length > MAX_FIXTURE_BYTES)
+      throw new UserError(
+        `${field2}: the traced response of probe '${probe.name}' is ${got.body.length} bytes, more than a fixture may hold (${MAX_FIXTURE_BYTES} bytes)`
+      );
+    const file2 = probe.fixture;
+    const shown = path37.relative(config2.dir, file2) || file2;
+    const problem = await pathProblem(root, file2, "file", { maxBytes: MAX_FIXTURE_BYTES });
+    if (problem) throw new UserError(`${field2}: ${problem}`);
+    const earlier = claimed.get(file2);
+    if (earlier && !earlier.body.equals(got.body))
+      throw new UserError(
+        `${field2}: probes '${earlier.probe}' and '${probe.name}' share the fixture ${shown} but answered differently in the traced run; give them separate fixtures`
+      );
+    const before = earlier ? got.body : await current(file2);
+    claimed.set(file2, { probe: probe.name, body: got.body });
+    const change = before === void 0 ? "new" : before.equals(got.body) ? "unchanged" : "changed";
+    const fixture = {
+      probe: probe.name,
+      path: file2,
+      bytes: got.body.length,
+      change
+    };
+    out.push(fixture);
+    if (change === "unchanged") logger.debug(`fixture ${shown}: unchanged (probe '${probe.name}')`);
+    else writes.push({ fixture, body: got.body, shown, existed: before !== void 0 });
+  }
+  for (const { fixture, body, shown, existed } of writes) {
+    const file2 = fixture.path;
+    await mkdirInside(root, path37.dirname(file2));
+    const mode2 = existed ? (await stat7(file2)).mode & 511 : 420;
+    await writeOutputFile(file2, body, { mode: mode2, logger });
+    await giveToDirOwner(file2);
+    logger.info(
+      `fixture ${shown}: ${fixture.change}, ${fixture.bytes} bytes written (probe '${fixture.probe}')`
+    );
+  }
+  const written = out.filter((f2) => f2.change !== "unchanged").length;
+  logger.info(
+    `--update-fixtures: ${written} fixture${written === 1 ? "" : "s"} written, ${out.length - written} unchanged; review them like snapshots before committing`
+  );
+  return out;
+}
+
 // src/stages/self-check.ts
-import { mkdir as mkdir12, rm as rm15 } from "node:fs/promises";
+import { mkdir as mkdir13, rm as rm15 } from "node:fs/promises";
 
 // src/harness/diff.ts
 var CONTEXT = 3;
@@ -43281,12 +43687,12 @@ function responseDiff(name, before, after) {
 
 // src/harness/mounts.ts
 import { existsSync as existsSync10 } from "node:fs";
-import { readFile as readFile6, readdir as readdir5, rm as rm13, rmdir as rmdir2 } from "node:fs/promises";
-import path37 from "node:path";
+import { readFile as readFile7, readdir as readdir5, rm as rm13, rmdir as rmdir2 } from "node:fs/promises";
+import path39 from "node:path";
 
 // src/verify/hardening.ts
-import { readFile as readFile5 } from "node:fs/promises";
-import path36 from "node:path";
+import { readFile as readFile6 } from "node:fs/promises";
+import path38 from "node:path";
 function unescape(field2) {
   return field2.replace(/\\([0-7]{3})/g, (_2, o2) => String.fromCharCode(parseInt(o2, 8)));
 }
@@ -43341,6 +43747,26 @@ function checkScratchMount(mountinfo, mountPoint) {
     detail: (missing.length ? `missing ${missing.join(",")}: ` : "") + describeMount(m2)
   };
 }
+var DEV_TMPFS_MAX_BYTES = 4 * 1024 * 1024;
+function tmpfsSizeBytes(m2) {
+  const v2 = m2.superOptions.find((o2) => o2.startsWith("size="))?.slice(5);
+  const n2 = v2 ? /^(\d+)([kmg]?)$/i.exec(v2) : null;
+  if (!n2) return void 0;
+  const unit = { "": 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 }[n2[2].toLowerCase()];
+  return Number(n2[1]) * unit;
+}
+function checkDevMount(mountinfo) {
+  const name = "/dev nosuid, noexec or capped at 4 MiB";
+  const m2 = topMount(parseMountInfo(mountinfo), "/dev");
+  if (!m2) return { name, ok: true, detail: "not a mount point (part of the read-only root)" };
+  const nosuid = m2.options.includes("nosuid");
+  const locked = m2.options.includes("noexec") || m2.options.includes("ro");
+  const size = m2.fsType === "tmpfs" ? tmpfsSizeBytes(m2) : void 0;
+  const capped = size !== void 0 && size <= DEV_TMPFS_MAX_BYTES;
+  const ok = nosuid && (locked || capped);
+  const why = !nosuid ? "missing nosuid: " : locked ? "" : capped ? "writable by the container root and exec allowed (nspawn offers no flag), size-capped: " : "writable, exec allowed and not size-capped: ";
+  return { name, ok, detail: `${why}${describeMount(m2)} ${m2.superOptions.join(",")}` };
+}
 function statusField(status, field2) {
   const m2 = new RegExp(`^${field2}:\\s*(.*)$`, "m").exec(status);
   return m2?.[1]?.trim();
@@ -43384,6 +43810,30 @@ function checkUidMap(uidMap) {
   }
   return { name, ok: true, detail: "uid 0 is not mapped (root inside has no host identity)" };
 }
+function insideId(map2, hostId) {
+  for (const line of map2.split("\n")) {
+    const f2 = line.trim().split(/\s+/).map(Number);
+    if (f2.length !== 3 || f2.some((n2) => !Number.isFinite(n2))) continue;
+    const [inside, outside, count2] = f2;
+    if (hostId >= outside && hostId < outside + count2) return hostId - outside + inside;
+  }
+  return void 0;
+}
+function checkUser(status, uidMap, gidMap, want) {
+  const name = `payload runs as ${want.name} (uid ${want.uid}, gid ${want.gid})`;
+  const ids = (field2, map2) => (statusField(status, field2) ?? "").split(/\s+/).filter(Boolean).map((v2) => insideId(map2, Number(v2)));
+  const uids = ids("Uid", uidMap);
+  const gids = ids("Gid", gidMap);
+  const groups = ids("Groups", gidMap);
+  const show = (l) => l.map((v2) => v2 ?? "unmapped").join(" ");
+  const sameSet = (a2, b2) => a2.length === new Set(b2).size && a2.every((g2) => g2 !== void 0 && b2.includes(g2));
+  const ok = uids.length === 4 && uids.every((u3) => u3 === want.uid) && gids.length === 4 && gids.every((g2) => g2 === want.gid) && sameSet(groups, want.groups);
+  return {
+    name,
+    ok,
+    detail: `Uid: ${show(uids)}; Gid: ${show(gids)}; Groups: ${show(groups) || "(none)"}`
+  };
+}
 function interfaces(netDev) {
   return netDev.split("\n").slice(2).map((l) => l.split(":")[0].trim()).filter(Boolean);
 }
@@ -43411,12 +43861,13 @@ function checkRlimits(limits, want) {
   const ok = !!files && !!procs && Math.max(...files) <= want.nofile && Math.max(...procs) <= want.tasks;
   return { name, ok, detail: `open files ${show(files)}, processes ${show(procs)} (soft/hard)` };
 }
-async function inspectProcess(pid, dataPath, limits) {
-  const read2 = (f2) => readFile5(`/proc/${pid}/${f2}`, "utf8");
-  const [mountinfo, status, uidMap, netDev, rlimits] = await Promise.all([
+async function inspectProcess(pid, dataPath, limits, runAs) {
+  const read2 = (f2) => readFile6(`/proc/${pid}/${f2}`, "utf8");
+  const [mountinfo, status, uidMap, gidMap, netDev, rlimits] = await Promise.all([
     read2("mountinfo"),
     read2("status"),
     read2("uid_map"),
+    read2("gid_map"),
     read2("net/dev"),
     read2("limits")
   ]);
@@ -43424,11 +43875,13 @@ async function inspectProcess(pid, dataPath, limits) {
     checkRootReadOnly(mountinfo),
     checkDataMount(mountinfo, dataPath),
     ...SCRATCH_PATHS.map((p2) => checkScratchMount(mountinfo, p2)),
+    checkDevMount(mountinfo),
     checkNetwork(netDev),
     checkNoNewPrivs(status),
     checkCapabilities(status),
     checkUidMap(uidMap),
-    ...limits ? [checkRlimits(rlimits, limits)] : []
+    ...limits ? [checkRlimits(rlimits, limits)] : [],
+    ...runAs ? [checkUser(status, uidMap, gidMap, runAs)] : []
   ];
 }
 var INTERPRETER_NAME = /^(sh|bash|rbash|dash|ash|zsh|ksh|ksh93|mksh|csh|tcsh|fish|busybox|toybox|python[\d.]*m?|perl[\d.]*|lua[\d.]*|luajit[\d.-]*|ruby[\d.]*|node|nodejs|php[\d.]*|tclsh[\d.]*|wish[\d.]*)$/;
@@ -43463,13 +43916,13 @@ function resolveInImage(entries, p2, depth = 0) {
   let cur = "/";
   for (let i2 = 0; i2 < parts.length; i2++) {
     if (parts[i2] === "..") {
-      cur = path36.posix.dirname(cur);
+      cur = path38.posix.dirname(cur);
       continue;
     }
-    const next = path36.posix.join(cur, parts[i2]);
+    const next = path38.posix.join(cur, parts[i2]);
     const e = entries.get(next);
     if (e?.kind === "symlink" && depth < 40) {
-      const target = e.target.startsWith("/") ? e.target : path36.posix.join(cur, e.target);
+      const target = e.target.startsWith("/") ? e.target : path38.posix.join(cur, e.target);
       const rest = parts.slice(i2 + 1).join("/");
       return resolveInImage(entries, rest ? `${target}/${rest}` : target, depth + 1);
     }
@@ -43477,21 +43930,38 @@ function resolveInImage(entries, p2, depth = 0) {
   }
   return cur;
 }
-function checkNoInterpreters(entries, command0) {
+function entrypointInterpreters(root, command0) {
+  const chain = [];
+  for (let cur = command0; chain.length < 4; ) {
+    let next;
+    try {
+      const r = resolveInRoot(root, cur);
+      next = r.exists ? shebang(r.host) : void 0;
+    } catch {
+      next = void 0;
+    }
+    if (next === void 0 || next === command0 || chain.includes(next)) break;
+    chain.push(next);
+    cur = next;
+  }
+  return chain;
+}
+function checkNoInterpreters(entries, command0, interpreters = []) {
   const name = "no shell or interpreter but the service";
   const byPath2 = new Map(entries.map((e) => [e.path, e]));
-  const own2 = resolveInImage(byPath2, command0);
+  const ownPaths = [command0, ...interpreters];
+  const own2 = new Set(ownPaths.map((p2) => resolveInImage(byPath2, p2)));
   const found = [];
   for (const e of entries) {
-    if (e.kind === "dir" || !INTERPRETER_NAME.test(path36.posix.basename(e.path))) continue;
+    if (e.kind === "dir" || !INTERPRETER_NAME.test(path38.posix.basename(e.path))) continue;
     if (e.kind === "file" && !e.executable) continue;
-    if (e.path === command0 || resolveInImage(byPath2, e.path) === own2) continue;
+    if (ownPaths.includes(e.path) || own2.has(resolveInImage(byPath2, e.path))) continue;
     found.push(e.kind === "symlink" ? `${e.path} -> ${e.target}` : e.path);
   }
   return {
     name,
     ok: found.length === 0,
-    detail: found.length ? `found ${found.join(", ")}` : `${entries.length} entries; only ${command0}`
+    detail: found.length ? `found ${found.join(", ")}` : `${entries.length} entries; only ${ownPaths.join(" and its interpreter ")}`
   };
 }
 
@@ -43561,7 +44031,7 @@ function findPayloads(ancestor, table2 = processTable()) {
   for (const n2 of tree.filter((p2) => p2.comm === "systemd-nspawn")) {
     const nspawnExe = exePath(n2.pid);
     for (const c3 of tree) {
-      if (c3.ppid !== n2.pid || c3.comm === "systemd-nspawn") continue;
+      if (c3.ppid !== n2.pid || c3.comm === "systemd-nspawn" || c3.comm === RUN_AS_COMM) continue;
       const exe = exePath(c3.pid);
       if (exe === void 0 || nspawnExe === void 0 || exe !== nspawnExe) out.push(c3);
     }
@@ -43571,7 +44041,7 @@ function findPayloads(ancestor, table2 = processTable()) {
 
 // src/harness/mounts.ts
 async function ownMounts() {
-  const text = await readFile6("/proc/self/mountinfo", "utf8");
+  const text = await readFile7("/proc/self/mountinfo", "utf8");
   const parsed = parseMountInfo(text);
   return text.split("\n").filter((l) => l.trim()).map((l, i2) => ({
     majorMinor: l.split(" ")[2],
@@ -43608,19 +44078,19 @@ async function mountDataTmpfs(dir, logger, sizeMb = 256) {
     throw new UserError(`mounting a tmpfs at ${dir} reported success but nothing is mounted there`);
   return m2.majorMinor;
 }
-async function containerProcesses(majorMinor) {
+async function containerProcesses(majorMinor2) {
   const out = [];
   for (const pid of processTable().keys()) {
     if (pid === process.pid) continue;
     let text;
     try {
-      text = await readFile6(`/proc/${pid}/mountinfo`, "utf8");
+      text = await readFile7(`/proc/${pid}/mountinfo`, "utf8");
     } catch {
       continue;
     }
     if (text.split("\n").some((l) => {
       const f2 = l.split(" ");
-      return f2[2] === majorMinor && f2[4] === "/";
+      return f2[2] === majorMinor2 && f2[4] === "/";
     })) {
       out.push(pid);
     }
@@ -43662,7 +44132,7 @@ async function loopBackingFile(dev) {
   const name = loopName(dev);
   if (!name) return void 0;
   try {
-    return (await readFile6(`/sys/block/${name}/loop/backing_file`, "utf8")).trim();
+    return (await readFile7(`/sys/block/${name}/loop/backing_file`, "utf8")).trim();
   } catch {
     return void 0;
   }
@@ -43670,7 +44140,7 @@ async function loopBackingFile(dev) {
 async function releaseLoop(dev, image, logger) {
   for (let i2 = 0; i2 < 20; i2++) {
     const backing = await loopBackingFile(dev);
-    if (backing === void 0 || path37.resolve(backing.replace(/ \(deleted\)$/, "")) !== path37.resolve(image))
+    if (backing === void 0 || path39.resolve(backing.replace(/ \(deleted\)$/, "")) !== path39.resolve(image))
       return;
     await sleep(100);
   }
@@ -43682,7 +44152,7 @@ async function removeWorkDir(workDir, mountPoints2) {
     if (await mountAt(m2)) throw new Error(`${m2} is still mounted; leaving ${workDir} in place`);
     if (existsSync10(m2)) await rmdir2(m2).catch(() => void 0);
   }
-  if (existsSync10(workDir) && (await readdir5(workDir)).every((n2) => !mountPoints2.includes(path37.join(workDir, n2)))) {
+  if (existsSync10(workDir) && (await readdir5(workDir)).every((n2) => !mountPoints2.includes(path39.join(workDir, n2)))) {
     await rm13(workDir, { recursive: true, force: true });
   }
 }
@@ -43714,37 +44184,83 @@ async function bindReadOnly(source, target, logger) {
 }
 
 // src/harness/run.ts
-import { rm as rm14 } from "node:fs/promises";
-import path39 from "node:path";
-
-// src/core/parallel.ts
-import os10 from "node:os";
-function probeParallelism() {
-  return Math.max(1, os10.availableParallelism());
-}
-async function mapBounded(items, limit, fn) {
-  const results = new Array(items.length);
-  const failures = /* @__PURE__ */ new Map();
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length && failures.size === 0) {
-      const i2 = next++;
-      try {
-        results[i2] = await fn(items[i2], i2);
-      } catch (e) {
-        failures.set(i2, e);
-      }
-    }
-  };
-  const workers = Math.max(1, Math.min(limit, items.length));
-  await Promise.all(Array.from({ length: workers }, worker));
-  if (failures.size > 0) throw failures.get(Math.min(...failures.keys()));
-  return results;
-}
+import { readFile as readFile9, rm as rm14 } from "node:fs/promises";
+import path40 from "node:path";
 
 // src/harness/client.ts
 import http from "node:http";
 import net from "node:net";
+
+// src/harness/http-wire.ts
+function httpGetRequest(urlPath) {
+  return Buffer.from(
+    `GET ${urlPath} HTTP/1.1\r
+Host: localhost\r
+Connection: close\r
+\r
+`,
+    "latin1"
+  );
+}
+function decodeChunked(raw, what) {
+  const out = [];
+  let at2 = 0;
+  for (; ; ) {
+    const eol = raw.indexOf("\r\n", at2, "latin1");
+    if (eol === -1) throw new UserError(`${what}: chunked body ends inside a chunk size line`);
+    const sizeText = raw.subarray(at2, eol).toString("latin1").split(";")[0].trim();
+    if (!/^[0-9a-fA-F]+$/.test(sizeText))
+      throw new UserError(`${what}: bad chunk size "${sizeText}" at byte ${at2}`);
+    const size = parseInt(sizeText, 16);
+    at2 = eol + 2;
+    if (size === 0) return Buffer.concat(out);
+    if (at2 + size > raw.length) throw new UserError(`${what}: chunked body is cut short`);
+    out.push(raw.subarray(at2, at2 + size));
+    at2 += size + 2;
+  }
+}
+function parseHttpResponse(raw, what) {
+  let rest = raw;
+  for (; ; ) {
+    const end = rest.indexOf("\r\n\r\n", 0, "latin1");
+    if (end === -1) {
+      const shown = rest.subarray(0, 60).toString("latin1").replace(/[^\x20-\x7e]/g, ".");
+      throw new UserError(
+        `${what}: not an HTTP response (no end of headers in ${rest.length} bytes): "${shown}"`
+      );
+    }
+    const head = rest.subarray(0, end).toString("latin1").split("\r\n");
+    const m2 = /^HTTP\/\d\.\d (\d{3})(?: .*)?$/.exec(head[0]);
+    if (!m2) throw new UserError(`${what}: not an HTTP status line: "${head[0].slice(0, 80)}"`);
+    const status = Number(m2[1]);
+    const body = rest.subarray(end + 4);
+    if (status >= 100 && status < 200 && status !== 101) {
+      rest = body;
+      continue;
+    }
+    const headers = {};
+    for (const line of head.slice(1)) {
+      const colon = line.indexOf(":");
+      if (colon <= 0) throw new UserError(`${what}: bad header line "${line.slice(0, 80)}"`);
+      const name = line.slice(0, colon).trim().toLowerCase();
+      const value = line.slice(colon + 1).trim();
+      headers[name] = headers[name] === void 0 ? value : `${headers[name]}, ${value}`;
+    }
+    if (/\bchunked\b/i.test(headers["transfer-encoding"] ?? ""))
+      return { status, headers, body: decodeChunked(body, what) };
+    const length = headers["content-length"];
+    if (length !== void 0) {
+      if (!/^\d+$/.test(length)) throw new UserError(`${what}: bad Content-Length "${length}"`);
+      const n2 = Number(length);
+      if (body.length < n2)
+        throw new UserError(`${what}: body has ${body.length} bytes, Content-Length says ${n2}`);
+      return { status, headers, body: body.subarray(0, n2) };
+    }
+    return { status, headers, body };
+  }
+}
+
+// src/harness/client.ts
 function describeEndpoint(e) {
   return "path" in e ? `unix:${e.path}` : `${e.host}:${e.port}`;
 }
@@ -43755,15 +44271,22 @@ function gopherRequest(selector) {
   return Buffer.from(`${selector}\r
 `, "utf8");
 }
+function probeRequest(probe) {
+  if (probe.type === "gopher") return gopherRequest(probe.selector);
+  if (probe.type === "http") return httpGetRequest(probe.path);
+  return tcpSendBytes(probe);
+}
 function exchange(e, request, opts) {
   return new Promise((resolve, reject) => {
     const chunks = [];
     const sock = connect(e);
     let settled = false;
+    let idle;
     const finish = (err) => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
+      clearTimeout(idle);
       opts.signal?.removeEventListener("abort", onAbort);
       sock.destroy();
       if (err) reject(err);
@@ -43778,8 +44301,13 @@ function exchange(e, request, opts) {
     const onAbort = () => finish(new Error("aborted"));
     if (opts.signal?.aborted) return finish(new Error("aborted"));
     opts.signal?.addEventListener("abort", onAbort, { once: true });
-    sock.on("connect", () => sock.write(request));
-    sock.on("data", (d) => chunks.push(d));
+    sock.on("connect", () => opts.halfClose ? sock.end(request) : sock.write(request));
+    sock.on("data", (d) => {
+      chunks.push(d);
+      if (opts.idleMs === void 0) return;
+      clearTimeout(idle);
+      idle = setTimeout(() => finish(), opts.idleMs);
+    });
     sock.on("end", () => finish());
     sock.on("error", (err) => finish(err));
   });
@@ -43858,23 +44386,9 @@ function gopherUrl(host, port2, selector, type = "1") {
   ).join("");
   return `gopher://${host}:${port2}/${type}${enc}`;
 }
-async function askProbe(probe, via, opts) {
-  if (probe.type === "gopher") {
-    const request = gopherRequest(probe.selector);
-    return {
-      body: "endpoint" in via ? await exchange(via.endpoint, request, opts) : await via.stdio(request)
-    };
-  }
-  if (!("endpoint" in via)) {
-    throw new UserError(
-      `probe '${probe.name}' is an ${probe.type} probe, but the service is inetd-style (service.inetd: true) and speaks only on stdin/stdout: use gopher probes, or service.listen`
-    );
-  }
-  return httpGet(via.endpoint, probe.path, opts);
-}
 
 // src/harness/listen.ts
-import { readFile as readFile7 } from "node:fs/promises";
+import { readFile as readFile8, readdir as readdir6, readlink as readlink5 } from "node:fs/promises";
 function listensOn(netTcp, port2) {
   const hexPort = port2.toString(16).toUpperCase().padStart(4, "0");
   return netTcp.split("\n").some((l) => {
@@ -43882,9 +44396,43 @@ function listensOn(netTcp, port2) {
     return f2[1]?.endsWith(`:${hexPort}`) === true && f2[3] === "0A";
   });
 }
+function listenerInodes(netTcp, port2) {
+  const hexPort = port2.toString(16).toUpperCase().padStart(4, "0");
+  return netTcp.split("\n").map((l) => l.trim().split(/\s+/)).filter((f2) => f2[1]?.endsWith(`:${hexPort}`) === true && f2[3] === "0A" && f2[9] !== void 0).map((f2) => f2[9]);
+}
+async function socketInodes(pid) {
+  let fds;
+  try {
+    fds = await readdir6(`/proc/${pid}/fd`);
+  } catch (e) {
+    const code = e.code;
+    return code === "EACCES" || code === "EPERM" ? void 0 : /* @__PURE__ */ new Set();
+  }
+  const out = /* @__PURE__ */ new Set();
+  for (const fd of fds) {
+    const target = await readlink5(`/proc/${pid}/fd/${fd}`).catch(() => "");
+    const m2 = /^socket:\[(\d+)\]$/.exec(target);
+    if (m2) out.add(m2[1]);
+  }
+  return out;
+}
+async function holdsListener(pids, port2) {
+  const tables = await readNetTcp("/proc/self");
+  if (tables === void 0) return void 0;
+  const ours = await socketInodes(process.pid) ?? /* @__PURE__ */ new Set();
+  const inodes = listenerInodes(tables, port2).filter((i2) => !ours.has(i2));
+  let readable2 = false;
+  for (const pid of pids) {
+    const own2 = await socketInodes(pid);
+    if (!own2) continue;
+    readable2 = true;
+    if (inodes.some((i2) => own2.has(i2))) return true;
+  }
+  return readable2 ? false : void 0;
+}
 async function readNetTcp(procDir) {
   const parts = await Promise.all(
-    ["tcp", "tcp6"].map((f2) => readFile7(`${procDir}/net/${f2}`, "utf8").catch(() => void 0))
+    ["tcp", "tcp6"].map((f2) => readFile8(`${procDir}/net/${f2}`, "utf8").catch(() => void 0))
   );
   const readable2 = parts.filter((p2) => p2 !== void 0);
   return readable2.length > 0 ? readable2.join("\n") : void 0;
@@ -43900,143 +44448,8 @@ async function listening(pid, port2, logger) {
   return r.exitCode === 0;
 }
 
-// src/harness/service.ts
-import { statSync as statSync2 } from "node:fs";
-import path38 from "node:path";
-var FORWARDER = `
-const net = require('net');
-const fs = require('fs');
-const [, sock, port] = process.argv;
-net.createServer((c) => {
-  const u = net.connect(Number(port), '127.0.0.1');
-  c.pipe(u); u.pipe(c);
-  c.on('error', () => u.destroy()); u.on('error', () => c.destroy());
-}).listen(sock, () => fs.chmodSync(sock, 0o666));
-process.on('SIGTERM', () => process.exit(0));
-`;
-function forwarderReady(sock) {
-  try {
-    return (statSync2(sock).mode & 511) === 438;
-  } catch {
-    return false;
-  }
-}
-function startForwarder(pid, port2, sock, logger) {
-  return start(
-    ["nsenter", "-t", String(pid), "-n", process.execPath, "-e", FORWARDER, sock, String(port2)],
-    { privileged: true, logger }
-  );
-}
-async function forwarderUp(forwarder, sock, signal) {
-  if (!await waitFor(() => forwarderReady(sock) || void 0, 1e4, signal)) {
-    throw new UserError(
-      `the forwarder into the container's network namespace did not start: ${forwarder.command}`
-    );
-  }
-}
-async function startInetd(argv, state, opts, timeoutMs) {
-  const { logger, signal } = opts;
-  let lastError = "";
-  for (let attempt = 0; attempt < 3; attempt++) {
-    const port2 = await freePort();
-    const service = start(
-      ["systemd-socket-activate", "-l", `127.0.0.1:${port2}`, "-a", "--inetd", ...argv],
-      {
-        privileged: true,
-        logger,
-        loud: attempt === 0
-      }
-    );
-    state.service = service;
-    let exited = false;
-    void service.exited.then(() => exited = true);
-    const ok = await waitFor(
-      async () => exited ? false : await listening(process.pid, port2, logger) || void 0,
-      1e4,
-      signal
-    );
-    if (ok) {
-      const endpoint = { host: "127.0.0.1", port: port2 };
-      return {
-        endpoint,
-        clientTarget: endpoint,
-        clientArgv: (a2) => ({ argv: a2, privileged: false }),
-        payload: async () => {
-          const before = new Set(findPayloads(service.pid).map((p3) => p3.pid));
-          const sock = await holdOpen(endpoint, timeoutMs);
-          state.sockets.add(sock);
-          const p2 = await waitFor(
-            () => findPayloads(service.pid).find((x) => !before.has(x.pid)),
-            timeoutMs,
-            signal
-          );
-          if (p2) state.payloads.push(p2);
-          return p2;
-        }
-      };
-    }
-    await service.stop();
-    lastError = tail((await service.exited).stderr, 5);
-    state.service = void 0;
-    if (!/Address already in use/.test(lastError)) break;
-  }
-  throw new UserError(`systemd-socket-activate did not start listening:
-${lastError}`);
-}
-async function startListening(argv, state, opts, timeoutMs) {
-  const { logger, signal, config: config2 } = opts;
-  const port2 = config2.service.listen;
-  const service = start(argv, { privileged: true, logger, loud: true });
-  state.service = service;
-  let exited = false;
-  void service.exited.then(() => exited = true);
-  const payload = await waitFor(
-    () => exited ? null : findPayloads(service.pid)[0],
-    timeoutMs,
-    signal
-  );
-  if (!payload) {
-    const stderr = exited ? tail((await service.exited).stderr, 15) : "(still starting)";
-    throw new UserError(
-      `the container did not start its service ${config2.service.command.join(" ")}:
-${stderr}`
-    );
-  }
-  state.payloads.push(payload);
-  const isUp = await waitFor(
-    async () => exited ? false : await listening(payload.pid, port2, logger) || void 0,
-    timeoutMs,
-    signal
-  );
-  if (!isUp) {
-    await service.stop();
-    const stderr = tail((await service.exited).stderr, 15);
-    throw new UserError(
-      `the service did not listen on port ${port2} inside the container within ${timeoutMs / 1e3} s:
-${stderr}`
-    );
-  }
-  const sockPath = path38.join(state.workDir, "service.sock");
-  const nsenter = (a2) => ["nsenter", "-t", String(payload.pid), "-n", ...a2];
-  state.forwarder = startForwarder(payload.pid, port2, sockPath, logger);
-  await forwarderUp(state.forwarder, sockPath, signal);
-  return {
-    endpoint: { path: sockPath },
-    clientTarget: { host: "127.0.0.1", port: port2 },
-    clientArgv: (a2) => ({ argv: nsenter(a2), privileged: true }),
-    payload: async () => alive(payload) ? payload : void 0
-  };
-}
-function serviceLog(stderr, lines = 30) {
-  const noise = /^(Listening on |Communication attempt on fd|Connection from |Spawned |Execing |Child \d+ died with code 0$|Attempted to remove disk file system under "\/run\/systemd\/nspawn\/propagate\/)/;
-  return tail(
-    stderr.split("\n").filter((l) => !noise.test(l)).join("\n"),
-    lines
-  );
-}
-
 // src/harness/run.ts
-function containerArgv(config2, t, hook, index) {
+function containerArgv(config2, t, hook) {
   return nspawnArgv({
     root: t.root,
     command: config2.service.command,
@@ -44044,23 +44457,24 @@ function containerArgv(config2, t, hook, index) {
     dataDir: t.dataDir,
     dataPath: config2.data.path,
     binds: hook?.binds ?? [],
-    env: { ...config2.service.env, ...hook?.env?.(index) },
-    user: config2.service.user,
+    env: { ...config2.service.env, ...hook?.env },
+    ...t.runAs ? { runAs: t.runAs } : {},
     ...config2.service.workdir ? { workdir: config2.service.workdir } : {},
     harden: t.harden,
-    privateNetwork: true
+    privateNetwork: true,
+    ...t.identity ?? containerIdentity(t.root)
   });
 }
 async function begin(config2, t, o2, index) {
-  const argv = containerArgv(config2, t, o2.hook, index);
+  const argv = containerArgv(config2, t, o2.hook);
   if (!o2.hook) return { argv, end: async () => void 0 };
   return o2.hook.begin(argv, index);
 }
-function crashError(config2, what, exitCode, stderr) {
+function crashError(config2, what, exitCode, stderr, hint = "") {
   const code = exitCode === void 0 ? "was killed" : `exited with code ${exitCode}`;
   return new UserError(
     `service '${config2.name}' (${config2.service.command.join(" ")}) ${code} ${what}` + (stderr.trim() ? `; last lines of its stderr:
-${tail(stderr, 15)}` : " (no stderr output)")
+${tail(stderr, 15)}` : " (no stderr output)") + hint
   );
 }
 async function withTimeout(config2, what, p2) {
@@ -44077,53 +44491,77 @@ ${e.stderrTail}` : "")
   }
 }
 async function runInetd(config2, t, o2) {
-  const timeoutMs = config2.service.timeout * 1e3;
-  const records = [];
-  const responses = await mapBounded(config2.probes, parallelism(o2), async (probe, i2) => {
-    const stdio = async (request) => {
-      const { argv, end } = await begin(config2, t, o2, i2);
-      let r;
-      try {
-        r = await withTimeout(
-          config2,
-          `probe '${probe.name}'`,
-          run(argv, {
-            privileged: true,
-            input: request,
-            binary: true,
-            reject: false,
-            timeoutMs,
-            logger: o2.logger,
-            // nspawn locks a writable root against a second container; the parallel traced
-            // runs share one on purpose (each probe is its own run, as on the board).
-            ...t.readOnly ? {} : { env: { SYSTEMD_NSPAWN_LOCK: "0" } },
-            ...o2.signal ? { signal: o2.signal } : {}
-          })
-        );
-      } finally {
-        records[i2] = await end();
-      }
-      if (r.exitCode !== 0)
-        throw crashError(config2, `while answering probe '${probe.name}'`, r.exitCode, r.stderr);
-      return r.stdoutBytes;
-    };
-    return askProbe(probe, { stdio }, { timeoutMs, signal: o2.signal });
-  });
-  return {
-    responses: Object.fromEntries(config2.probes.map((p2, i2) => [p2.name, responses[i2]])),
-    records: records.filter((r) => r !== void 0)
-  };
+  const out = { responses: {}, records: [] };
+  for (const [i2, probe] of config2.probes.entries()) {
+    const { argv, end } = await begin(config2, t, o2, i2);
+    let r;
+    try {
+      r = await withTimeout(
+        config2,
+        `probe '${probe.name}'`,
+        run(argv, {
+          privileged: true,
+          input: probeRequest(probe),
+          binary: true,
+          reject: false,
+          timeoutMs: config2.service.timeout * 1e3,
+          logger: o2.logger,
+          ...o2.signal ? { signal: o2.signal } : {}
+        })
+      );
+    } finally {
+      const record2 = await end();
+      if (record2) out.records.push(record2);
+    }
+    const normal = [0, ...config2.service["success-exit-status"] ?? []];
+    if (r.exitCode === void 0 || !normal.includes(r.exitCode)) {
+      const hint = r.exitCode !== void 0 && r.exitCode > 0 && r.exitCode < 256 ? `
+If exit code ${r.exitCode} is how this service normally ends a connection, list it in service.success-exit-status (e.g. success-exit-status: [${r.exitCode}]).` : "";
+      throw crashError(config2, `while answering probe '${probe.name}'`, r.exitCode, r.stderr, hint);
+    }
+    out.responses[probe.name] = probe.type === "http" ? pick2(parseHttpResponse(r.stdoutBytes, `probe '${probe.name}' (stdout of the service)`)) : { body: r.stdoutBytes };
+  }
+  return out;
 }
-async function probeListening(config2, probe, endpoint, o2) {
+function pick2(r) {
+  return { status: r.status, body: r.body };
+}
+var RAW_CLIENT = "const [p,h,hc,idle]=process.argv.slice(1);const c=[];let t;const done=()=>{process.stdout.write(Buffer.concat(c));process.exit(0)};const s=require('net').connect(+p,'127.0.0.1',()=>{const b=Buffer.from(h,'hex');hc==='1'?s.end(b):s.write(b)});s.on('data',d=>{c.push(d);if(idle){clearTimeout(t);t=setTimeout(done,+idle)}});s.on('end',done);s.on('error',e=>{console.error(e.message);process.exit(1)});";
+async function probeListening(config2, pid, port2, probe, o2) {
+  const ns2 = ["nsenter", "-t", String(pid), "-n", "--"];
   const timeoutMs = config2.service.timeout * 1e3;
-  try {
-    return await askProbe(probe, { endpoint }, { timeoutMs, signal: o2.signal });
-  } catch (e) {
-    if (e instanceof UserError) throw e;
+  const { logger } = o2;
+  if (probe.type !== "http") {
+    const tcp = probe.type === "tcp" ? probe : void 0;
+    const client = [
+      process.execPath,
+      "-e",
+      RAW_CLIENT,
+      String(port2),
+      probeRequest(probe).toString("hex"),
+      tcp && !tcp["half-close"] ? "0" : "1",
+      tcp ? String(Math.round(tcp["idle-timeout"] * 1e3)) : ""
+    ];
+    const r2 = await run([...ns2, ...client], { privileged: true, binary: true, timeoutMs, logger });
+    return { body: r2.stdoutBytes };
+  }
+  const bodyFile = path40.join(o2.workDir, `probe-${probe.name}.body`);
+  await rm14(bodyFile, { force: true });
+  const url3 = `http://127.0.0.1:${port2}${probe.path}`;
+  const curl = ["curl", "-s", "-S", "-o", bodyFile, "-w", "%{http_code}"];
+  const r = await run([...ns2, ...curl, "--max-time", String(config2.service.timeout), url3], {
+    privileged: true,
+    timeoutMs,
+    logger,
+    reject: false
+  });
+  if (r.exitCode !== 0) {
     throw new UserError(
-      `probe '${probe.name}' to port ${config2.service.listen} inside the container's network namespace failed: ${e.message}`
+      `probe '${probe.name}': ${url3} inside the container's network namespace failed: ${tail(r.stderr, 5) || `curl exit code ${r.exitCode}`}`
     );
   }
+  const body = await readFile9(bodyFile).catch(() => Buffer.alloc(0));
+  return { status: Number(r.stdout.trim()), body };
 }
 async function runListening(config2, t, o2) {
   const port2 = config2.service.listen;
@@ -44137,11 +44575,7 @@ async function runListening(config2, t, o2) {
     await end();
     throw e;
   }
-  let forwarder;
-  const cleanup = registerCleanup(`container ${config2.name}`, async () => {
-    await forwarder?.stop();
-    await container.stop();
-  });
+  const cleanup = registerCleanup(`container ${config2.name}`, () => container.stop());
   const state = {};
   void container.exited.then((e) => state.exited = e);
   try {
@@ -44162,13 +44596,8 @@ async function runListening(config2, t, o2) {
       await sleep(100);
     }
     logger.debug(`service listens on ${port2} in the namespace of pid ${pid}`);
-    const sock = path39.join(o2.workDir, "probe.sock");
-    await rm14(sock, { force: true });
-    forwarder = startForwarder(pid, port2, sock, logger);
-    await forwarderUp(forwarder, sock, o2.signal);
-    const inFlight = o2.hook ? 1 : parallelism(o2);
-    const responses = await mapBounded(config2.probes, inFlight, async (probe) => {
-      const response = await probeListening(config2, probe, { path: sock }, o2);
+    for (const probe of config2.probes) {
+      out.responses[probe.name] = await probeListening(config2, pid, port2, probe, o2);
       const gone = state.exited;
       if (gone)
         throw crashError(
@@ -44177,33 +44606,31 @@ async function runListening(config2, t, o2) {
           gone.exitCode,
           gone.stderr
         );
-      return response;
-    });
-    for (const [i2, p2] of config2.probes.entries()) out.responses[p2.name] = responses[i2];
+    }
   } finally {
-    await forwarder?.stop();
     await cleanup.run();
     const record2 = await end();
     if (record2) out.records.push(record2);
   }
   return out;
 }
-function parallelism(o2) {
-  return o2.parallel ?? probeParallelism();
-}
 async function runProbes(config2, t, o2) {
-  return config2.service.listen !== void 0 ? runListening(config2, t, o2) : runInetd(config2, t, o2);
+  const target = { ...t, identity: t.identity ?? containerIdentity(t.root) };
+  try {
+    return await (config2.service.listen !== void 0 ? runListening(config2, target, o2) : runInetd(config2, target, o2));
+  } finally {
+    await releaseMachineName(target.identity.machineName);
+  }
 }
 
 // src/stages/self-check.ts
-async function selfCheck(ctx, { config: config2, prunedRoot, unprunedResponses, ...input2 }) {
-  const opts = { ...input2, workDir: ctx.work.selfCheck, logger: ctx.logger, signal: ctx.signal };
-  await mkdir12(opts.workDir, { recursive: true });
+async function selfCheck(config2, prunedRoot, unprunedResponses, opts) {
+  await mkdir13(opts.workDir, { recursive: true });
   const { view, data: dataDir } = selfCheckScratch(opts.workDir);
   await rm15(dataDir, { recursive: true, force: true });
   if (opts.dataDir) await run(["cp", "-a", "--", opts.dataDir, dataDir], { privileged: true });
   else await run(["mkdir", "-p", dataDir]);
-  await mkdir12(view, { recursive: true });
+  await mkdir13(view, { recursive: true });
   const unmountView = registerCleanup(`self-check mount ${view}`, () => unmount(view, opts.logger));
   const started = Date.now();
   try {
@@ -44212,7 +44639,13 @@ async function selfCheck(ctx, { config: config2, prunedRoot, unprunedResponses, 
       `self-check: ${config2.probes.length} probes against the pruned root`,
       () => runProbes(
         config2,
-        { root: view, dataDir, readOnly: true, harden: true },
+        {
+          root: view,
+          dataDir,
+          readOnly: true,
+          harden: true,
+          ...opts.runAs ? { runAs: opts.runAs } : {}
+        },
         {
           workDir: opts.workDir,
           logger: opts.logger,
@@ -44243,34 +44676,34 @@ ${diffs.join("\n")}`
 }
 
 // src/stages/trace.ts
-import { mkdir as mkdir13, rm as rm17, stat as stat7, writeFile as writeFile5 } from "node:fs/promises";
-import path41 from "node:path";
+import { mkdir as mkdir14, rm as rm17, stat as stat8, writeFile as writeFile5 } from "node:fs/promises";
+import path42 from "node:path";
 
 // src/trace/hook.ts
-import { readFile as readFile8, rm as rm16 } from "node:fs/promises";
-import path40 from "node:path";
+import { readFile as readFile10, rm as rm16 } from "node:fs/promises";
+import path41 from "node:path";
 
 // src/trace/fifo.ts
-import { randomBytes as randomBytes4 } from "node:crypto";
+import { randomBytes as randomBytes5 } from "node:crypto";
 import { closeSync as closeSync3, constants as constants7, openSync as openSync3, read, writeSync as writeSync2 } from "node:fs";
 var TraceFifo = class _TraceFifo {
-  constructor(path53) {
-    this.path = path53;
-    this.fd = openSync3(path53, constants7.O_RDWR);
+  constructor(path55) {
+    this.path = path55;
+    this.fd = openSync3(path55, constants7.O_RDWR);
     this.done = this.pump();
   }
   path;
   fd;
   chunks = [];
   sentinel = `
-#lhc-trace-end-${randomBytes4(6).toString("hex")}
+#lhc-trace-end-${randomBytes5(6).toString("hex")}
 `;
   done;
   closed = false;
   /** Creates the FIFO (mode 0666: the service may run as any user) and starts reading it. */
-  static async create(path53) {
-    await run(["mkfifo", "-m", "0666", path53]);
-    return new _TraceFifo(path53);
+  static async create(path55) {
+    await run(["mkfifo", "-m", "0666", path55]);
+    return new _TraceFifo(path55);
   }
   async pump() {
     const buf = Buffer.alloc(256 * 1024);
@@ -44308,11 +44741,9 @@ var TraceFifo = class _TraceFifo {
 };
 
 // src/trace/hook.ts
-function qemuTraceFile(index) {
-  return index === void 0 ? "qemu.log" : `qemu.${index}.log`;
-}
-function qemuFifoEnv(index) {
-  return { QEMU_STRACE: "1", QEMU_LOG_FILENAME: `${TRACE_MOUNT}/${qemuTraceFile(index)}` };
+var QEMU_TRACE_FILE = "qemu.log";
+function qemuFifoEnv() {
+  return { QEMU_STRACE: "1", QEMU_LOG_FILENAME: `${TRACE_MOUNT}/${QEMU_TRACE_FILE}` };
 }
 var STRACE_FLAGS = [
   "-f",
@@ -44324,10 +44755,10 @@ var STRACE_FLAGS = [
 ];
 function qemuTraceHook(dir) {
   return {
-    env: qemuFifoEnv,
+    env: qemuFifoEnv(),
     binds: [{ host: dir, container: TRACE_MOUNT }],
-    async begin(argv, index) {
-      const fifoPath = path40.join(dir, qemuTraceFile(index));
+    async begin(argv) {
+      const fifoPath = path41.join(dir, QEMU_TRACE_FILE);
       await rm16(fifoPath, { force: true });
       const fifo = await TraceFifo.create(fifoPath);
       return { argv, end: async () => ({ text: await fifo.finish() }) };
@@ -44337,10 +44768,10 @@ function qemuTraceHook(dir) {
 function straceHook(dir) {
   return {
     async begin(argv, index) {
-      const file2 = path40.join(dir, index === void 0 ? "strace.log" : `strace.${index}.log`);
+      const file2 = path41.join(dir, index === void 0 ? "strace.log" : `strace.${index}.log`);
       return {
         argv: ["strace", ...STRACE_FLAGS, "-o", file2, "--", ...argv],
-        end: async () => ({ text: await readFile8(file2, "utf8").catch(() => ""), file: file2 })
+        end: async () => ({ text: await readFile10(file2, "utf8").catch(() => ""), file: file2 })
       };
     }
   };
@@ -44797,16 +45228,15 @@ function parseHostStrace(text, opts = {}) {
 
 // src/stages/trace.ts
 async function isDir(p2) {
-  return stat7(p2).then(
+  return stat8(p2).then(
     (s3) => s3.isDirectory(),
     () => false
   );
 }
-async function traceService(ctx, { config: config2, root, arch, parallel }) {
-  const { logger } = ctx;
-  const workDir = ctx.work.trace;
+async function traceService(config2, root, opts) {
+  const { logger, workDir } = opts;
   if (!await isDir(root)) throw new UserError(`root directory ${root} does not exist`);
-  const emulated = (arch ?? hostArch()) !== config2.arch;
+  const emulated = (opts.arch ?? hostArch()) !== config2.arch;
   const entry = resolveTraced(root, config2.service.command[0]);
   if (!entry.exists || entry.kind !== "file") {
     throw new UserError(
@@ -44816,9 +45246,9 @@ async function traceService(ctx, { config: config2, root, arch, parallel }) {
   const elf = await readElf(entry.host);
   const interp = elf?.interp;
   const { view: copy, raw: traceDir, data: dataDir, upper, overlayWork } = traceScratch(workDir);
-  await mkdir13(workDir, { recursive: true });
+  await mkdir14(workDir, { recursive: true });
   await rm17(traceDir, { recursive: true, force: true });
-  await mkdir13(traceDir, { recursive: true, mode: 493 });
+  await mkdir14(traceDir, { recursive: true, mode: 493 });
   const state = { mounted: false };
   const removeCopy = registerCleanup(`traced root copy ${copy}`, async () => {
     if (state.mounted) await unmount(copy, logger);
@@ -44828,14 +45258,14 @@ async function traceService(ctx, { config: config2, root, arch, parallel }) {
   try {
     await logger.group("writable copy of the root for the traced run", async () => {
       await removeTree([copy, upper, overlayWork]);
-      for (const d of [copy, upper, overlayWork]) await mkdir13(d, { recursive: true });
+      for (const d of [copy, upper, overlayWork]) await mkdir14(d, { recursive: true });
       state.mounted = await mountOverlay(root, upper, overlayWork, copy, logger);
       if (!state.mounted) {
         await run(["cp", "-a", "--reflink=auto", "--", `${root}/.`, `${copy}/`], {
           privileged: true
         });
       }
-      const dirs = [TRACE_MOUNT, config2.data.path, "/usr"].map((p2) => path41.join(copy, p2));
+      const dirs = [TRACE_MOUNT, config2.data.path, "/usr"].map((p2) => path42.join(copy, p2));
       await run(["mkdir", "-p", "-m", "0755", "--", ...dirs], { privileged: true });
     });
     await seedDataDir(config2, root, dataDir);
@@ -44844,13 +45274,18 @@ async function traceService(ctx, { config: config2, root, arch, parallel }) {
       `traced run of ${config2.service.command.join(" ")} (${emulated ? "QEMU_STRACE" : "host strace"}, ${config2.probes.length} probes)`,
       () => runProbes(
         config2,
-        { root: copy, dataDir, readOnly: false, harden: false },
+        {
+          root: copy,
+          dataDir,
+          readOnly: false,
+          harden: false,
+          ...opts.runAs ? { runAs: opts.runAs } : {}
+        },
         {
           workDir,
           logger,
           hook: emulated ? qemuTraceHook(traceDir) : straceHook(traceDir),
-          ...parallel ? { parallel } : {},
-          ...ctx.signal ? { signal: ctx.signal } : {}
+          ...opts.signal ? { signal: opts.signal } : {}
         }
       )
     );
@@ -44866,7 +45301,7 @@ async function traceService(ctx, { config: config2, root, arch, parallel }) {
     for (const [i2, { text }] of probed.records.entries()) {
       const parsed = emulated ? parseQemuStrace(text, parseOpts) : parseHostStrace(text, parseOpts);
       if (emulated) {
-        const file2 = path41.join(traceDir, `qemu.${i2}.txt`);
+        const file2 = path42.join(traceDir, `qemu.${i2}.txt`);
         await writeFile5(file2, text);
         traceFiles.push(file2);
       }
@@ -44931,14 +45366,40 @@ async function traceService(ctx, { config: config2, root, arch, parallel }) {
 // src/stages/verify.ts
 import { setMaxListeners as setMaxListeners2 } from "node:events";
 import { existsSync as existsSync12 } from "node:fs";
-import { mkdir as mkdir14, mkdtemp as mkdtemp8 } from "node:fs/promises";
-import path44 from "node:path";
+import { mkdir as mkdir15, mkdtemp as mkdtemp7 } from "node:fs/promises";
+import os9 from "node:os";
+import path46 from "node:path";
 
 // src/harness/limits.ts
-import { existsSync as existsSync11 } from "node:fs";
-import path42 from "node:path";
-var CGROUP_V1 = "/sys/fs/cgroup";
-var WRAPPER = [
+import { existsSync as existsSync11, readFileSync as readFileSync7 } from "node:fs";
+import path43 from "node:path";
+var CGROUP_ROOT = "/sys/fs/cgroup";
+function words(file2) {
+  try {
+    return readFileSync7(file2, "utf8").trim().split(/\s+/);
+  } catch {
+    return [];
+  }
+}
+function cgroupLayout(root = CGROUP_ROOT) {
+  const v1 = (existsSync11(path43.join(root, "memory/memory.limit_in_bytes")) || existsSync11(path43.join(root, "memory/cgroup.procs"))) && existsSync11(path43.join(root, "pids/cgroup.procs"));
+  if (v1) return { kind: "v1", cpu: existsSync11(path43.join(root, "cpu/cpu.cfs_quota_us")) };
+  const controllers = words(path43.join(root, "cgroup.controllers"));
+  if (controllers.length === 0 && !existsSync11(path43.join(root, "cgroup.controllers")))
+    return {
+      kind: "none",
+      why: `no cgroup v1 memory and pids hierarchies and no cgroup v2 tree at ${root}`
+    };
+  const enabled = words(path43.join(root, "cgroup.subtree_control"));
+  const missing = ["memory", "pids"].filter((c3) => !enabled.includes(c3));
+  if (missing.length)
+    return {
+      kind: "none",
+      why: `cgroup v2 at ${root} does not enable ${missing.join(" and ")} for child cgroups (${path43.join(root, "cgroup.subtree_control")} holds "${enabled.join(" ")}"; ${controllers.includes(missing[0]) ? `enable with: echo +${missing.join(" +")} > ${path43.join(root, "cgroup.subtree_control")}` : "the kernel does not offer it"})`
+    };
+  return { kind: "v2", cpu: enabled.includes("cpu") };
+}
+var V1_WRAPPER = [
   "set -e",
   'm="$1/c$$"; p="$2/c$$"; c="$3"',
   'mkdir "$m" "$p"',
@@ -44950,11 +45411,36 @@ var WRAPPER = [
   "shift 6",
   'exec "$@"'
 ].join("\n");
+var V2_WRAPPER = [
+  "set -e",
+  'g="$1/c$$"',
+  'mkdir "$g"',
+  'echo "$2" > "$g/memory.max"',
+  // No swap where the kernel accounts it; absent without swap accounting.
+  'if [ -e "$g/memory.swap.max" ]; then echo 0 > "$g/memory.swap.max"; fi',
+  'echo "$3" > "$g/pids.max"',
+  'if [ -n "$4" ]; then echo "$4 100000" > "$g/cpu.max"; fi',
+  'echo $$ > "$g/cgroup.procs"',
+  "shift 4",
+  'exec "$@"'
+].join("\n");
 function limitedArgv(argv, cg, l) {
+  if (cg.kind === "v2")
+    return [
+      "/bin/sh",
+      "-c",
+      V2_WRAPPER,
+      "lhc-limits",
+      cg.dir,
+      String(l.memory),
+      String(l.tasks),
+      cg.cpu ? String(l.cpu * 1e3) : "",
+      ...argv
+    ];
   return [
     "/bin/sh",
     "-c",
-    WRAPPER,
+    V1_WRAPPER,
     "lhc-limits",
     cg.memory,
     cg.pids,
@@ -44965,24 +45451,36 @@ function limitedArgv(argv, cg, l) {
     ...argv
   ];
 }
-function hasCgroupV1Limits() {
-  return (existsSync11(path42.join(CGROUP_V1, "memory/memory.limit_in_bytes")) || existsSync11(path42.join(CGROUP_V1, "memory/cgroup.procs"))) && existsSync11(path42.join(CGROUP_V1, "pids/cgroup.procs"));
-}
-async function createLimitCgroups(name, logger) {
+async function createLimitCgroups(name, logger, root = CGROUP_ROOT) {
+  const layout = cgroupLayout(root);
+  if (layout.kind === "none")
+    throw new Error(`service.limits cannot be applied here: ${layout.why}`);
+  if (layout.kind === "v2") {
+    const cg2 = { kind: "v2", dir: path43.join(root, name), cpu: layout.cpu };
+    const enable = ["+memory", "+pids", ...layout.cpu ? ["+cpu"] : []].join(" ");
+    await run(["mkdir", cg2.dir], { privileged: true, logger });
+    await run(["sh", "-c", 'echo "$1" > "$2/cgroup.subtree_control"', "sh", enable, cg2.dir], {
+      privileged: true,
+      logger
+    });
+    return cg2;
+  }
   const cg = {
-    memory: path42.join(CGROUP_V1, "memory", name),
-    pids: path42.join(CGROUP_V1, "pids", name)
+    memory: path43.join(root, "memory", name),
+    pids: path43.join(root, "pids", name)
   };
-  if (existsSync11(path42.join(CGROUP_V1, "cpu/cpu.cfs_quota_us")))
-    cg.cpu = path42.join(CGROUP_V1, "cpu", name);
+  if (layout.cpu) cg.cpu = path43.join(root, "cpu", name);
   await run(["mkdir", cg.memory, cg.pids, ...cg.cpu ? [cg.cpu] : []], {
     privileged: true,
     logger
   });
   return cg;
 }
+function limitDirs(cg) {
+  return cg.kind === "v2" ? [cg.dir] : [cg.memory, cg.pids, ...cg.cpu ? [cg.cpu] : []];
+}
 async function removeLimitCgroups(cg, logger) {
-  const dirs = [cg.memory, cg.pids, ...cg.cpu ? [cg.cpu] : []].filter((d) => existsSync11(d));
+  const dirs = limitDirs(cg).filter((d) => existsSync11(d));
   if (!dirs.length) return;
   let last = "";
   const done = await waitFor(
@@ -45050,17 +45548,18 @@ async function runLoad(requests, concurrency, one, signal) {
 }
 
 // src/verify/probes.ts
-import { readFile as readFile9 } from "node:fs/promises";
-import path43 from "node:path";
+import { readFile as readFile11 } from "node:fs/promises";
+import path44 from "node:path";
 async function readFixtures(probes) {
   const out = /* @__PURE__ */ new Map();
   for (const p2 of probes) {
     if (!p2.fixture) continue;
     try {
-      out.set(p2.name, await readFile9(p2.fixture));
+      out.set(p2.name, await readFile11(p2.fixture));
     } catch (e) {
+      const code = e.code;
       throw new UserError(
-        `probe ${p2.name}: cannot read fixture ${p2.fixture}: ${e.code ?? String(e)}`
+        `probe ${p2.name}: cannot read fixture ${p2.fixture}: ${code ?? String(e)}` + (code === "ENOENT" ? `; ${RECORD_FIXTURES_HINT}` : "")
       );
     }
   }
@@ -45079,9 +45578,23 @@ function judge(probe, expected, got, via) {
   }
   return problems.length ? problems.join("\n") : void 0;
 }
+async function ask(probe, endpoint, timeoutMs, signal) {
+  if (probe.type === "gopher")
+    return { body: await exchange(endpoint, gopherRequest(probe.selector), { timeoutMs, signal }) };
+  if (probe.type === "tcp")
+    return {
+      body: await exchange(endpoint, tcpSendBytes(probe), {
+        timeoutMs,
+        signal,
+        halfClose: probe["half-close"],
+        idleMs: probe["idle-timeout"] * 1e3
+      })
+    };
+  return httpGet(endpoint, probe.path, { timeoutMs, signal });
+}
 async function probeOnce(probe, expected, endpoint, timeoutMs, signal) {
   try {
-    const got = await askProbe(probe, { endpoint }, { timeoutMs, signal });
+    const got = await ask(probe, endpoint, timeoutMs, signal);
     const problem = judge(probe, expected, got, describeEndpoint(endpoint));
     return {
       outcome: {
@@ -45104,11 +45617,14 @@ async function probeOnce(probe, expected, endpoint, timeoutMs, signal) {
     };
   }
 }
+function curlable(probes) {
+  return probes.find((p2) => p2.type !== "tcp");
+}
 async function curlProbe(probe, expected, svc, workDir, opts, timeoutMs) {
   const { host, port: port2 } = svc.clientTarget;
   const name = `${probe.name} (curl)`;
   const seconds = String(Math.ceil(timeoutMs / 1e3));
-  const bodyFile = path43.join(workDir, "curl-body");
+  const bodyFile = path44.join(workDir, "curl-body");
   const url3 = probe.type === "gopher" ? gopherUrl(host, port2, probe.selector) : `http://${host}:${port2}${probe.path}`;
   const curl = [
     "curl",
@@ -45135,21 +45651,148 @@ async function curlProbe(probe, expected, svc, workDir, opts, timeoutMs) {
       diff: `${r.command} failed (exit ${r.exitCode}): ${r.stderr.trim()}`,
       bytes: 0
     };
-  const body = await readFile9(bodyFile);
+  const body = await readFile11(bodyFile);
   const status = probe.type === "http" ? Number(r.stdout.trim()) : void 0;
   const problem = judge(probe, expected, { status, body }, "curl");
   return { name, ok: problem === void 0, diff: problem, bytes: body.length };
 }
 
+// src/harness/service.ts
+import { statSync as statSync2 } from "node:fs";
+import path45 from "node:path";
+var FORWARDER = `
+const net = require('net');
+const fs = require('fs');
+const [, sock, port] = process.argv;
+net.createServer({ allowHalfOpen: true }, (c) => {
+  const u = net.connect({ port: Number(port), host: '127.0.0.1', allowHalfOpen: true });
+  c.pipe(u); u.pipe(c);
+  c.on('error', () => u.destroy()); u.on('error', () => c.destroy());
+}).listen(sock, () => fs.chmodSync(sock, 0o666));
+process.on('SIGTERM', () => process.exit(0));
+`;
+function forwarderReady(sock) {
+  try {
+    return (statSync2(sock).mode & 511) === 438;
+  } catch {
+    return false;
+  }
+}
+async function activatorListens(pid, port2, logger) {
+  const pids = [pid, ...descendants(pid).map((p2) => p2.pid)];
+  const mine = await holdsListener(pids, port2);
+  return mine ?? await listening(process.pid, port2, logger);
+}
+async function startInetd(argv, state, opts, timeoutMs, pickPort = freePort) {
+  const { logger, signal } = opts;
+  let lastError = "";
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const port2 = await pickPort();
+    const service = start(
+      ["systemd-socket-activate", "-l", `127.0.0.1:${port2}`, "-a", "--inetd", ...argv],
+      {
+        privileged: true,
+        logger,
+        loud: attempt === 0
+      }
+    );
+    state.service = service;
+    let exited = false;
+    void service.exited.then(() => exited = true);
+    const ok = await waitFor(
+      async () => exited ? false : await activatorListens(service.pid, port2, logger) || void 0,
+      1e4,
+      signal
+    );
+    if (ok) {
+      const endpoint = { host: "127.0.0.1", port: port2 };
+      return {
+        endpoint,
+        clientTarget: endpoint,
+        clientArgv: (a2) => ({ argv: a2, privileged: false }),
+        payload: async () => {
+          const before = new Set(findPayloads(service.pid).map((p3) => p3.pid));
+          const sock = await holdOpen(endpoint, timeoutMs);
+          state.sockets.add(sock);
+          const p2 = await waitFor(
+            () => findPayloads(service.pid).find((x) => !before.has(x.pid)),
+            timeoutMs,
+            signal
+          );
+          if (p2) state.payloads.push(p2);
+          return p2;
+        }
+      };
+    }
+    await service.stop();
+    lastError = tail((await service.exited).stderr, 5);
+    state.service = void 0;
+    if (!/Address already in use/.test(lastError)) break;
+  }
+  throw new UserError(`systemd-socket-activate did not start listening:
+${lastError}`);
+}
+async function startListening(argv, state, opts, timeoutMs) {
+  const { logger, signal, config: config2 } = opts;
+  const port2 = config2.service.listen;
+  const service = start(argv, { privileged: true, logger, loud: true });
+  state.service = service;
+  let exited = false;
+  void service.exited.then(() => exited = true);
+  const payload = await waitFor(
+    () => exited ? null : findPayloads(service.pid)[0],
+    timeoutMs,
+    signal
+  );
+  if (!payload) {
+    const stderr = exited ? tail((await service.exited).stderr, 15) : "(still starting)";
+    throw new UserError(
+      `the container did not start its service ${config2.service.command.join(" ")}:
+${stderr}`
+    );
+  }
+  state.payloads.push(payload);
+  const isUp = await waitFor(
+    async () => exited ? false : await listening(payload.pid, port2, logger) || void 0,
+    timeoutMs,
+    signal
+  );
+  if (!isUp) {
+    await service.stop();
+    const stderr = tail((await service.exited).stderr, 15);
+    throw new UserError(
+      `the service did not listen on port ${port2} inside the container within ${timeoutMs / 1e3} s:
+${stderr}`
+    );
+  }
+  const sockPath = path45.join(state.workDir, "service.sock");
+  const nsenter = (a2) => ["nsenter", "-t", String(payload.pid), "-n", ...a2];
+  state.forwarder = start(nsenter([process.execPath, "-e", FORWARDER, sockPath, String(port2)]), {
+    privileged: true,
+    logger
+  });
+  if (!await waitFor(() => forwarderReady(sockPath) || void 0, 1e4, signal)) {
+    throw new UserError(
+      `the forwarder into the container's network namespace did not start: ${state.forwarder.command}`
+    );
+  }
+  return {
+    endpoint: { path: sockPath },
+    clientTarget: { host: "127.0.0.1", port: port2 },
+    clientArgv: (a2) => ({ argv: nsenter(a2), privileged: true }),
+    payload: async () => alive(payload) ? payload : void 0
+  };
+}
+
 // src/stages/verify.ts
-async function hardeningRows(svc, state, config2) {
+async function hardeningRows(svc, state, config2, runAs) {
   const rows = [];
   let inspected;
   for (let attempt = 0; attempt < 3 && !inspected; attempt++) {
     const payload = await svc.payload();
     if (!payload) break;
     try {
-      inspected = await inspectProcess(payload.pid, config2.data.path, config2.service.limits);
+      inspected = await inspectProcess(payload.pid, config2.data.path, config2.service.limits, runAs);
     } catch (e) {
       const code = e.code;
       if (code !== "ENOENT" && code !== "ESRCH") throw e;
@@ -45166,18 +45809,26 @@ async function hardeningRows(svc, state, config2) {
   );
   for (const s3 of state.sockets) s3.destroy();
   state.sockets.clear();
-  rows.push(checkNoInterpreters(await listImage(state.rootDir), config2.service.command[0]));
+  const command0 = config2.service.command[0];
+  rows.push(
+    checkNoInterpreters(
+      await listImage(state.rootDir),
+      command0,
+      entrypointInterpreters(state.rootDir, command0)
+    )
+  );
   return rows;
 }
 async function withLimits(argv, state, config2, logger) {
   const l = config2.service.limits;
-  if (!hasCgroupV1Limits()) {
+  const layout = cgroupLayout();
+  if (layout.kind === "none") {
     logger.warn(
-      "no cgroup v1 memory and pids controllers on this host: service.limits memory, tasks and cpu are not applied here (open files and processes per user are)"
+      `service.limits memory, tasks and cpu are not applied on this host (open files and processes per user are): ${layout.why}`
     );
     return argv;
   }
-  state.limitCgroups = await createLimitCgroups(`lhc-${path44.basename(state.workDir)}`, logger);
+  state.limitCgroups = await createLimitCgroups(`lhc-${path46.basename(state.workDir)}`, logger);
   logger.info(
     `limits per container: memory ${humanBytes(l.memory)}, ${l.tasks} tasks, cpu ${l.cpu} %, ${l.nofile} open files`
   );
@@ -45219,6 +45870,10 @@ async function teardown(state, image, logger) {
     if (r === void 0) throw new Error(`${state.service.command} did not exit`);
     state.serviceStderr = r.stderr;
   });
+  if (state.identity) {
+    const name = state.identity.machineName;
+    await attempt("release machine name", () => releaseMachineName(name));
+  }
   const cgroups = state.limitCgroups;
   if (cgroups) await attempt("remove limit cgroups", () => removeLimitCgroups(cgroups, logger));
   await attempt("unmount data", () => unmount(state.dataDir, logger));
@@ -45254,12 +45909,11 @@ function combinedSignal(opts, concurrency) {
   };
 }
 async function mustExist(file2, what) {
-  const abs = path44.resolve(file2);
+  const abs = path46.resolve(file2);
   if (!existsSync12(abs)) throw new UserError(`${what} ${file2} does not exist`);
   return abs;
 }
-async function verifyImage(ctx, input2) {
-  const options = { ...input2, logger: ctx.logger, signal: ctx.signal };
+async function verifyImage(options) {
   const { config: config2, logger } = options;
   const image = await mustExist(options.image, "image");
   const dataTemplate = await mustExist(options.dataTemplate, "data template");
@@ -45273,17 +45927,17 @@ async function verifyImage(ctx, input2) {
     throw new UserError(`--concurrency must be a whole number \u2265 1, got ${concurrency}`);
   const { signal, dispose: disposeSignal } = combinedSignal(options, concurrency);
   const opts = { ...options, signal };
-  await mkdir14(ctx.work.verify, { recursive: true });
-  const workDir = await mkdtemp8(path44.join(ctx.work.verify, "lhc-verify-"));
+  const workDir = await mkdtemp7(path46.join(os9.tmpdir(), "lhc-verify-"));
   const state = {
     workDir,
-    rootDir: path44.join(workDir, config2.name),
-    dataDir: path44.join(workDir, "data"),
+    rootDir: path46.join(workDir, config2.name),
+    dataDir: path46.join(workDir, "data"),
     sockets: /* @__PURE__ */ new Set(),
     payloads: []
   };
-  await mkdir14(state.rootDir);
-  await mkdir14(state.dataDir);
+  state.identity = containerIdentity(state.rootDir);
+  await mkdir15(state.rootDir);
+  await mkdir15(state.dataDir);
   const cleanup = registerCleanup(
     `verify ${config2.name} (${workDir})`,
     () => teardown(state, image, logger)
@@ -45298,7 +45952,7 @@ async function verifyImage(ctx, input2) {
         `image ${image} mounted read-only at ${state.rootDir} (${state.image.loopDevice})`
       );
       for (const needed of mountPoints(config2.data.path)) {
-        if (!existsSync12(path44.join(state.rootDir, needed))) {
+        if (!existsSync12(path46.join(state.rootDir, needed))) {
           throw new UserError(
             `the image has no ${needed} directory; a read-only root needs every mount point (add it to the root)`
           );
@@ -45307,40 +45961,42 @@ async function verifyImage(ctx, input2) {
       state.dataMajorMinor = await mountDataTmpfs(state.dataDir, logger);
       await unpackTemplate(dataTemplate, state.dataDir, { logger });
       logger.info(`data template ${dataTemplate} unpacked into a noexec,nosuid,nodev tmpfs`);
+      const runAs = await readRunAs(config2, state.rootDir);
       const nspawn = boardNspawnArgv({
         root: state.rootDir,
         dataDir: state.dataDir,
         dataPath: config2.data.path,
         command: config2.service.command,
         env: config2.service.env,
-        user: config2.service.user,
+        ...runAs ? { runAs } : {},
         workdir: config2.service.workdir,
-        limits: config2.service.limits
+        limits: config2.service.limits,
+        ...state.identity
       });
       const argv = await withLimits(nspawn, state, config2, logger);
       const svc = config2.service.inetd ? await startInetd(argv, state, opts, timeoutMs) : await startListening(argv, state, opts, timeoutMs);
       logger.info(`service reachable at ${describeEndpoint(svc.endpoint)}`);
-      const asked = await mapBounded(
-        config2.probes,
-        probeParallelism(),
-        (p2) => probeOnce(p2, fixtures.get(p2.name), svc.endpoint, timeoutMs, signal)
-      );
-      const probes = asked.map((a2) => a2.outcome);
-      for (const r of probes)
-        logger.info(`probe ${r.name}: ${r.ok ? "ok" : "FAILED"} (${r.bytes} bytes)`);
-      const first = asked.findIndex((a2) => a2.body);
-      const sample = first < 0 ? void 0 : { probe: config2.probes[first].name, body: asked[first].body };
-      const curl = await curlProbe(
-        config2.probes[0],
-        fixtures.get(config2.probes[0].name),
-        svc,
-        state.workDir,
-        opts,
-        timeoutMs
-      );
-      logger.info(`real client: ${curl.name}: ${curl.ok ? "ok" : "FAILED"}`);
-      probes.push(curl);
-      const hardening = await hardeningRows(svc, state, config2);
+      const probes = [];
+      let sample;
+      for (const p2 of config2.probes) {
+        const { outcome: r, body } = await probeOnce(
+          p2,
+          fixtures.get(p2.name),
+          svc.endpoint,
+          timeoutMs,
+          signal
+        );
+        logger.info(`probe ${p2.name}: ${r.ok ? "ok" : "FAILED"} (${r.bytes} bytes)`);
+        probes.push(r);
+        if (!sample && body) sample = { probe: p2.name, body };
+      }
+      const first = curlable(config2.probes);
+      const curl = first ? await curlProbe(first, fixtures.get(first.name), svc, state.workDir, opts, timeoutMs) : void 0;
+      if (curl) {
+        logger.info(`real client: ${curl.name}: ${curl.ok ? "ok" : "FAILED"}`);
+        probes.push(curl);
+      } else logger.info("real client: none (curl has no URL for raw tcp probes)");
+      const hardening = await hardeningRows(svc, state, config2, runAs);
       for (const h2 of hardening)
         logger.info(`hardening: ${h2.ok ? "ok " : "FAIL"} ${h2.name}: ${h2.detail}`);
       let load2;
@@ -45358,7 +46014,7 @@ async function verifyImage(ctx, input2) {
             return judge(
               p2,
               fixtures.get(p2.name),
-              await askProbe(p2, { endpoint: svc.endpoint }, { timeoutMs, signal }),
+              await ask(p2, svc.endpoint, timeoutMs, signal),
               describeEndpoint(svc.endpoint)
             );
           },
@@ -45414,14 +46070,21 @@ async function verifyImage(ctx, input2) {
   if (!outcome.ok && state.serviceStderr) outcome.serviceLog = serviceLog(state.serviceStderr);
   return outcome;
 }
+function serviceLog(stderr, lines = 30) {
+  const noise = /^(Listening on |Communication attempt on fd|Connection from |Spawned |Execing |Child \d+ died with code 0$|Attempted to remove disk file system under "\/run\/systemd\/nspawn\/propagate\/)/;
+  return tail(
+    stderr.split("\n").filter((l) => !noise.test(l)).join("\n"),
+    lines
+  );
+}
 
 // src/pipeline.ts
 async function build(config2, opts) {
   const { logger } = opts;
-  await checkConfigFiles(config2);
+  await checkConfigFiles(config2, { updateFixtures: opts.updateFixtures ?? false });
   const timings = [];
   const stage = async (name, fn) => {
-    ctx.signal?.throwIfAborted();
+    opts.signal?.throwIfAborted();
     const started = Date.now();
     try {
       return await logger.group(name, fn);
@@ -45429,7 +46092,7 @@ async function build(config2, opts) {
       timings.push({ stage: name, seconds: (Date.now() - started) / 1e3 });
     }
   };
-  const outDir = path45.resolve(opts.outDir);
+  const outDir = path47.resolve(opts.outDir);
   const names = artifactNames(config2.name, {
     image: config2.outputs.image,
     dataTemplate: config2.outputs["data-template"],
@@ -45444,23 +46107,26 @@ async function build(config2, opts) {
     configDir: config2.dir
   });
   const callerUmask = process.umask(18);
-  let ctx;
+  let work;
   try {
     await claimBuildDirs(dirs, logger);
-    ctx = stageContext({
-      logger,
-      workDir: dirs.work?.dir ?? await mkdtemp9(path45.join(os11.tmpdir(), `lhc-${config2.name}-`)),
-      outDir,
-      ...opts.store ? { store: opts.store } : {},
-      ...opts.env ? { env: opts.env } : {},
-      ...opts.signal ? { signal: opts.signal } : {}
-    });
+    work = workLayout(
+      dirs.work?.dir ?? await mkdtemp8(path47.join(os10.tmpdir(), `lhc-${config2.name}-`))
+    );
   } catch (e) {
     process.umask(callerUmask);
     throw e;
   }
-  const { work } = ctx;
   const workDir = work.dir;
+  const store = opts.store ?? new Store(void 0, logger);
+  const ctx = {
+    logger,
+    store,
+    work,
+    outDir,
+    env: opts.env ?? process.env,
+    ...opts.signal ? { signal: opts.signal } : {}
+  };
   const removeWorkDir2 = registerCleanup(`work dir ${workDir}`, async () => {
     if (opts.keepWorkDir) {
       logger.info(`work dir kept: ${workDir}`);
@@ -45469,44 +46135,60 @@ async function build(config2, opts) {
     await removeTree(workDirRemovals(workDir, dirs.work), { reject: false });
   });
   try {
-    await stage("fetch", () => fetchInputs(ctx, { config: config2 }));
+    await stage("fetch", () => fetchInputs(config2, { store, logger }));
     const lua = config2.lua;
     const luaBuild = lua ? await stage(
       "lua",
-      () => buildLua(ctx, {
-        version: lua.version,
-        sha256: lua.sha256,
-        urls: lua.urls,
-        arch: config2.arch,
-        strategy: lua.strategy,
-        cacheDir: opts.cacheDir
-      })
+      () => buildLua(
+        {
+          version: lua.version,
+          sha256: lua.sha256,
+          urls: lua.urls,
+          arch: config2.arch,
+          strategy: lua.strategy
+        },
+        { store, logger, cacheDir: opts.cacheDir }
+      )
     ) : void 0;
     if (luaBuild)
       logger.info(
         `lua ${luaBuild.version}: ${luaBuild.bytes} bytes${luaBuild.cached ? " (cached)" : ""}`
       );
-    const assembled = await stage("root", async () => {
+    const { assembled, runAs } = await stage("root", async () => {
       await removeTree([work.root]);
-      return assembleRoot(ctx, {
-        config: config2,
+      const assembled2 = await assembleRoot(config2, {
+        workDir,
+        store,
+        logger,
         luaPath: luaBuild?.path,
-        basesDir: opts.basesDir ?? (opts.cacheDir ? path45.join(opts.cacheDir, "bases") : void 0)
+        signal: opts.signal,
+        basesDir: opts.basesDir ?? (opts.cacheDir ? path47.join(opts.cacheDir, "bases") : void 0)
       });
+      const runAs2 = await installRunAs(config2, assembled2.root, workDir, logger);
+      return { assembled: assembled2, runAs: runAs2 };
     });
-    await checkEntrypoint(ctx, {
-      root: assembled.root,
-      command0: config2.service.command[0],
-      arch: config2.arch
-    });
-    const trace = await stage("trace", () => traceService(ctx, { config: config2, root: assembled.root }));
+    await checkEntrypoint(assembled.root, config2.service.command[0], config2.arch);
+    const trace = await stage(
+      "trace",
+      () => traceService(config2, assembled.root, {
+        workDir: work.trace,
+        logger,
+        signal: opts.signal,
+        runAs
+      })
+    );
+    const fixtures = opts.updateFixtures ? await stage("fixtures", () => recordFixtures(config2, trace.responses, logger)) : void 0;
     const pruned = await stage("prune", async () => {
-      const p2 = await pruneRoot(ctx, { root: assembled.root, trace, config: config2 });
-      await selfCheck(ctx, {
-        config: config2,
-        prunedRoot: p2.prunedRoot,
-        unprunedResponses: trace.responses,
-        dataDir: p2.dataDir
+      const p2 = await pruneRoot(assembled.root, trace, config2, {
+        outDir: work.pruned,
+        logger
+      });
+      await selfCheck(config2, p2.prunedRoot, trace.responses, {
+        workDir: work.selfCheck,
+        logger,
+        dataDir: p2.dataDir,
+        signal: opts.signal,
+        runAs
       });
       logger.info("self-check: every probe answers the same from the pruned root");
       return p2;
@@ -45514,30 +46196,34 @@ async function build(config2, opts) {
     await retractSha256Sums(outDir);
     const { packed, manifestDiff } = await stage("pack", async () => {
       const { epoch, source } = await resolveEpoch({
-        env: ctx.env,
+        env: opts.env ?? process.env,
         configEpoch: config2.epoch,
         configFile: config2.file,
         logger
       });
       logger.info(`epoch ${epoch} (from ${source})`);
-      const packed2 = await packImage(ctx, {
+      const packed2 = await packImage({
         root: pruned.prunedRoot,
         dataDir: pruned.dataDir,
         dataPath: config2.data.path,
         name: config2.name,
         epoch,
+        outDir,
+        logger,
         fileNames: {
           image: config2.outputs.image,
           dataTemplate: config2.outputs["data-template"],
           manifest: config2.outputs.manifest
-        }
+        },
+        signal: opts.signal
       });
       let manifestDiff2;
       if (opts.manifestLock) {
         const lock = await checkManifestLock(
           packed2.manifestData,
-          path45.resolve(opts.manifestLock),
-          opts.updateManifest ?? false
+          path47.resolve(opts.manifestLock),
+          opts.updateManifest ?? false,
+          logger
         );
         if (lock.updated) {
           manifestDiff2 = lock.diffText;
@@ -45566,12 +46252,14 @@ ${lock.diffText.trimEnd()}`
     );
     const verify = opts.verify === false ? void 0 : await stage(
       "verify",
-      () => verifyImage(ctx, {
+      () => verifyImage({
         config: config2,
         image: packed.image,
         dataTemplate: packed.dataTemplate,
         requests: opts.requests,
-        concurrency: opts.concurrency
+        concurrency: opts.concurrency,
+        logger,
+        signal: opts.signal
       })
     );
     const lockState = opts.manifestLock ? {
@@ -45601,6 +46289,7 @@ ${lock.diffText.trimEnd()}`
       manifestDiff,
       ...lockState ? { manifestLock: lockState } : {},
       verify,
+      ...fixtures ? { fixtures } : {},
       timings
     };
     return result;
@@ -45628,6 +46317,7 @@ function buildJson(r) {
     filesKept: r.filesKept,
     manifestDiff: r.manifestDiff ?? null,
     manifestUpdated: r.manifestLock?.updated ?? false,
+    fixtures: r.fixtures ?? null,
     verify: r.verify ?? null,
     timings: r.timings
   };
@@ -45635,7 +46325,7 @@ function buildJson(r) {
 var buildCommand = {
   name: "build",
   summary: "build the image described by an lhc.yml",
-  help: `Usage: lhc build [CONFIG] [--out DIR] [--no-verify] [--manifest-lock FILE] [--update-manifest] [--work-dir DIR] [--force] [--json]
+  help: `Usage: lhc build [CONFIG] [--out DIR] [--no-verify] [--manifest-lock FILE] [--update-manifest] [--update-fixtures] [--work-dir DIR] [--force] [--json]
 
 Runs the pipeline for CONFIG (default: ./lhc.yml) and writes the image, data template, manifest
 and SHA256SUMS to DIR. A failed build (verify, or a manifest that differs from its lock) writes
@@ -45646,6 +46336,9 @@ Options:
   --no-verify            skip booting the pruned image and checking the probes
   --manifest-lock FILE   fail (after verify) when the manifest differs from FILE
   --update-manifest      write the new manifest to the --manifest-lock file instead of failing
+  --update-fixtures      write each probe's response from the traced (unpruned) run into its
+                         fixture file where it is missing or differs, and print what was written;
+                         verify still fails if the pruned image answers differently
   --work-dir DIR         keep intermediate roots in DIR (default: a temp dir, removed)
   --force                replace outputs (or work-dir entries) in DIR that lhc did not write;
                          without it such a DIR is refused (see README, "Output directory")
@@ -45655,6 +46348,7 @@ Options:
     "no-verify": { type: "boolean" },
     "manifest-lock": { type: "string", complete: "file" },
     "update-manifest": { type: "boolean" },
+    "update-fixtures": { type: "boolean" },
     "work-dir": { type: "string", complete: "dir" },
     force: { type: "boolean" }
   },
@@ -45673,6 +46367,7 @@ Options:
       verify: options["no-verify"] !== true,
       manifestLock: options["manifest-lock"],
       updateManifest: options["update-manifest"] === true,
+      updateFixtures: options["update-fixtures"] === true,
       workDir,
       keepWorkDir: workDir !== void 0,
       force: options.force === true,
@@ -45687,6 +46382,9 @@ Options:
       ctx.out(`manifest      ${result.manifest}`);
       ctx.out(`files kept    ${result.filesKept}`);
       ctx.out(`bytes         ${result.bytesBefore} -> ${result.bytesAfter}`);
+      for (const f2 of result.fixtures ?? [])
+        if (f2.change !== "unchanged")
+          ctx.out(`fixture       ${f2.path} (${f2.change}, ${f2.bytes} bytes, probe ${f2.probe})`);
       if (result.verify) ctx.out(`verify        ${result.verify.ok ? "ok" : "FAILED"}`);
       if (result.manifestLock?.updated)
         ctx.out(`manifest lock ${result.manifestLock.path} updated`);
@@ -45722,8 +46420,8 @@ function bashCompletion(commands2) {
       const action = Array.isArray(o2.complete) ? `COMPREPLY=($(compgen -W ${q2(o2.complete.join(" "))} -- "$cur"))` : o2.complete === "dir" ? 'COMPREPLY=($(compgen -d -- "$cur"))' : o2.complete === "file" ? 'COMPREPLY=($(compgen -f -- "$cur"))' : "COMPREPLY=()";
       return `        ${flags}) ${action}; return ;;`;
     });
-    const words = positionalWords(c3);
-    const positional = words ? `COMPREPLY=($(compgen -W ${q2(words.join(" "))} -- "$cur"))` : c3.positionals && (c3.positionals.max ?? 1) > 0 ? 'COMPREPLY=($(compgen -f -- "$cur"))' : "COMPREPLY=()";
+    const words2 = positionalWords(c3);
+    const positional = words2 ? `COMPREPLY=($(compgen -W ${q2(words2.join(" "))} -- "$cur"))` : c3.positionals && (c3.positionals.max ?? 1) > 0 ? 'COMPREPLY=($(compgen -f -- "$cur"))' : "COMPREPLY=()";
     return [
       `    ${c3.name})`,
       '      case "$prev" in',
@@ -45766,8 +46464,8 @@ function zshCompletion(commands2) {
   const describe4 = commands2.map((c3) => `    ${q2(`${c3.name}:${c3.summary.replace(/:/g, "\\:")}`)}`);
   const cases = commands2.map((c3) => {
     const specs = Object.entries(allOptions(c3)).flatMap(([n2, o2]) => zshOption(n2, o2));
-    const words = positionalWords(c3);
-    const rest = words !== void 0 ? q2(`*:argument:(${words.join(" ")})`) : c3.positionals && (c3.positionals.max ?? 1) > 0 ? q2("*:file:_files") : "";
+    const words2 = positionalWords(c3);
+    const rest = words2 !== void 0 ? q2(`*:argument:(${words2.join(" ")})`) : c3.positionals && (c3.positionals.max ?? 1) > 0 ? q2("*:file:_files") : "";
     return `    ${c3.name}) _arguments ${[...specs, rest].filter(Boolean).join(" ")} ;;`;
   });
   return `#compdef lhc
@@ -45825,23 +46523,23 @@ options, and the values some options take). Load it in the current shell, or add
 };
 
 // src/cli/commands/diff.ts
-import { readdir as readdir6, stat as stat8 } from "node:fs/promises";
-import path46 from "node:path";
+import { readdir as readdir7, stat as stat9 } from "node:fs/promises";
+import path48 from "node:path";
 async function manifestPath(arg) {
   let st2;
   try {
-    st2 = await stat8(arg);
+    st2 = await stat9(arg);
   } catch {
     throw new UserError(`lhc diff: ${arg} does not exist`);
   }
   if (!st2.isDirectory()) return arg;
-  const found = (await readdir6(arg)).filter((f2) => f2.endsWith(".manifest.json"));
+  const found = (await readdir7(arg)).filter((f2) => f2.endsWith(".manifest.json"));
   if (found.length !== 1) {
     throw new UserError(
       `lhc diff: ${arg} is a directory with ${found.length === 0 ? "no" : found.length} *.manifest.json files; name the manifest file`
     );
   }
-  return path46.join(arg, found[0]);
+  return path48.join(arg, found[0]);
 }
 function diffJson(d, files) {
   const entry = (section, e) => ({ section, ...e });
@@ -46071,9 +46769,9 @@ function formatChecks(checks) {
 }
 
 // src/host/probe.ts
-import { access, readFile as readFile10, readdir as readdir7 } from "node:fs/promises";
-import os12 from "node:os";
-import path47 from "node:path";
+import { access, readFile as readFile12, readdir as readdir8 } from "node:fs/promises";
+import os11 from "node:os";
+import path49 from "node:path";
 var EXTRA_PATH = ["/usr/local/sbin", "/usr/sbin", "/sbin"];
 var realProbe = {
   async fileExists(file2) {
@@ -46086,14 +46784,14 @@ var realProbe = {
   },
   async readFile(file2) {
     try {
-      return await readFile10(file2, "utf8");
+      return await readFile12(file2, "utf8");
     } catch {
       return void 0;
     }
   },
   async listDir(dir) {
     try {
-      return (await readdir7(dir)).sort();
+      return (await readdir8(dir)).sort();
     } catch {
       return [];
     }
@@ -46101,7 +46799,7 @@ var realProbe = {
   async which(tool) {
     const dirs = [...(process.env.PATH ?? "").split(":").filter(Boolean), ...EXTRA_PATH];
     for (const d of dirs) {
-      const candidate = path47.join(d, tool);
+      const candidate = path49.join(d, tool);
       try {
         await access(
           candidate,
@@ -46124,7 +46822,7 @@ var realProbe = {
     }
   },
   arch() {
-    return os12.machine();
+    return os11.machine();
   },
   async foreignArchs() {
     try {
@@ -46244,10 +46942,10 @@ downloaded again. Prints one line per input: "<sha256>  <name>  <path>".`,
   async run({ positionals }, ctx) {
     const file2 = configOrDefault(positionals[0], "fetch");
     const config2 = await loadConfig(file2);
-    const fetched = await withScratchContext(
-      { logger: ctx.logger, signal: ctx.signal },
-      (stage) => fetchInputs(stage, { config: config2 })
-    );
+    const fetched = await fetchInputs(config2, {
+      store: new Store(void 0, ctx.logger),
+      logger: ctx.logger
+    });
     if (fetched.length === 0) ctx.logger.info(`${file2}: no remote inputs`);
     for (const f2 of fetched) ctx.out(`${f2.sha256}  ${f2.name}  ${f2.path}`);
     return 0;
@@ -46255,8 +46953,9 @@ downloaded again. Prints one line per input: "<sha256>  <name>  <path>".`,
 };
 
 // src/cli/commands/lua.ts
-import { chmod as chmod5, copyFile as copyFile3, mkdir as mkdir15 } from "node:fs/promises";
-import path48 from "node:path";
+import { constants as constants8 } from "node:fs";
+import { chmod as chmod5, copyFile as copyFile3, mkdir as mkdir16 } from "node:fs/promises";
+import path50 from "node:path";
 var luaCommand = {
   name: "lua",
   summary: "build a static Lua interpreter from a verified source tarball",
@@ -46314,20 +47013,26 @@ Options:
       if (!/^(https?|file):\/\/\S+$/.test(u3))
         throw new ConfigError(`lhc lua: --url must be an http(s):// or file:// URL, got "${u3}"`);
     }
-    const r = await withScratchContext(
-      { logger: ctx.logger, signal: ctx.signal },
-      (stage) => buildLua(stage, {
+    const dest = await checkOutputFileTarget("lhc lua --out", path50.join(out, "lua"));
+    const r = await buildLua(
+      {
         version: version2,
         sha256: sha2562,
         urls: urls.length > 0 ? urls : void 0,
         arch,
         strategy
-      })
+      },
+      { store: new Store(void 0, ctx.logger), logger: ctx.logger }
     );
-    await mkdir15(out, { recursive: true });
-    const dest = path48.join(out, "lua");
-    await copyFile3(r.path, dest);
-    await chmod5(dest, 493);
+    await mkdir16(out, { recursive: true });
+    await stageOutput(
+      dest,
+      async (tmp) => {
+        await copyFile3(r.path, tmp, constants8.COPYFILE_EXCL);
+        await chmod5(tmp, 493);
+      },
+      ctx.logger
+    );
     ctx.out(`lua      ${dest}`);
     ctx.out(`bytes    ${r.bytes}`);
     ctx.out(`sha256   ${r.sha256}`);
@@ -46636,7 +47341,7 @@ Runs as root, or through passwordless "sudo -n". A second run changes nothing.`,
 
 // src/cli/commands/store.ts
 import { existsSync as existsSync13 } from "node:fs";
-import { stat as stat9 } from "node:fs/promises";
+import { stat as stat10 } from "node:fs/promises";
 async function knownInputs(configs, onDefaultUnreadable) {
   const known = /* @__PURE__ */ new Map();
   for (const file2 of configs) {
@@ -46696,7 +47401,7 @@ Options:
       const shas = await store.list();
       if (shas.length === 0) ctx.logger.info(`store ${store.dir} is empty`);
       for (const sha of shas) {
-        const { size } = await stat9(store.path(sha));
+        const { size } = await stat10(store.path(sha));
         const k2 = known.get(sha);
         ctx.out([sha, formatBytes(size).padStart(9), k2?.name ?? "-", k2?.urls[0] ?? "-"].join("  "));
       }
@@ -46731,7 +47436,7 @@ function errorJson(e) {
 var validateCommand = {
   name: "validate",
   summary: "check lhc.yml files against the schema",
-  help: `Usage: lhc validate [CONFIG...] [--json]
+  help: `Usage: lhc validate [CONFIG...] [--update-fixtures] [--json]
 
 Reads each config (default: ./lhc.yml) and checks it against the lhc.yml schema. Every problem
 is reported with its field path and line, e.g. "lua.sha256: expected 64 hex characters
@@ -46739,16 +47444,19 @@ is reported with its field path and line, e.g. "lua.sha256: expected 64 hex char
 must be readable. Exits 0 when all configs are valid, 2 otherwise.
 
 Options:
+  --update-fixtures  accept probe fixtures that do not exist yet (lhc build --update-fixtures
+                     records them)
   --json    print {"ok", "configs": [...]} with one entry per config, valid or not`,
+  options: { "update-fixtures": { type: "boolean" } },
   positionals: { min: 0, names: "CONFIG" },
   json: true,
-  async run({ positionals }, ctx) {
+  async run({ options, positionals }, ctx) {
     const files = positionals.length > 0 ? positionals : [configOrDefault(void 0, "validate")];
     const results = [];
     for (const file2 of files) {
       try {
         const c3 = await loadConfig(file2);
-        await checkConfigFiles(c3);
+        await checkConfigFiles(c3, { updateFixtures: options["update-fixtures"] === true });
         const summary = {
           file: file2,
           ok: true,
@@ -46782,27 +47490,51 @@ Options:
 
 // src/board/command.ts
 import { existsSync as existsSync14 } from "node:fs";
-import path52 from "node:path";
+import path54 from "node:path";
 
 // src/board/verify-board.ts
-import { mkdtemp as mkdtemp10, rm as rm18 } from "node:fs/promises";
-import os13 from "node:os";
-import path51 from "node:path";
+import { mkdtemp as mkdtemp9, rm as rm18 } from "node:fs/promises";
+import os12 from "node:os";
+import path53 from "node:path";
 
 // src/board/machine.ts
-import { readdirSync as readdirSync6 } from "node:fs";
-import { mkdir as mkdir16 } from "node:fs/promises";
-import path49 from "node:path";
+import { readdirSync as readdirSync6, statSync as statSync3 } from "node:fs";
+import { mkdir as mkdir17 } from "node:fs/promises";
+import path51 from "node:path";
 var LOOPS_NEEDED = 3;
 var NSENTER_FLAGS = ["-m", "-u", "-i", "-n", "-p", "-C", "-r", "-w"];
 async function listLoops() {
-  const r = await run(["losetup", "--list", "--noheadings", "--raw", "-O", "NAME,BACK-FILE"], {
-    privileged: true
+  const r = await run(
+    ["losetup", "--list", "--noheadings", "--raw", "-O", "NAME,BACK-INO,BACK-MAJ:MIN,BACK-FILE"],
+    { privileged: true }
+  );
+  return parseLoopList(r.stdout);
+}
+function parseLoopList(text) {
+  return text.split("\n").filter((l) => l.trim()).map((l) => {
+    const [name, ino, dev, ...rest] = l.trim().split(" ");
+    return {
+      name,
+      backingInode: ino ?? "",
+      backingDevice: dev ?? "",
+      backingFile: rest.join(" ")
+    };
   });
-  return r.stdout.split("\n").filter((l) => l.trim()).map((l) => {
-    const [name, ...rest] = l.trim().split(" ");
-    return { name, backingFile: rest.join(" ") };
-  });
+}
+function majorMinor(dev) {
+  const major = Math.floor(dev / 256) & 4095;
+  const minor = dev & 255 | Math.floor(dev / 4096) & 1048320;
+  return `${major}:${minor}`;
+}
+function backedByBoard(l, root) {
+  if (l.backingFile.startsWith(`${root}/`)) return true;
+  if (!l.backingFile.startsWith("/var/lib/lhc/")) return false;
+  try {
+    const st2 = statSync3(path51.join(root, l.backingFile));
+    return String(st2.ino) === l.backingInode && majorMinor(st2.dev) === l.backingDevice;
+  } catch {
+    return false;
+  }
 }
 function hostLoopNodes() {
   return readdirSync6("/dev").filter((n2) => /^loop\d+$/.test(n2)).sort((a2, b2) => Number(a2.slice(4)) - Number(b2.slice(4))).map((n2) => `/dev/${n2}`);
@@ -46840,8 +47572,9 @@ var Board = class _Board {
   /** Seconds from starting nspawn to `systemctl is-system-running` settling. */
   bootSeconds = 0;
   static async boot(o2) {
-    const root = path49.join(o2.workDir, "root");
-    await mkdir16(root, { recursive: true });
+    await createOwnDir("board work dir", o2.workDir);
+    const root = path51.join(o2.workDir, "root");
+    await mkdir17(root);
     await run(["tar", "-xpf", o2.tarball, "--numeric-owner", "-C", root], {
       privileged: true,
       logger: o2.logger,
@@ -46931,11 +47664,11 @@ ${tail(r.stdout + r.stderr, 30)}`
   }
   /** The host path of a path on the board. */
   hostPath(p2) {
-    return path49.join(this.root, p2);
+    return path51.join(this.root, p2);
   }
   /** Copies a host directory to `dest` on the board, as a person copying build output would. */
   async copyIn(src, dest) {
-    await run(["mkdir", "-p", this.hostPath(path49.dirname(dest))], { privileged: true });
+    await run(["mkdir", "-p", this.hostPath(path51.dirname(dest))], { privileged: true });
     await removeTree([this.hostPath(dest)]);
     await run(["cp", "-a", src, this.hostPath(dest)], { privileged: true, logger: this.logger });
   }
@@ -46977,13 +47710,13 @@ ${tail(r.stdout + r.stderr, 30)}`
     const left = [];
     const procs = descendants(this.nspawn.pid, processTable());
     if (procs.length) left.push(`processes: ${procs.map((p2) => `${p2.pid} ${p2.comm}`).join(", ")}`);
-    const loops = (await listLoops()).filter(
-      (l) => !this.loopsBefore.has(l.name) && (l.backingFile.startsWith("/var/lib/lhc/") || l.backingFile.startsWith(this.root))
-    );
+    const ours = (l) => !this.loopsBefore.has(l.name) && backedByBoard(l, this.root);
+    const key = (l) => `${l.name} ${l.backingDevice} ${l.backingInode}`;
+    const loops = (await listLoops()).filter(ours);
     for (let i2 = 0; i2 < 20 && loops.length; i2++) {
       await new Promise((r) => setTimeout(r, 100));
-      const now = new Set((await listLoops()).map((l) => l.name));
-      for (let j2 = loops.length - 1; j2 >= 0; j2--) if (!now.has(loops[j2].name)) loops.splice(j2, 1);
+      const now = new Set((await listLoops()).filter(ours).map(key));
+      for (let j2 = loops.length - 1; j2 >= 0; j2--) if (!now.has(key(loops[j2]))) loops.splice(j2, 1);
     }
     if (loops.length) {
       left.push(`loop devices: ${loops.map((l) => `${l.name} (${l.backingFile})`).join(", ")}`);
@@ -47004,8 +47737,8 @@ ${tail(r.stdout + r.stderr, 30)}`
 };
 
 // src/board/root.ts
-import { stat as stat10 } from "node:fs/promises";
-import path50 from "node:path";
+import { stat as stat11 } from "node:fs/promises";
+import path52 from "node:path";
 var BOARD_PACKAGES = [
   "curl",
   "dbus",
@@ -47020,7 +47753,7 @@ async function boardRootTarball(o2) {
   if (o2.provided) {
     const { tarball, sha256: sha2562 } = o2.provided;
     try {
-      if (!(await stat10(tarball)).isFile()) throw new Error("not a file");
+      if (!(await stat11(tarball)).isFile()) throw new Error("not a file");
     } catch {
       throw new ConfigError(`board.tarball: ${tarball} is not a readable file`);
     }
@@ -47035,7 +47768,7 @@ async function boardRootTarball(o2) {
     {
       logger: o2.logger,
       signal: o2.signal,
-      basesDir: o2.cacheDir ?? path50.join(cacheDir(), "board")
+      basesDir: o2.cacheDir ?? path52.join(cacheDir(), "board")
     }
   );
 }
@@ -47073,7 +47806,7 @@ async function openBoardPort(board, port2, dir, logger, signal) {
       `nothing listens on the board's port ${port2} after install:
 ${await board.journal([])}`
     );
-  const sock = path51.join(dir, `board-${port2}.sock`);
+  const sock = path53.join(dir, `board-${port2}.sock`);
   const forwarder = start(
     board.inNetwork([process.execPath, "-e", FORWARDER, sock, String(port2)]),
     { privileged: true, logger }
@@ -47097,7 +47830,8 @@ async function probeBoard(config2, endpoint, timeoutMs, signal) {
   return { outcomes, ms: ms2 };
 }
 async function curlOnBoard(board, config2) {
-  const probe = config2.probes[0];
+  const probe = curlable(config2.probes);
+  if (!probe) return void 0;
   const port2 = listenPort(config2.service);
   const url3 = probe.type === "gopher" ? `gopher://127.0.0.1:${port2}/1${encodeURI(probe.selector)}` : `http://127.0.0.1:${port2}${probe.path}`;
   const fixtures = await readFixtures([probe]);
@@ -47122,7 +47856,7 @@ async function curlOnBoard(board, config2) {
   const problem = judge(probe, fixtures.get(probe.name), { status, body }, "curl on the board");
   return { name, ok: problem === void 0, diff: problem, bytes: body.length };
 }
-async function boardHardening(board, config2, endpoint, timeoutMs, signal) {
+async function boardHardening(board, config2, endpoint, timeoutMs, signal, runAs) {
   let held;
   try {
     let payload;
@@ -47143,7 +47877,7 @@ async function boardHardening(board, config2, endpoint, timeoutMs, signal) {
           detail: "no container process found under the board"
         }
       ];
-    return await inspectProcess(payload.pid, config2.data.path);
+    return await inspectProcess(payload.pid, config2.data.path, void 0, runAs);
   } finally {
     held?.destroy();
   }
@@ -47155,10 +47889,10 @@ async function verifyOnBoard(o2) {
   const tarball = await boardRootTarball({ logger, signal, provided: o2.board ?? config2.board });
   const rootSeconds = (Date.now() - t) / 1e3;
   const ownWorkDir = o2.workDir === void 0;
-  const workDir = o2.workDir ?? await mkdtemp10(path51.join(os13.tmpdir(), "lhc-board-"));
+  const workDir = o2.workDir ?? await mkdtemp9(path53.join(os12.tmpdir(), "lhc-board-"));
   const board = await Board.boot({
     tarball,
-    workDir: path51.join(workDir, "board"),
+    workDir: path53.join(workDir, "board"),
     logger,
     signal
   }).catch(async (e) => {
@@ -47172,8 +47906,14 @@ async function verifyOnBoard(o2) {
     logger.info(`installed on the board in ${install.seconds.toFixed(1)} s`);
     port2 = await openBoardPort(board, listenPort(config2.service), workDir, logger, signal);
     const { outcomes, ms: ms2 } = await probeBoard(config2, port2.endpoint, timeoutMs, signal);
-    outcomes.push(await curlOnBoard(board, config2));
-    const hardening = await boardHardening(board, config2, port2.endpoint, timeoutMs, signal);
+    const curl = await curlOnBoard(board, config2);
+    if (curl) outcomes.push(curl);
+    const image = path53.join(
+      o2.outDir,
+      artifactNames(config2.name, { image: config2.outputs.image }).image
+    );
+    const runAs = await readRunAsFromImage(config2, image, logger);
+    const hardening = await boardHardening(board, config2, port2.endpoint, timeoutMs, signal, runAs);
     const ok = outcomes.every((p2) => p2.ok) && hardening.every((h2) => h2.ok);
     report = {
       ok,
@@ -47219,8 +47959,8 @@ var BOARD_HELP = `  --board              verify on a simulated board instead: bo
   --out DIR            with --board: the build output (default: outputs.dir from the config)`;
 async function runBoardVerify(configFile, out, ctx) {
   const config2 = await loadConfig(configFile);
-  const outDir = path52.resolve(out ?? config2.outputs.dir);
-  if (!existsSync14(path52.join(outDir, "deploy/install.sh")))
+  const outDir = path54.resolve(out ?? config2.outputs.dir);
+  if (!existsSync14(path54.join(outDir, "deploy/install.sh")))
     throw new ConfigError(
       `lhc verify --board: ${outDir} holds no deploy/install.sh; run lhc build first (or pass --out DIR)`
     );
@@ -47361,19 +48101,16 @@ Exits 0 when every probe, hardening check and load request passed, 1 otherwise.`
     const concurrency = wholeNumber("concurrency", options.concurrency, 1);
     const timeout = wholeNumber("timeout", options.timeout, 1);
     const config2 = await loadConfig(configOrDefault(positionals[0], "verify"));
-    const image = options.image;
-    const dataTemplate = options.data;
-    const report = await withScratchContext(
-      { logger: ctx.logger, signal: ctx.signal },
-      (stage) => verifyImage(stage, {
-        config: config2,
-        image,
-        dataTemplate,
-        requests,
-        concurrency,
-        timeoutMs: timeout === void 0 ? void 0 : timeout * 1e3
-      })
-    );
+    const report = await verifyImage({
+      config: config2,
+      image: options.image,
+      dataTemplate: options.data,
+      requests,
+      concurrency,
+      timeoutMs: timeout === void 0 ? void 0 : timeout * 1e3,
+      logger: ctx.logger,
+      ...ctx.signal ? { signal: ctx.signal } : {}
+    });
     if (ctx.json) ctx.emitJson(verifyJson(report));
     else if (options.show === true) {
       for (const line of formatVerifyReport(report)) ctx.logger.info(line);

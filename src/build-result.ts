@@ -1,4 +1,5 @@
 /** What a whole build returns: the shells (CLI, action) report it, the tests assert on it. */
+import type { RecordedFixture } from './stages/record-fixtures.js';
 
 export interface HardeningCheck {
   name: string;
@@ -66,6 +67,8 @@ export interface BuildResult {
   /** The manifest lock given, and whether this build rewrote it (update requested and changed). */
   manifestLock?: { path: string; updated: boolean };
   verify?: VerifyReport;
+  /** With --update-fixtures: every probe fixture and whether this build wrote it. */
+  fixtures?: RecordedFixture[];
   /** Seconds per stage, in pipeline order. */
   timings: { stage: string; seconds: number }[];
 }

@@ -25,6 +25,8 @@ import { artifactNames, packImage } from './stages/pack.js';
 import { pruneRoot } from './stages/prune.js';
 import { stageContext, type StageContext } from './core/stage.js';
 import { assembleRoot } from './stages/root.js';
+import { installRunAs } from './stages/service-user.js';
+import { recordFixtures } from './stages/record-fixtures.js';
 import { selfCheck } from './stages/self-check.js';
 import { traceService } from './stages/trace.js';
 import { verifyImage } from './stages/verify.js';
@@ -38,6 +40,8 @@ export interface BuildOptions {
   verify?: boolean;
   manifestLock?: string;
   updateManifest?: boolean;
+  /** Write each probe's traced response into its fixture where missing or different. */
+  updateFixtures?: boolean;
   /** Working directory for intermediate roots; default a temp dir removed afterwards. */
   workDir?: string;
   keepWorkDir?: boolean;
@@ -57,7 +61,7 @@ export interface BuildOptions {
 
 export async function build(config: LhcConfig, opts: BuildOptions): Promise<BuildResult> {
   const { logger } = opts;
-  await checkConfigFiles(config);
+  await checkConfigFiles(config, { updateFixtures: opts.updateFixtures ?? false });
   const timings: BuildResult['timings'] = [];
   const stage = async <T>(name: string, fn: () => Promise<T>): Promise<T> => {
     ctx.signal?.throwIfAborted();
@@ -138,13 +142,16 @@ export async function build(config: LhcConfig, opts: BuildOptions): Promise<Buil
       );
 
     // Intermediate roots are created by root (nspawn, mmdebstrap); clear any earlier run's tree.
-    const assembled = await stage('root', async () => {
+    const { assembled, runAs } = await stage('root', async () => {
       await removeTree([work.root]);
-      return assembleRoot(ctx, {
+      const assembled = await assembleRoot(ctx, {
         config,
         luaPath: luaBuild?.path,
         basesDir: opts.basesDir ?? (opts.cacheDir ? path.join(opts.cacheDir, 'bases') : undefined),
       });
+      // Before the trace, from the unpruned root: the pruned one has no /etc/passwd.
+      const runAs = await installRunAs(ctx, { config, root: assembled.root });
+      return { assembled, runAs };
     });
 
     await checkEntrypoint(ctx, {
@@ -152,7 +159,14 @@ export async function build(config: LhcConfig, opts: BuildOptions): Promise<Buil
       command0: config.service.command[0]!,
       arch: config.arch,
     });
-    const trace = await stage('trace', () => traceService(ctx, { config, root: assembled.root }));
+    const trace = await stage('trace', () =>
+      traceService(ctx, { config, root: assembled.root, runAs }),
+    );
+
+    // From the unpruned run, before pruning: verify then judges the pruned image against them.
+    const fixtures = opts.updateFixtures
+      ? await stage('fixtures', () => recordFixtures(ctx, { config, responses: trace.responses }))
+      : undefined;
 
     const pruned = await stage('prune', async () => {
       const p = await pruneRoot(ctx, { root: assembled.root, trace, config });
@@ -161,6 +175,7 @@ export async function build(config: LhcConfig, opts: BuildOptions): Promise<Buil
         prunedRoot: p.prunedRoot,
         unprunedResponses: trace.responses,
         dataDir: p.dataDir,
+        runAs,
       });
       logger.info('self-check: every probe answers the same from the pruned root');
       return p;
@@ -193,6 +208,7 @@ export async function build(config: LhcConfig, opts: BuildOptions): Promise<Buil
           packed.manifestData,
           path.resolve(opts.manifestLock),
           opts.updateManifest ?? false,
+          logger,
         );
         if (lock.updated) {
           manifestDiff = lock.diffText;
@@ -262,6 +278,7 @@ export async function build(config: LhcConfig, opts: BuildOptions): Promise<Buil
       manifestDiff,
       ...(lockState ? { manifestLock: lockState } : {}),
       verify,
+      ...(fixtures ? { fixtures } : {}),
       timings,
     };
     return result;

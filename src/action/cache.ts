@@ -1,12 +1,13 @@
 /**
- * Carries the download store and the built Lua between workflow runs with the Actions cache
- * service. The cache only saves time: every failure is a warning and the build goes on, and
+ * Carries the download store, the built Lua, the Debian base and the simulated board's root
+ * between workflow runs with the Actions cache service. The cache only saves time: every failure is a warning and the build goes on, and
  * where there is no cache service (a local run, GHES without cache) it is skipped quietly.
  */
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import * as cache from '@actions/cache';
+import { BOARD_PACKAGES, BOARD_SUITE } from '../board/root.js';
 import type { LhcConfig } from '../config/load.js';
 import type { Logger } from '../core/logger.js';
 import { cacheDir, storeDir } from '../core/paths.js';
@@ -26,19 +27,24 @@ export interface CachePlan {
   store?: CacheEntry;
   /** The built Lua directory (cacheDir()/lua/<luaKey>); absent when there is no Lua. */
   lua?: CacheEntry;
+  /** The Debian base tarballs (cacheDir()/bases); absent unless `base.type: debian`. */
+  bases?: CacheEntry;
+  /** The simulated board's root (cacheDir()/board); absent unless the board verify runs on lhc's own root. */
+  board?: CacheEntry;
 }
+
+export type CacheKind = keyof CachePlan;
+const KINDS: readonly CacheKind[] = ['store', 'lua', 'bases', 'board'];
 
 export interface CacheOutcome extends CacheEntry {
   /** The key that was restored (a hit), undefined on a miss or a failure. */
   restored?: string;
 }
 
-export interface CacheReport {
+export type CacheReport = {
   /** False when there is no cache service or caching was turned off. */
   enabled: boolean;
-  store?: CacheOutcome;
-  lua?: CacheOutcome;
-}
+} & { [K in CacheKind]?: CacheOutcome };
 
 /** The sha256 of every remote input the config declares, sorted: what the store will hold. */
 export function inputDigests(config: LhcConfig): string[] {
@@ -67,7 +73,14 @@ function sha256(text: string): string {
  */
 export function cachePlan(
   config: LhcConfig,
-  opts: { luaKey?: string; env?: NodeJS.ProcessEnv; platform?: string; arch?: string } = {},
+  opts: {
+    luaKey?: string;
+    env?: NodeJS.ProcessEnv;
+    platform?: string;
+    arch?: string;
+    /** The board verify will run (the action's `board` input). */
+    board?: boolean;
+  } = {},
 ): CachePlan {
   const env = opts.env ?? process.env;
   const tag = `${opts.platform ?? process.platform}-${opts.arch ?? process.arch}`;
@@ -95,6 +108,31 @@ export function cachePlan(
       image: [env.ImageOS ?? '', env.ImageVersion ?? ''],
     });
     plan.lua = { key: `lhc-lua-${KEY_VERSION}-${tag}-${sha256(what)}`, path: luaDir };
+  }
+  // Bases are made by mmdebstrap from the runner's apt sources, so the runner image is part of
+  // the key; the directory holds each base under its own input digest, so a stale entry is
+  // never used, only rebuilt.
+  const image = [env.ImageOS ?? '', env.ImageVersion ?? ''];
+  if (config.base.type === 'debian') {
+    const { suite, variant, packages } = config.base;
+    const what = JSON.stringify({
+      suite,
+      variant,
+      packages: [...packages].sort(),
+      arch: config.arch,
+      image,
+    });
+    plan.bases = {
+      key: `lhc-bases-${KEY_VERSION}-${tag}-${sha256(what)}`,
+      path: path.join(cacheDir(env), 'bases'),
+    };
+  }
+  if (opts.board && !config.board) {
+    const what = JSON.stringify({ suite: BOARD_SUITE, packages: BOARD_PACKAGES, image });
+    plan.board = {
+      key: `lhc-board-${KEY_VERSION}-${tag}-${sha256(what)}`,
+      path: path.join(cacheDir(env), 'board'),
+    };
   }
   return plan;
 }
@@ -150,7 +188,7 @@ export async function restoreCaches(
     return { enabled: false };
   }
   const report: CacheReport = { enabled: true };
-  for (const which of ['store', 'lua'] as const) {
+  for (const which of KINDS) {
     const entry = plan[which];
     if (!entry) continue;
     const { key } = entry;
@@ -178,7 +216,7 @@ export async function saveCaches(
 ): Promise<void> {
   if (!report.enabled) return;
   const backend = opts.backend ?? actionsCacheBackend;
-  for (const which of ['store', 'lua'] as const) {
+  for (const which of KINDS) {
     const outcome = report[which];
     if (!outcome) continue;
     if (outcome.restored === outcome.key) {

@@ -11,10 +11,12 @@ export interface ActionInputs {
   artifactName?: string;
   manifestLock?: string;
   updateManifest: boolean;
+  /** Record each probe's traced response into its fixture file where missing or different. */
+  updateFixtures: boolean;
   verify: boolean;
   /** Replace files in out-dir that lhc did not write (default false: such an out-dir is refused). */
   force: boolean;
-  /** Also verify on a simulated board (boots a Debian systemd machine; minutes). */
+  /** Also verify on a simulated board (boots a Debian systemd machine; default true). */
   board: boolean;
 }
 
@@ -37,8 +39,9 @@ export function readInputs(get: (name: string) => string): ActionInputs {
     artifactName: opt('artifact-name'),
     manifestLock: opt('manifest-lock'),
     updateManifest: bool('update-manifest', get('update-manifest'), false),
+    updateFixtures: bool('update-fixtures', get('update-fixtures'), false),
     verify: bool('verify', get('verify'), true),
     force: bool('force', get('force'), false),
-    board: bool('board', get('board'), false),
+    board: bool('board', get('board'), true),
   };
 }

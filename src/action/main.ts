@@ -57,7 +57,7 @@ export async function run(signal?: AbortSignal): Promise<void> {
     // Runners are fresh machines: install and register what is missing (sudo -n when not root).
     await logger.group('Host setup', () => setupHost(realProbe, logger));
     const cache = await logger.group('Restore cache', () =>
-      restoreCaches(cachePlan(config), logger, { enabled: inputs.cache }),
+      restoreCaches(cachePlan(config, { board: inputs.board }), logger, { enabled: inputs.cache }),
     );
     let result: BuildResult;
     try {
@@ -67,6 +67,7 @@ export async function run(signal?: AbortSignal): Promise<void> {
         verify: inputs.verify,
         manifestLock: inputs.manifestLock,
         updateManifest: inputs.updateManifest,
+        updateFixtures: inputs.updateFixtures,
         force: inputs.force,
         ...(signal ? { signal } : {}),
       });
@@ -76,6 +77,11 @@ export async function run(signal?: AbortSignal): Promise<void> {
     }
     if (result.manifestLock?.updated)
       core.notice(`manifest lock ${result.manifestLock.path} was updated by this build: commit it`);
+    for (const f of result.fixtures ?? [])
+      if (f.change !== 'unchanged')
+        core.notice(
+          `fixture ${f.path} (probe ${f.probe}) was ${f.change === 'new' ? 'recorded' : 'rewritten'} by this build (${f.bytes} bytes): review and commit it`,
+        );
     const board = inputs.board ? await boardVerify(config, result, logger, signal) : undefined;
     for (const [name, value] of Object.entries(outputsOf(result, board)))
       core.setOutput(name, value);

@@ -6,7 +6,7 @@
  * namespaces. poweroff() shuts it down and proves nothing of it is left: no process, no mount
  * under its directory, no loop device it attached.
  */
-import { readdirSync } from 'node:fs';
+import { readdirSync, statSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { ToolError, UserError } from '../core/errors.js';
@@ -14,6 +14,7 @@ import type { Logger } from '../core/logger.js';
 import { run, start, tail, type RunResult, type Started } from '../tools/exec.js';
 import { descendants, processTable } from '../harness/proc.js';
 import { removeTree } from '../tools/remove-tree.js';
+import { createOwnDir } from '../core/build-dirs.js';
 import { waitFor } from '../core/wait.js';
 
 export interface BootOptions {
@@ -36,19 +37,57 @@ const NSENTER_FLAGS = ['-m', '-u', '-i', '-n', '-p', '-C', '-r', '-w'] as const;
 export interface LoopDevice {
   name: string;
   backingFile: string;
+  /** The backing file's inode and file system device ("major:minor"), as the kernel holds them. */
+  backingInode: string;
+  backingDevice: string;
 }
 
 export async function listLoops(): Promise<LoopDevice[]> {
-  const r = await run(['losetup', '--list', '--noheadings', '--raw', '-O', 'NAME,BACK-FILE'], {
-    privileged: true,
-  });
-  return r.stdout
+  const r = await run(
+    ['losetup', '--list', '--noheadings', '--raw', '-O', 'NAME,BACK-INO,BACK-MAJ:MIN,BACK-FILE'],
+    { privileged: true },
+  );
+  return parseLoopList(r.stdout);
+}
+
+/** `losetup --list --raw -O NAME,BACK-INO,BACK-MAJ:MIN,BACK-FILE` (the file last: it may hold spaces). */
+export function parseLoopList(text: string): LoopDevice[] {
+  return text
     .split('\n')
     .filter((l) => l.trim())
     .map((l) => {
-      const [name, ...rest] = l.trim().split(' ');
-      return { name: name!, backingFile: rest.join(' ') };
+      const [name, ino, dev, ...rest] = l.trim().split(' ');
+      return {
+        name: name!,
+        backingInode: ino ?? '',
+        backingDevice: dev ?? '',
+        backingFile: rest.join(' '),
+      };
     });
+}
+
+/** "major:minor" of a stat() dev number (Linux's encoding). */
+export function majorMinor(dev: number): string {
+  const major = Math.floor(dev / 256) & 0xfff;
+  const minor = (dev & 0xff) | (Math.floor(dev / 4096) & 0xfff00);
+  return `${major}:${minor}`;
+}
+
+/**
+ * Whether a loop device is backed by a file of the board rooted at `root`. Inside the board a
+ * backing file shows as `/var/lib/lhc/...` (its mount is not reachable from the host's root),
+ * which every board's loops share: compare the file's identity, so one board's teardown never
+ * detaches another's loop devices.
+ */
+export function backedByBoard(l: LoopDevice, root: string): boolean {
+  if (l.backingFile.startsWith(`${root}/`)) return true;
+  if (!l.backingFile.startsWith('/var/lib/lhc/')) return false;
+  try {
+    const st = statSync(path.join(root, l.backingFile));
+    return String(st.ino) === l.backingInode && majorMinor(st.dev) === l.backingDevice;
+  } catch {
+    return false;
+  }
 }
 
 /** Every /dev/loopN node of the host; the board gets them all (the kernel picks the free one). */
@@ -90,8 +129,10 @@ export class Board {
   bootSeconds = 0;
 
   static async boot(o: BootOptions): Promise<Board> {
+    // Removed whole at poweroff: only a directory lhc made (or found empty) may be.
+    await createOwnDir('board work dir', o.workDir);
     const root = path.join(o.workDir, 'root');
-    await mkdir(root, { recursive: true });
+    await mkdir(root);
     await run(['tar', '-xpf', o.tarball, '--numeric-owner', '-C', root], {
       privileged: true,
       logger: o.logger,
@@ -239,16 +280,15 @@ export class Board {
     const left: string[] = [];
     const procs = descendants(this.nspawn.pid, processTable());
     if (procs.length) left.push(`processes: ${procs.map((p) => `${p.pid} ${p.comm}`).join(', ')}`);
-    const loops = (await listLoops()).filter(
-      (l) =>
-        !this.loopsBefore.has(l.name) &&
-        (l.backingFile.startsWith('/var/lib/lhc/') || l.backingFile.startsWith(this.root)),
-    );
-    // Autoclear frees a loop device once its last mount is gone; give the kernel a moment.
+    const ours = (l: LoopDevice) => !this.loopsBefore.has(l.name) && backedByBoard(l, this.root);
+    const key = (l: LoopDevice) => `${l.name} ${l.backingDevice} ${l.backingInode}`;
+    const loops = (await listLoops()).filter(ours);
+    // Autoclear frees a loop device once its last mount is gone; give the kernel a moment. A
+    // device freed and taken by someone else meanwhile has another backing file: not ours.
     for (let i = 0; i < 20 && loops.length; i++) {
       await new Promise((r) => setTimeout(r, 100));
-      const now = new Set((await listLoops()).map((l) => l.name));
-      for (let j = loops.length - 1; j >= 0; j--) if (!now.has(loops[j]!.name)) loops.splice(j, 1);
+      const now = new Set((await listLoops()).filter(ours).map(key));
+      for (let j = loops.length - 1; j >= 0; j--) if (!now.has(key(loops[j]!))) loops.splice(j, 1);
     }
     if (loops.length) {
       left.push(`loop devices: ${loops.map((l) => `${l.name} (${l.backingFile})`).join(', ')}`);

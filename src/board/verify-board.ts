@@ -6,6 +6,9 @@
  * the board started for a connection. On failure the board's journal for the bundle's units is
  * part of the report; the board is powered off and leaves nothing behind either way.
  */
+import { artifactNames } from '../stages/pack.js';
+import type { RunAs } from '../service-user/passwd.js';
+import { readRunAsFromImage } from '../stages/service-user.js';
 import { mkdtemp, rm } from 'node:fs/promises';
 import type net from 'node:net';
 import os from 'node:os';
@@ -19,7 +22,7 @@ import { start, tail, type Started } from '../tools/exec.js';
 import { holdOpen, type Endpoint } from '../harness/client.js';
 import { inspectProcess } from '../verify/hardening.js';
 import { alive, findPayloads, type ProcInfo } from '../harness/proc.js';
-import { judge, probeOnce, readFixtures } from '../verify/probes.js';
+import { curlable, judge, probeOnce, readFixtures } from '../verify/probes.js';
 import { waitFor } from '../core/wait.js';
 import { listensOn, readNetTcp } from '../harness/listen.js';
 import { FORWARDER, forwarderReady } from '../harness/service.js';
@@ -136,9 +139,13 @@ export async function probeBoard(
   return { outcomes, ms };
 }
 
-/** The first probe fetched with curl on the board itself, against the board's own 127.0.0.1. */
-export async function curlOnBoard(board: Board, config: LhcConfig): Promise<ProbeOutcome> {
-  const probe = config.probes[0]!;
+/** The first gopher or http probe fetched with curl on the board itself, against the board's own 127.0.0.1. */
+export async function curlOnBoard(
+  board: Board,
+  config: LhcConfig,
+): Promise<ProbeOutcome | undefined> {
+  const probe = curlable(config.probes);
+  if (!probe) return undefined;
   const port = listenPort(config.service);
   const url =
     probe.type === 'gopher'
@@ -178,6 +185,7 @@ export async function boardHardening(
   endpoint: Endpoint,
   timeoutMs: number,
   signal?: AbortSignal,
+  runAs?: RunAs,
 ): Promise<HardeningCheck[]> {
   let held: net.Socket | undefined;
   try {
@@ -199,7 +207,7 @@ export async function boardHardening(
           detail: 'no container process found under the board',
         },
       ];
-    return await inspectProcess(payload.pid, config.data.path);
+    return await inspectProcess(payload.pid, config.data.path, undefined, runAs);
   } finally {
     held?.destroy();
   }
@@ -229,8 +237,15 @@ export async function verifyOnBoard(o: BoardVerifyOptions): Promise<BoardVerifyR
     logger.info(`installed on the board in ${install.seconds.toFixed(1)} s`);
     port = await openBoardPort(board, listenPort(config.service), workDir, logger, signal);
     const { outcomes, ms } = await probeBoard(config, port.endpoint, timeoutMs, signal);
-    outcomes.push(await curlOnBoard(board, config));
-    const hardening = await boardHardening(board, config, port.endpoint, timeoutMs, signal);
+    const curl = await curlOnBoard(board, config);
+    if (curl) outcomes.push(curl);
+    // service.user's ids as the image's lhc-run-as carries them (the image has no passwd).
+    const image = path.join(
+      o.outDir,
+      artifactNames(config.name, { image: config.outputs.image }).image,
+    );
+    const runAs = await readRunAsFromImage(config, image, logger);
+    const hardening = await boardHardening(board, config, port.endpoint, timeoutMs, signal, runAs);
     const ok = outcomes.every((p) => p.ok) && hardening.every((h) => h.ok);
     report = {
       ok,

@@ -160,21 +160,59 @@ export const DEFAULT_LIMITS = limitsSchema.parse({});
 export const serviceSchema = z
   .strictObject({
     command: z.array(z.string().min(1)).min(1),
-    user: z.union([z.string().min(1), z.number().int().min(0)]).default(0),
+    /**
+     * Who the payload runs as: a name in the root's /etc/passwd, or a uid. Resolved at build time
+     * from the unpruned root (stages/service-user.ts); root (0) drops nothing.
+     */
+    user: z
+      .union([
+        z
+          .string()
+          .regex(
+            /^([A-Za-z_][A-Za-z0-9_.-]{0,31}|\d{1,10})$/,
+            'expected a user name (letters, digits, "_", ".", "-"; at most 32) or a numeric uid',
+          ),
+        z.number().int().min(0).max(0xfffffffe),
+      ])
+      .default(0),
     env: z.record(z.string(), z.string()).default({}),
     workdir: absPath.optional(),
     inetd: z.boolean().optional(),
     listen: port.optional(),
+    /**
+     * The daemon takes its listening socket from systemd (LISTEN_FDS, sd_listen_fds) instead of
+     * binding `listen` itself; the board then passes the socket straight into the container.
+     */
+    'socket-activation': z.boolean().default(false),
     /** Seconds a traced or verified run may take before it is killed. */
     timeout: z.number().positive().default(60),
     limits: limitsSchema.default(() => ({ ...DEFAULT_LIMITS })),
+    /**
+     * Exit codes besides 0 that end an inetd connection normally (systemd's SuccessExitStatus=):
+     * many inetd servers answer an unknown request and then exit 1.
+     */
+    'success-exit-status': z.array(z.number().int().min(0).max(255)).optional(),
   })
   .superRefine((s, ctx) => {
+    if (s['success-exit-status'] !== undefined && !s.inetd)
+      ctx.addIssue({
+        code: 'custom',
+        message:
+          'only for inetd services (service.inetd: true): a listening service is not restarted per connection',
+        path: ['success-exit-status'],
+      });
     if (!!s.inetd === (s.listen !== undefined))
       ctx.addIssue({
         code: 'custom',
         message: 'set exactly one of inetd: true or listen: PORT',
         path: ['inetd'],
+      });
+    if (s['socket-activation'] && s.listen === undefined)
+      ctx.addIssue({
+        code: 'custom',
+        message:
+          'socket-activation passes a listening socket to the daemon: it needs listen: PORT (an inetd service already gets its connection on stdin)',
+        path: ['socket-activation'],
       });
     if (!s.command[0]!.startsWith('/'))
       ctx.addIssue({
@@ -184,8 +222,12 @@ export const serviceSchema = z
       });
   });
 
+const probeName = z
+  .string()
+  .regex(/^[\w.-]+$/, 'expected a name of letters, digits, ".", "_" or "-"');
+
 export const gopherProbe = z.strictObject({
-  name: z.string().regex(/^[\w.-]+$/, 'expected a name of letters, digits, ".", "_" or "-"'),
+  name: probeName,
   type: z.literal('gopher'),
   /** The selector sent, without CRLF; a search is "selector\tquery". */
   selector: z.string().default(''),
@@ -193,14 +235,60 @@ export const gopherProbe = z.strictObject({
   fixture: pathString,
 });
 export const httpProbe = z.strictObject({
-  name: z.string().regex(/^[\w.-]+$/, 'expected a name of letters, digits, ".", "_" or "-"'),
+  name: probeName,
   type: z.literal('http'),
-  path: z.string().startsWith('/', 'expected a path starting with "/"').default('/'),
+  path: z
+    .string()
+    .startsWith('/', 'expected a path starting with "/"')
+    .refine(
+      (p) => /^[\x21-\x7e]*$/.test(p),
+      'a request path is printable ASCII without spaces (percent-encode the rest)',
+    )
+    .default('/'),
   status: z.number().int().min(100).max(599).default(200),
   /** Expected body, byte for byte (optional). */
   fixture: pathString.optional(),
 });
-export const probeSchema = z.discriminatedUnion('type', [gopherProbe, httpProbe]);
+
+/**
+ * Bytes written as a YAML string: each character is one byte (U+0000 to U+00FF), so a
+ * double-quoted "PING\r\n" or "\x00\xff" means exactly those bytes.
+ */
+const byteString = z
+  .string()
+  .min(1, 'send at least one byte')
+  .superRefine((s, ctx) => {
+    const wide = [...s].find((ch) => ch.codePointAt(0)! > 0xff);
+    if (wide !== undefined)
+      ctx.addIssue({
+        code: 'custom',
+        message: `character U+${wide.codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')} is not a byte: write each byte as "\\xNN" in a double-quoted string`,
+      });
+  });
+
+/** How long a tcp probe waits for more bytes once the answer has started (seconds). */
+export const DEFAULT_TCP_IDLE_SECONDS = 2;
+
+/**
+ * A raw TCP exchange for any line protocol: `send` is written, the write side is shut down
+ * (half-close, unless `half-close: false`), and the response is every byte until the peer closes
+ * or, once the first byte has arrived, until `idle-timeout` seconds pass without another.
+ */
+export const tcpProbe = z.strictObject({
+  name: probeName,
+  type: z.literal('tcp'),
+  send: byteString,
+  /** Expected response, byte for byte. */
+  fixture: pathString,
+  'half-close': z.boolean().default(true),
+  'idle-timeout': z.number().positive().max(600).default(DEFAULT_TCP_IDLE_SECONDS),
+});
+export const probeSchema = z.discriminatedUnion('type', [gopherProbe, httpProbe, tcpProbe]);
+
+/** The bytes a tcp probe sends (its `send` string, one byte per character). */
+export function tcpSendBytes(probe: { send: string }): Buffer {
+  return Buffer.from(probe.send, 'latin1');
+}
 
 /** An artifact file name: one path component, not one lhc writes itself. */
 const outputName = z
@@ -228,6 +316,35 @@ export const outputsSchema = z
         ctx.addIssue({ code: 'custom', message: `"${n}" names two outputs`, path: [key] });
     }
   });
+
+/**
+ * Probes that cannot work against this service. An inetd service reads its request from stdin,
+ * which ends after the request: a tcp probe there always half-closes.
+ */
+function probeServiceMismatches(
+  c: {
+    service: { inetd?: boolean | undefined; timeout: number };
+    probes: z.output<typeof probeSchema>[];
+  },
+  ctx: z.RefinementCtx,
+): void {
+  c.probes.forEach((p, i) => {
+    if (p.type !== 'tcp') return;
+    if (c.service.inetd && !p['half-close'])
+      ctx.addIssue({
+        code: 'custom',
+        message:
+          'an inetd service reads the request from its stdin, which ends after send: half-close: false needs service.listen',
+        path: ['probes', i, 'half-close'],
+      });
+    if (p['idle-timeout'] >= c.service.timeout)
+      ctx.addIssue({
+        code: 'custom',
+        message: `idle-timeout (${p['idle-timeout']} s) must be shorter than service.timeout (${c.service.timeout} s)`,
+        path: ['probes', i, 'idle-timeout'],
+      });
+  });
+}
 
 const rootCommand = z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]);
 
@@ -284,6 +401,7 @@ export const configSchema = z
       .optional(),
   })
   .superRefine((c, ctx) => {
+    probeServiceMismatches(c, ctx);
     if (c.prepare !== undefined && c.packages !== undefined)
       ctx.addIssue({
         code: 'custom',
@@ -298,6 +416,7 @@ export type LhcConfigRaw = z.output<typeof configSchema>;
 export type Probe = z.output<typeof probeSchema>;
 export type GopherProbe = z.output<typeof gopherProbe>;
 export type HttpProbe = z.output<typeof httpProbe>;
+export type TcpProbe = z.output<typeof tcpProbe>;
 export type Base = z.output<typeof baseSchema>;
 export type LuaSpec = z.output<typeof luaSchema>;
 export type ServiceLimits = z.output<typeof limitsSchema>;

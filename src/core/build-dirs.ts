@@ -191,3 +191,53 @@ export function workDirRemovals(workDir: string, claim: DirClaim | undefined): s
   if (claim === undefined || claim.created) return [workDir];
   return [...WORK_DIR_ENTRIES, WORK_MARKER].map((n) => path.join(workDir, n));
 }
+
+/**
+ * A directory lhc creates for itself and removes whole afterwards (the board's work dir): it must
+ * not be a system directory and must be absent or an empty directory (not a symlink), so the
+ * later removal can only take what lhc put there.
+ */
+export async function createOwnDir(what: string, dir: string): Promise<string> {
+  const abs = path.resolve(dir);
+  const real = await realish(abs);
+  for (const p of new Set([abs, real])) {
+    const why = systemDirProblem(p);
+    if (why) throw new UserError(`${what} ${abs}: refused, ${why}`, { exitCode: 2 });
+  }
+  await mkdir(path.dirname(abs), { recursive: true });
+  try {
+    await mkdir(abs);
+    return abs;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+  }
+  const st = await lstat(abs);
+  if (!st.isDirectory())
+    throw new UserError(`${what} ${abs}: refused, it exists and is not a directory`, {
+      exitCode: 2,
+    });
+  const entries = await readdir(abs);
+  if (entries.length > 0)
+    throw new UserError(
+      `${what} ${abs}: refused, it already holds ${entries.slice(0, 5).join(', ')}${entries.length > 5 ? ', ...' : ''}, ` +
+        'which lhc did not write and would remove afterwards: choose a new or empty directory',
+      { exitCode: 2 },
+    );
+  return abs;
+}
+
+/**
+ * A single file lhc writes at a path the user named (`lhc lua --out DIR`'s DIR/lua, a manifest
+ * lock): refuses a target inside a system directory, so a root build never replaces host files.
+ */
+export async function checkOutputFileTarget(what: string, file: string): Promise<string> {
+  const abs = path.resolve(file);
+  const dir = path.dirname(abs);
+  const real = await realish(dir);
+  for (const p of new Set([dir, real])) {
+    const why = systemDirProblem(p);
+    if (why)
+      throw new UserError(`${what} ${abs}: refused, its directory ${p}: ${why}`, { exitCode: 2 });
+  }
+  return abs;
+}

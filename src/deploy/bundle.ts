@@ -14,10 +14,11 @@ import { UserError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { stageOutput, writeExclusive } from '../core/safe-write.js';
 import type { ContainerLimits } from '../tools/nspawn.js';
-import { OCI_USER_NAMESPACE, ociConfig, resolveUser } from './oci.js';
+import type { RunAs } from '../service-user/passwd.js';
+import { OCI_USER_NAMESPACE, ociConfig, ociUser } from './oci.js';
 import { renderReadme } from './readme.js';
 import { renderInstallScript } from './install-script.js';
-import { PROXY_PROGRAMS, proxyUnitName, renderProxyUnit } from './listen-proxy.js';
+import { PROXY_PROGRAMS, proxied, proxyUnitName, renderProxyUnit } from './listen-proxy.js';
 import {
   HEADER,
   listenPort,
@@ -32,14 +33,17 @@ import {
 export interface ServiceSpec {
   command: readonly string[];
   env?: Readonly<Record<string, string>>;
-  user?: string | number;
   workdir?: string;
   inetd?: boolean;
   listen?: number;
+  /** The daemon takes the board's socket itself (LISTEN_FDS): no proxy, see listen-proxy.ts. */
+  'socket-activation'?: boolean;
   /** Seconds one connection (or run) may take; becomes RuntimeMaxSec. */
   timeout?: number;
   /** Per-container limits; the units' MemoryMax=, TasksMax=, CPUQuota=, LimitNOFILE=. */
   limits?: ContainerLimits;
+  /** inetd: exit codes that end a connection normally (SuccessExitStatus= of the per-connection unit). */
+  'success-exit-status'?: readonly number[];
 }
 
 export interface DeployBundleOptions {
@@ -58,8 +62,8 @@ export interface DeployBundleOptions {
   dataSource?: string;
   /** systemd-nspawn on the board; ExecStart wants an absolute path. */
   nspawnPath?: string;
-  /** The pruned root, to resolve a user name for the OCI config (runc takes numeric ids only). */
-  root?: string;
+  /** service.user's ids (read from the image's lhc-run-as); undefined runs the command as root. */
+  runAs?: RunAs;
   logger?: Logger;
 }
 
@@ -109,9 +113,9 @@ export async function writeDeployBundle(o: DeployBundleOptions): Promise<DeployB
     service: inetd ? `${o.name}@.service` : `${o.name}.service`,
     rootMount: `${systemdEscapePath(p.rootMount)}.mount`,
     dataMount: `${systemdEscapePath(p.dataMount)}.mount`,
-    ...(inetd ? {} : { proxy: proxyUnitName(o.name) }),
+    ...(proxied(o.service) ? { proxy: proxyUnitName(o.name) } : {}),
   };
-  const ids = await resolveUser(o.service.user, o.root);
+  const ids = ociUser(o.runAs);
   const contents: Record<string, string> = {
     [units.socket]: renderSocketUnit(o),
     [units.service]: renderServiceUnit(o, p),
@@ -122,7 +126,7 @@ export async function writeDeployBundle(o: DeployBundleOptions): Promise<DeployB
       JSON.stringify(ociConfig(o, p, ids, { userNamespace: OCI_USER_NAMESPACE }), null, 2) + '\n',
     'README.md': renderReadme(o, p),
   };
-  if (!inetd)
+  if (proxied(o.service))
     contents[proxyUnitName(o.name)] = renderProxyUnit(
       o.name,
       listenPort(o.service),
@@ -137,9 +141,9 @@ export async function writeDeployBundle(o: DeployBundleOptions): Promise<DeployB
     dataSource: p.dataSource,
     dataIsLoopFile: p.dataIsLoopFile,
     dataMount: p.dataMount,
-    units: { ...units, extra: inetd ? [] : [proxyUnitName(o.name)] },
+    units: { ...units, extra: proxied(o.service) ? [proxyUnitName(o.name)] : [] },
     nspawnPath: o.nspawnPath ?? '/usr/bin/systemd-nspawn',
-    programs: inetd ? [] : PROXY_PROGRAMS,
+    programs: proxied(o.service) ? PROXY_PROGRAMS : [],
   });
   // Written whole every time (staged, then renamed over the earlier one): a unit left from an
   // earlier build (another name) must not ship.

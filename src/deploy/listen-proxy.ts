@@ -9,6 +9,12 @@
  * The service unit owns that namespace (PrivateNetwork=yes) and its nspawn shares it instead of
  * making one of its own. The container still sees only `lo` and has no route out; the proxy
  * is the one way in, and it only ever connects to that one port.
+ *
+ * A daemon that takes its socket from systemd (`service.socket-activation: true`, LISTEN_FDS)
+ * needs none of this: the socket unit activates `<name>.service` directly and nspawn passes the
+ * listening socket into the container, which keeps a network namespace of its own (only `lo`).
+ * A socket made in the board's namespace still accepts there, so no proxy or shared namespace is
+ * needed, and connections that arrive while the daemon restarts wait in the socket's backlog.
  */
 import path from 'node:path';
 
@@ -16,6 +22,11 @@ import path from 'node:path';
 export const SOCKET_PROXYD = '/lib/systemd/systemd-socket-proxyd';
 /** Waits for the daemon's port inside the shared namespace; bash is Essential on Debian boards. */
 export const BASH = '/bin/bash';
+
+/** A listening service reached through the proxy: one that binds its port itself. */
+export function proxied(s: { inetd?: boolean; 'socket-activation'?: boolean }): boolean {
+  return s.inetd !== true && s['socket-activation'] !== true;
+}
 
 export function proxyUnitName(name: string): string {
   return `${name}-proxy.service`;

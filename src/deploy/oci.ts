@@ -1,44 +1,19 @@
 /**
  * The same image for runc: an OCI runtime config with the guarantees of the nspawn unit, and the
- * numeric ids runc needs (names resolved in the image's own /etc/passwd).
+ * numeric ids runc needs (service.user as resolved at build time).
  */
-import { readFile } from 'node:fs/promises';
-import { UserError } from '../core/errors.js';
-import { resolveInRoot } from '../root/resolve.js';
+import { runAsEnv, type RunAs } from '../service-user/passwd.js';
 import type { BoardPaths, DeployBundleOptions, ServiceSpec } from './bundle.js';
 import { DEFAULT_LIMITS } from '../config/schema.js';
 
-/** Numeric uid/gid for runc: numbers as given, names from the root's /etc/passwd. */
-export async function resolveUser(
-  user: string | number | undefined,
-  root: string | undefined,
-): Promise<{ uid: number; gid: number }> {
-  if (user === undefined || user === 0 || user === '0' || user === 'root')
-    return { uid: 0, gid: 0 };
-  if (typeof user === 'number' || /^\d+$/.test(user)) {
-    const n = Number(user);
-    return { uid: n, gid: n };
-  }
-  if (!root)
-    throw new UserError(
-      `service.user "${user}": the OCI config needs a numeric uid and no root was given to look it up`,
-    );
-  let passwd: string;
-  try {
-    // Resolved inside the image: an absolute symlink there must never reach the host's passwd.
-    const inRoot = resolveInRoot(root, '/etc/passwd');
-    if (!inRoot.exists) throw new Error('no /etc/passwd');
-    passwd = await readFile(inRoot.host, 'utf8');
-  } catch {
-    throw new UserError(
-      `service.user "${user}": the image has no /etc/passwd to look the name up in; use a numeric uid`,
-    );
-  }
-  for (const line of passwd.split('\n')) {
-    const f = line.split(':');
-    if (f[0] === user && f.length >= 4) return { uid: Number(f[2]), gid: Number(f[3]) };
-  }
-  throw new UserError(`service.user "${user}" is not in the image's /etc/passwd`);
+/** runc's process.user: service.user's ids (runc switches to them itself, no helper needed). */
+export function ociUser(runAs: RunAs | undefined): {
+  uid: number;
+  gid: number;
+  additionalGids?: number[];
+} {
+  if (!runAs) return { uid: 0, gid: 0 };
+  return { uid: runAs.uid, gid: runAs.gid, additionalGids: runAs.groups };
 }
 
 /** Capabilities the payload keeps under runc. An inetd payload reads stdin and writes stdout: none. */
@@ -81,15 +56,14 @@ export interface OciOptions {
 export function ociConfig(
   o: DeployBundleOptions,
   p: BoardPaths,
-  ids: { uid: number; gid: number },
+  ids: ReturnType<typeof ociUser>,
   opts: OciOptions = {},
 ): object {
   const caps = ociCapabilities(o.service);
   const limits = o.service.limits ?? DEFAULT_LIMITS;
   const env = ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'];
-  for (const [k, v] of Object.entries(o.service.env ?? {}).sort(([a], [b]) =>
-    a < b ? -1 : a > b ? 1 : 0,
-  ))
+  const vars = { ...(o.runAs ? runAsEnv(o.runAs) : {}), ...o.service.env };
+  for (const [k, v] of Object.entries(vars).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
     env.push(`${k}=${v}`);
   const namespaces: { type: string }[] = [
     { type: 'pid' },

@@ -1,7 +1,7 @@
 /** The bundle's README: the install commands for the board, in the order they must run. */
 import type { BoardPaths, DeployBundleOptions } from './bundle.js';
 import { OCI_USER_NAMESPACE, shiftOwnersCommand } from './oci.js';
-import { proxyUnitName } from './listen-proxy.js';
+import { proxied, proxyUnitName } from './listen-proxy.js';
 import { listenPort, systemdEscapePath } from './systemd.js';
 
 export function renderReadme(o: DeployBundleOptions, p: BoardPaths): string {
@@ -41,7 +41,7 @@ mkfs.ext4 -q ${p.dataSource}`
 mount -o ${p.dataIsLoopFile ? 'loop,' : ''}noexec,nosuid,nodev ${p.dataSource} ${p.dataMount}
 tar -xzpf ${o.dataTemplateFile} --numeric-owner -C ${p.dataMount}
 umount ${p.dataMount}
-install -m 0644 'deploy/${rootUnit}' 'deploy/${dataUnit}' deploy/${o.name}.socket deploy/${svc}${inetd ? '' : ` deploy/${proxyUnitName(o.name)}`} /etc/systemd/system/
+install -m 0644 'deploy/${rootUnit}' 'deploy/${dataUnit}' deploy/${o.name}.socket deploy/${svc}${proxied(o.service) ? ` deploy/${proxyUnitName(o.name)}` : ''} /etc/systemd/system/
 systemctl daemon-reload
 systemctl enable --now '${rootUnit}' '${dataUnit}' ${o.name}.socket
 \`\`\`
@@ -50,7 +50,13 @@ ${
   inetd
     ? `Each connection to port ${listenPort(o.service)} starts one container (\`${o.name}@<n>.service\`) with the
 connection on stdin/stdout`
-    : `The first connection to port ${listenPort(o.service)} starts \`${o.name}-proxy.service\`, which starts the container
+    : !proxied(o.service)
+      ? `The first connection to port ${listenPort(o.service)} starts the container (\`${svc}\`) and systemd hands
+it the listening socket (\`service.socket-activation: true\`: the daemon takes it from LISTEN_FDS).
+The container keeps a network namespace of its own (only \`lo\`, no route out); the socket, made
+on the board, is its only way in, and connections that arrive while it restarts (an upgrade)
+wait in the socket's queue`
+      : `The first connection to port ${listenPort(o.service)} starts \`${o.name}-proxy.service\`, which starts the container
 (\`${svc}\`) and forwards each connection to the daemon's own port ${listenPort(o.service)} inside it. The
 container's network namespace belongs to \`${svc}\` (\`PrivateNetwork=yes\`, only \`lo\`, no route out,
 so the service can reach nothing and nothing reaches it); the proxy (systemd-socket-proxyd)

@@ -7,7 +7,12 @@ import path from 'node:path';
 import { UserError } from '../core/errors.js';
 import { DEFAULT_LIMITS } from '../config/schema.js';
 import { boardNspawnArgv, type ContainerLimits } from '../tools/nspawn.js';
-import { listenServiceLines, listenSocketLines, sharedNetworkArgv } from './listen-proxy.js';
+import {
+  listenServiceLines,
+  listenSocketLines,
+  proxied,
+  sharedNetworkArgv,
+} from './listen-proxy.js';
 import type { BoardPaths, DeployBundleOptions, ServiceSpec } from './bundle.js';
 
 /** Port the socket listens on: the service's own port, or 70 (Gopher) for inetd services. */
@@ -76,12 +81,12 @@ export function unitNspawnArgv(o: DeployBundleOptions, p: BoardPaths): string[] 
     dataPath: o.dataPath ?? '/data',
     command: o.service.command,
     env: o.service.env,
-    user: o.service.user,
+    runAs: o.runAs,
     workdir: o.service.workdir,
     nspawnPath: o.nspawnPath ?? '/usr/bin/systemd-nspawn',
     limits: serviceLimits(o),
   });
-  return o.service.inetd ? argv : sharedNetworkArgv(argv);
+  return proxied(o.service) ? sharedNetworkArgv(argv) : argv;
 }
 
 export function serviceLimits(o: DeployBundleOptions): ContainerLimits {
@@ -96,6 +101,16 @@ export function limitLines(l: ContainerLimits): string {
   return (
     '# Per-container limits (service.limits in lhc.yml).\n' +
     `MemoryMax=${l.memory}\nMemorySwapMax=0\nTasksMax=${l.tasks}\nCPUQuota=${l.cpu}%\nLimitNOFILE=${l.nofile}\n`
+  );
+}
+
+/** nspawn exits with the payload's code: the ones the service ends a connection with are no failure. */
+function successExitLine(o: DeployBundleOptions): string {
+  const codes = o.service['success-exit-status'] ?? [];
+  if (!o.service.inetd || codes.length === 0) return '';
+  return (
+    '# service.success-exit-status: exit codes that end a connection normally.\n' +
+    `SuccessExitStatus=${[...new Set(codes)].join(' ')}\n`
   );
 }
 
@@ -114,7 +129,10 @@ export function renderSocketUnit(o: DeployBundleOptions): string {
       ? 'Accept=yes\n' +
         '# Each connection costs a container start: bound how many run at once.\n' +
         'MaxConnections=32\nMaxConnectionsPerSource=8\n'
-      : 'Accept=no\n' + listenSocketLines(o.name)) +
+      : 'Accept=no\n' +
+        (proxied(o.service)
+          ? listenSocketLines(o.name)
+          : '# The daemon takes this socket itself (LISTEN_FDS): nspawn passes it into the container.\n')) +
     '\n[Install]\nWantedBy=sockets.target\n'
   );
 }
@@ -133,15 +151,20 @@ export function renderServiceUnit(o: DeployBundleOptions, p: BoardPaths): string
     (inetd ? 'CollectMode=inactive-or-failed\n' : '') +
     '\n[Service]\n' +
     `ExecStart=${systemdExecLine(unitNspawnArgv(o, p))}\n` +
-    (inetd ? 'StandardInput=socket\nStandardOutput=socket\n' : listenServiceLines(o.name)) +
+    (inetd
+      ? 'StandardInput=socket\nStandardOutput=socket\n'
+      : proxied(o.service)
+        ? listenServiceLines(o.name)
+        : '# Started by the socket, whose listening socket nspawn hands to the daemon.\n') +
     '# nspawn and QEMU messages go to the journal, never to the client.\n' +
     'StandardError=journal\n' +
     "# --keep-unit runs the container in this unit's cgroup, which nspawn must be allowed to manage.\n" +
     'Delegate=yes\n' +
     'KillMode=mixed\n' +
+    successExitLine(o) +
     limitLines(serviceLimits(o)) +
     (timeout !== undefined && inetd ? `RuntimeMaxSec=${Math.ceil(timeout)}\n` : '') +
-    (inetd ? '' : '\n[Install]\nWantedBy=multi-user.target\n')
+    (proxied(o.service) ? '\n[Install]\nWantedBy=multi-user.target\n' : '')
   );
 }
 

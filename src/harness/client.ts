@@ -5,8 +5,8 @@
  */
 import http from 'node:http';
 import net from 'node:net';
-import type { Probe } from '../config/schema.js';
-import { UserError } from '../core/errors.js';
+import { tcpSendBytes, type Probe } from '../config/schema.js';
+import { httpGetRequest, parseHttpResponse } from './http-wire.js';
 
 export type Endpoint = { host: string; port: number } | { path: string };
 
@@ -23,23 +23,41 @@ export function gopherRequest(selector: string): Buffer {
   return Buffer.from(`${selector}\r\n`, 'utf8');
 }
 
+/** The bytes a probe puts on the wire (or on an inetd service's stdin). */
+export function probeRequest(probe: Probe): Buffer {
+  if (probe.type === 'gopher') return gopherRequest(probe.selector);
+  if (probe.type === 'http') return httpGetRequest(probe.path);
+  return tcpSendBytes(probe);
+}
+
+/** How an exchange ends besides the peer closing. */
+export interface ExchangeEnd {
+  /** Shut down our write side after sending, so a server reading to EOF answers (tcp probes). */
+  halfClose?: boolean;
+  /** Once the first byte has arrived, stop after this long without another (servers that keep the connection open). */
+  idleMs?: number;
+}
+
 /**
- * Sends `request`, half-closes nothing (Gopher servers answer after the CRLF) and reads to EOF.
- * Rejects on a connection error, on timeout and on abort, always destroying the socket.
+ * Sends `request` and reads until the peer closes (Gopher servers answer after the CRLF and
+ * close), or until `idleMs` passes without a byte once the answer has begun. Rejects on a
+ * connection error, on timeout (no complete answer) and on abort, always destroying the socket.
  */
 export function exchange(
   e: Endpoint,
   request: Buffer,
-  opts: { timeoutMs: number; signal?: AbortSignal },
+  opts: { timeoutMs: number; signal?: AbortSignal } & ExchangeEnd,
 ): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     const sock = connect(e);
     let settled = false;
+    let idle: NodeJS.Timeout | undefined;
     const finish = (err?: Error) => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
+      clearTimeout(idle);
       opts.signal?.removeEventListener('abort', onAbort);
       sock.destroy();
       if (err) reject(err);
@@ -55,8 +73,13 @@ export function exchange(
     const onAbort = () => finish(new Error('aborted'));
     if (opts.signal?.aborted) return finish(new Error('aborted'));
     opts.signal?.addEventListener('abort', onAbort, { once: true });
-    sock.on('connect', () => sock.write(request));
-    sock.on('data', (d: Buffer) => chunks.push(d));
+    sock.on('connect', () => (opts.halfClose ? sock.end(request) : sock.write(request)));
+    sock.on('data', (d: Buffer) => {
+      chunks.push(d);
+      if (opts.idleMs === undefined) return;
+      clearTimeout(idle);
+      idle = setTimeout(() => finish(), opts.idleMs);
+    });
     sock.on('end', () => finish());
     sock.on('error', (err) => finish(err));
   });
@@ -166,24 +189,33 @@ export type ProbeTransport = { endpoint: Endpoint } | { stdio(request: Buffer): 
 
 /**
  * The one probe client of trace, self-check and verify: sends `probe`'s request over `via` and
- * returns its one response (for HTTP, with the status).
+ * returns its one response (for HTTP, with the status). Over stdio an HTTP answer is parsed from
+ * the bytes the service wrote; status and body are what runs are compared by (headers carry
+ * dates and versions).
  */
 export async function askProbe(
   probe: Probe,
   via: ProbeTransport,
   opts: { timeoutMs: number; signal?: AbortSignal },
 ): Promise<ProbeResponse> {
-  if (probe.type === 'gopher') {
-    const request = gopherRequest(probe.selector);
-    return {
-      body:
-        'endpoint' in via ? await exchange(via.endpoint, request, opts) : await via.stdio(request),
-    };
-  }
   if (!('endpoint' in via)) {
-    throw new UserError(
-      `probe '${probe.name}' is an ${probe.type} probe, but the service is inetd-style (service.inetd: true) and speaks only on stdin/stdout: use gopher probes, or service.listen`,
+    const raw = await via.stdio(probeRequest(probe));
+    if (probe.type !== 'http') return { body: raw };
+    const { status, body } = parseHttpResponse(
+      raw,
+      `probe '${probe.name}' (stdout of the service)`,
     );
+    return { status, body };
   }
+  if (probe.type === 'gopher')
+    return { body: await exchange(via.endpoint, gopherRequest(probe.selector), opts) };
+  if (probe.type === 'tcp')
+    return {
+      body: await exchange(via.endpoint, tcpSendBytes(probe), {
+        ...opts,
+        halfClose: probe['half-close'],
+        idleMs: probe['idle-timeout'] * 1000,
+      }),
+    };
   return httpGet(via.endpoint, probe.path, opts);
 }

@@ -3,7 +3,7 @@
  * in that namespace will do); when this process may not read them (a non-root builder using
  * sudo), a privileged connect from inside the namespace answers instead.
  */
-import { readFile } from 'node:fs/promises';
+import { readFile, readdir, readlink } from 'node:fs/promises';
 import type { Logger } from '../core/logger.js';
 import { run } from '../tools/exec.js';
 
@@ -14,6 +14,62 @@ export function listensOn(netTcp: string, port: number): boolean {
     const f = l.trim().split(/\s+/);
     return f[1]?.endsWith(`:${hexPort}`) === true && f[3] === '0A';
   });
+}
+
+/** Inodes of the LISTEN sockets on `port` in /proc/net/tcp{,6} text (field 10). */
+export function listenerInodes(netTcp: string, port: number): string[] {
+  const hexPort = port.toString(16).toUpperCase().padStart(4, '0');
+  return netTcp
+    .split('\n')
+    .map((l) => l.trim().split(/\s+/))
+    .filter((f) => f[1]?.endsWith(`:${hexPort}`) === true && f[3] === '0A' && f[9] !== undefined)
+    .map((f) => f[9]!);
+}
+
+/**
+ * Socket inodes among the open files of `pid` (none once it has exited), or undefined when we
+ * may not read its fd table.
+ */
+export async function socketInodes(pid: number): Promise<Set<string> | undefined> {
+  let fds: string[];
+  try {
+    fds = await readdir(`/proc/${pid}/fd`);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    return code === 'EACCES' || code === 'EPERM' ? undefined : new Set();
+  }
+  const out = new Set<string>();
+  for (const fd of fds) {
+    const target = await readlink(`/proc/${pid}/fd/${fd}`).catch(() => '');
+    const m = /^socket:\[(\d+)\]$/.exec(target);
+    if (m) out.add(m[1]!);
+  }
+  return out;
+}
+
+/**
+ * Whether one of `pids` (never this process) holds the socket listening on `port` in this process's network
+ * namespace: true, false, or undefined when no fd table can be read (a non-root caller and a
+ * privileged listener). Another build's listener on the same port is not ours: a port picked
+ * free can be taken by someone else before our listener binds it.
+ */
+export async function holdsListener(
+  pids: readonly number[],
+  port: number,
+): Promise<boolean | undefined> {
+  const tables = await readNetTcp('/proc/self');
+  if (tables === undefined) return undefined;
+  // A child between fork and exec still shows this process's sockets: those are never its own.
+  const ours = (await socketInodes(process.pid)) ?? new Set<string>();
+  const inodes = listenerInodes(tables, port).filter((i) => !ours.has(i));
+  let readable = false;
+  for (const pid of pids) {
+    const own = await socketInodes(pid);
+    if (!own) continue;
+    readable = true;
+    if (inodes.some((i) => own.has(i))) return true;
+  }
+  return readable ? false : undefined;
 }
 
 /** tcp and tcp6 tables of `procDir` (e.g. /proc/self), or undefined when neither is readable. */

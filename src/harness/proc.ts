@@ -4,6 +4,7 @@
  * outlives a verify run.
  */
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { RUN_AS_COMM } from '../service-user/run-as-elf.js';
 
 export interface ProcInfo {
   pid: number;
@@ -101,7 +102,8 @@ export function findPayloads(
   for (const n of tree.filter((p) => p.comm === 'systemd-nspawn')) {
     const nspawnExe = exePath(n.pid);
     for (const c of tree) {
-      if (c.ppid !== n.pid || c.comm === 'systemd-nspawn') continue;
+      // lhc-run-as (service.user) has not exec'd the payload yet: uid 0, not what is verified.
+      if (c.ppid !== n.pid || c.comm === 'systemd-nspawn' || c.comm === RUN_AS_COMM) continue;
       const exe = exePath(c.pid);
       if (exe === undefined || nspawnExe === undefined || exe !== nspawnExe) out.push(c);
     }

@@ -18,16 +18,22 @@ import { sleep } from '../core/wait.js';
 import { run, start, tail, type RunResult, type Started } from '../tools/exec.js';
 import { nspawnArgv } from '../tools/nspawn.js';
 import { askProbe, type Endpoint, type ProbeResponse } from './client.js';
+import { containerIdentity, releaseMachineName } from './machine-name.js';
 import { listening } from './listen.js';
 import { findPayloads } from './proc.js';
 import { forwarderUp, startForwarder } from './service.js';
+import type { RunAs } from '../service-user/passwd.js';
 
 /** Where one set of probe runs happens. */
 export interface RunTarget {
   root: string;
+  /** The run's machine name and hostname (see harness/machine-name.ts); parallel containers add a suffix. */
+  identity?: { machineName: string; hostname: string };
   dataDir: string;
   readOnly: boolean;
   harden: boolean;
+  /** service.user's ids, dropped to by the root's lhc-run-as (see stages/service-user.ts). */
+  runAs?: RunAs;
 }
 
 /** What one container run recorded: its raw text, and the file it lives in when there is one. */
@@ -68,6 +74,7 @@ function containerArgv(
   t: RunTarget,
   hook: RunHook | undefined,
   index: number | undefined,
+  identity: { machineName: string; hostname: string },
 ): string[] {
   return nspawnArgv({
     root: t.root,
@@ -77,15 +84,22 @@ function containerArgv(
     dataPath: config.data.path,
     binds: hook?.binds ?? [],
     env: { ...config.service.env, ...hook?.env?.(index) },
-    user: config.service.user,
+    ...(t.runAs ? { runAs: t.runAs } : {}),
     ...(config.service.workdir ? { workdir: config.service.workdir } : {}),
     harden: t.harden,
     privateNetwork: true,
+    ...identity,
   });
 }
 
-async function begin(config: LhcConfig, t: RunTarget, o: RunOptions, index: number | undefined) {
-  const argv = containerArgv(config, t, o.hook, index);
+async function begin(
+  config: LhcConfig,
+  t: RunTarget,
+  o: RunOptions,
+  index: number | undefined,
+  identity: { machineName: string; hostname: string },
+) {
+  const argv = containerArgv(config, t, o.hook, index, identity);
   if (!o.hook) return { argv, end: async (): Promise<HookRecord | undefined> => undefined };
   return o.hook.begin(argv, index);
 }
@@ -95,11 +109,13 @@ function crashError(
   what: string,
   exitCode: number | undefined,
   stderr: string,
+  hint = '',
 ): UserError {
   const code = exitCode === undefined ? 'was killed' : `exited with code ${exitCode}`;
   return new UserError(
     `service '${config.name}' (${config.service.command.join(' ')}) ${code} ${what}` +
-      (stderr.trim() ? `; last lines of its stderr:\n${tail(stderr, 15)}` : ' (no stderr output)'),
+      (stderr.trim() ? `; last lines of its stderr:\n${tail(stderr, 15)}` : ' (no stderr output)') +
+      hint,
   );
 }
 
@@ -117,14 +133,35 @@ async function withTimeout<T>(config: LhcConfig, what: string, p: Promise<T>): P
   }
 }
 
-async function runInetd(config: LhcConfig, t: RunTarget, o: RunOptions): Promise<ProbeRun> {
+/** Exit codes that end an inetd connection normally (service.success-exit-status), else a crash. */
+function checkInetdExit(config: LhcConfig, probeName: string, r: RunResult): void {
+  const normal = [0, ...(config.service['success-exit-status'] ?? [])];
+  if (r.exitCode !== undefined && normal.includes(r.exitCode)) return;
+  // nspawn passes the payload's own exit code on; an inetd server may end that way on purpose.
+  const hint =
+    r.exitCode !== undefined && r.exitCode > 0 && r.exitCode < 256
+      ? `\nIf exit code ${r.exitCode} is how this service normally ends a connection, list it in ` +
+        `service.success-exit-status (e.g. success-exit-status: [${r.exitCode}]).`
+      : '';
+  throw crashError(config, `while answering probe '${probeName}'`, r.exitCode, r.stderr, hint);
+}
+
+async function runInetd(
+  config: LhcConfig,
+  t: RunTarget,
+  identity: { machineName: string; hostname: string },
+  o: RunOptions,
+): Promise<ProbeRun> {
   const timeoutMs = config.service.timeout * 1000;
   // Kept by probe index, so that a parallel run reports exactly what a sequential one does.
   const records: (HookRecord | undefined)[] = [];
   const responses = await mapBounded(config.probes, parallelism(o), async (probe, i) => {
     // One container per probe, the request on its stdin, as the board's Accept=yes socket does.
     const stdio = async (request: Buffer): Promise<Buffer> => {
-      const { argv, end } = await begin(config, t, o, i);
+      // Containers running at once must not share a machine name (nspawn keys host state by it);
+      // the hostname stays the run's, so a service printing it answers the same in every run.
+      const own = { ...identity, machineName: `${identity.machineName}-${i}` };
+      const { argv, end } = await begin(config, t, o, i, own);
       let r: RunResult;
       try {
         r = await withTimeout(
@@ -145,9 +182,9 @@ async function runInetd(config: LhcConfig, t: RunTarget, o: RunOptions): Promise
         );
       } finally {
         records[i] = await end();
+        await releaseMachineName(own.machineName);
       }
-      if (r.exitCode !== 0)
-        throw crashError(config, `while answering probe '${probe.name}'`, r.exitCode, r.stderr);
+      checkInetdExit(config, probe.name, r);
       return r.stdoutBytes;
     };
     return askProbe(probe, { stdio }, { timeoutMs, signal: o.signal });
@@ -176,10 +213,15 @@ async function probeListening(
   }
 }
 
-async function runListening(config: LhcConfig, t: RunTarget, o: RunOptions): Promise<ProbeRun> {
+async function runListening(
+  config: LhcConfig,
+  t: RunTarget,
+  identity: { machineName: string; hostname: string },
+  o: RunOptions,
+): Promise<ProbeRun> {
   const port = config.service.listen!;
   const { logger } = o;
-  const { argv, end } = await begin(config, t, o, undefined);
+  const { argv, end } = await begin(config, t, o, undefined, identity);
   const out: ProbeRun = { responses: {}, records: [] };
   let container: Started;
   try {
@@ -206,7 +248,7 @@ async function runListening(config: LhcConfig, t: RunTarget, o: RunOptions): Pro
       if (gone)
         throw crashError(config, `before listening on port ${port}`, gone.exitCode, gone.stderr);
       o.signal?.throwIfAborted();
-      // Looked up each round: nspawn's first child may be a passing `getent` (service.user).
+      // Looked up each round: the payload appears only once nspawn (and lhc-run-as) exec'd it.
       pid = findPayloads(container.pid)[0]?.pid;
       if (pid !== undefined && (await listening(pid, port, logger))) break;
       if (Date.now() > deadline) {
@@ -252,5 +294,12 @@ function parallelism(o: RunOptions): number {
 
 /** Runs every probe against a root, the same way for the traced run and the self-check. */
 export async function runProbes(config: LhcConfig, t: RunTarget, o: RunOptions): Promise<ProbeRun> {
-  return config.service.listen !== undefined ? runListening(config, t, o) : runInetd(config, t, o);
+  const identity = t.identity ?? containerIdentity(t.root);
+  try {
+    return await (config.service.listen !== undefined
+      ? runListening(config, t, identity, o)
+      : runInetd(config, t, identity, o));
+  } finally {
+    await releaseMachineName(identity.machineName);
+  }
 }

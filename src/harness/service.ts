@@ -12,9 +12,9 @@ import { UserError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { start, tail, type Started } from '../tools/exec.js';
 import { waitFor } from '../core/wait.js';
-import { listening } from './listen.js';
+import { holdsListener, listening } from './listen.js';
 import { freePort, holdOpen, type Endpoint } from './client.js';
-import { alive, findPayloads, type ProcInfo } from './proc.js';
+import { alive, descendants, findPayloads, type ProcInfo } from './proc.js';
 import type { ImageMount } from './mounts.js';
 import type { LimitCgroups } from './limits.js';
 
@@ -24,13 +24,17 @@ export interface ServiceContext {
   signal?: AbortSignal;
 }
 
-/** Bridges a Unix socket on the host to 127.0.0.1:PORT inside the container's network namespace. */
+/**
+ * Bridges a Unix socket on the host to 127.0.0.1:PORT inside the container's network namespace.
+ * Both sides allow half-open connections, so a client's half-close (a tcp probe's end of input)
+ * reaches the service as a half-close and the answer still comes back.
+ */
 export const FORWARDER = `
 const net = require('net');
 const fs = require('fs');
 const [, sock, port] = process.argv;
-net.createServer((c) => {
-  const u = net.connect(Number(port), '127.0.0.1');
+net.createServer({ allowHalfOpen: true }, (c) => {
+  const u = net.connect({ port: Number(port), host: '127.0.0.1', allowHalfOpen: true });
   c.pipe(u); u.pipe(c);
   c.on('error', () => u.destroy()); u.on('error', () => c.destroy());
 }).listen(sock, () => fs.chmodSync(sock, 0o666));
@@ -87,6 +91,8 @@ export interface RunState {
   /** Payloads seen, so they can be killed even if nspawn died without taking them along. */
   payloads: ProcInfo[];
   serviceStderr?: string;
+  /** The machine name (unique on the host) and hostname of every container of this run. */
+  identity?: { machineName: string; hostname: string };
   /** The cgroups that bound each container run (service.limits), when lhc made them. */
   limitCgroups?: LimitCgroups;
 }
@@ -102,16 +108,31 @@ export interface Running {
   clientTarget: { host: string; port: number };
 }
 
+/**
+ * The activator (or, under sudo, its child) listens on `port`. Only its own socket counts: a
+ * concurrent build may bind the same port between freePort() and our activator, which then fails
+ * with "Address already in use"; connecting to the other build's service would probe its
+ * containers, and our payload would never appear. Where the fd table cannot be read (a non-root
+ * caller), any listener counts and the activator's exit catches the collision.
+ */
+async function activatorListens(pid: number, port: number, logger: Logger): Promise<boolean> {
+  const pids = [pid, ...descendants(pid).map((p) => p.pid)];
+  const mine = await holdsListener(pids, port);
+  return mine ?? (await listening(process.pid, port, logger));
+}
+
 export async function startInetd(
   argv: string[],
   state: RunState,
   opts: ServiceContext,
   timeoutMs: number,
+  /** Where the port comes from (a test passes one another process already holds). */
+  pickPort: () => Promise<number> = freePort,
 ): Promise<Running> {
   const { logger, signal } = opts;
   let lastError = '';
   for (let attempt = 0; attempt < 3; attempt++) {
-    const port = await freePort();
+    const port = await pickPort();
     const service = start(
       ['systemd-socket-activate', '-l', `127.0.0.1:${port}`, '-a', '--inetd', ...argv],
       {
@@ -124,7 +145,8 @@ export async function startInetd(
     let exited = false;
     void service.exited.then(() => (exited = true));
     const ok = await waitFor(
-      async () => (exited ? false : (await listening(process.pid, port, logger)) || undefined),
+      async () =>
+        exited ? false : (await activatorListens(service.pid, port, logger)) || undefined,
       10_000,
       signal,
     );

@@ -4,8 +4,11 @@
  * into a review.
  */
 import { existsSync } from 'node:fs';
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
+import { checkOutputFileTarget } from '../core/build-dirs.js';
 import { UserError } from '../core/errors.js';
+import type { Logger } from '../core/logger.js';
+import { writeOutputFile } from '../core/safe-write.js';
 import {
   KEY_ORDER,
   comparePaths,
@@ -178,10 +181,17 @@ export interface LockCheck {
  * report everything in one run; the shells fail it and name their own way to update. With
  * `update`, the lock is rewritten.
  */
+/** The lock is written like an artifact: staged beside it, renamed over it, never through a symlink. */
+async function writeLock(lockFile: string, m: Manifest, logger?: Logger): Promise<void> {
+  const abs = await checkOutputFileTarget('--manifest-lock', lockFile);
+  await writeOutputFile(abs, serializeManifest(m), { logger });
+}
+
 export async function checkManifestLock(
   newManifest: Manifest,
   lockFile: string,
   update: boolean,
+  logger?: Logger,
 ): Promise<LockCheck> {
   const counts = `${newManifest.image.length} image paths, ${newManifest.data.entries.length} data paths`;
   if (!existsSync(lockFile)) {
@@ -192,7 +202,7 @@ export async function checkManifestLock(
         diffText: `manifest lock ${lockFile} does not exist (the built manifest has ${counts})
 `,
       };
-    await writeFile(lockFile, serializeManifest(newManifest));
+    await writeLock(lockFile, newManifest, logger);
     return {
       changed: true,
       updated: true,
@@ -204,6 +214,6 @@ export async function checkManifestLock(
   const d = diffManifests(lock, newManifest);
   if (d.equal) return { changed: false, updated: false, diffText: '' };
   const diffText = formatDiff(d, { old: lockFile, new: 'this build' });
-  if (update) await writeFile(lockFile, serializeManifest(newManifest));
+  if (update) await writeLock(lockFile, newManifest, logger);
   return { changed: true, updated: update, diffText };
 }

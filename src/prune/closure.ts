@@ -16,6 +16,8 @@ import { globMatcher } from '../root/glob.js';
 import { isUnder, resolveTraced, type EntryKind } from '../root/lookup.js';
 import type { TraceResult } from '../stages/trace.js';
 import { TRACE_MOUNT } from '../tools/nspawn.js';
+import { isRootUser } from '../service-user/passwd.js';
+import { RUN_AS_PATH } from '../service-user/run-as-elf.js';
 
 export type KeepReason =
   | 'traced-open'
@@ -28,7 +30,8 @@ export type KeepReason =
   | 'mount-point'
   | 'keep-glob'
   | 'parent-dir'
-  | 'shebang-interp';
+  | 'shebang-interp'
+  | 'service-user';
 
 export interface WalkEntry {
   kind: EntryKind;
@@ -118,6 +121,8 @@ export async function computeClosure(
   if (!entry.exists)
     throw new UserError(`the entrypoint ${trace.entrypoint} does not exist in the root ${root}`);
   if (trace.interp) addLookup(trace.interp, 'elf-interp');
+  // lhc-run-as starts every container run and QEMU never logs the first exec: keep it by name.
+  if (!isRootUser(config.service.user)) addLookup(RUN_AS_PATH, 'service-user');
 
   if (config.keep.length > 0) {
     const keepMatch = globMatcher(config.keep);
@@ -131,6 +136,11 @@ export async function computeClosure(
     changed = false;
     for (const p of [...kept.keys()]) {
       if (scanned.has(p) || all.get(p)?.kind !== 'file') continue;
+      // A file kept only because its name was in a listing was never loaded: its libraries are
+      // not needed (Python lists lib-dynload and keeps every extension module's name; the
+      // libraries of the ones it never imported, libsqlite3 or libdb, would follow otherwise).
+      const reasons = kept.get(p)!;
+      if (reasons.size === 1 && reasons.has('dir-listing')) continue;
       scanned.add(p);
       let elf: ElfInfo | undefined;
       try {

@@ -23,6 +23,7 @@ import {
   type LuaArch,
 } from '../tools/lua-make.js';
 import { nspawnArgv } from '../tools/nspawn.js';
+import { containerIdentity, releaseMachineName } from '../harness/machine-name.js';
 import { packageFor } from '../host/requirements.js';
 
 export const BUILDROOT_SUITE = 'bookworm';
@@ -182,12 +183,14 @@ export async function compileInRoot(
     const make = inRootMakeArgv(opts.jobs ?? 1);
     const script = `${formatCommand(make)} && strip src/lua`;
     await opts.logger.group(`compile Lua in the build root under QEMU: ${script}`, async () => {
-      await run(
+      const identity = containerIdentity(root);
+      const compiling = run(
         nspawnArgv({
           root,
           command: ['/bin/sh', '-c', script],
           binds: [{ host: srcDir, container: '/src' }],
           workdir: '/src',
+          ...identity,
         }),
         {
           privileged: true,
@@ -197,6 +200,7 @@ export async function compileInRoot(
           stderrLines: 30,
         },
       );
+      await compiling.finally(() => releaseMachineName(identity.machineName));
     });
     const binary = path.join(srcDir, 'src', 'lua');
     if (!existsSync(binary))

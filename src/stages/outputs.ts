@@ -4,6 +4,7 @@
  * SHA256SUMS over every artifact (a passing build) or `<name>.build-failed.txt` (a failed one).
  * Everything a passing build writes is reproducible, so SHA256SUMS is too.
  */
+import { readRunAs } from './service-user.js';
 import { existsSync } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';
@@ -89,7 +90,7 @@ export async function writeOutputs(ctx: StageContext, input: OutputsInput): Prom
     dataPath: config.data.path,
     imageFile: path.basename(packed.image),
     dataTemplateFile: path.basename(packed.dataTemplate),
-    root: input.prunedRoot,
+    runAs: await readRunAs(config, input.prunedRoot),
     logger: ctx.logger,
   });
   const files = [

@@ -30,6 +30,7 @@ import { removeTree } from '../tools/remove-tree.js';
 import { run } from '../tools/exec.js';
 import { DEBIAN_ARCH, hostMirrorLines, mmdebstrapArgv } from '../tools/mmdebstrap.js';
 import { NSPAWN_DIRS, nspawnArgv } from '../tools/nspawn.js';
+import { containerIdentity, releaseMachineName } from '../harness/machine-name.js';
 
 export interface RootStageInput {
   config: LhcConfig;
@@ -104,10 +105,11 @@ export async function runInRoot(
   command: readonly string[],
   opts: { logger: Logger; signal?: AbortSignal; timeoutMs?: number; hostDns?: boolean },
 ): Promise<{ stdout: string; stderr: string }> {
+  const identity = containerIdentity(root);
   const argv = nspawnArgv({
     root,
     command,
-    machineName: `lhc-root-${process.pid}`,
+    ...identity,
     resolvConf: opts.hostDns ? 'bind-host' : 'off',
   });
   // Only a real /etc directory is looked into: a symlinked /etc could point anywhere on the host.
@@ -126,6 +128,7 @@ export async function runInRoot(
     });
     return { stdout: r.stdout, stderr: r.stderr };
   } finally {
+    await releaseMachineName(identity.machineName);
     const after = lstatOrUndefined(resolvConf);
     if (opts.hostDns && !hadResolvConf && after?.isFile() && after.size === 0) rmSync(resolvConf);
   }

@@ -15,6 +15,7 @@ import type { ProbeResponse } from '../harness/client.js';
 import { responseDiff } from '../harness/diff.js';
 import { bindReadOnly, unmount } from '../harness/mounts.js';
 import { runProbes } from '../harness/run.js';
+import type { RunAs } from '../service-user/passwd.js';
 import { run } from '../tools/exec.js';
 import { removeTree } from '../tools/remove-tree.js';
 
@@ -25,6 +26,8 @@ export interface SelfCheckInput {
   unprunedResponses: Record<string, ProbeResponse>;
   /** The data template directory from pruneRoot (seeds the data path of every run). */
   dataDir?: string;
+  /** service.user's ids (stages/service-user.ts). */
+  runAs?: RunAs;
 }
 
 export interface SelfCheckResult {
@@ -54,7 +57,13 @@ export async function selfCheck(
       .group(`self-check: ${config.probes.length} probes against the pruned root`, () =>
         runProbes(
           config,
-          { root: view, dataDir, readOnly: true, harden: true },
+          {
+            root: view,
+            dataDir,
+            readOnly: true,
+            harden: true,
+            ...(opts.runAs ? { runAs: opts.runAs } : {}),
+          },
           {
             workDir: opts.workDir,
             logger: opts.logger,

@@ -3,6 +3,7 @@
  * or a copy), without a network, while every file it touches is recorded (../trace/hook.ts: QEMU
  * or host strace); the probes drive it the way clients will (../harness/run.ts).
  */
+import type { RunAs } from '../service-user/passwd.js';
 import { mkdir, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { LhcConfig } from '../config/load.js';
@@ -36,6 +37,8 @@ export interface TraceInput {
   arch?: string;
   /** Probes in flight at once; default one per core. */
   parallel?: number;
+  /** service.user's ids (stages/service-user.ts). */
+  runAs?: RunAs;
 }
 
 export interface TraceResult {
@@ -66,7 +69,7 @@ async function isDir(p: string): Promise<boolean> {
 
 export async function traceService(
   ctx: StageContext,
-  { config, root, arch, parallel }: TraceInput,
+  { config, root, arch, parallel, runAs }: TraceInput,
 ): Promise<TraceResult> {
   const { logger } = ctx;
   const workDir = ctx.work.trace;
@@ -116,7 +119,13 @@ export async function traceService(
       () =>
         runProbes(
           config,
-          { root: copy, dataDir, readOnly: false, harden: false },
+          {
+            root: copy,
+            dataDir,
+            readOnly: false,
+            harden: false,
+            ...(runAs ? { runAs } : {}),
+          },
           {
             workDir,
             logger,

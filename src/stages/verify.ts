@@ -20,17 +20,23 @@ import { mapBounded, probeParallelism } from '../core/parallel.js';
 import type { Logger } from '../core/logger.js';
 import type { StageContext } from '../core/stage.js';
 import { boardNspawnArgv, mountPoints } from '../tools/nspawn.js';
+import { containerIdentity, releaseMachineName } from '../harness/machine-name.js';
 import {
   createLimitCgroups,
-  hasCgroupV1Limits,
+  cgroupLayout,
   limitedArgv,
   removeLimitCgroups,
 } from '../harness/limits.js';
 import { askProbe, describeEndpoint } from '../harness/client.js';
-import { checkNoInterpreters, inspectProcess, listImage } from '../verify/hardening.js';
+import {
+  checkNoInterpreters,
+  entrypointInterpreters,
+  inspectProcess,
+  listImage,
+} from '../verify/hardening.js';
 import { runLoad, type LoadResult } from '../verify/load.js';
 import { alive } from '../harness/proc.js';
-import { curlProbe, judge, probeOnce, readFixtures } from '../verify/probes.js';
+import { curlable, curlProbe, judge, probeOnce, readFixtures } from '../verify/probes.js';
 import {
   containerProcesses,
   killPid,
@@ -51,6 +57,8 @@ import {
   type Running,
 } from '../harness/service.js';
 import { registerCleanup } from '../core/cleanup.js';
+import type { RunAs } from '../service-user/passwd.js';
+import { readRunAs } from './service-user.js';
 
 export interface VerifyInput {
   config: LhcConfig;
@@ -75,6 +83,7 @@ async function hardeningRows(
   svc: Running,
   state: RunState,
   config: LhcConfig,
+  runAs: RunAs | undefined,
 ): Promise<HardeningCheck[]> {
   const rows: HardeningCheck[] = [];
   let inspected: HardeningCheck[] | undefined;
@@ -84,7 +93,7 @@ async function hardeningRows(
     const payload = await svc.payload();
     if (!payload) break;
     try {
-      inspected = await inspectProcess(payload.pid, config.data.path, config.service.limits);
+      inspected = await inspectProcess(payload.pid, config.data.path, config.service.limits, runAs);
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       if (code !== 'ENOENT' && code !== 'ESRCH') throw e;
@@ -101,7 +110,14 @@ async function hardeningRows(
   );
   for (const s of state.sockets) s.destroy();
   state.sockets.clear();
-  rows.push(checkNoInterpreters(await listImage(state.rootDir), config.service.command[0]!));
+  const command0 = config.service.command[0]!;
+  rows.push(
+    checkNoInterpreters(
+      await listImage(state.rootDir),
+      command0,
+      entrypointInterpreters(state.rootDir, command0),
+    ),
+  );
   return rows;
 }
 
@@ -116,9 +132,10 @@ async function withLimits(
   logger: Logger,
 ): Promise<string[]> {
   const l = config.service.limits;
-  if (!hasCgroupV1Limits()) {
+  const layout = cgroupLayout();
+  if (layout.kind === 'none') {
     logger.warn(
-      'no cgroup v1 memory and pids controllers on this host: service.limits memory, tasks and cpu are not applied here (open files and processes per user are)',
+      `service.limits memory, tasks and cpu are not applied on this host (open files and processes per user are): ${layout.why}`,
     );
     return argv;
   }
@@ -170,6 +187,10 @@ async function teardown(state: RunState, image: string, logger: Logger): Promise
     if (r === undefined) throw new Error(`${state.service!.command} did not exit`);
     state.serviceStderr = r.stderr;
   });
+  if (state.identity) {
+    const name = state.identity.machineName;
+    await attempt('release machine name', () => releaseMachineName(name));
+  }
   const cgroups = state.limitCgroups;
   if (cgroups) await attempt('remove limit cgroups', () => removeLimitCgroups(cgroups, logger));
   await attempt('unmount data', () => unmount(state.dataDir, logger));
@@ -241,7 +262,7 @@ export async function verifyImage(ctx: StageContext, input: VerifyInput): Promis
 
   await mkdir(ctx.work.verify, { recursive: true });
   const workDir = await mkdtemp(path.join(ctx.work.verify, 'lhc-verify-'));
-  // The directory name becomes the machine name (and hostname): use the service's name.
+  // The directory name becomes the hostname: use the service's name (see containerIdentity).
   const state: RunState = {
     workDir,
     rootDir: path.join(workDir, config.name),
@@ -249,6 +270,7 @@ export async function verifyImage(ctx: StageContext, input: VerifyInput): Promis
     sockets: new Set(),
     payloads: [],
   };
+  state.identity = containerIdentity(state.rootDir);
   await mkdir(state.rootDir);
   await mkdir(state.dataDir);
   const cleanup = registerCleanup(`verify ${config.name} (${workDir})`, () =>
@@ -275,15 +297,18 @@ export async function verifyImage(ctx: StageContext, input: VerifyInput): Promis
       await unpackTemplate(dataTemplate, state.dataDir, { logger });
       logger.info(`data template ${dataTemplate} unpacked into a noexec,nosuid,nodev tmpfs`);
 
+      // The ids the image's lhc-run-as drops to: the pruned image has no /etc/passwd to ask.
+      const runAs = await readRunAs(config, state.rootDir);
       const nspawn = boardNspawnArgv({
         root: state.rootDir,
         dataDir: state.dataDir,
         dataPath: config.data.path,
         command: config.service.command,
         env: config.service.env,
-        user: config.service.user,
+        ...(runAs ? { runAs } : {}),
         workdir: config.service.workdir,
         limits: config.service.limits,
+        ...state.identity,
       });
       const argv = await withLimits(nspawn, state, config, logger);
       const svc = config.service.inetd
@@ -298,21 +323,21 @@ export async function verifyImage(ctx: StageContext, input: VerifyInput): Promis
       const probes: ProbeOutcome[] = asked.map((a) => a.outcome);
       for (const r of probes)
         logger.info(`probe ${r.name}: ${r.ok ? 'ok' : 'FAILED'} (${r.bytes} bytes)`);
-      const first = asked.findIndex((a) => a.body);
+      const sampled = asked.findIndex((a) => a.body);
       const sample: VerifyOutcome['sample'] =
-        first < 0 ? undefined : { probe: config.probes[first]!.name, body: asked[first]!.body! };
-      const curl = await curlProbe(
-        config.probes[0]!,
-        fixtures.get(config.probes[0]!.name),
-        svc,
-        state.workDir,
-        opts,
-        timeoutMs,
-      );
-      logger.info(`real client: ${curl.name}: ${curl.ok ? 'ok' : 'FAILED'}`);
-      probes.push(curl);
+        sampled < 0
+          ? undefined
+          : { probe: config.probes[sampled]!.name, body: asked[sampled]!.body! };
+      const first = curlable(config.probes);
+      const curl = first
+        ? await curlProbe(first, fixtures.get(first.name), svc, state.workDir, opts, timeoutMs)
+        : undefined;
+      if (curl) {
+        logger.info(`real client: ${curl.name}: ${curl.ok ? 'ok' : 'FAILED'}`);
+        probes.push(curl);
+      } else logger.info('real client: none (curl has no URL for raw tcp probes)');
 
-      const hardening = await hardeningRows(svc, state, config);
+      const hardening = await hardeningRows(svc, state, config, runAs);
       for (const h of hardening)
         logger.info(`hardening: ${h.ok ? 'ok ' : 'FAIL'} ${h.name}: ${h.detail}`);
 

@@ -3,6 +3,9 @@
  * run all build their argv here, so what is verified is exactly what the board runs.
  * Flags were checked against systemd 252 (see DESIGN.md).
  */
+import { randomBytes } from 'node:crypto';
+import { runAsEnv, type RunAs } from '../service-user/passwd.js';
+import { RUN_AS_PATH } from '../service-user/run-as-elf.js';
 
 /** What one container may use (service.limits; see src/config/schema.ts). */
 export interface ContainerLimits {
@@ -38,8 +41,8 @@ export interface NspawnOptions {
   /** Extra binds, host:container, read-write. */
   binds?: readonly { host: string; container: string; readOnly?: boolean }[];
   env?: Readonly<Record<string, string>>;
-  /** Run the payload as this user (name or uid) inside the container. */
-  user?: string | number;
+  /** Start the command through lhc-run-as, which drops to these ids (service.user). */
+  runAs?: RunAs;
   workdir?: string;
   /** The hardening set the board uses: private network, no CAP_NET_ADMIN, no new privileges, user namespace. */
   harden?: boolean;
@@ -49,7 +52,10 @@ export interface NspawnOptions {
   ephemeral?: boolean;
   /** Give the container its own network namespace even without full hardening (trace runs). */
   privateNetwork?: boolean;
+  /** Machine name; nspawn derives one from the root's directory name when absent. */
   machineName?: string;
+  /** Hostname inside the container; nspawn uses the machine name when absent. */
+  hostname?: string;
   /** What nspawn does with /etc/resolv.conf: nothing (default), or bind the host's for the run. */
   resolvConf?: 'off' | 'bind-host';
 }
@@ -126,6 +132,7 @@ export function nspawnArgv(o: NspawnOptions): string[] {
       : BASE_FLAGS;
   const argv = ['systemd-nspawn', ...base, `--directory=${o.root}`];
   if (o.machineName) argv.push(`--machine=${o.machineName}`);
+  if (o.hostname) argv.push(`--hostname=${o.hostname}`);
   if (o.readOnly) argv.push('--read-only');
   if (o.ephemeral) argv.push('--ephemeral');
   if (o.harden) argv.push(...HARDENING_FLAGS);
@@ -137,13 +144,14 @@ export function nspawnArgv(o: NspawnOptions): string[] {
     argv.push(`--bind=${o.dataDir}:${o.dataPath ?? '/data'}${o.userNamespace ? ':idmap' : ''}`);
   for (const b of o.binds ?? [])
     argv.push(`${b.readOnly ? '--bind-ro' : '--bind'}=${b.host}:${b.container}`);
-  for (const [k, v] of Object.entries(o.env ?? {}).sort(([a], [b]) => (a < b ? -1 : 1))) {
+  // HOME, USER and LOGNAME as --user would set them; the service's own env wins, as over User=.
+  const env = { ...(o.runAs ? runAsEnv(o.runAs) : {}), ...o.env };
+  for (const [k, v] of Object.entries(env).sort(([a], [b]) => (a < b ? -1 : 1))) {
     argv.push(`--setenv=${k}=${v}`);
   }
-  if (o.user !== undefined && String(o.user) !== '0' && o.user !== 'root')
-    argv.push(`--user=${o.user}`);
   if (o.workdir) argv.push(`--chdir=${o.workdir}`);
-  argv.push('--', ...o.command);
+  // Not --user=: nspawn would run getent inside the container and make a home directory there.
+  argv.push('--', ...(o.runAs ? [RUN_AS_PATH] : []), ...o.command);
   return argv;
 }
 
@@ -161,18 +169,21 @@ export function mountPoints(dataPath: string): string[] {
 /** Where the trace FIFO is bound inside the container (see src/trace/fifo.ts). */
 export const TRACE_MOUNT = '/lhc-trace';
 
-/** What the board runs: the service's command, env, user and workdir, on its root and data. */
+/** What the board runs: the service's command, env, ids and workdir, on its root and data. */
 export interface BoardRun {
   root: string;
   dataDir: string;
   dataPath: string;
   command: readonly string[];
   env?: Readonly<Record<string, string>>;
-  user?: string | number;
+  runAs?: RunAs;
   workdir?: string;
   /** The nspawn binary to name in argv[0] (a unit's ExecStart wants an absolute path). */
   nspawnPath?: string;
   limits?: ContainerLimits;
+  /** For containers lhc starts on the build host (see containerIdentity); the board's unit sets none. */
+  machineName?: string;
+  hostname?: string;
 }
 
 /**
@@ -189,10 +200,35 @@ export function boardNspawnArgv(o: BoardRun): string[] {
     dataDir: o.dataDir,
     dataPath: o.dataPath,
     env: o.env,
-    user: o.user,
+    runAs: o.runAs,
     workdir: o.workdir,
+    ...(o.machineName ? { machineName: o.machineName } : {}),
+    ...(o.hostname ? { hostname: o.hostname } : {}),
   });
   if (o.nspawnPath) argv[0] = o.nspawnPath;
   if (o.limits) argv.splice(argv.indexOf('--'), 0, ...limitFlags(o.limits));
   return argv;
+}
+
+/**
+ * A machine name no other container on this host uses, and the hostname nspawn would have given
+ * the root by default (its directory name). nspawn keys host state by machine name
+ * (/run/systemd/nspawn/propagate/NAME, and unix-export/NAME on newer systemd) and removes it when
+ * a container exits, so two builds whose roots share a directory name ("trace-root",
+ * "self-check-root", the service's name) must not share one. The hostname stays what it was, so
+ * a service that prints it answers the same in every build.
+ */
+export function containerIdentity(
+  rootDir: string,
+  unique: string = `${process.pid.toString(36)}${randomBytes(5).toString('hex')}`,
+): { machineName: string; hostname: string } {
+  const host = rootDir
+    .split('/')
+    .filter(Boolean)
+    .at(-1)!
+    .replace(/[^A-Za-z0-9-]/g, '-')
+    .replace(/^-+|-+$/g, '')
+    .slice(0, 40);
+  const hostname = host || 'lhc';
+  return { machineName: `lhc-${hostname.slice(0, 32)}-${unique}`, hostname };
 }

@@ -10,7 +10,10 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { HardeningCheck } from '../build-result.js';
 import type { Logger } from '../core/logger.js';
+import { shebang } from '../elf/loader.js';
+import { resolveInRoot } from '../root/resolve.js';
 import { run } from '../tools/exec.js';
+import type { RunAs } from '../service-user/passwd.js';
 import { SCRATCH_PATHS } from '../tools/nspawn.js';
 
 export interface MountEntry {
@@ -89,6 +92,43 @@ export function checkScratchMount(mountinfo: string, mountPoint: string): Harden
   };
 }
 
+/** What nspawn gives a container's /dev (TMPFS_LIMITS_DEV in systemd 252): 4 MiB. */
+export const DEV_TMPFS_MAX_BYTES = 4 * 1024 * 1024;
+
+function tmpfsSizeBytes(m: MountEntry): number | undefined {
+  const v = m.superOptions.find((o) => o.startsWith('size='))?.slice(5);
+  const n = v ? /^(\d+)([kmg]?)$/i.exec(v) : null;
+  if (!n) return undefined;
+  const unit = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 }[n[2]!.toLowerCase() as '' | 'k'];
+  return Number(n[1]) * unit;
+}
+
+/**
+ * /dev must not become a place to drop and run code. nspawn mounts it as its own tmpfs (device
+ * nodes, so it cannot be nodev) and, in systemd 252, offers no flag to make it noexec or
+ * read-only, and the container's root may write there. What can be checked, and is: nosuid, and
+ * either noexec/ro or nspawn's small size cap (4 MiB), so a larger /dev mount or one without
+ * nosuid (a foreign bind, a changed nspawn) is caught.
+ */
+export function checkDevMount(mountinfo: string): HardeningCheck {
+  const name = '/dev nosuid, noexec or capped at 4 MiB';
+  const m = topMount(parseMountInfo(mountinfo), '/dev');
+  if (!m) return { name, ok: true, detail: 'not a mount point (part of the read-only root)' };
+  const nosuid = m.options.includes('nosuid');
+  const locked = m.options.includes('noexec') || m.options.includes('ro');
+  const size = m.fsType === 'tmpfs' ? tmpfsSizeBytes(m) : undefined;
+  const capped = size !== undefined && size <= DEV_TMPFS_MAX_BYTES;
+  const ok = nosuid && (locked || capped);
+  const why = !nosuid
+    ? 'missing nosuid: '
+    : locked
+      ? ''
+      : capped
+        ? 'writable by the container root and exec allowed (nspawn offers no flag), size-capped: '
+        : 'writable, exec allowed and not size-capped: ';
+  return { name, ok, detail: `${why}${describeMount(m)} ${m.superOptions.join(',')}` };
+}
+
 function statusField(status: string, field: string): string | undefined {
   const m = new RegExp(`^${field}:\\s*(.*)$`, 'm').exec(status);
   return m?.[1]?.trim();
@@ -142,6 +182,52 @@ export function checkUidMap(uidMap: string): HardeningCheck {
   return { name, ok: true, detail: 'uid 0 is not mapped (root inside has no host identity)' };
 }
 
+/** A host id as the container sees it, through a uid_map or gid_map; undefined when unmapped. */
+export function insideId(map: string, hostId: number): number | undefined {
+  for (const line of map.split('\n')) {
+    const f = line.trim().split(/\s+/).map(Number);
+    if (f.length !== 3 || f.some((n) => !Number.isFinite(n))) continue;
+    const [inside, outside, count] = f as [number, number, number];
+    if (hostId >= outside && hostId < outside + count) return hostId - outside + inside;
+  }
+  return undefined;
+}
+
+/**
+ * The payload runs as service.user: real, effective, saved and file-system uid and gid, and the
+ * supplementary groups, as the container sees them (status shows host ids; the maps translate).
+ */
+export function checkUser(
+  status: string,
+  uidMap: string,
+  gidMap: string,
+  want: { name: string; uid: number; gid: number; groups: readonly number[] },
+): HardeningCheck {
+  const name = `payload runs as ${want.name} (uid ${want.uid}, gid ${want.gid})`;
+  const ids = (field: string, map: string) =>
+    (statusField(status, field) ?? '')
+      .split(/\s+/)
+      .filter(Boolean)
+      .map((v) => insideId(map, Number(v)));
+  const uids = ids('Uid', uidMap);
+  const gids = ids('Gid', gidMap);
+  const groups = ids('Groups', gidMap);
+  const show = (l: (number | undefined)[]) => l.map((v) => v ?? 'unmapped').join(' ');
+  const sameSet = (a: (number | undefined)[], b: readonly number[]) =>
+    a.length === new Set(b).size && a.every((g) => g !== undefined && b.includes(g));
+  const ok =
+    uids.length === 4 &&
+    uids.every((u) => u === want.uid) &&
+    gids.length === 4 &&
+    gids.every((g) => g === want.gid) &&
+    sameSet(groups, want.groups);
+  return {
+    name,
+    ok,
+    detail: `Uid: ${show(uids)}; Gid: ${show(gids)}; Groups: ${show(groups) || '(none)'}`,
+  };
+}
+
 export function interfaces(netDev: string): string[] {
   return netDev
     .split('\n')
@@ -183,17 +269,22 @@ export function checkRlimits(
   return { name, ok, detail: `open files ${show(files)}, processes ${show(procs)} (soft/hard)` };
 }
 
-/** Everything the payload's /proc says, as check rows; the rlimit row when limits are given. */
+/**
+ * Everything the payload's /proc says, as check rows; the rlimit row when limits are given, the
+ * user row when service.user's ids are.
+ */
 export async function inspectProcess(
   pid: number,
   dataPath: string,
   limits?: { nofile: number; tasks: number },
+  runAs?: RunAs,
 ): Promise<HardeningCheck[]> {
   const read = (f: string) => readFile(`/proc/${pid}/${f}`, 'utf8');
-  const [mountinfo, status, uidMap, netDev, rlimits] = await Promise.all([
+  const [mountinfo, status, uidMap, gidMap, netDev, rlimits] = await Promise.all([
     read('mountinfo'),
     read('status'),
     read('uid_map'),
+    read('gid_map'),
     read('net/dev'),
     read('limits'),
   ]);
@@ -201,11 +292,13 @@ export async function inspectProcess(
     checkRootReadOnly(mountinfo),
     checkDataMount(mountinfo, dataPath),
     ...SCRATCH_PATHS.map((p) => checkScratchMount(mountinfo, p)),
+    checkDevMount(mountinfo),
     checkNetwork(netDev),
     checkNoNewPrivs(status),
     checkCapabilities(status),
     checkUidMap(uidMap),
     ...(limits ? [checkRlimits(rlimits, limits)] : []),
+    ...(runAs ? [checkUser(status, uidMap, gidMap, runAs)] : []),
   ];
 }
 
@@ -279,19 +372,46 @@ export function resolveInImage(entries: Map<string, ImageEntry>, p: string, dept
 }
 
 /**
- * No shell or interpreter in the image except the service's own entrypoint (`command[0]`, and
- * whatever it is a symlink to). Symlinks count when their name looks like an interpreter and
- * they do not resolve to the service's own.
+ * The `#!` interpreters the kernel runs for command[0] in a mounted image: for a script such as
+ * pygopherd's (`#!/usr/bin/python3`) or a BusyBox sh service, the interpreter is the service.
+ * Follows nested `#!` lines up to the kernel's depth; [] for an ELF entrypoint.
  */
-export function checkNoInterpreters(entries: ImageEntry[], command0: string): HardeningCheck {
+export function entrypointInterpreters(root: string, command0: string): string[] {
+  const chain: string[] = [];
+  for (let cur = command0; chain.length < 4;) {
+    let next: string | undefined;
+    try {
+      const r = resolveInRoot(root, cur);
+      next = r.exists ? shebang(r.host) : undefined;
+    } catch {
+      next = undefined;
+    }
+    if (next === undefined || next === command0 || chain.includes(next)) break;
+    chain.push(next);
+    cur = next;
+  }
+  return chain;
+}
+
+/**
+ * No shell or interpreter in the image except the service's own entrypoint (`command[0]`, its
+ * `#!` interpreters, and whatever they are symlinks to). Symlinks count when their name looks
+ * like an interpreter and they do not resolve to the service's own.
+ */
+export function checkNoInterpreters(
+  entries: ImageEntry[],
+  command0: string,
+  interpreters: readonly string[] = [],
+): HardeningCheck {
   const name = 'no shell or interpreter but the service';
   const byPath = new Map(entries.map((e) => [e.path, e]));
-  const own = resolveInImage(byPath, command0);
+  const ownPaths = [command0, ...interpreters];
+  const own = new Set(ownPaths.map((p) => resolveInImage(byPath, p)));
   const found: string[] = [];
   for (const e of entries) {
     if (e.kind === 'dir' || !INTERPRETER_NAME.test(path.posix.basename(e.path))) continue;
     if (e.kind === 'file' && !e.executable) continue;
-    if (e.path === command0 || resolveInImage(byPath, e.path) === own) continue;
+    if (ownPaths.includes(e.path) || own.has(resolveInImage(byPath, e.path))) continue;
     found.push(e.kind === 'symlink' ? `${e.path} -> ${e.target}` : e.path);
   }
   return {
@@ -299,6 +419,6 @@ export function checkNoInterpreters(entries: ImageEntry[], command0: string): Ha
     ok: found.length === 0,
     detail: found.length
       ? `found ${found.join(', ')}`
-      : `${entries.length} entries; only ${command0}`,
+      : `${entries.length} entries; only ${ownPaths.join(' and its interpreter ')}`,
   };
 }

@@ -2,7 +2,8 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { ProbeOutcome } from '../build-result.js';
-import type { Probe } from '../config/schema.js';
+import type { GopherProbe, HttpProbe, Probe } from '../config/schema.js';
+import { RECORD_FIXTURES_HINT } from '../config/check-files.js';
 import { UserError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { run } from '../tools/exec.js';
@@ -23,8 +24,10 @@ export async function readFixtures(probes: Probe[]): Promise<Map<string, Buffer>
     try {
       out.set(p.name, await readFile(p.fixture));
     } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
       throw new UserError(
-        `probe ${p.name}: cannot read fixture ${p.fixture}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`,
+        `probe ${p.name}: cannot read fixture ${p.fixture}: ${code ?? String(e)}` +
+          (code === 'ENOENT' ? `; ${RECORD_FIXTURES_HINT}` : ''),
       );
     }
   }
@@ -83,9 +86,14 @@ export async function probeOnce(
   }
 }
 
-/** The first probe once more through a real client (curl), the way a user would fetch it. */
+/** The first probe a real client (curl) can fetch: gopher or http; raw tcp has no URL. */
+export function curlable(probes: Probe[]): GopherProbe | HttpProbe | undefined {
+  return probes.find((p): p is GopherProbe | HttpProbe => p.type !== 'tcp');
+}
+
+/** A probe once more through a real client (curl), the way a user would fetch it. */
 export async function curlProbe(
-  probe: Probe,
+  probe: GopherProbe | HttpProbe,
   expected: Buffer | undefined,
   svc: Running,
   workDir: string,

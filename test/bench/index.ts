@@ -6,13 +6,22 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { boardSection } from './board.js';
+import { buildSection } from './build.js';
 import { luaSection } from './lua.js';
 import { packSection } from './pack.js';
 import { traceSection } from './trace.js';
 import { verifySection } from './verify.js';
 import type { BenchSection, Measurement } from './section.js';
 
-const SECTIONS: BenchSection[] = [luaSection, packSection, traceSection, verifySection];
+const SECTIONS: BenchSection[] = [
+  luaSection,
+  packSection,
+  traceSection,
+  verifySection,
+  buildSection,
+  boardSection,
+];
 
 function formatValue(m: Measurement): string {
   return m.unit === 's' ? m.value.toFixed(2) : String(m.value);
@@ -41,11 +50,12 @@ async function mainBench(argv: string[]): Promise<number> {
       process.stderr.write(`==> bench ${section.name}\n`);
       const ms = await section.run({ workDir, log: (l) => void process.stderr.write(`  ${l}\n`) });
       results[section.name] = ms;
-      const width = Math.max(...ms.map((m) => m.metric.length));
+      // A metric that already names its section (e.g. "board bare p50") is printed as it is.
+      const label = (m: Measurement) =>
+        m.metric.startsWith(`${section.name} `) ? m.metric : `${section.name}  ${m.metric}`;
+      const width = Math.max(...ms.map((m) => label(m).length));
       for (const m of ms)
-        process.stdout.write(
-          `${section.name}  ${m.metric.padEnd(width)}  ${formatValue(m)} ${m.unit}\n`,
-        );
+        process.stdout.write(`${label(m).padEnd(width)}  ${formatValue(m)} ${m.unit}\n`);
     } catch (e) {
       failed = true;
       process.stderr.write(

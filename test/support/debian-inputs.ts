@@ -53,7 +53,7 @@ export async function ensureDebSrc(): Promise<void> {
 }
 
 /** Returns `dest` once it exists with the expected digest; `produce(tmpDir)` must leave the file at tmpDir/basename(dest). */
-async function cached(
+export async function cached(
   dest: string,
   sha256: string | undefined,
   produce: (tmp: string) => Promise<void>,

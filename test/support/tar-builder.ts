@@ -19,6 +19,8 @@ export interface TarEntry {
   mtime?: number;
   devmajor?: number;
   devminor?: number;
+  /** PAX extended header records for this entry (written as a typeflag `x` entry before it). */
+  pax?: Record<string, string>;
 }
 
 const TYPEFLAG: Record<TarType, string> = {
@@ -42,7 +44,28 @@ function put(buf: Buffer, offset: number, width: number, text: string): void {
   bytes.copy(buf, offset);
 }
 
-export function tarHeader(e: TarEntry, size: number): Buffer {
+/** One PAX record, `LEN key=value\n`, where LEN counts the whole record, its own digits included. */
+function paxRecord(key: string, value: string): string {
+  const body = ` ${key}=${value}\n`;
+  let len = Buffer.byteLength(body);
+  while (String(len).length + Buffer.byteLength(body) !== len)
+    len = String(len).length + Buffer.byteLength(body);
+  return `${len}${body}`;
+}
+
+function paxEntry(e: TarEntry): Buffer[] {
+  const data = Buffer.from(
+    Object.entries(e.pax ?? {})
+      .map(([k, v]) => paxRecord(k, v))
+      .join(''),
+  );
+  const name = `PaxHeaders/${e.name.split('/').filter(Boolean).pop() ?? ''}`.slice(0, 99);
+  const h = tarHeader({ name, mode: 0o644, mtime: e.mtime }, data.length, 'x');
+  return [h, data, Buffer.alloc((512 - (data.length % 512)) % 512)];
+}
+
+/** A ustar header; `typeflag` overrides the entry's type (`x`: a PAX extended header). */
+export function tarHeader(e: TarEntry, size: number, typeflag?: string): Buffer {
   const type = e.type ?? 'file';
   const h = Buffer.alloc(512);
   put(h, 0, 100, e.name);
@@ -52,7 +75,7 @@ export function tarHeader(e: TarEntry, size: number): Buffer {
   put(h, 124, 12, octal(size, 12));
   put(h, 136, 12, octal(e.mtime ?? 1_700_000_000, 12));
   h.fill(' ', 148, 156);
-  put(h, 156, 1, TYPEFLAG[type]);
+  put(h, 156, 1, typeflag ?? TYPEFLAG[type]);
   put(h, 157, 100, e.link ?? '');
   put(h, 257, 6, 'ustar\0');
   put(h, 263, 2, '00');
@@ -66,17 +89,24 @@ export function tarHeader(e: TarEntry, size: number): Buffer {
   return h;
 }
 
-/** A complete uncompressed archive (with the two zero blocks at the end). */
-export function buildTar(entries: readonly TarEntry[]): Buffer {
+/**
+ * An uncompressed archive, by default complete (with the two zero blocks at the end). An apk's
+ * control part leaves them out, so that apk reads on into the data part that follows it.
+ */
+export function buildTar(
+  entries: readonly TarEntry[],
+  opts: { endOfArchive?: boolean } = {},
+): Buffer {
   const parts: Buffer[] = [];
   for (const e of entries) {
+    if (e.pax) parts.push(...paxEntry(e));
     const data =
       e.type === undefined || e.type === 'file' ? Buffer.from(e.data ?? '') : Buffer.alloc(0);
     parts.push(tarHeader(e, data.length), data);
     const pad = (512 - (data.length % 512)) % 512;
     if (pad) parts.push(Buffer.alloc(pad));
   }
-  parts.push(Buffer.alloc(1024));
+  if (opts.endOfArchive ?? true) parts.push(Buffer.alloc(1024));
   return Buffer.concat(parts);
 }
 

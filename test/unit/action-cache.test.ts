@@ -90,6 +90,30 @@ describe('cachePlan', () => {
     expect(plan.lua).toEqual({ key: 'lhc-lua-v1-linux-x64-abc123', path: '/cache/lhc/lua/abc123' });
   });
 
+  it('carries the Debian bases keyed by suite, variant, sorted packages, arch and runner image', () => {
+    const debian = (packages: string, e: NodeJS.ProcessEnv = env, arch = '') =>
+      cachePlan(
+        config(`base:\n  type: debian\n  suite: bookworm\n  packages: [${packages}]${arch}`),
+        { env: e, platform: 'linux', arch: 'x64' },
+      ).bases!;
+    const b = debian('nginx-light, curl');
+    expect(b.path).toBe('/cache/lhc/bases');
+    expect(b.key).toMatch(/^lhc-bases-v1-linux-x64-[0-9a-f]{64}$/);
+    expect(debian('curl, nginx-light').key).toBe(b.key);
+    expect(debian('curl').key).not.toBe(b.key);
+    expect(debian('nginx-light, curl', { ...env, ImageOS: 'ubuntu24' }).key).not.toBe(b.key);
+    expect(cachePlan(config(withBase), { env }).bases).toBeUndefined();
+  });
+
+  it("carries the board root only when the board verify runs on lhc's own root", () => {
+    expect(cachePlan(config(), { env }).board).toBeUndefined();
+    const board = cachePlan(config(), { env, board: true, platform: 'linux', arch: 'x64' }).board!;
+    expect(board.path).toBe('/cache/lhc/board');
+    expect(board.key).toMatch(/^lhc-board-v1-linux-x64-[0-9a-f]{64}$/);
+    const own = `board:\n  tarball: board.tar\n  sha256: ${BASE}`;
+    expect(cachePlan(config(own), { env, board: true }).board).toBeUndefined();
+  });
+
   it('keeps keys within what the cache service accepts', () => {
     const plan = cachePlan(config(withLua), { env, luaKey: 'k'.repeat(64) });
     for (const e of [plan.store!, plan.lua!]) {

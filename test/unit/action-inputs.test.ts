@@ -34,7 +34,7 @@ describe('action.yml and the action shell agree', () => {
     }
   });
 
-  it('defaults: cache, upload-artifacts and verify on, board off; lhc.yml', () => {
+  it('defaults: cache, upload-artifacts, verify and board on; lhc.yml', () => {
     expect(inputsFrom({})).toEqual({
       config: 'lhc.yml',
       outDir: undefined,
@@ -43,9 +43,10 @@ describe('action.yml and the action shell agree', () => {
       artifactName: undefined,
       manifestLock: undefined,
       updateManifest: false,
+      updateFixtures: false,
       verify: true,
       force: false,
-      board: false,
+      board: true,
     });
   });
 
@@ -59,9 +60,10 @@ describe('action.yml and the action shell agree', () => {
         'artifact-name': 'moon',
         'manifest-lock': 'manifest.lock',
         'update-manifest': 'true',
+        'update-fixtures': 'true',
         verify: 'FALSE',
         force: 'true',
-        board: 'true',
+        board: 'false',
       }),
     ).toEqual({
       config: 'examples/gophermoon/lhc.yml',
@@ -71,9 +73,10 @@ describe('action.yml and the action shell agree', () => {
       artifactName: 'moon',
       manifestLock: 'manifest.lock',
       updateManifest: true,
+      updateFixtures: true,
       verify: false,
       force: true,
-      board: true,
+      board: false,
     });
   });
 

@@ -86,6 +86,19 @@ describe('a listen: service on the board', () => {
     expect(unit).toContain(`ExecStart=${SOCKET_PROXYD} 127.0.0.1:80\n`);
   });
 
+  it('socket-activation: the socket starts the service, nspawn keeps its own network, no proxy', () => {
+    const direct = { ...nginx, service: { ...nginx.service, 'socket-activation': true } };
+    const socket = renderSocketUnit(direct);
+    expect(socket).toMatch(/^Accept=no$/m);
+    expect(socket).not.toMatch(/^Service=/m);
+    const unit = renderServiceUnit(direct, p);
+    expect(unit).not.toMatch(/^PrivateNetwork=/m);
+    expect(unit).not.toMatch(/^ExecStartPre=/m);
+    // Started by its socket only: enabling it at boot would start it without the socket's fd.
+    expect(unit).not.toMatch(/^\[Install\]/m);
+    expect(unitNspawnArgv(direct, p)).toContain('--private-network');
+  });
+
   it("an inetd service keeps nspawn's own private network", () => {
     const gopher = { ...nginx, service: { command: ['/bin/lua'], inetd: true } };
     expect(unitNspawnArgv(gopher, p)).toContain('--private-network');

@@ -1,6 +1,6 @@
-import { checkConfigFiles } from '../../src/config/check-files.js';
+import { checkConfigFiles, RECORD_FIXTURES_HINT } from '../../src/config/check-files.js';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -195,6 +195,11 @@ describe('broken configs name the field and the line', () => {
       'service.inetd: set exactly one of inetd: true or listen: PORT (lhc.yml:20)',
     ],
     [
+      'socket-activation on an inetd service',
+      edit('inetd: true', 'inetd: true\n  socket-activation: true'),
+      'service.socket-activation: socket-activation passes a listening socket to the daemon: it needs listen: PORT (an inetd service already gets its connection on stdin) (lhc.yml:21)',
+    ],
+    [
       'port out of range',
       edit('inetd: true', 'listen: 70000'),
       'service.listen: Too big: expected number to be <=65535 (lhc.yml:20)',
@@ -215,6 +220,21 @@ describe('broken configs name the field and the line', () => {
       'service.limits.procs: unknown key (lhc.yml:22)',
     ],
     [
+      'success-exit-status on a listening service',
+      edit('inetd: true', 'listen: 70\n  success-exit-status: [1]'),
+      'service.success-exit-status: only for inetd services (service.inetd: true): a listening service is not restarted per connection (lhc.yml:21)',
+    ],
+    [
+      'success-exit-status out of range',
+      edit('inetd: true', 'inetd: true\n  success-exit-status: [1, 256]'),
+      'service.success-exit-status[1]: Too big: expected number to be <=255 (lhc.yml:21)',
+    ],
+    [
+      'success-exit-status not a list of integers',
+      edit('inetd: true', 'inetd: true\n  success-exit-status: [1.5]'),
+      'service.success-exit-status[0]: Invalid input: expected int, received number (lhc.yml:21)',
+    ],
+    [
       'missing service command',
       edit('  command: [/bin/lua, /bin/gophermoon]\n', ''),
       'service.command: required (lhc.yml:19)',
@@ -222,7 +242,7 @@ describe('broken configs name the field and the line', () => {
     [
       'unknown probe type',
       edit('type: gopher', 'type: ftp'),
-      "probes[0].type: Invalid discriminator value. Expected 'gopher' | 'http' (lhc.yml:23)",
+      "probes[0].type: Invalid discriminator value. Expected 'gopher' | 'http' | 'tcp' (lhc.yml:23)",
     ],
     [
       'probe name with a space',
@@ -302,8 +322,19 @@ describe('broken configs name the field and the line', () => {
       expect(e).toBeInstanceOf(ConfigError);
       expect((e as ConfigError).message.split('\n')).toEqual([
         `data.template: cannot read ${path.join(dir, 'data')} (ENOENT)`,
-        `probes[0].fixture: cannot read ${path.join(dir, 'fixtures/root.gopher')} (ENOENT)`,
+        `probes[0].fixture: cannot read ${path.join(dir, 'fixtures/root.gopher')} (ENOENT); ${RECORD_FIXTURES_HINT}`,
       ]);
+      // A fixture about to be recorded may be missing; the data template still may not.
+      const again = await checkConfigFiles(c, { updateFixtures: true }).then(
+        () => undefined,
+        (err: unknown) => err,
+      );
+      expect((again as ConfigError).message.split('\n')).toEqual([
+        `data.template: cannot read ${path.join(dir, 'data')} (ENOENT)`,
+      ]);
+      await mkdir(path.join(dir, 'data'));
+      await expect(checkConfigFiles(c, { updateFixtures: true })).resolves.toBeUndefined();
+      await expect(checkConfigFiles(c)).rejects.toThrow(/--update-fixtures/);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

@@ -129,6 +129,15 @@ describe('units', () => {
     );
   });
 
+  it('service: success-exit-status becomes SuccessExitStatus= of the per-connection unit', () => {
+    expect(renderServiceUnit(opts, p)).not.toContain('SuccessExitStatus=');
+    const text = renderServiceUnit(
+      { ...opts, service: { ...opts.service, 'success-exit-status': [1, 3, 1] } },
+      p,
+    );
+    expect(text).toMatch(/^SuccessExitStatus=1 3$/m);
+  });
+
   it("service: a config's own limits replace the defaults", () => {
     const limits = { memory: 64 * 1024 ** 2, tasks: 20, cpu: 50, nofile: 300 };
     const text = renderServiceUnit({ ...opts, service: { ...opts.service, limits } }, p);

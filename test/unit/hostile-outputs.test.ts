@@ -25,7 +25,15 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { loadConfig, parseConfig, type LhcConfig } from '../../src/config/load.js';
-import { OUT_MARKER, systemDirProblem, WORK_MARKER } from '../../src/core/build-dirs.js';
+import {
+  createOwnDir,
+  OUT_MARKER,
+  systemDirProblem,
+  WORK_MARKER,
+} from '../../src/core/build-dirs.js';
+import { Board } from '../../src/board/machine.js';
+import { checkManifestLock } from '../../src/manifest/diff.js';
+import type { Manifest } from '../../src/manifest/manifest.js';
 import { UserError } from '../../src/core/errors.js';
 import { memoryLogger, type Logger } from '../../src/core/logger.js';
 import { writeOutputFile } from '../../src/core/safe-write.js';
@@ -435,5 +443,88 @@ describe('systemDirProblem', () => {
     ['/srv/build/out', false],
   ])('%s refused: %s', (dir, refused) => {
     expect(systemDirProblem(dir, '/home/u') !== undefined).toBe(refused);
+  });
+});
+
+describe('the manifest lock (--update-manifest) is written like an artifact', () => {
+  const m: Manifest = {
+    lhcManifest: 1,
+    name: 't',
+    image: [{ path: '/', type: 'dir', mode: '0755', uid: 0, gid: 0 }],
+    data: { path: '/data', entries: [] },
+  };
+
+  it('a lock that is a symlink to a host file is replaced, not written through', async () => {
+    await mkdir(out);
+    const lock = path.join(out, 'lhc.manifest.lock');
+    await symlink(victim(), lock);
+    const logger = memoryLogger();
+    // The link's target is read as the lock (it is not a manifest): that is an error, not a write.
+    await expect(checkManifestLock(m, lock, true, logger)).rejects.toThrow();
+    await rm(lock);
+    await symlink(path.join(host, 'absent-target'), lock);
+    const r = await checkManifestLock(m, lock, true, logger);
+    expect(r.updated).toBe(true);
+    expect((await lstat(lock)).isFile()).toBe(true);
+    expect(existsSync(path.join(host, 'absent-target'))).toBe(false);
+    expect(logger.lines.join('\n')).toMatch(/was a symlink .*replaced, not written through/);
+  });
+
+  it('a lock in a system directory is refused, naming the flag', async () => {
+    const err = await checkManifestLock(m, '/etc/lhc-hostile.lock', true).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(UserError);
+    expect((err as Error).message).toMatch(/^--manifest-lock \/etc\/lhc-hostile.lock: refused/);
+    expect(existsSync('/etc/lhc-hostile.lock')).toBe(false);
+  });
+});
+
+describe('lhc lua --out', () => {
+  it('a system directory is refused before anything is built, exit 2, no stack trace', async () => {
+    const err: string[] = [];
+    const code = await main(
+      ['lua', '--version', '5.4.4', '--sha256', 'a'.repeat(64), '--out', '/usr/bin'],
+      {
+        out: () => {},
+        err: (l) => err.push(l),
+        logger: memoryLogger(),
+        commands,
+        signal: AbortSignal.abort(),
+      },
+    );
+    expect(err.join('\n')).toMatch(/lhc lua --out \/usr\/bin\/lua: refused/);
+    expect(err.join('\n')).not.toMatch(/\n\s+at /);
+    expect(code).toBe(2);
+  });
+});
+
+describe("the board's work dir (removed whole afterwards)", () => {
+  it('holding files lhc did not write is refused before the board is unpacked', async () => {
+    const work = path.join(top, `board-${n}`);
+    await mkdir(work);
+    await writeFile(path.join(work, 'precious'), 'mine\n');
+    const err = await Board.boot({
+      tarball: '/nonexistent.tar',
+      workDir: work,
+      logger: memoryLogger(),
+    }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(UserError);
+    expect((err as Error).message).toMatch(/board work dir .*: refused, it already holds precious/);
+    expect(readdirSync(work)).toEqual(['precious']);
+  });
+
+  it('/ and system dirs are refused; a symlink is not a directory lhc made', async () => {
+    await expect(createOwnDir('board work dir', '/')).rejects.toThrow(
+      /refused, it is the file system root/,
+    );
+    await expect(createOwnDir('board work dir', '/var/lib')).rejects.toThrow(/system directory/);
+    const link = path.join(top, `board-link-${n}`);
+    await symlink(path.join(host, 'etc-like'), link);
+    await expect(createOwnDir('board work dir', link)).rejects.toThrow(/refused/);
+  });
+
+  it('an absent or empty directory is taken', async () => {
+    const fresh = path.join(top, `board-new-${n}`, 'board');
+    expect(await createOwnDir('board work dir', fresh)).toBe(fresh);
+    expect(await createOwnDir('board work dir', fresh)).toBe(fresh);
   });
 });

@@ -79,6 +79,12 @@ beforeAll(async () => {
   await chmod(path.join(root, 'srv/site'), 0o750);
   await writeFile(path.join(root, 'srv/site/index.txt'), 'index\n');
   await writeFile(path.join(root, 'srv/site/other.txt'), 'other\n');
+  // A real ELF whose library (libJIS.so, next to it through RUNPATH $ORIGIN) is not in the root:
+  // the service only lists its directory, so the library must not be looked for.
+  await cp(
+    path.join(root, TRIPLET_DIR, 'gconv/EUC-JP.so'),
+    path.join(root, 'srv/site/plugin.so'),
+  );
   await symlink('/srv/site', path.join(root, 'srv/current'));
   await mkdir(path.join(root, 'data/cache'), { recursive: true });
   await writeFile(path.join(root, 'data/cache/seed'), 'seed\n');
@@ -172,6 +178,10 @@ describe('prune closure', () => {
   it("keeps a listed directory's entries and the symlink the service went through", async () => {
     expect(await readlink(out('/srv/current'))).toBe('/srv/site');
     expect(why('/srv/site/other.txt')).toEqual(['dir-listing']);
+    // Listed, never loaded: kept by name, its DT_NEEDED (libJIS.so) not required.
+    expect((await readElf(out('/srv/site/plugin.so')))?.needed).toContain('libJIS.so');
+    expect(why('/srv/site/plugin.so')).toEqual(['dir-listing']);
+    expect(result.report.missingLibraries).toEqual([]);
     expect(why('/srv/site')).toEqual(expect.arrayContaining(['traced-open', 'parent-dir']));
     expect((await lstat(out('/srv/site'))).mode & 0o7777).toBe(0o750);
   });

@@ -3,10 +3,14 @@
  * board's flags, squashfs loop-mounted read-only, tmpfs data), and on the same text with one
  * protection removed: every check must be able to go red.
  */
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
   checkCapabilities,
   checkDataMount,
+  checkDevMount,
   checkNetwork,
   checkNoInterpreters,
   checkNoNewPrivs,
@@ -14,6 +18,7 @@ import {
   checkRootReadOnly,
   checkScratchMount,
   checkUidMap,
+  entrypointInterpreters,
   parseFindListing,
   parseMountInfo,
   resolveInImage,
@@ -200,6 +205,47 @@ describe('interpreters in the image', () => {
     });
   });
 
+  it("allows a script service's #! interpreter (BusyBox sh, python3), not other interpreters", () => {
+    const entries = [
+      dir('/bin'),
+      file('/bin/busybox'),
+      link('/bin/sh', '/bin/busybox'),
+      file('/usr/bin/moon-gopher'),
+      file('/usr/bin/python3.11'),
+      link('/usr/bin/python3', 'python3.11'),
+      file('/usr/bin/perl'),
+    ];
+    expect(checkNoInterpreters(entries, '/usr/bin/moon-gopher')).toMatchObject({
+      ok: false,
+      detail:
+        'found /bin/busybox, /bin/sh -> /bin/busybox, /usr/bin/python3.11, /usr/bin/python3 -> python3.11, /usr/bin/perl',
+    });
+    expect(checkNoInterpreters(entries, '/usr/bin/moon-gopher', ['/bin/sh'])).toMatchObject({
+      ok: false,
+      detail: 'found /usr/bin/python3.11, /usr/bin/python3 -> python3.11, /usr/bin/perl',
+    });
+    expect(checkNoInterpreters(entries, '/usr/sbin/pygopherd', ['/usr/bin/python3']).detail).toBe(
+      'found /bin/busybox, /bin/sh -> /bin/busybox, /usr/bin/perl',
+    );
+  });
+
+  it("reads the entrypoint's #! chain inside the image root, not on the host", () => {
+    const root = mkdtempSync(path.join(os.tmpdir(), 'lhc-interp-'));
+    try {
+      mkdirSync(path.join(root, 'bin'));
+      mkdirSync(path.join(root, 'usr/bin'), { recursive: true });
+      writeFileSync(path.join(root, 'bin/busybox'), '\x7fELF');
+      symlinkSync('/bin/busybox', path.join(root, 'bin/sh'));
+      writeFileSync(path.join(root, 'usr/bin/svc'), '#!/bin/sh -e\necho hi\n');
+      writeFileSync(path.join(root, 'usr/bin/elf'), '\x7fELF');
+      expect(entrypointInterpreters(root, '/usr/bin/svc')).toEqual(['/bin/sh']);
+      expect(entrypointInterpreters(root, '/usr/bin/elf')).toEqual([]);
+      expect(entrypointInterpreters(root, '/usr/bin/missing')).toEqual([]);
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+
   it('ignores non-executable files and directories named like interpreters', () => {
     const entries = [
       dir('/usr/share/perl5'),
@@ -254,5 +300,38 @@ describe('rlimit check', () => {
       detail: 'open files 1024/1024, processes 64/Infinity (soft/hard)',
     });
     expect(checkRlimits('Limit Soft Hard\n', { nofile: 1024, tasks: 64 }).ok).toBe(false);
+  });
+});
+
+describe('/dev check', () => {
+  // Recorded from the gophermoon image under the board's nspawn flags (systemd 252).
+  const DEV =
+    '658 654 0:93 / /dev rw,nosuid shared:235 - tmpfs tmpfs rw,size=4096k,nr_inodes=65536,mode=755\n';
+
+  it("nspawn's /dev (nosuid, 4 MiB) passes and says it is writable and exec-allowed", () => {
+    expect(checkDevMount(MOUNTINFO)).toMatchObject({
+      ok: true,
+      name: '/dev nosuid, noexec or capped at 4 MiB',
+      detail: expect.stringMatching(/^writable by the container root and exec allowed/),
+    });
+    expect(checkDevMount(DEV).ok).toBe(true);
+  });
+
+  it('fails without nosuid, or when a writable exec-able /dev is larger', () => {
+    expect(checkDevMount(DEV.replace('rw,nosuid', 'rw'))).toMatchObject({
+      ok: false,
+      detail: expect.stringMatching(/^missing nosuid/),
+    });
+    expect(checkDevMount(DEV.replace('size=4096k', 'size=2468412k'))).toMatchObject({
+      ok: false,
+      detail: expect.stringMatching(/not size-capped/),
+    });
+    expect(checkDevMount(DEV.replace('size=4096k,', '')).ok).toBe(false);
+  });
+
+  it('passes a noexec or read-only /dev whatever its size', () => {
+    const big = DEV.replace('size=4096k', 'size=1g');
+    expect(checkDevMount(big.replace('rw,nosuid', 'rw,nosuid,noexec')).ok).toBe(true);
+    expect(checkDevMount(big.replace('rw,nosuid', 'ro,nosuid')).ok).toBe(true);
   });
 });

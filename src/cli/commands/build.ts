@@ -22,6 +22,7 @@ export function buildJson(r: BuildResult) {
     filesKept: r.filesKept,
     manifestDiff: r.manifestDiff ?? null,
     manifestUpdated: r.manifestLock?.updated ?? false,
+    fixtures: r.fixtures ?? null,
     verify: r.verify ?? null,
     timings: r.timings,
   };
@@ -30,7 +31,7 @@ export function buildJson(r: BuildResult) {
 export const buildCommand: Command = {
   name: 'build',
   summary: 'build the image described by an lhc.yml',
-  help: `Usage: lhc build [CONFIG] [--out DIR] [--no-verify] [--manifest-lock FILE] [--update-manifest] [--work-dir DIR] [--force] [--json]
+  help: `Usage: lhc build [CONFIG] [--out DIR] [--no-verify] [--manifest-lock FILE] [--update-manifest] [--update-fixtures] [--work-dir DIR] [--force] [--json]
 
 Runs the pipeline for CONFIG (default: ./lhc.yml) and writes the image, data template, manifest
 and SHA256SUMS to DIR. A failed build (verify, or a manifest that differs from its lock) writes
@@ -41,6 +42,9 @@ Options:
   --no-verify            skip booting the pruned image and checking the probes
   --manifest-lock FILE   fail (after verify) when the manifest differs from FILE
   --update-manifest      write the new manifest to the --manifest-lock file instead of failing
+  --update-fixtures      write each probe's response from the traced (unpruned) run into its
+                         fixture file where it is missing or differs, and print what was written;
+                         verify still fails if the pruned image answers differently
   --work-dir DIR         keep intermediate roots in DIR (default: a temp dir, removed)
   --force                replace outputs (or work-dir entries) in DIR that lhc did not write;
                          without it such a DIR is refused (see README, "Output directory")
@@ -50,6 +54,7 @@ Options:
     'no-verify': { type: 'boolean' },
     'manifest-lock': { type: 'string', complete: 'file' },
     'update-manifest': { type: 'boolean' },
+    'update-fixtures': { type: 'boolean' },
     'work-dir': { type: 'string', complete: 'dir' },
     force: { type: 'boolean' },
   },
@@ -68,6 +73,7 @@ Options:
       verify: options['no-verify'] !== true,
       manifestLock: options['manifest-lock'] as string | undefined,
       updateManifest: options['update-manifest'] === true,
+      updateFixtures: options['update-fixtures'] === true,
       workDir,
       keepWorkDir: workDir !== undefined,
       force: options.force === true,
@@ -82,6 +88,9 @@ Options:
       ctx.out(`manifest      ${result.manifest}`);
       ctx.out(`files kept    ${result.filesKept}`);
       ctx.out(`bytes         ${result.bytesBefore} -> ${result.bytesAfter}`);
+      for (const f of result.fixtures ?? [])
+        if (f.change !== 'unchanged')
+          ctx.out(`fixture       ${f.path} (${f.change}, ${f.bytes} bytes, probe ${f.probe})`);
       if (result.verify) ctx.out(`verify        ${result.verify.ok ? 'ok' : 'FAILED'}`);
       if (result.manifestLock?.updated)
         ctx.out(`manifest lock ${result.manifestLock.path} updated`);

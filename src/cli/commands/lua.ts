@@ -1,6 +1,9 @@
+import { constants } from 'node:fs';
 import { chmod, copyFile, mkdir } from 'node:fs/promises';
 import path from 'node:path';
+import { checkOutputFileTarget } from '../../core/build-dirs.js';
 import { ConfigError } from '../../core/errors.js';
+import { stageOutput } from '../../core/safe-write.js';
 import { withScratchContext } from '../../core/stage.js';
 import { buildLua, checkLuaVersion, type LuaArch, type LuaStrategy } from '../../stages/lua.js';
 import type { Command } from '../command.js';
@@ -62,6 +65,8 @@ Options:
       if (!/^(https?|file):\/\/\S+$/.test(u))
         throw new ConfigError(`lhc lua: --url must be an http(s):// or file:// URL, got "${u}"`);
     }
+    // Like a build's outputs: never written through a symlink, never into a system directory.
+    const dest = await checkOutputFileTarget('lhc lua --out', path.join(out, 'lua'));
     const r = await withScratchContext({ logger: ctx.logger, signal: ctx.signal }, (stage) =>
       buildLua(stage, {
         version,
@@ -72,9 +77,14 @@ Options:
       }),
     );
     await mkdir(out, { recursive: true });
-    const dest = path.join(out, 'lua');
-    await copyFile(r.path, dest);
-    await chmod(dest, 0o755);
+    await stageOutput(
+      dest,
+      async (tmp) => {
+        await copyFile(r.path, tmp, constants.COPYFILE_EXCL);
+        await chmod(tmp, 0o755);
+      },
+      ctx.logger,
+    );
     ctx.out(`lua      ${dest}`);
     ctx.out(`bytes    ${r.bytes}`);
     ctx.out(`sha256   ${r.sha256}`);

@@ -6,7 +6,7 @@ import { errorJson } from '../errors.js';
 export const validateCommand: Command = {
   name: 'validate',
   summary: 'check lhc.yml files against the schema',
-  help: `Usage: lhc validate [CONFIG...] [--json]
+  help: `Usage: lhc validate [CONFIG...] [--update-fixtures] [--json]
 
 Reads each config (default: ./lhc.yml) and checks it against the lhc.yml schema. Every problem
 is reported with its field path and line, e.g. "lua.sha256: expected 64 hex characters
@@ -14,16 +14,19 @@ is reported with its field path and line, e.g. "lua.sha256: expected 64 hex char
 must be readable. Exits 0 when all configs are valid, 2 otherwise.
 
 Options:
+  --update-fixtures  accept probe fixtures that do not exist yet (lhc build --update-fixtures
+                     records them)
   --json    print {"ok", "configs": [...]} with one entry per config, valid or not`,
+  options: { 'update-fixtures': { type: 'boolean' } },
   positionals: { min: 0, names: 'CONFIG' },
   json: true,
-  async run({ positionals }, ctx) {
+  async run({ options, positionals }, ctx) {
     const files = positionals.length > 0 ? positionals : [configOrDefault(undefined, 'validate')];
     const results = [];
     for (const file of files) {
       try {
         const c = await loadConfig(file);
-        await checkConfigFiles(c);
+        await checkConfigFiles(c, { updateFixtures: options['update-fixtures'] === true });
         const summary = {
           file,
           ok: true as const,

@@ -1,0 +1,170 @@
+/**
+ * Board: what one connection costs on the board's own path, measured in one run on the simulated
+ * board (a booted systemd in nspawn, as `lhc verify --board` uses). The gophermoon release is
+ * installed with deploy/install.sh and its probes are sent through the board's port 70:
+ *
+ * - `bare`: the same image's Lua and script behind a plain `Accept=yes` socket on the board, no
+ *   sandbox at all (systemd starts the process, binfmt runs it under QEMU): the floor;
+ * - `nspawn`: the release's default runtime, one container per connection;
+ * - `systemd`: the release built with `deploy.runtime: systemd` (a hardened unit on the image).
+ *
+ * Each path gets the same sequential requests (p50/p99) and the same load at concurrency 8.
+ */
+import { readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { loadConfig, type LhcConfig } from '../../src/config/load.js';
+import { memoryLogger } from '../../src/core/logger.js';
+import { Board } from '../../src/board/machine.js';
+import { installOnBoard, openBoardPort, type BoardPort } from '../../src/board/verify-board.js';
+import { runLoad, type LoadResult } from '../../src/verify/load.js';
+import { probeOnce, readFixtures } from '../../src/verify/probes.js';
+import { buildOut, testBoardTarball } from '../support/board.js';
+import { copyGophermoonCheckout } from '../support/gopher.js';
+import type { BenchContext, BenchSection, Measurement } from './section.js';
+
+const SEQUENTIAL = 60;
+const LOAD = { requests: 200, concurrency: 8 };
+const BARE_PORT = 7070;
+
+interface PathFigures {
+  seq: LoadResult;
+  load: LoadResult;
+}
+
+/** Sequential requests, then the load, through one port; every answer checked against its fixture. */
+async function measurePath(config: LhcConfig, port: BoardPort, what: string): Promise<PathFigures> {
+  const probes = config.probes;
+  const fixtures = await readFixtures(probes);
+  const timeoutMs = config.service.timeout * 1000;
+  const one = async (i: number) => {
+    const p = probes[i % probes.length]!;
+    const { outcome } = await probeOnce(p, fixtures.get(p.name), port.endpoint, timeoutMs);
+    return outcome.ok ? undefined : `${what} ${p.name}: ${outcome.diff ?? 'failed'}`;
+  };
+  const seq = await runLoad(SEQUENTIAL, 1, one);
+  const load = await runLoad(LOAD.requests, LOAD.concurrency, one);
+  for (const r of [seq, load])
+    if (r.failures > 0) throw new Error(`${what}: ${r.failures} failures: ${r.firstFailure}`);
+  return { seq, load };
+}
+
+/**
+ * The floor: the image's own Lua and script started by systemd per connection with no sandbox,
+ * reading the image mounted by the release's mount unit (paths prefixed by the mount point).
+ */
+async function installBare(board: Board, config: LhcConfig): Promise<void> {
+  const rootMount = `/var/lib/lhc/${config.name}/root`;
+  const exec = config.service.command.map((c, i) =>
+    i === 0 || c.startsWith('/') ? rootMount + c : c,
+  );
+  const env = Object.entries(config.service.env ?? {}).map(([k, v]) =>
+    v.startsWith('/') ? `Environment=${k}=${rootMount}${v}` : `Environment=${k}=${v}`,
+  );
+  const units: Record<string, string> = {
+    'lhc-bare.socket': `[Socket]\nListenStream=${BARE_PORT}\nAccept=yes\n`,
+    'lhc-bare@.service':
+      `[Service]\nExecStart=${exec.join(' ')}\n${env.join('\n')}\n` +
+      'StandardInput=socket\nStandardOutput=socket\nStandardError=journal\n',
+  };
+  for (const [name, text] of Object.entries(units))
+    await writeFile(board.hostPath(`/etc/systemd/system/${name}`), text);
+  await board.mustSh(['systemctl', 'daemon-reload'], 'systemctl daemon-reload');
+  await board.mustSh(['systemctl', 'start', 'lhc-bare.socket'], 'starting the bare socket');
+}
+
+async function systemdRuntimeConfig(dir: string): Promise<LhcConfig | undefined> {
+  const file = copyGophermoonCheckout(dir);
+  await writeFile(file, `${await readFile(file, 'utf8')}\ndeploy:\n  runtime: systemd\n`);
+  try {
+    return await loadConfig(file);
+  } catch {
+    // This tree has no systemd runtime yet.
+    return undefined;
+  }
+}
+
+function figures(name: string, f: PathFigures): Measurement[] {
+  const rps = (r: LoadResult) => Math.round((r.requests / (r.wallMs / 1000)) * 10) / 10;
+  return [
+    { metric: `board ${name} p50`, value: Math.round(f.seq.p50ms), unit: 'ms' },
+    { metric: `board ${name} p99`, value: Math.round(f.seq.p99ms), unit: 'ms' },
+    {
+      metric: `board ${name} load ${LOAD.requests}@${LOAD.concurrency} throughput`,
+      value: rps(f.load),
+      unit: 'req/s',
+    },
+    {
+      metric: `board ${name} load ${LOAD.requests}@${LOAD.concurrency} p50`,
+      value: Math.round(f.load.p50ms),
+      unit: 'ms',
+    },
+  ];
+}
+
+function ratio(name: string, f: PathFigures, bare: PathFigures): Measurement[] {
+  const r = (a: number, b: number) => Math.round((a / b) * 100) / 100;
+  return [
+    { metric: `board ${name}/bare p50 ratio`, value: r(f.seq.p50ms, bare.seq.p50ms), unit: 'x' },
+    {
+      metric: `board ${name}-bare p50 difference`,
+      value: Math.round(f.seq.p50ms - bare.seq.p50ms),
+      unit: 'ms',
+    },
+  ];
+}
+
+async function onBoard(ctx: BenchContext, board: Board): Promise<Measurement[]> {
+  const logger = memoryLogger();
+  const config = await loadConfig(copyGophermoonCheckout(path.join(ctx.workDir, 'nspawn-src')));
+  ctx.log('building the gophermoon release (nspawn runtime)');
+  const nspawnOut = await buildOut(config, path.join(ctx.workDir, 'nspawn'));
+  await installOnBoard(board, nspawnOut.outDir, 'install', config);
+  const port70 = await openBoardPort(board, 70, ctx.workDir, logger);
+  const out: Measurement[] = [];
+  try {
+    ctx.log('bare: the image’s Lua per connection, no sandbox');
+    await installBare(board, config);
+    const barePort = await openBoardPort(board, BARE_PORT, ctx.workDir, logger);
+    const bare = await measurePath(config, barePort, 'bare').finally(() => barePort.close());
+    ctx.log('nspawn runtime');
+    const nspawn = await measurePath(config, port70, 'nspawn');
+    out.push(
+      ...figures('bare', bare),
+      ...figures('nspawn', nspawn),
+      ...ratio('nspawn', nspawn, bare),
+    );
+
+    const sdConfig = await systemdRuntimeConfig(path.join(ctx.workDir, 'systemd-src'));
+    if (!sdConfig) {
+      ctx.log('no deploy.runtime: systemd in this tree; skipping that runtime');
+      return out;
+    }
+    ctx.log('building the gophermoon release (systemd runtime) and upgrading the board to it');
+    const sdOut = await buildOut(sdConfig, path.join(ctx.workDir, 'systemd'));
+    await installOnBoard(board, nspawnOut.outDir, 'uninstall', config);
+    await installOnBoard(board, sdOut.outDir, 'install', sdConfig);
+    const sd = await measurePath(sdConfig, port70, 'systemd');
+    out.push(...figures('systemd', sd), ...ratio('systemd', sd, bare));
+    return out;
+  } finally {
+    await port70.close();
+  }
+}
+
+export const boardSection: BenchSection = {
+  name: 'board',
+  async run(ctx) {
+    const tarball = await testBoardTarball();
+    ctx.log('booting the simulated board');
+    const board = await Board.boot({
+      tarball,
+      workDir: path.join(ctx.workDir, 'board'),
+      logger: memoryLogger(),
+    });
+    try {
+      return await onBoard(ctx, board);
+    } finally {
+      await board.poweroff();
+    }
+  },
+};
