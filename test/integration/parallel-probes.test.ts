@@ -11,6 +11,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig, type LhcConfig } from '../../src/config/load.js';
 import { memoryLogger } from '../../src/core/logger.js';
 import { stageContext } from '../../src/core/stage.js';
+import { runProbes } from '../../src/harness/run.js';
+import { NSPAWN_STATE_DIRS } from '../../src/harness/machine-name.js';
 import { traceService, type TraceResult } from '../../src/stages/trace.js';
 import { busyboxRoot } from '../support/busybox-root.js';
 import { requireTool } from '../support/require-tool.js';
@@ -96,5 +98,46 @@ describe('traced run, probes in parallel', () => {
     expect(parallel.responses).toEqual(sequential.responses);
     expect(probes.map(([n]) => parallel.responses[n]!.status)).toEqual(probes.map(([, , s]) => s));
     expect(accesses(parallel)).toEqual(accesses(sequential));
+  }, 600_000);
+
+  // Concurrent containers must not share a machine name (nspawn keys its host state by it), but
+  // keep the run's hostname, so a service that prints it answers the same in every container.
+  it('inetd: each parallel container its own machine name, one hostname, state dirs released', async () => {
+    const names = ['a', 'b', 'c', 'd'];
+    const cfg = await config(
+      'bb-hostname',
+      'service: { command: [/bin/busybox, hostname], inetd: true }\nprobes:\n' +
+        names
+          .map((n) => `  - { name: ${n}, type: gopher, selector: "/${n}", fixture: x }\n`)
+          .join(''),
+    );
+    const dataDir = path.join(tmp, 'hostname-data');
+    await mkdir(dataDir, { recursive: true });
+    const argvs: string[][] = [];
+    const flag = (argv: string[], f: string) =>
+      argv.find((a) => a.startsWith(`--${f}=`))?.slice(f.length + 3);
+    const r = await runProbes(
+      cfg,
+      { root: bbRoot, dataDir, readOnly: false, harden: false },
+      {
+        workDir: tmp,
+        logger: memoryLogger(),
+        parallel: 4,
+        hook: {
+          begin: async (argv) => {
+            argvs.push(argv);
+            return { argv, end: async () => ({ text: '' }) };
+          },
+        },
+      },
+    );
+    const machines = argvs.map((a) => flag(a, 'machine'));
+    expect(machines).toHaveLength(names.length);
+    expect(new Set(machines).size).toBe(names.length);
+    const hostnames = new Set(argvs.map((a) => flag(a, 'hostname')));
+    expect(hostnames.size).toBe(1);
+    for (const n of names) expect(r.responses[n]!.body.toString()).toBe(`${[...hostnames][0]}\n`);
+    for (const m of machines)
+      for (const d of NSPAWN_STATE_DIRS) expect(existsSync(path.join(d, m!))).toBe(false);
   }, 600_000);
 });
