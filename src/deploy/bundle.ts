@@ -13,7 +13,9 @@ import path from 'node:path';
 import { UserError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { stageOutput, writeExclusive } from '../core/safe-write.js';
+import type { Runtime } from '../config/schema.js';
 import type { ContainerLimits } from '../tools/nspawn.js';
+import { renderSysusers, sysusersFiles } from './systemd-runtime.js';
 import { OCI_USER_NAMESPACE, ociConfig, resolveUser } from './oci.js';
 import { renderReadme } from './readme.js';
 import { renderInstallScript } from './install-script.js';
@@ -58,6 +60,8 @@ export interface DeployBundleOptions {
   dataSource?: string;
   /** systemd-nspawn on the board; ExecStart wants an absolute path. */
   nspawnPath?: string;
+  /** How the board runs the image (deploy.runtime): nspawn containers (default) or a sandboxed service. */
+  runtime?: Runtime;
   /** The pruned root, to resolve a user name for the OCI config (runc takes numeric ids only). */
   root?: string;
   logger?: Logger;
@@ -111,6 +115,8 @@ export async function writeDeployBundle(o: DeployBundleOptions): Promise<DeployB
     dataMount: `${systemdEscapePath(p.dataMount)}.mount`,
     ...(inetd ? {} : { proxy: proxyUnitName(o.name) }),
   };
+  const sandboxed = o.runtime === 'systemd';
+  const sysusers = sysusersFiles(o.name);
   const ids = await resolveUser(o.service.user, o.root);
   const contents: Record<string, string> = {
     [units.socket]: renderSocketUnit(o),
@@ -122,6 +128,7 @@ export async function writeDeployBundle(o: DeployBundleOptions): Promise<DeployB
       JSON.stringify(ociConfig(o, p, ids, { userNamespace: OCI_USER_NAMESPACE }), null, 2) + '\n',
     'README.md': renderReadme(o, p),
   };
+  if (sandboxed) contents[sysusers.bundle] = renderSysusers(o.name);
   if (!inetd)
     contents[proxyUnitName(o.name)] = renderProxyUnit(
       o.name,
@@ -138,7 +145,9 @@ export async function writeDeployBundle(o: DeployBundleOptions): Promise<DeployB
     dataIsLoopFile: p.dataIsLoopFile,
     dataMount: p.dataMount,
     units: { ...units, extra: inetd ? [] : [proxyUnitName(o.name)] },
-    nspawnPath: o.nspawnPath ?? '/usr/bin/systemd-nspawn',
+    // The sandboxed service needs no nspawn on the board, but a user made by systemd-sysusers.
+    nspawnPath: sandboxed ? '' : (o.nspawnPath ?? '/usr/bin/systemd-nspawn'),
+    sysusers: sandboxed ? sysusers : undefined,
     programs: inetd ? [] : PROXY_PROGRAMS,
   });
   // Written whole every time (staged, then renamed over the earlier one): a unit left from an

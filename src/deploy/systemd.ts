@@ -9,6 +9,7 @@ import { DEFAULT_LIMITS } from '../config/schema.js';
 import { boardNspawnArgv, type ContainerLimits } from '../tools/nspawn.js';
 import { listenServiceLines, listenSocketLines, sharedNetworkArgv } from './listen-proxy.js';
 import type { BoardPaths, DeployBundleOptions, ServiceSpec } from './bundle.js';
+import { renderSandboxedServiceUnit } from './systemd-runtime.js';
 
 /** Port the socket listens on: the service's own port, or 70 (Gopher) for inetd services. */
 export function listenPort(s: ServiceSpec): number {
@@ -107,7 +108,7 @@ export function renderSocketUnit(o: DeployBundleOptions): string {
   return (
     HEADER(o.name) +
     '[Unit]\n' +
-    `Description=lhc ${o.name}: ${inetd ? 'one container per connection' : 'listening socket'}\n\n` +
+    `Description=lhc ${o.name}: ${inetd ? `one ${o.runtime === 'systemd' ? 'sandboxed process' : 'container'} per connection` : 'listening socket'}\n\n` +
     '[Socket]\n' +
     `ListenStream=${listenPort(o.service)}\n` +
     (inetd
@@ -120,6 +121,7 @@ export function renderSocketUnit(o: DeployBundleOptions): string {
 }
 
 export function renderServiceUnit(o: DeployBundleOptions, p: BoardPaths): string {
+  if (o.runtime === 'systemd') return renderSandboxedServiceUnit(o, p);
   const inetd = o.service.inetd === true;
   const timeout = o.service.timeout;
   return (
