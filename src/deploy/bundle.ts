@@ -19,7 +19,7 @@ import { renderSysusers, sysusersFiles } from './systemd-runtime.js';
 import { OCI_USER_NAMESPACE, ociConfig, resolveUser } from './oci.js';
 import { renderReadme } from './readme.js';
 import { renderInstallScript } from './install-script.js';
-import { PROXY_PROGRAMS, proxyUnitName, renderProxyUnit } from './listen-proxy.js';
+import { PROXY_PROGRAMS, PROXY_SANDBOX, proxyUnitName, renderProxyUnit } from './listen-proxy.js';
 import {
   HEADER,
   listenPort,
@@ -135,6 +135,7 @@ export async function writeDeployBundle(o: DeployBundleOptions): Promise<DeployB
       listenPort(o.service),
       systemdExecLine,
       HEADER(o.name),
+      sandboxed ? PROXY_SANDBOX : '',
     );
   contents['install.sh'] = renderInstallScript({
     name: o.name,
