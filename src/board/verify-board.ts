@@ -221,11 +221,7 @@ export async function boardHardening(
     if (config.service.inetd) {
       const before = new Set(payloads().map((p) => p.pid));
       held = await holdOpen(endpoint, timeoutMs);
-      payload = await waitFor(
-        () => payloads().find((p) => !before.has(p.pid)),
-        timeoutMs,
-        signal,
-      );
+      payload = await waitFor(() => payloads().find((p) => !before.has(p.pid)), timeoutMs, signal);
     } else payload = await waitFor(() => payloads()[0], timeoutMs, signal);
     if (!payload || !alive(payload))
       return [

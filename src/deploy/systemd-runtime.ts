@@ -19,7 +19,13 @@ import type { ContainerLimits } from '../tools/nspawn.js';
 import { SCRATCH_MOUNT_OPTIONS } from '../tools/nspawn.js';
 import type { BoardPaths, DeployBundleOptions } from './bundle.js';
 import { UNPRIVILEGED_PORT_START, proxyUnitName } from './listen-proxy.js';
-import { HEADER, mountUnitNames, serviceLimits, systemdExecLine, systemdQuoteWord } from './systemd.js';
+import {
+  HEADER,
+  mountUnitNames,
+  serviceLimits,
+  systemdExecLine,
+  systemdQuoteWord,
+} from './systemd.js';
 
 /** The board user the service runs as; install.sh creates it from deploy/<name>.sysusers.conf. */
 export function serviceUser(name: string): string {
@@ -53,7 +59,9 @@ export const SYSTEMD_SCRATCH_MOUNTS = [
 
 function envLine(env: Readonly<Record<string, string>> | undefined): string {
   const pairs = Object.entries(env ?? {}).sort(([a], [b]) => (a < b ? -1 : 1));
-  return pairs.length ? `Environment=${pairs.map(([k, v]) => systemdQuoteWord(`${k}=${v}`)).join(' ')}\n` : '';
+  return pairs.length
+    ? `Environment=${pairs.map(([k, v]) => systemdQuoteWord(`${k}=${v}`)).join(' ')}\n`
+    : '';
 }
 
 function limitLines(l: ContainerLimits): string {
@@ -121,7 +129,7 @@ export function renderSandboxedServiceUnit(o: DeployBundleOptions, p: BoardPaths
         '# daemon binds its port as an unprivileged user: allow that in this namespace only, which\n' +
         "# holds nothing but lo ('+': run outside the sandbox, where /bin/sh exists).\n" +
         `ExecStartPre=+/bin/sh -c "echo 0 > ${UNPRIVILEGED_PORT_START}"\n`) +
-    '# The payload\'s messages go to the journal, never to the client.\n' +
+    "# The payload's messages go to the journal, never to the client.\n" +
     'StandardError=journal\n' +
     sandboxLines(inetd) +
     limitLines(serviceLimits(o)) +

@@ -111,7 +111,8 @@ describe('lhc verify --board with deploy.runtime: systemd', () => {
       await allowEmulation(board, systemdConfig);
       await installOnBoard(board, nspawnOut.outDir, 'install', nspawnConfig);
       const port = await openBoardPort(board, 70, tmp, memoryLogger());
-      const ask = () => exchange(port.endpoint, gopherRequest(about.selector), { timeoutMs: 30_000 });
+      const ask = () =>
+        exchange(port.endpoint, gopherRequest(about.selector), { timeoutMs: 30_000 });
       const timed = async (n: number) => {
         const ms: number[] = [];
         for (let i = 0; i < n; i++) {

@@ -84,7 +84,7 @@ describe('systemd-analyze security --offline=true on the generated units', () =>
     }
   });
 
-  it('scores the nspawn runtime far above: systemd-analyze does not see nspawn\'s confinement', async () => {
+  it("scores the nspawn runtime far above: systemd-analyze does not see nspawn's confinement", async () => {
     const r = await scores('gophermoon', gophermoon, 'nspawn');
     const [u] = r.units;
     expect(u!.score).toBeGreaterThan(EXPOSURE_GOAL);

@@ -193,7 +193,15 @@ describe('the systemd runtime around the unit', () => {
   });
 
   it('gives systemd-runtime images /var/tmp as a mount point, nspawn ones stay as they were', () => {
-    expect(mountPoints('/data')).toEqual(['/usr', '/proc', '/sys', '/dev', '/run', '/tmp', '/data']);
+    expect(mountPoints('/data')).toEqual([
+      '/usr',
+      '/proc',
+      '/sys',
+      '/dev',
+      '/run',
+      '/tmp',
+      '/data',
+    ]);
     expect(mountPoints('/data', 'systemd')).toEqual([
       '/usr',
       '/proc',
@@ -231,7 +239,8 @@ describe('deploy.runtime in lhc.yml', () => {
 describe('finding the systemd runtime payload on the board', () => {
   it('matches the service and its instances by cgroup, not the proxy or another service', () => {
     const cg = (p: string) => `12:pids:${p}\n1:name=systemd:${p}\n0::${p}\n`;
-    const inst = '/machine/system.slice/system-gophermoon.slice/gophermoon@3-127.0.0.1:70-127.0.0.1:5.service';
+    const inst =
+      '/machine/system.slice/system-gophermoon.slice/gophermoon@3-127.0.0.1:70-127.0.0.1:5.service';
     expect(inServiceCgroup(cg(inst), 'gophermoon')).toBe(true);
     expect(inServiceCgroup(cg('/system.slice/nginx.service'), 'nginx')).toBe(true);
     expect(inServiceCgroup(cg('/system.slice/nginx-proxy.service'), 'nginx')).toBe(false);
