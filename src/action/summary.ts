@@ -175,7 +175,7 @@ function failures(r: BuildResult, extras: SummaryExtras): string[] {
 export function exposureSection(e: ExposureReport): string {
   const worst = Math.max(...e.units.map((u) => u.score));
   return collapsed(
-    `exposure (systemd-analyze security, runtime ${e.runtime}): ${worst.toFixed(1)}${e.runtime === 'nspawn' ? " (does not see nspawn's own confinement; see deploy/README.md)" : ''}`,
+    `exposure (systemd-analyze security, runtime ${e.runtime}): ${worst.toFixed(1)}${e.runtime === 'nspawn' ? ' (systemd-analyze cannot see the confinement nspawn sets up; see deploy/README.md)' : ''}`,
     table(
       ['unit', 'score', 'level'],
       e.units.map((u) => [code(u.unit), u.score.toFixed(1), escapeHtml(u.level)]),
