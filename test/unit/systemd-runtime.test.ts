@@ -187,6 +187,7 @@ describe('the systemd runtime around the unit', () => {
     expect(sandboxed).toContain("SYSUSERS_FILE='gophermoon.sysusers.conf'");
     expect(sandboxed).toContain('systemd-sysusers "/etc/sysusers.d/$SYSUSERS_NAME"');
     expect(sandboxed).toMatch(/release_id\(\) \{\n.*for u in \$UNIT_FILES \$SYSUSERS_FILE/);
+    expect(sandboxed).toMatch(/own_data\(\) \{\n.*\n.*\n.*-user 0 -exec chown -h "\$u:\$u"/);
     const nspawn = renderInstallScript({ ...base, nspawnPath: '/usr/bin/systemd-nspawn' });
     expect(nspawn).toContain("NSPAWN='/usr/bin/systemd-nspawn'");
     expect(nspawn).toContain("SYSUSERS_FILE=''");
