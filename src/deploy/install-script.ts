@@ -207,7 +207,7 @@ ensure_user() {
 own_data() {
   [ -n "$SYSUSERS_NAME" ] || return 0
   u=\${SYSUSERS_NAME%.conf}
-  find "$DATA_MOUNT" -xdev \( -path "$DATA_MOUNT/lost+found" -prune \) -o -user 0 -exec chown -h "$u:$u" {} +
+  find "$DATA_MOUNT" -xdev \\( -path "$DATA_MOUNT/lost+found" -prune \\) -o -user 0 -exec chown -h "$u:$u" {} +
 }
 
 # Makes release $1 current (the old one becomes previous) and restarts what runs the image.
