@@ -15,6 +15,7 @@ import { renderServiceUnit, renderSocketUnit } from '../../src/deploy/systemd.js
 import { renderSysusers, sysusersFiles } from '../../src/deploy/systemd-runtime.js';
 import { parseExposure, parseSystemdVersion } from '../../src/tools/systemd-analyze.js';
 import { mountPoints } from '../../src/tools/nspawn.js';
+import { run } from '../../src/tools/exec.js';
 import { checkNotHostRoot } from '../../src/verify/hardening.js';
 
 const inetd: DeployBundleOptions = {
@@ -160,7 +161,7 @@ describe('the systemd runtime around the unit', () => {
     });
   });
 
-  it('install.sh needs no nspawn but systemd-sysusers, and a release covers its units', () => {
+  it('install.sh needs no nspawn but systemd-sysusers, and a release covers its units', async () => {
     const base = {
       name: 'gophermoon',
       boardDir: '/var/lib/lhc/gophermoon',
@@ -188,6 +189,8 @@ describe('the systemd runtime around the unit', () => {
     expect(sandboxed).toContain('systemd-sysusers "/etc/sysusers.d/$SYSUSERS_NAME"');
     expect(sandboxed).toMatch(/release_id\(\) \{\n.*for u in \$UNIT_FILES \$SYSUSERS_FILE/);
     expect(sandboxed).toMatch(/own_data\(\) \{\n.*\n.*\n.*-user 0 -exec chown -h "\$u:\$u"/);
+    const parsed = await run(['sh', '-n'], { input: sandboxed, reject: false });
+    expect([parsed.exitCode, parsed.stderr]).toEqual([0, '']);
     const nspawn = renderInstallScript({ ...base, nspawnPath: '/usr/bin/systemd-nspawn' });
     expect(nspawn).toContain("NSPAWN='/usr/bin/systemd-nspawn'");
     expect(nspawn).toContain("SYSUSERS_FILE=''");
