@@ -41323,6 +41323,14 @@ ensure_user() {
   systemd-sysusers "/etc/sysusers.d/$SYSUSERS_NAME"
 }
 
+# The sandboxed service is that user, not root: it gets what root owned on the data partition
+# (as the template made it). An nspawn container's root can still write there after a switch back.
+own_data() {
+  [ -n "$SYSUSERS_NAME" ] || return 0
+  u=\${SYSUSERS_NAME%.conf}
+  find "$DATA_MOUNT" -xdev \\( -path "$DATA_MOUNT/lost+found" -prune \\) -o -user 0 -exec chown -h "$u:$u" {} +
+}
+
 # Makes release $1 current (the old one becomes previous) and restarts what runs the image.
 activate() {
   new=$1 old=$(current_id)
@@ -41344,6 +41352,7 @@ activate() {
     systemctl restart "$ROOT_MOUNT_UNIT"
   fi
   systemctl start "$ROOT_MOUNT_UNIT" "$DATA_MOUNT_UNIT"
+  own_data
   # A listening service runs one long-lived container: restart it (and its proxy) on the new image.
   for u in $UNIT_FILES; do
     case $u in *@.service) ;; *.service) [ -z "$old" ] || [ "$new" = "$old" ] || systemctl try-restart "$u" ;; esac
