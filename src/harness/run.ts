@@ -236,7 +236,6 @@ async function probeListening(
 }
 
 async function runListening(config: LhcConfig, t: RunTarget, o: RunOptions): Promise<ProbeRun> {
-  const port = config.service.listen!;
   const { logger } = o;
   const activated = config.service['socket-activation'];
   const { argv, end } = await begin(config, t, o, undefined);
