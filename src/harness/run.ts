@@ -20,6 +20,7 @@ import { parseHttpResponse } from './http-wire.js';
 import { containerIdentity, releaseMachineName } from './machine-name.js';
 import { listening } from './listen.js';
 import { findPayloads } from './proc.js';
+import { startActivator } from './service.js';
 import type { RunAs } from '../service-user/passwd.js';
 
 /** Where one set of probe runs happens. */
@@ -174,14 +175,31 @@ const RAW_CLIENT =
   "s.on('data',d=>{c.push(d);if(idle){clearTimeout(t);t=setTimeout(done,+idle)}});s.on('end',done);" +
   "s.on('error',e=>{console.error(e.message);process.exit(1)});";
 
+/** How a listening service is reached: from inside its network namespace, or on a host port. */
+interface Reach {
+  /** Prefix for the client's argv (nsenter into the namespace), empty on the host. */
+  ns: string[];
+  port: number;
+  privileged: boolean;
+  where: string;
+}
+
+function insideNamespace(pid: number, port: number): Reach {
+  return {
+    ns: ['nsenter', '-t', String(pid), '-n', '--'],
+    port,
+    privileged: true,
+    where: "inside the container's network namespace",
+  };
+}
+
 async function probeListening(
   config: LhcConfig,
-  pid: number,
-  port: number,
+  reach: Reach,
   probe: Probe,
   o: RunOptions,
 ): Promise<ProbeResponse> {
-  const ns = ['nsenter', '-t', String(pid), '-n', '--'];
+  const { ns, port, privileged } = reach;
   const timeoutMs = config.service.timeout * 1000;
   const { logger } = o;
   if (probe.type !== 'http') {
@@ -195,7 +213,7 @@ async function probeListening(
       tcp && !tcp['half-close'] ? '0' : '1',
       tcp ? String(Math.round(tcp['idle-timeout'] * 1000)) : '',
     ];
-    const r = await run([...ns, ...client], { privileged: true, binary: true, timeoutMs, logger });
+    const r = await run([...ns, ...client], { privileged, binary: true, timeoutMs, logger });
     return { body: r.stdoutBytes };
   }
   const bodyFile = path.join(o.workDir, `probe-${probe.name}.body`);
@@ -203,14 +221,14 @@ async function probeListening(
   const url = `http://127.0.0.1:${port}${probe.path}`;
   const curl = ['curl', '-s', '-S', '-o', bodyFile, '-w', '%{http_code}'];
   const r = await run([...ns, ...curl, '--max-time', String(config.service.timeout), url], {
-    privileged: true,
+    privileged,
     timeoutMs,
     logger,
     reject: false,
   });
   if (r.exitCode !== 0) {
     throw new UserError(
-      `probe '${probe.name}': ${url} inside the container's network namespace failed: ${tail(r.stderr, 5) || `curl exit code ${r.exitCode}`}`,
+      `probe '${probe.name}': ${url} ${reach.where} failed: ${tail(r.stderr, 5) || `curl exit code ${r.exitCode}`}`,
     );
   }
   const body = await readFile(bodyFile).catch(() => Buffer.alloc(0));
@@ -218,13 +236,18 @@ async function probeListening(
 }
 
 async function runListening(config: LhcConfig, t: RunTarget, o: RunOptions): Promise<ProbeRun> {
-  const port = config.service.listen!;
   const { logger } = o;
+  const activated = config.service['socket-activation'];
   const { argv, end } = await begin(config, t, o, undefined);
   const out: ProbeRun = { responses: {}, records: [] };
   let container: Started;
+  let hostPort: number | undefined;
   try {
-    container = start(argv, { privileged: true, logger });
+    if (activated) {
+      // As on the board: a socket outside the container, passed in (LISTEN_FDS) on the first
+      // connection; the container keeps its own network namespace.
+      ({ service: container, port: hostPort } = await startActivator(argv, false, o));
+    } else container = start(argv, { privileged: true, logger });
   } catch (e) {
     // The hook's reader (a FIFO) would otherwise wait forever for a writer that never came.
     await end();
@@ -235,27 +258,12 @@ async function runListening(config: LhcConfig, t: RunTarget, o: RunOptions): Pro
   const state: { exited?: { exitCode: number | undefined; stderr: string } } = {};
   void container.exited.then((e) => (state.exited = e));
   try {
-    const deadline = Date.now() + config.service.timeout * 1000;
-    let pid: number | undefined;
-    // Wait for the payload to exist and to listen, bounded, noticing an early exit.
-    for (;;) {
-      const gone = state.exited;
-      if (gone)
-        throw crashError(config, `before listening on port ${port}`, gone.exitCode, gone.stderr);
-      o.signal?.throwIfAborted();
-      // Looked up each round: the payload appears only once nspawn (and lhc-run-as) exec'd it.
-      pid = findPayloads(container.pid)[0]?.pid;
-      if (pid !== undefined && (await listening(pid, port, logger))) break;
-      if (Date.now() > deadline) {
-        throw new UserError(
-          `service '${config.name}' did not listen on port ${port} within service.timeout (${config.service.timeout} s)`,
-        );
-      }
-      await sleep(100);
-    }
-    logger.debug(`service listens on ${port} in the namespace of pid ${pid}`);
+    const reach =
+      hostPort !== undefined
+        ? { ns: [], port: hostPort, privileged: false, where: `(the socket passed to the service)` }
+        : await listeningPayload(config, container, state, o);
     for (const probe of config.probes) {
-      out.responses[probe.name] = await probeListening(config, pid, port, probe, o);
+      out.responses[probe.name] = await probeListening(config, reach, probe, o);
       const gone = state.exited;
       if (gone)
         throw crashError(
@@ -271,6 +279,35 @@ async function runListening(config: LhcConfig, t: RunTarget, o: RunOptions): Pro
     if (record) out.records.push(record);
   }
   return out;
+}
+
+/** Waits for the payload to exist and to listen, bounded, noticing an early exit. */
+async function listeningPayload(
+  config: LhcConfig,
+  container: Started,
+  state: { exited?: { exitCode: number | undefined; stderr: string } },
+  o: RunOptions,
+): Promise<Reach> {
+  const port = config.service.listen!;
+  const deadline = Date.now() + config.service.timeout * 1000;
+  for (;;) {
+    const gone = state.exited;
+    if (gone)
+      throw crashError(config, `before listening on port ${port}`, gone.exitCode, gone.stderr);
+    o.signal?.throwIfAborted();
+    // Looked up each round: the payload appears only once nspawn (and lhc-run-as) exec'd it.
+    const pid = findPayloads(container.pid)[0]?.pid;
+    if (pid !== undefined && (await listening(pid, port, o.logger))) {
+      o.logger.debug(`service listens on ${port} in the namespace of pid ${pid}`);
+      return insideNamespace(pid, port);
+    }
+    if (Date.now() > deadline) {
+      throw new UserError(
+        `service '${config.name}' did not listen on port ${port} within service.timeout (${config.service.timeout} s)`,
+      );
+    }
+    await sleep(100);
+  }
 }
 
 /** Runs every probe against a root, the same way for the traced run and the self-check. */

@@ -49,7 +49,13 @@ import {
 import { unpackTemplate } from '../harness/data.js';
 import { sleep } from '../core/wait.js';
 import { humanBytes } from '../core/format.js';
-import { startInetd, startListening, type RunState, type Running } from '../harness/service.js';
+import {
+  startInetd,
+  startListening,
+  startSocketActivated,
+  type RunState,
+  type Running,
+} from '../harness/service.js';
 import { registerCleanup } from '../core/cleanup.js';
 import type { RunAs } from '../service-user/passwd.js';
 import { readRunAs } from './service-user.js';
@@ -301,7 +307,9 @@ export async function verifyImage(options: VerifyOptions): Promise<VerifyOutcome
       const argv = await withLimits(nspawn, state, config, logger);
       const svc = config.service.inetd
         ? await startInetd(argv, state, opts, timeoutMs)
-        : await startListening(argv, state, opts, timeoutMs);
+        : config.service['socket-activation']
+          ? await startSocketActivated(argv, state, opts, timeoutMs)
+          : await startListening(argv, state, opts, timeoutMs);
       logger.info(`service reachable at ${describeEndpoint(svc.endpoint)}`);
 
       const probes: ProbeOutcome[] = [];
