@@ -44452,7 +44452,7 @@ async function bindReadOnly(source, target, logger) {
 
 // src/harness/run.ts
 import { readFile as readFile9, rm as rm14 } from "node:fs/promises";
-import path41 from "node:path";
+import path42 from "node:path";
 
 // src/harness/client.ts
 import http from "node:http";
@@ -44715,6 +44715,157 @@ async function listening(pid, port2, logger) {
   return r.exitCode === 0;
 }
 
+// src/harness/service.ts
+import { statSync as statSync2 } from "node:fs";
+import path41 from "node:path";
+var FORWARDER = `
+const net = require('net');
+const fs = require('fs');
+const [, sock, port] = process.argv;
+net.createServer({ allowHalfOpen: true }, (c) => {
+  const u = net.connect({ port: Number(port), host: '127.0.0.1', allowHalfOpen: true });
+  c.pipe(u); u.pipe(c);
+  c.on('error', () => u.destroy()); u.on('error', () => c.destroy());
+}).listen(sock, () => fs.chmodSync(sock, 0o666));
+process.on('SIGTERM', () => process.exit(0));
+`;
+function forwarderReady(sock) {
+  try {
+    return (statSync2(sock).mode & 511) === 438;
+  } catch {
+    return false;
+  }
+}
+async function activatorListens(pid, port2, logger) {
+  const pids = [pid, ...descendants(pid).map((p2) => p2.pid)];
+  const mine = await holdsListener(pids, port2);
+  return mine ?? await listening(process.pid, port2, logger);
+}
+async function startActivator(argv, accept, o2) {
+  const { logger, signal } = o2;
+  let lastError = "";
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const port2 = await (o2.pickPort ?? freePort)();
+    const mode2 = accept ? ["-a", "--inetd"] : [];
+    const service = start(
+      ["systemd-socket-activate", "-l", `127.0.0.1:${port2}`, ...mode2, ...argv],
+      {
+        privileged: true,
+        logger,
+        loud: attempt === 0
+      }
+    );
+    let exited = false;
+    void service.exited.then(() => exited = true);
+    const ok = await waitFor(
+      async () => exited ? false : await activatorListens(service.pid, port2, logger) || void 0,
+      1e4,
+      signal
+    );
+    if (ok) return { service, port: port2 };
+    await service.stop();
+    lastError = tail((await service.exited).stderr, 5);
+    if (!/Address already in use/.test(lastError)) break;
+  }
+  throw new UserError(`systemd-socket-activate did not start listening:
+${lastError}`);
+}
+async function startInetd(argv, state, opts, timeoutMs, pickPort = freePort) {
+  const { signal } = opts;
+  const { service, port: port2 } = await startActivator(argv, true, { ...opts, pickPort });
+  state.service = service;
+  const endpoint = { host: "127.0.0.1", port: port2 };
+  return {
+    endpoint,
+    clientTarget: endpoint,
+    clientArgv: (a2) => ({ argv: a2, privileged: false }),
+    payload: async () => {
+      const before = new Set(findPayloads(service.pid).map((p3) => p3.pid));
+      const sock = await holdOpen(endpoint, timeoutMs);
+      state.sockets.add(sock);
+      const p2 = await waitFor(
+        () => findPayloads(service.pid).find((x) => !before.has(x.pid)),
+        timeoutMs,
+        signal
+      );
+      if (p2) state.payloads.push(p2);
+      return p2;
+    }
+  };
+}
+async function startSocketActivated(argv, state, opts, timeoutMs) {
+  const { signal } = opts;
+  const { service, port: port2 } = await startActivator(argv, false, opts);
+  state.service = service;
+  const endpoint = { host: "127.0.0.1", port: port2 };
+  return {
+    endpoint,
+    clientTarget: endpoint,
+    clientArgv: (a2) => ({ argv: a2, privileged: false }),
+    payload: async () => {
+      let p2 = findPayloads(service.pid)[0];
+      if (!p2) {
+        const sock = await holdOpen(endpoint, timeoutMs);
+        state.sockets.add(sock);
+        p2 = await waitFor(() => findPayloads(service.pid)[0], timeoutMs, signal);
+      }
+      if (p2 && !state.payloads.some((x) => x.pid === p2.pid)) state.payloads.push(p2);
+      return p2 && alive(p2) ? p2 : void 0;
+    }
+  };
+}
+async function startListening(argv, state, opts, timeoutMs) {
+  const { logger, signal, config: config2 } = opts;
+  const port2 = config2.service.listen;
+  const service = start(argv, { privileged: true, logger, loud: true });
+  state.service = service;
+  let exited = false;
+  void service.exited.then(() => exited = true);
+  const payload = await waitFor(
+    () => exited ? null : findPayloads(service.pid)[0],
+    timeoutMs,
+    signal
+  );
+  if (!payload) {
+    const stderr = exited ? tail((await service.exited).stderr, 15) : "(still starting)";
+    throw new UserError(
+      `the container did not start its service ${config2.service.command.join(" ")}:
+${stderr}`
+    );
+  }
+  state.payloads.push(payload);
+  const isUp = await waitFor(
+    async () => exited ? false : await listening(payload.pid, port2, logger) || void 0,
+    timeoutMs,
+    signal
+  );
+  if (!isUp) {
+    await service.stop();
+    const stderr = tail((await service.exited).stderr, 15);
+    throw new UserError(
+      `the service did not listen on port ${port2} inside the container within ${timeoutMs / 1e3} s:
+${stderr}`
+    );
+  }
+  const sockPath = path41.join(state.workDir, "service.sock");
+  const nsenter = (a2) => ["nsenter", "-t", String(payload.pid), "-n", ...a2];
+  state.forwarder = start(nsenter([process.execPath, "-e", FORWARDER, sockPath, String(port2)]), {
+    privileged: true,
+    logger
+  });
+  if (!await waitFor(() => forwarderReady(sockPath) || void 0, 1e4, signal)) {
+    throw new UserError(
+      `the forwarder into the container's network namespace did not start: ${state.forwarder.command}`
+    );
+  }
+  return {
+    endpoint: { path: sockPath },
+    clientTarget: { host: "127.0.0.1", port: port2 },
+    clientArgv: (a2) => ({ argv: nsenter(a2), privileged: true }),
+    payload: async () => alive(payload) ? payload : void 0
+  };
+}
+
 // src/harness/run.ts
 function containerArgv(config2, t, hook) {
   return nspawnArgv({
@@ -44794,8 +44945,16 @@ function pick2(r) {
   return { status: r.status, body: r.body };
 }
 var RAW_CLIENT = "const [p,h,hc,idle]=process.argv.slice(1);const c=[];let t;const done=()=>{process.stdout.write(Buffer.concat(c));process.exit(0)};const s=require('net').connect(+p,'127.0.0.1',()=>{const b=Buffer.from(h,'hex');hc==='1'?s.end(b):s.write(b)});s.on('data',d=>{c.push(d);if(idle){clearTimeout(t);t=setTimeout(done,+idle)}});s.on('end',done);s.on('error',e=>{console.error(e.message);process.exit(1)});";
-async function probeListening(config2, pid, port2, probe, o2) {
-  const ns2 = ["nsenter", "-t", String(pid), "-n", "--"];
+function insideNamespace(pid, port2) {
+  return {
+    ns: ["nsenter", "-t", String(pid), "-n", "--"],
+    port: port2,
+    privileged: true,
+    where: "inside the container's network namespace"
+  };
+}
+async function probeListening(config2, reach, probe, o2) {
+  const { ns: ns2, port: port2, privileged } = reach;
   const timeoutMs = config2.service.timeout * 1e3;
   const { logger } = o2;
   if (probe.type !== "http") {
@@ -44809,35 +44968,38 @@ async function probeListening(config2, pid, port2, probe, o2) {
       tcp && !tcp["half-close"] ? "0" : "1",
       tcp ? String(Math.round(tcp["idle-timeout"] * 1e3)) : ""
     ];
-    const r2 = await run([...ns2, ...client], { privileged: true, binary: true, timeoutMs, logger });
+    const r2 = await run([...ns2, ...client], { privileged, binary: true, timeoutMs, logger });
     return { body: r2.stdoutBytes };
   }
-  const bodyFile = path41.join(o2.workDir, `probe-${probe.name}.body`);
+  const bodyFile = path42.join(o2.workDir, `probe-${probe.name}.body`);
   await rm14(bodyFile, { force: true });
   const url3 = `http://127.0.0.1:${port2}${probe.path}`;
   const curl = ["curl", "-s", "-S", "-o", bodyFile, "-w", "%{http_code}"];
   const r = await run([...ns2, ...curl, "--max-time", String(config2.service.timeout), url3], {
-    privileged: true,
+    privileged,
     timeoutMs,
     logger,
     reject: false
   });
   if (r.exitCode !== 0) {
     throw new UserError(
-      `probe '${probe.name}': ${url3} inside the container's network namespace failed: ${tail(r.stderr, 5) || `curl exit code ${r.exitCode}`}`
+      `probe '${probe.name}': ${url3} ${reach.where} failed: ${tail(r.stderr, 5) || `curl exit code ${r.exitCode}`}`
     );
   }
   const body = await readFile9(bodyFile).catch(() => Buffer.alloc(0));
   return { status: Number(r.stdout.trim()), body };
 }
 async function runListening(config2, t, o2) {
-  const port2 = config2.service.listen;
   const { logger } = o2;
+  const activated = config2.service["socket-activation"];
   const { argv, end } = await begin(config2, t, o2, void 0);
   const out = { responses: {}, records: [] };
   let container;
+  let hostPort;
   try {
-    container = start(argv, { privileged: true, logger });
+    if (activated) {
+      ({ service: container, port: hostPort } = await startActivator(argv, false, o2));
+    } else container = start(argv, { privileged: true, logger });
   } catch (e) {
     await end();
     throw e;
@@ -44846,25 +45008,9 @@ async function runListening(config2, t, o2) {
   const state = {};
   void container.exited.then((e) => state.exited = e);
   try {
-    const deadline = Date.now() + config2.service.timeout * 1e3;
-    let pid;
-    for (; ; ) {
-      const gone = state.exited;
-      if (gone)
-        throw crashError(config2, `before listening on port ${port2}`, gone.exitCode, gone.stderr);
-      o2.signal?.throwIfAborted();
-      pid = findPayloads(container.pid)[0]?.pid;
-      if (pid !== void 0 && await listening(pid, port2, logger)) break;
-      if (Date.now() > deadline) {
-        throw new UserError(
-          `service '${config2.name}' did not listen on port ${port2} within service.timeout (${config2.service.timeout} s)`
-        );
-      }
-      await sleep(100);
-    }
-    logger.debug(`service listens on ${port2} in the namespace of pid ${pid}`);
+    const reach = hostPort !== void 0 ? { ns: [], port: hostPort, privileged: false, where: `(the socket passed to the service)` } : await listeningPayload(config2, container, state, o2);
     for (const probe of config2.probes) {
-      out.responses[probe.name] = await probeListening(config2, pid, port2, probe, o2);
+      out.responses[probe.name] = await probeListening(config2, reach, probe, o2);
       const gone = state.exited;
       if (gone)
         throw crashError(
@@ -44880,6 +45026,27 @@ async function runListening(config2, t, o2) {
     if (record2) out.records.push(record2);
   }
   return out;
+}
+async function listeningPayload(config2, container, state, o2) {
+  const port2 = config2.service.listen;
+  const deadline = Date.now() + config2.service.timeout * 1e3;
+  for (; ; ) {
+    const gone = state.exited;
+    if (gone)
+      throw crashError(config2, `before listening on port ${port2}`, gone.exitCode, gone.stderr);
+    o2.signal?.throwIfAborted();
+    const pid = findPayloads(container.pid)[0]?.pid;
+    if (pid !== void 0 && await listening(pid, port2, o2.logger)) {
+      o2.logger.debug(`service listens on ${port2} in the namespace of pid ${pid}`);
+      return insideNamespace(pid, port2);
+    }
+    if (Date.now() > deadline) {
+      throw new UserError(
+        `service '${config2.name}' did not listen on port ${port2} within service.timeout (${config2.service.timeout} s)`
+      );
+    }
+    await sleep(100);
+  }
 }
 async function runProbes(config2, t, o2) {
   const target = { ...t, identity: t.identity ?? containerIdentity(t.root) };
@@ -44944,11 +45111,11 @@ ${diffs.join("\n")}`
 
 // src/stages/trace.ts
 import { mkdir as mkdir14, rm as rm17, stat as stat8, writeFile as writeFile5 } from "node:fs/promises";
-import path43 from "node:path";
+import path44 from "node:path";
 
 // src/trace/hook.ts
 import { readFile as readFile10, rm as rm16 } from "node:fs/promises";
-import path42 from "node:path";
+import path43 from "node:path";
 
 // src/trace/fifo.ts
 import { randomBytes as randomBytes5 } from "node:crypto";
@@ -45025,7 +45192,7 @@ function qemuTraceHook(dir) {
     env: qemuFifoEnv(),
     binds: [{ host: dir, container: TRACE_MOUNT }],
     async begin(argv) {
-      const fifoPath = path42.join(dir, QEMU_TRACE_FILE);
+      const fifoPath = path43.join(dir, QEMU_TRACE_FILE);
       await rm16(fifoPath, { force: true });
       const fifo = await TraceFifo.create(fifoPath);
       return { argv, end: async () => ({ text: await fifo.finish() }) };
@@ -45035,7 +45202,7 @@ function qemuTraceHook(dir) {
 function straceHook(dir) {
   return {
     async begin(argv, index) {
-      const file2 = path42.join(dir, index === void 0 ? "strace.log" : `strace.${index}.log`);
+      const file2 = path43.join(dir, index === void 0 ? "strace.log" : `strace.${index}.log`);
       return {
         argv: ["strace", ...STRACE_FLAGS, "-o", file2, "--", ...argv],
         end: async () => ({ text: await readFile10(file2, "utf8").catch(() => ""), file: file2 })
@@ -45532,7 +45699,7 @@ async function traceService(config2, root, opts) {
           privileged: true
         });
       }
-      const dirs = [TRACE_MOUNT, config2.data.path, "/usr"].map((p2) => path43.join(copy, p2));
+      const dirs = [TRACE_MOUNT, config2.data.path, "/usr"].map((p2) => path44.join(copy, p2));
       await run(["mkdir", "-p", "-m", "0755", "--", ...dirs], { privileged: true });
     });
     await seedDataDir(config2, root, dataDir);
@@ -45568,7 +45735,7 @@ async function traceService(config2, root, opts) {
     for (const [i2, { text }] of probed.records.entries()) {
       const parsed = emulated ? parseQemuStrace(text, parseOpts) : parseHostStrace(text, parseOpts);
       if (emulated) {
-        const file2 = path43.join(traceDir, `qemu.${i2}.txt`);
+        const file2 = path44.join(traceDir, `qemu.${i2}.txt`);
         await writeFile5(file2, text);
         traceFiles.push(file2);
       }
@@ -45639,7 +45806,7 @@ import path47 from "node:path";
 
 // src/harness/limits.ts
 import { existsSync as existsSync11, readFileSync as readFileSync7 } from "node:fs";
-import path44 from "node:path";
+import path45 from "node:path";
 var CGROUP_ROOT = "/sys/fs/cgroup";
 function words(file2) {
   try {
@@ -45649,20 +45816,20 @@ function words(file2) {
   }
 }
 function cgroupLayout(root = CGROUP_ROOT) {
-  const v1 = (existsSync11(path44.join(root, "memory/memory.limit_in_bytes")) || existsSync11(path44.join(root, "memory/cgroup.procs"))) && existsSync11(path44.join(root, "pids/cgroup.procs"));
-  if (v1) return { kind: "v1", cpu: existsSync11(path44.join(root, "cpu/cpu.cfs_quota_us")) };
-  const controllers = words(path44.join(root, "cgroup.controllers"));
-  if (controllers.length === 0 && !existsSync11(path44.join(root, "cgroup.controllers")))
+  const v1 = (existsSync11(path45.join(root, "memory/memory.limit_in_bytes")) || existsSync11(path45.join(root, "memory/cgroup.procs"))) && existsSync11(path45.join(root, "pids/cgroup.procs"));
+  if (v1) return { kind: "v1", cpu: existsSync11(path45.join(root, "cpu/cpu.cfs_quota_us")) };
+  const controllers = words(path45.join(root, "cgroup.controllers"));
+  if (controllers.length === 0 && !existsSync11(path45.join(root, "cgroup.controllers")))
     return {
       kind: "none",
       why: `no cgroup v1 memory and pids hierarchies and no cgroup v2 tree at ${root}`
     };
-  const enabled = words(path44.join(root, "cgroup.subtree_control"));
+  const enabled = words(path45.join(root, "cgroup.subtree_control"));
   const missing = ["memory", "pids"].filter((c3) => !enabled.includes(c3));
   if (missing.length)
     return {
       kind: "none",
-      why: `cgroup v2 at ${root} does not enable ${missing.join(" and ")} for child cgroups (${path44.join(root, "cgroup.subtree_control")} holds "${enabled.join(" ")}"; ${controllers.includes(missing[0]) ? `enable with: echo +${missing.join(" +")} > ${path44.join(root, "cgroup.subtree_control")}` : "the kernel does not offer it"})`
+      why: `cgroup v2 at ${root} does not enable ${missing.join(" and ")} for child cgroups (${path45.join(root, "cgroup.subtree_control")} holds "${enabled.join(" ")}"; ${controllers.includes(missing[0]) ? `enable with: echo +${missing.join(" +")} > ${path45.join(root, "cgroup.subtree_control")}` : "the kernel does not offer it"})`
     };
   return { kind: "v2", cpu: enabled.includes("cpu") };
 }
@@ -45723,7 +45890,7 @@ async function createLimitCgroups(name, logger, root = CGROUP_ROOT) {
   if (layout.kind === "none")
     throw new Error(`service.limits cannot be applied here: ${layout.why}`);
   if (layout.kind === "v2") {
-    const cg2 = { kind: "v2", dir: path44.join(root, name), cpu: layout.cpu };
+    const cg2 = { kind: "v2", dir: path45.join(root, name), cpu: layout.cpu };
     const enable = ["+memory", "+pids", ...layout.cpu ? ["+cpu"] : []].join(" ");
     await run(["mkdir", cg2.dir], { privileged: true, logger });
     await run(["sh", "-c", 'echo "$1" > "$2/cgroup.subtree_control"', "sh", enable, cg2.dir], {
@@ -45733,10 +45900,10 @@ async function createLimitCgroups(name, logger, root = CGROUP_ROOT) {
     return cg2;
   }
   const cg = {
-    memory: path44.join(root, "memory", name),
-    pids: path44.join(root, "pids", name)
+    memory: path45.join(root, "memory", name),
+    pids: path45.join(root, "pids", name)
   };
-  if (layout.cpu) cg.cpu = path44.join(root, "cpu", name);
+  if (layout.cpu) cg.cpu = path45.join(root, "cpu", name);
   await run(["mkdir", cg.memory, cg.pids, ...cg.cpu ? [cg.cpu] : []], {
     privileged: true,
     logger
@@ -45816,7 +45983,7 @@ async function runLoad(requests, concurrency, one, signal) {
 
 // src/verify/probes.ts
 import { readFile as readFile11 } from "node:fs/promises";
-import path45 from "node:path";
+import path46 from "node:path";
 async function readFixtures(probes) {
   const out = /* @__PURE__ */ new Map();
   for (const p2 of probes) {
@@ -45891,7 +46058,7 @@ async function curlProbe(probe, expected, svc, workDir, opts, timeoutMs) {
   const { host, port: port2 } = svc.clientTarget;
   const name = `${probe.name} (curl)`;
   const seconds = String(Math.ceil(timeoutMs / 1e3));
-  const bodyFile = path45.join(workDir, "curl-body");
+  const bodyFile = path46.join(workDir, "curl-body");
   const url3 = probe.type === "gopher" ? gopherUrl(host, port2, probe.selector) : `http://${host}:${port2}${probe.path}`;
   const curl = [
     "curl",
@@ -45922,133 +46089,6 @@ async function curlProbe(probe, expected, svc, workDir, opts, timeoutMs) {
   const status = probe.type === "http" ? Number(r.stdout.trim()) : void 0;
   const problem = judge(probe, expected, { status, body }, "curl");
   return { name, ok: problem === void 0, diff: problem, bytes: body.length };
-}
-
-// src/harness/service.ts
-import { statSync as statSync2 } from "node:fs";
-import path46 from "node:path";
-var FORWARDER = `
-const net = require('net');
-const fs = require('fs');
-const [, sock, port] = process.argv;
-net.createServer({ allowHalfOpen: true }, (c) => {
-  const u = net.connect({ port: Number(port), host: '127.0.0.1', allowHalfOpen: true });
-  c.pipe(u); u.pipe(c);
-  c.on('error', () => u.destroy()); u.on('error', () => c.destroy());
-}).listen(sock, () => fs.chmodSync(sock, 0o666));
-process.on('SIGTERM', () => process.exit(0));
-`;
-function forwarderReady(sock) {
-  try {
-    return (statSync2(sock).mode & 511) === 438;
-  } catch {
-    return false;
-  }
-}
-async function activatorListens(pid, port2, logger) {
-  const pids = [pid, ...descendants(pid).map((p2) => p2.pid)];
-  const mine = await holdsListener(pids, port2);
-  return mine ?? await listening(process.pid, port2, logger);
-}
-async function startInetd(argv, state, opts, timeoutMs, pickPort = freePort) {
-  const { logger, signal } = opts;
-  let lastError = "";
-  for (let attempt = 0; attempt < 3; attempt++) {
-    const port2 = await pickPort();
-    const service = start(
-      ["systemd-socket-activate", "-l", `127.0.0.1:${port2}`, "-a", "--inetd", ...argv],
-      {
-        privileged: true,
-        logger,
-        loud: attempt === 0
-      }
-    );
-    state.service = service;
-    let exited = false;
-    void service.exited.then(() => exited = true);
-    const ok = await waitFor(
-      async () => exited ? false : await activatorListens(service.pid, port2, logger) || void 0,
-      1e4,
-      signal
-    );
-    if (ok) {
-      const endpoint = { host: "127.0.0.1", port: port2 };
-      return {
-        endpoint,
-        clientTarget: endpoint,
-        clientArgv: (a2) => ({ argv: a2, privileged: false }),
-        payload: async () => {
-          const before = new Set(findPayloads(service.pid).map((p3) => p3.pid));
-          const sock = await holdOpen(endpoint, timeoutMs);
-          state.sockets.add(sock);
-          const p2 = await waitFor(
-            () => findPayloads(service.pid).find((x) => !before.has(x.pid)),
-            timeoutMs,
-            signal
-          );
-          if (p2) state.payloads.push(p2);
-          return p2;
-        }
-      };
-    }
-    await service.stop();
-    lastError = tail((await service.exited).stderr, 5);
-    state.service = void 0;
-    if (!/Address already in use/.test(lastError)) break;
-  }
-  throw new UserError(`systemd-socket-activate did not start listening:
-${lastError}`);
-}
-async function startListening(argv, state, opts, timeoutMs) {
-  const { logger, signal, config: config2 } = opts;
-  const port2 = config2.service.listen;
-  const service = start(argv, { privileged: true, logger, loud: true });
-  state.service = service;
-  let exited = false;
-  void service.exited.then(() => exited = true);
-  const payload = await waitFor(
-    () => exited ? null : findPayloads(service.pid)[0],
-    timeoutMs,
-    signal
-  );
-  if (!payload) {
-    const stderr = exited ? tail((await service.exited).stderr, 15) : "(still starting)";
-    throw new UserError(
-      `the container did not start its service ${config2.service.command.join(" ")}:
-${stderr}`
-    );
-  }
-  state.payloads.push(payload);
-  const isUp = await waitFor(
-    async () => exited ? false : await listening(payload.pid, port2, logger) || void 0,
-    timeoutMs,
-    signal
-  );
-  if (!isUp) {
-    await service.stop();
-    const stderr = tail((await service.exited).stderr, 15);
-    throw new UserError(
-      `the service did not listen on port ${port2} inside the container within ${timeoutMs / 1e3} s:
-${stderr}`
-    );
-  }
-  const sockPath = path46.join(state.workDir, "service.sock");
-  const nsenter = (a2) => ["nsenter", "-t", String(payload.pid), "-n", ...a2];
-  state.forwarder = start(nsenter([process.execPath, "-e", FORWARDER, sockPath, String(port2)]), {
-    privileged: true,
-    logger
-  });
-  if (!await waitFor(() => forwarderReady(sockPath) || void 0, 1e4, signal)) {
-    throw new UserError(
-      `the forwarder into the container's network namespace did not start: ${state.forwarder.command}`
-    );
-  }
-  return {
-    endpoint: { path: sockPath },
-    clientTarget: { host: "127.0.0.1", port: port2 },
-    clientArgv: (a2) => ({ argv: nsenter(a2), privileged: true }),
-    payload: async () => alive(payload) ? payload : void 0
-  };
 }
 
 // src/stages/verify.ts
@@ -46241,7 +46281,7 @@ async function verifyImage(options) {
         ...state.identity
       });
       const argv = await withLimits(nspawn, state, config2, logger);
-      const svc = config2.service.inetd ? await startInetd(argv, state, opts, timeoutMs) : await startListening(argv, state, opts, timeoutMs);
+      const svc = config2.service.inetd ? await startInetd(argv, state, opts, timeoutMs) : config2.service["socket-activation"] ? await startSocketActivated(argv, state, opts, timeoutMs) : await startListening(argv, state, opts, timeoutMs);
       logger.info(`service reachable at ${describeEndpoint(svc.endpoint)}`);
       const probes = [];
       let sample;
