@@ -41980,6 +41980,8 @@ async function computeClosure(root, all, trace, config2, logger) {
     changed = false;
     for (const p2 of [...kept.keys()]) {
       if (scanned.has(p2) || all.get(p2)?.kind !== "file") continue;
+      const reasons = kept.get(p2);
+      if (reasons.size === 1 && reasons.has("dir-listing")) continue;
       scanned.add(p2);
       let elf;
       try {
@@ -43920,21 +43922,38 @@ function resolveInImage(entries, p2, depth = 0) {
   }
   return cur;
 }
-function checkNoInterpreters(entries, command0) {
+function entrypointInterpreters(root, command0) {
+  const chain = [];
+  for (let cur = command0; chain.length < 4; ) {
+    let next;
+    try {
+      const r = resolveInRoot(root, cur);
+      next = r.exists ? shebang(r.host) : void 0;
+    } catch {
+      next = void 0;
+    }
+    if (next === void 0 || next === command0 || chain.includes(next)) break;
+    chain.push(next);
+    cur = next;
+  }
+  return chain;
+}
+function checkNoInterpreters(entries, command0, interpreters = []) {
   const name = "no shell or interpreter but the service";
   const byPath2 = new Map(entries.map((e) => [e.path, e]));
-  const own2 = resolveInImage(byPath2, command0);
+  const ownPaths = [command0, ...interpreters];
+  const own2 = new Set(ownPaths.map((p2) => resolveInImage(byPath2, p2)));
   const found = [];
   for (const e of entries) {
     if (e.kind === "dir" || !INTERPRETER_NAME.test(path38.posix.basename(e.path))) continue;
     if (e.kind === "file" && !e.executable) continue;
-    if (e.path === command0 || resolveInImage(byPath2, e.path) === own2) continue;
+    if (ownPaths.includes(e.path) || own2.has(resolveInImage(byPath2, e.path))) continue;
     found.push(e.kind === "symlink" ? `${e.path} -> ${e.target}` : e.path);
   }
   return {
     name,
     ok: found.length === 0,
-    detail: found.length ? `found ${found.join(", ")}` : `${entries.length} entries; only ${command0}`
+    detail: found.length ? `found ${found.join(", ")}` : `${entries.length} entries; only ${ownPaths.join(" and its interpreter ")}`
   };
 }
 
@@ -45782,7 +45801,14 @@ async function hardeningRows(svc, state, config2, runAs) {
   );
   for (const s3 of state.sockets) s3.destroy();
   state.sockets.clear();
-  rows.push(checkNoInterpreters(await listImage(state.rootDir), config2.service.command[0]));
+  const command0 = config2.service.command[0];
+  rows.push(
+    checkNoInterpreters(
+      await listImage(state.rootDir),
+      command0,
+      entrypointInterpreters(state.rootDir, command0)
+    )
+  );
   return rows;
 }
 async function withLimits(argv, state, config2, logger) {
