@@ -118,17 +118,17 @@ var require_visit = __commonJS({
     visit3.BREAK = BREAK;
     visit3.SKIP = SKIP;
     visit3.REMOVE = REMOVE;
-    function visit_(key, node2, visitor, path55) {
-      const ctrl = callVisitor(key, node2, visitor, path55);
+    function visit_(key, node2, visitor, path56) {
+      const ctrl = callVisitor(key, node2, visitor, path56);
       if (identity3.isNode(ctrl) || identity3.isPair(ctrl)) {
-        replaceNode(key, path55, ctrl);
-        return visit_(key, ctrl, visitor, path55);
+        replaceNode(key, path56, ctrl);
+        return visit_(key, ctrl, visitor, path56);
       }
       if (typeof ctrl !== "symbol") {
         if (identity3.isCollection(node2)) {
-          path55 = Object.freeze(path55.concat(node2));
+          path56 = Object.freeze(path56.concat(node2));
           for (let i2 = 0; i2 < node2.items.length; ++i2) {
-            const ci2 = visit_(i2, node2.items[i2], visitor, path55);
+            const ci2 = visit_(i2, node2.items[i2], visitor, path56);
             if (typeof ci2 === "number")
               i2 = ci2 - 1;
             else if (ci2 === BREAK)
@@ -139,13 +139,13 @@ var require_visit = __commonJS({
             }
           }
         } else if (identity3.isPair(node2)) {
-          path55 = Object.freeze(path55.concat(node2));
-          const ck = visit_("key", node2.key, visitor, path55);
+          path56 = Object.freeze(path56.concat(node2));
+          const ck = visit_("key", node2.key, visitor, path56);
           if (ck === BREAK)
             return BREAK;
           else if (ck === REMOVE)
             node2.key = null;
-          const cv = visit_("value", node2.value, visitor, path55);
+          const cv = visit_("value", node2.value, visitor, path56);
           if (cv === BREAK)
             return BREAK;
           else if (cv === REMOVE)
@@ -166,17 +166,17 @@ var require_visit = __commonJS({
     visitAsync.BREAK = BREAK;
     visitAsync.SKIP = SKIP;
     visitAsync.REMOVE = REMOVE;
-    async function visitAsync_(key, node2, visitor, path55) {
-      const ctrl = await callVisitor(key, node2, visitor, path55);
+    async function visitAsync_(key, node2, visitor, path56) {
+      const ctrl = await callVisitor(key, node2, visitor, path56);
       if (identity3.isNode(ctrl) || identity3.isPair(ctrl)) {
-        replaceNode(key, path55, ctrl);
-        return visitAsync_(key, ctrl, visitor, path55);
+        replaceNode(key, path56, ctrl);
+        return visitAsync_(key, ctrl, visitor, path56);
       }
       if (typeof ctrl !== "symbol") {
         if (identity3.isCollection(node2)) {
-          path55 = Object.freeze(path55.concat(node2));
+          path56 = Object.freeze(path56.concat(node2));
           for (let i2 = 0; i2 < node2.items.length; ++i2) {
-            const ci2 = await visitAsync_(i2, node2.items[i2], visitor, path55);
+            const ci2 = await visitAsync_(i2, node2.items[i2], visitor, path56);
             if (typeof ci2 === "number")
               i2 = ci2 - 1;
             else if (ci2 === BREAK)
@@ -187,13 +187,13 @@ var require_visit = __commonJS({
             }
           }
         } else if (identity3.isPair(node2)) {
-          path55 = Object.freeze(path55.concat(node2));
-          const ck = await visitAsync_("key", node2.key, visitor, path55);
+          path56 = Object.freeze(path56.concat(node2));
+          const ck = await visitAsync_("key", node2.key, visitor, path56);
           if (ck === BREAK)
             return BREAK;
           else if (ck === REMOVE)
             node2.key = null;
-          const cv = await visitAsync_("value", node2.value, visitor, path55);
+          const cv = await visitAsync_("value", node2.value, visitor, path56);
           if (cv === BREAK)
             return BREAK;
           else if (cv === REMOVE)
@@ -220,23 +220,23 @@ var require_visit = __commonJS({
       }
       return visitor;
     }
-    function callVisitor(key, node2, visitor, path55) {
+    function callVisitor(key, node2, visitor, path56) {
       if (typeof visitor === "function")
-        return visitor(key, node2, path55);
+        return visitor(key, node2, path56);
       if (identity3.isMap(node2))
-        return visitor.Map?.(key, node2, path55);
+        return visitor.Map?.(key, node2, path56);
       if (identity3.isSeq(node2))
-        return visitor.Seq?.(key, node2, path55);
+        return visitor.Seq?.(key, node2, path56);
       if (identity3.isPair(node2))
-        return visitor.Pair?.(key, node2, path55);
+        return visitor.Pair?.(key, node2, path56);
       if (identity3.isScalar(node2))
-        return visitor.Scalar?.(key, node2, path55);
+        return visitor.Scalar?.(key, node2, path56);
       if (identity3.isAlias(node2))
-        return visitor.Alias?.(key, node2, path55);
+        return visitor.Alias?.(key, node2, path56);
       return void 0;
     }
-    function replaceNode(key, path55, node2) {
-      const parent = path55[path55.length - 1];
+    function replaceNode(key, path56, node2) {
+      const parent = path56[path56.length - 1];
       if (identity3.isCollection(parent)) {
         parent.items[key] = node2;
       } else if (identity3.isPair(parent)) {
@@ -848,10 +848,10 @@ var require_Collection = __commonJS({
     var createNode = require_createNode();
     var identity3 = require_identity();
     var Node = require_Node();
-    function collectionFromPath(schema, path55, value) {
+    function collectionFromPath(schema, path56, value) {
       let v2 = value;
-      for (let i2 = path55.length - 1; i2 >= 0; --i2) {
-        const k2 = path55[i2];
+      for (let i2 = path56.length - 1; i2 >= 0; --i2) {
+        const k2 = path56[i2];
         if (typeof k2 === "number" && Number.isInteger(k2) && k2 >= 0) {
           const a2 = [];
           a2[k2] = v2;
@@ -870,7 +870,7 @@ var require_Collection = __commonJS({
         sourceObjects: /* @__PURE__ */ new Map()
       });
     }
-    var isEmptyPath = (path55) => path55 == null || typeof path55 === "object" && !!path55[Symbol.iterator]().next().done;
+    var isEmptyPath = (path56) => path56 == null || typeof path56 === "object" && !!path56[Symbol.iterator]().next().done;
     var Collection = class extends Node.NodeBase {
       constructor(type, schema) {
         super(type);
@@ -900,11 +900,11 @@ var require_Collection = __commonJS({
        * be a Pair instance or a `{ key, value }` object, which may not have a key
        * that already exists in the map.
        */
-      addIn(path55, value) {
-        if (isEmptyPath(path55))
+      addIn(path56, value) {
+        if (isEmptyPath(path56))
           this.add(value);
         else {
-          const [key, ...rest] = path55;
+          const [key, ...rest] = path56;
           const node2 = this.get(key, true);
           if (identity3.isCollection(node2))
             node2.addIn(rest, value);
@@ -918,8 +918,8 @@ var require_Collection = __commonJS({
        * Removes a value from the collection.
        * @returns `true` if the item was found and removed.
        */
-      deleteIn(path55) {
-        const [key, ...rest] = path55;
+      deleteIn(path56) {
+        const [key, ...rest] = path56;
         if (rest.length === 0)
           return this.delete(key);
         const node2 = this.get(key, true);
@@ -933,8 +933,8 @@ var require_Collection = __commonJS({
        * scalar values from their surrounding node; to disable set `keepScalar` to
        * `true` (collections are always returned intact).
        */
-      getIn(path55, keepScalar) {
-        const [key, ...rest] = path55;
+      getIn(path56, keepScalar) {
+        const [key, ...rest] = path56;
         const node2 = this.get(key, true);
         if (rest.length === 0)
           return !keepScalar && identity3.isScalar(node2) ? node2.value : node2;
@@ -952,8 +952,8 @@ var require_Collection = __commonJS({
       /**
        * Checks if the collection includes a value with the key `key`.
        */
-      hasIn(path55) {
-        const [key, ...rest] = path55;
+      hasIn(path56) {
+        const [key, ...rest] = path56;
         if (rest.length === 0)
           return this.has(key);
         const node2 = this.get(key, true);
@@ -963,8 +963,8 @@ var require_Collection = __commonJS({
        * Sets a value in this collection. For `!!set`, `value` needs to be a
        * boolean to add/remove the item from the set.
        */
-      setIn(path55, value) {
-        const [key, ...rest] = path55;
+      setIn(path56, value) {
+        const [key, ...rest] = path56;
         if (rest.length === 0) {
           this.set(key, value);
         } else {
@@ -3479,9 +3479,9 @@ var require_Document = __commonJS({
           this.contents.add(value);
       }
       /** Adds a value to the document. */
-      addIn(path55, value) {
+      addIn(path56, value) {
         if (assertCollection(this.contents))
-          this.contents.addIn(path55, value);
+          this.contents.addIn(path56, value);
       }
       /**
        * Create a new `Alias` node, ensuring that the target `node` has the required anchor.
@@ -3556,14 +3556,14 @@ var require_Document = __commonJS({
        * Removes a value from the document.
        * @returns `true` if the item was found and removed.
        */
-      deleteIn(path55) {
-        if (Collection.isEmptyPath(path55)) {
+      deleteIn(path56) {
+        if (Collection.isEmptyPath(path56)) {
           if (this.contents == null)
             return false;
           this.contents = null;
           return true;
         }
-        return assertCollection(this.contents) ? this.contents.deleteIn(path55) : false;
+        return assertCollection(this.contents) ? this.contents.deleteIn(path56) : false;
       }
       /**
        * Returns item at `key`, or `undefined` if not found. By default unwraps
@@ -3578,10 +3578,10 @@ var require_Document = __commonJS({
        * scalar values from their surrounding node; to disable set `keepScalar` to
        * `true` (collections are always returned intact).
        */
-      getIn(path55, keepScalar) {
-        if (Collection.isEmptyPath(path55))
+      getIn(path56, keepScalar) {
+        if (Collection.isEmptyPath(path56))
           return !keepScalar && identity3.isScalar(this.contents) ? this.contents.value : this.contents;
-        return identity3.isCollection(this.contents) ? this.contents.getIn(path55, keepScalar) : void 0;
+        return identity3.isCollection(this.contents) ? this.contents.getIn(path56, keepScalar) : void 0;
       }
       /**
        * Checks if the document includes a value with the key `key`.
@@ -3592,10 +3592,10 @@ var require_Document = __commonJS({
       /**
        * Checks if the document includes a value at `path`.
        */
-      hasIn(path55) {
-        if (Collection.isEmptyPath(path55))
+      hasIn(path56) {
+        if (Collection.isEmptyPath(path56))
           return this.contents !== void 0;
-        return identity3.isCollection(this.contents) ? this.contents.hasIn(path55) : false;
+        return identity3.isCollection(this.contents) ? this.contents.hasIn(path56) : false;
       }
       /**
        * Sets a value in this document. For `!!set`, `value` needs to be a
@@ -3612,13 +3612,13 @@ var require_Document = __commonJS({
        * Sets a value in this document. For `!!set`, `value` needs to be a
        * boolean to add/remove the item from the set.
        */
-      setIn(path55, value) {
-        if (Collection.isEmptyPath(path55)) {
+      setIn(path56, value) {
+        if (Collection.isEmptyPath(path56)) {
           this.contents = value;
         } else if (this.contents == null) {
-          this.contents = Collection.collectionFromPath(this.schema, Array.from(path55), value);
+          this.contents = Collection.collectionFromPath(this.schema, Array.from(path56), value);
         } else if (assertCollection(this.contents)) {
-          this.contents.setIn(path55, value);
+          this.contents.setIn(path56, value);
         }
       }
       /**
@@ -5579,9 +5579,9 @@ var require_cst_visit = __commonJS({
     visit3.BREAK = BREAK;
     visit3.SKIP = SKIP;
     visit3.REMOVE = REMOVE;
-    visit3.itemAtPath = (cst, path55) => {
+    visit3.itemAtPath = (cst, path56) => {
       let item = cst;
-      for (const [field2, index] of path55) {
+      for (const [field2, index] of path56) {
         const tok = item?.[field2];
         if (tok && "items" in tok) {
           item = tok.items[index];
@@ -5590,23 +5590,23 @@ var require_cst_visit = __commonJS({
       }
       return item;
     };
-    visit3.parentCollection = (cst, path55) => {
-      const parent = visit3.itemAtPath(cst, path55.slice(0, -1));
-      const field2 = path55[path55.length - 1][0];
+    visit3.parentCollection = (cst, path56) => {
+      const parent = visit3.itemAtPath(cst, path56.slice(0, -1));
+      const field2 = path56[path56.length - 1][0];
       const coll = parent?.[field2];
       if (coll && "items" in coll)
         return coll;
       throw new Error("Parent collection not found");
     };
-    function _visit(path55, item, visitor) {
-      let ctrl = visitor(item, path55);
+    function _visit(path56, item, visitor) {
+      let ctrl = visitor(item, path56);
       if (typeof ctrl === "symbol")
         return ctrl;
       for (const field2 of ["key", "value"]) {
         const token = item[field2];
         if (token && "items" in token) {
           for (let i2 = 0; i2 < token.items.length; ++i2) {
-            const ci2 = _visit(Object.freeze(path55.concat([[field2, i2]])), token.items[i2], visitor);
+            const ci2 = _visit(Object.freeze(path56.concat([[field2, i2]])), token.items[i2], visitor);
             if (typeof ci2 === "number")
               i2 = ci2 - 1;
             else if (ci2 === BREAK)
@@ -5617,10 +5617,10 @@ var require_cst_visit = __commonJS({
             }
           }
           if (typeof ctrl === "function" && field2 === "key")
-            ctrl = ctrl(item, path55);
+            ctrl = ctrl(item, path56);
         }
       }
-      return typeof ctrl === "function" ? ctrl(item, path55) : ctrl;
+      return typeof ctrl === "function" ? ctrl(item, path56) : ctrl;
     }
     exports.visit = visit3;
   }
@@ -7377,7 +7377,7 @@ var require_windows = __commonJS({
     module.exports = isexe;
     isexe.sync = sync;
     var fs2 = __require("fs");
-    function checkPathExt(path55, options) {
+    function checkPathExt(path56, options) {
       var pathext = options.pathExt !== void 0 ? options.pathExt : process.env.PATHEXT;
       if (!pathext) {
         return true;
@@ -7388,25 +7388,25 @@ var require_windows = __commonJS({
       }
       for (var i2 = 0; i2 < pathext.length; i2++) {
         var p2 = pathext[i2].toLowerCase();
-        if (p2 && path55.substr(-p2.length).toLowerCase() === p2) {
+        if (p2 && path56.substr(-p2.length).toLowerCase() === p2) {
           return true;
         }
       }
       return false;
     }
-    function checkStat(stat12, path55, options) {
+    function checkStat(stat12, path56, options) {
       if (!stat12.isSymbolicLink() && !stat12.isFile()) {
         return false;
       }
-      return checkPathExt(path55, options);
+      return checkPathExt(path56, options);
     }
-    function isexe(path55, options, cb) {
-      fs2.stat(path55, function(er2, stat12) {
-        cb(er2, er2 ? false : checkStat(stat12, path55, options));
+    function isexe(path56, options, cb) {
+      fs2.stat(path56, function(er2, stat12) {
+        cb(er2, er2 ? false : checkStat(stat12, path56, options));
       });
     }
-    function sync(path55, options) {
-      return checkStat(fs2.statSync(path55), path55, options);
+    function sync(path56, options) {
+      return checkStat(fs2.statSync(path56), path56, options);
     }
   }
 });
@@ -7417,13 +7417,13 @@ var require_mode = __commonJS({
     module.exports = isexe;
     isexe.sync = sync;
     var fs2 = __require("fs");
-    function isexe(path55, options, cb) {
-      fs2.stat(path55, function(er2, stat12) {
+    function isexe(path56, options, cb) {
+      fs2.stat(path56, function(er2, stat12) {
         cb(er2, er2 ? false : checkStat(stat12, options));
       });
     }
-    function sync(path55, options) {
-      return checkStat(fs2.statSync(path55), options);
+    function sync(path56, options) {
+      return checkStat(fs2.statSync(path56), options);
     }
     function checkStat(stat12, options) {
       return stat12.isFile() && checkMode(stat12, options);
@@ -7456,7 +7456,7 @@ var require_isexe = __commonJS({
     }
     module.exports = isexe;
     isexe.sync = sync;
-    function isexe(path55, options, cb) {
+    function isexe(path56, options, cb) {
       if (typeof options === "function") {
         cb = options;
         options = {};
@@ -7466,7 +7466,7 @@ var require_isexe = __commonJS({
           throw new TypeError("callback not provided");
         }
         return new Promise(function(resolve, reject) {
-          isexe(path55, options || {}, function(er2, is2) {
+          isexe(path56, options || {}, function(er2, is2) {
             if (er2) {
               reject(er2);
             } else {
@@ -7475,7 +7475,7 @@ var require_isexe = __commonJS({
           });
         });
       }
-      core(path55, options || {}, function(er2, is2) {
+      core(path56, options || {}, function(er2, is2) {
         if (er2) {
           if (er2.code === "EACCES" || options && options.ignoreErrors) {
             er2 = null;
@@ -7485,9 +7485,9 @@ var require_isexe = __commonJS({
         cb(er2, is2);
       });
     }
-    function sync(path55, options) {
+    function sync(path56, options) {
       try {
-        return core.sync(path55, options || {});
+        return core.sync(path56, options || {});
       } catch (er2) {
         if (options && options.ignoreErrors || er2.code === "EACCES") {
           return false;
@@ -7503,7 +7503,7 @@ var require_isexe = __commonJS({
 var require_which = __commonJS({
   "node_modules/which/which.js"(exports, module) {
     var isWindows = process.platform === "win32" || process.env.OSTYPE === "cygwin" || process.env.OSTYPE === "msys";
-    var path55 = __require("path");
+    var path56 = __require("path");
     var COLON = isWindows ? ";" : ":";
     var isexe = require_isexe();
     var getNotFoundError = (cmd) => Object.assign(new Error(`not found: ${cmd}`), { code: "ENOENT" });
@@ -7541,7 +7541,7 @@ var require_which = __commonJS({
           return opt.all && found.length ? resolve(found) : reject(getNotFoundError(cmd));
         const ppRaw = pathEnv[i2];
         const pathPart = /^".*"$/.test(ppRaw) ? ppRaw.slice(1, -1) : ppRaw;
-        const pCmd = path55.join(pathPart, cmd);
+        const pCmd = path56.join(pathPart, cmd);
         const p2 = !pathPart && /^\.[\\\/]/.test(cmd) ? cmd.slice(0, 2) + pCmd : pCmd;
         resolve(subStep(p2, i2, 0));
       });
@@ -7568,7 +7568,7 @@ var require_which = __commonJS({
       for (let i2 = 0; i2 < pathEnv.length; i2++) {
         const ppRaw = pathEnv[i2];
         const pathPart = /^".*"$/.test(ppRaw) ? ppRaw.slice(1, -1) : ppRaw;
-        const pCmd = path55.join(pathPart, cmd);
+        const pCmd = path56.join(pathPart, cmd);
         const p2 = !pathPart && /^\.[\\\/]/.test(cmd) ? cmd.slice(0, 2) + pCmd : pCmd;
         for (let j2 = 0; j2 < pathExt.length; j2++) {
           const cur = p2 + pathExt[j2];
@@ -7616,7 +7616,7 @@ var require_path_key = __commonJS({
 var require_resolveCommand = __commonJS({
   "node_modules/cross-spawn/lib/util/resolveCommand.js"(exports, module) {
     "use strict";
-    var path55 = __require("path");
+    var path56 = __require("path");
     var which = require_which();
     var getPathKey = require_path_key();
     function resolveCommandAttempt(parsed, withoutPathExt) {
@@ -7634,7 +7634,7 @@ var require_resolveCommand = __commonJS({
       try {
         resolved = which.sync(parsed.command, {
           path: env[getPathKey({ env })],
-          pathExt: withoutPathExt ? path55.delimiter : void 0
+          pathExt: withoutPathExt ? path56.delimiter : void 0
         });
       } catch (e) {
       } finally {
@@ -7643,7 +7643,7 @@ var require_resolveCommand = __commonJS({
         }
       }
       if (resolved) {
-        resolved = path55.resolve(hasCustomCwd ? parsed.options.cwd : "", resolved);
+        resolved = path56.resolve(hasCustomCwd ? parsed.options.cwd : "", resolved);
       }
       return resolved;
     }
@@ -7697,8 +7697,8 @@ var require_shebang_command = __commonJS({
       if (!match) {
         return null;
       }
-      const [path55, argument] = match[0].replace(/#! ?/, "").split(" ");
-      const binary = path55.split("/").pop();
+      const [path56, argument] = match[0].replace(/#! ?/, "").split(" ");
+      const binary = path56.split("/").pop();
       if (binary === "env") {
         return argument;
       }
@@ -7733,7 +7733,7 @@ var require_readShebang = __commonJS({
 var require_parse = __commonJS({
   "node_modules/cross-spawn/lib/parse.js"(exports, module) {
     "use strict";
-    var path55 = __require("path");
+    var path56 = __require("path");
     var resolveCommand = require_resolveCommand();
     var escape = require_escape();
     var readShebang = require_readShebang();
@@ -7758,7 +7758,7 @@ var require_parse = __commonJS({
       const needsShell = !isExecutableRegExp.test(commandFile);
       if (parsed.options.forceShell || needsShell) {
         const needsDoubleEscapeMetaChars = isCmdShimRegExp.test(commandFile);
-        parsed.command = path55.normalize(parsed.command);
+        parsed.command = path56.normalize(parsed.command);
         parsed.command = escape.command(parsed.command);
         parsed.args = parsed.args.map((arg) => escape.argument(arg, needsDoubleEscapeMetaChars));
         const shellCommand = [parsed.command].concat(parsed.args).join(" ");
@@ -8958,10 +8958,10 @@ function mergeDefs(...defs) {
 function cloneDef(schema) {
   return mergeDefs(schema._zod.def);
 }
-function getElementAtPath(obj, path55) {
-  if (!path55)
+function getElementAtPath(obj, path56) {
+  if (!path56)
     return obj;
-  return path55.reduce((acc, key) => acc?.[key], obj);
+  return path56.reduce((acc, key) => acc?.[key], obj);
 }
 function promiseAllObject(promisesObj) {
   const keys = Object.keys(promisesObj);
@@ -9301,11 +9301,11 @@ function explicitlyAborted(x, startIndex = 0) {
   }
   return false;
 }
-function prefixIssues(path55, issues) {
+function prefixIssues(path56, issues) {
   return issues.map((iss) => {
     var _a3;
     (_a3 = iss).path ?? (_a3.path = []);
-    iss.path.unshift(path55);
+    iss.path.unshift(path56);
     return iss;
   });
 }
@@ -9767,16 +9767,16 @@ function flattenError(error62, mapper = (issue2) => issue2.message) {
 }
 function formatError(error62, mapper = (issue2) => issue2.message) {
   const fieldErrors = { _errors: [] };
-  const processError = (error63, path55 = []) => {
+  const processError = (error63, path56 = []) => {
     for (const issue2 of error63.issues) {
       if (issue2.code === "invalid_union" && issue2.errors.length) {
-        issue2.errors.map((issues) => processError({ issues }, [...path55, ...issue2.path]));
+        issue2.errors.map((issues) => processError({ issues }, [...path56, ...issue2.path]));
       } else if (issue2.code === "invalid_key") {
-        processError({ issues: issue2.issues }, [...path55, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path56, ...issue2.path]);
       } else if (issue2.code === "invalid_element") {
-        processError({ issues: issue2.issues }, [...path55, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path56, ...issue2.path]);
       } else {
-        const fullpath = [...path55, ...issue2.path];
+        const fullpath = [...path56, ...issue2.path];
         if (fullpath.length === 0) {
           fieldErrors._errors.push(mapper(issue2));
         } else {
@@ -9815,17 +9815,17 @@ function formatError(error62, mapper = (issue2) => issue2.message) {
 }
 function treeifyError(error62, mapper = (issue2) => issue2.message) {
   const result = { errors: [] };
-  const processError = (error63, path55 = []) => {
+  const processError = (error63, path56 = []) => {
     var _a3;
     for (const issue2 of error63.issues) {
       if (issue2.code === "invalid_union" && issue2.errors.length) {
-        issue2.errors.map((issues) => processError({ issues }, [...path55, ...issue2.path]));
+        issue2.errors.map((issues) => processError({ issues }, [...path56, ...issue2.path]));
       } else if (issue2.code === "invalid_key") {
-        processError({ issues: issue2.issues }, [...path55, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path56, ...issue2.path]);
       } else if (issue2.code === "invalid_element") {
-        processError({ issues: issue2.issues }, [...path55, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path56, ...issue2.path]);
       } else {
-        const fullpath = [...path55, ...issue2.path];
+        const fullpath = [...path56, ...issue2.path];
         if (fullpath.length === 0) {
           result.errors.push(mapper(issue2));
           continue;
@@ -9864,8 +9864,8 @@ function treeifyError(error62, mapper = (issue2) => issue2.message) {
 }
 function toDotPath(_path) {
   const segs = [];
-  const path55 = _path.map((seg) => typeof seg === "object" ? seg.key : seg);
-  for (const seg of path55) {
+  const path56 = _path.map((seg) => typeof seg === "object" ? seg.key : seg);
+  for (const seg of path56) {
     if (typeof seg === "number")
       segs.push(`[${seg}]`);
     else if (typeof seg === "symbol")
@@ -27003,13 +27003,13 @@ function resolveRef(ref, ctx) {
   if (!ref.startsWith("#")) {
     throw new Error("External $ref is not supported, only local refs (#/...) are allowed");
   }
-  const path55 = ref.slice(1).split("/").filter(Boolean);
-  if (path55.length === 0) {
+  const path56 = ref.slice(1).split("/").filter(Boolean);
+  if (path56.length === 0) {
     return ctx.rootSchema;
   }
   const defsKey = ctx.version === "draft-2020-12" ? "$defs" : "definitions";
-  if (path55[0] === defsKey) {
-    const key = path55[1] === void 0 ? void 0 : decodeJSONPointerSegment(path55[1]);
+  if (path56[0] === defsKey) {
+    const key = path56[1] === void 0 ? void 0 : decodeJSONPointerSegment(path56[1]);
     if (!key || !ctx.defs[key]) {
       throw new Error(`Reference not found: ${ref}`);
     }
@@ -28058,8 +28058,8 @@ function tcpSendBytes(probe) {
   return Buffer.from(probe.send, "latin1");
 }
 var outputName = external_exports.string().regex(/^[\w.-]+$/, 'expected a file name of letters, digits, ".", "_" or "-"').refine((n2) => n2 !== "." && n2 !== "..", 'expected a file name, not "." or ".."').refine(
-  (n2) => n2 !== "SHA256SUMS" && n2 !== "deploy" && !n2.endsWith(".trace.json"),
-  "that name is taken by SHA256SUMS, deploy/ or the trace report"
+  (n2) => n2 !== "SHA256SUMS" && n2 !== "deploy" && !n2.endsWith(".trace.json") && !n2.endsWith(".exposure.json"),
+  "that name is taken by SHA256SUMS, deploy/, the trace report or the exposure scores"
 ).refine((n2) => !n2.startsWith(".lhc-"), `names starting with ".lhc-" are lhc's own markers`);
 var outputsSchema = external_exports.strictObject({
   dir: pathString.default("out"),
@@ -28091,6 +28091,10 @@ function probeServiceMismatches(c3, ctx) {
       });
   });
 }
+var RUNTIMES = ["nspawn", "systemd"];
+var deploySchema = external_exports.strictObject({
+  runtime: external_exports.enum(RUNTIMES).default("nspawn")
+});
 var rootCommand = external_exports.union([external_exports.string().min(1), external_exports.array(external_exports.string().min(1)).min(1)]);
 var configSchema = external_exports.strictObject({
   name: external_exports.string().regex(
@@ -28128,6 +28132,7 @@ var configSchema = external_exports.strictObject({
   keep: external_exports.array(external_exports.string().min(1)).default([]),
   drop: external_exports.array(external_exports.string().min(1)).default([]),
   outputs: outputsSchema.default({ dir: "out" }),
+  deploy: deploySchema.default({ runtime: "nspawn" }),
   /** The root of the simulated board `lhc verify --board` boots, instead of lhc's Debian one. */
   board: external_exports.strictObject({
     /** An uncompressed tar of a root with systemd, systemd-container, e2fsprogs, squashfs-tools. */
@@ -28319,7 +28324,7 @@ function resolveConfig(raw, file2) {
 // src/pipeline.ts
 import { mkdtemp as mkdtemp8 } from "node:fs/promises";
 import os10 from "node:os";
-import path47 from "node:path";
+import path48 from "node:path";
 
 // src/config/check-files.ts
 var RECORD_FIXTURES_HINT = "record it from the traced run with `lhc build --update-fixtures` (action input update-fixtures: true)";
@@ -34168,13 +34173,13 @@ var logOutputSync = ({ serializedResult, fdNumber: fdNumber2, state, verboseInfo
   }
 };
 var writeToFiles = (serializedResult, stdioItems, outputFiles) => {
-  for (const { path: path55, append } of stdioItems.filter(({ type }) => FILE_TYPES.has(type))) {
-    const pathString2 = typeof path55 === "string" ? path55 : path55.toString();
+  for (const { path: path56, append } of stdioItems.filter(({ type }) => FILE_TYPES.has(type))) {
+    const pathString2 = typeof path56 === "string" ? path56 : path56.toString();
     if (append || outputFiles.has(pathString2)) {
-      appendFileSync(path55, serializedResult);
+      appendFileSync(path56, serializedResult);
     } else {
       outputFiles.add(pathString2);
-      writeFileSync(path55, serializedResult);
+      writeFileSync(path56, serializedResult);
     }
   }
 };
@@ -36733,8 +36738,8 @@ function toolRequirements(arch) {
     {
       tool: "systemd-analyze",
       pkg: "systemd",
-      why: "checks generated units",
-      features: ["tests"],
+      why: "scores the generated service units (security --offline, systemd 250+); checks them in tests",
+      features: ["core", "tests"],
       optional: true
     },
     {
@@ -36775,6 +36780,12 @@ function toolRequirements(arch) {
       why: "passwordless sudo for the runner user in tests",
       features: ["tests"]
     },
+    {
+      tool: "chromium",
+      pkg: "chromium",
+      why: "renders the job summary to a screenshot in tests",
+      features: ["tests"]
+    },
     { tool: "node", pkg: "nodejs", why: "runs lhc itself", features: ["system"] },
     { tool: "npx", pkg: "npm", why: "runs the test tools", features: ["tests"], optional: true }
   ];
@@ -36787,11 +36798,13 @@ function packageFor(tool, arch = hostArch()) {
   return toolRequirements(arch).find((t) => t.tool === tool)?.pkg;
 }
 var NOT_INSTALLED_BY_SETUP = /* @__PURE__ */ new Set(["nodejs", "npm"]);
+var TEST_DATA_PACKAGES = ["fonts-noto-color-emoji"];
 function setupPackages(arch) {
   const pkgs = new Set(
     toolRequirements(arch).filter((t) => !t.features.includes("system") && !NOT_INSTALLED_BY_SETUP.has(t.pkg)).filter((t) => !(isAarch64(arch) && t.features.includes("emulation"))).map((t) => t.pkg)
   );
   pkgs.add("musl-dev");
+  for (const p2 of TEST_DATA_PACKAGES) pkgs.add(p2);
   if (!isAarch64(arch)) {
     pkgs.add("qemu-user-static");
     pkgs.add("musl-dev:arm64");
@@ -37381,8 +37394,10 @@ function nspawnArgv(o2) {
   return argv;
 }
 var NSPAWN_DIRS = ["/usr", "/proc", "/sys", "/dev", "/run", "/tmp"];
-function mountPoints(dataPath) {
-  return [.../* @__PURE__ */ new Set([...NSPAWN_DIRS, dataPath])];
+var SYSTEMD_RUNTIME_DIRS = ["/var/tmp"];
+function mountPoints(dataPath, runtime = "nspawn") {
+  const extra = runtime === "systemd" ? SYSTEMD_RUNTIME_DIRS : [];
+  return [.../* @__PURE__ */ new Set([...NSPAWN_DIRS, ...extra, dataPath])];
 }
 var TRACE_MOUNT = "/lhc-trace";
 function boardNspawnArgv(o2) {
@@ -40878,9 +40893,70 @@ async function fetchInputs(config2, opts) {
   return out;
 }
 
+// src/deploy/exposure.ts
+import path21 from "node:path";
+
+// src/tools/systemd-analyze.ts
+function securityArgv(unitFile) {
+  return ["systemd-analyze", "security", "--offline=true", "--no-pager", unitFile];
+}
+function parseExposure(text) {
+  const m2 = /Overall exposure level for (\S+): (\d+(?:\.\d+)?) ([A-Z]+)/.exec(text);
+  return m2 ? { unit: m2[1], score: Number(m2[2]), level: m2[3] } : void 0;
+}
+function parseSystemdVersion(text) {
+  const m2 = /^systemd (\d+)(?: \(([^)]+)\))?/m.exec(text);
+  return m2 ? m2[2] ?? m2[1] : void 0;
+}
+async function systemdVersion() {
+  const r = await run(["systemd-analyze", "--version"], { reject: false, timeoutMs: 3e4 });
+  return r.exitCode === 0 ? parseSystemdVersion(r.stdout) : void 0;
+}
+async function exposureScore(unitFile) {
+  const r = await run(securityArgv(unitFile), {
+    timeoutMs: 6e4,
+    env: { SYSTEMD_COLORS: "0", LC_ALL: "C" }
+  });
+  const s3 = parseExposure(r.stdout);
+  if (!s3)
+    throw new Error(`systemd-analyze security printed no overall exposure level for ${unitFile}`);
+  return s3;
+}
+
+// src/deploy/exposure.ts
+function exposureFileName(name) {
+  return `${name}.exposure.json`;
+}
+async function scoreUnits(outDir, files, runtime, logger) {
+  try {
+    const version2 = await systemdVersion();
+    if (!version2) throw new Error("systemd-analyze --version failed");
+    const units = [];
+    for (const file2 of files)
+      units.push({ file: file2, ...await exposureScore(path21.join(outDir, file2)) });
+    return { runtime, systemd: version2, units };
+  } catch (e) {
+    logger.warn(
+      `no exposure scores: systemd-analyze security --offline=true (systemd 250 or newer) failed: ${e.message}`
+    );
+    return void 0;
+  }
+}
+function formatExposure(r) {
+  return JSON.stringify(r, null, 2) + "\n";
+}
+async function writeExposure(outDir, name, report, logger) {
+  const file2 = path21.join(outDir, exposureFileName(name));
+  await writeOutputFile(file2, formatExposure(report), { logger });
+  return file2;
+}
+function exposureLine(r) {
+  return r.units.map((u3) => `${u3.unit} ${u3.score.toFixed(1)} ${u3.level}`).join(", ");
+}
+
 // src/stages/service-user.ts
 import { lstat as lstat6, readFile as readFile4, writeFile as writeFile4 } from "node:fs/promises";
-import path22 from "node:path";
+import path23 from "node:path";
 
 // src/root/overlay.ts
 import {
@@ -40895,15 +40971,15 @@ import {
   lchownSync
 } from "node:fs";
 import { open as open6 } from "node:fs/promises";
-import path21 from "node:path";
+import path22 from "node:path";
 function hostPathFor(root, dst) {
-  const dir = path21.posix.dirname(dst);
+  const dir = path22.posix.dirname(dst);
   const parent = resolveInRoot(root, dir, { createMissing: true });
   if (!parent.exists) mkdirSync2(parent.host, { mode: 493 });
   else if (!lstatSync2(parent.host).isDirectory())
     throw new UserError(`cannot install ${dst}: ${parent.inRoot} in the root is not a directory`);
-  const name = path21.posix.basename(dst);
-  return { host: path21.join(parent.host, name), inRoot: path21.posix.join(parent.inRoot, name) };
+  const name = path22.posix.basename(dst);
+  return { host: path22.join(parent.host, name), inRoot: path22.posix.join(parent.inRoot, name) };
 }
 function clearForFile(host, dst) {
   let st2;
@@ -40957,8 +41033,8 @@ function normalizedMode(st2) {
 async function copyTree(root, srcDir, dst, stats = { files: 0, dirs: 0, symlinks: 0 }) {
   ensureDir(root, dst, 493);
   for (const name of readdirSync(srcDir).sort()) {
-    const src = path21.join(srcDir, name);
-    const to2 = path21.posix.join(dst, name);
+    const src = path22.join(srcDir, name);
+    const to2 = path22.posix.join(dst, name);
     const st2 = lstatSync2(src);
     if (st2.isDirectory()) {
       stats.dirs++;
@@ -40994,7 +41070,7 @@ async function readInRoot(root, p2) {
   return readFile4(r.host);
 }
 async function where(config2, at2) {
-  const name = path22.basename(config2.file);
+  const name = path23.basename(config2.file);
   try {
     return parseConfigWithLines(await readFile4(config2.file, "utf8"), name).where(at2);
   } catch {
@@ -41014,7 +41090,7 @@ async function installRunAs(config2, root, scratchDir, logger) {
       `service.user: ${resolved.problem} (${await where(config2, ["service", "user"])})`
     );
   const r = resolved.runAs;
-  const staged = path22.join(scratchDir, "lhc-run-as");
+  const staged = path23.join(scratchDir, "lhc-run-as");
   await writeFile4(staged, runAsElf(config2.arch, r), { mode: 493 });
   await installFile(root, staged, RUN_AS_PATH, 493);
   logger.info(
@@ -41058,11 +41134,304 @@ function checkRunAs(config2, runAs) {
 // src/stages/outputs.ts
 import { existsSync as existsSync8 } from "node:fs";
 import { mkdir as mkdir6, rm as rm7 } from "node:fs/promises";
-import path28 from "node:path";
+import path29 from "node:path";
 
 // src/deploy/bundle.ts
 import { mkdir as mkdir5 } from "node:fs/promises";
+import path26 from "node:path";
+
+// src/deploy/listen-proxy.ts
+import path24 from "node:path";
+var SOCKET_PROXYD = "/lib/systemd/systemd-socket-proxyd";
+var BASH = "/bin/bash";
+function proxied(s3) {
+  return s3.inetd !== true && s3["socket-activation"] !== true;
+}
+function proxyUnitName(name) {
+  return `${name}-proxy.service`;
+}
+function listenSocketLines(name) {
+  return `# Connections go to the proxy, which forwards them into the container's private network.
+Service=${proxyUnitName(name)}
+`;
+}
+function listenServiceLines(name) {
+  return `# The container's network: only lo, no route out. ${proxyUnitName(name)} joins this namespace
+# to forward the board socket's connections to the daemon's port (see README.md).
+PrivateNetwork=yes
+# That namespace belongs to the board's user namespace, not the container's (-U), so the
+# container's root may not bind a port below 1024 there: allow it in this namespace only,
+# which holds nothing but lo.
+ExecStartPre=/bin/sh -c "echo 0 > ${UNPRIVILEGED_PORT_START}"
+`;
+}
+var UNPRIVILEGED_PORT_START = "/proc/sys/net/ipv4/ip_unprivileged_port_start";
+function sharedNetworkArgv(argv) {
+  return argv.filter((a2) => a2 !== "--private-network");
+}
+function waitForPortScript(port2) {
+  return `i=0; while [ $i -lt 200 ]; do (exec 3<>/dev/tcp/127.0.0.1/${port2}) 2>/dev/null && exit 0; i=$((i+1)); sleep 0.05; done; echo "nothing accepts on 127.0.0.1:${port2} in the container" >&2; exit 1`;
+}
+var PROXY_SANDBOX = "# Its own sandbox (deploy.runtime: systemd).\nDynamicUser=yes\nPrivateUsers=yes\nPrivateDevices=yes\nPrivateIPC=yes\nProtectSystem=strict\nProtectHome=yes\nProtectProc=invisible\nProcSubset=pid\nProtectKernelTunables=yes\nProtectKernelModules=yes\nProtectKernelLogs=yes\nProtectControlGroups=yes\nProtectClock=yes\nProtectHostname=yes\nCapabilityBoundingSet=\nAmbientCapabilities=\nRestrictAddressFamilies=AF_UNIX AF_INET AF_INET6\nSystemCallArchitectures=native\nSystemCallFilter=@system-service\nSystemCallFilter=~@privileged @resources\nSystemCallErrorNumber=EPERM\nLockPersonality=yes\nRestrictNamespaces=yes\nRestrictSUIDSGID=yes\nRestrictRealtime=yes\nMemoryDenyWriteExecute=yes\nDevicePolicy=closed\nKeyringMode=private\nRemoveIPC=yes\nUMask=0077\n";
+function renderProxyUnit(name, port2, execLine, header, sandbox = "") {
+  const service = `${name}.service`;
+  return header + `[Unit]
+Description=lhc ${name}: the board's port ${port2} forwarded into the container's private network
+Requires=${service}
+After=${service}
+JoinsNamespaceOf=${service}
+
+[Service]
+PrivateNetwork=yes
+# The daemon needs a moment to bind its port after the container starts.
+ExecStartPre=${execLine([BASH, "-c", waitForPortScript(port2)])}
+ExecStart=${execLine([SOCKET_PROXYD, `127.0.0.1:${port2}`])}
+NoNewPrivileges=yes
+StandardError=journal
+` + sandbox;
+}
+var PROXY_PROGRAMS = [SOCKET_PROXYD, BASH].map((p2) => path24.normalize(p2));
+
+// src/deploy/systemd.ts
 import path25 from "node:path";
+function listenPort(s3) {
+  return s3.listen ?? 70;
+}
+function mountUnitNames(p2) {
+  return [`${systemdEscapePath(p2.rootMount)}.mount`, `${systemdEscapePath(p2.dataMount)}.mount`];
+}
+function systemdEscapePath(p2) {
+  const trimmed = p2.replace(/\/+/g, "/").replace(/^\/|\/$/g, "");
+  if (trimmed === "") return "-";
+  let out = "";
+  const bytes = Buffer.from(trimmed, "utf8");
+  for (let i2 = 0; i2 < bytes.length; i2++) {
+    const b2 = bytes[i2];
+    const c3 = String.fromCharCode(b2);
+    if (c3 === "/") out += "-";
+    else if (i2 === 0 && c3 === "." || !/[A-Za-z0-9:_.]/.test(c3))
+      out += `\\x${b2.toString(16).padStart(2, "0")}`;
+    else out += c3;
+  }
+  return out;
+}
+function systemdQuoteWord(w2) {
+  let s3 = w2.replace(/[%$]/g, (c3) => c3 + c3);
+  if (s3 !== "" && !/[\s"'\\;\x00-\x1f\x7f]/.test(s3)) return s3;
+  s3 = s3.replace(/[\\"\x00-\x1f\x7f]/g, (c3) => {
+    if (c3 === "\\") return "\\\\";
+    if (c3 === '"') return '\\"';
+    if (c3 === "\n") return "\\n";
+    if (c3 === "	") return "\\t";
+    if (c3 === "\r") return "\\r";
+    return `\\x${c3.charCodeAt(0).toString(16).padStart(2, "0")}`;
+  });
+  return `"${s3}"`;
+}
+function systemdExecLine(argv) {
+  if (!argv[0] || !path25.isAbsolute(argv[0]))
+    throw new UserError(`ExecStart needs an absolute program path, got ${argv[0] ?? "(none)"}`);
+  return argv.map(systemdQuoteWord).join(" ");
+}
+function unitNspawnArgv(o2, p2) {
+  const argv = boardNspawnArgv({
+    root: p2.rootMount,
+    dataDir: p2.dataMount,
+    dataPath: o2.dataPath ?? "/data",
+    command: o2.service.command,
+    env: o2.service.env,
+    runAs: o2.runAs,
+    workdir: o2.service.workdir,
+    nspawnPath: o2.nspawnPath ?? "/usr/bin/systemd-nspawn",
+    limits: serviceLimits(o2)
+  });
+  return proxied(o2.service) ? sharedNetworkArgv(argv) : argv;
+}
+function serviceLimits(o2) {
+  return o2.service.limits ?? DEFAULT_LIMITS;
+}
+function limitLines(l) {
+  return `# Per-container limits (service.limits in lhc.yml).
+MemoryMax=${l.memory}
+MemorySwapMax=0
+TasksMax=${l.tasks}
+CPUQuota=${l.cpu}%
+LimitNOFILE=${l.nofile}
+`;
+}
+function successExitLine(o2) {
+  const codes = o2.service["success-exit-status"] ?? [];
+  if (!o2.service.inetd || codes.length === 0) return "";
+  return `# service.success-exit-status: exit codes that end a connection normally.
+SuccessExitStatus=${[...new Set(codes)].join(" ")}
+`;
+}
+var HEADER = (name) => `# Generated by lhc for ${name}; see README.md next to this file.
+`;
+function renderSocketUnit(o2) {
+  const inetd = o2.service.inetd === true;
+  return HEADER(o2.name) + `[Unit]
+Description=lhc ${o2.name}: ${inetd ? `one ${o2.runtime === "systemd" ? "sandboxed process" : "container"} per connection` : "listening socket"}
+
+[Socket]
+ListenStream=${listenPort(o2.service)}
+` + (inetd ? "Accept=yes\n# Each connection costs a container start: bound how many run at once.\nMaxConnections=32\nMaxConnectionsPerSource=8\n" : "Accept=no\n" + (proxied(o2.service) ? listenSocketLines(o2.name) : "# The daemon takes this socket itself (LISTEN_FDS): nspawn passes it into the container.\n")) + "\n[Install]\nWantedBy=sockets.target\n";
+}
+function renderServiceUnit(o2, p2) {
+  if (o2.runtime === "systemd") return renderSandboxedServiceUnit(o2, p2);
+  const inetd = o2.service.inetd === true;
+  const timeout = o2.service.timeout;
+  return HEADER(o2.name) + `[Unit]
+Description=lhc ${o2.name}${inetd ? " (connection %i)" : ""}
+# Wants=, not Requires=: restarting the root mount for a new image (install.sh upgrade) must
+# not stop a container still serving a connection from the old one; After= makes a new
+# connection wait for the new image instead.
+Wants=${mountUnitNames(p2).join(" ")}
+After=${mountUnitNames(p2).join(" ")}
+` + (inetd ? "CollectMode=inactive-or-failed\n" : "") + `
+[Service]
+ExecStart=${systemdExecLine(unitNspawnArgv(o2, p2))}
+` + (inetd ? "StandardInput=socket\nStandardOutput=socket\n" : proxied(o2.service) ? listenServiceLines(o2.name) : "# Started by the socket, whose listening socket nspawn hands to the daemon.\n") + "# nspawn and QEMU messages go to the journal, never to the client.\nStandardError=journal\n# --keep-unit runs the container in this unit's cgroup, which nspawn must be allowed to manage.\nDelegate=yes\nKillMode=mixed\n" + successExitLine(o2) + limitLines(serviceLimits(o2)) + (timeout !== void 0 && inetd ? `RuntimeMaxSec=${Math.ceil(timeout)}
+` : "") + (proxied(o2.service) ? "\n[Install]\nWantedBy=multi-user.target\n" : "");
+}
+function renderMountUnits(o2, p2) {
+  const rootMount = HEADER(o2.name) + `[Unit]
+Description=lhc ${o2.name}: read-only root image
+
+[Mount]
+What=${p2.image}
+Where=${p2.rootMount}
+Type=squashfs
+Options=loop,ro,nodev
+# Containers serving a connection keep the old image when a new one is mounted here.
+LazyUnmount=yes
+
+[Install]
+WantedBy=multi-user.target
+`;
+  const dataMount = HEADER(o2.name) + `[Unit]
+Description=lhc ${o2.name}: writable data partition (no exec, no setuid, no devices)
+
+[Mount]
+What=${p2.dataSource}
+Where=${p2.dataMount}
+Type=ext4
+Options=${p2.dataIsLoopFile ? "loop," : ""}noexec,nosuid,nodev
+
+[Install]
+WantedBy=multi-user.target
+`;
+  return { rootMount, dataMount };
+}
+function fstabField(s3) {
+  return s3.replace(/[ \t\n\\]/g, (c3) => `\\${c3.charCodeAt(0).toString(8).padStart(3, "0")}`);
+}
+function renderFstab(o2, p2) {
+  return `# lhc ${o2.name}: use these lines instead of the .mount units if you prefer /etc/fstab.
+${fstabField(p2.image)} ${fstabField(p2.rootMount)} squashfs loop,ro,nodev 0 0
+${fstabField(p2.dataSource)} ${fstabField(p2.dataMount)} ext4 ${p2.dataIsLoopFile ? "loop," : ""}noexec,nosuid,nodev 0 2
+`;
+}
+
+// src/deploy/systemd-runtime.ts
+function serviceUser(name) {
+  return `lhc-${name}`;
+}
+function sysusersFiles(name) {
+  return { bundle: `${name}.sysusers.conf`, installed: `lhc-${name}.conf` };
+}
+function renderSysusers(name) {
+  return HEADER(name) + `# The user ${name}'s sandboxed service runs as (deploy.runtime: systemd).
+u ${serviceUser(name)} - "lhc ${name}" /nonexistent /usr/sbin/nologin
+`;
+}
+var SYSTEMD_SCRATCH_MOUNTS = [
+  { path: "/tmp", mode: "1777" },
+  { path: "/var/tmp", mode: "1777" },
+  { path: "/run", mode: "755" },
+  { path: "/dev/shm", mode: "1777" }
+];
+function envLine(env) {
+  const pairs = Object.entries(env ?? {}).sort(([a2], [b2]) => a2 < b2 ? -1 : 1);
+  return pairs.length ? `Environment=${pairs.map(([k2, v2]) => systemdQuoteWord(`${k2}=${v2}`)).join(" ")}
+` : "";
+}
+function limitLines2(l) {
+  return `# Per-service limits (service.limits in lhc.yml).
+MemoryMax=${l.memory}
+MemorySwapMax=0
+TasksMax=${l.tasks}
+CPUQuota=${l.cpu}%
+LimitNOFILE=${l.nofile}
+LimitNPROC=${l.tasks}
+`;
+}
+function sandboxLines(inetd) {
+  const scratch = SYSTEMD_SCRATCH_MOUNTS.map(
+    (m2) => `${m2.path}:mode=${m2.mode},${SCRATCH_MOUNT_OPTIONS}`
+  ).join(" ");
+  return `# The sandbox: at least the portable-service "strict" profile (see README.md).
+PrivateNetwork=yes
+PrivateUsers=yes
+PrivateDevices=yes
+PrivateIPC=yes
+PrivateMounts=yes
+# Instead of PrivateTmp=, whose /tmp and /var/tmp would allow exec.
+TemporaryFileSystem=${scratch}
+ProtectSystem=strict
+ProtectHome=yes
+ProtectProc=invisible
+ProcSubset=pid
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectKernelLogs=yes
+ProtectControlGroups=yes
+ProtectClock=yes
+ProtectHostname=yes
+NoNewPrivileges=yes
+CapabilityBoundingSet=
+AmbientCapabilities=
+RestrictAddressFamilies=${inetd ? "none" : "AF_UNIX AF_INET AF_INET6"}
+` + (inetd ? "IPAddressDeny=any\n" : "IPAddressDeny=any\nIPAddressAllow=localhost\n") + "SystemCallArchitectures=native\nSystemCallFilter=@system-service\nSystemCallFilter=~@privileged @resources\nSystemCallErrorNumber=EPERM\nLockPersonality=yes\nRestrictNamespaces=yes\nRestrictSUIDSGID=yes\nRestrictRealtime=yes\nMemoryDenyWriteExecute=yes\nDevicePolicy=closed\nKeyringMode=private\nRemoveIPC=yes\nUMask=0077\n";
+}
+function renderSandboxedServiceUnit(o2, p2) {
+  const inetd = o2.service.inetd === true;
+  const timeout = o2.service.timeout;
+  const dataPath = o2.dataPath ?? "/data";
+  const mounts = mountUnitNames(p2);
+  return HEADER(o2.name) + `[Unit]
+Description=lhc ${o2.name}${inetd ? " (connection %i)" : ""}, sandboxed service on the image
+# Wants=, not Requires=: an image switch (install.sh upgrade) must not stop a connection
+# still served from the old image; After= makes a new one wait for the new image.
+Wants=${mounts.join(" ")}
+After=${mounts.join(" ")}
+` + (inetd ? "CollectMode=inactive-or-failed\n" : "") + `
+[Service]
+ExecStart=${systemdExecLine(o2.service.command)}
+` + envLine(o2.service.env) + (o2.service.workdir ? `WorkingDirectory=${systemdQuoteWord(o2.service.workdir)}
+` : "") + `# The read-only image is the whole file system; the data partition (mounted
+# noexec,nosuid,nodev on the board) is the one writable path, at ${dataPath}.
+RootDirectory=${p2.rootMount}
+MountAPIVFS=yes
+BindPaths=${systemdQuoteWord(`${p2.dataMount}:${dataPath}`)}
+` + userLines(o2) + (inetd ? "StandardInput=socket\nStandardOutput=socket\n" : !proxied(o2.service) ? "# Started by the socket, whose listening socket the daemon takes (LISTEN_FDS).\n" : `# ${proxyUnitName(o2.name)} joins this service's network namespace (see README.md). The
+# daemon binds its port as an unprivileged user: allow that in this namespace only, which
+# holds nothing but lo ('+': run outside the sandbox, where /bin/sh exists).
+ExecStartPre=+/bin/sh -c "echo 0 > ${UNPRIVILEGED_PORT_START}"
+`) + "# The payload's messages go to the journal, never to the client.\nStandardError=journal\n" + sandboxLines(inetd) + limitLines2(serviceLimits(o2)) + (timeout !== void 0 && inetd ? `RuntimeMaxSec=${Math.ceil(timeout)}
+` : "") + (proxied(o2.service) ? "\n[Install]\nWantedBy=multi-user.target\n" : "");
+}
+function userLines(o2) {
+  const r = o2.runAs;
+  if (!r || r.uid === 0) return `User=${serviceUser(o2.name)}
+Group=${serviceUser(o2.name)}
+`;
+  const extra = r.groups.filter((g2) => g2 !== r.gid);
+  return `User=${r.uid}
+Group=${r.gid}
+` + (extra.length ? `SupplementaryGroups=${extra.join(" ")}
+` : "");
+}
 
 // src/deploy/oci.ts
 function ociUser(runAs) {
@@ -41172,197 +41541,6 @@ function ociConfig(o2, p2, ids, opts = {}) {
   return config2;
 }
 
-// src/deploy/listen-proxy.ts
-import path23 from "node:path";
-var SOCKET_PROXYD = "/lib/systemd/systemd-socket-proxyd";
-var BASH = "/bin/bash";
-function proxied(s3) {
-  return s3.inetd !== true && s3["socket-activation"] !== true;
-}
-function proxyUnitName(name) {
-  return `${name}-proxy.service`;
-}
-function listenSocketLines(name) {
-  return `# Connections go to the proxy, which forwards them into the container's private network.
-Service=${proxyUnitName(name)}
-`;
-}
-function listenServiceLines(name) {
-  return `# The container's network: only lo, no route out. ${proxyUnitName(name)} joins this namespace
-# to forward the board socket's connections to the daemon's port (see README.md).
-PrivateNetwork=yes
-# That namespace belongs to the board's user namespace, not the container's (-U), so the
-# container's root may not bind a port below 1024 there: allow it in this namespace only,
-# which holds nothing but lo.
-ExecStartPre=/bin/sh -c "echo 0 > ${UNPRIVILEGED_PORT_START}"
-`;
-}
-var UNPRIVILEGED_PORT_START = "/proc/sys/net/ipv4/ip_unprivileged_port_start";
-function sharedNetworkArgv(argv) {
-  return argv.filter((a2) => a2 !== "--private-network");
-}
-function waitForPortScript(port2) {
-  return `i=0; while [ $i -lt 200 ]; do (exec 3<>/dev/tcp/127.0.0.1/${port2}) 2>/dev/null && exit 0; i=$((i+1)); sleep 0.05; done; echo "nothing accepts on 127.0.0.1:${port2} in the container" >&2; exit 1`;
-}
-function renderProxyUnit(name, port2, execLine, header) {
-  const service = `${name}.service`;
-  return header + `[Unit]
-Description=lhc ${name}: the board's port ${port2} forwarded into the container's private network
-Requires=${service}
-After=${service}
-JoinsNamespaceOf=${service}
-
-[Service]
-PrivateNetwork=yes
-# The daemon needs a moment to bind its port after the container starts.
-ExecStartPre=${execLine([BASH, "-c", waitForPortScript(port2)])}
-ExecStart=${execLine([SOCKET_PROXYD, `127.0.0.1:${port2}`])}
-NoNewPrivileges=yes
-StandardError=journal
-`;
-}
-var PROXY_PROGRAMS = [SOCKET_PROXYD, BASH].map((p2) => path23.normalize(p2));
-
-// src/deploy/systemd.ts
-import path24 from "node:path";
-function listenPort(s3) {
-  return s3.listen ?? 70;
-}
-function mountUnitNames(p2) {
-  return [`${systemdEscapePath(p2.rootMount)}.mount`, `${systemdEscapePath(p2.dataMount)}.mount`];
-}
-function systemdEscapePath(p2) {
-  const trimmed = p2.replace(/\/+/g, "/").replace(/^\/|\/$/g, "");
-  if (trimmed === "") return "-";
-  let out = "";
-  const bytes = Buffer.from(trimmed, "utf8");
-  for (let i2 = 0; i2 < bytes.length; i2++) {
-    const b2 = bytes[i2];
-    const c3 = String.fromCharCode(b2);
-    if (c3 === "/") out += "-";
-    else if (i2 === 0 && c3 === "." || !/[A-Za-z0-9:_.]/.test(c3))
-      out += `\\x${b2.toString(16).padStart(2, "0")}`;
-    else out += c3;
-  }
-  return out;
-}
-function systemdQuoteWord(w2) {
-  let s3 = w2.replace(/[%$]/g, (c3) => c3 + c3);
-  if (s3 !== "" && !/[\s"'\\;\x00-\x1f\x7f]/.test(s3)) return s3;
-  s3 = s3.replace(/[\\"\x00-\x1f\x7f]/g, (c3) => {
-    if (c3 === "\\") return "\\\\";
-    if (c3 === '"') return '\\"';
-    if (c3 === "\n") return "\\n";
-    if (c3 === "	") return "\\t";
-    if (c3 === "\r") return "\\r";
-    return `\\x${c3.charCodeAt(0).toString(16).padStart(2, "0")}`;
-  });
-  return `"${s3}"`;
-}
-function systemdExecLine(argv) {
-  if (!argv[0] || !path24.isAbsolute(argv[0]))
-    throw new UserError(`ExecStart needs an absolute program path, got ${argv[0] ?? "(none)"}`);
-  return argv.map(systemdQuoteWord).join(" ");
-}
-function unitNspawnArgv(o2, p2) {
-  const argv = boardNspawnArgv({
-    root: p2.rootMount,
-    dataDir: p2.dataMount,
-    dataPath: o2.dataPath ?? "/data",
-    command: o2.service.command,
-    env: o2.service.env,
-    runAs: o2.runAs,
-    workdir: o2.service.workdir,
-    nspawnPath: o2.nspawnPath ?? "/usr/bin/systemd-nspawn",
-    limits: serviceLimits(o2)
-  });
-  return proxied(o2.service) ? sharedNetworkArgv(argv) : argv;
-}
-function serviceLimits(o2) {
-  return o2.service.limits ?? DEFAULT_LIMITS;
-}
-function limitLines(l) {
-  return `# Per-container limits (service.limits in lhc.yml).
-MemoryMax=${l.memory}
-MemorySwapMax=0
-TasksMax=${l.tasks}
-CPUQuota=${l.cpu}%
-LimitNOFILE=${l.nofile}
-`;
-}
-function successExitLine(o2) {
-  const codes = o2.service["success-exit-status"] ?? [];
-  if (!o2.service.inetd || codes.length === 0) return "";
-  return `# service.success-exit-status: exit codes that end a connection normally.
-SuccessExitStatus=${[...new Set(codes)].join(" ")}
-`;
-}
-var HEADER = (name) => `# Generated by lhc for ${name}; see README.md next to this file.
-`;
-function renderSocketUnit(o2) {
-  const inetd = o2.service.inetd === true;
-  return HEADER(o2.name) + `[Unit]
-Description=lhc ${o2.name}: ${inetd ? "one container per connection" : "listening socket"}
-
-[Socket]
-ListenStream=${listenPort(o2.service)}
-` + (inetd ? "Accept=yes\n# Each connection costs a container start: bound how many run at once.\nMaxConnections=32\nMaxConnectionsPerSource=8\n" : "Accept=no\n" + (proxied(o2.service) ? listenSocketLines(o2.name) : "# The daemon takes this socket itself (LISTEN_FDS): nspawn passes it into the container.\n")) + "\n[Install]\nWantedBy=sockets.target\n";
-}
-function renderServiceUnit(o2, p2) {
-  const inetd = o2.service.inetd === true;
-  const timeout = o2.service.timeout;
-  return HEADER(o2.name) + `[Unit]
-Description=lhc ${o2.name}${inetd ? " (connection %i)" : ""}
-# Wants=, not Requires=: restarting the root mount for a new image (install.sh upgrade) must
-# not stop a container still serving a connection from the old one; After= makes a new
-# connection wait for the new image instead.
-Wants=${mountUnitNames(p2).join(" ")}
-After=${mountUnitNames(p2).join(" ")}
-` + (inetd ? "CollectMode=inactive-or-failed\n" : "") + `
-[Service]
-ExecStart=${systemdExecLine(unitNspawnArgv(o2, p2))}
-` + (inetd ? "StandardInput=socket\nStandardOutput=socket\n" : proxied(o2.service) ? listenServiceLines(o2.name) : "# Started by the socket, whose listening socket nspawn hands to the daemon.\n") + "# nspawn and QEMU messages go to the journal, never to the client.\nStandardError=journal\n# --keep-unit runs the container in this unit's cgroup, which nspawn must be allowed to manage.\nDelegate=yes\nKillMode=mixed\n" + successExitLine(o2) + limitLines(serviceLimits(o2)) + (timeout !== void 0 && inetd ? `RuntimeMaxSec=${Math.ceil(timeout)}
-` : "") + (proxied(o2.service) ? "\n[Install]\nWantedBy=multi-user.target\n" : "");
-}
-function renderMountUnits(o2, p2) {
-  const rootMount = HEADER(o2.name) + `[Unit]
-Description=lhc ${o2.name}: read-only root image
-
-[Mount]
-What=${p2.image}
-Where=${p2.rootMount}
-Type=squashfs
-Options=loop,ro,nodev
-# Containers serving a connection keep the old image when a new one is mounted here.
-LazyUnmount=yes
-
-[Install]
-WantedBy=multi-user.target
-`;
-  const dataMount = HEADER(o2.name) + `[Unit]
-Description=lhc ${o2.name}: writable data partition (no exec, no setuid, no devices)
-
-[Mount]
-What=${p2.dataSource}
-Where=${p2.dataMount}
-Type=ext4
-Options=${p2.dataIsLoopFile ? "loop," : ""}noexec,nosuid,nodev
-
-[Install]
-WantedBy=multi-user.target
-`;
-  return { rootMount, dataMount };
-}
-function fstabField(s3) {
-  return s3.replace(/[ \t\n\\]/g, (c3) => `\\${c3.charCodeAt(0).toString(8).padStart(3, "0")}`);
-}
-function renderFstab(o2, p2) {
-  return `# lhc ${o2.name}: use these lines instead of the .mount units if you prefer /etc/fstab.
-${fstabField(p2.image)} ${fstabField(p2.rootMount)} squashfs loop,ro,nodev 0 0
-${fstabField(p2.dataSource)} ${fstabField(p2.dataMount)} ext4 ${p2.dataIsLoopFile ? "loop," : ""}noexec,nosuid,nodev 0 2
-`;
-}
-
 // src/deploy/readme.ts
 function renderReadme(o2, p2) {
   const rootUnit = `${systemdEscapePath(p2.rootMount)}.mount`;
@@ -41416,6 +41594,8 @@ joins that namespace (\`JoinsNamespaceOf=\`) and is the only way in`}; its stder
 (only \`lo\`, CAP_NET_ADMIN dropped), no new privileges, a private user namespace, and
 ${o2.dataPath ?? "/data"} is the only writable path, mounted noexec,nosuid,nodev.
 
+${o2.runtime === "systemd" ? sandboxedRuntimeText(o2, svc) : nspawnRuntimeText(svc)}
+
 \`deploy/fstab\` holds the same two mounts as /etc/fstab lines, for boards that prefer fstab.
 \`deploy/oci/config.json\` runs the same image under runc (\`runc run --bundle deploy/oci ${o2.name}\`,
 with the image mounted at ${p2.rootMount} and the data partition at ${p2.dataMount}), in a user
@@ -41426,6 +41606,31 @@ for runc shift the data partition's owners once, after unpacking the template:
 ${shiftOwnersCommand(p2.dataMount)}
 \`\`\`
 `;
+}
+function sandboxedRuntimeText(o2, svc) {
+  return `## Runtime: systemd (\`deploy.runtime: systemd\`)
+
+\`${svc}\` runs ${o2.service.command[0]} directly, with no systemd-nspawn process: systemd itself
+sandboxes it (\`RootDirectory=\` on the read-only image, ${o2.dataPath ?? "/data"} bound from the
+data partition, private network, users, devices and IPC, \`ProtectSystem=strict\`, an empty
+capability bounding set, \`NoNewPrivileges=\`, a system-call filter, noexec scratch mounts and the
+limits from service.limits). It runs as the system user \`lhc-${o2.name}\`, which install.sh
+creates with systemd-sysusers from \`deploy/${o2.name}.sysusers.conf\`. The service can write
+only what that user may write on the data partition. \`MemoryDenyWriteExecute=yes\` needs the
+payload to run natively: a board that runs it under QEMU user-mode (a JIT) needs a drop-in
+with \`MemoryDenyWriteExecute=no\`. \`systemd-analyze security ${svc.replace("@.", "@i.")}\` scores
+this unit; the build's \`${o2.name}.exposure.json\` holds the score lhc measured.`;
+}
+function nspawnRuntimeText(svc) {
+  return `## Runtime: nspawn (the default)
+
+\`systemd-analyze security\` rates \`${svc}\` about 9.6 ("UNSAFE"; the build's score is in its
+exposure.json): it reads only the unit's own directives, and this unit runs systemd-nspawn as
+root with none, because nspawn needs those privileges to build the container. The confinement
+nspawn sets up afterwards (read-only root, private network, user namespace, dropped capabilities,
+no new privileges, its own system-call filter) is invisible to systemd-analyze; the hardening
+rows of \`lhc verify\` read it from the live payload instead. \`deploy.runtime: systemd\` puts the
+sandbox into the unit itself, where systemd-analyze sees it.`;
 }
 
 // src/deploy/install-script.ts
@@ -41452,6 +41657,8 @@ function renderInstallScript(i2) {
     ["SERVICE_UNIT", i2.units.service],
     ["UNIT_FILES", unitFiles.join(" ")],
     ["NSPAWN", i2.nspawnPath],
+    ["SYSUSERS_FILE", i2.sysusers?.bundle ?? ""],
+    ["SYSUSERS_NAME", i2.sysusers?.installed ?? ""],
     ["PROGRAMS", i2.programs.join(" ")]
   ];
   return `#!/bin/sh
@@ -41476,7 +41683,9 @@ check_board() {
   for t in systemctl mount umount sha256sum tar cmp mkfs.ext4 truncate; do
     command -v "$t" >/dev/null 2>&1 || die "$t is missing on the board (packages: systemd, mount, coreutils, tar, diffutils, e2fsprogs)"
   done
-  [ -x "$NSPAWN" ] || die "$NSPAWN is missing: install the systemd-container package"
+  [ -z "$NSPAWN" ] || [ -x "$NSPAWN" ] || die "$NSPAWN is missing: install the systemd-container package"
+  [ -z "$SYSUSERS_FILE" ] || command -v systemd-sysusers >/dev/null 2>&1 ||
+    die "systemd-sysusers is missing: it makes the user the service runs as (package: systemd)"
   for p in $PROGRAMS; do
     [ -x "$p" ] || die "$p is missing: the units run it (package: systemd)"
   done
@@ -41498,17 +41707,24 @@ check_sums() {
     die "the artifacts do not match SHA256SUMS: copy them again"
 }
 
-release_id() { sha256sum "$1" | cut -c1-16; }
+image_id() { sha256sum "$1" | cut -c1-16; }
+
+# A release is the image and the units it runs with: a new runtime (deploy.runtime) or unit on
+# the same image is a release of its own, so rollback returns to the units too.
+release_id() {
+  { sha256sum "$OUT/$IMAGE_FILE"; for u in $UNIT_FILES $SYSUSERS_FILE; do sha256sum "$HERE/$u"; done; } |
+    sed 's|  .*/|  |' | sha256sum | cut -c1-16
+}
 
 # releases/<id>: the image and its units, written under a temporary name and renamed into place.
 stage_release() {
-  id=$(release_id "$OUT/$IMAGE_FILE")
+  id=$(release_id)
   rel="$BOARD_DIR/releases/$id"
   if [ ! -f "$rel/$IMAGE_FILE" ]; then
     rm -rf "$rel.new"
     install -d -m 0755 "$rel.new/units"
     install -m 0644 "$OUT/$IMAGE_FILE" "$rel.new/$IMAGE_FILE"
-    for u in $UNIT_FILES; do install -m 0644 "$HERE/$u" "$rel.new/units/$u"; done
+    for u in $UNIT_FILES $SYSUSERS_FILE; do install -m 0644 "$HERE/$u" "$rel.new/units/$u"; done
     mv -T "$rel.new" "$rel"
   fi
   echo "$id"
@@ -41566,9 +41782,29 @@ prune_releases() {
   done
 }
 
+# The user a sandboxed service runs as (runtime systemd): systemd-sysusers makes it once.
+ensure_user() {
+  [ -n "$SYSUSERS_FILE" ] || return 0
+  src="$BOARD_DIR/releases/$1/units/$SYSUSERS_FILE"
+  [ -f "$src" ] || return 0
+  install -d -m 0755 /etc/sysusers.d
+  install -m 0644 "$src" "/etc/sysusers.d/.$SYSUSERS_NAME.new"
+  mv -T "/etc/sysusers.d/.$SYSUSERS_NAME.new" "/etc/sysusers.d/$SYSUSERS_NAME"
+  systemd-sysusers "/etc/sysusers.d/$SYSUSERS_NAME"
+}
+
+# The sandboxed service is that user, not root: it gets what root owned on the data partition
+# (as the template made it). An nspawn container's root can still write there after a switch back.
+own_data() {
+  [ -n "$SYSUSERS_NAME" ] || return 0
+  u=\${SYSUSERS_NAME%.conf}
+  find "$DATA_MOUNT" -xdev \\( -path "$DATA_MOUNT/lost+found" -prune \\) -o -user 0 -exec chown -h "$u:$u" {} +
+}
+
 # Makes release $1 current (the old one becomes previous) and restarts what runs the image.
 activate() {
   new=$1 old=$(current_id)
+  ensure_user "$new"
   changed=$(install_units "$new")
   [ -z "$changed" ] || systemctl daemon-reload
   if [ "$new" != "$old" ]; then
@@ -41586,6 +41822,7 @@ activate() {
     systemctl restart "$ROOT_MOUNT_UNIT"
   fi
   systemctl start "$ROOT_MOUNT_UNIT" "$DATA_MOUNT_UNIT"
+  own_data
   # A listening service runs one long-lived container: restart it (and its proxy) on the new image.
   for u in $UNIT_FILES; do
     case $u in *@.service) ;; *.service) [ -z "$old" ] || [ "$new" = "$old" ] || systemctl try-restart "$u" ;; esac
@@ -41605,7 +41842,7 @@ cmd_install() {
   install -d -m 0755 "$BOARD_DIR" "$BOARD_DIR/releases" "$DATA_MOUNT" "$BOARD_DIR/root"
   # An image installed by hand (the README's manual steps) becomes the first release.
   if [ -f "$BOARD_DIR/$IMAGE_FILE" ] && [ ! -L "$BOARD_DIR/$IMAGE_FILE" ]; then
-    adopted=$(release_id "$BOARD_DIR/$IMAGE_FILE")
+    adopted=$(image_id "$BOARD_DIR/$IMAGE_FILE")
     install -d -m 0755 "$BOARD_DIR/releases/$adopted/units"
     for u in $UNIT_FILES; do install -m 0644 "$HERE/$u" "$BOARD_DIR/releases/$adopted/units/$u"; done
     mv "$BOARD_DIR/$IMAGE_FILE" "$BOARD_DIR/releases/$adopted/$IMAGE_FILE"
@@ -41638,6 +41875,8 @@ cmd_uninstall() {
   done
   for u in $UNIT_FILES; do systemctl disable --now --quiet "$u" 2>/dev/null || true; done
   for u in $UNIT_FILES; do rm -f "$UNIT_DIR/$u"; done
+  # The user stays (systemd-sysusers never removes one): files on the data partition keep an owner.
+  [ -z "$SYSUSERS_NAME" ] || rm -f "/etc/sysusers.d/$SYSUSERS_NAME"
   systemctl daemon-reload
   rm -rf "$BOARD_DIR/releases" "$BOARD_DIR/current" "$BOARD_DIR/previous" "$BOARD_DIR/$IMAGE_FILE"
   rmdir "$BOARD_DIR/root" 2>/dev/null || true
@@ -41663,7 +41902,7 @@ esac
 // src/deploy/bundle.ts
 function boardPaths(o2) {
   const boardDir = o2.boardDir ?? `/var/lib/lhc/${o2.name}`;
-  if (!path25.isAbsolute(boardDir))
+  if (!path26.isAbsolute(boardDir))
     throw new UserError(`board directory must be absolute, got ${boardDir}`);
   const dataSource = o2.dataSource ?? `${boardDir}/${o2.name}-data.ext4`;
   return {
@@ -41679,7 +41918,7 @@ async function writeDeployBundle(o2) {
   if (!o2.service.command[0]?.startsWith("/"))
     throw new UserError("service.command[0] must be an absolute path in the image");
   const p2 = boardPaths(o2);
-  const dir = path25.join(o2.outDir, "deploy");
+  const dir = path26.join(o2.outDir, "deploy");
   const inetd = o2.service.inetd === true;
   const { rootMount, dataMount } = renderMountUnits(o2, p2);
   const units = {
@@ -41689,6 +41928,8 @@ async function writeDeployBundle(o2) {
     dataMount: `${systemdEscapePath(p2.dataMount)}.mount`,
     ...proxied(o2.service) ? { proxy: proxyUnitName(o2.name) } : {}
   };
+  const sandboxed = o2.runtime === "systemd";
+  const sysusers = sysusersFiles(o2.name);
   const ids = ociUser(o2.runAs);
   const contents = {
     [units.socket]: renderSocketUnit(o2),
@@ -41699,12 +41940,14 @@ async function writeDeployBundle(o2) {
     "oci/config.json": JSON.stringify(ociConfig(o2, p2, ids, { userNamespace: OCI_USER_NAMESPACE }), null, 2) + "\n",
     "README.md": renderReadme(o2, p2)
   };
+  if (sandboxed) contents[sysusers.bundle] = renderSysusers(o2.name);
   if (proxied(o2.service))
     contents[proxyUnitName(o2.name)] = renderProxyUnit(
       o2.name,
       listenPort(o2.service),
       systemdExecLine,
-      HEADER(o2.name)
+      HEADER(o2.name),
+      sandboxed ? PROXY_SANDBOX : ""
     );
   contents["install.sh"] = renderInstallScript({
     name: o2.name,
@@ -41715,16 +41958,18 @@ async function writeDeployBundle(o2) {
     dataIsLoopFile: p2.dataIsLoopFile,
     dataMount: p2.dataMount,
     units: { ...units, extra: proxied(o2.service) ? [proxyUnitName(o2.name)] : [] },
-    nspawnPath: o2.nspawnPath ?? "/usr/bin/systemd-nspawn",
+    // The sandboxed service needs no nspawn on the board, but a user made by systemd-sysusers.
+    nspawnPath: sandboxed ? "" : o2.nspawnPath ?? "/usr/bin/systemd-nspawn",
+    sysusers: sandboxed ? sysusers : void 0,
     programs: proxied(o2.service) ? PROXY_PROGRAMS : []
   });
   await mkdir5(o2.outDir, { recursive: true });
   await stageOutput(
     dir,
     async (tmp) => {
-      await mkdir5(path25.join(tmp, "oci"), { recursive: true, mode: 493 });
+      await mkdir5(path26.join(tmp, "oci"), { recursive: true, mode: 493 });
       for (const [f2, text] of Object.entries(contents))
-        await writeExclusive(path25.join(tmp, f2), text, f2.endsWith(".sh") ? 493 : 420);
+        await writeExclusive(path26.join(tmp, f2), text, f2.endsWith(".sh") ? 493 : 420);
     },
     o2.logger
   );
@@ -41741,11 +41986,11 @@ async function writeDeployBundle(o2) {
 
 // src/prune/closure.ts
 import { lstatSync as lstatSync4, readdirSync as readdirSync3 } from "node:fs";
-import path27 from "node:path";
+import path28 from "node:path";
 
 // src/elf/loader.ts
 import { closeSync, openSync, readdirSync as readdirSync2, readFileSync as readFileSync4, readSync } from "node:fs";
-import path26 from "node:path";
+import path27 from "node:path";
 
 // src/root/glob.ts
 function escapeRe(c3) {
@@ -41850,7 +42095,7 @@ var TRIPLETS = {
 var MUSL_ARCH = { aarch64: "aarch64", x86_64: "x86_64", arm: "armhf" };
 function libraryDirs(root, elf, elfPath) {
   const dirs = [];
-  const origin = path26.posix.dirname(elfPath);
+  const origin = path27.posix.dirname(elfPath);
   for (const r of elf.runpath) dirs.push(r.replace(/\$\{?ORIGIN\}?/g, origin));
   const musl = elf.interp !== void 0 && /ld-musl/.test(elf.interp);
   if (musl) {
@@ -41885,12 +42130,12 @@ function ldSoConfDirs(root, file2, depth) {
       if (line.startsWith("/")) dirs.push(line);
       continue;
     }
-    const pattern = inc[1].startsWith("/") ? inc[1] : path26.posix.join(path26.posix.dirname(file2), inc[1]);
-    const dir = resolveTraced(root, path26.posix.dirname(pattern));
+    const pattern = inc[1].startsWith("/") ? inc[1] : path27.posix.join(path27.posix.dirname(file2), inc[1]);
+    const dir = resolveTraced(root, path27.posix.dirname(pattern));
     if (!dir.exists || dir.kind !== "dir") continue;
     const re2 = globToRegExp(pattern);
     for (const name of readdirSync2(dir.host).sort()) {
-      const candidate = path26.posix.join(path26.posix.dirname(pattern), name);
+      const candidate = path27.posix.join(path27.posix.dirname(pattern), name);
       if (re2.test(candidate)) dirs.push(...ldSoConfDirs(root, candidate, depth + 1));
     }
   }
@@ -41919,7 +42164,7 @@ function shebang(file2) {
 function walkRoot(root) {
   const out = /* @__PURE__ */ new Map();
   const visit3 = (inRoot) => {
-    const host = path27.join(root, inRoot);
+    const host = path28.join(root, inRoot);
     const st2 = lstatSync4(host);
     const kind = st2.isSymbolicLink() ? "symlink" : st2.isDirectory() ? "dir" : st2.isFile() ? "file" : "other";
     out.set(inRoot, { kind, st: st2 });
@@ -41962,7 +42207,7 @@ async function computeClosure(root, all, trace, config2, logger) {
       e.noFollow ?? false
     );
     if (e.op === "getdents" && r.exists && r.kind === "dir" && !r.virtual) {
-      for (const name of readdirSync3(r.host)) add(path27.posix.join(r.inRoot, name), "dir-listing");
+      for (const name of readdirSync3(r.host)) add(path28.posix.join(r.inRoot, name), "dir-listing");
     }
   }
   const entry = addLookup(trace.entrypoint, "entrypoint");
@@ -41985,7 +42230,7 @@ async function computeClosure(root, all, trace, config2, logger) {
       scanned.add(p2);
       let elf;
       try {
-        elf = await readElf(path27.join(root, p2));
+        elf = await readElf(path28.join(root, p2));
       } catch (err) {
         logger.debug(`not parsing ${p2} as ELF: ${err.message}`);
         continue;
@@ -41993,7 +42238,7 @@ async function computeClosure(root, all, trace, config2, logger) {
       if (!elf) {
         const why = kept.get(p2);
         if (why.has("entrypoint") || why.has("traced-exec")) {
-          const interpreter = shebang(path27.join(root, p2));
+          const interpreter = shebang(path28.join(root, p2));
           if (interpreter) {
             const r = addLookup(interpreter, "shebang-interp");
             if (r.exists) changed = true;
@@ -42009,7 +42254,7 @@ async function computeClosure(root, all, trace, config2, logger) {
       }
       const dirs = elf.needed.length > 0 ? libraryDirs(root, elf, p2) : [];
       for (const lib of elf.needed) {
-        const candidates = lib.includes("/") ? [lib.startsWith("/") ? lib : path27.posix.join(path27.posix.dirname(p2), lib)] : dirs.map((d) => path27.posix.join(d, lib));
+        const candidates = lib.includes("/") ? [lib.startsWith("/") ? lib : path28.posix.join(path28.posix.dirname(p2), lib)] : dirs.map((d) => path28.posix.join(d, lib));
         const hit = candidates.find((c3) => {
           const r = resolveTraced(root, c3);
           return r.exists && r.kind === "file";
@@ -42036,7 +42281,7 @@ async function computeClosure(root, all, trace, config2, logger) {
     }
   }
   for (const p2 of [...kept.keys()]) {
-    for (let d = path27.posix.dirname(p2); d !== "/" && d !== "."; d = path27.posix.dirname(d)) {
+    for (let d = path28.posix.dirname(p2); d !== "/" && d !== "."; d = path28.posix.dirname(d)) {
       if (kept.has(d)) {
         kept.get(d).add("parent-dir");
         continue;
@@ -42106,53 +42351,64 @@ function sha256sumsLine(sha2562, name) {
 
 // src/stages/outputs.ts
 function failureReportPath(outDir, name) {
-  return path28.join(outDir, `${name}.build-failed.txt`);
+  return path29.join(outDir, `${name}.build-failed.txt`);
 }
 async function retractSha256Sums(outDir) {
-  await rm7(path28.join(outDir, "SHA256SUMS"), { force: true });
+  await rm7(path29.join(outDir, "SHA256SUMS"), { force: true });
 }
 async function writeTraceReport(report, file2, logger) {
-  await mkdir6(path28.dirname(file2), { recursive: true });
+  await mkdir6(path29.dirname(file2), { recursive: true });
   await writeOutputFile(file2, formatPruneReport(report), { logger });
 }
 async function writeSha256Sums(dir, files, logger) {
   const lines = [];
   for (const f2 of [...new Set(files)].sort()) {
-    lines.push(sha256sumsLine(await sha256File(path28.join(dir, f2)), f2));
+    lines.push(sha256sumsLine(await sha256File(path29.join(dir, f2)), f2));
   }
-  const out = path28.join(dir, "SHA256SUMS");
+  const out = path29.join(dir, "SHA256SUMS");
   await writeOutputFile(out, lines.join("\n") + "\n", { logger });
   return out;
 }
 async function writeOutputs(ctx, input2) {
   const { config: config2, packed } = input2;
-  const traceReport = path28.join(ctx.outDir, `${config2.name}.trace.json`);
+  const traceReport = path29.join(ctx.outDir, `${config2.name}.trace.json`);
   await writeTraceReport(input2.report, traceReport, ctx.logger);
   const bundle = await writeDeployBundle({
     name: config2.name,
     outDir: ctx.outDir,
     service: config2.service,
     dataPath: config2.data.path,
-    imageFile: path28.basename(packed.image),
-    dataTemplateFile: path28.basename(packed.dataTemplate),
+    imageFile: path29.basename(packed.image),
+    dataTemplateFile: path29.basename(packed.dataTemplate),
     runAs: await readRunAs(config2, input2.prunedRoot),
+    runtime: config2.deploy.runtime,
     logger: ctx.logger
   });
+  const serviceUnits = [bundle.units.service, ...bundle.units.proxy ? [bundle.units.proxy] : []];
+  const exposure = await scoreUnits(
+    ctx.outDir,
+    serviceUnits.map((u3) => `deploy/${u3}`),
+    config2.deploy.runtime,
+    ctx.logger
+  );
+  const exposureFile = exposure ? await writeExposure(ctx.outDir, config2.name, exposure, ctx.logger) : void 0;
+  if (exposure) ctx.logger.info(`exposure (systemd-analyze security): ${exposureLine(exposure)}`);
   const files = [
-    path28.basename(packed.image),
-    path28.basename(packed.dataTemplate),
-    path28.basename(packed.manifest),
-    path28.basename(traceReport),
-    ...bundle.files
+    path29.basename(packed.image),
+    path29.basename(packed.dataTemplate),
+    path29.basename(packed.manifest),
+    path29.basename(traceReport),
+    ...bundle.files,
+    ...exposureFile ? [path29.basename(exposureFile)] : []
   ];
-  return { traceReport, bundle, files };
+  return { traceReport, bundle, exposure, files };
 }
 async function sealOutputs(ctx, input2) {
   const report = failureReportPath(ctx.outDir, input2.name);
   if (input2.failure === void 0) {
     if (existsSync8(report)) {
       await rm7(report, { force: true });
-      ctx.logger.info(`removed ${path28.basename(report)} left by an earlier failed build`);
+      ctx.logger.info(`removed ${path29.basename(report)} left by an earlier failed build`);
     }
     return { sha256sums: await writeSha256Sums(ctx.outDir, input2.files, ctx.logger) };
   }
@@ -42167,7 +42423,7 @@ ${input2.failure.trimEnd()}
     { logger: ctx.logger }
   );
   ctx.logger.warn(
-    `build failed: no SHA256SUMS written; what failed is in ${path28.basename(report)} in ${ctx.outDir}`
+    `build failed: no SHA256SUMS written; what failed is in ${path29.basename(report)} in ${ctx.outDir}`
   );
   return { failureReport: report };
 }
@@ -42175,7 +42431,7 @@ ${input2.failure.trimEnd()}
 // src/stages/pack.ts
 import { createHash as createHash6 } from "node:crypto";
 import { lstat as lstat8, mkdir as mkdir7, stat as stat4 } from "node:fs/promises";
-import path30 from "node:path";
+import path31 from "node:path";
 
 // src/tools/mksquashfs.ts
 var ROOT_MODE = 493;
@@ -42216,7 +42472,7 @@ function mksquashfsEnv() {
 import { createHash as createHash5 } from "node:crypto";
 import { chmod as chmod2, lstat as lstat7, mkdtemp as mkdtemp5, readlink as readlink3, rm as rm8 } from "node:fs/promises";
 import os8 from "node:os";
-import path29 from "node:path";
+import path30 from "node:path";
 function archiveStat(st2, owner) {
   const s3 = Object.assign(Object.create(Object.getPrototypeOf(st2)), st2);
   return Object.assign(s3, {
@@ -42238,7 +42494,7 @@ var SUPPORTED = (st2) => st2.isFile() || st2.isDirectory() || st2.isSymbolicLink
 function templateLinkProblem(rel, target) {
   if (target.startsWith("/"))
     return `'${rel}' is a symlink to the absolute path ${target}; use a relative target inside the template`;
-  const resolved = path29.posix.normalize(path29.posix.join(path29.posix.dirname(rel), target));
+  const resolved = path30.posix.normalize(path30.posix.join(path30.posix.dirname(rel), target));
   if (resolved === ".." || resolved.startsWith("../"))
     return `'${rel}' is a symlink to ${target}, which points outside the template`;
   return void 0;
@@ -42249,7 +42505,7 @@ async function tarDirectory(dir, epoch, owner = { uid: 0, gid: 0 }) {
   const unsupported = [];
   const badLinks = [];
   for (const rel of rels) {
-    const abs = path29.resolve(dir, rel || ".");
+    const abs = path30.resolve(dir, rel || ".");
     const st2 = await lstat7(abs);
     if (!SUPPORTED(st2)) unsupported.push(rel);
     if (st2.isSymbolicLink()) {
@@ -42359,7 +42615,7 @@ async function writeDataTemplate(o2) {
   let tmp;
   try {
     if (dir === void 0) {
-      tmp = await mkdtemp5(path29.join(os8.tmpdir(), "lhc-empty-data-"));
+      tmp = await mkdtemp5(path30.join(os8.tmpdir(), "lhc-empty-data-"));
       await chmod2(tmp, 493);
       dir = tmp;
     }
@@ -42399,7 +42655,7 @@ async function packImage(o2) {
   const names = artifactNames(o2.name, o2.fileNames);
   await requireDir(o2.root, "root");
   if (o2.dataDir !== void 0) await requireDir(o2.dataDir, "data directory");
-  const mountPoint = path30.join(o2.root, dataPath);
+  const mountPoint = path31.join(o2.root, dataPath);
   try {
     if (!(await stat4(mountPoint)).isDirectory()) throw new Error("not a directory");
   } catch {
@@ -42408,9 +42664,9 @@ async function packImage(o2) {
     );
   }
   await mkdir7(o2.outDir, { recursive: true });
-  const image = path30.join(o2.outDir, names.image);
-  const dataTemplate = path30.join(o2.outDir, names.dataTemplate);
-  const manifestFile = path30.join(o2.outDir, names.manifest);
+  const image = path31.join(o2.outDir, names.image);
+  const dataTemplate = path31.join(o2.outDir, names.dataTemplate);
+  const manifestFile = path31.join(o2.outDir, names.manifest);
   o2.logger.info(`packing ${o2.root} into ${image} (squashfs, xz, epoch ${o2.epoch})`);
   await stageOutput(
     image,
@@ -42461,11 +42717,11 @@ async function packImage(o2) {
 }
 
 // src/stages/prune.ts
-import path33 from "node:path";
+import path34 from "node:path";
 
 // src/harness/data.ts
 import { chmod as chmod3, mkdir as mkdir8, readdir as readdir4, rm as rm9 } from "node:fs/promises";
-import path31 from "node:path";
+import path32 from "node:path";
 async function seedDataDir(config2, root, dir) {
   await rm9(dir, { recursive: true, force: true });
   await mkdir8(dir, { recursive: true, mode: 493 });
@@ -42489,12 +42745,12 @@ async function unpackTemplate(template, dir, opts = {}) {
       onwarn: (code, message) => warnings.push(`${code}: ${message}`),
       onReadEntry: (e) => {
         if (e.type !== "SymbolicLink" && e.mode !== void 0) {
-          modes.push({ file: path31.resolve(dir, e.path), mode: e.mode & 4095 });
+          modes.push({ file: path32.resolve(dir, e.path), mode: e.mode & 4095 });
         }
         if (e.uid === void 0 || e.gid === void 0) return;
         const key = `${e.uid}:${e.gid}`;
         const list = owners.get(key) ?? [];
-        list.push(path31.resolve(dir, e.path));
+        list.push(path32.resolve(dir, e.path));
         owners.set(key, list);
       }
     });
@@ -42528,7 +42784,7 @@ import {
   symlink,
   utimes
 } from "node:fs/promises";
-import path32 from "node:path";
+import path33 from "node:path";
 function octal(mode2) {
   return (mode2 & 4095).toString(8).padStart(4, "0");
 }
@@ -42540,8 +42796,8 @@ async function writePrunedRoot(root, all, kept, mounts, prunedRoot, logger) {
   const dirTimes = [];
   for (const p2 of [...kept.keys()].sort()) {
     const e = all.get(p2);
-    const src = path32.join(root, p2);
-    const dst = path32.join(prunedRoot, p2);
+    const src = path33.join(root, p2);
+    const dst = path33.join(prunedRoot, p2);
     if (e.kind === "dir") {
       await mkdir9(dst);
       dirTimes.push({ host: dst, st: e.st });
@@ -42566,7 +42822,7 @@ async function writePrunedRoot(root, all, kept, mounts, prunedRoot, logger) {
     });
   }
   for (const m2 of mounts) {
-    const dst = path32.join(prunedRoot, m2);
+    const dst = path33.join(prunedRoot, m2);
     const existing = list.find((k2) => k2.path === m2);
     if (existing) {
       if (!existing.why.includes("mount-point")) existing.why.push("mount-point");
@@ -42574,7 +42830,13 @@ async function writePrunedRoot(root, all, kept, mounts, prunedRoot, logger) {
     }
     const e = all.get(m2);
     const mode2 = e?.kind === "dir" ? e.st.mode & 4095 : m2 === "/tmp" ? 1023 : 493;
-    await mkdir9(path32.dirname(dst), { recursive: true });
+    for (let parent = path33.posix.dirname(m2); parent !== "/"; parent = path33.posix.dirname(parent)) {
+      if (list.some((k2) => k2.path === parent)) continue;
+      await mkdir9(path33.join(prunedRoot, parent), { recursive: true, mode: 493 });
+      await chmod4(path33.join(prunedRoot, parent), 493);
+      list.push({ path: parent, kind: "dir", mode: octal(493), bytes: 0, why: ["mount-point"] });
+    }
+    await mkdir9(path33.dirname(dst), { recursive: true });
     await mkdir9(dst);
     await chmod4(dst, mode2);
     if (e?.kind === "dir") await lchown(dst, e.st.uid, e.st.gid).catch(() => void 0);
@@ -42592,13 +42854,13 @@ async function pruneRoot(root, trace, config2, opts) {
   const { logger } = opts;
   const all = walkRoot(root);
   const closure = await computeClosure(root, all, trace, config2, logger);
-  const prunedRoot = path33.join(opts.outDir, "root");
-  const dataDir = path33.join(opts.outDir, "data");
+  const prunedRoot = path34.join(opts.outDir, "root");
+  const dataDir = path34.join(opts.outDir, "data");
   const list = await writePrunedRoot(
     root,
     all,
     closure.kept,
-    mountPoints(config2.data.path),
+    mountPoints(config2.data.path, config2.deploy.runtime),
     prunedRoot,
     logger
   );
@@ -42609,33 +42871,33 @@ async function pruneRoot(root, trace, config2, opts) {
 }
 
 // src/core/work-layout.ts
-import path34 from "node:path";
+import path35 from "node:path";
 function workLayout(dir) {
-  const abs = path34.resolve(dir);
+  const abs = path35.resolve(dir);
   return {
     dir: abs,
-    root: path34.join(abs, "root"),
-    trace: path34.join(abs, "trace"),
-    pruned: path34.join(abs, "pruned"),
-    selfCheck: path34.join(abs, "self-check")
+    root: path35.join(abs, "root"),
+    trace: path35.join(abs, "trace"),
+    pruned: path35.join(abs, "pruned"),
+    selfCheck: path35.join(abs, "self-check")
   };
 }
 function traceScratch(dir) {
   return {
     /** The writable view of the root the service runs on (overlay mount point or copy). */
-    view: path34.join(dir, "trace-root"),
-    upper: path34.join(dir, "trace-upper"),
-    overlayWork: path34.join(dir, "trace-overlay-work"),
-    data: path34.join(dir, "trace-data"),
+    view: path35.join(dir, "trace-root"),
+    upper: path35.join(dir, "trace-upper"),
+    overlayWork: path35.join(dir, "trace-overlay-work"),
+    data: path35.join(dir, "trace-data"),
     /** Raw traces (QEMU FIFO text, strace logs), kept for debugging. */
-    raw: path34.join(dir, "raw")
+    raw: path35.join(dir, "raw")
   };
 }
 function selfCheckScratch(dir) {
   return {
     /** The pruned root, bind-mounted read-only. */
-    view: path34.join(dir, "self-check-root"),
-    data: path34.join(dir, "self-check-data")
+    view: path35.join(dir, "self-check-root"),
+    data: path35.join(dir, "self-check-data")
   };
 }
 
@@ -42650,7 +42912,7 @@ import {
   rmSync as rmSync2
 } from "node:fs";
 import { mkdir as mkdir11, rename as rename5, rm as rm12, stat as stat6 } from "node:fs/promises";
-import path36 from "node:path";
+import path37 from "node:path";
 
 // src/root/extract.ts
 import { once as once9 } from "node:events";
@@ -42674,7 +42936,7 @@ import {
   readlinkSync as readlinkSync3
 } from "node:fs";
 import { mkdir as mkdir10, mkdtemp as mkdtemp6, rm as rm11, stat as stat5 } from "node:fs/promises";
-import path35 from "node:path";
+import path36 from "node:path";
 import { createGunzip } from "node:zlib";
 var ExtractError = class extends UserError {
   constructor(archive, entry, reason) {
@@ -42835,7 +43097,7 @@ var Extractor = class {
   }
   writeFile(entry, name, parts) {
     const parent = this.parentOf(name, parts);
-    const host = path35.join(parent, parts[parts.length - 1]);
+    const host = path36.join(parent, parts[parts.length - 1]);
     const flags = fsc2.O_WRONLY | fsc2.O_CREAT | fsc2.O_EXCL | fsc2.O_NOFOLLOW;
     let fd;
     try {
@@ -42897,7 +43159,7 @@ var Extractor = class {
       return;
     }
     const parent = this.parentOf(name, parts);
-    const host = path35.join(parent, parts[parts.length - 1]);
+    const host = path36.join(parent, parts[parts.length - 1]);
     try {
       mkdirSync3(host, { mode: 448 });
       this.summary.dirs++;
@@ -42925,7 +43187,7 @@ var Extractor = class {
     if (!lstatSync5(targetHost).isFile())
       this.fail(name, `hardlink target '${linkpath}' is no longer a regular file`);
     const parent = this.parentOf(name, parts);
-    const host = path35.join(parent, parts[parts.length - 1]);
+    const host = path36.join(parent, parts[parts.length - 1]);
     try {
       linkSync(targetHost, host);
     } catch (e) {
@@ -42942,7 +43204,7 @@ var Extractor = class {
   finish() {
     for (const s3 of this.symlinks) {
       const parent = this.parentOf(s3.name, s3.parts);
-      const host = path35.join(parent, s3.parts[s3.parts.length - 1]);
+      const host = path36.join(parent, s3.parts[s3.parts.length - 1]);
       try {
         symlinkSync2(s3.target, host);
       } catch (e) {
@@ -42987,7 +43249,7 @@ function bombError(archive, cap, compressedSize, opts) {
   );
 }
 async function xzToTemp(archive, tmpDir, cap, compressedSize, opts, logger) {
-  const out = path35.join(tmpDir, "archive.tar");
+  const out = path36.join(tmpDir, "archive.tar");
   const script = 'set -o pipefail; xz -dc -- "$1" | head -c "$2" > "$3"';
   const r = await run(["bash", "-c", script, "bash", archive, String(cap + 1), out], {
     reject: false,
@@ -43058,7 +43320,7 @@ async function extractTarball(archive, dest, opts = {}) {
       code === "EEXIST" ? `extraction target ${dest} already exists: extraction needs a fresh directory` : `cannot create extraction target ${dest}: ${code ?? String(e)}`
     );
   }
-  const tmpDir = compression === "xz" ? await mkdtemp6(path35.join(path35.dirname(dest), ".lhc-xz-")) : void 0;
+  const tmpDir = compression === "xz" ? await mkdtemp6(path36.join(path36.dirname(dest), ".lhc-xz-")) : void 0;
   const ex = new Extractor(archive, dest, compression, opts);
   try {
     let source;
@@ -43178,7 +43440,7 @@ function treeBytes(dir) {
   let total = 0;
   const walk = (d) => {
     for (const name of readdirSync4(d)) {
-      const p2 = path36.join(d, name);
+      const p2 = path37.join(d, name);
       const st2 = lstatSync6(p2, { bigint: false });
       if (st2.isDirectory()) walk(p2);
       else if (st2.isFile()) {
@@ -43207,8 +43469,8 @@ async function runInRoot(root, command, opts) {
     ...identity3,
     resolvConf: opts.hostDns ? "bind-host" : "off"
   });
-  const etcIsDir = lstatOrUndefined2(path36.join(root, "etc"))?.isDirectory() ?? false;
-  const resolvConf = path36.join(root, "etc", "resolv.conf");
+  const etcIsDir = lstatOrUndefined2(path37.join(root, "etc"))?.isDirectory() ?? false;
+  const resolvConf = path37.join(root, "etc", "resolv.conf");
   const hadResolvConf = !etcIsDir || lstatOrUndefined2(resolvConf) !== void 0;
   try {
     const r = await run(argv, {
@@ -43260,8 +43522,8 @@ async function debianBaseTarball(base, arch, opts) {
     packages: base.packages,
     mirrors
   });
-  const dir = opts.basesDir ?? path36.join(cacheDir(), "bases");
-  const out = path36.join(dir, `${key}.tar`);
+  const dir = opts.basesDir ?? path37.join(cacheDir(), "bases");
+  const out = path37.join(dir, `${key}.tar`);
   if (existsSync9(out)) {
     opts.logger.info(
       `debian base ${base.suite} (${base.packages.join(", ") || "no extra packages"}): cached ${out}`
@@ -43269,7 +43531,7 @@ async function debianBaseTarball(base, arch, opts) {
     return out;
   }
   await mkdir11(dir, { recursive: true });
-  const tmp = path36.join(dir, `.tmp-${key}-${process.pid}.tar`);
+  const tmp = path37.join(dir, `.tmp-${key}-${process.pid}.tar`);
   opts.logger.info(
     `debian base: mmdebstrap ${base.suite} ${debArch} with ${base.packages.join(", ") || "no extra packages"} (${mirrors.length ? "host apt sources" : "mmdebstrap's default mirror"}; takes minutes under QEMU)`
   );
@@ -43327,7 +43589,7 @@ function describeExtract(s3) {
 }
 async function assembleRoot(config2, opts) {
   const { logger } = opts;
-  const root = path36.join(opts.workDir, "root");
+  const root = path37.join(opts.workDir, "root");
   const base = config2.base;
   if (config2.prepare !== void 0 && base.type === "scratch") {
     throw new ConfigError(
@@ -43342,7 +43604,7 @@ async function assembleRoot(config2, opts) {
       }
       const tarball = base.type === "tarball" ? await tarballPath(base, opts) : await debianBaseTarball(base, config2.arch, opts);
       const s3 = await extractTarball(tarball, root, { logger });
-      logger.info(`extracted ${path36.basename(tarball)}: ${describeExtract(s3)}`);
+      logger.info(`extracted ${path37.basename(tarball)}: ${describeExtract(s3)}`);
       for (const d of NSPAWN_DIRS) ensureDir(root, d, d === "/tmp" ? 1023 : 493);
     });
     if (config2.prepare !== void 0) {
@@ -43426,7 +43688,7 @@ function ensureDirMode(root, dst, mode2) {
 
 // src/stages/record-fixtures.ts
 import { chown, mkdir as mkdir12, readFile as readFile5, stat as stat7 } from "node:fs/promises";
-import path37 from "node:path";
+import path38 from "node:path";
 async function current(file2) {
   try {
     return await readFile5(file2);
@@ -43436,10 +43698,10 @@ async function current(file2) {
   }
 }
 async function mkdirInside(root, dir) {
-  const rel = path37.relative(root, dir);
+  const rel = path38.relative(root, dir);
   let cur = root;
-  for (const part of rel.split(path37.sep).filter(Boolean)) {
-    cur = path37.join(cur, part);
+  for (const part of rel.split(path38.sep).filter(Boolean)) {
+    cur = path38.join(cur, part);
     await mkdir12(cur, { mode: 493 }).catch((e) => {
       if (e.code !== "EEXIST") throw e;
     });
@@ -43449,7 +43711,7 @@ async function mkdirInside(root, dir) {
 }
 async function giveToDirOwner(file2) {
   if (process.getuid?.() !== 0) return;
-  const dir = await stat7(path37.dirname(file2));
+  const dir = await stat7(path38.dirname(file2));
   if (dir.uid !== 0) await chown(file2, dir.uid, dir.gid);
 }
 async function recordFixtures(config2, responses, logger) {
@@ -43471,7 +43733,7 @@ async function recordFixtures(config2, responses, logger) {
         `${field2}: the traced response of probe '${probe.name}' is ${got.body.length} bytes, more than a fixture may hold (${MAX_FIXTURE_BYTES} bytes)`
       );
     const file2 = probe.fixture;
-    const shown = path37.relative(config2.dir, file2) || file2;
+    const shown = path38.relative(config2.dir, file2) || file2;
     const problem = await pathProblem(root, file2, "file", { maxBytes: MAX_FIXTURE_BYTES });
     if (problem) throw new UserError(`${field2}: ${problem}`);
     const earlier = claimed.get(file2);
@@ -43494,7 +43756,7 @@ async function recordFixtures(config2, responses, logger) {
   }
   for (const { fixture, body, shown, existed } of writes) {
     const file2 = fixture.path;
-    await mkdirInside(root, path37.dirname(file2));
+    await mkdirInside(root, path38.dirname(file2));
     const mode2 = existed ? (await stat7(file2)).mode & 511 : 420;
     await writeOutputFile(file2, body, { mode: mode2, logger });
     await giveToDirOwner(file2);
@@ -43680,11 +43942,11 @@ function responseDiff(name, before, after) {
 // src/harness/mounts.ts
 import { existsSync as existsSync10 } from "node:fs";
 import { readFile as readFile7, readdir as readdir5, rm as rm13, rmdir as rmdir2 } from "node:fs/promises";
-import path39 from "node:path";
+import path40 from "node:path";
 
 // src/verify/hardening.ts
 import { readFile as readFile6 } from "node:fs/promises";
-import path38 from "node:path";
+import path39 from "node:path";
 function unescape(field2) {
   return field2.replace(/\\([0-7]{3})/g, (_2, o2) => String.fromCharCode(parseInt(o2, 8)));
 }
@@ -43838,6 +44100,19 @@ function checkNetwork(netDev) {
     detail: `interfaces: ${names.join(", ") || "(none)"}`
   };
 }
+function checkNotHostRoot(status) {
+  const name = "not root on the host, no way to become it";
+  const uids = (statusField(status, "Uid") ?? "").split(/\s+/).filter(Boolean).map(Number);
+  const bnd = statusField(status, "CapBnd") ?? "";
+  const nnp = statusField(status, "NoNewPrivs");
+  const noCaps = /^[0-9a-f]+$/i.test(bnd) && BigInt(`0x${bnd}`) === 0n;
+  const ok = uids.length === 4 && uids.every((u3) => u3 !== 0) && noCaps && nnp === "1";
+  return {
+    name,
+    ok,
+    detail: `host uids ${uids.join("/") || "(missing)"}, CapBnd ${bnd || "(missing)"}, NoNewPrivs ${nnp ?? "(missing)"}`
+  };
+}
 function limitRow(limits, row) {
   const line = limits.split("\n").find((l) => l.startsWith(row));
   const f2 = line?.slice(row.length).trim().split(/\s+/);
@@ -43853,7 +44128,7 @@ function checkRlimits(limits, want) {
   const ok = !!files && !!procs && Math.max(...files) <= want.nofile && Math.max(...procs) <= want.tasks;
   return { name, ok, detail: `open files ${show(files)}, processes ${show(procs)} (soft/hard)` };
 }
-async function inspectProcess(pid, dataPath, limits, runAs) {
+async function inspectProcess(pid, dataPath, limits, runAs, identity3 = "user-namespace") {
   const read2 = (f2) => readFile6(`/proc/${pid}/${f2}`, "utf8");
   const [mountinfo, status, uidMap, gidMap, netDev, rlimits] = await Promise.all([
     read2("mountinfo"),
@@ -43871,7 +44146,7 @@ async function inspectProcess(pid, dataPath, limits, runAs) {
     checkNetwork(netDev),
     checkNoNewPrivs(status),
     checkCapabilities(status),
-    checkUidMap(uidMap),
+    identity3 === "user-namespace" ? checkUidMap(uidMap) : checkNotHostRoot(status),
     ...limits ? [checkRlimits(rlimits, limits)] : [],
     ...runAs ? [checkUser(status, uidMap, gidMap, runAs)] : []
   ];
@@ -43908,13 +44183,13 @@ function resolveInImage(entries, p2, depth = 0) {
   let cur = "/";
   for (let i2 = 0; i2 < parts.length; i2++) {
     if (parts[i2] === "..") {
-      cur = path38.posix.dirname(cur);
+      cur = path39.posix.dirname(cur);
       continue;
     }
-    const next = path38.posix.join(cur, parts[i2]);
+    const next = path39.posix.join(cur, parts[i2]);
     const e = entries.get(next);
     if (e?.kind === "symlink" && depth < 40) {
-      const target = e.target.startsWith("/") ? e.target : path38.posix.join(cur, e.target);
+      const target = e.target.startsWith("/") ? e.target : path39.posix.join(cur, e.target);
       const rest = parts.slice(i2 + 1).join("/");
       return resolveInImage(entries, rest ? `${target}/${rest}` : target, depth + 1);
     }
@@ -43945,7 +44220,7 @@ function checkNoInterpreters(entries, command0, interpreters = []) {
   const own2 = new Set(ownPaths.map((p2) => resolveInImage(byPath2, p2)));
   const found = [];
   for (const e of entries) {
-    if (e.kind === "dir" || !INTERPRETER_NAME.test(path38.posix.basename(e.path))) continue;
+    if (e.kind === "dir" || !INTERPRETER_NAME.test(path39.posix.basename(e.path))) continue;
     if (e.kind === "file" && !e.executable) continue;
     if (ownPaths.includes(e.path) || own2.has(resolveInImage(byPath2, e.path))) continue;
     found.push(e.kind === "symlink" ? `${e.path} -> ${e.target}` : e.path);
@@ -44132,7 +44407,7 @@ async function loopBackingFile(dev) {
 async function releaseLoop(dev, image, logger) {
   for (let i2 = 0; i2 < 20; i2++) {
     const backing = await loopBackingFile(dev);
-    if (backing === void 0 || path39.resolve(backing.replace(/ \(deleted\)$/, "")) !== path39.resolve(image))
+    if (backing === void 0 || path40.resolve(backing.replace(/ \(deleted\)$/, "")) !== path40.resolve(image))
       return;
     await sleep(100);
   }
@@ -44144,7 +44419,7 @@ async function removeWorkDir(workDir, mountPoints2) {
     if (await mountAt(m2)) throw new Error(`${m2} is still mounted; leaving ${workDir} in place`);
     if (existsSync10(m2)) await rmdir2(m2).catch(() => void 0);
   }
-  if (existsSync10(workDir) && (await readdir5(workDir)).every((n2) => !mountPoints2.includes(path39.join(workDir, n2)))) {
+  if (existsSync10(workDir) && (await readdir5(workDir)).every((n2) => !mountPoints2.includes(path40.join(workDir, n2)))) {
     await rm13(workDir, { recursive: true, force: true });
   }
 }
@@ -44177,7 +44452,7 @@ async function bindReadOnly(source, target, logger) {
 
 // src/harness/run.ts
 import { readFile as readFile9, rm as rm14 } from "node:fs/promises";
-import path40 from "node:path";
+import path41 from "node:path";
 
 // src/harness/client.ts
 import http from "node:http";
@@ -44537,7 +44812,7 @@ async function probeListening(config2, pid, port2, probe, o2) {
     const r2 = await run([...ns2, ...client], { privileged: true, binary: true, timeoutMs, logger });
     return { body: r2.stdoutBytes };
   }
-  const bodyFile = path40.join(o2.workDir, `probe-${probe.name}.body`);
+  const bodyFile = path41.join(o2.workDir, `probe-${probe.name}.body`);
   await rm14(bodyFile, { force: true });
   const url3 = `http://127.0.0.1:${port2}${probe.path}`;
   const curl = ["curl", "-s", "-S", "-o", bodyFile, "-w", "%{http_code}"];
@@ -44669,19 +44944,19 @@ ${diffs.join("\n")}`
 
 // src/stages/trace.ts
 import { mkdir as mkdir14, rm as rm17, stat as stat8, writeFile as writeFile5 } from "node:fs/promises";
-import path42 from "node:path";
+import path43 from "node:path";
 
 // src/trace/hook.ts
 import { readFile as readFile10, rm as rm16 } from "node:fs/promises";
-import path41 from "node:path";
+import path42 from "node:path";
 
 // src/trace/fifo.ts
 import { randomBytes as randomBytes5 } from "node:crypto";
 import { closeSync as closeSync3, constants as constants7, openSync as openSync3, read, writeSync as writeSync2 } from "node:fs";
 var TraceFifo = class _TraceFifo {
-  constructor(path55) {
-    this.path = path55;
-    this.fd = openSync3(path55, constants7.O_RDWR);
+  constructor(path56) {
+    this.path = path56;
+    this.fd = openSync3(path56, constants7.O_RDWR);
     this.done = this.pump();
   }
   path;
@@ -44693,9 +44968,9 @@ var TraceFifo = class _TraceFifo {
   done;
   closed = false;
   /** Creates the FIFO (mode 0666: the service may run as any user) and starts reading it. */
-  static async create(path55) {
-    await run(["mkfifo", "-m", "0666", path55]);
-    return new _TraceFifo(path55);
+  static async create(path56) {
+    await run(["mkfifo", "-m", "0666", path56]);
+    return new _TraceFifo(path56);
   }
   async pump() {
     const buf = Buffer.alloc(256 * 1024);
@@ -44750,7 +45025,7 @@ function qemuTraceHook(dir) {
     env: qemuFifoEnv(),
     binds: [{ host: dir, container: TRACE_MOUNT }],
     async begin(argv) {
-      const fifoPath = path41.join(dir, QEMU_TRACE_FILE);
+      const fifoPath = path42.join(dir, QEMU_TRACE_FILE);
       await rm16(fifoPath, { force: true });
       const fifo = await TraceFifo.create(fifoPath);
       return { argv, end: async () => ({ text: await fifo.finish() }) };
@@ -44760,7 +45035,7 @@ function qemuTraceHook(dir) {
 function straceHook(dir) {
   return {
     async begin(argv, index) {
-      const file2 = path41.join(dir, index === void 0 ? "strace.log" : `strace.${index}.log`);
+      const file2 = path42.join(dir, index === void 0 ? "strace.log" : `strace.${index}.log`);
       return {
         argv: ["strace", ...STRACE_FLAGS, "-o", file2, "--", ...argv],
         end: async () => ({ text: await readFile10(file2, "utf8").catch(() => ""), file: file2 })
@@ -45257,7 +45532,7 @@ async function traceService(config2, root, opts) {
           privileged: true
         });
       }
-      const dirs = [TRACE_MOUNT, config2.data.path, "/usr"].map((p2) => path42.join(copy, p2));
+      const dirs = [TRACE_MOUNT, config2.data.path, "/usr"].map((p2) => path43.join(copy, p2));
       await run(["mkdir", "-p", "-m", "0755", "--", ...dirs], { privileged: true });
     });
     await seedDataDir(config2, root, dataDir);
@@ -45293,7 +45568,7 @@ async function traceService(config2, root, opts) {
     for (const [i2, { text }] of probed.records.entries()) {
       const parsed = emulated ? parseQemuStrace(text, parseOpts) : parseHostStrace(text, parseOpts);
       if (emulated) {
-        const file2 = path42.join(traceDir, `qemu.${i2}.txt`);
+        const file2 = path43.join(traceDir, `qemu.${i2}.txt`);
         await writeFile5(file2, text);
         traceFiles.push(file2);
       }
@@ -45360,11 +45635,11 @@ import { setMaxListeners as setMaxListeners2 } from "node:events";
 import { existsSync as existsSync12 } from "node:fs";
 import { mkdir as mkdir15, mkdtemp as mkdtemp7 } from "node:fs/promises";
 import os9 from "node:os";
-import path46 from "node:path";
+import path47 from "node:path";
 
 // src/harness/limits.ts
 import { existsSync as existsSync11, readFileSync as readFileSync7 } from "node:fs";
-import path43 from "node:path";
+import path44 from "node:path";
 var CGROUP_ROOT = "/sys/fs/cgroup";
 function words(file2) {
   try {
@@ -45374,20 +45649,20 @@ function words(file2) {
   }
 }
 function cgroupLayout(root = CGROUP_ROOT) {
-  const v1 = (existsSync11(path43.join(root, "memory/memory.limit_in_bytes")) || existsSync11(path43.join(root, "memory/cgroup.procs"))) && existsSync11(path43.join(root, "pids/cgroup.procs"));
-  if (v1) return { kind: "v1", cpu: existsSync11(path43.join(root, "cpu/cpu.cfs_quota_us")) };
-  const controllers = words(path43.join(root, "cgroup.controllers"));
-  if (controllers.length === 0 && !existsSync11(path43.join(root, "cgroup.controllers")))
+  const v1 = (existsSync11(path44.join(root, "memory/memory.limit_in_bytes")) || existsSync11(path44.join(root, "memory/cgroup.procs"))) && existsSync11(path44.join(root, "pids/cgroup.procs"));
+  if (v1) return { kind: "v1", cpu: existsSync11(path44.join(root, "cpu/cpu.cfs_quota_us")) };
+  const controllers = words(path44.join(root, "cgroup.controllers"));
+  if (controllers.length === 0 && !existsSync11(path44.join(root, "cgroup.controllers")))
     return {
       kind: "none",
       why: `no cgroup v1 memory and pids hierarchies and no cgroup v2 tree at ${root}`
     };
-  const enabled = words(path43.join(root, "cgroup.subtree_control"));
+  const enabled = words(path44.join(root, "cgroup.subtree_control"));
   const missing = ["memory", "pids"].filter((c3) => !enabled.includes(c3));
   if (missing.length)
     return {
       kind: "none",
-      why: `cgroup v2 at ${root} does not enable ${missing.join(" and ")} for child cgroups (${path43.join(root, "cgroup.subtree_control")} holds "${enabled.join(" ")}"; ${controllers.includes(missing[0]) ? `enable with: echo +${missing.join(" +")} > ${path43.join(root, "cgroup.subtree_control")}` : "the kernel does not offer it"})`
+      why: `cgroup v2 at ${root} does not enable ${missing.join(" and ")} for child cgroups (${path44.join(root, "cgroup.subtree_control")} holds "${enabled.join(" ")}"; ${controllers.includes(missing[0]) ? `enable with: echo +${missing.join(" +")} > ${path44.join(root, "cgroup.subtree_control")}` : "the kernel does not offer it"})`
     };
   return { kind: "v2", cpu: enabled.includes("cpu") };
 }
@@ -45448,7 +45723,7 @@ async function createLimitCgroups(name, logger, root = CGROUP_ROOT) {
   if (layout.kind === "none")
     throw new Error(`service.limits cannot be applied here: ${layout.why}`);
   if (layout.kind === "v2") {
-    const cg2 = { kind: "v2", dir: path43.join(root, name), cpu: layout.cpu };
+    const cg2 = { kind: "v2", dir: path44.join(root, name), cpu: layout.cpu };
     const enable = ["+memory", "+pids", ...layout.cpu ? ["+cpu"] : []].join(" ");
     await run(["mkdir", cg2.dir], { privileged: true, logger });
     await run(["sh", "-c", 'echo "$1" > "$2/cgroup.subtree_control"', "sh", enable, cg2.dir], {
@@ -45458,10 +45733,10 @@ async function createLimitCgroups(name, logger, root = CGROUP_ROOT) {
     return cg2;
   }
   const cg = {
-    memory: path43.join(root, "memory", name),
-    pids: path43.join(root, "pids", name)
+    memory: path44.join(root, "memory", name),
+    pids: path44.join(root, "pids", name)
   };
-  if (layout.cpu) cg.cpu = path43.join(root, "cpu", name);
+  if (layout.cpu) cg.cpu = path44.join(root, "cpu", name);
   await run(["mkdir", cg.memory, cg.pids, ...cg.cpu ? [cg.cpu] : []], {
     privileged: true,
     logger
@@ -45541,7 +45816,7 @@ async function runLoad(requests, concurrency, one, signal) {
 
 // src/verify/probes.ts
 import { readFile as readFile11 } from "node:fs/promises";
-import path44 from "node:path";
+import path45 from "node:path";
 async function readFixtures(probes) {
   const out = /* @__PURE__ */ new Map();
   for (const p2 of probes) {
@@ -45616,7 +45891,7 @@ async function curlProbe(probe, expected, svc, workDir, opts, timeoutMs) {
   const { host, port: port2 } = svc.clientTarget;
   const name = `${probe.name} (curl)`;
   const seconds = String(Math.ceil(timeoutMs / 1e3));
-  const bodyFile = path44.join(workDir, "curl-body");
+  const bodyFile = path45.join(workDir, "curl-body");
   const url3 = probe.type === "gopher" ? gopherUrl(host, port2, probe.selector) : `http://${host}:${port2}${probe.path}`;
   const curl = [
     "curl",
@@ -45651,7 +45926,7 @@ async function curlProbe(probe, expected, svc, workDir, opts, timeoutMs) {
 
 // src/harness/service.ts
 import { statSync as statSync2 } from "node:fs";
-import path45 from "node:path";
+import path46 from "node:path";
 var FORWARDER = `
 const net = require('net');
 const fs = require('fs');
@@ -45757,7 +46032,7 @@ ${stderr}`
 ${stderr}`
     );
   }
-  const sockPath = path45.join(state.workDir, "service.sock");
+  const sockPath = path46.join(state.workDir, "service.sock");
   const nsenter = (a2) => ["nsenter", "-t", String(payload.pid), "-n", ...a2];
   state.forwarder = start(nsenter([process.execPath, "-e", FORWARDER, sockPath, String(port2)]), {
     privileged: true,
@@ -45820,7 +46095,7 @@ async function withLimits(argv, state, config2, logger) {
     );
     return argv;
   }
-  state.limitCgroups = await createLimitCgroups(`lhc-${path46.basename(state.workDir)}`, logger);
+  state.limitCgroups = await createLimitCgroups(`lhc-${path47.basename(state.workDir)}`, logger);
   logger.info(
     `limits per container: memory ${humanBytes(l.memory)}, ${l.tasks} tasks, cpu ${l.cpu} %, ${l.nofile} open files`
   );
@@ -45901,7 +46176,7 @@ function combinedSignal(opts, concurrency) {
   };
 }
 async function mustExist(file2, what) {
-  const abs = path46.resolve(file2);
+  const abs = path47.resolve(file2);
   if (!existsSync12(abs)) throw new UserError(`${what} ${file2} does not exist`);
   return abs;
 }
@@ -45919,11 +46194,11 @@ async function verifyImage(options) {
     throw new UserError(`--concurrency must be a whole number \u2265 1, got ${concurrency}`);
   const { signal, dispose: disposeSignal } = combinedSignal(options, concurrency);
   const opts = { ...options, signal };
-  const workDir = await mkdtemp7(path46.join(os9.tmpdir(), "lhc-verify-"));
+  const workDir = await mkdtemp7(path47.join(os9.tmpdir(), "lhc-verify-"));
   const state = {
     workDir,
-    rootDir: path46.join(workDir, config2.name),
-    dataDir: path46.join(workDir, "data"),
+    rootDir: path47.join(workDir, config2.name),
+    dataDir: path47.join(workDir, "data"),
     sockets: /* @__PURE__ */ new Set(),
     payloads: []
   };
@@ -45943,8 +46218,8 @@ async function verifyImage(options) {
       logger.info(
         `image ${image} mounted read-only at ${state.rootDir} (${state.image.loopDevice})`
       );
-      for (const needed of mountPoints(config2.data.path)) {
-        if (!existsSync12(path46.join(state.rootDir, needed))) {
+      for (const needed of mountPoints(config2.data.path, config2.deploy.runtime)) {
+        if (!existsSync12(path47.join(state.rootDir, needed))) {
           throw new UserError(
             `the image has no ${needed} directory; a read-only root needs every mount point (add it to the root)`
           );
@@ -46084,7 +46359,7 @@ async function build(config2, opts) {
       timings.push({ stage: name, seconds: (Date.now() - started) / 1e3 });
     }
   };
-  const outDir = path47.resolve(opts.outDir);
+  const outDir = path48.resolve(opts.outDir);
   const names = artifactNames(config2.name, {
     image: config2.outputs.image,
     dataTemplate: config2.outputs["data-template"],
@@ -46094,7 +46369,13 @@ async function build(config2, opts) {
     outDir,
     workDir: opts.workDir,
     force: opts.force ?? false,
-    outputNames: [...Object.values(names), `${config2.name}.trace.json`, "SHA256SUMS", "deploy"],
+    outputNames: [
+      ...Object.values(names),
+      `${config2.name}.trace.json`,
+      exposureFileName(config2.name),
+      "SHA256SUMS",
+      "deploy"
+    ],
     projectRoot: await projectRoot(config2.dir),
     configDir: config2.dir
   });
@@ -46103,7 +46384,7 @@ async function build(config2, opts) {
   try {
     await claimBuildDirs(dirs, logger);
     work = workLayout(
-      dirs.work?.dir ?? await mkdtemp8(path47.join(os10.tmpdir(), `lhc-${config2.name}-`))
+      dirs.work?.dir ?? await mkdtemp8(path48.join(os10.tmpdir(), `lhc-${config2.name}-`))
     );
   } catch (e) {
     process.umask(callerUmask);
@@ -46154,7 +46435,7 @@ async function build(config2, opts) {
         logger,
         luaPath: luaBuild?.path,
         signal: opts.signal,
-        basesDir: opts.basesDir ?? (opts.cacheDir ? path47.join(opts.cacheDir, "bases") : void 0)
+        basesDir: opts.basesDir ?? (opts.cacheDir ? path48.join(opts.cacheDir, "bases") : void 0)
       });
       const runAs2 = await installRunAs(config2, assembled2.root, workDir, logger);
       return { assembled: assembled2, runAs: runAs2 };
@@ -46213,7 +46494,7 @@ async function build(config2, opts) {
       if (opts.manifestLock) {
         const lock = await checkManifestLock(
           packed2.manifestData,
-          path47.resolve(opts.manifestLock),
+          path48.resolve(opts.manifestLock),
           opts.updateManifest ?? false,
           logger
         );
@@ -46275,6 +46556,7 @@ ${lock.diffText.trimEnd()}`
       ...seal,
       bundleDir: outputs.bundle.dir,
       traceReport: outputs.traceReport,
+      ...outputs.exposure ? { exposure: outputs.exposure } : {},
       bytesBefore: pruned.report.base.bytes,
       bytesAfter: pruned.report.kept.bytes,
       filesKept: pruned.report.kept.entries,
@@ -46516,7 +46798,7 @@ options, and the values some options take). Load it in the current shell, or add
 
 // src/cli/commands/diff.ts
 import { readdir as readdir7, stat as stat9 } from "node:fs/promises";
-import path48 from "node:path";
+import path49 from "node:path";
 async function manifestPath(arg) {
   let st2;
   try {
@@ -46531,7 +46813,7 @@ async function manifestPath(arg) {
       `lhc diff: ${arg} is a directory with ${found.length === 0 ? "no" : found.length} *.manifest.json files; name the manifest file`
     );
   }
-  return path48.join(arg, found[0]);
+  return path49.join(arg, found[0]);
 }
 function diffJson(d, files) {
   const entry = (section, e) => ({ section, ...e });
@@ -46763,7 +47045,7 @@ function formatChecks(checks) {
 // src/host/probe.ts
 import { access, readFile as readFile12, readdir as readdir8 } from "node:fs/promises";
 import os11 from "node:os";
-import path49 from "node:path";
+import path50 from "node:path";
 var EXTRA_PATH = ["/usr/local/sbin", "/usr/sbin", "/sbin"];
 var realProbe = {
   async fileExists(file2) {
@@ -46791,7 +47073,7 @@ var realProbe = {
   async which(tool) {
     const dirs = [...(process.env.PATH ?? "").split(":").filter(Boolean), ...EXTRA_PATH];
     for (const d of dirs) {
-      const candidate = path49.join(d, tool);
+      const candidate = path50.join(d, tool);
       try {
         await access(
           candidate,
@@ -46947,7 +47229,7 @@ downloaded again. Prints one line per input: "<sha256>  <name>  <path>".`,
 // src/cli/commands/lua.ts
 import { constants as constants8 } from "node:fs";
 import { chmod as chmod5, copyFile as copyFile3, mkdir as mkdir16 } from "node:fs/promises";
-import path50 from "node:path";
+import path51 from "node:path";
 var luaCommand = {
   name: "lua",
   summary: "build a static Lua interpreter from a verified source tarball",
@@ -47005,7 +47287,7 @@ Options:
       if (!/^(https?|file):\/\/\S+$/.test(u3))
         throw new ConfigError(`lhc lua: --url must be an http(s):// or file:// URL, got "${u3}"`);
     }
-    const dest = await checkOutputFileTarget("lhc lua --out", path50.join(out, "lua"));
+    const dest = await checkOutputFileTarget("lhc lua --out", path51.join(out, "lua"));
     const r = await buildLua(
       {
         version: version2,
@@ -47482,17 +47764,17 @@ Options:
 
 // src/board/command.ts
 import { existsSync as existsSync14 } from "node:fs";
-import path54 from "node:path";
+import path55 from "node:path";
 
 // src/board/verify-board.ts
 import { mkdtemp as mkdtemp9, rm as rm18 } from "node:fs/promises";
 import os12 from "node:os";
-import path53 from "node:path";
+import path54 from "node:path";
 
 // src/board/machine.ts
 import { readdirSync as readdirSync6, statSync as statSync3 } from "node:fs";
 import { mkdir as mkdir17 } from "node:fs/promises";
-import path51 from "node:path";
+import path52 from "node:path";
 var LOOPS_NEEDED = 3;
 var NSENTER_FLAGS = ["-m", "-u", "-i", "-n", "-p", "-C", "-r", "-w"];
 async function listLoops() {
@@ -47522,7 +47804,7 @@ function backedByBoard(l, root) {
   if (l.backingFile.startsWith(`${root}/`)) return true;
   if (!l.backingFile.startsWith("/var/lib/lhc/")) return false;
   try {
-    const st2 = statSync3(path51.join(root, l.backingFile));
+    const st2 = statSync3(path52.join(root, l.backingFile));
     return String(st2.ino) === l.backingInode && majorMinor(st2.dev) === l.backingDevice;
   } catch {
     return false;
@@ -47565,7 +47847,7 @@ var Board = class _Board {
   bootSeconds = 0;
   static async boot(o2) {
     await createOwnDir("board work dir", o2.workDir);
-    const root = path51.join(o2.workDir, "root");
+    const root = path52.join(o2.workDir, "root");
     await mkdir17(root);
     await run(["tar", "-xpf", o2.tarball, "--numeric-owner", "-C", root], {
       privileged: true,
@@ -47656,11 +47938,11 @@ ${tail(r.stdout + r.stderr, 30)}`
   }
   /** The host path of a path on the board. */
   hostPath(p2) {
-    return path51.join(this.root, p2);
+    return path52.join(this.root, p2);
   }
   /** Copies a host directory to `dest` on the board, as a person copying build output would. */
   async copyIn(src, dest) {
-    await run(["mkdir", "-p", this.hostPath(path51.dirname(dest))], { privileged: true });
+    await run(["mkdir", "-p", this.hostPath(path52.dirname(dest))], { privileged: true });
     await removeTree([this.hostPath(dest)]);
     await run(["cp", "-a", src, this.hostPath(dest)], { privileged: true, logger: this.logger });
   }
@@ -47728,9 +48010,26 @@ ${tail(r.stdout + r.stderr, 30)}`
   }
 };
 
+// src/board/service-procs.ts
+import { readFileSync as readFileSync8 } from "node:fs";
+function inServiceCgroup(cgroupText, name) {
+  const unit = new RegExp(`/${name}(@[^/]*)?\\.service(/|$)`);
+  return cgroupText.split("\n").map((l) => l.split(":").slice(2).join(":")).some((p2) => unit.test(p2));
+}
+function cgroupOf(pid) {
+  try {
+    return readFileSync8(`/proc/${pid}/cgroup`, "utf8");
+  } catch {
+    return "";
+  }
+}
+function findServicePayloads(ancestor, name, table2 = processTable()) {
+  return descendants(ancestor, table2).filter((p2) => !p2.comm.startsWith("(") && inServiceCgroup(cgroupOf(p2.pid), name)).sort((a2, b2) => a2.startTime - b2.startTime);
+}
+
 // src/board/root.ts
 import { stat as stat11 } from "node:fs/promises";
-import path52 from "node:path";
+import path53 from "node:path";
 var BOARD_PACKAGES = [
   "curl",
   "dbus",
@@ -47760,13 +48059,32 @@ async function boardRootTarball(o2) {
     {
       logger: o2.logger,
       signal: o2.signal,
-      basesDir: o2.cacheDir ?? path52.join(cacheDir(), "board")
+      basesDir: o2.cacheDir ?? path53.join(cacheDir(), "board")
     }
   );
 }
 
 // src/board/verify-board.ts
 var BOARD_OUT_DIR = "/root/lhc-out";
+var EMULATION_DROP_IN = "lhc-emulation.conf";
+async function allowEmulation(board, config2) {
+  if (config2.deploy.runtime !== "systemd" || sameArch(config2.arch, hostArch())) return void 0;
+  const unit = config2.service.inetd ? `${config2.name}@.service` : `${config2.name}.service`;
+  const dir = `/etc/systemd/system/${unit}.d`;
+  await board.mustSh(
+    [
+      "sh",
+      "-c",
+      `mkdir -p '${dir}' && printf '[Service]\\nMemoryDenyWriteExecute=no\\n' > '${dir}/${EMULATION_DROP_IN}'`
+    ],
+    "writing the emulation drop-in"
+  );
+  return `board: ${config2.arch} payload emulated by QEMU on ${hostArch()}: ${unit} runs with MemoryDenyWriteExecute=no (drop-in ${EMULATION_DROP_IN}); the ${config2.arch} board keeps =yes`;
+}
+function sameArch(a2, b2) {
+  const norm = (x) => x === "arm64" ? "aarch64" : x === "amd64" ? "x86_64" : x;
+  return norm(a2) === norm(b2);
+}
 function serviceUnitPatterns(config2) {
   const n2 = config2.name;
   return [`${n2}.socket`, `${n2}@*.service`, `${n2}.service`, `${n2}-proxy.service`, "*.mount"];
@@ -47798,7 +48116,7 @@ async function openBoardPort(board, port2, dir, logger, signal) {
       `nothing listens on the board's port ${port2} after install:
 ${await board.journal([])}`
     );
-  const sock = path53.join(dir, `board-${port2}.sock`);
+  const sock = path54.join(dir, `board-${port2}.sock`);
   const forwarder = start(
     board.inNetwork([process.execPath, "-e", FORWARDER, sock, String(port2)]),
     { privileged: true, logger }
@@ -47849,18 +48167,16 @@ async function curlOnBoard(board, config2) {
   return { name, ok: problem === void 0, diff: problem, bytes: body.length };
 }
 async function boardHardening(board, config2, endpoint, timeoutMs, signal, runAs) {
+  const sandboxed = config2.deploy.runtime === "systemd";
+  const payloads = () => sandboxed ? findServicePayloads(board.pid, config2.name) : findPayloads(board.pid);
   let held;
   try {
     let payload;
     if (config2.service.inetd) {
-      const before = new Set(findPayloads(board.pid).map((p2) => p2.pid));
+      const before = new Set(payloads().map((p2) => p2.pid));
       held = await holdOpen(endpoint, timeoutMs);
-      payload = await waitFor(
-        () => findPayloads(board.pid).find((p2) => !before.has(p2.pid)),
-        timeoutMs,
-        signal
-      );
-    } else payload = await waitFor(() => findPayloads(board.pid)[0], timeoutMs, signal);
+      payload = await waitFor(() => payloads().find((p2) => !before.has(p2.pid)), timeoutMs, signal);
+    } else payload = await waitFor(() => payloads()[0], timeoutMs, signal);
     if (!payload || !alive(payload))
       return [
         {
@@ -47869,7 +48185,13 @@ async function boardHardening(board, config2, endpoint, timeoutMs, signal, runAs
           detail: "no container process found under the board"
         }
       ];
-    return await inspectProcess(payload.pid, config2.data.path, void 0, runAs);
+    return await inspectProcess(
+      payload.pid,
+      config2.data.path,
+      void 0,
+      runAs,
+      sandboxed ? "unprivileged-user" : "user-namespace"
+    );
   } finally {
     held?.destroy();
   }
@@ -47881,10 +48203,10 @@ async function verifyOnBoard(o2) {
   const tarball = await boardRootTarball({ logger, signal, provided: o2.board ?? config2.board });
   const rootSeconds = (Date.now() - t) / 1e3;
   const ownWorkDir = o2.workDir === void 0;
-  const workDir = o2.workDir ?? await mkdtemp9(path53.join(os12.tmpdir(), "lhc-board-"));
+  const workDir = o2.workDir ?? await mkdtemp9(path54.join(os12.tmpdir(), "lhc-board-"));
   const board = await Board.boot({
     tarball,
-    workDir: path53.join(workDir, "board"),
+    workDir: path54.join(workDir, "board"),
     logger,
     signal
   }).catch(async (e) => {
@@ -47894,13 +48216,15 @@ async function verifyOnBoard(o2) {
   let port2;
   let report;
   try {
+    const emulation = await allowEmulation(board, config2);
+    if (emulation) logger.info(emulation);
     const install = await installOnBoard(board, o2.outDir, "install", config2);
     logger.info(`installed on the board in ${install.seconds.toFixed(1)} s`);
     port2 = await openBoardPort(board, listenPort(config2.service), workDir, logger, signal);
     const { outcomes, ms: ms2 } = await probeBoard(config2, port2.endpoint, timeoutMs, signal);
     const curl = await curlOnBoard(board, config2);
     if (curl) outcomes.push(curl);
-    const image = path53.join(
+    const image = path54.join(
       o2.outDir,
       artifactNames(config2.name, { image: config2.outputs.image }).image
     );
@@ -47911,6 +48235,7 @@ async function verifyOnBoard(o2) {
       ok,
       probes: outcomes,
       hardening,
+      ...emulation ? { notes: [emulation] } : {},
       timings: {
         rootSeconds,
         bootSeconds: board.bootSeconds,
@@ -47927,7 +48252,7 @@ async function verifyOnBoard(o2) {
   }
 }
 function formatBoardReport(r) {
-  const lines = [];
+  const lines = [...r.notes ?? []];
   for (const p2 of r.probes)
     lines.push(
       `${p2.ok ? "ok  " : "FAIL"} probe ${p2.name} (${p2.bytes} bytes)${p2.diff ? `
@@ -47951,8 +48276,8 @@ var BOARD_HELP = `  --board              verify on a simulated board instead: bo
   --out DIR            with --board: the build output (default: outputs.dir from the config)`;
 async function runBoardVerify(configFile, out, ctx) {
   const config2 = await loadConfig(configFile);
-  const outDir = path54.resolve(out ?? config2.outputs.dir);
-  if (!existsSync14(path54.join(outDir, "deploy/install.sh")))
+  const outDir = path55.resolve(out ?? config2.outputs.dir);
+  if (!existsSync14(path55.join(outDir, "deploy/install.sh")))
     throw new ConfigError(
       `lhc verify --board: ${outDir} holds no deploy/install.sh; run lhc build first (or pass --out DIR)`
     );

@@ -3,8 +3,10 @@
  * (verify probes, hardening checks). renderSummary() is pure HTML so it can be tested without a
  * runner; writeSummary() appends it to $GITHUB_STEP_SUMMARY.
  */
+import path from 'node:path';
 import { humanBytes } from '../core/format.js';
 import * as core from '@actions/core';
+import type { ExposureReport } from '../deploy/exposure.js';
 import type { BuildResult } from '../build-result.js';
 import type { BoardVerifyReport } from '../board/verify-board.js';
 import type { Logger } from '../core/logger.js';
@@ -66,8 +68,13 @@ function table(head: string[], rows: string[][]): string {
   return `<table>\n<tr>${th}</tr>\n${body}\n</table>\n`;
 }
 
+/**
+ * A blank line first: after a heading or a paragraph the <pre> would otherwise continue their HTML
+ * block, which ends at the first blank line, and a diff's empty context line (" ") is blank to
+ * GitHub's markdown, so the rest of the diff would be rendered as markdown text.
+ */
 function pre(text: string): string {
-  return `<pre>${escapeHtml(clip(text))}</pre>\n`;
+  return `\n<pre>${escapeHtml(clip(text))}</pre>\n`;
 }
 
 function collapsed(summary: string, body: string): string {
@@ -95,6 +102,18 @@ function artifactLink(a: ArtifactReport, env: NodeJS.ProcessEnv): string {
   return `${code(a.name)} (${a.files} files${size})`;
 }
 
+/** Text (a diff names its fixture by absolute path) with the workspace prefix removed. */
+function relativeText(text: string, workspace: string | undefined): string {
+  if (!workspace) return text;
+  const ws = workspace.endsWith('/') ? workspace : `${workspace}/`;
+  return text.split(ws).join('');
+}
+
+/** A number with its unit that never wraps between the two in a narrow table cell. */
+function bytesCell(n: number): string {
+  return formatBytes(n).replace(' ', '\u00a0');
+}
+
 /** The probe and hardening rows of a verify, local or on the board. */
 interface CheckedRows {
   probes: readonly { name: string; ok: boolean; diff?: string }[];
@@ -109,13 +128,13 @@ function countsCell(ok: boolean, r: CheckedRows): string {
 }
 
 /** Each failing probe with its diff, then the failing hardening checks; `where` names the place. */
-function failedRows(r: CheckedRows, where: string): string[] {
+function failedRows(r: CheckedRows, where: string, workspace: string | undefined): string[] {
   const parts: string[] = [];
   for (const p of r.probes.filter((x) => !x.ok)) {
     parts.push(
       `<h3>❌ ${where ? `${where}, ` : ''}probe ${code(p.name)} differs from its fixture</h3>\n`,
     );
-    if (p.diff) parts.push(pre(p.diff));
+    if (p.diff) parts.push(pre(relativeText(p.diff, workspace)));
   }
   const hard = r.hardening.filter((c) => !c.ok);
   if (hard.length > 0)
@@ -139,10 +158,10 @@ function boardCell(b: BoardSummary): string {
   return countsCell(b.ok, b.report);
 }
 
-function boardFailures(b: BoardSummary | undefined): string[] {
+function boardFailures(b: BoardSummary | undefined, workspace: string | undefined): string[] {
   if (!b || b.skipped || b.ok) return [];
   if (!b.report) return ['<h3>❌ board verify did not complete</h3>\n', pre(b.error ?? '')];
-  const parts = failedRows(b.report, 'on the board');
+  const parts = failedRows(b.report, 'on the board', workspace);
   if (b.report.journal)
     parts.push(collapsed('journal of the units on the board', pre(b.report.journal)));
   return parts;
@@ -165,9 +184,22 @@ function failures(r: BuildResult, extras: SummaryExtras): string[] {
       '<p>If the change is intended, run the workflow once with the <code>update-manifest: true</code> input and commit the lock it writes.</p>\n',
     );
   }
-  if (r.verify) parts.push(...failedRows(r.verify, ''));
-  parts.push(...boardFailures(extras.board));
+  const ws = extras.env?.GITHUB_WORKSPACE;
+  if (r.verify) parts.push(...failedRows(r.verify, '', ws));
+  parts.push(...boardFailures(extras.board, ws));
   return parts;
+}
+
+/** systemd-analyze security's score per service unit, folded: the sandbox as systemd sees it. */
+export function exposureSection(e: ExposureReport): string {
+  const worst = Math.max(...e.units.map((u) => u.score));
+  return collapsed(
+    `exposure (systemd-analyze security, runtime ${e.runtime}): ${worst.toFixed(1)}${e.runtime === 'nspawn' ? ' (systemd-analyze cannot see the confinement nspawn sets up; see deploy/README.md)' : ''}`,
+    table(
+      ['unit', 'score', 'level'],
+      e.units.map((u) => [code(u.unit), u.score.toFixed(1), escapeHtml(u.level)]),
+    ),
+  );
 }
 
 /** The whole summary for one build, as HTML/markdown GitHub renders: failures first, passes folded. */
@@ -194,9 +226,10 @@ export function renderSummary(result: BuildResult, extras: SummaryExtras = {}): 
       ],
       [
         [
-          code(displayPath(result.image, ws)),
+          // The file name only: its path is under "files" below, and a long path squeezes the row.
+          code(path.basename(result.image)),
           mark(failed.length === 0),
-          formatBytes(result.imageBytes),
+          bytesCell(result.imageBytes),
           code(result.imageSha256.slice(0, 12)),
           String(result.filesKept),
           pruning(result.bytesBefore, result.bytesAfter),
@@ -238,6 +271,7 @@ export function renderSummary(result: BuildResult, extras: SummaryExtras = {}): 
         ),
       ),
     );
+  if (result.exposure) parts.push(exposureSection(result.exposure));
   if (v?.load) {
     const l = v.load;
     parts.push(

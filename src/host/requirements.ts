@@ -213,8 +213,8 @@ export function toolRequirements(arch: string): ToolRequirement[] {
     {
       tool: 'systemd-analyze',
       pkg: 'systemd',
-      why: 'checks generated units',
-      features: ['tests'],
+      why: 'scores the generated service units (security --offline, systemd 250+); checks them in tests',
+      features: ['core', 'tests'],
       optional: true,
     },
     {
@@ -255,6 +255,12 @@ export function toolRequirements(arch: string): ToolRequirement[] {
       why: 'passwordless sudo for the runner user in tests',
       features: ['tests'],
     },
+    {
+      tool: 'chromium',
+      pkg: 'chromium',
+      why: 'renders the job summary to a screenshot in tests',
+      features: ['tests'],
+    },
     { tool: 'node', pkg: 'nodejs', why: 'runs lhc itself', features: ['system'] },
     { tool: 'npx', pkg: 'npm', why: 'runs the test tools', features: ['tests'], optional: true },
   ];
@@ -273,6 +279,12 @@ export function packageFor(tool: string, arch: string = hostArch()): string | un
 /** nodejs and npm often come from elsewhere (nvm, NodeSource, a runner image): never installed by setup. */
 const NOT_INSTALLED_BY_SETUP = new Set(['nodejs', 'npm']);
 
+/**
+ * Packages the test suite needs that provide no program, so they have no row: the summary
+ * screenshot shows the summary's ✅/❌ marks, which need a colour emoji font in Chromium.
+ */
+export const TEST_DATA_PACKAGES = ['fonts-noto-color-emoji'] as const;
+
 /** Every package `lhc setup` makes sure is installed on this architecture. */
 export function setupPackages(arch: string): string[] {
   const pkgs = new Set(
@@ -283,6 +295,7 @@ export function setupPackages(arch: string): string[] {
       .map((t) => t.pkg),
   );
   pkgs.add('musl-dev');
+  for (const p of TEST_DATA_PACKAGES) pkgs.add(p);
   if (!isAarch64(arch)) {
     pkgs.add('qemu-user-static');
     pkgs.add('musl-dev:arm64');

@@ -274,7 +274,7 @@ export async function verifyImage(options: VerifyOptions): Promise<VerifyOutcome
       logger.info(
         `image ${image} mounted read-only at ${state.rootDir} (${state.image.loopDevice})`,
       );
-      for (const needed of mountPoints(config.data.path)) {
+      for (const needed of mountPoints(config.data.path, config.deploy.runtime)) {
         if (!existsSync(path.join(state.rootDir, needed))) {
           throw new UserError(
             `the image has no ${needed} directory; a read-only root needs every mount point (add it to the root)`,

@@ -59,15 +59,32 @@ function tableAfter(html: string, marker: string): string[][] {
 }
 
 describe('renderSummary', () => {
+  it('shows the exposure score of each service unit, and why nspawn scores high', () => {
+    const units = (score: number, level: string) => [
+      { file: 'deploy/gophermoon@.service', unit: 'gophermoon@i.service', score, level },
+    ];
+    const sandboxed = renderSummary(
+      result({ exposure: { runtime: 'systemd', systemd: '252', units: units(0.3, 'SAFE') } }),
+    );
+    expect(sandboxed).toContain('exposure (systemd-analyze security, runtime systemd): 0.3');
+    expect(sandboxed).toContain('<code>gophermoon@i.service</code>');
+    const nspawn = renderSummary(
+      result({ exposure: { runtime: 'nspawn', systemd: '252', units: units(9.6, 'UNSAFE') } }),
+    );
+    expect(nspawn).toContain('9.6 (systemd-analyze cannot see the confinement nspawn sets up');
+    expect(renderSummary(result())).not.toContain('exposure');
+  });
+
   it('opens with one compact row per image: result, size, sha256 prefix, files kept, pruning, verify', () => {
     const r = result();
     const html = renderSummary(r);
     expect(html.startsWith('<h2>lhc: gophermoon ✅ passed</h2>')).toBe(true);
     const [row] = tableAfter(html, '<h2>');
     expect(row).toEqual([
-      '<code>/tmp/out/gophermoon.squashfs</code>',
+      // The file name only (the path is in the folded files table); the size never wraps.
+      '<code>gophermoon.squashfs</code>',
       '✅',
-      '400.0 KiB',
+      '400.0\u00a0KiB',
       `<code>${'a'.repeat(12)}</code>`,
       '17',
       '7.6 MiB → 1.9 MiB (−75 %)',
@@ -196,6 +213,14 @@ describe('renderSummary', () => {
   it('shows paths relative to the workspace and links the uploaded artifact', () => {
     const ws = '/home/runner/work/repo/repo';
     const r = result({ image: `${ws}/out/gophermoon.squashfs` });
+    // A failing probe's diff names its fixture by absolute path.
+    r.verify!.ok = false;
+    r.verify!.probes[1] = {
+      name: 'about',
+      ok: false,
+      bytes: 9,
+      diff: `--- fixture ${ws}/fixtures/about.gopher\n+++ response (127.0.0.1:7070)\n-a\n+b`,
+    };
     const html = renderSummary(r, {
       config: `${ws}/lhc.yml`,
       version: '0.1.0',
@@ -209,6 +234,7 @@ describe('renderSummary', () => {
     });
     expect(html).not.toContain(ws);
     expect(html).toContain('<code>out/gophermoon.squashfs</code>');
+    expect(html).toContain('--- fixture fixtures/about.gopher\n');
     expect(html).toContain(
       '<a href="https://github.example/o/r/actions/runs/7/artifacts/42">lhc-gophermoon</a> (8 files, 293.0 KiB)',
     );

@@ -51,6 +51,15 @@ describe('host requirements table', () => {
     expect(setupPackages('aarch64')).not.toContain('qemu-user-static');
   });
 
+  it('chromium (the summary screenshot test) is a test tool that setup installs', () => {
+    const row = toolRequirements('x86_64').find((t) => t.tool === 'chromium');
+    expect(row).toMatchObject({ pkg: 'chromium', features: ['tests'], optional: true });
+    expect(setupPackages('x86_64')).toContain('chromium');
+    expect(setupPackages('aarch64')).toContain('chromium');
+    // Without an emoji font the screenshot shows the summary's ✅/❌ as empty boxes.
+    expect(setupPackages('x86_64')).toContain('fonts-noto-color-emoji');
+  });
+
   it('each tool has exactly one row', () => {
     for (const arch of ['x86_64', 'aarch64']) {
       const tools = toolRequirements(arch).map((t) => t.tool);
