@@ -80,10 +80,7 @@ beforeAll(async () => {
   await writeFile(path.join(root, 'srv/site/other.txt'), 'other\n');
   // A real ELF whose library (libJIS.so, next to it through RUNPATH $ORIGIN) is not in the root:
   // the service only lists its directory, so the library must not be looked for.
-  await cp(
-    path.join(root, TRIPLET_DIR, 'gconv/EUC-JP.so'),
-    path.join(root, 'srv/site/plugin.so'),
-  );
+  await cp(path.join(root, TRIPLET_DIR, 'gconv/EUC-JP.so'), path.join(root, 'srv/site/plugin.so'));
   await symlink('/srv/site', path.join(root, 'srv/current'));
   await mkdir(path.join(root, 'data/cache'), { recursive: true });
   await writeFile(path.join(root, 'data/cache/seed'), 'seed\n');
