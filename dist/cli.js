@@ -28058,8 +28058,8 @@ function tcpSendBytes(probe) {
   return Buffer.from(probe.send, "latin1");
 }
 var outputName = external_exports.string().regex(/^[\w.-]+$/, 'expected a file name of letters, digits, ".", "_" or "-"').refine((n2) => n2 !== "." && n2 !== "..", 'expected a file name, not "." or ".."').refine(
-  (n2) => n2 !== "SHA256SUMS" && n2 !== "deploy" && !n2.endsWith(".trace.json"),
-  "that name is taken by SHA256SUMS, deploy/ or the trace report"
+  (n2) => n2 !== "SHA256SUMS" && n2 !== "deploy" && !n2.endsWith(".trace.json") && !n2.endsWith(".exposure.json"),
+  "that name is taken by SHA256SUMS, deploy/, the trace report or the exposure scores"
 ).refine((n2) => !n2.startsWith(".lhc-"), `names starting with ".lhc-" are lhc's own markers`);
 var outputsSchema = external_exports.strictObject({
   dir: pathString.default("out"),
@@ -28091,6 +28091,10 @@ function probeServiceMismatches(c3, ctx) {
       });
   });
 }
+var RUNTIMES = ["nspawn", "systemd"];
+var deploySchema = external_exports.strictObject({
+  runtime: external_exports.enum(RUNTIMES).default("nspawn")
+});
 var rootCommand = external_exports.union([external_exports.string().min(1), external_exports.array(external_exports.string().min(1)).min(1)]);
 var configSchema = external_exports.strictObject({
   name: external_exports.string().regex(
@@ -28128,6 +28132,7 @@ var configSchema = external_exports.strictObject({
   keep: external_exports.array(external_exports.string().min(1)).default([]),
   drop: external_exports.array(external_exports.string().min(1)).default([]),
   outputs: outputsSchema.default({ dir: "out" }),
+  deploy: deploySchema.default({ runtime: "nspawn" }),
   /** The root of the simulated board `lhc verify --board` boots, instead of lhc's Debian one. */
   board: external_exports.strictObject({
     /** An uncompressed tar of a root with systemd, systemd-container, e2fsprogs, squashfs-tools. */
@@ -28317,8 +28322,8 @@ function resolveConfig(raw, file2) {
 }
 
 // src/pipeline.ts
-import { mkdtemp as mkdtemp9 } from "node:fs/promises";
-import os11 from "node:os";
+import { mkdtemp as mkdtemp8 } from "node:fs/promises";
+import os10 from "node:os";
 import path48 from "node:path";
 
 // src/config/check-files.ts
@@ -28495,7 +28500,7 @@ async function claimBuildDir(c3, logger) {
     if (e.startsWith(STAGING_PREFIX))
       await rm2(path5.join(c3.dir, e), { recursive: true, force: true });
 }
-var WORK_DIR_ENTRIES = ["root", "trace", "pruned", "self-check", "lua", "verify"];
+var WORK_DIR_ENTRIES = ["root", "trace", "pruned", "self-check"];
 async function inspectBuildDirs(o2) {
   const where2 = { projectRoot: o2.projectRoot, configDir: o2.configDir };
   await checkBuildDir("--out", o2.outDir, where2);
@@ -29699,7 +29704,7 @@ function checkElf(elf, p2, arch, what) {
   if (elf.type !== "EXEC" && elf.type !== "DYN")
     throw new EntrypointError(`${what}: ${p2} is an ELF ${elf.type} file, not an executable`);
 }
-async function checkEntrypoint(_ctx, { root, command0, arch }) {
+async function checkEntrypoint(root, command0, arch) {
   const chain = [];
   let p2 = command0;
   let what = `service.command[0] ${command0}`;
@@ -36733,8 +36738,8 @@ function toolRequirements(arch) {
     {
       tool: "systemd-analyze",
       pkg: "systemd",
-      why: "checks generated units",
-      features: ["tests"],
+      why: "scores the generated service units (security --offline, systemd 250+); checks them in tests",
+      features: ["core", "tests"],
       optional: true
     },
     {
@@ -37389,8 +37394,10 @@ function nspawnArgv(o2) {
   return argv;
 }
 var NSPAWN_DIRS = ["/usr", "/proc", "/sys", "/dev", "/run", "/tmp"];
-function mountPoints(dataPath) {
-  return [.../* @__PURE__ */ new Set([...NSPAWN_DIRS, dataPath])];
+var SYSTEMD_RUNTIME_DIRS = ["/var/tmp"];
+function mountPoints(dataPath, runtime = "nspawn") {
+  const extra = runtime === "systemd" ? SYSTEMD_RUNTIME_DIRS : [];
+  return [.../* @__PURE__ */ new Set([...NSPAWN_DIRS, ...extra, dataPath])];
 }
 var TRACE_MOUNT = "/lhc-trace";
 function boardNspawnArgv(o2) {
@@ -40763,17 +40770,7 @@ async function readCached(dir, logger) {
   await rm6(dir, { recursive: true, force: true });
   return void 0;
 }
-async function buildLua(ctx, input2) {
-  const { cacheDir: cacheDir2, buildrootDir, fetch: fetch2, ...spec } = input2;
-  const opts = {
-    store: ctx.store,
-    logger: ctx.logger,
-    cacheDir: cacheDir2,
-    buildrootDir,
-    workDir: ctx.work.lua,
-    fetch: fetch2,
-    signal: ctx.signal
-  };
+async function buildLua(spec, opts) {
   const started = Date.now();
   checkLuaVersion(spec.version);
   const { logger } = opts;
@@ -40815,8 +40812,7 @@ async function buildLua(ctx, input2) {
     },
     { ...opts.fetch, signal: opts.signal }
   );
-  await mkdir4(opts.workDir, { recursive: true });
-  const work = await mkdtemp4(path20.join(opts.workDir, "lhc-lua-"));
+  const work = await mkdtemp4(path20.join(opts.workDir ?? os7.tmpdir(), "lhc-lua-"));
   try {
     const srcParent = path20.join(work, "src");
     await mkdir4(srcParent);
@@ -40885,21 +40881,82 @@ function configInputs(config2) {
   }
   return inputs;
 }
-async function fetchInputs(ctx, { config: config2, fetch: fetch2 }) {
+async function fetchInputs(config2, opts) {
   const out = [];
   for (const input2 of configInputs(config2)) {
     out.push({
       name: input2.name,
       sha256: input2.sha256,
-      path: await ctx.store.fetch(input2, fetch2)
+      path: await opts.store.fetch(input2, opts.fetch)
     });
   }
   return out;
 }
 
+// src/deploy/exposure.ts
+import path21 from "node:path";
+
+// src/tools/systemd-analyze.ts
+function securityArgv(unitFile) {
+  return ["systemd-analyze", "security", "--offline=true", "--no-pager", unitFile];
+}
+function parseExposure(text) {
+  const m2 = /Overall exposure level for (\S+): (\d+(?:\.\d+)?) ([A-Z]+)/.exec(text);
+  return m2 ? { unit: m2[1], score: Number(m2[2]), level: m2[3] } : void 0;
+}
+function parseSystemdVersion(text) {
+  const m2 = /^systemd (\d+)(?: \(([^)]+)\))?/m.exec(text);
+  return m2 ? m2[2] ?? m2[1] : void 0;
+}
+async function systemdVersion() {
+  const r = await run(["systemd-analyze", "--version"], { reject: false, timeoutMs: 3e4 });
+  return r.exitCode === 0 ? parseSystemdVersion(r.stdout) : void 0;
+}
+async function exposureScore(unitFile) {
+  const r = await run(securityArgv(unitFile), {
+    timeoutMs: 6e4,
+    env: { SYSTEMD_COLORS: "0", LC_ALL: "C" }
+  });
+  const s3 = parseExposure(r.stdout);
+  if (!s3)
+    throw new Error(`systemd-analyze security printed no overall exposure level for ${unitFile}`);
+  return s3;
+}
+
+// src/deploy/exposure.ts
+function exposureFileName(name) {
+  return `${name}.exposure.json`;
+}
+async function scoreUnits(outDir, files, runtime, logger) {
+  try {
+    const version2 = await systemdVersion();
+    if (!version2) throw new Error("systemd-analyze --version failed");
+    const units = [];
+    for (const file2 of files)
+      units.push({ file: file2, ...await exposureScore(path21.join(outDir, file2)) });
+    return { runtime, systemd: version2, units };
+  } catch (e) {
+    logger.warn(
+      `no exposure scores: systemd-analyze security --offline=true (systemd 250 or newer) failed: ${e.message}`
+    );
+    return void 0;
+  }
+}
+function formatExposure(r) {
+  return JSON.stringify(r, null, 2) + "\n";
+}
+async function writeExposure(outDir, name, report, logger) {
+  const file2 = path21.join(outDir, exposureFileName(name));
+  await writeOutputFile(file2, formatExposure(report), { logger });
+  return file2;
+}
+function exposureLine(r) {
+  return r.units.map((u3) => `${u3.unit} ${u3.score.toFixed(1)} ${u3.level}`).join(", ");
+}
+
 // src/stages/service-user.ts
 import { lstat as lstat6, readFile as readFile4, writeFile as writeFile4 } from "node:fs/promises";
-import path22 from "node:path";
+import path23 from "node:path";
 
 // src/root/overlay.ts
 import {
@@ -40914,15 +40971,15 @@ import {
   lchownSync
 } from "node:fs";
 import { open as open6 } from "node:fs/promises";
-import path21 from "node:path";
+import path22 from "node:path";
 function hostPathFor(root, dst) {
-  const dir = path21.posix.dirname(dst);
+  const dir = path22.posix.dirname(dst);
   const parent = resolveInRoot(root, dir, { createMissing: true });
   if (!parent.exists) mkdirSync2(parent.host, { mode: 493 });
   else if (!lstatSync2(parent.host).isDirectory())
     throw new UserError(`cannot install ${dst}: ${parent.inRoot} in the root is not a directory`);
-  const name = path21.posix.basename(dst);
-  return { host: path21.join(parent.host, name), inRoot: path21.posix.join(parent.inRoot, name) };
+  const name = path22.posix.basename(dst);
+  return { host: path22.join(parent.host, name), inRoot: path22.posix.join(parent.inRoot, name) };
 }
 function clearForFile(host, dst) {
   let st2;
@@ -40976,8 +41033,8 @@ function normalizedMode(st2) {
 async function copyTree(root, srcDir, dst, stats = { files: 0, dirs: 0, symlinks: 0 }) {
   ensureDir(root, dst, 493);
   for (const name of readdirSync(srcDir).sort()) {
-    const src = path21.join(srcDir, name);
-    const to2 = path21.posix.join(dst, name);
+    const src = path22.join(srcDir, name);
+    const to2 = path22.posix.join(dst, name);
     const st2 = lstatSync2(src);
     if (st2.isDirectory()) {
       stats.dirs++;
@@ -41013,15 +41070,14 @@ async function readInRoot(root, p2) {
   return readFile4(r.host);
 }
 async function where(config2, at2) {
-  const name = path22.basename(config2.file);
+  const name = path23.basename(config2.file);
   try {
     return parseConfigWithLines(await readFile4(config2.file, "utf8"), name).where(at2);
   } catch {
     return name;
   }
 }
-async function installRunAs(ctx, { config: config2, root }) {
-  const { logger } = ctx;
+async function installRunAs(config2, root, scratchDir, logger) {
   const user = config2.service.user;
   if (isRootUser(user)) return void 0;
   const resolved = resolveUser(
@@ -41034,7 +41090,7 @@ async function installRunAs(ctx, { config: config2, root }) {
       `service.user: ${resolved.problem} (${await where(config2, ["service", "user"])})`
     );
   const r = resolved.runAs;
-  const staged = path22.join(ctx.work.dir, "lhc-run-as");
+  const staged = path23.join(scratchDir, "lhc-run-as");
   await writeFile4(staged, runAsElf(config2.arch, r), { mode: 493 });
   await installFile(root, staged, RUN_AS_PATH, 493);
   logger.info(
@@ -41078,11 +41134,304 @@ function checkRunAs(config2, runAs) {
 // src/stages/outputs.ts
 import { existsSync as existsSync8 } from "node:fs";
 import { mkdir as mkdir6, rm as rm7 } from "node:fs/promises";
-import path28 from "node:path";
+import path29 from "node:path";
 
 // src/deploy/bundle.ts
 import { mkdir as mkdir5 } from "node:fs/promises";
+import path26 from "node:path";
+
+// src/deploy/listen-proxy.ts
+import path24 from "node:path";
+var SOCKET_PROXYD = "/lib/systemd/systemd-socket-proxyd";
+var BASH = "/bin/bash";
+function proxied(s3) {
+  return s3.inetd !== true && s3["socket-activation"] !== true;
+}
+function proxyUnitName(name) {
+  return `${name}-proxy.service`;
+}
+function listenSocketLines(name) {
+  return `# Connections go to the proxy, which forwards them into the container's private network.
+Service=${proxyUnitName(name)}
+`;
+}
+function listenServiceLines(name) {
+  return `# The container's network: only lo, no route out. ${proxyUnitName(name)} joins this namespace
+# to forward the board socket's connections to the daemon's port (see README.md).
+PrivateNetwork=yes
+# That namespace belongs to the board's user namespace, not the container's (-U), so the
+# container's root may not bind a port below 1024 there: allow it in this namespace only,
+# which holds nothing but lo.
+ExecStartPre=/bin/sh -c "echo 0 > ${UNPRIVILEGED_PORT_START}"
+`;
+}
+var UNPRIVILEGED_PORT_START = "/proc/sys/net/ipv4/ip_unprivileged_port_start";
+function sharedNetworkArgv(argv) {
+  return argv.filter((a2) => a2 !== "--private-network");
+}
+function waitForPortScript(port2) {
+  return `i=0; while [ $i -lt 200 ]; do (exec 3<>/dev/tcp/127.0.0.1/${port2}) 2>/dev/null && exit 0; i=$((i+1)); sleep 0.05; done; echo "nothing accepts on 127.0.0.1:${port2} in the container" >&2; exit 1`;
+}
+var PROXY_SANDBOX = "# Its own sandbox (deploy.runtime: systemd).\nDynamicUser=yes\nPrivateUsers=yes\nPrivateDevices=yes\nPrivateIPC=yes\nProtectSystem=strict\nProtectHome=yes\nProtectProc=invisible\nProcSubset=pid\nProtectKernelTunables=yes\nProtectKernelModules=yes\nProtectKernelLogs=yes\nProtectControlGroups=yes\nProtectClock=yes\nProtectHostname=yes\nCapabilityBoundingSet=\nAmbientCapabilities=\nRestrictAddressFamilies=AF_UNIX AF_INET AF_INET6\nSystemCallArchitectures=native\nSystemCallFilter=@system-service\nSystemCallFilter=~@privileged @resources\nSystemCallErrorNumber=EPERM\nLockPersonality=yes\nRestrictNamespaces=yes\nRestrictSUIDSGID=yes\nRestrictRealtime=yes\nMemoryDenyWriteExecute=yes\nDevicePolicy=closed\nKeyringMode=private\nRemoveIPC=yes\nUMask=0077\n";
+function renderProxyUnit(name, port2, execLine, header, sandbox = "") {
+  const service = `${name}.service`;
+  return header + `[Unit]
+Description=lhc ${name}: the board's port ${port2} forwarded into the container's private network
+Requires=${service}
+After=${service}
+JoinsNamespaceOf=${service}
+
+[Service]
+PrivateNetwork=yes
+# The daemon needs a moment to bind its port after the container starts.
+ExecStartPre=${execLine([BASH, "-c", waitForPortScript(port2)])}
+ExecStart=${execLine([SOCKET_PROXYD, `127.0.0.1:${port2}`])}
+NoNewPrivileges=yes
+StandardError=journal
+` + sandbox;
+}
+var PROXY_PROGRAMS = [SOCKET_PROXYD, BASH].map((p2) => path24.normalize(p2));
+
+// src/deploy/systemd.ts
 import path25 from "node:path";
+function listenPort(s3) {
+  return s3.listen ?? 70;
+}
+function mountUnitNames(p2) {
+  return [`${systemdEscapePath(p2.rootMount)}.mount`, `${systemdEscapePath(p2.dataMount)}.mount`];
+}
+function systemdEscapePath(p2) {
+  const trimmed = p2.replace(/\/+/g, "/").replace(/^\/|\/$/g, "");
+  if (trimmed === "") return "-";
+  let out = "";
+  const bytes = Buffer.from(trimmed, "utf8");
+  for (let i2 = 0; i2 < bytes.length; i2++) {
+    const b2 = bytes[i2];
+    const c3 = String.fromCharCode(b2);
+    if (c3 === "/") out += "-";
+    else if (i2 === 0 && c3 === "." || !/[A-Za-z0-9:_.]/.test(c3))
+      out += `\\x${b2.toString(16).padStart(2, "0")}`;
+    else out += c3;
+  }
+  return out;
+}
+function systemdQuoteWord(w2) {
+  let s3 = w2.replace(/[%$]/g, (c3) => c3 + c3);
+  if (s3 !== "" && !/[\s"'\\;\x00-\x1f\x7f]/.test(s3)) return s3;
+  s3 = s3.replace(/[\\"\x00-\x1f\x7f]/g, (c3) => {
+    if (c3 === "\\") return "\\\\";
+    if (c3 === '"') return '\\"';
+    if (c3 === "\n") return "\\n";
+    if (c3 === "	") return "\\t";
+    if (c3 === "\r") return "\\r";
+    return `\\x${c3.charCodeAt(0).toString(16).padStart(2, "0")}`;
+  });
+  return `"${s3}"`;
+}
+function systemdExecLine(argv) {
+  if (!argv[0] || !path25.isAbsolute(argv[0]))
+    throw new UserError(`ExecStart needs an absolute program path, got ${argv[0] ?? "(none)"}`);
+  return argv.map(systemdQuoteWord).join(" ");
+}
+function unitNspawnArgv(o2, p2) {
+  const argv = boardNspawnArgv({
+    root: p2.rootMount,
+    dataDir: p2.dataMount,
+    dataPath: o2.dataPath ?? "/data",
+    command: o2.service.command,
+    env: o2.service.env,
+    runAs: o2.runAs,
+    workdir: o2.service.workdir,
+    nspawnPath: o2.nspawnPath ?? "/usr/bin/systemd-nspawn",
+    limits: serviceLimits(o2)
+  });
+  return proxied(o2.service) ? sharedNetworkArgv(argv) : argv;
+}
+function serviceLimits(o2) {
+  return o2.service.limits ?? DEFAULT_LIMITS;
+}
+function limitLines(l) {
+  return `# Per-container limits (service.limits in lhc.yml).
+MemoryMax=${l.memory}
+MemorySwapMax=0
+TasksMax=${l.tasks}
+CPUQuota=${l.cpu}%
+LimitNOFILE=${l.nofile}
+`;
+}
+function successExitLine(o2) {
+  const codes = o2.service["success-exit-status"] ?? [];
+  if (!o2.service.inetd || codes.length === 0) return "";
+  return `# service.success-exit-status: exit codes that end a connection normally.
+SuccessExitStatus=${[...new Set(codes)].join(" ")}
+`;
+}
+var HEADER = (name) => `# Generated by lhc for ${name}; see README.md next to this file.
+`;
+function renderSocketUnit(o2) {
+  const inetd = o2.service.inetd === true;
+  return HEADER(o2.name) + `[Unit]
+Description=lhc ${o2.name}: ${inetd ? `one ${o2.runtime === "systemd" ? "sandboxed process" : "container"} per connection` : "listening socket"}
+
+[Socket]
+ListenStream=${listenPort(o2.service)}
+` + (inetd ? "Accept=yes\n# Each connection costs a container start: bound how many run at once.\nMaxConnections=32\nMaxConnectionsPerSource=8\n" : "Accept=no\n" + (proxied(o2.service) ? listenSocketLines(o2.name) : "# The daemon takes this socket itself (LISTEN_FDS): nspawn passes it into the container.\n")) + "\n[Install]\nWantedBy=sockets.target\n";
+}
+function renderServiceUnit(o2, p2) {
+  if (o2.runtime === "systemd") return renderSandboxedServiceUnit(o2, p2);
+  const inetd = o2.service.inetd === true;
+  const timeout = o2.service.timeout;
+  return HEADER(o2.name) + `[Unit]
+Description=lhc ${o2.name}${inetd ? " (connection %i)" : ""}
+# Wants=, not Requires=: restarting the root mount for a new image (install.sh upgrade) must
+# not stop a container still serving a connection from the old one; After= makes a new
+# connection wait for the new image instead.
+Wants=${mountUnitNames(p2).join(" ")}
+After=${mountUnitNames(p2).join(" ")}
+` + (inetd ? "CollectMode=inactive-or-failed\n" : "") + `
+[Service]
+ExecStart=${systemdExecLine(unitNspawnArgv(o2, p2))}
+` + (inetd ? "StandardInput=socket\nStandardOutput=socket\n" : proxied(o2.service) ? listenServiceLines(o2.name) : "# Started by the socket, whose listening socket nspawn hands to the daemon.\n") + "# nspawn and QEMU messages go to the journal, never to the client.\nStandardError=journal\n# --keep-unit runs the container in this unit's cgroup, which nspawn must be allowed to manage.\nDelegate=yes\nKillMode=mixed\n" + successExitLine(o2) + limitLines(serviceLimits(o2)) + (timeout !== void 0 && inetd ? `RuntimeMaxSec=${Math.ceil(timeout)}
+` : "") + (proxied(o2.service) ? "\n[Install]\nWantedBy=multi-user.target\n" : "");
+}
+function renderMountUnits(o2, p2) {
+  const rootMount = HEADER(o2.name) + `[Unit]
+Description=lhc ${o2.name}: read-only root image
+
+[Mount]
+What=${p2.image}
+Where=${p2.rootMount}
+Type=squashfs
+Options=loop,ro,nodev
+# Containers serving a connection keep the old image when a new one is mounted here.
+LazyUnmount=yes
+
+[Install]
+WantedBy=multi-user.target
+`;
+  const dataMount = HEADER(o2.name) + `[Unit]
+Description=lhc ${o2.name}: writable data partition (no exec, no setuid, no devices)
+
+[Mount]
+What=${p2.dataSource}
+Where=${p2.dataMount}
+Type=ext4
+Options=${p2.dataIsLoopFile ? "loop," : ""}noexec,nosuid,nodev
+
+[Install]
+WantedBy=multi-user.target
+`;
+  return { rootMount, dataMount };
+}
+function fstabField(s3) {
+  return s3.replace(/[ \t\n\\]/g, (c3) => `\\${c3.charCodeAt(0).toString(8).padStart(3, "0")}`);
+}
+function renderFstab(o2, p2) {
+  return `# lhc ${o2.name}: use these lines instead of the .mount units if you prefer /etc/fstab.
+${fstabField(p2.image)} ${fstabField(p2.rootMount)} squashfs loop,ro,nodev 0 0
+${fstabField(p2.dataSource)} ${fstabField(p2.dataMount)} ext4 ${p2.dataIsLoopFile ? "loop," : ""}noexec,nosuid,nodev 0 2
+`;
+}
+
+// src/deploy/systemd-runtime.ts
+function serviceUser(name) {
+  return `lhc-${name}`;
+}
+function sysusersFiles(name) {
+  return { bundle: `${name}.sysusers.conf`, installed: `lhc-${name}.conf` };
+}
+function renderSysusers(name) {
+  return HEADER(name) + `# The user ${name}'s sandboxed service runs as (deploy.runtime: systemd).
+u ${serviceUser(name)} - "lhc ${name}" /nonexistent /usr/sbin/nologin
+`;
+}
+var SYSTEMD_SCRATCH_MOUNTS = [
+  { path: "/tmp", mode: "1777" },
+  { path: "/var/tmp", mode: "1777" },
+  { path: "/run", mode: "755" },
+  { path: "/dev/shm", mode: "1777" }
+];
+function envLine(env) {
+  const pairs = Object.entries(env ?? {}).sort(([a2], [b2]) => a2 < b2 ? -1 : 1);
+  return pairs.length ? `Environment=${pairs.map(([k2, v2]) => systemdQuoteWord(`${k2}=${v2}`)).join(" ")}
+` : "";
+}
+function limitLines2(l) {
+  return `# Per-service limits (service.limits in lhc.yml).
+MemoryMax=${l.memory}
+MemorySwapMax=0
+TasksMax=${l.tasks}
+CPUQuota=${l.cpu}%
+LimitNOFILE=${l.nofile}
+LimitNPROC=${l.tasks}
+`;
+}
+function sandboxLines(inetd) {
+  const scratch = SYSTEMD_SCRATCH_MOUNTS.map(
+    (m2) => `${m2.path}:mode=${m2.mode},${SCRATCH_MOUNT_OPTIONS}`
+  ).join(" ");
+  return `# The sandbox: at least the portable-service "strict" profile (see README.md).
+PrivateNetwork=yes
+PrivateUsers=yes
+PrivateDevices=yes
+PrivateIPC=yes
+PrivateMounts=yes
+# Instead of PrivateTmp=, whose /tmp and /var/tmp would allow exec.
+TemporaryFileSystem=${scratch}
+ProtectSystem=strict
+ProtectHome=yes
+ProtectProc=invisible
+ProcSubset=pid
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectKernelLogs=yes
+ProtectControlGroups=yes
+ProtectClock=yes
+ProtectHostname=yes
+NoNewPrivileges=yes
+CapabilityBoundingSet=
+AmbientCapabilities=
+RestrictAddressFamilies=${inetd ? "none" : "AF_UNIX AF_INET AF_INET6"}
+` + (inetd ? "IPAddressDeny=any\n" : "IPAddressDeny=any\nIPAddressAllow=localhost\n") + "SystemCallArchitectures=native\nSystemCallFilter=@system-service\nSystemCallFilter=~@privileged @resources\nSystemCallErrorNumber=EPERM\nLockPersonality=yes\nRestrictNamespaces=yes\nRestrictSUIDSGID=yes\nRestrictRealtime=yes\nMemoryDenyWriteExecute=yes\nDevicePolicy=closed\nKeyringMode=private\nRemoveIPC=yes\nUMask=0077\n";
+}
+function renderSandboxedServiceUnit(o2, p2) {
+  const inetd = o2.service.inetd === true;
+  const timeout = o2.service.timeout;
+  const dataPath = o2.dataPath ?? "/data";
+  const mounts = mountUnitNames(p2);
+  return HEADER(o2.name) + `[Unit]
+Description=lhc ${o2.name}${inetd ? " (connection %i)" : ""}, sandboxed service on the image
+# Wants=, not Requires=: an image switch (install.sh upgrade) must not stop a connection
+# still served from the old image; After= makes a new one wait for the new image.
+Wants=${mounts.join(" ")}
+After=${mounts.join(" ")}
+` + (inetd ? "CollectMode=inactive-or-failed\n" : "") + `
+[Service]
+ExecStart=${systemdExecLine(o2.service.command)}
+` + envLine(o2.service.env) + (o2.service.workdir ? `WorkingDirectory=${systemdQuoteWord(o2.service.workdir)}
+` : "") + `# The read-only image is the whole file system; the data partition (mounted
+# noexec,nosuid,nodev on the board) is the one writable path, at ${dataPath}.
+RootDirectory=${p2.rootMount}
+MountAPIVFS=yes
+BindPaths=${systemdQuoteWord(`${p2.dataMount}:${dataPath}`)}
+` + userLines(o2) + (inetd ? "StandardInput=socket\nStandardOutput=socket\n" : !proxied(o2.service) ? "# Started by the socket, whose listening socket the daemon takes (LISTEN_FDS).\n" : `# ${proxyUnitName(o2.name)} joins this service's network namespace (see README.md). The
+# daemon binds its port as an unprivileged user: allow that in this namespace only, which
+# holds nothing but lo ('+': run outside the sandbox, where /bin/sh exists).
+ExecStartPre=+/bin/sh -c "echo 0 > ${UNPRIVILEGED_PORT_START}"
+`) + "# The payload's messages go to the journal, never to the client.\nStandardError=journal\n" + sandboxLines(inetd) + limitLines2(serviceLimits(o2)) + (timeout !== void 0 && inetd ? `RuntimeMaxSec=${Math.ceil(timeout)}
+` : "") + (proxied(o2.service) ? "\n[Install]\nWantedBy=multi-user.target\n" : "");
+}
+function userLines(o2) {
+  const r = o2.runAs;
+  if (!r || r.uid === 0) return `User=${serviceUser(o2.name)}
+Group=${serviceUser(o2.name)}
+`;
+  const extra = r.groups.filter((g2) => g2 !== r.gid);
+  return `User=${r.uid}
+Group=${r.gid}
+` + (extra.length ? `SupplementaryGroups=${extra.join(" ")}
+` : "");
+}
 
 // src/deploy/oci.ts
 function ociUser(runAs) {
@@ -41192,197 +41541,6 @@ function ociConfig(o2, p2, ids, opts = {}) {
   return config2;
 }
 
-// src/deploy/listen-proxy.ts
-import path23 from "node:path";
-var SOCKET_PROXYD = "/lib/systemd/systemd-socket-proxyd";
-var BASH = "/bin/bash";
-function proxied(s3) {
-  return s3.inetd !== true && s3["socket-activation"] !== true;
-}
-function proxyUnitName(name) {
-  return `${name}-proxy.service`;
-}
-function listenSocketLines(name) {
-  return `# Connections go to the proxy, which forwards them into the container's private network.
-Service=${proxyUnitName(name)}
-`;
-}
-function listenServiceLines(name) {
-  return `# The container's network: only lo, no route out. ${proxyUnitName(name)} joins this namespace
-# to forward the board socket's connections to the daemon's port (see README.md).
-PrivateNetwork=yes
-# That namespace belongs to the board's user namespace, not the container's (-U), so the
-# container's root may not bind a port below 1024 there: allow it in this namespace only,
-# which holds nothing but lo.
-ExecStartPre=/bin/sh -c "echo 0 > ${UNPRIVILEGED_PORT_START}"
-`;
-}
-var UNPRIVILEGED_PORT_START = "/proc/sys/net/ipv4/ip_unprivileged_port_start";
-function sharedNetworkArgv(argv) {
-  return argv.filter((a2) => a2 !== "--private-network");
-}
-function waitForPortScript(port2) {
-  return `i=0; while [ $i -lt 200 ]; do (exec 3<>/dev/tcp/127.0.0.1/${port2}) 2>/dev/null && exit 0; i=$((i+1)); sleep 0.05; done; echo "nothing accepts on 127.0.0.1:${port2} in the container" >&2; exit 1`;
-}
-function renderProxyUnit(name, port2, execLine, header) {
-  const service = `${name}.service`;
-  return header + `[Unit]
-Description=lhc ${name}: the board's port ${port2} forwarded into the container's private network
-Requires=${service}
-After=${service}
-JoinsNamespaceOf=${service}
-
-[Service]
-PrivateNetwork=yes
-# The daemon needs a moment to bind its port after the container starts.
-ExecStartPre=${execLine([BASH, "-c", waitForPortScript(port2)])}
-ExecStart=${execLine([SOCKET_PROXYD, `127.0.0.1:${port2}`])}
-NoNewPrivileges=yes
-StandardError=journal
-`;
-}
-var PROXY_PROGRAMS = [SOCKET_PROXYD, BASH].map((p2) => path23.normalize(p2));
-
-// src/deploy/systemd.ts
-import path24 from "node:path";
-function listenPort(s3) {
-  return s3.listen ?? 70;
-}
-function mountUnitNames(p2) {
-  return [`${systemdEscapePath(p2.rootMount)}.mount`, `${systemdEscapePath(p2.dataMount)}.mount`];
-}
-function systemdEscapePath(p2) {
-  const trimmed = p2.replace(/\/+/g, "/").replace(/^\/|\/$/g, "");
-  if (trimmed === "") return "-";
-  let out = "";
-  const bytes = Buffer.from(trimmed, "utf8");
-  for (let i2 = 0; i2 < bytes.length; i2++) {
-    const b2 = bytes[i2];
-    const c3 = String.fromCharCode(b2);
-    if (c3 === "/") out += "-";
-    else if (i2 === 0 && c3 === "." || !/[A-Za-z0-9:_.]/.test(c3))
-      out += `\\x${b2.toString(16).padStart(2, "0")}`;
-    else out += c3;
-  }
-  return out;
-}
-function systemdQuoteWord(w2) {
-  let s3 = w2.replace(/[%$]/g, (c3) => c3 + c3);
-  if (s3 !== "" && !/[\s"'\\;\x00-\x1f\x7f]/.test(s3)) return s3;
-  s3 = s3.replace(/[\\"\x00-\x1f\x7f]/g, (c3) => {
-    if (c3 === "\\") return "\\\\";
-    if (c3 === '"') return '\\"';
-    if (c3 === "\n") return "\\n";
-    if (c3 === "	") return "\\t";
-    if (c3 === "\r") return "\\r";
-    return `\\x${c3.charCodeAt(0).toString(16).padStart(2, "0")}`;
-  });
-  return `"${s3}"`;
-}
-function systemdExecLine(argv) {
-  if (!argv[0] || !path24.isAbsolute(argv[0]))
-    throw new UserError(`ExecStart needs an absolute program path, got ${argv[0] ?? "(none)"}`);
-  return argv.map(systemdQuoteWord).join(" ");
-}
-function unitNspawnArgv(o2, p2) {
-  const argv = boardNspawnArgv({
-    root: p2.rootMount,
-    dataDir: p2.dataMount,
-    dataPath: o2.dataPath ?? "/data",
-    command: o2.service.command,
-    env: o2.service.env,
-    runAs: o2.runAs,
-    workdir: o2.service.workdir,
-    nspawnPath: o2.nspawnPath ?? "/usr/bin/systemd-nspawn",
-    limits: serviceLimits(o2)
-  });
-  return proxied(o2.service) ? sharedNetworkArgv(argv) : argv;
-}
-function serviceLimits(o2) {
-  return o2.service.limits ?? DEFAULT_LIMITS;
-}
-function limitLines(l) {
-  return `# Per-container limits (service.limits in lhc.yml).
-MemoryMax=${l.memory}
-MemorySwapMax=0
-TasksMax=${l.tasks}
-CPUQuota=${l.cpu}%
-LimitNOFILE=${l.nofile}
-`;
-}
-function successExitLine(o2) {
-  const codes = o2.service["success-exit-status"] ?? [];
-  if (!o2.service.inetd || codes.length === 0) return "";
-  return `# service.success-exit-status: exit codes that end a connection normally.
-SuccessExitStatus=${[...new Set(codes)].join(" ")}
-`;
-}
-var HEADER = (name) => `# Generated by lhc for ${name}; see README.md next to this file.
-`;
-function renderSocketUnit(o2) {
-  const inetd = o2.service.inetd === true;
-  return HEADER(o2.name) + `[Unit]
-Description=lhc ${o2.name}: ${inetd ? "one container per connection" : "listening socket"}
-
-[Socket]
-ListenStream=${listenPort(o2.service)}
-` + (inetd ? "Accept=yes\n# Each connection costs a container start: bound how many run at once.\nMaxConnections=32\nMaxConnectionsPerSource=8\n" : "Accept=no\n" + (proxied(o2.service) ? listenSocketLines(o2.name) : "# The daemon takes this socket itself (LISTEN_FDS): nspawn passes it into the container.\n")) + "\n[Install]\nWantedBy=sockets.target\n";
-}
-function renderServiceUnit(o2, p2) {
-  const inetd = o2.service.inetd === true;
-  const timeout = o2.service.timeout;
-  return HEADER(o2.name) + `[Unit]
-Description=lhc ${o2.name}${inetd ? " (connection %i)" : ""}
-# Wants=, not Requires=: restarting the root mount for a new image (install.sh upgrade) must
-# not stop a container still serving a connection from the old one; After= makes a new
-# connection wait for the new image instead.
-Wants=${mountUnitNames(p2).join(" ")}
-After=${mountUnitNames(p2).join(" ")}
-` + (inetd ? "CollectMode=inactive-or-failed\n" : "") + `
-[Service]
-ExecStart=${systemdExecLine(unitNspawnArgv(o2, p2))}
-` + (inetd ? "StandardInput=socket\nStandardOutput=socket\n" : proxied(o2.service) ? listenServiceLines(o2.name) : "# Started by the socket, whose listening socket nspawn hands to the daemon.\n") + "# nspawn and QEMU messages go to the journal, never to the client.\nStandardError=journal\n# --keep-unit runs the container in this unit's cgroup, which nspawn must be allowed to manage.\nDelegate=yes\nKillMode=mixed\n" + successExitLine(o2) + limitLines(serviceLimits(o2)) + (timeout !== void 0 && inetd ? `RuntimeMaxSec=${Math.ceil(timeout)}
-` : "") + (proxied(o2.service) ? "\n[Install]\nWantedBy=multi-user.target\n" : "");
-}
-function renderMountUnits(o2, p2) {
-  const rootMount = HEADER(o2.name) + `[Unit]
-Description=lhc ${o2.name}: read-only root image
-
-[Mount]
-What=${p2.image}
-Where=${p2.rootMount}
-Type=squashfs
-Options=loop,ro,nodev
-# Containers serving a connection keep the old image when a new one is mounted here.
-LazyUnmount=yes
-
-[Install]
-WantedBy=multi-user.target
-`;
-  const dataMount = HEADER(o2.name) + `[Unit]
-Description=lhc ${o2.name}: writable data partition (no exec, no setuid, no devices)
-
-[Mount]
-What=${p2.dataSource}
-Where=${p2.dataMount}
-Type=ext4
-Options=${p2.dataIsLoopFile ? "loop," : ""}noexec,nosuid,nodev
-
-[Install]
-WantedBy=multi-user.target
-`;
-  return { rootMount, dataMount };
-}
-function fstabField(s3) {
-  return s3.replace(/[ \t\n\\]/g, (c3) => `\\${c3.charCodeAt(0).toString(8).padStart(3, "0")}`);
-}
-function renderFstab(o2, p2) {
-  return `# lhc ${o2.name}: use these lines instead of the .mount units if you prefer /etc/fstab.
-${fstabField(p2.image)} ${fstabField(p2.rootMount)} squashfs loop,ro,nodev 0 0
-${fstabField(p2.dataSource)} ${fstabField(p2.dataMount)} ext4 ${p2.dataIsLoopFile ? "loop," : ""}noexec,nosuid,nodev 0 2
-`;
-}
-
 // src/deploy/readme.ts
 function renderReadme(o2, p2) {
   const rootUnit = `${systemdEscapePath(p2.rootMount)}.mount`;
@@ -41436,6 +41594,8 @@ joins that namespace (\`JoinsNamespaceOf=\`) and is the only way in`}; its stder
 (only \`lo\`, CAP_NET_ADMIN dropped), no new privileges, a private user namespace, and
 ${o2.dataPath ?? "/data"} is the only writable path, mounted noexec,nosuid,nodev.
 
+${o2.runtime === "systemd" ? sandboxedRuntimeText(o2, svc) : nspawnRuntimeText(svc)}
+
 \`deploy/fstab\` holds the same two mounts as /etc/fstab lines, for boards that prefer fstab.
 \`deploy/oci/config.json\` runs the same image under runc (\`runc run --bundle deploy/oci ${o2.name}\`,
 with the image mounted at ${p2.rootMount} and the data partition at ${p2.dataMount}), in a user
@@ -41446,6 +41606,31 @@ for runc shift the data partition's owners once, after unpacking the template:
 ${shiftOwnersCommand(p2.dataMount)}
 \`\`\`
 `;
+}
+function sandboxedRuntimeText(o2, svc) {
+  return `## Runtime: systemd (\`deploy.runtime: systemd\`)
+
+\`${svc}\` runs ${o2.service.command[0]} directly, with no systemd-nspawn process: systemd itself
+sandboxes it (\`RootDirectory=\` on the read-only image, ${o2.dataPath ?? "/data"} bound from the
+data partition, private network, users, devices and IPC, \`ProtectSystem=strict\`, an empty
+capability bounding set, \`NoNewPrivileges=\`, a system-call filter, noexec scratch mounts and the
+limits from service.limits). It runs as the system user \`lhc-${o2.name}\`, which install.sh
+creates with systemd-sysusers from \`deploy/${o2.name}.sysusers.conf\`. The service can write
+only what that user may write on the data partition. \`MemoryDenyWriteExecute=yes\` needs the
+payload to run natively: a board that runs it under QEMU user-mode (a JIT) needs a drop-in
+with \`MemoryDenyWriteExecute=no\`. \`systemd-analyze security ${svc.replace("@.", "@i.")}\` scores
+this unit; the build's \`${o2.name}.exposure.json\` holds the score lhc measured.`;
+}
+function nspawnRuntimeText(svc) {
+  return `## Runtime: nspawn (the default)
+
+\`systemd-analyze security\` rates \`${svc}\` about 9.6 ("UNSAFE"; the build's score is in its
+exposure.json): it reads only the unit's own directives, and this unit runs systemd-nspawn as
+root with none, because nspawn needs those privileges to build the container. The confinement
+nspawn sets up afterwards (read-only root, private network, user namespace, dropped capabilities,
+no new privileges, its own system-call filter) is invisible to systemd-analyze; the hardening
+rows of \`lhc verify\` read it from the live payload instead. \`deploy.runtime: systemd\` puts the
+sandbox into the unit itself, where systemd-analyze sees it.`;
 }
 
 // src/deploy/install-script.ts
@@ -41472,6 +41657,8 @@ function renderInstallScript(i2) {
     ["SERVICE_UNIT", i2.units.service],
     ["UNIT_FILES", unitFiles.join(" ")],
     ["NSPAWN", i2.nspawnPath],
+    ["SYSUSERS_FILE", i2.sysusers?.bundle ?? ""],
+    ["SYSUSERS_NAME", i2.sysusers?.installed ?? ""],
     ["PROGRAMS", i2.programs.join(" ")]
   ];
   return `#!/bin/sh
@@ -41496,7 +41683,9 @@ check_board() {
   for t in systemctl mount umount sha256sum tar cmp mkfs.ext4 truncate; do
     command -v "$t" >/dev/null 2>&1 || die "$t is missing on the board (packages: systemd, mount, coreutils, tar, diffutils, e2fsprogs)"
   done
-  [ -x "$NSPAWN" ] || die "$NSPAWN is missing: install the systemd-container package"
+  [ -z "$NSPAWN" ] || [ -x "$NSPAWN" ] || die "$NSPAWN is missing: install the systemd-container package"
+  [ -z "$SYSUSERS_FILE" ] || command -v systemd-sysusers >/dev/null 2>&1 ||
+    die "systemd-sysusers is missing: it makes the user the service runs as (package: systemd)"
   for p in $PROGRAMS; do
     [ -x "$p" ] || die "$p is missing: the units run it (package: systemd)"
   done
@@ -41518,17 +41707,24 @@ check_sums() {
     die "the artifacts do not match SHA256SUMS: copy them again"
 }
 
-release_id() { sha256sum "$1" | cut -c1-16; }
+image_id() { sha256sum "$1" | cut -c1-16; }
+
+# A release is the image and the units it runs with: a new runtime (deploy.runtime) or unit on
+# the same image is a release of its own, so rollback returns to the units too.
+release_id() {
+  { sha256sum "$OUT/$IMAGE_FILE"; for u in $UNIT_FILES $SYSUSERS_FILE; do sha256sum "$HERE/$u"; done; } |
+    sed 's|  .*/|  |' | sha256sum | cut -c1-16
+}
 
 # releases/<id>: the image and its units, written under a temporary name and renamed into place.
 stage_release() {
-  id=$(release_id "$OUT/$IMAGE_FILE")
+  id=$(release_id)
   rel="$BOARD_DIR/releases/$id"
   if [ ! -f "$rel/$IMAGE_FILE" ]; then
     rm -rf "$rel.new"
     install -d -m 0755 "$rel.new/units"
     install -m 0644 "$OUT/$IMAGE_FILE" "$rel.new/$IMAGE_FILE"
-    for u in $UNIT_FILES; do install -m 0644 "$HERE/$u" "$rel.new/units/$u"; done
+    for u in $UNIT_FILES $SYSUSERS_FILE; do install -m 0644 "$HERE/$u" "$rel.new/units/$u"; done
     mv -T "$rel.new" "$rel"
   fi
   echo "$id"
@@ -41586,9 +41782,29 @@ prune_releases() {
   done
 }
 
+# The user a sandboxed service runs as (runtime systemd): systemd-sysusers makes it once.
+ensure_user() {
+  [ -n "$SYSUSERS_FILE" ] || return 0
+  src="$BOARD_DIR/releases/$1/units/$SYSUSERS_FILE"
+  [ -f "$src" ] || return 0
+  install -d -m 0755 /etc/sysusers.d
+  install -m 0644 "$src" "/etc/sysusers.d/.$SYSUSERS_NAME.new"
+  mv -T "/etc/sysusers.d/.$SYSUSERS_NAME.new" "/etc/sysusers.d/$SYSUSERS_NAME"
+  systemd-sysusers "/etc/sysusers.d/$SYSUSERS_NAME"
+}
+
+# The sandboxed service is that user, not root: it gets what root owned on the data partition
+# (as the template made it). An nspawn container's root can still write there after a switch back.
+own_data() {
+  [ -n "$SYSUSERS_NAME" ] || return 0
+  u=\${SYSUSERS_NAME%.conf}
+  find "$DATA_MOUNT" -xdev \\( -path "$DATA_MOUNT/lost+found" -prune \\) -o -user 0 -exec chown -h "$u:$u" {} +
+}
+
 # Makes release $1 current (the old one becomes previous) and restarts what runs the image.
 activate() {
   new=$1 old=$(current_id)
+  ensure_user "$new"
   changed=$(install_units "$new")
   [ -z "$changed" ] || systemctl daemon-reload
   if [ "$new" != "$old" ]; then
@@ -41606,6 +41822,7 @@ activate() {
     systemctl restart "$ROOT_MOUNT_UNIT"
   fi
   systemctl start "$ROOT_MOUNT_UNIT" "$DATA_MOUNT_UNIT"
+  own_data
   # A listening service runs one long-lived container: restart it (and its proxy) on the new image.
   for u in $UNIT_FILES; do
     case $u in *@.service) ;; *.service) [ -z "$old" ] || [ "$new" = "$old" ] || systemctl try-restart "$u" ;; esac
@@ -41625,7 +41842,7 @@ cmd_install() {
   install -d -m 0755 "$BOARD_DIR" "$BOARD_DIR/releases" "$DATA_MOUNT" "$BOARD_DIR/root"
   # An image installed by hand (the README's manual steps) becomes the first release.
   if [ -f "$BOARD_DIR/$IMAGE_FILE" ] && [ ! -L "$BOARD_DIR/$IMAGE_FILE" ]; then
-    adopted=$(release_id "$BOARD_DIR/$IMAGE_FILE")
+    adopted=$(image_id "$BOARD_DIR/$IMAGE_FILE")
     install -d -m 0755 "$BOARD_DIR/releases/$adopted/units"
     for u in $UNIT_FILES; do install -m 0644 "$HERE/$u" "$BOARD_DIR/releases/$adopted/units/$u"; done
     mv "$BOARD_DIR/$IMAGE_FILE" "$BOARD_DIR/releases/$adopted/$IMAGE_FILE"
@@ -41658,6 +41875,8 @@ cmd_uninstall() {
   done
   for u in $UNIT_FILES; do systemctl disable --now --quiet "$u" 2>/dev/null || true; done
   for u in $UNIT_FILES; do rm -f "$UNIT_DIR/$u"; done
+  # The user stays (systemd-sysusers never removes one): files on the data partition keep an owner.
+  [ -z "$SYSUSERS_NAME" ] || rm -f "/etc/sysusers.d/$SYSUSERS_NAME"
   systemctl daemon-reload
   rm -rf "$BOARD_DIR/releases" "$BOARD_DIR/current" "$BOARD_DIR/previous" "$BOARD_DIR/$IMAGE_FILE"
   rmdir "$BOARD_DIR/root" 2>/dev/null || true
@@ -41683,7 +41902,7 @@ esac
 // src/deploy/bundle.ts
 function boardPaths(o2) {
   const boardDir = o2.boardDir ?? `/var/lib/lhc/${o2.name}`;
-  if (!path25.isAbsolute(boardDir))
+  if (!path26.isAbsolute(boardDir))
     throw new UserError(`board directory must be absolute, got ${boardDir}`);
   const dataSource = o2.dataSource ?? `${boardDir}/${o2.name}-data.ext4`;
   return {
@@ -41699,7 +41918,7 @@ async function writeDeployBundle(o2) {
   if (!o2.service.command[0]?.startsWith("/"))
     throw new UserError("service.command[0] must be an absolute path in the image");
   const p2 = boardPaths(o2);
-  const dir = path25.join(o2.outDir, "deploy");
+  const dir = path26.join(o2.outDir, "deploy");
   const inetd = o2.service.inetd === true;
   const { rootMount, dataMount } = renderMountUnits(o2, p2);
   const units = {
@@ -41709,6 +41928,8 @@ async function writeDeployBundle(o2) {
     dataMount: `${systemdEscapePath(p2.dataMount)}.mount`,
     ...proxied(o2.service) ? { proxy: proxyUnitName(o2.name) } : {}
   };
+  const sandboxed = o2.runtime === "systemd";
+  const sysusers = sysusersFiles(o2.name);
   const ids = ociUser(o2.runAs);
   const contents = {
     [units.socket]: renderSocketUnit(o2),
@@ -41719,12 +41940,14 @@ async function writeDeployBundle(o2) {
     "oci/config.json": JSON.stringify(ociConfig(o2, p2, ids, { userNamespace: OCI_USER_NAMESPACE }), null, 2) + "\n",
     "README.md": renderReadme(o2, p2)
   };
+  if (sandboxed) contents[sysusers.bundle] = renderSysusers(o2.name);
   if (proxied(o2.service))
     contents[proxyUnitName(o2.name)] = renderProxyUnit(
       o2.name,
       listenPort(o2.service),
       systemdExecLine,
-      HEADER(o2.name)
+      HEADER(o2.name),
+      sandboxed ? PROXY_SANDBOX : ""
     );
   contents["install.sh"] = renderInstallScript({
     name: o2.name,
@@ -41735,16 +41958,18 @@ async function writeDeployBundle(o2) {
     dataIsLoopFile: p2.dataIsLoopFile,
     dataMount: p2.dataMount,
     units: { ...units, extra: proxied(o2.service) ? [proxyUnitName(o2.name)] : [] },
-    nspawnPath: o2.nspawnPath ?? "/usr/bin/systemd-nspawn",
+    // The sandboxed service needs no nspawn on the board, but a user made by systemd-sysusers.
+    nspawnPath: sandboxed ? "" : o2.nspawnPath ?? "/usr/bin/systemd-nspawn",
+    sysusers: sandboxed ? sysusers : void 0,
     programs: proxied(o2.service) ? PROXY_PROGRAMS : []
   });
   await mkdir5(o2.outDir, { recursive: true });
   await stageOutput(
     dir,
     async (tmp) => {
-      await mkdir5(path25.join(tmp, "oci"), { recursive: true, mode: 493 });
+      await mkdir5(path26.join(tmp, "oci"), { recursive: true, mode: 493 });
       for (const [f2, text] of Object.entries(contents))
-        await writeExclusive(path25.join(tmp, f2), text, f2.endsWith(".sh") ? 493 : 420);
+        await writeExclusive(path26.join(tmp, f2), text, f2.endsWith(".sh") ? 493 : 420);
     },
     o2.logger
   );
@@ -41761,11 +41986,11 @@ async function writeDeployBundle(o2) {
 
 // src/prune/closure.ts
 import { lstatSync as lstatSync4, readdirSync as readdirSync3 } from "node:fs";
-import path27 from "node:path";
+import path28 from "node:path";
 
 // src/elf/loader.ts
 import { closeSync, openSync, readdirSync as readdirSync2, readFileSync as readFileSync4, readSync } from "node:fs";
-import path26 from "node:path";
+import path27 from "node:path";
 
 // src/root/glob.ts
 function escapeRe(c3) {
@@ -41870,7 +42095,7 @@ var TRIPLETS = {
 var MUSL_ARCH = { aarch64: "aarch64", x86_64: "x86_64", arm: "armhf" };
 function libraryDirs(root, elf, elfPath) {
   const dirs = [];
-  const origin = path26.posix.dirname(elfPath);
+  const origin = path27.posix.dirname(elfPath);
   for (const r of elf.runpath) dirs.push(r.replace(/\$\{?ORIGIN\}?/g, origin));
   const musl = elf.interp !== void 0 && /ld-musl/.test(elf.interp);
   if (musl) {
@@ -41905,12 +42130,12 @@ function ldSoConfDirs(root, file2, depth) {
       if (line.startsWith("/")) dirs.push(line);
       continue;
     }
-    const pattern = inc[1].startsWith("/") ? inc[1] : path26.posix.join(path26.posix.dirname(file2), inc[1]);
-    const dir = resolveTraced(root, path26.posix.dirname(pattern));
+    const pattern = inc[1].startsWith("/") ? inc[1] : path27.posix.join(path27.posix.dirname(file2), inc[1]);
+    const dir = resolveTraced(root, path27.posix.dirname(pattern));
     if (!dir.exists || dir.kind !== "dir") continue;
     const re2 = globToRegExp(pattern);
     for (const name of readdirSync2(dir.host).sort()) {
-      const candidate = path26.posix.join(path26.posix.dirname(pattern), name);
+      const candidate = path27.posix.join(path27.posix.dirname(pattern), name);
       if (re2.test(candidate)) dirs.push(...ldSoConfDirs(root, candidate, depth + 1));
     }
   }
@@ -41939,7 +42164,7 @@ function shebang(file2) {
 function walkRoot(root) {
   const out = /* @__PURE__ */ new Map();
   const visit3 = (inRoot) => {
-    const host = path27.join(root, inRoot);
+    const host = path28.join(root, inRoot);
     const st2 = lstatSync4(host);
     const kind = st2.isSymbolicLink() ? "symlink" : st2.isDirectory() ? "dir" : st2.isFile() ? "file" : "other";
     out.set(inRoot, { kind, st: st2 });
@@ -41982,7 +42207,7 @@ async function computeClosure(root, all, trace, config2, logger) {
       e.noFollow ?? false
     );
     if (e.op === "getdents" && r.exists && r.kind === "dir" && !r.virtual) {
-      for (const name of readdirSync3(r.host)) add(path27.posix.join(r.inRoot, name), "dir-listing");
+      for (const name of readdirSync3(r.host)) add(path28.posix.join(r.inRoot, name), "dir-listing");
     }
   }
   const entry = addLookup(trace.entrypoint, "entrypoint");
@@ -42005,7 +42230,7 @@ async function computeClosure(root, all, trace, config2, logger) {
       scanned.add(p2);
       let elf;
       try {
-        elf = await readElf(path27.join(root, p2));
+        elf = await readElf(path28.join(root, p2));
       } catch (err) {
         logger.debug(`not parsing ${p2} as ELF: ${err.message}`);
         continue;
@@ -42013,7 +42238,7 @@ async function computeClosure(root, all, trace, config2, logger) {
       if (!elf) {
         const why = kept.get(p2);
         if (why.has("entrypoint") || why.has("traced-exec")) {
-          const interpreter = shebang(path27.join(root, p2));
+          const interpreter = shebang(path28.join(root, p2));
           if (interpreter) {
             const r = addLookup(interpreter, "shebang-interp");
             if (r.exists) changed = true;
@@ -42029,7 +42254,7 @@ async function computeClosure(root, all, trace, config2, logger) {
       }
       const dirs = elf.needed.length > 0 ? libraryDirs(root, elf, p2) : [];
       for (const lib of elf.needed) {
-        const candidates = lib.includes("/") ? [lib.startsWith("/") ? lib : path27.posix.join(path27.posix.dirname(p2), lib)] : dirs.map((d) => path27.posix.join(d, lib));
+        const candidates = lib.includes("/") ? [lib.startsWith("/") ? lib : path28.posix.join(path28.posix.dirname(p2), lib)] : dirs.map((d) => path28.posix.join(d, lib));
         const hit = candidates.find((c3) => {
           const r = resolveTraced(root, c3);
           return r.exists && r.kind === "file";
@@ -42056,7 +42281,7 @@ async function computeClosure(root, all, trace, config2, logger) {
     }
   }
   for (const p2 of [...kept.keys()]) {
-    for (let d = path27.posix.dirname(p2); d !== "/" && d !== "."; d = path27.posix.dirname(d)) {
+    for (let d = path28.posix.dirname(p2); d !== "/" && d !== "."; d = path28.posix.dirname(d)) {
       if (kept.has(d)) {
         kept.get(d).add("parent-dir");
         continue;
@@ -42126,53 +42351,64 @@ function sha256sumsLine(sha2562, name) {
 
 // src/stages/outputs.ts
 function failureReportPath(outDir, name) {
-  return path28.join(outDir, `${name}.build-failed.txt`);
+  return path29.join(outDir, `${name}.build-failed.txt`);
 }
 async function retractSha256Sums(outDir) {
-  await rm7(path28.join(outDir, "SHA256SUMS"), { force: true });
+  await rm7(path29.join(outDir, "SHA256SUMS"), { force: true });
 }
 async function writeTraceReport(report, file2, logger) {
-  await mkdir6(path28.dirname(file2), { recursive: true });
+  await mkdir6(path29.dirname(file2), { recursive: true });
   await writeOutputFile(file2, formatPruneReport(report), { logger });
 }
 async function writeSha256Sums(dir, files, logger) {
   const lines = [];
   for (const f2 of [...new Set(files)].sort()) {
-    lines.push(sha256sumsLine(await sha256File(path28.join(dir, f2)), f2));
+    lines.push(sha256sumsLine(await sha256File(path29.join(dir, f2)), f2));
   }
-  const out = path28.join(dir, "SHA256SUMS");
+  const out = path29.join(dir, "SHA256SUMS");
   await writeOutputFile(out, lines.join("\n") + "\n", { logger });
   return out;
 }
 async function writeOutputs(ctx, input2) {
   const { config: config2, packed } = input2;
-  const traceReport = path28.join(ctx.outDir, `${config2.name}.trace.json`);
+  const traceReport = path29.join(ctx.outDir, `${config2.name}.trace.json`);
   await writeTraceReport(input2.report, traceReport, ctx.logger);
   const bundle = await writeDeployBundle({
     name: config2.name,
     outDir: ctx.outDir,
     service: config2.service,
     dataPath: config2.data.path,
-    imageFile: path28.basename(packed.image),
-    dataTemplateFile: path28.basename(packed.dataTemplate),
+    imageFile: path29.basename(packed.image),
+    dataTemplateFile: path29.basename(packed.dataTemplate),
     runAs: await readRunAs(config2, input2.prunedRoot),
+    runtime: config2.deploy.runtime,
     logger: ctx.logger
   });
+  const serviceUnits = [bundle.units.service, ...bundle.units.proxy ? [bundle.units.proxy] : []];
+  const exposure = await scoreUnits(
+    ctx.outDir,
+    serviceUnits.map((u3) => `deploy/${u3}`),
+    config2.deploy.runtime,
+    ctx.logger
+  );
+  const exposureFile = exposure ? await writeExposure(ctx.outDir, config2.name, exposure, ctx.logger) : void 0;
+  if (exposure) ctx.logger.info(`exposure (systemd-analyze security): ${exposureLine(exposure)}`);
   const files = [
-    path28.basename(packed.image),
-    path28.basename(packed.dataTemplate),
-    path28.basename(packed.manifest),
-    path28.basename(traceReport),
-    ...bundle.files
+    path29.basename(packed.image),
+    path29.basename(packed.dataTemplate),
+    path29.basename(packed.manifest),
+    path29.basename(traceReport),
+    ...bundle.files,
+    ...exposureFile ? [path29.basename(exposureFile)] : []
   ];
-  return { traceReport, bundle, files };
+  return { traceReport, bundle, exposure, files };
 }
 async function sealOutputs(ctx, input2) {
   const report = failureReportPath(ctx.outDir, input2.name);
   if (input2.failure === void 0) {
     if (existsSync8(report)) {
       await rm7(report, { force: true });
-      ctx.logger.info(`removed ${path28.basename(report)} left by an earlier failed build`);
+      ctx.logger.info(`removed ${path29.basename(report)} left by an earlier failed build`);
     }
     return { sha256sums: await writeSha256Sums(ctx.outDir, input2.files, ctx.logger) };
   }
@@ -42187,7 +42423,7 @@ ${input2.failure.trimEnd()}
     { logger: ctx.logger }
   );
   ctx.logger.warn(
-    `build failed: no SHA256SUMS written; what failed is in ${path28.basename(report)} in ${ctx.outDir}`
+    `build failed: no SHA256SUMS written; what failed is in ${path29.basename(report)} in ${ctx.outDir}`
   );
   return { failureReport: report };
 }
@@ -42195,7 +42431,7 @@ ${input2.failure.trimEnd()}
 // src/stages/pack.ts
 import { createHash as createHash6 } from "node:crypto";
 import { lstat as lstat8, mkdir as mkdir7, stat as stat4 } from "node:fs/promises";
-import path30 from "node:path";
+import path31 from "node:path";
 
 // src/tools/mksquashfs.ts
 var ROOT_MODE = 493;
@@ -42236,7 +42472,7 @@ function mksquashfsEnv() {
 import { createHash as createHash5 } from "node:crypto";
 import { chmod as chmod2, lstat as lstat7, mkdtemp as mkdtemp5, readlink as readlink3, rm as rm8 } from "node:fs/promises";
 import os8 from "node:os";
-import path29 from "node:path";
+import path30 from "node:path";
 function archiveStat(st2, owner) {
   const s3 = Object.assign(Object.create(Object.getPrototypeOf(st2)), st2);
   return Object.assign(s3, {
@@ -42258,7 +42494,7 @@ var SUPPORTED = (st2) => st2.isFile() || st2.isDirectory() || st2.isSymbolicLink
 function templateLinkProblem(rel, target) {
   if (target.startsWith("/"))
     return `'${rel}' is a symlink to the absolute path ${target}; use a relative target inside the template`;
-  const resolved = path29.posix.normalize(path29.posix.join(path29.posix.dirname(rel), target));
+  const resolved = path30.posix.normalize(path30.posix.join(path30.posix.dirname(rel), target));
   if (resolved === ".." || resolved.startsWith("../"))
     return `'${rel}' is a symlink to ${target}, which points outside the template`;
   return void 0;
@@ -42269,7 +42505,7 @@ async function tarDirectory(dir, epoch, owner = { uid: 0, gid: 0 }) {
   const unsupported = [];
   const badLinks = [];
   for (const rel of rels) {
-    const abs = path29.resolve(dir, rel || ".");
+    const abs = path30.resolve(dir, rel || ".");
     const st2 = await lstat7(abs);
     if (!SUPPORTED(st2)) unsupported.push(rel);
     if (st2.isSymbolicLink()) {
@@ -42379,7 +42615,7 @@ async function writeDataTemplate(o2) {
   let tmp;
   try {
     if (dir === void 0) {
-      tmp = await mkdtemp5(path29.join(os8.tmpdir(), "lhc-empty-data-"));
+      tmp = await mkdtemp5(path30.join(os8.tmpdir(), "lhc-empty-data-"));
       await chmod2(tmp, 493);
       dir = tmp;
     }
@@ -42414,13 +42650,12 @@ async function requireDir(dir, what) {
   }
   if (!st2.isDirectory()) throw new UserError(`${what} ${dir} is not a directory`);
 }
-async function packImage(ctx, input2) {
-  const o2 = { ...input2, outDir: ctx.outDir, logger: ctx.logger, signal: ctx.signal };
+async function packImage(o2) {
   const dataPath = o2.dataPath ?? "/data";
   const names = artifactNames(o2.name, o2.fileNames);
   await requireDir(o2.root, "root");
   if (o2.dataDir !== void 0) await requireDir(o2.dataDir, "data directory");
-  const mountPoint = path30.join(o2.root, dataPath);
+  const mountPoint = path31.join(o2.root, dataPath);
   try {
     if (!(await stat4(mountPoint)).isDirectory()) throw new Error("not a directory");
   } catch {
@@ -42429,9 +42664,9 @@ async function packImage(ctx, input2) {
     );
   }
   await mkdir7(o2.outDir, { recursive: true });
-  const image = path30.join(o2.outDir, names.image);
-  const dataTemplate = path30.join(o2.outDir, names.dataTemplate);
-  const manifestFile = path30.join(o2.outDir, names.manifest);
+  const image = path31.join(o2.outDir, names.image);
+  const dataTemplate = path31.join(o2.outDir, names.dataTemplate);
+  const manifestFile = path31.join(o2.outDir, names.manifest);
   o2.logger.info(`packing ${o2.root} into ${image} (squashfs, xz, epoch ${o2.epoch})`);
   await stageOutput(
     image,
@@ -42482,11 +42717,11 @@ async function packImage(ctx, input2) {
 }
 
 // src/stages/prune.ts
-import path33 from "node:path";
+import path34 from "node:path";
 
 // src/harness/data.ts
 import { chmod as chmod3, mkdir as mkdir8, readdir as readdir4, rm as rm9 } from "node:fs/promises";
-import path31 from "node:path";
+import path32 from "node:path";
 async function seedDataDir(config2, root, dir) {
   await rm9(dir, { recursive: true, force: true });
   await mkdir8(dir, { recursive: true, mode: 493 });
@@ -42510,12 +42745,12 @@ async function unpackTemplate(template, dir, opts = {}) {
       onwarn: (code, message) => warnings.push(`${code}: ${message}`),
       onReadEntry: (e) => {
         if (e.type !== "SymbolicLink" && e.mode !== void 0) {
-          modes.push({ file: path31.resolve(dir, e.path), mode: e.mode & 4095 });
+          modes.push({ file: path32.resolve(dir, e.path), mode: e.mode & 4095 });
         }
         if (e.uid === void 0 || e.gid === void 0) return;
         const key = `${e.uid}:${e.gid}`;
         const list = owners.get(key) ?? [];
-        list.push(path31.resolve(dir, e.path));
+        list.push(path32.resolve(dir, e.path));
         owners.set(key, list);
       }
     });
@@ -42549,7 +42784,7 @@ import {
   symlink,
   utimes
 } from "node:fs/promises";
-import path32 from "node:path";
+import path33 from "node:path";
 function octal(mode2) {
   return (mode2 & 4095).toString(8).padStart(4, "0");
 }
@@ -42561,8 +42796,8 @@ async function writePrunedRoot(root, all, kept, mounts, prunedRoot, logger) {
   const dirTimes = [];
   for (const p2 of [...kept.keys()].sort()) {
     const e = all.get(p2);
-    const src = path32.join(root, p2);
-    const dst = path32.join(prunedRoot, p2);
+    const src = path33.join(root, p2);
+    const dst = path33.join(prunedRoot, p2);
     if (e.kind === "dir") {
       await mkdir9(dst);
       dirTimes.push({ host: dst, st: e.st });
@@ -42587,7 +42822,7 @@ async function writePrunedRoot(root, all, kept, mounts, prunedRoot, logger) {
     });
   }
   for (const m2 of mounts) {
-    const dst = path32.join(prunedRoot, m2);
+    const dst = path33.join(prunedRoot, m2);
     const existing = list.find((k2) => k2.path === m2);
     if (existing) {
       if (!existing.why.includes("mount-point")) existing.why.push("mount-point");
@@ -42595,7 +42830,13 @@ async function writePrunedRoot(root, all, kept, mounts, prunedRoot, logger) {
     }
     const e = all.get(m2);
     const mode2 = e?.kind === "dir" ? e.st.mode & 4095 : m2 === "/tmp" ? 1023 : 493;
-    await mkdir9(path32.dirname(dst), { recursive: true });
+    for (let parent = path33.posix.dirname(m2); parent !== "/"; parent = path33.posix.dirname(parent)) {
+      if (list.some((k2) => k2.path === parent)) continue;
+      await mkdir9(path33.join(prunedRoot, parent), { recursive: true, mode: 493 });
+      await chmod4(path33.join(prunedRoot, parent), 493);
+      list.push({ path: parent, kind: "dir", mode: octal(493), bytes: 0, why: ["mount-point"] });
+    }
+    await mkdir9(path33.dirname(dst), { recursive: true });
     await mkdir9(dst);
     await chmod4(dst, mode2);
     if (e?.kind === "dir") await lchown(dst, e.st.uid, e.st.gid).catch(() => void 0);
@@ -42609,17 +42850,17 @@ async function writePrunedRoot(root, all, kept, mounts, prunedRoot, logger) {
 }
 
 // src/stages/prune.ts
-async function pruneRoot(ctx, { root, trace, config: config2 }) {
-  const { logger } = ctx;
+async function pruneRoot(root, trace, config2, opts) {
+  const { logger } = opts;
   const all = walkRoot(root);
   const closure = await computeClosure(root, all, trace, config2, logger);
-  const prunedRoot = path33.join(ctx.work.pruned, "root");
-  const dataDir = path33.join(ctx.work.pruned, "data");
+  const prunedRoot = path34.join(opts.outDir, "root");
+  const dataDir = path34.join(opts.outDir, "data");
   const list = await writePrunedRoot(
     root,
     all,
     closure.kept,
-    mountPoints(config2.data.path),
+    mountPoints(config2.data.path, config2.deploy.runtime),
     prunedRoot,
     logger
   );
@@ -42629,63 +42870,35 @@ async function pruneRoot(ctx, { root, trace, config: config2 }) {
   return { prunedRoot, dataDir, report };
 }
 
-// src/core/stage.ts
-import { mkdtemp as mkdtemp6, rmdir as rmdir2 } from "node:fs/promises";
-import os9 from "node:os";
-import path35 from "node:path";
-
 // src/core/work-layout.ts
-import path34 from "node:path";
+import path35 from "node:path";
 function workLayout(dir) {
-  const abs = path34.resolve(dir);
+  const abs = path35.resolve(dir);
   return {
     dir: abs,
-    root: path34.join(abs, "root"),
-    trace: path34.join(abs, "trace"),
-    pruned: path34.join(abs, "pruned"),
-    selfCheck: path34.join(abs, "self-check"),
-    lua: path34.join(abs, "lua"),
-    verify: path34.join(abs, "verify")
+    root: path35.join(abs, "root"),
+    trace: path35.join(abs, "trace"),
+    pruned: path35.join(abs, "pruned"),
+    selfCheck: path35.join(abs, "self-check")
   };
 }
 function traceScratch(dir) {
   return {
     /** The writable view of the root the service runs on (overlay mount point or copy). */
-    view: path34.join(dir, "trace-root"),
-    upper: path34.join(dir, "trace-upper"),
-    overlayWork: path34.join(dir, "trace-overlay-work"),
-    data: path34.join(dir, "trace-data"),
+    view: path35.join(dir, "trace-root"),
+    upper: path35.join(dir, "trace-upper"),
+    overlayWork: path35.join(dir, "trace-overlay-work"),
+    data: path35.join(dir, "trace-data"),
     /** Raw traces (QEMU FIFO text, strace logs), kept for debugging. */
-    raw: path34.join(dir, "raw")
+    raw: path35.join(dir, "raw")
   };
 }
 function selfCheckScratch(dir) {
   return {
     /** The pruned root, bind-mounted read-only. */
-    view: path34.join(dir, "self-check-root"),
-    data: path34.join(dir, "self-check-data")
+    view: path35.join(dir, "self-check-root"),
+    data: path35.join(dir, "self-check-data")
   };
-}
-
-// src/core/stage.ts
-function stageContext(o2) {
-  return {
-    logger: o2.logger,
-    store: o2.store ?? new Store(void 0, o2.logger),
-    work: workLayout(o2.workDir),
-    outDir: path35.resolve(o2.outDir ?? o2.workDir),
-    env: o2.env ?? process.env,
-    ...o2.signal ? { signal: o2.signal } : {}
-  };
-}
-async function withScratchContext(o2, fn) {
-  const ctx = stageContext({ ...o2, workDir: await mkdtemp6(path35.join(os9.tmpdir(), "lhc-")) });
-  try {
-    return await fn(ctx);
-  } finally {
-    for (const d of [ctx.work.lua, ctx.work.verify, ctx.work.dir])
-      await rmdir2(d).catch(() => void 0);
-  }
 }
 
 // src/stages/root.ts
@@ -42722,7 +42935,7 @@ import {
   writeSync,
   readlinkSync as readlinkSync3
 } from "node:fs";
-import { mkdir as mkdir10, mkdtemp as mkdtemp7, rm as rm11, stat as stat5 } from "node:fs/promises";
+import { mkdir as mkdir10, mkdtemp as mkdtemp6, rm as rm11, stat as stat5 } from "node:fs/promises";
 import path36 from "node:path";
 import { createGunzip } from "node:zlib";
 var ExtractError = class extends UserError {
@@ -43107,7 +43320,7 @@ async function extractTarball(archive, dest, opts = {}) {
       code === "EEXIST" ? `extraction target ${dest} already exists: extraction needs a fresh directory` : `cannot create extraction target ${dest}: ${code ?? String(e)}`
     );
   }
-  const tmpDir = compression === "xz" ? await mkdtemp7(path36.join(path36.dirname(dest), ".lhc-xz-")) : void 0;
+  const tmpDir = compression === "xz" ? await mkdtemp6(path36.join(path36.dirname(dest), ".lhc-xz-")) : void 0;
   const ex = new Extractor(archive, dest, compression, opts);
   try {
     let source;
@@ -43374,15 +43587,9 @@ function describeExtract(s3) {
   const skipped = s3.skipped.devices + s3.skipped.fifos + s3.skipped.other;
   return `${s3.files} files, ${s3.dirs} dirs, ${s3.symlinks} symlinks, ${s3.hardlinks} hardlinks, ${s3.bytes} bytes` + (skipped ? `; skipped ${s3.skipped.devices} device nodes, ${s3.skipped.fifos} fifos, ${s3.skipped.other} other` : "") + (s3.setidStripped ? `; setuid/setgid removed from ${s3.setidStripped}` : "");
 }
-async function assembleRoot(ctx, { config: config2, ...input2 }) {
-  const opts = {
-    ...input2,
-    store: ctx.store,
-    logger: ctx.logger,
-    signal: ctx.signal
-  };
+async function assembleRoot(config2, opts) {
   const { logger } = opts;
-  const root = ctx.work.root;
+  const root = path37.join(opts.workDir, "root");
   const base = config2.base;
   if (config2.prepare !== void 0 && base.type === "scratch") {
     throw new ConfigError(
@@ -43507,8 +43714,7 @@ async function giveToDirOwner(file2) {
   const dir = await stat7(path38.dirname(file2));
   if (dir.uid !== 0) await chown(file2, dir.uid, dir.gid);
 }
-async function recordFixtures(ctx, { config: config2, responses }) {
-  const { logger } = ctx;
+async function recordFixtures(config2, responses, logger) {
   const root = await projectRoot(config2.dir);
   const out = [];
   const writes = [];
@@ -43735,7 +43941,7 @@ function responseDiff(name, before, after) {
 
 // src/harness/mounts.ts
 import { existsSync as existsSync10 } from "node:fs";
-import { readFile as readFile7, readdir as readdir5, rm as rm13, rmdir as rmdir3 } from "node:fs/promises";
+import { readFile as readFile7, readdir as readdir5, rm as rm13, rmdir as rmdir2 } from "node:fs/promises";
 import path40 from "node:path";
 
 // src/verify/hardening.ts
@@ -43894,6 +44100,19 @@ function checkNetwork(netDev) {
     detail: `interfaces: ${names.join(", ") || "(none)"}`
   };
 }
+function checkNotHostRoot(status) {
+  const name = "not root on the host, no way to become it";
+  const uids = (statusField(status, "Uid") ?? "").split(/\s+/).filter(Boolean).map(Number);
+  const bnd = statusField(status, "CapBnd") ?? "";
+  const nnp = statusField(status, "NoNewPrivs");
+  const noCaps = /^[0-9a-f]+$/i.test(bnd) && BigInt(`0x${bnd}`) === 0n;
+  const ok = uids.length === 4 && uids.every((u3) => u3 !== 0) && noCaps && nnp === "1";
+  return {
+    name,
+    ok,
+    detail: `host uids ${uids.join("/") || "(missing)"}, CapBnd ${bnd || "(missing)"}, NoNewPrivs ${nnp ?? "(missing)"}`
+  };
+}
 function limitRow(limits, row) {
   const line = limits.split("\n").find((l) => l.startsWith(row));
   const f2 = line?.slice(row.length).trim().split(/\s+/);
@@ -43909,7 +44128,7 @@ function checkRlimits(limits, want) {
   const ok = !!files && !!procs && Math.max(...files) <= want.nofile && Math.max(...procs) <= want.tasks;
   return { name, ok, detail: `open files ${show(files)}, processes ${show(procs)} (soft/hard)` };
 }
-async function inspectProcess(pid, dataPath, limits, runAs) {
+async function inspectProcess(pid, dataPath, limits, runAs, identity3 = "user-namespace") {
   const read2 = (f2) => readFile6(`/proc/${pid}/${f2}`, "utf8");
   const [mountinfo, status, uidMap, gidMap, netDev, rlimits] = await Promise.all([
     read2("mountinfo"),
@@ -43927,7 +44146,7 @@ async function inspectProcess(pid, dataPath, limits, runAs) {
     checkNetwork(netDev),
     checkNoNewPrivs(status),
     checkCapabilities(status),
-    checkUidMap(uidMap),
+    identity3 === "user-namespace" ? checkUidMap(uidMap) : checkNotHostRoot(status),
     ...limits ? [checkRlimits(rlimits, limits)] : [],
     ...runAs ? [checkUser(status, uidMap, gidMap, runAs)] : []
   ];
@@ -44198,7 +44417,7 @@ async function releaseLoop(dev, image, logger) {
 async function removeWorkDir(workDir, mountPoints2) {
   for (const m2 of mountPoints2) {
     if (await mountAt(m2)) throw new Error(`${m2} is still mounted; leaving ${workDir} in place`);
-    if (existsSync10(m2)) await rmdir3(m2).catch(() => void 0);
+    if (existsSync10(m2)) await rmdir2(m2).catch(() => void 0);
   }
   if (existsSync10(workDir) && (await readdir5(workDir)).every((n2) => !mountPoints2.includes(path40.join(workDir, n2)))) {
     await rm13(workDir, { recursive: true, force: true });
@@ -44232,33 +44451,8 @@ async function bindReadOnly(source, target, logger) {
 }
 
 // src/harness/run.ts
-import { rm as rm14 } from "node:fs/promises";
+import { readFile as readFile9, rm as rm14 } from "node:fs/promises";
 import path42 from "node:path";
-
-// src/core/parallel.ts
-import os10 from "node:os";
-function probeParallelism() {
-  return Math.max(1, os10.availableParallelism());
-}
-async function mapBounded(items, limit, fn) {
-  const results = new Array(items.length);
-  const failures = /* @__PURE__ */ new Map();
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length && failures.size === 0) {
-      const i2 = next++;
-      try {
-        results[i2] = await fn(items[i2], i2);
-      } catch (e) {
-        failures.set(i2, e);
-      }
-    }
-  };
-  const workers = Math.max(1, Math.min(limit, items.length));
-  await Promise.all(Array.from({ length: workers }, worker));
-  if (failures.size > 0) throw failures.get(Math.min(...failures.keys()));
-  return results;
-}
 
 // src/harness/client.ts
 import http from "node:http";
@@ -44459,28 +44653,6 @@ function gopherUrl(host, port2, selector, type = "1") {
   ).join("");
   return `gopher://${host}:${port2}/${type}${enc}`;
 }
-async function askProbe(probe, via, opts) {
-  if (!("endpoint" in via)) {
-    const raw = await via.stdio(probeRequest(probe));
-    if (probe.type !== "http") return { body: raw };
-    const { status, body } = parseHttpResponse(
-      raw,
-      `probe '${probe.name}' (stdout of the service)`
-    );
-    return { status, body };
-  }
-  if (probe.type === "gopher")
-    return { body: await exchange(via.endpoint, gopherRequest(probe.selector), opts) };
-  if (probe.type === "tcp")
-    return {
-      body: await exchange(via.endpoint, tcpSendBytes(probe), {
-        ...opts,
-        halfClose: probe["half-close"],
-        idleMs: probe["idle-timeout"] * 1e3
-      })
-    };
-  return httpGet(via.endpoint, probe.path, opts);
-}
 
 // src/harness/listen.ts
 import { readFile as readFile8, readdir as readdir6, readlink as readlink5 } from "node:fs/promises";
@@ -44564,38 +44736,25 @@ function forwarderReady(sock) {
     return false;
   }
 }
-function startForwarder(pid, port2, sock, logger) {
-  return start(
-    ["nsenter", "-t", String(pid), "-n", process.execPath, "-e", FORWARDER, sock, String(port2)],
-    { privileged: true, logger }
-  );
-}
-async function forwarderUp(forwarder, sock, signal) {
-  if (!await waitFor(() => forwarderReady(sock) || void 0, 1e4, signal)) {
-    throw new UserError(
-      `the forwarder into the container's network namespace did not start: ${forwarder.command}`
-    );
-  }
-}
 async function activatorListens(pid, port2, logger) {
   const pids = [pid, ...descendants(pid).map((p2) => p2.pid)];
   const mine = await holdsListener(pids, port2);
   return mine ?? await listening(process.pid, port2, logger);
 }
-async function startInetd(argv, state, opts, timeoutMs, pickPort = freePort) {
-  const { logger, signal } = opts;
+async function startActivator(argv, accept, o2) {
+  const { logger, signal } = o2;
   let lastError = "";
   for (let attempt = 0; attempt < 3; attempt++) {
-    const port2 = await pickPort();
+    const port2 = await (o2.pickPort ?? freePort)();
+    const mode2 = accept ? ["-a", "--inetd"] : [];
     const service = start(
-      ["systemd-socket-activate", "-l", `127.0.0.1:${port2}`, "-a", "--inetd", ...argv],
+      ["systemd-socket-activate", "-l", `127.0.0.1:${port2}`, ...mode2, ...argv],
       {
         privileged: true,
         logger,
         loud: attempt === 0
       }
     );
-    state.service = service;
     let exited = false;
     void service.exited.then(() => exited = true);
     const ok = await waitFor(
@@ -44603,33 +44762,57 @@ async function startInetd(argv, state, opts, timeoutMs, pickPort = freePort) {
       1e4,
       signal
     );
-    if (ok) {
-      const endpoint = { host: "127.0.0.1", port: port2 };
-      return {
-        endpoint,
-        clientTarget: endpoint,
-        clientArgv: (a2) => ({ argv: a2, privileged: false }),
-        payload: async () => {
-          const before = new Set(findPayloads(service.pid).map((p3) => p3.pid));
-          const sock = await holdOpen(endpoint, timeoutMs);
-          state.sockets.add(sock);
-          const p2 = await waitFor(
-            () => findPayloads(service.pid).find((x) => !before.has(x.pid)),
-            timeoutMs,
-            signal
-          );
-          if (p2) state.payloads.push(p2);
-          return p2;
-        }
-      };
-    }
+    if (ok) return { service, port: port2 };
     await service.stop();
     lastError = tail((await service.exited).stderr, 5);
-    state.service = void 0;
     if (!/Address already in use/.test(lastError)) break;
   }
   throw new UserError(`systemd-socket-activate did not start listening:
 ${lastError}`);
+}
+async function startInetd(argv, state, opts, timeoutMs, pickPort = freePort) {
+  const { signal } = opts;
+  const { service, port: port2 } = await startActivator(argv, true, { ...opts, pickPort });
+  state.service = service;
+  const endpoint = { host: "127.0.0.1", port: port2 };
+  return {
+    endpoint,
+    clientTarget: endpoint,
+    clientArgv: (a2) => ({ argv: a2, privileged: false }),
+    payload: async () => {
+      const before = new Set(findPayloads(service.pid).map((p3) => p3.pid));
+      const sock = await holdOpen(endpoint, timeoutMs);
+      state.sockets.add(sock);
+      const p2 = await waitFor(
+        () => findPayloads(service.pid).find((x) => !before.has(x.pid)),
+        timeoutMs,
+        signal
+      );
+      if (p2) state.payloads.push(p2);
+      return p2;
+    }
+  };
+}
+async function startSocketActivated(argv, state, opts, timeoutMs) {
+  const { signal } = opts;
+  const { service, port: port2 } = await startActivator(argv, false, opts);
+  state.service = service;
+  const endpoint = { host: "127.0.0.1", port: port2 };
+  return {
+    endpoint,
+    clientTarget: endpoint,
+    clientArgv: (a2) => ({ argv: a2, privileged: false }),
+    payload: async () => {
+      let p2 = findPayloads(service.pid)[0];
+      if (!p2) {
+        const sock = await holdOpen(endpoint, timeoutMs);
+        state.sockets.add(sock);
+        p2 = await waitFor(() => findPayloads(service.pid)[0], timeoutMs, signal);
+      }
+      if (p2 && !state.payloads.some((x) => x.pid === p2.pid)) state.payloads.push(p2);
+      return p2 && alive(p2) ? p2 : void 0;
+    }
+  };
 }
 async function startListening(argv, state, opts, timeoutMs) {
   const { logger, signal, config: config2 } = opts;
@@ -44666,8 +44849,15 @@ ${stderr}`
   }
   const sockPath = path41.join(state.workDir, "service.sock");
   const nsenter = (a2) => ["nsenter", "-t", String(payload.pid), "-n", ...a2];
-  state.forwarder = startForwarder(payload.pid, port2, sockPath, logger);
-  await forwarderUp(state.forwarder, sockPath, signal);
+  state.forwarder = start(nsenter([process.execPath, "-e", FORWARDER, sockPath, String(port2)]), {
+    privileged: true,
+    logger
+  });
+  if (!await waitFor(() => forwarderReady(sockPath) || void 0, 1e4, signal)) {
+    throw new UserError(
+      `the forwarder into the container's network namespace did not start: ${state.forwarder.command}`
+    );
+  }
   return {
     endpoint: { path: sockPath },
     clientTarget: { host: "127.0.0.1", port: port2 },
@@ -44675,16 +44865,9 @@ ${stderr}`
     payload: async () => alive(payload) ? payload : void 0
   };
 }
-function serviceLog(stderr, lines = 30) {
-  const noise = /^(Listening on |Communication attempt on fd|Connection from |Spawned |Execing |Child \d+ died with code 0$|Attempted to remove disk file system under "\/run\/systemd\/nspawn\/propagate\/)/;
-  return tail(
-    stderr.split("\n").filter((l) => !noise.test(l)).join("\n"),
-    lines
-  );
-}
 
 // src/harness/run.ts
-function containerArgv(config2, t, hook, index, identity3) {
+function containerArgv(config2, t, hook) {
   return nspawnArgv({
     root: t.root,
     command: config2.service.command,
@@ -44692,16 +44875,16 @@ function containerArgv(config2, t, hook, index, identity3) {
     dataDir: t.dataDir,
     dataPath: config2.data.path,
     binds: hook?.binds ?? [],
-    env: { ...config2.service.env, ...hook?.env?.(index) },
+    env: { ...config2.service.env, ...hook?.env },
     ...t.runAs ? { runAs: t.runAs } : {},
     ...config2.service.workdir ? { workdir: config2.service.workdir } : {},
     harden: t.harden,
     privateNetwork: true,
-    ...identity3
+    ...t.identity ?? containerIdentity(t.root)
   });
 }
-async function begin(config2, t, o2, index, identity3) {
-  const argv = containerArgv(config2, t, o2.hook, index, identity3);
+async function begin(config2, t, o2, index) {
+  const argv = containerArgv(config2, t, o2.hook);
   if (!o2.hook) return { argv, end: async () => void 0 };
   return o2.hook.begin(argv, index);
 }
@@ -44725,107 +44908,109 @@ ${e.stderrTail}` : "")
     throw e;
   }
 }
-function checkInetdExit(config2, probeName2, r) {
-  const normal = [0, ...config2.service["success-exit-status"] ?? []];
-  if (r.exitCode !== void 0 && normal.includes(r.exitCode)) return;
-  const hint = r.exitCode !== void 0 && r.exitCode > 0 && r.exitCode < 256 ? `
+async function runInetd(config2, t, o2) {
+  const out = { responses: {}, records: [] };
+  for (const [i2, probe] of config2.probes.entries()) {
+    const { argv, end } = await begin(config2, t, o2, i2);
+    let r;
+    try {
+      r = await withTimeout(
+        config2,
+        `probe '${probe.name}'`,
+        run(argv, {
+          privileged: true,
+          input: probeRequest(probe),
+          binary: true,
+          reject: false,
+          timeoutMs: config2.service.timeout * 1e3,
+          logger: o2.logger,
+          ...o2.signal ? { signal: o2.signal } : {}
+        })
+      );
+    } finally {
+      const record2 = await end();
+      if (record2) out.records.push(record2);
+    }
+    const normal = [0, ...config2.service["success-exit-status"] ?? []];
+    if (r.exitCode === void 0 || !normal.includes(r.exitCode)) {
+      const hint = r.exitCode !== void 0 && r.exitCode > 0 && r.exitCode < 256 ? `
 If exit code ${r.exitCode} is how this service normally ends a connection, list it in service.success-exit-status (e.g. success-exit-status: [${r.exitCode}]).` : "";
-  throw crashError(config2, `while answering probe '${probeName2}'`, r.exitCode, r.stderr, hint);
+      throw crashError(config2, `while answering probe '${probe.name}'`, r.exitCode, r.stderr, hint);
+    }
+    out.responses[probe.name] = probe.type === "http" ? pick2(parseHttpResponse(r.stdoutBytes, `probe '${probe.name}' (stdout of the service)`)) : { body: r.stdoutBytes };
+  }
+  return out;
 }
-async function runInetd(config2, t, identity3, o2) {
-  const timeoutMs = config2.service.timeout * 1e3;
-  const records = [];
-  const responses = await mapBounded(config2.probes, parallelism(o2), async (probe, i2) => {
-    const stdio = async (request) => {
-      const own2 = { ...identity3, machineName: `${identity3.machineName}-${i2}` };
-      const { argv, end } = await begin(config2, t, o2, i2, own2);
-      let r;
-      try {
-        r = await withTimeout(
-          config2,
-          `probe '${probe.name}'`,
-          run(argv, {
-            privileged: true,
-            input: request,
-            binary: true,
-            reject: false,
-            timeoutMs,
-            logger: o2.logger,
-            // nspawn locks a writable root against a second container; the parallel traced
-            // runs share one on purpose (each probe is its own run, as on the board).
-            ...t.readOnly ? {} : { env: { SYSTEMD_NSPAWN_LOCK: "0" } },
-            ...o2.signal ? { signal: o2.signal } : {}
-          })
-        );
-      } finally {
-        records[i2] = await end();
-        await releaseMachineName(own2.machineName);
-      }
-      checkInetdExit(config2, probe.name, r);
-      return r.stdoutBytes;
-    };
-    return askProbe(probe, { stdio }, { timeoutMs, signal: o2.signal });
-  });
+function pick2(r) {
+  return { status: r.status, body: r.body };
+}
+var RAW_CLIENT = "const [p,h,hc,idle]=process.argv.slice(1);const c=[];let t;const done=()=>{process.stdout.write(Buffer.concat(c));process.exit(0)};const s=require('net').connect(+p,'127.0.0.1',()=>{const b=Buffer.from(h,'hex');hc==='1'?s.end(b):s.write(b)});s.on('data',d=>{c.push(d);if(idle){clearTimeout(t);t=setTimeout(done,+idle)}});s.on('end',done);s.on('error',e=>{console.error(e.message);process.exit(1)});";
+function insideNamespace(pid, port2) {
   return {
-    responses: Object.fromEntries(config2.probes.map((p2, i2) => [p2.name, responses[i2]])),
-    records: records.filter((r) => r !== void 0)
+    ns: ["nsenter", "-t", String(pid), "-n", "--"],
+    port: port2,
+    privileged: true,
+    where: "inside the container's network namespace"
   };
 }
-async function probeListening(config2, probe, endpoint, o2) {
+async function probeListening(config2, reach, probe, o2) {
+  const { ns: ns2, port: port2, privileged } = reach;
   const timeoutMs = config2.service.timeout * 1e3;
-  try {
-    return await askProbe(probe, { endpoint }, { timeoutMs, signal: o2.signal });
-  } catch (e) {
-    if (e instanceof UserError) throw e;
+  const { logger } = o2;
+  if (probe.type !== "http") {
+    const tcp = probe.type === "tcp" ? probe : void 0;
+    const client = [
+      process.execPath,
+      "-e",
+      RAW_CLIENT,
+      String(port2),
+      probeRequest(probe).toString("hex"),
+      tcp && !tcp["half-close"] ? "0" : "1",
+      tcp ? String(Math.round(tcp["idle-timeout"] * 1e3)) : ""
+    ];
+    const r2 = await run([...ns2, ...client], { privileged, binary: true, timeoutMs, logger });
+    return { body: r2.stdoutBytes };
+  }
+  const bodyFile = path42.join(o2.workDir, `probe-${probe.name}.body`);
+  await rm14(bodyFile, { force: true });
+  const url3 = `http://127.0.0.1:${port2}${probe.path}`;
+  const curl = ["curl", "-s", "-S", "-o", bodyFile, "-w", "%{http_code}"];
+  const r = await run([...ns2, ...curl, "--max-time", String(config2.service.timeout), url3], {
+    privileged,
+    timeoutMs,
+    logger,
+    reject: false
+  });
+  if (r.exitCode !== 0) {
     throw new UserError(
-      `probe '${probe.name}' to port ${config2.service.listen} inside the container's network namespace failed: ${e.message}`
+      `probe '${probe.name}': ${url3} ${reach.where} failed: ${tail(r.stderr, 5) || `curl exit code ${r.exitCode}`}`
     );
   }
+  const body = await readFile9(bodyFile).catch(() => Buffer.alloc(0));
+  return { status: Number(r.stdout.trim()), body };
 }
-async function runListening(config2, t, identity3, o2) {
-  const port2 = config2.service.listen;
+async function runListening(config2, t, o2) {
   const { logger } = o2;
-  const { argv, end } = await begin(config2, t, o2, void 0, identity3);
+  const activated = config2.service["socket-activation"];
+  const { argv, end } = await begin(config2, t, o2, void 0);
   const out = { responses: {}, records: [] };
   let container;
+  let hostPort;
   try {
-    container = start(argv, { privileged: true, logger });
+    if (activated) {
+      ({ service: container, port: hostPort } = await startActivator(argv, false, o2));
+    } else container = start(argv, { privileged: true, logger });
   } catch (e) {
     await end();
     throw e;
   }
-  let forwarder;
-  const cleanup = registerCleanup(`container ${config2.name}`, async () => {
-    await forwarder?.stop();
-    await container.stop();
-  });
+  const cleanup = registerCleanup(`container ${config2.name}`, () => container.stop());
   const state = {};
   void container.exited.then((e) => state.exited = e);
   try {
-    const deadline = Date.now() + config2.service.timeout * 1e3;
-    let pid;
-    for (; ; ) {
-      const gone = state.exited;
-      if (gone)
-        throw crashError(config2, `before listening on port ${port2}`, gone.exitCode, gone.stderr);
-      o2.signal?.throwIfAborted();
-      pid = findPayloads(container.pid)[0]?.pid;
-      if (pid !== void 0 && await listening(pid, port2, logger)) break;
-      if (Date.now() > deadline) {
-        throw new UserError(
-          `service '${config2.name}' did not listen on port ${port2} within service.timeout (${config2.service.timeout} s)`
-        );
-      }
-      await sleep(100);
-    }
-    logger.debug(`service listens on ${port2} in the namespace of pid ${pid}`);
-    const sock = path42.join(o2.workDir, "probe.sock");
-    await rm14(sock, { force: true });
-    forwarder = startForwarder(pid, port2, sock, logger);
-    await forwarderUp(forwarder, sock, o2.signal);
-    const inFlight = o2.hook ? 1 : parallelism(o2);
-    const responses = await mapBounded(config2.probes, inFlight, async (probe) => {
-      const response = await probeListening(config2, probe, { path: sock }, o2);
+    const reach = hostPort !== void 0 ? { ns: [], port: hostPort, privileged: false, where: `(the socket passed to the service)` } : await listeningPayload(config2, container, state, o2);
+    for (const probe of config2.probes) {
+      out.responses[probe.name] = await probeListening(config2, reach, probe, o2);
       const gone = state.exited;
       if (gone)
         throw crashError(
@@ -44834,32 +45019,46 @@ async function runListening(config2, t, identity3, o2) {
           gone.exitCode,
           gone.stderr
         );
-      return response;
-    });
-    for (const [i2, p2] of config2.probes.entries()) out.responses[p2.name] = responses[i2];
+    }
   } finally {
-    await forwarder?.stop();
     await cleanup.run();
     const record2 = await end();
     if (record2) out.records.push(record2);
   }
   return out;
 }
-function parallelism(o2) {
-  return o2.parallel ?? probeParallelism();
+async function listeningPayload(config2, container, state, o2) {
+  const port2 = config2.service.listen;
+  const deadline = Date.now() + config2.service.timeout * 1e3;
+  for (; ; ) {
+    const gone = state.exited;
+    if (gone)
+      throw crashError(config2, `before listening on port ${port2}`, gone.exitCode, gone.stderr);
+    o2.signal?.throwIfAborted();
+    const pid = findPayloads(container.pid)[0]?.pid;
+    if (pid !== void 0 && await listening(pid, port2, o2.logger)) {
+      o2.logger.debug(`service listens on ${port2} in the namespace of pid ${pid}`);
+      return insideNamespace(pid, port2);
+    }
+    if (Date.now() > deadline) {
+      throw new UserError(
+        `service '${config2.name}' did not listen on port ${port2} within service.timeout (${config2.service.timeout} s)`
+      );
+    }
+    await sleep(100);
+  }
 }
 async function runProbes(config2, t, o2) {
-  const identity3 = t.identity ?? containerIdentity(t.root);
+  const target = { ...t, identity: t.identity ?? containerIdentity(t.root) };
   try {
-    return await (config2.service.listen !== void 0 ? runListening(config2, t, identity3, o2) : runInetd(config2, t, identity3, o2));
+    return await (config2.service.listen !== void 0 ? runListening(config2, target, o2) : runInetd(config2, target, o2));
   } finally {
-    await releaseMachineName(identity3.machineName);
+    await releaseMachineName(target.identity.machineName);
   }
 }
 
 // src/stages/self-check.ts
-async function selfCheck(ctx, { config: config2, prunedRoot, unprunedResponses, ...input2 }) {
-  const opts = { ...input2, workDir: ctx.work.selfCheck, logger: ctx.logger, signal: ctx.signal };
+async function selfCheck(config2, prunedRoot, unprunedResponses, opts) {
   await mkdir13(opts.workDir, { recursive: true });
   const { view, data: dataDir } = selfCheckScratch(opts.workDir);
   await rm15(dataDir, { recursive: true, force: true });
@@ -44915,7 +45114,7 @@ import { mkdir as mkdir14, rm as rm17, stat as stat8, writeFile as writeFile5 } 
 import path44 from "node:path";
 
 // src/trace/hook.ts
-import { readFile as readFile9, rm as rm16 } from "node:fs/promises";
+import { readFile as readFile10, rm as rm16 } from "node:fs/promises";
 import path43 from "node:path";
 
 // src/trace/fifo.ts
@@ -44976,11 +45175,9 @@ var TraceFifo = class _TraceFifo {
 };
 
 // src/trace/hook.ts
-function qemuTraceFile(index) {
-  return index === void 0 ? "qemu.log" : `qemu.${index}.log`;
-}
-function qemuFifoEnv(index) {
-  return { QEMU_STRACE: "1", QEMU_LOG_FILENAME: `${TRACE_MOUNT}/${qemuTraceFile(index)}` };
+var QEMU_TRACE_FILE = "qemu.log";
+function qemuFifoEnv() {
+  return { QEMU_STRACE: "1", QEMU_LOG_FILENAME: `${TRACE_MOUNT}/${QEMU_TRACE_FILE}` };
 }
 var STRACE_FLAGS = [
   "-f",
@@ -44992,10 +45189,10 @@ var STRACE_FLAGS = [
 ];
 function qemuTraceHook(dir) {
   return {
-    env: qemuFifoEnv,
+    env: qemuFifoEnv(),
     binds: [{ host: dir, container: TRACE_MOUNT }],
-    async begin(argv, index) {
-      const fifoPath = path43.join(dir, qemuTraceFile(index));
+    async begin(argv) {
+      const fifoPath = path43.join(dir, QEMU_TRACE_FILE);
       await rm16(fifoPath, { force: true });
       const fifo = await TraceFifo.create(fifoPath);
       return { argv, end: async () => ({ text: await fifo.finish() }) };
@@ -45008,7 +45205,7 @@ function straceHook(dir) {
       const file2 = path43.join(dir, index === void 0 ? "strace.log" : `strace.${index}.log`);
       return {
         argv: ["strace", ...STRACE_FLAGS, "-o", file2, "--", ...argv],
-        end: async () => ({ text: await readFile9(file2, "utf8").catch(() => ""), file: file2 })
+        end: async () => ({ text: await readFile10(file2, "utf8").catch(() => ""), file: file2 })
       };
     }
   };
@@ -45470,11 +45667,10 @@ async function isDir(p2) {
     () => false
   );
 }
-async function traceService(ctx, { config: config2, root, arch, parallel, runAs }) {
-  const { logger } = ctx;
-  const workDir = ctx.work.trace;
+async function traceService(config2, root, opts) {
+  const { logger, workDir } = opts;
   if (!await isDir(root)) throw new UserError(`root directory ${root} does not exist`);
-  const emulated = (arch ?? hostArch()) !== config2.arch;
+  const emulated = (opts.arch ?? hostArch()) !== config2.arch;
   const entry = resolveTraced(root, config2.service.command[0]);
   if (!entry.exists || entry.kind !== "file") {
     throw new UserError(
@@ -45517,14 +45713,13 @@ async function traceService(ctx, { config: config2, root, arch, parallel, runAs 
           dataDir,
           readOnly: false,
           harden: false,
-          ...runAs ? { runAs } : {}
+          ...opts.runAs ? { runAs: opts.runAs } : {}
         },
         {
           workDir,
           logger,
           hook: emulated ? qemuTraceHook(traceDir) : straceHook(traceDir),
-          ...parallel ? { parallel } : {},
-          ...ctx.signal ? { signal: ctx.signal } : {}
+          ...opts.signal ? { signal: opts.signal } : {}
         }
       )
     );
@@ -45605,7 +45800,8 @@ async function traceService(ctx, { config: config2, root, arch, parallel, runAs 
 // src/stages/verify.ts
 import { setMaxListeners as setMaxListeners2 } from "node:events";
 import { existsSync as existsSync12 } from "node:fs";
-import { mkdir as mkdir15, mkdtemp as mkdtemp8 } from "node:fs/promises";
+import { mkdir as mkdir15, mkdtemp as mkdtemp7 } from "node:fs/promises";
+import os9 from "node:os";
 import path47 from "node:path";
 
 // src/harness/limits.ts
@@ -45786,14 +45982,14 @@ async function runLoad(requests, concurrency, one, signal) {
 }
 
 // src/verify/probes.ts
-import { readFile as readFile10 } from "node:fs/promises";
+import { readFile as readFile11 } from "node:fs/promises";
 import path46 from "node:path";
 async function readFixtures(probes) {
   const out = /* @__PURE__ */ new Map();
   for (const p2 of probes) {
     if (!p2.fixture) continue;
     try {
-      out.set(p2.name, await readFile10(p2.fixture));
+      out.set(p2.name, await readFile11(p2.fixture));
     } catch (e) {
       const code = e.code;
       throw new UserError(
@@ -45816,9 +46012,23 @@ function judge(probe, expected, got, via) {
   }
   return problems.length ? problems.join("\n") : void 0;
 }
+async function ask(probe, endpoint, timeoutMs, signal) {
+  if (probe.type === "gopher")
+    return { body: await exchange(endpoint, gopherRequest(probe.selector), { timeoutMs, signal }) };
+  if (probe.type === "tcp")
+    return {
+      body: await exchange(endpoint, tcpSendBytes(probe), {
+        timeoutMs,
+        signal,
+        halfClose: probe["half-close"],
+        idleMs: probe["idle-timeout"] * 1e3
+      })
+    };
+  return httpGet(endpoint, probe.path, { timeoutMs, signal });
+}
 async function probeOnce(probe, expected, endpoint, timeoutMs, signal) {
   try {
-    const got = await askProbe(probe, { endpoint }, { timeoutMs, signal });
+    const got = await ask(probe, endpoint, timeoutMs, signal);
     const problem = judge(probe, expected, got, describeEndpoint(endpoint));
     return {
       outcome: {
@@ -45875,7 +46085,7 @@ async function curlProbe(probe, expected, svc, workDir, opts, timeoutMs) {
       diff: `${r.command} failed (exit ${r.exitCode}): ${r.stderr.trim()}`,
       bytes: 0
     };
-  const body = await readFile10(bodyFile);
+  const body = await readFile11(bodyFile);
   const status = probe.type === "http" ? Number(r.stdout.trim()) : void 0;
   const problem = judge(probe, expected, { status, body }, "curl");
   return { name, ok: problem === void 0, diff: problem, bytes: body.length };
@@ -46010,8 +46220,7 @@ async function mustExist(file2, what) {
   if (!existsSync12(abs)) throw new UserError(`${what} ${file2} does not exist`);
   return abs;
 }
-async function verifyImage(ctx, input2) {
-  const options = { ...input2, logger: ctx.logger, signal: ctx.signal };
+async function verifyImage(options) {
   const { config: config2, logger } = options;
   const image = await mustExist(options.image, "image");
   const dataTemplate = await mustExist(options.dataTemplate, "data template");
@@ -46025,8 +46234,7 @@ async function verifyImage(ctx, input2) {
     throw new UserError(`--concurrency must be a whole number \u2265 1, got ${concurrency}`);
   const { signal, dispose: disposeSignal } = combinedSignal(options, concurrency);
   const opts = { ...options, signal };
-  await mkdir15(ctx.work.verify, { recursive: true });
-  const workDir = await mkdtemp8(path47.join(ctx.work.verify, "lhc-verify-"));
+  const workDir = await mkdtemp7(path47.join(os9.tmpdir(), "lhc-verify-"));
   const state = {
     workDir,
     rootDir: path47.join(workDir, config2.name),
@@ -46050,7 +46258,7 @@ async function verifyImage(ctx, input2) {
       logger.info(
         `image ${image} mounted read-only at ${state.rootDir} (${state.image.loopDevice})`
       );
-      for (const needed of mountPoints(config2.data.path)) {
+      for (const needed of mountPoints(config2.data.path, config2.deploy.runtime)) {
         if (!existsSync12(path47.join(state.rootDir, needed))) {
           throw new UserError(
             `the image has no ${needed} directory; a read-only root needs every mount point (add it to the root)`
@@ -46073,18 +46281,22 @@ async function verifyImage(ctx, input2) {
         ...state.identity
       });
       const argv = await withLimits(nspawn, state, config2, logger);
-      const svc = config2.service.inetd ? await startInetd(argv, state, opts, timeoutMs) : await startListening(argv, state, opts, timeoutMs);
+      const svc = config2.service.inetd ? await startInetd(argv, state, opts, timeoutMs) : config2.service["socket-activation"] ? await startSocketActivated(argv, state, opts, timeoutMs) : await startListening(argv, state, opts, timeoutMs);
       logger.info(`service reachable at ${describeEndpoint(svc.endpoint)}`);
-      const asked = await mapBounded(
-        config2.probes,
-        probeParallelism(),
-        (p2) => probeOnce(p2, fixtures.get(p2.name), svc.endpoint, timeoutMs, signal)
-      );
-      const probes = asked.map((a2) => a2.outcome);
-      for (const r of probes)
-        logger.info(`probe ${r.name}: ${r.ok ? "ok" : "FAILED"} (${r.bytes} bytes)`);
-      const sampled = asked.findIndex((a2) => a2.body);
-      const sample = sampled < 0 ? void 0 : { probe: config2.probes[sampled].name, body: asked[sampled].body };
+      const probes = [];
+      let sample;
+      for (const p2 of config2.probes) {
+        const { outcome: r, body } = await probeOnce(
+          p2,
+          fixtures.get(p2.name),
+          svc.endpoint,
+          timeoutMs,
+          signal
+        );
+        logger.info(`probe ${p2.name}: ${r.ok ? "ok" : "FAILED"} (${r.bytes} bytes)`);
+        probes.push(r);
+        if (!sample && body) sample = { probe: p2.name, body };
+      }
       const first = curlable(config2.probes);
       const curl = first ? await curlProbe(first, fixtures.get(first.name), svc, state.workDir, opts, timeoutMs) : void 0;
       if (curl) {
@@ -46109,7 +46321,7 @@ async function verifyImage(ctx, input2) {
             return judge(
               p2,
               fixtures.get(p2.name),
-              await askProbe(p2, { endpoint: svc.endpoint }, { timeoutMs, signal }),
+              await ask(p2, svc.endpoint, timeoutMs, signal),
               describeEndpoint(svc.endpoint)
             );
           },
@@ -46165,6 +46377,13 @@ async function verifyImage(ctx, input2) {
   if (!outcome.ok && state.serviceStderr) outcome.serviceLog = serviceLog(state.serviceStderr);
   return outcome;
 }
+function serviceLog(stderr, lines = 30) {
+  const noise = /^(Listening on |Communication attempt on fd|Connection from |Spawned |Execing |Child \d+ died with code 0$|Attempted to remove disk file system under "\/run\/systemd\/nspawn\/propagate\/)/;
+  return tail(
+    stderr.split("\n").filter((l) => !noise.test(l)).join("\n"),
+    lines
+  );
+}
 
 // src/pipeline.ts
 async function build(config2, opts) {
@@ -46172,7 +46391,7 @@ async function build(config2, opts) {
   await checkConfigFiles(config2, { updateFixtures: opts.updateFixtures ?? false });
   const timings = [];
   const stage = async (name, fn) => {
-    ctx.signal?.throwIfAborted();
+    opts.signal?.throwIfAborted();
     const started = Date.now();
     try {
       return await logger.group(name, fn);
@@ -46190,28 +46409,37 @@ async function build(config2, opts) {
     outDir,
     workDir: opts.workDir,
     force: opts.force ?? false,
-    outputNames: [...Object.values(names), `${config2.name}.trace.json`, "SHA256SUMS", "deploy"],
+    outputNames: [
+      ...Object.values(names),
+      `${config2.name}.trace.json`,
+      exposureFileName(config2.name),
+      "SHA256SUMS",
+      "deploy"
+    ],
     projectRoot: await projectRoot(config2.dir),
     configDir: config2.dir
   });
   const callerUmask = process.umask(18);
-  let ctx;
+  let work;
   try {
     await claimBuildDirs(dirs, logger);
-    ctx = stageContext({
-      logger,
-      workDir: dirs.work?.dir ?? await mkdtemp9(path48.join(os11.tmpdir(), `lhc-${config2.name}-`)),
-      outDir,
-      ...opts.store ? { store: opts.store } : {},
-      ...opts.env ? { env: opts.env } : {},
-      ...opts.signal ? { signal: opts.signal } : {}
-    });
+    work = workLayout(
+      dirs.work?.dir ?? await mkdtemp8(path48.join(os10.tmpdir(), `lhc-${config2.name}-`))
+    );
   } catch (e) {
     process.umask(callerUmask);
     throw e;
   }
-  const { work } = ctx;
   const workDir = work.dir;
+  const store = opts.store ?? new Store(void 0, logger);
+  const ctx = {
+    logger,
+    store,
+    work,
+    outDir,
+    env: opts.env ?? process.env,
+    ...opts.signal ? { signal: opts.signal } : {}
+  };
   const removeWorkDir2 = registerCleanup(`work dir ${workDir}`, async () => {
     if (opts.keepWorkDir) {
       logger.info(`work dir kept: ${workDir}`);
@@ -46220,18 +46448,20 @@ async function build(config2, opts) {
     await removeTree(workDirRemovals(workDir, dirs.work), { reject: false });
   });
   try {
-    await stage("fetch", () => fetchInputs(ctx, { config: config2 }));
+    await stage("fetch", () => fetchInputs(config2, { store, logger }));
     const lua = config2.lua;
     const luaBuild = lua ? await stage(
       "lua",
-      () => buildLua(ctx, {
-        version: lua.version,
-        sha256: lua.sha256,
-        urls: lua.urls,
-        arch: config2.arch,
-        strategy: lua.strategy,
-        cacheDir: opts.cacheDir
-      })
+      () => buildLua(
+        {
+          version: lua.version,
+          sha256: lua.sha256,
+          urls: lua.urls,
+          arch: config2.arch,
+          strategy: lua.strategy
+        },
+        { store, logger, cacheDir: opts.cacheDir }
+      )
     ) : void 0;
     if (luaBuild)
       logger.info(
@@ -46239,31 +46469,38 @@ async function build(config2, opts) {
       );
     const { assembled, runAs } = await stage("root", async () => {
       await removeTree([work.root]);
-      const assembled2 = await assembleRoot(ctx, {
-        config: config2,
+      const assembled2 = await assembleRoot(config2, {
+        workDir,
+        store,
+        logger,
         luaPath: luaBuild?.path,
+        signal: opts.signal,
         basesDir: opts.basesDir ?? (opts.cacheDir ? path48.join(opts.cacheDir, "bases") : void 0)
       });
-      const runAs2 = await installRunAs(ctx, { config: config2, root: assembled2.root });
+      const runAs2 = await installRunAs(config2, assembled2.root, workDir, logger);
       return { assembled: assembled2, runAs: runAs2 };
     });
-    await checkEntrypoint(ctx, {
-      root: assembled.root,
-      command0: config2.service.command[0],
-      arch: config2.arch
-    });
+    await checkEntrypoint(assembled.root, config2.service.command[0], config2.arch);
     const trace = await stage(
       "trace",
-      () => traceService(ctx, { config: config2, root: assembled.root, runAs })
+      () => traceService(config2, assembled.root, {
+        workDir: work.trace,
+        logger,
+        signal: opts.signal,
+        runAs
+      })
     );
-    const fixtures = opts.updateFixtures ? await stage("fixtures", () => recordFixtures(ctx, { config: config2, responses: trace.responses })) : void 0;
+    const fixtures = opts.updateFixtures ? await stage("fixtures", () => recordFixtures(config2, trace.responses, logger)) : void 0;
     const pruned = await stage("prune", async () => {
-      const p2 = await pruneRoot(ctx, { root: assembled.root, trace, config: config2 });
-      await selfCheck(ctx, {
-        config: config2,
-        prunedRoot: p2.prunedRoot,
-        unprunedResponses: trace.responses,
+      const p2 = await pruneRoot(assembled.root, trace, config2, {
+        outDir: work.pruned,
+        logger
+      });
+      await selfCheck(config2, p2.prunedRoot, trace.responses, {
+        workDir: work.selfCheck,
+        logger,
         dataDir: p2.dataDir,
+        signal: opts.signal,
         runAs
       });
       logger.info("self-check: every probe answers the same from the pruned root");
@@ -46272,23 +46509,26 @@ async function build(config2, opts) {
     await retractSha256Sums(outDir);
     const { packed, manifestDiff } = await stage("pack", async () => {
       const { epoch, source } = await resolveEpoch({
-        env: ctx.env,
+        env: opts.env ?? process.env,
         configEpoch: config2.epoch,
         configFile: config2.file,
         logger
       });
       logger.info(`epoch ${epoch} (from ${source})`);
-      const packed2 = await packImage(ctx, {
+      const packed2 = await packImage({
         root: pruned.prunedRoot,
         dataDir: pruned.dataDir,
         dataPath: config2.data.path,
         name: config2.name,
         epoch,
+        outDir,
+        logger,
         fileNames: {
           image: config2.outputs.image,
           dataTemplate: config2.outputs["data-template"],
           manifest: config2.outputs.manifest
-        }
+        },
+        signal: opts.signal
       });
       let manifestDiff2;
       if (opts.manifestLock) {
@@ -46325,12 +46565,14 @@ ${lock.diffText.trimEnd()}`
     );
     const verify = opts.verify === false ? void 0 : await stage(
       "verify",
-      () => verifyImage(ctx, {
+      () => verifyImage({
         config: config2,
         image: packed.image,
         dataTemplate: packed.dataTemplate,
         requests: opts.requests,
-        concurrency: opts.concurrency
+        concurrency: opts.concurrency,
+        logger,
+        signal: opts.signal
       })
     );
     const lockState = opts.manifestLock ? {
@@ -46354,6 +46596,7 @@ ${lock.diffText.trimEnd()}`
       ...seal,
       bundleDir: outputs.bundle.dir,
       traceReport: outputs.traceReport,
+      ...outputs.exposure ? { exposure: outputs.exposure } : {},
       bytesBefore: pruned.report.base.bytes,
       bytesAfter: pruned.report.kept.bytes,
       filesKept: pruned.report.kept.entries,
@@ -46840,8 +47083,8 @@ function formatChecks(checks) {
 }
 
 // src/host/probe.ts
-import { access, readFile as readFile11, readdir as readdir8 } from "node:fs/promises";
-import os12 from "node:os";
+import { access, readFile as readFile12, readdir as readdir8 } from "node:fs/promises";
+import os11 from "node:os";
 import path50 from "node:path";
 var EXTRA_PATH = ["/usr/local/sbin", "/usr/sbin", "/sbin"];
 var realProbe = {
@@ -46855,7 +47098,7 @@ var realProbe = {
   },
   async readFile(file2) {
     try {
-      return await readFile11(file2, "utf8");
+      return await readFile12(file2, "utf8");
     } catch {
       return void 0;
     }
@@ -46893,7 +47136,7 @@ var realProbe = {
     }
   },
   arch() {
-    return os12.machine();
+    return os11.machine();
   },
   async foreignArchs() {
     try {
@@ -47013,10 +47256,10 @@ downloaded again. Prints one line per input: "<sha256>  <name>  <path>".`,
   async run({ positionals }, ctx) {
     const file2 = configOrDefault(positionals[0], "fetch");
     const config2 = await loadConfig(file2);
-    const fetched = await withScratchContext(
-      { logger: ctx.logger, signal: ctx.signal },
-      (stage) => fetchInputs(stage, { config: config2 })
-    );
+    const fetched = await fetchInputs(config2, {
+      store: new Store(void 0, ctx.logger),
+      logger: ctx.logger
+    });
     if (fetched.length === 0) ctx.logger.info(`${file2}: no remote inputs`);
     for (const f2 of fetched) ctx.out(`${f2.sha256}  ${f2.name}  ${f2.path}`);
     return 0;
@@ -47085,15 +47328,15 @@ Options:
         throw new ConfigError(`lhc lua: --url must be an http(s):// or file:// URL, got "${u3}"`);
     }
     const dest = await checkOutputFileTarget("lhc lua --out", path51.join(out, "lua"));
-    const r = await withScratchContext(
-      { logger: ctx.logger, signal: ctx.signal },
-      (stage) => buildLua(stage, {
+    const r = await buildLua(
+      {
         version: version2,
         sha256: sha2562,
         urls: urls.length > 0 ? urls : void 0,
         arch,
         strategy
-      })
+      },
+      { store: new Store(void 0, ctx.logger), logger: ctx.logger }
     );
     await mkdir16(out, { recursive: true });
     await stageOutput(
@@ -47564,8 +47807,8 @@ import { existsSync as existsSync14 } from "node:fs";
 import path55 from "node:path";
 
 // src/board/verify-board.ts
-import { mkdtemp as mkdtemp10, rm as rm18 } from "node:fs/promises";
-import os13 from "node:os";
+import { mkdtemp as mkdtemp9, rm as rm18 } from "node:fs/promises";
+import os12 from "node:os";
 import path54 from "node:path";
 
 // src/board/machine.ts
@@ -47807,6 +48050,23 @@ ${tail(r.stdout + r.stderr, 30)}`
   }
 };
 
+// src/board/service-procs.ts
+import { readFileSync as readFileSync8 } from "node:fs";
+function inServiceCgroup(cgroupText, name) {
+  const unit = new RegExp(`/${name}(@[^/]*)?\\.service(/|$)`);
+  return cgroupText.split("\n").map((l) => l.split(":").slice(2).join(":")).some((p2) => unit.test(p2));
+}
+function cgroupOf(pid) {
+  try {
+    return readFileSync8(`/proc/${pid}/cgroup`, "utf8");
+  } catch {
+    return "";
+  }
+}
+function findServicePayloads(ancestor, name, table2 = processTable()) {
+  return descendants(ancestor, table2).filter((p2) => !p2.comm.startsWith("(") && inServiceCgroup(cgroupOf(p2.pid), name)).sort((a2, b2) => a2.startTime - b2.startTime);
+}
+
 // src/board/root.ts
 import { stat as stat11 } from "node:fs/promises";
 import path53 from "node:path";
@@ -47846,6 +48106,25 @@ async function boardRootTarball(o2) {
 
 // src/board/verify-board.ts
 var BOARD_OUT_DIR = "/root/lhc-out";
+var EMULATION_DROP_IN = "lhc-emulation.conf";
+async function allowEmulation(board, config2) {
+  if (config2.deploy.runtime !== "systemd" || sameArch(config2.arch, hostArch())) return void 0;
+  const unit = config2.service.inetd ? `${config2.name}@.service` : `${config2.name}.service`;
+  const dir = `/etc/systemd/system/${unit}.d`;
+  await board.mustSh(
+    [
+      "sh",
+      "-c",
+      `mkdir -p '${dir}' && printf '[Service]\\nMemoryDenyWriteExecute=no\\n' > '${dir}/${EMULATION_DROP_IN}'`
+    ],
+    "writing the emulation drop-in"
+  );
+  return `board: ${config2.arch} payload emulated by QEMU on ${hostArch()}: ${unit} runs with MemoryDenyWriteExecute=no (drop-in ${EMULATION_DROP_IN}); the ${config2.arch} board keeps =yes`;
+}
+function sameArch(a2, b2) {
+  const norm = (x) => x === "arm64" ? "aarch64" : x === "amd64" ? "x86_64" : x;
+  return norm(a2) === norm(b2);
+}
 function serviceUnitPatterns(config2) {
   const n2 = config2.name;
   return [`${n2}.socket`, `${n2}@*.service`, `${n2}.service`, `${n2}-proxy.service`, "*.mount"];
@@ -47928,18 +48207,16 @@ async function curlOnBoard(board, config2) {
   return { name, ok: problem === void 0, diff: problem, bytes: body.length };
 }
 async function boardHardening(board, config2, endpoint, timeoutMs, signal, runAs) {
+  const sandboxed = config2.deploy.runtime === "systemd";
+  const payloads = () => sandboxed ? findServicePayloads(board.pid, config2.name) : findPayloads(board.pid);
   let held;
   try {
     let payload;
     if (config2.service.inetd) {
-      const before = new Set(findPayloads(board.pid).map((p2) => p2.pid));
+      const before = new Set(payloads().map((p2) => p2.pid));
       held = await holdOpen(endpoint, timeoutMs);
-      payload = await waitFor(
-        () => findPayloads(board.pid).find((p2) => !before.has(p2.pid)),
-        timeoutMs,
-        signal
-      );
-    } else payload = await waitFor(() => findPayloads(board.pid)[0], timeoutMs, signal);
+      payload = await waitFor(() => payloads().find((p2) => !before.has(p2.pid)), timeoutMs, signal);
+    } else payload = await waitFor(() => payloads()[0], timeoutMs, signal);
     if (!payload || !alive(payload))
       return [
         {
@@ -47948,7 +48225,13 @@ async function boardHardening(board, config2, endpoint, timeoutMs, signal, runAs
           detail: "no container process found under the board"
         }
       ];
-    return await inspectProcess(payload.pid, config2.data.path, void 0, runAs);
+    return await inspectProcess(
+      payload.pid,
+      config2.data.path,
+      void 0,
+      runAs,
+      sandboxed ? "unprivileged-user" : "user-namespace"
+    );
   } finally {
     held?.destroy();
   }
@@ -47960,7 +48243,7 @@ async function verifyOnBoard(o2) {
   const tarball = await boardRootTarball({ logger, signal, provided: o2.board ?? config2.board });
   const rootSeconds = (Date.now() - t) / 1e3;
   const ownWorkDir = o2.workDir === void 0;
-  const workDir = o2.workDir ?? await mkdtemp10(path54.join(os13.tmpdir(), "lhc-board-"));
+  const workDir = o2.workDir ?? await mkdtemp9(path54.join(os12.tmpdir(), "lhc-board-"));
   const board = await Board.boot({
     tarball,
     workDir: path54.join(workDir, "board"),
@@ -47973,6 +48256,8 @@ async function verifyOnBoard(o2) {
   let port2;
   let report;
   try {
+    const emulation = await allowEmulation(board, config2);
+    if (emulation) logger.info(emulation);
     const install = await installOnBoard(board, o2.outDir, "install", config2);
     logger.info(`installed on the board in ${install.seconds.toFixed(1)} s`);
     port2 = await openBoardPort(board, listenPort(config2.service), workDir, logger, signal);
@@ -47990,6 +48275,7 @@ async function verifyOnBoard(o2) {
       ok,
       probes: outcomes,
       hardening,
+      ...emulation ? { notes: [emulation] } : {},
       timings: {
         rootSeconds,
         bootSeconds: board.bootSeconds,
@@ -48006,7 +48292,7 @@ async function verifyOnBoard(o2) {
   }
 }
 function formatBoardReport(r) {
-  const lines = [];
+  const lines = [...r.notes ?? []];
   for (const p2 of r.probes)
     lines.push(
       `${p2.ok ? "ok  " : "FAIL"} probe ${p2.name} (${p2.bytes} bytes)${p2.diff ? `
@@ -48172,19 +48458,16 @@ Exits 0 when every probe, hardening check and load request passed, 1 otherwise.`
     const concurrency = wholeNumber("concurrency", options.concurrency, 1);
     const timeout = wholeNumber("timeout", options.timeout, 1);
     const config2 = await loadConfig(configOrDefault(positionals[0], "verify"));
-    const image = options.image;
-    const dataTemplate = options.data;
-    const report = await withScratchContext(
-      { logger: ctx.logger, signal: ctx.signal },
-      (stage) => verifyImage(stage, {
-        config: config2,
-        image,
-        dataTemplate,
-        requests,
-        concurrency,
-        timeoutMs: timeout === void 0 ? void 0 : timeout * 1e3
-      })
-    );
+    const report = await verifyImage({
+      config: config2,
+      image: options.image,
+      dataTemplate: options.data,
+      requests,
+      concurrency,
+      timeoutMs: timeout === void 0 ? void 0 : timeout * 1e3,
+      logger: ctx.logger,
+      ...ctx.signal ? { signal: ctx.signal } : {}
+    });
     if (ctx.json) ctx.emitJson(verifyJson(report));
     else if (options.show === true) {
       for (const line of formatVerifyReport(report)) ctx.logger.info(line);

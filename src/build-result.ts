@@ -1,5 +1,6 @@
 /** What a whole build returns: the shells (CLI, action) report it, the tests assert on it. */
 import type { RecordedFixture } from './stages/record-fixtures.js';
+import type { ExposureReport } from './deploy/exposure.js';
 
 export interface HardeningCheck {
   name: string;
@@ -58,6 +59,8 @@ export interface BuildResult {
   /** Directory with the board's deploy bundle (units, fstab, OCI config). */
   bundleDir: string;
   traceReport: string;
+  /** systemd-analyze security's exposure score of each service unit (also <name>.exposure.json). */
+  exposure?: ExposureReport;
   /** Bytes of the assembled root before pruning, and of the pruned root. */
   bytesBefore: number;
   bytesAfter: number;

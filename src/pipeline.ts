@@ -20,6 +20,7 @@ import { checkEntrypoint } from './stages/entrypoint-check.js';
 import { resolveEpoch } from './stages/epoch.js';
 import { fetchInputs } from './stages/fetch.js';
 import { buildLua } from './stages/lua.js';
+import { exposureFileName } from './deploy/exposure.js';
 import { retractSha256Sums, sealOutputs, writeOutputs } from './stages/outputs.js';
 import { artifactNames, packImage } from './stages/pack.js';
 import { pruneRoot } from './stages/prune.js';
@@ -84,7 +85,13 @@ export async function build(config: LhcConfig, opts: BuildOptions): Promise<Buil
     outDir,
     workDir: opts.workDir,
     force: opts.force ?? false,
-    outputNames: [...Object.values(names), `${config.name}.trace.json`, 'SHA256SUMS', 'deploy'],
+    outputNames: [
+      ...Object.values(names),
+      `${config.name}.trace.json`,
+      exposureFileName(config.name),
+      'SHA256SUMS',
+      'deploy',
+    ],
     projectRoot: await projectRoot(config.dir),
     configDir: config.dir,
   });
@@ -272,6 +279,7 @@ export async function build(config: LhcConfig, opts: BuildOptions): Promise<Buil
       ...seal,
       bundleDir: outputs.bundle.dir,
       traceReport: outputs.traceReport,
+      ...(outputs.exposure ? { exposure: outputs.exposure } : {}),
       bytesBefore: pruned.report.base.bytes,
       bytesAfter: pruned.report.kept.bytes,
       filesKept: pruned.report.kept.entries,

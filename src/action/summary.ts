@@ -6,6 +6,7 @@
 import path from 'node:path';
 import { humanBytes } from '../core/format.js';
 import * as core from '@actions/core';
+import type { ExposureReport } from '../deploy/exposure.js';
 import type { BuildResult } from '../build-result.js';
 import type { BoardVerifyReport } from '../board/verify-board.js';
 import type { Logger } from '../core/logger.js';
@@ -189,6 +190,18 @@ function failures(r: BuildResult, extras: SummaryExtras): string[] {
   return parts;
 }
 
+/** systemd-analyze security's score per service unit, folded: the sandbox as systemd sees it. */
+export function exposureSection(e: ExposureReport): string {
+  const worst = Math.max(...e.units.map((u) => u.score));
+  return collapsed(
+    `exposure (systemd-analyze security, runtime ${e.runtime}): ${worst.toFixed(1)}${e.runtime === 'nspawn' ? ' (systemd-analyze cannot see the confinement nspawn sets up; see deploy/README.md)' : ''}`,
+    table(
+      ['unit', 'score', 'level'],
+      e.units.map((u) => [code(u.unit), u.score.toFixed(1), escapeHtml(u.level)]),
+    ),
+  );
+}
+
 /** The whole summary for one build, as HTML/markdown GitHub renders: failures first, passes folded. */
 export function renderSummary(result: BuildResult, extras: SummaryExtras = {}): string {
   const env = extras.env ?? {};
@@ -258,6 +271,7 @@ export function renderSummary(result: BuildResult, extras: SummaryExtras = {}): 
         ),
       ),
     );
+  if (result.exposure) parts.push(exposureSection(result.exposure));
   if (v?.load) {
     const l = v.load;
     parts.push(

@@ -26,7 +26,9 @@ import { curlable, judge, probeOnce, readFixtures } from '../verify/probes.js';
 import { waitFor } from '../core/wait.js';
 import { listensOn, readNetTcp } from '../harness/listen.js';
 import { FORWARDER, forwarderReady } from '../harness/service.js';
+import { hostArch } from '../core/arch.js';
 import { Board } from './machine.js';
+import { findServicePayloads } from './service-procs.js';
 import { boardRootTarball, type BoardRootSource } from './root.js';
 
 /** Where the build output lands on the board, as if copied there by scp. */
@@ -49,6 +51,8 @@ export interface BoardVerifyOptions {
 export interface BoardVerifyReport extends VerifyReport {
   /** Journal lines of the bundle's units (and any failed unit), when something failed. */
   journal?: string;
+  /** Where the simulated board differs from the real one (e.g. the emulation drop-in). */
+  notes?: string[];
   timings: {
     rootSeconds: number;
     bootSeconds: number;
@@ -56,6 +60,35 @@ export interface BoardVerifyReport extends VerifyReport {
     /** Milliseconds per probe, in config order. */
     probeMs: number[];
   };
+}
+
+/** The drop-in a simulated board adds when it emulates the payload (see allowEmulation()). */
+export const EMULATION_DROP_IN = 'lhc-emulation.conf';
+
+/**
+ * The systemd runtime's MemoryDenyWriteExecute=yes stops QEMU user-mode, whose JIT needs
+ * writable executable memory. The real board runs the payload natively and keeps it; a simulated
+ * board of another architecture lifts it for the service unit only, with a drop-in, and says so.
+ * Returns that message, or undefined when nothing was changed.
+ */
+export async function allowEmulation(board: Board, config: LhcConfig): Promise<string | undefined> {
+  if (config.deploy.runtime !== 'systemd' || sameArch(config.arch, hostArch())) return undefined;
+  const unit = config.service.inetd ? `${config.name}@.service` : `${config.name}.service`;
+  const dir = `/etc/systemd/system/${unit}.d`;
+  await board.mustSh(
+    [
+      'sh',
+      '-c',
+      `mkdir -p '${dir}' && printf '[Service]\\nMemoryDenyWriteExecute=no\\n' > '${dir}/${EMULATION_DROP_IN}'`,
+    ],
+    'writing the emulation drop-in',
+  );
+  return `board: ${config.arch} payload emulated by QEMU on ${hostArch()}: ${unit} runs with MemoryDenyWriteExecute=no (drop-in ${EMULATION_DROP_IN}); the ${config.arch} board keeps =yes`;
+}
+
+function sameArch(a: string, b: string): boolean {
+  const norm = (x: string) => (x === 'arm64' ? 'aarch64' : x === 'amd64' ? 'x86_64' : x);
+  return norm(a) === norm(b);
 }
 
 /** Unit name patterns whose journal explains a failure of this service on the board. */
@@ -187,18 +220,17 @@ export async function boardHardening(
   signal?: AbortSignal,
   runAs?: RunAs,
 ): Promise<HardeningCheck[]> {
+  const sandboxed = config.deploy.runtime === 'systemd';
+  const payloads = () =>
+    sandboxed ? findServicePayloads(board.pid, config.name) : findPayloads(board.pid);
   let held: net.Socket | undefined;
   try {
     let payload: ProcInfo | undefined;
     if (config.service.inetd) {
-      const before = new Set(findPayloads(board.pid).map((p) => p.pid));
+      const before = new Set(payloads().map((p) => p.pid));
       held = await holdOpen(endpoint, timeoutMs);
-      payload = await waitFor(
-        () => findPayloads(board.pid).find((p) => !before.has(p.pid)),
-        timeoutMs,
-        signal,
-      );
-    } else payload = await waitFor(() => findPayloads(board.pid)[0], timeoutMs, signal);
+      payload = await waitFor(() => payloads().find((p) => !before.has(p.pid)), timeoutMs, signal);
+    } else payload = await waitFor(() => payloads()[0], timeoutMs, signal);
     if (!payload || !alive(payload))
       return [
         {
@@ -207,7 +239,13 @@ export async function boardHardening(
           detail: 'no container process found under the board',
         },
       ];
-    return await inspectProcess(payload.pid, config.data.path, undefined, runAs);
+    return await inspectProcess(
+      payload.pid,
+      config.data.path,
+      undefined,
+      runAs,
+      sandboxed ? 'unprivileged-user' : 'user-namespace',
+    );
   } finally {
     held?.destroy();
   }
@@ -233,6 +271,8 @@ export async function verifyOnBoard(o: BoardVerifyOptions): Promise<BoardVerifyR
   let port: BoardPort | undefined;
   let report: BoardVerifyReport | undefined;
   try {
+    const emulation = await allowEmulation(board, config);
+    if (emulation) logger.info(emulation);
     const install = await installOnBoard(board, o.outDir, 'install', config);
     logger.info(`installed on the board in ${install.seconds.toFixed(1)} s`);
     port = await openBoardPort(board, listenPort(config.service), workDir, logger, signal);
@@ -251,6 +291,7 @@ export async function verifyOnBoard(o: BoardVerifyOptions): Promise<BoardVerifyR
       ok,
       probes: outcomes,
       hardening,
+      ...(emulation ? { notes: [emulation] } : {}),
       timings: {
         rootSeconds,
         bootSeconds: board.bootSeconds,
@@ -269,7 +310,7 @@ export async function verifyOnBoard(o: BoardVerifyOptions): Promise<BoardVerifyR
 }
 
 export function formatBoardReport(r: BoardVerifyReport): string[] {
-  const lines: string[] = [];
+  const lines: string[] = [...(r.notes ?? [])];
   for (const p of r.probes)
     lines.push(
       `${p.ok ? 'ok  ' : 'FAIL'} probe ${p.name} (${p.bytes} bytes)${p.diff ? `\n${p.diff}` : ''}`,

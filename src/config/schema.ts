@@ -296,8 +296,12 @@ const outputName = z
   .regex(/^[\w.-]+$/, 'expected a file name of letters, digits, ".", "_" or "-"')
   .refine((n) => n !== '.' && n !== '..', 'expected a file name, not "." or ".."')
   .refine(
-    (n) => n !== 'SHA256SUMS' && n !== 'deploy' && !n.endsWith('.trace.json'),
-    'that name is taken by SHA256SUMS, deploy/ or the trace report',
+    (n) =>
+      n !== 'SHA256SUMS' &&
+      n !== 'deploy' &&
+      !n.endsWith('.trace.json') &&
+      !n.endsWith('.exposure.json'),
+    'that name is taken by SHA256SUMS, deploy/, the trace report or the exposure scores',
   )
   .refine((n) => !n.startsWith('.lhc-'), 'names starting with ".lhc-" are lhc\'s own markers');
 
@@ -346,6 +350,16 @@ function probeServiceMismatches(
   });
 }
 
+/**
+ * How the board runs the image: `nspawn` (a systemd-nspawn container per connection) or
+ * `systemd` (a sandboxed systemd service with RootDirectory= on the mounted image, no nspawn).
+ */
+export const RUNTIMES = ['nspawn', 'systemd'] as const;
+export type Runtime = (typeof RUNTIMES)[number];
+export const deploySchema = z.strictObject({
+  runtime: z.enum(RUNTIMES).default('nspawn'),
+});
+
 const rootCommand = z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]);
 
 export const configSchema = z
@@ -391,6 +405,7 @@ export const configSchema = z
     keep: z.array(z.string().min(1)).default([]),
     drop: z.array(z.string().min(1)).default([]),
     outputs: outputsSchema.default({ dir: 'out' }),
+    deploy: deploySchema.default({ runtime: 'nspawn' }),
     /** The root of the simulated board `lhc verify --board` boots, instead of lhc's Debian one. */
     board: z
       .strictObject({

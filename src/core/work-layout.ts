@@ -33,7 +33,7 @@ export function workLayout(dir: string): WorkLayout {
   };
 }
 
-/** The traced run's scratch inside its dir (names are nspawn machine names too: keep them). */
+/** The traced run's scratch inside its dir (the view's name is the container's hostname: keep it). */
 export function traceScratch(dir: string) {
   return {
     /** The writable view of the root the service runs on (overlay mount point or copy). */

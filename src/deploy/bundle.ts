@@ -13,12 +13,20 @@ import path from 'node:path';
 import { UserError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { stageOutput, writeExclusive } from '../core/safe-write.js';
+import type { Runtime } from '../config/schema.js';
 import type { ContainerLimits } from '../tools/nspawn.js';
 import type { RunAs } from '../service-user/passwd.js';
+import { renderSysusers, sysusersFiles } from './systemd-runtime.js';
 import { OCI_USER_NAMESPACE, ociConfig, ociUser } from './oci.js';
 import { renderReadme } from './readme.js';
 import { renderInstallScript } from './install-script.js';
-import { PROXY_PROGRAMS, proxied, proxyUnitName, renderProxyUnit } from './listen-proxy.js';
+import {
+  PROXY_PROGRAMS,
+  PROXY_SANDBOX,
+  proxied,
+  proxyUnitName,
+  renderProxyUnit,
+} from './listen-proxy.js';
 import {
   HEADER,
   listenPort,
@@ -64,6 +72,8 @@ export interface DeployBundleOptions {
   nspawnPath?: string;
   /** service.user's ids (read from the image's lhc-run-as); undefined runs the command as root. */
   runAs?: RunAs;
+  /** How the board runs the image (deploy.runtime): nspawn containers (default) or a sandboxed service. */
+  runtime?: Runtime;
   logger?: Logger;
 }
 
@@ -115,6 +125,8 @@ export async function writeDeployBundle(o: DeployBundleOptions): Promise<DeployB
     dataMount: `${systemdEscapePath(p.dataMount)}.mount`,
     ...(proxied(o.service) ? { proxy: proxyUnitName(o.name) } : {}),
   };
+  const sandboxed = o.runtime === 'systemd';
+  const sysusers = sysusersFiles(o.name);
   const ids = ociUser(o.runAs);
   const contents: Record<string, string> = {
     [units.socket]: renderSocketUnit(o),
@@ -126,12 +138,14 @@ export async function writeDeployBundle(o: DeployBundleOptions): Promise<DeployB
       JSON.stringify(ociConfig(o, p, ids, { userNamespace: OCI_USER_NAMESPACE }), null, 2) + '\n',
     'README.md': renderReadme(o, p),
   };
+  if (sandboxed) contents[sysusers.bundle] = renderSysusers(o.name);
   if (proxied(o.service))
     contents[proxyUnitName(o.name)] = renderProxyUnit(
       o.name,
       listenPort(o.service),
       systemdExecLine,
       HEADER(o.name),
+      sandboxed ? PROXY_SANDBOX : '',
     );
   contents['install.sh'] = renderInstallScript({
     name: o.name,
@@ -142,7 +156,9 @@ export async function writeDeployBundle(o: DeployBundleOptions): Promise<DeployB
     dataIsLoopFile: p.dataIsLoopFile,
     dataMount: p.dataMount,
     units: { ...units, extra: proxied(o.service) ? [proxyUnitName(o.name)] : [] },
-    nspawnPath: o.nspawnPath ?? '/usr/bin/systemd-nspawn',
+    // The sandboxed service needs no nspawn on the board, but a user made by systemd-sysusers.
+    nspawnPath: sandboxed ? '' : (o.nspawnPath ?? '/usr/bin/systemd-nspawn'),
+    sysusers: sandboxed ? sysusers : undefined,
     programs: proxied(o.service) ? PROXY_PROGRAMS : [],
   });
   // Written whole every time (staged, then renamed over the earlier one): a unit left from an

@@ -29,8 +29,10 @@ export interface InstallScriptInput {
     /** Further unit files of the bundle (a listening service's proxy). */
     extra: readonly string[];
   };
-  /** The systemd-nspawn the service unit runs. */
+  /** The systemd-nspawn the service unit runs; '' when the unit runs no nspawn (runtime systemd). */
   nspawnPath: string;
+  /** The sysusers.d snippet of the user a sandboxed service runs as: file in deploy/, name in /etc/sysusers.d. */
+  sysusers?: { bundle: string; installed: string };
   /** Programs the units run besides nspawn (checked before anything is changed). */
   programs: readonly string[];
   /** Size of a new data file, e.g. "64M". */
@@ -64,6 +66,8 @@ export function renderInstallScript(i: InstallScriptInput): string {
     ['SERVICE_UNIT', i.units.service],
     ['UNIT_FILES', unitFiles.join(' ')],
     ['NSPAWN', i.nspawnPath],
+    ['SYSUSERS_FILE', i.sysusers?.bundle ?? ''],
+    ['SYSUSERS_NAME', i.sysusers?.installed ?? ''],
     ['PROGRAMS', i.programs.join(' ')],
   ];
   return `#!/bin/sh
@@ -88,7 +92,9 @@ check_board() {
   for t in systemctl mount umount sha256sum tar cmp mkfs.ext4 truncate; do
     command -v "$t" >/dev/null 2>&1 || die "$t is missing on the board (packages: systemd, mount, coreutils, tar, diffutils, e2fsprogs)"
   done
-  [ -x "$NSPAWN" ] || die "$NSPAWN is missing: install the systemd-container package"
+  [ -z "$NSPAWN" ] || [ -x "$NSPAWN" ] || die "$NSPAWN is missing: install the systemd-container package"
+  [ -z "$SYSUSERS_FILE" ] || command -v systemd-sysusers >/dev/null 2>&1 ||
+    die "systemd-sysusers is missing: it makes the user the service runs as (package: systemd)"
   for p in $PROGRAMS; do
     [ -x "$p" ] || die "$p is missing: the units run it (package: systemd)"
   done
@@ -110,17 +116,24 @@ check_sums() {
     die "the artifacts do not match SHA256SUMS: copy them again"
 }
 
-release_id() { sha256sum "$1" | cut -c1-16; }
+image_id() { sha256sum "$1" | cut -c1-16; }
+
+# A release is the image and the units it runs with: a new runtime (deploy.runtime) or unit on
+# the same image is a release of its own, so rollback returns to the units too.
+release_id() {
+  { sha256sum "$OUT/$IMAGE_FILE"; for u in $UNIT_FILES $SYSUSERS_FILE; do sha256sum "$HERE/$u"; done; } |
+    sed 's|  .*/|  |' | sha256sum | cut -c1-16
+}
 
 # releases/<id>: the image and its units, written under a temporary name and renamed into place.
 stage_release() {
-  id=$(release_id "$OUT/$IMAGE_FILE")
+  id=$(release_id)
   rel="$BOARD_DIR/releases/$id"
   if [ ! -f "$rel/$IMAGE_FILE" ]; then
     rm -rf "$rel.new"
     install -d -m 0755 "$rel.new/units"
     install -m 0644 "$OUT/$IMAGE_FILE" "$rel.new/$IMAGE_FILE"
-    for u in $UNIT_FILES; do install -m 0644 "$HERE/$u" "$rel.new/units/$u"; done
+    for u in $UNIT_FILES $SYSUSERS_FILE; do install -m 0644 "$HERE/$u" "$rel.new/units/$u"; done
     mv -T "$rel.new" "$rel"
   fi
   echo "$id"
@@ -178,9 +191,29 @@ prune_releases() {
   done
 }
 
+# The user a sandboxed service runs as (runtime systemd): systemd-sysusers makes it once.
+ensure_user() {
+  [ -n "$SYSUSERS_FILE" ] || return 0
+  src="$BOARD_DIR/releases/$1/units/$SYSUSERS_FILE"
+  [ -f "$src" ] || return 0
+  install -d -m 0755 /etc/sysusers.d
+  install -m 0644 "$src" "/etc/sysusers.d/.$SYSUSERS_NAME.new"
+  mv -T "/etc/sysusers.d/.$SYSUSERS_NAME.new" "/etc/sysusers.d/$SYSUSERS_NAME"
+  systemd-sysusers "/etc/sysusers.d/$SYSUSERS_NAME"
+}
+
+# The sandboxed service is that user, not root: it gets what root owned on the data partition
+# (as the template made it). An nspawn container's root can still write there after a switch back.
+own_data() {
+  [ -n "$SYSUSERS_NAME" ] || return 0
+  u=\${SYSUSERS_NAME%.conf}
+  find "$DATA_MOUNT" -xdev \\( -path "$DATA_MOUNT/lost+found" -prune \\) -o -user 0 -exec chown -h "$u:$u" {} +
+}
+
 # Makes release $1 current (the old one becomes previous) and restarts what runs the image.
 activate() {
   new=$1 old=$(current_id)
+  ensure_user "$new"
   changed=$(install_units "$new")
   [ -z "$changed" ] || systemctl daemon-reload
   if [ "$new" != "$old" ]; then
@@ -198,6 +231,7 @@ activate() {
     systemctl restart "$ROOT_MOUNT_UNIT"
   fi
   systemctl start "$ROOT_MOUNT_UNIT" "$DATA_MOUNT_UNIT"
+  own_data
   # A listening service runs one long-lived container: restart it (and its proxy) on the new image.
   for u in $UNIT_FILES; do
     case $u in *@.service) ;; *.service) [ -z "$old" ] || [ "$new" = "$old" ] || systemctl try-restart "$u" ;; esac
@@ -217,7 +251,7 @@ cmd_install() {
   install -d -m 0755 "$BOARD_DIR" "$BOARD_DIR/releases" "$DATA_MOUNT" "$BOARD_DIR/root"
   # An image installed by hand (the README's manual steps) becomes the first release.
   if [ -f "$BOARD_DIR/$IMAGE_FILE" ] && [ ! -L "$BOARD_DIR/$IMAGE_FILE" ]; then
-    adopted=$(release_id "$BOARD_DIR/$IMAGE_FILE")
+    adopted=$(image_id "$BOARD_DIR/$IMAGE_FILE")
     install -d -m 0755 "$BOARD_DIR/releases/$adopted/units"
     for u in $UNIT_FILES; do install -m 0644 "$HERE/$u" "$BOARD_DIR/releases/$adopted/units/$u"; done
     mv "$BOARD_DIR/$IMAGE_FILE" "$BOARD_DIR/releases/$adopted/$IMAGE_FILE"
@@ -250,6 +284,8 @@ cmd_uninstall() {
   done
   for u in $UNIT_FILES; do systemctl disable --now --quiet "$u" 2>/dev/null || true; done
   for u in $UNIT_FILES; do rm -f "$UNIT_DIR/$u"; done
+  # The user stays (systemd-sysusers never removes one): files on the data partition keep an owner.
+  [ -z "$SYSUSERS_NAME" ] || rm -f "/etc/sysusers.d/$SYSUSERS_NAME"
   systemctl daemon-reload
   rm -rf "$BOARD_DIR/releases" "$BOARD_DIR/current" "$BOARD_DIR/previous" "$BOARD_DIR/$IMAGE_FILE"
   rmdir "$BOARD_DIR/root" 2>/dev/null || true

@@ -66,6 +66,8 @@ joins that namespace (\`JoinsNamespaceOf=\`) and is the only way in`
 (only \`lo\`, CAP_NET_ADMIN dropped), no new privileges, a private user namespace, and
 ${o.dataPath ?? '/data'} is the only writable path, mounted noexec,nosuid,nodev.
 
+${o.runtime === 'systemd' ? sandboxedRuntimeText(o, svc) : nspawnRuntimeText(svc)}
+
 \`deploy/fstab\` holds the same two mounts as /etc/fstab lines, for boards that prefer fstab.
 \`deploy/oci/config.json\` runs the same image under runc (\`runc run --bundle deploy/oci ${o.name}\`,
 with the image mounted at ${p.rootMount} and the data partition at ${p.dataMount}), in a user
@@ -76,4 +78,31 @@ for runc shift the data partition's owners once, after unpacking the template:
 ${shiftOwnersCommand(p.dataMount)}
 \`\`\`
 `;
+}
+
+function sandboxedRuntimeText(o: DeployBundleOptions, svc: string): string {
+  return `## Runtime: systemd (\`deploy.runtime: systemd\`)
+
+\`${svc}\` runs ${o.service.command[0]} directly, with no systemd-nspawn process: systemd itself
+sandboxes it (\`RootDirectory=\` on the read-only image, ${o.dataPath ?? '/data'} bound from the
+data partition, private network, users, devices and IPC, \`ProtectSystem=strict\`, an empty
+capability bounding set, \`NoNewPrivileges=\`, a system-call filter, noexec scratch mounts and the
+limits from service.limits). It runs as the system user \`lhc-${o.name}\`, which install.sh
+creates with systemd-sysusers from \`deploy/${o.name}.sysusers.conf\`. The service can write
+only what that user may write on the data partition. \`MemoryDenyWriteExecute=yes\` needs the
+payload to run natively: a board that runs it under QEMU user-mode (a JIT) needs a drop-in
+with \`MemoryDenyWriteExecute=no\`. \`systemd-analyze security ${svc.replace('@.', '@i.')}\` scores
+this unit; the build's \`${o.name}.exposure.json\` holds the score lhc measured.`;
+}
+
+function nspawnRuntimeText(svc: string): string {
+  return `## Runtime: nspawn (the default)
+
+\`systemd-analyze security\` rates \`${svc}\` about 9.6 ("UNSAFE"; the build's score is in its
+exposure.json): it reads only the unit's own directives, and this unit runs systemd-nspawn as
+root with none, because nspawn needs those privileges to build the container. The confinement
+nspawn sets up afterwards (read-only root, private network, user namespace, dropped capabilities,
+no new privileges, its own system-call filter) is invisible to systemd-analyze; the hardening
+rows of \`lhc verify\` read it from the live payload instead. \`deploy.runtime: systemd\` puts the
+sandbox into the unit itself, where systemd-analyze sees it.`;
 }

@@ -14,6 +14,7 @@ import {
   sharedNetworkArgv,
 } from './listen-proxy.js';
 import type { BoardPaths, DeployBundleOptions, ServiceSpec } from './bundle.js';
+import { renderSandboxedServiceUnit } from './systemd-runtime.js';
 
 /** Port the socket listens on: the service's own port, or 70 (Gopher) for inetd services. */
 export function listenPort(s: ServiceSpec): number {
@@ -122,7 +123,7 @@ export function renderSocketUnit(o: DeployBundleOptions): string {
   return (
     HEADER(o.name) +
     '[Unit]\n' +
-    `Description=lhc ${o.name}: ${inetd ? 'one container per connection' : 'listening socket'}\n\n` +
+    `Description=lhc ${o.name}: ${inetd ? `one ${o.runtime === 'systemd' ? 'sandboxed process' : 'container'} per connection` : 'listening socket'}\n\n` +
     '[Socket]\n' +
     `ListenStream=${listenPort(o.service)}\n` +
     (inetd
@@ -138,6 +139,7 @@ export function renderSocketUnit(o: DeployBundleOptions): string {
 }
 
 export function renderServiceUnit(o: DeployBundleOptions, p: BoardPaths): string {
+  if (o.runtime === 'systemd') return renderSandboxedServiceUnit(o, p);
   const inetd = o.service.inetd === true;
   const timeout = o.service.timeout;
   return (

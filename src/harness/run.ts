@@ -21,7 +21,7 @@ import { askProbe, type Endpoint, type ProbeResponse } from './client.js';
 import { containerIdentity, releaseMachineName } from './machine-name.js';
 import { listening } from './listen.js';
 import { findPayloads } from './proc.js';
-import { forwarderUp, startForwarder } from './service.js';
+import { forwarderUp, startActivator, startForwarder } from './service.js';
 import type { RunAs } from '../service-user/passwd.js';
 
 /** Where one set of probe runs happens. */
@@ -195,7 +195,7 @@ async function runInetd(
   };
 }
 
-/** A probe to a listening service, through a forwarder into its network namespace. */
+/** A probe to a listening service: through a forwarder into its network namespace, or on the activator's host port. */
 async function probeListening(
   config: LhcConfig,
   probe: Probe,
@@ -208,7 +208,7 @@ async function probeListening(
   } catch (e) {
     if (e instanceof UserError) throw e;
     throw new UserError(
-      `probe '${probe.name}' to port ${config.service.listen} inside the container's network namespace failed: ${(e as Error).message}`,
+      `probe '${probe.name}' to port ${config.service.listen} ${'path' in endpoint ? "inside the container's network namespace" : `(the socket passed to the service, host port ${endpoint.port})`} failed: ${(e as Error).message}`,
     );
   }
 }
@@ -219,13 +219,18 @@ async function runListening(
   identity: { machineName: string; hostname: string },
   o: RunOptions,
 ): Promise<ProbeRun> {
-  const port = config.service.listen!;
   const { logger } = o;
+  const activated = config.service['socket-activation'];
   const { argv, end } = await begin(config, t, o, undefined, identity);
   const out: ProbeRun = { responses: {}, records: [] };
   let container: Started;
+  let hostPort: number | undefined;
   try {
-    container = start(argv, { privileged: true, logger });
+    if (activated) {
+      // As on the board: a socket outside the container, passed in (LISTEN_FDS) on the first
+      // connection; the container keeps its own network namespace.
+      ({ service: container, port: hostPort } = await startActivator(argv, false, o));
+    } else container = start(argv, { privileged: true, logger });
   } catch (e) {
     // The hook's reader (a FIFO) would otherwise wait forever for a writer that never came.
     await end();
@@ -240,34 +245,21 @@ async function runListening(
   const state: { exited?: { exitCode: number | undefined; stderr: string } } = {};
   void container.exited.then((e) => (state.exited = e));
   try {
-    const deadline = Date.now() + config.service.timeout * 1000;
-    let pid: number | undefined;
-    // Wait for the payload to exist and to listen, bounded, noticing an early exit.
-    for (;;) {
-      const gone = state.exited;
-      if (gone)
-        throw crashError(config, `before listening on port ${port}`, gone.exitCode, gone.stderr);
-      o.signal?.throwIfAborted();
-      // Looked up each round: the payload appears only once nspawn (and lhc-run-as) exec'd it.
-      pid = findPayloads(container.pid)[0]?.pid;
-      if (pid !== undefined && (await listening(pid, port, logger))) break;
-      if (Date.now() > deadline) {
-        throw new UserError(
-          `service '${config.name}' did not listen on port ${port} within service.timeout (${config.service.timeout} s)`,
-        );
-      }
-      await sleep(100);
+    let endpoint: Endpoint;
+    if (hostPort !== undefined) endpoint = { host: '127.0.0.1', port: hostPort };
+    else {
+      const pid = await listeningPayload(config, container, state, o);
+      const sock = path.join(o.workDir, 'probe.sock');
+      await rm(sock, { force: true });
+      forwarder = startForwarder(pid, config.service.listen!, sock, logger);
+      await forwarderUp(forwarder, sock, o.signal);
+      endpoint = { path: sock };
     }
-    logger.debug(`service listens on ${port} in the namespace of pid ${pid}`);
-    const sock = path.join(o.workDir, 'probe.sock');
-    await rm(sock, { force: true });
-    forwarder = startForwarder(pid, port, sock, logger);
-    await forwarderUp(forwarder, sock, o.signal);
     // Traced, one probe at a time: the service's processes share one QEMU_STRACE stream, and
     // lines from concurrent connections would interleave (and be lost to the parser).
     const inFlight = o.hook ? 1 : parallelism(o);
     const responses = await mapBounded(config.probes, inFlight, async (probe) => {
-      const response = await probeListening(config, probe, { path: sock }, o);
+      const response = await probeListening(config, probe, endpoint, o);
       const gone = state.exited;
       if (gone)
         throw crashError(
@@ -286,6 +278,35 @@ async function runListening(
     if (record) out.records.push(record);
   }
   return out;
+}
+
+/** Waits for the payload to exist and to listen, bounded, noticing an early exit; its pid. */
+async function listeningPayload(
+  config: LhcConfig,
+  container: Started,
+  state: { exited?: { exitCode: number | undefined; stderr: string } },
+  o: RunOptions,
+): Promise<number> {
+  const port = config.service.listen!;
+  const deadline = Date.now() + config.service.timeout * 1000;
+  for (;;) {
+    const gone = state.exited;
+    if (gone)
+      throw crashError(config, `before listening on port ${port}`, gone.exitCode, gone.stderr);
+    o.signal?.throwIfAborted();
+    // Looked up each round: the payload appears only once nspawn (and lhc-run-as) exec'd it.
+    const pid = findPayloads(container.pid)[0]?.pid;
+    if (pid !== undefined && (await listening(pid, port, o.logger))) {
+      o.logger.debug(`service listens on ${port} in the namespace of pid ${pid}`);
+      return pid;
+    }
+    if (Date.now() > deadline) {
+      throw new UserError(
+        `service '${config.name}' did not listen on port ${port} within service.timeout (${config.service.timeout} s)`,
+      );
+    }
+    await sleep(100);
+  }
 }
 
 function parallelism(o: RunOptions): number {

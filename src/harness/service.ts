@@ -121,27 +121,30 @@ async function activatorListens(pid: number, port: number, logger: Logger): Prom
   return mine ?? (await listening(process.pid, port, logger));
 }
 
-export async function startInetd(
-  argv: string[],
-  state: RunState,
-  opts: ServiceContext,
-  timeoutMs: number,
-  /** Where the port comes from (a test passes one another process already holds). */
-  pickPort: () => Promise<number> = freePort,
-): Promise<Running> {
-  const { logger, signal } = opts;
+/**
+ * systemd-socket-activate holding 127.0.0.1:PORT on the host, as the board's socket unit holds
+ * its port: with `accept`, one container per connection (inetd); without, the first connection
+ * starts the one container and the listening socket is passed into it (LISTEN_FDS). Retries on a
+ * port another process took meanwhile.
+ */
+export async function startActivator(
+  argv: readonly string[],
+  accept: boolean,
+  o: { logger: Logger; signal?: AbortSignal; pickPort?: () => Promise<number> },
+): Promise<{ service: Started; port: number }> {
+  const { logger, signal } = o;
   let lastError = '';
   for (let attempt = 0; attempt < 3; attempt++) {
-    const port = await pickPort();
+    const port = await (o.pickPort ?? freePort)();
+    const mode = accept ? ['-a', '--inetd'] : [];
     const service = start(
-      ['systemd-socket-activate', '-l', `127.0.0.1:${port}`, '-a', '--inetd', ...argv],
+      ['systemd-socket-activate', '-l', `127.0.0.1:${port}`, ...mode, ...argv],
       {
         privileged: true,
         logger,
         loud: attempt === 0,
       },
     );
-    state.service = service;
     let exited = false;
     void service.exited.then(() => (exited = true));
     const ok = await waitFor(
@@ -150,33 +153,76 @@ export async function startInetd(
       10_000,
       signal,
     );
-    if (ok) {
-      const endpoint = { host: '127.0.0.1', port };
-      return {
-        endpoint,
-        clientTarget: endpoint,
-        clientArgv: (a) => ({ argv: a, privileged: false }),
-        payload: async () => {
-          // An accepted connection with no selector sent: the container waits on stdin.
-          const before = new Set(findPayloads(service.pid).map((p) => p.pid));
-          const sock = await holdOpen(endpoint, timeoutMs);
-          state.sockets.add(sock);
-          const p = await waitFor(
-            () => findPayloads(service.pid).find((x) => !before.has(x.pid)),
-            timeoutMs,
-            signal,
-          );
-          if (p) state.payloads.push(p);
-          return p;
-        },
-      };
-    }
+    if (ok) return { service, port };
     await service.stop();
     lastError = tail((await service.exited).stderr, 5);
-    state.service = undefined;
     if (!/Address already in use/.test(lastError)) break;
   }
   throw new UserError(`systemd-socket-activate did not start listening:\n${lastError}`);
+}
+
+export async function startInetd(
+  argv: string[],
+  state: RunState,
+  opts: ServiceContext,
+  timeoutMs: number,
+  /** Where the port comes from (a test passes one another process already holds). */
+  pickPort: () => Promise<number> = freePort,
+): Promise<Running> {
+  const { signal } = opts;
+  const { service, port } = await startActivator(argv, true, { ...opts, pickPort });
+  state.service = service;
+  const endpoint = { host: '127.0.0.1', port };
+  return {
+    endpoint,
+    clientTarget: endpoint,
+    clientArgv: (a) => ({ argv: a, privileged: false }),
+    payload: async () => {
+      // An accepted connection with no selector sent: the container waits on stdin.
+      const before = new Set(findPayloads(service.pid).map((p) => p.pid));
+      const sock = await holdOpen(endpoint, timeoutMs);
+      state.sockets.add(sock);
+      const p = await waitFor(
+        () => findPayloads(service.pid).find((x) => !before.has(x.pid)),
+        timeoutMs,
+        signal,
+      );
+      if (p) state.payloads.push(p);
+      return p;
+    },
+  };
+}
+
+/**
+ * A `listen` service with `socket-activation: true`: the container starts on the first
+ * connection and takes the host socket from LISTEN_FDS, keeping its own network namespace.
+ */
+export async function startSocketActivated(
+  argv: string[],
+  state: RunState,
+  opts: ServiceContext,
+  timeoutMs: number,
+): Promise<Running> {
+  const { signal } = opts;
+  const { service, port } = await startActivator(argv, false, opts);
+  state.service = service;
+  const endpoint = { host: '127.0.0.1', port };
+  return {
+    endpoint,
+    clientTarget: endpoint,
+    clientArgv: (a) => ({ argv: a, privileged: false }),
+    payload: async () => {
+      let p = findPayloads(service.pid)[0];
+      if (!p) {
+        // Nothing has connected yet, so nothing started the container: one connection does.
+        const sock = await holdOpen(endpoint, timeoutMs);
+        state.sockets.add(sock);
+        p = await waitFor(() => findPayloads(service.pid)[0], timeoutMs, signal);
+      }
+      if (p && !state.payloads.some((x) => x.pid === p!.pid)) state.payloads.push(p);
+      return p && alive(p) ? p : undefined;
+    },
+  };
 }
 
 export async function startListening(

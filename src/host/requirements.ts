@@ -213,8 +213,8 @@ export function toolRequirements(arch: string): ToolRequirement[] {
     {
       tool: 'systemd-analyze',
       pkg: 'systemd',
-      why: 'checks generated units',
-      features: ['tests'],
+      why: 'scores the generated service units (security --offline, systemd 250+); checks them in tests',
+      features: ['core', 'tests'],
       optional: true,
     },
     {

@@ -74,6 +74,13 @@ export async function writePrunedRoot(
     }
     const e = all.get(m);
     const mode = e?.kind === 'dir' ? e.st.mode & 0o7777 : m === '/tmp' ? 0o1777 : 0o755;
+    // A nested mount point (/var/tmp) needs its parents in the image and in the list too.
+    for (let parent = path.posix.dirname(m); parent !== '/'; parent = path.posix.dirname(parent)) {
+      if (list.some((k) => k.path === parent)) continue;
+      await mkdir(path.join(prunedRoot, parent), { recursive: true, mode: 0o755 });
+      await chmod(path.join(prunedRoot, parent), 0o755);
+      list.push({ path: parent, kind: 'dir', mode: octal(0o755), bytes: 0, why: ['mount-point'] });
+    }
     await mkdir(path.dirname(dst), { recursive: true });
     await mkdir(dst);
     await chmod(dst, mode);

@@ -13,6 +13,12 @@ import { writeOutputFile } from '../core/safe-write.js';
 import type { StageContext } from '../core/stage.js';
 import type { Logger } from '../core/logger.js';
 import { writeDeployBundle, type DeployBundle } from '../deploy/bundle.js';
+import {
+  exposureLine,
+  scoreUnits,
+  writeExposure,
+  type ExposureReport,
+} from '../deploy/exposure.js';
 import { formatPruneReport, type PruneReport } from '../prune/report.js';
 import { sha256File } from '../store/store.js';
 import type { PackResult } from './pack.js';
@@ -29,6 +35,8 @@ export interface OutputsInput {
 export interface Outputs {
   traceReport: string;
   bundle: DeployBundle;
+  /** systemd-analyze's exposure score of each service unit; absent when it could not run. */
+  exposure?: ExposureReport;
   /** Every file SHA256SUMS will cover, relative to the output dir. */
   files: string[];
 }
@@ -91,16 +99,29 @@ export async function writeOutputs(ctx: StageContext, input: OutputsInput): Prom
     imageFile: path.basename(packed.image),
     dataTemplateFile: path.basename(packed.dataTemplate),
     runAs: await readRunAs(config, input.prunedRoot),
+    runtime: config.deploy.runtime,
     logger: ctx.logger,
   });
+  const serviceUnits = [bundle.units.service, ...(bundle.units.proxy ? [bundle.units.proxy] : [])];
+  const exposure = await scoreUnits(
+    ctx.outDir,
+    serviceUnits.map((u) => `deploy/${u}`),
+    config.deploy.runtime,
+    ctx.logger,
+  );
+  const exposureFile = exposure
+    ? await writeExposure(ctx.outDir, config.name, exposure, ctx.logger)
+    : undefined;
+  if (exposure) ctx.logger.info(`exposure (systemd-analyze security): ${exposureLine(exposure)}`);
   const files = [
     path.basename(packed.image),
     path.basename(packed.dataTemplate),
     path.basename(packed.manifest),
     path.basename(traceReport),
     ...bundle.files,
+    ...(exposureFile ? [path.basename(exposureFile)] : []),
   ];
-  return { traceReport, bundle, files };
+  return { traceReport, bundle, exposure, files };
 }
 
 /**

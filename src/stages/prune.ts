@@ -42,7 +42,7 @@ export async function pruneRoot(
     root,
     all,
     closure.kept,
-    mountPoints(config.data.path),
+    mountPoints(config.data.path, config.deploy.runtime),
     prunedRoot,
     logger,
   );

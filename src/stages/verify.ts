@@ -53,6 +53,7 @@ import {
   serviceLog,
   startInetd,
   startListening,
+  startSocketActivated,
   type RunState,
   type Running,
 } from '../harness/service.js';
@@ -286,7 +287,7 @@ export async function verifyImage(ctx: StageContext, input: VerifyInput): Promis
       logger.info(
         `image ${image} mounted read-only at ${state.rootDir} (${state.image.loopDevice})`,
       );
-      for (const needed of mountPoints(config.data.path)) {
+      for (const needed of mountPoints(config.data.path, config.deploy.runtime)) {
         if (!existsSync(path.join(state.rootDir, needed))) {
           throw new UserError(
             `the image has no ${needed} directory; a read-only root needs every mount point (add it to the root)`,
@@ -313,7 +314,9 @@ export async function verifyImage(ctx: StageContext, input: VerifyInput): Promis
       const argv = await withLimits(nspawn, state, config, logger);
       const svc = config.service.inetd
         ? await startInetd(argv, state, opts, timeoutMs)
-        : await startListening(argv, state, opts, timeoutMs);
+        : config.service['socket-activation']
+          ? await startSocketActivated(argv, state, opts, timeoutMs)
+          : await startListening(argv, state, opts, timeoutMs);
       logger.info(`service reachable at ${describeEndpoint(svc.endpoint)}`);
 
       // In parallel (one connection per core), reported in config order.

@@ -161,9 +161,17 @@ export function nspawnArgv(o: NspawnOptions): string[] {
  */
 export const NSPAWN_DIRS = ['/usr', '/proc', '/sys', '/dev', '/run', '/tmp'] as const;
 
-/** Every mount point a root must carry to run read-only: nspawn's, then the data partition's. */
-export function mountPoints(dataPath: string): string[] {
-  return [...new Set<string>([...NSPAWN_DIRS, dataPath])];
+/**
+ * What the systemd runtime (deploy.runtime: systemd) mounts beyond nspawn's set: its own noexec
+ * /var/tmp (TemporaryFileSystem=, see deploy/systemd-runtime.ts). Only that runtime's images get
+ * it, so an nspawn image stays byte for byte what it was.
+ */
+export const SYSTEMD_RUNTIME_DIRS = ['/var/tmp'] as const;
+
+/** Every mount point a root must carry to run read-only: nspawn's, the runtime's, then the data partition's. */
+export function mountPoints(dataPath: string, runtime: 'nspawn' | 'systemd' = 'nspawn'): string[] {
+  const extra = runtime === 'systemd' ? SYSTEMD_RUNTIME_DIRS : [];
+  return [...new Set<string>([...NSPAWN_DIRS, ...extra, dataPath])];
 }
 
 /** Where the trace FIFO is bound inside the container (see src/trace/fifo.ts). */

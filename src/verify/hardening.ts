@@ -246,6 +246,25 @@ export function checkNetwork(netDev: string): HardeningCheck {
   };
 }
 
+/**
+ * The systemd runtime's counterpart of checkUidMap: PrivateUsers= maps root and the unit's user to
+ * themselves by design, so uid 0 is 0 outside; what matters is that the payload is not root there
+ * and holds no capability to become it (empty bounding set, NoNewPrivs).
+ */
+export function checkNotHostRoot(status: string): HardeningCheck {
+  const name = 'not root on the host, no way to become it';
+  const uids = (statusField(status, 'Uid') ?? '').split(/\s+/).filter(Boolean).map(Number);
+  const bnd = statusField(status, 'CapBnd') ?? '';
+  const nnp = statusField(status, 'NoNewPrivs');
+  const noCaps = /^[0-9a-f]+$/i.test(bnd) && BigInt(`0x${bnd}`) === 0n;
+  const ok = uids.length === 4 && uids.every((u) => u !== 0) && noCaps && nnp === '1';
+  return {
+    name,
+    ok,
+    detail: `host uids ${uids.join('/') || '(missing)'}, CapBnd ${bnd || '(missing)'}, NoNewPrivs ${nnp ?? '(missing)'}`,
+  };
+}
+
 /** Soft and hard value of one /proc/PID/limits row ("unlimited" is Infinity). */
 function limitRow(limits: string, row: string): [number, number] | undefined {
   const line = limits.split('\n').find((l) => l.startsWith(row));
@@ -278,6 +297,8 @@ export async function inspectProcess(
   dataPath: string,
   limits?: { nofile: number; tasks: number },
   runAs?: RunAs,
+  /** `unprivileged-user`: the systemd runtime's payload, checked by checkNotHostRoot(). */
+  identity: 'user-namespace' | 'unprivileged-user' = 'user-namespace',
 ): Promise<HardeningCheck[]> {
   const read = (f: string) => readFile(`/proc/${pid}/${f}`, 'utf8');
   const [mountinfo, status, uidMap, gidMap, netDev, rlimits] = await Promise.all([
@@ -296,7 +317,7 @@ export async function inspectProcess(
     checkNetwork(netDev),
     checkNoNewPrivs(status),
     checkCapabilities(status),
-    checkUidMap(uidMap),
+    identity === 'user-namespace' ? checkUidMap(uidMap) : checkNotHostRoot(status),
     ...(limits ? [checkRlimits(rlimits, limits)] : []),
     ...(runAs ? [checkUser(status, uidMap, gidMap, runAs)] : []),
   ];

@@ -10,9 +10,12 @@ import { lstat, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { main } from '../../src/cli/main.js';
+import { commands } from '../../src/cli/commands/index.js';
 import { memoryLogger } from '../../src/core/logger.js';
 import { stageContext } from '../../src/core/stage.js';
 import { packImage } from '../../src/stages/pack.js';
+import { LUA_SOURCES, seededBuildCache } from '../support/debian-inputs.js';
 import { requireTool } from '../support/require-tool.js';
 
 let top: string;
@@ -79,5 +82,38 @@ describe('pack never writes through a symlink at an artifact name', () => {
         new RegExp(`${n.replace(/\./g, '\\.')} was a symlink \\(to .*\\): replaced`),
       );
     expect(readdirSync(out).sort()).toEqual(['t-data.tar.gz', 't.manifest.json', 't.squashfs']);
+  });
+});
+
+describe('lhc lua --out never writes through a symlink at DIR/lua', () => {
+  it('replaces the planted link with the interpreter (0755); the host file is unchanged', async () => {
+    const { cacheDir } = await seededBuildCache();
+    const out = path.join(top, 'lua-out');
+    await mkdir(out);
+    const victim = path.join(host, 'lua-victim');
+    await writeFile(victim, 'host file: must never change\n');
+    await symlink(victim, path.join(out, 'lua'));
+    const before = checksums([victim, '/etc/passwd']);
+    const saved = process.env.LHC_CACHE_DIR;
+    process.env.LHC_CACHE_DIR = cacheDir;
+    const lines: string[] = [];
+    const logger = memoryLogger();
+    let code: number;
+    try {
+      code = await main(
+        ['lua', '--version', '5.4.4', '--sha256', LUA_SOURCES['5.4.4'].sha256, '--out', out],
+        { out: (l) => void lines.push(l), err: (l) => void lines.push(l), logger, commands },
+      );
+    } finally {
+      if (saved === undefined) delete process.env.LHC_CACHE_DIR;
+      else process.env.LHC_CACHE_DIR = saved;
+    }
+    expect(code, lines.join('\n')).toBe(0);
+    const st = await lstat(path.join(out, 'lua'));
+    expect(st.isFile()).toBe(true);
+    expect(st.mode & 0o777).toBe(0o755);
+    expect(checksums([victim, '/etc/passwd'])).toEqual(before);
+    expect(logger.lines.join('\n')).toMatch(/was a symlink .*replaced, not written through/);
+    expect(readdirSync(out).filter((n) => n.startsWith('.lhc-tmp-'))).toEqual([]);
   });
 });

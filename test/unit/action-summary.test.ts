@@ -59,6 +59,22 @@ function tableAfter(html: string, marker: string): string[][] {
 }
 
 describe('renderSummary', () => {
+  it('shows the exposure score of each service unit, and why nspawn scores high', () => {
+    const units = (score: number, level: string) => [
+      { file: 'deploy/gophermoon@.service', unit: 'gophermoon@i.service', score, level },
+    ];
+    const sandboxed = renderSummary(
+      result({ exposure: { runtime: 'systemd', systemd: '252', units: units(0.3, 'SAFE') } }),
+    );
+    expect(sandboxed).toContain('exposure (systemd-analyze security, runtime systemd): 0.3');
+    expect(sandboxed).toContain('<code>gophermoon@i.service</code>');
+    const nspawn = renderSummary(
+      result({ exposure: { runtime: 'nspawn', systemd: '252', units: units(9.6, 'UNSAFE') } }),
+    );
+    expect(nspawn).toContain('9.6 (systemd-analyze cannot see the confinement nspawn sets up');
+    expect(renderSummary(result())).not.toContain('exposure');
+  });
+
   it('opens with one compact row per image: result, size, sha256 prefix, files kept, pruning, verify', () => {
     const r = result();
     const html = renderSummary(r);

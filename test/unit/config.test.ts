@@ -278,7 +278,7 @@ describe('broken configs name the field and the line', () => {
     [
       'an output named like SHA256SUMS',
       edit('  dir: out', '  dir: out\n  image: SHA256SUMS'),
-      'outputs.image: that name is taken by SHA256SUMS, deploy/ or the trace report (lhc.yml:30)',
+      'outputs.image: that name is taken by SHA256SUMS, deploy/, the trace report or the exposure scores (lhc.yml:30)',
     ],
     [
       'two outputs with one file name',
