@@ -118,17 +118,17 @@ var require_visit = __commonJS({
     visit3.BREAK = BREAK;
     visit3.SKIP = SKIP;
     visit3.REMOVE = REMOVE;
-    function visit_(key, node2, visitor, path56) {
-      const ctrl = callVisitor(key, node2, visitor, path56);
+    function visit_(key, node2, visitor, path57) {
+      const ctrl = callVisitor(key, node2, visitor, path57);
       if (identity3.isNode(ctrl) || identity3.isPair(ctrl)) {
-        replaceNode(key, path56, ctrl);
-        return visit_(key, ctrl, visitor, path56);
+        replaceNode(key, path57, ctrl);
+        return visit_(key, ctrl, visitor, path57);
       }
       if (typeof ctrl !== "symbol") {
         if (identity3.isCollection(node2)) {
-          path56 = Object.freeze(path56.concat(node2));
+          path57 = Object.freeze(path57.concat(node2));
           for (let i2 = 0; i2 < node2.items.length; ++i2) {
-            const ci2 = visit_(i2, node2.items[i2], visitor, path56);
+            const ci2 = visit_(i2, node2.items[i2], visitor, path57);
             if (typeof ci2 === "number")
               i2 = ci2 - 1;
             else if (ci2 === BREAK)
@@ -139,13 +139,13 @@ var require_visit = __commonJS({
             }
           }
         } else if (identity3.isPair(node2)) {
-          path56 = Object.freeze(path56.concat(node2));
-          const ck = visit_("key", node2.key, visitor, path56);
+          path57 = Object.freeze(path57.concat(node2));
+          const ck = visit_("key", node2.key, visitor, path57);
           if (ck === BREAK)
             return BREAK;
           else if (ck === REMOVE)
             node2.key = null;
-          const cv = visit_("value", node2.value, visitor, path56);
+          const cv = visit_("value", node2.value, visitor, path57);
           if (cv === BREAK)
             return BREAK;
           else if (cv === REMOVE)
@@ -166,17 +166,17 @@ var require_visit = __commonJS({
     visitAsync.BREAK = BREAK;
     visitAsync.SKIP = SKIP;
     visitAsync.REMOVE = REMOVE;
-    async function visitAsync_(key, node2, visitor, path56) {
-      const ctrl = await callVisitor(key, node2, visitor, path56);
+    async function visitAsync_(key, node2, visitor, path57) {
+      const ctrl = await callVisitor(key, node2, visitor, path57);
       if (identity3.isNode(ctrl) || identity3.isPair(ctrl)) {
-        replaceNode(key, path56, ctrl);
-        return visitAsync_(key, ctrl, visitor, path56);
+        replaceNode(key, path57, ctrl);
+        return visitAsync_(key, ctrl, visitor, path57);
       }
       if (typeof ctrl !== "symbol") {
         if (identity3.isCollection(node2)) {
-          path56 = Object.freeze(path56.concat(node2));
+          path57 = Object.freeze(path57.concat(node2));
           for (let i2 = 0; i2 < node2.items.length; ++i2) {
-            const ci2 = await visitAsync_(i2, node2.items[i2], visitor, path56);
+            const ci2 = await visitAsync_(i2, node2.items[i2], visitor, path57);
             if (typeof ci2 === "number")
               i2 = ci2 - 1;
             else if (ci2 === BREAK)
@@ -187,13 +187,13 @@ var require_visit = __commonJS({
             }
           }
         } else if (identity3.isPair(node2)) {
-          path56 = Object.freeze(path56.concat(node2));
-          const ck = await visitAsync_("key", node2.key, visitor, path56);
+          path57 = Object.freeze(path57.concat(node2));
+          const ck = await visitAsync_("key", node2.key, visitor, path57);
           if (ck === BREAK)
             return BREAK;
           else if (ck === REMOVE)
             node2.key = null;
-          const cv = await visitAsync_("value", node2.value, visitor, path56);
+          const cv = await visitAsync_("value", node2.value, visitor, path57);
           if (cv === BREAK)
             return BREAK;
           else if (cv === REMOVE)
@@ -220,23 +220,23 @@ var require_visit = __commonJS({
       }
       return visitor;
     }
-    function callVisitor(key, node2, visitor, path56) {
+    function callVisitor(key, node2, visitor, path57) {
       if (typeof visitor === "function")
-        return visitor(key, node2, path56);
+        return visitor(key, node2, path57);
       if (identity3.isMap(node2))
-        return visitor.Map?.(key, node2, path56);
+        return visitor.Map?.(key, node2, path57);
       if (identity3.isSeq(node2))
-        return visitor.Seq?.(key, node2, path56);
+        return visitor.Seq?.(key, node2, path57);
       if (identity3.isPair(node2))
-        return visitor.Pair?.(key, node2, path56);
+        return visitor.Pair?.(key, node2, path57);
       if (identity3.isScalar(node2))
-        return visitor.Scalar?.(key, node2, path56);
+        return visitor.Scalar?.(key, node2, path57);
       if (identity3.isAlias(node2))
-        return visitor.Alias?.(key, node2, path56);
+        return visitor.Alias?.(key, node2, path57);
       return void 0;
     }
-    function replaceNode(key, path56, node2) {
-      const parent = path56[path56.length - 1];
+    function replaceNode(key, path57, node2) {
+      const parent = path57[path57.length - 1];
       if (identity3.isCollection(parent)) {
         parent.items[key] = node2;
       } else if (identity3.isPair(parent)) {
@@ -848,10 +848,10 @@ var require_Collection = __commonJS({
     var createNode = require_createNode();
     var identity3 = require_identity();
     var Node = require_Node();
-    function collectionFromPath(schema, path56, value) {
+    function collectionFromPath(schema, path57, value) {
       let v2 = value;
-      for (let i2 = path56.length - 1; i2 >= 0; --i2) {
-        const k2 = path56[i2];
+      for (let i2 = path57.length - 1; i2 >= 0; --i2) {
+        const k2 = path57[i2];
         if (typeof k2 === "number" && Number.isInteger(k2) && k2 >= 0) {
           const a2 = [];
           a2[k2] = v2;
@@ -870,7 +870,7 @@ var require_Collection = __commonJS({
         sourceObjects: /* @__PURE__ */ new Map()
       });
     }
-    var isEmptyPath = (path56) => path56 == null || typeof path56 === "object" && !!path56[Symbol.iterator]().next().done;
+    var isEmptyPath = (path57) => path57 == null || typeof path57 === "object" && !!path57[Symbol.iterator]().next().done;
     var Collection = class extends Node.NodeBase {
       constructor(type, schema) {
         super(type);
@@ -900,11 +900,11 @@ var require_Collection = __commonJS({
        * be a Pair instance or a `{ key, value }` object, which may not have a key
        * that already exists in the map.
        */
-      addIn(path56, value) {
-        if (isEmptyPath(path56))
+      addIn(path57, value) {
+        if (isEmptyPath(path57))
           this.add(value);
         else {
-          const [key, ...rest] = path56;
+          const [key, ...rest] = path57;
           const node2 = this.get(key, true);
           if (identity3.isCollection(node2))
             node2.addIn(rest, value);
@@ -918,8 +918,8 @@ var require_Collection = __commonJS({
        * Removes a value from the collection.
        * @returns `true` if the item was found and removed.
        */
-      deleteIn(path56) {
-        const [key, ...rest] = path56;
+      deleteIn(path57) {
+        const [key, ...rest] = path57;
         if (rest.length === 0)
           return this.delete(key);
         const node2 = this.get(key, true);
@@ -933,8 +933,8 @@ var require_Collection = __commonJS({
        * scalar values from their surrounding node; to disable set `keepScalar` to
        * `true` (collections are always returned intact).
        */
-      getIn(path56, keepScalar) {
-        const [key, ...rest] = path56;
+      getIn(path57, keepScalar) {
+        const [key, ...rest] = path57;
         const node2 = this.get(key, true);
         if (rest.length === 0)
           return !keepScalar && identity3.isScalar(node2) ? node2.value : node2;
@@ -952,8 +952,8 @@ var require_Collection = __commonJS({
       /**
        * Checks if the collection includes a value with the key `key`.
        */
-      hasIn(path56) {
-        const [key, ...rest] = path56;
+      hasIn(path57) {
+        const [key, ...rest] = path57;
         if (rest.length === 0)
           return this.has(key);
         const node2 = this.get(key, true);
@@ -963,8 +963,8 @@ var require_Collection = __commonJS({
        * Sets a value in this collection. For `!!set`, `value` needs to be a
        * boolean to add/remove the item from the set.
        */
-      setIn(path56, value) {
-        const [key, ...rest] = path56;
+      setIn(path57, value) {
+        const [key, ...rest] = path57;
         if (rest.length === 0) {
           this.set(key, value);
         } else {
@@ -3479,9 +3479,9 @@ var require_Document = __commonJS({
           this.contents.add(value);
       }
       /** Adds a value to the document. */
-      addIn(path56, value) {
+      addIn(path57, value) {
         if (assertCollection(this.contents))
-          this.contents.addIn(path56, value);
+          this.contents.addIn(path57, value);
       }
       /**
        * Create a new `Alias` node, ensuring that the target `node` has the required anchor.
@@ -3556,14 +3556,14 @@ var require_Document = __commonJS({
        * Removes a value from the document.
        * @returns `true` if the item was found and removed.
        */
-      deleteIn(path56) {
-        if (Collection.isEmptyPath(path56)) {
+      deleteIn(path57) {
+        if (Collection.isEmptyPath(path57)) {
           if (this.contents == null)
             return false;
           this.contents = null;
           return true;
         }
-        return assertCollection(this.contents) ? this.contents.deleteIn(path56) : false;
+        return assertCollection(this.contents) ? this.contents.deleteIn(path57) : false;
       }
       /**
        * Returns item at `key`, or `undefined` if not found. By default unwraps
@@ -3578,10 +3578,10 @@ var require_Document = __commonJS({
        * scalar values from their surrounding node; to disable set `keepScalar` to
        * `true` (collections are always returned intact).
        */
-      getIn(path56, keepScalar) {
-        if (Collection.isEmptyPath(path56))
+      getIn(path57, keepScalar) {
+        if (Collection.isEmptyPath(path57))
           return !keepScalar && identity3.isScalar(this.contents) ? this.contents.value : this.contents;
-        return identity3.isCollection(this.contents) ? this.contents.getIn(path56, keepScalar) : void 0;
+        return identity3.isCollection(this.contents) ? this.contents.getIn(path57, keepScalar) : void 0;
       }
       /**
        * Checks if the document includes a value with the key `key`.
@@ -3592,10 +3592,10 @@ var require_Document = __commonJS({
       /**
        * Checks if the document includes a value at `path`.
        */
-      hasIn(path56) {
-        if (Collection.isEmptyPath(path56))
+      hasIn(path57) {
+        if (Collection.isEmptyPath(path57))
           return this.contents !== void 0;
-        return identity3.isCollection(this.contents) ? this.contents.hasIn(path56) : false;
+        return identity3.isCollection(this.contents) ? this.contents.hasIn(path57) : false;
       }
       /**
        * Sets a value in this document. For `!!set`, `value` needs to be a
@@ -3612,13 +3612,13 @@ var require_Document = __commonJS({
        * Sets a value in this document. For `!!set`, `value` needs to be a
        * boolean to add/remove the item from the set.
        */
-      setIn(path56, value) {
-        if (Collection.isEmptyPath(path56)) {
+      setIn(path57, value) {
+        if (Collection.isEmptyPath(path57)) {
           this.contents = value;
         } else if (this.contents == null) {
-          this.contents = Collection.collectionFromPath(this.schema, Array.from(path56), value);
+          this.contents = Collection.collectionFromPath(this.schema, Array.from(path57), value);
         } else if (assertCollection(this.contents)) {
-          this.contents.setIn(path56, value);
+          this.contents.setIn(path57, value);
         }
       }
       /**
@@ -5579,9 +5579,9 @@ var require_cst_visit = __commonJS({
     visit3.BREAK = BREAK;
     visit3.SKIP = SKIP;
     visit3.REMOVE = REMOVE;
-    visit3.itemAtPath = (cst, path56) => {
+    visit3.itemAtPath = (cst, path57) => {
       let item = cst;
-      for (const [field2, index] of path56) {
+      for (const [field2, index] of path57) {
         const tok = item?.[field2];
         if (tok && "items" in tok) {
           item = tok.items[index];
@@ -5590,23 +5590,23 @@ var require_cst_visit = __commonJS({
       }
       return item;
     };
-    visit3.parentCollection = (cst, path56) => {
-      const parent = visit3.itemAtPath(cst, path56.slice(0, -1));
-      const field2 = path56[path56.length - 1][0];
+    visit3.parentCollection = (cst, path57) => {
+      const parent = visit3.itemAtPath(cst, path57.slice(0, -1));
+      const field2 = path57[path57.length - 1][0];
       const coll = parent?.[field2];
       if (coll && "items" in coll)
         return coll;
       throw new Error("Parent collection not found");
     };
-    function _visit(path56, item, visitor) {
-      let ctrl = visitor(item, path56);
+    function _visit(path57, item, visitor) {
+      let ctrl = visitor(item, path57);
       if (typeof ctrl === "symbol")
         return ctrl;
       for (const field2 of ["key", "value"]) {
         const token = item[field2];
         if (token && "items" in token) {
           for (let i2 = 0; i2 < token.items.length; ++i2) {
-            const ci2 = _visit(Object.freeze(path56.concat([[field2, i2]])), token.items[i2], visitor);
+            const ci2 = _visit(Object.freeze(path57.concat([[field2, i2]])), token.items[i2], visitor);
             if (typeof ci2 === "number")
               i2 = ci2 - 1;
             else if (ci2 === BREAK)
@@ -5617,10 +5617,10 @@ var require_cst_visit = __commonJS({
             }
           }
           if (typeof ctrl === "function" && field2 === "key")
-            ctrl = ctrl(item, path56);
+            ctrl = ctrl(item, path57);
         }
       }
-      return typeof ctrl === "function" ? ctrl(item, path56) : ctrl;
+      return typeof ctrl === "function" ? ctrl(item, path57) : ctrl;
     }
     exports.visit = visit3;
   }
@@ -7377,7 +7377,7 @@ var require_windows = __commonJS({
     module.exports = isexe;
     isexe.sync = sync;
     var fs2 = __require("fs");
-    function checkPathExt(path56, options) {
+    function checkPathExt(path57, options) {
       var pathext = options.pathExt !== void 0 ? options.pathExt : process.env.PATHEXT;
       if (!pathext) {
         return true;
@@ -7388,25 +7388,25 @@ var require_windows = __commonJS({
       }
       for (var i2 = 0; i2 < pathext.length; i2++) {
         var p2 = pathext[i2].toLowerCase();
-        if (p2 && path56.substr(-p2.length).toLowerCase() === p2) {
+        if (p2 && path57.substr(-p2.length).toLowerCase() === p2) {
           return true;
         }
       }
       return false;
     }
-    function checkStat(stat12, path56, options) {
+    function checkStat(stat12, path57, options) {
       if (!stat12.isSymbolicLink() && !stat12.isFile()) {
         return false;
       }
-      return checkPathExt(path56, options);
+      return checkPathExt(path57, options);
     }
-    function isexe(path56, options, cb) {
-      fs2.stat(path56, function(er2, stat12) {
-        cb(er2, er2 ? false : checkStat(stat12, path56, options));
+    function isexe(path57, options, cb) {
+      fs2.stat(path57, function(er2, stat12) {
+        cb(er2, er2 ? false : checkStat(stat12, path57, options));
       });
     }
-    function sync(path56, options) {
-      return checkStat(fs2.statSync(path56), path56, options);
+    function sync(path57, options) {
+      return checkStat(fs2.statSync(path57), path57, options);
     }
   }
 });
@@ -7417,13 +7417,13 @@ var require_mode = __commonJS({
     module.exports = isexe;
     isexe.sync = sync;
     var fs2 = __require("fs");
-    function isexe(path56, options, cb) {
-      fs2.stat(path56, function(er2, stat12) {
+    function isexe(path57, options, cb) {
+      fs2.stat(path57, function(er2, stat12) {
         cb(er2, er2 ? false : checkStat(stat12, options));
       });
     }
-    function sync(path56, options) {
-      return checkStat(fs2.statSync(path56), options);
+    function sync(path57, options) {
+      return checkStat(fs2.statSync(path57), options);
     }
     function checkStat(stat12, options) {
       return stat12.isFile() && checkMode(stat12, options);
@@ -7456,7 +7456,7 @@ var require_isexe = __commonJS({
     }
     module.exports = isexe;
     isexe.sync = sync;
-    function isexe(path56, options, cb) {
+    function isexe(path57, options, cb) {
       if (typeof options === "function") {
         cb = options;
         options = {};
@@ -7466,7 +7466,7 @@ var require_isexe = __commonJS({
           throw new TypeError("callback not provided");
         }
         return new Promise(function(resolve, reject) {
-          isexe(path56, options || {}, function(er2, is2) {
+          isexe(path57, options || {}, function(er2, is2) {
             if (er2) {
               reject(er2);
             } else {
@@ -7475,7 +7475,7 @@ var require_isexe = __commonJS({
           });
         });
       }
-      core(path56, options || {}, function(er2, is2) {
+      core(path57, options || {}, function(er2, is2) {
         if (er2) {
           if (er2.code === "EACCES" || options && options.ignoreErrors) {
             er2 = null;
@@ -7485,9 +7485,9 @@ var require_isexe = __commonJS({
         cb(er2, is2);
       });
     }
-    function sync(path56, options) {
+    function sync(path57, options) {
       try {
-        return core.sync(path56, options || {});
+        return core.sync(path57, options || {});
       } catch (er2) {
         if (options && options.ignoreErrors || er2.code === "EACCES") {
           return false;
@@ -7503,7 +7503,7 @@ var require_isexe = __commonJS({
 var require_which = __commonJS({
   "node_modules/which/which.js"(exports, module) {
     var isWindows = process.platform === "win32" || process.env.OSTYPE === "cygwin" || process.env.OSTYPE === "msys";
-    var path56 = __require("path");
+    var path57 = __require("path");
     var COLON = isWindows ? ";" : ":";
     var isexe = require_isexe();
     var getNotFoundError = (cmd) => Object.assign(new Error(`not found: ${cmd}`), { code: "ENOENT" });
@@ -7541,7 +7541,7 @@ var require_which = __commonJS({
           return opt.all && found.length ? resolve(found) : reject(getNotFoundError(cmd));
         const ppRaw = pathEnv[i2];
         const pathPart = /^".*"$/.test(ppRaw) ? ppRaw.slice(1, -1) : ppRaw;
-        const pCmd = path56.join(pathPart, cmd);
+        const pCmd = path57.join(pathPart, cmd);
         const p2 = !pathPart && /^\.[\\\/]/.test(cmd) ? cmd.slice(0, 2) + pCmd : pCmd;
         resolve(subStep(p2, i2, 0));
       });
@@ -7568,7 +7568,7 @@ var require_which = __commonJS({
       for (let i2 = 0; i2 < pathEnv.length; i2++) {
         const ppRaw = pathEnv[i2];
         const pathPart = /^".*"$/.test(ppRaw) ? ppRaw.slice(1, -1) : ppRaw;
-        const pCmd = path56.join(pathPart, cmd);
+        const pCmd = path57.join(pathPart, cmd);
         const p2 = !pathPart && /^\.[\\\/]/.test(cmd) ? cmd.slice(0, 2) + pCmd : pCmd;
         for (let j2 = 0; j2 < pathExt.length; j2++) {
           const cur = p2 + pathExt[j2];
@@ -7616,7 +7616,7 @@ var require_path_key = __commonJS({
 var require_resolveCommand = __commonJS({
   "node_modules/cross-spawn/lib/util/resolveCommand.js"(exports, module) {
     "use strict";
-    var path56 = __require("path");
+    var path57 = __require("path");
     var which = require_which();
     var getPathKey = require_path_key();
     function resolveCommandAttempt(parsed, withoutPathExt) {
@@ -7634,7 +7634,7 @@ var require_resolveCommand = __commonJS({
       try {
         resolved = which.sync(parsed.command, {
           path: env[getPathKey({ env })],
-          pathExt: withoutPathExt ? path56.delimiter : void 0
+          pathExt: withoutPathExt ? path57.delimiter : void 0
         });
       } catch (e) {
       } finally {
@@ -7643,7 +7643,7 @@ var require_resolveCommand = __commonJS({
         }
       }
       if (resolved) {
-        resolved = path56.resolve(hasCustomCwd ? parsed.options.cwd : "", resolved);
+        resolved = path57.resolve(hasCustomCwd ? parsed.options.cwd : "", resolved);
       }
       return resolved;
     }
@@ -7697,8 +7697,8 @@ var require_shebang_command = __commonJS({
       if (!match) {
         return null;
       }
-      const [path56, argument] = match[0].replace(/#! ?/, "").split(" ");
-      const binary = path56.split("/").pop();
+      const [path57, argument] = match[0].replace(/#! ?/, "").split(" ");
+      const binary = path57.split("/").pop();
       if (binary === "env") {
         return argument;
       }
@@ -7733,7 +7733,7 @@ var require_readShebang = __commonJS({
 var require_parse = __commonJS({
   "node_modules/cross-spawn/lib/parse.js"(exports, module) {
     "use strict";
-    var path56 = __require("path");
+    var path57 = __require("path");
     var resolveCommand = require_resolveCommand();
     var escape = require_escape();
     var readShebang = require_readShebang();
@@ -7758,7 +7758,7 @@ var require_parse = __commonJS({
       const needsShell = !isExecutableRegExp.test(commandFile);
       if (parsed.options.forceShell || needsShell) {
         const needsDoubleEscapeMetaChars = isCmdShimRegExp.test(commandFile);
-        parsed.command = path56.normalize(parsed.command);
+        parsed.command = path57.normalize(parsed.command);
         parsed.command = escape.command(parsed.command);
         parsed.args = parsed.args.map((arg) => escape.argument(arg, needsDoubleEscapeMetaChars));
         const shellCommand = [parsed.command].concat(parsed.args).join(" ");
@@ -8958,10 +8958,10 @@ function mergeDefs(...defs) {
 function cloneDef(schema) {
   return mergeDefs(schema._zod.def);
 }
-function getElementAtPath(obj, path56) {
-  if (!path56)
+function getElementAtPath(obj, path57) {
+  if (!path57)
     return obj;
-  return path56.reduce((acc, key) => acc?.[key], obj);
+  return path57.reduce((acc, key) => acc?.[key], obj);
 }
 function promiseAllObject(promisesObj) {
   const keys = Object.keys(promisesObj);
@@ -9301,11 +9301,11 @@ function explicitlyAborted(x, startIndex = 0) {
   }
   return false;
 }
-function prefixIssues(path56, issues) {
+function prefixIssues(path57, issues) {
   return issues.map((iss) => {
     var _a3;
     (_a3 = iss).path ?? (_a3.path = []);
-    iss.path.unshift(path56);
+    iss.path.unshift(path57);
     return iss;
   });
 }
@@ -9767,16 +9767,16 @@ function flattenError(error62, mapper = (issue2) => issue2.message) {
 }
 function formatError(error62, mapper = (issue2) => issue2.message) {
   const fieldErrors = { _errors: [] };
-  const processError = (error63, path56 = []) => {
+  const processError = (error63, path57 = []) => {
     for (const issue2 of error63.issues) {
       if (issue2.code === "invalid_union" && issue2.errors.length) {
-        issue2.errors.map((issues) => processError({ issues }, [...path56, ...issue2.path]));
+        issue2.errors.map((issues) => processError({ issues }, [...path57, ...issue2.path]));
       } else if (issue2.code === "invalid_key") {
-        processError({ issues: issue2.issues }, [...path56, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path57, ...issue2.path]);
       } else if (issue2.code === "invalid_element") {
-        processError({ issues: issue2.issues }, [...path56, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path57, ...issue2.path]);
       } else {
-        const fullpath = [...path56, ...issue2.path];
+        const fullpath = [...path57, ...issue2.path];
         if (fullpath.length === 0) {
           fieldErrors._errors.push(mapper(issue2));
         } else {
@@ -9815,17 +9815,17 @@ function formatError(error62, mapper = (issue2) => issue2.message) {
 }
 function treeifyError(error62, mapper = (issue2) => issue2.message) {
   const result = { errors: [] };
-  const processError = (error63, path56 = []) => {
+  const processError = (error63, path57 = []) => {
     var _a3;
     for (const issue2 of error63.issues) {
       if (issue2.code === "invalid_union" && issue2.errors.length) {
-        issue2.errors.map((issues) => processError({ issues }, [...path56, ...issue2.path]));
+        issue2.errors.map((issues) => processError({ issues }, [...path57, ...issue2.path]));
       } else if (issue2.code === "invalid_key") {
-        processError({ issues: issue2.issues }, [...path56, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path57, ...issue2.path]);
       } else if (issue2.code === "invalid_element") {
-        processError({ issues: issue2.issues }, [...path56, ...issue2.path]);
+        processError({ issues: issue2.issues }, [...path57, ...issue2.path]);
       } else {
-        const fullpath = [...path56, ...issue2.path];
+        const fullpath = [...path57, ...issue2.path];
         if (fullpath.length === 0) {
           result.errors.push(mapper(issue2));
           continue;
@@ -9864,8 +9864,8 @@ function treeifyError(error62, mapper = (issue2) => issue2.message) {
 }
 function toDotPath(_path) {
   const segs = [];
-  const path56 = _path.map((seg) => typeof seg === "object" ? seg.key : seg);
-  for (const seg of path56) {
+  const path57 = _path.map((seg) => typeof seg === "object" ? seg.key : seg);
+  for (const seg of path57) {
     if (typeof seg === "number")
       segs.push(`[${seg}]`);
     else if (typeof seg === "symbol")
@@ -27003,13 +27003,13 @@ function resolveRef(ref, ctx) {
   if (!ref.startsWith("#")) {
     throw new Error("External $ref is not supported, only local refs (#/...) are allowed");
   }
-  const path56 = ref.slice(1).split("/").filter(Boolean);
-  if (path56.length === 0) {
+  const path57 = ref.slice(1).split("/").filter(Boolean);
+  if (path57.length === 0) {
     return ctx.rootSchema;
   }
   const defsKey = ctx.version === "draft-2020-12" ? "$defs" : "definitions";
-  if (path56[0] === defsKey) {
-    const key = path56[1] === void 0 ? void 0 : decodeJSONPointerSegment(path56[1]);
+  if (path57[0] === defsKey) {
+    const key = path57[1] === void 0 ? void 0 : decodeJSONPointerSegment(path57[1]);
     if (!key || !ctx.defs[key]) {
       throw new Error(`Reference not found: ${ref}`);
     }
@@ -28322,9 +28322,9 @@ function resolveConfig(raw, file2) {
 }
 
 // src/pipeline.ts
-import { mkdtemp as mkdtemp8 } from "node:fs/promises";
-import os10 from "node:os";
-import path48 from "node:path";
+import { mkdtemp as mkdtemp9 } from "node:fs/promises";
+import os11 from "node:os";
+import path49 from "node:path";
 
 // src/config/check-files.ts
 var RECORD_FIXTURES_HINT = "record it from the traced run with `lhc build --update-fixtures` (action input update-fixtures: true)";
@@ -28500,7 +28500,7 @@ async function claimBuildDir(c3, logger) {
     if (e.startsWith(STAGING_PREFIX))
       await rm2(path5.join(c3.dir, e), { recursive: true, force: true });
 }
-var WORK_DIR_ENTRIES = ["root", "trace", "pruned", "self-check"];
+var WORK_DIR_ENTRIES = ["root", "trace", "pruned", "self-check", "lua", "verify"];
 async function inspectBuildDirs(o2) {
   const where2 = { projectRoot: o2.projectRoot, configDir: o2.configDir };
   await checkBuildDir("--out", o2.outDir, where2);
@@ -29704,7 +29704,7 @@ function checkElf(elf, p2, arch, what) {
   if (elf.type !== "EXEC" && elf.type !== "DYN")
     throw new EntrypointError(`${what}: ${p2} is an ELF ${elf.type} file, not an executable`);
 }
-async function checkEntrypoint(root, command0, arch) {
+async function checkEntrypoint(_ctx, { root, command0, arch }) {
   const chain = [];
   let p2 = command0;
   let what = `service.command[0] ${command0}`;
@@ -34173,13 +34173,13 @@ var logOutputSync = ({ serializedResult, fdNumber: fdNumber2, state, verboseInfo
   }
 };
 var writeToFiles = (serializedResult, stdioItems, outputFiles) => {
-  for (const { path: path56, append } of stdioItems.filter(({ type }) => FILE_TYPES.has(type))) {
-    const pathString2 = typeof path56 === "string" ? path56 : path56.toString();
+  for (const { path: path57, append } of stdioItems.filter(({ type }) => FILE_TYPES.has(type))) {
+    const pathString2 = typeof path57 === "string" ? path57 : path57.toString();
     if (append || outputFiles.has(pathString2)) {
-      appendFileSync(path56, serializedResult);
+      appendFileSync(path57, serializedResult);
     } else {
       outputFiles.add(pathString2);
-      writeFileSync(path56, serializedResult);
+      writeFileSync(path57, serializedResult);
     }
   }
 };
@@ -40770,7 +40770,17 @@ async function readCached(dir, logger) {
   await rm6(dir, { recursive: true, force: true });
   return void 0;
 }
-async function buildLua(spec, opts) {
+async function buildLua(ctx, input2) {
+  const { cacheDir: cacheDir2, buildrootDir, fetch: fetch2, ...spec } = input2;
+  const opts = {
+    store: ctx.store,
+    logger: ctx.logger,
+    cacheDir: cacheDir2,
+    buildrootDir,
+    workDir: ctx.work.lua,
+    fetch: fetch2,
+    signal: ctx.signal
+  };
   const started = Date.now();
   checkLuaVersion(spec.version);
   const { logger } = opts;
@@ -40812,7 +40822,8 @@ async function buildLua(spec, opts) {
     },
     { ...opts.fetch, signal: opts.signal }
   );
-  const work = await mkdtemp4(path20.join(opts.workDir ?? os7.tmpdir(), "lhc-lua-"));
+  await mkdir4(opts.workDir, { recursive: true });
+  const work = await mkdtemp4(path20.join(opts.workDir, "lhc-lua-"));
   try {
     const srcParent = path20.join(work, "src");
     await mkdir4(srcParent);
@@ -40881,13 +40892,13 @@ function configInputs(config2) {
   }
   return inputs;
 }
-async function fetchInputs(config2, opts) {
+async function fetchInputs(ctx, { config: config2, fetch: fetch2 }) {
   const out = [];
   for (const input2 of configInputs(config2)) {
     out.push({
       name: input2.name,
       sha256: input2.sha256,
-      path: await opts.store.fetch(input2, opts.fetch)
+      path: await ctx.store.fetch(input2, fetch2)
     });
   }
   return out;
@@ -41077,7 +41088,8 @@ async function where(config2, at2) {
     return name;
   }
 }
-async function installRunAs(config2, root, scratchDir, logger) {
+async function installRunAs(ctx, { config: config2, root }) {
+  const { logger } = ctx;
   const user = config2.service.user;
   if (isRootUser(user)) return void 0;
   const resolved = resolveUser(
@@ -41090,7 +41102,7 @@ async function installRunAs(config2, root, scratchDir, logger) {
       `service.user: ${resolved.problem} (${await where(config2, ["service", "user"])})`
     );
   const r = resolved.runAs;
-  const staged = path23.join(scratchDir, "lhc-run-as");
+  const staged = path23.join(ctx.work.dir, "lhc-run-as");
   await writeFile4(staged, runAsElf(config2.arch, r), { mode: 493 });
   await installFile(root, staged, RUN_AS_PATH, 493);
   logger.info(
@@ -42650,7 +42662,8 @@ async function requireDir(dir, what) {
   }
   if (!st2.isDirectory()) throw new UserError(`${what} ${dir} is not a directory`);
 }
-async function packImage(o2) {
+async function packImage(ctx, input2) {
+  const o2 = { ...input2, outDir: ctx.outDir, logger: ctx.logger, signal: ctx.signal };
   const dataPath = o2.dataPath ?? "/data";
   const names = artifactNames(o2.name, o2.fileNames);
   await requireDir(o2.root, "root");
@@ -42850,12 +42863,12 @@ async function writePrunedRoot(root, all, kept, mounts, prunedRoot, logger) {
 }
 
 // src/stages/prune.ts
-async function pruneRoot(root, trace, config2, opts) {
-  const { logger } = opts;
+async function pruneRoot(ctx, { root, trace, config: config2 }) {
+  const { logger } = ctx;
   const all = walkRoot(root);
   const closure = await computeClosure(root, all, trace, config2, logger);
-  const prunedRoot = path34.join(opts.outDir, "root");
-  const dataDir = path34.join(opts.outDir, "data");
+  const prunedRoot = path34.join(ctx.work.pruned, "root");
+  const dataDir = path34.join(ctx.work.pruned, "data");
   const list = await writePrunedRoot(
     root,
     all,
@@ -42870,6 +42883,11 @@ async function pruneRoot(root, trace, config2, opts) {
   return { prunedRoot, dataDir, report };
 }
 
+// src/core/stage.ts
+import { mkdtemp as mkdtemp6, rmdir as rmdir2 } from "node:fs/promises";
+import os9 from "node:os";
+import path36 from "node:path";
+
 // src/core/work-layout.ts
 import path35 from "node:path";
 function workLayout(dir) {
@@ -42879,7 +42897,9 @@ function workLayout(dir) {
     root: path35.join(abs, "root"),
     trace: path35.join(abs, "trace"),
     pruned: path35.join(abs, "pruned"),
-    selfCheck: path35.join(abs, "self-check")
+    selfCheck: path35.join(abs, "self-check"),
+    lua: path35.join(abs, "lua"),
+    verify: path35.join(abs, "verify")
   };
 }
 function traceScratch(dir) {
@@ -42901,6 +42921,27 @@ function selfCheckScratch(dir) {
   };
 }
 
+// src/core/stage.ts
+function stageContext(o2) {
+  return {
+    logger: o2.logger,
+    store: o2.store ?? new Store(void 0, o2.logger),
+    work: workLayout(o2.workDir),
+    outDir: path36.resolve(o2.outDir ?? o2.workDir),
+    env: o2.env ?? process.env,
+    ...o2.signal ? { signal: o2.signal } : {}
+  };
+}
+async function withScratchContext(o2, fn) {
+  const ctx = stageContext({ ...o2, workDir: await mkdtemp6(path36.join(os9.tmpdir(), "lhc-")) });
+  try {
+    return await fn(ctx);
+  } finally {
+    for (const d of [ctx.work.lua, ctx.work.verify, ctx.work.dir])
+      await rmdir2(d).catch(() => void 0);
+  }
+}
+
 // src/stages/root.ts
 import { createHash as createHash7 } from "node:crypto";
 import {
@@ -42912,7 +42953,7 @@ import {
   rmSync as rmSync2
 } from "node:fs";
 import { mkdir as mkdir11, rename as rename5, rm as rm12, stat as stat6 } from "node:fs/promises";
-import path37 from "node:path";
+import path38 from "node:path";
 
 // src/root/extract.ts
 import { once as once9 } from "node:events";
@@ -42935,8 +42976,8 @@ import {
   writeSync,
   readlinkSync as readlinkSync3
 } from "node:fs";
-import { mkdir as mkdir10, mkdtemp as mkdtemp6, rm as rm11, stat as stat5 } from "node:fs/promises";
-import path36 from "node:path";
+import { mkdir as mkdir10, mkdtemp as mkdtemp7, rm as rm11, stat as stat5 } from "node:fs/promises";
+import path37 from "node:path";
 import { createGunzip } from "node:zlib";
 var ExtractError = class extends UserError {
   constructor(archive, entry, reason) {
@@ -43097,7 +43138,7 @@ var Extractor = class {
   }
   writeFile(entry, name, parts) {
     const parent = this.parentOf(name, parts);
-    const host = path36.join(parent, parts[parts.length - 1]);
+    const host = path37.join(parent, parts[parts.length - 1]);
     const flags = fsc2.O_WRONLY | fsc2.O_CREAT | fsc2.O_EXCL | fsc2.O_NOFOLLOW;
     let fd;
     try {
@@ -43159,7 +43200,7 @@ var Extractor = class {
       return;
     }
     const parent = this.parentOf(name, parts);
-    const host = path36.join(parent, parts[parts.length - 1]);
+    const host = path37.join(parent, parts[parts.length - 1]);
     try {
       mkdirSync3(host, { mode: 448 });
       this.summary.dirs++;
@@ -43187,7 +43228,7 @@ var Extractor = class {
     if (!lstatSync5(targetHost).isFile())
       this.fail(name, `hardlink target '${linkpath}' is no longer a regular file`);
     const parent = this.parentOf(name, parts);
-    const host = path36.join(parent, parts[parts.length - 1]);
+    const host = path37.join(parent, parts[parts.length - 1]);
     try {
       linkSync(targetHost, host);
     } catch (e) {
@@ -43204,7 +43245,7 @@ var Extractor = class {
   finish() {
     for (const s3 of this.symlinks) {
       const parent = this.parentOf(s3.name, s3.parts);
-      const host = path36.join(parent, s3.parts[s3.parts.length - 1]);
+      const host = path37.join(parent, s3.parts[s3.parts.length - 1]);
       try {
         symlinkSync2(s3.target, host);
       } catch (e) {
@@ -43249,7 +43290,7 @@ function bombError(archive, cap, compressedSize, opts) {
   );
 }
 async function xzToTemp(archive, tmpDir, cap, compressedSize, opts, logger) {
-  const out = path36.join(tmpDir, "archive.tar");
+  const out = path37.join(tmpDir, "archive.tar");
   const script = 'set -o pipefail; xz -dc -- "$1" | head -c "$2" > "$3"';
   const r = await run(["bash", "-c", script, "bash", archive, String(cap + 1), out], {
     reject: false,
@@ -43320,7 +43361,7 @@ async function extractTarball(archive, dest, opts = {}) {
       code === "EEXIST" ? `extraction target ${dest} already exists: extraction needs a fresh directory` : `cannot create extraction target ${dest}: ${code ?? String(e)}`
     );
   }
-  const tmpDir = compression === "xz" ? await mkdtemp6(path36.join(path36.dirname(dest), ".lhc-xz-")) : void 0;
+  const tmpDir = compression === "xz" ? await mkdtemp7(path37.join(path37.dirname(dest), ".lhc-xz-")) : void 0;
   const ex = new Extractor(archive, dest, compression, opts);
   try {
     let source;
@@ -43440,7 +43481,7 @@ function treeBytes(dir) {
   let total = 0;
   const walk = (d) => {
     for (const name of readdirSync4(d)) {
-      const p2 = path37.join(d, name);
+      const p2 = path38.join(d, name);
       const st2 = lstatSync6(p2, { bigint: false });
       if (st2.isDirectory()) walk(p2);
       else if (st2.isFile()) {
@@ -43469,8 +43510,8 @@ async function runInRoot(root, command, opts) {
     ...identity3,
     resolvConf: opts.hostDns ? "bind-host" : "off"
   });
-  const etcIsDir = lstatOrUndefined2(path37.join(root, "etc"))?.isDirectory() ?? false;
-  const resolvConf = path37.join(root, "etc", "resolv.conf");
+  const etcIsDir = lstatOrUndefined2(path38.join(root, "etc"))?.isDirectory() ?? false;
+  const resolvConf = path38.join(root, "etc", "resolv.conf");
   const hadResolvConf = !etcIsDir || lstatOrUndefined2(resolvConf) !== void 0;
   try {
     const r = await run(argv, {
@@ -43522,8 +43563,8 @@ async function debianBaseTarball(base, arch, opts) {
     packages: base.packages,
     mirrors
   });
-  const dir = opts.basesDir ?? path37.join(cacheDir(), "bases");
-  const out = path37.join(dir, `${key}.tar`);
+  const dir = opts.basesDir ?? path38.join(cacheDir(), "bases");
+  const out = path38.join(dir, `${key}.tar`);
   if (existsSync9(out)) {
     opts.logger.info(
       `debian base ${base.suite} (${base.packages.join(", ") || "no extra packages"}): cached ${out}`
@@ -43531,7 +43572,7 @@ async function debianBaseTarball(base, arch, opts) {
     return out;
   }
   await mkdir11(dir, { recursive: true });
-  const tmp = path37.join(dir, `.tmp-${key}-${process.pid}.tar`);
+  const tmp = path38.join(dir, `.tmp-${key}-${process.pid}.tar`);
   opts.logger.info(
     `debian base: mmdebstrap ${base.suite} ${debArch} with ${base.packages.join(", ") || "no extra packages"} (${mirrors.length ? "host apt sources" : "mmdebstrap's default mirror"}; takes minutes under QEMU)`
   );
@@ -43587,9 +43628,15 @@ function describeExtract(s3) {
   const skipped = s3.skipped.devices + s3.skipped.fifos + s3.skipped.other;
   return `${s3.files} files, ${s3.dirs} dirs, ${s3.symlinks} symlinks, ${s3.hardlinks} hardlinks, ${s3.bytes} bytes` + (skipped ? `; skipped ${s3.skipped.devices} device nodes, ${s3.skipped.fifos} fifos, ${s3.skipped.other} other` : "") + (s3.setidStripped ? `; setuid/setgid removed from ${s3.setidStripped}` : "");
 }
-async function assembleRoot(config2, opts) {
+async function assembleRoot(ctx, { config: config2, ...input2 }) {
+  const opts = {
+    ...input2,
+    store: ctx.store,
+    logger: ctx.logger,
+    signal: ctx.signal
+  };
   const { logger } = opts;
-  const root = path37.join(opts.workDir, "root");
+  const root = ctx.work.root;
   const base = config2.base;
   if (config2.prepare !== void 0 && base.type === "scratch") {
     throw new ConfigError(
@@ -43604,7 +43651,7 @@ async function assembleRoot(config2, opts) {
       }
       const tarball = base.type === "tarball" ? await tarballPath(base, opts) : await debianBaseTarball(base, config2.arch, opts);
       const s3 = await extractTarball(tarball, root, { logger });
-      logger.info(`extracted ${path37.basename(tarball)}: ${describeExtract(s3)}`);
+      logger.info(`extracted ${path38.basename(tarball)}: ${describeExtract(s3)}`);
       for (const d of NSPAWN_DIRS) ensureDir(root, d, d === "/tmp" ? 1023 : 493);
     });
     if (config2.prepare !== void 0) {
@@ -43688,7 +43735,7 @@ function ensureDirMode(root, dst, mode2) {
 
 // src/stages/record-fixtures.ts
 import { chown, mkdir as mkdir12, readFile as readFile5, stat as stat7 } from "node:fs/promises";
-import path38 from "node:path";
+import path39 from "node:path";
 async function current(file2) {
   try {
     return await readFile5(file2);
@@ -43698,10 +43745,10 @@ async function current(file2) {
   }
 }
 async function mkdirInside(root, dir) {
-  const rel = path38.relative(root, dir);
+  const rel = path39.relative(root, dir);
   let cur = root;
-  for (const part of rel.split(path38.sep).filter(Boolean)) {
-    cur = path38.join(cur, part);
+  for (const part of rel.split(path39.sep).filter(Boolean)) {
+    cur = path39.join(cur, part);
     await mkdir12(cur, { mode: 493 }).catch((e) => {
       if (e.code !== "EEXIST") throw e;
     });
@@ -43711,10 +43758,11 @@ async function mkdirInside(root, dir) {
 }
 async function giveToDirOwner(file2) {
   if (process.getuid?.() !== 0) return;
-  const dir = await stat7(path38.dirname(file2));
+  const dir = await stat7(path39.dirname(file2));
   if (dir.uid !== 0) await chown(file2, dir.uid, dir.gid);
 }
-async function recordFixtures(config2, responses, logger) {
+async function recordFixtures(ctx, { config: config2, responses }) {
+  const { logger } = ctx;
   const root = await projectRoot(config2.dir);
   const out = [];
   const writes = [];
@@ -43733,7 +43781,7 @@ async function recordFixtures(config2, responses, logger) {
         `${field2}: the traced response of probe '${probe.name}' is ${got.body.length} bytes, more than a fixture may hold (${MAX_FIXTURE_BYTES} bytes)`
       );
     const file2 = probe.fixture;
-    const shown = path38.relative(config2.dir, file2) || file2;
+    const shown = path39.relative(config2.dir, file2) || file2;
     const problem = await pathProblem(root, file2, "file", { maxBytes: MAX_FIXTURE_BYTES });
     if (problem) throw new UserError(`${field2}: ${problem}`);
     const earlier = claimed.get(file2);
@@ -43756,7 +43804,7 @@ async function recordFixtures(config2, responses, logger) {
   }
   for (const { fixture, body, shown, existed } of writes) {
     const file2 = fixture.path;
-    await mkdirInside(root, path38.dirname(file2));
+    await mkdirInside(root, path39.dirname(file2));
     const mode2 = existed ? (await stat7(file2)).mode & 511 : 420;
     await writeOutputFile(file2, body, { mode: mode2, logger });
     await giveToDirOwner(file2);
@@ -43941,12 +43989,12 @@ function responseDiff(name, before, after) {
 
 // src/harness/mounts.ts
 import { existsSync as existsSync10 } from "node:fs";
-import { readFile as readFile7, readdir as readdir5, rm as rm13, rmdir as rmdir2 } from "node:fs/promises";
-import path40 from "node:path";
+import { readFile as readFile7, readdir as readdir5, rm as rm13, rmdir as rmdir3 } from "node:fs/promises";
+import path41 from "node:path";
 
 // src/verify/hardening.ts
 import { readFile as readFile6 } from "node:fs/promises";
-import path39 from "node:path";
+import path40 from "node:path";
 function unescape(field2) {
   return field2.replace(/\\([0-7]{3})/g, (_2, o2) => String.fromCharCode(parseInt(o2, 8)));
 }
@@ -44183,13 +44231,13 @@ function resolveInImage(entries, p2, depth = 0) {
   let cur = "/";
   for (let i2 = 0; i2 < parts.length; i2++) {
     if (parts[i2] === "..") {
-      cur = path39.posix.dirname(cur);
+      cur = path40.posix.dirname(cur);
       continue;
     }
-    const next = path39.posix.join(cur, parts[i2]);
+    const next = path40.posix.join(cur, parts[i2]);
     const e = entries.get(next);
     if (e?.kind === "symlink" && depth < 40) {
-      const target = e.target.startsWith("/") ? e.target : path39.posix.join(cur, e.target);
+      const target = e.target.startsWith("/") ? e.target : path40.posix.join(cur, e.target);
       const rest = parts.slice(i2 + 1).join("/");
       return resolveInImage(entries, rest ? `${target}/${rest}` : target, depth + 1);
     }
@@ -44220,7 +44268,7 @@ function checkNoInterpreters(entries, command0, interpreters = []) {
   const own2 = new Set(ownPaths.map((p2) => resolveInImage(byPath2, p2)));
   const found = [];
   for (const e of entries) {
-    if (e.kind === "dir" || !INTERPRETER_NAME.test(path39.posix.basename(e.path))) continue;
+    if (e.kind === "dir" || !INTERPRETER_NAME.test(path40.posix.basename(e.path))) continue;
     if (e.kind === "file" && !e.executable) continue;
     if (ownPaths.includes(e.path) || own2.has(resolveInImage(byPath2, e.path))) continue;
     found.push(e.kind === "symlink" ? `${e.path} -> ${e.target}` : e.path);
@@ -44407,7 +44455,7 @@ async function loopBackingFile(dev) {
 async function releaseLoop(dev, image, logger) {
   for (let i2 = 0; i2 < 20; i2++) {
     const backing = await loopBackingFile(dev);
-    if (backing === void 0 || path40.resolve(backing.replace(/ \(deleted\)$/, "")) !== path40.resolve(image))
+    if (backing === void 0 || path41.resolve(backing.replace(/ \(deleted\)$/, "")) !== path41.resolve(image))
       return;
     await sleep(100);
   }
@@ -44417,9 +44465,9 @@ async function releaseLoop(dev, image, logger) {
 async function removeWorkDir(workDir, mountPoints2) {
   for (const m2 of mountPoints2) {
     if (await mountAt(m2)) throw new Error(`${m2} is still mounted; leaving ${workDir} in place`);
-    if (existsSync10(m2)) await rmdir2(m2).catch(() => void 0);
+    if (existsSync10(m2)) await rmdir3(m2).catch(() => void 0);
   }
-  if (existsSync10(workDir) && (await readdir5(workDir)).every((n2) => !mountPoints2.includes(path40.join(workDir, n2)))) {
+  if (existsSync10(workDir) && (await readdir5(workDir)).every((n2) => !mountPoints2.includes(path41.join(workDir, n2)))) {
     await rm13(workDir, { recursive: true, force: true });
   }
 }
@@ -44451,8 +44499,33 @@ async function bindReadOnly(source, target, logger) {
 }
 
 // src/harness/run.ts
-import { readFile as readFile9, rm as rm14 } from "node:fs/promises";
-import path42 from "node:path";
+import { rm as rm14 } from "node:fs/promises";
+import path43 from "node:path";
+
+// src/core/parallel.ts
+import os10 from "node:os";
+function probeParallelism() {
+  return Math.max(1, os10.availableParallelism());
+}
+async function mapBounded(items, limit, fn) {
+  const results = new Array(items.length);
+  const failures = /* @__PURE__ */ new Map();
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length && failures.size === 0) {
+      const i2 = next++;
+      try {
+        results[i2] = await fn(items[i2], i2);
+      } catch (e) {
+        failures.set(i2, e);
+      }
+    }
+  };
+  const workers = Math.max(1, Math.min(limit, items.length));
+  await Promise.all(Array.from({ length: workers }, worker));
+  if (failures.size > 0) throw failures.get(Math.min(...failures.keys()));
+  return results;
+}
 
 // src/harness/client.ts
 import http from "node:http";
@@ -44653,6 +44726,28 @@ function gopherUrl(host, port2, selector, type = "1") {
   ).join("");
   return `gopher://${host}:${port2}/${type}${enc}`;
 }
+async function askProbe(probe, via, opts) {
+  if (!("endpoint" in via)) {
+    const raw = await via.stdio(probeRequest(probe));
+    if (probe.type !== "http") return { body: raw };
+    const { status, body } = parseHttpResponse(
+      raw,
+      `probe '${probe.name}' (stdout of the service)`
+    );
+    return { status, body };
+  }
+  if (probe.type === "gopher")
+    return { body: await exchange(via.endpoint, gopherRequest(probe.selector), opts) };
+  if (probe.type === "tcp")
+    return {
+      body: await exchange(via.endpoint, tcpSendBytes(probe), {
+        ...opts,
+        halfClose: probe["half-close"],
+        idleMs: probe["idle-timeout"] * 1e3
+      })
+    };
+  return httpGet(via.endpoint, probe.path, opts);
+}
 
 // src/harness/listen.ts
 import { readFile as readFile8, readdir as readdir6, readlink as readlink5 } from "node:fs/promises";
@@ -44717,7 +44812,7 @@ async function listening(pid, port2, logger) {
 
 // src/harness/service.ts
 import { statSync as statSync2 } from "node:fs";
-import path41 from "node:path";
+import path42 from "node:path";
 var FORWARDER = `
 const net = require('net');
 const fs = require('fs');
@@ -44734,6 +44829,19 @@ function forwarderReady(sock) {
     return (statSync2(sock).mode & 511) === 438;
   } catch {
     return false;
+  }
+}
+function startForwarder(pid, port2, sock, logger) {
+  return start(
+    ["nsenter", "-t", String(pid), "-n", process.execPath, "-e", FORWARDER, sock, String(port2)],
+    { privileged: true, logger }
+  );
+}
+async function forwarderUp(forwarder, sock, signal) {
+  if (!await waitFor(() => forwarderReady(sock) || void 0, 1e4, signal)) {
+    throw new UserError(
+      `the forwarder into the container's network namespace did not start: ${forwarder.command}`
+    );
   }
 }
 async function activatorListens(pid, port2, logger) {
@@ -44847,17 +44955,10 @@ ${stderr}`
 ${stderr}`
     );
   }
-  const sockPath = path41.join(state.workDir, "service.sock");
+  const sockPath = path42.join(state.workDir, "service.sock");
   const nsenter = (a2) => ["nsenter", "-t", String(payload.pid), "-n", ...a2];
-  state.forwarder = start(nsenter([process.execPath, "-e", FORWARDER, sockPath, String(port2)]), {
-    privileged: true,
-    logger
-  });
-  if (!await waitFor(() => forwarderReady(sockPath) || void 0, 1e4, signal)) {
-    throw new UserError(
-      `the forwarder into the container's network namespace did not start: ${state.forwarder.command}`
-    );
-  }
+  state.forwarder = startForwarder(payload.pid, port2, sockPath, logger);
+  await forwarderUp(state.forwarder, sockPath, signal);
   return {
     endpoint: { path: sockPath },
     clientTarget: { host: "127.0.0.1", port: port2 },
@@ -44865,9 +44966,16 @@ ${stderr}`
     payload: async () => alive(payload) ? payload : void 0
   };
 }
+function serviceLog(stderr, lines = 30) {
+  const noise = /^(Listening on |Communication attempt on fd|Connection from |Spawned |Execing |Child \d+ died with code 0$|Attempted to remove disk file system under "\/run\/systemd\/nspawn\/propagate\/)/;
+  return tail(
+    stderr.split("\n").filter((l) => !noise.test(l)).join("\n"),
+    lines
+  );
+}
 
 // src/harness/run.ts
-function containerArgv(config2, t, hook) {
+function containerArgv(config2, t, hook, index, identity3) {
   return nspawnArgv({
     root: t.root,
     command: config2.service.command,
@@ -44875,16 +44983,16 @@ function containerArgv(config2, t, hook) {
     dataDir: t.dataDir,
     dataPath: config2.data.path,
     binds: hook?.binds ?? [],
-    env: { ...config2.service.env, ...hook?.env },
+    env: { ...config2.service.env, ...hook?.env?.(index) },
     ...t.runAs ? { runAs: t.runAs } : {},
     ...config2.service.workdir ? { workdir: config2.service.workdir } : {},
     harden: t.harden,
     privateNetwork: true,
-    ...t.identity ?? containerIdentity(t.root)
+    ...identity3
   });
 }
-async function begin(config2, t, o2, index) {
-  const argv = containerArgv(config2, t, o2.hook);
+async function begin(config2, t, o2, index, identity3) {
+  const argv = containerArgv(config2, t, o2.hook, index, identity3);
   if (!o2.hook) return { argv, end: async () => void 0 };
   return o2.hook.begin(argv, index);
 }
@@ -44908,91 +45016,67 @@ ${e.stderrTail}` : "")
     throw e;
   }
 }
-async function runInetd(config2, t, o2) {
-  const out = { responses: {}, records: [] };
-  for (const [i2, probe] of config2.probes.entries()) {
-    const { argv, end } = await begin(config2, t, o2, i2);
-    let r;
-    try {
-      r = await withTimeout(
-        config2,
-        `probe '${probe.name}'`,
-        run(argv, {
-          privileged: true,
-          input: probeRequest(probe),
-          binary: true,
-          reject: false,
-          timeoutMs: config2.service.timeout * 1e3,
-          logger: o2.logger,
-          ...o2.signal ? { signal: o2.signal } : {}
-        })
-      );
-    } finally {
-      const record2 = await end();
-      if (record2) out.records.push(record2);
-    }
-    const normal = [0, ...config2.service["success-exit-status"] ?? []];
-    if (r.exitCode === void 0 || !normal.includes(r.exitCode)) {
-      const hint = r.exitCode !== void 0 && r.exitCode > 0 && r.exitCode < 256 ? `
+function checkInetdExit(config2, probeName2, r) {
+  const normal = [0, ...config2.service["success-exit-status"] ?? []];
+  if (r.exitCode !== void 0 && normal.includes(r.exitCode)) return;
+  const hint = r.exitCode !== void 0 && r.exitCode > 0 && r.exitCode < 256 ? `
 If exit code ${r.exitCode} is how this service normally ends a connection, list it in service.success-exit-status (e.g. success-exit-status: [${r.exitCode}]).` : "";
-      throw crashError(config2, `while answering probe '${probe.name}'`, r.exitCode, r.stderr, hint);
-    }
-    out.responses[probe.name] = probe.type === "http" ? pick2(parseHttpResponse(r.stdoutBytes, `probe '${probe.name}' (stdout of the service)`)) : { body: r.stdoutBytes };
-  }
-  return out;
+  throw crashError(config2, `while answering probe '${probeName2}'`, r.exitCode, r.stderr, hint);
 }
-function pick2(r) {
-  return { status: r.status, body: r.body };
-}
-var RAW_CLIENT = "const [p,h,hc,idle]=process.argv.slice(1);const c=[];let t;const done=()=>{process.stdout.write(Buffer.concat(c));process.exit(0)};const s=require('net').connect(+p,'127.0.0.1',()=>{const b=Buffer.from(h,'hex');hc==='1'?s.end(b):s.write(b)});s.on('data',d=>{c.push(d);if(idle){clearTimeout(t);t=setTimeout(done,+idle)}});s.on('end',done);s.on('error',e=>{console.error(e.message);process.exit(1)});";
-function insideNamespace(pid, port2) {
+async function runInetd(config2, t, identity3, o2) {
+  const timeoutMs = config2.service.timeout * 1e3;
+  const records = [];
+  const responses = await mapBounded(config2.probes, parallelism(o2), async (probe, i2) => {
+    const stdio = async (request) => {
+      const own2 = { ...identity3, machineName: `${identity3.machineName}-${i2}` };
+      const { argv, end } = await begin(config2, t, o2, i2, own2);
+      let r;
+      try {
+        r = await withTimeout(
+          config2,
+          `probe '${probe.name}'`,
+          run(argv, {
+            privileged: true,
+            input: request,
+            binary: true,
+            reject: false,
+            timeoutMs,
+            logger: o2.logger,
+            // nspawn locks a writable root against a second container; the parallel traced
+            // runs share one on purpose (each probe is its own run, as on the board).
+            ...t.readOnly ? {} : { env: { SYSTEMD_NSPAWN_LOCK: "0" } },
+            ...o2.signal ? { signal: o2.signal } : {}
+          })
+        );
+      } finally {
+        records[i2] = await end();
+        await releaseMachineName(own2.machineName);
+      }
+      checkInetdExit(config2, probe.name, r);
+      return r.stdoutBytes;
+    };
+    return askProbe(probe, { stdio }, { timeoutMs, signal: o2.signal });
+  });
   return {
-    ns: ["nsenter", "-t", String(pid), "-n", "--"],
-    port: port2,
-    privileged: true,
-    where: "inside the container's network namespace"
+    responses: Object.fromEntries(config2.probes.map((p2, i2) => [p2.name, responses[i2]])),
+    records: records.filter((r) => r !== void 0)
   };
 }
-async function probeListening(config2, reach, probe, o2) {
-  const { ns: ns2, port: port2, privileged } = reach;
+async function probeListening(config2, probe, endpoint, o2) {
   const timeoutMs = config2.service.timeout * 1e3;
-  const { logger } = o2;
-  if (probe.type !== "http") {
-    const tcp = probe.type === "tcp" ? probe : void 0;
-    const client = [
-      process.execPath,
-      "-e",
-      RAW_CLIENT,
-      String(port2),
-      probeRequest(probe).toString("hex"),
-      tcp && !tcp["half-close"] ? "0" : "1",
-      tcp ? String(Math.round(tcp["idle-timeout"] * 1e3)) : ""
-    ];
-    const r2 = await run([...ns2, ...client], { privileged, binary: true, timeoutMs, logger });
-    return { body: r2.stdoutBytes };
-  }
-  const bodyFile = path42.join(o2.workDir, `probe-${probe.name}.body`);
-  await rm14(bodyFile, { force: true });
-  const url3 = `http://127.0.0.1:${port2}${probe.path}`;
-  const curl = ["curl", "-s", "-S", "-o", bodyFile, "-w", "%{http_code}"];
-  const r = await run([...ns2, ...curl, "--max-time", String(config2.service.timeout), url3], {
-    privileged,
-    timeoutMs,
-    logger,
-    reject: false
-  });
-  if (r.exitCode !== 0) {
+  try {
+    return await askProbe(probe, { endpoint }, { timeoutMs, signal: o2.signal });
+  } catch (e) {
+    if (e instanceof UserError) throw e;
     throw new UserError(
-      `probe '${probe.name}': ${url3} ${reach.where} failed: ${tail(r.stderr, 5) || `curl exit code ${r.exitCode}`}`
+      `probe '${probe.name}' to port ${config2.service.listen} ${"path" in endpoint ? "inside the container's network namespace" : `(the socket passed to the service, host port ${endpoint.port})`} failed: ${e.message}`
     );
   }
-  const body = await readFile9(bodyFile).catch(() => Buffer.alloc(0));
-  return { status: Number(r.stdout.trim()), body };
 }
-async function runListening(config2, t, o2) {
+async function runListening(config2, t, identity3, o2) {
   const { logger } = o2;
   const activated = config2.service["socket-activation"];
-  const { argv, end } = await begin(config2, t, o2, void 0);
+  const { argv, end } = await begin(config2, t, o2, void 0, identity3);
   const out = { responses: {}, records: [] };
   let container;
   let hostPort;
@@ -45004,13 +45088,27 @@ async function runListening(config2, t, o2) {
     await end();
     throw e;
   }
-  const cleanup = registerCleanup(`container ${config2.name}`, () => container.stop());
+  let forwarder;
+  const cleanup = registerCleanup(`container ${config2.name}`, async () => {
+    await forwarder?.stop();
+    await container.stop();
+  });
   const state = {};
   void container.exited.then((e) => state.exited = e);
   try {
-    const reach = hostPort !== void 0 ? { ns: [], port: hostPort, privileged: false, where: `(the socket passed to the service)` } : await listeningPayload(config2, container, state, o2);
-    for (const probe of config2.probes) {
-      out.responses[probe.name] = await probeListening(config2, reach, probe, o2);
+    let endpoint;
+    if (hostPort !== void 0) endpoint = { host: "127.0.0.1", port: hostPort };
+    else {
+      const pid = await listeningPayload(config2, container, state, o2);
+      const sock = path43.join(o2.workDir, "probe.sock");
+      await rm14(sock, { force: true });
+      forwarder = startForwarder(pid, config2.service.listen, sock, logger);
+      await forwarderUp(forwarder, sock, o2.signal);
+      endpoint = { path: sock };
+    }
+    const inFlight = o2.hook ? 1 : parallelism(o2);
+    const responses = await mapBounded(config2.probes, inFlight, async (probe) => {
+      const response = await probeListening(config2, probe, endpoint, o2);
       const gone = state.exited;
       if (gone)
         throw crashError(
@@ -45019,8 +45117,11 @@ async function runListening(config2, t, o2) {
           gone.exitCode,
           gone.stderr
         );
-    }
+      return response;
+    });
+    for (const [i2, p2] of config2.probes.entries()) out.responses[p2.name] = responses[i2];
   } finally {
+    await forwarder?.stop();
     await cleanup.run();
     const record2 = await end();
     if (record2) out.records.push(record2);
@@ -45038,7 +45139,7 @@ async function listeningPayload(config2, container, state, o2) {
     const pid = findPayloads(container.pid)[0]?.pid;
     if (pid !== void 0 && await listening(pid, port2, o2.logger)) {
       o2.logger.debug(`service listens on ${port2} in the namespace of pid ${pid}`);
-      return insideNamespace(pid, port2);
+      return pid;
     }
     if (Date.now() > deadline) {
       throw new UserError(
@@ -45048,17 +45149,21 @@ async function listeningPayload(config2, container, state, o2) {
     await sleep(100);
   }
 }
+function parallelism(o2) {
+  return o2.parallel ?? probeParallelism();
+}
 async function runProbes(config2, t, o2) {
-  const target = { ...t, identity: t.identity ?? containerIdentity(t.root) };
+  const identity3 = t.identity ?? containerIdentity(t.root);
   try {
-    return await (config2.service.listen !== void 0 ? runListening(config2, target, o2) : runInetd(config2, target, o2));
+    return await (config2.service.listen !== void 0 ? runListening(config2, t, identity3, o2) : runInetd(config2, t, identity3, o2));
   } finally {
-    await releaseMachineName(target.identity.machineName);
+    await releaseMachineName(identity3.machineName);
   }
 }
 
 // src/stages/self-check.ts
-async function selfCheck(config2, prunedRoot, unprunedResponses, opts) {
+async function selfCheck(ctx, { config: config2, prunedRoot, unprunedResponses, ...input2 }) {
+  const opts = { ...input2, workDir: ctx.work.selfCheck, logger: ctx.logger, signal: ctx.signal };
   await mkdir13(opts.workDir, { recursive: true });
   const { view, data: dataDir } = selfCheckScratch(opts.workDir);
   await rm15(dataDir, { recursive: true, force: true });
@@ -45111,19 +45216,19 @@ ${diffs.join("\n")}`
 
 // src/stages/trace.ts
 import { mkdir as mkdir14, rm as rm17, stat as stat8, writeFile as writeFile5 } from "node:fs/promises";
-import path44 from "node:path";
+import path45 from "node:path";
 
 // src/trace/hook.ts
-import { readFile as readFile10, rm as rm16 } from "node:fs/promises";
-import path43 from "node:path";
+import { readFile as readFile9, rm as rm16 } from "node:fs/promises";
+import path44 from "node:path";
 
 // src/trace/fifo.ts
 import { randomBytes as randomBytes5 } from "node:crypto";
 import { closeSync as closeSync3, constants as constants7, openSync as openSync3, read, writeSync as writeSync2 } from "node:fs";
 var TraceFifo = class _TraceFifo {
-  constructor(path56) {
-    this.path = path56;
-    this.fd = openSync3(path56, constants7.O_RDWR);
+  constructor(path57) {
+    this.path = path57;
+    this.fd = openSync3(path57, constants7.O_RDWR);
     this.done = this.pump();
   }
   path;
@@ -45135,9 +45240,9 @@ var TraceFifo = class _TraceFifo {
   done;
   closed = false;
   /** Creates the FIFO (mode 0666: the service may run as any user) and starts reading it. */
-  static async create(path56) {
-    await run(["mkfifo", "-m", "0666", path56]);
-    return new _TraceFifo(path56);
+  static async create(path57) {
+    await run(["mkfifo", "-m", "0666", path57]);
+    return new _TraceFifo(path57);
   }
   async pump() {
     const buf = Buffer.alloc(256 * 1024);
@@ -45175,9 +45280,11 @@ var TraceFifo = class _TraceFifo {
 };
 
 // src/trace/hook.ts
-var QEMU_TRACE_FILE = "qemu.log";
-function qemuFifoEnv() {
-  return { QEMU_STRACE: "1", QEMU_LOG_FILENAME: `${TRACE_MOUNT}/${QEMU_TRACE_FILE}` };
+function qemuTraceFile(index) {
+  return index === void 0 ? "qemu.log" : `qemu.${index}.log`;
+}
+function qemuFifoEnv(index) {
+  return { QEMU_STRACE: "1", QEMU_LOG_FILENAME: `${TRACE_MOUNT}/${qemuTraceFile(index)}` };
 }
 var STRACE_FLAGS = [
   "-f",
@@ -45189,10 +45296,10 @@ var STRACE_FLAGS = [
 ];
 function qemuTraceHook(dir) {
   return {
-    env: qemuFifoEnv(),
+    env: qemuFifoEnv,
     binds: [{ host: dir, container: TRACE_MOUNT }],
-    async begin(argv) {
-      const fifoPath = path43.join(dir, QEMU_TRACE_FILE);
+    async begin(argv, index) {
+      const fifoPath = path44.join(dir, qemuTraceFile(index));
       await rm16(fifoPath, { force: true });
       const fifo = await TraceFifo.create(fifoPath);
       return { argv, end: async () => ({ text: await fifo.finish() }) };
@@ -45202,10 +45309,10 @@ function qemuTraceHook(dir) {
 function straceHook(dir) {
   return {
     async begin(argv, index) {
-      const file2 = path43.join(dir, index === void 0 ? "strace.log" : `strace.${index}.log`);
+      const file2 = path44.join(dir, index === void 0 ? "strace.log" : `strace.${index}.log`);
       return {
         argv: ["strace", ...STRACE_FLAGS, "-o", file2, "--", ...argv],
-        end: async () => ({ text: await readFile10(file2, "utf8").catch(() => ""), file: file2 })
+        end: async () => ({ text: await readFile9(file2, "utf8").catch(() => ""), file: file2 })
       };
     }
   };
@@ -45667,10 +45774,11 @@ async function isDir(p2) {
     () => false
   );
 }
-async function traceService(config2, root, opts) {
-  const { logger, workDir } = opts;
+async function traceService(ctx, { config: config2, root, arch, parallel, runAs }) {
+  const { logger } = ctx;
+  const workDir = ctx.work.trace;
   if (!await isDir(root)) throw new UserError(`root directory ${root} does not exist`);
-  const emulated = (opts.arch ?? hostArch()) !== config2.arch;
+  const emulated = (arch ?? hostArch()) !== config2.arch;
   const entry = resolveTraced(root, config2.service.command[0]);
   if (!entry.exists || entry.kind !== "file") {
     throw new UserError(
@@ -45699,7 +45807,7 @@ async function traceService(config2, root, opts) {
           privileged: true
         });
       }
-      const dirs = [TRACE_MOUNT, config2.data.path, "/usr"].map((p2) => path44.join(copy, p2));
+      const dirs = [TRACE_MOUNT, config2.data.path, "/usr"].map((p2) => path45.join(copy, p2));
       await run(["mkdir", "-p", "-m", "0755", "--", ...dirs], { privileged: true });
     });
     await seedDataDir(config2, root, dataDir);
@@ -45713,13 +45821,14 @@ async function traceService(config2, root, opts) {
           dataDir,
           readOnly: false,
           harden: false,
-          ...opts.runAs ? { runAs: opts.runAs } : {}
+          ...runAs ? { runAs } : {}
         },
         {
           workDir,
           logger,
           hook: emulated ? qemuTraceHook(traceDir) : straceHook(traceDir),
-          ...opts.signal ? { signal: opts.signal } : {}
+          ...parallel ? { parallel } : {},
+          ...ctx.signal ? { signal: ctx.signal } : {}
         }
       )
     );
@@ -45735,7 +45844,7 @@ async function traceService(config2, root, opts) {
     for (const [i2, { text }] of probed.records.entries()) {
       const parsed = emulated ? parseQemuStrace(text, parseOpts) : parseHostStrace(text, parseOpts);
       if (emulated) {
-        const file2 = path44.join(traceDir, `qemu.${i2}.txt`);
+        const file2 = path45.join(traceDir, `qemu.${i2}.txt`);
         await writeFile5(file2, text);
         traceFiles.push(file2);
       }
@@ -45800,13 +45909,12 @@ async function traceService(config2, root, opts) {
 // src/stages/verify.ts
 import { setMaxListeners as setMaxListeners2 } from "node:events";
 import { existsSync as existsSync12 } from "node:fs";
-import { mkdir as mkdir15, mkdtemp as mkdtemp7 } from "node:fs/promises";
-import os9 from "node:os";
-import path47 from "node:path";
+import { mkdir as mkdir15, mkdtemp as mkdtemp8 } from "node:fs/promises";
+import path48 from "node:path";
 
 // src/harness/limits.ts
 import { existsSync as existsSync11, readFileSync as readFileSync7 } from "node:fs";
-import path45 from "node:path";
+import path46 from "node:path";
 var CGROUP_ROOT = "/sys/fs/cgroup";
 function words(file2) {
   try {
@@ -45816,20 +45924,20 @@ function words(file2) {
   }
 }
 function cgroupLayout(root = CGROUP_ROOT) {
-  const v1 = (existsSync11(path45.join(root, "memory/memory.limit_in_bytes")) || existsSync11(path45.join(root, "memory/cgroup.procs"))) && existsSync11(path45.join(root, "pids/cgroup.procs"));
-  if (v1) return { kind: "v1", cpu: existsSync11(path45.join(root, "cpu/cpu.cfs_quota_us")) };
-  const controllers = words(path45.join(root, "cgroup.controllers"));
-  if (controllers.length === 0 && !existsSync11(path45.join(root, "cgroup.controllers")))
+  const v1 = (existsSync11(path46.join(root, "memory/memory.limit_in_bytes")) || existsSync11(path46.join(root, "memory/cgroup.procs"))) && existsSync11(path46.join(root, "pids/cgroup.procs"));
+  if (v1) return { kind: "v1", cpu: existsSync11(path46.join(root, "cpu/cpu.cfs_quota_us")) };
+  const controllers = words(path46.join(root, "cgroup.controllers"));
+  if (controllers.length === 0 && !existsSync11(path46.join(root, "cgroup.controllers")))
     return {
       kind: "none",
       why: `no cgroup v1 memory and pids hierarchies and no cgroup v2 tree at ${root}`
     };
-  const enabled = words(path45.join(root, "cgroup.subtree_control"));
+  const enabled = words(path46.join(root, "cgroup.subtree_control"));
   const missing = ["memory", "pids"].filter((c3) => !enabled.includes(c3));
   if (missing.length)
     return {
       kind: "none",
-      why: `cgroup v2 at ${root} does not enable ${missing.join(" and ")} for child cgroups (${path45.join(root, "cgroup.subtree_control")} holds "${enabled.join(" ")}"; ${controllers.includes(missing[0]) ? `enable with: echo +${missing.join(" +")} > ${path45.join(root, "cgroup.subtree_control")}` : "the kernel does not offer it"})`
+      why: `cgroup v2 at ${root} does not enable ${missing.join(" and ")} for child cgroups (${path46.join(root, "cgroup.subtree_control")} holds "${enabled.join(" ")}"; ${controllers.includes(missing[0]) ? `enable with: echo +${missing.join(" +")} > ${path46.join(root, "cgroup.subtree_control")}` : "the kernel does not offer it"})`
     };
   return { kind: "v2", cpu: enabled.includes("cpu") };
 }
@@ -45890,7 +45998,7 @@ async function createLimitCgroups(name, logger, root = CGROUP_ROOT) {
   if (layout.kind === "none")
     throw new Error(`service.limits cannot be applied here: ${layout.why}`);
   if (layout.kind === "v2") {
-    const cg2 = { kind: "v2", dir: path45.join(root, name), cpu: layout.cpu };
+    const cg2 = { kind: "v2", dir: path46.join(root, name), cpu: layout.cpu };
     const enable = ["+memory", "+pids", ...layout.cpu ? ["+cpu"] : []].join(" ");
     await run(["mkdir", cg2.dir], { privileged: true, logger });
     await run(["sh", "-c", 'echo "$1" > "$2/cgroup.subtree_control"', "sh", enable, cg2.dir], {
@@ -45900,10 +46008,10 @@ async function createLimitCgroups(name, logger, root = CGROUP_ROOT) {
     return cg2;
   }
   const cg = {
-    memory: path45.join(root, "memory", name),
-    pids: path45.join(root, "pids", name)
+    memory: path46.join(root, "memory", name),
+    pids: path46.join(root, "pids", name)
   };
-  if (layout.cpu) cg.cpu = path45.join(root, "cpu", name);
+  if (layout.cpu) cg.cpu = path46.join(root, "cpu", name);
   await run(["mkdir", cg.memory, cg.pids, ...cg.cpu ? [cg.cpu] : []], {
     privileged: true,
     logger
@@ -45982,14 +46090,14 @@ async function runLoad(requests, concurrency, one, signal) {
 }
 
 // src/verify/probes.ts
-import { readFile as readFile11 } from "node:fs/promises";
-import path46 from "node:path";
+import { readFile as readFile10 } from "node:fs/promises";
+import path47 from "node:path";
 async function readFixtures(probes) {
   const out = /* @__PURE__ */ new Map();
   for (const p2 of probes) {
     if (!p2.fixture) continue;
     try {
-      out.set(p2.name, await readFile11(p2.fixture));
+      out.set(p2.name, await readFile10(p2.fixture));
     } catch (e) {
       const code = e.code;
       throw new UserError(
@@ -46012,23 +46120,9 @@ function judge(probe, expected, got, via) {
   }
   return problems.length ? problems.join("\n") : void 0;
 }
-async function ask(probe, endpoint, timeoutMs, signal) {
-  if (probe.type === "gopher")
-    return { body: await exchange(endpoint, gopherRequest(probe.selector), { timeoutMs, signal }) };
-  if (probe.type === "tcp")
-    return {
-      body: await exchange(endpoint, tcpSendBytes(probe), {
-        timeoutMs,
-        signal,
-        halfClose: probe["half-close"],
-        idleMs: probe["idle-timeout"] * 1e3
-      })
-    };
-  return httpGet(endpoint, probe.path, { timeoutMs, signal });
-}
 async function probeOnce(probe, expected, endpoint, timeoutMs, signal) {
   try {
-    const got = await ask(probe, endpoint, timeoutMs, signal);
+    const got = await askProbe(probe, { endpoint }, { timeoutMs, signal });
     const problem = judge(probe, expected, got, describeEndpoint(endpoint));
     return {
       outcome: {
@@ -46058,7 +46152,7 @@ async function curlProbe(probe, expected, svc, workDir, opts, timeoutMs) {
   const { host, port: port2 } = svc.clientTarget;
   const name = `${probe.name} (curl)`;
   const seconds = String(Math.ceil(timeoutMs / 1e3));
-  const bodyFile = path46.join(workDir, "curl-body");
+  const bodyFile = path47.join(workDir, "curl-body");
   const url3 = probe.type === "gopher" ? gopherUrl(host, port2, probe.selector) : `http://${host}:${port2}${probe.path}`;
   const curl = [
     "curl",
@@ -46085,7 +46179,7 @@ async function curlProbe(probe, expected, svc, workDir, opts, timeoutMs) {
       diff: `${r.command} failed (exit ${r.exitCode}): ${r.stderr.trim()}`,
       bytes: 0
     };
-  const body = await readFile11(bodyFile);
+  const body = await readFile10(bodyFile);
   const status = probe.type === "http" ? Number(r.stdout.trim()) : void 0;
   const problem = judge(probe, expected, { status, body }, "curl");
   return { name, ok: problem === void 0, diff: problem, bytes: body.length };
@@ -46135,7 +46229,7 @@ async function withLimits(argv, state, config2, logger) {
     );
     return argv;
   }
-  state.limitCgroups = await createLimitCgroups(`lhc-${path47.basename(state.workDir)}`, logger);
+  state.limitCgroups = await createLimitCgroups(`lhc-${path48.basename(state.workDir)}`, logger);
   logger.info(
     `limits per container: memory ${humanBytes(l.memory)}, ${l.tasks} tasks, cpu ${l.cpu} %, ${l.nofile} open files`
   );
@@ -46216,11 +46310,12 @@ function combinedSignal(opts, concurrency) {
   };
 }
 async function mustExist(file2, what) {
-  const abs = path47.resolve(file2);
+  const abs = path48.resolve(file2);
   if (!existsSync12(abs)) throw new UserError(`${what} ${file2} does not exist`);
   return abs;
 }
-async function verifyImage(options) {
+async function verifyImage(ctx, input2) {
+  const options = { ...input2, logger: ctx.logger, signal: ctx.signal };
   const { config: config2, logger } = options;
   const image = await mustExist(options.image, "image");
   const dataTemplate = await mustExist(options.dataTemplate, "data template");
@@ -46234,11 +46329,12 @@ async function verifyImage(options) {
     throw new UserError(`--concurrency must be a whole number \u2265 1, got ${concurrency}`);
   const { signal, dispose: disposeSignal } = combinedSignal(options, concurrency);
   const opts = { ...options, signal };
-  const workDir = await mkdtemp7(path47.join(os9.tmpdir(), "lhc-verify-"));
+  await mkdir15(ctx.work.verify, { recursive: true });
+  const workDir = await mkdtemp8(path48.join(ctx.work.verify, "lhc-verify-"));
   const state = {
     workDir,
-    rootDir: path47.join(workDir, config2.name),
-    dataDir: path47.join(workDir, "data"),
+    rootDir: path48.join(workDir, config2.name),
+    dataDir: path48.join(workDir, "data"),
     sockets: /* @__PURE__ */ new Set(),
     payloads: []
   };
@@ -46259,7 +46355,7 @@ async function verifyImage(options) {
         `image ${image} mounted read-only at ${state.rootDir} (${state.image.loopDevice})`
       );
       for (const needed of mountPoints(config2.data.path, config2.deploy.runtime)) {
-        if (!existsSync12(path47.join(state.rootDir, needed))) {
+        if (!existsSync12(path48.join(state.rootDir, needed))) {
           throw new UserError(
             `the image has no ${needed} directory; a read-only root needs every mount point (add it to the root)`
           );
@@ -46283,20 +46379,16 @@ async function verifyImage(options) {
       const argv = await withLimits(nspawn, state, config2, logger);
       const svc = config2.service.inetd ? await startInetd(argv, state, opts, timeoutMs) : config2.service["socket-activation"] ? await startSocketActivated(argv, state, opts, timeoutMs) : await startListening(argv, state, opts, timeoutMs);
       logger.info(`service reachable at ${describeEndpoint(svc.endpoint)}`);
-      const probes = [];
-      let sample;
-      for (const p2 of config2.probes) {
-        const { outcome: r, body } = await probeOnce(
-          p2,
-          fixtures.get(p2.name),
-          svc.endpoint,
-          timeoutMs,
-          signal
-        );
-        logger.info(`probe ${p2.name}: ${r.ok ? "ok" : "FAILED"} (${r.bytes} bytes)`);
-        probes.push(r);
-        if (!sample && body) sample = { probe: p2.name, body };
-      }
+      const asked = await mapBounded(
+        config2.probes,
+        probeParallelism(),
+        (p2) => probeOnce(p2, fixtures.get(p2.name), svc.endpoint, timeoutMs, signal)
+      );
+      const probes = asked.map((a2) => a2.outcome);
+      for (const r of probes)
+        logger.info(`probe ${r.name}: ${r.ok ? "ok" : "FAILED"} (${r.bytes} bytes)`);
+      const sampled = asked.findIndex((a2) => a2.body);
+      const sample = sampled < 0 ? void 0 : { probe: config2.probes[sampled].name, body: asked[sampled].body };
       const first = curlable(config2.probes);
       const curl = first ? await curlProbe(first, fixtures.get(first.name), svc, state.workDir, opts, timeoutMs) : void 0;
       if (curl) {
@@ -46321,7 +46413,7 @@ async function verifyImage(options) {
             return judge(
               p2,
               fixtures.get(p2.name),
-              await ask(p2, svc.endpoint, timeoutMs, signal),
+              await askProbe(p2, { endpoint: svc.endpoint }, { timeoutMs, signal }),
               describeEndpoint(svc.endpoint)
             );
           },
@@ -46377,13 +46469,6 @@ async function verifyImage(options) {
   if (!outcome.ok && state.serviceStderr) outcome.serviceLog = serviceLog(state.serviceStderr);
   return outcome;
 }
-function serviceLog(stderr, lines = 30) {
-  const noise = /^(Listening on |Communication attempt on fd|Connection from |Spawned |Execing |Child \d+ died with code 0$|Attempted to remove disk file system under "\/run\/systemd\/nspawn\/propagate\/)/;
-  return tail(
-    stderr.split("\n").filter((l) => !noise.test(l)).join("\n"),
-    lines
-  );
-}
 
 // src/pipeline.ts
 async function build(config2, opts) {
@@ -46391,7 +46476,7 @@ async function build(config2, opts) {
   await checkConfigFiles(config2, { updateFixtures: opts.updateFixtures ?? false });
   const timings = [];
   const stage = async (name, fn) => {
-    opts.signal?.throwIfAborted();
+    ctx.signal?.throwIfAborted();
     const started = Date.now();
     try {
       return await logger.group(name, fn);
@@ -46399,7 +46484,7 @@ async function build(config2, opts) {
       timings.push({ stage: name, seconds: (Date.now() - started) / 1e3 });
     }
   };
-  const outDir = path48.resolve(opts.outDir);
+  const outDir = path49.resolve(opts.outDir);
   const names = artifactNames(config2.name, {
     image: config2.outputs.image,
     dataTemplate: config2.outputs["data-template"],
@@ -46420,26 +46505,23 @@ async function build(config2, opts) {
     configDir: config2.dir
   });
   const callerUmask = process.umask(18);
-  let work;
+  let ctx;
   try {
     await claimBuildDirs(dirs, logger);
-    work = workLayout(
-      dirs.work?.dir ?? await mkdtemp8(path48.join(os10.tmpdir(), `lhc-${config2.name}-`))
-    );
+    ctx = stageContext({
+      logger,
+      workDir: dirs.work?.dir ?? await mkdtemp9(path49.join(os11.tmpdir(), `lhc-${config2.name}-`)),
+      outDir,
+      ...opts.store ? { store: opts.store } : {},
+      ...opts.env ? { env: opts.env } : {},
+      ...opts.signal ? { signal: opts.signal } : {}
+    });
   } catch (e) {
     process.umask(callerUmask);
     throw e;
   }
+  const { work } = ctx;
   const workDir = work.dir;
-  const store = opts.store ?? new Store(void 0, logger);
-  const ctx = {
-    logger,
-    store,
-    work,
-    outDir,
-    env: opts.env ?? process.env,
-    ...opts.signal ? { signal: opts.signal } : {}
-  };
   const removeWorkDir2 = registerCleanup(`work dir ${workDir}`, async () => {
     if (opts.keepWorkDir) {
       logger.info(`work dir kept: ${workDir}`);
@@ -46448,20 +46530,18 @@ async function build(config2, opts) {
     await removeTree(workDirRemovals(workDir, dirs.work), { reject: false });
   });
   try {
-    await stage("fetch", () => fetchInputs(config2, { store, logger }));
+    await stage("fetch", () => fetchInputs(ctx, { config: config2 }));
     const lua = config2.lua;
     const luaBuild = lua ? await stage(
       "lua",
-      () => buildLua(
-        {
-          version: lua.version,
-          sha256: lua.sha256,
-          urls: lua.urls,
-          arch: config2.arch,
-          strategy: lua.strategy
-        },
-        { store, logger, cacheDir: opts.cacheDir }
-      )
+      () => buildLua(ctx, {
+        version: lua.version,
+        sha256: lua.sha256,
+        urls: lua.urls,
+        arch: config2.arch,
+        strategy: lua.strategy,
+        cacheDir: opts.cacheDir
+      })
     ) : void 0;
     if (luaBuild)
       logger.info(
@@ -46469,38 +46549,31 @@ async function build(config2, opts) {
       );
     const { assembled, runAs } = await stage("root", async () => {
       await removeTree([work.root]);
-      const assembled2 = await assembleRoot(config2, {
-        workDir,
-        store,
-        logger,
+      const assembled2 = await assembleRoot(ctx, {
+        config: config2,
         luaPath: luaBuild?.path,
-        signal: opts.signal,
-        basesDir: opts.basesDir ?? (opts.cacheDir ? path48.join(opts.cacheDir, "bases") : void 0)
+        basesDir: opts.basesDir ?? (opts.cacheDir ? path49.join(opts.cacheDir, "bases") : void 0)
       });
-      const runAs2 = await installRunAs(config2, assembled2.root, workDir, logger);
+      const runAs2 = await installRunAs(ctx, { config: config2, root: assembled2.root });
       return { assembled: assembled2, runAs: runAs2 };
     });
-    await checkEntrypoint(assembled.root, config2.service.command[0], config2.arch);
+    await checkEntrypoint(ctx, {
+      root: assembled.root,
+      command0: config2.service.command[0],
+      arch: config2.arch
+    });
     const trace = await stage(
       "trace",
-      () => traceService(config2, assembled.root, {
-        workDir: work.trace,
-        logger,
-        signal: opts.signal,
-        runAs
-      })
+      () => traceService(ctx, { config: config2, root: assembled.root, runAs })
     );
-    const fixtures = opts.updateFixtures ? await stage("fixtures", () => recordFixtures(config2, trace.responses, logger)) : void 0;
+    const fixtures = opts.updateFixtures ? await stage("fixtures", () => recordFixtures(ctx, { config: config2, responses: trace.responses })) : void 0;
     const pruned = await stage("prune", async () => {
-      const p2 = await pruneRoot(assembled.root, trace, config2, {
-        outDir: work.pruned,
-        logger
-      });
-      await selfCheck(config2, p2.prunedRoot, trace.responses, {
-        workDir: work.selfCheck,
-        logger,
+      const p2 = await pruneRoot(ctx, { root: assembled.root, trace, config: config2 });
+      await selfCheck(ctx, {
+        config: config2,
+        prunedRoot: p2.prunedRoot,
+        unprunedResponses: trace.responses,
         dataDir: p2.dataDir,
-        signal: opts.signal,
         runAs
       });
       logger.info("self-check: every probe answers the same from the pruned root");
@@ -46509,32 +46582,29 @@ async function build(config2, opts) {
     await retractSha256Sums(outDir);
     const { packed, manifestDiff } = await stage("pack", async () => {
       const { epoch, source } = await resolveEpoch({
-        env: opts.env ?? process.env,
+        env: ctx.env,
         configEpoch: config2.epoch,
         configFile: config2.file,
         logger
       });
       logger.info(`epoch ${epoch} (from ${source})`);
-      const packed2 = await packImage({
+      const packed2 = await packImage(ctx, {
         root: pruned.prunedRoot,
         dataDir: pruned.dataDir,
         dataPath: config2.data.path,
         name: config2.name,
         epoch,
-        outDir,
-        logger,
         fileNames: {
           image: config2.outputs.image,
           dataTemplate: config2.outputs["data-template"],
           manifest: config2.outputs.manifest
-        },
-        signal: opts.signal
+        }
       });
       let manifestDiff2;
       if (opts.manifestLock) {
         const lock = await checkManifestLock(
           packed2.manifestData,
-          path48.resolve(opts.manifestLock),
+          path49.resolve(opts.manifestLock),
           opts.updateManifest ?? false,
           logger
         );
@@ -46565,14 +46635,12 @@ ${lock.diffText.trimEnd()}`
     );
     const verify = opts.verify === false ? void 0 : await stage(
       "verify",
-      () => verifyImage({
+      () => verifyImage(ctx, {
         config: config2,
         image: packed.image,
         dataTemplate: packed.dataTemplate,
         requests: opts.requests,
-        concurrency: opts.concurrency,
-        logger,
-        signal: opts.signal
+        concurrency: opts.concurrency
       })
     );
     const lockState = opts.manifestLock ? {
@@ -46838,7 +46906,7 @@ options, and the values some options take). Load it in the current shell, or add
 
 // src/cli/commands/diff.ts
 import { readdir as readdir7, stat as stat9 } from "node:fs/promises";
-import path49 from "node:path";
+import path50 from "node:path";
 async function manifestPath(arg) {
   let st2;
   try {
@@ -46853,7 +46921,7 @@ async function manifestPath(arg) {
       `lhc diff: ${arg} is a directory with ${found.length === 0 ? "no" : found.length} *.manifest.json files; name the manifest file`
     );
   }
-  return path49.join(arg, found[0]);
+  return path50.join(arg, found[0]);
 }
 function diffJson(d, files) {
   const entry = (section, e) => ({ section, ...e });
@@ -47083,9 +47151,9 @@ function formatChecks(checks) {
 }
 
 // src/host/probe.ts
-import { access, readFile as readFile12, readdir as readdir8 } from "node:fs/promises";
-import os11 from "node:os";
-import path50 from "node:path";
+import { access, readFile as readFile11, readdir as readdir8 } from "node:fs/promises";
+import os12 from "node:os";
+import path51 from "node:path";
 var EXTRA_PATH = ["/usr/local/sbin", "/usr/sbin", "/sbin"];
 var realProbe = {
   async fileExists(file2) {
@@ -47098,7 +47166,7 @@ var realProbe = {
   },
   async readFile(file2) {
     try {
-      return await readFile12(file2, "utf8");
+      return await readFile11(file2, "utf8");
     } catch {
       return void 0;
     }
@@ -47113,7 +47181,7 @@ var realProbe = {
   async which(tool) {
     const dirs = [...(process.env.PATH ?? "").split(":").filter(Boolean), ...EXTRA_PATH];
     for (const d of dirs) {
-      const candidate = path50.join(d, tool);
+      const candidate = path51.join(d, tool);
       try {
         await access(
           candidate,
@@ -47136,7 +47204,7 @@ var realProbe = {
     }
   },
   arch() {
-    return os11.machine();
+    return os12.machine();
   },
   async foreignArchs() {
     try {
@@ -47256,10 +47324,10 @@ downloaded again. Prints one line per input: "<sha256>  <name>  <path>".`,
   async run({ positionals }, ctx) {
     const file2 = configOrDefault(positionals[0], "fetch");
     const config2 = await loadConfig(file2);
-    const fetched = await fetchInputs(config2, {
-      store: new Store(void 0, ctx.logger),
-      logger: ctx.logger
-    });
+    const fetched = await withScratchContext(
+      { logger: ctx.logger, signal: ctx.signal },
+      (stage) => fetchInputs(stage, { config: config2 })
+    );
     if (fetched.length === 0) ctx.logger.info(`${file2}: no remote inputs`);
     for (const f2 of fetched) ctx.out(`${f2.sha256}  ${f2.name}  ${f2.path}`);
     return 0;
@@ -47269,7 +47337,7 @@ downloaded again. Prints one line per input: "<sha256>  <name>  <path>".`,
 // src/cli/commands/lua.ts
 import { constants as constants8 } from "node:fs";
 import { chmod as chmod5, copyFile as copyFile3, mkdir as mkdir16 } from "node:fs/promises";
-import path51 from "node:path";
+import path52 from "node:path";
 var luaCommand = {
   name: "lua",
   summary: "build a static Lua interpreter from a verified source tarball",
@@ -47327,16 +47395,16 @@ Options:
       if (!/^(https?|file):\/\/\S+$/.test(u3))
         throw new ConfigError(`lhc lua: --url must be an http(s):// or file:// URL, got "${u3}"`);
     }
-    const dest = await checkOutputFileTarget("lhc lua --out", path51.join(out, "lua"));
-    const r = await buildLua(
-      {
+    const dest = await checkOutputFileTarget("lhc lua --out", path52.join(out, "lua"));
+    const r = await withScratchContext(
+      { logger: ctx.logger, signal: ctx.signal },
+      (stage) => buildLua(stage, {
         version: version2,
         sha256: sha2562,
         urls: urls.length > 0 ? urls : void 0,
         arch,
         strategy
-      },
-      { store: new Store(void 0, ctx.logger), logger: ctx.logger }
+      })
     );
     await mkdir16(out, { recursive: true });
     await stageOutput(
@@ -47804,17 +47872,17 @@ Options:
 
 // src/board/command.ts
 import { existsSync as existsSync14 } from "node:fs";
-import path55 from "node:path";
+import path56 from "node:path";
 
 // src/board/verify-board.ts
-import { mkdtemp as mkdtemp9, rm as rm18 } from "node:fs/promises";
-import os12 from "node:os";
-import path54 from "node:path";
+import { mkdtemp as mkdtemp10, rm as rm18 } from "node:fs/promises";
+import os13 from "node:os";
+import path55 from "node:path";
 
 // src/board/machine.ts
 import { readdirSync as readdirSync6, statSync as statSync3 } from "node:fs";
 import { mkdir as mkdir17 } from "node:fs/promises";
-import path52 from "node:path";
+import path53 from "node:path";
 var LOOPS_NEEDED = 3;
 var NSENTER_FLAGS = ["-m", "-u", "-i", "-n", "-p", "-C", "-r", "-w"];
 async function listLoops() {
@@ -47844,7 +47912,7 @@ function backedByBoard(l, root) {
   if (l.backingFile.startsWith(`${root}/`)) return true;
   if (!l.backingFile.startsWith("/var/lib/lhc/")) return false;
   try {
-    const st2 = statSync3(path52.join(root, l.backingFile));
+    const st2 = statSync3(path53.join(root, l.backingFile));
     return String(st2.ino) === l.backingInode && majorMinor(st2.dev) === l.backingDevice;
   } catch {
     return false;
@@ -47887,7 +47955,7 @@ var Board = class _Board {
   bootSeconds = 0;
   static async boot(o2) {
     await createOwnDir("board work dir", o2.workDir);
-    const root = path52.join(o2.workDir, "root");
+    const root = path53.join(o2.workDir, "root");
     await mkdir17(root);
     await run(["tar", "-xpf", o2.tarball, "--numeric-owner", "-C", root], {
       privileged: true,
@@ -47978,11 +48046,11 @@ ${tail(r.stdout + r.stderr, 30)}`
   }
   /** The host path of a path on the board. */
   hostPath(p2) {
-    return path52.join(this.root, p2);
+    return path53.join(this.root, p2);
   }
   /** Copies a host directory to `dest` on the board, as a person copying build output would. */
   async copyIn(src, dest) {
-    await run(["mkdir", "-p", this.hostPath(path52.dirname(dest))], { privileged: true });
+    await run(["mkdir", "-p", this.hostPath(path53.dirname(dest))], { privileged: true });
     await removeTree([this.hostPath(dest)]);
     await run(["cp", "-a", src, this.hostPath(dest)], { privileged: true, logger: this.logger });
   }
@@ -48069,7 +48137,7 @@ function findServicePayloads(ancestor, name, table2 = processTable()) {
 
 // src/board/root.ts
 import { stat as stat11 } from "node:fs/promises";
-import path53 from "node:path";
+import path54 from "node:path";
 var BOARD_PACKAGES = [
   "curl",
   "dbus",
@@ -48099,7 +48167,7 @@ async function boardRootTarball(o2) {
     {
       logger: o2.logger,
       signal: o2.signal,
-      basesDir: o2.cacheDir ?? path53.join(cacheDir(), "board")
+      basesDir: o2.cacheDir ?? path54.join(cacheDir(), "board")
     }
   );
 }
@@ -48156,7 +48224,7 @@ async function openBoardPort(board, port2, dir, logger, signal) {
       `nothing listens on the board's port ${port2} after install:
 ${await board.journal([])}`
     );
-  const sock = path54.join(dir, `board-${port2}.sock`);
+  const sock = path55.join(dir, `board-${port2}.sock`);
   const forwarder = start(
     board.inNetwork([process.execPath, "-e", FORWARDER, sock, String(port2)]),
     { privileged: true, logger }
@@ -48243,10 +48311,10 @@ async function verifyOnBoard(o2) {
   const tarball = await boardRootTarball({ logger, signal, provided: o2.board ?? config2.board });
   const rootSeconds = (Date.now() - t) / 1e3;
   const ownWorkDir = o2.workDir === void 0;
-  const workDir = o2.workDir ?? await mkdtemp9(path54.join(os12.tmpdir(), "lhc-board-"));
+  const workDir = o2.workDir ?? await mkdtemp10(path55.join(os13.tmpdir(), "lhc-board-"));
   const board = await Board.boot({
     tarball,
-    workDir: path54.join(workDir, "board"),
+    workDir: path55.join(workDir, "board"),
     logger,
     signal
   }).catch(async (e) => {
@@ -48264,7 +48332,7 @@ async function verifyOnBoard(o2) {
     const { outcomes, ms: ms2 } = await probeBoard(config2, port2.endpoint, timeoutMs, signal);
     const curl = await curlOnBoard(board, config2);
     if (curl) outcomes.push(curl);
-    const image = path54.join(
+    const image = path55.join(
       o2.outDir,
       artifactNames(config2.name, { image: config2.outputs.image }).image
     );
@@ -48316,8 +48384,8 @@ var BOARD_HELP = `  --board              verify on a simulated board instead: bo
   --out DIR            with --board: the build output (default: outputs.dir from the config)`;
 async function runBoardVerify(configFile, out, ctx) {
   const config2 = await loadConfig(configFile);
-  const outDir = path55.resolve(out ?? config2.outputs.dir);
-  if (!existsSync14(path55.join(outDir, "deploy/install.sh")))
+  const outDir = path56.resolve(out ?? config2.outputs.dir);
+  if (!existsSync14(path56.join(outDir, "deploy/install.sh")))
     throw new ConfigError(
       `lhc verify --board: ${outDir} holds no deploy/install.sh; run lhc build first (or pass --out DIR)`
     );
@@ -48458,16 +48526,19 @@ Exits 0 when every probe, hardening check and load request passed, 1 otherwise.`
     const concurrency = wholeNumber("concurrency", options.concurrency, 1);
     const timeout = wholeNumber("timeout", options.timeout, 1);
     const config2 = await loadConfig(configOrDefault(positionals[0], "verify"));
-    const report = await verifyImage({
-      config: config2,
-      image: options.image,
-      dataTemplate: options.data,
-      requests,
-      concurrency,
-      timeoutMs: timeout === void 0 ? void 0 : timeout * 1e3,
-      logger: ctx.logger,
-      ...ctx.signal ? { signal: ctx.signal } : {}
-    });
+    const image = options.image;
+    const dataTemplate = options.data;
+    const report = await withScratchContext(
+      { logger: ctx.logger, signal: ctx.signal },
+      (stage) => verifyImage(stage, {
+        config: config2,
+        image,
+        dataTemplate,
+        requests,
+        concurrency,
+        timeoutMs: timeout === void 0 ? void 0 : timeout * 1e3
+      })
+    );
     if (ctx.json) ctx.emitJson(verifyJson(report));
     else if (options.show === true) {
       for (const line of formatVerifyReport(report)) ctx.logger.info(line);
