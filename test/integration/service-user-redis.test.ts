@@ -25,7 +25,12 @@ import { seededBuildCache, testCacheDir } from '../support/debian-inputs.js';
 /** The Debian examples' shared base (examples/{lighttpd,micro-httpd,pygopherd,redis}). */
 const SHARED_DEBIAN_PACKAGES = ['lighttpd', 'micro-httpd', 'pygopherd', 'redis-server'];
 
-/** RDB snapshots on demand only (SAVE), no append-only file: the probe decides when /data is written. */
+/**
+ * Not /etc/redis/redis.conf: Debian makes /etc/redis redis:redis 2770, and the image is packed
+ * all-root, so user redis could not enter it on the booted image (the traced root still has the
+ * package's owners: only verify would see it). RDB snapshots on demand only
+ * (SAVE), no append-only file: the probe decides when /data is written.
+ */
 const REDIS_CONF = `bind 127.0.0.1
 port 6379
 daemonize no
@@ -51,11 +56,11 @@ base:
   suite: bookworm
   packages: [${SHARED_DEBIAN_PACKAGES.join(', ')}]
 files:
-  - { src: redis.conf, dst: /etc/redis/redis.conf, mode: "0644" }
+  - { src: redis.conf, dst: /etc/lhc-redis.conf, mode: "0644" }
 data:
   path: /data
 service:
-  command: [/usr/bin/redis-server, /etc/redis/redis.conf]
+  command: [/usr/bin/redis-server, /etc/lhc-redis.conf]
   user: redis
   listen: 6379
   timeout: 120
