@@ -42499,7 +42499,7 @@ function templateLinkProblem(rel, target) {
     return `'${rel}' is a symlink to ${target}, which points outside the template`;
   return void 0;
 }
-async function tarDirectory(dir, epoch, owner = { uid: 0, gid: 0 }) {
+async function tarDirectory(dir, epoch, owner = { uid: 0, gid: 0 }, topOwner = owner) {
   const rels = await walkSorted(dir);
   const statCache = /* @__PURE__ */ new Map();
   const unsupported = [];
@@ -42512,7 +42512,7 @@ async function tarDirectory(dir, epoch, owner = { uid: 0, gid: 0 }) {
       const problem = templateLinkProblem(rel, await readlink3(abs));
       if (problem) badLinks.push(problem);
     }
-    statCache.set(abs, archiveStat(st2, owner));
+    statCache.set(abs, archiveStat(st2, rel === "" ? topOwner : owner));
   }
   if (unsupported.length > 0) {
     throw new UserError(
@@ -42619,7 +42619,7 @@ async function writeDataTemplate(o2) {
       await chmod2(tmp, 493);
       dir = tmp;
     }
-    const tarBytes = await tarDirectory(dir, o2.epoch, o2.owner);
+    const tarBytes = await tarDirectory(dir, o2.epoch, o2.owner, o2.topOwner ?? o2.owner);
     const gz = await gzipFixed(tarBytes, o2.logger);
     await writeOutputFile(o2.out, gz, { logger: o2.logger });
     return {
@@ -42687,7 +42687,8 @@ async function packImage(o2) {
     dataPath,
     epoch: o2.epoch,
     out: dataTemplate,
-    owner: o2.dataOwner,
+    owner: { uid: 0, gid: 0 },
+    ...o2.dataOwner ? { topOwner: o2.dataOwner } : {},
     logger: o2.logger
   });
   const manifestData = {
@@ -42722,13 +42723,16 @@ import path34 from "node:path";
 // src/harness/data.ts
 import { chmod as chmod3, mkdir as mkdir8, readdir as readdir4, rm as rm9 } from "node:fs/promises";
 import path32 from "node:path";
-async function seedDataDir(config2, root, dir) {
+async function seedDataDir(config2, root, dir, topOwner) {
   await rm9(dir, { recursive: true, force: true });
   await mkdir8(dir, { recursive: true, mode: 493 });
   const inRoot = resolveTraced(root, config2.data.path);
   if (inRoot.exists && inRoot.kind === "dir" && (await readdir4(inRoot.host)).length > 0) {
     await run(["cp", "-a", "--", `${inRoot.host}/.`, `${dir}/`], { privileged: true });
   }
+  await run(["chown", "-hR", "0:0", "--", dir], { privileged: true });
+  if (topOwner)
+    await run(["chown", `${topOwner.uid}:${topOwner.gid}`, "--", dir], { privileged: true });
 }
 async function unpackTemplate(template, dir, opts = {}) {
   const warnings = [];
@@ -42864,7 +42868,7 @@ async function pruneRoot(root, trace, config2, opts) {
     prunedRoot,
     logger
   );
-  await seedDataDir(config2, root, dataDir);
+  await seedDataDir(config2, root, dataDir, opts.runAs);
   const report = buildReport(config2.name, all, list, closure, trace);
   logger.info(summarizeReport(report));
   return { prunedRoot, dataDir, report };
@@ -45702,7 +45706,7 @@ async function traceService(config2, root, opts) {
       const dirs = [TRACE_MOUNT, config2.data.path, "/usr"].map((p2) => path44.join(copy, p2));
       await run(["mkdir", "-p", "-m", "0755", "--", ...dirs], { privileged: true });
     });
-    await seedDataDir(config2, root, dataDir);
+    await seedDataDir(config2, root, dataDir, opts.runAs);
     const started = Date.now();
     const probed = await logger.group(
       `traced run of ${config2.service.command.join(" ")} (${emulated ? "QEMU_STRACE" : "host strace"}, ${config2.probes.length} probes)`,
@@ -46494,7 +46498,8 @@ async function build(config2, opts) {
     const pruned = await stage("prune", async () => {
       const p2 = await pruneRoot(assembled.root, trace, config2, {
         outDir: work.pruned,
-        logger
+        logger,
+        ...runAs ? { runAs } : {}
       });
       await selfCheck(config2, p2.prunedRoot, trace.responses, {
         workDir: work.selfCheck,
@@ -46519,6 +46524,7 @@ async function build(config2, opts) {
         root: pruned.prunedRoot,
         dataDir: pruned.dataDir,
         dataPath: config2.data.path,
+        ...runAs ? { dataOwner: { uid: runAs.uid, gid: runAs.gid } } : {},
         name: config2.name,
         epoch,
         outDir,

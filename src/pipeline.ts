@@ -188,6 +188,7 @@ export async function build(config: LhcConfig, opts: BuildOptions): Promise<Buil
       const p = await pruneRoot(assembled.root, trace, config, {
         outDir: work.pruned,
         logger,
+        ...(runAs ? { runAs } : {}),
       });
       await selfCheck(config, p.prunedRoot, trace.responses, {
         workDir: work.selfCheck,
@@ -213,6 +214,7 @@ export async function build(config: LhcConfig, opts: BuildOptions): Promise<Buil
         root: pruned.prunedRoot,
         dataDir: pruned.dataDir,
         dataPath: config.data.path,
+        ...(runAs ? { dataOwner: { uid: runAs.uid, gid: runAs.gid } } : {}),
         name: config.name,
         epoch,
         outDir,

@@ -28,7 +28,7 @@ export interface PackOptions {
   epoch: number;
   outDir: string;
   logger: Logger;
-  /** Owner of every data template entry; default 0:0. */
+  /** Owner of the data template's top directory (service.user's ids); default 0:0. Its entries are always 0:0. */
   dataOwner?: Owner;
   /** Output names (config `outputs.*`); defaults <name>.squashfs, <name>-data.tar.gz, <name>.manifest.json. */
   fileNames?: { image?: string; dataTemplate?: string; manifest?: string };
@@ -107,7 +107,8 @@ export async function packImage(o: PackOptions): Promise<PackResult> {
     dataPath,
     epoch: o.epoch,
     out: dataTemplate,
-    owner: o.dataOwner,
+    owner: { uid: 0, gid: 0 },
+    ...(o.dataOwner ? { topOwner: o.dataOwner } : {}),
     logger: o.logger,
   });
 

@@ -12,6 +12,7 @@ import { computeClosure, walkRoot } from '../prune/closure.js';
 import { writePrunedRoot } from '../prune/materialize.js';
 import { buildReport, summarizeReport, type PruneReport } from '../prune/report.js';
 import { mountPoints } from '../tools/nspawn.js';
+import type { RunAs } from '../service-user/passwd.js';
 import type { TraceResult } from './trace.js';
 
 export interface PruneResult {
@@ -25,6 +26,8 @@ export interface PruneOptions {
   /** Where `root/` (the pruned root) and `data/` are written; replaced if present. */
   outDir: string;
   logger: Logger;
+  /** service.user's ids: the data dir's top belongs to them, as in the packed template. */
+  runAs?: RunAs;
 }
 
 export async function pruneRoot(
@@ -46,7 +49,7 @@ export async function pruneRoot(
     prunedRoot,
     logger,
   );
-  await seedDataDir(config, root, dataDir);
+  await seedDataDir(config, root, dataDir, opts.runAs);
   const report = buildReport(config.name, all, list, closure, trace);
   logger.info(summarizeReport(report));
   return { prunedRoot, dataDir, report };
