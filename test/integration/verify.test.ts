@@ -123,6 +123,7 @@ describe('verify on the packed gophermoon image', () => {
       '/tmp absent or noexec,nosuid,nodev',
       '/run absent or noexec,nosuid,nodev',
       '/dev/shm absent or noexec,nosuid,nodev',
+      '/dev nosuid, noexec or capped at 4 MiB',
       'no network interface but lo',
       'NoNewPrivs set',
       'CAP_NET_ADMIN, CAP_SYS_ADMIN not in bounding set',
