@@ -75,11 +75,11 @@ function lhc(args: string[], cwd: string, env: NodeJS.ProcessEnv) {
 }
 
 /** `lhc build --json` with no CONFIG, as the README tells the user to run it. */
-async function buildProject(dir: string): Promise<BuildJson> {
+async function buildProject(dir: string): Promise<BuildJson & { log: string }> {
   const { cacheDir } = await seededBuildCache();
   const r = await lhc(['build', '--json'], dir, { ...process.env, LHC_CACHE_DIR: cacheDir });
   expect(r.code, r.stderr).toBe(0);
-  return JSON.parse(r.stdout) as BuildJson;
+  return { ...(JSON.parse(r.stdout) as BuildJson), log: r.stderr };
 }
 
 function imagePaths(manifestFile: string): string[] {
@@ -202,6 +202,7 @@ describe('README quick start for your own service', () => {
         '/aarch64/APKINDEX.tar.gz',
         '/aarch64/busybox-extras-1.36.1-r29.apk',
       ]);
+      expect(j.log).toContain('Installing busybox-extras (1.36.1-r29)');
       expect(j.ok).toBe(true);
       expect(j.verify?.ok).toBe(true);
       expect(j.verify?.probes).toContainEqual({
@@ -214,6 +215,8 @@ describe('README quick start for your own service', () => {
       expect(paths).toContain('/var/www/index.html');
       for (const gone of ['/bin/sh', '/bin/busybox', '/sbin/apk', '/lib/apk/db/installed'])
         expect(paths).not.toContain(gone);
+      // httpd is static: nothing of musl, /etc or the rest of the minirootfs is kept.
+      expect(paths.filter((p) => /^\/(etc|lib|sbin|usr\/)/.test(p))).toEqual([]);
     } finally {
       await server.close();
     }
