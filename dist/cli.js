@@ -42511,7 +42511,7 @@ function templateLinkProblem(rel, target) {
     return `'${rel}' is a symlink to ${target}, which points outside the template`;
   return void 0;
 }
-async function tarDirectory(dir, epoch, owner = { uid: 0, gid: 0 }) {
+async function tarDirectory(dir, epoch, owner = { uid: 0, gid: 0 }, topOwner = owner) {
   const rels = await walkSorted(dir);
   const statCache = /* @__PURE__ */ new Map();
   const unsupported = [];
@@ -42524,7 +42524,7 @@ async function tarDirectory(dir, epoch, owner = { uid: 0, gid: 0 }) {
       const problem = templateLinkProblem(rel, await readlink3(abs));
       if (problem) badLinks.push(problem);
     }
-    statCache.set(abs, archiveStat(st2, owner));
+    statCache.set(abs, archiveStat(st2, rel === "" ? topOwner : owner));
   }
   if (unsupported.length > 0) {
     throw new UserError(
@@ -42631,7 +42631,7 @@ async function writeDataTemplate(o2) {
       await chmod2(tmp, 493);
       dir = tmp;
     }
-    const tarBytes = await tarDirectory(dir, o2.epoch, o2.owner);
+    const tarBytes = await tarDirectory(dir, o2.epoch, o2.owner, o2.topOwner ?? o2.owner);
     const gz = await gzipFixed(tarBytes, o2.logger);
     await writeOutputFile(o2.out, gz, { logger: o2.logger });
     return {
@@ -42700,7 +42700,8 @@ async function packImage(ctx, input2) {
     dataPath,
     epoch: o2.epoch,
     out: dataTemplate,
-    owner: o2.dataOwner,
+    owner: { uid: 0, gid: 0 },
+    ...o2.dataOwner ? { topOwner: o2.dataOwner } : {},
     logger: o2.logger
   });
   const manifestData = {
@@ -42735,13 +42736,16 @@ import path34 from "node:path";
 // src/harness/data.ts
 import { chmod as chmod3, mkdir as mkdir8, readdir as readdir4, rm as rm9 } from "node:fs/promises";
 import path32 from "node:path";
-async function seedDataDir(config2, root, dir) {
+async function seedDataDir(config2, root, dir, topOwner) {
   await rm9(dir, { recursive: true, force: true });
   await mkdir8(dir, { recursive: true, mode: 493 });
   const inRoot = resolveTraced(root, config2.data.path);
   if (inRoot.exists && inRoot.kind === "dir" && (await readdir4(inRoot.host)).length > 0) {
     await run(["cp", "-a", "--", `${inRoot.host}/.`, `${dir}/`], { privileged: true });
   }
+  await run(["chown", "-hR", "0:0", "--", dir], { privileged: true });
+  if (topOwner)
+    await run(["chown", `${topOwner.uid}:${topOwner.gid}`, "--", dir], { privileged: true });
 }
 async function unpackTemplate(template, dir, opts = {}) {
   const warnings = [];
@@ -42863,7 +42867,7 @@ async function writePrunedRoot(root, all, kept, mounts, prunedRoot, logger) {
 }
 
 // src/stages/prune.ts
-async function pruneRoot(ctx, { root, trace, config: config2 }) {
+async function pruneRoot(ctx, { root, trace, config: config2, runAs }) {
   const { logger } = ctx;
   const all = walkRoot(root);
   const closure = await computeClosure(root, all, trace, config2, logger);
@@ -42877,7 +42881,7 @@ async function pruneRoot(ctx, { root, trace, config: config2 }) {
     prunedRoot,
     logger
   );
-  await seedDataDir(config2, root, dataDir);
+  await seedDataDir(config2, root, dataDir, runAs);
   const report = buildReport(config2.name, all, list, closure, trace);
   logger.info(summarizeReport(report));
   return { prunedRoot, dataDir, report };
@@ -45810,7 +45814,7 @@ async function traceService(ctx, { config: config2, root, arch, parallel, runAs 
       const dirs = [TRACE_MOUNT, config2.data.path, "/usr"].map((p2) => path45.join(copy, p2));
       await run(["mkdir", "-p", "-m", "0755", "--", ...dirs], { privileged: true });
     });
-    await seedDataDir(config2, root, dataDir);
+    await seedDataDir(config2, root, dataDir, runAs);
     const started = Date.now();
     const probed = await logger.group(
       `traced run of ${config2.service.command.join(" ")} (${emulated ? "QEMU_STRACE" : "host strace"}, ${config2.probes.length} probes)`,
@@ -46568,7 +46572,7 @@ async function build(config2, opts) {
     );
     const fixtures = opts.updateFixtures ? await stage("fixtures", () => recordFixtures(ctx, { config: config2, responses: trace.responses })) : void 0;
     const pruned = await stage("prune", async () => {
-      const p2 = await pruneRoot(ctx, { root: assembled.root, trace, config: config2 });
+      const p2 = await pruneRoot(ctx, { root: assembled.root, trace, config: config2, runAs });
       await selfCheck(ctx, {
         config: config2,
         prunedRoot: p2.prunedRoot,
@@ -46592,6 +46596,7 @@ async function build(config2, opts) {
         root: pruned.prunedRoot,
         dataDir: pruned.dataDir,
         dataPath: config2.data.path,
+        ...runAs ? { dataOwner: { uid: runAs.uid, gid: runAs.gid } } : {},
         name: config2.name,
         epoch,
         fileNames: {

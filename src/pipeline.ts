@@ -176,7 +176,7 @@ export async function build(config: LhcConfig, opts: BuildOptions): Promise<Buil
       : undefined;
 
     const pruned = await stage('prune', async () => {
-      const p = await pruneRoot(ctx, { root: assembled.root, trace, config });
+      const p = await pruneRoot(ctx, { root: assembled.root, trace, config, runAs });
       await selfCheck(ctx, {
         config,
         prunedRoot: p.prunedRoot,
@@ -201,6 +201,7 @@ export async function build(config: LhcConfig, opts: BuildOptions): Promise<Buil
         root: pruned.prunedRoot,
         dataDir: pruned.dataDir,
         dataPath: config.data.path,
+        ...(runAs ? { dataOwner: { uid: runAs.uid, gid: runAs.gid } } : {}),
         name: config.name,
         epoch,
         fileNames: {

@@ -9,10 +9,21 @@ import type { LhcConfig } from '../config/load.js';
 import { UserError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { resolveTraced } from '../root/lookup.js';
+import type { Owner } from '../stages/data-template.js';
 import { run } from '../tools/exec.js';
 
-/** A fresh data dir for one run: the root's own data path contents, then the config's template. */
-export async function seedDataDir(config: LhcConfig, root: string, dir: string): Promise<void> {
+/**
+ * A fresh data dir for one run: the root's own data path contents, then the config's template.
+ * Owned as the packed template will be (see data-template.ts): the top directory by `topOwner`
+ * (service.user's ids; root when undefined), everything in it by root, so the traced run and the
+ * self-check see the same permissions as verify and the board.
+ */
+export async function seedDataDir(
+  config: LhcConfig,
+  root: string,
+  dir: string,
+  topOwner?: Owner,
+): Promise<void> {
   await rm(dir, { recursive: true, force: true });
   await mkdir(dir, { recursive: true, mode: 0o755 });
   const inRoot = resolveTraced(root, config.data.path);
@@ -21,6 +32,10 @@ export async function seedDataDir(config: LhcConfig, root: string, dir: string):
   }
   // data.template is not copied again here: the root stage already put it at the data path
   // with normalized modes, and a second copy from the checkout would bring its umask back.
+  // -R before the top: a package's own owner (Debian's redis:redis) would not survive packing.
+  await run(['chown', '-hR', '0:0', '--', dir], { privileged: true });
+  if (topOwner)
+    await run(['chown', `${topOwner.uid}:${topOwner.gid}`, '--', dir], { privileged: true });
 }
 
 /**

@@ -5,6 +5,10 @@
  * names, no atime/ctime/dev/inode/link-count in any header, modes exactly as on disk (no
  * `portable`, which would turn 1777 into 1755), hard links stored as plain files, and gzip with a
  * fixed header (GNU gzip -n: mtime 0, no file name, OS byte 3).
+ *
+ * Owners follow from the config alone: the top directory belongs to the service (service.user's
+ * ids, so a non-root service can create its state there), every entry it carries to root, so
+ * files shipped in the template stay read-only to the service unless their mode says otherwise.
  */
 import { createHash } from 'node:crypto';
 import type { Stats } from 'node:fs';
@@ -38,8 +42,10 @@ export interface DataTemplateOptions {
   epoch: number;
   /** Output file (…-data.tar.gz). */
   out: string;
-  /** Owner written for every entry; default root (0:0). The builder's own uid would differ per machine. */
+  /** Owner written for every entry below the top; default root (0:0). The builder's own uid would differ per machine. */
   owner?: Owner;
+  /** Owner of the top directory itself (the data path); default `owner`. */
+  topOwner?: Owner;
   logger?: Logger;
 }
 
@@ -95,6 +101,7 @@ export async function tarDirectory(
   dir: string,
   epoch: number,
   owner: Owner = { uid: 0, gid: 0 },
+  topOwner: Owner = owner,
 ): Promise<Buffer> {
   const rels = await walkSorted(dir);
   const statCache = new Map<string, Stats>();
@@ -109,7 +116,7 @@ export async function tarDirectory(
       if (problem) badLinks.push(problem);
     }
     // Keyed like npm tar's own cache (path.resolve(cwd, entry)), so it never stats the file again.
-    statCache.set(abs, archiveStat(st, owner));
+    statCache.set(abs, archiveStat(st, rel === '' ? topOwner : owner));
   }
   if (unsupported.length > 0) {
     throw new UserError(
@@ -240,7 +247,7 @@ export async function writeDataTemplate(o: DataTemplateOptions): Promise<DataTem
       await chmod(tmp, 0o755);
       dir = tmp;
     }
-    const tarBytes = await tarDirectory(dir, o.epoch, o.owner);
+    const tarBytes = await tarDirectory(dir, o.epoch, o.owner, o.topOwner ?? o.owner);
     const gz = await gzipFixed(tarBytes, o.logger);
     await writeOutputFile(o.out, gz, { logger: o.logger });
     return {

@@ -26,7 +26,7 @@ export interface PackInput {
   dataPath?: string;
   name: string;
   epoch: number;
-  /** Owner of every data template entry; default 0:0. */
+  /** Owner of the data template's top directory (service.user's ids); default 0:0. Its entries are always 0:0. */
   dataOwner?: Owner;
   /** Output names (config `outputs.*`); defaults <name>.squashfs, <name>-data.tar.gz, <name>.manifest.json. */
   fileNames?: { image?: string; dataTemplate?: string; manifest?: string };
@@ -106,7 +106,8 @@ export async function packImage(ctx: StageContext, input: PackInput): Promise<Pa
     dataPath,
     epoch: o.epoch,
     out: dataTemplate,
-    owner: o.dataOwner,
+    owner: { uid: 0, gid: 0 },
+    ...(o.dataOwner ? { topOwner: o.dataOwner } : {}),
     logger: o.logger,
   });
 

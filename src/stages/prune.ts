@@ -12,6 +12,7 @@ import { computeClosure, walkRoot } from '../prune/closure.js';
 import { writePrunedRoot } from '../prune/materialize.js';
 import { buildReport, summarizeReport, type PruneReport } from '../prune/report.js';
 import { mountPoints } from '../tools/nspawn.js';
+import type { RunAs } from '../service-user/passwd.js';
 import type { TraceResult } from './trace.js';
 
 export interface PruneResult {
@@ -26,12 +27,14 @@ export interface PruneInput {
   root: string;
   trace: TraceResult;
   config: LhcConfig;
+  /** service.user's ids: the data dir's top belongs to them, as in the packed template. */
+  runAs?: RunAs;
 }
 
 /** Writes `root/` (the pruned root) and `data/` into ctx.work.pruned, replacing them if present. */
 export async function pruneRoot(
   ctx: StageContext,
-  { root, trace, config }: PruneInput,
+  { root, trace, config, runAs }: PruneInput,
 ): Promise<PruneResult> {
   const { logger } = ctx;
   const all = walkRoot(root);
@@ -46,7 +49,7 @@ export async function pruneRoot(
     prunedRoot,
     logger,
   );
-  await seedDataDir(config, root, dataDir);
+  await seedDataDir(config, root, dataDir, runAs);
   const report = buildReport(config.name, all, list, closure, trace);
   logger.info(summarizeReport(report));
   return { prunedRoot, dataDir, report };

@@ -111,7 +111,7 @@ export async function traceService(
       const dirs = [TRACE_MOUNT, config.data.path, '/usr'].map((p) => path.join(copy, p));
       await run(['mkdir', '-p', '-m', '0755', '--', ...dirs], { privileged: true });
     });
-    await seedDataDir(config, root, dataDir);
+    await seedDataDir(config, root, dataDir, runAs);
 
     const started = Date.now();
     const probed = await logger.group(

@@ -15,7 +15,12 @@ import path from 'node:path';
 import { loadConfig, type LhcConfig } from '../../src/config/load.js';
 import { memoryLogger } from '../../src/core/logger.js';
 import { Board } from '../../src/board/machine.js';
-import { installOnBoard, openBoardPort, type BoardPort } from '../../src/board/verify-board.js';
+import {
+  allowEmulation,
+  installOnBoard,
+  openBoardPort,
+  type BoardPort,
+} from '../../src/board/verify-board.js';
 import { runLoad, type LoadResult } from '../../src/verify/load.js';
 import { probeOnce, readFixtures } from '../../src/verify/probes.js';
 import { buildOut, testBoardTarball } from '../support/board.js';
@@ -142,6 +147,9 @@ async function onBoard(ctx: BenchContext, board: Board): Promise<Measurement[]> 
     ctx.log('building the gophermoon release (systemd runtime) and upgrading the board to it');
     const sdOut = await buildOut(sdConfig, path.join(ctx.workDir, 'systemd'));
     await installOnBoard(board, nspawnOut.outDir, 'uninstall', config);
+    // As verify --board does: QEMU's JIT needs MemoryDenyWriteExecute=no on an emulating board.
+    const emulation = await allowEmulation(board, sdConfig);
+    if (emulation) ctx.log(emulation);
     await installOnBoard(board, sdOut.outDir, 'install', sdConfig);
     const sd = await measurePath(sdConfig, port70, 'systemd');
     out.push(...figures('systemd', sd), ...ratio('systemd', sd, bare));

@@ -79,6 +79,7 @@ describe('lhc verify --board with deploy.runtime: systemd', () => {
       '/tmp absent or noexec,nosuid,nodev',
       '/run absent or noexec,nosuid,nodev',
       '/dev/shm absent or noexec,nosuid,nodev',
+      '/dev nosuid, noexec or capped at 4 MiB',
       'no network interface but lo',
       'NoNewPrivs set',
       'CAP_NET_ADMIN, CAP_SYS_ADMIN not in bounding set',

@@ -6,12 +6,18 @@
 import { spawn } from 'node:child_process';
 import { execFileSync } from 'node:child_process';
 import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
+import {
+  ALPINE_MINIROOTFS,
+  alpineMinirootfs,
+  makeApkRepository,
+  serveDirectory,
+} from '../support/apk-repo.js';
 import { seededBuildCache } from '../support/debian-inputs.js';
 import { debianDeb, extractDeb } from '../support/debian-inputs.js';
 import { readmeSnippets, type Snippet } from '../support/readme-snippets.js';
@@ -69,11 +75,11 @@ function lhc(args: string[], cwd: string, env: NodeJS.ProcessEnv) {
 }
 
 /** `lhc build --json` with no CONFIG, as the README tells the user to run it. */
-async function buildProject(dir: string): Promise<BuildJson> {
+async function buildProject(dir: string): Promise<BuildJson & { log: string }> {
   const { cacheDir } = await seededBuildCache();
   const r = await lhc(['build', '--json'], dir, { ...process.env, LHC_CACHE_DIR: cacheDir });
   expect(r.code, r.stderr).toBe(0);
-  return JSON.parse(r.stdout) as BuildJson;
+  return { ...(JSON.parse(r.stdout) as BuildJson), log: r.stderr };
 }
 
 function imagePaths(manifestFile: string): string[] {
@@ -82,6 +88,7 @@ function imagePaths(manifestFile: string): string[] {
 }
 
 const PAGE = 'hello from lhc\n';
+const ALPINE_PAGE = 'hello from alpine\n';
 
 /**
  * The busybox-httpd snippet's project, with the files the README's shell lines make: busybox from
@@ -114,7 +121,7 @@ async function busyboxProject(opts: { withFixture: boolean }): Promise<string> {
 
 describe('README quick start for your own service', () => {
   it('every marked snippet is one this test builds', () => {
-    expect([...snippets.keys()].sort()).toEqual(['busybox-httpd', 'record-fixtures']);
+    expect([...snippets.keys()].sort()).toEqual(['alpine-apk', 'busybox-httpd', 'record-fixtures']);
   });
 
   it('busybox-httpd: a static busybox on a scratch base serves www/ and matches its fixture', async () => {
@@ -135,6 +142,84 @@ describe('README quick start for your own service', () => {
     expect(paths).toContain('/www/about.html');
     expect(paths).not.toContain('/bin/sh');
     expect(paths.filter((p) => p.startsWith('/lib') || p.startsWith('/etc'))).toEqual([]);
+  });
+
+  it('alpine-apk: apk adds busybox-extras to the minirootfs, httpd serves /var/www, shell and apk are pruned', async () => {
+    const s = snippet('alpine-apk');
+    const dir = await project(s);
+    const config = parseYaml(s.body) as {
+      base: { path: string; sha256: string };
+      prepare: string;
+      files: { src: string; dst: string }[];
+    };
+    expect(config.base).toMatchObject({
+      path: ALPINE_MINIROOTFS.file,
+      sha256: ALPINE_MINIROOTFS.sha256,
+    });
+    copyFileSync(await alpineMinirootfs(), path.join(dir, ALPINE_MINIROOTFS.file));
+    expect(config.files.map((f) => f.src)).toEqual(['www']);
+    mkdirSync(path.join(dir, 'www'));
+    writeFileSync(path.join(dir, 'www/index.html'), ALPINE_PAGE);
+    mkdirSync(path.join(dir, 'expected'));
+    writeFileSync(path.join(dir, 'expected/index.html'), ALPINE_PAGE);
+
+    // Alpine's mirrors are out of reach here: a local repository holds a stand-in busybox-extras,
+    // Debian's static arm64 busybox installed where Alpine's package puts it (busybox runs any
+    // applet when its name starts with "busybox").
+    const tree = path.join(dir, '.pkg-tree');
+    await mkdir(path.join(tree, 'bin'), { recursive: true });
+    const deb = await extractDeb(
+      await debianDeb('busybox-static:arm64'),
+      path.join(dir, '.deb-unpacked'),
+    );
+    copyFileSync(path.join(deb, 'bin/busybox'), path.join(tree, 'bin/busybox-extras'));
+    await rm(deb, { recursive: true, force: true });
+    const repo = await makeApkRepository(
+      [
+        {
+          name: 'busybox-extras',
+          version: '1.36.1-r29',
+          description: 'Stand-in for Alpine busybox-extras (Debian busybox-static)',
+          tree,
+          epoch: 1_700_000_000,
+        },
+      ],
+      path.join(os.tmpdir(), path.basename(dir) + '-repo'),
+    );
+    temps.push(repo);
+    await rm(tree, { recursive: true, force: true });
+    const server = await serveDirectory(repo);
+    try {
+      // The one substitution: the snippet's apk add, pointed at the local repository only.
+      expect(config.prepare).toBe('apk add --no-cache busybox-extras');
+      const local = `apk add --repositories-file /dev/null --repository http://127.0.0.1:${server.port}/ --allow-untrusted`;
+      const text = s.body.replace('prepare: apk add ', `prepare: ${local} `);
+      expect(text).not.toBe(s.body);
+      writeFileSync(path.join(dir, 'lhc.yml'), text);
+
+      const j = await buildProject(dir);
+      expect(server.requests).toEqual([
+        '/aarch64/APKINDEX.tar.gz',
+        '/aarch64/busybox-extras-1.36.1-r29.apk',
+      ]);
+      expect(j.log).toContain('Installing busybox-extras (1.36.1-r29)');
+      expect(j.ok).toBe(true);
+      expect(j.verify?.ok).toBe(true);
+      expect(j.verify?.probes).toContainEqual({
+        name: 'index',
+        ok: true,
+        bytes: ALPINE_PAGE.length,
+      });
+      const paths = imagePaths(j.manifest);
+      expect(paths).toContain('/bin/busybox-extras');
+      expect(paths).toContain('/var/www/index.html');
+      for (const gone of ['/bin/sh', '/bin/busybox', '/sbin/apk', '/lib/apk/db/installed'])
+        expect(paths).not.toContain(gone);
+      // httpd is static: nothing of musl, /etc or the rest of the minirootfs is kept.
+      expect(paths.filter((p) => /^\/(etc|lib|sbin|usr\/)/.test(p))).toEqual([]);
+    } finally {
+      await server.close();
+    }
   });
 
   it('record-fixtures: the README lines record the missing fixture, commit it, and the next build verifies against it', async () => {

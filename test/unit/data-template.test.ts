@@ -147,6 +147,44 @@ describe('data template tar', () => {
     });
   });
 
+  it("gives the top directory to the service's ids and keeps every entry it carries root's", async () => {
+    const dir = path.join(tmp, 'd');
+    await makeDataDir(dir);
+    const redis = { uid: 100, gid: 101 };
+    const write = (out: string) =>
+      writeDataTemplate({ dataDir: dir, dataPath: '/data', epoch: EPOCH, out, topOwner: redis });
+    const r = await write(path.join(tmp, 'u1.tar.gz'));
+    const lines = execFileSync('tar', ['--numeric-owner', '-tvzf', path.join(tmp, 'u1.tar.gz')])
+      .toString()
+      .trim()
+      .split('\n')
+      .map((l) => l.split(/\s+/));
+    const owners = new Map(lines.map((f) => [f[5], f[1]]));
+    expect(owners.get('./')).toBe('100/101');
+    for (const [p, o] of owners) if (p !== './') expect(o, p).toBe('0/0');
+    expect(r.entries[0]).toEqual({ path: '/data', type: 'dir', mode: '0755', uid: 100, gid: 101 });
+    // The owner comes from the config, not the machine: the same ids give the same bytes.
+    const again = await write(path.join(tmp, 'u2.tar.gz'));
+    expect(again.sha256).toBe(r.sha256);
+    const asRoot = await writeDataTemplate({
+      dataDir: dir,
+      dataPath: '/data',
+      epoch: EPOCH,
+      out: path.join(tmp, 'r.tar.gz'),
+    });
+    expect(asRoot.sha256).not.toBe(r.sha256);
+  });
+
+  it('gives an empty template to the service too', async () => {
+    const r = await writeDataTemplate({
+      dataPath: '/data',
+      epoch: 0,
+      out: path.join(tmp, 'e.tar.gz'),
+      topOwner: { uid: 999, gid: 999 },
+    });
+    expect(r.entries).toEqual([{ path: '/data', type: 'dir', mode: '0755', uid: 999, gid: 999 }]);
+  });
+
   it('writes an empty template when there is no data directory', async () => {
     const r = await writeDataTemplate({
       dataPath: '/data',
