@@ -44882,49 +44882,46 @@ async function startActivator(argv, accept, o2) {
   throw new UserError(`systemd-socket-activate did not start listening:
 ${lastError}`);
 }
-async function startInetd(argv, state, opts, timeoutMs, pickPort = freePort) {
-  const { signal } = opts;
-  const { service, port: port2 } = await startActivator(argv, true, { ...opts, pickPort });
-  state.service = service;
+function onHostPort(port2, payload) {
   const endpoint = { host: "127.0.0.1", port: port2 };
   return {
     endpoint,
     clientTarget: endpoint,
     clientArgv: (a2) => ({ argv: a2, privileged: false }),
-    payload: async () => {
-      const before = new Set(findPayloads(service.pid).map((p3) => p3.pid));
-      const sock = await holdOpen(endpoint, timeoutMs);
-      state.sockets.add(sock);
-      const p2 = await waitFor(
-        () => findPayloads(service.pid).find((x) => !before.has(x.pid)),
-        timeoutMs,
-        signal
-      );
-      if (p2) state.payloads.push(p2);
-      return p2;
-    }
+    payload: () => payload(endpoint)
   };
+}
+async function startInetd(argv, state, opts, timeoutMs, pickPort = freePort) {
+  const { signal } = opts;
+  const { service, port: port2 } = await startActivator(argv, true, { ...opts, pickPort });
+  state.service = service;
+  return onHostPort(port2, async (endpoint) => {
+    const before = new Set(findPayloads(service.pid).map((p3) => p3.pid));
+    const sock = await holdOpen(endpoint, timeoutMs);
+    state.sockets.add(sock);
+    const p2 = await waitFor(
+      () => findPayloads(service.pid).find((x) => !before.has(x.pid)),
+      timeoutMs,
+      signal
+    );
+    if (p2) state.payloads.push(p2);
+    return p2;
+  });
 }
 async function startSocketActivated(argv, state, opts, timeoutMs) {
   const { signal } = opts;
   const { service, port: port2 } = await startActivator(argv, false, opts);
   state.service = service;
-  const endpoint = { host: "127.0.0.1", port: port2 };
-  return {
-    endpoint,
-    clientTarget: endpoint,
-    clientArgv: (a2) => ({ argv: a2, privileged: false }),
-    payload: async () => {
-      let p2 = findPayloads(service.pid)[0];
-      if (!p2) {
-        const sock = await holdOpen(endpoint, timeoutMs);
-        state.sockets.add(sock);
-        p2 = await waitFor(() => findPayloads(service.pid)[0], timeoutMs, signal);
-      }
-      if (p2 && !state.payloads.some((x) => x.pid === p2.pid)) state.payloads.push(p2);
-      return p2 && alive(p2) ? p2 : void 0;
+  return onHostPort(port2, async (endpoint) => {
+    let p2 = findPayloads(service.pid)[0];
+    if (!p2) {
+      const sock = await holdOpen(endpoint, timeoutMs);
+      state.sockets.add(sock);
+      p2 = await waitFor(() => findPayloads(service.pid)[0], timeoutMs, signal);
     }
-  };
+    if (p2 && !state.payloads.some((x) => x.pid === p2.pid)) state.payloads.push(p2);
+    return p2 && alive(p2) ? p2 : void 0;
+  });
 }
 async function startListening(argv, state, opts, timeoutMs) {
   const { logger, signal, config: config2 } = opts;

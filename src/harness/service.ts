@@ -161,6 +161,20 @@ export async function startActivator(
   throw new UserError(`systemd-socket-activate did not start listening:\n${lastError}`);
 }
 
+/** A service behind an activator on 127.0.0.1:port, reached there by every client. */
+function onHostPort(
+  port: number,
+  payload: (endpoint: Endpoint) => Promise<ProcInfo | undefined>,
+): Running {
+  const endpoint = { host: '127.0.0.1', port };
+  return {
+    endpoint,
+    clientTarget: endpoint,
+    clientArgv: (a) => ({ argv: a, privileged: false }),
+    payload: () => payload(endpoint),
+  };
+}
+
 export async function startInetd(
   argv: string[],
   state: RunState,
@@ -172,25 +186,19 @@ export async function startInetd(
   const { signal } = opts;
   const { service, port } = await startActivator(argv, true, { ...opts, pickPort });
   state.service = service;
-  const endpoint = { host: '127.0.0.1', port };
-  return {
-    endpoint,
-    clientTarget: endpoint,
-    clientArgv: (a) => ({ argv: a, privileged: false }),
-    payload: async () => {
-      // An accepted connection with no selector sent: the container waits on stdin.
-      const before = new Set(findPayloads(service.pid).map((p) => p.pid));
-      const sock = await holdOpen(endpoint, timeoutMs);
-      state.sockets.add(sock);
-      const p = await waitFor(
-        () => findPayloads(service.pid).find((x) => !before.has(x.pid)),
-        timeoutMs,
-        signal,
-      );
-      if (p) state.payloads.push(p);
-      return p;
-    },
-  };
+  return onHostPort(port, async (endpoint) => {
+    // An accepted connection with no selector sent: the container waits on stdin.
+    const before = new Set(findPayloads(service.pid).map((p) => p.pid));
+    const sock = await holdOpen(endpoint, timeoutMs);
+    state.sockets.add(sock);
+    const p = await waitFor(
+      () => findPayloads(service.pid).find((x) => !before.has(x.pid)),
+      timeoutMs,
+      signal,
+    );
+    if (p) state.payloads.push(p);
+    return p;
+  });
 }
 
 /**
@@ -206,23 +214,17 @@ export async function startSocketActivated(
   const { signal } = opts;
   const { service, port } = await startActivator(argv, false, opts);
   state.service = service;
-  const endpoint = { host: '127.0.0.1', port };
-  return {
-    endpoint,
-    clientTarget: endpoint,
-    clientArgv: (a) => ({ argv: a, privileged: false }),
-    payload: async () => {
-      let p = findPayloads(service.pid)[0];
-      if (!p) {
-        // Nothing has connected yet, so nothing started the container: one connection does.
-        const sock = await holdOpen(endpoint, timeoutMs);
-        state.sockets.add(sock);
-        p = await waitFor(() => findPayloads(service.pid)[0], timeoutMs, signal);
-      }
-      if (p && !state.payloads.some((x) => x.pid === p!.pid)) state.payloads.push(p);
-      return p && alive(p) ? p : undefined;
-    },
-  };
+  return onHostPort(port, async (endpoint) => {
+    let p = findPayloads(service.pid)[0];
+    if (!p) {
+      // Nothing has connected yet, so nothing started the container: one connection does.
+      const sock = await holdOpen(endpoint, timeoutMs);
+      state.sockets.add(sock);
+      p = await waitFor(() => findPayloads(service.pid)[0], timeoutMs, signal);
+    }
+    if (p && !state.payloads.some((x) => x.pid === p!.pid)) state.payloads.push(p);
+    return p && alive(p) ? p : undefined;
+  });
 }
 
 export async function startListening(
