@@ -46186,56 +46186,7 @@ async function curlProbe(probe, expected, svc, workDir, opts, timeoutMs) {
   return { name, ok: problem === void 0, diff: problem, bytes: body.length };
 }
 
-// src/stages/verify.ts
-async function hardeningRows(svc, state, config2, runAs) {
-  const rows = [];
-  let inspected;
-  for (let attempt = 0; attempt < 3 && !inspected; attempt++) {
-    const payload = await svc.payload();
-    if (!payload) break;
-    try {
-      inspected = await inspectProcess(payload.pid, config2.data.path, config2.service.limits, runAs);
-    } catch (e) {
-      const code = e.code;
-      if (code !== "ENOENT" && code !== "ESRCH") throw e;
-    }
-  }
-  rows.push(
-    ...inspected ?? [
-      {
-        name: "container payload running",
-        ok: false,
-        detail: "no payload process appeared under systemd-nspawn"
-      }
-    ]
-  );
-  for (const s3 of state.sockets) s3.destroy();
-  state.sockets.clear();
-  const command0 = config2.service.command[0];
-  rows.push(
-    checkNoInterpreters(
-      await listImage(state.rootDir),
-      command0,
-      entrypointInterpreters(state.rootDir, command0)
-    )
-  );
-  return rows;
-}
-async function withLimits(argv, state, config2, logger) {
-  const l = config2.service.limits;
-  const layout = cgroupLayout();
-  if (layout.kind === "none") {
-    logger.warn(
-      `service.limits memory, tasks and cpu are not applied on this host (open files and processes per user are): ${layout.why}`
-    );
-    return argv;
-  }
-  state.limitCgroups = await createLimitCgroups(`lhc-${path48.basename(state.workDir)}`, logger);
-  logger.info(
-    `limits per container: memory ${humanBytes(l.memory)}, ${l.tasks} tasks, cpu ${l.cpu} %, ${l.nofile} open files`
-  );
-  return limitedArgv(argv, state.limitCgroups, l);
-}
+// src/harness/teardown.ts
 async function teardown(state, image, logger) {
   for (const s3 of state.sockets) s3.destroy();
   state.sockets.clear();
@@ -46290,6 +46241,57 @@ async function teardown(state, image, logger) {
   );
   if (problems.length) throw new Error(`verify cleanup incomplete:
 ${problems.join("\n")}`);
+}
+
+// src/stages/verify.ts
+async function hardeningRows(svc, state, config2, runAs) {
+  const rows = [];
+  let inspected;
+  for (let attempt = 0; attempt < 3 && !inspected; attempt++) {
+    const payload = await svc.payload();
+    if (!payload) break;
+    try {
+      inspected = await inspectProcess(payload.pid, config2.data.path, config2.service.limits, runAs);
+    } catch (e) {
+      const code = e.code;
+      if (code !== "ENOENT" && code !== "ESRCH") throw e;
+    }
+  }
+  rows.push(
+    ...inspected ?? [
+      {
+        name: "container payload running",
+        ok: false,
+        detail: "no payload process appeared under systemd-nspawn"
+      }
+    ]
+  );
+  for (const s3 of state.sockets) s3.destroy();
+  state.sockets.clear();
+  const command0 = config2.service.command[0];
+  rows.push(
+    checkNoInterpreters(
+      await listImage(state.rootDir),
+      command0,
+      entrypointInterpreters(state.rootDir, command0)
+    )
+  );
+  return rows;
+}
+async function withLimits(argv, state, config2, logger) {
+  const l = config2.service.limits;
+  const layout = cgroupLayout();
+  if (layout.kind === "none") {
+    logger.warn(
+      `service.limits memory, tasks and cpu are not applied on this host (open files and processes per user are): ${layout.why}`
+    );
+    return argv;
+  }
+  state.limitCgroups = await createLimitCgroups(`lhc-${path48.basename(state.workDir)}`, logger);
+  logger.info(
+    `limits per container: memory ${humanBytes(l.memory)}, ${l.tasks} tasks, cpu ${l.cpu} %, ${l.nofile} open files`
+  );
+  return limitedArgv(argv, state.limitCgroups, l);
 }
 function combinedSignal(opts, concurrency) {
   const controller = new AbortController();

@@ -20,13 +20,8 @@ import { mapBounded, probeParallelism } from '../core/parallel.js';
 import type { Logger } from '../core/logger.js';
 import type { StageContext } from '../core/stage.js';
 import { boardNspawnArgv, mountPoints } from '../tools/nspawn.js';
-import { containerIdentity, releaseMachineName } from '../harness/machine-name.js';
-import {
-  createLimitCgroups,
-  cgroupLayout,
-  limitedArgv,
-  removeLimitCgroups,
-} from '../harness/limits.js';
+import { containerIdentity } from '../harness/machine-name.js';
+import { createLimitCgroups, cgroupLayout, limitedArgv } from '../harness/limits.js';
 import { askProbe, describeEndpoint } from '../harness/client.js';
 import {
   checkNoInterpreters,
@@ -35,19 +30,9 @@ import {
   listImage,
 } from '../verify/hardening.js';
 import { runLoad, type LoadResult } from '../verify/load.js';
-import { alive } from '../harness/proc.js';
 import { curlable, curlProbe, judge, probeOnce, readFixtures } from '../verify/probes.js';
-import {
-  containerProcesses,
-  killPid,
-  mountDataTmpfs,
-  mountImageReadOnly,
-  releaseLoop,
-  removeWorkDir,
-  unmount,
-} from '../harness/mounts.js';
+import { mountDataTmpfs, mountImageReadOnly } from '../harness/mounts.js';
 import { unpackTemplate } from '../harness/data.js';
-import { sleep } from '../core/wait.js';
 import { humanBytes } from '../core/format.js';
 import {
   serviceLog,
@@ -58,6 +43,7 @@ import {
   type Running,
 } from '../harness/service.js';
 import { registerCleanup } from '../core/cleanup.js';
+import { teardown } from '../harness/teardown.js';
 import type { RunAs } from '../service-user/passwd.js';
 import { readRunAs } from './service-user.js';
 
@@ -145,65 +131,6 @@ async function withLimits(
     `limits per container: memory ${humanBytes(l.memory)}, ${l.tasks} tasks, cpu ${l.cpu} %, ${l.nofile} open files`,
   );
   return limitedArgv(argv, state.limitCgroups, l);
-}
-
-/** Tears everything down; safe to call twice and after a partial set-up. */
-async function teardown(state: RunState, image: string, logger: Logger): Promise<void> {
-  for (const s of state.sockets) s.destroy();
-  state.sockets.clear();
-  const problems: string[] = [];
-  const attempt = async (what: string, fn: () => Promise<void>) => {
-    try {
-      await fn();
-    } catch (e) {
-      problems.push(`${what}: ${(e as Error).message}`);
-    }
-  };
-  // A payload orphaned by a SIGKILLed nspawn keeps the activator's stderr pipe open, so waiting
-  // for the activator to "exit" would wait for the payload: bound every wait, sweep, wait again.
-  const bounded = (p: Promise<unknown>, ms: number) => Promise.race([p, sleep(ms)]);
-  const stopping = Promise.all([state.forwarder?.stop(), state.service?.stop()]);
-  await attempt('stop service', async () => void (await bounded(stopping, 1_000)));
-  // nspawn killed hard (SIGKILL, e.g. by killAllGroups) leaves its payload running in its own
-  // pid namespace: kill what we saw, then anything whose root is still our image.
-  await attempt('kill payloads', async () => {
-    for (const p of state.payloads) if (alive(p)) await killPid(p.pid);
-    if (state.image) {
-      for (let round = 0; round < 50; round++) {
-        const left = await containerProcesses(state.image.majorMinor);
-        if (left.length === 0) return;
-        for (const pid of left) await killPid(pid);
-        await sleep(100);
-      }
-      throw new Error(
-        `container processes still running: ${(await containerProcesses(state.image.majorMinor)).join(' ')}`,
-      );
-    }
-  });
-  await attempt('stop service', async () => void (await bounded(stopping, 5_000)));
-  await attempt('collect service log', async () => {
-    const exited = state.service?.exited;
-    if (!exited) return;
-    const r = await Promise.race([exited, sleep(5_000).then(() => undefined)]);
-    if (r === undefined) throw new Error(`${state.service!.command} did not exit`);
-    state.serviceStderr = r.stderr;
-  });
-  if (state.identity) {
-    const name = state.identity.machineName;
-    await attempt('release machine name', () => releaseMachineName(name));
-  }
-  const cgroups = state.limitCgroups;
-  if (cgroups) await attempt('remove limit cgroups', () => removeLimitCgroups(cgroups, logger));
-  await attempt('unmount data', () => unmount(state.dataDir, logger));
-  await attempt('unmount image', () => unmount(state.rootDir, logger));
-  if (state.image) {
-    const dev = state.image.loopDevice;
-    await attempt('release loop device', () => releaseLoop(dev, image, logger));
-  }
-  await attempt('remove work dir', () =>
-    removeWorkDir(state.workDir, [state.rootDir, state.dataDir]),
-  );
-  if (problems.length) throw new Error(`verify cleanup incomplete:\n${problems.join('\n')}`);
 }
 
 /**
