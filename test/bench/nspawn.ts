@@ -115,6 +115,25 @@ function variants(
         ...command,
       ],
     },
+    {
+      // The kernel's share: the namespaces nspawn makes, without nspawn's own setup.
+      name: 'unshare mount,pid,uts,ipc,net + chroot',
+      argv: [
+        'unshare',
+        '--mount',
+        '--pid',
+        '--fork',
+        '--uts',
+        '--ipc',
+        '--net',
+        'env',
+        '-i',
+        ...Object.entries(env).map(([k, v]) => `${k}=${v}`),
+        '/usr/sbin/chroot',
+        root,
+        ...command,
+      ],
+    },
     { name: 'nspawn read-only', argv: nspawn([]) },
     { name: 'nspawn +private-network', argv: nspawn(['--private-network']) },
     {
