@@ -11,6 +11,12 @@
  * from inside the container's new user namespace, which does not own it ("Failed to join network
  * namespace: Operation not permitted"); a shared network namespace would need the user namespace
  * given up, or made once and shared too.
+ *
+ * Why the board line was left as it is (80 rounds, 2026-12-02, a loaded 2-core host): chroot 114
+ * ms, the same namespaces by unshare 127, nspawn read-only 213, the board line 251. nspawn's own
+ * setup (about 100 ms) is most of the price; each sandbox flag adds 10-25 ms, and the one cut
+ * that runs (a fixed --private-users= range instead of PICK, -12 ms) is near the ±10 ms noise
+ * and would make the board allocate user ranges itself.
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdir, writeFile } from 'node:fs/promises';
