@@ -9,6 +9,7 @@ import path from 'node:path';
 import { boardSection } from './board.js';
 import { buildSection } from './build.js';
 import { luaSection } from './lua.js';
+import { nspawnSection } from './nspawn.js';
 import { packSection } from './pack.js';
 import { traceSection } from './trace.js';
 import { verifySection } from './verify.js';
@@ -21,6 +22,7 @@ const SECTIONS: BenchSection[] = [
   verifySection,
   buildSection,
   boardSection,
+  nspawnSection,
 ];
 
 function formatValue(m: Measurement): string {
