@@ -5,12 +5,15 @@
  */
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
+import { loadConfig } from '../../src/config/load.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   EXAMPLE_BUILD_TIMEOUT_MS,
   NEVER_IN_IMAGE,
   REPO,
+  BOARD_VERIFY_TIMEOUT_MS,
   buildExample,
+  expectBoardOk,
   type ExampleBuild,
 } from '../support/example-build.js';
 
@@ -52,4 +55,12 @@ describe('lhc build on examples/micro-httpd (inetd, http probes on stdin)', () =
     expect(v.load).toMatchObject({ requests: 20, failures: 0 });
     expect(v.ok).toBe(true);
   });
+  it(
+    'answers every probe on the simulated board, installed by deploy/install.sh',
+    async () => {
+      const config = await loadConfig(path.join(REPO, 'examples/micro-httpd/lhc.yml'));
+      await expectBoardOk(config, b.result.outDir);
+    },
+    BOARD_VERIFY_TIMEOUT_MS,
+  );
 });

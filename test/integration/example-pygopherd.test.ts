@@ -5,13 +5,16 @@
  */
 import { readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
+import { loadConfig } from '../../src/config/load.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PruneReport } from '../../src/prune/report.js';
 import {
   EXAMPLE_BUILD_TIMEOUT_MS,
   NEVER_IN_IMAGE,
   REPO,
+  BOARD_VERIFY_TIMEOUT_MS,
   buildExample,
+  expectBoardOk,
   type ExampleBuild,
 } from '../support/example-build.js';
 
@@ -80,4 +83,12 @@ describe('lhc build on examples/pygopherd (Python, listen 70)', () => {
     expect(v.load).toMatchObject({ requests: 20, failures: 0 });
     expect(v.ok).toBe(true);
   });
+  it(
+    'answers every probe on the simulated board, installed by deploy/install.sh',
+    async () => {
+      const config = await loadConfig(path.join(REPO, 'examples/pygopherd/lhc.yml'));
+      await expectBoardOk(config, b.result.outDir);
+    },
+    BOARD_VERIFY_TIMEOUT_MS,
+  );
 });

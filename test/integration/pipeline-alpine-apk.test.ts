@@ -11,7 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { BuildResult } from '../../src/build-result.js';
-import { loadConfig } from '../../src/config/load.js';
+import { loadConfig, type LhcConfig } from '../../src/config/load.js';
 import { memoryLogger } from '../../src/core/logger.js';
 import { readManifest } from '../../src/manifest/diff.js';
 import { build } from '../../src/pipeline.js';
@@ -24,6 +24,7 @@ import {
   type StaticServer,
 } from '../support/apk-repo.js';
 import { seededBuildCache } from '../support/debian-inputs.js';
+import { BOARD_VERIFY_TIMEOUT_MS, expectBoardOk } from '../support/example-build.js';
 
 const REPO = path.resolve(import.meta.dirname, '../..');
 const EXAMPLE = path.join(REPO, 'examples/alpine-apk');
@@ -34,6 +35,7 @@ describe('lhc build on examples/alpine-apk (Alpine minirootfs, apk add from a lo
   let tmp: string;
   let server: StaticServer | undefined;
   let result: BuildResult;
+  let config: LhcConfig;
   let prepareLog: string[];
 
   beforeAll(async () => {
@@ -72,7 +74,8 @@ describe('lhc build on examples/alpine-apk (Alpine minirootfs, apk add from a lo
 
     const { cacheDir, store } = await seededBuildCache();
     const logger = memoryLogger();
-    result = await build(await loadConfig(configFile), {
+    config = await loadConfig(configFile);
+    result = await build(config, {
       outDir: path.join(tmp, 'out'),
       logger,
       store,
@@ -134,4 +137,12 @@ describe('lhc build on examples/alpine-apk (Alpine minirootfs, apk add from a lo
     expect(v.ok).toBe(true);
     expect(result.sha256sums).toBeDefined();
   });
+
+  it(
+    'answers every probe on the simulated board, installed by deploy/install.sh',
+    async () => {
+      await expectBoardOk(config, result.outDir);
+    },
+    BOARD_VERIFY_TIMEOUT_MS,
+  );
 });

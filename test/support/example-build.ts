@@ -7,8 +7,10 @@
 import { mkdtemp } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { expect } from 'vitest';
+import { formatBoardReport, verifyOnBoard } from '../../src/board/verify-board.js';
 import type { BuildResult } from '../../src/build-result.js';
-import { loadConfig } from '../../src/config/load.js';
+import { loadConfig, type LhcConfig } from '../../src/config/load.js';
 import { memoryLogger } from '../../src/core/logger.js';
 import { readManifest } from '../../src/manifest/diff.js';
 import { build } from '../../src/pipeline.js';
@@ -71,3 +73,18 @@ export const NEVER_IN_IMAGE = [
   '/usr/bin/ls',
   '/usr/bin/perl',
 ];
+
+/** The board root is made once (minutes cold); the booted board, install and probes take ~1 min. */
+export const BOARD_VERIFY_TIMEOUT_MS = 900_000;
+
+/**
+ * The release installed by deploy/install.sh on the simulated board and probed on the board's
+ * own port, as `lhc verify --board` does; fails with the board report (and its journal).
+ */
+export async function expectBoardOk(config: LhcConfig, outDir: string): Promise<void> {
+  const report = await verifyOnBoard({ config, outDir, logger: memoryLogger() });
+  expect(report.ok, formatBoardReport(report).join('\n')).toBe(true);
+  expect(report.probes.map((p) => p.name).slice(0, config.probes.length)).toEqual(
+    config.probes.map((p) => p.name),
+  );
+}
