@@ -102,10 +102,12 @@ describe('job summary screenshot', () => {
     expect(passing.verify?.ok).toBe(true);
     const layout = await shoot(passing, 'passing');
     expect(layout.blocks[0]).toMatchObject({ tag: 'h2', text: 'lhc: gophermoon ✅ passed' });
-    // Everything past the one-row table is folded: details, then the footer line.
+    // Everything past the one-row table is folded (probes, hardening, exposure scores, files
+    // and timings), then the footer line.
     expect(layout.blocks.map((b) => b.tag)).toEqual([
       'h2',
       'table',
+      'details',
       'details',
       'details',
       'details',
