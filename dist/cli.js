@@ -28774,6 +28774,7 @@ async function download(url3, dest, opts = {}) {
   let total;
   let lastReport = Date.now();
   const every = opts.progressIntervalMs ?? 2e3;
+  let out;
   try {
     arm();
     const src = await openSource(url3, ac.signal);
@@ -28807,8 +28808,10 @@ async function download(url3, dest, opts = {}) {
         cb(null, chunk);
       }
     });
-    await pipeline(src.stream, meter, createWriteStream(dest), { signal: ac.signal });
+    out = createWriteStream(dest);
+    await pipeline(src.stream, meter, out, { signal: ac.signal });
   } catch (e) {
+    if (out && !out.closed) await new Promise((r) => out.once("close", () => r()));
     if (e instanceof DownloadError) throw e;
     if (tooBig) throw new DownloadError(url3, tooBigReason("sent more", maxBytes2), false);
     if (pastDeadline)

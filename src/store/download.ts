@@ -4,7 +4,7 @@
  */
 import { humanBytes } from '../core/format.js';
 import { createHash } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createReadStream, createWriteStream, type WriteStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -172,6 +172,7 @@ export async function download(
   let total: number | undefined;
   let lastReport = Date.now();
   const every = opts.progressIntervalMs ?? 2_000;
+  let out: WriteStream | undefined;
   try {
     arm();
     const src = await openSource(url, ac.signal);
@@ -205,8 +206,12 @@ export async function download(
         cb(null, chunk);
       },
     });
-    await pipeline(src.stream, meter, createWriteStream(dest), { signal: ac.signal });
+    out = createWriteStream(dest);
+    await pipeline(src.stream, meter, out, { signal: ac.signal });
   } catch (e) {
+    // A transfer that fails before the file is open would otherwise create it after the caller
+    // removed it: wait until the stream has opened (or not) and closed.
+    if (out && !out.closed) await new Promise<void>((r) => out!.once('close', () => r()));
     if (e instanceof DownloadError) throw e;
     if (tooBig) throw new DownloadError(url, tooBigReason('sent more', maxBytes), false);
     // Not worth a retry: the next attempt would take as long again.
