@@ -121,6 +121,7 @@ export function renderSandboxedServiceUnit(o: DeployBundleOptions, p: BoardPaths
     '# The read-only image is the whole file system; the data partition (mounted\n' +
     `# noexec,nosuid,nodev on the board) is the one writable path, at ${dataPath}.\n` +
     `RootDirectory=${p.rootMount}\nMountAPIVFS=yes\n` +
+    (proxied(o.service) ? PORT_START_ROOT_LINES : '') +
     `BindPaths=${systemdQuoteWord(`${p.dataMount}:${dataPath}`)}\n` +
     userLines(o) +
     (inetd
@@ -129,7 +130,8 @@ export function renderSandboxedServiceUnit(o: DeployBundleOptions, p: BoardPaths
         ? '# Started by the socket, whose listening socket the daemon takes (LISTEN_FDS).\n'
         : `# ${proxyUnitName(o.name)} joins this service's network namespace (see README.md). The\n` +
           '# daemon binds its port as an unprivileged user: allow that in this namespace only, which\n' +
-          "# holds nothing but lo ('+': run outside the sandbox, where /bin/sh exists).\n" +
+          "# holds nothing but lo. '+' runs this one fixed command as root without the sandbox, but\n" +
+          '# systemd still puts it in the PrivateNetwork= namespace, so the board keeps its own limit.\n' +
           `ExecStartPre=+/bin/sh -c "echo 0 > ${UNPRIVILEGED_PORT_START}"\n`) +
     "# The payload's messages go to the journal, never to the client.\n" +
     'StandardError=journal\n' +
@@ -139,6 +141,15 @@ export function renderSandboxedServiceUnit(o: DeployBundleOptions, p: BoardPaths
     (proxied(o.service) ? '\n[Install]\nWantedBy=multi-user.target\n' : '')
   );
 }
+
+/**
+ * A proxied daemon's ExecStartPre= lowers ip_unprivileged_port_start with the board's /bin/sh:
+ * the image has no shell, and a '+' command still gets RootDirectory= (systemd 252 then fails
+ * with "Failed at step NAMESPACE spawning /bin/sh"). Only ExecStart= runs on the image.
+ */
+const PORT_START_ROOT_LINES =
+  "# The image has no shell: ExecStartPre= below runs the board's /bin/sh, only ExecStart= the image.\n" +
+  'RootDirectoryStartOnly=yes\n';
 
 /**
  * service.user's ids when the config names one (numeric: the image has no passwd to ask), else
