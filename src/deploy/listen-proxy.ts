@@ -7,7 +7,7 @@
  * `<name>-proxy.service`, which runs systemd-socket-proxyd in the service's network namespace
  * (PrivateNetwork=yes + JoinsNamespaceOf=) and forwards each connection to 127.0.0.1:PORT there.
  * The service unit owns that namespace (PrivateNetwork=yes) and its nspawn shares it instead of
- * making one of its own. The container still sees only `lo` and has no route out; the proxy
+ * making one of its own; under `deploy.runtime: systemd` the daemon runs in it directly. The container still sees only `lo` and has no route out; the proxy
  * is the one way in, and it only ever connects to that one port.
  *
  * A daemon that takes its socket from systemd (`service.socket-activation: true`, LISTEN_FDS)

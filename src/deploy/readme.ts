@@ -1,7 +1,7 @@
 /** The bundle's README: the install commands for the board, in the order they must run. */
 import type { BoardPaths, DeployBundleOptions } from './bundle.js';
 import { OCI_USER_NAMESPACE, shiftOwnersCommand } from './oci.js';
-import { proxied, proxyUnitName } from './listen-proxy.js';
+import { UNPRIVILEGED_PORT_START, proxied, proxyUnitName } from './listen-proxy.js';
 import { listenPort, systemdEscapePath } from './systemd.js';
 
 export function renderReadme(o: DeployBundleOptions, p: BoardPaths): string {
@@ -92,7 +92,19 @@ creates with systemd-sysusers from \`deploy/${o.name}.sysusers.conf\`. The servi
 only what that user may write on the data partition. \`MemoryDenyWriteExecute=yes\` needs the
 payload to run natively: a board that runs it under QEMU user-mode (a JIT) needs a drop-in
 with \`MemoryDenyWriteExecute=no\`. \`systemd-analyze security ${svc.replace('@.', '@i.')}\` scores
-this unit; the build's \`${o.name}.exposure.json\` holds the score lhc measured.`;
+this unit; the build's \`${o.name}.exposure.json\` holds the score lhc measured.${proxied(o.service) ? portStartText(o.name) : ''}`;
+}
+
+/** Why a proxied daemon's unit runs one command outside its sandbox (see systemd-runtime.ts). */
+function portStartText(name: string): string {
+  return `
+
+\`lhc-${name}\` has no capabilities, so it may bind port 1024 and above only. The unit's
+\`ExecStartPre=+/bin/sh -c "echo 0 > ${UNPRIVILEGED_PORT_START}"\` lowers that limit
+as root, outside the sandbox (\`+\`) but inside the unit's private network namespace, which holds
+nothing but \`lo\`: the board's own limit does not change. The image has no shell, so
+\`RootDirectoryStartOnly=yes\` runs only \`ExecStart=\` on the image and that one command with
+the board's \`/bin/sh\`.`;
 }
 
 function nspawnRuntimeText(svc: string): string {

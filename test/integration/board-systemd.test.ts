@@ -3,8 +3,8 @@
  * by its own install.sh, every probe through the board's port 70 byte for byte against its
  * fixture, the hardening rows read from the live per-connection process (no nspawn anywhere);
  * and install.sh switching a running nspawn install to the systemd runtime and back, with the
- * per-connection latency of both measured on the same board. (nginx, a listen service, does not
- * start under this runtime on the board yet: nginx.service exits with an error; not covered here.)
+ * per-connection latency of both measured on the same board. A listen service (nginx, proxied)
+ * under this runtime is board-systemd-listen.test.ts.
  */
 import { mkdtemp, readFile } from 'node:fs/promises';
 import os from 'node:os';

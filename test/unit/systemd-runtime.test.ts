@@ -130,6 +130,10 @@ describe('the systemd runtime service unit', () => {
     expect(values(u, 'RestrictAddressFamilies')).toEqual(['AF_UNIX AF_INET AF_INET6']);
     expect(values(u, 'PrivateNetwork')).toEqual(['yes']);
     expect(values(u, 'ExecStartPre')[0]).toMatch(/^\+\/bin\/sh -c .*ip_unprivileged_port_start/);
+    // The image has no shell: that ExecStartPre= runs the board's, only ExecStart= the image.
+    expect(values(u, 'RootDirectoryStartOnly')).toEqual(['yes']);
+    expect(values(unit, 'RootDirectoryStartOnly')).toEqual([]);
+    expect(values(unit, 'ExecStartPre')).toEqual([]);
     expect(values(u, 'StandardInput')).toEqual([]);
     expect(u).toContain('\n[Install]\nWantedBy=multi-user.target\n');
     expect(renderSocketUnit(listen)).toContain('Service=nginx-proxy.service');
@@ -147,6 +151,9 @@ describe('the systemd runtime service unit', () => {
     expect(renderReadme(inetd, p)).toContain('lhc-gophermoon');
     const nspawn = renderReadme({ ...inetd, runtime: 'nspawn' }, p);
     expect(nspawn).toContain('invisible to systemd-analyze');
+    // Only a proxied daemon runs a command outside its sandbox, and its README says why.
+    expect(renderReadme(inetd, p)).not.toContain('RootDirectoryStartOnly');
+    expect(renderReadme(listen, boardPaths(listen))).toContain('RootDirectoryStartOnly=yes');
   });
 });
 
