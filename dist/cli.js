@@ -41428,14 +41428,16 @@ ExecStart=${systemdExecLine(o2.service.command)}
 # noexec,nosuid,nodev on the board) is the one writable path, at ${dataPath}.
 RootDirectory=${p2.rootMount}
 MountAPIVFS=yes
-BindPaths=${systemdQuoteWord(`${p2.dataMount}:${dataPath}`)}
+` + (proxied(o2.service) ? PORT_START_ROOT_LINES : "") + `BindPaths=${systemdQuoteWord(`${p2.dataMount}:${dataPath}`)}
 ` + userLines(o2) + (inetd ? "StandardInput=socket\nStandardOutput=socket\n" : !proxied(o2.service) ? "# Started by the socket, whose listening socket the daemon takes (LISTEN_FDS).\n" : `# ${proxyUnitName(o2.name)} joins this service's network namespace (see README.md). The
 # daemon binds its port as an unprivileged user: allow that in this namespace only, which
-# holds nothing but lo ('+': run outside the sandbox, where /bin/sh exists).
+# holds nothing but lo. '+' runs this one fixed command as root without the sandbox, but
+# systemd still puts it in the PrivateNetwork= namespace, so the board keeps its own limit.
 ExecStartPre=+/bin/sh -c "echo 0 > ${UNPRIVILEGED_PORT_START}"
 `) + "# The payload's messages go to the journal, never to the client.\nStandardError=journal\n" + sandboxLines(inetd) + limitLines2(serviceLimits(o2)) + (timeout !== void 0 && inetd ? `RuntimeMaxSec=${Math.ceil(timeout)}
 ` : "") + (proxied(o2.service) ? "\n[Install]\nWantedBy=multi-user.target\n" : "");
 }
+var PORT_START_ROOT_LINES = "# The image has no shell: ExecStartPre= below runs the board's /bin/sh, only ExecStart= the image.\nRootDirectoryStartOnly=yes\n";
 function userLines(o2) {
   const r = o2.runAs;
   if (!r || r.uid === 0) return `User=${serviceUser(o2.name)}
@@ -41634,7 +41636,17 @@ creates with systemd-sysusers from \`deploy/${o2.name}.sysusers.conf\`. The serv
 only what that user may write on the data partition. \`MemoryDenyWriteExecute=yes\` needs the
 payload to run natively: a board that runs it under QEMU user-mode (a JIT) needs a drop-in
 with \`MemoryDenyWriteExecute=no\`. \`systemd-analyze security ${svc.replace("@.", "@i.")}\` scores
-this unit; the build's \`${o2.name}.exposure.json\` holds the score lhc measured.`;
+this unit; the build's \`${o2.name}.exposure.json\` holds the score lhc measured.${proxied(o2.service) ? portStartText(o2.name) : ""}`;
+}
+function portStartText(name) {
+  return `
+
+\`lhc-${name}\` has no capabilities, so it may bind port 1024 and above only. The unit's
+\`ExecStartPre=+/bin/sh -c "echo 0 > ${UNPRIVILEGED_PORT_START}"\` lowers that limit
+as root, outside the sandbox (\`+\`) but inside the unit's private network namespace, which holds
+nothing but \`lo\`: the board's own limit does not change. The image has no shell, so
+\`RootDirectoryStartOnly=yes\` runs only \`ExecStart=\` on the image and that one command with
+the board's \`/bin/sh\`.`;
 }
 function nspawnRuntimeText(svc) {
   return `## Runtime: nspawn (the default)
