@@ -48021,7 +48021,8 @@ ${tail(out.stderr + out.stdout, 20)}`
         timeoutMs: Math.max(1e3, deadline - Date.now()),
         signal: o2.signal
       });
-      if (state.stdout.trim() || Date.now() > deadline || exited) break;
+      const answer = state.stdout.trim();
+      if (answer && answer !== "offline" || Date.now() > deadline || exited) break;
       await new Promise((r) => setTimeout(r, 200));
     }
     board.bootSeconds = (Date.now() - started) / 1e3;

@@ -171,7 +171,8 @@ export class Board {
       new Set(before.map((l) => l.name)),
       o.logger,
     );
-    // Until PID 1 has its private socket up, systemctl cannot ask it anything: retry till then.
+    // Until PID 1 has its private socket up, systemctl cannot ask it anything (and says "offline"
+    // when it cannot reach it at all, seen on a loaded machine): retry till then.
     const deadline = Date.now() + (o.bootTimeoutMs ?? 120_000);
     let state: RunResult;
     for (;;) {
@@ -179,7 +180,8 @@ export class Board {
         timeoutMs: Math.max(1000, deadline - Date.now()),
         signal: o.signal,
       });
-      if (state.stdout.trim() || Date.now() > deadline || exited) break;
+      const answer = state.stdout.trim();
+      if ((answer && answer !== 'offline') || Date.now() > deadline || exited) break;
       await new Promise((r) => setTimeout(r, 200));
     }
     board.bootSeconds = (Date.now() - started) / 1000;
