@@ -20,7 +20,10 @@ const WARM_ROUNDS = 3;
 function baselineCli(commit: string, dir: string): string {
   const file = path.join(dir, 'dist/cli.js');
   mkdirSync(path.dirname(file), { recursive: true });
-  writeFileSync(file, execFileSync('git', ['-C', REPO, 'show', `${commit}:dist/cli.js`]));
+  writeFileSync(
+    file,
+    execFileSync('git', ['-C', REPO, 'show', `${commit}:dist/cli.js`], { maxBuffer: 1 << 30 }),
+  );
   writeFileSync(path.join(dir, 'package.json'), '{"type":"module"}\n');
   return file;
 }
