@@ -81,13 +81,19 @@ export function parseNsPidDepth(status: string): number | undefined {
   return ids.length > 0 ? ids.length : undefined;
 }
 
-/** parseNsPidDepth() of a live process (status is world-readable); undefined once it is gone. */
-export function pidNamespaceDepth(pid: number): number | undefined {
+/** /proc/PID/status (world-readable), or undefined once the process is gone. */
+function procStatus(pid: number): string | undefined {
   try {
-    return parseNsPidDepth(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return readFileSync(`/proc/${pid}/status`, 'utf8');
   } catch {
     return undefined;
   }
+}
+
+/** parseNsPidDepth() of a live process; undefined once it is gone. */
+export function pidNamespaceDepth(pid: number): number | undefined {
+  const status = procStatus(pid);
+  return status === undefined ? undefined : parseNsPidDepth(status);
 }
 
 export function exePath(pid: number): string | undefined {
@@ -125,8 +131,12 @@ export function findPayloads(
   const tree = [...(self ? [self] : []), ...descendants(ancestor, table)];
   const out: ProcInfo[] = [];
   for (const n of tree.filter((p) => p.comm === 'systemd-nspawn')) {
+    const nspawnStatus = procStatus(n.pid);
+    // Gone since `table` was read (nspawn's outer child exits once the container's first process
+    // runs): its children in the table are stale, and any live one is now the subreaper's.
+    if (nspawnStatus === undefined) continue;
+    const nspawnDepth = parseNsPidDepth(nspawnStatus);
     const nspawnExe = exePath(n.pid);
-    const nspawnDepth = pidNamespaceDepth(n.pid);
     for (const c of tree) {
       // lhc-run-as (service.user) has not exec'd the payload yet: uid 0, not what is verified.
       if (c.ppid !== n.pid || c.comm === 'systemd-nspawn' || c.comm === RUN_AS_COMM) continue;

@@ -16,6 +16,7 @@ import {
   findPayloads,
   parseNsPidDepth,
   pidNamespaceDepth,
+  processTable,
 } from '../../src/harness/proc.js';
 
 describe('parseNsPidDepth', () => {
@@ -50,11 +51,11 @@ describe('findPayloads', () => {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'lhc-payload-'));
   let nspawn: ChildProcess | undefined;
   afterAll(() => {
-    if (nspawn?.pid) process.kill(nspawn.pid, 'SIGKILL');
+    if (nspawn && nspawn.exitCode === null && nspawn.signalCode === null) nspawn.kill('SIGKILL');
     rmSync(dir, { recursive: true, force: true });
   });
 
-  it('does not take nspawn helper that was killed but not reaped for the payload', async () => {
+  it('does not take an nspawn helper that was killed but not reaped for the payload', async () => {
     // A script's comm is its file name, so these two carry nspawn's and its helper's names.
     const fake = path.join(dir, 'systemd-nspawn');
     const helper = path.join(dir, '(sd-mkuserns)');
@@ -75,5 +76,19 @@ describe('findPayloads', () => {
     expect(pidNamespaceDepth(zombie!.pid)).toBe(pidNamespaceDepth(pid));
 
     expect(findPayloads(pid)).toEqual([]);
+
+    // The same helper in a table read before nspawn's outer child exited and took it along: the
+    // table still says that child is its parent, but /proc has neither any more.
+    const stale = processTable();
+    const exited = new Promise((r) => nspawn!.once('exit', r));
+    nspawn.kill('SIGKILL');
+    await exited;
+    const reaped = await waitFor(
+      () => (state(zombie!.pid) === undefined ? true : undefined),
+      10_000,
+    );
+    expect(reaped, 'the orphaned helper should have been reaped').toBe(true);
+    expect(stale.get(zombie!.pid)?.ppid).toBe(pid);
+    expect(findPayloads(pid, stale)).toEqual([]);
   });
 });
