@@ -45187,6 +45187,15 @@ async function runProbes(config2, t, o2) {
 }
 
 // src/stages/self-check.ts
+function assertAnswersAsTraced(config2, traced, pruned) {
+  const diffs = config2.probes.map((p2) => responseDiff(p2.name, traced[p2.name], pruned[p2.name])).filter((d) => d !== void 0);
+  if (diffs.length > 0) {
+    throw new UserError(
+      `self-check failed: ${diffs.length} of ${config2.probes.length} probe(s) answer differently after pruning (the trace missed something the service needs; add it to keep:)
+${diffs.join("\n")}`
+    );
+  }
+}
 async function selfCheck(ctx, { config: config2, prunedRoot, unprunedResponses, ...input2 }) {
   const opts = { ...input2, workDir: ctx.work.selfCheck, logger: ctx.logger, signal: ctx.signal };
   await mkdir13(opts.workDir, { recursive: true });
@@ -45225,13 +45234,7 @@ async function selfCheck(ctx, { config: config2, prunedRoot, unprunedResponses, 
       }
       throw e;
     });
-    const diffs = config2.probes.map((p2) => responseDiff(p2.name, unprunedResponses[p2.name], probed.responses[p2.name])).filter((d) => d !== void 0);
-    if (diffs.length > 0) {
-      throw new UserError(
-        `self-check failed: ${diffs.length} of ${config2.probes.length} probe(s) answer differently after pruning (the trace missed something the service needs; add it to keep:)
-${diffs.join("\n")}`
-      );
-    }
+    assertAnswersAsTraced(config2, unprunedResponses, probed.responses);
     return { responses: probed.responses, seconds: (Date.now() - started) / 1e3 };
   } finally {
     await unmountView.run();
@@ -46156,7 +46159,8 @@ async function probeOnce(probe, expected, endpoint, timeoutMs, signal) {
         diff: problem,
         bytes: got.body.length
       },
-      body: got.body
+      body: got.body,
+      response: got
     };
   } catch (e) {
     signal?.throwIfAborted();
@@ -46411,6 +46415,14 @@ async function verifyImage(ctx, input2) {
         probeParallelism(),
         (p2) => probeOnce(p2, fixtures.get(p2.name), svc.endpoint, timeoutMs, signal)
       );
+      if (options.traced) {
+        const answers = {};
+        config2.probes.forEach((p2, i2) => {
+          const r = asked[i2].response;
+          if (r) answers[p2.name] = r;
+        });
+        assertAnswersAsTraced(config2, options.traced, answers);
+      }
       const probes = asked.map((a2) => a2.outcome);
       for (const r of probes)
         logger.info(`probe ${r.name}: ${r.ok ? "ok" : "FAILED"} (${r.bytes} bytes)`);
@@ -46594,8 +46606,13 @@ async function build(config2, opts) {
       () => traceService(ctx, { config: config2, root: assembled.root, runAs })
     );
     const fixtures = opts.updateFixtures ? await stage("fixtures", () => recordFixtures(ctx, { config: config2, responses: trace.responses })) : void 0;
+    const verifies = opts.verify !== false;
     const pruned = await stage("prune", async () => {
       const p2 = await pruneRoot(ctx, { root: assembled.root, trace, config: config2, runAs });
+      if (verifies) {
+        logger.info("self-check: done by verify, against the packed image");
+        return p2;
+      }
       await selfCheck(ctx, {
         config: config2,
         prunedRoot: p2.prunedRoot,
@@ -46661,14 +46678,15 @@ ${lock.diffText.trimEnd()}`
         prunedRoot: pruned.prunedRoot
       })
     );
-    const verify = opts.verify === false ? void 0 : await stage(
+    const verify = !verifies ? void 0 : await stage(
       "verify",
       () => verifyImage(ctx, {
         config: config2,
         image: packed.image,
         dataTemplate: packed.dataTemplate,
         requests: opts.requests,
-        concurrency: opts.concurrency
+        concurrency: opts.concurrency,
+        traced: trace.responses
       })
     );
     const lockState = opts.manifestLock ? {

@@ -1,6 +1,7 @@
 /**
- * The whole job, stage by stage: fetch → lua → root → trace → prune (+ self-check) → pack →
- * outputs → verify → seal (SHA256SUMS, or the failure report). The CLI's `lhc build`, the
+ * The whole job, stage by stage: fetch → lua → root → trace → prune → pack → outputs → verify
+ * (which also does the self-check: pruned answers = traced answers; without verify the self-check
+ * runs after prune) → seal (SHA256SUMS, or the failure report). The CLI's `lhc build`, the
  * action and the tests all call build(); it returns a BuildResult (a failed verify is
  * `verify.ok: false`, a manifest that differs from its lock is `manifestDiff` without
  * `manifestLock.updated`) and the shells decide the exit.
@@ -175,8 +176,14 @@ export async function build(config: LhcConfig, opts: BuildOptions): Promise<Buil
       ? await stage('fixtures', () => recordFixtures(ctx, { config, responses: trace.responses }))
       : undefined;
 
+    const verifies = opts.verify !== false;
     const pruned = await stage('prune', async () => {
       const p = await pruneRoot(ctx, { root: assembled.root, trace, config, runAs });
+      if (verifies) {
+        // Verify probes the packed image against the traced answers too: one round, not two.
+        logger.info('self-check: done by verify, against the packed image');
+        return p;
+      }
       await selfCheck(ctx, {
         config,
         prunedRoot: p.prunedRoot,
@@ -242,18 +249,18 @@ export async function build(config: LhcConfig, opts: BuildOptions): Promise<Buil
       }),
     );
 
-    const verify =
-      opts.verify === false
-        ? undefined
-        : await stage('verify', () =>
-            verifyImage(ctx, {
-              config,
-              image: packed.image,
-              dataTemplate: packed.dataTemplate,
-              requests: opts.requests,
-              concurrency: opts.concurrency,
-            }),
-          );
+    const verify = !verifies
+      ? undefined
+      : await stage('verify', () =>
+          verifyImage(ctx, {
+            config,
+            image: packed.image,
+            dataTemplate: packed.dataTemplate,
+            requests: opts.requests,
+            concurrency: opts.concurrency,
+            traced: trace.responses,
+          }),
+        );
 
     const lockState = opts.manifestLock
       ? {

@@ -35,6 +35,27 @@ export interface SelfCheckResult {
   seconds: number;
 }
 
+/**
+ * The self-check's judgement: every probe answers the pruned root as it answered the traced,
+ * unpruned one. Verify applies it to its own answers when it runs (see pipeline.ts), so a build
+ * probes the pruned image once, not twice.
+ */
+export function assertAnswersAsTraced(
+  config: LhcConfig,
+  traced: Record<string, ProbeResponse>,
+  pruned: Record<string, ProbeResponse>,
+): void {
+  const diffs = config.probes
+    .map((p) => responseDiff(p.name, traced[p.name], pruned[p.name]))
+    .filter((d): d is string => d !== undefined);
+  if (diffs.length > 0) {
+    throw new UserError(
+      `self-check failed: ${diffs.length} of ${config.probes.length} probe(s) answer differently after pruning ` +
+        `(the trace missed something the service needs; add it to keep:)\n${diffs.join('\n')}`,
+    );
+  }
+}
+
 /** Its scratch (read-only view, data dir) is ctx.work.selfCheck. */
 export async function selfCheck(
   ctx: StageContext,
@@ -80,15 +101,7 @@ export async function selfCheck(
         }
         throw e;
       });
-    const diffs = config.probes
-      .map((p) => responseDiff(p.name, unprunedResponses[p.name], probed.responses[p.name]))
-      .filter((d): d is string => d !== undefined);
-    if (diffs.length > 0) {
-      throw new UserError(
-        `self-check failed: ${diffs.length} of ${config.probes.length} probe(s) answer differently after pruning ` +
-          `(the trace missed something the service needs; add it to keep:)\n${diffs.join('\n')}`,
-      );
-    }
+    assertAnswersAsTraced(config, unprunedResponses, probed.responses);
     return { responses: probed.responses, seconds: (Date.now() - started) / 1000 };
   } finally {
     await unmountView.run();

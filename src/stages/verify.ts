@@ -46,6 +46,8 @@ import { registerCleanup } from '../core/cleanup.js';
 import { teardown } from '../harness/teardown.js';
 import type { RunAs } from '../service-user/passwd.js';
 import { readRunAs } from './service-user.js';
+import { assertAnswersAsTraced } from './self-check.js';
+import type { ProbeResponse } from '../harness/client.js';
 
 export interface VerifyInput {
   config: LhcConfig;
@@ -59,6 +61,12 @@ export interface VerifyInput {
   concurrency?: number;
   /** Limit for the whole verify run, in milliseconds (default: none; each request has service.timeout). */
   timeoutMs?: number;
+  /**
+   * The traced (unpruned) run's answers. When given, verify also does the self-check's job: an
+   * answer that differs from the traced one fails with the self-check's error, which blames the
+   * prune rather than the fixture.
+   */
+  traced?: Record<string, ProbeResponse>;
 }
 
 interface VerifyOptions extends VerifyInput {
@@ -250,6 +258,14 @@ export async function verifyImage(ctx: StageContext, input: VerifyInput): Promis
       const asked = await mapBounded(config.probes, probeParallelism(), (p) =>
         probeOnce(p, fixtures.get(p.name), svc.endpoint, timeoutMs, signal),
       );
+      if (options.traced) {
+        const answers: Record<string, ProbeResponse> = {};
+        config.probes.forEach((p, i) => {
+          const r = asked[i]!.response;
+          if (r) answers[p.name] = r;
+        });
+        assertAnswersAsTraced(config, options.traced, answers);
+      }
       const probes: ProbeOutcome[] = asked.map((a) => a.outcome);
       for (const r of probes)
         logger.info(`probe ${r.name}: ${r.ok ? 'ok' : 'FAILED'} (${r.bytes} bytes)`);

@@ -60,7 +60,7 @@ export async function probeOnce(
   endpoint: Endpoint,
   timeoutMs: number,
   signal?: AbortSignal,
-): Promise<{ outcome: ProbeOutcome; body?: Buffer }> {
+): Promise<{ outcome: ProbeOutcome; body?: Buffer; response?: ProbeResponse }> {
   try {
     const got = await askProbe(probe, { endpoint }, { timeoutMs, signal });
     const problem = judge(probe, expected, got, describeEndpoint(endpoint));
@@ -72,6 +72,7 @@ export async function probeOnce(
         bytes: got.body.length,
       },
       body: got.body,
+      response: got,
     };
   } catch (e) {
     signal?.throwIfAborted();
