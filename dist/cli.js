@@ -44347,6 +44347,22 @@ function descendants(pid, table2 = processTable()) {
   }
   return out;
 }
+function parseNsPidDepth(status) {
+  const m2 = /^NSpid:[ \t]*(.*)$/m.exec(status);
+  const ids = m2?.[1].trim().split(/\s+/).filter(Boolean) ?? [];
+  return ids.length > 0 ? ids.length : void 0;
+}
+function procStatus(pid) {
+  try {
+    return readFileSync6(`/proc/${pid}/status`, "utf8");
+  } catch {
+    return void 0;
+  }
+}
+function pidNamespaceDepth(pid) {
+  const status = procStatus(pid);
+  return status === void 0 ? void 0 : parseNsPidDepth(status);
+}
 function exePath(pid) {
   try {
     return readlinkSync4(`/proc/${pid}/exe`);
@@ -44363,9 +44379,13 @@ function findPayloads(ancestor, table2 = processTable()) {
   const tree = [...self ? [self] : [], ...descendants(ancestor, table2)];
   const out = [];
   for (const n2 of tree.filter((p2) => p2.comm === "systemd-nspawn")) {
+    const nspawnStatus = procStatus(n2.pid);
+    if (nspawnStatus === void 0) continue;
+    const nspawnDepth = parseNsPidDepth(nspawnStatus);
     const nspawnExe = exePath(n2.pid);
     for (const c3 of tree) {
       if (c3.ppid !== n2.pid || c3.comm === "systemd-nspawn" || c3.comm === RUN_AS_COMM) continue;
+      if (nspawnDepth !== void 0 && !((pidNamespaceDepth(c3.pid) ?? 0) > nspawnDepth)) continue;
       const exe = exePath(c3.pid);
       if (exe === void 0 || nspawnExe === void 0 || exe !== nspawnExe) out.push(c3);
     }
@@ -44964,10 +44984,11 @@ ${stderr}`
     signal
   );
   if (!isUp) {
+    const checked = `pid ${payload.pid} "${payload.comm}"${alive(payload) ? "" : ", which has exited"}`;
     await service.stop();
     const stderr = tail((await service.exited).stderr, 15);
     throw new UserError(
-      `the service did not listen on port ${port2} inside the container within ${timeoutMs / 1e3} s:
+      `the service did not listen on port ${port2} inside the container within ${timeoutMs / 1e3} s (checked the network namespace of ${checked}):
 ${stderr}`
     );
   }

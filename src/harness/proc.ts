@@ -71,6 +71,31 @@ export function descendants(
   return out;
 }
 
+/**
+ * How many pid namespaces deep a process is: the number of ids on the NSpid line of
+ * /proc/PID/status (1 in the host's namespace); undefined when the line is missing.
+ */
+export function parseNsPidDepth(status: string): number | undefined {
+  const m = /^NSpid:[ \t]*(.*)$/m.exec(status);
+  const ids = m?.[1]!.trim().split(/\s+/).filter(Boolean) ?? [];
+  return ids.length > 0 ? ids.length : undefined;
+}
+
+/** /proc/PID/status (world-readable), or undefined once the process is gone. */
+function procStatus(pid: number): string | undefined {
+  try {
+    return readFileSync(`/proc/${pid}/status`, 'utf8');
+  } catch {
+    return undefined;
+  }
+}
+
+/** parseNsPidDepth() of a live process; undefined once it is gone. */
+export function pidNamespaceDepth(pid: number): number | undefined {
+  const status = procStatus(pid);
+  return status === undefined ? undefined : parseNsPidDepth(status);
+}
+
 export function exePath(pid: number): string | undefined {
   try {
     return readlinkSync(`/proc/${pid}/exe`);
@@ -91,6 +116,12 @@ export function alive(p: Pick<ProcInfo, 'pid' | 'startTime'>): boolean {
  * still runs nspawn's own binary (comm "systemd-nspawn") and its /proc does not yet show the
  * final mounts, capabilities and user namespace. The exe link is compared too when readable
  * (it is not for a non-root caller).
+ *
+ * A payload also lives in the container's pid namespace, one deeper than nspawn's. nspawn's own
+ * helpers stay in nspawn's: with -U it forks "(sd-mkuserns)" for each idmapped mount, SIGKILLs it
+ * and reaps it. Between that kill and the reaping (long under load) the helper has no exe link
+ * to compare, so without the namespace test it passed for the payload, and a caller that took
+ * it (the listen check) waited on a process that was already gone.
  */
 export function findPayloads(
   ancestor: number,
@@ -100,10 +131,17 @@ export function findPayloads(
   const tree = [...(self ? [self] : []), ...descendants(ancestor, table)];
   const out: ProcInfo[] = [];
   for (const n of tree.filter((p) => p.comm === 'systemd-nspawn')) {
+    const nspawnStatus = procStatus(n.pid);
+    // Gone since `table` was read (nspawn's outer child exits once the container's first process
+    // runs): its children in the table are stale, and any live one is now the subreaper's.
+    if (nspawnStatus === undefined) continue;
+    const nspawnDepth = parseNsPidDepth(nspawnStatus);
     const nspawnExe = exePath(n.pid);
     for (const c of tree) {
       // lhc-run-as (service.user) has not exec'd the payload yet: uid 0, not what is verified.
       if (c.ppid !== n.pid || c.comm === 'systemd-nspawn' || c.comm === RUN_AS_COMM) continue;
+      // A kernel without NSpid (before 4.1) leaves only the comm and exe tests.
+      if (nspawnDepth !== undefined && !((pidNamespaceDepth(c.pid) ?? 0) > nspawnDepth)) continue;
       const exe = exePath(c.pid);
       if (exe === undefined || nspawnExe === undefined || exe !== nspawnExe) out.push(c);
     }

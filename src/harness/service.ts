@@ -257,10 +257,12 @@ export async function startListening(
     signal,
   );
   if (!isUp) {
+    // Which process's namespace was read, so a wrong or vanished payload shows in the message.
+    const checked = `pid ${payload.pid} "${payload.comm}"${alive(payload) ? '' : ', which has exited'}`;
     await service.stop();
     const stderr = tail((await service.exited).stderr, 15);
     throw new UserError(
-      `the service did not listen on port ${port} inside the container within ${timeoutMs / 1000} s:\n${stderr}`,
+      `the service did not listen on port ${port} inside the container within ${timeoutMs / 1000} s (checked the network namespace of ${checked}):\n${stderr}`,
     );
   }
   const sockPath = path.join(state.workDir, 'service.sock');
