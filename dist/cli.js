@@ -37102,7 +37102,7 @@ async function resolveEpoch(input2) {
 }
 
 // src/stages/lua.ts
-import { createHash as createHash5, randomBytes as randomBytes4 } from "node:crypto";
+import { createHash as createHash4, randomBytes as randomBytes4 } from "node:crypto";
 import { existsSync as existsSync7 } from "node:fs";
 import {
   copyFile,
@@ -37172,7 +37172,7 @@ function buildrootArgv(opts) {
 }
 
 // src/stages/lua-in-root.ts
-import { createHash as createHash4, randomBytes as randomBytes3 } from "node:crypto";
+import { createHash as createHash3, randomBytes as randomBytes3 } from "node:crypto";
 import { existsSync as existsSync4 } from "node:fs";
 import { mkdir as mkdir3, mkdtemp as mkdtemp2, readFile as readFile2, rename as rename3, rm as rm4, writeFile } from "node:fs/promises";
 import os4 from "node:os";
@@ -37194,7 +37194,7 @@ async function removeTree(paths, o2 = {}) {
 }
 
 // src/tools/nspawn.ts
-import { createHash as createHash3, randomBytes as randomBytes2 } from "node:crypto";
+import { randomBytes as randomBytes2 } from "node:crypto";
 
 // src/service-user/passwd.ts
 var MAX_ID = 4294967294;
@@ -37374,16 +37374,7 @@ var HARDENING_FLAGS = [
   "--no-new-privileges=yes",
   ...SCRATCH_MOUNTS.map((m2) => `--tmpfs=${m2.path}:mode=${m2.mode},${SCRATCH_MOUNT_OPTIONS}`)
 ];
-var USERNS_SIZE = 65536;
-var USERNS_BASE_MIN = 1879048192;
-var USERNS_SLOTS = 4094;
-function userNamespaceBase(service) {
-  const h2 = createHash3("sha256").update(service).digest().readUInt32BE(0);
-  return USERNS_BASE_MIN + h2 % USERNS_SLOTS * USERNS_SIZE;
-}
-function userNamespaceFlags(base) {
-  return [`--private-users=${base}:${USERNS_SIZE}`, "--private-users-ownership=map"];
-}
+var USERNS_FLAGS = ["-U", "--private-users-ownership=map"];
 function nspawnArgv(o2) {
   const base = o2.resolvConf === "bind-host" ? BASE_FLAGS.map((f2) => f2 === "--resolv-conf=off" ? "--resolv-conf=bind-host" : f2) : BASE_FLAGS;
   const argv = ["systemd-nspawn", ...base, `--directory=${o2.root}`];
@@ -37393,9 +37384,9 @@ function nspawnArgv(o2) {
   if (o2.ephemeral) argv.push("--ephemeral");
   if (o2.harden) argv.push(...HARDENING_FLAGS);
   else if (o2.privateNetwork) argv.push("--private-network");
-  const userns = o2.userNamespaceBase !== void 0;
-  if (userns) argv.push(...userNamespaceFlags(o2.userNamespaceBase));
-  if (o2.dataDir) argv.push(`--bind=${o2.dataDir}:${o2.dataPath ?? "/data"}${userns ? ":idmap" : ""}`);
+  if (o2.userNamespace) argv.push(...USERNS_FLAGS);
+  if (o2.dataDir)
+    argv.push(`--bind=${o2.dataDir}:${o2.dataPath ?? "/data"}${o2.userNamespace ? ":idmap" : ""}`);
   for (const b2 of o2.binds ?? [])
     argv.push(`${b2.readOnly ? "--bind-ro" : "--bind"}=${b2.host}:${b2.container}`);
   const env = { ...o2.runAs ? runAsEnv(o2.runAs) : {}, ...o2.env };
@@ -37419,7 +37410,7 @@ function boardNspawnArgv(o2) {
     command: o2.command,
     readOnly: true,
     harden: true,
-    userNamespaceBase: userNamespaceBase(o2.service),
+    userNamespace: true,
     dataDir: o2.dataDir,
     dataPath: o2.dataPath,
     env: o2.env,
@@ -37477,7 +37468,7 @@ function toolchainFromDpkgStatus(status) {
 async function ensureBuildroot(opts) {
   const suite = opts.suite ?? BUILDROOT_SUITE;
   const mirrors = opts.mirrors ?? await defaultMirrors();
-  const key = createHash4("sha256").update(
+  const key = createHash3("sha256").update(
     JSON.stringify({
       packages: [...BUILDROOT_PACKAGES].sort(),
       suite,
@@ -40799,7 +40790,7 @@ async function buildLua(ctx, input2) {
   const { logger } = opts;
   const cache = opts.cacheDir ?? cacheDir();
   const recipe = spec.strategy === "cross" ? await crossRecipe(spec.arch, logger, opts.signal) : await inRootRecipe(spec.arch, opts, cache);
-  const key = createHash5("sha256").update(
+  const key = createHash4("sha256").update(
     JSON.stringify({
       recipe: RECIPE_VERSION,
       source: spec.sha256,
@@ -41184,7 +41175,7 @@ function listenServiceLines(name) {
   return `# The container's network: only lo, no route out. ${proxyUnitName(name)} joins this namespace
 # to forward the board socket's connections to the daemon's port (see README.md).
 PrivateNetwork=yes
-# That namespace belongs to the board's user namespace, not the container's (--private-users=), so the
+# That namespace belongs to the board's user namespace, not the container's (-U), so the
 # container's root may not bind a port below 1024 there: allow it in this namespace only,
 # which holds nothing but lo.
 ExecStartPre=/bin/sh -c "echo 0 > ${UNPRIVILEGED_PORT_START}"
@@ -41260,7 +41251,6 @@ function systemdExecLine(argv) {
 }
 function unitNspawnArgv(o2, p2) {
   const argv = boardNspawnArgv({
-    service: o2.name,
     root: p2.rootMount,
     dataDir: p2.dataMount,
     dataPath: o2.dataPath ?? "/data",
@@ -41717,7 +41707,7 @@ check_board() {
   done
   v=$(systemctl --version | sed -n '1s/^systemd \\([0-9]*\\).*/\\1/p')
   [ "\${v:-0}" -ge ${MIN_SYSTEMD} ] ||
-    die "systemd \${v:-?} is too old: the service needs ${MIN_SYSTEMD} or newer (nspawn --private-users-ownership=map, :idmap binds)"
+    die "systemd \${v:-?} is too old: the service needs ${MIN_SYSTEMD} or newer (nspawn -U --private-users-ownership=map, :idmap binds)"
   k=$(uname -r); kmaj=\${k%%.*}; krest=\${k#*.}; kmin=\${krest%%[!0-9]*}
   if [ "$kmaj" -lt ${MIN_KERNEL.major} ] || { [ "$kmaj" -eq ${MIN_KERNEL.major} ] && [ "$kmin" -lt ${MIN_KERNEL.minor} ]; }; then
     die "kernel $k is too old: idmapped mounts need ${MIN_KERNEL.major}.${MIN_KERNEL.minor} or newer"
@@ -42455,7 +42445,7 @@ ${input2.failure.trimEnd()}
 }
 
 // src/stages/pack.ts
-import { createHash as createHash7 } from "node:crypto";
+import { createHash as createHash6 } from "node:crypto";
 import { lstat as lstat8, mkdir as mkdir7, stat as stat4 } from "node:fs/promises";
 import path31 from "node:path";
 
@@ -42495,7 +42485,7 @@ function mksquashfsEnv() {
 }
 
 // src/stages/data-template.ts
-import { createHash as createHash6 } from "node:crypto";
+import { createHash as createHash5 } from "node:crypto";
 import { chmod as chmod2, lstat as lstat7, mkdtemp as mkdtemp5, readlink as readlink3, rm as rm8 } from "node:fs/promises";
 import os8 from "node:os";
 import path30 from "node:path";
@@ -42587,7 +42577,7 @@ async function listTar(archive) {
   const parser = new rt({
     strict: true,
     onReadEntry: (e) => {
-      const h2 = createHash6("sha256");
+      const h2 = createHash5("sha256");
       const item = {
         path: e.path,
         type: e.type,
@@ -42650,7 +42640,7 @@ async function writeDataTemplate(o2) {
     await writeOutputFile(o2.out, gz, { logger: o2.logger });
     return {
       path: o2.out,
-      sha256: createHash6("sha256").update(gz).digest("hex"),
+      sha256: createHash5("sha256").update(gz).digest("hex"),
       bytes: gz.length,
       entries: tarManifestEntries(await listTar(tarBytes), o2.dataPath)
     };
@@ -42739,7 +42729,7 @@ async function packImage(ctx, input2) {
     dataTemplateSha256: data.sha256,
     dataTemplateBytes: data.bytes,
     manifest: manifestFile,
-    manifestSha256: createHash7("sha256").update(manifestText).digest("hex"),
+    manifestSha256: createHash6("sha256").update(manifestText).digest("hex"),
     manifestData
   };
 }
@@ -42961,7 +42951,7 @@ async function withScratchContext(o2, fn) {
 }
 
 // src/stages/root.ts
-import { createHash as createHash8 } from "node:crypto";
+import { createHash as createHash7 } from "node:crypto";
 import {
   chmodSync as chmodSync3,
   existsSync as existsSync9,
@@ -43568,7 +43558,7 @@ function debianBaseKey(input2) {
     packages: [...new Set(input2.packages)].sort(),
     mirrors: input2.mirrors
   });
-  return createHash8("sha256").update(canonical).digest("hex");
+  return createHash7("sha256").update(canonical).digest("hex");
 }
 async function debianBaseTarball(base, arch, opts) {
   const debArch = DEBIAN_ARCH[arch];
@@ -46383,7 +46373,6 @@ async function verifyImage(ctx, input2) {
       logger.info(`data template ${dataTemplate} unpacked into a noexec,nosuid,nodev tmpfs`);
       const runAs = await readRunAs(config2, state.rootDir);
       const nspawn = boardNspawnArgv({
-        service: config2.name,
         root: state.rootDir,
         dataDir: state.dataDir,
         dataPath: config2.data.path,

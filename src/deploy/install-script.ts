@@ -100,7 +100,7 @@ check_board() {
   done
   v=$(systemctl --version | sed -n '1s/^systemd \\([0-9]*\\).*/\\1/p')
   [ "\${v:-0}" -ge ${MIN_SYSTEMD} ] ||
-    die "systemd \${v:-?} is too old: the service needs ${MIN_SYSTEMD} or newer (nspawn --private-users-ownership=map, :idmap binds)"
+    die "systemd \${v:-?} is too old: the service needs ${MIN_SYSTEMD} or newer (nspawn -U --private-users-ownership=map, :idmap binds)"
   k=$(uname -r); kmaj=\${k%%.*}; krest=\${k#*.}; kmin=\${krest%%[!0-9]*}
   if [ "$kmaj" -lt ${MIN_KERNEL.major} ] || { [ "$kmaj" -eq ${MIN_KERNEL.major} ] && [ "$kmin" -lt ${MIN_KERNEL.minor} ]; }; then
     die "kernel $k is too old: idmapped mounts need ${MIN_KERNEL.major}.${MIN_KERNEL.minor} or newer"

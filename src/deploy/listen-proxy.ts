@@ -43,7 +43,7 @@ export function listenServiceLines(name: string): string {
     `# The container's network: only lo, no route out. ${proxyUnitName(name)} joins this namespace\n` +
     "# to forward the board socket's connections to the daemon's port (see README.md).\n" +
     'PrivateNetwork=yes\n' +
-    "# That namespace belongs to the board's user namespace, not the container's (--private-users=), so the\n" +
+    "# That namespace belongs to the board's user namespace, not the container's (-U), so the\n" +
     "# container's root may not bind a port below 1024 there: allow it in this namespace only,\n" +
     '# which holds nothing but lo.\n' +
     `ExecStartPre=/bin/sh -c "echo 0 > ${UNPRIVILEGED_PORT_START}"\n`

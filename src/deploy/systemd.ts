@@ -77,7 +77,6 @@ export function systemdExecLine(argv: readonly string[]): string {
  */
 export function unitNspawnArgv(o: DeployBundleOptions, p: BoardPaths): string[] {
   const argv = boardNspawnArgv({
-    service: o.name,
     root: p.rootMount,
     dataDir: p.dataMount,
     dataPath: o.dataPath ?? '/data',

@@ -228,7 +228,6 @@ export async function verifyImage(ctx: StageContext, input: VerifyInput): Promis
       // The ids the image's lhc-run-as drops to: the pruned image has no /etc/passwd to ask.
       const runAs = await readRunAs(config, state.rootDir);
       const nspawn = boardNspawnArgv({
-        service: config.name,
         root: state.rootDir,
         dataDir: state.dataDir,
         dataPath: config.data.path,

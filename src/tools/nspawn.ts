@@ -3,7 +3,7 @@
  * run all build their argv here, so what is verified is exactly what the board runs.
  * Flags were checked against systemd 252 (see DESIGN.md).
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { runAsEnv, type RunAs } from '../service-user/passwd.js';
 import { RUN_AS_PATH } from '../service-user/run-as-elf.js';
 
@@ -46,11 +46,8 @@ export interface NspawnOptions {
   workdir?: string;
   /** The hardening set the board uses: private network, no CAP_NET_ADMIN, no new privileges, user namespace. */
   harden?: boolean;
-  /**
-   * Private user namespace at this fixed host uid/gid base (see userNamespaceBase), ownership
-   * mapped (needs a kernel with idmapped mounts).
-   */
-  userNamespaceBase?: number;
+  /** Private user namespace with ownership mapped (needs a kernel with idmapped mounts). */
+  userNamespace?: boolean;
   /** Copy the root per run (throwaway writes). */
   ephemeral?: boolean;
   /** Give the container its own network namespace even without full hardening (trace runs). */
@@ -68,7 +65,7 @@ export interface NspawnOptions {
  * nspawn leaves /etc alone (no localtime, resolv.conf or journal link: a pruned root has no /etc,
  * and what nspawn would add there is not part of the image). `--settings=no`: no .nspawn file
  * (an admin's /etc/systemd/nspawn/root.nspawn on the board, or one beside a build's root) can
- * change the container that verify checked.
+ * change the container verify checked, and nspawn skips looking for one.
  */
 export const BASE_FLAGS = [
   '--register=no',
@@ -129,37 +126,18 @@ export const HARDENING_FLAGS = [
   ...SCRATCH_MOUNTS.map((m) => `--tmpfs=${m.path}:mode=${m.mode},${SCRATCH_MOUNT_OPTIONS}`),
 ] as const;
 
-/** Ids in each container's user namespace: 0-65535 inside, as nspawn's `-U` maps them. */
-export const USERNS_SIZE = 0x10000;
-
 /**
- * Where lhc's fixed user ranges start: above the pool nspawn's `-U` picks from
- * (0x00080000-0x6FFF0000 in systemd 252), in the range its docs/UIDS-GIDS.md lists as unused, so
- * no container nspawn picks a range for can ever share ours.
+ * `-U` picks a free uid range per container. That costs a global lock (systemd 252 holds
+ * /etc/.pwd.lock from before the container's mounts until its payload is about to run, seccomp
+ * filters included), so concurrent connections set up one after another; a fixed range per
+ * service avoids it (+50% throughput at 8 connections at once on the simulated board under
+ * load), but is held back: without the lock, concurrent containers sharing a machine name (every
+ * connection of a board unit, every connection of one verify run) hit nspawn's race on
+ * /run/systemd/nspawn/propagate/NAME, which an exiting container removes while a starting one
+ * is about to bind it ("Failed to mount /run/systemd/nspawn/propagate/root ... No such file or
+ * directory"): about 1 in 150 starts at 8 at once on the build host. See test/bench/nspawn.ts.
  */
-export const USERNS_BASE_MIN = 0x70000000;
-
-/** Ranges of USERNS_SIZE from USERNS_BASE_MIN, ending below 0x7FFE0000 (newer systemd's foreign-uid range). */
-export const USERNS_SLOTS = 0x0ffe;
-
-/**
- * The host uid/gid base of a service's containers: one fixed range per service name instead of
- * `-U` (PICK). PICK costs every container start a global lock: nspawn 252 holds /etc/.pwd.lock
- * from before its mounts until the payload is about to run (seccomp filters included), so
- * concurrent connections start one after another, and it asks NSS about the range each time.
- * A service's containers share the range; that gives none of them anything the others have:
- * each has its own pid, mount, IPC and network namespace (no process of another is visible or
- * signalable, no tmpfs shared), and the one thing they do share, the data partition, they share
- * anyway. Different services get different ranges (barring a hash collision among 4094 slots).
- */
-export function userNamespaceBase(service: string): number {
-  const h = createHash('sha256').update(service).digest().readUInt32BE(0);
-  return USERNS_BASE_MIN + (h % USERNS_SLOTS) * USERNS_SIZE;
-}
-
-export function userNamespaceFlags(base: number): string[] {
-  return [`--private-users=${base}:${USERNS_SIZE}`, '--private-users-ownership=map'];
-}
+export const USERNS_FLAGS = ['-U', '--private-users-ownership=map'] as const;
 
 export function nspawnArgv(o: NspawnOptions): string[] {
   const base =
@@ -173,11 +151,11 @@ export function nspawnArgv(o: NspawnOptions): string[] {
   if (o.ephemeral) argv.push('--ephemeral');
   if (o.harden) argv.push(...HARDENING_FLAGS);
   else if (o.privateNetwork) argv.push('--private-network');
-  const userns = o.userNamespaceBase !== undefined;
-  if (userns) argv.push(...userNamespaceFlags(o.userNamespaceBase!));
+  if (o.userNamespace) argv.push(...USERNS_FLAGS);
   // Under a user namespace an unmapped bind shows every file as nobody's: idmap keeps the data
   // partition's owners as they are on disk (the data template's), so the service can write there.
-  if (o.dataDir) argv.push(`--bind=${o.dataDir}:${o.dataPath ?? '/data'}${userns ? ':idmap' : ''}`);
+  if (o.dataDir)
+    argv.push(`--bind=${o.dataDir}:${o.dataPath ?? '/data'}${o.userNamespace ? ':idmap' : ''}`);
   for (const b of o.binds ?? [])
     argv.push(`${b.readOnly ? '--bind-ro' : '--bind'}=${b.host}:${b.container}`);
   // HOME, USER and LOGNAME as --user would set them; the service's own env wins, as over User=.
@@ -215,8 +193,6 @@ export const TRACE_MOUNT = '/lhc-trace';
 
 /** What the board runs: the service's command, env, ids and workdir, on its root and data. */
 export interface BoardRun {
-  /** The service's name (config.name): it picks the containers' user range (userNamespaceBase). */
-  service: string;
   root: string;
   dataDir: string;
   dataPath: string;
@@ -242,7 +218,7 @@ export function boardNspawnArgv(o: BoardRun): string[] {
     command: o.command,
     readOnly: true,
     harden: true,
-    userNamespaceBase: userNamespaceBase(o.service),
+    userNamespace: true,
     dataDir: o.dataDir,
     dataPath: o.dataPath,
     env: o.env,

@@ -52,7 +52,6 @@ afterAll(async () => {
 /** Runs a busybox shell script as the board's payload, bounded like verify bounds it. */
 async function payload(script: string, limits: ContainerLimits = LIMITS) {
   const argv = boardNspawnArgv({
-    service: 'limits-test',
     root,
     dataDir,
     dataPath: '/data',

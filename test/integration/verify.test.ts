@@ -256,7 +256,7 @@ describe('interrupted runs clean up', () => {
 });
 
 describe('a hardening check can fail', () => {
-  it('goes red on a container started without --read-only, a user namespace, --private-network and the capability drops', async () => {
+  it('goes red on a container started without --read-only, -U, --private-network and the capability drops', async () => {
     // A writable directory root (a copy of the image's tree) and a data dir that allows exec.
     const softRoot = path.join(tmp, 'soft-root');
     cpSync(packed.root, softRoot, { recursive: true });
