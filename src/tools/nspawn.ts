@@ -131,11 +131,14 @@ export const HARDENING_FLAGS = [
  * /etc/.pwd.lock from before the container's mounts until its payload is about to run, seccomp
  * filters included), so concurrent connections set up one after another; a fixed range per
  * service avoids it (+50% throughput at 8 connections at once on the simulated board under
- * load), but is held back: without the lock, concurrent containers sharing a machine name (every
- * connection of a board unit, every connection of one verify run) hit nspawn's race on
- * /run/systemd/nspawn/propagate/NAME, which an exiting container removes while a starting one
- * is about to bind it ("Failed to mount /run/systemd/nspawn/propagate/root ... No such file or
- * directory"): about 1 in 150 starts at 8 at once on the build host. See test/bench/nspawn.ts.
+ * load), but is held back: concurrent containers sharing a machine name (every connection of a
+ * board unit, every connection of one verify run) race on /run/systemd/nspawn/propagate/NAME,
+ * which an exiting container removes while a starting one is about to bind it ("Failed to mount
+ * /run/systemd/nspawn/propagate/root ... No such file or directory"). The lock keeps few
+ * containers in set-up at once, which makes that rare; without it, 2 of about 300 starts at 8 at
+ * once failed on the build host. It needs a machine name per connection first (the unit could
+ * use --machine=NAME-${INVOCATION_ID}; verify's socket activation has no per-connection
+ * argument). See test/bench/nspawn.ts.
  */
 export const USERNS_FLAGS = ['-U', '--private-users-ownership=map'] as const;
 
