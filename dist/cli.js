@@ -37339,6 +37339,7 @@ function limitFlags(l) {
 var BASE_FLAGS = [
   "--register=no",
   "--keep-unit",
+  "--settings=no",
   "-q",
   "--console=pipe",
   "--timezone=off",

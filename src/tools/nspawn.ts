@@ -63,11 +63,14 @@ export interface NspawnOptions {
 /**
  * Flags every lhc container run shares: no machined/dbus needed, plain pipes for stdio, and
  * nspawn leaves /etc alone (no localtime, resolv.conf or journal link: a pruned root has no /etc,
- * and what nspawn would add there is not part of the image).
+ * and what nspawn would add there is not part of the image). `--settings=no`: no .nspawn file
+ * (an admin's /etc/systemd/nspawn/root.nspawn on the board, or one beside a build's root) can
+ * change the container verify checked, and nspawn skips looking for one.
  */
 export const BASE_FLAGS = [
   '--register=no',
   '--keep-unit',
+  '--settings=no',
   '-q',
   '--console=pipe',
   '--timezone=off',
@@ -123,6 +126,20 @@ export const HARDENING_FLAGS = [
   ...SCRATCH_MOUNTS.map((m) => `--tmpfs=${m.path}:mode=${m.mode},${SCRATCH_MOUNT_OPTIONS}`),
 ] as const;
 
+/**
+ * `-U` picks a free uid range per container. That costs a global lock (systemd 252 holds
+ * /etc/.pwd.lock from before the container's mounts until its payload is about to run, seccomp
+ * filters included), so concurrent connections set up one after another; a fixed range per
+ * service avoids it (+50% throughput at 8 connections at once on the simulated board under
+ * load), but is held back: concurrent containers sharing a machine name (every connection of a
+ * board unit, every connection of one verify run) race on /run/systemd/nspawn/propagate/NAME,
+ * which an exiting container removes while a starting one is about to bind it ("Failed to mount
+ * /run/systemd/nspawn/propagate/root ... No such file or directory"). The lock keeps few
+ * containers in set-up at once, which makes that rare; without it, 2 of about 300 starts at 8 at
+ * once failed on the build host. It needs a machine name per connection first (the unit could
+ * use --machine=NAME-${INVOCATION_ID}; verify's socket activation has no per-connection
+ * argument). See test/bench/nspawn.ts.
+ */
 export const USERNS_FLAGS = ['-U', '--private-users-ownership=map'] as const;
 
 export function nspawnArgv(o: NspawnOptions): string[] {

@@ -2,26 +2,44 @@
  * nspawn: where a container's start-up goes. The gophermoon image is mounted read-only (with a
  * tmpfs data directory, as verify does) and one request (`/`) is answered by a fresh process per
  * run, under a ladder of command lines from a plain chroot (binfmt runs the aarch64 Lua) up to the
- * board's own (boardNspawnArgv), plus single-flag variants of the board line. Runs are interleaved
- * (round after round of every variant) so a change in machine load hits all of them alike; each
- * line is the median of ROUNDS runs and every answer is checked against the chroot's.
+ * board's own (boardNspawnArgv), plus single-change variants of the board line. Runs are
+ * interleaved (round after round of every variant) so a change in machine load hits all of them
+ * alike; each wall line is the median of ROUNDS runs, each `cpu` line the mean CPU time (user +
+ * system, the run and all its children, from /proc/self/stat) of those runs, which a busy shared
+ * machine disturbs far less than wall time. Every answer is checked against the chroot's. Last,
+ * the board line before and after is run CONCURRENT at a time, as a loaded board starts them.
+ *
+ * Where nspawn 252's own time goes (strace -f and perf on this host and inside the simulated
+ * board, 2026-12-02): starting the binary (libsystemd-shared, libseccomp, ... relocated:
+ * `systemd-nspawn --version` alone is about 20 ms of CPU); the seccomp allow-list filters, built
+ * with libseccomp for three architectures (x86-64, x86, x32) and loaded with an audit filter each,
+ * about a third of nspawn's CPU (SYSTEMD_SECCOMP=0, a diagnostic row only: it would drop a layer
+ * of the sandbox); five forks (outer child, two idmap helpers, inner child, and at exit the one
+ * that moves interfaces back out of the private network, which runs even with none); about 70
+ * mount calls. No sleeps or timeouts, no bus connections (`--register=no --keep-unit`).
+ *
+ * What was cut: `--settings=no` (no .nspawn lookups; mostly it keeps an admin's file from changing
+ * the container). Tried and held back: a fixed --private-users= range instead of `-U` (PICK),
+ * because PICK takes /etc/.pwd.lock for the whole set-up, seccomp included, so concurrent starts
+ * queue, and asks NSS four times per start; without that lock, containers that share a machine
+ * name (all connections of a board unit or of one verify run) race on nspawn's
+ * /run/systemd/nspawn/propagate/NAME, which an exiting one removes while a starting one is about
+ * to bind it: the concurrency rows count those failures. Tried and left out:
+ * SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1 (10 mounts, 24 chowns and about 240 syscalls fewer on this
+ * cgroup-v1 hybrid host, a no-op on a unified board, within noise) and SYSTEMD_NSPAWN_TMPFS_TMP=0
+ * (one mount fewer): neither is worth an environment every caller and the unit must carry.
  *
  * Not measured, because it does not run: the board line with --network-namespace-path= to a
- * persistent namespace instead of --private-network. With -U, nspawn 252 joins the namespace
- * from inside the container's new user namespace, which does not own it ("Failed to join network
- * namespace: Operation not permitted"); a shared network namespace would need the user namespace
- * given up, or made once and shared too.
- *
- * Why the board line was left as it is (80 rounds, 2026-12-02, a loaded 2-core host): chroot 114
- * ms, the same namespaces by unshare 127, nspawn read-only 213, the board line 251. nspawn's own
- * setup (about 100 ms) is most of the price; each sandbox flag adds 10-25 ms, and the one cut
- * that runs (a fixed --private-users= range instead of PICK, -12 ms) is near the ±10 ms noise
- * and would make the board allocate user ranges itself.
+ * persistent namespace instead of --private-network. With a user namespace, nspawn 252 joins the
+ * namespace from inside the container's new user namespace, which does not own it ("Failed to
+ * join network namespace: Operation not permitted").
  */
 import { execFileSync, spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { memoryLogger } from '../../src/core/logger.js';
+import { mapBounded } from '../../src/core/parallel.js';
 import { unpackTemplate } from '../../src/harness/data.js';
 import { mountDataTmpfs, mountImageReadOnly, unmount } from '../../src/harness/mounts.js';
 import { gopherRequest } from '../../src/harness/client.js';
@@ -37,17 +55,32 @@ import { packedGophermoon, requireTools } from '../support/verify-image.js';
 import type { BenchSection, Measurement } from './section.js';
 
 const ROUNDS = Number(process.env.LHC_BENCH_NSPAWN_ROUNDS ?? 40);
+/** Containers started at once in the concurrency rows, and how many each row starts in all. */
+const CONCURRENT = 8;
+const CONCURRENT_RUNS = Number(process.env.LHC_BENCH_NSPAWN_CONCURRENT_RUNS ?? 48);
 /** A uid range for --private-users=BASE:65536 outside nspawn's PICK pool (0x00080000-0x6FFF0000 is its pool on 252). */
 const FIXED_RANGE = '1879048192:65536';
 
+/** CPU seconds of this process's waited-for children (cutime + cstime; USER_HZ is 100 on Linux). */
+function childCpuMs(): number {
+  const fields = readFileSync('/proc/self/stat', 'utf8').split(') ')[1]!.split(' ');
+  // After "pid (comm) ", field 3 (state) is index 0: cutime and cstime are fields 16 and 17.
+  return (Number(fields[13]) + Number(fields[14])) * 10;
+}
+
 /** One request through argv; resolves to its wall time and answer. */
-function once(argv: readonly string[], input: Buffer): Promise<{ ms: number; out: Buffer }> {
+function once(
+  argv: readonly string[],
+  input: Buffer,
+  env?: Readonly<Record<string, string>>,
+): Promise<{ ms: number; out: Buffer }> {
   return new Promise((resolve, reject) => {
     const t = performance.now();
     // A hung run (e.g. nspawn waiting on a console) is a failure, not a stall of the bench.
     const child = spawn(argv[0]!, argv.slice(1), {
       stdio: ['pipe', 'pipe', 'pipe'],
       timeout: 20_000,
+      ...(env ? { env: { ...process.env, ...env } } : {}),
     });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
@@ -73,10 +106,20 @@ function median(xs: number[]): number {
 interface Variant {
   name: string;
   argv: string[];
+  env?: Record<string, string>;
+}
+
+interface Lines {
+  all: Variant[];
+  /** The board line as it was before the cuts (settings lookup) and as it is now. */
+  before: Variant;
+  after: Variant;
+  /** The board line with a fixed user range instead of -U (held back). */
+  fixed: Variant;
 }
 
 /**
- * The ladder and the single-flag variants. `netnsPath` is a persistent network namespace (only
+ * The ladder and the single-change variants. `netnsPath` is a persistent network namespace (only
  * lo, down, no route) to join instead of creating one per run.
  */
 function variants(
@@ -85,7 +128,7 @@ function variants(
   command: readonly string[],
   env: Record<string, string>,
   netnsPath: string,
-): Variant[] {
+): Lines {
   const setenv = Object.entries(env).map(([k, v]) => `--setenv=${k}=${v}`);
   const nspawn = (flags: readonly string[], base: readonly string[] = BASE_FLAGS) => [
     'systemd-nspawn',
@@ -97,6 +140,7 @@ function variants(
     '--',
     ...command,
   ];
+  const userns: readonly string[] = USERNS_FLAGS;
   const idmapBind = `--bind=${dataDir}:/data:idmap`;
   const hardeningWithout = (drop: string) => HARDENING_FLAGS.filter((f) => f !== drop);
   const board = boardNspawnArgv({
@@ -108,8 +152,17 @@ function variants(
     limits: DEFAULT_LIMITS,
   });
   const boardWith = (from: string, to: string[]) => board.flatMap((f) => (f === from ? to : [f]));
-  const without = (flag: string) => BASE_FLAGS.filter((f) => f !== flag);
-  return [
+  const withoutBase = (flag: string) => BASE_FLAGS.filter((f) => f !== flag);
+  const before: Variant = {
+    name: 'board line before (settings lookup)',
+    argv: board.filter((f) => f !== '--settings=no'),
+  };
+  const after: Variant = { name: 'board line (--settings=no)', argv: board };
+  const fixed: Variant = {
+    name: 'board line, fixed user range instead of -U (held back)',
+    argv: boardWith('-U', [`--private-users=${FIXED_RANGE}`]),
+  };
+  const all: Variant[] = [
     {
       name: 'chroot (no container)',
       argv: [
@@ -146,47 +199,59 @@ function variants(
       name: 'nspawn +network-namespace-path',
       argv: nspawn([`--network-namespace-path=${netnsPath}`]),
     },
-    { name: 'nspawn +userns map +idmap data', argv: nspawn([...USERNS_FLAGS, idmapBind]) },
+    { name: 'nspawn +userns map +idmap data', argv: nspawn([...userns, idmapBind]) },
     {
       name: 'nspawn +private-network +userns',
-      argv: nspawn(['--private-network', ...USERNS_FLAGS, idmapBind]),
+      argv: nspawn(['--private-network', ...userns, idmapBind]),
     },
     {
       name: 'nspawn +hardening +userns',
-      argv: nspawn([...HARDENING_FLAGS, ...USERNS_FLAGS, idmapBind]),
+      argv: nspawn([...HARDENING_FLAGS, ...userns, idmapBind]),
     },
     {
       name: 'nspawn +hardening -tmpfs +userns',
       argv: nspawn([
         ...HARDENING_FLAGS.filter((f) => !f.startsWith('--tmpfs=')),
-        ...USERNS_FLAGS,
+        ...userns,
         idmapBind,
       ]),
     },
+    before,
+    after,
+    fixed,
     {
-      name: 'nspawn +hardening +userns +limits (board)',
+      name: 'board line +SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1 (tried, not applied)',
       argv: board,
+      env: { SYSTEMD_NSPAWN_UNIFIED_HIERARCHY: '1' },
     },
     {
-      name: 'board, fixed user range',
-      argv: boardWith('-U', [`--private-users=${FIXED_RANGE}`]),
+      name: 'board line +SYSTEMD_NSPAWN_TMPFS_TMP=0 (tried, not applied)',
+      argv: board,
+      env: { SYSTEMD_NSPAWN_TMPFS_TMP: '0' },
     },
     {
-      name: 'board, no userns (plain data bind)',
+      // What the seccomp filters cost; turning them off would weaken the sandbox.
+      name: 'board line +SYSTEMD_SECCOMP=0 (diagnostic only)',
+      argv: board,
+      env: { SYSTEMD_SECCOMP: '0' },
+    },
+    {
+      name: 'board line, no userns (plain data bind)',
       argv: board
-        .filter((f) => !(USERNS_FLAGS as readonly string[]).includes(f))
+        .filter((f) => !userns.includes(f))
         .map((f) => (f.endsWith(':idmap') ? f.slice(0, -':idmap'.length) : f)),
     },
     ...['--link-journal=no', '--timezone=off', '--resolv-conf=off'].map((flag) => ({
       name: `nspawn read-only without ${flag}`,
-      argv: nspawn([], without(flag)),
+      argv: nspawn([], withoutBase(flag)),
     })),
     {
       name: 'hardening without drop-capability',
-      argv: nspawn([...hardeningWithout(HARDENING_FLAGS[1]), ...USERNS_FLAGS, idmapBind]),
+      argv: nspawn([...hardeningWithout(HARDENING_FLAGS[1]), ...userns, idmapBind]),
     },
     { name: 'board +limits flags only', argv: nspawn([...limitFlags(DEFAULT_LIMITS)]) },
   ];
+  return { all, before, after, fixed };
 }
 
 /**
@@ -205,6 +270,73 @@ async function persistentNetns(file: string): Promise<() => Promise<void>> {
   if (links.split('\n').length !== 1 || !links.includes(' lo:') || routes !== '')
     throw new Error(`the persistent network namespace is not empty:\n${links}\n${routes}`);
   return () => Promise.resolve(void execFileSync('umount', [file]));
+}
+
+const round1 = (v: number) => Math.round(v * 10) / 10;
+
+/** Sequential rounds of every variant, interleaved: wall medians and mean CPU per run. */
+async function ladder(
+  ctx: { log(l: string): void },
+  vs: Variant[],
+  input: Buffer,
+): Promise<Measurement[]> {
+  const times = vs.map(() => [] as number[]);
+  const cpu = vs.map(() => 0);
+  const failed = new Map<number, string>();
+  let expected: Buffer | undefined;
+  ctx.log(`${ROUNDS} rounds of ${vs.length} variants, interleaved`);
+  for (let r = -1; r < ROUNDS; r++) {
+    for (const [i, v] of vs.entries()) {
+      if (failed.has(i)) continue;
+      try {
+        const c0 = childCpuMs();
+        const { ms, out } = await once(v.argv, input, v.env);
+        const c = childCpuMs() - c0;
+        expected ??= out;
+        if (out.length === 0 || !out.equals(expected))
+          throw new Error('answer differs from the chroot run');
+        // Round -1 warms the page cache and nspawn's first-run setup; it is not counted.
+        if (r >= 0) {
+          times[i]!.push(ms);
+          cpu[i]! += c;
+        }
+      } catch (e) {
+        failed.set(i, (e as Error).message);
+        ctx.log(`${v.name}: ${(e as Error).message}`);
+      }
+    }
+  }
+  const out: Measurement[] = [];
+  for (const [i, v] of vs.entries()) {
+    if (failed.has(i)) continue;
+    out.push({ metric: `${v.name} p50`, value: round1(median(times[i]!)), unit: 'ms' });
+    out.push({ metric: `${v.name} cpu`, value: round1(cpu[i]! / ROUNDS), unit: 'ms' });
+  }
+  return out;
+}
+
+/**
+ * CONCURRENT_RUNS starts of one line, CONCURRENT at a time: throughput, per-run p50 and failed
+ * starts (a failed start is a result here: it is what the fixed user range is held back for).
+ */
+async function concurrently(v: Variant, input: Buffer, expected: Buffer) {
+  const t = performance.now();
+  const runs = await mapBounded(
+    Array.from({ length: CONCURRENT_RUNS }, (_, i) => i),
+    CONCURRENT,
+    async () => {
+      const r = await once(v.argv, input, v.env).catch(() => undefined);
+      if (r && !r.out.equals(expected))
+        throw new Error(`${v.name}: answer differs under concurrency`);
+      return r?.ms;
+    },
+  );
+  const ok = runs.filter((ms): ms is number => ms !== undefined);
+  return {
+    rps: ok.length / ((performance.now() - t) / 1000),
+    p50: median(ok),
+    failures: runs.length - ok.length,
+  };
 }
 
 export const nspawnSection: BenchSection = {
@@ -226,7 +358,7 @@ export const nspawnSection: BenchSection = {
       await unpackTemplate(packed.dataTemplate, dataDir, { logger });
       const netnsFile = path.join(ctx.workDir, 'netns');
       cleanup.push(await persistentNetns(netnsFile));
-      const vs = variants(
+      const lines = variants(
         rootDir,
         dataDir,
         packed.config.service.command,
@@ -234,33 +366,51 @@ export const nspawnSection: BenchSection = {
         netnsFile,
       );
       const input = gopherRequest('/');
-      const times = vs.map(() => [] as number[]);
-      const failed = new Map<number, string>();
-      let expected: Buffer | undefined;
-      ctx.log(`${ROUNDS} rounds of ${vs.length} variants, interleaved`);
-      for (let r = -1; r < ROUNDS; r++) {
-        for (const [i, v] of vs.entries()) {
-          if (failed.has(i)) continue;
-          try {
-            const { ms, out } = await once(v.argv, input);
-            expected ??= out;
-            if (out.length === 0 || !out.equals(expected))
-              throw new Error('answer differs from the chroot run');
-            // Round -1 warms the page cache and nspawn's first-run setup; it is not counted.
-            if (r >= 0) times[i]!.push(ms);
-          } catch (e) {
-            failed.set(i, (e as Error).message);
-            ctx.log(`${v.name}: ${(e as Error).message}`);
-          }
+      const startup = {
+        name: 'systemd-nspawn --version (start-up floor)',
+        argv: ['systemd-nspawn', '--version'],
+      };
+      const out = await ladder(ctx, lines.all, input);
+      // The binary alone, its own ladder: its output is a version, not an answer.
+      let cpu = 0;
+      const floor: number[] = [];
+      for (let r = 0; r < ROUNDS; r++) {
+        const c0 = childCpuMs();
+        floor.push((await once(startup.argv, Buffer.alloc(0))).ms);
+        cpu += childCpuMs() - c0;
+      }
+      out.push({ metric: `${startup.name} p50`, value: round1(median(floor)), unit: 'ms' });
+      out.push({ metric: `${startup.name} cpu`, value: round1(cpu / ROUNDS), unit: 'ms' });
+
+      ctx.log(`-U and a fixed range, ${CONCURRENT_RUNS} runs ${CONCURRENT} at a time, twice each`);
+      const expected = (await once(lines.after.argv, input)).out;
+      const conc = new Map<string, { rps: number[]; p50: number[]; failures: number }>();
+      for (let r = 0; r < 2; r++) {
+        for (const v of [lines.after, lines.fixed]) {
+          const c = await concurrently(v, input, expected);
+          const acc = conc.get(v.name) ?? { rps: [], p50: [], failures: 0 };
+          acc.rps.push(c.rps);
+          acc.p50.push(c.p50);
+          acc.failures += c.failures;
+          conc.set(v.name, acc);
         }
       }
-      const out: Measurement[] = [];
-      for (const [i, v] of vs.entries()) {
-        if (failed.has(i)) continue;
+      for (const [name, c] of conc) {
+        const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
         out.push({
-          metric: `${v.name} p50`,
-          value: Math.round(median(times[i]!) * 10) / 10,
+          metric: `${name} ${CONCURRENT_RUNS}@${CONCURRENT} throughput`,
+          value: round1(mean(c.rps)),
+          unit: 'runs/s',
+        });
+        out.push({
+          metric: `${name} ${CONCURRENT_RUNS}@${CONCURRENT} p50`,
+          value: Math.round(mean(c.p50)),
           unit: 'ms',
+        });
+        out.push({
+          metric: `${name} ${CONCURRENT_RUNS}@${CONCURRENT} failed starts (of ${2 * CONCURRENT_RUNS})`,
+          value: c.failures,
+          unit: 'count',
         });
       }
       return out;
