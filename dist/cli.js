@@ -45200,8 +45200,8 @@ async function runProbes(config2, t, o2) {
 }
 
 // src/stages/self-check.ts
-function assertAnswersAsTraced(config2, traced, pruned) {
-  const diffs = config2.probes.map((p2) => responseDiff(p2.name, traced[p2.name], pruned[p2.name])).filter((d) => d !== void 0);
+function assertAnswersAsTraced(config2, traced, pruned, only) {
+  const diffs = config2.probes.filter((p2) => !only || only.has(p2.name)).map((p2) => responseDiff(p2.name, traced[p2.name], pruned[p2.name])).filter((d) => d !== void 0);
   if (diffs.length > 0) {
     throw new UserError(
       `self-check failed: ${diffs.length} of ${config2.probes.length} probe(s) answer differently after pruning (the trace missed something the service needs; add it to keep:)
@@ -46429,12 +46429,17 @@ async function verifyImage(ctx, input2) {
         (p2) => probeOnce(p2, fixtures.get(p2.name), svc.endpoint, timeoutMs, signal)
       );
       if (options.traced) {
+        const traced = options.traced;
         const answers = {};
+        const blamed = /* @__PURE__ */ new Set();
         config2.probes.forEach((p2, i2) => {
           const r = asked[i2].response;
           if (r) answers[p2.name] = r;
+          const before = traced[p2.name];
+          if (!asked[i2].outcome.ok && before && !judge(p2, fixtures.get(p2.name), before, "trace"))
+            blamed.add(p2.name);
         });
-        assertAnswersAsTraced(config2, options.traced, answers);
+        assertAnswersAsTraced(config2, traced, answers, blamed);
       }
       const probes = asked.map((a2) => a2.outcome);
       for (const r of probes)
@@ -46620,9 +46625,10 @@ async function build(config2, opts) {
     );
     const fixtures = opts.updateFixtures ? await stage("fixtures", () => recordFixtures(ctx, { config: config2, responses: trace.responses })) : void 0;
     const verifies = opts.verify !== false;
+    const verifyChecks = verifies && config2.probes.every((p2) => p2.fixture !== void 0);
     const pruned = await stage("prune", async () => {
       const p2 = await pruneRoot(ctx, { root: assembled.root, trace, config: config2, runAs });
-      if (verifies) {
+      if (verifyChecks) {
         logger.info("self-check: done by verify, against the packed image");
         return p2;
       }

@@ -177,9 +177,12 @@ export async function build(config: LhcConfig, opts: BuildOptions): Promise<Buil
       : undefined;
 
     const verifies = opts.verify !== false;
+    // Verify judges bodies by their fixtures; an http probe without one is only judged by the
+    // self-check's comparison with the traced body.
+    const verifyChecks = verifies && config.probes.every((p) => p.fixture !== undefined);
     const pruned = await stage('prune', async () => {
       const p = await pruneRoot(ctx, { root: assembled.root, trace, config, runAs });
-      if (verifies) {
+      if (verifyChecks) {
         // Verify probes the packed image against the traced answers too: one round, not two.
         logger.info('self-check: done by verify, against the packed image');
         return p;

@@ -36,16 +36,18 @@ export interface SelfCheckResult {
 }
 
 /**
- * The self-check's judgement: every probe answers the pruned root as it answered the traced,
- * unpruned one. Verify applies it to its own answers when it runs (see pipeline.ts), so a build
- * probes the pruned image once, not twice.
+ * The self-check's judgement: every probe (or every one in `only`) answers the pruned root as it
+ * answered the traced, unpruned one. Verify applies it to the probes that fail their fixture
+ * where the traced answer passed it (see pipeline.ts), so a build probes the pruned image once.
  */
 export function assertAnswersAsTraced(
   config: LhcConfig,
   traced: Record<string, ProbeResponse>,
   pruned: Record<string, ProbeResponse>,
+  only?: ReadonlySet<string>,
 ): void {
   const diffs = config.probes
+    .filter((p) => !only || only.has(p.name))
     .map((p) => responseDiff(p.name, traced[p.name], pruned[p.name]))
     .filter((d): d is string => d !== undefined);
   if (diffs.length > 0) {

@@ -62,9 +62,9 @@ export interface VerifyInput {
   /** Limit for the whole verify run, in milliseconds (default: none; each request has service.timeout). */
   timeoutMs?: number;
   /**
-   * The traced (unpruned) run's answers. When given, verify also does the self-check's job: an
-   * answer that differs from the traced one fails with the self-check's error, which blames the
-   * prune rather than the fixture.
+   * The traced (unpruned) run's answers. When given, verify also does the self-check's job: a
+   * probe that fails its fixture although its traced answer passed it fails with the
+   * self-check's error, which blames the prune rather than the fixture.
    */
   traced?: Record<string, ProbeResponse>;
 }
@@ -259,12 +259,19 @@ export async function verifyImage(ctx: StageContext, input: VerifyInput): Promis
         probeOnce(p, fixtures.get(p.name), svc.endpoint, timeoutMs, signal),
       );
       if (options.traced) {
+        // The packed image differs from the traced root in more than pruning (file times are the
+        // epoch's), so only a probe that fails where the traced answer passed blames the prune.
+        const traced = options.traced;
         const answers: Record<string, ProbeResponse> = {};
+        const blamed = new Set<string>();
         config.probes.forEach((p, i) => {
           const r = asked[i]!.response;
           if (r) answers[p.name] = r;
+          const before = traced[p.name];
+          if (!asked[i]!.outcome.ok && before && !judge(p, fixtures.get(p.name), before, 'trace'))
+            blamed.add(p.name);
         });
-        assertAnswersAsTraced(config, options.traced, answers);
+        assertAnswersAsTraced(config, traced, answers, blamed);
       }
       const probes: ProbeOutcome[] = asked.map((a) => a.outcome);
       for (const r of probes)

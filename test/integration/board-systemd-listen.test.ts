@@ -20,6 +20,7 @@ import {
   installOnBoard,
   openBoardPort,
   probeBoard,
+  type BoardPort,
   verifyOnBoard,
 } from '../../src/board/verify-board.js';
 import type { BuildResult } from '../../src/build-result.js';
@@ -66,6 +67,41 @@ async function portStartIn(pid: number): Promise<number> {
 
 const netns = (pid: number) => readlink(`/proc/${pid}/ns/net`);
 
+/**
+ * A board of its own with `out` installed (config's runtime), port 80 bridged from a directory of
+ * its own (a bridge socket left by an earlier board would stand in for this one's); powered off
+ * after `fn`, and nothing may be left on the host.
+ */
+async function onBoard(
+  out: BuildResult,
+  installed: LhcConfig,
+  fn: (board: Board, port: BoardPort) => Promise<void>,
+): Promise<void> {
+  const board = await Board.boot({
+    tarball: await testBoardTarball(),
+    workDir: path.join(await mkdtemp(path.join(tmp, 'b-')), 'board'),
+    logger: memoryLogger(),
+  });
+  try {
+    await allowEmulation(board, config);
+    await installOnBoard(board, out.outDir, 'install', installed);
+    const port = await openBoardPort(
+      board,
+      80,
+      await mkdtemp(path.join(tmp, 'p-')),
+      memoryLogger(),
+    );
+    try {
+      await fn(board, port);
+    } finally {
+      await port.close();
+    }
+  } finally {
+    await board.poweroff();
+  }
+  expect(await snapshot(tmp)).toEqual({ mounts: [], loops: [], processes: [] });
+}
+
 describe('lhc verify --board with deploy.runtime: systemd, a listen service', () => {
   it('nginx: port 80 on the board reaches the sandboxed nginx through the proxy, every probe like its fixture, hardened', async () => {
     const unit = await readFile(path.join(sandboxed.outDir, 'deploy/nginx.service'), 'utf8');
@@ -111,113 +147,71 @@ describe('lhc verify --board with deploy.runtime: systemd, a listen service', ()
   });
 
   it("lowers the port limit in the service's network namespace only; nginx answers again after a restart", async () => {
-    const board = await Board.boot({
-      tarball: await testBoardTarball(),
-      workDir: path.join(await mkdtemp(path.join(tmp, 'b-')), 'board'),
-      logger: memoryLogger(),
-    });
-    try {
-      await allowEmulation(board, config);
-      await installOnBoard(board, sandboxed.outDir, 'install', config);
-      // A directory per board: a bridge socket left by an earlier one would stand in for this one's.
-      const port = await openBoardPort(
-        board,
-        80,
-        await mkdtemp(path.join(tmp, 'p-')),
-        memoryLogger(),
-      );
-      try {
-        const probeAll = async () => {
-          const { outcomes } = await probeBoard(config, port.endpoint, 60_000);
-          expect(outcomes.filter((o) => !o.ok)).toEqual([]);
-          expect(outcomes).toHaveLength(config.probes.length);
-        };
-        await probeAll();
-        const payloads = findServicePayloads(board.pid, config.name);
-        expect(payloads.length).toBeGreaterThan(0);
-        const daemon = payloads[0]!.pid;
-        const proxy = descendants(board.pid).find((p) => p.comm.startsWith('systemd-socket-'));
-        expect(proxy, 'systemd-socket-proxyd on the board').toBeDefined();
-        expect(await netns(proxy!.pid)).toBe(await netns(daemon));
-        expect(await netns(daemon)).not.toBe(await netns(board.pid));
-        expect(await portStartIn(daemon)).toBe(0);
-        // The board's own network namespace keeps the kernel's default.
-        expect(await portStartIn(board.pid)).toBe(1024);
-        const uid = await board.sh(['id', '-u', `lhc-${config.name}`]);
-        expect(uid.exitCode, uid.stderr).toBe(0);
-        const status = readFileSync(`/proc/${daemon}/status`, 'utf8');
-        expect(status).toMatch(/^CapEff:\s+0+$/m);
-        expect(status).not.toMatch(/^Uid:\s+0\s/m);
+    await onBoard(sandboxed, config, async (board, port) => {
+      const probeAll = async () => {
+        const { outcomes } = await probeBoard(config, port.endpoint, 60_000);
+        expect(outcomes.filter((o) => !o.ok)).toEqual([]);
+        expect(outcomes).toHaveLength(config.probes.length);
+      };
+      await probeAll();
+      const payloads = findServicePayloads(board.pid, config.name);
+      expect(payloads.length).toBeGreaterThan(0);
+      const daemon = payloads[0]!.pid;
+      const proxy = descendants(board.pid).find((p) => p.comm.startsWith('systemd-socket-'));
+      expect(proxy, 'systemd-socket-proxyd on the board').toBeDefined();
+      expect(await netns(proxy!.pid)).toBe(await netns(daemon));
+      expect(await netns(daemon)).not.toBe(await netns(board.pid));
+      expect(await portStartIn(daemon)).toBe(0);
+      // The board's own network namespace keeps the kernel's default.
+      expect(await portStartIn(board.pid)).toBe(1024);
+      const uid = await board.sh(['id', '-u', `lhc-${config.name}`]);
+      expect(uid.exitCode, uid.stderr).toBe(0);
+      const status = readFileSync(`/proc/${daemon}/status`, 'utf8');
+      expect(status).toMatch(/^CapEff:\s+0+$/m);
+      expect(status).not.toMatch(/^Uid:\s+0\s/m);
 
-        const restart = await board.sh(['systemctl', 'restart', 'nginx.service']);
-        expect(restart.exitCode, restart.stderr).toBe(0);
-        await probeAll();
-        const again = findServicePayloads(board.pid, config.name)[0]!.pid;
-        expect(again).not.toBe(daemon);
-        expect(await portStartIn(again)).toBe(0);
-        expect(await portStartIn(board.pid)).toBe(1024);
-      } finally {
-        await port.close();
-      }
-    } finally {
-      await board.poweroff();
-    }
-    expect(await snapshot(tmp)).toEqual({ mounts: [], loops: [], processes: [] });
+      const restart = await board.sh(['systemctl', 'restart', 'nginx.service']);
+      expect(restart.exitCode, restart.stderr).toBe(0);
+      await probeAll();
+      const again = findServicePayloads(board.pid, config.name)[0]!.pid;
+      expect(again).not.toBe(daemon);
+      expect(await portStartIn(again)).toBe(0);
+      expect(await portStartIn(board.pid)).toBe(1024);
+    });
   });
 
   it('install.sh switches a running nspawn nginx to the systemd runtime and back; latency of both', async () => {
     const nspawnConfig: LhcConfig = { ...config, deploy: { ...config.deploy, runtime: 'nspawn' } };
     const nspawnOut = await buildOut(nspawnConfig, path.join(tmp, 'nginx-nspawn'));
-    const board = await Board.boot({
-      tarball: await testBoardTarball(),
-      workDir: path.join(await mkdtemp(path.join(tmp, 's-')), 'board'),
-      logger: memoryLogger(),
-    });
-    try {
-      await allowEmulation(board, config);
-      await installOnBoard(board, nspawnOut.outDir, 'install', nspawnConfig);
-      // A directory per board: a bridge socket left by an earlier one would stand in for this one's.
-      const port = await openBoardPort(
-        board,
-        80,
-        await mkdtemp(path.join(tmp, 'p-')),
-        memoryLogger(),
+    await onBoard(nspawnOut, nspawnConfig, async (board, port) => {
+      /** Every probe `rounds` times; the median of the first probe's latency. */
+      const probed = async (rounds: number) => {
+        const ms: number[] = [];
+        for (let i = 0; i < rounds; i++) {
+          const r = await probeBoard(config, port.endpoint, 60_000);
+          expect(r.outcomes.filter((o) => !o.ok)).toEqual([]);
+          ms.push(r.ms[0]!);
+        }
+        return ms.sort((a, b) => a - b)[Math.floor(ms.length / 2)]!;
+      };
+      const nspawnRuns = () => descendants(board.pid).some((p) => p.comm === 'systemd-nspawn');
+      const unitNow = async () =>
+        (await board.sh(['cat', '/etc/systemd/system/nginx.service'])).stdout;
+      expect(await unitNow()).toContain('ExecStart=/usr/bin/systemd-nspawn ');
+      await probed(1);
+      expect(nspawnRuns()).toBe(true);
+      const nspawnMs = await probed(20);
+      await installOnBoard(board, sandboxed.outDir, 'upgrade', config);
+      expect(await unitNow()).toContain('RootDirectoryStartOnly=yes\n');
+      const systemdMs = await probed(20);
+      expect(nspawnRuns()).toBe(false);
+      await installOnBoard(board, sandboxed.outDir, 'rollback', config);
+      expect(await unitNow()).toContain('ExecStart=/usr/bin/systemd-nspawn ');
+      await probed(1);
+      // Measured, not asserted: the machine is shared, so absolute times vary run to run.
+      console.log(
+        `board nginx, median of 20 GET / (a new connection each, to the running daemon): nspawn ${nspawnMs.toFixed(0)} ms, systemd ${systemdMs.toFixed(0)} ms`,
       );
-      try {
-        /** Every probe `rounds` times; the median of the first probe's latency. */
-        const probed = async (rounds: number) => {
-          const ms: number[] = [];
-          for (let i = 0; i < rounds; i++) {
-            const r = await probeBoard(config, port.endpoint, 60_000);
-            expect(r.outcomes.filter((o) => !o.ok)).toEqual([]);
-            ms.push(r.ms[0]!);
-          }
-          return ms.sort((a, b) => a - b)[Math.floor(ms.length / 2)]!;
-        };
-        const nspawnRuns = () => descendants(board.pid).some((p) => p.comm === 'systemd-nspawn');
-        const unitNow = async () =>
-          (await board.sh(['cat', '/etc/systemd/system/nginx.service'])).stdout;
-        expect(await unitNow()).toContain('ExecStart=/usr/bin/systemd-nspawn ');
-        await probed(1);
-        expect(nspawnRuns()).toBe(true);
-        const nspawnMs = await probed(20);
-        await installOnBoard(board, sandboxed.outDir, 'upgrade', config);
-        expect(await unitNow()).toContain('RootDirectoryStartOnly=yes\n');
-        const systemdMs = await probed(20);
-        expect(nspawnRuns()).toBe(false);
-        await installOnBoard(board, sandboxed.outDir, 'rollback', config);
-        expect(await unitNow()).toContain('ExecStart=/usr/bin/systemd-nspawn ');
-        await probed(1);
-        // Measured, not asserted: the machine is shared, so absolute times vary run to run.
-        console.log(
-          `board nginx, median of 20 GET / (a new connection each, to the running daemon): nspawn ${nspawnMs.toFixed(0)} ms, systemd ${systemdMs.toFixed(0)} ms`,
-        );
-      } finally {
-        await port.close();
-      }
-    } finally {
-      await board.poweroff();
-    }
-    expect(await snapshot(tmp)).toEqual({ mounts: [], loops: [], processes: [] });
+    });
   });
 });
