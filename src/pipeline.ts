@@ -1,7 +1,7 @@
 /**
  * The whole job, stage by stage: fetch → lua → root → trace → prune → pack → outputs → verify
- * (which also does the self-check: pruned answers = traced answers; without verify the self-check
- * runs after prune) → seal (SHA256SUMS, or the failure report). The CLI's `lhc build`, the
+ * (which also does the self-check: a probe failing where its traced answer passed blames the
+ * prune; without verify the self-check runs after prune) → seal (SHA256SUMS, or the failure report). The CLI's `lhc build`, the
  * action and the tests all call build(); it returns a BuildResult (a failed verify is
  * `verify.ok: false`, a manifest that differs from its lock is `manifestDiff` without
  * `manifestLock.updated`) and the shells decide the exit.
