@@ -175,8 +175,12 @@ async function runInetd(
             timeoutMs,
             logger: o.logger,
             // nspawn locks a writable root against a second container; the parallel traced
-            // runs share one on purpose (each probe is its own run, as on the board).
-            ...(t.readOnly ? {} : { env: { SYSTEMD_NSPAWN_LOCK: '0' } }),
+            // runs share one on purpose (each probe is its own run, as on the board). A
+            // read-only root gets a shared lock, but a container ending takes it exclusively for
+            // a moment to decide whether to delete the lock file, and one starting then fails
+            // with "Directory tree … is currently busy" (a parallel self-check did in CI). The
+            // roots are lhc's own: no run needs the lock.
+            env: { SYSTEMD_NSPAWN_LOCK: '0' },
             ...(o.signal ? { signal: o.signal } : {}),
           }),
         );
