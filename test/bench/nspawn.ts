@@ -162,36 +162,21 @@ function variants(
     name: 'board line, fixed user range instead of -U (held back)',
     argv: boardWith('-U', [`--private-users=${FIXED_RANGE}`]),
   };
+  // The payload with nothing but a chroot and the service's environment around it.
+  const chrooted = [
+    'env',
+    '-i',
+    ...Object.entries(env).map(([k, v]) => `${k}=${v}`),
+    '/usr/sbin/chroot',
+    root,
+    ...command,
+  ];
   const all: Variant[] = [
-    {
-      name: 'chroot (no container)',
-      argv: [
-        'env',
-        '-i',
-        ...Object.entries(env).map(([k, v]) => `${k}=${v}`),
-        '/usr/sbin/chroot',
-        root,
-        ...command,
-      ],
-    },
+    { name: 'chroot (no container)', argv: chrooted },
     {
       // The kernel's share: the namespaces nspawn makes, without nspawn's own setup.
       name: 'unshare mount,pid,uts,ipc,net + chroot',
-      argv: [
-        'unshare',
-        '--mount',
-        '--pid',
-        '--fork',
-        '--uts',
-        '--ipc',
-        '--net',
-        'env',
-        '-i',
-        ...Object.entries(env).map(([k, v]) => `${k}=${v}`),
-        '/usr/sbin/chroot',
-        root,
-        ...command,
-      ],
+      argv: ['unshare', '--mount', '--pid', '--fork', '--uts', '--ipc', '--net', ...chrooted],
     },
     { name: 'nspawn read-only', argv: nspawn([]) },
     { name: 'nspawn +private-network', argv: nspawn(['--private-network']) },
