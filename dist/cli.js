@@ -42697,7 +42697,7 @@ async function packImage(ctx, input2) {
   const dataTemplate = path31.join(o2.outDir, names.dataTemplate);
   const manifestFile = path31.join(o2.outDir, names.manifest);
   o2.logger.info(`packing ${o2.root} into ${image} (squashfs, xz, epoch ${o2.epoch})`);
-  await stageOutput(
+  const squashed = stageOutput(
     image,
     (tmp) => run(mksquashfsArgv({ source: o2.root, image: tmp, epoch: o2.epoch, rootMode: ROOT_MODE }), {
       env: mksquashfsEnv(),
@@ -42706,20 +42706,27 @@ async function packImage(ctx, input2) {
     }),
     o2.logger
   );
-  const imageEntries = await scanTree(o2.root, {
-    mountPath: "/",
-    owner: { uid: 0, gid: 0 },
-    rootMode: ROOT_MODE
-  });
-  const data = await writeDataTemplate({
-    dataDir: o2.dataDir,
-    dataPath,
-    epoch: o2.epoch,
-    out: dataTemplate,
-    owner: { uid: 0, gid: 0 },
-    ...o2.dataOwner ? { topOwner: o2.dataOwner } : {},
-    logger: o2.logger
-  });
+  const rest = (async () => {
+    const imageEntries2 = await scanTree(o2.root, {
+      mountPath: "/",
+      owner: { uid: 0, gid: 0 },
+      rootMode: ROOT_MODE
+    });
+    const data2 = await writeDataTemplate({
+      dataDir: o2.dataDir,
+      dataPath,
+      epoch: o2.epoch,
+      out: dataTemplate,
+      owner: { uid: 0, gid: 0 },
+      ...o2.dataOwner ? { topOwner: o2.dataOwner } : {},
+      logger: o2.logger
+    });
+    return { imageEntries: imageEntries2, data: data2 };
+  })();
+  const [sq, other] = await Promise.allSettled([squashed, rest]);
+  if (sq.status === "rejected") throw sq.reason;
+  if (other.status === "rejected") throw other.reason;
+  const { imageEntries, data } = other.value;
   const manifestData = {
     lhcManifest: 1,
     name: o2.name,
@@ -44900,7 +44907,8 @@ async function startActivator(argv, accept, o2) {
       {
         privileged: true,
         logger,
-        loud: attempt === 0
+        loud: attempt === 0,
+        ...o2.env ? { env: { ...o2.env } } : {}
       }
     );
     let exited = false;
@@ -45064,6 +45072,7 @@ If exit code ${r.exitCode} is how this service normally ends a connection, list 
 async function runInetd(config2, t, identity3, o2) {
   const timeoutMs = config2.service.timeout * 1e3;
   const records = [];
+  await o2.hook?.prepare?.(config2.probes.length);
   const responses = await mapBounded(config2.probes, parallelism(o2), async (probe, i2) => {
     const stdio = async (request) => {
       const own2 = { ...identity3, machineName: `${identity3.machineName}-${i2}` };
@@ -45086,7 +45095,7 @@ async function runInetd(config2, t, identity3, o2) {
             // a moment to decide whether to delete the lock file, and one starting then fails
             // with "Directory tree … is currently busy" (a parallel self-check did in CI). The
             // roots are lhc's own: no run needs the lock.
-            env: { SYSTEMD_NSPAWN_LOCK: "0" },
+            env: { SYSTEMD_NSPAWN_LOCK: "0", ...o2.hook?.nspawnEnv },
             ...o2.signal ? { signal: o2.signal } : {}
           })
         );
@@ -45124,8 +45133,16 @@ async function runListening(config2, t, identity3, o2) {
   let hostPort;
   try {
     if (activated) {
-      ({ service: container, port: hostPort } = await startActivator(argv, false, o2));
-    } else container = start(argv, { privileged: true, logger });
+      ({ service: container, port: hostPort } = await startActivator(argv, false, {
+        ...o2,
+        ...o2.hook?.nspawnEnv ? { env: o2.hook.nspawnEnv } : {}
+      }));
+    } else
+      container = start(argv, {
+        privileged: true,
+        logger,
+        ...o2.hook?.nspawnEnv ? { env: { ...o2.hook.nspawnEnv } } : {}
+      });
   } catch (e) {
     await end();
     throw e;
@@ -45286,11 +45303,22 @@ var TraceFifo = class _TraceFifo {
   closed = false;
   /** Creates the FIFO (mode 0666: the service may run as any user) and starts reading it. */
   static async create(path57) {
-    await run(["mkfifo", "-m", "0666", path57]);
+    await _TraceFifo.make([path57]);
+    return new _TraceFifo(path57);
+  }
+  /**
+   * Creates FIFOs (mode 0666) in one mkfifo run, so a traced run of many containers pays one
+   * process start for all of them, not one each; open() then reads one.
+   */
+  static async make(paths) {
+    if (paths.length > 0) await run(["mkfifo", "-m", "0666", "--", ...paths]);
+  }
+  /** Starts reading a FIFO that make() created. */
+  static open(path57) {
     return new _TraceFifo(path57);
   }
   async pump() {
-    const buf = Buffer.alloc(256 * 1024);
+    const buf = Buffer.allocUnsafe(64 * 1024);
     let tail2 = "";
     for (; ; ) {
       const n2 = await new Promise(
@@ -45306,7 +45334,8 @@ var TraceFifo = class _TraceFifo {
       if (n2 <= 0) return;
       const chunk = Buffer.from(buf.subarray(0, n2));
       this.chunks.push(chunk);
-      tail2 = (tail2 + chunk.toString("latin1")).slice(-this.sentinel.length * 2);
+      const keep = this.sentinel.length * 2;
+      tail2 = (tail2 + chunk.subarray(-keep).toString("latin1")).slice(-keep);
       if (tail2.includes(this.sentinel)) return;
     }
   }
@@ -45339,20 +45368,35 @@ var STRACE_FLAGS = [
   "-e",
   "trace=%file,%desc,%process"
 ];
+var TRACED_NSPAWN_ENV = { SYSTEMD_SECCOMP: "0" };
 function qemuTraceHook(dir) {
+  const made = /* @__PURE__ */ new Set();
   return {
     env: qemuFifoEnv,
+    nspawnEnv: TRACED_NSPAWN_ENV,
     binds: [{ host: dir, container: TRACE_MOUNT }],
+    async prepare(count2) {
+      const indices = Array.from({ length: count2 }, (_2, i2) => i2);
+      const paths = indices.map((i2) => path44.join(dir, qemuTraceFile(i2)));
+      await Promise.all(paths.map((p2) => rm16(p2, { force: true })));
+      await TraceFifo.make(paths);
+      for (const i2 of indices) made.add(i2);
+    },
     async begin(argv, index) {
       const fifoPath = path44.join(dir, qemuTraceFile(index));
-      await rm16(fifoPath, { force: true });
-      const fifo = await TraceFifo.create(fifoPath);
+      let fifo;
+      if (index !== void 0 && made.delete(index)) fifo = TraceFifo.open(fifoPath);
+      else {
+        await rm16(fifoPath, { force: true });
+        fifo = await TraceFifo.create(fifoPath);
+      }
       return { argv, end: async () => ({ text: await fifo.finish() }) };
     }
   };
 }
 function straceHook(dir) {
   return {
+    nspawnEnv: TRACED_NSPAWN_ENV,
     async begin(argv, index) {
       const file2 = path44.join(dir, index === void 0 ? "strace.log" : `strace.${index}.log`);
       return {
@@ -45988,11 +46032,12 @@ function cgroupLayout(root = CGROUP_ROOT) {
 }
 var V1_WRAPPER = [
   "set -e",
-  'm="$1/c$$"; p="$2/c$$"; c="$3"',
-  'mkdir "$m" "$p"',
+  'm="$1/c$$"; p="$2/c$$"; c="${3:+$3/c$$}"',
+  // One mkdir for all of them: a process start per connection is the wrapper's main cost.
+  'mkdir "$m" "$p" ${c:+"$c"}',
   'echo "$4" > "$m/memory.limit_in_bytes"',
   'echo "$5" > "$p/pids.max"',
-  'if [ -n "$c" ]; then c="$c/c$$"; mkdir "$c"; echo 100000 > "$c/cpu.cfs_period_us"; echo "$6" > "$c/cpu.cfs_quota_us"; echo $$ > "$c/cgroup.procs"; fi',
+  'if [ -n "$c" ]; then echo 100000 > "$c/cpu.cfs_period_us"; echo "$6" > "$c/cpu.cfs_quota_us"; echo $$ > "$c/cgroup.procs"; fi',
   'echo $$ > "$m/cgroup.procs"',
   'echo $$ > "$p/cgroup.procs"',
   "shift 6",

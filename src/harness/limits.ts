@@ -82,11 +82,12 @@ export function hasCgroupV1Limits(): boolean {
  */
 const V1_WRAPPER = [
   'set -e',
-  'm="$1/c$$"; p="$2/c$$"; c="$3"',
-  'mkdir "$m" "$p"',
+  'm="$1/c$$"; p="$2/c$$"; c="${3:+$3/c$$}"',
+  // One mkdir for all of them: a process start per connection is the wrapper's main cost.
+  'mkdir "$m" "$p" ${c:+"$c"}',
   'echo "$4" > "$m/memory.limit_in_bytes"',
   'echo "$5" > "$p/pids.max"',
-  'if [ -n "$c" ]; then c="$c/c$$"; mkdir "$c"; echo 100000 > "$c/cpu.cfs_period_us"; echo "$6" > "$c/cpu.cfs_quota_us"; echo $$ > "$c/cgroup.procs"; fi',
+  'if [ -n "$c" ]; then echo 100000 > "$c/cpu.cfs_period_us"; echo "$6" > "$c/cpu.cfs_quota_us"; echo $$ > "$c/cgroup.procs"; fi',
   'echo $$ > "$m/cgroup.procs"',
   'echo $$ > "$p/cgroup.procs"',
   'shift 6',

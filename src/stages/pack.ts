@@ -85,7 +85,9 @@ export async function packImage(ctx: StageContext, input: PackInput): Promise<Pa
   const manifestFile = path.join(o.outDir, names.manifest);
 
   o.logger.info(`packing ${o.root} into ${image} (squashfs, xz, epoch ${o.epoch})`);
-  await stageOutput(
+  // mksquashfs runs on its own while the manifest's scan and the data template are made: the
+  // three read the same trees and write different files.
+  const squashed = stageOutput(
     image,
     (tmp) =>
       run(mksquashfsArgv({ source: o.root, image: tmp, epoch: o.epoch, rootMode: ROOT_MODE }), {
@@ -95,21 +97,28 @@ export async function packImage(ctx: StageContext, input: PackInput): Promise<Pa
       }),
     o.logger,
   );
-  const imageEntries = await scanTree(o.root, {
-    mountPath: '/',
-    owner: { uid: 0, gid: 0 },
-    rootMode: ROOT_MODE,
-  });
-
-  const data = await writeDataTemplate({
-    dataDir: o.dataDir,
-    dataPath,
-    epoch: o.epoch,
-    out: dataTemplate,
-    owner: { uid: 0, gid: 0 },
-    ...(o.dataOwner ? { topOwner: o.dataOwner } : {}),
-    logger: o.logger,
-  });
+  const rest = (async () => {
+    const imageEntries = await scanTree(o.root, {
+      mountPath: '/',
+      owner: { uid: 0, gid: 0 },
+      rootMode: ROOT_MODE,
+    });
+    const data = await writeDataTemplate({
+      dataDir: o.dataDir,
+      dataPath,
+      epoch: o.epoch,
+      out: dataTemplate,
+      owner: { uid: 0, gid: 0 },
+      ...(o.dataOwner ? { topOwner: o.dataOwner } : {}),
+      logger: o.logger,
+    });
+    return { imageEntries, data };
+  })();
+  // Both settle before anything is reported; the image's failure is the one a sequential run met first.
+  const [sq, other] = await Promise.allSettled([squashed, rest]);
+  if (sq.status === 'rejected') throw sq.reason;
+  if (other.status === 'rejected') throw other.reason;
+  const { imageEntries, data } = other.value;
 
   const manifestData: Manifest = {
     lhcManifest: 1,

@@ -29,12 +29,26 @@ export class TraceFifo {
 
   /** Creates the FIFO (mode 0666: the service may run as any user) and starts reading it. */
   static async create(path: string): Promise<TraceFifo> {
-    await run(['mkfifo', '-m', '0666', path]);
+    await TraceFifo.make([path]);
+    return new TraceFifo(path);
+  }
+
+  /**
+   * Creates FIFOs (mode 0666) in one mkfifo run, so a traced run of many containers pays one
+   * process start for all of them, not one each; open() then reads one.
+   */
+  static async make(paths: readonly string[]): Promise<void> {
+    if (paths.length > 0) await run(['mkfifo', '-m', '0666', '--', ...paths]);
+  }
+
+  /** Starts reading a FIFO that make() created. */
+  static open(path: string): TraceFifo {
     return new TraceFifo(path);
   }
 
   private async pump(): Promise<void> {
-    const buf = Buffer.alloc(256 * 1024);
+    // A pipe holds 64 KiB, so no read returns more; unzeroed, only the pages reads reach are touched.
+    const buf = Buffer.allocUnsafe(64 * 1024);
     let tail = '';
     for (;;) {
       const n = await new Promise<number>((resolve, reject) =>
@@ -45,7 +59,8 @@ export class TraceFifo {
       if (n <= 0) return;
       const chunk = Buffer.from(buf.subarray(0, n));
       this.chunks.push(chunk);
-      tail = (tail + chunk.toString('latin1')).slice(-this.sentinel.length * 2);
+      const keep = this.sentinel.length * 2;
+      tail = (tail + chunk.subarray(-keep).toString('latin1')).slice(-keep);
       if (tail.includes(this.sentinel)) return;
     }
   }
