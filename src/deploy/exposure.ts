@@ -41,11 +41,19 @@ export async function scoreUnits(
   logger: Logger,
 ): Promise<ExposureReport | undefined> {
   try {
-    const version = await systemdVersion();
+    // Independent runs, at once; a failure is reported as a sequential run would have met it.
+    const [v, ...scores] = await Promise.allSettled([
+      systemdVersion(),
+      ...files.map((file) => exposureScore(path.join(outDir, file))),
+    ]);
+    if (v!.status === 'rejected') throw v!.reason;
+    const version = v!.value as Awaited<ReturnType<typeof systemdVersion>>;
     if (!version) throw new Error('systemd-analyze --version failed');
-    const units: UnitExposure[] = [];
-    for (const file of files)
-      units.push({ file, ...(await exposureScore(path.join(outDir, file))) });
+    const units: UnitExposure[] = files.map((file, i) => {
+      const score = scores[i]!;
+      if (score.status === 'rejected') throw score.reason;
+      return { file, ...(score.value as Awaited<ReturnType<typeof exposureScore>>) };
+    });
     return { runtime, systemd: version, units };
   } catch (e) {
     logger.warn(
