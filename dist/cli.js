@@ -45870,7 +45870,7 @@ async function isDir(p2) {
     () => false
   );
 }
-async function traceService(ctx, { config: config2, root, arch, parallel, runAs }) {
+async function traceService(ctx, { config: config2, root, arch, parallel, runAs, deferCleanup }) {
   const { logger } = ctx;
   const workDir = ctx.work.trace;
   if (!await isDir(root)) throw new UserError(`root directory ${root} does not exist`);
@@ -45888,6 +45888,7 @@ async function traceService(ctx, { config: config2, root, arch, parallel, runAs 
   await rm17(traceDir, { recursive: true, force: true });
   await mkdir14(traceDir, { recursive: true, mode: 493 });
   const state = { mounted: false };
+  let succeeded = false;
   const removeCopy = registerCleanup(`traced root copy ${copy}`, async () => {
     if (state.mounted) await unmount(copy, logger);
     state.mounted = false;
@@ -45985,6 +45986,7 @@ async function traceService(ctx, { config: config2, root, arch, parallel, runAs 
         `the service wrote outside ${config2.data.path}, which is read-only on the board: ${[...writtenOutside].sort().join(", ")}`
       );
     }
+    succeeded = true;
     return {
       events,
       responses: probed.responses,
@@ -45998,7 +46000,8 @@ async function traceService(ctx, { config: config2, root, arch, parallel, runAs 
       traceFiles
     };
   } finally {
-    await removeCopy.run();
+    if (succeeded && deferCleanup) deferCleanup(removeCopy.run());
+    else await removeCopy.run();
   }
 }
 
@@ -46650,6 +46653,12 @@ async function build(config2, opts) {
     }
     await removeTree(workDirRemovals(workDir, dirs.work), { reject: false });
   });
+  const background = [];
+  const settleBackground = async () => {
+    const results = await Promise.allSettled(background.splice(0));
+    const failed = results.find((r) => r.status === "rejected");
+    if (failed) throw failed.reason;
+  };
   try {
     await stage("fetch", () => fetchInputs(ctx, { config: config2 }));
     const lua = config2.lua;
@@ -46685,7 +46694,12 @@ async function build(config2, opts) {
     });
     const trace = await stage(
       "trace",
-      () => traceService(ctx, { config: config2, root: assembled.root, runAs })
+      () => traceService(ctx, {
+        config: config2,
+        root: assembled.root,
+        runAs,
+        deferCleanup: (removal) => background.push(removal)
+      })
     );
     const fixtures = opts.updateFixtures ? await stage("fixtures", () => recordFixtures(ctx, { config: config2, responses: trace.responses })) : void 0;
     const verifies = opts.verify !== false;
@@ -46780,6 +46794,7 @@ ${lock.diffText.trimEnd()}`
       { manifestDiff, manifestLock: lockState, verify },
       "--update-manifest (CLI) or the update-manifest: true input (Action)"
     ) || void 0;
+    await settleBackground();
     const seal = await sealOutputs(ctx, { name: config2.name, files: outputs.files, failure: failure2 });
     const result = {
       name: config2.name,
@@ -46806,6 +46821,7 @@ ${lock.diffText.trimEnd()}`
     return result;
   } finally {
     process.umask(callerUmask);
+    await Promise.allSettled(background);
     await removeWorkDir2.run();
   }
 }

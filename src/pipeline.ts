@@ -128,6 +128,13 @@ export async function build(config: LhcConfig, opts: BuildOptions): Promise<Buil
     // A work dir lhc did not create loses only what lhc put there.
     await removeTree(workDirRemovals(workDir, dirs.work), { reject: false });
   });
+  // Clean-ups that run alongside later stages; all are awaited before the build returns.
+  const background: Promise<void>[] = [];
+  const settleBackground = async () => {
+    const results = await Promise.allSettled(background.splice(0));
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
+  };
   try {
     await stage('fetch', () => fetchInputs(ctx, { config }));
 
@@ -167,8 +174,14 @@ export async function build(config: LhcConfig, opts: BuildOptions): Promise<Buil
       command0: config.service.command[0]!,
       arch: config.arch,
     });
+    // The traced view's unmount and removal go on behind prune and pack (awaited below).
     const trace = await stage('trace', () =>
-      traceService(ctx, { config, root: assembled.root, runAs }),
+      traceService(ctx, {
+        config,
+        root: assembled.root,
+        runAs,
+        deferCleanup: (removal) => background.push(removal),
+      }),
     );
 
     // From the unpruned run, before pruning: verify then judges the pruned image against them.
@@ -276,6 +289,7 @@ export async function build(config: LhcConfig, opts: BuildOptions): Promise<Buil
         { manifestDiff, manifestLock: lockState, verify },
         '--update-manifest (CLI) or the update-manifest: true input (Action)',
       ) || undefined;
+    await settleBackground();
     const seal = await sealOutputs(ctx, { name: config.name, files: outputs.files, failure });
 
     const result: BuildResult = {
@@ -303,6 +317,8 @@ export async function build(config: LhcConfig, opts: BuildOptions): Promise<Buil
     return result;
   } finally {
     process.umask(callerUmask);
+    // A failed build still waits for them (their own errors give way to the build's).
+    await Promise.allSettled(background);
     await removeWorkDir.run();
   }
 }

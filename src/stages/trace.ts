@@ -39,6 +39,12 @@ export interface TraceInput {
   parallel?: number;
   /** service.user's ids (stages/service-user.ts). */
   runAs?: RunAs;
+  /**
+   * Takes the removal of the writable view (unmount, delete) after a successful run instead of
+   * waiting for it: the caller goes on and awaits the promise later (before it removes the work
+   * dir). A failed run still removes it before throwing.
+   */
+  deferCleanup?: (removal: Promise<void>) => void;
 }
 
 export interface TraceResult {
@@ -69,7 +75,7 @@ async function isDir(p: string): Promise<boolean> {
 
 export async function traceService(
   ctx: StageContext,
-  { config, root, arch, parallel, runAs }: TraceInput,
+  { config, root, arch, parallel, runAs, deferCleanup }: TraceInput,
 ): Promise<TraceResult> {
   const { logger } = ctx;
   const workDir = ctx.work.trace;
@@ -89,6 +95,7 @@ export async function traceService(
   await rm(traceDir, { recursive: true, force: true });
   await mkdir(traceDir, { recursive: true, mode: 0o755 });
   const state = { mounted: false };
+  let succeeded = false;
   const removeCopy = registerCleanup(`traced root copy ${copy}`, async () => {
     // A payload that outlived a killed nspawn keeps the overlay busy: detach it lazily then,
     // and never let a failed cleanup replace the error that brought us here.
@@ -200,6 +207,7 @@ export async function traceService(
         `the service wrote outside ${config.data.path}, which is read-only on the board: ${[...writtenOutside].sort().join(', ')}`,
       );
     }
+    succeeded = true;
     return {
       events,
       responses: probed.responses,
@@ -213,6 +221,8 @@ export async function traceService(
       traceFiles,
     };
   } finally {
-    await removeCopy.run();
+    // Still registered while it runs: an interrupted build waits for it (runCleanups()).
+    if (succeeded && deferCleanup) deferCleanup(removeCopy.run());
+    else await removeCopy.run();
   }
 }
