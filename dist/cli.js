@@ -46482,21 +46482,11 @@ async function verifyImage(ctx, input2) {
       const argv = await withLimits(nspawn, state, config2, logger);
       const svc = config2.service.inetd ? await startInetd(argv, state, opts, timeoutMs) : config2.service["socket-activation"] ? await startSocketActivated(argv, state, opts, timeoutMs) : await startListening(argv, state, opts, timeoutMs);
       logger.info(`service reachable at ${describeEndpoint(svc.endpoint)}`);
-      const first = curlable(config2.probes);
-      const curling = first ? curlProbe(first, fixtures.get(first.name), svc, state.workDir, opts, timeoutMs) : void 0;
-      curling?.catch(() => void 0);
-      let asked;
-      try {
-        asked = await mapBounded(
-          config2.probes,
-          probeParallelism(),
-          (p2) => probeOnce(p2, fixtures.get(p2.name), svc.endpoint, timeoutMs, signal)
-        );
-      } catch (e) {
-        await curling?.catch(() => void 0);
-        throw e;
-      }
-      const curl = curling ? await curling : void 0;
+      const asked = await mapBounded(
+        config2.probes,
+        probeParallelism(),
+        (p2) => probeOnce(p2, fixtures.get(p2.name), svc.endpoint, timeoutMs, signal)
+      );
       if (options.traced) {
         const traced = options.traced;
         const answers = {};
@@ -46515,6 +46505,8 @@ async function verifyImage(ctx, input2) {
         logger.info(`probe ${r.name}: ${r.ok ? "ok" : "FAILED"} (${r.bytes} bytes)`);
       const sampled = asked.findIndex((a2) => a2.body);
       const sample = sampled < 0 ? void 0 : { probe: config2.probes[sampled].name, body: asked[sampled].body };
+      const first = curlable(config2.probes);
+      const curl = first ? await curlProbe(first, fixtures.get(first.name), svc, state.workDir, opts, timeoutMs) : void 0;
       if (curl) {
         logger.info(`real client: ${curl.name}: ${curl.ok ? "ok" : "FAILED"}`);
         probes.push(curl);

@@ -254,25 +254,10 @@ export async function verifyImage(ctx: StageContext, input: VerifyInput): Promis
           : await startListening(argv, state, opts, timeoutMs);
       logger.info(`service reachable at ${describeEndpoint(svc.endpoint)}`);
 
-      // In parallel (one connection per core), reported in config order. The real client's
-      // request goes alongside them (it is one more connection, judged and reported after them).
-      const first = curlable(config.probes);
-      const curling = first
-        ? curlProbe(first, fixtures.get(first.name), svc, state.workDir, opts, timeoutMs)
-        : undefined;
-      // Never left unhandled when the probes fail first; awaited (and thrown) below otherwise.
-      curling?.catch(() => undefined);
-      let asked: Awaited<ReturnType<typeof probeOnce>>[];
-      try {
-        asked = await mapBounded(config.probes, probeParallelism(), (p) =>
-          probeOnce(p, fixtures.get(p.name), svc.endpoint, timeoutMs, signal),
-        );
-      } catch (e) {
-        // The teardown must not pull the service away from a client still running.
-        await curling?.catch(() => undefined);
-        throw e;
-      }
-      const curl = curling ? await curling : undefined;
+      // In parallel (one connection per core), reported in config order.
+      const asked = await mapBounded(config.probes, probeParallelism(), (p) =>
+        probeOnce(p, fixtures.get(p.name), svc.endpoint, timeoutMs, signal),
+      );
       if (options.traced) {
         // The packed image differs from the traced root in more than pruning (file times are the
         // epoch's), so only a probe that fails where the traced answer passed blames the prune.
@@ -296,6 +281,10 @@ export async function verifyImage(ctx: StageContext, input: VerifyInput): Promis
         sampled < 0
           ? undefined
           : { probe: config.probes[sampled]!.name, body: asked[sampled]!.body! };
+      const first = curlable(config.probes);
+      const curl = first
+        ? await curlProbe(first, fixtures.get(first.name), svc, state.workDir, opts, timeoutMs)
+        : undefined;
       if (curl) {
         logger.info(`real client: ${curl.name}: ${curl.ok ? 'ok' : 'FAILED'}`);
         probes.push(curl);
