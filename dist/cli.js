@@ -46690,7 +46690,10 @@ async function build(config2, opts) {
         config: config2,
         root: assembled.root,
         runAs,
-        deferCleanup: (removal) => background.push(removal)
+        deferCleanup: (removal) => {
+          removal.catch(() => void 0);
+          background.push(removal);
+        }
       })
     );
     const fixtures = opts.updateFixtures ? await stage("fixtures", () => recordFixtures(ctx, { config: config2, responses: trace.responses })) : void 0;

@@ -180,7 +180,11 @@ export async function build(config: LhcConfig, opts: BuildOptions): Promise<Buil
         config,
         root: assembled.root,
         runAs,
-        deferCleanup: (removal) => background.push(removal),
+        deferCleanup: (removal) => {
+          // Handled at once (a rejection must not count as unhandled); thrown by settleBackground.
+          removal.catch(() => undefined);
+          background.push(removal);
+        },
       }),
     );
 
