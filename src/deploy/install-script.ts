@@ -159,6 +159,21 @@ install_units() {
   done
 }
 
+# Units of the release being replaced that the new one does not ship (switching deploy.runtime
+# renames an inetd service's unit): stopped and removed, so no old service keeps the socket.
+# Instances of a template end with their connection. Prints the names removed.
+retire_units() {
+  [ -n "$1" ] && [ "$1" != "$2" ] && [ -d "$BOARD_DIR/releases/$1/units" ] || return 0
+  for f in "$BOARD_DIR/releases/$1/units/"*; do
+    u=\${f##*/}
+    case $u in *.service | *.socket | *.mount) ;; *) continue ;; esac
+    case " $UNIT_FILES " in *" $u "*) continue ;; esac
+    case $u in *@.service) ;; *) systemctl disable --now --quiet "$u" 2>/dev/null || true ;; esac
+    rm -f "$UNIT_DIR/$u"
+    echo "$u"
+  done
+}
+
 # The data partition keeps the service's state: made from the template once, never overwritten.
 prepare_data() {
   if [ -z "$DATA_IS_FILE" ]; then
@@ -214,8 +229,10 @@ own_data() {
 activate() {
   new=$1 old=$(current_id)
   ensure_user "$new"
+  retired=$(retire_units "$old" "$new")
+  [ -z "$retired" ] || say "retired $(echo $retired)"
   changed=$(install_units "$new")
-  [ -z "$changed" ] || systemctl daemon-reload
+  [ -z "$changed$retired" ] || systemctl daemon-reload
   if [ "$new" != "$old" ]; then
     [ -z "$old" ] || set_link previous "$old"
     set_link current "$new"
@@ -232,7 +249,8 @@ activate() {
   fi
   systemctl start "$ROOT_MOUNT_UNIT" "$DATA_MOUNT_UNIT"
   own_data
-  # A listening service runs one long-lived container: restart it (and its proxy) on the new image.
+  # A listening service (or the systemd runtime's accept loop) runs for long: restart it (and its
+  # proxy) on the new image.
   for u in $UNIT_FILES; do
     case $u in *@.service) ;; *.service) [ -z "$old" ] || [ "$new" = "$old" ] || systemctl try-restart "$u" ;; esac
   done
