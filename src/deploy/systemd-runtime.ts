@@ -133,8 +133,9 @@ export function renderSandboxedServiceUnit(o: DeployBundleOptions, p: BoardPaths
     (inetd
       ? `# ${ACCEPT_PATH} takes the listening socket (LISTEN_FDS) and starts the command once per\n` +
         '# connection, with the connection as its stdin and stdout and SIGALRM after service.timeout.\n' +
-        '# Stopping (an upgrade) ends only the loop: running connections finish on the old image.\n' +
-        `KillMode=mixed\nTimeoutStopSec=${stopSeconds(o.service.timeout)}\n`
+        '# Stopping (an upgrade) ends only the loop: connections in flight finish on the old image,\n' +
+        '# each ended by its alarm at the latest (systemd 252 would SIGKILL them once the loop exits).\n' +
+        'KillMode=mixed\nSendSIGKILL=no\n'
       : !proxied(o.service)
         ? '# Started by the socket, whose listening socket the daemon takes (LISTEN_FDS).\n'
         : `# ${proxyUnitName(o.name)} joins this service's network namespace (see README.md). The\n` +
@@ -148,11 +149,6 @@ export function renderSandboxedServiceUnit(o: DeployBundleOptions, p: BoardPaths
     limitLines(serviceLimits(o), inetd) +
     (proxied(o.service) ? '\n[Install]\nWantedBy=multi-user.target\n' : '')
   );
-}
-
-/** A connection outlives the loop by at most its alarm; then systemd kills what is left. */
-function stopSeconds(timeout: number | undefined): number {
-  return timeout === undefined ? 90 : Math.ceil(timeout) + 5;
 }
 
 /**
