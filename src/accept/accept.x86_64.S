@@ -2,6 +2,8 @@
 # systemd passes the listening socket as fd 3 (Accept=no). Each connection is accepted here and
 # served by a fresh child running COMMAND with the connection as stdin and stdout, SIGALRM after
 # SECONDS (0: never), at most MAX children at once. The sandbox around all of it is the unit's.
+# SIGTERM (systemctl stop, an upgrade) drains: no more accepts, the running children finish,
+# then exit 0; the socket's queue waits for the next start.
         .text
         .globl _start
 _start:
@@ -19,6 +21,36 @@ _start:
         lea     32(%rsp), %r14          # &argv[3]
         lea     16(%rsp,%rbx,8), %r15   # envp
         xor     %ebx, %ebx              # children running
+        sub     $32, %rsp               # (%rsp): signal set, 16(%rsp): two pollfds
+        movl    $4, 20(%rsp)            # fd 3 must be a listening socket, or nothing would come
+        mov     $3, %edi
+        mov     $1, %esi                # SOL_SOCKET
+        mov     $30, %edx               # SO_ACCEPTCONN
+        lea     16(%rsp), %r10
+        lea     20(%rsp), %r8
+        mov     $55, %eax               # getsockopt
+        syscall
+        test    %rax, %rax
+        js      no_socket
+        cmpl    $0, 16(%rsp)
+        je      no_socket
+        movq    $0x4000, (%rsp)         # SIGTERM
+        movq    $0, 8(%rsp)
+        xor     %edi, %edi              # SIG_BLOCK: it is read from a signalfd instead
+        mov     %rsp, %rsi
+        xor     %edx, %edx
+        mov     $8, %r10d
+        mov     $14, %eax               # rt_sigprocmask
+        syscall
+        mov     $-1, %rdi
+        mov     %rsp, %rsi
+        mov     $8, %edx
+        mov     $0x80000, %r10d         # SFD_CLOEXEC
+        mov     $289, %eax              # signalfd4
+        syscall
+        test    %rax, %rax
+        js      no_signalfd
+        mov     %rax, %r8
 reap:
         mov     $-1, %rdi
         xor     %esi, %esi
@@ -36,6 +68,21 @@ reap:
 accept:
         cmp     %r13, %rbx
         jae     reap
+        movl    $3, 16(%rsp)            # poll the socket and the signalfd
+        movl    $1, 20(%rsp)            # POLLIN
+        movl    %r8d, 24(%rsp)
+        movl    $1, 28(%rsp)
+        lea     16(%rsp), %rdi
+        mov     $2, %esi
+        mov     $-1, %edx
+        mov     $7, %eax                # poll
+        syscall
+        test    %rax, %rax
+        js      reap
+        cmpw    $0, 30(%rsp)            # the signalfd's revents
+        jne     drain
+        cmpw    $0, 22(%rsp)            # the socket's revents
+        je      reap
         mov     $3, %edi
         xor     %esi, %esi
         xor     %edx, %edx
@@ -63,9 +110,30 @@ accept_failed:
         cmp     $-88, %rax
         je      no_socket
         jmp     reap                    # a connection aborted, a signal, a full table: go on
+drain:
+        mov     $3, %edi
+        mov     $3, %eax                # close the listening socket
+        syscall
+5:      mov     $-1, %rdi
+        xor     %esi, %esi
+        xor     %edx, %edx
+        xor     %r10d, %r10d
+        mov     $61, %eax               # wait4 until no child is left
+        syscall
+        test    %rax, %rax
+        jns     5b
+        xor     %edi, %edi
+        mov     $231, %eax              # exit_group
+        syscall
 child:
         mov     $3, %edi
         mov     $3, %eax                # close the listening socket
+        syscall
+        mov     $2, %edi                # SIG_SETMASK: the command starts with none blocked
+        lea     8(%rsp), %rsi
+        xor     %edx, %edx
+        mov     $8, %r10d
+        mov     $14, %eax               # rt_sigprocmask
         syscall
         mov     %rbp, %rdi
         xor     %esi, %esi
@@ -95,6 +163,11 @@ child:
         lea     msg_exec(%rip), %rsi
         mov     $(msg_exec_end - msg_exec), %edx
         mov     $127, %r12d
+        jmp     fail
+no_signalfd:
+        lea     msg_signalfd(%rip), %rsi
+        mov     $(msg_signalfd_end - msg_signalfd), %edx
+        mov     $1, %r12d
         jmp     fail
 no_socket:
         lea     msg_socket(%rip), %rsi
@@ -135,6 +208,9 @@ msg_usage_end:
 msg_socket:
         .ascii  "lhc-accept: no listening socket at fd 3 (start me from a socket unit with Accept=no)\n"
 msg_socket_end:
+msg_signalfd:
+        .ascii  "lhc-accept: cannot watch for SIGTERM (signalfd)\n"
+msg_signalfd_end:
 msg_exec:
         .ascii  "lhc-accept: cannot execute the service command\n"
 msg_exec_end:

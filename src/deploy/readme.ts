@@ -53,7 +53,7 @@ ${
 connection on stdin/stdout`
     : inetd
       ? `The first connection to port ${listenPort(o.service)} starts \`${svc}\`, whose ${ACCEPT_PATH} (a static helper of
-about 700 bytes in the image) then starts one process of the service per connection, with the
+about 1 KB in the image) then starts one process of the service per connection, with the
 connection on stdin/stdout, at most ${ACCEPT_MAX_CONNECTIONS} at once`
       : !proxied(o.service)
         ? `The first connection to port ${listenPort(o.service)} starts the container (\`${svc}\`) and systemd hands

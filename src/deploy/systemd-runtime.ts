@@ -133,9 +133,11 @@ export function renderSandboxedServiceUnit(o: DeployBundleOptions, p: BoardPaths
     (inetd
       ? `# ${ACCEPT_PATH} takes the listening socket (LISTEN_FDS) and starts the command once per\n` +
         '# connection, with the connection as its stdin and stdout and SIGALRM after service.timeout.\n' +
-        '# Stopping (an upgrade) ends only the loop: connections in flight finish on the old image,\n' +
-        '# each ended by its alarm at the latest (systemd 252 would SIGKILL them once the loop exits).\n' +
-        'KillMode=mixed\nSendSIGKILL=no\n'
+        '# Stopping (an upgrade) sends SIGTERM to the loop only: it stops accepting, lets the\n' +
+        '# connections in flight finish (each ends by its alarm at the latest), then exits; new ones\n' +
+        '# wait in the socket meanwhile. systemd 252 refuses to start a SendSIGKILL=no unit while\n' +
+        "# processes of its last run remain, so draining is the loop's job.\n" +
+        `KillMode=mixed\nTimeoutStopSec=${stopSeconds(o.service.timeout)}\n`
       : !proxied(o.service)
         ? '# Started by the socket, whose listening socket the daemon takes (LISTEN_FDS).\n'
         : `# ${proxyUnitName(o.name)} joins this service's network namespace (see README.md). The\n` +
@@ -149,6 +151,11 @@ export function renderSandboxedServiceUnit(o: DeployBundleOptions, p: BoardPaths
     limitLines(serviceLimits(o), inetd) +
     (proxied(o.service) ? '\n[Install]\nWantedBy=multi-user.target\n' : '')
   );
+}
+
+/** The drain takes at most one connection's alarm; then systemd kills what is left. */
+function stopSeconds(timeout: number | undefined): number {
+  return timeout === undefined ? 90 : Math.ceil(timeout) + 5;
 }
 
 /**

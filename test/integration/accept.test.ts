@@ -137,6 +137,24 @@ describe('lhc-accept', () => {
     expect((await converse(port, '')).text).toBe('start\n');
   });
 
+  it('drains on SIGTERM: no new connection, the one in flight finishes, then exit 0', async () => {
+    const port = await serve('aarch64', ['10', '4', '/bin/sh', '-c', 'read l; sleep 1; echo "$l"']);
+    const inFlight = converse(port, 'kept\n');
+    // The connection's process is running once the helper has a child.
+    const helper = activator!.pid!;
+    const t = Date.now();
+    while (!readFileSync(`/proc/${helper}/task/${helper}/children`, 'utf8').trim()) {
+      if (Date.now() - t > 10_000) throw new Error('no connection process');
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const exited = new Promise<number | null>((r) => activator!.once('exit', (code) => r(code)));
+    process.kill(helper, 'SIGTERM');
+    await new Promise((r) => setTimeout(r, 200));
+    await expect(converse(port, 'late\n')).rejects.toThrow(/ECONNREFUSED/);
+    expect((await inFlight).text).toBe('kept\n');
+    expect(await exited).toBe(0);
+  });
+
   it('closes a connection it cannot serve and says why; bad usage exits with a message', async () => {
     const port = await serve('x86_64', ['5', '4', '/nonexistent/program']);
     expect((await converse(port, '')).text).toBe('');

@@ -177,7 +177,10 @@ describe('lhc verify --board with deploy.runtime: systemd', () => {
         });
         await waitFor(() => findServicePayloads(board.pid, 'gophermoon')[0], 30_000);
         const restart = await board.sh(['systemctl', 'restart', 'gophermoon.service']);
-        expect(restart.exitCode, restart.stderr).toBe(0);
+        const journal = async () =>
+          (await board.sh(['journalctl', '-b', '-n', '40', '--no-pager', '-u', 'gophermoon*']))
+            .stdout;
+        expect(restart.exitCode, `${restart.stderr}\n${await journal()}`).toBe(0);
         expect((await ask()).equals(want)).toBe(true);
         held.end(gopherRequest(about.selector));
         expect((await answered).equals(want)).toBe(true);

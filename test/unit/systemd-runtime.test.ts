@@ -78,7 +78,7 @@ describe('the systemd runtime service unit', () => {
     expect(values(unit, 'Delegate')).toEqual([]);
     // Stopping ends the loop only: connections in flight finish.
     expect(values(unit, 'KillMode')).toEqual(['mixed']);
-    expect(values(unit, 'SendSIGKILL')).toEqual(['no']);
+    expect(values(unit, 'TimeoutStopSec')).toEqual(['65']);
   });
 
   it('is one service on a socket without Accept=, not a template per connection', () => {
