@@ -67,7 +67,10 @@ describe('lhc verify --board with deploy.runtime: systemd', () => {
     expect(unit).not.toContain('nspawn');
     expect(sandboxed.exposure?.units.map((u) => u.unit)).toEqual(['gophermoon.service']);
     // The loop ships in the image; the nspawn runtime's image has none.
-    const manifest = await readFile(path.join(sandboxed.outDir, 'gophermoon.manifest.json'), 'utf8');
+    const manifest = await readFile(
+      path.join(sandboxed.outDir, 'gophermoon.manifest.json'),
+      'utf8',
+    );
     expect(manifest).toContain(`"${ACCEPT_PATH}"`);
     const report = await verifyOnBoard({
       config: systemdConfig,
@@ -168,22 +171,30 @@ describe('lhc verify --board with deploy.runtime: systemd', () => {
         const main = await board.sh(['systemctl', 'show', '-P', 'MainPID', 'gophermoon.service']);
         expect(payloadsSeen.has(Number(main.stdout.trim()))).toBe(false);
 
-        // A restart (what an upgrade does) ends the loop only: a connection in flight finishes.
+        // A restart (what an upgrade does) drains: the loop stops accepting, the connection in
+        // flight finishes, and one made meanwhile waits in the socket for the new loop.
         const held = await holdOpen(port.endpoint, 30_000);
         const answered = new Promise<Buffer>((resolve) => {
           const chunks: Buffer[] = [];
           held.on('data', (d: Buffer) => chunks.push(d));
           held.on('close', () => resolve(Buffer.concat(chunks)));
         });
-        await waitFor(() => findServicePayloads(board.pid, 'gophermoon')[0], 30_000);
-        const restart = await board.sh(['systemctl', 'restart', 'gophermoon.service']);
-        const journal = async () =>
-          (await board.sh(['journalctl', '-b', '-n', '40', '--no-pager', '-u', 'gophermoon*']))
-            .stdout;
-        expect(restart.exitCode, `${restart.stderr}\n${await journal()}`).toBe(0);
-        expect((await ask()).equals(want)).toBe(true);
+        expect(
+          await waitFor(() => findServicePayloads(board.pid, 'gophermoon')[0], 30_000),
+        ).toBeDefined();
+        const show = async (p: string) =>
+          (await board.sh(['systemctl', 'show', '-P', p, 'gophermoon.service'])).stdout.trim();
+        const oldMain = await show('MainPID');
+        await board.mustSh(['systemctl', 'restart', '--no-block', 'gophermoon.service'], 'restart');
+        const draining = async () =>
+          (await show('ActiveState')) === 'deactivating' ? true : undefined;
+        expect(await waitFor(draining, 30_000)).toBe(true);
+        const meanwhile = ask();
         held.end(gopherRequest(about.selector));
         expect((await answered).equals(want)).toBe(true);
+        expect((await meanwhile).equals(want)).toBe(true);
+        expect(await show('ActiveState')).toBe('active');
+        expect(await show('MainPID')).not.toBe(oldMain);
 
         await installOnBoard(board, sandboxed.outDir, 'rollback', systemdConfig);
         expect((await unitNow('gophermoon@.service')).stdout).toContain(
