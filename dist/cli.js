@@ -47585,7 +47585,13 @@ Options:
 };
 
 // src/host/setup.ts
-var APT_ENV = ["env", "DEBIAN_FRONTEND=noninteractive"];
+var APT_GET = [
+  "env",
+  "DEBIAN_FRONTEND=noninteractive",
+  "apt-get",
+  "-o",
+  "DPkg::Lock::Timeout=600"
+];
 function stanzas(text) {
   return text.split(/\n\s*\n/).map((s3) => s3.split("\n").filter((l) => l.length > 0)).filter((s3) => s3.some((l) => !l.startsWith("#")));
 }
@@ -47729,12 +47735,12 @@ function planPackages(state, wanted = setupPackages(state.arch)) {
   const missing = wanted.filter((p2) => !state.installed.has(p2));
   if (missing.length === 0) present.push(`packages: ${wanted.join(" ")}`);
   if (sourcesChanged || missing.length > 0) {
-    steps.push({ what: "update apt package lists", argv: [...APT_ENV, "apt-get", "update"] });
+    steps.push({ what: "update apt package lists", argv: [...APT_GET, "update"] });
   }
   if (missing.length > 0) {
     steps.push({
       what: `install ${missing.join(" ")}`,
-      argv: [...APT_ENV, "apt-get", "install", "-y", "--no-install-recommends", ...missing]
+      argv: [...APT_GET, "install", "-y", "--no-install-recommends", ...missing]
     });
   }
   return { steps, present, warnings };
