@@ -66,7 +66,7 @@ wait in the socket's queue`
 container's network namespace belongs to \`${svc}\` (\`PrivateNetwork=yes\`, only \`lo\`, no route out,
 so the service can reach nothing and nothing reaches it); the proxy (systemd-socket-proxyd)
 joins that namespace (\`JoinsNamespaceOf=\`) and is the only way in`
-}; its stderr and nspawn's messages go to the journal
+}; its stderr${o.runtime === 'systemd' ? '' : " and nspawn's messages"} go to the journal
 (\`journalctl -u '${svc.replace('@.', '@*.')}'\`). The root is the read-only image, the network is private
 (only \`lo\`, CAP_NET_ADMIN dropped), no new privileges, a private user namespace, and
 ${o.dataPath ?? '/data'} is the only writable path, mounted noexec,nosuid,nodev.
