@@ -5,23 +5,20 @@
  * a fresh process per connection with the connection as stdin and stdout, the environment
  * passed on, at most MAX at once, SIGALRM after SECONDS, and clear errors for bad usage.
  */
-import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { assembledHex } from '../support/assemble.js';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ACCEPT_CODE, acceptElf } from '../../src/accept/accept-elf.js';
 import type { Arch } from '../../src/elf/static-elf.js';
 import { requireTool } from '../support/require-tool.js';
 
 const SRC = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../src/accept');
-const TOOLS: Record<Arch, [string, string]> = {
-  aarch64: ['aarch64-linux-gnu-as', 'aarch64-linux-gnu-objcopy'],
-  x86_64: ['as', 'objcopy'],
-};
 
 /** One connection: sends `input`, half-closes, and returns what came back and when it ended. */
 function converse(port: number, input: string): Promise<{ text: string; ms: number }> {
@@ -91,15 +88,7 @@ describe('lhc-accept', () => {
   it.each(['aarch64', 'x86_64'] as const)(
     'keeps the bytes that accept.%s.S assembles to',
     (arch) => {
-      const [as, objcopy] = TOOLS[arch];
-      for (const tool of [as, objcopy])
-        if (spawnSync(tool, ['--version']).status !== 0)
-          throw new Error(`${tool} is missing: apt-get install binutils (or run: lhc setup)`);
-      const obj = path.join(tmp, `${arch}.o`);
-      const bin = path.join(tmp, `${arch}.bin`);
-      execFileSync(as, ['-o', obj, path.join(SRC, `accept.${arch}.S`)]);
-      execFileSync(objcopy, ['-O', 'binary', '-j', '.text', obj, bin]);
-      expect(readFileSync(bin).toString('hex')).toBe(ACCEPT_CODE[arch]);
+      expect(assembledHex(arch, path.join(SRC, `accept.${arch}.S`), tmp)).toBe(ACCEPT_CODE[arch]);
     },
   );
 
