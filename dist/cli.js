@@ -37260,38 +37260,12 @@ function runAsEnv(r) {
   return { HOME: r.home, LOGNAME: r.name, USER: r.name };
 }
 
-// src/service-user/run-as-elf.ts
-var RUN_AS_PATH = "/usr/lib/lhc/lhc-run-as";
-var RUN_AS_COMM = "lhc-run-as";
-var RUN_AS_CODE = {
-  aarch64: "49080010201540b921610091e81380d2010000d4000300b5201140b9e103002ae203002aa81280d2010000d4400200b5200d40b9e103002ae203002a681280d2010000d4800100b5e30340f9e1430091200040f9a00000b4e26f238b42400091a81b80d2010000d461030010e20580d20300001401010010020880d2400080d2080880d2010000d4e00f80d2c80b80d2010000d46c68632d72756e2d61733a2063616e6e6f742073776974636820746f20736572766963652e757365722773207569642c2067696420616e642067726f7570730a6c68632d72756e2d61733a2063616e6e6f74206578656375746520746865207365727669636520636f6d6d616e640a001f2003d5",
-  x86_64: "488d1df90000008b7b14488d7318b8740000000f054885c075518b7b1089fe89fab8770000000f054885c0753e8b7b0c89fe89fab8750000000f054885c0752b488b0c24488d742410488b3e4885ff740c488d54cc10b83b0000000f05488d356b000000ba2f000000eb0c488d351d000000ba40000000bf02000000b8010000000f05bf7f000000b8e70000000f056c68632d72756e2d61733a2063616e6e6f742073776974636820746f20736572766963652e757365722773207569642c2067696420616e642067726f7570730a6c68632d72756e2d61733a2063616e6e6f74206578656375746520746865207365727669636520636f6d6d616e640a6690"
-};
+// src/elf/static-elf.ts
 var MACHINE2 = { aarch64: 183, x86_64: 62 };
-var MAGIC = Buffer.from("LHCRUNAS", "latin1");
-var VERSION = 1;
 var LOAD_ADDRESS = 0x400000n;
 var EHDR = 64;
 var PHDR = 56;
-function dataBlock(r) {
-  const ids = Buffer.alloc(24 + 4 * r.groups.length);
-  MAGIC.copy(ids, 0);
-  ids.writeUInt32LE(VERSION, 8);
-  ids.writeUInt32LE(r.uid, 12);
-  ids.writeUInt32LE(r.gid, 16);
-  ids.writeUInt32LE(r.groups.length, 20);
-  r.groups.forEach((g2, i2) => ids.writeUInt32LE(g2, 24 + 4 * i2));
-  const str = (s3) => {
-    const b2 = Buffer.from(s3, "utf8");
-    const len = Buffer.alloc(2);
-    len.writeUInt16LE(b2.length);
-    return [len, b2];
-  };
-  return Buffer.concat([ids, ...str(r.name), ...str(r.home)]);
-}
-function runAsElf(arch, r) {
-  const code = Buffer.from(RUN_AS_CODE[arch], "hex");
-  const body = Buffer.concat([code, dataBlock(r)]);
+function staticElf(arch, body) {
   const size = BigInt(EHDR + PHDR + body.length);
   const h2 = Buffer.alloc(EHDR + PHDR);
   Buffer.from([127, 69, 76, 70, 2, 1, 1, 0]).copy(h2, 0);
@@ -37311,6 +37285,35 @@ function runAsElf(arch, r) {
   h2.writeBigUInt64LE(size, EHDR + 40);
   h2.writeBigUInt64LE(0x10000n, EHDR + 48);
   return Buffer.concat([h2, body]);
+}
+
+// src/service-user/run-as-elf.ts
+var RUN_AS_PATH = "/usr/lib/lhc/lhc-run-as";
+var RUN_AS_COMM = "lhc-run-as";
+var RUN_AS_CODE = {
+  aarch64: "49080010201540b921610091e81380d2010000d4000300b5201140b9e103002ae203002aa81280d2010000d4400200b5200d40b9e103002ae203002a681280d2010000d4800100b5e30340f9e1430091200040f9a00000b4e26f238b42400091a81b80d2010000d461030010e20580d20300001401010010020880d2400080d2080880d2010000d4e00f80d2c80b80d2010000d46c68632d72756e2d61733a2063616e6e6f742073776974636820746f20736572766963652e757365722773207569642c2067696420616e642067726f7570730a6c68632d72756e2d61733a2063616e6e6f74206578656375746520746865207365727669636520636f6d6d616e640a001f2003d5",
+  x86_64: "488d1df90000008b7b14488d7318b8740000000f054885c075518b7b1089fe89fab8770000000f054885c0753e8b7b0c89fe89fab8750000000f054885c0752b488b0c24488d742410488b3e4885ff740c488d54cc10b83b0000000f05488d356b000000ba2f000000eb0c488d351d000000ba40000000bf02000000b8010000000f05bf7f000000b8e70000000f056c68632d72756e2d61733a2063616e6e6f742073776974636820746f20736572766963652e757365722773207569642c2067696420616e642067726f7570730a6c68632d72756e2d61733a2063616e6e6f74206578656375746520746865207365727669636520636f6d6d616e640a6690"
+};
+var MAGIC = Buffer.from("LHCRUNAS", "latin1");
+var VERSION = 1;
+function dataBlock(r) {
+  const ids = Buffer.alloc(24 + 4 * r.groups.length);
+  MAGIC.copy(ids, 0);
+  ids.writeUInt32LE(VERSION, 8);
+  ids.writeUInt32LE(r.uid, 12);
+  ids.writeUInt32LE(r.gid, 16);
+  ids.writeUInt32LE(r.groups.length, 20);
+  r.groups.forEach((g2, i2) => ids.writeUInt32LE(g2, 24 + 4 * i2));
+  const str = (s3) => {
+    const b2 = Buffer.from(s3, "utf8");
+    const len = Buffer.alloc(2);
+    len.writeUInt16LE(b2.length);
+    return [len, b2];
+  };
+  return Buffer.concat([ids, ...str(r.name), ...str(r.home)]);
+}
+function runAsElf(arch, r) {
+  return staticElf(arch, Buffer.concat([Buffer.from(RUN_AS_CODE[arch], "hex"), dataBlock(r)]));
 }
 function readRunAsElf(bytes) {
   const at2 = bytes.indexOf(MAGIC);
@@ -41079,6 +41082,25 @@ async function copyTree(root, srcDir, dst, stats = { files: 0, dirs: 0, symlinks
   return stats;
 }
 
+// src/accept/accept-elf.ts
+var ACCEPT_PATH = "/usr/lib/lhc/lhc-accept";
+var ACCEPT_COMM = "lhc-accept";
+var ACCEPT_MAX_CONNECTIONS = 32;
+var ACCEPT_CODE = {
+  aarch64: "f30340f97f1200f1eb130054e00b40f9a6000094f40300aae00f40f9a3000094201300b4f50300aaf6830091f76f338bf7420091180080d2ff8300d180008052e01700b9600080d2210080d2c20380d2e3430091e4530091281a80d2010000d4a010f8b7e01340b960100034000088d2e07f00a9000080d2e1030091020080d2030180d2e81080d2010000d400008092e1030091020180d20301a0d2480980d2010000d4000ef8b7fa0300aa00008092010080d2220080d21f0315ebe223829a030080d2882080d2010000d41f0000f16d000054180700d1f5ffff171f0315eb62feff54600080d2210080d2217c60d3000001aa420301aae00b01a9e0430091410080d2020080d2030080d2040180d2280980d2010000d4a0fcffb7e03f407900040035e02f407920fcff34600080d2010080d2020080d20301a0d2481e80d2010000d40002f8b7f90300aa200280d2010080d2020080d2030080d2040080d2881b80d2010000d4600300b44000f8b718070091e00319aa280780d2010000d4cbffff171f2400b1600700541f5800b1200700541f6001b1e0060054c4ffff17600080d2280780d2010000d400008092010080d2020080d2030080d2882080d2010000d440ffffb6000080d2c80b80d2010000d4600080d2280780d2010000d4400080d2e1230091020080d2030180d2e81080d2010000d4e00319aa010080d2020080d2080380d2010000d4e00319aa210080d2080380d2010000d4340100b4ff8300d1ff7f00a9f47f01a9000080d2e1030091020080d2e80c80d2010000d4c00240f9e10316aae20317aaa81b80d2010000d4010a0050e20580d2e30f80d20c00001401080050020680d2230080d208000014e1040030a20a80d2230080d204000014c1020010a20680d2430080d2400080d2080880d2010000d4e00303aac80b80d2010000d4e10300aa000080d22200403982feff34430180d222144038c200003442c000515f240071c8fdff540008039bfaffff17c0035fd66c68632d6163636570743a2075736167653a206c68632d616363657074205345434f4e4453204d415820434f4d4d414e442e2e2e0a6c68632d6163636570743a206e6f206c697374656e696e6720736f636b6574206174206664203320287374617274206d652066726f6d206120736f636b657420756e69742077697468204163636570743d6e6f290a6c68632d6163636570743a2063616e6e6f7420776174636820666f72205349475445524d20287369676e616c6664290a6c68632d6163636570743a2063616e6e6f74206578656375746520746865207365727669636520636f6d6d616e640a000000",
+  x86_64: "488b1c244883fb040f8c85020000488b7c2410e8a30200004989c4488b7c2418e8960200004885c00f84650200004989c54c8d7424204c8d7cdc1031db4883ec20c744241404000000bf03000000be01000000ba1e0000004c8d5424104c8d442414b8370000000f054885c00f880d020000837c2410000f840202000048c704240040000048c74424080000000031ff4889e631d241ba08000000b80e0000000f0548c7c7ffffffff4889e6ba0800000041ba00000800b8210100000f054885c00f88a40100004989c048c7c7ffffffff31f6ba0100000031c04c39eb0f43d04531d2b83d0000000f054885c07e0548ffcbebd64c39eb73d1c744241003000000c7442414010000004489442418c744241c01000000488d7c2410be02000000baffffffffb8070000000f054885c0789966837c241e00756966837c2416007489bf0300000031f631d241ba00000800b8200100000f054885c078234889c5b8390000000f054885c07466780348ffc34889efb8030000000f05e94bffffff4883f8f70f84f60000004883f8ea0f84ec0000004883f8a80f84e2000000e928ffffffbf03000000b8030000000f0548c7c7ffffffff31f631d24531d2b83d0000000f054885c079e631ffb8e70000000f05bf03000000b8030000000f05bf02000000488d74240831d241ba08000000b80e0000000f054889ef31f6b8210000000f054889efbe01000000b8210000000f054d85e474314883ec2048c704240000000048c7442408000000004c8964241048c74424180000000031ff4889e631d2b8260000000f05498b3e4c89f64c89fab83b0000000f05488d353c010000ba2f00000041bc7f000000eb3a488d35f8000000ba3000000041bc01000000eb26488d358f000000ba5500000041bc01000000eb12488d3546000000ba3500000041bc02000000bf02000000b8010000000f054c89e7b8e70000000f0531c00fb60f85c974cf0fb60f48ffc785c9741183e93083f90977bd486bc00a4801c8ebe5c36c68632d6163636570743a2075736167653a206c68632d616363657074205345434f4e4453204d415820434f4d4d414e442e2e2e0a6c68632d6163636570743a206e6f206c697374656e696e6720736f636b6574206174206664203320287374617274206d652066726f6d206120736f636b657420756e69742077697468204163636570743d6e6f290a6c68632d6163636570743a2063616e6e6f7420776174636820666f72205349475445524d20287369676e616c6664290a6c68632d6163636570743a2063616e6e6f74206578656375746520746865207365727669636520636f6d6d616e640a0f1f8000000000"
+};
+function needsAcceptLoop(config2) {
+  return config2.service.inetd === true && config2.deploy.runtime === "systemd";
+}
+function acceptElf(arch) {
+  return staticElf(arch, Buffer.from(ACCEPT_CODE[arch], "hex"));
+}
+function acceptArgv(command, timeoutSeconds) {
+  const seconds = timeoutSeconds === void 0 ? 0 : Math.ceil(timeoutSeconds);
+  return [ACCEPT_PATH, String(seconds), String(ACCEPT_MAX_CONNECTIONS), ...command];
+}
+
 // src/stages/service-user.ts
 async function readInRoot(root, p2) {
   let r;
@@ -41120,6 +41142,13 @@ async function installRunAs(ctx, { config: config2, root }) {
     `service.user ${user}: uid ${r.uid}, gid ${r.gid}, groups ${r.groups.join(",")}, home ${r.home} (${RUN_AS_PATH})`
   );
   return r;
+}
+async function installAcceptLoop(ctx, { config: config2, root }) {
+  if (!needsAcceptLoop(config2)) return;
+  const staged = path23.join(ctx.work.dir, "lhc-accept");
+  await writeFile4(staged, acceptElf(config2.arch), { mode: 493 });
+  await installFile(root, staged, ACCEPT_PATH, 493);
+  ctx.logger.info(`deploy.runtime systemd: connections are accepted by ${ACCEPT_PATH}`);
 }
 async function readRunAs(config2, root) {
   const bytes = await readInRoot(root, RUN_AS_PATH);
@@ -41217,6 +41246,12 @@ var PROXY_PROGRAMS = [SOCKET_PROXYD, BASH].map((p2) => path24.normalize(p2));
 
 // src/deploy/systemd.ts
 import path25 from "node:path";
+function unitPerConnection(o2) {
+  return o2.service.inetd === true && o2.runtime !== "systemd";
+}
+function serviceUnitName(o2) {
+  return unitPerConnection(o2) ? `${o2.name}@.service` : `${o2.name}.service`;
+}
 function listenPort(s3) {
   return s3.listen ?? 70;
 }
@@ -41294,11 +41329,14 @@ var HEADER = (name) => `# Generated by lhc for ${name}; see README.md next to th
 function renderSocketUnit(o2) {
   const inetd = o2.service.inetd === true;
   return HEADER(o2.name) + `[Unit]
-Description=lhc ${o2.name}: ${inetd ? `one ${o2.runtime === "systemd" ? "sandboxed process" : "container"} per connection` : "listening socket"}
+Description=lhc ${o2.name}: ${inetd ? `one ${o2.runtime === "systemd" ? "process" : "container"} per connection` : "listening socket"}
 
 [Socket]
 ListenStream=${listenPort(o2.service)}
-` + (inetd ? "Accept=yes\n# Each connection costs a container start: bound how many run at once.\nMaxConnections=32\nMaxConnectionsPerSource=8\n" : "Accept=no\n" + (proxied(o2.service) ? listenSocketLines(o2.name) : "# The daemon takes this socket itself (LISTEN_FDS): nspawn passes it into the container.\n")) + "\n[Install]\nWantedBy=sockets.target\n";
+` + (inetd && !unitPerConnection(o2) ? `Accept=no
+# The service's one sandbox takes the socket: lhc-accept starts a process per connection,
+# at most ${ACCEPT_MAX_CONNECTIONS} at once (see README.md).
+` : inetd ? "Accept=yes\n# Each connection costs a container start: bound how many run at once.\nMaxConnections=32\nMaxConnectionsPerSource=8\n" : "Accept=no\n" + (proxied(o2.service) ? listenSocketLines(o2.name) : "# The daemon takes this socket itself (LISTEN_FDS): nspawn passes it into the container.\n")) + "\n[Install]\nWantedBy=sockets.target\n";
 }
 function renderServiceUnit(o2, p2) {
   if (o2.runtime === "systemd") return renderSandboxedServiceUnit(o2, p2);
@@ -41379,14 +41417,15 @@ function envLine(env) {
   return pairs.length ? `Environment=${pairs.map(([k2, v2]) => systemdQuoteWord(`${k2}=${v2}`)).join(" ")}
 ` : "";
 }
-function limitLines2(l) {
-  return `# Per-service limits (service.limits in lhc.yml).
-MemoryMax=${l.memory}
+function limitLines2(l, shared) {
+  const n2 = shared ? ACCEPT_MAX_CONNECTIONS : 1;
+  return (shared ? `# service.limits per connection, ${n2} connections at once (see README.md).
+` : "# Per-service limits (service.limits in lhc.yml).\n") + `MemoryMax=${l.memory * n2}
 MemorySwapMax=0
-TasksMax=${l.tasks}
-CPUQuota=${l.cpu}%
+TasksMax=${l.tasks * n2}
+CPUQuota=${l.cpu * n2}%
 LimitNOFILE=${l.nofile}
-LimitNPROC=${l.tasks}
+LimitNPROC=${l.tasks * n2}
 `;
 }
 function sandboxLines(inetd) {
@@ -41419,31 +41458,41 @@ RestrictAddressFamilies=${inetd ? "none" : "AF_UNIX AF_INET AF_INET6"}
 }
 function renderSandboxedServiceUnit(o2, p2) {
   const inetd = o2.service.inetd === true;
-  const timeout = o2.service.timeout;
   const dataPath = o2.dataPath ?? "/data";
   const mounts = mountUnitNames(p2);
+  const command = inetd ? acceptArgv(o2.service.command, o2.service.timeout) : o2.service.command;
   return HEADER(o2.name) + `[Unit]
-Description=lhc ${o2.name}${inetd ? " (connection %i)" : ""}, sandboxed service on the image
+Description=lhc ${o2.name}, sandboxed service on the image${inetd ? " (a process per connection)" : ""}
 # Wants=, not Requires=: an image switch (install.sh upgrade) must not stop a connection
 # still served from the old image; After= makes a new one wait for the new image.
 Wants=${mounts.join(" ")}
 After=${mounts.join(" ")}
-` + (inetd ? "CollectMode=inactive-or-failed\n" : "") + `
+
 [Service]
-ExecStart=${systemdExecLine(o2.service.command)}
+ExecStart=${systemdExecLine(command)}
 ` + envLine(o2.service.env) + (o2.service.workdir ? `WorkingDirectory=${systemdQuoteWord(o2.service.workdir)}
 ` : "") + `# The read-only image is the whole file system; the data partition (mounted
 # noexec,nosuid,nodev on the board) is the one writable path, at ${dataPath}.
 RootDirectory=${p2.rootMount}
 MountAPIVFS=yes
 ` + (proxied(o2.service) ? PORT_START_ROOT_LINES : "") + `BindPaths=${systemdQuoteWord(`${p2.dataMount}:${dataPath}`)}
-` + userLines(o2) + (inetd ? "StandardInput=socket\nStandardOutput=socket\n" : !proxied(o2.service) ? "# Started by the socket, whose listening socket the daemon takes (LISTEN_FDS).\n" : `# ${proxyUnitName(o2.name)} joins this service's network namespace (see README.md). The
+` + userLines(o2) + (inetd ? `# ${ACCEPT_PATH} takes the listening socket (LISTEN_FDS) and starts the command once per
+# connection, with the connection as its stdin and stdout and SIGALRM after service.timeout.
+# Stopping (an upgrade) sends SIGTERM to the loop only: it stops accepting, lets the
+# connections in flight finish (each ends by its alarm at the latest), then exits; new ones
+# wait in the socket meanwhile. systemd 252 refuses to start a SendSIGKILL=no unit while
+# processes of its last run remain, so draining is the loop's job.
+KillMode=mixed
+TimeoutStopSec=${stopSeconds(o2.service.timeout)}
+` : !proxied(o2.service) ? "# Started by the socket, whose listening socket the daemon takes (LISTEN_FDS).\n" : `# ${proxyUnitName(o2.name)} joins this service's network namespace (see README.md). The
 # daemon binds its port as an unprivileged user: allow that in this namespace only, which
 # holds nothing but lo. '+' runs this one fixed command as root without the sandbox, but
 # systemd still puts it in the PrivateNetwork= namespace, so the board keeps its own limit.
 ExecStartPre=+/bin/sh -c "echo 0 > ${UNPRIVILEGED_PORT_START}"
-`) + "# The payload's messages go to the journal, never to the client.\nStandardError=journal\n" + sandboxLines(inetd) + limitLines2(serviceLimits(o2)) + (timeout !== void 0 && inetd ? `RuntimeMaxSec=${Math.ceil(timeout)}
-` : "") + (proxied(o2.service) ? "\n[Install]\nWantedBy=multi-user.target\n" : "");
+`) + "# The payload's messages go to the journal, never to the client.\nStandardError=journal\n" + sandboxLines(inetd) + limitLines2(serviceLimits(o2), inetd) + (proxied(o2.service) ? "\n[Install]\nWantedBy=multi-user.target\n" : "");
+}
+function stopSeconds(timeout) {
+  return timeout === void 0 ? 90 : Math.ceil(timeout) + 5;
 }
 var PORT_START_ROOT_LINES = "# The image has no shell: ExecStartPre= below runs the board's /bin/sh, only ExecStart= the image.\nRootDirectoryStartOnly=yes\n";
 function userLines(o2) {
@@ -41571,7 +41620,7 @@ function renderReadme(o2, p2) {
   const rootUnit = `${systemdEscapePath(p2.rootMount)}.mount`;
   const dataUnit = `${systemdEscapePath(p2.dataMount)}.mount`;
   const inetd = o2.service.inetd === true;
-  const svc = inetd ? `${o2.name}@.service` : `${o2.name}.service`;
+  const svc = serviceUnitName(o2);
   return `# Deploying ${o2.name} to the board
 
 Copy the build output directory to the board, then as root, from that directory:
@@ -41605,8 +41654,10 @@ systemctl daemon-reload
 systemctl enable --now '${rootUnit}' '${dataUnit}' ${o2.name}.socket
 \`\`\`
 
-${inetd ? `Each connection to port ${listenPort(o2.service)} starts one container (\`${o2.name}@<n>.service\`) with the
-connection on stdin/stdout` : !proxied(o2.service) ? `The first connection to port ${listenPort(o2.service)} starts the container (\`${svc}\`) and systemd hands
+${unitPerConnection(o2) ? `Each connection to port ${listenPort(o2.service)} starts one container (\`${o2.name}@<n>.service\`) with the
+connection on stdin/stdout` : inetd ? `The first connection to port ${listenPort(o2.service)} starts \`${svc}\`, whose ${ACCEPT_PATH} (a static helper of
+about 1 KB in the image) then starts one process of the service per connection, with the
+connection on stdin/stdout, at most ${ACCEPT_MAX_CONNECTIONS} at once` : !proxied(o2.service) ? `The first connection to port ${listenPort(o2.service)} starts the container (\`${svc}\`) and systemd hands
 it the listening socket (\`service.socket-activation: true\`: the daemon takes it from LISTEN_FDS).
 The container keeps a network namespace of its own (only \`lo\`, no route out); the socket, made
 on the board, is its only way in, and connections that arrive while it restarts (an upgrade)
@@ -41614,7 +41665,7 @@ wait in the socket's queue` : `The first connection to port ${listenPort(o2.serv
 (\`${svc}\`) and forwards each connection to the daemon's own port ${listenPort(o2.service)} inside it. The
 container's network namespace belongs to \`${svc}\` (\`PrivateNetwork=yes\`, only \`lo\`, no route out,
 so the service can reach nothing and nothing reaches it); the proxy (systemd-socket-proxyd)
-joins that namespace (\`JoinsNamespaceOf=\`) and is the only way in`}; its stderr and nspawn's messages go to the journal
+joins that namespace (\`JoinsNamespaceOf=\`) and is the only way in`}; its stderr${o2.runtime === "systemd" ? "" : " and nspawn's messages"} go to the journal
 (\`journalctl -u '${svc.replace("@.", "@*.")}'\`). The root is the read-only image, the network is private
 (only \`lo\`, CAP_NET_ADMIN dropped), no new privileges, a private user namespace, and
 ${o2.dataPath ?? "/data"} is the only writable path, mounted noexec,nosuid,nodev.
@@ -41644,7 +41695,18 @@ creates with systemd-sysusers from \`deploy/${o2.name}.sysusers.conf\`. The serv
 only what that user may write on the data partition. \`MemoryDenyWriteExecute=yes\` needs the
 payload to run natively: a board that runs it under QEMU user-mode (a JIT) needs a drop-in
 with \`MemoryDenyWriteExecute=no\`. \`systemd-analyze security ${svc.replace("@.", "@i.")}\` scores
-this unit; the build's \`${o2.name}.exposure.json\` holds the score lhc measured.${proxied(o2.service) ? portStartText(o2.name) : ""}`;
+this unit; the build's \`${o2.name}.exposure.json\` holds the score lhc measured.${proxied(o2.service) ? portStartText(o2.name) : ""}${o2.service.inetd ? sharedSandboxText(o2) : ""}`;
+}
+function sharedSandboxText(o2) {
+  const t = o2.service.timeout;
+  return `
+
+The sandbox is built once, not per connection: with \`Accept=yes\` systemd would fork PID 1 and
+set up every namespace, mount and filter again for each connection, which on the simulated
+board cost 50 to 70 ms of CPU per connection. So every connection is a fresh process, but the
+connections share one sandbox: its scratch mounts (/tmp, /var/tmp, /run, /dev/shm), its user
+and its cgroup. service.limits therefore bound all connections together, at ${ACCEPT_MAX_CONNECTIONS} times the
+per-connection figures (what ${ACCEPT_MAX_CONNECTIONS} sandboxes of their own could use), and ${t === void 0 ? "no connection has a time limit" : `a connection's process gets SIGALRM after service.timeout (${Math.ceil(t)} s); a process it started itself lives on until it exits or the service stops`}. Choose \`deploy.runtime: nspawn\` for a container per connection.`;
 }
 function portStartText(name) {
   return `
@@ -41774,14 +41836,36 @@ set_link() {
   mv -T "$BOARD_DIR/.$1.new" "$BOARD_DIR/$1"
 }
 
+# The unit files a release shipped with (a release of another runtime may name its service
+# differently, so never this bundle's list).
+release_units() {
+  for f in "$BOARD_DIR/releases/$1/units/"*; do
+    case $f in *.service | *.socket | *.mount) echo "\${f##*/}" ;; esac
+  done
+}
+
 # Copies a release's units into systemd's directory; prints the names that changed.
 install_units() {
-  for u in $UNIT_FILES; do
+  for u in $(release_units "$1"); do
     if ! cmp -s "$BOARD_DIR/releases/$1/units/$u" "$UNIT_DIR/$u"; then
       install -m 0644 "$BOARD_DIR/releases/$1/units/$u" "$UNIT_DIR/.$u.new"
       mv -T "$UNIT_DIR/.$u.new" "$UNIT_DIR/$u"
       echo "$u"
     fi
+  done
+}
+
+# Units of the release being replaced that the new one does not ship (switching deploy.runtime
+# renames an inetd service's unit): stopped and removed, so no old service keeps the socket.
+# Instances of a template end with their connection. Prints the names removed.
+retire_units() {
+  [ -n "$1" ] && [ "$1" != "$2" ] && [ -d "$BOARD_DIR/releases/$1/units" ] || return 0
+  keep=" $(echo $(release_units "$2")) "
+  for u in $(release_units "$1"); do
+    case $keep in *" $u "*) continue ;; esac
+    case $u in *@.service) ;; *) systemctl disable --now --quiet "$u" 2>/dev/null || true ;; esac
+    rm -f "$UNIT_DIR/$u"
+    echo "$u"
   done
 }
 
@@ -41840,8 +41924,10 @@ own_data() {
 activate() {
   new=$1 old=$(current_id)
   ensure_user "$new"
+  retired=$(retire_units "$old" "$new")
+  [ -z "$retired" ] || say "retired $(echo $retired)"
   changed=$(install_units "$new")
-  [ -z "$changed" ] || systemctl daemon-reload
+  [ -z "$changed$retired" ] || systemctl daemon-reload
   if [ "$new" != "$old" ]; then
     [ -z "$old" ] || set_link previous "$old"
     set_link current "$new"
@@ -41858,8 +41944,9 @@ activate() {
   fi
   systemctl start "$ROOT_MOUNT_UNIT" "$DATA_MOUNT_UNIT"
   own_data
-  # A listening service runs one long-lived container: restart it (and its proxy) on the new image.
-  for u in $UNIT_FILES; do
+  # A listening service (or the systemd runtime's accept loop) runs for long: restart it (and its
+  # proxy) on the new image.
+  for u in $(release_units "$new"); do
     case $u in *@.service) ;; *.service) [ -z "$old" ] || [ "$new" = "$old" ] || systemctl try-restart "$u" ;; esac
   done
   if printf '%s\\n' $changed | grep -qx "$SOCKET_UNIT" && systemctl -q is-active "$SOCKET_UNIT"; then
@@ -41903,13 +41990,16 @@ cmd_rollback() {
 
 cmd_uninstall() {
   [ "$(id -u)" = 0 ] || die "run me as root"
-  # Instances of a templated service stop with their socket; the rest are stopped by name.
+  # Instances of a templated service stop with their socket; the rest are stopped by name. The
+  # running release's units too: one of another runtime may name its service differently.
+  cur=$(current_id)
+  units="$UNIT_FILES $([ -z "$cur" ] || release_units "$cur")"
   systemctl disable --now --quiet "$SOCKET_UNIT" 2>/dev/null || true
-  for u in $UNIT_FILES; do
+  for u in $units; do
     case $u in *@.service) systemctl stop "\${u%@.service}@*.service" 2>/dev/null || true ;; esac
   done
-  for u in $UNIT_FILES; do systemctl disable --now --quiet "$u" 2>/dev/null || true; done
-  for u in $UNIT_FILES; do rm -f "$UNIT_DIR/$u"; done
+  for u in $units; do systemctl disable --now --quiet "$u" 2>/dev/null || true; done
+  for u in $units; do rm -f "$UNIT_DIR/$u"; done
   # The user stays (systemd-sysusers never removes one): files on the data partition keep an owner.
   [ -z "$SYSUSERS_NAME" ] || rm -f "/etc/sysusers.d/$SYSUSERS_NAME"
   systemctl daemon-reload
@@ -41954,11 +42044,10 @@ async function writeDeployBundle(o2) {
     throw new UserError("service.command[0] must be an absolute path in the image");
   const p2 = boardPaths(o2);
   const dir = path26.join(o2.outDir, "deploy");
-  const inetd = o2.service.inetd === true;
   const { rootMount, dataMount } = renderMountUnits(o2, p2);
   const units = {
     socket: `${o2.name}.socket`,
-    service: inetd ? `${o2.name}@.service` : `${o2.name}.service`,
+    service: serviceUnitName(o2),
     rootMount: `${systemdEscapePath(p2.rootMount)}.mount`,
     dataMount: `${systemdEscapePath(p2.dataMount)}.mount`,
     ...proxied(o2.service) ? { proxy: proxyUnitName(o2.name) } : {}
@@ -42250,6 +42339,7 @@ async function computeClosure(root, all, trace, config2, logger) {
     throw new UserError(`the entrypoint ${trace.entrypoint} does not exist in the root ${root}`);
   if (trace.interp) addLookup(trace.interp, "elf-interp");
   if (!isRootUser(config2.service.user)) addLookup(RUN_AS_PATH, "service-user");
+  if (needsAcceptLoop(config2)) addLookup(ACCEPT_PATH, "accept-loop");
   if (config2.keep.length > 0) {
     const keepMatch = globMatcher(config2.keep);
     for (const p2 of all.keys()) if (keepMatch(p2)) add(p2, "keep-glob");
@@ -46677,6 +46767,7 @@ async function build(config2, opts) {
         basesDir: opts.basesDir ?? (opts.cacheDir ? path49.join(opts.cacheDir, "bases") : void 0)
       });
       const runAs2 = await installRunAs(ctx, { config: config2, root: assembled2.root });
+      await installAcceptLoop(ctx, { config: config2, root: assembled2.root });
       return { assembled: assembled2, runAs: runAs2 };
     });
     await checkEntrypoint(ctx, {
@@ -47565,7 +47656,13 @@ Options:
 };
 
 // src/host/setup.ts
-var APT_ENV = ["env", "DEBIAN_FRONTEND=noninteractive"];
+var APT_GET = [
+  "env",
+  "DEBIAN_FRONTEND=noninteractive",
+  "apt-get",
+  "-o",
+  "DPkg::Lock::Timeout=600"
+];
 function stanzas(text) {
   return text.split(/\n\s*\n/).map((s3) => s3.split("\n").filter((l) => l.length > 0)).filter((s3) => s3.some((l) => !l.startsWith("#")));
 }
@@ -47709,12 +47806,12 @@ function planPackages(state, wanted = setupPackages(state.arch)) {
   const missing = wanted.filter((p2) => !state.installed.has(p2));
   if (missing.length === 0) present.push(`packages: ${wanted.join(" ")}`);
   if (sourcesChanged || missing.length > 0) {
-    steps.push({ what: "update apt package lists", argv: [...APT_ENV, "apt-get", "update"] });
+    steps.push({ what: "update apt package lists", argv: [...APT_GET, "update"] });
   }
   if (missing.length > 0) {
     steps.push({
       what: `install ${missing.join(" ")}`,
-      argv: [...APT_ENV, "apt-get", "install", "-y", "--no-install-recommends", ...missing]
+      argv: [...APT_GET, "install", "-y", "--no-install-recommends", ...missing]
     });
   }
   return { steps, present, warnings };
@@ -48273,7 +48370,9 @@ function cgroupOf(pid) {
   }
 }
 function findServicePayloads(ancestor, name, table2 = processTable()) {
-  return descendants(ancestor, table2).filter((p2) => !p2.comm.startsWith("(") && inServiceCgroup(cgroupOf(p2.pid), name)).sort((a2, b2) => a2.startTime - b2.startTime);
+  return descendants(ancestor, table2).filter(
+    (p2) => !p2.comm.startsWith("(") && p2.comm !== ACCEPT_COMM && inServiceCgroup(cgroupOf(p2.pid), name)
+  ).sort((a2, b2) => a2.startTime - b2.startTime);
 }
 
 // src/board/root.ts
@@ -48318,7 +48417,7 @@ var BOARD_OUT_DIR = "/root/lhc-out";
 var EMULATION_DROP_IN = "lhc-emulation.conf";
 async function allowEmulation(board, config2) {
   if (config2.deploy.runtime !== "systemd" || sameArch(config2.arch, hostArch())) return void 0;
-  const unit = config2.service.inetd ? `${config2.name}@.service` : `${config2.name}.service`;
+  const unit = serviceUnitName({ ...config2, runtime: config2.deploy.runtime });
   const dir = `/etc/systemd/system/${unit}.d`;
   await board.mustSh(
     [

@@ -27,7 +27,7 @@ import { artifactNames, packImage } from './stages/pack.js';
 import { pruneRoot } from './stages/prune.js';
 import { stageContext, type StageContext } from './core/stage.js';
 import { assembleRoot } from './stages/root.js';
-import { installRunAs } from './stages/service-user.js';
+import { installAcceptLoop, installRunAs } from './stages/service-user.js';
 import { recordFixtures } from './stages/record-fixtures.js';
 import { selfCheck } from './stages/self-check.js';
 import { traceService } from './stages/trace.js';
@@ -166,6 +166,7 @@ export async function build(config: LhcConfig, opts: BuildOptions): Promise<Buil
       });
       // Before the trace, from the unpruned root: the pruned one has no /etc/passwd.
       const runAs = await installRunAs(ctx, { config, root: assembled.root });
+      await installAcceptLoop(ctx, { config, root: assembled.root });
       return { assembled, runAs };
     });
 

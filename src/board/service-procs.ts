@@ -2,9 +2,11 @@
  * The payload processes of the systemd runtime on the board: no nspawn parent to look for, so a
  * process is the service's when its cgroup is the service unit's (or one of its instances').
  * A process that systemd has forked but not yet exec'd shows a comm in parentheses, e.g.
- * "(lua)": its sandbox is not complete, so it is not a payload yet.
+ * "(lua)": its sandbox is not complete, so it is not a payload yet. lhc-accept, the inetd loop,
+ * and a connection's child it has forked but not yet exec'd, are not payloads either.
  */
 import { readFileSync } from 'node:fs';
+import { ACCEPT_COMM } from '../accept/accept-elf.js';
 import { descendants, processTable, type ProcInfo } from '../harness/proc.js';
 
 /**
@@ -33,6 +35,9 @@ export function findServicePayloads(
   table: Map<number, ProcInfo> = processTable(),
 ): ProcInfo[] {
   return descendants(ancestor, table)
-    .filter((p) => !p.comm.startsWith('(') && inServiceCgroup(cgroupOf(p.pid), name))
+    .filter(
+      (p) =>
+        !p.comm.startsWith('(') && p.comm !== ACCEPT_COMM && inServiceCgroup(cgroupOf(p.pid), name),
+    )
     .sort((a, b) => a.startTime - b.startTime);
 }

@@ -17,7 +17,7 @@ import type { HardeningCheck, ProbeOutcome, VerifyReport } from '../build-result
 import type { LhcConfig } from '../config/load.js';
 import { UserError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
-import { listenPort } from '../deploy/systemd.js';
+import { listenPort, serviceUnitName } from '../deploy/systemd.js';
 import { start, tail, type Started } from '../tools/exec.js';
 import { holdOpen, type Endpoint } from '../harness/client.js';
 import { inspectProcess } from '../verify/hardening.js';
@@ -73,7 +73,7 @@ export const EMULATION_DROP_IN = 'lhc-emulation.conf';
  */
 export async function allowEmulation(board: Board, config: LhcConfig): Promise<string | undefined> {
   if (config.deploy.runtime !== 'systemd' || sameArch(config.arch, hostArch())) return undefined;
-  const unit = config.service.inetd ? `${config.name}@.service` : `${config.name}.service`;
+  const unit = serviceUnitName({ ...config, runtime: config.deploy.runtime });
   const dir = `/etc/systemd/system/${unit}.d`;
   await board.mustSh(
     [

@@ -34,6 +34,7 @@ import {
   renderMountUnits,
   renderServiceUnit,
   renderSocketUnit,
+  serviceUnitName,
   systemdEscapePath,
   systemdExecLine,
 } from './systemd.js';
@@ -116,11 +117,10 @@ export async function writeDeployBundle(o: DeployBundleOptions): Promise<DeployB
     throw new UserError('service.command[0] must be an absolute path in the image');
   const p = boardPaths(o);
   const dir = path.join(o.outDir, 'deploy');
-  const inetd = o.service.inetd === true;
   const { rootMount, dataMount } = renderMountUnits(o, p);
   const units = {
     socket: `${o.name}.socket`,
-    service: inetd ? `${o.name}@.service` : `${o.name}.service`,
+    service: serviceUnitName(o),
     rootMount: `${systemdEscapePath(p.rootMount)}.mount`,
     dataMount: `${systemdEscapePath(p.dataMount)}.mount`,
     ...(proxied(o.service) ? { proxy: proxyUnitName(o.name) } : {}),

@@ -148,14 +148,36 @@ set_link() {
   mv -T "$BOARD_DIR/.$1.new" "$BOARD_DIR/$1"
 }
 
+# The unit files a release shipped with (a release of another runtime may name its service
+# differently, so never this bundle's list).
+release_units() {
+  for f in "$BOARD_DIR/releases/$1/units/"*; do
+    case $f in *.service | *.socket | *.mount) echo "\${f##*/}" ;; esac
+  done
+}
+
 # Copies a release's units into systemd's directory; prints the names that changed.
 install_units() {
-  for u in $UNIT_FILES; do
+  for u in $(release_units "$1"); do
     if ! cmp -s "$BOARD_DIR/releases/$1/units/$u" "$UNIT_DIR/$u"; then
       install -m 0644 "$BOARD_DIR/releases/$1/units/$u" "$UNIT_DIR/.$u.new"
       mv -T "$UNIT_DIR/.$u.new" "$UNIT_DIR/$u"
       echo "$u"
     fi
+  done
+}
+
+# Units of the release being replaced that the new one does not ship (switching deploy.runtime
+# renames an inetd service's unit): stopped and removed, so no old service keeps the socket.
+# Instances of a template end with their connection. Prints the names removed.
+retire_units() {
+  [ -n "$1" ] && [ "$1" != "$2" ] && [ -d "$BOARD_DIR/releases/$1/units" ] || return 0
+  keep=" $(echo $(release_units "$2")) "
+  for u in $(release_units "$1"); do
+    case $keep in *" $u "*) continue ;; esac
+    case $u in *@.service) ;; *) systemctl disable --now --quiet "$u" 2>/dev/null || true ;; esac
+    rm -f "$UNIT_DIR/$u"
+    echo "$u"
   done
 }
 
@@ -214,8 +236,10 @@ own_data() {
 activate() {
   new=$1 old=$(current_id)
   ensure_user "$new"
+  retired=$(retire_units "$old" "$new")
+  [ -z "$retired" ] || say "retired $(echo $retired)"
   changed=$(install_units "$new")
-  [ -z "$changed" ] || systemctl daemon-reload
+  [ -z "$changed$retired" ] || systemctl daemon-reload
   if [ "$new" != "$old" ]; then
     [ -z "$old" ] || set_link previous "$old"
     set_link current "$new"
@@ -232,8 +256,9 @@ activate() {
   fi
   systemctl start "$ROOT_MOUNT_UNIT" "$DATA_MOUNT_UNIT"
   own_data
-  # A listening service runs one long-lived container: restart it (and its proxy) on the new image.
-  for u in $UNIT_FILES; do
+  # A listening service (or the systemd runtime's accept loop) runs for long: restart it (and its
+  # proxy) on the new image.
+  for u in $(release_units "$new"); do
     case $u in *@.service) ;; *.service) [ -z "$old" ] || [ "$new" = "$old" ] || systemctl try-restart "$u" ;; esac
   done
   if printf '%s\\n' $changed | grep -qx "$SOCKET_UNIT" && systemctl -q is-active "$SOCKET_UNIT"; then
@@ -277,13 +302,16 @@ cmd_rollback() {
 
 cmd_uninstall() {
   [ "$(id -u)" = 0 ] || die "run me as root"
-  # Instances of a templated service stop with their socket; the rest are stopped by name.
+  # Instances of a templated service stop with their socket; the rest are stopped by name. The
+  # running release's units too: one of another runtime may name its service differently.
+  cur=$(current_id)
+  units="$UNIT_FILES $([ -z "$cur" ] || release_units "$cur")"
   systemctl disable --now --quiet "$SOCKET_UNIT" 2>/dev/null || true
-  for u in $UNIT_FILES; do
+  for u in $units; do
     case $u in *@.service) systemctl stop "\${u%@.service}@*.service" 2>/dev/null || true ;; esac
   done
-  for u in $UNIT_FILES; do systemctl disable --now --quiet "$u" 2>/dev/null || true; done
-  for u in $UNIT_FILES; do rm -f "$UNIT_DIR/$u"; done
+  for u in $units; do systemctl disable --now --quiet "$u" 2>/dev/null || true; done
+  for u in $units; do rm -f "$UNIT_DIR/$u"; done
   # The user stays (systemd-sysusers never removes one): files on the data partition keep an owner.
   [ -z "$SYSUSERS_NAME" ] || rm -f "/etc/sysusers.d/$SYSUSERS_NAME"
   systemctl daemon-reload

@@ -2,13 +2,14 @@
 import type { BoardPaths, DeployBundleOptions } from './bundle.js';
 import { OCI_USER_NAMESPACE, shiftOwnersCommand } from './oci.js';
 import { UNPRIVILEGED_PORT_START, proxied, proxyUnitName } from './listen-proxy.js';
-import { listenPort, systemdEscapePath } from './systemd.js';
+import { listenPort, serviceUnitName, systemdEscapePath, unitPerConnection } from './systemd.js';
+import { ACCEPT_MAX_CONNECTIONS, ACCEPT_PATH } from '../accept/accept-elf.js';
 
 export function renderReadme(o: DeployBundleOptions, p: BoardPaths): string {
   const rootUnit = `${systemdEscapePath(p.rootMount)}.mount`;
   const dataUnit = `${systemdEscapePath(p.dataMount)}.mount`;
   const inetd = o.service.inetd === true;
-  const svc = inetd ? `${o.name}@.service` : `${o.name}.service`;
+  const svc = serviceUnitName(o);
   return `# Deploying ${o.name} to the board
 
 Copy the build output directory to the board, then as root, from that directory:
@@ -47,21 +48,25 @@ systemctl enable --now '${rootUnit}' '${dataUnit}' ${o.name}.socket
 \`\`\`
 
 ${
-  inetd
+  unitPerConnection(o)
     ? `Each connection to port ${listenPort(o.service)} starts one container (\`${o.name}@<n>.service\`) with the
 connection on stdin/stdout`
-    : !proxied(o.service)
-      ? `The first connection to port ${listenPort(o.service)} starts the container (\`${svc}\`) and systemd hands
+    : inetd
+      ? `The first connection to port ${listenPort(o.service)} starts \`${svc}\`, whose ${ACCEPT_PATH} (a static helper of
+about 1 KB in the image) then starts one process of the service per connection, with the
+connection on stdin/stdout, at most ${ACCEPT_MAX_CONNECTIONS} at once`
+      : !proxied(o.service)
+        ? `The first connection to port ${listenPort(o.service)} starts the container (\`${svc}\`) and systemd hands
 it the listening socket (\`service.socket-activation: true\`: the daemon takes it from LISTEN_FDS).
 The container keeps a network namespace of its own (only \`lo\`, no route out); the socket, made
 on the board, is its only way in, and connections that arrive while it restarts (an upgrade)
 wait in the socket's queue`
-      : `The first connection to port ${listenPort(o.service)} starts \`${o.name}-proxy.service\`, which starts the container
+        : `The first connection to port ${listenPort(o.service)} starts \`${o.name}-proxy.service\`, which starts the container
 (\`${svc}\`) and forwards each connection to the daemon's own port ${listenPort(o.service)} inside it. The
 container's network namespace belongs to \`${svc}\` (\`PrivateNetwork=yes\`, only \`lo\`, no route out,
 so the service can reach nothing and nothing reaches it); the proxy (systemd-socket-proxyd)
 joins that namespace (\`JoinsNamespaceOf=\`) and is the only way in`
-}; its stderr and nspawn's messages go to the journal
+}; its stderr${o.runtime === 'systemd' ? '' : " and nspawn's messages"} go to the journal
 (\`journalctl -u '${svc.replace('@.', '@*.')}'\`). The root is the read-only image, the network is private
 (only \`lo\`, CAP_NET_ADMIN dropped), no new privileges, a private user namespace, and
 ${o.dataPath ?? '/data'} is the only writable path, mounted noexec,nosuid,nodev.
@@ -92,7 +97,24 @@ creates with systemd-sysusers from \`deploy/${o.name}.sysusers.conf\`. The servi
 only what that user may write on the data partition. \`MemoryDenyWriteExecute=yes\` needs the
 payload to run natively: a board that runs it under QEMU user-mode (a JIT) needs a drop-in
 with \`MemoryDenyWriteExecute=no\`. \`systemd-analyze security ${svc.replace('@.', '@i.')}\` scores
-this unit; the build's \`${o.name}.exposure.json\` holds the score lhc measured.${proxied(o.service) ? portStartText(o.name) : ''}`;
+this unit; the build's \`${o.name}.exposure.json\` holds the score lhc measured.${proxied(o.service) ? portStartText(o.name) : ''}${o.service.inetd ? sharedSandboxText(o) : ''}`;
+}
+
+/** What an inetd service's connections share under this runtime, and why. */
+function sharedSandboxText(o: DeployBundleOptions): string {
+  const t = o.service.timeout;
+  return `
+
+The sandbox is built once, not per connection: with \`Accept=yes\` systemd would fork PID 1 and
+set up every namespace, mount and filter again for each connection, which on the simulated
+board cost 50 to 70 ms of CPU per connection. So every connection is a fresh process, but the
+connections share one sandbox: its scratch mounts (/tmp, /var/tmp, /run, /dev/shm), its user
+and its cgroup. service.limits therefore bound all connections together, at ${ACCEPT_MAX_CONNECTIONS} times the
+per-connection figures (what ${ACCEPT_MAX_CONNECTIONS} sandboxes of their own could use), and ${
+    t === undefined
+      ? 'no connection has a time limit'
+      : `a connection's process gets SIGALRM after service.timeout (${Math.ceil(t)} s); a process it started itself lives on until it exits or the service stops`
+  }. Choose \`deploy.runtime: nspawn\` for a container per connection.`;
 }
 
 /** Why a proxied daemon's unit runs one command outside its sandbox (see systemd-runtime.ts). */

@@ -1,7 +1,9 @@
 /**
  * `deploy.runtime: systemd`: the board runs the payload as a sandboxed systemd service on the
  * mounted read-only image (RootDirectory=), with no nspawn process. systemd sets up every
- * namespace itself, which costs less per connection than starting a container.
+ * namespace itself, once: an inetd service's connections are accepted inside that one sandbox by
+ * lhc-accept (Accept=no, see accept/accept-elf.ts), a fresh process each, because Accept=yes
+ * would build the whole sandbox again in a fork of PID 1 for every connection.
  *
  * The sandbox is at least systemd's portable-service `strict` profile. Checked on a Debian 12
  * board (systemd 252) booted in nspawn on a cgroup v1 hybrid host:
@@ -15,6 +17,7 @@
  *   permitted"): the aarch64 board runs the payload natively and keeps it; a simulated board that
  *   emulates the payload turns it off with a drop-in (see board/verify-board.ts).
  */
+import { ACCEPT_MAX_CONNECTIONS, ACCEPT_PATH, acceptArgv } from '../accept/accept-elf.js';
 import type { ContainerLimits } from '../tools/nspawn.js';
 import { SCRATCH_MOUNT_OPTIONS } from '../tools/nspawn.js';
 import type { BoardPaths, DeployBundleOptions } from './bundle.js';
@@ -64,11 +67,15 @@ function envLine(env: Readonly<Record<string, string>> | undefined): string {
     : '';
 }
 
-function limitLines(l: ContainerLimits): string {
+function limitLines(l: ContainerLimits, shared: boolean): string {
+  // One sandbox for every connection: the sum of what each connection's own could use.
+  const n = shared ? ACCEPT_MAX_CONNECTIONS : 1;
   return (
-    '# Per-service limits (service.limits in lhc.yml).\n' +
-    `MemoryMax=${l.memory}\nMemorySwapMax=0\nTasksMax=${l.tasks}\nCPUQuota=${l.cpu}%\n` +
-    `LimitNOFILE=${l.nofile}\nLimitNPROC=${l.tasks}\n`
+    (shared
+      ? `# service.limits per connection, ${n} connections at once (see README.md).\n`
+      : '# Per-service limits (service.limits in lhc.yml).\n') +
+    `MemoryMax=${l.memory * n}\nMemorySwapMax=0\nTasksMax=${l.tasks * n}\nCPUQuota=${l.cpu * n}%\n` +
+    `LimitNOFILE=${l.nofile}\nLimitNPROC=${l.tasks * n}\n`
   );
 }
 
@@ -103,19 +110,18 @@ export function sandboxLines(inetd: boolean): string {
 /** The service unit of the systemd runtime: same file name as the nspawn runtime's. */
 export function renderSandboxedServiceUnit(o: DeployBundleOptions, p: BoardPaths): string {
   const inetd = o.service.inetd === true;
-  const timeout = o.service.timeout;
   const dataPath = o.dataPath ?? '/data';
   const mounts = mountUnitNames(p);
+  const command = inetd ? acceptArgv(o.service.command, o.service.timeout) : o.service.command;
   return (
     HEADER(o.name) +
     '[Unit]\n' +
-    `Description=lhc ${o.name}${inetd ? ' (connection %i)' : ''}, sandboxed service on the image\n` +
+    `Description=lhc ${o.name}, sandboxed service on the image${inetd ? ' (a process per connection)' : ''}\n` +
     '# Wants=, not Requires=: an image switch (install.sh upgrade) must not stop a connection\n' +
     '# still served from the old image; After= makes a new one wait for the new image.\n' +
     `Wants=${mounts.join(' ')}\nAfter=${mounts.join(' ')}\n` +
-    (inetd ? 'CollectMode=inactive-or-failed\n' : '') +
     '\n[Service]\n' +
-    `ExecStart=${systemdExecLine(o.service.command)}\n` +
+    `ExecStart=${systemdExecLine(command)}\n` +
     envLine(o.service.env) +
     (o.service.workdir ? `WorkingDirectory=${systemdQuoteWord(o.service.workdir)}\n` : '') +
     '# The read-only image is the whole file system; the data partition (mounted\n' +
@@ -125,7 +131,13 @@ export function renderSandboxedServiceUnit(o: DeployBundleOptions, p: BoardPaths
     `BindPaths=${systemdQuoteWord(`${p.dataMount}:${dataPath}`)}\n` +
     userLines(o) +
     (inetd
-      ? 'StandardInput=socket\nStandardOutput=socket\n'
+      ? `# ${ACCEPT_PATH} takes the listening socket (LISTEN_FDS) and starts the command once per\n` +
+        '# connection, with the connection as its stdin and stdout and SIGALRM after service.timeout.\n' +
+        '# Stopping (an upgrade) sends SIGTERM to the loop only: it stops accepting, lets the\n' +
+        '# connections in flight finish (each ends by its alarm at the latest), then exits; new ones\n' +
+        '# wait in the socket meanwhile. systemd 252 refuses to start a SendSIGKILL=no unit while\n' +
+        "# processes of its last run remain, so draining is the loop's job.\n" +
+        `KillMode=mixed\nTimeoutStopSec=${stopSeconds(o.service.timeout)}\n`
       : !proxied(o.service)
         ? '# Started by the socket, whose listening socket the daemon takes (LISTEN_FDS).\n'
         : `# ${proxyUnitName(o.name)} joins this service's network namespace (see README.md). The\n` +
@@ -136,10 +148,14 @@ export function renderSandboxedServiceUnit(o: DeployBundleOptions, p: BoardPaths
     "# The payload's messages go to the journal, never to the client.\n" +
     'StandardError=journal\n' +
     sandboxLines(inetd) +
-    limitLines(serviceLimits(o)) +
-    (timeout !== undefined && inetd ? `RuntimeMaxSec=${Math.ceil(timeout)}\n` : '') +
+    limitLines(serviceLimits(o), inetd) +
     (proxied(o.service) ? '\n[Install]\nWantedBy=multi-user.target\n' : '')
   );
+}
+
+/** The drain takes at most one connection's alarm; then systemd kills what is left. */
+function stopSeconds(timeout: number | undefined): number {
+  return timeout === undefined ? 90 : Math.ceil(timeout) + 5;
 }
 
 /**

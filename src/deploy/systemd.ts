@@ -1,5 +1,5 @@
 /**
- * The board's systemd units: a socket (Accept=yes for inetd services), the service that runs
+ * The board's systemd units: a socket (Accept=yes for the nspawn runtime's inetd services), the service that runs
  * boardNspawnArgv() — the same command line verify boots — and the two mounts (image read-only,
  * data noexec,nosuid,nodev), plus the same mounts as fstab lines.
  */
@@ -15,6 +15,28 @@ import {
 } from './listen-proxy.js';
 import type { BoardPaths, DeployBundleOptions, ServiceSpec } from './bundle.js';
 import { renderSandboxedServiceUnit } from './systemd-runtime.js';
+import { ACCEPT_MAX_CONNECTIONS } from '../accept/accept-elf.js';
+
+/**
+ * Does each connection get a unit instance of its own (a templated `NAME@.service`, Accept=yes)?
+ * Only under the nspawn runtime, whose unit is one container per connection; the systemd runtime
+ * builds its sandbox once and lhc-accept serves the connections inside it.
+ */
+export function unitPerConnection(o: {
+  service: { inetd?: boolean | undefined };
+  runtime?: string | undefined;
+}): boolean {
+  return o.service.inetd === true && o.runtime !== 'systemd';
+}
+
+/** The service unit's file name: a template when every connection starts an instance. */
+export function serviceUnitName(o: {
+  name: string;
+  service: { inetd?: boolean | undefined };
+  runtime?: string | undefined;
+}): string {
+  return unitPerConnection(o) ? `${o.name}@.service` : `${o.name}.service`;
+}
 
 /** Port the socket listens on: the service's own port, or 70 (Gopher) for inetd services. */
 export function listenPort(s: ServiceSpec): number {
@@ -123,17 +145,21 @@ export function renderSocketUnit(o: DeployBundleOptions): string {
   return (
     HEADER(o.name) +
     '[Unit]\n' +
-    `Description=lhc ${o.name}: ${inetd ? `one ${o.runtime === 'systemd' ? 'sandboxed process' : 'container'} per connection` : 'listening socket'}\n\n` +
+    `Description=lhc ${o.name}: ${inetd ? `one ${o.runtime === 'systemd' ? 'process' : 'container'} per connection` : 'listening socket'}\n\n` +
     '[Socket]\n' +
     `ListenStream=${listenPort(o.service)}\n` +
-    (inetd
-      ? 'Accept=yes\n' +
-        '# Each connection costs a container start: bound how many run at once.\n' +
-        'MaxConnections=32\nMaxConnectionsPerSource=8\n'
-      : 'Accept=no\n' +
-        (proxied(o.service)
-          ? listenSocketLines(o.name)
-          : '# The daemon takes this socket itself (LISTEN_FDS): nspawn passes it into the container.\n')) +
+    (inetd && !unitPerConnection(o)
+      ? 'Accept=no\n' +
+        `# The service's one sandbox takes the socket: lhc-accept starts a process per connection,\n` +
+        `# at most ${ACCEPT_MAX_CONNECTIONS} at once (see README.md).\n`
+      : inetd
+        ? 'Accept=yes\n' +
+          '# Each connection costs a container start: bound how many run at once.\n' +
+          'MaxConnections=32\nMaxConnectionsPerSource=8\n'
+        : 'Accept=no\n' +
+          (proxied(o.service)
+            ? listenSocketLines(o.name)
+            : '# The daemon takes this socket itself (LISTEN_FDS): nspawn passes it into the container.\n')) +
     '\n[Install]\nWantedBy=sockets.target\n'
   );
 }

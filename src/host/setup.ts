@@ -58,7 +58,17 @@ export interface BinfmtState {
   conf?: string;
 }
 
-const APT_ENV = ['env', 'DEBIAN_FRONTEND=noninteractive'];
+/**
+ * apt-get, waiting up to 10 minutes for the package manager's lock instead of failing: a fresh
+ * cloud machine often runs unattended-upgrades at first boot, and two setups may run at once.
+ */
+const APT_GET = [
+  'env',
+  'DEBIAN_FRONTEND=noninteractive',
+  'apt-get',
+  '-o',
+  'DPkg::Lock::Timeout=600',
+];
 
 /** deb822 stanzas (blank-line separated), each as its lines. */
 function stanzas(text: string): string[][] {
@@ -253,12 +263,12 @@ export function planPackages(
   const missing = wanted.filter((p) => !state.installed.has(p));
   if (missing.length === 0) present.push(`packages: ${wanted.join(' ')}`);
   if (sourcesChanged || missing.length > 0) {
-    steps.push({ what: 'update apt package lists', argv: [...APT_ENV, 'apt-get', 'update'] });
+    steps.push({ what: 'update apt package lists', argv: [...APT_GET, 'update'] });
   }
   if (missing.length > 0) {
     steps.push({
       what: `install ${missing.join(' ')}`,
-      argv: [...APT_ENV, 'apt-get', 'install', '-y', '--no-install-recommends', ...missing],
+      argv: [...APT_GET, 'install', '-y', '--no-install-recommends', ...missing],
     });
   }
   return { steps, present, warnings };

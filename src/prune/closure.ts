@@ -18,6 +18,7 @@ import type { TraceResult } from '../stages/trace.js';
 import { TRACE_MOUNT } from '../tools/nspawn.js';
 import { isRootUser } from '../service-user/passwd.js';
 import { RUN_AS_PATH } from '../service-user/run-as-elf.js';
+import { ACCEPT_PATH, needsAcceptLoop } from '../accept/accept-elf.js';
 
 export type KeepReason =
   | 'traced-open'
@@ -31,7 +32,8 @@ export type KeepReason =
   | 'keep-glob'
   | 'parent-dir'
   | 'shebang-interp'
-  | 'service-user';
+  | 'service-user'
+  | 'accept-loop';
 
 export interface WalkEntry {
   kind: EntryKind;
@@ -123,6 +125,8 @@ export async function computeClosure(
   if (trace.interp) addLookup(trace.interp, 'elf-interp');
   // lhc-run-as starts every container run and QEMU never logs the first exec: keep it by name.
   if (!isRootUser(config.service.user)) addLookup(RUN_AS_PATH, 'service-user');
+  // The systemd runtime's unit starts it; no traced run does.
+  if (needsAcceptLoop(config)) addLookup(ACCEPT_PATH, 'accept-loop');
 
   if (config.keep.length > 0) {
     const keepMatch = globMatcher(config.keep);

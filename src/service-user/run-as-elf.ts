@@ -11,9 +11,10 @@
  *   as -o x.o run-as.x86_64.S && objcopy -O binary -j .text x.o x.bin
  * (test/integration/run-as.test.ts assembles them again and compares.)
  */
-/** The architectures a config can name (config.arch). */
-export type Arch = 'aarch64' | 'x86_64';
+import { staticElf, type Arch } from '../elf/static-elf.js';
 import type { RunAs } from './passwd.js';
+
+export type { Arch };
 
 /** Where the helper lives in the image. */
 export const RUN_AS_PATH = '/usr/lib/lhc/lhc-run-as';
@@ -38,12 +39,8 @@ export const RUN_AS_CODE: Record<Arch, string> = {
     '727669636520636f6d6d616e640a6690',
 };
 
-const MACHINE: Record<Arch, number> = { aarch64: 183, x86_64: 62 };
 const MAGIC = Buffer.from('LHCRUNAS', 'latin1');
 const VERSION = 1;
-const LOAD_ADDRESS = 0x400000n;
-const EHDR = 64;
-const PHDR = 56;
 
 /** The data block the code reads: magic, version, uid (+12), gid (+16), group count (+20), groups (+24), then name and home. */
 function dataBlock(r: RunAs): Buffer {
@@ -63,29 +60,9 @@ function dataBlock(r: RunAs): Buffer {
   return Buffer.concat([ids, ...str(r.name), ...str(r.home)]);
 }
 
-/** The helper for `arch`, dropping to `r`: one R+X PT_LOAD segment, no sections. */
+/** The helper for `arch`, dropping to `r`. */
 export function runAsElf(arch: Arch, r: RunAs): Buffer {
-  const code = Buffer.from(RUN_AS_CODE[arch], 'hex');
-  const body = Buffer.concat([code, dataBlock(r)]);
-  const size = BigInt(EHDR + PHDR + body.length);
-  const h = Buffer.alloc(EHDR + PHDR);
-  Buffer.from([0x7f, 0x45, 0x4c, 0x46, 2, 1, 1, 0]).copy(h, 0); // ELF64, little endian, SYSV
-  h.writeUInt16LE(2, 16); // ET_EXEC
-  h.writeUInt16LE(MACHINE[arch], 18);
-  h.writeUInt32LE(1, 20);
-  h.writeBigUInt64LE(LOAD_ADDRESS + BigInt(EHDR + PHDR), 24); // entry: the code
-  h.writeBigUInt64LE(BigInt(EHDR), 32); // program headers
-  h.writeUInt16LE(EHDR, 52);
-  h.writeUInt16LE(PHDR, 54);
-  h.writeUInt16LE(1, 56);
-  h.writeUInt32LE(1, EHDR); // PT_LOAD
-  h.writeUInt32LE(5, EHDR + 4); // R+X
-  h.writeBigUInt64LE(LOAD_ADDRESS, EHDR + 16);
-  h.writeBigUInt64LE(LOAD_ADDRESS, EHDR + 24);
-  h.writeBigUInt64LE(size, EHDR + 32);
-  h.writeBigUInt64LE(size, EHDR + 40);
-  h.writeBigUInt64LE(0x10000n, EHDR + 48); // fits 4K and 64K pages
-  return Buffer.concat([h, body]);
+  return staticElf(arch, Buffer.concat([Buffer.from(RUN_AS_CODE[arch], 'hex'), dataBlock(r)]));
 }
 
 /** The ids a helper drops to, read back from its data block; undefined for any other file. */

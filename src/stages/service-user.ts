@@ -16,6 +16,7 @@ import { ResolveError, resolveInRoot } from '../root/resolve.js';
 import { isRootUser, resolveUser, type RunAs } from '../service-user/passwd.js';
 import { readRunAsElf, RUN_AS_PATH, runAsElf } from '../service-user/run-as-elf.js';
 import { run } from '../tools/exec.js';
+import { ACCEPT_PATH, acceptElf, needsAcceptLoop } from '../accept/accept-elf.js';
 
 /** A root's file, resolved inside the root; undefined when it is not a regular file there. */
 async function readInRoot(root: string, p: string): Promise<Buffer | undefined> {
@@ -66,6 +67,18 @@ export async function installRunAs(
     `service.user ${user}: uid ${r.uid}, gid ${r.gid}, groups ${r.groups.join(',')}, home ${r.home} (${RUN_AS_PATH})`,
   );
   return r;
+}
+
+/** The systemd runtime's connection loop for an inetd service (see accept/accept-elf.ts). */
+export async function installAcceptLoop(
+  ctx: StageContext,
+  { config, root }: { config: LhcConfig; root: string },
+): Promise<void> {
+  if (!needsAcceptLoop(config)) return;
+  const staged = path.join(ctx.work.dir, 'lhc-accept');
+  await writeFile(staged, acceptElf(config.arch), { mode: 0o755 });
+  await installFile(root, staged, ACCEPT_PATH, 0o755);
+  ctx.logger.info(`deploy.runtime systemd: connections are accepted by ${ACCEPT_PATH}`);
 }
 
 /**

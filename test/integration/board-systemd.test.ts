@@ -2,8 +2,10 @@
  * deploy.runtime: systemd on the simulated board: gophermoon's sandboxed service unit installed
  * by its own install.sh, every probe through the board's port 70 byte for byte against its
  * fixture, the hardening rows read from the live per-connection process (no nspawn anywhere);
- * and install.sh switching a running nspawn install to the systemd runtime and back, with the
- * per-connection latency of both measured on the same board. A listen service (nginx, proxied)
+ * connections served at once, each by a fresh process in the one sandbox, one of them surviving
+ * a restart of the service (an upgrade); and install.sh switching a running nspawn install to
+ * the systemd runtime and back, retiring the other runtime's units, with the per-connection
+ * latency of both measured on the same board. A listen service (nginx, proxied)
  * under this runtime is board-systemd-listen.test.ts.
  */
 import { mkdtemp, readFile } from 'node:fs/promises';
@@ -25,6 +27,10 @@ import type { GopherProbe } from '../../src/config/schema.js';
 import { memoryLogger } from '../../src/core/logger.js';
 import { exchange, gopherRequest } from '../../src/harness/client.js';
 import { processTable } from '../../src/harness/proc.js';
+import { holdOpen } from '../../src/harness/client.js';
+import { waitFor } from '../../src/core/wait.js';
+import { findServicePayloads } from '../../src/board/service-procs.js';
+import { ACCEPT_PATH } from '../../src/accept/accept-elf.js';
 import { run } from '../../src/tools/exec.js';
 import { buildOut, gophermoonConfig, testBoardTarball } from '../support/board.js';
 import { requireTools, snapshot, sweepLeftovers } from '../support/verify-image.js';
@@ -55,11 +61,17 @@ function median(xs: number[]): number {
 }
 
 describe('lhc verify --board with deploy.runtime: systemd', () => {
-  it('gophermoon: a sandboxed service per connection answers every probe like its fixture, hardened', async () => {
-    const unit = await readFile(path.join(sandboxed.outDir, 'deploy/gophermoon@.service'), 'utf8');
-    expect(unit).toContain('ExecStart=/bin/lua /bin/gophermoon\n');
+  it('gophermoon: the sandboxed service answers every probe like its fixture, hardened', async () => {
+    const unit = await readFile(path.join(sandboxed.outDir, 'deploy/gophermoon.service'), 'utf8');
+    expect(unit).toContain(`ExecStart=${ACCEPT_PATH} 60 32 /bin/lua /bin/gophermoon\n`);
     expect(unit).not.toContain('nspawn');
-    expect(sandboxed.exposure?.units.map((u) => u.unit)).toEqual(['gophermoon@i.service']);
+    expect(sandboxed.exposure?.units.map((u) => u.unit)).toEqual(['gophermoon.service']);
+    // The loop ships in the image; the nspawn runtime's image has none.
+    const manifest = await readFile(
+      path.join(sandboxed.outDir, 'gophermoon.manifest.json'),
+      'utf8',
+    );
+    expect(manifest).toContain(`"${ACCEPT_PATH}"`);
     const report = await verifyOnBoard({
       config: systemdConfig,
       outDir: sandboxed.outDir,
@@ -125,19 +137,72 @@ describe('lhc verify --board with deploy.runtime: systemd', () => {
         return median(ms);
       };
       try {
-        const unitNow = () => board.sh(['cat', '/etc/systemd/system/gophermoon@.service']);
-        expect((await unitNow()).stdout).toContain('ExecStart=/usr/bin/systemd-nspawn ');
+        const unitDir = '/etc/systemd/system';
+        const unitNow = (u: string) => board.sh(['cat', `${unitDir}/${u}`]);
+        expect((await unitNow('gophermoon@.service')).stdout).toContain(
+          'ExecStart=/usr/bin/systemd-nspawn ',
+        );
         const nspawnMs = await timed(50);
         await installOnBoard(board, sandboxed.outDir, 'upgrade', systemdConfig);
-        expect((await unitNow()).stdout).toContain('ExecStart=/bin/lua /bin/gophermoon\n');
+        expect((await unitNow('gophermoon.service')).stdout).toContain(
+          `ExecStart=${ACCEPT_PATH} 60 32 /bin/lua /bin/gophermoon\n`,
+        );
+        // The nspawn runtime's template is retired, not left beside the new unit.
+        expect((await unitNow('gophermoon@.service')).exitCode).not.toBe(0);
         const id = await board.sh(['id', '-u', 'lhc-gophermoon']);
         expect(id.exitCode, id.stderr).toBe(0);
         const systemdMs = await timed(50);
         expect(nspawnUnder()).toBe(false);
         const rows = await boardHardening(board, systemdConfig, port.endpoint, 30_000);
         expect(rows.filter((r) => !r.ok)).toEqual([]);
+
+        // Eight at once, each a process of its own in the one sandbox, as the fixture says.
+        const payloadsSeen = new Set<number>();
+        const watch = setInterval(() => {
+          for (const p of findServicePayloads(board.pid, 'gophermoon')) payloadsSeen.add(p.pid);
+        }, 5);
+        try {
+          const answers = await Promise.all(Array.from({ length: 16 }, () => ask()));
+          expect(answers.filter((a) => !a.equals(want))).toEqual([]);
+        } finally {
+          clearInterval(watch);
+        }
+        expect(payloadsSeen.size).toBeGreaterThan(1);
+        const main = await board.sh(['systemctl', 'show', '-P', 'MainPID', 'gophermoon.service']);
+        expect(payloadsSeen.has(Number(main.stdout.trim()))).toBe(false);
+
+        // A restart (what an upgrade does) drains: the loop stops accepting, the connection in
+        // flight finishes, and one made meanwhile waits in the socket for the new loop.
+        const held = await holdOpen(port.endpoint, 30_000);
+        const answered = new Promise<Buffer>((resolve) => {
+          const chunks: Buffer[] = [];
+          held.on('data', (d: Buffer) => chunks.push(d));
+          held.on('close', () => resolve(Buffer.concat(chunks)));
+        });
+        expect(
+          await waitFor(() => findServicePayloads(board.pid, 'gophermoon')[0], 30_000),
+        ).toBeDefined();
+        const show = async (p: string) =>
+          (await board.sh(['systemctl', 'show', '-P', p, 'gophermoon.service'])).stdout.trim();
+        const oldMain = await show('MainPID');
+        await board.mustSh(['systemctl', 'restart', '--no-block', 'gophermoon.service'], 'restart');
+        const draining = async () =>
+          (await show('ActiveState')) === 'deactivating' ? true : undefined;
+        expect(await waitFor(draining, 30_000)).toBe(true);
+        const meanwhile = ask();
+        held.end(gopherRequest(about.selector));
+        expect((await answered).equals(want)).toBe(true);
+        expect((await meanwhile).equals(want)).toBe(true);
+        expect(await show('ActiveState')).toBe('active');
+        expect(await show('MainPID')).not.toBe(oldMain);
+
         await installOnBoard(board, sandboxed.outDir, 'rollback', systemdConfig);
-        expect((await unitNow()).stdout).toContain('ExecStart=/usr/bin/systemd-nspawn ');
+        expect((await unitNow('gophermoon@.service')).stdout).toContain(
+          'ExecStart=/usr/bin/systemd-nspawn ',
+        );
+        expect((await unitNow('gophermoon.service')).exitCode).not.toBe(0);
+        const gone = await board.sh(['systemctl', 'is-active', 'gophermoon.service']);
+        expect(gone.stdout.trim()).not.toBe('active');
         expect((await ask()).equals(want)).toBe(true);
         // Measured, not asserted: the machine is shared, so absolute times vary run to run.
         console.log(

@@ -5,19 +5,16 @@
  * Runs as root (setgroups needs CAP_SETGID), like every integration test.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { assembledHex } from '../support/assemble.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { RUN_AS_CODE, runAsElf, type Arch } from '../../src/service-user/run-as-elf.js';
+import { RUN_AS_CODE, runAsElf } from '../../src/service-user/run-as-elf.js';
 
 const SRC = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../src/service-user');
-const TOOLS: Record<Arch, [string, string]> = {
-  aarch64: ['aarch64-linux-gnu-as', 'aarch64-linux-gnu-objcopy'],
-  x86_64: ['as', 'objcopy'],
-};
 const IDS = { name: 'prober', uid: 4321, gid: 4322, groups: [4322, 4323], home: '/home/prober' };
 
 describe('lhc-run-as', () => {
@@ -32,15 +29,7 @@ describe('lhc-run-as', () => {
   it.each(['aarch64', 'x86_64'] as const)(
     'keeps the bytes that run-as.%s.S assembles to',
     (arch) => {
-      const [as, objcopy] = TOOLS[arch];
-      for (const tool of [as, objcopy])
-        if (spawnSync(tool, ['--version']).status !== 0)
-          throw new Error(`${tool} is missing: apt-get install binutils (or run: lhc setup)`);
-      const obj = path.join(tmp, `${arch}.o`);
-      const bin = path.join(tmp, `${arch}.bin`);
-      execFileSync(as, ['-o', obj, path.join(SRC, `run-as.${arch}.S`)]);
-      execFileSync(objcopy, ['-O', 'binary', '-j', '.text', obj, bin]);
-      expect(readFileSync(bin).toString('hex')).toBe(RUN_AS_CODE[arch]);
+      expect(assembledHex(arch, path.join(SRC, `run-as.${arch}.S`), tmp)).toBe(RUN_AS_CODE[arch]);
     },
   );
 

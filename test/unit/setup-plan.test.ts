@@ -115,11 +115,20 @@ describe('planPackages', () => {
     expect(plan.steps.map((s) => s.argv)).toEqual([
       ['dpkg', '--add-architecture', 'arm64'],
       ['tee', '/etc/apt/sources.list.d/lhc-deb-src.sources'],
-      ['env', 'DEBIAN_FRONTEND=noninteractive', 'apt-get', 'update'],
       [
         'env',
         'DEBIAN_FRONTEND=noninteractive',
         'apt-get',
+        '-o',
+        'DPkg::Lock::Timeout=600',
+        'update',
+      ],
+      [
+        'env',
+        'DEBIAN_FRONTEND=noninteractive',
+        'apt-get',
+        '-o',
+        'DPkg::Lock::Timeout=600',
         'install',
         '-y',
         '--no-install-recommends',

@@ -11,7 +11,8 @@ import { ConfigError } from '../../src/core/errors.js';
 import { boardPaths, type DeployBundleOptions } from '../../src/deploy/bundle.js';
 import { renderInstallScript } from '../../src/deploy/install-script.js';
 import { renderReadme } from '../../src/deploy/readme.js';
-import { renderServiceUnit, renderSocketUnit } from '../../src/deploy/systemd.js';
+import { renderServiceUnit, renderSocketUnit, serviceUnitName } from '../../src/deploy/systemd.js';
+import { ACCEPT_MAX_CONNECTIONS, ACCEPT_PATH, acceptArgv } from '../../src/accept/accept-elf.js';
 import { renderSysusers, sysusersFiles } from '../../src/deploy/systemd-runtime.js';
 import { parseExposure, parseSystemdVersion } from '../../src/tools/systemd-analyze.js';
 import { mountPoints } from '../../src/tools/nspawn.js';
@@ -60,7 +61,10 @@ describe('the systemd runtime service unit', () => {
   const unit = renderServiceUnit(inetd, p);
 
   it('runs the payload itself on the mounted image, with no nspawn', () => {
-    expect(values(unit, 'ExecStart')).toEqual(['/bin/lua /bin/gophermoon']);
+    // One sandbox: lhc-accept starts the command per connection, SIGALRM after service.timeout.
+    expect(values(unit, 'ExecStart')).toEqual([
+      `/usr/lib/lhc/lhc-accept 60 ${ACCEPT_MAX_CONNECTIONS} /bin/lua /bin/gophermoon`,
+    ]);
     expect(unit).not.toContain('nspawn');
     expect(values(unit, 'RootDirectory')).toEqual([p.rootMount]);
     expect(values(unit, 'BindPaths')).toEqual([`${p.dataMount}:/data`]);
@@ -68,10 +72,26 @@ describe('the systemd runtime service unit', () => {
     expect(values(unit, 'Environment')).toEqual(['GOPHER_PORT=70 GOPHER_ROOT=/gopher']);
     expect(values(unit, 'User')).toEqual(['lhc-gophermoon']);
     expect(values(unit, 'DynamicUser')).toEqual([]);
-    expect(values(unit, 'StandardInput')).toEqual(['socket']);
-    expect(values(unit, 'StandardOutput')).toEqual(['socket']);
+    expect(values(unit, 'StandardInput')).toEqual([]);
+    expect(values(unit, 'StandardOutput')).toEqual([]);
     expect(values(unit, 'StandardError')).toEqual(['journal']);
     expect(values(unit, 'Delegate')).toEqual([]);
+    // Stopping ends the loop only: connections in flight finish.
+    expect(values(unit, 'KillMode')).toEqual(['mixed']);
+    expect(values(unit, 'TimeoutStopSec')).toEqual(['65']);
+  });
+
+  it('is one service on a socket without Accept=, not a template per connection', () => {
+    expect(serviceUnitName(inetd)).toBe('gophermoon.service');
+    expect(serviceUnitName({ ...inetd, runtime: 'nspawn' })).toBe('gophermoon@.service');
+    expect(serviceUnitName(listen)).toBe('nginx.service');
+    const socket = renderSocketUnit(inetd);
+    expect(socket).toMatch(/^Accept=no$/m);
+    expect(socket).not.toMatch(/^MaxConnections/m);
+    expect(renderSocketUnit({ ...inetd, runtime: 'nspawn' })).toMatch(/^Accept=yes$/m);
+    expect(values(unit, 'CollectMode')).toEqual([]);
+    expect(acceptArgv(['/bin/x'], 2.5)).toEqual([ACCEPT_PATH, '3', '32', '/bin/x']);
+    expect(acceptArgv(['/bin/x'], undefined)).toEqual([ACCEPT_PATH, '0', '32', '/bin/x']);
   });
 
   it('carries the strict sandbox, each setting once', () => {
@@ -116,13 +136,21 @@ describe('the systemd runtime service unit', () => {
       expect(opts!.split(',')).toEqual(expect.arrayContaining(['noexec', 'nosuid', 'nodev']));
   });
 
-  it('takes its limits from service.limits', () => {
-    expect(values(unit, 'MemoryMax')).toEqual([String(128 * 1024 ** 2)]);
-    expect(values(unit, 'TasksMax')).toEqual(['32']);
-    expect(values(unit, 'CPUQuota')).toEqual(['50%']);
+  it('takes its limits from service.limits, per connection for an inetd service', () => {
+    const n = ACCEPT_MAX_CONNECTIONS;
+    expect(values(unit, 'MemoryMax')).toEqual([String(128 * 1024 ** 2 * n)]);
+    expect(values(unit, 'TasksMax')).toEqual([String(32 * n)]);
+    expect(values(unit, 'CPUQuota')).toEqual([`${50 * n}%`]);
     expect(values(unit, 'LimitNOFILE')).toEqual(['256']);
-    expect(values(unit, 'LimitNPROC')).toEqual(['32']);
-    expect(values(unit, 'RuntimeMaxSec')).toEqual(['60']);
+    expect(values(unit, 'LimitNPROC')).toEqual([String(32 * n)]);
+    // The loop runs for long; each connection's process gets the timeout as an alarm instead.
+    expect(values(unit, 'RuntimeMaxSec')).toEqual([]);
+    const daemon = renderServiceUnit(
+      { ...listen, service: { ...listen.service, limits: inetd.service.limits } },
+      boardPaths(listen),
+    );
+    expect(values(daemon, 'MemoryMax')).toEqual([String(128 * 1024 ** 2)]);
+    expect(values(daemon, 'TasksMax')).toEqual(['32']);
   });
 
   it('for a listen service: Internet sockets, the port made bindable, an [Install] section', () => {
@@ -253,6 +281,7 @@ describe('finding the systemd runtime payload on the board', () => {
     const inst =
       '/machine/system.slice/system-gophermoon.slice/gophermoon@3-127.0.0.1:70-127.0.0.1:5.service';
     expect(inServiceCgroup(cg(inst), 'gophermoon')).toBe(true);
+    expect(inServiceCgroup(cg('/system.slice/gophermoon.service'), 'gophermoon')).toBe(true);
     expect(inServiceCgroup(cg('/system.slice/nginx.service'), 'nginx')).toBe(true);
     expect(inServiceCgroup(cg('/system.slice/nginx-proxy.service'), 'nginx')).toBe(false);
     expect(inServiceCgroup(cg('/system.slice/gophermoon.socket'), 'gophermoon')).toBe(false);
