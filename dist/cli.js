@@ -45004,8 +45004,7 @@ async function startActivator(argv, accept, o2) {
       {
         privileged: true,
         logger,
-        loud: attempt === 0,
-        ...o2.env ? { env: { ...o2.env } } : {}
+        loud: attempt === 0
       }
     );
     let exited = false;
@@ -45192,7 +45191,7 @@ async function runInetd(config2, t, identity3, o2) {
             // a moment to decide whether to delete the lock file, and one starting then fails
             // with "Directory tree … is currently busy" (a parallel self-check did in CI). The
             // roots are lhc's own: no run needs the lock.
-            env: { SYSTEMD_NSPAWN_LOCK: "0", ...o2.hook?.nspawnEnv },
+            env: { SYSTEMD_NSPAWN_LOCK: "0" },
             ...o2.signal ? { signal: o2.signal } : {}
           })
         );
@@ -45230,16 +45229,8 @@ async function runListening(config2, t, identity3, o2) {
   let hostPort;
   try {
     if (activated) {
-      ({ service: container, port: hostPort } = await startActivator(argv, false, {
-        ...o2,
-        ...o2.hook?.nspawnEnv ? { env: o2.hook.nspawnEnv } : {}
-      }));
-    } else
-      container = start(argv, {
-        privileged: true,
-        logger,
-        ...o2.hook?.nspawnEnv ? { env: { ...o2.hook.nspawnEnv } } : {}
-      });
+      ({ service: container, port: hostPort } = await startActivator(argv, false, o2));
+    } else container = start(argv, { privileged: true, logger });
   } catch (e) {
     await end();
     throw e;
@@ -45465,12 +45456,10 @@ var STRACE_FLAGS = [
   "-e",
   "trace=%file,%desc,%process"
 ];
-var TRACED_NSPAWN_ENV = { SYSTEMD_SECCOMP: "0" };
 function qemuTraceHook(dir) {
   const made = /* @__PURE__ */ new Set();
   return {
     env: qemuFifoEnv,
-    nspawnEnv: TRACED_NSPAWN_ENV,
     binds: [{ host: dir, container: TRACE_MOUNT }],
     async prepare(count2) {
       const indices = Array.from({ length: count2 }, (_2, i2) => i2);
@@ -45493,7 +45482,6 @@ function qemuTraceHook(dir) {
 }
 function straceHook(dir) {
   return {
-    nspawnEnv: TRACED_NSPAWN_ENV,
     async begin(argv, index) {
       const file2 = path44.join(dir, index === void 0 ? "strace.log" : `strace.${index}.log`);
       return {

@@ -47,8 +47,6 @@ export interface RunHook {
   /** Environment of run `index` (undefined: the one run of a listening service). */
   env?(index: number | undefined): Record<string, string>;
   binds?: { host: string; container: string }[];
-  /** Environment of systemd-nspawn itself (not the container's) for every run. */
-  nspawnEnv?: Readonly<Record<string, string>>;
   /** Called once before `count` inetd runs (indices 0..count-1), for set-up they can share. */
   prepare?(count: number): Promise<void>;
   /** Called before each container run (`index` per inetd probe, undefined for a listening run). */
@@ -185,7 +183,7 @@ async function runInetd(
             // a moment to decide whether to delete the lock file, and one starting then fails
             // with "Directory tree … is currently busy" (a parallel self-check did in CI). The
             // roots are lhc's own: no run needs the lock.
-            env: { SYSTEMD_NSPAWN_LOCK: '0', ...o.hook?.nspawnEnv },
+            env: { SYSTEMD_NSPAWN_LOCK: '0' },
             ...(o.signal ? { signal: o.signal } : {}),
           }),
         );
@@ -238,16 +236,8 @@ async function runListening(
     if (activated) {
       // As on the board: a socket outside the container, passed in (LISTEN_FDS) on the first
       // connection; the container keeps its own network namespace.
-      ({ service: container, port: hostPort } = await startActivator(argv, false, {
-        ...o,
-        ...(o.hook?.nspawnEnv ? { env: o.hook.nspawnEnv } : {}),
-      }));
-    } else
-      container = start(argv, {
-        privileged: true,
-        logger,
-        ...(o.hook?.nspawnEnv ? { env: { ...o.hook.nspawnEnv } } : {}),
-      });
+      ({ service: container, port: hostPort } = await startActivator(argv, false, o));
+    } else container = start(argv, { privileged: true, logger });
   } catch (e) {
     // The hook's reader (a FIFO) would otherwise wait forever for a writer that never came.
     await end();

@@ -130,13 +130,7 @@ async function activatorListens(pid: number, port: number, logger: Logger): Prom
 export async function startActivator(
   argv: readonly string[],
   accept: boolean,
-  o: {
-    logger: Logger;
-    signal?: AbortSignal;
-    pickPort?: () => Promise<number>;
-    /** Environment of the activator, and so of what it starts (not the container's). */
-    env?: Readonly<Record<string, string>>;
-  },
+  o: { logger: Logger; signal?: AbortSignal; pickPort?: () => Promise<number> },
 ): Promise<{ service: Started; port: number }> {
   const { logger, signal } = o;
   let lastError = '';
@@ -149,7 +143,6 @@ export async function startActivator(
         privileged: true,
         logger,
         loud: attempt === 0,
-        ...(o.env ? { env: { ...o.env } } : {}),
       },
     );
     let exited = false;

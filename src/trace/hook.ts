@@ -33,22 +33,12 @@ export const STRACE_FLAGS = [
   'trace=%file,%desc,%process',
 ] as const;
 
-/**
- * nspawn's own environment for traced runs: no seccomp filter. Building and loading it (for
- * three host architectures) is a third of a container's start-up cost, paid once per probe; the
- * traced run is not the board's sandbox anyway (writable root, no user namespace, no dropped
- * capabilities): verify boots the packed image with the board's command line, filter included,
- * and checks every probe again.
- */
-export const TRACED_NSPAWN_ENV = { SYSTEMD_SECCOMP: '0' } as const;
-
 /** QEMU_STRACE for every guest process, collected through a FIFO in `dir`. */
 export function qemuTraceHook(dir: string): RunHook {
   // FIFOs made ahead by prepare(), one mkfifo for the whole run.
   const made = new Set<number>();
   return {
     env: qemuFifoEnv,
-    nspawnEnv: TRACED_NSPAWN_ENV,
     binds: [{ host: dir, container: TRACE_MOUNT }],
     async prepare(count) {
       const indices = Array.from({ length: count }, (_, i) => i);
@@ -73,7 +63,6 @@ export function qemuTraceHook(dir: string): RunHook {
 /** Host strace around the container, one log file per run in `dir`. */
 export function straceHook(dir: string): RunHook {
   return {
-    nspawnEnv: TRACED_NSPAWN_ENV,
     async begin(argv, index) {
       const file = path.join(dir, index === undefined ? 'strace.log' : `strace.${index}.log`);
       return {
