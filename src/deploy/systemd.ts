@@ -6,7 +6,7 @@
 import path from 'node:path';
 import { UserError } from '../core/errors.js';
 import { DEFAULT_LIMITS } from '../config/schema.js';
-import { boardNspawnArgv, type ContainerLimits } from '../tools/nspawn.js';
+import { boardNspawnArgv, unitMachineName, type ContainerLimits } from '../tools/nspawn.js';
 import {
   listenServiceLines,
   listenSocketLines,
@@ -87,10 +87,26 @@ export function systemdQuoteWord(w: string): string {
   return `"${s}"`;
 }
 
-export function systemdExecLine(argv: readonly string[]): string {
+/**
+ * An ExecStart= line for argv. Words in `expanded` are written as they are, for systemd to
+ * expand (`${INVOCATION_ID}`); they must not need quoting.
+ */
+export function systemdExecLine(
+  argv: readonly string[],
+  expanded: ReadonlySet<string> = new Set(),
+): string {
   if (!argv[0] || !path.isAbsolute(argv[0]))
     throw new UserError(`ExecStart needs an absolute program path, got ${argv[0] ?? '(none)'}`);
-  return argv.map(systemdQuoteWord).join(' ');
+  return argv
+    .map((w) => {
+      if (!expanded.has(w)) return systemdQuoteWord(w);
+      // Blanks, quotes, backslashes, control characters or a `;` would change how it splits.
+      // eslint-disable-next-line no-control-regex
+      if (w === '' || /[\s"'\\;\x00-\x1f\x7f]/.test(w))
+        throw new Error(`cannot write ${JSON.stringify(w)} unquoted in ExecStart=`);
+      return w;
+    })
+    .join(' ');
 }
 
 /**
@@ -108,6 +124,8 @@ export function unitNspawnArgv(o: DeployBundleOptions, p: BoardPaths): string[] 
     workdir: o.service.workdir,
     nspawnPath: o.nspawnPath ?? '/usr/bin/systemd-nspawn',
     limits: serviceLimits(o),
+    service: o.name,
+    ...(o.service.inetd ? { machineName: unitMachineName(o.name) } : {}),
   });
   return proxied(o.service) ? sharedNetworkArgv(argv) : argv;
 }
@@ -178,7 +196,7 @@ export function renderServiceUnit(o: DeployBundleOptions, p: BoardPaths): string
     `Wants=${mountUnitNames(p).join(' ')}\nAfter=${mountUnitNames(p).join(' ')}\n` +
     (inetd ? 'CollectMode=inactive-or-failed\n' : '') +
     '\n[Service]\n' +
-    `ExecStart=${systemdExecLine(unitNspawnArgv(o, p))}\n` +
+    `ExecStart=${systemdExecLine(unitNspawnArgv(o, p), new Set(inetd ? [`--machine=${unitMachineName(o.name)}`] : []))}\n` +
     (inetd
       ? 'StandardInput=socket\nStandardOutput=socket\n'
       : proxied(o.service)
@@ -186,6 +204,13 @@ export function renderServiceUnit(o: DeployBundleOptions, p: BoardPaths): string
         : '# Started by the socket, whose listening socket nspawn hands to the daemon.\n') +
     '# nspawn and QEMU messages go to the journal, never to the client.\n' +
     'StandardError=journal\n' +
+    (inetd
+      ? "# Each connection's container has a machine name of its own (this unit's invocation id):\n" +
+        '# nspawn keeps host state per machine name, which an ending container removes.\n'
+      : '') +
+    '# The root is a read-only image that no other container writes: nspawn need not lock it\n' +
+    '# (a container ending takes its lock exclusively for a moment, and one starting then fails).\n' +
+    'Environment=SYSTEMD_NSPAWN_LOCK=0\n' +
     "# --keep-unit runs the container in this unit's cgroup, which nspawn must be allowed to manage.\n" +
     'Delegate=yes\n' +
     'KillMode=mixed\n' +

@@ -6,7 +6,7 @@
  * ("Attempted to remove disk file system"), so each run removes its own, by exact name, once
  * its containers are gone: one name per run, not per container, keeps that to one directory.
  */
-import { rmdir } from 'node:fs/promises';
+import { readdir, rmdir } from 'node:fs/promises';
 import path from 'node:path';
 import { containerIdentity } from '../tools/nspawn.js';
 import { isRoot, run } from '../tools/exec.js';
@@ -19,17 +19,26 @@ export const NSPAWN_STATE_DIRS = [
 export { containerIdentity };
 
 /**
- * Removes nspawn's state directories of `machineName` when they are empty (rmdir, never a
- * recursive delete: a directory still in use or holding anything is left alone).
+ * Removes nspawn's state directories of `machineName`, and of the per-connection names made from
+ * it (`NAME-PID`, see perConnectionMachine), when they are empty (rmdir, never a recursive
+ * delete: a directory still in use or holding anything is left alone).
  */
 export async function releaseMachineName(
   machineName: string,
   stateDirs: readonly string[] = NSPAWN_STATE_DIRS,
 ): Promise<void> {
   if (!/^lhc-[A-Za-z0-9-]+$/.test(machineName)) return;
+  const own = (n: string) =>
+    n === machineName ||
+    (n.startsWith(`${machineName}-`) && /^\d+$/.test(n.slice(machineName.length + 1)));
   for (const d of stateDirs) {
-    const dir = path.join(d, machineName);
-    if (isRoot()) await rmdir(dir).catch(() => undefined);
-    else await run(['rmdir', '--', dir], { privileged: true, reject: false });
+    const names = await readdir(d).catch(() => [] as string[]);
+    const dirs = [...new Set([machineName, ...names.filter(own)])].map((n) => path.join(d, n));
+    if (isRoot()) for (const dir of dirs) await rmdir(dir).catch(() => undefined);
+    else
+      await run(['rmdir', '--ignore-fail-on-non-empty', '--', ...dirs], {
+        privileged: true,
+        reject: false,
+      });
   }
 }

@@ -122,6 +122,15 @@ async function activatorListens(pid: number, port: number, logger: Logger): Prom
 }
 
 /**
+ * nspawn's image lock, off as in the board's unit (Environment=SYSTEMD_NSPAWN_LOCK=0): the root
+ * is a read-only image no container writes, and with one container per connection a container
+ * ending takes the lock exclusively for a moment, so one starting then fails ("Directory tree …
+ * is currently busy", systemd 252). systemd-socket-activate passes its children no environment
+ * but what -E names.
+ */
+const NO_IMAGE_LOCK = ['-E', 'SYSTEMD_NSPAWN_LOCK=0'] as const;
+
+/**
  * systemd-socket-activate holding 127.0.0.1:PORT on the host, as the board's socket unit holds
  * its port: with `accept`, one container per connection (inetd); without, the first connection
  * starts the one container and the listening socket is passed into it (LISTEN_FDS). Retries on a
@@ -138,7 +147,7 @@ export async function startActivator(
     const port = await (o.pickPort ?? freePort)();
     const mode = accept ? ['-a', '--inetd'] : [];
     const service = start(
-      ['systemd-socket-activate', '-l', `127.0.0.1:${port}`, ...mode, ...argv],
+      ['systemd-socket-activate', '-l', `127.0.0.1:${port}`, ...mode, ...NO_IMAGE_LOCK, ...argv],
       {
         privileged: true,
         logger,

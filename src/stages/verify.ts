@@ -19,7 +19,7 @@ import { UserError } from '../core/errors.js';
 import { mapBounded, probeParallelism } from '../core/parallel.js';
 import type { Logger } from '../core/logger.js';
 import type { StageContext } from '../core/stage.js';
-import { boardNspawnArgv, mountPoints } from '../tools/nspawn.js';
+import { boardNspawnArgv, mountPoints, perConnectionMachine } from '../tools/nspawn.js';
 import { containerIdentity } from '../harness/machine-name.js';
 import { createLimitCgroups, cgroupLayout, limitedArgv } from '../harness/limits.js';
 import { askProbe, describeEndpoint } from '../harness/client.js';
@@ -206,7 +206,8 @@ export async function verifyImage(ctx: StageContext, input: VerifyInput): Promis
     sockets: new Set(),
     payloads: [],
   };
-  state.identity = containerIdentity(state.rootDir);
+  const identity = containerIdentity(state.rootDir);
+  state.identity = identity;
   await mkdir(state.rootDir);
   await mkdir(state.dataDir);
   const cleanup = registerCleanup(`verify ${config.name} (${workDir})`, () =>
@@ -244,9 +245,16 @@ export async function verifyImage(ctx: StageContext, input: VerifyInput): Promis
         ...(runAs ? { runAs } : {}),
         workdir: config.service.workdir,
         limits: config.service.limits,
-        ...state.identity,
+        service: config.name,
+        machineName: identity.machineName,
       });
-      const argv = await withLimits(nspawn, state, config, logger);
+      // One container per connection, each with a machine name of its own, as on the board.
+      const argv = await withLimits(
+        config.service.inetd ? perConnectionMachine(nspawn) : nspawn,
+        state,
+        config,
+        logger,
+      );
       const svc = config.service.inetd
         ? await startInetd(argv, state, opts, timeoutMs)
         : config.service['socket-activation']

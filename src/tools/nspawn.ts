@@ -3,7 +3,7 @@
  * run all build their argv here, so what is verified is exactly what the board runs.
  * Flags were checked against systemd 252 (see DESIGN.md).
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { runAsEnv, type RunAs } from '../service-user/passwd.js';
 import { RUN_AS_PATH } from '../service-user/run-as-elf.js';
 
@@ -46,8 +46,11 @@ export interface NspawnOptions {
   workdir?: string;
   /** The hardening set the board uses: private network, no CAP_NET_ADMIN, no new privileges, user namespace. */
   harden?: boolean;
-  /** Private user namespace with ownership mapped (needs a kernel with idmapped mounts). */
-  userNamespace?: boolean;
+  /**
+   * Private user namespace with ownership mapped (needs a kernel with idmapped mounts): a range
+   * nspawn picks (true), or this service's fixed range (see serviceUsernsFlags).
+   */
+  userNamespace?: boolean | { service: string };
   /** Copy the root per run (throwaway writes). */
   ephemeral?: boolean;
   /** Give the container its own network namespace even without full hardening (trace runs). */
@@ -127,20 +130,48 @@ export const HARDENING_FLAGS = [
 ] as const;
 
 /**
- * `-U` picks a free uid range per container. That costs a global lock (systemd 252 holds
- * /etc/.pwd.lock from before the container's mounts until its payload is about to run, seccomp
- * filters included), so concurrent connections set up one after another; a fixed range per
- * service avoids it (+50% throughput at 8 connections at once on the simulated board under
- * load), but is held back: concurrent containers sharing a machine name (every connection of a
- * board unit, every connection of one verify run) race on /run/systemd/nspawn/propagate/NAME,
- * which an exiting container removes while a starting one is about to bind it ("Failed to mount
- * /run/systemd/nspawn/propagate/root ... No such file or directory"). The lock keeps few
- * containers in set-up at once, which makes that rare; without it, 2 of about 300 starts at 8 at
- * once failed on the build host. It needs a machine name per connection first (the unit could
- * use --machine=NAME-${INVOCATION_ID}; verify's socket activation has no per-connection
- * argument). See test/bench/nspawn.ts.
+ * `-U`: nspawn picks a free uid range per container, ownership mapped. The build's own runs
+ * (trace, self-check) use it; the board's line uses a fixed range per service instead (see
+ * serviceUsernsFlags).
  */
 export const USERNS_FLAGS = ['-U', '--private-users-ownership=map'] as const;
+
+/**
+ * Where the board's fixed uid ranges come from: 65536 ids per service, in 0x70000000-0x7FFDFFFF.
+ * nspawn 252's `-U` picks from 0x00080000-0x6FFF0000, so no picked range of another container
+ * overlaps one of these (systemd's UIDS-GIDS.md leaves this block to "dynamic transient userns
+ * ranges" of systemd-nsresourced, 256 and newer, used by unprivileged containers only; the block
+ * above it is the "foreign" range and above 0x7FFFFFFF ids are unsafe).
+ */
+export const SERVICE_UID_POOL = { first: 0x7000_0000, size: 0x1_0000, slots: 0xffe } as const;
+
+/**
+ * The host uid that is uid 0 inside every container of service `name`: one slot of
+ * SERVICE_UID_POOL chosen by a hash of the name, so the unit and verify agree without asking the
+ * board anything.
+ */
+export function serviceUidBase(name: string): number {
+  const h = createHash('sha256').update(name).digest().readUInt32BE(0);
+  return SERVICE_UID_POOL.first + (h % SERVICE_UID_POOL.slots) * SERVICE_UID_POOL.size;
+}
+
+/**
+ * The board line's user namespace: the service's own fixed range (serviceUidBase), ownership
+ * mapped. Not `-U`: picking a range holds /etc/.pwd.lock from before the container's mounts
+ * until its payload is about to run, seccomp filters included, and asks NSS for each candidate,
+ * so concurrent connections set up one after another (systemd 252). The payload is still never
+ * root on the host (uid 0 inside is the range's first id); every connection of one service shares
+ * the range, as the systemd runtime's connections share the service's user. Without the lock,
+ * concurrent containers must not share a machine name (they race on
+ * /run/systemd/nspawn/propagate/NAME, which an exiting one removes while a starting one binds
+ * it): the board unit and verify give each connection its own (perConnectionMachine...).
+ */
+export function serviceUsernsFlags(name: string): string[] {
+  return [
+    `--private-users=${serviceUidBase(name)}:${SERVICE_UID_POOL.size}`,
+    '--private-users-ownership=map',
+  ];
+}
 
 export function nspawnArgv(o: NspawnOptions): string[] {
   const base =
@@ -154,7 +185,8 @@ export function nspawnArgv(o: NspawnOptions): string[] {
   if (o.ephemeral) argv.push('--ephemeral');
   if (o.harden) argv.push(...HARDENING_FLAGS);
   else if (o.privateNetwork) argv.push('--private-network');
-  if (o.userNamespace) argv.push(...USERNS_FLAGS);
+  if (o.userNamespace === true) argv.push(...USERNS_FLAGS);
+  else if (o.userNamespace) argv.push(...serviceUsernsFlags(o.userNamespace.service));
   // Under a user namespace an unmapped bind shows every file as nobody's: idmap keeps the data
   // partition's owners as they are on disk (the data template's), so the service can write there.
   if (o.dataDir)
@@ -206,14 +238,31 @@ export interface BoardRun {
   /** The nspawn binary to name in argv[0] (a unit's ExecStart wants an absolute path). */
   nspawnPath?: string;
   limits?: ContainerLimits;
-  /** For containers lhc starts on the build host (see containerIdentity); the board's unit sets none. */
+  /** The service's name: its fixed uid range (serviceUsernsFlags) and the containers' hostname. */
+  service: string;
+  /**
+   * For containers lhc starts on the build host (see containerIdentity), or the unit's
+   * per-connection name (machineNameWord); nspawn derives one from the root's path when absent.
+   */
   machineName?: string;
-  hostname?: string;
 }
 
 /**
- * The board's container command line: read-only root, full hardening, user namespace. The
- * deploy unit and verify both use this one builder, so what verify boots is what the board runs.
+ * A root's or service's name as a hostname: what nspawn would have made of a root directory so
+ * named (letters, digits and dashes, at most 40).
+ */
+export function hostnameOf(name: string): string {
+  const host = name
+    .replace(/[^A-Za-z0-9-]/g, '-')
+    .replace(/^-+|-+$/g, '')
+    .slice(0, 40);
+  return host || 'lhc';
+}
+
+/**
+ * The board's container command line: read-only root, full hardening, the service's own user
+ * namespace, its name as the hostname. The deploy unit and verify both use this one builder, so
+ * what verify boots is what the board runs.
  */
 export function boardNspawnArgv(o: BoardRun): string[] {
   const argv = nspawnArgv({
@@ -221,18 +270,46 @@ export function boardNspawnArgv(o: BoardRun): string[] {
     command: o.command,
     readOnly: true,
     harden: true,
-    userNamespace: true,
+    userNamespace: { service: o.service },
     dataDir: o.dataDir,
     dataPath: o.dataPath,
     env: o.env,
     runAs: o.runAs,
     workdir: o.workdir,
     ...(o.machineName ? { machineName: o.machineName } : {}),
-    ...(o.hostname ? { hostname: o.hostname } : {}),
+    // Fixed: nspawn would use the machine name, which is per connection.
+    hostname: hostnameOf(o.service),
   });
   if (o.nspawnPath) argv[0] = o.nspawnPath;
   if (o.limits) argv.splice(argv.indexOf('--'), 0, ...limitFlags(o.limits));
   return argv;
+}
+
+/**
+ * The board unit's machine name for each connection: `lhc-NAME-` and the unit's invocation id
+ * (32 hex digits, which systemd expands in ExecStart= and logs with every journal line of that
+ * connection), at most 63 characters. Concurrent containers must not share a machine name (see
+ * serviceUsernsFlags).
+ */
+export function unitMachineName(service: string): string {
+  return `lhc-${hostnameOf(service).slice(0, 26)}-\${INVOCATION_ID}`;
+}
+
+/**
+ * For systemd-socket-activate (verify's stand-in for the board's Accept=yes socket), which has
+ * no per-connection argument: the nspawn argv's `--machine=NAME` becomes `NAME-PID`, PID being
+ * the connection's own process (a shell that execs nspawn, so the name is unique while that
+ * container runs), the rest of the argv as it was.
+ */
+export const PER_CONNECTION_MACHINE = 'p="$1"; m="$2"; shift 2; exec "$p" --machine="$m-$$" "$@"';
+
+export function perConnectionMachine(argv: readonly string[]): string[] {
+  const i = argv.findIndex((a) => a.startsWith('--machine='));
+  const end = argv.indexOf('--');
+  if (i < 1 || (end >= 0 && i > end)) throw new Error('nspawn argv without --machine=');
+  const name = argv[i]!.slice('--machine='.length);
+  const rest = argv.filter((_, j) => j !== 0 && j !== i);
+  return ['/bin/sh', '-c', PER_CONNECTION_MACHINE, 'lhc-machine', argv[0]!, name, ...rest];
 }
 
 /**
@@ -247,13 +324,6 @@ export function containerIdentity(
   rootDir: string,
   unique: string = `${process.pid.toString(36)}${randomBytes(5).toString('hex')}`,
 ): { machineName: string; hostname: string } {
-  const host = rootDir
-    .split('/')
-    .filter(Boolean)
-    .at(-1)!
-    .replace(/[^A-Za-z0-9-]/g, '-')
-    .replace(/^-+|-+$/g, '')
-    .slice(0, 40);
-  const hostname = host || 'lhc';
+  const hostname = hostnameOf(rootDir.split('/').filter(Boolean).at(-1) ?? '');
   return { machineName: `lhc-${hostname.slice(0, 32)}-${unique}`, hostname };
 }

@@ -19,12 +19,13 @@
  * mount calls. No sleeps or timeouts, no bus connections (`--register=no --keep-unit`).
  *
  * What was cut: `--settings=no` (no .nspawn lookups; mostly it keeps an admin's file from changing
- * the container). Tried and held back: a fixed --private-users= range instead of `-U` (PICK),
- * because PICK takes /etc/.pwd.lock for the whole set-up, seccomp included, so concurrent starts
- * queue, and asks NSS four times per start; without that lock, containers that share a machine
- * name (all connections of a board unit or of one verify run) race on nspawn's
- * /run/systemd/nspawn/propagate/NAME, which an exiting one removes while a starting one is about
- * to bind it: the concurrency rows count those failures. Tried and left out:
+ * the container), and `-U` (PICK) for the service's fixed --private-users= range
+ * (serviceUsernsFlags): PICK takes /etc/.pwd.lock for the whole set-up, seccomp included, so
+ * concurrent starts queue, and asks NSS four times per start. Without that lock, containers that
+ * share a machine name race on nspawn's /run/systemd/nspawn/propagate/NAME (an exiting one
+ * removes it while a starting one is about to bind it), so the board unit and verify name each
+ * connection's container (the concurrency rows do too, and count failed starts). Tried and left
+ * out:
  * SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1 (10 mounts, 24 chowns and about 240 syscalls fewer on this
  * cgroup-v1 hybrid host, a no-op on a unified board, within noise) and SYSTEMD_NSPAWN_TMPFS_TMP=0
  * (one mount fewer): neither is worth an environment every caller and the unit must carry.
@@ -40,6 +41,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { memoryLogger } from '../../src/core/logger.js';
 import { mapBounded } from '../../src/core/parallel.js';
+import { releaseMachineName } from '../../src/harness/machine-name.js';
 import { unpackTemplate } from '../../src/harness/data.js';
 import { mountDataTmpfs, mountImageReadOnly, unmount } from '../../src/harness/mounts.js';
 import { gopherRequest } from '../../src/harness/client.js';
@@ -50,6 +52,7 @@ import {
   USERNS_FLAGS,
   boardNspawnArgv,
   limitFlags,
+  serviceUsernsFlags,
 } from '../../src/tools/nspawn.js';
 import { packedGophermoon, requireTools } from '../support/verify-image.js';
 import type { BenchSection, Measurement } from './section.js';
@@ -58,8 +61,6 @@ const ROUNDS = Number(process.env.LHC_BENCH_NSPAWN_ROUNDS ?? 40);
 /** Containers started at once in the concurrency rows, and how many each row starts in all. */
 const CONCURRENT = 8;
 const CONCURRENT_RUNS = Number(process.env.LHC_BENCH_NSPAWN_CONCURRENT_RUNS ?? 48);
-/** A uid range for --private-users=BASE:65536 outside nspawn's PICK pool (0x00080000-0x6FFF0000 is its pool on 252). */
-const FIXED_RANGE = '1879048192:65536';
 
 /** CPU seconds of this process's waited-for children (cutime + cstime; USER_HZ is 100 on Linux). */
 function childCpuMs(): number {
@@ -111,11 +112,11 @@ interface Variant {
 
 interface Lines {
   all: Variant[];
-  /** The board line as it was before the cuts (settings lookup) and as it is now. */
+  /** The board line before the cuts (settings lookup) and as it is now. */
   before: Variant;
   after: Variant;
-  /** The board line with a fixed user range instead of -U (held back). */
-  fixed: Variant;
+  /** The board line with -U (a picked user range) instead of the service's fixed one. */
+  picked: Variant;
 }
 
 /**
@@ -150,18 +151,20 @@ function variants(
     command,
     env,
     limits: DEFAULT_LIMITS,
+    service: 'gophermoon',
   });
+  const fixedUserns = serviceUsernsFlags('gophermoon');
   const boardWith = (from: string, to: string[]) => board.flatMap((f) => (f === from ? to : [f]));
   const withoutBase = (flag: string) => BASE_FLAGS.filter((f) => f !== flag);
   const before: Variant = {
     name: 'board line before (settings lookup)',
     argv: board.filter((f) => f !== '--settings=no'),
   };
-  const after: Variant = { name: 'board line (--settings=no)', argv: board };
-  const fixed: Variant = {
-    name: 'board line, fixed user range instead of -U (held back)',
-    argv: boardWith('-U', [`--private-users=${FIXED_RANGE}`]),
+  const picked: Variant = {
+    name: 'board line with -U (picked user range, before)',
+    argv: boardWith(fixedUserns[0]!, ['-U']),
   };
+  const after: Variant = { name: 'board line (fixed user range per service)', argv: board };
   // The payload with nothing but a chroot and the service's environment around it.
   const chrooted = [
     'env',
@@ -202,8 +205,8 @@ function variants(
       ]),
     },
     before,
+    picked,
     after,
-    fixed,
     {
       name: 'board line +SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1 (tried, not applied)',
       argv: board,
@@ -223,7 +226,7 @@ function variants(
     {
       name: 'board line, no userns (plain data bind)',
       argv: board
-        .filter((f) => !userns.includes(f))
+        .filter((f) => !fixedUserns.includes(f))
         .map((f) => (f.endsWith(':idmap') ? f.slice(0, -':idmap'.length) : f)),
     },
     ...['--link-journal=no', '--timezone=off', '--resolv-conf=off'].map((flag) => ({
@@ -236,7 +239,7 @@ function variants(
     },
     { name: 'board +limits flags only', argv: nspawn([...limitFlags(DEFAULT_LIMITS)]) },
   ];
-  return { all, before, after, fixed };
+  return { all, before, after, picked };
 }
 
 /**
@@ -301,16 +304,19 @@ async function ladder(
 }
 
 /**
- * CONCURRENT_RUNS starts of one line, CONCURRENT at a time: throughput, per-run p50 and failed
- * starts (a failed start is a result here: it is what the fixed user range is held back for).
+ * CONCURRENT_RUNS starts of one line, CONCURRENT at a time, each with a machine name of its own
+ * and no image lock, as the board's unit runs them: throughput, per-run p50 and failed starts (a
+ * failed start is a result here).
  */
 async function concurrently(v: Variant, input: Buffer, expected: Buffer) {
   const t = performance.now();
   const runs = await mapBounded(
     Array.from({ length: CONCURRENT_RUNS }, (_, i) => i),
     CONCURRENT,
-    async () => {
-      const r = await once(v.argv, input, v.env).catch(() => undefined);
+    async (i) => {
+      const argv = [v.argv[0]!, `--machine=lhc-bench-${process.pid}-${i}`, ...v.argv.slice(1)];
+      const env = { SYSTEMD_NSPAWN_LOCK: '0', ...v.env };
+      const r = await once(argv, input, env).catch(() => undefined);
       if (r && !r.out.equals(expected))
         throw new Error(`${v.name}: answer differs under concurrency`);
       return r?.ms;
@@ -367,11 +373,13 @@ export const nspawnSection: BenchSection = {
       out.push({ metric: `${startup.name} p50`, value: round1(median(floor)), unit: 'ms' });
       out.push({ metric: `${startup.name} cpu`, value: round1(cpu / ROUNDS), unit: 'ms' });
 
-      ctx.log(`-U and a fixed range, ${CONCURRENT_RUNS} runs ${CONCURRENT} at a time, twice each`);
+      ctx.log(
+        `-U and the fixed range, ${CONCURRENT_RUNS} runs ${CONCURRENT} at a time, twice each`,
+      );
       const expected = (await once(lines.after.argv, input)).out;
       const conc = new Map<string, { rps: number[]; p50: number[]; failures: number }>();
       for (let r = 0; r < 2; r++) {
-        for (const v of [lines.after, lines.fixed]) {
+        for (const v of [lines.picked, lines.after]) {
           const c = await concurrently(v, input, expected);
           const acc = conc.get(v.name) ?? { rps: [], p50: [], failures: 0 };
           acc.rps.push(c.rps);
@@ -380,6 +388,8 @@ export const nspawnSection: BenchSection = {
           conc.set(v.name, acc);
         }
       }
+      // Where /run is no tmpfs (no systemd as PID 1) nspawn leaves those names' state behind.
+      await releaseMachineName(`lhc-bench-${process.pid}`);
       for (const [name, c] of conc) {
         const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
         out.push({

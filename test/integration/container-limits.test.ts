@@ -57,6 +57,7 @@ async function payload(script: string, limits: ContainerLimits = LIMITS) {
     dataPath: '/data',
     command: ['/bin/sh', '-c', script],
     limits,
+    service: 'limits-test',
   });
   return run(limitedArgv(argv, cgroups, limits), { reject: false, timeoutMs: 120_000 });
 }

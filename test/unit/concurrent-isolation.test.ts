@@ -4,7 +4,7 @@
  * the socket our own activator holds (another build's listener on the same port is not ours).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
@@ -12,7 +12,13 @@ import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { holdsListener, listenerInodes } from '../../src/harness/listen.js';
 import { releaseMachineName } from '../../src/harness/machine-name.js';
-import { containerIdentity, nspawnArgv } from '../../src/tools/nspawn.js';
+import {
+  PER_CONNECTION_MACHINE,
+  boardNspawnArgv,
+  containerIdentity,
+  nspawnArgv,
+  perConnectionMachine,
+} from '../../src/tools/nspawn.js';
 
 const cleanups: (() => Promise<void> | void)[] = [];
 afterAll(async () => {
@@ -52,6 +58,35 @@ describe('containerIdentity', () => {
   });
 });
 
+describe('perConnectionMachine', () => {
+  it('gives each connection of systemd-socket-activate NAME-PID, the rest of the argv as it was', async () => {
+    const argv = boardNspawnArgv({
+      root: '/r/gophermoon',
+      dataDir: '/d',
+      dataPath: '/data',
+      command: ['/bin/lua', '/bin/gophermoon'],
+      service: 'gophermoon',
+      machineName: 'lhc-gophermoon-abc',
+    });
+    const wrapped = perConnectionMachine(argv);
+    expect(wrapped.slice(0, 4)).toEqual(['/bin/sh', '-c', PER_CONNECTION_MACHINE, 'lhc-machine']);
+    // What the shell execs: printed by an `echo` standing in for nspawn.
+    const run = (a: string[]) =>
+      new Promise<string>((resolve) => {
+        const c = spawn(a[0]!, a.slice(1));
+        let out = '';
+        c.stdout.on('data', (b: Buffer) => (out += b.toString()));
+        c.on('close', () => resolve(`${c.pid} ${out.trim()}`));
+      });
+    const [pid, ...words] = (
+      await run(['/bin/sh', '-c', PER_CONNECTION_MACHINE, 'x', '/bin/echo', ...wrapped.slice(5)])
+    ).split(' ');
+    expect(words[0]).toBe(`--machine=lhc-gophermoon-abc-${pid}`);
+    expect(words.slice(1)).toEqual(argv.slice(1).filter((a) => !a.startsWith('--machine=')));
+    expect(() => perConnectionMachine(['systemd-nspawn', '--', '--machine=x'])).toThrow();
+  });
+});
+
 describe('releaseMachineName', () => {
   it('removes only the named, empty state directories', async () => {
     const base = await mkdtemp(path.join(os.tmpdir(), 'lhc-machine-'));
@@ -69,6 +104,16 @@ describe('releaseMachineName', () => {
     expect(existsSync(path.join(exported, 'lhc-a-1'))).toBe(false);
     expect(existsSync(path.join(propagate, 'lhc-b-2'))).toBe(true);
     expect(existsSync(path.join(propagate, 'lhc-c-3', 'held'))).toBe(true);
+  });
+
+  it('removes the per-connection names made from it (NAME-PID), and only those', async () => {
+    const base = await mkdtemp(path.join(os.tmpdir(), 'lhc-machine-'));
+    cleanups.push(() => rm(base, { recursive: true, force: true }));
+    const propagate = path.join(base, 'propagate');
+    for (const d of ['lhc-v-1', 'lhc-v-4242', 'lhc-v-x1', 'lhc-vv-1', 'lhc-v'])
+      await mkdir(path.join(propagate, d), { recursive: true });
+    await releaseMachineName('lhc-v', [propagate, path.join(base, 'absent')]);
+    expect(readdirSync(propagate).sort()).toEqual(['lhc-v-x1', 'lhc-vv-1']);
   });
 
   it('refuses names that are not lhc machine names (no path games)', async () => {

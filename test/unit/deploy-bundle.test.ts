@@ -9,7 +9,14 @@ import {
   systemdExecLine,
   systemdQuoteWord,
 } from '../../src/deploy/systemd.js';
-import { BASE_FLAGS, HARDENING_FLAGS, USERNS_FLAGS } from '../../src/tools/nspawn.js';
+import {
+  BASE_FLAGS,
+  HARDENING_FLAGS,
+  SERVICE_UID_POOL,
+  USERNS_FLAGS,
+  serviceUidBase,
+  serviceUsernsFlags,
+} from '../../src/tools/nspawn.js';
 
 const opts: DeployBundleOptions = {
   name: 'gophermoon',
@@ -104,13 +111,53 @@ describe('units', () => {
     expect(text).toMatch(/^StandardError=journal$/m);
     const exec = execWords(/^ExecStart=(.*)$/m.exec(text)![1]!);
     expect(exec[0]).toBe('/usr/bin/systemd-nspawn');
-    for (const f of [...BASE_FLAGS, ...HARDENING_FLAGS, ...USERNS_FLAGS, '--read-only'])
-      expect(exec).toContain(f);
+    for (const f of [...BASE_FLAGS, ...HARDENING_FLAGS, '--read-only']) expect(exec).toContain(f);
+    // The service's own fixed uid range, not a picked one (see serviceUsernsFlags).
+    for (const f of serviceUsernsFlags('gophermoon')) expect(exec).toContain(f);
+    expect(exec).not.toContain(USERNS_FLAGS[0]);
+    expect(exec).toContain('--hostname=gophermoon');
     expect(exec).toContain(`--directory=${p.rootMount}`);
     expect(exec).toContain(`--bind=${p.dataMount}:/data:idmap`);
     expect(exec.slice(exec.indexOf('--') + 1)).toEqual(['/bin/lua', '/bin/gophermoon']);
     const mounts = [p.rootMount, p.dataMount].map((m) => `${systemdEscapePath(m)}.mount`).join(' ');
     expect(text).toContain(`\nWants=${mounts}\nAfter=${mounts}\n`);
+  });
+
+  it('service: each connection its own machine name (the invocation id), no image lock', () => {
+    const text = renderServiceUnit(opts, p);
+    const line = /^ExecStart=(.*)$/m.exec(text)![1]!;
+    // Written for systemd to expand: `${INVOCATION_ID}` is 32 hex digits per connection.
+    expect(line.split(' ')).toContain('--machine=lhc-gophermoon-${INVOCATION_ID}');
+    expect(`lhc-${'x'.repeat(26)}-${'0'.repeat(32)}`.length).toBeLessThanOrEqual(63);
+    expect(text).toMatch(/^Environment=SYSTEMD_NSPAWN_LOCK=0$/m);
+    // A listening service runs one container: no per-connection name.
+    const listen = renderServiceUnit(
+      { ...opts, service: { ...opts.service, inetd: false, listen: 8080 } },
+      p,
+    );
+    expect(listen).not.toContain('--machine=');
+    expect(listen).toMatch(/^Environment=SYSTEMD_NSPAWN_LOCK=0$/m);
+    const long = renderServiceUnit({ ...opts, name: `a${'b'.repeat(80)}` }, p);
+    const word = /--machine=(\S+)/.exec(long)![1]!;
+    expect(word.replace('${INVOCATION_ID}', '0'.repeat(32)).length).toBeLessThanOrEqual(63);
+  });
+
+  it('service: a fixed uid range per service, outside the range nspawn -U picks from', () => {
+    const bases = new Set<number>();
+    for (const name of ['gophermoon', 'nginx', 'a', 'gopher-moon', 'x'.repeat(60)]) {
+      const base = serviceUidBase(name);
+      expect(serviceUidBase(name)).toBe(base);
+      expect(base % 65536).toBe(0);
+      // nspawn 252 picks from 0x00080000-0x6FFF0000; 0x7FFE0000 up is systemd's foreign range.
+      expect(base).toBeGreaterThanOrEqual(0x7000_0000);
+      expect(base + SERVICE_UID_POOL.size).toBeLessThanOrEqual(0x7ffe_0000);
+      expect(serviceUsernsFlags(name)).toEqual([
+        `--private-users=${base}:65536`,
+        '--private-users-ownership=map',
+      ]);
+      bases.add(base);
+    }
+    expect(bases.size).toBe(5);
   });
 
   it('service: the default limits (256M, 64 tasks, 100 % cpu, 1024 files) as unit cgroup limits and nspawn rlimits', () => {
