@@ -37102,7 +37102,7 @@ async function resolveEpoch(input2) {
 }
 
 // src/stages/lua.ts
-import { createHash as createHash4, randomBytes as randomBytes4 } from "node:crypto";
+import { createHash as createHash5, randomBytes as randomBytes4 } from "node:crypto";
 import { existsSync as existsSync7 } from "node:fs";
 import {
   copyFile,
@@ -37172,7 +37172,7 @@ function buildrootArgv(opts) {
 }
 
 // src/stages/lua-in-root.ts
-import { createHash as createHash3, randomBytes as randomBytes3 } from "node:crypto";
+import { createHash as createHash4, randomBytes as randomBytes3 } from "node:crypto";
 import { existsSync as existsSync4 } from "node:fs";
 import { mkdir as mkdir3, mkdtemp as mkdtemp2, readFile as readFile2, rename as rename3, rm as rm4, writeFile } from "node:fs/promises";
 import os4 from "node:os";
@@ -37194,7 +37194,7 @@ async function removeTree(paths, o2 = {}) {
 }
 
 // src/tools/nspawn.ts
-import { randomBytes as randomBytes2 } from "node:crypto";
+import { createHash as createHash3, randomBytes as randomBytes2 } from "node:crypto";
 
 // src/service-user/passwd.ts
 var MAX_ID = 4294967294;
@@ -37378,6 +37378,17 @@ var HARDENING_FLAGS = [
   ...SCRATCH_MOUNTS.map((m2) => `--tmpfs=${m2.path}:mode=${m2.mode},${SCRATCH_MOUNT_OPTIONS}`)
 ];
 var USERNS_FLAGS = ["-U", "--private-users-ownership=map"];
+var SERVICE_UID_POOL = { first: 1879048192, size: 65536, slots: 4094 };
+function serviceUidBase(name) {
+  const h2 = createHash3("sha256").update(name).digest().readUInt32BE(0);
+  return SERVICE_UID_POOL.first + h2 % SERVICE_UID_POOL.slots * SERVICE_UID_POOL.size;
+}
+function serviceUsernsFlags(name) {
+  return [
+    `--private-users=${serviceUidBase(name)}:${SERVICE_UID_POOL.size}`,
+    "--private-users-ownership=map"
+  ];
+}
 function nspawnArgv(o2) {
   const base = o2.resolvConf === "bind-host" ? BASE_FLAGS.map((f2) => f2 === "--resolv-conf=off" ? "--resolv-conf=bind-host" : f2) : BASE_FLAGS;
   const argv = ["systemd-nspawn", ...base, `--directory=${o2.root}`];
@@ -37387,7 +37398,8 @@ function nspawnArgv(o2) {
   if (o2.ephemeral) argv.push("--ephemeral");
   if (o2.harden) argv.push(...HARDENING_FLAGS);
   else if (o2.privateNetwork) argv.push("--private-network");
-  if (o2.userNamespace) argv.push(...USERNS_FLAGS);
+  if (o2.userNamespace === true) argv.push(...USERNS_FLAGS);
+  else if (o2.userNamespace) argv.push(...serviceUsernsFlags(o2.userNamespace.service));
   if (o2.dataDir)
     argv.push(`--bind=${o2.dataDir}:${o2.dataPath ?? "/data"}${o2.userNamespace ? ":idmap" : ""}`);
   for (const b2 of o2.binds ?? [])
@@ -37407,33 +37419,49 @@ function mountPoints(dataPath, runtime = "nspawn") {
   return [.../* @__PURE__ */ new Set([...NSPAWN_DIRS, ...extra, dataPath])];
 }
 var TRACE_MOUNT = "/lhc-trace";
+function hostnameOf(name) {
+  const host = name.replace(/[^A-Za-z0-9-]/g, "-").replace(/^-+|-+$/g, "").slice(0, 40);
+  return host || "lhc";
+}
 function boardNspawnArgv(o2) {
   const argv = nspawnArgv({
     root: o2.root,
     command: o2.command,
     readOnly: true,
     harden: true,
-    userNamespace: true,
+    userNamespace: { service: o2.service },
     dataDir: o2.dataDir,
     dataPath: o2.dataPath,
     env: o2.env,
     runAs: o2.runAs,
     workdir: o2.workdir,
     ...o2.machineName ? { machineName: o2.machineName } : {},
-    ...o2.hostname ? { hostname: o2.hostname } : {}
+    // Fixed: nspawn would use the machine name, which is per connection.
+    hostname: hostnameOf(o2.service)
   });
   if (o2.nspawnPath) argv[0] = o2.nspawnPath;
   if (o2.limits) argv.splice(argv.indexOf("--"), 0, ...limitFlags(o2.limits));
   return argv;
 }
+function unitMachineName(service) {
+  return `lhc-${hostnameOf(service).slice(0, 26)}-\${INVOCATION_ID}`;
+}
+var PER_CONNECTION_MACHINE = 'p="$1"; m="$2"; shift 2; exec "$p" --machine="$m-$$" "$@"';
+function perConnectionMachine(argv) {
+  const i2 = argv.findIndex((a2) => a2.startsWith("--machine="));
+  const end = argv.indexOf("--");
+  if (i2 < 1 || end >= 0 && i2 > end) throw new Error("nspawn argv without --machine=");
+  const name = argv[i2].slice("--machine=".length);
+  const rest = argv.filter((_2, j2) => j2 !== 0 && j2 !== i2);
+  return ["/bin/sh", "-c", PER_CONNECTION_MACHINE, "lhc-machine", argv[0], name, ...rest];
+}
 function containerIdentity(rootDir, unique = `${process.pid.toString(36)}${randomBytes2(5).toString("hex")}`) {
-  const host = rootDir.split("/").filter(Boolean).at(-1).replace(/[^A-Za-z0-9-]/g, "-").replace(/^-+|-+$/g, "").slice(0, 40);
-  const hostname3 = host || "lhc";
+  const hostname3 = hostnameOf(rootDir.split("/").filter(Boolean).at(-1) ?? "");
   return { machineName: `lhc-${hostname3.slice(0, 32)}-${unique}`, hostname: hostname3 };
 }
 
 // src/harness/machine-name.ts
-import { rmdir } from "node:fs/promises";
+import { readdir as readdir4, rmdir } from "node:fs/promises";
 import path16 from "node:path";
 var NSPAWN_STATE_DIRS = [
   "/run/systemd/nspawn/propagate",
@@ -37441,10 +37469,16 @@ var NSPAWN_STATE_DIRS = [
 ];
 async function releaseMachineName(machineName2, stateDirs = NSPAWN_STATE_DIRS) {
   if (!/^lhc-[A-Za-z0-9-]+$/.test(machineName2)) return;
+  const own2 = (n2) => n2 === machineName2 || n2.startsWith(`${machineName2}-`) && /^\d+$/.test(n2.slice(machineName2.length + 1));
   for (const d of stateDirs) {
-    const dir = path16.join(d, machineName2);
-    if (isRoot()) await rmdir(dir).catch(() => void 0);
-    else await run(["rmdir", "--", dir], { privileged: true, reject: false });
+    const names = await readdir4(d).catch(() => []);
+    const dirs = [.../* @__PURE__ */ new Set([machineName2, ...names.filter(own2)])].map((n2) => path16.join(d, n2));
+    if (isRoot()) for (const dir of dirs) await rmdir(dir).catch(() => void 0);
+    else
+      await run(["rmdir", "--ignore-fail-on-non-empty", "--", ...dirs], {
+        privileged: true,
+        reject: false
+      });
   }
 }
 
@@ -37471,7 +37505,7 @@ function toolchainFromDpkgStatus(status) {
 async function ensureBuildroot(opts) {
   const suite = opts.suite ?? BUILDROOT_SUITE;
   const mirrors = opts.mirrors ?? await defaultMirrors();
-  const key = createHash3("sha256").update(
+  const key = createHash4("sha256").update(
     JSON.stringify({
       packages: [...BUILDROOT_PACKAGES].sort(),
       suite,
@@ -40793,7 +40827,7 @@ async function buildLua(ctx, input2) {
   const { logger } = opts;
   const cache = opts.cacheDir ?? cacheDir();
   const recipe = spec.strategy === "cross" ? await crossRecipe(spec.arch, logger, opts.signal) : await inRootRecipe(spec.arch, opts, cache);
-  const key = createHash4("sha256").update(
+  const key = createHash5("sha256").update(
     JSON.stringify({
       recipe: RECIPE_VERSION,
       source: spec.sha256,
@@ -41286,10 +41320,15 @@ function systemdQuoteWord(w2) {
   });
   return `"${s3}"`;
 }
-function systemdExecLine(argv) {
+function systemdExecLine(argv, expanded = /* @__PURE__ */ new Set()) {
   if (!argv[0] || !path25.isAbsolute(argv[0]))
     throw new UserError(`ExecStart needs an absolute program path, got ${argv[0] ?? "(none)"}`);
-  return argv.map(systemdQuoteWord).join(" ");
+  return argv.map((w2) => {
+    if (!expanded.has(w2)) return systemdQuoteWord(w2);
+    if (w2 === "" || /[\s"'\\;\x00-\x1f\x7f]/.test(w2))
+      throw new Error(`cannot write ${JSON.stringify(w2)} unquoted in ExecStart=`);
+    return w2;
+  }).join(" ");
 }
 function unitNspawnArgv(o2, p2) {
   const argv = boardNspawnArgv({
@@ -41301,7 +41340,9 @@ function unitNspawnArgv(o2, p2) {
     runAs: o2.runAs,
     workdir: o2.service.workdir,
     nspawnPath: o2.nspawnPath ?? "/usr/bin/systemd-nspawn",
-    limits: serviceLimits(o2)
+    limits: serviceLimits(o2),
+    service: o2.name,
+    ...o2.service.inetd ? { machineName: unitMachineName(o2.name) } : {}
   });
   return proxied(o2.service) ? sharedNetworkArgv(argv) : argv;
 }
@@ -41351,8 +41392,8 @@ Wants=${mountUnitNames(p2).join(" ")}
 After=${mountUnitNames(p2).join(" ")}
 ` + (inetd ? "CollectMode=inactive-or-failed\n" : "") + `
 [Service]
-ExecStart=${systemdExecLine(unitNspawnArgv(o2, p2))}
-` + (inetd ? "StandardInput=socket\nStandardOutput=socket\n" : proxied(o2.service) ? listenServiceLines(o2.name) : "# Started by the socket, whose listening socket nspawn hands to the daemon.\n") + "# nspawn and QEMU messages go to the journal, never to the client.\nStandardError=journal\n# --keep-unit runs the container in this unit's cgroup, which nspawn must be allowed to manage.\nDelegate=yes\nKillMode=mixed\n" + successExitLine(o2) + limitLines(serviceLimits(o2)) + (timeout !== void 0 && inetd ? `RuntimeMaxSec=${Math.ceil(timeout)}
+ExecStart=${systemdExecLine(unitNspawnArgv(o2, p2), new Set(inetd ? [`--machine=${unitMachineName(o2.name)}`] : []))}
+` + (inetd ? "StandardInput=socket\nStandardOutput=socket\n" : proxied(o2.service) ? listenServiceLines(o2.name) : "# Started by the socket, whose listening socket nspawn hands to the daemon.\n") + "# nspawn and QEMU messages go to the journal, never to the client.\nStandardError=journal\n" + (inetd ? "# Each connection's container has a machine name of its own (this unit's invocation id):\n# nspawn keeps host state per machine name, which an ending container removes.\n" : "") + "# The root is a read-only image that no other container writes: nspawn need not lock it\n# (a container ending takes its lock exclusively for a moment, and one starting then fails).\nEnvironment=SYSTEMD_NSPAWN_LOCK=0\n# --keep-unit runs the container in this unit's cgroup, which nspawn must be allowed to manage.\nDelegate=yes\nKillMode=mixed\n" + successExitLine(o2) + limitLines(serviceLimits(o2)) + (timeout !== void 0 && inetd ? `RuntimeMaxSec=${Math.ceil(timeout)}
 ` : "") + (proxied(o2.service) ? "\n[Install]\nWantedBy=multi-user.target\n" : "");
 }
 function renderMountUnits(o2, p2) {
@@ -42554,7 +42595,7 @@ ${input2.failure.trimEnd()}
 }
 
 // src/stages/pack.ts
-import { createHash as createHash6 } from "node:crypto";
+import { createHash as createHash7 } from "node:crypto";
 import { lstat as lstat8, mkdir as mkdir7, stat as stat4 } from "node:fs/promises";
 import path31 from "node:path";
 
@@ -42594,7 +42635,7 @@ function mksquashfsEnv() {
 }
 
 // src/stages/data-template.ts
-import { createHash as createHash5 } from "node:crypto";
+import { createHash as createHash6 } from "node:crypto";
 import { chmod as chmod2, lstat as lstat7, mkdtemp as mkdtemp5, readlink as readlink3, rm as rm8 } from "node:fs/promises";
 import os8 from "node:os";
 import path30 from "node:path";
@@ -42686,7 +42727,7 @@ async function listTar(archive) {
   const parser = new rt({
     strict: true,
     onReadEntry: (e) => {
-      const h2 = createHash5("sha256");
+      const h2 = createHash6("sha256");
       const item = {
         path: e.path,
         type: e.type,
@@ -42749,7 +42790,7 @@ async function writeDataTemplate(o2) {
     await writeOutputFile(o2.out, gz, { logger: o2.logger });
     return {
       path: o2.out,
-      sha256: createHash5("sha256").update(gz).digest("hex"),
+      sha256: createHash6("sha256").update(gz).digest("hex"),
       bytes: gz.length,
       entries: tarManifestEntries(await listTar(tarBytes), o2.dataPath)
     };
@@ -42845,7 +42886,7 @@ async function packImage(ctx, input2) {
     dataTemplateSha256: data.sha256,
     dataTemplateBytes: data.bytes,
     manifest: manifestFile,
-    manifestSha256: createHash6("sha256").update(manifestText).digest("hex"),
+    manifestSha256: createHash7("sha256").update(manifestText).digest("hex"),
     manifestData
   };
 }
@@ -42854,13 +42895,13 @@ async function packImage(ctx, input2) {
 import path34 from "node:path";
 
 // src/harness/data.ts
-import { chmod as chmod3, mkdir as mkdir8, readdir as readdir4, rm as rm9 } from "node:fs/promises";
+import { chmod as chmod3, mkdir as mkdir8, readdir as readdir5, rm as rm9 } from "node:fs/promises";
 import path32 from "node:path";
 async function seedDataDir(config2, root, dir, topOwner) {
   await rm9(dir, { recursive: true, force: true });
   await mkdir8(dir, { recursive: true, mode: 493 });
   const inRoot = resolveTraced(root, config2.data.path);
-  if (inRoot.exists && inRoot.kind === "dir" && (await readdir4(inRoot.host)).length > 0) {
+  if (inRoot.exists && inRoot.kind === "dir" && (await readdir5(inRoot.host)).length > 0) {
     await run(["cp", "-a", "--", `${inRoot.host}/.`, `${dir}/`], { privileged: true });
   }
   await run(["chown", "-hR", "0:0", "--", dir], { privileged: true });
@@ -43067,7 +43108,7 @@ async function withScratchContext(o2, fn) {
 }
 
 // src/stages/root.ts
-import { createHash as createHash7 } from "node:crypto";
+import { createHash as createHash8 } from "node:crypto";
 import {
   chmodSync as chmodSync3,
   existsSync as existsSync9,
@@ -43674,7 +43715,7 @@ function debianBaseKey(input2) {
     packages: [...new Set(input2.packages)].sort(),
     mirrors: input2.mirrors
   });
-  return createHash7("sha256").update(canonical).digest("hex");
+  return createHash8("sha256").update(canonical).digest("hex");
 }
 async function debianBaseTarball(base, arch, opts) {
   const debArch = DEBIAN_ARCH[arch];
@@ -44113,7 +44154,7 @@ function responseDiff(name, before, after) {
 
 // src/harness/mounts.ts
 import { existsSync as existsSync10 } from "node:fs";
-import { readFile as readFile7, readdir as readdir5, rm as rm13, rmdir as rmdir3 } from "node:fs/promises";
+import { readFile as readFile7, readdir as readdir6, rm as rm13, rmdir as rmdir3 } from "node:fs/promises";
 import path41 from "node:path";
 
 // src/verify/hardening.ts
@@ -44611,7 +44652,7 @@ async function removeWorkDir(workDir, mountPoints2) {
     if (await mountAt(m2)) throw new Error(`${m2} is still mounted; leaving ${workDir} in place`);
     if (existsSync10(m2)) await rmdir3(m2).catch(() => void 0);
   }
-  if (existsSync10(workDir) && (await readdir5(workDir)).every((n2) => !mountPoints2.includes(path41.join(workDir, n2)))) {
+  if (existsSync10(workDir) && (await readdir6(workDir)).every((n2) => !mountPoints2.includes(path41.join(workDir, n2)))) {
     await rm13(workDir, { recursive: true, force: true });
   }
 }
@@ -44894,7 +44935,7 @@ async function askProbe(probe, via, opts) {
 }
 
 // src/harness/listen.ts
-import { readFile as readFile8, readdir as readdir6, readlink as readlink5 } from "node:fs/promises";
+import { readFile as readFile8, readdir as readdir7, readlink as readlink5 } from "node:fs/promises";
 function listensOn(netTcp, port2) {
   const hexPort = port2.toString(16).toUpperCase().padStart(4, "0");
   return netTcp.split("\n").some((l) => {
@@ -44909,7 +44950,7 @@ function listenerInodes(netTcp, port2) {
 async function socketInodes(pid) {
   let fds;
   try {
-    fds = await readdir6(`/proc/${pid}/fd`);
+    fds = await readdir7(`/proc/${pid}/fd`);
   } catch (e) {
     const code = e.code;
     return code === "EACCES" || code === "EPERM" ? void 0 : /* @__PURE__ */ new Set();
@@ -44993,6 +45034,7 @@ async function activatorListens(pid, port2, logger) {
   const mine = await holdsListener(pids, port2);
   return mine ?? await listening(process.pid, port2, logger);
 }
+var NO_IMAGE_LOCK = ["-E", "SYSTEMD_NSPAWN_LOCK=0"];
 async function startActivator(argv, accept, o2) {
   const { logger, signal } = o2;
   let lastError = "";
@@ -45000,7 +45042,7 @@ async function startActivator(argv, accept, o2) {
     const port2 = await (o2.pickPort ?? freePort)();
     const mode2 = accept ? ["-a", "--inetd"] : [];
     const service = start(
-      ["systemd-socket-activate", "-l", `127.0.0.1:${port2}`, ...mode2, ...argv],
+      ["systemd-socket-activate", "-l", `127.0.0.1:${port2}`, ...mode2, ...NO_IMAGE_LOCK, ...argv],
       {
         privileged: true,
         logger,
@@ -46519,7 +46561,8 @@ async function verifyImage(ctx, input2) {
     sockets: /* @__PURE__ */ new Set(),
     payloads: []
   };
-  state.identity = containerIdentity(state.rootDir);
+  const identity3 = containerIdentity(state.rootDir);
+  state.identity = identity3;
   await mkdir15(state.rootDir);
   await mkdir15(state.dataDir);
   const cleanup = registerCleanup(
@@ -46555,9 +46598,15 @@ async function verifyImage(ctx, input2) {
         ...runAs ? { runAs } : {},
         workdir: config2.service.workdir,
         limits: config2.service.limits,
-        ...state.identity
+        service: config2.name,
+        machineName: identity3.machineName
       });
-      const argv = await withLimits(nspawn, state, config2, logger);
+      const argv = await withLimits(
+        config2.service.inetd ? perConnectionMachine(nspawn) : nspawn,
+        state,
+        config2,
+        logger
+      );
       const svc = config2.service.inetd ? await startInetd(argv, state, opts, timeoutMs) : config2.service["socket-activation"] ? await startSocketActivated(argv, state, opts, timeoutMs) : await startListening(argv, state, opts, timeoutMs);
       logger.info(`service reachable at ${describeEndpoint(svc.endpoint)}`);
       const asked = await mapBounded(
@@ -47124,7 +47173,7 @@ options, and the values some options take). Load it in the current shell, or add
 };
 
 // src/cli/commands/diff.ts
-import { readdir as readdir7, stat as stat9 } from "node:fs/promises";
+import { readdir as readdir8, stat as stat9 } from "node:fs/promises";
 import path50 from "node:path";
 async function manifestPath(arg) {
   let st2;
@@ -47134,7 +47183,7 @@ async function manifestPath(arg) {
     throw new UserError(`lhc diff: ${arg} does not exist`);
   }
   if (!st2.isDirectory()) return arg;
-  const found = (await readdir7(arg)).filter((f2) => f2.endsWith(".manifest.json"));
+  const found = (await readdir8(arg)).filter((f2) => f2.endsWith(".manifest.json"));
   if (found.length !== 1) {
     throw new UserError(
       `lhc diff: ${arg} is a directory with ${found.length === 0 ? "no" : found.length} *.manifest.json files; name the manifest file`
@@ -47370,7 +47419,7 @@ function formatChecks(checks) {
 }
 
 // src/host/probe.ts
-import { access, readFile as readFile11, readdir as readdir8 } from "node:fs/promises";
+import { access, readFile as readFile11, readdir as readdir9 } from "node:fs/promises";
 import os12 from "node:os";
 import path51 from "node:path";
 var EXTRA_PATH = ["/usr/local/sbin", "/usr/sbin", "/sbin"];
@@ -47392,7 +47441,7 @@ var realProbe = {
   },
   async listDir(dir) {
     try {
-      return (await readdir8(dir)).sort();
+      return (await readdir9(dir)).sort();
     } catch {
       return [];
     }
