@@ -8,9 +8,12 @@
  * - `nspawn`: the release's default runtime, one container per connection;
  * - `systemd`: the release built with `deploy.runtime: systemd` (a hardened unit on the image).
  *
- * Each path gets the same sequential requests (p50/p99) and the same load at concurrency 8.
+ * Each path gets the same sequential requests (p50/p99) and the same load at concurrency 8. On a
+ * cgroup v1 host each path's sequential requests also give the board's CPU time per request
+ * (cpuacct), which a busy shared machine disturbs far less than wall time.
  */
-import { readFile, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { mkdir, readFile, rmdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { loadConfig, type LhcConfig } from '../../src/config/load.js';
 import { memoryLogger } from '../../src/core/logger.js';
@@ -21,6 +24,7 @@ import {
   openBoardPort,
   type BoardPort,
 } from '../../src/board/verify-board.js';
+import { descendants } from '../../src/harness/proc.js';
 import { runLoad, type LoadResult } from '../../src/verify/load.js';
 import { probeOnce, readFixtures } from '../../src/verify/probes.js';
 import { buildOut, testBoardTarball } from '../support/board.js';
@@ -34,10 +38,48 @@ const BARE_PORT = 7070;
 interface PathFigures {
   seq: LoadResult;
   load: LoadResult;
+  /** CPU milliseconds the whole board spent per sequential request (its systemd included). */
+  cpuMs?: number;
+}
+
+/** Reads the board's CPU time in ms, when the host lets us account it; see boardCpu(). */
+type CpuMeter = () => Promise<number>;
+
+/**
+ * The board's processes moved into a cpuacct cgroup of their own (a cgroup v1 host, as this
+ * project's machines are; elsewhere undefined): the CPU each request costs the board, which a
+ * busy shared machine disturbs far less than wall time. Children inherit it, so every unit the
+ * board starts is counted. Returns the meter and its removal.
+ */
+async function boardCpu(
+  board: Board,
+  name: string,
+): Promise<{ meter?: CpuMeter; remove(): Promise<void> }> {
+  const base = '/sys/fs/cgroup/cpuacct';
+  const none = { remove: () => Promise.resolve() };
+  if (!existsSync(path.join(base, 'cpuacct.usage'))) return none;
+  const dir = path.join(base, name);
+  try {
+    await mkdir(dir);
+    for (const p of [board.pid, ...descendants(board.pid).map((x) => x.pid)])
+      await writeFile(path.join(dir, 'cgroup.procs'), String(p)).catch(() => undefined);
+  } catch {
+    return none;
+  }
+  return {
+    meter: async () => Number(await readFile(path.join(dir, 'cpuacct.usage'), 'utf8')) / 1e6,
+    // Once the board is off the cgroup is empty; rmdir removes it (the kernel's files go with it).
+    remove: () => rmdir(dir).catch(() => undefined),
+  };
 }
 
 /** Sequential requests, then the load, through one port; every answer checked against its fixture. */
-async function measurePath(config: LhcConfig, port: BoardPort, what: string): Promise<PathFigures> {
+async function measurePath(
+  config: LhcConfig,
+  port: BoardPort,
+  what: string,
+  cpu?: CpuMeter,
+): Promise<PathFigures> {
   const probes = config.probes;
   const fixtures = await readFixtures(probes);
   const timeoutMs = config.service.timeout * 1000;
@@ -46,12 +88,14 @@ async function measurePath(config: LhcConfig, port: BoardPort, what: string): Pr
     const { outcome } = await probeOnce(p, fixtures.get(p.name), port.endpoint, timeoutMs);
     return outcome.ok ? undefined : `${what} ${p.name}: ${outcome.diff ?? 'failed'}`;
   };
+  const c0 = await cpu?.();
   const seq = await runLoad(SEQUENTIAL, 1, one);
+  const cpuMs = c0 === undefined ? undefined : ((await cpu!()) - c0) / SEQUENTIAL;
   if (seq.failures > 0) throw new Error(`${what}: ${seq.failures} failures: ${seq.firstFailure}`);
   // Under load a refused connection is a result (the socket's MaxConnectionsPerSource=8 counts
   // the bridge as one source): counted and printed, not a reason to stop.
   const load = await runLoad(LOAD.requests, LOAD.concurrency, one);
-  return { seq, load };
+  return { seq, load, ...(cpuMs === undefined ? {} : { cpuMs }) };
 }
 
 /**
@@ -94,6 +138,9 @@ function figures(name: string, f: PathFigures): Measurement[] {
   return [
     { metric: `board ${name} p50`, value: Math.round(f.seq.p50ms), unit: 'ms' },
     { metric: `board ${name} p99`, value: Math.round(f.seq.p99ms), unit: 'ms' },
+    ...(f.cpuMs === undefined
+      ? []
+      : [{ metric: `board ${name} cpu per request`, value: Math.round(f.cpuMs), unit: 'ms' }]),
     {
       metric: `board ${name} load ${LOAD.requests}@${LOAD.concurrency} throughput`,
       value: rps(f.load),
@@ -121,10 +168,19 @@ function ratio(name: string, f: PathFigures, bare: PathFigures): Measurement[] {
       value: Math.round(f.seq.p50ms - bare.seq.p50ms),
       unit: 'ms',
     },
+    ...(f.cpuMs === undefined || bare.cpuMs === undefined
+      ? []
+      : [
+          {
+            metric: `board ${name}-bare cpu per request difference`,
+            value: Math.round(f.cpuMs - bare.cpuMs),
+            unit: 'ms',
+          },
+        ]),
   ];
 }
 
-async function onBoard(ctx: BenchContext, board: Board): Promise<Measurement[]> {
+async function onBoard(ctx: BenchContext, board: Board, cpu?: CpuMeter): Promise<Measurement[]> {
   const logger = memoryLogger();
   const config = await loadConfig(copyGophermoonCheckout(path.join(ctx.workDir, 'nspawn-src')));
   ctx.log('building the gophermoon release (nspawn runtime)');
@@ -136,9 +192,9 @@ async function onBoard(ctx: BenchContext, board: Board): Promise<Measurement[]> 
     ctx.log('bare: the image’s Lua per connection, no sandbox');
     await installBare(board, config);
     const barePort = await openBoardPort(board, BARE_PORT, ctx.workDir, logger);
-    const bare = await measurePath(config, barePort, 'bare').finally(() => barePort.close());
+    const bare = await measurePath(config, barePort, 'bare', cpu).finally(() => barePort.close());
     ctx.log('nspawn runtime');
-    const nspawn = await measurePath(config, port70, 'nspawn');
+    const nspawn = await measurePath(config, port70, 'nspawn', cpu);
     out.push(
       ...figures('bare', bare),
       ...figures('nspawn', nspawn),
@@ -157,7 +213,7 @@ async function onBoard(ctx: BenchContext, board: Board): Promise<Measurement[]> 
     const emulation = await allowEmulation(board, sdConfig);
     if (emulation) ctx.log(emulation);
     await installOnBoard(board, sdOut.outDir, 'install', sdConfig);
-    const sd = await measurePath(sdConfig, port70, 'systemd');
+    const sd = await measurePath(sdConfig, port70, 'systemd', cpu);
     out.push(...figures('systemd', sd), ...ratio('systemd', sd, bare));
     return out;
   } finally {
@@ -175,10 +231,12 @@ export const boardSection: BenchSection = {
       workDir: path.join(ctx.workDir, 'board'),
       logger: memoryLogger(),
     });
+    const cpu = await boardCpu(board, `lhc-bench-board-${process.pid}`);
     try {
-      return await onBoard(ctx, board);
+      return await onBoard(ctx, board, cpu.meter);
     } finally {
       await board.poweroff();
+      await cpu.remove();
     }
   },
 };
