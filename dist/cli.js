@@ -41281,7 +41281,7 @@ var PROXY_PROGRAMS = [SOCKET_PROXYD, BASH].map((p2) => path24.normalize(p2));
 // src/deploy/systemd.ts
 import path25 from "node:path";
 function unitPerConnection(o2) {
-  return o2.service.inetd === true && o2.runtime !== "systemd";
+  return o2.service.inetd === true && !needsAcceptLoop({ service: o2.service, deploy: { runtime: o2.runtime ?? "nspawn" } });
 }
 function serviceUnitName(o2) {
   return unitPerConnection(o2) ? `${o2.name}@.service` : `${o2.name}.service`;

@@ -15,7 +15,7 @@ import {
 } from './listen-proxy.js';
 import type { BoardPaths, DeployBundleOptions, ServiceSpec } from './bundle.js';
 import { renderSandboxedServiceUnit } from './systemd-runtime.js';
-import { ACCEPT_MAX_CONNECTIONS } from '../accept/accept-elf.js';
+import { ACCEPT_MAX_CONNECTIONS, needsAcceptLoop } from '../accept/accept-elf.js';
 
 /**
  * Does each connection get a unit instance of its own (a templated `NAME@.service`, Accept=yes)?
@@ -26,7 +26,10 @@ export function unitPerConnection(o: {
   service: { inetd?: boolean | undefined };
   runtime?: string | undefined;
 }): boolean {
-  return o.service.inetd === true && o.runtime !== 'systemd';
+  return (
+    o.service.inetd === true &&
+    !needsAcceptLoop({ service: o.service, deploy: { runtime: o.runtime ?? 'nspawn' } })
+  );
 }
 
 /** The service unit's file name: a template when every connection starts an instance. */
