@@ -11,9 +11,10 @@
  *   as -o x.o accept.x86_64.S && objcopy -O binary -j .text x.o x.bin
  * (test/integration/accept.test.ts assembles them again and compares.)
  */
+import { DEFAULT_WARM_CONTAINERS } from '../config/schema.js';
 import { staticElf, type Arch } from '../elf/static-elf.js';
 
-/** Where the helper lives in the image (only images of inetd services under deploy.runtime: systemd). */
+/** Where the helper lives in the image (only images of inetd services that need it, needsAcceptLoop). */
 export const ACCEPT_PATH = '/usr/lib/lhc/lhc-accept';
 /** Its process name: the service's main process, never a connection's payload. */
 export const ACCEPT_COMM = 'lhc-accept';
@@ -67,12 +68,26 @@ export const ACCEPT_CODE: Record<Arch, string> = {
     '20636f6d6d616e640a0f1f8000000000',
 };
 
-/** Only inetd services under deploy.runtime: systemd run through it; other images stay as they were. */
+/**
+ * Inetd services run through it under deploy.runtime: systemd (the unit's one loop), and under
+ * nspawn with warm containers (each container's payload serves one connection with MAX 0);
+ * other images stay as they were.
+ */
 export function needsAcceptLoop(config: {
   service: { inetd?: boolean | undefined };
-  deploy: { runtime: string };
+  deploy: { runtime: string; 'warm-containers'?: number | undefined };
 }): boolean {
-  return config.service.inetd === true && config.deploy.runtime === 'systemd';
+  if (config.service.inetd !== true) return false;
+  return config.deploy.runtime === 'systemd' || warmContainers(config.deploy) > 0;
+}
+
+/** deploy.warm-containers as the nspawn runtime uses it (0 under the systemd runtime). */
+export function warmContainers(deploy: {
+  runtime: string;
+  'warm-containers'?: number | undefined;
+}): number {
+  if (deploy.runtime !== 'nspawn') return 0;
+  return deploy['warm-containers'] ?? DEFAULT_WARM_CONTAINERS;
 }
 
 export function acceptElf(arch: Arch): Buffer {
@@ -84,6 +99,17 @@ export function acceptArgv(
   command: readonly string[],
   timeoutSeconds: number | undefined,
 ): string[] {
-  const seconds = timeoutSeconds === undefined ? 0 : Math.ceil(timeoutSeconds);
-  return [ACCEPT_PATH, String(seconds), String(ACCEPT_MAX_CONNECTIONS), ...command];
+  return [ACCEPT_PATH, alarmSeconds(timeoutSeconds), String(ACCEPT_MAX_CONNECTIONS), ...command];
+}
+
+/** A warm container's payload: the helper serving exactly one connection (MAX 0), then exiting. */
+export function acceptOnceArgv(
+  command: readonly string[],
+  timeoutSeconds: number | undefined,
+): string[] {
+  return [ACCEPT_PATH, alarmSeconds(timeoutSeconds), '0', ...command];
+}
+
+function alarmSeconds(timeoutSeconds: number | undefined): string {
+  return String(timeoutSeconds === undefined ? 0 : Math.ceil(timeoutSeconds));
 }

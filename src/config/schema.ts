@@ -356,8 +356,19 @@ function probeServiceMismatches(
  */
 export const RUNTIMES = ['nspawn', 'systemd'] as const;
 export type Runtime = (typeof RUNTIMES)[number];
+/** Warm containers an inetd service keeps under the nspawn runtime by default (see WARM_MAX). */
+export const DEFAULT_WARM_CONTAINERS = 8;
+/** As many as the nspawn runtime's old per-connection socket allowed at once (MaxConnections=). */
+export const WARM_MAX = 32;
 export const deploySchema = z.strictObject({
   runtime: z.enum(RUNTIMES).default('nspawn'),
+  /**
+   * nspawn runtime, inetd services: containers started ahead of their connection, each serving
+   * exactly one and then replaced, so a connection does not wait for a container to start; also
+   * how many connections are served at once. 0: a container is started per connection on arrival
+   * (Accept=yes). Ignored elsewhere.
+   */
+  'warm-containers': z.number().int().min(0).max(WARM_MAX).default(DEFAULT_WARM_CONTAINERS),
 });
 
 const rootCommand = z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]);
@@ -405,7 +416,10 @@ export const configSchema = z
     keep: z.array(z.string().min(1)).default([]),
     drop: z.array(z.string().min(1)).default([]),
     outputs: outputsSchema.default({ dir: 'out' }),
-    deploy: deploySchema.default({ runtime: 'nspawn' }),
+    deploy: deploySchema.default({
+      runtime: 'nspawn',
+      'warm-containers': DEFAULT_WARM_CONTAINERS,
+    }),
     /** The root of the simulated board `lhc verify --board` boots, instead of lhc's Debian one. */
     board: z
       .strictObject({

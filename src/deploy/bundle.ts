@@ -75,6 +75,8 @@ export interface DeployBundleOptions {
   runAs?: RunAs;
   /** How the board runs the image (deploy.runtime): nspawn containers (default) or a sandboxed service. */
   runtime?: Runtime;
+  /** deploy.warm-containers (nspawn runtime, inetd): containers kept ready for a connection each. */
+  warmContainers?: number;
   logger?: Logger;
 }
 

@@ -8,8 +8,9 @@
  *   <image file>            symlink to current/<image file>: what the root .mount unit mounts
  *   <data file>             the data partition as a file (created once, kept across upgrades)
  * Switching an image remounts only the root: containers serving a connection keep the old image
- * until they end, a listening service's container is restarted, and the socket keeps listening,
- * so a connection arriving meanwhile waits instead of being refused.
+ * until they end, a listening service's container and the warm containers are restarted (those
+ * busy with a connection finish it first), and the socket keeps listening, so a connection
+ * arriving meanwhile waits instead of being refused.
  */
 
 export interface InstallScriptInput {
@@ -175,10 +176,26 @@ retire_units() {
   keep=" $(echo $(release_units "$2")) "
   for u in $(release_units "$1"); do
     case $keep in *" $u "*) continue ;; esac
-    case $u in *@.service) ;; *) systemctl disable --now --quiet "$u" 2>/dev/null || true ;; esac
+    case $u in
+      # Warm containers (nspawn runtime) finish their connection first; per-connection ones end with it.
+      *@.service) systemctl stop "\${u%@.service}@warm*.service" 2>/dev/null || true ;;
+      *) systemctl disable --now --quiet "$u" 2>/dev/null || true ;;
+    esac
     rm -f "$UNIT_DIR/$u"
     echo "$u"
   done
+}
+
+# The warm container instances a release's socket pulls in (its Wants= line), if any.
+warm_units() {
+  f="$BOARD_DIR/releases/$1/units/$SOCKET_UNIT"
+  [ -f "$f" ] && sed -n 's/^Wants=//p' "$f" | tr ' ' '\\n' | grep '@warm' || true
+}
+
+# Warm container instances loaded now (running, starting, stopping or failed).
+loaded_warm_units() {
+  systemctl list-units --all --plain --no-legend "$NAME@warm*.service" 2>/dev/null |
+    awk '{ for (i = 1; i <= NF; i++) if ($i ~ /[.]service$/) { print $i; break } }'
 }
 
 # The data partition keeps the service's state: made from the template once, never overwritten.
@@ -261,11 +278,28 @@ activate() {
   for u in $(release_units "$new"); do
     case $u in *@.service) ;; *.service) [ -z "$old" ] || [ "$new" = "$old" ] || systemctl try-restart "$u" ;; esac
   done
+  socket_restarted=
   if printf '%s\\n' $changed | grep -qx "$SOCKET_UNIT" && systemctl -q is-active "$SOCKET_UNIT"; then
     say "$SOCKET_UNIT changed: restarting it"
+    # Restarts the warm containers too (they Require= it).
     systemctl restart "$SOCKET_UNIT"
+    socket_restarted=1
   else
     systemctl start "$SOCKET_UNIT"
+  fi
+  # Warm containers (nspawn runtime): the ones the release does not want stop; idle ones still
+  # hold the old image, so they start again on the new one (a busy one finishes its connection
+  # first); missing ones start.
+  warm=" $(echo $(warm_units "$new")) "
+  for u in $(loaded_warm_units); do
+    case $warm in *" $u "*) ;; *) systemctl stop "$u" ;; esac
+  done
+  if [ "$warm" != "  " ]; then
+    if [ -n "$old" ] && [ "$new" != "$old" ] && [ -z "$socket_restarted" ]; then
+      say "starting the warm containers again on the new image"
+      systemctl try-restart $warm
+    fi
+    systemctl start $warm
   fi
   say "running release $new ($(systemctl is-active "$SOCKET_UNIT") $SOCKET_UNIT)"
 }

@@ -15,30 +15,57 @@ import {
 } from './listen-proxy.js';
 import type { BoardPaths, DeployBundleOptions, ServiceSpec } from './bundle.js';
 import { renderSandboxedServiceUnit } from './systemd-runtime.js';
-import { ACCEPT_MAX_CONNECTIONS, needsAcceptLoop } from '../accept/accept-elf.js';
+import {
+  ACCEPT_MAX_CONNECTIONS,
+  acceptOnceArgv,
+  needsAcceptLoop,
+  warmContainers,
+} from '../accept/accept-elf.js';
+
+/** The runtime and warm containers of a bundle, as needsAcceptLoop reads them. */
+function deployOf(o: { runtime?: string | undefined; warmContainers?: number | undefined }) {
+  return { runtime: o.runtime ?? 'nspawn', 'warm-containers': o.warmContainers };
+}
 
 /**
- * Does each connection get a unit instance of its own (a templated `NAME@.service`, Accept=yes)?
- * Only under the nspawn runtime, whose unit is one container per connection; the systemd runtime
- * builds its sandbox once and lhc-accept serves the connections inside it.
+ * Does each connection start a unit instance of its own when it arrives (Accept=yes)? Only under
+ * the nspawn runtime without warm containers; with them each instance is a container started
+ * ahead of its one connection, and the systemd runtime builds its sandbox once and lhc-accept
+ * serves the connections inside it.
  */
 export function unitPerConnection(o: {
   service: { inetd?: boolean | undefined };
   runtime?: string | undefined;
+  warmContainers?: number | undefined;
 }): boolean {
-  return (
-    o.service.inetd === true &&
-    !needsAcceptLoop({ service: o.service, deploy: { runtime: o.runtime ?? 'nspawn' } })
-  );
+  return o.service.inetd === true && !needsAcceptLoop({ service: o.service, deploy: deployOf(o) });
 }
 
-/** The service unit's file name: a template when every connection starts an instance. */
+/** Warm container instances of the service template (none where there is no such template). */
+export function warmInstances(o: {
+  name: string;
+  service: { inetd?: boolean | undefined };
+  runtime?: string | undefined;
+  warmContainers?: number | undefined;
+}): string[] {
+  if (o.service.inetd !== true) return [];
+  const n = warmContainers(deployOf(o));
+  return Array.from({ length: n }, (_, i) => `${o.name}@warm${i + 1}.service`);
+}
+
+/**
+ * The service unit's file name: a template when each container serves one connection (started
+ * by it, or warm ahead of it), else one service.
+ */
 export function serviceUnitName(o: {
   name: string;
   service: { inetd?: boolean | undefined };
   runtime?: string | undefined;
+  warmContainers?: number | undefined;
 }): string {
-  return unitPerConnection(o) ? `${o.name}@.service` : `${o.name}.service`;
+  return unitPerConnection(o) || warmInstances(o).length > 0
+    ? `${o.name}@.service`
+    : `${o.name}.service`;
 }
 
 /** Port the socket listens on: the service's own port, or 70 (Gopher) for inetd services. */
@@ -129,6 +156,7 @@ export function unitNspawnArgv(o: DeployBundleOptions, p: BoardPaths): string[] 
     limits: serviceLimits(o),
     service: o.name,
     ...(o.service.inetd ? { machineName: unitMachineName(o.name) } : {}),
+    ...(warmInstances(o).length > 0 ? { launcher: acceptOnceArgv([], o.service.timeout) } : {}),
   });
   return proxied(o.service) ? sharedNetworkArgv(argv) : argv;
 }
@@ -163,30 +191,40 @@ export const HEADER = (name: string) =>
 
 export function renderSocketUnit(o: DeployBundleOptions): string {
   const inetd = o.service.inetd === true;
+  const warm = warmInstances(o);
   return (
     HEADER(o.name) +
     '[Unit]\n' +
-    `Description=lhc ${o.name}: ${inetd ? `one ${o.runtime === 'systemd' ? 'process' : 'container'} per connection` : 'listening socket'}\n\n` +
-    '[Socket]\n' +
+    `Description=lhc ${o.name}: ${inetd ? `one ${o.runtime === 'systemd' ? 'process' : 'container'} per connection` : 'listening socket'}\n` +
+    (warm.length > 0
+      ? `# The warm containers: each takes one connection from this socket, then is replaced.\n` +
+        `Wants=${warm.join(' ')}\n`
+      : '') +
+    '\n[Socket]\n' +
     `ListenStream=${listenPort(o.service)}\n` +
-    (inetd && !unitPerConnection(o)
+    (warm.length > 0
       ? 'Accept=no\n' +
-        `# The service's one sandbox takes the socket: lhc-accept starts a process per connection,\n` +
-        `# at most ${ACCEPT_MAX_CONNECTIONS} at once (see README.md).\n`
-      : inetd
-        ? 'Accept=yes\n' +
-          '# Each connection costs a container start: bound how many run at once.\n' +
-          'MaxConnections=32\nMaxConnectionsPerSource=8\n'
-        : 'Accept=no\n' +
-          (proxied(o.service)
-            ? listenSocketLines(o.name)
-            : '# The daemon takes this socket itself (LISTEN_FDS): nspawn passes it into the container.\n')) +
+        '# Traffic while no warm container runs (all failed, or being replaced) starts the first.\n' +
+        `Service=${warm[0]}\n`
+      : inetd && !unitPerConnection(o)
+        ? 'Accept=no\n' +
+          `# The service's one sandbox takes the socket: lhc-accept starts a process per connection,\n` +
+          `# at most ${ACCEPT_MAX_CONNECTIONS} at once (see README.md).\n`
+        : inetd
+          ? 'Accept=yes\n' +
+            '# Each connection costs a container start: bound how many run at once.\n' +
+            'MaxConnections=32\nMaxConnectionsPerSource=8\n'
+          : 'Accept=no\n' +
+            (proxied(o.service)
+              ? listenSocketLines(o.name)
+              : '# The daemon takes this socket itself (LISTEN_FDS): nspawn passes it into the container.\n')) +
     '\n[Install]\nWantedBy=sockets.target\n'
   );
 }
 
 export function renderServiceUnit(o: DeployBundleOptions, p: BoardPaths): string {
   if (o.runtime === 'systemd') return renderSandboxedServiceUnit(o, p);
+  if (warmInstances(o).length > 0) return renderWarmServiceUnit(o, p);
   const inetd = o.service.inetd === true;
   const timeout = o.service.timeout;
   return (
@@ -263,5 +301,48 @@ export function renderFstab(o: DeployBundleOptions, p: BoardPaths): string {
     `# lhc ${o.name}: use these lines instead of the .mount units if you prefer /etc/fstab.\n` +
     `${fstabField(p.image)} ${fstabField(p.rootMount)} squashfs loop,ro,nodev 0 0\n` +
     `${fstabField(p.dataSource)} ${fstabField(p.dataMount)} ext4 ${p.dataIsLoopFile ? 'loop,' : ''}noexec,nosuid,nodev 0 2\n`
+  );
+}
+
+/**
+ * The nspawn runtime's warm container (deploy.warm-containers): a template whose instances
+ * warm1..N the socket pulls in. Each starts its container before any connection; the payload,
+ * lhc-accept with MAX 0, waits on the shared listening socket, serves exactly one connection
+ * with a fresh process of the service command, and exits 0; systemd then starts the instance
+ * again, so every connection still has a container of its own, started while nobody waited.
+ */
+function renderWarmServiceUnit(o: DeployBundleOptions, p: BoardPaths): string {
+  const timeout = o.service.timeout;
+  const mounts = mountUnitNames(p).join(' ');
+  return (
+    HEADER(o.name) +
+    '[Unit]\n' +
+    `Description=lhc ${o.name} (warm container %i: one connection, then replaced)\n` +
+    `Requires=${o.name}.socket\nAfter=${o.name}.socket\n` +
+    '# Wants=, not Requires=: restarting the root mount for a new image (install.sh upgrade) must\n' +
+    '# not stop a container serving a connection from the old one; install.sh then restarts\n' +
+    '# the warm containers, which finish their connection first (see KillMode= below).\n' +
+    `Wants=${mounts}\nAfter=${mounts}\n` +
+    '# Every connection restarts the instance: no start rate limit (a failed start is not restarted).\n' +
+    'StartLimitIntervalSec=0\n' +
+    '\n[Service]\n' +
+    `ExecStart=${systemdExecLine(unitNspawnArgv(o, p), new Set([`--machine=${unitMachineName(o.name)}`]))}\n` +
+    `Sockets=${o.name}.socket\n` +
+    '# lhc-accept exits 0 after its connection whatever the service returned: start the next one.\n' +
+    'Restart=on-success\nRestartSec=0\n' +
+    "# The connection is the payload's stdin and stdout; nspawn and QEMU messages go to the journal.\n" +
+    'StandardInput=null\nStandardOutput=journal\nStandardError=journal\n' +
+    "# Each container has a machine name of its own (this run's invocation id): nspawn keeps host\n" +
+    '# state per machine name, which an ending container removes.\n' +
+    '# The root is a read-only image that no other container writes: nspawn need not lock it\n' +
+    '# (a container ending takes its lock exclusively for a moment, and one starting then fails).\n' +
+    'Environment=SYSTEMD_NSPAWN_LOCK=0\n' +
+    "# --keep-unit runs the container in this unit's cgroup, which nspawn must be allowed to manage.\n" +
+    'Delegate=yes\n' +
+    '# Stopping sends SIGTERM to nspawn alone, which passes it to lhc-accept (--kill-signal): an idle\n' +
+    '# container ends at once, a busy one when its connection ends; the rest is killed after that.\n' +
+    'KillMode=mixed\n' +
+    `TimeoutStopSec=${Math.ceil(timeout ?? 60) + 5}\n` +
+    limitLines(serviceLimits(o))
   );
 }

@@ -4,6 +4,7 @@
  * outlives a verify run.
  */
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { ACCEPT_COMM } from '../accept/accept-elf.js';
 import { RUN_AS_COMM } from '../service-user/run-as-elf.js';
 
 export interface ProcInfo {
@@ -143,7 +144,16 @@ export function findPayloads(
       // A kernel without NSpid (before 4.1) leaves only the comm and exe tests.
       if (nspawnDepth !== undefined && !((pidNamespaceDepth(c.pid) ?? 0) > nspawnDepth)) continue;
       const exe = exePath(c.pid);
-      if (exe === undefined || nspawnExe === undefined || exe !== nspawnExe) out.push(c);
+      if (exe !== undefined && nspawnExe !== undefined && exe === nspawnExe) continue;
+      // A warm container's lhc-accept waits for its connection: the payload is the process it
+      // forks for it, once that has exec'd (until then it is another lhc-accept).
+      if (c.comm === ACCEPT_COMM)
+        out.push(
+          ...tree.filter(
+            (g) => g.ppid === c.pid && g.comm !== ACCEPT_COMM && g.comm !== RUN_AS_COMM,
+          ),
+        );
+      else out.push(c);
     }
   }
   return out;

@@ -125,7 +125,7 @@ export async function computeClosure(
   if (trace.interp) addLookup(trace.interp, 'elf-interp');
   // lhc-run-as starts every container run and QEMU never logs the first exec: keep it by name.
   if (!isRootUser(config.service.user)) addLookup(RUN_AS_PATH, 'service-user');
-  // The systemd runtime's unit starts it; no traced run does.
+  // The board's unit starts it (systemd runtime, warm containers); no traced run does.
   if (needsAcceptLoop(config)) addLookup(ACCEPT_PATH, 'accept-loop');
 
   if (config.keep.length > 0) {

@@ -100,6 +100,7 @@ export async function writeOutputs(ctx: StageContext, input: OutputsInput): Prom
     dataTemplateFile: path.basename(packed.dataTemplate),
     runAs: await readRunAs(config, input.prunedRoot),
     runtime: config.deploy.runtime,
+    warmContainers: config.deploy['warm-containers'],
     logger: ctx.logger,
   });
   const serviceUnits = [bundle.units.service, ...(bundle.units.proxy ? [bundle.units.proxy] : [])];

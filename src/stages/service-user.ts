@@ -69,7 +69,10 @@ export async function installRunAs(
   return r;
 }
 
-/** The systemd runtime's connection loop for an inetd service (see accept/accept-elf.ts). */
+/**
+ * The connection loop of an inetd service under the systemd runtime, and the one-connection
+ * payload of the nspawn runtime's warm containers (see accept/accept-elf.ts).
+ */
 export async function installAcceptLoop(
   ctx: StageContext,
   { config, root }: { config: LhcConfig; root: string },
@@ -78,7 +81,11 @@ export async function installAcceptLoop(
   const staged = path.join(ctx.work.dir, 'lhc-accept');
   await writeFile(staged, acceptElf(config.arch), { mode: 0o755 });
   await installFile(root, staged, ACCEPT_PATH, 0o755);
-  ctx.logger.info(`deploy.runtime systemd: connections are accepted by ${ACCEPT_PATH}`);
+  ctx.logger.info(
+    config.deploy.runtime === 'systemd'
+      ? `deploy.runtime systemd: connections are accepted by ${ACCEPT_PATH}`
+      : `deploy.warm-containers ${config.deploy['warm-containers']}: each warm container takes its connection with ${ACCEPT_PATH}`,
+  );
 }
 
 /**

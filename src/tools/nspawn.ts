@@ -61,6 +61,11 @@ export interface NspawnOptions {
   hostname?: string;
   /** What nspawn does with /etc/resolv.conf: nothing (default), or bind the host's for the run. */
   resolvConf?: 'off' | 'bind-host';
+  /**
+   * Runs first, as the container's root, with the rest of the payload argv (lhc-run-as, command)
+   * as its own: the warm containers' lhc-accept. It drains on SIGTERM, which nspawn then passes on.
+   */
+  launcher?: readonly string[];
 }
 
 /**
@@ -200,7 +205,9 @@ export function nspawnArgv(o: NspawnOptions): string[] {
   }
   if (o.workdir) argv.push(`--chdir=${o.workdir}`);
   // Not --user=: nspawn would run getent inside the container and make a home directory there.
-  argv.push('--', ...(o.runAs ? [RUN_AS_PATH] : []), ...o.command);
+  // Without --kill-signal a non-booted container gets SIGKILL when nspawn is told to stop.
+  if (o.launcher) argv.push('--kill-signal=SIGTERM');
+  argv.push('--', ...(o.launcher ?? []), ...(o.runAs ? [RUN_AS_PATH] : []), ...o.command);
   return argv;
 }
 
@@ -245,6 +252,8 @@ export interface BoardRun {
    * per-connection name (machineNameWord); nspawn derives one from the root's path when absent.
    */
   machineName?: string;
+  /** See NspawnOptions.launcher (the board unit's warm containers). */
+  launcher?: readonly string[];
 }
 
 /**
@@ -277,6 +286,7 @@ export function boardNspawnArgv(o: BoardRun): string[] {
     runAs: o.runAs,
     workdir: o.workdir,
     ...(o.machineName ? { machineName: o.machineName } : {}),
+    ...(o.launcher ? { launcher: o.launcher } : {}),
     // Fixed: nspawn would use the machine name, which is per connection.
     hostname: hostnameOf(o.service),
   });

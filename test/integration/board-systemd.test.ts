@@ -45,7 +45,7 @@ beforeAll(async () => {
   tmp = await mkdtemp(path.join(os.tmpdir(), 'lhc-board-systemd-'));
   await testBoardTarball();
   nspawnConfig = await gophermoonConfig();
-  systemdConfig = { ...nspawnConfig, deploy: { runtime: 'systemd' } };
+  systemdConfig = { ...nspawnConfig, deploy: { ...nspawnConfig.deploy, runtime: 'systemd' } };
   sandboxed = await buildOut(systemdConfig, path.join(tmp, 'systemd'));
 });
 

@@ -5,10 +5,15 @@ import {
   renderFstab,
   renderServiceUnit,
   renderSocketUnit,
+  serviceUnitName,
   systemdEscapePath,
   systemdExecLine,
   systemdQuoteWord,
+  warmInstances,
 } from '../../src/deploy/systemd.js';
+import { ACCEPT_PATH } from '../../src/accept/accept-elf.js';
+import { DEFAULT_WARM_CONTAINERS } from '../../src/config/schema.js';
+import { RUN_AS_PATH } from '../../src/service-user/run-as-elf.js';
 import {
   BASE_FLAGS,
   HARDENING_FLAGS,
@@ -30,6 +35,8 @@ const opts: DeployBundleOptions = {
     timeout: 60,
   },
 };
+/** The nspawn runtime without warm containers: a container started per connection (Accept=yes). */
+const cold: DeployBundleOptions = { ...opts, warmContainers: 0 };
 
 /** The ExecStart= value as words, undoing systemdQuoteWord's quoting (systemd.service(5) rules). */
 function execWords(line: string): string[] {
@@ -96,7 +103,7 @@ describe('units', () => {
   const p = boardPaths(opts);
 
   it('socket: listens on 70 for an inetd service, one service instance per connection', () => {
-    const text = renderSocketUnit(opts);
+    const text = renderSocketUnit(cold);
     expect(text).toMatch(/^ListenStream=70$/m);
     expect(text).toMatch(/^Accept=yes$/m);
     expect(
@@ -105,7 +112,7 @@ describe('units', () => {
   });
 
   it('service: socket on stdin/stdout, stderr to the journal, and exactly the nspawn hardening flags verify uses', () => {
-    const text = renderServiceUnit(opts, p);
+    const text = renderServiceUnit(cold, p);
     expect(text).toMatch(/^StandardInput=socket$/m);
     expect(text).toMatch(/^StandardOutput=socket$/m);
     expect(text).toMatch(/^StandardError=journal$/m);
@@ -177,12 +184,78 @@ describe('units', () => {
   });
 
   it('service: success-exit-status becomes SuccessExitStatus= of the per-connection unit', () => {
-    expect(renderServiceUnit(opts, p)).not.toContain('SuccessExitStatus=');
+    expect(renderServiceUnit(cold, p)).not.toContain('SuccessExitStatus=');
     const text = renderServiceUnit(
-      { ...opts, service: { ...opts.service, 'success-exit-status': [1, 3, 1] } },
+      { ...cold, service: { ...cold.service, 'success-exit-status': [1, 3, 1] } },
       p,
     );
     expect(text).toMatch(/^SuccessExitStatus=1 3$/m);
+    // A warm container's lhc-accept exits 0 whatever the connection's process returned.
+    expect(
+      renderServiceUnit(
+        { ...opts, service: { ...opts.service, 'success-exit-status': [1, 3, 1] } },
+        p,
+      ),
+    ).not.toContain('SuccessExitStatus=');
+  });
+
+  it('warm containers (the default): the socket pulls in N instances that share it, each serving one connection', () => {
+    const socket = renderSocketUnit({ ...opts, warmContainers: 3 });
+    const names = [
+      'gophermoon@warm1.service',
+      'gophermoon@warm2.service',
+      'gophermoon@warm3.service',
+    ];
+    expect(socket).toMatch(/^Accept=no$/m);
+    expect(socket).toContain(`\nWants=${names.join(' ')}\n`);
+    expect(socket).toMatch(/^Service=gophermoon@warm1.service$/m);
+    expect(socket).not.toMatch(/MaxConnections/);
+    expect(warmInstances(opts)).toHaveLength(DEFAULT_WARM_CONTAINERS);
+    expect(serviceUnitName(opts)).toBe('gophermoon@.service');
+
+    const text = renderServiceUnit(opts, p);
+    expect(text).toMatch(/^Sockets=gophermoon.socket$/m);
+    expect(text).toMatch(/^Requires=gophermoon.socket$/m);
+    expect(text).toMatch(/^Restart=on-success$/m);
+    expect(text).toMatch(/^StartLimitIntervalSec=0$/m);
+    expect(text).toMatch(/^KillMode=mixed$/m);
+    expect(text).toMatch(/^TimeoutStopSec=65$/m);
+    expect(text).not.toMatch(/^StandardInput=socket$/m);
+    // The container per connection is bounded by service.timeout through lhc-accept's alarm.
+    expect(text).not.toMatch(/^RuntimeMaxSec=/m);
+    const exec = execWords(/^ExecStart=(.*)$/m.exec(text)![1]!);
+    for (const f of [...BASE_FLAGS, ...HARDENING_FLAGS, '--read-only']) expect(exec).toContain(f);
+    for (const f of serviceUsernsFlags('gophermoon')) expect(exec).toContain(f);
+    expect(exec).toContain('--kill-signal=SIGTERM');
+    expect(exec).toContain('--machine=lhc-gophermoon-${INVOCATION_ID}');
+    expect(exec.slice(exec.indexOf('--') + 1)).toEqual([
+      ACCEPT_PATH,
+      '60',
+      '0',
+      '/bin/lua',
+      '/bin/gophermoon',
+    ]);
+    // lhc-accept runs first: lhc-run-as (service.user) drops to the user in the connection's process.
+    const runAs = { uid: 100, gid: 101, groups: [101], name: 'gopher', home: '/' };
+    const asUser = execWords(
+      /^ExecStart=(.*)$/m.exec(renderServiceUnit({ ...opts, runAs }, p))![1]!,
+    );
+    expect(asUser.slice(asUser.indexOf('--') + 1, asUser.indexOf('--') + 5)).toEqual([
+      ACCEPT_PATH,
+      '60',
+      '0',
+      RUN_AS_PATH,
+    ]);
+  });
+
+  it('warm containers: 0 or a listening service keep one unit per connection or one service', () => {
+    expect(warmInstances(cold)).toEqual([]);
+    expect(serviceUnitName(cold)).toBe('gophermoon@.service');
+    const listen = { ...opts, service: { ...opts.service, inetd: false, listen: 8080 } };
+    expect(warmInstances(listen)).toEqual([]);
+    expect(serviceUnitName(listen)).toBe('gophermoon.service');
+    expect(renderSocketUnit(listen)).not.toContain('Wants=');
+    expect(warmInstances({ ...opts, runtime: 'systemd' })).toEqual([]);
   });
 
   it("service: a config's own limits replace the defaults", () => {

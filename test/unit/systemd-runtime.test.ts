@@ -8,6 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { inServiceCgroup } from '../../src/board/service-procs.js';
 import { parseConfig } from '../../src/config/load.js';
 import { ConfigError } from '../../src/core/errors.js';
+import { DEFAULT_WARM_CONTAINERS } from '../../src/config/schema.js';
 import { boardPaths, type DeployBundleOptions } from '../../src/deploy/bundle.js';
 import { renderInstallScript } from '../../src/deploy/install-script.js';
 import { renderReadme } from '../../src/deploy/readme.js';
@@ -88,7 +89,9 @@ describe('the systemd runtime service unit', () => {
     const socket = renderSocketUnit(inetd);
     expect(socket).toMatch(/^Accept=no$/m);
     expect(socket).not.toMatch(/^MaxConnections/m);
-    expect(renderSocketUnit({ ...inetd, runtime: 'nspawn' })).toMatch(/^Accept=yes$/m);
+    expect(renderSocketUnit({ ...inetd, runtime: 'nspawn', warmContainers: 0 })).toMatch(
+      /^Accept=yes$/m,
+    );
     expect(values(unit, 'CollectMode')).toEqual([]);
     expect(acceptArgv(['/bin/x'], 2.5)).toEqual([ACCEPT_PATH, '3', '32', '/bin/x']);
     expect(acceptArgv(['/bin/x'], undefined)).toEqual([ACCEPT_PATH, '0', '32', '/bin/x']);
@@ -258,10 +261,24 @@ describe('deploy.runtime in lhc.yml', () => {
   const config = (extra: string) =>
     `name: x\nservice:\n  command: [/bin/x]\n  inetd: true\nprobes:\n  - {name: a, type: gopher, fixture: f}\n${extra}`;
   it('defaults to nspawn and takes systemd', () => {
-    expect(parseConfig(config('')).deploy).toEqual({ runtime: 'nspawn' });
+    expect(parseConfig(config('')).deploy).toEqual({
+      runtime: 'nspawn',
+      'warm-containers': DEFAULT_WARM_CONTAINERS,
+    });
     expect(parseConfig(config('deploy:\n  runtime: systemd\n')).deploy).toEqual({
       runtime: 'systemd',
+      'warm-containers': DEFAULT_WARM_CONTAINERS,
     });
+    expect(parseConfig(config('deploy:\n  warm-containers: 0\n')).deploy).toEqual({
+      runtime: 'nspawn',
+      'warm-containers': 0,
+    });
+  });
+  it('refuses warm-containers outside 0..32, naming the field', () => {
+    for (const bad of ['-1', '33', '1.5', 'many'])
+      expect(() => parseConfig(config(`deploy:\n  warm-containers: ${bad}\n`))).toThrow(
+        /^deploy\.warm-containers: /,
+      );
   });
   it('refuses another runtime, naming the field', () => {
     let err: unknown;
