@@ -4,6 +4,11 @@
 // SECONDS (0: never), at most MAX children at once. The sandbox around all of it is the unit's.
 // SIGTERM (systemctl stop, an upgrade) drains: no more accepts, the running children finish,
 // then exit 0; the socket's queue waits for the next start.
+// MAX 0 (once mode): one connection, then exit 0 when its child has exited, never waiting for
+// other processes (as a container's PID 1 it inherits them; a unit with Restart=on-success starts
+// it again). SIGTERM ends it at once before that connection, after it once the child is done.
+// Several lhc-accepts may poll one socket, so it is set O_NONBLOCK: those that lose a connection
+// to another get EAGAIN from accept4 and poll again instead of blocking there, deaf to SIGTERM.
         .text
         .globl _start
 _start:
@@ -15,8 +20,9 @@ _start:
         mov     x20, x0
         ldr     x0, [sp, #24]           // argv[2]: children at most
         bl      number
-        cbz     x0, usage
-        mov     x21, x0
+        cmp     x0, #0
+        cset    x27, eq                 // x27: once mode (MAX 0),
+        add     x21, x0, x27            // one child at most
         add     x22, sp, #32            // &argv[3]
         add     x23, sp, x19, lsl #3
         add     x23, x23, #16           // envp
@@ -34,6 +40,16 @@ _start:
         tbnz    x0, #63, no_socket
         ldr     w0, [sp, #16]
         cbz     w0, no_socket
+        mov     x0, #3
+        mov     x1, #3                  // F_GETFL
+        mov     x8, #25                 // fcntl
+        svc     #0
+        tbnz    x0, #63, no_socket
+        orr     x2, x0, #0x800          // O_NONBLOCK (the connections accepted stay blocking)
+        mov     x0, #3
+        mov     x1, #4                  // F_SETFL
+        mov     x8, #25                 // fcntl
+        svc     #0
         mov     x0, #0x4000             // SIGTERM
         stp     x0, xzr, [sp]
         mov     x0, #0                  // SIG_BLOCK: it is read from a signalfd instead
@@ -102,10 +118,13 @@ accept:
         cbz     x0, child
         tbnz    x0, #63, 1f             // no child (TasksMax): the client sees the connection close
         add     x24, x24, #1
-1:      mov     x0, x25
+1:      mov     x28, x0                 // the child, for once mode
+        mov     x0, x25
         mov     x8, #57                 // close
         svc     #0
-        b       reap
+        cbz     x27, reap
+        tbnz    x28, #63, exit0         // once mode: done; without a child nothing to wait for,
+        b       close_wait              // else that child only, not what a PID 1 inherits
 accept_failed:
         cmn     x0, #9                  // EBADF, EINVAL, ENOTSOCK: no listening socket at fd 3
         b.eq    no_socket
@@ -113,18 +132,22 @@ accept_failed:
         b.eq    no_socket
         cmn     x0, #88
         b.eq    no_socket
-        b       reap                    // a connection aborted, a signal, a full table: go on
+        b       reap                    // taken by another (EAGAIN), aborted, a signal: go on
 drain:
+        mov     x28, #-1                // wait for every child
+close_wait:
         mov     x0, #3
         mov     x8, #57                 // close the listening socket
         svc     #0
-5:      mov     x0, #-1
+5:      mov     x0, x28
         mov     x1, #0
         mov     x2, #0
         mov     x3, #0
-        mov     x8, #260                // wait4 until no child is left
+        mov     x8, #260                // wait4 until none of them is left (ECHILD)
         svc     #0
-        tbz     x0, #63, 5b
+        cmn     x0, #10
+        b.ne    5b
+exit0:
         mov     x0, #0
         mov     x8, #94                 // exit_group
         svc     #0
@@ -202,7 +225,7 @@ number:
         b       3b
 4:      ret
 msg_usage:
-        .ascii  "lhc-accept: usage: lhc-accept SECONDS MAX COMMAND...\n"
+        .ascii  "lhc-accept: usage: lhc-accept SECONDS MAX COMMAND... (MAX 0: one connection)\n"
 msg_usage_end:
 msg_socket:
         .ascii  "lhc-accept: no listening socket at fd 3 (start me from a socket unit with Accept=no)\n"

@@ -4,6 +4,11 @@
 # SECONDS (0: never), at most MAX children at once. The sandbox around all of it is the unit's.
 # SIGTERM (systemctl stop, an upgrade) drains: no more accepts, the running children finish,
 # then exit 0; the socket's queue waits for the next start.
+# MAX 0 (once mode): one connection, then exit 0 when its child has exited, never waiting for
+# other processes (as a container's PID 1 it inherits them; a unit with Restart=on-success starts
+# it again). SIGTERM ends it at once before that connection, after it once the child is done.
+# Several lhc-accepts may poll one socket, so it is set O_NONBLOCK: those that lose a connection
+# to another get EAGAIN from accept4 and poll again instead of blocking there, deaf to SIGTERM.
         .text
         .globl _start
 _start:
@@ -15,8 +20,10 @@ _start:
         mov     %rax, %r12
         mov     24(%rsp), %rdi          # argv[2]: children at most
         call    number
+        xor     %r9d, %r9d
         test    %rax, %rax
-        jz      usage
+        sete    %r9b                    # %r9: once mode (MAX 0),
+        add     %r9, %rax               # one child at most
         mov     %rax, %r13
         lea     32(%rsp), %r14          # &argv[3]
         lea     16(%rsp,%rbx,8), %r15   # envp
@@ -34,6 +41,18 @@ _start:
         js      no_socket
         cmpl    $0, 16(%rsp)
         je      no_socket
+        mov     $3, %edi
+        mov     $3, %esi                # F_GETFL
+        mov     $72, %eax               # fcntl
+        syscall
+        test    %rax, %rax
+        js      no_socket
+        mov     $3, %edi
+        mov     $4, %esi                # F_SETFL
+        mov     %rax, %rdx
+        or      $0x800, %edx            # O_NONBLOCK (the connections accepted stay blocking)
+        mov     $72, %eax               # fcntl
+        syscall
         movq    $0x4000, (%rsp)         # SIGTERM
         movq    $0, 8(%rsp)
         xor     %edi, %edi              # SIG_BLOCK: it is read from a signalfd instead
@@ -99,9 +118,14 @@ accept:
         js      1f                      # no child (TasksMax): the client sees the connection close
         inc     %rbx
 1:      mov     %rbp, %rdi
+        mov     %rax, %rbp              # the child, for once mode
         mov     $3, %eax                # close
         syscall
-        jmp     reap
+        test    %r9, %r9
+        jz      reap
+        test    %rbp, %rbp              # once mode: done; without a child nothing to wait for,
+        js      exit0
+        jmp     close_wait              # else that child only, not what a PID 1 inherits
 accept_failed:
         cmp     $-9, %rax               # EBADF, EINVAL, ENOTSOCK: no listening socket at fd 3
         je      no_socket
@@ -109,19 +133,22 @@ accept_failed:
         je      no_socket
         cmp     $-88, %rax
         je      no_socket
-        jmp     reap                    # a connection aborted, a signal, a full table: go on
+        jmp     reap                    # taken by another (EAGAIN), aborted, a signal: go on
 drain:
+        mov     $-1, %rbp               # wait for every child
+close_wait:
         mov     $3, %edi
         mov     $3, %eax                # close the listening socket
         syscall
-5:      mov     $-1, %rdi
+5:      mov     %rbp, %rdi
         xor     %esi, %esi
         xor     %edx, %edx
         xor     %r10d, %r10d
-        mov     $61, %eax               # wait4 until no child is left
+        mov     $61, %eax               # wait4 until none of them is left (ECHILD)
         syscall
-        test    %rax, %rax
-        jns     5b
+        cmp     $-10, %rax
+        jne     5b
+exit0:
         xor     %edi, %edi
         mov     $231, %eax              # exit_group
         syscall
@@ -203,7 +230,7 @@ number:
         jmp     3b
 4:      ret
 msg_usage:
-        .ascii  "lhc-accept: usage: lhc-accept SECONDS MAX COMMAND...\n"
+        .ascii  "lhc-accept: usage: lhc-accept SECONDS MAX COMMAND... (MAX 0: one connection)\n"
 msg_usage_end:
 msg_socket:
         .ascii  "lhc-accept: no listening socket at fd 3 (start me from a socket unit with Accept=no)\n"
