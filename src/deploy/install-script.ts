@@ -278,6 +278,12 @@ activate() {
   for u in $(release_units "$new"); do
     case $u in *@.service) ;; *.service) [ -z "$old" ] || [ "$new" = "$old" ] || systemctl try-restart "$u" ;; esac
   done
+  # Warm containers (nspawn runtime) the new release does not want stop first, before a changed
+  # socket restarts them with it (they Require= it).
+  warm=" $(echo $(warm_units "$new")) "
+  for u in $(loaded_warm_units); do
+    case $warm in *" $u "*) ;; *) systemctl stop "$u" ;; esac
+  done
   socket_restarted=
   if printf '%s\\n' $changed | grep -qx "$SOCKET_UNIT" && systemctl -q is-active "$SOCKET_UNIT"; then
     say "$SOCKET_UNIT changed: restarting it"
@@ -287,13 +293,8 @@ activate() {
   else
     systemctl start "$SOCKET_UNIT"
   fi
-  # Warm containers (nspawn runtime): the ones the release does not want stop; idle ones still
-  # hold the old image, so they start again on the new one (a busy one finishes its connection
-  # first); missing ones start.
-  warm=" $(echo $(warm_units "$new")) "
-  for u in $(loaded_warm_units); do
-    case $warm in *" $u "*) ;; *) systemctl stop "$u" ;; esac
-  done
+  # The wanted warm containers: idle ones still hold the old image, so they start again on the
+  # new one (a busy one finishes its connection first); missing ones start.
   if [ "$warm" != "  " ]; then
     if [ -n "$old" ] && [ "$new" != "$old" ] && [ -z "$socket_restarted" ]; then
       say "starting the warm containers again on the new image"

@@ -2,7 +2,13 @@
 import type { BoardPaths, DeployBundleOptions } from './bundle.js';
 import { OCI_USER_NAMESPACE, shiftOwnersCommand } from './oci.js';
 import { UNPRIVILEGED_PORT_START, proxied, proxyUnitName } from './listen-proxy.js';
-import { listenPort, serviceUnitName, systemdEscapePath, unitPerConnection } from './systemd.js';
+import {
+  listenPort,
+  serviceUnitName,
+  systemdEscapePath,
+  unitPerConnection,
+  warmInstances,
+} from './systemd.js';
 import { ACCEPT_MAX_CONNECTIONS, ACCEPT_PATH } from '../accept/accept-elf.js';
 
 export function renderReadme(o: DeployBundleOptions, p: BoardPaths): string {
@@ -10,6 +16,7 @@ export function renderReadme(o: DeployBundleOptions, p: BoardPaths): string {
   const dataUnit = `${systemdEscapePath(p.dataMount)}.mount`;
   const inetd = o.service.inetd === true;
   const svc = serviceUnitName(o);
+  const warm = warmInstances(o);
   return `# Deploying ${o.name} to the board
 
 Copy the build output directory to the board, then as root, from that directory:
@@ -48,7 +55,20 @@ systemctl enable --now '${rootUnit}' '${dataUnit}' ${o.name}.socket
 \`\`\`
 
 ${
-  unitPerConnection(o)
+  warm.length > 0
+    ? `Each connection to port ${listenPort(o.service)} is served by a container of its own, started before it
+arrived: the socket keeps ${warm.length} warm containers (\`${o.name}@warm1.service\` … \`${o.name}@warm${warm.length}.service\`,
+\`deploy.warm-containers\`) waiting on it. In each, ${ACCEPT_PATH} (a static helper of about
+1 KB in the image) takes exactly one connection, runs one process of the service with the
+connection on stdin/stdout (SIGALRM after service.timeout), and exits when that process does;
+systemd then starts the instance again (\`Restart=on-success\`), so a container never serves a
+second connection and a connection never waits for a container to start unless all
+${warm.length} are busy (it then waits in the socket's queue: they are also how many connections run at
+once). Idle containers cost memory (an nspawn process each), not CPU. \`deploy.warm-containers: 0\`
+starts a container per connection on arrival instead (\`Accept=yes\`, at most 32 at once).
+\`systemctl stop\` (and an upgrade, which restarts them on the new image) ends an idle container
+at once and a busy one when its connection ends`
+    : unitPerConnection(o)
     ? `Each connection to port ${listenPort(o.service)} starts one container (\`${o.name}@<n>.service\`) with the
 connection on stdin/stdout`
     : inetd

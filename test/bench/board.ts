@@ -5,7 +5,10 @@
  *
  * - `bare`: the same image's Lua and script behind a plain `Accept=yes` socket on the board, no
  *   sandbox at all (systemd starts the process, binfmt runs it under QEMU): the floor;
- * - `nspawn`: the release's default runtime, one container per connection;
+ * - `nspawn`: the release's default runtime, one container per connection, warm containers
+ *   started ahead of their connection (deploy.warm-containers);
+ * - `nspawn-cold`: the same with `warm-containers: 0`, each container started when its
+ *   connection arrives;
  * - `systemd`: the release built with `deploy.runtime: systemd` (a hardened unit on the image).
  *
  * Each path gets the same sequential requests (p50/p99) and the same load at concurrency 8. On a
@@ -122,13 +125,13 @@ async function installBare(board: Board, config: LhcConfig): Promise<void> {
   await board.mustSh(['systemctl', 'start', 'lhc-bare.socket'], 'starting the bare socket');
 }
 
-async function systemdRuntimeConfig(dir: string): Promise<LhcConfig | undefined> {
+/** gophermoon with a deploy: section; undefined where this tree does not know the setting. */
+async function deployConfig(dir: string, deploy: string): Promise<LhcConfig | undefined> {
   const file = copyGophermoonCheckout(dir);
-  await writeFile(file, `${await readFile(file, 'utf8')}\ndeploy:\n  runtime: systemd\n`);
+  await writeFile(file, `${await readFile(file, 'utf8')}\ndeploy:\n${deploy}`);
   try {
     return await loadConfig(file);
   } catch {
-    // This tree has no systemd runtime yet.
     return undefined;
   }
 }
@@ -201,14 +204,30 @@ async function onBoard(ctx: BenchContext, board: Board, cpu?: CpuMeter): Promise
       ...ratio('nspawn', nspawn, bare),
     );
 
-    const sdConfig = await systemdRuntimeConfig(path.join(ctx.workDir, 'systemd-src'));
+    // The nspawn runtime without warm containers: each connection waits for its container.
+    const coldConfig = await deployConfig(
+      path.join(ctx.workDir, 'cold-src'),
+      '  warm-containers: 0\n',
+    );
+    if (coldConfig) {
+      ctx.log('building the release with deploy.warm-containers: 0 and upgrading the board to it');
+      const coldOut = await buildOut(coldConfig, path.join(ctx.workDir, 'cold'));
+      await installOnBoard(board, coldOut.outDir, 'upgrade', coldConfig);
+      const cold = await measurePath(coldConfig, port70, 'nspawn-cold', cpu);
+      out.push(...figures('nspawn-cold', cold), ...ratio('nspawn-cold', cold, bare));
+      await installOnBoard(board, coldOut.outDir, 'uninstall', coldConfig);
+    } else await installOnBoard(board, nspawnOut.outDir, 'uninstall', config);
+
+    const sdConfig = await deployConfig(
+      path.join(ctx.workDir, 'systemd-src'),
+      '  runtime: systemd\n',
+    );
     if (!sdConfig) {
       ctx.log('no deploy.runtime: systemd in this tree; skipping that runtime');
       return out;
     }
     ctx.log('building the gophermoon release (systemd runtime) and upgrading the board to it');
     const sdOut = await buildOut(sdConfig, path.join(ctx.workDir, 'systemd'));
-    await installOnBoard(board, nspawnOut.outDir, 'uninstall', config);
     // As verify --board does: QEMU's JIT needs MemoryDenyWriteExecute=no on an emulating board.
     const emulation = await allowEmulation(board, sdConfig);
     if (emulation) ctx.log(emulation);

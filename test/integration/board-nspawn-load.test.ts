@@ -6,7 +6,8 @@
  * state per name, which an ending container removes while a starting one binds it), no image
  * lock (a container ending takes it exclusively for a moment), and the service's own fixed uid
  * range instead of one picked under a global lock, with the payload still unprivileged on the
- * host and every hardening row as verify reads it.
+ * host and every hardening row as verify reads it. The containers are warm (started before their
+ * connection): each still serves exactly one connection, counted by the instances' restarts.
  */
 import { readFileSync } from 'node:fs';
 import { mkdtemp } from 'node:fs/promises';
@@ -22,6 +23,7 @@ import { descendants, findPayloads } from '../../src/harness/proc.js';
 import { run } from '../../src/tools/exec.js';
 import { SERVICE_UID_POOL, serviceUidBase } from '../../src/tools/nspawn.js';
 import { runLoad } from '../../src/verify/load.js';
+import { waitFor } from '../../src/core/wait.js';
 import { probeOnce, readFixtures } from '../../src/verify/probes.js';
 import { buildOut, gophermoonConfig, testBoardTarball } from '../support/board.js';
 import { requireTools, snapshot, sweepLeftovers } from '../support/verify-image.js';
@@ -104,6 +106,20 @@ describe('the nspawn runtime on the board, 8 connections at a time', () => {
           await new Promise((r) => setTimeout(r, 5));
         }
       })();
+      // Each warm container serves one connection and is started again: the instances' restarts
+      // count the containers that served a connection.
+      const restarts = async () => {
+        let n = 0;
+        for (let i = 1; i <= config.deploy['warm-containers']; i++) {
+          const r = await board.mustSh(
+            ['systemctl', 'show', '-P', 'NRestarts', `gophermoon@warm${i}.service`],
+            'systemctl show',
+          );
+          n += Number(r.stdout.trim());
+        }
+        return n;
+      };
+      const restartsBefore = await restarts();
       let load;
       try {
         load = await runLoad(REQUESTS, CONCURRENCY, async (i) => {
@@ -132,6 +148,13 @@ describe('the nspawn runtime on the board, 8 connections at a time', () => {
       ).toBe(0);
       // None of the start-up races this unit avoids left a trace.
       expect(journal.stdout).not.toMatch(/currently busy|propagate|Too many incoming/);
+      // A container per connection: as many ended (and were replaced) as requests were answered.
+      expect(config.deploy['warm-containers']).toBeGreaterThan(0);
+      await waitFor(
+        async () => ((await restarts()) - restartsBefore >= REQUESTS ? true : undefined),
+        30_000,
+      );
+      expect((await restarts()) - restartsBefore).toBe(REQUESTS);
 
       // Every container had a name of its own: lhc-gophermoon- and the instance's invocation id.
       expect(names.size).toBeGreaterThan(CONCURRENCY);

@@ -203,6 +203,9 @@ describe('lhc verify --board with deploy.runtime: systemd', () => {
         expect((await unitNow('gophermoon.service')).exitCode).not.toBe(0);
         const gone = await board.sh(['systemctl', 'is-active', 'gophermoon.service']);
         expect(gone.stdout.trim()).not.toBe('active');
+        // The nspawn release's warm containers run again, waiting for their connections.
+        const warm = await board.sh(['systemctl', 'is-active', 'gophermoon@warm1.service']);
+        expect(warm.stdout.trim()).toBe('active');
         expect((await ask()).equals(want)).toBe(true);
         // Measured, not asserted: the machine is shared, so absolute times vary run to run.
         console.log(
