@@ -28092,8 +28092,17 @@ function probeServiceMismatches(c3, ctx) {
   });
 }
 var RUNTIMES = ["nspawn", "systemd"];
+var DEFAULT_WARM_CONTAINERS = 8;
+var WARM_MAX = 32;
 var deploySchema = external_exports.strictObject({
-  runtime: external_exports.enum(RUNTIMES).default("nspawn")
+  runtime: external_exports.enum(RUNTIMES).default("nspawn"),
+  /**
+   * nspawn runtime, inetd services: containers started ahead of their connection, each serving
+   * exactly one and then replaced, so a connection does not wait for a container to start; also
+   * how many connections are served at once. 0: a container is started per connection on arrival
+   * (Accept=yes). Ignored elsewhere.
+   */
+  "warm-containers": external_exports.number().int().min(0).max(WARM_MAX).default(DEFAULT_WARM_CONTAINERS)
 });
 var rootCommand = external_exports.union([external_exports.string().min(1), external_exports.array(external_exports.string().min(1)).min(1)]);
 var configSchema = external_exports.strictObject({
@@ -28132,7 +28141,10 @@ var configSchema = external_exports.strictObject({
   keep: external_exports.array(external_exports.string().min(1)).default([]),
   drop: external_exports.array(external_exports.string().min(1)).default([]),
   outputs: outputsSchema.default({ dir: "out" }),
-  deploy: deploySchema.default({ runtime: "nspawn" }),
+  deploy: deploySchema.default({
+    runtime: "nspawn",
+    "warm-containers": DEFAULT_WARM_CONTAINERS
+  }),
   /** The root of the simulated board `lhc verify --board` boots, instead of lhc's Debian one. */
   board: external_exports.strictObject({
     /** An uncompressed tar of a root with systemd, systemd-container, e2fsprogs, squashfs-tools. */
@@ -37409,7 +37421,8 @@ function nspawnArgv(o2) {
     argv.push(`--setenv=${k2}=${v2}`);
   }
   if (o2.workdir) argv.push(`--chdir=${o2.workdir}`);
-  argv.push("--", ...o2.runAs ? [RUN_AS_PATH] : [], ...o2.command);
+  if (o2.launcher) argv.push("--kill-signal=SIGTERM");
+  argv.push("--", ...o2.launcher ?? [], ...o2.runAs ? [RUN_AS_PATH] : [], ...o2.command);
   return argv;
 }
 var NSPAWN_DIRS = ["/usr", "/proc", "/sys", "/dev", "/run", "/tmp"];
@@ -37436,6 +37449,7 @@ function boardNspawnArgv(o2) {
     runAs: o2.runAs,
     workdir: o2.workdir,
     ...o2.machineName ? { machineName: o2.machineName } : {},
+    ...o2.launcher ? { launcher: o2.launcher } : {},
     // Fixed: nspawn would use the machine name, which is per connection.
     hostname: hostnameOf(o2.service)
   });
@@ -41121,18 +41135,28 @@ var ACCEPT_PATH = "/usr/lib/lhc/lhc-accept";
 var ACCEPT_COMM = "lhc-accept";
 var ACCEPT_MAX_CONNECTIONS = 32;
 var ACCEPT_CODE = {
-  aarch64: "f30340f97f1200f1eb130054e00b40f9a6000094f40300aae00f40f9a3000094201300b4f50300aaf6830091f76f338bf7420091180080d2ff8300d180008052e01700b9600080d2210080d2c20380d2e3430091e4530091281a80d2010000d4a010f8b7e01340b960100034000088d2e07f00a9000080d2e1030091020080d2030180d2e81080d2010000d400008092e1030091020180d20301a0d2480980d2010000d4000ef8b7fa0300aa00008092010080d2220080d21f0315ebe223829a030080d2882080d2010000d41f0000f16d000054180700d1f5ffff171f0315eb62feff54600080d2210080d2217c60d3000001aa420301aae00b01a9e0430091410080d2020080d2030080d2040180d2280980d2010000d4a0fcffb7e03f407900040035e02f407920fcff34600080d2010080d2020080d20301a0d2481e80d2010000d40002f8b7f90300aa200280d2010080d2020080d2030080d2040080d2881b80d2010000d4600300b44000f8b718070091e00319aa280780d2010000d4cbffff171f2400b1600700541f5800b1200700541f6001b1e0060054c4ffff17600080d2280780d2010000d400008092010080d2020080d2030080d2882080d2010000d440ffffb6000080d2c80b80d2010000d4600080d2280780d2010000d4400080d2e1230091020080d2030180d2e81080d2010000d4e00319aa010080d2020080d2080380d2010000d4e00319aa210080d2080380d2010000d4340100b4ff8300d1ff7f00a9f47f01a9000080d2e1030091020080d2e80c80d2010000d4c00240f9e10316aae20317aaa81b80d2010000d4010a0050e20580d2e30f80d20c00001401080050020680d2230080d208000014e1040030a20a80d2230080d204000014c1020010a20680d2430080d2400080d2080880d2010000d4e00303aac80b80d2010000d4e10300aa000080d22200403982feff34430180d222144038c200003442c000515f240071c8fdff540008039bfaffff17c0035fd66c68632d6163636570743a2075736167653a206c68632d616363657074205345434f4e4453204d415820434f4d4d414e442e2e2e0a6c68632d6163636570743a206e6f206c697374656e696e6720736f636b6574206174206664203320287374617274206d652066726f6d206120736f636b657420756e69742077697468204163636570743d6e6f290a6c68632d6163636570743a2063616e6e6f7420776174636820666f72205349475445524d20287369676e616c6664290a6c68632d6163636570743a2063616e6e6f74206578656375746520746865207365727669636520636f6d6d616e640a000000",
-  x86_64: "488b1c244883fb040f8c85020000488b7c2410e8a30200004989c4488b7c2418e8960200004885c00f84650200004989c54c8d7424204c8d7cdc1031db4883ec20c744241404000000bf03000000be01000000ba1e0000004c8d5424104c8d442414b8370000000f054885c00f880d020000837c2410000f840202000048c704240040000048c74424080000000031ff4889e631d241ba08000000b80e0000000f0548c7c7ffffffff4889e6ba0800000041ba00000800b8210100000f054885c00f88a40100004989c048c7c7ffffffff31f6ba0100000031c04c39eb0f43d04531d2b83d0000000f054885c07e0548ffcbebd64c39eb73d1c744241003000000c7442414010000004489442418c744241c01000000488d7c2410be02000000baffffffffb8070000000f054885c0789966837c241e00756966837c2416007489bf0300000031f631d241ba00000800b8200100000f054885c078234889c5b8390000000f054885c07466780348ffc34889efb8030000000f05e94bffffff4883f8f70f84f60000004883f8ea0f84ec0000004883f8a80f84e2000000e928ffffffbf03000000b8030000000f0548c7c7ffffffff31f631d24531d2b83d0000000f054885c079e631ffb8e70000000f05bf03000000b8030000000f05bf02000000488d74240831d241ba08000000b80e0000000f054889ef31f6b8210000000f054889efbe01000000b8210000000f054d85e474314883ec2048c704240000000048c7442408000000004c8964241048c74424180000000031ff4889e631d2b8260000000f05498b3e4c89f64c89fab83b0000000f05488d353c010000ba2f00000041bc7f000000eb3a488d35f8000000ba3000000041bc01000000eb26488d358f000000ba5500000041bc01000000eb12488d3546000000ba3500000041bc02000000bf02000000b8010000000f054c89e7b8e70000000f0531c00fb60f85c974cf0fb60f48ffc785c9741183e93083f90977bd486bc00a4801c8ebe5c36c68632d6163636570743a2075736167653a206c68632d616363657074205345434f4e4453204d415820434f4d4d414e442e2e2e0a6c68632d6163636570743a206e6f206c697374656e696e6720736f636b6574206174206664203320287374617274206d652066726f6d206120736f636b657420756e69742077697468204163636570743d6e6f290a6c68632d6163636570743a2063616e6e6f7420776174636820666f72205349475445524d20287369676e616c6664290a6c68632d6163636570743a2063616e6e6f74206578656375746520746865207365727669636520636f6d6d616e640a0f1f8000000000"
+  aarch64: "f30340f97f1200f1eb150054e00b40f9b6000094f40300aae00f40f9b30000941f0000f1fb179f9a15001b8bf6830091f76f338bf7420091180080d2ff8300d180008052e01700b9600080d2210080d2c20380d2e3430091e4530091281a80d2010000d48012f8b7e01340b940120034600080d2610080d2280380d2010000d4a011f8b7020075b2600080d2810080d2280380d2010000d4000088d2e07f00a9000080d2e1030091020080d2030180d2e81080d2010000d400008092e1030091020180d20301a0d2480980d2010000d4a00ef8b7fa0300aa00008092010080d2220080d21f0315ebe223829a030080d2882080d2010000d41f0000f16d000054180700d1f5ffff171f0315eb62feff54600080d2210080d2217c60d3000001aa420301aae00b01a9e0430091410080d2020080d2030080d2040180d2280980d2010000d4a0fcffb7e03f407960040035e02f407920fcff34600080d2010080d2020080d20301a0d2481e80d2010000d46002f8b7f90300aa200280d2010080d2020080d2030080d2040080d2881b80d2010000d4000400b44000f8b718070091fc0300aae00319aa280780d2010000d45bf9ffb4bc02f8b7090000141f2400b1a00700541f5800b1600700541f6001b120070054c1ffff171c008092600080d2280780d2010000d4e0031caa010080d2020080d2030080d2882080d2010000d41f2800b121ffff54000080d2c80b80d2010000d4600080d2280780d2010000d4400080d2e1230091020080d2030180d2e81080d2010000d4e00319aa010080d2020080d2080380d2010000d4e00319aa210080d2080380d2010000d4340100b4ff8300d1ff7f00a9f47f01a9000080d2e1030091020080d2e80c80d2010000d4c00240f9e10316aae20317aaa81b80d2010000d4c10a0050e20580d2e30f80d20c000014c1080050020680d2230080d208000014a1050030a20a80d2230080d204000014c1020010a20980d2430080d2400080d2080880d2010000d4e00303aac80b80d2010000d4e10300aa000080d22200403982feff34430180d222144038c200003442c000515f240071c8fdff540008039bfaffff17c0035fd66c68632d6163636570743a2075736167653a206c68632d616363657074205345434f4e4453204d415820434f4d4d414e442e2e2e20284d415820303a206f6e6520636f6e6e656374696f6e290a6c68632d6163636570743a206e6f206c697374656e696e6720736f636b6574206174206664203320287374617274206d652066726f6d206120736f636b657420756e69742077697468204163636570743d6e6f290a6c68632d6163636570743a2063616e6e6f7420776174636820666f72205349475445524d20287369676e616c6664290a6c68632d6163636570743a2063616e6e6f74206578656375746520746865207365727669636520636f6d6d616e640a000000",
+  x86_64: "488b1c244883fb040f8ccf020000488b7c2410e8ed0200004989c4488b7c2418e8e00200004531c94885c0410f94c14c01c84989c54c8d7424204c8d7cdc1031db4883ec20c744241404000000bf03000000be01000000ba1e0000004c8d5424104c8d442414b8370000000f054885c00f8853020000837c2410000f8448020000bf03000000be03000000b8480000000f054885c00f882e020000bf03000000be040000004889c281ca00080000b8480000000f0548c704240040000048c74424080000000031ff4889e631d241ba08000000b80e0000000f0548c7c7ffffffff4889e6ba0800000041ba00000800b8210100000f054885c00f88b60100004989c048c7c7ffffffff31f6ba0100000031c04c39eb0f43d04531d2b83d0000000f054885c07e0548ffcbebd64c39eb73d1c744241003000000c7442414010000004489442418c744241c01000000488d7c2410be02000000baffffffffb8070000000f054885c0789966837c241e00757766837c2416007489bf0300000031f631d241ba00000800b8200100000f054885c078314889c5b8390000000f054885c07478780348ffc34889ef4889c5b8030000000f054d85c90f8444ffffff4885ed784feb2a4883f8f70f84fa0000004883f8ea0f84f00000004883f8a80f84e6000000e91affffff48c7c5ffffffffbf03000000b8030000000f054889ef31f631d24531d2b83d0000000f054883f8f675e931ffb8e70000000f05bf03000000b8030000000f05bf02000000488d74240831d241ba08000000b80e0000000f054889ef31f6b8210000000f054889efbe01000000b8210000000f054d85e474314883ec2048c704240000000048c7442408000000004c8964241048c74424180000000031ff4889e631d2b8260000000f05498b3e4c89f64c89fab83b0000000f05488d3554010000ba2f00000041bc7f000000eb3a488d3510010000ba3000000041bc01000000eb26488d35a7000000ba5500000041bc01000000eb12488d3546000000ba4d00000041bc02000000bf02000000b8010000000f054c89e7b8e70000000f0531c00fb60f85c974cf0fb60f48ffc785c9741183e93083f90977bd486bc00a4801c8ebe5c36c68632d6163636570743a2075736167653a206c68632d616363657074205345434f4e4453204d415820434f4d4d414e442e2e2e20284d415820303a206f6e6520636f6e6e656374696f6e290a6c68632d6163636570743a206e6f206c697374656e696e6720736f636b6574206174206664203320287374617274206d652066726f6d206120736f636b657420756e69742077697468204163636570743d6e6f290a6c68632d6163636570743a2063616e6e6f7420776174636820666f72205349475445524d20287369676e616c6664290a6c68632d6163636570743a2063616e6e6f74206578656375746520746865207365727669636520636f6d6d616e640a0f1f440000"
 };
 function needsAcceptLoop(config2) {
-  return config2.service.inetd === true && config2.deploy.runtime === "systemd";
+  if (config2.service.inetd !== true) return false;
+  return config2.deploy.runtime === "systemd" || warmContainers(config2.deploy) > 0;
+}
+function warmContainers(deploy) {
+  if (deploy.runtime !== "nspawn") return 0;
+  return deploy["warm-containers"] ?? DEFAULT_WARM_CONTAINERS;
 }
 function acceptElf(arch) {
   return staticElf(arch, Buffer.from(ACCEPT_CODE[arch], "hex"));
 }
 function acceptArgv(command, timeoutSeconds) {
-  const seconds = timeoutSeconds === void 0 ? 0 : Math.ceil(timeoutSeconds);
-  return [ACCEPT_PATH, String(seconds), String(ACCEPT_MAX_CONNECTIONS), ...command];
+  return [ACCEPT_PATH, alarmSeconds(timeoutSeconds), String(ACCEPT_MAX_CONNECTIONS), ...command];
+}
+function acceptOnceArgv(command, timeoutSeconds) {
+  return [ACCEPT_PATH, alarmSeconds(timeoutSeconds), "0", ...command];
+}
+function alarmSeconds(timeoutSeconds) {
+  return String(timeoutSeconds === void 0 ? 0 : Math.ceil(timeoutSeconds));
 }
 
 // src/stages/service-user.ts
@@ -41182,7 +41206,9 @@ async function installAcceptLoop(ctx, { config: config2, root }) {
   const staged = path23.join(ctx.work.dir, "lhc-accept");
   await writeFile4(staged, acceptElf(config2.arch), { mode: 493 });
   await installFile(root, staged, ACCEPT_PATH, 493);
-  ctx.logger.info(`deploy.runtime systemd: connections are accepted by ${ACCEPT_PATH}`);
+  ctx.logger.info(
+    config2.deploy.runtime === "systemd" ? `deploy.runtime systemd: connections are accepted by ${ACCEPT_PATH}` : `deploy.warm-containers ${config2.deploy["warm-containers"]}: each warm container takes its connection with ${ACCEPT_PATH}`
+  );
 }
 async function readRunAs(config2, root) {
   const bytes = await readInRoot(root, RUN_AS_PATH);
@@ -41280,11 +41306,19 @@ var PROXY_PROGRAMS = [SOCKET_PROXYD, BASH].map((p2) => path24.normalize(p2));
 
 // src/deploy/systemd.ts
 import path25 from "node:path";
+function deployOf(o2) {
+  return { runtime: o2.runtime ?? "nspawn", "warm-containers": o2.warmContainers };
+}
 function unitPerConnection(o2) {
-  return o2.service.inetd === true && !needsAcceptLoop({ service: o2.service, deploy: { runtime: o2.runtime ?? "nspawn" } });
+  return o2.service.inetd === true && !needsAcceptLoop({ service: o2.service, deploy: deployOf(o2) });
+}
+function warmInstances(o2) {
+  if (o2.service.inetd !== true) return [];
+  const n2 = warmContainers(deployOf(o2));
+  return Array.from({ length: n2 }, (_2, i2) => `${o2.name}@warm${i2 + 1}.service`);
 }
 function serviceUnitName(o2) {
-  return unitPerConnection(o2) ? `${o2.name}@.service` : `${o2.name}.service`;
+  return unitPerConnection(o2) || warmInstances(o2).length > 0 ? `${o2.name}@.service` : `${o2.name}.service`;
 }
 function listenPort(s3) {
   return s3.listen ?? 70;
@@ -41342,7 +41376,8 @@ function unitNspawnArgv(o2, p2) {
     nspawnPath: o2.nspawnPath ?? "/usr/bin/systemd-nspawn",
     limits: serviceLimits(o2),
     service: o2.name,
-    ...o2.service.inetd ? { machineName: unitMachineName(o2.name) } : {}
+    ...o2.service.inetd ? { machineName: unitMachineName(o2.name) } : {},
+    ...warmInstances(o2).length > 0 ? { launcher: acceptOnceArgv([], o2.service.timeout) } : {}
   });
   return proxied(o2.service) ? sharedNetworkArgv(argv) : argv;
 }
@@ -41369,18 +41404,25 @@ var HEADER = (name) => `# Generated by lhc for ${name}; see README.md next to th
 `;
 function renderSocketUnit(o2) {
   const inetd = o2.service.inetd === true;
+  const warm = warmInstances(o2);
   return HEADER(o2.name) + `[Unit]
 Description=lhc ${o2.name}: ${inetd ? `one ${o2.runtime === "systemd" ? "process" : "container"} per connection` : "listening socket"}
-
+` + (warm.length > 0 ? `# The warm containers: each takes one connection from this socket, then is replaced.
+Wants=${warm.join(" ")}
+` : "") + `
 [Socket]
 ListenStream=${listenPort(o2.service)}
-` + (inetd && !unitPerConnection(o2) ? `Accept=no
+` + (warm.length > 0 ? `Accept=no
+# Traffic while no warm container runs (all failed, or being replaced) starts the first.
+Service=${warm[0]}
+` : inetd && !unitPerConnection(o2) ? `Accept=no
 # The service's one sandbox takes the socket: lhc-accept starts a process per connection,
 # at most ${ACCEPT_MAX_CONNECTIONS} at once (see README.md).
 ` : inetd ? "Accept=yes\n# Each connection costs a container start: bound how many run at once.\nMaxConnections=32\nMaxConnectionsPerSource=8\n" : "Accept=no\n" + (proxied(o2.service) ? listenSocketLines(o2.name) : "# The daemon takes this socket itself (LISTEN_FDS): nspawn passes it into the container.\n")) + "\n[Install]\nWantedBy=sockets.target\n";
 }
 function renderServiceUnit(o2, p2) {
   if (o2.runtime === "systemd") return renderSandboxedServiceUnit(o2, p2);
+  if (warmInstances(o2).length > 0) return renderWarmServiceUnit(o2, p2);
   const inetd = o2.service.inetd === true;
   const timeout = o2.service.timeout;
   return HEADER(o2.name) + `[Unit]
@@ -41433,6 +41475,44 @@ function renderFstab(o2, p2) {
 ${fstabField(p2.image)} ${fstabField(p2.rootMount)} squashfs loop,ro,nodev 0 0
 ${fstabField(p2.dataSource)} ${fstabField(p2.dataMount)} ext4 ${p2.dataIsLoopFile ? "loop," : ""}noexec,nosuid,nodev 0 2
 `;
+}
+function renderWarmServiceUnit(o2, p2) {
+  const timeout = o2.service.timeout;
+  const mounts = mountUnitNames(p2).join(" ");
+  return HEADER(o2.name) + `[Unit]
+Description=lhc ${o2.name} (warm container %i: one connection, then replaced)
+Requires=${o2.name}.socket
+After=${o2.name}.socket
+# Wants=, not Requires=: restarting the root mount for a new image (install.sh upgrade) must
+# not stop a container serving a connection from the old one; install.sh then restarts
+# the warm containers, which finish their connection first (see KillMode= below).
+Wants=${mounts}
+After=${mounts}
+# Every connection restarts the instance: no start rate limit (a failed start is not restarted).
+StartLimitIntervalSec=0
+
+[Service]
+ExecStart=${systemdExecLine(unitNspawnArgv(o2, p2), /* @__PURE__ */ new Set([`--machine=${unitMachineName(o2.name)}`]))}
+Sockets=${o2.name}.socket
+# lhc-accept exits 0 after its connection whatever the service returned: start the next one.
+Restart=on-success
+RestartSec=0
+# The connection is the payload's stdin and stdout; nspawn and QEMU messages go to the journal.
+StandardInput=null
+StandardOutput=journal
+StandardError=journal
+# Each container has a machine name of its own (this run's invocation id): nspawn keeps host
+# state per machine name, which an ending container removes.
+# The root is a read-only image that no other container writes: nspawn need not lock it
+# (a container ending takes its lock exclusively for a moment, and one starting then fails).
+Environment=SYSTEMD_NSPAWN_LOCK=0
+# --keep-unit runs the container in this unit's cgroup, which nspawn must be allowed to manage.
+Delegate=yes
+# Stopping sends SIGTERM to nspawn alone, which passes it to lhc-accept (--kill-signal): an idle
+# container ends at once, a busy one when its connection ends; the rest is killed after that.
+KillMode=mixed
+TimeoutStopSec=${Math.ceil(timeout ?? 60) + 5}
+` + limitLines(serviceLimits(o2));
 }
 
 // src/deploy/systemd-runtime.ts
@@ -41662,6 +41742,7 @@ function renderReadme(o2, p2) {
   const dataUnit = `${systemdEscapePath(p2.dataMount)}.mount`;
   const inetd = o2.service.inetd === true;
   const svc = serviceUnitName(o2);
+  const warm = warmInstances(o2);
   return `# Deploying ${o2.name} to the board
 
 Copy the build output directory to the board, then as root, from that directory:
@@ -41695,7 +41776,18 @@ systemctl daemon-reload
 systemctl enable --now '${rootUnit}' '${dataUnit}' ${o2.name}.socket
 \`\`\`
 
-${unitPerConnection(o2) ? `Each connection to port ${listenPort(o2.service)} starts one container (\`${o2.name}@<n>.service\`) with the
+${warm.length > 0 ? `Each connection to port ${listenPort(o2.service)} is served by a container of its own, started before it
+arrived: the socket keeps ${warm.length} warm containers (\`${o2.name}@warm1.service\` \u2026 \`${o2.name}@warm${warm.length}.service\`,
+\`deploy.warm-containers\`) waiting on it. In each, ${ACCEPT_PATH} (a static helper of about
+1 KB in the image) takes exactly one connection, runs one process of the service with the
+connection on stdin/stdout (SIGALRM after service.timeout), and exits when that process does;
+systemd then starts the instance again (\`Restart=on-success\`), so a container never serves a
+second connection and a connection never waits for a container to start unless all
+${warm.length} are busy (it then waits in the socket's queue: they are also how many connections run at
+once). Idle containers cost memory (an nspawn process each), not CPU. \`deploy.warm-containers: 0\`
+starts a container per connection on arrival instead (\`Accept=yes\`, at most 32 at once).
+\`systemctl stop\` (and an upgrade, which restarts them on the new image) ends an idle container
+at once and a busy one when its connection ends` : unitPerConnection(o2) ? `Each connection to port ${listenPort(o2.service)} starts one container (\`${o2.name}@<n>.service\`) with the
 connection on stdin/stdout` : inetd ? `The first connection to port ${listenPort(o2.service)} starts \`${svc}\`, whose ${ACCEPT_PATH} (a static helper of
 about 1 KB in the image) then starts one process of the service per connection, with the
 connection on stdin/stdout, at most ${ACCEPT_MAX_CONNECTIONS} at once` : !proxied(o2.service) ? `The first connection to port ${listenPort(o2.service)} starts the container (\`${svc}\`) and systemd hands
@@ -41904,10 +41996,26 @@ retire_units() {
   keep=" $(echo $(release_units "$2")) "
   for u in $(release_units "$1"); do
     case $keep in *" $u "*) continue ;; esac
-    case $u in *@.service) ;; *) systemctl disable --now --quiet "$u" 2>/dev/null || true ;; esac
+    case $u in
+      # Warm containers (nspawn runtime) finish their connection first; per-connection ones end with it.
+      *@.service) systemctl stop "\${u%@.service}@warm*.service" 2>/dev/null || true ;;
+      *) systemctl disable --now --quiet "$u" 2>/dev/null || true ;;
+    esac
     rm -f "$UNIT_DIR/$u"
     echo "$u"
   done
+}
+
+# The warm container instances a release's socket pulls in (its Wants= line), if any.
+warm_units() {
+  f="$BOARD_DIR/releases/$1/units/$SOCKET_UNIT"
+  [ -f "$f" ] && sed -n 's/^Wants=//p' "$f" | tr ' ' '\\n' | grep '@warm' || true
+}
+
+# Warm container instances loaded now (running, starting, stopping or failed).
+loaded_warm_units() {
+  systemctl list-units --all --plain --no-legend "$NAME@warm*.service" 2>/dev/null |
+    awk '{ for (i = 1; i <= NF; i++) if ($i ~ /[.]service$/) { print $i; break } }'
 }
 
 # The data partition keeps the service's state: made from the template once, never overwritten.
@@ -41990,11 +42098,29 @@ activate() {
   for u in $(release_units "$new"); do
     case $u in *@.service) ;; *.service) [ -z "$old" ] || [ "$new" = "$old" ] || systemctl try-restart "$u" ;; esac
   done
+  # Warm containers (nspawn runtime) the new release does not want stop first, before a changed
+  # socket restarts them with it (they Require= it).
+  warm=" $(echo $(warm_units "$new")) "
+  for u in $(loaded_warm_units); do
+    case $warm in *" $u "*) ;; *) systemctl stop "$u" ;; esac
+  done
+  socket_restarted=
   if printf '%s\\n' $changed | grep -qx "$SOCKET_UNIT" && systemctl -q is-active "$SOCKET_UNIT"; then
     say "$SOCKET_UNIT changed: restarting it"
+    # Restarts the warm containers too (they Require= it).
     systemctl restart "$SOCKET_UNIT"
+    socket_restarted=1
   else
     systemctl start "$SOCKET_UNIT"
+  fi
+  # The wanted warm containers: idle ones still hold the old image, so they start again on the
+  # new one (a busy one finishes its connection first); missing ones start.
+  if [ "$warm" != "  " ]; then
+    if [ -n "$old" ] && [ "$new" != "$old" ] && [ -z "$socket_restarted" ]; then
+      say "starting the warm containers again on the new image"
+      systemctl try-restart $warm
+    fi
+    systemctl start $warm
   fi
   say "running release $new ($(systemctl is-active "$SOCKET_UNIT") $SOCKET_UNIT)"
 }
@@ -42548,6 +42674,7 @@ async function writeOutputs(ctx, input2) {
     dataTemplateFile: path29.basename(packed.dataTemplate),
     runAs: await readRunAs(config2, input2.prunedRoot),
     runtime: config2.deploy.runtime,
+    warmContainers: config2.deploy["warm-containers"],
     logger: ctx.logger
   });
   const serviceUnits = [bundle.units.service, ...bundle.units.proxy ? [bundle.units.proxy] : []];
@@ -44533,7 +44660,14 @@ function findPayloads(ancestor, table2 = processTable()) {
       if (c3.ppid !== n2.pid || c3.comm === "systemd-nspawn" || c3.comm === RUN_AS_COMM) continue;
       if (nspawnDepth !== void 0 && !((pidNamespaceDepth(c3.pid) ?? 0) > nspawnDepth)) continue;
       const exe = exePath(c3.pid);
-      if (exe === void 0 || nspawnExe === void 0 || exe !== nspawnExe) out.push(c3);
+      if (exe !== void 0 && nspawnExe !== void 0 && exe === nspawnExe) continue;
+      if (c3.comm === ACCEPT_COMM)
+        out.push(
+          ...tree.filter(
+            (g2) => g2.ppid === c3.pid && g2.comm !== ACCEPT_COMM && g2.comm !== RUN_AS_COMM
+          )
+        );
+      else out.push(c3);
     }
   }
   return out;
