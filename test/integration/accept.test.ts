@@ -142,11 +142,11 @@ describe('lhc-accept', () => {
   }
 
   /**
-   * One listening socket for several helpers, started one by one: perl makes it (blocking, as
-   * systemd-socket-activate's; one node made would be O_NONBLOCK already, hiding what the helper's
-   * own fcntl is for) and execs a bash that starts each command written to its stdin with the
-   * socket as fd 3, and says its pid and, when it ends, its exit status. The socket outlives the
-   * helpers, so a connection one leaves queued waits for the next.
+   * One listening socket for several helpers, started one by one: perl makes it blocking (as
+   * systemd-socket-activate does; a socket unit's is O_NONBLOCK already, as one node made would
+   * be), so that the helper's own fcntl is what counts, and execs a bash that starts each command
+   * written to its stdin with the socket as fd 3 and says its pid and, when it ends, its exit
+   * status. The socket outlives the helpers: a connection one leaves queued waits for the next.
    */
   async function sharedSocket() {
     const perl =
@@ -193,7 +193,12 @@ describe('lhc-accept', () => {
         if (seen) r(Number(seen.split(' ')[2]));
         else exits.set(pid, r);
       });
-      if (idle) await until(`helper ${pid} in poll`, () => inPoll(pid) || undefined);
+      if (idle)
+        await until(`helper ${pid} in poll`, () => {
+          if (lines.some((l) => l.startsWith(`exit ${pid} `)))
+            throw new Error(`helper ${pid} ended: ${stderr.join('')}`);
+          return inPoll(pid) || undefined;
+        });
       return { pid, exited };
     }
     return { port, start };
@@ -299,33 +304,40 @@ describe('lhc-accept', () => {
   );
 
   it.each(['x86_64', 'aarch64'] as const)(
-    '%s helpers sharing a socket: one takes a connection, the others poll again and hear SIGTERM',
+    '%s helpers sharing a socket: one takes each connection, the others poll again and hear SIGTERM',
     async (arch) => {
       const { port, start } = await sharedSocket();
       // Who answered, and the connection's flags.
       const command = ['/bin/sh', '-c', 'echo $PPID; grep ^flags /proc/self/fdinfo/0'];
-      const loop = await start(arch, ['5', '4', ...command]);
-      // The socket is O_NONBLOCK now (the flag is the socket's, for all that share it).
-      expect(fdFlags(loop.pid, 3) & 0o4000).toBe(0o4000);
-      const helpers = [
-        loop,
-        await start(arch, ['5', '0', ...command]),
-        await start(arch, ['5', '0', ...command]),
-      ];
-      // All sleep in poll, all wake for the connection, one accepts it.
-      const [who, flags] = (await converse(port, '')).text.split('\n');
-      const winner = helpers.find((h) => h.pid === Number(who));
-      expect(winner).toBeDefined();
-      // The connection itself stays blocking, for the command.
-      expect(parseInt(flags!.split(/\s+/)[1]!, 8) & 0o4000).toBe(0);
-      // The others got EAGAIN and poll again (without O_NONBLOCK: blocked in accept4, and a
-      // SIGTERM, read from a signalfd, would not end them).
-      for (const h of helpers) {
-        if (h === winner) continue;
-        await until(`helper ${h.pid} to poll again`, () => inPoll(h.pid) || undefined, 2000);
+      const first = await start(arch, ['5', '4', ...command]);
+      // The socket is O_NONBLOCK now (a flag of the socket, for all that share it).
+      expect(fdFlags(first.pid, 3) & 0o4000).toBe(0o4000);
+      // In loop and in once mode; the more of them, the likelier a connection lost to another.
+      const running = new Set([first]);
+      const once = new Set<number>();
+      for (const max of ['4', '4', '4', '0', '0']) {
+        const helper = await start(arch, ['5', max, ...command]);
+        running.add(helper);
+        if (max === '0') once.add(helper.pid);
       }
-      for (const h of helpers) if (h !== winner || h === loop) process.kill(h.pid, 'SIGTERM');
-      for (const h of helpers) expect(await Promise.race([h.exited, sleep(2000)])).toBe(0);
+      for (let round = 0; round < 10; round++) {
+        // All sleep in poll, all wake for the connection, one accepts it.
+        const [who, flags] = (await converse(port, '')).text.split('\n');
+        const winner = [...running].find((h) => h.pid === Number(who));
+        expect(winner).toBeDefined();
+        // The connection itself stays blocking, for the command.
+        expect(parseInt(flags!.split(/\s+/)[1]!, 8) & 0o4000).toBe(0);
+        if (once.has(winner!.pid)) {
+          expect(await Promise.race([winner!.exited, sleep(2000)])).toBe(0);
+          running.delete(winner!);
+        }
+        // The others got EAGAIN and poll again. Without O_NONBLOCK one could block in accept4
+        // instead, where a SIGTERM (read from a signalfd) would not end it.
+        for (const h of running)
+          await until(`helper ${h.pid} to poll again`, () => inPoll(h.pid) || undefined, 2000);
+      }
+      for (const h of running) process.kill(h.pid, 'SIGTERM');
+      for (const h of running) expect(await Promise.race([h.exited, sleep(2000)])).toBe(0);
     },
   );
 
