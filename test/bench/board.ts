@@ -11,7 +11,8 @@
  *   connection arrives;
  * - `systemd`: the release built with `deploy.runtime: systemd` (a hardened unit on the image).
  *
- * Each path gets the same sequential requests (p50/p99) and the same load at concurrency 8. On a
+ * Each path gets the same sequential requests: paced (a pause before each, `paced p50`) and back
+ * to back (p50/p99), and the same load at concurrency 8. On a
  * cgroup v1 host each path's sequential requests also give the board's CPU time per request
  * (cpuacct), which a busy shared machine disturbs far less than wall time.
  */
@@ -35,11 +36,21 @@ import { copyGophermoonCheckout } from '../support/gopher.js';
 import type { BenchContext, BenchSection, Measurement } from './section.js';
 
 const SEQUENTIAL = 60;
+/** Requests one at a time with a pause before each (the pause is not timed). */
+const PACED = { requests: 20, pauseMs: 400 };
 const LOAD = { requests: 200, concurrency: 8 };
 const BARE_PORT = 7070;
 
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)]!;
+}
+
 interface PathFigures {
+  /** Back to back, one at a time. */
   seq: LoadResult;
+  /** Median of PACED: one at a time, the board idle before each. */
+  pacedP50ms: number;
   load: LoadResult;
   /** CPU milliseconds the whole board spent per sequential request (its systemd included). */
   cpuMs?: number;
@@ -91,6 +102,16 @@ async function measurePath(
     const { outcome } = await probeOnce(p, fixtures.get(p.name), port.endpoint, timeoutMs);
     return outcome.ok ? undefined : `${what} ${p.name}: ${outcome.diff ?? 'failed'}`;
   };
+  // Paced first: one request at a time with the board idle in between (what a connection costs
+  // when nothing else runs); then back to back, where the board's CPU per request can bound it.
+  const paced: number[] = [];
+  for (let i = 0; i < PACED.requests; i++) {
+    await new Promise((r) => setTimeout(r, PACED.pauseMs));
+    const t = performance.now();
+    const problem = await one(i);
+    if (problem !== undefined) throw new Error(`${what} (paced): ${problem}`);
+    paced.push(performance.now() - t);
+  }
   const c0 = await cpu?.();
   const seq = await runLoad(SEQUENTIAL, 1, one);
   const cpuMs = c0 === undefined ? undefined : ((await cpu!()) - c0) / SEQUENTIAL;
@@ -98,7 +119,7 @@ async function measurePath(
   // Under load a refused connection is a result (the socket's MaxConnectionsPerSource=8 counts
   // the bridge as one source): counted and printed, not a reason to stop.
   const load = await runLoad(LOAD.requests, LOAD.concurrency, one);
-  return { seq, load, ...(cpuMs === undefined ? {} : { cpuMs }) };
+  return { seq, load, pacedP50ms: median(paced), ...(cpuMs === undefined ? {} : { cpuMs }) };
 }
 
 /**
@@ -141,6 +162,7 @@ function figures(name: string, f: PathFigures): Measurement[] {
   return [
     { metric: `board ${name} p50`, value: Math.round(f.seq.p50ms), unit: 'ms' },
     { metric: `board ${name} p99`, value: Math.round(f.seq.p99ms), unit: 'ms' },
+    { metric: `board ${name} paced p50`, value: Math.round(f.pacedP50ms), unit: 'ms' },
     ...(f.cpuMs === undefined
       ? []
       : [{ metric: `board ${name} cpu per request`, value: Math.round(f.cpuMs), unit: 'ms' }]),
@@ -169,6 +191,11 @@ function ratio(name: string, f: PathFigures, bare: PathFigures): Measurement[] {
     {
       metric: `board ${name}-bare p50 difference`,
       value: Math.round(f.seq.p50ms - bare.seq.p50ms),
+      unit: 'ms',
+    },
+    {
+      metric: `board ${name}-bare paced p50 difference`,
+      value: Math.round(f.pacedP50ms - bare.pacedP50ms),
       unit: 'ms',
     },
     ...(f.cpuMs === undefined || bare.cpuMs === undefined
