@@ -271,7 +271,9 @@ export function hostnameOf(name: string): string {
 /**
  * The board's container command line: read-only root, full hardening, the service's own user
  * namespace, its name as the hostname. The deploy unit and verify both use this one builder, so
- * what verify boots is what the board runs.
+ * what verify boots is what the board runs. The one difference: a warm container's unit puts
+ * lhc-accept in front of the payload (`launcher`), where verify's activator hands each container
+ * its connection directly; `lhc verify --board` and the board tests run the units themselves.
  */
 export function boardNspawnArgv(o: BoardRun): string[] {
   const argv = nspawnArgv({
