@@ -69,19 +69,19 @@ starts a container per connection on arrival instead (\`Accept=yes\`, at most 32
 \`systemctl stop\` (and an upgrade, which restarts them on the new image) ends an idle container
 at once and a busy one when its connection ends`
     : unitPerConnection(o)
-    ? `Each connection to port ${listenPort(o.service)} starts one container (\`${o.name}@<n>.service\`) with the
+      ? `Each connection to port ${listenPort(o.service)} starts one container (\`${o.name}@<n>.service\`) with the
 connection on stdin/stdout`
-    : inetd
-      ? `The first connection to port ${listenPort(o.service)} starts \`${svc}\`, whose ${ACCEPT_PATH} (a static helper of
+      : inetd
+        ? `The first connection to port ${listenPort(o.service)} starts \`${svc}\`, whose ${ACCEPT_PATH} (a static helper of
 about 1 KB in the image) then starts one process of the service per connection, with the
 connection on stdin/stdout, at most ${ACCEPT_MAX_CONNECTIONS} at once`
-      : !proxied(o.service)
-        ? `The first connection to port ${listenPort(o.service)} starts the container (\`${svc}\`) and systemd hands
+        : !proxied(o.service)
+          ? `The first connection to port ${listenPort(o.service)} starts the container (\`${svc}\`) and systemd hands
 it the listening socket (\`service.socket-activation: true\`: the daemon takes it from LISTEN_FDS).
 The container keeps a network namespace of its own (only \`lo\`, no route out); the socket, made
 on the board, is its only way in, and connections that arrive while it restarts (an upgrade)
 wait in the socket's queue`
-        : `The first connection to port ${listenPort(o.service)} starts \`${o.name}-proxy.service\`, which starts the container
+          : `The first connection to port ${listenPort(o.service)} starts \`${o.name}-proxy.service\`, which starts the container
 (\`${svc}\`) and forwards each connection to the daemon's own port ${listenPort(o.service)} inside it. The
 container's network namespace belongs to \`${svc}\` (\`PrivateNetwork=yes\`, only \`lo\`, no route out,
 so the service can reach nothing and nothing reaches it); the proxy (systemd-socket-proxyd)

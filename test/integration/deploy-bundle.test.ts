@@ -141,7 +141,7 @@ describe('the systemd units build() wrote for gophermoon', () => {
   const shippedPaths = () =>
     boardPaths({ name: config.name, imageFile: path.basename(result.image) });
 
-  it('are the socket, the per-connection service and the two mounts, and pass systemd-analyze verify without a warning', async () => {
+  it('are the socket, the warm-container template and the two mounts, and pass systemd-analyze verify without a warning', async () => {
     const p = shippedPaths();
     expect(p.boardDir).toBe(DEFAULT_BOARD_DIR);
     const units = (await readdir(result.bundleDir)).filter((f) =>
@@ -161,7 +161,9 @@ describe('the systemd units build() wrote for gophermoon', () => {
     }
     const socket = readFileSync(path.join(result.bundleDir, 'gophermoon.socket'), 'utf8');
     expect(socket).toMatch(/^ListenStream=70$/m);
-    expect(socket).toMatch(/^Accept=yes$/m);
+    // The default: warm containers on the one listening socket, not a unit started per connection.
+    expect(socket).toMatch(/^Accept=no$/m);
+    expect(socket).toMatch(/^Wants=gophermoon@warm1\.service /m);
   });
 
   it('a broken copy fails verify, so the check above means something', async () => {

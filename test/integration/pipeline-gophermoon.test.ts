@@ -11,7 +11,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { BuildResult } from '../../src/build-result.js';
-import { loadConfig } from '../../src/config/load.js';
+import { loadConfig, type LhcConfig } from '../../src/config/load.js';
+import { ACCEPT_PATH, needsAcceptLoop } from '../../src/accept/accept-elf.js';
 import { memoryLogger } from '../../src/core/logger.js';
 import { diffManifests, readManifest } from '../../src/manifest/diff.js';
 import { build } from '../../src/pipeline.js';
@@ -65,9 +66,13 @@ async function buildIn(
   }
 }
 
-/** Every path the image may hold: the interpreter, the script, the content tree, the mount points. */
-function expectedImagePaths(): string[] {
+/**
+ * Every path the image may hold: the interpreter, the script, the content tree, the mount points,
+ * and lhc-accept where the board's unit runs it (the warm containers of the default runtime).
+ */
+function expectedImagePaths(config: LhcConfig): string[] {
   const paths = ['/', '/bin', '/bin/lua', '/bin/gophermoon', '/gopher'];
+  if (needsAcceptLoop(config)) paths.push('/usr/lib', '/usr/lib/lhc', ACCEPT_PATH);
   for (const m of ['/data', '/proc', '/sys', '/dev', '/run', '/tmp', '/usr']) paths.push(m);
   const walk = (d: string, inImage: string) => {
     for (const n of readdirSync(d)) {
@@ -120,7 +125,9 @@ describe('lhc build on examples/gophermoon', () => {
 
   it('holds only the interpreter, the script, the content and the mount points', async () => {
     const manifest = await readManifest(a.manifest);
-    expect(manifest.image.map((e) => e.path).sort()).toEqual(expectedImagePaths());
+    const config = await loadConfig(path.join(GOPHERMOON_DIR, 'lhc.yml'));
+    expect(needsAcceptLoop(config)).toBe(true);
+    expect(manifest.image.map((e) => e.path).sort()).toEqual(expectedImagePaths(config));
     const script = manifest.image.find((e) => e.path === '/bin/gophermoon')!;
     expect(script.sha256).toBe(sha256(path.join(GOPHERMOON_DIR, 'gophermoon.lua')));
     for (const e of manifest.image) expect(e.path).not.toMatch(/^\/(etc|lib|sbin)\b|\/sh$|busybox/);

@@ -19,6 +19,7 @@ import { memoryLogger } from '../../src/core/logger.js';
 import { build } from '../../src/pipeline.js';
 import type { PruneReport } from '../../src/prune/report.js';
 import { RUN_AS_PATH } from '../../src/service-user/run-as-elf.js';
+import { ACCEPT_PATH } from '../../src/accept/accept-elf.js';
 import { readRunAsFromImage } from '../../src/stages/service-user.js';
 import { run } from '../../src/tools/exec.js';
 import { seededBuildCache } from '../support/debian-inputs.js';
@@ -151,12 +152,16 @@ describe('service.user and success-exit-status on a pruned scratch root', () => 
       });
     });
 
-    it('writes units that start the command through lhc-run-as and accept exit code 1', () => {
+    it("writes units that start the command through lhc-run-as, behind the warm container's lhc-accept", () => {
       const unit = readFileSync(path.join(r.bundleDir, 'whoami@.service'), 'utf8');
-      expect(unit).toMatch(/^SuccessExitStatus=1$/m);
+      // lhc-accept reaps the connection's exit code 1 and exits 0: nothing for systemd to accept.
+      expect(unit).not.toMatch(/^SuccessExitStatus=/m);
+      expect(unit).toMatch(/^Restart=on-success$/m);
       const exec = /^ExecStart=(.*)$/m.exec(unit)![1]!;
       expect(exec).not.toContain('--user=');
-      expect(exec).toContain(`-- ${RUN_AS_PATH} /bin/lua /bin/whoami`);
+      expect(exec).toMatch(
+        new RegExp(`-- ${ACCEPT_PATH} \\d+ 0 ${RUN_AS_PATH} /bin/lua /bin/whoami`),
+      );
       expect(exec).toContain(`--setenv=HOME=${USER.home}`);
       const oci = JSON.parse(readFileSync(path.join(r.bundleDir, 'oci/config.json'), 'utf8')) as {
         process: { user: { uid: number; gid: number; additionalGids: number[] } };
