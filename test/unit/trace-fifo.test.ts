@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import { closeSync, openSync, writeSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -33,4 +34,29 @@ it("keeps every writer's lines although each opens with O_TRUNC, as QEMU does af
 it('finishes at once when nothing was ever written', async () => {
   const fifo = await TraceFifo.create(path.join(dir, 'empty.log'));
   expect(await fifo.finish()).toBe('');
+});
+
+it('cuts the stream between connections: each part is what was written since the previous cut', async () => {
+  const fifo = await TraceFifo.create(path.join(dir, 'cut.log'));
+  writeFileSync(fifo.path, '3 openat(AT_FDCWD,"/a",O_RDONLY) = 3\n3 exit_group(0)\n', {
+    flag: 'w',
+  });
+  expect(await fifo.cut()).toBe('3 openat(AT_FDCWD,"/a",O_RDONLY) = 3\n3 exit_group(0)\n');
+  // Nothing written in between: an empty part.
+  expect(await fifo.cut()).toBe('');
+  // A part larger than the pipe arrives in several reads (written by another process, waited for
+  // without blocking: a synchronous write here would block the loop that reads).
+  const big = `5 read(0,0x1,1) = 1\n`.repeat(10_000);
+  await new Promise<void>((resolve, reject) => {
+    const cat = spawn('sh', ['-c', 'cat > "$1"', 'sh', fifo.path], {
+      stdio: ['pipe', 'ignore', 'inherit'],
+    });
+    cat.on('error', reject);
+    cat.on('exit', () => resolve());
+    cat.stdin.end(big);
+  });
+  expect(await fifo.cut()).toBe(big);
+  writeFileSync(fifo.path, '7 exit_group(1)\n', { flag: 'w' });
+  expect(await fifo.finish()).toBe('7 exit_group(1)\n');
+  expect(await fifo.finish()).toBe('7 exit_group(1)\n');
 });
