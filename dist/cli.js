@@ -37027,6 +37027,7 @@ function start(argv, opts = {}) {
   const pid = child.pid;
   if (pid === void 0) throw notStarted(full, argv);
   liveGroups.add(pid);
+  if (opts.onLine) streamLines(child, opts.onLine);
   const exited = child.then((r) => {
     liveGroups.delete(pid);
     return {
@@ -37407,6 +37408,7 @@ function nspawnArgv(o2) {
   if (o2.machineName) argv.push(`--machine=${o2.machineName}`);
   if (o2.hostname) argv.push(`--hostname=${o2.hostname}`);
   if (o2.readOnly) argv.push("--read-only");
+  if (o2.asPid2) argv.push("--as-pid2");
   if (o2.ephemeral) argv.push("--ephemeral");
   if (o2.harden) argv.push(...HARDENING_FLAGS);
   else if (o2.privateNetwork) argv.push("--private-network");
@@ -37421,7 +37423,8 @@ function nspawnArgv(o2) {
     argv.push(`--setenv=${k2}=${v2}`);
   }
   if (o2.workdir) argv.push(`--chdir=${o2.workdir}`);
-  if (o2.launcher) argv.push("--kill-signal=SIGTERM");
+  if ((o2.killSignal ?? (o2.launcher ? "SIGTERM" : "SIGKILL")) === "SIGTERM")
+    argv.push("--kill-signal=SIGTERM");
   argv.push("--", ...o2.launcher ?? [], ...o2.runAs ? [RUN_AS_PATH] : [], ...o2.command);
   return argv;
 }
@@ -44818,6 +44821,7 @@ async function bindReadOnly(source, target, logger) {
 }
 
 // src/harness/run.ts
+import { readFileSync as readFileSync7 } from "node:fs";
 import { rm as rm14 } from "node:fs/promises";
 import path43 from "node:path";
 
@@ -44830,11 +44834,11 @@ async function mapBounded(items, limit, fn) {
   const results = new Array(items.length);
   const failures = /* @__PURE__ */ new Map();
   let next = 0;
-  const worker = async () => {
+  const worker = async (_2, w2) => {
     while (next < items.length && failures.size === 0) {
       const i2 = next++;
       try {
-        results[i2] = await fn(items[i2], i2);
+        results[i2] = await fn(items[i2], i2, w2);
       } catch (e) {
         failures.set(i2, e);
       }
@@ -44844,828 +44848,6 @@ async function mapBounded(items, limit, fn) {
   await Promise.all(Array.from({ length: workers }, worker));
   if (failures.size > 0) throw failures.get(Math.min(...failures.keys()));
   return results;
-}
-
-// src/harness/client.ts
-import http from "node:http";
-import net from "node:net";
-
-// src/harness/http-wire.ts
-function httpGetRequest(urlPath) {
-  return Buffer.from(
-    `GET ${urlPath} HTTP/1.1\r
-Host: localhost\r
-Connection: close\r
-\r
-`,
-    "latin1"
-  );
-}
-function decodeChunked(raw, what) {
-  const out = [];
-  let at2 = 0;
-  for (; ; ) {
-    const eol = raw.indexOf("\r\n", at2, "latin1");
-    if (eol === -1) throw new UserError(`${what}: chunked body ends inside a chunk size line`);
-    const sizeText = raw.subarray(at2, eol).toString("latin1").split(";")[0].trim();
-    if (!/^[0-9a-fA-F]+$/.test(sizeText))
-      throw new UserError(`${what}: bad chunk size "${sizeText}" at byte ${at2}`);
-    const size = parseInt(sizeText, 16);
-    at2 = eol + 2;
-    if (size === 0) return Buffer.concat(out);
-    if (at2 + size > raw.length) throw new UserError(`${what}: chunked body is cut short`);
-    out.push(raw.subarray(at2, at2 + size));
-    at2 += size + 2;
-  }
-}
-function parseHttpResponse(raw, what) {
-  let rest = raw;
-  for (; ; ) {
-    const end = rest.indexOf("\r\n\r\n", 0, "latin1");
-    if (end === -1) {
-      const shown = rest.subarray(0, 60).toString("latin1").replace(/[^\x20-\x7e]/g, ".");
-      throw new UserError(
-        `${what}: not an HTTP response (no end of headers in ${rest.length} bytes): "${shown}"`
-      );
-    }
-    const head = rest.subarray(0, end).toString("latin1").split("\r\n");
-    const m2 = /^HTTP\/\d\.\d (\d{3})(?: .*)?$/.exec(head[0]);
-    if (!m2) throw new UserError(`${what}: not an HTTP status line: "${head[0].slice(0, 80)}"`);
-    const status = Number(m2[1]);
-    const body = rest.subarray(end + 4);
-    if (status >= 100 && status < 200 && status !== 101) {
-      rest = body;
-      continue;
-    }
-    const headers = {};
-    for (const line of head.slice(1)) {
-      const colon = line.indexOf(":");
-      if (colon <= 0) throw new UserError(`${what}: bad header line "${line.slice(0, 80)}"`);
-      const name = line.slice(0, colon).trim().toLowerCase();
-      const value = line.slice(colon + 1).trim();
-      headers[name] = headers[name] === void 0 ? value : `${headers[name]}, ${value}`;
-    }
-    if (/\bchunked\b/i.test(headers["transfer-encoding"] ?? ""))
-      return { status, headers, body: decodeChunked(body, what) };
-    const length = headers["content-length"];
-    if (length !== void 0) {
-      if (!/^\d+$/.test(length)) throw new UserError(`${what}: bad Content-Length "${length}"`);
-      const n2 = Number(length);
-      if (body.length < n2)
-        throw new UserError(`${what}: body has ${body.length} bytes, Content-Length says ${n2}`);
-      return { status, headers, body: body.subarray(0, n2) };
-    }
-    return { status, headers, body };
-  }
-}
-
-// src/harness/client.ts
-function describeEndpoint(e) {
-  return "path" in e ? `unix:${e.path}` : `${e.host}:${e.port}`;
-}
-function connect(e) {
-  return "path" in e ? net.connect({ path: e.path }) : net.connect({ host: e.host, port: e.port });
-}
-function gopherRequest(selector) {
-  return Buffer.from(`${selector}\r
-`, "utf8");
-}
-function probeRequest(probe) {
-  if (probe.type === "gopher") return gopherRequest(probe.selector);
-  if (probe.type === "http") return httpGetRequest(probe.path);
-  return tcpSendBytes(probe);
-}
-function exchange(e, request, opts) {
-  return new Promise((resolve, reject) => {
-    const chunks = [];
-    const sock = connect(e);
-    let settled = false;
-    let idle;
-    const finish = (err) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      clearTimeout(idle);
-      opts.signal?.removeEventListener("abort", onAbort);
-      sock.destroy();
-      if (err) reject(err);
-      else resolve(Buffer.concat(chunks));
-    };
-    const timer = setTimeout(
-      () => finish(
-        new Error(`no complete answer from ${describeEndpoint(e)} within ${opts.timeoutMs} ms`)
-      ),
-      opts.timeoutMs
-    );
-    const onAbort = () => finish(new Error("aborted"));
-    if (opts.signal?.aborted) return finish(new Error("aborted"));
-    opts.signal?.addEventListener("abort", onAbort, { once: true });
-    sock.on("connect", () => opts.halfClose ? sock.end(request) : sock.write(request));
-    sock.on("data", (d) => {
-      chunks.push(d);
-      if (opts.idleMs === void 0) return;
-      clearTimeout(idle);
-      idle = setTimeout(() => finish(), opts.idleMs);
-    });
-    sock.on("end", () => finish());
-    sock.on("error", (err) => finish(err));
-  });
-}
-function holdOpen(e, timeoutMs) {
-  return new Promise((resolve, reject) => {
-    const sock = connect(e);
-    const timer = setTimeout(() => {
-      sock.destroy();
-      reject(new Error(`cannot connect to ${describeEndpoint(e)} within ${timeoutMs} ms`));
-    }, timeoutMs);
-    sock.once("connect", () => {
-      clearTimeout(timer);
-      resolve(sock);
-    });
-    sock.once("error", (err) => {
-      clearTimeout(timer);
-      sock.destroy();
-      reject(err);
-    });
-  });
-}
-function httpGet(e, urlPath, opts) {
-  return new Promise((resolve, reject) => {
-    const target = "path" in e ? { socketPath: e.path } : { host: e.host, port: e.port };
-    const req = http.request(
-      {
-        ...target,
-        path: urlPath,
-        method: "GET",
-        agent: false,
-        signal: opts.signal,
-        headers: { host: "localhost" }
-      },
-      (res) => {
-        const chunks = [];
-        res.on("data", (d) => chunks.push(d));
-        res.on("end", () => {
-          clearTimeout(timer);
-          resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks) });
-        });
-        res.on("error", (err) => {
-          clearTimeout(timer);
-          reject(err);
-        });
-      }
-    );
-    const timer = setTimeout(
-      () => req.destroy(
-        new Error(
-          `no complete HTTP answer from ${describeEndpoint(e)} within ${opts.timeoutMs} ms`
-        )
-      ),
-      opts.timeoutMs
-    );
-    req.on("error", (err) => {
-      clearTimeout(timer);
-      reject(err);
-    });
-    req.end();
-  });
-}
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const port2 = srv.address().port;
-      srv.close(() => resolve(port2));
-    });
-  });
-}
-function gopherUrl(host, port2, selector, type = "1") {
-  const enc = [...Buffer.from(selector, "utf8")].map(
-    (b2) => /[A-Za-z0-9\-._~/]/.test(String.fromCharCode(b2)) ? String.fromCharCode(b2) : `%${b2.toString(16).toUpperCase().padStart(2, "0")}`
-  ).join("");
-  return `gopher://${host}:${port2}/${type}${enc}`;
-}
-async function askProbe(probe, via, opts) {
-  if (!("endpoint" in via)) {
-    const raw = await via.stdio(probeRequest(probe));
-    if (probe.type !== "http") return { body: raw };
-    const { status, body } = parseHttpResponse(
-      raw,
-      `probe '${probe.name}' (stdout of the service)`
-    );
-    return { status, body };
-  }
-  if (probe.type === "gopher")
-    return { body: await exchange(via.endpoint, gopherRequest(probe.selector), opts) };
-  if (probe.type === "tcp")
-    return {
-      body: await exchange(via.endpoint, tcpSendBytes(probe), {
-        ...opts,
-        halfClose: probe["half-close"],
-        idleMs: probe["idle-timeout"] * 1e3
-      })
-    };
-  return httpGet(via.endpoint, probe.path, opts);
-}
-
-// src/harness/listen.ts
-import { readFile as readFile8, readdir as readdir7, readlink as readlink5 } from "node:fs/promises";
-function listensOn(netTcp, port2) {
-  const hexPort = port2.toString(16).toUpperCase().padStart(4, "0");
-  return netTcp.split("\n").some((l) => {
-    const f2 = l.trim().split(/\s+/);
-    return f2[1]?.endsWith(`:${hexPort}`) === true && f2[3] === "0A";
-  });
-}
-function listenerInodes(netTcp, port2) {
-  const hexPort = port2.toString(16).toUpperCase().padStart(4, "0");
-  return netTcp.split("\n").map((l) => l.trim().split(/\s+/)).filter((f2) => f2[1]?.endsWith(`:${hexPort}`) === true && f2[3] === "0A" && f2[9] !== void 0).map((f2) => f2[9]);
-}
-async function socketInodes(pid) {
-  let fds;
-  try {
-    fds = await readdir7(`/proc/${pid}/fd`);
-  } catch (e) {
-    const code = e.code;
-    return code === "EACCES" || code === "EPERM" ? void 0 : /* @__PURE__ */ new Set();
-  }
-  const out = /* @__PURE__ */ new Set();
-  for (const fd of fds) {
-    const target = await readlink5(`/proc/${pid}/fd/${fd}`).catch(() => "");
-    const m2 = /^socket:\[(\d+)\]$/.exec(target);
-    if (m2) out.add(m2[1]);
-  }
-  return out;
-}
-async function holdsListener(pids, port2) {
-  const tables = await readNetTcp("/proc/self");
-  if (tables === void 0) return void 0;
-  const ours = await socketInodes(process.pid) ?? /* @__PURE__ */ new Set();
-  const inodes = listenerInodes(tables, port2).filter((i2) => !ours.has(i2));
-  let readable2 = false;
-  for (const pid of pids) {
-    const own2 = await socketInodes(pid);
-    if (!own2) continue;
-    readable2 = true;
-    if (inodes.some((i2) => own2.has(i2))) return true;
-  }
-  return readable2 ? false : void 0;
-}
-async function readNetTcp(procDir) {
-  const parts = await Promise.all(
-    ["tcp", "tcp6"].map((f2) => readFile8(`${procDir}/net/${f2}`, "utf8").catch(() => void 0))
-  );
-  const readable2 = parts.filter((p2) => p2 !== void 0);
-  return readable2.length > 0 ? readable2.join("\n") : void 0;
-}
-var CONNECT_CHECK = "const s=require('net').connect(+process.argv[1],'127.0.0.1',()=>{s.destroy();process.exit(0)});s.on('error',()=>process.exit(1));";
-async function listening(pid, port2, logger) {
-  const tables = await readNetTcp(`/proc/${pid}`);
-  if (tables !== void 0) return listensOn(tables, port2);
-  const r = await run(
-    ["nsenter", "-t", String(pid), "-n", "--", process.execPath, "-e", CONNECT_CHECK, String(port2)],
-    { privileged: true, reject: false, timeoutMs: 1e4, ...logger ? { logger } : {} }
-  );
-  return r.exitCode === 0;
-}
-
-// src/harness/service.ts
-import { statSync as statSync2 } from "node:fs";
-import path42 from "node:path";
-var FORWARDER = `
-const net = require('net');
-const fs = require('fs');
-const [, sock, port] = process.argv;
-net.createServer({ allowHalfOpen: true }, (c) => {
-  const u = net.connect({ port: Number(port), host: '127.0.0.1', allowHalfOpen: true });
-  c.pipe(u); u.pipe(c);
-  c.on('error', () => u.destroy()); u.on('error', () => c.destroy());
-}).listen(sock, () => fs.chmodSync(sock, 0o666));
-process.on('SIGTERM', () => process.exit(0));
-`;
-function forwarderReady(sock) {
-  try {
-    return (statSync2(sock).mode & 511) === 438;
-  } catch {
-    return false;
-  }
-}
-function startForwarder(pid, port2, sock, logger) {
-  return start(
-    ["nsenter", "-t", String(pid), "-n", process.execPath, "-e", FORWARDER, sock, String(port2)],
-    { privileged: true, logger }
-  );
-}
-async function forwarderUp(forwarder, sock, signal) {
-  if (!await waitFor(() => forwarderReady(sock) || void 0, 1e4, signal)) {
-    throw new UserError(
-      `the forwarder into the container's network namespace did not start: ${forwarder.command}`
-    );
-  }
-}
-async function activatorListens(pid, port2, logger) {
-  const pids = [pid, ...descendants(pid).map((p2) => p2.pid)];
-  const mine = await holdsListener(pids, port2);
-  return mine ?? await listening(process.pid, port2, logger);
-}
-var NO_IMAGE_LOCK = ["-E", "SYSTEMD_NSPAWN_LOCK=0"];
-async function startActivator(argv, accept, o2) {
-  const { logger, signal } = o2;
-  let lastError = "";
-  for (let attempt = 0; attempt < 3; attempt++) {
-    const port2 = await (o2.pickPort ?? freePort)();
-    const mode2 = accept ? ["-a", "--inetd"] : [];
-    const service = start(
-      ["systemd-socket-activate", "-l", `127.0.0.1:${port2}`, ...mode2, ...NO_IMAGE_LOCK, ...argv],
-      {
-        privileged: true,
-        logger,
-        loud: attempt === 0
-      }
-    );
-    let exited = false;
-    void service.exited.then(() => exited = true);
-    const ok = await waitFor(
-      async () => exited ? false : await activatorListens(service.pid, port2, logger) || void 0,
-      1e4,
-      signal
-    );
-    if (ok) return { service, port: port2 };
-    await service.stop();
-    lastError = tail((await service.exited).stderr, 5);
-    if (!/Address already in use/.test(lastError)) break;
-  }
-  throw new UserError(`systemd-socket-activate did not start listening:
-${lastError}`);
-}
-function onHostPort(port2, payload) {
-  const endpoint = { host: "127.0.0.1", port: port2 };
-  return {
-    endpoint,
-    clientTarget: endpoint,
-    clientArgv: (a2) => ({ argv: a2, privileged: false }),
-    payload: () => payload(endpoint)
-  };
-}
-async function startInetd(argv, state, opts, timeoutMs, pickPort = freePort) {
-  const { signal } = opts;
-  const { service, port: port2 } = await startActivator(argv, true, { ...opts, pickPort });
-  state.service = service;
-  return onHostPort(port2, async (endpoint) => {
-    const before = new Set(findPayloads(service.pid).map((p3) => p3.pid));
-    const sock = await holdOpen(endpoint, timeoutMs);
-    state.sockets.add(sock);
-    const p2 = await waitFor(
-      () => findPayloads(service.pid).find((x) => !before.has(x.pid)),
-      timeoutMs,
-      signal
-    );
-    if (p2) state.payloads.push(p2);
-    return p2;
-  });
-}
-async function startSocketActivated(argv, state, opts, timeoutMs) {
-  const { signal } = opts;
-  const { service, port: port2 } = await startActivator(argv, false, opts);
-  state.service = service;
-  return onHostPort(port2, async (endpoint) => {
-    let p2 = findPayloads(service.pid)[0];
-    if (!p2) {
-      const sock = await holdOpen(endpoint, timeoutMs);
-      state.sockets.add(sock);
-      p2 = await waitFor(() => findPayloads(service.pid)[0], timeoutMs, signal);
-    }
-    if (p2 && !state.payloads.some((x) => x.pid === p2.pid)) state.payloads.push(p2);
-    return p2 && alive(p2) ? p2 : void 0;
-  });
-}
-async function startListening(argv, state, opts, timeoutMs) {
-  const { logger, signal, config: config2 } = opts;
-  const port2 = config2.service.listen;
-  const service = start(argv, { privileged: true, logger, loud: true });
-  state.service = service;
-  let exited = false;
-  void service.exited.then(() => exited = true);
-  const payload = await waitFor(
-    () => exited ? null : findPayloads(service.pid)[0],
-    timeoutMs,
-    signal
-  );
-  if (!payload) {
-    const stderr = exited ? tail((await service.exited).stderr, 15) : "(still starting)";
-    throw new UserError(
-      `the container did not start its service ${config2.service.command.join(" ")}:
-${stderr}`
-    );
-  }
-  state.payloads.push(payload);
-  const isUp = await waitFor(
-    async () => exited ? false : await listening(payload.pid, port2, logger) || void 0,
-    timeoutMs,
-    signal
-  );
-  if (!isUp) {
-    const checked = `pid ${payload.pid} "${payload.comm}"${alive(payload) ? "" : ", which has exited"}`;
-    await service.stop();
-    const stderr = tail((await service.exited).stderr, 15);
-    throw new UserError(
-      `the service did not listen on port ${port2} inside the container within ${timeoutMs / 1e3} s (checked the network namespace of ${checked}):
-${stderr}`
-    );
-  }
-  const sockPath = path42.join(state.workDir, "service.sock");
-  const nsenter = (a2) => ["nsenter", "-t", String(payload.pid), "-n", ...a2];
-  state.forwarder = startForwarder(payload.pid, port2, sockPath, logger);
-  await forwarderUp(state.forwarder, sockPath, signal);
-  return {
-    endpoint: { path: sockPath },
-    clientTarget: { host: "127.0.0.1", port: port2 },
-    clientArgv: (a2) => ({ argv: nsenter(a2), privileged: true }),
-    payload: async () => alive(payload) ? payload : void 0
-  };
-}
-function serviceLog(stderr, lines = 30) {
-  const noise = /^(Listening on |Communication attempt on fd|Connection from |Spawned |Execing |Child \d+ died with code 0$|Attempted to remove disk file system under "\/run\/systemd\/nspawn\/propagate\/)/;
-  return tail(
-    stderr.split("\n").filter((l) => !noise.test(l)).join("\n"),
-    lines
-  );
-}
-
-// src/harness/run.ts
-function containerArgv(config2, t, hook, index, identity3) {
-  return nspawnArgv({
-    root: t.root,
-    command: config2.service.command,
-    readOnly: t.readOnly,
-    dataDir: t.dataDir,
-    dataPath: config2.data.path,
-    binds: hook?.binds ?? [],
-    env: { ...config2.service.env, ...hook?.env?.(index) },
-    ...t.runAs ? { runAs: t.runAs } : {},
-    ...config2.service.workdir ? { workdir: config2.service.workdir } : {},
-    harden: t.harden,
-    privateNetwork: true,
-    ...identity3
-  });
-}
-async function begin(config2, t, o2, index, identity3) {
-  const argv = containerArgv(config2, t, o2.hook, index, identity3);
-  if (!o2.hook) return { argv, end: async () => void 0 };
-  return o2.hook.begin(argv, index);
-}
-function crashError(config2, what, exitCode, stderr, hint = "") {
-  const code = exitCode === void 0 ? "was killed" : `exited with code ${exitCode}`;
-  return new UserError(
-    `service '${config2.name}' (${config2.service.command.join(" ")}) ${code} ${what}` + (stderr.trim() ? `; last lines of its stderr:
-${tail(stderr, 15)}` : " (no stderr output)") + hint
-  );
-}
-async function withTimeout(config2, what, p2) {
-  try {
-    return await p2;
-  } catch (e) {
-    if (e instanceof ToolError && e.reason.startsWith("timed out")) {
-      throw new UserError(
-        `service '${config2.name}' did not finish ${what} within service.timeout (${config2.service.timeout} s)` + (e.stderrTail ? `; last lines of its stderr:
-${e.stderrTail}` : "")
-      );
-    }
-    throw e;
-  }
-}
-function checkInetdExit(config2, probeName2, r) {
-  const normal = [0, ...config2.service["success-exit-status"] ?? []];
-  if (r.exitCode !== void 0 && normal.includes(r.exitCode)) return;
-  const hint = r.exitCode !== void 0 && r.exitCode > 0 && r.exitCode < 256 ? `
-If exit code ${r.exitCode} is how this service normally ends a connection, list it in service.success-exit-status (e.g. success-exit-status: [${r.exitCode}]).` : "";
-  throw crashError(config2, `while answering probe '${probeName2}'`, r.exitCode, r.stderr, hint);
-}
-async function runInetd(config2, t, identity3, o2) {
-  const timeoutMs = config2.service.timeout * 1e3;
-  const records = [];
-  await o2.hook?.prepare?.(config2.probes.length);
-  const responses = await mapBounded(config2.probes, parallelism(o2), async (probe, i2) => {
-    const stdio = async (request) => {
-      const own2 = { ...identity3, machineName: `${identity3.machineName}-${i2}` };
-      const { argv, end } = await begin(config2, t, o2, i2, own2);
-      let r;
-      try {
-        r = await withTimeout(
-          config2,
-          `probe '${probe.name}'`,
-          run(argv, {
-            privileged: true,
-            input: request,
-            binary: true,
-            reject: false,
-            timeoutMs,
-            logger: o2.logger,
-            // nspawn locks a writable root against a second container; the parallel traced
-            // runs share one on purpose (each probe is its own run, as on the board). A
-            // read-only root gets a shared lock, but a container ending takes it exclusively for
-            // a moment to decide whether to delete the lock file, and one starting then fails
-            // with "Directory tree … is currently busy" (a parallel self-check did in CI). The
-            // roots are lhc's own: no run needs the lock.
-            env: { SYSTEMD_NSPAWN_LOCK: "0" },
-            ...o2.signal ? { signal: o2.signal } : {}
-          })
-        );
-      } finally {
-        records[i2] = await end();
-        await releaseMachineName(own2.machineName);
-      }
-      checkInetdExit(config2, probe.name, r);
-      return r.stdoutBytes;
-    };
-    return askProbe(probe, { stdio }, { timeoutMs, signal: o2.signal });
-  });
-  return {
-    responses: Object.fromEntries(config2.probes.map((p2, i2) => [p2.name, responses[i2]])),
-    records: records.filter((r) => r !== void 0)
-  };
-}
-async function probeListening(config2, probe, endpoint, o2) {
-  const timeoutMs = config2.service.timeout * 1e3;
-  try {
-    return await askProbe(probe, { endpoint }, { timeoutMs, signal: o2.signal });
-  } catch (e) {
-    if (e instanceof UserError) throw e;
-    throw new UserError(
-      `probe '${probe.name}' to port ${config2.service.listen} ${"path" in endpoint ? "inside the container's network namespace" : `(the socket passed to the service, host port ${endpoint.port})`} failed: ${e.message}`
-    );
-  }
-}
-async function runListening(config2, t, identity3, o2) {
-  const { logger } = o2;
-  const activated = config2.service["socket-activation"];
-  const { argv, end } = await begin(config2, t, o2, void 0, identity3);
-  const out = { responses: {}, records: [] };
-  let container;
-  let hostPort;
-  try {
-    if (activated) {
-      ({ service: container, port: hostPort } = await startActivator(argv, false, o2));
-    } else container = start(argv, { privileged: true, logger });
-  } catch (e) {
-    await end();
-    throw e;
-  }
-  let forwarder;
-  const cleanup = registerCleanup(`container ${config2.name}`, async () => {
-    await forwarder?.stop();
-    await container.stop();
-  });
-  const state = {};
-  void container.exited.then((e) => state.exited = e);
-  try {
-    let endpoint;
-    if (hostPort !== void 0) endpoint = { host: "127.0.0.1", port: hostPort };
-    else {
-      const pid = await listeningPayload(config2, container, state, o2);
-      const sock = path43.join(o2.workDir, "probe.sock");
-      await rm14(sock, { force: true });
-      forwarder = startForwarder(pid, config2.service.listen, sock, logger);
-      await forwarderUp(forwarder, sock, o2.signal);
-      endpoint = { path: sock };
-    }
-    const inFlight = o2.hook ? 1 : parallelism(o2);
-    const responses = await mapBounded(config2.probes, inFlight, async (probe) => {
-      const response = await probeListening(config2, probe, endpoint, o2);
-      const gone = state.exited;
-      if (gone)
-        throw crashError(
-          config2,
-          `while answering probe '${probe.name}'`,
-          gone.exitCode,
-          gone.stderr
-        );
-      return response;
-    });
-    for (const [i2, p2] of config2.probes.entries()) out.responses[p2.name] = responses[i2];
-  } finally {
-    await forwarder?.stop();
-    await cleanup.run();
-    const record2 = await end();
-    if (record2) out.records.push(record2);
-  }
-  return out;
-}
-async function listeningPayload(config2, container, state, o2) {
-  const port2 = config2.service.listen;
-  const deadline = Date.now() + config2.service.timeout * 1e3;
-  for (; ; ) {
-    const gone = state.exited;
-    if (gone)
-      throw crashError(config2, `before listening on port ${port2}`, gone.exitCode, gone.stderr);
-    o2.signal?.throwIfAborted();
-    const pid = findPayloads(container.pid)[0]?.pid;
-    if (pid !== void 0 && await listening(pid, port2, o2.logger)) {
-      o2.logger.debug(`service listens on ${port2} in the namespace of pid ${pid}`);
-      return pid;
-    }
-    if (Date.now() > deadline) {
-      throw new UserError(
-        `service '${config2.name}' did not listen on port ${port2} within service.timeout (${config2.service.timeout} s)`
-      );
-    }
-    await sleep(100);
-  }
-}
-function parallelism(o2) {
-  return o2.parallel ?? probeParallelism();
-}
-async function runProbes(config2, t, o2) {
-  const identity3 = t.identity ?? containerIdentity(t.root);
-  try {
-    return await (config2.service.listen !== void 0 ? runListening(config2, t, identity3, o2) : runInetd(config2, t, identity3, o2));
-  } finally {
-    await releaseMachineName(identity3.machineName);
-  }
-}
-
-// src/stages/self-check.ts
-function assertAnswersAsTraced(config2, traced, pruned, only) {
-  const diffs = config2.probes.filter((p2) => !only || only.has(p2.name)).map((p2) => responseDiff(p2.name, traced[p2.name], pruned[p2.name])).filter((d) => d !== void 0);
-  if (diffs.length > 0) {
-    throw new UserError(
-      `self-check failed: ${diffs.length} of ${config2.probes.length} probe(s) answer differently after pruning (the trace missed something the service needs; add it to keep:)
-${diffs.join("\n")}`
-    );
-  }
-}
-async function selfCheck(ctx, { config: config2, prunedRoot, unprunedResponses, ...input2 }) {
-  const opts = { ...input2, workDir: ctx.work.selfCheck, logger: ctx.logger, signal: ctx.signal };
-  await mkdir13(opts.workDir, { recursive: true });
-  const { view, data: dataDir } = selfCheckScratch(opts.workDir);
-  await rm15(dataDir, { recursive: true, force: true });
-  if (opts.dataDir) await run(["cp", "-a", "--", opts.dataDir, dataDir], { privileged: true });
-  else await run(["mkdir", "-p", dataDir]);
-  await mkdir13(view, { recursive: true });
-  const unmountView = registerCleanup(`self-check mount ${view}`, () => unmount(view, opts.logger));
-  const started = Date.now();
-  try {
-    await bindReadOnly(prunedRoot, view, opts.logger);
-    const probed = await opts.logger.group(
-      `self-check: ${config2.probes.length} probes against the pruned root`,
-      () => runProbes(
-        config2,
-        {
-          root: view,
-          dataDir,
-          readOnly: true,
-          harden: true,
-          ...opts.runAs ? { runAs: opts.runAs } : {}
-        },
-        {
-          workDir: opts.workDir,
-          logger: opts.logger,
-          ...opts.signal ? { signal: opts.signal } : {}
-        }
-      )
-    ).catch((e) => {
-      if (e instanceof UserError) {
-        throw new UserError(
-          `self-check failed: the pruned root does not run like the traced one: ${e.message}`,
-          { cause: e }
-        );
-      }
-      throw e;
-    });
-    assertAnswersAsTraced(config2, unprunedResponses, probed.responses);
-    return { responses: probed.responses, seconds: (Date.now() - started) / 1e3 };
-  } finally {
-    await unmountView.run();
-    await removeTree([dataDir], { reject: false });
-  }
-}
-
-// src/stages/trace.ts
-import { mkdir as mkdir14, rm as rm17, stat as stat8, writeFile as writeFile5 } from "node:fs/promises";
-import path45 from "node:path";
-
-// src/trace/hook.ts
-import { readFile as readFile9, rm as rm16 } from "node:fs/promises";
-import path44 from "node:path";
-
-// src/trace/fifo.ts
-import { randomBytes as randomBytes5 } from "node:crypto";
-import { closeSync as closeSync3, constants as constants7, openSync as openSync3, read, writeSync as writeSync2 } from "node:fs";
-var TraceFifo = class _TraceFifo {
-  constructor(path57) {
-    this.path = path57;
-    this.fd = openSync3(path57, constants7.O_RDWR);
-    this.done = this.pump();
-  }
-  path;
-  fd;
-  chunks = [];
-  sentinel = `
-#lhc-trace-end-${randomBytes5(6).toString("hex")}
-`;
-  done;
-  closed = false;
-  /** Creates the FIFO (mode 0666: the service may run as any user) and starts reading it. */
-  static async create(path57) {
-    await _TraceFifo.make([path57]);
-    return new _TraceFifo(path57);
-  }
-  /**
-   * Creates FIFOs (mode 0666) in one mkfifo run, so a traced run of many containers pays one
-   * process start for all of them, not one each; open() then reads one.
-   */
-  static async make(paths) {
-    if (paths.length > 0) await run(["mkfifo", "-m", "0666", "--", ...paths]);
-  }
-  /** Starts reading a FIFO that make() created. */
-  static open(path57) {
-    return new _TraceFifo(path57);
-  }
-  async pump() {
-    const buf = Buffer.allocUnsafe(64 * 1024);
-    let tail2 = "";
-    for (; ; ) {
-      const n2 = await new Promise(
-        (resolve, reject) => read(
-          this.fd,
-          buf,
-          0,
-          buf.length,
-          null,
-          (err, bytes) => err ? reject(err) : resolve(bytes)
-        )
-      );
-      if (n2 <= 0) return;
-      const chunk = Buffer.from(buf.subarray(0, n2));
-      this.chunks.push(chunk);
-      const keep = this.sentinel.length * 2;
-      tail2 = (tail2 + chunk.subarray(-keep).toString("latin1")).slice(-keep);
-      if (tail2.includes(this.sentinel)) return;
-    }
-  }
-  /** Call once every writer has exited: returns everything written, without the sentinel. */
-  async finish() {
-    if (!this.closed) {
-      writeSync2(this.fd, this.sentinel);
-      await this.done;
-      this.closed = true;
-      closeSync3(this.fd);
-    }
-    const text = Buffer.concat(this.chunks).toString("utf8");
-    const at2 = text.lastIndexOf(this.sentinel);
-    return at2 >= 0 ? text.slice(0, at2) : text;
-  }
-};
-
-// src/trace/hook.ts
-function qemuTraceFile(index) {
-  return index === void 0 ? "qemu.log" : `qemu.${index}.log`;
-}
-function qemuFifoEnv(index) {
-  return { QEMU_STRACE: "1", QEMU_LOG_FILENAME: `${TRACE_MOUNT}/${qemuTraceFile(index)}` };
-}
-var STRACE_FLAGS = [
-  "-f",
-  "-qq",
-  "-s",
-  "4096",
-  "-e",
-  "trace=%file,%desc,%process"
-];
-function qemuTraceHook(dir) {
-  const made = /* @__PURE__ */ new Set();
-  return {
-    env: qemuFifoEnv,
-    binds: [{ host: dir, container: TRACE_MOUNT }],
-    async prepare(count2) {
-      const indices = Array.from({ length: count2 }, (_2, i2) => i2);
-      const paths = indices.map((i2) => path44.join(dir, qemuTraceFile(i2)));
-      await Promise.all(paths.map((p2) => rm16(p2, { force: true })));
-      await TraceFifo.make(paths);
-      for (const i2 of indices) made.add(i2);
-    },
-    async begin(argv, index) {
-      const fifoPath = path44.join(dir, qemuTraceFile(index));
-      let fifo;
-      if (index !== void 0 && made.delete(index)) fifo = TraceFifo.open(fifoPath);
-      else {
-        await rm16(fifoPath, { force: true });
-        fifo = await TraceFifo.create(fifoPath);
-      }
-      return { argv, end: async () => ({ text: await fifo.finish() }) };
-    }
-  };
-}
-function straceHook(dir) {
-  return {
-    async begin(argv, index) {
-      const file2 = path44.join(dir, index === void 0 ? "strace.log" : `strace.${index}.log`);
-      return {
-        argv: ["strace", ...STRACE_FLAGS, "-o", file2, "--", ...argv],
-        end: async () => ({ text: await readFile9(file2, "utf8").catch(() => ""), file: file2 })
-      };
-    }
-  };
 }
 
 // src/trace/parse-strace.ts
@@ -46116,6 +45298,1118 @@ function parseHostStrace(text, opts = {}) {
   const { calls, skipped } = straceCalls(text);
   return replay(calls, opts, true, skipped);
 }
+function qemuExits(text) {
+  const { calls } = qemuCalls(text);
+  const seen = /* @__PURE__ */ new Set();
+  const exited = /* @__PURE__ */ new Map();
+  const exitCalls = /* @__PURE__ */ new Map();
+  for (const c3 of calls) {
+    seen.add(c3.pid);
+    if (c3.name === "exit_group" || c3.name === "exit") {
+      const status = Number(c3.args[0]);
+      if (Number.isInteger(status)) (c3.name === "exit" ? exitCalls : exited).set(c3.pid, status);
+    } else if (FORKS.has(c3.name) && c3.ret.kind === "ok" && c3.ret.value > 0) {
+      if (!c3.args.some((a2) => a2.includes("CLONE_THREAD"))) seen.add(c3.ret.value);
+    }
+  }
+  return {
+    ...calls.length > 0 ? { first: calls[0].pid } : {},
+    exited,
+    exitCalls,
+    open: [...seen].filter((p2) => !exited.has(p2))
+  };
+}
+
+// src/harness/client.ts
+import http from "node:http";
+import net from "node:net";
+
+// src/harness/http-wire.ts
+function httpGetRequest(urlPath) {
+  return Buffer.from(
+    `GET ${urlPath} HTTP/1.1\r
+Host: localhost\r
+Connection: close\r
+\r
+`,
+    "latin1"
+  );
+}
+function decodeChunked(raw, what) {
+  const out = [];
+  let at2 = 0;
+  for (; ; ) {
+    const eol = raw.indexOf("\r\n", at2, "latin1");
+    if (eol === -1) throw new UserError(`${what}: chunked body ends inside a chunk size line`);
+    const sizeText = raw.subarray(at2, eol).toString("latin1").split(";")[0].trim();
+    if (!/^[0-9a-fA-F]+$/.test(sizeText))
+      throw new UserError(`${what}: bad chunk size "${sizeText}" at byte ${at2}`);
+    const size = parseInt(sizeText, 16);
+    at2 = eol + 2;
+    if (size === 0) return Buffer.concat(out);
+    if (at2 + size > raw.length) throw new UserError(`${what}: chunked body is cut short`);
+    out.push(raw.subarray(at2, at2 + size));
+    at2 += size + 2;
+  }
+}
+function parseHttpResponse(raw, what) {
+  let rest = raw;
+  for (; ; ) {
+    const end = rest.indexOf("\r\n\r\n", 0, "latin1");
+    if (end === -1) {
+      const shown = rest.subarray(0, 60).toString("latin1").replace(/[^\x20-\x7e]/g, ".");
+      throw new UserError(
+        `${what}: not an HTTP response (no end of headers in ${rest.length} bytes): "${shown}"`
+      );
+    }
+    const head = rest.subarray(0, end).toString("latin1").split("\r\n");
+    const m2 = /^HTTP\/\d\.\d (\d{3})(?: .*)?$/.exec(head[0]);
+    if (!m2) throw new UserError(`${what}: not an HTTP status line: "${head[0].slice(0, 80)}"`);
+    const status = Number(m2[1]);
+    const body = rest.subarray(end + 4);
+    if (status >= 100 && status < 200 && status !== 101) {
+      rest = body;
+      continue;
+    }
+    const headers = {};
+    for (const line of head.slice(1)) {
+      const colon = line.indexOf(":");
+      if (colon <= 0) throw new UserError(`${what}: bad header line "${line.slice(0, 80)}"`);
+      const name = line.slice(0, colon).trim().toLowerCase();
+      const value = line.slice(colon + 1).trim();
+      headers[name] = headers[name] === void 0 ? value : `${headers[name]}, ${value}`;
+    }
+    if (/\bchunked\b/i.test(headers["transfer-encoding"] ?? ""))
+      return { status, headers, body: decodeChunked(body, what) };
+    const length = headers["content-length"];
+    if (length !== void 0) {
+      if (!/^\d+$/.test(length)) throw new UserError(`${what}: bad Content-Length "${length}"`);
+      const n2 = Number(length);
+      if (body.length < n2)
+        throw new UserError(`${what}: body has ${body.length} bytes, Content-Length says ${n2}`);
+      return { status, headers, body: body.subarray(0, n2) };
+    }
+    return { status, headers, body };
+  }
+}
+
+// src/harness/client.ts
+function describeEndpoint(e) {
+  return "path" in e ? `unix:${e.path}` : `${e.host}:${e.port}`;
+}
+function connect(e) {
+  return "path" in e ? net.connect({ path: e.path }) : net.connect({ host: e.host, port: e.port });
+}
+function gopherRequest(selector) {
+  return Buffer.from(`${selector}\r
+`, "utf8");
+}
+function probeRequest(probe) {
+  if (probe.type === "gopher") return gopherRequest(probe.selector);
+  if (probe.type === "http") return httpGetRequest(probe.path);
+  return tcpSendBytes(probe);
+}
+function exchange(e, request, opts) {
+  return new Promise((resolve, reject) => {
+    const chunks = [];
+    const sock = connect(e);
+    let settled = false;
+    let idle;
+    const finish = (err) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      clearTimeout(idle);
+      opts.signal?.removeEventListener("abort", onAbort);
+      sock.destroy();
+      if (err) reject(err);
+      else resolve(Buffer.concat(chunks));
+    };
+    const timer = setTimeout(
+      () => finish(
+        new Error(`no complete answer from ${describeEndpoint(e)} within ${opts.timeoutMs} ms`)
+      ),
+      opts.timeoutMs
+    );
+    const onAbort = () => finish(new Error("aborted"));
+    if (opts.signal?.aborted) return finish(new Error("aborted"));
+    opts.signal?.addEventListener("abort", onAbort, { once: true });
+    sock.on("connect", () => opts.halfClose ? sock.end(request) : sock.write(request));
+    sock.on("data", (d) => {
+      chunks.push(d);
+      if (opts.idleMs === void 0) return;
+      clearTimeout(idle);
+      idle = setTimeout(() => finish(), opts.idleMs);
+    });
+    sock.on("end", () => finish());
+    sock.on("error", (err) => finish(err));
+  });
+}
+var ExchangeTimeout = class extends Error {
+};
+function stdioExchange(e, request, opts) {
+  return new Promise((resolve, reject) => {
+    const chunks = [];
+    const sock = connect(e);
+    let settled = false;
+    const finish = (err) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      opts.signal?.removeEventListener("abort", onAbort);
+      sock.destroy();
+      if (err) reject(err);
+      else resolve(Buffer.concat(chunks));
+    };
+    const timer = setTimeout(
+      () => finish(
+        new ExchangeTimeout(
+          `no complete answer from ${describeEndpoint(e)} within ${opts.timeoutMs} ms`
+        )
+      ),
+      opts.timeoutMs
+    );
+    const onAbort = () => finish(new Error("aborted"));
+    if (opts.signal?.aborted) return finish(new Error("aborted"));
+    opts.signal?.addEventListener("abort", onAbort, { once: true });
+    sock.on("connect", () => sock.end(request));
+    sock.on("data", (d) => chunks.push(d));
+    sock.on("end", () => finish());
+    sock.on(
+      "error",
+      (err) => err.code === "ECONNRESET" || err.code === "EPIPE" ? finish() : finish(err)
+    );
+  });
+}
+function holdOpen(e, timeoutMs) {
+  return new Promise((resolve, reject) => {
+    const sock = connect(e);
+    const timer = setTimeout(() => {
+      sock.destroy();
+      reject(new Error(`cannot connect to ${describeEndpoint(e)} within ${timeoutMs} ms`));
+    }, timeoutMs);
+    sock.once("connect", () => {
+      clearTimeout(timer);
+      resolve(sock);
+    });
+    sock.once("error", (err) => {
+      clearTimeout(timer);
+      sock.destroy();
+      reject(err);
+    });
+  });
+}
+function httpGet(e, urlPath, opts) {
+  return new Promise((resolve, reject) => {
+    const target = "path" in e ? { socketPath: e.path } : { host: e.host, port: e.port };
+    const req = http.request(
+      {
+        ...target,
+        path: urlPath,
+        method: "GET",
+        agent: false,
+        signal: opts.signal,
+        headers: { host: "localhost" }
+      },
+      (res) => {
+        const chunks = [];
+        res.on("data", (d) => chunks.push(d));
+        res.on("end", () => {
+          clearTimeout(timer);
+          resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks) });
+        });
+        res.on("error", (err) => {
+          clearTimeout(timer);
+          reject(err);
+        });
+      }
+    );
+    const timer = setTimeout(
+      () => req.destroy(
+        new Error(
+          `no complete HTTP answer from ${describeEndpoint(e)} within ${opts.timeoutMs} ms`
+        )
+      ),
+      opts.timeoutMs
+    );
+    req.on("error", (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    req.end();
+  });
+}
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const port2 = srv.address().port;
+      srv.close(() => resolve(port2));
+    });
+  });
+}
+function gopherUrl(host, port2, selector, type = "1") {
+  const enc = [...Buffer.from(selector, "utf8")].map(
+    (b2) => /[A-Za-z0-9\-._~/]/.test(String.fromCharCode(b2)) ? String.fromCharCode(b2) : `%${b2.toString(16).toUpperCase().padStart(2, "0")}`
+  ).join("");
+  return `gopher://${host}:${port2}/${type}${enc}`;
+}
+async function askProbe(probe, via, opts) {
+  if (!("endpoint" in via)) {
+    const raw = await via.stdio(probeRequest(probe));
+    if (probe.type !== "http") return { body: raw };
+    const { status, body } = parseHttpResponse(
+      raw,
+      `probe '${probe.name}' (stdout of the service)`
+    );
+    return { status, body };
+  }
+  if (probe.type === "gopher")
+    return { body: await exchange(via.endpoint, gopherRequest(probe.selector), opts) };
+  if (probe.type === "tcp")
+    return {
+      body: await exchange(via.endpoint, tcpSendBytes(probe), {
+        ...opts,
+        halfClose: probe["half-close"],
+        idleMs: probe["idle-timeout"] * 1e3
+      })
+    };
+  return httpGet(via.endpoint, probe.path, opts);
+}
+
+// src/harness/listen.ts
+import { readFile as readFile8, readdir as readdir7, readlink as readlink5 } from "node:fs/promises";
+function listensOn(netTcp, port2) {
+  const hexPort = port2.toString(16).toUpperCase().padStart(4, "0");
+  return netTcp.split("\n").some((l) => {
+    const f2 = l.trim().split(/\s+/);
+    return f2[1]?.endsWith(`:${hexPort}`) === true && f2[3] === "0A";
+  });
+}
+function listenerInodes(netTcp, port2) {
+  const hexPort = port2.toString(16).toUpperCase().padStart(4, "0");
+  return netTcp.split("\n").map((l) => l.trim().split(/\s+/)).filter((f2) => f2[1]?.endsWith(`:${hexPort}`) === true && f2[3] === "0A" && f2[9] !== void 0).map((f2) => f2[9]);
+}
+async function socketInodes(pid) {
+  let fds;
+  try {
+    fds = await readdir7(`/proc/${pid}/fd`);
+  } catch (e) {
+    const code = e.code;
+    return code === "EACCES" || code === "EPERM" ? void 0 : /* @__PURE__ */ new Set();
+  }
+  const out = /* @__PURE__ */ new Set();
+  for (const fd of fds) {
+    const target = await readlink5(`/proc/${pid}/fd/${fd}`).catch(() => "");
+    const m2 = /^socket:\[(\d+)\]$/.exec(target);
+    if (m2) out.add(m2[1]);
+  }
+  return out;
+}
+async function holdsListener(pids, port2) {
+  const tables = await readNetTcp("/proc/self");
+  if (tables === void 0) return void 0;
+  const ours = await socketInodes(process.pid) ?? /* @__PURE__ */ new Set();
+  const inodes = listenerInodes(tables, port2).filter((i2) => !ours.has(i2));
+  let readable2 = false;
+  for (const pid of pids) {
+    const own2 = await socketInodes(pid);
+    if (!own2) continue;
+    readable2 = true;
+    if (inodes.some((i2) => own2.has(i2))) return true;
+  }
+  return readable2 ? false : void 0;
+}
+async function readNetTcp(procDir) {
+  const parts = await Promise.all(
+    ["tcp", "tcp6"].map((f2) => readFile8(`${procDir}/net/${f2}`, "utf8").catch(() => void 0))
+  );
+  const readable2 = parts.filter((p2) => p2 !== void 0);
+  return readable2.length > 0 ? readable2.join("\n") : void 0;
+}
+var CONNECT_CHECK = "const s=require('net').connect(+process.argv[1],'127.0.0.1',()=>{s.destroy();process.exit(0)});s.on('error',()=>process.exit(1));";
+async function listening(pid, port2, logger) {
+  const tables = await readNetTcp(`/proc/${pid}`);
+  if (tables !== void 0) return listensOn(tables, port2);
+  const r = await run(
+    ["nsenter", "-t", String(pid), "-n", "--", process.execPath, "-e", CONNECT_CHECK, String(port2)],
+    { privileged: true, reject: false, timeoutMs: 1e4, ...logger ? { logger } : {} }
+  );
+  return r.exitCode === 0;
+}
+
+// src/harness/service.ts
+import { statSync as statSync2 } from "node:fs";
+import path42 from "node:path";
+var FORWARDER = `
+const net = require('net');
+const fs = require('fs');
+const [, sock, port] = process.argv;
+net.createServer({ allowHalfOpen: true }, (c) => {
+  const u = net.connect({ port: Number(port), host: '127.0.0.1', allowHalfOpen: true });
+  c.pipe(u); u.pipe(c);
+  c.on('error', () => u.destroy()); u.on('error', () => c.destroy());
+}).listen(sock, () => fs.chmodSync(sock, 0o666));
+process.on('SIGTERM', () => process.exit(0));
+`;
+function forwarderReady(sock) {
+  try {
+    return (statSync2(sock).mode & 511) === 438;
+  } catch {
+    return false;
+  }
+}
+function startForwarder(pid, port2, sock, logger) {
+  return start(
+    ["nsenter", "-t", String(pid), "-n", process.execPath, "-e", FORWARDER, sock, String(port2)],
+    { privileged: true, logger }
+  );
+}
+async function forwarderUp(forwarder, sock, signal) {
+  if (!await waitFor(() => forwarderReady(sock) || void 0, 1e4, signal)) {
+    throw new UserError(
+      `the forwarder into the container's network namespace did not start: ${forwarder.command}`
+    );
+  }
+}
+async function activatorListens(pid, port2, logger) {
+  const pids = [pid, ...descendants(pid).map((p2) => p2.pid)];
+  const mine = await holdsListener(pids, port2);
+  return mine ?? await listening(process.pid, port2, logger);
+}
+var NO_IMAGE_LOCK = ["-E", "SYSTEMD_NSPAWN_LOCK=0"];
+async function startActivator(argv, accept, o2) {
+  const { logger, signal } = o2;
+  let lastError = "";
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const port2 = await (o2.pickPort ?? freePort)();
+    const mode2 = accept ? ["-a", "--inetd"] : [];
+    const service = start(
+      ["systemd-socket-activate", "-l", `127.0.0.1:${port2}`, ...mode2, ...NO_IMAGE_LOCK, ...argv],
+      {
+        privileged: true,
+        logger,
+        loud: attempt === 0,
+        ...o2.onLine ? { onLine: o2.onLine } : {}
+      }
+    );
+    let exited = false;
+    void service.exited.then(() => exited = true);
+    const ok = await waitFor(
+      async () => exited ? false : await activatorListens(service.pid, port2, logger) || void 0,
+      1e4,
+      signal
+    );
+    if (ok) return { service, port: port2 };
+    await service.stop();
+    lastError = tail((await service.exited).stderr, 5);
+    if (!/Address already in use/.test(lastError)) break;
+  }
+  throw new UserError(`systemd-socket-activate did not start listening:
+${lastError}`);
+}
+function onHostPort(port2, payload) {
+  const endpoint = { host: "127.0.0.1", port: port2 };
+  return {
+    endpoint,
+    clientTarget: endpoint,
+    clientArgv: (a2) => ({ argv: a2, privileged: false }),
+    payload: () => payload(endpoint)
+  };
+}
+async function startInetd(argv, state, opts, timeoutMs, pickPort = freePort) {
+  const { signal } = opts;
+  const { service, port: port2 } = await startActivator(argv, true, { ...opts, pickPort });
+  state.service = service;
+  return onHostPort(port2, async (endpoint) => {
+    const before = new Set(findPayloads(service.pid).map((p3) => p3.pid));
+    const sock = await holdOpen(endpoint, timeoutMs);
+    state.sockets.add(sock);
+    const p2 = await waitFor(
+      () => findPayloads(service.pid).find((x) => !before.has(x.pid)),
+      timeoutMs,
+      signal
+    );
+    if (p2) state.payloads.push(p2);
+    return p2;
+  });
+}
+async function startSocketActivated(argv, state, opts, timeoutMs) {
+  const { signal } = opts;
+  const { service, port: port2 } = await startActivator(argv, false, opts);
+  state.service = service;
+  return onHostPort(port2, async (endpoint) => {
+    let p2 = findPayloads(service.pid)[0];
+    if (!p2) {
+      const sock = await holdOpen(endpoint, timeoutMs);
+      state.sockets.add(sock);
+      p2 = await waitFor(() => findPayloads(service.pid)[0], timeoutMs, signal);
+    }
+    if (p2 && !state.payloads.some((x) => x.pid === p2.pid)) state.payloads.push(p2);
+    return p2 && alive(p2) ? p2 : void 0;
+  });
+}
+async function startListening(argv, state, opts, timeoutMs) {
+  const { logger, signal, config: config2 } = opts;
+  const port2 = config2.service.listen;
+  const service = start(argv, { privileged: true, logger, loud: true });
+  state.service = service;
+  let exited = false;
+  void service.exited.then(() => exited = true);
+  const payload = await waitFor(
+    () => exited ? null : findPayloads(service.pid)[0],
+    timeoutMs,
+    signal
+  );
+  if (!payload) {
+    const stderr = exited ? tail((await service.exited).stderr, 15) : "(still starting)";
+    throw new UserError(
+      `the container did not start its service ${config2.service.command.join(" ")}:
+${stderr}`
+    );
+  }
+  state.payloads.push(payload);
+  const isUp = await waitFor(
+    async () => exited ? false : await listening(payload.pid, port2, logger) || void 0,
+    timeoutMs,
+    signal
+  );
+  if (!isUp) {
+    const checked = `pid ${payload.pid} "${payload.comm}"${alive(payload) ? "" : ", which has exited"}`;
+    await service.stop();
+    const stderr = tail((await service.exited).stderr, 15);
+    throw new UserError(
+      `the service did not listen on port ${port2} inside the container within ${timeoutMs / 1e3} s (checked the network namespace of ${checked}):
+${stderr}`
+    );
+  }
+  const sockPath = path42.join(state.workDir, "service.sock");
+  const nsenter = (a2) => ["nsenter", "-t", String(payload.pid), "-n", ...a2];
+  state.forwarder = startForwarder(payload.pid, port2, sockPath, logger);
+  await forwarderUp(state.forwarder, sockPath, signal);
+  return {
+    endpoint: { path: sockPath },
+    clientTarget: { host: "127.0.0.1", port: port2 },
+    clientArgv: (a2) => ({ argv: nsenter(a2), privileged: true }),
+    payload: async () => alive(payload) ? payload : void 0
+  };
+}
+function serviceLog(stderr, lines = 30) {
+  const noise = /^(Listening on |Communication attempt on fd|Connection from |Spawned |Execing |Child \d+ died with code 0$|Attempted to remove disk file system under "\/run\/systemd\/nspawn\/propagate\/)/;
+  return tail(
+    stderr.split("\n").filter((l) => !noise.test(l)).join("\n"),
+    lines
+  );
+}
+
+// src/harness/run.ts
+function containerArgv(config2, t, hook, index, identity3, extra = {}) {
+  return nspawnArgv({
+    ...extra,
+    root: t.root,
+    command: config2.service.command,
+    readOnly: t.readOnly,
+    dataDir: t.dataDir,
+    dataPath: config2.data.path,
+    binds: hook?.binds ?? [],
+    env: { ...config2.service.env, ...hook?.env?.(index) },
+    ...t.runAs ? { runAs: t.runAs } : {},
+    ...config2.service.workdir ? { workdir: config2.service.workdir } : {},
+    harden: t.harden,
+    privateNetwork: true,
+    ...identity3
+  });
+}
+async function begin(config2, t, o2, index, identity3) {
+  const argv = containerArgv(config2, t, o2.hook, index, identity3);
+  if (!o2.hook) return { argv, end: async () => void 0 };
+  return o2.hook.begin(argv, index);
+}
+function crashError(config2, what, exitCode, stderr, hint = "") {
+  const code = exitCode === void 0 ? "was killed" : `exited with code ${exitCode}`;
+  return new UserError(
+    `service '${config2.name}' (${config2.service.command.join(" ")}) ${code} ${what}` + (stderr.trim() ? `; last lines of its stderr:
+${tail(stderr, 15)}` : " (no stderr output)") + hint
+  );
+}
+function timeoutError(config2, what, stderrTail) {
+  return new UserError(
+    `service '${config2.name}' did not finish ${what} within service.timeout (${config2.service.timeout} s)` + (stderrTail ? `; last lines of its stderr:
+${stderrTail}` : "")
+  );
+}
+async function withTimeout(config2, what, p2) {
+  try {
+    return await p2;
+  } catch (e) {
+    if (e instanceof ToolError && e.reason.startsWith("timed out"))
+      throw timeoutError(config2, what, e.stderrTail);
+    throw e;
+  }
+}
+function normalExit(config2, exitCode) {
+  const normal = [0, ...config2.service["success-exit-status"] ?? []];
+  return exitCode !== void 0 && normal.includes(exitCode);
+}
+function inetdCrash(config2, probeName2, exitCode, stderr) {
+  const hint = exitCode !== void 0 && exitCode > 0 && exitCode < 256 ? `
+If exit code ${exitCode} is how this service normally ends a connection, list it in service.success-exit-status (e.g. success-exit-status: [${exitCode}]).` : "";
+  return crashError(config2, `while answering probe '${probeName2}'`, exitCode, stderr, hint);
+}
+function checkInetdExit(config2, probeName2, r) {
+  if (!normalExit(config2, r.exitCode)) throw inetdCrash(config2, probeName2, r.exitCode, r.stderr);
+}
+async function runInetd(config2, t, identity3, o2) {
+  const pool = o2.hook?.pool;
+  if (o2.hook && pool)
+    return runInetdPooled(config2, t, identity3, o2, o2.hook, (n2) => pool.call(o2.hook, n2));
+  const timeoutMs = config2.service.timeout * 1e3;
+  const records = [];
+  await o2.hook?.prepare?.(config2.probes.length);
+  const responses = await mapBounded(config2.probes, parallelism(o2), async (probe, i2) => {
+    const stdio = async (request) => {
+      const own2 = { ...identity3, machineName: `${identity3.machineName}-${i2}` };
+      const { argv, end } = await begin(config2, t, o2, i2, own2);
+      let r;
+      try {
+        r = await withTimeout(
+          config2,
+          `probe '${probe.name}'`,
+          run(argv, {
+            privileged: true,
+            input: request,
+            binary: true,
+            reject: false,
+            timeoutMs,
+            logger: o2.logger,
+            // nspawn locks a writable root against a second container; the parallel traced
+            // runs share one on purpose (each probe is its own run, as on the board). A
+            // read-only root gets a shared lock, but a container ending takes it exclusively for
+            // a moment to decide whether to delete the lock file, and one starting then fails
+            // with "Directory tree … is currently busy" (a parallel self-check did in CI). The
+            // roots are lhc's own: no run needs the lock.
+            env: { SYSTEMD_NSPAWN_LOCK: "0" },
+            ...o2.signal ? { signal: o2.signal } : {}
+          })
+        );
+      } finally {
+        records[i2] = await end();
+        await releaseMachineName(own2.machineName);
+      }
+      checkInetdExit(config2, probe.name, r);
+      return r.stdoutBytes;
+    };
+    return askProbe(probe, { stdio }, { timeoutMs, signal: o2.signal });
+  });
+  return {
+    responses: Object.fromEntries(config2.probes.map((p2, i2) => [p2.name, responses[i2]])),
+    records: records.filter((r) => r !== void 0)
+  };
+}
+var ACTIVATOR_NOISE = /^(Listening on |Communication attempt on fd|Execing )/;
+function stderrSince(c3, from) {
+  return c3.stderr.slice(from).filter((l) => !ACTIVATOR_NOISE.test(l)).join("\n");
+}
+function acceptProcess(c3) {
+  return descendants(c3.service.pid).find((p2) => p2.comm === ACCEPT_COMM);
+}
+function childrenOf(pid) {
+  try {
+    return readFileSync7(`/proc/${pid}/task/${pid}/children`, "utf8").split(" ").filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
+}
+async function connectionGone(c3, deadline, signal) {
+  const accept = acceptProcess(c3);
+  if (!accept) return true;
+  for (; ; ) {
+    signal?.throwIfAborted();
+    if (childrenOf(accept.pid).length === 0) break;
+    if (Date.now() > deadline) return false;
+    await sleep(5);
+  }
+  const orphans = () => descendants(accept.ppid).filter((p2) => p2.pid !== accept.pid);
+  for (let round = 0; round < 200; round++) {
+    const left = orphans();
+    if (left.length === 0) return true;
+    for (const p2 of left) {
+      try {
+        process.kill(p2.pid, "SIGKILL");
+      } catch {
+      }
+    }
+    await sleep(10);
+  }
+  return true;
+}
+async function runInetdPooled(config2, t, identity3, o2, hook, pool) {
+  const timeoutMs = config2.service.timeout * 1e3;
+  const count2 = Math.max(1, Math.min(parallelism(o2), config2.probes.length));
+  const accept = await pool(count2);
+  const records = [];
+  const containers = [];
+  const starting = [];
+  const stop = (c3) => c3.service.stop();
+  const cleanup = registerCleanup(`traced containers of ${config2.name}`, async () => {
+    await Promise.all(containers.map((c3) => c3 && stop(c3)));
+  });
+  const open7 = async (k2) => {
+    const own2 = { ...identity3, machineName: `${identity3.machineName}-${k2}` };
+    const argv = containerArgv(config2, t, hook, k2, own2, {
+      // No alarm (the probe's own timeout applies), one connection at a time: the processes of
+      // concurrent connections would interleave their lines in the one trace stream.
+      launcher: [accept, "0", "1"],
+      asPid2: true,
+      // Stopping it kills it at once (a drain would wait for a hung connection).
+      killSignal: "SIGKILL"
+    });
+    const begun = await hook.begin(argv, k2);
+    const { cut, end } = begun;
+    if (!cut) {
+      await end();
+      throw new Error("a pooled trace hook must cut its record");
+    }
+    const stderr = [];
+    try {
+      const { service, port: port2 } = await startActivator(begun.argv, false, {
+        logger: o2.logger,
+        ...o2.signal ? { signal: o2.signal } : {},
+        onLine: (l) => stderr.push(l)
+      });
+      const c3 = { service, port: port2, machineName: own2.machineName, cut, end, stderr };
+      containers[k2] = c3;
+      return c3;
+    } catch (e) {
+      await end();
+      await releaseMachineName(own2.machineName);
+      throw e;
+    }
+  };
+  let responses;
+  try {
+    responses = await mapBounded(config2.probes, count2, async (probe, i2, k2) => {
+      const c3 = await (starting[k2] ??= open7(k2));
+      const stdio = async (request) => {
+        const deadline = Date.now() + timeoutMs;
+        const from = c3.stderr.length;
+        c3.lastProbe = i2;
+        const timedOut = async () => {
+          await stop(c3);
+          throw timeoutError(config2, `probe '${probe.name}'`, tail(stderrSince(c3, from), 20));
+        };
+        let answer;
+        try {
+          answer = await stdioExchange({ host: "127.0.0.1", port: c3.port }, request, {
+            timeoutMs,
+            ...o2.signal ? { signal: o2.signal } : {}
+          });
+        } catch (e) {
+          if (e instanceof ExchangeTimeout) return timedOut();
+          throw e;
+        }
+        let text = (await c3.cut()).text;
+        let exits = qemuExits(text);
+        if (exits.first === void 0 || exits.open.length > 0) {
+          if (!await connectionGone(c3, deadline, o2.signal)) return timedOut();
+          text += (await c3.cut()).text;
+          exits = qemuExits(text);
+        }
+        records[i2] = { text };
+        const first = exits.first;
+        const status = first === void 0 ? void 0 : exits.exited.get(first) ?? exits.exitCalls.get(first);
+        const exitCode = status === void 0 ? void 0 : status & 255;
+        if (!normalExit(config2, exitCode)) {
+          await stop(c3);
+          throw inetdCrash(config2, probe.name, exitCode, stderrSince(c3, from));
+        }
+        return answer;
+      };
+      return askProbe(probe, { stdio }, { timeoutMs, ...o2.signal ? { signal: o2.signal } : {} });
+    });
+  } finally {
+    await cleanup.run();
+    for (const c3 of containers) {
+      if (!c3) continue;
+      const rest = (await c3.end()).text;
+      const last = c3.lastProbe;
+      if (last !== void 0 && rest.trim() !== "" && records[last])
+        records[last] = { text: records[last].text + rest };
+      await releaseMachineName(c3.machineName);
+    }
+  }
+  return {
+    responses: Object.fromEntries(config2.probes.map((p2, i2) => [p2.name, responses[i2]])),
+    records: records.filter((r) => r !== void 0)
+  };
+}
+async function probeListening(config2, probe, endpoint, o2) {
+  const timeoutMs = config2.service.timeout * 1e3;
+  try {
+    return await askProbe(probe, { endpoint }, { timeoutMs, signal: o2.signal });
+  } catch (e) {
+    if (e instanceof UserError) throw e;
+    throw new UserError(
+      `probe '${probe.name}' to port ${config2.service.listen} ${"path" in endpoint ? "inside the container's network namespace" : `(the socket passed to the service, host port ${endpoint.port})`} failed: ${e.message}`
+    );
+  }
+}
+async function runListening(config2, t, identity3, o2) {
+  const { logger } = o2;
+  const activated = config2.service["socket-activation"];
+  const { argv, end } = await begin(config2, t, o2, void 0, identity3);
+  const out = { responses: {}, records: [] };
+  let container;
+  let hostPort;
+  try {
+    if (activated) {
+      ({ service: container, port: hostPort } = await startActivator(argv, false, o2));
+    } else container = start(argv, { privileged: true, logger });
+  } catch (e) {
+    await end();
+    throw e;
+  }
+  let forwarder;
+  const cleanup = registerCleanup(`container ${config2.name}`, async () => {
+    await forwarder?.stop();
+    await container.stop();
+  });
+  const state = {};
+  void container.exited.then((e) => state.exited = e);
+  try {
+    let endpoint;
+    if (hostPort !== void 0) endpoint = { host: "127.0.0.1", port: hostPort };
+    else {
+      const pid = await listeningPayload(config2, container, state, o2);
+      const sock = path43.join(o2.workDir, "probe.sock");
+      await rm14(sock, { force: true });
+      forwarder = startForwarder(pid, config2.service.listen, sock, logger);
+      await forwarderUp(forwarder, sock, o2.signal);
+      endpoint = { path: sock };
+    }
+    const inFlight = o2.hook ? 1 : parallelism(o2);
+    const responses = await mapBounded(config2.probes, inFlight, async (probe) => {
+      const response = await probeListening(config2, probe, endpoint, o2);
+      const gone = state.exited;
+      if (gone)
+        throw crashError(
+          config2,
+          `while answering probe '${probe.name}'`,
+          gone.exitCode,
+          gone.stderr
+        );
+      return response;
+    });
+    for (const [i2, p2] of config2.probes.entries()) out.responses[p2.name] = responses[i2];
+  } finally {
+    await forwarder?.stop();
+    await cleanup.run();
+    const record2 = await end();
+    if (record2) out.records.push(record2);
+  }
+  return out;
+}
+async function listeningPayload(config2, container, state, o2) {
+  const port2 = config2.service.listen;
+  const deadline = Date.now() + config2.service.timeout * 1e3;
+  for (; ; ) {
+    const gone = state.exited;
+    if (gone)
+      throw crashError(config2, `before listening on port ${port2}`, gone.exitCode, gone.stderr);
+    o2.signal?.throwIfAborted();
+    const pid = findPayloads(container.pid)[0]?.pid;
+    if (pid !== void 0 && await listening(pid, port2, o2.logger)) {
+      o2.logger.debug(`service listens on ${port2} in the namespace of pid ${pid}`);
+      return pid;
+    }
+    if (Date.now() > deadline) {
+      throw new UserError(
+        `service '${config2.name}' did not listen on port ${port2} within service.timeout (${config2.service.timeout} s)`
+      );
+    }
+    await sleep(100);
+  }
+}
+function parallelism(o2) {
+  return o2.parallel ?? probeParallelism();
+}
+async function runProbes(config2, t, o2) {
+  const identity3 = t.identity ?? containerIdentity(t.root);
+  try {
+    return await (config2.service.listen !== void 0 ? runListening(config2, t, identity3, o2) : runInetd(config2, t, identity3, o2));
+  } finally {
+    await releaseMachineName(identity3.machineName);
+  }
+}
+
+// src/stages/self-check.ts
+function assertAnswersAsTraced(config2, traced, pruned, only) {
+  const diffs = config2.probes.filter((p2) => !only || only.has(p2.name)).map((p2) => responseDiff(p2.name, traced[p2.name], pruned[p2.name])).filter((d) => d !== void 0);
+  if (diffs.length > 0) {
+    throw new UserError(
+      `self-check failed: ${diffs.length} of ${config2.probes.length} probe(s) answer differently after pruning (the trace missed something the service needs; add it to keep:)
+${diffs.join("\n")}`
+    );
+  }
+}
+async function selfCheck(ctx, { config: config2, prunedRoot, unprunedResponses, ...input2 }) {
+  const opts = { ...input2, workDir: ctx.work.selfCheck, logger: ctx.logger, signal: ctx.signal };
+  await mkdir13(opts.workDir, { recursive: true });
+  const { view, data: dataDir } = selfCheckScratch(opts.workDir);
+  await rm15(dataDir, { recursive: true, force: true });
+  if (opts.dataDir) await run(["cp", "-a", "--", opts.dataDir, dataDir], { privileged: true });
+  else await run(["mkdir", "-p", dataDir]);
+  await mkdir13(view, { recursive: true });
+  const unmountView = registerCleanup(`self-check mount ${view}`, () => unmount(view, opts.logger));
+  const started = Date.now();
+  try {
+    await bindReadOnly(prunedRoot, view, opts.logger);
+    const probed = await opts.logger.group(
+      `self-check: ${config2.probes.length} probes against the pruned root`,
+      () => runProbes(
+        config2,
+        {
+          root: view,
+          dataDir,
+          readOnly: true,
+          harden: true,
+          ...opts.runAs ? { runAs: opts.runAs } : {}
+        },
+        {
+          workDir: opts.workDir,
+          logger: opts.logger,
+          ...opts.signal ? { signal: opts.signal } : {}
+        }
+      )
+    ).catch((e) => {
+      if (e instanceof UserError) {
+        throw new UserError(
+          `self-check failed: the pruned root does not run like the traced one: ${e.message}`,
+          { cause: e }
+        );
+      }
+      throw e;
+    });
+    assertAnswersAsTraced(config2, unprunedResponses, probed.responses);
+    return { responses: probed.responses, seconds: (Date.now() - started) / 1e3 };
+  } finally {
+    await unmountView.run();
+    await removeTree([dataDir], { reject: false });
+  }
+}
+
+// src/stages/trace.ts
+import { mkdir as mkdir14, rm as rm17, stat as stat8, writeFile as writeFile6 } from "node:fs/promises";
+import path45 from "node:path";
+
+// src/trace/hook.ts
+import { readFile as readFile9, rm as rm16, writeFile as writeFile5 } from "node:fs/promises";
+import path44 from "node:path";
+
+// src/trace/fifo.ts
+import { randomBytes as randomBytes5 } from "node:crypto";
+import { closeSync as closeSync3, constants as constants7, openSync as openSync3, read, writeSync as writeSync2 } from "node:fs";
+var TraceFifo = class _TraceFifo {
+  constructor(path57) {
+    this.path = path57;
+    this.fd = openSync3(path57, constants7.O_RDWR);
+    this.writeFd = openSync3(path57, constants7.O_WRONLY | constants7.O_NONBLOCK);
+    this.done = this.pump().catch((error62) => {
+      this.failed = { error: error62 };
+      for (const w2 of this.waiting.splice(0)) w2.reject(error62);
+    });
+  }
+  path;
+  fd;
+  writeFd;
+  /** What arrived since the last cut, and how many bytes that is. */
+  chunks = [];
+  length = 0;
+  id = randomBytes5(6).toString("hex");
+  cuts = 0;
+  /** Markers written and not yet read back, oldest first, with who waits for the text before each. */
+  waiting = [];
+  done;
+  failed;
+  ended;
+  /** Creates the FIFO (mode 0666: the service may run as any user) and starts reading it. */
+  static async create(path57) {
+    await _TraceFifo.make([path57]);
+    return new _TraceFifo(path57);
+  }
+  /**
+   * Creates FIFOs (mode 0666) in one mkfifo run, so a traced run of many containers pays one
+   * process start for all of them, not one each; open() then reads one.
+   */
+  static async make(paths) {
+    if (paths.length > 0) await run(["mkfifo", "-m", "0666", "--", ...paths]);
+  }
+  /** Starts reading a FIFO that make() created. */
+  static open(path57) {
+    return new _TraceFifo(path57);
+  }
+  async pump() {
+    const buf = Buffer.allocUnsafe(64 * 1024);
+    for (; ; ) {
+      const n2 = await new Promise(
+        (resolve, reject) => read(
+          this.fd,
+          buf,
+          0,
+          buf.length,
+          null,
+          (err, bytes) => err ? reject(err) : resolve(bytes)
+        )
+      );
+      if (n2 <= 0) return;
+      if (this.take(Buffer.from(buf.subarray(0, n2)))) return;
+    }
+  }
+  /** Adds a chunk and hands out the text before every marker now complete; true after the last. */
+  take(chunk) {
+    const before = this.length;
+    this.chunks.push(chunk);
+    this.length += chunk.length;
+    let from = before;
+    for (; ; ) {
+      const w2 = this.waiting[0];
+      if (!w2) return false;
+      const start2 = Math.max(0, from - w2.marker.length + 1);
+      const all = this.chunks.length === 1 ? this.chunks[0] : Buffer.concat(this.chunks);
+      this.chunks = [all];
+      const at2 = all.indexOf(w2.marker, start2);
+      if (at2 < 0) return false;
+      const rest = all.subarray(at2 + w2.marker.length);
+      this.chunks = rest.length > 0 ? [rest] : [];
+      this.length = rest.length;
+      from = 0;
+      this.waiting.shift();
+      w2.resolve(all.subarray(0, at2).toString("utf8"));
+      if (w2.last) return true;
+    }
+  }
+  mark(marker, last) {
+    return new Promise((resolve, reject) => {
+      if (this.failed) return reject(this.failed.error);
+      const bytes = Buffer.from(marker, "latin1");
+      this.waiting.push({ marker: bytes, resolve, reject, last });
+      this.writeMarker(bytes, reject);
+    });
+  }
+  /**
+   * Shorter than PIPE_BUF, so it reaches the pipe in one piece. Not through the thread pool (each
+   * FIFO being read keeps one of its threads blocked) and never blocking the loop (a full pipe
+   * drains only when this loop reads): non-blocking, retried while the pipe is full.
+   */
+  writeMarker(bytes, reject) {
+    try {
+      writeSync2(this.writeFd, bytes);
+    } catch (e) {
+      if (e.code === "EAGAIN") {
+        setTimeout(() => this.writeMarker(bytes, reject), 1);
+        return;
+      }
+      this.waiting.splice(
+        this.waiting.findIndex((w2) => w2.marker === bytes),
+        1
+      );
+      reject(e);
+    }
+  }
+  /**
+   * Call once every writer of the part so far has exited: returns what was written since the
+   * previous cut (or the start), and the stream goes on.
+   */
+  cut() {
+    if (this.ended) throw new Error(`trace FIFO ${this.path} is already finished`);
+    return this.mark(`
+#lhc-trace-cut-${this.id}-${this.cuts++}
+`, false);
+  }
+  /** Call once every writer has exited: returns everything written since the last cut. */
+  finish() {
+    this.ended ??= (async () => {
+      const text = await this.mark(`
+#lhc-trace-end-${this.id}
+`, true);
+      await this.done;
+      closeSync3(this.fd);
+      closeSync3(this.writeFd);
+      return text;
+    })();
+    return this.ended;
+  }
+};
+
+// src/trace/hook.ts
+function qemuTraceFile(index) {
+  return index === void 0 ? "qemu.log" : `qemu.${index}.log`;
+}
+function qemuFifoEnv(index) {
+  return { QEMU_STRACE: "1", QEMU_LOG_FILENAME: `${TRACE_MOUNT}/${qemuTraceFile(index)}` };
+}
+var STRACE_FLAGS = [
+  "-f",
+  "-qq",
+  "-s",
+  "4096",
+  "-e",
+  "trace=%file,%desc,%process"
+];
+var TRACE_ACCEPT = "lhc-accept";
+function qemuTraceHook(dir, pooled = true) {
+  const made = /* @__PURE__ */ new Set();
+  const prepare = async (count2) => {
+    const indices = Array.from({ length: count2 }, (_2, i2) => i2);
+    const paths = indices.map((i2) => path44.join(dir, qemuTraceFile(i2)));
+    await Promise.all(paths.map((p2) => rm16(p2, { force: true })));
+    await TraceFifo.make(paths);
+    for (const i2 of indices) made.add(i2);
+  };
+  const arch = hostArch();
+  return {
+    env: qemuFifoEnv,
+    binds: [{ host: dir, container: TRACE_MOUNT }],
+    prepare,
+    // lhc-accept runs natively (the host's architecture): none of its own calls reach the trace,
+    // and each connection's process starts QEMU afresh at its exec, as a container's first does.
+    ...pooled && (arch === "x86_64" || arch === "aarch64") ? {
+      async pool(count2) {
+        const file2 = path44.join(dir, TRACE_ACCEPT);
+        await rm16(file2, { force: true });
+        await writeFile5(file2, acceptElf(arch), { mode: 493 });
+        await prepare(count2);
+        return `${TRACE_MOUNT}/${TRACE_ACCEPT}`;
+      }
+    } : {},
+    async begin(argv, index) {
+      const fifoPath = path44.join(dir, qemuTraceFile(index));
+      let fifo;
+      if (index !== void 0 && made.delete(index)) fifo = TraceFifo.open(fifoPath);
+      else {
+        await rm16(fifoPath, { force: true });
+        fifo = await TraceFifo.create(fifoPath);
+      }
+      return {
+        argv,
+        end: async () => ({ text: await fifo.finish() }),
+        cut: async () => ({ text: await fifo.cut() })
+      };
+    }
+  };
+}
+function straceHook(dir) {
+  return {
+    async begin(argv, index) {
+      const file2 = path44.join(dir, index === void 0 ? "strace.log" : `strace.${index}.log`);
+      return {
+        argv: ["strace", ...STRACE_FLAGS, "-o", file2, "--", ...argv],
+        end: async () => ({ text: await readFile9(file2, "utf8").catch(() => ""), file: file2 })
+      };
+    }
+  };
+}
 
 // src/stages/trace.ts
 async function isDir(p2) {
@@ -46196,7 +46490,7 @@ async function traceService(ctx, { config: config2, root, arch, parallel, runAs,
       const parsed = emulated ? parseQemuStrace(text, parseOpts) : parseHostStrace(text, parseOpts);
       if (emulated) {
         const file2 = path45.join(traceDir, `qemu.${i2}.txt`);
-        await writeFile5(file2, text);
+        await writeFile6(file2, text);
         traceFiles.push(file2);
       }
       if (parsed.skipped > 0)
@@ -46266,12 +46560,12 @@ import { mkdir as mkdir15, mkdtemp as mkdtemp8 } from "node:fs/promises";
 import path48 from "node:path";
 
 // src/harness/limits.ts
-import { existsSync as existsSync11, readFileSync as readFileSync7 } from "node:fs";
+import { existsSync as existsSync11, readFileSync as readFileSync8 } from "node:fs";
 import path46 from "node:path";
 var CGROUP_ROOT = "/sys/fs/cgroup";
 function words(file2) {
   try {
-    return readFileSync7(file2, "utf8").trim().split(/\s+/);
+    return readFileSync8(file2, "utf8").trim().split(/\s+/);
   } catch {
     return [];
   }
@@ -48528,14 +48822,14 @@ ${tail(r.stdout + r.stderr, 30)}`
 };
 
 // src/board/service-procs.ts
-import { readFileSync as readFileSync8 } from "node:fs";
+import { readFileSync as readFileSync9 } from "node:fs";
 function inServiceCgroup(cgroupText, name) {
   const unit = new RegExp(`/${name}(@[^/]*)?\\.service(/|$)`);
   return cgroupText.split("\n").map((l) => l.split(":").slice(2).join(":")).some((p2) => unit.test(p2));
 }
 function cgroupOf(pid) {
   try {
-    return readFileSync8(`/proc/${pid}/cgroup`, "utf8");
+    return readFileSync9(`/proc/${pid}/cgroup`, "utf8");
   } catch {
     return "";
   }

@@ -85,6 +85,55 @@ export function exchange(
   });
 }
 
+/** No complete answer within the time (stdioExchange). */
+export class ExchangeTimeout extends Error {}
+
+/**
+ * An inetd exchange over a connection, as the service's stdin and stdout would carry it: the
+ * request and then end of input (a half-close, as stdin's EOF), and everything until the service
+ * side closes (every process holding the connection is gone, as for stdout's EOF). A reset ends
+ * it too: the kernel resets instead of closing when the service exits without reading all of
+ * its input, which over stdin would have gone unnoticed; what it wrote before has arrived first.
+ */
+export function stdioExchange(
+  e: Endpoint,
+  request: Buffer,
+  opts: { timeoutMs: number; signal?: AbortSignal },
+): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    const sock = connect(e);
+    let settled = false;
+    const finish = (err?: Error) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      opts.signal?.removeEventListener('abort', onAbort);
+      sock.destroy();
+      if (err) reject(err);
+      else resolve(Buffer.concat(chunks));
+    };
+    const timer = setTimeout(
+      () =>
+        finish(
+          new ExchangeTimeout(
+            `no complete answer from ${describeEndpoint(e)} within ${opts.timeoutMs} ms`,
+          ),
+        ),
+      opts.timeoutMs,
+    );
+    const onAbort = () => finish(new Error('aborted'));
+    if (opts.signal?.aborted) return finish(new Error('aborted'));
+    opts.signal?.addEventListener('abort', onAbort, { once: true });
+    sock.on('connect', () => sock.end(request));
+    sock.on('data', (d: Buffer) => chunks.push(d));
+    sock.on('end', () => finish());
+    sock.on('error', (err: NodeJS.ErrnoException) =>
+      err.code === 'ECONNRESET' || err.code === 'EPIPE' ? finish() : finish(err),
+    );
+  });
+}
+
 /** Opens a connection and sends nothing: a socket-activated container then waits on stdin. */
 export function holdOpen(e: Endpoint, timeoutMs: number): Promise<net.Socket> {
   return new Promise((resolve, reject) => {

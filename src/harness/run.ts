@@ -6,6 +6,7 @@
  * goes through the one probe client (./client.ts askProbe), as verify's do. A hook (the tracer) may add nspawn
  * binds and environment and wrap each run's argv; it hands back what it recorded.
  */
+import { readFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { LhcConfig } from '../config/load.js';
@@ -17,10 +18,18 @@ import { mapBounded, probeParallelism } from '../core/parallel.js';
 import { sleep } from '../core/wait.js';
 import { run, start, tail, type RunResult, type Started } from '../tools/exec.js';
 import { nspawnArgv } from '../tools/nspawn.js';
-import { askProbe, type Endpoint, type ProbeResponse } from './client.js';
+import { ACCEPT_COMM } from '../accept/accept-elf.js';
+import { qemuExits } from '../trace/parse-strace.js';
+import {
+  askProbe,
+  ExchangeTimeout,
+  stdioExchange,
+  type Endpoint,
+  type ProbeResponse,
+} from './client.js';
 import { containerIdentity, releaseMachineName } from './machine-name.js';
 import { listening } from './listen.js';
-import { findPayloads } from './proc.js';
+import { descendants, findPayloads, type ProcInfo } from './proc.js';
 import { forwarderUp, startActivator, startForwarder } from './service.js';
 import type { RunAs } from '../service-user/passwd.js';
 
@@ -49,11 +58,23 @@ export interface RunHook {
   binds?: { host: string; container: string }[];
   /** Called once before `count` inetd runs (indices 0..count-1), for set-up they can share. */
   prepare?(count: number): Promise<void>;
+  /**
+   * Instead of prepare(): inetd probes through `count` long-lived containers (indices
+   * 0..count-1) that serve one connection after another (runInetdPooled). Sets up what they
+   * share and returns the container path of an lhc-accept built for this host. Only hooks whose
+   * begin() can cut() have it.
+   */
+  pool?(count: number): Promise<string>;
   /** Called before each container run (`index` per inetd probe, undefined for a listening run). */
   begin(
     argv: string[],
     index: number | undefined,
-  ): Promise<{ argv: string[]; end(): Promise<HookRecord> }>;
+  ): Promise<{
+    argv: string[];
+    end(): Promise<HookRecord>;
+    /** What was recorded since the previous cut, once its processes are gone; the run goes on. */
+    cut?(): Promise<HookRecord>;
+  }>;
 }
 
 export interface ProbeRun {
@@ -77,8 +98,10 @@ function containerArgv(
   hook: RunHook | undefined,
   index: number | undefined,
   identity: { machineName: string; hostname: string },
+  extra: { launcher?: readonly string[]; asPid2?: boolean; killSignal?: 'SIGKILL' } = {},
 ): string[] {
   return nspawnArgv({
+    ...extra,
     root: t.root,
     command: config.service.command,
     readOnly: t.readOnly,
@@ -121,31 +144,47 @@ function crashError(
   );
 }
 
+function timeoutError(config: LhcConfig, what: string, stderrTail: string | undefined): UserError {
+  return new UserError(
+    `service '${config.name}' did not finish ${what} within service.timeout (${config.service.timeout} s)` +
+      (stderrTail ? `; last lines of its stderr:\n${stderrTail}` : ''),
+  );
+}
+
 async function withTimeout<T>(config: LhcConfig, what: string, p: Promise<T>): Promise<T> {
   try {
     return await p;
   } catch (e) {
-    if (e instanceof ToolError && e.reason.startsWith('timed out')) {
-      throw new UserError(
-        `service '${config.name}' did not finish ${what} within service.timeout (${config.service.timeout} s)` +
-          (e.stderrTail ? `; last lines of its stderr:\n${e.stderrTail}` : ''),
-      );
-    }
+    if (e instanceof ToolError && e.reason.startsWith('timed out'))
+      throw timeoutError(config, what, e.stderrTail);
     throw e;
   }
 }
 
-/** Exit codes that end an inetd connection normally (service.success-exit-status), else a crash. */
-function checkInetdExit(config: LhcConfig, probeName: string, r: RunResult): void {
+/** Exit codes that end an inetd connection normally (service.success-exit-status). */
+function normalExit(config: LhcConfig, exitCode: number | undefined): boolean {
   const normal = [0, ...(config.service['success-exit-status'] ?? [])];
-  if (r.exitCode !== undefined && normal.includes(r.exitCode)) return;
+  return exitCode !== undefined && normal.includes(exitCode);
+}
+
+/** The crash of an inetd connection: its exit code, stderr, and the success-exit-status hint. */
+function inetdCrash(
+  config: LhcConfig,
+  probeName: string,
+  exitCode: number | undefined,
+  stderr: string,
+): UserError {
   // nspawn passes the payload's own exit code on; an inetd server may end that way on purpose.
   const hint =
-    r.exitCode !== undefined && r.exitCode > 0 && r.exitCode < 256
-      ? `\nIf exit code ${r.exitCode} is how this service normally ends a connection, list it in ` +
-        `service.success-exit-status (e.g. success-exit-status: [${r.exitCode}]).`
+    exitCode !== undefined && exitCode > 0 && exitCode < 256
+      ? `\nIf exit code ${exitCode} is how this service normally ends a connection, list it in ` +
+        `service.success-exit-status (e.g. success-exit-status: [${exitCode}]).`
       : '';
-  throw crashError(config, `while answering probe '${probeName}'`, r.exitCode, r.stderr, hint);
+  return crashError(config, `while answering probe '${probeName}'`, exitCode, stderr, hint);
+}
+
+function checkInetdExit(config: LhcConfig, probeName: string, r: RunResult): void {
+  if (!normalExit(config, r.exitCode)) throw inetdCrash(config, probeName, r.exitCode, r.stderr);
 }
 
 async function runInetd(
@@ -154,6 +193,9 @@ async function runInetd(
   identity: { machineName: string; hostname: string },
   o: RunOptions,
 ): Promise<ProbeRun> {
+  const pool = o.hook?.pool;
+  if (o.hook && pool)
+    return runInetdPooled(config, t, identity, o, o.hook, (n) => pool.call(o.hook, n));
   const timeoutMs = config.service.timeout * 1000;
   // Kept by probe index, so that a parallel run reports exactly what a sequential one does.
   const records: (HookRecord | undefined)[] = [];
@@ -196,6 +238,207 @@ async function runInetd(
     };
     return askProbe(probe, { stdio }, { timeoutMs, signal: o.signal });
   });
+  return {
+    responses: Object.fromEntries(config.probes.map((p, i) => [p.name, responses[i]!])),
+    records: records.filter((r): r is HookRecord => r !== undefined),
+  };
+}
+
+/** One long-lived container of runInetdPooled, behind its activator's host port. */
+interface PooledContainer {
+  service: Started;
+  port: number;
+  machineName: string;
+  cut(): Promise<HookRecord>;
+  end(): Promise<HookRecord>;
+  /** Its stderr lines so far (the activator's, nspawn's and every connection's). */
+  stderr: string[];
+  /** The probe it served last, which any trace left at the end belongs to. */
+  lastProbe?: number;
+}
+
+/** The activator's own lines about starting the container, not the service's. */
+const ACTIVATOR_NOISE = /^(Listening on |Communication attempt on fd|Execing )/;
+
+/** What a pooled container wrote to stderr since line `from`, without the activator's lines. */
+function stderrSince(c: PooledContainer, from: number): string {
+  return c.stderr
+    .slice(from)
+    .filter((l) => !ACTIVATOR_NOISE.test(l))
+    .join('\n');
+}
+
+/** Host pid of a pooled container's lhc-accept, and of the stub init (its parent). */
+function acceptProcess(c: PooledContainer): ProcInfo | undefined {
+  return descendants(c.service.pid).find((p) => p.comm === ACCEPT_COMM);
+}
+
+function childrenOf(pid: number): number[] {
+  try {
+    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8')
+      .split(' ')
+      .filter(Boolean)
+      .map(Number);
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * After a connection closed without every process of it having logged its exit: waits until
+ * lhc-accept has no child left (the connection's process ended, or was killed by a signal), then
+ * kills whatever else still runs in the container (orphans, which a container per connection
+ * would have taken down with it). False when the time ran out first.
+ */
+async function connectionGone(
+  c: PooledContainer,
+  deadline: number,
+  signal: AbortSignal | undefined,
+): Promise<boolean> {
+  const accept = acceptProcess(c);
+  if (!accept) return true;
+  for (;;) {
+    signal?.throwIfAborted();
+    if (childrenOf(accept.pid).length === 0) break;
+    if (Date.now() > deadline) return false;
+    await sleep(5);
+  }
+  const orphans = () => descendants(accept.ppid).filter((p) => p.pid !== accept.pid);
+  for (let round = 0; round < 200; round++) {
+    const left = orphans();
+    if (left.length === 0) return true;
+    for (const p of left) {
+      try {
+        process.kill(p.pid, 'SIGKILL');
+      } catch {
+        // gone meanwhile
+      }
+    }
+    await sleep(10);
+  }
+  return true;
+}
+
+/**
+ * The traced inetd run with few containers (the hook's pool()): min(parallel, probes)
+ * containers, each systemd-socket-activate holding a host port and passing it (LISTEN_FDS) to
+ * nspawn, whose payload is lhc-accept with at most one connection at a time, in front of the
+ * payload argv a container per probe would run. Worker k sends its probes to container k, one
+ * after another, each as a connection that carries the request and then end of input, as stdin
+ * would; the hook's record is cut after each, so every probe gets the trace its own container
+ * would have recorded. lhc-accept reaps silently: a connection's exit status is the exit_group
+ * its first process logged (none: killed by a signal).
+ */
+async function runInetdPooled(
+  config: LhcConfig,
+  t: RunTarget,
+  identity: { machineName: string; hostname: string },
+  o: RunOptions,
+  hook: RunHook,
+  pool: (count: number) => Promise<string>,
+): Promise<ProbeRun> {
+  const timeoutMs = config.service.timeout * 1000;
+  const count = Math.max(1, Math.min(parallelism(o), config.probes.length));
+  const accept = await pool(count);
+  const records: (HookRecord | undefined)[] = [];
+  const containers: (PooledContainer | undefined)[] = [];
+  const starting: Promise<PooledContainer>[] = [];
+  const stop = (c: PooledContainer) => c.service.stop();
+  const cleanup = registerCleanup(`traced containers of ${config.name}`, async () => {
+    await Promise.all(containers.map((c) => c && stop(c)));
+  });
+
+  const open = async (k: number): Promise<PooledContainer> => {
+    const own = { ...identity, machineName: `${identity.machineName}-${k}` };
+    const argv = containerArgv(config, t, hook, k, own, {
+      // No alarm (the probe's own timeout applies), one connection at a time: the processes of
+      // concurrent connections would interleave their lines in the one trace stream.
+      launcher: [accept, '0', '1'],
+      asPid2: true,
+      // Stopping it kills it at once (a drain would wait for a hung connection).
+      killSignal: 'SIGKILL',
+    });
+    const begun = await hook.begin(argv, k);
+    const { cut, end } = begun;
+    if (!cut) {
+      await end();
+      throw new Error('a pooled trace hook must cut its record');
+    }
+    const stderr: string[] = [];
+    try {
+      const { service, port } = await startActivator(begun.argv, false, {
+        logger: o.logger,
+        ...(o.signal ? { signal: o.signal } : {}),
+        onLine: (l) => stderr.push(l),
+      });
+      const c: PooledContainer = { service, port, machineName: own.machineName, cut, end, stderr };
+      containers[k] = c;
+      return c;
+    } catch (e) {
+      // The hook's reader (a FIFO) would otherwise wait forever for a writer that never came.
+      await end();
+      await releaseMachineName(own.machineName);
+      throw e;
+    }
+  };
+
+  let responses: ProbeResponse[];
+  try {
+    responses = await mapBounded(config.probes, count, async (probe, i, k) => {
+      const c = await (starting[k] ??= open(k));
+      const stdio = async (request: Buffer): Promise<Buffer> => {
+        const deadline = Date.now() + timeoutMs;
+        const from = c.stderr.length;
+        c.lastProbe = i;
+        const timedOut = async () => {
+          await stop(c);
+          throw timeoutError(config, `probe '${probe.name}'`, tail(stderrSince(c, from), 20));
+        };
+        let answer: Buffer;
+        try {
+          answer = await stdioExchange({ host: '127.0.0.1', port: c.port }, request, {
+            timeoutMs,
+            ...(o.signal ? { signal: o.signal } : {}),
+          });
+        } catch (e) {
+          if (e instanceof ExchangeTimeout) return timedOut();
+          throw e;
+        }
+        // The connection closed: its processes have exited, unless one closed its output early.
+        let text = (await c.cut()).text;
+        let exits = qemuExits(text);
+        if (exits.first === undefined || exits.open.length > 0) {
+          if (!(await connectionGone(c, deadline, o.signal))) return timedOut();
+          text += (await c.cut()).text;
+          exits = qemuExits(text);
+        }
+        records[i] = { text };
+        const first = exits.first;
+        const status =
+          first === undefined ? undefined : (exits.exited.get(first) ?? exits.exitCalls.get(first));
+        // The status as the kernel reports it (exit_group(256) ends with 0).
+        const exitCode = status === undefined ? undefined : status & 0xff;
+        if (!normalExit(config, exitCode)) {
+          // Its stderr is complete once the container is gone; nothing else runs there now.
+          await stop(c);
+          throw inetdCrash(config, probe.name, exitCode, stderrSince(c, from));
+        }
+        return answer;
+      };
+      return askProbe(probe, { stdio }, { timeoutMs, ...(o.signal ? { signal: o.signal } : {}) });
+    });
+  } finally {
+    await cleanup.run();
+    // Whatever a container recorded after its last cut (nothing, normally) goes with its last probe.
+    for (const c of containers) {
+      if (!c) continue;
+      const rest = (await c.end()).text;
+      const last = c.lastProbe;
+      if (last !== undefined && rest.trim() !== '' && records[last])
+        records[last] = { text: records[last].text + rest };
+      await releaseMachineName(c.machineName);
+    }
+  }
   return {
     responses: Object.fromEntries(config.probes.map((p, i) => [p.name, responses[i]!])),
     records: records.filter((r): r is HookRecord => r !== undefined),

@@ -139,7 +139,13 @@ const NO_IMAGE_LOCK = ['-E', 'SYSTEMD_NSPAWN_LOCK=0'] as const;
 export async function startActivator(
   argv: readonly string[],
   accept: boolean,
-  o: { logger: Logger; signal?: AbortSignal; pickPort?: () => Promise<number> },
+  o: {
+    logger: Logger;
+    signal?: AbortSignal;
+    pickPort?: () => Promise<number>;
+    /** Each line the activator and its container write, as it arrives. */
+    onLine?: (line: string) => void;
+  },
 ): Promise<{ service: Started; port: number }> {
   const { logger, signal } = o;
   let lastError = '';
@@ -152,6 +158,7 @@ export async function startActivator(
         privileged: true,
         logger,
         loud: attempt === 0,
+        ...(o.onLine ? { onLine: o.onLine } : {}),
       },
     );
     let exited = false;

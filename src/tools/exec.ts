@@ -290,6 +290,7 @@ export function start(argv: readonly string[], opts: RunOptions = {}): Started {
   const pid = child.pid;
   if (pid === undefined) throw notStarted(full, argv);
   liveGroups.add(pid);
+  if (opts.onLine) streamLines(child, opts.onLine);
   const exited = child.then((r) => {
     liveGroups.delete(pid);
     return {

@@ -610,3 +610,41 @@ export function parseHostStrace(text: string, opts: ParseOptions = {}): ParseRes
   const { calls, skipped } = straceCalls(text);
   return replay(calls, opts, true, skipped);
 }
+
+/** How the processes of one QEMU_STRACE stream (one inetd connection's) ended. */
+export interface QemuExits {
+  /** The first process in the stream: the one the connection loop started. */
+  first?: number;
+  /** exit_group statuses by pid: QEMU logs `PID exit_group(N)` just before the process ends. */
+  exited: Map<number, number>;
+  /** The status of each pid's last `exit` (a thread's end, or a single-threaded process's). */
+  exitCalls: Map<number, number>;
+  /**
+   * Processes seen (lines, or children a fork returned) without an exit_group: still running,
+   * or killed by a signal, which QEMU logs no exit for.
+   */
+  open: number[];
+}
+
+export function qemuExits(text: string): QemuExits {
+  const { calls } = qemuCalls(text);
+  const seen = new Set<number>();
+  const exited = new Map<number, number>();
+  const exitCalls = new Map<number, number>();
+  for (const c of calls) {
+    seen.add(c.pid);
+    if (c.name === 'exit_group' || c.name === 'exit') {
+      const status = Number(c.args[0]);
+      if (Number.isInteger(status)) (c.name === 'exit' ? exitCalls : exited).set(c.pid, status);
+    } else if (FORKS.has(c.name) && c.ret.kind === 'ok' && c.ret.value > 0) {
+      // Threads share their process's pid in QEMU's lines: only new processes count.
+      if (!c.args.some((a) => a.includes('CLONE_THREAD'))) seen.add(c.ret.value);
+    }
+  }
+  return {
+    ...(calls.length > 0 ? { first: calls[0]!.pid } : {}),
+    exited,
+    exitCalls,
+    open: [...seen].filter((p) => !exited.has(p)),
+  };
+}
