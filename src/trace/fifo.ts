@@ -14,14 +14,19 @@
  * A container that serves one connection after another (harness/run.ts, runInetdPooled) cuts the
  * stream the same way between connections: once a connection's processes are gone, a marker
  * written by us is the last line of theirs, and what came before it is that connection's trace.
+ *
+ * The pipe is read and written through the event loop (a net.Socket on the fd, non-blocking), not
+ * with fs.read: that would keep one thread of libuv's pool (4 by default) blocked per FIFO for as
+ * long as its container runs, and with as many containers as the pool has threads, every other
+ * file operation of the process would wait behind them.
  */
 import { randomBytes } from 'node:crypto';
-import { closeSync, constants, openSync, read, writeSync } from 'node:fs';
+import { constants, openSync } from 'node:fs';
+import net from 'node:net';
 import { run } from '../tools/exec.js';
 
 export class TraceFifo {
-  private readonly fd: number;
-  private readonly writeFd: number;
+  private readonly socket: net.Socket;
   /** What arrived since the last cut, and how many bytes that is. */
   private chunks: Buffer[] = [];
   private length = 0;
@@ -34,15 +39,17 @@ export class TraceFifo {
     reject(e: unknown): void;
     last: boolean;
   }[] = [];
-  private readonly done: Promise<void>;
   private failed: { error: unknown } | undefined;
   private ended: Promise<string> | undefined;
 
   private constructor(readonly path: string) {
-    this.fd = openSync(path, constants.O_RDWR);
-    // Opening for writing does not wait: this process already holds a read end.
-    this.writeFd = openSync(path, constants.O_WRONLY | constants.O_NONBLOCK);
-    this.done = this.pump().catch((error: unknown) => {
+    // Read-write: never EOF between writers, and no writer waits for a reader.
+    const fd = openSync(path, constants.O_RDWR | constants.O_NONBLOCK);
+    this.socket = new net.Socket({ fd, readable: true, writable: true, allowHalfOpen: true });
+    this.socket.on('data', (chunk: Buffer) => {
+      if (this.take(chunk)) this.socket.destroy();
+    });
+    this.socket.on('error', (error: unknown) => {
       this.failed = { error };
       for (const w of this.waiting.splice(0)) w.reject(error);
     });
@@ -65,20 +72,6 @@ export class TraceFifo {
   /** Starts reading a FIFO that make() created. */
   static open(path: string): TraceFifo {
     return new TraceFifo(path);
-  }
-
-  private async pump(): Promise<void> {
-    // A pipe holds 64 KiB, so no read returns more; unzeroed, only the pages reads reach are touched.
-    const buf = Buffer.allocUnsafe(64 * 1024);
-    for (;;) {
-      const n = await new Promise<number>((resolve, reject) =>
-        read(this.fd, buf, 0, buf.length, null, (err, bytes) =>
-          err ? reject(err) : resolve(bytes),
-        ),
-      );
-      if (n <= 0) return;
-      if (this.take(Buffer.from(buf.subarray(0, n)))) return;
-    }
   }
 
   /** Adds a chunk and hands out the text before every marker now complete; true after the last. */
@@ -106,34 +99,14 @@ export class TraceFifo {
     }
   }
 
+  /** Writes a marker (shorter than PIPE_BUF: one piece in the pipe) and resolves with the text before it. */
   private mark(marker: string, last: boolean): Promise<string> {
     return new Promise<string>((resolve, reject) => {
       if (this.failed) return reject(this.failed.error);
       const bytes = Buffer.from(marker, 'latin1');
       this.waiting.push({ marker: bytes, resolve, reject, last });
-      this.writeMarker(bytes, reject);
+      this.socket.write(bytes);
     });
-  }
-
-  /**
-   * Shorter than PIPE_BUF, so it reaches the pipe in one piece. Not through the thread pool (each
-   * FIFO being read keeps one of its threads blocked) and never blocking the loop (a full pipe
-   * drains only when this loop reads): non-blocking, retried while the pipe is full.
-   */
-  private writeMarker(bytes: Buffer, reject: (e: unknown) => void): void {
-    try {
-      writeSync(this.writeFd, bytes);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'EAGAIN') {
-        setTimeout(() => this.writeMarker(bytes, reject), 1);
-        return;
-      }
-      this.waiting.splice(
-        this.waiting.findIndex((w) => w.marker === bytes),
-        1,
-      );
-      reject(e);
-    }
   }
 
   /**
@@ -147,13 +120,7 @@ export class TraceFifo {
 
   /** Call once every writer has exited: returns everything written since the last cut. */
   finish(): Promise<string> {
-    this.ended ??= (async () => {
-      const text = await this.mark(`\n#lhc-trace-end-${this.id}\n`, true);
-      await this.done;
-      closeSync(this.fd);
-      closeSync(this.writeFd);
-      return text;
-    })();
+    this.ended ??= this.mark(`\n#lhc-trace-end-${this.id}\n`, true);
     return this.ended;
   }
 }

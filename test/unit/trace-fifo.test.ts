@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { closeSync, openSync, writeSync, writeFileSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -59,4 +59,14 @@ it('cuts the stream between connections: each part is what was written since the
   writeFileSync(fifo.path, '7 exit_group(1)\n', { flag: 'w' });
   expect(await fifo.finish()).toBe('7 exit_group(1)\n');
   expect(await fifo.finish()).toBe('7 exit_group(1)\n');
+});
+
+it("reading more FIFOs than libuv's pool has threads leaves file operations free", async () => {
+  const fifos = await Promise.all(
+    Array.from({ length: 8 }, (_, i) => TraceFifo.create(path.join(dir, `many.${i}.log`))),
+  );
+  // With a blocking read per FIFO on the pool, this would wait until they finish.
+  writeFileSync(path.join(dir, 'plain.txt'), 'x');
+  expect(await readFile(path.join(dir, 'plain.txt'), 'utf8')).toBe('x');
+  expect(await Promise.all(fifos.map((f) => f.finish()))).toEqual(fifos.map(() => ''));
 });
