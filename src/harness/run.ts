@@ -6,7 +6,7 @@
  * goes through the one probe client (./client.ts askProbe), as verify's do. A hook (the tracer) may add nspawn
  * binds and environment and wrap each run's argv; it hands back what it recorded.
  */
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { LhcConfig } from '../config/load.js';
@@ -19,7 +19,7 @@ import { sleep } from '../core/wait.js';
 import { run, start, tail, type RunResult, type Started } from '../tools/exec.js';
 import { nspawnArgv } from '../tools/nspawn.js';
 import { ACCEPT_COMM } from '../accept/accept-elf.js';
-import { qemuExits } from '../trace/parse-strace.js';
+import { qemuExitStatus } from '../trace/parse-strace.js';
 import {
   askProbe,
   ExchangeTimeout,
@@ -29,7 +29,7 @@ import {
 } from './client.js';
 import { containerIdentity, releaseMachineName } from './machine-name.js';
 import { listening } from './listen.js';
-import { descendants, findPayloads, type ProcInfo } from './proc.js';
+import { alive, findPayloads, readProc, type ProcInfo } from './proc.js';
 import { forwarderUp, startActivator, startForwarder } from './service.js';
 import type { RunAs } from '../service-user/passwd.js';
 
@@ -255,6 +255,8 @@ interface PooledContainer {
   stderr: string[];
   /** The probe it served last, which any trace left at the end belongs to. */
   lastProbe?: number;
+  /** Its lhc-accept on the host, once found. */
+  accept?: ProcInfo;
 }
 
 /** The activator's own lines about starting the container, not the service's. */
@@ -268,45 +270,58 @@ function stderrSince(c: PooledContainer, from: number): string {
     .join('\n');
 }
 
-/** Host pid of a pooled container's lhc-accept, and of the stub init (its parent). */
-function acceptProcess(c: PooledContainer): ProcInfo | undefined {
-  return descendants(c.service.pid).find((p) => p.comm === ACCEPT_COMM);
-}
-
-function childrenOf(pid: number): number[] {
+/** Children of `pid` (of every thread of it), from /proc: no scan of the whole process table. */
+function childPids(pid: number): number[] {
+  let tasks: string[];
   try {
-    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8')
-      .split(' ')
-      .filter(Boolean)
-      .map(Number);
+    tasks = readdirSync(`/proc/${pid}/task`);
   } catch {
     return [];
   }
+  const out: number[] = [];
+  for (const t of tasks) {
+    try {
+      const text = readFileSync(`/proc/${pid}/task/${t}/children`, 'utf8');
+      for (const c of text.split(' ')) if (c.trim()) out.push(Number(c));
+    } catch {
+      // the thread ended
+    }
+  }
+  return out;
+}
+
+/** The processes under `pid`, parents first, walked through childPids(); not `skip`'s subtree. */
+function treeUnder(pid: number, skip?: number): ProcInfo[] {
+  const out: ProcInfo[] = [];
+  const queue = childPids(pid);
+  while (queue.length > 0) {
+    const next = queue.shift()!;
+    const info = next === skip ? undefined : readProc(next);
+    if (!info) continue;
+    out.push(info);
+    queue.push(...childPids(info.pid));
+  }
+  return out;
+}
+
+/** A pooled container's lhc-accept (its parent is nspawn's stub init), once it runs. */
+function acceptOf(c: PooledContainer): ProcInfo | undefined {
+  if (c.accept && alive(c.accept)) return c.accept;
+  c.accept = treeUnder(c.service.pid).find((p) => p.comm === ACCEPT_COMM);
+  return c.accept;
 }
 
 /**
- * After a connection closed without every process of it having logged its exit: waits until
- * lhc-accept has no child left (the connection's process ended, or was killed by a signal), then
- * kills whatever else still runs in the container (orphans, which a container per connection
- * would have taken down with it). False when the time ran out first.
+ * Kills whatever runs in the container outside lhc-accept's own tree once a connection's process
+ * has ended: processes it left behind (orphans, the stub init's children), which a container per
+ * connection would have taken down with it and which may hold the connection open. Waits until
+ * they are gone, bounded.
  */
-async function connectionGone(
-  c: PooledContainer,
-  deadline: number,
-  signal: AbortSignal | undefined,
-): Promise<boolean> {
-  const accept = acceptProcess(c);
-  if (!accept) return true;
-  for (;;) {
-    signal?.throwIfAborted();
-    if (childrenOf(accept.pid).length === 0) break;
-    if (Date.now() > deadline) return false;
-    await sleep(5);
-  }
-  const orphans = () => descendants(accept.ppid).filter((p) => p.pid !== accept.pid);
-  for (let round = 0; round < 200; round++) {
-    const left = orphans();
-    if (left.length === 0) return true;
+async function killLeftovers(accept: ProcInfo): Promise<void> {
+  for (let round = 0; round < 300; round++) {
+    const left = treeUnder(accept.ppid, accept.pid);
+    // Nothing left (the usual case) costs one read of the stub init's children.
+    if (left.length === 0) return;
     for (const p of left) {
       try {
         process.kill(p.pid, 'SIGKILL');
@@ -316,6 +331,47 @@ async function connectionGone(
     }
     await sleep(10);
   }
+}
+
+/**
+ * Watches a connection while it is open: once lhc-accept had a child (the connection's process)
+ * and has none any more, whatever still holds the connection was left behind by it; killing
+ * that closes the connection, as the end of a container per connection would have. Returns the
+ * function that stops watching (and waits for a kill under way).
+ */
+function watchConnection(c: PooledContainer): () => Promise<void> {
+  let seen = false;
+  let killing: Promise<void> | undefined;
+  const timer = setInterval(() => {
+    const accept = acceptOf(c);
+    if (!accept || killing) return;
+    if (childPids(accept.pid).length > 0) seen = true;
+    else if (seen) killing = killLeftovers(accept);
+  }, 10);
+  return async () => {
+    clearInterval(timer);
+    await killing;
+  };
+}
+
+/**
+ * After a connection closed: waits until lhc-accept has no child left (the connection's process
+ * ended, or was killed by a signal; it may also have closed its output early and still run),
+ * then kills whatever else still runs in the container. False when the time ran out first.
+ */
+async function connectionGone(
+  c: PooledContainer,
+  deadline: number,
+  signal: AbortSignal | undefined,
+): Promise<boolean> {
+  const accept = acceptOf(c);
+  if (!accept) return true;
+  while (childPids(accept.pid).length > 0) {
+    signal?.throwIfAborted();
+    if (Date.now() > deadline) return false;
+    await sleep(2);
+  }
+  await killLeftovers(accept);
   return true;
 }
 
@@ -395,6 +451,7 @@ async function runInetdPooled(
           throw timeoutError(config, `probe '${probe.name}'`, tail(stderrSince(c, from), 20));
         };
         let answer: Buffer;
+        const unwatch = watchConnection(c);
         try {
           answer = await stdioExchange({ host: '127.0.0.1', port: c.port }, request, {
             timeoutMs,
@@ -403,20 +460,15 @@ async function runInetdPooled(
         } catch (e) {
           if (e instanceof ExchangeTimeout) return timedOut();
           throw e;
+        } finally {
+          await unwatch();
         }
-        // The connection closed: its processes have exited, unless one closed its output early.
-        let text = (await c.cut()).text;
-        let exits = qemuExits(text);
-        if (exits.first === undefined || exits.open.length > 0) {
-          if (!(await connectionGone(c, deadline, o.signal))) return timedOut();
-          text += (await c.cut()).text;
-          exits = qemuExits(text);
-        }
+        // The connection closed. Once its processes are gone, what the trace holds is theirs.
+        if (!(await connectionGone(c, deadline, o.signal))) return timedOut();
+        const { text } = await c.cut();
         records[i] = { text };
-        const first = exits.first;
-        const status =
-          first === undefined ? undefined : (exits.exited.get(first) ?? exits.exitCalls.get(first));
-        // The status as the kernel reports it (exit_group(256) ends with 0).
+        // The status as the kernel reports it (exit_group(256) ends with 0); none: killed.
+        const { status } = qemuExitStatus(text);
         const exitCode = status === undefined ? undefined : status & 0xff;
         if (!normalExit(config, exitCode)) {
           // Its stderr is complete once the container is gone; nothing else runs there now.

@@ -611,40 +611,20 @@ export function parseHostStrace(text: string, opts: ParseOptions = {}): ParseRes
   return replay(calls, opts, true, skipped);
 }
 
-/** How the processes of one QEMU_STRACE stream (one inetd connection's) ended. */
-export interface QemuExits {
-  /** The first process in the stream: the one the connection loop started. */
-  first?: number;
-  /** exit_group statuses by pid: QEMU logs `PID exit_group(N)` just before the process ends. */
-  exited: Map<number, number>;
-  /** The status of each pid's last `exit` (a thread's end, or a single-threaded process's). */
-  exitCalls: Map<number, number>;
-  /**
-   * Processes seen (lines, or children a fork returned) without an exit_group: still running,
-   * or killed by a signal, which QEMU logs no exit for.
-   */
-  open: number[];
-}
-
-export function qemuExits(text: string): QemuExits {
-  const { calls } = qemuCalls(text);
-  const seen = new Set<number>();
-  const exited = new Map<number, number>();
-  const exitCalls = new Map<number, number>();
-  for (const c of calls) {
-    seen.add(c.pid);
-    if (c.name === 'exit_group' || c.name === 'exit') {
-      const status = Number(c.args[0]);
-      if (Number.isInteger(status)) (c.name === 'exit' ? exitCalls : exited).set(c.pid, status);
-    } else if (FORKS.has(c.name) && c.ret.kind === 'ok' && c.ret.value > 0) {
-      // Threads share their process's pid in QEMU's lines: only new processes count.
-      if (!c.args.some((a) => a.includes('CLONE_THREAD'))) seen.add(c.ret.value);
-    }
-  }
-  return {
-    ...(calls.length > 0 ? { first: calls[0]!.pid } : {}),
-    exited,
-    exitCalls,
-    open: [...seen].filter((p) => !exited.has(p)),
-  };
+/**
+ * How the first process of a QEMU_STRACE stream (one inetd connection's: the process lhc-accept
+ * started, which execs the service) ended: its pid, and the status of its exit_group when it
+ * logged one (none: it was killed by a signal, or is still running). QEMU writes
+ * `PID exit_group(N)\n` in one piece just before the process ends, but pieces of other
+ * processes' calls (execve's arguments are written one by one) may come right before it on the
+ * same line, so it is found by its text, a match not glued to other digits first.
+ */
+export function qemuExitStatus(text: string): { first?: number; status?: number } {
+  const head = /^(\d+) +[a-z_][a-z0-9_]*\(/m.exec(text);
+  if (!head) return {};
+  const first = Number(head[1]);
+  const exit = (glued: boolean) =>
+    new RegExp(`${glued ? '' : '(?<![0-9])'}${first} exit_group\\((-?\\d+)\\)\\n`).exec(text);
+  const m = exit(false) ?? exit(true);
+  return m ? { first, status: Number(m[1]) } : { first };
 }

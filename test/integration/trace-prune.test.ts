@@ -330,6 +330,37 @@ describe('services that fail while traced', () => {
     expect(existsSync(path.join(tmp, 'w-crash/trace/trace-root'))).toBe(false);
   }, 120_000);
 
+  it('a connection killed by a signal is reported as killed, with the end of stderr', async () => {
+    const cfg = await config(
+      'bb-segv',
+      'service: { command: [/bin/busybox, sh, -c, "echo about to crash >&2; kill -SEGV $$"], inetd: true, timeout: 20 }\nprobes: [{ name: p, type: gopher, fixture: x }]\n',
+    );
+    const started = Date.now();
+    const err = await traceService(ctxAt(path.join(tmp, 'w-segv')), {
+      config: cfg,
+      root: bbRoot,
+    }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(UserError);
+    expect((err as Error).message).toMatch(/ was killed while answering probe 'p'/);
+    expect((err as Error).message).toContain('about to crash');
+    expect(Date.now() - started).toBeLessThan(15_000);
+  }, 120_000);
+
+  it('a process a connection leaves behind does not hold the connection open', async () => {
+    const cfg = await config(
+      'bb-orphan',
+      'service: { command: [/bin/busybox, sh, -c, "/bin/busybox sleep 60 & echo hi"], inetd: true, timeout: 30 }\nprobes:\n  - { name: p, type: gopher, fixture: x }\n  - { name: q, type: gopher, selector: /q, fixture: x }\n  - { name: r, type: gopher, selector: /r, fixture: x }\n',
+    );
+    const started = Date.now();
+    const trace = await traceService(ctxAt(path.join(tmp, 'w-orphan')), {
+      config: cfg,
+      root: bbRoot,
+      parallel: 1,
+    });
+    for (const n of ['p', 'q', 'r']) expect(trace.responses[n]!.body.toString()).toBe('hi\n');
+    expect(Date.now() - started).toBeLessThan(20_000);
+  }, 120_000);
+
   it('a listening service that exits before listening is reported, not waited for', async () => {
     const cfg = await config(
       'bb-nolisten',
