@@ -36059,7 +36059,7 @@ var createReadable = ({ subprocess, concurrentStreams, encoding }, { from, binar
   const binary = binaryOption || BINARY_ENCODINGS.has(encoding);
   const { subprocessStdout, waitReadableDestroy } = getSubprocessStdout(subprocess, from, concurrentStreams);
   const { readableEncoding, readableObjectMode, readableHighWaterMark } = getReadableOptions(subprocessStdout, binary);
-  const { read: read2, onStdoutDataDone } = getReadableMethods({
+  const { read, onStdoutDataDone } = getReadableMethods({
     subprocessStdout,
     subprocess,
     binary,
@@ -36067,7 +36067,7 @@ var createReadable = ({ subprocess, concurrentStreams, encoding }, { from, binar
     preserveNewlines
   });
   const readable2 = new Readable4({
-    read: read2,
+    read,
     destroy: callbackify2(onReadableDestroy.bind(void 0, { subprocessStdout, subprocess, waitReadableDestroy })),
     highWaterMark: readableHighWaterMark,
     objectMode: readableObjectMode,
@@ -36213,7 +36213,7 @@ var createDuplex = ({ subprocess, concurrentStreams, encoding }, { from, to: to2
   const { subprocessStdout, waitReadableDestroy } = getSubprocessStdout(subprocess, from, concurrentStreams);
   const { subprocessStdin, waitWritableFinal, waitWritableDestroy } = getSubprocessStdin(subprocess, to2, concurrentStreams);
   const { readableEncoding, readableObjectMode, readableHighWaterMark } = getReadableOptions(subprocessStdout, binary);
-  const { read: read2, onStdoutDataDone } = getReadableMethods({
+  const { read, onStdoutDataDone } = getReadableMethods({
     subprocessStdout,
     subprocess,
     binary,
@@ -36221,7 +36221,7 @@ var createDuplex = ({ subprocess, concurrentStreams, encoding }, { from, to: to2
     preserveNewlines
   });
   const duplex2 = new Duplex3({
-    read: read2,
+    read,
     ...getWritableMethods(subprocessStdin, subprocess, waitWritableFinal),
     destroy: callbackify4(onDuplexDestroy.bind(void 0, {
       subprocessStdout,
@@ -44472,14 +44472,14 @@ function checkRlimits(limits, want) {
   return { name, ok, detail: `open files ${show(files)}, processes ${show(procs)} (soft/hard)` };
 }
 async function inspectProcess(pid, dataPath, limits, runAs, identity3 = "user-namespace") {
-  const read2 = (f2) => readFile6(`/proc/${pid}/${f2}`, "utf8");
+  const read = (f2) => readFile6(`/proc/${pid}/${f2}`, "utf8");
   const [mountinfo, status, uidMap, gidMap, netDev, rlimits] = await Promise.all([
-    read2("mountinfo"),
-    read2("status"),
-    read2("uid_map"),
-    read2("gid_map"),
-    read2("net/dev"),
-    read2("limits")
+    read("mountinfo"),
+    read("status"),
+    read("uid_map"),
+    read("gid_map"),
+    read("net/dev"),
+    read("limits")
   ]);
   return [
     checkRootReadOnly(mountinfo),
@@ -44821,7 +44821,7 @@ async function bindReadOnly(source, target, logger) {
 }
 
 // src/harness/run.ts
-import { readFileSync as readFileSync7 } from "node:fs";
+import { readdirSync as readdirSync6, readFileSync as readFileSync7 } from "node:fs";
 import { rm as rm14 } from "node:fs/promises";
 import path43 from "node:path";
 
@@ -45298,26 +45298,13 @@ function parseHostStrace(text, opts = {}) {
   const { calls, skipped } = straceCalls(text);
   return replay(calls, opts, true, skipped);
 }
-function qemuExits(text) {
-  const { calls } = qemuCalls(text);
-  const seen = /* @__PURE__ */ new Set();
-  const exited = /* @__PURE__ */ new Map();
-  const exitCalls = /* @__PURE__ */ new Map();
-  for (const c3 of calls) {
-    seen.add(c3.pid);
-    if (c3.name === "exit_group" || c3.name === "exit") {
-      const status = Number(c3.args[0]);
-      if (Number.isInteger(status)) (c3.name === "exit" ? exitCalls : exited).set(c3.pid, status);
-    } else if (FORKS.has(c3.name) && c3.ret.kind === "ok" && c3.ret.value > 0) {
-      if (!c3.args.some((a2) => a2.includes("CLONE_THREAD"))) seen.add(c3.ret.value);
-    }
-  }
-  return {
-    ...calls.length > 0 ? { first: calls[0].pid } : {},
-    exited,
-    exitCalls,
-    open: [...seen].filter((p2) => !exited.has(p2))
-  };
+function qemuExitStatus(text) {
+  const head = /^(\d+) +[a-z_][a-z0-9_]*\(/m.exec(text);
+  if (!head) return {};
+  const first = Number(head[1]);
+  const exit = (glued) => new RegExp(`${glued ? "" : "(?<![0-9])"}${first} exit_group\\((-?\\d+)\\)\\n`).exec(text);
+  const m2 = exit(false) ?? exit(true);
+  return m2 ? { first, status: Number(m2[1]) } : { first };
 }
 
 // src/harness/client.ts
@@ -45911,29 +45898,44 @@ var ACTIVATOR_NOISE = /^(Listening on |Communication attempt on fd|Execing )/;
 function stderrSince(c3, from) {
   return c3.stderr.slice(from).filter((l) => !ACTIVATOR_NOISE.test(l)).join("\n");
 }
-function acceptProcess(c3) {
-  return descendants(c3.service.pid).find((p2) => p2.comm === ACCEPT_COMM);
-}
-function childrenOf(pid) {
+function childPids(pid) {
+  let tasks;
   try {
-    return readFileSync7(`/proc/${pid}/task/${pid}/children`, "utf8").split(" ").filter(Boolean).map(Number);
+    tasks = readdirSync6(`/proc/${pid}/task`);
   } catch {
     return [];
   }
-}
-async function connectionGone(c3, deadline, signal) {
-  const accept = acceptProcess(c3);
-  if (!accept) return true;
-  for (; ; ) {
-    signal?.throwIfAborted();
-    if (childrenOf(accept.pid).length === 0) break;
-    if (Date.now() > deadline) return false;
-    await sleep(5);
+  const out = [];
+  for (const t of tasks) {
+    try {
+      const text = readFileSync7(`/proc/${pid}/task/${t}/children`, "utf8");
+      for (const c3 of text.split(" ")) if (c3.trim()) out.push(Number(c3));
+    } catch {
+    }
   }
-  const orphans = () => descendants(accept.ppid).filter((p2) => p2.pid !== accept.pid);
-  for (let round = 0; round < 200; round++) {
-    const left = orphans();
-    if (left.length === 0) return true;
+  return out;
+}
+function treeUnder(pid, skip) {
+  const out = [];
+  const queue = childPids(pid);
+  while (queue.length > 0) {
+    const next = queue.shift();
+    const info = next === skip ? void 0 : readProc(next);
+    if (!info) continue;
+    out.push(info);
+    queue.push(...childPids(info.pid));
+  }
+  return out;
+}
+function acceptOf(c3) {
+  if (c3.accept && alive(c3.accept)) return c3.accept;
+  c3.accept = treeUnder(c3.service.pid).find((p2) => p2.comm === ACCEPT_COMM);
+  return c3.accept;
+}
+async function killLeftovers(accept) {
+  for (let round = 0; round < 300; round++) {
+    const left = treeUnder(accept.ppid, accept.pid);
+    if (left.length === 0) return;
     for (const p2 of left) {
       try {
         process.kill(p2.pid, "SIGKILL");
@@ -45942,6 +45944,30 @@ async function connectionGone(c3, deadline, signal) {
     }
     await sleep(10);
   }
+}
+function watchConnection(c3) {
+  let seen = false;
+  let killing;
+  const timer = setInterval(() => {
+    const accept = acceptOf(c3);
+    if (!accept || killing) return;
+    if (childPids(accept.pid).length > 0) seen = true;
+    else if (seen) killing = killLeftovers(accept);
+  }, 10);
+  return async () => {
+    clearInterval(timer);
+    await killing;
+  };
+}
+async function connectionGone(c3, deadline, signal) {
+  const accept = acceptOf(c3);
+  if (!accept) return true;
+  while (childPids(accept.pid).length > 0) {
+    signal?.throwIfAborted();
+    if (Date.now() > deadline) return false;
+    await sleep(2);
+  }
+  await killLeftovers(accept);
   return true;
 }
 async function runInetdPooled(config2, t, identity3, o2, hook, pool) {
@@ -46000,6 +46026,7 @@ async function runInetdPooled(config2, t, identity3, o2, hook, pool) {
           throw timeoutError(config2, `probe '${probe.name}'`, tail(stderrSince(c3, from), 20));
         };
         let answer;
+        const unwatch = watchConnection(c3);
         try {
           answer = await stdioExchange({ host: "127.0.0.1", port: c3.port }, request, {
             timeoutMs,
@@ -46008,17 +46035,13 @@ async function runInetdPooled(config2, t, identity3, o2, hook, pool) {
         } catch (e) {
           if (e instanceof ExchangeTimeout) return timedOut();
           throw e;
+        } finally {
+          await unwatch();
         }
-        let text = (await c3.cut()).text;
-        let exits = qemuExits(text);
-        if (exits.first === void 0 || exits.open.length > 0) {
-          if (!await connectionGone(c3, deadline, o2.signal)) return timedOut();
-          text += (await c3.cut()).text;
-          exits = qemuExits(text);
-        }
+        if (!await connectionGone(c3, deadline, o2.signal)) return timedOut();
+        const { text } = await c3.cut();
         records[i2] = { text };
-        const first = exits.first;
-        const status = first === void 0 ? void 0 : exits.exited.get(first) ?? exits.exitCalls.get(first);
+        const { status } = qemuExitStatus(text);
         const exitCode = status === void 0 ? void 0 : status & 255;
         if (!normalExit(config2, exitCode)) {
           await stop(c3);
@@ -46209,20 +46232,23 @@ import path44 from "node:path";
 
 // src/trace/fifo.ts
 import { randomBytes as randomBytes5 } from "node:crypto";
-import { closeSync as closeSync3, constants as constants7, openSync as openSync3, read, writeSync as writeSync2 } from "node:fs";
+import { constants as constants7, openSync as openSync3 } from "node:fs";
+import net2 from "node:net";
 var TraceFifo = class _TraceFifo {
   constructor(path57) {
     this.path = path57;
-    this.fd = openSync3(path57, constants7.O_RDWR);
-    this.writeFd = openSync3(path57, constants7.O_WRONLY | constants7.O_NONBLOCK);
-    this.done = this.pump().catch((error62) => {
+    const fd = openSync3(path57, constants7.O_RDWR | constants7.O_NONBLOCK);
+    this.socket = new net2.Socket({ fd, readable: true, writable: true, allowHalfOpen: true });
+    this.socket.on("data", (chunk) => {
+      if (this.take(chunk)) this.socket.destroy();
+    });
+    this.socket.on("error", (error62) => {
       this.failed = { error: error62 };
       for (const w2 of this.waiting.splice(0)) w2.reject(error62);
     });
   }
   path;
-  fd;
-  writeFd;
+  socket;
   /** What arrived since the last cut, and how many bytes that is. */
   chunks = [];
   length = 0;
@@ -46230,7 +46256,6 @@ var TraceFifo = class _TraceFifo {
   cuts = 0;
   /** Markers written and not yet read back, oldest first, with who waits for the text before each. */
   waiting = [];
-  done;
   failed;
   ended;
   /** Creates the FIFO (mode 0666: the service may run as any user) and starts reading it. */
@@ -46248,23 +46273,6 @@ var TraceFifo = class _TraceFifo {
   /** Starts reading a FIFO that make() created. */
   static open(path57) {
     return new _TraceFifo(path57);
-  }
-  async pump() {
-    const buf = Buffer.allocUnsafe(64 * 1024);
-    for (; ; ) {
-      const n2 = await new Promise(
-        (resolve, reject) => read(
-          this.fd,
-          buf,
-          0,
-          buf.length,
-          null,
-          (err, bytes) => err ? reject(err) : resolve(bytes)
-        )
-      );
-      if (n2 <= 0) return;
-      if (this.take(Buffer.from(buf.subarray(0, n2)))) return;
-    }
   }
   /** Adds a chunk and hands out the text before every marker now complete; true after the last. */
   take(chunk) {
@@ -46289,33 +46297,14 @@ var TraceFifo = class _TraceFifo {
       if (w2.last) return true;
     }
   }
+  /** Writes a marker (shorter than PIPE_BUF: one piece in the pipe) and resolves with the text before it. */
   mark(marker, last) {
     return new Promise((resolve, reject) => {
       if (this.failed) return reject(this.failed.error);
       const bytes = Buffer.from(marker, "latin1");
       this.waiting.push({ marker: bytes, resolve, reject, last });
-      this.writeMarker(bytes, reject);
+      this.socket.write(bytes);
     });
-  }
-  /**
-   * Shorter than PIPE_BUF, so it reaches the pipe in one piece. Not through the thread pool (each
-   * FIFO being read keeps one of its threads blocked) and never blocking the loop (a full pipe
-   * drains only when this loop reads): non-blocking, retried while the pipe is full.
-   */
-  writeMarker(bytes, reject) {
-    try {
-      writeSync2(this.writeFd, bytes);
-    } catch (e) {
-      if (e.code === "EAGAIN") {
-        setTimeout(() => this.writeMarker(bytes, reject), 1);
-        return;
-      }
-      this.waiting.splice(
-        this.waiting.findIndex((w2) => w2.marker === bytes),
-        1
-      );
-      reject(e);
-    }
   }
   /**
    * Call once every writer of the part so far has exited: returns what was written since the
@@ -46329,15 +46318,9 @@ var TraceFifo = class _TraceFifo {
   }
   /** Call once every writer has exited: returns everything written since the last cut. */
   finish() {
-    this.ended ??= (async () => {
-      const text = await this.mark(`
+    this.ended ??= this.mark(`
 #lhc-trace-end-${this.id}
 `, true);
-      await this.done;
-      closeSync3(this.fd);
-      closeSync3(this.writeFd);
-      return text;
-    })();
     return this.ended;
   }
 };
@@ -48582,7 +48565,7 @@ import os13 from "node:os";
 import path55 from "node:path";
 
 // src/board/machine.ts
-import { readdirSync as readdirSync6, statSync as statSync3 } from "node:fs";
+import { readdirSync as readdirSync7, statSync as statSync3 } from "node:fs";
 import { mkdir as mkdir17 } from "node:fs/promises";
 import path53 from "node:path";
 var LOOPS_NEEDED = 3;
@@ -48621,7 +48604,7 @@ function backedByBoard(l, root) {
   }
 }
 function hostLoopNodes() {
-  return readdirSync6("/dev").filter((n2) => /^loop\d+$/.test(n2)).sort((a2, b2) => Number(a2.slice(4)) - Number(b2.slice(4))).map((n2) => `/dev/${n2}`);
+  return readdirSync7("/dev").filter((n2) => /^loop\d+$/.test(n2)).sort((a2, b2) => Number(a2.slice(4)) - Number(b2.slice(4))).map((n2) => `/dev/${n2}`);
 }
 function bootArgv(root, loops) {
   return [
