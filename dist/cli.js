@@ -45677,7 +45677,7 @@ async function startActivator(argv, accept, o2) {
       {
         privileged: true,
         logger,
-        loud: attempt === 0,
+        loud: attempt === 0 && !o2.quiet,
         ...o2.onLine ? { onLine: o2.onLine } : {}
       }
     );
@@ -45894,7 +45894,7 @@ async function runInetd(config2, t, identity3, o2) {
     records: records.filter((r) => r !== void 0)
   };
 }
-var ACTIVATOR_NOISE = /^(Listening on |Communication attempt on fd|Execing )/;
+var ACTIVATOR_NOISE = /^(Listening on |Communication attempt on fd|Execing |Container \S+ terminated by signal KILL\.$)/;
 function stderrSince(c3, from) {
   return c3.stderr.slice(from).filter((l) => !ACTIVATOR_NOISE.test(l)).join("\n");
 }
@@ -46002,7 +46002,9 @@ async function runInetdPooled(config2, t, identity3, o2, hook, pool) {
       const { service, port: port2 } = await startActivator(begun.argv, false, {
         logger: o2.logger,
         ...o2.signal ? { signal: o2.signal } : {},
-        onLine: (l) => stderr.push(l)
+        onLine: (l) => stderr.push(l),
+        // As quiet as the container per probe it replaces.
+        quiet: true
       });
       const c3 = { service, port: port2, machineName: own2.machineName, cut, end, stderr };
       containers[k2] = c3;

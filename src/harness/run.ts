@@ -259,8 +259,12 @@ interface PooledContainer {
   accept?: ProcInfo;
 }
 
-/** The activator's own lines about starting the container, not the service's. */
-const ACTIVATOR_NOISE = /^(Listening on |Communication attempt on fd|Execing )/;
+/**
+ * The activator's own lines about starting the container, and nspawn's about our stopping it
+ * (to have all of a crashed connection's stderr): not the service's.
+ */
+const ACTIVATOR_NOISE =
+  /^(Listening on |Communication attempt on fd|Execing |Container \S+ terminated by signal KILL\.$)/;
 
 /** What a pooled container wrote to stderr since line `from`, without the activator's lines. */
 function stderrSince(c: PooledContainer, from: number): string {
@@ -426,6 +430,8 @@ async function runInetdPooled(
         logger: o.logger,
         ...(o.signal ? { signal: o.signal } : {}),
         onLine: (l) => stderr.push(l),
+        // As quiet as the container per probe it replaces.
+        quiet: true,
       });
       const c: PooledContainer = { service, port, machineName: own.machineName, cut, end, stderr };
       containers[k] = c;

@@ -145,6 +145,8 @@ export async function startActivator(
     pickPort?: () => Promise<number>;
     /** Each line the activator and its container write, as it arrives. */
     onLine?: (line: string) => void;
+    /** Log the command at debug level only (default: info, a command the user should see). */
+    quiet?: boolean;
   },
 ): Promise<{ service: Started; port: number }> {
   const { logger, signal } = o;
@@ -157,7 +159,7 @@ export async function startActivator(
       {
         privileged: true,
         logger,
-        loud: attempt === 0,
+        loud: attempt === 0 && !o.quiet,
         ...(o.onLine ? { onLine: o.onLine } : {}),
       },
     );
