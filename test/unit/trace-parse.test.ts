@@ -5,6 +5,7 @@ import {
   joinGuest,
   parseHostStrace,
   parseQemuStrace,
+  qemuExitStatus,
   qemuCalls,
   type TraceEvent,
 } from '../../src/trace/parse-strace.js';
@@ -253,5 +254,25 @@ describe('host strace -f', () => {
       ['open', '/etc/x', 'error', 13],
       ['mkdir', '/data/run', 'ok', undefined],
     ]);
+  });
+});
+
+describe('qemuExitStatus (a pooled connection’s first process)', () => {
+  it('finds the exit_group of the first process, also after a piece of another call', () => {
+    expect(qemuExitStatus('3 set_tid_address(1) = 3\n3 exit_group(3)\n')).toEqual({
+      first: 3,
+      status: 3,
+    });
+    // QEMU writes execve's arguments one by one; another process's line may land among them.
+    expect(
+      qemuExitStatus(
+        '3 set_tid_address(1) = 3\n5 execve("/bin/busybox",{"/bin/busybox",3 exit_group(0)\n"sleep",NULL})\n',
+      ),
+    ).toEqual({ first: 3, status: 0 });
+  });
+  it('has no status for a process killed by a signal, and nothing for an empty stream', () => {
+    expect(qemuExitStatus('3 set_tid_address(1) = 3\n5 exit_group(0)\n')).toEqual({ first: 3 });
+    expect(qemuExitStatus('13 exit_group(1)\n3 brk(NULL) = 0\n')).toEqual({ first: 13, status: 1 });
+    expect(qemuExitStatus('')).toEqual({});
   });
 });
