@@ -339,8 +339,9 @@ function renderWarmServiceUnit(o: DeployBundleOptions, p: BoardPaths): string {
     'Environment=SYSTEMD_NSPAWN_LOCK=0\n' +
     "# --keep-unit runs the container in this unit's cgroup, which nspawn must be allowed to manage.\n" +
     'Delegate=yes\n' +
-    '# Stopping sends SIGTERM to nspawn alone, which passes it to lhc-accept (--kill-signal): an idle\n' +
-    '# container ends at once, a busy one when its connection ends; the rest is killed after that.\n' +
+    '# Stopping sends SIGTERM to nspawn alone; nspawn tells the stub init (--kill-signal=SIGINT),\n' +
+    '# which passes SIGTERM on to lhc-accept: an idle container ends at once, a busy one when its\n' +
+    '# connection ends; what is left is killed after TimeoutStopSec=.\n' +
     'KillMode=mixed\n' +
     `TimeoutStopSec=${Math.ceil(timeout ?? 60) + 5}\n` +
     limitLines(serviceLimits(o))

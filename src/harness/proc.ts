@@ -141,19 +141,21 @@ export function findPayloads(
     for (const c of tree) {
       // lhc-run-as (service.user) has not exec'd the payload yet: uid 0, not what is verified.
       if (c.ppid !== n.pid || c.comm === 'systemd-nspawn' || c.comm === RUN_AS_COMM) continue;
-      // A kernel without NSpid (before 4.1) leaves only the comm and exe tests.
-      if (nspawnDepth !== undefined && !((pidNamespaceDepth(c.pid) ?? 0) > nspawnDepth)) continue;
-      const exe = exePath(c.pid);
-      if (exe !== undefined && nspawnExe !== undefined && exe === nspawnExe) continue;
-      // A warm container's lhc-accept waits for its connection: the payload is the process it
-      // forks for it, once that has exec'd (until then it is another lhc-accept).
-      if (c.comm === ACCEPT_COMM)
+      // A warm container's lhc-accept (PID 2 under nspawn's stub init, which shares nspawn's comm
+      // and its pid namespace) waits for its connection: the payload is the process it forks for
+      // it, once that has exec'd (until then it is another lhc-accept).
+      if (c.comm === ACCEPT_COMM) {
         out.push(
           ...tree.filter(
             (g) => g.ppid === c.pid && g.comm !== ACCEPT_COMM && g.comm !== RUN_AS_COMM,
           ),
         );
-      else out.push(c);
+        continue;
+      }
+      // A kernel without NSpid (before 4.1) leaves only the comm and exe tests.
+      if (nspawnDepth !== undefined && !((pidNamespaceDepth(c.pid) ?? 0) > nspawnDepth)) continue;
+      const exe = exePath(c.pid);
+      if (exe === undefined || nspawnExe === undefined || exe !== nspawnExe) out.push(c);
     }
   }
   return out;

@@ -226,7 +226,8 @@ describe('units', () => {
     const exec = execWords(/^ExecStart=(.*)$/m.exec(text)![1]!);
     for (const f of [...BASE_FLAGS, ...HARDENING_FLAGS, '--read-only']) expect(exec).toContain(f);
     for (const f of serviceUsernsFlags('gophermoon')) expect(exec).toContain(f);
-    expect(exec).toContain('--kill-signal=SIGTERM');
+    expect(exec).toContain('--kill-signal=SIGINT');
+    expect(exec).toContain('--as-pid2');
     expect(exec).toContain('--machine=lhc-gophermoon-${INVOCATION_ID}');
     expect(exec.slice(exec.indexOf('--') + 1)).toEqual([
       ACCEPT_PATH,
