@@ -37408,7 +37408,7 @@ function nspawnArgv(o2) {
   if (o2.machineName) argv.push(`--machine=${o2.machineName}`);
   if (o2.hostname) argv.push(`--hostname=${o2.hostname}`);
   if (o2.readOnly) argv.push("--read-only");
-  if (o2.asPid2 ?? o2.launcher !== void 0) argv.push("--as-pid2");
+  if (o2.asPid2) argv.push("--as-pid2");
   if (o2.ephemeral) argv.push("--ephemeral");
   if (o2.harden) argv.push(...HARDENING_FLAGS);
   else if (o2.privateNetwork) argv.push("--private-network");
@@ -37423,8 +37423,6 @@ function nspawnArgv(o2) {
     argv.push(`--setenv=${k2}=${v2}`);
   }
   if (o2.workdir) argv.push(`--chdir=${o2.workdir}`);
-  if ((o2.killSignal ?? (o2.launcher ? "SIGINT" : "SIGKILL")) === "SIGINT")
-    argv.push("--kill-signal=SIGINT");
   argv.push("--", ...o2.launcher ?? [], ...o2.runAs ? [RUN_AS_PATH] : [], ...o2.command);
   return argv;
 }
@@ -41138,8 +41136,8 @@ var ACCEPT_PATH = "/usr/lib/lhc/lhc-accept";
 var ACCEPT_COMM = "lhc-accept";
 var ACCEPT_MAX_CONNECTIONS = 32;
 var ACCEPT_CODE = {
-  aarch64: "f30340f97f1200f1eb150054e00b40f9b6000094f40300aae00f40f9b30000941f0000f1fb179f9a15001b8bf6830091f76f338bf7420091180080d2ff8300d180008052e01700b9600080d2210080d2c20380d2e3430091e4530091281a80d2010000d48012f8b7e01340b940120034600080d2610080d2280380d2010000d4a011f8b7020075b2600080d2810080d2280380d2010000d4200088d2e07f00a9000080d2e1030091020080d2030180d2e81080d2010000d400008092e1030091020180d20301a0d2480980d2010000d4a00ef8b7fa0300aa00008092010080d2220080d21f0315ebe223829a030080d2882080d2010000d41f0000f16d000054180700d1f5ffff171f0315eb62feff54600080d2210080d2217c60d3000001aa420301aae00b01a9e0430091410080d2020080d2030080d2040180d2280980d2010000d4a0fcffb7e03f407960040035e02f407920fcff34600080d2010080d2020080d20301a0d2481e80d2010000d46002f8b7f90300aa200280d2010080d2020080d2030080d2040080d2881b80d2010000d4000400b44000f8b718070091fc0300aae00319aa280780d2010000d45bf9ffb4bc02f8b7090000141f2400b1a00700541f5800b1600700541f6001b120070054c1ffff171c008092600080d2280780d2010000d4e0031caa010080d2020080d2030080d2882080d2010000d41f2800b121ffff54000080d2c80b80d2010000d4600080d2280780d2010000d4400080d2e1230091020080d2030180d2e81080d2010000d4e00319aa010080d2020080d2080380d2010000d4e00319aa210080d2080380d2010000d4340100b4ff8300d1ff7f00a9f47f01a9000080d2e1030091020080d2e80c80d2010000d4c00240f9e10316aae20317aaa81b80d2010000d4c10a0050e20580d2e30f80d20c000014c1080050020680d2230080d208000014a1050030a20a80d2230080d204000014c1020010a20980d2430080d2400080d2080880d2010000d4e00303aac80b80d2010000d4e10300aa000080d22200403982feff34430180d222144038c200003442c000515f240071c8fdff540008039bfaffff17c0035fd66c68632d6163636570743a2075736167653a206c68632d616363657074205345434f4e4453204d415820434f4d4d414e442e2e2e20284d415820303a206f6e6520636f6e6e656374696f6e290a6c68632d6163636570743a206e6f206c697374656e696e6720736f636b6574206174206664203320287374617274206d652066726f6d206120736f636b657420756e69742077697468204163636570743d6e6f290a6c68632d6163636570743a2063616e6e6f7420776174636820666f72205349475445524d20287369676e616c6664290a6c68632d6163636570743a2063616e6e6f74206578656375746520746865207365727669636520636f6d6d616e640a000000",
-  x86_64: "488b1c244883fb040f8ccf020000488b7c2410e8ed0200004989c4488b7c2418e8e00200004531c94885c0410f94c14c01c84989c54c8d7424204c8d7cdc1031db4883ec20c744241404000000bf03000000be01000000ba1e0000004c8d5424104c8d442414b8370000000f054885c00f8853020000837c2410000f8448020000bf03000000be03000000b8480000000f054885c00f882e020000bf03000000be040000004889c281ca00080000b8480000000f0548c704240140000048c74424080000000031ff4889e631d241ba08000000b80e0000000f0548c7c7ffffffff4889e6ba0800000041ba00000800b8210100000f054885c00f88b60100004989c048c7c7ffffffff31f6ba0100000031c04c39eb0f43d04531d2b83d0000000f054885c07e0548ffcbebd64c39eb73d1c744241003000000c7442414010000004489442418c744241c01000000488d7c2410be02000000baffffffffb8070000000f054885c0789966837c241e00757766837c2416007489bf0300000031f631d241ba00000800b8200100000f054885c078314889c5b8390000000f054885c07478780348ffc34889ef4889c5b8030000000f054d85c90f8444ffffff4885ed784feb2a4883f8f70f84fa0000004883f8ea0f84f00000004883f8a80f84e6000000e91affffff48c7c5ffffffffbf03000000b8030000000f054889ef31f631d24531d2b83d0000000f054883f8f675e931ffb8e70000000f05bf03000000b8030000000f05bf02000000488d74240831d241ba08000000b80e0000000f054889ef31f6b8210000000f054889efbe01000000b8210000000f054d85e474314883ec2048c704240000000048c7442408000000004c8964241048c74424180000000031ff4889e631d2b8260000000f05498b3e4c89f64c89fab83b0000000f05488d3554010000ba2f00000041bc7f000000eb3a488d3510010000ba3000000041bc01000000eb26488d35a7000000ba5500000041bc01000000eb12488d3546000000ba4d00000041bc02000000bf02000000b8010000000f054c89e7b8e70000000f0531c00fb60f85c974cf0fb60f48ffc785c9741183e93083f90977bd486bc00a4801c8ebe5c36c68632d6163636570743a2075736167653a206c68632d616363657074205345434f4e4453204d415820434f4d4d414e442e2e2e20284d415820303a206f6e6520636f6e6e656374696f6e290a6c68632d6163636570743a206e6f206c697374656e696e6720736f636b6574206174206664203320287374617274206d652066726f6d206120736f636b657420756e69742077697468204163636570743d6e6f290a6c68632d6163636570743a2063616e6e6f7420776174636820666f72205349475445524d20287369676e616c6664290a6c68632d6163636570743a2063616e6e6f74206578656375746520746865207365727669636520636f6d6d616e640a0f1f440000"
+  aarch64: "f30340f97f1200f1eb150054e00b40f9b6000094f40300aae00f40f9b30000941f0000f1fb179f9a15001b8bf6830091f76f338bf7420091180080d2ff8300d180008052e01700b9600080d2210080d2c20380d2e3430091e4530091281a80d2010000d48012f8b7e01340b940120034600080d2610080d2280380d2010000d4a011f8b7020075b2600080d2810080d2280380d2010000d4000088d2e07f00a9000080d2e1030091020080d2030180d2e81080d2010000d400008092e1030091020180d20301a0d2480980d2010000d4a00ef8b7fa0300aa00008092010080d2220080d21f0315ebe223829a030080d2882080d2010000d41f0000f16d000054180700d1f5ffff171f0315eb62feff54600080d2210080d2217c60d3000001aa420301aae00b01a9e0430091410080d2020080d2030080d2040180d2280980d2010000d4a0fcffb7e03f407960040035e02f407920fcff34600080d2010080d2020080d20301a0d2481e80d2010000d46002f8b7f90300aa200280d2010080d2020080d2030080d2040080d2881b80d2010000d4000400b44000f8b718070091fc0300aae00319aa280780d2010000d45bf9ffb4bc02f8b7090000141f2400b1a00700541f5800b1600700541f6001b120070054c1ffff171c008092600080d2280780d2010000d4e0031caa010080d2020080d2030080d2882080d2010000d41f2800b121ffff54000080d2c80b80d2010000d4600080d2280780d2010000d4400080d2e1230091020080d2030180d2e81080d2010000d4e00319aa010080d2020080d2080380d2010000d4e00319aa210080d2080380d2010000d4340100b4ff8300d1ff7f00a9f47f01a9000080d2e1030091020080d2e80c80d2010000d4c00240f9e10316aae20317aaa81b80d2010000d4c10a0050e20580d2e30f80d20c000014c1080050020680d2230080d208000014a1050030a20a80d2230080d204000014c1020010a20980d2430080d2400080d2080880d2010000d4e00303aac80b80d2010000d4e10300aa000080d22200403982feff34430180d222144038c200003442c000515f240071c8fdff540008039bfaffff17c0035fd66c68632d6163636570743a2075736167653a206c68632d616363657074205345434f4e4453204d415820434f4d4d414e442e2e2e20284d415820303a206f6e6520636f6e6e656374696f6e290a6c68632d6163636570743a206e6f206c697374656e696e6720736f636b6574206174206664203320287374617274206d652066726f6d206120736f636b657420756e69742077697468204163636570743d6e6f290a6c68632d6163636570743a2063616e6e6f7420776174636820666f72205349475445524d20287369676e616c6664290a6c68632d6163636570743a2063616e6e6f74206578656375746520746865207365727669636520636f6d6d616e640a000000",
+  x86_64: "488b1c244883fb040f8ccf020000488b7c2410e8ed0200004989c4488b7c2418e8e00200004531c94885c0410f94c14c01c84989c54c8d7424204c8d7cdc1031db4883ec20c744241404000000bf03000000be01000000ba1e0000004c8d5424104c8d442414b8370000000f054885c00f8853020000837c2410000f8448020000bf03000000be03000000b8480000000f054885c00f882e020000bf03000000be040000004889c281ca00080000b8480000000f0548c704240040000048c74424080000000031ff4889e631d241ba08000000b80e0000000f0548c7c7ffffffff4889e6ba0800000041ba00000800b8210100000f054885c00f88b60100004989c048c7c7ffffffff31f6ba0100000031c04c39eb0f43d04531d2b83d0000000f054885c07e0548ffcbebd64c39eb73d1c744241003000000c7442414010000004489442418c744241c01000000488d7c2410be02000000baffffffffb8070000000f054885c0789966837c241e00757766837c2416007489bf0300000031f631d241ba00000800b8200100000f054885c078314889c5b8390000000f054885c07478780348ffc34889ef4889c5b8030000000f054d85c90f8444ffffff4885ed784feb2a4883f8f70f84fa0000004883f8ea0f84f00000004883f8a80f84e6000000e91affffff48c7c5ffffffffbf03000000b8030000000f054889ef31f631d24531d2b83d0000000f054883f8f675e931ffb8e70000000f05bf03000000b8030000000f05bf02000000488d74240831d241ba08000000b80e0000000f054889ef31f6b8210000000f054889efbe01000000b8210000000f054d85e474314883ec2048c704240000000048c7442408000000004c8964241048c74424180000000031ff4889e631d2b8260000000f05498b3e4c89f64c89fab83b0000000f05488d3554010000ba2f00000041bc7f000000eb3a488d3510010000ba3000000041bc01000000eb26488d35a7000000ba5500000041bc01000000eb12488d3546000000ba4d00000041bc02000000bf02000000b8010000000f054c89e7b8e70000000f0531c00fb60f85c974cf0fb60f48ffc785c9741183e93083f90977bd486bc00a4801c8ebe5c36c68632d6163636570743a2075736167653a206c68632d616363657074205345434f4e4453204d415820434f4d4d414e442e2e2e20284d415820303a206f6e6520636f6e6e656374696f6e290a6c68632d6163636570743a206e6f206c697374656e696e6720736f636b6574206174206664203320287374617274206d652066726f6d206120736f636b657420756e69742077697468204163636570743d6e6f290a6c68632d6163636570743a2063616e6e6f7420776174636820666f72205349475445524d20287369676e616c6664290a6c68632d6163636570743a2063616e6e6f74206578656375746520746865207365727669636520636f6d6d616e640a0f1f440000"
 };
 function needsAcceptLoop(config2) {
   if (config2.service.inetd !== true) return false;
@@ -41480,15 +41478,14 @@ ${fstabField(p2.dataSource)} ${fstabField(p2.dataMount)} ext4 ${p2.dataIsLoopFil
 `;
 }
 function renderWarmServiceUnit(o2, p2) {
-  const timeout = o2.service.timeout;
   const mounts = mountUnitNames(p2).join(" ");
   return HEADER(o2.name) + `[Unit]
 Description=lhc ${o2.name} (warm container %i: one connection, then replaced)
 Requires=${o2.name}.socket
 After=${o2.name}.socket
 # Wants=, not Requires=: restarting the root mount for a new image (install.sh upgrade) must
-# not stop a container serving a connection from the old one; install.sh then restarts
-# the warm containers, which finish their connection first (see KillMode= below).
+# not stop a container serving a connection from the old one; install.sh then has every
+# warm container replaced, a busy one once its connection ends (see KillMode= below).
 Wants=${mounts}
 After=${mounts}
 # Every connection restarts the instance: no start rate limit (a failed start is not restarted).
@@ -41511,11 +41508,10 @@ StandardError=journal
 Environment=SYSTEMD_NSPAWN_LOCK=0
 # --keep-unit runs the container in this unit's cgroup, which nspawn must be allowed to manage.
 Delegate=yes
-# Stopping sends SIGTERM to nspawn alone; nspawn tells the stub init (--kill-signal=SIGINT),
-# which passes SIGTERM on to lhc-accept: an idle container ends at once, a busy one when its
-# connection ends; what is left is killed after TimeoutStopSec=.
+# Stopping ends the container at once (nspawn kills it). An upgrade instead sends lhc-accept
+# SIGTERM (install.sh): an idle container ends at once, a busy one when its connection ends,
+# and either is started again on the new image.
 KillMode=mixed
-TimeoutStopSec=${Math.ceil(timeout ?? 60) + 5}
 ` + limitLines(serviceLimits(o2));
 }
 
@@ -41790,8 +41786,9 @@ second connection and a connection never waits for a container to start unless a
 ${warm.length} are busy (it then waits in the socket's queue: they are also how many connections run at
 once). Idle containers cost memory (an nspawn process each), not CPU. \`deploy.warm-containers: 0\`
 starts a container per connection on arrival instead (\`Accept=yes\`, at most 32 at once).
-\`systemctl stop\` (and an upgrade, which restarts them on the new image) ends an idle container
-at once and a busy one when its connection ends` : unitPerConnection(o2) ? `Each connection to port ${listenPort(o2.service)} starts one container (\`${o2.name}@<n>.service\`) with the
+\`systemctl stop\` ends a warm container at once, connection or not; an upgrade instead sends each
+lhc-accept SIGTERM, so an idle container ends at once and a busy one when its connection ends, and
+systemd starts each again on the new image` : unitPerConnection(o2) ? `Each connection to port ${listenPort(o2.service)} starts one container (\`${o2.name}@<n>.service\`) with the
 connection on stdin/stdout` : inetd ? `The first connection to port ${listenPort(o2.service)} starts \`${svc}\`, whose ${ACCEPT_PATH} (a static helper of
 about 1 KB in the image) then starts one process of the service per connection, with the
 connection on stdin/stdout, at most ${ACCEPT_MAX_CONNECTIONS} at once` : !proxied(o2.service) ? `The first connection to port ${listenPort(o2.service)} starts the container (\`${svc}\`) and systemd hands
@@ -41893,7 +41890,9 @@ function renderInstallScript(i2) {
     ["NSPAWN", i2.nspawnPath],
     ["SYSUSERS_FILE", i2.sysusers?.bundle ?? ""],
     ["SYSUSERS_NAME", i2.sysusers?.installed ?? ""],
-    ["PROGRAMS", i2.programs.join(" ")]
+    ["PROGRAMS", i2.programs.join(" ")],
+    // How long an upgrade waits for a busy warm container: its connection's limit and a margin.
+    ["WARM_WAIT", String(Math.ceil(i2.connectionTimeout ?? 60) + 5)]
   ];
   return `#!/bin/sh
 # Generated by lhc for ${i2.name}: install, upgrade, roll back or remove it on the board.
@@ -42016,6 +42015,45 @@ warm_units() {
   [ -f "$f" ] && sed -n 's/^Wants=//p' "$f" | tr ' ' '\\n' | grep '@warm' || true
 }
 
+# SIGTERM to the lhc-accept of each warm unit named in $1, never to a process it has forked for a
+# connection (the same name until that execs): that would end the connection.
+signal_accept() {
+  for d in /proc/[0-9]*; do
+    [ "$(cat "$d/comm" 2>/dev/null)" = lhc-accept ] || continue
+    ppid=$(cut -d' ' -f4 "$d/stat" 2>/dev/null) || continue
+    [ "$(cat "/proc/$ppid/comm" 2>/dev/null)" != lhc-accept ] || continue
+    cg=$(cat "$d/cgroup" 2>/dev/null) || continue
+    for u in $1; do
+      printf '%s\\n' "$cg" | grep -Eq "/$u(/|$)" && kill -TERM "\${d#/proc/}" 2>/dev/null || true
+    done
+  done
+}
+
+# Has the warm containers in $1 that still hold the old image replaced: lhc-accept drains on
+# SIGTERM (an idle one exits at once, a busy one when its connection ends) and exits 0, and
+# systemd starts the instance again on the new image (Restart=on-success). Not systemctl
+# restart: nspawn would kill a busy container. A SIGTERM that reached lhc-accept while it was
+# still starting is lost, so the ones not yet replaced are signalled again every second.
+replace_warm() {
+  before=""
+  for u in $1; do before="$before $u=$(systemctl show -P InvocationID "$u")"; done
+  waited=0
+  while :; do
+    left=""
+    for u in $1; do
+      case "$before " in *" $u=$(systemctl show -P InvocationID "$u") "*) left="$left $u" ;; esac
+    done
+    [ -n "$left" ] || return 0
+    if [ "$waited" -ge "$WARM_WAIT" ]; then
+      say "still serving a connection after $WARM_WAIT s:$left (replaced when it ends)"
+      return 0
+    fi
+    signal_accept "$left"
+    sleep 1
+    waited=$((waited + 1))
+  done
+}
+
 # Warm container instances loaded now (running, starting, stopping or failed).
 loaded_warm_units() {
   systemctl list-units --all --plain --no-legend "$NAME@warm*.service" 2>/dev/null |
@@ -42121,8 +42159,8 @@ activate() {
   # new one (a busy one finishes its connection first); missing ones start.
   if [ "$warm" != "  " ]; then
     if [ -n "$old" ] && [ "$new" != "$old" ] && [ -z "$socket_restarted" ]; then
-      say "starting the warm containers again on the new image"
-      systemctl try-restart $warm
+      say "replacing the warm containers (a busy one when its connection ends)"
+      replace_warm "$warm"
     fi
     systemctl start $warm
   fi
@@ -42256,7 +42294,8 @@ async function writeDeployBundle(o2) {
     // The sandboxed service needs no nspawn on the board, but a user made by systemd-sysusers.
     nspawnPath: sandboxed ? "" : o2.nspawnPath ?? "/usr/bin/systemd-nspawn",
     sysusers: sandboxed ? sysusers : void 0,
-    programs: proxied(o2.service) ? PROXY_PROGRAMS : []
+    programs: proxied(o2.service) ? PROXY_PROGRAMS : [],
+    ...o2.service.timeout !== void 0 ? { connectionTimeout: o2.service.timeout } : {}
   });
   await mkdir5(o2.outDir, { recursive: true });
   await stageOutput(
@@ -45989,9 +46028,7 @@ async function runInetdPooled(config2, t, identity3, o2, hook, pool) {
       // No alarm (the probe's own timeout applies), one connection at a time: the processes of
       // concurrent connections would interleave their lines in the one trace stream.
       launcher: [accept, "0", "1"],
-      asPid2: true,
-      // Stopping it kills it at once (a drain would wait for a hung connection).
-      killSignal: "SIGKILL"
+      asPid2: true
     });
     const begun = await hook.begin(argv, k2);
     const { cut, end } = begun;

@@ -3,8 +3,7 @@
 // served by a fresh child running COMMAND with the connection as stdin and stdout, SIGALRM after
 // SECONDS (0: never), at most MAX children at once. The sandbox around all of it is the unit's.
 // SIGTERM (systemctl stop, an upgrade) drains: no more accepts, the running children finish,
-// then exit 0; the socket's queue waits for the next start. SIGHUP does the same: nspawn's stub
-// init (--as-pid2) sends it along with SIGTERM when the container is told to stop.
+// then exit 0; the socket's queue waits for the next start.
 // MAX 0 (once mode): one connection, then exit 0 when its child has exited, never waiting for
 // other processes (as a container's PID 1 it inherits them; a unit with Restart=on-success starts
 // it again). SIGTERM ends it at once before that connection, after it once the child is done.
@@ -51,7 +50,7 @@ _start:
         mov     x1, #4                  // F_SETFL
         mov     x8, #25                 // fcntl
         svc     #0
-        mov     x0, #0x4001             // SIGTERM and SIGHUP
+        mov     x0, #0x4000             // SIGTERM
         stp     x0, xzr, [sp]
         mov     x0, #0                  // SIG_BLOCK: it is read from a signalfd instead
         mov     x1, sp

@@ -3,8 +3,7 @@
 # served by a fresh child running COMMAND with the connection as stdin and stdout, SIGALRM after
 # SECONDS (0: never), at most MAX children at once. The sandbox around all of it is the unit's.
 # SIGTERM (systemctl stop, an upgrade) drains: no more accepts, the running children finish,
-# then exit 0; the socket's queue waits for the next start. SIGHUP does the same: nspawn's stub
-# init (--as-pid2) sends it along with SIGTERM when the container is told to stop.
+# then exit 0; the socket's queue waits for the next start.
 # MAX 0 (once mode): one connection, then exit 0 when its child has exited, never waiting for
 # other processes (as a container's PID 1 it inherits them; a unit with Restart=on-success starts
 # it again). SIGTERM ends it at once before that connection, after it once the child is done.
@@ -54,7 +53,7 @@ _start:
         or      $0x800, %edx            # O_NONBLOCK (the connections accepted stay blocking)
         mov     $72, %eax               # fcntl
         syscall
-        movq    $0x4001, (%rsp)         # SIGTERM and SIGHUP
+        movq    $0x4000, (%rsp)         # SIGTERM
         movq    $0, 8(%rsp)
         xor     %edi, %edi              # SIG_BLOCK: it is read from a signalfd instead
         mov     %rsp, %rsi

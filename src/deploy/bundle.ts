@@ -162,6 +162,7 @@ export async function writeDeployBundle(o: DeployBundleOptions): Promise<DeployB
     nspawnPath: sandboxed ? '' : (o.nspawnPath ?? '/usr/bin/systemd-nspawn'),
     sysusers: sandboxed ? sysusers : undefined,
     programs: proxied(o.service) ? PROXY_PROGRAMS : [],
+    ...(o.service.timeout !== undefined ? { connectionTimeout: o.service.timeout } : {}),
   });
   // Written whole every time (staged, then renamed over the earlier one): a unit left from an
   // earlier build (another name) must not ship.

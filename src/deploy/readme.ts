@@ -66,8 +66,9 @@ second connection and a connection never waits for a container to start unless a
 ${warm.length} are busy (it then waits in the socket's queue: they are also how many connections run at
 once). Idle containers cost memory (an nspawn process each), not CPU. \`deploy.warm-containers: 0\`
 starts a container per connection on arrival instead (\`Accept=yes\`, at most 32 at once).
-\`systemctl stop\` (and an upgrade, which restarts them on the new image) ends an idle container
-at once and a busy one when its connection ends`
+\`systemctl stop\` ends a warm container at once, connection or not; an upgrade instead sends each
+lhc-accept SIGTERM, so an idle container ends at once and a busy one when its connection ends, and
+systemd starts each again on the new image`
     : unitPerConnection(o)
       ? `Each connection to port ${listenPort(o.service)} starts one container (\`${o.name}@<n>.service\`) with the
 connection on stdin/stdout`

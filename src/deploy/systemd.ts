@@ -312,7 +312,6 @@ export function renderFstab(o: DeployBundleOptions, p: BoardPaths): string {
  * again, so every connection still has a container of its own, started while nobody waited.
  */
 function renderWarmServiceUnit(o: DeployBundleOptions, p: BoardPaths): string {
-  const timeout = o.service.timeout;
   const mounts = mountUnitNames(p).join(' ');
   return (
     HEADER(o.name) +
@@ -320,8 +319,8 @@ function renderWarmServiceUnit(o: DeployBundleOptions, p: BoardPaths): string {
     `Description=lhc ${o.name} (warm container %i: one connection, then replaced)\n` +
     `Requires=${o.name}.socket\nAfter=${o.name}.socket\n` +
     '# Wants=, not Requires=: restarting the root mount for a new image (install.sh upgrade) must\n' +
-    '# not stop a container serving a connection from the old one; install.sh then restarts\n' +
-    '# the warm containers, which finish their connection first (see KillMode= below).\n' +
+    '# not stop a container serving a connection from the old one; install.sh then has every\n' +
+    '# warm container replaced, a busy one once its connection ends (see KillMode= below).\n' +
     `Wants=${mounts}\nAfter=${mounts}\n` +
     '# Every connection restarts the instance: no start rate limit (a failed start is not restarted).\n' +
     'StartLimitIntervalSec=0\n' +
@@ -339,11 +338,10 @@ function renderWarmServiceUnit(o: DeployBundleOptions, p: BoardPaths): string {
     'Environment=SYSTEMD_NSPAWN_LOCK=0\n' +
     "# --keep-unit runs the container in this unit's cgroup, which nspawn must be allowed to manage.\n" +
     'Delegate=yes\n' +
-    '# Stopping sends SIGTERM to nspawn alone; nspawn tells the stub init (--kill-signal=SIGINT),\n' +
-    '# which passes SIGTERM on to lhc-accept: an idle container ends at once, a busy one when its\n' +
-    '# connection ends; what is left is killed after TimeoutStopSec=.\n' +
+    '# Stopping ends the container at once (nspawn kills it). An upgrade instead sends lhc-accept\n' +
+    '# SIGTERM (install.sh): an idle container ends at once, a busy one when its connection ends,\n' +
+    '# and either is started again on the new image.\n' +
     'KillMode=mixed\n' +
-    `TimeoutStopSec=${Math.ceil(timeout ?? 60) + 5}\n` +
     limitLines(serviceLimits(o))
   );
 }

@@ -98,7 +98,7 @@ function containerArgv(
   hook: RunHook | undefined,
   index: number | undefined,
   identity: { machineName: string; hostname: string },
-  extra: { launcher?: readonly string[]; asPid2?: boolean; killSignal?: 'SIGKILL' } = {},
+  extra: { launcher?: readonly string[]; asPid2?: boolean } = {},
 ): string[] {
   return nspawnArgv({
     ...extra,
@@ -415,8 +415,6 @@ async function runInetdPooled(
       // concurrent connections would interleave their lines in the one trace stream.
       launcher: [accept, '0', '1'],
       asPid2: true,
-      // Stopping it kills it at once (a drain would wait for a hung connection).
-      killSignal: 'SIGKILL',
     });
     const begun = await hook.begin(argv, k);
     const { cut, end } = begun;

@@ -64,21 +64,11 @@ export interface NspawnOptions {
   /**
    * Runs first, as the container's root, with the rest of the payload argv (lhc-run-as, command)
    * as its own: the warm containers' lhc-accept (the traced run's too, harness/run.ts
-   * runInetdPooled). It runs as PID 2 under nspawn's stub init (--as-pid2), which reaps what a
-   * connection leaves behind, and drains when the stub passes a stop on (SIGTERM and SIGHUP).
+   * runInetdPooled). A stop kills the container (nspawn's default): its drain is never asked of
+   * nspawn, whose one signal to a PID 1 without a handler is lost while the container starts
+   * (the unit hung until TimeoutStopSec on the simulated board); install.sh signals lhc-accept.
    */
   launcher?: readonly string[];
-  /**
-   * What nspawn sends PID 1 when told to stop: default SIGINT with a launcher, which the stub
-   * init turns into SIGTERM and SIGHUP for PID 2 (lhc-accept drains); else nspawn's own SIGKILL.
-   * Not SIGTERM to lhc-accept as PID 1: a PID 1 drops a signal it has no handler for, so a stop
-   * arriving while the container was still starting was lost and the unit hung until
-   * TimeoutStopSec (seen on the simulated board). nspawn blocks SIGINT before it forks, so the
-   * stub finds it pending however early it came. The traced run keeps SIGKILL: a drain would
-   * wait for a hung connection, and nspawn killed after the grace period would leave the
-   * container behind.
-   */
-  killSignal?: 'SIGINT' | 'SIGKILL';
   /** nspawn's stub init as PID 1, the payload PID 2: orphans are reaped by the stub, not by it. */
   asPid2?: boolean;
 }
@@ -202,7 +192,7 @@ export function nspawnArgv(o: NspawnOptions): string[] {
   if (o.machineName) argv.push(`--machine=${o.machineName}`);
   if (o.hostname) argv.push(`--hostname=${o.hostname}`);
   if (o.readOnly) argv.push('--read-only');
-  if (o.asPid2 ?? o.launcher !== undefined) argv.push('--as-pid2');
+  if (o.asPid2) argv.push('--as-pid2');
   if (o.ephemeral) argv.push('--ephemeral');
   if (o.harden) argv.push(...HARDENING_FLAGS);
   else if (o.privateNetwork) argv.push('--private-network');
@@ -221,9 +211,6 @@ export function nspawnArgv(o: NspawnOptions): string[] {
   }
   if (o.workdir) argv.push(`--chdir=${o.workdir}`);
   // Not --user=: nspawn would run getent inside the container and make a home directory there.
-  // Without --kill-signal a non-booted container gets SIGKILL when nspawn is told to stop.
-  if ((o.killSignal ?? (o.launcher ? 'SIGINT' : 'SIGKILL')) === 'SIGINT')
-    argv.push('--kill-signal=SIGINT');
   argv.push('--', ...(o.launcher ?? []), ...(o.runAs ? [RUN_AS_PATH] : []), ...o.command);
   return argv;
 }
