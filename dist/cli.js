@@ -42000,7 +42000,7 @@ retire_units() {
   for u in $(release_units "$1"); do
     case $keep in *" $u "*) continue ;; esac
     case $u in
-      # Warm containers (nspawn runtime) finish their connection first; per-connection ones end with it.
+      # Warm containers (nspawn runtime) are stopped, a connection in flight with them; per-connection ones end with it.
       *@.service) systemctl stop "\${u%@.service}@warm*.service" 2>/dev/null || true ;;
       *) systemctl disable --now --quiet "$u" 2>/dev/null || true ;;
     esac
